@@ -1,0 +1,12 @@
+"""Attacks: a shared base with mask semantics (``base``), one module per attack family."""
+
+from .base import (
+    Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks,
+    make_attack, margin, per_sample_noise, perturbation_norms, prepare_mask, register_attack,
+)
+
+__all__ = [
+    "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "frozen_eval",
+    "list_attacks", "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask",
+    "register_attack",
+]

@@ -1,0 +1,304 @@
+"""The attack API shared by every attack: mask semantics, bookkeeping, results.
+
+Usage, as torchattacks users expect::
+
+    atk = PGD(model, eps=0.1, steps=10)
+    x_adv = atk(x, y)                                   # tensor
+    result = atk.run(x, y, mask=background, target=t)   # AttackResult
+
+Conventions (DESIGN.md): images are float in [0,1], (N,C,H,W). A mask is
+broadcastable to x with values in [0,1]; the perturbation where the mask is 0 is
+exactly zero, and a fractional mask scales each update *before* the norm step
+(an L2 step then spends its whole budget inside the mask). Attacks run the model
+in eval mode with parameter gradients off, and restore both afterwards.
+
+Randomness is per sample: noise for sample ``i`` comes from a generator seeded
+with ``(seed, sample_id[i])``, so a batch attacked together equals each image
+attacked alone with the same ``sample_ids``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError, unknown_name
+from ..runtime import model_device
+
+NORMS = ("linf", "l2", "l0", "ssim")
+
+
+@dataclass
+class AttackResult:
+    """Outcome of an attack on a batch.
+
+    Attributes:
+        x_adv: (N,C,H,W) adversarial images in [0,1].
+        success: (N,) bool; untargeted: prediction != label; targeted: prediction == target.
+        clean_pred, adv_pred: (N,) int64 predictions on x and x_adv.
+        labels: (N,) int64 true labels given to the attack.
+        target: (N,) int64 target classes, or None for an untargeted attack.
+        l0: (N,) number of pixel positions (H,W) changed in any channel.
+        l2, linf: (N,) norms of the perturbation over all elements.
+        queries: (N,) model evaluations spent on each image (a forward pass, or a
+            forward+backward for a gradient, counts as one).
+    """
+
+    x_adv: torch.Tensor
+    success: torch.Tensor
+    clean_pred: torch.Tensor
+    adv_pred: torch.Tensor
+    labels: torch.Tensor
+    target: torch.Tensor | None
+    l0: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    queries: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.x_adv.shape[0])
+
+    @property
+    def success_rate(self) -> float:
+        return float(self.success.float().mean()) if len(self) else float("nan")
+
+    def to(self, device: torch.device | str) -> "AttackResult":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return AttackResult(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+
+    @staticmethod
+    def cat(results: Sequence["AttackResult"]) -> "AttackResult":
+        """Concatenate results of consecutive batches."""
+        if not results:
+            raise ValueError("cannot concatenate an empty list of results")
+        merged: dict[str, Any] = {}
+        for f in fields(AttackResult):
+            parts = [getattr(r, f.name) for r in results]
+            merged[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
+        return AttackResult(**merged)
+
+
+def perturbation_norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-image (L0 over pixel positions, L2, L-inf) of ``delta`` (N,C,H,W)."""
+    flat = delta.flatten(1)
+    l0 = (delta != 0).any(dim=1).flatten(1).sum(1)
+    return l0, flat.norm(p=2, dim=1), flat.abs().amax(dim=1) if flat.shape[1] else flat.sum(1)
+
+
+def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """Validate a mask and broadcast it to x's shape (float on x's device), or None.
+
+    Accepts (H,W), (N,H,W) (expanded over channels), or anything broadcastable
+    to (N,C,H,W); values must lie in [0,1].
+    """
+    if mask is None:
+        return None
+    mask = torch.as_tensor(mask, device=x.device)
+    if mask.dtype == torch.bool:
+        mask = mask.to(x.dtype)
+    mask = mask.to(x.dtype)
+    if mask.ndim == 3 and mask.shape[0] == x.shape[0] and mask.shape[1:] == x.shape[2:]:
+        mask = mask.unsqueeze(1)
+    try:
+        mask = torch.broadcast_to(mask, x.shape)
+    except RuntimeError as exc:
+        raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to images {tuple(x.shape)}") from exc
+    if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
+        raise ConfigError("mask values must lie in [0, 1]")
+    return mask
+
+
+def apply_mask(delta: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``delta * mask`` (identity without a mask)."""
+    return delta if mask is None else delta * mask
+
+
+def enforce_constraints(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Clamp to [0,1] and make the perturbation exactly 0 where the mask is 0."""
+    x_adv = x_adv.clamp(0.0, 1.0)
+    if mask is not None:
+        x_adv = torch.where(mask == 0, x, x_adv)
+    return x_adv
+
+
+def per_sample_noise(
+    shape: Sequence[int], seed: int, sample_ids: torch.Tensor, kind: str = "uniform",
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(N, *shape[1:]) noise; row i drawn from a CPU generator seeded by (seed, sample_ids[i]).
+
+    ``uniform`` is U[-1,1), ``normal`` is N(0,1). Drawing on the CPU makes the
+    numbers the same on every device.
+    """
+    rows = []
+    for sid in sample_ids.tolist():
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(sid)) % (2**63 - 1))
+        if kind == "uniform":
+            rows.append(torch.rand(tuple(shape[1:]), generator=gen) * 2 - 1)
+        elif kind == "normal":
+            rows.append(torch.randn(tuple(shape[1:]), generator=gen))
+        else:
+            raise ConfigError(f"noise kind {kind!r} unknown; valid: uniform, normal")
+    if not rows:
+        return torch.empty(tuple(shape), device=device, dtype=dtype)
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with parameter gradients off; restore both afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``z_y - max_{j != y} z_j`` per row (positive while the label still wins)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return true - others.amax(dim=1)
+
+
+class Attack:
+    """Base class. Subclasses implement :meth:`perturb` and validate their parameters.
+
+    ``perturb(x, y, mask, target, sample_ids)`` returns ``(x_adv, queries)``
+    where ``queries`` is an (N,) int64 count of model evaluations per image.
+    The base class validates inputs, runs the model frozen in eval mode,
+    enforces the box and the mask, and computes predictions and norms.
+    """
+
+    name: ClassVar[str] = "attack"
+    norm: ClassVar[str] = "linf"
+    supports_targeted: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, seed: int = 0) -> None:
+        self.model = model
+        self.seed = int(seed)
+
+    # -- public API -------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.run(x, y, **kwargs).x_adv
+
+    def run(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        sample_ids: torch.Tensor | None = None,
+    ) -> AttackResult:
+        """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
+        x, y, target = self._validate(x, y, target)
+        mask_full = prepare_mask(mask, x)
+        ids = torch.arange(x.shape[0]) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        if ids.shape != (x.shape[0],):
+            raise ShapeError(f"sample_ids must have shape ({x.shape[0]},), got {tuple(ids.shape)}")
+        with frozen_eval(self.model):
+            with torch.no_grad():
+                clean_pred = self.model(x).argmax(1)
+            x_adv, queries = self.perturb(x, y, mask_full, target, ids)
+            x_adv = enforce_constraints(x, x_adv.detach(), mask_full)
+            with torch.no_grad():
+                adv_pred = self.model(x_adv).argmax(1)
+        success = adv_pred == target if target is not None else adv_pred != y
+        l0, l2, linf = perturbation_norms(x_adv - x)
+        return AttackResult(x_adv, success, clean_pred, adv_pred, y, target, l0, l2, linf, queries + 1)
+
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- helpers ----------------------------------------------------------------
+    def _validate(
+        self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if not isinstance(x, torch.Tensor) or x.ndim != 4:
+            raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+        if not x.is_floating_point():
+            raise ShapeError(f"images must be floating point in [0,1], got dtype {x.dtype}")
+        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise ConfigError("images must lie in [0, 1]; wrap a model that needs normalization in Normalized")
+        device = model_device(self.model)
+        x = x.detach().to(device)
+        y = torch.as_tensor(y, device=device).long()
+        if y.shape != (x.shape[0],):
+            raise ShapeError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+        if target is not None:
+            if not self.supports_targeted:
+                raise ConfigError(f"attack {self.name!r} has no targeted mode")
+            target = torch.as_tensor(target, device=device).long()
+            if target.shape != (x.shape[0],):
+                raise ShapeError(f"target must have shape ({x.shape[0]},), got {tuple(target.shape)}")
+        return x, y, target
+
+    def params(self) -> dict[str, Any]:
+        """The constructor parameters of this attack with their current values."""
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k not in ("self", "model") and hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({inner})"
+
+
+# -- registry ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    cls: type[Attack]
+    fixed: dict[str, Any]
+    description: str
+
+    def parameters(self) -> dict[str, inspect.Parameter]:
+        """Typed, defaulted constructor parameters a user can set (fixed ones excluded)."""
+        sig = inspect.signature(self.cls.__init__)
+        return {k: p for k, p in sig.parameters.items() if k not in ("self", "model") and k not in self.fixed}
+
+
+_REGISTRY: dict[str, AttackSpec] = {}
+
+
+def register_attack(name: str, description: str, **fixed: Any) -> Callable[[type[Attack]], type[Attack]]:
+    """Register an attack class under ``name`` with some constructor arguments fixed."""
+
+    def wrap(cls: type[Attack]) -> type[Attack]:
+        _REGISTRY[name] = AttackSpec(name, cls, dict(fixed), description)
+        return cls
+
+    return wrap
+
+
+def list_attacks() -> dict[str, AttackSpec]:
+    return dict(sorted(_REGISTRY.items()))
+
+
+def make_attack(name: str, model: nn.Module, **params: Any) -> Attack:
+    """Build a registered attack; unknown parameter names raise :class:`ConfigError`."""
+    if name not in _REGISTRY:
+        raise unknown_name("attack", name, _REGISTRY)
+    spec = _REGISTRY[name]
+    allowed = spec.parameters()
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise ConfigError(f"attack {name!r} has no parameter(s) {sorted(unknown)}; valid: {sorted(allowed)}")
+    return spec.cls(model, **spec.fixed, **params)

@@ -1,0 +1,72 @@
+"""Dataset registry: ``load_dataset("fashion-mnist", split="test")``.
+
+A loader is registered with :func:`register_dataset`; names with a colon
+(``imagefolder:/path``) pass the part after the colon to the loader as ``root``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, unknown_name
+from .base import ImageDataset
+
+Loader = Callable[..., ImageDataset]
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    loader: Loader
+    description: str
+    image_shape: tuple[int, int, int] | None = None  # (C,H,W) when fixed
+    num_classes: int | None = None
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(
+    name: str,
+    description: str,
+    image_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
+) -> Callable[[Loader], Loader]:
+    """Decorator registering ``loader(split, root, download, **kwargs) -> ImageDataset``."""
+
+    def wrap(loader: Loader) -> Loader:
+        _REGISTRY[name] = DatasetSpec(name, loader, description, image_shape, num_classes)
+        return loader
+
+    return wrap
+
+
+def list_datasets() -> dict[str, DatasetSpec]:
+    """All registered datasets by name."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    base = name.split(":", 1)[0]
+    if base not in _REGISTRY:
+        raise unknown_name("dataset", name, _REGISTRY)
+    return _REGISTRY[base]
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    root: str | Path | None = None,
+    download: bool = False,
+    **kwargs: object,
+) -> ImageDataset:
+    """Load a registered dataset split as an :class:`ImageDataset` with images in [0,1]."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split!r} is not valid; valid: {', '.join(SPLITS)}")
+    spec = dataset_spec(name)
+    if ":" in name:
+        root = name.split(":", 1)[1]
+    return spec.loader(split=split, root=root, download=download, **kwargs)

@@ -1,0 +1,57 @@
+"""Errors a user can cause.
+
+Every error that a user can trigger through bad input (a wrong path, a corrupt
+file, an unknown name, a value out of range, mismatched shapes) is raised as a
+subclass of :class:`AdvspatialError`. The CLI prints such an error as one line
+and exits with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class AdvspatialError(Exception):
+    """Base class of all user-facing advspatial errors."""
+
+
+class ConfigError(AdvspatialError, ValueError):
+    """A parameter or configuration value is invalid (unknown name, out of range)."""
+
+
+class DataError(AdvspatialError):
+    """A dataset cannot be found, or its files are corrupt or truncated."""
+
+
+class ModelError(AdvspatialError):
+    """A model cannot be built or loaded, or does not fit the data."""
+
+
+class ShapeError(AdvspatialError, ValueError):
+    """Tensors have shapes that do not fit together."""
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
+    """Build the standard 'unknown X' error listing the valid choices."""
+    choices = ", ".join(sorted(valid))
+    return ConfigError(f"unknown {kind} {name!r}; valid: {choices}")
+
+
+def check_range(
+    name: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise :class:`ConfigError` naming the valid range when ``value`` lies outside it."""
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        left = "[" if low_inclusive else "("
+        right = "]" if high_inclusive else ")"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(f"{name}={value!r} is out of range; valid: {left}{lo}, {hi}{right}")

@@ -1,0 +1,1 @@
+"""advspatial.experiments"""

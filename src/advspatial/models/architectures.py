@@ -1,0 +1,122 @@
+"""Built-in architectures, each registered by name.
+
+All take ``in_channels`` and ``num_classes`` and accept any input size for which
+their layers make sense (``smallcnn``/``lenet5``: 28x28 or 32x32; the GAP nets: any).
+Each names the module whose output is its "last convolutional block" through the
+attribute ``cam_layer`` so that Grad-CAM can find it without guessing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .registry import register_model
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+@register_model("smallcnn", "3 conv blocks (16-32-64, BN, ReLU) + 2 FC; default for 28x28, ~91% on Fashion-MNIST")
+class SmallCNN(nn.Module):
+    """conv16-pool-conv32-pool-conv64 -> fc128 -> fc. Grad-CAM layer: ``block3`` (7x7 on 28x28)."""
+
+    cam_layer = "block3"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(_conv_block(in_channels, 16), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(_conv_block(16, 32), nn.MaxPool2d(2))
+        self.block3 = _conv_block(32, 64)
+        side = input_size // 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.block3(self.block2(self.block1(x))))
+
+
+@register_model("lenet5", "classic MNIST net: conv32(5x5)-pool-conv64(5x5)-pool-fc200-fc10")
+class LeNet5(nn.Module):
+    """The two-conv MNIST network used throughout the adversarial literature."""
+
+    cam_layer = "features.4"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        side = input_size // 4
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Linear(200, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model("gapnet", "CAM-friendly: 4 conv blocks, global average pooling, one linear layer (exact CAM)")
+class GAPNet(nn.Module):
+    """Conv features -> global average pooling -> linear: CAM equals the linear map of the features."""
+
+    cam_layer = "features"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            _conv_block(in_channels, 32), _conv_block(32, 32), nn.MaxPool2d(2),
+            _conv_block(32, 64), _conv_block(64, 128),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block; its final ReLU is a separate module per block."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.relu2 = nn.ReLU()
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+@register_model("resnet18-cifar", "ResNet-18 with a 3x3 stem for 32x32 inputs (CIFAR-10)")
+class ResNet18CIFAR(nn.Module):
+    """ResNet-18 (2-2-2-2 basic blocks, 64-128-256-512) adapted to 32x32 inputs."""
+
+    cam_layer = "layer4"
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, input_size: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        widths, layers, cin = (64, 128, 256, 512), [], 64
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            layers.append(nn.Sequential(BasicBlock(cin, width, stride), BasicBlock(width, width, 1)))
+            cin = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(torch.flatten(self.pool(x), 1))

@@ -1,0 +1,72 @@
+"""Seeds, devices, cache directories and streaming batch iteration.
+
+Everything random in advspatial takes a seed or a :class:`torch.Generator`;
+:func:`make_generator` builds one on the right device. Batching is deterministic:
+:func:`batch_slices` always cuts the same ranges for the same ``n`` and batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+DEFAULT_CACHE = Path.home() / ".cache" / "advspatial"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The advspatial cache directory (``$ADVSPATIAL_CACHE`` or ``~/.cache/advspatial``), created on use."""
+    root = Path(os.environ.get("ADVSPATIAL_CACHE", str(DEFAULT_CACHE))).expanduser()
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``."""
+    gen = torch.Generator(device=torch.device(device))
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """Resolve ``auto`` to CUDA when present, else CPU; validate an explicit choice."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(preference)
+    except RuntimeError as exc:
+        raise ConfigError(f"device={preference!r} is not a valid device; valid: auto, cpu, cuda, cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={preference!r} requested but CUDA is not available; valid here: auto, cpu")
+    return device
+
+
+def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices ``[i, i+batch_size)`` covering ``range(n)``; deterministic."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} is out of range; valid: >= 1")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a parameter-free model)."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
