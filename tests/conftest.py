@@ -1,0 +1,91 @@
+"""Shared fixtures: tiny models (untrained and briefly trained) and real-data guards.
+
+Unit tests use tiny models and few images so that the suite stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+FASHION_DIR_CANDIDATES = [
+    os.environ.get("ADVSPATIAL_DATA", "") + "/fashion-mnist",
+    str(Path(os.environ.get("ADVSPATIAL_CACHE", Path.home() / ".cache/advspatial")) / "data/fashion-mnist"),
+    "/usr/share/datasets/fashion-mnist",
+]
+
+
+def fashion_mnist_available() -> bool:
+    return any(Path(d, "t10k-images-idx3-ubyte.gz").is_file() for d in FASHION_DIR_CANDIDATES)
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not fashion_mnist_available() and not os.environ.get("CI"),
+    reason="Fashion-MNIST not installed (make data)",
+)
+
+
+class TinyCNN(nn.Module):
+    """conv8-ReLU-pool-conv16-ReLU-pool-fc: small enough for unit tests, real enough for attacks."""
+
+    cam_layer = "features.3"
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.fc = nn.Linear(16 * (size // 4) ** 2, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+@pytest.fixture
+def tiny_cnn():
+    """Factory: ``tiny_cnn(in_channels=1, num_classes=10, size=28, seed=0)`` -> eval-mode TinyCNN."""
+
+    def make(in_channels: int = 1, num_classes: int = 10, size: int = 28, seed: int = 0) -> TinyCNN:
+        torch.manual_seed(seed)
+        return TinyCNN(in_channels, num_classes, size).eval()
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fmnist_test_subset():
+    """The first 200 Fashion-MNIST test images and labels (skips when the data is missing)."""
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    from advspatial.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", "test").head(200)
+    return ds.images(), ds.labels
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_cnn():
+    """A TinyCNN trained for ~2 s on 4000 Fashion-MNIST training images (about 75-80% test accuracy)."""
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    from advspatial.data import load_dataset
+
+    train = load_dataset("fashion-mnist", "train").head(4000)
+    x, y = train.images(), train.labels
+    torch.manual_seed(0)
+    model = TinyCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
+        for i in range(0, len(x), 100):
+            idx = perm[i : i + 100]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
