@@ -1,0 +1,159 @@
+"""Projected Gradient Descent (Madry et al., 2018) in L-inf and L2; BIM is L-inf PGD without random start.
+
+Each step, for the current iterate ``x_k`` and the attacker's loss gradient ``g``
+(:func:`advspatial.attacks.fgsm.attack_loss`, summed over images so each image's
+gradient does not depend on its batch):
+
+* L-inf: ``x_{k+1} = x_k + alpha * sign(mask*g) * mask``;
+* L2:    ``x_{k+1} = x_k + alpha * (mask*g) / (||mask*g||_2 + 1e-10)`` (the masked
+  gradient is normalized, so the step spends its whole length inside the mask);
+
+then projection onto the eps-ball around ``x`` (L-inf: clip ``x_{k+1}-x`` to
+``[-eps, eps]``; L2: scale ``x_{k+1}-x`` by ``min(1, eps/||x_{k+1}-x||)``), then
+onto the box [0,1]. Without a mask these are exactly torchattacks' PGD/PGDL2
+steps (the tests check equality to 1e-5), except that the loss is summed, not
+averaged, over the batch (the same sign, and the same L2 direction up to the
+1e-10 guard).
+
+Random start (``random_start=True``), drawn per sample from ``(seed, sample_id)``:
+
+* L-inf: ``eps * U[-1,1)`` per element, times the mask;
+* L2: *uniform in the eps-ball* (not torchattacks' radius ``eps*U[0,1]``): with
+  ``z ~ N(0, I_{D+2})``, the first D coordinates of ``z/||z||`` are uniform in the
+  unit D-ball; we mask them before normalizing, so with a binary mask the start
+  is uniform in the ball of the masked subspace (a fractional mask scales it).
+
+``early_stop=True`` freezes an image at the first iterate that is already
+adversarial (checked on the logits of the forward pass that computes the
+gradient, so it costs nothing) and counts only the steps it was active.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import check_range
+from .base import Attack, per_sample_noise, register_attack
+from .fgsm import check_loss, is_adversarial, loss_gradient, masked_sign
+
+L2_DIVISION_GUARD = 1e-10
+
+
+def _rows_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norm of (N, ...) as an (N,1,...,1) tensor that broadcasts back."""
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+@register_attack("bim", "Basic Iterative Method: L-inf PGD without random start", random_start=False)
+@register_attack("pgd-linf", "Projected Gradient Descent in the L-inf ball")
+@register_attack("pgd", "Projected Gradient Descent in the L-inf ball (alias of pgd-linf)")
+class PGD(Attack):
+    """PGD / BIM in the L-inf ball.
+
+    Args:
+        model: classifier on [0,1] images returning logits.
+        eps: radius of the L-inf ball, in [0, 1].
+        alpha: step size, > 0.
+        steps: number of gradient steps, >= 1.
+        random_start: start from a random point of the ball (per-sample seeded).
+        early_stop: freeze each image at its first adversarial iterate.
+        loss: ``ce`` (cross-entropy, default) or ``margin`` (logit margin).
+        seed: seed of the random start.
+    """
+
+    name = "pgd"
+    norm = "linf"
+    eps_max: float | None = 1.0
+
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+        random_start: bool = True, early_stop: bool = False, loss: str = "ce", seed: int = 0,
+    ) -> None:
+        super().__init__(model, seed)
+        check_range("eps", eps, 0.0, self.eps_max)
+        check_range("alpha", alpha, 0.0, None, low_inclusive=False)
+        check_range("steps", steps, 1, None)
+        self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
+        self.random_start, self.early_stop = bool(random_start), bool(early_stop)
+        self.loss = check_loss(loss)
+
+    # -- norm-specific pieces (overridden by PGDL2) ------------------------------
+    def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Unit-size step direction from the loss gradient (L-inf: masked sign)."""
+        return masked_sign(grad, mask)
+
+    def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Project onto the eps-ball around x, then onto the box [0,1]."""
+        delta = (x_new - x).clamp_(-self.eps, self.eps)
+        return (x + delta).clamp_(0.0, 1.0)
+
+    def random_delta(self, x: torch.Tensor, mask: torch.Tensor | None, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Random start offset: ``eps * U[-1,1)`` per element, masked."""
+        noise = per_sample_noise(x.shape, self.seed, sample_ids, "uniform", x.device, x.dtype)
+        noise = noise * self.eps
+        return noise if mask is None else noise * mask
+
+    # -- the loop -------------------------------------------------------------
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        if self.eps == 0:
+            return x.clone(), queries
+        x_adv = x
+        if self.random_start:
+            x_adv = (x + self.random_delta(x, mask, sample_ids)).clamp_(0.0, 1.0)
+        done = torch.zeros_like(queries, dtype=torch.bool)
+        for _ in range(self.steps):
+            grad, logits = loss_gradient(self.model, x_adv, y, target, self.loss)
+            with torch.no_grad():
+                stepped = self.project(x, x_adv + self.alpha * self.direction(grad, mask))
+                if self.early_stop:
+                    queries += ~done
+                    done |= is_adversarial(logits, y, target)
+                    x_adv = torch.where(done.view(-1, 1, 1, 1), x_adv, stepped)
+                else:
+                    x_adv = stepped
+        if not self.early_stop:
+            queries += self.steps
+        return x_adv, queries
+
+
+@register_attack("pgd-l2", "Projected Gradient Descent in the L2 ball")
+class PGDL2(PGD):
+    """PGD in the L2 ball (same arguments as :class:`PGD`; eps >= 0 is an L2 radius)."""
+
+    name = "pgd-l2"
+    norm = "l2"
+    eps_max = None
+
+    def __init__(
+        self, model: nn.Module, eps: float = 1.0, alpha: float = 0.2, steps: int = 10,
+        random_start: bool = True, early_stop: bool = False, loss: str = "ce", seed: int = 0,
+    ) -> None:
+        super().__init__(model, eps, alpha, steps, random_start, early_stop, loss, seed)
+
+    def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Masked gradient divided by its L2 norm (+1e-10, so a zero gradient gives no step)."""
+        if mask is not None:
+            grad = grad * mask
+        return grad / (_rows_norm(grad) + L2_DIVISION_GUARD)
+
+    def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Scale ``x_new - x`` by ``min(1, eps/||x_new - x||)``, then clip to [0,1]."""
+        delta = x_new - x
+        norm = _rows_norm(delta)
+        factor = torch.where(norm > self.eps, self.eps / norm, torch.ones_like(norm))
+        return (x + delta * factor).clamp_(0.0, 1.0)
+
+    def random_delta(self, x: torch.Tensor, mask: torch.Tensor | None, sample_ids: torch.Tensor) -> torch.Tensor:
+        """Uniform in the eps-ball (of the masked subspace): first D of D+2 normalized Gaussians."""
+        n, dim = x.shape[0], x[0].numel()
+        z = per_sample_noise((n, dim + 2), self.seed, sample_ids, "normal", x.device, x.dtype)
+        direction = z[:, :dim].view_as(x)
+        if mask is not None:
+            direction = direction * mask
+        radius = (direction.flatten(1).pow(2).sum(1) + z[:, dim:].pow(2).sum(1)).sqrt()
+        return self.eps * direction / radius.view(-1, 1, 1, 1)
