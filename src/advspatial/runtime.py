@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -70,3 +71,62 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     return torch.device("cpu")
+
+
+class RunDir:
+    """A run directory that survives interruption.
+
+    Layout: ``config.yaml`` (the resolved config), ``stages/`` (one file per
+    finished unit of work, written atomically), ``metrics.json``,
+    ``per_image.csv``, ``figures/``, ``report.html``. A stage already on disk is
+    loaded instead of recomputed, so re-running with the same config (``--resume``)
+    completes an interrupted run with identical results.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.stages = self.path / "stages"
+        self.figures = self.path / "figures"
+        for directory in (self.path, self.stages, self.figures):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def stage_path(self, name: str) -> Path:
+        path = self.stages / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def has_stage(self, name: str) -> bool:
+        return self.stage_path(name).is_file()
+
+    def load_stage(self, name: str) -> object:
+        return torch.load(self.stage_path(name), map_location="cpu", weights_only=True)
+
+    def save_stage(self, name: str, value: object) -> None:
+        atomic_torch_save(value, self.stage_path(name))
+
+    def cached(self, name: str, compute: "Callable[[], T]") -> "T":
+        """``compute()`` once; later calls (and resumed runs) load the saved value.
+
+        Values must be tensors, numbers, strings, or lists/dicts/tuples of them.
+        """
+        if self.has_stage(name):
+            return self.load_stage(name)  # type: ignore[return-value]
+        value = compute()
+        self.save_stage(name, value)
+        return value
+
+
+T = TypeVar("T")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written files)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def atomic_torch_save(value: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(value, tmp)
+    tmp.replace(path)

@@ -1,1 +1,18 @@
-"""advspatial.experiments"""
+"""Experiments: a config dataclass + ``run(config, rundir)`` each, registered by name."""
+
+from .base import (
+    Experiment, ExperimentConfig, ExperimentResult, experiments, get_experiment, register_experiment,
+    resolve_config, run_experiment, setting,
+)
+from . import baseline  # noqa: F401,E402  (registers the experiments)
+
+
+def list_experiments() -> dict[str, str]:
+    """Experiment names with their one-line descriptions."""
+    return {name: exp.description for name, exp in experiments().items()}
+
+
+__all__ = [
+    "Experiment", "ExperimentConfig", "ExperimentResult", "experiments", "get_experiment",
+    "list_experiments", "register_experiment", "resolve_config", "run_experiment", "setting",
+]

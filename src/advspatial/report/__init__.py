@@ -1,1 +1,1 @@
-"""advspatial.report"""
+"""Figures (matplotlib, Agg) and the self-contained HTML report."""

@@ -1,0 +1,275 @@
+"""The ``advspatial`` command.
+
+User errors (``advspatial.errors.AdvspatialError``) print one line and exit 2;
+click's own usage errors also exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import AdvspatialError
+
+LISTABLE = ("datasets", "models", "attacks", "maps", "experiments", "training-modes")
+
+
+def _registries() -> dict[str, Callable[[], dict[str, str]]]:
+    """What ``advspatial list`` shows: name -> description per registry (imported lazily)."""
+
+    def datasets() -> dict[str, str]:
+        from .data import list_datasets
+
+        return {k: v.description for k, v in list_datasets().items()}
+
+    def models() -> dict[str, str]:
+        from .models import list_models
+
+        return {k: v.description for k, v in list_models().items()}
+
+    def attacks() -> dict[str, str]:
+        from .attacks import list_attacks
+
+        out = {}
+        for name, spec in list_attacks().items():
+            params = ", ".join(f"{p}={v.default!r}" for p, v in spec.parameters().items() if p != "seed")
+            out[name] = f"{spec.description} [{params}]"
+        return out
+
+    def maps() -> dict[str, str]:
+        try:
+            from .maps import list_attack_maps, list_importance_methods
+        except ImportError:
+            return {}
+        out = {f"importance:{k}": v for k, v in list_importance_methods().items()}
+        out.update({f"attack-map:{k}": v for k, v in list_attack_maps().items()})
+        return out
+
+    def experiments() -> dict[str, str]:
+        from .experiments import list_experiments
+
+        return list_experiments()
+
+    def modes() -> dict[str, str]:
+        from .training import TRAINING_MODES
+
+        return {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in TRAINING_MODES.items()}
+
+    return {"datasets": datasets, "models": models, "attacks": attacks, "maps": maps,
+            "experiments": experiments, "training-modes": modes}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="advspatial")
+def cli() -> None:
+    """advspatial: where adversarial perturbations act in an image, compared with where the
+    classifier looks - and what follows from that for defence."""
+
+
+@cli.command("list")
+@click.argument("what", required=False, type=click.Choice(LISTABLE))
+def list_cmd(what: str | None) -> None:
+    """List registered datasets, models, attacks, maps and experiments."""
+    registries = _registries()
+    for kind in [what] if what else LISTABLE:
+        entries = registries[kind]()
+        click.echo(f"{kind}:")
+        width = max((len(k) for k in entries), default=0)
+        for name, description in entries.items():
+            click.echo(f"  {name:<{width}}  {description}")
+
+
+def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by every command that needs a dataset and a model."""
+    options = [
+        click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset name (advspatial list datasets)."),
+        click.option("--model", "model_name", default="smallcnn", show_default=True,
+                     help="Registered architecture (trained or loaded from cache), a TorchScript/state-dict path, or torchvision:NAME."),
+        click.option("--arch", default=None, help="Architecture for a state-dict --model path."),
+        click.option("--model-seed", default=0, show_default=True, help="Training seed of a cached model."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@click.option("--dataset", default="fashion-mnist", show_default=True)
+@click.option("--model", "arch", default="smallcnn", show_default=True, help="Registered architecture.")
+@click.option("--mode", default="natural", show_default=True, help="Training mode (advspatial list training-modes).")
+@click.option("--epochs", default=5, show_default=True, type=int)
+@click.option("--batch-size", default=128, show_default=True, type=int)
+@click.option("--lr", default=3e-3, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--train-limit", default=None, type=int, help="Train on the first N training images only.")
+@click.option("--eps", default=0.1, show_default=True, type=float, help="Adversarial modes: attack budget.")
+@click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
+@click.option("--attack-steps", default=7, show_default=True, type=int)
+@click.option("--mix", default=0.5, show_default=True, type=float, help="Adversarial modes: weight of the adversarial loss.")
+@click.option("--force", is_flag=True, help="Retrain even when a cached checkpoint exists.")
+@click.option("--device", default="auto", show_default=True)
+def train(dataset: str, arch: str, mode: str, epochs: int, batch_size: int, lr: float, seed: int,
+          train_limit: int | None, eps: float, norm: str, attack_steps: int, mix: float, force: bool, device: str) -> None:
+    """Train a model (or load it from the cache) and print its test accuracy."""
+    from .runtime import pick_device
+    from .training import TrainConfig, get_or_train
+
+    config = TrainConfig(dataset, arch, mode, epochs, batch_size, lr, seed=seed, train_limit=train_limit,
+                         eps=eps, norm=norm, attack_steps=attack_steps, mix=mix).validate()
+    trained = get_or_train(config, pick_device(device), progress=True, force=force)
+    meta = trained.metadata
+    click.echo(f"{arch} on {dataset} ({mode}): test accuracy {meta['test_accuracy']:.4f}, "
+               f"trained in {meta['train_seconds']:.1f} s; checkpoint {trained.path}")
+
+
+@cli.command()
+@model_options
+@click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
+@click.option("--n", default=None, type=int, help="Evaluate on the first N images only.")
+def evaluate(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, split: str, n: int | None) -> None:
+    """Clean accuracy of a model on a dataset."""
+    from .data import load_dataset
+    from .training import evaluate_accuracy, resolve_model
+
+    model = resolve_model(dataset, model_name, arch=arch, seed=model_seed, device=device)
+    data = load_dataset(dataset, split).head(n)
+    accuracy = evaluate_accuracy(model, data)
+    click.echo(f"{model_name} on {dataset} {split} ({len(data)} images): accuracy {accuracy:.4f}")
+
+
+DEFAULT_EXPERIMENT = "spatial"
+
+
+class ExperimentGroup(click.Group):
+    """``advspatial run [EXPERIMENT] [OPTIONS]``: the experiment name is optional.
+
+    Without a known experiment name first, the default experiment runs, so
+    ``advspatial run --n 100`` and ``advspatial run --help`` address it.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from .experiments import experiments
+
+        return list(experiments())
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from .experiments import experiments
+
+        if name not in experiments():
+            return None
+        return experiment_command(name)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        from .experiments import experiments
+
+        names = experiments()
+        if not args or args[0] not in names:
+            default = DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in names else "baseline"
+            args = [default, *args]
+        return super().parse_args(ctx, args)
+
+
+def experiment_command(name: str) -> click.Command:
+    """A click command whose options are the fields of the experiment's config dataclass."""
+    import dataclasses
+
+    from .experiments import get_experiment
+    from .experiments.base import field_types
+
+    experiment = get_experiment(name)
+    types = field_types(experiment.config_cls)
+
+    def callback(config_file: str | None, resume: str | None, quick: bool, **values: Any) -> None:
+        ctx = click.get_current_context()
+        given = {
+            key: value for key, value in values.items()
+            if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
+        }
+        run_configured(name, config_file, resume, quick, given)
+
+    params: list[click.Parameter] = [
+        click.Option(["--config", "config_file"], default=None, help="YAML file of settings (CLI options override it)."),
+        click.Option(["--resume"], default=None, metavar="DIR", help="Complete an interrupted run in DIR (its own config)."),
+        click.Option(["--quick"], is_flag=True, help=f"CI-sized preset: {experiment.config_cls.QUICK}"),
+    ]
+    for f in dataclasses.fields(experiment.config_cls):
+        kind = types[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            params.append(click.Option([f"{flag}/--no-{f.name.replace('_', '-')}", f.name], default=default,
+                                       show_default=True, help=help_text))
+        elif isinstance(default, list):
+            params.append(click.Option([flag, f.name], default=",".join(map(str, default)), show_default=True,
+                                       help=help_text + " (comma-separated)"))
+        else:
+            params.append(click.Option([flag, f.name], default=default, show_default=True,
+                                       type=kind if kind in (int, float, str) else str, help=help_text))
+    return click.Command(name, callback=callback, params=params, help=f"{experiment.description}.")
+
+
+def run_configured(name: str, config_file: str | None, resume: str | None, quick: bool, given: dict[str, Any]) -> None:
+    """Resolve the config (validated before any work), run or resume, print the summary."""
+    from pathlib import Path
+
+    from .experiments import get_experiment, resolve_config, run_experiment
+    from .experiments.base import load_yaml
+
+    if resume:
+        saved = Path(resume) / "config.yaml"
+        if not saved.is_file():
+            raise AdvspatialError(f"--resume {resume}: no config.yaml there; valid: a run directory written by advspatial run")
+        values = load_yaml(saved)
+        name = str(yaml_experiment(saved) or name)
+        values.update({k: v for k, v in given.items() if k == "progress"})
+        values["out"] = resume
+        config = resolve_config(get_experiment(name), None, values, quick=False)
+    else:
+        config = resolve_config(get_experiment(name), config_file, given, quick)
+    result, rundir = run_experiment(name, config, resume=bool(resume))
+    click.echo(result.summary)
+    click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
+
+
+def yaml_experiment(path: Any) -> str | None:
+    import yaml
+
+    data = yaml.safe_load(open(path)) or {}
+    return data.get("experiment")
+
+
+@cli.group("run", cls=ExperimentGroup, invoke_without_command=False)
+def run_group() -> None:
+    """Run an experiment (default: spatial) into a run directory with a report.
+
+    EXPERIMENT is one of `advspatial list experiments`; `advspatial run EXPERIMENT --help`
+    lists every setting with its default.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    try:
+        cli.main(args=argv, prog_name="advspatial", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("advspatial: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AdvspatialError as exc:
+        click.echo(f"advspatial: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("advspatial: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""A self-contained HTML report: inline CSS, figures embedded as base64 PNG.
+
+It opens offline in any browser and can be mailed as one file. Experiments
+describe their report as a list of :class:`Section` objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime import atomic_write_text
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.1em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.subtitle{color:#666;margin-top:0}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
+figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{color:#555;font-size:.9em}
+.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
+details{margin:1em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
+"""
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Figure:
+    path: Path
+    caption: str
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    anchor: str = ""
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.3e}"
+    return html.escape(str(value))
+
+
+def render_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{format_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows)
+    return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def embed_png(path: Path) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+def render_section(section: Section) -> str:
+    anchor = section.anchor or section.title.lower().replace(" ", "-")
+    parts = [f'<section id="{html.escape(anchor)}"><h2>{html.escape(section.title)}</h2>']
+    parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
+    parts += [render_table(t) for t in section.tables]
+    for fig in section.figures:
+        parts.append(
+            f'<figure><img alt="{html.escape(fig.caption)}" src="{embed_png(fig.path)}">'
+            f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+        )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def write_report(
+    path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section]
+) -> Path:
+    """Write the report to ``path``; the resolved config is included at the end."""
+    path = Path(path)
+    toc = "".join(
+        f'<li><a href="#{html.escape(s.anchor or s.title.lower().replace(" ", "-"))}">{html.escape(s.title)}</a></li>'
+        for s in sections
+    )
+    config_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{format_cell(v)}</td></tr>" for k, v in config.items())
+    document = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<p class='subtitle'>{html.escape(subtitle)}</p><ul>{toc}</ul>"
+        + "\n".join(render_section(s) for s in sections)
+        + f"<section id='config'><h2>Resolved config</h2><table>{config_rows}</table></section>"
+        "</body></html>"
+    )
+    atomic_write_text(path, document)
+    return path
