@@ -1,0 +1,344 @@
+"""One-pixel and k-pixel attacks by differential evolution (Su, Vargas & Sakurai, 2019).
+
+A candidate changes ``k`` pixels: for each one a position (row, col) and a
+colour (one value per channel, in [0,1]). Differential evolution (DE) searches
+the candidates of *all* images at once: every generation builds one batch of
+``N_images * popsize`` perturbed images (cut into chunks of ``max_batch``) and
+runs the model on it, so the cost is a few large forward passes per generation
+and no Python loop over images (only the per-image random number generators are
+visited in a loop, which keeps a batch attacked together bit-identical to each
+image attacked alone).
+
+DE/rand/1 as in Su et al.: for member ``i`` of an image's population, the trial
+is ``p[r1] + F * (p[r2] - p[r3])`` with ``r1, r2, r3, i`` distinct and
+``F = mutation = 0.5``; no crossover by default (``crossover=1.0`` takes every
+component from the mutant; a smaller value is binomial crossover with the
+parent); the trial replaces its parent when its fitness is no worse (greedy
+selection). Fitness, minimized: the softmax probability of the true class
+(untargeted) or ``1 - p(target)`` (targeted).
+
+Budget: ``popsize`` candidates per image, evaluated once at initialization and
+once per generation for ``maxiter`` generations: at most
+``popsize * (maxiter + 1)`` model evaluations per image. Presets: ``paper``
+(popsize 400, maxiter 75, the one-pixel attack paper) and ``quick``
+(popsize 100, maxiter 20); an explicit ``popsize``/``maxiter`` overrides the
+preset.
+
+Early stop: as soon as any evaluated candidate of an image succeeds (the
+prediction leaves the label, or reaches the target), the image keeps the best
+such candidate and is frozen: it costs no more queries. The run ends when every
+image is frozen or the generations are spent; an image that never succeeds
+keeps its lowest-fitness candidate. An image that is misclassified already is
+attacked like any other (its first candidates usually succeed at once), so a
+success keeps ``L0 = k`` (less only when pixels coincide or a colour equals the
+original value).
+
+Choices (this project's, documented here): colours start uniform in [0,1]
+(Su et al. draw RGB from a Gaussian around mid-grey); positions are continuous
+coordinates in ``[0,H) x [0,W)`` floored to a pixel; after mutation a
+coordinate that leaves the image is reflected back into it and a colour is
+clamped to [0,1].
+
+Masks: candidate pixels are drawn only where the mask is nonzero (in any
+channel); a mutated position that lands outside is moved to the nearest
+allowed pixel (Euclidean distance transform), so no candidate is wasted where
+it could not act. A fractional mask value ``m`` at the chosen pixel scales the
+change: the pixel becomes ``x + m * (colour - x)``. An image whose mask is
+empty is returned unchanged with zero queries.
+
+Randomness: image ``i`` draws every random number (initial population, mutation
+indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``.
+The batched forward passes are the only shared computation; on the CPU they
+give the same numbers for a row whatever the batch (tested), so the attack is
+batch-consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from ..errors import ConfigError, check_range, unknown_name
+from ..runtime import batch_slices
+from .base import Attack, register_attack
+
+#: Named budgets ``(popsize, maxiter)``.
+PRESETS: dict[str, tuple[int, int]] = {"paper": (400, 75), "quick": (100, 20)}
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    """``value`` as an int >= ``low``, else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+    check_range(name, int(value), low)
+    return int(value)
+
+
+def sample_generator(seed: int, sample_id: int) -> torch.Generator:
+    """The CPU generator of one sample, seeded with ``(seed, sample_id)`` as in ``per_sample_noise``."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(sample_id)) % (2**63 - 1))
+
+
+def draw_uniform(gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """(len(gens), *shape) float64 U[0,1) numbers; row i from ``gens[i]``."""
+    return torch.stack([torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in gens])
+
+
+def uniform_index(u: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
+    """``floor(u * n)`` as int64, kept inside ``[0, n)`` (``u`` in [0,1))."""
+    n_t = torch.as_tensor(n, dtype=u.dtype, device=u.device)
+    idx = torch.floor(u * n_t).long()
+    return torch.minimum(idx, (n_t.long() - 1).clamp(min=0))
+
+
+def distinct_others(u: torch.Tensor, popsize: int) -> torch.Tensor:
+    """Three member indices per member, distinct from each other and from the member itself.
+
+    ``u`` is (A, P, 3) uniform in [0,1); returns (A, P, 3) int64. The j-th index
+    is uniform over the ``P - 1 - j`` members not yet excluded: draw a rank in
+    that range, then step it past each excluded index in increasing order.
+    """
+    a, p, _ = u.shape
+    excluded = torch.arange(p, device=u.device).expand(a, p).unsqueeze(-1)
+    picks = []
+    for j in range(3):
+        rank = uniform_index(u[..., j], popsize - 1 - j)
+        for e in excluded.sort(dim=-1).values.unbind(-1):
+            rank = rank + (rank >= e).long()
+        picks.append(rank)
+        excluded = torch.cat([excluded, rank.unsqueeze(-1)], dim=-1)
+    return torch.stack(picks, dim=-1)
+
+
+def nearest_allowed(allowed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, H*W) int64: for every pixel, the flat index of the nearest allowed pixel of its image.
+
+    Computed with SciPy's exact Euclidean distance transform, once per image
+    whose mask is neither full nor empty (identity elsewhere); a one-off set-up
+    cost, not part of the search loop.
+    """
+    n = allowed.shape[0]
+    table = torch.arange(height * width).repeat(n, 1)
+    grid = allowed.cpu().numpy().reshape(n, height, width)
+    for i in range(n):
+        if grid[i].all() or not grid[i].any():
+            continue
+        rows, cols = ndimage.distance_transform_edt(~grid[i], return_distances=False, return_indices=True)
+        table[i] = torch.from_numpy((rows * width + cols).reshape(-1))
+    return table.to(allowed.device)
+
+
+class OnePixel(Attack):
+    """k-pixel attack (k = ``pixels``) by batched differential evolution.
+
+    Args:
+        model: classifier taking images in [0,1].
+        pixels: number of pixels a candidate changes (k).
+        popsize: candidates per image (default from ``preset``).
+        maxiter: generations after the initial population (default from ``preset``).
+        preset: ``paper`` (400, 75) or ``quick`` (100, 20), used where popsize/maxiter are None.
+        mutation: DE differential weight F.
+        crossover: probability that a trial component comes from the mutant
+            (binomial crossover); 1.0 = no crossover, as in Su et al.
+        max_batch: most perturbed images per forward pass (bounds memory).
+        seed: seed of the per-sample generators.
+    """
+
+    name = "onepixel"
+    norm = "l0"
+    supports_targeted = True
+
+    def __init__(
+        self, model: nn.Module, pixels: int = 1, popsize: int | None = None, maxiter: int | None = None,
+        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 4096,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model, seed)
+        if preset not in PRESETS:
+            raise unknown_name("preset", preset, PRESETS)
+        self.preset = preset
+        self.pixels = _check_int("pixels", pixels, 1)
+        self.popsize = _check_int("popsize", PRESETS[preset][0] if popsize is None else popsize, 4)
+        self.maxiter = _check_int("maxiter", PRESETS[preset][1] if maxiter is None else maxiter, 0)
+        check_range("mutation", float(mutation), 0.0, 2.0, low_inclusive=False)
+        check_range("crossover", float(crossover), 0.0, 1.0)
+        self.mutation = float(mutation)
+        self.crossover = float(crossover)
+        self.max_batch = _check_int("max_batch", max_batch, 1)
+
+    @classmethod
+    def quick(cls, model: nn.Module, **kwargs: object) -> "OnePixel":
+        """The attack with the ``quick`` budget (popsize 100, maxiter 20)."""
+        return cls(model, preset="quick", **kwargs)  # type: ignore[arg-type]
+
+    # -- the search ---------------------------------------------------------------
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, _, height, width = x.shape
+        pop_n = self.popsize
+        allowed = (torch.ones(n, height * width, dtype=torch.bool, device=x.device) if mask is None
+                   else (mask != 0).any(dim=1).flatten(1))
+        runnable = allowed.any(dim=1).cpu()
+        queries = torch.zeros(n, dtype=torch.long)
+        if not runnable.any():
+            return x.clone(), queries
+        snap = None if mask is None else nearest_allowed(allowed, height, width)
+        gens = [sample_generator(self.seed, int(s)) for s in sample_ids.tolist()]
+        goal = y if target is None else target
+
+        with torch.no_grad():
+            rows = runnable.nonzero().squeeze(1)
+            pop = self._initial_population([gens[i] for i in rows.tolist()], allowed[rows.to(x.device)], x)
+            fit, succ = self._evaluate(x, mask, goal, target is not None, rows, pop)
+            queries[rows] += pop_n
+            population = torch.zeros((n, *pop.shape[1:]), dtype=x.dtype, device=x.device)
+            fitness = torch.full((n, pop_n), float("inf"), dtype=fit.dtype, device=x.device)
+            population[rows.to(x.device)], fitness[rows.to(x.device)] = pop, fit
+            found = torch.zeros(n, dtype=torch.bool)
+            winner = torch.zeros_like(population[:, 0])
+            self._record_success(rows, pop, fit, succ, found, winner)
+
+            for _ in range(self.maxiter):
+                rows = (runnable & ~found).nonzero().squeeze(1)
+                if rows.numel() == 0:
+                    break
+                dev_rows = rows.to(x.device)
+                parents = population[dev_rows]
+                trial = self._trial(parents, [gens[i] for i in rows.tolist()],
+                                    None if snap is None else snap[dev_rows], height, width)
+                t_fit, t_succ = self._evaluate(x, mask, goal, target is not None, rows, trial)
+                queries[rows] += pop_n
+                better = t_fit <= fitness[dev_rows]
+                population[dev_rows] = torch.where(better[..., None, None], trial, parents)
+                fitness[dev_rows] = torch.where(better, t_fit, fitness[dev_rows])
+                self._record_success(rows, trial, t_fit, t_succ, found, winner)
+
+            best = population.gather(
+                1, fitness.argmin(dim=1).view(n, 1, 1, 1).expand(n, 1, *population.shape[2:])).squeeze(1)
+            final = torch.where(found.to(x.device)[:, None, None], winner, best)
+            run_rows = runnable.nonzero().squeeze(1).to(x.device)
+            x_adv = x.clone()
+            x_adv[run_rows] = self._apply(x, mask, run_rows, final[run_rows])
+        return x_adv, queries
+
+    def _initial_population(self, gens: list[torch.Generator], allowed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(A, P, k, 2+C) candidates: positions uniform over each image's allowed pixels, colours U[0,1].
+
+        Random numbers are drawn and turned into positions on the CPU in float64,
+        then cast to the image dtype and moved to its device.
+        """
+        channels, width = x.shape[1], x.shape[3]
+        u = draw_uniform(gens, (self.popsize, self.pixels, 3 + channels))
+        allowed = allowed.cpu()
+        rank = uniform_index(u[..., 0], allowed.sum(dim=1).view(-1, 1, 1).to(u.dtype))
+        flat = torch.searchsorted(allowed.long().cumsum(dim=1), (rank + 1).flatten(1)).view_as(rank)
+        # a sub-pixel offset in (0.005, 0.995): stays inside the pixel after a cast to float32
+        row = (flat // width).to(u.dtype) + 0.5 + 0.99 * (u[..., 1] - 0.5)
+        col = (flat % width).to(u.dtype) + 0.5 + 0.99 * (u[..., 2] - 0.5)
+        pop = torch.cat([row[..., None], col[..., None], u[..., 3:]], dim=-1)
+        return pop.to(device=x.device, dtype=x.dtype)
+
+    def _trial(
+        self, parents: torch.Tensor, gens: list[torch.Generator], snap: torch.Tensor | None,
+        height: int, width: int,
+    ) -> torch.Tensor:
+        """DE/rand/1 trial vectors (optionally crossed with the parents), repaired into the valid set."""
+        a, p = parents.shape[:2]
+        dims = parents[0, 0].numel()
+        extra = dims + 1 if self.crossover < 1.0 else 0
+        u = draw_uniform(gens, (p, 3 + extra))
+        r = distinct_others(u[..., :3], p).to(parents.device)
+        pick = lambda j: parents.gather(1, r[..., j].view(a, p, 1, 1).expand_as(parents))  # noqa: E731
+        trial = pick(0) + self.mutation * (pick(1) - pick(2))
+        if extra:
+            take = u[..., 3:3 + dims] < self.crossover
+            take = take | F.one_hot(uniform_index(u[..., -1], dims), dims).bool()
+            trial = torch.where(take.to(parents.device).view_as(trial), trial, parents)
+        return self._repair(trial, snap, height, width)
+
+    @staticmethod
+    def _repair(trial: torch.Tensor, snap: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
+        """Reflect positions into the image, move them to the nearest allowed pixel, clamp colours."""
+        pos = trial[..., :2]
+        size = torch.tensor([height, width], dtype=trial.dtype, device=trial.device)
+        pos = torch.where(pos < 0, -pos, pos)
+        pos = torch.where(pos >= size, 2 * size - pos, pos).clamp(min=0)
+        pos = torch.minimum(pos, size)
+        if snap is not None:
+            pix = torch.minimum(pos.floor().long(), size.long() - 1)
+            flat = (pix[..., 0] * width + pix[..., 1])
+            moved_to = snap.gather(1, flat.flatten(1)).view_as(flat)
+            target = torch.stack([moved_to // width, moved_to % width], dim=-1).to(trial.dtype) + 0.5
+            pos = torch.where((moved_to != flat)[..., None], target, pos)
+        return torch.cat([pos, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
+
+    def _apply(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+        """Images ``x[rows]`` with the k pixels of ``cand`` (B, k, 2+C) set; rows repeat freely."""
+        height, width = x.shape[2:]
+        out = x[rows].clone()
+        batch = torch.arange(out.shape[0], device=x.device)
+        for j in range(cand.shape[1]):
+            r = cand[:, j, 0].floor().long().clamp(0, height - 1)
+            c = cand[:, j, 1].floor().long().clamp(0, width - 1)
+            colour = cand[:, j, 2:]
+            if mask is not None:
+                old = x[rows, :, r, c]
+                colour = old + mask[rows, :, r, c] * (colour - old)
+            out[batch, :, r, c] = colour
+        return out
+
+    def _evaluate(
+        self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool,
+        rows: torch.Tensor, cand: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fitness (to minimize) and success of every candidate; (A, P) each, forward passes in chunks."""
+        a, p = cand.shape[:2]
+        img = rows.to(x.device).repeat_interleave(p)
+        flat = cand.reshape(a * p, *cand.shape[2:])
+        fits, succs = [], []
+        for part in batch_slices(a * p, self.max_batch):
+            logits = self.model(self._apply(x, mask, img[part], flat[part]))
+            prob = logits.softmax(dim=1).gather(1, goal[img[part], None]).squeeze(1)
+            pred = logits.argmax(dim=1)
+            fits.append(1.0 - prob if targeted else prob)
+            succs.append(pred == goal[img[part]] if targeted else pred != goal[img[part]])
+        return torch.cat(fits).view(a, p), torch.cat(succs).view(a, p)
+
+    @staticmethod
+    def _record_success(
+        rows: torch.Tensor, cand: torch.Tensor, fit: torch.Tensor, succ: torch.Tensor,
+        found: torch.Tensor, winner: torch.Tensor,
+    ) -> None:
+        """For images in ``rows`` with a successful candidate: keep the fittest one, mark found (in place)."""
+        hit = succ.any(dim=1)
+        if not hit.any():
+            return
+        best = torch.where(succ, fit, torch.full_like(fit, float("inf"))).argmin(dim=1)
+        chosen = cand[torch.arange(cand.shape[0], device=cand.device), best]
+        hit_rows = rows[hit.cpu()]
+        winner[hit_rows.to(winner.device)] = chosen[hit]
+        found[hit_rows] = True
+
+
+register_attack("onepixel", "one-pixel attack by differential evolution (Su et al.), L0 = 1", pixels=1)(OnePixel)
+
+
+@register_attack("kpixel", "k-pixel attack by differential evolution (default k = 3), L0 = k")
+class KPixel(OnePixel):
+    """:class:`OnePixel` with ``pixels=3`` by default (registered as ``kpixel``)."""
+
+    name = "kpixel"
+
+    def __init__(
+        self, model: nn.Module, pixels: int = 3, popsize: int | None = None, maxiter: int | None = None,
+        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 4096,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(model, pixels, popsize, maxiter, preset, mutation, crossover, max_batch, seed)
