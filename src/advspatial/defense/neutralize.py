@@ -1,0 +1,359 @@
+"""The neutralization defence: block out what is vulnerable but unimportant (METHODS.md §2).
+
+Region selection: RoI = top ``roi_fraction`` of the importance map, RoA = top
+``fraction`` of the vulnerability map, neutralized region ``N = RoA \\ RoI``.
+:class:`NeutralizedModel` wraps a classifier so that every forward pass
+computes ``N`` from the input alone and classifies ``fill(x, N)``; it is an
+``nn.Module`` whose parameters are the wrapped model's, so any attack can use it.
+
+The maps come from plain callables ``fn(x) -> (N,H,W)`` (Grad-CAM, the gradient
+map, :class:`ClassPriorVulnerability`, ...); this module does not import
+``advspatial.maps`` so that it works with any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks.base import per_sample_noise
+from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from .fills import FillFn, check_region, make_fill
+
+#: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
+MapFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``binarize(maps, fraction) -> (N,H,W) bool`` region of the top ``fraction`` of each map.
+BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+MODES = ("defend", "random", "oracle")
+
+# Salts that keep the random streams of tie-breaking and of the random control apart
+# even when the caller passes both the same seed.
+_TIE_STREAM = 0x7E5
+_RANDOM_STREAM = 0xC0DE
+
+
+def _stream_seed(seed: int, stream: int, counter: int = 0) -> int:
+    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
+
+
+def _sample_ids(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
+    if ids.shape != (n,):
+        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+    return ids
+
+
+def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
+    """Validate (N,H,W) float maps without NaN; return them detached."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
+    maps = maps.detach()
+    if not maps.is_floating_point():
+        maps = maps.float()
+    if bool(torch.isnan(maps).any()):
+        raise ConfigError(f"{name} contain NaN; valid: finite values >= 0")
+    return maps
+
+
+def _ranks(order: torch.Tensor) -> torch.Tensor:
+    """Inverse of a per-row permutation: ``ranks[i, order[i, r]] = r``."""
+    ranks = torch.empty_like(order)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return ranks.scatter_(1, order, positions)
+
+
+def top_fraction(
+    maps: torch.Tensor, fraction: float, *, seed: int = 0, sample_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,H,W) bool: the top ``fraction`` of each map's pixels, strictly positive ones only.
+
+    ``k = floor(fraction*H*W + 0.5)`` pixels per image (fewer when fewer are
+    positive). Ties at the cut are broken by a random order drawn per image from
+    ``(seed, sample_ids[i])`` (default ids ``0..N-1``), never by pixel position.
+    """
+    maps = check_maps(maps)
+    check_range("fraction", fraction, 0.0, 1.0)
+    n, h, w = maps.shape
+    k = int(math.floor(fraction * h * w + 0.5))
+    flat = maps.flatten(1)
+    keys = per_sample_noise((n, h * w), _stream_seed(seed, _TIE_STREAM), _sample_ids(n, sample_ids), device=maps.device)
+    shuffle = keys.argsort(dim=1)
+    by_value = flat.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
+    ranks = _ranks(shuffle.gather(1, by_value))
+    return ((ranks < k) & (flat > 0)).view(n, h, w)
+
+
+@dataclass
+class RegionSelection:
+    """The regions of one batch: ``roi``, ``roa`` and ``neutralized = roa & ~roi``, each (N,H,W) bool."""
+
+    roi: torch.Tensor
+    roa: torch.Tensor
+    neutralized: torch.Tensor
+
+
+def select_regions(
+    importance: torch.Tensor,
+    vulnerability: torch.Tensor,
+    fraction: float = 0.2,
+    *,
+    roi_fraction: float | None = None,
+    seed: int = 0,
+    binarize: BinarizeFn | None = None,
+    sample_ids: torch.Tensor | None = None,
+) -> RegionSelection:
+    """RoI, RoA and ``N = RoA \\ RoI`` from an importance and a vulnerability map.
+
+    RoI is the top ``roi_fraction`` (default: ``fraction``) of ``importance``,
+    RoA the top ``fraction`` of ``vulnerability``. ``binarize(maps, fraction)``
+    replaces the built-in :func:`top_fraction` (seeded by ``seed``) when given.
+    """
+    importance = check_maps(importance, "importance maps")
+    vulnerability = check_maps(vulnerability, "vulnerability maps")
+    if importance.shape != vulnerability.shape:
+        raise ShapeError(f"importance maps {tuple(importance.shape)} and vulnerability maps "
+                         f"{tuple(vulnerability.shape)} must have the same (N,H,W) shape")
+    roi_fraction = fraction if roi_fraction is None else roi_fraction
+    check_range("fraction", fraction, 0.0, 1.0)
+    check_range("roi_fraction", roi_fraction, 0.0, 1.0)
+    if binarize is None:
+        roi = top_fraction(importance, roi_fraction, seed=seed, sample_ids=sample_ids)
+        roa = top_fraction(vulnerability, fraction, seed=seed + 1, sample_ids=sample_ids)
+    else:
+        roi = binarize(importance, roi_fraction).to(torch.bool)
+        roa = binarize(vulnerability, fraction).to(torch.bool)
+    return RegionSelection(roi, roa, roa & ~roi)
+
+
+def neutralization_region(
+    importance: torch.Tensor,
+    vulnerability: torch.Tensor,
+    fraction: float = 0.2,
+    *,
+    roi_fraction: float | None = None,
+    seed: int = 0,
+    binarize: BinarizeFn | None = None,
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool; see :func:`select_regions`."""
+    return select_regions(importance, vulnerability, fraction, roi_fraction=roi_fraction, seed=seed,
+                          binarize=binarize, sample_ids=sample_ids).neutralized
+
+
+def random_region_like(
+    region: torch.Tensor,
+    seed: int = 0,
+    *,
+    within: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The control region: per image, as many pixels as ``region`` has, at uniformly random positions.
+
+    With ``within`` (N,H,W) bool the positions are drawn inside it only (e.g.
+    inside RoA for the oracle's control); it must hold at least as many pixels
+    as ``region`` in every image. Image i's draw depends only on
+    ``(seed, sample_ids[i])``.
+    """
+    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
+        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
+    n, h, w = region.shape
+    eligible = torch.ones_like(region) if within is None else torch.as_tensor(within, device=region.device)
+    if eligible.shape != region.shape or eligible.dtype != torch.bool:
+        raise ShapeError(f"within must be an (N,H,W) bool tensor of shape {tuple(region.shape)}")
+    eligible = eligible.flatten(1)
+    counts = region.flatten(1).sum(dim=1, keepdim=True)
+    short = (counts.squeeze(1) > eligible.sum(dim=1)).nonzero().flatten().tolist()
+    if short:
+        raise ConfigError(f"within has fewer pixels than region in image(s) {short[:10]}; "
+                          "valid: within holds at least as many pixels as region in every image")
+    keys = per_sample_noise((n, h * w), _stream_seed(seed, _RANDOM_STREAM), _sample_ids(n, sample_ids),
+                            device=region.device)
+    keys = torch.where(eligible, keys, torch.full_like(keys, -2.0))
+    ranks = _ranks(keys.argsort(dim=1, descending=True, stable=True))
+    return ((ranks < counts) & eligible).view(n, h, w)
+
+
+def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` detached, computed on a detached copy of x with gradients enabled.
+
+    Safe to call under ``torch.no_grad()`` or ``torch.inference_mode()`` and
+    inside an attack's graph: map methods that need gradients (Grad-CAM, the
+    gradient map) get them, and nothing flows back into the caller's graph.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        maps = fn(x.detach().clone())
+    maps = check_maps(maps)
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(maps.shape) != expected:
+        raise ShapeError(f"map function returned shape {tuple(maps.shape)}; expected {expected} (N,H,W)")
+    return maps
+
+
+def class_mean_maps(maps: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K,H,W) mean map per class (zeros for a class with no image): the dataset prior of §2."""
+    maps = check_maps(maps)
+    classes = torch.as_tensor(classes, device=maps.device).long()
+    if classes.shape != maps.shape[:1]:
+        raise ShapeError(f"classes must have shape ({maps.shape[0]},), got {tuple(classes.shape)}")
+    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
+        raise ConfigError(f"classes must lie in [0, {num_classes - 1}]")
+    sums = torch.zeros((num_classes, *maps.shape[1:]), dtype=maps.dtype, device=maps.device)
+    sums.index_add_(0, classes, maps)
+    counts = torch.bincount(classes, minlength=num_classes).to(maps.dtype).clamp_min(1)
+    return sums / counts.view(-1, 1, 1)
+
+
+class ClassPriorVulnerability:
+    """Deployable vulnerability map: the prior map of the class ``model`` predicts on x.
+
+    ``prior_maps`` (K,H,W) is e.g. :func:`class_mean_maps` of attack maps on
+    training images. Calling it runs one no-grad forward pass of ``model``.
+    """
+
+    def __init__(self, prior_maps: torch.Tensor, model: nn.Module) -> None:
+        self.prior_maps = check_maps(prior_maps, "prior_maps")
+        if bool((self.prior_maps < 0).any()):
+            raise ConfigError("prior_maps must be >= 0")
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pred = self.model(x).argmax(dim=1)
+        k = self.prior_maps.shape[0]
+        if int(pred.max()) >= k:
+            raise ShapeError(f"model predicts class {int(pred.max())} but prior_maps has only {k} classes")
+        return self.prior_maps.to(x.device)[pred]
+
+
+class NeutralizedModel(nn.Module):
+    """``model`` behind the neutralization defence: ``forward(x) = model(fill(x, region(x)))``.
+
+    Args:
+        model: the classifier (images in [0,1]).
+        importance_fn, vulnerability_fn: ``fn(x) -> (N,H,W)`` maps from the
+            input alone (deployable). They may use gradients internally; they
+            always receive a detached copy of x (:func:`map_of`).
+        fraction: RoA size (top fraction of the vulnerability map); RoI uses
+            ``roi_fraction`` (default: ``fraction``).
+        fill: a kind name (``zero``, ``mean``, ``blur``, ``inpaint``) with
+            ``fill_params``, or a callable ``(x, region) -> x``.
+        mode: ``defend`` neutralizes ``N = RoA \\ RoI``; ``random`` (control)
+            neutralizes as many pixels as ``N`` has at uniformly random
+            positions; ``oracle`` neutralizes the region set by
+            :meth:`set_oracle_region` (or call :meth:`forward_with_region`).
+        seed: tie-breaking seed, and the seed of the random control.
+        resample: in ``random`` mode, draw new positions at every forward pass
+            (call ``c`` uses the stream ``(seed, c)``; :attr:`calls` counts them,
+            :meth:`reset` restarts it) -- the randomized defence that EOT
+            averages over. With ``resample=False`` every call reuses the
+            draw of call 0, so the same input gets the same positions.
+        binarize: optional ``binarize(maps, fraction) -> bool`` replacing the
+            built-in :func:`top_fraction`.
+
+    The region is a constant for autograd (straight-through / BPDA): gradients
+    with respect to x flow through the fill only. The last region used is kept
+    in :attr:`last_region` (and the selection in :attr:`last_selection`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        importance_fn: MapFn,
+        vulnerability_fn: MapFn,
+        fraction: float = 0.2,
+        fill: str | FillFn = "zero",
+        *,
+        roi_fraction: float | None = None,
+        mode: str = "defend",
+        seed: int = 0,
+        resample: bool = True,
+        binarize: BinarizeFn | None = None,
+        fill_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_range("fraction", fraction, 0.0, 1.0)
+        if roi_fraction is not None:
+            check_range("roi_fraction", roi_fraction, 0.0, 1.0)
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
+        self.model = model
+        # Plain attributes, not submodules: a map callable that holds the model must
+        # not register its parameters twice.
+        object.__setattr__(self, "importance_fn", importance_fn)
+        object.__setattr__(self, "vulnerability_fn", vulnerability_fn)
+        object.__setattr__(self, "binarize", binarize)
+        self.fill_fn: FillFn = make_fill(fill, **dict(fill_params or {})) if isinstance(fill, str) else fill
+        self.fraction = float(fraction)
+        self.roi_fraction = roi_fraction
+        self.mode = mode
+        self.seed = int(seed)
+        self.resample = bool(resample)
+        self.calls = 0
+        self.oracle_region: torch.Tensor | None = None
+        self.last_region: torch.Tensor | None = None
+        self.last_selection: RegionSelection | None = None
+
+    # -- regions -----------------------------------------------------------------
+    def select(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> RegionSelection:
+        """RoI, RoA and N for images x, from the map callables on x alone."""
+        importance = map_of(self.importance_fn, x)
+        vulnerability = map_of(self.vulnerability_fn, x)
+        return select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
+                              seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
+
+    def random_seed(self, counter: int) -> int:
+        """Seed of the random control's draw number ``counter``."""
+        return _stream_seed(self.seed, _RANDOM_STREAM, counter if self.resample else 0)
+
+    def region(self, x: torch.Tensor) -> torch.Tensor:
+        """The region the current mode neutralizes on x (advances :attr:`calls` in random mode)."""
+        if self.mode == "oracle":
+            if self.oracle_region is None:
+                raise ConfigError("mode 'oracle' needs set_oracle_region(region) first, or use forward_with_region")
+            return check_region(self.oracle_region, x)
+        selection = self.select(x)
+        self.last_selection = selection
+        if self.mode == "defend":
+            return selection.neutralized
+        seed = self.random_seed(self.calls)
+        self.calls += 1
+        return random_region_like(selection.neutralized, seed)
+
+    def set_oracle_region(self, region: torch.Tensor | None) -> None:
+        """Fix the region used in ``oracle`` mode (e.g. from the true perturbation)."""
+        self.oracle_region = None if region is None else region.detach()
+
+    def reset(self) -> None:
+        """Restart the random control's call counter (and forget the last region)."""
+        self.calls = 0
+        self.last_region = None
+        self.last_selection = None
+
+    def variant(self, mode: str) -> "NeutralizedModel":
+        """The same defence in another mode, sharing the model, maps and fill (fresh counter)."""
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
+        return NeutralizedModel(
+            self.model, self.importance_fn, self.vulnerability_fn, self.fraction, self.fill_fn,
+            roi_fraction=self.roi_fraction, mode=mode, seed=self.seed, resample=self.resample,
+            binarize=self.binarize,
+        )
+
+    # -- forward -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_region(x, self.region(x))
+
+    def forward_with_region(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """``model(fill(x, region))`` for an explicit (N,H,W) bool region (held constant)."""
+        region = check_region(region, x).detach()
+        self.last_region = region
+        return self.model(self.fill_fn(x, region))
+
+    def extra_repr(self) -> str:
+        return f"fraction={self.fraction}, roi_fraction={self.roi_fraction}, mode={self.mode!r}, seed={self.seed}"
