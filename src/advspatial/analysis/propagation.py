@@ -1,0 +1,203 @@
+"""Propagation maps: how far a (one-pixel) perturbation spreads through the layers.
+
+METHODS.md §6. For a layer l with output ``F_l`` and an adversarial image x':
+
+    D_l     = |F_l(x') - F_l(x)|                 (N, C, h, w)
+    PMmax_l = max_c D_l / s_l(x)                 (N, h, w)
+    PMavg_l = mean_c D_l / s_l(x)                (N, h, w)
+
+with the per-image scale ``s_l(x) = max F_l(x)`` (over all channels and
+positions), so 1.0 means "as large as the largest original activation".
+
+Choices (documented, see also the docstrings):
+
+- If ``max F_l(x) <= 0`` (a layer whose outputs are all non-positive, e.g. a
+  conv before its ReLU on a dark image), the scale is ``max |F_l(x)|``; if that
+  is 0 too (the layer is all zero on x), the map is left unnormalized (scale 1).
+  The scale used is returned as :attr:`PropagationMap.scale`.
+- Layers with 2-D outputs (N, D) (linear layers, logits) are treated as
+  (N, D, 1, 1): their maps are (N, 1, 1). Outputs of any other rank, and
+  non-tensor outputs (tuples), are skipped.
+- Depth is the order in which layers finish in the forward pass (a block comes
+  after its children), as recorded by :mod:`advspatial.analysis.hooks`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..attacks.base import frozen_eval
+from ..errors import ConfigError, ModelError, ShapeError
+from ..runtime import batch_slices, model_device
+from .hooks import record_outputs
+
+
+@dataclass
+class PropagationMap:
+    """Propagation maps of one layer for N images.
+
+    Attributes:
+        pm_max: (N,h,w) channel-max of |F(x') - F(x)| divided by ``scale``.
+        pm_avg: (N,h,w) channel-mean of |F(x') - F(x)| divided by ``scale``.
+        scale: (N,) the divisor used: max F(x), or max |F(x)| when that is <= 0, or 1 when F(x) == 0.
+    """
+
+    pm_max: torch.Tensor
+    pm_avg: torch.Tensor
+    scale: torch.Tensor
+
+
+@dataclass
+class MeanPropagation:
+    """Propagation maps of one layer averaged over successful attacks: (h,w) maps and the count used."""
+
+    pm_max: torch.Tensor
+    pm_avg: torch.Tensor
+    count: int
+
+
+@dataclass(frozen=True)
+class DepthRow:
+    """Summary of one layer's propagation maps (one row of the depth table)."""
+
+    depth: int
+    layer: str
+    height: int
+    width: int
+    mean_pm_max: float
+    max_pm_max: float
+    mean_pm_avg: float
+    max_pm_avg: float
+    spread: float
+
+
+def _as_4d(feature: object) -> torch.Tensor | None:
+    """(N,C,h,w) view of a layer output; 2-D (N,D) becomes (N,D,1,1); anything else None (skipped)."""
+    if not isinstance(feature, torch.Tensor) or not feature.is_floating_point():
+        return None
+    if feature.ndim == 4:
+        return feature
+    if feature.ndim == 2:
+        return feature[:, :, None, None]
+    return None
+
+
+def layer_scale(clean: torch.Tensor) -> torch.Tensor:
+    """Per-image divisor (N,): max of F(x); max |F(x)| where that is <= 0; 1 where F(x) is all zero."""
+    flat = clean.flatten(1)
+    top = flat.amax(dim=1)
+    absolute = flat.abs().amax(dim=1)
+    scale = torch.where(top > 0, top, absolute)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def _maps_of(clean: torch.Tensor, adv: torch.Tensor) -> PropagationMap:
+    diff = (adv - clean).abs()
+    scale = layer_scale(clean)
+    denom = scale[:, None, None]
+    return PropagationMap(diff.amax(dim=1) / denom, diff.mean(dim=1) / denom, scale)
+
+
+def _check_pair(x: torch.Tensor, x_adv: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+    if not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape:
+        raise ShapeError(
+            f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(getattr(x_adv, 'shape', ()))}"
+        )
+
+
+def propagation_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    layers: str | Sequence[str] | None = None,
+    batch_size: int = 64,
+) -> dict[str, PropagationMap]:
+    """Propagation maps of every selected layer, keyed by layer name in forward order.
+
+    ``layers`` as in :func:`advspatial.analysis.hooks.select_layers` (default:
+    all conv, activation and block modules). x and x_adv are run in chunks of
+    ``batch_size`` (one forward each per chunk) with the model frozen in eval
+    mode; results are on the CPU. See the module docstring for the choices on
+    the scale and on non-4-D outputs.
+    """
+    _check_pair(x, x_adv)
+    device = model_device(model)
+    parts: dict[str, list[PropagationMap]] = {}
+    with frozen_eval(model), torch.no_grad(), record_outputs(model, layers) as rec:
+        for chunk in batch_slices(x.shape[0], batch_size):
+            model(x[chunk].to(device))
+            clean = rec.outputs
+            model(x_adv[chunk].to(device))
+            adv = rec.outputs
+            if list(clean) != list(adv):
+                raise ModelError("the model ran different layers on x and x_adv; propagation maps need the same path")
+            for name, feature in clean.items():
+                f_clean, f_adv = _as_4d(feature), _as_4d(adv[name])
+                if f_clean is None or f_adv is None:
+                    continue
+                pm = _maps_of(f_clean, f_adv)
+                parts.setdefault(name, []).append(PropagationMap(pm.pm_max.cpu(), pm.pm_avg.cpu(), pm.scale.cpu()))
+    return {
+        name: PropagationMap(*(torch.cat([getattr(p, f) for p in pms]) for f in ("pm_max", "pm_avg", "scale")))
+        for name, pms in parts.items()
+    }
+
+
+def _success_mask(success: torch.Tensor | None, n: int) -> torch.Tensor:
+    if success is None:
+        return torch.ones(n, dtype=torch.bool)
+    success = torch.as_tensor(success).cpu().bool()
+    if success.shape != (n,):
+        raise ShapeError(f"success must have shape ({n},), got {tuple(success.shape)}")
+    return success
+
+
+def average_propagation(
+    pms: Mapping[str, PropagationMap], success: torch.Tensor | None = None
+) -> dict[str, MeanPropagation]:
+    """Mean propagation map per layer over the images where ``success`` is True (all when None).
+
+    With no successful attack the maps are NaN and ``count`` is 0.
+    """
+    result: dict[str, MeanPropagation] = {}
+    for name, pm in pms.items():
+        keep = _success_mask(success, pm.pm_max.shape[0])
+        result[name] = MeanPropagation(pm.pm_max[keep].mean(dim=0), pm.pm_avg[keep].mean(dim=0), int(keep.sum()))
+    return result
+
+
+def depth_summary(
+    pms: Mapping[str, PropagationMap], threshold: float = 0.1, success: torch.Tensor | None = None
+) -> list[DepthRow]:
+    """One row per layer (depth = forward order): mean and max of PMmax and PMavg, and the spread.
+
+    ``spread`` is the fraction of positions (over all kept images and all h*w
+    positions) where PMmax > ``threshold``. Only images where ``success`` is
+    True are used (all when None); with none, the statistics are NaN.
+    """
+    if threshold < 0:
+        raise ConfigError(f"threshold={threshold!r} is out of range; valid: >= 0")
+    rows = []
+    for depth, (name, pm) in enumerate(pms.items()):
+        keep = _success_mask(success, pm.pm_max.shape[0])
+        pm_max, pm_avg = pm.pm_max[keep], pm.pm_avg[keep]
+        empty = pm_max.numel() == 0
+        nan = float("nan")
+        rows.append(DepthRow(
+            depth=depth,
+            layer=name,
+            height=int(pm.pm_max.shape[1]),
+            width=int(pm.pm_max.shape[2]),
+            mean_pm_max=nan if empty else float(pm_max.mean()),
+            max_pm_max=nan if empty else float(pm_max.max()),
+            mean_pm_avg=nan if empty else float(pm_avg.mean()),
+            max_pm_avg=nan if empty else float(pm_avg.max()),
+            spread=nan if empty else float((pm_max > threshold).float().mean()),
+        ))
+    return rows
