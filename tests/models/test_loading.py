@@ -1,0 +1,78 @@
+"""Tests for Normalized and user-model loading (TorchScript, state dict, torchvision)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advspatial.errors import ModelError
+from advspatial.models import Normalized, build_model, load_model, load_state_dict_model, load_torchscript
+
+
+def test_normalized_matches_manual_normalization(tiny_cnn) -> None:
+    model = tiny_cnn(in_channels=3, size=28)
+    wrapped = Normalized(model, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = torch.rand(3, 3, 28, 28)
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    assert torch.allclose(wrapped(x), model((x - mean) / std))
+
+
+def test_normalized_rejects_bad_stats(tiny_cnn) -> None:
+    with pytest.raises(ModelError, match="std must be > 0"):
+        Normalized(tiny_cnn(), (0.5,), (0.0,))
+    with pytest.raises(ModelError, match="channels"):
+        Normalized(tiny_cnn(), (0.5, 0.5), (1.0,))
+
+
+def test_state_dict_round_trip(tmp_path) -> None:
+    model = build_model("lenet5").eval()
+    path = tmp_path / "w.pt"
+    torch.save({"state_dict": model.state_dict()}, path)
+    loaded = load_model(str(path), arch="lenet5")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_state_dict_wrong_arch_is_a_model_error(tmp_path) -> None:
+    path = tmp_path / "w.pt"
+    torch.save(build_model("lenet5").state_dict(), path)
+    with pytest.raises(ModelError, match="do not fit"):
+        load_state_dict_model(path, "smallcnn")
+
+
+def test_refuses_pickled_objects(tmp_path) -> None:
+    """weights_only=True: a whole pickled module is not loaded."""
+    path = tmp_path / "m.pt"
+    torch.save(build_model("lenet5"), path)
+    with pytest.raises(ModelError, match="cannot read weights"):
+        load_state_dict_model(path, "lenet5")
+
+
+def test_torchscript_round_trip(tmp_path) -> None:
+    model = build_model("smallcnn").eval()
+    path = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.trace(model, torch.rand(1, 1, 28, 28)), str(path))
+    loaded = load_model(str(path))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(loaded(x), model(x), atol=1e-6)
+
+
+def test_missing_files_are_model_errors(tmp_path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        load_torchscript(tmp_path / "none.ts")
+    bad = tmp_path / "bad.ts"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="TorchScript"):
+        load_torchscript(bad)
+
+
+def test_torchvision_is_optional() -> None:
+    """Without an importable torchvision, torchvision:NAME is a clear ModelError."""
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        with pytest.raises(ModelError, match="torchvision"):
+            load_model("torchvision:resnet18")
+    else:  # pragma: no cover - only where torchvision works
+        pytest.skip("torchvision importable here")

@@ -1,0 +1,57 @@
+"""Tests for the advspatial command: listing, errors as one line with exit 2, help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from advspatial.cli import main
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err
+
+
+def test_list_shows_every_registry(capsys) -> None:
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for heading in ("datasets:", "models:", "attacks:", "experiments:", "training-modes:"):
+        assert heading in out
+    assert "fashion-mnist" in out and "smallcnn" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--n", "0"], "n=0 is out of range"),
+        (["run", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["evaluate", "--model", "missing.pt"], "not found"),
+        (["train", "--epochs", "0"], "epochs=0 is out of range"),
+        (["run", "--resume", "/nonexistent/dir"], "no config.yaml"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(capsys, args: list[str], fragment: str) -> None:
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert fragment in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_run_help_lists_settings_with_defaults(capsys) -> None:
+    code, out, _ = run_cli(capsys, "run", "--help")
+    assert code == 0
+    for option in ("--n", "--seed", "--device", "--out", "--resume", "--quick", "--config"):
+        assert option in out
+    assert "default" in out
+
+
+def test_console_script_entry_point() -> None:
+    proc = subprocess.run([sys.executable, "-m", "advspatial.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "advspatial" in proc.stdout
