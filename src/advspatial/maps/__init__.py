@@ -1,1 +1,55 @@
-"""advspatial.maps"""
+"""Importance maps (where the model looks) and attack maps (where the perturbation acts).
+
+Both are (N,H,W) float maps >= 0 at input resolution::
+
+    from advspatial.maps import compute_maps
+    maps = compute_maps(model, x, x_adv, y)          # Grad-CAM + contribution by default
+    maps.importance, maps.attack.map, maps.attack.completeness_error
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._common import Target, declared_cam_layer, find_feature_layer, resolve_layer
+from .attack import AttackMap, attack_map, list_attack_maps, quadrature
+from .importance import importance_map, list_importance_methods
+
+
+@dataclass
+class Maps:
+    """The importance map of the clean images and the attack map of the perturbation."""
+
+    importance: torch.Tensor
+    attack: AttackMap
+
+
+def compute_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor | None,
+    y: torch.Tensor | None = None,
+    importance: str = "gradcam",
+    attack: str = "contribution",
+    target: Target = "pred",
+    importance_kw: dict[str, Any] | None = None,
+    attack_kw: dict[str, Any] | None = None,
+) -> Maps:
+    """Importance map of ``x`` (class ``target``, default the prediction on x) and attack map of x -> x_adv.
+
+    ``y`` are the true labels (used by ``target="true"`` and as the margin
+    label of the ``contribution`` map; None: the clean prediction).
+    """
+    imp = importance_map(importance, model, x, target=target, y=y, **(importance_kw or {}))
+    att = attack_map(attack, model, x, x_adv=x_adv, y=y, **(attack_kw or {}))
+    return Maps(imp, att)
+
+
+__all__ = [
+    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "find_feature_layer",
+    "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",
+]

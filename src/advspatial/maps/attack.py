@@ -1,0 +1,216 @@
+"""Attack maps: where the perturbation acts (the Region of Attack side).
+
+Three kinds (METHODS.md section 1), each an (N,H,W) float map >= 0:
+
+- ``magnitude``: ||delta_{:,h,w}||_2 over channels. Nearly flat for L-inf
+  attacks (|delta| = eps almost everywhere) -- a property of the attack, not a bug.
+- ``contribution`` (default): each pixel's share of the margin change, by
+  integrated gradients of the margin m(x) = z_y - max_{j!=y} z_j along the
+  straight path x -> x' = x + delta:
+  ``A_p = sum_c |delta_cp * int_0^1 dm(x + t delta)/dx_cp dt|``. The max class j
+  is taken at every point of the path (the gradient of m itself). The label y
+  is the true label when ``y`` is given, else the clean prediction.
+  Completeness says sum_p delta_p * int dm = m(x') - m(x); the relative error
+  is reported per image.
+- ``gradient``: |grad_x CE(z(x~), y^)| summed over channels at the input x~
+  alone (x_adv when given, else x), y^ = the model's prediction on x~. Needs
+  no clean image, so a deployed defence can compute it.
+
+:func:`attack_map` returns an :class:`AttackMap`: the map plus, for
+``contribution``, the per-image diagnostics.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..attacks.base import frozen_eval, margin
+from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ._common import check_classes, check_images, predict
+
+RULES = ("gausslegendre", "trapezoid", "midpoint")
+
+
+@dataclass
+class AttackMap:
+    """An attack map and its diagnostics.
+
+    Attributes:
+        map: (N,H,W) float >= 0.
+        method: the map kind (``magnitude``, ``contribution``, ``gradient``).
+        labels: (N,) classes used (margin label for ``contribution``,
+            prediction for ``gradient``); None for ``magnitude``.
+        margin_clean, margin_adv: (N,) m(x) and m(x') (``contribution`` only).
+        completeness_error: (N,) |sum_p delta_p int dm - (m(x') - m(x))| / |m(x') - m(x)|
+            (``contribution`` only; NaN where m(x') == m(x)).
+    """
+
+    map: torch.Tensor
+    method: str
+    labels: torch.Tensor | None = None
+    margin_clean: torch.Tensor | None = None
+    margin_adv: torch.Tensor | None = None
+    completeness_error: torch.Tensor | None = None
+
+
+Kind = Callable[..., AttackMap]
+_KINDS: dict[str, Kind] = {}
+
+
+def _register(name: str) -> Callable[[Kind], Kind]:
+    def wrap(fn: Kind) -> Kind:
+        _KINDS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_attack_maps() -> list[str]:
+    """Names accepted by :func:`attack_map` (``contribution`` is the default)."""
+    return sorted(_KINDS)
+
+
+def attack_map(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    x_adv: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    **kw: Any,
+) -> AttackMap:
+    """Compute attack map ``name`` for clean images ``x`` and adversarial ``x_adv``.
+
+    ``magnitude`` and ``contribution`` need ``x_adv``; ``gradient`` uses
+    ``x_adv`` when given, else ``x``. Unknown names or parameters raise
+    :class:`~advspatial.errors.ConfigError`.
+    """
+    if name not in _KINDS:
+        raise unknown_name("attack map", name, _KINDS)
+    fn = _KINDS[name]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "x_adv", "y")]
+    bad = sorted(set(kw) - set(allowed))
+    if bad:
+        raise ConfigError(f"attack map {name!r} has no parameter(s) {bad}; valid: {allowed}")
+    return fn(model, x, x_adv, y, **kw)
+
+
+def _check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch.Tensor:
+    check_images(x)
+    if x_adv is None:
+        raise ConfigError(f"attack map {kind!r} needs x_adv (the adversarial images)")
+    check_images(x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ShapeError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    return x_adv.to(x.device)
+
+
+@_register("magnitude")
+def magnitude_map(
+    model: nn.Module | None, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor | None = None
+) -> AttackMap:
+    """||delta_{:,h,w}||_2 over channels (the model is not used)."""
+    x_adv = _check_pair(x, x_adv, "magnitude")
+    return AttackMap((x_adv - x).detach().norm(p=2, dim=1), "magnitude")
+
+
+def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes t in [0,1] and weights (summing to 1) of a ``steps``-point rule on [0,1]."""
+    check_range("steps", steps, 1)
+    if rule == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(int(steps))
+        t, w = (nodes + 1) / 2, weights / 2
+    elif rule == "trapezoid":
+        if steps < 2:
+            raise ConfigError("the trapezoid rule needs steps >= 2")
+        t = np.linspace(0.0, 1.0, steps)
+        w = np.full(steps, 1.0 / (steps - 1))
+        w[[0, -1]] /= 2
+    elif rule == "midpoint":
+        t, w = (np.arange(steps) + 0.5) / steps, np.full(steps, 1.0 / steps)
+    else:
+        raise unknown_name("quadrature rule", rule, RULES)
+    return torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(w, dtype=torch.float64)
+
+
+def integrated_margin_gradient(
+    model: nn.Module, x: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor,
+    steps: int = 32, rule: str = "gausslegendre", batch_size: int = 512,
+) -> torch.Tensor:
+    """int_0^1 dm(x + t delta)/dx dt, (N,C,H,W), by a quadrature rule, batched over images x steps.
+
+    At most ``batch_size`` path points (images x steps) go through the model at once.
+    """
+    check_range("batch_size", batch_size, 1)
+    t_all, w_all = quadrature(steps, rule)
+    n = x.shape[0]
+    per_chunk = max(1, int(batch_size) // max(n, 1))
+    total = torch.zeros_like(x, dtype=torch.float64)
+    for start in range(0, len(t_all), per_chunk):
+        t = t_all[start:start + per_chunk].to(x.device, x.dtype)
+        w = w_all[start:start + per_chunk].to(x.device)
+        k = t.shape[0]
+        points = (x[None] + t.view(k, 1, 1, 1, 1) * delta[None]).reshape(k * n, *x.shape[1:])
+        points.requires_grad_(True)
+        with torch.enable_grad():
+            m = margin(model(points), labels.repeat(k))
+            (grad,) = torch.autograd.grad(m.sum(), points)
+        total += (grad.view(k, *x.shape).double() * w.view(k, 1, 1, 1, 1)).sum(0)
+    return total.to(x.dtype)
+
+
+@_register("contribution")
+def contribution_map(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor | None = None,
+    steps: int = 32, rule: str = "gausslegendre", batch_size: int = 512,
+) -> AttackMap:
+    """Integrated-gradients share of the margin change per pixel (see the module docstring).
+
+    ``y``: the labels of the margin (the true labels); None uses the clean prediction.
+    Default rule: 32-point Gauss-Legendre. Measured on 32 Fashion-MNIST test
+    images, a briefly trained TinyCNN and 10-step L-inf PGD (eps 0.05 and 0.1):
+    completeness error median 0.03-0.06%, max 0.34% (< 2% required).
+    """
+    x_adv = _check_pair(x, x_adv, "contribution")
+    x, delta = x.detach(), (x_adv - x).detach()
+    with frozen_eval(model):
+        with torch.no_grad():
+            logits = model(x)
+        labels = logits.argmax(1) if y is None else torch.as_tensor(y, device=x.device).long()
+        if labels.shape != (x.shape[0],):
+            raise ShapeError(f"y must have shape ({x.shape[0]},), got {tuple(labels.shape)}")
+        check_classes(labels, logits)
+        with torch.no_grad():
+            m_clean, m_adv = margin(logits, labels), margin(model(x_adv.detach()), labels)
+        grad = integrated_margin_gradient(model, x, delta, labels, steps, rule, batch_size)
+    attr = delta * grad
+    change = (m_adv - m_clean).double()
+    total = attr.flatten(1).double().sum(1)
+    err = (total - change).abs() / change.abs()
+    err = torch.where(change == 0, torch.full_like(err, float("nan")), err)
+    return AttackMap(attr.abs().sum(1), "contribution", labels, m_clean, m_adv, err.float())
+
+
+@_register("gradient")
+def gradient_map(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None = None, y: torch.Tensor | None = None
+) -> AttackMap:
+    """|grad_x CE(z(x~), y^)| summed over channels, x~ = x_adv if given else x, y^ = prediction on x~.
+
+    ``y`` is ignored: the deployable map must not need the true label.
+    """
+    inp = x if x_adv is None else x_adv
+    check_images(inp, "x_adv" if x_adv is not None else "x")
+    with frozen_eval(model):
+        pred = predict(model, inp)
+        point = inp.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(model(point), pred, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, point)
+    return AttackMap(grad.abs().sum(1), "gradient", pred)

@@ -1,0 +1,336 @@
+"""Importance maps: where the classifier looks (the Region of Importance side).
+
+Every method returns an (N,H,W) float map >= 0 at input resolution, for one
+class per image (``target``: ``"pred"`` (default), ``"true"`` with labels ``y``,
+an int, or an (N,) tensor).
+
+Channel reduction (documented choice):
+
+- CAM family (``gradcam``, ``gradcam++``, ``cam``): the class-weighted sum of
+  the feature maps is rectified (ReLU, positive evidence only), then upsampled
+  bilinearly (``align_corners=False``) to the input size.
+- gradient family (``saliency``, ``inputxgrad``, ``ig``, ``smoothgrad``): sum
+  over channels of the absolute per-channel attribution.
+- ``occlusion``: ReLU of the channel mean of the score drop (a pixel is
+  important when hiding it *lowers* the class score).
+
+The model runs in eval mode with parameter gradients off; its modes and flags
+are restored afterwards, and every hook is removed, also when an exception is
+raised. Methods that Captum implements use Captum; Grad-CAM++ and CAM are
+written here on top of a forward hook that captures the feature maps.
+
+Grad-CAM layer: the ``layer`` argument (dotted name or module), else the
+model's ``cam_layer`` attribute (found also inside wrappers such as
+``Normalized``), else the last module whose output is a 4-D map with H*W > 1.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum.attr import (
+    InputXGradient,
+    IntegratedGradients,
+    LayerAttribution,
+    LayerGradCam,
+    NoiseTunnel,
+    Occlusion,
+    Saliency,
+)
+from torch import nn
+
+from ..attacks.base import frozen_eval
+from ..errors import ConfigError, ModelError, check_range, unknown_name
+from ..runtime import batch_slices
+from ._common import (
+    Target,
+    check_classes,
+    check_images,
+    forward_hooks,
+    reduce_channels_abs,
+    resolve_layer,
+    resolve_target,
+    upsample,
+)
+
+Method = Callable[..., torch.Tensor]
+_METHODS: dict[str, Method] = {}
+
+
+def _register(name: str) -> Callable[[Method], Method]:
+    def wrap(fn: Method) -> Method:
+        _METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_importance_methods() -> list[str]:
+    """Names accepted by :func:`importance_map` (``gradcam`` is the default)."""
+    return sorted(_METHODS)
+
+
+def importance_map(
+    name: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Target = "pred",
+    y: torch.Tensor | None = None,
+    batch_size: int = 64,
+    **kw: Any,
+) -> torch.Tensor:
+    """(N,H,W) importance map >= 0 of method ``name`` for the ``target`` class of each image.
+
+    Images are processed ``batch_size`` at a time; extra keyword arguments go to
+    the method (see each ``*_map`` function). Unknown names or parameters raise
+    :class:`~advspatial.errors.ConfigError` listing the valid ones.
+    """
+    if name not in _METHODS:
+        raise unknown_name("importance method", name, _METHODS)
+    fn = _METHODS[name]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "classes")]
+    bad = sorted(set(kw) - set(allowed))
+    if bad:
+        raise ConfigError(f"importance method {name!r} has no parameter(s) {bad}; valid: {allowed}")
+    check_images(x)
+    classes = resolve_target(model, x, target, y)
+    parts = [fn(model, x[s], classes[s], **kw) for s in batch_slices(x.shape[0], batch_size)]
+    if not parts:
+        return x.new_zeros((0, *x.shape[2:]))
+    return torch.cat(parts)
+
+
+# -- CAM family ------------------------------------------------------------------
+
+class _Capture:
+    """Forward hook storing the output of one layer (the last call wins)."""
+
+    def __init__(self) -> None:
+        self.output: torch.Tensor | None = None
+
+    def factory(self, _name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+            if not isinstance(output, torch.Tensor):
+                raise ModelError("the chosen layer does not output a single tensor; pick another layer")
+            self.output = output
+
+        return hook
+
+
+def _features_and_scores(
+    model: nn.Module, x: torch.Tensor, layer: nn.Module, name: str, classes: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature maps A (N,K,h,w) of ``layer`` and the class scores z_c (N,), in one graph."""
+    capture = _Capture()
+    with forward_hooks({name: layer}, capture.factory), torch.enable_grad():
+        logits = model(x.detach().clone().requires_grad_(True))
+    check_classes(classes, logits)
+    feats = capture.output
+    if feats is None or feats.ndim != 4:
+        shape = None if feats is None else tuple(feats.shape)
+        raise ModelError(f"layer {name!r} must output a (N,K,h,w) feature map, got {shape}")
+    return feats, logits.gather(1, classes[:, None]).squeeze(1)
+
+
+@_register("gradcam")
+def gradcam_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al.): ReLU(sum_k mean_ij(dz_c/dA_k) A_k), bilinearly upsampled.
+
+    Uses Captum's ``LayerGradCam`` with ``relu_attributions=True`` on the layer
+    chosen by :func:`~advspatial.maps._common.resolve_layer`.
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        with torch.no_grad():
+            check_classes(classes, model(x[:1]))
+        with torch.enable_grad():
+            attr = LayerGradCam(model, module).attribute(
+                x.detach().clone().requires_grad_(True), target=classes, relu_attributions=True
+            )
+        if attr.ndim != 4:
+            raise ModelError(f"layer {name!r} must output a (N,K,h,w) feature map for Grad-CAM")
+        up = LayerAttribution.interpolate(attr.detach(), tuple(x.shape[2:]), "bilinear")
+    return up[:, 0].clamp_min(0.0)
+
+
+@_register("gradcam++")
+def gradcam_pp_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), closed form for an exponential score.
+
+    With g = dz_c/dA: alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3) (0 where the
+    denominator is 0), w_k = sum_ij alpha_kij ReLU(g_kij), map = ReLU(sum_k w_k A_k).
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        feats, scores = _features_and_scores(model, x, module, name, classes)
+        (grads,) = torch.autograd.grad(scores.sum(), feats)
+    feats, g = feats.detach(), grads.detach()
+    g2, g3 = g.pow(2), g.pow(3)
+    denom = 2 * g2 + feats.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+    cam = (weights * feats).sum(dim=1, keepdim=True).clamp_min(0)
+    return upsample(cam, tuple(x.shape[2:]))
+
+
+def _find_head(model: nn.Module, x: torch.Tensor, linear: str | nn.Module | None) -> tuple[str, nn.Linear]:
+    """The final linear layer: ``linear`` if given, else the last ``nn.Linear`` run by forward."""
+    if linear is not None:
+        name, module = resolve_layer(model, x, linear)
+        if not isinstance(module, nn.Linear):
+            raise ModelError(f"CAM: layer {name!r} is {type(module).__name__}, not nn.Linear")
+        return name, module
+    order: list[str] = []
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+    def factory(name: str) -> Callable[..., None]:
+        return lambda *_: order.append(name)
+
+    with forward_hooks(linears, factory), torch.no_grad():
+        model(x[:1])
+    if not order:
+        raise ModelError("CAM needs a global-average-pooling + nn.Linear head; this model has no nn.Linear")
+    return order[-1], linears[order[-1]]
+
+
+@_register("cam")
+def cam_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    linear: str | nn.Module | None = None,
+) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016) for GAP + linear heads: ReLU(sum_k W_ck A_k).
+
+    ``layer`` gives the features before global average pooling (default as for
+    Grad-CAM), ``linear`` the final ``nn.Linear`` (default: the last one run).
+    The head is verified: the linear layer's input must equal the spatial mean
+    of the features, otherwise :class:`~advspatial.errors.ModelError`.
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        head_name, head = _find_head(model, x, linear)
+        feats_cap, head_in = _Capture(), {}
+
+        def head_hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: object) -> None:
+            head_in["x"] = inputs[0]
+
+        with forward_hooks({name: module}, feats_cap.factory), forward_hooks({head_name: head}, lambda _n: head_hook):
+            with torch.no_grad():
+                logits = model(x)
+    check_classes(classes, logits)
+    feats = feats_cap.output
+    if feats is None or feats.ndim != 4:
+        raise ModelError(f"CAM: layer {name!r} must output a (N,K,h,w) feature map")
+    pooled = feats.mean(dim=(2, 3))
+    if head_in["x"].shape != pooled.shape or not torch.allclose(head_in["x"], pooled, rtol=1e-4, atol=1e-5):
+        raise ModelError(
+            f"CAM needs {head_name!r} to receive the global average of {name!r}; it does not. "
+            "Use gradcam, or pass layer=/linear= naming a GAP + linear head"
+        )
+    weights = head.weight[classes]  # (N, K)
+    cam = torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1).clamp_min(0)
+    return upsample(cam.detach(), tuple(x.shape[2:]))
+
+
+# -- gradient family (Captum) ------------------------------------------------------
+
+def _run(model: nn.Module, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Run an attribution with the model frozen in eval mode and gradients enabled."""
+    with frozen_eval(model), torch.enable_grad():
+        return fn().detach()
+
+
+def _checked(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        check_classes(classes, model(x[:1]))
+    return x.detach().clone().requires_grad_(True)
+
+
+@_register("saliency")
+def saliency_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Saliency (Simonyan et al.): sum over channels of |dz_c/dx|."""
+    inp = _checked(model, x, classes)
+    attr = _run(model, lambda: Saliency(model).attribute(inp, target=classes, abs=True))
+    return reduce_channels_abs(attr)
+
+
+@_register("inputxgrad")
+def input_x_gradient_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Input x gradient: sum over channels of |x * dz_c/dx|."""
+    inp = _checked(model, x, classes)
+    return reduce_channels_abs(_run(model, lambda: InputXGradient(model).attribute(inp, target=classes)))
+
+
+@_register("ig")
+def integrated_gradients_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, steps: int = 32, baseline: float = 0.0,
+    internal_batch_size: int = 256,
+) -> torch.Tensor:
+    """Integrated gradients (Sundararajan et al.) from a constant ``baseline`` image (0 = black).
+
+    Captum's Gauss-Legendre rule with ``steps`` points; sum over channels of |IG|.
+    """
+    check_range("steps", steps, 1)
+    inp = _checked(model, x, classes)
+    ig = IntegratedGradients(model)
+    attr = _run(model, lambda: ig.attribute(
+        inp, baselines=float(baseline), target=classes, n_steps=int(steps),
+        internal_batch_size=max(int(internal_batch_size), inp.shape[0]),
+    ))
+    return reduce_channels_abs(attr)
+
+
+@_register("smoothgrad")
+def smoothgrad_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, samples: int = 16, sigma: float = 0.15,
+    seed: int = 0,
+) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al.): |mean over noisy copies of dz_c/dx|, summed over channels.
+
+    Noise N(0, sigma^2) on [0,1] images (``sigma`` is a fraction of the range);
+    the signed gradients are averaged, then the absolute value is taken. The
+    noise is drawn from torch's global generator inside ``fork_rng`` seeded
+    with ``seed``: repeatable, global state untouched, but an image's map
+    depends on the batch it is in.
+    """
+    check_range("samples", samples, 1)
+    check_range("sigma", sigma, 0.0)
+    inp = _checked(model, x, classes)
+    tunnel = NoiseTunnel(Saliency(model))
+    devices = [inp.device.index or 0] if inp.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        attr = _run(model, lambda: tunnel.attribute(
+            inp, nt_type="smoothgrad", nt_samples=int(samples), stdevs=float(sigma), target=classes, abs=False,
+        ))
+    return reduce_channels_abs(attr)
+
+
+@_register("occlusion")
+def occlusion_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int = 4, stride: int = 2,
+    baseline: float = 0.0,
+) -> torch.Tensor:
+    """Occlusion (Zeiler & Fergus): score drop when a ``window`` square (all channels) is set to ``baseline``.
+
+    Each pixel gets the mean drop over the windows covering it (Captum); the
+    map is ReLU of the channel mean, so only pixels whose hiding lowers z_c count.
+    """
+    check_range("window", window, 1, min(x.shape[2:]))
+    check_range("stride", stride, 1)
+    inp = _checked(model, x, classes)
+    c = inp.shape[1]
+    attr = _run(model, lambda: Occlusion(model).attribute(
+        inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
+        baselines=float(baseline), target=classes,
+    ))
+    return attr.mean(dim=1).clamp_min(0.0)

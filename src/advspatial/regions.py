@@ -1,0 +1,491 @@
+"""Regions of Importance / Attack: binarize maps, split the grid, measure overlap.
+
+Maps are (N,H,W) float tensors (importance map I, attack map A); regions are
+(N,H,W) bool (RoI from I, RoA from A). The flow (METHODS.md section 1)::
+
+    roi = binarize(I).mask; roa = binarize(A).mask          # top 20% by default
+    parts = segregate(roi, roa)                              # both/roi_only/roa_only/neither
+    stats = overlap_statistics(I, A, roi, roa)               # per image, (N,) each
+    tests = permutation_test(I, A, roi, roa, labels)         # against chance co-location
+
+Every statistic is "larger = more co-located", so one one-sided permutation
+test serves them all. Undefined values (IoU of two empty regions, energy of an
+all-zero attack map, a correlation with a constant map) are NaN and left out
+of means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attacks.base import per_sample_noise
+from .errors import ConfigError, ShapeError, check_range, unknown_name
+
+BINARIZE_METHODS = ("top_fraction", "threshold", "otsu")
+STATISTICS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
+
+
+# -- input checks ------------------------------------------------------------------
+
+def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
+    if not maps.is_floating_point():
+        raise ShapeError(f"{name} must be floating point, got dtype {maps.dtype}")
+    if maps.numel() and not bool(torch.isfinite(maps).all()):
+        raise ConfigError(f"{name} contain NaN or infinite values")
+
+
+def _check_same(shape: torch.Size, **tensors: torch.Tensor) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or t.shape != shape:
+            raise ShapeError(f"{name} must have shape {tuple(shape)}, got {tuple(getattr(t, 'shape', ()))}")
+
+
+def _check_mask(mask: torch.Tensor, name: str) -> None:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.dtype != torch.bool:
+        raise ShapeError(f"{name} must be an (N,H,W) bool tensor, got {getattr(mask, 'shape', type(mask))} "
+                         f"{getattr(mask, 'dtype', '')}")
+
+
+# -- binarize ----------------------------------------------------------------------
+
+@dataclass
+class Binarized:
+    """A binarized map.
+
+    Attributes:
+        mask: (N,H,W) bool region.
+        threshold: (N,) the cut value (top_fraction: value of the last pixel
+            kept, NaN when no pixel is positive; threshold/otsu: the threshold,
+            pixels strictly above it are kept).
+        tied_at_cut: (N,) int64; top_fraction: the number of pixels sharing the
+            cut value when only some of them could be kept (a seeded random
+            choice was made among them), else 0. Always 0 for other methods.
+    """
+
+    mask: torch.Tensor
+    threshold: torch.Tensor
+    tied_at_cut: torch.Tensor
+
+
+def binarize(
+    maps: torch.Tensor,
+    method: str = "top_fraction",
+    fraction: float = 0.2,
+    threshold: float | None = None,
+    dilation: int = 0,
+    seed: int = 0,
+    sample_ids: torch.Tensor | None = None,
+) -> Binarized:
+    """Turn (N,H,W) maps into regions.
+
+    Methods: ``top_fraction`` (default; the ``fraction`` of pixels with the
+    largest values, see :func:`top_fraction_mask`), ``threshold`` (pixels with
+    value > ``threshold``), ``otsu`` (pixels above each image's Otsu
+    threshold). ``dilation`` > 0 grows the region by that many pixels (square
+    structuring element, i.e. Chebyshev distance).
+    """
+    _check_maps(maps)
+    check_range("dilation", dilation, 0)
+    n = maps.shape[0]
+    if method == "top_fraction":
+        out = top_fraction_mask(maps, fraction, seed, sample_ids)
+    elif method == "threshold":
+        if threshold is None:
+            raise ConfigError("method='threshold' needs threshold=<float>")
+        cut = torch.full((n,), float(threshold), dtype=maps.dtype, device=maps.device)
+        out = Binarized(maps > cut.view(n, 1, 1), cut, _zeros(n, maps.device))
+    elif method == "otsu":
+        cut = otsu_threshold(maps)
+        out = Binarized(maps > cut.view(n, 1, 1), cut, _zeros(n, maps.device))
+    else:
+        raise unknown_name("binarize method", method, BINARIZE_METHODS)
+    if dilation:
+        out.mask = dilate(out.mask, dilation)
+    return out
+
+
+def _zeros(n: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(n, dtype=torch.int64, device=device)
+
+
+def top_fraction_mask(
+    maps: torch.Tensor, fraction: float = 0.2, seed: int = 0, sample_ids: torch.Tensor | None = None
+) -> Binarized:
+    """Keep the k = round(fraction * H * W) pixels with the largest values, per image.
+
+    Only strictly positive pixels are eligible (an image with fewer than k
+    positive pixels keeps all of them). Pixels are never chosen by position:
+    all pixels above the cut value are kept, and if the pixels *at* the cut
+    value are more than the remaining slots, the slots go to a random subset
+    drawn from a generator seeded with (``seed``, ``sample_ids[i]``) -- the
+    same image gets the same region in any batch.
+    """
+    _check_maps(maps)
+    check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
+    n, h, w = maps.shape
+    flat = maps.reshape(n, h * w)
+    k = max(1, int(math.floor(fraction * h * w + 0.5)))
+    key = torch.where(flat > 0, flat, torch.full_like(flat, -math.inf))
+    cut = key.topk(k, dim=1).values[:, -1] if n else flat.new_zeros(0)
+    above = key > cut[:, None]
+    at = (key == cut[:, None]) & (flat > 0)
+    need = k - above.sum(1)
+    n_at = at.sum(1)
+    must_choose = n_at > need
+    chosen = at.clone()
+    if bool(must_choose.any()):
+        rows = must_choose.nonzero().squeeze(1)
+        ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        if ids.shape != (n,):
+            raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+        noise = per_sample_noise((len(rows), h * w), seed, ids[rows.cpu()], device=maps.device)
+        noise = torch.where(at[rows], noise, torch.full_like(noise, math.inf))
+        rank = torch.empty_like(noise, dtype=torch.int64)
+        rank.scatter_(1, noise.argsort(dim=1), torch.arange(h * w, device=maps.device).expand(len(rows), -1))
+        chosen[rows] = at[rows] & (rank < need[rows, None])
+    mask = (above | chosen) & (flat > 0)
+    cut = torch.where(torch.isfinite(cut), cut, _min_positive(flat))  # < k positive: the smallest kept
+    cut = torch.where(torch.isfinite(cut), cut, torch.full_like(cut, math.nan))  # none positive
+    tied = torch.where(must_choose, n_at, torch.zeros_like(n_at))
+    return Binarized(mask.reshape(n, h, w), cut, tied)
+
+
+def _min_positive(flat: torch.Tensor) -> torch.Tensor:
+    """Smallest strictly positive value per row (inf where none)."""
+    return torch.where(flat > 0, flat, torch.full_like(flat, math.inf)).amin(1)
+
+
+def otsu_threshold(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
+    """Per-image Otsu threshold (N,), batched: maximize the between-class variance.
+
+    The values of each image are put in ``nbins`` equal bins between its min
+    and max; the threshold is the centre of the bin that ends the lower class
+    (the convention of ``skimage.filters.threshold_otsu``, so ``maps > t`` is
+    the upper class). A constant image gets its value as threshold.
+    """
+    _check_maps(maps)
+    check_range("nbins", nbins, 2)
+    n = maps.shape[0]
+    v = maps.reshape(n, -1).double()
+    lo, hi = v.amin(1, keepdim=True), v.amax(1, keepdim=True)
+    width = (hi - lo) / nbins
+    safe = torch.where(width > 0, width, torch.ones_like(width))
+    idx = ((v - lo) / safe).floor().long().clamp(0, nbins - 1)
+    hist = torch.zeros(n, nbins, dtype=torch.float64, device=v.device).scatter_add_(1, idx, torch.ones_like(v))
+    centers = lo + (torch.arange(nbins, device=v.device, dtype=torch.float64) + 0.5) * width
+    w0 = hist.cumsum(1)[:, :-1]
+    s0 = (hist * centers).cumsum(1)[:, :-1]
+    w1 = hist.sum(1, keepdim=True) - w0
+    s1 = (hist * centers).sum(1, keepdim=True) - s0
+    mean0 = s0 / w0.clamp_min(1e-300)
+    mean1 = s1 / w1.clamp_min(1e-300)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    best = between.argmax(1)
+    t = centers.gather(1, best[:, None]).squeeze(1)
+    t = torch.where(width.squeeze(1) > 0, t, lo.squeeze(1))
+    return t.to(maps.dtype)
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Grow (N,H,W) bool regions by ``pixels`` in every direction (square element of side 2k+1)."""
+    _check_mask(mask, "mask")
+    check_range("pixels", pixels, 0)
+    if pixels == 0 or mask.numel() == 0:
+        return mask.clone()
+    size = 2 * int(pixels) + 1
+    grown = nn.functional.max_pool2d(mask[:, None].float(), size, stride=1, padding=int(pixels))
+    return grown[:, 0] > 0
+
+
+# -- segregation -------------------------------------------------------------------
+
+PART_NAMES = ("neither", "roi_only", "roa_only", "both")
+
+
+@dataclass
+class Partition:
+    """The four disjoint parts of the pixel grid, each (N,H,W) bool."""
+
+    both: torch.Tensor
+    roi_only: torch.Tensor
+    roa_only: torch.Tensor
+    neither: torch.Tensor
+
+    def codes(self) -> torch.Tensor:
+        """(N,H,W) int64 label per pixel: 0 neither, 1 roi_only, 2 roa_only, 3 both (see PART_NAMES)."""
+        return self.roi_only.long() + 2 * self.roa_only.long() + 3 * self.both.long()
+
+    def fractions(self) -> dict[str, torch.Tensor]:
+        """(N,) share of the pixels in each part."""
+        return {name: getattr(self, name).flatten(1).float().mean(1) for name in PART_NAMES}
+
+
+def segregate(roi: torch.Tensor, roa: torch.Tensor) -> Partition:
+    """Split the grid into both = RoI∩RoA, roi_only, roa_only, neither."""
+    _check_mask(roi, "roi")
+    _check_mask(roa, "roa")
+    _check_same(roi.shape, roa=roa)
+    return Partition(roi & roa, roi & ~roa, roa & ~roi, ~(roi | roa))
+
+
+# -- per-image statistics -------------------------------------------------------------
+
+def _nan_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.full_like(num, math.nan))
+
+
+def iou(roi: torch.Tensor, roa: torch.Tensor) -> torch.Tensor:
+    """(N,) |RoI∩RoA| / |RoI∪RoA| (NaN when both are empty)."""
+    inter = (roi & roa).flatten(1).sum(1).double()
+    union = (roi | roa).flatten(1).sum(1).double()
+    return _nan_div(inter, union).float()
+
+
+def dice(roi: torch.Tensor, roa: torch.Tensor) -> torch.Tensor:
+    """(N,) 2|RoI∩RoA| / (|RoI| + |RoA|) (NaN when both are empty)."""
+    inter = (roi & roa).flatten(1).sum(1).double()
+    total = roi.flatten(1).sum(1).double() + roa.flatten(1).sum(1).double()
+    return _nan_div(2 * inter, total).float()
+
+
+def energy_in_roi(attack: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """(N,) share of the attack map's mass inside RoI (NaN for an all-zero attack map)."""
+    a = attack.flatten(1).double()
+    return _nan_div((a * roi.flatten(1)).sum(1), a.sum(1)).float()
+
+
+def pointing_game(attack: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """(N,) is the attack map's maximum inside RoI?
+
+    Ties: when several pixels share the maximum, the value is the fraction of
+    them inside RoI (the chance that a uniformly random argmax hits); so it is
+    0 or 1 without ties. NaN for an all-zero attack map (no peak).
+    """
+    a = attack.flatten(1)
+    peak = a.amax(1, keepdim=True)
+    top = a == peak
+    hit = (top & roi.flatten(1)).sum(1).double()
+    frac = hit / top.sum(1).double()
+    return torch.where(peak.squeeze(1) > 0, frac, torch.full_like(frac, math.nan)).float()
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) Pearson correlation of the pixels of two (N,H,W) maps (NaN if one is constant)."""
+    x = a.flatten(1).double()
+    y = b.flatten(1).double()
+    x = x - x.mean(1, keepdim=True)
+    y = y - y.mean(1, keepdim=True)
+    den = x.norm(dim=1) * y.norm(dim=1)
+    return _nan_div((x * y).sum(1), den).clamp(-1, 1).float()
+
+
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..P along the last axis of (N,P) values, tied values sharing their average rank."""
+    n, p = values.shape
+    sorted_vals, order = values.sort(dim=1)
+    new_group = torch.ones_like(sorted_vals, dtype=torch.bool)
+    new_group[:, 1:] = sorted_vals[:, 1:] != sorted_vals[:, :-1]
+    group = new_group.long().cumsum(1) - 1
+    pos = torch.arange(p, device=values.device, dtype=torch.float64).expand(n, p)
+    first = torch.zeros(n, p, dtype=torch.float64, device=values.device).scatter_reduce(
+        1, group, pos, reduce="amin", include_self=False)
+    last = torch.zeros(n, p, dtype=torch.float64, device=values.device).scatter_reduce(
+        1, group, pos, reduce="amax", include_self=False)
+    avg = (first.gather(1, group) + last.gather(1, group)) / 2 + 1
+    return torch.empty_like(avg).scatter_(1, order, avg)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) Spearman rank correlation (average ranks for ties) of two (N,H,W) maps."""
+    return pearson(average_ranks(a.flatten(1)), average_ranks(b.flatten(1)))
+
+
+def overlap_statistics(
+    importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per-image overlap statistics, each (N,) float, keys = :data:`STATISTICS`.
+
+    ``iou``/``dice`` compare the regions, ``energy_in_roi``/``pointing_game``
+    the attack map with RoI, ``spearman``/``pearson`` the two continuous maps.
+    """
+    _check_maps(importance, "importance")
+    _check_maps(attack, "attack")
+    _check_mask(roi, "roi")
+    _check_mask(roa, "roa")
+    _check_same(importance.shape, attack=attack, roi=roi, roa=roa)
+    return _statistics(importance, attack, roi, roa, average_ranks(importance.flatten(1)),
+                       average_ranks(attack.flatten(1)))
+
+
+def _statistics(
+    imp: torch.Tensor, att: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor,
+    imp_rank: torch.Tensor, att_rank: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    return {
+        "iou": iou(roi, roa),
+        "dice": dice(roi, roa),
+        "energy_in_roi": energy_in_roi(att, roi),
+        "pointing_game": pointing_game(att, roi),
+        "spearman": pearson(imp_rank, att_rank),
+        "pearson": pearson(imp, att),
+    }
+
+
+# -- permutation baseline ----------------------------------------------------------
+
+@dataclass
+class PermutationResult:
+    """One statistic against its permutation baseline.
+
+    Attributes:
+        statistic: its name.
+        observed: (N,) per-image values (NaN where undefined).
+        observed_mean: mean over images that have a partner (NaN left out).
+        baseline_means: (B,) the mean of the statistic under each permutation.
+        baseline_values: (B,N) the per-image values under each permutation.
+        baseline_mean, baseline_std: mean and std of ``baseline_means``.
+        p_value: (1 + #{b: baseline_means[b] >= observed_mean}) / (1 + B),
+            one-sided (co-location *above* chance).
+    """
+
+    statistic: str
+    observed: torch.Tensor
+    observed_mean: float
+    baseline_means: torch.Tensor
+    baseline_values: torch.Tensor
+    baseline_mean: float
+    baseline_std: float
+    p_value: float
+
+
+def random_derangement(groups: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(N,) partner index π(i) != i within the same group, uniform over derangements of each group.
+
+    Images alone in their group get -1 (no partner). Rejection sampling:
+    about e ≈ 2.7 tries per group.
+    """
+    out = torch.full((groups.shape[0],), -1, dtype=torch.int64)
+    groups = groups.cpu()
+    for g in torch.unique(groups):
+        idx = (groups == g).nonzero().squeeze(1)
+        n = idx.shape[0]
+        if n < 2:
+            continue
+        while True:
+            perm = torch.randperm(n, generator=generator)
+            if bool((perm != torch.arange(n)).all()):
+                break
+        out[idx] = idx[perm]
+    return out
+
+
+def permutation_test(
+    importance: torch.Tensor,
+    attack: torch.Tensor,
+    roi: torch.Tensor,
+    roa: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    n_permutations: int = 100,
+    within_class: bool = True,
+    seed: int = 0,
+    statistics: Sequence[str] = STATISTICS,
+) -> dict[str, PermutationResult]:
+    """Each statistic against chance: RoA of image i paired with RoI of image π(i).
+
+    π is a random derangement (no image paired with itself), within the class
+    given by ``labels`` when ``within_class`` (default), else over all images.
+    Images without a possible partner (alone in their class) are left out of
+    every mean, the observed one included. ``n_permutations`` derangements are
+    drawn from a generator seeded with ``seed``.
+    """
+    stats = overlap_statistics(importance, attack, roi, roa)
+    unknown = set(statistics) - set(STATISTICS)
+    if unknown:
+        raise unknown_name("statistic", sorted(unknown)[0], STATISTICS)
+    check_range("n_permutations", n_permutations, 1)
+    n = importance.shape[0]
+    if within_class:
+        if labels is None:
+            raise ConfigError("within_class=True needs labels; pass labels or within_class=False")
+        groups = torch.as_tensor(labels).cpu().long()
+        if groups.shape != (n,):
+            raise ShapeError(f"labels must have shape ({n},), got {tuple(groups.shape)}")
+    else:
+        groups = torch.zeros(n, dtype=torch.int64)
+    gen = torch.Generator().manual_seed(int(seed))
+    imp_rank, att_rank = average_ranks(importance.flatten(1)), average_ranks(attack.flatten(1))
+    values: dict[str, list[torch.Tensor]] = {s: [] for s in statistics}
+    valid = None
+    for _ in range(int(n_permutations)):
+        partner = random_derangement(groups, gen)
+        valid = partner >= 0
+        src = partner.clamp_min(0).to(importance.device)
+        perm_stats = _statistics(importance[src], attack, roi[src], roa, imp_rank[src], att_rank)
+        for s in statistics:
+            values[s].append(torch.where(valid.to(src.device), perm_stats[s], torch.full_like(perm_stats[s], math.nan)))
+    assert valid is not None
+    return {s: _summarize(s, stats[s], torch.stack(values[s]), valid.to(importance.device)) for s in statistics}
+
+
+def _summarize(name: str, observed: torch.Tensor, baseline: torch.Tensor, valid: torch.Tensor) -> PermutationResult:
+    obs = torch.where(valid, observed, torch.full_like(observed, math.nan))
+    obs_mean = float(obs.double().nanmean())
+    means = baseline.double().nanmean(1)
+    b = means.shape[0]
+    p = (1 + int((means >= obs_mean).sum())) / (1 + b) if not math.isnan(obs_mean) else math.nan
+    finite = means[~means.isnan()]
+    return PermutationResult(
+        statistic=name, observed=observed, observed_mean=obs_mean, baseline_means=means.float(),
+        baseline_values=baseline, baseline_mean=float(finite.mean()) if len(finite) else math.nan,
+        baseline_std=float(finite.std(unbiased=False)) if len(finite) else math.nan, p_value=p,
+    )
+
+
+# -- per-class mean maps ------------------------------------------------------------
+
+class MapAccumulator:
+    """Streaming per-class and dataset-mean maps: ``update(maps, labels)`` per batch, then ``means()``."""
+
+    def __init__(self, num_classes: int, shape: tuple[int, int]) -> None:
+        check_range("num_classes", num_classes, 1)
+        self.sums = torch.zeros(num_classes, *shape, dtype=torch.float64)
+        self.counts = torch.zeros(num_classes, dtype=torch.int64)
+
+    def update(self, maps: torch.Tensor, labels: torch.Tensor) -> None:
+        _check_maps(maps)
+        labels = torch.as_tensor(labels).cpu().long()
+        if labels.shape != (maps.shape[0],) or tuple(maps.shape[1:]) != tuple(self.sums.shape[1:]):
+            raise ShapeError(f"need maps (N,{self.sums.shape[1]},{self.sums.shape[2]}) and labels (N,), got "
+                             f"{tuple(maps.shape)} and {tuple(labels.shape)}")
+        k = self.sums.shape[0]
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ConfigError(f"labels must lie in [0, {k - 1}]")
+        self.sums.index_add_(0, labels, maps.detach().cpu().double())
+        self.counts += torch.bincount(labels, minlength=k)
+
+    def means(self) -> torch.Tensor:
+        """(K,H,W) mean map per class (NaN for classes never seen)."""
+        c = self.counts.double().view(-1, 1, 1)
+        return torch.where(c > 0, self.sums / c.clamp_min(1), torch.full_like(self.sums, math.nan)).float()
+
+    def dataset_mean(self) -> torch.Tensor:
+        """(H,W) mean map over all images."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return torch.full(self.sums.shape[1:], math.nan)
+        return (self.sums.sum(0) / total).float()
+
+
+def class_mean_maps(maps: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """((K,H,W) per-class mean maps (NaN for empty classes), (K,) counts)."""
+    _check_maps(maps)
+    acc = MapAccumulator(num_classes, tuple(maps.shape[1:]))
+    acc.update(maps, labels)
+    return acc.means(), acc.counts.clone()
