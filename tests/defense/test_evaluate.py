@@ -1,0 +1,140 @@
+"""evaluate_defence: every column as documented, a known-answer toy, batching independence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advspatial.defense.evaluate import evaluate_defence
+from advspatial.defense.fills import fill
+from advspatial.defense.neutralize import NeutralizedModel, random_region_like
+from advspatial.errors import ShapeError
+
+
+def _intensity(x: torch.Tensor) -> torch.Tensor:
+    return x.sum(1)
+
+
+def _grad_map(model):
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        x = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(x).amax(1).sum(), x)
+        return g.abs().sum(1)
+
+    return fn
+
+
+class _Linear2(nn.Module):
+    """z0 = 0, z1 = sum of rows 0-1 of a 1x4x4 image - 0.6."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z1 = x[:, 0, :2].flatten(1).sum(1) - 0.6
+        return torch.stack([torch.zeros_like(z1), z1], dim=1)
+
+
+def _row0(x: torch.Tensor) -> torch.Tensor:
+    maps = torch.zeros(x.shape[0], 4, 4)
+    maps[:, 0] = 1.0
+    return maps
+
+
+def _rows01(x: torch.Tensor) -> torch.Tensor:
+    maps = torch.zeros(x.shape[0], 4, 4)
+    maps[:, :2] = 1.0
+    return maps
+
+
+def test_known_answers_on_a_toy():
+    # the attack sits in row 1 = RoA \ RoI: the defence and the oracle remove it, the upper bound too
+    model = _Linear2()
+    defended = NeutralizedModel(model, _row0, _rows01, fraction=0.5, roi_fraction=0.25)
+    x = torch.zeros(8, 1, 4, 4)
+    x_adv = x.clone()
+    x_adv[:, :, 1] = 0.25
+    y = torch.zeros(8, dtype=torch.long)
+    oracle = torch.zeros(8, 4, 4, dtype=torch.bool)
+    oracle[:, 1] = True
+    roa = torch.zeros(8, 4, 4, dtype=torch.bool)
+    roa[:, :2] = True
+    res = evaluate_defence(model, defended, x, y, x_adv, oracle, roa)
+    assert res.pred_clean.tolist() == [0] * 8 and res.pred_adv.tolist() == [1] * 8
+    assert res.pred_defended_adv.tolist() == [0] * 8 and res.pred_upper_bound_adv.tolist() == [0] * 8
+    assert res.pred_oracle_adv.tolist() == [0] * 8 and res.pred_oracle_upper_bound.tolist() == [0] * 8
+    assert res.pred_defended_clean.tolist() == [0] * 8
+    assert res.n_region_adv.tolist() == [4] * 8 and res.n_region_oracle.tolist() == [4] * 8
+    # oracle control: 4 random pixels of rows 0-1; it removes 0.25 per chosen row-1 pixel, so it
+    # flips back (z1 = 1 - 0.25 r - 0.6 < 0) only when at least r = 2 of its 4 pixels are in row 1
+    removed = random_region_like(oracle, 0, within=roa)[:, 1].flatten(1).sum(1)
+    assert torch.equal(res.pred_oracle_random_adv, (removed < 2).long())
+    assert 0 < int(res.pred_oracle_random_adv.sum()) < 8  # both outcomes occur: the control is not trivial
+    acc = res.accuracies()
+    assert acc["adv"] == 0.0 and acc["defended_adv"] == 1.0 and acc["clean"] == 1.0
+
+
+def test_columns_follow_their_definitions_and_ignore_batching(tiny_cnn):
+    model = tiny_cnn()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 1, 28, 28, generator=gen)
+    x_adv = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    y = torch.randint(0, 10, (5,), generator=gen)
+    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.2, fill="blur", mode="random")
+    oracle = torch.rand(5, 28, 28, generator=gen) < 0.1
+    roa = oracle | (torch.rand(5, 28, 28, generator=gen) < 0.2)
+    res = evaluate_defence(model, defended, x, y, x_adv, oracle, roa, seed=3, batch_size=2)
+    alone = evaluate_defence(model, defended, x, y, x_adv, oracle, roa, seed=3, batch_size=64)
+    for name, col in res.columns().items():
+        assert torch.equal(col, getattr(alone, name)), name
+        assert col.shape == (5,)
+
+    ids = torch.arange(5)
+    pred = lambda images: model(images).argmax(1)  # noqa: E731
+    with torch.no_grad():
+        region_adv = defended.variant("defend").select(x_adv, sample_ids=ids).neutralized
+        region_clean = defended.variant("defend").select(x, sample_ids=ids).neutralized
+        blur = lambda images, region: fill(images, region, "blur")  # noqa: E731
+        expected = {
+            "label": y,
+            "pred_clean": pred(x),
+            "pred_adv": pred(x_adv),
+            "pred_defended_adv": pred(blur(x_adv, region_adv)),
+            "pred_random_adv": pred(blur(x_adv, random_region_like(region_adv, 3))),
+            "pred_upper_bound_adv": pred(torch.where(region_adv[:, None], x, x_adv)),
+            "pred_defended_clean": pred(blur(x, region_clean)),
+            "pred_random_clean": pred(blur(x, random_region_like(region_clean, 3))),
+            "n_region_adv": region_adv.flatten(1).sum(1),
+            "n_region_clean": region_clean.flatten(1).sum(1),
+            "pred_oracle_adv": pred(blur(x_adv, oracle)),
+            "pred_oracle_random_adv": pred(blur(x_adv, random_region_like(oracle, 3, within=roa))),
+            "pred_oracle_upper_bound": pred(torch.where(oracle[:, None], x, x_adv)),
+            "n_region_oracle": oracle.flatten(1).sum(1),
+        }
+    assert set(res.columns()) == set(expected)
+    for name, value in expected.items():
+        assert torch.equal(getattr(res, name), value), name
+    assert bool((res.n_region_adv > 0).all())
+    rows = res.rows()
+    assert len(rows) == 5 and rows[2]["pred_adv"] == int(expected["pred_adv"][2])
+    assert defended.calls == 0  # the mode of the given defence is not used
+
+
+def test_without_oracle_and_empty_input(tiny_cnn):
+    model = tiny_cnn()
+    defended = NeutralizedModel(model, _intensity, _intensity, fraction=0.1)
+    x = torch.rand(2, 1, 28, 28)
+    res = evaluate_defence(model, defended, x, torch.tensor([1, 2]), x)
+    assert res.pred_oracle_adv is None and "pred_oracle_adv" not in res.columns()
+    assert torch.equal(res.pred_upper_bound_adv, res.pred_adv)  # x_adv == x: nothing to put back
+    empty = evaluate_defence(model, defended, x[:0], torch.tensor([], dtype=torch.long), x[:0])
+    assert len(empty) == 0 and empty.rows() == []
+    with pytest.raises(ShapeError, match="x_adv"):
+        evaluate_defence(model, defended, x, torch.tensor([1, 2]), x[:1])
+    with pytest.raises(ShapeError, match="region must have shape"):
+        evaluate_defence(model, defended, x, torch.tensor([1, 2]), x, torch.zeros(2, 5, 5, dtype=torch.bool))
+
+
+def test_restores_training_mode(tiny_cnn):
+    model = tiny_cnn().train()
+    defended = NeutralizedModel(model, _intensity, _intensity, fraction=0.1)
+    evaluate_defence(model, defended, torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), torch.rand(2, 1, 28, 28))
+    assert model.training and all(p.requires_grad for p in model.parameters())
