@@ -1,0 +1,236 @@
+"""Importance maps: cross-checks against Captum, hand-computed Grad-CAM/CAM, hooks and state hygiene."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from captum.attr import LayerAttribution, LayerGradCam
+from torch import nn
+
+from advspatial.errors import ConfigError, ModelError, ShapeError
+from advspatial.maps import importance_map, list_importance_methods, resolve_layer
+from advspatial.maps.importance import cam_map, gradcam_map
+from advspatial.models import Normalized, build_model
+
+ALL = ["cam", "gradcam", "gradcam++", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
+
+
+class TinyGAP(nn.Module):
+    """conv-ReLU-conv-ReLU -> global average pooling -> linear: exact CAM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _no_hooks(model: nn.Module) -> bool:
+    return all(
+        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks and not m._backward_pre_hooks
+        for m in model.modules()
+    )
+
+
+@pytest.fixture
+def gap_model() -> TinyGAP:
+    torch.manual_seed(3)
+    return TinyGAP().eval()
+
+
+def test_registry_lists_all_methods_and_rejects_unknown(tiny_cnn) -> None:
+    assert list_importance_methods() == sorted(ALL)
+    with pytest.raises(ConfigError, match="valid: .*gradcam"):
+        importance_map("gradcamm", tiny_cnn(), torch.rand(1, 1, 28, 28))
+    with pytest.raises(ConfigError, match="no parameter"):
+        importance_map("saliency", tiny_cnn(), torch.rand(1, 1, 28, 28), steps=3)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "cam"])
+def test_every_method_shape_nonnegative_and_hygiene(tiny_cnn, name: str) -> None:
+    model = tiny_cnn().train()  # a training-mode model must come back in training mode
+    flags = [p.requires_grad for p in model.parameters()]
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    kw = {"ig": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}, "smoothgrad": {"samples": 4}}.get(name, {})
+    out = importance_map(name, model, x, **kw)
+    assert out.shape == (3, 28, 28) and out.dtype == torch.float32
+    assert bool((out >= 0).all()) and bool(torch.isfinite(out).all()) and float(out.max()) > 0
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert _no_hooks(model)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_hooks_released_when_forward_raises(tiny_cnn) -> None:
+    model = tiny_cnn()
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    handle = model.fc.register_forward_pre_hook(boom)  # raises after the CAM layer has run
+    try:
+        for name in ("gradcam", "gradcam++", "saliency"):
+            with pytest.raises(RuntimeError, match="boom"):
+                importance_map(name, model, torch.rand(2, 1, 28, 28), target=0)
+            assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    finally:
+        handle.remove()
+    assert _no_hooks(model)
+
+
+def test_gradcam_equals_captum_layergradcam(trained_tiny_cnn, fmnist_test_subset) -> None:
+    x, y = fmnist_test_subset
+    x, y = x[:8], y[:8]
+    for layer in ("features.4", "features.1", None):
+        ours = importance_map("gradcam", trained_tiny_cnn, x, target="true", y=y, layer=layer)
+        name, module = resolve_layer(trained_tiny_cnn, x, layer)
+        ref = LayerGradCam(trained_tiny_cnn, module).attribute(x.clone().requires_grad_(True), target=y,
+                                                                relu_attributions=True)
+        ref = LayerAttribution.interpolate(ref.detach(), (28, 28), "bilinear")[:, 0]
+        assert float(ours.abs().max()) > 0
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_gradcam_by_hand_after_activation(trained_tiny_cnn, fmnist_test_subset) -> None:
+    """Grad-CAM of the rectified features.4 output written out with autograd and F.interpolate."""
+    model = trained_tiny_cnn
+    x = fmnist_test_subset[0][:6]
+    feats = model.features[:5](x).detach().requires_grad_(True)
+    logits = model.fc(torch.flatten(model.features[5](feats), 1))
+    pred = logits.argmax(1)
+    (g,) = torch.autograd.grad(logits.gather(1, pred[:, None]).sum(), feats)
+    cam = (g.mean(dim=(2, 3), keepdim=True) * feats).sum(1, keepdim=True).clamp_min(0)
+    ref = nn.functional.interpolate(cam.detach(), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(importance_map("gradcam", model, x, layer="features.4"), ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pytorch_grad_cam") is None, reason="pytorch-grad-cam not installed")
+def test_gradcam_equals_pytorch_grad_cam(trained_tiny_cnn, fmnist_test_subset) -> None:  # pragma: no cover
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except Exception as exc:  # it imports torchvision, which fails next to CPU torch here
+        pytest.skip(f"pytorch-grad-cam not importable: {exc}")
+    x = fmnist_test_subset[0][:4]
+    model = trained_tiny_cnn
+    pred = model(x).argmax(1)
+    with GradCAM(model=model, target_layers=[model.features[4]]) as cam:
+        ref = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in pred])
+    ours = importance_map("gradcam", model, x, layer="features.4")
+    ours = ours / ours.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1)  # it min-max normalizes
+    torch.testing.assert_close(ours, torch.as_tensor(ref, dtype=ours.dtype), atol=1e-5, rtol=1e-5)
+
+
+def test_layer_resolution(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x = torch.rand(1, 1, 28, 28)
+    assert resolve_layer(model, x)[0] == "features.3"  # the declared cam_layer
+    assert resolve_layer(Normalized(model, [0.5], [0.25]), x)[0] == "model.features.3"  # found inside a wrapper
+    assert resolve_layer(model, x, model.features[4])[0] == "features.4"
+    with pytest.raises(ConfigError, match="valid: .*features"):
+        resolve_layer(model, x, "nope")
+
+    class NoDecl(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model.features  # last 4-D output with H*W > 1: the pooled 7x7 map
+            self.fc = model.fc
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(self.body(z), 1))
+
+    assert resolve_layer(NoDecl(), x)[0] == "body"
+
+
+def test_targets(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    pred = model(x).argmax(1)
+    by_pred = importance_map("saliency", model, x)
+    torch.testing.assert_close(by_pred, importance_map("saliency", model, x, target=pred))
+    y = (pred + 1) % 10
+    torch.testing.assert_close(importance_map("saliency", model, x, target="true", y=y),
+                               importance_map("saliency", model, x, target=y))
+    three = importance_map("saliency", model, x, target=3)
+    torch.testing.assert_close(three, importance_map("saliency", model, x, target=torch.full((4,), 3)))
+    with pytest.raises(ConfigError, match="needs the labels"):
+        importance_map("saliency", model, x, target="true")
+    with pytest.raises(ConfigError, match=r"\[0, 9\]"):
+        importance_map("gradcam", model, x, target=10)
+    with pytest.raises(ShapeError):
+        importance_map("saliency", model, x, target=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ShapeError):
+        importance_map("saliency", model, x[0])
+
+
+def test_batching_does_not_change_maps(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    for name in ("gradcam", "gradcam++", "ig"):
+        whole = importance_map(name, model, x, batch_size=64)
+        torch.testing.assert_close(importance_map(name, model, x, batch_size=2), whole, atol=1e-6, rtol=1e-5)
+
+
+def test_cam_by_hand_on_tiny_gap_model(gap_model: TinyGAP) -> None:
+    x = torch.rand(3, 1, 10, 10, generator=torch.Generator().manual_seed(4))
+    feats = gap_model.features(x)
+    classes = torch.tensor([0, 2, 1])
+    w = gap_model.fc.weight.detach()
+    by_hand = torch.stack([(w[c][:, None, None] * feats[i]).sum(0) for i, c in enumerate(classes.tolist())])
+    ours = cam_map(gap_model, x, classes)  # layer and head both found automatically
+    torch.testing.assert_close(ours, by_hand.clamp_min(0).detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_cam_is_gradcam_up_to_positive_scale(gap_model: TinyGAP) -> None:
+    """On GAP+linear nets, Grad-CAM weights are W_ck / (h w): CAM = (h w) * Grad-CAM."""
+    x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+    cam = importance_map("cam", gap_model, x)
+    grad_cam = importance_map("gradcam", gap_model, x)
+    assert float(cam.max()) > 0
+    torch.testing.assert_close(cam, grad_cam * 144, atol=1e-5, rtol=1e-4)
+
+
+def test_cam_on_builtin_gapnet_and_rejects_non_gap_head(tiny_cnn) -> None:
+    torch.manual_seed(0)
+    gapnet = build_model("gapnet").eval()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(6))
+    cam = importance_map("cam", gapnet, x)
+    grad_cam = importance_map("gradcam", gapnet, x)
+    ratio = cam.flatten(1).sum(1) / grad_cam.flatten(1).sum(1)
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 14 * 14), rtol=1e-3, atol=0)
+    with pytest.raises(ModelError, match="global average"):
+        importance_map("cam", tiny_cnn(), x)
+    with pytest.raises(ModelError, match="not nn.Linear"):
+        importance_map("cam", gapnet, x, linear="pool")
+
+
+def test_occlusion_finds_the_only_informative_pixel() -> None:
+    """A 'model' whose class-0 score is the value of one pixel: occlusion marks exactly around it."""
+
+    class OnePixel(nn.Module):
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            v = z[:, 0, 5, 7]
+            return torch.stack([v, -v], dim=1)
+
+    x = torch.full((1, 1, 16, 16), 0.5)
+    occ = importance_map("occlusion", OnePixel(), x, target=0, window=2, stride=1)
+    assert occ.shape == (1, 16, 16)
+    assert float(occ[0, 5, 7]) > 0 and float(occ.sum() - occ[0, 4:6, 6:8].sum() - occ[0, 5:7, 7:9].sum()) <= 1e-6
+    sal = importance_map("saliency", OnePixel(), x, target=0)
+    assert float(sal[0, 5, 7]) == 1.0 and float(sal.sum()) == 1.0
+
+
+def test_smoothgrad_is_seeded_and_leaves_global_rng_alone(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+    state = torch.get_rng_state()
+    a = importance_map("smoothgrad", model, x, seed=1, samples=4)
+    assert torch.equal(state, torch.get_rng_state())
+    torch.testing.assert_close(a, importance_map("smoothgrad", model, x, seed=1, samples=4))
+    assert not torch.allclose(a, importance_map("smoothgrad", model, x, seed=2, samples=4))
+    with pytest.raises(ConfigError):
+        importance_map("smoothgrad", model, x, sigma=-1.0)
