@@ -40,6 +40,14 @@ def test_list_layers_with_example_gives_forward_order(tiny_cnn):
     assert order == ["features.0", "features.1", "features.3", "features.4", "features"]
 
 
+def test_listing_with_example_does_not_touch_batchnorm():
+    model = build_model("smallcnn").train()
+    before = model.block1[0][1].running_mean.clone()
+    names = list_layers(model, torch.rand(2, 1, 28, 28))
+    assert names[0] == "block1.0.0" and names[-1] == "classifier"
+    assert model.training and torch.equal(model.block1[0][1].running_mean, before)
+
+
 def test_recorded_outputs_equal_direct_computation(tiny_cnn):
     model = tiny_cnn()
     x = torch.rand(3, 1, 28, 28)

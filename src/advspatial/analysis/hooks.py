@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError
 
 # Modules of torch.nn.modules.activation that are not elementwise activations.
@@ -86,14 +87,15 @@ def list_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[s
     Without ``example`` the names come in registration order
     (``named_modules``). With an example input, the model is run once and the
     names come in forward order, as the recorder will key them (with ``#k``
-    suffixes for modules called more than once).
+    suffixes for modules called more than once); that run is in eval mode and
+    leaves the model's mode and BatchNorm statistics as they were.
     """
     _check_hookable(model)
     names = [name for name, module in _python_modules(model) if _is_default_layer(module)]
     if example is None:
         return names
-    with record_outputs(model, names) as rec, torch.no_grad():
-        model(example)
+    with frozen_eval(model), torch.no_grad(), record_outputs(model, names) as rec:
+        model(example)  # in eval mode: listing must not update BatchNorm statistics
     return list(rec.outputs)
 
 
