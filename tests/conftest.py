@@ -89,3 +89,10 @@ def trained_tiny_cnn():
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
+    """Under pytest-xdist each worker gets one intra-op thread: 2 workers x 1 thread on 2 cores,
+    instead of oversubscribing the machine."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)

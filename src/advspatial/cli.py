@@ -142,6 +142,75 @@ def evaluate(dataset: str, model_name: str, arch: str | None, model_seed: int, d
     click.echo(f"{model_name} on {dataset} {split} ({len(data)} images): accuracy {accuracy:.4f}")
 
 
+def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values parsed as YAML scalars (numbers, booleans, strings)."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise AdvspatialError(f"--param {pair!r} must look like name=value")
+        key, value = pair.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return params
+
+
+@cli.command()
+@model_options
+@click.option("--attack", "attack_name", default="pgd", show_default=True, help="Attack name (advspatial list attacks).")
+@click.option("--eps", default=None, type=float, help="Perturbation budget (attacks that have one).")
+@click.option("--steps", default=None, type=int, help="Iterations (attacks that have them).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Any other attack parameter; repeatable.")
+@click.option("--n", default=1000, show_default=True, type=int, help="Attack the first N test images.")
+@click.option("--batch-size", default=200, show_default=True, type=int)
+@click.option("--mask", default=None, help="background|foreground|roi|roi-complement|FILE: where the attack may act.")
+@click.option("--mask-fraction", default=0.2, show_default=True, type=float, help="Top fraction of Grad-CAM for roi masks.")
+@click.option("--target", "target_class", default=None, type=int, help="Targeted attack towards this class.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Save x_adv, predictions and norms (.pt).")
+def attack(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, attack_name: str,
+           eps: float | None, steps: int | None, params: tuple[str, ...], n: int, batch_size: int, mask: str | None,
+           mask_fraction: float, target_class: int | None, seed: int, out: str | None) -> None:
+    """Attack the first N test images and print success rate, mean norms and time."""
+    import time
+
+    import torch
+
+    from .attacks import make_attack
+    from .data import load_dataset
+    from .errors import check_range
+    from .masks import attack_mask
+    from .pipeline import attack_dataset
+    from .training import resolve_model
+
+    check_range("n", n, 1)
+    check_range("mask_fraction", mask_fraction, 0, 1, low_inclusive=False)
+    kwargs = parse_params(params)
+    kwargs.update({k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None})
+    make_attack(attack_name, torch.nn.Identity(), seed=seed, **kwargs)  # validate before any training
+    data = load_dataset(dataset, "test").head(n)
+    model = resolve_model(dataset, model_name, arch=arch, seed=model_seed, device=device)
+    atk = make_attack(attack_name, model, seed=seed, **kwargs)
+    if target_class is not None:
+        check_range("target", target_class, 0, data.num_classes - 1)
+    mask_fn = (lambda sl: attack_mask(mask, data, sl, model, mask_fraction, seed=seed)) if mask else None
+    target_fn = (lambda sl: torch.full((sl.stop - sl.start,), target_class)) if target_class is not None else None
+    start = time.perf_counter()
+    result = attack_dataset(atk, data, batch_size, mask_fn, target_fn, progress=True)
+    seconds = time.perf_counter() - start
+    correct = result.clean_pred == result.labels
+    rate_correct = float(result.success[correct].float().mean()) if correct.any() else float("nan")
+    click.echo(f"{atk!r} on {len(data)} {dataset} images" + (f", mask {mask}" if mask else ""))
+    click.echo(f"clean accuracy {float(correct.float().mean()):.4f}; success rate {result.success_rate:.4f} "
+               f"(on correctly classified: {rate_correct:.4f})")
+    click.echo(f"mean norms: L0 {result.l0.float().mean():.1f} px, L2 {result.l2.mean():.4f}, Linf {result.linf.mean():.4f}; "
+               f"queries/image {result.queries.float().mean():.1f}; time {seconds:.1f} s")
+    if out:
+        torch.save({f: getattr(result, f) for f in ("x_adv", "success", "clean_pred", "adv_pred", "labels",
+                                                    "target", "l0", "l2", "linf", "queries")}, out)
+        click.echo(f"saved {out}")
+
+
 DEFAULT_EXPERIMENT = "spatial"
 
 

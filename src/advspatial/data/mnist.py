@@ -56,7 +56,8 @@ def load_idx_pair(images_path: Path, labels_path: Path, name: str, class_names: 
     pixels = torch.from_numpy(images.copy()).unsqueeze(1)
     if pixels.dtype != torch.uint8:
         pixels = pixels.to(torch.float32)
-    masks = (pixels[:, 0] > round(BACKGROUND_THRESHOLD * 255)) if pixels.dtype == torch.uint8 else (pixels[:, 0] > BACKGROUND_THRESHOLD)
+    scale = 255.0 if pixels.dtype == torch.uint8 else 1.0
+    masks = pixels[:, 0].to(torch.float32) / scale > BACKGROUND_THRESHOLD  # foreground: x > tau
     return ImageDataset(name, pixels, torch.from_numpy(labels.astype("int64")), class_names, masks=masks)
 
 

@@ -1,0 +1,54 @@
+"""Streaming building blocks shared by the CLI and the experiments.
+
+:func:`attack_dataset` runs an attack over a dataset batch by batch, with a
+progress bar, optional masks, and (with a run directory) one saved stage per
+batch, so an interrupted run resumes where it stopped with identical results:
+each batch is attacked with ``sample_ids`` = the images' dataset indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .attacks import Attack, AttackResult
+from .data import ImageDataset
+from .runtime import RunDir, batch_slices
+
+MaskFn = Callable[[slice], "torch.Tensor | None"]
+
+
+def attack_dataset(
+    attack: Attack,
+    data: ImageDataset,
+    batch_size: int = 200,
+    mask_fn: MaskFn | None = None,
+    target_fn: Callable[[slice], torch.Tensor] | None = None,
+    progress: bool = True,
+    rundir: RunDir | None = None,
+    stage: str | None = None,
+    desc: str | None = None,
+) -> AttackResult:
+    """Attack every image of ``data``; results stay on the CPU, batches stream."""
+    parts: list[AttackResult] = []
+    slices = list(batch_slices(len(data), batch_size))
+    for i, sl in enumerate(tqdm(slices, desc=desc or f"attack {attack.name}", disable=not progress, unit="batch")):
+
+        def compute(sl: slice = sl) -> dict[str, torch.Tensor | None]:
+            x, y = data.images(sl), data.labels[sl]
+            mask = mask_fn(sl) if mask_fn is not None else None
+            target = target_fn(sl) if target_fn is not None else None
+            result = attack.run(x, y, mask=mask, target=target, sample_ids=torch.arange(sl.start, sl.stop))
+            return _result_to_dict(result.to("cpu"))
+
+        payload = rundir.cached(f"{stage}/batch-{i:05d}", compute) if rundir is not None and stage else compute()
+        parts.append(AttackResult(**payload))  # type: ignore[arg-type]
+    return AttackResult.cat(parts)
+
+
+def _result_to_dict(result: AttackResult) -> dict[str, torch.Tensor | None]:
+    from dataclasses import fields
+
+    return {f.name: getattr(result, f.name) for f in fields(result)}
