@@ -19,31 +19,43 @@ contrast-structure term of the window, written with sums instead of averages, is
 
 as METHODS states. ``r_b² − ‖c_b‖² = 2((1−α)/α)‖x̃_b‖² + (1−α)C/α > 0``, so
 ``δ̃_b = 0`` lies strictly inside. Luminance is kept by ``|mean(δ_b)| ≤ β``.
-The ball acts on the mean-free part of ``δ_b`` and the luminance bound on its
-mean, two orthogonal components, so the exact projection onto both is the pair
-of projections (ball: ``c + (d−c)·min(1, r/‖d−c‖)``; mean: clip to [−β, β]).
 Pixels in a strip at the bottom/right that no full window covers (when the
 size is not a multiple of ``w``) are left unperturbed.
 
-The feasible set is that product of per-window sets (A) intersected with the
-box ``x+δ ∈ [0,1]`` with ``δ = 0`` where the mask is 0 (B, a box in δ).
+Two convex sets, each with an exact Euclidean projection, make up the feasible set:
+
+* A, the balls: ``‖δ̃_b − c_b‖ ≤ r_b`` on the mean-free part of every window
+  (projection: ``δ̃ ← c + (δ̃−c)·min(1, r/‖δ̃−c‖)``, the window mean kept);
+* B, the box ``x+δ ∈ [0,1]`` (with ``δ = 0`` where the mask is 0 and on the
+  uncovered strip) intersected with the luminance slabs ``|mean(δ_b)| ≤ β``.
+  Its projection is per window ``δ = clip(z − λ, lower, upper)`` with the scalar
+  ``λ`` (0 when the clipped window already meets the bound) that puts the mean
+  on the violated bound (KKT conditions of the projection); the clipped mean is
+  piecewise linear and monotone in ``λ``, so ``λ`` is found exactly from its
+  sorted knots.
+
+(The ball and the luminance bound act on orthogonal components — mean-free
+part and mean — so they commute, but the box couples them; grouping the
+luminance with the box is what makes the final scaling below keep it.)
 
 The solver. From ``δ = 0``, each step ascends the attacker's loss (default: the
 logit margin, untargeted ``max_{j≠y} z_j − z_y``, targeted ``z_t − max_{j≠t} z_j``)
 along the masked gradient normalized per window: every window moves along its
 own gradient direction by ``step_size`` times its size ``r_b + β·sqrt(n)`` (so
 the step is scale-free: textured windows, with large balls, take proportionally
-longer steps than flat ones; a window whose masked gradient is 0 does not move), then projects onto A ∩ B with ``rounds`` rounds of Dykstra's
-alternating projections (which tend to the exact Euclidean projection, unlike
-plain alternation, which only tends to *some* point of the intersection).
-After a finite number of rounds the iterate lies in B exactly but may violate
-A slightly; :meth:`SSIMBall.make_feasible` then scales the perturbation of
-each violating window toward 0 by the largest factor ``t ∈ [0,1)`` that
-satisfies its ball and luminance bound, found in closed form (a quadratic in
-``t``). Scaling toward 0 stays inside the box and keeps masked pixels at 0
-because B is a box containing 0, so every iterate — and the returned image —
-satisfies every window constraint (to float rounding, far below 1e-5) and the
-box exactly. The attack returns the iterate with the highest loss seen.
+longer steps than flat ones; a window whose masked gradient is 0 does not move).
+Then ``rounds`` rounds of Dykstra's alternating projections between A and B
+(which tend to the exact Euclidean projection onto A ∩ B, unlike plain
+alternation, which only tends to *some* point of it). After a finite number of
+rounds the iterate lies in B but may lie slightly outside a ball;
+:meth:`SSIMBall.make_feasible` then scales the perturbation of each such window
+toward 0 by the largest factor ``t ∈ (0,1)`` that puts it on its sphere, in
+closed form (a quadratic in ``t``). Scaling toward 0 keeps B (a convex set
+containing 0), and ``t > 0`` because 0 is strictly inside the ball. Every
+iterate, and the returned image, therefore satisfies every window constraint
+and the box; the constraint machinery runs in float64, so the only error is
+the final rounding to the images' dtype (~1e-7, far below 1e-5). The attack
+returns the iterate with the highest loss seen.
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ __all__ = [
 
 NORM_GUARD = 1e-12
 FEASIBILITY_SHRINK = 1e-6  # relative margin kept inside a ball after the final scaling
+LUMINANCE_TOL = 1e-9  # window means within beta + this count as feasible (float64 rounding)
 
 
 def auto_window(height: int, width: int) -> int:
@@ -169,18 +182,28 @@ class SSIMBall:
         return tuple(self.lower.shape[2:])  # type: ignore[return-value]
 
     def project_windows(self, delta: torch.Tensor) -> torch.Tensor:
-        """Exact Euclidean projection onto the per-window sets A (ball on the mean-free part, clip on the mean)."""
+        """Exact Euclidean projection onto A: each window's mean-free part into its ball, the mean kept."""
         blocks = to_windows(delta, self.window)
         mean = blocks.mean(-1, keepdim=True)
         offset = blocks - mean - self.center
         dist = offset.norm(dim=-1, keepdim=True)
         scale = torch.clamp(self.radius2.sqrt().unsqueeze(-1) / dist.clamp_min(NORM_GUARD), max=1.0)
-        projected = self.center + offset * scale + mean.clamp(-self.beta, self.beta)
-        return from_windows(projected, self.window, *self.shape)
+        return from_windows(self.center + offset * scale + mean, self.window, *self.shape)
 
     def project_box(self, delta: torch.Tensor) -> torch.Tensor:
-        """Exact projection onto B: clip δ to [lower, upper] (which also zeroes masked-out pixels)."""
-        return torch.maximum(torch.minimum(delta, self.upper), self.lower)
+        """Exact Euclidean projection onto B: the box [lower, upper] and every window's luminance bound.
+
+        Per window, ``clip(z - λ, lo, hi)`` with ``λ = 0`` if the clipped mean is
+        within ±β, else the ``λ`` that puts the mean on the violated bound
+        (:func:`_mean_shift`).
+        """
+        z = to_windows(delta, self.window)
+        lo, hi = to_windows(self.lower, self.window), to_windows(self.upper, self.window)
+        mean = torch.maximum(torch.minimum(z, hi), lo).mean(-1)
+        goal = mean.clamp(-self.beta, self.beta)
+        lam = torch.where(mean == goal, torch.zeros_like(mean), _mean_shift(z, lo, hi, goal))
+        projected = torch.maximum(torch.minimum(z - lam.unsqueeze(-1), hi), lo)
+        return from_windows(projected, self.window, *self.shape)
 
     def project(self, delta: torch.Tensor, rounds: int = 5) -> torch.Tensor:
         """``rounds`` rounds of Dykstra's algorithm toward the projection onto A ∩ B; the result lies in B.
@@ -198,12 +221,15 @@ class SSIMBall:
         return current
 
     def make_feasible(self, delta: torch.Tensor) -> torch.Tensor:
-        """Scale each violating window's δ toward 0 (largest factor that satisfies A); stays in B if δ is.
+        """Scale each window's δ toward 0 just enough to satisfy its ball and luminance bound.
 
-        The ball condition on ``t·d`` is ``t²‖d‖² − 2t dᵀc + ‖c‖² − r² ≤ 0`` whose
-        larger root is ``t* = (dᵀc + sqrt((dᵀc)² + ‖d‖²(r² − ‖c‖²))) / ‖d‖²``
-        (positive, as ``r² > ‖c‖²``); the luminance condition gives ``β/|mean|``.
-        Computed in float64.
+        The ball condition on ``t·d`` (``d`` the window's mean-free part) is
+        ``t²‖d‖² − 2t dᵀc + ‖c‖² − r² ≤ 0``, whose larger root is
+        ``t* = (dᵀc + sqrt((dᵀc)² + ‖d‖²(r² − ‖c‖²))) / ‖d‖² > 0`` (as ``r² > ‖c‖²``);
+        windows outside their ball are scaled by ``t*·(1 − 1e-6)``. A window
+        mean beyond ``β + 1e-9`` is scaled by ``β/|mean|`` (the tolerance keeps
+        rounding noise from zeroing a window when ``β = 0``). If δ is in B the
+        result is too. Computed in float64.
         """
         blocks = to_windows(delta, self.window).double()
         mean = blocks.mean(-1)
@@ -215,7 +241,8 @@ class SSIMBall:
         outside = (d - c).pow(2).sum(-1) > r2
         t_ball = (dc + (dc.pow(2) + dd * slack).clamp_min(0).sqrt()) / dd.clamp_min(1e-300)
         t_ball = torch.where(outside, t_ball * (1 - FEASIBILITY_SHRINK), torch.ones_like(dd))
-        t_lum = torch.where(mean.abs() > self.beta, self.beta / mean.abs().clamp_min(1e-300), torch.ones_like(dd))
+        too_bright = mean.abs() > self.beta + LUMINANCE_TOL
+        t_lum = torch.where(too_bright, self.beta / mean.abs().clamp_min(1e-300), torch.ones_like(dd))
         t = torch.minimum(t_ball, t_lum).clamp(0.0, 1.0)
         scaled = (blocks * t.unsqueeze(-1)).to(delta.dtype)
         return from_windows(scaled, self.window, *self.shape)
@@ -230,6 +257,42 @@ class SSIMBall:
         box = torch.maximum(delta - self.upper, self.lower - delta)
         parts = [ball.flatten(1), lum.flatten(1), box.flatten(1)]
         return torch.cat(parts, dim=1).amax(dim=1).clamp_min(0.0)
+
+
+def _clipped_mean_at(lam: torch.Tensor, u: torch.Tensor, v: torch.Tensor, hi_sum: torch.Tensor) -> torch.Tensor:
+    """``φ(λ) = mean_i clip(z_i − λ, lo_i, hi_i)`` at the points ``lam`` (..., m), from sorted knots.
+
+    With ``u = z − hi`` and ``v = z − lo`` (each sorted along the last axis),
+    ``clip(z − λ, lo, hi) = hi − max(0, λ − u) + max(0, λ − v)``, and
+    ``Σ_i max(0, λ − u_i) = k·λ − (sum of the k smallest u)`` with ``k = #{u_i ≤ λ}``.
+    """
+    n = u.shape[-1]
+    zero = torch.zeros_like(u[..., :1])
+    cum_u, cum_v = torch.cat([zero, u.cumsum(-1)], -1), torch.cat([zero, v.cumsum(-1)], -1)
+    k_u = torch.searchsorted(u.contiguous(), lam.contiguous(), right=True)
+    k_v = torch.searchsorted(v.contiguous(), lam.contiguous(), right=True)
+    below_u = k_u * lam - cum_u.gather(-1, k_u)
+    below_v = k_v * lam - cum_v.gather(-1, k_v)
+    return (hi_sum.unsqueeze(-1) - below_u + below_v) / n
+
+
+def _mean_shift(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """The λ (...,) with ``mean(clip(z − λ, lo, hi)) = goal`` per window, exactly (``lo ≤ 0 ≤ hi``).
+
+    ``φ(λ)`` is continuous, non-increasing and linear between its 2n knots
+    ``z − hi`` and ``z − lo``, from ``mean(hi)`` down to ``mean(lo)``; evaluate it
+    at the sorted knots, find the segment where it crosses ``goal``, interpolate.
+    ``goal`` must lie in ``[mean(lo), mean(hi)]`` (true for a goal in [−β, β]).
+    """
+    u, v = (z - hi).sort(-1).values, (z - lo).sort(-1).values
+    knots = torch.cat([u, v], -1).sort(-1).values
+    values = _clipped_mean_at(knots, u, v, hi.sum(-1))
+    last = (values >= goal.unsqueeze(-1)).sum(-1, keepdim=True).sub(1).clamp(0, knots.shape[-1] - 2)
+    b0, b1 = knots.gather(-1, last).squeeze(-1), knots.gather(-1, last + 1).squeeze(-1)
+    v0, v1 = values.gather(-1, last).squeeze(-1), values.gather(-1, last + 1).squeeze(-1)
+    drop = v0 - v1
+    frac = torch.where(drop > 0, (v0 - goal) / torch.where(drop > 0, drop, torch.ones_like(drop)), torch.zeros_like(drop))
+    return b0 + frac.clamp(0.0, 1.0) * (b1 - b0)
 
 
 def window_step(grad: torch.Tensor, ball: SSIMBall, step_size: float) -> torch.Tensor:
@@ -294,12 +357,13 @@ class SSIMBallAttack(Attack):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ball = self.constraint(x, mask)
-        delta = torch.zeros_like(x)
+        x64 = x.double()  # the constraint machinery runs in float64; the model sees x's dtype
+        ball = self.constraint(x64, mask)
+        delta = torch.zeros_like(x64)
         best_delta = delta.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
         for step in range(self.steps + 1):
-            loss, grad = self._loss_and_grad(x + delta, y, target)
+            loss, grad = self._loss_and_grad((x64 + delta).to(x.dtype), y, target)
             with torch.no_grad():
                 better = loss > best_loss
                 best_loss = torch.where(better, loss, best_loss)
@@ -308,7 +372,7 @@ class SSIMBallAttack(Attack):
                     break
                 if mask is not None:
                     grad = grad * mask
-                stepped = delta + window_step(grad, ball, self.step_size)
+                stepped = delta + window_step(grad.double(), ball, self.step_size)
                 delta = ball.make_feasible(ball.project(stepped, self.rounds))
         queries = torch.full((x.shape[0],), self.steps + 1, dtype=torch.long, device=x.device)
-        return x + best_delta, queries
+        return (x64 + best_delta).to(x.dtype), queries
