@@ -1,0 +1,235 @@
+"""Figures for people who do not read code: maps, regions, class means, permutation tests.
+
+Each function takes tensors and an output path, writes a PNG and returns the
+path. Figures are built as :class:`matplotlib.figure.Figure` objects drawn by
+the Agg canvas, so pyplot and matplotlib's global backend are never touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..errors import ShapeError
+from ..regions import PART_NAMES, Partition, PermutationResult
+
+HEAT_CMAP = "inferno"
+#: colours of the four parts, in the order of :data:`advspatial.regions.PART_NAMES` (codes 0..3)
+PART_COLOURS = ("#e8e8e8", "#3a7bd5", "#f28e2b", "#c0182a")
+PART_LABELS = {
+    "neither": "neither (outside both)",
+    "roi_only": "RoI only (looked at, not attacked)",
+    "roa_only": "RoA only (attacked, not looked at)",
+    "both": "both (looked at and attacked)",
+}
+STAT_LABELS = {
+    "iou": "IoU of RoI and RoA",
+    "dice": "Dice of RoI and RoA",
+    "energy_in_roi": "share of attack energy inside RoI",
+    "pointing_game": "attack peak inside RoI",
+    "spearman": "Spearman corr. of the maps",
+    "pearson": "Pearson corr. of the maps",
+}
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=fig.dpi)
+    return path
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().float().numpy()
+
+
+def _image_for_display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
+    """(H,W) gray or (H,W,3) colour array in [0,1], and the colour map to use."""
+    arr = _np(img).clip(0, 1)
+    if arr.shape[0] == 1:
+        return arr[0], "gray"
+    return arr[:3].transpose(1, 2, 0), None
+
+
+def _per_image_max_normalized(maps: torch.Tensor) -> np.ndarray:
+    """Divide each map by its maximum (all-zero maps stay 0), so colours read as 'fraction of the peak'."""
+    peak = maps.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
+    return _np(maps / peak)
+
+
+def _check_images_maps(images: torch.Tensor, **maps: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ShapeError(f"images must be (N,1|3,H,W), got {tuple(getattr(images, 'shape', ()))}")
+    n, _, h, w = images.shape
+    if n == 0:
+        raise ShapeError("need at least one image to plot")
+    for name, m in maps.items():
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != (n, h, w):
+            raise ShapeError(f"{name} must have shape {(n, h, w)}, got {tuple(getattr(m, 'shape', ()))}")
+
+
+def plot_region_grid(
+    images: torch.Tensor,
+    importance: torch.Tensor,
+    attack: torch.Tensor,
+    partition: Partition | torch.Tensor,
+    path: str | Path,
+    *,
+    row_labels: Sequence[str] | None = None,
+    importance_name: str = "Grad-CAM",
+    attack_name: str = "contribution",
+    title: str = "Where the model looks (RoI) and where the attack acts (RoA)",
+    region_rule: str = "top 20% of each map",
+    max_rows: int = 8,
+) -> Path:
+    """One row per image: image | importance heat map | attack heat map | four-part partition.
+
+    Heat maps are shown over the faded image, each divided by its own maximum
+    (colour = fraction of that image's peak). ``partition`` is a
+    :class:`~advspatial.regions.Partition` or its (N,H,W) codes 0..3.
+    """
+    codes = partition.codes() if isinstance(partition, Partition) else partition
+    _check_images_maps(images, importance=importance, attack=attack, partition=codes)
+    if codes.dtype == torch.bool or codes.is_floating_point() or (codes.numel() and int(codes.max()) > 3):
+        raise ShapeError("partition codes must be integers 0..3 (neither, roi_only, roa_only, both)")
+    n = min(images.shape[0], max_rows)
+    if row_labels is not None and len(row_labels) < n:
+        raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
+    imp, att = _per_image_max_normalized(importance[:n]), _per_image_max_normalized(attack[:n])
+    fig = Figure(figsize=(10.5, 2.35 * n + 1.6), dpi=100)
+    grid = fig.add_gridspec(n + 1, 4, height_ratios=[1.0] * n + [0.09], hspace=0.35, wspace=0.08)
+    cols = ("image", f"importance: {importance_name}", f"attack map: {attack_name}", f"regions ({region_rule})")
+    heat = None
+    part_cmap = ListedColormap(PART_COLOURS)
+    for i in range(n):
+        img, cmap = _image_for_display(images[i])
+        axes = [fig.add_subplot(grid[i, j]) for j in range(4)]
+        axes[0].imshow(img, cmap=cmap, vmin=0, vmax=1)
+        for ax, m in ((axes[1], imp[i]), (axes[2], att[i])):
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            heat = ax.imshow(m, cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.75)
+            if not m.any():
+                ax.text(0.5, 0.5, "map is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
+                        color="white", fontsize=9, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
+        axes[3].imshow(_np(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+        for j, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=10)
+        if row_labels is not None:
+            axes[0].set_ylabel(row_labels[i], fontsize=8)
+    cax = fig.add_subplot(grid[n, 1:3])
+    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")
+    bar.set_label("heat = fraction of the image's maximum (0 = none, 1 = peak)", fontsize=9)
+    handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
+               for k, name in enumerate(PART_NAMES)][::-1]
+    fig.legend(handles=handles, loc="lower right", fontsize=8, ncol=1, frameon=True, bbox_to_anchor=(0.99, 0.0))
+    height = 2.35 * n + 1.6
+    fig.suptitle(title, fontsize=12, y=1 - 0.12 / height)
+    fig.subplots_adjust(left=0.1, right=0.99, top=1 - 0.75 / height, bottom=1.2 / height)
+    return _save(fig, path)
+
+
+def plot_class_mean_maps(
+    maps: torch.Tensor,
+    class_names: Sequence[str],
+    path: str | Path,
+    *,
+    counts: torch.Tensor | Sequence[int] | None = None,
+    title: str = "Mean map per class",
+    colorbar_label: str = "mean map value",
+    ncols: int = 5,
+) -> Path:
+    """One panel per class (K,H,W) on a shared colour scale; classes without images say so."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"maps must be (K,H,W), got {tuple(getattr(maps, 'shape', ()))}")
+    k = maps.shape[0]
+    if len(class_names) != k or k == 0:
+        raise ShapeError(f"need one class name per map: {k} maps, {len(class_names)} names")
+    if counts is not None and len(counts) != k:
+        raise ShapeError(f"counts needs {k} entries, got {len(counts)}")
+    arr = _np(maps)
+    finite = arr[np.isfinite(arr)]
+    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    ncols = max(1, min(ncols, k))
+    nrows = math.ceil(k / ncols)
+    fig = Figure(figsize=(2.2 * ncols + 1.0, 2.4 * nrows + 0.8), dpi=100)
+    im = None
+    for c in range(k):
+        ax = fig.add_subplot(nrows, ncols, c + 1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        label = class_names[c] if counts is None else f"{class_names[c]} (n={int(counts[c])})"
+        ax.set_title(label, fontsize=9)
+        if np.isfinite(arr[c]).all():
+            im = ax.imshow(arr[c], cmap=HEAT_CMAP, vmin=0, vmax=vmax)
+        else:
+            ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes, color="#777")
+    fig.suptitle(title, fontsize=12)
+    fig.subplots_adjust(left=0.02, right=0.86, top=1 - 0.6 / (2.4 * nrows + 0.8), bottom=0.04, wspace=0.1,
+                        hspace=0.3)
+    if im is not None:
+        cax = fig.add_axes((0.89, 0.1, 0.025, 0.75))
+        fig.colorbar(im, cax=cax).set_label(colorbar_label, fontsize=9)
+    return _save(fig, path)
+
+
+def _format_p(p: float, b: int) -> str:
+    if math.isnan(p):
+        return "p = n/a"
+    if p <= 1 / (1 + b) + 1e-12:
+        return f"p ≤ {p:.3g} (smallest possible with {b} permutations)"
+    return f"p = {p:.3g}"
+
+
+def plot_permutation_histograms(
+    results: Mapping[str, PermutationResult],
+    path: str | Path,
+    *,
+    title: str = "Is the overlap larger than chance? Observed pairs vs randomly re-paired images",
+    bins: int = 30,
+) -> Path:
+    """Per statistic: histogram of per-image values for true pairs vs permuted pairs, p-value in the title."""
+    if not results:
+        raise ShapeError("need at least one statistic to plot")
+    for name, r in results.items():
+        if not isinstance(r, PermutationResult) or r.baseline_values.ndim != 2:
+            raise ShapeError(f"results[{name!r}] must be a PermutationResult with (B,N) baseline_values")
+    k = len(results)
+    ncols = min(3, k)
+    nrows = math.ceil(k / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows + 0.9), dpi=100)
+    for idx, (name, r) in enumerate(results.items()):
+        ax = fig.add_subplot(nrows, ncols, idx + 1)
+        obs = _np(r.observed)
+        base = _np(r.baseline_values).ravel()
+        obs, base = obs[np.isfinite(obs)], base[np.isfinite(base)]
+        both = np.concatenate([obs, base]) if obs.size + base.size else np.zeros(1)
+        lo, hi = float(both.min()), float(both.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+        ax.hist(base, bins=edges, density=True, color="#9aa5b1", alpha=0.7, label="random pairs (baseline)")
+        ax.hist(obs, bins=edges, density=True, histtype="step", linewidth=2, color="#c0182a", label="true pairs")
+        ax.axvline(r.baseline_mean, color="#52606d", linestyle="--", linewidth=1.5,
+                   label=f"baseline mean {r.baseline_mean:.3f} ± {r.baseline_std:.3f}")
+        ax.axvline(r.observed_mean, color="#c0182a", linewidth=1.5, label=f"observed mean {r.observed_mean:.3f}")
+        b = int(r.baseline_means.shape[0])
+        ax.set_title(f"{STAT_LABELS.get(name, name)}\n{_format_p(r.p_value, b)}", fontsize=10)
+        ax.set_xlabel("per-image value", fontsize=9)
+        ax.set_ylabel("density", fontsize=9)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"{title}\np = share of {int(next(iter(results.values())).baseline_means.shape[0])} random "
+                 "re-pairings whose mean is at least the observed mean (one-sided: small p = more overlap than chance)",
+                 fontsize=11)
+    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 1.1 / (3.4 * nrows + 0.9), bottom=0.1 / nrows + 0.06,
+                        wspace=0.28, hspace=0.75)
+    return _save(fig, path)

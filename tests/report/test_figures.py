@@ -1,0 +1,88 @@
+"""Figures: valid PNGs of plausible size, bad shapes rejected, matplotlib's global backend untouched."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import matplotlib
+import pytest
+import torch
+
+from advspatial.errors import ShapeError
+from advspatial.regions import binarize, permutation_test, segregate
+from advspatial.report.figures import plot_class_mean_maps, plot_permutation_histograms, plot_region_grid
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture
+def synthetic() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    n = 6
+    images = torch.rand(n, 1, 16, 16, generator=gen)
+    importance = torch.rand(n, 16, 16, generator=gen) ** 2
+    importance[0] = 0  # an all-zero map must still draw
+    attack = importance + 0.3 * torch.rand(n, 16, 16, generator=gen)
+    return {"images": images, "importance": importance, "attack": attack, "labels": torch.arange(n) % 3}
+
+
+def test_region_grid(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:
+    backend = matplotlib.get_backend()
+    imp, att = synthetic["importance"], synthetic["attack"]
+    parts = segregate(binarize(imp).mask, binarize(att).mask)
+    out = plot_region_grid(synthetic["images"], imp, att, parts, tmp_path / "sub" / "grid.png",
+                           row_labels=[f"image {i}" for i in range(6)], max_rows=4)
+    width, height = _png_size(out)
+    assert out == tmp_path / "sub" / "grid.png" and out.stat().st_size > 10_000
+    assert 600 <= width <= 2000 and 600 <= height <= 3000 and height > width * 0.8  # 4 rows of 4 panels
+    rgb = torch.rand(2, 3, 16, 16)
+    out2 = plot_region_grid(rgb, imp[:2], att[:2], parts.codes()[:2], tmp_path / "rgb.png")
+    assert _png_size(out2)[1] < height  # fewer rows, shorter figure
+    assert matplotlib.get_backend() == backend
+
+
+def test_region_grid_rejects_bad_shapes(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:
+    imp, att, images = synthetic["importance"], synthetic["attack"], synthetic["images"]
+    codes = segregate(imp > 0.5, att > 0.5).codes()
+    with pytest.raises(ShapeError, match="images"):
+        plot_region_grid(images[:, 0], imp, att, codes, tmp_path / "a.png")
+    with pytest.raises(ShapeError, match="attack"):
+        plot_region_grid(images, imp, att[:, :8], codes, tmp_path / "a.png")
+    with pytest.raises(ShapeError, match="codes"):
+        plot_region_grid(images, imp, att, imp > 0.5, tmp_path / "a.png")
+    with pytest.raises(ShapeError, match="row_labels"):
+        plot_region_grid(images, imp, att, codes, tmp_path / "a.png", row_labels=["x"])
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_class_mean_maps(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:
+    means = torch.rand(4, 16, 16)
+    means[3] = float("nan")  # a class without images
+    out = plot_class_mean_maps(means, ["a", "b", "c", "d"], tmp_path / "means.png", counts=[2, 2, 2, 0], ncols=2)
+    width, height = _png_size(out)
+    assert out.stat().st_size > 5_000 and 300 <= width <= 1500 and 300 <= height <= 1500
+    with pytest.raises(ShapeError, match="class name"):
+        plot_class_mean_maps(means, ["a", "b"], tmp_path / "x.png")
+    with pytest.raises(ShapeError):
+        plot_class_mean_maps(means[0], ["a"], tmp_path / "x.png")
+
+
+def test_permutation_histograms(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:
+    imp, att = synthetic["importance"], synthetic["attack"]
+    res = permutation_test(imp, att, binarize(imp).mask, binarize(att).mask, synthetic["labels"], n_permutations=9)
+    out = plot_permutation_histograms(res, tmp_path / "perm.png")
+    width, height = _png_size(out)
+    assert out.stat().st_size > 20_000 and 800 <= width <= 2000 and 400 <= height <= 1500
+    one = plot_permutation_histograms({"iou": res["iou"]}, tmp_path / "one.png")
+    assert _png_size(one)[0] < width
+    with pytest.raises(ShapeError):
+        plot_permutation_histograms({}, tmp_path / "x.png")
+    with pytest.raises(ShapeError, match="PermutationResult"):
+        plot_permutation_histograms({"iou": 0.3}, tmp_path / "x.png")  # type: ignore[dict-item]
