@@ -33,6 +33,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval, margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..runtime import model_device
 from ._common import check_classes, check_images, predict
 
 RULES = ("gausslegendre", "trapezoid", "midpoint")
@@ -98,6 +99,11 @@ def attack_map(
     bad = sorted(set(kw) - set(allowed))
     if bad:
         raise ConfigError(f"attack map {name!r} has no parameter(s) {bad}; valid: {allowed}")
+    if model is not None and isinstance(x, torch.Tensor):
+        device = model_device(model)
+        x = x.to(device)
+        x_adv = None if x_adv is None else torch.as_tensor(x_adv).to(device)
+        y = None if y is None else torch.as_tensor(y).to(device)
     return fn(model, x, x_adv, y, **kw)
 
 

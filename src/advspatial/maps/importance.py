@@ -44,7 +44,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, check_range, unknown_name
-from ..runtime import batch_slices
+from ..runtime import batch_slices, model_device
 from ._common import (
     Target,
     check_classes,
@@ -96,6 +96,7 @@ def importance_map(
     if bad:
         raise ConfigError(f"importance method {name!r} has no parameter(s) {bad}; valid: {allowed}")
     check_images(x)
+    x = x.detach().to(model_device(model))
     classes = resolve_target(model, x, target, y)
     parts = [fn(model, x[s], classes[s], **kw) for s in batch_slices(x.shape[0], batch_size)]
     if not parts:
