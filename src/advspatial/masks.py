@@ -42,7 +42,7 @@ def roi_region(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction: flo
     from .regions import binarize
 
     cam = importance_map("gradcam", model, x, target="true", y=y)
-    return binarize(cam, top_fraction=fraction, seed=seed).region
+    return binarize(cam, fraction=fraction, seed=seed).mask
 
 
 def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> torch.Tensor:

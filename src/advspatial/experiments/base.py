@@ -222,10 +222,11 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows (dicts with the same keys) as CSV text; floats written with repr precision."""
+    """Rows as CSV text: columns in order of first appearance, missing cells empty; floats at repr precision."""
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="", lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _csv_value(v) for k, v in row.items()})
