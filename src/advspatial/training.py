@@ -51,6 +51,42 @@ def natural_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torc
     return nn.functional.cross_entropy(model(x), y)
 
 
+def _training_attack(model: nn.Module, config: "TrainConfig", seed: int):  # type: ignore[no-untyped-def]
+    """The PGD attack used to make training examples (random start, ``attack_steps`` steps)."""
+    from .attacks.pgd import PGD, PGDL2
+
+    cls = PGD if config.norm == "linf" else PGDL2
+    alpha = 2.5 * config.eps / config.attack_steps
+    return cls(model, eps=config.eps, alpha=alpha, steps=config.attack_steps, random_start=True, seed=seed)
+
+
+def _adversarial_batch(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: "TrainConfig", mask: torch.Tensor | None
+) -> torch.Tensor:
+    """PGD examples for one batch; the attack puts the model in eval mode and restores train mode."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # drawn from the seeded global stream
+    attack = _training_attack(model, config, seed)
+    return attack.run(x, y, mask=mask).x_adv.detach()
+
+
+@register_training_mode("pgd")
+def pgd_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor | None, config: "TrainConfig") -> torch.Tensor:
+    """Madry PGD adversarial training: cross-entropy on full-image PGD examples only."""
+    return nn.functional.cross_entropy(model(_adversarial_batch(model, x, y, config, None)), y)
+
+
+@register_training_mode("localized")
+def localized_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor | None, config: "TrainConfig") -> torch.Tensor:
+    """Localized adversarial training: (1-mix)*CE(clean) + mix*CE(background-only PGD examples)."""
+    if masks is None:
+        raise ConfigError(f"training mode 'localized' needs foreground masks; dataset {config.dataset!r} has none")
+    background = (~masks).unsqueeze(1).to(x.dtype)
+    x_adv = _adversarial_batch(model, x, y, config, background)
+    clean = nn.functional.cross_entropy(model(x), y)
+    adversarial = nn.functional.cross_entropy(model(x_adv), y)
+    return (1 - config.mix) * clean + config.mix * adversarial
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model (and so its cache key)."""
