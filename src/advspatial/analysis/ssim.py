@@ -70,7 +70,8 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise ShapeError("ssim expects two torch tensors of shape (N,C,H,W)")
     if x.ndim != 4 or x.shape != y.shape:
-        raise ShapeError(f"ssim expects two (N,C,H,W) tensors of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ShapeError(
+            f"ssim expects two (N,C,H,W) tensors of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
 def _window(sigma: float, win_size: int | None, gaussian: bool, like: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,9 @@ logit margin, untargeted ``max_{j≠y} z_j − z_y``, targeted ``z_t − max_{j�
 along the masked gradient normalized per window: every window moves along its
 own gradient direction by ``step_size`` times its size ``r_b + β·sqrt(n)`` (so
 the step is scale-free: textured windows, with large balls, take proportionally
-longer steps than flat ones; a window whose masked gradient is 0 does not move).
+longer steps than flat ones; a window whose masked gradient is 0 does not move;
+a fractional mask reweights pixels *within* a window, while a window-wide
+constant factor cancels in the normalization).
 Then ``rounds`` rounds of Dykstra's alternating projections between A and B
 (which tend to the exact Euclidean projection onto A ∩ B, unlike plain
 alternation, which only tends to *some* point of it). After a finite number of
@@ -111,7 +113,10 @@ def from_windows(blocks: torch.Tensor, window: int, height: int, width: int) -> 
 
 
 def structure_constant(window: int, k2: float = 0.03, sample_covariance: bool = True, data_range: float = 1.0) -> float:
-    """``C = (n-1)·C2`` (sample covariance) or ``n·C2`` (population), ``C2 = (k2·data_range)²``, ``n = window²``."""
+    """``C = (n-1)·C2`` (sample covariance) or ``n·C2`` (population covariance).
+
+    ``C2 = (k2·data_range)²`` and ``n = window²``.
+    """
     n = window * window
     return (n - 1 if sample_covariance else n) * (k2 * data_range) ** 2
 
@@ -174,7 +179,7 @@ class SSIMBall:
 
     @property
     def scale(self) -> torch.Tensor:
-        """Each window's size ``r_b + β·sqrt(n)`` (ball radius plus the largest mean shift as an L2 length), (N,C,B)."""
+        """Each window's size ``r_b + β·sqrt(n)``: ball radius plus the largest mean shift in L2, (N,C,B)."""
         return self.radius2.sqrt() + self.beta * self.window
 
     @property
@@ -249,7 +254,8 @@ class SSIMBall:
 
     def violation(self, delta: torch.Tensor) -> torch.Tensor:
         """Per image, the largest excess over all constraints (0 when feasible): ball (in units of
-        ``‖δ̃−c‖² − r²``), luminance (``|mean| − β``), box (``δ`` outside [lower, upper]). Shape (N,)."""
+        ``‖δ̃−c‖² − r²``), luminance (``|mean| − β``), box (``δ`` outside [lower, upper]).
+        Shape (N,)."""
         blocks = to_windows(delta, self.window)
         mean = blocks.mean(-1)
         ball = (blocks - mean.unsqueeze(-1) - self.center).pow(2).sum(-1) - self.radius2
@@ -291,7 +297,8 @@ def _mean_shift(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, goal: torch
     b0, b1 = knots.gather(-1, last).squeeze(-1), knots.gather(-1, last + 1).squeeze(-1)
     v0, v1 = values.gather(-1, last).squeeze(-1), values.gather(-1, last + 1).squeeze(-1)
     drop = v0 - v1
-    frac = torch.where(drop > 0, (v0 - goal) / torch.where(drop > 0, drop, torch.ones_like(drop)), torch.zeros_like(drop))
+    safe_drop = torch.where(drop > 0, drop, torch.ones_like(drop))
+    frac = torch.where(drop > 0, (v0 - goal) / safe_drop, torch.zeros_like(drop))
     return b0 + frac.clamp(0.0, 1.0) * (b1 - b0)
 
 
@@ -357,7 +364,7 @@ class SSIMBallAttack(Attack):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x64 = x.double()  # the constraint machinery runs in float64; the model sees x's dtype
+        x64 = x.double()  # the constraint machinery runs in float64 (not on MPS); the model sees x's dtype
         ball = self.constraint(x64, mask)
         delta = torch.zeros_like(x64)
         best_delta = delta.clone()
