@@ -220,6 +220,8 @@ def region_rows(
     cols = {k: v.float() for k, v in stats.items()}
     for part in PARTS:
         cols[part] = getattr(partition, part).flatten(1).sum(1).float() / pixels
+    cols["roi_pixels"] = roi_b.mask.flatten(1).sum(1)
+    cols["roa_pixels"] = roa_b.mask.flatten(1).sum(1)
     cols["tied_roi"] = roi_b.tied_at_cut
     cols["tied_roa"] = roa_b.tied_at_cut
     return cols, roi_b.mask, roa_b.mask
@@ -366,13 +368,17 @@ class AttackSummary:
     examples: dict[str, list[torch.Tensor]]
 
 
-def process_attack(ctx: Context, name: str, prior: torch.Tensor | None, rows: list[dict[str, Any]]) -> AttackSummary:
-    """Run one attack over its images; append per-image rows; collect what aggregates need."""
+def process_attack(
+    ctx: Context, name: str, defences: dict[str, NeutralizedModel] | None, rows: list[dict[str, Any]]
+) -> AttackSummary:
+    """Run one attack over its images; append per-image rows; collect what aggregates need.
+
+    ``defences`` None skips the defence columns (the ``advspatial maps`` command).
+    """
     cfg, data = ctx.config, ctx.data
     attack = build_attack(name, ctx.model, cfg)
     n_a = images_for(name, attack, cfg, len(data))
     kinds = map_kinds(attack, cfg)
-    defences = deployable_defences(ctx, prior)
     shape = data.image_shape[1:]
     summary = AttackSummary(name, attack.norm, n_a, {k: defaultdict(list) for k in kinds},
                             {"roi": MapAccumulator(data.num_classes, shape),
@@ -397,8 +403,9 @@ def process_attack(ctx: Context, name: str, prior: torch.Tensor | None, rows: li
             if kind == kinds[0]:
                 collect_examples(summary.examples, data.images(sl), result.x_adv, imp, maps["map"], roi, roa, y, ok, cfg)
         summary.mean_maps["roi"].update(imp[ok], y[ok])
-        oracle_map = maps_batch(ctx, name, kinds[0], b, sl, result.x_adv)["map"]
-        cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
+        if defences is not None:
+            oracle_map = maps_batch(ctx, name, kinds[0], b, sl, result.x_adv)["map"]
+            cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
     return summary
 
@@ -467,12 +474,14 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> d
             stats["completeness_error_max"] = errors[-1] if errors else math.nan
         out["maps"][kind] = stats
     out["defence"] = defence_metrics(group)
+    for kind in kinds:
+        out["maps"][kind]["empty_roi_share"] = mean_of([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
     return out
 
 
 def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
     """Accuracy of every defence column over all images of the attack (incl. those it did not fool)."""
-    keys = [k for k in group[0] if ":pred_" in k]
+    keys = [k for k in group[0] if ":pred_" in k] if group else []
     return {k.replace(":pred_", ":"): mean_of([float(r[k] == r["label"]) for r in group]) for k in keys}
 
 
@@ -494,7 +503,8 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
         roi_batch(ctx, b)
     prior = class_prior(ctx)
     rows: list[dict[str, Any]] = []
-    summaries = [process_attack(ctx, name, prior, rows) for name in config.attacks]
+    defences = deployable_defences(ctx, prior)
+    summaries = [process_attack(ctx, name, defences, rows) for name in config.attacks]
     defence_slices = list(batch_slices(len(data), config.batch_size))
     sweep = aggregate_sweep(ctx, defence_slices)
     adaptive = aggregate_adaptive(ctx, defence_slices, prior)
@@ -560,3 +570,28 @@ def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[
         "adaptive": adaptive,
         "defence_attack": cfg.defence_attack,
     }
+
+
+def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
+    """RoI/RoA maps, regions, statistics and baselines for ``config.attacks`` - no defence.
+
+    Backs the ``advspatial maps`` command; returns (per-image rows, metrics, figure paths).
+    """
+    from . import spatial_report
+
+    device = pick_device(config.device)
+    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
+                          device=device, progress=config.progress)
+    data = load_dataset(config.dataset, "test").head(config.n)
+    ctx = Context(config, rundir, model.eval(), data, device, list(batch_slices(len(data), config.batch_size)))
+    rows: list[dict[str, Any]] = []
+    summaries = [process_attack(ctx, name, None, rows) for name in config.attacks]
+    metrics = {"n": len(data), "clean_accuracy": mean_of([float(r["correct"]) for r in rows if r["attack"] == config.attacks[0]]),
+               "attacks": {s.name: attack_metrics(rows, s.name, list(s.perm_inputs)) for s in summaries}}
+    permutation = {s.name: permutation_results(s, config) for s in summaries}
+    sections = [spatial_report.where_section(ctx, summaries, metrics),
+                spatial_report.overlap_section(ctx, summaries, permutation)]
+    metrics["permutation"] = {a: {k: {s: {"observed": r.observed_mean, "baseline_mean": r.baseline_mean,
+                                          "p_value": r.p_value} for s, r in res.items()}
+                                  for k, res in by_kind.items()} for a, by_kind in permutation.items()}
+    return rows, metrics, [fig.path for section in sections for fig in section.figures]
