@@ -56,7 +56,7 @@ def changed_pixels(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
 @given(popsize=st.integers(4, 40), seed=st.integers(0, 2**16))
 def test_distinct_others_are_distinct_and_exclude_self(popsize: int, seed: int) -> None:
     u = torch.rand(3, popsize, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    r = distinct_others(u, popsize)
+    r = distinct_others(u)
     own = torch.arange(popsize).view(1, popsize, 1).expand(3, popsize, 1)
     everything = torch.cat([own, r], dim=-1)
     assert r.min() >= 0 and r.max() < popsize
@@ -67,7 +67,7 @@ def test_distinct_others_is_uniform_over_the_others() -> None:
     popsize, draws = 6, 6000
     u = torch.rand(1, draws, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     # every draw for member 0: indices 1..5 equally likely in each slot
-    r = distinct_others(u.view(draws, 1, 3).expand(draws, popsize, 3).contiguous(), popsize)[:, 0]
+    r = distinct_others(u.view(draws, 1, 3).expand(draws, popsize, 3).contiguous())[:, 0]
     counts = torch.stack([torch.bincount(r[:, j], minlength=popsize) for j in range(3)])
     assert (counts[:, 0] == 0).all()
     assert ((counts[:, 1:].float() / draws - 0.2).abs() < 0.03).all()
@@ -100,6 +100,42 @@ def test_initial_population_lies_on_allowed_pixels_uniformly() -> None:
     assert counts.sum() == counts[[3, 20, 63]].sum()
     assert ((counts[[3, 20, 63]].float() / flat.numel() - 1 / 3).abs() < 0.03).all()
     assert ((pop[..., 2:] >= 0) & (pop[..., 2:] < 1)).all()
+
+
+def test_trial_is_rand1_mutation_then_repair() -> None:
+    """trial = p[r1] + F (p[r2] - p[r3]) with the image's own random numbers, then repaired."""
+    atk = OnePixel(OnePixelProbe(), pixels=2, popsize=9, mutation=0.5)
+    x = torch.zeros(2, 1, 8, 8)
+    allowed = torch.ones(2, 64, dtype=torch.bool)
+    parents = atk._initial_population([sample_generator(0, 0), sample_generator(0, 1)], allowed, x)
+    trial = atk._trial(parents, [sample_generator(5, 0), sample_generator(5, 1)], None, 8, 8)
+    u = torch.stack([torch.rand((9, 3), generator=sample_generator(5, i), dtype=torch.float64) for i in (0, 1)])
+    r = distinct_others(u)
+    pick = [parents[torch.arange(2)[:, None], r[..., j]] for j in range(3)]
+    expected = OnePixel._repair(pick[0] + 0.5 * (pick[1] - pick[2]), None, 8, 8)
+    torch.testing.assert_close(trial, expected)
+    assert ((trial[..., :2] >= 0) & (trial[..., :2] <= 8)).all()
+    assert ((trial[..., 2:] >= 0) & (trial[..., 2:] <= 1)).all()
+
+
+def test_zero_crossover_changes_exactly_one_component() -> None:
+    atk = OnePixel(OnePixelProbe(), pixels=2, popsize=30, crossover=0.0)
+    x = torch.zeros(1, 1, 8, 8)
+    parents = atk._initial_population([sample_generator(0, 0)], torch.ones(1, 64, dtype=torch.bool), x)
+    trial = atk._trial(parents, [sample_generator(1, 0)], None, 8, 8)
+    differing = (trial != parents).flatten(2).sum(dim=2)
+    assert (differing <= 1).all() and (differing == 1).float().mean() > 0.9
+
+
+def test_repair_moves_positions_to_the_nearest_allowed_pixel() -> None:
+    allowed = torch.zeros(1, 64, dtype=torch.bool)
+    allowed[0, 2 * 8 + 6] = True  # only pixel (2, 6)
+    allowed[0, 7 * 8 + 0] = True  # and pixel (7, 0)
+    snap = nearest_allowed(allowed, 8, 8)
+    trial = torch.tensor([[[[1.2, 6.7, 1.3]], [[-0.5, 9.0, -0.2]], [[6.5, 1.9, 0.4]]]])  # (1, 3, 1, 3)
+    repaired = OnePixel._repair(trial, snap, 8, 8)
+    assert repaired[0, :, 0, :2].floor().tolist() == [[2, 6], [2, 6], [7, 0]]
+    assert repaired[0, :, 0, 2].tolist() == pytest.approx([1.0, 0.0, 0.4])
 
 
 # -- parameters and registry -------------------------------------------------------

@@ -56,6 +56,7 @@ batch-consistent.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -96,10 +97,10 @@ def uniform_index(u: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
     return torch.minimum(idx, (n_t.long() - 1).clamp(min=0))
 
 
-def distinct_others(u: torch.Tensor, popsize: int) -> torch.Tensor:
+def distinct_others(u: torch.Tensor) -> torch.Tensor:
     """Three member indices per member, distinct from each other and from the member itself.
 
-    ``u`` is (A, P, 3) uniform in [0,1); returns (A, P, 3) int64. The j-th index
+    ``u`` is (A, P, 3) uniform in [0,1) for P >= 4 members; returns (A, P, 3) int64. The j-th index
     is uniform over the ``P - 1 - j`` members not yet excluded: draw a rank in
     that range, then step it past each excluded index in increasing order.
     """
@@ -107,7 +108,7 @@ def distinct_others(u: torch.Tensor, popsize: int) -> torch.Tensor:
     excluded = torch.arange(p, device=u.device).expand(a, p).unsqueeze(-1)
     picks = []
     for j in range(3):
-        rank = uniform_index(u[..., j], popsize - 1 - j)
+        rank = uniform_index(u[..., j], p - 1 - j)
         for e in excluded.sort(dim=-1).values.unbind(-1):
             rank = rank + (rank >= e).long()
         picks.append(rank)
@@ -133,6 +134,39 @@ def nearest_allowed(allowed: torch.Tensor, height: int, width: int) -> torch.Ten
     return table.to(allowed.device)
 
 
+@dataclass
+class _Search:
+    """State of a DE run over a batch: per image (N rows), a population of P candidates (k, 2+C).
+
+    ``found[i]``: image i has a successful candidate, ``winner[i]`` (the fittest
+    successful one seen); ``queries[i]``: candidates evaluated for image i.
+    """
+
+    population: torch.Tensor  # (N, P, k, 2+C)
+    fitness: torch.Tensor  # (N, P), lower is better
+    found: torch.Tensor  # (N,) bool, CPU
+    winner: torch.Tensor  # (N, k, 2+C)
+    queries: torch.Tensor  # (N,) int64, CPU
+
+    def record_success(self, rows: torch.Tensor, cand: torch.Tensor, fit: torch.Tensor, succ: torch.Tensor) -> None:
+        """For images ``rows`` with a successful candidate in ``cand`` (A, P, k, 2+C): keep the fittest one."""
+        hit = succ.any(dim=1)
+        if not hit.any():
+            return
+        best = torch.where(succ, fit, torch.full_like(fit, float("inf"))).argmin(dim=1)
+        chosen = cand[torch.arange(cand.shape[0], device=cand.device), best]
+        hit_rows = rows[hit.cpu()]
+        self.winner[hit_rows.to(self.winner.device)] = chosen[hit]
+        self.found[hit_rows] = True
+
+    def final(self) -> torch.Tensor:
+        """(N, k, 2+C): the winner where found, else the lowest-fitness member of the population."""
+        n = self.population.shape[0]
+        index = self.fitness.argmin(dim=1).view(n, 1, 1, 1).expand(n, 1, *self.population.shape[2:])
+        best = self.population.gather(1, index).squeeze(1)
+        return torch.where(self.found.to(best.device)[:, None, None], self.winner, best)
+
+
 class OnePixel(Attack):
     """k-pixel attack (k = ``pixels``) by batched differential evolution.
 
@@ -155,7 +189,7 @@ class OnePixel(Attack):
 
     def __init__(
         self, model: nn.Module, pixels: int = 1, popsize: int | None = None, maxiter: int | None = None,
-        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 4096,
+        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 1024,
         seed: int = 0,
     ) -> None:
         super().__init__(model, seed)
@@ -181,52 +215,61 @@ class OnePixel(Attack):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run DE on every image whose mask allows at least one pixel; see the module docstring."""
         n, _, height, width = x.shape
-        pop_n = self.popsize
         allowed = (torch.ones(n, height * width, dtype=torch.bool, device=x.device) if mask is None
                    else (mask != 0).any(dim=1).flatten(1))
         runnable = allowed.any(dim=1).cpu()
-        queries = torch.zeros(n, dtype=torch.long)
         if not runnable.any():
-            return x.clone(), queries
+            return x.clone(), torch.zeros(n, dtype=torch.long)
         snap = None if mask is None else nearest_allowed(allowed, height, width)
         gens = [sample_generator(self.seed, int(s)) for s in sample_ids.tolist()]
         goal = y if target is None else target
-
         with torch.no_grad():
-            rows = runnable.nonzero().squeeze(1)
-            pop = self._initial_population([gens[i] for i in rows.tolist()], allowed[rows.to(x.device)], x)
-            fit, succ = self._evaluate(x, mask, goal, target is not None, rows, pop)
-            queries[rows] += pop_n
-            population = torch.zeros((n, *pop.shape[1:]), dtype=x.dtype, device=x.device)
-            fitness = torch.full((n, pop_n), float("inf"), dtype=fit.dtype, device=x.device)
-            population[rows.to(x.device)], fitness[rows.to(x.device)] = pop, fit
-            found = torch.zeros(n, dtype=torch.bool)
-            winner = torch.zeros_like(population[:, 0])
-            self._record_success(rows, pop, fit, succ, found, winner)
-
+            search = self._start(x, mask, goal, target is not None, runnable, allowed, gens)
             for _ in range(self.maxiter):
-                rows = (runnable & ~found).nonzero().squeeze(1)
+                rows = (runnable & ~search.found).nonzero().squeeze(1)
                 if rows.numel() == 0:
-                    break
-                dev_rows = rows.to(x.device)
-                parents = population[dev_rows]
-                trial = self._trial(parents, [gens[i] for i in rows.tolist()],
-                                    None if snap is None else snap[dev_rows], height, width)
-                t_fit, t_succ = self._evaluate(x, mask, goal, target is not None, rows, trial)
-                queries[rows] += pop_n
-                better = t_fit <= fitness[dev_rows]
-                population[dev_rows] = torch.where(better[..., None, None], trial, parents)
-                fitness[dev_rows] = torch.where(better, t_fit, fitness[dev_rows])
-                self._record_success(rows, trial, t_fit, t_succ, found, winner)
-
-            best = population.gather(
-                1, fitness.argmin(dim=1).view(n, 1, 1, 1).expand(n, 1, *population.shape[2:])).squeeze(1)
-            final = torch.where(found.to(x.device)[:, None, None], winner, best)
-            run_rows = runnable.nonzero().squeeze(1).to(x.device)
+                    break  # every image is fooled: stop the whole run
+                trial = self._trial(search.population[rows.to(x.device)], [gens[i] for i in rows.tolist()],
+                                    None if snap is None else snap[rows.to(x.device)], height, width)
+                self._select(search, rows, trial, *self._evaluate(x, mask, goal, target is not None, rows, trial))
+            rows = runnable.nonzero().squeeze(1).to(x.device)
             x_adv = x.clone()
-            x_adv[run_rows] = self._apply(x, mask, run_rows, final[run_rows])
-        return x_adv, queries
+            x_adv[rows] = self._apply(x, mask, rows, search.final()[rows])
+        return x_adv, search.queries
+
+    def _start(
+        self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool,
+        runnable: torch.Tensor, allowed: torch.Tensor, gens: list[torch.Generator],
+    ) -> _Search:
+        """Draw and evaluate the initial population of every runnable image."""
+        rows = runnable.nonzero().squeeze(1)
+        pop = self._initial_population([gens[i] for i in rows.tolist()], allowed[rows.to(x.device)], x)
+        fit, succ = self._evaluate(x, mask, goal, targeted, rows, pop)
+        n, dev = x.shape[0], x.device
+        search = _Search(
+            population=torch.zeros((n, *pop.shape[1:]), dtype=x.dtype, device=dev),
+            fitness=torch.full((n, self.popsize), float("inf"), dtype=fit.dtype, device=dev),
+            found=torch.zeros(n, dtype=torch.bool),
+            winner=torch.zeros((n, *pop.shape[2:]), dtype=x.dtype, device=dev),
+            queries=torch.zeros(n, dtype=torch.long),
+        )
+        search.population[rows.to(dev)], search.fitness[rows.to(dev)] = pop, fit
+        search.queries[rows] += self.popsize
+        search.record_success(rows, pop, fit, succ)
+        return search
+
+    def _select(
+        self, search: _Search, rows: torch.Tensor, trial: torch.Tensor, fit: torch.Tensor, succ: torch.Tensor,
+    ) -> None:
+        """Greedy selection: each trial replaces its parent when no worse; count queries, record successes."""
+        dev_rows = rows.to(trial.device)
+        better = fit <= search.fitness[dev_rows]
+        search.population[dev_rows] = torch.where(better[..., None, None], trial, search.population[dev_rows])
+        search.fitness[dev_rows] = torch.where(better, fit, search.fitness[dev_rows])
+        search.queries[rows] += self.popsize
+        search.record_success(rows, trial, fit, succ)
 
     def _initial_population(self, gens: list[torch.Generator], allowed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(A, P, k, 2+C) candidates: positions uniform over each image's allowed pixels, colours U[0,1].
@@ -254,9 +297,9 @@ class OnePixel(Attack):
         dims = parents[0, 0].numel()
         extra = dims + 1 if self.crossover < 1.0 else 0
         u = draw_uniform(gens, (p, 3 + extra))
-        r = distinct_others(u[..., :3], p).to(parents.device)
-        pick = lambda j: parents.gather(1, r[..., j].view(a, p, 1, 1).expand_as(parents))  # noqa: E731
-        trial = pick(0) + self.mutation * (pick(1) - pick(2))
+        r = distinct_others(u[..., :3]).to(parents.device)
+        r1, r2, r3 = (parents.gather(1, r[..., j].view(a, p, 1, 1).expand_as(parents)) for j in range(3))
+        trial = r1 + self.mutation * (r2 - r3)
         if extra:
             take = u[..., 3:3 + dims] < self.crossover
             take = take | F.one_hot(uniform_index(u[..., -1], dims), dims).bool()
@@ -279,7 +322,8 @@ class OnePixel(Attack):
             pos = torch.where((moved_to != flat)[..., None], target, pos)
         return torch.cat([pos, trial[..., 2:].clamp(0.0, 1.0)], dim=-1)
 
-    def _apply(self, x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _apply(x: torch.Tensor, mask: torch.Tensor | None, rows: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """Images ``x[rows]`` with the k pixels of ``cand`` (B, k, 2+C) set; rows repeat freely."""
         height, width = x.shape[2:]
         out = x[rows].clone()
@@ -311,21 +355,6 @@ class OnePixel(Attack):
             succs.append(pred == goal[img[part]] if targeted else pred != goal[img[part]])
         return torch.cat(fits).view(a, p), torch.cat(succs).view(a, p)
 
-    @staticmethod
-    def _record_success(
-        rows: torch.Tensor, cand: torch.Tensor, fit: torch.Tensor, succ: torch.Tensor,
-        found: torch.Tensor, winner: torch.Tensor,
-    ) -> None:
-        """For images in ``rows`` with a successful candidate: keep the fittest one, mark found (in place)."""
-        hit = succ.any(dim=1)
-        if not hit.any():
-            return
-        best = torch.where(succ, fit, torch.full_like(fit, float("inf"))).argmin(dim=1)
-        chosen = cand[torch.arange(cand.shape[0], device=cand.device), best]
-        hit_rows = rows[hit.cpu()]
-        winner[hit_rows.to(winner.device)] = chosen[hit]
-        found[hit_rows] = True
-
 
 register_attack("onepixel", "one-pixel attack by differential evolution (Su et al.), L0 = 1", pixels=1)(OnePixel)
 
@@ -338,7 +367,7 @@ class KPixel(OnePixel):
 
     def __init__(
         self, model: nn.Module, pixels: int = 3, popsize: int | None = None, maxiter: int | None = None,
-        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 4096,
+        preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int = 1024,
         seed: int = 0,
     ) -> None:
         super().__init__(model, pixels, popsize, maxiter, preset, mutation, crossover, max_batch, seed)

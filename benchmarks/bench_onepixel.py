@@ -1,0 +1,185 @@
+"""Benchmark: batched one-pixel attack (advspatial) vs torchattacks' OnePixel at equal budget.
+
+Usage::
+
+    python benchmarks/bench_onepixel.py                 # quick budget (popsize ~100, maxiter 20), 20 images
+    python benchmarks/bench_onepixel.py --preset paper  # Su et al. budget (popsize ~400, maxiter 75): slow
+    python benchmarks/bench_onepixel.py --n-images 40 --pixels 3
+
+Model: a TinyCNN (conv8-pool-conv16-pool-fc, the unit-test architecture)
+trained inside this script for 3 epochs on 4000 Fashion-MNIST training images
+(a few seconds; ~80% test accuracy). Images: the first ``--n-images`` correctly
+classified Fashion-MNIST test images.
+
+Equal budget: torchattacks' ``popsize`` is a *multiplier*; its population has
+``max(5, int(popsize / n_params) * n_params)`` members with ``n_params =
+pixels * (2 + C)``. We give torchattacks the requested popsize and give our
+attack exactly the population size torchattacks ends up with; torchattacks'
+``steps`` and our ``maxiter`` both count generations after the initial
+population. Both stop early on an image once it is fooled (torchattacks checks
+its best member after each generation, we check every candidate). The model
+evaluations each spent are counted by a wrapper around the model.
+
+Prints a table and records the run in ``benchmarks/results/onepixel.json``
+under ``runs[<preset>-<k>px]`` (other entries are kept). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from advspatial.attacks.onepixel import PRESETS, OnePixel
+from advspatial.data import load_dataset
+
+RESULTS = Path(__file__).resolve().parent / "results" / "onepixel.json"
+
+
+class TinyCNN(nn.Module):
+    """conv8-ReLU-pool-conv16-ReLU-pool-fc (same as the unit-test fixture)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.fc = nn.Linear(16 * 7 * 7, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+class Counting(nn.Module):
+    """Wraps a model and counts the images it is run on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.model(x)
+
+
+def train_model(seed: int = 0) -> nn.Module:
+    """A TinyCNN trained briefly on 4000 Fashion-MNIST training images."""
+    train = load_dataset("fashion-mnist", "train").head(4000)
+    x, y = train.images(), train.labels
+    torch.manual_seed(seed)
+    model = TinyCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
+        for i in range(0, len(x), 100):
+            idx = perm[i:i + 100]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def pick_images(model: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The first ``n`` correctly classified test images, and the accuracy on the first 1000."""
+    test = load_dataset("fashion-mnist", "test").head(1000)
+    x, y = test.images(), test.labels
+    with torch.no_grad():
+        correct = model(x).argmax(dim=1) == y
+    keep = correct.nonzero().squeeze(1)[:n]
+    return x[keep], y[keep], float(correct.float().mean())
+
+
+def run_ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, popsize: int,
+             maxiter: int, seed: int) -> dict:
+    counting = Counting(model)
+    atk = OnePixel(counting, pixels=pixels, popsize=popsize, maxiter=maxiter, seed=seed)
+    start = time.perf_counter()
+    result = atk.run(x, y)
+    wall = time.perf_counter() - start
+    return {"wall_s": wall, "success_rate": result.success_rate, "model_evaluations": counting.images,
+            "mean_l0_of_successes": float(result.l0[result.success].float().mean()) if result.success.any() else None}
+
+
+def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, popsize: int,
+                     steps: int, seed: int) -> dict:
+    import torchattacks
+
+    counting = Counting(model)
+    np.random.seed(seed)  # torchattacks' DE draws from NumPy's global generator
+    atk = torchattacks.OnePixel(counting, pixels=pixels, steps=steps, popsize=popsize, inf_batch=4096)
+    start = time.perf_counter()
+    adv = atk(x, y)
+    wall = time.perf_counter() - start
+    with torch.no_grad():
+        success = model(adv).argmax(dim=1) != y
+    l0 = (adv != x).any(dim=1).flatten(1).sum(dim=1)
+    return {"wall_s": wall, "success_rate": float(success.float().mean()), "model_evaluations": counting.images,
+            "mean_l0_of_successes": float(l0[success].float().mean()) if success.any() else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-images", type=int, default=20)
+    parser.add_argument("--pixels", type=int, default=1)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--popsize", type=int, default=None, help="torchattacks-style popsize (default: preset's)")
+    parser.add_argument("--maxiter", type=int, default=None, help="generations (default: preset's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-torchattacks", action="store_true")
+    args = parser.parse_args()
+
+    requested_pop = args.popsize or PRESETS[args.preset][0]
+    maxiter = PRESETS[args.preset][1] if args.maxiter is None else args.maxiter
+    n_params = args.pixels * (2 + 1)
+    population = max(5, int(requested_pop / n_params) * n_params)  # what torchattacks actually uses
+
+    model = train_model(args.seed)
+    x, y, accuracy = pick_images(model, args.n_images)
+    print(f"model: TinyCNN trained 3 epochs on 4000 images, test accuracy {accuracy:.3f}; {len(x)} images; "
+          f"{args.pixels} pixel(s), population {population}, {maxiter} generations; "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+
+    rows = {"advspatial": run_ours(model, x, y, args.pixels, population, maxiter, args.seed)}
+    if not args.skip_torchattacks:
+        rows["torchattacks"] = run_torchattacks(model, x, y, args.pixels, requested_pop, maxiter, args.seed)
+
+    print(f"{'attack':<14}{'wall s':>10}{'success':>10}{'evals':>12}{'us/eval':>10}{'mean L0':>9}")
+    for name, r in rows.items():
+        per_eval = 1e6 * r["wall_s"] / max(r["model_evaluations"], 1)
+        l0 = "-" if r["mean_l0_of_successes"] is None else f"{r['mean_l0_of_successes']:.2f}"
+        print(f"{name:<14}{r['wall_s']:>10.2f}{r['success_rate']:>10.3f}{r['model_evaluations']:>12d}"
+              f"{per_eval:>10.1f}{l0:>9}")
+    speedup = rows["torchattacks"]["wall_s"] / rows["advspatial"]["wall_s"] if "torchattacks" in rows else None
+    if speedup is not None:
+        print(f"speed-up (torchattacks wall / advspatial wall): {speedup:.1f}x")
+
+    label = f"{args.preset if args.popsize is None and args.maxiter is None else 'custom'}-{args.pixels}px"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(RESULTS.read_text()).get("runs", {}) if RESULTS.is_file() else {}
+    runs[label] = {
+        "config": {"n_images": len(x), "pixels": args.pixels, "population": population,
+                   "torchattacks_popsize_argument": requested_pop, "generations": maxiter, "seed": args.seed,
+                   "model": "TinyCNN trained 3 epochs on 4000 Fashion-MNIST training images",
+                   "model_test_accuracy_first_1000": accuracy,
+                   "images": "first correctly classified Fashion-MNIST test images"},
+        "host": {"platform": platform.platform(), "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                 "load_average_1min": os.getloadavg()[0], "device": "cpu"},
+        "results": rows, "speedup": speedup,
+    }
+    RESULTS.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+    print(f"wrote {RESULTS} (entry {label!r})")
+
+
+if __name__ == "__main__":
+    main()
