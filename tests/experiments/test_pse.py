@@ -1,0 +1,336 @@
+"""Tests of the ``pse`` experiment: its helper functions on tiny models, and a CI-sized end-to-end run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import advspatial.data.synthetic  # noqa: F401  (registers synthetic-shapes)
+import advspatial.experiments.pse as pse
+from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
+from advspatial.analysis.units import masking_curve, unit_activation_change
+from advspatial.errors import ConfigError
+from conftest import needs_fashion_mnist
+
+
+def _pair(n: int = 6, seed: int = 0, size: int = 28) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g)
+    x_adv = (x + 0.1 * torch.randn(n, 1, size, size, generator=g)).clamp(0, 1)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, x_adv, y
+
+
+# -- targets -------------------------------------------------------------------------------
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 12), st.integers(1, 40), st.integers(0, 10_000))
+def test_random_targets_never_the_label_and_seeded(num_classes: int, n: int, seed: int) -> None:
+    labels = torch.randint(0, num_classes, (n,), generator=torch.Generator().manual_seed(seed))
+    t = pse.choose_targets(labels, num_classes, "random", seed)
+    assert t.shape == (n,)
+    assert ((t >= 0) & (t < num_classes)).all()
+    assert (t != labels).all()
+    assert torch.equal(t, pse.choose_targets(labels, num_classes, "random", seed))
+
+
+def test_random_targets_cover_all_other_classes() -> None:
+    labels = torch.zeros(3000, dtype=torch.long)
+    t = pse.choose_targets(labels, 4, "random", 0)
+    counts = torch.bincount(t, minlength=4)
+    assert counts[0] == 0
+    assert (counts[1:] > 850).all()  # ~1000 each, uniform over the 3 other classes
+
+
+def test_next_and_least_likely_targets_known_answers() -> None:
+    labels = torch.tensor([0, 2, 1])
+    assert pse.choose_targets(labels, 3, "next", 0).tolist() == [1, 0, 2]
+    logits = torch.tensor([[-5.0, 1.0, 0.0], [3.0, 2.0, -9.0], [0.0, -1.0, 4.0]])
+    # in every row the lowest logit is the label's own, so the next lowest class is chosen
+    assert pse.choose_targets(labels, 3, "least-likely", 0, logits).tolist() == [2, 1, 0]
+    with pytest.raises(ConfigError):
+        pse.choose_targets(labels, 3, "least-likely", 0)
+    with pytest.raises(ConfigError):
+        pse.choose_targets(labels, 3, "farthest", 0)
+    with pytest.raises(ConfigError):
+        pse.choose_targets(labels, 1, "random", 0)
+
+
+# -- streaming helpers: combining batches equals the whole set --------------------------------
+
+def test_select_and_cat_pse_round_trip(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x, x_adv, y = _pair(5)
+    whole = promotion_suppression(model, x, x_adv, y, block=7)
+    parts = [pse.select_pse(whole, torch.tensor([0, 1])), pse.select_pse(whole, torch.tensor([2, 3, 4]))]
+    again = pse.cat_pse(parts)
+    for key, value in pse.pse_to_dict(whole).items():
+        other = getattr(again, key)
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, other), key
+        else:
+            assert value == other, key
+    picked = pse.select_pse(whole, torch.tensor([3]))
+    assert torch.equal(picked.s[0], whole.s[3]) and picked.kappa == whole.kappa
+    with pytest.raises(ConfigError):
+        pse.cat_pse([])
+
+
+def test_unit_sums_over_batches_equal_the_whole_set(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x, x_adv, _ = _pair(7)
+    keep = torch.tensor([True, False, True, True, False, True, True])
+    units = pse.count_units(model, "features.3", x[:1])
+    assert units == 16
+    sums = pse.UnitSums.from_change(None, 0, units)
+    for sl in (slice(0, 3), slice(3, 5), slice(5, 7)):
+        sums = sums + pse.sensitive_units_in_batch(model, "features.3", x[sl], x_adv[sl], keep[sl], units)
+    whole = unit_activation_change(model, "features.3", x[keep], x_adv[keep])
+    combined = sums.change()
+    assert sums.images == int(keep.sum())
+    for key in ("mean_abs", "signed_mean", "clean_mean_abs"):
+        torch.testing.assert_close(getattr(combined, key), getattr(whole, key), rtol=1e-5, atol=1e-7)
+
+
+def test_unit_sums_of_no_images_is_nan() -> None:
+    empty = pse.UnitSums.from_change(None, 0, 4)
+    assert empty.images == 0 and torch.isnan(empty.change().mean_abs).all()
+
+
+def test_masking_curves_combined_over_batches_equal_the_whole_set(tiny_cnn) -> None:
+    model = tiny_cnn()
+    x, x_adv, y = _pair(9, seed=3)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # some correct images so that the accuracies move
+    ranked = torch.arange(16).flip(0)
+    whole = masking_curve(model, "features.3", ranked, x, y, x_adv, n_random=2, seed=5)
+    slices = (slice(0, 4), slice(4, 9))
+    curves = [{k: getattr(c, k) for k in c.__dataclass_fields__}
+              for c in (masking_curve(model, "features.3", ranked, x[s], y[s], x_adv[s], n_random=2, seed=5)
+                        for s in slices)]
+    combined = pse.combine_curves(curves, [4, 5])
+    for key in ("clean_acc", "robust_acc", "random_clean_acc", "random_robust_acc", "random_clean_all"):
+        torch.testing.assert_close(combined[key], getattr(whole, key).double(), rtol=0, atol=1e-12)
+    assert combined["clean_acc"][0] == 1.0  # k = 0 masks nothing: y is the prediction
+
+
+def test_cam_layer_name(tiny_cnn) -> None:
+    model = tiny_cnn()
+    probe = torch.rand(1, 1, 28, 28)
+    assert pse.cam_layer_name(model, probe) == "features.3"
+    assert pse.cam_layer_name(model, probe, "features.0") == "features.0"
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    assert pse.cam_layer_name(plain, probe) == "1"  # found: the last 4-D feature map
+
+
+# -- rows and metrics --------------------------------------------------------------------------
+
+def test_batch_rows_agree_with_the_pse_result(tiny_cnn) -> None:
+    from advspatial.attacks import make_attack
+
+    model = tiny_cnn()
+    x, _, _ = _pair(6, seed=1)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    target = (y + 1) % 10
+    result = make_attack("pgd", model, eps=0.2, alpha=0.05, steps=5).run(x, y, target=target)
+    t = pse.adversarial_class(result)
+    assert torch.equal(t, target)
+    res = promotion_suppression(model, x, result.x_adv, y, t, block=4)
+    ok = result.success
+    rows = pse.batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, ok)
+    assert len(rows) == 6
+    for i, row in enumerate(rows):
+        assert row["targeted"] is True and row["variant"] == "pgd/targeted" and row["target"] == int(target[i])
+        shares = [row[f"share:{name}"] for name in TYPE_NAMES]
+        assert math.isclose(sum(shares), 1.0, abs_tol=1e-5)
+        assert row["perturbation_type"] == TYPE_NAMES[max(range(4), key=lambda k: (shares[k], -k))]
+        assert sum(row[f"groups:{name}"] for name in TYPE_NAMES) == row["groups_perturbed"]
+        assert math.isclose(row["s_groups_sum"], float(res.s[i].sum()), rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_variant_metrics_known_answer() -> None:
+    def row(correct: bool, success: bool, kind: str, share_s: float, tested: bool, in_cam: float) -> dict:
+        r = {"variant": "a/untargeted", "correct": correct, "success": success, "successful": correct and success,
+             "l2": 1.0, "linf": 0.1, "perturbation_type": kind, "s_total": 2.0, "p_total": 1.0,
+             "s_groups_sum": 1.5, "p_groups_sum": 0.5, "in_cam_test": tested}
+        for name in TYPE_NAMES:
+            r[f"share:{name}"] = share_s if name == "suppression" else (1 - share_s) / 3
+            for key in pse.CAM_KEYS:
+                r[f"{key}:{name}"] = in_cam if tested else math.nan
+        return r
+
+    rows = [row(True, True, "suppression", 0.7, True, 0.5), row(True, True, "promotion", 0.1, True, 0.3),
+            row(True, False, "balanced", 0.2, False, 0.0), row(False, True, "suppression", 0.9, False, 0.0)]
+    m = pse.variant_metrics(rows, "a/untargeted")
+    assert m["images"] == 4 and m["successful"] == 2
+    assert m["clean_accuracy"] == 0.75
+    assert math.isclose(m["success_rate"], 2 / 3)
+    assert m["type_fractions"] == {"suppression": 0.5, "promotion": 0.5, "balanced": 0.0, "opposing": 0.0}
+    assert math.isclose(m["mean_shares"]["suppression"], 0.4)
+    assert math.isclose(m["true_cam_observed"]["promotion"], 0.4)
+    assert m["cam_test_images"] == 2
+
+
+@pytest.mark.parametrize("change", [
+    {"modes": ["sideways"]}, {"target_mode": "farthest"}, {"attacks": ["deepfool"]}, {"attacks": []},
+    {"pse_method": "exactly"}, {"kappa": 0.5}, {"cam": "nope"}, {"dissection_dataset": "nope"},
+    {"baseline": "other"}, {"rank_by": "random"}, {"dissection_attack": "nope"}, {"top_fraction": 0.0},
+])
+def test_config_validation(change: dict) -> None:
+    with pytest.raises(ConfigError):
+        pse.PSEConfig(**change).validate()
+
+
+def test_untargeted_only_accepts_attacks_without_a_targeted_mode() -> None:
+    pse.PSEConfig(attacks=["deepfool"], modes=["untargeted"]).validate()
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+def _train(arch: str, dataset: str, n: int, batches: int, path: Path) -> Path:
+    from advspatial.data import load_dataset
+    from advspatial.training import build_for, TrainConfig
+
+    train = load_dataset(dataset, "train").head(n)
+    torch.manual_seed(0)
+    model = build_for(TrainConfig(dataset=dataset, arch=arch), train)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(batches):
+        idx = torch.randint(0, n, (64,), generator=g)
+        loss = nn.functional.cross_entropy(model(train.images(idx)), train.labels[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save(model.eval().state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from advspatial.experiments import run_experiment
+
+    tmp = tmp_path_factory.mktemp("pse")
+    main = _train("smallcnn", "fashion-mnist", 2000, 60, tmp / "fmnist.pt")
+    shapes = _train("smallcnn", "synthetic-shapes", 2000, 40, tmp / "shapes.pt")
+    config = pse.PSEConfig(**{**pse.PSEConfig.QUICK, "n": 12, "batch_size": 6, "cw_steps": 5, "cw_search_steps": 2,
+                              "steps": 5, "permutations": 10, "mask_random": 1, "dissection_n": 12,
+                              "correlation_permutations": 50, "model": str(main), "arch": "smallcnn",
+                              "dissection_model": str(shapes), "dissection_arch": "smallcnn", "progress": False,
+                              "device": "cpu", "out": str(tmp / "run")})
+    config.validate()
+    result, rundir = run_experiment("pse", config)
+    return config, result, rundir
+
+
+class _Report(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a.get("id", ""))
+        if tag == "img":
+            self.images.append(a.get("src", ""))
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _f(value: str) -> float:
+    return math.nan if value == "" else float(value)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_writes_consistent_results(quick_run) -> None:
+    config, result, rundir = quick_run
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
+        assert (rundir.path / name).is_file(), name
+    metrics = json.loads((rundir.path / "metrics.json").read_text())
+    rows = _csv_rows(rundir.path / "per_image.csv")
+    variants = [f"{a}/{m}" for a in config.attacks for m in config.modes]
+    assert list(metrics["variants"]) == variants
+    assert len(rows) == config.n * len(variants)
+    for v in variants:
+        group = [r for r in rows if r["variant"] == v]
+        assert [int(r["index"]) for r in group] == list(range(config.n))
+        ok = [r for r in group if r["successful"] == "True"]
+        m = metrics["variants"][v]
+        assert m["successful"] == len(ok)
+        correct = [r for r in group if r["correct"] == "True"]
+        assert math.isclose(m["success_rate"], sum(r["success"] == "True" for r in correct) / len(correct))
+        if v.endswith("targeted") and not v.endswith("untargeted"):
+            assert all(r["target"] != r["label"] for r in group)
+            assert all((r["adv_pred"] == r["target"]) == (r["success"] == "True") for r in group)
+        for name in TYPE_NAMES:
+            if ok:
+                assert math.isclose(m["type_fractions"][name],
+                                    sum(r["perturbation_type"] == name for r in ok) / len(ok))
+                assert math.isclose(m["mean_shares"][name], sum(float(r[f"share:{name}"]) for r in ok) / len(ok),
+                                    rel_tol=1e-9)
+        tested = [r for r in ok if r["in_cam_test"] == "True"]
+        assert m["cam_test_images"] == len(tested) == min(len(ok), config.permutation_images)
+        if m["cam_test"] is not None:
+            for key in pse.CAM_KEYS:
+                for name in TYPE_NAMES:
+                    vals = [_f(r[f"{key}:{name}"]) for r in tested if not math.isnan(_f(r[f"{key}:{name}"]))]
+                    observed = m["cam_test"][key][name]["observed"]
+                    if vals:
+                        assert math.isclose(observed, sum(vals) / len(vals), rel_tol=1e-6)
+                        assert 0 < m["cam_test"][key][name]["p_value"] <= 1
+                    else:
+                        assert observed is None or math.isnan(observed)
+        curve = m["masking"]
+        assert curve["ks"][0] == 0 and curve["ks"][-1] == metrics["units"]
+        assert math.isclose(curve["clean_acc"][0], metrics["clean_accuracy"], abs_tol=1e-9)
+        adv_acc = sum(r["adv_pred"] == r["label"] for r in group) / len(group)
+        assert math.isclose(curve["robust_acc"][0], adv_acc, abs_tol=1e-9)
+    d = metrics["dissection"]
+    assert d["dataset"] == "synthetic-shapes" and len(d["best_iou"]) == len(d["sensitivity"]) == 64
+    assert all(0 <= v <= 1 for v in d["best_iou"])
+    assert "pgd/untargeted" in result.summary and "dissection" in result.summary
+
+    report = _Report()
+    report.feed((rundir.path / "report.html").read_text())
+    for anchor in ("setup", "perturbation-types", "image-level", "unit-level", "dissection", "limits"):
+        assert anchor in report.sections, anchor
+    pngs = sorted(p.name for p in rundir.figures.glob("*.png"))
+    for name in ("perturbation-types.png", "unit-sensitivity.png", "masking-curve.png", "dissection.png"):
+        assert name in pngs
+    assert len(report.images) == len(pngs)
+    assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in report.images)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
+    from advspatial.experiments import run_experiment
+
+    config, _, rundir = quick_run
+    before_rows = (rundir.path / "per_image.csv").read_text()
+    before = json.loads((rundir.path / "metrics.json").read_text())
+    for stage in ("pse/pgd/targeted/batch-00001", "masking/cw-l2/untargeted/batch-00000", "dissection/result"):
+        rundir.stage_path(stage).unlink()
+    run_experiment("pse", config, resume=True)
+    after = json.loads((rundir.path / "metrics.json").read_text())
+    before.pop("wall_seconds")
+    after.pop("wall_seconds")
+    assert (rundir.path / "per_image.csv").read_text() == before_rows
+    assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
