@@ -1,0 +1,176 @@
+"""End-to-end checks of the spatial experiment on a CI-sized real run.
+
+One uninterrupted run and one run killed mid-way then resumed: both must give
+identical per-image rows (same seed, resumability); every reported number is
+recomputed from those rows; the HTML report must hold every section and figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+from advspatial.errors import ConfigError
+from advspatial.experiments import get_experiment, resolve_config, run_experiment
+
+from conftest import needs_fashion_mnist
+
+pytestmark = [pytest.mark.slow, needs_fashion_mnist]
+
+SETTINGS = {"n": 12, "batch_size": 6, "onepixel_n": 6, "prior_n": 12, "figure_images": 2}
+SECTIONS = ["setup", "attacks", "where-they-act", "overlap-vs-baseline", "defence", "limits", "config"]
+
+
+def quick_config(weights: Path, out: Path, **extra):  # type: ignore[no-untyped-def]
+    values = {**SETTINGS, "model": str(weights), "arch": "lenet5", "out": str(out), "progress": False, **extra}
+    return resolve_config(get_experiment("spatial"), None, values, quick=True)
+
+
+@pytest.fixture(scope="module")
+def finished_run(lenet_weights, tmp_path_factory):
+    out = tmp_path_factory.mktemp("spatial") / "run"
+    result, rundir = run_experiment("spatial", quick_config(lenet_weights, out))
+    return result, rundir.path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def as_float(value: str) -> float:
+    return float(value) if value not in ("", "nan") else math.nan
+
+
+def mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_run_directory_contents(finished_run) -> None:
+    _, path = finished_run
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
+        assert (path / name).is_file(), name
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    assert config["experiment"] == "spatial" and config["n"] == 12 and config["arch"] == "lenet5"
+    figures = {p.name for p in (path / "figures").glob("*.png")}
+    assert "defence-sweep.png" in figures and "class-mean-roi.png" in figures
+    assert any(name.startswith("regions-") for name in figures)
+
+
+def test_metrics_agree_with_per_image_rows(finished_run) -> None:
+    _, path = finished_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    rows = read_rows(path / "per_image.csv")
+    attacks = metrics["attacks"]
+    assert set(attacks) == {r["attack"] for r in rows}
+    for name, m in attacks.items():
+        group = [r for r in rows if r["attack"] == name]
+        expected_images = SETTINGS["onepixel_n"] if name == "onepixel" else SETTINGS["n"]
+        assert m["images"] == len(group) == expected_images
+        correct = [r for r in group if r["correct"] == "True"]
+        ok = [r for r in correct if r["success"] == "True"]
+        assert m["successful"] == len(ok)
+        assert close(m["success_rate"], mean([float(r["success"] == "True") for r in correct]))
+        assert close(m["mean_l2"], mean([float(r["l2"]) for r in ok]))
+        assert close(m["adversarial_accuracy"], mean([float(r["adv_pred"] == r["label"]) for r in group]))
+        for kind, stats in m["maps"].items():
+            for stat in ("iou", "energy_in_roi", "spearman", "both", "neither"):
+                assert close(stats[stat], mean([as_float(r[f"{kind}:{stat}"]) for r in ok])), (name, kind, stat)
+            for r in ok:  # the four parts partition the image
+                total = sum(float(r[f"{kind}:{p}"]) for p in ("both", "roi_only", "roa_only", "neither"))
+                assert math.isclose(total, 1.0, abs_tol=1e-6)
+        for column, accuracy in m["defence"].items():
+            tag, what = column.split(":")
+            recomputed = mean([float(r[f"{tag}:pred_{what}"] == r["label"]) for r in group])
+            assert close(accuracy, recomputed), (name, column)
+    assert close(metrics["clean_accuracy"],
+                 mean([float(r["correct"] == "True") for r in rows if r["attack"] == "fgsm"]))
+
+
+def test_norms_respect_budgets(finished_run) -> None:
+    _, path = finished_run
+    rows = read_rows(path / "per_image.csv")
+    for r in rows:
+        if r["attack"] in ("fgsm", "pgd"):
+            assert float(r["linf"]) <= 0.1 + 1e-6
+        if r["attack"] == "pgd-l2":
+            assert float(r["l2"]) <= 1.5 + 1e-5
+        if r["attack"] == "onepixel":
+            assert int(r["l0"]) <= 1
+
+
+class ReportParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+
+
+def test_report_renders_every_section_and_figure(finished_run) -> None:
+    _, path = finished_run
+    parser = ReportParser()
+    parser.feed((path / "report.html").read_text())
+    assert parser.sections == SECTIONS
+    figures = list((path / "figures").glob("*.png"))
+    assert len(parser.images) == len(figures) > 0
+    assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parser.images)
+
+
+def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weights, tmp_path) -> None:
+    """Kill a run once its first attack stages exist, resume it, compare with the uninterrupted run."""
+    _, reference = finished_run
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "advspatial.cli", "run", "--quick", "--no-progress", "--out", str(out),
+            "--model", str(lenet_weights), "--arch", "lenet5"]
+    args += [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "stages" / "attack").rglob("*.pt"))) >= 3:
+            break
+        time.sleep(0.2)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert killed, f"run ended before it could be interrupted: {proc.stderr.read().decode()[-2000:]}"
+    assert not (out / "metrics.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "advspatial.cli", "run", "--resume", str(out), "--no-progress"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (out / "per_image.csv").read_text() == (reference / "per_image.csv").read_text()
+    m_ref = json.loads((reference / "metrics.json").read_text())
+    m_res = json.loads((out / "metrics.json").read_text())
+    m_ref.pop("wall_seconds"), m_res.pop("wall_seconds")
+    assert m_res == m_ref
+
+
+def test_bad_config_fails_before_work(tmp_path) -> None:
+    for bad, fragment in (({"attacks": ["nope"]}, "unknown attack"), ({"fraction": 1.5}, "fraction"),
+                          ({"fill": "glitter"}, "unknown fill"), ({"defence_attack": "onepixel"}, "L0")):
+        with pytest.raises(ConfigError, match=fragment):
+            resolve_config(get_experiment("spatial"), None, {"out": str(tmp_path / "x"), **bad}, quick=True)
+    assert not (tmp_path / "x").exists()
