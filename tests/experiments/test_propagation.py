@@ -1,0 +1,342 @@
+"""Tests of the propagation experiment: pixel extraction, bounded-memory aggregation, metrics from rows,
+figures, and an end-to-end CI-sized run on Fashion-MNIST (with resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advspatial.analysis.locality import locality_analysis, wilson_interval
+from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
+from advspatial.attacks import make_attack
+from advspatial.errors import ConfigError, ShapeError
+from advspatial.experiments import propagation as prop
+from advspatial.experiments.base import run_experiment
+from advspatial.models import build_model
+from advspatial.report.propagation_figures import (
+    plot_depth_curves, plot_locality, plot_propagation_strip, strip_layers,
+)
+from conftest import needs_fashion_mnist
+
+# -- perturbed pixels --------------------------------------------------------------------
+
+
+def test_perturbed_pixels_known_answer_grey_and_colour():
+    x = torch.zeros(2, 3, 5, 6)
+    x_adv = x.clone()
+    x_adv[0, :, 4, 1] = torch.tensor([0.1, 0.2, 0.3])
+    x_adv[0, 1, 0, 5] = 0.7  # one channel changed: still a changed pixel, colour = the whole pixel of x_adv
+    x_adv[1, :, 2, 2] = 1.0
+    pixels, colours, count = prop.perturbed_pixels(x, x_adv, k=2)
+    assert count.tolist() == [2, 1]
+    assert pixels[0].tolist() == [[0, 5], [4, 1]]  # row-major order
+    assert torch.allclose(colours[0], torch.tensor([[0.0, 0.7, 0.0], [0.1, 0.2, 0.3]]))
+    assert pixels[1].tolist() == [[2, 2], [2, 2]]  # one change: its pixel fills both slots
+    assert torch.equal(colours[1], torch.ones(2, 3))
+
+
+def test_perturbed_pixels_rejects_more_changes_than_k_and_bad_shapes():
+    x = torch.zeros(1, 1, 4, 4)
+    x_adv = x.clone()
+    x_adv[0, 0, :2, 0] = 1.0
+    with pytest.raises(ShapeError, match="more than k=1"):
+        prop.perturbed_pixels(x, x_adv, k=1)
+    with pytest.raises(ShapeError):
+        prop.perturbed_pixels(x, x_adv[:, :, :3], k=2)
+
+
+@settings(max_examples=20, deadline=None)
+@given(k=st.integers(1, 4), channels=st.sampled_from([1, 3]), seed=st.integers(0, 10_000))
+def test_perturbed_pixels_round_trips_apply_pixels(k: int, channels: int, seed: int):
+    """Writing k random colours at random (possibly repeated) positions and reading them back gives x_adv
+    exactly; the count is the number of distinct positions whose colour differs."""
+    gen = torch.Generator().manual_seed(seed)
+    n, h, w = 4, 7, 5
+    x = torch.rand(n, channels, h, w, generator=gen)
+    pos = torch.stack((torch.randint(0, h, (n, k), generator=gen), torch.randint(0, w, (n, k), generator=gen)), -1)
+    colours = torch.rand(n, k, channels, generator=gen)
+    # repeated positions get one colour, so which one wins does not matter
+    for i in range(n):
+        for j in range(k):
+            first = next(a for a in range(k) if pos[i, a].tolist() == pos[i, j].tolist())
+            colours[i, j] = colours[i, first]
+    x_adv = prop.apply_pixels(x, pos, colours)
+    pixels, got_colours, count = prop.perturbed_pixels(x, x_adv, k)
+    assert torch.equal(prop.apply_pixels(x, pixels, got_colours), x_adv)
+    distinct = [len({tuple(p) for p in pos[i].tolist()}) for i in range(n)]
+    assert count.tolist() == distinct
+    assert torch.equal(got_colours, x_adv[torch.arange(n)[:, None], :, pixels[..., 0], pixels[..., 1]])
+
+
+def test_perturbed_pixels_of_a_real_kpixel_attack(tiny_cnn):
+    model = tiny_cnn(size=12)
+    x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(5)
+    result = make_attack("kpixel", model, pixels=3, popsize=8, maxiter=2, seed=1).run(x, y)
+    pixels, colours, count = prop.perturbed_pixels(x, result.x_adv, 3)
+    assert torch.equal(count, result.l0)
+    assert torch.equal(prop.apply_pixels(x, pixels, colours), result.x_adv)
+
+
+def test_format_pixels():
+    pos, col = prop.format_pixels(torch.tensor([[[1, 2], [3, 4]]]), torch.tensor([[[0.5, 0.25, 1.0], [0.0, 0.0, 0.125]]]))
+    assert pos == ["1:2 3:4"]
+    assert col == ["0.5000/0.2500/1.0000 0.0000/0.0000/0.1250"]
+
+
+# -- bounded-memory aggregation ------------------------------------------------------------
+
+def _pair(n: int, channels: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size, size, generator=gen)
+    pos = torch.randint(0, size, (n, 2, 2), generator=gen)
+    return x, prop.apply_pixels(x, pos, torch.rand(n, 2, channels, generator=gen))
+
+
+@pytest.mark.parametrize("arch, channels, size", [("tiny", 1, 12), ("resnet18-cifar", 3, 32)])
+def test_totals_over_batches_equal_the_building_blocks_on_all_images(tiny_cnn, arch, channels, size):
+    """Merging per-batch statistics gives what average_propagation/depth_summary give on everything at once."""
+    model = tiny_cnn(size=size) if arch == "tiny" else build_model(arch, in_channels=channels, input_size=size).eval()
+    x, x_adv = _pair(3, channels, size, seed=3)
+    layers = prop.resolve_layers(model, [])
+    totals = prop.PropagationTotals()
+    peaks = []
+    for sl in (slice(0, 1), slice(1, 1), slice(1, 3)):  # includes an empty batch
+        stats = prop.propagation_stats(model, x[sl], x_adv[sl], layers, threshold=0.05, batch_size=2)
+        totals.add(stats)
+        peaks.append(stats["peak_last"])
+    pms = propagation_maps(model, x, x_adv, layers)
+    expected_rows = depth_summary(pms, threshold=0.05)
+    expected_means = average_propagation(pms)
+    assert totals.count == 3 and totals.layers == list(pms)
+    for got, want in zip(totals.depth_rows(), expected_rows):
+        assert (got.depth, got.layer, got.height, got.width) == (want.depth, want.layer, want.height, want.width)
+        for name in ("mean_pm_max", "max_pm_max", "mean_pm_avg", "max_pm_avg", "spread"):
+            assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-5, abs=1e-7), (got.layer, name)
+    for name, mean in totals.mean_maps().items():
+        assert torch.allclose(mean.pm_max, expected_means[name].pm_max, atol=1e-6)
+        assert torch.allclose(mean.pm_avg, expected_means[name].pm_avg, atol=1e-6)
+    # each image's peak PMmax at the last layer
+    assert torch.allclose(torch.cat(peaks), pms[list(pms)[-1]].pm_max.flatten(1).amax(1))
+
+
+def test_totals_reject_batches_with_other_layers(tiny_cnn):
+    model = tiny_cnn(size=8)
+    x, x_adv = _pair(2, 1, 8, seed=0)
+    totals = prop.PropagationTotals()
+    totals.add(prop.propagation_stats(model, x, x_adv, ["features.0"], 0.1))
+    with pytest.raises(ConfigError):
+        totals.add(prop.propagation_stats(model, x, x_adv, ["features.3"], 0.1))
+
+
+def test_layer_patterns_select_modules_and_unknown_names_fail(tiny_cnn):
+    model = tiny_cnn()
+    assert prop.resolve_layers(model, ["features.?"]) == [f"features.{i}" for i in range(6)]
+    with pytest.raises(ConfigError, match="valid"):
+        prop.resolve_layers(model, ["no_such_layer"])
+
+
+# -- metrics from the rows --------------------------------------------------------------------
+
+def _row(k, correct, analysed, **loc):
+    row = {"k": k, "correct": correct, "analysed": analysed, "queries": 10, "l0": k, "pm_peak_last": 0.5}
+    blank = {"original_fooled": "", "ring1_n": "", "ring1_fooled": "", "random_n": "", "random_fooled": ""}
+    return {**row, **(loc if analysed else blank)}
+
+
+def test_k_metrics_known_answer():
+    rows = [
+        _row(1, True, True, original_fooled=True, ring1_n=8, ring1_fooled=2, random_n=10, random_fooled=1),
+        _row(1, True, True, original_fooled=True, ring1_n=5, ring1_fooled=5, random_n=10, random_fooled=0),
+        _row(1, True, False),
+        _row(1, False, False),
+        _row(3, True, False),
+    ]
+    m = prop.k_metrics(rows, 1, radii=[1])
+    assert (m["images"], m["correct"]) == (4, 3)
+    assert m["success"]["rate"] == pytest.approx(2 / 3)
+    assert (m["success"]["ci_low"], m["success"]["ci_high"]) == pytest.approx(wilson_interval(2, 3))
+    assert m["locality"]["r1"]["rate"] == pytest.approx(7 / 13)
+    assert m["locality"]["random"]["rate"] == pytest.approx(1 / 20)
+    assert m["locality"]["original"]["rate"] == 1.0
+    none = prop.k_metrics(rows, 3, radii=[1])
+    assert none["success"]["rate"] == 0.0 and none["locality"]["r1"]["trials"] == 0
+    assert math.isnan(none["locality"]["r1"]["rate"])
+
+
+def test_locality_columns_match_locality_analysis(tiny_cnn):
+    model = tiny_cnn(size=10)
+    x = torch.rand(3, 1, 10, 10, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([0, 1, 2])
+    pixels = torch.tensor([[[0, 0]], [[5, 5]], [[9, 3]]])
+    colours = torch.tensor([[[1.0]], [[0.0]], [[1.0]]])
+    res = locality_analysis(model, x, y, pixels, colours, radii=(1, 2), n_random=5, seed=0)
+    loc = {"ring_counts": res.ring_counts, "ring_successes": res.ring_successes, "random_counts": res.random_counts,
+           "random_successes": res.random_successes, "original_success": res.original_success}
+    rows = [{"index": i, "analysed": i != 7} for i in (4, 7, 9, 2)]
+    prop.add_locality_columns(rows, torch.tensor([4, 9, 2]), loc, radii=(1, 2))
+    assert rows[1]["ring1_n"] == ""  # not analysed
+    assert rows[0]["ring1_n"] == 3 and rows[2]["ring1_n"] == 8  # a corner has 3 neighbours at r = 1
+    assert [rows[j]["ring2_n"] for j in (0, 2, 3)] == res.ring_counts[:, 1].tolist()
+    assert sum(rows[j]["random_fooled"] for j in (0, 2, 3)) == res.rows[-1].successes
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="repeats"):
+        prop.PropagationConfig(pixels_list=[1, 1]).validate()
+    with pytest.raises(ConfigError):
+        prop.PropagationConfig(pixels_list=[0]).validate()
+    with pytest.raises(ConfigError):
+        prop.PropagationConfig(radii=[0]).validate()
+    with pytest.raises(ConfigError):
+        prop.PropagationConfig(popsize=2).validate()
+    with pytest.raises(ConfigError):
+        prop.PropagationConfig(threshold=-0.1).validate()
+
+
+# -- figures --------------------------------------------------------------------------------
+
+def test_strip_layers_keeps_spatial_layers_ends_and_limit():
+    shapes = {f"l{i}": (8, 8) for i in range(12)} | {"fc": (1, 1)}
+    chosen = strip_layers(shapes, 5)
+    assert len(chosen) == 5 and chosen[0] == "l0" and chosen[-1] == "l11" and "fc" not in chosen
+    assert strip_layers({"a": (4, 4), "fc": (1, 1)}, 10) == ["a"]
+
+
+def test_figures_are_written(tmp_path):
+    maps = {"conv": torch.rand(2, 8, 8), "deep": torch.rand(2, 2, 2), "fc": torch.rand(2, 1, 1)}
+    strip = plot_propagation_strip(torch.rand(2, 3, 8, 8), maps, tmp_path / "s.png",
+                                   pixels=[torch.tensor([[1, 1]]), torch.tensor([[2, 3], [4, 4]])],
+                                   row_labels=["a", "b"])
+    with pytest.raises(ShapeError):
+        plot_propagation_strip(torch.rand(2, 1, 8, 8), {"x": torch.rand(3, 8, 8)}, tmp_path / "bad.png")
+    depth = {1: [{"layer": "conv", "mean_pm_max": 0.1, "max_pm_max": 0.5, "spread": 0.2},
+                 {"layer": "deep", "mean_pm_max": 0.3, "max_pm_max": 0.6, "spread": 0.7}], 3: []}
+    curves = plot_depth_curves(depth, tmp_path / "d.png")
+    entry = {"rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "trials": 10}
+    loc = plot_locality({1: {"original": entry, "r1": entry, "random": entry},
+                         5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}}, [1], tmp_path / "l.png")
+    for path in (strip, curves, loc):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def briefly_trained_smallcnn(tmp_path_factory) -> Path:
+    """A smallcnn trained for a few seconds (weak, so one-pixel attacks succeed often), saved as a state dict."""
+    from advspatial.data import load_dataset
+
+    train = load_dataset("fashion-mnist", "train").head(640)
+    x, y = train.images(), train.labels
+    torch.manual_seed(0)
+    model = build_model("smallcnn")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for i in range(0, 640, 32):
+        loss = nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    path = tmp_path_factory.mktemp("model") / "smallcnn.pt"
+    torch.save(model.eval().state_dict(), path)
+    return path
+
+
+class _ReportParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id", ""))
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    def value(text: str):
+        if text in ("True", "False"):
+            return text == "True"
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return text
+
+    with path.open() as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
+    config = prop.PropagationConfig(**{**prop.PropagationConfig.QUICK, "n": 16, "batch_size": 8},
+                                    model=str(briefly_trained_smallcnn), arch="smallcnn",
+                                    out=str(tmp_path / "run"), progress=False, device="cpu")
+    config.validate()
+    result, rundir = run_experiment("propagation", config)
+    out = rundir.path
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
+        assert (out / name).is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = _read_rows(out / "per_image.csv")
+    assert len(rows) == config.n * len(config.pixels_list)
+
+    # every metric recomputed from the rows
+    for k in config.pixels_list:
+        group = [r for r in rows if r["k"] == k]
+        correct = [r for r in group if r["correct"]]
+        ok = [r for r in correct if r["analysed"]]
+        m = metrics["k"][str(k)]
+        assert m["success"]["successes"] == len(ok) and m["success"]["trials"] == len(correct)
+        assert [m["success"]["ci_low"], m["success"]["ci_high"]] == pytest.approx(wilson_interval(len(ok), len(correct)))
+        for r in ok:
+            assert r["success"] and r["label"] != r["adv_pred"] and r["original_fooled"] is True
+            assert len(str(r["pixels"]).split()) == k and 1 <= r["l0"] <= k
+        for radius in config.radii:
+            trials = sum(r[f"ring{radius}_n"] for r in ok)
+            fooled = sum(r[f"ring{radius}_fooled"] for r in ok)
+            assert m["locality"][f"r{radius}"]["trials"] == trials
+            assert m["locality"][f"r{radius}"]["successes"] == fooled
+        assert m["locality"]["random"]["trials"] == config.n_random * len(ok)
+        if ok:
+            assert m["depth"] and m["depth"][-1]["max_pm_max"] == pytest.approx(max(r["pm_peak_last"] for r in ok))
+            assert all(0 <= d["spread"] <= 1 for d in m["depth"])
+    assert any(metrics["k"][str(k)]["success"]["successes"] for k in config.pixels_list), "no attack succeeded"
+
+    # the report: every section and every figure embedded
+    parser = _ReportParser()
+    parser.feed((out / "report.html").read_text())
+    for section in ("setup", "attacks", "propagation", "locality", "limits"):
+        assert section in parser.sections
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert {"depth-curves.png", "locality.png", "mean-propagation.png"} <= set(figures)
+    assert len(parser.images) == len(figures) and all(s.startswith("data:image/png;base64,") for s in parser.images)
+    assert "success" in result.summary
+
+    # an interrupted run resumes to identical results
+    csv_text = (out / "per_image.csv").read_text()
+    stages = out / "stages"
+    (stages / "attack" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
+    (stages / "propagation" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
+    (stages / "locality" / f"k{config.pixels_list[-1]}.pt").unlink()
+    run_experiment("propagation", config, resume=True)
+    again = json.loads((out / "metrics.json").read_text())
+    metrics.pop("wall_seconds"), again.pop("wall_seconds")
+    assert again == metrics
+    assert (out / "per_image.csv").read_text() == csv_text
