@@ -1,0 +1,357 @@
+"""Tests of the perceptual experiment: PGD budget calibration, SSIM maps vs CAM statistics, metrics, figures,
+and an end-to-end CI-sized run on Fashion-MNIST (report, per-image rows, resume)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import advspatial.experiments.perceptual as perceptual
+from advspatial.analysis.ssim import ssim
+from advspatial.data import ImageDataset
+from advspatial.errors import ConfigError, ShapeError
+from advspatial.experiments.base import config_from_mapping, run_experiment
+from advspatial.experiments.perceptual import (
+    STATS,
+    AttackStore,
+    Context,
+    PerceptualConfig,
+    attack_metrics,
+    bisect_eps,
+    calibrate,
+    map_statistics,
+    permutation_results,
+    pgd_attack,
+    ssim_distortion,
+)
+from advspatial.report.perceptual_figures import (
+    plot_attack_summary,
+    plot_calibration,
+    plot_overlap_vs_baseline,
+    plot_ssim_vs_cam,
+)
+from advspatial.runtime import RunDir, batch_slices
+
+from conftest import needs_fashion_mnist
+
+
+# -- calibration -------------------------------------------------------------------------
+
+def test_bisect_eps_finds_the_root_of_a_known_function() -> None:
+    calls: list[float] = []
+
+    def f(eps: float) -> float:
+        calls.append(eps)
+        return 1.0 - 2.0 * eps  # root of f = 0.8 at eps = 0.1
+
+    cal = bisect_eps(f, 0.8, eps_max=0.3, iters=20, tolerance=1e-3)
+    assert cal.reachable and cal.matched
+    assert abs(cal.mean_ssim - 0.8) <= 1e-3 and abs(cal.eps - 0.1) <= 5e-4
+    assert calls[0] == 0.3 and [h[0] for h in cal.history] == calls
+    assert all(0 < e <= 0.3 for e in calls)
+    assert len(calls) < 21  # stopped at the tolerance, before the iteration cap
+
+
+@settings(max_examples=20, deadline=None)
+@given(a=st.floats(0.5, 5.0), p=st.floats(0.5, 2.0), share=st.floats(0.05, 0.95))
+def test_bisect_eps_matches_any_reachable_target_of_a_decreasing_function(a: float, p: float, share: float) -> None:
+    def f(eps: float) -> float:
+        return 1.0 - a * eps**p
+
+    low = f(0.3)
+    target = low + share * (0.99 - low)
+    cal = bisect_eps(f, target, eps_max=0.3, iters=40, tolerance=1e-3)
+    assert cal.matched and abs(f(cal.eps) - target) <= 1e-3
+    assert cal.mean_ssim == f(cal.eps)
+    # the chosen budget is the evaluated one closest to the target
+    assert abs(cal.mean_ssim - target) == min(abs(v - target) for _, v in cal.history)
+
+
+def test_bisect_eps_reports_an_unreachable_target() -> None:
+    cal = bisect_eps(lambda eps: 1.0 - 0.1 * eps, 0.5, eps_max=0.3, iters=8, tolerance=1e-3)
+    assert not cal.reachable and not cal.matched
+    assert cal.eps == 0.3 and len(cal.history) == 1
+
+
+def test_bisect_eps_stops_when_eps_max_already_matches() -> None:
+    cal = bisect_eps(lambda eps: 1.0 - eps, 0.7005, eps_max=0.3, iters=8, tolerance=1e-3)
+    assert cal.matched and cal.eps == 0.3 and len(cal.history) == 1
+
+
+def _synthetic_context(tmp_path: Path, model: nn.Module, n: int = 8, **overrides: object) -> Context:
+    gen = torch.Generator().manual_seed(3)
+    # smooth random images (blurred noise), so SSIM behaves as on natural images
+    noise = torch.rand(n, 1, 28, 28, generator=gen)
+    pixels = nn.functional.avg_pool2d(noise, 5, stride=1, padding=2, count_include_pad=False)
+    data = ImageDataset("synthetic", pixels, torch.arange(n) % 10, tuple(str(k) for k in range(10)))
+    values = {"n": n, "batch_size": 4, "calibration_n": n, "pgd_steps": 5, "progress": False, **overrides}
+    cfg = config_from_mapping(PerceptualConfig, values)
+    return Context(cfg, RunDir(tmp_path / "run"), model, data, torch.device("cpu"),
+                   list(batch_slices(n, cfg.batch_size)))
+
+
+def test_calibration_on_a_tiny_model_matches_the_target_and_is_cached(tiny_cnn, tmp_path) -> None:
+    model = tiny_cnn()
+    ctx = _synthetic_context(tmp_path, model, calibration_iters=12, ssim_tolerance=0.002)
+    x, y, ids = ctx.data.images(), ctx.data.labels, torch.arange(len(ctx.data))
+    reference = ssim(x, pgd_attack(model, 0.05, 5, 0).run(x, y, sample_ids=ids).x_adv)  # "SSIM-ball" SSIMs
+    cal = calibrate(ctx, reference)
+    target = float(reference.double().mean())
+    assert cal.target == pytest.approx(target)
+    assert cal.matched and abs(cal.mean_ssim - target) <= 0.002
+    assert abs(cal.eps - 0.05) < 0.01
+    # every PGD run of the calibration is a stage: calibrating again runs no model at all
+    broken = _synthetic_context(tmp_path, _Exploding(), calibration_iters=12, ssim_tolerance=0.002)
+    again = calibrate(broken, reference)
+    assert again.as_dict() == cal.as_dict()
+
+
+class _Exploding(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the model must not run: every stage is cached")
+
+
+def test_calibration_target_uses_only_the_calibration_images(tiny_cnn, tmp_path) -> None:
+    ctx = _synthetic_context(tmp_path, tiny_cnn(), n=8, calibration_n=4, calibration_iters=0)
+    values = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1])
+    assert calibrate(ctx, values).target == pytest.approx(0.9)
+
+
+# -- SSIM map and statistics -------------------------------------------------------------
+
+def test_ssim_distortion_is_one_minus_skimage_full_map() -> None:
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 20, 20, generator=gen, dtype=torch.float64)
+    x_adv = (x + 0.1 * torch.randn(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    ours = ssim_distortion(x, x_adv)
+    assert ours.shape == (2, 20, 20) and bool((ours >= 0).all())
+    for i in range(2):
+        _, full = skimage_metrics.structural_similarity(
+            x[i, 0].numpy(), x_adv[i, 0].numpy(), data_range=1.0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False, full=True)
+        np.testing.assert_allclose(ours[i].numpy(), np.clip(1 - full, 0, None), atol=1e-10)
+    assert float(ssim_distortion(x, x.clone()).abs().max()) < 1e-12
+
+
+def _block_maps() -> tuple[torch.Tensor, torch.Tensor]:
+    """A 10x10 CAM positive on a 4x5 block (20 px = the top 20%) with distinct values, and the block mask."""
+    cam = torch.zeros(1, 10, 10)
+    block = torch.zeros(1, 10, 10, dtype=torch.bool)
+    block[0, 1:5, 2:7] = True
+    cam[block] = torch.linspace(1.0, 2.0, 20)
+    return cam, block
+
+
+def test_map_statistics_known_answers() -> None:
+    cam, block = _block_maps()
+    ids = torch.tensor([0])
+    same, cam_region, dist_region = map_statistics(cam, cam.clone(), 0.2, 0, ids)
+    assert torch.equal(cam_region, block) and torch.equal(dist_region, block)
+    assert same["spearman"].item() == pytest.approx(1.0)
+    assert same["iou"].item() == 1.0 and same["energy_in_cam"].item() == pytest.approx(1.0)
+    # distortion only on a disjoint block: no overlap, no mass in the CAM region
+    far = torch.zeros(1, 10, 10)
+    far[0, 6:10, 5:10] = torch.linspace(1.0, 2.0, 20).view(4, 5)
+    disjoint, _, _ = map_statistics(cam, far, 0.2, 0, ids)
+    assert disjoint["iou"].item() == 0.0 and disjoint["energy_in_cam"].item() == 0.0
+    # 1 everywhere plus 3 on the block: mass 80 inside of 160 in all
+    spread = 1.0 + 3.0 * block.float()
+    half, _, region = map_statistics(cam, spread, 0.2, 0, ids)
+    assert torch.equal(region, block)
+    assert half["energy_in_cam"].item() == pytest.approx(0.5) and half["iou"].item() == 1.0
+    assert set(STATS) <= set(half)
+
+
+def test_permutation_results_detect_co_location_within_a_class() -> None:
+    # 12 images of one class; each CAM is a 3x3 blob at its own place; the SSIM map equals the CAM
+    n = 12
+    cams = torch.zeros(n, 12, 12)
+    for i in range(n):
+        r, c = divmod(i, 4)
+        cams[i, 3 * r : 3 * r + 3, 3 * c : 3 * c + 3] = 1.0 + torch.arange(9.0).view(3, 3) / 10
+    ids = torch.arange(n)
+    cols, cam_region, dist_region = map_statistics(cams, cams.clone(), 9 / 144, 0, ids)
+    store = AttackStore()
+    perceptual.keep_first(store.perm, 100, torch.ones(n, dtype=torch.bool), cam=cams, dist=cams.clone(),
+                          cam_region=cam_region, dist_region=dist_region, labels=torch.zeros(n, dtype=torch.long))
+    cfg = PerceptualConfig(permutations=30)
+    results = permutation_results(store, cfg)
+    assert set(results) == set(STATS)
+    assert results["iou"].observed_mean == pytest.approx(1.0)
+    assert results["iou"].baseline_mean == pytest.approx(0.0)
+    assert results["energy_in_cam"].observed_mean == pytest.approx(1.0)
+    for r in results.values():
+        assert r.p_value == pytest.approx(1 / 31)
+    assert permutation_results(AttackStore(), cfg) == {}
+
+
+# -- config and metrics ------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [{"window": "3x"}, {"window": "1"}, {"eps_max": 0.0}, {"eps_max": 1.5},
+                                 {"importance": "nope"}, {"alpha": 1.0}, {"calibration_n": 0},
+                                 {"ssim_tolerance": 0.0}, {"fraction": 1.0}])
+def test_config_rejects_invalid_values(bad: dict) -> None:
+    with pytest.raises(ConfigError):
+        config_from_mapping(PerceptualConfig, bad).validate()
+
+
+def test_config_window_and_quick_preset() -> None:
+    assert config_from_mapping(PerceptualConfig, {"window": "7"}).window_value() == 7
+    assert PerceptualConfig().window_value() == "auto"
+    config_from_mapping(PerceptualConfig, PerceptualConfig.QUICK).validate()
+
+
+def test_attack_metrics_from_rows_known_answers() -> None:
+    def row(correct: bool, success: bool, s: float, iou: float) -> dict:
+        return {"attack": "pgd", "label": 1, "correct": correct, "success": success, "adv_pred": 2 if success else 1,
+                "ssim": s, "l2": 1.0, "linf": 0.1, "spearman": 0.5, "iou": iou, "energy_in_cam": 0.25}
+
+    rows = [row(True, True, 0.8, 0.2), row(True, False, 0.9, 0.9), row(False, True, 0.5, 0.9),
+            row(True, True, 0.6, float("nan"))]
+    m = attack_metrics(rows, "pgd")
+    assert m["images"] == 4 and m["clean_accuracy"] == 0.75 and m["successful"] == 2
+    assert m["fooling_rate"] == pytest.approx(2 / 3)
+    assert m["mean_ssim"] == pytest.approx((0.8 + 0.9 + 0.5 + 0.6) / 4)  # all attacked images
+    assert m["mean_ssim_successful"] == pytest.approx(0.7)
+    assert m["maps"]["iou"] == pytest.approx(0.2)  # NaN left out, only successful images
+    assert m["adversarial_accuracy"] == pytest.approx(0.25)
+
+
+# -- figures -----------------------------------------------------------------------------
+
+def test_figures_write_pngs_and_reject_mismatched_inputs(tmp_path) -> None:
+    cam, block = _block_maps()
+    x = torch.rand(2, 1, 10, 10)
+    cam2, block2 = cam.repeat(2, 1, 1), block.repeat(2, 1, 1)
+    adv = {"ssim-ball": x.clamp(0, 0.9), "pgd": (x + 0.05).clamp(0, 1)}
+    dist = {a: ssim_distortion(x, v) for a, v in adv.items()}
+    regions = {a: block2.clone() for a in adv}
+    p = plot_ssim_vs_cam(x, cam2, block2, adv, dist, regions, tmp_path / "ex.png", row_labels=["a", "b"],
+                         adversarial_captions={a: ["c1", "c2"] for a in adv})
+    assert p.stat().st_size > 1000
+    with pytest.raises(ShapeError):
+        plot_ssim_vs_cam(x, cam2, block2, adv, {"pgd": dist["pgd"]}, regions, tmp_path / "bad.png")
+    s = plot_attack_summary({"ssim-ball": 0.9, "pgd": float("nan")}, {"ssim-ball": torch.rand(5), "pgd": torch.rand(5)},
+                            tmp_path / "sum.png", target=0.5)
+    assert s.stat().st_size > 1000
+    c = plot_calibration([(0.3, 0.5), (0.15, 0.8)], 0.75, 0.15, tmp_path / "cal.png", tolerance=0.01)
+    assert c.stat().st_size > 1000
+    with pytest.raises(ShapeError):
+        plot_calibration([], 0.75, 0.15, tmp_path / "cal2.png")
+    cams = cam.repeat(4, 1, 1)
+    store = AttackStore()
+    perceptual.keep_first(store.perm, 10, torch.ones(4, dtype=torch.bool), cam=cams, dist=cams.flip(2),
+                          cam_region=block.repeat(4, 1, 1), dist_region=block.repeat(4, 1, 1).flip(2),
+                          labels=torch.zeros(4, dtype=torch.long))
+    perm = {"ssim-ball": permutation_results(store, PerceptualConfig(permutations=5))}
+    o = plot_overlap_vs_baseline(perm, tmp_path / "ov.png")
+    assert o.stat().st_size > 1000
+    with pytest.raises(ShapeError):
+        plot_overlap_vs_baseline({"pgd": {}}, tmp_path / "ov2.png")
+
+
+# -- end to end on Fashion-MNIST ------------------------------------------------------------
+
+class _Report(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id", ""))
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    def parse(v: str) -> object:
+        if v in ("True", "False"):
+            return v == "True"
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path) as fh:
+        return [{k: parse(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path) -> None:
+    # the briefly trained TinyCNN of conftest stands in for the cached default model (training that is too slow)
+    resolved: list[str] = []
+
+    def fake_resolve(dataset: str, spec: str, **kw: object) -> nn.Module:
+        resolved.append(spec)
+        return trained_tiny_cnn
+
+    monkeypatch.setattr(perceptual, "resolve_model", fake_resolve)
+    out = tmp_path / "run"
+    values = {**PerceptualConfig.QUICK, "out": str(out), "progress": False, "device": "cpu"}
+    config = config_from_mapping(PerceptualConfig, values)
+    config.validate()
+    result, rundir = run_experiment("perceptual", config)
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
+        assert (out / name).is_file()
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"attacks-summary.png", "calibration.png"} <= figures
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = _csv_rows(out / "per_image.csv")
+    assert len(rows) == 2 * config.n and {r["attack"] for r in rows} == {"ssim-ball", "pgd"}
+    # the metrics are recomputed from the rows of the CSV
+    for name in ("ssim-ball", "pgd"):
+        recomputed = attack_metrics(rows, name)
+        for key in ("fooling_rate", "mean_ssim", "mean_ssim_successful", "clean_accuracy", "mean_l2"):
+            assert _same(metrics["attacks"][name][key], recomputed[key]), (name, key)
+        for stat in STATS:
+            assert _same(metrics["attacks"][name]["maps"][stat], recomputed["maps"][stat])
+        assert metrics["attacks"][name]["successful"] == recomputed["successful"]
+    for r in rows:
+        assert 0.0 <= r["ssim"] <= 1.0 + 1e-6
+    pgd_linf = [r["linf"] for r in rows if r["attack"] == "pgd"]
+    assert max(pgd_linf) <= metrics["pgd_eps"] + 1e-6
+    cal = metrics["calibration"]
+    assert cal["eps"] == metrics["pgd_eps"] and cal["history"][0][0] == config.eps_max
+    assert cal["target"] == pytest.approx(np.mean([r["ssim"] for r in rows if r["attack"] == "ssim-ball"
+                                                   and r["index"] < config.calibration_n]))
+    assert metrics["ssim_gap"] == pytest.approx(metrics["attacks"]["pgd"]["mean_ssim"]
+                                                - metrics["attacks"]["ssim-ball"]["mean_ssim"])
+    # the report holds every section and every figure it names, embedded
+    parser = _Report()
+    parser.feed((out / "report.html").read_text())
+    assert {"setup", "attacks-at-matched-ssim", "ssim-maps-vs-cam", "overlap-vs-baseline", "limits"} <= set(
+        parser.sections)
+    assert len(parser.images) == len(figures) and all(src.startswith("data:image/png;base64,")
+                                                      for src in parser.images)
+    assert "ssim-ball" in result.summary and "pgd" in result.summary
+    # resume after a "kill": drop a PGD batch, a calibration stage and the results; identical numbers come back
+    (out / "stages/attack/pgd/batch-00001.pt").unlink()
+    next((out / "stages/calibration").rglob("*.pt")).unlink()
+    (out / "metrics.json").unlink()
+    config2 = config_from_mapping(PerceptualConfig, values)
+    run_experiment("perceptual", config2, resume=True)
+    again = json.loads((out / "metrics.json").read_text())
+    metrics.pop("wall_seconds")
+    again.pop("wall_seconds")
+    assert again == metrics
+    assert json.dumps(_csv_rows(out / "per_image.csv")) == json.dumps(rows)  # NaN-aware comparison
+    assert resolved == ["smallcnn", "smallcnn"]
