@@ -1,0 +1,95 @@
+"""The main job's cost: wall time of the default ``advspatial run`` with the model cached, the share
+of that time spent in model forward/backward passes, and peak memory against n.
+
+    .venv/bin/python benchmarks/bench_spatial.py            # default run (n=1000) + memory check
+    .venv/bin/python benchmarks/bench_spatial.py --skip-memory
+
+Forward/backward share: the run is profiled with cProfile; the share is the cumulative
+time inside the model's top-level ``forward`` plus ``torch.autograd.grad`` /
+``Tensor.backward`` (which contain the backward passes), over the total. Nested calls
+are counted once by cProfile's cumulative time, so the sum does not double count a
+forward inside a backward-free region, but a forward called inside an autograd call
+would be counted twice: there is none in advspatial (graphs are built, then
+differentiated).
+
+Memory: peak RSS (ru_maxrss of a child process) of ``advspatial run`` with
+``--n 1000`` and ``--n 10000`` on a lighter attack set (fgsm, pgd) so the check
+takes minutes, not an hour; the design goal is ratio <= 1.3 (streaming batches).
+Results go to benchmarks/results/spatial.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def profile_default_run(out: Path) -> dict[str, float]:
+    from advspatial.cli import main as cli_main
+    from advspatial.training import TrainConfig, get_or_train
+
+    get_or_train(TrainConfig(), progress=False)  # cached model: training is not part of the measurement
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    try:
+        cli_main(["run", "--no-progress", "--out", str(out)])
+    except SystemExit as exc:
+        if exc.code:
+            raise
+    profiler.disable()
+    wall = time.perf_counter() - start
+    stats = pstats.Stats(profiler)
+    model_time = 0.0
+    for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        is_model_forward = name == "forward" and filename.endswith("models/architectures.py")
+        is_backward = name in ("grad", "backward") and "torch/autograd/__init__.py" in filename
+        if is_model_forward or is_backward:
+            model_time += cumulative
+    return {"wall_seconds": round(wall, 1), "forward_backward_seconds": round(model_time, 1),
+            "forward_backward_share": round(model_time / wall, 3)}
+
+
+def peak_rss_mb(n: int, out: Path) -> float:
+    """Peak RSS of one ``advspatial run`` child process (MiB)."""
+    code = ("import resource, sys; from advspatial.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    args = [sys.executable, "-c", code, "run", "--no-progress", "--out", str(out), "--n", str(n),
+            "--attacks", "fgsm,pgd", "--permutations", "50", "--fractions", "0.2", "--fills", "zero"]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True)
+    return int(proc.stdout.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    result: dict[str, object] = {"cpus": os.cpu_count(), "load_average_1min_start": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory() as tmp:
+        result["default_run"] = profile_default_run(Path(tmp) / "default")
+        print(json.dumps(result["default_run"]), flush=True)
+        if not args.skip_memory:
+            small = peak_rss_mb(1000, Path(tmp) / "n1000")
+            large = peak_rss_mb(10000, Path(tmp) / "n10000")
+            result["memory"] = {"peak_rss_mb_n1000": round(small, 1), "peak_rss_mb_n10000": round(large, 1),
+                                "ratio": round(large / small, 3), "attacks": "fgsm,pgd"}
+    result["load_average_1min_end"] = os.getloadavg()[0]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "spatial.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
