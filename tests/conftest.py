@@ -32,6 +32,9 @@ needs_fashion_mnist = pytest.mark.skipif(
 class TinyCNN(nn.Module):
     """conv8-ReLU-pool-conv16-ReLU-pool-fc: small enough for unit tests, real enough for attacks."""
 
+    # The raw conv output, not the ReLU after it: on this BN-free toy net Grad-CAM after the
+    # ReLU is all-zero on ~44% of images. (The shipped models follow METHODS §1: smallcnn's
+    # block3 is after BN+ReLU, and its Grad-CAM is never all-zero on the first 200 test images.)
     cam_layer = "features.3"
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, size: int = 28) -> None:
