@@ -71,7 +71,10 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
         tmp.unlink(missing_ok=True)
         raise DataError(f"download of {url} failed ({exc}); the network may not allow it here") from exc
     if checksum is not None:
-        algorithm, expected = checksum.split(":", 1)
+        algorithm, _, expected = checksum.partition(":")
+        if not expected or algorithm not in hashlib.algorithms_available:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"checksum {checksum!r} for {url} is malformed; valid: 'sha256:<hex>' or 'md5:<hex>'")
         if (actual := checksum_of(tmp, algorithm)) != expected:
             tmp.unlink(missing_ok=True)
             raise DataError(f"{algorithm} checksum mismatch for {url}: got {actual}, expected {expected}")
