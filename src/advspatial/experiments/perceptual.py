@@ -605,13 +605,14 @@ def summary_text(metrics: dict[str, Any]) -> str:
              f"{cal['eps']:.4f} matches mean SSIM {cal['target']:.4f} -> {cal['mean_ssim']:.4f} on the calibration "
              f"images ({'matched' if cal['matched'] else 'NOT matched'})"]
     header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s + ' (base, p)':>28}" for s in STATS)
+    lines.append("map statistics: observed mean over successful images (same-class baseline mean, one-sided p)")
     lines += [header, "-" * len(header)]
     for name, m in metrics["attacks"].items():
         cells = []
         for s in STATS:
             p = metrics["permutation"].get(name, {}).get(s)
-            cells.append(f"{fmt(m['maps'][s])} ({fmt(p['baseline_mean']) if p else '-'}, "
-                         f"{fmt(p['p_value'], 3) if p else '-'})")
+            cells.append(f"{fmt(p['observed'])} ({fmt(p['baseline_mean'])}, {fmt(p['p_value'], 3)})" if p
+                         else f"{fmt(m['maps'][s])} (-, -)")
         lines.append(f"{name:<10} {fmt(m['fooling_rate']):>8} {fmt(m['mean_ssim'], 4):>7} "
                      + " ".join(f"{c:>28}" for c in cells))
     return "\n".join(lines)
