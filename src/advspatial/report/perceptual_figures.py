@@ -139,6 +139,7 @@ def plot_attack_summary(
     data = [_np(ssim_values[a]).ravel() for a in names]
     box = right.boxplot(data, patch_artist=True, widths=0.5, showfliers=True)
     right.set_xticks(range(1, len(names) + 1), names)
+    right.set_xlim(0.5, len(names) + 0.85)  # room for the mean labels right of the boxes
     for patch, c in zip(box["boxes"], colours):
         patch.set_facecolor(c)
         patch.set_alpha(0.55)
