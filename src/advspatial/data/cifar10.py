@@ -136,7 +136,9 @@ def extract_archive(archive: Path, dest: Path) -> Path:
             members = [m for m in tar.getmembers() if _safe_member(m)]
             if not any(m.isfile() for m in members):
                 raise DataError(f"{archive}: no files under {FOLDER}/ in the archive")
-            tar.extractall(dest, members=members, filter="data")
+            # the "data" filter (Python >= 3.10.12) re-checks every member; our own filter above suffices without it
+            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(dest, members=members, **extra)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: corrupt CIFAR-10 archive ({exc})") from exc
     return dest / FOLDER

@@ -9,8 +9,9 @@ When ``PATH`` holds both a ``train/`` and a ``test/`` folder, ``split`` picks
 one of them; otherwise ``PATH`` itself is used for *both* splits (there is no
 held-out part then: say so when reporting accuracy). Class names are the
 sub-folder names in sorted order (label i = i-th name); images inside a class
-are taken in sorted file-name order, so the dataset is deterministic. Hidden
-entries (starting with ``.``) and files with other extensions are skipped.
+are taken in sorted file-name order, so the dataset is deterministic. Only
+files directly inside a class folder count (no recursion); hidden entries
+(starting with ``.``) and files with other extensions are skipped.
 
 Images are decoded with Pillow (a matplotlib dependency), converted to RGB or
 grey, and resized to ``size x size`` pixels: ``fit="stretch"`` (default)
@@ -80,7 +81,7 @@ def read_image(path: Path, size: int, channels: int, fit: str) -> np.ndarray:
                 img = img.crop((left, top, left + side, top + side))
             img = img.resize((size, size), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
