@@ -6,6 +6,7 @@ A loader is registered with :func:`register_dataset`; names with a colon
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ def load_dataset(
     if split not in SPLITS:
         raise ConfigError(f"split={split!r} is not valid; valid: {', '.join(SPLITS)}")
     spec = dataset_spec(name)
+    allowed = set(inspect.signature(spec.loader).parameters) - {"split", "root", "download"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"dataset {spec.name!r} has no option(s) {unknown}; valid: {sorted(allowed) or 'none'}")
     if ":" in name:
         root = name.split(":", 1)[1]
     return spec.loader(split=split, root=root, download=download, **kwargs)
