@@ -1,0 +1,203 @@
+"""Figures of the localized experiment: background-only attacks, their Grad-CAM shift, accuracy bars.
+
+Each function takes tensors (or numbers) and an output path, writes a PNG and
+returns the path. Figures are :class:`matplotlib.figure.Figure` objects drawn
+by the Agg canvas; pyplot's global state is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..errors import ShapeError
+
+DIVERGING = "RdBu_r"
+HEAT = "inferno"
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=fig.dpi)
+    return path
+
+
+def _display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
+    """(H,W) grey or (H,W,3) colour array in [0,1] for imshow, and its colour map."""
+    arr = img.detach().cpu().float().clamp(0, 1).numpy()
+    return (arr[0], "gray") if arr.shape[0] == 1 else (arr[:3].transpose(1, 2, 0), None)
+
+
+def _check(x: torch.Tensor, labels: Sequence[str], **others: torch.Tensor) -> int:
+    """Validate (N,C,H,W) images and companions; return N."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0:
+        raise ShapeError(f"images must be (N,1|3,H,W) with N >= 1, got {tuple(getattr(x, 'shape', ()))}")
+    n, _, h, w = x.shape
+    for name, t in others.items():
+        if not isinstance(t, torch.Tensor) or t.shape[0] != n or tuple(t.shape[-2:]) != (h, w):
+            raise ShapeError(f"{name} must have {n} rows of {h}x{w}, got {tuple(getattr(t, 'shape', ()))}")
+    if len(labels) != n:
+        raise ShapeError(f"need one row label per image: {n} images, {len(labels)} labels")
+    return n
+
+
+def _share(value: float) -> str:
+    """A share as a percentage; 'n/a' for NaN (an all-zero Grad-CAM has no share)."""
+    return "n/a" if value != value else f"{value:.0%}"
+
+
+def _off(ax) -> None:  # type: ignore[no-untyped-def]
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_localized_examples(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    mask: torch.Tensor,
+    path: str | Path,
+    *,
+    row_labels: Sequence[str],
+    region_name: str = "background",
+    title: str = "Background-only attack",
+) -> Path:
+    """One row per image: clean | attacked | signed perturbation | the region the attack may change.
+
+    The perturbation uses a diverging colour map centred on 0 with a symmetric
+    range (the largest absolute change over the rows shown), so red = brighter,
+    blue = darker, white = unchanged; the mask column is white where the attack
+    may act and black where it may not.
+    """
+    n = _check(x, row_labels, x_adv=x_adv, mask=mask)
+    if x_adv.shape != x.shape:
+        raise ShapeError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    delta = (x_adv - x).detach().cpu().float()
+    signed = delta.mean(1) if delta.shape[1] > 1 else delta[:, 0]
+    vmax = float(signed.abs().max()) or 1.0
+    masks = mask.detach().cpu().float().reshape(n, -1, *x.shape[-2:])[:, 0]
+    height = 2.2 * n + 1.3
+    fig = Figure(figsize=(9.6, height), dpi=100)
+    grid = fig.add_gridspec(n, 5, width_ratios=[1, 1, 1, 1, 0.06], wspace=0.12, hspace=0.35)
+    columns = ("clean image", "attacked image", "perturbation\n(attacked - clean)",
+               f"may change (white):\n{region_name}")
+    im = None
+    for i in range(n):
+        clean, cmap = _display(x[i])
+        adv, _ = _display(x_adv[i])
+        axes = [fig.add_subplot(grid[i, j]) for j in range(4)]
+        axes[0].imshow(clean, cmap=cmap, vmin=0, vmax=1)
+        axes[1].imshow(adv, cmap=cmap, vmin=0, vmax=1)
+        im = axes[2].imshow(signed[i].numpy(), cmap=DIVERGING, vmin=-vmax, vmax=vmax)
+        axes[3].imshow(masks[i].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for j, ax in enumerate(axes):
+            _off(ax)
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+        axes[0].set_ylabel(row_labels[i], fontsize=8)
+    cax = fig.add_subplot(grid[:, 4])
+    fig.colorbar(im, cax=cax).set_label("perturbation: change of pixel value (red = brighter, blue = darker)",
+                                        fontsize=8)
+    fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
+    fig.subplots_adjust(left=0.12, right=0.9, top=1 - 0.95 / height, bottom=0.2 / height)
+    return _save(fig, path)
+
+
+def plot_gradcam_shift(
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    cam_clean: torch.Tensor,
+    cam_adv: torch.Tensor,
+    energy_clean: torch.Tensor,
+    energy_adv: torch.Tensor,
+    path: str | Path,
+    *,
+    row_labels: Sequence[str],
+    inside_name: str = "foreground",
+    title: str = "Grad-CAM of the true class before and after a background-only attack",
+) -> Path:
+    """One row per image: Grad-CAM on the clean image | on the attacked image | their difference.
+
+    Both maps of a row are divided by the larger of their two maxima, so their
+    colours are comparable; the difference (after - before) uses a diverging
+    colour map. Titles give the share of the map's energy inside ``inside_name``.
+    """
+    n = _check(x, row_labels, x_adv=x_adv, cam_clean=cam_clean, cam_adv=cam_adv)
+    if len(energy_clean) != n or len(energy_adv) != n:
+        raise ShapeError(f"energies need {n} values each")
+    before, after = cam_clean.detach().cpu().float(), cam_adv.detach().cpu().float()
+    peak = torch.maximum(before.flatten(1).amax(1), after.flatten(1).amax(1)).clamp_min(1e-30).view(-1, 1, 1)
+    before, after = before / peak, after / peak
+    height = 2.3 * n + 1.5
+    fig = Figure(figsize=(10.5, height), dpi=100)
+    grid = fig.add_gridspec(n, 6, width_ratios=[1, 1, 0.06, 0.3, 1, 0.06], wspace=0.1, hspace=0.5)
+    heat = diff = None
+    for i in range(n):
+        clean, cmap = _display(x[i])
+        adv, _ = _display(x_adv[i])
+        ax0, ax1, ax2 = (fig.add_subplot(grid[i, j]) for j in (0, 1, 4))
+        for ax, img, cam, energy, name in ((ax0, clean, before[i], energy_clean[i], "clean"),
+                                           (ax1, adv, after[i], energy_adv[i], "attacked")):
+            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+            heat = ax.imshow(cam.numpy(), cmap=HEAT, vmin=0, vmax=1, alpha=0.7)
+            ax.set_title(f"{name}: {_share(float(energy))} in {inside_name}", fontsize=8)
+            if not cam.any():
+                ax.text(0.5, 0.5, "Grad-CAM is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
+                        color="white", fontsize=8, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
+            _off(ax)
+        diff = ax2.imshow((after[i] - before[i]).numpy(), cmap=DIVERGING, vmin=-1, vmax=1)
+        shift = float(energy_adv[i]) - float(energy_clean[i])
+        ax2.set_title("change: n/a" if shift != shift else f"change: {shift * 100:+.0f} points in {inside_name}",
+                      fontsize=8)
+        _off(ax2)
+        ax0.set_ylabel(row_labels[i], fontsize=8)
+    fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label("Grad-CAM (fraction of the row's peak)", fontsize=8)
+    fig.colorbar(diff, cax=fig.add_subplot(grid[:, 5])).set_label("after - before (red = more attention)", fontsize=8)
+    fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
+    fig.subplots_adjust(left=0.1, right=0.92, top=1 - 0.9 / height, bottom=0.2 / height)
+    return _save(fig, path)
+
+
+def plot_accuracy_bars(
+    accuracies: Mapping[str, Mapping[str, float]],
+    condition_labels: Mapping[str, str],
+    path: str | Path,
+    *,
+    title: str = "Accuracy of each model under each attack",
+) -> Path:
+    """Grouped bars: one group per model, one bar per condition (key order of ``condition_labels``)."""
+    if not accuracies or not condition_labels:
+        raise ShapeError("need at least one model and one condition")
+    models = list(accuracies)
+    conditions = list(condition_labels)
+    for m in models:
+        missing = [c for c in conditions if c not in accuracies[m]]
+        if missing:
+            raise ShapeError(f"model {m!r} has no accuracy for {missing}")
+    fig = Figure(figsize=(1.9 * len(models) * max(len(conditions), 2) / 2 + 2.5, 4.4), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(conditions)
+    colours = ["#4c566a", "#c0392b", "#2980b9", "#27ae60", "#8e44ad", "#d35400"]
+    positions = np.arange(len(models))
+    for k, cond in enumerate(conditions):
+        values = [accuracies[m][cond] for m in models]
+        bars = ax.bar(positions + (k - (len(conditions) - 1) / 2) * width, values, width * 0.95,
+                      color=colours[k % len(colours)], label=condition_labels[cond])
+        for bar, v in zip(bars, values):
+            if v == v:
+                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(positions)
+    ax.set_xticklabels([f"{m} model" for m in models])
+    ax.set_ylabel("accuracy on the test images")
+    ax.set_ylim(0, 1.1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="images", title_fontsize=8)
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)

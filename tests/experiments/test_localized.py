@@ -1,0 +1,246 @@
+"""Tests of the localized experiment: config, model settings, per-image evaluation, and a CI-sized run.
+
+The end-to-end run uses the ``--quick`` preset (three smallcnn models trained for
+one epoch on 512 images, in a temporary model cache, without the full test-set
+accuracy pass) and checks the run directory, recomputes every reported number
+from per_image.csv, parses the HTML report, and resumes after lost stages with
+identical rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import advspatial.experiments.localized as loc
+from advspatial import training
+from advspatial.data import ImageDataset
+from advspatial.errors import ConfigError
+from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.masks import BACKGROUND_TAU
+from advspatial.runtime import RunDir
+from advspatial.training import TrainConfig
+
+from conftest import fashion_mnist_available, needs_fashion_mnist
+
+SECTIONS = ["setup", "models", "robustness", "background-attacks", "limits", "config"]
+FIGURES = {"accuracy.png", "examples-natural.png", "gradcam-natural.png", "examples-localized.png",
+           "gradcam-localized.png"}
+
+
+def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
+    """MNIST-like images (bright blob on black) with their x > tau foreground masks."""
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.zeros(n, 1, 28, 28)
+    for i in range(n):
+        r, c = torch.randint(3, 12, (2,), generator=g).tolist()
+        pixels[i, 0, r : r + 12, c : c + 10] = 0.3 + 0.7 * torch.rand(12, 10, generator=g)
+    return ImageDataset("grey", pixels, torch.arange(n) % 10, tuple(str(k) for k in range(10)),
+                        masks=pixels[:, 0] > BACKGROUND_TAU)
+
+
+# -- config and models -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"model": "weights.pt"}, "registered architecture"),
+    ({"mask": "no-such-mask"}, "neither one of"),
+    ({"norm": "l1"}, "norm"),
+    ({"eps": 1.5}, "eps"),
+    ({"eps": 0.0}, "eps"),
+    ({"mix": 1.5}, "mix"),
+    ({"train_epochs": 0}, "train_epochs"),
+    ({"steps": 0}, "steps"),
+    ({"fraction": 1.0}, "fraction"),
+])
+def test_invalid_settings_are_rejected_before_any_work(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(get_experiment("localized"), None, values, quick=False)
+
+
+def test_l2_budget_may_exceed_one() -> None:
+    config = resolve_config(get_experiment("localized"), None, {"norm": "l2", "eps": 1.5}, quick=False)
+    assert loc.eval_attack(torch.nn.Linear(1, 1), config).norm == "l2"
+
+
+def test_training_settings_of_the_three_models() -> None:
+    config = loc.LocalizedConfig()
+    natural, pgd, local = (loc.train_config(config, m) for m in loc.MODES)
+    assert natural.key() == TrainConfig().key(), "the default natural model is the shared cached one"
+    assert (pgd.mode, local.mode) == ("pgd", "localized")
+    assert pgd.epochs == local.epochs == config.train_epochs and natural.epochs == config.natural_epochs
+    assert pgd.attack_steps == local.attack_steps == config.train_attack_steps
+    assert pgd.eps == local.eps == config.eps and natural.train_limit is None
+    other_mix = loc.LocalizedConfig(mix=0.2)
+    assert loc.train_config(other_mix, "pgd").key() == pgd.key(), "mix does not retrain the PGD model"
+    assert loc.train_config(other_mix, "localized").mix == 0.2
+    assert loc.train_config(loc.LocalizedConfig(train_limit=100), "pgd").train_limit == 100
+
+
+def test_foreground_energy_known_answers() -> None:
+    cam = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    keep = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    energy = loc.foreground_energy(cam, keep)
+    assert energy[0].item() == pytest.approx(0.25) and math.isnan(energy[1].item())
+
+
+def test_metrics_are_computed_from_rows() -> None:
+    rows = [{"model": "natural", "label": 1, "clean_pred": 1, "full_pred": 2, "region_pred": 1, "complement_pred": 3,
+             "region_share": 0.5, "cam_energy_clean": 0.8, "cam_energy_region_adv": math.nan},
+            {"model": "natural", "label": 2, "clean_pred": 2, "full_pred": 2, "region_pred": 0, "complement_pred": 3,
+             "region_share": 0.7, "cam_energy_clean": 0.6, "cam_energy_region_adv": 0.4},
+            {"model": "pgd", "label": 0, "clean_pred": 5, "full_pred": 5, "region_pred": 5, "complement_pred": 5,
+             "region_share": 0.1, "cam_energy_clean": 0.1, "cam_energy_region_adv": 0.1}]
+    m = loc.model_metrics(rows, "natural")
+    assert m["images"] == 2 and m["clean_accuracy"] == 1.0 and m["full_accuracy"] == 0.5
+    assert m["region_accuracy"] == 0.5 and m["complement_accuracy"] == 0.0
+    assert m["region_share"] == pytest.approx(0.6) and m["cam_energy_clean"] == pytest.approx(0.7)
+    assert m["cam_energy_region_adv"] == pytest.approx(0.4), "NaN energies (all-zero Grad-CAM) are left out"
+
+
+def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cnn, tmp_path) -> None:
+    data = grey_dataset(n=7)
+    model = tiny_cnn(seed=1)
+    results = []
+    for bs in (7, 3):
+        config = loc.LocalizedConfig(n=7, batch_size=bs, steps=3, eps=0.2, progress=False)
+        results.append(loc.evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}")))
+    a, b = results
+    for cond in loc.CONDITIONS:
+        assert torch.equal(a.preds[cond], b.preds[cond]), cond
+    assert torch.equal(a.region_x_adv, b.region_x_adv)
+    assert torch.allclose(a.cam_energy_clean, b.cam_energy_clean, equal_nan=True)
+    x = data.images()
+    with torch.no_grad():
+        assert torch.equal(a.preds["clean"], model(x).argmax(1))
+        assert torch.equal(a.preds["region"], model(a.region_x_adv).argmax(1))
+    delta = (a.region_x_adv - x)[:, 0]
+    assert torch.count_nonzero(delta[data.masks]) == 0 and torch.count_nonzero(delta) > 0
+    assert torch.allclose(a.region_share, (~data.masks).float().flatten(1).mean(1))
+    # stages were written per batch: a second evaluation loads them instead of attacking again
+    stages = sorted(p.relative_to(tmp_path / "bs3").as_posix() for p in (tmp_path / "bs3").rglob("*.pt"))
+    assert "stages/attack/natural/region/batch-00002.pt" in stages and "stages/gradcam/natural/batch-00002.pt" in stages
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """A --quick run in a temporary model cache; the 10000-image accuracy pass of training is stubbed."""
+    if not fashion_mnist_available():
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    root = tmp_path_factory.mktemp("localized")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ADVSPATIAL_CACHE", str(root / "cache"))
+    patch.setattr(training, "evaluate_accuracy", lambda model, dataset: -1.0)
+    config = resolve_config(get_experiment("localized"), None, {"out": str(root / "run"), "progress": False},
+                            quick=True)
+    try:
+        result, rundir = run_experiment("localized", config)
+        yield result, rundir.path, config, patch
+    finally:
+        patch.undo()
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def as_float(value: str) -> float:
+    return float(value) if value not in ("", "nan") else math.nan
+
+
+class ReportParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self.tables = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a.get("id") or "")
+        elif tag == "img":
+            self.images.append(a.get("src") or "")
+        elif tag == "table":
+            self.tables += 1
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_writes_every_result(quick_run) -> None:
+    result, path, config, _ = quick_run
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
+        assert (path / name).is_file(), name
+    assert yaml.safe_load((path / "config.yaml").read_text())["experiment"] == "localized"
+    assert {p.name for p in (path / "figures").glob("*.png")} == FIGURES
+    rows = read_rows(path / "per_image.csv")
+    assert len(rows) == 3 * config.n
+    assert [r["model"] for r in rows[:: config.n]] == list(loc.MODES)
+    assert "accuracy" in result.summary.split("\n")[0] and "localized" in result.summary
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
+    _, path, config, _ = quick_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    rows = read_rows(path / "per_image.csv")
+    assert metrics["n"] == config.n and set(metrics["models"]) == set(loc.MODES)
+    for mode in loc.MODES:
+        group = [r for r in rows if r["model"] == mode]
+        assert [int(r["index"]) for r in group] == list(range(config.n))
+        m = metrics["models"][mode]
+        for cond in loc.CONDITIONS:
+            expected = sum(r[f"{cond}_pred"] == r["label"] for r in group) / len(group)
+            assert m[f"{cond}_accuracy"] == pytest.approx(expected, abs=1e-12), (mode, cond)
+        shares = [as_float(r["region_share"]) for r in group]
+        assert m["region_share"] == pytest.approx(sum(shares) / len(shares))
+        assert all(0.0 < s < 1.0 for s in shares) and 0.3 < m["region_share"] < 0.8, "Fashion-MNIST: ~half background"
+        energies = [as_float(r["cam_energy_region_adv"]) for r in group if r["cam_energy_region_adv"] not in ("", "nan")]
+        assert m["cam_energy_region_adv"] == pytest.approx(sum(energies) / len(energies))
+        assert all(0.0 <= e <= 1.0 for e in energies)
+        assert m["epochs"] == (config.natural_epochs if mode == "natural" else config.train_epochs)
+        assert Path(m["checkpoint"]).is_file()
+    assert set(metrics["timings"]) >= {f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
+    _, path, _, _ = quick_run
+    parser = ReportParser()
+    parser.feed((path / "report.html").read_text())
+    assert parser.sections == SECTIONS
+    assert len(parser.images) == len(FIGURES) and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert parser.tables >= 4
+    text = (path / "report.html").read_text()
+    for header in ("full-image PGD", "background-only PGD", "foreground-only PGD"):
+        assert header in text
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_resume_after_lost_stages_gives_identical_rows(quick_run) -> None:
+    _, path, config, _ = quick_run
+    before = (path / "per_image.csv").read_text()
+    lost = [path / "stages/attack/pgd/region/batch-00001.pt", path / "stages/gradcam/localized/batch-00000.pt",
+            path / "stages/attack/natural/full/batch-00000.pt"]
+    for stage in lost:
+        assert stage.is_file(), stage
+        stage.unlink()
+    (path / "per_image.csv").unlink()
+    (path / "metrics.json").unlink()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_experiment("localized", config)
+    run_experiment("localized", config, resume=True)  # models come from the cache, lost stages are recomputed
+    assert all(stage.is_file() for stage in lost)
+    assert (path / "per_image.csv").read_text() == before
