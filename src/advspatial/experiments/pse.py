@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.dissection import DissectionResult, dissect, sensitivity_vs_interpretability
 from ..analysis.pse import METHODS as PSE_METHODS
-from ..analysis.pse import TYPE_NAMES, PSEResult, promotion_suppression, pse_vs_cam
+from ..analysis.pse import TYPE_NAMES, PSEResult, group_type_map, promotion_suppression, pse_vs_cam
 from ..analysis.units import RANK_BY, UnitChange, masking_curve, rank_sensitive_units, unit_activation_change
 from ..attacks import Attack, AttackResult, make_attack
 from ..data import ImageDataset, dataset_spec, load_dataset
@@ -307,13 +307,18 @@ def attack_batch(ctx: Context, variant: str, attack: Attack, b: int, target: tor
     return AttackResult(**ctx.rundir.cached(f"attack/{variant}/batch-{b:05d}", compute))
 
 
+def batch_target(targets: torch.Tensor, mode: str, sl: slice) -> torch.Tensor | None:
+    """The batch's target classes for a targeted variant, None for an untargeted one."""
+    return targets[sl] if mode == "targeted" else None
+
+
 def adversarial_class(result: AttackResult) -> torch.Tensor:
     """t: the target of a targeted attack, else the prediction on x'."""
     return result.target if result.target is not None else result.adv_pred
 
 
-def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> PSEResult:
-    """Promotion/suppression per group, and CAM_t(x') (cached together)."""
+def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple[PSEResult, torch.Tensor]:
+    """Promotion/suppression per group, and CAM_t(x') of the adversarial class (cached together)."""
     cfg = ctx.config
 
     def compute() -> dict[str, Any]:
@@ -328,9 +333,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> PSERe
     values = dict(ctx.rundir.cached(f"pse/{variant}/batch-{b:05d}", compute))
     values["type_names"] = tuple(values["type_names"])
     cam = values.pop("cam_target")
-    pse = PSEResult(**values)
-    pse.cam_target = cam  # type: ignore[attr-defined]
-    return pse
+    return PSEResult(**values), cam
 
 
 def units_batch(ctx: Context, variant: str, b: int, result: AttackResult, ok: torch.Tensor) -> UnitSums:
@@ -379,35 +382,33 @@ def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Te
     kept: list[PSEResult] = []
     cams: dict[str, list[torch.Tensor]] = {"true": [], "target": [], "x": [], "x_adv": [], "ids": []}
     sums = UnitSums.from_change(None, 0, ctx.units)
-    results: list[AttackResult] = []
     variant_rows: list[dict[str, Any]] = []
     for b, sl in enumerate(tqdm(ctx.slices, desc=f"{variant}: attack, PSE, CAM, units", disable=not cfg.progress,
                                 unit="batch")):
-        target = targets[sl] if mode == "targeted" else None
-        result = attack_batch(ctx, variant, attack, b, target)
-        results.append(result)
+        result = attack_batch(ctx, variant, attack, b, batch_target(targets, mode, sl))
         clean = clean_batch(ctx, b)
         y, ids = data.labels[sl], torch.arange(sl.start, sl.stop)
         ok = (clean["logits"].argmax(1) == y) & result.success
-        pse = pse_batch(ctx, variant, b, result)
+        pse, cam_target = pse_batch(ctx, variant, b, result)
         sums = sums + units_batch(ctx, variant, b, result, ok)
         room = max(cfg.permutation_images - sum(len(i) for i in cams["ids"]), 0)
         keep = ok.nonzero().squeeze(1)[:room]
         kept.append(select_pse(pse, keep))
-        for key, value in (("true", clean["cam_true"]), ("target", pse.cam_target),  # type: ignore[attr-defined]
+        for key, value in (("true", clean["cam_true"]), ("target", cam_target),
                            ("x", data.images(sl)), ("x_adv", result.x_adv), ("ids", ids)):
             cams[key].append(value[keep])
         variant_rows.extend(batch_rows(attack_name, mode, ids, y, clean["logits"].argmax(1), result, pse, ok))
     change = sums.change()
     ranked = rank_sensitive_units(change, cfg.rank_by) if sums.images else torch.arange(ctx.units)
-    curves = [masking_batch(ctx, variant, b, results[b], ranked) for b in range(len(ctx.slices))]
+    curves = [masking_batch(ctx, variant, b, attack_batch(ctx, variant, attack, b, batch_target(targets, mode, sl)),
+                            ranked) for b, sl in enumerate(ctx.slices)]
     curve = combine_curves(curves, [sl.stop - sl.start for sl in ctx.slices])
     cam_test = image_level(ctx, variant, kept, cams, variant_rows)
     rows.extend(variant_rows)
     examples = {k: torch.cat(v)[: cfg.figure_images] for k, v in cams.items()}
     if len(examples["ids"]):
         chosen = select_pse(cat_pse(kept), torch.arange(len(examples["ids"])))
-        examples["types"] = chosen.types.gather(1, chosen.labels.flatten(1)).view_as(chosen.labels)
+        examples["types"] = group_type_map(chosen)
         examples["target_class"] = chosen.target_class
         examples["true_class"] = chosen.true_class
     return VariantSummary(variant, attack_name, mode, change, ranked, curve, cam_test, examples)
@@ -418,20 +419,19 @@ def image_level(ctx: Context, variant: str, kept: list[PSEResult], cams: dict[st
     """pse_vs_cam on the kept successful images; writes their per-image overlap shares into the rows."""
     cfg = ctx.config
     ids = torch.cat(cams["ids"])
-    if len(ids) < 2:
-        return None
-    pse = cat_pse(kept)
-    strata = pse.true_class if cfg.baseline == "same-class" else None
-    test = pse_vs_cam(pse, torch.cat(cams["true"]), torch.cat(cams["target"]), cfg.top_fraction, cfg.permutations,
-                      cfg.seed, weight=cfg.cam_weight, strata=strata)
-    by_index = {int(i): k for k, i in enumerate(ids)}
+    test = None
+    if len(ids) >= 2:  # a permutation of one image is no baseline
+        pse = cat_pse(kept)
+        strata = pse.true_class if cfg.baseline == "same-class" else None
+        test = pse_vs_cam(pse, torch.cat(cams["true"]), torch.cat(cams["target"]), cfg.top_fraction,
+                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=strata)
+    by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
     for row in variant_rows:
         k = by_index.get(row["index"])
         row["in_cam_test"] = k is not None
         for key in CAM_KEYS:
-            overlap = getattr(test, key).per_image
             for t, name in enumerate(TYPE_NAMES):
-                row[f"{key}:{name}"] = float(overlap[k, t]) if k is not None else math.nan
+                row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
     return test
 
 
