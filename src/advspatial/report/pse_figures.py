@@ -69,7 +69,7 @@ def plot_pse_examples(
     drawn transparent). The white outline marks each CAM's top region.
     """
     n = x.shape[0]
-    fig = Figure(figsize=(11, 3.0 * n + 1.2), dpi=100)
+    fig = Figure(figsize=(11, 3.2 * n + 1.2), dpi=100)
     axes = fig.subplots(n, 4, squeeze=False)
     cmap = ListedColormap(TYPE_COLOURS)
     for i in range(n):
@@ -95,6 +95,7 @@ def plot_pse_examples(
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.subplots_adjust(hspace=0.45)  # room for the two-line titles
     return _save(fig, path)
 
 
