@@ -102,6 +102,7 @@ def test_metrics_are_computed_from_rows() -> None:
     assert m["region_accuracy"] == 0.5 and m["complement_accuracy"] == 0.0
     assert m["region_share"] == pytest.approx(0.6) and m["cam_energy_clean"] == pytest.approx(0.7)
     assert m["cam_energy_region_adv"] == pytest.approx(0.4), "NaN energies (all-zero Grad-CAM) are left out"
+    assert m["cam_zero_images"] == 1 and loc.model_metrics(rows, "pgd")["cam_zero_images"] == 0
 
 
 def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cnn, tmp_path) -> None:
@@ -205,7 +206,7 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         shares = [as_float(r["region_share"]) for r in group]
         assert m["region_share"] == pytest.approx(sum(shares) / len(shares))
         assert all(0.0 < s < 1.0 for s in shares) and 0.3 < m["region_share"] < 0.8, "Fashion-MNIST: ~half background"
-        energies = [as_float(r["cam_energy_region_adv"]) for r in group if r["cam_energy_region_adv"] not in ("", "nan")]
+        energies = [e for e in (as_float(r["cam_energy_region_adv"]) for r in group) if not math.isnan(e)]
         assert m["cam_energy_region_adv"] == pytest.approx(sum(energies) / len(energies))
         assert all(0.0 <= e <= 1.0 for e in energies)
         assert m["epochs"] == (config.natural_epochs if mode == "natural" else config.train_epochs)

@@ -73,8 +73,8 @@ class LocalizedConfig(ExperimentConfig):
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     figure_images: int = setting(4, "example images per figure")
 
-    QUICK = {"n": 24, "batch_size": 12, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
-             "train_limit": 512, "steps": 3, "figure_images": 3}
+    QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
+             "train_limit": 512, "steps": 3, "figure_images": 2}
 
     def validate(self) -> None:
         super().validate()
@@ -243,6 +243,8 @@ def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:
     out["region_share"] = mean_of([r["region_share"] for r in group])
     out["cam_energy_clean"] = mean_of([r["cam_energy_clean"] for r in group])
     out["cam_energy_region_adv"] = mean_of([r["cam_energy_region_adv"] for r in group])
+    out["cam_zero_images"] = float(sum(1 for r in group if r["cam_energy_clean"] != r["cam_energy_clean"]
+                                       or r["cam_energy_region_adv"] != r["cam_energy_region_adv"]))
     return out
 
 
@@ -329,7 +331,8 @@ def setup_section(ctx: ReportContext) -> Section:
     return Section("Setup", [
         f"Three {cfg.model} models trained on {limit} {cfg.dataset} training images: natural "
         f"({cfg.natural_epochs} epochs), PGD adversarial training (Madry; {cfg.train_epochs} epochs) and localized "
-        f"adversarial training ({cfg.train_epochs} epochs; loss = {1 - cfg.mix:g} x clean cross-entropy + {cfg.mix:g} x "
+        f"adversarial training ({cfg.train_epochs} epochs; loss = {1 - cfg.mix:g} x clean cross-entropy + "
+        f"{cfg.mix:g} x "
         f"cross-entropy of background-only PGD examples). Training attacks: PGD {budget_text(cfg)}, "
         f"{cfg.train_attack_steps} steps, random start.",
         f"Evaluation on the first {ctx.metrics['n']} test images: PGD {budget_text(cfg)}, {cfg.steps} steps of "
@@ -392,9 +395,12 @@ def gradcam_section(ctx: ReportContext) -> Section:
     cfg, models = ctx.config, ctx.metrics["models"]
     region, complement = region_names(cfg.mask)
     rows = [[mode, fmt(models[mode]["cam_energy_clean"]), fmt(models[mode]["cam_energy_region_adv"]),
-             fmt(models[mode]["cam_energy_region_adv"] - models[mode]["cam_energy_clean"])] for mode in MODES]
+             fmt(models[mode]["cam_energy_region_adv"] - models[mode]["cam_energy_clean"]),
+             int(models[mode]["cam_zero_images"])] for mode in MODES]
     table = Table(f"Share of the true class's Grad-CAM inside the {complement} (mean over images), before and after "
-                  f"the {region}-only attack", ["model", "clean", f"after {region}-only PGD", "change"], rows)
+                  f"the {region}-only attack",
+                  ["model", "clean", f"after {region}-only PGD", "change", "images left out (Grad-CAM all zero)"],
+                  rows)
     figures = []
     for mode in ("natural", "localized"):
         figures += example_figures(ctx, mode, region, complement)
@@ -434,18 +440,23 @@ def example_figures(ctx: ReportContext, mode: str, region: str, complement: str)
 
 def limits_section(ctx: ReportContext) -> Section:
     cfg = ctx.config
-    return Section("Limits", [
+    paragraphs = [
         f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD so "
         "that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, and the "
         "ranking of the three models, not the absolute numbers, is what this run shows.",
-        "One training seed and one evaluation seed: differences of a few points between models are within the "
-        "variation between seeds.",
+        "One training seed and one evaluation seed: differences of a few points between models may lie within the "
+        "seed-to-seed variation, which this run does not measure.",
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
-        "as background, and on the background an L-inf attack can only brighten (pixels are already 0).",
+        "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",
         "Grad-CAM on the last convolutional block is coarse (7x7 on 28x28 images); the foreground share of its "
         "energy is an indication of where the model looks, not ground truth.",
-    ], anchor="limits")
+    ]
+    if cfg.mask != "background":
+        paragraphs.append(f"The localized model is always trained against background-only examples (the dataset's "
+                          f"foreground masks); here it is evaluated with mask '{cfg.mask}', which it was not trained "
+                          "against.")
+    return Section("Limits", paragraphs, anchor="limits")
 
 
 def summary_table(config: LocalizedConfig, metrics: dict[str, Any]) -> str:
