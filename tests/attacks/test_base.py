@@ -165,3 +165,20 @@ def test_registry_names_and_parameter_errors(tiny_cnn):
         make_attack("pgd", model, epsilon=0.1)
     with pytest.raises(ConfigError, match="unknown attack"):
         make_attack("nope", model)
+
+
+def test_call_returns_run_images_without_the_extra_evaluations():
+    model = _bn_dropout_model().eval()
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    atk = _AddConstant(model, value=0.2)
+    x, y = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 2])
+    mask = torch.ones(6, 6)
+    mask[:3] = 0
+    direct = atk(x, y, mask=mask)
+    assert len(calls) == 0  # __call__ runs only perturb (which does not evaluate this model)
+    via_run = atk.run(x, y, mask=mask).x_adv
+    assert len(calls) == 2  # run adds the clean and the adversarial predictions
+    assert torch.equal(direct, via_run) and torch.equal(direct[..., :3, :], x[..., :3, :])
+    with pytest.raises(ShapeError, match="sample_ids"):
+        atk(x, y, sample_ids=torch.arange(2))

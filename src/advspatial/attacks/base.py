@@ -192,8 +192,20 @@ class Attack:
         self.seed = int(seed)
 
     # -- public API -------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return self.run(x, y, **kwargs).x_adv
+    def __call__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
+        sample_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The adversarial images alone: :meth:`run`'s ``x_adv`` without its two extra model evaluations."""
+        x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
+        with frozen_eval(self.model):
+            x_adv, _ = self.perturb(x, y, mask_full, target, ids)
+        return enforce_constraints(x, x_adv.detach(), mask_full)
 
     def run(
         self,
@@ -205,11 +217,7 @@ class Attack:
         sample_ids: torch.Tensor | None = None,
     ) -> AttackResult:
         """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
-        x, y, target = self._validate(x, y, target)
-        mask_full = prepare_mask(mask, x)
-        ids = torch.arange(x.shape[0]) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
-        if ids.shape != (x.shape[0],):
-            raise ShapeError(f"sample_ids must have shape ({x.shape[0]},), got {tuple(ids.shape)}")
+        x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
             with torch.no_grad():
                 clean_pred = self.model(x).argmax(1)
@@ -228,6 +236,18 @@ class Attack:
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------
+    def _prepare(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Validated ``(x, y, target, mask broadcast to x, sample_ids on the CPU)``."""
+        x, y, target = self._validate(x, y, target)
+        mask_full = prepare_mask(mask, x)
+        ids = torch.arange(x.shape[0]) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        if ids.shape != (x.shape[0],):
+            raise ShapeError(f"sample_ids must have shape ({x.shape[0]},), got {tuple(ids.shape)}")
+        return x, y, target, mask_full, ids
+
     def _validate(
         self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
