@@ -100,8 +100,9 @@ def test_metrics_are_computed_from_rows() -> None:
     m = loc.model_metrics(rows, "natural")
     assert m["images"] == 2 and m["clean_accuracy"] == 1.0 and m["full_accuracy"] == 0.5
     assert m["region_accuracy"] == 0.5 and m["complement_accuracy"] == 0.0
-    assert m["region_share"] == pytest.approx(0.6) and m["cam_energy_clean"] == pytest.approx(0.7)
-    assert m["cam_energy_region_adv"] == pytest.approx(0.4), "NaN energies (all-zero Grad-CAM) are left out"
+    assert m["region_share"] == pytest.approx(0.6)
+    # an image with an all-zero Grad-CAM (NaN share) before or after is left out of both means
+    assert m["cam_energy_clean"] == pytest.approx(0.6) and m["cam_energy_region_adv"] == pytest.approx(0.4)
     assert m["cam_zero_images"] == 1 and loc.model_metrics(rows, "pgd")["cam_zero_images"] == 0
 
 
@@ -206,9 +207,12 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         shares = [as_float(r["region_share"]) for r in group]
         assert m["region_share"] == pytest.approx(sum(shares) / len(shares))
         assert all(0.0 < s < 1.0 for s in shares) and 0.3 < m["region_share"] < 0.8, "Fashion-MNIST: ~half background"
-        energies = [e for e in (as_float(r["cam_energy_region_adv"]) for r in group) if not math.isnan(e)]
-        assert m["cam_energy_region_adv"] == pytest.approx(sum(energies) / len(energies))
-        assert all(0.0 <= e <= 1.0 for e in energies)
+        pairs = [(as_float(r["cam_energy_clean"]), as_float(r["cam_energy_region_adv"])) for r in group]
+        pairs = [p for p in pairs if not (math.isnan(p[0]) or math.isnan(p[1]))]
+        assert m["cam_zero_images"] == len(group) - len(pairs)
+        for k, key in enumerate(("cam_energy_clean", "cam_energy_region_adv")):
+            assert m[key] == pytest.approx(sum(p[k] for p in pairs) / len(pairs)) if pairs else math.isnan(m[key])
+        assert all(0.0 <= e <= 1.0 for p in pairs for e in p)
         assert m["epochs"] == (config.natural_epochs if mode == "natural" else config.train_epochs)
         assert Path(m["checkpoint"]).is_file()
     assert set(metrics["timings"]) >= {f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}

@@ -241,10 +241,12 @@ def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:
         if f"{cond}_pred" in group[0]:
             out[f"{cond}_accuracy"] = mean_of([float(r[f"{cond}_pred"] == r["label"]) for r in group])
     out["region_share"] = mean_of([r["region_share"] for r in group])
-    out["cam_energy_clean"] = mean_of([r["cam_energy_clean"] for r in group])
-    out["cam_energy_region_adv"] = mean_of([r["cam_energy_region_adv"] for r in group])
-    out["cam_zero_images"] = float(sum(1 for r in group if r["cam_energy_clean"] != r["cam_energy_clean"]
-                                       or r["cam_energy_region_adv"] != r["cam_energy_region_adv"]))
+    # before/after means over the same images: those whose Grad-CAM is not all zero on either image
+    both = [r for r in group if r["cam_energy_clean"] == r["cam_energy_clean"]
+            and r["cam_energy_region_adv"] == r["cam_energy_region_adv"]]
+    out["cam_energy_clean"] = mean_of([r["cam_energy_clean"] for r in both])
+    out["cam_energy_region_adv"] = mean_of([r["cam_energy_region_adv"] for r in both])
+    out["cam_zero_images"] = float(len(group) - len(both))
     return out
 
 
