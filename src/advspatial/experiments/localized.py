@@ -62,7 +62,7 @@ class LocalizedConfig(ExperimentConfig):
     natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model)")
     train_epochs: int = setting(3, "epochs of the adversarially trained models (pgd, localized)")
     train_attack_steps: int = setting(5, "PGD steps that make the training examples")
-    train_limit: int = setting(0, "training images used (the first ones; 0 = all 60000)")
+    train_limit: int = setting(0, "training images used (the first ones; 0 = all)")
     eps: float = setting(0.1, "attack budget for training and evaluation (L-inf: max change per pixel)")
     norm: str = setting("linf", "norm of the budget: linf or l2")
     steps: int = setting(20, "PGD steps of the evaluation attacks")
