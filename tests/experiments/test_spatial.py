@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from advspatial.errors import ConfigError
@@ -26,7 +27,7 @@ from advspatial.experiments import get_experiment, resolve_config, run_experimen
 
 from conftest import needs_fashion_mnist
 
-pytestmark = [pytest.mark.slow, needs_fashion_mnist]
+pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 
 SETTINGS = {"n": 12, "batch_size": 6, "onepixel_n": 6, "prior_n": 12, "figure_images": 2}
 SECTIONS = ["setup", "attacks", "where-they-act", "overlap-vs-baseline", "defence", "limits", "config"]
@@ -146,7 +147,10 @@ def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weight
     args = [sys.executable, "-m", "advspatial.cli", "run", "--quick", "--no-progress", "--out", str(out),
             "--model", str(lenet_weights), "--arch", "lenet5"]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # Same intra-op thread count as this process: float reductions (and so the last bits of
+    # every number) depend on it; identical results are promised for identical settings.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env=env)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if len(list((out / "stages" / "attack").rglob("*.pt"))) >= 3:
@@ -159,7 +163,7 @@ def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weight
     assert killed, f"run ended before it could be interrupted: {proc.stderr.read().decode()[-2000:]}"
     assert not (out / "metrics.json").exists()
     resumed = subprocess.run([sys.executable, "-m", "advspatial.cli", "run", "--resume", str(out), "--no-progress"],
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (out / "per_image.csv").read_text() == (reference / "per_image.csv").read_text()
     m_ref = json.loads((reference / "metrics.json").read_text())
