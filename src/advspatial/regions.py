@@ -338,6 +338,47 @@ def _statistics(
     }
 
 
+def pairwise_statistics(
+    importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor,
+    imp_rank: torch.Tensor, att_rank: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Every statistic for every (RoI image j, RoA image i) pair: (N,N) matrices, entry [j, i].
+
+    Same definitions and NaN rules as :func:`overlap_statistics` (whose values are
+    the diagonal), but computed with matrix products: O(N^2 P) once instead of
+    O(B N P) per permutation, so a permutation test only gathers entries.
+    """
+    r = roi.flatten(1).double()
+    q = roa.flatten(1).double()
+    a = attack.flatten(1).double()
+    inter = r @ q.T
+    size_r, size_q = r.sum(1, keepdim=True), q.sum(1)[None, :]
+    peak = a.amax(1)
+    top = (a == peak[:, None]).double()
+    hits = r @ top.T
+    pointing = hits / top.sum(1)[None, :]
+    return {
+        "iou": _nan_div(inter, size_r + size_q - inter).float(),
+        "dice": _nan_div(2 * inter, size_r + size_q).float(),
+        "energy_in_roi": _nan_div(r @ a.T, a.sum(1)[None, :].expand_as(inter)).float(),
+        "pointing_game": torch.where(peak[None, :] > 0, pointing, torch.full_like(pointing, math.nan)).float(),
+        "spearman": _pearson_matrix(imp_rank, att_rank),
+        "pearson": _pearson_matrix(importance.flatten(1), attack.flatten(1)),
+    }
+
+
+def _pearson_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,N) Pearson correlation of row j of ``a`` with row i of ``b`` (NaN if either is constant)."""
+    x = a.double() - a.double().mean(1, keepdim=True)
+    y = b.double() - b.double().mean(1, keepdim=True)
+    den = x.norm(dim=1)[:, None] * y.norm(dim=1)[None, :]
+    return _nan_div(x @ y.T, den).clamp(-1, 1).float()
+
+
+#: above this many images the (N,N) pair matrices are not built; permutations are evaluated one by one
+PAIRWISE_MAX_IMAGES = 3000
+
+
 # -- permutation baseline ----------------------------------------------------------
 
 @dataclass
@@ -421,13 +462,18 @@ def permutation_test(
         groups = torch.zeros(n, dtype=torch.int64)
     gen = torch.Generator().manual_seed(int(seed))
     imp_rank, att_rank = average_ranks(importance.flatten(1)), average_ranks(attack.flatten(1))
+    pairs = pairwise_statistics(importance, attack, roi, roa, imp_rank, att_rank) if n <= PAIRWISE_MAX_IMAGES else None
+    columns = torch.arange(n, device=importance.device)
     values: dict[str, list[torch.Tensor]] = {s: [] for s in statistics}
     valid = None
     for _ in range(int(n_permutations)):
         partner = random_derangement(groups, gen)
         valid = partner >= 0
         src = partner.clamp_min(0).to(importance.device)
-        perm_stats = _statistics(importance[src], attack, roi[src], roa, imp_rank[src], att_rank)
+        if pairs is not None:
+            perm_stats = {s: pairs[s][src, columns] for s in statistics}
+        else:
+            perm_stats = _statistics(importance[src], attack, roi[src], roa, imp_rank[src], att_rank)
         for s in statistics:
             values[s].append(torch.where(valid.to(src.device), perm_stats[s], torch.full_like(perm_stats[s], math.nan)))
     assert valid is not None

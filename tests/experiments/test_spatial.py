@@ -100,6 +100,12 @@ def test_metrics_agree_with_per_image_rows(finished_run) -> None:
             tag, what = column.split(":")
             recomputed = mean([float(r[f"{tag}:pred_{what}"] == r["label"]) for r in group])
             assert close(accuracy, recomputed), (name, column)
+    first = [r for r in rows if r["attack"] == "fgsm"]
+    assert set(metrics["clean_cost"]) == {"gradient:defended_clean", "gradient:random_clean",
+                                          "prior:defended_clean", "prior:random_clean"}
+    for column, accuracy in metrics["clean_cost"].items():
+        tag, what = column.split(":")
+        assert close(accuracy, mean([float(r[f"{tag}:pred_{what}"] == r["label"]) for r in first]))
     assert close(metrics["clean_accuracy"],
                  mean([float(r["correct"] == "True") for r in rows if r["attack"] == "fgsm"]))
 

@@ -43,7 +43,9 @@ class DefenceEvaluation:
     - ``pred_oracle_upper_bound``: the oracle region with the clean pixels put back.
     - ``n_region_oracle``: pixels in the oracle region.
 
-    The oracle columns are None when no oracle regions were given.
+    The oracle columns are None when no oracle regions were given; the clean-cost
+    columns are None with ``clean=False`` (they do not depend on the attack, so a
+    caller evaluating several attacks computes them once).
     """
 
     label: torch.Tensor
@@ -52,10 +54,10 @@ class DefenceEvaluation:
     pred_defended_adv: torch.Tensor
     pred_random_adv: torch.Tensor
     pred_upper_bound_adv: torch.Tensor
-    pred_defended_clean: torch.Tensor
-    pred_random_clean: torch.Tensor
     n_region_adv: torch.Tensor
-    n_region_clean: torch.Tensor
+    pred_defended_clean: torch.Tensor | None = None
+    pred_random_clean: torch.Tensor | None = None
+    n_region_clean: torch.Tensor | None = None
     pred_oracle_adv: torch.Tensor | None = None
     pred_oracle_random_adv: torch.Tensor | None = None
     pred_oracle_upper_bound: torch.Tensor | None = None
@@ -94,6 +96,7 @@ def evaluate_defence(
     *,
     seed: int = 0,
     batch_size: int = 256,
+    clean: bool = True,
 ) -> DefenceEvaluation:
     """Evaluate the defence on clean and adversarial images; see :class:`DefenceEvaluation`.
 
@@ -131,7 +134,7 @@ def evaluate_defence(
                 add("label", y[sl])
                 add("pred_clean", _predict(model, xb))
                 add("pred_adv", _predict(model, ab))
-                for tag, images in (("adv", ab), ("clean", xb)):
+                for tag, images in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
                     region = defended.select(images, sample_ids=ids).neutralized
                     control = random_region_like(region, seed, sample_ids=ids)
                     add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
@@ -149,6 +152,7 @@ def evaluate_defence(
                     add("n_region_oracle", region.flatten(1).sum(1))
     if n == 0:
         empty = torch.zeros(0, dtype=torch.long)
-        names = [f.name for f in fields(DefenceEvaluation) if oracle or "oracle" not in f.name]
+        names = [f.name for f in fields(DefenceEvaluation)
+                 if (oracle or "oracle" not in f.name) and (clean or not f.name.endswith("_clean"))]
         return DefenceEvaluation(**{k: empty for k in names})
     return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})

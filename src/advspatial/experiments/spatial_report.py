@@ -127,14 +127,19 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
                ("gradient:random_adv", "its random control"), ("prior:defended_adv", "deployable (class prior)"),
                ("prior:random_adv", "its random control"), ("gradient:oracle_adv", "oracle (true delta)"),
                ("gradient:oracle_random_adv", "oracle control (random in RoA)"),
-               ("gradient:upper_bound_adv", "upper bound (clean pixels back)"),
-               ("gradient:defended_clean", "clean cost: defended clean"), ("gradient:random_clean", "control on clean")]
+               ("gradient:upper_bound_adv", "upper bound (clean pixels back)")]
     rows = []
     for name, m in metrics["attacks"].items():
         d = m["defence"]
         rows.append([name] + [fmt(d.get(key, math.nan)) for key, _ in columns])
     table = Table(f"Accuracy on each attack's images under the defence (fill {cfg.fill}, fraction {cfg.fraction})",
                   ["attack"] + [label for _, label in columns], rows)
+    cost = metrics["clean_cost"]
+    clean_table = Table("Clean cost: accuracy on clean images with the deployable defence on",
+                        ["defence", "defended", "random control of equal size", "undefended"],
+                        [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)),
+                          fmt(cost.get(f"{tag}:random_clean", math.nan)), fmt(metrics["clean_accuracy"])]
+                         for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
     ad = metrics["adaptive"]
     adaptive = Table(f"Adaptive attacks against the deployable defence (L-inf eps {cfg.eps_linf}, {cfg.adaptive_steps} steps)",
                      ["attack", "accuracy of the defended model", "accuracy of the undefended model"],
@@ -154,7 +159,7 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
     figure = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, ctx.rundir.figures / "defence-sweep.png",
                                 undefended_adv=d["gradient:adv"], clean_accuracy=metrics["clean_accuracy"],
                                 attack_name=cfg.defence_attack)
-    return Section("Defence", paragraphs, tables=[table, adaptive],
+    return Section("Defence", paragraphs, tables=[table, clean_table, adaptive],
                    figures=[Figure(figure, "Sweep over the neutralized fraction and the fill; dashed: random control.")],
                    anchor="defence")
 
