@@ -75,6 +75,7 @@ class SpatialConfig(ExperimentConfig):
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "mean", "blur", "inpaint"], "fills compared in the sweep")
     fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "neutralized fractions of the sweep")
+    inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)")
     defence_attack: str = setting("pgd", "attack whose examples feed the sweep and the adaptive attacks")
     prior_n: int = setting(500, "training images for the per-class prior of the deployable defence")
     adaptive_steps: int = setting(10, "steps of the adaptive attacks")
@@ -110,7 +111,7 @@ class SpatialConfig(ExperimentConfig):
             check_range("fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("eps_linf", self.eps_linf, 0, 1)
         check_range("eps_l2", self.eps_l2, 0)
-        for name in ("steps", "cw_steps", "cw_search_steps", "onepixel_n", "onepixel_popsize", "onepixel_steps",
+        for name in ("steps", "cw_steps", "cw_search_steps", "inpaint_iterations", "onepixel_n", "onepixel_popsize", "onepixel_steps",
                      "contribution_steps", "permutations", "permutation_images", "prior_n", "adaptive_steps"):
             check_range(name, getattr(self, name), 1)
         check_range("figure_images", self.figure_images, 0)
@@ -242,9 +243,12 @@ def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, N
 
 
 def fill_params(ctx: Context, fill: str) -> dict[str, Any]:
-    if fill != "mean":
-        return {}
-    return {"dataset_mean": dataset_mean(ctx)}
+    """Extra parameters of a fill: the training-set mean for ``mean``, the sweep count for ``inpaint``."""
+    if fill == "mean":
+        return {"dataset_mean": dataset_mean(ctx)}
+    if fill == "inpaint":
+        return {"iterations": ctx.config.inpaint_iterations}
+    return {}
 
 
 def dataset_mean(ctx: Context) -> torch.Tensor:
