@@ -60,7 +60,7 @@ class LocalizedConfig(ExperimentConfig):
     """Settings of the localized experiment (METHODS §4); every one is a CLI option."""
 
     natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model)")
-    train_epochs: int = setting(3, "epochs of the adversarially trained models (pgd, localized)")
+    train_epochs: int = setting(2, "epochs of the adversarially trained models (pgd, localized)")
     train_attack_steps: int = setting(5, "PGD steps that make the training examples")
     train_limit: int = setting(0, "training images used (the first ones; 0 = all)")
     eps: float = setting(0.1, "attack budget for training and evaluation (L-inf: max change per pixel)")
