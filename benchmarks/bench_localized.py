@@ -42,8 +42,8 @@ def run(args: argparse.Namespace, cache: Path, out: Path) -> dict[str, object]:
         overrides["n"] = args.n
     if args.train_epochs is not None:
         overrides["train_epochs"] = args.train_epochs
-    config = resolve_config(get_experiment("localized"), None, overrides, quick=False)
-    result, _ = run_experiment("localized", config)
+    config = resolve_config(get_experiment("localized-training"), None, overrides, quick=False)
+    result, _ = run_experiment("localized-training", config)
     print(result.summary)
     return result.metrics
 

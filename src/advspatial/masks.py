@@ -84,7 +84,9 @@ def attack_mask(
     x = data.images(index)
     y = data.labels[index]
     if spec in ("background", "foreground"):
-        if data.masks is not None:  # exact (synthetic-shapes) or x > tau (MNIST-like loaders)
+        exact = data.masks is not None and data.name not in ("mnist", "fashion-mnist")
+        if exact or (data.masks is not None and tau == BACKGROUND_TAU):
+            # exact masks (synthetic-shapes), or the loaders' own x > tau masks at the default tau
             background = ~data.masks[index]
         elif x.shape[1] == 1:
             background = threshold_background(x, tau)

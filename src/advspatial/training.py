@@ -132,6 +132,8 @@ class TrainConfig:
         if self.mode == "natural":
             for name in ("eps", "norm", "attack_steps", "mix"):
                 fields.pop(name)
+        elif self.mode == "pgd":
+            fields.pop("mix")  # Madry training uses adversarial examples only
         return fields
 
     def key(self) -> str:

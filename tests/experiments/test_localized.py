@@ -61,11 +61,11 @@ def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
 ])
 def test_invalid_settings_are_rejected_before_any_work(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        resolve_config(get_experiment("localized"), None, values, quick=False)
+        resolve_config(get_experiment("localized-training"), None, values, quick=False)
 
 
 def test_l2_budget_may_exceed_one() -> None:
-    config = resolve_config(get_experiment("localized"), None, {"norm": "l2", "eps": 1.5}, quick=False)
+    config = resolve_config(get_experiment("localized-training"), None, {"norm": "l2", "eps": 1.5}, quick=False)
     assert loc.eval_attack(torch.nn.Linear(1, 1), config).norm == "l2"
 
 
@@ -141,10 +141,10 @@ def quick_run(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setenv("ADVSPATIAL_CACHE", str(root / "cache"))
     patch.setattr(training, "evaluate_accuracy", lambda model, dataset: -1.0)
-    config = resolve_config(get_experiment("localized"), None, {"out": str(root / "run"), "progress": False},
+    config = resolve_config(get_experiment("localized-training"), None, {"out": str(root / "run"), "progress": False},
                             quick=True)
     try:
-        result, rundir = run_experiment("localized", config)
+        result, rundir = run_experiment("localized-training", config)
         yield result, rundir.path, config, patch
     finally:
         patch.undo()
@@ -182,7 +182,7 @@ def test_quick_run_writes_every_result(quick_run) -> None:
     result, path, config, _ = quick_run
     for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
         assert (path / name).is_file(), name
-    assert yaml.safe_load((path / "config.yaml").read_text())["experiment"] == "localized"
+    assert yaml.safe_load((path / "config.yaml").read_text())["experiment"] == "localized-training"
     assert {p.name for p in (path / "figures").glob("*.png")} == FIGURES
     rows = read_rows(path / "per_image.csv")
     assert len(rows) == 3 * config.n
@@ -245,7 +245,7 @@ def test_resume_after_lost_stages_gives_identical_rows(quick_run) -> None:
     (path / "per_image.csv").unlink()
     (path / "metrics.json").unlink()
     with pytest.raises(ConfigError, match="already holds a run"):
-        run_experiment("localized", config)
-    run_experiment("localized", config, resume=True)  # models come from the cache, lost stages are recomputed
+        run_experiment("localized-training", config)
+    run_experiment("localized-training", config, resume=True)  # models come from the cache, lost stages are recomputed
     assert all(stage.is_file() for stage in lost)
     assert (path / "per_image.csv").read_text() == before

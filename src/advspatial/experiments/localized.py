@@ -259,7 +259,7 @@ def region_names(spec: str) -> tuple[str, str]:
 
 # -- the experiment --------------------------------------------------------------------
 
-@register_experiment("localized", LocalizedConfig,
+@register_experiment("localized-training", LocalizedConfig,
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training")
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
