@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import torch
@@ -56,8 +58,10 @@ def load_idx_pair(images_path: Path, labels_path: Path, name: str, class_names: 
     pixels = torch.from_numpy(images.copy()).unsqueeze(1)
     if pixels.dtype != torch.uint8:
         pixels = pixels.to(torch.float32)
-    scale = 255.0 if pixels.dtype == torch.uint8 else 1.0
-    masks = pixels[:, 0].to(torch.float32) / scale > BACKGROUND_THRESHOLD  # foreground: x > tau
+    if pixels.dtype == torch.uint8:  # x/255 > tau  <=>  x > 255*tau, compared without a float copy
+        masks = pixels[:, 0] > math.floor(255 * BACKGROUND_THRESHOLD)
+    else:
+        masks = pixels[:, 0] > BACKGROUND_THRESHOLD  # foreground: x > tau
     return ImageDataset(name, pixels, torch.from_numpy(labels.astype("int64")), class_names, masks=masks)
 
 
