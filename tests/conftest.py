@@ -95,7 +95,7 @@ def trained_tiny_cnn():
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
-    """Under pytest-xdist each worker gets one intra-op thread: 2 workers x 1 thread on 2 cores,
-    instead of oversubscribing the machine."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
+    """One intra-op torch thread for the whole session: the tests use tiny models and small ops,
+    and with pytest-xdist (2 workers on 2 cores) more threads only oversubscribe the machine;
+    OpenMP waits then made small tests up to 25x slower."""
+    torch.set_num_threads(1)

@@ -41,15 +41,10 @@ def _registries() -> dict[str, Callable[[], dict[str, str]]]:
         return out
 
     def maps() -> dict[str, str]:
-        from .maps import list_attack_maps, list_importance_methods
-        from .maps import attack as attack_maps
-        from .maps import importance as importance_maps
+        from .maps import describe_attack_maps, describe_importance_methods
 
-        def first_line(fn: Any) -> str:
-            return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-
-        out = {f"importance:{k}": first_line(importance_maps._METHODS[k]) for k in list_importance_methods()}
-        out.update({f"attack-map:{k}": first_line(attack_maps._KINDS[k]) for k in list_attack_maps()})
+        out = {f"importance:{k}": v for k, v in describe_importance_methods().items()}
+        out.update({f"attack-map:{k}": v for k, v in describe_attack_maps().items()})
         return out
 
     def experiments() -> dict[str, str]:

@@ -11,15 +11,6 @@ from advspatial.attacks.cw import CarliniWagnerL2, from_tanh_space, to_tanh_spac
 from advspatial.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, small ops: one torch thread. Two threads on a loaded 2-core machine made
-    these tests up to 25x slower (OpenMP waits), the reference libraries' per-image loops most."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _linear(dim: int = 16, seed: int = 1) -> nn.Module:
     torch.manual_seed(seed)

@@ -11,15 +11,6 @@ from advspatial.attacks.fgsm import FGSM, attack_loss
 from advspatial.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, small ops: one torch thread. Two threads on a loaded 2-core machine made
-    these tests up to 25x slower (OpenMP waits), the reference libraries' per-image loops most."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def linear_model(dim: int = 16, classes: int = 2, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)

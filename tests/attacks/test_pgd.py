@@ -13,15 +13,6 @@ from advspatial.attacks.pgd import PGD, PGDL2
 from advspatial.errors import ConfigError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, small ops: one torch thread. Two threads on a loaded 2-core machine made
-    these tests up to 25x slower (OpenMP waits), the reference libraries' per-image loops most."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _batch(channels: int = 1, size: int = 12, n: int = 8, seed: int = 0):
     g = torch.Generator().manual_seed(seed)

@@ -19,15 +19,6 @@ from advspatial.attacks.fgsm import FGSM
 from advspatial.attacks.pgd import PGD, PGDL2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models, small ops: one torch thread. Two threads on a loaded 2-core machine made
-    these tests up to 25x slower (OpenMP waits), the reference libraries' per-image loops most."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 ATTACKS = {
     "fgsm": (FGSM, dict(eps=0.1)),
     "pgd": (PGD, dict(eps=0.1, alpha=0.04, steps=3)),

@@ -304,7 +304,9 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         resolved.append(spec)
         return trained_tiny_cnn
 
-    monkeypatch.setattr(perceptual, "resolve_model", fake_resolve)
+    import advspatial.training
+
+    monkeypatch.setattr(advspatial.training, "resolve_model", fake_resolve)
     out = tmp_path / "run"
     values = {**PerceptualConfig.QUICK, "out": str(out), "progress": False, "device": "cpu"}
     config = config_from_mapping(PerceptualConfig, values)

@@ -12,14 +12,19 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+import torch
 import yaml
+from torch import nn
+
+from ..data import ImageDataset
 
 from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import RunDir, atomic_write_text
@@ -103,6 +108,51 @@ def get_experiment(name: str) -> Experiment:
 
 def experiments() -> dict[str, Experiment]:
     return dict(sorted(_REGISTRY.items()))
+
+
+def mean_of(values: list[float]) -> float:
+    """Mean of the non-NaN values (NaN when there is none): metrics are computed from per-image rows with it."""
+    finite = [v for v in values if v == v]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+# -- the context every experiment works in ---------------------------------------------
+
+@dataclass
+class ExperimentContext:
+    """The model, the first ``n`` test images, the run directory and the deterministic batches."""
+
+    config: Any
+    rundir: RunDir
+    model: nn.Module
+    data: ImageDataset
+    device: torch.device
+    slices: list[slice]
+
+    def batch(self, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images on the device, labels on the device, dataset indices) of one batch slice."""
+        return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), torch.arange(sl.start, sl.stop)
+
+    def derive(self, cls: type[C], **extra: Any) -> C:
+        """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **extra)
+
+
+C = TypeVar("C", bound=ExperimentContext)
+
+
+def prepare_context(config: ExperimentConfig, rundir: RunDir) -> ExperimentContext:
+    """Seed, pick the device, load (or train and cache) the model and the first ``config.n`` test images."""
+    from ..data import load_dataset
+    from ..runtime import batch_slices, pick_device
+    from ..training import resolve_model
+
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
+                          device=device, progress=config.progress).eval()
+    data = load_dataset(config.dataset, "test").head(config.n)
+    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 
 # -- config: dataclass <-> dict / YAML ------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..data import load_dataset
 from ..report.html import Section, Table
 from ..runtime import RunDir, pick_device
-from ..training import TrainConfig, evaluate_accuracy, get_or_train
+from ..training import TrainConfig, get_or_train
 from .base import ExperimentConfig, ExperimentResult, register_experiment
 
 

@@ -47,7 +47,7 @@ from ..report.html import Figure, Section, Table
 from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
 from ..runtime import RunDir, batch_slices, model_device, pick_device
 from ..training import TrainConfig, TrainedModel, get_or_train
-from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
 
 #: the three training modes compared, in table order
 MODES = ("natural", "pgd", "localized")
@@ -225,12 +225,6 @@ def model_rows(name: str, data: ImageDataset, ev: ModelEvaluation) -> list[dict[
     cols["cam_energy_region_adv"] = ev.cam_energy_adv.tolist()
     return [{"model": name, "index": i, "label": labels[i], **{k: v[i] for k, v in cols.items()}}
             for i in range(len(labels))]
-
-
-def mean_of(values: list[float]) -> float:
-    """Mean of the finite values (NaN when there are none)."""
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:

@@ -48,14 +48,14 @@ from tqdm.auto import tqdm
 
 from ..analysis.ssim import ssim, ssim_map
 from ..attacks import Attack, make_attack
-from ..data import ImageDataset, load_dataset
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import importance_map, list_importance_methods
 from ..regions import PermutationResult, binarize, overlap_statistics, permutation_test
 from ..report.html import Figure, Section, Table
-from ..runtime import RunDir, batch_slices, pick_device
-from ..training import resolve_model
-from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from ..runtime import RunDir, batch_slices
+from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
+from .base import ExperimentContext as Context
+from .base import prepare_context
 
 ATTACKS = ("ssim-ball", "pgd")
 #: the statistics reported, and the name :func:`advspatial.regions.overlap_statistics` gives each
@@ -221,25 +221,11 @@ def map_statistics(
 
 # -- the per-batch pipeline ------------------------------------------------------------
 
-@dataclass
-class Context:
-    config: PerceptualConfig
-    rundir: RunDir
-    model: nn.Module
-    data: ImageDataset
-    device: torch.device
-    slices: list[slice]
-
-
-def batch_inputs(ctx: Context, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return ctx.data.images(sl).to(ctx.device), ctx.data.labels[sl].to(ctx.device), torch.arange(sl.start, sl.stop)
-
-
 def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
     """Clean predictions and the CAM of the true class on the clean images of batch b (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = batch_inputs(ctx, ctx.slices[b])
+        x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
         cam = importance_map(ctx.config.importance, ctx.model, x, target="true", y=y, batch_size=len(x))
@@ -252,7 +238,7 @@ def attack_stage(ctx: Context, stage: str, attack: Attack, sl: slice) -> dict[st
     """Run ``attack`` on the images of ``sl``; keep what the rows need plus the SSIM per image (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = batch_inputs(ctx, sl)
+        x, y, ids = ctx.batch(sl)
         result = attack.run(x, y, sample_ids=ids)
         with torch.no_grad():
             values = ssim(x, result.x_adv)
@@ -356,11 +342,6 @@ def collect_examples(examples: dict[str, list], limit: int, x: torch.Tensor, y: 
 
 # -- aggregation: metrics from the rows -----------------------------------------------------
 
-def mean_of(values: list[float]) -> float:
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 def attack_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
     """Summary of one attack, computed from its per-image rows only (so the two always agree)."""
     group = [r for r in rows if r["attack"] == name]
@@ -403,12 +384,7 @@ def permutation_metrics(permutation: dict[str, dict[str, PermutationResult]]) ->
 @register_experiment("perceptual", PerceptualConfig,
                      "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps")
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress)
-    data = load_dataset(config.dataset, "test").head(config.n)
-    ctx = Context(config, rundir, model.eval(), data, device, list(batch_slices(len(data), config.batch_size)))
+    ctx = prepare_context(config, rundir)
     for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, CAM of the true class",
                   disable=not config.progress, unit="batch"):
         clean_batch(ctx, b)

@@ -43,13 +43,12 @@ from ..analysis.propagation import (
     DepthRow, MeanPropagation, PropagationMap, average_propagation, depth_summary, propagation_maps,
 )
 from ..attacks import Attack, AttackResult, make_attack
-from ..data import ImageDataset, load_dataset
 from ..errors import ConfigError, ShapeError, check_range
 from ..report.html import Figure, Section, Table
 from ..report.propagation_figures import plot_depth_curves, plot_locality, plot_propagation_strip
-from ..runtime import RunDir, batch_slices, pick_device
-from ..training import resolve_model
+from ..runtime import RunDir
 from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from .base import ExperimentContext, prepare_context
 
 
 @dataclass
@@ -215,14 +214,10 @@ class PropagationTotals:
 # -- the per-batch pipeline ------------------------------------------------------------
 
 @dataclass
-class Context:
-    config: PropagationConfig
-    rundir: RunDir
-    model: nn.Module
-    data: ImageDataset
-    device: torch.device
-    slices: list[slice]
-    layers: list[str]
+class Context(ExperimentContext):
+    """The common context plus the recorded layers."""
+
+    layers: list[str] = field(default_factory=list)
 
 
 def build_attack(model: nn.Module, k: int, config: PropagationConfig) -> Attack:
@@ -430,13 +425,9 @@ def resolve_layers(model: nn.Module, patterns: Sequence[str]) -> list[str]:
 @register_experiment("propagation", PropagationConfig,
                      "one-pixel (k-pixel) attacks: propagation maps through the layers and the locality test")
 def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResult:
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress).eval()
-    data = load_dataset(config.dataset, "test").head(config.n)
-    ctx = Context(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)),
-                  resolve_layers(model, config.layers))
+    base = prepare_context(config, rundir)
+    ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))
+    data = ctx.data
     rows: list[dict[str, Any]] = []
     summaries = [process_k(ctx, k, rows) for k in config.pixels_list]
     metrics = {
@@ -588,7 +579,7 @@ def locality_section(ctx: Context, metrics: dict[str, Any]) -> Section:
 
 
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg, budget = ctx.config, metrics["budget"]
+    budget = metrics["budget"]
     return Section("Limits", [
         f"The DE budget (population {budget['popsize']}, {budget['maxiter']} generations) is below the literature's "
         "400 x 75 to keep the default run short on a CPU; success rates are lower bounds of what a larger search "

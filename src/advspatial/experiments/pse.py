@@ -46,13 +46,14 @@ from ..analysis.pse import METHODS as PSE_METHODS
 from ..analysis.pse import TYPE_NAMES, PSEResult, group_type_map, promotion_suppression, pse_vs_cam
 from ..analysis.units import RANK_BY, UnitChange, masking_curve, rank_sensitive_units, unit_activation_change
 from ..attacks import Attack, AttackResult, make_attack
-from ..data import ImageDataset, dataset_spec, load_dataset
+from ..data import dataset_spec, load_dataset
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import declared_cam_layer, find_feature_layer, importance_map, list_importance_methods
 from ..report.html import Figure, Section, Table
-from ..runtime import RunDir, batch_slices, make_generator, pick_device
+from ..runtime import RunDir, batch_slices, make_generator
 from ..training import resolve_model
-from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
+from .base import ExperimentContext, prepare_context
 
 MODES = ("untargeted", "targeted")
 TARGET_MODES = ("random", "least-likely", "next")
@@ -257,15 +258,11 @@ def count_units(model: nn.Module, layer: str, probe: torch.Tensor) -> int:
 # -- the run ---------------------------------------------------------------------------
 
 @dataclass
-class Context:
-    config: PSEConfig
-    rundir: RunDir
-    model: nn.Module
-    data: ImageDataset
-    device: torch.device
-    slices: list[slice]
-    layer: str
-    units: int
+class Context(ExperimentContext):
+    """The common context plus the unit layer and its number of units."""
+
+    layer: str = ""
+    units: int = 0
 
 
 def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
@@ -280,15 +277,11 @@ def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
     return make_attack(name, model, seed=config.seed, **params.get(name, {}))
 
 
-def batch_inputs(ctx: Context, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return ctx.data.images(sl).to(ctx.device), ctx.data.labels[sl].to(ctx.device), torch.arange(sl.start, sl.stop)
-
-
 def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
     """Clean logits and CAM of the true class, CAM_t0(x) (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = batch_inputs(ctx, ctx.slices[b])
+        x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             logits = ctx.model(x)
         cam = importance_map(ctx.config.cam, ctx.model, x, target=y, batch_size=len(x))
@@ -299,7 +292,7 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
 
 def attack_batch(ctx: Context, variant: str, attack: Attack, b: int, target: torch.Tensor | None) -> AttackResult:
     def compute() -> dict[str, Any]:
-        x, y, ids = batch_inputs(ctx, ctx.slices[b])
+        x, y, ids = ctx.batch(ctx.slices[b])
         t = None if target is None else target.to(ctx.device)
         result = attack.run(x, y, target=t, sample_ids=ids).to("cpu")
         return {k: getattr(result, k) for k in result.__dataclass_fields__}
@@ -322,7 +315,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple
     cfg = ctx.config
 
     def compute() -> dict[str, Any]:
-        x, y, _ = batch_inputs(ctx, ctx.slices[b])
+        x, y, _ = ctx.batch(ctx.slices[b])
         x_adv, t = result.x_adv.to(ctx.device), adversarial_class(result).to(ctx.device)
         pse = promotion_suppression(ctx.model, x, x_adv, y, t, block=cfg.block, method=cfg.pse_method,
                                     kappa=cfg.kappa, batch_size=cfg.pair_batch)
@@ -338,7 +331,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple
 
 def units_batch(ctx: Context, variant: str, b: int, result: AttackResult, ok: torch.Tensor) -> UnitSums:
     def compute() -> dict[str, Any]:
-        x, _, _ = batch_inputs(ctx, ctx.slices[b])
+        x, _, _ = ctx.batch(ctx.slices[b])
         sums = sensitive_units_in_batch(ctx.model, ctx.layer, x, result.x_adv.to(ctx.device), ok.to(ctx.device),
                                         ctx.units)
         return {k: getattr(sums, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}
@@ -351,7 +344,7 @@ def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult, rank
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = batch_inputs(ctx, ctx.slices[b])
+        x, y, _ = ctx.batch(ctx.slices[b])
         curve = masking_curve(ctx.model, ctx.layer, ranked, x, y, result.x_adv.to(ctx.device),
                               n_random=cfg.mask_random, seed=cfg.seed, batch_size=len(x))
         return {k: getattr(curve, k) for k in curve.__dataclass_fields__}
@@ -525,11 +518,6 @@ def run_dissection(ctx: Context) -> DissectionSummary | None:
 
 
 # -- metrics from rows -----------------------------------------------------------------
-
-def mean_of(values: list[float]) -> float:
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
-
 
 def variant_metrics(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
     """Summary of one attack variant, computed from its per-image rows only."""
@@ -797,15 +785,11 @@ def summary_text(metrics: dict[str, Any]) -> str:
                      "Promotion-suppression effect: group types of perturbations, CAM overlap, "
                      "unit sensitivity, unit masking and dissection")
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress).eval()
-    data = load_dataset(config.dataset, "test").head(config.n)
-    probe = data.images(slice(0, 1)).to(device)
+    base = prepare_context(config, rundir)
+    data, model = base.data, base.model
+    probe = data.images(slice(0, 1)).to(base.device)
     layer = cam_layer_name(model, probe, config.unit_layer)
-    ctx = Context(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)), layer,
-                  count_units(model, layer, probe))
+    ctx = base.derive(Context, layer=layer, units=count_units(model, layer, probe))
     logits = torch.cat([clean_batch(ctx, b)["logits"] for b in tqdm(range(len(ctx.slices)), desc="clean: logits, CAM",
                                                                     disable=not config.progress, unit="batch")])
     targets = choose_targets(data.labels, logits.shape[1], config.target_mode, config.seed, logits)

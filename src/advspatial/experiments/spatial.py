@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import Attack, AttackResult, make_attack
-from ..data import ImageDataset, load_dataset
+from ..data import load_dataset
 from ..defense.adaptive import bpda_pgd, roi_restricted_attack
 from ..defense.evaluate import evaluate_defence
 from ..defense.fills import list_fills, make_fill
@@ -42,9 +42,9 @@ from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, rand
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import attack_map, importance_map, list_attack_maps, list_importance_methods
 from ..regions import MapAccumulator, binarize, overlap_statistics, permutation_test, segregate
-from ..runtime import RunDir, batch_slices, pick_device
-from ..training import resolve_model
-from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from ..runtime import RunDir, batch_slices
+from .base import ExperimentConfig, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .base import ExperimentContext as Context
 
 PARTS = ("both", "roi_only", "roa_only", "neither")
 STATS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
@@ -150,16 +150,6 @@ def map_kinds(attack: Attack, config: SpatialConfig) -> list[str]:
 
 # -- the per-batch pipeline ------------------------------------------------------------
 
-@dataclass
-class Context:
-    config: SpatialConfig
-    rundir: RunDir
-    model: nn.Module
-    data: ImageDataset
-    device: torch.device
-    slices: list[slice]
-
-
 def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
     """The deployable RoI map: importance of the input's predicted class."""
     return lambda z: importance_map(ctx.config.importance, ctx.model, z, target="pred", batch_size=len(z) or 1)
@@ -170,16 +160,11 @@ def gradient_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda z: attack_map("gradient", ctx.model, z).map
 
 
-def batch_inputs(ctx: Context, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    ids = torch.arange(sl.start, sl.stop)
-    return ctx.data.images(sl).to(ctx.device), ctx.data.labels[sl].to(ctx.device), ids
-
-
 def roi_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
     """Clean prediction and importance map of batch b (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = batch_inputs(ctx, ctx.slices[b])
+        x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
         imp = importance_map(ctx.config.importance, ctx.model, x, target="pred", batch_size=len(x))
@@ -190,7 +175,7 @@ def roi_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
 
 def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> AttackResult:
     def compute() -> dict[str, Any]:
-        x, y, ids = batch_inputs(ctx, sl)
+        x, y, ids = ctx.batch(sl)
         result = attack.run(x, y, sample_ids=ids).to("cpu")
         return {k: getattr(result, k) for k in result.__dataclass_fields__}
 
@@ -199,7 +184,7 @@ def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> 
 
 def maps_batch(ctx: Context, name: str, kind: str, b: int, sl: slice, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = batch_inputs(ctx, sl)
+        x, y, _ = ctx.batch(sl)
         kw = {"steps": ctx.config.contribution_steps} if kind == "contribution" else {}
         amap = attack_map(kind, ctx.model, x, x_adv.to(ctx.device), y, **kw)
         out = {"map": amap.map.cpu()}
@@ -300,7 +285,7 @@ def defence_batch(
     with_clean = name == ctx.config.attacks[0]
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = batch_inputs(ctx, sl)
+        x, y, ids = ctx.batch(sl)
         roi = roi_batch(ctx, b)["importance"][: sl.stop - sl.start].to(ctx.device)
         oracle = select_regions(roi, amap.to(ctx.device), ctx.config.fraction, seed=ctx.config.seed, sample_ids=ids)
         out: dict[str, torch.Tensor] = {}
@@ -322,7 +307,7 @@ def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> dict[st
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = batch_inputs(ctx, sl)
+        x, y, ids = ctx.batch(sl)
         counts: dict[str, torch.Tensor] = {}
         for tag, images in (("adv", x_adv.to(ctx.device)), ("clean", x)):
             imp = importance_fn(ctx)(images)
@@ -347,7 +332,7 @@ def adaptive_batch(ctx: Context, b: int, sl: slice, defended: NeutralizedModel) 
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = batch_inputs(ctx, sl)
+        x, y, ids = ctx.batch(sl)
         eps, steps = cfg.eps_linf, cfg.adaptive_steps
         x_bpda, _ = bpda_pgd(defended, x, y, eps, 2.5 * eps / steps, steps, seed=cfg.seed, sample_ids=ids)
         pgd = make_attack("pgd", defended, eps=eps, alpha=2.5 * eps / steps, steps=steps, seed=cfg.seed)
@@ -455,11 +440,6 @@ def iter_group(rows: list[dict[str, Any]], attack: str) -> Iterator[dict[str, An
     return (r for r in rows if r["attack"] == attack)
 
 
-def mean_of(values: list[float]) -> float:
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> dict[str, Any]:
     """Summary of one attack, computed from its per-image rows only (so the two always agree)."""
     group = list(iter_group(rows, name))
@@ -502,12 +482,8 @@ def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     from . import spatial_report
 
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress)
-    data = load_dataset(config.dataset, "test").head(config.n)
-    ctx = Context(config, rundir, model.eval(), data, device, list(batch_slices(len(data), config.batch_size)))
+    ctx = prepare_context(config, rundir)
+    data = ctx.data
     for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
                   unit="batch"):
         roi_batch(ctx, b)
@@ -591,11 +567,8 @@ def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str,
     """
     from . import spatial_report
 
-    device = pick_device(config.device)
-    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress)
-    data = load_dataset(config.dataset, "test").head(config.n)
-    ctx = Context(config, rundir, model.eval(), data, device, list(batch_slices(len(data), config.batch_size)))
+    ctx = prepare_context(config, rundir)
+    data = ctx.data
     rows: list[dict[str, Any]] = []
     summaries = [process_attack(ctx, name, None, rows) for name in config.attacks]
     metrics = {"n": len(data), "clean_accuracy": mean_of([float(r["correct"]) for r in rows if r["attack"] == config.attacks[0]]),

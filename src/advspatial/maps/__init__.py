@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ._common import Target, declared_cam_layer, find_feature_layer, resolve_layer
-from .attack import AttackMap, attack_map, list_attack_maps, quadrature
-from .importance import importance_map, list_importance_methods
+from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature
+from .importance import describe_importance_methods, importance_map, list_importance_methods
 
 
 @dataclass
@@ -50,6 +50,7 @@ def compute_maps(
 
 
 __all__ = [
-    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "find_feature_layer",
+    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "describe_attack_maps",
+    "describe_importance_methods", "find_feature_layer",
     "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",
 ]

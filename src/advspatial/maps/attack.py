@@ -78,6 +78,11 @@ def list_attack_maps() -> list[str]:
     return sorted(_KINDS)
 
 
+def describe_attack_maps() -> dict[str, str]:
+    """Each attack map's name with the first line of its docstring (for ``advspatial list maps``)."""
+    return {name: (_KINDS[name].__doc__ or "").strip().splitlines()[0] for name in sorted(_KINDS)}
+
+
 def attack_map(
     name: str,
     model: nn.Module,

@@ -73,6 +73,11 @@ def list_importance_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def describe_importance_methods() -> dict[str, str]:
+    """Each method's name with the first line of its docstring (for ``advspatial list maps``)."""
+    return {name: (_METHODS[name].__doc__ or "").strip().splitlines()[0] for name in sorted(_METHODS)}
+
+
 def importance_map(
     name: str,
     model: nn.Module,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import ShapeError
+from .figures import save_figure
 
 
 def plot_defence_sweep(
@@ -30,7 +30,6 @@ def plot_defence_sweep(
     if not fractions or not fills:
         raise ShapeError("need at least one fraction and one fill")
     fig = Figure(figsize=(11, 4.2), dpi=100)
-    FigureCanvasAgg(fig)
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for col, (tag, title, reference, ref_label) in enumerate((
         ("adv", f"On {attack_name} examples (higher = defence helps)", undefended_adv, "undefended"),
@@ -52,6 +51,4 @@ def plot_defence_sweep(
     fig.axes[0].legend(fontsize=7, loc="best")
     fig.suptitle("Neutralization defence (deployable: RoA from the input gradient, RoI from Grad-CAM)", fontsize=11)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)

@@ -40,7 +40,8 @@ STAT_LABELS = {
 }
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Render ``fig`` with the Agg canvas (no pyplot global state) and write it as PNG; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -137,7 +138,7 @@ def plot_region_grid(
     height = 2.35 * n + 1.6
     fig.suptitle(title, fontsize=12, y=1 - 0.12 / height)
     fig.subplots_adjust(left=0.1, right=0.99, top=1 - 0.75 / height, bottom=1.2 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_class_mean_maps(
@@ -181,7 +182,7 @@ def plot_class_mean_maps(
     if im is not None:
         cax = fig.add_axes((0.89, 0.1, 0.025, 0.75))
         fig.colorbar(im, cax=cax).set_label(colorbar_label, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _format_p(p: float, b: int) -> str:
@@ -232,4 +233,4 @@ def plot_permutation_histograms(
                  fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=1 - 1.1 / (3.4 * nrows + 0.9), bottom=0.1 / nrows + 0.06,
                         wspace=0.28, hspace=0.75)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -12,21 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import ShapeError
+from .figures import save_figure
 
 DIVERGING = "RdBu_r"
 HEAT = "inferno"
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
 
 
 def _display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
@@ -106,7 +98,7 @@ def plot_localized_examples(
                                         fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.12, right=0.9, top=1 - 0.95 / height, bottom=0.2 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradcam_shift(
@@ -161,7 +153,7 @@ def plot_gradcam_shift(
     fig.colorbar(diff, cax=fig.add_subplot(grid[:, 5])).set_label("after - before (red = more attention)", fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.1, right=0.92, top=1 - 0.9 / height, bottom=0.2 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_bars(
@@ -200,4 +192,4 @@ def plot_accuracy_bars(
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="images", title_fontsize=8)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

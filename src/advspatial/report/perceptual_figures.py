@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 
 from ..errors import ShapeError
 from ..regions import PermutationResult
-from .figures import HEAT_CMAP, _check_images_maps, _image_for_display, _np, _per_image_max_normalized, _save
+from .figures import HEAT_CMAP, _check_images_maps, _image_for_display, _np, _per_image_max_normalized, save_figure
 
 ATTACK_COLOURS = ("#3a7bd5", "#f28e2b", "#59a14f", "#b07aa1")
 CAM_CONTOUR = "#00e5ff"
@@ -111,7 +111,7 @@ def plot_ssim_vs_cam(
     fig.suptitle("Where each attack lowers SSIM vs where the model looks (true class)", fontsize=12,
                  x=0.45, y=1 - 0.15 / height)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.9 / height, bottom=0.75 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_attack_summary(
@@ -154,7 +154,7 @@ def plot_attack_summary(
     right.legend(fontsize=8, loc="lower left")
     fig.suptitle("Attacks at matched mean SSIM", fontsize=12)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.84, bottom=0.1, wspace=0.35)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_calibration(
@@ -188,7 +188,7 @@ def plot_calibration(
                  fontsize=10)
     ax.legend(fontsize=8, loc="best")
     fig.subplots_adjust(left=0.13, right=0.97, top=0.86, bottom=0.13)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_overlap_vs_baseline(
@@ -228,4 +228,4 @@ def plot_overlap_vs_baseline(
             ax.legend(fontsize=8, loc="lower left")
     fig.suptitle("1-SSIM map vs CAM: observed vs images re-paired within their class (one-sided p)", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.1, wspace=0.35)
-    return _save(fig, path)
+    return save_figure(fig, path)

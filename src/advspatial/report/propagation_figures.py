@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from ..errors import ShapeError
-from .figures import HEAT_CMAP, _image_for_display, _np, _save
+from .figures import HEAT_CMAP, _image_for_display, _np, save_figure
 
 #: one colour per k (matplotlib's tab10), cycled
 K_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -121,7 +121,7 @@ def plot_propagation_strip(
              "colour scale per layer (bar below each column)", ha="center", fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.06, right=0.99, top=1 - 0.85 / height, bottom=0.75 / height)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:
@@ -174,7 +174,7 @@ def plot_depth_curves(
     height = 7.5 + label_inches
     fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.98, top=1 - 0.5 / height,
                         bottom=label_inches / height, hspace=0.15)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_locality(
@@ -222,4 +222,4 @@ def plot_locality(
     fig.text(0.5, 0.01, "bars and bands: Wilson 95% intervals", ha="center", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.92, bottom=0.17)
-    return _save(fig, path)
+    return save_figure(fig, path)

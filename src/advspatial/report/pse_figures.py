@@ -13,10 +13,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from .figures import save_figure
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)
 TYPE_COLOURS = ("#d62728", "#1f77b4", "#9467bd", "#bcbd22")
@@ -27,14 +28,6 @@ TYPE_LABELS = {
     "opposing": "opposing (works against the attack)",
 }
 TYPE_ORDER = ("suppression", "promotion", "balanced", "opposing")
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=fig.dpi)
-    return path
 
 
 def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -96,7 +89,7 @@ def plot_pse_examples(
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     fig.subplots_adjust(hspace=0.45)  # room for the two-line titles
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_type_distribution(
@@ -132,7 +125,7 @@ def plot_type_distribution(
     right.set_title("Share of the perturbation's energy (sum of delta^2)\nin groups of each type", fontsize=10)
     right.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_unit_sensitivity(sensitivity: Mapping[str, torch.Tensor], path: str | Path, *, layer: str,
@@ -157,7 +150,7 @@ def plot_unit_sensitivity(sensitivity: Mapping[str, torch.Tensor], path: str | P
     right.set_title(f"Top {len(order)} units: activation change per attack variant", fontsize=10)
     fig.colorbar(image, ax=right, label="mean |A(x') - A(x)|")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: str | Path, *, layer: str,
@@ -193,7 +186,7 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
     fig.suptitle("Masking the most sensitive units (non-adaptive: x' was crafted against the unmasked model)",
                  fontsize=11)
     fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, best_names: Sequence[str],
@@ -214,4 +207,4 @@ def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, b
                  f"Spearman rho = {rho:.3f}, permutation p = {p_value:.3g}, {len(sens)} units", fontsize=10)
     ax.legend(title="best concept", fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
