@@ -8,20 +8,11 @@ from torch import nn
 
 from advspatial.defense.adaptive import bpda_pgd, roi_restricted_attack
 from advspatial.defense.neutralize import NeutralizedModel, top_fraction
+from helpers import grad_map, intensity_map
+
 from advspatial.errors import ConfigError, ShapeError
 
 
-def _intensity(x: torch.Tensor) -> torch.Tensor:
-    return x.sum(1)
-
-
-def _grad_map(model):
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(x).amax(1).sum(), x)
-        return g.abs().sum(1)
-
-    return fn
 
 
 def test_matches_torchattacks_pgd_without_a_defence(tiny_cnn):
@@ -40,7 +31,7 @@ def test_respects_eps_box_and_mask(tiny_cnn, eps):
     model = tiny_cnn(size=12)
     x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(2))
     x[:, :, :2] = 0.0  # pixels at the box edge
-    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.2, fill="blur")
+    defended = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.2, fill="blur")
     y = torch.tensor([0, 1, 2])
     x_adv, _ = bpda_pgd(defended, x, y, eps=eps, alpha=0.01, steps=3)
     assert float((x_adv - x).abs().max()) <= eps + 1e-6
@@ -55,7 +46,7 @@ def test_without_a_region_it_is_plain_pgd(tiny_cnn):
     model = tiny_cnn(size=12)
     x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(3))
     y = model(x).argmax(1)
-    empty = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.0)
+    empty = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.0)
     a, sa = bpda_pgd(empty, x, y, eps=0.05, alpha=0.01, steps=4, seed=7)
     b, sb = bpda_pgd(model, x, y, eps=0.05, alpha=0.01, steps=4, seed=7)
     assert torch.equal(a, b) and torch.equal(sa, sb)
@@ -84,7 +75,7 @@ def _row0_importance(x: torch.Tensor) -> torch.Tensor:
 def test_toy_defence_stops_the_naive_attack_but_not_bpda():
     # RoI = row 0 (importance), RoA = rows 0-1 (where the gradient is), so N = row 1.
     model = _Linear2()
-    defended = NeutralizedModel(model, _row0_importance, _grad_map(model), fraction=0.5, roi_fraction=0.25)
+    defended = NeutralizedModel(model, _row0_importance, grad_map(model), fraction=0.5, roi_fraction=0.25)
     x = torch.zeros(4, 1, 4, 4)
     y = torch.zeros(4, dtype=torch.long)
     assert bool((defended(x).argmax(1) == 0).all())
@@ -122,7 +113,7 @@ def test_eot_averages_over_samples_and_is_deterministic(tiny_cnn):
     y = model(x).argmax(1)
 
     def run(seed: int, eot: int) -> tuple[torch.Tensor, NeutralizedModel]:
-        rand = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.3, mode="random", seed=seed)
+        rand = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.3, mode="random", seed=seed)
         counted = _Counting(rand)
         x_adv, _ = bpda_pgd(counted, x, y, eps=0.1, alpha=0.02, steps=2, eot_samples=eot, seed=1)
         assert counted.calls == 2 * eot + 1 and rand.calls == 2 * eot + 1
@@ -140,7 +131,7 @@ def test_eot_averages_over_samples_and_is_deterministic(tiny_cnn):
 def test_restores_modes_and_flags(tiny_cnn):
     model = tiny_cnn().train()
     model.fc.weight.requires_grad_(False)
-    defended = NeutralizedModel(model, _grad_map(model), _grad_map(model))
+    defended = NeutralizedModel(model, grad_map(model), grad_map(model))
     x = torch.rand(2, 1, 28, 28)
     bpda_pgd(defended, x, torch.tensor([1, 2]), eps=0.05, alpha=0.01, steps=2)
     assert model.training and defended.training
@@ -171,15 +162,15 @@ def test_roi_restricted_attack_stays_inside_the_clean_roi(tiny_cnn):
         seen["mask"] = mask
         return (images + 0.1).clamp(0, 1)  # perturbs everything; the helper must confine it
 
-    x_adv, roi = roi_restricted_attack(attack, x, y, _intensity, 0.1, seed=3)
-    assert torch.equal(roi, top_fraction(_intensity(x), 0.1, seed=3))
+    x_adv, roi = roi_restricted_attack(attack, x, y, intensity_map, 0.1, seed=3)
+    assert torch.equal(roi, top_fraction(intensity_map(x), 0.1, seed=3))
     assert seen["mask"].shape == (3, 1, 28, 28) and torch.equal(seen["mask"][:, 0].bool(), roi)
     assert bool(((x_adv - x)[~roi[:, None]] == 0).all()) and bool(((x_adv - x)[roi[:, None]] != 0).any())
     # with bpda_pgd through the defence as the attack
-    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.2)
+    defended = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.2)
     x_adv, roi = roi_restricted_attack(
-        lambda a, b, mask: bpda_pgd(defended, a, b, 0.2, 0.05, 3, mask=mask)[0], x, y, _intensity, 0.2)
+        lambda a, b, mask: bpda_pgd(defended, a, b, 0.2, 0.05, 3, mask=mask)[0], x, y, intensity_map, 0.2)
     delta = x_adv - x
     assert bool((delta[~roi[:, None]] == 0).all()) and float(delta.abs().max()) <= 0.2 + 1e-6
     with pytest.raises(ShapeError, match="attack must return"):
-        roi_restricted_attack(lambda a, b, mask: a[:1], x, y, _intensity, 0.2)
+        roi_restricted_attack(lambda a, b, mask: a[:1], x, y, intensity_map, 0.2)

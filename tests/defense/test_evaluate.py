@@ -9,20 +9,11 @@ from torch import nn
 from advspatial.defense.evaluate import evaluate_defence
 from advspatial.defense.fills import fill
 from advspatial.defense.neutralize import NeutralizedModel, random_region_like
+from helpers import grad_map, intensity_map
+
 from advspatial.errors import ShapeError
 
 
-def _intensity(x: torch.Tensor) -> torch.Tensor:
-    return x.sum(1)
-
-
-def _grad_map(model):
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(x).amax(1).sum(), x)
-        return g.abs().sum(1)
-
-    return fn
 
 
 class _Linear2(nn.Module):
@@ -78,7 +69,7 @@ def test_columns_follow_their_definitions_and_ignore_batching(tiny_cnn):
     x = torch.rand(5, 1, 28, 28, generator=gen)
     x_adv = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
     y = torch.randint(0, 10, (5,), generator=gen)
-    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.2, fill="blur", mode="random")
+    defended = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.2, fill="blur", mode="random")
     oracle = torch.rand(5, 28, 28, generator=gen) < 0.1
     roa = oracle | (torch.rand(5, 28, 28, generator=gen) < 0.2)
     res = evaluate_defence(model, defended, x, y, x_adv, oracle, roa, seed=3, batch_size=2)
@@ -120,7 +111,7 @@ def test_columns_follow_their_definitions_and_ignore_batching(tiny_cnn):
 
 def test_without_oracle_and_empty_input(tiny_cnn):
     model = tiny_cnn()
-    defended = NeutralizedModel(model, _intensity, _intensity, fraction=0.1)
+    defended = NeutralizedModel(model, intensity_map, intensity_map, fraction=0.1)
     x = torch.rand(2, 1, 28, 28)
     res = evaluate_defence(model, defended, x, torch.tensor([1, 2]), x)
     assert res.pred_oracle_adv is None and "pred_oracle_adv" not in res.columns()
@@ -135,6 +126,6 @@ def test_without_oracle_and_empty_input(tiny_cnn):
 
 def test_restores_training_mode(tiny_cnn):
     model = tiny_cnn().train()
-    defended = NeutralizedModel(model, _intensity, _intensity, fraction=0.1)
+    defended = NeutralizedModel(model, intensity_map, intensity_map, fraction=0.1)
     evaluate_defence(model, defended, torch.rand(2, 1, 28, 28), torch.tensor([0, 1]), torch.rand(2, 1, 28, 28))
     assert model.training and all(p.requires_grad for p in model.parameters())

@@ -15,6 +15,8 @@ from advspatial.defense.neutralize import (
     ClassPriorVulnerability, NeutralizedModel, class_mean_maps, map_of, neutralization_region,
     random_region_like, select_regions, top_fraction,
 )
+from helpers import grad_map
+
 from advspatial.errors import ConfigError, ShapeError
 
 
@@ -188,15 +190,6 @@ def test_class_mean_maps_and_prior_lookup(tiny_cnn):
 
 # -- NeutralizedModel ---------------------------------------------------------------------
 
-def _grad_map(model):
-    """A deployable vulnerability map that needs autograd: |d max-logit / dx| summed over channels."""
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(x).amax(1).sum(), x)
-        return g.abs().sum(1)
-
-    return fn
 
 
 def _intensity(x: torch.Tensor) -> torch.Tensor:
@@ -206,7 +199,7 @@ def _intensity(x: torch.Tensor) -> torch.Tensor:
 def test_empty_region_gives_the_model_exactly(tiny_cnn):
     model = tiny_cnn()
     x = torch.rand(3, 1, 28, 28)
-    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.0, fill="blur")
+    defended = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.0, fill="blur")
     assert torch.equal(defended(x), model(x))
     assert not bool(defended.last_region.any())
     # a vulnerability map that is zero everywhere selects nothing either
@@ -219,7 +212,7 @@ def test_forward_is_model_of_filled_input_and_gradients_match(tiny_cnn):
     for p in model.parameters():
         p.requires_grad_(False)  # as inside an attack
     x = torch.rand(3, 1, 28, 28)
-    defended = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.3, fill="blur",
+    defended = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, fill="blur",
                                 fill_params={"sigma": 1.5})
     var = x.clone().requires_grad_(True)
     out = defended(var)
@@ -238,13 +231,13 @@ def test_forward_is_model_of_filled_input_and_gradients_match(tiny_cnn):
 def test_maps_need_gradients_even_under_no_grad_and_inference_mode(tiny_cnn):
     model = tiny_cnn()
     x = torch.rand(2, 1, 28, 28)
-    defended = NeutralizedModel(model, _grad_map(model), _grad_map(model), fraction=0.2)
+    defended = NeutralizedModel(model, grad_map(model), grad_map(model), fraction=0.2)
     with torch.no_grad():
         a = defended(x)
     with torch.inference_mode():
         b = defended(x)
     assert torch.equal(a, b)
-    assert map_of(_grad_map(model), x).shape == (2, 28, 28)
+    assert map_of(grad_map(model), x).shape == (2, 28, 28)
     with torch.inference_mode():
         inference_tensor = x.clone()
         assert torch.equal(defended(inference_tensor), a)
@@ -263,7 +256,7 @@ def test_parameters_are_the_wrapped_models(tiny_cnn):
 def test_random_mode_same_count_resampled_per_call(tiny_cnn):
     model = tiny_cnn()
     x = torch.rand(2, 1, 28, 28)
-    defend = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.3, seed=4)
+    defend = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=4)
     defend(x)
     region = defend.last_region
     rand = defend.variant("random")
@@ -276,7 +269,7 @@ def test_random_mode_same_count_resampled_per_call(tiny_cnn):
     rand.reset()
     rand(x)
     assert torch.equal(rand.last_region, first)  # reproducible from the seed
-    fixed = NeutralizedModel(model, _intensity, _grad_map(model), fraction=0.3, seed=4, mode="random", resample=False)
+    fixed = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=4, mode="random", resample=False)
     fixed(x)
     a = fixed.last_region
     fixed(x)
@@ -310,7 +303,7 @@ def test_constructor_validation(tiny_cnn):
 
 def test_modes_and_flags_are_untouched(tiny_cnn):
     model = tiny_cnn().train()
-    defended = NeutralizedModel(model, _grad_map(model), _grad_map(model))
+    defended = NeutralizedModel(model, grad_map(model), grad_map(model))
     defended(torch.rand(2, 1, 28, 28))
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from advspatial.report.perceptual_figures import (
 )
 from advspatial.runtime import RunDir, batch_slices
 
+from helpers import ReportParser
 from conftest import needs_fashion_mnist
 
 
@@ -263,18 +263,6 @@ def test_figures_write_pngs_and_reject_mismatched_inputs(tmp_path) -> None:
 
 # -- end to end on Fashion-MNIST ------------------------------------------------------------
 
-class _Report(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        attrs = dict(attrs)
-        if tag == "section":
-            self.sections.append(attrs.get("id", ""))
-        if tag == "img":
-            self.images.append(attrs.get("src", ""))
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -338,7 +326,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert metrics["ssim_gap"] == pytest.approx(metrics["attacks"]["pgd"]["mean_ssim"]
                                                 - metrics["attacks"]["ssim-ball"]["mean_ssim"])
     # the report holds every section and every figure it names, embedded
-    parser = _Report()
+    parser = ReportParser()
     parser.feed((out / "report.html").read_text())
     assert {"setup", "attacks-at-matched-ssim", "ssim-maps-vs-cam", "overlap-vs-baseline", "limits"} <= set(
         parser.sections)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import advspatial.experiments.pse as pse
 from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
 from advspatial.analysis.units import masking_curve, unit_activation_change
 from advspatial.errors import ConfigError
+from helpers import ReportParser
 from conftest import needs_fashion_mnist
 
 
@@ -234,18 +234,6 @@ def quick_run(tmp_path_factory):
     return config, result, rundir
 
 
-class _Report(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        a = dict(attrs)
-        if tag == "section":
-            self.sections.append(a.get("id", ""))
-        if tag == "img":
-            self.images.append(a.get("src", ""))
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -308,7 +296,7 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
     assert all(0 <= v <= 1 for v in d["best_iou"])
     assert "pgd/untargeted" in result.summary and "dissection" in result.summary
 
-    report = _Report()
+    report = ReportParser()
     report.feed((rundir.path / "report.html").read_text())
     for anchor in ("setup", "perturbation-types", "image-level", "unit-level", "dissection", "limits"):
         assert anchor in report.sections, anchor

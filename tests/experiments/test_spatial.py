@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -26,6 +25,7 @@ from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 
 from conftest import needs_fashion_mnist
+from helpers import ReportParser
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 
@@ -120,20 +120,6 @@ def test_norms_respect_budgets(finished_run) -> None:
             assert float(r["l2"]) <= 1.5 + 1e-5
         if r["attack"] == "onepixel":
             assert int(r["l0"]) <= 1
-
-
-class ReportParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-
-    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
-        attrs = dict(attrs)
-        if tag == "section":
-            self.sections.append(attrs["id"])
-        elif tag == "img":
-            self.images.append(attrs["src"])
 
 
 def test_report_renders_every_section_and_figure(finished_run) -> None:
