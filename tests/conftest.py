@@ -80,18 +80,10 @@ def trained_tiny_cnn():
 
     train = load_dataset("fashion-mnist", "train").head(4000)
     x, y = train.images(), train.labels
+    from helpers import train_briefly
+
     torch.manual_seed(0)
-    model = TinyCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(3):
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1))
-        for i in range(0, len(x), 100):
-            idx = perm[i : i + 100]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return model.eval()
+    return train_briefly(TinyCNN(), x, y, epochs=3, batch=100, lr=3e-3, shuffle_seed=1)
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]

@@ -9,19 +9,45 @@ from torch import nn
 
 
 class ReportParser(HTMLParser):
-    """Collects the section ids and image sources of an advspatial HTML report."""
+    """Collects what a test checks in an advspatial HTML report: section ids, image sources,
+    the number of tables, and any element that would load an external resource."""
 
     def __init__(self) -> None:
         super().__init__()
         self.sections: list[str] = []
         self.images: list[str] = []
+        self.tables = 0
+        self.external: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list) -> None:  # type: ignore[override]
         found = dict(attrs)
         if tag == "section":
-            self.sections.append(found.get("id", ""))
-        if tag == "img":
-            self.images.append(found.get("src", ""))
+            self.sections.append(found.get("id") or "")
+        elif tag == "img":
+            self.images.append(found.get("src") or "")
+        elif tag == "table":
+            self.tables += 1
+        if tag in ("link", "script") and (found.get("href") or found.get("src")):
+            self.external.append(tag)
+
+
+def train_briefly(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch: int, lr: float,
+    shuffle_seed: int | None = None,
+) -> nn.Module:
+    """Adam on cross-entropy for a few epochs (in order, or shuffled with a seeded permutation); eval mode after."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = (torch.randperm(len(x), generator=torch.Generator().manual_seed(shuffle_seed))
+                 if shuffle_seed is not None else torch.arange(len(x)))
+        for i in range(0, len(x), batch):
+            idx = order[i : i + batch]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
 
 
 def intensity_map(x: torch.Tensor) -> torch.Tensor:

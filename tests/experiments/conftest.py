@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import fashion_mnist_available
+from helpers import train_briefly
 
 
 @pytest.fixture(scope="session")
@@ -20,14 +20,7 @@ def lenet_weights(tmp_path_factory):
     train = load_dataset("fashion-mnist", "train").head(3000)
     x, y = train.images(), train.labels
     torch.manual_seed(0)
-    model = build_model("lenet5")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(2):
-        for i in range(0, len(x), 40):
-            loss = nn.functional.cross_entropy(model(x[i : i + 40]), y[i : i + 40])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    model = train_briefly(build_model("lenet5"), x, y, epochs=2, batch=40, lr=2e-3)
     path = tmp_path_factory.mktemp("model") / "lenet5.pt"
     torch.save(model.eval().state_dict(), path)
     return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from advspatial.runtime import RunDir
 from advspatial.training import TrainConfig
 
 from conftest import fashion_mnist_available, needs_fashion_mnist
+from helpers import ReportParser
 
 SECTIONS = ["setup", "models", "robustness", "background-attacks", "limits", "config"]
 FIGURES = {"accuracy.png", "examples-natural.png", "gradcam-natural.png", "examples-localized.png",
@@ -157,23 +157,6 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def as_float(value: str) -> float:
     return float(value) if value not in ("", "nan") else math.nan
-
-
-class ReportParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-        self.tables = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = dict(attrs)
-        if tag == "section":
-            self.sections.append(a.get("id") or "")
-        elif tag == "img":
-            self.images.append(a.get("src") or "")
-        elif tag == "table":
-            self.tables += 1
 
 
 @pytest.mark.slow

@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 from advspatial.analysis.locality import locality_analysis, wilson_interval
 from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
@@ -26,6 +24,7 @@ from advspatial.report.propagation_figures import (
     plot_depth_curves, plot_locality, plot_propagation_strip, strip_layers,
 )
 from conftest import needs_fashion_mnist
+from helpers import ReportParser, train_briefly
 
 # -- perturbed pixels --------------------------------------------------------------------
 
@@ -239,31 +238,10 @@ def briefly_trained_smallcnn(tmp_path_factory) -> Path:
     train = load_dataset("fashion-mnist", "train").head(640)
     x, y = train.images(), train.labels
     torch.manual_seed(0)
-    model = build_model("smallcnn")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for i in range(0, 640, 32):
-        loss = nn.functional.cross_entropy(model(x[i:i + 32]), y[i:i + 32])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    model = train_briefly(build_model("smallcnn"), x, y, epochs=1, batch=32, lr=3e-3)
     path = tmp_path_factory.mktemp("model") / "smallcnn.pt"
     torch.save(model.eval().state_dict(), path)
     return path
-
-
-class _ReportParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "section":
-            self.sections.append(attrs.get("id", ""))
-        if tag == "img":
-            self.images.append(attrs.get("src", ""))
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -320,7 +298,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     assert any(metrics["k"][str(k)]["success"]["successes"] for k in config.pixels_list), "no attack succeeded"
 
     # the report: every section and every figure embedded
-    parser = _ReportParser()
+    parser = ReportParser()
     parser.feed((out / "report.html").read_text())
     for section in ("setup", "attacks", "propagation", "locality", "limits"):
         assert section in parser.sections

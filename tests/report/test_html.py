@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib
@@ -12,23 +11,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure as MplFigure  # noqa: E402
 
 from advspatial.report.html import Figure, Section, Table, write_report  # noqa: E402
-
-
-class Collector(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: list[str] = []
-        self.images: list[str] = []
-        self.external: list[str] = []
-
-    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
-        attrs = dict(attrs)
-        if tag == "section":
-            self.sections.append(attrs.get("id", ""))
-        if tag == "img":
-            self.images.append(attrs["src"])
-        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
-            self.external.append(tag)
+from helpers import ReportParser  # noqa: E402
 
 
 def make_png(path: Path) -> Path:
@@ -46,7 +29,7 @@ def test_report_embeds_images_and_sections(tmp_path: Path) -> None:
     ]
     out = write_report(tmp_path / "report.html", "title", "sub", {"n": 3}, sections)
     text = out.read_text()
-    parser = Collector()
+    parser = ReportParser()
     parser.feed(text)
     assert parser.sections == ["setup", "where-attacks-act", "config"]
     assert len(parser.images) == 1 and parser.images[0].startswith("data:image/png;base64,")
