@@ -395,11 +395,11 @@ def process_attack(
                 cols[f"{kind}:completeness_error"] = maps["completeness_error"]
             collect_permutation_inputs(summary.perm_inputs[kind], imp, maps["map"], roi, roa, y, ok, cfg)
             summary.mean_maps[kind].update(maps["map"][ok], y[ok])
-            if kind == kinds[0]:
+            if kind == kinds[0]:  # the main attack map: figure examples and the oracle defence's RoA
+                oracle_map = maps["map"]
                 collect_examples(summary.examples, data.images(sl), result.x_adv, imp, maps["map"], roi, roa, y, ok, cfg)
         summary.mean_maps["roi"].update(imp[ok], y[ok])
         if defences is not None:
-            oracle_map = maps_batch(ctx, name, kinds[0], b, sl, result.x_adv)["map"]
             cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
     return summary
