@@ -273,6 +273,38 @@ def test_batch_equals_each_image_alone_exactly(tiny_cnn) -> None:
         assert torch.equal(alone.queries, together.queries[i:i + 1])
 
 
+def test_incremental_one_pixel_batch_equals_each_image_alone(tiny_cnn) -> None:
+    model = tiny_cnn(size=12)
+    x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    y = model(x).argmax(dim=1)
+    atk = OnePixel(model, popsize=12, maxiter=6, seed=11)
+    together = atk.run(x, y, sample_ids=torch.arange(10, 15))
+    for i in range(5):
+        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=torch.tensor([10 + i]))
+        assert torch.equal(alone.x_adv, together.x_adv[i:i + 1])
+        assert torch.equal(alone.queries, together.queries[i:i + 1])
+
+
+def test_incremental_and_full_forward_scores_agree(tiny_cnn) -> None:
+    """The incremental scorer is chosen for one pixel and gives the full forward pass's fitness."""
+    model = tiny_cnn()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(dim=1)
+    mask = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(2)) < 0.7).float() * 0.8
+    atk = OnePixel(model, popsize=30)
+    cand = atk._initial_population([torch.Generator().manual_seed(i) for i in range(3)],
+                                   torch.ones(3, 28 * 28, dtype=torch.bool), x)
+    rows = torch.arange(3)
+    with torch.no_grad():
+        fast = atk._scorer(x, mask, y, targeted=False)
+        slow = OnePixel(model, popsize=30, incremental=False)._scorer(x, mask, y, targeted=False)
+        assert fast.patch_forward is not None and slow.patch_forward is None
+        (fit_fast, succ_fast), (fit_slow, succ_slow) = fast(rows, cand), slow(rows, cand)
+    torch.testing.assert_close(fit_fast, fit_slow, atol=1e-6, rtol=1e-5)
+    assert torch.equal(succ_fast, succ_slow)
+    assert KPixel(model, pixels=2)._scorer(x, None, y, targeted=False).patch_forward is None
+
+
 def test_same_seed_same_result_other_seed_other_result(tiny_cnn) -> None:
     model = tiny_cnn(size=12)
     x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(5))
