@@ -326,13 +326,32 @@ class _AxisPlan:
 
 @dataclass
 class _WindowPlan:
-    """Both axes of one window stage plus the constant index grids of its footprint and incoming patch."""
+    """One window stage, as tables indexed by the patch's flat corner ``top * corners_per_row + left``.
 
-    rows: _AxisPlan
-    cols: _AxisPlan
+    ``read[k]``: flat offset (padded input, channels-last rows) of the
+    footprint's first row; ``land[k, i]``: row of the footprint that the
+    incoming patch's i-th position overwrites, and ``inside[k, i]`` whether it
+    falls inside the footprint at all.
+    """
+
     footprint: tuple[int, int]
+    read: torch.Tensor  # (corners,)
+    land: torch.Tensor  # (corners, ph*pw)
+    inside: torch.Tensor  # (corners, ph*pw) bool
     read_grid: torch.Tensor  # (fh*fw,) flat offsets of the footprint in the padded input
-    land_grid: torch.Tensor  # (ph*pw,) flat offsets of the incoming patch in the footprint
+
+    @classmethod
+    def combine(cls, rows: _AxisPlan, cols: _AxisPlan, footprint: tuple[int, int], incoming: tuple[int, int],
+                padded_width: int) -> "_WindowPlan":
+        """The flat-corner tables from the two per-axis ones."""
+        fh, fw = footprint
+        device = rows.read.device
+        read = (rows.read * padded_width)[:, None] + cols.read[None, :]
+        land_first = (rows.land * fw)[:, None] + cols.land[None, :]
+        land = land_first[:, :, None] + _grid(device, (incoming[0], fw), (incoming[1], 1))
+        inside = rows.inside[:, None, :, None] & cols.inside[None, :, None, :]
+        return cls(footprint, read.reshape(-1), land.reshape(len(read.reshape(-1)), -1),
+                   inside.reshape(len(read.reshape(-1)), -1), _grid(device, (fh, padded_width), (fw, 1)))
 
 
 class PatchForward:
@@ -388,6 +407,7 @@ class PatchForward:
     def _plan(self, device: torch.device) -> None:
         """Size every stage's window (the widest cone of any corner) and build the lookup tables."""
         per_axis = [self._plan_axis(axis, device) for axis in (0, 1)]
+        self.corners_per_row = self.image_size[1] - self.patch_size[1] + 1
         self.plans: list[_WindowPlan | None] = []
         window_stages = iter(range(len(per_axis[0][0])))
         for stage, padded in zip(self.stages, self.padded):
@@ -397,15 +417,14 @@ class PatchForward:
             k = next(window_stages)
             (rows, fh, win_h, in_h), (cols, fw, win_w, in_w) = per_axis[0][0][k], per_axis[1][0][k]
             stage.window = (win_h, win_w)
-            wp = padded.shape[2]
-            rows = _AxisPlan(rows.read * wp, rows.land * fw, rows.inside)
-            self.plans.append(_WindowPlan(rows, cols, (fh, fw), _grid(device, (fh, wp), (fw, 1)),
-                                          _grid(device, (in_h, fw), (in_w, 1))))
+            self.plans.append(_WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded.shape[2]))
         channels, height, width = self.clean_stem.shape[1:]
         (last_rows, rows_in), (last_cols, cols_in) = per_axis[0][1], per_axis[1][1]
-        self.tail_rows, self.tail_cols = last_rows * width, last_cols
-        self.tail_corner_rows, self.tail_corner_cols = last_rows, last_cols
         self.tail_window = (rows_in, cols_in)
+        # per flat corner: the stem output window's corner (row, col) and its flat offset
+        self.tail_corner = (last_rows[:, None].expand(-1, len(last_cols)).reshape(-1),
+                            last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
+        self.tail_start = self.tail_corner[0] * width + self.tail_corner[1]
         self.tail_grid = _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1))
 
     def _plan_axis(
@@ -437,19 +456,18 @@ class PatchForward:
         """(N, classes) logits of the N patched images."""
         if patch.shape[2:] != self.patch_size:
             raise ShapeError(f"PatchForward: patch of {tuple(patch.shape[2:])}, built for {self.patch_size}")
-        top, left = top.long(), left.long()
+        corner = top.long() * self.corners_per_row + left.long()
         value = patch.clone()  # an in-place layer must not change the caller's patch
         for stage, padded, plan in zip(self.stages, self.padded, self.plans):
             if plan is None or padded is None:
                 value = stage.apply_window(value)
             else:
-                value = stage.apply_window(self._footprint(plan, padded, image, top, left, value))
-        return self._tail(image, top, left, value)
+                value = stage.apply_window(self._footprint(plan, padded, image, corner, value))
+        return self._tail(image, corner, value)
 
     @staticmethod
     def _footprint(
-        plan: _WindowPlan, padded: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-        patch: torch.Tensor,
+        plan: _WindowPlan, padded: torch.Tensor, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor,
     ) -> torch.Tensor:
         """(N, fh, fw, C): the padded input a stage needs for its window, the patch laid over the cache.
 
@@ -460,21 +478,20 @@ class PatchForward:
         n, (fh, fw) = len(image), plan.footprint
         hp, wp, channels = padded.shape[1:]
         buffer = torch.empty(n * fh * fw + 1, channels, dtype=padded.dtype, device=padded.device)
-        start = image * (hp * wp) + plan.rows.read[top] + plan.cols.read[left]
+        start = image * (hp * wp) + plan.read.index_select(0, corner)
         torch.index_select(padded.view(-1, channels), 0, (start[:, None] + plan.read_grid).view(-1), out=buffer[:-1])
-        first = torch.arange(n, device=image.device) * (fh * fw) + plan.rows.land[top] + plan.cols.land[left]
-        inside = plan.rows.inside[top][:, :, None] & plan.cols.inside[left][:, None, :]
-        target = torch.where(inside.view(n, -1), first[:, None] + plan.land_grid, n * fh * fw)
+        land = plan.land.index_select(0, corner) + (torch.arange(n, device=image.device) * (fh * fw))[:, None]
+        target = torch.where(plan.inside.index_select(0, corner), land, n * fh * fw)
         buffer.index_copy_(0, target.view(-1), patch.permute(0, 2, 3, 1).reshape(-1, channels))
         return buffer[:-1].view(n, fh, fw, channels)
 
-    def _tail(self, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+    def _tail(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         """Write the stem's window into the clean stem output and run the rest of the model."""
         if self.fold is not None:
-            return self.fold(image, top, left, patch)
+            return self.fold(image, corner, patch)
         full = self.clean_stem.index_select(0, image)
         first = torch.arange(len(image), device=image.device) * self.clean_stem[0].numel()
-        target = (first + self.tail_rows[top] + self.tail_cols[left])[:, None] + self.tail_grid
+        target = (first + self.tail_start.index_select(0, corner))[:, None] + self.tail_grid
         full.view(-1).index_copy_(0, target.view(-1), patch.reshape(-1))
         return self.tail.from_stem(full)
 
@@ -504,6 +521,7 @@ class _LinearFold:
             for r in range(height - ph + 1) for c in range(width - pw + 1)
         ])  # (corners, C*ph*pw, out)
         self.clean_out = F.linear(stem.flatten(1), linear.weight, linear.bias)
+        self.block_of = owner.tail_corner[0] * self.corner_cols + owner.tail_corner[1]  # per flat patch corner
         self.stem = stem
         self.owner, self.tail = owner, tail
 
@@ -523,19 +541,20 @@ class _LinearFold:
         with torch.no_grad():
             return cls(owner, linear, _Tail(model, graph, linear_node, [*before, flatten_node]))
 
-    def __call__(self, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner."""
         owner, n = self.owner, len(image)
-        start = image * self.stem[0].numel() + owner.tail_rows[top] + owner.tail_cols[left]
-        clean_window = self.stem.view(-1)[start[:, None] + owner.tail_grid]
-        delta = patch.reshape(n, -1) - clean_window
-        corner = owner.tail_corner_rows[top] * self.corner_cols + owner.tail_corner_cols[left]
-        order = torch.argsort(corner, stable=True)
-        counts = torch.bincount(corner, minlength=len(self.blocks)).tolist()
+        start = image * self.stem[0].numel() + owner.tail_start.index_select(0, corner)
+        clean_window = self.stem.view(-1).index_select(0, (start[:, None] + owner.tail_grid).view(-1))
+        delta = patch.reshape(n, -1) - clean_window.view(n, -1)
+        block = self.block_of.index_select(0, corner)
+        order = torch.argsort(block, stable=True)
+        counts = torch.bincount(block, minlength=len(self.blocks)).tolist()
         ordered = delta.index_select(0, order)
         pieces, first = [], 0
-        for block, count in zip(self.blocks, counts):
+        for weights, count in zip(self.blocks, counts):
             if count:
-                pieces.append(ordered[first:first + count] @ block)
+                pieces.append(ordered[first:first + count] @ weights)
                 first += count
         out = self.clean_out.index_select(0, image)
         out.index_add_(0, order, torch.cat(pieces))
