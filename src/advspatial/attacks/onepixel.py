@@ -2,12 +2,11 @@
 
 A candidate changes ``k`` pixels: for each one a position (row, col) and a
 colour (one value per channel, in [0,1]). Differential evolution (DE) searches
-the candidates of *all* images at once: every generation builds one batch of
-``N_images * popsize`` perturbed images (cut into chunks of ``max_batch``) and
-runs the model on it, so the cost is a few large forward passes per generation
-and no Python loop over images (only the per-image random number generators are
-visited in a loop, which keeps a batch attacked together bit-identical to each
-image attacked alone).
+the candidates of *all* images at once: every generation evaluates one batch of
+``N_images * popsize`` candidates (in chunks), so the cost is a few large
+batched evaluations per generation and no Python loop over images (only the
+per-image random number generators are visited in a loop, which keeps a batch
+attacked together identical to each image attacked alone).
 
 DE/rand/1 as in Su et al.: for member ``i`` of an image's population, the trial
 is ``p[r1] + F * (p[r2] - p[r3])`` with ``r1, r2, r3, i`` distinct and
