@@ -49,25 +49,28 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().float().numpy()
+def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A float array of a tensor (detached, on the CPU) or of anything array-like."""
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().float().numpy()
+    return np.asarray(t, dtype=float)
 
 
-def _image_for_display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
+def image_for_display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
     """(H,W) gray or (H,W,3) colour array in [0,1], and the colour map to use."""
-    arr = _np(img).clip(0, 1)
+    arr = to_numpy(img).clip(0, 1)
     if arr.shape[0] == 1:
         return arr[0], "gray"
     return arr[:3].transpose(1, 2, 0), None
 
 
-def _per_image_max_normalized(maps: torch.Tensor) -> np.ndarray:
+def per_image_max_normalized(maps: torch.Tensor) -> np.ndarray:
     """Divide each map by its maximum (all-zero maps stay 0), so colours read as 'fraction of the peak'."""
     peak = maps.flatten(1).amax(1).clamp_min(1e-30).view(-1, 1, 1)
-    return _np(maps / peak)
+    return to_numpy(maps / peak)
 
 
-def _check_images_maps(images: torch.Tensor, **maps: torch.Tensor) -> None:
+def check_images_maps(images: torch.Tensor, **maps: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ShapeError(f"images must be (N,1|3,H,W), got {tuple(getattr(images, 'shape', ()))}")
     n, _, h, w = images.shape
@@ -99,20 +102,20 @@ def plot_region_grid(
     :class:`~advspatial.regions.Partition` or its (N,H,W) codes 0..3.
     """
     codes = partition.codes() if isinstance(partition, Partition) else partition
-    _check_images_maps(images, importance=importance, attack=attack, partition=codes)
+    check_images_maps(images, importance=importance, attack=attack, partition=codes)
     if codes.dtype == torch.bool or codes.is_floating_point() or (codes.numel() and int(codes.max()) > 3):
         raise ShapeError("partition codes must be integers 0..3 (neither, roi_only, roa_only, both)")
     n = min(images.shape[0], max_rows)
     if row_labels is not None and len(row_labels) < n:
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
-    imp, att = _per_image_max_normalized(importance[:n]), _per_image_max_normalized(attack[:n])
+    imp, att = per_image_max_normalized(importance[:n]), per_image_max_normalized(attack[:n])
     fig = Figure(figsize=(10.5, 2.35 * n + 1.6), dpi=100)
     grid = fig.add_gridspec(n + 1, 4, height_ratios=[1.0] * n + [0.09], hspace=0.35, wspace=0.08)
     cols = ("image", f"importance: {importance_name}", f"attack map: {attack_name}", f"regions ({region_rule})")
     heat = None
     part_cmap = ListedColormap(PART_COLOURS)
     for i in range(n):
-        img, cmap = _image_for_display(images[i])
+        img, cmap = image_for_display(images[i])
         axes = [fig.add_subplot(grid[i, j]) for j in range(4)]
         axes[0].imshow(img, cmap=cmap, vmin=0, vmax=1)
         for ax, m in ((axes[1], imp[i]), (axes[2], att[i])):
@@ -121,7 +124,7 @@ def plot_region_grid(
             if not m.any():
                 ax.text(0.5, 0.5, "map is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
                         color="white", fontsize=9, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
-        axes[3].imshow(_np(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+        axes[3].imshow(to_numpy(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
         for j, ax in enumerate(axes):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -159,7 +162,7 @@ def plot_class_mean_maps(
         raise ShapeError(f"need one class name per map: {k} maps, {len(class_names)} names")
     if counts is not None and len(counts) != k:
         raise ShapeError(f"counts needs {k} entries, got {len(counts)}")
-    arr = _np(maps)
+    arr = to_numpy(maps)
     finite = arr[np.isfinite(arr)]
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     ncols = max(1, min(ncols, k))
@@ -212,8 +215,8 @@ def plot_permutation_histograms(
     fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows + 0.9), dpi=100)
     for idx, (name, r) in enumerate(results.items()):
         ax = fig.add_subplot(nrows, ncols, idx + 1)
-        obs = _np(r.observed)
-        base = _np(r.baseline_values).ravel()
+        obs = to_numpy(r.observed)
+        base = to_numpy(r.baseline_values).ravel()
         obs, base = obs[np.isfinite(obs)], base[np.isfinite(base)]
         both = np.concatenate([obs, base]) if obs.size + base.size else np.zeros(1)
         lo, hi = float(both.min()), float(both.max())

@@ -17,7 +17,7 @@ from matplotlib.lines import Line2D
 
 from ..errors import ShapeError
 from ..regions import PermutationResult
-from .figures import HEAT_CMAP, _check_images_maps, _image_for_display, _np, _per_image_max_normalized, save_figure
+from .figures import HEAT_CMAP, check_images_maps, image_for_display, to_numpy, per_image_max_normalized, save_figure
 
 ATTACK_COLOURS = ("#3a7bd5", "#f28e2b", "#59a14f", "#b07aa1")
 CAM_CONTOUR = "#00e5ff"
@@ -26,7 +26,7 @@ DIST_CMAP = "magma"
 
 
 def _contour(ax, region: torch.Tensor, colour: str, style: str = "solid") -> None:  # noqa: ANN001 - matplotlib Axes
-    mask = _np(region.float())
+    mask = to_numpy(region.float())
     if 0 < mask.sum() < mask.size:
         ax.contour(mask, levels=[0.5], colors=[colour], linewidths=1.4, linestyles=style)
 
@@ -61,7 +61,7 @@ def plot_ssim_vs_cam(
     names = list(adversarial)
     if not names or set(names) != set(ssim_maps) or set(names) != set(ssim_regions):
         raise ShapeError("adversarial, ssim_maps and ssim_regions need the same (non-empty) attack names")
-    _check_images_maps(images, cam=cam, cam_region=cam_region, **{f"ssim_maps[{a}]": ssim_maps[a] for a in names},
+    check_images_maps(images, cam=cam, cam_region=cam_region, **{f"ssim_maps[{a}]": ssim_maps[a] for a in names},
                        **{f"ssim_regions[{a}]": ssim_regions[a] for a in names})
     for a in names:
         if tuple(adversarial[a].shape) != tuple(images.shape):
@@ -69,7 +69,7 @@ def plot_ssim_vs_cam(
     n = min(images.shape[0], max_rows)
     if row_labels is not None and len(row_labels) < n:
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
-    cam_n = _per_image_max_normalized(cam[:n])
+    cam_n = per_image_max_normalized(cam[:n])
     vmax = max(float(torch.stack([ssim_maps[a][:n] for a in names]).max()), 1e-6)
     ncols = 2 + 2 * len(names)
     height = 2.2 * n + 1.9
@@ -77,16 +77,16 @@ def plot_ssim_vs_cam(
     grid = fig.add_gridspec(n + 1, ncols, height_ratios=[1.0] * n + [0.08], hspace=0.45, wspace=0.08)
     heat = dist = None
     for i in range(n):
-        img, cmap = _image_for_display(images[i])
+        img, cmap = image_for_display(images[i])
         axes = [fig.add_subplot(grid[i, j]) for j in range(ncols)]
         axes[0].imshow(img, cmap=cmap, vmin=0, vmax=1)
         axes[1].imshow(img, cmap=cmap, vmin=0, vmax=1)
         heat = axes[1].imshow(cam_n[i], cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.75)
         _contour(axes[1], cam_region[i], CAM_CONTOUR)
         for k, a in enumerate(names):
-            adv, acmap = _image_for_display(adversarial[a][i])
+            adv, acmap = image_for_display(adversarial[a][i])
             axes[2 + 2 * k].imshow(adv, cmap=acmap, vmin=0, vmax=1)
-            dist = axes[3 + 2 * k].imshow(_np(ssim_maps[a][i]), cmap=DIST_CMAP, vmin=0, vmax=vmax)
+            dist = axes[3 + 2 * k].imshow(to_numpy(ssim_maps[a][i]), cmap=DIST_CMAP, vmin=0, vmax=vmax)
             _contour(axes[3 + 2 * k], cam_region[i], CAM_CONTOUR)
             _contour(axes[3 + 2 * k], ssim_regions[a][i], SSIM_CONTOUR, "dashed")
             if adversarial_captions is not None:
@@ -136,7 +136,7 @@ def plot_attack_summary(
     left.set_ylim(0, 1.12)
     left.set_ylabel("fooling rate (correctly classified images)")
     left.set_title("How often the attack fools the model", fontsize=10)
-    data = [_np(ssim_values[a]).ravel() for a in names]
+    data = [to_numpy(ssim_values[a]).ravel() for a in names]
     box = right.boxplot(data, patch_artist=True, widths=0.5, showfliers=True)
     right.set_xticks(range(1, len(names) + 1), names)
     right.set_xlim(0.5, len(names) + 0.85)  # room for the mean labels right of the boxes

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from ..errors import ShapeError
-from .figures import HEAT_CMAP, _image_for_display, _np, save_figure
+from .figures import HEAT_CMAP, image_for_display, to_numpy, save_figure
 
 #: one colour per k (matplotlib's tab10), cycled
 K_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -86,9 +86,9 @@ def plot_propagation_strip(
     for i in range(r):
         ax = fig.add_subplot(grid[i, 0])
         if first_column_heat:
-            ax.imshow(_np(images[i, 0]), cmap=HEAT_CMAP, vmin=0)
+            ax.imshow(to_numpy(images[i, 0]), cmap=HEAT_CMAP, vmin=0)
         else:
-            img, cmap = _image_for_display(images[i])
+            img, cmap = image_for_display(images[i])
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
         if pixels is not None:
             for row, col in pixels[i].tolist():
@@ -100,7 +100,7 @@ def plot_propagation_strip(
         if i == 0:
             ax.set_title(first_column_title, fontsize=8)
     for j, name in enumerate(chosen, start=1):
-        values = _np(maps[name])
+        values = to_numpy(maps[name])
         finite = values[np.isfinite(values)]
         vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         im = None

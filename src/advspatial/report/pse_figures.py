@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .figures import save_figure
+from .figures import image_for_display, save_figure, to_numpy
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)
 TYPE_COLOURS = ("#d62728", "#1f77b4", "#9467bd", "#bcbd22")
@@ -30,18 +30,9 @@ TYPE_LABELS = {
 TYPE_ORDER = ("suppression", "promotion", "balanced", "opposing")
 
 
-def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().cpu().float().numpy()
-    return np.asarray(t, dtype=float)
-
-
 def _show_image(ax, img: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
-    arr = _np(img).clip(0, 1)
-    if arr.shape[0] == 1:
-        ax.imshow(arr[0], cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(arr[:3].transpose(1, 2, 0))
+    arr, cmap = image_for_display(img)
+    ax.imshow(arr, cmap=cmap, vmin=0, vmax=1)
 
 
 def _top_mask(cam: np.ndarray, fraction: float) -> np.ndarray:
@@ -66,14 +57,14 @@ def plot_pse_examples(
     axes = fig.subplots(n, 4, squeeze=False)
     cmap = ListedColormap(TYPE_COLOURS)
     for i in range(n):
-        types = _np(type_map[i])
+        types = to_numpy(type_map[i])
         overlay = np.ma.masked_less(types, 0)
         _show_image(axes[i, 0], x[i])
         _show_image(axes[i, 1], x_adv[i])
         for j, (cam, label) in enumerate(((cam_true[i], f"{cam_name} of true class\n{row_labels[i]} on x"),
                                           (cam_target[i], f"{cam_name} of adversarial class\n{target_labels[i]} on x'")),
                                          start=2):
-            c = _np(cam)
+            c = to_numpy(cam)
             axes[i, j].imshow(c, cmap="gray", vmin=0, vmax=max(float(c.max()), 1e-12))
             axes[i, j].imshow(overlay, cmap=cmap, vmin=-0.5, vmax=3.5, alpha=0.55, interpolation="nearest")
             axes[i, j].contour(_top_mask(c, top_fraction).astype(float), levels=[0.5], colors="white", linewidths=1.5)
@@ -135,13 +126,13 @@ def plot_unit_sensitivity(sensitivity: Mapping[str, torch.Tensor], path: str | P
     fig = Figure(figsize=(12, 4.6), dpi=100)
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     for v in variants:
-        vals = np.sort(_np(sensitivity[v]))[::-1]
+        vals = np.sort(to_numpy(sensitivity[v]))[::-1]
         left.plot(np.arange(1, len(vals) + 1), vals, marker=".", label=v)
     left.set_xlabel("unit rank (1 = most sensitive)")
     left.set_ylabel("mean |A(x') - A(x)| (successful attacks)")
     left.set_title(f"Unit sensitivity in layer {layer}, sorted", fontsize=10)
     left.legend(fontsize=8)
-    stacked = np.stack([_np(sensitivity[v]) for v in variants])
+    stacked = np.stack([to_numpy(sensitivity[v]) for v in variants])
     order = np.argsort(-np.nan_to_num(stacked.mean(0)), kind="stable")[:top]
     image = right.imshow(stacked[:, order], aspect="auto", cmap="viridis")
     right.set_yticks(np.arange(len(variants)), variants, fontsize=8)
@@ -163,14 +154,14 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, v in zip(axes, variants):
         c = curves[v]
-        ks = _np(c["ks"])
+        ks = to_numpy(c["ks"])
         x = np.where(ks == 0, 0.5, ks)  # k = 0 on a log axis
         for kind, colour, label in (("clean", "#2ca02c", "clean images"),
                                     ("robust", "#d62728", "adversarial images (fixed)")):
-            ax.plot(x, _np(c[f"{kind}_acc"]), color=colour, marker="o", label=f"{label}: top-sensitive units masked")
-            ax.plot(x, _np(c[f"random_{kind}_acc"]), color=colour, linestyle="--",
+            ax.plot(x, to_numpy(c[f"{kind}_acc"]), color=colour, marker="o", label=f"{label}: top-sensitive units masked")
+            ax.plot(x, to_numpy(c[f"random_{kind}_acc"]), color=colour, linestyle="--",
                     label=f"{label}: random units masked (mean, band = min-max of draws)")
-            draws = _np(c[f"random_{kind}_all"]) if f"random_{kind}_all" in c else np.zeros((0,))
+            draws = to_numpy(c[f"random_{kind}_all"]) if f"random_{kind}_all" in c else np.zeros((0,))
             if draws.size:
                 ax.fill_between(x, draws.min(0), draws.max(0), color=colour, alpha=0.12)
         ax.set_xscale("log", base=2)
@@ -192,7 +183,7 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
 def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, best_names: Sequence[str],
                             path: str | Path, *, rho: float, p_value: float, layer: str, dataset: str) -> Path:
     """Each unit: its sensitivity to the attack vs its best dissection IoU, coloured by its best concept."""
-    sens, iou = _np(sensitivity), _np(best_iou)
+    sens, iou = to_numpy(sensitivity), to_numpy(best_iou)
     fig = Figure(figsize=(8, 5.2), dpi=100)
     ax = fig.subplots()
     concepts = sorted(set(best_names))
