@@ -194,6 +194,17 @@ def test_hooked_modules_are_left_to_the_tail(tiny_cnn) -> None:
         PatchForward(model, torch.rand(1, 1, 28, 28))
 
 
+def test_layer_subclass_with_its_own_forward_ends_the_stem() -> None:
+    class DoubledConv(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), DoubledConv(2, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    forward = assert_matches_model(model.eval(), torch.rand(2, 1, 8, 8), n=10)
+    assert len(forward.stages) == 2
+
+
 def test_training_mode_batchnorm_ends_the_stem() -> None:
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
     model.train()

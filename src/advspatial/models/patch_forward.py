@@ -27,7 +27,8 @@ longest chain from the input, each node feeding only the next, of
   that is the same at every position (the ``Normalized`` wrapper's
   ``(x - mean) / std``).
 
-A model the tracer cannot handle, or whose first node already falls outside
+Layers are recognised by exact type: a subclass may override ``forward``, so it
+ends the stem (and runs in full in the tail). A model the tracer cannot handle, or whose first node already falls outside
 this list, raises :class:`UnsupportedModel`; callers then use plain forward
 passes. Modules with hooks are refused because the stem bypasses ``forward``.
 """
@@ -133,7 +134,7 @@ def _conv_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
     """The stage of a conv or pooling module whose input maps are ``size_in`` (H, W)."""
-    if isinstance(module, nn.Conv2d):
+    if type(module) is nn.Conv2d:
         pads = _conv_padding(module)
         geometry = zip(module.kernel_size, module.stride, module.dilation, pads, size_in)
         axes = tuple(Axis(k, s, d, p[0], p[1], n) for k, s, d, p, n in geometry)
@@ -142,7 +143,7 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
             return F.conv2d(footprint.permute(0, 3, 1, 2), m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
 
         return Stage(conv, module, axes, 0.0)  # type: ignore[arg-type]
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+    if type(module) in (nn.MaxPool2d, nn.AvgPool2d):
         if module.ceil_mode:
             raise UnsupportedModel(f"{type(module).__name__} with ceil_mode=True")
         kernel, padding = _pair(module.kernel_size), _pair(module.padding)
@@ -235,7 +236,7 @@ class _Tracer:
                 return None
             if len(node.args) != 1 or node.kwargs:
                 return None
-            if isinstance(module, POINTWISE_MODULES):
+            if type(module) in POINTWISE_MODULES:
                 return Stage(module, module) if _usable_in_eval(module) else None
             try:
                 return _window_stage(module, (value.shape[2], value.shape[3]))
