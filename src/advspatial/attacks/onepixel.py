@@ -60,7 +60,7 @@ indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``
 The batched forward passes are the only shared computation. The incremental
 stem gives a row the same bits whatever the batch (tested); the model's own
 dense layers are the BLAS's: MKL's sgemm can round a row differently (by about
-1e-7) for different batch sizes, which could change a selection only in a
+1e-6) for different batch sizes, which could change a selection only in a
 near-exact tie of two fitness values. In the tests, a batch attacked together
 equals each image attacked alone, bit for bit.
 """

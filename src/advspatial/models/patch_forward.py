@@ -257,7 +257,7 @@ class _Tracer:
             if isinstance(arg, fx.Node) and arg is not previous:
                 if arg.op != "get_attr":
                     return None
-                constants[arg] = _fetch(self.model, str(arg.target))
+                constants[arg] = operator.attrgetter(str(arg.target))(self.model)
         if not all(_is_positionless(v) for v in constants.values()):
             return None
         if any(not isinstance(a, (fx.Node, int, float, bool, type(None), str)) for a in operands):
@@ -274,14 +274,6 @@ class _Tracer:
             return n.target(*args, **kwargs)  # type: ignore[operator]
 
         return Stage(call, call)
-
-
-def _fetch(model: nn.Module, target: str) -> object:
-    """The attribute ``a.b.c`` of ``model``."""
-    obj: object = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
@@ -305,19 +297,16 @@ class _Tail(fx.Interpreter):
         env[self.boundary] = value
         return self.run(value, initial_env=env)
 
-    def call_module(self, target, args, kwargs):  # type: ignore[no-untyped-def]
-        return self.module.get_submodule(target)(*args, **kwargs)
-
 
 @dataclass
 class _AxisPlan:
     """One window stage along one axis, for every initial patch coordinate ``p`` (the table index).
 
-    ``read[p]``: offset of the footprint's first input (padded) row/col, times
-    the flat stride of that axis in the padded input; ``land[p]``: offset, in
-    the footprint, of the incoming patch's first row/col, times the footprint's
-    flat stride; ``inside[p, i]``: whether the incoming patch's i-th row/col
-    falls inside the footprint.
+    ``read[p]``: the footprint's first input row/col (padded coordinates);
+    ``land[p]``: where in the footprint the incoming patch's first row/col
+    lands; ``inside[p, i]``: whether the incoming patch's i-th row/col falls
+    inside the footprint. :meth:`_WindowPlan.combine` turns the two axes into
+    flat offsets.
     """
 
     read: torch.Tensor
@@ -351,8 +340,9 @@ class _WindowPlan:
         land_first = (rows.land * fw)[:, None] + cols.land[None, :]
         land = land_first[:, :, None] + _grid(device, (incoming[0], fw), (incoming[1], 1))
         inside = rows.inside[:, None, :, None] & cols.inside[None, :, None, :]
-        return cls(footprint, read.reshape(-1), land.reshape(len(read.reshape(-1)), -1),
-                   inside.reshape(len(read.reshape(-1)), -1), _grid(device, (fh, padded_width), (fw, 1)))
+        corners = read.numel()
+        return cls(footprint, read.reshape(corners), land.reshape(corners, -1), inside.reshape(corners, -1),
+                   _grid(device, (fh, padded_width), (fw, 1)))
 
 
 class PatchForward:
@@ -523,7 +513,6 @@ class _LinearFold:
         ])  # (corners, C*ph*pw, out)
         self.clean_out = F.linear(stem.flatten(1), linear.weight, linear.bias)
         self.block_of = owner.tail_corner[0] * self.corner_cols + owner.tail_corner[1]  # per flat patch corner
-        self.stem = stem
         self.owner, self.tail = owner, tail
 
     @classmethod
@@ -545,8 +534,9 @@ class _LinearFold:
     def __call__(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner."""
         owner, n = self.owner, len(image)
-        start = image * self.stem[0].numel() + owner.tail_start.index_select(0, corner)
-        clean_window = self.stem.view(-1).index_select(0, (start[:, None] + owner.tail_grid).view(-1))
+        stem = owner.clean_stem
+        start = image * stem[0].numel() + owner.tail_start.index_select(0, corner)
+        clean_window = stem.view(-1).index_select(0, (start[:, None] + owner.tail_grid).view(-1))
         delta = patch.reshape(n, -1) - clean_window.view(n, -1)
         block = self.block_of.index_select(0, corner)
         order = torch.argsort(block, stable=True)
