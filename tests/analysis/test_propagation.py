@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -108,6 +108,7 @@ def test_scale_falls_back_to_absolute_max_then_one():
 
 @settings(max_examples=10, deadline=None)
 @given(batch_size=st.integers(1, 5), seed=st.integers(0, 1000))
+@example(batch_size=1, seed=285)  # found by CI: rounding amplified by a small scale
 def test_chunking_does_not_change_the_maps(batch_size, seed):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 2, 3, padding=1)).eval()
@@ -117,7 +118,11 @@ def test_chunking_does_not_change_the_maps(batch_size, seed):
     chunked = propagation_maps(model, x, x_adv, batch_size=batch_size)
     assert list(full) == list(chunked)
     for name in full:
-        torch.testing.assert_close(full[name].pm_max, chunked[name].pm_max)
+        # oneDNN rounds a conv output differently at batch 1 and batch 5 (~6e-8); PM divides by a
+        # small scale, so allow 1e-5 of the map's own magnitude (a chunking bug that swaps rows
+        # changes PM by O(its magnitude): 61 of 64 for seed 285).
+        peak = float(full[name].pm_max.abs().max())
+        torch.testing.assert_close(full[name].pm_max, chunked[name].pm_max, rtol=1e-5, atol=1e-5 * max(peak, 1.0))
         torch.testing.assert_close(full[name].scale, chunked[name].scale)
 
 
