@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attacks.base import per_sample_noise
-from .errors import ConfigError, ShapeError, check_range, unknown_name
+from ..attacks.base import per_sample_noise
+from ..errors import ConfigError, ShapeError, check_range, unknown_name
 
 BINARIZE_METHODS = ("top_fraction", "threshold", "otsu")
 STATISTICS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
