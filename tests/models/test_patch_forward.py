@@ -256,11 +256,12 @@ def test_bad_shapes_raise_shape_error(tiny_cnn) -> None:
 
 
 def test_stem_rows_do_not_depend_on_the_batch(tiny_cnn) -> None:
-    """The incremental stem gives each row the same bits whether it runs with 15 others or alone.
+    """The incremental stem gives each row the same values whether it runs with 15 others or alone.
 
-    The model here ends at the stem (its tail is a flatten), because the final
-    linear layer of a real model is the BLAS's business: MKL's sgemm rounds a
-    row differently for different batch sizes, in the model's own forward too.
+    The model here ends at the stem (its tail is a flatten). Equal to float
+    rounding, not bit for bit: oneDNN picks convolution kernels by batch size
+    on some CPUs (rows differ by 6e-8 on an AMD EPYC, bit-equal on others), as
+    in the model's own forward. A mixed-up row would differ by O(1).
     """
     features = tiny_cnn().features
     model = nn.Sequential(*features, nn.Flatten()).eval()
@@ -271,4 +272,4 @@ def test_stem_rows_do_not_depend_on_the_batch(tiny_cnn) -> None:
         together = forward(image, top, left, patch)
         alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(16)]
         torch.testing.assert_close(together, model(patched(clean, image, top, left, patch)), atol=1e-5, rtol=1e-5)
-    assert torch.equal(together, torch.cat(alone))
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-6, rtol=1e-6)

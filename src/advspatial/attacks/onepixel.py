@@ -57,11 +57,11 @@ get full forward passes.
 
 Randomness: image ``i`` draws every random number (initial population, mutation
 indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``.
-The batched forward passes are the only shared computation. The incremental
-stem gives a row the same bits whatever the batch (tested); the model's own
-dense layers are the BLAS's: MKL's sgemm can round a row differently (by about
-1e-6) for different batch sizes, which could change a selection only in a
-near-exact tie of two fitness values. In the tests, a batch attacked together
+The batched forward passes are the only shared computation. Their rounding is
+the backend's: oneDNN convolutions (6e-8 on an AMD EPYC, bit-equal on other
+CPUs) and MKL's sgemm (about 1e-6) can round a row differently for different
+batch sizes, in the incremental stem as in the model's own forward, which could
+change a selection only in a near-exact tie of two fitness values. In the tests, a batch attacked together
 equals each image attacked alone, bit for bit.
 """
 
