@@ -285,9 +285,48 @@ def test_pse_vs_cam_is_seeded_and_respects_strata():
     a = pse_vs_cam(res, cam_true, cam_target, n_perm=30, seed=3)
     b = pse_vs_cam(res, cam_true, cam_target, n_perm=30, seed=3)
     torch.testing.assert_close(a.true_cam.baseline_mean, b.true_cam.baseline_mean, equal_nan=True)
-    # every image its own stratum: π is the identity, baseline equals observed
+    torch.testing.assert_close(a.true_cam.p_value, b.true_cam.p_value, equal_nan=True)
+    # every image its own stratum: no partner anywhere, nothing to compare
     c = pse_vs_cam(res, cam_true, cam_target, top_fraction=0.25, n_perm=10, strata=torch.arange(len(res)))
-    torch.testing.assert_close(c.true_cam.baseline_mean, c.true_cam.observed, equal_nan=True)
+    assert torch.isnan(c.true_cam.per_image).all() and torch.isnan(c.true_cam.observed).all()
+    assert all(comp.n == 0 for comp in c.true_cam.comparisons)
+    # two strata: the baseline of image i is the mean over the other images of its stratum
+    strata = torch.arange(len(res)) % 2
+    d = pse_vs_cam(res, cam_true, cam_target, top_fraction=0.25, n_perm=10, strata=strata)
+    region = (cam_true > 0).flatten(1).double()
+    energy = res.pixel_energy.flatten(1) * (group_type_map(res).flatten(1) == SUPPRESSION)
+    share = (region @ energy.T) / energy.sum(1)  # [j, i]: image i's suppression energy in image j's region
+    null = [float(share[(strata == strata[i]) & (torch.arange(len(res)) != i), i].mean()) for i in range(len(res))]
+    assert float(d.true_cam.baseline_mean[SUPPRESSION]) == pytest.approx(sum(null) / len(null))
+    assert d.true_cam.comparisons[SUPPRESSION].null == "same-stratum"
+
+
+def test_pse_vs_cam_p_is_two_sided_and_comes_from_the_engine():
+    res, cam_true, cam_target = cam_case()
+    # CAM_true on the *other* row block: suppression avoids the CAM region -> reversed, small p
+    away = torch.flip(cam_true, dims=[1])
+    out = pse_vs_cam(res, away, cam_target, top_fraction=0.25, n_perm=300, seed=1)
+    tc = out.true_cam
+    assert tc.observed[SUPPRESSION] == 0.0 and tc.baseline_mean[SUPPRESSION] > 0.2
+    assert tc.p_value[SUPPRESSION] < 0.05
+    comp = tc.comparisons[SUPPRESSION]
+    assert comp.excess.high < 0 and comp.n == len(res) and comp.n_permutations == 300
+    row = out.as_dict()["true_cam"]["suppression"]
+    assert row["n"] == len(res) and row["excess"]["mean"] == pytest.approx(comp.excess.mean)
+    assert out.as_dict()["alternative"] == "two-sided"
+
+
+def test_pse_vs_cam_top_region_is_the_shared_rule():
+    from advspatial.regions import top_fraction_mask
+
+    res, cam_true, cam_target = cam_case(n=6)
+    flat = torch.ones_like(cam_true)  # every pixel tied: the seeded tie-break decides
+    ids = torch.tensor([40, 41, 42, 43, 44, 45])
+    out = pse_vs_cam(res, flat, cam_target, top_fraction=0.25, n_perm=5, seed=2, sample_ids=ids)
+    region = top_fraction_mask(flat, 0.25, 2, ids).mask.flatten(1).double()
+    energy = res.pixel_energy.flatten(1) * (group_type_map(res).flatten(1) == SUPPRESSION)
+    expected = (region * energy).sum(1) / energy.sum(1)
+    torch.testing.assert_close(out.true_cam.per_image[:, SUPPRESSION], expected)
 
 
 def test_top_region_ignores_zero_pixels():

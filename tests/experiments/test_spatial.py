@@ -30,7 +30,8 @@ from helpers import ReportParser
 pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 
 SETTINGS = {"n": 12, "batch_size": 6, "onepixel_n": 6, "prior_n": 12, "figure_images": 2}
-SECTIONS = ["setup", "attacks", "where-they-act", "overlap-vs-baseline", "defence", "limits", "config"]
+SECTIONS = ["verdicts", "faithfulness", "setup", "attacks", "where-they-act", "overlap-vs-baseline", "defence",
+            "limits", "config"]
 
 
 def quick_config(weights: Path, out: Path, **extra):  # type: ignore[no-untyped-def]
@@ -70,7 +71,7 @@ def test_run_directory_contents(finished_run) -> None:
     config = yaml.safe_load((path / "config.yaml").read_text())
     assert config["experiment"] == "spatial" and config["n"] == 12 and config["arch"] == "lenet5"
     figures = {p.name for p in (path / "figures").glob("*.png")}
-    assert "defence-sweep.png" in figures and "class-mean-roi.png" in figures
+    assert {"defence-sweep.png", "frequency-roi.png", "frequency-roa.png", "frequency-difference.png"} <= figures
     assert any(name.startswith("regions-") for name in figures)
 
 
@@ -91,8 +92,11 @@ def test_metrics_agree_with_per_image_rows(finished_run) -> None:
         assert close(m["mean_l2"], mean([float(r["l2"]) for r in ok]))
         assert close(m["adversarial_accuracy"], mean([float(r["adv_pred"] == r["label"]) for r in group]))
         for kind, stats in m["maps"].items():
+            complete = [r for r in ok if r.get(f"{kind}:flagged", "False") != "True"]
             for stat in ("iou", "energy_in_roi", "spearman", "both", "neither"):
-                assert close(stats[stat], mean([as_float(r[f"{kind}:{stat}"]) for r in ok])), (name, kind, stat)
+                assert close(stats[stat], mean([as_float(r[f"{kind}:{stat}"]) for r in complete])), (name, kind, stat)
+            if f"{kind}:flagged" in group[0]:
+                assert close(stats["flagged_share"], mean([float(r[f"{kind}:flagged"] == "True") for r in ok]))
             for r in ok:  # the four parts partition the image
                 total = sum(float(r[f"{kind}:{p}"]) for p in ("both", "roi_only", "roa_only", "neither"))
                 assert math.isclose(total, 1.0, abs_tol=1e-6)
@@ -110,6 +114,29 @@ def test_metrics_agree_with_per_image_rows(finished_run) -> None:
                  mean([float(r["correct"] == "True") for r in rows if r["attack"] == "fgsm"]))
 
 
+def test_claims_follow_their_gates_and_rules(finished_run) -> None:
+    """Every claim has a verdict from the fixed list; a failed RoI gate makes it 'not interpretable'."""
+    from advspatial.regions.inference import VERDICTS
+
+    _, path = finished_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert metrics["roi"]["method"] == "hirescam"  # lenet5 has a flatten/FC head
+    gate = metrics["faithfulness"]["hirescam"]
+    assert set(gate) >= {"passed", "reason", "deletion", "attack", "randomization"}
+    assert metrics["roi"]["faithful"] == gate["passed"]
+    claims = metrics["claims"]
+    assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    primary = [c for c in claims if c["primary"]]
+    assert len({c["subject"] for c in primary}) == len(primary) >= 1
+    for c in claims:
+        if not all(c["gates"].values()):
+            assert c["verdict"] == "not interpretable", c
+        assert c["statistic"] not in ("iou", "dice") or "onepixel" not in c["subject"]
+        assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
+    if not gate["passed"]:
+        assert metrics["defence_interpretation"].startswith("not interpretable")
+
+
 def test_norms_respect_budgets(finished_run) -> None:
     _, path = finished_run
     rows = read_rows(path / "per_image.csv")
@@ -125,8 +152,10 @@ def test_norms_respect_budgets(finished_run) -> None:
 def test_report_renders_every_section_and_figure(finished_run) -> None:
     _, path = finished_run
     parser = ReportParser()
-    parser.feed((path / "report.html").read_text())
+    html = (path / "report.html").read_text()
+    parser.feed(html)
     assert parser.sections == SECTIONS
+    assert "Region of Importance (RoI)" in html and "Region of Attack (RoA)" in html
     figures = list((path / "figures").glob("*.png"))
     assert len(parser.images) == len(figures) > 0
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parser.images)

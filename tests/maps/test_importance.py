@@ -10,11 +10,18 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from advspatial.errors import ConfigError, ModelError, ShapeError
-from advspatial.maps import importance_map, list_importance_methods, resolve_layer
+from advspatial.maps import (
+    default_importance_method,
+    describe_importance_methods,
+    has_gap_linear_head,
+    importance_map,
+    list_importance_methods,
+    resolve_layer,
+)
 from advspatial.maps.importance import cam_map, gradcam_map
 from advspatial.models import Normalized, build_model
 
-ALL = ["cam", "gradcam", "gradcam++", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
+ALL = ["auto", "cam", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
 
 
 class TinyGAP(nn.Module):
@@ -45,6 +52,8 @@ def gap_model() -> TinyGAP:
 
 def test_registry_lists_all_methods_and_rejects_unknown(tiny_cnn) -> None:
     assert list_importance_methods() == sorted(ALL)
+    assert set(describe_importance_methods()) == set(ALL)
+    assert describe_importance_methods()["hirescam"].startswith("HiResCAM")
     with pytest.raises(ConfigError, match="valid: .*gradcam"):
         importance_map("gradcamm", tiny_cnn(), torch.rand(1, 1, 28, 28))
     with pytest.raises(ConfigError, match="no parameter"):
@@ -73,7 +82,7 @@ def test_hooks_released_when_forward_raises(tiny_cnn) -> None:
 
     handle = model.fc.register_forward_pre_hook(boom)  # raises after the CAM layer has run
     try:
-        for name in ("gradcam", "gradcam++", "saliency"):
+        for name in ("gradcam", "gradcam++", "hirescam", "saliency"):
             with pytest.raises(RuntimeError, match="boom"):
                 importance_map(name, model, torch.rand(2, 1, 28, 28), target=0)
             assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
@@ -170,7 +179,7 @@ def test_targets(tiny_cnn) -> None:
 def test_batching_does_not_change_maps(tiny_cnn) -> None:
     model = tiny_cnn()
     x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-    for name in ("gradcam", "gradcam++", "ig"):
+    for name in ("gradcam", "gradcam++", "hirescam", "ig"):
         whole = importance_map(name, model, x, batch_size=64)
         torch.testing.assert_close(importance_map(name, model, x, batch_size=2), whole, atol=1e-6, rtol=1e-5)
 
@@ -234,3 +243,121 @@ def test_smoothgrad_is_seeded_and_leaves_global_rng_alone(tiny_cnn) -> None:
     assert not torch.allclose(a, importance_map("smoothgrad", model, x, seed=2, samples=4))
     with pytest.raises(ConfigError):
         importance_map("smoothgrad", model, x, sigma=-1.0)
+
+
+# -- HiResCAM and the default explainer by head type --------------------------------------------
+
+class TinyFlat(nn.Module):
+    """conv-ReLU (A: 5 x 6 x 6) -> flatten -> linear: the position-specific head Grad-CAM gets wrong."""
+
+    cam_layer = "act"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 5, 3, stride=2, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(5 * 6 * 6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.act(self.conv(x)), 1))
+
+
+def test_hirescam_is_cam_over_hw_on_gap_heads(gap_model: TinyGAP) -> None:
+    """GAP + linear: dz_c/dA_kij = W_ck / (h w), so HiResCAM = CAM / (h w) before and after upsampling."""
+    x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(8))
+    hires = importance_map("hirescam", gap_model, x, target=torch.tensor([0, 1, 2, 0]))
+    cam = importance_map("cam", gap_model, x, target=torch.tensor([0, 1, 2, 0]))
+    assert float(hires.max()) > 0
+    torch.testing.assert_close(hires, cam / 144, atol=1e-5, rtol=1e-5)
+
+    torch.manual_seed(0)
+    gapnet = build_model("gapnet").eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    feats = gapnet.features(x).detach()  # (3, 128, 14, 14)
+    pred = gapnet(x).argmax(1)
+    cam_small = torch.einsum("nk,nkhw->nhw", gapnet.fc.weight.detach()[pred], feats).clamp_min(0)[:, None]
+    ref = nn.functional.interpolate(cam_small / (14 * 14), size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+    hires = importance_map("hirescam", gapnet, x)
+    assert float(hires.max()) > 0
+    torch.testing.assert_close(hires, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(hires, importance_map("cam", gapnet, x) / 196, atol=1e-5, rtol=1e-4)
+
+
+def test_hirescam_by_hand_on_a_flatten_head() -> None:
+    torch.manual_seed(4)
+    model = TinyFlat().eval()
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(10))
+    classes = torch.tensor([0, 3, 1])
+    feats = model.act(model.conv(x)).detach().requires_grad_(True)
+    scores = model.fc(torch.flatten(feats, 1)).gather(1, classes[:, None])
+    (g,) = torch.autograd.grad(scores.sum(), feats)
+    small = (g * feats).sum(1, keepdim=True).clamp_min(0).detach()
+    # on a flatten + linear head the gradient is the class's weight at each position: a closed form too
+    closed = (model.fc.weight.detach()[classes].view(3, 5, 6, 6) * feats.detach()).sum(1, keepdim=True).clamp_min(0)
+    torch.testing.assert_close(small, closed, atol=1e-6, rtol=1e-5)
+    ref = nn.functional.interpolate(small, size=(12, 12), mode="bilinear", align_corners=False)[:, 0]
+    ours = importance_map("hirescam", model, x, target=classes)
+    assert ours.shape == (3, 12, 12) and bool((ours >= 0).all()) and float(ours.max()) > 0
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    # Grad-CAM differs here: it averages the position-specific weights away
+    assert not torch.allclose(importance_map("gradcam", model, x, target=classes), ours, atol=1e-4)
+
+
+def test_hirescam_by_hand_on_tiny_cnn_any_layer(tiny_cnn) -> None:
+    """TinyCNN (conv, ReLU, pool, flatten, fc): autograd by hand at the declared layer and at features.4."""
+    model = tiny_cnn()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(11))
+    pred = model(x).argmax(1)
+    for layer, cut in ((None, 4), ("features.4", 5)):
+        feats = model.features[:cut](x).detach().requires_grad_(True)
+        logits = model.fc(torch.flatten(model.features[cut:](feats), 1))
+        (g,) = torch.autograd.grad(logits.gather(1, pred[:, None]).sum(), feats)
+        small = (g * feats).sum(1, keepdim=True).clamp_min(0).detach()
+        ref = nn.functional.interpolate(small, size=(28, 28), mode="bilinear", align_corners=False)[:, 0]
+        ours = importance_map("hirescam", model, x, layer=layer)
+        assert ours.shape == (4, 28, 28) and bool((ours >= 0).all())
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+
+
+def test_default_method_by_head_type(tiny_cnn, gap_model: TinyGAP) -> None:
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(12))
+    torch.manual_seed(0)
+    gapnet, smallcnn = build_model("gapnet").train(), build_model("smallcnn").eval()
+    name, reason = default_importance_method(gapnet, x)
+    assert name == "gradcam" and "global average" in reason and "exact" in reason
+    assert gapnet.training  # the probe ran in eval mode and restored the mode
+    name, reason = default_importance_method(smallcnn, x)
+    assert name == "hirescam" and "HiResCAM" in reason
+    assert default_importance_method(Normalized(gapnet, [0.5], [0.25]), x)[0] == "gradcam"
+    assert default_importance_method(tiny_cnn(), x)[0] == "hirescam"
+    assert default_importance_method(gap_model, x[..., :12, :12])[0] == "gradcam"
+    # a layer whose global average is not what the head receives
+    assert default_importance_method(gapnet, x, layer="features.1")[0] == "hirescam"
+    assert has_gap_linear_head(gapnet, x) and not has_gap_linear_head(smallcnn, x)
+
+    class NoLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 3, padding=1)
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return self.conv(z).mean(dim=(2, 3))
+
+    assert not has_gap_linear_head(NoLinear(), x)
+    with pytest.raises(ConfigError, match="no layer"):
+        default_importance_method(gapnet, x, layer="nope")
+
+
+def test_auto_resolves_through_the_default(tiny_cnn) -> None:
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(13))
+    torch.manual_seed(0)
+    gapnet, smallcnn = build_model("gapnet").eval(), build_model("smallcnn").eval()
+    torch.testing.assert_close(importance_map("auto", gapnet, x), importance_map("gradcam", gapnet, x))
+    torch.testing.assert_close(importance_map("auto", smallcnn, x, target="true", y=torch.tensor([1, 2, 3])),
+                               importance_map("hirescam", smallcnn, x, target=torch.tensor([1, 2, 3])))
+    model = tiny_cnn()
+    torch.testing.assert_close(importance_map("auto", model, x, layer="features.4", batch_size=2),
+                               importance_map("hirescam", model, x, layer="features.4"))
+    with pytest.raises(ConfigError, match="no parameter"):
+        importance_map("auto", gapnet, x, steps=3)
+    assert importance_map("auto", gapnet, x[:0]).shape == (0, 28, 28)

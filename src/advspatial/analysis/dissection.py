@@ -40,7 +40,8 @@ from torch import nn
 from ..attacks.base import frozen_eval
 from ..data.base import ImageDataset
 from ..errors import ConfigError, ModelError, ShapeError, check_range
-from ..runtime import batch_slices, make_generator, model_device
+from ..regions.inference import excess_test
+from ..runtime import batch_slices, model_device
 from .units import Layer, capture
 
 QUANTILE_ON = ("upsampled", "raw")
@@ -135,12 +136,17 @@ def dissect(
 
 @dataclass
 class Correlation:
-    """Spearman correlation with a permutation p-value (two-sided)."""
+    """Spearman correlation with a two-sided permutation p from the inference engine.
+
+    ``z`` is the excess of ρ over its exact derangement null in units of its
+    permutation spread (NaN when ρ is NaN or the spread is 0).
+    """
 
     rho: float
     p_value: float
     n: int
     n_perm: int
+    z: float = math.nan
 
 
 def sensitivity_vs_interpretability(
@@ -149,8 +155,13 @@ def sensitivity_vs_interpretability(
     """Spearman ρ between per-unit sensitivity (e.g. ``UnitChange.mean_abs``) and
     interpretability (e.g. ``DissectionResult.best_iou``), both (U,).
 
-    Ranks average ties. p-value: ``(1 + #{|ρ_π| >= |ρ|}) / (1 + n_perm)`` over seeded
-    permutations of the IoU ranks. ρ and p are NaN when either input is constant.
+    Ranks average ties. The test is the project's one null model
+    (:func:`advspatial.regions.inference.excess_test`): with centred ranks a, b the
+    pair matrix ``[j, i] = U·a_i·b_j / (‖a‖‖b‖)`` has diagonal mean ρ; unit i's IoU
+    is re-paired with the sensitivity of a random other unit (``n_perm`` seeded
+    derangements), each unit's exact null is the mean over its partners
+    (``-ρ/(U-1)`` on average), and p is two-sided:
+    ``(1 + #{|T_b| >= |T|}) / (1 + n_perm)``. ρ and p are NaN when either input is constant.
     """
     a = torch.as_tensor(unit_change, dtype=torch.float64).flatten().cpu()
     b = torch.as_tensor(unit_iou, dtype=torch.float64).flatten().cpu()
@@ -163,12 +174,12 @@ def sensitivity_vs_interpretability(
     ra, rb = _centered_ranks(a), _centered_ranks(b)
     if ra.norm() == 0 or rb.norm() == 0:
         return Correlation(math.nan, math.nan, int(a.numel()), n_perm)
-    rho = float(ra @ rb / (ra.norm() * rb.norm()))
-    gen = make_generator(seed)
-    perm = torch.rand(n_perm, b.numel(), generator=gen).argsort(1)
-    null = (rb[perm] @ ra) / (ra.norm() * rb.norm())
-    p_value = (1 + int((null.abs() >= abs(rho) - 1e-12).sum())) / (1 + n_perm)
-    return Correlation(rho, p_value, int(a.numel()), n_perm)
+    scale = ra.norm() * rb.norm()
+    rho = float(ra @ rb / scale)
+    pairs = a.numel() * torch.outer(rb, ra) / scale  # [j, i]: IoU rank of unit j with sensitivity rank of unit i
+    test = excess_test(pairs, torch.zeros(a.numel(), dtype=torch.int64), n_perm, seed,
+                       statistic="spearman", null="any-unit")
+    return Correlation(rho, test.p, int(a.numel()), n_perm, test.z)
 
 
 # ----------------------------------------------------------------------------- internals

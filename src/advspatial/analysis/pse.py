@@ -37,7 +37,8 @@ the energy of its groups over the total energy, and the perturbation gets the
 type with the largest share (ties: lowest type code).
 
 :func:`pse_vs_cam` then asks where each type falls relative to the top region of
-``CAM_t0(x)`` and ``CAM_t(x')``, against a permutation baseline.
+``CAM_t0(x)`` and ``CAM_t(x')`` (the shared top-fraction rule), against the exact
+partner null of the one inference engine (:mod:`advspatial.regions.inference`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ from torch import nn
 
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ShapeError, check_range
-from ..runtime import batch_slices, make_generator, model_device
+from ..regions import top_fraction_mask
+from ..regions.inference import NullComparison, excess_test
+from ..runtime import batch_slices, model_device
 
 UNPERTURBED = -1
 SUPPRESSION = 0
@@ -313,11 +316,15 @@ class CamOverlap:
 
     Attributes (type axis in ``TYPE_NAMES`` order):
         per_image: (N,4) share of the type's weight inside the region (NaN where the
-            image has none of that type).
-        observed: (4,) mean of ``per_image`` over images that have the type.
-        baseline_mean, baseline_std: (4,) the same statistic with image i's type map
-            paired with the CAM of image π(i), over the permutations.
-        p_value: (4,) permutation p-value, ``(1 + #{perm as extreme}) / (1 + n_perm)``.
+            image has none of that type, or no partner to be compared with).
+        observed: (4,) mean of ``per_image`` over the images that enter the test.
+        baseline_mean: (4,) the exact null: per image, the mean share over its
+            partners' CAM regions (:func:`~advspatial.regions.inference.partner_null`),
+            averaged over the same images.
+        baseline_std: (4,) spread of the mean share under random derangements.
+        p_value: (4,) two-sided permutation p of the mean excess
+            (:func:`~advspatial.regions.inference.excess_test`).
+        comparisons: the four engine results (excess with its bootstrap CI, ratio, z, n).
     """
 
     per_image: torch.Tensor
@@ -325,18 +332,23 @@ class CamOverlap:
     baseline_mean: torch.Tensor
     baseline_std: torch.Tensor
     p_value: torch.Tensor
+    comparisons: tuple[NullComparison, ...] = ()
 
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        """``{type: {observed, baseline_mean, baseline_std, p_value}}`` as plain floats."""
-        return {
-            name: {
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        """``{type: {observed, baseline_mean, baseline_std, p_value, n, excess, ratio, z}}`` as plain values."""
+        out: dict[str, dict[str, object]] = {}
+        for k, name in enumerate(TYPE_NAMES):
+            row: dict[str, object] = {
                 "observed": float(self.observed[k]),
                 "baseline_mean": float(self.baseline_mean[k]),
                 "baseline_std": float(self.baseline_std[k]),
                 "p_value": float(self.p_value[k]),
             }
-            for k, name in enumerate(TYPE_NAMES)
-        }
+            if self.comparisons:
+                c = self.comparisons[k]
+                row.update(n=c.n, excess=c.excess.as_dict(), ratio=c.ratio, z=c.z, null=c.null)
+            out[name] = row
+        return out
 
 
 @dataclass
@@ -348,18 +360,16 @@ class PSECamResult:
     top_fraction: float
     weight: str
     n_perm: int
-    alternative: str
 
     def as_dict(self) -> dict[str, object]:
         return {
             "true_cam": self.true_cam.as_dict(), "target_cam": self.target_cam.as_dict(),
             "top_fraction": self.top_fraction, "weight": self.weight, "n_perm": self.n_perm,
-            "alternative": self.alternative,
+            "alternative": "two-sided",
         }
 
 
 WEIGHTS = ("energy", "pixels")
-ALTERNATIVES = ("greater", "less", "two-sided")
 
 
 def pse_vs_cam(
@@ -371,10 +381,10 @@ def pse_vs_cam(
     seed: int = 0,
     *,
     weight: str = "energy",
-    alternative: str = "greater",
     strata: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
 ) -> PSECamResult:
-    """Share of each group type inside the top-``top_fraction`` region of two CAMs.
+    """Share of each group type inside the top-``top_fraction`` region of two CAMs, against chance.
 
     ``cam_true`` is CAM_t0(x) and ``cam_target`` CAM_t(x'), both (N,H,W) ≥ 0, computed
     by the caller (``advspatial.maps``). For type k and image i the statistic is
@@ -382,87 +392,62 @@ def pse_vs_cam(
     pixel energy ``Σ_c δ²`` (``weight="energy"``, default) or 1 (``"pixels"``);
     images without type k are left out of its mean.
 
-    Top region (as METHODS §1 binarize): the ``round(top_fraction·H·W)`` highest
-    pixels, ties at the cut broken by a seeded random order, then only strictly
-    positive pixels kept. Baseline: type map of image i with the CAM region of
-    image π(i), π a seeded random permutation (within ``strata``, e.g. the true
-    class, when given); p-value one-sided ``"greater"`` by default.
+    Top region: the shared rule :func:`advspatial.regions.top_fraction_mask`
+    (strictly positive pixels only, ties at the cut broken by a random order seeded
+    by (``seed``, ``sample_ids[i]``); default ids 0..N-1). Null: the type map of
+    image i with the CAM region of its partners -- the other images of its stratum
+    (``strata``, e.g. the true class; default all images) -- through the one
+    inference engine: exact per-image null, mean excess with a bootstrap CI and a
+    two-sided p from ``n_perm`` random derangements
+    (:func:`advspatial.regions.inference.excess_test`). Images alone in their
+    stratum have no partner and are left out (NaN in ``per_image``).
     """
     check_range("top_fraction", top_fraction, 0.0, 1.0, low_inclusive=False)
     if n_perm < 1:
         raise ConfigError(f"n_perm={n_perm} is out of range; valid: >= 1")
     if weight not in WEIGHTS:
         raise ConfigError(f"unknown weight {weight!r}; valid: {', '.join(WEIGHTS)}")
-    if alternative not in ALTERNATIVES:
-        raise ConfigError(f"unknown alternative {alternative!r}; valid: {', '.join(ALTERNATIVES)}")
     n, h, w = result.labels.shape
-    device = result.labels.device
     for name, cam in (("cam_true", cam_true), ("cam_target", cam_target)):
         if tuple(cam.shape) != (n, h, w):
             raise ShapeError(f"{name} must be ({n},{h},{w}) like the group map, got {tuple(cam.shape)}")
     if strata is not None and tuple(strata.shape) != (n,):
         raise ShapeError(f"strata must be ({n},), got {tuple(strata.shape)}")
+    groups = torch.zeros(n, dtype=torch.int64) if strata is None else torch.as_tensor(strata).cpu().long()
+    null = "any-class" if strata is None else "same-stratum"
 
-    type_map = group_type_map(result).flatten(1)
-    base = result.pixel_energy.flatten(1) if weight == "energy" else torch.ones(n, h * w, device=device)
+    type_map = group_type_map(result).flatten(1).cpu()
+    base = result.pixel_energy.flatten(1).cpu().double() if weight == "energy" else torch.ones(n, h * w).double()
     weights = torch.stack([base * (type_map == k) for k in range(len(TYPE_NAMES))])  # (4,N,HW)
-    gen = make_generator(seed)
-    perms = [_permutation(n, strata, gen).to(device) for _ in range(n_perm)]
     overlaps = []
     for cam in (cam_true, cam_target):
-        region = top_region(cam.to(device), top_fraction, gen).flatten(1).to(weights.dtype)
-        overlaps.append(_overlap(weights, region, perms, alternative))
-    return PSECamResult(overlaps[0], overlaps[1], float(top_fraction), weight, n_perm, alternative)
+        region = top_fraction_mask(cam.detach().cpu().float(), top_fraction, seed, sample_ids).mask
+        pairs = _type_pairs(weights, region.flatten(1).double())
+        overlaps.append(_overlap(pairs, groups, n_perm, seed, null))
+    return PSECamResult(overlaps[0], overlaps[1], float(top_fraction), weight, n_perm)
 
 
-def top_region(cam: torch.Tensor, top_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """(N,H,W) bool: top ``round(fraction·H·W)`` pixels, seeded tie-break, positives only."""
-    n = cam.shape[0]
-    flat = cam.reshape(n, -1)
-    k = int(round(top_fraction * flat.shape[1]))
-    shuffle = torch.rand(flat.shape, generator=generator).argsort(1).to(cam.device)
-    order = torch.sort(flat.gather(1, shuffle), dim=1, descending=True, stable=True).indices
-    chosen = shuffle.gather(1, order[:, :k])
-    region = torch.zeros(flat.shape, dtype=torch.bool, device=cam.device).scatter_(1, chosen, True)
-    return (region & (flat > 0)).view_as(cam)
+def _type_pairs(weights: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """(4,N,N) pair matrices, entry [k, j, i]: share of image i's type-k weight inside image j's region.
 
-
-def _permutation(n: int, strata: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """A random permutation π of range(n); with strata, π(i) has the stratum of i."""
-    r = torch.randperm(n, generator=generator)
-    if strata is None:
-        return r
-    strata = strata.cpu()
-    shuffled = r[torch.sort(strata[r], stable=True).indices]
-    perm = torch.empty(n, dtype=torch.int64)
-    perm[torch.sort(strata, stable=True).indices] = shuffled
-    return perm
-
-
-def _overlap(weights: torch.Tensor, region: torch.Tensor, perms: list[torch.Tensor], alternative: str) -> CamOverlap:
-    """Observed and permuted per-type shares inside ``region`` (see :func:`pse_vs_cam`)."""
+    The engine's convention (row = the image whose region is used, column = the
+    image whose map is measured); NaN columns for images without type k.
+    """
     total = weights.sum(-1)  # (4,N)
-    has = total > 0
-
-    def stat(reg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        share = torch.where(has, (weights * reg[None]).sum(-1) / total.clamp_min(1e-30), torch.nan)
-        return share, share.nanmean(1)
-
-    per_image, observed = stat(region)
-    null = torch.stack([stat(region[perm])[1] for perm in perms])  # (n_perm,4)
-    tol = 1e-9
-    if alternative == "greater":
-        extreme = null >= observed - tol
-    elif alternative == "less":
-        extreme = null <= observed + tol
-    else:
-        centre = null.nanmean(0)
-        extreme = (null - centre).abs() >= (observed - centre).abs() - tol
-    p_value = (1 + extreme.sum(0)) / (1 + len(perms))
-    p_value = torch.where(observed.isnan(), torch.nan, p_value.to(observed.dtype))
-    return CamOverlap(per_image.T.contiguous(), observed, null.nanmean(0), _nanstd(null), p_value)
+    inside = torch.einsum("jp,kip->kji", region, weights)
+    return torch.where(total[:, None, :] > 0, inside / total[:, None, :].clamp_min(1e-300), torch.nan)
 
 
-def _nanstd(values: torch.Tensor) -> torch.Tensor:
-    mean = values.nanmean(0, keepdim=True)
-    return ((values - mean) ** 2).nanmean(0).sqrt()
+def _overlap(pairs: torch.Tensor, groups: torch.Tensor, n_perm: int, seed: int, null: str) -> CamOverlap:
+    """Each type's observed share against its exact partner null, by :func:`excess_test`."""
+    comparisons = tuple(excess_test(pairs[k], groups, n_perm, seed, statistic=name, null=null)
+                        for k, name in enumerate(TYPE_NAMES))
+    _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
+    has_partner = counts[inverse] >= 2
+    diagonal = pairs.diagonal(dim1=1, dim2=2)  # (4,N)
+    per_image = torch.where(has_partner[None, :], diagonal, torch.nan).T.contiguous()
+
+    def field(name: str) -> torch.Tensor:
+        return torch.tensor([float(getattr(c, name)) for c in comparisons], dtype=torch.float64)
+
+    return CamOverlap(per_image, field("observed"), field("null_mean"), field("null_std"), field("p"), comparisons)

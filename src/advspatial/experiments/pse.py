@@ -665,7 +665,7 @@ def image_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
     weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
     table = Table(f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs the "
                   f"{cfg.baseline} permutation baseline ({cfg.permutations} permutations)",
-                  ["variant", "CAM", "group type", "observed", "baseline", "p (observed > baseline)"], rows)
+                  ["variant", "CAM", "group type", "observed", "baseline", "p (two-sided)"], rows)
     return Section("Image level", [
         f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {cfg.cam} of the true "
         f"class on the clean image, CAM_t(x') of the adversarial class on the adversarial image. For each type the "

@@ -41,18 +41,19 @@ from ..defense.fills import list_fills, make_fill
 from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, random_region_like, select_regions
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import attack_map, importance_map, list_attack_maps, list_importance_methods
-from ..regions import MapAccumulator, binarize, overlap_statistics, permutation_test, segregate
+from ..regions import MapAccumulator, binarize, overlap_statistics, segregate
+from ..regions.claims import Claim, judge
 from ..runtime import RunDir, batch_slices
-from .base import ExperimentConfig, ExperimentResult, mean_of, prepare_context, register_experiment, setting
-from .base import ExperimentContext as Context
+from . import colocation
+from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 PARTS = ("both", "roi_only", "roa_only", "neither")
 STATS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
-L2_LIKE = ("l2", "l0")
 
 
 @dataclass
-class SpatialConfig(ExperimentConfig):
+class SpatialConfig(GatedConfig):
     """Settings of the spatial experiment (METHODS §1-2); every one is a CLI option."""
 
     attacks: list[str] = setting(["fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "onepixel"],
@@ -65,13 +66,24 @@ class SpatialConfig(ExperimentConfig):
     onepixel_n: int = setting(100, "images given to the one-pixel attack (a prefix of the n images)")
     onepixel_popsize: int = setting(100, "one-pixel DE population per image (literature: 400)")
     onepixel_steps: int = setting(30, "one-pixel DE generations (literature: 75)")
-    importance: str = setting("gradcam", "importance map of the RoI (advspatial list maps)")
-    attack_map: str = setting("contribution", "attack map of the RoA; magnitude is added for L2/L0 attacks")
-    contribution_steps: int = setting(16, "Gauss-Legendre points of the contribution map's path integral "
-                                          "(completeness error is reported per image)")
+    importance: str = setting("auto", "importance map of the RoI: auto (Grad-CAM for a GAP+linear head, HiResCAM "
+                                      "for a flatten/FC head) or a name (advspatial list maps)")
+    panel: list[str] = setting(["gradcam", "hirescam", "occlusion", "ig"],
+                               "explainers of the sensitivity panel (each gated; the RoI's own is always added)")
+    panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel")
+    attack_map: str = setting("contribution", "attack map of the RoA; magnitude is added for L2 attacks")
+    contribution_part: str = setting("drop", "contribution map: drop (pixels lowering the margin) or absolute")
+    contribution_steps: int = setting(16, "initial Gauss-Legendre points of the contribution map (doubled per "
+                                          "image until completeness is within the tolerance)")
+    completeness_tolerance: float = setting(0.02, "completeness tolerance of the contribution map; images above "
+                                                  "it after refinement are flagged and excluded")
+    max_flagged_share: float = setting(0.1, "completeness gate: at most this share of images flagged")
     fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction")
-    permutations: int = setting(200, "permutations of the baseline")
-    permutation_images: int = setting(1000, "successful images per attack entering the permutation test")
+    permutations: int = setting(10000, "derangements of each pair-based null (two-sided p)")
+    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
+    strata: int = setting(4, "composition strata per class of the object-conditioned null")
+    sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
+    alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "mean", "blur", "inpaint"], "fills compared in the sweep")
     fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "neutralized fractions of the sweep")
@@ -82,8 +94,10 @@ class SpatialConfig(ExperimentConfig):
     figure_images: int = setting(6, "example images per figure")
 
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
-             "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8, "permutations": 20,
-             "prior_n": 24, "adaptive_steps": 3, "fractions": [0.1, 0.3], "figure_images": 3}
+             "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
+             "prior_n": 24, "adaptive_steps": 3, "fractions": [0.1, 0.3], "figure_images": 3,
+             "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
+             "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:
         super().validate()
@@ -99,8 +113,18 @@ class SpatialConfig(ExperimentConfig):
             raise ConfigError(f"defence_attack={self.defence_attack!r} must be one of attacks {self.attacks}")
         if known[self.defence_attack].cls.norm == "l0":
             raise ConfigError(f"defence_attack={self.defence_attack!r}: choose an attack run on all n images (not L0)")
-        if self.importance not in list_importance_methods():
-            raise unknown_name("importance method", self.importance, list_importance_methods())
+        for method in [self.importance, *self.panel]:
+            if method not in list_importance_methods():
+                raise unknown_name("importance method", method, list_importance_methods())
+        if self.contribution_part not in ("drop", "absolute"):
+            raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
+        for f in self.panel_fractions:
+            check_range("panel_fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("completeness_tolerance", self.completeness_tolerance, 0, low_inclusive=False)
+        check_range("max_flagged_share", self.max_flagged_share, 0, 1)
+        check_range("sesoi", self.sesoi, 0)
+        check_range("alpha", self.alpha, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("strata", self.strata, 1)
         if self.attack_map not in list_attack_maps():
             raise unknown_name("attack map", self.attack_map, list_attack_maps())
         for fill in [self.fill, *self.fills]:
@@ -115,6 +139,14 @@ class SpatialConfig(ExperimentConfig):
                      "contribution_steps", "permutations", "permutation_images", "prior_n", "adaptive_steps"):
             check_range(name, getattr(self, name), 1)
         check_range("figure_images", self.figure_images, 0)
+
+
+@dataclass
+class Context(ExperimentContext):
+    """The shared context plus the RoI method this run resolved (``auto`` picks by head type) and why."""
+
+    importance: str = ""
+    importance_reason: str = ""
 
 
 # -- attacks ---------------------------------------------------------------------------
@@ -141,18 +173,28 @@ def images_for(name: str, attack: Attack, config: SpatialConfig, n: int) -> int:
 
 
 def map_kinds(attack: Attack, config: SpatialConfig) -> list[str]:
-    """Attack maps computed for an attack: the configured one, plus magnitude for L2/L0 attacks."""
+    """Attack maps computed for an attack: the configured one, plus magnitude for L2 attacks.
+
+    An L0 attack gets one map only: for a one-pixel perturbation every map marks
+    the same pixel, and duplicate rows would count one result twice.
+    """
     kinds = [config.attack_map]
-    if attack.norm in L2_LIKE and "magnitude" not in kinds:
+    if attack.norm == "l2" and "magnitude" not in kinds:
         kinds.append("magnitude")
     return kinds
+
+
+def contribution_kw(config: SpatialConfig) -> dict[str, Any]:
+    """Settings of the contribution map (steps, signed part, per-image completeness refinement)."""
+    return {"steps": config.contribution_steps, "part": config.contribution_part,
+            "tolerance": config.completeness_tolerance}
 
 
 # -- the per-batch pipeline ------------------------------------------------------------
 
 def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
     """The deployable RoI map: importance of the input's predicted class."""
-    return lambda z: importance_map(ctx.config.importance, ctx.model, z, target="pred", batch_size=len(z) or 1)
+    return lambda z: importance_map(ctx.importance, ctx.model, z, target="pred", batch_size=len(z) or 1)
 
 
 def gradient_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -167,10 +209,22 @@ def roi_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
-        imp = importance_map(ctx.config.importance, ctx.model, x, target="pred", batch_size=len(x))
+        imp = importance_map(ctx.importance, ctx.model, x, target="pred", batch_size=len(x))
         return {"pred": pred.cpu(), "importance": imp.cpu()}
 
     return ctx.rundir.cached(f"roi/batch-{b:05d}", compute)  # type: ignore[return-value]
+
+
+def panel_batch(ctx: Context, method: str, b: int) -> torch.Tensor:
+    """Importance map of another explainer (sensitivity panel) for batch b, predicted class (cached)."""
+    if method == ctx.importance:
+        return roi_batch(ctx, b)["importance"]
+
+    def compute() -> torch.Tensor:
+        x, _, _ = ctx.batch(ctx.slices[b])
+        return importance_map(method, ctx.model, x, target="pred", batch_size=len(x)).cpu()
+
+    return ctx.rundir.cached(f"panel/{method}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
 def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> AttackResult:
@@ -185,11 +239,13 @@ def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> 
 def maps_batch(ctx: Context, name: str, kind: str, b: int, sl: slice, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
     def compute() -> dict[str, torch.Tensor]:
         x, y, _ = ctx.batch(sl)
-        kw = {"steps": ctx.config.contribution_steps} if kind == "contribution" else {}
+        kw = contribution_kw(ctx.config) if kind == "contribution" else {}
         amap = attack_map(kind, ctx.model, x, x_adv.to(ctx.device), y, **kw)
         out = {"map": amap.map.cpu()}
         if amap.completeness_error is not None:
             out["completeness_error"] = amap.completeness_error.cpu()
+            out["flagged"] = amap.flagged.cpu()
+            out["steps_used"] = amap.steps_used.cpu()
         return out
 
     return ctx.rundir.cached(f"maps/{name}/{kind}/batch-{b:05d}", compute)  # type: ignore[return-value]
@@ -265,7 +321,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
                        disable=not cfg.progress, unit="batch"):
             x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
             result = attack.run(x, y, sample_ids=torch.arange(sl.start, sl.stop) + 10_000_000)
-            kw = {"steps": cfg.contribution_steps} if cfg.attack_map == "contribution" else {}
+            kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
             amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
             acc.update(amap.cpu(), result.adv_pred.cpu())
         return torch.nan_to_num(acc.means(), nan=0.0)
@@ -353,14 +409,27 @@ def adaptive_batch(ctx: Context, b: int, sl: slice, defended: NeutralizedModel) 
 
 @dataclass
 class AttackSummary:
-    """What the report needs of one attack, beyond the per-image rows."""
+    """What the report needs of one attack, beyond the per-image rows.
+
+    ``stores[kind]`` keeps the first ``permutation_images`` successful,
+    completeness-checked images (maps, regions, labels, composition, ids and,
+    for the defence attack, the panel explainers' maps) for the statistics;
+    ``frequency`` accumulates the regions per class (P(pixel in region | class)).
+    """
 
     name: str
     norm: str
     n: int
-    perm_inputs: dict[str, dict[str, list[torch.Tensor]]]
-    mean_maps: dict[str, MapAccumulator]
+    stores: dict[str, dict[str, list[torch.Tensor]]]
+    frequency: dict[str, MapAccumulator]
     examples: dict[str, list[torch.Tensor]]
+
+    def store(self, kind: str) -> dict[str, torch.Tensor]:
+        """The kept images of one attack map, concatenated."""
+        return {k: torch.cat(v) for k, v in self.stores[kind].items() if v}
+
+    def kept(self, kind: str) -> int:
+        return sum(len(t) for t in self.stores[kind].get("labels", []))
 
 
 def process_attack(
@@ -369,6 +438,8 @@ def process_attack(
     """Run one attack over its images; append per-image rows; collect what aggregates need.
 
     ``defences`` None skips the defence columns (the ``advspatial maps`` command).
+    Images whose contribution map stays outside the completeness tolerance are
+    flagged and enter no statistic.
     """
     cfg, data = ctx.config, ctx.data
     attack = build_attack(name, ctx.model, cfg)
@@ -376,8 +447,8 @@ def process_attack(
     kinds = map_kinds(attack, cfg)
     shape = data.image_shape[1:]
     summary = AttackSummary(name, attack.norm, n_a, {k: defaultdict(list) for k in kinds},
-                            {"roi": MapAccumulator(data.num_classes, shape),
-                             **{k: MapAccumulator(data.num_classes, shape) for k in kinds}}, defaultdict(list))
+                            {k: MapAccumulator(data.num_classes, shape) for k in ("roi", *kinds)}, defaultdict(list))
+    panel = panel_methods(ctx) if name == cfg.defence_attack else []
     slices = list(batch_slices(n_a, cfg.batch_size))
     for b, sl in enumerate(tqdm(slices, desc=f"{name}: attack, maps, defence", disable=not cfg.progress, unit="batch")):
         result = attack_batch(ctx, name, attack, b, sl)
@@ -385,34 +456,43 @@ def process_attack(
         size = sl.stop - sl.start
         imp, pred = clean["importance"][:size], clean["pred"][:size]
         y, ids = data.labels[sl], torch.arange(sl.start, sl.stop)
-        ok = (pred == y) & result.success
+        success = (pred == y) & result.success
+        x = data.images(sl)
+        extra = {"composition": colocation.composition(x), "ids": ids,
+                 **{f"panel:{m}": panel_batch(ctx, m, b)[:size] for m in panel}}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
             maps = maps_batch(ctx, name, kind, b, sl, result.x_adv)
             stats, roi, roa = region_rows(imp, maps["map"], ids, cfg)
             cols.update({f"{kind}:{k}": v for k, v in stats.items()})
+            ok = success
             if "completeness_error" in maps:
                 cols[f"{kind}:completeness_error"] = maps["completeness_error"]
-            collect_permutation_inputs(summary.perm_inputs[kind], imp, maps["map"], roi, roa, y, ok, cfg)
-            summary.mean_maps[kind].update(maps["map"][ok], y[ok])
-            if kind == kinds[0]:  # the main attack map: figure examples and the oracle defence's RoA
+                cols[f"{kind}:flagged"] = maps["flagged"]
+                ok = success & ~maps["flagged"]
+            keep_first(summary.stores[kind], cfg.permutation_images, ok, importance=imp, attack=maps["map"], roi=roi,
+                       roa=roa, labels=y, **extra)
+            summary.frequency[kind].update(roa[ok].float(), y[ok])
+            if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency, the oracle defence's RoA
                 oracle_map = maps["map"]
-                collect_examples(summary.examples, data.images(sl), result.x_adv, imp, maps["map"], roi, roa, y, ok, cfg)
-        summary.mean_maps["roi"].update(imp[ok], y[ok])
+                summary.frequency["roi"].update(roi[ok].float(), y[ok])
+                collect_examples(summary.examples, x, result.x_adv, imp, maps["map"], roi, roa, y, ok, cfg)
         if defences is not None:
             cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
     return summary
 
 
-def collect_permutation_inputs(store: dict[str, list[torch.Tensor]], imp: torch.Tensor, amap: torch.Tensor,
-                               roi: torch.Tensor, roa: torch.Tensor, y: torch.Tensor, ok: torch.Tensor,
-                               cfg: SpatialConfig) -> None:
-    """Keep the maps of the first ``permutation_images`` successful images (bounded memory)."""
+def panel_methods(ctx: Context) -> list[str]:
+    """The explainers of the sensitivity panel, the RoI's own first."""
+    return list(dict.fromkeys([ctx.importance, *ctx.config.panel]))
+
+
+def keep_first(store: dict[str, list[torch.Tensor]], limit: int, ok: torch.Tensor, **values: torch.Tensor) -> None:
+    """Append the ``ok`` images of a batch until ``limit`` are kept (bounded memory for any n)."""
     have = sum(len(t) for t in store["labels"])
-    room = max(cfg.permutation_images - have, 0)
-    keep = ok.nonzero().squeeze(1)[:room]
-    for key, value in (("importance", imp), ("attack", amap), ("roi", roi), ("roa", roa), ("labels", y)):
+    keep = ok.nonzero().squeeze(1)[: max(limit - have, 0)]
+    for key, value in values.items():
         store[key].append(value[keep])
 
 
@@ -457,15 +537,31 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> d
         "maps": {},
     }
     for kind in kinds:
-        stats = {s: mean_of([r[f"{kind}:{s}"] for r in ok]) for s in (*STATS, *PARTS)}
+        complete = [r for r in ok if not r.get(f"{kind}:flagged", False)]  # flagged maps enter no statistic
+        stats = {s: mean_of([r[f"{kind}:{s}"] for r in complete]) for s in (*STATS, *PARTS)}
         if f"{kind}:completeness_error" in group[0]:
-            errors = sorted(r[f"{kind}:completeness_error"] for r in ok if r[f"{kind}:completeness_error"] == r[f"{kind}:completeness_error"])
+            errors = sorted(e for r in ok if (e := r[f"{kind}:completeness_error"]) == e)
             stats["completeness_error_median"] = errors[len(errors) // 2] if errors else math.nan
             stats["completeness_error_max"] = errors[-1] if errors else math.nan
+            stats["flagged_share"] = mean_of([float(r[f"{kind}:flagged"]) for r in ok])
         out["maps"][kind] = stats
     out["defence"] = defence_metrics(group)
     for kind in kinds:
         out["maps"][kind]["empty_roi_share"] = mean_of([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
+    return out
+
+
+def defence_vs_control(rows: list[dict[str, Any]], attack: str, seed: int) -> dict[str, Any]:
+    """Per deployable defence: paired per-image accuracy defended - random control, mean with a bootstrap CI."""
+    from ..regions.inference import bootstrap_mean_ci
+
+    group = list(iter_group(rows, attack))
+    out = {}
+    for tag in ("gradient", "prior"):
+        if group and f"{tag}:pred_defended_adv" in group[0]:
+            diff = [float(r[f"{tag}:pred_defended_adv"] == r["label"]) - float(r[f"{tag}:pred_random_adv"] == r["label"])
+                    for r in group]
+            out[tag] = bootstrap_mean_ci(diff, seed=seed).as_dict()
     return out
 
 
@@ -482,11 +578,12 @@ def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     from . import spatial_report
 
-    ctx = prepare_context(config, rundir)
+    ctx = spatial_context(config, rundir)
     data = ctx.data
     for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
                   unit="batch"):
         roi_batch(ctx, b)
+    gates = run_gates(ctx)
     prior = class_prior(ctx)
     rows: list[dict[str, Any]] = []
     defences = deployable_defences(ctx, prior)
@@ -495,13 +592,110 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     sweep = aggregate_sweep(ctx, defence_slices)
     adaptive = aggregate_adaptive(ctx, defence_slices, prior)
     metrics = build_metrics(ctx, summaries, rows, sweep, adaptive)
-    permutation = {s.name: permutation_results(s, config) for s in summaries}
-    metrics["permutation"] = {a: {k: {s: {"observed": r.observed_mean, "baseline_mean": r.baseline_mean,
-                                          "baseline_std": r.baseline_std, "p_value": r.p_value}
-                                      for s, r in res.items()} for k, res in by_kind.items()}
-                              for a, by_kind in permutation.items()}
-    sections = spatial_report.build_sections(ctx, summaries, metrics, permutation, rows)
+    claims = measure(ctx, summaries, metrics, gates)
+    sections = spatial_report.build_sections(ctx, summaries, metrics, claims, rows)
     return ExperimentResult(metrics, rows, spatial_report.summary_table(metrics), sections)
+
+
+def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of the RoI's explainer and of every panel explainer, on the run's own maps."""
+    cfg = ctx.config
+    return {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b))
+            for m in panel_methods(ctx)}
+
+
+def spatial_context(config: SpatialConfig, rundir: RunDir) -> Context:
+    """The shared context with the RoI method resolved (``auto``: by the model's head type)."""
+    base = prepare_context(config, rundir)
+    probe, _, _ = base.batch(slice(0, 1))
+    method, reason = resolve_importance(config.importance, base.model, probe)
+    return base.derive(Context, importance=method, importance_reason=reason)
+
+
+def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
+            gates: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The RoI/RoA inference: engine results, claims, corrections and verdicts, written into ``metrics``."""
+    cfg = ctx.config
+    roi_gate = gates[ctx.importance]
+    label = roi_label(roi_gate)
+    metrics["faithfulness"] = gates
+    metrics["roi"] = {"method": ctx.importance, "why": ctx.importance_reason, "faithful": bool(roi_gate["passed"]),
+                      "interpretation": label or "interpretable"}
+    metrics["inference"], claims = {}, []
+    for s in summaries:
+        main = map_kinds_of(s)[0]
+        for kind in map_kinds_of(s):
+            subject = f"{s.name} ({kind} RoA)"
+            gate_set = claim_gates(roi_gate, metrics["attacks"][s.name]["maps"][kind], cfg)
+            if s.kept(kind) < 3:
+                continue
+            if s.norm == "l0":
+                claims.append(colocation.pixel_claim(s.store(kind), subject, gate_set, cfg.seed))
+                continue
+            comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
+            metrics["inference"].setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
+            claims += colocation.attack_claims(subject, comparisons, gate_set, primary=kind == main)
+        for kind, stats in metrics["attacks"][s.name]["maps"].items():
+            stats["interpretation"] = label or "interpretable"
+    main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
+    if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
+        claims += panel_claims(ctx, main_attack, gates, metrics)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.alpha)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    metrics["defence_interpretation"] = label or "interpretable"
+    return claims
+
+
+def map_kinds_of(summary: AttackSummary) -> list[str]:
+    return list(summary.stores)
+
+
+def claim_gates(roi_gate: dict[str, Any], map_stats: dict[str, Any], cfg: SpatialConfig) -> dict[str, bool]:
+    """The validity gates of a co-location claim: the RoI is faithful; the RoA map is complete enough."""
+    gates = {"RoI faithfulness": bool(roi_gate["passed"])}
+    if "flagged_share" in map_stats:
+        share = map_stats["flagged_share"]
+        gates["completeness"] = not (share > cfg.max_flagged_share)
+    return gates
+
+
+def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str, Any]],
+                 metrics: dict[str, Any]) -> list[Claim]:
+    """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction."""
+    cfg = ctx.config
+    kind = cfg.attack_map
+    store = summary.store(kind)
+    map_stats = metrics["attacks"][summary.name]["maps"][kind]
+    out = []
+    ids = store["ids"]
+    roa = store["roa"]
+    for method in panel_methods(ctx)[1:]:
+        imp = store[f"panel:{method}"]
+        roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
+        out.append(panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
+                               roa, store, claim_gates(gates[method], map_stats, cfg)))
+    for fraction in cfg.panel_fractions:
+        if fraction == cfg.fraction:
+            continue
+        roi = binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask
+        roa_f = binarize(store["attack"], fraction=fraction, seed=cfg.seed + 1, sample_ids=ids).mask
+        out.append(panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
+                               store["attack"], roi, roa_f, store, claim_gates(gates[ctx.importance], map_stats, cfg)))
+    metrics["panel"] = [{"subject": c.subject, "observed": c.observed, "null": c.null_value,
+                         "effect": c.effect.as_dict(), "p": c.p} for c in out]
+    return out
+
+
+def panel_claim(ctx: Context, subject: str, imp: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor,
+                roa: torch.Tensor, store: dict[str, torch.Tensor], gates: dict[str, bool]) -> Claim:
+    from ..regions.claims import claim_from
+    from ..regions.inference import compare_to_nulls
+
+    cfg = ctx.config
+    result = compare_to_nulls(imp, attack, roi, roa, store["labels"], statistics=(colocation.PRIMARY_STATISTIC,),
+                              n_permutations=cfg.permutations, seed=cfg.seed)
+    comparison = result[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
+    return claim_from(comparison, colocation.CLAIM, subject, gates, primary=False)
 
 
 def aggregate_sweep(ctx: Context, slices: list[slice]) -> dict[str, float]:
@@ -529,29 +723,15 @@ def aggregate_adaptive(ctx: Context, slices: list[slice], prior: torch.Tensor | 
     return {k: v / len(ctx.data) for k, v in correct.items()}
 
 
-def permutation_results(summary: AttackSummary, config: SpatialConfig) -> dict[str, dict[str, Any]]:
-    """Permutation tests per attack map, within class and over any class."""
-    out: dict[str, dict[str, Any]] = {}
-    for kind, store in summary.perm_inputs.items():
-        labels = torch.cat(store["labels"]) if store["labels"] else torch.zeros(0, dtype=torch.long)
-        if len(labels) < 3:
-            continue
-        args = [torch.cat(store[k]) for k in ("importance", "attack", "roi", "roa")]
-        out[f"{kind}|same-class"] = permutation_test(*args, labels=labels, n_permutations=config.permutations,
-                                                     within_class=True, seed=config.seed)
-        out[f"{kind}|any-class"] = permutation_test(*args, labels=labels, n_permutations=config.permutations,
-                                                    within_class=False, seed=config.seed)
-    return out
-
-
 def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]],
                   sweep: dict[str, float], adaptive: dict[str, float]) -> dict[str, Any]:
     cfg = ctx.config
     first = [r for r in rows if r["attack"] == cfg.attacks[0]]
-    attacks = {s.name: attack_metrics(rows, s.name, list(s.perm_inputs)) for s in summaries}
+    attacks = {s.name: attack_metrics(rows, s.name, map_kinds_of(s)) for s in summaries}
     return {
         "n": len(ctx.data),
         "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
+        "defence_vs_control": defence_vs_control(rows, cfg.defence_attack, cfg.seed),
         "clean_cost": {k: v for k, v in attacks[cfg.attacks[0]]["defence"].items() if k.endswith("_clean")},
         "attacks": attacks,
         "sweep": sweep,
@@ -561,22 +741,21 @@ def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[
 
 
 def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
-    """RoI/RoA maps, regions, statistics and baselines for ``config.attacks`` - no defence.
+    """RoI/RoA maps, regions, the faithfulness gate, statistics and verdicts for ``config.attacks`` - no defence.
 
     Backs the ``advspatial maps`` command; returns (per-image rows, metrics, figure paths).
     """
     from . import spatial_report
 
-    ctx = prepare_context(config, rundir)
-    data = ctx.data
+    ctx = spatial_context(config, rundir)
+    gates = run_gates(ctx)
     rows: list[dict[str, Any]] = []
     summaries = [process_attack(ctx, name, None, rows) for name in config.attacks]
-    metrics = {"n": len(data), "clean_accuracy": mean_of([float(r["correct"]) for r in rows if r["attack"] == config.attacks[0]]),
-               "attacks": {s.name: attack_metrics(rows, s.name, list(s.perm_inputs)) for s in summaries}}
-    permutation = {s.name: permutation_results(s, config) for s in summaries}
-    sections = [spatial_report.where_section(ctx, summaries, metrics),
-                spatial_report.overlap_section(ctx, summaries, permutation)]
-    metrics["permutation"] = {a: {k: {s: {"observed": r.observed_mean, "baseline_mean": r.baseline_mean,
-                                          "p_value": r.p_value} for s, r in res.items()}
-                                  for k, res in by_kind.items()} for a, by_kind in permutation.items()}
+    metrics = {"n": len(ctx.data),
+               "clean_accuracy": mean_of([float(r["correct"]) for r in rows if r["attack"] == config.attacks[0]]),
+               "attacks": {s.name: attack_metrics(rows, s.name, map_kinds_of(s)) for s in summaries}}
+    claims = measure(ctx, summaries, metrics, gates)
+    sections = [spatial_report.verdict_section(ctx, summaries, metrics, claims),
+                spatial_report.gate_section(ctx, metrics),
+                spatial_report.where_section(ctx, summaries, metrics)]
     return rows, metrics, [fig.path for section in sections for fig in section.figures]

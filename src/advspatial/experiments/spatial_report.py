@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..regions import segregate
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim
 from ..report.defence_plots import plot_defence_sweep
-from ..report.figures import plot_class_mean_maps, plot_permutation_histograms, plot_region_grid
+from ..report.figures import plot_class_mean_maps, plot_region_grid
 from ..report.html import Figure, Section, Table
+from ..report.verdicts import gate_table, interval, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 
 if TYPE_CHECKING:
     from .spatial import AttackSummary, Context
@@ -20,32 +22,129 @@ STAT_LABELS = {
     "pointing_game": "pointing game", "spearman": "Spearman(I, A)", "pearson": "Pearson(I, A)",
 }
 
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
+         "importance map. Region of Attack (RoA): the pixels the attacker's perturbation acts through, the top "
+         "fraction of an attack map.")
+
+GRADIENT_FREE = ("occlusion", "cam")
+
 
 def fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def build_sections(ctx: "Context", summaries: list["AttackSummary"], metrics: dict[str, Any],
-                   permutation: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> list[Section]:
+                   claims: list[Claim], rows: list[dict[str, Any]]) -> list[Section]:
     return [
+        verdict_section(ctx, summaries, metrics, claims),
+        gate_section(ctx, metrics),
         setup_section(ctx, metrics),
         attacks_section(metrics),
         where_section(ctx, summaries, metrics),
-        overlap_section(ctx, summaries, permutation),
+        overlap_section(ctx, claims),
         defence_section(ctx, metrics),
         limits_section(ctx, metrics),
     ]
 
 
+def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: dict[str, Any],
+                    claims: list[Claim]) -> Section:
+    """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
+    cfg = ctx.config
+    primary = [c for c in claims if c.primary]
+    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims)
+    if not metrics["roi"]["faithful"]:
+        paragraphs.insert(1, f"{NOT_INTERPRETABLE_ROI.capitalize()} ({metrics['roi']['method']}): every RoI-dependent "
+                             "result below (co-location, the defence, which spares the RoI) is not evidence about the "
+                             "model. The sensitivity panel shows what other explainers give.")
+    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
+             f"across attacks; every other row Benjamini-Hochberg; alpha {cfg.alpha}; smallest effect of interest "
+             f"±{cfg.sesoi}; n >= 30."]
+    figures = []
+    groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic] for c in primary}
+    if any(len(v) > 1 for v in groups.values()):
+        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
+                           title="Observed minus each null, per-image mean with 95% bootstrap CI")
+        figures.append(Figure(path, "Forest plot: the primary statistic against each null (uniform placement, any "
+                                    "class, same class, same class and composition). Grey: a gate failed."))
+    panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
+    if panel:
+        tables.append(panel_table(panel))
+    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+
+
+def panel_table(panel: list[Claim]) -> Table:
+    """Explainer-sensitivity panel: the primary statistic under each explainer and region fraction."""
+    rows = []
+    for c in panel:
+        method = c.subject.split(": ", 1)[1].split(" RoI")[0]
+        kind = "gradient-free" if method in GRADIENT_FREE else "gradient-based (partly circular with the RoA)"
+        rows.append([c.subject, kind, fmt(c.observed), fmt(c.null_value), interval(c.effect), fmt(c.ratio, 2),
+                     f"{c.p_adjusted:.2g}" if c.p_adjusted == c.p_adjusted else "-",
+                     "passed" if all(c.gates.values()) else "FAILED", c.verdict])
+    return Table("Explainer sensitivity: attack energy in RoI vs the same-class null under other explainers and "
+                 "region fractions (a conclusion that changes sign across faithful explainers is explainer-dependent)",
+                 ["RoI", "explainer kind", "observed", "same-class null", "Δ [95% CI]", "ratio", "p_adj (BH)",
+                  "gates", "verdict"], rows)
+
+
+def gate_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
+    """The faithfulness gate of every explainer the run used, and the model-randomization check."""
+    cfg = ctx.config
+    gates = metrics["faithfulness"]
+    roi = metrics["roi"]
+    paragraphs = [
+        f"RoI explainer: {roi['method']} ({roi['why']}). It is {'FAITHFUL' if roi['faithful'] else 'NOT faithful'} "
+        "by the gate below.",
+        f"Gate: on the correctly classified images among the first {cfg.gate_n}, deleting the top {cfg.fraction:.0%} of "
+        f"the map ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more than deleting as many random "
+        f"pixels, and L-inf PGD (eps {cfg.eps_linf}, {cfg.gate_steps} steps) confined to the region must lower the "
+        "margin more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI "
+        "excluding 0. Positive Δ = the explainer's region matters more than random pixels.",
+    ]
+    rand_rows = []
+    for method, g in gates.items():
+        steps = g.get("randomization") or []
+        if steps:
+            last = steps[-1]
+            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
+                              fmt(last.get("spearman", math.nan))])
+    tables = [gate_table(gates, "Faithfulness gate per explainer (Δ = random − RoI damage, mean [95% CI])"),
+              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
+                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
+                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
+    per_class = per_class_rows(gates.get(roi["method"], {}))
+    if per_class:
+        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
+                            per_class, folded=True))
+    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
+
+
+def per_class_rows(gate: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, c in (gate.get("per_class") or {}).items():
+        deletion = c.get("deletion", {})
+        first = next(iter(deletion.values()), {}) if deletion else {}
+        attack = c.get("attack", {})
+        rows.append([name, c.get("n", "-"), interval(first.get("logit")) if first else "-",
+                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
+    return rows
+
+
 def setup_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
     cfg = ctx.config
     return Section("Setup", [
+        TERMS,
         f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
         f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
-        f"RoI: {cfg.importance} of the predicted class on the clean image. RoA: the {cfg.attack_map} map of the "
-        f"perturbation (plus magnitude for L2/L0 attacks). Both regions are the top {cfg.fraction:.0%} of their "
-        "map (only strictly positive pixels; ties at the cut broken by a seeded random order).",
-        "Statistics are over images the model classifies correctly and the attack fools (successful attacks).",
+        f"RoI: {ctx.importance} of the predicted class on the clean image ({ctx.importance_reason}). RoA: the "
+        f"{cfg.attack_map} map of the perturbation ({cfg.contribution_part} part; magnitude added for L2 attacks). "
+        f"Both regions are the top {cfg.fraction:.0%} of their map (only strictly positive pixels; ties at the cut "
+        "broken by a seeded random order).",
+        "Statistics are over images the model classifies correctly and the attack fools (successful attacks), "
+        f"leaving out images whose contribution map stays outside the completeness tolerance "
+        f"({cfg.completeness_tolerance:.0%}) after refinement.",
     ])
 
 
@@ -66,59 +165,66 @@ def where_section(ctx: "Context", summaries: list["AttackSummary"], metrics: dic
     for s in summaries:
         for kind, stats in metrics["attacks"][s.name]["maps"].items():
             part_rows.append([s.name, kind] + [fmt(stats[p]) for p in ("both", "roi_only", "roa_only", "neither")]
-                             + [fmt(stats.get("completeness_error_median", math.nan), 4)])
+                             + [fmt(stats.get("completeness_error_median", math.nan), 4),
+                                fmt(stats.get("completeness_error_max", math.nan), 4),
+                                fmt(stats.get("flagged_share", math.nan))])
+        kind = list(s.stores)[0]
         if s.examples.get("labels") and sum(len(t) for t in s.examples["labels"]):
             ex = {k: torch.cat(v) for k, v in s.examples.items()}
             names = [ctx.data.class_names[int(c)] for c in ex["labels"]]
             path = plot_region_grid(ex["x_adv"], ex["importance"], ex["attack"], segregate(ex["roi"], ex["roa"]),
                                     ctx.rundir.figures / f"regions-{s.name}.png", row_labels=names,
-                                    importance_name=cfg.importance, attack_name=list(s.perm_inputs)[0],
+                                    importance_name=ctx.importance, attack_name=kind,
                                     title=f"{s.name}: where the model looks (RoI) and where the attack acts (RoA)",
                                     region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
-            figures.append(Figure(path, f"{s.name}: adversarial image, {cfg.importance} (RoI), "
-                                        f"{list(s.perm_inputs)[0]} map (RoA) and the four-part partition."))
+            figures.append(Figure(path, f"{s.name}: adversarial image, {ctx.importance} (RoI), "
+                                        f"{kind} map (RoA) and the four-part partition."))
     main = next((s for s in summaries if s.name == cfg.defence_attack), summaries[0])
-    kind = list(main.perm_inputs)[0]
-    for key, label in (("roi", f"{cfg.importance} (RoI side)"), (kind, f"{kind} map of {main.name} (RoA side)")):
-        acc = main.mean_maps[key]
-        if int(acc.counts.sum()) == 0:
-            continue
-        path = plot_class_mean_maps(acc.means(), list(ctx.data.class_names), ctx.rundir.figures / f"class-mean-{key}.png",
-                                    counts=acc.counts, title=f"Per-class mean {label}, successful attacks")
-        figures.append(Figure(path, f"Per-class mean {label} over successfully attacked images."))
-    table = Table("Four-part segregation (mean share of the image) and completeness error of the contribution map",
-                  ["attack", "attack map", "both", "roi_only", "roa_only", "neither", "completeness err. (median)"],
-                  part_rows)
+    figures += frequency_figures(ctx, main)
+    table = Table("Four-part segregation (mean share of the image) and completeness of the contribution map",
+                  ["attack", "attack map", "both", "roi_only", "roa_only", "neither", "completeness err. (median)",
+                   "completeness err. (max)", "share flagged (excluded)"], part_rows)
     notes = ["For L-inf attacks the magnitude map is nearly flat (|delta| = eps almost everywhere); that is why "
              "the contribution map is the default RoA for them."]
     return Section("Where the attacks act", tables=[table], figures=figures, notes=notes, anchor="where-they-act")
 
 
-def overlap_section(ctx: "Context", summaries: list["AttackSummary"], permutation: dict[str, dict[str, Any]]) -> Section:
+def frequency_figures(ctx: "Context", main: "AttackSummary") -> list[Figure]:
+    """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
+    kind = list(main.stores)[0]
+    roi, roa = main.frequency["roi"], main.frequency[kind]
+    if int(roi.counts.sum()) == 0:
+        return []
+    names = list(ctx.data.class_names)
+    out = []
+    for key, acc, label in (("roi", roi, f"P(pixel in RoI | class), {ctx.importance}"),
+                            ("roa", roa, f"P(pixel in RoA | class), {kind} map of {main.name}")):
+        path = plot_class_mean_maps(acc.means(), names, ctx.rundir.figures / f"frequency-{key}.png", counts=acc.counts,
+                                    title=label, colorbar_label="share of images", vmin=0.0, vmax=1.0)
+        out.append(Figure(path, f"{label}: how often each pixel is in the region, per class."))
+    diff = roa.means() - roi.means()
+    path = plot_class_mean_maps(diff, names, ctx.rundir.figures / "frequency-difference.png", counts=roi.counts,
+                                title=f"P(RoA) - P(RoI) per class ({main.name})", colorbar_label="difference",
+                                vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+    out.append(Figure(path, "Red: pixels the attack uses more often than the model looks at them; blue: the reverse. "
+                            "Class-level alignment or anti-alignment shows here before any statistic."))
+    return out
+
+
+def overlap_section(ctx: "Context", claims: list[Claim]) -> Section:
+    """Every statistic against every null (folded), with corrected p-values and verdicts."""
     cfg = ctx.config
-    rows, figures = [], []
-    for s in summaries:
-        for key, results in permutation.get(s.name, {}).items():
-            kind, scope = key.split("|")
-            if scope != "same-class":
-                continue
-            other = permutation[s.name][f"{kind}|any-class"]
-            for stat, r in results.items():
-                rows.append([s.name, kind, STAT_LABELS[stat], fmt(r.observed_mean),
-                             f"{fmt(r.baseline_mean)} ± {fmt(r.baseline_std)}", fmt(r.p_value, 4),
-                             fmt(other[stat].baseline_mean), fmt(other[stat].p_value, 4)])
-            if kind == list(s.perm_inputs)[0]:
-                path = plot_permutation_histograms(results, ctx.rundir.figures / f"baseline-{s.name}.png",
-                                                   title=f"{s.name} ({kind} map): observed RoI/RoA pairs vs "
-                                                         "images re-paired within their class")
-                figures.append(Figure(path, f"{s.name}: each statistic for the true image pairs vs random "
-                                            "same-class re-pairings; p-value one-sided (overlap above chance)."))
-    table = Table(f"Overlap of RoI and RoA vs the permutation baseline ({cfg.permutations} permutations)",
-                  ["attack", "attack map", "statistic", "observed", "same-class baseline", "p (same class)",
-                   "any-class baseline", "p (any class)"], rows)
-    return Section("Overlap vs baseline", ["Co-location is claimed only where the observed value beats "
-                                           "the baseline of randomly re-paired images (small p)."],
-                   tables=[table], figures=figures, anchor="overlap-vs-baseline")
+    rest = [c for c in claims if not c.primary and "RoI, top" not in c.subject]
+    table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} derangements per pair-based "
+                                "null; two-sided p; Benjamini-Hochberg)", folded=True)
+    return Section("Overlap vs the nulls", [
+        "Nulls, from the weakest to the most matched: uniform (regions placed independently at random, analytic), "
+        "any-class (RoA paired with the RoI of any other image), same-class (of another image of the same class), "
+        "object-conditioned (same class and same foreground-share stratum). Observed below a null means the attack "
+        "avoids the RoI more than that null: anti-alignment, a finding in its own right, never hidden as p = 1.",
+        "IoU and Dice are not computed for one-pixel attacks (degenerate for a one-pixel RoA): they get the exact "
+        "'attacked pixel in RoI' test against per-image chance instead."],
+        tables=[table], anchor="overlap-vs-baseline")
 
 
 def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
@@ -127,7 +233,7 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
                ("gradient:random_adv", "its random control"), ("prior:defended_adv", "deployable (class prior)"),
                ("prior:random_adv", "its random control"), ("gradient:oracle_adv", "oracle (true delta)"),
                ("gradient:oracle_random_adv", "oracle control (random in RoA)"),
-               ("gradient:upper_bound_adv", "upper bound (clean pixels back)")]
+               ("gradient:upper_bound_adv", "clean-restore diagnostic (clean pixels back)")]
     rows = []
     for name, m in metrics["attacks"].items():
         d = m["defence"]
@@ -148,18 +254,32 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
                       ["PGD restricted to the clean image's RoI", fmt(ad["roi:defended"]), fmt(ad["roi:undefended"])]])
     main = metrics["attacks"][cfg.defence_attack]
     d = main["defence"]
-    verdict = ("beats" if d["gradient:defended_adv"] > d["gradient:random_adv"] else "does not beat")
+    paired = metrics.get("defence_vs_control", {})
+    effect = paired.get("gradient")
+    if effect is None or not effect["n"]:
+        comparison = "cannot be compared with"
+    elif effect["low"] > 0:
+        comparison = "is above"
+    elif effect["high"] < 0:
+        comparison = "is BELOW"
+    else:
+        comparison = "is not distinguishable from"
     paragraphs = [
-        f"On {cfg.defence_attack}, the deployable defence (accuracy {fmt(d['gradient:defended_adv'])}) {verdict} its "
-        f"random-region control ({fmt(d['gradient:random_adv'])}); undefended accuracy is {fmt(d['gradient:adv'])}. "
+        f"On {cfg.defence_attack}, the deployable defence (accuracy {fmt(d['gradient:defended_adv'])}) {comparison} its "
+        f"random-region control ({fmt(d['gradient:random_adv'])}): paired per image, defended − control = "
+        f"{interval(effect) if effect else '-'} (95% bootstrap CI). Undefended accuracy is {fmt(d['gradient:adv'])}. "
         f"Against the adaptive BPDA attack the defended model keeps {fmt(ad['bpda:defended'])}.",
         "A defence number counts only where it beats its control of equally many random pixels, and only next to its "
         "adaptive-attack number: a non-adaptive gain that the adaptive attack removes is no robustness.",
     ]
+    notes = []
+    if metrics.get("defence_interpretation", "interpretable") != "interpretable":
+        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: the defence spares the RoI, so what it neutralizes is "
+                     "defined by an explainer that does not mark what the model uses.")
     figure = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, ctx.rundir.figures / "defence-sweep.png",
                                 undefended_adv=d["gradient:adv"], clean_accuracy=metrics["clean_accuracy"],
                                 attack_name=cfg.defence_attack)
-    return Section("Defence", paragraphs, tables=[table, clean_table, adaptive],
+    return Section("Defence", paragraphs, tables=[table, clean_table, adaptive], notes=notes,
                    figures=[Figure(figure, "Sweep over the neutralized fraction and the fill; dashed: random control.")],
                    anchor="defence")
 
@@ -167,10 +287,14 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
 def limits_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
     cfg = ctx.config
     return Section("Limits of the method", [
-        "Maps are explanations, not ground truth: Grad-CAM on a 7x7 feature map is coarse, and the RoA depends on "
-        "the attack map chosen (contribution, magnitude, gradient answer different questions).",
-        f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The permutation "
-        "baseline controls for that, which is why only observed-vs-baseline differences are interpreted.",
+        "Maps are explanations, not ground truth: an RoI is interpreted only when its explainer passes the "
+        "faithfulness gate, and the RoA depends on the attack map chosen (contribution, magnitude, gradient answer "
+        "different questions).",
+        "Gradient-based RoIs (Grad-CAM, HiResCAM, saliency, IG) are partly circular with a gradient-based RoA (the "
+        "contribution map integrates the same model's gradients); occlusion is the gradient-free reference.",
+        f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The nulls "
+        "control for that, which is why only observed-vs-null differences are interpreted (the panel shows other "
+        "fractions).",
         "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence is "
         "evaluated against adaptive attacks; its non-adaptive numbers alone overstate it.",
         f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE budget "

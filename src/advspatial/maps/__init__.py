@@ -4,7 +4,11 @@ Both are (N,H,W) float maps >= 0 at input resolution::
 
     from advspatial.maps import compute_maps
     maps = compute_maps(model, x, x_adv, y)          # Grad-CAM + contribution by default
-    maps.importance, maps.attack.map, maps.attack.completeness_error
+    maps.importance, maps.attack.map, maps.attack.completeness_error, maps.attack.flagged
+
+``importance="auto"`` picks the explainer by head type (:func:`default_importance_method`:
+Grad-CAM on a GAP + linear head, HiResCAM on a flatten/FC head). The contribution
+map's default RoA is its margin-drop part (``attack_kw={"part": "absolute"}`` for |.|).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from torch import nn
 
 from ._common import Target, declared_cam_layer, find_feature_layer, resolve_layer
 from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature
-from .importance import describe_importance_methods, importance_map, list_importance_methods
+from .importance import (
+    default_importance_method,
+    describe_importance_methods,
+    has_gap_linear_head,
+    importance_map,
+    list_importance_methods,
+)
 
 
 @dataclass
@@ -50,7 +60,7 @@ def compute_maps(
 
 
 __all__ = [
-    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "describe_attack_maps",
-    "describe_importance_methods", "find_feature_layer",
+    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "default_importance_method",
+    "describe_attack_maps", "describe_importance_methods", "find_feature_layer", "has_gap_linear_head",
     "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",
 ]

@@ -6,9 +6,9 @@ an int, or an (N,) tensor).
 
 Channel reduction (documented choice):
 
-- CAM family (``gradcam``, ``gradcam++``, ``cam``): the class-weighted sum of
-  the feature maps is rectified (ReLU, positive evidence only), then upsampled
-  bilinearly (``align_corners=False``) to the input size.
+- CAM family (``gradcam``, ``gradcam++``, ``cam``, ``hirescam``): the
+  class-weighted sum of the feature maps is rectified (ReLU, positive evidence
+  only), then upsampled bilinearly (``align_corners=False``) to the input size.
 - gradient family (``saliency``, ``inputxgrad``, ``ig``, ``smoothgrad``): sum
   over channels of the absolute per-channel attribution.
 - ``occlusion``: ReLU of the channel mean of the score drop (a pixel is
@@ -22,6 +22,13 @@ written here on top of a forward hook that captures the feature maps.
 Grad-CAM layer: the ``layer`` argument (dotted name or module), else the
 model's ``cam_layer`` attribute (found also inside wrappers such as
 ``Normalized``), else the last module whose output is a 4-D map with H*W > 1.
+
+Default explainer by head type (METHODS.md section 1, :func:`default_importance_method`;
+the pseudo-method ``auto`` resolves through it): ``gradcam`` when the final
+linear layer receives the global average of the Grad-CAM layer's feature map
+(GAP + linear head: Grad-CAM is exact there, CAM up to a positive scale), else
+``hirescam`` (flatten/FC head: Grad-CAM averages the position-specific weights
+away; HiResCAM, ReLU(sum_k dz_c/dA_k * A_k), keeps them).
 """
 
 from __future__ import annotations
@@ -102,6 +109,9 @@ def importance_map(
         raise ConfigError(f"importance method {name!r} has no parameter(s) {bad}; valid: {allowed}")
     check_images(x)
     x = x.detach().to(model_device(model))
+    if name == "auto" and x.shape[0]:
+        # resolved once for the whole call (the head is a property of the model, not of the batch)
+        fn = _METHODS[default_importance_method(model, x[:batch_size], layer=kw.get("layer"))[0]]
     classes = resolve_target(model, x, target, y)
     parts = [fn(model, x[s], classes[s], **kw) for s in batch_slices(x.shape[0], batch_size)]
     if not parts:
@@ -206,6 +216,88 @@ def _find_head(model: nn.Module, x: torch.Tensor, linear: str | nn.Module | None
     return order[-1], linears[order[-1]]
 
 
+def _head_inputs(
+    model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None, linear: str | nn.Module | None
+) -> tuple[str, str, nn.Linear, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(layer name, head name, head, logits, features of the layer, input of the head), one forward pass.
+
+    The features are None when the layer does not output a (N,K,h,w) tensor.
+    Runs under :func:`frozen_eval` and ``no_grad``.
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        head_name, head = _find_head(model, x, linear)
+        feats: dict[str, torch.Tensor] = {}
+        head_in: dict[str, torch.Tensor] = {}
+
+        def feats_hook(_m: nn.Module, _i: object, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                feats["x"] = output
+
+        def head_hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: object) -> None:
+            head_in["x"] = inputs[0]
+
+        with forward_hooks({name: module}, lambda _n: feats_hook):
+            with forward_hooks({head_name: head}, lambda _n: head_hook), torch.no_grad():
+                logits = model(x)
+    out = feats.get("x")
+    return name, head_name, head, logits, (out if out is not None and out.ndim == 4 else None), head_in["x"]
+
+
+def _receives_global_average(feats: torch.Tensor | None, head_in: torch.Tensor) -> bool:
+    """True when ``head_in`` (N,K) equals the spatial mean of ``feats`` (N,K,h,w) (rtol 1e-4, atol 1e-5)."""
+    if feats is None:
+        return False
+    pooled = feats.mean(dim=(2, 3))
+    return head_in.shape == pooled.shape and torch.allclose(head_in, pooled, rtol=1e-4, atol=1e-5)
+
+
+def has_gap_linear_head(
+    model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None, linear: str | nn.Module | None = None
+) -> bool:
+    """Whether the final ``nn.Linear`` receives the global average of the Grad-CAM layer's features.
+
+    ``layer`` and ``linear`` are resolved as in :func:`cam_map`. One forward pass
+    on ``x`` (eval mode). False, not an error, when the model has no
+    ``nn.Linear`` or the layer does not output a (N,K,h,w) map; a ``layer`` or
+    ``linear`` that does not exist still raises.
+    """
+    check_images(x)
+    x = x.detach().to(model_device(model))
+    if linear is None and not any(isinstance(m, nn.Linear) for m in model.modules()):
+        return False
+    try:
+        *_, feats, head_in = _head_inputs(model, x, layer, linear)
+    except ModelError:
+        if linear is not None:
+            raise
+        return False  # no nn.Linear run by forward
+    return _receives_global_average(feats, head_in)
+
+
+def default_importance_method(
+    model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None
+) -> tuple[str, str]:
+    """The explainer to use by head type: (method name, one-sentence reason).
+
+    ``"gradcam"`` when the final linear layer receives the global average of the
+    Grad-CAM layer's feature map (GAP + linear head), else ``"hirescam"``
+    (METHODS.md section 1). ``layer`` as for Grad-CAM (argument, ``cam_layer``,
+    automatic). ``x``: a few representative images (one forward pass).
+    """
+    name, _ = resolve_layer(model, x.detach().to(model_device(model)), layer)
+    if has_gap_linear_head(model, x, layer=layer):
+        return "gradcam", (
+            f"the final linear layer receives the global average of {name!r} (GAP + linear head), "
+            "where Grad-CAM is exact (CAM up to a positive scale)"
+        )
+    return "hirescam", (
+        f"the final linear layer does not receive the global average of {name!r} (flatten/FC head), so "
+        "Grad-CAM would average away the position-specific weights and can point at empty background; "
+        "HiResCAM keeps them"
+    )
+
+
 @_register("cam")
 def cam_map(
     model: nn.Module,
@@ -221,30 +313,48 @@ def cam_map(
     The head is verified: the linear layer's input must equal the spatial mean
     of the features, otherwise :class:`~advspatial.errors.ModelError`.
     """
-    with frozen_eval(model):
-        name, module = resolve_layer(model, x, layer)
-        head_name, head = _find_head(model, x, linear)
-        feats_cap, head_in = _Capture(), {}
-
-        def head_hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], _o: object) -> None:
-            head_in["x"] = inputs[0]
-
-        with forward_hooks({name: module}, feats_cap.factory), forward_hooks({head_name: head}, lambda _n: head_hook):
-            with torch.no_grad():
-                logits = model(x)
+    name, head_name, head, logits, feats, head_in = _head_inputs(model, x, layer, linear)
     check_classes(classes, logits)
-    feats = feats_cap.output
-    if feats is None or feats.ndim != 4:
+    if feats is None:
         raise ModelError(f"CAM: layer {name!r} must output a (N,K,h,w) feature map")
-    pooled = feats.mean(dim=(2, 3))
-    if head_in["x"].shape != pooled.shape or not torch.allclose(head_in["x"], pooled, rtol=1e-4, atol=1e-5):
+    if not _receives_global_average(feats, head_in):
         raise ModelError(
             f"CAM needs {head_name!r} to receive the global average of {name!r}; it does not. "
-            "Use gradcam, or pass layer=/linear= naming a GAP + linear head"
+            "Use gradcam or hirescam, or pass layer=/linear= naming a GAP + linear head"
         )
     weights = head.weight[classes]  # (N, K)
     cam = torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1).clamp_min(0)
     return upsample(cam.detach(), tuple(x.shape[2:]))
+
+
+@_register("hirescam")
+def hirescam_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): ReLU(sum_k dz_c/dA_k * A_k), bilinearly upsampled.
+
+    The element-wise product keeps each position's own gradient (Grad-CAM
+    averages it over positions first), so the map is faithful on flatten/FC
+    heads; on a GAP + linear head it equals CAM / (h*w). Layer chosen as for Grad-CAM.
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        feats, scores = _features_and_scores(model, x, module, name, classes)
+        (grads,) = torch.autograd.grad(scores.sum(), feats)
+    cam = (grads.detach() * feats.detach()).sum(dim=1, keepdim=True).clamp_min(0)
+    return upsample(cam, tuple(x.shape[2:]))
+
+
+@_register("auto")
+def auto_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """Default explainer by head type: gradcam on a GAP + linear head, else hirescam.
+
+    Resolved by :func:`default_importance_method` (once per :func:`importance_map` call).
+    """
+    method, _ = default_importance_method(model, x, layer=layer)
+    return _METHODS[method](model, x, classes, layer=layer)
 
 
 # -- gradient family (Captum) ------------------------------------------------------
@@ -321,6 +431,10 @@ def smoothgrad_map(
     return reduce_channels_abs(attr)
 
 
+#: images x occluded windows per forward pass of the occlusion map (Captum's ``perturbations_per_eval``)
+OCCLUSION_BATCH = 2048
+
+
 @_register("occlusion")
 def occlusion_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int = 4, stride: int = 2,
@@ -335,8 +449,9 @@ def occlusion_map(
     check_range("stride", stride, 1)
     inp = _checked(model, x, classes)
     c = inp.shape[1]
+    per_eval = max(1, OCCLUSION_BATCH // max(inp.shape[0], 1))  # several windows per forward pass: same values
     attr = _run(model, lambda: Occlusion(model).attribute(
         inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-        baselines=float(baseline), target=classes,
+        baselines=float(baseline), target=classes, perturbations_per_eval=per_eval,
     ))
     return attr.mean(dim=1).clamp_min(0.0)

@@ -153,8 +153,15 @@ def plot_class_mean_maps(
     title: str = "Mean map per class",
     colorbar_label: str = "mean map value",
     ncols: int = 5,
+    vmin: float = 0.0,
+    vmax: float | None = None,
+    cmap: str | None = None,
 ) -> Path:
-    """One panel per class (K,H,W) on a shared colour scale; classes without images say so."""
+    """One panel per class (K,H,W) on a shared colour scale; classes without images say so.
+
+    The scale runs from ``vmin`` to ``vmax`` (default: the largest finite value);
+    ``cmap`` defaults to the heat map (pass a diverging map for differences).
+    """
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         raise ShapeError(f"maps must be (K,H,W), got {tuple(getattr(maps, 'shape', ()))}")
     k = maps.shape[0]
@@ -164,7 +171,8 @@ def plot_class_mean_maps(
         raise ShapeError(f"counts needs {k} entries, got {len(counts)}")
     arr = to_numpy(maps)
     finite = arr[np.isfinite(arr)]
-    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    if vmax is None:
+        vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     ncols = max(1, min(ncols, k))
     nrows = math.ceil(k / ncols)
     fig = Figure(figsize=(2.2 * ncols + 1.0, 2.4 * nrows + 0.8), dpi=100)
@@ -176,7 +184,7 @@ def plot_class_mean_maps(
         label = class_names[c] if counts is None else f"{class_names[c]} (n={int(counts[c])})"
         ax.set_title(label, fontsize=9)
         if np.isfinite(arr[c]).all():
-            im = ax.imshow(arr[c], cmap=HEAT_CMAP, vmin=0, vmax=vmax)
+            im = ax.imshow(arr[c], cmap=cmap or HEAT_CMAP, vmin=vmin, vmax=vmax)
         else:
             ax.text(0.5, 0.5, "no images", ha="center", va="center", transform=ax.transAxes, color="#777")
     fig.suptitle(title, fontsize=12)

@@ -32,9 +32,12 @@ details{margin:1em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
 
 @dataclass
 class Table:
+    """A table; ``folded`` ones render inside a ``<details>`` block (long tables a reader opens on demand)."""
+
     caption: str
     columns: list[str]
     rows: list[list[Any]]
+    folded: bool = False
 
 
 @dataclass
@@ -64,7 +67,10 @@ def format_cell(value: Any) -> str:
 def render_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{format_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows)
-    return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
+    rendered = f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
+    if table.folded:
+        return f"<details><summary>{html.escape(table.caption)} ({len(table.rows)} rows)</summary>{rendered}</details>"
+    return rendered
 
 
 def embed_png(path: Path) -> str:

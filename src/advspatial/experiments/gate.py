@@ -1,0 +1,129 @@
+"""The faithfulness gate as a stage every RoI-using experiment runs (METHODS.md §1).
+
+An importance map is used as a Region of Importance (RoI) only after it has
+shown that it marks what the model uses: deleting its top pixels must hurt
+more than deleting as many random pixels (two fills), and the experiment's own
+L-inf PGD confined to it must do more damage than PGD confined to a random
+region of equal size. The stage streams the experiment's batches (cached in
+the run directory, keyed by global sample ids, so ``--resume`` and the batch
+size do not change it) over the correctly classified images among the first
+``gate_n``, and adds the cascading model-randomization check on a few images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..attacks import make_attack
+from ..errors import check_range, unknown_name
+from ..maps import default_importance_method, importance_map
+from ..regions.claims import NOT_INTERPRETABLE_ROI
+from ..regions.faithfulness import (
+    deletion_columns,
+    model_randomization_check,
+    restricted_attack_columns,
+    summarize_gate,
+)
+from .base import ExperimentConfig, ExperimentContext, setting
+
+GATE_FILLS = ("zero", "blur", "noise")
+
+
+@dataclass
+class GatedConfig(ExperimentConfig):
+    """Settings of the faithfulness gate, shared by every experiment that uses an RoI."""
+
+    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count")
+    gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
+    gate_steps: int = setting(20, "PGD steps of the gate's restricted attack")
+    randomization_images: int = setting(16, "images of the cascading model-randomization check")
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("gate_n", self.gate_n, 1)
+        check_range("gate_steps", self.gate_steps, 1)
+        check_range("randomization_images", self.randomization_images, 1)
+        for fill in self.gate_fills:
+            if fill not in GATE_FILLS:
+                raise unknown_name("gate fill", fill, GATE_FILLS)
+        if len(set(self.gate_fills)) < 2:
+            from ..errors import ConfigError
+
+            raise ConfigError("gate_fills needs at least two different fills (e.g. zero,blur)")
+
+
+def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
+    """(method, why): ``auto`` picks by head type (:func:`advspatial.maps.default_importance_method`)."""
+    if name == "auto":
+        return default_importance_method(model, x)
+    return name, "chosen in the config"
+
+
+def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
+               importance_kw: dict[str, Any] | None = None,
+               maps: Callable[[int], torch.Tensor] | None = None) -> dict[str, Any]:
+    """The gate of importance method ``method`` on this run's images: ``GateResult.as_dict()`` (cached per batch).
+
+    ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
+    so the gate judges exactly the map the experiment uses, without recomputing it.
+    """
+    cfg = ctx.config
+    attack = make_attack("pgd", ctx.model, eps=eps, alpha=2.5 * eps / cfg.gate_steps, steps=cfg.gate_steps,
+                         seed=cfg.seed)
+    kw = importance_kw or {}
+    columns: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    slices = [sl for sl in ctx.slices if sl.start < min(cfg.gate_n, len(ctx.data))]
+    for b, sl in enumerate(tqdm(slices, desc=f"faithfulness gate: {method}", disable=not cfg.progress, unit="batch")):
+        sl = slice(sl.start, min(sl.stop, cfg.gate_n))
+        def importance(x: torch.Tensor, y: torch.Tensor, b: int = b) -> torch.Tensor:
+            if maps is not None:
+                return maps(b)[: len(x)]
+            return importance_map(method, ctx.model, x, target=target, y=y, batch_size=len(x), **kw)
+
+        cols = ctx.rundir.cached(f"gate/{method}/f{fraction}/batch-{b:05d}",
+                                 lambda sl=sl, imp=importance: _gate_batch(ctx, fraction, attack, imp, sl))
+        keep = cols["clean:correct"].bool()
+        for key, value in cols.items():
+            columns.setdefault(key, []).append(value[keep])
+        labels.append(ctx.data.labels[sl][keep])
+    merged = {k: torch.cat(v) for k, v in columns.items()}
+    result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
+                            fraction=fraction)
+    out = result.as_dict()
+    out["method"] = method
+    out["randomization"] = ctx.rundir.cached(f"gate/{method}/randomization",
+                                             lambda: _randomization(ctx, method, target, kw))
+    return out
+
+
+def _gate_batch(ctx: ExperimentContext, fraction: float, attack: Any,
+                importance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
+    x, y, ids = ctx.batch(sl)
+    imp = importance(x, y).to(ctx.device)
+    cols = deletion_columns(ctx.model, x, y, imp, fraction=fraction, fills=tuple(ctx.config.gate_fills),
+                            seed=ctx.config.seed, sample_ids=ids)
+    cols.update(restricted_attack_columns(ctx.model, x, y, imp, attack, fraction=fraction, seed=ctx.config.seed,
+                                          sample_ids=ids))
+    return {k: v.cpu() for k, v in cols.items()}
+
+
+def _randomization(ctx: ExperimentContext, method: str, target: str, kw: dict[str, Any]) -> list[dict[str, Any]]:
+    x, y, _ = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
+    if target == "pred":  # the class explained stays the trained model's, as in Adebayo et al.
+        with torch.no_grad():
+            y = ctx.model(x).argmax(1)
+    return model_randomization_check(
+        ctx.model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
+        seed=ctx.config.seed)
+
+
+def roi_label(gate: dict[str, Any]) -> str:
+    """'' when the gate passed, else the label every RoI-dependent result of the run carries."""
+    return "" if gate.get("passed") else NOT_INTERPRETABLE_ROI

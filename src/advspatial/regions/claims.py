@@ -1,0 +1,93 @@
+"""Pre-declared claims: one row each, corrected for multiplicity and judged by a fixed rule.
+
+An experiment declares its claims before it looks at the numbers: each is a
+:class:`Claim` with the comparison it rests on (an effect with its CI and a
+two-sided p from :mod:`advspatial.regions.inference`), the validity gates it
+needs (RoI faithfulness, completeness of the attack map, ...) and whether it
+is *primary* (the one endpoint a claim is about) or secondary.
+:func:`judge` then applies Holm's correction across the primary family and
+Benjamini-Hochberg across the rest, and gives every claim its verdict word
+(:data:`~advspatial.regions.inference.VERDICTS`). Verdicts never come from two
+point estimates: only from an effect's CI, its corrected p and its gates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .inference import Estimate, benjamini_hochberg, holm, verdict
+
+#: the gate every RoI-dependent claim carries, and the word it turns into when it fails
+NOT_INTERPRETABLE_ROI = "not interpretable: the RoI failed the faithfulness gate"
+
+
+@dataclass
+class Claim:
+    """One pre-declared claim and, after :func:`judge`, its corrected p and verdict.
+
+    Attributes:
+        claim: what is claimed, in words ("the attack acts where the model looks").
+        subject: what it is about (an attack, an explainer, a fraction).
+        statistic: the statistic compared (``energy_in_roi``...).
+        null: the null it is compared against (``same-class``...).
+        observed, null_value: the two means.
+        effect: observed minus null per image, mean with its 95% CI.
+        ratio: observed / null.
+        p: two-sided p-value before correction.
+        gates: validity checks the claim rests on (name -> passed).
+        primary: part of the primary family (Holm) rather than the secondary one (BH).
+        p_adjusted, verdict: set by :func:`judge`.
+    """
+
+    claim: str
+    subject: str
+    statistic: str
+    null: str
+    observed: float
+    null_value: float
+    effect: Estimate
+    ratio: float
+    p: float
+    gates: dict[str, bool] = field(default_factory=dict)
+    primary: bool = False
+    p_adjusted: float = math.nan
+    verdict: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "claim": self.claim, "subject": self.subject, "statistic": self.statistic, "null": self.null,
+            "observed": self.observed, "null_value": self.null_value, "effect": self.effect.as_dict(),
+            "ratio": self.ratio, "p": self.p, "p_adjusted": self.p_adjusted, "gates": dict(self.gates),
+            "primary": self.primary, "verdict": self.verdict,
+        }
+
+
+def claim_from(comparison: Any, claim: str, subject: str, gates: Mapping[str, bool], primary: bool = False) -> Claim:
+    """A :class:`Claim` from a :class:`~advspatial.regions.inference.NullComparison`."""
+    return Claim(claim=claim, subject=subject, statistic=comparison.statistic, null=comparison.null,
+                 observed=float(comparison.observed), null_value=float(comparison.null_mean),
+                 effect=comparison.excess, ratio=float(comparison.ratio), p=float(comparison.p),
+                 gates=dict(gates), primary=primary)
+
+
+def judge(claims: Sequence[Claim], sesoi: float, alpha: float = 0.05, min_n: int = 30) -> list[Claim]:
+    """Correct the p-values (Holm on the primary claims, BH on the rest) and set every verdict; returns ``claims``."""
+    for family, correct in ((True, holm), (False, benjamini_hochberg)):
+        members = [c for c in claims if c.primary == family]
+        if not members:
+            continue
+        adjusted = correct(np.array([c.p for c in members], dtype=float))
+        for c, p_adj in zip(members, adjusted):
+            c.p_adjusted = float(p_adj)
+            c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=sesoi, alpha=alpha, min_n=min_n)
+    return list(claims)
+
+
+def failed_gates(claim: Claim) -> list[str]:
+    """Names of the gates the claim failed."""
+    return [name for name, ok in claim.gates.items() if not ok]

@@ -1,0 +1,135 @@
+"""The top of every report: the verdict table, the paragraph it implies, forest plots, the gate table.
+
+A reader should be able to stop after this section and know what the run
+shows, how sure it is, and which validity checks it rests on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure as MplFigure
+
+from ..regions.claims import Claim, failed_gates
+from .figures import save_figure
+from .html import Table
+
+VERDICT_COLUMNS = ["claim", "subject", "statistic", "observed", "null", "Δ [95% CI]", "ratio", "p", "p_adj",
+                   "gates", "verdict"]
+
+#: what each verdict word means, printed once under the table
+VERDICT_MEANINGS = {
+    "supported": "the CI of the excess over the null lies above 0 and the corrected p is below alpha",
+    "reversed": "significant in the opposite direction: the CI lies below 0",
+    "equivalent to null": "the CI lies inside ± the smallest effect of interest",
+    "not supported": "neither a significant effect nor equivalence: the data cannot decide",
+    "not interpretable": "a validity gate failed, so the number does not mean what the claim says",
+    "insufficient data": "fewer images than the minimum sample size",
+}
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a table cell ('-' for None/NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "-"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def interval(effect: Any, digits: int = 3) -> str:
+    """'+0.012 [+0.009, +0.015]' from an Estimate (or its dict)."""
+    get = (lambda k: effect[k]) if isinstance(effect, Mapping) else (lambda k: getattr(effect, k))
+    if effect is None or get("n") == 0 or math.isnan(get("mean")):
+        return "-"
+    return f"{get('mean'):+.{digits}f} [{get('low'):+.{digits}f}, {get('high'):+.{digits}f}]"
+
+
+def gate_text(claim: Claim) -> str:
+    failed = failed_gates(claim)
+    if failed:
+        return "FAILED: " + ", ".join(failed)
+    return "passed" if claim.gates else "-"
+
+
+def verdict_table(claims: Sequence[Claim], caption: str, folded: bool = False) -> Table:
+    rows = [[c.claim, c.subject, c.statistic, fmt(c.observed), f"{c.null} {fmt(c.null_value)}",
+             interval(c.effect), fmt(c.ratio, 2), fmt_p(c.p), fmt_p(c.p_adjusted), gate_text(c), c.verdict]
+            for c in claims]
+    return Table(caption, VERDICT_COLUMNS, rows, folded=folded)
+
+
+def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
+    """One generated sentence per primary claim, built from its verdict word (never from point estimates)."""
+    sentences = []
+    for c in claims:
+        if not c.primary:
+            continue
+        head = f"{c.subject}: {c.claim} — {c.verdict.upper()}"
+        if c.verdict == "not interpretable":
+            body = f"the {' and '.join(failed_gates(c))} gate failed, so this number is not evidence either way."
+        elif c.verdict == "insufficient data":
+            body = f"only {c.effect.n} images entered the comparison."
+        else:
+            direction = "above" if c.effect.mean > 0 else "below"
+            body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
+                    f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}).")
+        sentences.append(f"{head}: {body}")
+    return sentences
+
+
+def verdict_legend() -> str:
+    return "Verdict words: " + "; ".join(f"{k} = {v}" for k, v in VERDICT_MEANINGS.items()) + "."
+
+
+def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: str) -> Path:
+    """One panel per group (e.g. per attack): each claim's excess over its null with its 95% CI, 0 marked."""
+    names = [g for g, claims in groups.items() if claims]
+    if not names:
+        raise ValueError("plot_forest needs at least one group with claims")
+    rows = max(len(groups[g]) for g in names)
+    fig = MplFigure(figsize=(5.2 * min(len(names), 3), 0.45 * rows + 1.6), dpi=100)
+    for k, name in enumerate(names):
+        ax = fig.add_subplot(math.ceil(len(names) / 3), min(len(names), 3), k + 1)
+        claims = list(groups[name])
+        y = np.arange(len(claims))[::-1]
+        for yi, c in zip(y, claims):
+            color = "#777" if failed_gates(c) else ("#c0392b" if c.effect.mean < 0 else "#1f6fb2")
+            if c.effect.n:
+                ax.errorbar(c.effect.mean, yi, xerr=[[c.effect.mean - c.effect.low], [c.effect.high - c.effect.mean]],
+                            fmt="o", color=color, capsize=3, ms=4)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, [f"{c.statistic} vs {c.null}" for c in claims], fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("observed − null (95% CI)", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
+    """One row per explainer: passed?, deletion effect per fill and restricted-attack effect, with CIs."""
+    fills = sorted({f for g in gates.values() for f in g.get("deletion", {})})
+    columns = ["explainer", "passed"] + [f"deletion Δlogit ({f})" for f in fills] + [
+        "deletion Δacc (" + fills[0] + ")" if fills else "deletion Δacc", "restricted attack Δmargin",
+        "restricted attack Δacc", "reason"]
+    rows = []
+    for name, g in gates.items():
+        deletion = g.get("deletion", {})
+        first = deletion.get(fills[0], {}) if fills else {}
+        attack = g.get("attack", {})
+        rows.append([name, "yes" if g.get("passed") else "NO"]
+                    + [interval(deletion.get(f, {}).get("logit")) if f in deletion else "-" for f in fills]
+                    + [interval(first.get("accuracy")) if first else "-",
+                       interval(attack.get("logit", attack.get("margin"))) if attack else "-",
+                       interval(attack.get("accuracy")) if attack else "-", g.get("reason", "")])
+    return Table(caption, columns, rows)
