@@ -67,60 +67,68 @@ def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[st
 
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
-               maps: Callable[[int], torch.Tensor] | None = None) -> dict[str, Any]:
-    """The gate of importance method ``method`` on this run's images: ``GateResult.as_dict()`` (cached per batch).
+               maps: Callable[[int], torch.Tensor] | None = None,
+               model: nn.Module | None = None, tag: str = "") -> dict[str, Any]:
+    """The gate of importance method ``method`` on this run's images: ``GateResult.as_dict()`` plus
+    ``method`` and ``randomization`` (cached per batch under ``gate/[tag/]method``).
 
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
     so the gate judges exactly the map the experiment uses, without recomputing it.
+    ``model`` (default ``ctx.model``) and ``tag`` let an experiment with several
+    models gate the explainer on each. ``target``: ``pred`` or ``true`` class.
     """
     cfg = ctx.config
-    attack = make_attack("pgd", ctx.model, eps=eps, alpha=2.5 * eps / cfg.gate_steps, steps=cfg.gate_steps,
+    model = ctx.model if model is None else model
+    key = f"gate/{tag + '/' if tag else ''}{method}"
+    attack = make_attack("pgd", model, eps=eps, alpha=2.5 * eps / cfg.gate_steps, steps=cfg.gate_steps,
                          seed=cfg.seed)
     kw = importance_kw or {}
     columns: dict[str, list[torch.Tensor]] = {}
     labels = []
-    slices = [sl for sl in ctx.slices if sl.start < min(cfg.gate_n, len(ctx.data))]
-    for b, sl in enumerate(tqdm(slices, desc=f"faithfulness gate: {method}", disable=not cfg.progress, unit="batch")):
-        sl = slice(sl.start, min(sl.stop, cfg.gate_n))
+    stop = min(cfg.gate_n, len(ctx.data))
+    slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
+    for b, sl in enumerate(tqdm(slices, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}",
+                                disable=not cfg.progress, unit="batch")):
         def importance(x: torch.Tensor, y: torch.Tensor, b: int = b) -> torch.Tensor:
             if maps is not None:
                 return maps(b)[: len(x)]
-            return importance_map(method, ctx.model, x, target=target, y=y, batch_size=len(x), **kw)
+            return importance_map(method, model, x, target=target, y=y, batch_size=len(x), **kw)
 
-        cols = ctx.rundir.cached(f"gate/{method}/f{fraction}/batch-{b:05d}",
-                                 lambda sl=sl, imp=importance: _gate_batch(ctx, fraction, attack, imp, sl))
+        cols = ctx.rundir.cached(f"{key}/f{fraction}/batch-{b:05d}",
+                                 lambda sl=sl, imp=importance: _gate_batch(ctx, model, fraction, attack, imp, sl))
         keep = cols["clean:correct"].bool()
-        for key, value in cols.items():
-            columns.setdefault(key, []).append(value[keep])
+        for name, value in cols.items():
+            columns.setdefault(name, []).append(value[keep])
         labels.append(ctx.data.labels[sl][keep])
     merged = {k: torch.cat(v) for k, v in columns.items()}
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=fraction)
     out = result.as_dict()
     out["method"] = method
-    out["randomization"] = ctx.rundir.cached(f"gate/{method}/randomization",
-                                             lambda: _randomization(ctx, method, target, kw))
+    out["randomization"] = ctx.rundir.cached(f"{key}/randomization",
+                                             lambda: _randomization(ctx, model, method, target, kw))
     return out
 
 
-def _gate_batch(ctx: ExperimentContext, fraction: float, attack: Any,
+def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attack: Any,
                 importance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
     x, y, ids = ctx.batch(sl)
     imp = importance(x, y).to(ctx.device)
-    cols = deletion_columns(ctx.model, x, y, imp, fraction=fraction, fills=tuple(ctx.config.gate_fills),
+    cols = deletion_columns(model, x, y, imp, fraction=fraction, fills=tuple(ctx.config.gate_fills),
                             seed=ctx.config.seed, sample_ids=ids)
-    cols.update(restricted_attack_columns(ctx.model, x, y, imp, attack, fraction=fraction, seed=ctx.config.seed,
+    cols.update(restricted_attack_columns(model, x, y, imp, attack, fraction=fraction, seed=ctx.config.seed,
                                           sample_ids=ids))
     return {k: v.cpu() for k, v in cols.items()}
 
 
-def _randomization(ctx: ExperimentContext, method: str, target: str, kw: dict[str, Any]) -> list[dict[str, Any]]:
+def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
+                   kw: dict[str, Any]) -> list[dict[str, Any]]:
     x, y, _ = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
     if target == "pred":  # the class explained stays the trained model's, as in Adebayo et al.
         with torch.no_grad():
-            y = ctx.model(x).argmax(1)
+            y = model(x).argmax(1)
     return model_randomization_check(
-        ctx.model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
+        model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
         seed=ctx.config.seed)
 
 
