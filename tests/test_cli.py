@@ -9,6 +9,8 @@ import pytest
 
 from advspatial.cli import main
 
+from conftest import needs_fashion_mnist
+
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as info:
@@ -55,3 +57,24 @@ def test_run_help_lists_settings_with_defaults(capsys) -> None:
 def test_console_script_entry_point() -> None:
     proc = subprocess.run([sys.executable, "-m", "advspatial.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "advspatial" in proc.stdout
+
+
+@needs_fashion_mnist
+def test_maps_command_gates_the_roi_and_prints_verdicts(lenet_weights, tmp_path, capsys) -> None:
+    """``advspatial maps``: the RoI's faithfulness gate, the claims with their verdicts, and a report."""
+    import json
+
+    from advspatial.regions.inference import VERDICTS
+
+    out = tmp_path / "maps"
+    code, printed, err = run_cli(capsys, "maps", "--model", str(lenet_weights), "--arch", "lenet5", "--attack", "pgd",
+                                 "--n", "40", "--batch-size", "20", "--permutations", "300", "--gate-n", "40",
+                                 "--out", str(out))
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["roi"]["method"] == "hirescam"
+    assert "faithfulness gate" in printed and metrics["faithfulness"]["hirescam"]["reason"]
+    assert all(c["verdict"] in VERDICTS and c["verdict"] in printed for c in metrics["claims"])
+    assert sum(c["primary"] for c in metrics["claims"]) == 1
+    html = (out / "report.html").read_text()
+    assert "Region of Importance (RoI)" in html and "Faithfulness gate" in html

@@ -212,42 +212,53 @@ def attack(dataset: str, model_name: str, arch: str | None, model_seed: int, dev
 @cli.command()
 @model_options
 @click.option("--attack", "attack_name", default="pgd-l2", show_default=True, help="Attack name (advspatial list attacks).")
-@click.option("--importance", default="gradcam", show_default=True, help="Importance map (RoI side).")
+@click.option("--importance", default="auto", show_default=True,
+              help="Importance map (RoI side); auto: Grad-CAM for a GAP head, HiResCAM for a flatten/FC head.")
 @click.option("--attack-map", default="contribution", show_default=True, help="Attack map (RoA side).")
 @click.option("--fraction", default=0.2, show_default=True, type=float, help="Top fraction of each map forming RoI/RoA.")
 @click.option("--n", default=200, show_default=True, type=int)
 @click.option("--batch-size", default=100, show_default=True, type=int)
-@click.option("--permutations", default=200, show_default=True, type=int)
+@click.option("--permutations", default=10000, show_default=True, type=int, help="Derangements per pair-based null.")
+@click.option("--gate-n", default=200, show_default=True, type=int, help="Images entering the faithfulness gate.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default="runs/maps", show_default=True, type=click.Path(file_okay=False))
 def maps(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, attack_name: str,
-         importance: str, attack_map: str, fraction: float, n: int, batch_size: int, permutations: int, seed: int,
-         out: str) -> None:
-    """RoI vs RoA for one attack: figures, a CSV of per-image statistics, and the summary with baselines."""
+         importance: str, attack_map: str, fraction: float, n: int, batch_size: int, permutations: int, gate_n: int,
+         seed: int, out: str) -> None:
+    """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report."""
     import json
     from pathlib import Path
 
+    import dataclasses
+
     from .experiments.base import rows_to_csv
     from .experiments.spatial import SpatialConfig, maps_analysis
+    from .report.html import write_report
     from .runtime import RunDir, atomic_write_text
 
     config = SpatialConfig(dataset=dataset, model=model_name, arch=arch or "", model_seed=model_seed, n=n,
                            seed=seed, batch_size=batch_size, device=device, out=out, attacks=[attack_name],
                            defence_attack=attack_name, importance=importance, attack_map=attack_map,
-                           fraction=fraction, permutations=permutations)
+                           fraction=fraction, permutations=permutations, gate_n=gate_n, panel=[])
     config.validate()
     rundir = RunDir(out)
-    rows, metrics, figures = maps_analysis(config, rundir)
+    rows, metrics, sections = maps_analysis(config, rundir)
     atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))
     atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2))
+    write_report(Path(out) / "report.html", title="advspatial - maps",
+                 subtitle=f"RoI vs RoA for {attack_name}", config=dataclasses.asdict(config), sections=sections)
     m = metrics["attacks"][attack_name]
     click.echo(f"{attack_name} on {m['images']} images: success rate {m['success_rate']:.3f}, "
                f"{m['successful']} successful attacks analysed")
-    for key, stats in metrics["permutation"][attack_name].items():
-        click.echo(f"  {key}:")
-        for stat, r in stats.items():
-            click.echo(f"    {stat:<14} observed {r['observed']:.3f}  baseline {r['baseline_mean']:.3f}  p {r['p_value']:.4f}")
-    click.echo(f"wrote {out}/per_image.csv, metrics.json and {len(figures)} figures in {out}/figures/")
+    roi = metrics["roi"]
+    gate = metrics["faithfulness"][roi["method"]]
+    click.echo(f"RoI {roi['method']}: faithfulness gate {'passed' if gate['passed'] else 'FAILED (' + gate['reason'] + ')'}")
+    for c in metrics["claims"]:
+        e = c["effect"]
+        click.echo(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
+                   f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
+                   f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {c['p_adjusted']:.2g}  {c['verdict']}")
+    click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json (* = primary endpoint)")
 
 
 DEFAULT_EXPERIMENT = "spatial"

@@ -26,7 +26,8 @@ from torch import nn
 
 from ..attacks.base import frozen_eval, per_sample_noise, prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
-from .neutralize import BinarizeFn, MapFn, _sample_ids, map_of, top_fraction
+from ..regions import sample_ids_or_range
+from .neutralize import BinarizeFn, MapFn, map_of, top_fraction
 
 #: ``attack(x, y, mask=mask) -> x_adv``; ``mask`` is (N,1,H,W) float in {0,1}.
 MaskedAttack = Callable[..., torch.Tensor]
@@ -92,7 +93,7 @@ def bpda_pgd(
     ones = torch.ones_like(x) if mask_full is None else mask_full
     x_adv = x
     if random_start and eps > 0:
-        noise = per_sample_noise(x.shape, seed, _sample_ids(x.shape[0], sample_ids), device=x.device, dtype=x.dtype)
+        noise = per_sample_noise(x.shape, seed, sample_ids_or_range(x.shape[0], sample_ids), device=x.device, dtype=x.dtype)
         x_adv = (x + eps * noise * ones).clamp(0.0, 1.0)
     with frozen_eval(defended):
         for _ in range(int(steps)):

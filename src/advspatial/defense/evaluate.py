@@ -18,7 +18,8 @@ from ..attacks.base import frozen_eval
 from ..errors import ShapeError
 from ..runtime import batch_slices, model_device
 from .fills import check_region, put_back
-from .neutralize import NeutralizedModel, random_region_like
+from ..regions import random_region_like
+from .neutralize import NeutralizedModel
 
 
 @dataclass

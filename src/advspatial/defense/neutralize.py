@@ -23,6 +23,7 @@ from torch import nn
 
 from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..regions import RANDOM_REGION_STREAM, inverse_permutation, random_region_like, sample_ids_or_range, stream_seed
 from .fills import FillFn, check_region, make_fill
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
@@ -35,18 +36,6 @@ MODES = ("defend", "random", "oracle")
 # Salts that keep the random streams of tie-breaking and of the random control apart
 # even when the caller passes both the same seed.
 _TIE_STREAM = 0x7E5
-_RANDOM_STREAM = 0xC0DE
-
-
-def _stream_seed(seed: int, stream: int, counter: int = 0) -> int:
-    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
-
-
-def _sample_ids(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
-    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
-    if ids.shape != (n,):
-        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
-    return ids
 
 
 def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
@@ -59,13 +48,6 @@ def check_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
     if bool(torch.isnan(maps).any()):
         raise ConfigError(f"{name} contain NaN; valid: finite values >= 0")
     return maps
-
-
-def _ranks(order: torch.Tensor) -> torch.Tensor:
-    """Inverse of a per-row permutation: ``ranks[i, order[i, r]] = r``."""
-    ranks = torch.empty_like(order)
-    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
-    return ranks.scatter_(1, order, positions)
 
 
 def top_fraction(
@@ -82,10 +64,10 @@ def top_fraction(
     n, h, w = maps.shape
     k = int(math.floor(fraction * h * w + 0.5))
     flat = maps.flatten(1)
-    keys = per_sample_noise((n, h * w), _stream_seed(seed, _TIE_STREAM), _sample_ids(n, sample_ids), device=maps.device)
+    keys = per_sample_noise((n, h * w), stream_seed(seed, _TIE_STREAM), sample_ids_or_range(n, sample_ids), device=maps.device)
     shuffle = keys.argsort(dim=1)
     by_value = flat.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
-    ranks = _ranks(shuffle.gather(1, by_value))
+    ranks = inverse_permutation(shuffle.gather(1, by_value))
     return ((ranks < k) & (flat > 0)).view(n, h, w)
 
 
@@ -144,39 +126,6 @@ def neutralization_region(
     """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool; see :func:`select_regions`."""
     return select_regions(importance, vulnerability, fraction, roi_fraction=roi_fraction, seed=seed,
                           binarize=binarize, sample_ids=sample_ids).neutralized
-
-
-def random_region_like(
-    region: torch.Tensor,
-    seed: int = 0,
-    *,
-    within: torch.Tensor | None = None,
-    sample_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The control region: per image, as many pixels as ``region`` has, at uniformly random positions.
-
-    With ``within`` (N,H,W) bool the positions are drawn inside it only (e.g.
-    inside RoA for the oracle's control); it must hold at least as many pixels
-    as ``region`` in every image. Image i's draw depends only on
-    ``(seed, sample_ids[i])``.
-    """
-    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
-        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
-    n, h, w = region.shape
-    eligible = torch.ones_like(region) if within is None else torch.as_tensor(within, device=region.device)
-    if eligible.shape != region.shape or eligible.dtype != torch.bool:
-        raise ShapeError(f"within must be an (N,H,W) bool tensor of shape {tuple(region.shape)}")
-    eligible = eligible.flatten(1)
-    counts = region.flatten(1).sum(dim=1, keepdim=True)
-    short = (counts.squeeze(1) > eligible.sum(dim=1)).nonzero().flatten().tolist()
-    if short:
-        raise ConfigError(f"within has fewer pixels than region in image(s) {short[:10]}; "
-                          "valid: within holds at least as many pixels as region in every image")
-    keys = per_sample_noise((n, h * w), _stream_seed(seed, _RANDOM_STREAM), _sample_ids(n, sample_ids),
-                            device=region.device)
-    keys = torch.where(eligible, keys, torch.full_like(keys, -2.0))
-    ranks = _ranks(keys.argsort(dim=1, descending=True, stable=True))
-    return ((ranks < counts) & eligible).view(n, h, w)
 
 
 def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
@@ -309,7 +258,7 @@ class NeutralizedModel(nn.Module):
 
     def random_seed(self, counter: int) -> int:
         """Seed of the random control's draw number ``counter``."""
-        return _stream_seed(self.seed, _RANDOM_STREAM, counter if self.resample else 0)
+        return stream_seed(self.seed, RANDOM_REGION_STREAM, counter if self.resample else 0)
 
     def region(self, x: torch.Tensor) -> torch.Tensor:
         """The region the current mode neutralizes on x (advances :attr:`calls` in random mode)."""

@@ -38,10 +38,10 @@ from ..data import load_dataset
 from ..defense.adaptive import bpda_pgd, roi_restricted_attack
 from ..defense.evaluate import evaluate_defence
 from ..defense.fills import list_fills, make_fill
-from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, random_region_like, select_regions
+from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import attack_map, importance_map, list_attack_maps, list_importance_methods
-from ..regions import MapAccumulator, binarize, overlap_statistics, segregate
+from ..regions import MapAccumulator, binarize, overlap_statistics, random_region_like, segregate
 from ..regions.claims import Claim, judge
 from ..runtime import RunDir, batch_slices
 from . import colocation
@@ -743,7 +743,7 @@ def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[
 def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
     """RoI/RoA maps, regions, the faithfulness gate, statistics and verdicts for ``config.attacks`` - no defence.
 
-    Backs the ``advspatial maps`` command; returns (per-image rows, metrics, figure paths).
+    Backs the ``advspatial maps`` command; returns (per-image rows, metrics, report sections).
     """
     from . import spatial_report
 
@@ -757,5 +757,7 @@ def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str,
     claims = measure(ctx, summaries, metrics, gates)
     sections = [spatial_report.verdict_section(ctx, summaries, metrics, claims),
                 spatial_report.gate_section(ctx, metrics),
-                spatial_report.where_section(ctx, summaries, metrics)]
-    return rows, metrics, [fig.path for section in sections for fig in section.figures]
+                spatial_report.setup_section(ctx, metrics),
+                spatial_report.where_section(ctx, summaries, metrics),
+                spatial_report.overlap_section(ctx, claims)]
+    return rows, metrics, sections

@@ -204,6 +204,65 @@ def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return grown[:, 0] > 0
 
 
+# -- random control regions -------------------------------------------------------------
+
+#: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
+RANDOM_REGION_STREAM = 0xC0DE
+
+
+def stream_seed(seed: int, stream: int, counter: int = 0) -> int:
+    """One seed per (experiment seed, random stream, counter): independent streams of per-sample noise."""
+    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
+
+
+def sample_ids_or_range(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
+    if ids.shape != (n,):
+        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+    return ids
+
+
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """Inverse of a per-row permutation: ``ranks[i, order[i, r]] = r``."""
+    ranks = torch.empty_like(order)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return ranks.scatter_(1, order, positions)
+
+
+def random_region_like(
+    region: torch.Tensor,
+    seed: int = 0,
+    *,
+    within: torch.Tensor | None = None,
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The control region: per image, as many pixels as ``region`` has, at uniformly random positions.
+
+    With ``within`` (N,H,W) bool the positions are drawn inside it only (e.g.
+    inside RoA for the oracle's control); it must hold at least as many pixels
+    as ``region`` in every image. Image i's draw depends only on
+    ``(seed, sample_ids[i])``.
+    """
+    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
+        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
+    n, h, w = region.shape
+    eligible = torch.ones_like(region) if within is None else torch.as_tensor(within, device=region.device)
+    if eligible.shape != region.shape or eligible.dtype != torch.bool:
+        raise ShapeError(f"within must be an (N,H,W) bool tensor of shape {tuple(region.shape)}")
+    eligible = eligible.flatten(1)
+    counts = region.flatten(1).sum(dim=1, keepdim=True)
+    short = (counts.squeeze(1) > eligible.sum(dim=1)).nonzero().flatten().tolist()
+    if short:
+        raise ConfigError(f"within has fewer pixels than region in image(s) {short[:10]}; "
+                          "valid: within holds at least as many pixels as region in every image")
+    keys = per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM), sample_ids_or_range(n, sample_ids),
+                            device=region.device)
+    keys = torch.where(eligible, keys, torch.full_like(keys, -2.0))
+    ranks = inverse_permutation(keys.argsort(dim=1, descending=True, stable=True))
+    return ((ranks < counts) & eligible).view(n, h, w)
+
+
+
 # -- segregation -------------------------------------------------------------------
 
 PART_NAMES = ("neither", "roi_only", "roa_only", "both")

@@ -72,7 +72,7 @@ from ..attacks.base import frozen_eval, margin, per_sample_noise
 from ..defense.fills import list_fills, make_fill
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import model_device
-from . import _check_maps, iou, pearson, spearman, top_fraction_mask
+from . import _check_maps, iou, pearson, random_region_like, sample_ids_or_range, spearman, stream_seed, top_fraction_mask
 from .inference import Estimate, bootstrap_mean_ci, paired_p
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
@@ -86,22 +86,10 @@ MIN_N = 30
 
 # seed streams: the RoI tie-break uses ``seed`` itself (top_fraction_mask); the
 # random region and the noise fill draw from derived seeds so the three are independent
-_STREAM_RANDOM_REGION = 1
 _STREAM_NOISE_FILL = 2
 
 
-def _stream_seed(seed: int, stream: int) -> int:
-    return int(seed) * 7_919 + 104_729 * stream
-
-
 # -- inputs -------------------------------------------------------------------------
-
-def _ids(sample_ids: torch.Tensor | Sequence[int] | None, n: int) -> torch.Tensor:
-    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
-    if ids.shape != (n,):
-        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
-    return ids
-
 
 def _check_inputs(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor | Sequence[int], importance: torch.Tensor,
@@ -142,27 +130,6 @@ def roi_mask(
     return top_fraction_mask(importance, fraction, seed, sample_ids).mask
 
 
-def random_region_like(
-    roi: torch.Tensor, seed: int = 0, sample_ids: torch.Tensor | Sequence[int] | None = None,
-) -> torch.Tensor:
-    """(N,H,W) bool random regions with exactly as many pixels as each image's ``roi``.
-
-    Pixels are uniform over the whole image (the RoI included); image i's region
-    comes from a generator keyed by (``seed``, ``sample_ids[i]``) only, so it does
-    not depend on the batch, and regions of one image for different sizes are
-    nested (the ``count`` first pixels of one random order).
-    """
-    if not isinstance(roi, torch.Tensor) or roi.ndim != 3 or roi.dtype != torch.bool:
-        raise ShapeError(f"roi must be an (N,H,W) bool tensor, got {getattr(roi, 'shape', type(roi))}")
-    n, h, w = roi.shape
-    ids = _ids(sample_ids, n)
-    counts = roi.flatten(1).sum(1).cpu()
-    noise = per_sample_noise((n, h * w), _stream_seed(seed, _STREAM_RANDOM_REGION), ids)
-    rank = torch.empty(n, h * w, dtype=torch.int64)
-    rank.scatter_(1, noise.argsort(dim=1, stable=True), torch.arange(h * w).expand(n, -1).contiguous())
-    return (rank < counts[:, None]).reshape(n, h, w).to(roi.device)
-
-
 # -- fills --------------------------------------------------------------------------
 
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -178,7 +145,7 @@ def _make_deletion_fill(
             raise ConfigError(f"fill 'noise' has no parameter(s) {sorted(unknown)}; valid: ['sigma']")
         sigma = float(params.get("sigma", NOISE_SIGMA))
         check_range("sigma", sigma, 0.0, None)
-        eps = per_sample_noise(x.shape, _stream_seed(seed, _STREAM_NOISE_FILL), ids, "normal", x.device, x.dtype)
+        eps = per_sample_noise(x.shape, stream_seed(seed, _STREAM_NOISE_FILL), ids, "normal", x.device, x.dtype)
         noisy = (x + sigma * eps).clamp(0.0, 1.0)
 
         def noise_fill(images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
@@ -228,9 +195,9 @@ def deletion_columns(
     """
     x, y, _ = _check_inputs(model, x, y, importance)
     params = _fill_params(fills, fill_params)
-    ids = _ids(sample_ids, x.shape[0])
+    ids = sample_ids_or_range(x.shape[0], sample_ids)
     roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = random_region_like(roi, seed, ids).to(x.device)
+    rnd = random_region_like(roi, seed, sample_ids=ids).to(x.device)
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         clean = _logits(model, x)
@@ -268,9 +235,9 @@ def restricted_attack_columns(
     1.0 when it is still classified as ``y``, and ``roi:pixels``.
     """
     x, y, _ = _check_inputs(model, x, y, importance)
-    ids = _ids(sample_ids, x.shape[0])
+    ids = sample_ids_or_range(x.shape[0], sample_ids)
     roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = random_region_like(roi, seed, ids).to(x.device)
+    rnd = random_region_like(roi, seed, sample_ids=ids).to(x.device)
     cols: dict[str, torch.Tensor] = {"roi:pixels": _col(roi.flatten(1).sum(1))}
     results = {tag: attack.run(x, y, mask=region.to(x.dtype), sample_ids=ids) for tag, region in
                (("roi", roi), ("random", rnd))}
@@ -317,7 +284,7 @@ def deletion_curve(
     if score not in ("logit", "probability"):
         raise unknown_name("score", score, ("logit", "probability"))
     x, y, _ = _check_inputs(model, x, y, importance)
-    ids = _ids(sample_ids, x.shape[0])
+    ids = sample_ids_or_range(x.shape[0], sample_ids)
     fill_fn = _make_deletion_fill(fill, dict(fill_params or {}), x, seed, ids)
     out = []
     with frozen_eval(model):
