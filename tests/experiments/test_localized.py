@@ -1,10 +1,12 @@
-"""Tests of the localized experiment: config, model settings, per-image evaluation, and a CI-sized run.
+"""Tests of the localized experiment: config, model settings, per-image evaluation, claims, and a CI-sized run.
 
-The end-to-end run uses the ``--quick`` preset (three smallcnn models trained for
-one epoch on 512 images, in a temporary model cache, without the full test-set
-accuracy pass) and checks the run directory, recomputes every reported number
-from per_image.csv, parses the HTML report, and resumes after lost stages with
-identical rows.
+The claims are tested on hand-made per-image columns (known verdicts, a failed
+faithfulness gate). The end-to-end run uses the ``--quick`` preset (three
+smallcnn models trained for one epoch on 512 images, in a temporary model
+cache, without the full test-set accuracy pass) and checks the run directory,
+the faithfulness gate of each model, the claims and their verdicts, recomputes
+every reported number from per_image.csv, parses the HTML report, and resumes
+after lost stages with identical rows.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from advspatial import training
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.experiments.gate import GatedConfig
 from advspatial.masks import BACKGROUND_TAU
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.inference import VERDICTS
 from advspatial.runtime import RunDir
 from advspatial.training import TrainConfig
 
 from conftest import fashion_mnist_available, needs_fashion_mnist
 from helpers import ReportParser
 
-SECTIONS = ["setup", "models", "robustness", "background-attacks", "limits", "config"]
-FIGURES = {"accuracy.png", "examples-natural.png", "gradcam-natural.png", "examples-localized.png",
-           "gradcam-localized.png"}
+SECTIONS = ["verdicts", "faithfulness", "setup", "models", "robustness", "background-attacks", "limits", "config"]
+FIGURES = {"accuracy.png", "examples-natural.png", "importance-natural.png", "examples-localized.png",
+           "importance-localized.png"}
 
 
 def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
@@ -58,6 +63,11 @@ def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
     ({"train_epochs": 0}, "train_epochs"),
     ({"steps": 0}, "steps"),
     ({"fraction": 1.0}, "fraction"),
+    ({"importance": "no-such-map"}, "importance method"),
+    ({"gate_fills": ["zero"]}, "gate_fills"),
+    ({"gate_eps": 2.0}, "gate_eps"),
+    ({"alpha": 0.0}, "alpha"),
+    ({"sesoi": -0.1}, "sesoi"),
 ])
 def test_invalid_settings_are_rejected_before_any_work(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -67,6 +77,39 @@ def test_invalid_settings_are_rejected_before_any_work(values: dict, message: st
 def test_l2_budget_may_exceed_one() -> None:
     config = resolve_config(get_experiment("localized-training"), None, {"norm": "l2", "eps": 1.5}, quick=False)
     assert loc.eval_attack(torch.nn.Linear(1, 1), config).norm == "l2"
+
+
+def test_gate_and_inference_settings() -> None:
+    config = loc.LocalizedConfig()
+    assert isinstance(config, GatedConfig) and config.importance == "auto"
+    assert (config.sesoi, config.alpha) == (0.01, 0.05)
+    quick = resolve_config(get_experiment("localized-training"), None, {}, quick=True)
+    assert quick.gate_n <= quick.n and quick.gate_steps < config.gate_steps
+    assert quick.randomization_images < config.randomization_images
+    # the gate's PGD is L-inf: the experiment's eps for an L-inf run, a fixed L-inf budget for an L2 run
+    assert loc.gate_eps(config) == config.eps
+    assert loc.gate_eps(loc.LocalizedConfig(norm="l2", eps=1.5)) == loc.GATE_EPS_FOR_L2
+    assert loc.gate_eps(loc.LocalizedConfig(norm="l2", eps=1.5, gate_eps=0.05)) == 0.05
+
+
+def test_which_masks_rest_on_the_importance_map() -> None:
+    grey = grey_dataset(4)
+    colour = ImageDataset("colour", torch.rand(4, 3, 16, 16), torch.arange(4), tuple("abcd"))
+    assert not loc.mask_uses_importance("background", grey), "grey data: the dataset's own x > tau masks"
+    assert loc.mask_uses_importance("background", colour) and loc.mask_uses_importance("foreground", colour)
+    assert loc.mask_uses_importance("roi", grey) and loc.mask_uses_importance("roi-complement", grey)
+
+
+def test_importance_masks_use_the_configured_map(tiny_cnn) -> None:
+    colour = ImageDataset("colour", torch.rand(6, 3, 28, 28), torch.arange(6) % 10, tuple(str(k) for k in range(10)))
+    model = tiny_cnn(in_channels=3)
+    config = loc.LocalizedConfig(fraction=0.25)
+    region = loc.region_mask_fn(config, colour, model, "saliency")(slice(0, 6))
+    roi = loc.importance_region("saliency", model, colour.images(), colour.labels, 0.25, 0, torch.arange(6))
+    assert torch.equal(region[:, 0].bool(), ~roi), "background of colour data = complement of the RoI"
+    assert (roi.flatten(1).float().mean(1) - 0.25).abs().max() < 0.01
+    fg = loc.region_mask_fn(loc.LocalizedConfig(fraction=0.25, mask="foreground"), colour, model, "saliency")
+    assert torch.equal(fg(slice(2, 4))[:, 0].bool(), roi[2:4]), "batch-independent: ties broken per sample id"
 
 
 def test_training_settings_of_the_three_models() -> None:
@@ -112,7 +155,7 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
     results = []
     for bs in (7, 3):
         config = loc.LocalizedConfig(n=7, batch_size=bs, steps=3, eps=0.2, progress=False)
-        results.append(loc.evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}")))
+        results.append(loc.evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}"), "gradcam"))
     a, b = results
     for cond in loc.CONDITIONS:
         assert torch.equal(a.preds[cond], b.preds[cond]), cond
@@ -127,7 +170,86 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
     assert torch.allclose(a.region_share, (~data.masks).float().flatten(1).mean(1))
     # stages were written per batch: a second evaluation loads them instead of attacking again
     stages = sorted(p.relative_to(tmp_path / "bs3").as_posix() for p in (tmp_path / "bs3").rglob("*.pt"))
-    assert "stages/attack/natural/region/batch-00002.pt" in stages and "stages/gradcam/natural/batch-00002.pt" in stages
+    assert "stages/attack/natural/region/batch-00002.pt" in stages
+    assert "stages/importance/natural/gradcam/batch-00002.pt" in stages
+    assert a.importance == "gradcam"
+
+
+# -- claims ------------------------------------------------------------------------------
+
+def fake_evaluation(correct: dict[str, torch.Tensor], labels: torch.Tensor, before: torch.Tensor,
+                    after: torch.Tensor, method: str = "hirescam") -> loc.ModelEvaluation:
+    """Per-image columns with the given correctness per condition (a wrong prediction is label + 1)."""
+    preds = {c: torch.where(ok, labels, (labels + 1) % 10) for c, ok in correct.items()}
+    n = len(labels)
+    return loc.ModelEvaluation(preds, torch.full((n,), 0.5), before, after, torch.zeros(n, 1, 2, 2), 0.0, method)
+
+
+def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, loc.ModelEvaluation]]:
+    """natural: fooled by the background attack on every image; pgd and localized: robust on every image.
+    natural's map moves 0.2 into the background; pgd's does not move; localized's moves back by 0.1."""
+    labels = torch.arange(n) % 10
+    yes, no = torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+    half = torch.arange(n) % 2 == 0
+    fg = torch.linspace(0.5, 0.8, n)
+    conds = {"clean": yes, "full": no, "complement": half}
+    evs = {"natural": fake_evaluation({**conds, "region": no}, labels, fg, fg - 0.2),
+           "pgd": fake_evaluation({**conds, "region": yes}, labels, fg, fg.clone()),
+           "localized": fake_evaluation({**conds, "region": yes}, labels, fg, fg + 0.1)}
+    evs["natural"].cam_energy_adv[0] = math.nan  # an all-zero map: left out of that model's energy claim
+    return labels, evs
+
+
+def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dict[tuple[str, str], object]:
+    from advspatial.regions.claims import judge
+
+    config = loc.LocalizedConfig()
+    labels, evs = fake_run(n)
+    gate = {m: {"passed": ok} for m, ok in gates.items()}
+    claims = judge(loc.build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi, alpha=config.alpha)
+    return {(c.subject, c.statistic): c for c in claims}
+
+
+ALL_PASS = {"natural": True, "pgd": True, "localized": True}
+
+
+def test_claims_are_paired_per_image_with_known_verdicts() -> None:
+    claims = judged(ALL_PASS)
+    assert all(c.verdict in VERDICTS for c in claims.values())
+    primary = [k for k, c in claims.items() if c.primary]
+    assert len(primary) == 5 and len(claims) == 12
+    nat = claims[("localized vs natural model", "background-only PGD accuracy")]
+    assert (nat.observed, nat.null_value, nat.effect.mean, nat.effect.n) == (1.0, 0.0, 1.0, 60)
+    assert nat.verdict == "supported" and nat.gates == {} and nat.primary
+    same = claims[("localized vs pgd model", "background-only PGD accuracy")]
+    assert same.effect.mean == 0 and same.p == 1.0 and same.verdict == "equivalent to null"
+    shift = claims[("natural model", "hirescam energy share in the background")]
+    assert shift.effect.n == 59, "the image with an all-zero map is left out"
+    assert shift.effect.mean == pytest.approx(0.2) and shift.verdict == "supported"
+    assert shift.gates == {loc.ROI_GATE: True}
+    assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
+    assert claims[("localized model", "hirescam energy share in the background")].verdict == "reversed"
+    full = claims[("localized vs natural model", "full-image PGD accuracy")]
+    assert not full.primary and full.verdict == "equivalent to null" and full.p_adjusted == full.p_adjusted
+
+
+def test_failed_gate_makes_map_claims_not_interpretable() -> None:
+    claims = judged({"natural": False, "pgd": True, "localized": True})
+    assert claims[("natural model", "hirescam energy share in the background")].verdict == "not interpretable"
+    assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
+    # a mask-free background (the dataset's own masks): accuracy claims do not rest on the map
+    assert claims[("localized vs natural model", "background-only PGD accuracy")].verdict == "supported"
+    # a background cut from the map: every accuracy under it rests on both models' maps
+    gated = judged({"natural": False, "pgd": True, "localized": True}, mask_gated=True)
+    assert gated[("localized vs natural model", "background-only PGD accuracy")].verdict == "not interpretable"
+    assert gated[("localized vs natural model", "foreground-only PGD accuracy")].verdict == "not interpretable"
+    assert gated[("localized vs pgd model", "background-only PGD accuracy")].verdict == "equivalent to null"
+    assert gated[("localized vs natural model", "clean accuracy")].gates == {}, "clean images need no mask"
+
+
+def test_few_images_give_insufficient_data() -> None:
+    claims = judged(ALL_PASS, n=20)
+    assert {c.verdict for c in claims.values()} == {"insufficient data"}
 
 
 # -- end to end ----------------------------------------------------------------------------
@@ -198,7 +320,59 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         assert all(0.0 <= e <= 1.0 for p in pairs for e in p)
         assert m["epochs"] == (config.natural_epochs if mode == "natural" else config.train_epochs)
         assert Path(m["checkpoint"]).is_file()
-    assert set(metrics["timings"]) >= {f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}
+    assert set(metrics["timings"]) >= ({f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}
+                                       | {f"gate/{m}" for m in loc.MODES})
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_gates_every_model(quick_run) -> None:
+    _, path, config, _ = quick_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    gates = metrics["faithfulness"]
+    assert set(gates) == set(loc.MODES)
+    for mode in loc.MODES:
+        g, imp = gates[mode], metrics["importance"][mode]
+        assert isinstance(g["passed"], bool) and g["reason"] and g["method"] == imp["method"]
+        assert imp["method"] == "hirescam" and "flatten/FC head" in imp["why"], "auto: smallcnn has a flatten head"
+        assert imp["faithful"] == g["passed"]
+        assert g["n"] <= min(config.gate_n, config.n) and len(g["randomization"]) >= 1
+        assert (path / f"stages/gate/{mode}/{imp['method']}/randomization.pt").is_file()
+        label = metrics["models"][mode]["cam_interpretation"]
+        assert label == ("interpretable" if g["passed"] else NOT_INTERPRETABLE_ROI)
+        # Fashion-MNIST: the background is the dataset's own mask, so accuracies do not rest on the map
+        assert metrics["models"][mode]["mask_interpretation"].startswith("interpretable")
+    assert metrics["mask_from_importance"] is False
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_claims_and_verdicts(quick_run) -> None:
+    _, path, config, _ = quick_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    rows = read_rows(path / "per_image.csv")
+    claims = metrics["claims"]
+    assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    assert sum(c["primary"] for c in claims) == 5
+    for c in claims:
+        gated = bool(c["gates"])
+        assert gated == ("energy share" in c["statistic"]), c
+        if gated and not all(c["gates"].values()):
+            assert c["verdict"] == "not interpretable", c
+        mode = c["subject"].split()[0]
+        if gated:
+            assert c["gates"] == {loc.ROI_GATE: metrics["faithfulness"][mode]["passed"]}
+        elif c["effect"]["n"] < 30:
+            assert c["verdict"] == "insufficient data", c
+    # the primary accuracy claim, recomputed from the rows: paired per image on the same images
+    main = next(c for c in claims if c["subject"] == "localized vs natural model" and c["primary"])
+    by = {m: {int(r["index"]): r for r in rows if r["model"] == m} for m in ("natural", "localized")}
+    diff = [float(by["localized"][i]["region_pred"] == by["localized"][i]["label"])
+            - float(by["natural"][i]["region_pred"] == by["natural"][i]["label"]) for i in range(config.n)]
+    assert main["effect"]["n"] == config.n
+    assert main["effect"]["mean"] == pytest.approx(sum(diff) / len(diff), abs=1e-12)
+    assert main["effect"]["low"] <= main["effect"]["mean"] <= main["effect"]["high"]
+    assert main["observed"] - main["null_value"] == pytest.approx(main["effect"]["mean"], abs=1e-12)
 
 
 @pytest.mark.slow
@@ -207,12 +381,23 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
     _, path, _, _ = quick_run
     parser = ReportParser()
     parser.feed((path / "report.html").read_text())
-    assert parser.sections == SECTIONS
+    assert parser.sections == SECTIONS, "the verdicts come first, then the faithfulness gate"
     assert len(parser.images) == len(FIGURES) and all(src.startswith("data:image/png;base64,") for src in parser.images)
-    assert parser.tables >= 4
+    assert parser.tables >= 8
     text = (path / "report.html").read_text()
     for header in ("full-image PGD", "background-only PGD", "foreground-only PGD"):
         assert header in text
+    verdicts = text[text.index('<section id="verdicts">'):text.index('<section id="faithfulness">')]
+    assert "Region of Importance (RoI)" in verdicts and "Region of Attack (RoA)" in verdicts
+    assert "What this run shows" in verdicts and "<details" in verdicts, "secondary claims folded"
+    metrics = json.loads((path / "metrics.json").read_text())
+    for c in metrics["claims"]:
+        if c["primary"]:
+            assert f"{c['subject']}: {c['claim']} — {c['verdict'].upper()}" in verdicts
+    gate = text[text.index('<section id="faithfulness">'):text.index('<section id="setup">')]
+    assert all(f"{m}: hirescam" in gate for m in loc.MODES) and "randomization" in gate
+    if any(not g["passed"] for g in metrics["faithfulness"].values()):
+        assert NOT_INTERPRETABLE_ROI.capitalize() in verdicts
 
 
 @pytest.mark.slow
@@ -220,8 +405,10 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
 def test_resume_after_lost_stages_gives_identical_rows(quick_run) -> None:
     _, path, config, _ = quick_run
     before = (path / "per_image.csv").read_text()
-    lost = [path / "stages/attack/pgd/region/batch-00001.pt", path / "stages/gradcam/localized/batch-00000.pt",
-            path / "stages/attack/natural/full/batch-00000.pt"]
+    lost = [path / "stages/attack/pgd/region/batch-00001.pt",
+            path / "stages/importance/localized/hirescam/batch-00000.pt",
+            path / "stages/attack/natural/full/batch-00000.pt", path / "stages/gate/pgd/hirescam/randomization.pt"]
+    claims = json.loads((path / "metrics.json").read_text())["claims"]
     for stage in lost:
         assert stage.is_file(), stage
         stage.unlink()
@@ -232,3 +419,4 @@ def test_resume_after_lost_stages_gives_identical_rows(quick_run) -> None:
     run_experiment("localized-training", config, resume=True)  # models come from the cache, lost stages are recomputed
     assert all(stage.is_file() for stage in lost)
     assert (path / "per_image.csv").read_text() == before
+    assert json.dumps(json.loads((path / "metrics.json").read_text())["claims"]) == json.dumps(claims)

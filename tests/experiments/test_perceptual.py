@@ -1,5 +1,6 @@
-"""Tests of the perceptual experiment: PGD budget calibration, SSIM maps vs CAM statistics, metrics, figures,
-and an end-to-end CI-sized run on Fashion-MNIST (report, per-image rows, resume)."""
+"""Tests of the perceptual experiment: PGD budget calibration, SSIM maps vs CAM statistics, the statistics
+engine's claims and their faithfulness gate, metrics, figures, and an end-to-end CI-sized run on Fashion-MNIST
+(verdicts, gate, report, per-image rows, resume)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.base import config_from_mapping, run_experiment
 from advspatial.experiments.perceptual import (
+    ATTACKS,
     STATS,
     AttackStore,
     Context,
@@ -28,11 +30,15 @@ from advspatial.experiments.perceptual import (
     attack_metrics,
     bisect_eps,
     calibrate,
+    compare_attack,
     map_statistics,
-    permutation_results,
+    measure,
     pgd_attack,
     ssim_distortion,
+    summary_text,
 )
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.inference import NULLS, VERDICTS
 from advspatial.report.perceptual_figures import (
     plot_attack_summary,
     plot_calibration,
@@ -173,34 +179,108 @@ def test_map_statistics_known_answers() -> None:
     assert set(STATS) <= set(half)
 
 
-def test_permutation_results_detect_co_location_within_a_class() -> None:
+def _blob_maps(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,12,12) CAMs: a 3x3 blob (distinct values) at one of 16 places per image; and foreground shares."""
+    gen = torch.Generator().manual_seed(seed)
+    cams = torch.zeros(n, 12, 12)
+    places = torch.randint(0, 16, (n,), generator=gen)
+    for i, k in enumerate(places.tolist()):
+        r, c = divmod(k, 4)
+        cams[i, 3 * r : 3 * r + 3, 3 * c : 3 * c + 3] = 1.0 + torch.arange(9.0).view(3, 3) / 10
+    return cams, torch.rand(n, generator=gen)
+
+
+def _store(cams: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, composition: torch.Tensor) -> AttackStore:
+    ids = torch.arange(len(cams))
+    _, cam_region, dist_region = map_statistics(cams, dist, 9 / 144, 0, ids)
+    store = AttackStore()
+    perceptual.keep_first(store.kept, 1000, torch.ones(len(cams), dtype=torch.bool), importance=cams, attack=dist,
+                          roi=cam_region, roa=dist_region, labels=labels, composition=composition)
+    return store
+
+
+def test_compare_attack_detects_co_location_within_a_class() -> None:
     # 12 images of one class; each CAM is a 3x3 blob at its own place; the SSIM map equals the CAM
     n = 12
     cams = torch.zeros(n, 12, 12)
     for i in range(n):
         r, c = divmod(i, 4)
         cams[i, 3 * r : 3 * r + 3, 3 * c : 3 * c + 3] = 1.0 + torch.arange(9.0).view(3, 3) / 10
-    ids = torch.arange(n)
-    cols, cam_region, dist_region = map_statistics(cams, cams.clone(), 9 / 144, 0, ids)
-    store = AttackStore()
-    perceptual.keep_first(store.perm, 100, torch.ones(n, dtype=torch.bool), cam=cams, dist=cams.clone(),
-                          cam_region=cam_region, dist_region=dist_region, labels=torch.zeros(n, dtype=torch.long))
+    store = _store(cams, cams.clone(), torch.zeros(n, dtype=torch.long), torch.linspace(0.1, 0.9, n))
     cfg = PerceptualConfig(permutations=30)
-    results = permutation_results(store, cfg)
-    assert set(results) == set(STATS)
-    assert results["iou"].observed_mean == pytest.approx(1.0)
-    assert results["iou"].baseline_mean == pytest.approx(0.0)
-    assert results["energy_in_cam"].observed_mean == pytest.approx(1.0)
-    for r in results.values():
-        assert r.p_value == pytest.approx(1 / 31)
-    assert permutation_results(AttackStore(), cfg) == {}
+    results = compare_attack(store, cfg)
+    assert set(results) == {"spearman", "iou", "energy_in_roi"}
+    assert all(set(by_null) == set(NULLS) for by_null in results.values())
+    same = results["iou"]["same-class"]
+    assert same.observed == pytest.approx(1.0) and same.null_mean == pytest.approx(0.0)
+    assert same.excess.low > 0 and same.n == n
+    assert results["energy_in_roi"]["same-class"].observed == pytest.approx(1.0)
+    for stat in ("iou", "energy_in_roi"):  # no derangement comes near: the two-sided p is 1 / (1 + B)
+        assert results[stat]["same-class"].p == pytest.approx(1 / 31)
+    assert compare_attack(AttackStore(), cfg) == {}
+
+
+def _measure_context(tmp_path: Path, tiny_cnn) -> Context:  # type: ignore[no-untyped-def]
+    base = _synthetic_context(tmp_path, tiny_cnn(), permutations=200)
+    return base.derive(Context, importance="gradcam", importance_reason="test")
+
+
+def _gate(passed: bool) -> dict:
+    return {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0",
+            "method": "gradcam", "n": 40, "deletion": {}, "attack": {}, "randomization": []}
+
+
+@pytest.mark.parametrize("passed", [True, False])
+def test_measure_builds_gated_claims_with_fixed_verdicts(passed: bool, tiny_cnn, tmp_path) -> None:
+    n = 40
+    cams, composition = _blob_maps(n)
+    labels = torch.arange(n) % 2
+    gen = torch.Generator().manual_seed(1)
+    stores = {"ssim-ball": _store(cams, cams + 0.01 * torch.rand(cams.shape, generator=gen), labels, composition),
+              # the "PGD" SSIM map sits on another image's blob: no co-location beyond chance
+              "pgd": _store(cams, cams.roll(7, 0) + 0.01 * torch.rand(cams.shape, generator=gen), labels,
+                            composition)}
+    ctx = _measure_context(tmp_path, tiny_cnn)
+    metrics = {"attacks": {a: {"maps": {s: 0.0 for s in STATS}} for a in ATTACKS}}
+    claims = measure(ctx, stores, metrics, {"gradcam": _gate(passed)})
+    assert metrics["roi"]["faithful"] is passed and metrics["roi"]["method"] == "gradcam"
+    assert metrics["faithfulness"]["gradcam"]["reason"]
+    primary = [c for c in claims if c.primary]
+    assert [c.subject for c in primary] == list(ATTACKS)
+    assert all(c.statistic == "energy_in_roi" and c.null == "same-class" for c in primary)
+    assert len(claims) == 2 * 3 * len(NULLS)  # two attacks x three statistics x every null
+    assert [c["verdict"] for c in metrics["claims"]] == [c.verdict for c in claims]
+    assert all(c.verdict in VERDICTS for c in claims)
+    assert all(c.gates == {"RoI faithfulness": passed} for c in claims)
+    # the p-values are corrected: Holm on the two primary claims, never below the raw p
+    assert all(c.p_adjusted >= c.p - 1e-12 for c in claims)
+    label = "interpretable" if passed else NOT_INTERPRETABLE_ROI
+    for name in ATTACKS:
+        assert metrics["attacks"][name]["maps"]["interpretation"] == label
+        for by_null in metrics["inference"][name].values():
+            assert all(c["interpretation"] == label for c in by_null.values())
+    if passed:
+        assert primary[0].verdict == "supported" and primary[0].effect.low > 0
+        assert primary[1].verdict != "supported"
+    else:
+        assert {c.verdict for c in claims} == {"not interpretable"}
+
+
+def test_measure_skips_attacks_without_enough_successes(tiny_cnn, tmp_path) -> None:
+    cams, composition = _blob_maps(2)
+    stores = {"ssim-ball": _store(cams, cams.clone(), torch.zeros(2, dtype=torch.long), composition),
+              "pgd": AttackStore()}
+    metrics = {"attacks": {a: {"maps": {s: 0.0 for s in STATS}} for a in ATTACKS}}
+    claims = measure(_measure_context(tmp_path, tiny_cnn), stores, metrics, {"gradcam": _gate(True)})
+    assert claims == [] and metrics["claims"] == [] and metrics["inference"] == {}
 
 
 # -- config and metrics ------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [{"window": "3x"}, {"window": "1"}, {"eps_max": 0.0}, {"eps_max": 1.5},
                                  {"importance": "nope"}, {"alpha": 1.0}, {"calibration_n": 0},
-                                 {"ssim_tolerance": 0.0}, {"fraction": 1.0}])
+                                 {"ssim_tolerance": 0.0}, {"fraction": 1.0}, {"significance": 0.0},
+                                 {"sesoi": -0.1}, {"gate_fills": ["zero"]}, {"gate_n": 0}, {"strata": 0}])
 def test_config_rejects_invalid_values(bad: dict) -> None:
     with pytest.raises(ConfigError):
         config_from_mapping(PerceptualConfig, bad).validate()
@@ -210,6 +290,12 @@ def test_config_window_and_quick_preset() -> None:
     assert config_from_mapping(PerceptualConfig, {"window": "7"}).window_value() == 7
     assert PerceptualConfig().window_value() == "auto"
     config_from_mapping(PerceptualConfig, PerceptualConfig.QUICK).validate()
+    default = PerceptualConfig()
+    assert default.importance == "auto" and default.permutations == 10000
+    assert default.sesoi == 0.01 and default.significance == 0.05 and default.alpha == 0.9  # alpha: the SSIM ball
+    quick = PerceptualConfig.QUICK
+    assert quick["permutations"] < 1000 and quick["gate_n"] <= quick["n"]
+    assert quick["gate_steps"] < default.gate_steps and quick["randomization_images"] < default.randomization_images
 
 
 def test_attack_metrics_from_rows_known_answers() -> None:
@@ -249,14 +335,13 @@ def test_figures_write_pngs_and_reject_mismatched_inputs(tmp_path) -> None:
     assert c.stat().st_size > 1000
     with pytest.raises(ShapeError):
         plot_calibration([], 0.75, 0.15, tmp_path / "cal2.png")
-    cams = cam.repeat(4, 1, 1)
-    store = AttackStore()
-    perceptual.keep_first(store.perm, 10, torch.ones(4, dtype=torch.bool), cam=cams, dist=cams.flip(2),
-                          cam_region=block.repeat(4, 1, 1), dist_region=block.repeat(4, 1, 1).flip(2),
-                          labels=torch.zeros(4, dtype=torch.long))
-    perm = {"ssim-ball": permutation_results(store, PerceptualConfig(permutations=5))}
-    o = plot_overlap_vs_baseline(perm, tmp_path / "ov.png")
+    cams, composition = _blob_maps(6)
+    store = _store(cams, cams.flip(2), torch.zeros(6, dtype=torch.long), composition)
+    comparisons = {"ssim-ball": compare_attack(store, PerceptualConfig(permutations=5))}
+    o = plot_overlap_vs_baseline(comparisons, tmp_path / "ov.png")
     assert o.stat().st_size > 1000
+    as_dicts = {"pgd": {s: {n: c.as_dict() for n, c in by_null.items()} for s, by_null in comparisons["ssim-ball"].items()}}
+    assert plot_overlap_vs_baseline(as_dicts, tmp_path / "ov1.png").stat().st_size > 1000  # the metrics' form
     with pytest.raises(ShapeError):
         plot_overlap_vs_baseline({"pgd": {}}, tmp_path / "ov2.png")
 
@@ -325,23 +410,72 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
                                                    and r["index"] < config.calibration_n]))
     assert metrics["ssim_gap"] == pytest.approx(metrics["attacks"]["pgd"]["mean_ssim"]
                                                 - metrics["attacks"]["ssim-ball"]["mean_ssim"])
-    # the report holds every section and every figure it names, embedded
+    # the faithfulness gate ran on this run's CAM and decides how every RoI-dependent number reads
+    from advspatial.maps import default_importance_method
+
+    method = default_importance_method(trained_tiny_cnn, torch.zeros(1, 1, 28, 28))[0]
+    assert metrics["roi"]["method"] == method == "hirescam"  # TinyCNN has a flatten/FC head
+    assert metrics["roi"]["why"] and "flatten" in metrics["roi"]["why"]
+    gate = metrics["faithfulness"][method]
+    assert set(gate) >= {"passed", "reason", "deletion", "attack", "randomization", "method"}
+    assert isinstance(gate["passed"], bool) and gate["reason"]
+    assert set(gate["deletion"]) == set(config.gate_fills) and gate["attack"]
+    assert len(gate["randomization"]) >= 1
+    correct = sum(1 for r in rows if r["attack"] == "pgd" and r["correct"] and r["index"] < config.gate_n)
+    assert gate["n"] == correct  # the gate sees the correctly classified images among the first gate_n
+    assert metrics["roi"]["faithful"] is gate["passed"]
+    assert not gate["passed"] and "insufficient data" in gate["reason"]  # CI-sized: n < 30
+    label = NOT_INTERPRETABLE_ROI if not gate["passed"] else "interpretable"
+    assert metrics["roi"]["interpretation"] == label
+    # claims: one primary per attack with >= 3 successful images, verdicts from the fixed list, gated
+    claims = metrics["claims"]
+    assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    primary = [c for c in claims if c["primary"]]
+    testable = [a for a in ATTACKS if metrics["attacks"][a]["successful"] >= 3]
+    assert [c["subject"] for c in primary] == testable
+    assert all(c["statistic"] == "energy_in_roi" and c["null"] == "same-class" for c in primary)
+    for c in claims:
+        assert c["gates"] == {"RoI faithfulness": gate["passed"]}
+        if not all(c["gates"].values()):
+            assert c["verdict"] == "not interpretable", c
+    for name in ATTACKS:
+        assert metrics["attacks"][name]["maps"]["interpretation"] == label
+        for stat, by_null in metrics["inference"].get(name, {}).items():
+            assert all(cmp["interpretation"] == label for cmp in by_null.values())
+            # the engine's observed means are the rows' means over the successful images
+            uniform = by_null["uniform"]
+            key = {v: k for k, v in STATS.items()}[stat]
+            ok = [r[key] for r in rows if r["attack"] == name and r["correct"] and r["success"]]
+            assert uniform["observed"] == pytest.approx(np.nanmean(ok), rel=1e-5, abs=1e-6), (name, stat)
+            assert uniform["n"] == sum(1 for v in ok if v == v)
+    # the report: verdicts first, then the gate, terms spelled out, RoI-dependent numbers labelled
+    html = (out / "report.html").read_text()
     parser = ReportParser()
-    parser.feed((out / "report.html").read_text())
-    assert {"setup", "attacks-at-matched-ssim", "ssim-maps-vs-cam", "overlap-vs-baseline", "limits"} <= set(
-        parser.sections)
+    parser.feed(html)
+    assert parser.sections == ["verdicts", "faithfulness", "setup", "attacks-at-matched-ssim", "ssim-maps-vs-cam",
+                               "overlap-vs-baseline", "limits", "config"]
+    assert "Region of Importance (RoI)" in html and "Region of Attack (RoA)" in html and "1 − SSIM map" in html
+    verdicts = html[html.index("id='verdicts'") if "id='verdicts'" in html else html.index('id="verdicts"'):]
+    first = verdicts[: verdicts.index("</section>")]
+    assert "What this run shows" in first and "Verdicts: one row per pre-declared claim" in first
+    assert all(c["verdict"] in first for c in primary)
+    if not gate["passed"]:
+        assert NOT_INTERPRETABLE_ROI.capitalize() in first
+    assert "<details>" in html  # the long per-statistic table is folded
     assert len(parser.images) == len(figures) and all(src.startswith("data:image/png;base64,")
                                                       for src in parser.images)
     assert "ssim-ball" in result.summary and "pgd" in result.summary
-    # resume after a "kill": drop a PGD batch, a calibration stage and the results; identical numbers come back
+    assert result.summary == summary_text(metrics)
+    # resume after a "kill": drop a PGD batch, a calibration stage, a gate batch and the results; identical numbers
     (out / "stages/attack/pgd/batch-00001.pt").unlink()
     next((out / "stages/calibration").rglob("*.pt")).unlink()
+    next((out / "stages/gate").rglob("batch-*.pt")).unlink()
     (out / "metrics.json").unlink()
     config2 = config_from_mapping(PerceptualConfig, values)
     run_experiment("perceptual", config2, resume=True)
     again = json.loads((out / "metrics.json").read_text())
     metrics.pop("wall_seconds")
     again.pop("wall_seconds")
-    assert again == metrics
+    assert json.dumps(again) == json.dumps(metrics)  # NaN-aware comparison
     assert json.dumps(_csv_rows(out / "per_image.csv")) == json.dumps(rows)  # NaN-aware comparison
     assert resolved == ["smallcnn", "smallcnn"]

@@ -9,19 +9,28 @@ attacked on the first ``n`` test images by
 - full-image PGD (the usual L-inf or L2 ball),
 - PGD restricted to the ``mask`` region (default ``background``: the pixels
   with ``x <= 0.05`` on MNIST-like data, the exact object complement on the
-  synthetic shapes), and
+  synthetic shapes, the complement of the importance map's top region of the
+  true class on other colour data), and
 - PGD restricted to the complement of that region (``foreground``), optional.
 
 Besides accuracy, the experiment measures what a background-only attack does
-to where the model looks: the share of the Grad-CAM energy of the true class
-that lies in the complement of the attacked region (the foreground), before
-and after the attack.
+to where the model looks: the share of the importance map (``importance``,
+``auto`` = by head type) of the true class that lies in the attacked region,
+before and after the attack.
+
+The importance map is used as a Region of Importance (RoI) only after the
+faithfulness gate (:func:`advspatial.experiments.gate.gate_stage`) has judged
+it on each of the three models. The comparisons become pre-declared claims,
+paired per image (:mod:`advspatial.regions.inference`), corrected and judged by
+fixed rules (:func:`advspatial.regions.claims.judge`); a claim that rests on a
+map that failed the gate is "not interpretable".
 
 Stages streamed batch by batch and saved in the run directory (``--resume``):
 ``attack/<model>/<region|complement|full>/batch-*`` (via
-:func:`advspatial.pipeline.attack_dataset`) and ``gradcam/<model>/batch-*``.
-Trained models live in the model cache (``$ADVSPATIAL_CACHE/models``), keyed by
-every training setting, so a resumed or repeated run does not train again.
+:func:`advspatial.pipeline.attack_dataset`), ``importance/<model>/<method>/batch-*``
+and ``gate/<model>/<method>/...``. Trained models live in the model cache
+(``$ADVSPATIAL_CACHE/models``), keyed by every training setting, so a resumed
+or repeated run does not train again.
 """
 
 from __future__ import annotations
@@ -39,24 +48,38 @@ from tqdm.auto import tqdm
 
 from ..attacks import Attack, make_attack
 from ..data import ImageDataset, load_dataset
-from ..errors import ConfigError, check_range
-from ..maps import importance_map
-from ..masks import MASK_KINDS, attack_mask
+from ..errors import ConfigError, check_range, unknown_name
+from ..maps import importance_map, list_importance_methods
+from ..masks import BACKGROUND_TAU, MASK_KINDS, attack_mask
 from ..pipeline import attack_dataset
+from ..regions import binarize
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, judge
+from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
 from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
+from ..report.verdicts import gate_table, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..runtime import RunDir, batch_slices, model_device, pick_device
 from ..training import TrainConfig, TrainedModel, get_or_train
-from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
+from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting
+from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 #: the three training modes compared, in table order
 MODES = ("natural", "pgd", "localized")
 #: attack conditions: no attack, full image, the mask region only, its complement only
 CONDITIONS = ("clean", "full", "region", "complement")
+#: the validity gate of every claim that rests on an importance map
+ROI_GATE = "RoI faithfulness"
+#: L-inf budget of the gate's restricted attack when the experiment's own budget is L2 (and gate_eps is 0)
+GATE_EPS_FOR_L2 = 0.1
+
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
+         "importance map of the true class. Region of Attack (RoA): the pixels the attacker's perturbation may act "
+         "through; in this experiment the RoA is fixed in advance by a mask (the background, or its complement, the "
+         "foreground), not read off an attack map.")
 
 
 @dataclass
-class LocalizedConfig(ExperimentConfig):
+class LocalizedConfig(GatedConfig):
     """Settings of the localized experiment (METHODS §4); every one is a CLI option."""
 
     natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model)")
@@ -69,12 +92,21 @@ class LocalizedConfig(ExperimentConfig):
     mix: float = setting(0.5, "weight of the background-only adversarial loss in localized training")
     mask: str = setting("background", "where the localized attack acts: background, foreground, roi, "
                                       "roi-complement, or a .pt/.npy file of (N,H,W) masks")
-    fraction: float = setting(0.2, "top fraction of Grad-CAM forming the roi masks (roi, roi-complement)")
+    importance: str = setting("auto", "importance map of the true class (the RoI): its energy shift, the roi masks "
+                                      "and the background of colour data without masks; auto (Grad-CAM for a "
+                                      "GAP+linear head, HiResCAM for a flatten/FC head, per model) or a name "
+                                      "(advspatial list maps)")
+    fraction: float = setting(0.2, "top fraction of the importance map forming the RoI (roi masks, the gate)")
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
+    gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
+                                   f"{GATE_EPS_FOR_L2} for norm l2)")
+    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
+    alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     figure_images: int = setting(4, "example images per figure")
 
     QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
-             "train_limit": 512, "steps": 3, "figure_images": 2}
+             "train_limit": 512, "steps": 3, "figure_images": 2,
+             "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
 
     def validate(self) -> None:
         super().validate()
@@ -92,10 +124,22 @@ class LocalizedConfig(ExperimentConfig):
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"norm={self.norm!r} is not valid; valid: linf, l2")
         check_range("eps", self.eps, 0, 1 if self.norm == "linf" else None, low_inclusive=False)
+        check_range("gate_eps", self.gate_eps, 0, 1)
+        check_range("sesoi", self.sesoi, 0)
+        check_range("alpha", self.alpha, 0, 1, low_inclusive=False, high_inclusive=False)
+        if self.importance not in list_importance_methods():
+            raise unknown_name("importance method", self.importance, list_importance_methods())
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():
             raise ConfigError(f"mask={self.mask!r} is neither one of {', '.join(MASK_KINDS)} nor an existing file")
         for mode in MODES:
             train_config(self, mode).validate()
+
+
+def gate_eps(config: LocalizedConfig) -> float:
+    """L-inf budget of the gate's restricted attack (the gate's PGD is L-inf)."""
+    if config.gate_eps > 0:
+        return config.gate_eps
+    return config.eps if config.norm == "linf" else GATE_EPS_FOR_L2
 
 
 # -- models ------------------------------------------------------------------------------
@@ -128,6 +172,17 @@ def train_models(config: LocalizedConfig, device: torch.device, timings: dict[st
     return models
 
 
+def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
+                    data: ImageDataset) -> dict[str, dict[str, str]]:
+    """{mode: {"method", "why"}}: the importance map of each model (``auto``: by its head type)."""
+    out = {}
+    for mode, model in models.items():
+        probe = data.images(slice(0, min(2, len(data)))).to(model_device(model))
+        method, why = resolve_importance(config.importance, model, probe)
+        out[mode] = {"method": method, "why": why}
+    return out
+
+
 # -- attacks and masks -----------------------------------------------------------------
 
 def eval_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
@@ -137,10 +192,38 @@ def eval_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
                        seed=config.seed)
 
 
-def region_mask_fn(config: LocalizedConfig, data: ImageDataset, model: nn.Module) -> Callable[[slice], torch.Tensor]:
-    """(N,1,H,W) mask in [0,1] of the attacked region for a batch (Grad-CAM masks use ``model``)."""
+def mask_uses_importance(spec: str, data: ImageDataset) -> bool:
+    """True when mask ``spec`` is cut from the importance map (so every result under it needs the RoI gate).
+
+    ``roi``/``roi-complement`` always; ``background``/``foreground`` on colour data
+    without object masks (the complement of the top region, METHODS §4).
+    """
+    if spec in ("roi", "roi-complement"):
+        return True
+    if spec in ("background", "foreground"):
+        return data.masks is None and data.pixels.shape[1] > 1
+    return False
+
+
+def importance_region(method: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction: float,
+                      seed: int, ids: torch.Tensor) -> torch.Tensor:
+    """(N,H,W) bool: the top ``fraction`` of the true class's ``method`` map (ties broken per sample id)."""
+    device = model_device(model)
+    imp = importance_map(method, model, x.to(device), target="true", y=y.to(device), batch_size=len(x)).cpu()
+    return binarize(imp, fraction=fraction, seed=seed, sample_ids=ids).mask
+
+
+def region_mask_fn(config: LocalizedConfig, data: ImageDataset, model: nn.Module,
+                   method: str = "gradcam") -> Callable[[slice], torch.Tensor]:
+    """(N,1,H,W) mask in [0,1] of the attacked region for a batch (importance-map masks use ``model``'s
+    ``method`` map of the true class)."""
 
     def fn(sl: slice) -> torch.Tensor:
+        if mask_uses_importance(config.mask, data):
+            roi = importance_region(method, model, data.images(sl), data.labels[sl], config.fraction, config.seed,
+                                    torch.arange(sl.start, sl.stop))
+            region = roi if config.mask == "roi" or config.mask == "foreground" else ~roi
+            return region.unsqueeze(1).float()
         mask = attack_mask(config.mask, data, sl, model, fraction=config.fraction, seed=config.seed)
         assert mask is not None  # validate() excludes "none"
         return mask
@@ -155,7 +238,7 @@ def complement_mask_fn(region: Callable[[slice], torch.Tensor]) -> Callable[[sli
 
 @dataclass
 class ModelEvaluation:
-    """Per-image columns of one model (predictions per condition, region share, Grad-CAM energies)
+    """Per-image columns of one model (predictions per condition, region share, importance-map energies)
     and the region-only adversarial images (for the figures)."""
 
     preds: dict[str, torch.Tensor]
@@ -164,6 +247,7 @@ class ModelEvaluation:
     cam_energy_adv: torch.Tensor
     region_x_adv: torch.Tensor
     seconds: float
+    importance: str = "gradcam"
 
 
 def foreground_energy(cam: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -173,26 +257,32 @@ def foreground_energy(cam: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
 
 
-def gradcam_batch(rundir: RunDir, name: str, b: int, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
-                  y: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Share of the true class's Grad-CAM outside the attacked region, on clean and attacked images (cached)."""
+def energy_batch(rundir: RunDir, name: str, method: str, b: int, model: nn.Module, x: torch.Tensor,
+                 x_adv: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Share of the true class's ``method`` map outside the attacked region, on clean and attacked images
+    (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
         keep = 1.0 - region[:, 0].cpu()
         device = model_device(model)
-        cams = [importance_map("gradcam", model, z.to(device), target="true", y=y.to(device), batch_size=len(z)).cpu()
+        cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device), batch_size=len(z)).cpu()
                 for z in (x, x_adv)]
         return {"clean": foreground_energy(cams[0], keep), "adv": foreground_energy(cams[1], keep)}
 
-    return rundir.cached(f"gradcam/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return rundir.cached(f"importance/{name}/{method}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
 def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: ImageDataset,
-                   rundir: RunDir) -> ModelEvaluation:
-    """Attack ``model`` full-image, region-only and (optionally) complement-only; Grad-CAM shift per image."""
+                   rundir: RunDir, method: str | None = None) -> ModelEvaluation:
+    """Attack ``model`` full-image, region-only and (optionally) complement-only; importance-map shift per image.
+
+    ``method``: the importance map (default: ``config.importance`` resolved for ``model``).
+    """
     started = time.perf_counter()
+    if method is None:
+        method = resolve_methods(config, {name: model}, data)[name]["method"]
     attack = eval_attack(model, config)
-    region = region_mask_fn(config, data, model)
+    region = region_mask_fn(config, data, model, method)
     kw: dict[str, Any] = {"batch_size": config.batch_size, "progress": config.progress, "rundir": rundir}
     full = attack_dataset(attack, data, stage=f"attack/{name}/full", desc=f"{name}: full-image PGD", **kw)
     local = attack_dataset(attack, data, mask_fn=region, stage=f"attack/{name}/region",
@@ -204,14 +294,15 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
         preds["complement"] = comp.adv_pred
     shares, clean_e, adv_e = [], [], []
     slices = list(batch_slices(len(data), config.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc=f"{name}: Grad-CAM shift", disable=not config.progress, unit="batch")):
+    for b, sl in enumerate(tqdm(slices, desc=f"{name}: {method} shift", disable=not config.progress, unit="batch")):
         mask = region(sl)
-        energies = gradcam_batch(rundir, name, b, model, data.images(sl), local.x_adv[sl], data.labels[sl], mask)
+        energies = energy_batch(rundir, name, method, b, model, data.images(sl), local.x_adv[sl], data.labels[sl],
+                                mask)
         shares.append(mask.flatten(1).mean(1))
         clean_e.append(energies["clean"])
         adv_e.append(energies["adv"])
     return ModelEvaluation(preds, torch.cat(shares), torch.cat(clean_e), torch.cat(adv_e), local.x_adv,
-                           round(time.perf_counter() - started, 2))
+                           round(time.perf_counter() - started, 2), method)
 
 
 # -- rows and metrics ------------------------------------------------------------------
@@ -228,14 +319,14 @@ def model_rows(name: str, data: ImageDataset, ev: ModelEvaluation) -> list[dict[
 
 
 def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:
-    """Accuracies and Grad-CAM energies of one model, computed from its per-image rows only."""
+    """Accuracies and importance-map energies of one model, computed from its per-image rows only."""
     group = [r for r in rows if r["model"] == name]
     out: dict[str, float] = {"images": float(len(group))}
     for cond in CONDITIONS:
         if f"{cond}_pred" in group[0]:
             out[f"{cond}_accuracy"] = mean_of([float(r[f"{cond}_pred"] == r["label"]) for r in group])
     out["region_share"] = mean_of([r["region_share"] for r in group])
-    # before/after means over the same images: those whose Grad-CAM is not all zero on either image
+    # before/after means over the same images: those whose map is not all zero on either image
     both = [r for r in group if r["cam_energy_clean"] == r["cam_energy_clean"]
             and r["cam_energy_region_adv"] == r["cam_energy_region_adv"]]
     out["cam_energy_clean"] = mean_of([r["cam_energy_clean"] for r in both])
@@ -247,8 +338,107 @@ def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:
 def region_names(spec: str) -> tuple[str, str]:
     """Readable names of the attacked region and its complement."""
     names = {"background": ("background", "foreground"), "foreground": ("foreground", "background"),
-             "roi": ("Grad-CAM RoI", "outside the RoI"), "roi-complement": ("outside the RoI", "Grad-CAM RoI")}
+             "roi": ("RoI", "outside the RoI"), "roi-complement": ("outside the RoI", "RoI")}
     return names.get(spec, ("mask file region", "outside the mask"))
+
+
+def condition_labels(config: LocalizedConfig) -> dict[str, str]:
+    """Column names of the robustness table, keyed by condition."""
+    region, complement = region_names(config.mask)
+    labels = {"clean": "clean", "full": "full-image PGD", "region": f"{region}-only PGD"}
+    if config.complement:
+        labels["complement"] = f"{complement}-only PGD"
+    return labels
+
+
+# -- claims ----------------------------------------------------------------------------
+
+def _ratio(observed: float, null: float) -> float:
+    return observed / null if null != 0 and math.isfinite(null) and math.isfinite(observed) else math.nan
+
+
+def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
+                   cond: str, a: str, b: str, gates: dict[str, bool], primary: bool) -> Claim:
+    """Model ``a`` vs model ``b`` under condition ``cond``: per image correct_a - correct_b on the same images."""
+    label = condition_labels(config)[cond]
+    correct_a = (evaluations[a].preds[cond].cpu() == labels).double()
+    correct_b = (evaluations[b].preds[cond].cpu() == labels).double()
+    diff = correct_a - correct_b
+    observed = float(correct_a.mean()) if len(diff) else math.nan
+    null = float(correct_b.mean()) if len(diff) else math.nan
+    name = {"natural": "natural", "pgd": "PGD", "localized": "localized"}
+    return Claim(claim=f"{name[a]} training raises {label} accuracy over {name[b]} training",
+                 subject=f"{a} vs {b} model", statistic=f"{label} accuracy", null=f"{b} model",
+                 observed=observed, null_value=null, effect=bootstrap_mean_ci(diff, seed=config.seed),
+                 ratio=_ratio(observed, null), p=paired_p(diff), gates=dict(gates), primary=primary)
+
+
+def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_passed: bool) -> Claim:
+    """A region-only attack draws the true class's map into the attacked region: per image, its share of the map
+    in the region after the attack minus on the clean image (images with a map that is all zero are left out)."""
+    region = region_names(config.mask)[0]
+    before = 1.0 - ev.cam_energy_clean.double().cpu()
+    after = 1.0 - ev.cam_energy_adv.double().cpu()
+    keep = torch.isfinite(before) & torch.isfinite(after)
+    before, after = before[keep], after[keep]
+    diff = after - before
+    observed = float(after.mean()) if len(diff) else math.nan
+    null = float(before.mean()) if len(diff) else math.nan
+    return Claim(claim=f"{region}-only PGD draws the true class's {ev.importance} energy into the {region}",
+                 subject=f"{mode} model", statistic=f"{ev.importance} energy share in the {region}",
+                 null="clean image", observed=observed, null_value=null,
+                 effect=bootstrap_mean_ci(diff, seed=config.seed), ratio=_ratio(observed, null), p=paired_p(diff),
+                 gates={ROI_GATE: bool(gate_passed)}, primary=True)
+
+
+def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
+                 gates: dict[str, dict[str, Any]], mask_gated: bool) -> list[Claim]:
+    """The pre-declared claims (not yet judged), primary first.
+
+    Primary (Holm): localized training raises region-only accuracy over natural and
+    over PGD training; per model, the region-only attack draws the importance map
+    into the region. Secondary (BH): the other conditions, and PGD vs natural on the
+    region. Accuracy claims under a mask cut from the importance map carry the RoI
+    gate of both models compared (``mask_gated``); mask-free ones carry none.
+    """
+    labels = labels.cpu()
+
+    def acc_gates(cond: str, *modes: str) -> dict[str, bool]:
+        if mask_gated and cond in ("region", "complement"):
+            return {ROI_GATE: all(bool(gates[m]["passed"]) for m in modes)}
+        return {}
+
+    claims = [accuracy_claim(config, labels, evaluations, "region", "localized", b,
+                             acc_gates("region", "localized", b), primary=True) for b in ("natural", "pgd")]
+    claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"]) for mode in MODES]
+    conditions = [c for c in ("clean", "full", "complement") if c in evaluations["localized"].preds]
+    for cond in conditions:
+        for b in ("natural", "pgd"):
+            claims.append(accuracy_claim(config, labels, evaluations, cond, "localized", b,
+                                         acc_gates(cond, "localized", b), primary=False))
+    claims.append(accuracy_claim(config, labels, evaluations, "region", "pgd", "natural",
+                                 acc_gates("region", "pgd", "natural"), primary=False))
+    return claims
+
+
+def measure(config: LocalizedConfig, data: ImageDataset, evaluations: dict[str, ModelEvaluation],
+            gates: dict[str, dict[str, Any]], methods: dict[str, dict[str, str]],
+            metrics: dict[str, Any]) -> list[Claim]:
+    """Claims, corrections and verdicts; the gate results and the RoI labels written into ``metrics``."""
+    mask_gated = mask_uses_importance(config.mask, data)
+    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated), sesoi=config.sesoi,
+                   alpha=config.alpha)
+    metrics["faithfulness"] = gates
+    metrics["importance"] = {}
+    for mode in MODES:
+        label = roi_label(gates[mode]) or "interpretable"
+        metrics["importance"][mode] = {**methods[mode], "faithful": bool(gates[mode]["passed"]),
+                                       "interpretation": label}
+        metrics["models"][mode]["cam_interpretation"] = label
+        metrics["models"][mode]["mask_interpretation"] = label if mask_gated else "interpretable (mask-free)"
+    metrics["mask_from_importance"] = mask_gated
+    metrics["claims"] = [c.as_dict() for c in claims]
+    return claims
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -260,23 +450,42 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     torch.manual_seed(config.seed)
     timings: dict[str, float] = {}
     trained = train_models(config, device, timings)
+    models = {m: t.model for m, t in trained.items()}
     data = load_dataset(config.dataset, "test").head(config.n)
+    methods = resolve_methods(config, models, data)
+    gates = run_gates(config, rundir, models, data, device, methods, timings)
     rows: list[dict[str, Any]] = []
     evaluations: dict[str, ModelEvaluation] = {}
     for mode in MODES:
-        evaluations[mode] = evaluate_model(mode, trained[mode].model, config, data, rundir)
+        evaluations[mode] = evaluate_model(mode, models[mode], config, data, rundir, methods[mode]["method"])
         timings[f"evaluate/{mode}"] = evaluations[mode].seconds
         rows.extend(model_rows(mode, data, evaluations[mode]))
     metrics: dict[str, Any] = {
         "n": len(data), "mask": config.mask, "eps": config.eps, "norm": config.norm,
         "models": {mode: {**model_metrics(rows, mode), **training_facts(trained[mode])} for mode in MODES},
     }
+    claims = measure(config, data, evaluations, gates, methods, metrics)
     started = time.perf_counter()
-    ctx = ReportContext(config, rundir, data, {m: t.model for m, t in trained.items()}, evaluations, metrics)
+    ctx = ReportContext(config, rundir, data, models, evaluations, metrics, claims)
     sections = build_sections(ctx)
     timings["report"] = round(time.perf_counter() - started, 2)
     metrics["timings"] = timings
-    return ExperimentResult(metrics, rows, summary_table(config, metrics), sections)
+    return ExperimentResult(metrics, rows, summary_table(config, metrics, claims), sections)
+
+
+def run_gates(config: LocalizedConfig, rundir: RunDir, models: dict[str, nn.Module], data: ImageDataset,
+              device: torch.device, methods: dict[str, dict[str, str]],
+              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of each model's importance map (true class), on that model; cached per batch."""
+    ctx = ExperimentContext(config, rundir, models["natural"], data, device,
+                            list(batch_slices(len(data), config.batch_size)))
+    gates = {}
+    for mode in MODES:
+        started = time.perf_counter()
+        gates[mode] = gate_stage(ctx, methods[mode]["method"], config.fraction, gate_eps(config), target="true",
+                                 model=models[mode], tag=mode)
+        timings[f"gate/{mode}"] = round(time.perf_counter() - started, 2)
+    return gates
 
 
 def training_facts(trained: TrainedModel) -> dict[str, Any]:
@@ -296,28 +505,115 @@ class ReportContext:
     models: dict[str, nn.Module]
     evaluations: dict[str, ModelEvaluation]
     metrics: dict[str, Any]
+    claims: list[Claim]
 
 
 def fmt(value: float, digits: int = 3) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def condition_labels(config: LocalizedConfig) -> dict[str, str]:
-    """Column names of the robustness table, keyed by condition."""
-    region, complement = region_names(config.mask)
-    labels = {"clean": "clean", "full": "full-image PGD", "region": f"{region}-only PGD"}
-    if config.complement:
-        labels["complement"] = f"{complement}-only PGD"
-    return labels
-
-
 def build_sections(ctx: ReportContext) -> list[Section]:
-    return [setup_section(ctx), models_section(ctx), robustness_section(ctx), gradcam_section(ctx),
-            limits_section(ctx)]
+    return [verdict_section(ctx), gate_section(ctx), setup_section(ctx), models_section(ctx), robustness_section(ctx),
+            gradcam_section(ctx), limits_section(ctx)]
 
 
 def budget_text(config: LocalizedConfig) -> str:
     return f"{'L-inf' if config.norm == 'linf' else 'L2'} eps={config.eps:g}"
+
+
+def method_names(ctx: ReportContext) -> str:
+    """The importance map(s) of the three models, e.g. 'hirescam' or 'gradcam (natural), hirescam (pgd)'."""
+    imp = ctx.metrics["importance"]
+    names = {imp[m]["method"] for m in MODES}
+    if len(names) == 1:
+        return names.pop()
+    return ", ".join(f"{imp[m]['method']} ({m})" for m in MODES)
+
+
+def mask_source(ctx: ReportContext) -> str:
+    """Where the attacked region comes from, in words."""
+    cfg, data = ctx.config, ctx.data
+    if ctx.metrics["mask_from_importance"]:
+        return (f"cut from each model's own {method_names(ctx)} map of the true class (top {cfg.fraction:.0%}), so "
+                "every result under this mask rests on that map and carries its RoI faithfulness gate")
+    if cfg.mask in ("background", "foreground"):
+        if data.masks is not None and data.name not in ("mnist", "fashion-mnist"):
+            source = "the dataset's exact object masks"
+        else:
+            source = f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)"
+        return f"{source}; no importance map is involved, so accuracy results under it carry no RoI gate"
+    return "a mask file; no importance map is involved, so accuracy results under it carry no RoI gate"
+
+
+def verdict_section(ctx: ReportContext) -> Section:
+    """The top of the report: terms, what the run shows (from the verdict words), the verdict tables."""
+    cfg, claims = ctx.config, ctx.claims
+    imp = ctx.metrics["importance"]
+    paragraphs = [TERMS]
+    for mode in MODES:
+        if not imp[mode]["faithful"]:
+            scope = (f"its {imp[mode]['method']}-energy shift and every accuracy under the {cfg.mask} mask"
+                     if ctx.metrics["mask_from_importance"] else f"its {imp[mode]['method']}-energy shift")
+            paragraphs.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} on the {mode} model "
+                              f"({ctx.metrics['faithfulness'][mode]['reason']}): {scope} is not evidence about "
+                              "the model.")
+    paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(ctx)}.")
+    paragraphs += ["What this run shows:"] + what_this_run_shows(claims)
+    primary = [c for c in claims if c.primary]
+    secondary = [c for c in claims if not c.primary]
+    notes = [verdict_legend() + f" Primary claims: Holm across the {len(primary)} of them; secondary claims: "
+             f"Benjamini-Hochberg; alpha {cfg.alpha}; smallest effect of interest ±{cfg.sesoi}; n >= 30 images.",
+             "Every comparison is paired per image on the same test images: accuracy as correct(A) − correct(B), "
+             "the energy shift as share after the attack − share on the clean image; Δ is the mean with a 95% "
+             "percentile-bootstrap CI over images, p a two-sided Wilcoxon signed-rank test. Images whose map is zero "
+             "everywhere are left out of the energy claims."]
+    tables = [verdict_table(primary, "Verdicts: the primary claims (Holm)"),
+              verdict_table(secondary, "Secondary claims (Benjamini-Hochberg)", folded=True)]
+    return Section("Verdicts", paragraphs, tables=tables, notes=notes, anchor="verdicts")
+
+
+def gate_section(ctx: ReportContext) -> Section:
+    """The faithfulness gate of each model's importance map, and the model-randomization check."""
+    cfg, metrics = ctx.config, ctx.metrics
+    gates, imp = metrics["faithfulness"], metrics["importance"]
+    paragraphs = [f"{mode} model: {imp[mode]['method']} ({imp[mode]['why']}); "
+                  f"{'FAITHFUL' if imp[mode]['faithful'] else 'NOT faithful'} by the gate below."
+                  for mode in MODES]
+    paragraphs.append(
+        f"Gate, on each model: on its correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, "
+        f"deleting the top {cfg.fraction:.0%} of the map of the true class ({', '.join(cfg.gate_fills)} fills) must "
+        "lower the true-class logit more than deleting as many random pixels, and L-inf PGD (eps "
+        f"{gate_eps(cfg):g}, {cfg.gate_steps} steps) confined to that region must lower the margin more than PGD "
+        "confined to a random region of equal size; each paired per image, 95% bootstrap CI above 0, n >= 30. "
+        "Positive Δ = the map's region matters more than random pixels.")
+    keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
+    rand_rows = []
+    for mode in MODES:
+        steps = gates[mode].get("randomization") or []
+        if steps:
+            rand_rows.append([f"{mode}: {gates[mode]['method']}", len(steps),
+                              fmt(steps[0].get("spearman", math.nan)), fmt(steps[-1].get("spearman", math.nan))])
+    tables = [gate_table(keyed, "Faithfulness gate per model (Δ = random − RoI damage, mean [95% CI])"),
+              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
+                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
+                    ["model: explainer", "layers randomized", "after the first", "after all"], rand_rows)]
+    for mode in MODES:
+        rows = per_class_rows(gates[mode])
+        if rows:
+            tables.append(Table(f"Gate of the {mode} model's {gates[mode]['method']} per class",
+                                ["class", "n", "deletion Δlogit", "attack Δmargin"], rows, folded=True))
+    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
+
+
+def per_class_rows(gate: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, c in (gate.get("per_class") or {}).items():
+        deletion = c.get("deletion", {})
+        first = next(iter(deletion.values()), {}) if deletion else {}
+        attack = c.get("attack", {})
+        rows.append([name, c.get("n", "-"), interval(first.get("logit")) if first else "-",
+                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
+    return rows
 
 
 def setup_section(ctx: ReportContext) -> Section:
@@ -336,7 +632,9 @@ def setup_section(ctx: ReportContext) -> Section:
         f"(mask '{cfg.mask}')" + (f", and only on the {complement}." if cfg.complement else "."),
         "Background (METHODS 4): for grey MNIST-like data, the pixels with x <= 0.05 (the dataset's own foreground "
         "mask, also used by localized training); exact object masks for synthetic-shapes; otherwise the "
-        f"complement of the top {cfg.fraction:.0%} Grad-CAM region of the true class.",
+        f"complement of the top {cfg.fraction:.0%} region of the importance map of the true class.",
+        f"Importance map (the RoI, setting importance={cfg.importance}): {method_names(ctx)} of the true class, "
+        "chosen per model by its head type when 'auto' (the reasons are in the faithfulness gate section).",
     ])
 
 
@@ -359,9 +657,10 @@ def models_section(ctx: ReportContext) -> Section:
 def robustness_section(ctx: ReportContext) -> Section:
     cfg, models = ctx.config, ctx.metrics["models"]
     labels = condition_labels(cfg)
-    rows = [[mode] + [fmt(models[mode][f"{c}_accuracy"]) for c in labels] for mode in MODES]
+    rows = [[mode] + [fmt(models[mode][f"{c}_accuracy"]) for c in labels] + [models[mode]["mask_interpretation"]]
+            for mode in MODES]
     table = Table(f"Accuracy on {ctx.metrics['n']} test images (PGD {budget_text(cfg)}, {cfg.steps} steps)",
-                  ["model", *labels.values()], rows)
+                  ["model", *labels.values(), "mask"], rows)
     path = plot_accuracy_bars({m: {c: models[m][f"{c}_accuracy"] for c in labels} for m in MODES}, labels,
                               ctx.rundir.figures / "accuracy.png",
                               title=f"Accuracy under full-image and localized PGD ({budget_text(cfg)})")
@@ -370,11 +669,18 @@ def robustness_section(ctx: ReportContext) -> Section:
     paragraphs = [
         f"{region.capitalize()}-only PGD: natural {fmt(nat['region_accuracy'])}, PGD-trained "
         f"{fmt(pgd['region_accuracy'])}, localized {fmt(loc['region_accuracy'])}. Full-image PGD: natural "
-        f"{fmt(nat['full_accuracy'])}, PGD-trained {fmt(pgd['full_accuracy'])}, localized {fmt(loc['full_accuracy'])}.",
+        f"{fmt(nat['full_accuracy'])}, PGD-trained {fmt(pgd['full_accuracy'])}, localized {fmt(loc['full_accuracy'])}. "
+        "Whether a difference between models counts is decided in the verdict tables (paired per image, with a CI), "
+        "not by these means.",
         f"The attacked region covers on average {fmt(nat['region_share'])} of the image. Robust accuracies are "
         f"upper bounds: they hold against this PGD ({cfg.steps} steps, one random start), not against every attack.",
     ]
-    return Section("Robustness", paragraphs, tables=[table],
+    notes = []
+    if ctx.metrics["mask_from_importance"] and any(not ctx.metrics["importance"][m]["faithful"] for m in MODES):
+        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} (column 'mask'): the {cfg.mask} mask is cut from the "
+                     "importance map, so the region-only and complement-only accuracies of those models are not "
+                     "evidence about their background.")
+    return Section("Robustness", paragraphs, tables=[table], notes=notes,
                    figures=[Figure(path, "Accuracy of the three models on clean images and under each attack.")],
                    anchor="robustness")
 
@@ -390,48 +696,60 @@ def figure_indices(ev: ModelEvaluation, labels: torch.Tensor, k: int) -> torch.T
 def gradcam_section(ctx: ReportContext) -> Section:
     cfg, models = ctx.config, ctx.metrics["models"]
     region, complement = region_names(cfg.mask)
-    rows = [[mode, fmt(models[mode]["cam_energy_clean"]), fmt(models[mode]["cam_energy_region_adv"]),
+    names = method_names(ctx)
+    rows = [[mode, ctx.evaluations[mode].importance, fmt(models[mode]["cam_energy_clean"]),
+             fmt(models[mode]["cam_energy_region_adv"]),
              fmt(models[mode]["cam_energy_region_adv"] - models[mode]["cam_energy_clean"]),
-             int(models[mode]["cam_zero_images"])] for mode in MODES]
-    table = Table(f"Share of the true class's Grad-CAM inside the {complement} (mean over images), before and after "
-                  f"the {region}-only attack",
-                  ["model", "clean", f"after {region}-only PGD", "change", "images left out (Grad-CAM all zero)"],
-                  rows)
+             int(models[mode]["cam_zero_images"]), models[mode]["cam_interpretation"]] for mode in MODES]
+    table = Table(f"Share of the true class's importance map inside the {complement} (mean over images), before and "
+                  f"after the {region}-only attack",
+                  ["model", "map", "clean", f"after {region}-only PGD", "change", "images left out (map all zero)",
+                   "interpretation"], rows)
     figures = []
     for mode in ("natural", "localized"):
         figures += example_figures(ctx, mode, region, complement)
     paragraphs = [
         f"A {region}-only attack changes no {complement} pixel, yet it can move where the model looks: the table "
-        f"gives how much of the Grad-CAM energy of the true class stays in the {complement} after the attack.",
+        f"gives how much of the {names} energy of the true class stays in the {complement} after the attack. The "
+        "energy-shift claims in the verdict table are these changes, paired per image.",
     ]
-    return Section("Background attacks and Grad-CAM", paragraphs, tables=[table], figures=figures,
+    notes = [f"{NOT_INTERPRETABLE_ROI.capitalize()} on the {mode} model: its rows and figures here show where its "
+             f"{ctx.evaluations[mode].importance} map lies, not where the model looks."
+             for mode in MODES if not ctx.metrics["importance"][mode]["faithful"]]
+    return Section(f"Background attacks and {names}", paragraphs, tables=[table], figures=figures, notes=notes,
                    anchor="background-attacks")
 
 
 def example_figures(ctx: ReportContext, mode: str, region: str, complement: str) -> list[Figure]:
-    """Example images of the region-only attack against ``mode`` and their Grad-CAM before/after."""
+    """Example images of the region-only attack against ``mode`` and its importance map before/after."""
     cfg, data, ev = ctx.config, ctx.data, ctx.evaluations[mode]
     idx = figure_indices(ev, data.labels, cfg.figure_images)
     if cfg.figure_images == 0 or len(idx) == 0:
         return []
     model = ctx.models[mode]
+    method = ev.importance
     device = model_device(model)
     x, x_adv, y = data.images(idx), ev.region_x_adv[idx], data.labels[idx]
-    mask = torch.cat([region_mask_fn(cfg, data, model)(slice(int(i), int(i) + 1)) for i in idx])
+    mask_fn = region_mask_fn(cfg, data, model, method)
+    mask = torch.cat([mask_fn(slice(int(i), int(i) + 1)) for i in idx])
     names = data.class_names
     labels = [f"#{int(i)} {names[int(y[j])]}\nafter attack: {names[int(ev.preds['region'][i])]}"
               for j, i in enumerate(idx)]
     ex = plot_localized_examples(x, x_adv, mask, ctx.rundir.figures / f"examples-{mode}.png", row_labels=labels,
                                  region_name=region, title=f"{region.capitalize()}-only PGD ({budget_text(cfg)}) "
                                                            f"against the {mode} model")
-    cams = [importance_map("gradcam", model, z.to(device), target="true", y=y.to(device)).cpu() for z in (x, x_adv)]
+    cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device)).cpu() for z in (x, x_adv)]
+    label = roi_label(ctx.metrics["faithfulness"][mode])
     shift = plot_gradcam_shift(x, x_adv, cams[0], cams[1], ev.cam_energy_clean[idx], ev.cam_energy_adv[idx],
-                               ctx.rundir.figures / f"gradcam-{mode}.png", row_labels=labels, inside_name=complement,
-                               title=f"{mode} model: Grad-CAM of the true class before and after {region}-only PGD")
+                               ctx.rundir.figures / f"importance-{mode}.png", row_labels=labels,
+                               inside_name=complement, map_name=method,
+                               title=f"{mode} model: {method} of the true class before and after {region}-only PGD"
+                                     + (f"\n({label})" if label else ""))
     return [Figure(ex, f"{mode} model: clean image, {region}-only adversarial image, the signed perturbation and "
                        f"the region the attack may change (white). Rows: images the attack fools first."),
-            Figure(shift, f"{mode} model: Grad-CAM of the true class on the clean and the attacked image, and the "
-                          f"change; titles give the share of Grad-CAM energy in the {complement}.")]
+            Figure(shift, f"{mode} model: {method} of the true class on the clean and the attacked image, and the "
+                          f"change; titles give the share of its energy in the {complement}."
+                          + (f" {label.capitalize()}." if label else ""))]
 
 
 def limits_section(ctx: ReportContext) -> Section:
@@ -440,13 +758,14 @@ def limits_section(ctx: ReportContext) -> Section:
         f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD so "
         "that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, and the "
         "ranking of the three models, not the absolute numbers, is what this run shows.",
-        "One training seed and one evaluation seed: differences of a few points between models may lie within the "
-        "seed-to-seed variation, which this run does not measure.",
+        "One training seed and one evaluation seed: the CIs are over test images for these three trained models; "
+        "they do not include the seed-to-seed variation of training, which this run does not measure.",
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
         "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",
-        "Grad-CAM on the last convolutional block is coarse (7x7 on 28x28 images); the foreground share of its "
-        "energy is an indication of where the model looks, not ground truth.",
+        f"The importance map ({method_names(ctx)}) is an explanation, not ground truth: it is read as where the model "
+        "looks only on a model whose map passes the faithfulness gate, and it is coarse (the resolution of the last "
+        "convolutional block, upsampled).",
     ]
     if cfg.mask != "background":
         paragraphs.append(f"The localized model is always trained against background-only examples (the dataset's "
@@ -455,12 +774,18 @@ def limits_section(ctx: ReportContext) -> Section:
     return Section("Limits", paragraphs, anchor="limits")
 
 
-def summary_table(config: LocalizedConfig, metrics: dict[str, Any]) -> str:
-    """The table printed at the end of ``advspatial run localized``."""
+def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list[Claim] | None = None) -> str:
+    """The table printed at the end of ``advspatial run localized``, and the primary verdicts."""
     labels = condition_labels(config)
     header = f"{'model':<10}" + "".join(f"{v:>24}" for v in labels.values())
     lines = [f"accuracy on {metrics['n']} images, PGD {budget_text(config)}, {config.steps} steps", header,
              "-" * len(header)]
     for mode, m in metrics["models"].items():
         lines.append(f"{mode:<10}" + "".join(f"{fmt(m[f'{c}_accuracy']):>24}" for c in labels))
+    for mode, imp in metrics.get("importance", {}).items():
+        lines.append(f"RoI of the {mode} model: {imp['method']}, faithfulness gate "
+                     f"{'passed' if imp['faithful'] else 'FAILED'}")
+    for c in claims or []:
+        if c.primary:
+            lines.append(f"[{c.verdict}] {c.subject}: {c.claim}: Δ {interval(c.effect)}")
     return "\n".join(lines)

@@ -1,15 +1,18 @@
 """Experiment ``perceptual``: the SSIM-ball attack vs L-inf PGD at matched mean SSIM, and where each
-one lowers SSIM compared with where the model looks (METHODS.md §3).
+one lowers SSIM compared with where the model looks (METHODS.md §3, with §1's gate and inference).
 
 Stages, each streamed batch by batch and saved in the run directory so that
 ``--resume`` completes an interrupted run with identical numbers:
 
-1. ``clean/batch-*``: clean predictions and the class activation map (``importance``,
-   Grad-CAM by default) of the *true* class on the clean image;
+1. ``clean/batch-*``: clean predictions and the class activation map (``importance``:
+   ``auto`` = Grad-CAM for a GAP+linear head, HiResCAM for a flatten/FC head) of the
+   *true* class on the clean image -- the Region of Importance (RoI) side;
 2. ``attack/ssim-ball/batch-*``: the SSIM-ball attack (its default parameters) and the
    SSIM of every adversarial image;
 3. ``calibration/eps-*/batch-*``: the PGD budget at matched mean SSIM (below);
-4. ``attack/pgd/batch-*``: L-inf PGD at that budget, with its SSIMs.
+4. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.gate.gate_stage`)
+   on the run's own cached maps, with the experiment's L-inf PGD at the calibrated budget;
+5. ``attack/pgd/batch-*``: L-inf PGD at that budget, with its SSIMs.
 
 Matched mean SSIM, precisely. The calibration images are the first
 ``calibration_n`` of the ``n`` images. The *target* is the SSIM-ball attack's mean
@@ -25,20 +28,27 @@ all ``n`` images at that budget; both mean SSIMs over all ``n`` images are
 reported (they differ from the calibration ones by sampling only).
 
 The SSIM map ``D = 1 − SSIM_local(x, x')`` (Gaussian window, σ = 1.5, full
-resolution, clamped at 0) is compared with the class activation map ``I`` of the
-true class: Spearman correlation of the continuous maps, IoU of their top-
-``fraction`` regions, and the share of D's mass inside the CAM region
-("energy in CAM"). Each comes with a permutation baseline (D of image i paired
-with the CAM of another image π(i) of the same class) and a one-sided p-value.
-Statistics are over the images the model classifies correctly *and* the attack
-fools ("successful").
+resolution, clamped at 0) plays the Region of Attack (RoA) side: it is compared
+with the class activation map ``I`` of the true class -- Spearman correlation of
+the continuous maps, IoU of their top-``fraction`` regions, and the share of D's
+mass inside the CAM region ("energy in CAM", the engine's ``energy_in_roi``).
+Every statistic goes through the one statistics engine
+(:func:`advspatial.regions.inference.compare_to_nulls`): per-image excess over
+the uniform, any-class, same-class and object-conditioned nulls (composition =
+the image's foreground share, :func:`advspatial.experiments.colocation.composition`),
+a bootstrap CI and a two-sided p. Claims (:mod:`advspatial.regions.claims`):
+one primary per attack (energy in CAM vs the same-class null, Holm), every
+other statistic x null secondary (Benjamini-Hochberg), all gated on the RoI's
+faithfulness; a failed gate makes them "not interpretable". Statistics are
+over the images the model classifies correctly *and* the attack fools
+("successful").
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,30 +60,45 @@ from ..analysis.ssim import ssim, ssim_map
 from ..attacks import Attack, make_attack
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import importance_map, list_importance_methods
-from ..regions import PermutationResult, binarize, overlap_statistics, permutation_test
+from ..regions import binarize, overlap_statistics
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge
+from ..regions.inference import NullComparison
 from ..report.html import Figure, Section, Table
 from ..runtime import RunDir, batch_slices
-from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
-from .base import ExperimentContext as Context
-from .base import prepare_context
+from . import colocation
+from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 ATTACKS = ("ssim-ball", "pgd")
-#: the statistics reported, and the name :func:`advspatial.regions.overlap_statistics` gives each
+#: the statistics reported, and the name :func:`advspatial.regions.overlap_statistics` (and the engine) gives each
 STATS = {"spearman": "spearman", "iou": "iou", "energy_in_cam": "energy_in_roi"}
 STAT_LABELS = {
     "spearman": "Spearman(CAM, 1-SSIM map)",
     "iou": "IoU of the top regions",
     "energy_in_cam": "share of 1-SSIM mass in the CAM region",
 }
+#: the engine's statistic names, in report order
+ENGINE_STATS = tuple(STATS.values())
+#: report label of an engine statistic
+ENGINE_LABELS = {key: STAT_LABELS[name] for name, key in STATS.items()}
+PRIMARY_STATISTIC = colocation.PRIMARY_STATISTIC  # energy_in_roi = energy in the CAM region
+PRIMARY_NULL = colocation.PRIMARY_NULL  # same-class
+CLAIM = "the attack lowers SSIM where the model looks"
+
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
+         "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "
+         "attack acts through, here the top fraction of the 1 − SSIM map, 1 − SSIM_local(x, x'), i.e. where the "
+         "adversarial image loses structural similarity.")
 
 
 @dataclass
-class PerceptualConfig(ExperimentConfig):
-    """Settings of the perceptual experiment (METHODS §3); every one is a CLI option."""
+class PerceptualConfig(GatedConfig):
+    """Settings of the perceptual experiment (METHODS §3, gate and inference of §1); every one is a CLI option."""
 
     n: int = setting(200, "number of test images (the first n)")
     batch_size: int = setting(100, "images per batch (memory does not grow with n)")
-    importance: str = setting("gradcam", "class activation map of the true class (gradcam; cam needs a GAP head)")
+    importance: str = setting("auto", "class activation map of the true class, the RoI: auto (Grad-CAM for a "
+                                      "GAP+linear head, HiResCAM for a flatten/FC head) or a name (advspatial list maps)")
     alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha")
     beta: float = setting(0.05, "SSIM-ball: bound on each window's mean (luminance) change")
     ssim_steps: int = setting(50, "SSIM-ball: gradient steps")
@@ -85,26 +110,34 @@ class PerceptualConfig(ExperimentConfig):
     calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated")
     calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket")
     ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this")
-    fraction: float = setting(0.2, "top fraction of each map forming the CAM region and the SSIM-map region")
-    permutations: int = setting(200, "permutations of the same-class baseline")
-    permutation_images: int = setting(1000, "successful images per attack entering the permutation test")
+    fraction: float = setting(0.2, "top fraction of each map forming the CAM region (RoI) and the SSIM-map region "
+                                   "(RoA); also the region fraction of the faithfulness gate")
+    permutations: int = setting(10000, "derangements of each pair-based null (two-sided p)")
+    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
+    strata: int = setting(4, "composition strata per class of the object-conditioned null")
+    sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary); "
+                                        "named so because alpha is the SSIM-ball's bound")
     figure_images: int = setting(4, "example images in the side-by-side figure")
 
     QUICK = {"n": 16, "batch_size": 8, "ssim_steps": 5, "pgd_steps": 5, "calibration_n": 8,
-             "calibration_iters": 4, "ssim_tolerance": 0.01, "permutations": 20, "figure_images": 2}
+             "calibration_iters": 4, "ssim_tolerance": 0.01, "permutations": 200, "figure_images": 2,
+             "gate_n": 16, "gate_steps": 5, "randomization_images": 4}
 
     def validate(self) -> None:
         super().validate()
-        if self.importance not in list_importance_methods():
-            raise unknown_name("importance method", self.importance, list_importance_methods())
+        if self.importance != "auto" and self.importance not in list_importance_methods():
+            raise unknown_name("importance method", self.importance, ["auto", *list_importance_methods()])
         check_range("alpha", self.alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("beta", self.beta, 0.0, 1.0)
         check_range("step_size", self.step_size, 0.0, None, low_inclusive=False)
         check_range("eps_max", self.eps_max, 0.0, 1.0, low_inclusive=False)
         check_range("ssim_tolerance", self.ssim_tolerance, 0.0, 1.0, low_inclusive=False)
         check_range("fraction", self.fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        check_range("sesoi", self.sesoi, 0.0)
+        check_range("significance", self.significance, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         for name in ("ssim_steps", "rounds", "pgd_steps", "calibration_n", "calibration_iters", "permutations",
-                     "permutation_images"):
+                     "permutation_images", "strata"):
             check_range(name, getattr(self, name), 1)
         check_range("figure_images", self.figure_images, 0)
         self.window_value()
@@ -120,6 +153,27 @@ class PerceptualConfig(ExperimentConfig):
         if size < 2 or str(size) != str(self.window).strip():
             raise ConfigError(f"window={self.window!r} is invalid; valid: 'auto' or an integer >= 2")
         return size
+
+
+@dataclass
+class Context(ExperimentContext):
+    """The shared context plus the CAM method this run resolved (``auto`` picks by head type) and why."""
+
+    importance: str = ""
+    importance_reason: str = ""
+
+    @property
+    def method(self) -> str:
+        """The CAM method in use (the resolved one; the configured name when none was resolved)."""
+        return self.importance or self.config.importance
+
+
+def perceptual_context(config: PerceptualConfig, rundir: RunDir) -> Context:
+    """The shared context with the CAM method resolved (``auto``: by the model's head type)."""
+    base = prepare_context(config, rundir)
+    probe, _, _ = base.batch(slice(0, 1))
+    method, reason = resolve_importance(config.importance, base.model, probe)
+    return base.derive(Context, importance=method, importance_reason=reason)
 
 
 # -- building blocks (unit-tested on tiny models) -----------------------------------
@@ -228,7 +282,7 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
-        cam = importance_map(ctx.config.importance, ctx.model, x, target="true", y=y, batch_size=len(x))
+        cam = importance_map(ctx.method, ctx.model, x, target="true", y=y, batch_size=len(x))
         return {"pred": pred.cpu(), "cam": cam.cpu()}
 
     return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)  # type: ignore[return-value]
@@ -280,10 +334,22 @@ def calibrate(ctx: Context, ssim_ball_values: torch.Tensor) -> Calibration:
 
 @dataclass
 class AttackStore:
-    """Per attack: maps of the first successful images (permutation test) and example panels."""
+    """Per attack: the inputs of the statistics engine for the first successful images, and the SSIMs.
 
-    perm: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+    ``kept`` holds, per batch, the keys :func:`advspatial.experiments.colocation.compare_store`
+    reads: ``importance`` (the CAM), ``attack`` (the 1 − SSIM map), ``roi`` / ``roa`` (their
+    top regions), ``labels`` and ``composition`` (the clean image's foreground share).
+    """
+
+    kept: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
     ssim_values: list[torch.Tensor] = field(default_factory=list)
+
+    def images(self) -> int:
+        return sum(len(t) for t in self.kept.get("labels", []))
+
+    def store(self) -> dict[str, torch.Tensor]:
+        """The kept images, concatenated."""
+        return {k: torch.cat(v) for k, v in self.kept.items() if v}
 
 
 def keep_first(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Tensor, **values: torch.Tensor) -> None:
@@ -303,7 +369,7 @@ def batch_rows(name: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor
 
 
 def process_batches(ctx: Context, eps: float, rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
-    """PGD at ``eps`` batch by batch; per-image rows of both attacks; permutation inputs and examples."""
+    """PGD at ``eps`` batch by batch; per-image rows of both attacks; the engine's inputs and examples."""
     cfg = ctx.config
     attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.pgd_steps, cfg.seed)}
     stores = {name: AttackStore() for name in ATTACKS}
@@ -313,6 +379,7 @@ def process_batches(ctx: Context, eps: float, rows: list[dict[str, Any]]) -> tup
         clean = clean_batch(ctx, b)
         x, y, ids = ctx.data.images(sl), ctx.data.labels[sl], torch.arange(sl.start, sl.stop)
         correct = clean["pred"] == y
+        composition = colocation.composition(x)
         found: dict[str, dict[str, torch.Tensor]] = {}
         for name, attack in attacks.items():
             res = attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl)
@@ -320,8 +387,8 @@ def process_batches(ctx: Context, eps: float, rows: list[dict[str, Any]]) -> tup
             cols, cam_region, dist_region = map_statistics(clean["cam"], dist, cfg.fraction, cfg.seed, ids)
             ok = correct & res["success"]
             rows.extend(batch_rows(name, ids, y, clean["pred"], res, cols))
-            keep_first(stores[name].perm, cfg.permutation_images, ok, cam=clean["cam"], dist=dist, cam_region=cam_region,
-                       dist_region=dist_region, labels=y)
+            keep_first(stores[name].kept, cfg.permutation_images, ok, importance=clean["cam"], attack=dist,
+                       roi=cam_region, roa=dist_region, labels=y, composition=composition)
             stores[name].ssim_values.append(res["ssim"])
             found[name] = {"ok": ok, "x_adv": res["x_adv"], "dist": dist, "dist_region": dist_region,
                            "adv_pred": res["adv_pred"], "ssim": res["ssim"]}
@@ -361,22 +428,58 @@ def attack_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
     }
 
 
-def permutation_results(store: AttackStore, config: PerceptualConfig) -> dict[str, PermutationResult]:
-    """The same-class permutation test of every statistic (keys of :data:`STATS`); {} with < 3 images."""
-    perm = store.perm
-    labels = torch.cat(perm["labels"]) if perm.get("labels") else torch.zeros(0, dtype=torch.long)
-    if len(labels) < 3:
+# -- inference: the engine, the claims, the gate ----------------------------------------------
+
+def compare_attack(store: AttackStore, config: PerceptualConfig) -> dict[str, dict[str, NullComparison]]:
+    """Every reported statistic (engine names, :data:`ENGINE_STATS`) against every null; {} with < 3 images."""
+    if store.images() < 3:
         return {}
-    args = [torch.cat(perm[k]) for k in ("cam", "dist", "cam_region", "dist_region")]
-    results = permutation_test(*args, labels=labels, n_permutations=config.permutations, within_class=True,
-                               seed=config.seed, statistics=tuple(STATS.values()))
-    return {name: results[key] for name, key in STATS.items()}
+    return colocation.compare_store(store.store(), config.permutations, config.seed, config.strata,
+                                    statistics=ENGINE_STATS)
 
 
-def permutation_metrics(permutation: dict[str, dict[str, PermutationResult]]) -> dict[str, Any]:
-    return {a: {s: {"observed": r.observed_mean, "baseline_mean": r.baseline_mean, "baseline_std": r.baseline_std,
-                    "p_value": r.p_value, "images": int(r.observed.shape[0])}
-                for s, r in res.items()} for a, res in permutation.items()}
+def attack_claims(subject: str, comparisons: Mapping[str, Mapping[str, NullComparison]],
+                  gates: Mapping[str, bool]) -> list[Claim]:
+    """The claims of one attack: energy in CAM vs the same-class null first (primary), then every other row."""
+    out = [claim_from(c, CLAIM, subject, gates, primary=stat == PRIMARY_STATISTIC and null == PRIMARY_NULL)
+           for stat, by_null in comparisons.items() for null, c in by_null.items()]
+    out.sort(key=lambda c: not c.primary)
+    return out
+
+
+def run_gates(ctx: Context, eps: float) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of the CAM on the run's own cached clean maps, with L-inf PGD at budget ``eps``."""
+    cfg = ctx.config
+    return {ctx.method: gate_stage(ctx, ctx.method, cfg.fraction, eps, target="true",
+                                   maps=lambda b: clean_batch(ctx, b)["cam"])}
+
+
+def measure(ctx: Context, stores: Mapping[str, AttackStore], metrics: dict[str, Any],
+            gates: dict[str, dict[str, Any]]) -> list[Claim]:
+    """Engine results, claims, corrections and verdicts, written into ``metrics`` (which holds ``attacks``).
+
+    Every RoI-dependent number carries ``interpretation``: "interpretable", or
+    :data:`~advspatial.regions.claims.NOT_INTERPRETABLE_ROI` when the CAM failed the gate.
+    """
+    cfg = ctx.config
+    roi_gate = gates[ctx.method]
+    label = roi_label(roi_gate) or "interpretable"
+    metrics["faithfulness"] = gates
+    metrics["roi"] = {"method": ctx.method, "why": ctx.importance_reason or "chosen in the config",
+                      "faithful": bool(roi_gate["passed"]), "interpretation": label}
+    gate_set = {"RoI faithfulness": bool(roi_gate["passed"])}
+    metrics["inference"], claims = {}, []
+    for name in ATTACKS:
+        metrics["attacks"][name]["maps"]["interpretation"] = label
+        comparisons = compare_attack(stores[name], cfg)
+        if not comparisons:
+            continue
+        metrics["inference"][name] = {stat: {null: {**c, "interpretation": label} for null, c in by_null.items()}
+                                      for stat, by_null in colocation.comparisons_dict(comparisons).items()}
+        claims += attack_claims(name, comparisons, gate_set)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    return claims
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -384,7 +487,7 @@ def permutation_metrics(permutation: dict[str, dict[str, PermutationResult]]) ->
 @register_experiment("perceptual", PerceptualConfig,
                      "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps")
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
-    ctx = prepare_context(config, rundir)
+    ctx = perceptual_context(config, rundir)
     for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, CAM of the true class",
                   disable=not config.progress, unit="batch"):
         clean_batch(ctx, b)
@@ -393,16 +496,16 @@ def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult
             for b, sl in enumerate(tqdm(ctx.slices, desc="ssim-ball attack", disable=not config.progress,
                                         unit="batch"))]
     calibration = calibrate(ctx, torch.cat(ball))
+    gates = run_gates(ctx, calibration.eps)
     rows: list[dict[str, Any]] = []
     stores, examples = process_batches(ctx, calibration.eps, rows)
-    permutation = {name: permutation_results(stores[name], config) for name in ATTACKS}
-    metrics = build_metrics(rows, calibration, permutation)
-    sections = build_sections(ctx, metrics, calibration, permutation, stores, examples)
+    metrics = build_metrics(rows, calibration)
+    claims = measure(ctx, stores, metrics, gates)
+    sections = build_sections(ctx, metrics, calibration, claims, stores, examples)
     return ExperimentResult(metrics, rows, summary_text(metrics), sections)
 
 
-def build_metrics(rows: list[dict[str, Any]], calibration: Calibration,
-                  permutation: dict[str, dict[str, PermutationResult]]) -> dict[str, Any]:
+def build_metrics(rows: list[dict[str, Any]], calibration: Calibration) -> dict[str, Any]:
     attacks = {name: attack_metrics(rows, name) for name in ATTACKS}
     return {
         "n": attacks["ssim-ball"]["images"],
@@ -411,7 +514,6 @@ def build_metrics(rows: list[dict[str, Any]], calibration: Calibration,
         "pgd_eps": calibration.eps,
         "ssim_gap": attacks["pgd"]["mean_ssim"] - attacks["ssim-ball"]["mean_ssim"],
         "attacks": attacks,
-        "permutation": permutation_metrics(permutation),
     }
 
 
@@ -423,16 +525,86 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibration,
-                   permutation: dict[str, dict[str, PermutationResult]], stores: dict[str, AttackStore],
-                   examples: dict[str, list]) -> list[Section]:
+def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibration, claims: list[Claim],
+                   stores: dict[str, AttackStore], examples: dict[str, list]) -> list[Section]:
     return [
+        verdict_section(ctx, metrics, claims),
+        gate_section(ctx, metrics),
         setup_section(ctx, metrics),
         attacks_section(ctx, metrics, calibration, stores),
         maps_section(ctx, metrics, examples),
-        overlap_section(ctx, permutation),
+        overlap_section(ctx, metrics, claims),
         limits_section(ctx, metrics),
     ]
+
+
+def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
+    from ..report.verdicts import plot_forest, verdict_legend, verdict_table, what_this_run_shows
+
+    cfg = ctx.config
+    primary = [c for c in claims if c.primary]
+    roi = metrics["roi"]
+    paragraphs = [TERMS, f"RoI explainer: {roi['method']} of the true class ({roi['why']})."]
+    if not roi["faithful"]:
+        paragraphs.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} ({roi['method']}): every RoI-dependent result "
+                          "below (where the 1 − SSIM map lies relative to the CAM: the verdicts, the map statistics, "
+                          "the overlap tables) is not evidence about the model. The fooling rates and SSIMs of the "
+                          "attacks do not depend on the RoI and stay valid.")
+    shows = what_this_run_shows(claims)
+    paragraphs += ["What this run shows:"] + (shows or [
+        "No claim could be tested: fewer than 3 successful images per attack."])
+    notes = [verdict_legend() + f" Primary endpoint: {ENGINE_LABELS[PRIMARY_STATISTIC]} (energy_in_roi) vs the "
+             f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
+             f"Benjamini-Hochberg; significance level {cfg.significance} after correction; smallest effect of "
+             f"interest ±{cfg.sesoi}; n >= 30."]
+    figures = []
+    groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic]
+              for c in primary}
+    if any(len(v) > 1 for v in groups.values()):
+        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
+                           title="Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI")
+        figures.append(Figure(path, "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
+                                    "against each null (uniform placement, any class, same class, same class and "
+                                    "foreground share). Grey: a gate failed."))
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
+    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+
+
+def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The faithfulness gate of the CAM and the cascading model-randomization check."""
+    from ..report.verdicts import gate_table
+    from .spatial_report import per_class_rows
+
+    cfg = ctx.config
+    gates = metrics["faithfulness"]
+    roi = metrics["roi"]
+    gate = gates[roi["method"]]
+    paragraphs = [
+        f"RoI explainer: {roi['method']} of the true class ({roi['why']}). It is "
+        f"{'FAITHFUL' if roi['faithful'] else 'NOT faithful'} by the gate below ({gate.get('reason', '')}).",
+        f"Gate: on the {gate.get('n', 0)} correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, "
+        f"deleting the top {cfg.fraction:.0%} of the map ({', '.join(cfg.gate_fills)} fills) must lower the "
+        "true-class logit more than deleting as many random pixels, and the experiment's L-inf PGD (the calibrated "
+        f"budget eps {metrics['pgd_eps']:.4f}, {cfg.gate_steps} steps) confined to the region must lower the margin "
+        "more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI above 0, "
+        "n >= 30. Positive Δ = the CAM's region matters more than random pixels.",
+    ]
+    rand_rows = []
+    for method, g in gates.items():
+        steps = g.get("randomization") or []
+        if steps:
+            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
+                              fmt(steps[-1].get("spearman", math.nan))])
+    tables = [gate_table(gates, "Faithfulness gate (Δ = random − RoI damage, mean [95% CI])"),
+              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
+                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
+                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
+    per_class = per_class_rows(gate)
+    if per_class:
+        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
+                            per_class, folded=True))
+    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -449,11 +621,13 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"its budget eps calibrated so that its mean SSIM matches the SSIM-ball attack's (see below).",
         "SSIM is Wang et al.'s, as scikit-image computes it (Gaussian window sigma 1.5, 11 taps, population "
         "statistics; the image score averages the map away from a 5-pixel border). The SSIM map is "
-        "1 - SSIM_local(x, x') at every pixel (borders reflected).",
-        f"Class activation map: {cfg.importance} of the TRUE class on the clean image. Regions: the top "
-        f"{cfg.fraction:.0%} of each map (strictly positive pixels; ties at the cut broken by a seeded random order).",
+        "1 - SSIM_local(x, x') at every pixel (borders reflected): the RoA side.",
+        f"Class activation map (the RoI side): {ctx.method} of the TRUE class on the clean image "
+        f"({metrics['roi']['why']}). Regions: the top {cfg.fraction:.0%} of each map (strictly positive pixels; ties "
+        "at the cut broken by a seeded random order).",
         "Fooling rate: share of correctly classified images whose prediction the attack changes. Map statistics: "
-        "over images classified correctly and fooled (successful).",
+        f"over images classified correctly and fooled (successful), the first {cfg.permutation_images} per attack "
+        "entering the nulls.",
     ])
 
 
@@ -479,7 +653,8 @@ def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibrat
         f"PGD budget eps = {calibration.eps:.4f} gives {calibration.mean_ssim:.4f} after {len(calibration.history)} "
         f"PGD runs ({state}, tolerance {calibration.tolerance}). Over all {metrics['n']} images the PGD mean SSIM "
         f"minus the SSIM-ball mean SSIM is {metrics['ssim_gap']:+.4f}.",
-        "At equal mean SSIM, the attack with the higher fooling rate uses its perceptual budget better.",
+        "At equal mean SSIM, the attack with the higher fooling rate uses its perceptual budget better. These numbers "
+        "do not depend on the RoI.",
     ]
     values = {name: torch.cat(store.ssim_values) for name, store in stores.items()}
     summary = plot_attack_summary({n: m["fooling_rate"] for n, m in metrics["attacks"].items()}, values,
@@ -496,9 +671,10 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
     from ..report.perceptual_figures import plot_ssim_vs_cam
 
     cfg = ctx.config
-    rows = [[name, m["successful"]] + [fmt(m["maps"][s]) for s in STATS] for name, m in metrics["attacks"].items()]
-    table = Table(f"SSIM map vs {cfg.importance} of the true class (means over successful images)",
-                  ["attack", "images"] + [STAT_LABELS[s] for s in STATS], rows)
+    rows = [[name, m["successful"]] + [fmt(m["maps"][s]) for s in STATS] + [m["maps"]["interpretation"]]
+            for name, m in metrics["attacks"].items()]
+    table = Table(f"SSIM map vs {ctx.method} of the true class (means over successful images)",
+                  ["attack", "images"] + [STAT_LABELS[s] for s in STATS] + ["interpretation"], rows)
     figures = []
     if examples.get("labels") and sum(len(t) for t in examples["labels"]):
         ex = {k: torch.cat(v) for k, v in examples.items()}
@@ -510,46 +686,54 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
                                 {a: ex[f"{a}:dist"] for a in ATTACKS}, {a: ex[f"{a}:dist_region"] for a in ATTACKS},
                                 ctx.rundir.figures / "ssim-maps-vs-cam.png",
                                 row_labels=[names[int(c)] for c in ex["labels"]], adversarial_captions=captions,
-                                importance_name=cfg.importance, fraction=cfg.fraction)
+                                importance_name=ctx.method, fraction=cfg.fraction)
         figures.append(Figure(path, "Images fooled by both attacks: clean image, CAM of the true class, then per "
-                                    "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region, "
-                                    "white dashed contour: top region of the 1-SSIM map."))
+                                    "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
+                                    "(RoI), white dashed contour: top region of the 1-SSIM map (RoA)."))
     notes = [] if figures else ["No image was fooled by both attacks, so no side-by-side example is shown."]
+    if not metrics["roi"]["faithful"]:
+        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: these statistics describe the map "
+                     f"{ctx.method}, not what the model uses.")
     return Section("SSIM maps vs CAM", ["Where each attack lowers SSIM (1 - SSIM_local) compared with where the "
-                                        "model looks for the true class."], tables=[table], figures=figures,
-                   notes=notes, anchor="ssim-maps-vs-cam")
+                                        "model looks for the true class. Means only: whether they differ from "
+                                        "chance is in the next section and the verdicts."], tables=[table],
+                   figures=figures, notes=notes, anchor="ssim-maps-vs-cam")
 
 
-def overlap_section(ctx: Context, permutation: dict[str, dict[str, PermutationResult]]) -> Section:
-    from ..report.figures import plot_permutation_histograms
+def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """Every statistic against every null (folded), with corrected p-values and verdicts, and their levels."""
     from ..report.perceptual_figures import plot_overlap_vs_baseline
+    from ..report.verdicts import plot_forest, verdict_table
 
     cfg = ctx.config
-    rows, figures = [], []
-    for name, results in permutation.items():
-        for stat, r in results.items():
-            rows.append([name, STAT_LABELS[stat], int((~r.observed.isnan()).sum()), fmt(r.observed_mean),
-                         f"{fmt(r.baseline_mean)} ± {fmt(r.baseline_std)}", fmt(r.p_value, 4)])
-        if results:
-            path = plot_permutation_histograms({STAT_LABELS[s]: r for s, r in results.items()},
-                                               ctx.rundir.figures / f"baseline-{name}.png",
-                                               title=f"{name}: 1-SSIM map vs CAM of the true class, true pairs vs "
-                                                     "images re-paired within their class")
-            figures.append(Figure(path, f"{name}: each statistic for the true (image, CAM) pairs vs random "
-                                        "same-class re-pairings; p one-sided (more overlap than chance)."))
-    notes = []
-    if any(results for results in permutation.values()):
-        bars = plot_overlap_vs_baseline(permutation, ctx.rundir.figures / "overlap-vs-baseline.png",
-                                        labels=STAT_LABELS)
-        figures.insert(0, Figure(bars, "Observed mean of each statistic vs its same-class permutation baseline "
-                                       "(error bar: std over permutations), both attacks."))
+    rest = [c for c in claims if not c.primary]
+    tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} derangements per pair-based "
+                                  "null; two-sided p; Benjamini-Hochberg)", folded=True)]
+    figures, notes = [], []
+    inference = metrics.get("inference", {})
+    if inference:
+        levels = plot_overlap_vs_baseline(inference, ctx.rundir.figures / "overlap-vs-baseline.png",
+                                          labels=ENGINE_LABELS)
+        figures.append(Figure(levels, "Observed mean of each statistic next to the mean each null expects, per "
+                                      "attack (confidence intervals of the differences: forest plot below, verdict "
+                                      "tables)."))
+        groups = {name: [c for c in claims if c.subject == name] for name in ATTACKS}
+        if any(groups.values()):
+            path = plot_forest(groups, ctx.rundir.figures / "forest-all.png",
+                               title="Every statistic: observed minus each null (95% bootstrap CI)")
+            figures.append(Figure(path, "Every statistic x null per attack: per-image excess over the null with its "
+                                        "95% bootstrap CI. Grey: a gate failed."))
     else:
-        notes.append("Fewer than 3 successful images per attack: no permutation test.")
-    table = Table(f"SSIM map vs CAM against the same-class permutation baseline ({cfg.permutations} permutations)",
-                  ["attack", "statistic", "images", "observed", "baseline (mean ± std)", "p-value"], rows)
-    return Section("Overlap vs baseline", ["Co-location of the SSIM map with the CAM is claimed only where the "
-                                           "observed value beats the baseline of re-paired same-class images."],
-                   tables=[table], figures=figures, notes=notes, anchor="overlap-vs-baseline")
+        notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
+    if not metrics["roi"]["faithful"]:
+        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: every row here is RoI-dependent.")
+    return Section("Overlap vs the nulls", [
+        "Nulls, from the weakest to the most matched: uniform (the CAM region placed at random, analytic), "
+        "any-class (the 1 − SSIM map of image i paired with the CAM of any other image), same-class (of another "
+        "image of the same class), object-conditioned (same class and same foreground-share stratum). Observed below "
+        "a null means the attack lowers SSIM away from where the model looks, more than that null: a finding in its "
+        "own right, never hidden as p = 1."], tables=tables, figures=figures, notes=notes,
+        anchor="overlap-vs-baseline")
 
 
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -568,27 +752,32 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"The PGD budget is calibrated on {min(cfg.calibration_n, metrics['n'])} images; the matched quantity is "
         "the mean SSIM over all attacked images, not the SSIM of each image, and the two attacks spread it "
         "differently (see the SSIM distributions).",
-        f"Grad-CAM of a small CNN is coarse (upsampled from its last feature maps); regions are the top "
-        f"{cfg.fraction:.0%} of each map, so IoU depends on that choice, and only observed-vs-baseline differences "
-        "are interpreted.",
+        f"The CAM ({ctx.method}) of a small CNN is coarse (upsampled from its last feature maps) and is interpreted "
+        f"only where it passes the faithfulness gate; regions are the top {cfg.fraction:.0%} of each map, so IoU "
+        "depends on that choice, and only observed-vs-null differences are interpreted.",
     ], anchor="limits")
 
 
 def summary_text(metrics: dict[str, Any]) -> str:
     """The summary printed at the end of ``advspatial run perceptual``."""
     cal = metrics["calibration"]
+    roi = metrics["roi"]
     lines = [f"clean accuracy {fmt(metrics['clean_accuracy'], 4)} on {metrics['n']} images; PGD eps "
              f"{cal['eps']:.4f} matches mean SSIM {cal['target']:.4f} -> {cal['mean_ssim']:.4f} on the calibration "
-             f"images ({'matched' if cal['matched'] else 'NOT matched'})"]
-    header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s + ' (base, p)':>28}" for s in STATS)
-    lines.append("map statistics: observed mean over successful images (same-class baseline mean, one-sided p)")
-    lines += [header, "-" * len(header)]
+             f"images ({'matched' if cal['matched'] else 'NOT matched'})",
+             f"RoI: {roi['method']} of the true class, faithfulness gate "
+             f"{'passed' if roi['faithful'] else 'FAILED (' + metrics['faithfulness'][roi['method']]['reason'] + ')'}"]
+    header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
+    lines += ["map statistics: mean over successful images", header, "-" * len(header)]
     for name, m in metrics["attacks"].items():
-        cells = []
-        for s in STATS:
-            p = metrics["permutation"].get(name, {}).get(s)
-            cells.append(f"{fmt(p['observed'])} ({fmt(p['baseline_mean'])}, {fmt(p['p_value'], 3)})" if p
-                         else f"{fmt(m['maps'][s])} (-, -)")
         lines.append(f"{name:<10} {fmt(m['fooling_rate']):>8} {fmt(m['mean_ssim'], 4):>7} "
-                     + " ".join(f"{c:>28}" for c in cells))
+                     + " ".join(f"{fmt(m['maps'][s]):>14}" for s in STATS))
+    for c in metrics.get("claims", []):
+        if c["primary"]:
+            e = c["effect"]
+            lines.append(f"{c['subject']}: energy in CAM {fmt(c['observed'])} vs same-class null {fmt(c['null_value'])}"
+                         f", excess {fmt(e['mean'])} [{fmt(e['low'])}, {fmt(e['high'])}], p_adj "
+                         f"{c['p_adjusted']:.3g} -> {c['verdict']}")
+    if not roi["faithful"]:
+        lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
     return "\n".join(lines)

@@ -17,9 +17,14 @@ Stages, each streamed batch by batch and saved in the run directory so that
    activation change of the chosen layer over the successful images;
 3. the unit ranking of each variant, then the masking curve (clean and robust
    accuracy as more top-sensitive units are zeroed, against random units);
-4. image level: ``pse_vs_cam`` on the first ``permutation_images`` successful
-   images of each variant, against a permutation baseline;
-5. dissection: a model for the concept dataset (the main model when the
+4. the faithfulness gate of the CAM explainer (:func:`.gate.gate_stage`) on the
+   run's own cached ``CAM_t0(x)``: every CAM-dependent result is read only if it passes;
+5. image level: ``pse_vs_cam`` on the first ``permutation_images`` successful
+   images of each variant, against the exact partner null of the inference
+   engine; each (CAM, group type) share becomes a pre-declared claim, the
+   primary ones corrected by Holm, the rest by Benjamini-Hochberg, each given a
+   verdict word (:mod:`advspatial.regions.claims`);
+6. dissection: a model for the concept dataset (the main model when the
    datasets agree, else ``dissection_model`` trained/cached for it), attacked
    with ``dissection_attack`` to measure unit sensitivity, dissected, and the
    two correlated (Spearman, permutation p).
@@ -49,20 +54,39 @@ from ..attacks import Attack, AttackResult, make_attack
 from ..data import dataset_spec, load_dataset
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import declared_cam_layer, find_feature_layer, importance_map, list_importance_methods
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge
 from ..report.html import Figure, Section, Table
+from ..report.verdicts import gate_table, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 from ..runtime import RunDir, batch_slices, make_generator
 from ..training import resolve_model
-from .base import ExperimentConfig, ExperimentResult, mean_of, register_experiment, setting
-from .base import ExperimentContext, prepare_context
+from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 MODES = ("untargeted", "targeted")
 TARGET_MODES = ("random", "least-likely", "next")
 BASELINES = ("same-class", "any-class")
 CAM_KEYS = ("true_cam", "target_cam")
+CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
+CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the adversarial-class CAM region"}
+#: the primary claim of each CAM: the group type that acts on the CAM's own class
+PRIMARY_TYPE = {"true_cam": "suppression", "target_cam": "promotion"}
+#: the label of the unit-masking accuracies until an attack adapts to the masked model
+NO_ADAPTIVE_ATTACK = "no adaptive attack yet"
+MASKING_LABEL = (f"{NO_ADAPTIVE_ATTACK}: the adversarial images were crafted against the unmasked model, so these "
+                 "accuracies are not robustness")
+#: how the claims name the groups of each type
+GROUP_NAMES = {"suppression": "suppression-dominated groups", "promotion": "promotion-dominated groups",
+               "balanced": "balanced groups", "opposing": "opposing groups"}
+
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
+         "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
+         "adversarial class t on the adversarial image x'. Region of Attack (RoA): the pixels the attacker's "
+         "perturbation acts through, here its pixel groups, typed by what each does on its own: suppression "
+         "(lowers the true-class logit), promotion (raises the adversarial-class logit), balanced or opposing.")
 
 
 @dataclass
-class PSEConfig(ExperimentConfig):
+class PSEConfig(GatedConfig):
     """Settings of the promotion–suppression experiment (METHODS §5); every one is a CLI option."""
 
     n: int = setting(200, "number of test images (the first n)")
@@ -79,12 +103,17 @@ class PSEConfig(ExperimentConfig):
     pse_method: str = setting("exact", "exact (forward pass per group) or first_order (gradient x delta)")
     kappa: float = setting(2.0, "dominance factor of the group types (>= 1)")
     pair_batch: int = setting(2048, "(image, group) pairs per forward pass of the exact method")
-    cam: str = setting("gradcam", "class activation map: gradcam, cam (GAP nets) or any importance method")
+    cam: str = setting("auto", "class activation map (the RoI): auto (Grad-CAM for a GAP+linear head, HiResCAM "
+                               "for a flatten/FC head), cam (GAP nets) or any importance method (advspatial list maps)")
     top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
     cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
     baseline: str = setting("same-class", "permutation baseline: same-class or any-class re-pairing")
-    permutations: int = setting(200, "permutations of the image-level baseline")
+    permutations: int = setting(2000, "derangements of the image-level null (two-sided p; the smallest p is "
+                                      "1/(B+1), so B must allow Holm across the primary claims)")
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
+    sesoi: float = setting(0.01, "smallest effect of interest: |excess share| below it counts as equivalent to "
+                                 "the null")
+    alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
@@ -98,8 +127,9 @@ class PSEConfig(ExperimentConfig):
     correlation_permutations: int = setting(1000, "permutations of the sensitivity-interpretability p-value")
     figure_images: int = setting(4, "example images per attack variant")
 
-    QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 20,
-             "mask_random": 2, "dissection_n": 24, "correlation_permutations": 100, "figure_images": 2}
+    QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
+             "mask_random": 2, "dissection_n": 24, "correlation_permutations": 100, "figure_images": 2,
+             "gate_n": 24, "gate_steps": 5, "randomization_images": 4}
 
     def validate(self) -> None:
         super().validate()
@@ -131,6 +161,8 @@ class PSEConfig(ExperimentConfig):
         if self.dissection_dataset:
             dataset_spec(self.dissection_dataset)
         check_range("eps", self.eps, 0, 1)
+        check_range("sesoi", self.sesoi, 0)
+        check_range("alpha", self.alpha, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("kappa", self.kappa, 1)
         check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
@@ -259,10 +291,12 @@ def count_units(model: nn.Module, layer: str, probe: torch.Tensor) -> int:
 
 @dataclass
 class Context(ExperimentContext):
-    """The common context plus the unit layer and its number of units."""
+    """The common context plus the unit layer, its number of units, and the CAM explainer this run resolved."""
 
     layer: str = ""
     units: int = 0
+    cam: str = ""
+    cam_reason: str = ""
 
 
 def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
@@ -284,7 +318,7 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         x, y, _ = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             logits = ctx.model(x)
-        cam = importance_map(ctx.config.cam, ctx.model, x, target=y, batch_size=len(x))
+        cam = importance_map(ctx.cam, ctx.model, x, target=y, batch_size=len(x))
         return {"logits": logits.cpu(), "cam_true": cam.cpu()}
 
     return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)  # type: ignore[return-value]
@@ -320,7 +354,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple
         pse = promotion_suppression(ctx.model, x, x_adv, y, t, block=cfg.block, method=cfg.pse_method,
                                     kappa=cfg.kappa, batch_size=cfg.pair_batch)
         values = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(pse).items()}
-        values["cam_target"] = importance_map(cfg.cam, ctx.model, x_adv, target=t, batch_size=len(x)).cpu()
+        values["cam_target"] = importance_map(ctx.cam, ctx.model, x_adv, target=t, batch_size=len(x)).cpu()
         return values
 
     values = dict(ctx.rundir.cached(f"pse/{variant}/batch-{b:05d}", compute))
@@ -409,7 +443,11 @@ def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Te
 
 def image_level(ctx: Context, variant: str, kept: list[PSEResult], cams: dict[str, list[torch.Tensor]],
                 variant_rows: list[dict[str, Any]]) -> Any:
-    """pse_vs_cam on the kept successful images; writes their per-image overlap shares into the rows."""
+    """pse_vs_cam on the kept successful images; writes their per-image overlap shares into the rows.
+
+    The CAM regions break ties at the cut by each image's global sample id, so an
+    image's region does not depend on the batch size or on which images were kept.
+    """
     cfg = ctx.config
     ids = torch.cat(cams["ids"])
     test = None
@@ -417,7 +455,7 @@ def image_level(ctx: Context, variant: str, kept: list[PSEResult], cams: dict[st
         pse = cat_pse(kept)
         strata = pse.true_class if cfg.baseline == "same-class" else None
         test = pse_vs_cam(pse, torch.cat(cams["true"]), torch.cat(cams["target"]), cfg.top_fraction,
-                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=strata)
+                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=strata, sample_ids=ids)
     by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
     for row in variant_rows:
         k = by_index.get(row["index"])
@@ -561,6 +599,7 @@ def build_metrics(ctx: Context, summaries: list[VariantSummary], rows: list[dict
         m["top_units"] = s.ranked[:10].tolist()
         m["masking"] = {k: v.tolist() for k, v in s.curve.items() if k in
                         ("ks", "clean_acc", "robust_acc", "random_clean_acc", "random_robust_acc")}
+        m["masking"]["evaluation"] = MASKING_LABEL
         metrics["variants"][s.name] = m
     if dissection is not None:
         metrics["dissection"] = {
@@ -575,6 +614,70 @@ def build_metrics(ctx: Context, summaries: list[VariantSummary], rows: list[dict
     return metrics
 
 
+# -- the faithfulness gate, claims and verdicts ------------------------------------------
+
+def run_gate(ctx: Context) -> dict[str, Any]:
+    """The faithfulness gate of the CAM explainer on the run's own cached CAM_t0(x) (true class, clean image).
+
+    Deletion and the restricted attack use the experiment's top fraction and its
+    PGD L-inf budget ``eps``.
+    """
+    cfg = ctx.config
+    return gate_stage(ctx, ctx.cam, fraction=cfg.top_fraction, eps=cfg.eps, target="true",
+                      maps=lambda b: clean_batch(ctx, b)["cam_true"])
+
+
+def claim_text(key: str, type_name: str) -> str:
+    """The claim of one (CAM, group type) share, e.g. "suppression-dominated groups fall in the true-class CAM region"."""
+    return f"{GROUP_NAMES[type_name]} fall in {CAM_REGIONS[key]}"
+
+
+def cam_claims(variant: str, cam_test: Any, gates: dict[str, bool], null: str) -> list[Claim]:
+    """One claim per (CAM, group type) from the engine's comparisons of a :class:`PSECamResult`.
+
+    Primary: suppression in CAM_t0(x) and promotion in CAM_t(x') (the type that
+    acts on the CAM's own class); the other six are secondary. ``null`` names the
+    partner null (``same-class`` when the partners are the images of the same true
+    class, the engine's "same-stratum").
+    """
+    out = []
+    for key in CAM_KEYS:
+        overlap = getattr(cam_test, key)
+        for k, name in enumerate(TYPE_NAMES):
+            claim = claim_from(overlap.comparisons[k], claim_text(key, name), variant, gates,
+                               primary=name == PRIMARY_TYPE[key])
+            claim.statistic = f"{name} share in {CAM_LABELS[key]}"
+            claim.null = null
+            out.append(claim)
+    return out
+
+
+def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any],
+            gate: dict[str, Any]) -> list[Claim]:
+    """Gate, claims, corrections and verdicts, written into ``metrics``; returns the judged claims.
+
+    A failed gate makes every CAM-dependent result "not interpretable": the
+    verdicts (through the claims' gate) and the labels in ``metrics``.
+    """
+    cfg = ctx.config
+    label = roi_label(gate) or "interpretable"
+    metrics["faithfulness"] = {ctx.cam: gate}
+    metrics["roi"] = {"method": ctx.cam, "why": ctx.cam_reason, "faithful": bool(gate["passed"]),
+                      "interpretation": label}
+    metrics["cam_interpretation"] = label
+    gates = {"RoI faithfulness": bool(gate["passed"])}
+    claims: list[Claim] = []
+    for s in summaries:
+        m = metrics["variants"][s.name]
+        m["cam_interpretation"] = label
+        if s.cam_test is not None:
+            m["cam_test"]["interpretation"] = label
+            claims += cam_claims(s.name, s.cam_test, gates, cfg.baseline)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.alpha)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    return claims
+
+
 # -- report ----------------------------------------------------------------------------
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -582,15 +685,99 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def build_sections(ctx: Context, summaries: list[VariantSummary], dissection: DissectionSummary | None,
-                   metrics: dict[str, Any]) -> list[Section]:
+                   metrics: dict[str, Any], claims: list[Claim]) -> list[Section]:
     return [
+        verdict_section(ctx, metrics, claims),
+        gate_section(ctx, metrics),
         setup_section(ctx, metrics),
         types_section(ctx, summaries, metrics),
-        image_section(ctx, summaries, metrics),
+        image_section(ctx, metrics, claims),
         unit_section(ctx, summaries, metrics),
         dissection_section(ctx, dissection),
         limits_section(ctx, metrics),
     ]
+
+
+def not_interpretable_text(metrics: dict[str, Any]) -> str:
+    """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
+    if metrics["roi"]["faithful"]:
+        return ""
+    return (f"{NOT_INTERPRETABLE_ROI[0].upper()}{NOT_INTERPRETABLE_ROI[1:]} ({metrics['roi']['method']}): where the "
+            "group types fall relative to the CAMs says nothing about what the model looks at.")
+
+
+def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """The top of the report: the terms, what this run shows (from the verdict words), the primary verdicts."""
+    cfg = ctx.config
+    primary = [c for c in claims if c.primary]
+    paragraphs = [TERMS,
+                  "Primary claims, declared before the run, one per CAM and attack variant: "
+                  f"\"{claim_text('true_cam', PRIMARY_TYPE['true_cam'])}\" (the share of the suppression-dominated "
+                  "groups' perturbation energy inside the top region of CAM_t0(x)) and "
+                  f"\"{claim_text('target_cam', PRIMARY_TYPE['target_cam'])}\" (the same for promotion-dominated "
+                  "groups and CAM_t(x')), each against the "
+                  f"{cfg.baseline} null: the type map of an image paired with the CAM regions of the other images "
+                  f"of its {'true class' if cfg.baseline == 'same-class' else 'set'}.",
+                  "What this run shows:"]
+    paragraphs += what_this_run_shows(claims)
+    paragraphs += [f"{v}: no claim - {m['successful']} successful image(s), too few for the image-level test."
+                   for v, m in metrics["variants"].items() if m.get("cam_test") is None]
+    warning = not_interpretable_text(metrics)
+    if warning:
+        paragraphs.insert(1, warning)
+    notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type) "
+             f"shares Benjamini-Hochberg (image-level section); alpha {cfg.alpha}; smallest effect of interest "
+             f"±{cfg.sesoi} (share of energy); n >= 30 images that have the type."]
+    figures = []
+    groups = {v: [c for c in claims if c.subject == v] for v in dict.fromkeys(c.subject for c in claims)}
+    if groups:
+        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
+                           title=f"Share of each group type's energy in the CAM region minus the {cfg.baseline} null "
+                                 "(per-image mean, 95% bootstrap CI)")
+        figures.append(Figure(path, "Forest plot per attack variant: each (CAM, group type) share against its null. "
+                                    "Right of 0: the type falls in the CAM region more than chance. Grey: a gate "
+                                    "failed, the row is not interpretable."))
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim")]
+    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+
+
+def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
+    from .spatial_report import per_class_rows
+
+    cfg = ctx.config
+    roi = metrics["roi"]
+    gates = metrics["faithfulness"]
+    gate = gates[roi["method"]]
+    paragraphs = [
+        f"CAM explainer: {roi['method']} ({roi['why']}). It is {'FAITHFUL' if roi['faithful'] else 'NOT faithful'} "
+        f"by the gate below{'' if roi['faithful'] else ' (' + gate.get('reason', '') + ')'}.",
+        f"Gate: on the correctly classified images among the first {cfg.gate_n}, deleting the top "
+        f"{cfg.top_fraction:.0%} of CAM_t0(x) ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more "
+        "than deleting as many random pixels, and L-inf PGD (eps "
+        f"{cfg.eps}, the experiment's own PGD budget; {cfg.gate_steps} steps) confined to that region must lower the "
+        "margin more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI "
+        "excluding 0. Positive Δ = the CAM region matters more than random pixels.",
+        "The gate judges the explainer on clean images and the true class, exactly the cached CAM_t0(x) the "
+        "image-level analysis uses. CAM_t(x') is the same explainer on the adversarial image and class; it is not "
+        "gated separately and carries this gate's verdict.",
+    ]
+    rand_rows = []
+    for method, g in gates.items():
+        steps = g.get("randomization") or []
+        if steps:
+            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
+                              fmt(steps[-1].get("spearman", math.nan))])
+    tables = [gate_table(gates, "Faithfulness gate of the CAM explainer (Δ = random − CAM-region damage, mean "
+                                "[95% CI])"),
+              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
+                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
+                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
+    per_class = per_class_rows(gate)
+    if per_class:
+        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
+                            per_class, folded=True))
+    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -609,6 +796,8 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"promotion p_G = z_t(x + delta_G) - z_t(x), where delta_G keeps only G's part of the perturbation "
         f"({cfg.pse_method} evaluation). A group is suppression-dominated if s+ > {cfg.kappa} p+, "
         f"promotion-dominated if p+ > {cfg.kappa} s+, opposing if both positive parts are 0, else balanced.",
+        f"CAMs: {ctx.cam} ({ctx.cam_reason}); region = top {cfg.top_fraction:.0%} of each CAM (strictly positive "
+        "pixels only, ties at the cut broken by an order seeded by the global sample id).",
         "Statistics are over images the model classifies correctly and the attack fools (targeted: reaches the "
         "target) - the successful attacks.",
     ], tables=[table])
@@ -634,10 +823,12 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
                                 ctx.rundir.figures / f"examples-{s.name.replace('/', '-')}.png",
                                 row_labels=[names[int(c)] for c in ex["true_class"]],
                                 target_labels=[names[int(c)] for c in ex["target_class"]],
-                                title=f"{s.name}: suppression and promotion groups over the class activation maps",
-                                top_fraction=cfg.top_fraction, cam_name=cfg.cam)
+                                title=f"{s.name}: suppression and promotion groups over the class activation maps"
+                                      + ("" if metrics["roi"]["faithful"] else " (CAM not faithful: not interpretable)"),
+                                top_fraction=cfg.top_fraction, cam_name=ctx.cam)
         figures.append(Figure(out, f"{s.name}: clean and adversarial image; the group types coloured over "
-                                   f"{cfg.cam} of the true class on x and of the adversarial class on x'."))
+                                   f"{ctx.cam} of the true class on x and of the adversarial class on x'."
+                                   + (" " + not_interpretable_text(metrics) if not metrics["roi"]["faithful"] else "")))
     rows = [[v] + [fmt(m["type_fractions"][t]) for t in TYPE_NAMES] + [fmt(m["mean_shares"][t]) for t in TYPE_NAMES]
             + [fmt(m["mean_s_total"]), fmt(m["mean_s_groups_sum"]), fmt(m["mean_p_total"]), fmt(m["mean_p_groups_sum"])]
             for v, m in variants.items()]
@@ -650,29 +841,24 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
     ], tables=[table], figures=figures, anchor="perturbation-types")
 
 
-def image_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """Every (CAM, group type) share against its null, with corrected p-values and verdicts (folded)."""
     cfg = ctx.config
-    rows = []
-    for s in summaries:
-        if s.cam_test is None:
-            continue
-        for key, label in (("true_cam", "CAM_t0(x)"), ("target_cam", "CAM_t(x')")):
-            for t, name in enumerate(TYPE_NAMES):
-                o = getattr(s.cam_test, key)
-                rows.append([s.name, label, name, fmt(float(o.observed[t])),
-                             f"{fmt(float(o.baseline_mean[t]))} +- {fmt(float(o.baseline_std[t]))}",
-                             fmt(float(o.p_value[t]), 4)])
     weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
-    table = Table(f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs the "
-                  f"{cfg.baseline} permutation baseline ({cfg.permutations} permutations)",
-                  ["variant", "CAM", "group type", "observed", "baseline", "p (two-sided)"], rows)
+    table = verdict_table(claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs "
+                                  f"the {cfg.baseline} null ({cfg.permutations} derangements; two-sided p; p_adj: Holm "
+                                  "for the primary rows, Benjamini-Hochberg for the rest)", folded=True)
+    notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
     return Section("Image level", [
-        f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {cfg.cam} of the true "
+        f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {ctx.cam} of the true "
         f"class on the clean image, CAM_t(x') of the adversarial class on the adversarial image. For each type the "
         f"statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
-        f"{cfg.permutation_images} successful images that have the type. Baseline: the type map of image i paired "
-        f"with the CAM of a random other image ({cfg.baseline}); a co-location claim needs a small p.",
-    ], tables=[table], anchor="image-level")
+        f"{cfg.permutation_images} successful images that have the type. Null: per image, the mean share over the "
+        f"CAM regions of its partners ({cfg.baseline}: the other images of its "
+        f"{'true class' if cfg.baseline == 'same-class' else 'set'}), exact; Δ is the mean per-image excess over it "
+        "with a 95% bootstrap CI over images.",
+        "Observed below the null means the type avoids the CAM region more than chance: a finding in its own right.",
+    ], tables=[table], notes=notes, anchor="image-level")
 
 
 def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
@@ -695,12 +881,12 @@ def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[st
         f"positions and successful images; units ranked by {cfg.rank_by}.",
         "The masking curve zeroes the k most sensitive units and measures accuracy on the clean images and on the "
         f"fixed adversarial images; the control masks k random units ({cfg.mask_random} draws).",
-    ], notes=["Non-adaptive: the adversarial images were crafted against the unmasked model. An attacker who knows "
-              "which units are masked attacks the masked model directly, so a gain here is an upper bound on the "
-              "defence's worth, not robustness."],
+    ], notes=[f"Masking as a defence - {MASKING_LABEL}. An attacker who knows which units are masked attacks the "
+              "masked model directly, so a gain here is an upper bound on the defence's worth."],
         tables=[Table("Most sensitive units per variant (most sensitive first)", ["variant", "units"], top_rows),
-                Table("Masking curve: accuracy with k units zeroed", ["variant", "k", "clean (top-k)",
-                      "adversarial (top-k)", "clean (random k)", "adversarial (random k)"], mask_rows)],
+                Table("Masking curve: accuracy with k units zeroed (adversarial columns: no adaptive attack yet, not "
+                      "robustness)", ["variant", "k", "clean (top-k)", "adversarial (top-k)", "clean (random k)",
+                                      "adversarial (random k)"], mask_rows, folded=True)],
         figures=[Figure(p1, "Per-unit activation change under each attack variant."),
                  Figure(p2, "Clean and adversarial accuracy as more of the most sensitive units are masked "
                             "(solid) vs as many random units (dashed).")],
@@ -745,9 +931,10 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "model is non-linear (see the typing table). The types depend on the choice of kappa and of the groups.",
         "For untargeted attacks t is whatever class the attack reached, so promotion is towards a class chosen by "
         "the attack; for failed attacks t = t0 and p = -s (those images are excluded from the statistics).",
-        f"CAMs are explanations, not ground truth: {cfg.cam} on a coarse feature map. Only observed-vs-baseline "
-        "differences are interpreted.",
-        "Unit masking is evaluated non-adaptively (fixed adversarial images); it is not a robustness claim.",
+        f"CAMs are explanations, not ground truth: {ctx.cam} on a coarse feature map. They are read only when the "
+        "explainer passes the faithfulness gate, and only observed-vs-null differences are interpreted.",
+        f"Unit masking is evaluated non-adaptively (fixed adversarial images; {NO_ADAPTIVE_ATTACK}): it is not a "
+        "robustness claim.",
         "Dissection needs concept masks, which Fashion-MNIST lacks; unless the main dataset is the concept dataset, "
         "it is done on a different model, so the correlation describes that model's units.",
         f"Statistics rest on {metrics['n']} images; small success counts make the shares noisy.",
@@ -771,7 +958,15 @@ def summary_text(metrics: dict[str, Any]) -> str:
                      f"{fmt(mask['robust_acc'][mid]):>8} {fmt(mask['random_robust_acc'][mid]):>9}")
     lines.append("supp/prom/bal/opp: fraction of successful perturbations of each dominant type; S-in-CAMt0: share of "
                  "suppression energy in the top of CAM_t0(x); P-in-CAMt: promotion energy in CAM_t(x'); "
-                 f"rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked")
+                 f"rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked "
+                 "(no adaptive attack yet: not robustness)")
+    roi = metrics.get("roi")
+    if roi is not None:
+        lines.append(f"CAM {roi['method']}: {'passed' if roi['faithful'] else 'FAILED'} the faithfulness gate"
+                     + ("" if roi["faithful"] else f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi['interpretation']}"))
+    for c in metrics.get("claims", []):
+        if c["primary"]:
+            lines.append(f"  {c['subject']:<18} {c['statistic']:<30} -> {c['verdict']}")
     if "dissection" in metrics:
         d = metrics["dissection"]
         lines.append(f"dissection ({d['dataset']}, {d['layer']}): Spearman(sensitivity, best IoU) = "
@@ -785,17 +980,24 @@ def summary_text(metrics: dict[str, Any]) -> str:
                      "Promotion-suppression effect: group types of perturbations, CAM overlap, "
                      "unit sensitivity, unit masking and dissection")
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
-    base = prepare_context(config, rundir)
-    data, model = base.data, base.model
-    probe = data.images(slice(0, 1)).to(base.device)
-    layer = cam_layer_name(model, probe, config.unit_layer)
-    ctx = base.derive(Context, layer=layer, units=count_units(model, layer, probe))
+    ctx = pse_context(config, rundir)
     logits = torch.cat([clean_batch(ctx, b)["logits"] for b in tqdm(range(len(ctx.slices)), desc="clean: logits, CAM",
                                                                     disable=not config.progress, unit="batch")])
-    targets = choose_targets(data.labels, logits.shape[1], config.target_mode, config.seed, logits)
+    gate = run_gate(ctx)
+    targets = choose_targets(ctx.data.labels, logits.shape[1], config.target_mode, config.seed, logits)
     rows: list[dict[str, Any]] = []
     summaries = [process_variant(ctx, a, m, targets, rows) for a in config.attacks for m in config.modes]
     dissection = run_dissection(ctx)
     metrics = build_metrics(ctx, summaries, rows, dissection)
-    sections = build_sections(ctx, summaries, dissection, metrics)
+    claims = measure(ctx, summaries, metrics, gate)
+    sections = build_sections(ctx, summaries, dissection, metrics, claims)
     return ExperimentResult(metrics, rows, summary_text(metrics), sections)
+
+
+def pse_context(config: PSEConfig, rundir: RunDir) -> Context:
+    """The shared context with the unit layer and the CAM explainer resolved once (``auto``: by the head type)."""
+    base = prepare_context(config, rundir)
+    probe = base.data.images(slice(0, 1)).to(base.device)
+    layer = cam_layer_name(base.model, probe, config.unit_layer)
+    cam, reason = resolve_importance(config.cam, base.model, probe)
+    return base.derive(Context, layer=layer, units=count_units(base.model, layer, probe), cam=cam, cam_reason=reason)

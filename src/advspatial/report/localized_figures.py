@@ -1,4 +1,4 @@
-"""Figures of the localized experiment: background-only attacks, their Grad-CAM shift, accuracy bars.
+"""Figures of the localized experiment: background-only attacks, the shift of the importance map, accuracy bars.
 
 Each function takes tensors (or numbers) and an output path, writes a PNG and
 returns the path. Figures are :class:`matplotlib.figure.Figure` objects drawn
@@ -41,7 +41,7 @@ def _check(x: torch.Tensor, labels: Sequence[str], **others: torch.Tensor) -> in
 
 
 def _share(value: float) -> str:
-    """A share as a percentage; 'n/a' for NaN (an all-zero Grad-CAM has no share)."""
+    """A share as a percentage; 'n/a' for NaN (an all-zero importance map has no share)."""
     return "n/a" if value != value else f"{value:.0%}"
 
 
@@ -113,8 +113,10 @@ def plot_gradcam_shift(
     row_labels: Sequence[str],
     inside_name: str = "foreground",
     title: str = "Grad-CAM of the true class before and after a background-only attack",
+    map_name: str = "Grad-CAM",
 ) -> Path:
-    """One row per image: Grad-CAM on the clean image | on the attacked image | their difference.
+    """One row per image: the importance map (``map_name``) on the clean image | on the attacked image | their
+    difference.
 
     Both maps of a row are divided by the larger of their two maxima, so their
     colours are comparable; the difference (after - before) uses a diverging
@@ -140,7 +142,7 @@ def plot_gradcam_shift(
             heat = ax.imshow(cam.numpy(), cmap=HEAT, vmin=0, vmax=1, alpha=0.7)
             ax.set_title(f"{name}: {_share(float(energy))} in {inside_name}", fontsize=8)
             if not cam.any():
-                ax.text(0.5, 0.5, "Grad-CAM is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
+                ax.text(0.5, 0.5, f"{map_name} is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
                         color="white", fontsize=8, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
             _off(ax)
         diff = ax2.imshow((after[i] - before[i]).numpy(), cmap=DIVERGING, vmin=-1, vmax=1)
@@ -149,7 +151,7 @@ def plot_gradcam_shift(
                       fontsize=8)
         _off(ax2)
         ax0.set_ylabel(row_labels[i], fontsize=8)
-    fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label("Grad-CAM (fraction of the row's peak)", fontsize=8)
+    fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label(f"{map_name} (fraction of the row's peak)", fontsize=8)
     fig.colorbar(diff, cax=fig.add_subplot(grid[:, 5])).set_label("after - before (red = more attention)", fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.1, right=0.92, top=1 - 0.9 / height, bottom=0.2 / height)

@@ -1,4 +1,5 @@
-"""Figures of the perceptual experiment: SSIM maps vs CAM side by side, attack summary, calibration, overlap.
+"""Figures of the perceptual experiment: SSIM maps vs CAM side by side, attack summary, calibration, overlap
+levels against the nulls.
 
 Each function takes tensors/numbers and an output path, writes a PNG and
 returns the path; figures are drawn by the Agg canvas (no pyplot state).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +18,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from ..errors import ShapeError
-from ..regions import PermutationResult
 from .figures import HEAT_CMAP, check_images_maps, image_for_display, to_numpy, per_image_max_normalized, save_figure
 
 ATTACK_COLOURS = ("#3a7bd5", "#f28e2b", "#59a14f", "#b07aa1")
@@ -191,41 +192,58 @@ def plot_calibration(
     return save_figure(fig, path)
 
 
+#: colours of the observed bar and of each null's bar, weakest null first
+NULL_COLOURS = {"observed": "#c0182a", "uniform": "#d9dde2", "any-class": "#b6bec8", "same-class": "#8894a3",
+                "object-conditioned": "#5b6675"}
+
+
+def _value(comparison: Any, key: str) -> float:
+    """``observed`` / ``null_mean`` of a NullComparison or of its ``as_dict()``."""
+    value = comparison[key] if isinstance(comparison, Mapping) else getattr(comparison, key)
+    return float(value) if value is not None else math.nan
+
+
 def plot_overlap_vs_baseline(
-    permutation: Mapping[str, Mapping[str, PermutationResult]],
+    comparisons: Mapping[str, Mapping[str, Mapping[str, Any]]],
     path: str | Path,
     *,
     labels: Mapping[str, str] | None = None,
 ) -> Path:
-    """One panel per statistic: per attack, the observed mean next to the baseline mean ± std, p-value above."""
-    attacks = [a for a, res in permutation.items() if res]
+    """One panel per statistic: per attack, the observed mean next to the mean each null expects.
+
+    ``comparisons[attack][statistic][null]`` is a
+    :class:`~advspatial.regions.inference.NullComparison` or its ``as_dict()``
+    (the ``inference`` entry of the metrics). The bars show levels only; the
+    excess over each null with its CI is the forest plot's job.
+    """
+    attacks = [a for a, res in comparisons.items() if res]
     if not attacks:
-        raise ShapeError("need at least one attack with permutation results")
-    stats = list(permutation[attacks[0]])
-    fig = Figure(figsize=(4.2 * len(stats), 4.0), dpi=100)
+        raise ShapeError("need at least one attack with comparisons")
+    stats = list(comparisons[attacks[0]])
+    nulls = list(dict.fromkeys(n for a in attacks for s in stats for n in comparisons[a].get(s, {})))
+    series = ["observed", *nulls]
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(4.4 * len(stats), 4.2), dpi=100)
     x = np.arange(len(attacks))
     for k, stat in enumerate(stats):
         ax = fig.add_subplot(1, len(stats), k + 1)
-        obs = [permutation[a][stat].observed_mean for a in attacks]
-        base = [permutation[a][stat].baseline_mean for a in attacks]
-        std = [permutation[a][stat].baseline_std for a in attacks]
-        ax.bar(x - 0.18, obs, width=0.36, color="#c0182a", label="observed (true pairs)")
-        ax.bar(x + 0.18, base, width=0.36, yerr=std, capsize=3, color="#9aa5b1", label="same-class baseline")
-        finite = [v for v in obs + [b + s for b, s in zip(base, std)] + [b - s for b, s in zip(base, std)]
-                  if v == v] + [0.0]
-        lo, hi = min(finite), max(finite)
-        pad = 0.12 * ((hi - lo) or 1.0)
-        for i, a in enumerate(attacks):
-            p = permutation[a][stat].p_value
-            peak = max(v for v in (obs[i], base[i] + std[i], 0.0) if v == v)
-            ax.text(i, peak + 0.3 * pad, "p n/a" if p != p else f"p = {p:.3g}", ha="center", fontsize=8)
+        for j, name in enumerate(series):
+            values = []
+            for a in attacks:
+                by_null = comparisons[a].get(stat, {})
+                if name == "observed":
+                    first = next(iter(by_null.values()), None)
+                    values.append(_value(first, "observed") if first is not None else math.nan)
+                else:
+                    values.append(_value(by_null[name], "null_mean") if name in by_null else math.nan)
+            ax.bar(x - 0.4 + width * (j + 0.5), [0.0 if v != v else v for v in values], width=width,
+                   color=NULL_COLOURS.get(name, "#999999"), label=name if name == "observed" else f"{name} null")
         ax.set_xticks(x, attacks)
-        ax.set_ylim(lo - (pad if lo < 0 else 0.0), hi + 2 * pad)
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title((labels or {}).get(stat, stat), fontsize=10)
         ax.set_ylabel("mean over successful images")
         if k == 0:
-            ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle("1-SSIM map vs CAM: observed vs images re-paired within their class (one-sided p)", fontsize=11)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("1-SSIM map vs CAM: observed vs what each null expects", fontsize=11)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.1, wspace=0.35)
     return save_figure(fig, path)

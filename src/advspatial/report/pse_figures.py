@@ -146,7 +146,11 @@ def plot_unit_sensitivity(sensitivity: Mapping[str, torch.Tensor], path: str | P
 
 def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: str | Path, *, layer: str,
                         units: int) -> Path:
-    """Accuracy as the k most sensitive units are zeroed (solid) vs k random units (dashed, min-max band)."""
+    """Accuracy as the k most sensitive units are zeroed (solid) vs k random units (dashed, min-max band).
+
+    The adversarial images are fixed (crafted against the unmasked model), so the title says that no adaptive
+    attack has been run yet: these accuracies are not robustness.
+    """
     variants = list(curves)
     cols = min(len(variants), 2)
     rows = -(-len(variants) // cols)
@@ -174,9 +178,9 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.suptitle("Masking the most sensitive units (non-adaptive: x' was crafted against the unmasked model)",
-                 fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+    fig.suptitle("Masking the most sensitive units - no adaptive attack yet, not robustness\n"
+                 "(x' was crafted against the unmasked model)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.92))
     return save_figure(fig, path)
 
 
