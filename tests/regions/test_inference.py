@@ -25,7 +25,7 @@ from advspatial.regions.inference import (
     benjamini_hochberg,
     compare_to_nulls,
     composition_strata,
-    derangements,
+    permutations_within,
     describe,
     excess_test,
     foreground_share,
@@ -84,43 +84,41 @@ def test_partner_null_by_hand():
         partner_null(pairs[:2], torch.zeros(2, dtype=torch.long))
 
 
-# -- derangements ---------------------------------------------------------------------------
+# -- permutations within groups ------------------------------------------------------------
 
-def test_derangements_have_no_fixed_points_and_stay_in_groups():
+def test_permutations_stay_in_groups_and_are_seeded():
     groups = torch.tensor([0, 1, 0, 2, 1, 1, 0, 3, 3, 0])
-    d = derangements(groups, 500, torch.Generator().manual_seed(1))
+    d = permutations_within(groups, 500, torch.Generator().manual_seed(1))
     assert d.shape == (500, 10) and d.dtype == torch.int64
-    assert (d[:, 3] == -1).all()  # alone in its group
-    ok = d[:, groups != 2]
-    cols = torch.arange(10)[groups != 2]
-    assert (ok != cols).all()
-    assert (groups[ok] == groups[cols]).all()
-    for row in d[:, groups != 2]:
-        assert sorted(row.tolist()) == cols.tolist()  # a permutation of the images with partners
-    again = derangements(groups, 500, torch.Generator().manual_seed(1))
-    assert torch.equal(d, again)
+    assert (d[:, 3] == 3).all()  # alone in its group: stays itself
+    assert (groups[d] == groups).all()
+    assert bool((d.sort(dim=1).values == torch.arange(10)).all())  # each row a permutation
+    assert torch.equal(d, permutations_within(groups, 500, torch.Generator().manual_seed(1)))
 
 
-def test_derangements_are_uniform():
-    d = derangements(torch.zeros(4, dtype=torch.long), 9000, torch.Generator().manual_seed(0))
+def test_permutations_are_uniform_identity_included():
+    d = permutations_within(torch.zeros(4, dtype=torch.long), 12000, torch.Generator().manual_seed(0))
     counts = {}
     for row in d.tolist():
         counts[tuple(row)] = counts.get(tuple(row), 0) + 1
-    assert len(counts) == 9  # the 9 derangements of 4 elements
+    assert len(counts) == 24 and (0, 1, 2, 3) in counts  # all 4! permutations, the observed pairing among them
     assert stats.chisquare(list(counts.values())).pvalue > 1e-4
 
 
-def test_derangements_at_scale_are_uniform_over_partners():
-    """10^4 derangements of 1000 images: no fixed point, and each image's partner is uniform over the others.
+def test_groups_of_two_give_a_sign_flip_test_not_a_degenerate_one():
+    """With pairs of images the only re-pairing is a swap: the null must still have spread.
 
-    (Speed is measured in benchmarks/, never here.)
+    (A derangement-only null is a point mass at 0 there, so any non-zero excess got
+    p = 1/(B+1): the flaw this guards against.)
     """
-    d = derangements(torch.zeros(1000, dtype=torch.long), 10_000, torch.Generator().manual_seed(0))
-    assert not (d == torch.arange(1000)).any()
-    assert bool((d.sort(dim=1).values == torch.arange(1000)).all())
-    counts = torch.bincount(d[:, 0], minlength=1000)[1:].double()  # image 0's partners: expected 10^4/999 each
-    chi2 = float(((counts - counts.mean()) ** 2 / counts.mean()).sum())
-    assert chi2 < 999 + 5 * (2 * 998) ** 0.5  # mean 998 under uniformity, sd ~45
+    pairs = random_pairs(20, 5)
+    groups = torch.arange(20) // 2
+    res = excess_test(pairs, groups, n_permutations=2000, seed=0)
+    assert res.null_std > 0 and res.p > 0.05
+    e = (pairs.diagonal() - pairs[torch.arange(20) ^ 1, torch.arange(20)]).numpy()
+    flips = np.array([[1 if (b >> (i // 2)) & 1 else -1 for i in range(20)] for b in range(1024)])
+    exact = float(np.mean(np.abs((flips * e).mean(1)) >= abs(e.mean()) - 1e-12))
+    assert res.p == pytest.approx(exact, abs=0.03)  # Monte Carlo vs the exact sign-flip p
 
 
 # -- the excess test --------------------------------------------------------------------------
@@ -155,7 +153,7 @@ def test_planted_effect_is_found_and_a_null_one_is_not():
 
 
 def test_permutation_distribution_is_centred_on_zero():
-    # the mean of T_b over many derangements is ~0 because partner_null is exact
+    # the mean of T_b over many permutations is 0: partner_null is the exact expectation
     pairs = random_pairs(30, 7) ** 3
     groups = torch.arange(30) % 2
     res = excess_test(pairs, groups, n_permutations=4000, seed=1)

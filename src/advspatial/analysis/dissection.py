@@ -138,7 +138,7 @@ def dissect(
 class Correlation:
     """Spearman correlation with a two-sided permutation p from the inference engine.
 
-    ``z`` is the excess of ρ over its exact derangement null in units of its
+    ``z`` is the excess of ρ over its exact partner null in units of its
     permutation spread (NaN when ρ is NaN or the spread is 0).
     """
 
@@ -157,10 +157,10 @@ def sensitivity_vs_interpretability(
 
     Ranks average ties. The test is the project's one null model
     (:func:`advspatial.regions.inference.excess_test`): with centred ranks a, b the
-    pair matrix ``[j, i] = U·a_i·b_j / (‖a‖‖b‖)`` has diagonal mean ρ; unit i's IoU
-    is re-paired with the sensitivity of a random other unit (``n_perm`` seeded
-    derangements), each unit's exact null is the mean over its partners
-    (``-ρ/(U-1)`` on average), and p is two-sided:
+    pair matrix ``[j, i] = U·a_i·b_j / (‖a‖‖b‖)`` has diagonal mean ρ; each unit's
+    exact null is the mean over its partners (``-ρ/(U-1)`` on average), the excess
+    is recomputed under ``n_perm`` seeded random permutations of the units, and p
+    is two-sided:
     ``(1 + #{|T_b| >= |T|}) / (1 + n_perm)``. ρ and p are NaN when either input is constant.
     """
     a = torch.as_tensor(unit_change, dtype=torch.float64).flatten().cpu()

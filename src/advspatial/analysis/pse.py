@@ -321,7 +321,7 @@ class CamOverlap:
         baseline_mean: (4,) the exact null: per image, the mean share over its
             partners' CAM regions (:func:`~advspatial.regions.inference.partner_null`),
             averaged over the same images.
-        baseline_std: (4,) spread of the mean share under random derangements.
+        baseline_std: (4,) spread of the mean excess under random within-stratum permutations.
         p_value: (4,) two-sided permutation p of the mean excess
             (:func:`~advspatial.regions.inference.excess_test`).
         comparisons: the four engine results (excess with its bootstrap CI, ratio, z, n).
@@ -398,7 +398,7 @@ def pse_vs_cam(
     image i with the CAM region of its partners -- the other images of its stratum
     (``strata``, e.g. the true class; default all images) -- through the one
     inference engine: exact per-image null, mean excess with a bootstrap CI and a
-    two-sided p from ``n_perm`` random derangements
+    two-sided p from ``n_perm`` random within-stratum permutations
     (:func:`advspatial.regions.inference.excess_test`). Images alone in their
     stratum have no partner and are left out (NaN in ``per_image``).
     """

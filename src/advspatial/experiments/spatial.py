@@ -79,7 +79,7 @@ class SpatialConfig(GatedConfig):
                                                   "it after refinement are flagged and excluded")
     max_flagged_share: float = setting(0.1, "completeness gate: at most this share of images flagged")
     fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction")
-    permutations: int = setting(10000, "derangements of each pair-based null (two-sided p)")
+    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")

@@ -215,7 +215,7 @@ def overlap_section(ctx: "Context", claims: list[Claim]) -> Section:
     """Every statistic against every null (folded), with corrected p-values and verdicts."""
     cfg = ctx.config
     rest = [c for c in claims if not c.primary and "RoI, top" not in c.subject]
-    table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} derangements per pair-based "
+    table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
                                 "null; two-sided p; Benjamini-Hochberg)", folded=True)
     return Section("Overlap vs the nulls", [
         "Nulls, from the weakest to the most matched: uniform (regions placed independently at random, analytic), "

@@ -14,7 +14,7 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
   (:func:`null_groups`);
 - :func:`excess_test` / :func:`uniform_comparison` / :func:`compare_to_nulls` --
   mean per-image excess over a null with a bootstrap CI, ratio, z and a
-  two-sided p (:class:`NullComparison`); :func:`derangements` draws the
+  two-sided p (:class:`NullComparison`); :func:`permutations_within` draws the
   permutations, :func:`two_sided_permutation_p` is the one p rule;
 - :func:`holm` (primary family) and :func:`benjamini_hochberg` (the rest);
 - :func:`verdict` (fixed rules, :data:`VERDICTS`) and :func:`describe` (one sentence);
@@ -260,57 +260,34 @@ def uniform_null(roi_sizes: Any, roa_sizes: Any, pixels: int) -> dict[str, torch
     }
 
 
-# -- random derangements -------------------------------------------------------------------
+# -- random permutations within groups ---------------------------------------------------
 
-def derangements(groups: Any, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(count, N) int64: ``count`` independent uniform random derangements within groups.
+def permutations_within(groups: Any, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(count, N) int64: ``count`` independent uniform random permutations within groups.
 
-    Row b maps image i to its partner π_b(i) != i of the same group; images alone
-    in their group get -1. Per group, uniform permutations are drawn for all rows
-    at once and only the rows with a fixed point are redrawn (rejection, so each
-    row is uniform over the derangements; about e ≈ 2.7 draws per row). The
-    shuffles run in NumPy (several times faster than sorting noise in torch on
-    CPU) from a NumPy generator seeded by one draw of ``generator``.
+    Row b maps image i to σ_b(i) of the same group; the identity and fixed points
+    are allowed: under the null that RoIs are exchangeable within a group, the
+    observed pairing is one draw from this distribution, which is what makes the
+    permutation p-value valid (a derangement-only null excludes the observed
+    pairing and, for groups of two, has no spread at all). The shuffles run in
+    NumPy from a generator seeded by one draw of ``generator``.
     """
     check_range("count", count, 0)
     g = _as_groups(groups)
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
     labels = g.numpy()
-    out = np.full((int(count), labels.shape[0]), -1, dtype=np.int64)
+    out = np.broadcast_to(np.arange(labels.shape[0]), (int(count), labels.shape[0])).copy()
     for value in np.unique(labels):
         idx = np.flatnonzero(labels == value)
         if idx.size >= 2:
-            out[:, idx] = idx[_group_derangements(idx.size, int(count), rng)]
+            out[:, idx] = idx[rng.permuted(np.broadcast_to(np.arange(idx.size), (int(count), idx.size)), axis=1)]
     return torch.from_numpy(out)
-
-
-#: elements shuffled per NumPy call (keeps the working set in cache)
-_SHUFFLE_BLOCK = 1 << 20
-
-
-def _group_derangements(n: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, n) uniform derangements of range(n): permutations with a fixed point are redrawn."""
-    home = np.arange(n)
-    if n == 2:
-        return np.broadcast_to(home[::-1], (count, 2))
-    out = np.empty((count, n), dtype=np.int64)
-    todo = np.arange(count)
-    step = max(1, _SHUFFLE_BLOCK // n)
-    while todo.size:
-        bad = []
-        for start in range(0, todo.size, step):
-            rows = todo[start:start + step]
-            perms = rng.permuted(np.broadcast_to(home, (rows.size, n)), axis=1)
-            out[rows] = perms
-            bad.append(rows[(perms == home).any(1)])
-        todo = np.concatenate(bad)
-    return out
 
 
 # -- the comparison against one null ---------------------------------------------------------
 
-#: derangements drawn and evaluated at once (memory: chunk x N gathered values)
+#: permutations drawn and evaluated at once (memory: chunk x N gathered values)
 _CHUNK = 1000
 
 
@@ -327,9 +304,9 @@ class NullComparison:
         z: the mean excess in units of its null spread (permutation std of the mean
             for pair-based nulls; the standard error of the mean for the uniform null).
         p: two-sided p (permutation for pair-based nulls, Wilcoxon for the uniform one).
-        n_permutations: derangements drawn (0 for the uniform null).
+        n_permutations: permutations drawn (0 for the uniform null).
         null_std: the null spread z divides by (std of the mean excess over the
-            derangements; the standard error of the mean excess for the uniform null).
+            permutations; the standard error of the mean excess for the uniform null).
     """
 
     statistic: str
@@ -383,7 +360,8 @@ class _Prepared:
     """One statistic's per-image values on the C images that enter its test.
 
     ``columns`` (C,) are those images; ``block`` (N, C) = pairs[:, columns] flattened
-    row-major, so pairs[j, columns[c]] = block[j * C + c] (one ``take`` per chunk).
+    row-major, so pairs[j, columns[c]] = block[j * C + c] (one ``take`` per chunk);
+    ``partners`` (C,) the number of usable partners of each image.
     """
 
     block: np.ndarray
@@ -392,6 +370,7 @@ class _Prepared:
     null: np.ndarray
     excess: np.ndarray
     observed: np.ndarray
+    partners: np.ndarray
 
 
 def _prepare(pairs: torch.Tensor, groups: torch.Tensor) -> _Prepared:
@@ -399,24 +378,35 @@ def _prepare(pairs: torch.Tensor, groups: torch.Tensor) -> _Prepared:
     observed = pairs.diagonal().numpy()
     cols = np.flatnonzero(np.isfinite(observed) & np.isfinite(null))
     block = np.ascontiguousarray(pairs.numpy()[:, cols]).reshape(-1)
-    return _Prepared(block, bool(np.isnan(block).any()), cols, null[cols], observed[cols] - null[cols], observed[cols])
+    g = groups.numpy()
+    usable = (g[:, None] == g[None, cols]) & np.isfinite(pairs.numpy()[:, cols])
+    partners = usable.sum(0) - 1  # the image itself is usable: its observed value is finite
+    return _Prepared(block, bool(np.isnan(block).any()), cols, null[cols], observed[cols] - null[cols], observed[cols],
+                     partners.astype(float))
 
 
 def _permutation_means(
     prepared: list[_Prepared], groups: torch.Tensor, n_permutations: int, seed: int
 ) -> list[np.ndarray]:
-    """(B,) mean excess under each derangement, per prepared statistic (the same derangements for all)."""
+    """(B,) mean excess recomputed on each within-group permutation of the RoIs, per prepared statistic.
+
+    Permuting the RoIs (σ) and recomputing every image's excess gives, for image i
+    with k_i usable partners, ``(( k_i + 1) · pairs[σ(i), i] − observed_i) / k_i − null_i``:
+    the observed excess at σ = identity, mean exactly 0 over σ. For a group of two
+    this is a sign flip of the excess. The same permutations serve every statistic.
+    """
     gen = torch.Generator().manual_seed(int(seed))
     out: list[list[np.ndarray]] = [[] for _ in prepared]
     for start in range(0, int(n_permutations), _CHUNK):
-        perms = derangements(groups, min(_CHUNK, int(n_permutations) - start), gen).numpy()
+        perms = permutations_within(groups, min(_CHUNK, int(n_permutations) - start), gen).numpy()
         for k, prep in enumerate(prepared):
             c = prep.columns.size
             if c == 0:
                 out[k].append(np.full(perms.shape[0], np.nan))
                 continue
             values = prep.block.take(perms[:, prep.columns] * c + np.arange(c))
-            out[k].append(_row_nanmean(values - prep.null) if prep.has_nan else values.mean(1) - prep.null.mean())
+            excess = ((prep.partners + 1) * values - prep.observed) / prep.partners - prep.null
+            out[k].append(_row_nanmean(excess) if prep.has_nan else excess.mean(1))
     return [np.concatenate(v) if v else np.zeros(0) for v in out]
 
 
@@ -447,11 +437,13 @@ def excess_test(
     """Observed statistic against the exact within-group null, per image, with a two-sided permutation p.
 
     Per image i (with a partner and a finite observed value): excess_i =
-    pairs[i, i] - partner_null_i. T = mean excess; under each random within-group
-    derangement π_b, T_b = mean_i(pairs[π_b(i), i] - partner_null_i). Since
-    partner_null_i is the exact expectation of pairs[π(i), i], T_b is centred on 0
-    and the two-sided p = (1 + #{|T_b| >= |T|}) / (1 + B) is symmetric under a sign
-    flip. z = T / std(T_b); the CI of the mean excess is a bootstrap over images.
+    pairs[i, i] - partner_null_i. T = mean excess; T_b = the same mean excess
+    recomputed after a random within-group permutation σ_b of the RoIs (identity
+    allowed, so the observed pairing is exchangeable with the permuted ones; see
+    :func:`_permutation_means`). T_b is centred on 0 exactly, and the two-sided
+    p = (1 + #{|T_b| >= |T|}) / (1 + B) is symmetric under a sign flip. For groups
+    of two it is a sign-flip test. z = T / std(T_b); the CI of the mean excess is a
+    bootstrap over images.
     """
     check_range("n_permutations", n_permutations, 1)
     p, g = _check_pairs(pairs, groups)
@@ -501,7 +493,7 @@ def compare_to_nulls(
     """Every statistic against every null: ``result[statistic][null]``.
 
     The (N,N) pair matrices are built once (:func:`advspatial.regions.pairwise_statistics`);
-    each pair-based null draws one set of derangements shared by all statistics.
+    each pair-based null draws one set of permutations shared by all statistics.
     ``statistics`` defaults to all of ``STATISTICS``. The object-conditioned null
     needs ``composition`` (N,) (e.g. :func:`foreground_share` of the RoA); without
     it that null is left out of the result. Memory is O(N^2) per statistic.
