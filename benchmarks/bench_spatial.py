@@ -1,5 +1,6 @@
 """The main job's cost: wall time of the default ``advspatial run`` with the model cached, the share
-of that time spent in model forward/backward passes, and peak memory against n.
+of that time spent in model forward/backward passes, the time of each stage (the faithfulness
+gates, the explainer panel, the statistics engine, ...), and peak memory against n.
 
     .venv/bin/python benchmarks/bench_spatial.py            # default run (n=1000) + memory check
     .venv/bin/python benchmarks/bench_spatial.py --skip-memory
@@ -62,8 +63,26 @@ def profile_default_run(out: Path) -> dict[str, float]:
         is_backward = name in ("grad", "backward") and "torch/autograd/__init__.py" in filename
         if is_model_forward or is_backward:
             model_time += cumulative
+    stages = {label: 0.0 for label in STAGES.values()}
+    for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
+        label = STAGES.get((Path(filename).name, name))
+        if label:
+            stages[label] += cumulative
     return {"wall_seconds": round(wall, 1), "forward_backward_seconds": round(model_time, 1),
-            "forward_backward_share": round(model_time / wall, 3)}
+            "forward_backward_share": round(model_time / wall, 3),
+            "stage_seconds": {k: round(v, 1) for k, v in stages.items()}}
+
+
+#: stages whose cumulative time (under cProfile) the benchmark reports: (file, function) -> label
+STAGES = {
+    ("spatial.py", "run_gates"): "faithfulness gates (every panel explainer)",
+    ("spatial.py", "panel_batch"): "panel explainer maps (first use)",
+    ("spatial.py", "measure"): "statistics engine, claims and verdicts",
+    ("spatial.py", "process_attack"): "attacks, maps, defence per attack",
+    ("spatial.py", "aggregate_sweep"): "defence sweep",
+    ("spatial.py", "aggregate_adaptive"): "adaptive attacks",
+    ("spatial_report.py", "build_sections"): "report figures and tables",
+}
 
 
 def peak_rss_mb(n: int, out: Path) -> float:

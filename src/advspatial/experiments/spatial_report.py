@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..regions import segregate
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ..report.defence_plots import plot_defence_sweep
 from ..report.figures import plot_class_mean_maps, plot_region_grid
 from ..report.html import Figure, Section, Table
@@ -54,7 +54,7 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
     primary = [c for c in claims if c.primary]
     paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims)
     if not metrics["roi"]["faithful"]:
-        paragraphs.insert(1, f"{NOT_INTERPRETABLE_ROI.capitalize()} ({metrics['roi']['method']}): every RoI-dependent "
+        paragraphs.insert(1, f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({metrics['roi']['method']}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
@@ -110,7 +110,9 @@ def gate_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
             last = steps[-1]
             rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
                               fmt(last.get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate per explainer (Δ = random − RoI damage, mean [95% CI])"),
+    tables = [gate_table(gates, "Faithfulness gate per explainer: Δ = damage done through the explainer's region minus "
+                                "damage through a random region of equal size (> 0: the region matters more), mean "
+                                "[95% CI]"),
               Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
                     "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
                     ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
@@ -274,7 +276,7 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
     ]
     notes = []
     if metrics.get("defence_interpretation", "interpretable") != "interpretable":
-        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: the defence spares the RoI, so what it neutralizes is "
+        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
                      "defined by an explainer that does not mark what the model uses.")
     figure = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, ctx.rundir.figures / "defence-sweep.png",
                                 undefended_adv=d["gradient:adv"], clean_accuracy=metrics["clean_accuracy"],

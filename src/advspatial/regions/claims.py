@@ -88,6 +88,11 @@ def judge(claims: Sequence[Claim], sesoi: float, alpha: float = 0.05, min_n: int
     return list(claims)
 
 
+def sentence_case(text: str) -> str:
+    """``text`` with its first letter upper-cased and the rest untouched (keeps "RoI" intact)."""
+    return text[:1].upper() + text[1:]
+
+
 def failed_gates(claim: Claim) -> list[str]:
     """Names of the gates the claim failed."""
     return [name for name, ok in claim.gates.items() if not ok]

@@ -106,6 +106,9 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
             if c.effect.n:
                 ax.errorbar(c.effect.mean, yi, xerr=[[c.effect.mean - c.effect.low], [c.effect.high - c.effect.mean]],
                             fmt="o", color=color, capsize=3, ms=4)
+            else:
+                ax.annotate("no images with partners", (0, yi), xytext=(4, 0), textcoords="offset points",
+                            va="center", fontsize=7, color="#777")
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y, [f"{c.statistic} vs {c.null}" for c in claims], fontsize=7)
         ax.set_title(name, fontsize=9)
