@@ -1,0 +1,66 @@
+"""Claims: Holm across the primary family, BH across the rest, verdicts from the fixed rules."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from advspatial.regions.claims import Claim, failed_gates, judge, sentence_case
+from advspatial.regions.inference import Estimate
+
+
+def claim(p: float, mean: float, low: float, high: float, primary: bool, n: int = 100,
+          gates: dict[str, bool] | None = None) -> Claim:
+    return Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", 0.3, 0.3 - mean,
+                 Estimate(mean, low, high, n), 1.0, p, gates=gates or {"RoI faithfulness": True}, primary=primary)
+
+
+def test_primary_family_is_holm_and_the_rest_bh() -> None:
+    primary = [claim(p, 0.05, 0.02, 0.08, True) for p in (0.01, 0.04, 0.03)]
+    rest = [claim(p, 0.05, 0.02, 0.08, False) for p in (0.001, 0.02, 0.04, 0.5)]
+    judge(primary + rest, sesoi=0.01)
+    holm = multipletests([0.01, 0.04, 0.03], method="holm")[1]
+    bh = multipletests([0.001, 0.02, 0.04, 0.5], method="fdr_bh")[1]
+    np.testing.assert_allclose([c.p_adjusted for c in primary], holm, atol=1e-12)
+    np.testing.assert_allclose([c.p_adjusted for c in rest], bh, atol=1e-12)
+
+
+def test_verdicts_follow_ci_corrected_p_and_gates() -> None:
+    cases = [
+        claim(0.001, 0.05, 0.02, 0.08, True),                      # CI above 0, significant
+        claim(0.001, -0.05, -0.08, -0.02, True),                   # CI below 0, significant
+        claim(0.6, 0.001, -0.004, 0.005, True),                    # CI inside ±sesoi
+        claim(0.3, 0.02, -0.01, 0.05, True),                       # undecided
+        claim(0.001, 0.05, 0.02, 0.08, True, gates={"RoI faithfulness": False}),
+        claim(0.001, 0.05, 0.02, 0.08, True, n=12),
+    ]
+    judge(cases, sesoi=0.01)
+    assert [c.verdict for c in cases] == ["supported", "reversed", "equivalent to null", "not supported",
+                                          "not interpretable", "insufficient data"]
+    assert failed_gates(cases[4]) == ["RoI faithfulness"] and failed_gates(cases[0]) == []
+
+
+def test_a_significant_raw_p_can_lose_its_verdict_after_correction() -> None:
+    """Five primary claims at p = 0.02: Holm makes each 0.1, so none is 'supported'."""
+    cases = [claim(0.02, 0.05, 0.01, 0.09, True) for _ in range(5)]
+    judge(cases, sesoi=0.001)
+    assert all(c.p_adjusted == pytest.approx(0.1) for c in cases)
+    assert {c.verdict for c in cases} == {"not supported"}
+
+
+def test_as_dict_is_json_ready_and_nan_safe() -> None:
+    import json
+
+    c = claim(math.nan, math.nan, math.nan, math.nan, False, n=0)
+    judge([c], sesoi=0.01)
+    d = c.as_dict()
+    assert json.loads(json.dumps(d))["verdict"] == "insufficient data"
+    assert set(d["effect"]) == {"mean", "low", "high", "n"}
+
+
+def test_sentence_case_keeps_acronyms() -> None:
+    assert sentence_case("not interpretable: the RoI failed") == "Not interpretable: the RoI failed"
+    assert sentence_case("") == ""

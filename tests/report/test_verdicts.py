@@ -1,0 +1,44 @@
+"""The verdict table, the generated paragraph and the forest plot."""
+
+from __future__ import annotations
+
+import math
+
+from advspatial.regions.claims import Claim, judge
+from advspatial.regions.inference import Estimate
+from advspatial.report.verdicts import fmt_p, interval, plot_forest, verdict_table, what_this_run_shows
+
+
+def make(subject: str, null: str, mean: float, primary: bool, faithful: bool = True) -> Claim:
+    return Claim("the attack acts where the model looks", subject, "energy_in_roi", null, 0.3, 0.3 - mean,
+                 Estimate(mean, mean - 0.01, mean + 0.01, 200), 1.1, 1e-4, gates={"RoI faithfulness": faithful},
+                 primary=primary)
+
+
+def test_table_has_one_row_per_claim_with_ci_and_verdict() -> None:
+    claims = judge([make("pgd", "same-class", 0.02, True), make("fgsm", "same-class", -0.03, True)], sesoi=0.005)
+    table = verdict_table(claims, "Verdicts")
+    assert len(table.rows) == 2 and table.columns[-1] == "verdict"
+    assert table.rows[0][5] == "+0.020 [+0.010, +0.030]" and table.rows[0][-1] == "supported"
+    assert table.rows[1][-1] == "reversed"
+
+
+def test_paragraph_is_built_from_verdict_words_and_names_failed_gates() -> None:
+    claims = judge([make("pgd", "same-class", 0.02, True), make("cw", "same-class", 0.02, True, faithful=False),
+                    make("pgd", "any-class", 0.02, False)], sesoi=0.005)
+    text = what_this_run_shows(claims)
+    assert len(text) == 2  # primary claims only
+    assert "SUPPORTED" in text[0] and "+0.020 [+0.010, +0.030]" in text[0]
+    assert "NOT INTERPRETABLE" in text[1] and "RoI faithfulness" in text[1] and "0.02" not in text[1]
+
+
+def test_forest_plot_writes_a_png(tmp_path) -> None:
+    claims = [make("pgd", n, 0.01 * k, k == 0) for k, n in enumerate(("same-class", "any-class", "uniform"))]
+    empty = make("pgd", "object-conditioned", math.nan, False)
+    empty.effect = Estimate(math.nan, math.nan, math.nan, 0)
+    path = plot_forest({"pgd": claims + [empty]}, tmp_path / "forest.png", title="t")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_number_formats() -> None:
+    assert interval(None) == "-" and fmt_p(float("nan")) == "-" and fmt_p(2e-5) == "2e-05" and fmt_p(0.0312) == "0.031"
