@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.regions.inference import compare_to_nulls
 from advspatial.regions import (
     STATISTICS,
     MapAccumulator,
@@ -22,8 +23,7 @@ from advspatial.regions import (
     dilate,
     otsu_threshold,
     overlap_statistics,
-    permutation_test,
-    random_derangement,
+    pairwise_statistics,
     segregate,
     top_fraction_mask,
 )
@@ -224,19 +224,7 @@ def test_correlations_match_scipy() -> None:
     np.testing.assert_allclose(ranks.numpy(), ref)
 
 
-# -- permutation test ------------------------------------------------------------------
-
-def test_random_derangement() -> None:
-    gen = torch.Generator().manual_seed(0)
-    groups = torch.tensor([0, 0, 1, 1, 1, 2, 0, 1])
-    for _ in range(20):
-        p = random_derangement(groups, gen)
-        assert int(p[5]) == -1  # alone in its class
-        others = p[torch.arange(8) != 5]
-        assert bool((others != torch.arange(8)[torch.arange(8) != 5]).all())
-        assert torch.equal(groups[others], groups[torch.arange(8) != 5])
-        assert sorted(others.tolist()) == [i for i in range(8) if i != 5]
-
+# -- pair matrices and the engine on real region statistics ---------------------------------
 
 def _blobs(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,H,W) maps with one Gaussian blob at a random position per image, and the blob centres."""
@@ -246,50 +234,47 @@ def _blobs(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch
     return torch.exp(-d2.float() / 4.0), centres
 
 
-def test_permutation_p_value_small_for_colocated_maps() -> None:
+def test_pair_matrices_hold_every_statistic_of_every_pairing() -> None:
+    """Entry [j, i] is the statistic of (RoI of image j, RoA of image i); the diagonal is the observed one."""
+    gen = torch.Generator().manual_seed(5)
+    imp, _ = _blobs(7, 10, gen)
+    att, _ = _blobs(7, 10, gen)
+    roi, roa = binarize(imp).mask, binarize(att).mask
+    pairs = pairwise_statistics(imp, att, roi, roa, average_ranks(imp.flatten(1)), average_ranks(att.flatten(1)))
+    for j in range(7):
+        moved = overlap_statistics(imp[[j] * 7], att, roi[[j] * 7], roa)
+        for name in STATISTICS:
+            torch.testing.assert_close(pairs[name][j], moved[name], atol=1e-6, rtol=1e-6, equal_nan=True)
+
+
+def test_engine_finds_colocated_maps() -> None:
     gen = torch.Generator().manual_seed(1)
     imp, _ = _blobs(30, 12, gen)
     att = imp + 0.05 * torch.rand(imp.shape, generator=gen)
     roi, roa = binarize(imp).mask, binarize(att).mask
-    labels = torch.arange(30) % 3
-    res = permutation_test(imp, att, roi, roa, labels, n_permutations=99, seed=0)
+    res = compare_to_nulls(imp, att, roi, roa, torch.arange(30) % 3, n_permutations=999, seed=0)
     assert set(res) == set(STATISTICS)
-    for name, r in res.items():
-        assert r.p_value == pytest.approx(0.01), name
-        assert r.observed_mean > r.baseline_mean + 2 * r.baseline_std
-        assert r.baseline_means.shape == (99,) and r.baseline_values.shape == (99, 30)
-    assert res["energy_in_roi"].observed_mean > 0.5 and res["iou"].observed_mean > 0.5
+    for name, by_null in res.items():
+        same = by_null["same-class"]
+        assert same.p == pytest.approx(0.001), name
+        assert same.excess.low > 0 and same.z > 3
+    assert res["energy_in_roi"]["same-class"].observed > 0.5
 
 
-def test_permutation_p_values_roughly_uniform_for_independent_maps() -> None:
+def test_engine_p_values_are_calibrated_for_independent_maps() -> None:
+    """Independent RoI and RoA: the two-sided p of the same-class null is roughly uniform."""
     gen = torch.Generator().manual_seed(2)
     p_values = []
     for rep in range(40):
         imp, _ = _blobs(16, 10, gen)
         att, _ = _blobs(16, 10, gen)
-        res = permutation_test(imp, att, binarize(imp).mask, binarize(att).mask, within_class=False,
-                               n_permutations=39, seed=rep, statistics=("energy_in_roi",))
-        p_values.append(res["energy_in_roi"].p_value)
+        res = compare_to_nulls(imp, att, binarize(imp).mask, binarize(att).mask, torch.arange(16) % 2,
+                               statistics=("energy_in_roi",), n_permutations=199, seed=rep)
+        p_values.append(res["energy_in_roi"]["same-class"].p)
     p = np.array(p_values)
-    assert 0.35 < p.mean() < 0.65
+    assert 0.3 < p.mean() < 0.7
     assert (p <= 0.05).mean() <= 0.15
     assert scipy.stats.kstest(p, "uniform").pvalue > 0.01
-
-
-def test_permutation_is_seeded_and_validates() -> None:
-    gen = torch.Generator().manual_seed(3)
-    imp, _ = _blobs(10, 8, gen)
-    att, _ = _blobs(10, 8, gen)
-    roi, roa = binarize(imp).mask, binarize(att).mask
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3])
-    a = permutation_test(imp, att, roi, roa, labels, n_permutations=10, seed=4)
-    b = permutation_test(imp, att, roi, roa, labels, n_permutations=10, seed=4)
-    assert torch.equal(a["iou"].baseline_means, b["iou"].baseline_means)
-    assert bool(a["iou"].baseline_values[:, 9].isnan().all())  # image 9 is alone in class 3
-    with pytest.raises(ConfigError, match="needs labels"):
-        permutation_test(imp, att, roi, roa)
-    with pytest.raises(ConfigError, match="valid: .*iou"):
-        permutation_test(imp, att, roi, roa, labels, statistics=("jaccard",))
 
 
 # -- mean maps ------------------------------------------------------------------------------

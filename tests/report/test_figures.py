@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from advspatial.errors import ShapeError
-from advspatial.regions import binarize, permutation_test, segregate
-from advspatial.report.figures import plot_class_mean_maps, plot_permutation_histograms, plot_region_grid
+from advspatial.regions import binarize, segregate
+from advspatial.report.figures import plot_class_mean_maps, plot_region_grid
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -72,17 +72,3 @@ def test_class_mean_maps(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> 
         plot_class_mean_maps(means, ["a", "b"], tmp_path / "x.png")
     with pytest.raises(ShapeError):
         plot_class_mean_maps(means[0], ["a"], tmp_path / "x.png")
-
-
-def test_permutation_histograms(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:
-    imp, att = synthetic["importance"], synthetic["attack"]
-    res = permutation_test(imp, att, binarize(imp).mask, binarize(att).mask, synthetic["labels"], n_permutations=9)
-    out = plot_permutation_histograms(res, tmp_path / "perm.png")
-    width, height = _png_size(out)
-    assert out.stat().st_size > 20_000 and 800 <= width <= 2000 and 400 <= height <= 1500
-    one = plot_permutation_histograms({"iou": res["iou"]}, tmp_path / "one.png")
-    assert _png_size(one)[0] < width
-    with pytest.raises(ShapeError):
-        plot_permutation_histograms({}, tmp_path / "x.png")
-    with pytest.raises(ShapeError, match="PermutationResult"):
-        plot_permutation_histograms({"iou": 0.3}, tmp_path / "x.png")  # type: ignore[dict-item]

@@ -26,7 +26,7 @@ from scipy.stats import hypergeom
 
 from ..regions import STATISTICS
 from ..regions.claims import Claim, claim_from
-from ..regions.inference import Estimate, NullComparison, compare_to_nulls, pixel_in_roi_test
+from ..regions.inference import NullComparison, compare_to_nulls, pixel_in_roi_test
 
 PRIMARY_STATISTIC = "energy_in_roi"
 PRIMARY_NULL = "same-class"
@@ -74,10 +74,6 @@ def attack_claims(subject: str, comparisons: Mapping[str, Mapping[str, NullCompa
             out.append(claim_from(comparison, CLAIM, subject, gates, primary=is_primary))
     out.sort(key=lambda c: not c.primary)
     return out
-
-
-def empty_estimate() -> Estimate:
-    return Estimate(float("nan"), float("nan"), float("nan"), 0)
 
 
 def comparisons_dict(comparisons: Mapping[str, Mapping[str, NullComparison]]) -> dict[str, Any]:

@@ -6,18 +6,20 @@ Maps are (N,H,W) float tensors (importance map I, attack map A); regions are
     roi = binarize(I).mask; roa = binarize(A).mask          # top 20% by default
     parts = segregate(roi, roa)                              # both/roi_only/roa_only/neither
     stats = overlap_statistics(I, A, roi, roa)               # per image, (N,) each
-    tests = permutation_test(I, A, roi, roa, labels)         # against chance co-location
+    tests = inference.compare_to_nulls(I, A, roi, roa, labels)  # against the hierarchy of nulls
 
-Every statistic is "larger = more co-located", so one one-sided permutation
-test serves them all. Undefined values (IoU of two empty regions, energy of an
-all-zero attack map, a correlation with a constant map) are NaN and left out
-of means.
+Every statistic is "larger = more co-located". :func:`pairwise_statistics` gives
+each statistic for every (RoI image j, RoA image i) pairing, the input of the
+one statistics engine (:mod:`advspatial.regions.inference`): exact nulls,
+two-sided permutation p, corrections and verdicts (:mod:`.claims`); the
+faithfulness gate of an RoI is :mod:`.faithfulness`. Undefined values (IoU of
+two empty regions, energy of an all-zero attack map, a correlation with a
+constant map) are NaN and left out of means.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -405,7 +407,8 @@ def pairwise_statistics(
 
     Same definitions and NaN rules as :func:`overlap_statistics` (whose values are
     the diagonal), but computed with matrix products: O(N^2 P) once instead of
-    O(B N P) per permutation, so a permutation test only gathers entries.
+    O(B N P) per permutation, so a permutation test only gathers entries. Memory is O(N^2)
+    per statistic: experiments bound N (``permutation_images``).
     """
     r = roi.flatten(1).double()
     q = roa.flatten(1).double()
@@ -432,125 +435,6 @@ def _pearson_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     y = b.double() - b.double().mean(1, keepdim=True)
     den = x.norm(dim=1)[:, None] * y.norm(dim=1)[None, :]
     return _nan_div(x @ y.T, den).clamp(-1, 1).float()
-
-
-#: above this many images the (N,N) pair matrices are not built; permutations are evaluated one by one
-PAIRWISE_MAX_IMAGES = 3000
-
-
-# -- permutation baseline ----------------------------------------------------------
-
-@dataclass
-class PermutationResult:
-    """One statistic against its permutation baseline.
-
-    Attributes:
-        statistic: its name.
-        observed: (N,) per-image values (NaN where undefined).
-        observed_mean: mean over images that have a partner (NaN left out).
-        baseline_means: (B,) the mean of the statistic under each permutation.
-        baseline_values: (B,N) the per-image values under each permutation.
-        baseline_mean, baseline_std: mean and std of ``baseline_means``.
-        p_value: (1 + #{b: baseline_means[b] >= observed_mean}) / (1 + B),
-            one-sided (co-location *above* chance).
-    """
-
-    statistic: str
-    observed: torch.Tensor
-    observed_mean: float
-    baseline_means: torch.Tensor
-    baseline_values: torch.Tensor
-    baseline_mean: float
-    baseline_std: float
-    p_value: float
-
-
-def random_derangement(groups: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(N,) partner index π(i) != i within the same group, uniform over derangements of each group.
-
-    Images alone in their group get -1 (no partner). Rejection sampling:
-    about e ≈ 2.7 tries per group.
-    """
-    out = torch.full((groups.shape[0],), -1, dtype=torch.int64)
-    groups = groups.cpu()
-    for g in torch.unique(groups):
-        idx = (groups == g).nonzero().squeeze(1)
-        n = idx.shape[0]
-        if n < 2:
-            continue
-        while True:
-            perm = torch.randperm(n, generator=generator)
-            if bool((perm != torch.arange(n)).all()):
-                break
-        out[idx] = idx[perm]
-    return out
-
-
-def permutation_test(
-    importance: torch.Tensor,
-    attack: torch.Tensor,
-    roi: torch.Tensor,
-    roa: torch.Tensor,
-    labels: torch.Tensor | None = None,
-    n_permutations: int = 100,
-    within_class: bool = True,
-    seed: int = 0,
-    statistics: Sequence[str] = STATISTICS,
-) -> dict[str, PermutationResult]:
-    """Each statistic against chance: RoA of image i paired with RoI of image π(i).
-
-    π is a random derangement (no image paired with itself), within the class
-    given by ``labels`` when ``within_class`` (default), else over all images.
-    Images without a possible partner (alone in their class) are left out of
-    every mean, the observed one included. ``n_permutations`` derangements are
-    drawn from a generator seeded with ``seed``.
-    """
-    stats = overlap_statistics(importance, attack, roi, roa)
-    unknown = set(statistics) - set(STATISTICS)
-    if unknown:
-        raise unknown_name("statistic", sorted(unknown)[0], STATISTICS)
-    check_range("n_permutations", n_permutations, 1)
-    n = importance.shape[0]
-    if within_class:
-        if labels is None:
-            raise ConfigError("within_class=True needs labels; pass labels or within_class=False")
-        groups = torch.as_tensor(labels).cpu().long()
-        if groups.shape != (n,):
-            raise ShapeError(f"labels must have shape ({n},), got {tuple(groups.shape)}")
-    else:
-        groups = torch.zeros(n, dtype=torch.int64)
-    gen = torch.Generator().manual_seed(int(seed))
-    imp_rank, att_rank = average_ranks(importance.flatten(1)), average_ranks(attack.flatten(1))
-    pairs = pairwise_statistics(importance, attack, roi, roa, imp_rank, att_rank) if n <= PAIRWISE_MAX_IMAGES else None
-    columns = torch.arange(n, device=importance.device)
-    values: dict[str, list[torch.Tensor]] = {s: [] for s in statistics}
-    valid = None
-    for _ in range(int(n_permutations)):
-        partner = random_derangement(groups, gen)
-        valid = partner >= 0
-        src = partner.clamp_min(0).to(importance.device)
-        if pairs is not None:
-            perm_stats = {s: pairs[s][src, columns] for s in statistics}
-        else:
-            perm_stats = _statistics(importance[src], attack, roi[src], roa, imp_rank[src], att_rank)
-        for s in statistics:
-            values[s].append(torch.where(valid.to(src.device), perm_stats[s], torch.full_like(perm_stats[s], math.nan)))
-    assert valid is not None
-    return {s: _summarize(s, stats[s], torch.stack(values[s]), valid.to(importance.device)) for s in statistics}
-
-
-def _summarize(name: str, observed: torch.Tensor, baseline: torch.Tensor, valid: torch.Tensor) -> PermutationResult:
-    obs = torch.where(valid, observed, torch.full_like(observed, math.nan))
-    obs_mean = float(obs.double().nanmean())
-    means = baseline.double().nanmean(1)
-    b = means.shape[0]
-    p = (1 + int((means >= obs_mean).sum())) / (1 + b) if not math.isnan(obs_mean) else math.nan
-    finite = means[~means.isnan()]
-    return PermutationResult(
-        statistic=name, observed=observed, observed_mean=obs_mean, baseline_means=means.float(),
-        baseline_values=baseline, baseline_mean=float(finite.mean()) if len(finite) else math.nan,
-        baseline_std=float(finite.std(unbiased=False)) if len(finite) else math.nan, p_value=p,
-    )
 
 
 # -- per-class mean maps ------------------------------------------------------------

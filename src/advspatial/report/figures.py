@@ -8,7 +8,7 @@ the Agg canvas, so pyplot and matplotlib's global backend are never touched.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ..errors import ShapeError
-from ..regions import PART_NAMES, Partition, PermutationResult
+from ..regions import PART_NAMES, Partition
 
 HEAT_CMAP = "inferno"
 #: colours of the four parts, in the order of :data:`advspatial.regions.PART_NAMES` (codes 0..3)
@@ -29,14 +29,6 @@ PART_LABELS = {
     "roi_only": "RoI only (looked at, not attacked)",
     "roa_only": "RoA only (attacked, not looked at)",
     "both": "both (looked at and attacked)",
-}
-STAT_LABELS = {
-    "iou": "IoU of RoI and RoA",
-    "dice": "Dice of RoI and RoA",
-    "energy_in_roi": "share of attack energy inside RoI",
-    "pointing_game": "attack peak inside RoI",
-    "spearman": "Spearman corr. of the maps",
-    "pearson": "Pearson corr. of the maps",
 }
 
 
@@ -193,55 +185,4 @@ def plot_class_mean_maps(
     if im is not None:
         cax = fig.add_axes((0.89, 0.1, 0.025, 0.75))
         fig.colorbar(im, cax=cax).set_label(colorbar_label, fontsize=9)
-    return save_figure(fig, path)
-
-
-def _format_p(p: float, b: int) -> str:
-    if math.isnan(p):
-        return "p = n/a"
-    if p <= 1 / (1 + b) + 1e-12:
-        return f"p ≤ {p:.3g} (smallest possible with {b} permutations)"
-    return f"p = {p:.3g}"
-
-
-def plot_permutation_histograms(
-    results: Mapping[str, PermutationResult],
-    path: str | Path,
-    *,
-    title: str = "Is the overlap larger than chance? Observed pairs vs randomly re-paired images",
-    bins: int = 30,
-) -> Path:
-    """Per statistic: histogram of per-image values for true pairs vs permuted pairs, p-value in the title."""
-    if not results:
-        raise ShapeError("need at least one statistic to plot")
-    for name, r in results.items():
-        if not isinstance(r, PermutationResult) or r.baseline_values.ndim != 2:
-            raise ShapeError(f"results[{name!r}] must be a PermutationResult with (B,N) baseline_values")
-    k = len(results)
-    ncols = min(3, k)
-    nrows = math.ceil(k / ncols)
-    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows + 0.9), dpi=100)
-    for idx, (name, r) in enumerate(results.items()):
-        ax = fig.add_subplot(nrows, ncols, idx + 1)
-        obs = to_numpy(r.observed)
-        base = to_numpy(r.baseline_values).ravel()
-        obs, base = obs[np.isfinite(obs)], base[np.isfinite(base)]
-        both = np.concatenate([obs, base]) if obs.size + base.size else np.zeros(1)
-        lo, hi = float(both.min()), float(both.max())
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-        ax.hist(base, bins=edges, density=True, color="#9aa5b1", alpha=0.7, label="random pairs (baseline)")
-        ax.hist(obs, bins=edges, density=True, histtype="step", linewidth=2, color="#c0182a", label="true pairs")
-        ax.axvline(r.baseline_mean, color="#52606d", linestyle="--", linewidth=1.5,
-                   label=f"baseline mean {r.baseline_mean:.3f} ± {r.baseline_std:.3f}")
-        ax.axvline(r.observed_mean, color="#c0182a", linewidth=1.5, label=f"observed mean {r.observed_mean:.3f}")
-        b = int(r.baseline_means.shape[0])
-        ax.set_title(f"{STAT_LABELS.get(name, name)}\n{_format_p(r.p_value, b)}", fontsize=10)
-        ax.set_xlabel("per-image value", fontsize=9)
-        ax.set_ylabel("density", fontsize=9)
-        ax.legend(fontsize=7, loc="best")
-    fig.suptitle(f"{title}\np = share of {int(next(iter(results.values())).baseline_means.shape[0])} random "
-                 "re-pairings whose mean is at least the observed mean (one-sided: small p = more overlap than chance)",
-                 fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.98, top=1 - 1.1 / (3.4 * nrows + 0.9), bottom=0.1 / nrows + 0.06,
-                        wspace=0.28, hspace=0.75)
     return save_figure(fig, path)
