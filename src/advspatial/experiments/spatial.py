@@ -40,9 +40,10 @@ from ..defense.evaluate import evaluate_defence
 from ..defense.fills import list_fills, make_fill
 from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ..errors import ConfigError, check_range, unknown_name
-from ..maps import attack_map, importance_map, list_attack_maps, list_importance_methods
+from ..maps import attack_map, feature_map_size, importance_map, list_attack_maps, list_importance_methods
 from ..regions import MapAccumulator, binarize, overlap_statistics, random_region_like, segregate
 from ..regions.claims import Claim, judge
+from ..regions.inference import pool_to_scale
 from ..runtime import RunDir, batch_slices
 from . import colocation
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
@@ -82,6 +83,8 @@ class SpatialConfig(GatedConfig):
     permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
+    common_scale: bool = setting(False, "compare RoI and RoA at the CAM layer's resolution (both maps average-"
+                                        "pooled to it) instead of the input's")
     sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
     alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
@@ -147,6 +150,18 @@ class Context(ExperimentContext):
 
     importance: str = ""
     importance_reason: str = ""
+    scale: tuple[int, int] | None = None
+
+    def at_scale(self, maps: torch.Tensor) -> torch.Tensor:
+        """Maps at the resolution the statistics use: the input's, or the CAM layer's (``common_scale``)."""
+        return maps if self.scale is None else pool_to_scale(maps, self.scale)
+
+    def at_input(self, regions: torch.Tensor) -> torch.Tensor:
+        """Regions brought back to the input's resolution (nearest neighbour), for figures."""
+        if self.scale is None:
+            return regions
+        size = tuple(self.data.image_shape[1:])
+        return nn.functional.interpolate(regions[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
 # -- attacks ---------------------------------------------------------------------------
@@ -445,7 +460,7 @@ def process_attack(
     attack = build_attack(name, ctx.model, cfg)
     n_a = images_for(name, attack, cfg, len(data))
     kinds = map_kinds(attack, cfg)
-    shape = data.image_shape[1:]
+    shape = tuple(ctx.scale or data.image_shape[1:])
     summary = AttackSummary(name, attack.norm, n_a, {k: defaultdict(list) for k in kinds},
                             {k: MapAccumulator(data.num_classes, shape) for k in ("roi", *kinds)}, defaultdict(list))
     panel = panel_methods(ctx) if name == cfg.defence_attack else []
@@ -454,29 +469,31 @@ def process_attack(
         result = attack_batch(ctx, name, attack, b, sl)
         clean = roi_batch(ctx, b)
         size = sl.stop - sl.start
-        imp, pred = clean["importance"][:size], clean["pred"][:size]
+        imp, pred = ctx.at_scale(clean["importance"][:size]), clean["pred"][:size]
         y, ids = data.labels[sl], torch.arange(sl.start, sl.stop)
         success = (pred == y) & result.success
         x = data.images(sl)
         extra = {"composition": colocation.composition(x), "ids": ids,
-                 **{f"panel:{m}": panel_batch(ctx, m, b)[:size] for m in panel}}
+                 **{f"panel:{m}": ctx.at_scale(panel_batch(ctx, m, b)[:size]) for m in panel}}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
             maps = maps_batch(ctx, name, kind, b, sl, result.x_adv)
-            stats, roi, roa = region_rows(imp, maps["map"], ids, cfg)
+            amap = ctx.at_scale(maps["map"])
+            stats, roi, roa = region_rows(imp, amap, ids, cfg)
             cols.update({f"{kind}:{k}": v for k, v in stats.items()})
             ok = success
             if "completeness_error" in maps:
                 cols[f"{kind}:completeness_error"] = maps["completeness_error"]
                 cols[f"{kind}:flagged"] = maps["flagged"]
                 ok = success & ~maps["flagged"]
-            keep_first(summary.stores[kind], cfg.permutation_images, ok, importance=imp, attack=maps["map"], roi=roi,
+            keep_first(summary.stores[kind], cfg.permutation_images, ok, importance=imp, attack=amap, roi=roi,
                        roa=roa, labels=y, **extra)
             summary.frequency[kind].update(roa[ok].float(), y[ok])
             if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency, the oracle defence's RoA
                 oracle_map = maps["map"]
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])
-                collect_examples(summary.examples, x, result.x_adv, imp, maps["map"], roi, roa, y, ok, cfg)
+                collect_examples(summary.examples, x, result.x_adv, clean["importance"][:size], maps["map"],
+                                 ctx.at_input(roi), ctx.at_input(roa), y, ok, cfg)
         if defences is not None:
             cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
@@ -609,7 +626,8 @@ def spatial_context(config: SpatialConfig, rundir: RunDir) -> Context:
     base = prepare_context(config, rundir)
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)
-    return base.derive(Context, importance=method, importance_reason=reason)
+    scale = feature_map_size(base.model, probe) if config.common_scale else None
+    return base.derive(Context, importance=method, importance_reason=reason, scale=scale)
 
 
 def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],

@@ -143,7 +143,9 @@ def setup_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
         f"RoI: {ctx.importance} of the predicted class on the clean image ({ctx.importance_reason}). RoA: the "
         f"{cfg.attack_map} map of the perturbation ({cfg.contribution_part} part; magnitude added for L2 attacks). "
         f"Both regions are the top {cfg.fraction:.0%} of their map (only strictly positive pixels; ties at the cut "
-        "broken by a seeded random order).",
+        "broken by a seeded random order)"
+        + (f", compared at the CAM layer's resolution {ctx.scale[0]}x{ctx.scale[1]} (both maps average-pooled)."
+           if ctx.scale else ", at the input's resolution."),
         "Statistics are over images the model classifies correctly and the attack fools (successful attacks), "
         f"leaving out images whose contribution map stays outside the completeness tolerance "
         f"({cfg.completeness_tolerance:.0%}) after refinement.",

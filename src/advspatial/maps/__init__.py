@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import Target, declared_cam_layer, find_feature_layer, resolve_layer
+from ._common import Target, declared_cam_layer, feature_map_size, find_feature_layer, resolve_layer
 from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature
 from .importance import (
     default_importance_method,
@@ -61,6 +61,7 @@ def compute_maps(
 
 __all__ = [
     "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "default_importance_method",
-    "describe_attack_maps", "describe_importance_methods", "find_feature_layer", "has_gap_linear_head",
+    "describe_attack_maps", "describe_importance_methods", "feature_map_size", "find_feature_layer",
+    "has_gap_linear_head",
     "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",
 ]

@@ -151,3 +151,18 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     return maps[:, 0].clamp_min(0.0)
+
+
+def feature_map_size(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> tuple[int, int]:
+    """(h, w) of the Grad-CAM layer's output (:func:`resolve_layer`), from one probe forward pass on ``x[:1]``."""
+    name, module = resolve_layer(model, x, layer)
+    sizes: list[tuple[int, int]] = []
+
+    def factory(_name: str):  # type: ignore[no-untyped-def]
+        return lambda _m, _i, out: sizes.append(tuple(out.shape[-2:]))
+
+    with forward_hooks({name: module}, factory), torch.no_grad():
+        model(x[:1])
+    if not sizes:
+        raise ModelError(f"layer {name!r} did not run in the forward pass")
+    return sizes[-1]
