@@ -5,6 +5,7 @@ engine's claims and their faithfulness gate, metrics, figures, and an end-to-end
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -222,7 +223,7 @@ def test_compare_attack_detects_co_location_within_a_class() -> None:
 
 def _measure_context(tmp_path: Path, tiny_cnn) -> Context:  # type: ignore[no-untyped-def]
     base = _synthetic_context(tmp_path, tiny_cnn(), permutations=200)
-    return base.derive(Context, importance="gradcam", importance_reason="test")
+    return dataclasses.replace(base, importance="gradcam", importance_reason="test")
 
 
 def _gate(passed: bool) -> dict:
@@ -340,7 +341,8 @@ def test_figures_write_pngs_and_reject_mismatched_inputs(tmp_path) -> None:
     comparisons = {"ssim-ball": compare_attack(store, PerceptualConfig(permutations=5))}
     o = plot_overlap_vs_baseline(comparisons, tmp_path / "ov.png")
     assert o.stat().st_size > 1000
-    as_dicts = {"pgd": {s: {n: c.as_dict() for n, c in by_null.items()} for s, by_null in comparisons["ssim-ball"].items()}}
+    as_dicts = {"pgd": {s: {n: c.as_dict() for n, c in by_null.items()}
+                        for s, by_null in comparisons["ssim-ball"].items()}}
     assert plot_overlap_vs_baseline(as_dicts, tmp_path / "ov1.png").stat().st_size > 1000  # the metrics' form
     with pytest.raises(ShapeError):
         plot_overlap_vs_baseline({"pgd": {}}, tmp_path / "ov2.png")
@@ -460,7 +462,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert "What this run shows" in first and "Verdicts: one row per pre-declared claim" in first
     assert all(c["verdict"] in first for c in primary)
     if not gate["passed"]:
-        assert NOT_INTERPRETABLE_ROI.capitalize() in first
+        assert "Not interpretable: the RoI failed the faithfulness gate" in first
     assert "<details>" in html  # the long per-statistic table is folded
     assert len(parser.images) == len(figures) and all(src.startswith("data:image/png;base64,")
                                                       for src in parser.images)

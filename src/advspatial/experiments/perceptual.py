@@ -61,7 +61,7 @@ from ..attacks import Attack, make_attack
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import importance_map, list_importance_methods
 from ..regions import binarize, overlap_statistics
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge, sentence_case
 from ..regions.inference import NullComparison
 from ..report.html import Figure, Section, Table
 from ..runtime import RunDir, batch_slices
@@ -98,7 +98,8 @@ class PerceptualConfig(GatedConfig):
     n: int = setting(200, "number of test images (the first n)")
     batch_size: int = setting(100, "images per batch (memory does not grow with n)")
     importance: str = setting("auto", "class activation map of the true class, the RoI: auto (Grad-CAM for a "
-                                      "GAP+linear head, HiResCAM for a flatten/FC head) or a name (advspatial list maps)")
+                                      "GAP+linear head, HiResCAM for a flatten/FC head) or a name "
+                                      "(advspatial list maps)")
     alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha")
     beta: float = setting(0.05, "SSIM-ball: bound on each window's mean (luminance) change")
     ssim_steps: int = setting(50, "SSIM-ball: gradient steps")
@@ -112,7 +113,7 @@ class PerceptualConfig(GatedConfig):
     ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this")
     fraction: float = setting(0.2, "top fraction of each map forming the CAM region (RoI) and the SSIM-map region "
                                    "(RoA); also the region fraction of the faithfulness gate")
-    permutations: int = setting(10000, "derangements of each pair-based null (two-sided p)")
+    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
@@ -368,7 +369,8 @@ def batch_rows(name: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor
     return [{"attack": name, **{k: lists[k][i] for k in columns}} for i in range(len(ids))]
 
 
-def process_batches(ctx: Context, eps: float, rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
+def process_batches(ctx: Context, eps: float,
+                    rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
     """PGD at ``eps`` batch by batch; per-image rows of both attacks; the engine's inputs and examples."""
     cfg = ctx.config
     attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.pgd_steps, cfg.seed)}
@@ -547,16 +549,18 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     roi = metrics["roi"]
     paragraphs = [TERMS, f"RoI explainer: {roi['method']} of the true class ({roi['why']})."]
     if not roi["faithful"]:
-        paragraphs.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} ({roi['method']}): every RoI-dependent result "
-                          "below (where the 1 − SSIM map lies relative to the CAM: the verdicts, the map statistics, "
-                          "the overlap tables) is not evidence about the model. The fooling rates and SSIMs of the "
-                          "attacks do not depend on the RoI and stay valid.")
+        reason = metrics["faithfulness"][roi["method"]].get("reason", "")
+        paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi['method']}: {reason}): every "
+                          "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
+                          "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
+                          "fooling rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
     shows = what_this_run_shows(claims)
     paragraphs += ["What this run shows:"] + (shows or [
         "No claim could be tested: fewer than 3 successful images per attack."])
     notes = [verdict_legend() + f" Primary endpoint: {ENGINE_LABELS[PRIMARY_STATISTIC]} (energy_in_roi) vs the "
              f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
-             f"Benjamini-Hochberg; significance level {cfg.significance} after correction; smallest effect of "
+             f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {cfg.significance} after "
+             f"correction; smallest effect of "
              f"interest ±{cfg.sesoi}; n >= 30."]
     figures = []
     groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic]
@@ -596,7 +600,8 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         if steps:
             rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
                               fmt(steps[-1].get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate (Δ = random − RoI damage, mean [95% CI])"),
+    tables = [gate_table(gates, "Faithfulness gate: Δ = damage done through the CAM's region minus damage through a "
+                                "random region of equal size (> 0: the region matters more), mean [95% CI]"),
               Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
                     "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
                     ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
@@ -692,7 +697,7 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
                                     "(RoI), white dashed contour: top region of the 1-SSIM map (RoA)."))
     notes = [] if figures else ["No image was fooled by both attacks, so no side-by-side example is shown."]
     if not metrics["roi"]["faithful"]:
-        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: these statistics describe the map "
+        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: these statistics describe the map "
                      f"{ctx.method}, not what the model uses.")
     return Section("SSIM maps vs CAM", ["Where each attack lowers SSIM (1 - SSIM_local) compared with where the "
                                         "model looks for the true class. Means only: whether they differ from "
@@ -707,7 +712,7 @@ def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 
     cfg = ctx.config
     rest = [c for c in claims if not c.primary]
-    tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} derangements per pair-based "
+    tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
                                   "null; two-sided p; Benjamini-Hochberg)", folded=True)]
     figures, notes = [], []
     inference = metrics.get("inference", {})
@@ -726,7 +731,7 @@ def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     else:
         notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
     if not metrics["roi"]["faithful"]:
-        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()}: every row here is RoI-dependent.")
+        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: every row here is RoI-dependent.")
     return Section("Overlap vs the nulls", [
         "Nulls, from the weakest to the most matched: uniform (the CAM region placed at random, analytic), "
         "any-class (the 1 − SSIM map of image i paired with the CAM of any other image), same-class (of another "

@@ -236,14 +236,20 @@ def plot_overlap_vs_baseline(
                     values.append(_value(first, "observed") if first is not None else math.nan)
                 else:
                     values.append(_value(by_null[name], "null_mean") if name in by_null else math.nan)
-            ax.bar(x - 0.4 + width * (j + 0.5), [0.0 if v != v else v for v in values], width=width,
-                   color=NULL_COLOURS.get(name, "#999999"), label=name if name == "observed" else f"{name} null")
+            pos = x - 0.4 + width * (j + 0.5)
+            ax.bar(pos, values, width=width, color=NULL_COLOURS.get(name, "#999999"),  # NaN: no bar
+                   label=name if name == "observed" else f"{name} null")
+            for i, v in enumerate(values):
+                if v != v:  # e.g. a null without partners: no value, which is not 0
+                    ax.text(pos[i], 0.03, "n/a", ha="center", va="bottom", fontsize=7, color="#555555",
+                            transform=ax.get_xaxis_transform())
         ax.set_xticks(x, attacks)
         ax.axhline(0, color="black", lw=0.6)
         ax.set_title((labels or {}).get(stat, stat), fontsize=10)
         ax.set_ylabel("mean over successful images")
         if k == 0:
-            ax.legend(fontsize=7, loc="best")
+            handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(series), fontsize=8, frameon=False)
     fig.suptitle("1-SSIM map vs CAM: observed vs what each null expects", fontsize=11)
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.1, wspace=0.35)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.2, wspace=0.35)
     return save_figure(fig, path)
