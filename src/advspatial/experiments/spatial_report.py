@@ -58,7 +58,7 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
-             f"across attacks; every other row Benjamini-Hochberg; alpha {cfg.alpha}; smallest effect of interest "
+             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest effect of interest "
              f"±{cfg.sesoi}; n >= 30."]
     figures = []
     groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic] for c in primary}
