@@ -6,6 +6,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,9 +16,13 @@ from torch import nn
 
 import advspatial.data.synthetic  # noqa: F401  (registers synthetic-shapes)
 import advspatial.experiments.pse as pse
-from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
+from advspatial.analysis.pse import (PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, group_type_map,
+                                     promotion_suppression, pse_vs_cam, type_shares)
 from advspatial.analysis.units import masking_curve, unit_activation_change
 from advspatial.errors import ConfigError
+from advspatial.experiments.gate import GatedConfig
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.inference import VERDICTS
 from helpers import ReportParser
 from conftest import needs_fashion_mnist
 
@@ -185,6 +190,7 @@ def test_variant_metrics_known_answer() -> None:
     {"modes": ["sideways"]}, {"target_mode": "farthest"}, {"attacks": ["deepfool"]}, {"attacks": []},
     {"pse_method": "exactly"}, {"kappa": 0.5}, {"cam": "nope"}, {"dissection_dataset": "nope"},
     {"baseline": "other"}, {"rank_by": "random"}, {"dissection_attack": "nope"}, {"top_fraction": 0.0},
+    {"sesoi": -0.01}, {"significance": 0.0}, {"significance": 1.0}, {"gate_fills": ["zero"]}, {"gate_n": 0},
 ])
 def test_config_validation(change: dict) -> None:
     with pytest.raises(ConfigError):
@@ -193,6 +199,123 @@ def test_config_validation(change: dict) -> None:
 
 def test_untargeted_only_accepts_attacks_without_a_targeted_mode() -> None:
     pse.PSEConfig(attacks=["deepfool"], modes=["untargeted"]).validate()
+
+
+def test_config_has_the_gate_and_the_engine_settings() -> None:
+    config = pse.PSEConfig()
+    assert isinstance(config, GatedConfig)
+    assert config.cam == "auto" and config.sesoi == 0.01 and config.significance == 0.05
+    config.validate()
+    quick = pse.PSEConfig(**pse.PSEConfig.QUICK)
+    assert quick.gate_n <= quick.n and quick.gate_steps < config.gate_steps
+    assert quick.randomization_images < config.randomization_images
+    # Holm over the primary claims must be able to reach alpha with the default permutations
+    primary = 2 * len(config.attacks) * len(config.modes)
+    assert primary / (config.permutations + 1) < config.significance
+
+
+# -- claims from the engine's comparisons ---------------------------------------------------------
+
+def planted_case(n: int = 40, seed: int = 0) -> tuple[PSEResult, torch.Tensor, torch.Tensor]:
+    """8x8 images of 2x2 groups with random types; CAM_t0(x) marks exactly the suppression groups
+    (so suppression falls in its region far more than in a partner's), CAM_t(x') is noise."""
+    g = torch.Generator().manual_seed(seed)
+    size, groups = 8, 16
+    types = torch.randint(0, 4, (n, groups), generator=g)
+    types[:, 0], types[:, 1] = SUPPRESSION, PROMOTION  # every image has both types
+    energy = torch.full((n, groups), 4.0)
+    shares, dominant = type_shares(types, energy)
+    zeros = torch.zeros(n, groups)
+    result = PSEResult(labels=block_labels(size, size, 2).expand(n, size, size).contiguous(), s=zeros, p=zeros.clone(),
+                       energy=energy, size=torch.full((n, groups), 4), types=types, shares=shares,
+                       perturbation_type=dominant, pixel_energy=torch.ones(n, size, size), s_total=torch.zeros(n),
+                       p_total=torch.zeros(n), true_class=torch.arange(n) % 4, target_class=(torch.arange(n) + 1) % 4,
+                       kappa=2.0, method="exact")
+    cam_true = (group_type_map(result) == SUPPRESSION).float() + 0.01 * torch.rand(n, size, size, generator=g)
+    cam_target = torch.rand(n, size, size, generator=g)
+    return result, cam_true, cam_target
+
+
+def _planted_test(n: int = 40):
+    result, cam_true, cam_target = planted_case(n)
+    return pse_vs_cam(result, cam_true, cam_target, 0.2, 200, 0, strata=result.true_class,
+                      sample_ids=torch.arange(100, 100 + n))
+
+
+def test_cam_claims_declare_one_primary_per_cam_and_follow_the_gate() -> None:
+    from advspatial.regions.claims import judge
+
+    test = _planted_test()
+    claims = pse.cam_claims("pgd/targeted", test, {"RoI faithfulness": True}, "same-class")
+    assert len(claims) == 2 * len(TYPE_NAMES)
+    primary = [c for c in claims if c.primary]
+    assert [c.statistic for c in primary] == ["suppression share in CAM_t0(x)", "promotion share in CAM_t(x')"]
+    assert primary[0].claim == "suppression-dominated groups fall in the true-class CAM region"
+    assert all(c.null == "same-class" and c.subject == "pgd/targeted" for c in claims)
+    judge(claims, sesoi=0.01, alpha=0.05)
+    assert all(c.verdict in VERDICTS for c in claims)
+    assert primary[0].verdict == "supported", primary[0]  # the planted co-location
+    assert primary[0].effect.low > 0.2 and primary[0].p_adjusted < 0.05
+    assert primary[1].verdict != "supported"  # CAM_t(x') is noise
+    failed = judge(pse.cam_claims("v", test, {"RoI faithfulness": False}, "same-class"), sesoi=0.01)
+    assert {c.verdict for c in failed} == {"not interpretable"}
+
+
+def test_image_level_breaks_ties_by_global_sample_id() -> None:
+    """A flat CAM ties every pixel at the cut: the region must follow the image's global id, not its position."""
+    result, _, cam_target = planted_case(40)
+    flat = torch.ones(40, 8, 8)
+    ids = torch.arange(500, 540)
+    ctx = SimpleNamespace(config=pse.PSEConfig(permutations=20))
+    rows = [{"index": int(i)} for i in ids]
+    test = pse.image_level(ctx, "v", [pse.select_pse(result, torch.arange(0, 25)),
+                                      pse.select_pse(result, torch.arange(25, 40))],
+                           {"true": [flat[:25], flat[25:]], "target": [cam_target[:25], cam_target[25:]],
+                            "ids": [ids[:25], ids[25:]]}, rows)
+    by_id = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class, sample_ids=ids)
+    by_position = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class)
+    torch.testing.assert_close(test.true_cam.per_image, by_id.true_cam.per_image, equal_nan=True)
+    assert not torch.allclose(by_position.true_cam.per_image.nan_to_num(), by_id.true_cam.per_image.nan_to_num())
+    assert rows[3]["in_cam_test"] and rows[3]["true_cam:suppression"] == float(by_id.true_cam.per_image[3, 0])
+
+
+def _measure(passed: bool):
+    test = _planted_test()
+    ctx = SimpleNamespace(config=pse.PSEConfig(), cam="hirescam", cam_reason="flatten/FC head")
+    summaries = [SimpleNamespace(name="pgd/untargeted", cam_test=test), SimpleNamespace(name="cw-l2/targeted",
+                                                                                        cam_test=None)]
+    metrics = {"variants": {"pgd/untargeted": {"cam_test": test.as_dict()}, "cw-l2/targeted": {"cam_test": None}}}
+    gate = {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0"}
+    claims = pse.measure(ctx, summaries, metrics, gate)
+    return metrics, claims
+
+
+def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
+    metrics, claims = _measure(passed=False)
+    assert metrics["faithfulness"] == {"hirescam": {"passed": False,
+                                                    "reason": "deletion:zero logit effect not above 0"}}
+    assert metrics["roi"] == {"method": "hirescam", "why": "flatten/FC head", "faithful": False,
+                              "interpretation": NOT_INTERPRETABLE_ROI}
+    assert metrics["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+    for m in metrics["variants"].values():
+        assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+    assert metrics["variants"]["pgd/untargeted"]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
+    assert len(metrics["claims"]) == len(claims) == 8  # the variant without a test has no claim
+    assert {c["verdict"] for c in metrics["claims"]} == {"not interpretable"}
+    assert all(c["gates"] == {"RoI faithfulness": False} for c in metrics["claims"])
+    text = pse.not_interpretable_text(metrics)
+    assert text.startswith("Not interpretable: the RoI failed")
+
+
+def test_measure_with_a_passed_gate_gives_verdicts_by_the_rules() -> None:
+    metrics, claims = _measure(passed=True)
+    assert metrics["roi"]["faithful"] and metrics["roi"]["interpretation"] == "interpretable"
+    assert pse.not_interpretable_text(metrics) == ""
+    verdicts = {(c["statistic"], c["primary"]): c["verdict"] for c in metrics["claims"]}
+    assert verdicts[("suppression share in CAM_t0(x)", True)] == "supported"
+    assert all(v in VERDICTS for v in verdicts.values())
+    for c in metrics["claims"]:  # corrected p never below the raw p
+        assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
 
 
 # -- end to end --------------------------------------------------------------------------------
@@ -234,6 +357,10 @@ def quick_run(tmp_path_factory):
     return config, result, rundir
 
 
+
+
+SECTIONS = ["verdicts", "faithfulness", "setup", "perturbation-types", "image-level", "unit-level", "dissection",
+            "limits", "config"]
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -287,6 +414,7 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
                     else:
                         assert observed is None or math.isnan(observed)
         curve = m["masking"]
+        assert curve["evaluation"].startswith("no adaptive attack yet")
         assert curve["ks"][0] == 0 and curve["ks"][-1] == metrics["units"]
         assert math.isclose(curve["clean_acc"][0], metrics["clean_accuracy"], abs_tol=1e-9)
         adv_acc = sum(r["adv_pred"] == r["label"] for r in group) / len(group)
@@ -297,14 +425,53 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
     assert "pgd/untargeted" in result.summary and "dissection" in result.summary
 
     report = ReportParser()
-    report.feed((rundir.path / "report.html").read_text())
-    for anchor in ("setup", "perturbation-types", "image-level", "unit-level", "dissection", "limits"):
-        assert anchor in report.sections, anchor
+    html = (rundir.path / "report.html").read_text()
+    report.feed(html)
+    assert report.sections == SECTIONS  # the verdicts first, then the gate, then the analyses
+    assert "Region of Importance (RoI)" in html and "Region of Attack (RoA)" in html
+    assert html.index("Region of Importance (RoI)") < html.index('id="faithfulness"')
+    assert "no adaptive attack yet" in html
     pngs = sorted(p.name for p in rundir.figures.glob("*.png"))
-    for name in ("perturbation-types.png", "unit-sensitivity.png", "masking-curve.png", "dissection.png"):
+    for name in ("perturbation-types.png", "unit-sensitivity.png", "masking-curve.png", "dissection.png", "forest.png"):
         assert name in pngs
     assert len(report.images) == len(pngs)
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in report.images)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
+    """The gate runs on the CAM the run uses; claims carry it; 12 images cannot pass it (n < 30)."""
+    config, result, rundir = quick_run
+    metrics = json.loads((rundir.path / "metrics.json").read_text())
+    roi = metrics["roi"]
+    assert set(roi) == {"method", "why", "faithful", "interpretation"}
+    assert roi["method"] == "hirescam" and "flatten/FC head" in roi["why"]  # smallcnn: auto picks by head type
+    gate = metrics["faithfulness"][roi["method"]]
+    assert set(gate) >= {"passed", "reason", "n", "deletion", "attack", "per_class", "randomization", "method"}
+    assert set(gate["deletion"]) == set(config.gate_fills)
+    assert gate["fraction"] == config.top_fraction and gate["n"] <= config.n
+    assert len(gate["randomization"]) >= 1
+    assert gate["passed"] is False and "insufficient data" in gate["reason"]
+    assert roi["faithful"] is False and roi["interpretation"] == NOT_INTERPRETABLE_ROI
+    claims = metrics["claims"]
+    tested = [v for v, m in metrics["variants"].items() if m["cam_test"] is not None]
+    assert tested and len(claims) == 8 * len(tested)
+    for v in tested:
+        primary = [c for c in claims if c["subject"] == v and c["primary"]]
+        assert [c["statistic"] for c in primary] == ["suppression share in CAM_t0(x)", "promotion share in CAM_t(x')"]
+        assert metrics["variants"][v]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
+    for m in metrics["variants"].values():
+        assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+    for c in claims:
+        assert c["verdict"] in VERDICTS
+        assert c["gates"] == {"RoI faithfulness": False} and c["verdict"] == "not interpretable"
+        assert c["null"] == config.baseline
+    html = (rundir.path / "report.html").read_text()
+    verdicts = html[html.index('id="verdicts"'):html.index('id="faithfulness"')]
+    assert "not interpretable" in verdicts and "NOT INTERPRETABLE" in verdicts
+    assert "Not interpretable: the RoI failed the faithfulness gate" in verdicts
+    assert "FAILED the faithfulness gate" in result.summary
 
 
 @pytest.mark.slow
@@ -315,6 +482,9 @@ def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
     config, _, rundir = quick_run
     before_rows = (rundir.path / "per_image.csv").read_text()
     before = json.loads((rundir.path / "metrics.json").read_text())
+    gate_stages = sorted((rundir.stages / "gate").rglob("batch-00000.pt"))
+    assert gate_stages, "the gate's batches are cached in the run directory"
+    gate_stages[0].unlink()
     for stage in ("pse/pgd/targeted/batch-00001", "masking/cw-l2/untargeted/batch-00000", "dissection/result"):
         rundir.stage_path(stage).unlink()
     run_experiment("pse", config, resume=True)

@@ -54,7 +54,7 @@ from ..attacks import Attack, AttackResult, make_attack
 from ..data import dataset_spec, load_dataset
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import declared_cam_layer, find_feature_layer, importance_map, list_importance_methods
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge, sentence_case
 from ..report.html import Figure, Section, Table
 from ..report.verdicts import gate_table, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 from ..runtime import RunDir, batch_slices, make_generator
@@ -108,12 +108,12 @@ class PSEConfig(GatedConfig):
     top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
     cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
     baseline: str = setting("same-class", "permutation baseline: same-class or any-class re-pairing")
-    permutations: int = setting(2000, "derangements of the image-level null (two-sided p; the smallest p is "
+    permutations: int = setting(2000, "permutations of the image-level null (two-sided p; the smallest p is "
                                       "1/(B+1), so B must allow Holm across the primary claims)")
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
     sesoi: float = setting(0.01, "smallest effect of interest: |excess share| below it counts as equivalent to "
                                  "the null")
-    alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
@@ -162,7 +162,7 @@ class PSEConfig(GatedConfig):
             dataset_spec(self.dissection_dataset)
         check_range("eps", self.eps, 0, 1)
         check_range("sesoi", self.sesoi, 0)
-        check_range("alpha", self.alpha, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("kappa", self.kappa, 1)
         check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
@@ -628,7 +628,10 @@ def run_gate(ctx: Context) -> dict[str, Any]:
 
 
 def claim_text(key: str, type_name: str) -> str:
-    """The claim of one (CAM, group type) share, e.g. "suppression-dominated groups fall in the true-class CAM region"."""
+    """The claim of one (CAM, group type) share.
+
+    E.g. "suppression-dominated groups fall in the true-class CAM region".
+    """
     return f"{GROUP_NAMES[type_name]} fall in {CAM_REGIONS[key]}"
 
 
@@ -673,7 +676,7 @@ def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, An
         if s.cam_test is not None:
             m["cam_test"]["interpretation"] = label
             claims += cam_claims(s.name, s.cam_test, gates, cfg.baseline)
-    judge(claims, sesoi=cfg.sesoi, alpha=cfg.alpha)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
     metrics["claims"] = [c.as_dict() for c in claims]
     return claims
 
@@ -702,8 +705,10 @@ def not_interpretable_text(metrics: dict[str, Any]) -> str:
     """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
     if metrics["roi"]["faithful"]:
         return ""
-    return (f"{NOT_INTERPRETABLE_ROI[0].upper()}{NOT_INTERPRETABLE_ROI[1:]} ({metrics['roi']['method']}): where the "
-            "group types fall relative to the CAMs says nothing about what the model looks at.")
+    method = metrics["roi"]["method"]
+    reason = metrics.get("faithfulness", {}).get(method, {}).get("reason", "")
+    return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({method}{'; ' + reason if reason else ''}): where the group "
+            "types fall relative to the CAMs says nothing about what the model looks at.")
 
 
 def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
@@ -726,7 +731,7 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     if warning:
         paragraphs.insert(1, warning)
     notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type) "
-             f"shares Benjamini-Hochberg (image-level section); alpha {cfg.alpha}; smallest effect of interest "
+             f"shares Benjamini-Hochberg (image-level section); significance level {cfg.significance}; smallest effect of interest "
              f"±{cfg.sesoi} (share of energy); n >= 30 images that have the type."]
     figures = []
     groups = {v: [c for c in claims if c.subject == v] for v in dict.fromkeys(c.subject for c in claims)}
@@ -752,7 +757,7 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     paragraphs = [
         f"CAM explainer: {roi['method']} ({roi['why']}). It is {'FAITHFUL' if roi['faithful'] else 'NOT faithful'} "
         f"by the gate below{'' if roi['faithful'] else ' (' + gate.get('reason', '') + ')'}.",
-        f"Gate: on the correctly classified images among the first {cfg.gate_n}, deleting the top "
+        f"Gate: on the correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, deleting the top "
         f"{cfg.top_fraction:.0%} of CAM_t0(x) ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more "
         "than deleting as many random pixels, and L-inf PGD (eps "
         f"{cfg.eps}, the experiment's own PGD budget; {cfg.gate_steps} steps) confined to that region must lower the "
@@ -768,8 +773,9 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         if steps:
             rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
                               fmt(steps[-1].get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate of the CAM explainer (Δ = random − CAM-region damage, mean "
-                                "[95% CI])"),
+    tables = [gate_table(gates, "Faithfulness gate of the CAM explainer: Δ = damage done through the CAM region "
+                                "minus damage through a random region of equal size (> 0: the region matters more), "
+                                "mean [95% CI]"),
               Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
                     "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
                     ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
@@ -808,6 +814,7 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
 
     cfg = ctx.config
     variants = metrics["variants"]
+    faithful = metrics["roi"]["faithful"]
     fractions = {v: [m["type_fractions"][t] for t in TYPE_NAMES] for v, m in variants.items()}
     shares = {v: [m["mean_shares"][t] for t in TYPE_NAMES] for v, m in variants.items()}
     path = plot_type_distribution(fractions, shares, {v: m["successful"] for v, m in variants.items()},
@@ -824,11 +831,11 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
                                 row_labels=[names[int(c)] for c in ex["true_class"]],
                                 target_labels=[names[int(c)] for c in ex["target_class"]],
                                 title=f"{s.name}: suppression and promotion groups over the class activation maps"
-                                      + ("" if metrics["roi"]["faithful"] else " (CAM not faithful: not interpretable)"),
+                                      + ("" if faithful else " (CAM not faithful: not interpretable)"),
                                 top_fraction=cfg.top_fraction, cam_name=ctx.cam)
         figures.append(Figure(out, f"{s.name}: clean and adversarial image; the group types coloured over "
                                    f"{ctx.cam} of the true class on x and of the adversarial class on x'."
-                                   + (" " + not_interpretable_text(metrics) if not metrics["roi"]["faithful"] else "")))
+                                   + ("" if faithful else " " + not_interpretable_text(metrics))))
     rows = [[v] + [fmt(m["type_fractions"][t]) for t in TYPE_NAMES] + [fmt(m["mean_shares"][t]) for t in TYPE_NAMES]
             + [fmt(m["mean_s_total"]), fmt(m["mean_s_groups_sum"]), fmt(m["mean_p_total"]), fmt(m["mean_p_groups_sum"])]
             for v, m in variants.items()]
@@ -846,7 +853,7 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
     cfg = ctx.config
     weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
     table = verdict_table(claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs "
-                                  f"the {cfg.baseline} null ({cfg.permutations} derangements; two-sided p; p_adj: Holm "
+                                  f"the {cfg.baseline} null ({cfg.permutations} permutations; two-sided p; p_adj: Holm "
                                   "for the primary rows, Benjamini-Hochberg for the rest)", folded=True)
     notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
     return Section("Image level", [
@@ -963,7 +970,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
     roi = metrics.get("roi")
     if roi is not None:
         lines.append(f"CAM {roi['method']}: {'passed' if roi['faithful'] else 'FAILED'} the faithfulness gate"
-                     + ("" if roi["faithful"] else f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi['interpretation']}"))
+                     + ("" if roi["faithful"] else
+                        f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi['interpretation']}"))
     for c in metrics.get("claims", []):
         if c["primary"]:
             lines.append(f"  {c['subject']:<18} {c['statistic']:<30} -> {c['verdict']}")
