@@ -542,7 +542,7 @@ def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibrati
 
 def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
-    from ..report.verdicts import plot_forest, verdict_legend, verdict_table, what_this_run_shows
+    from ..report.verdicts import forest_groups, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 
     cfg = ctx.config
     primary = [c for c in claims if c.primary]
@@ -563,8 +563,7 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
              f"correction; smallest effect of "
              f"interest ±{cfg.sesoi}; n >= 30."]
     figures = []
-    groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic]
-              for c in primary}
+    groups = forest_groups(claims)
     if any(len(v) > 1 for v in groups.values()):
         path = plot_forest(groups, ctx.rundir.figures / "forest.png",
                            title="Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI")
@@ -577,8 +576,7 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
-    from ..report.verdicts import gate_table
-    from .spatial_report import per_class_rows
+    from ..report.verdicts import gate_tables
 
     cfg = ctx.config
     gates = metrics["faithfulness"]
@@ -594,21 +592,7 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI above 0, "
         "n >= 30. Positive Δ = the CAM's region matters more than random pixels.",
     ]
-    rand_rows = []
-    for method, g in gates.items():
-        steps = g.get("randomization") or []
-        if steps:
-            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
-                              fmt(steps[-1].get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate: Δ = damage done through the CAM's region minus damage through a "
-                                "random region of equal size (> 0: the region matters more), mean [95% CI]"),
-              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
-                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
-                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
-    per_class = per_class_rows(gate)
-    if per_class:
-        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
-                            per_class, folded=True))
+    tables = gate_tables(gates, per_class_of=[roi["method"]])
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 

@@ -56,7 +56,13 @@ from ..errors import ConfigError, check_range, unknown_name
 from ..maps import declared_cam_layer, find_feature_layer, importance_map, list_importance_methods
 from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge, sentence_case
 from ..report.html import Figure, Section, Table
-from ..report.verdicts import gate_table, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ..report.verdicts import (
+    gate_tables,
+    plot_forest,
+    verdict_legend,
+    verdict_table,
+    what_this_run_shows,
+)
 from ..runtime import RunDir, batch_slices, make_generator
 from ..training import resolve_model
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
@@ -748,8 +754,6 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
-    from .spatial_report import per_class_rows
-
     cfg = ctx.config
     roi = metrics["roi"]
     gates = metrics["faithfulness"]
@@ -767,22 +771,7 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "image-level analysis uses. CAM_t(x') is the same explainer on the adversarial image and class; it is not "
         "gated separately and carries this gate's verdict.",
     ]
-    rand_rows = []
-    for method, g in gates.items():
-        steps = g.get("randomization") or []
-        if steps:
-            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
-                              fmt(steps[-1].get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate of the CAM explainer: Δ = damage done through the CAM region "
-                                "minus damage through a random region of equal size (> 0: the region matters more), "
-                                "mean [95% CI]"),
-              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
-                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
-                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
-    per_class = per_class_rows(gate)
-    if per_class:
-        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
-                            per_class, folded=True))
+    tables = gate_tables(gates, per_class_of=[roi["method"]])
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 

@@ -12,7 +12,15 @@ from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ..report.defence_plots import plot_defence_sweep
 from ..report.figures import plot_class_mean_maps, plot_region_grid
 from ..report.html import Figure, Section, Table
-from ..report.verdicts import gate_table, interval, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ..report.verdicts import (
+    forest_groups,
+    gate_tables,
+    interval,
+    plot_forest,
+    verdict_legend,
+    verdict_table,
+    what_this_run_shows,
+)
 
 if TYPE_CHECKING:
     from .spatial import AttackSummary, Context
@@ -61,7 +69,7 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
              f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest effect of interest "
              f"±{cfg.sesoi}; n >= 30."]
     figures = []
-    groups = {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic] for c in primary}
+    groups = forest_groups(claims)
     if any(len(v) > 1 for v in groups.values()):
         path = plot_forest(groups, ctx.rundir.figures / "forest.png",
                            title="Observed minus each null, per-image mean with 95% bootstrap CI")
@@ -103,35 +111,8 @@ def gate_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
         "margin more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI "
         "excluding 0. Positive Δ = the explainer's region matters more than random pixels.",
     ]
-    rand_rows = []
-    for method, g in gates.items():
-        steps = g.get("randomization") or []
-        if steps:
-            last = steps[-1]
-            rand_rows.append([method, len(steps), fmt(steps[0].get("spearman", math.nan)),
-                              fmt(last.get("spearman", math.nan))])
-    tables = [gate_table(gates, "Faithfulness gate per explainer: Δ = damage done through the explainer's region minus "
-                                "damage through a random region of equal size (> 0: the region matters more), mean "
-                                "[95% CI]"),
-              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
-                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
-                    ["explainer", "layers randomized", "after the first", "after all"], rand_rows)]
-    per_class = per_class_rows(gates.get(roi["method"], {}))
-    if per_class:
-        tables.append(Table(f"Gate of {roi['method']} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"],
-                            per_class, folded=True))
+    tables = gate_tables(gates, per_class_of=[roi["method"]])
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
-
-
-def per_class_rows(gate: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for name, c in (gate.get("per_class") or {}).items():
-        deletion = c.get("deletion", {})
-        first = next(iter(deletion.values()), {}) if deletion else {}
-        attack = c.get("attack", {})
-        rows.append([name, c.get("n", "-"), interval(first.get("logit")) if first else "-",
-                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
-    return rows
 
 
 def setup_section(ctx: "Context", metrics: dict[str, Any]) -> Section:

@@ -136,3 +136,51 @@ def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
                        interval(attack.get("logit", attack.get("margin"))) if attack else "-",
                        interval(attack.get("accuracy")) if attack else "-", g.get("reason", "")])
     return Table(caption, columns, rows)
+
+
+GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through a random "
+                "region of equal size (> 0: the region matters more), mean [95% CI]")
+
+
+def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
+    """The cascading model-randomization check of every gated explainer (first and last step)."""
+    rows = []
+    for name, g in gates.items():
+        steps = g.get("randomization") or []
+        if steps:
+            rows.append([name, len(steps), fmt(steps[0].get("spearman", math.nan)),
+                         fmt(steps[-1].get("spearman", math.nan))])
+    return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
+                 "map after re-initializing layers from the top (near 0 = the map depends on the weights)",
+                 ["explainer", "layers randomized", "after the first", "after all"], rows)
+
+
+def per_class_table(gate: Mapping[str, Any], name: str) -> Table | None:
+    """The gate's effects per class (folded), or None when the gate has no per-class results."""
+    rows = []
+    for cls, c in (gate.get("per_class") or {}).items():
+        deletion = c.get("deletion", {})
+        first = next(iter(deletion.values()), {}) if deletion else {}
+        attack = c.get("attack", {})
+        rows.append([cls, c.get("n", "-"), interval(first.get("logit")) if first else "-",
+                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
+    if not rows:
+        return None
+    return Table(f"Gate of {name} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"], rows, folded=True)
+
+
+def gate_tables(gates: Mapping[str, Mapping[str, Any]], per_class_of: Sequence[str] = (),
+                caption: str = GATE_CAPTION) -> list[Table]:
+    """Every table of a report's gate section: the gate per explainer, the randomization check, per class."""
+    tables = [gate_table(gates, caption), randomization_table(gates)]
+    for name in per_class_of:
+        table = per_class_table(gates[name], name)
+        if table is not None:
+            tables.append(table)
+    return tables
+
+
+def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:
+    """Each primary claim's subject with every claim on the same subject and statistic (one forest panel each)."""
+    return {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic]
+            for c in claims if c.primary}
