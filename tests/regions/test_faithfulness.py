@@ -367,3 +367,50 @@ def test_a_positive_mean_is_not_enough_the_ci_must_lie_above_zero():
     assert ok.passed, ok.reason
     weak_attack = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, noisy), labels)
     assert not weak_attack.passed and weak_attack.reason.startswith("attack margin effect")
+
+
+# -- the control region ------------------------------------------------------------------
+
+def test_shifted_control_is_the_roi_rolled_and_keyed_by_sample_id() -> None:
+    from advspatial.regions import shifted_region_like
+
+    gen = torch.Generator().manual_seed(0)
+    roi = torch.rand(6, 12, 10, generator=gen) > 0.8
+    ids = torch.tensor([5, 9, 2, 7, 1, 3])
+    shifted = shifted_region_like(roi, seed=4, sample_ids=ids)
+    for i in range(6):
+        rolls = [torch.roll(roi[i], (dy, dx), (0, 1)) for dy in range(12) for dx in range(10)]
+        assert any(torch.equal(shifted[i], r) for r in rolls)  # the same shape, moved cyclically
+        alone = shifted_region_like(roi[i:i + 1], seed=4, sample_ids=ids[i:i + 1])
+        assert torch.equal(alone[0], shifted[i])  # independent of the batch
+    same = roi[:1].expand(6, -1, -1).contiguous()
+    moved = shifted_region_like(same, seed=4, sample_ids=ids)
+    assert len({tuple(m.flatten().tolist()) for m in moved}) > 1  # different ids, different places
+
+
+class EdgeCounter(nn.Module):
+    """Class-0 logit = minus the cyclic total variation of the image: cares about edges, not about places."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tv = (x - torch.roll(x, 1, 2)).abs().sum((1, 2, 3)) + (x - torch.roll(x, 1, 3)).abs().sum((1, 2, 3))
+        return torch.stack([-tv, torch.full_like(tv, -1e6)], 1)
+
+
+def test_a_location_blind_model_sees_no_difference_with_the_shifted_control() -> None:
+    """Deleting a blob vs scattered pixels: only edges matter to this model, so the RoI is not special.
+
+    The shifted control (same shape) measures exactly 0; the scattered control makes the
+    blob look *less* important than random pixels, the artefact that rejected every
+    coherent explainer on natural images.
+    """
+    x = torch.full((4, 1, 12, 12), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    imp = torch.zeros(4, 12, 12)
+    imp[:, 3:7, 4:8] = 1.0 + torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0))
+    shifted = fg.deletion_columns(EdgeCounter(), x, y, imp, fraction=16 / 144, fills=("zero",), control="shifted")
+    scattered = fg.deletion_columns(EdgeCounter(), x, y, imp, fraction=16 / 144, fills=("zero",), control="scattered")
+    effect = lambda c: c["deletion:zero:drop_roi"] - c["deletion:zero:drop_random"]  # noqa: E731
+    torch.testing.assert_close(effect(shifted), torch.zeros(4), atol=1e-4, rtol=0)
+    assert bool((effect(scattered) < 0).all())
+    with pytest.raises(ConfigError, match="gate control"):
+        fg.deletion_columns(EdgeCounter(), x, y, imp, control="checkerboard")

@@ -25,6 +25,7 @@ from ..errors import check_range, unknown_name
 from ..maps import default_importance_method, importance_map
 from ..regions.claims import NOT_INTERPRETABLE_ROI
 from ..regions.faithfulness import (
+    CONTROLS,
     deletion_columns,
     model_randomization_check,
     restricted_attack_columns,
@@ -42,6 +43,8 @@ class GatedConfig(ExperimentConfig):
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count")
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
     gate_steps: int = setting(20, "PGD steps of the gate's restricted attack")
+    gate_control: str = setting("shifted", "control region of the gate: shifted (the RoI's shape at a random place) "
+                                           "or scattered (as many random pixels)")
     randomization_images: int = setting(16, "images of the cascading model-randomization check")
 
     def validate(self) -> None:
@@ -49,6 +52,8 @@ class GatedConfig(ExperimentConfig):
         check_range("gate_n", self.gate_n, 1)
         check_range("gate_steps", self.gate_steps, 1)
         check_range("randomization_images", self.randomization_images, 1)
+        if self.gate_control not in CONTROLS:
+            raise unknown_name("gate control", self.gate_control, CONTROLS)
         for fill in self.gate_fills:
             if fill not in GATE_FILLS:
                 raise unknown_name("gate fill", fill, GATE_FILLS)
@@ -94,7 +99,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
                 return maps(b)[: len(x)]
             return importance_map(method, model, x, target=target, y=y, batch_size=len(x), **kw)
 
-        cols = ctx.rundir.cached(f"{key}/f{fraction}/batch-{b:05d}",
+        cols = ctx.rundir.cached(f"{key}/f{fraction}-{cfg.gate_control}/batch-{b:05d}",
                                  lambda sl=sl, imp=importance: _gate_batch(ctx, model, fraction, attack, imp, sl))
         keep = cols["clean:correct"].bool()
         for name, value in cols.items():
@@ -114,10 +119,11 @@ def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attac
                 importance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
     x, y, ids = ctx.batch(sl)
     imp = importance(x, y).to(ctx.device)
-    cols = deletion_columns(model, x, y, imp, fraction=fraction, fills=tuple(ctx.config.gate_fills),
-                            seed=ctx.config.seed, sample_ids=ids)
-    cols.update(restricted_attack_columns(model, x, y, imp, attack, fraction=fraction, seed=ctx.config.seed,
-                                          sample_ids=ids))
+    cfg = ctx.config
+    cols = deletion_columns(model, x, y, imp, fraction=fraction, fills=tuple(cfg.gate_fills), seed=cfg.seed,
+                            sample_ids=ids, control=cfg.gate_control)
+    cols.update(restricted_attack_columns(model, x, y, imp, attack, fraction=fraction, seed=cfg.seed,
+                                          sample_ids=ids, control=cfg.gate_control))
     return {k: v.cpu() for k, v in cols.items()}
 
 

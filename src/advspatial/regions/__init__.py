@@ -265,6 +265,31 @@ def random_region_like(
 
 
 
+#: stream of the shifted control regions (the faithfulness gate's default control)
+SHIFTED_REGION_STREAM = 0x5EED
+
+
+def shifted_region_like(region: torch.Tensor, seed: int = 0, *, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The shape-matched control: each image's ``region`` moved by a random cyclic shift (torch.roll semantics).
+
+    Same pixel count and the same shape (blobs stay blobs, up to the wrap at the
+    border), at a location uniform over the image: a contiguous RoI is compared
+    with a contiguous region elsewhere rather than with scattered pixels, whose
+    deletion creates many more edges (on natural images that alone makes it more
+    damaging). Image i's shift depends only on ``(seed, sample_ids[i])``.
+    """
+    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
+        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
+    n, h, w = region.shape
+    u = per_sample_noise((n, 2), stream_seed(seed, SHIFTED_REGION_STREAM), sample_ids_or_range(n, sample_ids),
+                         device=region.device)
+    dy = (u[:, 0] * h).long().clamp(max=h - 1)
+    dx = (u[:, 1] * w).long().clamp(max=w - 1)
+    rows = (torch.arange(h, device=region.device)[None, :] - dy[:, None]) % h  # (N,H): source row of each row
+    cols = (torch.arange(w, device=region.device)[None, :] - dx[:, None]) % w
+    return region[torch.arange(n, device=region.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 # -- segregation -------------------------------------------------------------------
 
 PART_NAMES = ("neither", "roi_only", "roa_only", "both")

@@ -11,7 +11,7 @@ when, paired per image:
 
 1. **deletion**: filling its top-``fraction`` pixels (the RoI, built by the
    shared rule :func:`advspatial.regions.top_fraction_mask`) lowers the
-   true-class logit more than filling a random set of the same number of
+   true-class logit more than filling a control region of the same number of
    pixels -- for every fill used (>= 2, to limit the out-of-distribution
    artefacts of any one fill, as ROAD argues); and
 2. **restricted attack**: the experiment's own attack (L-inf PGD) confined to
@@ -35,12 +35,20 @@ Fills (:data:`DELETION_FILLS`; parameters through ``fill_params={fill: {...}}``)
   (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id) --
   the same noise for the RoI and the random region of an image.
 
-The first four are :mod:`advspatial.defense.fills`. Random regions
-(:func:`random_region_like`) are uniform over all pixels of the image (they may
-overlap the RoI), with exactly as many pixels as the RoI of the image (the RoI
-can be smaller than ``fraction`` when the map has fewer positive pixels), drawn
-from a generator keyed by (seed, sample id): an image gets the same random
-region in any batch.
+The first four are :mod:`advspatial.defense.fills`. The random region of an
+image is its **control** (:func:`control_region`), with exactly as many pixels
+as the RoI (the RoI can be smaller than ``fraction`` when the map has fewer
+positive pixels) and drawn from a generator keyed by (seed, sample id), so an
+image gets the same control in any batch:
+
+- ``shifted`` (default): the RoI's own shape moved by a random cyclic shift. A
+  contiguous RoI is compared with a contiguous region elsewhere. Deleting
+  scattered pixels creates far more edges, which on natural images alone hurts
+  the model more than deleting any blob (a CIFAR-10 ResNet-20's Grad-CAM RoI
+  looked *less* important than scattered pixels with the zero fill, and clearly
+  more important than the shifted RoI);
+- ``scattered``: as many pixels at uniformly random positions (the pixel-flipping
+  baseline; it may overlap the RoI).
 
 Streaming: :func:`deletion_columns` and :func:`restricted_attack_columns` work
 on one batch and return per-image columns (``dict`` of (N,) CPU tensors),
@@ -72,7 +80,17 @@ from ..attacks.base import frozen_eval, margin, per_sample_noise
 from ..defense.fills import list_fills, make_fill
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import model_device
-from . import _check_maps, iou, pearson, random_region_like, sample_ids_or_range, spearman, stream_seed, top_fraction_mask
+from . import (
+    _check_maps,
+    iou,
+    pearson,
+    random_region_like,
+    sample_ids_or_range,
+    shifted_region_like,
+    spearman,
+    stream_seed,
+    top_fraction_mask,
+)
 from .inference import Estimate, bootstrap_mean_ci, paired_p
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
@@ -130,6 +148,28 @@ def roi_mask(
     return top_fraction_mask(importance, fraction, seed, sample_ids).mask
 
 
+#: control regions of the gate: ``shifted`` (default; the RoI's own shape at a random place) or ``scattered``
+CONTROLS = ("shifted", "scattered")
+
+
+def control_region(roi: torch.Tensor, control: str = "shifted", seed: int = 0,
+                   sample_ids: torch.Tensor | Sequence[int] | None = None) -> torch.Tensor:
+    """(N,H,W) bool control of the same pixel count as ``roi``: shifted (shape kept) or scattered pixels.
+
+    The shifted control is the default because deleting scattered pixels creates
+    many edges: on natural images that alone hurts the model more than deleting
+    any contiguous region, so a scattered control rejects every coherent
+    explainer (measured on a CIFAR-10 ResNet-20: Grad-CAM's zero-fill deletion
+    effect -2.5 against scattered pixels, +5.6 against the shifted RoI).
+    """
+    ids = sample_ids_or_range(roi.shape[0], sample_ids)
+    if control == "shifted":
+        return shifted_region_like(roi, seed, sample_ids=ids)
+    if control == "scattered":
+        return random_region_like(roi, seed, sample_ids=ids)
+    raise unknown_name("gate control", control, CONTROLS)
+
+
 # -- fills --------------------------------------------------------------------------
 
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -182,8 +222,12 @@ def deletion_columns(
     seed: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
     fill_params: Mapping[str, Mapping[str, Any]] | None = None,
+    control: str = "shifted",
 ) -> dict[str, torch.Tensor]:
     """Deletion check on one batch: per-image columns, each an (N,) CPU tensor.
+
+    The "random" region is the ``control`` (:func:`control_region`): by default
+    the RoI's own shape at a random place.
 
     For each fill ``f``: ``deletion:f:drop_roi`` / ``drop_random`` = true-class
     logit of the clean image minus that after filling the RoI / the random
@@ -197,7 +241,7 @@ def deletion_columns(
     params = _fill_params(fills, fill_params)
     ids = sample_ids_or_range(x.shape[0], sample_ids)
     roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = random_region_like(roi, seed, sample_ids=ids).to(x.device)
+    rnd = control_region(roi, control, seed, ids).to(x.device)
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         clean = _logits(model, x)
@@ -223,8 +267,12 @@ def restricted_attack_columns(
     fraction: float = 0.2,
     seed: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
+    control: str = "shifted",
 ) -> dict[str, torch.Tensor]:
     """Attack check on one batch: ``attack`` confined to the RoI vs to a random region of equal size.
+
+    The random region is the ``control`` (:func:`control_region`), as in
+    :func:`deletion_columns`.
 
     ``attack`` is the experiment's attack (anything with ``run(x, y, mask=,
     sample_ids=)`` returning a result with ``x_adv``; its perturbation outside
@@ -237,7 +285,7 @@ def restricted_attack_columns(
     x, y, _ = _check_inputs(model, x, y, importance)
     ids = sample_ids_or_range(x.shape[0], sample_ids)
     roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = random_region_like(roi, seed, sample_ids=ids).to(x.device)
+    rnd = control_region(roi, control, seed, ids).to(x.device)
     cols: dict[str, torch.Tensor] = {"roi:pixels": _col(roi.flatten(1).sum(1))}
     results = {tag: attack.run(x, y, mask=region.to(x.dtype), sample_ids=ids) for tag, region in
                (("roi", roi), ("random", rnd))}
