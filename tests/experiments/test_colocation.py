@@ -50,3 +50,18 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
     assert (main.statistic, main.null) == ("energy_in_roi", "same-class")
     assert main.effect.low > 0  # the planted co-location is found
     assert not any(c.primary for c in colocation.attack_claims("pgd", comparisons, {}, primary=False))
+
+
+def test_object_conditioned_null_only_where_composition_varies() -> None:
+    assert colocation.informative(torch.tensor([0.1, 0.4, 0.4, 0.7]))
+    assert not colocation.informative(torch.tensor([1.0, 1.0, 1.0, 0.9]))  # natural images: all "foreground"
+    assert not colocation.informative(torch.zeros(0))
+
+
+def test_max_normalized_maps_equal_up_to_scale() -> None:
+    from advspatial.experiments.spatial import max_normalized
+
+    maps = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(max_normalized(maps), max_normalized(7.5 * maps))
+    assert not torch.allclose(max_normalized(maps), max_normalized(maps ** 2))
+    assert torch.equal(max_normalized(torch.zeros(1, 2, 2)), torch.zeros(1, 2, 2))

@@ -64,3 +64,11 @@ def test_as_dict_is_json_ready_and_nan_safe() -> None:
 def test_sentence_case_keeps_acronyms() -> None:
     assert sentence_case("not interpretable: the RoI failed") == "Not interpretable: the RoI failed"
     assert sentence_case("") == ""
+
+
+def test_claims_below_the_minimum_n_stay_out_of_the_families() -> None:
+    judged = claim(0.01, 0.05, 0.02, 0.08, False)
+    small = [claim(0.9, 0.0, -0.1, 0.1, False, n=5) for _ in range(3)]
+    judge([judged, *small], sesoi=0.01)
+    assert judged.p_adjusted == pytest.approx(0.01)  # a family of one: the three small claims do not count
+    assert all(math.isnan(c.p_adjusted) and c.verdict == "insufficient data" for c in small)

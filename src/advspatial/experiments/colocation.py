@@ -40,11 +40,28 @@ def composition(images: torch.Tensor) -> torch.Tensor:
     return (images.amax(1) > FOREGROUND_LEVEL).flatten(1).double().mean(1)
 
 
+def informative(composition: torch.Tensor) -> bool:
+    """Can partners be matched on this composition? Not when most images share one value.
+
+    On natural images nearly every pixel is "foreground" (share 1.0 for most
+    CIFAR-10 images), so strata would split tied images by their order: the
+    object-conditioned null is then left out rather than reported as if matched.
+    """
+    if composition.numel() == 0:
+        return False
+    _, counts = torch.unique(composition, return_counts=True)
+    return int(counts.max()) <= composition.numel() // 2
+
+
 def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: int, strata: int,
                   statistics: tuple[str, ...] = STATISTICS) -> dict[str, dict[str, NullComparison]]:
-    """Every statistic x null for the kept images of one attack map (needs >= 3 images)."""
+    """Every statistic x null for the kept images of one attack map (needs >= 3 images).
+
+    The object-conditioned null is computed only where the composition is informative.
+    """
+    composition = store["composition"] if informative(store["composition"]) else None
     return compare_to_nulls(store["importance"], store["attack"], store["roi"], store["roa"], store["labels"],
-                            composition=store["composition"], statistics=statistics, n_permutations=permutations,
+                            composition=composition, statistics=statistics, n_permutations=permutations,
                             seed=seed, strata=strata)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -151,6 +151,8 @@ class Context(ExperimentContext):
     importance: str = ""
     importance_reason: str = ""
     scale: tuple[int, int] | None = None
+    panel: list[str] = field(default_factory=list)
+    panel_duplicates: dict[str, str] = field(default_factory=dict)
 
     def at_scale(self, maps: torch.Tensor) -> torch.Tensor:
         """Maps at the resolution the statistics use: the input's, or the CAM layer's (``common_scale``)."""
@@ -501,8 +503,8 @@ def process_attack(
 
 
 def panel_methods(ctx: Context) -> list[str]:
-    """The explainers of the sensitivity panel, the RoI's own first."""
-    return list(dict.fromkeys([ctx.importance, *ctx.config.panel]))
+    """The explainers of the sensitivity panel, the RoI's own first, duplicates left out."""
+    return ctx.panel
 
 
 def keep_first(store: dict[str, list[torch.Tensor]], limit: int, ok: torch.Tensor, **values: torch.Tensor) -> None:
@@ -627,7 +629,35 @@ def spatial_context(config: SpatialConfig, rundir: RunDir) -> Context:
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)
     scale = feature_map_size(base.model, probe) if config.common_scale else None
-    return base.derive(Context, importance=method, importance_reason=reason, scale=scale)
+    ctx = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
+    ctx.panel, ctx.panel_duplicates = distinct_explainers(ctx, [method, *config.panel])
+    return ctx
+
+
+def distinct_explainers(ctx: Context, methods: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``methods`` without repeats and without explainers whose maps equal an earlier one's up to scale.
+
+    Checked on the first batch (e.g. HiResCAM equals Grad-CAM / (h*w) on a GAP +
+    linear head): a duplicate would cost a gate and add a copy of a test to a
+    correction family. Returns (kept, {dropped: the explainer it duplicates}).
+    """
+    kept: list[str] = []
+    duplicates: dict[str, str] = {}
+    for method in dict.fromkeys(methods):
+        normalized = max_normalized(panel_batch(ctx, method, 0))
+        twin = next((k for k in kept if torch.allclose(normalized, max_normalized(panel_batch(ctx, k, 0)),
+                                                       atol=1e-4, rtol=1e-4)), None)
+        if twin is None:
+            kept.append(method)
+        else:
+            duplicates[method] = twin
+    return kept, duplicates
+
+
+def max_normalized(maps: torch.Tensor) -> torch.Tensor:
+    """Each (H,W) map divided by its maximum (all-zero maps stay zero)."""
+    peak = maps.flatten(1).amax(1).clamp_min(1e-12)
+    return maps / peak[:, None, None]
 
 
 def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],

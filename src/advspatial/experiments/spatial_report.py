@@ -66,8 +66,8 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
-             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest effect of interest "
-             f"±{cfg.sesoi}; n >= 30."]
+             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest "
+             f"effect of interest ±{cfg.sesoi}; n >= 30 (smaller claims are not judged and enter no family)."]
     figures = []
     groups = forest_groups(claims)
     if any(len(v) > 1 for v in groups.values()):
@@ -79,6 +79,8 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
     if panel:
         tables.append(panel_table(panel))
+    for method, twin in ctx.panel_duplicates.items():
+        notes.append(f"{method} is left out of the panel: its maps equal {twin}'s up to scale on this model.")
     return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
 
 

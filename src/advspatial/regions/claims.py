@@ -76,15 +76,18 @@ def claim_from(comparison: Any, claim: str, subject: str, gates: Mapping[str, bo
 
 
 def judge(claims: Sequence[Claim], sesoi: float, alpha: float = 0.05, min_n: int = 30) -> list[Claim]:
-    """Correct the p-values (Holm on the primary claims, BH on the rest) and set every verdict; returns ``claims``."""
+    """Correct the p-values (Holm on the primary claims, BH on the rest) and set every verdict; returns ``claims``.
+
+    Claims on fewer than ``min_n`` images cannot be judged ("insufficient data"):
+    they keep p_adjusted NaN and do not enter a family, so they do not dilute it.
+    """
     for family, correct in ((True, holm), (False, benjamini_hochberg)):
-        members = [c for c in claims if c.primary == family]
-        if not members:
-            continue
-        adjusted = correct(np.array([c.p for c in members], dtype=float))
+        members = [c for c in claims if c.primary == family and c.effect.n >= min_n]
+        adjusted = correct(np.array([c.p for c in members], dtype=float)) if members else []
         for c, p_adj in zip(members, adjusted):
             c.p_adjusted = float(p_adj)
-            c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=sesoi, alpha=alpha, min_n=min_n)
+    for c in claims:
+        c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=sesoi, alpha=alpha, min_n=min_n)
     return list(claims)
 
 
