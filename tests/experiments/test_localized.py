@@ -12,6 +12,7 @@ after lost stages with identical rows.
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 from pathlib import Path
@@ -27,7 +28,7 @@ from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.experiments.gate import GatedConfig
 from advspatial.masks import BACKGROUND_TAU
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from advspatial.regions.inference import VERDICTS
 from advspatial.runtime import RunDir
 from advspatial.training import TrainConfig
@@ -66,7 +67,7 @@ def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
     ({"importance": "no-such-map"}, "importance method"),
     ({"gate_fills": ["zero"]}, "gate_fills"),
     ({"gate_eps": 2.0}, "gate_eps"),
-    ({"alpha": 0.0}, "alpha"),
+    ({"significance": 0.0}, "significance"),
     ({"sesoi": -0.1}, "sesoi"),
 ])
 def test_invalid_settings_are_rejected_before_any_work(values: dict, message: str) -> None:
@@ -82,7 +83,7 @@ def test_l2_budget_may_exceed_one() -> None:
 def test_gate_and_inference_settings() -> None:
     config = loc.LocalizedConfig()
     assert isinstance(config, GatedConfig) and config.importance == "auto"
-    assert (config.sesoi, config.alpha) == (0.01, 0.05)
+    assert (config.sesoi, config.significance) == (0.01, 0.05)
     quick = resolve_config(get_experiment("localized-training"), None, {}, quick=True)
     assert quick.gate_n <= quick.n and quick.gate_steps < config.gate_steps
     assert quick.randomization_images < config.randomization_images
@@ -206,7 +207,8 @@ def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dic
     config = loc.LocalizedConfig()
     labels, evs = fake_run(n)
     gate = {m: {"passed": ok} for m, ok in gates.items()}
-    claims = judge(loc.build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi, alpha=config.alpha)
+    claims = judge(loc.build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi,
+                   alpha=config.significance)
     return {(c.subject, c.statistic): c for c in claims}
 
 
@@ -393,11 +395,11 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
     metrics = json.loads((path / "metrics.json").read_text())
     for c in metrics["claims"]:
         if c["primary"]:
-            assert f"{c['subject']}: {c['claim']} — {c['verdict'].upper()}" in verdicts
+            assert html.escape(f"{c['subject']}: {c['claim']} — {c['verdict'].upper()}") in verdicts
     gate = text[text.index('<section id="faithfulness">'):text.index('<section id="setup">')]
     assert all(f"{m}: hirescam" in gate for m in loc.MODES) and "randomization" in gate
     if any(not g["passed"] for g in metrics["faithfulness"].values()):
-        assert NOT_INTERPRETABLE_ROI.capitalize() in verdicts
+        assert sentence_case(NOT_INTERPRETABLE_ROI) in verdicts
 
 
 @pytest.mark.slow

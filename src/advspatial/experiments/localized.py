@@ -53,11 +53,11 @@ from ..maps import importance_map, list_importance_methods
 from ..masks import BACKGROUND_TAU, MASK_KINDS, attack_mask
 from ..pipeline import attack_dataset
 from ..regions import binarize
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, judge
+from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, judge, sentence_case
 from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
 from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
-from ..report.verdicts import gate_table, interval, verdict_legend, verdict_table, what_this_run_shows
+from ..report.verdicts import gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..runtime import RunDir, batch_slices, model_device, pick_device
 from ..training import TrainConfig, TrainedModel, get_or_train
 from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting
@@ -101,7 +101,7 @@ class LocalizedConfig(GatedConfig):
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)")
     sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
-    alpha: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     figure_images: int = setting(4, "example images per figure")
 
     QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
@@ -126,7 +126,7 @@ class LocalizedConfig(GatedConfig):
         check_range("eps", self.eps, 0, 1 if self.norm == "linf" else None, low_inclusive=False)
         check_range("gate_eps", self.gate_eps, 0, 1)
         check_range("sesoi", self.sesoi, 0)
-        check_range("alpha", self.alpha, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.importance not in list_importance_methods():
             raise unknown_name("importance method", self.importance, list_importance_methods())
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():
@@ -427,7 +427,7 @@ def measure(config: LocalizedConfig, data: ImageDataset, evaluations: dict[str, 
     """Claims, corrections and verdicts; the gate results and the RoI labels written into ``metrics``."""
     mask_gated = mask_uses_importance(config.mask, data)
     claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated), sesoi=config.sesoi,
-                   alpha=config.alpha)
+                   alpha=config.significance)
     metrics["faithfulness"] = gates
     metrics["importance"] = {}
     for mode in MODES:
@@ -554,7 +554,7 @@ def verdict_section(ctx: ReportContext) -> Section:
         if not imp[mode]["faithful"]:
             scope = (f"its {imp[mode]['method']}-energy shift and every accuracy under the {cfg.mask} mask"
                      if ctx.metrics["mask_from_importance"] else f"its {imp[mode]['method']}-energy shift")
-            paragraphs.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} on the {mode} model "
+            paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} on the {mode} model "
                               f"({ctx.metrics['faithfulness'][mode]['reason']}): {scope} is not evidence about "
                               "the model.")
     paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(ctx)}.")
@@ -562,7 +562,8 @@ def verdict_section(ctx: ReportContext) -> Section:
     primary = [c for c in claims if c.primary]
     secondary = [c for c in claims if not c.primary]
     notes = [verdict_legend() + f" Primary claims: Holm across the {len(primary)} of them; secondary claims: "
-             f"Benjamini-Hochberg; alpha {cfg.alpha}; smallest effect of interest ±{cfg.sesoi}; n >= 30 images.",
+             f"Benjamini-Hochberg; significance level {cfg.significance}; smallest effect of interest ±{cfg.sesoi}; "
+             "n >= 30 images (claims on fewer enter no correction family).",
              "Every comparison is paired per image on the same test images: accuracy as correct(A) − correct(B), "
              "the energy shift as share after the attack − share on the clean image; Δ is the mean with a 95% "
              "percentile-bootstrap CI over images, p a two-sided Wilcoxon signed-rank test. Images whose map is zero "
@@ -579,41 +580,18 @@ def gate_section(ctx: ReportContext) -> Section:
     paragraphs = [f"{mode} model: {imp[mode]['method']} ({imp[mode]['why']}); "
                   f"{'FAITHFUL' if imp[mode]['faithful'] else 'NOT faithful'} by the gate below."
                   for mode in MODES]
+    control = ("the same region shape at a random place" if cfg.gate_control == "shifted"
+               else "as many random pixels")
     paragraphs.append(
         f"Gate, on each model: on its correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, "
         f"deleting the top {cfg.fraction:.0%} of the map of the true class ({', '.join(cfg.gate_fills)} fills) must "
-        "lower the true-class logit more than deleting as many random pixels, and L-inf PGD (eps "
-        f"{gate_eps(cfg):g}, {cfg.gate_steps} steps) confined to that region must lower the margin more than PGD "
-        "confined to a random region of equal size; each paired per image, 95% bootstrap CI above 0, n >= 30. "
-        "Positive Δ = the map's region matters more than random pixels.")
+        f"lower the true-class logit more than deleting {control} (gate_control={cfg.gate_control}), and L-inf PGD "
+        f"(eps {gate_eps(cfg):g}, {cfg.gate_steps} steps) confined to that region must lower the margin more than "
+        "PGD confined to the control region; each paired per image, 95% bootstrap CI above 0, n >= 30. "
+        "Positive Δ = the map's region matters more than the control.")
     keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
-    rand_rows = []
-    for mode in MODES:
-        steps = gates[mode].get("randomization") or []
-        if steps:
-            rand_rows.append([f"{mode}: {gates[mode]['method']}", len(steps),
-                              fmt(steps[0].get("spearman", math.nan)), fmt(steps[-1].get("spearman", math.nan))])
-    tables = [gate_table(keyed, "Faithfulness gate per model (Δ = random − RoI damage, mean [95% CI])"),
-              Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained "
-                    "model's map after re-initializing layers from the top (near 0 = the map depends on the weights)",
-                    ["model: explainer", "layers randomized", "after the first", "after all"], rand_rows)]
-    for mode in MODES:
-        rows = per_class_rows(gates[mode])
-        if rows:
-            tables.append(Table(f"Gate of the {mode} model's {gates[mode]['method']} per class",
-                                ["class", "n", "deletion Δlogit", "attack Δmargin"], rows, folded=True))
+    tables = gate_tables(keyed, per_class_of=list(keyed))
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
-
-
-def per_class_rows(gate: dict[str, Any]) -> list[list[Any]]:
-    rows = []
-    for name, c in (gate.get("per_class") or {}).items():
-        deletion = c.get("deletion", {})
-        first = next(iter(deletion.values()), {}) if deletion else {}
-        attack = c.get("attack", {})
-        rows.append([name, c.get("n", "-"), interval(first.get("logit")) if first else "-",
-                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
-    return rows
 
 
 def setup_section(ctx: ReportContext) -> Section:
@@ -667,7 +645,7 @@ def robustness_section(ctx: ReportContext) -> Section:
     region = region_names(cfg.mask)[0]
     nat, pgd, loc = (models[m] for m in MODES)
     paragraphs = [
-        f"{region.capitalize()}-only PGD: natural {fmt(nat['region_accuracy'])}, PGD-trained "
+        f"{sentence_case(region)}-only PGD: natural {fmt(nat['region_accuracy'])}, PGD-trained "
         f"{fmt(pgd['region_accuracy'])}, localized {fmt(loc['region_accuracy'])}. Full-image PGD: natural "
         f"{fmt(nat['full_accuracy'])}, PGD-trained {fmt(pgd['full_accuracy'])}, localized {fmt(loc['full_accuracy'])}. "
         "Whether a difference between models counts is decided in the verdict tables (paired per image, with a CI), "
@@ -677,7 +655,7 @@ def robustness_section(ctx: ReportContext) -> Section:
     ]
     notes = []
     if ctx.metrics["mask_from_importance"] and any(not ctx.metrics["importance"][m]["faithful"] for m in MODES):
-        notes.append(f"{NOT_INTERPRETABLE_ROI.capitalize()} (column 'mask'): the {cfg.mask} mask is cut from the "
+        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} (column 'mask'): the {cfg.mask} mask is cut from the "
                      "importance map, so the region-only and complement-only accuracies of those models are not "
                      "evidence about their background.")
     return Section("Robustness", paragraphs, tables=[table], notes=notes,
@@ -713,7 +691,7 @@ def gradcam_section(ctx: ReportContext) -> Section:
         f"gives how much of the {names} energy of the true class stays in the {complement} after the attack. The "
         "energy-shift claims in the verdict table are these changes, paired per image.",
     ]
-    notes = [f"{NOT_INTERPRETABLE_ROI.capitalize()} on the {mode} model: its rows and figures here show where its "
+    notes = [f"{sentence_case(NOT_INTERPRETABLE_ROI)} on the {mode} model: its rows and figures here show where its "
              f"{ctx.evaluations[mode].importance} map lies, not where the model looks."
              for mode in MODES if not ctx.metrics["importance"][mode]["faithful"]]
     return Section(f"Background attacks and {names}", paragraphs, tables=[table], figures=figures, notes=notes,
@@ -736,7 +714,7 @@ def example_figures(ctx: ReportContext, mode: str, region: str, complement: str)
     labels = [f"#{int(i)} {names[int(y[j])]}\nafter attack: {names[int(ev.preds['region'][i])]}"
               for j, i in enumerate(idx)]
     ex = plot_localized_examples(x, x_adv, mask, ctx.rundir.figures / f"examples-{mode}.png", row_labels=labels,
-                                 region_name=region, title=f"{region.capitalize()}-only PGD ({budget_text(cfg)}) "
+                                 region_name=region, title=f"{sentence_case(region)}-only PGD ({budget_text(cfg)}) "
                                                            f"against the {mode} model")
     cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device)).cpu() for z in (x, x_adv)]
     label = roi_label(ctx.metrics["faithfulness"][mode])
@@ -749,7 +727,7 @@ def example_figures(ctx: ReportContext, mode: str, region: str, complement: str)
                        f"the region the attack may change (white). Rows: images the attack fools first."),
             Figure(shift, f"{mode} model: {method} of the true class on the clean and the attacked image, and the "
                           f"change; titles give the share of its energy in the {complement}."
-                          + (f" {label.capitalize()}." if label else ""))]
+                          + (f" {sentence_case(label)}." if label else ""))]
 
 
 def limits_section(ctx: ReportContext) -> Section:
@@ -760,6 +738,11 @@ def limits_section(ctx: ReportContext) -> Section:
         "ranking of the three models, not the absolute numbers, is what this run shows.",
         "One training seed and one evaluation seed: the CIs are over test images for these three trained models; "
         "they do not include the seed-to-seed variation of training, which this run does not measure.",
+        "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
+        f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
+        f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, and the epochs differ (natural "
+        f"{cfg.natural_epochs}, adversarial {cfg.train_epochs}). This run has no mixed full-image PGD training and "
+        "no random-mask localized control, so it cannot attribute an accuracy difference to the background.",
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
         "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",

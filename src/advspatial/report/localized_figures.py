@@ -151,7 +151,8 @@ def plot_gradcam_shift(
                       fontsize=8)
         _off(ax2)
         ax0.set_ylabel(row_labels[i], fontsize=8)
-    fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label(f"{map_name} (fraction of the row's peak)", fontsize=8)
+    fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label(f"{map_name} (fraction of the row's peak)",
+                                                                  fontsize=8)
     fig.colorbar(diff, cax=fig.add_subplot(grid[:, 5])).set_label("after - before (red = more attention)", fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
     fig.subplots_adjust(left=0.1, right=0.92, top=1 - 0.9 / height, bottom=0.2 / height)
