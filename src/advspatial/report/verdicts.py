@@ -79,7 +79,7 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
         elif c.verdict == "insufficient data":
             body = f"only {c.effect.n} images entered the comparison."
         else:
-            direction = "above" if c.effect.mean > 0 else "below"
+            direction = "above" if c.effect.mean > 0 else ("below" if c.effect.mean < 0 else "equal to")
             body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
                     f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}).")
         sentences.append(f"{head}: {body}")
