@@ -42,3 +42,12 @@ def test_forest_plot_writes_a_png(tmp_path) -> None:
 
 def test_number_formats() -> None:
     assert interval(None) == "-" and fmt_p(float("nan")) == "-" and fmt_p(2e-5) == "2e-05" and fmt_p(0.0312) == "0.031"
+
+
+def test_randomization_table_flags_maps_that_survive_randomization() -> None:
+    from advspatial.report.verdicts import randomization_table
+
+    gates = {"ig": {"randomization": [{"spearman": 0.95}, {"spearman": 0.91}]},
+             "hirescam": {"randomization": [{"spearman": 0.10}, {"spearman": 0.05}]}, "none": {}}
+    rows = {r[0]: r for r in randomization_table(gates).rows}
+    assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
