@@ -38,7 +38,7 @@ GATE_FILLS = ("zero", "blur", "noise")
 
 @dataclass
 class GatedConfig(ExperimentConfig):
-    """Settings of the faithfulness gate, shared by every experiment that uses an RoI."""
+    """Settings of the faithfulness gate and of the verdict rules, shared by every experiment that uses an RoI."""
 
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count")
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
@@ -46,12 +46,16 @@ class GatedConfig(ExperimentConfig):
     gate_control: str = setting("shifted", "control region of the gate: shifted (the RoI's shape at a random place) "
                                            "or scattered (as many random pixels)")
     randomization_images: int = setting(16, "images of the cascading model-randomization check")
+    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
 
     def validate(self) -> None:
         super().validate()
         check_range("gate_n", self.gate_n, 1)
         check_range("gate_steps", self.gate_steps, 1)
         check_range("randomization_images", self.randomization_images, 1)
+        check_range("sesoi", self.sesoi, 0)
+        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.gate_control not in CONTROLS:
             raise unknown_name("gate control", self.gate_control, CONTROLS)
         for fill in self.gate_fills:

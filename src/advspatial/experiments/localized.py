@@ -100,8 +100,6 @@ class LocalizedConfig(GatedConfig):
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)")
-    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     figure_images: int = setting(4, "example images per figure")
 
     QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
@@ -125,8 +123,6 @@ class LocalizedConfig(GatedConfig):
             raise ConfigError(f"norm={self.norm!r} is not valid; valid: linf, l2")
         check_range("eps", self.eps, 0, 1 if self.norm == "linf" else None, low_inclusive=False)
         check_range("gate_eps", self.gate_eps, 0, 1)
-        check_range("sesoi", self.sesoi, 0)
-        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.importance not in list_importance_methods():
             raise unknown_name("importance method", self.importance, list_importance_methods())
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():

@@ -116,9 +116,6 @@ class PerceptualConfig(GatedConfig):
     permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
-    sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary); "
-                                        "named so because alpha is the SSIM-ball's bound")
     figure_images: int = setting(4, "example images in the side-by-side figure")
 
     QUICK = {"n": 16, "batch_size": 8, "ssim_steps": 5, "pgd_steps": 5, "calibration_n": 8,
@@ -135,8 +132,6 @@ class PerceptualConfig(GatedConfig):
         check_range("eps_max", self.eps_max, 0.0, 1.0, low_inclusive=False)
         check_range("ssim_tolerance", self.ssim_tolerance, 0.0, 1.0, low_inclusive=False)
         check_range("fraction", self.fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("sesoi", self.sesoi, 0.0)
-        check_range("significance", self.significance, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         for name in ("ssim_steps", "rounds", "pgd_steps", "calibration_n", "calibration_iters", "permutations",
                      "permutation_images", "strata"):
             check_range(name, getattr(self, name), 1)

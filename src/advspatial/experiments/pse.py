@@ -117,9 +117,6 @@ class PSEConfig(GatedConfig):
     permutations: int = setting(2000, "permutations of the image-level null (two-sided p; the smallest p is "
                                       "1/(B+1), so B must allow Holm across the primary claims)")
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
-    sesoi: float = setting(0.01, "smallest effect of interest: |excess share| below it counts as equivalent to "
-                                 "the null")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
@@ -167,8 +164,6 @@ class PSEConfig(GatedConfig):
         if self.dissection_dataset:
             dataset_spec(self.dissection_dataset)
         check_range("eps", self.eps, 0, 1)
-        check_range("sesoi", self.sesoi, 0)
-        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("kappa", self.kappa, 1)
         check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)

@@ -85,8 +85,6 @@ class SpatialConfig(GatedConfig):
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     common_scale: bool = setting(False, "compare RoI and RoA at the CAM layer's resolution (both maps average-"
                                         "pooled to it) instead of the input's")
-    sesoi: float = setting(0.01, "smallest effect of interest: |excess| below it counts as equivalent to the null")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "mean", "blur", "inpaint"], "fills compared in the sweep")
     fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "neutralized fractions of the sweep")
@@ -125,8 +123,6 @@ class SpatialConfig(GatedConfig):
             check_range("panel_fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("completeness_tolerance", self.completeness_tolerance, 0, low_inclusive=False)
         check_range("max_flagged_share", self.max_flagged_share, 0, 1)
-        check_range("sesoi", self.sesoi, 0)
-        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("strata", self.strata, 1)
         if self.attack_map not in list_attack_maps():
             raise unknown_name("attack map", self.attack_map, list_attack_maps())
