@@ -390,3 +390,18 @@ def test_pool_to_scale():
         pool_to_scale(maps[0], (2, 2))
     with pytest.raises(ConfigError):
         pool_to_scale(maps, (5, 3))
+
+
+def test_compare_to_nulls_computes_only_the_nulls_asked_for() -> None:
+    gen = torch.Generator().manual_seed(3)
+    imp = torch.rand(12, 6, 6, generator=gen)
+    att = torch.rand(12, 6, 6, generator=gen)
+    from advspatial.regions import binarize
+
+    args = (imp, att, binarize(imp).mask, binarize(att).mask, torch.arange(12) % 2)
+    one = compare_to_nulls(*args, statistics=("energy_in_roi",), n_permutations=50, nulls=("same-class",))
+    full = compare_to_nulls(*args, statistics=("energy_in_roi",), n_permutations=50)
+    assert set(one["energy_in_roi"]) == {"same-class"}
+    assert one["energy_in_roi"]["same-class"] == full["energy_in_roi"]["same-class"]
+    with pytest.raises(ConfigError, match="null"):
+        compare_to_nulls(*args, nulls=("sideways",))

@@ -42,8 +42,8 @@ from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, sele
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import attack_map, feature_map_size, importance_map, list_attack_maps, list_importance_methods
 from ..regions import MapAccumulator, binarize, overlap_statistics, random_region_like, segregate
-from ..regions.claims import Claim, judge
-from ..regions.inference import pool_to_scale
+from ..regions.claims import Claim, claim_from, judge
+from ..regions.inference import bootstrap_mean_ci, compare_to_nulls, pool_to_scale
 from ..runtime import RunDir, batch_slices
 from . import colocation
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
@@ -568,8 +568,6 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> d
 
 def defence_vs_control(rows: list[dict[str, Any]], attack: str, seed: int) -> dict[str, Any]:
     """Per deployable defence: paired per-image accuracy defended - random control, mean with a bootstrap CI."""
-    from ..regions.inference import bootstrap_mean_ci
-
     group = list(iter_group(rows, attack))
     out = {}
     for tag in ("gradient", "prior"):
@@ -732,12 +730,9 @@ def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str
 
 def panel_claim(ctx: Context, subject: str, imp: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor,
                 roa: torch.Tensor, store: dict[str, torch.Tensor], gates: dict[str, bool]) -> Claim:
-    from ..regions.claims import claim_from
-    from ..regions.inference import compare_to_nulls
-
     cfg = ctx.config
     result = compare_to_nulls(imp, attack, roi, roa, store["labels"], statistics=(colocation.PRIMARY_STATISTIC,),
-                              n_permutations=cfg.permutations, seed=cfg.seed)
+                              n_permutations=cfg.permutations, seed=cfg.seed, nulls=(colocation.PRIMARY_NULL,))
     comparison = result[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
     return claim_from(comparison, colocation.CLAIM, subject, gates, primary=False)
 

@@ -489,8 +489,9 @@ def compare_to_nulls(
     n_permutations: int = 10_000,
     seed: int = 0,
     strata: int = DEFAULT_STRATA,
+    nulls: Sequence[str] = NULLS,
 ) -> dict[str, dict[str, NullComparison]]:
-    """Every statistic against every null: ``result[statistic][null]``.
+    """Every statistic against every null (or the ``nulls`` named): ``result[statistic][null]``.
 
     The (N,N) pair matrices are built once (:func:`advspatial.regions.pairwise_statistics`);
     each pair-based null draws one set of permutations shared by all statistics.
@@ -517,10 +518,15 @@ def compare_to_nulls(
     pairs = {s: pairs[s].detach().cpu().double() for s in names}
     pixels = int(roi[0].numel()) if n else 1
     expected = uniform_null(roi.flatten(1).sum(1), roa.flatten(1).sum(1), pixels)
-    out: dict[str, dict[str, NullComparison]] = {
-        s: {"uniform": uniform_comparison(pairs[s].diagonal(), expected[s], seed, statistic=s)} for s in names}
+    unknown_nulls = set(nulls) - set(NULLS)
+    if unknown_nulls:
+        raise unknown_name("null", sorted(unknown_nulls)[0], NULLS)
+    out: dict[str, dict[str, NullComparison]] = {s: {} for s in names}
+    if "uniform" in nulls:
+        for s in names:
+            out[s]["uniform"] = uniform_comparison(pairs[s].diagonal(), expected[s], seed, statistic=s)
     for null in NULLS[1:]:
-        if null == "object-conditioned" and composition is None:
+        if null not in nulls or (null == "object-conditioned" and composition is None):
             continue
         groups = null_groups(null, labels, composition, strata)
         prepared = [_prepare(pairs[s], groups) for s in names]
