@@ -2,9 +2,9 @@
 
 An importance map is used as a Region of Importance (RoI) only after it has
 shown that it marks what the model uses: deleting its top pixels must hurt
-more than deleting as many random pixels (two fills), and the experiment's own
-L-inf PGD confined to it must do more damage than PGD confined to a random
-region of equal size. The stage streams the experiment's batches (cached in
+more than deleting a control region of as many pixels (two fills; by default
+the RoI's own shape at a random place), and the experiment's own L-inf PGD
+confined to it must do more damage than PGD confined to that control. The stage streams the experiment's batches (cached in
 the run directory, keyed by global sample ids, so ``--resume`` and the batch
 size do not change it) over the correctly classified images among the first
 ``gate_n``, and adds the cascading model-randomization check on a few images.
@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import make_attack
-from ..errors import check_range, unknown_name
+from ..errors import ConfigError, check_range, unknown_name
 from ..maps import default_importance_method, importance_map
 from ..regions.claims import NOT_INTERPRETABLE_ROI
 from ..regions.faithfulness import (
@@ -62,8 +62,6 @@ class GatedConfig(ExperimentConfig):
             if fill not in GATE_FILLS:
                 raise unknown_name("gate fill", fill, GATE_FILLS)
         if len(set(self.gate_fills)) < 2:
-            from ..errors import ConfigError
-
             raise ConfigError("gate_fills needs at least two different fills (e.g. zero,blur)")
 
 
