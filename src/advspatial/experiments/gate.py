@@ -140,6 +140,21 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
         seed=ctx.config.seed)
 
 
+def control_text(control: str) -> str:
+    """The gate's control region in words."""
+    return "the same region shape at a random place" if control == "shifted" else "as many random pixels"
+
+
+def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_name: str = "the map") -> str:
+    """The gate's rule in one paragraph, naming the configured control (one wording for every report)."""
+    return (f"Gate: on the correctly classified images among the first {images}, deleting the top {fraction:.0%} of "
+            f"{map_name} ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more than deleting "
+            f"{control_text(cfg.gate_control)} (gate_control={cfg.gate_control}), and L-inf PGD (eps {eps:g}, "
+            f"{cfg.gate_steps} steps) confined to the region must lower the margin more than PGD confined to the "
+            "control region; each paired per image, 95% bootstrap CI above 0, n >= 30. Positive Δ = the map's "
+            "region matters more than the control.")
+
+
 def roi_label(gate: dict[str, Any]) -> str:
     """'' when the gate passed, else the label every RoI-dependent result of the run carries."""
     return "" if gate.get("passed") else NOT_INTERPRETABLE_ROI

@@ -61,7 +61,7 @@ from ..report.verdicts import gate_tables, interval, verdict_legend, verdict_tab
 from ..runtime import RunDir, batch_slices, model_device, pick_device
 from ..training import TrainConfig, TrainedModel, get_or_train
 from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting
-from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
+from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
 
 #: the three training modes compared, in table order
 MODES = ("natural", "pgd", "localized")
@@ -576,15 +576,8 @@ def gate_section(ctx: ReportContext) -> Section:
     paragraphs = [f"{mode} model: {imp[mode]['method']} ({imp[mode]['why']}); "
                   f"{'FAITHFUL' if imp[mode]['faithful'] else 'NOT faithful'} by the gate below."
                   for mode in MODES]
-    control = ("the same region shape at a random place" if cfg.gate_control == "shifted"
-               else "as many random pixels")
-    paragraphs.append(
-        f"Gate, on each model: on its correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, "
-        f"deleting the top {cfg.fraction:.0%} of the map of the true class ({', '.join(cfg.gate_fills)} fills) must "
-        f"lower the true-class logit more than deleting {control} (gate_control={cfg.gate_control}), and L-inf PGD "
-        f"(eps {gate_eps(cfg):g}, {cfg.gate_steps} steps) confined to that region must lower the margin more than "
-        "PGD confined to the control region; each paired per image, 95% bootstrap CI above 0, n >= 30. "
-        "Positive Δ = the map's region matters more than the control.")
+    paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, gate_eps(cfg),
+                                                    "the map of the true class"))
     keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
     tables = gate_tables(keyed, per_class_of=list(keyed))
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")

@@ -572,6 +572,7 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
     from ..report.verdicts import gate_tables
+    from .gate import gate_rule
 
     cfg = ctx.config
     gates = metrics["faithfulness"]
@@ -580,12 +581,8 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     paragraphs = [
         f"RoI explainer: {roi['method']} of the true class ({roi['why']}). It is "
         f"{'FAITHFUL' if roi['faithful'] else 'NOT faithful'} by the gate below ({gate.get('reason', '')}).",
-        f"Gate: on the {gate.get('n', 0)} correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, "
-        f"deleting the top {cfg.fraction:.0%} of the map ({', '.join(cfg.gate_fills)} fills) must lower the "
-        "true-class logit more than deleting as many random pixels, and the experiment's L-inf PGD (the calibrated "
-        f"budget eps {metrics['pgd_eps']:.4f}, {cfg.gate_steps} steps) confined to the region must lower the margin "
-        "more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI above 0, "
-        "n >= 30. Positive Δ = the CAM's region matters more than random pixels.",
+        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, metrics["pgd_eps"], "the CAM")
+        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline.",
     ]
     tables = gate_tables(gates, per_class_of=[roi["method"]])
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")

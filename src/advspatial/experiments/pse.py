@@ -66,7 +66,7 @@ from ..report.verdicts import (
 from ..runtime import RunDir, batch_slices, make_generator
 from ..training import resolve_model
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
-from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
+from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
 
 MODES = ("untargeted", "targeted")
 TARGET_MODES = ("random", "least-likely", "next")
@@ -756,12 +756,8 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     paragraphs = [
         f"CAM explainer: {roi['method']} ({roi['why']}). It is {'FAITHFUL' if roi['faithful'] else 'NOT faithful'} "
         f"by the gate below{'' if roi['faithful'] else ' (' + gate.get('reason', '') + ')'}.",
-        f"Gate: on the correctly classified images among the first {min(cfg.gate_n, metrics['n'])}, deleting the top "
-        f"{cfg.top_fraction:.0%} of CAM_t0(x) ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more "
-        "than deleting as many random pixels, and L-inf PGD (eps "
-        f"{cfg.eps}, the experiment's own PGD budget; {cfg.gate_steps} steps) confined to that region must lower the "
-        "margin more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI "
-        "excluding 0. Positive Δ = the CAM region matters more than random pixels.",
+        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.top_fraction, cfg.eps, "CAM_t0(x)")
+        + " eps is the experiment's own PGD budget.",
         "The gate judges the explainer on clean images and the true class, exactly the cached CAM_t0(x) the "
         "image-level analysis uses. CAM_t(x') is the same explainer on the adversarial image and class; it is not "
         "gated separately and carries this gate's verdict.",

@@ -22,6 +22,8 @@ from ..report.verdicts import (
     what_this_run_shows,
 )
 
+from .gate import gate_rule
+
 if TYPE_CHECKING:
     from .spatial import AttackSummary, Context
 
@@ -107,11 +109,7 @@ def gate_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
     paragraphs = [
         f"RoI explainer: {roi['method']} ({roi['why']}). It is {'FAITHFUL' if roi['faithful'] else 'NOT faithful'} "
         "by the gate below.",
-        f"Gate: on the correctly classified images among the first {cfg.gate_n}, deleting the top {cfg.fraction:.0%} of "
-        f"the map ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more than deleting as many random "
-        f"pixels, and L-inf PGD (eps {cfg.eps_linf}, {cfg.gate_steps} steps) confined to the region must lower the "
-        "margin more than PGD confined to a random region of equal size; each paired per image, 95% bootstrap CI "
-        "excluding 0. Positive Δ = the explainer's region matters more than random pixels.",
+        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf),
     ]
     tables = gate_tables(gates, per_class_of=[roi["method"]])
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")

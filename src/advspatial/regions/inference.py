@@ -25,7 +25,7 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -538,12 +538,23 @@ def compare_to_nulls(
 
 # -- multiple comparisons ---------------------------------------------------------------------
 
-def _pvalues(pvalues: Any) -> tuple[np.ndarray, np.ndarray]:
+def _adjust(pvalues: Any, step: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Apply ``step`` (ascending finite p-values -> adjusted, same order) and put the results back in place.
+
+    NaN entries stay NaN and are not counted in the family; results are capped at 1.
+    """
     p = np.asarray(pvalues, dtype=float)
     finite = np.isfinite(p)
     if np.any((p[finite] < 0) | (p[finite] > 1)):
         raise ConfigError("p-values must lie in [0, 1]")
-    return p, finite
+    out = np.full(p.shape, np.nan)
+    v = p[finite]
+    if v.size:
+        order = np.argsort(v, kind="stable")
+        res = np.empty(v.size)
+        res[order] = np.minimum(1.0, step(v[order]))
+        out[finite] = res
+    return out
 
 
 def holm(pvalues: Any) -> np.ndarray:
@@ -551,17 +562,7 @@ def holm(pvalues: Any) -> np.ndarray:
 
     Sorted ascending, p_(k) becomes max_{j<=k} min(1, (m - j + 1) p_(j)).
     """
-    p, finite = _pvalues(pvalues)
-    out = np.full(p.shape, np.nan)
-    v = p[finite]
-    m = v.size
-    if m:
-        order = np.argsort(v, kind="stable")
-        adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * v[order]))
-        res = np.empty(m)
-        res[order] = adjusted
-        out[finite] = res
-    return out
+    return _adjust(pvalues, lambda v: np.maximum.accumulate((v.size - np.arange(v.size)) * v))
 
 
 def benjamini_hochberg(pvalues: Any) -> np.ndarray:
@@ -569,18 +570,7 @@ def benjamini_hochberg(pvalues: Any) -> np.ndarray:
 
     Sorted ascending, p_(k) becomes min_{j>=k} min(1, m p_(j) / j).
     """
-    p, finite = _pvalues(pvalues)
-    out = np.full(p.shape, np.nan)
-    v = p[finite]
-    m = v.size
-    if m:
-        order = np.argsort(v, kind="stable")
-        scaled = v[order] * m / np.arange(1, m + 1)
-        adjusted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-        res = np.empty(m)
-        res[order] = adjusted
-        out[finite] = res
-    return out
+    return _adjust(pvalues, lambda v: np.minimum.accumulate((v * v.size / np.arange(1, v.size + 1))[::-1])[::-1])
 
 
 # -- verdicts -----------------------------------------------------------------------------------
