@@ -269,7 +269,7 @@ def restricted_attack_columns(
     sample_ids: torch.Tensor | Sequence[int] | None = None,
     control: str = "shifted",
 ) -> dict[str, torch.Tensor]:
-    """Attack check on one batch: ``attack`` confined to the RoI vs to a random region of equal size.
+    """Attack check on one batch: ``attack`` confined to the RoI vs to its control region of equal size.
 
     The random region is the ``control`` (:func:`control_region`), as in
     :func:`deletion_columns`.

@@ -138,7 +138,7 @@ def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
     return Table(caption, columns, rows)
 
 
-GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through a random "
+GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through its control "
                 "region of equal size (> 0: the region matters more), mean [95% CI]")
 
 
