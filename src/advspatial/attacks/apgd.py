@@ -1,0 +1,463 @@
+"""Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum and a budget-aware step-size schedule.
+
+APGD needs no step size: it starts at ``eta = 2*eps`` and halves it, per image,
+at checkpoints where progress stalled. One run on an image, with attacker loss
+``f`` (ascended) and projection ``P`` (onto the eps-ball around ``x``, then the
+box [0,1]), for ``k = 0 .. steps-1``:
+
+* ``z     = P(x_k + eta_k * d(grad f(x_k)))``, ``d`` the steepest-ascent direction
+  (L-inf: ``sign(mask*g)*mask``; L2: ``mask*g / ||mask*g||_2``);
+* ``x_k+1 = z`` for ``k = 0``, else
+  ``x_k+1 = P(x_k + a*(z - x_k) + (1-a)*(x_k - x_k-1))`` with momentum ``a = 0.75``;
+* ``x_max, f_max``: the highest-loss iterate so far (``x_0`` included).
+
+Checkpoints ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``, ``p_1 = 0.22``,
+``p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06)`` (for 100 steps: 0, 22, 41, 57,
+70, 80, 87, 93, 99). At ``k = w_j`` the step size of an image is halved and
+its iterate reset to ``x_max`` (its gradient to the one at ``x_max``) when
+
+1. fewer than ``rho * (w_j - w_j-1)`` of the steps since ``w_j-1`` increased the
+   loss (``f(x_i+1) > f(x_i)``), or
+2. its step size was not halved at ``w_j-1`` and ``f_max`` has not grown since.
+
+(The reference implementation never applies condition 2 at the first checkpoint
+and uses ``<=`` in condition 1; we follow the paper.) A loss "increases" only by
+more than float noise, ``1e-5 * (1 + |f|)`` (:func:`beats`), so that the last bits
+of the logits, which depend on the batch, cannot change an image's trajectory.
+
+Losses (per image; summed, never averaged, so a gradient does not depend on the batch):
+
+* ``ce``: ``CE(z, y)`` (targeted: ``-CE(z, t)``); ``margin``: as in :mod:`.fgsm`;
+* ``dlr``: ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` (>= 3 classes),
+  targeted ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)`` (>= 4 classes),
+  ``z_pi1 >= z_pi2 >= ...`` the sorted logits.
+
+Random start per image from ``(seed + restart, sample_id)`` (:func:`per_sample_noise`):
+L-inf ``eps * U[-1,1)``, L2 ``eps * z/||z||`` with ``z ~ N(0, I)``, both masked.
+Restarts run only on images not yet adversarial.
+
+What is returned per image: the first adversarial iterate (misclassified, or the
+target hit) when ``early_stop=True``, which also drops the image from the batch
+at that point (and an image already adversarial on ``x`` is returned as ``x``);
+with ``early_stop=False`` every image takes every step and the result is the
+highest-loss adversarial iterate, or the highest-loss iterate if none was
+adversarial. ``eot_iter > 1`` (randomized models): the gradient and the loss
+are means over ``eot_iter`` forward+backward passes and an iterate counts as
+adversarial only if every pass was. ``queries``: forward+backward passes.
+
+APGD-T (:class:`APGDT`) with ``target=`` is APGD with the targeted DLR loss;
+without a target it runs a targeted attack towards each of the
+``n_target_classes`` highest-scoring wrong classes on the clean image in turn
+(on the images not yet misclassified), like AutoAttack's APGD-T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, check_range
+from .base import Attack, margin, per_sample_noise, register_attack
+from .fgsm import attack_loss, is_adversarial, masked_sign
+
+APGD_LOSSES = ("ce", "dlr", "margin")
+MOMENTUM = 0.75
+DLR_GUARD = 1e-12
+L2_GUARD = 1e-12
+IMPROVEMENT_TOL = 1e-5
+
+
+# -- schedule and losses ----------------------------------------------------------
+
+def checkpoints(steps: int) -> list[int]:
+    """``[w_0=0, w_1, ...]``: the iterations ``ceil(p_j*steps) <= steps`` where APGD may halve its step.
+
+    ``p_j`` is kept in hundredths, so the arithmetic is exact (``0.22*100`` in floats
+    is ``22.000000000000004``, whose ceiling would be 23). Repeated values (few steps)
+    are dropped.
+    """
+    marks, prev, cur = [0], 0, 22
+    while (w := -(-cur * steps // 100)) <= steps:
+        if w > marks[-1]:
+            marks.append(w)
+        prev, cur = cur, cur + max(cur - prev - 3, 6)
+    return marks
+
+
+def _need_classes(logits: torch.Tensor, k: int, what: str) -> None:
+    if logits.shape[1] < k:
+        raise ConfigError(f"the {what} loss needs at least {k} classes; the model has {logits.shape[1]}")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Untargeted Difference of Logits Ratio, (N,): ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)``."""
+    _need_classes(logits, 3, "DLR")
+    top = logits.topk(3, dim=1).values
+    return -margin(logits, y) / (top[:, 0] - top[:, 2] + DLR_GUARD)
+
+
+def dlr_loss_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR, (N,): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)``."""
+    _need_classes(logits, 4, "targeted DLR")
+    top = logits.topk(4, dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + DLR_GUARD)
+
+
+def apgd_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
+    """Per-image objective APGD ascends: ``ce``/``margin`` as :func:`.fgsm.attack_loss`, or ``dlr``."""
+    if loss == "dlr":
+        return dlr_loss(logits, y) if target is None else dlr_loss_targeted(logits, y, target)
+    return attack_loss(logits, y, target, loss)
+
+
+def beats(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new > old + 1e-5 * (1 + |old|)`` elementwise (any finite ``new`` beats ``old = -inf``).
+
+    A gain within float noise is no gain: the last bits of a model's outputs depend on
+    the batch an image is evaluated in, and a decision on such noise (an iterate stuck
+    at a corner of the ball, a Square window whose change the box clips away) would
+    make an image's result depend on the other images of its batch.
+    """
+    threshold = torch.where(torch.isinf(old), old, old + IMPROVEMENT_TOL * (1 + old.abs()))
+    return new > threshold
+
+
+def _rows_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-image L2 norm of (N, ...) as an (N,1,...,1) tensor that broadcasts back."""
+    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def _rows(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image ``where``: rows of ``a`` where ``cond`` (N,) holds, else rows of ``b``."""
+    return torch.where(cond.view(-1, *([1] * (a.ndim - 1))), a, b)
+
+
+# -- per-image bookkeeping ----------------------------------------------------------
+
+@dataclass
+class Best:
+    """The best point seen per image, ranked by (adversarial, loss): an adversarial point beats any other."""
+
+    x: torch.Tensor
+    adv: torch.Tensor
+    loss: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor) -> "Best":
+        n = x.shape[0]
+        return cls(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device),
+                   torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype))
+
+    def offer(self, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor, loss: torch.Tensor) -> None:
+        """Keep ``x`` for the images ``idx`` where it ranks above the point kept so far."""
+        old_adv, old_loss = self.adv[idx], self.loss[idx]
+        better = (adv & ~old_adv) | ((adv == old_adv) & beats(loss, old_loss))
+        if better.any():
+            rows = idx[better]
+            self.x[rows], self.adv[rows], self.loss[rows] = x[better], adv[better], loss[better]
+
+
+@dataclass
+class _Run:
+    """State of one APGD run for the images still taking steps (row i is batch image ``idx[i]``)."""
+
+    idx: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    loss_target: torch.Tensor | None   # target used by the loss (APGD-T: the current target class)
+    goal: torch.Tensor | None          # target that counts as success (None: any wrong class)
+    mask: torch.Tensor | None
+    cur: torch.Tensor                  # x_k
+    prev: torch.Tensor                 # x_k-1
+    grad: torch.Tensor                 # gradient at x_k
+    loss: torch.Tensor                 # f(x_k)
+    best_x: torch.Tensor               # x_max
+    best_grad: torch.Tensor
+    best_loss: torch.Tensor            # f_max
+    step: torch.Tensor                 # eta per image
+    n_up: torch.Tensor                 # loss increases since the last checkpoint
+    last_best: torch.Tensor            # f_max at the last checkpoint
+    reduced: torch.Tensor              # step halved at the last checkpoint
+
+    def keep(self, rows: torch.Tensor) -> "_Run":
+        """The state restricted to the rows where ``rows`` (bool) holds."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = None if v is None else v[rows]
+        return replace(self, **out)
+
+    def __len__(self) -> int:
+        return int(self.idx.shape[0])
+
+
+# -- the attack -------------------------------------------------------------------
+
+@register_attack("apgd-dlr", "Auto-PGD in the L-inf ball on the DLR loss (Croce & Hein 2020)", loss="dlr")
+@register_attack("apgd-ce", "Auto-PGD in the L-inf ball on cross-entropy (Croce & Hein 2020)", loss="ce")
+class APGD(Attack):
+    """Auto-PGD in the L-inf ball (see the module docstring for the algorithm).
+
+    Args:
+        model: classifier on [0,1] images returning logits.
+        eps: radius of the L-inf ball, in [0, 1].
+        steps: gradient steps per run, >= 1.
+        n_restarts: runs from different random starts (only on images not yet fooled), >= 1.
+        loss: ``ce``, ``dlr`` (>= 3 classes; targeted >= 4) or ``margin``.
+        rho: condition-1 threshold, in (0, 1].
+        eot_iter: forward+backward passes averaged per gradient (randomized models), >= 1.
+        early_stop: stop an image at its first adversarial iterate (use False for randomized models).
+        seed: seed of the random starts (restart r uses ``seed + r``).
+    """
+
+    name = "apgd"
+    norm = "linf"
+    eps_max: float | None = 1.0
+
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, n_restarts: int = 1,
+        loss: str = "ce", rho: float = 0.75, eot_iter: int = 1, early_stop: bool = True, seed: int = 0,
+    ) -> None:
+        super().__init__(model, seed)
+        check_range("eps", eps, 0.0, self.eps_max)
+        check_range("steps", steps, 1, None)
+        check_range("n_restarts", n_restarts, 1, None)
+        check_range("rho", rho, 0.0, 1.0, low_inclusive=False)
+        check_range("eot_iter", eot_iter, 1, None)
+        if loss not in APGD_LOSSES:
+            raise ConfigError(f"loss={loss!r} is unknown; valid: {', '.join(APGD_LOSSES)}")
+        self.eps, self.steps, self.n_restarts = float(eps), int(steps), int(n_restarts)
+        self.loss, self.rho, self.eot_iter = loss, float(rho), int(eot_iter)
+        self.early_stop = bool(early_stop)
+
+    # -- norm-specific pieces (overridden by APGDL2) --------------------------------
+    def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Steepest-ascent direction of unit L-inf size: ``sign(mask*g)*mask``."""
+        return masked_sign(grad, mask)
+
+    def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Onto the eps-ball around x, then the box [0,1]."""
+        return (x + (x_new - x).clamp(-self.eps, self.eps)).clamp_(0.0, 1.0)
+
+    def random_start(self, x: torch.Tensor, mask: torch.Tensor | None, ids: torch.Tensor, seed: int) -> torch.Tensor:
+        """``x + eps*U[-1,1)*mask``, clipped to the box; row i from ``(seed, ids[i])``."""
+        noise = per_sample_noise(x.shape, seed, ids, "uniform", x.device, x.dtype) * self.eps
+        return (x + (noise if mask is None else noise * mask)).clamp_(0.0, 1.0)
+
+    # -- runs ---------------------------------------------------------------------
+    def runs(
+        self, y: torch.Tensor, target: torch.Tensor | None, clean_logits: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
+        """``(seed, loss target)`` of each run in order; APGD: one per restart, seeds ``seed + r``."""
+        for r in range(self.n_restarts):
+            yield self.seed + r, target
+
+    def needs_clean_logits(self, target: torch.Tensor | None) -> bool:
+        """Whether to evaluate x first (1 query): to return images already adversarial there as x."""
+        return self.early_stop
+
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        best = Best.start(x)
+        if self.eps == 0 or x.shape[0] == 0:
+            return best.x, queries
+        clean_logits = None
+        if self.needs_clean_logits(target):
+            with torch.no_grad():
+                clean_logits = self.model(x)
+            queries += 1
+            if self.early_stop:
+                best.adv |= is_adversarial(clean_logits, y, target)
+        for seed, loss_target in self.runs(y, target, clean_logits):
+            rows = (~best.adv).nonzero().flatten()
+            if rows.numel() == 0:
+                break
+            self._run(x, y, loss_target, target, mask, sample_ids, seed, rows, best, queries)
+        return best.x, queries
+
+    def _evaluate(
+        self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` over ``eot_iter`` passes."""
+        n = x_adv.shape[0]
+        loss_sum = torch.zeros(n, device=x_adv.device, dtype=x_adv.dtype)
+        grad_sum = torch.zeros_like(x_adv)
+        adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
+        for _ in range(self.eot_iter):
+            with torch.enable_grad():
+                xr = x_adv.detach().requires_grad_(True)
+                logits = self.model(xr)
+                per_image = apgd_loss(logits, y, loss_target, self.loss)
+                (grad,) = torch.autograd.grad(per_image.sum(), xr)
+            loss_sum += per_image.detach()
+            grad_sum += grad
+            adv &= is_adversarial(logits.detach(), y, goal)
+        return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
+
+    def _run(
+        self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
+        mask: torch.Tensor | None, sample_ids: torch.Tensor, seed: int, rows: torch.Tensor,
+        best: Best, queries: torch.Tensor,
+    ) -> None:
+        """One APGD run on the batch images ``rows``; offers every iterate to ``best``."""
+        st = self._initial_state(x, y, loss_target, goal, mask, sample_ids, seed, rows, best, queries)
+        marks, j = checkpoints(self.steps), 1
+        for k in range(self.steps):
+            if len(st) == 0:
+                return
+            with torch.no_grad():
+                new = self._step(st, first=k == 0)
+            loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal)
+            queries[st.idx] += self.eot_iter
+            best.offer(st.idx, new, adv, loss)
+            self._advance(st, new, loss, grad)
+            if j < len(marks) and k + 1 == marks[j]:
+                self._checkpoint(st, marks[j] - marks[j - 1])
+                j += 1
+            if self.early_stop:
+                st = st.keep(~adv)
+
+    def _initial_state(
+        self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
+        mask: torch.Tensor | None, sample_ids: torch.Tensor, seed: int, rows: torch.Tensor,
+        best: Best, queries: torch.Tensor,
+    ) -> _Run:
+        """Random start ``x_0`` for the images ``rows``, evaluated; adversarial starts leave under early stop."""
+        xs, ys = x[rows], y[rows]
+        m = None if mask is None else mask[rows]
+        lt = None if loss_target is None else loss_target[rows]
+        g = None if goal is None else goal[rows]
+        start = self.random_start(xs, m, sample_ids[rows.cpu()], seed)
+        loss, grad, adv = self._evaluate(start, ys, lt, g)
+        queries[rows] += self.eot_iter
+        best.offer(rows, start, adv, loss)
+        n = rows.numel()
+        st = _Run(
+            idx=rows, x=xs, y=ys, loss_target=lt, goal=g, mask=m,
+            cur=start, prev=start, grad=grad, loss=loss, best_x=start, best_grad=grad, best_loss=loss.clone(),
+            step=torch.full((n,), 2 * self.eps, device=x.device, dtype=x.dtype),
+            n_up=torch.zeros(n, dtype=torch.long, device=x.device), last_best=loss.clone(),
+            reduced=torch.zeros(n, dtype=torch.bool, device=x.device),
+        )
+        return st.keep(~adv) if self.early_stop else st
+
+    def _step(self, st: _Run, first: bool) -> torch.Tensor:
+        """``x_k+1`` from ``x_k``: a projected ascent step, then (after the first step) momentum 0.75."""
+        step = st.step.view(-1, *([1] * (st.x.ndim - 1)))
+        z = self.project(st.x, st.cur + step * self.direction(st.grad, st.mask))
+        if first:
+            return z
+        return self.project(st.x, st.cur + MOMENTUM * (z - st.cur) + (1 - MOMENTUM) * (st.cur - st.prev))
+
+    @staticmethod
+    def _advance(st: _Run, new: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """Count a loss increase, update ``x_max``, and move the iterate to ``new``."""
+        st.n_up += beats(loss, st.loss).long()
+        up = beats(loss, st.best_loss)
+        st.best_x = _rows(up, new, st.best_x)
+        st.best_grad = _rows(up, grad, st.best_grad)
+        st.best_loss = torch.where(up, loss, st.best_loss)
+        st.prev, st.cur, st.grad, st.loss = st.cur, new, grad, loss
+
+    def _checkpoint(self, st: _Run, window: int) -> None:
+        """Halve the step and restart from ``x_max`` where condition 1 or 2 holds."""
+        stalled = st.n_up < self.rho * window
+        flat = ~st.reduced & (st.best_loss <= st.last_best)
+        halve = stalled | flat
+        st.step = torch.where(halve, st.step / 2, st.step)
+        st.cur = _rows(halve, st.best_x, st.cur)
+        st.grad = _rows(halve, st.best_grad, st.grad)
+        st.loss = torch.where(halve, st.best_loss, st.loss)
+        st.reduced, st.last_best = halve, st.best_loss.clone()
+        st.n_up = torch.zeros_like(st.n_up)
+
+
+@register_attack("apgd-l2-dlr", "Auto-PGD in the L2 ball on the DLR loss", loss="dlr")
+@register_attack("apgd-l2", "Auto-PGD in the L2 ball (cross-entropy by default)")
+class APGDL2(APGD):
+    """Auto-PGD in the L2 ball (same arguments as :class:`APGD`; eps >= 0 is an L2 radius).
+
+    The step direction is the masked gradient over its L2 norm, so a step spends its
+    whole length inside the mask; projection scales ``x' - x`` by ``min(1, eps/||x' - x||)``.
+    """
+
+    name = "apgd-l2"
+    norm = "l2"
+    eps_max = None
+
+    def __init__(
+        self, model: nn.Module, eps: float = 0.5, steps: int = 100, n_restarts: int = 1,
+        loss: str = "ce", rho: float = 0.75, eot_iter: int = 1, early_stop: bool = True, seed: int = 0,
+    ) -> None:
+        super().__init__(model, eps, steps, n_restarts, loss, rho, eot_iter, early_stop, seed)
+
+    def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``mask*g / (||mask*g||_2 + 1e-12)``."""
+        if mask is not None:
+            grad = grad * mask
+        return grad / (_rows_norm(grad) + L2_GUARD)
+
+    def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
+        """Scale ``x_new - x`` by ``min(1, eps/||x_new - x||)``, then clip to [0,1]."""
+        delta = x_new - x
+        norm = _rows_norm(delta)
+        factor = torch.where(norm > self.eps, self.eps / norm.clamp_min(L2_GUARD), torch.ones_like(norm))
+        return (x + delta * factor).clamp_(0.0, 1.0)
+
+    def random_start(self, x: torch.Tensor, mask: torch.Tensor | None, ids: torch.Tensor, seed: int) -> torch.Tensor:
+        """``x + eps * (mask*z)/||mask*z||`` with ``z ~ N(0, I)`` from ``(seed, ids[i])``, clipped to the box."""
+        z = per_sample_noise(x.shape, seed, ids, "normal", x.device, x.dtype)
+        if mask is not None:
+            z = z * mask
+        return (x + self.eps * z / (_rows_norm(z) + L2_GUARD)).clamp_(0.0, 1.0)
+
+
+@register_attack("apgdt", "Targeted Auto-PGD on the targeted DLR loss; untargeted: over the top wrong classes")
+class APGDT(APGD):
+    """APGD-T: targeted DLR. With ``target=`` an ordinary targeted APGD; without, for
+    ``k = 1 .. n_target_classes`` (capped at classes - 1) a targeted run towards the
+    k-th highest-scoring wrong class on the clean image, ``n_restarts`` runs each (seed
+    ``seed + (k-1)*n_restarts + r``), on the images still correctly classified.
+
+    Args: as :class:`APGD`, plus ``n_target_classes >= 1``; the loss defaults to ``dlr``
+    (any APGD loss works, in its targeted form).
+    """
+
+    name = "apgdt"
+
+    def __init__(
+        self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, n_restarts: int = 1,
+        n_target_classes: int = 9, loss: str = "dlr", rho: float = 0.75, eot_iter: int = 1,
+        early_stop: bool = True, seed: int = 0,
+    ) -> None:
+        super().__init__(model, eps, steps, n_restarts, loss, rho, eot_iter, early_stop, seed)
+        check_range("n_target_classes", n_target_classes, 1, None)
+        self.n_target_classes = int(n_target_classes)
+
+    def needs_clean_logits(self, target: torch.Tensor | None) -> bool:
+        """Untargeted APGD-T also needs x's logits to choose its target classes."""
+        return self.early_stop or target is None
+
+    def runs(
+        self, y: torch.Tensor, target: torch.Tensor | None, clean_logits: torch.Tensor | None
+    ) -> Iterator[tuple[int, torch.Tensor | None]]:
+        if target is not None:
+            yield from super().runs(y, target, clean_logits)
+            return
+        assert clean_logits is not None
+        wrong = clean_logits.scatter(1, y[:, None], float("-inf"))
+        order = wrong.argsort(dim=1, descending=True, stable=True)
+        for k in range(min(self.n_target_classes, clean_logits.shape[1] - 1)):
+            for r in range(self.n_restarts):
+                yield self.seed + k * self.n_restarts + r, order[:, k]
+
+
+__all__ = ["APGD", "APGDL2", "APGDT", "Best", "apgd_loss", "beats", "checkpoints", "dlr_loss", "dlr_loss_targeted"]
