@@ -38,7 +38,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: the memory check's lighter settings: every stage of the run, each kept cheap
 LIGHT_SETTINGS = ["--attacks", "fgsm,pgd", "--defence-attack", "fgsm", "--steps", "5", "--permutations", "50",
                   "--fractions", "0.2", "--fills", "zero", "--prior-n", "200", "--adaptive-steps", "2",
-                  "--contribution-steps", "4"]
+                  "--adaptive-restarts", "1", "--adaptive-queries", "20", "--adaptive-n", "20",
+                  "--convergence-n", "10", "--convergence-steps", "1,2,4", "--convergence-restarts", "1,2",
+                  "--baselines", "blur", "--contribution-steps", "4"]
 
 
 def profile_default_run(out: Path) -> dict[str, float]:
@@ -79,8 +81,9 @@ STAGES = {
     ("spatial.py", "panel_batch"): "panel explainer maps (first use)",
     ("spatial.py", "measure"): "statistics engine, claims and verdicts",
     ("spatial.py", "process_attack"): "attacks, maps, defence per attack",
-    ("spatial.py", "aggregate_sweep"): "defence sweep",
-    ("spatial.py", "aggregate_adaptive"): "adaptive attacks",
+    ("spatial_defence.py", "aggregate_sweep"): "defence sweep (non-adaptive)",
+    ("spatial_defence.py", "adaptive_stage"): "adaptive evaluation (every configuration, controls, baselines)",
+    ("spatial_defence.py", "convergence_stage"): "convergence curves",
     ("spatial_report.py", "build_sections"): "report figures and tables",
 }
 

@@ -94,6 +94,35 @@ def test_eot_mode_skips_square_and_never_stops_early(tiny_cnn):
     assert list(ens.last_breakdown) == ["apgd-ce", "apgd-dlr"] and res.linf.max() <= 0.05 + 1e-6
 
 
+class _NoisyLinear(nn.Module):
+    """A randomized model: logits of a fixed linear map of x plus fresh noise at every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 4)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        return z + 0.05 * torch.randn(z.shape, generator=self.gen)
+
+
+def test_eot_early_stop_stops_only_images_fooled_on_every_pass():
+    torch.manual_seed(0)
+    model = _NoisyLinear()
+    x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = model.fc(x.flatten(1)).argmax(1)
+    full = AutoAttack(model, eps=0.3, steps=20, n_restarts=2, eot_iter=3).run(x, y)
+    early_attack = AutoAttack(model, eps=0.3, steps=20, n_restarts=2, eot_iter=3, eot_early_stop=True)
+    assert all(a.early_stop for a in early_attack.attacks.values())
+    early = early_attack.run(x, y)
+    assert int(early.queries.sum()) < int(full.queries.sum())  # fooled images stop spending passes
+    assert float(early.linf.max()) <= 0.3 + 1e-6
+    with torch.no_grad():  # a stopped image was fooled on all 3 passes of its step: it stays fooled without noise
+        clean_logits_adv = model.fc(early.x_adv.flatten(1)).argmax(1)
+    assert float((clean_logits_adv != y).float().mean()) >= 0.5
+
+
 def test_mask_and_target_pass_through(trained_tiny_cnn, fmnist_test_subset):
     x, y = _data(fmnist_test_subset, 16)
     mask = torch.zeros(28, 28)

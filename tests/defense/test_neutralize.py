@@ -273,7 +273,30 @@ def test_random_mode_same_count_resampled_per_call(tiny_cnn):
     fixed(x)
     a = fixed.last_region
     fixed(x)
-    assert torch.equal(a, fixed.last_region) and torch.equal(a, first)
+    assert torch.equal(a, fixed.last_region)
+    selection = fixed.select(x)
+    assert torch.equal(a, fixed.control_region(x, selection, 0))  # without resampling: draw 0, as scored
+    assert not torch.equal(first, a)  # the attacker's draws are never the scored ones
+
+
+def test_random_control_avoids_the_roi_and_matches_composition(tiny_cnn):
+    model = tiny_cnn()
+    gen = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 1, 28, 28, generator=gen)
+    x[:, :, :, :14] = 0.0  # a dark (background) half
+    rand = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=2, mode="random")
+    selection = rand.select(x)
+    fg = x.amax(1) > 0.05
+    for d in range(5):
+        control = rand.control_region(x, selection, d)
+        assert not bool((control & selection.roi).any())  # the defence never touches the RoI: nor does its control
+        for stratum in (fg, ~fg):
+            assert torch.equal((control & stratum).flatten(1).sum(1), (selection.neutralized & stratum).flatten(1).sum(1))
+    draws = [rand.control_region(x, selection, d) for d in range(3)]
+    assert not torch.equal(draws[0], draws[1])
+    # keyed by the global id: image 2 alone with id 2 gets the same draw
+    alone = rand.control_region(x[2:3], rand.select(x[2:3], sample_ids=torch.tensor([2])), 1, torch.tensor([2]))
+    assert torch.equal(alone[0], rand.control_region(x, selection, 1, torch.arange(4))[2])
 
 
 def test_oracle_mode_uses_the_given_region(tiny_cnn):

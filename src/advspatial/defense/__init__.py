@@ -1,23 +1,31 @@
-"""The neutralization defence (METHODS.md §2): fills, region selection, the defended model, adaptive attacks.
+"""The neutralization defence (METHODS.md §2): fills, region selection, the defended model, its evaluation.
 
 ``NeutralizedModel(model, importance_fn, vulnerability_fn, fraction, fill)`` is a
 drop-in ``nn.Module``: each forward pass neutralizes ``N = RoA \\ RoI`` computed
-from the input alone, then classifies. Controls (random positions, oracle
-regions), the diagnostic upper bound and the adaptive attacks (BPDA/EOT PGD,
-RoI-restricted) live beside it.
+from the input alone, then classifies. Beside it: matched random controls and
+oracle regions (:mod:`.evaluate`), the adaptive ensemble through the identity
+and local gradients with its convergence checks (:mod:`.adaptive`), and the
+trivial input transforms a defence must beat at a matched clean cost
+(:mod:`.transforms`).
 """
 
-from .adaptive import bpda_pgd, eot_gradient, roi_restricted_attack
+from .adaptive import (
+    GRADIENTS, AdaptiveBudget, AdaptiveOutcome, CurveGrid, attack_defence, attack_undefended, convergence_curves,
+    convergence_rule, ensemble_attack, roi_mask,
+)
 from .evaluate import DefenceEvaluation, evaluate_defence
 from .fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
 from .neutralize import (
     MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of,
     neutralization_region, random_region_like, select_regions, top_fraction,
 )
+from .transforms import BACKWARDS, TRANSFORMS, TransformDefence, jpeg_quantize, through
 
 __all__ = [
-    "MODES", "ClassPriorVulnerability", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection",
-    "bpda_pgd", "class_mean_maps", "diffusion_inpaint", "eot_gradient", "evaluate_defence", "fill",
-    "gaussian_blur", "gaussian_kernel1d", "list_fills", "make_fill", "map_of", "neutralization_region",
-    "put_back", "random_region_like", "register_fill", "roi_restricted_attack", "select_regions", "top_fraction",
+    "BACKWARDS", "GRADIENTS", "MODES", "TRANSFORMS", "AdaptiveBudget", "AdaptiveOutcome", "ClassPriorVulnerability",
+    "CurveGrid", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection", "TransformDefence",
+    "attack_defence", "attack_undefended", "class_mean_maps", "convergence_curves", "convergence_rule",
+    "diffusion_inpaint", "ensemble_attack", "evaluate_defence", "fill", "gaussian_blur", "gaussian_kernel1d",
+    "jpeg_quantize", "list_fills", "make_fill", "map_of", "neutralization_region", "put_back", "random_region_like",
+    "register_fill", "roi_mask", "select_regions", "through", "top_fraction",
 ]

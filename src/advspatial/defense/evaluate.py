@@ -1,10 +1,16 @@
-"""Per-image evaluation of the neutralization defence with its controls (METHODS.md §2).
+"""Per-image evaluation of the neutralization defence against a fixed attack, with its controls (METHODS.md §2).
 
-:func:`evaluate_defence` returns one prediction per image and setting, so an
-experiment can write per-image rows and aggregate them any way it likes. A
-defence helps only where it beats its control (same pixel count at random
-positions); the upper bound shows what the region could give with a perfect
-fill (the clean pixels put back).
+:func:`evaluate_defence` scores images an attack already made (a *non-adaptive*
+attacker: it did not know the defence) and returns one prediction per image
+and setting, so an experiment can write per-image rows and pair them in tests.
+
+The control is what makes a defence number mean something: as many pixels as
+the neutralized region, drawn at random from the pixels the defence may touch
+(outside the RoI) and matched on composition (see
+:meth:`NeutralizedModel.control_region`), ``draws`` times per image, each draw
+keyed by the image's *global* id so that no result depends on the batching.
+The clean-restore diagnostic (the region's clean pixels put back instead of
+the fill) shows what the region holds; it is not a bound on anything.
 """
 
 from __future__ import annotations
@@ -15,16 +21,16 @@ import torch
 from torch import nn
 
 from ..attacks.base import frozen_eval
-from ..errors import ShapeError
+from ..errors import ShapeError, check_range
+from ..regions import random_region_like, sample_ids_or_range
 from ..runtime import batch_slices, model_device
 from .fills import check_region, put_back
-from ..regions import random_region_like
 from .neutralize import NeutralizedModel
 
 
 @dataclass
 class DefenceEvaluation:
-    """Per-image results, each an (N,) tensor on the CPU (int64 classes or pixel counts).
+    """Per-image results on the CPU: int64 classes or pixel counts; ``*_control_*`` are (N, draws).
 
     Columns (``pred_*`` are predicted classes; compare with ``label``):
 
@@ -32,36 +38,34 @@ class DefenceEvaluation:
     - ``pred_clean``: undefended model on the clean image x.
     - ``pred_adv``: undefended model on x_adv (the attack's own success).
     - ``pred_defended_adv``: deployable defence on x_adv (region from x_adv alone).
-    - ``pred_random_adv``: control: as many pixels as that region, at random positions, on x_adv.
-    - ``pred_upper_bound_adv``: diagnostic: the deployable region of x_adv with the
-      clean pixels of x put back instead of the fill.
-    - ``pred_defended_clean``: clean cost: deployable defence on x.
-    - ``pred_random_clean``: control of the clean cost (random positions, same count).
+    - ``pred_control_adv``: its control, one column per draw.
+    - ``pred_clean_restore_adv``: diagnostic: the deployable region of x_adv
+      with the clean pixels of x put back instead of the fill.
+    - ``pred_defended_clean``, ``pred_control_clean``: the clean cost and its control.
     - ``n_region_adv``, ``n_region_clean``: pixels neutralized on x_adv and on x.
     - ``pred_oracle_adv``: oracle: the given region (from the true perturbation) filled on x_adv.
-    - ``pred_oracle_random_adv``: its control: as many pixels at random positions
-      inside the oracle RoA (anywhere when no RoA is given).
-    - ``pred_oracle_upper_bound``: the oracle region with the clean pixels put back.
+    - ``pred_oracle_control_adv``: its control: as many pixels drawn inside the
+      oracle RoA (anywhere when no RoA is given), matched likewise, per draw.
+    - ``pred_oracle_clean_restore``: the oracle region with the clean pixels put back.
     - ``n_region_oracle``: pixels in the oracle region.
 
     The oracle columns are None when no oracle regions were given; the clean-cost
-    columns are None with ``clean=False`` (they do not depend on the attack, so a
-    caller evaluating several attacks computes them once).
+    columns are None with ``clean=False``.
     """
 
     label: torch.Tensor
     pred_clean: torch.Tensor
     pred_adv: torch.Tensor
     pred_defended_adv: torch.Tensor
-    pred_random_adv: torch.Tensor
-    pred_upper_bound_adv: torch.Tensor
+    pred_control_adv: torch.Tensor
+    pred_clean_restore_adv: torch.Tensor
     n_region_adv: torch.Tensor
     pred_defended_clean: torch.Tensor | None = None
-    pred_random_clean: torch.Tensor | None = None
+    pred_control_clean: torch.Tensor | None = None
     n_region_clean: torch.Tensor | None = None
     pred_oracle_adv: torch.Tensor | None = None
-    pred_oracle_random_adv: torch.Tensor | None = None
-    pred_oracle_upper_bound: torch.Tensor | None = None
+    pred_oracle_control_adv: torch.Tensor | None = None
+    pred_oracle_clean_restore: torch.Tensor | None = None
     n_region_oracle: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -71,15 +75,21 @@ class DefenceEvaluation:
         """The columns that are present, by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
-    def rows(self) -> list[dict[str, int]]:
-        """One dict per image (for per_image CSV rows)."""
-        cols = {k: v.tolist() for k, v in self.columns().items()}
+    def correct(self, name: str) -> torch.Tensor:
+        """(N,) float: 1/0 per image for a single prediction, the share of correct draws for a control."""
+        pred = self.columns()[name]
+        hits = pred == (self.label[:, None] if pred.ndim == 2 else self.label)
+        return hits.float().mean(1) if pred.ndim == 2 else hits.float()
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per image (for per_image CSV rows); a control becomes its share of correct draws."""
+        cols = {k: (self.correct(k) if v.ndim == 2 else v).tolist() for k, v in self.columns().items()}
         return [{k: v[i] for k, v in cols.items()} for i in range(len(self))]
 
     def accuracies(self) -> dict[str, float]:
-        """Accuracy (prediction == label) of every ``pred_*`` column."""
-        return {k.removeprefix("pred_"): float((v == self.label).float().mean()) if len(self) else float("nan")
-                for k, v in self.columns().items() if k.startswith("pred_")}
+        """Accuracy of every ``pred_*`` column (a control: the mean over its draws)."""
+        return {k.removeprefix("pred_"): float(self.correct(k).mean()) if len(self) else float("nan")
+                for k in self.columns() if k.startswith("pred_")}
 
 
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -95,27 +105,30 @@ def evaluate_defence(
     oracle_regions: torch.Tensor | None = None,
     oracle_roa: torch.Tensor | None = None,
     *,
-    seed: int = 0,
+    sample_ids: torch.Tensor | None = None,
+    draws: int = 10,
     batch_size: int = 256,
     clean: bool = True,
 ) -> DefenceEvaluation:
     """Evaluate the defence on clean and adversarial images; see :class:`DefenceEvaluation`.
 
     ``model`` is the undefended classifier and ``defended`` the deployable
-    defence (its mode is ignored: its maps, fraction and fill are used; the
-    deployable region is computed on x_adv and on x). ``oracle_regions``
-    (N,H,W) bool are neutralized regions computed with the true perturbation
-    (e.g. ``select_regions(importance, attack_map(x, x_adv), ...)``) and
-    ``oracle_roa`` their RoA, inside which the oracle's control is drawn. Random
-    controls for image i are drawn from ``(seed, i)``, so results do not depend
-    on ``batch_size``.
+    defence (its mode is ignored: its maps, fraction, fill, seed and control
+    matching are used; the deployable region is computed on x_adv and on x).
+    ``oracle_regions`` (N,H,W) bool are neutralized regions computed with the
+    true perturbation and ``oracle_roa`` their RoA, inside which the oracle's
+    control is drawn. Control draw d of image i depends only on
+    ``(defended.seed, d, sample_ids[i])`` (default ids ``0..N-1``): pass the
+    images' global ids, and results do not depend on ``batch_size``.
     """
     n = x.shape[0]
+    check_range("draws", draws, 1)
     if x_adv.shape != x.shape:
         raise ShapeError(f"x_adv {tuple(x_adv.shape)} must have the shape of x {tuple(x.shape)}")
     y = torch.as_tensor(y).long()
     if y.shape != (n,):
         raise ShapeError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+    ids_all = sample_ids_or_range(n, sample_ids)
     oracle = oracle_regions is not None
     if oracle:
         oracle_regions = check_region(oracle_regions, x)
@@ -127,33 +140,46 @@ def evaluate_defence(
         parts.setdefault(name, []).append(value.cpu())
 
     device = model_device(model)
-    with frozen_eval(model), frozen_eval(defended):
+    with frozen_eval(model), frozen_eval(defended), torch.no_grad():
         for sl in batch_slices(n, batch_size):
-            ids = torch.arange(sl.start, sl.stop)
+            ids = ids_all[sl]
             xb, ab = x[sl].to(device), x_adv[sl].to(device)
-            with torch.no_grad():
-                add("label", y[sl])
-                add("pred_clean", _predict(model, xb))
-                add("pred_adv", _predict(model, ab))
-                for tag, images in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
-                    region = defended.select(images, sample_ids=ids).neutralized
-                    control = random_region_like(region, seed, sample_ids=ids)
-                    add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
-                    add(f"pred_random_{tag}", _predict(defended.model, defended.fill_fn(images, control)))
-                    add(f"n_region_{tag}", region.flatten(1).sum(1))
-                    if tag == "adv":
-                        add("pred_upper_bound_adv", _predict(defended.model, put_back(ab, region, xb)))
-                if oracle:
-                    region = oracle_regions[sl].to(device)
-                    within = None if oracle_roa is None else oracle_roa[sl].to(device)
-                    control = random_region_like(region, seed, within=within, sample_ids=ids)
-                    add("pred_oracle_adv", _predict(defended.model, defended.fill_fn(ab, region)))
-                    add("pred_oracle_random_adv", _predict(defended.model, defended.fill_fn(ab, control)))
-                    add("pred_oracle_upper_bound", _predict(defended.model, put_back(ab, region, xb)))
-                    add("n_region_oracle", region.flatten(1).sum(1))
+            add("label", y[sl])
+            add("pred_clean", _predict(model, xb))
+            add("pred_adv", _predict(model, ab))
+            for tag, images in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
+                selection = defended.select(images, sample_ids=ids)
+                region = selection.neutralized
+                add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
+                add(f"pred_control_{tag}", torch.stack([
+                    _predict(defended.model, defended.fill_fn(images, defended.control_region(images, selection, d, ids)))
+                    for d in range(draws)], dim=1))
+                add(f"n_region_{tag}", region.flatten(1).sum(1))
+                if tag == "adv":
+                    add("pred_clean_restore_adv", _predict(defended.model, put_back(ab, region, xb)))
+            if oracle:
+                region = oracle_regions[sl].to(device)
+                within = None if oracle_roa is None else oracle_roa[sl].to(device)
+                strata = defended.strata(ab, region)
+                add("pred_oracle_adv", _predict(defended.model, defended.fill_fn(ab, region)))
+                add("pred_oracle_control_adv", torch.stack([
+                    _predict(defended.model, defended.fill_fn(ab, random_region_like(
+                        region, defended.seed, within=within, strata=strata, draw=d, sample_ids=ids)))
+                    for d in range(draws)], dim=1))
+                add("pred_oracle_clean_restore", put_back_pred(defended, ab, region, xb))
+                add("n_region_oracle", region.flatten(1).sum(1))
     if n == 0:
-        empty = torch.zeros(0, dtype=torch.long)
-        names = [f.name for f in fields(DefenceEvaluation)
-                 if (oracle or "oracle" not in f.name) and (clean or not f.name.endswith("_clean"))]
-        return DefenceEvaluation(**{k: empty for k in names})
+        return _empty(oracle, clean, draws)
     return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Prediction of the defended model's classifier with the region's clean pixels put back."""
+    return _predict(defended.model, put_back(x_adv, region, x))
+
+
+def _empty(oracle: bool, clean: bool, draws: int) -> DefenceEvaluation:
+    names = [f.name for f in fields(DefenceEvaluation)
+             if (oracle or "oracle" not in f.name) and (clean or not f.name.endswith("_clean"))]
+    return DefenceEvaluation(**{k: torch.zeros((0, draws) if "_control_" in k else 0, dtype=torch.long)
+                                for k in names})

@@ -23,8 +23,12 @@ from torch import nn
 
 from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..regions import RANDOM_REGION_STREAM, inverse_permutation, random_region_like, sample_ids_or_range, stream_seed
+from ..regions import (
+    change_strata, foreground_strata, inverse_permutation, random_region_like,
+    sample_ids_or_range, stream_seed,
+)
 from .fills import FillFn, check_region, make_fill
+from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
 MapFn = Callable[[torch.Tensor], torch.Tensor]
@@ -32,6 +36,12 @@ MapFn = Callable[[torch.Tensor], torch.Tensor]
 BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]
 
 MODES = ("defend", "random", "oracle")
+#: how the random control is matched to the neutralized region (besides its pixel count and avoiding the RoI)
+CONTROL_MATCHES = ("foreground", "change", "none")
+
+#: first draw number of the forward passes of a resampling control (what an EOT attacker sees); the
+#: draws scored by evaluations are 0, 1, ..., so the attacker never sees the randomness it is scored on
+ATTACK_DRAWS = 1 << 20
 
 # Salts that keep the random streams of tie-breaking and of the random control apart
 # even when the caller passes both the same seed.
@@ -180,6 +190,12 @@ class ClassPriorVulnerability:
         return self.prior_maps.to(x.device)[pred]
 
 
+def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.equal(a, b)
+
+
 class NeutralizedModel(nn.Module):
     """``model`` behind the neutralization defence: ``forward(x) = model(fill(x, region(x)))``.
 
@@ -193,20 +209,28 @@ class NeutralizedModel(nn.Module):
         fill: a kind name (``zero``, ``mean``, ``blur``, ``inpaint``) with
             ``fill_params``, or a callable ``(x, region) -> x``.
         mode: ``defend`` neutralizes ``N = RoA \\ RoI``; ``random`` (control)
-            neutralizes as many pixels as ``N`` has at uniformly random
-            positions; ``oracle`` neutralizes the region set by
+            neutralizes as many pixels as ``N`` has, drawn at random from the
+            pixels the defence may touch (outside the RoI), matched on
+            ``control_match``; ``oracle`` neutralizes the region set by
             :meth:`set_oracle_region` (or call :meth:`forward_with_region`).
+        backward: the gradient an attacker gets: ``local`` (through the fill,
+            region constant) or ``identity`` (BPDA: the fill is the identity
+            in the backward pass); see :mod:`advspatial.defense.transforms`.
+        control_match: ``foreground`` (the control has as many object and
+            background pixels as N), ``change`` (stratified on the fill's
+            per-pixel change, so its L2 change matches N's) or ``none``.
         seed: tie-breaking seed, and the seed of the random control.
         resample: in ``random`` mode, draw new positions at every forward pass
-            (call ``c`` uses the stream ``(seed, c)``; :attr:`calls` counts them,
-            :meth:`reset` restarts it) -- the randomized defence that EOT
-            averages over. With ``resample=False`` every call reuses the
-            draw of call 0, so the same input gets the same positions.
+            (call ``c`` uses draw ``ATTACK_DRAWS + c``; :attr:`calls` counts
+            them, :meth:`reset` restarts it) -- the randomized defence that
+            EOT averages over; :meth:`predict_draws` scores draws 0, 1, ...,
+            which the attacker never saw. With ``resample=False`` every call
+            uses draw 0, so the same input gets the same positions.
         binarize: optional ``binarize(maps, fraction) -> bool`` replacing the
             built-in :func:`top_fraction`.
 
-    The region is a constant for autograd (straight-through / BPDA): gradients
-    with respect to x flow through the fill only. The last region used is kept
+    The region is a constant for autograd: with ``backward="local"``
+    gradients with respect to x flow through the fill only. The last region used is kept
     in :attr:`last_region` (and the selection in :attr:`last_selection`).
     """
 
@@ -224,8 +248,12 @@ class NeutralizedModel(nn.Module):
         resample: bool = True,
         binarize: BinarizeFn | None = None,
         fill_params: Mapping[str, Any] | None = None,
+        backward: str = "local",
+        control_match: str = "foreground",
     ) -> None:
         super().__init__()
+        if control_match not in CONTROL_MATCHES:
+            raise unknown_name("control_match", control_match, CONTROL_MATCHES)
         check_range("fraction", fraction, 0.0, 1.0)
         if roi_fraction is not None:
             check_range("roi_fraction", roi_fraction, 0.0, 1.0)
@@ -243,22 +271,38 @@ class NeutralizedModel(nn.Module):
         self.mode = mode
         self.seed = int(seed)
         self.resample = bool(resample)
+        self.backward = check_backward(backward)
+        self.control_match = control_match
         self.calls = 0
+        self._selection_cache: tuple[torch.Tensor, torch.Tensor | None, RegionSelection] | None = None
         self.oracle_region: torch.Tensor | None = None
         self.last_region: torch.Tensor | None = None
         self.last_selection: RegionSelection | None = None
 
     # -- regions -----------------------------------------------------------------
     def select(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> RegionSelection:
-        """RoI, RoA and N for images x, from the map callables on x alone."""
+        """RoI, RoA and N for images x, from the map callables on x alone.
+
+        The last selection is reused when called again on equal images and ids:
+        an EOT attacker evaluates a randomized control several times at one
+        point, and the maps (the costly part) do not depend on the draw.
+        """
+        key = None if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        cached = self._selection_cache
+        if cached is not None and cached[0].shape == x.shape and cached[0].device == x.device \
+                and _same_ids(cached[1], key) and torch.equal(cached[0], x.detach()):
+            return cached[2]
         importance = map_of(self.importance_fn, x)
         vulnerability = map_of(self.vulnerability_fn, x)
-        return select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
-                              seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
+        selection = select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
+                                   seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
+        self._selection_cache = (x.detach().clone(), key, selection)
+        return selection
 
-    def random_seed(self, counter: int) -> int:
-        """Seed of the random control's draw number ``counter``."""
-        return stream_seed(self.seed, RANDOM_REGION_STREAM, counter if self.resample else 0)
+    @property
+    def randomized(self) -> bool:
+        """True when two forward passes on the same input may differ (attack it with EOT)."""
+        return self.mode == "random" and self.resample
 
     def region(self, x: torch.Tensor) -> torch.Tensor:
         """The region the current mode neutralizes on x (advances :attr:`calls` in random mode)."""
@@ -270,39 +314,78 @@ class NeutralizedModel(nn.Module):
         self.last_selection = selection
         if self.mode == "defend":
             return selection.neutralized
-        seed = self.random_seed(self.calls)
+        draw = ATTACK_DRAWS + self.calls if self.resample else 0
         self.calls += 1
-        return random_region_like(selection.neutralized, seed)
+        return self.control_region(x, selection, draw)
+
+    def control_region(self, x: torch.Tensor, selection: RegionSelection, draw: int = 0,
+                       sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw number ``draw`` of the random control: |N| pixels outside the RoI, matched on ``control_match``.
+
+        The defence never touches the RoI, so neither does its control; image
+        i's draw depends only on ``(seed, draw, sample_ids[i])``.
+        """
+        return random_region_like(selection.neutralized, self.seed, within=~selection.roi,
+                                  strata=self.strata(x, selection.neutralized), draw=draw, sample_ids=sample_ids)
+
+    def strata(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor | None:
+        """The per-pixel strata the control is matched on (None for ``control_match="none"``)."""
+        if self.control_match == "foreground":
+            return foreground_strata(x)
+        if self.control_match == "change":
+            with torch.no_grad():
+                return change_strata(x, self.fill_fn(x, torch.ones_like(region)))
+        return None
 
     def set_oracle_region(self, region: torch.Tensor | None) -> None:
         """Fix the region used in ``oracle`` mode (e.g. from the true perturbation)."""
         self.oracle_region = None if region is None else region.detach()
 
     def reset(self) -> None:
-        """Restart the random control's call counter (and forget the last region)."""
+        """Restart the random control's call counter (and forget the last region and selection)."""
         self.calls = 0
+        self._selection_cache = None
         self.last_region = None
         self.last_selection = None
 
-    def variant(self, mode: str) -> "NeutralizedModel":
-        """The same defence in another mode, sharing the model, maps and fill (fresh counter)."""
+    def variant(self, mode: str | None = None, *, backward: str | None = None) -> "NeutralizedModel":
+        """The same defence in another mode and/or with another attacker's gradient (fresh counter)."""
+        mode = self.mode if mode is None else mode
         if mode not in MODES:
             raise unknown_name("mode", mode, MODES)
         return NeutralizedModel(
             self.model, self.importance_fn, self.vulnerability_fn, self.fraction, self.fill_fn,
             roi_fraction=self.roi_fraction, mode=mode, seed=self.seed, resample=self.resample,
-            binarize=self.binarize,
+            binarize=self.binarize, backward=self.backward if backward is None else backward,
+            control_match=self.control_match,
         )
+
+    def with_backward(self, backward: str) -> "NeutralizedModel":
+        """The same defence with another attacker's gradient (``local`` or ``identity``)."""
+        return self.variant(backward=backward)
 
     # -- forward -----------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_region(x, self.region(x))
 
+    @torch.no_grad()
+    def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, draws) predicted classes; draw d of image i keyed by ``(seed, d, sample_ids[i])``.
+
+        A deterministic defence gives one column (N, 1): every draw is the same.
+        """
+        if not self.randomized:
+            return self(x).argmax(1)[:, None]
+        selection = self.select(x, sample_ids=sample_ids)
+        return torch.stack([self.model(self.fill_fn(x, self.control_region(x, selection, d, sample_ids))).argmax(1)
+                            for d in range(int(draws))], dim=1)
+
     def forward_with_region(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """``model(fill(x, region))`` for an explicit (N,H,W) bool region (held constant)."""
         region = check_region(region, x).detach()
         self.last_region = region
-        return self.model(self.fill_fn(x, region))
+        return self.model(through(x, self.fill_fn(x, region), self.backward))
 
     def extra_repr(self) -> str:
-        return f"fraction={self.fraction}, roi_fraction={self.roi_fraction}, mode={self.mode!r}, seed={self.seed}"
+        return (f"fraction={self.fraction}, roi_fraction={self.roi_fraction}, mode={self.mode!r}, seed={self.seed}, "
+                f"backward={self.backward!r}, control_match={self.control_match!r}")

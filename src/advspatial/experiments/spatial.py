@@ -27,23 +27,21 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import Attack, AttackResult, make_attack
-from ..data import load_dataset
-from ..defense.adaptive import bpda_pgd, roi_restricted_attack
-from ..defense.evaluate import evaluate_defence
-from ..defense.fills import list_fills, make_fill
-from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
+from ..defense.fills import list_fills
+from ..defense.neutralize import CONTROL_MATCHES, NeutralizedModel
+from ..defense.transforms import TRANSFORMS
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import attack_map, feature_map_size, importance_map, list_attack_maps, list_importance_methods
-from ..regions import MapAccumulator, binarize, overlap_statistics, random_region_like, segregate
+from ..regions import MapAccumulator, binarize, overlap_statistics, segregate
 from ..regions.claims import Claim, claim_from, judge
-from ..regions.inference import bootstrap_mean_ci, compare_to_nulls, pool_to_scale
+from ..regions.inference import compare_to_nulls, pool_to_scale
 from ..runtime import RunDir, batch_slices
 from . import colocation
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
@@ -86,17 +84,53 @@ class SpatialConfig(GatedConfig):
     common_scale: bool = setting(False, "compare RoI and RoA at the CAM layer's resolution (both maps average-"
                                         "pooled to it) instead of the input's")
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
-    fills: list[str] = setting(["zero", "mean", "blur", "inpaint"], "fills compared in the sweep")
-    fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "neutralized fractions of the sweep")
+    fills: list[str] = setting(["zero", "blur"], "fills compared in the sweep (--eval full: zero, mean, blur, inpaint)")
+    fractions: list[float] = setting([0.1, 0.2, 0.3], "neutralized fractions of the sweep (--eval full: 0.05, 0.1, "
+                                                      "0.2, 0.3, 0.5)")
     inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)")
-    defence_attack: str = setting("pgd", "attack whose examples feed the sweep and the adaptive attacks")
+    defence_attack: str = setting("pgd", "attack whose examples feed the non-adaptive sweep")
     prior_n: int = setting(500, "training images for the per-class prior of the deployable defence")
-    adaptive_steps: int = setting(10, "steps of the adaptive attacks")
+    control_draws: int = setting(10, "draws per image of every random control (keyed by the global image id)")
+    control_match: str = setting("foreground", "what the random control matches besides its size and avoiding the "
+                                               "RoI: foreground (object/background pixel counts), change (the fill's "
+                                               "per-pixel change, so its L2 change) or none")
+    eval: str = setting("default", "strength of the defence evaluation: default (the settings as given) or full "
+                                   "(every image attacked adaptively, EOT 20, 200 convergence images, the whole "
+                                   "sweep grid and three strengths per baseline)")
+    adaptive_n: int = setting(50, "images of the adaptive evaluation (the first ones; all with --eval full)")
+    adaptive_steps: int = setting(100, "APGD iterations per restart of the adaptive ensemble")
+    adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble")
+    adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble")
+    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)")
+    sweep_adaptive: bool = setting(True, "attack every (fraction, fill) of the sweep adaptively too")
+    convergence_n: int = setting(30, "images of the convergence curves (200 with --eval full)")
+    convergence_steps: list[int] = setting([10, 50, 100, 500], "iteration counts of the convergence curve "
+                                                                        "(must contain adaptive_steps and go beyond)")
+    convergence_restarts: list[int] = setting([1, 5, 10], "restart counts of the convergence curve (must contain "
+                                                             "adaptive_restarts and go beyond)")
+    convergence_eps: list[float] = setting([0.25, 1.0, 2.0, 8.0], "eps of the eps curve, as multiples "
+                                                                            "of eps_linf (capped at 1)")
+    baselines: list[str] = setting(["blur", "noise", "jpeg"], "trivial input transforms of the trade-off plot")
+    blur_sigmas: list[float] = setting([1.0], "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
+    noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")
+    jpeg_qualities: list[float] = setting([20], "JPEG-style quantization baselines: quality, lower is coarser "
+                                                "(--eval full: 50, 20, 5)")
     figure_images: int = setting(6, "example images per figure")
+
+    #: what ``--eval full`` sets (None: every image)
+    FULL_EVAL: ClassVar[dict[str, Any]] = {
+        "adaptive_n": None, "eot_iter": 20, "convergence_n": 200, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
+        "fills": ["zero", "mean", "blur", "inpaint"], "blur_sigmas": [0.5, 1.0, 2.0], "noise_sds": [0.1, 0.2, 0.4],
+        "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
+        "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
 
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
              "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
-             "prior_n": 24, "adaptive_steps": 3, "fractions": [0.1, 0.3], "figure_images": 3,
+             "prior_n": 24, "fractions": [0.1, 0.3], "figure_images": 3, "adaptive_n": 12,
+             "adaptive_steps": 5, "adaptive_restarts": 1, "adaptive_queries": 40, "eot_iter": 2, "control_draws": 3,
+             "convergence_n": 6, "convergence_steps": [2, 5, 10], "convergence_restarts": [1, 2],
+             "convergence_eps": [0.5, 1.0, 8.0], "fills": ["zero", "blur"], "blur_sigmas": [1.0],
+             "noise_sds": [0.2], "jpeg_qualities": [20],
              "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
              "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
@@ -135,9 +169,34 @@ class SpatialConfig(GatedConfig):
         check_range("eps_linf", self.eps_linf, 0, 1)
         check_range("eps_l2", self.eps_l2, 0)
         for name in ("steps", "cw_steps", "cw_search_steps", "inpaint_iterations", "onepixel_n", "onepixel_popsize", "onepixel_steps",
-                     "contribution_steps", "permutations", "permutation_images", "prior_n", "adaptive_steps"):
+                     "contribution_steps", "permutations", "permutation_images", "prior_n", "adaptive_steps",
+                     "adaptive_restarts", "adaptive_queries", "eot_iter", "adaptive_n", "convergence_n", "control_draws"):
             check_range(name, getattr(self, name), 1)
         check_range("figure_images", self.figure_images, 0)
+        self.validate_defence()
+
+    def validate_defence(self) -> None:
+        """The adaptive evaluation's settings: preset (applied here, so config.yaml shows it), control matching,
+        curve grids, baselines."""
+        from ..defense.adaptive import AdaptiveBudget, CurveGrid
+        from ..defense.transforms import check_strengths
+
+        if self.eval not in ("default", "full"):
+            raise unknown_name("eval preset", self.eval, ("default", "full"))
+        if self.eval == "full":
+            for name, value in self.FULL_EVAL.items():
+                setattr(self, name, self.n if value is None else value)
+        if self.control_match not in CONTROL_MATCHES:
+            raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
+        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts)
+        CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps)).check(budget)
+        for f in self.convergence_eps:
+            check_range("convergence_eps", f, 0, low_inclusive=False)
+        grids = {"blur": self.blur_sigmas, "noise": self.noise_sds, "jpeg": self.jpeg_qualities}
+        for transform in self.baselines:
+            if transform not in TRANSFORMS:
+                raise unknown_name("baseline", transform, TRANSFORMS)
+            check_strengths(transform, list(grids[transform]))
 
 
 @dataclass
@@ -283,141 +342,6 @@ def region_rows(
     return cols, roi_b.mask, roa_b.mask
 
 
-# -- the defence -----------------------------------------------------------------------
-
-def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, NeutralizedModel]:
-    cfg = ctx.config
-    defences = {"gradient": NeutralizedModel(ctx.model, importance_fn(ctx), gradient_fn(ctx), cfg.fraction,
-                                             cfg.fill, seed=cfg.seed, fill_params=fill_params(ctx, cfg.fill))}
-    if prior is not None:
-        defences["prior"] = NeutralizedModel(ctx.model, importance_fn(ctx),
-                                             ClassPriorVulnerability(prior.to(ctx.device), ctx.model), cfg.fraction,
-                                             cfg.fill, seed=cfg.seed, fill_params=fill_params(ctx, cfg.fill))
-    return defences
-
-
-def fill_params(ctx: Context, fill: str) -> dict[str, Any]:
-    """Extra parameters of a fill: the training-set mean for ``mean``, the sweep count for ``inpaint``."""
-    if fill == "mean":
-        return {"dataset_mean": dataset_mean(ctx)}
-    if fill == "inpaint":
-        return {"iterations": ctx.config.inpaint_iterations}
-    return {}
-
-
-def dataset_mean(ctx: Context) -> torch.Tensor:
-    """Per-channel mean of the training images (first 10000), for the ``mean`` fill."""
-
-    def compute() -> torch.Tensor:
-        train = load_dataset(ctx.config.dataset, "train").head(10000)
-        total = torch.zeros(train.image_shape[0], dtype=torch.float64)
-        for x, _, _ in train.batches(2000):
-            total += x.double().sum(dim=(0, 2, 3))
-        return (total / (len(train) * train.image_shape[1] * train.image_shape[2])).float()
-
-    return ctx.rundir.cached("dataset-mean", compute).to(ctx.device)  # type: ignore[union-attr]
-
-
-def class_prior(ctx: Context) -> torch.Tensor:
-    """(K,H,W) mean attack map per predicted adversarial class, on training images (METHODS §2).
-
-    The prior is indexed by the class predicted on the *attacked* training image,
-    because at deployment the defence only sees the (possibly adversarial) input.
-    """
-    cfg = ctx.config
-
-    def compute() -> torch.Tensor:
-        train = load_dataset(cfg.dataset, "train").head(cfg.prior_n)
-        attack = build_attack(cfg.defence_attack, ctx.model, cfg)
-        acc = MapAccumulator(train.num_classes, train.image_shape[1:])
-        for sl in tqdm(list(batch_slices(len(train), cfg.batch_size)), desc="prior (training images)",
-                       disable=not cfg.progress, unit="batch"):
-            x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
-            result = attack.run(x, y, sample_ids=torch.arange(sl.start, sl.stop) + 10_000_000)
-            kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
-            amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
-            acc.update(amap.cpu(), result.adv_pred.cpu())
-        return torch.nan_to_num(acc.means(), nan=0.0)
-
-    return ctx.rundir.cached("prior", compute)  # type: ignore[return-value]
-
-
-def defence_batch(
-    ctx: Context, name: str, b: int, sl: slice, x_adv: torch.Tensor, amap: torch.Tensor,
-    defences: dict[str, NeutralizedModel],
-) -> dict[str, torch.Tensor]:
-    """Per-image defence columns for one attack and batch (cached).
-
-    The clean-cost columns do not depend on the attack: they are computed with the
-    first attack of the run only (its rows carry them).
-    """
-    with_clean = name == ctx.config.attacks[0]
-
-    def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = ctx.batch(sl)
-        roi = roi_batch(ctx, b)["importance"][: sl.stop - sl.start].to(ctx.device)
-        oracle = select_regions(roi, amap.to(ctx.device), ctx.config.fraction, seed=ctx.config.seed, sample_ids=ids)
-        out: dict[str, torch.Tensor] = {}
-        for tag, defended in defences.items():
-            ev = evaluate_defence(ctx.model, defended, x, y, x_adv.to(ctx.device),
-                                  oracle.neutralized if tag == "gradient" else None,
-                                  oracle.roa if tag == "gradient" else None,
-                                  seed=ctx.config.seed, batch_size=len(x), clean=with_clean)
-            for col, values in ev.columns().items():
-                if col.startswith("pred_") or col.startswith("n_region"):
-                    out[f"{tag}:{col}"] = values
-        return out
-
-    return ctx.rundir.cached(f"defence/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
-
-
-def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Correct-prediction counts for every (fraction, fill): defended and random control, adv and clean."""
-    cfg = ctx.config
-
-    def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = ctx.batch(sl)
-        counts: dict[str, torch.Tensor] = {}
-        for tag, images in (("adv", x_adv.to(ctx.device)), ("clean", x)):
-            imp = importance_fn(ctx)(images)
-            vul = gradient_fn(ctx)(images)
-            for fraction in cfg.fractions:
-                region = select_regions(imp, vul, fraction, seed=cfg.seed, sample_ids=ids).neutralized
-                control = random_region_like(region, cfg.seed, sample_ids=ids)
-                for fill in cfg.fills:
-                    fill_fn = make_fill(fill, **fill_params(ctx, fill))
-                    with torch.no_grad():
-                        defended = ctx.model(fill_fn(images, region)).argmax(1) == y
-                        random = ctx.model(fill_fn(images, control)).argmax(1) == y
-                    counts[f"{tag}|{fraction}|{fill}|defended"] = defended.sum().cpu()
-                    counts[f"{tag}|{fraction}|{fill}|random"] = random.sum().cpu()
-        return counts
-
-    return ctx.rundir.cached(f"sweep/batch-{b:05d}", compute)  # type: ignore[return-value]
-
-
-def adaptive_batch(ctx: Context, b: int, sl: slice, defended: NeutralizedModel) -> dict[str, torch.Tensor]:
-    """Adaptive attacks on the deployable defence: BPDA-PGD through it, and the RoI-restricted PGD."""
-    cfg = ctx.config
-
-    def compute() -> dict[str, torch.Tensor]:
-        x, y, ids = ctx.batch(sl)
-        eps, steps = cfg.eps_linf, cfg.adaptive_steps
-        x_bpda, _ = bpda_pgd(defended, x, y, eps, 2.5 * eps / steps, steps, seed=cfg.seed, sample_ids=ids)
-        pgd = make_attack("pgd", defended, eps=eps, alpha=2.5 * eps / steps, steps=steps, seed=cfg.seed)
-        x_roi, _ = roi_restricted_attack(lambda z, t, mask: pgd.run(z, t, mask=mask, sample_ids=ids).x_adv,
-                                         x, y, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-        with torch.no_grad():
-            return {
-                "bpda:defended": defended(x_bpda).argmax(1).cpu(),
-                "bpda:undefended": ctx.model(x_bpda).argmax(1).cpu(),
-                "roi:defended": defended(x_roi).argmax(1).cpu(),
-                "roi:undefended": ctx.model(x_roi).argmax(1).cpu(),
-            }
-
-    return ctx.rundir.cached(f"adaptive/batch-{b:05d}", compute)  # type: ignore[return-value]
-
-
 # -- aggregation -----------------------------------------------------------------------
 
 @dataclass
@@ -427,7 +351,8 @@ class AttackSummary:
     ``stores[kind]`` keeps the first ``permutation_images`` successful,
     completeness-checked images (maps, regions, labels, composition, ids and,
     for the defence attack, the panel explainers' maps) for the statistics;
-    ``frequency`` accumulates the regions per class (P(pixel in region | class)).
+    ``frequency`` accumulates the regions per class (P(pixel in region | class));
+    ``draws`` the per-draw correctness (B, draws) of each random control.
     """
 
     name: str
@@ -436,6 +361,7 @@ class AttackSummary:
     stores: dict[str, dict[str, list[torch.Tensor]]]
     frequency: dict[str, MapAccumulator]
     examples: dict[str, list[torch.Tensor]]
+    draws: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
 
     def store(self, kind: str) -> dict[str, torch.Tensor]:
         """The kept images of one attack map, concatenated."""
@@ -493,7 +419,12 @@ def process_attack(
                 collect_examples(summary.examples, x, result.x_adv, clean["importance"][:size], maps["map"],
                                  ctx.at_input(roi), ctx.at_input(roa), y, ok, cfg)
         if defences is not None:
-            cols.update(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences))
+            from .spatial_defence import defence_batch, split_columns
+
+            row_cols, draws = split_columns(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences), y)
+            cols.update(row_cols)
+            for key, hits in draws.items():
+                summary.draws[key].append(hits)
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
     return summary
 
@@ -566,22 +497,19 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> d
     return out
 
 
-def defence_vs_control(rows: list[dict[str, Any]], attack: str, seed: int) -> dict[str, Any]:
-    """Per deployable defence: paired per-image accuracy defended - random control, mean with a bootstrap CI."""
-    group = list(iter_group(rows, attack))
-    out = {}
-    for tag in ("gradient", "prior"):
-        if group and f"{tag}:pred_defended_adv" in group[0]:
-            diff = [float(r[f"{tag}:pred_defended_adv"] == r["label"]) - float(r[f"{tag}:pred_random_adv"] == r["label"])
-                    for r in group]
-            out[tag] = bootstrap_mean_ci(diff, seed=seed).as_dict()
-    return out
-
-
 def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy of every defence column over all images of the attack (incl. those it did not fool)."""
-    keys = [k for k in group[0] if ":pred_" in k] if group else []
-    return {k.replace(":pred_", ":"): mean_of([float(r[k] == r["label"]) for r in group]) for k in keys}
+    """Accuracy of every defence column over all images of the attack (incl. those it did not fool).
+
+    ``tag:pred_X`` columns are predicted classes; ``tag:correct_X`` columns are a
+    control's share of correct draws per image (its accuracy is their mean).
+    """
+    out = {}
+    for key in (group[0] if group else {}):
+        if ":pred_" in key:
+            out[key.replace(":pred_", ":")] = mean_of([float(r[key] == r["label"]) for r in group])
+        elif ":correct_" in key:
+            out[key.replace(":correct_", ":")] = mean_of([float(r[key]) for r in group])
+    return out
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -589,23 +517,25 @@ def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
 @register_experiment("spatial", SpatialConfig,
                      "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence")
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
-    from . import spatial_report
+    from . import spatial_defence, spatial_report
 
     ctx = spatial_context(config, rundir)
-    data = ctx.data
     for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
                   unit="batch"):
         roi_batch(ctx, b)
     gates = run_gates(ctx)
-    prior = class_prior(ctx)
+    prior = spatial_defence.class_prior(ctx)
     rows: list[dict[str, Any]] = []
-    defences = deployable_defences(ctx, prior)
+    defences = spatial_defence.deployable_defences(ctx, prior)
     summaries = [process_attack(ctx, name, defences, rows) for name in config.attacks]
-    defence_slices = list(batch_slices(len(data), config.batch_size))
-    sweep = aggregate_sweep(ctx, defence_slices)
-    adaptive = aggregate_adaptive(ctx, defence_slices, prior)
-    metrics = build_metrics(ctx, summaries, rows, sweep, adaptive)
+    sweep = spatial_defence.aggregate_sweep(ctx)
+    outcomes = spatial_defence.adaptive_stage(ctx, prior)
+    convergence = spatial_defence.convergence_stage(ctx, prior)
+    metrics = build_metrics(ctx, summaries, rows)
+    metrics["sweep"] = spatial_defence.sweep_summary(ctx, sweep)
     claims = measure(ctx, summaries, metrics, gates)
+    metrics["adaptive"] = spatial_defence.summarize_adaptive(ctx, outcomes, convergence, metrics["roi"]["faithful"],
+                                                             prior is not None)
     sections = spatial_report.build_sections(ctx, summaries, metrics, claims, rows)
     return ExperimentResult(metrics, rows, spatial_report.summary_table(metrics), sections)
 
@@ -737,44 +667,21 @@ def panel_claim(ctx: Context, subject: str, imp: torch.Tensor, attack: torch.Ten
     return claim_from(comparison, colocation.CLAIM, subject, gates, primary=False)
 
 
-def aggregate_sweep(ctx: Context, slices: list[slice]) -> dict[str, float]:
-    """Accuracy per (adv|clean, fraction, fill, defended|random) for the defence attack's examples."""
-    cfg = ctx.config
-    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
-    totals: dict[str, float] = defaultdict(float)
-    for b, sl in enumerate(tqdm(slices, desc="defence sweep", disable=not cfg.progress, unit="batch")):
-        result = attack_batch(ctx, cfg.defence_attack, attack, b, sl)
-        for key, count in sweep_batch(ctx, b, sl, result.x_adv).items():
-            totals[key] += float(count)
-    n = len(ctx.data)
-    return {k: v / n for k, v in totals.items()}
+def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-adaptive metrics: per attack, the clean cost, paired defence comparisons, the controls' spread."""
+    from .spatial_defence import draw_spread, nonadaptive_comparisons
 
-
-def aggregate_adaptive(ctx: Context, slices: list[slice], prior: torch.Tensor | None) -> dict[str, float]:
-    cfg = ctx.config
-    defended = deployable_defences(ctx, prior)["gradient"]
-    correct: dict[str, float] = defaultdict(float)
-    for b, sl in enumerate(tqdm(slices, desc="adaptive attacks", disable=not cfg.progress, unit="batch")):
-        preds = adaptive_batch(ctx, b, sl, defended)
-        y = ctx.data.labels[sl]
-        for key, pred in preds.items():
-            correct[key] += float((pred == y).sum())
-    return {k: v / len(ctx.data) for k, v in correct.items()}
-
-
-def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]],
-                  sweep: dict[str, float], adaptive: dict[str, float]) -> dict[str, Any]:
     cfg = ctx.config
     first = [r for r in rows if r["attack"] == cfg.attacks[0]]
     attacks = {s.name: attack_metrics(rows, s.name, map_kinds_of(s)) for s in summaries}
+    for s in summaries:
+        attacks[s.name]["control_draws"] = draw_spread(s.draws)
     return {
         "n": len(ctx.data),
         "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
-        "defence_vs_control": defence_vs_control(rows, cfg.defence_attack, cfg.seed),
+        "nonadaptive": nonadaptive_comparisons(rows, list(cfg.attacks), cfg.seed),
         "clean_cost": {k: v for k, v in attacks[cfg.attacks[0]]["defence"].items() if k.endswith("_clean")},
         "attacks": attacks,
-        "sweep": sweep,
-        "adaptive": adaptive,
         "defence_attack": cfg.defence_attack,
     }
 

@@ -9,7 +9,7 @@ import torch
 
 from ..regions import segregate
 from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ..report.defence_plots import plot_defence_sweep
+from ..report.defence_plots import plot_convergence, plot_defence_sweep, plot_tradeoff
 from ..report.figures import plot_class_mean_maps, plot_region_grid
 from ..report.html import Figure, Section, Table
 from ..report.verdicts import (
@@ -63,6 +63,8 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
     cfg = ctx.config
     primary = [c for c in claims if c.primary]
     paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims)
+    if "adaptive" in metrics:
+        paragraphs.append(defence_headline(metrics))
     if not metrics["roi"]["faithful"]:
         paragraphs.insert(1, f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({metrics['roi']['method']}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
@@ -84,6 +86,19 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
     for method, twin in ctx.panel_duplicates.items():
         notes.append(f"{method} is left out of the panel: its maps equal {twin}'s up to scale on this model.")
     return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+
+
+def defence_headline(metrics: dict[str, Any]) -> str:
+    """One sentence on the defence for the top of the report: its verdict and the numbers behind it."""
+    ad = metrics["adaptive"]
+    main = ad["settings"]["main"]
+    helps = [row["label"] for row in ad["settings"].values() if row["verdict"] == "helps"]
+    return (f"Defence: the main neutralization defence {main['verdict']} (adaptive accuracy "
+            f"{wilson(main['adaptive:worst'])} vs {wilson(ad['undefended']['white-box'])} undefended white-box and "
+            f"{wilson(main['control'])} for its matched control; attack "
+            f"{'converged' if ad['convergence']['converged'] else 'NOT converged'}). "
+            + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
+               "No configuration of the sweep helps by the rule."))
 
 
 def panel_table(panel: list[Claim]) -> Table:
@@ -212,61 +227,135 @@ def overlap_section(ctx: "Context", claims: list[Claim]) -> Section:
         tables=[table], anchor="overlap-vs-baseline")
 
 
+def wilson(acc: dict[str, Any] | None) -> str:
+    """'0.123 [0.100, 0.150]' from an accuracy dict (``value``, ``low``, ``high``)."""
+    if not acc or acc.get("value") is None or math.isnan(acc["value"]):
+        return "-"
+    return f"{acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+
+
+def paired_text(comparison: dict[str, Any]) -> str:
+    """'Δ [CI], p_adj' of a paired accuracy comparison."""
+    p = comparison.get("p_adjusted", comparison["p"])
+    return f"{interval(comparison['delta'])}, p_adj {p:.2g}"
+
+
 def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
+    """The defence: adaptive verdicts first, then the convergence panel, the trade-off, and the non-adaptive tables."""
     cfg = ctx.config
-    columns = [("gradient:adv", "undefended"), ("gradient:defended_adv", "deployable (gradient)"),
-               ("gradient:random_adv", "its random control"), ("prior:defended_adv", "deployable (class prior)"),
-               ("prior:random_adv", "its random control"), ("gradient:oracle_adv", "oracle (true delta)"),
-               ("gradient:oracle_random_adv", "oracle control (random in RoA)"),
-               ("gradient:upper_bound_adv", "clean-restore diagnostic (clean pixels back)")]
-    rows = []
-    for name, m in metrics["attacks"].items():
-        d = m["defence"]
-        rows.append([name] + [fmt(d.get(key, math.nan)) for key, _ in columns])
-    table = Table(f"Accuracy on each attack's images under the defence (fill {cfg.fill}, fraction {cfg.fraction})",
-                  ["attack"] + [label for _, label in columns], rows)
-    cost = metrics["clean_cost"]
-    clean_table = Table("Clean cost: accuracy on clean images with the deployable defence on",
-                        ["defence", "defended", "random control of equal size", "undefended"],
-                        [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)),
-                          fmt(cost.get(f"{tag}:random_clean", math.nan)), fmt(metrics["clean_accuracy"])]
-                         for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
     ad = metrics["adaptive"]
-    adaptive = Table(f"Adaptive attacks against the deployable defence (L-inf eps {cfg.eps_linf}, {cfg.adaptive_steps} steps)",
-                     ["attack", "accuracy of the defended model", "accuracy of the undefended model"],
-                     [["BPDA-PGD through the defence (straight-through mask)", fmt(ad["bpda:defended"]),
-                       fmt(ad["bpda:undefended"])],
-                      ["PGD restricted to the clean image's RoI", fmt(ad["roi:defended"]), fmt(ad["roi:undefended"])]])
-    main = metrics["attacks"][cfg.defence_attack]
-    d = main["defence"]
-    paired = metrics.get("defence_vs_control", {})
-    effect = paired.get("gradient")
-    if effect is None or not effect["n"]:
-        comparison = "cannot be compared with"
-    elif effect["low"] > 0:
-        comparison = "is above"
-    elif effect["high"] < 0:
-        comparison = "is BELOW"
-    else:
-        comparison = "is not distinguishable from"
+    main = ad["settings"]["main"]
+    conv = ad["convergence"]
+    budget = ad["budget"]
     paragraphs = [
-        f"On {cfg.defence_attack}, the deployable defence (accuracy {fmt(d['gradient:defended_adv'])}) {comparison} its "
-        f"random-region control ({fmt(d['gradient:random_adv'])}): paired per image, defended − control = "
-        f"{interval(effect) if effect else '-'} (95% bootstrap CI). Undefended accuracy is {fmt(d['gradient:adv'])}. "
-        f"Against the adaptive BPDA attack the defended model keeps {fmt(ad['bpda:defended'])}.",
-        "A defence number counts only where it beats its control of equally many random pixels, and only next to its "
-        "adaptive-attack number: a non-adaptive gain that the adaptive attack removes is no robustness.",
+        f"Verdict of the main defence ({main['label']}): {main['verdict']}. Under the adaptive ensemble (APGD-CE, "
+        f"APGD-DLR, Square; {budget['restarts']} restarts x {budget['steps']} iterations, {budget['queries']} queries; "
+        f"through the identity-BPDA and the local gradient, worst case per image) its accuracy is "
+        f"{wilson(main['adaptive:worst'])} on the first {ad['images']} images, against {wilson(ad['undefended']['white-box'])} "
+        f"for the undefended model under the same attack (white-box) and {wilson(main['control'])} for its matched "
+        f"random control attacked the same way (EOT {budget['eot_iter']}, scored over {budget['draws']} fresh draws).",
+        "Rule: " + ad["rule"],
+        f"Convergence ({conv['rule']}): {'converged' if conv['converged'] else 'NOT converged'} on {conv['n']} images "
+        f"(gap to more iterations {fmt(conv['steps_gap'])}, to more restarts {fmt(conv['restarts_gap'])}); accuracy at "
+        f"the largest eps ({conv['largest_eps']}) {'reaches 0' if conv['reaches_zero'] else 'does NOT reach 0 (suspect gradient masking)'}. "
+        "Only the main defence's curve is measured; the other configurations use the same budget and are marked "
+        "'not checked'.",
     ]
-    notes = []
+    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(ctx, metrics), clean_table(metrics)]
+    notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
+             "a robustness number. The clean-restore diagnostic (the region's clean pixels put back) shows what the "
+             "region holds; it is not a bound.",
+             f"Controls: as many pixels as the neutralized region, drawn outside the RoI (the defence never touches "
+             f"it), matched on {cfg.control_match}, {cfg.control_draws} draws per image keyed by the global image id "
+             "(accuracies are means over draws, ± the SD across draws)."]
     if metrics.get("defence_interpretation", "interpretable") != "interpretable":
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
                      "defined by an explainer that does not mark what the model uses.")
-    figure = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, ctx.rundir.figures / "defence-sweep.png",
-                                undefended_adv=d["gradient:adv"], clean_accuracy=metrics["clean_accuracy"],
-                                attack_name=cfg.defence_attack)
-    return Section("Defence", paragraphs, tables=[table, clean_table, adaptive], notes=notes,
-                   figures=[Figure(figure, "Sweep over the neutralized fraction and the fill; dashed: random control.")],
-                   anchor="defence")
+    figures = defence_figures(ctx, metrics)
+    return Section("Defence", paragraphs, tables=tables, notes=notes, figures=figures, anchor="defence")
+
+
+def adaptive_table(ad: dict[str, Any]) -> Table:
+    rows = []
+    for key, row in ad["settings"].items():
+        converged = "not checked" if row["converged"] is None else ("yes" if row["converged"] else "NO")
+        rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]), wilson(row["adaptive:local"]),
+                     wilson(row["adaptive:worst"]), wilson(row["control"]), paired_text(row["vs_control"]),
+                     paired_text(row["vs_undefended"]), converged, row["verdict"]])
+    return Table(f"Adaptive evaluation of every configuration (first {ad['images']} images; undefended white-box "
+                 f"accuracy {wilson(ad['undefended']['white-box'])}, clean {wilson(ad['undefended']['clean'])}; "
+                 "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table)",
+                 ["configuration", "clean", "adaptive: identity-BPDA", "adaptive: local gradient", "adaptive: worst",
+                  "control (adaptive, EOT)", "Δ vs control", "Δ vs undefended white-box", "converged", "verdict"], rows)
+
+
+def roi_table(ad: dict[str, Any]) -> Table:
+    r = ad["roi_restricted"]
+    rows = [[k, wilson(v)] for k, v in r.items() if k != "defended vs undefended"]
+    rows.append(["defended − undefended (both white-box)", paired_text(r["defended vs undefended"])])
+    rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad["transfer"].items()]
+    return Table("The ensemble confined to the clean image's RoI (which the defence never neutralizes), and transfer",
+                 ["attack", "accuracy [Wilson 95% CI] or Δ"], rows)
+
+
+def baseline_table(ad: dict[str, Any]) -> Table:
+    rows = [[key.replace("|", " "), wilson(b["clean"]), wilson(b["robust"])] for key, b in ad["baselines"].items()]
+    return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
+                 ["baseline (strength)", "clean accuracy", "adaptive robust accuracy"], rows)
+
+
+def nonadaptive_table(ctx: "Context", metrics: dict[str, Any]) -> Table:
+    rows = []
+    for name, m in metrics["attacks"].items():
+        d, spread = m["defence"], m.get("control_draws", {})
+        for tag in ("gradient", "prior"):
+            key = f"{name}|{tag}"
+            if key not in metrics["nonadaptive"]:
+                continue
+            cmp = metrics["nonadaptive"][key]
+            control = spread.get(f"{tag}:pred_control_adv", {})
+            rows.append([name, tag, fmt(d.get(f"{tag}:adv", math.nan)), fmt(d.get(f"{tag}:defended_adv", math.nan)),
+                         f"{fmt(control.get('mean', math.nan))} ± {fmt(control.get('sd', math.nan))}",
+                         paired_text(cmp["vs_control"]), paired_text(cmp["vs_undefended"]),
+                         fmt(d.get(f"{tag}:oracle_adv", math.nan)), fmt(d.get(f"{tag}:oracle_control_adv", math.nan)),
+                         fmt(d.get(f"{tag}:clean_restore_adv", math.nan))])
+    cfg = ctx.config
+    return Table(f"Non-adaptive attacker: the run's attacks, made on the undefended model, scored on the defence "
+                 f"(fill {cfg.fill}, fraction {cfg.fraction}; all n images; Holm across the table)",
+                 ["attack", "defence", "undefended", "defended", "control (mean ± SD over draws)", "Δ vs control",
+                  "Δ vs undefended", "oracle (true delta)", "oracle control (in RoA)", "clean-restore diagnostic"], rows)
+
+
+def clean_table(metrics: dict[str, Any]) -> Table:
+    cost = metrics["clean_cost"]
+    return Table("Clean cost: accuracy on clean images with the deployable defence on (all n images)",
+                 ["defence", "defended", "matched control (mean over draws)", "undefended"],
+                 [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)), fmt(cost.get(f"{tag}:control_clean", math.nan)),
+                   fmt(metrics["clean_accuracy"])] for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
+
+
+def defence_figures(ctx: "Context", metrics: dict[str, Any]) -> list[Figure]:
+    cfg = ctx.config
+    ad, figures_dir = metrics["adaptive"], ctx.rundir.figures
+    main_attack = metrics["attacks"][cfg.defence_attack]["defence"]
+    sweep = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, figures_dir / "defence-sweep.png",
+                               undefended_adv=main_attack.get("gradient:adv", math.nan),
+                               clean_accuracy=metrics["clean_accuracy"], attack_name=cfg.defence_attack)
+    conv = ad["convergence"]
+    convergence = plot_convergence(conv["accuracy"], figures_dir / "defence-convergence.png",
+                                   budget_steps=ad["budget"]["steps"], budget_restarts=ad["budget"]["restarts"],
+                                   eps=cfg.eps_linf, converged=conv["converged"])
+    points = {row["label"]: {"clean": row["clean"]["value"], "robust": row["adaptive:worst"]["value"]}
+              for row in ad["settings"].values()}
+    baselines = {k: {"clean": b["clean"]["value"], "robust": b["robust"]["value"]} for k, b in ad["baselines"].items()}
+    tradeoff = plot_tradeoff(points, baselines, figures_dir / "defence-tradeoff.png",
+                             undefended_clean=ad["undefended"]["clean"]["value"],
+                             undefended_robust=ad["undefended"]["white-box"]["value"])
+    return [Figure(convergence, "Convergence panel: robust accuracy of the main defence vs APGD iterations, restarts "
+                                "and eps (worst of the identity-BPDA and local gradients)."),
+            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration and the trivial "
+                             "transforms (global blur, Gaussian noise, JPEG-style quantization) on the same images."),
+            Figure(sweep, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched control.")]
 
 
 def limits_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
@@ -280,8 +369,13 @@ def limits_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
         f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The nulls "
         "control for that, which is why only observed-vs-null differences are interpreted (the panel shows other "
         "fractions).",
-        "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence is "
-        "evaluated against adaptive attacks; its non-adaptive numbers alone overstate it.",
+        "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
+        "robustness is its adaptive number"
+        + ("" if metrics["adaptive"]["convergence"]["converged"] else
+           " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
+        + f"; the adaptive evaluation covers the first {metrics['adaptive']['images']} images"
+        + (" (all of them: --eval full)." if metrics["adaptive"]["images"] == metrics["n"] else
+           " (--eval full covers every image)."),
         f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE budget "
         f"(population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 and 75); "
         "on 28x28 grey images they rarely succeed, so their statistics rest on few images.",
@@ -291,16 +385,19 @@ def limits_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
 def summary_table(metrics: dict[str, Any]) -> str:
     """The summary printed at the end of ``advspatial run``."""
     header = (f"{'attack':<10} {'success':>8} {'L2':>7} {'Linf':>6} {'IoU':>6} {'E_in_RoI':>9} "
-              f"{'undef':>6} {'defended':>9} {'random':>7} {'oracle':>7}")
+              f"{'undef':>6} {'defended':>9} {'control':>8} {'oracle':>7}")
     lines = [f"clean accuracy {metrics['clean_accuracy']:.4f} on {metrics['n']} images", header, "-" * len(header)]
     for name, m in metrics["attacks"].items():
         first = next(iter(m["maps"].values()))
         d = m["defence"]
         lines.append(f"{name:<10} {fmt(m['success_rate']):>8} {fmt(m['mean_l2']):>7} {fmt(m['mean_linf']):>6} "
                      f"{fmt(first['iou']):>6} {fmt(first['energy_in_roi']):>9} {fmt(d.get('gradient:adv', math.nan)):>6} "
-                     f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} {fmt(d.get('gradient:random_adv', math.nan)):>7} "
+                     f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} {fmt(d.get('gradient:control_adv', math.nan)):>8} "
                      f"{fmt(d.get('gradient:oracle_adv', math.nan)):>7}")
+    lines.append("(defence columns: non-adaptive attacker, examples made on the undefended model)")
     ad = metrics["adaptive"]
-    lines.append(f"adaptive vs deployable defence: BPDA-PGD accuracy {fmt(ad['bpda:defended'])}, "
-                 f"RoI-restricted PGD accuracy {fmt(ad['roi:defended'])}")
+    main = ad["settings"]["main"]
+    lines.append(f"adaptive ensemble on {ad['images']} images: defended {wilson(main['adaptive:worst'])}, control "
+                 f"{wilson(main['control'])}, undefended white-box {wilson(ad['undefended']['white-box'])}; "
+                 f"converged: {'yes' if ad['convergence']['converged'] else 'NO'}; verdict: {main['verdict']}")
     return "\n".join(lines)
