@@ -85,8 +85,8 @@ class SpatialConfig(GatedConfig):
                                         "pooled to it) instead of the input's")
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "blur"], "fills compared in the sweep (--eval full: zero, mean, blur, inpaint)")
-    fractions: list[float] = setting([0.1, 0.2, 0.3], "neutralized fractions of the sweep (--eval full: 0.05, 0.1, "
-                                                      "0.2, 0.3, 0.5)")
+    fractions: list[float] = setting([0.1, 0.3], "neutralized fractions of the sweep, beside the main --fraction "
+                                                 "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)")
     inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)")
     defence_attack: str = setting("pgd", "attack whose examples feed the non-adaptive sweep")
     prior_n: int = setting(500, "training images for the per-class prior of the deployable defence")
