@@ -61,6 +61,10 @@ class AdaptiveBudget:
         eot_iter: forward passes averaged per gradient when the defence is randomized.
         draws: fresh draws a randomized defence's final examples are scored on.
         components: the ensemble's attacks, in order.
+        eot_early_stop: on a randomized defence, stop an image once all
+            ``eot_iter`` passes of a step are fooled (cheaper but weaker: the
+            defence may still be right on fresh draws); False is AutoAttack's
+            rand mode, every image takes every step.
     """
 
     steps: int = 100
@@ -69,6 +73,7 @@ class AdaptiveBudget:
     eot_iter: int = 8
     draws: int = 10
     components: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "square")
+    eot_early_stop: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "restarts", "queries", "eot_iter", "draws"):
@@ -87,16 +92,16 @@ def ensemble_attack(model: nn.Module, eps: float, budget: AdaptiveBudget, *, ran
 
     A randomized model gets EOT and no Square (a score-based attack on a noisy
     score is not the adaptive attack for it; autoattack's "rand" version does the
-    same). An image stops once all ``eot_iter`` passes of a step are fooled:
-    its examples are scored on fresh draws afterwards anyway, and the images
-    still standing get every step and restart.
+    same); with ``budget.eot_early_stop`` an image stops once all ``eot_iter``
+    passes of a step are fooled (a weaker attack: score the examples on fresh
+    draws, as :func:`attack_defence` does).
     """
     parts = tuple(components or budget.components)
     if randomized:
         parts = tuple(c for c in parts if not c.startswith("square")) or ("apgd-ce",)
     return make_attack("autoattack", model, eps=eps, steps=steps or budget.steps, n_restarts=restarts or budget.restarts,
                        n_queries=budget.queries, components=parts, eot_iter=budget.eot_iter if randomized else 1,
-                       seed=seed, eot_early_stop=True)
+                       seed=seed, eot_early_stop=budget.eot_early_stop)
 
 
 def correct_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int,

@@ -102,6 +102,9 @@ class SpatialConfig(GatedConfig):
     adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble")
     adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble")
     eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)")
+    eot_early_stop: bool = setting(True, "EOT attacks stop an image once every pass of a step is fooled (cheaper, "
+                                         "weaker; a control is then never judged more robust than its defence; "
+                                         "--eval full: off)")
     sweep_adaptive: bool = setting(True, "attack every (fraction, fill) of the sweep adaptively too")
     convergence_n: int = setting(30, "images of the convergence curves (200 with --eval full)")
     convergence_steps: list[int] = setting([10, 50, 100, 500], "iteration counts of the convergence curve "
@@ -119,7 +122,7 @@ class SpatialConfig(GatedConfig):
 
     #: what ``--eval full`` sets (None: every image)
     FULL_EVAL: ClassVar[dict[str, Any]] = {
-        "adaptive_n": None, "eot_iter": 20, "convergence_n": 200, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
+        "adaptive_n": None, "eot_iter": 20, "eot_early_stop": False, "convergence_n": 200, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
         "fills": ["zero", "mean", "blur", "inpaint"], "blur_sigmas": [0.5, 1.0, 2.0], "noise_sds": [0.1, 0.2, 0.4],
         "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}

@@ -56,8 +56,10 @@ if TYPE_CHECKING:
 DEFENCE_RULE = ("A configuration 'helps' only when, under the converged adaptive attack, (1) its accuracy minus its "
                 "random control's (attacked the same way, with EOT) has a 95% CI above 0 and a Holm-adjusted p below "
                 "the significance level, and (2) its accuracy minus the undefended model's white-box accuracy (same "
-                "attack, same budget) does too. Otherwise it 'does not help'; it is 'worse than its control' or "
-                "'worse than undefended' when that CI lies below 0 with an adjusted p below the level.")
+                "attack, same budget) does too. Otherwise it 'does not help'; it is 'worse than undefended' when "
+                "that CI lies below 0 with an adjusted p below the level, and 'worse than its control' likewise, "
+                "but only when the control was attacked at full strength (no EOT early stop: a weaker attack on "
+                "the control can make a defence look worse, never better).")
 
 #: the RoI-restricted comparison (a diagnostic of where the defence leaves room, not a robustness number) uses
 #: the ensemble's gradient attacks on both models alike; Square on the defended model is its costliest part
@@ -260,7 +262,7 @@ def aggregate_sweep(ctx: "Context") -> dict[str, torch.Tensor]:
 def budget_of(ctx: "Context") -> AdaptiveBudget:
     cfg = ctx.config
     return AdaptiveBudget(steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts, queries=cfg.adaptive_queries,
-                          eot_iter=cfg.eot_iter, draws=cfg.control_draws)
+                          eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop)
 
 
 def adaptive_slices(ctx: "Context") -> list[slice]:
@@ -424,6 +426,7 @@ def summarize_adaptive(ctx: "Context", outcomes: dict[str, dict[str, torch.Tenso
             "vs_control": paired_accuracy(o["defended:worst"], o["control:worst"], seed=cfg.seed).as_dict(),
             "vs_undefended": paired_accuracy(o["defended:worst"], undefended["white-box"], seed=cfg.seed).as_dict(),
             "converged": convergence["converged"] if s.key == "main" else None,
+            "control_full_strength": not cfg.eot_early_stop,
         }
     adjust_family(rows)
     for key, row in rows.items():
@@ -489,7 +492,7 @@ def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, min_n
 
     if below(row["vs_undefended"]):
         return "worse than undefended"
-    if below(row["vs_control"]):
+    if below(row["vs_control"]) and row.get("control_full_strength", True):
         return "worse than its control"
     if above(row["vs_control"]) and above(row["vs_undefended"]):
         return "helps" if row["converged"] else "not converged"

@@ -268,6 +268,11 @@ def defence_section(ctx: "Context", metrics: dict[str, Any]) -> Section:
              f"Controls: as many pixels as the neutralized region, drawn outside the RoI (the defence never touches "
              f"it), matched on {cfg.control_match}, {cfg.control_draws} draws per image keyed by the global image id "
              "(accuracies are means over draws, ± the SD across draws)."]
+    if budget.get("eot_early_stop"):
+        notes.append("The randomized controls were attacked with EOT early stop (an image stops once every pass of a "
+                     "step is fooled): cheaper but weaker, so a control can look more robust than it is. The rule "
+                     "therefore never calls a defence 'worse than its control' from this run; --eval full attacks "
+                     "the controls at full strength.")
     if metrics.get("defence_interpretation", "interpretable") != "interpretable":
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
                      "defined by an explainer that does not mark what the model uses.")
