@@ -34,6 +34,26 @@ def test_state_dict_round_trip(tmp_path) -> None:
     assert torch.equal(loaded(x), model(x))
 
 
+def test_data_parallel_prefix_is_stripped(tmp_path) -> None:
+    """Checkpoints saved from nn.DataParallel / DDP carry 'module.' on every key."""
+    model = build_model("lenet5").eval()
+    path = tmp_path / "dp.pt"
+    torch.save({"state_dict": torch.nn.DataParallel(model).state_dict()}, path)
+    assert all(k.startswith("module.") for k in torch.load(path, weights_only=True)["state_dict"])
+    loaded = load_state_dict_model(path, "lenet5")
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_only_a_prefix_on_every_key_is_stripped() -> None:
+    from advspatial.models.loading import strip_wrapper_prefix
+
+    mixed = {"module.fc.weight": 1, "head.bias": 2}
+    assert strip_wrapper_prefix(mixed) == mixed
+    assert strip_wrapper_prefix({"module.a": 1, "module.b.c": 2}) == {"a": 1, "b.c": 2}
+    assert strip_wrapper_prefix({}) == {}
+
+
 def test_state_dict_wrong_arch_is_a_model_error(tmp_path) -> None:
     path = tmp_path / "w.pt"
     torch.save(build_model("lenet5").state_dict(), path)

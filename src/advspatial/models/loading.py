@@ -55,12 +55,25 @@ def load_state_dict_model(
             if isinstance(payload.get(key), dict):
                 payload = payload[key]
                 break
+        payload = strip_wrapper_prefix(payload)
     model = build_model(arch, in_channels, num_classes, input_size)
     try:
         model.load_state_dict(payload)
     except (RuntimeError, TypeError) as exc:
         raise ModelError(f"weights in {path} do not fit architecture {arch!r}: {exc}") from exc
     return model.eval()
+
+
+def strip_wrapper_prefix(state: dict) -> dict:
+    """The state dict without the ``module.`` prefix that ``nn.DataParallel`` / DDP put on *every* key.
+
+    Only a prefix shared by all keys is removed: a model with a submodule that
+    happens to be called ``module`` keeps its names.
+    """
+    prefix = "module."
+    if state and all(isinstance(k, str) and k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return state
 
 
 def load_torchscript(path: str | Path) -> nn.Module:
