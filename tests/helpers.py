@@ -64,3 +64,26 @@ def grad_map(model: nn.Module):  # type: ignore[no-untyped-def]
         return g.abs().sum(1)
 
     return fn
+
+
+class RowCounter(nn.Module):
+    """Counts the images the wrapped model is evaluated on (an attack's query bookkeeping is checked against it)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += x.shape[0]
+        return self.model(x)
+
+
+def first_images(subset: tuple[torch.Tensor, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (images, labels) of a fixture subset."""
+    return subset[0][:n], subset[1][:n]
+
+
+def fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the model's prediction on x_adv differs from y."""
+    with torch.no_grad():
+        return model(x_adv).argmax(1) != y

@@ -13,29 +13,13 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.apgd import APGD, APGDL2, APGDT, checkpoints, dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
 from advspatial.errors import ConfigError
+from helpers import RowCounter, first_images, fooled
 
 N = 32
 
 
 def _data(subset, n: int = N):
-    return subset[0][:n], subset[1][:n]
-
-
-def _fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(1) != y
-
-
-class Counting(nn.Module):
-    """Counts the images the wrapped model is evaluated on."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.rows = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += x.shape[0]
-        return self.model(x)
+    return first_images(subset, n)
 
 
 def _linear(classes: int, dim: int = 16, seed: int = 1) -> nn.Module:
@@ -94,11 +78,11 @@ def test_success_at_least_torchattacks(trained_tiny_cnn, fmnist_test_subset, kin
         eps, ours = 0.02, APGD(model, eps=0.02, steps=20, loss=kind)
         ref = torchattacks.APGD(model, norm="Linf", eps=0.02, steps=20, n_restarts=1, loss=kind, seed=0)
     res = ours.run(x, y)
-    ref_rate = _fooled(model, ref(x, y), y).float().mean().item()
+    ref_rate = fooled(model, ref(x, y), y).float().mean().item()
     clean_error = (res.clean_pred != y).float().mean().item()
     assert res.success_rate >= ref_rate - 1 / N
     assert res.success_rate > clean_error + 2 / N  # the attack does fool correctly classified images
-    assert torch.equal(res.success, _fooled(model, res.x_adv, y))
+    assert torch.equal(res.success, fooled(model, res.x_adv, y))
     norms = res.l2 if kind == "l2" else res.linf
     assert norms.max() <= eps + 1e-6
 
@@ -224,7 +208,7 @@ def test_eot_averages_gradients_and_counts_each_pass(trained_tiny_cnn, fmnist_te
 ])
 def test_queries_count_forward_passes(trained_tiny_cnn, fmnist_test_subset, build):
     x, y = _data(fmnist_test_subset, 16)
-    counting = Counting(trained_tiny_cnn)
+    counting = RowCounter(trained_tiny_cnn)
     res = build(counting).run(x, y)
     assert counting.rows == 16 + int(res.queries.sum())  # run()'s uncounted clean pass + the rest
 

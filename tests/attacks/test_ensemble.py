@@ -13,12 +13,13 @@ from advspatial.attacks.base import Attack, AttackSpec
 from advspatial.attacks.ensemble import AutoAttack, AutoAttackL2
 from advspatial.attacks.square import Square, SquareL2
 from advspatial.errors import ConfigError
+from helpers import RowCounter, first_images
 
 N = 32
 
 
 def _data(subset, n: int = N):
-    return subset[0][:n], subset[1][:n]
+    return first_images(subset, n)
 
 
 def test_worst_case_per_image_is_the_union_of_the_components_alone(trained_tiny_cnn, fmnist_test_subset):
@@ -56,17 +57,8 @@ def test_worst_case_per_image_is_the_union_of_the_components_alone(trained_tiny_
 
 
 def test_queries_count_forward_passes(trained_tiny_cnn, fmnist_test_subset):
-    class Counting(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model, self.rows = trained_tiny_cnn, 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.rows += x.shape[0]
-            return self.model(x)
-
     x, y = _data(fmnist_test_subset, 16)
-    counting = Counting()
+    counting = RowCounter(trained_tiny_cnn)
     res = AutoAttack(counting, eps=0.02, steps=4, n_restarts=2, n_queries=20).run(x, y)
     assert counting.rows == 16 + int(res.queries.sum())
 

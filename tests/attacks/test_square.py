@@ -13,17 +13,13 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.base import margin
 from advspatial.attacks.square import Square, SquareL2, eta_pattern, p_schedule
 from advspatial.errors import ConfigError
+from helpers import RowCounter, first_images, fooled
 
 N = 32
 
 
 def _data(subset, n: int = N):
-    return subset[0][:n], subset[1][:n]
-
-
-def _fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return model(x_adv).argmax(1) != y
+    return first_images(subset, n)
 
 
 def _unfoolable(tiny_cnn, channels: int = 1) -> nn.Module:
@@ -70,7 +66,7 @@ def test_success_at_least_torchattacks(trained_tiny_cnn, fmnist_test_subset, nor
     res = cls(model, eps=eps, n_queries=300, p_init=0.8, loss="margin").run(x, y)
     ref = torchattacks.Square(model, norm=norm, eps=eps, n_queries=300, n_restarts=1, p_init=0.8,
                               loss="margin", seed=0)
-    ref_rate = _fooled(model, ref(x, y), y).float().mean().item()
+    ref_rate = fooled(model, ref(x, y), y).float().mean().item()
     clean_error = (res.clean_pred != y).float().mean().item()
     assert res.success_rate >= ref_rate - 1 / N
     assert res.success_rate > clean_error + 2 / N
@@ -203,17 +199,8 @@ def test_without_early_stop_the_search_goes_on(trained_tiny_cnn, fmnist_test_sub
 
 
 def test_queries_count_forward_passes(trained_tiny_cnn, fmnist_test_subset):
-    class Counting(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model, self.rows = trained_tiny_cnn, 0
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            self.rows += x.shape[0]
-            return self.model(x)
-
     x, y = _data(fmnist_test_subset, 16)
-    counting = Counting()
+    counting = RowCounter(trained_tiny_cnn)
     res = SquareL2(counting, eps=0.3, n_queries=30, n_restarts=2).run(x, y)
     assert counting.rows == 16 + int(res.queries.sum())
     assert res.queries.max() == 1 + 2 * 30 + 1
