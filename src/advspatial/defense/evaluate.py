@@ -156,7 +156,7 @@ def evaluate_defence(
                     for d in range(draws)], dim=1))
                 add(f"n_region_{tag}", region.flatten(1).sum(1))
                 if tag == "adv":
-                    add("pred_clean_restore_adv", _predict(defended.model, put_back(ab, region, xb)))
+                    add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
             if oracle:
                 region = oracle_regions[sl].to(device)
                 within = None if oracle_roa is None else oracle_roa[sl].to(device)

@@ -39,7 +39,8 @@ from tqdm.auto import tqdm
 from ..attacks.base import frozen_eval
 from ..data import load_dataset
 from ..defense.adaptive import (
-    AdaptiveBudget, CurveGrid, attack_defence, attack_undefended, convergence_curves, convergence_rule, roi_mask,
+    AdaptiveBudget, CurveGrid, attack_defence, attack_undefended, convergence_curves, convergence_rule, correct_share,
+    roi_mask,
 )
 from ..defense.evaluate import evaluate_defence
 from ..defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
@@ -293,7 +294,7 @@ def adaptive_batch(ctx: "Context", setting: DefenceSetting, b: int, sl: slice,
             out["control:worst"] = attack_defence(control, x, y, cfg.eps_linf, budget, sample_ids=ids,
                                                   seed=cfg.seed).correct["worst"]
             with torch.no_grad():
-                out["clean:defended"] = (defended.predict_draws(x, 1, ids)[:, 0] == y).float().cpu()
+                out["clean:defended"] = correct_share(defended, x, y, 1, ids)
             if setting.key == "main":
                 with torch.no_grad():
                     out["transfer:undefended"] = correct_of(ctx, own.x_adv, y)
@@ -330,8 +331,8 @@ def undefended_batch(ctx: "Context", b: int, sl: slice, prior: torch.Tensor | No
             with torch.no_grad():
                 return {"clean": correct_of(ctx, x, y), "white-box": white.correct["white-box"],
                         "roi:white-box": roi.correct["white-box"],
-                        "transfer:defended": (main.predict_draws(white.x_adv, 1, ids)[:, 0] == y).float().cpu(),
-                        "roi:transfer:defended": (main.predict_draws(roi.x_adv, 1, ids)[:, 0] == y).float().cpu()}
+                        "transfer:defended": correct_share(main, white.x_adv, y, 1, ids),
+                        "roi:transfer:defended": correct_share(main, roi.x_adv, y, 1, ids)}
 
     return ctx.rundir.cached(f"adaptive/undefended/batch-{b:05d}", compute)  # type: ignore[return-value]
 
@@ -346,7 +347,7 @@ def baseline_batch(ctx: "Context", transform: str, strength: float, b: int, sl: 
         with frozen_eval(ctx.model):
             outcome = attack_defence(defence, x, y, cfg.eps_linf, budget_of(ctx), sample_ids=ids, seed=cfg.seed)
             with torch.no_grad():
-                clean = (defence.predict_draws(x, cfg.control_draws, ids) == y[:, None]).float().mean(1).cpu()
+                clean = correct_share(defence, x, y, cfg.control_draws, ids)
         return {"clean": clean, "robust": outcome.correct["worst"]}
 
     return ctx.rundir.cached(f"baselines/{transform}-{strength:g}/batch-{b:05d}", compute)  # type: ignore[return-value]
@@ -470,7 +471,7 @@ def share_summary(shares: torch.Tensor) -> dict[str, Any]:
 
 
 def adjust_family(rows: dict[str, dict[str, Any]]) -> None:
-    """Holm across every configuration's two comparisons (vs control, vs undefended): one family."""
+    """Holm across every row's two comparisons (vs control, vs undefended): one family per table."""
     entries = [(key, which) for key in rows for which in ("vs_control", "vs_undefended")]
     adjusted = holm(np.array([rows[k][w]["p"] for k, w in entries], dtype=float)) if entries else []
     for (key, which), p_adj in zip(entries, adjusted):
@@ -512,21 +513,20 @@ def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str], seed
             undefended = [float(r["adv_pred"] == r["label"]) for r in group]
             out[f"{name}|{tag}"] = {"vs_control": paired_accuracy(defended, control, seed=seed).as_dict(),
                                     "vs_undefended": paired_accuracy(defended, undefended, seed=seed).as_dict()}
-    entries = [(k, w) for k in out for w in ("vs_control", "vs_undefended")]
-    adjusted = holm(np.array([out[k][w]["p"] for k, w in entries], dtype=float)) if entries else []
-    for (k, w), p_adj in zip(entries, adjusted):
-        out[k][w]["p_adjusted"] = float(p_adj)
+    adjust_family(out)
     return out
+
+
+def spread(hits: torch.Tensor) -> dict[str, float]:
+    """(N, draws) correctness of a control: accuracy of each draw over the images, as mean and SD across draws."""
+    per_draw = hits.mean(0)
+    return {"mean": float(per_draw.mean()), "sd": float(per_draw.std(unbiased=True)) if per_draw.numel() > 1 else 0.0,
+            "draws": int(per_draw.numel())}
 
 
 def draw_spread(draws: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, float]]:
-    """Per control column: accuracy of each draw over the images, summarized as mean and SD across draws."""
-    out = {}
-    for key, parts in draws.items():
-        per_draw = torch.cat(parts).mean(0)
-        out[key] = {"mean": float(per_draw.mean()), "sd": float(per_draw.std(unbiased=True)) if per_draw.numel() > 1
-                    else 0.0, "draws": int(per_draw.numel())}
-    return out
+    """:func:`spread` of every control column, its batches concatenated."""
+    return {key: spread(torch.cat(parts)) for key, parts in draws.items()}
 
 
 def sweep_summary(ctx: "Context", sweep: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -538,8 +538,6 @@ def sweep_summary(ctx: "Context", sweep: dict[str, torch.Tensor]) -> dict[str, A
             for fill in cfg.fills:
                 key = f"{tag}|{f:g}|{fill}"
                 defended, control = sweep[f"{key}|defended"], sweep[f"{key}|control"]
-                per_draw = control.mean(0)
-                out[key] = {"defended": accuracy(defended).as_dict(),
-                            "control": {"mean": float(per_draw.mean()), "sd": float(per_draw.std()) if len(per_draw) > 1 else 0.0},
+                out[key] = {"defended": accuracy(defended).as_dict(), "control": spread(control),
                             "vs_control": paired_accuracy(defended, control.mean(1), seed=cfg.seed).as_dict()}
     return out
