@@ -1,4 +1,4 @@
-"""ImageDataset: shape checks, float conversion, deterministic covering batches, subset/head."""
+"""ImageDataset: shape checks, float conversion, deterministic covering batches, subset/head, ids, lazy pixels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.data.base import ImageDataset
+from advspatial.data.base import ImageDataset, PixelSource
 from advspatial.errors import ConfigError, ShapeError
 
 
@@ -64,6 +64,7 @@ def test_subset_keeps_everything_aligned(n: int, data: st.DataObject) -> None:
     assert torch.equal(sub.pixels, ds.pixels[idx])
     assert torch.equal(sub.labels, ds.labels[idx])
     assert torch.equal(sub.masks, ds.masks[idx])
+    assert torch.equal(sub.ids, idx) and sub.ids.dtype == torch.int64
     assert set(sub.concepts) == {"fg", "bg"}
     assert torch.equal(sub.concepts["bg"], ~sub.masks)
     assert sub.class_names == ds.class_names
@@ -73,7 +74,7 @@ def test_head() -> None:
     ds = make(10)
     assert ds.head(None) is ds and ds.head(10) is ds and ds.head(99) is ds
     head = ds.head(3)
-    assert len(head) == 3 and torch.equal(head.labels, ds.labels[:3])
+    assert len(head) == 3 and torch.equal(head.labels, ds.labels[:3]) and head.ids.tolist() == [0, 1, 2]
     with pytest.raises(ConfigError, match="out of range"):
         ds.head(0)
 
@@ -93,6 +94,7 @@ def test_images_with_index_forms() -> None:
         ("labels", torch.zeros(3, 1, dtype=torch.int64), "labels must be"),
         ("masks", torch.zeros(3, 5, 4, dtype=torch.bool), "masks must be"),
         ("concepts", {"x": torch.zeros(2, 4, 5, dtype=torch.bool)}, "concept 'x'"),
+        ("ids", torch.arange(4), "ids must be"),
     ],
 )
 def test_mismatched_shapes_raise(field: str, value: object, message: str) -> None:
@@ -103,3 +105,61 @@ def test_mismatched_shapes_raise(field: str, value: object, message: str) -> Non
     kwargs[field] = value
     with pytest.raises(ShapeError, match=message):
         ImageDataset(**kwargs)
+
+
+def test_ids_default_to_arange_and_follow_nested_subsets() -> None:
+    ds = make(10)
+    assert ds.ids.tolist() == list(range(10)) and ds.ids.dtype == torch.int64
+    sub = ds.subset([7, 2, 9, 4]).subset([3, 0]).head(1)
+    assert sub.ids.tolist() == [4]
+    torch.testing.assert_close(sub.images(), ds.images([4]))
+    ids = torch.tensor([10, 3], dtype=torch.int32)
+    given = ImageDataset("toy", ds.pixels[:2], ds.labels[:2], ds.class_names, ids=ids)
+    assert given.ids.tolist() == [10, 3] and given.ids.dtype == torch.int64
+
+
+class CountingSource:
+    """A lazy PixelSource over a stored tensor that records which rows were decoded."""
+
+    def __init__(self, data: torch.Tensor, log: list[int]) -> None:
+        self.data, self.log = data, log
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.data.dtype
+
+    def decode(self, index=None) -> torch.Tensor:
+        rows = torch.arange(len(self.data)) if index is None else torch.arange(len(self.data))[index]
+        self.log.extend(rows.reshape(-1).tolist())
+        return self.data[rows]
+
+    def select(self, index) -> "CountingSource":
+        return CountingSource(self.data[torch.arange(len(self.data))[index].reshape(-1)], self.log)
+
+
+def test_lazy_pixel_source_decodes_per_request_and_matches_a_tensor() -> None:
+    eager = make(7, c=3)
+    log: list[int] = []
+    lazy = ImageDataset("toy", CountingSource(eager.pixels, log), eager.labels, eager.class_names, masks=eager.masks)
+    assert isinstance(lazy.pixels, PixelSource) and lazy.lazy and not eager.lazy
+    assert lazy.image_shape == eager.image_shape == (3, 4, 5) and len(lazy) == 7 and lazy.pixels.shape[1] == 3
+    sub = lazy.subset([5, 1, 6]).head(2)
+    assert log == [] and sub.lazy and sub.ids.tolist() == [5, 1]
+    torch.testing.assert_close(sub.images(), eager.images([5, 1]))
+    assert torch.equal(sub.masks, eager.masks[[5, 1]])
+    log.clear()
+    for (x, y, sl), (xe, ye, sle) in zip(lazy.batches(3), eager.batches(3)):
+        assert log == list(range(sl.start, sl.stop))  # one batch decoded at a time
+        log.clear()
+        torch.testing.assert_close(x, xe)
+        assert torch.equal(y, ye) and sl == sle
+    torch.testing.assert_close(lazy.images([6, 0]), eager.images([6, 0]))
+    torch.testing.assert_close(lazy.images(), eager.images())

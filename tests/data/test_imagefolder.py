@@ -1,7 +1,13 @@
-"""imagefolder:PATH on tiny PNG/JPEG/BMP files written here."""
+"""imagefolder:PATH on tiny PNG/JPEG/BMP files written here, and on ../shared/data when present.
+
+Covers: layout and order, lazy decoding (nothing decoded until asked, only the
+chosen files), fits (crop vs stretch known answers, crop_fraction equals
+resize-shorter-side-then-centre-crop), class maps, flat folders, errors.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,16 +15,26 @@ import pytest
 import torch
 from PIL import Image
 
-from advspatial.data import imagefolder  # noqa: F401  (registers imagefolder)
+from advspatial.data import imagefolder
 from advspatial.data import load_dataset
-from advspatial.data.imagefolder import load_imagefolder
+from advspatial.data.imagefolder import LazyImages, load_imagefolder, read_class_map
+from advspatial.data.subset import select
 from advspatial.errors import ConfigError, DataError
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+IMAGENET_SAMPLE = SHARED_DATA / "imagenet-sample"
+CIFAR_JPEG = SHARED_DATA / "cifar10-test-jpeg"
 
 
 def solid(path: Path, rgb: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"lossless": True} if path.suffix == ".webp" else {}  # lossy WebP would shift the colour
     Image.new("RGB", size, rgb).save(path, **extra)
+
+
+def write_tsv(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 @pytest.fixture
@@ -34,39 +50,118 @@ def folder(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Names of the files decoded so far (``imagefolder.read_image`` wrapped to record them)."""
+    seen: list[str] = []
+    real = imagefolder.read_image
+
+    def counting(path, *args, **kwargs):
+        seen.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(imagefolder, "read_image", counting)
+    return seen
+
+
 def test_layout_order_and_pixels(folder) -> None:
     ds = load_dataset(f"imagefolder:{folder}", "test")
     assert ds.class_names == ("cat", "dog")
-    assert ds.labels.tolist() == [0, 0, 1, 1]
-    assert ds.pixels.dtype == torch.uint8 and ds.pixels.shape == (4, 3, 32, 32)
+    assert ds.labels.tolist() == [0, 0, 1, 1] and ds.ids.tolist() == [0, 1, 2, 3]
+    assert ds.pixels.dtype == torch.uint8 and ds.pixels.shape == (4, 3, 32, 32) and ds.lazy
     # order within class: sorted file names -> cat/c.webp, cat/z.PNG, dog/a.bmp, dog/b.png
     expected = [(10, 20, 30), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
     for i, rgb in enumerate(expected):
         assert ds.pixels[i, :, 16, 16].tolist() == list(rgb)
+    torch.testing.assert_close(ds.images()[:, :, 16, 16] * 255, torch.tensor(expected, dtype=torch.float32))
     assert ds.masks is None
     again = load_imagefolder("test", root=folder)
-    assert torch.equal(again.pixels, ds.pixels)
+    assert torch.equal(again.images(), ds.images())
 
 
 def test_grey_and_size(folder) -> None:
     ds = load_imagefolder(root=folder, size=20, channels=1)
-    assert ds.pixels.shape == (4, 1, 20, 20)
+    assert ds.pixels.shape == (4, 1, 20, 20) and ds.image_shape == (1, 20, 20)
     # ITU-R 601 luma of pure green: 0.587 * 255 = 149.7 (PIL rounds)
     assert abs(int(ds.pixels[2, 0, 10, 10]) - 150) <= 1
 
 
-def test_fit_crop_keeps_the_centre(tmp_path) -> None:
-    """A 12x4 image: red left third, blue middle, green right third; crop keeps only the middle."""
-    array = np.zeros((4, 12, 3), dtype=np.uint8)
-    array[:, :4] = (255, 0, 0)
-    array[:, 4:8] = (0, 0, 255)
-    array[:, 8:] = (0, 255, 0)
+def test_loading_decodes_nothing_and_subsets_decode_only_their_files(folder, decodes) -> None:
+    ds = load_imagefolder(root=folder)
+    sub = ds.subset([3, 1]).head(1)
+    assert decodes == [] and sub.lazy and len(sub) == 1 and sub.ids.tolist() == [3]
+    x = sub.images()
+    assert decodes == ["b.png"] and x.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(x[0, :, 5, 5], torch.tensor([0.0, 0.0, 1.0]))
+    decodes.clear()
+    sizes = [len(xb) for xb, _, _ in ds.batches(3)]
+    assert sizes == [3, 1] and decodes == ["c.webp", "z.PNG", "a.bmp", "b.png"]
+    decodes.clear()
+    ds.images(torch.tensor([False, True, False, True]))
+    assert decodes == ["z.PNG", "b.png"]
+
+
+def test_lazy_images_behave_like_a_tensor(folder) -> None:
+    lazy = load_imagefolder(root=folder, size=6).pixels
+    assert isinstance(lazy, LazyImages) and len(lazy) == 4 and lazy.ndim == 4
+    full = lazy.decode()
+    assert full.dtype == torch.uint8 and full.shape == (4, 3, 6, 6)
+    assert torch.equal(lazy[2], full[2]) and torch.equal(lazy[-1], full[3])
+    assert torch.equal(lazy[1:3], full[1:3]) and torch.equal(lazy[[3, 0]], full[[3, 0]])
+    assert torch.equal(lazy[1:, 0, 2], full[1:, 0, 2]) and torch.equal(lazy[..., 1], full[..., 1])
+    assert torch.equal(lazy.select(slice(1, 3)).decode(), full[1:3])
+    assert lazy.select(2).shape == (1, 3, 6, 6)
+    assert lazy.decode([]).shape == (0, 3, 6, 6)
+    assert "4 files" in repr(lazy) and "dog" not in repr(lazy)
+
+
+def test_square_images_crop_equals_stretch(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    (tmp_path / "k").mkdir()
+    for i, side in enumerate((9, 32, 50)):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(tmp_path / "k" / f"{i}.png")
+    for size in (7, 32, 64):
+        crop = load_imagefolder(root=tmp_path, size=size, fit="crop").images()
+        stretch = load_imagefolder(root=tmp_path, size=size, fit="stretch").images()
+        assert torch.equal(crop, stretch)
+    assert load_imagefolder(root=tmp_path).pixels.fit == "crop"  # the default
+
+
+def three_stripes(path: Path, width: int, height: int) -> None:
+    """Red left quarter, blue middle half, green right quarter (the central square is all blue)."""
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    array[:, : width // 4] = (255, 0, 0)
+    array[:, width // 4: 3 * width // 4] = (0, 0, 255)
+    array[:, 3 * width // 4:] = (0, 255, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_fit_crop_keeps_the_centre_of_a_2_to_1_image(tmp_path) -> None:
+    three_stripes(tmp_path / "k" / "x.png", 64, 32)
+    crop = load_imagefolder(root=tmp_path, size=8, fit="crop").pixels[0].int()
+    assert (crop[2, :, 1:7] == 255).all() and (crop[:2, :, 1:7] == 0).all()  # interior: pure blue
+    assert (crop[2] >= 200).all() and (crop[:2] <= 60).all()  # edge columns: only a trace of the cut-off stripes
+    stretch = load_imagefolder(root=tmp_path, size=8, fit="stretch").pixels[0].int()
+    assert stretch[:, 4, 0].tolist() == [255, 0, 0] and stretch[:, 4, 7].tolist() == [0, 255, 0]
+    assert stretch[:, 4, 3].tolist() == [0, 0, 255]
+
+
+@pytest.mark.parametrize(("width", "height", "size", "fraction"), [(200, 150, 56, 0.875), (90, 160, 32, 0.9)])
+def test_crop_fraction_is_resize_shorter_side_then_centre_crop(tmp_path, width, height, size, fraction) -> None:
+    """One resampling of the source box matches the two-step ImageNet recipe to within rounding."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    array = np.stack([xx * 255 // width, yy * 255 // height, (xx + yy) % 256], axis=-1).astype(np.uint8)
     (tmp_path / "k").mkdir()
     Image.fromarray(array).save(tmp_path / "k" / "x.png")
-    crop = load_imagefolder(root=tmp_path, size=8, fit="crop").pixels[0]
-    assert (crop[2] == 255).all() and (crop[0] == 0).all() and (crop[1] == 0).all()
-    stretch = load_imagefolder(root=tmp_path, size=12, fit="stretch").pixels[0]
-    assert stretch[0, 6, 0] == 255 and stretch[1, 6, 11] == 255
+    ours = load_imagefolder(root=tmp_path, size=size, crop_fraction=fraction).pixels[0].int()
+    short = round(size / fraction)
+    scale = short / min(width, height)
+    resized = Image.fromarray(array).resize((round(width * scale), round(height * scale)), Image.Resampling.BILINEAR)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    two_step = np.asarray(resized.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
+    diff = (ours - torch.from_numpy(two_step.astype(np.int64))).abs()[:2].float()  # the two smooth ramps
+    assert float(diff.mean()) < 2.0  # rounding of the two-step crop offset (<1 px); crop_fraction=1 would give 5-7
 
 
 def test_train_test_subfolders(tmp_path) -> None:
@@ -82,12 +177,86 @@ def test_train_test_subfolders(tmp_path) -> None:
 
 
 def test_same_folder_for_both_splits(folder) -> None:
-    assert torch.equal(load_imagefolder("train", root=folder).pixels, load_imagefolder("test", root=folder).pixels)
+    assert torch.equal(load_imagefolder("train", root=folder).images(), load_imagefolder("test", root=folder).images())
+
+
+# --------------------------------------------------------------------------- class maps and flat folders
+
+
+def test_class_map_relabels_folders_and_allows_missing_classes(folder, tmp_path) -> None:
+    cmap = write_tsv(tmp_path / "classes.tsv", "# index, folder, name\n0\tdog\tDoggo\n\n1\tbird\n2\tcat\tKitty\n")
+    ds = load_dataset(f"imagefolder:{folder}", "test", class_map=cmap, size=8)
+    assert ds.class_names == ("Doggo", "bird", "Kitty") and ds.num_classes == 3
+    # ordered by label: dog (0) files first, then cat (2)
+    assert ds.labels.tolist() == [0, 0, 2, 2]
+    assert ds.pixels[0, :, 4, 4].tolist() == [0, 255, 0]  # dog/a.bmp
+    assert ds.pixels[2, :, 4, 4].tolist() == [10, 20, 30]  # cat/c.webp
+
+
+def test_class_folder_missing_from_the_map_is_an_error(folder, tmp_path) -> None:
+    cmap = write_tsv(tmp_path / "classes.tsv", "0\tdog\n")
+    with pytest.raises(DataError, match=r"class folder\(s\) cat are not in the class map .*classes.tsv"):
+        load_imagefolder(root=folder, class_map=cmap)
+
+
+def test_flat_folder_with_a_class_map(tmp_path) -> None:
+    flat = tmp_path / "flat"
+    solid(flat / "n02_sea_slug.JPEG", (0, 0, 200), (10, 7))
+    solid(flat / "n01_tench.png", (200, 0, 0), (7, 10))
+    solid(flat / "n02.jpg", (0, 0, 200))  # no '_': the whole stem is the key
+    (flat / "README.txt").write_text("ignored")
+    cmap = write_tsv(tmp_path / "classes.tsv", "0\tn00\tnothing\n1\tn01\ttench\n2\tn02\tsea slug\n")
+    ds = load_imagefolder(root=flat, class_map=cmap, size=5)
+    assert ds.labels.tolist() == [1, 2, 2] and ds.class_names == ("nothing", "tench", "sea slug")
+    assert [Path(f).name for f in ds.pixels.files] == ["n01_tench.png", "n02.jpg", "n02_sea_slug.JPEG"]
+    assert ds.pixels[0, :, 2, 2].tolist() == [200, 0, 0]
+
+
+def test_flat_folder_errors(tmp_path) -> None:
+    flat = tmp_path / "flat"
+    solid(flat / "n01_tench.png", (200, 0, 0))
+    with pytest.raises(DataError, match="flat folder.*pass class_map"):
+        load_imagefolder(root=flat)
+    solid(flat / "n09_unknown.png", (1, 2, 3))
+    cmap = write_tsv(tmp_path / "classes.tsv", "0\tn01\ttench\n")
+    with pytest.raises(DataError, match=r"n09_unknown.png: key 'n09' .* not in the class map"):
+        load_imagefolder(root=flat, class_map=cmap)
+
+
+def test_read_class_map_defaults_and_duplicate_display_names(tmp_path) -> None:
+    cmap = read_class_map(write_tsv(tmp_path / "c.tsv", "1\tb\tcrane\r\n0\t a \t\n2\tc\tcrane\n"))
+    assert cmap.labels == {"a": 0, "b": 1, "c": 2} and cmap.names == ("a", "crane", "crane")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no class lines"),
+        ("# only a comment\n\n", "no class lines"),
+        ("0\ta\n1\n", r"line 2: expected index<TAB>folder name"),
+        ("0\ta\tb\tc\n", r"line 1: expected .* got 4"),
+        ("zero\ta\n", r"line 1: index 'zero' is not a non-negative integer"),
+        ("-1\ta\n", r"line 1: index '-1'"),
+        ("1.5\ta\n", r"line 1: index '1.5'"),
+        ("0\ta\n0\tb\n", r"line 2: index 0 repeats line 1"),
+        ("0\ta\n#\n1\ta\n", r"line 3: folder name 'a' repeats line 1"),
+        ("0\t\tname\n", r"line 1: the folder name is empty"),
+        ("0\ta\n2\tc\n", r"indices must cover 0..2 .*missing 1"),
+    ],
+)
+def test_bad_class_maps(tmp_path, folder, text, message) -> None:
+    path = write_tsv(tmp_path / "bad.tsv", text)
+    with pytest.raises(DataError, match=message):
+        read_class_map(path)
+    with pytest.raises(DataError, match="bad.tsv"):
+        load_imagefolder(root=folder, class_map=path)
 
 
 def test_errors(tmp_path, folder) -> None:
     with pytest.raises(DataError, match="does not exist"):
         load_imagefolder(root=tmp_path / "missing")
+    with pytest.raises(DataError, match="class map .*nope.tsv does not exist"):
+        load_imagefolder(root=folder, class_map=tmp_path / "nope.tsv")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class sub-folders"):
         load_imagefolder(root=tmp_path / "empty")
@@ -97,8 +266,12 @@ def test_errors(tmp_path, folder) -> None:
         load_imagefolder(root=tmp_path / "onlytext")
     broken = folder / "dog" / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    ds = load_imagefolder(root=folder)  # lazy: the broken file is only found when decoded
+    ds.images([0, 1])
     with pytest.raises(DataError, match="broken.png"):
-        load_imagefolder(root=folder)
+        ds.images()
+    with pytest.raises(DataError, match="broken.png"):
+        list(ds.batches(2))
 
 
 def test_bad_parameters(folder) -> None:
@@ -112,3 +285,46 @@ def test_bad_parameters(folder) -> None:
         load_imagefolder(root=folder, size=0)
     with pytest.raises(ConfigError, match="size"):
         load_imagefolder(root=folder, size=3.5)
+    for fraction in (0, 1.2, "0.9", True):
+        with pytest.raises(ConfigError, match="crop_fraction"):
+            load_imagefolder(root=folder, crop_fraction=fraction)
+    with pytest.raises(ConfigError, match="no option"):
+        load_dataset(f"imagefolder:{folder}", classmap="x.tsv")
+
+
+# --------------------------------------------------------------------------- real data (../shared/data)
+
+
+@pytest.mark.skipif(not (IMAGENET_SAMPLE / "classes.tsv").is_file(),
+                    reason=f"ImageNet sample not found at {IMAGENET_SAMPLE} (shared test data, never committed)")
+def test_imagenet_sample_flat_folder_with_its_class_map() -> None:
+    start = time.perf_counter()
+    ds = load_dataset(f"imagefolder:{IMAGENET_SAMPLE}", "test", size=224, crop_fraction=0.875,
+                      class_map=IMAGENET_SAMPLE / "classes.tsv")
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0 and ds.lazy  # listing only (~10 ms)
+    assert len(ds) == 250 and ds.num_classes == 1000 and ds.image_shape == (3, 224, 224)
+    assert 0 <= int(ds.labels.min()) and int(ds.labels.max()) < 1000 and len(set(ds.labels.tolist())) == 250
+    for path, label in zip(ds.pixels.files, ds.labels.tolist()):  # file n01440764_tench.JPEG <-> class 0 "tench"
+        assert Path(path).stem.split("_", 1)[1] == ds.class_names[label]
+    assert ds.labels[0] == 0 and ds.class_names[0] == "tench"
+    x = ds.images([0, 249])
+    assert x.shape == (2, 3, 224, 224) and 0 <= float(x.min()) and float(x.max()) <= 1 and float(x.std()) > 0.05
+
+
+@pytest.mark.skipif(not CIFAR_JPEG.is_dir(),
+                    reason=f"CIFAR-10 JPEG test images not found at {CIFAR_JPEG} (shared test data, never committed)")
+def test_cifar10_jpeg_folder_loads_lazily_and_stratifies() -> None:
+    start = time.perf_counter()
+    ds = load_imagefolder(root=CIFAR_JPEG)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0 and ds.lazy  # listing 10,000 files, ~30 ms
+    assert len(ds) == 10000 and ds.class_names[:3] == ("airplane", "automobile", "bird")
+    assert torch.bincount(ds.labels).tolist() == [1000] * 10
+    sub = select(ds, 200, "stratified", seed=0)
+    assert torch.bincount(sub.labels, minlength=10).tolist() == [20] * 10
+    assert torch.equal(ds.labels[sub.ids], sub.labels)
+    x = sub.images(slice(0, 20))
+    assert x.shape == (20, 3, 32, 32)
+    stretch = load_imagefolder(root=CIFAR_JPEG, fit="stretch").images(sub.ids[:20])
+    assert torch.equal(x, stretch)  # square 32x32 files: crop and stretch agree, both are the file's pixels

@@ -1,37 +1,135 @@
-"""Folders of images, one sub-folder per class (``imagefolder:PATH``).
+"""Folders of images (``imagefolder:PATH``), decoded lazily, fit for ImageNet.
 
-Layout::
+Layouts::
 
-    PATH/<class name>/<image files>                 same images for both splits
-    PATH/train/<class name>/..., PATH/test/<class name>/...   one folder per split
+    PATH/<class folder>/<image files>        class-folder layout
+    PATH/<key>_<anything>.<ext>              flat layout (needs a class map), e.g. n01440764_tench.JPEG
+    PATH/train/..., PATH/test/...            either layout, one folder per split
 
 When ``PATH`` holds both a ``train/`` and a ``test/`` folder, ``split`` picks
 one of them; otherwise ``PATH`` itself is used for *both* splits (there is no
-held-out part then: say so when reporting accuracy). Class names are the
-sub-folder names in sorted order (label i = i-th name); images inside a class
-are taken in sorted file-name order, so the dataset is deterministic. Only
-files directly inside a class folder count (no recursion); hidden entries
-(starting with ``.``) and files with other extensions are skipped.
+held-out part then: say so when reporting accuracy). A folder with (non-hidden)
+sub-folders is a class-folder layout (image files beside them are ignored); a
+folder with image files and no sub-folders is a flat layout. Only files
+directly inside a folder count (no recursion); hidden entries (starting with
+``.``) and files with other extensions are skipped. Files are taken in sorted
+order, so the dataset is deterministic.
 
-Images are decoded with Pillow (a matplotlib dependency), converted to RGB or
-grey, and resized to ``size x size`` pixels: ``fit="stretch"`` (default)
-resizes the whole image, ``fit="crop"`` first cuts the central square so the
-aspect ratio is kept. Pixels stay uint8.
+Labels. Without a class map, class names are the sub-folder names in sorted
+order (label i = i-th name). With ``class_map`` (a TSV file, one line per model
+output: ``index<TAB>folder name[<TAB>display name]``, see :func:`read_class_map`)
+a class folder's label is the map's index for its name, ``class_names`` has one
+entry per model output (its display name, else its folder name), classes
+without a folder are allowed, and a folder missing from the map is an error.
+In the flat layout a file's label is the map's index for the key before the
+first ``_`` of its name (the whole stem when it has no ``_``).
+
+Pixels. Nothing is decoded when the folder is loaded: the dataset holds a
+:class:`LazyImages` (the file list) and decodes the images a caller asks for,
+per batch, so memory does not depend on the number of files. Each image is
+decoded with Pillow, converted to RGB or grey, and resampled once (bilinear,
+antialiased when shrinking) to ``size x size`` uint8 pixels:
+
+* ``fit="crop"`` (default): the central square of side
+  ``shorter side * size / round(size / crop_fraction)`` (sub-pixel exact).
+  This is "resize the shorter side to ``round(size / crop_fraction)``, then
+  centre-crop ``size``" done in one resampling step (up to the rounding of
+  the intermediate image's long side and crop offset). ``crop_fraction=1``
+  (default) keeps the whole central square; ImageNet models expect
+  ``crop_fraction=0.875`` (224 cut from 256; timm's ``crop_pct``). For square
+  images with ``crop_fraction=1`` this equals ``stretch``.
+* ``fit="stretch"``: the whole image, aspect ratio not kept.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, check_range
-from .base import ImageDataset
+from .base import ImageDataset, Index
 from .registry import register_dataset
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-FITS = ("stretch", "crop")
+FITS = ("crop", "stretch")
+DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))  # Pillow releases the GIL while decoding/resizing
+
+
+# --------------------------------------------------------------------------- class map
+
+
+@dataclass(frozen=True)
+class ClassMap:
+    """Model outputs read from a class-map TSV file.
+
+    Attributes:
+        path: the file it was read from (for error messages).
+        labels: folder name (or flat-file key) -> model output index.
+        names: display name of every output, ``len(names) == max index + 1``.
+    """
+
+    path: Path
+    labels: dict[str, int]
+    names: tuple[str, ...]
+
+
+def read_class_map(path: str | Path) -> ClassMap:
+    """Parse ``index<TAB>folder name[<TAB>display name]`` lines; :class:`DataError` with the line number when bad.
+
+    Blank lines and lines starting with ``#`` are skipped. Indices are
+    non-negative integers, unique, and cover ``0..max`` without gaps; folder
+    names are non-empty and unique; display names may repeat (ImageNet has two
+    "crane"s) and default to the folder name.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"class map {path} does not exist or is not a file")
+    labels: dict[str, int] = {}
+    names: dict[int, str] = {}
+    lines_of: dict[int, int] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        index, folder, display = _parse_class_line(path, lineno, line)
+        if index in names:
+            raise DataError(f"class map {path}, line {lineno}: index {index} repeats line {lines_of[index]}")
+        if folder in labels:
+            raise DataError(f"class map {path}, line {lineno}: folder name {folder!r} repeats line "
+                            f"{lines_of[labels[folder]]}")
+        labels[folder], names[index], lines_of[index] = index, display, lineno
+    if not names:
+        raise DataError(f"class map {path} has no class lines; expected index<TAB>folder name[<TAB>display name]")
+    missing = sorted(set(range(max(names) + 1)) - set(names))
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+        raise DataError(f"class map {path}: indices must cover 0..{max(names)} (one line per model output); "
+                        f"missing {shown}")
+    return ClassMap(path, labels, tuple(names[i] for i in range(len(names))))
+
+
+def _parse_class_line(path: Path, lineno: int, line: str) -> tuple[int, str, str]:
+    """(index, folder name, display name) of one class-map line."""
+    fields = [f.strip() for f in line.split("\t")]
+    where = f"class map {path}, line {lineno}"
+    if len(fields) not in (2, 3):
+        raise DataError(f"{where}: expected index<TAB>folder name[<TAB>display name], "
+                        f"got {len(fields)} tab-separated field(s): {line!r}")
+    if not re.fullmatch(r"[0-9]+", fields[0]):
+        raise DataError(f"{where}: index {fields[0]!r} is not a non-negative integer")
+    if not fields[1]:
+        raise DataError(f"{where}: the folder name is empty")
+    display = fields[2] if len(fields) == 3 and fields[2] else fields[1]
+    return int(fields[0]), fields[1], display
+
+
+# --------------------------------------------------------------------------- listing
 
 
 def split_root(root: Path, split: str) -> Path:
@@ -41,66 +139,214 @@ def split_root(root: Path, split: str) -> Path:
     return root
 
 
-def list_images(folder: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
-    """(files, labels, class names) in deterministic order; :class:`DataError` when empty."""
+def _scan(folder: Path) -> tuple[list[str], list[Path]]:
+    """(sorted non-hidden sub-folder names, sorted image files) directly inside ``folder``."""
+    dirs: list[str] = []
+    files: list[Path] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                dirs.append(entry.name)
+            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+                files.append(Path(entry.path))
+    return sorted(dirs), sorted(files)
+
+
+def list_images(folder: Path, class_map: ClassMap | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """(files, labels, class names) in deterministic order; :class:`DataError` when empty or unlabelled."""
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist or is not a folder")
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"image folder {folder} has no class sub-folders; expected {folder}/<class name>/<images>")
+    dirs, flat = _scan(folder)
+    if dirs:
+        return _list_class_folders(folder, dirs, class_map)
+    if flat:
+        return _list_flat(folder, flat, class_map)
+    raise DataError(f"image folder {folder} has no class sub-folders and no image files; expected "
+                    f"{folder}/<class name>/<images> or {folder}/<key>_<name>.<ext> with a class map "
+                    f"(recognised extensions: {', '.join(EXTENSIONS)})")
+
+
+def _list_class_folders(
+    folder: Path, dirs: list[str], class_map: ClassMap | None
+) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """Class-folder layout: label = sorted position, or the class map's index."""
+    if class_map is None:
+        label_of, classes = {name: i for i, name in enumerate(dirs)}, tuple(dirs)
+    else:
+        unknown = [name for name in dirs if name not in class_map.labels]
+        if unknown:
+            raise DataError(f"image folder {folder}: class folder(s) {', '.join(unknown[:10])} are not in the "
+                            f"class map {class_map.path}")
+        label_of, classes = class_map.labels, class_map.names
     files: list[Path] = []
     labels: list[int] = []
     empty: list[str] = []
-    for label, name in enumerate(classes):
-        found = sorted(
-            p for p in (folder / name).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in EXTENSIONS
-        )
+    for name in sorted(dirs, key=lambda d: label_of[d]):
+        found = _scan(folder / name)[1]
         if not found:
             empty.append(name)
         files += found
-        labels += [label] * len(found)
+        labels += [label_of[name]] * len(found)
     if empty:
         raise DataError(
             f"image folder {folder}: class folder(s) {', '.join(empty)} hold no images "
             f"(recognised extensions: {', '.join(EXTENSIONS)})"
         )
-    return files, np.asarray(labels, dtype=np.int64), tuple(classes)
+    return files, np.asarray(labels, dtype=np.int64), classes
 
 
-def read_image(path: Path, size: int, channels: int, fit: str) -> np.ndarray:
+def _list_flat(
+    folder: Path, files: list[Path], class_map: ClassMap | None
+) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    """Flat layout: label = the class map's index for the key before the first ``_`` of the file name."""
+    if class_map is None:
+        raise DataError(f"image folder {folder} holds image files but no class sub-folders (a flat folder): "
+                        f"pass class_map=FILE.tsv to label the files by the key before the first '_' in their names")
+    labels: list[int] = []
+    for path in files:
+        key = path.stem.split("_", 1)[0]
+        if key not in class_map.labels:
+            raise DataError(f"image {path}: key {key!r} (before the first '_') is not in the class map "
+                            f"{class_map.path}")
+        labels.append(class_map.labels[key])
+    return files, np.asarray(labels, dtype=np.int64), class_map.names
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def fit_box(width: int, height: int, size: int, fit: str, crop_fraction: float = 1.0) -> tuple[float, ...]:
+    """The source region (left, top, right, bottom) that is resampled to ``size x size`` (module doc)."""
+    if fit == "stretch":
+        return (0.0, 0.0, float(width), float(height))
+    side = min(width, height) * size / round(size / crop_fraction)
+    left, top = (width - side) / 2, (height - side) / 2
+    return (left, top, left + side, top + side)
+
+
+def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fraction: float = 1.0) -> np.ndarray:
     """Decode one image to uint8 (C,size,size); :class:`DataError` naming the file when unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB" if channels == 3 else "L")
-            if fit == "crop":
-                side = min(img.size)
-                left, top = (img.width - side) // 2, (img.height - side) // 2
-                img = img.crop((left, top, left + side, top + side))
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
+            box = fit_box(img.width, img.height, size, fit, crop_fraction)
+            img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-@register_dataset("imagefolder", "class sub-folders of images: imagefolder:PATH (png/jpg/bmp/webp)")
+@dataclass(frozen=True)
+class LazyImages:
+    """Image files decoded on demand: a (N,C,size,size) uint8 pixel source for :class:`ImageDataset`.
+
+    Shaped like a tensor (``shape``, ``ndim``, ``dtype``, ``len``); ``decode``
+    reads only the selected files, ``select`` makes a smaller lazy source, and
+    ``lazy[i]`` / ``lazy[idx, ...]`` decode like tensor indexing (an int drops
+    the first dimension).
+    """
+
+    files: tuple[str, ...] = field(repr=False)
+    size: int
+    channels: int
+    fit: str = "crop"
+    crop_fraction: float = 1.0
+
+    def __repr__(self) -> str:
+        return (f"LazyImages({len(self.files)} files, {self.channels}x{self.size}x{self.size}, "
+                f"fit={self.fit!r}, crop_fraction={self.crop_fraction})")
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), self.channels, self.size, self.size))
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def positions(self, index: Index | None) -> torch.Tensor:
+        """The file positions ``index`` selects, with tensor indexing rules (0-d for an int)."""
+        everything = torch.arange(len(self.files))
+        return everything if index is None else everything[index]
+
+    def select(self, index: Index) -> "LazyImages":
+        """The selected images, still undecoded (an int selects one image, keeping the first dimension)."""
+        chosen = self.positions(index).reshape(-1).tolist()
+        return replace(self, files=tuple(self.files[i] for i in chosen))
+
+    def decode(self, index: Index | None = None) -> torch.Tensor:
+        """uint8 pixels of the selected images (all when None); only those files are read."""
+        pos = self.positions(index)
+        paths = [self.files[i] for i in pos.reshape(-1).tolist()]
+        out = torch.empty((len(paths), self.channels, self.size, self.size), dtype=torch.uint8)
+        target = out.numpy()  # shares memory with out
+        for i, array in enumerate(self._read_all(paths)):
+            target[i] = array
+        return out.reshape(*pos.shape, self.channels, self.size, self.size)
+
+    def _read_all(self, paths: Sequence[str]) -> Iterable[np.ndarray]:
+        """Decoded arrays in order (threads when several); the first unreadable file in order raises."""
+        read = lambda p: read_image(p, self.size, self.channels, self.fit, self.crop_fraction)  # noqa: E731
+        if len(paths) < 2 or DECODE_THREADS == 1:
+            return map(read, paths)
+        with ThreadPoolExecutor(max_workers=min(DECODE_THREADS, len(paths))) as pool:
+            return list(pool.map(read, paths))
+
+    def __getitem__(self, key: Index | tuple) -> torch.Tensor:
+        """Decode like ``tensor[key]``; the first index picks the files, the rest applies to the pixels."""
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if first is Ellipsis:
+            return self.decode()[key]
+        decoded = self.decode(first)
+        if not rest:
+            return decoded
+        return decoded[rest] if decoded.ndim == 3 else decoded[(slice(None), *rest)]
+
+
+# --------------------------------------------------------------------------- loader
+
+
+@register_dataset("imagefolder", "folders of images: imagefolder:PATH (class sub-folders, or flat with class_map)")
 def load_imagefolder(
     split: str = "test",
     root: str | Path | None = None,
     download: bool = False,
     size: int = 32,
     channels: int = 3,
-    fit: str = "stretch",
+    fit: str = "crop",
+    class_map: str | Path | None = None,
+    crop_fraction: float = 1.0,
 ) -> ImageDataset:
-    """Load ``root`` (see the module doc for the layout) as uint8 images (N,channels,size,size).
+    """List ``root`` (layout and options in the module doc) as a lazy dataset of (N,channels,size,size) images.
 
-    ``download`` is accepted for a uniform signature and ignored: the images are the user's.
+    Nothing is decoded here; ``data.images(index)`` and ``data.batches(n)``
+    decode the selected files. ``download`` is accepted for a uniform signature
+    and ignored: the images are the user's.
     """
     if root is None:
         raise ConfigError("imagefolder needs a folder: use the name imagefolder:PATH or pass root=PATH")
+    _check_options(size, channels, fit, crop_fraction)
+    cmap = None if class_map is None else read_class_map(class_map)
+    folder = split_root(Path(root).expanduser(), split)
+    files, labels, classes = list_images(folder, cmap)
+    pixels = LazyImages(tuple(map(str, files)), size, channels, fit, float(crop_fraction))
+    return ImageDataset("imagefolder", pixels, torch.from_numpy(labels), classes)
+
+
+def _check_options(size: int, channels: int, fit: str, crop_fraction: float) -> None:
+    """:class:`ConfigError` naming the valid values when an option is wrong."""
     if isinstance(size, bool) or not isinstance(size, int):
         raise ConfigError(f"size={size!r} must be an integer number of pixels, e.g. 32 or 224")
     check_range("size", size, 1, 4096)
@@ -108,7 +354,6 @@ def load_imagefolder(
         raise ConfigError(f"channels={channels!r} is not valid; valid: 1 (grey), 3 (RGB)")
     if fit not in FITS:
         raise ConfigError(f"fit={fit!r} is not valid; valid: {', '.join(FITS)}")
-    folder = split_root(Path(root).expanduser(), split)
-    files, labels, classes = list_images(folder)
-    pixels = np.stack([read_image(path, size, channels, fit) for path in files])
-    return ImageDataset("imagefolder", torch.from_numpy(pixels), torch.from_numpy(labels), classes)
+    if isinstance(crop_fraction, bool) or not isinstance(crop_fraction, (int, float)):
+        raise ConfigError(f"crop_fraction={crop_fraction!r} must be a number in (0, 1], e.g. 0.875 for ImageNet models")
+    check_range("crop_fraction", crop_fraction, 0.0, 1.0, low_inclusive=False)
