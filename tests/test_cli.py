@@ -33,7 +33,7 @@ def test_list_shows_every_registry(capsys) -> None:
     [
         (["run", "--n", "0"], "n=0 is out of range"),
         (["run", "--dataset", "nope"], "unknown dataset 'nope'"),
-        (["evaluate", "--model", "missing.pt"], "not found"),
+        (["evaluate", "--model", "missing.pt"], "no such file"),
         (["train", "--epochs", "0"], "epochs=0 is out of range"),
         (["run", "--resume", "/nonexistent/dir"], "no config.yaml"),
     ],

@@ -27,9 +27,14 @@ def _registries() -> dict[str, Callable[[], dict[str, str]]]:
         return {k: v.description for k, v in list_datasets().items()}
 
     def models() -> dict[str, str]:
-        from .models import list_models
+        from .models import describe_zoo, list_models
 
-        return {k: v.description for k, v in list_models().items()}
+        out = {k: f"[trained on first use] {v.description}" for k, v in list_models().items()}
+        out.update({k: f"[pretrained zoo] {v}" for k, v in describe_zoo().items()})
+        out["FILE.py:factory"] = "your model: a callable returning an nn.Module on [0,1] images (--weights STATE_DICT)"
+        out["torchvision:NAME"] = "a torchvision model (lazy import; ImageNet normalization added)"
+        out["timm:NAME"] = "a timm model (lazy import; its own normalization added)"
+        return out
 
     def attacks() -> dict[str, str]:
         from .attacks import list_attacks
@@ -84,16 +89,49 @@ def list_cmd(what: str | None) -> None:
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that needs a dataset and a model."""
     options = [
-        click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset name (advspatial list datasets)."),
+        click.option("--dataset", default="fashion-mnist", show_default=True,
+                     help="Dataset name (advspatial list datasets), e.g. imagefolder:PATH."),
         click.option("--model", "model_name", default="smallcnn", show_default=True,
-                     help="Registered architecture (trained or loaded from cache), a TorchScript/state-dict path, or torchvision:NAME."),
-        click.option("--arch", default=None, help="Architecture for a state-dict --model path."),
+                     help="Model spec: registered or zoo name (advspatial list models), FILE.py:factory, "
+                          "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file."),
+        click.option("--weights", default=None, help="State-dict file loaded into a registered/zoo model or a factory."),
+        click.option("--arch", default=None, help="Architecture for a state-dict --model file."),
         click.option("--model-seed", default=0, show_default=True, help="Training seed of a cached model."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--subset", default="stratified", show_default=True,
+                     type=click.Choice(["stratified", "random", "first"]), help="Which --n test images (seeded)."),
+        click.option("--image-size", default=0, show_default=True, type=int,
+                     help="Folder datasets: image side in pixels (0: a zoo model's input size, else 32)."),
+        click.option("--fit", default="crop", show_default=True, type=click.Choice(["crop", "stretch"]),
+                     help="Folder datasets: keep the aspect ratio (centre crop) or stretch."),
+        click.option("--class-map", default="", help="Folder datasets: TSV of model output index, folder name[, name]."),
+        click.option("--crop-fraction", default=0.0, show_default=True, type=float,
+                     help="Folder datasets, --fit crop: centre crop side / shorter side (0: a zoo model's, else 1)."),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str = "test"):  # type: ignore[no-untyped-def]
+    """(model, images) of a command given the :func:`model_options`: validated, the model fitted to the data."""
+    from .data import load_dataset
+    from .data.subset import select
+    from .experiments.base import check_model_fits_data, dataset_options
+    from .models import parse_model_spec
+    from .runtime import pick_device
+    from .training import resolve_model
+
+    o = options
+    parse_model_spec(o["model_name"], o["weights"], o["arch"])  # validate before any training
+    loader_options = dataset_options(o["dataset"], o["model_name"], o["image_size"], o["fit"], o["class_map"],
+                                     o["crop_fraction"])
+    data = select(load_dataset(o["dataset"], split, **loader_options), n, o["subset"], seed)
+    device = pick_device(o["device"])
+    model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,
+                          weights=o["weights"])
+    check_model_fits_data(model, data, device)
+    return model, data
 
 
 @cli.command()
@@ -128,16 +166,19 @@ def train(dataset: str, arch: str, mode: str, epochs: int, batch_size: int, lr: 
 @cli.command()
 @model_options
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
-@click.option("--n", default=None, type=int, help="Evaluate on the first N images only.")
-def evaluate(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, split: str, n: int | None) -> None:
-    """Clean accuracy of a model on a dataset."""
-    from .data import load_dataset
-    from .training import evaluate_accuracy, resolve_model
+@click.option("--n", default=None, type=int, help="Evaluate on N images only (see --subset).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --subset draw.")
+@click.option("--batch-size", default=100, show_default=True, type=int)
+def evaluate(split: str, n: int | None, seed: int, batch_size: int, **options: Any) -> None:
+    """Clean accuracy of a model on a dataset, with its 95% Wilson interval."""
+    from .regions.inference import wilson_interval
+    from .training import evaluate_accuracy
 
-    model = resolve_model(dataset, model_name, arch=arch, seed=model_seed, device=device)
-    data = load_dataset(dataset, split).head(n)
-    accuracy = evaluate_accuracy(model, data)
-    click.echo(f"{model_name} on {dataset} {split} ({len(data)} images): accuracy {accuracy:.4f}")
+    model, data = load_model_and_data(options, n or 10**9, seed, split)
+    correct = round(evaluate_accuracy(model, data, batch_size) * len(data))
+    share = wilson_interval(correct, len(data))
+    click.echo(f"{options['model_name']} on {options['dataset']} {split} ({len(data)} images): accuracy "
+               f"{share.value:.4f} [95% CI {share.low:.4f}, {share.high:.4f}]")
 
 
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -159,35 +200,33 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--eps", default=None, type=float, help="Perturbation budget (attacks that have one).")
 @click.option("--steps", default=None, type=int, help="Iterations (attacks that have them).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Any other attack parameter; repeatable.")
-@click.option("--n", default=1000, show_default=True, type=int, help="Attack the first N test images.")
+@click.option("--n", default=1000, show_default=True, type=int, help="Attack N test images (see --subset).")
 @click.option("--batch-size", default=200, show_default=True, type=int)
 @click.option("--mask", default=None, help="background|foreground|roi|roi-complement|FILE: where the attack may act.")
 @click.option("--mask-fraction", default=0.2, show_default=True, type=float, help="Top fraction of Grad-CAM for roi masks.")
 @click.option("--target", "target_class", default=None, type=int, help="Targeted attack towards this class.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Save x_adv, predictions and norms (.pt).")
-def attack(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, attack_name: str,
-           eps: float | None, steps: int | None, params: tuple[str, ...], n: int, batch_size: int, mask: str | None,
-           mask_fraction: float, target_class: int | None, seed: int, out: str | None) -> None:
-    """Attack the first N test images and print success rate, mean norms and time."""
+def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple[str, ...], n: int, batch_size: int,
+           mask: str | None, mask_fraction: float, target_class: int | None, seed: int, out: str | None,
+           **options: Any) -> None:
+    """Attack N test images (see --subset) and print success rate, mean norms and time."""
     import time
 
     import torch
 
     from .attacks import make_attack
-    from .data import load_dataset
     from .errors import check_range
     from .masks import attack_mask
     from .pipeline import attack_dataset
-    from .training import resolve_model
 
     check_range("n", n, 1)
     check_range("mask_fraction", mask_fraction, 0, 1, low_inclusive=False)
     kwargs = parse_params(params)
     kwargs.update({k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None})
     make_attack(attack_name, torch.nn.Identity(), seed=seed, **kwargs)  # validate before any training
-    data = load_dataset(dataset, "test").head(n)
-    model = resolve_model(dataset, model_name, arch=arch, seed=model_seed, device=device)
+    model, data = load_model_and_data(options, n, seed)
+    dataset = options["dataset"]
     atk = make_attack(attack_name, model, seed=seed, **kwargs)
     if target_class is not None:
         check_range("target", target_class, 0, data.num_classes - 1)
@@ -217,30 +256,36 @@ def attack(dataset: str, model_name: str, arch: str | None, model_seed: int, dev
 @click.option("--attack-map", default="contribution", show_default=True, help="Attack map (RoA side).")
 @click.option("--fraction", default=0.2, show_default=True, type=float, help="Top fraction of each map forming RoI/RoA.")
 @click.option("--n", default=200, show_default=True, type=int)
-@click.option("--batch-size", default=100, show_default=True, type=int)
+@click.option("--batch-size", default=None, type=int, help="Images per batch (default: the preset's).")
 @click.option("--permutations", default=10000, show_default=True, type=int, help="Derangements per pair-based null.")
 @click.option("--gate-n", default=200, show_default=True, type=int, help="Images entering the faithfulness gate.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default="runs/maps", show_default=True, type=click.Path(file_okay=False))
-def maps(dataset: str, model_name: str, arch: str | None, model_seed: int, device: str, attack_name: str,
-         importance: str, attack_map: str, fraction: float, n: int, batch_size: int, permutations: int, gate_n: int,
-         seed: int, out: str) -> None:
+def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n: int, batch_size: int,
+         permutations: int, gate_n: int, seed: int, out: str, **options: Any) -> None:
     """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report."""
     import json
     from pathlib import Path
 
     import dataclasses
 
+    from .experiments import get_experiment, resolve_config
     from .experiments.base import rows_to_csv
-    from .experiments.spatial import SpatialConfig, maps_analysis
+    from .experiments.spatial import maps_analysis
     from .report.html import write_report
     from .runtime import RunDir, atomic_write_text
 
-    config = SpatialConfig(dataset=dataset, model=model_name, arch=arch or "", model_seed=model_seed, n=n,
-                           seed=seed, batch_size=batch_size, device=device, out=out, attacks=[attack_name],
-                           defence_attack=attack_name, importance=importance, attack_map=attack_map,
-                           fraction=fraction, permutations=permutations, gate_n=gate_n, panel=[])
-    config.validate()
+    o = options
+    given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",
+             "model_seed": o["model_seed"], "device": o["device"], "subset": o["subset"],
+             "image_size": o["image_size"], "fit": o["fit"], "class_map": o["class_map"],
+             "crop_fraction": o["crop_fraction"], "n": n, "seed": seed,
+             "out": out, "attacks": [attack_name], "defence_attack": attack_name, "importance": importance,
+             "attack_map": attack_map, "fraction": fraction, "permutations": permutations, "gate_n": gate_n,
+             "panel": []}
+    if batch_size is not None:
+        given["batch_size"] = batch_size
+    config = resolve_config(get_experiment("spatial"), None, given, quick=False)
     rundir = RunDir(out)
     rows, metrics, sections = maps_analysis(config, rundir)
     atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))

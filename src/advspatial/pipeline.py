@@ -40,7 +40,7 @@ def attack_dataset(
             x, y = data.images(sl), data.labels[sl]
             mask = mask_fn(sl) if mask_fn is not None else None
             target = target_fn(sl) if target_fn is not None else None
-            result = attack.run(x, y, mask=mask, target=target, sample_ids=torch.arange(sl.start, sl.stop))
+            result = attack.run(x, y, mask=mask, target=target, sample_ids=data.ids[sl])
             return _result_to_dict(result.to("cpu"))
 
         payload = rundir.cached(f"{stage}/batch-{i:05d}", compute) if rundir is not None and stage else compute()

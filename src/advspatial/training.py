@@ -272,21 +272,21 @@ def get_or_train(
 
 def resolve_model(
     dataset: str, spec: str = "smallcnn", arch: str | None = None, seed: int = 0,
-    device: str | torch.device = "auto", progress: bool = True,
+    device: str | torch.device = "auto", progress: bool = True, weights: str | None = None,
 ) -> nn.Module:
-    """A ready model for ``dataset`` from a spec.
+    """A ready model for ``dataset`` from a spec (``advspatial.models.spec``), in eval mode on ``device``.
 
-    A registered architecture name gives the naturally trained model for that
-    dataset (trained on first use, then cached); anything else is a user model
-    (``advspatial.models.load_model``: TorchScript path, state dict with ``arch``,
-    or ``torchvision:NAME``).
+    A registered architecture name without ``weights`` gives the naturally
+    trained model for that dataset (trained on first use, then cached);
+    anything else is loaded as the spec says (zoo, factory, file, library).
     """
-    from .models import list_models, load_model
+    from .models import load_model, parse_model_spec
 
     target = pick_device(device) if isinstance(device, str) else device
-    if spec in list_models():
+    source = parse_model_spec(spec, weights, arch)
+    if source.needs_training:
         return get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model
     info = dataset_spec(dataset)
     c, h, _ = info.image_shape or (3, 32, 32)
-    model = load_model(spec, arch=arch, in_channels=c, num_classes=info.num_classes or 10, input_size=h)
+    model = load_model(source, in_channels=c, num_classes=info.num_classes or 10, input_size=h)
     return model.to(target).eval()

@@ -408,8 +408,8 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert max(pgd_linf) <= metrics["pgd_eps"] + 1e-6
     cal = metrics["calibration"]
     assert cal["eps"] == metrics["pgd_eps"] and cal["history"][0][0] == config.eps_max
-    assert cal["target"] == pytest.approx(np.mean([r["ssim"] for r in rows if r["attack"] == "ssim-ball"
-                                                   and r["index"] < config.calibration_n]))
+    ssim_ball = [r["ssim"] for r in rows if r["attack"] == "ssim-ball"]  # in the order of the n images
+    assert cal["target"] == pytest.approx(np.mean(ssim_ball[: config.calibration_n]))
     assert metrics["ssim_gap"] == pytest.approx(metrics["attacks"]["pgd"]["mean_ssim"]
                                                 - metrics["attacks"]["ssim-ball"]["mean_ssim"])
     # the faithfulness gate ran on this run's CAM and decides how every RoI-dependent number reads
@@ -423,7 +423,8 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert isinstance(gate["passed"], bool) and gate["reason"]
     assert set(gate["deletion"]) == set(config.gate_fills) and gate["attack"]
     assert len(gate["randomization"]) >= 1
-    correct = sum(1 for r in rows if r["attack"] == "pgd" and r["correct"] and r["index"] < config.gate_n)
+    pgd_rows = [r for r in rows if r["attack"] == "pgd"]  # in the order of the n images
+    correct = sum(1 for r in pgd_rows[: config.gate_n] if r["correct"])
     assert gate["n"] == correct  # the gate sees the correctly classified images among the first gate_n
     assert metrics["roi"]["faithful"] is gate["passed"]
     assert not gate["passed"] and "insufficient data" in gate["reason"]  # CI-sized: n < 30

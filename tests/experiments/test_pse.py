@@ -381,11 +381,13 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     rows = _csv_rows(rundir.path / "per_image.csv")
     variants = [f"{a}/{m}" for a in config.attacks for m in config.modes]
+    subset_ids = [int(r["index"]) for r in _csv_rows(rundir.path / "subset.csv")]
+    assert len(subset_ids) == config.n and subset_ids == sorted(subset_ids)
     assert list(metrics["variants"]) == variants
     assert len(rows) == config.n * len(variants)
     for v in variants:
         group = [r for r in rows if r["variant"] == v]
-        assert [int(r["index"]) for r in group] == list(range(config.n))
+        assert [int(r["index"]) for r in group] == subset_ids  # the global ids of the chosen images, in order
         ok = [r for r in group if r["successful"] == "True"]
         m = metrics["variants"][v]
         assert m["successful"] == len(ok)

@@ -25,6 +25,7 @@ import yaml
 from torch import nn
 
 from ..data import ImageDataset
+from ..data.subset import SUBSET_MODES
 
 from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import RunDir, atomic_write_text
@@ -41,11 +42,23 @@ def setting(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirr
 class ExperimentConfig:
     """Settings every experiment has."""
 
-    dataset: str = setting("fashion-mnist", "dataset name (advspatial list datasets)")
-    model: str = setting("smallcnn", "registered architecture (trained/cached), model file, or torchvision:NAME")
+    dataset: str = setting("fashion-mnist", "dataset name (advspatial list datasets), e.g. imagefolder:PATH")
+    model: str = setting("smallcnn", "model spec: registered or zoo name (advspatial list models), FILE.py:factory, "
+                         "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file")
+    weights: str = setting("", "state-dict file loaded into the model (a registered/zoo name or a factory)")
     arch: str = setting("", "architecture of a state-dict --model file")
     model_seed: int = setting(0, "training seed of the cached model")
-    n: int = setting(1000, "number of test images (the first n)")
+    preset: str = setting("auto", "budgets of a setting in the literature: auto (from the dataset or zoo model), "
+                          "none, mnist, fashion-mnist, cifar10, imagenet")
+    n: int = setting(1000, "number of test images")
+    subset: str = setting("stratified", "which n images: stratified (equal share per class, seeded), random "
+                          "(seeded), first")
+    image_size: int = setting(0, "folder datasets: side in pixels the images are resized to (0: a zoo model's "
+                              "input size, else the loader's default)")
+    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch")
+    crop_fraction: float = setting(0.0, "folder datasets, fit crop: side of the centre crop as a fraction of the "
+                                   "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)")
+    class_map: str = setting("", "folder datasets: TSV of model output index, folder name[, display name]")
     seed: int = setting(0, "seed of every random choice in the experiment")
     batch_size: int = setting(200, "images per batch (memory does not grow with n)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
@@ -54,6 +67,11 @@ class ExperimentConfig:
 
     #: overrides applied by ``--quick`` (CI-sized runs)
     QUICK: ClassVar[dict[str, Any]] = {"n": 40}
+    #: generic preset budgets (experiments.presets) -> this experiment's fields
+    PRESET_FIELDS: ClassVar[dict[str, str]] = {"batch_size": "batch_size", "image_size": "image_size"}
+    #: why the experiment needs the model's layers (hooks, weights); "" when it does not.
+    #: A TorchScript model is refused before any work when this is set.
+    LAYER_ACCESS: ClassVar[str] = "class activation maps read a layer through forward hooks"
 
     def validate(self) -> None:
         """Raise ConfigError for any invalid value; called before any work starts."""
@@ -63,12 +81,69 @@ class ExperimentConfig:
         dataset_spec(self.dataset)
         check_range("n", self.n, 1)
         check_range("batch_size", self.batch_size, 1)
+        check_range("image_size", self.image_size, 0, 4096)
+        check_choice("subset", self.subset, SUBSET_MODES)
+        check_choice("fit", self.fit, ("crop", "stretch"))
+        check_range("crop_fraction", self.crop_fraction, 0, 1)
+        if self.class_map and not Path(self.class_map).expanduser().is_file():
+            raise ConfigError(f"class_map file not found: {self.class_map}")
         pick_device(self.device)
-        if "/" not in self.model and "." not in self.model and not self.model.startswith("torchvision:"):
-            from ..models import list_models
+        self.check_model()
 
-            if self.model not in list_models():
-                raise unknown_name("model", self.model, list_models())
+    @classmethod
+    def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The preset's budgets under this experiment's field names (``given``: the values set explicitly)."""
+        from .presets import preset_values
+
+        return preset_values(cls.PRESET_FIELDS, preset)
+
+    def check_model(self) -> None:
+        """The model spec is usable here: named things exist, TorchScript only where no layer is read."""
+        from ..models import parse_model_spec
+
+        source = parse_model_spec(self.model, self.weights or None, self.arch or None)
+        if source.is_torchscript and self.LAYER_ACCESS:
+            raise ConfigError(
+                f"this experiment needs the model's layers ({self.LAYER_ACCESS}), which a TorchScript model "
+                f"cannot give; load it from Python instead: --model FILE.py:factory --weights STATE_DICT "
+                "(advspatial evaluate, advspatial attack and run baseline accept TorchScript)"
+            )
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Loader options of folder datasets (image size, fit, class map); {} for the others."""
+        return dataset_options(self.dataset, self.model, self.image_size, self.fit, self.class_map, self.crop_fraction)
+
+
+def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_map: str,
+                    crop_fraction: float = 0.0) -> dict[str, Any]:
+    """``load_dataset`` options for a folder dataset; an error when they are given for a dataset without them.
+
+    Unset (0) image size and crop fraction follow a zoo model's own preprocessing.
+    """
+    import inspect
+
+    from ..data import dataset_spec
+    from ..models.zoo import zoo_entries
+
+    accepted = set(inspect.signature(dataset_spec(dataset).loader).parameters)
+    if "class_map" not in accepted:
+        if image_size or class_map or crop_fraction:
+            raise ConfigError(f"image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), not {dataset!r}")
+        return {}
+    entry = zoo_entries().get(model)
+    size = image_size or (entry.input_size if entry is not None else 0)
+    options: dict[str, Any] = {"fit": fit,
+                               "crop_fraction": crop_fraction or (entry.crop_fraction if entry is not None else 1.0)}
+    if size:
+        options["size"] = size
+    if class_map:
+        options["class_map"] = class_map
+    return options
+
+
+def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; valid: {', '.join(valid)}")
 
 
 @dataclass
@@ -130,8 +205,8 @@ class ExperimentContext:
     slices: list[slice]
 
     def batch(self, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(images on the device, labels on the device, dataset indices) of one batch slice."""
-        return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), torch.arange(sl.start, sl.stop)
+        """(images on the device, labels on the device, global sample ids) of one batch slice."""
+        return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), self.data.ids[sl]
 
     def derive(self, cls: type[C], **extra: Any) -> C:
         """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""
@@ -142,17 +217,88 @@ C = TypeVar("C", bound=ExperimentContext)
 
 
 def prepare_context(config: ExperimentConfig, rundir: RunDir) -> ExperimentContext:
-    """Seed, pick the device, load (or train and cache) the model and the first ``config.n`` test images."""
-    from ..data import load_dataset
+    """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images."""
     from ..runtime import batch_slices, pick_device
     from ..training import resolve_model
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
+    data = test_images(config, rundir)
     model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress).eval()
-    data = load_dataset(config.dataset, "test").head(config.n)
+                          device=device, progress=config.progress, weights=config.weights or None).eval()
+    check_model_fits_data(model, data, device)
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+
+
+def test_images(config: ExperimentConfig, rundir: RunDir | None = None) -> ImageDataset:
+    """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``).
+
+    The chosen dataset indices (the images' global ids) are written to
+    ``subset.csv`` in the run directory, so the sample can be reproduced and audited.
+    """
+    from ..data import load_dataset
+    from ..data.subset import select
+
+    full = load_dataset(config.dataset, "test", **config.dataset_options())
+    data = select(full, config.n, config.subset, config.seed)
+    if rundir is not None:
+        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels)]
+        atomic_write_text(rundir.path / "subset.csv", "\n".join(lines) + "\n")
+    return data
+
+
+def train_images(config: ExperimentConfig, n: int, exclude: torch.Tensor | None = None) -> ImageDataset:
+    """``n`` training images, class-stratified (seed ``config.seed``), for priors and statistics of a defence.
+
+    A folder dataset without separate ``train/`` and ``test/`` folders has one
+    image set for both splits: the images in ``exclude`` (the global ids of the
+    test images being evaluated) are then left out, so a prior never sees them.
+    """
+    from ..data import load_dataset
+    from ..data.subset import select
+
+    full = load_dataset(config.dataset, "train", **config.dataset_options())
+    if exclude is not None and shared_splits(config.dataset):
+        keep = ~torch.isin(full.ids, exclude.cpu())
+        if not bool(keep.any()):
+            raise ConfigError(f"{config.dataset} has no training images beside the {len(exclude)} test images; "
+                              "use a smaller n or a folder with train/ and test/")
+        full = full.subset(torch.nonzero(keep).flatten())
+    return select(full, n, "stratified", config.seed)
+
+
+def shared_splits(dataset: str) -> bool:
+    """True when the dataset's train and test splits are the same images (a folder without train/ and test/)."""
+    from ..data.imagefolder import split_root
+
+    if not dataset.startswith("imagefolder:"):
+        return False
+    root = Path(dataset.split(":", 1)[1]).expanduser()
+    return split_root(root, "train") == split_root(root, "test")
+
+
+def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.device) -> None:
+    """One forward pass on one image: the model takes the images and has an output for every label.
+
+    Turns shape and class-count mismatches into one clear ModelError before any work.
+    """
+    from ..errors import ModelError
+
+    x = data.images(slice(0, 1)).to(device)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as exc:  # the model's own error: wrong channels, size...
+        raise ModelError(f"the model cannot take {data.name} images of shape {tuple(x.shape[1:])}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ModelError(f"the model must return logits (N, classes); it returned {type(logits).__name__} "
+                         f"{tuple(getattr(logits, 'shape', ()))}")
+    top = int(data.labels.max())
+    if top >= logits.shape[1]:
+        raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
+                         f"({data.num_classes} classes); for a folder dataset give --class-map "
+                         "(model output index, folder name) so labels are the model's indices")
 
 
 # -- config: dataclass <-> dict / YAML ------------------------------------------------
@@ -212,13 +358,23 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def resolve_config(
     experiment: Experiment, yaml_path: str | None, overrides: Mapping[str, Any], quick: bool
 ) -> ExperimentConfig:
-    """Defaults < ``--quick`` preset < YAML file < explicit CLI options; then validate."""
+    """Defaults < dataset preset < ``--quick`` < YAML file < explicit CLI options; then validate.
+
+    The preset (``experiments.presets``) is named by the YAML file or the CLI
+    (``auto`` when neither does); its resolved name is stored in the config.
+    """
+    from .presets import resolve_preset_name
+
     values: dict[str, Any] = {}
     if quick:
         values.update(experiment.config_cls.QUICK)
     if yaml_path:
         values.update(load_yaml(yaml_path))
     values.update(overrides)
+    defaults = experiment.config_cls()
+    preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
+                                 str(values.get("model", defaults.model)))
+    values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
     config = config_from_mapping(experiment.config_cls, values)
     config.validate()
     return config

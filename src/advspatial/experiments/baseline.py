@@ -1,41 +1,46 @@
-"""Experiment ``baseline``: train (or load from cache) the model and report its clean accuracy."""
+"""Experiment ``baseline``: load (or train and cache) the model and report its clean accuracy."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..data import load_dataset
+import torch
+
+from ..data import ImageDataset
 from ..report.html import Section, Table
-from ..runtime import RunDir, pick_device
-from ..training import TrainConfig, get_or_train
-from .base import ExperimentConfig, ExperimentResult, register_experiment
+from ..runtime import RunDir, model_device
+from .base import ExperimentConfig, ExperimentResult, prepare_context, register_experiment
 
 
 @dataclass
 class BaselineConfig(ExperimentConfig):
     """Only the common settings."""
 
+    #: only forward passes: a TorchScript model is fine
+    LAYER_ACCESS: ClassVar[str] = ""
 
-@register_experiment("baseline", BaselineConfig, "clean accuracy of the (cached) default model")
+
+@register_experiment("baseline", BaselineConfig, "clean accuracy of the model on the test images")
 def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
-    device = pick_device(config.device)
-    trained = get_or_train(TrainConfig(dataset=config.dataset, arch=config.model, seed=config.model_seed), device, config.progress)
-    data = load_dataset(config.dataset, "test").head(config.n)
-    correct = rundir.cached("predictions", lambda: _predictions(trained.model, data, config.batch_size))
-    accuracy = float(correct.float().mean())
-    rows = [{"index": i, "label": int(data.labels[i]), "correct": bool(correct[i])} for i in range(len(data))]
-    metrics = {"clean_accuracy": accuracy, "n": len(data), "model_test_accuracy": trained.metadata["test_accuracy"],
-               "train_seconds": trained.metadata["train_seconds"]}
-    section = Section("Setup", [f"{config.model} on {config.dataset}; checkpoint {trained.path}."],
-                      tables=[Table("Accuracy", ["set", "images", "accuracy"], [["first n test images", len(data), accuracy]])])
-    return ExperimentResult(metrics, rows, f"clean accuracy {accuracy:.4f} on {len(data)} images", [section])
+    from ..regions.inference import accuracy as accuracy_with_interval
+
+    ctx = prepare_context(config, rundir)
+    correct = rundir.cached("predictions", lambda: _correct(ctx.model, ctx.data, config.batch_size))
+    share = accuracy_with_interval(correct.numpy().astype(float))
+    rows = [{"index": int(ctx.data.ids[i]), "label": int(ctx.data.labels[i]), "correct": bool(correct[i])}
+            for i in range(len(ctx.data))]
+    metrics = {"clean_accuracy": share.value, "clean_accuracy_ci": [share.low, share.high], "n": len(ctx.data)}
+    interval = f"[{share.low:.3f}, {share.high:.3f}]"
+    section = Section("Setup", [f"{config.model} on {config.dataset} ({config.subset} subset of {len(ctx.data)} "
+                                f"test images, seed {config.seed})."],
+                      tables=[Table("Accuracy", ["images", "accuracy", "95% Wilson CI"],
+                                    [[len(ctx.data), share.value, interval]])])
+    return ExperimentResult(metrics, rows, f"clean accuracy {share.value:.4f} {interval} on {len(ctx.data)} images",
+                            [section])
 
 
-def _predictions(model, data, batch_size):  # type: ignore[no-untyped-def]
-    import torch
-
-    from ..runtime import model_device
-
+def _correct(model: torch.nn.Module, data: ImageDataset, batch_size: int) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for x, y, _ in data.batches(batch_size):

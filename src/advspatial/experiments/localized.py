@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import Attack, make_attack
-from ..data import ImageDataset, load_dataset
+from ..data import ImageDataset
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import importance_map, list_importance_methods
 from ..masks import BACKGROUND_TAU, MASK_KINDS, attack_mask
@@ -60,7 +60,7 @@ from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, p
 from ..report.verdicts import gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..runtime import RunDir, batch_slices, model_device, pick_device
 from ..training import TrainConfig, TrainedModel, get_or_train
-from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting
+from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting, test_images
 from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
 
 #: the three training modes compared, in table order
@@ -102,17 +102,28 @@ class LocalizedConfig(GatedConfig):
                                    f"{GATE_EPS_FOR_L2} for norm l2)")
     figure_images: int = setting(4, "example images per figure")
 
+    PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
              "train_limit": 512, "steps": 3, "figure_images": 2,
              "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
 
+    @classmethod
+    def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The preset's L2 budget instead of its L-inf one when ``norm`` is l2."""
+        from .presets import PRESETS
+
+        values = super().preset_values(preset, given)
+        if given.get("norm") == "l2" and "eps_l2" in PRESETS[preset]:
+            values["eps"] = PRESETS[preset]["eps_l2"]
+        return values
+
     def validate(self) -> None:
-        super().validate()
         from ..models import list_models
 
         if self.model not in list_models():
             raise ConfigError(f"model={self.model!r}: this experiment trains its three models, so model must be a "
                               f"registered architecture; valid: {', '.join(sorted(list_models()))}")
+        super().validate()
         for name in ("natural_epochs", "train_epochs", "train_attack_steps", "steps"):
             check_range(name, getattr(self, name), 1)
         check_range("train_limit", self.train_limit, 0)
@@ -217,7 +228,7 @@ def region_mask_fn(config: LocalizedConfig, data: ImageDataset, model: nn.Module
     def fn(sl: slice) -> torch.Tensor:
         if mask_uses_importance(config.mask, data):
             roi = importance_region(method, model, data.images(sl), data.labels[sl], config.fraction, config.seed,
-                                    torch.arange(sl.start, sl.stop))
+                                    data.ids[sl])
             region = roi if config.mask == "roi" or config.mask == "foreground" else ~roi
             return region.unsqueeze(1).float()
         mask = attack_mask(config.mask, data, sl, model, fraction=config.fraction, seed=config.seed)
@@ -447,7 +458,7 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     timings: dict[str, float] = {}
     trained = train_models(config, device, timings)
     models = {m: t.model for m, t in trained.items()}
-    data = load_dataset(config.dataset, "test").head(config.n)
+    data = test_images(config, rundir)
     methods = resolve_methods(config, models, data)
     gates = run_gates(config, rundir, models, data, device, methods, timings)
     rows: list[dict[str, Any]] = []

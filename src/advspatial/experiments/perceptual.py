@@ -118,6 +118,7 @@ class PerceptualConfig(GatedConfig):
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     figure_images: int = setting(4, "example images in the side-by-side figure")
 
+    PRESET_FIELDS = {"eps_max": "eps_max", "steps": "pgd_steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "ssim_steps": 5, "pgd_steps": 5, "calibration_n": 8,
              "calibration_iters": 4, "ssim_tolerance": 0.01, "permutations": 200, "figure_images": 2,
              "gate_n": 16, "gate_steps": 5, "randomization_images": 4}
@@ -374,7 +375,7 @@ def process_batches(ctx: Context, eps: float,
     for b, sl in enumerate(tqdm(ctx.slices, desc="pgd at matched SSIM; SSIM maps vs CAM", disable=not cfg.progress,
                                 unit="batch")):
         clean = clean_batch(ctx, b)
-        x, y, ids = ctx.data.images(sl), ctx.data.labels[sl], torch.arange(sl.start, sl.stop)
+        x, y, ids = ctx.data.images(sl), ctx.data.labels[sl], ctx.data.ids[sl]
         correct = clean["pred"] == y
         composition = colocation.composition(x)
         found: dict[str, dict[str, torch.Tensor]] = {}

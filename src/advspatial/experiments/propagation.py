@@ -67,6 +67,8 @@ class PropagationConfig(ExperimentConfig):
     figure_images: int = setting(4, "example images in each layer-strip figure")
     strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)")
 
+    PRESET_FIELDS = {"onepixel_popsize": "popsize", "batch_size": "batch_size", "image_size": "image_size"}
+    LAYER_ACCESS = "per-layer propagation maps read every layer through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "popsize": 20, "maxiter": 3, "pixels_list": [1, 3], "radii": [1, 2],
              "n_random": 10, "figure_images": 2, "strip_layers": 6}
 
@@ -231,7 +233,7 @@ def attack_batch(ctx: Context, attack: Attack, k: int, b: int) -> AttackResult:
 
     def compute() -> dict[str, Any]:
         x, y = ctx.data.images(sl).to(ctx.device), ctx.data.labels[sl].to(ctx.device)
-        result = attack.run(x, y, sample_ids=torch.arange(sl.start, sl.stop)).to("cpu")
+        result = attack.run(x, y, sample_ids=ctx.data.ids[sl]).to("cpu")
         return {f: getattr(result, f) for f in result.__dataclass_fields__}
 
     return AttackResult(**ctx.rundir.cached(f"attack/k{k}/batch-{b:05d}", compute))

@@ -130,6 +130,9 @@ class PSEConfig(GatedConfig):
     correlation_permutations: int = setting(1000, "permutations of the sensitivity-interpretability p-value")
     figure_images: int = setting(4, "example images per attack variant")
 
+    PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "cw_steps": "cw_steps", "cw_search_steps": "cw_search_steps",
+                     "batch_size": "batch_size", "image_size": "image_size"}
+    LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
              "mask_random": 2, "dissection_n": 24, "correlation_permutations": 100, "figure_images": 2,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4}
@@ -415,7 +418,7 @@ def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Te
                                 unit="batch")):
         result = attack_batch(ctx, variant, attack, b, batch_target(targets, mode, sl))
         clean = clean_batch(ctx, b)
-        y, ids = data.labels[sl], torch.arange(sl.start, sl.stop)
+        y, ids = data.labels[sl], data.ids[sl]
         ok = (clean["logits"].argmax(1) == y) & result.success
         pse, cam_target = pse_batch(ctx, variant, b, result)
         sums = sums + units_batch(ctx, variant, b, result, ok)
@@ -532,7 +535,7 @@ def run_dissection(ctx: Context) -> DissectionSummary | None:
 
         def compute(sl: slice = sl) -> dict[str, Any]:
             x, y = data.images(sl).to(ctx.device), data.labels[sl].to(ctx.device)
-            result = attack.run(x, y, sample_ids=torch.arange(sl.start, sl.stop))
+            result = attack.run(x, y, sample_ids=data.ids[sl])
             ok = (result.clean_pred == y) & result.success
             s = sensitive_units_in_batch(model, layer, x, result.x_adv, ok, units)
             return {k: getattr(s, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}

@@ -127,6 +127,9 @@ class SpatialConfig(GatedConfig):
         "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
 
+    PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
+                     "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
+                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
              "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
              "prior_n": 24, "fractions": [0.1, 0.3], "figure_images": 3, "adaptive_n": 12,
@@ -397,7 +400,7 @@ def process_attack(
         clean = roi_batch(ctx, b)
         size = sl.stop - sl.start
         imp, pred = ctx.at_scale(clean["importance"][:size]), clean["pred"][:size]
-        y, ids = data.labels[sl], torch.arange(sl.start, sl.stop)
+        y, ids = data.labels[sl], data.ids[sl]
         success = (pred == y) & result.success
         x = data.images(sl)
         extra = {"composition": colocation.composition(x), "ids": ids,

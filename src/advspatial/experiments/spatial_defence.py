@@ -37,7 +37,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..attacks.base import frozen_eval
-from ..data import load_dataset
 from ..defense.adaptive import (
     AdaptiveBudget, CurveGrid, attack_defence, attack_undefended, convergence_curves, convergence_rule, correct_share,
     roi_mask,
@@ -49,6 +48,7 @@ from ..maps import attack_map
 from ..regions import MapAccumulator
 from ..regions.inference import accuracy, holm, paired_accuracy
 from ..runtime import batch_slices
+from .base import train_images
 
 if TYPE_CHECKING:
     from .spatial import Context
@@ -131,7 +131,7 @@ def dataset_mean(ctx: "Context") -> torch.Tensor:
     """Per-channel mean of the training images (first 10000), for the ``mean`` fill."""
 
     def compute() -> torch.Tensor:
-        train = load_dataset(ctx.config.dataset, "train").head(10000)
+        train = train_images(ctx.config, 10000, ctx.data.ids)
         total = torch.zeros(train.image_shape[0], dtype=torch.float64)
         for x, _, _ in train.batches(2000):
             total += x.double().sum(dim=(0, 2, 3))
@@ -151,13 +151,13 @@ def class_prior(ctx: "Context") -> torch.Tensor:
     cfg = ctx.config
 
     def compute() -> torch.Tensor:
-        train = load_dataset(cfg.dataset, "train").head(cfg.prior_n)
+        train = train_images(cfg, cfg.prior_n, ctx.data.ids)
         attack = build_attack(cfg.defence_attack, ctx.model, cfg)
         acc = MapAccumulator(train.num_classes, train.image_shape[1:])
         for sl in tqdm(list(batch_slices(len(train), cfg.batch_size)), desc="prior (training images)",
                        disable=not cfg.progress, unit="batch"):
             x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
-            result = attack.run(x, y, sample_ids=torch.arange(sl.start, sl.stop) + 10_000_000)
+            result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
             kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
             amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
             acc.update(amap.cpu(), result.adv_pred.cpu())

@@ -1,10 +1,13 @@
-"""Architectures, the model registry, the ``Normalized`` wrapper and user-model loading."""
+"""Architectures, the model registry, model specs, the pretrained zoo, the ``Normalized`` wrapper."""
 
 from . import architectures  # noqa: F401  (registers the built-in models)
-from .loading import Normalized, load_model, load_state_dict_model, load_torchscript, load_torchvision
+from .loading import Normalized, load_factory, load_state_dict_model, load_timm, load_torchscript, load_torchvision
 from .registry import ModelSpec, build_model, list_models, register_model
+from .spec import ModelSource, load_model, parse_model_spec
+from .zoo import describe_zoo, load_zoo_model, zoo_entries
 
 __all__ = [
-    "ModelSpec", "Normalized", "build_model", "list_models", "load_model",
-    "load_state_dict_model", "load_torchscript", "load_torchvision", "register_model",
+    "ModelSource", "ModelSpec", "Normalized", "build_model", "describe_zoo", "list_models", "load_factory",
+    "load_model", "load_state_dict_model", "load_timm", "load_torchscript", "load_torchvision", "load_zoo_model",
+    "parse_model_spec", "register_model", "zoo_entries",
 ]

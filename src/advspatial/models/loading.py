@@ -38,12 +38,18 @@ class Normalized(nn.Module):
 def load_state_dict_model(
     path: str | Path, arch: str, in_channels: int = 1, num_classes: int = 10, input_size: int = 28
 ) -> nn.Module:
-    """Build ``arch`` from the registry and load a state dict saved with ``torch.save``.
+    """Build ``arch`` from the registry and load a state dict saved with ``torch.save`` (see :func:`load_weights`)."""
+    model = build_model(arch, in_channels, num_classes, input_size)
+    return load_weights(model, path, what=f"architecture {arch!r}")
 
-    Accepts a bare state dict or a checkpoint dict with a ``"state_dict"`` or
-    ``"model"`` entry. Loads with ``weights_only=True`` only.
+
+def read_state_dict(path: str | Path) -> dict:
+    """The state dict in ``path``: a bare one, or a checkpoint's ``"state_dict"``/``"model"`` entry.
+
+    Loads with ``weights_only=True`` only (no pickled code) and strips the
+    ``module.`` prefix of ``nn.DataParallel``/DDP checkpoints.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:
@@ -55,13 +61,27 @@ def load_state_dict_model(
             if isinstance(payload.get(key), dict):
                 payload = payload[key]
                 break
-        payload = strip_wrapper_prefix(payload)
-    model = build_model(arch, in_channels, num_classes, input_size)
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ModelError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
+    return strip_wrapper_prefix(payload)
+
+
+def load_weights(model: nn.Module, path: str | Path, what: str = "the model") -> nn.Module:
+    """Load the state dict in ``path`` into ``model`` strictly; the model in eval mode.
+
+    A mismatch is a :class:`ModelError` listing (the first few) missing and unexpected keys.
+    """
+    state = read_state_dict(path)
     try:
-        model.load_state_dict(payload)
+        model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"weights in {path} do not fit architecture {arch!r}: {exc}") from exc
+        raise ModelError(f"weights in {path} do not fit {what}: {_first_line(exc)}") from exc
     return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:4])[:600]
 
 
 def strip_wrapper_prefix(state: dict) -> dict:
@@ -87,33 +107,101 @@ def load_torchscript(path: str | Path) -> nn.Module:
         raise ModelError(f"{path} is not a loadable TorchScript model: {exc}") from exc
 
 
-def load_torchvision(name: str, weights: str | None = "DEFAULT") -> nn.Module:
+def load_torchvision(name: str, weights: str | None = None) -> nn.Module:
     """A torchvision classification model, imported lazily (never in the core).
 
+    Without ``weights`` torchvision's default pretrained weights are used (it
+    may download them); with a state-dict file they are loaded instead.
     Wrapped in :class:`Normalized` with the ImageNet statistics, so it takes [0,1] input.
     """
+    models = _import_optional("torchvision.models", "torchvision:" + name, "pip install torchvision")
     try:
-        models = importlib.import_module("torchvision.models")
-    except Exception as exc:  # ImportError, or a broken CUDA build next to CPU torch
-        raise ModelError(f"torchvision:{name} needs an importable torchvision ({exc})") from exc
-    try:
-        model = models.get_model(name, weights=weights)
+        model = models.get_model(name, weights=None if weights else "DEFAULT")
     except Exception as exc:
-        raise ModelError(f"torchvision cannot provide {name!r} (weights={weights}): {exc}") from exc
+        raise ModelError(f"torchvision cannot provide {name!r}: {_first_line(exc)}") from exc
+    if weights:
+        load_weights(model, weights, what=f"torchvision:{name}")
     return Normalized(model.eval(), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
-def load_model(
-    spec: str, arch: str | None = None, in_channels: int = 1, num_classes: int = 10, input_size: int = 28
-) -> nn.Module:
-    """Load a user model from a spec string.
+def load_timm(name: str, weights: str | None = None) -> nn.Module:
+    """A timm model, imported lazily, wrapped in :class:`Normalized` with its own pretrained statistics.
 
-    - ``torchvision:NAME`` - a torchvision model (lazy import, ImageNet normalization);
-    - ``PATH`` with ``arch`` given - a state dict for the registry architecture ``arch``;
-    - ``PATH`` without ``arch`` - a TorchScript file.
+    Without ``weights`` timm's pretrained weights are used (it may download
+    them); with a state-dict file they are loaded instead.
     """
-    if spec.startswith("torchvision:"):
-        return load_torchvision(spec.split(":", 1)[1])
-    if arch is not None:
-        return load_state_dict_model(spec, arch, in_channels, num_classes, input_size)
-    return load_torchscript(spec)
+    timm = _import_optional("timm", "timm:" + name, "pip install timm")
+    try:
+        model = timm.create_model(name, pretrained=not weights)
+    except Exception as exc:
+        raise ModelError(f"timm cannot provide {name!r}: {_first_line(exc)}") from exc
+    if weights:
+        load_weights(model, weights, what=f"timm:{name}")
+    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    mean = config.get("mean", (0.485, 0.456, 0.406))
+    std = config.get("std", (0.229, 0.224, 0.225))
+    return Normalized(model.eval(), mean, std)
+
+
+def _import_optional(module: str, spec: str, hint: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken CUDA build next to CPU torch
+        raise ModelError(f"{spec} needs an importable {module.split('.')[0]} ({hint}): {_first_line(exc)}") from exc
+
+
+def load_factory(target: str, weights: str | None = None) -> nn.Module:
+    """Call ``file.py:factory`` or ``package.module:factory`` and load ``weights`` into the module it returns.
+
+    The factory is called without arguments and must return an ``nn.Module``
+    taking images in [0,1]. A file is imported as a fresh module with its folder
+    on ``sys.path`` (so it can import its neighbours).
+    """
+    where, _, function = target.rpartition(":")
+    module = _import_file(Path(where).expanduser()) if where.endswith(".py") else _import_module(where)
+    factory = getattr(module, function, None)
+    if not callable(factory):
+        names = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise ModelError(f"{where} has no callable {function!r}; callables there: {', '.join(names) or 'none'}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelError(f"{target}() failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{target}() returned {type(model).__name__}, not a torch.nn.Module")
+    if weights:
+        load_weights(model, weights, what=target)
+    return model.eval()
+
+
+def _import_module(name: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise ModelError(f"cannot import {name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+
+
+def _import_file(path: Path):  # type: ignore[no-untyped-def]
+    import hashlib
+    import importlib.util
+    import sys
+
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    name = f"advspatial_user_model_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"cannot import {path} as Python")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[name] = module  # dataclasses and pickling look modules up by name
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ModelError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        sys.path.remove(folder)
+    return module

@@ -1,0 +1,97 @@
+"""Dataset presets: the attack budgets (and batch size, image size) of each setting in the literature.
+
+An L-inf budget of 0.1 is an MNIST-family budget; CIFAR-10 work uses 8/255 and
+ImageNet work 4/255 (RobustBench; Madry et al. 2018; Croce & Hein 2020). A
+preset fills these *generic* budgets into whichever settings an experiment has
+(its ``PRESET_FIELDS``: generic name -> its field). Precedence, lowest first:
+the experiment's defaults < the preset < ``--quick`` < the YAML file < options
+given on the command line; the resolved preset name and every resolved value
+are written to the run's ``config.yaml``.
+
+``fashion-mnist`` changes nothing: the experiments' defaults *are* the
+Fashion-MNIST budgets. ``auto`` (the default) picks the preset from the
+dataset name (``mnist``, ``fashion-mnist``, ``cifar10``) or from a zoo model's
+training set (``cifar10-resnet20`` -> cifar10, ``imagenet-efficientnet-lite0``
+-> imagenet), and otherwise keeps the defaults (``none``) - choose a preset
+for your own data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import unknown_name
+
+#: generic budgets per preset (``fashion-mnist`` = the experiments' own defaults)
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "fashion-mnist": {},
+    "mnist": {"eps_linf": 0.3, "eps_l2": 2.0, "steps": 40, "eps_max": 0.5},
+    "cifar10": {
+        "eps_linf": 8 / 255, "eps_l2": 0.5, "steps": 20, "cw_steps": 50, "cw_search_steps": 4,
+        "eps_max": 32 / 255, "batch_size": 100, "image_size": 32,
+    },
+    "imagenet": {
+        "eps_linf": 4 / 255, "eps_l2": 3.0, "steps": 20, "cw_steps": 30, "cw_search_steps": 3,
+        "eps_max": 16 / 255, "batch_size": 16, "image_size": 224,
+    },
+}
+
+#: what each generic budget means (the README's table is built from these)
+GENERIC_BUDGETS: dict[str, str] = {
+    "eps_linf": "L-inf budget of FGSM/PGD/APGD (max change per pixel, images in [0,1])",
+    "eps_l2": "L2 budget of PGD-L2",
+    "steps": "PGD iterations",
+    "cw_steps": "CW-L2 Adam steps per binary-search round",
+    "cw_search_steps": "CW-L2 binary-search rounds over c",
+    "onepixel_popsize": "one-pixel DE population",
+    "onepixel_steps": "one-pixel DE generations",
+    "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
+    "batch_size": "images per batch",
+    "image_size": "side of folder images after resizing (0 = the dataset's own size)",
+}
+
+PRESET_CHOICES = ("auto", *PRESETS)
+
+_DATASET_PRESETS = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10"}
+
+
+def resolve_preset_name(name: str, dataset: str, model: str) -> str:
+    """The preset ``name`` stands for: itself, or for ``auto`` the one the dataset or zoo model implies."""
+    if name not in PRESET_CHOICES:
+        raise unknown_name("preset", name, PRESET_CHOICES)
+    if name != "auto":
+        return name
+    if dataset in _DATASET_PRESETS:
+        return _DATASET_PRESETS[dataset]
+    from ..models.zoo import zoo_entries
+
+    entry = zoo_entries().get(model)
+    if entry is not None and entry.dataset in ("cifar10", "imagenet"):
+        return entry.dataset
+    return "none"
+
+
+def preset_values(preset_fields: Mapping[str, str], preset: str) -> dict[str, Any]:
+    """The preset's budgets under an experiment's own field names (``preset_fields``: generic -> field)."""
+    budgets = PRESETS[preset]
+    return {preset_fields[k]: v for k, v in budgets.items() if k in preset_fields}
+
+
+def preset_table() -> str:
+    """A Markdown table of every preset's budgets (for the README)."""
+    shown = [p for p in PRESETS if p != "none"]
+    lines = ["| budget | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+    for key, meaning in GENERIC_BUDGETS.items():
+        cells = [_fmt(PRESETS[p].get(key)) for p in shown]
+        lines.append(f"| {key}: {meaning} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "(default)"
+    if isinstance(value, float) and abs(value * 255 - round(value * 255)) < 1e-9 and value < 1:
+        return f"{round(value * 255)}/255"
+    return str(value)

@@ -1,0 +1,194 @@
+"""Model specs: the one string that names a model everywhere (``--model``, YAML, Python API).
+
+A spec is one of (checked in this order):
+
+* a **registered architecture** (``smallcnn``): trained on the dataset on first
+  use and cached (``advspatial.training``), or loaded from ``weights``;
+* a **zoo name** (``cifar10-resnet20``, ``imagenet-efficientnet-lite0``):
+  pretrained weights with checksums (:mod:`advspatial.models.zoo`);
+* ``torchvision:NAME`` or ``timm:NAME``: imported lazily, never by the core;
+* ``path/to/file.py:factory`` or ``package.module:factory``: a callable
+  returning an ``nn.Module`` that takes images in [0,1] (wrap your
+  normalization into the module, e.g. with :class:`~advspatial.models.Normalized`);
+  ``weights`` then names a state dict loaded into it (strictly);
+* a **file**: a TorchScript archive, or a state dict for the architecture ``arch``.
+
+:func:`parse_model_spec` classifies a spec without loading anything, so a
+config can be validated (and a TorchScript model refused by experiments that
+need its layers) before any work starts.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import ModelError
+
+#: every kind of spec, in the order they are recognised
+SPEC_KINDS = ("registered", "zoo", "torchvision", "timm", "factory", "torchscript", "state-dict")
+
+_MODULE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a spec names, resolved without loading it.
+
+    Attributes:
+        kind: one of :data:`SPEC_KINDS`.
+        spec: the spec as given.
+        target: the architecture/zoo/library name, the factory (``file.py:fn``), or the file path.
+        weights: a state-dict file to load into the model, or None.
+        arch: the registered architecture of a ``state-dict`` file (or of ``registered`` weights).
+    """
+
+    kind: str
+    spec: str
+    target: str
+    weights: str | None = None
+    arch: str | None = None
+
+    @property
+    def is_torchscript(self) -> bool:
+        return self.kind == "torchscript"
+
+    @property
+    def needs_training(self) -> bool:
+        """A registered architecture without weights is trained (or taken from the cache)."""
+        return self.kind == "registered" and self.weights is None
+
+
+def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = None) -> ModelSource:
+    """Classify ``spec`` (see the module doc); :class:`ModelError` for anything unusable.
+
+    Checks that named files exist and that TorchScript files are not given
+    weights, but loads nothing.
+    """
+    from .registry import list_models
+    from .zoo import is_zoo_name
+
+    spec = spec.strip()
+    if not spec:
+        raise ModelError("the model spec is empty; valid: a name from `advspatial list models`, FILE.py:factory, "
+                         "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file")
+    weights = weights or None
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise ModelError(f"weights file not found: {weights}")
+    if spec in list_models():
+        return ModelSource("registered", spec, spec, weights, spec)
+    if is_zoo_name(spec):
+        return ModelSource("zoo", spec, spec, weights)
+    for library in ("torchvision", "timm"):
+        if spec.startswith(library + ":"):
+            name = spec.split(":", 1)[1]
+            if not name:
+                raise ModelError(f"{spec!r} names no model; e.g. {library}:resnet18")
+            return ModelSource(library, spec, name, weights)
+    factory = _factory_target(spec)
+    if factory is not None:
+        return ModelSource("factory", spec, factory, weights)
+    return _file_source(spec, weights, arch)
+
+
+def _factory_target(spec: str) -> str | None:
+    """``spec`` when it looks like ``file.py:fn`` or ``package.module:fn`` (the file must exist), else None."""
+    if ":" not in spec:
+        return None
+    where, _, function = spec.rpartition(":")
+    if where.endswith(".py"):
+        if not _IDENTIFIER.match(function):
+            raise ModelError(f"{spec!r}: {function!r} is not a Python name; use FILE.py:factory")
+        if not Path(where).expanduser().is_file():
+            raise ModelError(f"model file not found: {where} (from {spec!r})")
+        return spec
+    if _MODULE_PATH.match(where) and _IDENTIFIER.match(function):
+        return spec
+    return None
+
+
+def _file_source(spec: str, weights: str | None, arch: str | None) -> ModelSource:
+    """A TorchScript archive, or a state dict for ``arch``."""
+    from .registry import list_models
+
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        from .zoo import zoo_entries
+
+        names = sorted([*list_models(), *zoo_entries()])
+        raise ModelError(
+            f"unknown model {spec!r}: not a registered or zoo name ({', '.join(names)}), "
+            "not FILE.py:factory / package.module:factory / torchvision:NAME / timm:NAME, and no such file"
+        )
+    if weights is not None:
+        raise ModelError(f"--weights applies to a name or a factory, not to the model file {spec}; "
+                         "give the weights file as --model with --arch, or a factory with --weights")
+    if arch:
+        if arch not in list_models():
+            from ..errors import unknown_name
+
+            raise unknown_name("architecture", arch, list_models())
+        return ModelSource("state-dict", spec, str(path), None, arch)
+    if is_torchscript_file(path):
+        return ModelSource("torchscript", spec, str(path))
+    raise ModelError(
+        f"{spec} is not a TorchScript archive; for a state dict name its architecture: "
+        "--arch NAME (a registered one), or --model FILE.py:factory --weights " + spec
+    )
+
+
+def is_torchscript_file(path: str | Path) -> bool:
+    """True for an archive written by ``torch.jit.save`` (it holds compiled ``code/``), without loading it.
+
+    A ``torch.save`` checkpoint is a zip archive too, but holds only ``data.pkl`` and tensors.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_model(
+    spec: str | ModelSource,
+    arch: str | None = None,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    input_size: int = 28,
+    weights: str | None = None,
+) -> nn.Module:
+    """The model a spec names, in eval mode, taking images in [0,1].
+
+    ``in_channels``/``num_classes``/``input_size`` build a registered
+    architecture (for its ``weights`` or a ``state-dict`` file). A registered
+    name *without* weights is trained per dataset: use
+    ``advspatial.training.resolve_model`` for that.
+    """
+    from . import loading
+
+    source = spec if isinstance(spec, ModelSource) else parse_model_spec(spec, weights, arch)
+    shape = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
+    if source.kind == "registered":
+        if source.weights is None:
+            raise ModelError(f"{source.spec!r} is an architecture without weights: train it "
+                             "(advspatial train / advspatial.training.resolve_model) or pass weights")
+        return loading.load_state_dict_model(source.weights, source.target, **shape)
+    if source.kind == "state-dict":
+        assert source.arch is not None
+        return loading.load_state_dict_model(source.target, source.arch, **shape)
+    if source.kind == "torchscript":
+        return loading.load_torchscript(source.target)
+    if source.kind == "zoo":
+        from .zoo import load_zoo_model
+
+        return load_zoo_model(source.target, weights=source.weights)
+    if source.kind == "torchvision":
+        return loading.load_torchvision(source.target, weights=source.weights)
+    if source.kind == "timm":
+        return loading.load_timm(source.target, weights=source.weights)
+    return loading.load_factory(source.target, weights=source.weights)

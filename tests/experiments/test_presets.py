@@ -1,0 +1,71 @@
+"""Dataset presets: budgets land in every experiment's own fields, with the documented precedence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from advspatial.errors import ConfigError
+from advspatial.experiments import experiments, get_experiment, resolve_config
+from advspatial.experiments.presets import GENERIC_BUDGETS, PRESETS, preset_table, resolve_preset_name
+
+
+def test_every_preset_field_exists_and_every_generic_budget_is_documented() -> None:
+    for name, experiment in experiments().items():
+        fields = {f.name for f in dataclasses.fields(experiment.config_cls)}
+        for generic, field in experiment.config_cls.PRESET_FIELDS.items():
+            assert generic in GENERIC_BUDGETS, (name, generic)
+            assert field in fields, (name, field)
+    for budgets in PRESETS.values():
+        assert set(budgets) <= set(GENERIC_BUDGETS)
+
+
+def test_cifar10_preset_sets_every_experiments_budget() -> None:
+    spatial = resolve_config(get_experiment("spatial"), None, {"preset": "cifar10"}, quick=False)
+    assert spatial.eps_linf == pytest.approx(8 / 255)
+    assert spatial.eps_l2 == 0.5
+    pse = resolve_config(get_experiment("pse"), None, {"preset": "cifar10"}, quick=False)
+    assert pse.eps == pytest.approx(8 / 255)
+    perceptual = resolve_config(get_experiment("perceptual"), None, {"preset": "imagenet"}, quick=False)
+    assert perceptual.eps_max == pytest.approx(16 / 255)
+    assert perceptual.batch_size == 16
+    localized = resolve_config(get_experiment("localized-training"), None, {"preset": "mnist", "norm": "l2"}, quick=False)
+    assert localized.eps == 2.0
+
+
+def test_precedence_defaults_preset_quick_cli() -> None:
+    spatial = get_experiment("spatial")
+    quick = resolve_config(spatial, None, {"preset": "imagenet"}, quick=True)
+    assert quick.batch_size == spatial.config_cls.QUICK["batch_size"]  # --quick beats the preset
+    assert quick.eps_linf == pytest.approx(4 / 255)
+    explicit = resolve_config(spatial, None, {"preset": "imagenet", "eps_linf": 0.05}, quick=True)
+    assert explicit.eps_linf == 0.05  # an explicit option beats both
+
+
+def test_fashion_mnist_and_none_keep_the_defaults() -> None:
+    for name in ("spatial", "pse", "perceptual", "localized-training", "propagation"):
+        experiment = get_experiment(name)
+        default = dataclasses.asdict(experiment.config_cls())
+        for preset in ("fashion-mnist", "none"):
+            resolved = dataclasses.asdict(resolve_config(experiment, None, {"preset": preset}, quick=False))
+            resolved.pop("preset")
+            assert resolved == {k: v for k, v in default.items() if k != "preset"}, (name, preset)
+
+
+def test_auto_preset_follows_dataset_and_zoo_model() -> None:
+    assert resolve_preset_name("auto", "fashion-mnist", "smallcnn") == "fashion-mnist"
+    assert resolve_preset_name("auto", "cifar10", "smallcnn") == "cifar10"
+    assert resolve_preset_name("auto", "imagefolder:/x", "cifar10-resnet20") == "cifar10"
+    assert resolve_preset_name("auto", "imagefolder:/x", "imagenet-efficientnet-lite0") == "imagenet"
+    assert resolve_preset_name("auto", "imagefolder:/x", "my.py:make") == "none"
+    config = resolve_config(get_experiment("spatial"), None, {}, quick=False)
+    assert config.preset == "fashion-mnist"  # the resolved name is what config.yaml records
+    with pytest.raises(ConfigError, match="unknown preset 'cifar100'"):
+        resolve_preset_name("cifar100", "cifar10", "smallcnn")
+
+
+def test_preset_table_shows_budgets_as_fractions_of_255() -> None:
+    table = preset_table()
+    assert "8/255" in table and "4/255" in table
+    assert table.count("\n") == len(GENERIC_BUDGETS) + 1
