@@ -87,3 +87,16 @@ def fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tens
     """(N,) bool: the model's prediction on x_adv differs from y."""
     with torch.no_grad():
         return model(x_adv).argmax(1) != y
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    """Run the ``advspatial`` command in-process: (exit status, stdout, stderr)."""
+    import pytest
+
+    from advspatial.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return int(info.value.code or 0), captured.out, captured.err

@@ -7,17 +7,9 @@ import sys
 
 import pytest
 
-from advspatial.cli import main
+from helpers import run_cli
 
 from conftest import needs_fashion_mnist
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(list(args))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return int(info.value.code or 0), captured.out, captured.err
 
 
 def test_list_shows_every_registry(capsys) -> None:
@@ -78,3 +70,59 @@ def test_maps_command_gates_the_roi_and_prints_verdicts(lenet_weights, tmp_path,
     assert sum(c["primary"] for c in metrics["claims"]) == 1
     html = (out / "report.html").read_text()
     assert "Region of Importance (RoI)" in html and "Faithfulness gate" in html
+
+
+FACTORY = '''
+from advspatial.models import build_model
+
+
+def lenet():
+    return build_model("lenet5")
+'''
+
+
+def test_torchscript_is_refused_before_any_work_by_layer_experiments(tmp_path, capsys) -> None:
+    """A TorchScript model cannot give Grad-CAM its layer: one line, exit 2, nothing written."""
+    import torch
+
+    from advspatial.models import build_model
+
+    scripted = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(build_model("lenet5").eval(), torch.rand(1, 1, 28, 28)), str(scripted))
+    for experiment in ("spatial", "perceptual", "pse", "propagation"):
+        out = tmp_path / experiment
+        code, _, err = run_cli(capsys, "run", experiment, "--model", str(scripted), "--out", str(out))
+        assert code == 2, experiment
+        assert "TorchScript" in err and "FILE.py:factory" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+@needs_fashion_mnist
+def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(lenet_weights, tmp_path, capsys) -> None:
+    """The common case: a model defined in Python plus a state dict, through the whole default experiment."""
+    import json
+
+    import torch
+
+    factory = tmp_path / "my_models.py"
+    factory.write_text(FACTORY)
+    out = tmp_path / "spatial"
+    code, printed, err = run_cli(capsys, "run", "spatial", "--quick", "--model", f"{factory}:lenet", "--weights",
+                                 str(lenet_weights), "--attacks", "pgd,deepfool", "--no-sweep-adaptive",
+                                 "--no-progress", "--out", str(out))
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["clean_accuracy"] > 0.5  # the weights were loaded: an untrained LeNet is at chance
+    subset = (out / "subset.csv").read_text().splitlines()
+    assert subset[0] == "index,label" and len(subset) == 1 + 24
+    assert len({line.split(",")[1] for line in subset[1:]}) == 10  # stratified: every class is there
+    # TorchScript is fine where only forward passes are needed
+    from advspatial.models import load_model
+
+    scripted = tmp_path / "m.pt"
+    model = load_model(f"{factory}:lenet", weights=str(lenet_weights))
+    torch.jit.save(torch.jit.trace(model, torch.rand(1, 1, 28, 28)), str(scripted))
+    code, printed, err = run_cli(capsys, "run", "baseline", "--model", str(scripted), "--n", "40", "--no-progress",
+                                 "--out", str(tmp_path / "baseline"))
+    assert code == 0, err
+    assert "clean accuracy" in printed

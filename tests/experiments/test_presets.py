@@ -69,3 +69,13 @@ def test_preset_table_shows_budgets_as_fractions_of_255() -> None:
     table = preset_table()
     assert "8/255" in table and "4/255" in table
     assert table.count("\n") == len(GENERIC_BUDGETS) + 1
+
+
+def test_a_zoo_models_input_size_beats_the_presets_image_size() -> None:
+    spatial = get_experiment("spatial")
+    lite1 = resolve_config(spatial, None, {"model": "imagenet-efficientnet-lite1", "dataset": "imagefolder:/x"},
+                           quick=False)
+    assert lite1.preset == "imagenet" and lite1.image_size == 0  # 0: the zoo model's 240 at load time
+    assert lite1.dataset_options()["size"] == 240
+    other = resolve_config(spatial, None, {"preset": "imagenet", "dataset": "imagefolder:/x"}, quick=False)
+    assert other.image_size == 224

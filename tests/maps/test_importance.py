@@ -361,3 +361,14 @@ def test_auto_resolves_through_the_default(tiny_cnn) -> None:
     with pytest.raises(ConfigError, match="no parameter"):
         importance_map("auto", gapnet, x, steps=3)
     assert importance_map("auto", gapnet, x[:0]).shape == (0, 28, 28)
+
+
+def test_occlusion_window_scales_with_the_image_side() -> None:
+    """The classic 4/2 on MNIST/CIFAR sizes; an ImageNet image gets 13x13 windows, not 111x111."""
+    from advspatial.maps.importance import occlusion_geometry
+
+    assert occlusion_geometry(28, None, None) == (4, 2)
+    assert occlusion_geometry(32, None, None) == (4, 2)
+    assert occlusion_geometry(224, None, None) == (32, 16)
+    assert occlusion_geometry(224, 8, None) == (8, 4)
+    assert occlusion_geometry(224, 8, 3) == (8, 3)

@@ -157,3 +157,20 @@ def test_torchvision_with_weights_when_importable(tmp_path) -> None:
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     assert torch.allclose(model(x), reference((x - mean) / std), atol=1e-5)
+
+
+def test_weights_of_the_wrapped_model_load_into_a_normalized_factory(tmp_path) -> None:
+    """Published weights are the bare model's; a factory that wraps it in Normalized still takes them."""
+    from advspatial.models import Normalized
+    from advspatial.models.loading import load_weights
+
+    inner = build_model("lenet5").eval()
+    weights = tmp_path / "bare.pt"
+    torch.save(inner.state_dict(), weights)
+    wrapped = load_weights(Normalized(build_model("lenet5"), (0.5,), (0.25,)), weights)
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(wrapped(x), inner((x - 0.5) / 0.25))
+    whole = tmp_path / "whole.pt"
+    torch.save(Normalized(inner, (0.1,), (0.5,)).state_dict(), whole)  # the wrapper's own state dict
+    restored = load_weights(Normalized(build_model("lenet5"), (0.5,), (0.25,)), whole)
+    assert torch.equal(restored(x), inner((x - 0.1) / 0.5))

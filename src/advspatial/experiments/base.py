@@ -92,10 +92,17 @@ class ExperimentConfig:
 
     @classmethod
     def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
-        """The preset's budgets under this experiment's field names (``given``: the values set explicitly)."""
+        """The preset's budgets under this experiment's field names (``given``: the values set explicitly).
+
+        A zoo model's own input size beats the preset's image size (EfficientNet-Lite1 takes 240, not 224).
+        """
+        from ..models.zoo import is_zoo_name
         from .presets import preset_values
 
-        return preset_values(cls.PRESET_FIELDS, preset)
+        values = preset_values(cls.PRESET_FIELDS, preset)
+        if is_zoo_name(str(given.get("model", cls.model))):
+            values.pop(cls.PRESET_FIELDS.get("image_size", "image_size"), None)
+        return values
 
     def check_model(self) -> None:
         """The model spec is usable here: named things exist, TorchScript only where no layer is read."""

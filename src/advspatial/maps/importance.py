@@ -431,25 +431,39 @@ def smoothgrad_map(
     return reduce_channels_abs(attr)
 
 
-#: images x occluded windows per forward pass of the occlusion map (Captum's ``perturbations_per_eval``)
-OCCLUSION_BATCH = 2048
+#: pixels (images x occluded windows x H x W) per forward pass of the occlusion map: 2048 images
+#: of 28x28 (Captum's ``perturbations_per_eval``), so that 224x224 images take 32 per pass
+OCCLUSION_PIXELS = 2048 * 28 * 28
+
+
+def occlusion_geometry(side: int, window: int | None, stride: int | None) -> tuple[int, int]:
+    """(window, stride): given values, else side // 7 (at least 4) and half of it.
+
+    28 and 32 pixels give the classic 4 and 2; 224 gives 32 and 16, so an
+    ImageNet image costs 13 x 13 windows instead of 111 x 111.
+    """
+    window = window if window is not None else max(4, side // 7)
+    return window, stride if stride is not None else max(1, window // 2)
 
 
 @_register("occlusion")
 def occlusion_map(
-    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int = 4, stride: int = 2,
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int | None = None, stride: int | None = None,
     baseline: float = 0.0,
 ) -> torch.Tensor:
     """Occlusion (Zeiler & Fergus): score drop when a ``window`` square (all channels) is set to ``baseline``.
 
     Each pixel gets the mean drop over the windows covering it (Captum); the
     map is ReLU of the channel mean, so only pixels whose hiding lowers z_c count.
+    ``window``/``stride`` default to :func:`occlusion_geometry` of the shorter side.
     """
+    window, stride = occlusion_geometry(min(x.shape[2:]), window, stride)
     check_range("window", window, 1, min(x.shape[2:]))
     check_range("stride", stride, 1)
     inp = _checked(model, x, classes)
     c = inp.shape[1]
-    per_eval = max(1, OCCLUSION_BATCH // max(inp.shape[0], 1))  # several windows per forward pass: same values
+    pixels = max(inp.shape[0], 1) * inp.shape[2] * inp.shape[3]
+    per_eval = max(1, OCCLUSION_PIXELS // pixels)  # several windows per forward pass: same values
     attr = _run(model, lambda: Occlusion(model).attribute(
         inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
         baselines=float(baseline), target=classes, perturbations_per_eval=per_eval,

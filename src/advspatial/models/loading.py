@@ -70,10 +70,16 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
     """Load the state dict in ``path`` into ``model`` strictly; the model in eval mode.
 
     A mismatch is a :class:`ModelError` listing (the first few) missing and unexpected keys.
+    Into a :class:`Normalized` wrapper, a state dict of the *wrapped* model
+    (no key under ``model.``; the usual case: published weights, wrapped by the
+    user's factory) is loaded into the wrapped model.
     """
     state = read_state_dict(path)
+    target = model
+    if isinstance(model, Normalized) and not any(k.startswith("model.") for k in state):
+        target = model.model
     try:
-        model.load_state_dict(state, strict=True)
+        target.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
         raise ModelError(f"weights in {path} do not fit {what}: {_first_line(exc)}") from exc
     return model.eval()
