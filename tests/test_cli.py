@@ -126,3 +126,15 @@ def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(lenet_we
                                  "--out", str(tmp_path / "baseline"))
     assert code == 0, err
     assert "clean accuracy" in printed
+
+
+def test_attack_with_a_cam_mask_refuses_torchscript(tmp_path, capsys) -> None:
+    import torch
+
+    from advspatial.models import build_model
+
+    scripted = tmp_path / "m.pt"
+    torch.jit.save(torch.jit.trace(build_model("lenet5").eval(), torch.rand(1, 1, 28, 28)), str(scripted))
+    code, _, err = run_cli(capsys, "attack", "--dataset", "synthetic-shapes", "--model", str(scripted), "--mask", "roi",
+                           "--n", "4")
+    assert code == 2 and "TorchScript" in err and len(err.strip().splitlines()) == 1

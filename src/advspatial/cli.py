@@ -181,6 +181,13 @@ def evaluate(split: str, n: int | None, seed: int, batch_size: int, **options: A
                f"{share.value:.4f} [95% CI {share.low:.4f}, {share.high:.4f}]")
 
 
+def mask_needs_cam(mask: str, data: Any) -> bool:
+    """True when ``--mask`` is cut from Grad-CAM: roi masks, and background/foreground on colour data without masks."""
+    if mask in ("roi", "roi-complement"):
+        return True
+    return mask in ("background", "foreground") and data.masks is None and data.image_shape[0] > 1
+
+
 def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     """``key=value`` strings to a dict; values parsed as YAML scalars (numbers, booleans, strings)."""
     import yaml
@@ -227,6 +234,10 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     make_attack(attack_name, torch.nn.Identity(), seed=seed, **kwargs)  # validate before any training
     model, data = load_model_and_data(options, n, seed)
     dataset = options["dataset"]
+    if mask and isinstance(model, torch.jit.ScriptModule) and mask_needs_cam(mask, data):
+        raise AdvspatialError(f"--mask {mask} on these images is cut from Grad-CAM, which reads a layer through "
+                              "forward hooks that a TorchScript model cannot give; use --model FILE.py:factory "
+                              "--weights STATE_DICT, or --mask FILE")
     atk = make_attack(attack_name, model, seed=seed, **kwargs)
     if target_class is not None:
         check_range("target", target_class, 0, data.num_classes - 1)

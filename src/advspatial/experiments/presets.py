@@ -34,7 +34,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "imagenet": {
         "eps_linf": 4 / 255, "eps_l2": 3.0, "steps": 20, "cw_steps": 30, "cw_search_steps": 3,
-        "eps_max": 16 / 255, "batch_size": 16, "image_size": 224,
+        "eps_max": 16 / 255, "batch_size": 16, "image_size": 224, "pse_block": 8,
     },
 }
 
@@ -49,6 +49,7 @@ GENERIC_BUDGETS: dict[str, str] = {
     "onepixel_steps": "one-pixel DE generations",
     "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
     "batch_size": "images per batch",
+    "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group)",
     "image_size": "side of folder images after resizing (0 = the dataset's own size)",
 }
 

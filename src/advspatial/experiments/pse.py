@@ -131,7 +131,7 @@ class PSEConfig(GatedConfig):
     figure_images: int = setting(4, "example images per attack variant")
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "cw_steps": "cw_steps", "cw_search_steps": "cw_search_steps",
-                     "batch_size": "batch_size", "image_size": "image_size"}
+                     "pse_block": "block", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
              "mask_random": 2, "dissection_n": 24, "correlation_permutations": 100, "figure_images": 2,
