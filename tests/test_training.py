@@ -64,3 +64,132 @@ def test_resolve_model_loads_user_state_dict(cache, tmp_path) -> None:
     loaded = resolve_model("fashion-mnist", str(path), arch="lenet5", device="cpu")
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(loaded(x), model(x))
+
+
+# -- the shared epoch loop and fine-tuning ------------------------------------------------------
+
+class GapNet(torch.nn.Module):
+    """conv-BN-ReLU-conv, global average pooling, linear: a tiny pretrained-like CNN with batch norm."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.BatchNorm2d(6),
+                                            torch.nn.ReLU(), torch.nn.Conv2d(6, 8, 3, padding=1))
+        self.fc = torch.nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def colour_data(n: int = 24, side: int = 12, seed: int = 0):
+    from advspatial.data import ImageDataset
+
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    pixels = 0.4 * torch.rand(n, 3, side, side, generator=g)
+    for i, c in enumerate(labels.tolist()):
+        pixels[i, c, 3:9, 3:9] += 0.6  # a class-coloured square in the middle
+    return ImageDataset("colour", pixels, labels, ("r", "g", "b"), ids=torch.arange(100, 100 + n))
+
+
+def start_model() -> GapNet:
+    torch.manual_seed(3)
+    model = GapNet()
+    with torch.no_grad():  # non-trivial running statistics, as a pretrained model has
+        model.features[1].running_mean.uniform_(-0.2, 0.2)
+        model.features[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def finetune_settings(mode: str, model: torch.nn.Module, **kw):
+    from advspatial.training import FinetuneConfig, state_checksum
+
+    values = {"dataset": "colour", "start": "gapnet", "start_sha256": state_checksum(model), "mode": mode,
+              "epochs": 1, "batch_size": 8, "lr": 0.05, "eps": 0.1, "attack_steps": 2, "seed": 4, **kw}
+    return FinetuneConfig(**values)
+
+
+def test_fit_visits_every_image_once_per_epoch_in_a_seeded_order() -> None:
+    from advspatial.training import fit
+
+    data = colour_data(10)
+    seen: list[torch.Tensor] = []
+
+    def loss_fn(model, x, y, masks, config):  # type: ignore[no-untyped-def]
+        seen.append(masks.clone())
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def run(seed: int) -> list[torch.Tensor]:
+        seen.clear()
+        model = GapNet()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        config = TrainConfig(epochs=2, batch_size=4, seed=seed)
+        history = fit(model, data, loss_fn, config, optimizer, masks_fn=lambda idx: idx, progress=False)
+        assert history["steps"] == 2 * 3 and not model.training
+        return list(seen)
+
+    first = run(0)
+    epochs = [torch.cat(first[:3]), torch.cat(first[3:])]
+    assert all(sorted(e.tolist()) == list(range(10)) for e in epochs), "each epoch visits every position once"
+    assert not torch.equal(epochs[0], epochs[1]), "a new order per epoch"
+    assert all(torch.equal(a, b) for a, b in zip(first, run(0))), "the same seed gives the same order"
+    assert not all(torch.equal(a, b) for a, b in zip(first, run(1)))
+
+
+def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
+    from advspatial.training import finetune_model, state_checksum
+
+    data = colour_data(24)
+    start = start_model()
+    before = state_checksum(start)
+    foreground = torch.zeros(24, 12, 12, dtype=torch.bool)
+    foreground[:, 3:9, 3:9] = True
+    tuned = {mode: finetune_model(start, finetune_settings(mode, start), data,
+                                  (lambda idx: foreground[idx]) if mode == "localized" else None, progress=False)
+             for mode in ("natural", "pgd", "localized")}
+    assert state_checksum(start) == before, "the start model is not changed"
+    sums = {mode: state_checksum(t.model) for mode, t in tuned.items()}
+    assert len(set(sums.values()) | {before}) == 4, "each mode ends at different weights"
+    for t in tuned.values():
+        assert t.metadata["steps"] == 3 and t.metadata["train_images"] == 24 and not t.model.training
+        assert t.metadata["test_accuracy"] != t.metadata["test_accuracy"], "no test accuracy: NaN"
+    again = finetune_model(start, finetune_settings("pgd", start), data, progress=False)
+    assert state_checksum(again.model) == sums["pgd"], "seeded: the same config gives the same weights"
+    with pytest.raises(ConfigError, match="foreground masks"):
+        finetune_model(start, finetune_settings("localized", start), colour_data(8), progress=False)
+    with pytest.raises(ConfigError, match="start_sha256"):
+        finetune_model(start, finetune_settings("natural", start, start_sha256="0" * 64), data, progress=False)
+
+
+def test_frozen_batch_norm_keeps_the_start_statistics() -> None:
+    from advspatial.training import finetune_model
+
+    data = colour_data(16)
+    start = start_model()
+    bn = start.features[1]
+    for freeze in (True, False):
+        tuned = finetune_model(start, finetune_settings("pgd", start, freeze_bn=freeze), data, progress=False)
+        tbn = tuned.model.features[1]
+        assert torch.equal(tbn.running_mean, bn.running_mean) == freeze
+        assert torch.equal(tbn.running_var, bn.running_var) == freeze
+        assert not torch.equal(tbn.weight, bn.weight), "the affine weights train either way"
+
+
+def test_finetune_key_covers_the_start_the_data_and_the_recipe() -> None:
+    from advspatial.training import state_checksum
+
+    start = start_model()
+    base = finetune_settings("natural", start)
+    assert base.key() == finetune_settings("natural", start, eps=0.3, masks="x").key(), "natural ignores these"
+    assert base.key() != finetune_settings("localized", start).key()
+    for change in ({"start_sha256": "f" * 64}, {"train_ids": "abc"}, {"lr": 0.1}, {"epochs": 2},
+                   {"freeze_bn": True}, {"seed": 5}, {"start": "other"}):
+        assert base.key() != finetune_settings("natural", start, **change).key(), change
+    local = finetune_settings("localized", start)
+    assert local.key() != finetune_settings("localized", start, masks="other").key()
+    other = GapNet()
+    assert state_checksum(other) != state_checksum(start)
+    other.load_state_dict(start.state_dict())
+    assert state_checksum(other) == state_checksum(start), "the checksum identifies the weights, not the object"
+    with pytest.raises(ConfigError, match="momentum"):
+        finetune_settings("natural", start, momentum=1.0).validate()

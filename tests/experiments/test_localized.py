@@ -55,7 +55,8 @@ def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
 # -- config and models -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("values", "message"), [
-    ({"model": "weights.pt"}, "registered architecture"),
+    ({"finetune_lr": 0.0}, "finetune_lr"),
+    ({"finetune_bn": "sometimes"}, "finetune_bn"),
     ({"mask": "no-such-mask"}, "neither one of"),
     ({"norm": "l1"}, "norm"),
     ({"eps": 1.5}, "eps"),
@@ -73,6 +74,13 @@ def grey_dataset(n: int = 10, seed: int = 0) -> ImageDataset:
 def test_invalid_settings_are_rejected_before_any_work(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         resolve_config(get_experiment("localized-training"), None, values, quick=False)
+
+
+def test_an_unknown_model_is_rejected_before_any_work() -> None:
+    from advspatial.errors import ModelError
+
+    with pytest.raises(ModelError, match="unknown model"):
+        resolve_config(get_experiment("localized-training"), None, {"model": "weights.pt"}, quick=False)
 
 
 def test_l2_budget_may_exceed_one() -> None:
@@ -422,3 +430,240 @@ def test_resume_after_lost_stages_gives_identical_rows(quick_run) -> None:
     assert all(stage.is_file() for stage in lost)
     assert (path / "per_image.csv").read_text() == before
     assert json.dumps(json.loads((path / "metrics.json").read_text())["claims"]) == json.dumps(claims)
+
+
+# -- fine-tuning a pretrained model -------------------------------------------------------------
+
+#: a tiny pretrained-like model as a user would give it: FILE.py:factory (+ --weights STATE_DICT)
+PATCH_NET = '''
+import torch
+from torch import nn
+
+
+class Patch(nn.Module):
+    """Keeps the features of rows/columns 2..5 only (a 4x4 patch of an 8x8 image)."""
+
+    def __init__(self, side: int = 8) -> None:
+        super().__init__()
+        patch = torch.zeros(1, 1, side, side)
+        patch[..., 2:6, 2:6] = 1.0
+        self.register_buffer("patch", patch)
+
+    def forward(self, x):
+        return x * self.patch
+
+
+class PatchNet(nn.Module):
+    """1x1 conv, batch norm, softplus, the patch, global average pooling, linear: reads one 4x4 patch only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 1), nn.BatchNorm2d(6), nn.Softplus(), Patch())
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+
+def make():
+    return PatchNet()
+'''
+PATCH = (slice(2, 6), slice(2, 6))
+
+
+def patch_region(n: int) -> torch.Tensor:
+    region = torch.zeros(n, 8, 8, dtype=torch.bool)
+    region[:, PATCH[0], PATCH[1]] = True
+    return region
+
+
+def write_patch_model(root: Path) -> tuple[str, Path]:
+    """The factory spec and a state dict of 'pretrained' weights: positive head weights, so the Grad-CAM of every
+    class is positive exactly on the patch (the known answer), and non-trivial batch-norm statistics."""
+    import importlib.util
+
+    source = root / "patchnet.py"
+    source.write_text(PATCH_NET)
+    spec = importlib.util.spec_from_file_location("patchnet_for_test", source)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.make()
+    with torch.no_grad():
+        model.fc.weight.uniform_(0.2, 1.0)
+        model.features[1].running_mean.uniform_(-0.1, 0.1)
+        model.features[1].running_var.uniform_(0.8, 1.2)
+    weights = root / "patchnet.pt"
+    torch.save(model.state_dict(), weights)
+    return f"{source}:make", weights
+
+
+def write_folder(root: Path, per_class: int = 20) -> Path:
+    """An image folder without train/ and test/ (one image set for both splits): 3 classes of 8x8 PNGs, a
+    class-coloured patch on noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("red", "green", "blue")):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(20, 120, (8, 8, 3), dtype=np.uint8)
+            img[2:6, 2:6, c] = 230
+            Image.fromarray(img).save(root / name / f"{i:03d}.png")
+    return root
+
+
+def finetune_values(root: Path) -> dict:
+    spec, weights = write_patch_model(root)
+    return {"dataset": f"imagefolder:{write_folder(root / 'images')}", "model": spec, "weights": str(weights),
+            "image_size": 8, "fraction": 0.25, "eps": 0.1, "finetune_bn": "frozen", "out": str(root / "run"),
+            "progress": False}
+
+
+def test_a_pretrained_model_is_fine_tuned_and_a_registered_one_trained(tmp_path) -> None:
+    values = finetune_values(tmp_path)
+    config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
+    assert loc.finetunes(config) and not loc.finetunes(loc.LocalizedConfig())
+    assert loc.finetunes(loc.LocalizedConfig(model="lenet5", weights=values["weights"])), "a name with weights"
+    settings = {m: loc.finetune_config(config, m, "abc", "ids", "masks") for m in loc.MODES}
+    assert {s.epochs for s in settings.values()} == {config.train_epochs}, "natural gets as many epochs"
+    assert {(s.lr, s.batch_size, s.seed, s.freeze_bn, s.start) for s in settings.values()} == {
+        (config.finetune_lr, 128, config.model_seed, True, config.model)}
+    assert settings["natural"].key() == loc.finetune_config(config, "natural", "abc", "ids", "other").key()
+
+
+def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_path, monkeypatch) -> None:
+    """Known answer: the start model reads one 4x4 patch, so its Grad-CAM top 25% is that patch on every image;
+    localized fine-tuning attacks exactly the rest."""
+    values = finetune_values(tmp_path)
+    config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
+    rundir = RunDir(config.out)
+    data = loc.test_images(config, rundir)
+    start = loc.load_start(config, data, torch.device("cpu"))
+    train = loc.finetune_images(config, data)
+    method, why = loc.resolve_importance(config.importance, start, train.images(slice(0, 2)))
+    assert method == "gradcam" and "GAP" in why
+    foreground = loc.training_foreground(config, rundir, start, train, method)
+    assert torch.equal(foreground, patch_region(len(train)))
+    assert (rundir.stages / "finetune/masks/gradcam-f0.25/batch-00000.pt").is_file()
+    calls = []
+    original = training._adversarial_batch
+
+    def spy(model, x, y, cfg, mask):  # type: ignore[no-untyped-def]
+        calls.append(None if mask is None else mask.clone())
+        return original(model, x, y, cfg, mask)
+
+    monkeypatch.setattr(training, "_adversarial_batch", spy)
+    trained, info = loc.finetune_models(config, rundir, data, torch.device("cpu"), {})
+    assert len(calls) == 2, "one adversarial batch per step of the pgd and the localized model (44 images, batch 128)"
+    assert calls[0] is None, "pgd: the whole image"
+    assert torch.equal(calls[1][:, 0].bool(), ~patch_region(len(train))), "localized: the complement of the patch"
+    assert info.mask_source.startswith("the complement of the top 25% of the start model's gradcam map")
+
+
+def test_finetuning_never_trains_on_the_evaluated_images(tmp_path) -> None:
+    values = finetune_values(tmp_path)
+    config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
+    data = loc.test_images(config)
+    train = loc.finetune_images(config, data)
+    assert len(data) == config.n == 16 and len(train) == 60 - 16, "every other image, none of the evaluated"
+    assert not set(train.ids.tolist()) & set(data.ids.tolist())
+    few = loc.finetune_images(loc.LocalizedConfig(**{**vars(config), "train_limit": 9}), data)
+    assert len(few) == 9 and torch.bincount(few.labels).tolist() == [3, 3, 3], "class-stratified"
+
+
+@pytest.fixture(scope="module")
+def finetune_run(tmp_path_factory):
+    """A --quick run fine-tuning the patch model on a shared-split image folder."""
+    root = tmp_path_factory.mktemp("finetune")
+    values = finetune_values(root)
+    config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
+    result, rundir = run_experiment("localized-training", config)
+    return result, rundir.path, config
+
+
+@pytest.mark.slow
+def test_finetune_run_reports_what_was_fine_tuned(finetune_run) -> None:
+    result, path, config = finetune_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    ft = metrics["finetune"]
+    assert ft["start"] == config.model and ft["epochs"] == config.train_epochs and ft["lr"] == config.finetune_lr
+    assert ft["train_images"] == 44 and ft["excludes_evaluated"] and ft["bn"] == "frozen"
+    assert ft["mask_method"] == "gradcam" and ft["start_gate"]["method"] == "gradcam"
+    assert 0.0 <= ft["start_clean_accuracy"] <= 1.0
+    trained = {int(r["index"]) for r in read_rows(path / "train_subset.csv")}
+    evaluated = {int(r["index"]) for r in read_rows(path / "subset.csv")}
+    assert len(trained) == 44 and not trained & evaluated
+    for mode in loc.MODES:
+        m = metrics["models"][mode]
+        assert m["epochs"] == config.train_epochs and m["steps"] == 1 and Path(m["checkpoint"]).is_file()
+        assert math.isnan(m["test_accuracy"])
+    assert (path / "stages/gate/start/gradcam").is_dir()
+    assert result.summary.startswith(f"models fine-tuned from the pretrained {config.model}: 1 epoch(s)")
+    assert "excluding the evaluated images" in result.summary.split("\n")[0]
+    text = html.unescape((path / "report.html").read_text())
+    verdicts = text[text.index('<section id="verdicts">'):text.index('<section id="faithfulness">')]
+    assert f"fine-tuned from the same pretrained {config.model} (not trained from scratch)" in verdicts
+    assert "leaving out the 16 evaluated images" in verdicts
+    assert f"start ({config.model}): gradcam" in text, "the start model's gate is in the gate section"
+    parser = ReportParser()
+    parser.feed((path / "report.html").read_text())
+    assert parser.sections == SECTIONS
+    # claims keep their gates: each model's own RoI gate on the accuracy claims under a map-cut background
+    assert metrics["mask_from_importance"] is True
+    for c in metrics["claims"]:
+        if c["statistic"].startswith(("background-only", "foreground-only")):
+            modes = c["subject"].replace(" model", "").split(" vs ")
+            assert c["gates"] == {loc.ROI_GATE: all(metrics["faithfulness"][m]["passed"] for m in modes)}, c
+
+
+@pytest.mark.slow
+def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_run) -> None:
+    from advspatial.training import state_checksum
+
+    _, path, config = finetune_run
+    saved = {m: torch.load(next((path / "stages/finetune").glob(f"{m}-*.pt")), weights_only=True) for m in loc.MODES}
+    start_weights = torch.load(config.weights, weights_only=True)
+    sums = {}
+    for mode, stage in saved.items():
+        state = stage["state_dict"]
+        assert state.keys() == start_weights.keys()
+        assert stage["metadata"]["config"]["start_sha256"] == json.loads(
+            (path / "metrics.json").read_text())["finetune"]["start_sha256"], "the same start for all three"
+        assert torch.equal(state["features.3.patch"], start_weights["features.3.patch"])
+        assert torch.equal(state["features.1.running_mean"], start_weights["features.1.running_mean"]), "BN frozen"
+        assert not torch.equal(state["fc.weight"], start_weights["fc.weight"]), mode
+        model = loc.load_start(config, loc.test_images(config), torch.device("cpu"))
+        model.load_state_dict(state)
+        sums[mode] = state_checksum(model)
+    assert sums["pgd"] != sums["natural"], "PGD examples change the patch: PGD fine-tuning ends elsewhere"
+    # known answer: the start reads only the patch and batch norm is frozen (in train mode, batch statistics
+    # would carry the background into the patch), so a background-only example has the clean image's logits and
+    # localized fine-tuning takes exactly the natural steps (different weights for a model that reads the
+    # background are checked in tests/test_training.py)
+    assert sums["localized"] == sums["natural"]
+
+
+@pytest.mark.slow
+def test_finetune_resume_does_not_train_again(finetune_run, monkeypatch) -> None:
+    _, path, config = finetune_run
+    before = (path / "per_image.csv").read_text()
+    (path / "per_image.csv").unlink()
+
+    def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("a resumed run must load the fine-tuned models, not train them")
+
+    monkeypatch.setattr(loc, "finetune_model", refuse)
+    run_experiment("localized-training", config, resume=True)
+    assert (path / "per_image.csv").read_text() == before
+    # other start weights under the same run directory: refused, not mixed with the stages of the old ones
+    original = Path(config.weights).read_bytes()
+    weights = torch.load(config.weights, weights_only=True)
+    weights["fc.bias"] += 1.0
+    torch.save(weights, config.weights)
+    try:
+        with pytest.raises(ConfigError, match="start model changed"):
+            run_experiment("localized-training", config, resume=True)
+    finally:
+        Path(config.weights).write_bytes(original)

@@ -1,10 +1,27 @@
 """Experiment ``localized``: localized attacks and localized adversarial training (METHODS.md §4).
 
-Three models of the same architecture are trained (or loaded from the model
-cache) on the same data: ``natural`` (clean cross-entropy), ``pgd`` (Madry PGD
-adversarial training) and ``localized`` (each batch: clean plus
-background-only PGD examples, mixed with weight ``mix``). Each model is then
-attacked on the first ``n`` test images by
+Three models are trained on the same data: ``natural`` (clean cross-entropy),
+``pgd`` (Madry PGD adversarial training) and ``localized`` (each batch: clean
+plus background-only PGD examples, mixed with weight ``mix``). How depends on
+``model``:
+
+- a registered architecture (without ``weights``): trained from scratch, or
+  loaded from the model cache (``$ADVSPATIAL_CACHE/models``, keyed by every
+  training setting);
+- anything else (a zoo name such as ``cifar10-resnet20``, a factory, a
+  state-dict file, a registered name with ``weights``): **fine-tuned** from
+  the pretrained model. The three models start from copies of the same
+  weights and get the same recipe (:class:`advspatial.training.FinetuneConfig`:
+  ``train_epochs`` epochs, SGD ``finetune_lr``), the same training images (a
+  class-stratified draw of ``train_limit``, default
+  :data:`FINETUNE_IMAGES`, that leaves out the evaluated test images when the
+  dataset has one image set for both splits) in the same order, so the loss is
+  the only difference. The localized model's background on each training image
+  is the evaluation's ``background`` mask computed once on the *start* model
+  (for colour data without masks: the complement of the top ``fraction`` of its
+  importance map of the true class; ties broken by the global sample id).
+
+Each model is then attacked on the ``n`` test images by
 
 - full-image PGD (the usual L-inf or L2 ball),
 - PGD restricted to the ``mask`` region (default ``background``: the pixels
@@ -28,13 +45,20 @@ map that failed the gate is "not interpretable".
 Stages streamed batch by batch and saved in the run directory (``--resume``):
 ``attack/<model>/<region|complement|full>/batch-*`` (via
 :func:`advspatial.pipeline.attack_dataset`), ``importance/<model>/<method>/batch-*``
-and ``gate/<model>/<method>/...``. Trained models live in the model cache
-(``$ADVSPATIAL_CACHE/models``), keyed by every training setting, so a resumed
-or repeated run does not train again.
+and ``gate/<model>/<method>/...``. Models trained from scratch live in the
+model cache, fine-tuned ones in the run directory
+(``finetune/<mode>-<key>``, the key covering every setting, the start model's
+weights checksum and the training image ids; ``finetune/masks/...`` the
+training masks; ``finetune/start`` the start's checksum, checked on
+``--resume``; ``train_subset.csv`` the training images' global ids), so a
+resumed or repeated run does not train again.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -58,9 +82,30 @@ from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
 from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
 from ..report.verdicts import gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..runtime import RunDir, batch_slices, model_device, pick_device
-from ..training import TrainConfig, TrainedModel, get_or_train
-from .base import ExperimentContext, ExperimentResult, mean_of, register_experiment, setting, test_images
+from ..runtime import RunDir, atomic_write_text, batch_slices, model_device, pick_device
+from ..training import (
+    FINETUNE_LR,
+    FinetuneConfig,
+    TrainConfig,
+    TrainedModel,
+    evaluate_accuracy,
+    finetune_model,
+    get_or_train,
+    resolve_model,
+    state_checksum,
+)
+from .base import (
+    ExperimentContext,
+    ExperimentResult,
+    check_choice,
+    check_model_fits_data,
+    mean_of,
+    register_experiment,
+    setting,
+    shared_splits,
+    test_images,
+    train_images,
+)
 from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
 
 #: the three training modes compared, in table order
@@ -71,6 +116,10 @@ CONDITIONS = ("clean", "full", "region", "complement")
 ROI_GATE = "RoI faithfulness"
 #: L-inf budget of the gate's restricted attack when the experiment's own budget is L2 (and gate_eps is 0)
 GATE_EPS_FOR_L2 = 0.1
+#: training images of fine-tuning when train_limit is 0
+FINETUNE_IMAGES = 5000
+#: batch-norm choices of fine-tuning: keep the start's running statistics, or re-estimate them
+FINETUNE_BN = ("frozen", "train")
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
          "importance map of the true class. Region of Attack (RoA): the pixels the attacker's perturbation may act "
@@ -82,10 +131,17 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
 class LocalizedConfig(GatedConfig):
     """Settings of the localized experiment (METHODS §4); every one is a CLI option."""
 
-    natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model)")
-    train_epochs: int = setting(2, "epochs of the adversarially trained models (pgd, localized)")
+    natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model); "
+                                     "training from scratch only (fine-tuning gives every model train_epochs)")
+    train_epochs: int = setting(2, "epochs of the adversarially trained models (pgd, localized); when fine-tuning "
+                                   "a pretrained model, of all three")
     train_attack_steps: int = setting(5, "PGD steps that make the training examples")
-    train_limit: int = setting(0, "training images used (the first ones; 0 = all)")
+    train_limit: int = setting(0, "training images: from scratch the first ones (0 = all); fine-tuning a "
+                                  f"class-stratified draw without the evaluated images (0 = {FINETUNE_IMAGES})")
+    finetune_lr: float = setting(FINETUNE_LR, "fine-tuning a pretrained model: SGD learning rate (momentum 0.9, "
+                                              "weight decay 5e-4, cosine to 0, batch 128)")
+    finetune_bn: str = setting("train", "fine-tuning: batch norm in train mode (running statistics re-estimated "
+                                        "on the training batches) or frozen (the start's statistics)")
     eps: float = setting(0.1, "attack budget for training and evaluation (L-inf: max change per pixel)")
     norm: str = setting("linf", "norm of the budget: linf or l2")
     steps: int = setting(20, "PGD steps of the evaluation attacks")
@@ -118,11 +174,6 @@ class LocalizedConfig(GatedConfig):
         return values
 
     def validate(self) -> None:
-        from ..models import list_models
-
-        if self.model not in list_models():
-            raise ConfigError(f"model={self.model!r}: this experiment trains its three models, so model must be a "
-                              f"registered architecture; valid: {', '.join(sorted(list_models()))}")
         super().validate()
         for name in ("natural_epochs", "train_epochs", "train_attack_steps", "steps"):
             check_range(name, getattr(self, name), 1)
@@ -138,8 +189,14 @@ class LocalizedConfig(GatedConfig):
             raise unknown_name("importance method", self.importance, list_importance_methods())
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():
             raise ConfigError(f"mask={self.mask!r} is neither one of {', '.join(MASK_KINDS)} nor an existing file")
-        for mode in MODES:
-            train_config(self, mode).validate()
+        check_range("finetune_lr", self.finetune_lr, 0, low_inclusive=False)
+        check_choice("finetune_bn", self.finetune_bn, FINETUNE_BN)
+        if finetunes(self):
+            for mode in MODES:
+                finetune_config(self, mode, start_sha256="").validate()
+        else:
+            for mode in MODES:
+                train_config(self, mode).validate()
 
 
 def gate_eps(config: LocalizedConfig) -> float:
@@ -177,6 +234,128 @@ def train_models(config: LocalizedConfig, device: torch.device, timings: dict[st
         models[mode].model.eval()
         timings[f"train/{mode}"] = round(time.perf_counter() - started, 2)
     return models
+
+
+def finetunes(config: LocalizedConfig) -> bool:
+    """True when the three models are fine-tuned from ``config.model`` (any spec but a registered architecture
+    without weights, which is trained from scratch)."""
+    from ..models import parse_model_spec
+
+    return not parse_model_spec(config.model, config.weights or None, config.arch or None).needs_training
+
+
+def finetune_config(config: LocalizedConfig, mode: str, start_sha256: str, train_ids: str = "",
+                    masks: str = "") -> FinetuneConfig:
+    """The fine-tuning settings of model ``mode``: the same recipe for all three (epochs, lr, data, order);
+    the adversarial settings matter only to pgd and localized (and ``mix``, ``masks`` only to localized)."""
+    return FinetuneConfig(dataset=config.dataset, start=config.model,
+                          start_sha256=start_sha256, mode=mode, epochs=config.train_epochs, lr=config.finetune_lr,
+                          freeze_bn=config.finetune_bn == "frozen", seed=config.model_seed, train_ids=train_ids,
+                          masks=masks, eps=config.eps, norm=config.norm, attack_steps=config.train_attack_steps,
+                          mix=config.mix)
+
+
+def load_start(config: LocalizedConfig, data: ImageDataset, device: torch.device) -> nn.Module:
+    """The pretrained start model ``config.model`` in eval mode, checked against the data by one forward pass."""
+    start = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
+                          device=device, progress=config.progress, weights=config.weights or None).eval()
+    check_model_fits_data(start, data, device)
+    return start
+
+
+def finetune_images(config: LocalizedConfig, data: ImageDataset) -> ImageDataset:
+    """The training images of fine-tuning: ``train_limit`` (0: FINETUNE_IMAGES) class-stratified ones (seed
+    ``config.seed``); on a dataset with one image set for both splits, never one of the evaluated ``data``."""
+    return train_images(config, config.train_limit or FINETUNE_IMAGES, exclude=data.ids)
+
+
+def ids_checksum(ids: torch.Tensor) -> str:
+    """16 hex digits identifying a set of global sample ids (part of a fine-tuned model's key)."""
+    return hashlib.sha256(ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def training_mask_source(config: LocalizedConfig, train: ImageDataset, method: str) -> str:
+    """Where the localized model's training background comes from, in words (also part of its key)."""
+    if mask_uses_importance("background", train):
+        return (f"the complement of the top {config.fraction:.0%} of the start model's {method} map of the true class "
+                f"(ties broken by sample id, seed {config.seed})")
+    return "the complement of the dataset's own foreground masks"
+
+
+def training_foreground(config: LocalizedConfig, rundir: RunDir, start: nn.Module, train: ImageDataset,
+                        method: str) -> torch.Tensor:
+    """(N,H,W) bool foreground of every training image for localized fine-tuning: the complement of the
+    evaluation's ``background`` mask, computed once on the *start* model (its ``method`` map of the true class
+    for colour data without masks), per global sample id; cached per batch in the run directory."""
+    background = region_mask_fn(dataclasses.replace(config, mask="background"), train, start, method)
+    parts = [rundir.cached(f"finetune/masks/{method}-f{config.fraction:g}/batch-{b:05d}",
+                           lambda sl=sl: background(sl)[:, 0] < 0.5)
+             for b, sl in enumerate(batch_slices(len(train), config.batch_size))]
+    return torch.cat(parts)
+
+
+def check_start(rundir: RunDir, config: LocalizedConfig, sha256: str) -> None:
+    """A resumed run must fine-tune from the same weights its stages were computed with."""
+    recorded = rundir.cached("finetune/start", lambda: {"model": config.model, "weights": config.weights,
+                                                        "sha256": sha256})
+    if recorded["sha256"] != sha256:
+        raise ConfigError(f"{rundir.path} was fine-tuned from {config.model} with weights sha256 "
+                          f"{recorded['sha256'][:12]}, but it now has {sha256[:12]}: the start model changed; "
+                          "start a new run (--out)")
+
+
+@dataclass
+class Start:
+    """The pretrained start of fine-tuning: the model, its weights' checksum, the training images, and the
+    importance map that cut the localized model's training background."""
+
+    model: nn.Module
+    sha256: str
+    train: ImageDataset
+    method: str
+    why: str
+    mask_source: str
+
+
+def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
+                    timings: dict[str, float]) -> tuple[dict[str, TrainedModel], Start]:
+    """The three models fine-tuned from the same start on the same images in the same order (cached in the
+    run directory); wall time per model in ``timings``."""
+    started = time.perf_counter()
+    start = load_start(config, data, device)
+    sha = state_checksum(start)
+    check_start(rundir, config, sha)
+    train = finetune_images(config, data)
+    probe = train.images(slice(0, min(2, len(train)))).to(device)
+    method, why = resolve_importance(config.importance, start, probe)
+    source = training_mask_source(config, train, method)
+    foreground: list[torch.Tensor] = []
+
+    def masks_fn(idx: torch.Tensor) -> torch.Tensor:
+        if not foreground:  # computed (or loaded) on first use: a resumed run with cached models never needs it
+            foreground.append(training_foreground(config, rundir, start, train, method))
+        return foreground[0][idx]
+
+    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels)]
+    atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
+    timings["finetune/start"] = round(time.perf_counter() - started, 2)
+    trained = {}
+    for mode in MODES:
+        started = time.perf_counter()
+        fc = finetune_config(config, mode, sha, ids_checksum(train.ids), source)
+        stage = f"finetune/{mode}-{fc.key()}"
+
+        def compute(fc: FinetuneConfig = fc) -> dict[str, Any]:
+            tm = finetune_model(start, fc, train, masks_fn if fc.mode == "localized" else None, config.progress)
+            return {"state_dict": {k: v.detach().cpu() for k, v in tm.model.state_dict().items()},
+                    "metadata": tm.metadata}
+
+        saved = rundir.cached(stage, compute)
+        model = copy.deepcopy(start)
+        model.load_state_dict(saved["state_dict"])
+        trained[mode] = TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
+        timings[f"train/{mode}"] = round(time.perf_counter() - started, 2)
+    return trained, Start(start, sha, train, method, why, source)
 
 
 def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
@@ -456,9 +635,15 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     timings: dict[str, float] = {}
-    trained = train_models(config, device, timings)
+    start: Start | None = None
+    if finetunes(config):
+        data = test_images(config, rundir)
+        trained, start = finetune_models(config, rundir, data, device, timings)
+        torch.manual_seed(config.seed)  # the same global stream after training as after loading cached models
+    else:
+        trained = train_models(config, device, timings)
+        data = test_images(config, rundir)
     models = {m: t.model for m, t in trained.items()}
-    data = test_images(config, rundir)
     methods = resolve_methods(config, models, data)
     gates = run_gates(config, rundir, models, data, device, methods, timings)
     rows: list[dict[str, Any]] = []
@@ -472,6 +657,8 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
         "models": {mode: {**model_metrics(rows, mode), **training_facts(trained[mode])} for mode in MODES},
     }
     claims = measure(config, data, evaluations, gates, methods, metrics)
+    if start is not None:
+        metrics["finetune"] = finetune_facts(config, rundir, data, start, trained, device, timings)
     started = time.perf_counter()
     ctx = ReportContext(config, rundir, data, models, evaluations, metrics, claims)
     sections = build_sections(ctx)
@@ -496,10 +683,46 @@ def run_gates(config: LocalizedConfig, rundir: RunDir, models: dict[str, nn.Modu
 
 
 def training_facts(trained: TrainedModel) -> dict[str, Any]:
-    """What the model cache knows about a model: full test-set accuracy, training time, checkpoint."""
+    """What the model cache knows about a model: full test-set accuracy (NaN for a fine-tuned one), training
+    time, checkpoint (a fine-tuned model's run-directory stage)."""
     meta = trained.metadata
-    return {"test_accuracy": meta.get("test_accuracy", math.nan), "train_seconds": meta.get("train_seconds", math.nan),
-            "epochs": trained.config.epochs, "checkpoint": str(trained.path) if trained.path else ""}
+    facts = {"test_accuracy": meta.get("test_accuracy", math.nan), "train_seconds": meta.get("train_seconds", math.nan),
+             "epochs": trained.config.epochs, "checkpoint": str(trained.path) if trained.path else ""}
+    if isinstance(trained.config, FinetuneConfig):
+        facts.update({"steps": meta.get("steps", 0), "last_epoch_loss": meta.get("last_epoch_loss", math.nan),
+                      "key": meta.get("key", "")})
+    return facts
+
+
+def finetune_facts(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, start: Start,
+                   trained: dict[str, TrainedModel], device: torch.device,
+                   timings: dict[str, float]) -> dict[str, Any]:
+    """What the report says about fine-tuning: the start (checksum, clean accuracy on the evaluated images,
+    the faithfulness gate of the map that cut the training background), the recipe and the training images."""
+    fc = trained["natural"].config
+    assert isinstance(fc, FinetuneConfig)
+    started = time.perf_counter()
+    gate = None
+    if mask_uses_importance("background", start.train):
+        ctx = ExperimentContext(config, rundir, start.model, data, device,
+                                list(batch_slices(len(data), config.batch_size)))
+        gate = gate_stage(ctx, start.method, config.fraction, gate_eps(config), target="true", model=start.model,
+                          tag="start")
+    timings["gate/start"] = round(time.perf_counter() - started, 2)
+    excluded = shared_splits(config.dataset)
+    return {
+        "start": config.model, "weights": config.weights, "start_sha256": start.sha256,
+        "start_clean_accuracy": evaluate_accuracy(start.model, data, config.batch_size),
+        "epochs": fc.epochs, "steps": int(trained["natural"].metadata.get("steps", 0)), "lr": fc.lr,
+        "momentum": fc.momentum, "weight_decay": fc.weight_decay, "batch_size": fc.batch_size,
+        "bn": config.finetune_bn, "seed": fc.seed, "train_images": len(start.train),
+        "train_ids_sha": fc.train_ids, "excludes_evaluated": excluded,
+        "train_source": (f"a class-stratified draw (seed {config.seed}) from the same image set as the test images, "
+                         f"leaving out the {len(data)} evaluated images" if excluded else
+                         f"a class-stratified draw (seed {config.seed}) from the training split"),
+        "mask_method": start.method, "mask_why": start.why, "mask_source": start.mask_source,
+        "start_gate": gate,
+    }
 
 
 # -- report ------------------------------------------------------------------------------
@@ -556,7 +779,7 @@ def verdict_section(ctx: ReportContext) -> Section:
     """The top of the report: terms, what the run shows (from the verdict words), the verdict tables."""
     cfg, claims = ctx.config, ctx.claims
     imp = ctx.metrics["importance"]
-    paragraphs = [TERMS]
+    paragraphs = [TERMS, models_sentence(ctx.config, ctx.metrics)]
     for mode in MODES:
         if not imp[mode]["faithful"]:
             scope = (f"its {imp[mode]['method']}-energy shift and every accuracy under the {cfg.mask} mask"
@@ -590,22 +813,65 @@ def gate_section(ctx: ReportContext) -> Section:
     paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, gate_eps(cfg),
                                                     "the map of the true class"))
     keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
+    ft = metrics.get("finetune")
+    if ft and ft["start_gate"] is not None:
+        paragraphs.append(f"Start model {ft['start']} (its map cut the localized model's training background): "
+                          f"{ft['mask_method']} ({ft['mask_why']}); "
+                          f"{'FAITHFUL' if ft['start_gate']['passed'] else 'NOT faithful'} by the same gate. It "
+                          "enters no claim: the claims compare the three fine-tuned models, each under its own map.")
+        keyed[f"start ({ft['start']}): {ft['mask_method']}"] = ft["start_gate"]
     tables = gate_tables(keyed, per_class_of=list(keyed))
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
+
+
+def models_sentence(cfg: LocalizedConfig, metrics: dict[str, Any]) -> str:
+    """One plain sentence: how the three models were made (trained from scratch, or fine-tuned from what)."""
+    ft = metrics.get("finetune")
+    if not ft:
+        limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
+        return (f"The three {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training images "
+                f"(natural {cfg.natural_epochs} epochs, PGD and localized {cfg.train_epochs}).")
+    return (f"The three models are fine-tuned from the same pretrained {ft['start']} (not trained from scratch): "
+            f"{ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on {ft['train_images']} "
+            f"training images, {ft['train_source']}.")
 
 
 def setup_section(ctx: ReportContext) -> Section:
     cfg = ctx.config
     region, complement = region_names(cfg.mask)
     limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
+    ft = ctx.metrics.get("finetune")
+    loss = (f"loss = {1 - cfg.mix:g} x clean cross-entropy + {cfg.mix:g} x cross-entropy of background-only PGD "
+            "examples")
+    if ft:
+        gate = ("" if ft["start_gate"] is None else
+                f"; that map {'passed' if ft['start_gate']['passed'] else 'FAILED'} the faithfulness gate on the start "
+                "model (section above)")
+        training = [
+            f"Three models fine-tuned from the same pretrained {ft['start']} (weights sha256 "
+            f"{ft['start_sha256'][:16]}; "
+            f"clean accuracy {fmt(ft['start_clean_accuracy'])} on the {ctx.metrics['n']} evaluated images): natural "
+            f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry) and localized adversarial "
+            f"fine-tuning ({loss}). Each starts from a copy of the same weights and gets {ft['epochs']} epoch(s) = "
+            f"{ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} training images in the same "
+            f"order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by a cosine, momentum "
+            f"{ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, batch-norm running "
+            f"statistics {'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
+            f"; seed {ft['seed']}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
+            "start.",
+            f"Training background of the localized model: {ft['mask_source']}, computed once per training image on "
+            f"the start model, so all three models share the start and the data{gate}.",
+        ]
+    else:
+        training = [
+            f"Three {cfg.model} models trained on {limit} {cfg.dataset} training images: natural "
+            f"({cfg.natural_epochs} epochs), PGD adversarial training (Madry; {cfg.train_epochs} epochs) and localized "
+            f"adversarial training ({cfg.train_epochs} epochs; {loss}). Training attacks: PGD {budget_text(cfg)}, "
+            f"{cfg.train_attack_steps} steps, random start."]
     return Section("Setup", [
-        f"Three {cfg.model} models trained on {limit} {cfg.dataset} training images: natural "
-        f"({cfg.natural_epochs} epochs), PGD adversarial training (Madry; {cfg.train_epochs} epochs) and localized "
-        f"adversarial training ({cfg.train_epochs} epochs; loss = {1 - cfg.mix:g} x clean cross-entropy + "
-        f"{cfg.mix:g} x "
-        f"cross-entropy of background-only PGD examples). Training attacks: PGD {budget_text(cfg)}, "
-        f"{cfg.train_attack_steps} steps, random start.",
-        f"Evaluation on the first {ctx.metrics['n']} test images: PGD {budget_text(cfg)}, {cfg.steps} steps of "
+        *training,
+        f"Evaluation on the {ctx.metrics['n']} test images ({cfg.subset} subset, seed {cfg.seed}): PGD "
+        f"{budget_text(cfg)}, {cfg.steps} steps of "
         f"2.5*eps/steps, random start (seed {cfg.seed}), on the whole image, only on the {region} "
         f"(mask '{cfg.mask}')" + (f", and only on the {complement}." if cfg.complement else "."),
         "Background (METHODS 4): for grey MNIST-like data, the pixels with x <= 0.05 (the dataset's own foreground "
@@ -618,6 +884,9 @@ def setup_section(ctx: ReportContext) -> Section:
 
 def models_section(ctx: ReportContext) -> Section:
     cfg = ctx.config
+    ft = ctx.metrics.get("finetune")
+    if ft:
+        return finetuned_models_section(ctx, ft)
     rows = []
     for mode in MODES:
         m = ctx.metrics["models"][mode]
@@ -630,6 +899,27 @@ def models_section(ctx: ReportContext) -> Section:
                   rows)
     return Section("Models", ["Checkpoints are cached by every training setting and the seed; training seconds are "
                               "those of the run that trained the model."], tables=[table])
+
+
+def finetuned_models_section(ctx: ReportContext, ft: dict[str, Any]) -> Section:
+    """The start and the three fine-tuned models: recipe, steps, last-epoch loss, time, where stored."""
+    cfg, models = ctx.config, ctx.metrics["models"]
+    rows = [["start (pretrained)", ft["start"], 0, 0, "-", "-", "-", fmt(ft["start_clean_accuracy"]), "-", "-"]]
+    for mode in MODES:
+        m = models[mode]
+        attack = "-" if mode == "natural" else f"PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps"
+        rows.append([mode, f"fine-tuned from {ft['start']}", m["epochs"], m["steps"], attack,
+                     "-" if mode != "localized" else f"{cfg.mix:g}", fmt(m["last_epoch_loss"]),
+                     fmt(m["clean_accuracy"]), fmt(m["train_seconds"], 1), Path(m["checkpoint"]).name or "-"])
+    table = Table(f"Models (clean accuracy on the {ctx.metrics['n']} evaluated images)",
+                  ["model", "start", "epochs", "steps", "training attack", "mix", "last-epoch training loss",
+                   "clean accuracy", "training seconds", "stored as"], rows)
+    return Section("Models", [
+        models_sentence(cfg, ctx.metrics),
+        "Fine-tuned weights are stored in the run directory (stages/finetune/), keyed by every setting, the start's "
+        "weights checksum and the training image ids, so --resume does not train again; training seconds are those "
+        "of the run that trained the model. No full test-set accuracy is measured: the clean accuracy on the "
+        "evaluated images is in the robustness table too."], tables=[table])
 
 
 def robustness_section(ctx: ReportContext) -> Section:
@@ -732,17 +1022,32 @@ def example_figures(ctx: ReportContext, mode: str, region: str, complement: str)
 
 def limits_section(ctx: ReportContext) -> Section:
     cfg = ctx.config
+    ft = ctx.metrics.get("finetune")
+    if ft:
+        training = [
+            f"The models are fine-tuned from a pretrained {ft['start']} for only {ft['epochs']} epoch(s) "
+            f"({ft['steps']} steps on {ft['train_images']} images) with {cfg.train_attack_steps}-step PGD: a few "
+            "epochs of adversarial fine-tuning give far less robustness than full adversarial training, and the "
+            "ranking of the three models, not the absolute numbers, is what this run shows.",
+            "The localized model's training background is cut once from the start model's map and is not updated as "
+            "the model changes; the evaluation's background is cut from each fine-tuned model's own map.",
+        ]
+        differ = "while the start, data, order and number of steps are the same for all three"
+    else:
+        training = [
+            f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD "
+            "so that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, "
+            "and the ranking of the three models, not the absolute numbers, is what this run shows."]
+        differ = f"and the epochs differ (natural {cfg.natural_epochs}, adversarial {cfg.train_epochs})"
     paragraphs = [
-        f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD so "
-        "that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, and the "
-        "ranking of the three models, not the absolute numbers, is what this run shows.",
+        *training,
         "One training seed and one evaluation seed: the CIs are over test images for these three trained models; "
         "they do not include the seed-to-seed variation of training, which this run does not measure.",
         "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
         f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
-        f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, and the epochs differ (natural "
-        f"{cfg.natural_epochs}, adversarial {cfg.train_epochs}). This run has no mixed full-image PGD training and "
-        "no random-mask localized control, so it cannot attribute an accuracy difference to the background.",
+        f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. This run has no mixed "
+        "full-image PGD training and no random-mask localized control, so it cannot attribute an accuracy difference "
+        "to the background.",
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
         "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",
@@ -751,9 +1056,9 @@ def limits_section(ctx: ReportContext) -> Section:
         "convolutional block, upsampled).",
     ]
     if cfg.mask != "background":
-        paragraphs.append(f"The localized model is always trained against background-only examples (the dataset's "
-                          f"foreground masks); here it is evaluated with mask '{cfg.mask}', which it was not trained "
-                          "against.")
+        source = ft["mask_source"] if ft else "the dataset's foreground masks"
+        paragraphs.append(f"The localized model is always trained against background-only examples ({source}); here "
+                          f"it is evaluated with mask '{cfg.mask}', which it was not trained against.")
     return Section("Limits", paragraphs, anchor="limits")
 
 
@@ -763,11 +1068,20 @@ def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list
     header = f"{'model':<10}" + "".join(f"{v:>24}" for v in labels.values())
     lines = [f"accuracy on {metrics['n']} images, PGD {budget_text(config)}, {config.steps} steps", header,
              "-" * len(header)]
+    ft = metrics.get("finetune")
+    if ft:
+        where = ("excluding the evaluated images" if ft["excludes_evaluated"] else "from the training split")
+        lines.insert(0, f"models fine-tuned from the pretrained {ft['start']}: {ft['epochs']} epoch(s), SGD lr "
+                        f"{ft['lr']:g}, {ft['train_images']} training images ({where}); start clean accuracy "
+                        f"{fmt(ft['start_clean_accuracy'])}")
     for mode, m in metrics["models"].items():
         lines.append(f"{mode:<10}" + "".join(f"{fmt(m[f'{c}_accuracy']):>24}" for c in labels))
     for mode, imp in metrics.get("importance", {}).items():
         lines.append(f"RoI of the {mode} model: {imp['method']}, faithfulness gate "
                      f"{'passed' if imp['faithful'] else 'FAILED'}")
+    if ft and ft["start_gate"] is not None:
+        lines.append(f"RoI of the start model (the localized training background): {ft['mask_method']}, faithfulness "
+                     f"gate {'passed' if ft['start_gate']['passed'] else 'FAILED'}")
     for c in claims or []:
         if c.primary:
             lines.append(f"[{c.verdict}] {c.subject}: {c.claim}: Δ {interval(c.effect)}")
