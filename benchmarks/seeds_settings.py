@@ -9,7 +9,8 @@ verdicts, wall time per image) is printed as Markdown and saved as
 ``seeds_settings.json``. Wall times depend on the machine's load: run it alone.
 
     ADVSPATIAL_DATA=../shared/data python benchmarks/seeds_settings.py --out-root /tmp/seeds \
-        --setting resnet20 --experiments spatial,perceptual --n 40
+        --setting resnet20 --experiments spatial,perceptual --n 40 \
+        --extra "spatial=--panel gradcam,ig --adaptive-n 10"
 """
 
 from __future__ import annotations
@@ -85,15 +86,17 @@ def main() -> None:
     parser.add_argument("--setting", default="resnet20,lite0")
     parser.add_argument("--experiments", default="spatial,perceptual,pse,propagation")
     parser.add_argument("--n", type=int, default=40)
-    parser.add_argument("--extra", default="", help="extra CLI options for every run, space-separated")
+    parser.add_argument("--extra", action="append", default=[], metavar="EXPERIMENT=OPTIONS",
+                        help="extra CLI options of one experiment, space-separated; repeatable")
     args = parser.parse_args()
     rows = []
     for setting in args.setting.split(","):
         for experiment in args.experiments.split(","):
-            rows.append(run(setting, experiment, args.n, args.out_root, args.extra.split()))
+            extra = [e.split("=", 1)[1] for e in args.extra if e.split("=", 1)[0] == experiment]
+            rows.append(run(setting, experiment, args.n, args.out_root, " ".join(extra).split()))
             print(json.dumps(rows[-1]), flush=True)
     args.out_root.mkdir(parents=True, exist_ok=True)
-    (args.out_root / "seeds_settings.json").write_text(json.dumps(rows, indent=2))
+    (args.out_root / f"seeds_settings-{args.setting.replace(',', '-')}.json").write_text(json.dumps(rows, indent=2))
     print(table(rows))
 
 
