@@ -285,7 +285,7 @@ def shared_splits(dataset: str) -> bool:
 
 
 def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.device) -> None:
-    """One forward pass on one image: the model takes the images and has an output for every label.
+    """One forward pass on one image: the model takes the images, returns finite (N, K) logits, K > every label.
 
     Turns shape and class-count mismatches into one clear ModelError before any work.
     """
@@ -301,6 +301,8 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
         raise ModelError(f"the model must return logits (N, classes); it returned {type(logits).__name__} "
                          f"{tuple(getattr(logits, 'shape', ()))}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError("the model returns non-finite logits (NaN or inf) on the first image; check its weights")
     top = int(data.labels.max())
     if top >= logits.shape[1]:
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
