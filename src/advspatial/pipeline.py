@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .attacks import Attack, AttackResult
 from .data import ImageDataset
@@ -34,7 +34,7 @@ def attack_dataset(
     """Attack every image of ``data``; results stay on the CPU, batches stream."""
     parts: list[AttackResult] = []
     slices = list(batch_slices(len(data), batch_size))
-    for i, sl in enumerate(tqdm(slices, desc=desc or f"attack {attack.name}", disable=not progress, unit="batch")):
+    for i, sl in enumerate(progress_bar(slices, desc=desc or f"attack {attack.name}", disable=not progress, unit="batch")):
 
         def compute(sl: slice = sl) -> dict[str, torch.Tensor | None]:
             x, y = data.images(sl), data.labels[sl]

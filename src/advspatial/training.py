@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .data import ImageDataset, dataset_spec, load_dataset
 from .errors import ConfigError, check_range, unknown_name
@@ -286,7 +286,7 @@ def fit(
     shuffle = make_generator(config.seed)
     start = time.perf_counter()
     steps, epoch_losses = 0, []
-    bar = tqdm(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="batch")
+    bar = progress_bar(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="batch")
     for epoch in range(config.epochs):
         set_train_mode(model, freeze_bn)
         order = torch.randperm(len(data), generator=shuffle)

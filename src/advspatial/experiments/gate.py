@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import make_attack
 from ..errors import ConfigError, check_range, unknown_name
@@ -94,7 +94,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     labels = []
     stop = min(cfg.gate_n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
-    for b, sl in enumerate(tqdm(slices, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}",
+    for b, sl in enumerate(progress_bar(slices, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}",
                                 disable=not cfg.progress, unit="batch")):
         def importance(x: torch.Tensor, y: torch.Tensor, b: int = b) -> torch.Tensor:
             if maps is not None:

@@ -68,7 +68,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import Attack, make_attack
 from ..data import ImageDataset
@@ -480,7 +480,7 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
         preds["complement"] = comp.adv_pred
     shares, clean_e, adv_e = [], [], []
     slices = list(batch_slices(len(data), config.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc=f"{name}: {method} shift", disable=not config.progress, unit="batch")):
+    for b, sl in enumerate(progress_bar(slices, desc=f"{name}: {method} shift", disable=not config.progress, unit="batch")):
         mask = region(sl)
         energies = energy_batch(rundir, name, method, b, model, data.images(sl), local.x_adv[sl], data.labels[sl],
                                 mask)

@@ -54,7 +54,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..analysis.ssim import ssim, ssim_map
 from ..attacks import Attack, make_attack
@@ -317,7 +317,7 @@ def calibrate(ctx: Context, ssim_ball_values: torch.Tensor) -> Calibration:
     cfg = ctx.config
     n_cal = min(cfg.calibration_n, len(ctx.data))
     target = float(ssim_ball_values[:n_cal].double().mean())
-    with tqdm(total=cfg.calibration_iters + 1, desc="calibrating the PGD budget", disable=not cfg.progress,
+    with progress_bar(total=cfg.calibration_iters + 1, desc="calibrating the PGD budget", disable=not cfg.progress,
               unit="run") as bar:
 
         def evaluate(eps: float) -> float:
@@ -372,7 +372,7 @@ def process_batches(ctx: Context, eps: float,
     attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.pgd_steps, cfg.seed)}
     stores = {name: AttackStore() for name in ATTACKS}
     examples: dict[str, list] = defaultdict(list)
-    for b, sl in enumerate(tqdm(ctx.slices, desc="pgd at matched SSIM; SSIM maps vs CAM", disable=not cfg.progress,
+    for b, sl in enumerate(progress_bar(ctx.slices, desc="pgd at matched SSIM; SSIM maps vs CAM", disable=not cfg.progress,
                                 unit="batch")):
         clean = clean_batch(ctx, b)
         x, y, ids = ctx.data.images(sl), ctx.data.labels[sl], ctx.data.ids[sl]
@@ -486,12 +486,12 @@ def measure(ctx: Context, stores: Mapping[str, AttackStore], metrics: dict[str, 
                      "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps")
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
     ctx = perceptual_context(config, rundir)
-    for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, CAM of the true class",
+    for b in progress_bar(range(len(ctx.slices)), desc="clean: predictions, CAM of the true class",
                   disable=not config.progress, unit="batch"):
         clean_batch(ctx, b)
     attack = ssim_attack(ctx.model, config)
     ball = [attack_stage(ctx, f"attack/ssim-ball/batch-{b:05d}", attack, sl)["ssim"]
-            for b, sl in enumerate(tqdm(ctx.slices, desc="ssim-ball attack", disable=not config.progress,
+            for b, sl in enumerate(progress_bar(ctx.slices, desc="ssim-ball attack", disable=not config.progress,
                                         unit="batch"))]
     calibration = calibrate(ctx, torch.cat(ball))
     gates = run_gates(ctx, calibration.eps)

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..analysis.hooks import select_layers
 from ..analysis.locality import locality_analysis, wilson_interval
@@ -295,7 +295,7 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
     totals = PropagationTotals()
     k_rows: list[dict[str, Any]] = []
     found: dict[str, list[torch.Tensor]] = {"index": [], "pixels": [], "colours": []}
-    for b, sl in enumerate(tqdm(ctx.slices, desc=f"{k}-pixel attack, propagation maps", disable=not cfg.progress,
+    for b, sl in enumerate(progress_bar(ctx.slices, desc=f"{k}-pixel attack, propagation maps", disable=not cfg.progress,
                                 unit="batch")):
         result = attack_batch(ctx, attack, k, b)
         stats = propagation_batch(ctx, k, b, result)

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..analysis.dissection import DissectionResult, dissect, sensitivity_vs_interpretability
 from ..analysis.pse import METHODS as PSE_METHODS
@@ -414,7 +414,7 @@ def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Te
     cams: dict[str, list[torch.Tensor]] = {"true": [], "target": [], "x": [], "x_adv": [], "ids": []}
     sums = UnitSums.from_change(None, 0, ctx.units)
     variant_rows: list[dict[str, Any]] = []
-    for b, sl in enumerate(tqdm(ctx.slices, desc=f"{variant}: attack, PSE, CAM, units", disable=not cfg.progress,
+    for b, sl in enumerate(progress_bar(ctx.slices, desc=f"{variant}: attack, PSE, CAM, units", disable=not cfg.progress,
                                 unit="batch")):
         result = attack_batch(ctx, variant, attack, b, batch_target(targets, mode, sl))
         clean = clean_batch(ctx, b)
@@ -530,7 +530,7 @@ def run_dissection(ctx: Context) -> DissectionSummary | None:
     attack = build_attack(cfg.dissection_attack, model, cfg)
     sums = UnitSums.from_change(None, 0, units)
     slices = list(batch_slices(len(data), cfg.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc="dissection: attack, unit change", disable=not cfg.progress,
+    for b, sl in enumerate(progress_bar(slices, desc="dissection: attack, unit change", disable=not cfg.progress,
                                 unit="batch")):
 
         def compute(sl: slice = sl) -> dict[str, Any]:
@@ -972,7 +972,7 @@ def summary_text(metrics: dict[str, Any]) -> str:
                      "unit sensitivity, unit masking and dissection")
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     ctx = pse_context(config, rundir)
-    logits = torch.cat([clean_batch(ctx, b)["logits"] for b in tqdm(range(len(ctx.slices)), desc="clean: logits, CAM",
+    logits = torch.cat([clean_batch(ctx, b)["logits"] for b in progress_bar(range(len(ctx.slices)), desc="clean: logits, CAM",
                                                                     disable=not config.progress, unit="batch")])
     gate = run_gate(ctx)
     targets = choose_targets(ctx.data.labels, logits.shape[1], config.target_mode, config.seed, logits)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks import Attack, AttackResult, make_attack
 from ..defense.fills import list_fills
@@ -395,7 +395,7 @@ def process_attack(
                             {k: MapAccumulator(data.num_classes, shape) for k in ("roi", *kinds)}, defaultdict(list))
     panel = panel_methods(ctx) if name == cfg.defence_attack else []
     slices = list(batch_slices(n_a, cfg.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc=f"{name}: attack, maps, defence", disable=not cfg.progress, unit="batch")):
+    for b, sl in enumerate(progress_bar(slices, desc=f"{name}: attack, maps, defence", disable=not cfg.progress, unit="batch")):
         result = attack_batch(ctx, name, attack, b, sl)
         clean = roi_batch(ctx, b)
         size = sl.stop - sl.start
@@ -526,7 +526,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     from . import spatial_defence, spatial_report
 
     ctx = spatial_context(config, rundir)
-    for b in tqdm(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
+    for b in progress_bar(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
                   unit="batch"):
         roi_batch(ctx, b)
     gates = run_gates(ctx)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..attacks.base import frozen_eval
 from ..defense.adaptive import (
@@ -154,7 +154,7 @@ def class_prior(ctx: "Context") -> torch.Tensor:
         train = train_images(cfg, cfg.prior_n, ctx.data.ids)
         attack = build_attack(cfg.defence_attack, ctx.model, cfg)
         acc = MapAccumulator(train.num_classes, train.image_shape[1:])
-        for sl in tqdm(list(batch_slices(len(train), cfg.batch_size)), desc="prior (training images)",
+        for sl in progress_bar(list(batch_slices(len(train), cfg.batch_size)), desc="prior (training images)",
                        disable=not cfg.progress, unit="batch"):
             x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
             result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
@@ -251,7 +251,7 @@ def aggregate_sweep(ctx: "Context") -> dict[str, torch.Tensor]:
     attack = build_attack(cfg.defence_attack, ctx.model, cfg)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     slices = list(batch_slices(len(ctx.data), cfg.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc="defence sweep (non-adaptive)", disable=not cfg.progress, unit="batch")):
+    for b, sl in enumerate(progress_bar(slices, desc="defence sweep (non-adaptive)", disable=not cfg.progress, unit="batch")):
         result = attack_batch(ctx, cfg.defence_attack, attack, b, sl)
         for key, values in sweep_batch(ctx, b, sl, result.x_adv).items():
             parts[key].append(values)
@@ -367,7 +367,7 @@ def adaptive_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, dict
     jobs += [(s.key, lambda b, sl, s=s: adaptive_batch(ctx, s, b, sl, prior)) for s in settings(ctx, prior is not None)]
     jobs += [(f"baseline|{t}|{s:g}", lambda b, sl, t=t, s=s: baseline_batch(ctx, t, s, b, sl)) for t, s in baseline_grid(ctx)]
     out: dict[str, dict[str, torch.Tensor]] = {}
-    bar = tqdm(total=len(jobs) * len(slices), desc="adaptive attacks (ensemble, 2 gradients, EOT)",
+    bar = progress_bar(total=len(jobs) * len(slices), desc="adaptive attacks (ensemble, 2 gradients, EOT)",
                disable=not cfg.progress, unit="batch")
     for key, job in jobs:
         parts: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -395,7 +395,7 @@ def convergence_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, A
     main = DefenceSetting("main", "gradient", cfg.fraction, cfg.fill)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
     slices = list(batch_slices(n, cfg.batch_size))
-    for b, sl in enumerate(tqdm(slices, desc="convergence curves (main defence)", disable=not cfg.progress, unit="batch")):
+    for b, sl in enumerate(progress_bar(slices, desc="convergence curves (main defence)", disable=not cfg.progress, unit="batch")):
 
         def compute(sl: slice = sl) -> dict[str, torch.Tensor]:
             x, y, ids = ctx.batch(sl)

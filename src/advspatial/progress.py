@@ -1,0 +1,45 @@
+"""Progress bars that behave on a terminal *and* in a log file.
+
+On a terminal, :func:`progress_bar` is tqdm's bar. When stderr is not a
+terminal (``nohup``, CI logs, SLURM output files), tqdm would still redraw its
+bar with carriage returns thousands of times, which a log shows as one endless
+line; there it prints plain lines instead - when a bar starts, at most every
+:data:`LOG_INTERVAL` seconds, and when it ends.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from tqdm.auto import tqdm
+
+#: seconds between two progress lines in a log
+LOG_INTERVAL = 30.0
+
+
+class _LogLines:
+    """A file-like sink turning tqdm's carriage-return redraws into whole lines on stderr."""
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            sys.stderr.write(line + "\n")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
+    """``tqdm(*args, **kwargs)``, as plain sparse lines when stderr is not a terminal."""
+    if not kwargs.get("disable") and not _stderr_is_terminal():
+        kwargs = {**kwargs, "file": _LogLines(), "mininterval": LOG_INTERVAL, "ascii": True, "dynamic_ncols": False,
+                  "ncols": 100}
+    return tqdm(*args, **kwargs)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False

@@ -1,0 +1,43 @@
+"""Progress output: tqdm's bar on a terminal, sparse whole lines in a log."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+from advspatial import progress
+from advspatial.progress import progress_bar
+
+
+def test_log_output_is_whole_lines_without_carriage_returns(monkeypatch) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)  # a file, not a terminal
+    for _ in progress_bar(range(500), desc="attack", unit="batch"):
+        pass
+    text = log.getvalue()
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert 1 <= len(lines) <= 3  # start, end (and at most one timed update): not one per item
+    assert lines[-1].startswith("attack: 100%") and "500/500" in lines[-1]
+
+
+def test_disabled_bars_print_nothing(monkeypatch) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    for _ in progress_bar(range(10), desc="quiet", disable=True):
+        pass
+    assert log.getvalue() == ""
+
+
+def test_a_terminal_gets_tqdms_own_bar(monkeypatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.0)
+    bar = progress_bar(range(3), desc="bar", file=term, mininterval=0)
+    for _ in bar:
+        pass
+    assert "\r" in term.getvalue()  # redrawn in place
