@@ -276,6 +276,9 @@ def test_randomization_check_leaves_the_model_alone_and_correlation_falls(fixtur
     # seeded: the same rows again; max_layers cuts the cascade
     assert fg.model_randomization_check(model, x[:8], saliency_of(y[:8]), seed=0) == rows
     assert len(fg.model_randomization_check(model, x[:8], saliency_of(y[:8]), seed=0, max_layers=1)) == 1
+    # max_steps compares fewer steps of the *same* cumulative cascade: the last row is unchanged
+    capped = fg.model_randomization_check(model, x[:8], saliency_of(y[:8]), seed=0, max_steps=1)
+    assert capped == rows[-1:]
 
 
 def test_parameterized_layers_follow_the_forward_pass(tiny_cnn):
@@ -414,3 +417,11 @@ def test_a_location_blind_model_sees_no_difference_with_the_shifted_control() ->
     assert bool((effect(scattered) < 0).all())
     with pytest.raises(ConfigError, match="gate control"):
         fg.deletion_columns(EdgeCounter(), x, y, imp, control="checkerboard")
+
+
+def test_randomization_steps_are_evenly_spaced_and_keep_first_and_last() -> None:
+    assert fg.evaluation_steps(8, None) == set(range(1, 9))
+    assert fg.evaluation_steps(8, 12) == set(range(1, 9))
+    steps = fg.evaluation_steps(100, 12)
+    assert len(steps) == 12 and min(steps) == 1 and max(steps) == 100
+    assert fg.evaluation_steps(100, 1) == {100}

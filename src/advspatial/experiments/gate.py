@@ -46,6 +46,8 @@ class GatedConfig(ExperimentConfig):
     gate_control: str = setting("shifted", "control region of the gate: shifted (the RoI's shape at a random place) "
                                            "or scattered (as many random pixels)")
     randomization_images: int = setting(16, "images of the cascading model-randomization check")
+    randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
+                                           "(evenly spaced; every layer is still randomized in order)")
     sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
 
@@ -54,6 +56,7 @@ class GatedConfig(ExperimentConfig):
         check_range("gate_n", self.gate_n, 1)
         check_range("gate_steps", self.gate_steps, 1)
         check_range("randomization_images", self.randomization_images, 1)
+        check_range("randomization_steps", self.randomization_steps, 1)
         check_range("sesoi", self.sesoi, 0)
         check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.gate_control not in CONTROLS:
@@ -137,7 +140,7 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
             y = model(x).argmax(1)
     return model_randomization_check(
         model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
-        seed=ctx.config.seed)
+        seed=ctx.config.seed, max_steps=ctx.config.randomization_steps)
 
 
 def control_text(control: str) -> str:
