@@ -108,7 +108,8 @@ class PSEConfig(GatedConfig):
     block: int = setting(2, "side of the square pixel groups G")
     pse_method: str = setting("exact", "exact (forward pass per group) or first_order (gradient x delta)")
     kappa: float = setting(2.0, "dominance factor of the group types (>= 1)")
-    pair_batch: int = setting(2048, "(image, group) pairs per forward pass of the exact method")
+    pair_batch: int = setting(2048, "(image, group) pairs per forward pass of the exact method, for 28x28 images; "
+                                    "larger images get proportionally fewer (the same pixels per pass)")
     cam: str = setting("auto", "class activation map (the RoI): auto (Grad-CAM for a GAP+linear head, HiResCAM "
                                "for a flatten/FC head), cam (GAP nets) or any importance method (advspatial list maps)")
     top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
@@ -348,6 +349,14 @@ def adversarial_class(result: AttackResult) -> torch.Tensor:
     return result.target if result.target is not None else result.adv_pred
 
 
+def pairs_per_pass(pairs_at_28: int, size: tuple[int, ...] | torch.Size) -> int:
+    """(image, group) pairs per forward pass: ``pairs_at_28`` scaled by pixel count, so memory per pass stays put.
+
+    2048 pairs of 28x28 images are 32 of 224x224 (2048 ImageNet images per pass exhausted 24 GB).
+    """
+    return max(1, pairs_at_28 * 28 * 28 // (int(size[0]) * int(size[1])))
+
+
 def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple[PSEResult, torch.Tensor]:
     """Promotion/suppression per group, and CAM_t(x') of the adversarial class (cached together)."""
     cfg = ctx.config
@@ -356,7 +365,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple
         x, y, _ = ctx.batch(ctx.slices[b])
         x_adv, t = result.x_adv.to(ctx.device), adversarial_class(result).to(ctx.device)
         pse = promotion_suppression(ctx.model, x, x_adv, y, t, block=cfg.block, method=cfg.pse_method,
-                                    kappa=cfg.kappa, batch_size=cfg.pair_batch)
+                                    kappa=cfg.kappa, batch_size=pairs_per_pass(cfg.pair_batch, x.shape[2:]))
         values = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(pse).items()}
         values["cam_target"] = importance_map(ctx.cam, ctx.model, x_adv, target=t, batch_size=len(x)).cpu()
         return values
