@@ -65,3 +65,12 @@ def test_rundir_cached_computes_once(tmp_path) -> None:
     assert len(calls) == 1
     assert torch.equal(first["x"], again["x"]) and again["name"] == "a"
     assert not list((tmp_path / "run" / "stages").rglob("*.tmp"))
+
+
+def test_scaled_batch_keeps_the_pixels_per_pass() -> None:
+    from advspatial.runtime import scaled_batch
+
+    assert scaled_batch(2048, 28, 28) == 2048
+    assert scaled_batch(2048, 224, 224) == 32
+    assert scaled_batch(2048, 32, 32) == 1568
+    assert scaled_batch(1, 224, 224) == 1

@@ -64,6 +64,16 @@ def batch_slices(n: int, batch_size: int) -> Iterator[slice]:
         yield slice(start, min(start + batch_size, n))
 
 
+def scaled_batch(count_at_28: int, height: int, width: int) -> int:
+    """A per-pass image count given for 28x28 images, scaled to ``height x width`` (same pixels per pass).
+
+    Batch limits tuned on MNIST-sized images (e.g. 2048 images per forward pass)
+    exhaust memory at 224x224; scaled by the pixel count they keep the memory of a
+    pass where it was: 2048 at 28x28 is 32 at 224x224. At least 1.
+    """
+    return max(1, int(count_at_28) * 28 * 28 // (int(height) * int(width)))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (CPU for a parameter-free model)."""
     for tensor in model.parameters():

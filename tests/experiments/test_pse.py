@@ -495,12 +495,3 @@ def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
     after.pop("wall_seconds")
     assert (rundir.path / "per_image.csv").read_text() == before_rows
     assert json.dumps(after, sort_keys=True) == json.dumps(before, sort_keys=True)
-
-
-def test_pairs_per_pass_keep_the_pixels_per_pass() -> None:
-    from advspatial.experiments.pse import pairs_per_pass
-
-    assert pairs_per_pass(2048, (28, 28)) == 2048
-    assert pairs_per_pass(2048, (224, 224)) == 32
-    assert pairs_per_pass(2048, (32, 32)) == 1568
-    assert pairs_per_pass(1, (224, 224)) == 1

@@ -63,7 +63,7 @@ from ..report.verdicts import (
     verdict_table,
     what_this_run_shows,
 )
-from ..runtime import RunDir, batch_slices, make_generator
+from ..runtime import RunDir, batch_slices, make_generator, scaled_batch
 from ..training import resolve_model
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
 from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
@@ -349,14 +349,6 @@ def adversarial_class(result: AttackResult) -> torch.Tensor:
     return result.target if result.target is not None else result.adv_pred
 
 
-def pairs_per_pass(pairs_at_28: int, size: tuple[int, ...] | torch.Size) -> int:
-    """(image, group) pairs per forward pass: ``pairs_at_28`` scaled by pixel count, so memory per pass stays put.
-
-    2048 pairs of 28x28 images are 32 of 224x224 (2048 ImageNet images per pass exhausted 24 GB).
-    """
-    return max(1, pairs_at_28 * 28 * 28 // (int(size[0]) * int(size[1])))
-
-
 def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple[PSEResult, torch.Tensor]:
     """Promotion/suppression per group, and CAM_t(x') of the adversarial class (cached together)."""
     cfg = ctx.config
@@ -365,7 +357,7 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult) -> tuple
         x, y, _ = ctx.batch(ctx.slices[b])
         x_adv, t = result.x_adv.to(ctx.device), adversarial_class(result).to(ctx.device)
         pse = promotion_suppression(ctx.model, x, x_adv, y, t, block=cfg.block, method=cfg.pse_method,
-                                    kappa=cfg.kappa, batch_size=pairs_per_pass(cfg.pair_batch, x.shape[2:]))
+                                    kappa=cfg.kappa, batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
         values = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(pse).items()}
         values["cam_target"] = importance_map(ctx.cam, ctx.model, x_adv, target=t, batch_size=len(x)).cpu()
         return values

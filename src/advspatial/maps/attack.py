@@ -45,7 +45,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval, margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..runtime import model_device
+from ..runtime import model_device, scaled_batch
 from ._common import check_classes, check_images, predict
 
 RULES = ("gausslegendre", "trapezoid", "midpoint")
@@ -175,12 +175,13 @@ def integrated_margin_gradient(
 ) -> torch.Tensor:
     """int_0^1 dm(x + t delta)/dx dt, (N,C,H,W), by a quadrature rule, batched over images x steps.
 
-    At most ``batch_size`` path points (images x steps) go through the model at once.
+    At most ``batch_size`` path points (images x steps) of 28x28 go through the model at once;
+    larger images proportionally fewer (:func:`advspatial.runtime.scaled_batch`).
     """
     check_range("batch_size", batch_size, 1)
     t_all, w_all = quadrature(steps, rule)
     n = x.shape[0]
-    per_chunk = max(1, int(batch_size) // max(n, 1))
+    per_chunk = max(1, scaled_batch(batch_size, x.shape[2], x.shape[3]) // max(n, 1))
     total = torch.zeros_like(x, dtype=torch.float64)
     for start in range(0, len(t_all), per_chunk):
         t = t_all[start:start + per_chunk].to(x.device, x.dtype)

@@ -51,7 +51,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, check_range, unknown_name
-from ..runtime import batch_slices, model_device
+from ..runtime import batch_slices, model_device, scaled_batch
 from ._common import (
     Target,
     check_classes,
@@ -431,9 +431,9 @@ def smoothgrad_map(
     return reduce_channels_abs(attr)
 
 
-#: pixels (images x occluded windows x H x W) per forward pass of the occlusion map: 2048 images
-#: of 28x28 (Captum's ``perturbations_per_eval``), so that 224x224 images take 32 per pass
-OCCLUSION_PIXELS = 2048 * 28 * 28
+#: images x occluded windows per forward pass of the occlusion map at 28x28 (Captum's
+#: ``perturbations_per_eval``); scaled by the pixel count for larger images (32 at 224x224)
+OCCLUSION_BATCH = 2048
 
 
 def occlusion_geometry(side: int, window: int | None, stride: int | None) -> tuple[int, int]:
@@ -462,8 +462,7 @@ def occlusion_map(
     check_range("stride", stride, 1)
     inp = _checked(model, x, classes)
     c = inp.shape[1]
-    pixels = max(inp.shape[0], 1) * inp.shape[2] * inp.shape[3]
-    per_eval = max(1, OCCLUSION_PIXELS // pixels)  # several windows per forward pass: same values
+    per_eval = max(1, scaled_batch(OCCLUSION_BATCH, inp.shape[2], inp.shape[3]) // max(inp.shape[0], 1))
     attr = _run(model, lambda: Occlusion(model).attribute(
         inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
         baselines=float(baseline), target=classes, perturbations_per_eval=per_eval,
