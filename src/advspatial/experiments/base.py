@@ -226,15 +226,23 @@ C = TypeVar("C", bound=ExperimentContext)
 def prepare_context(config: ExperimentConfig, rundir: RunDir) -> ExperimentContext:
     """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images."""
     from ..runtime import batch_slices, pick_device
-    from ..training import resolve_model
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     data = test_images(config, rundir)
+    model = load_checked_model(config, data, device)
+    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+
+
+def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:
+    """The model ``config`` names (trained and cached when it is a registered name without weights), in eval
+    mode on ``device``, checked against ``data`` by one forward pass (:func:`check_model_fits_data`)."""
+    from ..training import resolve_model
+
     model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
                           device=device, progress=config.progress, weights=config.weights or None).eval()
     check_model_fits_data(model, data, device)
-    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+    return model
 
 
 def test_images(config: ExperimentConfig, rundir: RunDir | None = None) -> ImageDataset:

@@ -91,14 +91,13 @@ from ..training import (
     evaluate_accuracy,
     finetune_model,
     get_or_train,
-    resolve_model,
     state_checksum,
 )
 from .base import (
     ExperimentContext,
     ExperimentResult,
     check_choice,
-    check_model_fits_data,
+    load_checked_model,
     mean_of,
     register_experiment,
     setting,
@@ -257,10 +256,7 @@ def finetune_config(config: LocalizedConfig, mode: str, start_sha256: str, train
 
 def load_start(config: LocalizedConfig, data: ImageDataset, device: torch.device) -> nn.Module:
     """The pretrained start model ``config.model`` in eval mode, checked against the data by one forward pass."""
-    start = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress, weights=config.weights or None).eval()
-    check_model_fits_data(start, data, device)
-    return start
+    return load_checked_model(config, data, device)
 
 
 def finetune_images(config: LocalizedConfig, data: ImageDataset) -> ImageDataset:
