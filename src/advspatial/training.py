@@ -46,6 +46,7 @@ from .progress import progress_bar
 from .data import ImageDataset, dataset_spec, load_dataset
 from .errors import ConfigError, check_range, unknown_name
 from .models import build_model
+from .models.loading import state_checksum  # noqa: F401  (part of this module's API)
 from .runtime import cache_dir, make_generator, model_device, pick_device, seed_everything
 
 
@@ -409,17 +410,6 @@ class FinetuneConfig:
 
     def key(self) -> str:
         return settings_key(self.relevant())
-
-
-def state_checksum(model: nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, shapes and values): identifies its weights whatever
-    file, zoo entry or factory they came from."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def finetune_model(

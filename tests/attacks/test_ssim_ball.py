@@ -14,7 +14,7 @@ from torch import nn
 from advspatial.analysis.ssim import ssim
 from advspatial.attacks.base import make_attack
 from advspatial.attacks.ssim_ball import (
-    SSIMBall, SSIMBallAttack, auto_window, from_windows, to_windows, window_contrast_structure,
+    SSIMBallGeometry, SSIMBallAttack, auto_window, from_windows, to_windows, window_contrast_structure,
 )
 from advspatial.errors import ConfigError, ShapeError
 
@@ -94,7 +94,7 @@ def test_ball_boundary_is_exactly_ssim_alpha(seed, alpha, flat):
     gen = torch.Generator().manual_seed(seed)
     x = torch.full((1, 1, 4, 4), 0.3, dtype=torch.float64) if flat else torch.rand(1, 1, 4, 4, generator=gen,
                                                                                     dtype=torch.float64)
-    ball = SSIMBall.around(x, alpha=alpha, beta=1.0, window=4)
+    ball = SSIMBallGeometry.around(x, alpha=alpha, beta=1.0, window=4)
     u = torch.randn(16, generator=gen, dtype=torch.float64)
     u = (u - u.mean()) / (u - u.mean()).norm()
     radius = ball.radius2.sqrt()[0, 0, 0]
@@ -109,14 +109,14 @@ def test_ball_boundary_is_exactly_ssim_alpha(seed, alpha, flat):
 
 def test_population_covariance_constant():
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
-    sample = SSIMBall.around(x, 0.9, 0.05, 4)
-    population = SSIMBall.around(x, 0.9, 0.05, 4, sample_covariance=False)
+    sample = SSIMBallGeometry.around(x, 0.9, 0.05, 4)
+    population = SSIMBallGeometry.around(x, 0.9, 0.05, 4, sample_covariance=False)
     assert torch.allclose(population.radius2 - sample.radius2, torch.tensor(0.1 / 0.9 * C2, dtype=torch.float64))
 
 
 def test_project_windows_is_the_euclidean_projection_onto_the_balls():
     x = garment_like(2, 2, 8, 12, seed=1, dtype=torch.float64)
-    ball = SSIMBall.around(x, alpha=0.8, beta=0.05, window=4)
+    ball = SSIMBallGeometry.around(x, alpha=0.8, beta=0.05, window=4)
     gen = torch.Generator().manual_seed(2)
     delta = torch.randn(x.shape, generator=gen, dtype=x.dtype)
     proj = ball.project_windows(delta)
@@ -139,7 +139,7 @@ def test_project_box_matches_cvxpy_projection(beta):
     x[..., 6:8, :] = 1.0
     mask = torch.ones(1, 1, 9, 9, dtype=torch.float64)
     mask[..., 2, 1:7] = 0
-    ball = SSIMBall.around(x, alpha=0.9, beta=beta, window=4, mask=mask)
+    ball = SSIMBallGeometry.around(x, alpha=0.9, beta=beta, window=4, mask=mask)
     z = 0.6 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
     proj = ball.project_box(z)
     delta = cp.Variable(81)
@@ -158,7 +158,7 @@ def test_project_box_matches_cvxpy_projection(beta):
 def test_make_feasible_scales_violators_onto_the_boundary_and_keeps_the_rest():
     x = garment_like(1, 1, 8, 8, seed=3, dtype=torch.float64)
     alpha, beta = 0.9, 0.05
-    ball = SSIMBall.around(x, alpha, beta, window=4)
+    ball = SSIMBallGeometry.around(x, alpha, beta, window=4)
     delta = torch.zeros_like(x)
     delta[..., :4, :4] = 0.2  # flat window: pure luminance violation (mean 0.2 > beta)
     delta[..., 4:, 4:] = torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=x.dtype)  # ball violation

@@ -1,13 +1,35 @@
-"""Attacks: a shared base with mask semantics (``base``), one module per attack family."""
+"""Attacks in the torchattacks idiom: ``PGD(model, eps=8/255)(images, labels)``.
+
+Every attack shares one base (:mod:`advspatial.attacks.base`): images in [0,1],
+mask semantics, per-sample seeds, the model frozen in eval mode and restored.
+``atk(x, y)`` returns the adversarial images; ``atk.run(x, y)`` an
+:class:`AttackResult` with success, predictions, norms and query counts.
+Registered names (``advspatial list attacks``) build the same classes through
+:func:`make_attack`.
+"""
 
 from . import apgd, cw, deepfool, ensemble, fgsm, onepixel, pgd, square, ssim_ball  # noqa: F401  (register the attacks)
+from .apgd import APGD, APGDL2, APGDT
 from .base import (
     Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks,
     make_attack, margin, per_sample_noise, perturbation_norms, prepare_mask, register_attack,
 )
+from .cw import CarliniWagnerL2
+from .deepfool import DeepFool
+from .ensemble import AutoAttack, AutoAttackL2
+from .fgsm import FGSM
+from .onepixel import KPixel, OnePixel
+from .pgd import PGD, PGDL2
+from .square import Square, SquareL2
+from .ssim_ball import SSIMBallAttack
+
+#: torchattacks' names for the same attacks
+CW = CarliniWagnerL2
+SSIMBall = SSIMBallAttack
 
 __all__ = [
-    "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "frozen_eval",
-    "list_attacks", "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask",
-    "register_attack",
+    "APGD", "APGDL2", "APGDT", "CW", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2",
+    "CarliniWagnerL2", "DeepFool", "FGSM", "KPixel", "OnePixel", "PGD", "PGDL2", "SSIMBall", "SSIMBallAttack",
+    "Square", "SquareL2", "apply_mask", "enforce_constraints", "frozen_eval", "list_attacks", "make_attack", "margin",
+    "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
 ]

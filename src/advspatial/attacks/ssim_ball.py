@@ -50,7 +50,7 @@ Then ``rounds`` rounds of Dykstra's alternating projections between A and B
 (which tend to the exact Euclidean projection onto A ∩ B, unlike plain
 alternation, which only tends to *some* point of it). After a finite number of
 rounds the iterate lies in B but may lie slightly outside a ball;
-:meth:`SSIMBall.make_feasible` then scales the perturbation of each such window
+:meth:`SSIMBallGeometry.make_feasible` then scales the perturbation of each such window
 toward 0 by the largest factor ``t ∈ (0,1)`` that puts it on its sphere, in
 closed form (a quadratic in ``t``). Scaling toward 0 keeps B (a convex set
 containing 0), and ``t > 0`` because 0 is strictly inside the ball. Every
@@ -73,7 +73,7 @@ from .base import Attack, register_attack
 from .fgsm import attack_loss, check_loss
 
 __all__ = [
-    "SSIMBall", "SSIMBallAttack", "auto_window", "from_windows", "window_contrast_structure", "to_windows",
+    "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "window_contrast_structure", "to_windows",
 ]
 
 NORM_GUARD = 1e-12
@@ -139,7 +139,7 @@ def window_contrast_structure(
 
 
 @dataclass
-class SSIMBall:
+class SSIMBallGeometry:
     """The feasible set of perturbations δ around clean images ``x``: per-window balls, luminance, box, mask.
 
     Build with :meth:`around`. Window quantities have shape (N,C,B) or (N,C,B,n).
@@ -163,7 +163,7 @@ class SSIMBall:
     def around(
         cls, x: torch.Tensor, alpha: float = 0.9, beta: float = 0.05, window: int | str = "auto",
         mask: torch.Tensor | None = None, k2: float = 0.03, sample_covariance: bool = True,
-    ) -> "SSIMBall":
+    ) -> "SSIMBallGeometry":
         """The set for images ``x`` (N,C,H,W) in [0,1]; ``mask`` (broadcast to x): δ = 0 where it is 0."""
         check_range("alpha", alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("beta", beta, 0.0, 1.0)
@@ -302,7 +302,7 @@ def _mean_shift(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, goal: torch
     return b0 + frac.clamp(0.0, 1.0) * (b1 - b0)
 
 
-def window_step(grad: torch.Tensor, ball: SSIMBall, step_size: float) -> torch.Tensor:
+def window_step(grad: torch.Tensor, ball: SSIMBallGeometry, step_size: float) -> torch.Tensor:
     """The step: in every window, the gradient's direction times ``step_size · ball.scale`` (0 where it is 0)."""
     blocks = to_windows(grad, ball.window)
     blocks = blocks / (blocks.norm(dim=-1, keepdim=True) + NORM_GUARD)
@@ -347,9 +347,9 @@ class SSIMBallAttack(Attack):
         self.loss = check_loss(loss)
         self.sample_covariance = bool(sample_covariance)
 
-    def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBall:
+    def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBallGeometry:
         """The feasible set of this attack around ``x``."""
-        return SSIMBall.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance)
+        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance)
 
     def _loss_and_grad(
         self, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

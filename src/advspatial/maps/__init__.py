@@ -1,6 +1,12 @@
 """Importance maps (where the model looks) and attack maps (where the perturbation acts).
 
-Both are (N,H,W) float maps >= 0 at input resolution::
+Both are (N,H,W) float maps >= 0 at input resolution. One function per map::
+
+    from advspatial.maps import gradcam, contribution
+    roi_map = gradcam(model, x)                       # (N,H,W), predicted class
+    roa = contribution(model, x, x_adv, y)           # AttackMap: .map, .completeness_error, .flagged
+
+or both at once::
 
     from advspatial.maps import compute_maps
     maps = compute_maps(model, x, x_adv, y)          # Grad-CAM + contribution by default
@@ -21,6 +27,10 @@ from torch import nn
 
 from ._common import Target, declared_cam_layer, feature_map_size, find_feature_layer, resolve_layer
 from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature
+from .entry import (
+    cam, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients, magnitude,
+    occlusion, saliency, smoothgrad,
+)
 from .importance import (
     default_importance_method,
     describe_importance_methods,
@@ -60,7 +70,8 @@ def compute_maps(
 
 
 __all__ = [
-    "AttackMap", "Maps", "attack_map", "compute_maps", "declared_cam_layer", "default_importance_method",
+    "AttackMap", "Maps", "attack_map", "cam", "compute_maps", "contribution", "gradcam", "gradcam_pp", "gradient",
+    "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad", "declared_cam_layer", "default_importance_method",
     "describe_attack_maps", "describe_importance_methods", "feature_map_size", "find_feature_layer",
     "has_gap_linear_head",
     "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",

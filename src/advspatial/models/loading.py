@@ -7,6 +7,7 @@ model (and attacks, maps and defences all see the same input space).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -211,3 +212,14 @@ def _import_file(path: Path):  # type: ignore[no-untyped-def]
     finally:
         sys.path.remove(folder)
     return module
+
+
+def state_checksum(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, shapes and values): identifies its weights whatever
+    file, zoo entry or factory they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

@@ -11,7 +11,11 @@ A spec is one of (checked in this order):
   returning an ``nn.Module`` that takes images in [0,1] (wrap your
   normalization into the module, e.g. with :class:`~advspatial.models.Normalized`);
   ``weights`` then names a state dict loaded into it (strictly);
-* a **file**: a TorchScript archive, or a state dict for the architecture ``arch``.
+* a **file**: a TorchScript archive, or a state dict for the architecture ``arch``;
+* ``object:NAME``: an ``nn.Module`` of this Python process, named by
+  :func:`register_model_object` (``advspatial.run(model=module)`` does this); the
+  default name carries the checksum of its weights, so a run directory made with
+  one model is never resumed with another.
 
 :func:`parse_model_spec` classifies a spec without loading anything, so a
 config can be validated (and a TorchScript model refused by experiments that
@@ -30,7 +34,10 @@ from torch import nn
 from ..errors import ModelError
 
 #: every kind of spec, in the order they are recognised
-SPEC_KINDS = ("registered", "zoo", "torchvision", "timm", "factory", "torchscript", "state-dict")
+SPEC_KINDS = ("object", "registered", "zoo", "torchvision", "timm", "factory", "torchscript", "state-dict")
+
+#: in-memory models by name (see :func:`register_model_object`)
+_OBJECTS: dict[str, nn.Module] = {}
 
 _MODULE_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
@@ -56,6 +63,10 @@ class ModelSource:
 
     @property
     def is_torchscript(self) -> bool:
+        if self.kind == "object":
+            import torch
+
+            return isinstance(_OBJECTS[self.target], torch.jit.ScriptModule)
         return self.kind == "torchscript"
 
     @property
@@ -80,6 +91,8 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     weights = weights or None
     if weights is not None and not Path(weights).expanduser().is_file():
         raise ModelError(f"weights file not found: {weights}")
+    if spec.startswith("object:"):
+        return _object_source(spec, weights)
     if spec in list_models():
         return ModelSource("registered", spec, spec, weights, spec)
     if is_zoo_name(spec):
@@ -94,6 +107,34 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     if factory is not None:
         return ModelSource("factory", spec, factory, weights)
     return _file_source(spec, weights, arch)
+
+
+def register_model_object(model: nn.Module, name: str | None = None) -> str:
+    """Make an in-memory ``model`` nameable: returns its spec ``object:NAME``.
+
+    The default name is the class name and the first 16 hex digits of the SHA-256
+    of its state dict, so the same weights give the same spec (a run can be
+    resumed from Python with the same model) and other weights another one.
+    """
+    from .loading import state_checksum
+
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    name = name or f"{type(model).__name__}-{state_checksum(model)[:16]}"
+    if not _IDENTIFIER.match(name.replace("-", "_")):
+        raise ModelError(f"model object name {name!r} must be a Python-like name (letters, digits, _ and -)")
+    _OBJECTS[name] = model
+    return f"object:{name}"
+
+
+def _object_source(spec: str, weights: str | None) -> ModelSource:
+    name = spec.split(":", 1)[1]
+    if name not in _OBJECTS:
+        raise ModelError(f"{spec!r} names an in-memory model this Python process does not hold; pass the model "
+                         "object again (advspatial.run(..., model=module)) or name it by a spec a new process can load")
+    if weights is not None:
+        raise ModelError(f"--weights does not apply to the in-memory model {spec}; load them into it before the run")
+    return ModelSource("object", spec, name)
 
 
 def _factory_target(spec: str) -> str | None:
@@ -172,6 +213,8 @@ def load_model(
     from . import loading
 
     source = spec if isinstance(spec, ModelSource) else parse_model_spec(spec, weights, arch)
+    if source.kind == "object":
+        return _OBJECTS[source.target].eval()
     shape = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
     if source.kind == "registered":
         if source.weights is None:
