@@ -138,3 +138,137 @@ def test_attack_with_a_cam_mask_refuses_torchscript(tmp_path, capsys) -> None:
     code, _, err = run_cli(capsys, "attack", "--dataset", "synthetic-shapes", "--model", str(scripted), "--mask", "roi",
                            "--n", "4")
     assert code == 2 and "TorchScript" in err and len(err.strip().splitlines()) == 1
+
+
+LENET = '''
+import torch
+
+from advspatial.models import build_model
+
+
+def lenet():
+    torch.manual_seed(0)
+    return build_model("lenet5")
+
+
+def other():
+    torch.manual_seed(1)
+    return build_model("lenet5")
+
+
+def colour():
+    torch.manual_seed(0)
+    return build_model("lenet5", in_channels=3, num_classes=5, input_size=32)
+'''
+
+
+@pytest.fixture
+def lenet_factory(tmp_path):
+    """A FILE.py holding two untrained LeNet-5 factories (lenet, other): models that need no training."""
+    path = tmp_path / "nets.py"
+    path.write_text(LENET)
+    return path
+
+
+def one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2, err
+    assert fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+
+
+@needs_fashion_mnist
+def test_maps_never_reuses_results_made_with_other_settings(lenet_factory, tmp_path, capsys) -> None:
+    """A second maps into the same --out with another model used to print the first model's results (issue 19, 1)."""
+    out = tmp_path / "maps"
+    common = ["maps", "--n", "10", "--batch-size", "10", "--permutations", "50", "--gate-n", "10", "--out", str(out)]
+    code, printed, err = run_cli(capsys, *common, "--model", f"{lenet_factory}:lenet")
+    assert code == 0, err
+    first = (out / "per_image.csv").read_text()
+    code, again, err = run_cli(capsys, *common, "--model", f"{lenet_factory}:lenet")  # same settings: completes
+    assert code == 0, err
+    assert (out / "per_image.csv").read_text() == first
+    code, _, err = run_cli(capsys, *common, "--model", f"{lenet_factory}:other")
+    one_line_error(code, err, "other settings")
+    assert (out / "per_image.csv").read_text() == first
+
+
+@needs_fashion_mnist
+def test_resume_refuses_an_edited_config_and_works_from_a_copy(lenet_factory, tmp_path, capsys) -> None:
+    """Resume after editing config.yaml used to label old results with the new settings (issue 19, 1); a copied
+    or moved run directory could not be resumed at all (7)."""
+    import shutil
+
+    out = tmp_path / "base"
+    code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "10",
+                           "--no-progress", "--out", str(out))
+    assert code == 0, err
+    reference = (out / "per_image.csv").read_text()
+    copy = tmp_path / "moved" / "copy"
+    shutil.copytree(out, copy)
+    (copy / "metrics.json").unlink()
+    (copy / "per_image.csv").unlink()
+    code, _, err = run_cli(capsys, "run", "--resume", str(copy))
+    assert code == 0, err
+    assert (copy / "per_image.csv").read_text() == reference
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("seed: 0", "seed: 1"))
+    code, _, err = run_cli(capsys, "run", "--resume", str(out))
+    one_line_error(code, err, "seed: 0 -> 1")
+    code, _, err = run_cli(capsys, "run", "pse", "--resume", str(copy))
+    one_line_error(code, err, "holds a run of baseline, not pse")
+
+
+def test_a_run_that_fails_before_any_result_can_be_rerun_in_place(lenet_factory, tmp_path, capsys) -> None:
+    """A run that failed early (here: a model that cannot take the images) left config.yaml behind, and the same
+    command then asked for --resume, which repeated the failure (issue 19, 8)."""
+    out = tmp_path / "run"
+    args = ["run", "baseline", "--dataset", "synthetic-shapes", "--n", "4", "--no-progress", "--out", str(out)]
+    code, _, err = run_cli(capsys, *args, "--model", f"{lenet_factory}:lenet")
+    one_line_error(code, err, "cannot take")
+    assert (out / "config.yaml").is_file()
+    code, _, err = run_cli(capsys, *args, "--model", f"{lenet_factory}:colour")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["attack", "--eps", "nan", "--n", "2"], "eps=nan is not a finite number"),
+        (["run", "--quick", "--fraction", "nan"], "fraction=nan is not a finite number"),
+        (["run", "--quick", "--eps-linf", "nan"], "eps_linf=nan is not a finite number"),
+        (["train", "--mode", "pgd", "--eps", "nan"], "eps=nan is not a finite number"),
+        (["train", "--lr", "nan"], "lr=nan is not a finite number"),
+        (["train", "--mode", "pgd", "--attack-steps", "0"], "attack_steps=0 is out of range"),
+        (["run", "--quick", "--fills", ""], "fills and fractions must each name at least one value"),
+        (["run", "--quick", "--seed", "100000000000000000000000"], "seed=100000000000000000000000 is out of range"),
+        (["run", "spatal"], "unknown experiment 'spatal'; valid: "),
+        (["run", "--resume", "x", "--n", "5"], "no config.yaml"),
+    ],
+)
+def test_nan_and_late_checks_are_one_line_before_any_work(capsys, tmp_path, args: list[str], fragment: str) -> None:
+    """NaN passed every range check (issue 19, 3); empty fills and huge seeds failed after the work (8)."""
+    code, _, err = run_cli(capsys, *args, *(["--out", str(tmp_path / "r")] if args[0] == "run" and "--resume" not in args else []))
+    one_line_error(code, err, fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_resume_takes_no_other_settings(lenet_factory, tmp_path, capsys) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("experiment: baseline\nn: 4\n")
+    code, _, err = run_cli(capsys, "run", "--resume", str(tmp_path / "run"), "--n", "5")
+    one_line_error(code, err, "drop --n")
+
+
+def test_config_file_experiment_is_honoured_or_refused(tmp_path, capsys) -> None:
+    """experiment: in a --config file was silently dropped and spatial ran (issue 19, messages)."""
+    config = tmp_path / "c.yaml"
+    config.write_text("experiment: pse\nn: 0\n")
+    code, _, err = run_cli(capsys, "run", "--config", str(config), "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "n=0 is out of range")  # pse's settings were resolved
+    code, _, err = run_cli(capsys, "run", "baseline", "--config", str(config), "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "is for experiment pse, but the command runs baseline")
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"n: \xff\xfe\x00")
+    code, _, err = run_cli(capsys, "run", "--config", str(binary), "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "not a UTF-8 text file")

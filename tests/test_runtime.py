@@ -74,3 +74,90 @@ def test_scaled_batch_keeps_the_pixels_per_pass() -> None:
     assert scaled_batch(2048, 224, 224) == 32
     assert scaled_batch(2048, 32, 32) == 1568
     assert scaled_batch(1, 224, 224) == 1
+
+
+def test_atomic_writes_never_follow_a_planted_temp_name(tmp_path) -> None:
+    """A symlink planted at the old fixed temp name (config.yaml.tmp) must not redirect the write (issue 19, 13)."""
+    from advspatial.runtime import atomic_torch_save, atomic_write_text
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    for name in ("config.yaml", "stage.pt"):
+        (tmp_path / f"{name}.tmp").symlink_to(victim)
+    atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    atomic_torch_save({"x": torch.ones(2)}, tmp_path / "stage.pt")
+    assert victim.read_text() == "keep me"
+    assert not (tmp_path / "config.yaml").is_symlink() and (tmp_path / "config.yaml").read_text() == "a: 1\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_failed_write_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch) -> None:
+    """A full disk during torch.save is an OSError naming the file (no traceback from torch's zip writer), and
+    the partial temp file is removed (issue 19, 10)."""
+    from advspatial.runtime import atomic_torch_save
+
+    def full(value, f):  # type: ignore[no-untyped-def]
+        open(f, "wb").write(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="stage.pt"):
+        atomic_torch_save({"x": 1}, tmp_path / "stage.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a torch file at all"])
+def test_an_empty_or_truncated_stage_is_one_clear_error(tmp_path, content: bytes) -> None:
+    """An empty stage file used to surface as EOFError, which click reports as 'aborted' with exit 130 (issue 19, 9)."""
+    from advspatial.errors import DataError
+
+    run = RunDir(tmp_path / "run")
+    run.save_stage("attack/batch-00000", {"x": torch.ones(3)})
+    run.stage_path("attack/batch-00000").write_bytes(content)
+    with pytest.raises(DataError, match=r"batch-00000\.pt.*delete it"):
+        run.cached("attack/batch-00000", lambda: {"x": torch.zeros(3)})
+
+
+def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> None:
+    """Two processes in one run directory: the second is refused in one line; the lock of a killed process
+    does not block the next run (issue 19, 12)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from advspatial.runtime import DirLock
+
+    lock = tmp_path / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time\n"
+        f"fd = os.open({str(lock)!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\ntime.sleep(60)\n")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="in use"):
+            DirLock(lock, "the run is in use").acquire()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    with DirLock(lock, "in use"):
+        with pytest.raises(ConfigError, match="busy"):
+            DirLock(lock, "busy").acquire()  # another open of the same file, even in this process
+    DirLock(lock, "in use").acquire().release()
+
+
+def test_check_writable_dir_refuses_files_and_unwritable_places(tmp_path) -> None:
+    """--out that is a file, or under a file, is one ConfigError before any work (issue 19, 10)."""
+    from advspatial.runtime import check_writable_dir
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        check_writable_dir(afile, "run directory")
+    with pytest.raises(ConfigError, match="not writable"):
+        check_writable_dir(afile / "sub", "run directory")
+    check_writable_dir(tmp_path / "new" / "run", "run directory")
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())

@@ -281,10 +281,10 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     import dataclasses
 
     from .experiments import get_experiment, resolve_config
-    from .experiments.base import rows_to_csv
+    from .experiments.base import open_run, rows_to_csv
     from .experiments.spatial import maps_analysis
     from .report.html import write_report
-    from .runtime import RunDir, atomic_write_text
+    from .runtime import atomic_write_text
 
     o = options
     given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",
@@ -297,12 +297,13 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     if batch_size is not None:
         given["batch_size"] = batch_size
     config = resolve_config(get_experiment("spatial"), None, given, quick=False)
-    rundir = RunDir(out)
-    rows, metrics, sections = maps_analysis(config, rundir)
-    atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))
-    atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2))
-    write_report(Path(out) / "report.html", title="advspatial - maps",
-                 subtitle=f"RoI vs RoA for {attack_name}", config=dataclasses.asdict(config), sections=sections)
+    # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
+    with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
+        rows, metrics, sections = maps_analysis(config, rundir)
+        atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))
+        atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2))
+        write_report(Path(out) / "report.html", title="advspatial - maps",
+                     subtitle=f"RoI vs RoA for {attack_name}", config=dataclasses.asdict(config), sections=sections)
     m = metrics["attacks"][attack_name]
     click.echo(f"{attack_name} on {m['images']} images: success rate {m['success_rate']:.3f}, "
                f"{m['successful']} successful attacks analysed")
@@ -343,6 +344,11 @@ class ExperimentGroup(click.Group):
         from .experiments import experiments
 
         names = experiments()
+        if args and not args[0].startswith("-") and args[0] not in names:
+            from .errors import unknown_name
+
+            raise unknown_name("experiment", args[0], names)
+        ctx.meta[EXPLICIT_EXPERIMENT] = bool(args) and args[0] in names
         if not args or args[0] not in names:
             default = DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in names else "baseline"
             args = [default, *args]
@@ -394,29 +400,47 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
     from pathlib import Path
 
     from .experiments import get_experiment, resolve_config, run_experiment
-    from .experiments.base import load_yaml
+    from .experiments.base import load_yaml, read_yaml_mapping
 
+    explicit = click.get_current_context().meta.get(EXPLICIT_EXPERIMENT, True)
     if resume:
         saved = Path(resume) / "config.yaml"
         if not saved.is_file():
             raise AdvspatialError(f"--resume {resume}: no config.yaml there; valid: a run directory written by advspatial run")
+        extra = sorted(k for k in given if k != "progress")
+        if extra or quick or config_file:
+            named = ", ".join([*("--" + k.replace("_", "-") for k in extra), *(["--quick"] if quick else []),
+                               *(["--config"] if config_file else [])])
+            raise AdvspatialError(f"--resume completes a run with its own settings (its config.yaml); drop {named}, "
+                                  "or start a new run with another --out")
+        saved_name = str(read_yaml_mapping(saved).get("experiment") or name)
+        if saved_name == "maps":
+            raise AdvspatialError(f"{resume} was written by advspatial maps; run the same maps command again "
+                                  f"(--out {resume}) to complete it")
+        if explicit and saved_name != name:
+            raise AdvspatialError(f"{resume} holds a run of {saved_name}, not {name}; resume it with "
+                                  f"advspatial run {saved_name} --resume {resume} (or just --resume)")
+        name = saved_name
         values = load_yaml(saved)
-        name = str(yaml_experiment(saved) or name)
         values.update({k: v for k, v in given.items() if k == "progress"})
         values["out"] = resume
         config = resolve_config(get_experiment(name), None, values, quick=False)
     else:
+        if config_file:
+            wanted = read_yaml_mapping(config_file).get("experiment")
+            if wanted is not None and str(wanted) != name:
+                if explicit:
+                    raise AdvspatialError(f"{config_file} is for experiment {wanted}, but the command runs {name}; "
+                                          "drop one of the two")
+                name = str(wanted)
+                get_experiment(name)  # an unknown name is one line listing the experiments
         config = resolve_config(get_experiment(name), config_file, given, quick)
     result, rundir = run_experiment(name, config, resume=bool(resume))
     click.echo(result.summary)
     click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
 
 
-def yaml_experiment(path: Any) -> str | None:
-    import yaml
-
-    data = yaml.safe_load(open(path)) or {}
-    return data.get("experiment")
+EXPLICIT_EXPERIMENT = "advspatial.explicit_experiment"
 
 
 @cli.group("run", cls=ExperimentGroup, invoke_without_command=False)

@@ -46,12 +46,44 @@ def check_range(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> None:
-    """Raise :class:`ConfigError` naming the valid range when ``value`` lies outside it."""
+    """Raise :class:`ConfigError` naming the valid range when ``value`` lies outside it.
+
+    NaN and infinite values lie outside every range (a NaN compares false with
+    every bound, so without this check it would pass them all).
+    """
+    left = "[" if low_inclusive else "("
+    right = "]" if high_inclusive else ")"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    if not is_finite_number(value):
+        raise ConfigError(f"{name}={value!r} is not a finite number; valid: {left}{lo}, {hi}{right}")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
         raise ConfigError(f"{name}={value!r} is out of range; valid: {left}{lo}, {hi}{right}")
+
+
+def is_finite_number(value: object) -> bool:
+    """True for an int (any size) or a finite float; False for NaN, +-inf and non-numbers."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return math.isfinite(float(value))
+
+
+#: the seeds torch accepts for its generators (and every seed derived from them stays in range)
+SEED_RANGE = (0, 2**63 - 2)
+
+
+def check_seed(name: str, value: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer seed torch can use (0 .. 2**63-2)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name}={value!r} is not an integer seed; valid: {SEED_RANGE[0]}..2**63-2")
+    if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+        raise ConfigError(f"{name}={value} is out of range; valid: {SEED_RANGE[0]}..2**63-2")

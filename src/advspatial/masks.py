@@ -45,6 +45,14 @@ def roi_region(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fraction: flo
     return binarize(cam, fraction=fraction, seed=seed).mask
 
 
+def check_mask_spec(spec: str | None) -> None:
+    """A :class:`ConfigError` before any work when ``spec`` is neither a mask kind nor an existing file."""
+    if spec in (None, "", "none") or spec in MASK_KINDS:
+        return
+    if not Path(spec).is_file():
+        raise ConfigError(f"mask {spec!r} is neither a file nor one of {', '.join(MASK_KINDS)}")
+
+
 def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> torch.Tensor:
     """(N,H,W) float masks from a .pt or .npy file, validated against the dataset."""
     path = Path(path)
@@ -56,7 +64,9 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> 
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"cannot read masks from {path}: {exc}") from exc
+        from .runtime import first_line
+
+        raise DataError(f"cannot read masks from {path}: {first_line(exc)}") from exc
     if not isinstance(data, torch.Tensor):
         raise DataError(f"{path} must hold one tensor of shape (N,H,W)")
     data = data.float()
@@ -64,6 +74,8 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> 
         data = data[:, 0]
     if data.ndim != 3 or tuple(data.shape[1:]) != spatial or data.shape[0] < n_total:
         raise ShapeError(f"masks in {path} have shape {tuple(data.shape)}; need ({n_total} or more, {spatial[0]}, {spatial[1]})")
+    if not bool(torch.isfinite(data).all()):
+        raise DataError(f"masks in {path} contain NaN or infinite values; valid: numbers in [0, 1]")
     if float(data.min()) < 0 or float(data.max()) > 1:
         raise DataError(f"masks in {path} must lie in [0, 1]")
     return data

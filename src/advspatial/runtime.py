@@ -7,8 +7,11 @@ Everything random in advspatial takes a seed or a :class:`torch.Generator`;
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import random
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -16,7 +19,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "advspatial"
 
@@ -25,7 +28,11 @@ def cache_dir(*parts: str) -> Path:
     """The advspatial cache directory (``$ADVSPATIAL_CACHE`` or ``~/.cache/advspatial``), created on use."""
     root = Path(os.environ.get("ADVSPATIAL_CACHE", str(DEFAULT_CACHE))).expanduser()
     path = root.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cache directory {path} cannot be created ({exc.strerror or exc}); set ADVSPATIAL_CACHE "
+                          "to a writable directory") from exc
     return path
 
 
@@ -86,12 +93,17 @@ def model_device(model: torch.nn.Module) -> torch.device:
 class RunDir:
     """A run directory that survives interruption.
 
-    Layout: ``config.yaml`` (the resolved config), ``stages/`` (one file per
+    Layout: ``config.yaml`` (the resolved config), ``run.json`` (the settings
+    and the model checksum the stages were computed with: see
+    :func:`advspatial.experiments.base.open_run`), ``stages/`` (one file per
     finished unit of work, written atomically), ``metrics.json``,
     ``per_image.csv``, ``figures/``, ``report.html``. A stage already on disk is
     loaded instead of recomputed, so re-running with the same config (``--resume``)
     completes an interrupted run with identical results.
     """
+
+    #: the fingerprint of the run: experiment, settings and model checksum its stages belong to
+    RECORD = "run.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -109,10 +121,59 @@ class RunDir:
         return self.stage_path(name).is_file()
 
     def load_stage(self, name: str) -> object:
-        return torch.load(self.stage_path(name), map_location="cpu", weights_only=True)
+        """The saved value of stage ``name``; a :class:`DataError` naming the file when it cannot be read."""
+        path = self.stage_path(name)
+        return load_torch_file(path, f"stage file {path} of the run is unreadable",
+                               "delete it and resume to recompute it")
 
     def save_stage(self, name: str, value: object) -> None:
         atomic_torch_save(value, self.stage_path(name))
+
+    def record(self) -> dict:  # type: ignore[type-arg]
+        """The run's fingerprint (``run.json``), {} when the directory has none."""
+        import json
+
+        path = self.path / self.RECORD
+        if not path.is_file():
+            return {}
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is unreadable ({first_line(exc)}); the run cannot be checked - start a new "
+                            "run with another --out") from exc
+        return value if isinstance(value, dict) else {}
+
+    def write_record(self, record: dict) -> None:  # type: ignore[type-arg]
+        import json
+
+        atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def bind_model(self, checksum: str) -> None:
+        """Tie the run to the model whose weights have SHA-256 ``checksum``: recorded the first time, a
+        :class:`ConfigError` when a later (resumed) run loads other weights under the same settings."""
+        record = self.record()
+        if not record:
+            return
+        saved = record.get("model_sha256")
+        if saved is None:
+            self.write_record({**record, "model_sha256": checksum})
+        elif saved != checksum:
+            raise ConfigError(f"{self.path} was computed with other model weights (sha256 {saved[:12]}..., now "
+                              f"{checksum[:12]}...); its results would mix two models - start a new run with "
+                              "another --out")
+
+    def has_results(self) -> bool:
+        """True when the run has produced something worth keeping: a stage or the result files."""
+        if (self.path / "metrics.json").is_file():
+            return True
+        return self.stages.is_dir() and any(p.is_file() and not p.name.startswith(".")
+                                            for p in self.stages.rglob("*.pt"))
+
+    def remove_stale_temp_files(self) -> None:
+        """Temporary files left by a killed process (call with the run's lock held)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     def cached(self, name: str, compute: "Callable[[], T]") -> "T":
         """``compute()`` once; later calls (and resumed runs) load the saved value.
@@ -129,14 +190,121 @@ class RunDir:
 T = TypeVar("T")
 
 
+def load_torch_file(path: Path, what: str, remedy: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU; an empty, truncated or foreign file is a one-line
+    :class:`DataError` saying ``what`` (the file and its role) and ``remedy`` (what to do)."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
+        detail = "empty or truncated file" if isinstance(exc, EOFError) else first_line(exc)
+        raise DataError(f"{what} ({type(exc).__name__}: {detail}); {remedy}") from exc
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message, at most ``limit`` characters (one-line errors)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[str]:
+    """A fresh temporary file beside ``path`` (random name, created exclusively: a planted symlink is never
+    followed), renamed over ``path`` when the block succeeds and removed when it fails."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results keep the permissions of any new file
+    finally:
+        os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (no half-written files)."""
+    with _atomic_target(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written files)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_torch_save(value: object, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(value, tmp)
-    tmp.replace(path)
+    """``torch.save`` through a temporary file and a rename; a full disk is an OSError naming ``path``."""
+    with _atomic_target(path) as tmp:
+        try:
+            torch.save(value, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports ENOSPC and other write errors as RuntimeError
+            raise OSError(f"cannot write {path} ({first_line(exc)}); is the disk full?") from exc
+
+
+class DirLock:
+    """An exclusive advisory lock (``fcntl.flock``) on ``path``: one process at a time works in a directory.
+
+    The operating system releases it when the process ends, however it ends, so
+    a lock left by a killed process never blocks the next run.
+    """
+
+    def __init__(self, path: Path, busy_message: str) -> None:
+        self.path, self.busy_message, self.fd = Path(path), busy_message, -1
+
+    def acquire(self) -> "DirLock":
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        self.fd = os.open(self.path, flags, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(self.fd)
+            self.fd = -1
+            raise ConfigError(self.busy_message) from exc
+        return self
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def check_writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` (a directory) if needed and check a file can be created in it, before any work.
+
+    Raises :class:`ConfigError` in one line when it is a file, cannot be created or is not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file; valid: a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} is not writable ({exc.strerror or exc})") from exc

@@ -34,3 +34,53 @@ def test_model_outputs_are_checked_once_up_front() -> None:
         check_model_fits_data(Out(lambda x: torch.full((len(x), 10), float("nan"))), data, cpu)
     with pytest.raises(ModelError, match="cannot take toy images"):
         check_model_fits_data(Out(lambda x: x.view(len(x), 3, -1)), data, cpu)
+
+
+def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_path) -> None:
+    """Results are never reused or relabelled under other settings (issue 19, 1), a moved or copied run resumes
+    (7), and a run that failed before producing any result is re-run in place (8)."""
+    import shutil
+
+    from advspatial.errors import ConfigError
+    from advspatial.experiments.base import ExperimentConfig, open_run
+
+    out = tmp_path / "run"
+    config = ExperimentConfig(n=10, out=str(out))
+    with open_run(out, "spatial", config, resume=False):
+        pass  # failed before any stage: nothing to keep
+    other = ExperimentConfig(n=20, out=str(out))
+    with open_run(out, "spatial", other, resume=False) as rundir:  # re-run in place, with other settings
+        rundir.save_stage("predictions", {"x": torch.ones(2)})
+        rundir.bind_model("a" * 64)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        with open_run(out, "spatial", other, resume=False):
+            pass
+    with pytest.raises(ConfigError, match=r"other settings.*n: 20 -> 10"):
+        with open_run(out, "spatial", config, resume=True):  # e.g. config.yaml edited after the run started
+            pass
+    with pytest.raises(ConfigError, match="holds a run of spatial, not maps"):
+        with open_run(out, "maps", other, resume=False, reuse_same=True):
+            pass
+    with open_run(out, "spatial", other, resume=True) as rundir:
+        with pytest.raises(ConfigError, match="other model weights"):
+            rundir.bind_model("b" * 64)
+        rundir.bind_model("a" * 64)
+    copy = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(out, copy)
+    moved = ExperimentConfig(n=20, out=str(copy))  # out and progress are not part of the fingerprint
+    moved.progress = False
+    with open_run(copy, "spatial", moved, resume=True) as rundir:
+        assert rundir.has_stage("predictions")
+    assert "out: " + str(copy) in (copy / "config.yaml").read_text()
+
+
+def test_open_run_refuses_a_directory_held_by_another_run(tmp_path) -> None:
+    from advspatial.errors import ConfigError
+    from advspatial.experiments.base import ExperimentConfig, open_run
+
+    out = tmp_path / "run"
+    config = ExperimentConfig(out=str(out))
+    with open_run(out, "spatial", config, resume=False):
+        with pytest.raises(ConfigError, match="in use by another advspatial process"):
+            with open_run(out, "spatial", config, resume=True):
+                pass

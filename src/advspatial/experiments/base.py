@@ -8,6 +8,7 @@ writes the resolved config next to the results, and resumes interrupted runs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -15,7 +16,7 @@ import json
 import math
 import time
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -27,7 +28,7 @@ from torch import nn
 from ..data import ImageDataset
 from ..data.subset import SUBSET_MODES
 
-from ..errors import ConfigError, check_range, unknown_name
+from ..errors import ConfigError, check_range, check_seed, unknown_name
 from ..runtime import RunDir, atomic_write_text
 
 
@@ -80,6 +81,8 @@ class ExperimentConfig:
 
         dataset_spec(self.dataset)
         check_range("n", self.n, 1)
+        check_seed("seed", self.seed)
+        check_seed("model_seed", self.model_seed)
         check_range("batch_size", self.batch_size, 1)
         check_range("image_size", self.image_size, 0, 4096)
         check_choice("subset", self.subset, SUBSET_MODES)
@@ -231,6 +234,9 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir) -> ExperimentConte
     torch.manual_seed(config.seed)
     data = test_images(config, rundir)
     model = load_checked_model(config, data, device)
+    from ..training import state_checksum
+
+    rundir.bind_model(state_checksum(model))
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 
@@ -358,16 +364,32 @@ def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str,
     return config_cls(**{k: coerce(k, types[k], v) for k, v in values.items()})
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML settings file (``experiment`` key included); one-line ConfigErrors for a missing,
+    unreadable, non-UTF-8 or invalid file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}); valid: a YAML file of "
+                          "setting: value") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of setting: value")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML file, without its ``experiment`` key (see :func:`read_yaml_mapping`)."""
+    data = read_yaml_mapping(path)
     data.pop("experiment", None)
     return data
 
@@ -404,6 +426,66 @@ def config_dict(config: ExperimentConfig) -> dict[str, Any]:
 # -- running ----------------------------------------------------------------------------
 
 RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
+#: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
+#: or copied directory, with or without progress bars)
+UNFINGERPRINTED = ("out", "progress")
+
+
+def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings a run's stages depend on: the resolved config without :data:`UNFINGERPRINTED`."""
+    return {k: v for k, v in config_dict(config).items() if k not in UNFINGERPRINTED}
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    keys = [k for k in dict.fromkeys([*saved, *current]) if saved.get(k) != current.get(k)]
+    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys[:4])
+    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+@contextlib.contextmanager
+def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool = False,
+             write_config: bool = True) -> Iterator[RunDir]:
+    """The run directory ``out`` of a run of ``kind`` with ``config``, locked for this process.
+
+    Checked before any work: ``out`` is a writable directory (created if needed)
+    and no other process works in it. A directory that holds results is tied to
+    the settings that made them (``run.json``: experiment, :func:`fingerprint`,
+    model checksum): it is resumed only with the same settings (``resume``, or
+    ``reuse_same`` for commands without ``--resume``); anything else is refused
+    in one line. A directory whose earlier run failed before producing any
+    result is reused in place.
+    """
+    from ..runtime import DirLock, check_writable_dir
+
+    out = Path(out)
+    check_writable_dir(out, "run directory")
+    lock = DirLock(out / ".lock", f"{out} is in use by another advspatial process; wait for it to finish or "
+                                  "choose another --out")
+    with lock:
+        rundir = RunDir(out)
+        rundir.remove_stale_temp_files()
+        record = rundir.record()
+        current = {"experiment": kind, "config": fingerprint(config)}
+        has_results = rundir.has_results()
+        if has_results and record:
+            same = record.get("experiment") == kind and record.get("config") == current["config"]
+            if not same:
+                if record.get("experiment") != kind:
+                    raise ConfigError(f"{out} holds a run of {record.get('experiment')}, not {kind}; choose "
+                                      "another --out")
+                edited = " (config.yaml was edited after the run started?)" if resume else ""
+                raise ConfigError(f"{out} holds results computed with other settings{edited}: "
+                                  f"{_differences(record.get('config', {}), current['config'])}; choose another --out")
+            if not (resume or reuse_same):
+                raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        elif has_results and not resume:
+            raise ConfigError(f"{out} already holds results of another run; choose another --out")
+        if not (has_results and record):  # a new run, or one that failed before producing any result
+            rundir.write_record(current)
+        if write_config:
+            atomic_write_text(out / "config.yaml", yaml.safe_dump({"experiment": kind, **config_dict(config)},
+                                                                  sort_keys=False))
+        yield rundir
 
 
 def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:
@@ -411,22 +493,11 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     experiment = get_experiment(name)
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
-    resolved = {"experiment": name, **config_dict(config)}
-    config_path = out / "config.yaml"
-    if config_path.is_file():
-        previous = load_yaml(config_path)
-        previous.pop("progress", None)
-        current = {k: v for k, v in config_dict(config).items() if k != "progress"}
-        if not resume:
-            raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-        if {k: previous.get(k) for k in current} != current:
-            raise ConfigError(f"{out} holds a run with a different config; resume it with its own config")
-    rundir = RunDir(out)
-    atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))
-    started = time.perf_counter()
-    result = experiment.run(config, rundir)
-    result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
-    write_results(rundir, experiment, config, result)
+    with open_run(out, name, config, resume) as rundir:
+        started = time.perf_counter()
+        result = experiment.run(config, rundir)
+        result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
+        write_results(rundir, experiment, config, result)
     return result, rundir
 
 

@@ -166,6 +166,8 @@ class SpatialConfig(GatedConfig):
         check_range("strata", self.strata, 1)
         if self.attack_map not in list_attack_maps():
             raise unknown_name("attack map", self.attack_map, list_attack_maps())
+        if not self.fills or not self.fractions:
+            raise ConfigError("fills and fractions must each name at least one value (the defence sweep)")
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
