@@ -1,0 +1,117 @@
+"""MkDocs hooks of the advspatial documentation (named in mkdocs.yml under ``hooks:``).
+
+1. Settings tables generated from the experiments' config dataclasses at build time,
+   so the pages never drift from ``advspatial run NAME --help``. A page writes
+   ``<!-- settings: NAME -->`` (an experiment name) or ``<!-- settings: common -->``
+   (the settings every experiment has) on a line of its own; ``<!-- experiments: other -->``
+   becomes a section per registered experiment that has no page of its own under
+   docs/experiments/ (its description and settings), so a new experiment is never missing.
+2. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
+   as plain code: the Markdown docstrings of the API reference have no such roles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from mkdocs.exceptions import PluginError
+
+MARKER = re.compile(r"^<!--\s*settings:\s*([\w-]+)\s*-->\s*$", re.MULTILINE)
+OTHER = re.compile(r"^<!--\s*experiments:\s*other\s*-->\s*$", re.MULTILINE)
+ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj|const|term):(<code>)~?")
+
+
+def _import_experiments() -> Any:
+    try:
+        import advspatial.experiments as experiments
+    except ImportError:  # not installed: fall back to the source tree beside this file
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+        import advspatial.experiments as experiments
+    return experiments
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return "`" + ",".join(map(str, value)) + "`" if value else '`""`'
+    if value == "":
+        return '`""`'
+    return f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _option(name: str, value: Any) -> str:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"`{flag}` / `--no-{name.replace('_', '-')}`"
+    return f"`{flag}`"
+
+
+def settings_table(name: str) -> str:
+    """Markdown table of an experiment's own settings (or, for ``common``, those every experiment has)."""
+    experiments = _import_experiments()
+    base_fields = {f.name: f for f in dataclasses.fields(experiments.ExperimentConfig)}
+    if name == "common":
+        cls, fields = experiments.ExperimentConfig, list(base_fields.values())
+    else:
+        registry = experiments.experiments()
+        if name not in registry:
+            raise PluginError(f"<!-- settings: {name} -->: no experiment {name!r}; known: {', '.join(registry)}")
+        cls = registry[name].config_cls
+    quick = dict(getattr(cls, "QUICK", {})) if name != "common" else {}
+    if name != "common":  # its own settings, those whose default it changes, those --quick changes
+        fields = [f for f in dataclasses.fields(cls)
+                  if f.name not in base_fields or f.name in quick
+                  or _default(f) != _default(base_fields[f.name])]
+    if not fields:
+        return "*This experiment has only the [settings every experiment has](index.md#common-settings).*\n"
+    header = "| setting (YAML key) | CLI option | default | " + ("with `--quick` | " if quick else "")
+    lines = [header + "what it sets |", "|---|---|---|" + ("---|" if quick else "") + "---|"]
+    for f in fields:
+        value = _default(f)
+        help_text = f.metadata.get("help", "")
+        if isinstance(value, list):
+            help_text += " (comma-separated on the command line, a list in YAML)"
+        row = f"| `{f.name}` | {_option(f.name, value)} | {_cell(_show(value))} | "
+        if quick:
+            row += (_cell(_show(quick[f.name])) if f.name in quick else "") + " | "
+        lines.append(row + _cell(help_text) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def other_experiments(docs_dir: Path) -> str:
+    """A section per registered experiment without its own page docs/experiments/NAME.md."""
+    parts = []
+    for name, experiment in _import_experiments().experiments().items():
+        if (docs_dir / "experiments" / f"{name}.md").is_file():
+            continue
+        parts.append(f"### {name}\n\n`advspatial run {name}`: {experiment.description}.\n\n"
+                     "Its own settings, and the common ones whose default it changes:\n\n" + settings_table(name))
+    return "\n".join(parts) or "*None: every registered experiment has a page of its own.*\n"
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    markdown = MARKER.sub(lambda m: settings_table(m.group(1)), markdown)
+    if OTHER.search(markdown):
+        markdown = OTHER.sub(lambda m: other_experiments(Path(config["docs_dir"])), markdown)
+    return markdown
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    return ROLE.sub(r"\1", html)
