@@ -272,3 +272,43 @@ def test_config_file_experiment_is_honoured_or_refused(tmp_path, capsys) -> None
     binary.write_bytes(b"n: \xff\xfe\x00")
     code, _, err = run_cli(capsys, "run", "--config", str(binary), "--out", str(tmp_path / "r"))
     one_line_error(code, err, "not a UTF-8 text file")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["attack", "--param", "eps=big"], "--param eps='big' is not valid; valid: a number"),
+        (["attack", "--param", "seed=3"], "use --seed"),
+        (["attack", "--param", "steps=1.5"], "--param steps=1.5 is not valid; valid: an integer"),
+        (["attack", "--param", "random_start=maybe"], "valid: true or false"),
+        (["attack", "--out", "/nonexistent/dir/x.pt"], "folder /nonexistent/dir does not exist"),
+        (["attack", "--mask", "middle"], "mask 'middle' is neither a file nor one of"),
+        (["attack", "--seed", "-1"], "seed=-1 is out of range"),
+    ],
+)
+def test_attack_options_are_typed_and_checked_before_the_attack(capsys, args: list[str], fragment: str) -> None:
+    """--param values were untyped (tracebacks, steps=1.5 ran as 1) and an unwritable --out was found only after
+    the attack had run (issue 19, 10, 11)."""
+    code, _, err = run_cli(capsys, *args, "--n", "2")
+    one_line_error(code, err, fragment)
+
+
+def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
+    """--out that is a file, and a full disk while writing the results, were tracebacks (issue 19, 10)."""
+    import errno
+
+    from advspatial.experiments import base
+
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    code, _, err = run_cli(capsys, "run", "--quick", "--out", str(afile))
+    one_line_error(code, err, "is a file")
+    assert afile.read_text() == "keep"
+
+    def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "metrics.json"))
+
+    monkeypatch.setattr(base, "write_results", disk_full)
+    code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
+                           "--no-progress", "--out", str(tmp_path / "r"))
+    one_line_error(code, err, "No space left on device")

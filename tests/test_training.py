@@ -193,3 +193,41 @@ def test_finetune_key_covers_the_start_the_data_and_the_recipe() -> None:
     assert state_checksum(other) == state_checksum(start), "the checksum identifies the weights, not the object"
     with pytest.raises(ConfigError, match="momentum"):
         finetune_settings("natural", start, momentum=1.0).validate()
+
+
+@needs_fashion_mnist
+def test_training_is_announced_and_a_bad_checkpoint_is_named_not_retrained(cache, capsys, monkeypatch) -> None:
+    """A cache miss trained in silence, and an unreadable or unfitting checkpoint was retrained in silence
+    (issue 19, 4); a cached model needs no lock, so a read-only cache serves it (10)."""
+    from advspatial import training
+    from advspatial.errors import AdvspatialError
+
+    config = TrainConfig(arch="lenet5", epochs=1, train_limit=200, batch_size=100, seed=3)
+    get_or_train(config, "cpu", progress=False)
+    assert "advspatial: training lenet5 on fashion-mnist" in capsys.readouterr().err
+    weights, meta = checkpoint_paths(config)
+
+    def no_lock(path):  # type: ignore[no-untyped-def]
+        raise AssertionError("a cached model must be read without the training lock")
+
+    monkeypatch.setattr(training, "_file_lock", no_lock)
+    assert get_or_train(config, "cpu", progress=False).path == weights
+    assert capsys.readouterr().err == ""
+    good = weights.read_bytes()
+    weights.write_bytes(b"")
+    with pytest.raises(AdvspatialError, match=rf"{weights.name}.*delete it"):
+        get_or_train(config, "cpu", progress=False)
+    other = TrainConfig(arch="smallcnn", epochs=1, train_limit=200, batch_size=100, seed=3)
+    checkpoint_paths(other)[0].write_bytes(good)
+    checkpoint_paths(other)[1].write_text(meta.read_text())
+    with pytest.raises(AdvspatialError, match="does not fit smallcnn"):
+        get_or_train(other, "cpu", progress=False)
+
+
+def test_a_dataset_root_that_does_not_exist_is_refused(cache) -> None:
+    """fashion-mnist:/nonexistent silently used the system copy under another cache key, so it retrained."""
+    from advspatial.data import load_dataset
+    from advspatial.errors import DataError
+
+    with pytest.raises(DataError, match="folder /nonexistent/x does not exist"):
+        load_dataset("fashion-mnist:/nonexistent/x", "test")

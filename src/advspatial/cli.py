@@ -188,8 +188,9 @@ def mask_needs_cam(mask: str, data: Any) -> bool:
     return mask in ("background", "foreground") and data.masks is None and data.image_shape[0] > 1
 
 
-def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` strings to a dict; values parsed as YAML scalars (numbers, booleans, strings)."""
+def parse_params(pairs: tuple[str, ...], attack_name: str | None = None) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values parsed as YAML scalars (numbers, booleans, strings) and, given
+    the attack, checked against the type of the parameter's default (``steps=1.5`` or ``eps=big`` is an error)."""
     import yaml
 
     params: dict[str, Any] = {}
@@ -197,8 +198,36 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
         if "=" not in pair:
             raise AdvspatialError(f"--param {pair!r} must look like name=value")
         key, value = pair.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        key = key.strip().replace("-", "_")
+        if key == "seed":
+            raise AdvspatialError("--param seed is not an attack parameter here; use --seed")
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            params[key] = value
+    if attack_name is not None:
+        from .attacks import list_attacks
+
+        spec = list_attacks().get(attack_name)
+        if spec is not None:
+            declared = spec.parameters()
+            params = {k: typed_param(k, v, declared[k].default) if k in declared else v for k, v in params.items()}
     return params
+
+
+def typed_param(name: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the parameter's ``default`` (bool, int, float, str), or a one-line error."""
+    kind = type(default)
+    if default is None or kind not in (bool, int, float, str):
+        return value
+    ok = {bool: isinstance(value, bool),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          str: isinstance(value, (str, int, float)) and not isinstance(value, bool)}[kind]
+    if not ok:
+        valid = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+        raise AdvspatialError(f"--param {name}={value!r} is not valid; valid: {valid} (default {default!r})")
+    return kind(value)
 
 
 @cli.command()
@@ -223,13 +252,18 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     import torch
 
     from .attacks import make_attack
-    from .errors import check_range
-    from .masks import attack_mask
+    from .errors import check_range, check_seed
+    from .masks import attack_mask, check_mask_spec
     from .pipeline import attack_dataset
 
     check_range("n", n, 1)
+    check_range("batch_size", batch_size, 1)
+    check_seed("seed", seed)
     check_range("mask_fraction", mask_fraction, 0, 1, low_inclusive=False)
-    kwargs = parse_params(params)
+    check_mask_spec(mask)
+    if out:
+        check_output_file(out)
+    kwargs = parse_params(params, attack_name)
     kwargs.update({k: v for k, v in (("eps", eps), ("steps", steps)) if v is not None})
     make_attack(attack_name, torch.nn.Identity(), seed=seed, **kwargs)  # validate before any training
     model, data = load_model_and_data(options, n, seed)
@@ -254,9 +288,27 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     click.echo(f"mean norms: L0 {result.l0.float().mean():.1f} px, L2 {result.l2.mean():.4f}, Linf {result.linf.mean():.4f}; "
                f"queries/image {result.queries.float().mean():.1f}; time {seconds:.1f} s")
     if out:
-        torch.save({f: getattr(result, f) for f in ("x_adv", "success", "clean_pred", "adv_pred", "labels",
-                                                    "target", "l0", "l2", "linf", "queries")}, out)
+        from pathlib import Path
+
+        from .runtime import atomic_torch_save
+
+        atomic_torch_save({f: getattr(result, f) for f in ("x_adv", "success", "clean_pred", "adv_pred", "labels",
+                                                           "target", "l0", "l2", "linf", "queries")}, Path(out))
         click.echo(f"saved {out}")
+
+
+def check_output_file(out: str) -> None:
+    """A file can be written at ``out`` (its folder exists and is writable): checked before any work."""
+    from pathlib import Path
+
+    from .runtime import check_writable_dir
+
+    path = Path(out)
+    if path.is_dir():
+        raise AdvspatialError(f"--out {out} is a directory; valid: a file path (.pt)")
+    if not path.parent.is_dir():
+        raise AdvspatialError(f"--out {out}: folder {path.parent} does not exist")
+    check_writable_dir(path.parent, "--out folder")
 
 
 @cli.command()
@@ -456,18 +508,32 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:
         cli.main(args=argv, prog_name="advspatial", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, EOFError):  # click turns EOFError (an empty file) into Abort
+            click.echo(f"advspatial: error: unexpected end of a file ({cause or 'EOFError'}); a file "
+                       "read by this command is empty or truncated", err=True)
+            sys.exit(2)
         click.echo("advspatial: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except AdvspatialError as exc:
-        click.echo(f"advspatial: error: {exc}", err=True)
+        click.echo(f"advspatial: error: {one_line(str(exc))}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # the file system: read-only, full, missing, a file where a folder belongs
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        click.echo(f"advspatial: error: {one_line(exc.strerror or str(exc))}{where}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("advspatial: interrupted", err=True)
         sys.exit(130)
+
+
+def one_line(message: str) -> str:
+    """A message on one line (the CLI promises one-line errors): inner line breaks become '; '."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

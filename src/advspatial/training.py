@@ -44,7 +44,7 @@ from torch import nn
 from .progress import progress_bar
 
 from .data import ImageDataset, dataset_spec, load_dataset
-from .errors import ConfigError, check_range, unknown_name
+from .errors import ConfigError, check_range, check_seed, unknown_name
 from .models import build_model
 from .models.loading import state_checksum  # noqa: F401  (part of this module's API)
 from .runtime import cache_dir, make_generator, model_device, pick_device, seed_everything
@@ -198,6 +198,7 @@ class TrainConfig:
         if self.arch not in list_models():
             raise unknown_name("model", self.arch, list_models())
         check_recipe(self)
+        check_seed("seed", self.seed)
         if self.train_limit is not None:
             check_range("train_limit", self.train_limit, 1)
         return self
@@ -325,6 +326,11 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     seed_everything(config.seed)
     train = load_dataset(config.dataset, "train").head(config.train_limit)
     test = load_dataset(config.dataset, "test")
+    if train.image_shape != test.image_shape:
+        from .errors import DataError
+
+        raise DataError(f"{config.dataset}: training images are {'x'.join(map(str, train.image_shape))} but test "
+                        f"images {'x'.join(map(str, test.image_shape))}; check the dataset files")
     model = build_for(config, train).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
@@ -450,13 +456,19 @@ def finetune_model(
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so that parallel processes do not train the same model twice."""
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock so that parallel processes do not train the same model twice (the second waits)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot train into the model cache {path.parent} ({exc.strerror or exc}); set "
+                          "ADVSPATIAL_CACHE to a writable directory") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
@@ -465,35 +477,68 @@ def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
 
 
 def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> TrainedModel | None:
-    """The cached model for ``config``, or None when there is none (or it is unreadable)."""
+    """The cached model for ``config``, or None when there is none.
+
+    A checkpoint that is there but cannot be read, or does not fit the model built
+    for the dataset, is a :class:`ModelError` naming the file: it is never retrained
+    in silence.
+    """
+    from .errors import ModelError
+    from .runtime import first_line, load_torch_file
+
     weights, meta = checkpoint_paths(config)
     if not (weights.is_file() and meta.is_file()):
         return None
     dataset = load_dataset(config.dataset, "test")
     model = build_for(config, dataset)
+    remedy = f"delete it and {meta.name} to retrain"
+    state = load_torch_file(weights, f"cached checkpoint {weights} is unreadable", remedy)
     try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        metadata = json.loads(meta.read_text())
-    except (RuntimeError, OSError, ValueError):
-        return None
+        model.load_state_dict(state)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        shape = "x".join(map(str, dataset.image_shape))
+        raise ModelError(f"cached checkpoint {weights} does not fit {config.arch} for {config.dataset} test images "
+                         f"of {shape} ({first_line(exc, 120)}); if the dataset files changed, check them, else "
+                         f"{remedy}") from exc
+    try:
+        metadata = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cached metadata {meta} is unreadable ({first_line(exc)}); {remedy}") from exc
     return TrainedModel(model.to(device).eval(), config, metadata, weights)
+
+
+def announce_training(config: TrainConfig, weights: Path, force: bool) -> None:
+    """One line on stderr before a training starts: what is trained, why, and where it is cached."""
+    import sys
+
+    why = "--force asks to retrain it" if force else f"no cached checkpoint {weights.name}"
+    limit = f"{config.train_limit} training images" if config.train_limit else "all training images"
+    print(f"advspatial: training {config.arch} on {config.dataset} ({config.mode}, seed {config.seed}, "
+          f"{config.epochs} epochs on {limit}): {why}; it is cached in {weights.parent}", file=sys.stderr, flush=True)
 
 
 def get_or_train(
     config: TrainConfig, device: torch.device | str | None = None, progress: bool = True, force: bool = False
 ) -> TrainedModel:
-    """Load the cached model for ``config``, training (and caching) it first if needed."""
+    """Load the cached model for ``config``, training (and caching) it first if needed.
+
+    A cached model is read without taking the lock (a read-only cache works); the
+    lock is taken only to train, so parallel processes train a model once.
+    """
+    from .runtime import atomic_torch_save, atomic_write_text
+
     config.validate()
     device = pick_device("auto") if device is None else torch.device(device)
     weights, meta = checkpoint_paths(config)
+    if not force and (cached := load_cached(config, device)) is not None:
+        return cached
     with _file_lock(weights.with_suffix(".lock")):
         if not force and (cached := load_cached(config, device)) is not None:
-            return cached
+            return cached  # trained by another process while this one waited
+        announce_training(config, weights, force)
         trained = train_model(config, device, progress)
-        tmp = weights.with_suffix(".pt.tmp")
-        torch.save(trained.model.state_dict(), tmp)
-        tmp.replace(weights)
-        meta.write_text(json.dumps(trained.metadata, indent=2))
+        atomic_torch_save(trained.model.state_dict(), weights)
+        atomic_write_text(meta, json.dumps(trained.metadata, indent=2))
         trained.path = weights
         return trained
 
