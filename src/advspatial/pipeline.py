@@ -43,8 +43,16 @@ def attack_dataset(
             result = attack.run(x, y, mask=mask, target=target, sample_ids=data.ids[sl])
             return _result_to_dict(result.to("cpu"))
 
-        payload = rundir.cached(f"{stage}/batch-{i:05d}", compute) if rundir is not None and stage else compute()
-        parts.append(AttackResult(**payload))  # type: ignore[arg-type]
+        name = f"{stage}/batch-{i:05d}"
+        payload = rundir.cached(name, compute) if rundir is not None and stage else compute()
+        try:
+            parts.append(AttackResult(**payload))  # type: ignore[arg-type]
+        except TypeError as exc:  # a stage file with other content (not written by this stage)
+            from .errors import DataError
+
+            where = rundir.stage_path(name) if rundir is not None and stage else name
+            raise DataError(f"stage file {where} does not hold an attack result ({exc}); delete it and resume "
+                            "to recompute it") from exc
     return AttackResult.cat(parts)
 
 

@@ -72,3 +72,19 @@ def test_class_mean_maps(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> 
         plot_class_mean_maps(means, ["a", "b"], tmp_path / "x.png")
     with pytest.raises(ShapeError):
         plot_class_mean_maps(means[0], ["a"], tmp_path / "x.png")
+
+
+def test_a_figure_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    """A symlink planted at a figure's path redirected the write to its target (issue 19, 13)."""
+    from matplotlib.figure import Figure
+
+    from advspatial.report.figures import save_figure
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "fig.png").symlink_to(victim)
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().plot([0, 1])
+    save_figure(fig, tmp_path / "fig.png")
+    assert victim.read_text() == "keep me"
+    assert _png_size(tmp_path / "fig.png")[0] > 0 and not (tmp_path / "fig.png").is_symlink()

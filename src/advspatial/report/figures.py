@@ -34,10 +34,16 @@ PART_LABELS = {
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` with the Agg canvas (no pyplot global state) and write it as PNG; returns the path."""
+    import io
+
+    from ..runtime import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=fig.dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi)
+    atomic_write_bytes(path, buffer.getvalue())  # a temp file and a rename: never through a planted symlink
     return path
 
 
