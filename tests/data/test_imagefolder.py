@@ -328,3 +328,27 @@ def test_cifar10_jpeg_folder_loads_lazily_and_stratifies() -> None:
     assert x.shape == (20, 3, 32, 32)
     stretch = load_imagefolder(root=CIFAR_JPEG, fit="stretch").images(sub.ids[:20])
     assert torch.equal(x, stretch)  # square 32x32 files: crop and stretch agree, both are the file's pixels
+
+
+def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path, monkeypatch, recwarn) -> None:
+    """A 144-MP PNG under Pillow's bomb limit cost ~1 GB and printed a raw DecompressionBombWarning (issue 19, 14).
+    The cap (ADVSPATIAL_MAX_IMAGE_PIXELS, default 50 MP) is checked from the header; here it is lowered so that
+    the test image stays small."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (40, 30), (9, 9, 9)).save(tmp_path / name / "x.png")
+    Image.new("RGB", (400, 300)).save(tmp_path / "b" / "big.png")
+    data = load_imagefolder(root=tmp_path, size=8)
+    monkeypatch.setenv("ADVSPATIAL_MAX_IMAGE_PIXELS", "120000")
+    data.images(slice(0, len(data)))  # exactly at the cap: decoded
+    monkeypatch.setenv("ADVSPATIAL_MAX_IMAGE_PIXELS", "50000")
+    with pytest.raises(DataError, match=r"big\.png has 400x300 = 120000 pixels, more than the limit of 50000"):
+        data.images(slice(0, len(data)))
+    monkeypatch.setenv("ADVSPATIAL_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ConfigError, match="ADVSPATIAL_MAX_IMAGE_PIXELS"):
+        data.images(slice(0, 1))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow would warn from 1000 pixels on
+    monkeypatch.setenv("ADVSPATIAL_MAX_IMAGE_PIXELS", "2000")
+    data.images(slice(0, 1))  # 1200 pixels: under our cap, above Pillow's warning
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert imagefolder.MAX_IMAGE_PIXELS == 50_000_000

@@ -226,18 +226,59 @@ def fit_box(width: int, height: int, size: int, fit: str, crop_fraction: float =
     return (left, top, left + side, top + side)
 
 
+#: default cap on the pixels of one image file (width x height), before decoding; the environment
+#: variable ADVSPATIAL_MAX_IMAGE_PIXELS sets another. A 144-megapixel PNG of 140 KB (under Pillow's own
+#: bomb limit) costs about 1 GB to decode; 50 MP (e.g. 8660x5773) is far above any photo a classifier needs.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel cap in force: ``$ADVSPATIAL_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`."""
+    import os
+
+    value = os.environ.get("ADVSPATIAL_MAX_IMAGE_PIXELS", "").strip()
+    if not value:
+        return MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise ConfigError(f"ADVSPATIAL_MAX_IMAGE_PIXELS={value!r} is not valid; valid: a positive integer "
+                          f"(default {MAX_IMAGE_PIXELS})")
+    return limit
+
+
+def _quiet_pillow() -> None:
+    """Pillow's DecompressionBombWarning (a raw multi-line warning on stderr) is replaced by our own cap,
+    checked before decoding (:func:`read_image`), so it is filtered (a filter already there is not repeated)."""
+    import warnings
+
+    from PIL import Image
+
+    if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
 def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fraction: float = 1.0) -> np.ndarray:
-    """Decode one image to uint8 (C,size,size); :class:`DataError` naming the file when unreadable."""
+    """Decode one image to uint8 (C,size,size); :class:`DataError` naming the file when unreadable or larger
+    than :func:`max_image_pixels` (checked from the header, before decoding)."""
     from PIL import Image, UnidentifiedImageError
 
+    _quiet_pillow()
+    limit = max_image_pixels()
     try:
         with Image.open(path) as img:
+            if img.width * img.height > limit:
+                raise DataError(f"image {path} has {img.width}x{img.height} = {img.width * img.height} pixels, "
+                                f"more than the limit of {limit} (ADVSPATIAL_MAX_IMAGE_PIXELS); shrink it or "
+                                "raise the limit")
             img = img.convert("RGB" if channels == 3 else "L")
             box = fit_box(img.width, img.height, size, fit, crop_fraction)
             img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read image {path}: {exc}") from exc
+        raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
