@@ -80,17 +80,10 @@ from ..attacks.base import frozen_eval, margin, per_sample_noise
 from ..defense.fills import list_fills, make_fill
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import model_device
-from . import (
-    _check_maps,
-    iou,
-    pearson,
-    random_region_like,
-    sample_ids_or_range,
-    shifted_region_like,
-    spearman,
-    stream_seed,
-    top_fraction_mask,
-)
+from ._checks import _check_maps
+from .binarization import top_fraction_mask
+from .controls import random_region_like, sample_ids_or_range, shifted_region_like, stream_seed
+from .overlap import iou, pearson, spearman
 from .inference import Estimate, bootstrap_mean_ci, paired_p
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)

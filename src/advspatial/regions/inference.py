@@ -502,7 +502,8 @@ def compare_to_nulls(
     needs ``composition`` (N,) (e.g. :func:`foreground_share` of the RoA); without
     it that null is left out of the result. Memory is O(N^2) per statistic.
     """
-    from . import STATISTICS, _check_maps, _check_mask, _check_same, average_ranks, pairwise_statistics
+    from ._checks import _check_maps, _check_mask, _check_same
+    from .overlap import STATISTICS, average_ranks, pairwise_statistics
 
     _check_maps(importance, "importance")
     _check_maps(attack, "attack")

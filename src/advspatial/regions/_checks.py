@@ -1,0 +1,28 @@
+"""Input checks shared by the region modules: maps (N,H,W) finite floats, regions (N,H,W) bool."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError, ShapeError
+
+
+def _check_maps(maps: torch.Tensor, name: str = "maps") -> None:
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
+    if not maps.is_floating_point():
+        raise ShapeError(f"{name} must be floating point, got dtype {maps.dtype}")
+    if maps.numel() and not bool(torch.isfinite(maps).all()):
+        raise ConfigError(f"{name} contain NaN or infinite values")
+
+
+def _check_same(shape: torch.Size, **tensors: torch.Tensor) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or t.shape != shape:
+            raise ShapeError(f"{name} must have shape {tuple(shape)}, got {tuple(getattr(t, 'shape', ()))}")
+
+
+def _check_mask(mask: torch.Tensor, name: str) -> None:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.dtype != torch.bool:
+        raise ShapeError(f"{name} must be an (N,H,W) bool tensor, got {getattr(mask, 'shape', type(mask))} "
+                         f"{getattr(mask, 'dtype', '')}")

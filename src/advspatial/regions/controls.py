@@ -1,0 +1,132 @@
+"""Random regions for controls: size- and composition-matched draws, shifted copies, keyed by sample id."""
+
+from __future__ import annotations
+
+import torch
+
+from ..attacks.base import per_sample_noise
+from ..errors import ConfigError, ShapeError, check_range
+
+
+#: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
+RANDOM_REGION_STREAM = 0xC0DE
+
+
+def stream_seed(seed: int, stream: int, counter: int = 0) -> int:
+    """One seed per (experiment seed, random stream, counter): independent streams of per-sample noise."""
+    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
+
+
+def sample_ids_or_range(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
+    if ids.shape != (n,):
+        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+    return ids
+
+
+def inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """Inverse of a per-row permutation: ``ranks[i, order[i, r]] = r``."""
+    ranks = torch.empty_like(order)
+    positions = torch.arange(order.shape[1], device=order.device).expand_as(order)
+    return ranks.scatter_(1, order, positions)
+
+
+def random_region_like(
+    region: torch.Tensor,
+    seed: int = 0,
+    *,
+    within: torch.Tensor | None = None,
+    strata: torch.Tensor | None = None,
+    draw: int = 0,
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The control region: per image, as many pixels as ``region`` has, at uniformly random positions.
+
+    With ``within`` (N,H,W) bool the positions are drawn inside it only (e.g.
+    outside the RoI for the neutralization defence, whose region never touches
+    the RoI; inside RoA for the oracle's control); it must hold at least as
+    many pixels as ``region`` in every image. With ``strata`` (N,H,W) int the
+    draw is stratified: in each stratum s it takes as many pixels as ``region``
+    has in s, among the eligible pixels of s (e.g. foreground/background, so
+    the control has the region's composition). Image i's draw number ``draw``
+    depends only on ``(seed, draw, sample_ids[i])``: never on the batch.
+    """
+    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
+        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
+    n, h, w = region.shape
+    eligible = torch.ones_like(region) if within is None else torch.as_tensor(within, device=region.device)
+    if eligible.shape != region.shape or eligible.dtype != torch.bool:
+        raise ShapeError(f"within must be an (N,H,W) bool tensor of shape {tuple(region.shape)}")
+    labels = torch.zeros(region.shape, dtype=torch.long, device=region.device) if strata is None \
+        else torch.as_tensor(strata, device=region.device).long()
+    if labels.shape != region.shape:
+        raise ShapeError(f"strata must be an (N,H,W) int tensor of shape {tuple(region.shape)}")
+    keys = per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw),
+                            sample_ids_or_range(n, sample_ids), device=region.device)
+    chosen = torch.zeros((n, h * w), dtype=torch.bool, device=region.device)
+    flat_region, flat_labels, flat_eligible = region.flatten(1), labels.flatten(1), eligible.flatten(1)
+    for stratum in torch.unique(flat_labels).tolist():
+        pool = flat_eligible & (flat_labels == stratum)
+        counts = (flat_region & (flat_labels == stratum)).sum(dim=1, keepdim=True)
+        short = (counts.squeeze(1) > pool.sum(dim=1)).nonzero().flatten().tolist()
+        if short:
+            raise ConfigError(f"within has fewer pixels than region (stratum {stratum}) in image(s) {short[:10]}; "
+                              "valid: within holds at least as many pixels as region in every image and stratum")
+        ranked = torch.where(pool, keys, torch.full_like(keys, -2.0))
+        ranks = inverse_permutation(ranked.argsort(dim=1, descending=True, stable=True))
+        chosen |= (ranks < counts) & pool
+    return chosen.view(n, h, w)
+
+
+def foreground_strata(images: torch.Tensor, level: float = 0.05) -> torch.Tensor:
+    """(N,H,W) int: 1 where any channel exceeds ``level`` (object), 0 elsewhere (background).
+
+    The strata of a composition-matched control on images with a dark
+    background (MNIST-like). On natural images almost every pixel is
+    "foreground" and the stratification does nothing; match on the fill's
+    change there (:func:`change_strata`).
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ShapeError(f"images must be an (N,C,H,W) tensor, got {getattr(images, 'shape', type(images))}")
+    return (images.amax(1) > level).long()
+
+
+def change_strata(images: torch.Tensor, filled: torch.Tensor, levels: int = 4) -> torch.Tensor:
+    """(N,H,W) int: per image, the quantile bin (of ``levels``) of each pixel's squared change ``|filled - images|^2``.
+
+    A control stratified on these bins takes its pixels where the fill changes
+    the image about as much as it does inside the region, so the control's L2
+    change matches the region's (up to the bin width).
+    """
+    check_range("levels", levels, 1)
+    if images.shape != filled.shape or images.ndim != 4:
+        raise ShapeError(f"images {tuple(images.shape)} and filled {tuple(filled.shape)} must be equal (N,C,H,W)")
+    change = (filled - images).pow(2).sum(1).flatten(1)
+    ranks = inverse_permutation(change.argsort(dim=1, stable=True))
+    bins = (ranks * levels) // max(change.shape[1], 1)
+    return bins.view(images.shape[0], *images.shape[2:])
+
+
+#: stream of the shifted control regions (the faithfulness gate's default control)
+SHIFTED_REGION_STREAM = 0x5EED
+
+
+def shifted_region_like(region: torch.Tensor, seed: int = 0, *, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The shape-matched control: each image's ``region`` moved by a random cyclic shift (torch.roll semantics).
+
+    Same pixel count and the same shape (blobs stay blobs, up to the wrap at the
+    border), at a location uniform over the image: a contiguous RoI is compared
+    with a contiguous region elsewhere rather than with scattered pixels, whose
+    deletion creates many more edges (on natural images that alone makes it more
+    damaging). Image i's shift depends only on ``(seed, sample_ids[i])``.
+    """
+    if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
+        raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
+    n, h, w = region.shape
+    u = per_sample_noise((n, 2), stream_seed(seed, SHIFTED_REGION_STREAM), sample_ids_or_range(n, sample_ids),
+                         device=region.device)
+    dy = (u[:, 0] * h).long().clamp(max=h - 1)
+    dx = (u[:, 1] * w).long().clamp(max=w - 1)
+    rows = (torch.arange(h, device=region.device)[None, :] - dy[:, None]) % h  # (N,H): source row of each row
+    cols = (torch.arange(w, device=region.device)[None, :] - dx[:, None]) % w
+    return region[torch.arange(n, device=region.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
