@@ -66,7 +66,25 @@ def _registries() -> dict[str, Callable[[], dict[str, str]]]:
             "experiments": experiments, "training-modes": modes}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class TopLevel(click.Group):
+    """The commands, plus ``analyze``: the ``analyze`` experiment's command (``advspatial run analyze``),
+    built on first use so that ``advspatial --help`` imports no experiment."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "analyze"])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "analyze":
+            command = experiment_command("analyze")
+            command.help = ("Analyse adversarial examples made elsewhere (torchattacks, ART, AutoAttack, your own "
+                            "code): --model M --clean FILE --adv FILE [--labels FILE] [--source NAME]; the RoI/RoA "
+                            "measurement of the spatial experiment (gate, maps, nulls, verdicts), no attack run.")
+            command.short_help = "RoI vs RoA of adversarial examples made elsewhere."
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=TopLevel, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="advspatial")
 def cli() -> None:
     """advspatial: where adversarial perturbations act in an image, compared with where the
@@ -431,6 +449,8 @@ def experiment_command(name: str) -> click.Command:
         click.Option(["--quick"], is_flag=True, help=f"CI-sized preset: {experiment.config_cls.QUICK}"),
     ]
     for f in dataclasses.fields(experiment.config_cls):
+        if f.name in experiment.config_cls.CLI_HIDDEN:
+            continue
         kind = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")

@@ -174,3 +174,22 @@ def test_weights_of_the_wrapped_model_load_into_a_normalized_factory(tmp_path) -
     torch.save(Normalized(inner, (0.1,), (0.5,)).state_dict(), whole)  # the wrapper's own state dict
     restored = load_weights(Normalized(build_model("lenet5"), (0.5,), (0.25,)), whole)
     assert torch.equal(restored(x), inner((x - 0.1) / 0.5))
+
+
+# -- in-memory model objects ---------------------------------------------------------------
+
+def test_model_objects_are_named_by_their_weights():
+    from advspatial.models import load_model, parse_model_spec, register_model_object
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    spec = register_model_object(net)
+    assert spec.startswith("object:Sequential-") and parse_model_spec(spec).kind == "object"
+    assert load_model(spec) is net
+    assert register_model_object(net) == spec
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert register_model_object(other) != spec
+    with pytest.raises(ModelError, match="does not hold"):
+        parse_model_spec("object:Gone-0")
+    with pytest.raises(ModelError, match="weights"):
+        parse_model_spec(spec, weights=__file__)

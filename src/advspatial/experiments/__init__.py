@@ -4,7 +4,7 @@ from .base import (
     Experiment, ExperimentConfig, ExperimentResult, experiments, get_experiment, register_experiment,
     resolve_config, run_experiment, setting,
 )
-from . import baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401,E402  (registers the experiments)
+from . import analyze, baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401,E402  (registers the experiments)
 
 
 def list_experiments() -> dict[str, str]:

@@ -73,6 +73,8 @@ class ExperimentConfig:
     #: why the experiment needs the model's layers (hooks, weights); "" when it does not.
     #: A TorchScript model is refused before any work when this is set.
     LAYER_ACCESS: ClassVar[str] = "class activation maps read a layer through forward hooks"
+    #: fields an experiment sets itself (not offered as CLI options; still in config.yaml)
+    CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset()
 
     def validate(self) -> None:
         """Raise ConfigError for any invalid value; called before any work starts."""
@@ -103,7 +105,7 @@ class ExperimentConfig:
         from .presets import preset_values
 
         values = preset_values(cls.PRESET_FIELDS, preset)
-        if is_zoo_name(str(given.get("model", cls.model))):
+        if is_zoo_name(str(given.get("model", cls.model))) or not resizes_images(str(given.get("dataset", cls.dataset))):
             values.pop(cls.PRESET_FIELDS.get("image_size", "image_size"), None)
         return values
 
@@ -124,19 +126,28 @@ class ExperimentConfig:
         return dataset_options(self.dataset, self.model, self.image_size, self.fit, self.class_map, self.crop_fraction)
 
 
+def resizes_images(dataset: str) -> bool:
+    """True when the dataset's loader takes an image size (folder datasets); False for fixed-size data and for
+    an unknown name (reported by validation)."""
+    import inspect
+
+    from ..data import dataset_spec
+
+    try:
+        return "class_map" in inspect.signature(dataset_spec(dataset).loader).parameters
+    except ConfigError:
+        return False
+
+
 def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_map: str,
                     crop_fraction: float = 0.0) -> dict[str, Any]:
     """``load_dataset`` options for a folder dataset; an error when they are given for a dataset without them.
 
     Unset (0) image size and crop fraction follow a zoo model's own preprocessing.
     """
-    import inspect
-
-    from ..data import dataset_spec
     from ..models.zoo import zoo_entries
 
-    accepted = set(inspect.signature(dataset_spec(dataset).loader).parameters)
-    if "class_map" not in accepted:
+    if not resizes_images(dataset):
         if image_size or class_map or crop_fraction:
             raise ConfigError(f"image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), not {dataset!r}")
         return {}
@@ -226,13 +237,14 @@ class ExperimentContext:
 C = TypeVar("C", bound=ExperimentContext)
 
 
-def prepare_context(config: ExperimentConfig, rundir: RunDir) -> ExperimentContext:
-    """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images."""
+def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext:
+    """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
+    (of ``images`` when given, else of ``config.dataset``)."""
     from ..runtime import batch_slices, pick_device
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
-    data = test_images(config, rundir)
+    data = test_images(config, rundir, images)
     model = load_checked_model(config, data, device)
     from ..training import state_checksum
 
@@ -251,8 +263,9 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
     return model
 
 
-def test_images(config: ExperimentConfig, rundir: RunDir | None = None) -> ImageDataset:
-    """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``).
+def test_images(config: ExperimentConfig, rundir: RunDir | None = None, full: ImageDataset | None = None) -> ImageDataset:
+    """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``),
+    drawn from ``full`` (default: the test split of ``config.dataset``).
 
     The chosen dataset indices (the images' global ids) are written to
     ``subset.csv`` in the run directory, so the sample can be reproduced and audited.
@@ -260,7 +273,8 @@ def test_images(config: ExperimentConfig, rundir: RunDir | None = None) -> Image
     from ..data import load_dataset
     from ..data.subset import select
 
-    full = load_dataset(config.dataset, "test", **config.dataset_options())
+    if full is None:
+        full = load_dataset(config.dataset, "test", **config.dataset_options())
     data = select(full, config.n, config.subset, config.seed)
     if rundir is not None:
         lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels)]
@@ -289,9 +303,15 @@ def train_images(config: ExperimentConfig, n: int, exclude: torch.Tensor | None 
 
 
 def shared_splits(dataset: str) -> bool:
-    """True when the dataset's train and test splits are the same images (a folder without train/ and test/)."""
+    """True when the dataset's train and test splits are the same images (a folder without train/ and test/,
+    an ``arrays:`` file, in-memory images without a training set)."""
     from ..data.imagefolder import split_root
+    from ..data.tensors import has_own_training_set
 
+    if dataset.startswith("arrays:"):
+        return True
+    if dataset.startswith("memory:"):
+        return not has_own_training_set(dataset)
     if not dataset.startswith("imagefolder:"):
         return False
     root = Path(dataset.split(":", 1)[1]).expanduser()

@@ -74,6 +74,17 @@ def resolve_preset_name(name: str, dataset: str, model: str) -> str:
     return "none"
 
 
+def preset_for_shape(image_shape: tuple[int, ...]) -> str:
+    """The preset images of this (C,H,W) shape call for when nothing names one (in-memory images):
+    3x32x32 -> cifar10; 3 channels and at least 128 pixels a side -> imagenet; else none (the defaults)."""
+    channels, height, width = (tuple(image_shape) + (0, 0, 0))[:3]
+    if channels == 3 and (height, width) == (32, 32):
+        return "cifar10"
+    if channels == 3 and min(height, width) >= 128:
+        return "imagenet"
+    return "none"
+
+
 def preset_values(preset_fields: Mapping[str, str], preset: str) -> dict[str, Any]:
     """The preset's budgets under an experiment's own field names (``preset_fields``: generic -> field)."""
     budgets = PRESETS[preset]

@@ -34,6 +34,7 @@ from torch import nn
 from ..progress import progress_bar
 
 from ..attacks import Attack, AttackResult, make_attack
+from ..data import ImageDataset
 from ..defense.fills import list_fills
 from ..defense.neutralize import CONTROL_MATCHES, NeutralizedModel
 from ..defense.transforms import TRANSFORMS
@@ -52,8 +53,9 @@ STATS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
 
 
 @dataclass
-class SpatialConfig(GatedConfig):
-    """Settings of the spatial experiment (METHODS §1-2); every one is a CLI option."""
+class MeasurementConfig(GatedConfig):
+    """Settings of the RoI/RoA measurement (METHODS §1): attacks, maps, regions, statistics. The spatial
+    experiment adds the defence's (:class:`SpatialConfig`); ``analyze`` measures examples made elsewhere."""
 
     attacks: list[str] = setting(["fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "onepixel"],
                                  "attacks to run (advspatial list attacks)")
@@ -83,12 +85,66 @@ class SpatialConfig(GatedConfig):
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     common_scale: bool = setting(False, "compare RoI and RoA at the CAM layer's resolution (both maps average-"
                                         "pooled to it) instead of the input's")
+    defence_attack: str = setting("pgd", "attack whose examples feed the explainer panel and the defence's "
+                                         "non-adaptive sweep")
+    figure_images: int = setting(6, "example images per figure")
+
+    PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
+                     "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
+                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
+
+    def validate(self) -> None:
+        super().validate()
+        self.validate_attacks()
+        self.validate_measurement()
+
+    def validate_attacks(self) -> None:
+        """The attacks are registered; the defence's attack is one of them and runs on every image."""
+        from ..attacks import list_attacks
+
+        known = list_attacks()
+        for name in self.attacks:
+            if name not in known:
+                raise unknown_name("attack", name, known)
+        if not self.attacks:
+            raise ConfigError("attacks must name at least one attack")
+        if self.defence_attack not in self.attacks:
+            raise ConfigError(f"defence_attack={self.defence_attack!r} must be one of attacks {self.attacks}")
+        if known[self.defence_attack].cls.norm == "l0":
+            raise ConfigError(f"defence_attack={self.defence_attack!r}: choose an attack run on all n images (not L0)")
+
+    def validate_measurement(self) -> None:
+        """The settings of the RoI/RoA measurement: explainers, maps, fractions, budgets, statistics."""
+        for method in [self.importance, *self.panel]:
+            if method not in list_importance_methods():
+                raise unknown_name("importance method", method, list_importance_methods())
+        if self.contribution_part not in ("drop", "absolute"):
+            raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
+        for f in self.panel_fractions:
+            check_range("panel_fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("completeness_tolerance", self.completeness_tolerance, 0, low_inclusive=False)
+        check_range("max_flagged_share", self.max_flagged_share, 0, 1)
+        check_range("strata", self.strata, 1)
+        if self.attack_map not in list_attack_maps():
+            raise unknown_name("attack map", self.attack_map, list_attack_maps())
+        check_range("fraction", self.fraction, 0, 1, low_inclusive=False, high_inclusive=False)
+        check_range("eps_linf", self.eps_linf, 0, 1)
+        check_range("eps_l2", self.eps_l2, 0)
+        for name in ("steps", "cw_steps", "cw_search_steps", "onepixel_n", "onepixel_popsize", "onepixel_steps",
+                     "contribution_steps", "permutations", "permutation_images"):
+            check_range(name, getattr(self, name), 1)
+        check_range("figure_images", self.figure_images, 0)
+
+
+@dataclass
+class SpatialConfig(MeasurementConfig):
+    """Settings of the spatial experiment (METHODS §1-2): the measurement's and the defence's; each is a CLI option."""
+
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "blur"], "fills compared in the sweep (--eval full: zero, mean, blur, inpaint)")
     fractions: list[float] = setting([0.1, 0.3], "neutralized fractions of the sweep, beside the main --fraction "
                                                  "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)")
     inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)")
-    defence_attack: str = setting("pgd", "attack whose examples feed the non-adaptive sweep")
     prior_n: int = setting(500, "training images for the per-class prior of the deployable defence")
     control_draws: int = setting(10, "draws per image of every random control (keyed by the global image id)")
     control_match: str = setting("foreground", "what the random control matches besides its size and avoiding the "
@@ -118,7 +174,6 @@ class SpatialConfig(GatedConfig):
     noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")
     jpeg_qualities: list[float] = setting([20], "JPEG-style quantization baselines: quality, lower is coarser "
                                                 "(--eval full: 50, 20, 5)")
-    figure_images: int = setting(6, "example images per figure")
 
     #: what ``--eval full`` sets (None: every image)
     FULL_EVAL: ClassVar[dict[str, Any]] = {
@@ -127,9 +182,6 @@ class SpatialConfig(GatedConfig):
         "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
 
-    PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
-                     "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
-                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
              "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
              "prior_n": 24, "fractions": [0.1, 0.3], "figure_images": 3, "adaptive_n": 12,
@@ -142,50 +194,21 @@ class SpatialConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        from ..attacks import list_attacks
+        self.validate_defence()
 
-        known = list_attacks()
-        for name in self.attacks:
-            if name not in known:
-                raise unknown_name("attack", name, known)
-        if not self.attacks:
-            raise ConfigError("attacks must name at least one attack")
-        if self.defence_attack not in self.attacks:
-            raise ConfigError(f"defence_attack={self.defence_attack!r} must be one of attacks {self.attacks}")
-        if known[self.defence_attack].cls.norm == "l0":
-            raise ConfigError(f"defence_attack={self.defence_attack!r}: choose an attack run on all n images (not L0)")
-        for method in [self.importance, *self.panel]:
-            if method not in list_importance_methods():
-                raise unknown_name("importance method", method, list_importance_methods())
-        if self.contribution_part not in ("drop", "absolute"):
-            raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
-        for f in self.panel_fractions:
-            check_range("panel_fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
-        check_range("completeness_tolerance", self.completeness_tolerance, 0, low_inclusive=False)
-        check_range("max_flagged_share", self.max_flagged_share, 0, 1)
-        check_range("strata", self.strata, 1)
-        if self.attack_map not in list_attack_maps():
-            raise unknown_name("attack map", self.attack_map, list_attack_maps())
+    def validate_defence(self) -> None:
+        """The defence's settings: fills and fractions of the sweep, the adaptive evaluation's preset (applied
+        here, so config.yaml shows it), budgets, control matching, curve grids, baselines."""
         if not self.fills or not self.fractions:
             raise ConfigError("fills and fractions must each name at least one value (the defence sweep)")
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        check_range("fraction", self.fraction, 0, 1, low_inclusive=False, high_inclusive=False)
         for f in self.fractions:
             check_range("fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
-        check_range("eps_linf", self.eps_linf, 0, 1)
-        check_range("eps_l2", self.eps_l2, 0)
-        for name in ("steps", "cw_steps", "cw_search_steps", "inpaint_iterations", "onepixel_n", "onepixel_popsize", "onepixel_steps",
-                     "contribution_steps", "permutations", "permutation_images", "prior_n", "adaptive_steps",
-                     "adaptive_restarts", "adaptive_queries", "eot_iter", "adaptive_n", "convergence_n", "control_draws"):
+        for name in ("inpaint_iterations", "prior_n", "adaptive_steps", "adaptive_restarts", "adaptive_queries",
+                     "eot_iter", "adaptive_n", "convergence_n", "control_draws"):
             check_range(name, getattr(self, name), 1)
-        check_range("figure_images", self.figure_images, 0)
-        self.validate_defence()
-
-    def validate_defence(self) -> None:
-        """The adaptive evaluation's settings: preset (applied here, so config.yaml shows it), control matching,
-        curve grids, baselines."""
         from ..defense.adaptive import AdaptiveBudget, CurveGrid
         from ..defense.transforms import check_strengths
 
@@ -380,16 +403,18 @@ class AttackSummary:
 
 
 def process_attack(
-    ctx: Context, name: str, defences: dict[str, NeutralizedModel] | None, rows: list[dict[str, Any]]
+    ctx: Context, name: str, defences: dict[str, NeutralizedModel] | None, rows: list[dict[str, Any]],
+    attack: Attack | None = None,
 ) -> AttackSummary:
     """Run one attack over its images; append per-image rows; collect what aggregates need.
 
-    ``defences`` None skips the defence columns (the ``advspatial maps`` command).
+    ``defences`` None skips the defence columns (the ``advspatial maps`` command). ``attack``: the attack
+    object to run under ``name`` (default: the registered attack with the experiment's budgets).
     Images whose contribution map stays outside the completeness tolerance are
     flagged and enter no statistic.
     """
     cfg, data = ctx.config, ctx.data
-    attack = build_attack(name, ctx.model, cfg)
+    attack = attack or build_attack(name, ctx.model, cfg)
     n_a = images_for(name, attack, cfg, len(data))
     kinds = map_kinds(attack, cfg)
     shape = tuple(ctx.scale or data.image_shape[1:])
@@ -555,9 +580,10 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
             for m in panel_methods(ctx)}
 
 
-def spatial_context(config: SpatialConfig, rundir: RunDir) -> Context:
-    """The shared context with the RoI method resolved (``auto``: by the model's head type)."""
-    base = prepare_context(config, rundir)
+def spatial_context(config: SpatialConfig, rundir: RunDir, images: ImageDataset | None = None) -> Context:
+    """The shared context with the RoI method resolved (``auto``: by the model's head type); ``images``: the
+    test images when they are not ``config.dataset``'s (see :func:`~.base.prepare_context`)."""
+    base = prepare_context(config, rundir, images)
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)
     scale = feature_map_size(base.model, probe) if config.common_scale else None
@@ -694,17 +720,23 @@ def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[
     }
 
 
-def maps_analysis(config: SpatialConfig, rundir: RunDir) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
+def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,
+                  attacks: dict[str, Callable[[nn.Module], Attack]] | None = None,
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
     """RoI/RoA maps, regions, the faithfulness gate, statistics and verdicts for ``config.attacks`` - no defence.
 
-    Backs the ``advspatial maps`` command; returns (per-image rows, metrics, report sections).
+    Backs the ``advspatial maps`` command and the ``analyze`` experiment, which passes its own ``images``
+    and, in ``attacks``, a maker ``model -> Attack`` per name (the examples made elsewhere) in place of the
+    registered attack; returns (per-image rows, metrics, report sections).
     """
     from . import spatial_report
 
-    ctx = spatial_context(config, rundir)
+    ctx = spatial_context(config, rundir, images)
     gates = run_gates(ctx)
     rows: list[dict[str, Any]] = []
-    summaries = [process_attack(ctx, name, None, rows) for name in config.attacks]
+    makers = attacks or {}
+    summaries = [process_attack(ctx, name, None, rows, makers[name](ctx.model) if name in makers else None)
+                 for name in config.attacks]
     metrics = {"n": len(ctx.data),
                "clean_accuracy": mean_of([float(r["correct"]) for r in rows if r["attack"] == config.attacks[0]]),
                "attacks": {s.name: attack_metrics(rows, s.name, map_kinds_of(s)) for s in summaries}}

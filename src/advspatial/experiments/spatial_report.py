@@ -406,3 +406,18 @@ def summary_table(metrics: dict[str, Any]) -> str:
                  f"{wilson(main['control'])}, undefended white-box {wilson(ad['undefended']['white-box'])}; "
                  f"converged: {'yes' if ad['convergence']['converged'] else 'NO'}; verdict: {main['verdict']}")
     return "\n".join(lines)
+
+
+def claims_lines(metrics: dict[str, Any]) -> list[str]:
+    """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
+    roi = metrics["roi"]
+    gate = metrics["faithfulness"][roi["method"]]
+    lines = [f"RoI {roi['method']}: faithfulness gate "
+             f"{'passed' if gate['passed'] else 'FAILED (' + str(gate.get('reason', '')) + ')'}"]
+    for c in metrics["claims"]:
+        e = c["effect"]
+        lines.append(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
+                     f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
+                     f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {c['p_adjusted']:.2g}  {c['verdict']}")
+    lines.append("(* = primary endpoint)")
+    return lines

@@ -1,0 +1,104 @@
+"""Datasets from tensors: in memory (memory:NAME) and in files (arrays:PATH)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advspatial.data import load_dataset, read_images, read_labels, register_dataset_object
+from advspatial.data.tensors import has_own_training_set, to_image_tensor
+from advspatial.errors import ConfigError, ShapeError
+
+
+@pytest.fixture
+def uint8_images():
+    return torch.randint(0, 256, (5, 3, 8, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("layout", ["pt-tensor", "pt-pair", "pt-dict", "npy-channels-last", "npz"])
+def test_files_round_trip(tmp_path, uint8_images, layout):
+    expected = uint8_images.float() / 255
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    path = tmp_path / ("data.npz" if layout == "npz" else "data.npy" if layout.startswith("npy") else "data.pt")
+    if layout == "pt-tensor":
+        torch.save(uint8_images, path)
+    elif layout == "pt-pair":
+        torch.save((expected, labels), path)
+    elif layout == "pt-dict":
+        torch.save({"x": expected, "y": labels}, path)
+    elif layout == "npy-channels-last":
+        np.save(path, uint8_images.permute(0, 2, 3, 1).numpy())
+    else:
+        np.savez(path, images=uint8_images.numpy(), labels=labels.numpy())
+    images, stored = read_images(path)
+    assert torch.equal(images, expected)
+    if layout in ("pt-pair", "pt-dict", "npz"):
+        assert torch.equal(stored, labels)
+    else:
+        assert stored is None
+
+
+def test_image_folder_in_name_order(tmp_path, uint8_images):
+    from PIL import Image
+
+    for i in reversed(range(5)):
+        Image.fromarray(uint8_images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"{i:02d}.png")
+    images, labels = read_images(tmp_path)
+    assert torch.equal(images, uint8_images.float() / 255) and labels is None
+
+
+def test_arrays_dataset_with_a_labels_file(tmp_path, uint8_images):
+    np.save(tmp_path / "x.npy", uint8_images.numpy())
+    (tmp_path / "y.txt").write_text("0\n2\n1\n2\n0\n")
+    data = load_dataset(f"arrays:{tmp_path / 'x.npy'}", labels=str(tmp_path / "y.txt"))
+    assert data.labels.tolist() == [0, 2, 1, 2, 0] and data.num_classes == 3
+    with pytest.raises(ConfigError, match="no labels"):
+        load_dataset(f"arrays:{tmp_path / 'x.npy'}")
+    with pytest.raises(ShapeError, match=r"labels must be \(5,\)"):
+        read_labels(_write(tmp_path / "short.txt", "1\n2\n"), 5)
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (torch.full((2, 1, 4, 4), 2.0), ConfigError, r"\[0, 1\]"),
+    (torch.full((2, 1, 4, 4), float("nan")), ConfigError, "NaN"),
+    (torch.zeros(2, 4, 4, dtype=torch.int32), ShapeError, "uint8 or floating"),
+    (torch.zeros(4, 4), ShapeError, "must be"),
+])
+def test_bad_images_are_one_clear_error(bad, error, match):
+    with pytest.raises(error, match=match):
+        to_image_tensor(bad, "images")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"images": torch.zeros(1, 1, 2, 2), "extra": object.__new__(ValueError)}, path)
+    with pytest.raises(ConfigError, match="safely"):
+        read_images(path)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 4), c=st.sampled_from([1, 3]), h=st.integers(5, 9), w=st.integers(5, 9))
+def test_channels_last_and_first_agree(n, c, h, w):
+    images = torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8)
+    assert torch.equal(to_image_tensor(images, "x"), to_image_tensor(images.permute(0, 2, 3, 1).numpy(), "x"))
+
+
+def test_memory_names_follow_the_content():
+    x, y = torch.rand(4, 1, 6, 6), torch.tensor([0, 1, 0, 1])
+    name = register_dataset_object((x, y))
+    assert register_dataset_object((x.clone(), y.clone())) == name
+    assert register_dataset_object((x, torch.tensor([1, 1, 0, 1]))) != name
+    assert torch.equal(load_dataset(name).images(), x)
+    assert load_dataset(name, "train") is load_dataset(name, "test") and not has_own_training_set(name)
+    with_train = register_dataset_object((x, y), train=(x[:2], y[:2]))
+    assert has_own_training_set(with_train) and len(load_dataset(with_train, "train")) == 2
+    with pytest.raises(ConfigError, match="does not hold"):
+        load_dataset("memory:images-0000")
