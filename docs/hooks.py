@@ -76,9 +76,10 @@ def settings_table(name: str) -> str:
         cls = registry[name].config_cls
     quick = dict(getattr(cls, "QUICK", {})) if name != "common" else {}
     if name != "common":  # its own settings, those whose default it changes, those --quick changes
+        hidden = getattr(cls, "CLI_HIDDEN", frozenset())  # set by the experiment itself, not options
         fields = [f for f in dataclasses.fields(cls)
-                  if f.name not in base_fields or f.name in quick
-                  or _default(f) != _default(base_fields[f.name])]
+                  if f.name not in hidden and (f.name not in base_fields or f.name in quick
+                                               or _default(f) != _default(base_fields[f.name]))]
     if not fields:
         return "*This experiment has only the [settings every experiment has](index.md#common-settings).*\n"
     header = "| setting (YAML key) | CLI option | default | " + ("with `--quick` | " if quick else "")
