@@ -45,7 +45,8 @@ def _rows(result) -> dict:
 
 
 def test_rates_per_radius_and_random_control_at_block_centre():
-    size, n, n_random = 20, 3, 200
+    # 40 images: the CI is a cluster bootstrap over images, which needs more than a handful of them
+    size, n, n_random = 20, 40, 200
     model = BlockDetector((10, 10))
     x, y = _clean(n, size), torch.zeros(n, dtype=torch.long)
     pixels = torch.tensor([[10, 10]] * n)

@@ -201,3 +201,160 @@ def depth_summary(
             spread=nan if empty else float((pm_max > threshold).float().mean()),
         ))
     return rows
+
+
+# -- the control: a random, non-adversarial pixel change of the same size --------------------------
+
+#: the two controls of a k-pixel change (METHODS §6): a random position, or the attack's position with a random colour
+CONTROL_MODES = ("position", "colour")
+
+#: random streams of the controls (combined with the run's seed and each image's global sample id)
+CONTROL_STREAMS = {"position": 0x9A01, "colour": 0x9A02}
+
+#: candidate (position, direction) draws per pixel before a control is declared unavailable
+CONTROL_CANDIDATES = 256
+
+#: slack on the [0, 1] box when checking that a control colour is a valid pixel value (float rounding)
+_BOX_SLACK = 1e-6
+
+
+def sample_generator(seed: int, stream: int, sample_id: int) -> torch.Generator:
+    """The CPU generator of one image in one random stream, keyed by (seed, stream, global sample id).
+
+    The same keying as :func:`advspatial.attacks.base.per_sample_noise` under
+    :func:`advspatial.regions.controls.stream_seed`: an image's draws never
+    depend on the batch, the order of the images or the other images.
+    """
+    from ..regions.controls import stream_seed
+
+    return torch.Generator().manual_seed((stream_seed(seed, stream) * 1_000_003 + int(sample_id)) % (2**63 - 1))
+
+
+@dataclass
+class PixelChange:
+    """Control images and what was changed.
+
+    Attributes:
+        x: (N,C,H,W) the clean images with the control change written in (the clean image where unavailable).
+        pixels: (N,k,2) positions of the changed pixels (unused slots repeat the first one, as
+            :func:`advspatial.experiments.propagation.perturbed_pixels` fills them).
+        colours: (N,k,C) their new colours.
+        magnitude: (N,k) |Δ| of each slot (L2 over channels), equal to the attack's pixel's |Δ|.
+        available: (N,) bool: every changed pixel of the attack got a control of the same |Δ|.
+    """
+
+    x: torch.Tensor
+    pixels: torch.Tensor
+    colours: torch.Tensor
+    magnitude: torch.Tensor
+    available: torch.Tensor
+
+
+def _unique_changes(x: torch.Tensor, pixels: torch.Tensor, colours: torch.Tensor) -> list[tuple[int, int, float]]:
+    """(row, col, |Δ|) of one image's distinct changed pixels (|Δ| > 0), largest |Δ| first (ties: row-major)."""
+    seen: dict[tuple[int, int], float] = {}
+    for (r, c), colour in zip(pixels.tolist(), colours):
+        if (r, c) in seen:
+            continue
+        seen[(r, c)] = float((colour - x[:, r, c]).double().norm())
+    changes = [(r, c, m) for (r, c), m in seen.items() if m > 0]
+    return sorted(changes, key=lambda t: (-t[2], t[0], t[1]))
+
+
+def random_pixel_change(
+    x: torch.Tensor, pixels: torch.Tensor, colours: torch.Tensor, mode: str, seed: int = 0,
+    sample_ids: torch.Tensor | None = None, candidates: int = CONTROL_CANDIDATES,
+) -> PixelChange:
+    """A random, non-adversarial change of as many pixels as the attack changed, each of the same |Δ|.
+
+    For every distinct changed pixel j of image i (|Δ_j| = L2 norm over channels
+    of its colour minus the clean colour), the control writes ``x + |Δ_j| u`` at
+    position q, with u a uniformly random unit direction in colour space (a
+    random sign for grey images) and, by ``mode``:
+
+    - ``position``: q uniformly random over the image (distinct from the
+      control's other pixels; it may hit an attack position by chance, 1/HW);
+    - ``colour``: q = the attack's own position (a random colour of the same |Δ|).
+
+    Pixels are processed largest |Δ| first; for each, ``candidates`` draws of
+    (q, u) are made and the first whose colour lies in [0,1]^C is kept. Where
+    none fits (e.g. a grey pixel moved from 0 to 1 has no other colour at
+    |Δ| = 1 at the same place), the image's control is *unavailable*: its
+    ``available`` is False, its image is left clean, and it is left out of
+    every paired comparison (and counted). The draws of image i come from
+    :func:`sample_generator` (seed, the mode's stream, ``sample_ids[i]``), so
+    a control never depends on the batch; and a "successful" change that is
+    itself this control (same seed and id) gets itself back as its control.
+    """
+    from ..errors import unknown_name
+    from ..regions.controls import sample_ids_or_range
+
+    if mode not in CONTROL_MODES:
+        raise unknown_name("control mode", mode, CONTROL_MODES)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+    n, c, h, w = x.shape
+    pixels = torch.as_tensor(pixels).cpu().long()
+    colours = torch.as_tensor(colours).cpu().to(x.dtype)
+    if pixels.ndim != 3 or pixels.shape[0] != n or pixels.shape[2] != 2 or colours.shape != (n, pixels.shape[1], c):
+        raise ShapeError(f"pixels must be (N,k,2) and colours (N,k,C) with N={n}, C={c}; got "
+                         f"{tuple(pixels.shape)} and {tuple(colours.shape)}")
+    ids = sample_ids_or_range(n, sample_ids)
+    k = pixels.shape[1]
+    x = x.detach().cpu()
+    out = x.clone()
+    out_pixels = pixels.clone()
+    out_colours = x.new_zeros(n, k, c)
+    magnitude = torch.zeros(n, k, dtype=torch.float64)
+    available = torch.ones(n, dtype=torch.bool)
+    for i in range(n):
+        gen = sample_generator(seed, CONTROL_STREAMS[mode], int(ids[i]))
+        changes = _unique_changes(x[i], pixels[i], colours[i])
+        used: set[int] = set()
+        chosen: list[tuple[int, torch.Tensor, float]] = []
+        for r, col, m in changes:
+            flat = torch.randint(0, h * w, (candidates,), generator=gen)
+            u = torch.randn(candidates, c, generator=gen, dtype=torch.float64)
+            u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)
+            if mode == "colour":
+                flat = torch.full_like(flat, r * w + col)
+            base = x[i].flatten(1)[:, flat].T.double()  # (T, C)
+            value = base + m * u
+            ok = ((value >= -_BOX_SLACK) & (value <= 1 + _BOX_SLACK)).all(dim=1)
+            ok &= torch.tensor([int(f) not in used for f in flat.tolist()])
+            hits = ok.nonzero().flatten()
+            if hits.numel() == 0:
+                available[i] = False
+                break
+            t = int(hits[0])
+            used.add(int(flat[t]))
+            chosen.append((int(flat[t]), value[t].clamp(0, 1).to(x.dtype), m))
+        if not available[i] or not chosen:
+            available[i] = available[i] and bool(chosen)
+            continue
+        for j in range(k):
+            f, colour, m = chosen[j if j < len(chosen) else 0]
+            out[i, :, f // w, f % w] = colour
+            out_pixels[i, j] = torch.tensor([f // w, f % w])
+            out_colours[i, j] = colour
+            magnitude[i, j] = m
+    return PixelChange(out, out_pixels, out_colours, magnitude, available)
+
+
+#: per-image, per-layer summaries of PMmax (the paired statistics of the control comparison)
+IMAGE_STATISTICS = ("peak", "mean", "spread")
+
+
+def per_image_layer_stats(pms: Mapping[str, PropagationMap], threshold: float) -> dict[str, torch.Tensor]:
+    """(N, L) per image and layer (forward order): ``peak`` (largest PMmax), ``mean`` PMmax and ``spread``.
+
+    ``spread`` is the share of the layer's positions where PMmax > ``threshold``.
+    """
+    if threshold < 0:
+        raise ConfigError(f"threshold={threshold!r} is out of range; valid: >= 0")
+    if not pms:
+        return {s: torch.zeros(0, 0, dtype=torch.float64) for s in IMAGE_STATISTICS}
+    flat = [pm.pm_max.flatten(1).double() for pm in pms.values()]
+    return {"peak": torch.stack([f.amax(dim=1) for f in flat], dim=1),
+            "mean": torch.stack([f.mean(dim=1) for f in flat], dim=1),
+            "spread": torch.stack([(f > threshold).double().mean(dim=1) for f in flat], dim=1)}
