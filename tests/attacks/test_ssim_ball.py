@@ -19,6 +19,7 @@ from advspatial.attacks.ssim_ball import (
 from advspatial.errors import ConfigError, ShapeError
 
 C2 = 0.03**2
+C1 = 0.01**2
 FEAS_TOL = 1e-5
 
 
@@ -41,13 +42,25 @@ def contrast_structure_ref(x: torch.Tensor, x_adv: torch.Tensor, w: int) -> torc
     return (2 * cov + C2) / (var_x + var_y + C2)
 
 
-def assert_feasible(x, x_adv, alpha, beta, w, mask=None):
-    """Every window: S_b >= alpha and |mean change| <= beta (to 1e-5); box; zero change where mask is 0."""
+def luminance_ref(x: torch.Tensor, y: torch.Tensor, w: int) -> torch.Tensor:
+    """SSIM's luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) per window, C1 = 0.01^2."""
+    mx, my = windows_ref(x.double(), w).mean(-1), windows_ref(y.double(), w).mean(-1)
+    return (2 * mx * my + C1) / (mx.pow(2) + my.pow(2) + C1)
+
+
+def assert_feasible(x, x_adv, alpha, beta, w, mask=None, luminance="absolute", alpha_l=0.99):
+    """Every window: S_b >= alpha and the luminance bound (|mean change| <= beta, or l_b >= alpha_l and so
+    SSIM_b = l_b * S_b >= alpha * alpha_l), to 1e-5; box; zero change where mask is 0."""
     assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
     s = contrast_structure_ref(x, x_adv, w)
     assert float(s.min()) >= alpha - FEAS_TOL
-    lum = windows_ref((x_adv - x).double(), w).mean(-1).abs()
-    assert float(lum.max()) <= beta + FEAS_TOL
+    if luminance == "absolute":
+        lum = windows_ref((x_adv - x).double(), w).mean(-1).abs()
+        assert float(lum.max()) <= beta + FEAS_TOL
+    else:
+        lum = luminance_ref(x, x_adv, w)
+        assert float(lum.min()) >= alpha_l - FEAS_TOL
+        assert float((lum * s).min()) >= alpha * alpha_l - FEAS_TOL
     if mask is not None:
         assert torch.equal(x_adv[mask.expand_as(x) == 0], x[mask.expand_as(x) == 0])
 
@@ -94,7 +107,7 @@ def test_ball_boundary_is_exactly_ssim_alpha(seed, alpha, flat):
     gen = torch.Generator().manual_seed(seed)
     x = torch.full((1, 1, 4, 4), 0.3, dtype=torch.float64) if flat else torch.rand(1, 1, 4, 4, generator=gen,
                                                                                     dtype=torch.float64)
-    ball = SSIMBallGeometry.around(x, alpha=alpha, beta=1.0, window=4)
+    ball = SSIMBallGeometry.around(x, alpha=alpha, beta=1.0, window=4, luminance="absolute")
     u = torch.randn(16, generator=gen, dtype=torch.float64)
     u = (u - u.mean()) / (u - u.mean()).norm()
     radius = ball.radius2.sqrt()[0, 0, 0]
@@ -109,14 +122,14 @@ def test_ball_boundary_is_exactly_ssim_alpha(seed, alpha, flat):
 
 def test_population_covariance_constant():
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
-    sample = SSIMBallGeometry.around(x, 0.9, 0.05, 4)
-    population = SSIMBallGeometry.around(x, 0.9, 0.05, 4, sample_covariance=False)
+    sample = SSIMBallGeometry.around(x, 0.9, 0.05, 4, luminance="absolute")
+    population = SSIMBallGeometry.around(x, 0.9, 0.05, 4, sample_covariance=False, luminance="absolute")
     assert torch.allclose(population.radius2 - sample.radius2, torch.tensor(0.1 / 0.9 * C2, dtype=torch.float64))
 
 
 def test_project_windows_is_the_euclidean_projection_onto_the_balls():
     x = garment_like(2, 2, 8, 12, seed=1, dtype=torch.float64)
-    ball = SSIMBallGeometry.around(x, alpha=0.8, beta=0.05, window=4)
+    ball = SSIMBallGeometry.around(x, alpha=0.8, beta=0.05, window=4, luminance="absolute")
     gen = torch.Generator().manual_seed(2)
     delta = torch.randn(x.shape, generator=gen, dtype=x.dtype)
     proj = ball.project_windows(delta)
@@ -139,7 +152,7 @@ def test_project_box_matches_cvxpy_projection(beta):
     x[..., 6:8, :] = 1.0
     mask = torch.ones(1, 1, 9, 9, dtype=torch.float64)
     mask[..., 2, 1:7] = 0
-    ball = SSIMBallGeometry.around(x, alpha=0.9, beta=beta, window=4, mask=mask)
+    ball = SSIMBallGeometry.around(x, alpha=0.9, beta=beta, window=4, mask=mask, luminance="absolute")
     z = 0.6 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
     proj = ball.project_box(z)
     delta = cp.Variable(81)
@@ -158,7 +171,7 @@ def test_project_box_matches_cvxpy_projection(beta):
 def test_make_feasible_scales_violators_onto_the_boundary_and_keeps_the_rest():
     x = garment_like(1, 1, 8, 8, seed=3, dtype=torch.float64)
     alpha, beta = 0.9, 0.05
-    ball = SSIMBallGeometry.around(x, alpha, beta, window=4)
+    ball = SSIMBallGeometry.around(x, alpha, beta, window=4, luminance="absolute")
     delta = torch.zeros_like(x)
     delta[..., :4, :4] = 0.2  # flat window: pure luminance violation (mean 0.2 > beta)
     delta[..., 4:, 4:] = torch.randn(4, 4, generator=torch.Generator().manual_seed(0), dtype=x.dtype)  # ball violation
@@ -222,7 +235,7 @@ def test_fast_solver_matches_exact_convex_solve(channels, alpha, beta, masked):
     if masked:
         mask = torch.ones(1, 1, 8, 8, dtype=torch.float64)
         mask[..., 1:6, 3] = 0
-    atk = SSIMBallAttack(model, alpha=alpha, beta=beta, window=4)
+    atk = SSIMBallAttack(model, alpha=alpha, beta=beta, window=4, luminance="absolute")
     x_adv = atk(x, torch.tensor([0]), mask=mask)
     assert_feasible(x, x_adv, alpha, beta, 4, mask)
     fast = float((g * (x_adv - x).flatten()).sum())
@@ -238,7 +251,7 @@ def test_constraint_sets_are_nested_in_alpha():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2, bias=False)).double()
     values = []
     for alpha in [0.5, 0.9, 0.99, 1 - 1e-6]:
-        x_adv = SSIMBallAttack(model, alpha=alpha, beta=0.0, window=4)(x, torch.tensor([0]))
+        x_adv = SSIMBallAttack(model, alpha=alpha, beta=0.0, window=4, luminance="absolute")(x, torch.tensor([0]))
         values.append(float((x_adv - x).norm()))
     assert values == sorted(values, reverse=True)
     assert values[-1] < 1e-2 < values[0]
@@ -249,7 +262,7 @@ def test_constraint_sets_are_nested_in_alpha():
 def test_alpha_to_one_and_beta_zero_gives_almost_no_perturbation():
     model = PoolNet()
     x = garment_like(3, 1, 12, 12, seed=9)
-    x_adv = SSIMBallAttack(model, alpha=1 - 1e-6, beta=0.0, steps=5, window=4)(x, torch.tensor([0, 1, 2]))
+    x_adv = SSIMBallAttack(model, alpha=1 - 1e-6, beta=0.0, steps=5, window=4, luminance="absolute")(x, torch.tensor([0, 1, 2]))
     # ||δ̃_b|| <= ||c|| + r ~ (1e-6 + sqrt(2e-6))·||x̃_b|| + sqrt(1e-6·C) < 1e-2 with ||x̃_b|| <= 2.
     assert float((x_adv - x).abs().max()) < 1e-2
 
@@ -271,7 +284,8 @@ def test_returned_images_satisfy_every_constraint(seed, size, alpha, beta, windo
     x[1, :, size // 2 :] = 1.0  # saturated windows
     mask = (torch.rand(2, 1, size, size, generator=gen) > 0.3).float() if use_mask else None
     target = torch.tensor([1, 2]) if targeted else None
-    atk = SSIMBallAttack(PoolNet(seed=seed % 7), alpha=alpha, beta=beta, steps=4, step_size=0.5, window=window)
+    atk = SSIMBallAttack(PoolNet(seed=seed % 7), alpha=alpha, beta=beta, steps=4, step_size=0.5, window=window,
+                         luminance="absolute")
     x_adv = atk.run(x, torch.tensor([0, 3]), mask=mask, target=target).x_adv
     w = auto_window(size, size) if window == "auto" else window
     assert_feasible(x, x_adv, alpha, beta, w, mask)
@@ -300,7 +314,7 @@ def test_mask_is_respected_and_fractional_mask_scales_the_step():
     result = atk.run(x, y, mask=mask)
     assert torch.equal(result.x_adv[..., mask == 0], x[..., mask == 0])
     assert float((result.x_adv - x)[..., mask == 1].abs().max()) > 0
-    assert_feasible(x, result.x_adv, 0.9, 0.05, 4)
+    assert_feasible(x, result.x_adv, 0.9, 0.05, 4, luminance="term")
     half = atk.run(x, y, mask=0.5 * mask).x_adv  # the per-window step is normalized: same direction, same result
     assert torch.allclose(half, result.x_adv, atol=1e-6)
 
@@ -309,7 +323,7 @@ def test_targeted_attack_raises_the_target_margin():
     model = PoolNet(classes=4, seed=3)
     x = garment_like(3, 1, 12, 12, seed=12)
     y, target = torch.tensor([0, 0, 0]), torch.tensor([1, 2, 3])
-    atk = SSIMBallAttack(model, alpha=0.5, beta=0.2, steps=10, window=4)
+    atk = SSIMBallAttack(model, alpha=0.5, beta=0.2, steps=10, window=4, luminance="absolute")
     x_adv = atk.run(x, y, target=target).x_adv
     with torch.no_grad():
         def target_margin(t):
@@ -339,8 +353,91 @@ def test_fashion_mnist_fooling_rate_and_ssim(trained_tiny_cnn, fmnist_test_subse
     correct = result.clean_pred == y
     assert int(correct.sum()) >= 12
     assert float(result.success[correct].float().mean()) >= 0.5  # measured ~0.8 on 100 images
-    assert_feasible(x, result.x_adv, 0.9, 0.05, 4)
+    assert_feasible(x, result.x_adv, 0.9, 0.05, 4, luminance="term")
     s = window_contrast_structure(x, result.x_adv)
     assert float(s.min()) >= 0.9 - FEAS_TOL and float(s.mean()) >= 0.9
     global_ssim = ssim(x.double(), result.x_adv.double())
     assert 0.6 < float(global_ssim.mean()) < 1.0  # measured ~0.82: high, but the windows do not bound luminance/edges
+
+
+# -- the luminance-term constraint (the default) -------------------------------------------------------
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    size=st.integers(8, 18),
+    alpha=st.floats(0.3, 0.99),
+    alpha_l=st.floats(0.5, 1.0),
+    window=st.sampled_from(["auto", 2, 4, 5]),
+    use_mask=st.booleans(),
+)
+def test_luminance_term_keeps_every_windows_ssim_bound(seed, size, alpha, alpha_l, window, use_mask):
+    """Every window of every output: l_b >= alpha_l and SSIM_b = l_b * S_b >= alpha * alpha_l, from SSIM's
+    definition, also on black (mu = 0) and saturated windows."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, size, size, generator=gen)
+    x[0, :, : size // 2] = 0.0
+    x[1, :, size // 2 :] = 1.0
+    mask = (torch.rand(2, 1, size, size, generator=gen) > 0.3).float() if use_mask else None
+    atk = SSIMBallAttack(PoolNet(seed=seed % 7), alpha=alpha, alpha_l=alpha_l, steps=4, step_size=0.5, window=window)
+    x_adv = atk.run(x, torch.tensor([0, 3]), mask=mask).x_adv
+    w = auto_window(size, size) if window == "auto" else window
+    assert_feasible(x, x_adv, alpha, 1.0, w, mask, luminance="term", alpha_l=alpha_l)
+
+
+def test_luminance_interval_is_the_exact_solution_set():
+    """l(mu_x, mu_x + d) >= alpha_l exactly for d in [lo, hi], and just outside it fails; black windows get a
+    tiny interval (the absolute bound let SSIM's luminance term collapse there)."""
+    from advspatial.attacks.ssim_ball import luminance_interval
+
+    mu = torch.tensor([0.0, 0.02, 0.3, 0.5, 0.97], dtype=torch.float64)
+    for alpha_l in (0.9, 0.99, 0.999):
+        lo, hi = luminance_interval(mu, alpha_l)
+        term = lambda d: (2 * mu * (mu + d) + C1) / (mu.pow(2) + (mu + d).pow(2) + C1)  # noqa: E731
+        assert torch.allclose(term(lo), torch.full_like(mu, alpha_l), atol=1e-9)
+        assert torch.allclose(term(hi), torch.full_like(mu, alpha_l), atol=1e-9)
+        assert float((term(lo - 1e-4) - alpha_l).max()) < 0 and float((term(hi + 1e-4) - alpha_l).max()) < 0
+        assert bool((term((lo + hi) / 2) >= alpha_l).all())
+    lo, hi = luminance_interval(torch.zeros(1, dtype=torch.float64), 0.99)
+    assert float(hi) < 0.002 and float(-lo) < 0.002
+    # the absolute bound beta = 0.05 on a black window: luminance term (C1)/(0.05^2 + C1) ~ 0.04
+    assert C1 / (0.05**2 + C1) < 0.05
+
+
+@pytest.mark.parametrize("alpha_l", [0.9, 0.99])
+def test_fast_solver_matches_exact_convex_solve_with_the_luminance_term(alpha_l):
+    """Linear model: the attack solves max g·delta over {S_b >= alpha, l_b >= alpha_l, box}; cvxpy solves the
+    same problem written from SSIM's definitions (both terms as convex quadratic <= affine)."""
+    x = garment_like(1, 1, 8, 8, seed=11, dtype=torch.float64)
+    x[..., :4, :4] = 0.0  # a black window
+    alpha = 0.9
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2, bias=False)).double()
+    weight = model[1].weight.detach()
+    g = -(weight[0] - weight[1])
+    x_adv = SSIMBallAttack(model, alpha=alpha, alpha_l=alpha_l, window=4, steps=80)(x, torch.tensor([0]))
+    assert_feasible(x, x_adv, alpha, 1.0, 4, luminance="term", alpha_l=alpha_l)
+    xs = x[0, 0].numpy()
+    delta = cp.Variable(64)
+    cons = [delta >= -xs.ravel(), delta <= 1 - xs.ravel()]
+    idx = np.arange(64).reshape(8, 8)
+    const = 15 * C2
+    for i in (0, 4):
+        for j in (0, 4):
+            sel = idx[i:i + 4, j:j + 4].ravel()
+            xw = xs[i:i + 4, j:j + 4].ravel()
+            mx, xt = xw.mean(), xw - xw.mean()
+            dw = delta[sel]
+            my = mx + cp.sum(dw) / 16
+            y_tilde = xt + dw - cp.sum(dw) / 16
+            cons.append(alpha * cp.sum_squares(y_tilde) <= 2 * xt @ y_tilde + const - alpha * (xt @ xt + const))
+            # l_b >= alpha_l, divided by C1 so the solver sees numbers of order 1
+            cons.append(alpha_l * cp.square(my) / C1 <= 2 * mx * my / C1 + 1 - alpha_l * (mx**2 / C1 + 1))
+    problem = cp.Problem(cp.Maximize(g.numpy() @ delta), cons)
+    problem.solve(solver="CLARABEL")
+    fast = float((g * (x_adv - x).flatten()).sum())
+    # the luminance constraint of a black window is tiny in absolute terms: Clarabel reports its (agreeing,
+    # to ~1e-4) optimum as "inaccurate"; SCS at eps 1e-9 gives the same value
+    assert problem.status in ("optimal", "optimal_inaccurate") and problem.value > 0
+    assert fast <= problem.value * (1 + 1e-3)
+    assert fast / problem.value >= 0.95

@@ -18,7 +18,18 @@ contrast-structure term of the window, written with sums instead of averages, is
     ‖δ̃_b − c_b‖² ≤ r_b²,   c_b = ((1−α)/α)·x̃_b,   r_b² = ((1−α²)/α²)‖x̃_b‖² + (1−α)C/α,
 
 as METHODS states. ``r_b² − ‖c_b‖² = 2((1−α)/α)‖x̃_b‖² + (1−α)C/α > 0``, so
-``δ̃_b = 0`` lies strictly inside. Luminance is kept by ``|mean(δ_b)| ≤ β``.
+``δ̃_b = 0`` lies strictly inside.
+
+Luminance (``luminance="term"``, the default) is kept by SSIM's own luminance term
+``l_b = (2μ_xμ_y + C1)/(μ_x² + μ_y² + C1) ≥ α_l`` (``C1 = (0.01·1)²``, window
+means μ). For fixed ``μ_x`` it reads ``α_l μ_y² − 2μ_x μ_y + α_l μ_x² − (1−α_l)C1 ≤ 0``,
+a quadratic with a positive leading coefficient, so ``μ_y`` lies in the interval
+between its roots ``(μ_x ± sqrt(μ_x²(1−α_l²) + α_l(1−α_l)C1))/α_l``, which holds
+``μ_x``: the mean change ``mean(δ_b)`` lies in ``[lo_b, hi_b] ∋ 0``, and every
+window keeps ``SSIM_b = l_b·S_b ≥ α_l·α``. On a black window (``μ_x = 0``) the
+interval is ``±sqrt((1−α_l)C1/α_l)``, about ±0.001 at α_l = 0.99, where the absolute
+bound ``|mean(δ_b)| ≤ β`` (``luminance="absolute"``, the older option) let SSIM's
+luminance term fall to ~0.04.
 Pixels in a strip at the bottom/right that no full window covers (when the
 size is not a multiple of ``w``) are left unperturbed.
 
@@ -27,7 +38,7 @@ Two convex sets, each with an exact Euclidean projection, make up the feasible s
 * A, the balls: ``‖δ̃_b − c_b‖ ≤ r_b`` on the mean-free part of every window
   (projection: ``δ̃ ← c + (δ̃−c)·min(1, r/‖δ̃−c‖)``, the window mean kept);
 * B, the box ``x+δ ∈ [0,1]`` (with ``δ = 0`` where the mask is 0 and on the
-  uncovered strip) intersected with the luminance slabs ``|mean(δ_b)| ≤ β``.
+  uncovered strip) intersected with the luminance slabs ``lo_b ≤ mean(δ_b) ≤ hi_b``.
   Its projection is per window ``δ = clip(z − λ, lower, upper)`` with the scalar
   ``λ`` (0 when the clipped window already meets the bound) that puts the mean
   on the violated bound (KKT conditions of the projection); the clipped mean is
@@ -41,7 +52,7 @@ luminance with the box is what makes the final scaling below keep it.)
 The solver. From ``δ = 0``, each step ascends the attacker's loss (default: the
 logit margin, untargeted ``max_{j≠y} z_j − z_y``, targeted ``z_t − max_{j≠t} z_j``)
 along the masked gradient normalized per window: every window moves along its
-own gradient direction by ``step_size`` times its size ``r_b + β·sqrt(n)`` (so
+own gradient direction by ``step_size`` times its size ``r_b + max(|lo_b|, hi_b)·sqrt(n)`` (so
 the step is scale-free: textured windows, with large balls, take proportionally
 longer steps than flat ones; a window whose masked gradient is 0 does not move;
 a fractional mask reweights pixels *within* a window, while a window-wide
@@ -73,10 +84,13 @@ from .base import Attack, register_attack
 from .fgsm import attack_loss, check_loss
 
 __all__ = [
-    "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "window_contrast_structure", "to_windows",
+    "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",
+    "window_contrast_structure", "to_windows",
 ]
 
 NORM_GUARD = 1e-12
+C1_K1 = 0.01  # SSIM's luminance constant C1 = (K1·L)², L = 1
+LUMINANCE_MODES = ("term", "absolute")
 FEASIBILITY_SHRINK = 1e-6  # relative margin kept inside a ball after the final scaling
 LUMINANCE_TOL = 1e-9  # window means within beta + this count as feasible (float64 rounding)
 
@@ -146,14 +160,15 @@ class SSIMBallGeometry:
 
     Attributes:
         window: window side.
-        beta: luminance bound on each window's mean change.
+        mean_lo, mean_hi: bounds on each window's mean change, (N,C,B), ``mean_lo ≤ 0 ≤ mean_hi``.
         center: ``c_b = ((1-α)/α)·x̃_b``, (N,C,B,n).
         radius2: ``r_b²``, (N,C,B).
         lower, upper: the box on δ, (N,C,H,W): ``-x``/``1-x``, both 0 where δ must be 0.
     """
 
     window: int
-    beta: float
+    mean_lo: torch.Tensor
+    mean_hi: torch.Tensor
     center: torch.Tensor
     radius2: torch.Tensor
     lower: torch.Tensor
@@ -163,24 +178,36 @@ class SSIMBallGeometry:
     def around(
         cls, x: torch.Tensor, alpha: float = 0.9, beta: float = 0.05, window: int | str = "auto",
         mask: torch.Tensor | None = None, k2: float = 0.03, sample_covariance: bool = True,
+        luminance: str = "term", alpha_l: float = 0.99,
     ) -> "SSIMBallGeometry":
-        """The set for images ``x`` (N,C,H,W) in [0,1]; ``mask`` (broadcast to x): δ = 0 where it is 0."""
+        """The set for images ``x`` (N,C,H,W) in [0,1]; ``mask`` (broadcast to x): δ = 0 where it is 0.
+
+        ``luminance="term"``: every window keeps SSIM's luminance term ``l_b ≥ alpha_l``;
+        ``"absolute"``: ``|mean(δ_b)| ≤ beta``.
+        """
         check_range("alpha", alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("beta", beta, 0.0, 1.0)
+        check_range("alpha_l", alpha_l, 0.0, 1.0, low_inclusive=False)
+        if luminance not in LUMINANCE_MODES:
+            raise ConfigError(f"luminance={luminance!r} is not valid; valid: {', '.join(LUMINANCE_MODES)}")
         size = resolve_window(window, *x.shape[2:])
         xb = to_windows(x, size)
-        xt = xb - xb.mean(-1, keepdim=True)
+        mu = xb.mean(-1)
+        xt = xb - mu.unsqueeze(-1)
         c = structure_constant(size, k2, sample_covariance)
         radius2 = (1 - alpha**2) / alpha**2 * xt.pow(2).sum(-1) + (1 - alpha) * c / alpha
         free = from_windows(torch.ones_like(xb), size, *x.shape[2:])  # 0 on the uncovered strip
         if mask is not None:
             free = free * (mask != 0).to(x.dtype)
-        return cls(size, float(beta), (1 - alpha) / alpha * xt, radius2, -x * free, (1 - x) * free)
+        lo, hi = (luminance_interval(mu, alpha_l) if luminance == "term"
+                  else (torch.full_like(mu, -float(beta)), torch.full_like(mu, float(beta))))
+        return cls(size, lo, hi, (1 - alpha) / alpha * xt, radius2, -x * free, (1 - x) * free)
 
     @property
     def scale(self) -> torch.Tensor:
-        """Each window's size ``r_b + β·sqrt(n)``: ball radius plus the largest mean shift in L2, (N,C,B)."""
-        return self.radius2.sqrt() + self.beta * self.window
+        """Each window's size ``r_b + max(|lo_b|, hi_b)·sqrt(n)``: ball radius plus the largest mean shift in
+        L2, (N,C,B)."""
+        return self.radius2.sqrt() + torch.maximum(-self.mean_lo, self.mean_hi) * self.window
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -199,13 +226,13 @@ class SSIMBallGeometry:
         """Exact Euclidean projection onto B: the box [lower, upper] and every window's luminance bound.
 
         Per window, ``clip(z - λ, lo, hi)`` with ``λ = 0`` if the clipped mean is
-        within ±β, else the ``λ`` that puts the mean on the violated bound
+        within ``[mean_lo, mean_hi]``, else the ``λ`` that puts the mean on the violated bound
         (:func:`_mean_shift`).
         """
         z = to_windows(delta, self.window)
         lo, hi = to_windows(self.lower, self.window), to_windows(self.upper, self.window)
         mean = torch.maximum(torch.minimum(z, hi), lo).mean(-1)
-        goal = mean.clamp(-self.beta, self.beta)
+        goal = torch.minimum(torch.maximum(mean, self.mean_lo), self.mean_hi)
         lam = torch.where(mean == goal, torch.zeros_like(mean), _mean_shift(z, lo, hi, goal))
         projected = torch.maximum(torch.minimum(z - lam.unsqueeze(-1), hi), lo)
         return from_windows(projected, self.window, *self.shape)
@@ -232,8 +259,8 @@ class SSIMBallGeometry:
         ``t²‖d‖² − 2t dᵀc + ‖c‖² − r² ≤ 0``, whose larger root is
         ``t* = (dᵀc + sqrt((dᵀc)² + ‖d‖²(r² − ‖c‖²))) / ‖d‖² > 0`` (as ``r² > ‖c‖²``);
         windows outside their ball are scaled by ``t*·(1 − 1e-6)``. A window
-        mean beyond ``β + 1e-9`` is scaled by ``β/|mean|`` (the tolerance keeps
-        rounding noise from zeroing a window when ``β = 0``). If δ is in B the
+        mean beyond its bound by more than 1e-9 is scaled by ``bound/mean`` (the tolerance keeps
+        rounding noise from zeroing a window whose bound is 0). If δ is in B the
         result is too. Computed in float64.
         """
         blocks = to_windows(delta, self.window).double()
@@ -246,23 +273,39 @@ class SSIMBallGeometry:
         outside = (d - c).pow(2).sum(-1) > r2
         t_ball = (dc + (dc.pow(2) + dd * slack).clamp_min(0).sqrt()) / dd.clamp_min(1e-300)
         t_ball = torch.where(outside, t_ball * (1 - FEASIBILITY_SHRINK), torch.ones_like(dd))
-        too_bright = mean.abs() > self.beta + LUMINANCE_TOL
-        t_lum = torch.where(too_bright, self.beta / mean.abs().clamp_min(1e-300), torch.ones_like(dd))
+        lo, hi = self.mean_lo.double(), self.mean_hi.double()
+        t_lum = torch.ones_like(dd)
+        t_lum = torch.where(mean > hi + LUMINANCE_TOL, hi / mean.clamp_min(1e-300), t_lum)
+        t_lum = torch.where(mean < lo - LUMINANCE_TOL, lo / mean.clamp_max(-1e-300), t_lum)
         t = torch.minimum(t_ball, t_lum).clamp(0.0, 1.0)
         scaled = (blocks * t.unsqueeze(-1)).to(delta.dtype)
         return from_windows(scaled, self.window, *self.shape)
 
     def violation(self, delta: torch.Tensor) -> torch.Tensor:
         """Per image, the largest excess over all constraints (0 when feasible): ball (in units of
-        ``‖δ̃−c‖² − r²``), luminance (``|mean| − β``), box (``δ`` outside [lower, upper]).
-        Shape (N,)."""
+        ``‖δ̃−c‖² − r²``), luminance (the mean beyond ``[mean_lo, mean_hi]``), box (``δ`` outside
+        [lower, upper]). Shape (N,)."""
         blocks = to_windows(delta, self.window)
         mean = blocks.mean(-1)
         ball = (blocks - mean.unsqueeze(-1) - self.center).pow(2).sum(-1) - self.radius2
-        lum = mean.abs() - self.beta
+        lum = torch.maximum(mean - self.mean_hi, self.mean_lo - mean)
         box = torch.maximum(delta - self.upper, self.lower - delta)
         parts = [ball.flatten(1), lum.flatten(1), box.flatten(1)]
         return torch.cat(parts, dim=1).amax(dim=1).clamp_min(0.0)
+
+
+def luminance_interval(mu: torch.Tensor, alpha_l: float, k1: float = C1_K1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean changes ``[lo, hi]`` keeping SSIM's luminance term ``l ≥ alpha_l`` for window means ``mu``.
+
+    ``l(μ_y) ≥ α_l`` ⟺ ``μ_y ∈ [(μ_x − s)/α_l, (μ_x + s)/α_l]`` with
+    ``s = sqrt(μ_x²(1−α_l²) + α_l(1−α_l)C1)`` (module docstring); returned as
+    changes ``μ_y − μ_x``, so ``lo ≤ 0 ≤ hi``. ``alpha_l = 1`` gives ``[0, 0]``.
+    """
+    c1 = (k1 * 1.0) ** 2
+    s = (mu.pow(2) * (1 - alpha_l**2) + alpha_l * (1 - alpha_l) * c1).clamp_min(0).sqrt()
+    lo = ((mu - s) / alpha_l - mu).clamp_max(0.0)
+    hi = ((mu + s) / alpha_l - mu).clamp_min(0.0)
+    return lo, hi
 
 
 def _clipped_mean_at(lam: torch.Tensor, u: torch.Tensor, v: torch.Tensor, hi_sum: torch.Tensor) -> torch.Tensor:
@@ -316,9 +359,12 @@ class SSIMBallAttack(Attack):
     Args:
         model: classifier on [0,1] images returning logits.
         alpha: contrast-structure bound, every window keeps ``S_b ≥ alpha``; in (0, 1).
-        beta: bound on each window's mean change ``|Δμ_b|``, in [0, 1].
+        luminance: ``term`` (default): every window keeps SSIM's luminance term ``l_b ≥ alpha_l``, so
+            ``SSIM_b ≥ alpha·alpha_l``; ``absolute``: ``|Δμ_b| ≤ beta`` (the older bound).
+        alpha_l: luminance-term bound, in (0, 1].
+        beta: bound on each window's mean change ``|Δμ_b|`` with ``luminance="absolute"``, in [0, 1].
         steps: gradient steps, >= 1.
-        step_size: each window's step length as a fraction of its size ``r_b + β·sqrt(n)``, > 0.
+        step_size: each window's step length as a fraction of its size ``r_b + (largest mean change)·sqrt(n)``, > 0.
         window: window side, or ``"auto"`` (4 up to 28 pixels, 8 above).
         rounds: Dykstra projection rounds per step, >= 1.
         loss: ``margin`` (default) or ``ce``.
@@ -332,11 +378,15 @@ class SSIMBallAttack(Attack):
     def __init__(
         self, model: nn.Module, alpha: float = 0.9, beta: float = 0.05, steps: int = 50, step_size: float = 0.1,
         window: int | str = "auto", rounds: int = 5, loss: str = "margin", sample_covariance: bool = True,
-        seed: int = 0,
+        seed: int = 0, luminance: str = "term", alpha_l: float = 0.99,
     ) -> None:
         super().__init__(model, seed)
         check_range("alpha", alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("beta", beta, 0.0, 1.0)
+        check_range("alpha_l", alpha_l, 0.0, 1.0, low_inclusive=False)
+        if luminance not in LUMINANCE_MODES:
+            raise ConfigError(f"luminance={luminance!r} is not valid; valid: {', '.join(LUMINANCE_MODES)}")
+        self.luminance, self.alpha_l = luminance, float(alpha_l)
         check_range("steps", steps, 1, None)
         check_range("step_size", step_size, 0.0, None, low_inclusive=False)
         check_range("rounds", rounds, 1, None)
@@ -349,7 +399,8 @@ class SSIMBallAttack(Attack):
 
     def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBallGeometry:
         """The feasible set of this attack around ``x``."""
-        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance)
+        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance,
+                                       luminance=self.luminance, alpha_l=self.alpha_l)
 
     def _loss_and_grad(
         self, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
