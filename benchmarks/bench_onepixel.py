@@ -49,6 +49,10 @@ from advspatial.data import load_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results" / "onepixel.json"
 MODELS = {"tiny": "TinyCNN trained 3 epochs on 4000 Fashion-MNIST training images",
+          "lenet5": "the registry's lenet5 (conv32 5x5-pool-conv64 5x5-pool-fc200-fc10) trained 3 epochs on 4000 "
+                    "Fashion-MNIST training images",
+          "lenet5-3x3": "LeNet5 with 3x3 kernels (conv32 3x3-pool-conv64 3x3-pool-fc200-fc10) trained 3 epochs on "
+                        "4000 Fashion-MNIST training images",
           "smallcnn": "smallcnn, the default model (TrainConfig())"}
 
 
@@ -87,12 +91,53 @@ def default_model() -> nn.Module:
     return get_or_train(TrainConfig(), progress=False).model.eval()
 
 
-def train_model(seed: int = 0) -> nn.Module:
-    """A TinyCNN trained briefly on 4000 Fashion-MNIST training images."""
+class LeNet5Small(nn.Module):
+    """LeNet5 with 3x3 kernels: conv32 3x3-ReLU-pool-conv64 3x3-ReLU-pool-fc200-ReLU-fc10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * 7 * 7, 200), nn.ReLU(), nn.Linear(200, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def build(name: str) -> nn.Module:
+    """An untrained model of the benchmark's ``--model`` name."""
+    if name == "tiny":
+        return TinyCNN()
+    if name == "lenet5-3x3":
+        return LeNet5Small()
+    from advspatial.models import build_model
+
+    return build_model(name, in_channels=1, num_classes=10)
+
+
+def train_model(seed: int = 0, name: str = "tiny") -> nn.Module:
+    """A model of ``name`` trained briefly (3 epochs) on 4000 Fashion-MNIST training images.
+
+    Cached under ``$XDG_CACHE_HOME/advspatial-bench`` (the training is the same every time).
+    """
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "advspatial-bench" / f"{name}-{seed}.pt"
+    if cache.is_file():
+        model = build(name)
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        return model.eval()
+    model = _train(seed, name)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), cache)
+    return model
+
+
+def _train(seed: int, name: str) -> nn.Module:
     train = load_dataset("fashion-mnist", "train").head(4000)
     x, y = train.images(), train.labels
     torch.manual_seed(seed)
-    model = TinyCNN()
+    model = build(name)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(3):
         perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed + 1))
@@ -163,39 +208,64 @@ def forward_floor(model: nn.Module, x: torch.Tensor, evaluations: int, batch: in
     return time.perf_counter() - start
 
 
+BUDGETS = {"small": (10, 10), **PRESETS}  # torchattacks-style popsize argument, generations
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-images", type=int, default=20)
     parser.add_argument("--pixels", type=int, default=1)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    parser.add_argument("--preset", choices=sorted(BUDGETS), default="quick",
+                        help="small (10, 10: the issue's small budget), quick (100, 20), paper (400, 75)")
     parser.add_argument("--popsize", type=int, default=None, help="torchattacks-style popsize (default: preset's)")
     parser.add_argument("--maxiter", type=int, default=None, help="generations (default: preset's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torchattacks", action="store_true")
-    parser.add_argument("--model", choices=["tiny", "smallcnn"], default="tiny",
-                        help="tiny: TinyCNN trained here (default); smallcnn: the project's default model")
+    parser.add_argument("--skip-full-forward", action="store_true", help="skip the incremental=False row")
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny",
+                        help="tiny, lenet5, lenet5-3x3: trained here (tiny is the default); "
+                             "smallcnn: the project's default model (cached)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for every attack (default: torch's own choice)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the attacks this many times, interleaved (ours, torchattacks, ours, ...); "
+                             "the speed-up is the median of the per-round ratios")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    requested_pop = args.popsize or PRESETS[args.preset][0]
-    maxiter = PRESETS[args.preset][1] if args.maxiter is None else args.maxiter
+    requested_pop = args.popsize or BUDGETS[args.preset][0]
+    maxiter = BUDGETS[args.preset][1] if args.maxiter is None else args.maxiter
     n_params = args.pixels * (2 + 1)
     population = max(5, int(requested_pop / n_params) * n_params)  # what torchattacks actually uses
 
-    model = train_model(args.seed) if args.model == "tiny" else default_model()
+    model = default_model() if args.model == "smallcnn" else train_model(args.seed, args.model)
     description = MODELS[args.model]
     x, y, accuracy = pick_images(model, args.n_images)
     model, x, y = model.to(args.device), x.to(args.device), y.to(args.device)
     print(f"model: {description}, test accuracy {accuracy:.3f}; {len(x)} images; "
           f"{args.pixels} pixel(s), population {population}, {maxiter} generations; "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; device {args.device}")
 
-    rows = {"advspatial": run_ours(model, x, y, args.pixels, population, maxiter, args.seed)}
-    if args.pixels == 1:  # the same attack with full forward passes, to show what incremental evaluation buys
-        rows["advspatial-full-forward"] = run_ours(model, x, y, args.pixels, population, maxiter, args.seed, False)
+    rounds: list[dict] = []
+    for _ in range(args.repeats):
+        rows = {"advspatial": run_ours(model, x, y, args.pixels, population, maxiter, args.seed)}
+        if not args.skip_torchattacks:
+            rows["torchattacks"] = run_torchattacks(model, x, y, args.pixels, requested_pop, maxiter, args.seed)
+        if args.pixels == 1 and not args.skip_full_forward:  # what incremental evaluation buys
+            rows["advspatial-full-forward"] = run_ours(model, x, y, args.pixels, population, maxiter, args.seed,
+                                                       False)
+        rounds.append(rows)
+        if "torchattacks" in rows:
+            print(f"  round {len(rounds)}: advspatial {rows['advspatial']['wall_s']:.2f} s, torchattacks "
+                  f"{rows['torchattacks']['wall_s']:.2f} s: {rows['torchattacks']['wall_s'] / rows['advspatial']['wall_s']:.1f}x")
+    rows = {name: dict(r, wall_s=median([rd[name]["wall_s"] for rd in rounds])) for name, r in rounds[-1].items()}
     floor = forward_floor(model, x, rows["advspatial"]["model_evaluations"])
-    if not args.skip_torchattacks:
-        rows["torchattacks"] = run_torchattacks(model, x, y, args.pixels, requested_pop, maxiter, args.seed)
 
     print(f"{'attack':<26}{'wall s':>10}{'success':>10}{'evals':>12}{'us/eval':>10}{'mean L0':>9}")
     for name, r in rows.items():
@@ -203,14 +273,16 @@ def main() -> None:
         l0 = "-" if r["mean_l0_of_successes"] is None else f"{r['mean_l0_of_successes']:.2f}"
         print(f"{name:<26}{r['wall_s']:>10.2f}{r['success_rate']:>10.3f}{r['model_evaluations']:>12d}"
               f"{per_eval:>10.1f}{l0:>9}")
-    speedup = rows["torchattacks"]["wall_s"] / rows["advspatial"]["wall_s"] if "torchattacks" in rows else None
+    ratios = [rd["torchattacks"]["wall_s"] / rd["advspatial"]["wall_s"] for rd in rounds if "torchattacks" in rd]
+    speedup = median(ratios) if ratios else None
     if speedup is not None:
-        print(f"speed-up (torchattacks wall / advspatial wall): {speedup:.1f}x")
+        print(f"speed-up (torchattacks wall / advspatial wall), median of {len(ratios)} interleaved rounds: "
+              f"{speedup:.1f}x (rounds: {', '.join(f'{r:.1f}' for r in ratios)})")
     print(f"forward passes alone for advspatial's {rows['advspatial']['model_evaluations']} evaluations: "
           f"{floor:.2f} s ({rows['advspatial']['wall_s'] / floor:.2f}x of it is our wall time)")
 
     budget = args.preset if args.popsize is None and args.maxiter is None else "custom"
-    label = f"{budget}-{args.pixels}px-{args.model}-{len(x)}img-{args.device}"
+    label = f"{budget}-{args.pixels}px-{args.model}-{len(x)}img-{args.device}-t{torch.get_num_threads()}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     runs = json.loads(RESULTS.read_text()).get("runs", {}) if RESULTS.is_file() else {}
     runs[label] = {
@@ -221,8 +293,10 @@ def main() -> None:
                    "images": "first correctly classified Fashion-MNIST test images"},
         "host": {"platform": platform.platform(), "torch": torch.__version__,
                  "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                 "load_average_1min": os.getloadavg()[0], "device": args.device},
-        "results": rows, "speedup": speedup, "forward_only_s_for_advspatial_evaluations": floor,
+                 "load_average_1min": os.getloadavg()[0], "device": args.device,
+                 "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()},
+        "results": rows, "speedup": speedup, "speedup_per_round": ratios,
+        "forward_only_s_for_advspatial_evaluations": floor,
     }
     RESULTS.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     print(f"wrote {RESULTS} (entry {label!r})")
