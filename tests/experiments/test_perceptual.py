@@ -36,8 +36,8 @@ from advspatial.experiments.perceptual import (
     measure,
     pgd_attack,
     ssim_distortion,
-    summary_text,
 )
+from advspatial.experiments.perceptual_report import summary_text
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
 from advspatial.regions.inference import NULLS, VERDICTS
 from advspatial.report.perceptual_figures import (
@@ -101,7 +101,7 @@ def _synthetic_context(tmp_path: Path, model: nn.Module, n: int = 8, **overrides
     noise = torch.rand(n, 1, 28, 28, generator=gen)
     pixels = nn.functional.avg_pool2d(noise, 5, stride=1, padding=2, count_include_pad=False)
     data = ImageDataset("synthetic", pixels, torch.arange(n) % 10, tuple(str(k) for k in range(10)))
-    values = {"n": n, "batch_size": 4, "calibration_n": n, "pgd_steps": 5, "progress": False, **overrides}
+    values = {"n": n, "batch_size": 4, "calibration_n": n, "steps": 5, "progress": False, **overrides}
     cfg = config_from_mapping(PerceptualConfig, values)
     return Context(cfg, RunDir(tmp_path / "run"), model, data, torch.device("cpu"),
                    list(batch_slices(n, cfg.batch_size)))
@@ -435,9 +435,26 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert claims and all(c["verdict"] in VERDICTS for c in claims)
     primary = [c for c in claims if c["primary"]]
     testable = [a for a in ATTACKS if metrics["attacks"][a]["successful"] >= 3]
-    assert [c["subject"] for c in primary] == testable
-    assert all(c["statistic"] == "energy_in_roi" and c["null"] == "same-class" for c in primary)
+    for null in ("same-class", "geometry"):  # co-location: against the same-class and the geometry null
+        assert [c["subject"] for c in primary if c["null"] == null] == testable, null
+        assert all(c["statistic"] == "energy_in_roi" for c in primary if c["null"] == null)
+    distortion = [c for c in primary if c["subject"] == "ssim-ball vs pgd"]
+    assert len(distortion) == 1 and distortion[0]["gates"] == {}  # per-image minimal distortion: no RoI involved
+    assert len(primary) == 2 * len(testable) + 1
+    md = metrics["minimal_distortion"]
+    assert md["images_both"] == distortion[0]["effect"]["n"]
+    # the geometry null has the attack's SSIM on every image it can reach (scaled toward 0 from the set's edge)
+    for r in rows:
+        assert r["geometry_ssim"] >= r["ssim"] - 1e-3
+    matched = [abs(r["geometry_ssim"] - r["ssim"]) < 1e-3 for r in rows]
+    assert sum(matched) >= 0.8 * len(rows)
+    # the curves: the main budgets among their points, fooling rates in [0, 1]
+    assert config.alpha in [p["budget"] for p in metrics["curves"]["ssim-ball"]]
+    assert metrics["pgd_eps"] in [p["budget"] for p in metrics["curves"]["pgd"]]
+    assert all(0 <= p["fooling_rate"] <= 1 for pts in metrics["curves"].values() for p in pts)
     for c in claims:
+        if c in distortion:
+            continue
         assert c["gates"] == {"RoI faithfulness": gate["passed"]}
         if not all(c["gates"].values()):
             assert c["verdict"] == "not interpretable", c

@@ -85,7 +85,7 @@ from .fgsm import attack_loss, check_loss
 
 __all__ = [
     "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",
-    "window_contrast_structure", "to_windows",
+    "window_contrast_structure", "window_ssim", "to_windows",
 ]
 
 NORM_GUARD = 1e-12
@@ -292,6 +292,20 @@ class SSIMBallGeometry:
         box = torch.maximum(delta - self.upper, self.lower - delta)
         parts = [ball.flatten(1), lum.flatten(1), box.flatten(1)]
         return torch.cat(parts, dim=1).amax(dim=1).clamp_min(0.0)
+
+
+def window_ssim(
+    x: torch.Tensor, x_adv: torch.Tensor, window: int | str = "auto", k1: float = C1_K1, k2: float = 0.03,
+    sample_covariance: bool = True,
+) -> torch.Tensor:
+    """Per image, the mean over channels and non-overlapping windows of ``SSIM_b = l_b · S_b``: the SSIM the
+    attack's constraint bounds (``>= alpha·alpha_l`` in every window with ``luminance="term"``), (N,)."""
+    size = resolve_window(window, *x.shape[2:])
+    mx, my = to_windows(x, size).mean(-1), to_windows(x_adv, size).mean(-1)
+    c1 = (k1 * 1.0) ** 2
+    luminance = (2 * mx * my + c1) / (mx.pow(2) + my.pow(2) + c1)
+    structure = window_contrast_structure(x, x_adv, size, k2, sample_covariance)
+    return (luminance * structure).flatten(1).mean(1)
 
 
 def luminance_interval(mu: torch.Tensor, alpha_l: float, k1: float = C1_K1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,12 +7,19 @@ Stages, each streamed batch by batch and saved in the run directory so that
 1. ``clean/batch-*``: clean predictions and the class activation map (``importance``:
    ``auto`` = Grad-CAM for a GAP+linear head, HiResCAM for a flatten/FC head) of the
    *true* class on the clean image -- the Region of Importance (RoI) side;
-2. ``attack/ssim-ball/batch-*``: the SSIM-ball attack (its default parameters) and the
-   SSIM of every adversarial image;
-3. ``calibration/eps-*/batch-*``: the PGD budget at matched mean SSIM (below);
-4. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.gate.gate_stage`)
+2. ``attack/ssim-ball/batch-*``: the SSIM-ball attack (luminance kept by SSIM's own
+   luminance term by default) and the SSIM of every adversarial image, both the
+   reported (Gaussian-window) SSIM and the window SSIM its constraint bounds;
+3. ``calibration/eps-*/batch-*``: the PGD budget at matched mean SSIM (below); both
+   attacks use the same loss (``loss``, margin) and step budget (``steps``);
+4. ``curve/...``: fooling rate vs mean SSIM of both attacks at several budgets on the
+   calibration images, and per image the highest SSIM at which each fools it
+   (:mod:`.perceptual_controls`);
+5. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.gate.gate_stage`)
    on the run's own cached maps, with the experiment's L-inf PGD at the calibrated budget;
-5. ``attack/pgd/batch-*``: L-inf PGD at that budget, with its SSIMs.
+6. ``attack/pgd/batch-*``: L-inf PGD at that budget, with its SSIMs; ``geometry/<attack>/batch-*``:
+   the geometry null of each attack, a random feasible perturbation of its set with its per-image
+   SSIM (:mod:`.perceptual_controls`).
 
 Matched mean SSIM, precisely. The calibration images are the first
 ``calibration_n`` of the ``n`` images. The *target* is the SSIM-ball attack's mean
@@ -37,7 +44,9 @@ Every statistic goes through the one statistics engine
 the uniform, any-class, same-class and object-conditioned nulls (composition =
 the image's foreground share, :func:`advspatial.experiments.colocation.composition`),
 a bootstrap CI and a two-sided p. Claims (:mod:`advspatial.regions.claims`):
-one primary per attack (energy in CAM vs the same-class null, Holm), every
+two primaries per attack (energy in CAM vs the same-class null, and vs the
+geometry null, paired per image), one for the minimal-distortion comparison of
+the two attacks (not RoI-dependent), Holm across them; every
 other statistic x null secondary (Benjamini-Hochberg), all gated on the RoI's
 faithfulness; a failed gate makes them "not interpretable". Statistics are
 over the images the model classifies correctly *and* the attack fools
@@ -58,14 +67,15 @@ from ..progress import progress_bar
 
 from ..analysis.ssim import ssim, ssim_map
 from ..attacks import Attack, make_attack
+from ..attacks.ssim_ball import window_ssim
 from ..errors import ConfigError, check_range, unknown_name
 from ..maps import importance_map, list_importance_methods
 from ..regions import binarize, overlap_statistics
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, claim_from, judge, sentence_case
-from ..regions.inference import NullComparison
-from ..report.html import Figure, Section, Table
+from ..regions.claims import Claim, claim_from, judge
+from ..regions.inference import NullComparison, uniform_comparison
 from ..runtime import RunDir, batch_slices
 from . import colocation
+from .perceptual_controls import geometry_null, minimal_distortion
 from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
 from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
@@ -101,12 +111,20 @@ class PerceptualConfig(GatedConfig):
                                       "GAP+linear head, HiResCAM for a flatten/FC head) or a name "
                                       "(advspatial list maps)")
     alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha")
-    beta: float = setting(0.05, "SSIM-ball: bound on each window's mean (luminance) change")
-    ssim_steps: int = setting(50, "SSIM-ball: gradient steps")
+    luminance: str = setting("term", "SSIM-ball luminance constraint: term (SSIM's luminance term >= alpha_l in "
+                                     "every window, so window SSIM >= alpha*alpha_l) or absolute (|mean change| <= "
+                                     "beta)")
+    alpha_l: float = setting(0.99, "SSIM-ball: bound on every window's luminance term (luminance term)")
+    beta: float = setting(0.05, "SSIM-ball: bound on each window's mean change (luminance absolute)")
+    steps: int = setting(50, "gradient steps of both attacks (the same budget for both)")
+    loss: str = setting("margin", "loss both attacks ascend: margin (logit margin) or ce (cross-entropy)")
     step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size")
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
     rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step")
-    pgd_steps: int = setting(20, "PGD iterations (step 2.5*eps/steps, seeded random start)")
+    curve_alphas: list[float] = setting([0.7, 0.8, 0.95], "SSIM-ball budgets (alpha) of the fooling-rate vs SSIM "
+                                                          "curve, beside the main alpha")
+    curve_eps_factors: list[float] = setting([0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
+                                                               "calibrated eps (capped at eps_max)")
     eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration")
     calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated")
     calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket")
@@ -118,8 +136,9 @@ class PerceptualConfig(GatedConfig):
     strata: int = setting(4, "composition strata per class of the object-conditioned null")
     figure_images: int = setting(4, "example images in the side-by-side figure")
 
-    PRESET_FIELDS = {"eps_max": "eps_max", "steps": "pgd_steps", "batch_size": "batch_size", "image_size": "image_size"}
-    QUICK = {"n": 16, "batch_size": 8, "ssim_steps": 5, "pgd_steps": 5, "calibration_n": 8,
+    PRESET_FIELDS = {"eps_max": "eps_max", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
+    QUICK = {"n": 16, "batch_size": 8, "steps": 5, "calibration_n": 8, "curve_alphas": [0.8],
+             "curve_eps_factors": [0.5],
              "calibration_iters": 4, "ssim_tolerance": 0.01, "permutations": 200, "figure_images": 2,
              "gate_n": 16, "gate_steps": 5, "randomization_images": 4}
 
@@ -129,11 +148,18 @@ class PerceptualConfig(GatedConfig):
             raise unknown_name("importance method", self.importance, ["auto", *list_importance_methods()])
         check_range("alpha", self.alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
         check_range("beta", self.beta, 0.0, 1.0)
+        check_range("alpha_l", self.alpha_l, 0.0, 1.0, low_inclusive=False)
+        check_choice_of("luminance", self.luminance, ("term", "absolute"))
+        check_choice_of("loss", self.loss, ("margin", "ce"))
+        for a in self.curve_alphas:
+            check_range("curve_alphas", a, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+        for f in self.curve_eps_factors:
+            check_range("curve_eps_factors", f, 0.0, None, low_inclusive=False)
         check_range("step_size", self.step_size, 0.0, None, low_inclusive=False)
         check_range("eps_max", self.eps_max, 0.0, 1.0, low_inclusive=False)
         check_range("ssim_tolerance", self.ssim_tolerance, 0.0, 1.0, low_inclusive=False)
         check_range("fraction", self.fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        for name in ("ssim_steps", "rounds", "pgd_steps", "calibration_n", "calibration_iters", "permutations",
+        for name in ("steps", "rounds", "calibration_n", "calibration_iters", "permutations",
                      "permutation_images", "strata"):
             check_range(name, getattr(self, name), 1)
         check_range("figure_images", self.figure_images, 0)
@@ -175,16 +201,22 @@ def perceptual_context(config: PerceptualConfig, rundir: RunDir) -> Context:
 
 # -- building blocks (unit-tested on tiny models) -----------------------------------
 
-def ssim_attack(model: nn.Module, config: PerceptualConfig) -> Attack:
-    """The SSIM-ball attack with the experiment's parameters."""
-    return make_attack("ssim-ball", model, alpha=config.alpha, beta=config.beta, steps=config.ssim_steps,
+def ssim_attack(model: nn.Module, config: PerceptualConfig, alpha: float | None = None) -> Attack:
+    """The SSIM-ball attack with the experiment's parameters (``alpha``: another contrast-structure bound)."""
+    return make_attack("ssim-ball", model, alpha=config.alpha if alpha is None else alpha, beta=config.beta,
+                       luminance=config.luminance, alpha_l=config.alpha_l, steps=config.steps, loss=config.loss,
                        step_size=config.step_size, window=config.window_value(), rounds=config.rounds,
                        seed=config.seed)
 
 
-def pgd_attack(model: nn.Module, eps: float, steps: int, seed: int) -> Attack:
+def pgd_attack(model: nn.Module, eps: float, steps: int, seed: int, loss: str = "ce") -> Attack:
     """L-inf PGD with budget ``eps`` (> 0), step ``2.5·eps/steps`` (Madry et al.) and a seeded random start."""
-    return make_attack("pgd", model, eps=eps, alpha=2.5 * eps / steps, steps=steps, seed=seed)
+    return make_attack("pgd", model, eps=eps, alpha=2.5 * eps / steps, steps=steps, seed=seed, loss=loss)
+
+
+def check_choice_of(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; valid: {', '.join(valid)}")
 
 
 def ssim_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -293,8 +325,9 @@ def attack_stage(ctx: Context, stage: str, attack: Attack, sl: slice) -> dict[st
         result = attack.run(x, y, sample_ids=ids)
         with torch.no_grad():
             values = ssim(x, result.x_adv)
+            windowed = window_ssim(x, result.x_adv, ctx.config.window_value())
         out = {k: getattr(result, k) for k in ("x_adv", "success", "adv_pred", "l2", "linf")}
-        return {**{k: v.cpu() for k, v in out.items()}, "ssim": values.cpu()}
+        return {**{k: v.cpu() for k, v in out.items()}, "ssim": values.cpu(), "ssim_window": windowed.cpu()}
 
     return ctx.rundir.cached(stage, compute)  # type: ignore[return-value]
 
@@ -306,7 +339,7 @@ def calibration_slices(ctx: Context) -> list[slice]:
 def pgd_mean_ssim(ctx: Context, eps: float) -> float:
     """PGD(eps)'s mean SSIM over the calibration images (each batch a cached stage)."""
     cfg = ctx.config
-    attack = pgd_attack(ctx.model, eps, cfg.pgd_steps, cfg.seed)
+    attack = pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)
     values = [attack_stage(ctx, f"calibration/eps-{eps:.8f}/batch-{b:05d}", attack, sl)["ssim"]
               for b, sl in enumerate(calibration_slices(ctx))]
     return float(torch.cat(values).double().mean())
@@ -325,6 +358,77 @@ def calibrate(ctx: Context, ssim_ball_values: torch.Tensor) -> Calibration:
             return pgd_mean_ssim(ctx, eps)
 
         return bisect_eps(evaluate, target, cfg.eps_max, cfg.calibration_iters, cfg.ssim_tolerance)
+
+
+# -- fooling rate vs SSIM curves, minimal distortion ---------------------------------------------
+
+@dataclass
+class Curves:
+    """Each attack at several budgets on the calibration images: per budget the mean SSIM and fooling rate,
+    and per image (budgets x images) whether it was fooled (correct and attacked successfully) and its SSIM."""
+
+    points: dict[str, list[dict[str, float]]]
+    fooled: dict[str, torch.Tensor]
+    ssims: dict[str, torch.Tensor]
+
+    def minimal_distortion(self) -> dict[str, torch.Tensor]:
+        """Per attack and image, the highest SSIM among the budgets that fool it (NaN: none does)."""
+        return {name: minimal_distortion(self.fooled[name], self.ssims[name]) for name in self.points}
+
+
+def curve_budgets(config: PerceptualConfig, calibration: Calibration) -> dict[str, list[float]]:
+    """The budgets of each curve: SSIM-ball alphas (the main one included), PGD eps (the calibrated one,
+    every budget the calibration tried, and multiples of the calibrated one capped at eps_max)."""
+    eps = {calibration.eps, *(h[0] for h in calibration.history),
+           *(min(f * calibration.eps, config.eps_max) for f in config.curve_eps_factors)}
+    return {"ssim-ball": sorted({config.alpha, *config.curve_alphas}), "pgd": sorted(e for e in eps if e > 0)}
+
+
+def curve_results(ctx: Context, name: str, budget: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(success, SSIM) of attack ``name`` at ``budget`` on the calibration images (cached stages; the main
+    SSIM-ball budget and the PGD budgets the calibration tried are not recomputed)."""
+    cfg = ctx.config
+    success, values = [], []
+    for b, sl in enumerate(calibration_slices(ctx)):
+        if name == "pgd":
+            res = attack_stage(ctx, f"calibration/eps-{budget:.8f}/batch-{b:05d}",
+                               pgd_attack(ctx.model, budget, cfg.steps, cfg.seed, cfg.loss), sl)
+        elif budget == cfg.alpha:  # the main attack's stage: per-sample results, so a prefix of a batch is exact
+            res = {k: v[: sl.stop - sl.start] for k, v in attack_stage(
+                ctx, f"attack/ssim-ball/batch-{b:05d}", ssim_attack(ctx.model, cfg), ctx.slices[b]).items()}
+        else:
+            res = attack_stage(ctx, f"curve/ssim-ball/alpha-{budget:.6f}/batch-{b:05d}",
+                               ssim_attack(ctx.model, cfg, budget), sl)
+        success.append(res["success"])
+        values.append(res["ssim"])
+    return torch.cat(success), torch.cat(values)
+
+
+def curves_stage(ctx: Context, calibration: Calibration) -> Curves:
+    """Fooling rate vs mean SSIM of both attacks over their budgets, on the calibration images."""
+    cfg = ctx.config
+    n_cal = min(cfg.calibration_n, len(ctx.data))
+    pred = torch.cat([clean_batch(ctx, b)["pred"] for b in range(len(ctx.slices))])[:n_cal]
+    correct = pred == ctx.data.labels[:n_cal]
+    points: dict[str, list[dict[str, float]]] = {}
+    fooled: dict[str, torch.Tensor] = {}
+    ssims: dict[str, torch.Tensor] = {}
+    budgets = curve_budgets(cfg, calibration)
+    with progress_bar(total=sum(len(v) for v in budgets.values()), desc="fooling rate vs SSIM curves",
+                      disable=not cfg.progress, unit="budget") as bar:
+        for name, values in budgets.items():
+            rows_f, rows_s = [], []
+            for budget in values:
+                success, image_ssim = curve_results(ctx, name, budget)
+                hit = correct & success
+                rows_f.append(hit)
+                rows_s.append(image_ssim)
+                points.setdefault(name, []).append({
+                    "budget": budget, "mean_ssim": float(image_ssim.double().mean()),
+                    "fooling_rate": mean_of([float(h) for h, c in zip(hit, correct) if c])})
+                bar.update(1)
+            fooled[name], ssims[name] = torch.stack(rows_f), torch.stack(rows_s)
+    return Curves(points, fooled, ssims)
 
 
 # -- per-image rows and what the report needs ---------------------------------------------
@@ -360,7 +464,8 @@ def keep_first(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Ten
 def batch_rows(name: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, res: dict[str, torch.Tensor],
                cols: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
     columns = {"index": ids, "label": y, "clean_pred": pred, "correct": pred == y, "success": res["success"],
-               "adv_pred": res["adv_pred"], "ssim": res["ssim"], "l2": res["l2"], "linf": res["linf"], **cols}
+               "adv_pred": res["adv_pred"], "ssim": res["ssim"], "ssim_window": res["ssim_window"], "l2": res["l2"],
+               "linf": res["linf"], **cols}
     lists = {k: v.tolist() for k, v in columns.items()}
     return [{"attack": name, **{k: lists[k][i] for k in columns}} for i in range(len(ids))]
 
@@ -369,7 +474,7 @@ def process_batches(ctx: Context, eps: float,
                     rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
     """PGD at ``eps`` batch by batch; per-image rows of both attacks; the engine's inputs and examples."""
     cfg = ctx.config
-    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.pgd_steps, cfg.seed)}
+    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
     stores = {name: AttackStore() for name in ATTACKS}
     examples: dict[str, list] = defaultdict(list)
     for b, sl in enumerate(progress_bar(ctx.slices, desc="pgd at matched SSIM; SSIM maps vs CAM", disable=not cfg.progress,
@@ -383,6 +488,7 @@ def process_batches(ctx: Context, eps: float,
             res = attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl)
             dist = ssim_distortion(x, res["x_adv"])
             cols, cam_region, dist_region = map_statistics(clean["cam"], dist, cfg.fraction, cfg.seed, ids)
+            cols.update(geometry_columns(ctx, name, attack, b, sl, res["ssim"], clean["cam"]))
             ok = correct & res["success"]
             rows.extend(batch_rows(name, ids, y, clean["pred"], res, cols))
             keep_first(stores[name].kept, cfg.permutation_images, ok, importance=clean["cam"], attack=dist,
@@ -392,6 +498,22 @@ def process_batches(ctx: Context, eps: float,
                            "adv_pred": res["adv_pred"], "ssim": res["ssim"]}
         collect_examples(examples, cfg.figure_images, x, y, clean["cam"], cam_region, found)
     return stores, examples
+
+
+def geometry_columns(ctx: Context, name: str, attack: Attack, b: int, sl: slice, target_ssim: torch.Tensor,
+                     cam: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The geometry null of batch b (cached): a random feasible perturbation of the attack's set with the
+    attack's per-image SSIM (:mod:`.perceptual_controls`); its SSIM and the share of its 1 − SSIM mass in the
+    CAM region."""
+
+    def compute() -> dict[str, torch.Tensor]:
+        x, _, ids = ctx.batch(sl)
+        return {"x_null": geometry_null(name, attack, x, target_ssim, ids, ctx.config.seed).cpu()}
+
+    x_null = ctx.rundir.cached(f"geometry/{name}/batch-{b:05d}", compute)["x_null"]
+    x = ctx.data.images(sl)
+    cols, _, _ = map_statistics(cam, ssim_distortion(x, x_null), ctx.config.fraction, ctx.config.seed, ctx.data.ids[sl])
+    return {"geometry_energy_in_cam": cols["energy_in_cam"], "geometry_ssim": ssim(x, x_null)}
 
 
 def collect_examples(examples: dict[str, list], limit: int, x: torch.Tensor, y: torch.Tensor, cam: torch.Tensor,
@@ -419,10 +541,13 @@ def attack_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
         "adversarial_accuracy": mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
         "successful": len(ok),
         "mean_ssim": mean_of([r["ssim"] for r in group]),
+        "mean_ssim_window": mean_of([r.get("ssim_window", math.nan) for r in group]),
         "mean_ssim_successful": mean_of([r["ssim"] for r in ok]),
+        "geometry_mean_ssim": mean_of([r.get("geometry_ssim", math.nan) for r in ok]),
         "mean_l2": mean_of([r["l2"] for r in ok]),
         "mean_linf": mean_of([r["linf"] for r in ok]),
         "maps": {s: mean_of([r[s] for r in ok]) for s in STATS},
+        "geometry_energy_in_cam": mean_of([r.get("geometry_energy_in_cam", math.nan) for r in ok]),
     }
 
 
@@ -453,7 +578,8 @@ def run_gates(ctx: Context, eps: float) -> dict[str, dict[str, Any]]:
 
 
 def measure(ctx: Context, stores: Mapping[str, AttackStore], metrics: dict[str, Any],
-            gates: dict[str, dict[str, Any]]) -> list[Claim]:
+            gates: dict[str, dict[str, Any]], rows: list[dict[str, Any]] | None = None,
+            curves: Curves | None = None) -> list[Claim]:
     """Engine results, claims, corrections and verdicts, written into ``metrics`` (which holds ``attacks``).
 
     Every RoI-dependent number carries ``interpretation``: "interpretable", or
@@ -475,9 +601,41 @@ def measure(ctx: Context, stores: Mapping[str, AttackStore], metrics: dict[str, 
         metrics["inference"][name] = {stat: {null: {**c, "interpretation": label} for null, c in by_null.items()}
                                       for stat, by_null in colocation.comparisons_dict(comparisons).items()}
         claims += attack_claims(name, comparisons, gate_set)
+    for name in ATTACKS:
+        if rows is not None:
+            claims += geometry_claims(rows, name, gate_set, cfg.seed)
+    if curves is not None:
+        claims.append(minimal_distortion_claim(curves, metrics, cfg.seed))
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
     metrics["claims"] = [c.as_dict() for c in claims]
     return claims
+
+
+GEOMETRY_CLAIM = "the attack lowers SSIM where the model looks more than a random feasible perturbation of equal SSIM"
+DISTORTION_CLAIM = "the SSIM-ball attack fools images at a higher SSIM than L-inf PGD"
+
+
+def geometry_claims(rows: list[dict[str, Any]], name: str, gates: Mapping[str, bool], seed: int) -> list[Claim]:
+    """Energy in CAM of the attack vs its geometry null, paired per successful image (primary; gated)."""
+    ok = [r for r in rows if r["attack"] == name and r["correct"] and r["success"]]
+    if len(ok) < 3:
+        return []
+    comparison = uniform_comparison([r["energy_in_cam"] for r in ok], [r["geometry_energy_in_cam"] for r in ok],
+                                    seed, statistic=PRIMARY_STATISTIC, null="geometry")
+    return [claim_from(comparison, GEOMETRY_CLAIM, name, gates, primary=True)]
+
+
+def minimal_distortion_claim(curves: Curves, metrics: dict[str, Any], seed: int) -> Claim:
+    """Per image fooled by both attacks at some budget: SSIM-ball's highest fooling SSIM minus PGD's (primary;
+    it does not rest on the RoI). Writes ``metrics["minimal_distortion"]``."""
+    best = curves.minimal_distortion()
+    ball, pgd = best["ssim-ball"], best["pgd"]
+    both = torch.isfinite(ball) & torch.isfinite(pgd)
+    comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
+    metrics["minimal_distortion"] = {
+        "images_both": int(both.sum()), "only_ssim_ball": int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
+        "only_pgd": int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), **comparison.as_dict()}
+    return claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", {}, primary=True)
 
 
 # -- the experiment --------------------------------------------------------------------
@@ -494,11 +652,15 @@ def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult
             for b, sl in enumerate(progress_bar(ctx.slices, desc="ssim-ball attack", disable=not config.progress,
                                         unit="batch"))]
     calibration = calibrate(ctx, torch.cat(ball))
+    curves = curves_stage(ctx, calibration)
     gates = run_gates(ctx, calibration.eps)
     rows: list[dict[str, Any]] = []
     stores, examples = process_batches(ctx, calibration.eps, rows)
     metrics = build_metrics(rows, calibration)
-    claims = measure(ctx, stores, metrics, gates)
+    metrics["curves"] = curves.points
+    claims = measure(ctx, stores, metrics, gates, rows, curves)
+    from .perceptual_report import build_sections, summary_text
+
     sections = build_sections(ctx, metrics, calibration, claims, stores, examples)
     return ExperimentResult(metrics, rows, summary_text(metrics), sections)
 
@@ -513,253 +675,3 @@ def build_metrics(rows: list[dict[str, Any]], calibration: Calibration) -> dict[
         "ssim_gap": attacks["pgd"]["mean_ssim"] - attacks["ssim-ball"]["mean_ssim"],
         "attacks": attacks,
     }
-
-
-# -- report ------------------------------------------------------------------------------
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibration, claims: list[Claim],
-                   stores: dict[str, AttackStore], examples: dict[str, list]) -> list[Section]:
-    return [
-        verdict_section(ctx, metrics, claims),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        attacks_section(ctx, metrics, calibration, stores),
-        maps_section(ctx, metrics, examples),
-        overlap_section(ctx, metrics, claims),
-        limits_section(ctx, metrics),
-    ]
-
-
-def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
-    """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
-    from ..report.verdicts import forest_groups, plot_forest, verdict_legend, verdict_table, what_this_run_shows
-
-    cfg = ctx.config
-    primary = [c for c in claims if c.primary]
-    roi = metrics["roi"]
-    paragraphs = [TERMS, f"RoI explainer: {roi['method']} of the true class ({roi['why']})."]
-    if not roi["faithful"]:
-        reason = metrics["faithfulness"][roi["method"]].get("reason", "")
-        paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi['method']}: {reason}): every "
-                          "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
-                          "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
-                          "fooling rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
-    shows = what_this_run_shows(claims)
-    paragraphs += ["What this run shows:"] + (shows or [
-        "No claim could be tested: fewer than 3 successful images per attack."])
-    notes = [verdict_legend() + f" Primary endpoint: {ENGINE_LABELS[PRIMARY_STATISTIC]} (energy_in_roi) vs the "
-             f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
-             f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {cfg.significance} after "
-             f"correction; smallest effect of "
-             f"interest ±{cfg.sesoi}; n >= 30."]
-    figures = []
-    groups = forest_groups(claims)
-    if any(len(v) > 1 for v in groups.values()):
-        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
-                           title="Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI")
-        figures.append(Figure(path, "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
-                                    "against each null (uniform placement, any class, same class, same class and "
-                                    "foreground share). Grey: a gate failed."))
-    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
-    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
-
-
-def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    """The faithfulness gate of the CAM and the cascading model-randomization check."""
-    from ..report.verdicts import gate_tables
-    from .gate import gate_rule
-
-    cfg = ctx.config
-    gates = metrics["faithfulness"]
-    roi = metrics["roi"]
-    gate = gates[roi["method"]]
-    paragraphs = [
-        f"RoI explainer: {roi['method']} of the true class ({roi['why']}). It is "
-        f"{'FAITHFUL' if roi['faithful'] else 'NOT faithful'} by the gate below ({gate.get('reason', '')}).",
-        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, metrics["pgd_eps"], "the CAM")
-        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline.",
-    ]
-    tables = gate_tables(gates, per_class_of=[roi["method"]])
-    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
-
-
-def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    window = cfg.window_value()
-    return Section("Setup", [
-        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
-        f"SSIM-ball attack: margin PGD for {cfg.ssim_steps} steps (step {cfg.step_size} of each window's size) inside "
-        f"the intersection of per-window SSIM balls (contrast-structure term >= {cfg.alpha} in every non-overlapping "
-        f"{'4x4 (28 px) / 8x8' if window == 'auto' else f'{window}x{window}'} window), the luminance bound "
-        f"|mean change| <= {cfg.beta} per window, and the box [0,1].",
-        f"Baseline: L-inf PGD ({cfg.pgd_steps} steps, step 2.5*eps/steps, seeded random start, cross-entropy) with "
-        f"its budget eps calibrated so that its mean SSIM matches the SSIM-ball attack's (see below).",
-        "SSIM is Wang et al.'s, as scikit-image computes it (Gaussian window sigma 1.5, 11 taps, population "
-        "statistics; the image score averages the map away from a 5-pixel border). The SSIM map is "
-        "1 - SSIM_local(x, x') at every pixel (borders reflected): the RoA side.",
-        f"Class activation map (the RoI side): {ctx.method} of the TRUE class on the clean image "
-        f"({metrics['roi']['why']}). Regions: the top {cfg.fraction:.0%} of each map (strictly positive pixels; ties "
-        "at the cut broken by a seeded random order).",
-        "Fooling rate: share of correctly classified images whose prediction the attack changes. Map statistics: "
-        f"over images classified correctly and fooled (successful), the first {cfg.permutation_images} per attack "
-        "entering the nulls.",
-    ])
-
-
-def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibration,
-                    stores: dict[str, AttackStore]) -> Section:
-    from ..report.perceptual_figures import plot_attack_summary, plot_calibration
-
-    cfg = ctx.config
-    rows = []
-    for name, m in metrics["attacks"].items():
-        budget = (f"alpha {cfg.alpha}, beta {cfg.beta}" if name == "ssim-ball" else f"eps {calibration.eps:.4f}")
-        rows.append([name, budget, m["images"], fmt(m["fooling_rate"]), m["successful"], fmt(m["mean_ssim"], 4),
-                     fmt(m["mean_ssim_successful"], 4), fmt(m["mean_l2"]), fmt(m["mean_linf"])])
-    table = Table("Attacks at matched mean SSIM (SSIM over all attacked images; norms over successful ones)",
-                  ["attack", "budget", "images", "fooling rate", "successful", "mean SSIM (all)",
-                   "mean SSIM (successful)", "mean L2", "mean Linf"], rows)
-    n_cal = min(cfg.calibration_n, metrics["n"])
-    state = ("matched within the tolerance" if calibration.matched else
-             "NOT matched within the tolerance" + ("" if calibration.reachable else
-                                                  f": even eps_max={cfg.eps_max} keeps SSIM above the target"))
-    paragraphs = [
-        f"Calibration on the first {n_cal} images: target mean SSIM {calibration.target:.4f} (SSIM-ball attack), "
-        f"PGD budget eps = {calibration.eps:.4f} gives {calibration.mean_ssim:.4f} after {len(calibration.history)} "
-        f"PGD runs ({state}, tolerance {calibration.tolerance}). Over all {metrics['n']} images the PGD mean SSIM "
-        f"minus the SSIM-ball mean SSIM is {metrics['ssim_gap']:+.4f}.",
-        "At equal mean SSIM, the attack with the higher fooling rate uses its perceptual budget better. These numbers "
-        "do not depend on the RoI.",
-    ]
-    values = {name: torch.cat(store.ssim_values) for name, store in stores.items()}
-    summary = plot_attack_summary({n: m["fooling_rate"] for n, m in metrics["attacks"].items()}, values,
-                                  ctx.rundir.figures / "attacks-summary.png", target=calibration.target)
-    curve = plot_calibration(calibration.history, calibration.target, calibration.eps,
-                             ctx.rundir.figures / "calibration.png", tolerance=calibration.tolerance)
-    return Section("Attacks at matched SSIM", paragraphs, tables=[table], figures=[
-        Figure(summary, "Fooling rate (left) and the per-image SSIM of every attacked image (right) for both attacks."),
-        Figure(curve, "Calibration of the PGD budget: mean SSIM on the calibration images at each budget tried."),
-    ], anchor="attacks-at-matched-ssim")
-
-
-def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list]) -> Section:
-    from ..report.perceptual_figures import plot_ssim_vs_cam
-
-    cfg = ctx.config
-    rows = [[name, m["successful"]] + [fmt(m["maps"][s]) for s in STATS] + [m["maps"]["interpretation"]]
-            for name, m in metrics["attacks"].items()]
-    table = Table(f"SSIM map vs {ctx.method} of the true class (means over successful images)",
-                  ["attack", "images"] + [STAT_LABELS[s] for s in STATS] + ["interpretation"], rows)
-    figures = []
-    if examples.get("labels") and sum(len(t) for t in examples["labels"]):
-        ex = {k: torch.cat(v) for k, v in examples.items()}
-        names = list(ctx.data.class_names)
-        adversarial = {a: ex[f"{a}:x_adv"] for a in ATTACKS}
-        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}" for p, s in zip(ex[f"{a}:adv_pred"],
-                                                                                   ex[f"{a}:ssim"])] for a in ATTACKS}
-        path = plot_ssim_vs_cam(ex["x"], ex["cam"], ex["cam_region"], adversarial,
-                                {a: ex[f"{a}:dist"] for a in ATTACKS}, {a: ex[f"{a}:dist_region"] for a in ATTACKS},
-                                ctx.rundir.figures / "ssim-maps-vs-cam.png",
-                                row_labels=[names[int(c)] for c in ex["labels"]], adversarial_captions=captions,
-                                importance_name=ctx.method, fraction=cfg.fraction)
-        figures.append(Figure(path, "Images fooled by both attacks: clean image, CAM of the true class, then per "
-                                    "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
-                                    "(RoI), white dashed contour: top region of the 1-SSIM map (RoA)."))
-    notes = [] if figures else ["No image was fooled by both attacks, so no side-by-side example is shown."]
-    if not metrics["roi"]["faithful"]:
-        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: these statistics describe the map "
-                     f"{ctx.method}, not what the model uses.")
-    return Section("SSIM maps vs CAM", ["Where each attack lowers SSIM (1 - SSIM_local) compared with where the "
-                                        "model looks for the true class. Means only: whether they differ from "
-                                        "chance is in the next section and the verdicts."], tables=[table],
-                   figures=figures, notes=notes, anchor="ssim-maps-vs-cam")
-
-
-def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
-    """Every statistic against every null (folded), with corrected p-values and verdicts, and their levels."""
-    from ..report.perceptual_figures import plot_overlap_vs_baseline
-    from ..report.verdicts import plot_forest, verdict_table
-
-    cfg = ctx.config
-    rest = [c for c in claims if not c.primary]
-    tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
-                                  "null; two-sided p; Benjamini-Hochberg)", folded=True)]
-    figures, notes = [], []
-    inference = metrics.get("inference", {})
-    if inference:
-        levels = plot_overlap_vs_baseline(inference, ctx.rundir.figures / "overlap-vs-baseline.png",
-                                          labels=ENGINE_LABELS)
-        figures.append(Figure(levels, "Observed mean of each statistic next to the mean each null expects, per "
-                                      "attack (confidence intervals of the differences: forest plot below, verdict "
-                                      "tables)."))
-        groups = {name: [c for c in claims if c.subject == name] for name in ATTACKS}
-        if any(groups.values()):
-            path = plot_forest(groups, ctx.rundir.figures / "forest-all.png",
-                               title="Every statistic: observed minus each null (95% bootstrap CI)")
-            figures.append(Figure(path, "Every statistic x null per attack: per-image excess over the null with its "
-                                        "95% bootstrap CI. Grey: a gate failed."))
-    else:
-        notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
-    if not metrics["roi"]["faithful"]:
-        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: every row here is RoI-dependent.")
-    return Section("Overlap vs the nulls", [
-        "Nulls, from the weakest to the most matched: uniform (the CAM region placed at random, analytic), "
-        "any-class (the 1 − SSIM map of image i paired with the CAM of any other image), same-class (of another "
-        "image of the same class), object-conditioned (same class and same foreground-share stratum). Observed below "
-        "a null means the attack lowers SSIM away from where the model looks, more than that null: a finding in its "
-        "own right, never hidden as p = 1."], tables=tables, figures=figures, notes=notes,
-        anchor="overlap-vs-baseline")
-
-
-def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    return Section("Limits", [
-        "The source study attacks MobileNetV2 on ImageNet (224x224 colour images); here a small CNN on 28x28 "
-        "grey Fashion-MNIST images, whose black backgrounds are flat. There SSIM collapses under tiny changes: "
-        "its luminance term (2 mx my + C1) / (mx^2 + my^2 + C1) with C1 = 1e-4 drops from 1 to 0.04 when a black "
-        "region (mx = 0) is brightened by 0.05, and its contrast term likewise (almost no local variance). Any "
-        "attack allowed to touch the background therefore lowers SSIM there first - the SSIM-ball attack "
-        "included, whose luminance bound beta permits such shifts in every window - so the 1-SSIM map marks the "
-        "background more than the object on this dataset.",
-        "SSIM-ball windows are non-overlapping 4x4 blocks, while the reported SSIM uses an 11-tap Gaussian window: "
-        "the constraint bounds the attack's own per-window SSIM term, not the reported SSIM, which is why the "
-        "PGD budget is calibrated on the reported SSIM instead.",
-        f"The PGD budget is calibrated on {min(cfg.calibration_n, metrics['n'])} images; the matched quantity is "
-        "the mean SSIM over all attacked images, not the SSIM of each image, and the two attacks spread it "
-        "differently (see the SSIM distributions).",
-        f"The CAM ({ctx.method}) of a small CNN is coarse (upsampled from its last feature maps) and is interpreted "
-        f"only where it passes the faithfulness gate; regions are the top {cfg.fraction:.0%} of each map, so IoU "
-        "depends on that choice, and only observed-vs-null differences are interpreted.",
-    ], anchor="limits")
-
-
-def summary_text(metrics: dict[str, Any]) -> str:
-    """The summary printed at the end of ``advspatial run perceptual``."""
-    cal = metrics["calibration"]
-    roi = metrics["roi"]
-    lines = [f"clean accuracy {fmt(metrics['clean_accuracy'], 4)} on {metrics['n']} images; PGD eps "
-             f"{cal['eps']:.4f} matches mean SSIM {cal['target']:.4f} -> {cal['mean_ssim']:.4f} on the calibration "
-             f"images ({'matched' if cal['matched'] else 'NOT matched'})",
-             f"RoI: {roi['method']} of the true class, faithfulness gate "
-             f"{'passed' if roi['faithful'] else 'FAILED (' + metrics['faithfulness'][roi['method']]['reason'] + ')'}"]
-    header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
-    lines += ["map statistics: mean over successful images", header, "-" * len(header)]
-    for name, m in metrics["attacks"].items():
-        lines.append(f"{name:<10} {fmt(m['fooling_rate']):>8} {fmt(m['mean_ssim'], 4):>7} "
-                     + " ".join(f"{fmt(m['maps'][s]):>14}" for s in STATS))
-    for c in metrics.get("claims", []):
-        if c["primary"]:
-            e = c["effect"]
-            lines.append(f"{c['subject']}: energy in CAM {fmt(c['observed'])} vs same-class null {fmt(c['null_value'])}"
-                         f", excess {fmt(e['mean'])} [{fmt(e['low'])}, {fmt(e['high'])}], p_adj "
-                         f"{c['p_adjusted']:.3g} -> {c['verdict']}")
-    if not roi["faithful"]:
-        lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
-    return "\n".join(lines)
