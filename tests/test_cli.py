@@ -312,3 +312,38 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
     code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
                            "--no-progress", "--out", str(tmp_path / "r"))
     one_line_error(code, err, "No space left on device")
+
+
+def test_a_two_class_folder_takes_a_two_class_state_dict(tmp_path, capsys) -> None:
+    """A state dict for an imagefolder was always built with 10 classes, so a correct 2-class checkpoint could not
+    be loaded; and a folder without train/ and test/ trains and tests on the same images without a word
+    (issue 19, messages)."""
+    import torch
+    from PIL import Image
+
+    from advspatial.models import build_model
+
+    for k, name in enumerate(("cat", "dog")):
+        (tmp_path / "if" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (40 + 100 * k, 10 * i, 0)).save(tmp_path / "if" / name / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(build_model("lenet5", in_channels=3, num_classes=2, input_size=32).state_dict(), tmp_path / "m.pt")
+    code, out, err = run_cli(capsys, "evaluate", "--dataset", f"imagefolder:{tmp_path / 'if'}", "--model",
+                             str(tmp_path / "m.pt"), "--arch", "lenet5")
+    assert code == 0, err
+    assert "(6 images): accuracy" in out
+    code, _, err = run_cli(capsys, "evaluate", "--model", "smallcnn", "--arch", "lenet5")
+    one_line_error(code, err, "--arch applies to a state-dict --model file")
+
+
+def test_training_on_a_folder_without_splits_says_so(tmp_path, capsys) -> None:
+    from advspatial.training import note_shared_splits
+
+    (tmp_path / "a").mkdir()
+    note_shared_splits(f"imagefolder:{tmp_path}")
+    assert "trained and tested on the same images" in capsys.readouterr().err
+    (tmp_path / "train").mkdir()
+    (tmp_path / "test").mkdir()
+    note_shared_splits(f"imagefolder:{tmp_path}")
+    assert capsys.readouterr().err == ""

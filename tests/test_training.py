@@ -229,5 +229,5 @@ def test_a_dataset_root_that_does_not_exist_is_refused(cache) -> None:
     from advspatial.data import load_dataset
     from advspatial.errors import DataError
 
-    with pytest.raises(DataError, match="folder /nonexistent/x does not exist"):
+    with pytest.raises(DataError, match="folder '/nonexistent/x' does not exist"):
         load_dataset("fashion-mnist:/nonexistent/x", "test")

@@ -147,7 +147,7 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     data = select(load_dataset(o["dataset"], split, **loader_options), n, o["subset"], seed)
     device = pick_device(o["device"])
     model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,
-                          weights=o["weights"])
+                          weights=o["weights"], num_classes=data.num_classes, image_shape=data.image_shape)
     check_model_fits_data(model, data, device)
     return model, data
 

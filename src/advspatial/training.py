@@ -326,6 +326,7 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     seed_everything(config.seed)
     train = load_dataset(config.dataset, "train").head(config.train_limit)
     test = load_dataset(config.dataset, "test")
+    note_shared_splits(config.dataset)
     if train.image_shape != test.image_shape:
         from .errors import DataError
 
@@ -507,6 +508,21 @@ def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> Trai
     return TrainedModel(model.to(device).eval(), config, metadata, weights)
 
 
+def note_shared_splits(dataset: str) -> None:
+    """One line on stderr when a folder dataset has no train/ and test/ folders: training and testing then use
+    the same images, and the test accuracy is not held out."""
+    if not dataset.startswith("imagefolder:"):
+        return
+    import sys
+
+    from .data.imagefolder import split_root
+
+    root = Path(dataset.split(":", 1)[1]).expanduser()
+    if split_root(root, "train") == split_root(root, "test"):
+        print(f"advspatial: note: {root} has no train/ and test/ folders, so the model is trained and tested on the "
+              "same images (its test accuracy is not held out)", file=sys.stderr, flush=True)
+
+
 def announce_training(config: TrainConfig, weights: Path, force: bool) -> None:
     """One line on stderr before a training starts: what is trained, why, and where it is cached."""
     import sys
@@ -546,12 +562,16 @@ def get_or_train(
 def resolve_model(
     dataset: str, spec: str = "smallcnn", arch: str | None = None, seed: int = 0,
     device: str | torch.device = "auto", progress: bool = True, weights: str | None = None,
+    num_classes: int | None = None, image_shape: tuple[int, int, int] | None = None,
 ) -> nn.Module:
     """A ready model for ``dataset`` from a spec (``advspatial.models.spec``), in eval mode on ``device``.
 
     A registered architecture name without ``weights`` gives the naturally
     trained model for that dataset (trained on first use, then cached);
-    anything else is loaded as the spec says (zoo, factory, file, library).
+    anything else is loaded as the spec says (zoo, factory, file, library); an
+    architecture it builds (a state-dict file with ``arch``) gets ``num_classes``
+    outputs and ``image_shape`` input (default: the dataset's, else 10 and 3x32x32),
+    so a 2-class folder takes a 2-class checkpoint.
     """
     from .models import load_model, parse_model_spec
 
@@ -560,6 +580,6 @@ def resolve_model(
     if source.needs_training:
         return get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model
     info = dataset_spec(dataset)
-    c, h, _ = info.image_shape or (3, 32, 32)
-    model = load_model(source, in_channels=c, num_classes=info.num_classes or 10, input_size=h)
+    c, h, _ = image_shape or info.image_shape or (3, 32, 32)
+    model = load_model(source, in_channels=c, num_classes=num_classes or info.num_classes or 10, input_size=h)
     return model.to(target).eval()

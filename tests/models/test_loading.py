@@ -96,3 +96,19 @@ def test_torchvision_is_optional() -> None:
             load_model("torchvision:resnet18")
     else:  # pragma: no cover - only where torchvision works
         pytest.skip("torchvision importable here")
+
+
+def test_load_errors_are_short_and_never_advise_unsafe_loading(tmp_path) -> None:
+    """A state-dict mismatch ran to 5 lines listing every key, and the weights_only refusal repeated torch's advice
+    to load with weights_only=False (issue 19, messages)."""
+    path = tmp_path / "w.pt"
+    torch.save(build_model("lenet5").state_dict(), path)
+    with pytest.raises(ModelError) as info:
+        load_state_dict_model(path, "smallcnn")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400 and "Missing key(s): " in message
+    torch.save(build_model("lenet5"), path)
+    with pytest.raises(ModelError) as info:
+        load_state_dict_model(path, "lenet5")
+    assert "weights_only=False" not in str(info.value).replace("`", "") and "\n" not in str(info.value)
+    assert "state_dict()" in str(info.value)

@@ -182,9 +182,9 @@ def load_cifar10(split: str = "test", root: str | Path | None = None, download: 
         searched = ", ".join(str(d) for d in candidate_dirs("cifar10", root))
         raise DataError(
             f"cifar10 ({split}) not found (searched: {searched}). Make it available by one of: "
-            f"pass root=PATH (a folder holding {FOLDER}/); "
+            f"use the name cifar10:PATH (root=PATH from Python; a folder holding {FOLDER}/); "
             f"set ADVSPATIAL_DATA to a folder holding cifar10/{FOLDER}/ (unpacked from {CIFAR10_URL}); "
-            "or pass download=True (--download) where the network allows it"
+            "or, from Python, load_dataset(..., download=True) where the network allows it (no command downloads)"
         )
     parts = [read_batch(directory / name) for name in SPLIT_FILES[split]]
     pixels = np.concatenate([p for p, _ in parts])

@@ -20,10 +20,7 @@ def candidate_dirs(dataset: str, root: str | Path | None, system_dir: str | None
     4. a system location such as ``/usr/share/datasets/<dataset>`` (Debian packages).
     """
     dirs: list[Path] = []
-    if root is not None and str(root) != "":
-        if not Path(root).expanduser().is_dir():  # never fall back silently to another copy of the data
-            raise DataError(f"{dataset}: folder {root} does not exist (given as {dataset}:{root}); valid: a folder "
-                            f"holding the {dataset} files, or just {dataset} for the default locations")
+    if root is not None:
         dirs.append(Path(root).expanduser())
     env = os.environ.get("ADVSPATIAL_DATA")
     if env:

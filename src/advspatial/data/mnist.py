@@ -82,7 +82,7 @@ def _load_idx_dataset(
             f"{name} ({split}) not found (searched: {searched}). Make it available by one of: "
             f"set ADVSPATIAL_DATA to a folder holding {name}/{names[0]} etc.; "
             + (f"install the Debian package dataset-{name} (apt-get install dataset-{name}); " if system_dir else "")
-            + "or pass download=True (--download) where the network allows it"
+            + "or, from Python, load_dataset(..., download=True) where the network allows it (no command downloads)"
         )
     images_path, labels_path = (resolve(directory, n) for n in names)
     assert images_path is not None and labels_path is not None

@@ -74,4 +74,10 @@ def load_dataset(
         raise ConfigError(f"dataset {spec.name!r} has no option(s) {unknown}; valid: {sorted(allowed) or 'none'}")
     if ":" in name:
         root = name.split(":", 1)[1]
+        if spec.image_shape is not None and not Path(root).expanduser().is_dir():
+            # a fixed-format dataset searched in several places: never fall back silently to another copy
+            from ..errors import DataError
+
+            raise DataError(f"{spec.name}: folder {root!r} does not exist (given as {name}); valid: a folder holding "
+                            f"the {spec.name} files, or just {spec.name} for the default locations")
     return spec.loader(split=split, root=root, download=download, **kwargs)

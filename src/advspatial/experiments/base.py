@@ -258,7 +258,8 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
     from ..training import resolve_model
 
     model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
-                          device=device, progress=config.progress, weights=config.weights or None).eval()
+                          device=device, progress=config.progress, weights=config.weights or None,
+                          num_classes=data.num_classes, image_shape=data.image_shape).eval()
     check_model_fits_data(model, data, device)
     return model
 
@@ -342,6 +343,10 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
                          f"({data.num_classes} classes); for a folder dataset give --class-map "
                          "(model output index, folder name) so labels are the model's indices")
+    if logits.shape[1] != data.num_classes:
+        raise ModelError(f"the model has {logits.shape[1]} outputs but the data has {data.num_classes} classes "
+                         f"({data.name}); its predictions would name classes the data does not have - for a folder "
+                         "dataset give --class-map (model output index, folder name) with one line per output")
 
 
 # -- config: dataclass <-> dict / YAML ------------------------------------------------

@@ -56,7 +56,7 @@ def read_state_dict(path: str | Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for unreadable files
-        raise ModelError(f"cannot read weights from {path}: {exc}") from exc
+        raise ModelError(f"cannot read weights from {path}: {_load_failure(exc)}") from exc
     if isinstance(payload, dict):
         for key in ("state_dict", "model"):
             if isinstance(payload.get(key), dict):
@@ -82,8 +82,37 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
     try:
         target.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"weights in {path} do not fit {what}: {_first_line(exc)}") from exc
+        raise ModelError(f"weights in {path} do not fit {what}: {_mismatch(target, state) or _first_line(exc)}") from exc
     return model.eval()
+
+
+def _mismatch(model: nn.Module, state: dict) -> str:
+    """The difference between a model's state dict and ``state`` in one short line (counts, first names)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(state[k].shape)} vs {list(expected[k].shape)}" for k in expected
+              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    parts = [f"{label}: {len(names)} ({some(names)})" for label, names in
+             (("Missing key(s)", missing), ("Unexpected key(s)", unexpected), ("other shape(s)", shapes)) if names]
+    return "; ".join(parts)
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line, without torch's advice to load with ``weights_only=False``
+    (which would run code from the file: advspatial never does)."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines if "GLOBAL" in line or "global" in line.lower() and "unsupported" in
+                       line.lower()), "")
+        return ("the file holds Python objects besides tensors, which advspatial never unpickles (it loads "
+                f"weights only){': ' + detail.rstrip('.') if detail else ''}; save model.state_dict() instead")
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -91,6 +91,9 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     weights = weights or None
     if weights is not None and not Path(weights).expanduser().is_file():
         raise ModelError(f"weights file not found: {weights}")
+    if arch and arch != spec and not _file_like(spec):
+        raise ModelError(f"--arch applies to a state-dict --model file, not to {spec!r} (its architecture is "
+                         f"given); for the registered architecture {arch!r} use --model {arch}")
     if spec.startswith("object:"):
         return _object_source(spec, weights)
     if spec in list_models():
@@ -107,6 +110,16 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     if factory is not None:
         return ModelSource("factory", spec, factory, weights)
     return _file_source(spec, weights, arch)
+
+
+def _file_like(spec: str) -> bool:
+    """True when ``spec`` is not a name, a library model or a factory (so it is a file, maybe missing)."""
+    from .registry import list_models
+    from .zoo import is_zoo_name
+
+    if spec.startswith(("object:", "torchvision:", "timm:")) or spec in list_models() or is_zoo_name(spec):
+        return False
+    return _factory_target(spec) is None
 
 
 def register_model_object(model: nn.Module, name: str | None = None) -> str:
