@@ -287,11 +287,16 @@ def placement_context(edge: torch.Tensor, intensity: torch.Tensor, pixels: torch
 
 
 def quantile_strata(values: torch.Tensor, bins: int) -> torch.Tensor:
-    """(M,) bin 0..bins-1 of each value among the values' own quantiles (ties share a bin)."""
+    """(M,) bin 0..bins-1 of each value among the values' own quantiles: the number of cuts strictly below it.
+
+    Ties share a bin, and a value equal to a cut goes to the lower bin, so a flat
+    background (many equal values at the minimum) is bin 0 and never shares a bin
+    with larger values.
+    """
     if bins <= 1 or values.numel() == 0:
         return torch.zeros(values.shape, dtype=torch.long)
     cuts = torch.quantile(values, torch.arange(1, bins, dtype=torch.float64) / bins)
-    return torch.searchsorted(cuts, values.contiguous(), right=True)
+    return torch.searchsorted(cuts, values.contiguous(), right=False)
 
 
 def image_placements(
