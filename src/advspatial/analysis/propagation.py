@@ -250,14 +250,15 @@ class PixelChange:
     available: torch.Tensor
 
 
-def _unique_changes(x: torch.Tensor, pixels: torch.Tensor, colours: torch.Tensor) -> list[tuple[int, int, float]]:
-    """(row, col, |Δ|) of one image's distinct changed pixels (|Δ| > 0), largest |Δ| first (ties: row-major)."""
-    seen: dict[tuple[int, int], float] = {}
+def _unique_changes(
+    x: torch.Tensor, pixels: torch.Tensor, colours: torch.Tensor,
+) -> list[tuple[int, int, float, torch.Tensor]]:
+    """(row, col, |Δ|, Δ) of one image's distinct changed pixels (|Δ| > 0), largest |Δ| first (ties: row-major)."""
+    seen: dict[tuple[int, int], torch.Tensor] = {}
     for (r, c), colour in zip(pixels.tolist(), colours):
-        if (r, c) in seen:
-            continue
-        seen[(r, c)] = float((colour - x[:, r, c]).double().norm())
-    changes = [(r, c, m) for (r, c), m in seen.items() if m > 0]
+        if (r, c) not in seen:
+            seen[(r, c)] = (colour - x[:, r, c]).double()
+    changes = [(r, c, float(d.norm()), d) for (r, c), d in seen.items() if float(d.norm()) > 0]
     return sorted(changes, key=lambda t: (-t[2], t[0], t[1]))
 
 
@@ -275,6 +276,10 @@ def random_pixel_change(
     - ``position``: q uniformly random over the image (distinct from the
       control's other pixels; it may hit an attack position by chance, 1/HW);
     - ``colour``: q = the attack's own position (a random colour of the same |Δ|).
+      A grey image has only two values at distance |Δ| from a pixel, and one is
+      the attack's own: there the control is the mirrored change x - Δ (no
+      randomness), unavailable when x - Δ leaves [0, 1]. With C >= 2 channels
+      a random direction coincides with the attack's with probability 0.
 
     Pixels are processed largest |Δ| first; for each, ``candidates`` draws of
     (q, u) are made and the first whose colour lies in [0,1]^C is kept. Where
@@ -312,12 +317,14 @@ def random_pixel_change(
         changes = _unique_changes(x[i], pixels[i], colours[i])
         used: set[int] = set()
         chosen: list[tuple[int, torch.Tensor, float]] = []
-        for r, col, m in changes:
+        for r, col, m, delta in changes:
             flat = torch.randint(0, h * w, (candidates,), generator=gen)
             u = torch.randn(candidates, c, generator=gen, dtype=torch.float64)
             u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-12)
             if mode == "colour":
                 flat = torch.full_like(flat, r * w + col)
+                if c == 1:  # grey: the only non-adversarial value at this |Δ| is the mirrored one
+                    u = -torch.sign(delta).expand(candidates, 1)
             base = x[i].flatten(1)[:, flat].T.double()  # (T, C)
             value = base + m * u
             ok = ((value >= -_BOX_SLACK) & (value <= 1 + _BOX_SLACK)).all(dim=1)
