@@ -100,8 +100,7 @@ def _training_attack(model: nn.Module, config: LossSettings, seed: int):  # type
     from .attacks.pgd import PGD, PGDL2
 
     cls = PGD if config.norm == "linf" else PGDL2
-    alpha = 2.5 * config.eps / config.attack_steps
-    return cls(model, eps=config.eps, alpha=alpha, steps=config.attack_steps, random_start=True, seed=seed)
+    return cls(model, eps=config.eps, alpha="auto", steps=config.attack_steps, random_start=True, seed=seed)
 
 
 def _adversarial_batch(

@@ -157,3 +157,15 @@ def test_bad_parameters_name_the_valid_range(tiny_cnn, cls, kwargs, match):
 
 def test_l2_eps_above_one_is_allowed(tiny_cnn):
     assert PGDL2(tiny_cnn(size=8), eps=3.0).eps == 3.0
+
+
+def test_alpha_auto_is_the_madry_step():
+    """alpha='auto' is 2.5*eps/steps for both norms (the one owner of the rule); other strings are refused."""
+    from advspatial.attacks import PGD, PGDL2
+    from advspatial.errors import ConfigError
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    assert PGD(model, eps=0.1, alpha="auto", steps=20).alpha == pytest.approx(2.5 * 0.1 / 20)
+    assert PGDL2(model, eps=1.5, alpha="auto", steps=10).alpha == pytest.approx(0.375)
+    with pytest.raises(ConfigError, match="auto"):
+        PGD(model, eps=0.1, alpha="big", steps=5)

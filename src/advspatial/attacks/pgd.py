@@ -33,11 +33,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import check_range
+from ..errors import ConfigError, check_range
 from .base import Attack, per_sample_noise, register_attack
 from .fgsm import check_loss, is_adversarial, loss_gradient, masked_sign
 
 L2_DIVISION_GUARD = 1e-10
+
+
+#: PGD's step as a multiple of eps/steps when ``alpha="auto"`` (Madry et al. 2018)
+AUTO_STEP_FACTOR = 2.5
+
+
+def auto_step(alpha: float | str, eps: float, steps: int) -> float:
+    """``alpha`` itself, or for ``"auto"`` the step ``2.5·eps/steps`` that lets the iterate cross the ball."""
+    if alpha == "auto":
+        return AUTO_STEP_FACTOR * float(eps) / int(steps)
+    if isinstance(alpha, str):
+        raise ConfigError(f"alpha={alpha!r} is not valid; valid: a number > 0 or 'auto' (2.5*eps/steps)")
+    return float(alpha)
 
 
 def _rows_norm(t: torch.Tensor) -> torch.Tensor:
@@ -54,7 +67,7 @@ class PGD(Attack):
     Args:
         model: classifier on [0,1] images returning logits.
         eps: radius of the L-inf ball, in [0, 1].
-        alpha: step size, > 0.
+        alpha: step size, > 0, or ``"auto"``: ``2.5·eps/steps`` (Madry et al. 2018), the one owner of that rule.
         steps: number of gradient steps, >= 1.
         random_start: start from a random point of the ball (per-sample seeded).
         early_stop: freeze each image at its first adversarial iterate.
@@ -67,13 +80,14 @@ class PGD(Attack):
     eps_max: float | None = 1.0
 
     def __init__(
-        self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10,
+        self, model: nn.Module, eps: float = 8 / 255, alpha: float | str = 2 / 255, steps: int = 10,
         random_start: bool = True, early_stop: bool = False, loss: str = "ce", seed: int = 0,
     ) -> None:
         super().__init__(model, seed)
         check_range("eps", eps, 0.0, self.eps_max)
-        check_range("alpha", alpha, 0.0, None, low_inclusive=False)
         check_range("steps", steps, 1, None)
+        alpha = auto_step(alpha, eps, steps)
+        check_range("alpha", alpha, 0.0, None, low_inclusive=False)
         self.eps, self.alpha, self.steps = float(eps), float(alpha), int(steps)
         self.random_start, self.early_stop = bool(random_start), bool(early_stop)
         self.loss = check_loss(loss)
@@ -130,7 +144,7 @@ class PGDL2(PGD):
     eps_max = None
 
     def __init__(
-        self, model: nn.Module, eps: float = 1.0, alpha: float = 0.2, steps: int = 10,
+        self, model: nn.Module, eps: float = 1.0, alpha: float | str = 0.2, steps: int = 10,
         random_start: bool = True, early_stop: bool = False, loss: str = "ce", seed: int = 0,
     ) -> None:
         super().__init__(model, eps, alpha, steps, random_start, early_stop, loss, seed)

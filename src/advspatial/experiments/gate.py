@@ -90,7 +90,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     cfg = ctx.config
     model = ctx.model if model is None else model
     key = f"gate/{tag + '/' if tag else ''}{method}"
-    attack = make_attack("pgd", model, eps=eps, alpha=2.5 * eps / cfg.gate_steps, steps=cfg.gate_steps,
+    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps,
                          seed=cfg.seed)
     kw = importance_kw or {}
     columns: dict[str, list[torch.Tensor]] = {}

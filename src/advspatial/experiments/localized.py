@@ -370,7 +370,7 @@ def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
 def eval_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
     """The evaluation PGD (random start, ``steps`` steps of 2.5*eps/steps) in the configured norm."""
     name = "pgd" if config.norm == "linf" else "pgd-l2"
-    return make_attack(name, model, eps=config.eps, alpha=2.5 * config.eps / config.steps, steps=config.steps,
+    return make_attack(name, model, eps=config.eps, alpha="auto", steps=config.steps,
                        seed=config.seed)
 
 

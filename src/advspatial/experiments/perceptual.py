@@ -211,7 +211,7 @@ def ssim_attack(model: nn.Module, config: PerceptualConfig, alpha: float | None 
 
 def pgd_attack(model: nn.Module, eps: float, steps: int, seed: int, loss: str = "ce") -> Attack:
     """L-inf PGD with budget ``eps`` (> 0), step ``2.5·eps/steps`` (Madry et al.) and a seeded random start."""
-    return make_attack("pgd", model, eps=eps, alpha=2.5 * eps / steps, steps=steps, seed=seed, loss=loss)
+    return make_attack("pgd", model, eps=eps, alpha="auto", steps=steps, seed=seed, loss=loss)
 
 
 def check_choice_of(name: str, value: str, valid: tuple[str, ...]) -> None:

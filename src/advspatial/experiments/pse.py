@@ -309,8 +309,8 @@ def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
     eps, steps = config.eps, config.steps
     params: dict[str, dict[str, Any]] = {
         "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps},
-        "bim": {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps},
+        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
+        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
         "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
     }
     return make_attack(name, model, seed=config.seed, **params.get(name, {}))

@@ -259,10 +259,10 @@ def build_attack(name: str, model: nn.Module, config: SpatialConfig) -> Attack:
     eps, steps = config.eps_linf, config.steps
     params: dict[str, dict[str, Any]] = {
         "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps},
-        "pgd-linf": {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps},
-        "bim": {"eps": eps, "alpha": 2.5 * eps / steps, "steps": steps},
-        "pgd-l2": {"eps": config.eps_l2, "alpha": 2.5 * config.eps_l2 / steps, "steps": steps},
+        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
+        "pgd-linf": {"eps": eps, "alpha": "auto", "steps": steps},
+        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
+        "pgd-l2": {"eps": config.eps_l2, "alpha": "auto", "steps": steps},
         "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
         "onepixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
         "kpixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
