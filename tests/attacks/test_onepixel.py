@@ -381,3 +381,30 @@ def test_success_rate_at_least_torchattacks_at_equal_budget(trained_tiny_cnn, fm
             theirs += int((trained_tiny_cnn(adv).argmax(dim=1) != y).sum())
     assert theirs > 0, "the comparison needs images that a one-pixel attack can fool"
     assert ours >= theirs - 1
+
+
+def test_residual_network_gets_the_graph_evaluator_and_the_full_forward_result() -> None:
+    """On a CIFAR ResNet the one-pixel candidates follow the cone through the residual blocks,
+    with the same search as full forward passes, and a batch equals each image alone."""
+    from advspatial.models.cifar_resnet import cifar_resnet
+    from advspatial.models.patch_graph import GraphPatchForward
+
+    torch.manual_seed(0)
+    model = cifar_resnet(8).eval()
+    g = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=g) * 0.3)
+            module.running_var.copy_(torch.rand(module.num_features, generator=g) + 0.5)
+    model.linear.weight.data.mul_(0.1)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(dim=1)
+    atk = OnePixel(model, popsize=12, maxiter=4, seed=5)
+    with torch.no_grad():
+        assert isinstance(atk._scorer(x, None, y, targeted=False).patch_forward, GraphPatchForward)
+    fast = atk.run(x, y, sample_ids=torch.arange(3))
+    slow = OnePixel(model, popsize=12, maxiter=4, seed=5, incremental=False).run(x, y, sample_ids=torch.arange(3))
+    assert torch.equal(fast.x_adv, slow.x_adv) and torch.equal(fast.queries, slow.queries)
+    for i in range(3):
+        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=torch.tensor([i]))
+        assert torch.equal(alone.x_adv, fast.x_adv[i:i + 1])

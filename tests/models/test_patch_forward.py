@@ -11,6 +11,7 @@ from torch import nn
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
 from advspatial.models.patch_forward import PatchForward, UnsupportedModel, _LinearFold, try_patch_forward
+from advspatial.models.patch_graph import GraphPatchForward
 
 
 def patched(clean: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
@@ -273,3 +274,246 @@ def test_stem_rows_do_not_depend_on_the_batch(tiny_cnn) -> None:
         alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(16)]
         torch.testing.assert_close(together, model(patched(clean, image, top, left, patch)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(together, torch.cat(alone), atol=1e-6, rtol=1e-6)
+
+
+# -- the whole graph: residual and mobile networks (GraphPatchForward) ------------------
+
+class _ShortcutA(nn.Module):
+    """Option-A shortcut: ``x[:, :, ::s, ::s]`` then zero channels (as in the CIFAR ResNets)."""
+
+    def __init__(self, stride: int, pad: int) -> None:
+        super().__init__()
+        self.stride, self.pad = stride, pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride != 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.pad, self.pad)) if self.pad else x
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, kernel: int, act: nn.Module, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+        self.bn1, self.act1 = nn.BatchNorm2d(cout), act
+        self.conv2 = nn.Conv2d(cout, cout, kernel, 1, kernel // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        if stride == 1 and cin == cout:
+            self.shortcut: nn.Module = nn.Identity()
+        elif shortcut == "A" and cout >= cin and (cout - cin) % 2 == 0:
+            self.shortcut = _ShortcutA(stride, (cout - cin) // 2)
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x)))))
+        return torch.relu(out + self.shortcut(x))
+
+
+class _SamePadConv(nn.Conv2d):
+    """TensorFlow-style 'same' padding as a ZeroPad2d before an unpadded F.conv2d (EfficientNet ports)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, size: int, groups: int = 1) -> None:
+        super().__init__(cin, cout, kernel, stride, groups=groups, bias=False)
+        out = -(-size // stride)
+        total = max((out - 1) * stride + kernel - size, 0)
+        self.static_padding = nn.ZeroPad2d((total // 2, total - total // 2, total // 2, total - total // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(self.static_padding(x), self.weight, self.bias, self.stride, 0, self.dilation,
+                                    self.groups)
+
+
+class _MBConv(nn.Module):
+    """Expand 1x1 - depthwise kxk (stride s) - [squeeze-excitation] - project 1x1, skip when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, size: int, se: bool) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = nn.Sequential(_SamePadConv(cin, mid, 1, 1, size), nn.BatchNorm2d(mid), nn.ReLU6()) \
+            if expand != 1 else nn.Identity()
+        self.depthwise = nn.Sequential(_SamePadConv(mid, mid, kernel, stride, size, groups=mid),
+                                       nn.BatchNorm2d(mid), nn.ReLU6())
+        self.se = nn.Sequential(nn.Conv2d(mid, max(1, mid // 4), 1), nn.ReLU(), nn.Conv2d(max(1, mid // 4), mid, 1)) \
+            if se else None
+        self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.depthwise(self.expand(x))
+        if self.se is not None:
+            h = torch.sigmoid(self.se(nn.functional.adaptive_avg_pool2d(h, 1))) * h
+        h = self.project(h)
+        return h + x if self.skip else h
+
+
+class _Net(nn.Module):
+    def __init__(self, stem: nn.Module, blocks: list[nn.Module], channels: int, classes: int = 5) -> None:
+        super().__init__()
+        self.stem, self.blocks = stem, nn.Sequential(*blocks)
+        self.pool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+@st.composite
+def residual_models(draw: st.DrawFn) -> tuple[nn.Module, int, int]:
+    channels, size = draw(st.integers(1, 3)), draw(st.integers(8, 16))
+    width = draw(st.sampled_from([4, 6, 8]))
+    stem_stride = draw(st.integers(1, 2))
+    stem = nn.Sequential(nn.Conv2d(channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width),
+                         draw(st.sampled_from([nn.ReLU(), nn.ReLU6()])))
+    blocks, cin = [], width
+    for _ in range(draw(st.integers(1, 4))):
+        cout = cin * draw(st.sampled_from([1, 1, 2]))
+        stride = draw(st.integers(1, 2)) if cout != cin else draw(st.sampled_from([1, 1, 2]))
+        kernel = draw(st.sampled_from([1, 3, 5]))
+        act = draw(st.sampled_from([nn.ReLU(), nn.ReLU6(), nn.Hardswish(), nn.SiLU()]))
+        blocks.append(_Residual(cin, cout, stride, kernel, act, draw(st.sampled_from(["A", "B"]))))
+        cin = cout
+    model = _Net(stem, blocks, cin)
+    return with_random_batchnorm_stats(model, draw(st.integers(0, 9))), channels, size
+
+
+@st.composite
+def mbconv_models(draw: st.DrawFn) -> tuple[nn.Module, int, int]:
+    channels, size = 3, draw(st.integers(9, 17))
+    width = draw(st.sampled_from([4, 8]))
+    stem = nn.Sequential(_SamePadConv(channels, width, 3, 2, size), nn.BatchNorm2d(width), nn.ReLU6())
+    side, blocks, cin = -(-size // 2), [], width
+    for _ in range(draw(st.integers(1, 4))):
+        stride, kernel = draw(st.integers(1, 2)), draw(st.sampled_from([3, 5]))
+        cout = draw(st.sampled_from([cin, cin, cin + 4]))
+        blocks.append(_MBConv(cin, cout, draw(st.sampled_from([1, 3])), kernel, stride, side, draw(st.booleans())))
+        side, cin = -(-side // stride), cout
+    return with_random_batchnorm_stats(_Net(stem, blocks, cin), draw(st.integers(0, 9))), channels, size
+
+
+def assert_graph_matches_model(model: nn.Module, clean: torch.Tensor, size: tuple[int, int] = (1, 1),
+                               n: int = 24, seed: int = 0) -> GraphPatchForward:
+    forward = GraphPatchForward(model, clean, size)
+    image, top, left, patch = random_patches(clean, n, size, seed)
+    with torch.no_grad():
+        expected = model(patched(clean, image, top, left, patch))
+        got = forward(image, top, left, patch)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    return forward
+
+
+@settings(max_examples=30, deadline=None)
+@given(model_spec=residual_models(), patch_rows=st.integers(1, 2), patch_cols=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
+def test_random_residual_networks_match_full_forward(model_spec, patch_rows: int, patch_cols: int, seed: int) -> None:
+    model, channels, size = model_spec
+    torch.manual_seed(seed)
+    assert_graph_matches_model(model, torch.rand(2, channels, size, size), (patch_rows, patch_cols), seed=seed)
+
+
+@settings(max_examples=30, deadline=None)
+@given(model_spec=mbconv_models(), seed=st.integers(0, 2**16))
+def test_random_mbconv_networks_match_full_forward(model_spec, seed: int) -> None:
+    """Depthwise strided convolutions, ZeroPad2d + F.conv2d, ReLU6, skips; squeeze-excitation runs whole."""
+    model, channels, size = model_spec
+    torch.manual_seed(seed)
+    assert_graph_matches_model(model, torch.rand(2, channels, size, size), seed=seed)
+
+
+def test_cifar_resnet20_follows_the_cone_through_every_block() -> None:
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    torch.manual_seed(0)
+    model = with_random_batchnorm_stats(cifar_resnet(20))
+    model.linear.weight.data.mul_(0.1)  # logits of order 1, so that 1e-5 is a fair tolerance
+    forward = assert_graph_matches_model(model, torch.rand(2, 3, 32, 32), n=16)
+    kinds = {step.kind for step in forward.steps}
+    assert {"window-op", "pointwise", "binary"} <= kinds
+    # every convolution runs on a window; the cone covers the 8x8 maps of the last stage entirely
+    assert all(step.kind != "dense" for step in forward.steps if forward._conv_weight(step.node) is not None)
+    incremental, full = forward.conv_cost()
+    assert incremental < full
+    assert isinstance(try_patch_forward(model, torch.rand(2, 3, 32, 32)), GraphPatchForward)
+
+
+def test_efficientnet_lite0_matches_full_forward() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from advspatial.models.zoo import _LiteBuilder
+
+    torch.manual_seed(0)
+    model = with_random_batchnorm_stats(_LiteBuilder(0)())
+    forward = assert_graph_matches_model(model, torch.rand(1, 3, 64, 64), n=6)
+    incremental, full = forward.conv_cost()
+    assert incremental < full
+
+
+def test_chain_models_keep_the_chain_evaluator(tiny_cnn) -> None:
+    assert isinstance(try_patch_forward(tiny_cnn(), torch.rand(2, 1, 28, 28)), PatchForward)
+    model = with_random_batchnorm_stats(build_model("lenet5"))
+    assert isinstance(try_patch_forward(model, torch.rand(2, 1, 28, 28)), PatchForward)
+
+
+def test_graph_rows_do_not_depend_on_the_batch() -> None:
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    torch.manual_seed(1)
+    model = with_random_batchnorm_stats(cifar_resnet(8))
+    clean = torch.rand(3, 3, 16, 16)
+    forward = GraphPatchForward(model, clean)
+    image, top, left, patch = random_patches(clean, 10, (1, 1), seed=5)
+    with torch.no_grad():
+        together = forward(image, top, left, patch)
+        alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(10)]
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-6, rtol=1e-6)
+
+
+class _Untraceable(nn.Module):
+    """Control flow on a tensor's value: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if h.mean() > 0:
+            h = h + torch.relu(h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def test_untraceable_or_training_models_fall_back() -> None:
+    torch.manual_seed(0)
+    clean = torch.rand(2, 1, 10, 10)
+    model = _Untraceable().eval()
+    with pytest.raises(UnsupportedModel):
+        GraphPatchForward(model, clean)
+    assert try_patch_forward(model, clean) is None
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    resnet = cifar_resnet(8).train()
+    with pytest.raises(UnsupportedModel):
+        GraphPatchForward(resnet, torch.rand(2, 3, 16, 16))
+    # the attack still runs on both, with full forward passes, and gives the full-forward result
+    from advspatial.attacks.onepixel import OnePixel
+
+    y = model(clean).argmax(dim=1)
+    fast = OnePixel(model, popsize=8, maxiter=2, seed=3).run(clean, y)
+    slow = OnePixel(model, popsize=8, maxiter=2, seed=3, incremental=False).run(clean, y)
+    assert torch.equal(fast.x_adv, slow.x_adv)
+
+
+def test_unsupported_nodes_run_on_whole_maps() -> None:
+    """A node the cone cannot follow (here a spatial flip) gets the whole map and runs as in the model."""
+
+    class Flip(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Linear(4 * 9 * 9, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.flip(torch.relu(self.a(x)), dims=(3,))
+            return self.fc(torch.flatten(self.b(h), 1))
+
+    torch.manual_seed(0)
+    forward = assert_graph_matches_model(Flip().eval(), torch.rand(3, 2, 9, 9), size=(2, 2))
+    assert [s.kind for s in forward.steps].count("dense") >= 2

@@ -47,13 +47,16 @@ empty is returned unchanged with zero queries.
 
 Incremental evaluation: a one-pixel candidate changes one pixel, so by
 default (``incremental=True``) its logits come from
-:class:`~advspatial.models.patch_forward.PatchForward`, which recomputes only
-the pixel's cone through the convolution/pooling stem of the model and reuses
-the clean image's activations elsewhere. The logits equal a full forward pass
-up to floating-point summation order (tested to 1e-5), the number of queries
-is unchanged, and a model without such a stem (TorchScript, a residual first
-layer, hooks) silently gets full forward passes. k-pixel candidates always
-get full forward passes.
+:class:`~advspatial.models.patch_forward.PatchForward` (a chain of
+convolution/pooling layers) or, where convolutions remain after the chain
+(residual and mobile networks),
+:class:`~advspatial.models.patch_graph.GraphPatchForward` (the cone followed
+through additions, strided and depthwise convolutions, padding modules): only
+the pixel's cone is recomputed, the clean image's activations are reused
+elsewhere. The logits equal a full forward pass up to floating-point summation
+order (tested to 1e-5), the number of queries is unchanged, and a model that
+neither can follow (TorchScript, several inputs, training mode) silently gets
+full forward passes. k-pixel candidates always get full forward passes.
 
 Randomness: image ``i`` draws every random number (initial population, mutation
 indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``.
@@ -79,6 +82,7 @@ from torch import nn
 from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import batch_slices
 from ..models.patch_forward import PatchForward, try_patch_forward
+from ..models.patch_graph import GraphPatchForward
 from .base import Attack, register_attack
 
 #: Named budgets ``(popsize, maxiter)``.
@@ -383,7 +387,7 @@ class _Scorer:
     goal: torch.Tensor
     targeted: bool
     max_batch: int
-    patch_forward: PatchForward | None
+    patch_forward: PatchForward | GraphPatchForward | None
 
     def __call__(self, rows: torch.Tensor, cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(A, P) fitness and success for candidates ``cand`` (A, P, k, 2+C) of images ``rows`` (A,)."""
@@ -411,7 +415,7 @@ class _Scorer:
         """
         if self.patch_forward is None:
             return self.max_batch
-        per_candidate = self.patch_forward.clean_stem[0].numel()
+        per_candidate = self.patch_forward.working_set
         budget = 2**21 if self.x.device.type == "cpu" else 2**25
         return min(65536, max(256, budget // max(per_candidate, 1)))
 

@@ -41,12 +41,16 @@ import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
+
+if TYPE_CHECKING:
+    from .patch_graph import GraphPatchForward
 
 #: Modules that act on each activation independently (in eval mode).
 POINTWISE_MODULES: tuple[type[nn.Module], ...] = (
@@ -383,6 +387,25 @@ class PatchForward:
         self._plan(clean.device)
         self.fold = _LinearFold.build(model, tracer.graph, boundary, before, self)
 
+    @property
+    def working_set(self) -> int:
+        """Floats per candidate of the largest activation a call holds (for choosing batch sizes)."""
+        return self.clean_stem[0].numel()
+
+    def spatial_tail(self) -> bool:
+        """Whether the model runs convolution or pooling layers after the stem (in full, per candidate)."""
+        done = set(self.tail.before)
+        for node in self.tail.module.graph.nodes:
+            if node in done:
+                continue
+            if node.op == "call_module":
+                module = self.tail.module.get_submodule(str(node.target))
+                if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                    return True
+            if node.op == "call_function" and node.target in (torch.conv2d, F.conv2d, F.max_pool2d, F.avg_pool2d):
+                return True
+        return False
+
     # -- set-up -------------------------------------------------------------------
     def _cache_clean(self, clean: torch.Tensor) -> None:
         """Run the clean images through the stem, keeping each window stage's padded input (channels last)."""
@@ -693,9 +716,26 @@ def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:
     return offsets.reshape(-1)
 
 
-def try_patch_forward(model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> PatchForward | None:
-    """:class:`PatchForward` for ``model``, or None where the model has no usable stem."""
+def try_patch_forward(model: nn.Module, clean: torch.Tensor,
+                      patch_size: tuple[int, int] = (1, 1)) -> "PatchForward | GraphPatchForward | None":
+    """The incremental evaluator for ``model``, or None where neither can follow the model.
+
+    :class:`PatchForward` (the chain stem, cheapest per call) where its stem
+    takes in every convolution and pooling layer of the model; otherwise, where
+    layers with spatial extent remain after the chain (residual blocks, mobile
+    blocks), :class:`~advspatial.models.patch_graph.GraphPatchForward`, which
+    follows the cone through the whole graph; the chain evaluator where the graph
+    one cannot follow the model either.
+    """
+    from .patch_graph import GraphPatchForward
+
     try:
-        return PatchForward(model, clean, patch_size)
+        chain: PatchForward | None = PatchForward(model, clean, patch_size)
     except UnsupportedModel:
-        return None
+        chain = None
+    if chain is not None and not chain.spatial_tail():
+        return chain
+    try:
+        return GraphPatchForward(model, clean, patch_size)
+    except UnsupportedModel:
+        return chain

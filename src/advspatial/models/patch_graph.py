@@ -1,0 +1,499 @@
+"""Incremental patch evaluation through whole graphs: residual and mobile networks.
+
+:class:`~advspatial.models.patch_forward.PatchForward` follows a changed patch
+through a *chain* of layers. :class:`GraphPatchForward` follows it through the
+model's ``torch.fx`` graph, branches and merges included. Every node that
+depends on the input and is a 4-D map of the input's batch is held as a
+*window*: the changed values of a fixed-size rectangle (per node the largest
+the patch's cone needs at any corner) at a corner that depends on the patch's
+position; outside the window the node equals its clean value, cached once. The
+window follows
+
+* ``Conv2d`` (zero padding, any stride/dilation/groups: depthwise included) and
+  ``F.conv2d`` with constant weights (the "same"-padding convolutions of
+  EfficientNet ports), ``MaxPool2d``/``AvgPool2d`` (as in ``PatchForward``),
+  ``ZeroPad2d``/``ConstantPad2d`` and spatial ``F.pad``, strided slicing
+  ``x[:, :, ::s, ::s]`` (option-A ResNet shortcuts): the output window is the
+  input window's reach, computed from the input's footprint (the clean cache
+  with the window laid over it);
+* pointwise layers (activations, eval-mode BatchNorm, Dropout, arithmetic with
+  a per-channel constant, channel-only ``F.pad``): the same window;
+* ``+ - * /`` of two windowed maps of one shape (skip connections): the union of
+  the operands' windows, each operand laid over its clean cache there.
+
+Any other node that receives a window (global pooling, flatten, squeeze-and-
+excitation's broadcast product, a module with hooks, ...) gets the whole map (the
+clean cache with the window laid over it) and runs as in the model; from there
+on the values are whole per-candidate tensors. Once a window covers its whole
+map this costs nothing extra. The logits equal the model's up to
+floating-point summation order (tests: 1e-5 on random residual and MBConv
+networks). Models that ``torch.fx`` cannot trace, with several inputs, or with
+modules in training mode raise :class:`UnsupportedModel`.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import ShapeError
+from .patch_forward import (
+    POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, _conv_padding, _is_positionless,
+    _pair, _trace, _usable_in_eval,
+)
+
+BINARY = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+                    torch.div})
+CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+@dataclass
+class _Window:
+    """Geometry of a windowed node: per axis, for every patch corner coordinate, the window's first row/col."""
+
+    origin: tuple[torch.Tensor, torch.Tensor]
+    size: tuple[int, int]
+    reach: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # ((lo, hi) rows, cols)
+    full: tuple[int, int]  # the map's (H, W)
+
+    @classmethod
+    def of_reach(cls, reach, full: tuple[int, int]) -> "_Window":  # type: ignore[no-untyped-def]
+        sizes, origins = [], []
+        for (lo, hi), total in zip(reach, full):
+            size = min(max(int((hi - lo).max()), 1), total)
+            sizes.append(size)
+            origins.append(lo.clamp(max=total - size))
+        return cls((origins[0], origins[1]), (sizes[0], sizes[1]), reach, full)
+
+
+@dataclass
+class _Step:
+    """What to do for one node at call time."""
+
+    node: fx.Node
+    kind: str  # "window-op", "pointwise", "binary", "dense"
+    window: _Window | None = None  # the output's geometry (windowed kinds)
+    fn: Callable | None = None  # window-op: on the footprint (NCHW); pointwise: on the window
+    axes: tuple[Axis, Axis] | None = None  # window-op geometry
+    pad_value: float = 0.0
+    source: fx.Node | None = None  # the windowed input (pointwise, window-op)
+
+
+class GraphPatchForward:
+    """Logits of images equal to ``clean[i]`` except in one ``patch_size`` rectangle, through any fx graph.
+
+    Same call as :class:`~advspatial.models.patch_forward.PatchForward`:
+    ``forward(image, top, left, patch)`` with ``image`` (N,) indices into
+    ``clean``, ``top``/``left`` (N,) the rectangle's corner and ``patch``
+    (N, C, rows, cols) its new values.
+    """
+
+    def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
+        if clean.dim() != 4:
+            raise ShapeError(f"GraphPatchForward: clean images must be (n, C, H, W), got {tuple(clean.shape)}")
+        height, width = clean.shape[2:]
+        if not (1 <= patch_size[0] <= height and 1 <= patch_size[1] <= width):
+            raise ShapeError(f"GraphPatchForward: patch {patch_size} does not fit images of {height}x{width}")
+        if any(m.training for m in model.modules()):
+            raise UnsupportedModel("the model (or one of its modules) is in training mode")
+        self.model, self.patch_size = model, (int(patch_size[0]), int(patch_size[1]))
+        self.module = _trace(model)
+        self.graph = self.module.graph
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise UnsupportedModel(f"the model's forward takes {len(placeholders)} inputs, not 1")
+        self.input = placeholders[0]
+        self.n_clean = len(clean)
+        with torch.no_grad():
+            self.values = _record(self.module, clean.clone())
+        self.corners_per_row = width - self.patch_size[1] + 1
+        self._plan(clean.device)
+        self._caches: dict[tuple, torch.Tensor] = {}
+        self._build_caches()
+        self.clean_shapes = {n: tuple(v.shape) for n, v in self.values.items()
+                             if isinstance(v, torch.Tensor) and v.dim() == 4}
+        for node in [n for n in self.values if n not in self.constants]:
+            del self.values[node]  # in place: the pointwise steps read constants from this dict
+
+    # -- planning -----------------------------------------------------------------
+    def _plan(self, device: torch.device) -> None:
+        """Classify every node and compute the windows' geometry for every patch corner."""
+        (height, width), (ph, pw) = self.values[self.input].shape[2:], self.patch_size
+        rows, cols = torch.arange(height - ph + 1, device=device), torch.arange(width - pw + 1, device=device)
+        self.windows: dict[fx.Node, _Window] = {
+            self.input: _Window.of_reach(((rows, rows + ph), (cols, cols + pw)), (height, width))}
+        self.steps: list[_Step] = []
+        self.constants: set[fx.Node] = set()
+        self.needs: dict[tuple, tuple] = {}  # cache key -> (node, padding, pad value)
+        tainted = {self.input}
+        for node in self.graph.nodes:
+            if node.op in ("placeholder", "output"):
+                continue
+            inputs = [a for a in node.all_input_nodes if a in tainted]
+            if not inputs:
+                self.constants.add(node)
+                continue
+            tainted.add(node)
+            step = self._windowed_step(node) if all(a in self.windows for a in inputs) else None
+            if step is None:
+                step = _Step(node, "dense")
+                for a in inputs:
+                    if a in self.windows:
+                        self._need(a, (0, 0, 0, 0), 0.0)
+            else:
+                self.windows[node] = step.window  # type: ignore[assignment]
+            self.steps.append(step)
+        self.output = next(n for n in self.graph.nodes if n.op == "output")
+        for a in self.output.all_input_nodes:
+            if a in self.windows:
+                self._need(a, (0, 0, 0, 0), 0.0)
+
+    def _need(self, node: fx.Node, pad: tuple[int, int, int, int], value: float) -> tuple:
+        key = (node, pad, value)
+        self.needs[key] = key
+        return key
+
+    def _windowed_step(self, node: fx.Node) -> _Step | None:
+        """The step for ``node`` when every input of it that depends on the patch is a window, else None."""
+        value = self.values[node]
+        if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] != self.n_clean:
+            return None
+        data = [a for a in node.all_input_nodes if a in self.windows]
+        if len(data) == 2 and node.op == "call_function" and node.target in BINARY and len(node.args) == 2 \
+                and not node.kwargs and data[0] is not data[1]:
+            a, b = node.args
+            same = all(isinstance(v, fx.Node) and tuple(self.values[v].shape) == tuple(value.shape) for v in (a, b))
+            if not same:
+                return None
+            wa, wb = self.windows[a], self.windows[b]
+            reach = tuple((torch.minimum(ra[0], rb[0]), torch.maximum(ra[1], rb[1]))
+                          for ra, rb in zip(wa.reach, wb.reach))
+            self._need(a, (0, 0, 0, 0), 0.0)
+            self._need(b, (0, 0, 0, 0), 0.0)
+            return _Step(node, "binary", _Window.of_reach(reach, wa.full))
+        if len(data) != 1:
+            return None
+        source = data[0]
+        found = self._window_op(node, source)
+        if found is not None:
+            fn, axes, pad_value = found
+            src = self.windows[source]
+            reach = tuple(axis.reach(*r) for axis, r in zip(axes, src.reach))
+            step = _Step(node, "window-op", _Window.of_reach(reach, tuple(value.shape[2:])), fn, axes, pad_value,
+                         source)
+            pads = (axes[1].pad_before, axes[1].pad_after, axes[0].pad_before, axes[0].pad_after)
+            self._need(source, pads, pad_value)
+            return step
+        fn = self._pointwise(node, source)
+        if fn is None or tuple(value.shape[2:]) != self.windows[source].full:
+            return None
+        return _Step(node, "pointwise", self.windows[source], fn, source=source)
+
+    def _window_op(self, node: fx.Node, source: fx.Node):  # type: ignore[no-untyped-def]
+        """(fn on the padded footprint, axes, pad value) for window layers, else None."""
+        size = tuple(self.values[source].shape[2:])
+        if node.op == "call_module":
+            module = self.model.get_submodule(str(node.target))
+            if module._forward_hooks or module._forward_pre_hooks or node.args != (source,) or node.kwargs:
+                return None
+            if type(module) is nn.Conv2d:
+                try:
+                    pads = _conv_padding(module)
+                except UnsupportedModel:
+                    return None
+                return self._conv(module.weight, module.bias, module.stride, pads, module.dilation, module.groups,
+                                  size)
+            if type(module) in (nn.MaxPool2d, nn.AvgPool2d):
+                return _pool(module, size)
+            if type(module) in (nn.ZeroPad2d, nn.ConstantPad2d):
+                left, right, top, bottom = module.padding
+                return _padding(size, (left, right, top, bottom), float(getattr(module, "value", 0.0)))
+            return None
+        if node.op != "call_function":
+            return None
+        if node.target is torch.conv2d or node.target is F.conv2d:
+            named = dict(zip(CONV_ARGS, node.args))
+            named.update(node.kwargs)
+            if named.get("input") is not source:
+                return None
+            weight, bias = named.get("weight"), named.get("bias")
+            if not (isinstance(weight, fx.Node) and weight in self.constants):
+                return None
+            if bias is not None and not (isinstance(bias, fx.Node) and bias in self.constants):
+                return None
+            padding = named.get("padding", 0)
+            if isinstance(padding, str):
+                return None
+            ph, pw = _pair(padding)
+            weight_v = self.values[weight]
+            bias_v = None if bias is None else self.values[bias]
+            return self._conv(weight_v, bias_v, _pair(named.get("stride", 1)), ((ph, ph), (pw, pw)),
+                              _pair(named.get("dilation", 1)), int(named.get("groups", 1)), size)
+        if node.target is F.pad:
+            pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+            mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+            if node.args[0] is not source or mode != "constant" or not isinstance(pads, (tuple, list)) \
+                    or len(pads) != 4 or any(p < 0 for p in pads):
+                return None
+            return _padding(size, tuple(pads), 0.0 if value is None else float(value))
+        if node.target is operator.getitem and node.args[0] is source:
+            index = node.args[1]
+            if not (isinstance(index, tuple) and len(index) == 4 and all(isinstance(s, slice) for s in index)):
+                return None
+            if any(s != slice(None) for s in index[:2]) or any(s.start is not None or s.stop is not None
+                                                               for s in index[2:]):
+                return None
+            stride = tuple(int(s.step or 1) for s in index[2:])
+            if min(stride) < 1:
+                return None
+            axes = tuple(Axis(1, s, 1, 0, 0, n) for s, n in zip(stride, size))
+
+            def subsample(footprint: torch.Tensor, s: tuple = stride) -> torch.Tensor:
+                return footprint[:, :, ::s[0], ::s[1]]
+
+            return subsample, axes, 0.0
+        return None
+
+    @staticmethod
+    def _conv(weight, bias, stride, pads, dilation, groups, size):  # type: ignore[no-untyped-def]
+        stride, dilation = _pair(tuple(stride)), _pair(tuple(dilation))
+        axes = tuple(Axis(k, s, d, p[0], p[1], n)
+                     for k, s, d, p, n in zip(weight.shape[2:], stride, dilation, pads, size))
+
+        def conv(footprint: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(footprint, weight, bias, stride, 0, dilation, groups)
+
+        return conv, axes, 0.0
+
+    def _pointwise(self, node: fx.Node, source: fx.Node) -> Callable | None:
+        """A function of the window for a layer that acts on every position alike, else None."""
+        if node.op == "call_module":
+            module = self.model.get_submodule(str(node.target))
+            if module._forward_hooks or module._forward_pre_hooks or node.args != (source,) or node.kwargs:
+                return None
+            return module if type(module) in POINTWISE_MODULES and _usable_in_eval(module) else None
+        if node.op == "call_function" and node.target is F.pad:
+            pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+            if isinstance(pads, (tuple, list)) and len(pads) == 6 and not any(pads[:4]) and node.args[0] is source:
+                return lambda t, n=node: F.pad(t, *n.args[1:], **n.kwargs)
+            return None
+        known = node.target in POINTWISE_FUNCTIONS if node.op == "call_function" else (
+            node.op == "call_method" and node.target in POINTWISE_METHODS)
+        if not known:
+            return None
+        operands = list(node.args) + list(node.kwargs.values())
+        for arg in operands:
+            if isinstance(arg, fx.Node) and arg is not source:
+                if arg not in self.constants or not _is_positionless(self.values[arg]):
+                    return None
+            elif not isinstance(arg, (fx.Node, int, float, bool, type(None), str)):
+                return None
+        values = self.values
+
+        def call(t: torch.Tensor, n: fx.Node = node) -> torch.Tensor:
+            args = fx.node.map_arg(n.args, lambda a: t if a is source else values[a])
+            kwargs = fx.node.map_arg(n.kwargs, lambda a: t if a is source else values[a])
+            if n.op == "call_method":
+                return getattr(args[0], str(n.target))(*args[1:], **kwargs)
+            return n.target(*args, **kwargs)  # type: ignore[operator]
+
+        return call
+
+    def _build_caches(self) -> None:
+        """Channels-last (padded) clean maps of every node that some step reads beyond its window."""
+        for node, pad, value in self.needs:
+            clean = self.values[node]
+            padded = F.pad(clean, pad, value=value) if any(pad) else clean
+            self._caches[(node, pad, value)] = padded.permute(0, 2, 3, 1).contiguous()
+        # constants that the call needs (weights of F.conv2d are captured in closures already)
+        self.constants = {n for n in self.constants
+                          if any(u not in self.constants for u in n.users)}
+
+    @property
+    def working_set(self) -> int:
+        """Floats per candidate of the largest windowed or whole activation a call holds."""
+        largest = 0
+        for step in self.steps:
+            shape = self.clean_shapes.get(step.node)
+            if shape is None:
+                continue
+            area = step.window.size[0] * step.window.size[1] if step.window is not None else shape[2] * shape[3]
+            largest = max(largest, shape[1] * area)
+        return max(largest, 1)
+
+    def conv_cost(self) -> tuple[int, int]:
+        """Multiply-adds of the convolutions per candidate: (incremental, full forward pass).
+
+        The incremental count is each windowed convolution's output window times
+        its per-output cost, and the whole map for convolutions that run on whole
+        maps; the ratio is the bound the cone allows (memory traffic and the
+        gathers come on top).
+        """
+        incremental = full = 0
+        for step in self.steps:
+            node = step.node
+            value = self.clean_shapes.get(node)
+            weight = self._conv_weight(node)
+            if weight is None or value is None:
+                continue
+            per_output = weight.shape[0] * weight[0].numel()
+            full += per_output * value[2] * value[3]
+            area = step.window.size[0] * step.window.size[1] if step.kind == "window-op" else value[2] * value[3]
+            incremental += per_output * area
+        return incremental, full
+
+    def _conv_weight(self, node: fx.Node) -> torch.Tensor | None:
+        if node.op == "call_module":
+            module = self.model.get_submodule(str(node.target))
+            return module.weight if isinstance(module, nn.Conv2d) else None
+        if node.op == "call_function" and node.target in (torch.conv2d, F.conv2d):
+            weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+            return self.values.get(weight) if isinstance(weight, fx.Node) else None
+        return None
+
+    # -- evaluation ---------------------------------------------------------------
+    def __call__(self, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """(N, classes) logits of the N patched images."""
+        if tuple(patch.shape[2:]) != self.patch_size:
+            raise ShapeError(f"GraphPatchForward: patch of {tuple(patch.shape[2:])}, built for {self.patch_size}")
+        top, left = top.long(), left.long()
+        env: dict[fx.Node, torch.Tensor] = {self.input: patch.clone()}
+        remaining = {n: len(n.users) for n in self.graph.nodes}
+
+        def whole(a: fx.Node) -> object:
+            if a in self.constants:
+                return self.values[a]
+            if a in self.windows:
+                full = self.windows[a].full
+                return self._lay(a, env[a], image, top, left, (0, 0, 0, 0), 0.0,
+                                 (torch.zeros_like(top), torch.zeros_like(left)), full)
+            return env[a]
+
+        for step in self.steps:
+            node = step.node
+            if step.kind == "pointwise":
+                env[node] = step.fn(env[step.source])
+            elif step.kind == "window-op":
+                source = step.source
+                rows, cols = step.axes  # type: ignore[misc]
+                out = step.window
+                read = (out.origin[0].index_select(0, top) * rows.stride,
+                        out.origin[1].index_select(0, left) * cols.stride)
+                size = (rows.footprint(out.size[0]), cols.footprint(out.size[1]))
+                pads = (cols.pad_before, cols.pad_after, rows.pad_before, rows.pad_after)
+                footprint = self._lay(source, env[source], image, top, left, pads, step.pad_value, read, size)
+                env[node] = step.fn(footprint)
+            elif step.kind == "binary":
+                out = step.window
+                start = (out.origin[0].index_select(0, top), out.origin[1].index_select(0, left))
+                a, b = (self._lay(x, env[x], image, top, left, (0, 0, 0, 0), 0.0, start, out.size)
+                        for x in node.args)
+                env[node] = node.target(a, b)
+            else:
+                args = fx.node.map_arg(node.args, whole)
+                kwargs = fx.node.map_arg(node.kwargs, whole)
+                env[node] = _run(self.module, node, args, kwargs)
+            for a in node.all_input_nodes:
+                if a in env and a is not self.input:
+                    remaining[a] -= 1
+                    if remaining[a] == 0:
+                        del env[a]
+        return fx.node.map_arg(self.output.args[0], whole)  # type: ignore[return-value]
+
+    def _lay(self, node: fx.Node, window: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+             pad: tuple[int, int, int, int], pad_value: float, start: tuple[torch.Tensor, torch.Tensor],
+             size: tuple[int, int]) -> torch.Tensor:
+        """(N, C, h, w): the (padded) clean map of ``node`` at ``start`` (padded coordinates), its window laid over it."""
+        geometry = self.windows[node]
+        origin = (geometry.origin[0].index_select(0, top), geometry.origin[1].index_select(0, left))
+        land = (origin[0] + pad[2] - start[0], origin[1] + pad[0] - start[1])
+        (h, w), (wh, ww) = size, geometry.size
+        if size == (wh, ww) and not any(pad) and bool((land[0] == 0).all()) and bool((land[1] == 0).all()):
+            return window  # the target is the window itself
+        cache = self._caches[(node, pad, pad_value)]
+        n, (hp, wp, channels), device = len(image), cache.shape[1:], image.device
+        buffer = torch.empty(n * h * w + 1, channels, dtype=cache.dtype, device=device)
+        first = image * (hp * wp) + start[0] * wp + start[1]
+        grid = (torch.arange(h, device=device) * wp)[:, None] + torch.arange(w, device=device)
+        torch.index_select(cache.view(-1, channels), 0, (first[:, None] + grid.view(-1)).view(-1), out=buffer[:-1])
+        r = land[0][:, None] + torch.arange(wh, device=device)
+        c = land[1][:, None] + torch.arange(ww, device=device)
+        inside = ((r >= 0) & (r < h))[:, :, None] & ((c >= 0) & (c < w))[:, None, :]
+        target = (torch.arange(n, device=device) * (h * w))[:, None, None] + r[:, :, None] * w + c[:, None, :]
+        target = torch.where(inside, target, n * h * w)
+        buffer.index_copy_(0, target.view(-1), window.permute(0, 2, 3, 1).reshape(-1, channels))
+        return buffer[:-1].view(n, h, w, channels).permute(0, 3, 1, 2)
+
+
+def _pool(module: nn.Module, size):  # type: ignore[no-untyped-def]
+    if module.ceil_mode:
+        return None
+    kernel, padding = _pair(module.kernel_size), _pair(module.padding)
+    stride = _pair(module.stride if module.stride else module.kernel_size)
+    if isinstance(module, nn.MaxPool2d):
+        if module.return_indices:
+            return None
+        dilation = _pair(module.dilation)
+
+        def pool(footprint: torch.Tensor) -> torch.Tensor:
+            return F.max_pool2d(footprint, kernel, stride, 0, dilation)
+
+        pad_value = -float("inf")
+    else:
+        if any(padding) and not module.count_include_pad:
+            return None
+        dilation, divisor = (1, 1), module.divisor_override
+
+        def pool(footprint: torch.Tensor) -> torch.Tensor:
+            return F.avg_pool2d(footprint, kernel, stride, 0, divisor_override=divisor)
+
+        pad_value = 0.0
+    axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size))
+    return pool, axes, pad_value
+
+
+def _padding(size, pads, value: float):  # type: ignore[no-untyped-def]
+    left, right, top, bottom = pads
+    axes = (Axis(1, 1, 1, top, bottom, size[0]), Axis(1, 1, 1, left, right, size[1]))
+    return (lambda footprint: footprint), axes, value
+
+
+def _record(module: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
+    """Every node's value on the clean images."""
+    values: dict[fx.Node, object] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> object:
+            values[n] = result = super().run_node(n)
+            return result
+
+    Recorder(module, garbage_collect_values=False).run(x)
+    return values
+
+
+def _run(module: fx.GraphModule, node: fx.Node, args, kwargs):  # type: ignore[no-untyped-def]
+    """Run one node as the model would, on whole values."""
+    if node.op == "call_module":
+        return module.get_submodule(str(node.target))(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)  # type: ignore[operator]
+    if node.op == "get_attr":
+        return getattr(module, str(node.target))
+    raise UnsupportedModel(f"cannot run node {node.op} {node.target}")
+
+
+def try_graph_patch_forward(model: nn.Module, clean: torch.Tensor,
+                            patch_size: tuple[int, int] = (1, 1)) -> GraphPatchForward | None:
+    """:class:`GraphPatchForward` for ``model``, or None where it cannot follow the model."""
+    try:
+        return GraphPatchForward(model, clean, patch_size)
+    except UnsupportedModel:
+        return None
