@@ -347,3 +347,30 @@ def test_training_on_a_folder_without_splits_says_so(tmp_path, capsys) -> None:
     (tmp_path / "test").mkdir()
     note_shared_splits(f"imagefolder:{tmp_path}")
     assert capsys.readouterr().err == ""
+
+
+def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys, monkeypatch) -> None:
+    """Raw multi-line warnings with source paths reached stderr (issue 19, item 4)."""
+    import warnings
+
+    from advspatial import cli
+
+    def noisy() -> dict[str, str]:
+        for _ in range(3):
+            warnings.warn("first line\nsecond line", UserWarning, stacklevel=1)
+        warnings.warn("`torch.jit.script` is deprecated. Please switch to torch.compile", DeprecationWarning,
+                      stacklevel=1)
+        return {"x": "y"}
+
+    real = cli._registries
+    monkeypatch.setattr(cli, "_registries", lambda: {**real(), "datasets": noisy})
+    code, out, err = run_cli(capsys, "list", "datasets")
+    assert code == 0 and "x  y" in out
+    assert err.splitlines() == ["advspatial: warning: UserWarning: first line; second line"]
+
+
+def test_every_command_takes_progress_switches(capsys) -> None:
+    """attack, maps, train and evaluate had no --no-progress (issue 19, item 4)."""
+    for command in ("attack", "maps", "train", "evaluate"):
+        code, out, _ = run_cli(capsys, command, "--help")
+        assert code == 0 and "--progress / --no-progress" in out, command

@@ -41,3 +41,17 @@ def test_a_terminal_gets_tqdms_own_bar(monkeypatch) -> None:
     for _ in bar:
         pass
     assert "\r" in term.getvalue()  # redrawn in place
+
+
+def test_tqdm_disable_in_the_environment_silences_every_bar(monkeypatch) -> None:
+    """TQDM_DISABLE=1 was ignored because every bar passed disable=False explicitly (issue 19, item 4)."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    for _ in progress_bar(range(10), desc="asked for", disable=False):
+        pass
+    assert log.getvalue() == ""
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    for _ in progress_bar(range(10), desc="shown", disable=False):
+        pass
+    assert "shown" in log.getvalue()

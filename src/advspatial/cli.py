@@ -6,8 +6,9 @@ click's own usage errors also exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -125,6 +126,9 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--class-map", default="", help="Folder datasets: TSV of model output index, folder name[, name]."),
         click.option("--crop-fraction", default=0.0, show_default=True, type=float,
                      help="Folder datasets, --fit crop: centre crop side / shorter side (0: a zoo model's, else 1)."),
+        click.option("--progress/--no-progress", default=True, show_default=True,
+                     help="Progress bars on stderr (plain lines when stderr is not a terminal; TQDM_DISABLE=1 "
+                          "also turns them off)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -147,7 +151,8 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     data = select(load_dataset(o["dataset"], split, **loader_options), n, o["subset"], seed)
     device = pick_device(o["device"])
     model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,
-                          weights=o["weights"], num_classes=data.num_classes, image_shape=data.image_shape)
+                          weights=o["weights"], num_classes=data.num_classes, image_shape=data.image_shape,
+                          progress=o.get("progress", True))
     check_model_fits_data(model, data, device)
     return model, data
 
@@ -167,15 +172,19 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
 @click.option("--mix", default=0.5, show_default=True, type=float, help="Adversarial modes: weight of the adversarial loss.")
 @click.option("--force", is_flag=True, help="Retrain even when a cached checkpoint exists.")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True,
+                     help="Progress bars on stderr (plain lines when stderr is not a terminal; TQDM_DISABLE=1 "
+                          "also turns them off).")
 def train(dataset: str, arch: str, mode: str, epochs: int, batch_size: int, lr: float, seed: int,
-          train_limit: int | None, eps: float, norm: str, attack_steps: int, mix: float, force: bool, device: str) -> None:
+          train_limit: int | None, eps: float, norm: str, attack_steps: int, mix: float, force: bool, device: str,
+          progress: bool) -> None:
     """Train a model (or load it from the cache) and print its test accuracy."""
     from .runtime import pick_device
     from .training import TrainConfig, get_or_train
 
     config = TrainConfig(dataset, arch, mode, epochs, batch_size, lr, seed=seed, train_limit=train_limit,
                          eps=eps, norm=norm, attack_steps=attack_steps, mix=mix).validate()
-    trained = get_or_train(config, pick_device(device), progress=True, force=force)
+    trained = get_or_train(config, pick_device(device), progress=progress, force=force)
     meta = trained.metadata
     click.echo(f"{arch} on {dataset} ({mode}): test accuracy {meta['test_accuracy']:.4f}, "
                f"trained in {meta['train_seconds']:.1f} s; checkpoint {trained.path}")
@@ -296,7 +305,7 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     mask_fn = (lambda sl: attack_mask(mask, data, sl, model, mask_fraction, seed=seed)) if mask else None
     target_fn = (lambda sl: torch.full((sl.stop - sl.start,), target_class)) if target_class is not None else None
     start = time.perf_counter()
-    result = attack_dataset(atk, data, batch_size, mask_fn, target_fn, progress=True)
+    result = attack_dataset(atk, data, batch_size, mask_fn, target_fn, progress=options["progress"])
     seconds = time.perf_counter() - start
     correct = result.clean_pred == result.labels
     rate_correct = float(result.success[correct].float().mean()) if correct.any() else float("nan")
@@ -363,7 +372,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
              "crop_fraction": o["crop_fraction"], "n": n, "seed": seed,
              "out": out, "attacks": [attack_name], "defence_attack": attack_name, "importance": importance,
              "attack_map": attack_map, "fraction": fraction, "permutations": permutations, "gate_n": gate_n,
-             "panel": []}
+             "panel": [], "progress": o["progress"]}
     if batch_size is not None:
         given["batch_size"] = batch_size
     config = resolve_config(get_experiment("spatial"), None, given, quick=False)
@@ -524,10 +533,42 @@ def run_group() -> None:
     """
 
 
+#: warnings of dependencies that say nothing a user of advspatial can act on (module regex, message regex)
+QUIET_WARNINGS = (
+    ("captum", r".*did not already require gradients"),  # captum turns requires_grad on itself
+    ("", r".*torch\.jit.*deprecated"),  # TorchScript loading is supported here and refused where it cannot work
+    ("", r".*TypedStorage is deprecated"),
+)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Warnings of dependencies as one line each on stderr (once per message), known noise dropped, instead
+    of Python's two-line form with a source path."""
+    import warnings
+
+    seen: set[tuple[str, str]] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        text = one_line(str(message))
+        if (category.__name__, text) in seen:
+            return
+        seen.add((category.__name__, text))
+        click.echo(f"advspatial: warning: {category.__name__}: {text}", err=True)
+
+    with warnings.catch_warnings():
+        for module, pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern, module=module)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit status 2."""
     try:
-        cli.main(args=argv, prog_name="advspatial", standalone_mode=False)
+        with one_line_warnings():
+            cli.main(args=argv, prog_name="advspatial", standalone_mode=False)
     except click.exceptions.Abort as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns EOFError (an empty file) into Abort

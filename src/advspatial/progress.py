@@ -9,6 +9,7 @@ line; there it prints plain lines instead - when a bar starts, at most every
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -31,11 +32,23 @@ class _LogLines:
 
 
 def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
-    """``tqdm(*args, **kwargs)``, as plain sparse lines when stderr is not a terminal."""
+    """``tqdm(*args, **kwargs)``, as plain sparse lines when stderr is not a terminal.
+
+    ``TQDM_DISABLE=1`` in the environment (tqdm's own switch) silences every bar,
+    even where the caller asked for one.
+    """
+    if disabled_by_environment():
+        kwargs = {**kwargs, "disable": True}
     if not kwargs.get("disable") and not _stderr_is_terminal():
         kwargs = {**kwargs, "file": _LogLines(), "mininterval": LOG_INTERVAL, "ascii": True, "dynamic_ncols": False,
                   "ncols": 100}
     return tqdm(*args, **kwargs)
+
+
+def disabled_by_environment() -> bool:
+    """True when ``$TQDM_DISABLE`` asks for no progress bars (any value but empty, 0, false, no, off)."""
+    value = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
 
 
 def _stderr_is_terminal() -> bool:
