@@ -170,6 +170,27 @@ def test_k_metrics_known_answer():
     none = prop.k_metrics(rows, 3, radii=[1])
     assert none["success"]["rate"] == 0.0 and none["locality"]["r1"]["trials"] == 0
     assert math.isnan(none["locality"]["r1"]["rate"])
+    # locality CIs are cluster bootstraps over images (2 images: 2/8 and 5/5), never a binomial over 13 placements
+    r1 = m["locality"]["r1"]
+    assert r1["images"] == 2 and r1["ci"] == "cluster bootstrap over images"
+    assert r1["ci_low"] >= 2 / 8 - 1e-12 and r1["ci_high"] <= 1.0
+    assert r1["per_image_mean"]["mean"] == pytest.approx((2 / 8 + 5 / 5) / 2)
+
+
+def test_paired_claim_known_answer_and_missing_pairs():
+    from advspatial.regions.inference import bootstrap_mean_ci, paired_p
+
+    a = [0.5, 0.7, math.nan, 0.9, 0.2]
+    b = [0.1, 0.2, 0.3, math.nan, 0.4]
+    c = prop.paired_claim("x", "s", "stat", "null", a, b, seed=3, primary=True)
+    diff = [0.4, 0.5, -0.2]  # only images with both values
+    ref = bootstrap_mean_ci(diff, seed=3)
+    assert c.effect.n == ref.n and [c.effect.mean, c.effect.low, c.effect.high] == pytest.approx(
+        [ref.mean, ref.low, ref.high])
+    assert c.p == pytest.approx(paired_p(diff))
+    assert (c.observed, c.null_value) == pytest.approx(((0.5 + 0.7 + 0.2) / 3, (0.1 + 0.2 + 0.4) / 3))
+    empty = prop.paired_claim("x", "s", "stat", "null", [], [], seed=0, primary=True)
+    assert empty.effect.n == 0 and math.isnan(empty.p)
 
 
 def test_locality_columns_match_locality_analysis(tiny_cnn):
@@ -297,15 +318,41 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
             assert all(0 <= d["spread"] <= 1 for d in m["depth"])
     assert any(metrics["k"][str(k)]["success"]["successes"] for k in config.pixels_list), "no attack succeeded"
 
+    # verdict rows: per k, the last-layer peak vs both propagation controls and r = min(radii) vs the matched control
+    from advspatial.regions.inference import VERDICTS
+
+    claims = metrics["claims"]
+    primary = [c for c in claims if c["primary"]]
+    assert len(primary) == 3 * len(config.pixels_list)
+    assert all(c["verdict"] in VERDICTS for c in claims)
+    for k in config.pixels_list:
+        mine = [c for c in primary if c["subject"] == f"{k}-pixel attack"]
+        assert sorted(c["null"] for c in mine) == sorted([*prop.CONTROL_NULLS.values(), prop.MATCHED_NULL])
+        ok = [r for r in rows if r["k"] == k and r["correct"] and r["analysed"]]
+        loc = next(c for c in mine if c["null"] == prop.MATCHED_NULL)
+        assert loc["effect"]["n"] <= len(ok)
+        pos = next(c for c in mine if c["null"] == prop.CONTROL_NULLS["position"])
+        paired = [r for r in ok if r["control_position_peak_last"] != ""]
+        assert pos["effect"]["n"] == len(paired)
+        if paired:  # the last layer's peaks in the rows are the ones the claim compares
+            diff = [r["pm_peak_last"] - r["control_position_peak_last"] for r in paired]
+            assert pos["effect"]["mean"] == pytest.approx(sum(diff) / len(diff), rel=1e-5, abs=1e-7)
+        if len(ok) < 30:
+            assert all(c["verdict"] == "insufficient data" for c in mine)
+
     # the report: every section and every figure embedded
     parser = ReportParser()
     parser.feed((out / "report.html").read_text())
-    for section in ("setup", "attacks", "propagation", "locality", "limits"):
+    for section in ("verdicts", "setup", "attacks", "propagation", "control", "locality", "limits"):
         assert section in parser.sections
+    html = (out / "report.html").read_text()
+    assert html.index('id="verdicts"') < html.index('id="setup"')  # the verdicts come first
+    assert "context-matched random placement" in html and "cluster-bootstrap" in html
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert {"depth-curves.png", "locality.png", "mean-propagation.png"} <= set(figures)
     assert len(parser.images) == len(figures) and all(s.startswith("data:image/png;base64,") for s in parser.images)
     assert "success" in result.summary
+    assert "context-matched random placement" in result.summary
 
     # an interrupted run resumes to identical results
     csv_text = (out / "per_image.csv").read_text()

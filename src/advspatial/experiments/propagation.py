@@ -38,12 +38,15 @@ from torch import nn
 from ..progress import progress_bar
 
 from ..analysis.hooks import select_layers
-from ..analysis.locality import locality_analysis, wilson_interval
+from ..analysis.locality import EDGE_STRATA, INTENSITY_STRATA, cluster_bootstrap_rate, locality_analysis, wilson_interval
 from ..analysis.propagation import (
-    DepthRow, MeanPropagation, PropagationMap, average_propagation, depth_summary, propagation_maps,
+    CONTROL_MODES, DepthRow, MeanPropagation, PropagationMap, average_propagation, depth_summary,
+    per_image_layer_stats, propagation_maps, random_pixel_change,
 )
 from ..attacks import Attack, AttackResult, make_attack
 from ..errors import ConfigError, ShapeError, check_range
+from ..regions.claims import Claim, judge
+from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
 from ..report.propagation_figures import plot_depth_curves, plot_locality, plot_propagation_strip
 from ..runtime import RunDir
@@ -62,7 +65,14 @@ class PropagationConfig(ExperimentConfig):
     layers: list[str] = setting([], "layers (module names or fnmatch patterns); empty = every conv, activation "
                                     "and block module")
     radii: list[int] = setting([1, 2, 3], "Chebyshev radii of the locality test")
-    n_random: int = setting(100, "random placements per successful attack (the locality control)")
+    n_random: int = setting(100, "uniform random placements per successful attack (the secondary locality control)")
+    matched_draws: int = setting(4, "context-matched random placements per ring variant (the primary locality control)")
+    edge_strata: int = setting(EDGE_STRATA, "edge-strength bins (per-image quantiles) of the context-matched control")
+    intensity_strata: int = setting(INTENSITY_STRATA, "intensity bins (per-image quantiles) of the context-matched "
+                                                      "control")
+    sesoi: float = setting(0.01, "smallest effect of interest (PM units and success shares): a CI inside +-sesoi "
+                                 "counts as equivalent to the control")
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
     threshold: float = setting(0.1, "PMmax above this counts a position as reached (the spread)")
     figure_images: int = setting(4, "example images in each layer-strip figure")
     strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)")
@@ -70,7 +80,7 @@ class PropagationConfig(ExperimentConfig):
     PRESET_FIELDS = {"onepixel_popsize": "popsize", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "per-layer propagation maps read every layer through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "popsize": 20, "maxiter": 3, "pixels_list": [1, 3], "radii": [1, 2],
-             "n_random": 10, "figure_images": 2, "strip_layers": 6}
+             "n_random": 10, "matched_draws": 2, "figure_images": 2, "strip_layers": 6}
 
     def validate(self) -> None:
         super().validate()
@@ -87,6 +97,11 @@ class PropagationConfig(ExperimentConfig):
         check_range("popsize", self.popsize, 4)
         check_range("maxiter", self.maxiter, 0)
         check_range("n_random", self.n_random, 0)
+        check_range("matched_draws", self.matched_draws, 0)
+        check_range("edge_strata", self.edge_strata, 1)
+        check_range("intensity_strata", self.intensity_strata, 1)
+        check_range("sesoi", self.sesoi, 0)
+        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         check_range("threshold", self.threshold, 0)
         check_range("figure_images", self.figure_images, 0)
         check_range("strip_layers", self.strip_layers, 1)
@@ -138,13 +153,16 @@ def propagation_stats(
     ``count`` (images), per layer the summed PMmax / PMavg maps (``sum_max``,
     ``sum_avg``: lists of (h,w)), and ``max_max``, ``max_avg``, ``spread`` (L,)
     from :func:`depth_summary`; ``peak_last`` (count,) is each image's largest
-    PMmax at the last layer. With no image, ``count`` is 0 and the lists empty.
+    PMmax at the last layer; ``image`` holds the (count, L) per-image statistics
+    of :func:`~advspatial.analysis.propagation.per_image_layer_stats` (the
+    paired comparison with the control). With no image, ``count`` is 0 and the lists empty.
     """
     pms = propagation_maps(model, x, x_adv, list(layers), batch_size=batch_size)
     count = int(x.shape[0])
     if count == 0 or not pms:
         return {"layers": [], "count": 0, "sum_max": [], "sum_avg": [], "max_max": torch.zeros(0),
-                "max_avg": torch.zeros(0), "spread": torch.zeros(0), "peak_last": torch.zeros(0)}
+                "max_avg": torch.zeros(0), "spread": torch.zeros(0), "peak_last": torch.zeros(0),
+                "image": per_image_layer_stats({}, threshold)}
     means = average_propagation(pms)
     rows = depth_summary(pms, threshold)
     last = pms[list(pms)[-1]].pm_max
@@ -157,6 +175,7 @@ def propagation_stats(
         "max_avg": torch.tensor([r.max_pm_avg for r in rows], dtype=torch.float64),
         "spread": torch.tensor([r.spread for r in rows], dtype=torch.float64),
         "peak_last": last.flatten(1).amax(dim=1),
+        "image": per_image_layer_stats(pms, threshold),
     }
 
 
@@ -244,36 +263,67 @@ def analysed(result: AttackResult) -> torch.Tensor:
     return (result.clean_pred == result.labels) & result.success
 
 
+def control_stats(ctx: Context, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, k: int,
+                  ids: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+    """Per control mode: the (count, L) per-image statistics of the control change's propagation maps (NaN where
+    no control of the same |Δ| exists), ``available`` (count,) and ``fooled`` (count,) 1/0/NaN."""
+    cfg = ctx.config
+    pixels, colours, _ = perturbed_pixels(x, x_adv, k)
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for mode in CONTROL_MODES:
+        change = random_pixel_change(x, pixels, colours, mode, seed=cfg.seed, sample_ids=ids)
+        pms = propagation_maps(ctx.model, x, change.x, ctx.layers, batch_size=cfg.batch_size)
+        stats = per_image_layer_stats(pms, cfg.threshold)
+        with torch.no_grad():
+            pred = ctx.model(change.x.to(ctx.device)).argmax(1).cpu() if len(x) else torch.zeros(0, dtype=torch.long)
+        fooled = (pred != y).double()
+        missing = ~change.available
+        for name in stats:
+            stats[name][missing] = math.nan
+        fooled[missing] = math.nan
+        out[mode] = {**stats, "available": change.available, "fooled": fooled}
+    return out
+
+
 def propagation_batch(ctx: Context, k: int, b: int, result: AttackResult) -> dict[str, Any]:
-    """Propagation statistics of the successful attacks of batch b (cached)."""
+    """Propagation statistics of the successful attacks of batch b and of their random controls (cached)."""
     sl = ctx.slices[b]
 
     def compute() -> dict[str, Any]:
         ok = analysed(result)
         x = ctx.data.images(sl)[ok]
-        return propagation_stats(ctx.model, x, result.x_adv[ok], ctx.layers, ctx.config.threshold,
-                                 batch_size=ctx.config.batch_size)
+        stats = propagation_stats(ctx.model, x, result.x_adv[ok], ctx.layers, ctx.config.threshold,
+                                  batch_size=ctx.config.batch_size)
+        stats["controls"] = control_stats(ctx, x, ctx.data.labels[sl][ok], result.x_adv[ok], k,
+                                          torch.as_tensor(ctx.data.ids[sl])[ok])
+        return stats
 
     return ctx.rundir.cached(f"propagation/k{k}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
+LOCALITY_KEYS = ("ring_counts", "ring_successes", "random_counts", "random_successes", "original_success",
+                 "matched_counts", "matched_successes")
+
+
 def locality_stage(ctx: Context, k: int, index: torch.Tensor, pixels: torch.Tensor,
-                   colours: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Locality analysis of all successful attacks of k at once (cached; the random draws then do not
-    depend on the batch size)."""
+                   colours: torch.Tensor) -> dict[str, Any]:
+    """Locality analysis of all successful attacks of k at once (cached; every random draw is keyed by the
+    image's sample id, so it depends neither on the batch size nor on the other images)."""
     cfg = ctx.config
 
-    def compute() -> dict[str, torch.Tensor]:
+    def compute() -> dict[str, Any]:
         if index.numel() == 0:
             empty = torch.zeros(0, dtype=torch.long)
-            return {"ring_counts": empty.view(0, len(cfg.radii)), "ring_successes": empty.view(0, len(cfg.radii)),
-                    "random_counts": empty, "random_successes": empty, "original_success": empty.bool()}
+            r = len(cfg.radii)
+            return {"ring_counts": empty.view(0, r), "ring_successes": empty.view(0, r),
+                    "random_counts": empty, "random_successes": empty, "original_success": empty.bool(),
+                    "matched_counts": empty.view(0, r), "matched_successes": empty.view(0, r), "context": {}}
         res = locality_analysis(ctx.model, ctx.data.images(index), ctx.data.labels[index], pixels, colours,
                                 radii=cfg.radii, n_random=cfg.n_random, seed=cfg.seed,
-                                batch_size=max(cfg.batch_size, 256))
-        return {"ring_counts": res.ring_counts, "ring_successes": res.ring_successes,
-                "random_counts": res.random_counts, "random_successes": res.random_successes,
-                "original_success": res.original_success}
+                                batch_size=max(cfg.batch_size, 256), matched_draws=cfg.matched_draws,
+                                sample_ids=torch.as_tensor(ctx.data.ids)[index], edge_strata=cfg.edge_strata,
+                                intensity_strata=cfg.intensity_strata)
+        return {**{key: getattr(res, key) for key in LOCALITY_KEYS}, "context": res.context}
 
     return ctx.rundir.cached(f"locality/k{k}", compute)  # type: ignore[return-value]
 
@@ -286,6 +336,8 @@ class KSummary:
     totals: PropagationTotals
     examples: dict[str, Any]
     pixels: torch.Tensor  # (S,k,2) positions of every successful attack (for the position density)
+    paired: dict[str, Any] = field(default_factory=dict)  # per-image (S,L) statistics: "attack" and each control
+    context: dict[str, Any] = field(default_factory=dict)  # per-image mean context of each locality group
 
 
 def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
@@ -295,6 +347,7 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
     totals = PropagationTotals()
     k_rows: list[dict[str, Any]] = []
     found: dict[str, list[torch.Tensor]] = {"index": [], "pixels": [], "colours": []}
+    paired: dict[str, dict[str, list[torch.Tensor]]] = {}
     for b, sl in enumerate(progress_bar(ctx.slices, desc=f"{k}-pixel attack, propagation maps", disable=not cfg.progress,
                                 unit="batch")):
         result = attack_batch(ctx, attack, k, b)
@@ -305,6 +358,8 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
         peak = torch.full((len(ok),), math.nan, dtype=torch.float64)
         peak[ok] = stats["peak_last"].double()
         k_rows.extend(attack_rows(k, torch.arange(sl.start, sl.stop), result, ok, pixels, colours, peak))
+        collect_paired(paired, stats)
+        add_control_columns(k_rows[-len(ok):], ok, stats)
         found["index"].append(torch.arange(sl.start, sl.stop)[ok])
         found["pixels"].append(pixels[ok])
         found["colours"].append(colours[ok])
@@ -314,7 +369,36 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
     add_locality_columns(k_rows, index, loc, cfg.radii)
     rows.extend(k_rows)
     keep = slice(0, cfg.figure_images)
-    return KSummary(k, totals, example_maps(ctx, index[keep], pixels[keep], colours[keep]), pixels)
+    merged = {who: {name: torch.cat(parts) for name, parts in stats.items()} for who, stats in paired.items()}
+    return KSummary(k, totals, example_maps(ctx, index[keep], pixels[keep], colours[keep]), pixels, merged,
+                    loc.get("context", {}))
+
+
+def collect_paired(paired: dict[str, dict[str, list[torch.Tensor]]], stats: Mapping[str, Any]) -> None:
+    """Append a batch's per-image statistics of the attack and of each control (batches with no success add none)."""
+    if not stats["count"]:
+        return
+    sources = {"attack": stats["image"], **stats["controls"]}
+    for who, values in sources.items():
+        for name, value in values.items():
+            paired.setdefault(who, {}).setdefault(name, []).append(torch.as_tensor(value).double())
+
+
+def add_control_columns(rows: list[dict[str, Any]], ok: torch.Tensor, stats: Mapping[str, Any]) -> None:
+    """Per successful image: each control's peak PMmax at the last layer and whether it fooled the model."""
+    j = 0
+    for row, analysed_ in zip(rows, ok.tolist()):
+        for mode in CONTROL_MODES:
+            row[f"control_{mode}_peak_last"] = ""
+            row[f"control_{mode}_fooled"] = ""
+        if not analysed_:
+            continue
+        for mode in CONTROL_MODES:
+            c = stats["controls"][mode]
+            if bool(c["available"][j]):
+                row[f"control_{mode}_peak_last"] = float(c["peak"][j, -1])
+                row[f"control_{mode}_fooled"] = bool(c["fooled"][j] == 1)
+        j += 1
 
 
 def attack_rows(k: int, ids: torch.Tensor, result: AttackResult, ok: torch.Tensor, pixels: torch.Tensor,
@@ -338,8 +422,9 @@ def add_locality_columns(rows: list[dict[str, Any]], index: torch.Tensor, loc: M
                          radii: Sequence[int]) -> None:
     """Per successful image: variants tried and fooled at each radius and at random positions (blank elsewhere)."""
     keys = [f"ring{r}" for r in radii]
+    matched = [f"matched{r}" for r in radii]
     for row in rows:
-        for key in ("original_fooled", *(f"{p}_{s}" for p in (*keys, "random") for s in ("n", "fooled"))):
+        for key in ("original_fooled", *(f"{p}_{s}" for p in (*keys, "random", *matched) for s in ("n", "fooled"))):
             row[key] = ""
     position = {int(i): j for j, i in enumerate(index.tolist())}
     for row in rows:
@@ -352,6 +437,9 @@ def add_locality_columns(rows: list[dict[str, Any]], index: torch.Tensor, loc: M
             row[f"{key}_fooled"] = int(loc["ring_successes"][j, col])
         row["random_n"] = int(loc["random_counts"][j])
         row["random_fooled"] = int(loc["random_successes"][j])
+        for col, key in enumerate(matched if loc.get("matched_counts") is not None else []):
+            row[f"{key}_n"] = int(loc["matched_counts"][j, col])
+            row[f"{key}_fooled"] = int(loc["matched_successes"][j, col])
 
 
 def apply_pixels(x: torch.Tensor, pixels: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
@@ -379,23 +467,46 @@ def example_maps(ctx: Context, index: torch.Tensor, pixels: torch.Tensor, colour
 # -- metrics from the rows -------------------------------------------------------------
 
 def rate_with_ci(successes: int, trials: int) -> dict[str, float]:
-    """Rate and Wilson 95% interval (NaN rate when there are no trials)."""
+    """Rate and Wilson 95% interval (NaN rate when there are no trials): for one Bernoulli trial per image."""
     low, high = wilson_interval(successes, trials)
     return {"successes": successes, "trials": trials, "rate": successes / trials if trials else math.nan,
             "ci_low": low, "ci_high": high}
 
 
-def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int]) -> dict[str, Any]:
-    """Attack success and locality of one k, computed from its per-image rows only."""
+def _count(value: Any) -> int:
+    return 0 if value == "" or value is None else int(value)
+
+
+def clustered_rate(successes: Sequence[int], trials: Sequence[int], seed: int = 0) -> dict[str, Any]:
+    """Pooled rate of per-image counts with its cluster-bootstrap 95% CI over images, and the mean of the
+    per-image rates with its bootstrap CI over images (the placements of one image are not independent)."""
+    est = cluster_bootstrap_rate(list(successes), list(trials), seed=seed)
+    per_image = [s / t for s, t in zip(successes, trials) if t]
+    return {"successes": int(sum(successes)), "trials": int(sum(trials)), "images": est.images,
+            "rate": est.rate, "ci_low": est.low, "ci_high": est.high, "ci": "cluster bootstrap over images",
+            "per_image_mean": bootstrap_mean_ci(per_image, seed=seed).as_dict()}
+
+
+def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: int = 0) -> dict[str, Any]:
+    """Attack success and locality of one k, computed from its per-image rows only.
+
+    Attack success has one trial per image (Wilson interval); every locality
+    rate pools several placements per image, so its CI is a cluster bootstrap
+    over images (:func:`clustered_rate`).
+    """
     group = [r for r in rows if r["k"] == k]
     correct = [r for r in group if r["correct"]]
     ok = [r for r in correct if r["analysed"]]
     queries = sorted(r["queries"] for r in ok)
-    locality = {"original": rate_with_ci(sum(int(r["original_fooled"]) for r in ok), len(ok))}
+    locality = {"original": clustered_rate([int(r["original_fooled"] is True) for r in ok], [1] * len(ok), seed)}
     for radius in radii:
-        locality[f"r{radius}"] = rate_with_ci(sum(r[f"ring{radius}_fooled"] for r in ok),
-                                              sum(r[f"ring{radius}_n"] for r in ok))
-    locality["random"] = rate_with_ci(sum(r["random_fooled"] for r in ok), sum(r["random_n"] for r in ok))
+        locality[f"r{radius}"] = clustered_rate([_count(r[f"ring{radius}_fooled"]) for r in ok],
+                                                [_count(r[f"ring{radius}_n"]) for r in ok], seed)
+    locality["random"] = clustered_rate([_count(r["random_fooled"]) for r in ok], [_count(r["random_n"]) for r in ok],
+                                        seed)
+    for radius in radii:
+        locality[f"matched_r{radius}"] = clustered_rate([_count(r.get(f"matched{radius}_fooled")) for r in ok],
+                                                        [_count(r.get(f"matched{radius}_n")) for r in ok], seed)
     peaks = [r["pm_peak_last"] for r in ok]
     return {
         "images": len(group),
@@ -406,6 +517,114 @@ def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int]) -> dict[
         "max_pm_last_layer": max(peaks) if peaks else math.nan,
         "locality": locality,
     }
+
+
+# -- claims: the controls, judged by the project's one engine ------------------------------------
+
+CONTROL_NULLS = {"position": "random pixel elsewhere, same |Δ|", "colour": "same pixel, random colour, same |Δ|"}
+MATCHED_NULL = "context-matched random placement"
+UNIFORM_NULL = "uniform random placement (secondary view)"
+PM_STATISTICS = {"peak": "peak PMmax", "spread": "spread"}
+
+
+def _ratio(observed: float, null: float) -> float:
+    return observed / null if null != 0 and math.isfinite(null) and math.isfinite(observed) else math.nan
+
+
+def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: Any, control: Any, seed: int,
+                 primary: bool) -> Claim:
+    """A claim on per-image pairs (observed, control): the mean difference with its bootstrap CI over the images
+    that have both, the two-sided Wilcoxon signed-rank p (the engine's :func:`paired_p`)."""
+    a = torch.as_tensor(observed, dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(control, dtype=torch.float64).reshape(-1)
+    keep = torch.isfinite(a) & torch.isfinite(b)
+    a, b = a[keep], b[keep]
+    diff = a - b
+    obs = float(a.mean()) if len(a) else math.nan
+    null_value = float(b.mean()) if len(b) else math.nan
+    return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
+                 effect=bootstrap_mean_ci(diff, seed=seed), ratio=_ratio(obs, null_value),
+                 p=paired_p(diff) if len(diff) else math.nan, gates={}, primary=primary)
+
+
+def propagation_claims(summary: KSummary, seed: int) -> list[Claim]:
+    """Per control mode and layer: the attack's peak PMmax and spread minus the control's, per image.
+
+    Primary: the peak PMmax at the last recorded layer (the claim "the perturbation reaches the last layer"
+    beyond a random change of the same size). Secondary: every other (layer, statistic)."""
+    layers = summary.totals.layers
+    attack = summary.paired.get("attack")
+    subject = f"{summary.k}-pixel attack"
+    if not layers or attack is None:  # no successful attack: the primary rows stay, with no data
+        return [paired_claim("the attack's pixel moves the last layer more than a random change", subject,
+                             f"{PM_STATISTICS['peak']} @ last layer", CONTROL_NULLS[mode], [], [], seed, True)
+                for mode in CONTROL_MODES]
+    out = []
+    for mode in CONTROL_MODES:
+        control = summary.paired[mode]
+        for depth, layer in enumerate(layers):
+            for stat, label in PM_STATISTICS.items():
+                primary = stat == "peak" and depth == len(layers) - 1
+                what = "moves layer {} more" if stat == "peak" else "reaches more of layer {}"
+                out.append(paired_claim(f"the attack's pixel {what.format(layer)} than a random change",
+                                        subject, f"{label} @ {layer}", CONTROL_NULLS[mode],
+                                        attack[stat][:, depth], control[stat][:, depth], seed, primary))
+    return out
+
+
+def _per_image_rate(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[float]:
+    return [(_count(r.get(f"{prefix}_fooled")) / _count(r.get(f"{prefix}_n"))) if _count(r.get(f"{prefix}_n"))
+            else math.nan for r in rows]
+
+
+def locality_claims(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: int) -> list[Claim]:
+    """Per radius: the per-image share of ring placements that fool minus that of the context-matched control
+    (r = smallest radius primary), and minus the uniform control (secondary view)."""
+    ok = [r for r in rows if r["k"] == k and r["correct"] and r["analysed"]]
+    subject = f"{k}-pixel attack"
+    out = []
+    for i, radius in enumerate(radii):
+        ring = _per_image_rate(ok, f"ring{radius}")
+        claim = f"the attack's colour moved by {radius} px still fools more often than elsewhere"
+        out.append(paired_claim(claim, subject, f"success share at r = {radius}", MATCHED_NULL, ring,
+                                _per_image_rate(ok, f"matched{radius}"), seed, primary=i == 0))
+        out.append(paired_claim(claim, subject, f"success share at r = {radius}", UNIFORM_NULL, ring,
+                                _per_image_rate(ok, "random"), seed, primary=False))
+    return out
+
+
+def build_claims(config: PropagationConfig, summaries: Sequence[KSummary], rows: list[dict[str, Any]]) -> list[Claim]:
+    """Every pre-declared claim, judged together: per k, the last-layer peak vs each propagation control and the
+    r = min(radii) locality vs the context-matched control are the primary family (Holm); the rest BH."""
+    claims: list[Claim] = []
+    for s in summaries:
+        claims += propagation_claims(s, config.seed)
+        claims += locality_claims(rows, s.k, config.radii, config.seed)
+    claims.sort(key=lambda c: not c.primary)
+    return judge(claims, sesoi=config.sesoi, alpha=config.significance)
+
+
+def control_metrics(summary: KSummary) -> dict[str, Any]:
+    """How many successful attacks got each control, and how often the control itself fooled the model."""
+    out: dict[str, Any] = {}
+    for mode in CONTROL_MODES:
+        c = summary.paired.get(mode)
+        if c is None:
+            out[mode] = {"available": 0, "attacks": 0, "fooled": clustered_rate([], [])}
+            continue
+        avail = c["available"].bool()
+        fooled = c["fooled"][avail]
+        out[mode] = {"available": int(avail.sum()), "attacks": int(avail.numel()),
+                     "fooled": rate_with_ci(int((fooled == 1).sum()), int(avail.sum()))}
+    return out
+
+
+def context_metrics(summary: KSummary, radii: Sequence[int]) -> dict[str, Any]:
+    """Balance of the locality controls: mean over images of the placements' mean edge strength and intensity."""
+    out: dict[str, Any] = {}
+    for which, groups in (summary.context or {}).items():
+        out[which] = {name: bootstrap_mean_ci(values).mean for name, values in groups.items()}
+    return out
 
 
 def depth_metrics(totals: PropagationTotals) -> list[dict[str, Any]]:
@@ -437,9 +656,13 @@ def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResu
         "clean_accuracy": sum(r["correct"] for r in rows if r["k"] == config.pixels_list[0]) / len(data),
         "budget": {"popsize": config.popsize, "maxiter": config.maxiter,
                    "max_queries_per_image": config.popsize * (config.maxiter + 1)},
-        "k": {str(s.k): {**k_metrics(rows, s.k, config.radii), "depth": depth_metrics(s.totals)} for s in summaries},
+        "k": {str(s.k): {**k_metrics(rows, s.k, config.radii, config.seed), "depth": depth_metrics(s.totals),
+                         "controls": control_metrics(s), "context": context_metrics(s, config.radii)}
+              for s in summaries},
     }
-    sections = build_sections(ctx, summaries, metrics)
+    claims = build_claims(config, summaries, rows)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    sections = build_sections(ctx, summaries, metrics, claims)
     return ExperimentResult(metrics, rows, summary_table(metrics), sections)
 
 
@@ -456,9 +679,63 @@ def fmt_rate(entry: Mapping[str, float]) -> str:
     return f"{entry['rate']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
 
 
-def build_sections(ctx: Context, summaries: list[KSummary], metrics: dict[str, Any]) -> list[Section]:
-    return [setup_section(ctx, metrics), attacks_section(ctx, metrics), propagation_section(ctx, summaries, metrics),
-            locality_section(ctx, metrics), limits_section(ctx, metrics)]
+def build_sections(ctx: Context, summaries: list[KSummary], metrics: dict[str, Any],
+                   claims: Sequence[Claim] = ()) -> list[Section]:
+    return [verdict_section(ctx, metrics, claims), setup_section(ctx, metrics), attacks_section(ctx, metrics),
+            propagation_section(ctx, summaries, metrics), control_section(ctx, metrics, claims),
+            locality_section(ctx, metrics, claims), limits_section(ctx, metrics)]
+
+
+def verdict_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Claim]) -> Section:
+    """The top of the report: one row per primary claim (Holm), the sentences they imply, the rules."""
+    from ..report.verdicts import verdict_legend, verdict_table, what_this_run_shows
+
+    cfg = ctx.config
+    primary = [c for c in claims if c.primary]
+    paragraphs = what_this_run_shows(primary) or [
+        "No claim could be tested: no k-pixel attack succeeded on a correctly classified image."]
+    notes = [verdict_legend(),
+             "Primary family (Holm), per k: the attack's peak PMmax at the last recorded layer minus that of a random "
+             "one-pixel change of the same |Δ| (a) at a random position, (b) at the attack's position with a random "
+             f"colour; and the success share of the attack's colour moved by r = {min(cfg.radii)} minus that of "
+             "context-matched random placements. Every effect is a per-image paired difference, mean with a 95% "
+             "bootstrap CI over images, p two-sided Wilcoxon signed-rank; the per-layer and the other locality rows "
+             f"are the secondary family (Benjamini-Hochberg, sections below). Significance level {cfg.significance}; "
+             f"smallest effect of interest ±{cfg.sesoi} (PM units / success share); n >= 30 images."]
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim")] if primary else []
+    return Section("Verdicts", paragraphs, tables=tables, notes=notes, anchor="verdicts")
+
+
+def control_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Claim]) -> Section:
+    """Propagation against the random same-|Δ| change, per layer (secondary family), and the control's reach."""
+    from ..report.verdicts import verdict_table
+
+    rows = []
+    for k, m in metrics["k"].items():
+        for mode, c in m.get("controls", {}).items():
+            f = c["fooled"]
+            rows.append([k, CONTROL_NULLS[mode], f"{c['available']} of {c['attacks']}",
+                         fmt_rate(f) if f.get("trials") else "-"])
+    availability = Table("Controls available (a change of the attack pixel's |Δ| fits in [0,1] there) and how "
+                         "often the random control itself fools the model (Wilson 95% interval: one per image)",
+                         ["k", "control", "successful attacks with a control", "control fools the model"], rows)
+    layer_claims = [c for c in claims if c.statistic.startswith(tuple(PM_STATISTICS.values()))]
+    tables = [availability]
+    if layer_claims:
+        tables.append(verdict_table(layer_claims, "Attack minus control per layer (per image, mean [95% bootstrap CI "
+                                                  "over images]; the last layer's peak is primary, the rest BH)",
+                                    folded=True))
+    return Section("Propagation against a random pixel change", [
+        "A single changed pixel propagates to the last layer of any CNN whose receptive field covers the image, "
+        "adversarial or not. So each successful attack is paired with two random, non-adversarial changes of the "
+        "same size |Δ| (L2 over channels, per changed pixel): (a) at a random position with a random colour "
+        "direction, (b) at the attack's own position with a random colour direction. Both are drawn per image "
+        "from the run's seed and the image's sample id. A per-layer statistic (peak PMmax: the largest change; "
+        f"spread: share of positions with PMmax > {ctx.config.threshold:g}) is evidence about the attack only "
+        "where attack minus control is positive with its CI above 0.",
+        "Where a grey pixel was moved by |Δ| from 0 or 1, no other value of the same |Δ| exists at that position, "
+        "so control (b) is unavailable there; those images are left out of (b) and counted above.",
+    ], tables=tables, anchor="control")
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -558,26 +835,52 @@ def depth_table(metrics: dict[str, Any]) -> Table:
     return Table("Propagation per layer (successful attacks)", columns, rows)
 
 
-def locality_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def locality_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Claim] = ()) -> Section:
+    from ..report.verdicts import verdict_table
+
     cfg = ctx.config
-    keys = ["original", *(f"r{r}" for r in cfg.radii), "random"]
-    rows = [[k, m["locality"]["original"]["trials"], *(fmt_rate(m["locality"][key]) for key in keys)]
+    keys = ["original", *(f"r{r}" for r in cfg.radii)]
+    rows = [[k, m["locality"]["original"]["trials"], *(fmt_rate(m["locality"][key]) for key in keys),
+             *(fmt_rate(m["locality"][f"matched_r{r}"]) for r in cfg.radii), fmt_rate(m["locality"]["random"])]
             for k, m in metrics["k"].items()]
-    table = Table("Share of placements that fool the model (Wilson 95% interval)",
+    table = Table("Share of placements that fool the model (pooled rate [95% cluster-bootstrap CI over images])",
                   ["k", "successful attacks", "original (r = 0)", *(f"r = {r}" for r in cfg.radii),
-                   f"random position ({cfg.n_random} per attack)"], rows)
+                   *(f"matched to r = {r}" for r in cfg.radii),
+                   f"uniform random ({cfg.n_random} per attack; secondary)"], rows)
+    balance_rows = []
+    for k, m in metrics["k"].items():
+        for which in ("edge", "intensity"):
+            ctxm = m.get("context", {}).get(which)
+            if ctxm:
+                balance_rows.append([k, which, *(fmt(ctxm.get(f"ring_{r}")) for r in cfg.radii),
+                                     *(fmt(ctxm.get(f"matched_{r}")) for r in cfg.radii), fmt(ctxm.get("random"))])
+    balance = Table("Context balance: mean local edge strength / intensity of the placements (mean over images)",
+                    ["k", "context", *(f"ring r = {r}" for r in cfg.radii), *(f"matched r = {r}" for r in cfg.radii),
+                     "uniform"], balance_rows)
     figures = []
     if any(m["locality"]["original"]["trials"] for m in metrics["k"].values()):
         path = plot_locality({int(k): m["locality"] for k, m in metrics["k"].items()}, cfg.radii,
                              ctx.rundir.figures / "locality.png")
         figures.append(Figure(path, "Success of the attack's colours moved by r pixels (all 8r positions at "
-                                    "Chebyshev distance r) vs the same colours at random positions."))
+                                    "Chebyshev distance r; bars: cluster-bootstrap 95% CIs over images) vs the same "
+                                    "colours at uniformly random positions (band; the secondary view — the primary "
+                                    "control is context-matched, see the tables)."))
+    loc_claims = [c for c in claims if c.statistic.startswith("success share")]
+    tables = [table, balance] if balance_rows else [table]
+    if loc_claims:
+        tables.append(verdict_table(loc_claims, "Ring minus control, per image (mean [95% bootstrap CI over images]); "
+                                                f"r = {min(cfg.radii)} vs matched is primary, the rest BH", folded=True))
     return Section("Locality", [
         "For each successful attack, the same colours are written at every position at Chebyshev distance r of the "
-        "attack's pixels (all k pixels moved together; the original pixels stay clean), and at uniformly random "
-        "positions as a control. A rate that falls with r towards the random control means the attack works only "
-        "near its exact position.",
-    ], tables=[table], figures=figures)
+        "attack's pixels (all k pixels moved together; the original pixels stay clean). The primary control draws, "
+        f"for every such ring placement, {cfg.matched_draws} random placements in the same context stratum "
+        f"(local edge strength in {cfg.edge_strata} x local intensity in {cfg.intensity_strata} per-image quantile "
+        f"bins) farther than r = {max(cfg.radii)} from the attack: successful pixels sit near object edges, and a "
+        "uniform placement mostly lands on flat background, so only the matched control separates \"nearby\" from "
+        "\"the same kind of pixel\". The uniform control is kept as a secondary view. The placements of one image "
+        "are not independent trials, so rates carry cluster-bootstrap CIs over images and the comparisons use "
+        "per-image shares.",
+    ], tables=tables, figures=figures)
 
 
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -591,8 +894,11 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "Propagation maps are scaled by the largest clean activation of each layer; layers with a few large "
         "activations make every change look small. Averaged maps mix attacks at different positions, so the "
         "strip of single examples shows the spatial spread better than the average.",
-        "Locality moves the k pixels together and keeps only placements inside the image; the random control "
-        "can land near the original position by chance.",
+        "Locality moves the k pixels together and keeps only placements inside the image; the uniform control "
+        "can land near the original position by chance (the matched one cannot). Context is matched on two "
+        "local image statistics only, not on what the model sees there.",
+        "The propagation controls match |Δ| per pixel, not the direction in colour space; an adversarial colour is "
+        "often an extreme (0 or 1), a random direction rarely is.",
     ], anchor="limits")
 
 
@@ -612,4 +918,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
                      + f" {fmt(loc['random']['rate']):>7}")
     lines.append("success: share of correctly classified images fooled; r=..: share of moved placements that fool; "
                  "PMmax last: largest PMmax at the last recorded layer")
+    for c in metrics.get("claims", []):
+        if c["primary"]:
+            e = c["effect"]
+            lines.append(f"{c['subject']}: {c['statistic']} vs {c['null']}: {e['mean']:+.3f} "
+                         f"[{e['low']:+.3f}, {e['high']:+.3f}] (n = {e['n']}) -> {c['verdict']}")
     return "\n".join(lines)
