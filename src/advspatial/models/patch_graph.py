@@ -46,6 +46,7 @@ from .patch_forward import (
     POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, _conv_padding, _is_positionless,
     _pair, _trace, _usable_in_eval,
 )
+from .patch_layers import padding_layer, pool_layer, record_values, run_node
 
 BINARY = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                     torch.div})
@@ -82,6 +83,7 @@ class _Step:
     axes: tuple[Axis, Axis] | None = None  # window-op geometry
     pad_value: float = 0.0
     source: fx.Node | None = None  # the windowed input (pointwise, window-op)
+    read: tuple[torch.Tensor, torch.Tensor] | None = None  # window-op: the footprint's first row/col, padded
 
 
 class GraphPatchForward:
@@ -110,10 +112,13 @@ class GraphPatchForward:
         self.input = placeholders[0]
         self.n_clean = len(clean)
         with torch.no_grad():
-            self.values = _record(self.module, clean.clone())
+            self.values = record_values(self.module, clean.clone())
         self.corners_per_row = width - self.patch_size[1] + 1
         self._plan(clean.device)
         self._caches: dict[tuple, torch.Tensor] = {}
+        self._same: dict[tuple, bool] = {}
+        self._zeros = (torch.zeros_like(self.windows[self.input].origin[0]),
+                       torch.zeros_like(self.windows[self.input].origin[1]))
         self._build_caches()
         self.clean_shapes = {n: tuple(v.shape) for n, v in self.values.items()
                              if isinstance(v, torch.Tensor) and v.dim() == 4}
@@ -184,8 +189,9 @@ class GraphPatchForward:
             fn, axes, pad_value = found
             src = self.windows[source]
             reach = tuple(axis.reach(*r) for axis, r in zip(axes, src.reach))
-            step = _Step(node, "window-op", _Window.of_reach(reach, tuple(value.shape[2:])), fn, axes, pad_value,
-                         source)
+            window = _Window.of_reach(reach, tuple(value.shape[2:]))
+            read = (window.origin[0] * axes[0].stride, window.origin[1] * axes[1].stride)
+            step = _Step(node, "window-op", window, fn, axes, pad_value, source, read)
             pads = (axes[1].pad_before, axes[1].pad_after, axes[0].pad_before, axes[0].pad_after)
             self._need(source, pads, pad_value)
             return step
@@ -209,10 +215,10 @@ class GraphPatchForward:
                 return self._conv(module.weight, module.bias, module.stride, pads, module.dilation, module.groups,
                                   size)
             if type(module) in (nn.MaxPool2d, nn.AvgPool2d):
-                return _pool(module, size)
+                return pool_layer(module, size)
             if type(module) in (nn.ZeroPad2d, nn.ConstantPad2d):
                 left, right, top, bottom = module.padding
-                return _padding(size, (left, right, top, bottom), float(getattr(module, "value", 0.0)))
+                return padding_layer(size, (left, right, top, bottom), float(getattr(module, "value", 0.0)))
             return None
         if node.op != "call_function":
             return None
@@ -241,7 +247,7 @@ class GraphPatchForward:
             if node.args[0] is not source or mode != "constant" or not isinstance(pads, (tuple, list)) \
                     or len(pads) != 4 or any(p < 0 for p in pads):
                 return None
-            return _padding(size, tuple(pads), 0.0 if value is None else float(value))
+            return padding_layer(size, tuple(pads), 0.0 if value is None else float(value))
         if node.target is operator.getitem and node.args[0] is source:
             index = node.args[1]
             if not (isinstance(index, tuple) and len(index) == 4 and all(isinstance(s, slice) for s in index)):
@@ -371,8 +377,7 @@ class GraphPatchForward:
                 return self.values[a]
             if a in self.windows:
                 full = self.windows[a].full
-                return self._lay(a, env[a], image, top, left, (0, 0, 0, 0), 0.0,
-                                 (torch.zeros_like(top), torch.zeros_like(left)), full)
+                return self._lay(a, env[a], image, top, left, (0, 0, 0, 0), 0.0, self._zeros, full)
             return env[a]
 
         for step in self.steps:
@@ -383,22 +388,19 @@ class GraphPatchForward:
                 source = step.source
                 rows, cols = step.axes  # type: ignore[misc]
                 out = step.window
-                read = (out.origin[0].index_select(0, top) * rows.stride,
-                        out.origin[1].index_select(0, left) * cols.stride)
                 size = (rows.footprint(out.size[0]), cols.footprint(out.size[1]))
                 pads = (cols.pad_before, cols.pad_after, rows.pad_before, rows.pad_after)
-                footprint = self._lay(source, env[source], image, top, left, pads, step.pad_value, read, size)
+                footprint = self._lay(source, env[source], image, top, left, pads, step.pad_value, step.read, size)
                 env[node] = step.fn(footprint)
             elif step.kind == "binary":
                 out = step.window
-                start = (out.origin[0].index_select(0, top), out.origin[1].index_select(0, left))
-                a, b = (self._lay(x, env[x], image, top, left, (0, 0, 0, 0), 0.0, start, out.size)
+                a, b = (self._lay(x, env[x], image, top, left, (0, 0, 0, 0), 0.0, out.origin, out.size)
                         for x in node.args)
                 env[node] = node.target(a, b)
             else:
                 args = fx.node.map_arg(node.args, whole)
                 kwargs = fx.node.map_arg(node.kwargs, whole)
-                env[node] = _run(self.module, node, args, kwargs)
+                env[node] = run_node(self.module, node, args, kwargs)
             for a in node.all_input_nodes:
                 if a in env and a is not self.input:
                     remaining[a] -= 1
@@ -407,15 +409,21 @@ class GraphPatchForward:
         return fx.node.map_arg(self.output.args[0], whole)  # type: ignore[return-value]
 
     def _lay(self, node: fx.Node, window: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-             pad: tuple[int, int, int, int], pad_value: float, start: tuple[torch.Tensor, torch.Tensor],
+             pad: tuple[int, int, int, int], pad_value: float, starts: tuple[torch.Tensor, torch.Tensor],
              size: tuple[int, int]) -> torch.Tensor:
-        """(N, C, h, w): the (padded) clean map of ``node`` at ``start`` (padded coordinates), its window laid over it."""
+        """(N, C, h, w): the (padded) clean map of ``node`` at ``starts`` (padded coordinates, per corner row and
+        column), its window laid over it."""
         geometry = self.windows[node]
+        key = (node, pad, id(starts[0]), id(starts[1]), size)
+        if key not in self._same:  # the target is the window itself at every corner: nothing to gather
+            self._same[key] = size == geometry.size and not any(pad) and all(
+                torch.equal(o, s) for o, s in zip(geometry.origin, starts))
+        if self._same[key]:
+            return window
+        start = (starts[0].index_select(0, top), starts[1].index_select(0, left))
         origin = (geometry.origin[0].index_select(0, top), geometry.origin[1].index_select(0, left))
         land = (origin[0] + pad[2] - start[0], origin[1] + pad[0] - start[1])
         (h, w), (wh, ww) = size, geometry.size
-        if size == (wh, ww) and not any(pad) and bool((land[0] == 0).all()) and bool((land[1] == 0).all()):
-            return window  # the target is the window itself
         cache = self._caches[(node, pad, pad_value)]
         n, (hp, wp, channels), device = len(image), cache.shape[1:], image.device
         buffer = torch.empty(n * h * w + 1, channels, dtype=cache.dtype, device=device)
@@ -429,65 +437,6 @@ class GraphPatchForward:
         target = torch.where(inside, target, n * h * w)
         buffer.index_copy_(0, target.view(-1), window.permute(0, 2, 3, 1).reshape(-1, channels))
         return buffer[:-1].view(n, h, w, channels).permute(0, 3, 1, 2)
-
-
-def _pool(module: nn.Module, size):  # type: ignore[no-untyped-def]
-    if module.ceil_mode:
-        return None
-    kernel, padding = _pair(module.kernel_size), _pair(module.padding)
-    stride = _pair(module.stride if module.stride else module.kernel_size)
-    if isinstance(module, nn.MaxPool2d):
-        if module.return_indices:
-            return None
-        dilation = _pair(module.dilation)
-
-        def pool(footprint: torch.Tensor) -> torch.Tensor:
-            return F.max_pool2d(footprint, kernel, stride, 0, dilation)
-
-        pad_value = -float("inf")
-    else:
-        if any(padding) and not module.count_include_pad:
-            return None
-        dilation, divisor = (1, 1), module.divisor_override
-
-        def pool(footprint: torch.Tensor) -> torch.Tensor:
-            return F.avg_pool2d(footprint, kernel, stride, 0, divisor_override=divisor)
-
-        pad_value = 0.0
-    axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size))
-    return pool, axes, pad_value
-
-
-def _padding(size, pads, value: float):  # type: ignore[no-untyped-def]
-    left, right, top, bottom = pads
-    axes = (Axis(1, 1, 1, top, bottom, size[0]), Axis(1, 1, 1, left, right, size[1]))
-    return (lambda footprint: footprint), axes, value
-
-
-def _record(module: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
-    """Every node's value on the clean images."""
-    values: dict[fx.Node, object] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> object:
-            values[n] = result = super().run_node(n)
-            return result
-
-    Recorder(module, garbage_collect_values=False).run(x)
-    return values
-
-
-def _run(module: fx.GraphModule, node: fx.Node, args, kwargs):  # type: ignore[no-untyped-def]
-    """Run one node as the model would, on whole values."""
-    if node.op == "call_module":
-        return module.get_submodule(str(node.target))(*args, **kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], str(node.target))(*args[1:], **kwargs)
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)  # type: ignore[operator]
-    if node.op == "get_attr":
-        return getattr(module, str(node.target))
-    raise UnsupportedModel(f"cannot run node {node.op} {node.target}")
 
 
 def try_graph_patch_forward(model: nn.Module, clean: torch.Tensor,
