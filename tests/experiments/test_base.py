@@ -88,6 +88,6 @@ def test_open_run_refuses_a_directory_held_by_another_run(tmp_path) -> None:
 
 def test_a_model_with_more_outputs_than_classes_is_refused_up_front() -> None:
     """A 10-output model on a 2-class folder failed late with 'labels must lie in [0, 1]' (issue 19, messages)."""
-    data = ImageDataset("toy", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ("a", "b"))
+    data = ImageDataset("imagefolder", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ("a", "b"))
     with pytest.raises(ModelError, match="10 outputs but the data has 2 classes"):
         check_model_fits_data(Out(lambda x: torch.zeros(len(x), 10)), data, torch.device("cpu"))

@@ -343,7 +343,9 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
                          f"({data.num_classes} classes); for a folder dataset give --class-map "
                          "(model output index, folder name) so labels are the model's indices")
-    if logits.shape[1] != data.num_classes:
+    if logits.shape[1] != data.num_classes and data.name == "imagefolder":
+        # folder labels are folder indices, not model outputs: a prediction would name a class of the model
+        # as if it were the folder of the same index
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has {data.num_classes} classes "
                          f"({data.name}); its predictions would name classes the data does not have - for a folder "
                          "dataset give --class-map (model output index, folder name) with one line per output")
