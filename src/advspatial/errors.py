@@ -64,15 +64,21 @@ def check_range(
 
 
 def is_finite_number(value: object) -> bool:
-    """True for an int (any size) or a finite float; False for NaN, +-inf and non-numbers."""
+    """True for an int (any size) or a finite real number (float, NumPy or 0-d tensor scalar); False for NaN,
+    +-inf and non-numbers."""
     import math
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, (bool, str, bytes)):
         return False
     if isinstance(value, numbers.Integral):
         return True
-    return math.isfinite(float(value))
+    if not isinstance(value, numbers.Real) and not hasattr(value, "__float__"):  # e.g. a 0-d tensor has one
+        return False
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 #: the seeds torch accepts for its generators (and every seed derived from them stays in range)
