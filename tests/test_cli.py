@@ -374,3 +374,18 @@ def test_every_command_takes_progress_switches(capsys) -> None:
     for command in ("attack", "maps", "train", "evaluate"):
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "--progress / --no-progress" in out, command
+
+
+def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
+    """Ctrl-C printed 'aborted' without the --resume hint (issue 19, messages)."""
+    from advspatial.experiments import base
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "write_results", interrupted)
+    out = tmp_path / "r"
+    code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
+                           "--no-progress", "--out", str(out))
+    assert code == 130
+    assert err.strip().splitlines()[-1] == f"advspatial: aborted; complete the run with: advspatial run --resume {out}"

@@ -516,12 +516,16 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
                 name = str(wanted)
                 get_experiment(name)  # an unknown name is one line listing the experiments
         config = resolve_config(get_experiment(name), config_file, given, quick)
+    RESUME_HINT[:] = [f"; complete the run with: advspatial run --resume {config.out or f'runs/{name}'}"]
     result, rundir = run_experiment(name, config, resume=bool(resume))
+    RESUME_HINT.clear()
     click.echo(result.summary)
     click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
 
 
 EXPLICIT_EXPERIMENT = "advspatial.explicit_experiment"
+#: what an interrupted run prints after "aborted" (set while an experiment runs)
+RESUME_HINT: list[str] = []
 
 
 @cli.group("run", cls=ExperimentGroup, invoke_without_command=False)
@@ -575,7 +579,8 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(f"advspatial: error: unexpected end of a file ({cause or 'EOFError'}); a file "
                        "read by this command is empty or truncated", err=True)
             sys.exit(2)
-        click.echo("advspatial: aborted", err=True)
+        click.echo("advspatial: aborted" + "".join(RESUME_HINT), err=True)
+        RESUME_HINT.clear()
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
