@@ -257,3 +257,16 @@ def test_localized_training_batches_hold_background_only_examples_of_the_dataset
         assert torch.equal(mask[:, 0].bool(), ~train.masks[rows]), "mask = the background of exactly these images"
         changed = (x_adv != x)[:, 0]
         assert not (changed & train.masks[rows]).any() and changed.any()
+
+
+def test_a_mask_file_with_nan_is_refused(tmp_path) -> None:
+    """NaN in a mask file was accepted and gave 'L2 nan, Linf nan' (issue 19, 3)."""
+    masks = torch.ones(4, 8, 8)
+    masks[2, 3, 3] = float("nan")
+    path = tmp_path / "m.pt"
+    torch.save(masks, path)
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_mask_file(path, 4, (8, 8))
+    np.save(tmp_path / "m.npy", masks.numpy())
+    with pytest.raises(DataError, match="NaN or infinite"):
+        load_mask_file(tmp_path / "m.npy", 4, (8, 8))

@@ -231,3 +231,29 @@ def test_a_dataset_root_that_does_not_exist_is_refused(cache) -> None:
 
     with pytest.raises(DataError, match="folder '/nonexistent/x' does not exist"):
         load_dataset("fashion-mnist:/nonexistent/x", "test")
+
+
+def test_test_images_of_another_size_stop_before_training(cache, tmp_path, monkeypatch) -> None:
+    """A 20x20 test IDX beside 28x28 training images started a full training with no message (issue 19, 4)."""
+    import numpy as np
+
+    from advspatial.data.idx import write_idx
+    from advspatial.errors import DataError
+
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (20, 28, 28), dtype=np.uint8))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (10, 20, 20), dtype=np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8))
+    monkeypatch.setenv("ADVSPATIAL_DATA", str(tmp_path / "data"))
+
+    def never(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("no training may start")
+
+    from advspatial import training
+
+    monkeypatch.setattr(training, "fit", never)
+    with pytest.raises(DataError, match="training images are 1x28x28 but test images 1x20x20"):
+        get_or_train(TrainConfig(arch="lenet5", epochs=1, seed=5), "cpu", progress=False)
