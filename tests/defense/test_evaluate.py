@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advspatial.defense.evaluate import evaluate_defence
-from advspatial.defense.fills import fill
+from advspatial.regions.fills import fill
 from advspatial.defense.neutralize import NeutralizedModel, random_region_like
 from helpers import grad_map, intensity_map
 

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.defense.fills import fill
+from advspatial.regions.fills import fill
 from advspatial.defense.neutralize import (
     ClassPriorVulnerability, NeutralizedModel, class_mean_maps, map_of, neutralization_region,
     random_region_like, select_regions, top_fraction,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.ndimage import gaussian_filter
 
-from advspatial.defense.fills import diffusion_inpaint, fill, gaussian_blur, list_fills, make_fill, put_back
+from advspatial.regions.fills import diffusion_inpaint, fill, gaussian_blur, list_fills, make_fill, put_back
 from advspatial.errors import ConfigError, ShapeError
 
 

@@ -14,7 +14,7 @@ from .adaptive import (
     convergence_rule, ensemble_attack, roi_mask,
 )
 from .evaluate import DefenceEvaluation, evaluate_defence
-from .fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
+from ..regions.fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
 from .neutralize import (
     MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of,
     neutralization_region, random_region_like, select_regions, top_fraction,

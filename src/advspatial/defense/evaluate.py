@@ -24,7 +24,7 @@ from ..attacks.base import frozen_eval
 from ..errors import ShapeError, check_range
 from ..regions import random_region_like, sample_ids_or_range
 from ..runtime import batch_slices, model_device
-from .fills import check_region, put_back
+from ..regions.fills import check_region, put_back
 from .neutralize import NeutralizedModel
 
 

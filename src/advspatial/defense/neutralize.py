@@ -27,7 +27,7 @@ from ..regions import (
     change_strata, foreground_strata, inverse_permutation, random_region_like,
     sample_ids_or_range, stream_seed,
 )
-from .fills import FillFn, check_region, make_fill
+from ..regions.fills import FillFn, check_region, make_fill
 from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.

@@ -33,7 +33,7 @@ from torch import nn
 from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, check_range, unknown_name
 from ..regions import stream_seed
-from .fills import gaussian_blur
+from ..regions.fills import gaussian_blur
 
 BACKWARDS = ("local", "identity")
 TRANSFORMS = ("blur", "noise", "jpeg")

@@ -35,7 +35,7 @@ from ..progress import progress_bar
 
 from ..attacks import Attack, AttackResult, make_attack
 from ..data import ImageDataset
-from ..defense.fills import list_fills
+from ..regions.fills import list_fills
 from ..defense.neutralize import CONTROL_MATCHES, NeutralizedModel
 from ..defense.transforms import TRANSFORMS
 from ..errors import ConfigError, check_range, unknown_name

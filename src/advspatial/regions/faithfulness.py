@@ -35,7 +35,7 @@ Fills (:data:`DELETION_FILLS`; parameters through ``fill_params={fill: {...}}``)
   (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id) --
   the same noise for the RoI and the random region of an image.
 
-The first four are :mod:`advspatial.defense.fills`. The random region of an
+The first four are :mod:`advspatial.regions.fills`. The random region of an
 image is its **control** (:func:`control_region`), with exactly as many pixels
 as the RoI (the RoI can be smaller than ``fraction`` when the map has fewer
 positive pixels) and drawn from a generator keyed by (seed, sample id), so an
@@ -77,7 +77,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import frozen_eval, margin, per_sample_noise
-from ..defense.fills import list_fills, make_fill
+from .fills import list_fills, make_fill
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import model_device
 from ._checks import _check_maps
