@@ -365,3 +365,14 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     metrics.pop("wall_seconds"), again.pop("wall_seconds")
     assert again == metrics
     assert (out / "per_image.csv").read_text() == csv_text
+
+
+def test_control_difference_figure_is_written(tmp_path):
+    from advspatial.report.propagation_figures import plot_control_differences
+
+    rows = [{"layer": f"l{i}", "mean": 0.1 * i, "low": 0.1 * i - 0.05, "high": 0.1 * i + 0.05} for i in range(4)]
+    nan_rows = [{**r, "mean": math.nan, "low": math.nan, "high": math.nan} for r in rows]
+    path = plot_control_differences({1: {"a": rows, "b": nan_rows}, 3: {"a": rows, "b": []}}, tmp_path / "d.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception):
+        plot_control_differences({}, tmp_path / "e.png")

@@ -48,7 +48,9 @@ from ..errors import ConfigError, ShapeError, check_range
 from ..regions.claims import Claim, judge
 from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
-from ..report.propagation_figures import plot_depth_curves, plot_locality, plot_propagation_strip
+from ..report.propagation_figures import (
+    plot_control_differences, plot_depth_curves, plot_locality, plot_propagation_strip,
+)
 from ..runtime import RunDir
 from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
 from .base import ExperimentContext, prepare_context
@@ -623,7 +625,9 @@ def context_metrics(summary: KSummary, radii: Sequence[int]) -> dict[str, Any]:
     """Balance of the locality controls: mean over images of the placements' mean edge strength and intensity."""
     out: dict[str, Any] = {}
     for which, groups in (summary.context or {}).items():
-        out[which] = {name: bootstrap_mean_ci(values).mean for name, values in groups.items()}
+        out[which] = {name: float(torch.nanmean(torch.as_tensor(values, dtype=torch.float64)))
+                      if torch.isfinite(torch.as_tensor(values, dtype=torch.float64)).any() else math.nan
+                      for name, values in groups.items()}
     return out
 
 
@@ -721,6 +725,19 @@ def control_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Clai
                          ["k", "control", "successful attacks with a control", "control fools the model"], rows)
     layer_claims = [c for c in claims if c.statistic.startswith(tuple(PM_STATISTICS.values()))]
     tables = [availability]
+    figures = []
+    peaks = [c for c in layer_claims if c.statistic.startswith(PM_STATISTICS["peak"] + " @ ")]
+    if any(c.effect.n for c in peaks):
+        differences: dict[int, dict[str, list[dict[str, Any]]]] = {}
+        for c in peaks:
+            k = int(c.subject.split("-")[0])
+            differences.setdefault(k, {}).setdefault(c.null, []).append(
+                {"layer": c.statistic.split(" @ ", 1)[1], "mean": c.effect.mean, "low": c.effect.low,
+                 "high": c.effect.high})
+        path = plot_control_differences(differences, ctx.rundir.figures / "control-differences.png")
+        figures.append(Figure(path, "Per layer: the attack's peak PMmax minus the control's, per image (mean and 95% "
+                                    "bootstrap CI over images). Above 0: the attack moves the layer more than a "
+                                    "random pixel change of the same size."))
     if layer_claims:
         tables.append(verdict_table(layer_claims, "Attack minus control per layer (per image, mean [95% bootstrap CI "
                                                   "over images]; the last layer's peak is primary, the rest BH)",
@@ -735,7 +752,7 @@ def control_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Clai
         "where attack minus control is positive with its CI above 0.",
         "Where a grey pixel was moved by |Δ| from 0 or 1, no other value of the same |Δ| exists at that position, "
         "so control (b) is unavailable there; those images are left out of (b) and counted above.",
-    ], tables=tables, anchor="control")
+    ], tables=tables, figures=figures, anchor="control")
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -906,7 +923,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
     """The summary printed at the end of ``advspatial run propagation``."""
     radii = [key for key in next(iter(metrics["k"].values()))["locality"] if key[0] == "r" and key[1:].isdigit()]
     header = (f"{'k':>3} {'correct':>7} {'fooled':>6} {'success [95% CI]':>22} {'med.q':>6} {'PMmax last':>10} "
-              + " ".join(f"{'r=' + key[1:]:>6}" for key in radii) + f" {'random':>7}")
+              + " ".join(f"{'r=' + key[1:]:>6}" for key in radii) + f" {'matched':>7} {'random':>7}")
     budget = metrics["budget"]
     lines = [f"clean accuracy {metrics['clean_accuracy']:.4f} on {metrics['n']} images; DE population "
              f"{budget['popsize']}, {budget['maxiter']} generations", header, "-" * len(header)]
@@ -915,8 +932,10 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{k:>3} {m['correct']:>7} {s['successes']:>6} "
                      f"{fmt(s['rate']):>6} [{fmt(s['ci_low'])}, {fmt(s['ci_high'])}] {fmt(m['median_queries'], 0):>6} "
                      f"{fmt(m['max_pm_last_layer']):>10} " + " ".join(f"{fmt(loc[key]['rate']):>6}" for key in radii)
+                     + f" {fmt(loc.get('matched_' + radii[0], {}).get('rate')) if radii else '-':>7}"
                      + f" {fmt(loc['random']['rate']):>7}")
     lines.append("success: share of correctly classified images fooled; r=..: share of moved placements that fool; "
+                 "matched: context-matched control of the smallest r; random: uniform control; "
                  "PMmax last: largest PMmax at the last recorded layer")
     for c in metrics.get("claims", []):
         if c["primary"]:

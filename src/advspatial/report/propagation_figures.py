@@ -223,3 +223,43 @@ def plot_locality(
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.98, top=0.92, bottom=0.17)
     return save_figure(fig, path)
+
+
+def plot_control_differences(
+    differences: Mapping[int, Mapping[str, Sequence[Mapping[str, Any]]]],
+    path: str | Path,
+    *,
+    title: str = "Attack minus a random pixel change of the same |Δ|, per layer (mean over images, 95% CI)",
+) -> Path:
+    """One panel per k: per layer (x: depth), the per-image paired difference of the peak PMmax, attack minus
+    control, with its bootstrap CI over images; one line per control. 0 is marked: above it, the attack
+    moves that layer more than a random change does.
+
+    ``differences[k][control]`` is a list of dicts with ``layer``, ``mean``, ``low``, ``high`` (NaN allowed).
+    """
+    if not differences:
+        raise ShapeError("need the differences of at least one k")
+    ks = list(differences)
+    layers: list[str] = next((list(d["layer"] for d in rows) for per in differences.values()
+                              for rows in per.values() if rows), [])
+    fig = Figure(figsize=(max(7.0, 0.3 * len(layers) + 3.0), 2.6 * len(ks) + 1.6), dpi=100)
+    for n, k in enumerate(ks):
+        ax = fig.add_subplot(len(ks), 1, n + 1)
+        for m, (label, rows) in enumerate(differences[k].items()):
+            if not rows:
+                continue
+            x = np.arange(len(rows)) + (m - 0.5) * 0.15
+            mean = _finite([d["mean"] for d in rows])
+            low, high = _finite([d["low"] for d in rows]), _finite([d["high"] for d in rows])
+            ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", markersize=3, capsize=2,
+                        color=K_COLOURS[m % len(K_COLOURS)], label=label)
+        ax.axhline(0, color="k", linewidth=0.8)
+        ax.set_ylabel(f"k = {k}\nΔ peak PMmax", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.set_xticks(np.arange(len(layers)))
+        ax.set_xticklabels([] if n < len(ks) - 1 else [_short(name, 22) for name in layers], rotation=90, fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
