@@ -9,9 +9,24 @@ interrupted run with identical numbers:
 2. ``propagation/k{k}/batch-NNNNN``: propagation maps of the batch's
    *successful* attacks (images the model classifies correctly and the attack
    fools), reduced at once to per-layer sums and summaries (memory does not grow
-   with n), plus each image's peak PMmax at the last layer;
-3. ``locality/k{k}``: the attack's colours moved to Chebyshev radius r (rings)
-   and to random positions, on the successful attacks of that k.
+   with n), plus per image and layer the peak PMmax, mean PMmax and spread; and
+   the same per-image statistics of the two *controls* of each attack: a random,
+   non-adversarial change of the same |Δ| per pixel at a random position, and at
+   the attack's position with a random colour
+   (:func:`~advspatial.analysis.propagation.random_pixel_change`, seeded by
+   (seed, sample id));
+3. ``locality/k{k}``: the attack's colours moved to Chebyshev radius r (rings),
+   to context-matched random placements (same edge-strength x intensity
+   stratum, the primary control) and to uniformly random positions (secondary
+   view), on the successful attacks of that k.
+
+Claims (:mod:`advspatial.regions.claims`, judged by the one engine): per k the
+primary family (Holm) is the last layer's peak PMmax, attack minus each
+control, and the r = min(radii) success share minus the context-matched
+control's; every other layer x statistic x control and every other locality
+comparison is secondary (Benjamini-Hochberg). Effects are per-image paired
+differences with a bootstrap CI over images; locality rates carry
+cluster-bootstrap CIs over images (placements of one image are not independent).
 
 The perturbed pixels are read off the adversarial image: the positions where
 ``x_adv`` differs from ``x`` in any channel, the colour is ``x_adv`` there.
