@@ -389,3 +389,11 @@ def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys,
                            "--no-progress", "--out", str(out))
     assert code == 130
     assert err.strip().splitlines()[-1] == f"advspatial: aborted; complete the run with: advspatial run --resume {out}"
+
+
+def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
+    """A seed torch cannot take passed validation and failed (or trained a new model) later (issue 19, 8)."""
+    code, _, err = run_cli(capsys, "evaluate", "--seed", "100000000000000000000000")
+    one_line_error(code, err, "seed=100000000000000000000000 is out of range")
+    code, _, err = run_cli(capsys, "evaluate", "--model-seed", "-1")
+    one_line_error(code, err, "model_seed=-1 is out of range")

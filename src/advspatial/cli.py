@@ -144,7 +144,13 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     from .runtime import pick_device
     from .training import resolve_model
 
+    from .errors import check_range, check_seed
+
     o = options
+    check_range("n", n, 1)
+    check_seed("seed", seed)
+    check_seed("model_seed", o["model_seed"])
+    pick_device(o["device"])
     parse_model_spec(o["model_name"], o["weights"], o["arch"])  # validate before any training
     loader_options = dataset_options(o["dataset"], o["model_name"], o["image_size"], o["fit"], o["class_map"],
                                      o["crop_fraction"])
