@@ -556,12 +556,13 @@ class _DeltaConv:
         # of the window its index in the spread change (-1: outside it, the change is zero)
         self.read_rows, self.read_cols = rows.incoming + pads[0], cols.incoming + pads[1]
         self.padded_width = padded_size[1]
-        local = []
+        # per axis: for each position of the spread change, its place in the output window (-1: outside it)
+        place = []
         for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
             base = plan.incoming + (pads[axis] - dil * (kernel - 1))
-            index = (plan.origin - base)[:, None] + torch.arange(window[axis], device=base.device)
-            local.append(torch.where((index >= 0) & (index < spread[axis]), index, -1))
-        self.local_rows, self.local_cols = local
+            index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=base.device)
+            place.append(torch.where((index >= 0) & (index < window[axis]), index, -1))
+        self.place_rows, self.place_cols = place
         self.local_origin_rows, self.local_origin_cols = rows.origin, cols.origin
 
     @staticmethod
@@ -597,23 +598,24 @@ class _DeltaConv:
         offsets = (torch.arange(h, device=image.device) * wp)[:, None] + torch.arange(w, device=image.device)
         clean_in = padded.view(-1, cin).index_select(0, (start[:, None] + offsets.view(-1)).view(-1))
         change = (patch.permute(0, 2, 3, 1).reshape(-1, cin) - clean_in).view(n, h, w, cin).permute(0, 3, 1, 2)
-        spread = F.conv_transpose2d(change, self.weight, None, 1, 0, 0, self.groups, self.dilation)
+        if (h, w) == (1, 1) and self.groups == 1 and self.dilation == (1, 1):  # one pixel: a rank-C_in update
+            spread = (change.reshape(n, cin) @ self.weight.view(cin, -1)).view(n, cout, *self.spread)
+        else:
+            spread = F.conv_transpose2d(change, self.weight, None, 1, 0, 0, self.groups, self.dilation)
         sh, sw = self.spread
-        rows_of = torch.empty(n * sh * sw + 1, cout, dtype=spread.dtype, device=spread.device)
-        rows_of[:-1] = spread.permute(0, 2, 3, 1).reshape(-1, cout)
-        rows_of[-1] = 0
-        local_r, local_c = self.local_rows.index_select(0, row), self.local_cols.index_select(0, col)
-        inside = (local_r >= 0)[:, :, None] & (local_c >= 0)[:, None, :]
-        flat = (torch.arange(n, device=image.device) * (sh * sw))[:, None, None] + local_r[:, :, None] * sw \
-            + local_c[:, None, :]
-        change_out = rows_of.index_select(0, torch.where(inside, flat, n * sh * sw).view(-1))
-        # the clean output under the output window
+        # the clean output under the output window, then the change added where it lands
         origin_r = self.local_origin_rows.index_select(0, row)
         origin_c = self.local_origin_cols.index_select(0, col)
         start = image * (height * width) + origin_r * width + origin_c
         offsets = (torch.arange(wh, device=image.device) * width)[:, None] + torch.arange(ww, device=image.device)
-        clean_out = output.view(-1, cout).index_select(0, (start[:, None] + offsets.view(-1)).view(-1))
-        return (clean_out + change_out).view(n, wh, ww, cout).permute(0, 3, 1, 2)
+        out = torch.empty(n * wh * ww + 1, cout, dtype=output.dtype, device=output.device)
+        torch.index_select(output.view(-1, cout), 0, (start[:, None] + offsets.view(-1)).view(-1), out=out[:-1])
+        place_r, place_c = self.place_rows.index_select(0, row), self.place_cols.index_select(0, col)
+        inside = (place_r >= 0)[:, :, None] & (place_c >= 0)[:, None, :]
+        target = (torch.arange(n, device=image.device) * (wh * ww))[:, None, None] + place_r[:, :, None] * ww \
+            + place_c[:, None, :]
+        out.index_add_(0, torch.where(inside, target, n * wh * ww).view(-1), spread.permute(0, 2, 3, 1).reshape(-1, cout))
+        return out[:-1].view(n, wh, ww, cout).permute(0, 3, 1, 2)
 
 
 class _LinearFold:
