@@ -257,3 +257,64 @@ def test_test_images_of_another_size_stop_before_training(cache, tmp_path, monke
     monkeypatch.setattr(training, "fit", never)
     with pytest.raises(DataError, match="training images are 1x28x28 but test images 1x20x20"):
         get_or_train(TrainConfig(arch="lenet5", epochs=1, seed=5), "cpu", progress=False)
+
+
+# -- the controls of localized training (issue 16) -------------------------------------------
+
+def _fit_tiny(mode: str, masks_fn=None, mix: float = 0.5, seed: int = 0):
+    """A tiny linear-conv net fitted 2 epochs on 24 synthetic images by ``mode``; returns its state dict."""
+    from advspatial.data import ImageDataset
+    from advspatial.training import TRAINING_MODES, TrainConfig, fit
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(24, 1, 8, 8, generator=gen)
+    masks = torch.zeros(24, 8, 8, dtype=torch.bool)
+    masks[:, 2:6, 2:6] = True  # the "object": the attack acts on the rest
+    data = ImageDataset("toy", x, torch.arange(24) % 3, ("a", "b", "c"), masks=masks)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(256, 3))
+    config = TrainConfig(dataset="toy", mode=mode, epochs=2, batch_size=8, eps=0.1, attack_steps=2, mix=mix,
+                         seed=seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(seed)
+    fit(model, data, TRAINING_MODES[mode], config, optimizer, masks_fn=masks_fn, progress=False)
+    return model.state_dict(), data
+
+
+def test_mixed_pgd_with_mix_zero_is_natural_training():
+    natural, _ = _fit_tiny("natural")
+    mixed, _ = _fit_tiny("mixed-pgd", mix=0.0)
+    assert all(torch.equal(natural[k], mixed[k]) for k in natural)
+    adversarial, _ = _fit_tiny("mixed-pgd", mix=0.5)
+    assert not all(torch.equal(natural[k], adversarial[k]) for k in natural)
+
+
+def test_random_mask_control_equals_localized_training_on_the_same_random_masks():
+    """localized-random draws its masks from the global stream right before the loss; localized training
+    given a masks function that draws the same way, at the same point, gets the same weights."""
+    from advspatial.training import random_masks_like
+
+    control, data = _fit_tiny("localized-random")
+
+    def same_random(idx):
+        return random_masks_like(data.masks[idx])
+
+    localized_on_random, _ = _fit_tiny("localized", masks_fn=same_random)
+    assert all(torch.equal(control[k], localized_on_random[k]) for k in control)
+    localized_on_object, _ = _fit_tiny("localized")
+    assert not all(torch.equal(control[k], localized_on_object[k]) for k in control)
+
+
+def test_random_masks_keep_each_images_area_at_random_positions():
+    from advspatial.training import random_masks_like
+
+    masks = torch.zeros(5, 10, 10, dtype=torch.bool)
+    for i in range(5):
+        masks[i, : i + 1, :] = True
+    torch.manual_seed(0)
+    drawn = random_masks_like(masks)
+    assert drawn.flatten(1).sum(1).tolist() == masks.flatten(1).sum(1).tolist()
+    assert not torch.equal(drawn, masks)
+    torch.manual_seed(0)
+    assert torch.equal(random_masks_like(masks), drawn)

@@ -17,7 +17,10 @@ callable):
   (the localized experiment keeps it in its run directory).
 
 Training modes are loss functions registered in :data:`TRAINING_MODES`
-(``natural``, ``pgd``, ``localized``). A loss gets the batch's foreground masks
+(``natural``, ``pgd``, ``localized``, and the two controls of localized training:
+``mixed-pgd``, its clean/adversarial mixture with full-image examples, and
+``localized-random``, its loss on a region of the same area at random positions).
+A loss gets the batch's foreground masks
 from :func:`fit`'s ``masks_fn`` (by default the dataset's own masks), so a
 localized loss can train against any background, e.g. one cut from a model's
 importance map.
@@ -138,6 +141,43 @@ def localized_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: to
     return (1 - config.mix) * clean + config.mix * adversarial
 
 
+@register_training_mode("mixed-pgd")
+def mixed_pgd_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor | None,
+                   config: LossSettings) -> torch.Tensor:
+    """Mixed PGD adversarial training: (1-mix)*CE(clean) + mix*CE(full-image PGD examples).
+
+    The control of localized training for its clean share: the same mixture, the
+    attack on the whole image. With ``mix = 0`` no example is made, so it is
+    natural training step for step.
+    """
+    clean = nn.functional.cross_entropy(model(x), y)
+    if config.mix == 0:
+        return clean
+    adversarial = nn.functional.cross_entropy(model(_adversarial_batch(model, x, y, config, None)), y)
+    return (1 - config.mix) * clean + config.mix * adversarial
+
+
+@register_training_mode("localized-random")
+def localized_random_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor | None,
+                          config: LossSettings) -> torch.Tensor:
+    """The control of localized training for *where* it attacks: its loss with an attacked region of the same
+    area per image at random positions, redrawn every batch (:func:`random_masks_like`, global torch stream)."""
+    if masks is None:
+        raise ConfigError(f"training mode 'localized-random' needs foreground masks (their areas); dataset "
+                          f"{config.dataset!r} has none and no masks function was given")
+    return localized_loss(model, x, y, random_masks_like(masks), config)
+
+
+def random_masks_like(masks: torch.Tensor) -> torch.Tensor:
+    """(N,H,W) bool masks with as many True pixels per image as ``masks``, at uniformly random positions
+    (one draw of the global torch stream per call)."""
+    n = masks.shape[0]
+    flat = masks.reshape(n, -1)
+    keys = torch.rand(flat.shape, device=masks.device)
+    ranks = keys.argsort(dim=1).argsort(dim=1)
+    return (ranks < flat.sum(1, keepdim=True)).reshape(masks.shape)
+
+
 def check_recipe(config: Any) -> None:
     """:class:`ConfigError` for a bad training mode, epoch count, batch size, lr, weight decay or attack setting
     (the fields :class:`TrainConfig` and :class:`FinetuneConfig` share)."""
@@ -162,6 +202,9 @@ def relevant_fields(config: Any) -> dict[str, Any]:
             fields.pop(name)
     elif config.mode == "pgd":
         fields.pop("mix")  # Madry training uses adversarial examples only
+    elif config.mode == "mixed-pgd" and config.mix == 0:
+        for name in ADVERSARIAL_FIELDS:  # no adversarial example is made: natural training
+            fields.pop(name)
     return fields
 
 
@@ -410,7 +453,7 @@ class FinetuneConfig:
         """Fields that affect the result: adversarial fields only for adversarial modes, masks only for
         localized training."""
         fields = relevant_fields(self)
-        if self.mode != "localized":
+        if self.mode not in ("localized", "localized-random"):  # the random control keeps the masks' areas
             fields.pop("masks")
         return fields
 
