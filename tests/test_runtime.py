@@ -161,3 +161,21 @@ def test_check_writable_dir_refuses_files_and_unwritable_places(tmp_path) -> Non
         check_writable_dir(afile / "sub", "run directory")
     check_writable_dir(tmp_path / "new" / "run", "run directory")
     assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+
+
+def test_looking_data_up_never_creates_cache_folders(tmp_path, monkeypatch) -> None:
+    """Looking a dataset up created <cache>/data/<name> (a read-only cache, or one under a file, failed with a
+    traceback even though the data was elsewhere) (issue 19, 10)."""
+    from advspatial.data.locate import candidate_dirs
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("ADVSPATIAL_CACHE", str(afile / "cache"))
+    dirs = candidate_dirs("fashion-mnist", None, "/usr/share/datasets/fashion-mnist")
+    assert dirs[-2] == afile / "cache" / "data" / "fashion-mnist" and not dirs[-2].exists()
+    monkeypatch.setenv("ADVSPATIAL_CACHE", str(tmp_path / "c"))
+    candidate_dirs("mnist", None)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(ConfigError, match="ADVSPATIAL_CACHE"):
+        monkeypatch.setenv("ADVSPATIAL_CACHE", str(afile / "cache"))
+        cache_dir("models")

@@ -24,10 +24,15 @@ from .errors import ConfigError, DataError
 DEFAULT_CACHE = Path.home() / ".cache" / "advspatial"
 
 
+def cache_path(*parts: str) -> Path:
+    """A path in the advspatial cache directory (``$ADVSPATIAL_CACHE`` or ``~/.cache/advspatial``), not created
+    (for looking things up: a read-only cache, or one without that folder, is fine)."""
+    return Path(os.environ.get("ADVSPATIAL_CACHE", str(DEFAULT_CACHE))).expanduser().joinpath(*parts)
+
+
 def cache_dir(*parts: str) -> Path:
     """The advspatial cache directory (``$ADVSPATIAL_CACHE`` or ``~/.cache/advspatial``), created on use."""
-    root = Path(os.environ.get("ADVSPATIAL_CACHE", str(DEFAULT_CACHE))).expanduser()
-    path = root.joinpath(*parts)
+    path = cache_path(*parts)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

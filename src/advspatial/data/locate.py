@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import DataError
-from ..runtime import cache_dir
+from ..runtime import cache_path
 
 
 def candidate_dirs(dataset: str, root: str | Path | None, system_dir: str | None = None) -> list[Path]:
@@ -25,7 +25,7 @@ def candidate_dirs(dataset: str, root: str | Path | None, system_dir: str | None
     env = os.environ.get("ADVSPATIAL_DATA")
     if env:
         dirs += [Path(env).expanduser() / dataset, Path(env).expanduser()]
-    dirs.append(cache_dir("data", dataset))
+    dirs.append(cache_path("data", dataset))  # looked in, not created
     if system_dir:
         dirs.append(Path(system_dir))
     return dirs

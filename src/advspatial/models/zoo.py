@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import AdvspatialError, ModelError, unknown_name
-from ..runtime import cache_dir
+from ..runtime import cache_dir, cache_path
 from .cifar_resnet import CifarResNet
 from .loading import Normalized, load_weights
 
@@ -336,7 +336,7 @@ def candidate_paths(entry: ZooEntry) -> list[Path]:
         if entry.data_dir:
             paths.append(root / entry.data_dir / entry.weights_file)
         paths.append(root / entry.weights_file)
-    paths.append(cache_dir("models", "zoo") / entry.weights_file)
+    paths.append(cache_path("models", "zoo") / entry.weights_file)
     shipped = _package_file(entry)
     if shipped is not None:
         paths.append(shipped)
