@@ -541,6 +541,8 @@ def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: in
 CONTROL_NULLS = {"position": "random pixel elsewhere, same |Δ|", "colour": "same pixel, random colour, same |Δ|"}
 MATCHED_NULL = "context-matched random placement"
 UNIFORM_NULL = "uniform random placement (secondary view)"
+CONTROL_CLAIMS = {"position": "a random change of the same size elsewhere",
+                  "colour": "a random colour of the same size at its place"}
 PM_STATISTICS = {"peak": "peak PMmax", "spread": "spread"}
 
 
@@ -573,7 +575,7 @@ def propagation_claims(summary: KSummary, seed: int) -> list[Claim]:
     attack = summary.paired.get("attack")
     subject = f"{summary.k}-pixel attack"
     if not layers or attack is None:  # no successful attack: the primary rows stay, with no data
-        return [paired_claim("the attack's pixel moves the last layer more than a random change", subject,
+        return [paired_claim(f"the attack's pixel moves the last layer more than {CONTROL_CLAIMS[mode]}", subject,
                              f"{PM_STATISTICS['peak']} @ last layer", CONTROL_NULLS[mode], [], [], seed, True)
                 for mode in CONTROL_MODES]
     out = []
@@ -583,7 +585,7 @@ def propagation_claims(summary: KSummary, seed: int) -> list[Claim]:
             for stat, label in PM_STATISTICS.items():
                 primary = stat == "peak" and depth == len(layers) - 1
                 what = "moves layer {} more" if stat == "peak" else "reaches more of layer {}"
-                out.append(paired_claim(f"the attack's pixel {what.format(layer)} than a random change",
+                out.append(paired_claim(f"the attack's pixel {what.format(layer)} than {CONTROL_CLAIMS[mode]}",
                                         subject, f"{label} @ {layer}", CONTROL_NULLS[mode],
                                         attack[stat][:, depth], control[stat][:, depth], seed, primary))
     return out
