@@ -13,7 +13,9 @@ statistics: the cost does not depend on the weights) and
 Clean images are random. For each model the script times, interleaved over
 ``--repeats`` rounds on the same candidates (random image, position, colour):
 
-* ``full``: the model on the patched images (building them included);
+* ``full``: the model on the patched images (building them included), in
+  batches of ``--full-batch`` (256, what the attack uses without incremental
+  evaluation on a CPU; larger batches are slower per image there);
 * ``graph``: :class:`advspatial.models.patch_graph.GraphPatchForward`, the
   cone followed through the whole graph (residual additions, strided and
   depthwise convolutions, padding modules);
@@ -89,6 +91,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="clean images cached")
     parser.add_argument("--candidates", type=int, default=None, help="per call (default 1024 at 32x32, 64 at 224)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--full-batch", type=int, default=256,
+                        help="images per full forward pass (OnePixel's default on a CPU)")
     parser.add_argument("--pretrained", action="store_true", help="load the zoo's weights where available")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
@@ -104,10 +108,10 @@ def main() -> None:
         n = args.candidates or (1024 if size <= 64 else 64)
         image, top, left, colour = candidates(clean, n)
 
-        def full() -> torch.Tensor:
+        def full() -> torch.Tensor:  # in chunks of --full-batch, as OnePixel(incremental=False) runs
             x = clean[image].clone()
             x[torch.arange(n, device=x.device), :, top, left] = colour[:, :, 0, 0]
-            return model(x)
+            return torch.cat([model(x[i:i + args.full_batch]) for i in range(0, n, args.full_batch)])
 
         with torch.no_grad():
             build_s, graph = timed(lambda: GraphPatchForward(model, clean))
