@@ -1,7 +1,7 @@
 """Tests of the localized experiment: config, model settings, per-image evaluation, claims, and a CI-sized run.
 
 The claims are tested on hand-made per-image columns (known verdicts, a failed
-faithfulness gate). The end-to-end run uses the ``--quick`` preset (three
+faithfulness gate). The end-to-end run uses the ``--quick`` preset (five
 smallcnn models trained for one epoch on 512 images, in a temporary model
 cache, without the full test-set accuracy pass) and checks the run directory,
 the faithfulness gate of each model, the claims and their verdicts, recomputes
@@ -121,12 +121,16 @@ def test_importance_masks_use_the_configured_map(tiny_cnn) -> None:
     assert torch.equal(fg(slice(2, 4))[:, 0].bool(), roi[2:4]), "batch-independent: ties broken per sample id"
 
 
-def test_training_settings_of_the_three_models() -> None:
+def test_training_settings_of_the_models() -> None:
     config = loc.LocalizedConfig()
-    natural, pgd, local = (loc.train_config(config, m) for m in loc.MODES)
-    assert natural.key() == TrainConfig().key(), "the default natural model is the shared cached one"
-    assert (pgd.mode, local.mode) == ("pgd", "localized")
-    assert pgd.epochs == local.epochs == config.train_epochs and natural.epochs == config.natural_epochs
+    settings = {m: loc.train_config(config, m) for m in loc.MODES}
+    natural, pgd, local = settings["natural"], settings["pgd"], settings["localized"]
+    assert {s.epochs for s in settings.values()} == {config.train_epochs}, "epochs matched across every model"
+    shared = loc.train_config(loc.LocalizedConfig(natural_epochs=5), "natural")
+    assert shared.key() == TrainConfig().key(), "natural_epochs 5: the shared cached default model"
+    assert [s.mode for s in settings.values()] == list(loc.MODES)
+    assert {settings[m].mix for m in loc.MIXED} == {config.mix}, "the controls share localized training's mixture"
+    assert settings["mixed-pgd"].eps == settings["localized-random"].eps == config.eps
     assert pgd.attack_steps == local.attack_steps == config.train_attack_steps
     assert pgd.eps == local.eps == config.eps and natural.train_limit is None
     other_mix = loc.LocalizedConfig(mix=0.2)
@@ -204,7 +208,9 @@ def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, loc.ModelEvaluation]]
     conds = {"clean": yes, "full": no, "complement": half}
     evs = {"natural": fake_evaluation({**conds, "region": no}, labels, fg, fg - 0.2),
            "pgd": fake_evaluation({**conds, "region": yes}, labels, fg, fg.clone()),
-           "localized": fake_evaluation({**conds, "region": yes}, labels, fg, fg + 0.1)}
+           "mixed-pgd": fake_evaluation({**conds, "region": half}, labels, fg, fg.clone()),
+           "localized": fake_evaluation({**conds, "region": yes}, labels, fg, fg + 0.1),
+           "localized-random": fake_evaluation({**conds, "region": no}, labels, fg, fg.clone())}
     evs["natural"].cam_energy_adv[0] = math.nan  # an all-zero map: left out of that model's energy claim
     return labels, evs
 
@@ -220,14 +226,21 @@ def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dic
     return {(c.subject, c.statistic): c for c in claims}
 
 
-ALL_PASS = {"natural": True, "pgd": True, "localized": True}
+ALL_PASS = {"natural": True, "pgd": True, "mixed-pgd": True, "localized": True, "localized-random": True}
 
 
 def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     claims = judged(ALL_PASS)
     assert all(c.verdict in VERDICTS for c in claims.values())
     primary = [k for k, c in claims.items() if c.primary]
-    assert len(primary) == 5 and len(claims) == 12
+    # primary: localized vs each of the 4 others on the region, the energy shift of natural, pgd, localized;
+    # secondary: the controls' energy shift, 3 other conditions x 4 comparisons, pgd vs natural on the region
+    assert len(primary) == 7 and len(claims) == 7 + 2 + 12 + 1
+    mixed = claims[("localized vs mixed-pgd model", "background-only PGD accuracy")]
+    assert mixed.primary and mixed.effect.mean == pytest.approx(0.5) and mixed.verdict == "supported"
+    random_mask = claims[("localized vs localized-random model", "background-only PGD accuracy")]
+    assert random_mask.primary and random_mask.effect.mean == 1.0 and random_mask.verdict == "supported"
+    assert not claims[("mixed-pgd model", "hirescam energy share in the background")].primary
     nat = claims[("localized vs natural model", "background-only PGD accuracy")]
     assert (nat.observed, nat.null_value, nat.effect.mean, nat.effect.n) == (1.0, 0.0, 1.0, 60)
     assert nat.verdict == "supported" and nat.gates == {} and nat.primary
@@ -244,13 +257,13 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
 
 
 def test_failed_gate_makes_map_claims_not_interpretable() -> None:
-    claims = judged({"natural": False, "pgd": True, "localized": True})
+    claims = judged({**ALL_PASS, "natural": False})
     assert claims[("natural model", "hirescam energy share in the background")].verdict == "not interpretable"
     assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
     # a mask-free background (the dataset's own masks): accuracy claims do not rest on the map
     assert claims[("localized vs natural model", "background-only PGD accuracy")].verdict == "supported"
     # a background cut from the map: every accuracy under it rests on both models' maps
-    gated = judged({"natural": False, "pgd": True, "localized": True}, mask_gated=True)
+    gated = judged({**ALL_PASS, "natural": False}, mask_gated=True)
     assert gated[("localized vs natural model", "background-only PGD accuracy")].verdict == "not interpretable"
     assert gated[("localized vs natural model", "foreground-only PGD accuracy")].verdict == "not interpretable"
     assert gated[("localized vs pgd model", "background-only PGD accuracy")].verdict == "equivalent to null"
@@ -300,7 +313,7 @@ def test_quick_run_writes_every_result(quick_run) -> None:
     assert yaml.safe_load((path / "config.yaml").read_text())["experiment"] == "localized-training"
     assert {p.name for p in (path / "figures").glob("*.png")} == FIGURES
     rows = read_rows(path / "per_image.csv")
-    assert len(rows) == 3 * config.n
+    assert len(rows) == len(loc.MODES) * config.n
     assert [r["model"] for r in rows[:: config.n]] == list(loc.MODES)
     assert "accuracy" in result.summary.split("\n")[0] and "localized" in result.summary
 
@@ -328,7 +341,7 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         for k, key in enumerate(("cam_energy_clean", "cam_energy_region_adv")):
             assert m[key] == pytest.approx(sum(p[k] for p in pairs) / len(pairs)) if pairs else math.isnan(m[key])
         assert all(0.0 <= e <= 1.0 for p in pairs for e in p)
-        assert m["epochs"] == (config.natural_epochs if mode == "natural" else config.train_epochs)
+        assert m["epochs"] == config.train_epochs, "matched epochs"
         assert Path(m["checkpoint"]).is_file()
     assert set(metrics["timings"]) >= ({f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}
                                        | {f"gate/{m}" for m in loc.MODES})
@@ -363,7 +376,7 @@ def test_quick_run_claims_and_verdicts(quick_run) -> None:
     rows = read_rows(path / "per_image.csv")
     claims = metrics["claims"]
     assert claims and all(c["verdict"] in VERDICTS for c in claims)
-    assert sum(c["primary"] for c in claims) == 5
+    assert sum(c["primary"] for c in claims) == 7  # localized vs 4 models, the energy shift of 3
     for c in claims:
         gated = bool(c["gates"])
         assert gated == ("energy share" in c["statistic"]), c
@@ -556,9 +569,14 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
 
     monkeypatch.setattr(training, "_adversarial_batch", spy)
     trained, info = loc.finetune_models(config, rundir, data, torch.device("cpu"), {})
-    assert len(calls) == 2, "one adversarial batch per step of the pgd and the localized model (44 images, batch 128)"
-    assert calls[0] is None, "pgd: the whole image"
-    assert torch.equal(calls[1][:, 0].bool(), ~patch_region(len(train))), "localized: the complement of the patch"
+    # one adversarial batch per step (44 images, batch 128) of pgd, mixed-pgd, localized, localized-random
+    assert len(calls) == 4
+    assert calls[0] is None and calls[1] is None, "pgd and mixed-pgd: the whole image"
+    assert torch.equal(calls[2][:, 0].bool(), ~patch_region(len(train))), "localized: the complement of the patch"
+    random_region = calls[3][:, 0].bool()
+    assert torch.equal(random_region.flatten(1).sum(1), (~patch_region(len(train))).flatten(1).sum(1)), \
+        "localized-random: a region of the same area per image"
+    assert not torch.equal(random_region, ~patch_region(len(train))), "... at random positions"
     assert info.mask_source.startswith("the complement of the top 25% of the start model's gradcam map")
 
 

@@ -1,16 +1,20 @@
 """Experiment ``localized``: localized attacks and localized adversarial training (METHODS.md §4).
 
-Three models are trained on the same data: ``natural`` (clean cross-entropy),
-``pgd`` (Madry PGD adversarial training) and ``localized`` (each batch: clean
-plus background-only PGD examples, mixed with weight ``mix``). How depends on
-``model``:
+Five models are trained on the same data for the same number of epochs:
+``natural`` (clean cross-entropy), ``pgd`` (Madry PGD adversarial training),
+``localized`` (each batch: clean plus background-only PGD examples, mixed with
+weight ``mix``) and the two controls of localized training, ``mixed-pgd`` (the
+same mixture with full-image PGD examples: its clean share without its region)
+and ``localized-random`` (its loss on a region of the same area per image at
+random positions, redrawn every batch: its region without its placement). How
+depends on ``model``:
 
 - a registered architecture (without ``weights``): trained from scratch, or
   loaded from the model cache (``$ADVSPATIAL_CACHE/models``, keyed by every
   training setting);
 - anything else (a zoo name such as ``cifar10-resnet20``, a factory, a
   state-dict file, a registered name with ``weights``): **fine-tuned** from
-  the pretrained model. The three models start from copies of the same
+  the pretrained model. The models start from copies of the same
   weights and get the same recipe (:class:`advspatial.training.FinetuneConfig`:
   ``train_epochs`` epochs, SGD ``finetune_lr``), the same training images (a
   class-stratified draw of ``train_limit``, default
@@ -37,7 +41,7 @@ before and after the attack.
 
 The importance map is used as a Region of Importance (RoI) only after the
 faithfulness gate (:func:`advspatial.experiments.gate.gate_stage`) has judged
-it on each of the three models. The comparisons become pre-declared claims,
+it on each of every model. The comparisons become pre-declared claims,
 paired per image (:mod:`advspatial.regions.inference`), corrected and judged by
 fixed rules (:func:`advspatial.regions.claims.judge`); a claim that rests on a
 map that failed the gate is "not interpretable".
@@ -107,8 +111,18 @@ from .base import (
 )
 from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_label
 
-#: the three training modes compared, in table order
-MODES = ("natural", "pgd", "localized")
+#: the training modes compared, in table order: natural, Madry PGD, and localized training beside its two
+#: controls (mixed-pgd: the same clean/adversarial mixture with full-image examples; localized-random: the same
+#: loss on a region of the same area at random positions, redrawn per batch)
+MODES = ("natural", "pgd", "mixed-pgd", "localized", "localized-random")
+#: modes whose loss mixes clean and adversarial examples with weight ``mix``
+MIXED = ("mixed-pgd", "localized", "localized-random")
+#: modes trained against a region of each image (they need the training masks)
+MASKED = ("localized", "localized-random")
+#: readable names of the modes
+CONTROLS = ("mixed-pgd", "localized-random")
+MODE_NAMES = {"natural": "natural", "pgd": "PGD", "mixed-pgd": "mixed PGD", "localized": "localized",
+              "localized-random": "random-mask localized"}
 #: attack conditions: no attack, full image, the mask region only, its complement only
 CONDITIONS = ("clean", "full", "region", "complement")
 #: the validity gate of every claim that rests on an importance map
@@ -130,10 +144,10 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
 class LocalizedConfig(GatedConfig):
     """Settings of the localized experiment (METHODS §4); every one is a CLI option."""
 
-    natural_epochs: int = setting(5, "epochs of the naturally trained model (5 = the shared default model); "
-                                     "training from scratch only (fine-tuning gives every model train_epochs)")
-    train_epochs: int = setting(2, "epochs of the adversarially trained models (pgd, localized); when fine-tuning "
-                                   "a pretrained model, of all three")
+    natural_epochs: int = setting(0, "epochs of the naturally trained model (0: train_epochs, matched to the "
+                                     "others; 5 = the shared default model); training from scratch only")
+    train_epochs: int = setting(2, "epochs of every trained model (natural too unless natural_epochs is set; "
+                                   "fine-tuning: of all)")
     train_attack_steps: int = setting(5, "PGD steps that make the training examples")
     train_limit: int = setting(0, "training images: from scratch the first ones (0 = all); fine-tuning a "
                                   f"class-stratified draw without the evaluated images (0 = {FINETUNE_IMAGES})")
@@ -158,7 +172,7 @@ class LocalizedConfig(GatedConfig):
     figure_images: int = setting(4, "example images per figure")
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
-    QUICK = {"n": 16, "batch_size": 8, "natural_epochs": 1, "train_epochs": 1, "train_attack_steps": 2,
+    QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2,
              "train_limit": 512, "steps": 3, "figure_images": 2,
              "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
 
@@ -174,8 +188,9 @@ class LocalizedConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("natural_epochs", "train_epochs", "train_attack_steps", "steps"):
+        for name in ("train_epochs", "train_attack_steps", "steps"):
             check_range(name, getattr(self, name), 1)
+        check_range("natural_epochs", self.natural_epochs, 0)
         check_range("train_limit", self.train_limit, 0)
         check_range("figure_images", self.figure_images, 0)
         check_range("mix", self.mix, 0, 1)
@@ -217,15 +232,20 @@ def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     common: dict[str, Any] = {"dataset": config.dataset, "arch": config.model, "seed": config.model_seed,
                               "train_limit": config.train_limit or None}
     if mode == "natural":
-        return TrainConfig(mode="natural", epochs=config.natural_epochs, **common)
+        return TrainConfig(mode="natural", epochs=natural_epochs(config), **common)
     adversarial = {"eps": config.eps, "norm": config.norm, "attack_steps": config.train_attack_steps}
-    if mode == "localized":
+    if mode in MIXED:
         adversarial["mix"] = config.mix
     return TrainConfig(mode=mode, epochs=config.train_epochs, **adversarial, **common)
 
 
+def natural_epochs(config: LocalizedConfig) -> int:
+    """Epochs of the natural model trained from scratch: matched to the others unless set."""
+    return config.natural_epochs or config.train_epochs
+
+
 def train_models(config: LocalizedConfig, device: torch.device, timings: dict[str, float]) -> dict[str, TrainedModel]:
-    """The three models, trained on first use and cached; wall time per model in ``timings``."""
+    """The models, trained on first use and cached; wall time per model in ``timings``."""
     models = {}
     for mode in MODES:
         started = time.perf_counter()
@@ -236,7 +256,7 @@ def train_models(config: LocalizedConfig, device: torch.device, timings: dict[st
 
 
 def finetunes(config: LocalizedConfig) -> bool:
-    """True when the three models are fine-tuned from ``config.model`` (any spec but a registered architecture
+    """True when every model are fine-tuned from ``config.model`` (any spec but a registered architecture
     without weights, which is trained from scratch)."""
     from ..models import parse_model_spec
 
@@ -245,7 +265,7 @@ def finetunes(config: LocalizedConfig) -> bool:
 
 def finetune_config(config: LocalizedConfig, mode: str, start_sha256: str, train_ids: str = "",
                     masks: str = "") -> FinetuneConfig:
-    """The fine-tuning settings of model ``mode``: the same recipe for all three (epochs, lr, data, order);
+    """The fine-tuning settings of model ``mode``: the same recipe for all models (epochs, lr, data, order);
     the adversarial settings matter only to pgd and localized (and ``mix``, ``masks`` only to localized)."""
     return FinetuneConfig(dataset=config.dataset, start=config.model,
                           start_sha256=start_sha256, mode=mode, epochs=config.train_epochs, lr=config.finetune_lr,
@@ -315,7 +335,7 @@ class Start:
 
 def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
                     timings: dict[str, float]) -> tuple[dict[str, TrainedModel], Start]:
-    """The three models fine-tuned from the same start on the same images in the same order (cached in the
+    """The models fine-tuned from the same start on the same images in the same order (cached in the
     run directory); wall time per model in ``timings``."""
     started = time.perf_counter()
     start = load_start(config, data, device)
@@ -342,7 +362,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         stage = f"finetune/{mode}-{fc.key()}"
 
         def compute(fc: FinetuneConfig = fc) -> dict[str, Any]:
-            tm = finetune_model(start, fc, train, masks_fn if fc.mode == "localized" else None, config.progress)
+            tm = finetune_model(start, fc, train, masks_fn if fc.mode in MASKED else None, config.progress)
             return {"state_dict": {k: v.detach().cpu() for k, v in tm.model.state_dict().items()},
                     "metadata": tm.metadata}
 
@@ -548,14 +568,15 @@ def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: d
     diff = correct_a - correct_b
     observed = float(correct_a.mean()) if len(diff) else math.nan
     null = float(correct_b.mean()) if len(diff) else math.nan
-    name = {"natural": "natural", "pgd": "PGD", "localized": "localized"}
+    name = MODE_NAMES
     return Claim(claim=f"{name[a]} training raises {label} accuracy over {name[b]} training",
                  subject=f"{a} vs {b} model", statistic=f"{label} accuracy", null=f"{b} model",
                  observed=observed, null_value=null, effect=bootstrap_mean_ci(diff, seed=config.seed),
                  ratio=_ratio(observed, null), p=paired_p(diff), gates=dict(gates), primary=primary)
 
 
-def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_passed: bool) -> Claim:
+def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_passed: bool,
+                 primary: bool = True) -> Claim:
     """A region-only attack draws the true class's map into the attacked region: per image, its share of the map
     in the region after the attack minus on the clean image (images with a map that is all zero are left out)."""
     region = region_names(config.mask)[0]
@@ -570,17 +591,19 @@ def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_p
                  subject=f"{mode} model", statistic=f"{ev.importance} energy share in the {region}",
                  null="clean image", observed=observed, null_value=null,
                  effect=bootstrap_mean_ci(diff, seed=config.seed), ratio=_ratio(observed, null), p=paired_p(diff),
-                 gates={ROI_GATE: bool(gate_passed)}, primary=True)
+                 gates={ROI_GATE: bool(gate_passed)}, primary=primary)
 
 
 def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
                  gates: dict[str, dict[str, Any]], mask_gated: bool) -> list[Claim]:
     """The pre-declared claims (not yet judged), primary first.
 
-    Primary (Holm): localized training raises region-only accuracy over natural and
-    over PGD training; per model, the region-only attack draws the importance map
-    into the region. Secondary (BH): the other conditions, and PGD vs natural on the
-    region. Accuracy claims under a mask cut from the importance map carry the RoI
+    Primary (Holm): localized training raises region-only accuracy over natural
+    training, over PGD training, and over its two controls (mixed PGD training with
+    the same clean share; the random-mask localized training); for the natural, PGD
+    and localized models, the region-only attack draws the importance map into the
+    region. Secondary (BH): the other conditions, the controls' energy shift, and PGD
+    vs natural on the region. Accuracy claims under a mask cut from the importance map carry the RoI
     gate of both models compared (``mask_gated``); mask-free ones carry none.
     """
     labels = labels.cpu()
@@ -590,12 +613,14 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
             return {ROI_GATE: all(bool(gates[m]["passed"]) for m in modes)}
         return {}
 
+    others = [m for m in MODES if m != "localized"]
     claims = [accuracy_claim(config, labels, evaluations, "region", "localized", b,
-                             acc_gates("region", "localized", b), primary=True) for b in ("natural", "pgd")]
-    claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"]) for mode in MODES]
+                             acc_gates("region", "localized", b), primary=True) for b in others]
+    claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"], primary=mode not in CONTROLS)
+               for mode in MODES]
     conditions = [c for c in ("clean", "full", "complement") if c in evaluations["localized"].preds]
     for cond in conditions:
-        for b in ("natural", "pgd"):
+        for b in others:
             claims.append(accuracy_claim(config, labels, evaluations, cond, "localized", b,
                                          acc_gates(cond, "localized", b), primary=False))
     claims.append(accuracy_claim(config, labels, evaluations, "region", "pgd", "natural",
@@ -748,7 +773,7 @@ def budget_text(config: LocalizedConfig) -> str:
 
 
 def method_names(ctx: ReportContext) -> str:
-    """The importance map(s) of the three models, e.g. 'hirescam' or 'gradcam (natural), hirescam (pgd)'."""
+    """The importance map(s) of every model, e.g. 'hirescam' or 'gradcam (natural), hirescam (pgd)'."""
     imp = ctx.metrics["importance"]
     names = {imp[m]["method"] for m in MODES}
     if len(names) == 1:
@@ -814,20 +839,20 @@ def gate_section(ctx: ReportContext) -> Section:
         paragraphs.append(f"Start model {ft['start']} (its map cut the localized model's training background): "
                           f"{ft['mask_method']} ({ft['mask_why']}); "
                           f"{'FAITHFUL' if ft['start_gate']['passed'] else 'NOT faithful'} by the same gate. It "
-                          "enters no claim: the claims compare the three fine-tuned models, each under its own map.")
+                          "enters no claim: the claims compare the fine-tuned models, each under its own map.")
         keyed[f"start ({ft['start']}): {ft['mask_method']}"] = ft["start_gate"]
     tables = gate_tables(keyed, per_class_of=list(keyed))
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 
 def models_sentence(cfg: LocalizedConfig, metrics: dict[str, Any]) -> str:
-    """One plain sentence: how the three models were made (trained from scratch, or fine-tuned from what)."""
+    """One plain sentence: how every model were made (trained from scratch, or fine-tuned from what)."""
     ft = metrics.get("finetune")
     if not ft:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
-        return (f"The three {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training images "
-                f"(natural {cfg.natural_epochs} epochs, PGD and localized {cfg.train_epochs}).")
-    return (f"The three models are fine-tuned from the same pretrained {ft['start']} (not trained from scratch): "
+        return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
+                f"images (natural {natural_epochs(cfg)} epochs, the others {cfg.train_epochs}).")
+    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from scratch): "
             f"{ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on {ft['train_images']} "
             f"training images, {ft['train_source']}.")
 
@@ -844,11 +869,13 @@ def setup_section(ctx: ReportContext) -> Section:
                 f"; that map {'passed' if ft['start_gate']['passed'] else 'FAILED'} the faithfulness gate on the start "
                 "model (section above)")
         training = [
-            f"Three models fine-tuned from the same pretrained {ft['start']} (weights sha256 "
+            f"{len(MODES)} models fine-tuned from the same pretrained {ft['start']} (weights sha256 "
             f"{ft['start_sha256'][:16]}; "
             f"clean accuracy {fmt(ft['start_clean_accuracy'])} on the {ctx.metrics['n']} evaluated images): natural "
-            f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry) and localized adversarial "
-            f"fine-tuning ({loss}). Each starts from a copy of the same weights and gets {ft['epochs']} epoch(s) = "
+            f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial "
+            f"fine-tuning ({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image "
+            f"examples) and random-mask localized fine-tuning (the same loss on a random region of the same area "
+            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets {ft['epochs']} epoch(s) = "
             f"{ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} training images in the same "
             f"order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by a cosine, momentum "
             f"{ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, batch-norm running "
@@ -856,14 +883,16 @@ def setup_section(ctx: ReportContext) -> Section:
             f"; seed {ft['seed']}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
             "start.",
             f"Training background of the localized model: {ft['mask_source']}, computed once per training image on "
-            f"the start model, so all three models share the start and the data{gate}.",
+            f"the start model, so all models share the start and the data{gate}.",
         ]
     else:
         training = [
-            f"Three {cfg.model} models trained on {limit} {cfg.dataset} training images: natural "
-            f"({cfg.natural_epochs} epochs), PGD adversarial training (Madry; {cfg.train_epochs} epochs) and localized "
-            f"adversarial training ({cfg.train_epochs} epochs; {loss}). Training attacks: PGD {budget_text(cfg)}, "
-            f"{cfg.train_attack_steps} steps, random start."]
+            f"{len(MODES)} {cfg.model} models trained on {limit} {cfg.dataset} training images: natural "
+            f"({natural_epochs(cfg)} epochs), PGD adversarial training (Madry; {cfg.train_epochs} epochs), localized "
+            f"adversarial training ({cfg.train_epochs} epochs; {loss}) and its two controls ({cfg.train_epochs} "
+            f"epochs each): mixed PGD training (the same mixture with full-image PGD examples) and random-mask "
+            f"localized training (the same loss on a region of the same area per image at random positions, redrawn "
+            f"every batch). Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random start."]
     return Section("Setup", [
         *training,
         f"Evaluation on the {ctx.metrics['n']} test images ({cfg.subset} subset, seed {cfg.seed}): PGD "
@@ -888,7 +917,7 @@ def models_section(ctx: ReportContext) -> Section:
         m = ctx.metrics["models"][mode]
         tc = train_config(cfg, mode)
         attack = "-" if mode == "natural" else f"PGD {budget_text(cfg)}, {tc.attack_steps} steps"
-        rows.append([mode, m["epochs"], attack, "-" if mode != "localized" else f"{tc.mix:g}",
+        rows.append([mode, m["epochs"], attack, "-" if mode not in MIXED else f"{tc.mix:g}",
                      fmt(m["test_accuracy"], 4), fmt(m["train_seconds"], 1), Path(m["checkpoint"]).name or "-"])
     table = Table("Models (test accuracy on the full test split, as stored with the cached checkpoint)",
                   ["model", "epochs", "training attack", "mix", "test accuracy", "training seconds", "checkpoint"],
@@ -898,14 +927,14 @@ def models_section(ctx: ReportContext) -> Section:
 
 
 def finetuned_models_section(ctx: ReportContext, ft: dict[str, Any]) -> Section:
-    """The start and the three fine-tuned models: recipe, steps, last-epoch loss, time, where stored."""
+    """The start and the fine-tuned models: recipe, steps, last-epoch loss, time, where stored."""
     cfg, models = ctx.config, ctx.metrics["models"]
     rows = [["start (pretrained)", ft["start"], 0, 0, "-", "-", "-", fmt(ft["start_clean_accuracy"]), "-", "-"]]
     for mode in MODES:
         m = models[mode]
         attack = "-" if mode == "natural" else f"PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps"
         rows.append([mode, f"fine-tuned from {ft['start']}", m["epochs"], m["steps"], attack,
-                     "-" if mode != "localized" else f"{cfg.mix:g}", fmt(m["last_epoch_loss"]),
+                     "-" if mode not in MIXED else f"{cfg.mix:g}", fmt(m["last_epoch_loss"]),
                      fmt(m["clean_accuracy"]), fmt(m["train_seconds"], 1), Path(m["checkpoint"]).name or "-"])
     table = Table(f"Models (clean accuracy on the {ctx.metrics['n']} evaluated images)",
                   ["model", "start", "epochs", "steps", "training attack", "mix", "last-epoch training loss",
@@ -929,13 +958,15 @@ def robustness_section(ctx: ReportContext) -> Section:
                               ctx.rundir.figures / "accuracy.png",
                               title=f"Accuracy under full-image and localized PGD ({budget_text(cfg)})")
     region = region_names(cfg.mask)[0]
-    nat, pgd, loc = (models[m] for m in MODES)
+    nat = models["natural"]
     paragraphs = [
-        f"{sentence_case(region)}-only PGD: natural {fmt(nat['region_accuracy'])}, PGD-trained "
-        f"{fmt(pgd['region_accuracy'])}, localized {fmt(loc['region_accuracy'])}. Full-image PGD: natural "
-        f"{fmt(nat['full_accuracy'])}, PGD-trained {fmt(pgd['full_accuracy'])}, localized {fmt(loc['full_accuracy'])}. "
-        "Whether a difference between models counts is decided in the verdict tables (paired per image, with a CI), "
-        "not by these means.",
+        f"{sentence_case(region)}-only PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region_accuracy'])}"
+                                                         for m in MODES)
+        + ". Full-image PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['full_accuracy'])}" for m in MODES)
+        + ". Whether a difference between models counts is decided in the verdict tables (paired per image, with a "
+        "CI), not by these means. The two controls separate what localized training does through its region from "
+        "what its clean share does (mixed PGD: the same mixture with full-image examples) and from training against "
+        "any region of that size (random-mask localized).",
         f"The attacked region covers on average {fmt(nat['region_share'])} of the image. Robust accuracies are "
         f"upper bounds: they hold against this PGD ({cfg.steps} steps, one random start), not against every attack.",
     ]
@@ -945,7 +976,7 @@ def robustness_section(ctx: ReportContext) -> Section:
                      "importance map, so the region-only and complement-only accuracies of those models are not "
                      "evidence about their background.")
     return Section("Robustness", paragraphs, tables=[table], notes=notes,
-                   figures=[Figure(path, "Accuracy of the three models on clean images and under each attack.")],
+                   figures=[Figure(path, "Accuracy of every model on clean images and under each attack.")],
                    anchor="robustness")
 
 
@@ -1024,26 +1055,27 @@ def limits_section(ctx: ReportContext) -> Section:
             f"The models are fine-tuned from a pretrained {ft['start']} for only {ft['epochs']} epoch(s) "
             f"({ft['steps']} steps on {ft['train_images']} images) with {cfg.train_attack_steps}-step PGD: a few "
             "epochs of adversarial fine-tuning give far less robustness than full adversarial training, and the "
-            "ranking of the three models, not the absolute numbers, is what this run shows.",
+            "ranking of every model, not the absolute numbers, is what this run shows.",
             "The localized model's training background is cut once from the start model's map and is not updated as "
             "the model changes; the evaluation's background is cut from each fine-tuned model's own map.",
         ]
-        differ = "while the start, data, order and number of steps are the same for all three"
+        differ = "while the start, data, order and number of steps are the same for all models"
     else:
         training = [
             f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD "
             "so that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, "
-            "and the ranking of the three models, not the absolute numbers, is what this run shows."]
-        differ = f"and the epochs differ (natural {cfg.natural_epochs}, adversarial {cfg.train_epochs})"
+            "and the ranking of every model, not the absolute numbers, is what this run shows."]
+        differ = ("and every model gets the same epochs" if natural_epochs(cfg) == cfg.train_epochs else
+                  f"and the epochs differ (natural {natural_epochs(cfg)}, the others {cfg.train_epochs})")
     paragraphs = [
         *training,
-        "One training seed and one evaluation seed: the CIs are over test images for these three trained models; "
+        "One training seed and one evaluation seed: the CIs are over test images for these trained models; "
         "they do not include the seed-to-seed variation of training, which this run does not measure.",
         "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
         f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
-        f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. This run has no mixed "
-        "full-image PGD training and no random-mask localized control, so it cannot attribute an accuracy difference "
-        "to the background.",
+        f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. The mixed PGD control "
+        "keeps the same clean share, and the random-mask control the same loss on a region of the same size: only "
+        "a difference from both points at the background itself.",
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
         "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",
