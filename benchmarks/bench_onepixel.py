@@ -3,14 +3,22 @@
 Usage::
 
     python benchmarks/bench_onepixel.py                 # quick budget (popsize ~100, maxiter 20), 20 images
-    python benchmarks/bench_onepixel.py --preset paper  # Su et al. budget (popsize ~400, maxiter 75): slow
+    python benchmarks/bench_onepixel.py --model lenet5 --preset small --threads 1 --repeats 3
+    python benchmarks/bench_onepixel.py --model lenet5-3x3 --preset paper --n-images 3 --skip-full-forward
+    python benchmarks/bench_onepixel.py --model lenet5 --preset paper --device cuda   # on a GPU
     python benchmarks/bench_onepixel.py --n-images 40 --pixels 3
 
-Model: by default a TinyCNN (conv8-pool-conv16-pool-fc, the unit-test
-architecture) trained inside this script for 3 epochs on 4000 Fashion-MNIST
-training images (a few seconds; ~80% test accuracy); ``--model smallcnn`` uses
-the project's default model instead (trained and cached on first use, ~46 s).
-Images: the first ``--n-images`` correctly classified Fashion-MNIST test images.
+Budgets (``--preset``): ``small`` (popsize 10, 10 generations), ``quick``
+(100, 20), ``paper`` (400, 75, Su et al.). Models (``--model``): ``tiny`` (a
+TinyCNN, conv8-pool-conv16-pool-fc, the unit-test architecture), ``lenet5``
+(the registry's, 5x5 kernels) and ``lenet5-3x3`` (conv32 3x3-pool-conv64
+3x3-pool-fc200-fc10), each trained inside this script for 3 epochs on 4000
+Fashion-MNIST training images and cached under ``~/.cache/advspatial-bench``;
+``smallcnn`` is the project's default model (trained and cached on first use,
+~46 s). Images: the first ``--n-images`` correctly classified Fashion-MNIST
+test images. ``--threads`` sets torch's threads for both attacks; ``--repeats``
+runs the attacks in interleaved rounds and reports the median ratio (on a
+shared machine, the only way to get a ratio that means something).
 
 Our attack runs twice: as shipped (one-pixel candidates evaluated by
 incremental forward passes, ``advspatial.models.patch_forward``) and with
