@@ -110,16 +110,23 @@ class GraphPatchForward:
         if len(placeholders) != 1:
             raise UnsupportedModel(f"the model's forward takes {len(placeholders)} inputs, not 1")
         self.input = placeholders[0]
-        self.n_clean = len(clean)
+        # planned on the first image (shapes and constants), cached from every image in a second pass
+        # that keeps only what the calls read, so the memory of set-up is the caches' own
+        self.n_clean = 1
+        values: dict[fx.Node, object] = {}
         with torch.no_grad():
-            self.values = record_values(self.module, clean.clone())
+            record_values(self.module, clean[:1].clone(), values.__setitem__)
+        self.values = values
         self.corners_per_row = width - self.patch_size[1] + 1
         self._plan(clean.device)
         self._caches: dict[tuple, torch.Tensor] = {}
         self._same: dict[tuple, bool] = {}
         self._zeros = (torch.zeros_like(self.windows[self.input].origin[0]),
                        torch.zeros_like(self.windows[self.input].origin[1]))
-        self._build_caches()
+        with torch.no_grad():
+            record_values(self.module, clean.clone(), self._cache)
+        self.constants = {n for n in self.constants  # those the calls read (F.conv2d weights live in closures)
+                          if any(u not in self.constants for u in n.users)}
         self.clean_shapes = {n: tuple(v.shape) for n, v in self.values.items()
                              if isinstance(v, torch.Tensor) and v.dim() == 4}
         for node in [n for n in self.values if n not in self.constants]:
@@ -157,6 +164,9 @@ class GraphPatchForward:
         for a in self.output.all_input_nodes:
             if a in self.windows:
                 self._need(a, (0, 0, 0, 0), 0.0)
+        self._needs_of: dict[fx.Node, list[tuple]] = {}
+        for key in self.needs:
+            self._needs_of.setdefault(key[0], []).append(key)
 
     def _need(self, node: fx.Node, pad: tuple[int, int, int, int], value: float) -> tuple:
         key = (node, pad, value)
@@ -311,15 +321,12 @@ class GraphPatchForward:
 
         return call
 
-    def _build_caches(self) -> None:
-        """Channels-last (padded) clean maps of every node that some step reads beyond its window."""
-        for node, pad, value in self.needs:
-            clean = self.values[node]
-            padded = F.pad(clean, pad, value=value) if any(pad) else clean
-            self._caches[(node, pad, value)] = padded.permute(0, 2, 3, 1).contiguous()
-        # constants that the call needs (weights of F.conv2d are captured in closures already)
-        self.constants = {n for n in self.constants
-                          if any(u not in self.constants for u in n.users)}
+    def _cache(self, node: fx.Node, clean: object) -> None:
+        """Keep the channels-last (padded) clean maps of ``node`` that some step reads beyond its window."""
+        for key in self._needs_of.get(node, ()):
+            _, pad, value = key
+            padded = F.pad(clean, pad, value=value) if any(pad) else clean  # type: ignore[arg-type]
+            self._caches[key] = padded.permute(0, 2, 3, 1).contiguous()
 
     @property
     def working_set(self) -> int:

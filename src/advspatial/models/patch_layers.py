@@ -3,6 +3,8 @@ and running a traced graph's nodes on whole values."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -45,17 +47,16 @@ def padding_layer(size, pads, value: float):  # type: ignore[no-untyped-def]
     return (lambda footprint: footprint), axes, value
 
 
-def record_values(module: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
-    """Every node's value on the clean images."""
-    values: dict[fx.Node, object] = {}
+def record_values(module: fx.GraphModule, x: torch.Tensor, keep: Callable[[fx.Node, object], None]) -> None:
+    """Run the graph on ``x``, handing every node's value to ``keep`` (values are freed once used)."""
 
     class Recorder(fx.Interpreter):
         def run_node(self, n: fx.Node) -> object:
-            values[n] = result = super().run_node(n)
+            result = super().run_node(n)
+            keep(n, result)
             return result
 
-    Recorder(module, garbage_collect_values=False).run(x)
-    return values
+    Recorder(module, garbage_collect_values=True).run(x)
 
 
 def run_node(module: fx.GraphModule, node: fx.Node, args, kwargs):  # type: ignore[no-untyped-def]
