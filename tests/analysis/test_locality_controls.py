@@ -105,7 +105,8 @@ def test_matched_control_tells_edge_vulnerability_from_locality():
     ring = res.ring_successes[:, 0].double() / res.ring_counts[:, 0]
     matched = res.matched_successes[:, 0].double() / res.matched_counts[:, 0]
     uniform = res.random_successes.double() / res.random_counts
-    assert torch.allclose(ring, torch.full((n,), 5 / 8, dtype=torch.float64))  # columns 9 and 10 of the 3x3 ring fool, column 8 does not
+    # columns 9 and 10 of the 3x3 ring fool, column 8 does not
+    assert torch.allclose(ring, torch.full((n,), 5 / 8, dtype=torch.float64))
     # the matched control lands on the same kind of pixel: it fools exactly as often, so no "locality" is claimed
     assert torch.allclose(matched, ring)
     # the uniform control mostly lands on flat background: against it, the edge looks like locality

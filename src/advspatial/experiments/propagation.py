@@ -53,7 +53,9 @@ from torch import nn
 from ..progress import progress_bar
 
 from ..analysis.hooks import select_layers
-from ..analysis.locality import EDGE_STRATA, INTENSITY_STRATA, cluster_bootstrap_rate, locality_analysis, wilson_interval
+from ..analysis.locality import (
+    EDGE_STRATA, INTENSITY_STRATA, cluster_bootstrap_rate, locality_analysis, wilson_interval,
+)
 from ..analysis.propagation import (
     CONTROL_MODES, DepthRow, MeanPropagation, PropagationMap, average_propagation, depth_summary,
     per_image_layer_stats, propagation_maps, random_pixel_change,
@@ -902,8 +904,9 @@ def locality_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Cla
     loc_claims = [c for c in claims if c.statistic.startswith("success share")]
     tables = [table, balance] if balance_rows else [table]
     if loc_claims:
-        tables.append(verdict_table(loc_claims, "Ring minus control, per image (mean [95% bootstrap CI over images]); "
-                                                f"r = {min(cfg.radii)} vs matched is primary, the rest BH", folded=True))
+        caption = (f"Ring minus control, per image (mean [95% bootstrap CI over images]); r = {min(cfg.radii)} vs "
+                   "matched is primary, the rest BH")
+        tables.append(verdict_table(loc_claims, caption, folded=True))
     return Section("Locality", [
         "For each successful attack, the same colours are written at every position at Chebyshev distance r of the "
         "attack's pixels (all k pixels moved together; the original pixels stay clean). The primary control draws, "
