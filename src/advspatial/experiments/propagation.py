@@ -769,8 +769,9 @@ def control_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Clai
         "from the run's seed and the image's sample id. A per-layer statistic (peak PMmax: the largest change; "
         f"spread: share of positions with PMmax > {ctx.config.threshold:g}) is evidence about the attack only "
         "where attack minus control is positive with its CI above 0.",
-        "Where a grey pixel was moved by |Δ| from 0 or 1, no other value of the same |Δ| exists at that position, "
-        "so control (b) is unavailable there; those images are left out of (b) and counted above.",
+        "In grey images a pixel has only two values at distance |Δ|, one of them the attack's, so control (b) is "
+        "the mirrored change x - Δ; where that leaves [0, 1] (e.g. a pixel moved from 0 towards 1 by more than its "
+        "value), control (b) is unavailable and the image is left out of (b) and counted above.",
     ], tables=tables, figures=figures, anchor="control")
 
 
@@ -912,9 +913,9 @@ def locality_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Cla
         "attack's pixels (all k pixels moved together; the original pixels stay clean). The primary control draws, "
         f"for every such ring placement, {cfg.matched_draws} random placements in the same context stratum "
         f"(local edge strength in {cfg.edge_strata} x local intensity in {cfg.intensity_strata} per-image quantile "
-        f"bins) farther than r = {max(cfg.radii)} from the attack: successful pixels sit near object edges, and a "
-        "uniform placement mostly lands on flat background, so only the matched control separates \"nearby\" from "
-        "\"the same kind of pixel\". The uniform control is kept as a secondary view. The placements of one image "
+        f"bins) farther than r = {max(cfg.radii)} from the attack: successful pixels tend to sit near object edges, "
+        "and a uniform placement can land on flat background, so only the matched control separates \"nearby\" "
+        "from \"the same kind of pixel\" (the balance table shows how close the matching came). The uniform control is kept as a secondary view. The placements of one image "
         "are not independent trials, so rates carry cluster-bootstrap CIs over images and the comparisons use "
         "per-image shares.",
     ], tables=tables, figures=figures)
