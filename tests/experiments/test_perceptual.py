@@ -441,6 +441,9 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     distortion = [c for c in primary if c["subject"] == "ssim-ball vs pgd"]
     assert len(distortion) == 1 and distortion[0]["gates"] == {}  # per-image minimal distortion: no RoI involved
     assert len(primary) == 2 * len(testable) + 1
+    assert "highest fooling SSIM" in result.summary  # each primary row in the summary names its own null
+    if testable:
+        assert "vs geometry null" in result.summary and "vs same-class null" in result.summary
     md = metrics["minimal_distortion"]
     assert md["images_both"] == distortion[0]["effect"]["n"]
     # the geometry null has the attack's SSIM on every image it can reach (scaled toward 0 from the set's edge)

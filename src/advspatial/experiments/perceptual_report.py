@@ -283,7 +283,9 @@ def summary_text(metrics: dict[str, Any]) -> str:
     for c in metrics.get("claims", []):
         if c["primary"]:
             e = c["effect"]
-            lines.append(f"{c['subject']}: energy in CAM {fmt(c['observed'])} vs same-class null {fmt(c['null_value'])}"
+            statistic = "energy in CAM" if c["statistic"] == PRIMARY_STATISTIC else c["statistic"]
+            null = f"{c['null']} null" if c["null"] in ("same-class", "geometry") else c["null"]
+            lines.append(f"{c['subject']}: {statistic} {fmt(c['observed'])} vs {null} {fmt(c['null_value'])}"
                          f", excess {fmt(e['mean'])} [{fmt(e['low'])}, {fmt(e['high'])}], p_adj "
                          f"{c['p_adjusted']:.3g} -> {c['verdict']}")
     if not roi["faithful"]:
