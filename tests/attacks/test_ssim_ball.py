@@ -267,6 +267,16 @@ def test_alpha_to_one_and_beta_zero_gives_almost_no_perturbation():
     assert float((x_adv - x).abs().max()) < 1e-2
 
 
+def flat_and_saturated(seed: int, size: int, use_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Two random images, one half black (flat windows, mu = 0) and one half saturated; a random mask or None."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, size, size, generator=gen)
+    x[0, :, : size // 2] = 0.0
+    x[1, :, size // 2 :] = 1.0
+    mask = (torch.rand(2, 1, size, size, generator=gen) > 0.3).float() if use_mask else None
+    return x, mask
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
@@ -278,11 +288,7 @@ def test_alpha_to_one_and_beta_zero_gives_almost_no_perturbation():
     targeted=st.booleans(),
 )
 def test_returned_images_satisfy_every_constraint(seed, size, alpha, beta, window, use_mask, targeted):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, 1, size, size, generator=gen)
-    x[0, :, : size // 2] = 0.0  # flat background windows
-    x[1, :, size // 2 :] = 1.0  # saturated windows
-    mask = (torch.rand(2, 1, size, size, generator=gen) > 0.3).float() if use_mask else None
+    x, mask = flat_and_saturated(seed, size, use_mask)
     target = torch.tensor([1, 2]) if targeted else None
     atk = SSIMBallAttack(PoolNet(seed=seed % 7), alpha=alpha, beta=beta, steps=4, step_size=0.5, window=window,
                          luminance="absolute")
@@ -374,11 +380,7 @@ def test_fashion_mnist_fooling_rate_and_ssim(trained_tiny_cnn, fmnist_test_subse
 def test_luminance_term_keeps_every_windows_ssim_bound(seed, size, alpha, alpha_l, window, use_mask):
     """Every window of every output: l_b >= alpha_l and SSIM_b = l_b * S_b >= alpha * alpha_l, from SSIM's
     definition, also on black (mu = 0) and saturated windows."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.rand(2, 1, size, size, generator=gen)
-    x[0, :, : size // 2] = 0.0
-    x[1, :, size // 2 :] = 1.0
-    mask = (torch.rand(2, 1, size, size, generator=gen) > 0.3).float() if use_mask else None
+    x, mask = flat_and_saturated(seed, size, use_mask)
     atk = SSIMBallAttack(PoolNet(seed=seed % 7), alpha=alpha, alpha_l=alpha_l, steps=4, step_size=0.5, window=window)
     x_adv = atk.run(x, torch.tensor([0, 3]), mask=mask).x_adv
     w = auto_window(size, size) if window == "auto" else window
