@@ -37,8 +37,9 @@ Default budget: n = 100 images, DE population 100 and 20 generations (at most
 2100 queries per image and k) instead of the literature's 400 x 75 (30,400):
 an attack that fails spends its whole budget, and most one-pixel attacks fail,
 so the literature budget on 500 images and three k would take hours on a CPU.
-The default run (k = 1, 3, 5) used about 170 s of CPU time on the default
-model (roughly 1.5-3 minutes of wall time on 2 idle cores).
+The default run (k = 1, 3, 5, with the controls) took 277 s of wall time on 2
+shared cores at load average 6-7 (benchmarks/README.md); the controls, the
+locality test, the claims and the report cost about 37 s of CPU of that.
 """
 
 from __future__ import annotations
@@ -371,6 +372,10 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
                                 unit="batch")):
         result = attack_batch(ctx, attack, k, b)
         stats = propagation_batch(ctx, k, b, result)
+        if "controls" not in stats or "image" not in stats:
+            raise ConfigError(f"stage propagation/k{k}/batch-{b:05d} of this run was written before the random-change "
+                              "controls existed; delete the run's stages/propagation and stages/locality folders "
+                              "and resume (the attacks are kept)")
         totals.add(stats)
         ok = analysed(result)
         pixels, colours, _ = perturbed_pixels(ctx.data.images(sl), result.x_adv, k)
@@ -915,9 +920,9 @@ def locality_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Cla
         f"(local edge strength in {cfg.edge_strata} x local intensity in {cfg.intensity_strata} per-image quantile "
         f"bins) farther than r = {max(cfg.radii)} from the attack: successful pixels tend to sit near object edges, "
         "and a uniform placement can land on flat background, so only the matched control separates \"nearby\" "
-        "from \"the same kind of pixel\" (the balance table shows how close the matching came). The uniform control is kept as a secondary view. The placements of one image "
-        "are not independent trials, so rates carry cluster-bootstrap CIs over images and the comparisons use "
-        "per-image shares.",
+        "from \"the same kind of pixel\" (the balance table shows how close the matching came). The uniform "
+        "control is kept as a secondary view. The placements of one image are not independent trials, so rates "
+        "carry cluster-bootstrap CIs over images and the comparisons use per-image shares.",
     ], tables=tables, figures=figures)
 
 
