@@ -123,8 +123,10 @@ MASKED = ("localized", "localized-random")
 CONTROLS = ("mixed-pgd", "localized-random")
 MODE_NAMES = {"natural": "natural", "pgd": "PGD", "mixed-pgd": "mixed PGD", "localized": "localized",
               "localized-random": "random-mask localized"}
-#: attack conditions: no attack, full image, the mask region only, its complement only
-CONDITIONS = ("clean", "full", "region", "complement")
+#: attack conditions: no attack, full image, the mask region only, its complement only, the autoattack-style
+#: ensemble on the whole image (robust accuracy; on the first ``ensemble_n`` images); the eps sweep's full-image
+#: PGD conditions (``full@x<factor>``) follow from ``eps_sweep``
+CONDITIONS = ("clean", "full", "region", "complement", "ensemble")
 #: the validity gate of every claim that rests on an importance map
 ROI_GATE = "RoI faithfulness"
 #: L-inf budget of the gate's restricted attack when the experiment's own budget is L2 (and gate_eps is 0)
@@ -169,10 +171,18 @@ class LocalizedConfig(GatedConfig):
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)")
+    ensemble_n: int = setting(100, "images (the first ones) attacked by the autoattack-style ensemble (APGD-CE, "
+                                   "APGD-DLR, Square) for robust accuracy; 0 = none")
+    ensemble_steps: int = setting(50, "APGD steps per run of the ensemble")
+    ensemble_restarts: int = setting(1, "APGD restarts of the ensemble")
+    ensemble_queries: int = setting(1000, "Square queries of the ensemble")
+    eps_sweep: list[float] = setting([0.5, 2.0], "full-image PGD budgets beside eps, as multiples of eps "
+                                                 "(capped at 1 for linf)")
     figure_images: int = setting(4, "example images per figure")
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
-    QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2,
+    QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8,
+             "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0],
              "train_limit": 512, "steps": 3, "figure_images": 2,
              "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
 
@@ -188,8 +198,12 @@ class LocalizedConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("train_epochs", "train_attack_steps", "steps"):
+        for name in ("train_epochs", "train_attack_steps", "steps", "ensemble_steps", "ensemble_restarts",
+                     "ensemble_queries"):
             check_range(name, getattr(self, name), 1)
+        check_range("ensemble_n", self.ensemble_n, 0)
+        for factor in self.eps_sweep:
+            check_range("eps_sweep", factor, 0, low_inclusive=False)
         check_range("natural_epochs", self.natural_epochs, 0)
         check_range("train_limit", self.train_limit, 0)
         check_range("figure_images", self.figure_images, 0)
@@ -394,6 +408,19 @@ def eval_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
                        seed=config.seed)
 
 
+def ensemble_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
+    """The autoattack-style ensemble at the evaluation budget (worst case per image over its components)."""
+    name = "autoattack" if config.norm == "linf" else "autoattack-l2"
+    return make_attack(name, model, eps=config.eps, steps=config.ensemble_steps, n_restarts=config.ensemble_restarts,
+                       n_queries=config.ensemble_queries, seed=config.seed)
+
+
+def sweep_eps(config: LocalizedConfig) -> dict[str, float]:
+    """{condition name: budget} of the eps sweep's full-image PGD conditions."""
+    cap = 1.0 if config.norm == "linf" else math.inf
+    return {f"full@x{factor:g}": min(factor * config.eps, cap) for factor in config.eps_sweep}
+
+
 def mask_uses_importance(spec: str, data: ImageDataset) -> bool:
     """True when mask ``spec`` is cut from the importance map (so every result under it needs the RoI gate).
 
@@ -494,6 +521,7 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
         comp = attack_dataset(attack, data, mask_fn=complement_mask_fn(region), stage=f"attack/{name}/complement",
                               desc=f"{name}: complement-only PGD", **kw)
         preds["complement"] = comp.adv_pred
+    preds.update(robustness_conditions(name, model, config, data, kw))
     shares, clean_e, adv_e = [], [], []
     slices = list(batch_slices(len(data), config.batch_size))
     for b, sl in enumerate(progress_bar(slices, desc=f"{name}: {method} shift", disable=not config.progress, unit="batch")):
@@ -505,6 +533,26 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
         adv_e.append(energies["adv"])
     return ModelEvaluation(preds, torch.cat(shares), torch.cat(clean_e), torch.cat(adv_e), local.x_adv,
                            round(time.perf_counter() - started, 2), method)
+
+
+def robustness_conditions(name: str, model: nn.Module, config: LocalizedConfig, data: ImageDataset,
+                          kw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Adversarial predictions of the ensemble (the first ``ensemble_n`` images; -1 for the others) and of
+    full-image PGD at each budget of the eps sweep (every image)."""
+    preds: dict[str, torch.Tensor] = {}
+    if config.ensemble_n:
+        first = data.head(min(config.ensemble_n, len(data)))
+        result = attack_dataset(ensemble_attack(model, config), first, stage=f"attack/{name}/ensemble",
+                                desc=f"{name}: ensemble", **kw)
+        pred = torch.full((len(data),), -1, dtype=torch.int64)
+        pred[: len(first)] = result.adv_pred.cpu()
+        preds["ensemble"] = pred
+    for cond, eps in sweep_eps(config).items():
+        attack = make_attack("pgd" if config.norm == "linf" else "pgd-l2", model, eps=eps, alpha="auto",
+                             steps=config.steps, seed=config.seed)
+        preds[cond] = attack_dataset(attack, data, stage=f"attack/{name}/{cond}", desc=f"{name}: {cond} PGD",
+                                     **kw).adv_pred
+    return preds
 
 
 # -- rows and metrics ------------------------------------------------------------------
@@ -524,9 +572,12 @@ def model_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, float]:
     """Accuracies and importance-map energies of one model, computed from its per-image rows only."""
     group = [r for r in rows if r["model"] == name]
     out: dict[str, float] = {"images": float(len(group))}
-    for cond in CONDITIONS:
-        if f"{cond}_pred" in group[0]:
-            out[f"{cond}_accuracy"] = mean_of([float(r[f"{cond}_pred"] == r["label"]) for r in group])
+    conditions = [k[: -len("_pred")] for k in group[0] if k.endswith("_pred")]
+    for cond in conditions:  # an image a condition did not attack (prediction -1) is left out of its accuracy
+        attacked = [r for r in group if r[f"{cond}_pred"] != -1]
+        out[f"{cond}_accuracy"] = mean_of([float(r[f"{cond}_pred"] == r["label"]) for r in attacked])
+        if len(attacked) != len(group):
+            out[f"{cond}_images"] = float(len(attacked))
     out["region_share"] = mean_of([r["region_share"] for r in group])
     # before/after means over the same images: those whose map is not all zero on either image
     both = [r for r in group if r["cam_energy_clean"] == r["cam_energy_clean"]
@@ -550,6 +601,10 @@ def condition_labels(config: LocalizedConfig) -> dict[str, str]:
     labels = {"clean": "clean", "full": "full-image PGD", "region": f"{region}-only PGD"}
     if config.complement:
         labels["complement"] = f"{complement}-only PGD"
+    if config.ensemble_n:
+        labels["ensemble"] = "ensemble (APGD-CE, APGD-DLR, Square)"
+    for cond, eps in sweep_eps(config).items():
+        labels[cond] = f"full-image PGD at eps {eps:g}"
     return labels
 
 
@@ -563,8 +618,9 @@ def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: d
                    cond: str, a: str, b: str, gates: dict[str, bool], primary: bool) -> Claim:
     """Model ``a`` vs model ``b`` under condition ``cond``: per image correct_a - correct_b on the same images."""
     label = condition_labels(config)[cond]
-    correct_a = (evaluations[a].preds[cond].cpu() == labels).double()
-    correct_b = (evaluations[b].preds[cond].cpu() == labels).double()
+    attacked = evaluations[a].preds[cond].cpu() != -1  # the ensemble attacks the first ensemble_n images only
+    correct_a = (evaluations[a].preds[cond].cpu() == labels).double()[attacked]
+    correct_b = (evaluations[b].preds[cond].cpu() == labels).double()[attacked]
     diff = correct_a - correct_b
     observed = float(correct_a.mean()) if len(diff) else math.nan
     null = float(correct_b.mean()) if len(diff) else math.nan
@@ -618,7 +674,7 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
                              acc_gates("region", "localized", b), primary=True) for b in others]
     claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"], primary=mode not in CONTROLS)
                for mode in MODES]
-    conditions = [c for c in ("clean", "full", "complement") if c in evaluations["localized"].preds]
+    conditions = [c for c in evaluations["localized"].preds if c != "region"]
     for cond in conditions:
         for b in others:
             claims.append(accuracy_claim(config, labels, evaluations, cond, "localized", b,
