@@ -15,6 +15,7 @@ import csv
 import html
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -641,7 +642,11 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
     from advspatial.training import state_checksum
 
     _, path, config = finetune_run
-    saved = {m: torch.load(next((path / "stages/finetune").glob(f"{m}-*.pt")), weights_only=True) for m in loc.MODES}
+    def stage_of(mode: str) -> Path:  # "localized-*" would also match "localized-random-*"
+        return next(p for p in (path / "stages/finetune").glob(f"{mode}-*.pt")
+                    if re.fullmatch(rf"{re.escape(mode)}-[0-9a-f]{{12}}", p.stem))
+
+    saved = {m: torch.load(stage_of(m), weights_only=True) for m in loc.MODES}
     start_weights = torch.load(config.weights, weights_only=True)
     sums = {}
     for mode, stage in saved.items():

@@ -121,10 +121,10 @@ class PerceptualConfig(GatedConfig):
     step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size")
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
     rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step")
-    curve_alphas: list[float] = setting([0.7, 0.8, 0.95], "SSIM-ball budgets (alpha) of the fooling-rate vs SSIM "
-                                                          "curve, beside the main alpha")
-    curve_eps_factors: list[float] = setting([0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
-                                                               "calibrated eps (capped at eps_max)")
+    curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the fooling-rate vs "
+                                                                "SSIM curve, beside the main alpha")
+    curve_eps_factors: list[float] = setting([0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
+                                                                    "calibrated eps (capped at eps_max)")
     eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration")
     calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated")
     calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket")
@@ -632,9 +632,11 @@ def minimal_distortion_claim(curves: Curves, metrics: dict[str, Any], seed: int)
     ball, pgd = best["ssim-ball"], best["pgd"]
     both = torch.isfinite(ball) & torch.isfinite(pgd)
     comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
+    ceilings = {name: max(p["mean_ssim"] for p in points) for name, points in curves.points.items()}
     metrics["minimal_distortion"] = {
         "images_both": int(both.sum()), "only_ssim_ball": int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
-        "only_pgd": int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), **comparison.as_dict()}
+        "only_pgd": int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), "ceilings": ceilings,
+        **comparison.as_dict()}
     return claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", {}, primary=True)
 
 

@@ -160,7 +160,10 @@ def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibrat
             f"Minimal distortion, per image: of {md['images_both']} calibration images fooled by both attacks at some "
             f"budget, the SSIM-ball attack's highest fooling SSIM minus PGD's is {fmt(md['excess']['mean'], 4)} "
             f"[{fmt(md['excess']['low'], 4)}, {fmt(md['excess']['high'], 4)}] (verdict in the table at the top); "
-            f"{md['only_ssim_ball']} images only the SSIM-ball attack fooled, {md['only_pgd']} only PGD.")
+            f"{md['only_ssim_ball']} images only the SSIM-ball attack fooled, {md['only_pgd']} only PGD. Each "
+            "attack's highest fooling SSIM is capped by its least distorting budget on the curve (mean SSIM there: "
+            + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.get("ceilings", {}).items())
+            + "): where the caps differ, so does what the comparison can show.")
     values = {name: torch.cat(store.ssim_values) for name, store in stores.items()}
     summary = plot_attack_summary({n: m["fooling_rate"] for n, m in metrics["attacks"].items()}, values,
                                   ctx.rundir.figures / "attacks-summary.png", target=calibration.target)
