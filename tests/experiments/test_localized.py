@@ -690,3 +690,30 @@ def test_finetune_resume_does_not_train_again(finetune_run, monkeypatch) -> None
             run_experiment("localized-training", config, resume=True)
     finally:
         Path(config.weights).write_bytes(original)
+
+
+def test_training_seeds_average_each_images_correctness() -> None:
+    """Two seeds per model: a comparison uses each image's correctness averaged over both models of a mode."""
+    from advspatial.regions.claims import judge
+
+    config = loc.LocalizedConfig(training_seeds=2)
+    labels, evs = fake_run()
+    n = len(labels)
+    wrong = (labels + 1) % 10
+    second = {m: fake_evaluation({"clean": torch.ones(n, dtype=torch.bool), "full": torch.zeros(n, dtype=torch.bool),
+                                  "complement": torch.ones(n, dtype=torch.bool),
+                                  "region": torch.zeros(n, dtype=torch.bool)}, labels, ev.cam_energy_clean,
+                                 ev.cam_energy_adv) for m, ev in evs.items()}
+    assert bool((second["natural"].preds["region"] == wrong).all())
+    claims = judge(loc.build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False,
+                                    {m: [second[m]] for m in evs}), sesoi=config.sesoi, alpha=config.significance)
+    by = {(c.subject, c.statistic): c for c in claims}
+    # localized: seed 0 robust on every image, seed 1 on none -> 0.5; natural: 0 and 0 -> 0
+    main = by[("localized vs natural model", "background-only PGD accuracy")]
+    assert main.observed == pytest.approx(0.5) and main.null_value == 0.0 and main.effect.mean == pytest.approx(0.5)
+    rows = [{"model": loc.seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
+             "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)
+            for i in range(4)]
+    spread = loc.seed_spread(rows, "pgd", 2)
+    assert spread["region"]["values"] == [0.75, 0.5] and spread["region"]["mean"] == pytest.approx(0.625)
+    assert spread["region"]["sd"] == pytest.approx(((0.125**2) * 2) ** 0.5)

@@ -171,6 +171,9 @@ class LocalizedConfig(GatedConfig):
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)")
+    training_seeds: int = setting(3, "training seeds per model (model_seed, model_seed+1, ...): accuracies as "
+                                     "mean ± sd over them, model comparisons on each image's correctness averaged "
+                                     "over them; the first seed's models also carry the gate and the map shift")
     ensemble_n: int = setting(100, "images (the first ones) attacked by the autoattack-style ensemble (APGD-CE, "
                                    "APGD-DLR, Square) for robust accuracy; 0 = none")
     ensemble_steps: int = setting(50, "APGD steps per run of the ensemble")
@@ -181,7 +184,7 @@ class LocalizedConfig(GatedConfig):
     figure_images: int = setting(4, "example images per figure")
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
-    QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8,
+    QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8, "training_seeds": 1,
              "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0],
              "train_limit": 512, "steps": 3, "figure_images": 2,
              "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
@@ -202,6 +205,7 @@ class LocalizedConfig(GatedConfig):
                      "ensemble_queries"):
             check_range(name, getattr(self, name), 1)
         check_range("ensemble_n", self.ensemble_n, 0)
+        check_range("training_seeds", self.training_seeds, 1)
         for factor in self.eps_sweep:
             check_range("eps_sweep", factor, 0, low_inclusive=False)
         check_range("natural_epochs", self.natural_epochs, 0)
@@ -614,13 +618,21 @@ def _ratio(observed: float, null: float) -> float:
     return observed / null if null != 0 and math.isfinite(null) and math.isfinite(observed) else math.nan
 
 
+def correctness(evs: list[ModelEvaluation], cond: str, labels: torch.Tensor) -> torch.Tensor:
+    """Per image, the share of the models ``evs`` (one per training seed) correct under ``cond``."""
+    return torch.stack([(ev.preds[cond].cpu() == labels).double() for ev in evs]).mean(0)
+
+
 def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
-                   cond: str, a: str, b: str, gates: dict[str, bool], primary: bool) -> Claim:
-    """Model ``a`` vs model ``b`` under condition ``cond``: per image correct_a - correct_b on the same images."""
+                   cond: str, a: str, b: str, gates: dict[str, bool], primary: bool,
+                   seeds: dict[str, list[ModelEvaluation]] | None = None) -> Claim:
+    """Model ``a`` vs model ``b`` under condition ``cond``: per image correct_a - correct_b on the same images,
+    each image's correctness averaged over the training seeds' models (``seeds``: those beyond the first)."""
     label = condition_labels(config)[cond]
     attacked = evaluations[a].preds[cond].cpu() != -1  # the ensemble attacks the first ensemble_n images only
-    correct_a = (evaluations[a].preds[cond].cpu() == labels).double()[attacked]
-    correct_b = (evaluations[b].preds[cond].cpu() == labels).double()[attacked]
+    more = seeds or {}
+    correct_a = correctness([evaluations[a], *more.get(a, [])], cond, labels)[attacked]
+    correct_b = correctness([evaluations[b], *more.get(b, [])], cond, labels)[attacked]
     diff = correct_a - correct_b
     observed = float(correct_a.mean()) if len(diff) else math.nan
     null = float(correct_b.mean()) if len(diff) else math.nan
@@ -651,7 +663,8 @@ def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_p
 
 
 def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
-                 gates: dict[str, dict[str, Any]], mask_gated: bool) -> list[Claim]:
+                 gates: dict[str, dict[str, Any]], mask_gated: bool,
+                 seeds: dict[str, list[ModelEvaluation]] | None = None) -> list[Claim]:
     """The pre-declared claims (not yet judged), primary first.
 
     Primary (Holm): localized training raises region-only accuracy over natural
@@ -671,25 +684,25 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
 
     others = [m for m in MODES if m != "localized"]
     claims = [accuracy_claim(config, labels, evaluations, "region", "localized", b,
-                             acc_gates("region", "localized", b), primary=True) for b in others]
+                             acc_gates("region", "localized", b), primary=True, seeds=seeds) for b in others]
     claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"], primary=mode not in CONTROLS)
                for mode in MODES]
     conditions = [c for c in evaluations["localized"].preds if c != "region"]
     for cond in conditions:
         for b in others:
             claims.append(accuracy_claim(config, labels, evaluations, cond, "localized", b,
-                                         acc_gates(cond, "localized", b), primary=False))
+                                         acc_gates(cond, "localized", b), primary=False, seeds=seeds))
     claims.append(accuracy_claim(config, labels, evaluations, "region", "pgd", "natural",
-                                 acc_gates("region", "pgd", "natural"), primary=False))
+                                 acc_gates("region", "pgd", "natural"), primary=False, seeds=seeds))
     return claims
 
 
 def measure(config: LocalizedConfig, data: ImageDataset, evaluations: dict[str, ModelEvaluation],
             gates: dict[str, dict[str, Any]], methods: dict[str, dict[str, str]],
-            metrics: dict[str, Any]) -> list[Claim]:
+            metrics: dict[str, Any], seeds: dict[str, list[ModelEvaluation]] | None = None) -> list[Claim]:
     """Claims, corrections and verdicts; the gate results and the RoI labels written into ``metrics``."""
     mask_gated = mask_uses_importance(config.mask, data)
-    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated), sesoi=config.sesoi,
+    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
                    alpha=config.significance)
     metrics["faithfulness"] = gates
     metrics["importance"] = {}
@@ -729,11 +742,14 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
         evaluations[mode] = evaluate_model(mode, models[mode], config, data, rundir, methods[mode]["method"])
         timings[f"evaluate/{mode}"] = evaluations[mode].seconds
         rows.extend(model_rows(mode, data, evaluations[mode]))
+    seeds = other_seeds(config, rundir, data, device, methods, timings, rows)
     metrics: dict[str, Any] = {
         "n": len(data), "mask": config.mask, "eps": config.eps, "norm": config.norm,
         "models": {mode: {**model_metrics(rows, mode), **training_facts(trained[mode])} for mode in MODES},
     }
-    claims = measure(config, data, evaluations, gates, methods, metrics)
+    for mode in MODES:
+        metrics["models"][mode]["seeds"] = seed_spread(rows, mode, config.training_seeds)
+    claims = measure(config, data, evaluations, gates, methods, metrics, seeds)
     if start is not None:
         metrics["finetune"] = finetune_facts(config, rundir, data, start, trained, device, timings)
     started = time.perf_counter()
@@ -742,6 +758,48 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     timings["report"] = round(time.perf_counter() - started, 2)
     metrics["timings"] = timings
     return ExperimentResult(metrics, rows, summary_table(config, metrics, claims), sections)
+
+
+def seed_name(mode: str, k: int) -> str:
+    """The model name of ``mode`` trained with seed ``model_seed + k`` (k = 0: the mode itself)."""
+    return mode if k == 0 else f"{mode}@seed{k}"
+
+
+def other_seeds(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
+                methods: dict[str, dict[str, str]], timings: dict[str, float],
+                rows: list[dict[str, Any]]) -> dict[str, list[ModelEvaluation]]:
+    """The models of training seeds 1 .. training_seeds-1 (same recipe, seed ``model_seed + k``), trained or
+    fine-tuned and evaluated like the first; their rows appended (model ``<mode>@seed<k>``)."""
+    out: dict[str, list[ModelEvaluation]] = {mode: [] for mode in MODES}
+    for k in range(1, config.training_seeds):
+        seeded = dataclasses.replace(config, model_seed=config.model_seed + k)
+        step: dict[str, float] = {}
+        if finetunes(config):
+            trained, _ = finetune_models(seeded, rundir, data, device, step)
+        else:
+            trained = train_models(seeded, device, step)
+        timings.update({f"{key}@seed{k}": value for key, value in step.items()})
+        torch.manual_seed(config.seed)
+        for mode in MODES:
+            name = seed_name(mode, k)
+            ev = evaluate_model(name, trained[mode].model, config, data, rundir, methods[mode]["method"])
+            timings[f"evaluate/{name}"] = ev.seconds
+            rows.extend(model_rows(name, data, ev))
+            out[mode].append(ev)
+    return out
+
+
+def seed_spread(rows: list[dict[str, Any]], mode: str, seeds: int) -> dict[str, dict[str, Any]]:
+    """Per condition, the accuracy of each training seed's model and their mean and sample sd."""
+    per_seed = [model_metrics(rows, seed_name(mode, k)) for k in range(seeds)]
+    out = {}
+    for key in per_seed[0]:
+        if key.endswith("_accuracy"):
+            values = [m[key] for m in per_seed]
+            mean = sum(values) / len(values)
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
+            out[key[: -len("_accuracy")]] = {"values": values, "mean": mean, "sd": sd}
+    return out
 
 
 def run_gates(config: LocalizedConfig, rundir: RunDir, models: dict[str, nn.Module], data: ImageDataset,
@@ -1008,8 +1066,14 @@ def robustness_section(ctx: ReportContext) -> Section:
     labels = condition_labels(cfg)
     rows = [[mode] + [fmt(models[mode][f"{c}_accuracy"]) for c in labels] + [models[mode]["mask_interpretation"]]
             for mode in MODES]
-    table = Table(f"Accuracy on {ctx.metrics['n']} test images (PGD {budget_text(cfg)}, {cfg.steps} steps)",
-                  ["model", *labels.values(), "mask"], rows)
+    table = Table(f"Accuracy on {ctx.metrics['n']} test images (PGD {budget_text(cfg)}, {cfg.steps} steps; the first "
+                  "training seed's models)", ["model", *labels.values(), "mask"], rows)
+    tables = [table]
+    if cfg.training_seeds > 1:
+        spread = [[mode] + [seed_cell(models[mode]["seeds"].get(c)) for c in labels] for mode in MODES]
+        tables.append(Table(f"Accuracy over {cfg.training_seeds} training seeds (seeds {cfg.model_seed}.."
+                            f"{cfg.model_seed + cfg.training_seeds - 1}): mean ± sd",
+                            ["model", *labels.values()], spread))
     path = plot_accuracy_bars({m: {c: models[m][f"{c}_accuracy"] for c in labels} for m in MODES}, labels,
                               ctx.rundir.figures / "accuracy.png",
                               title=f"Accuracy under full-image and localized PGD ({budget_text(cfg)})")
@@ -1031,9 +1095,16 @@ def robustness_section(ctx: ReportContext) -> Section:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} (column 'mask'): the {cfg.mask} mask is cut from the "
                      "importance map, so the region-only and complement-only accuracies of those models are not "
                      "evidence about their background.")
-    return Section("Robustness", paragraphs, tables=[table], notes=notes,
+    return Section("Robustness", paragraphs, tables=tables, notes=notes,
                    figures=[Figure(path, "Accuracy of every model on clean images and under each attack.")],
                    anchor="robustness")
+
+
+def seed_cell(spread: dict[str, Any] | None) -> str:
+    """``mean ± sd`` of one condition over the training seeds ("-" when absent)."""
+    if not spread:
+        return "-"
+    return f"{fmt(spread['mean'])} ± {fmt(spread['sd'])}"
 
 
 def figure_indices(ev: ModelEvaluation, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -1125,8 +1196,12 @@ def limits_section(ctx: ReportContext) -> Section:
                   f"and the epochs differ (natural {natural_epochs(cfg)}, the others {cfg.train_epochs})")
     paragraphs = [
         *training,
-        "One training seed and one evaluation seed: the CIs are over test images for these trained models; "
-        "they do not include the seed-to-seed variation of training, which this run does not measure.",
+        (f"{cfg.training_seeds} training seeds per model: accuracies are given as mean ± sd over them, and the "
+         "paired comparisons use each image's correctness averaged over the seeds, so their CIs are over test images "
+         "for these models, not over training runs; the gate and the map shift use the first seed's models."
+         if cfg.training_seeds > 1 else
+         "One training seed and one evaluation seed: the CIs are over test images for these trained models; "
+         "they do not include the seed-to-seed variation of training (set training_seeds)."),
         "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
         f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
         f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. The mixed PGD control "
@@ -1160,6 +1235,10 @@ def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list
                         f"{fmt(ft['start_clean_accuracy'])}")
     for mode, m in metrics["models"].items():
         lines.append(f"{mode:<10}" + "".join(f"{fmt(m[f'{c}_accuracy']):>24}" for c in labels))
+    if config.training_seeds > 1:
+        lines.append(f"over {config.training_seeds} training seeds (mean ± sd):")
+        for mode, m in metrics["models"].items():
+            lines.append(f"{mode:<10}" + "".join(f"{seed_cell(m['seeds'].get(c)):>24}" for c in labels))
     for mode, imp in metrics.get("importance", {}).items():
         lines.append(f"RoI of the {mode} model: {imp['method']}, faithfulness gate "
                      f"{'passed' if imp['faithful'] else 'FAILED'}")
