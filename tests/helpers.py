@@ -100,3 +100,18 @@ def run_cli(capsys, *args: str) -> tuple[int, str, str]:  # type: ignore[no-unty
         raise SystemExit(0)
     captured = capsys.readouterr()
     return int(info.value.code or 0), captured.out, captured.err
+
+
+class GapNet(nn.Module):
+    """conv-ReLU-conv-ReLU-global average pool-linear on 3-channel images of any size (a GAP head, so every CAM
+    variant applies); 4 classes, weights from seed 0."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
+                                      nn.ReLU())
+        self.head = nn.Linear(8, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))

@@ -12,26 +12,14 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import GapNet
+
 from advspatial.attacks import list_attacks, make_attack
 
 #: budgets that keep every attack CI-sized (only those an attack takes are passed)
 SMALL = {"steps": 2, "n_restarts": 1, "n_queries": 20, "max_iter": 2, "binary_search_steps": 1, "popsize": 6,
          "maxiter": 2, "rounds": 2, "num_classes": 4, "n_target_classes": 2}
 CLASSES, SIZE = 4, 12
-
-
-class GapNet(nn.Module):
-    """conv-ReLU-conv-ReLU-global average pool-linear, 4 classes, any image size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
-                                      nn.ReLU())
-        self.head = nn.Linear(8, CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))
 
 
 def build(name: str, model: nn.Module, seed: int = 0):  # type: ignore[no-untyped-def]

@@ -5,23 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+
+from helpers import GapNet
 
 from advspatial.maps import attack_map, importance_map, list_attack_maps, list_importance_methods
-
-
-class GapNet(nn.Module):
-    """conv-ReLU-conv-ReLU-global average pool-linear (a GAP head, so every CAM variant applies)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3, padding=1),
-                                      nn.ReLU())
-        self.head = nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))
 
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
