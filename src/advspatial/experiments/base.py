@@ -229,12 +229,30 @@ class ExperimentContext:
         """(images on the device, labels on the device, global sample ids) of one batch slice."""
         return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), self.data.ids[sl]
 
+    def each_batch(self, fn: Callable[[int, slice], T], desc: str = "", slices: Sequence[slice] | None = None) -> list[T]:
+        """``[fn(b, sl) for b, sl in enumerate(slices)]`` (default: the run's batches) with a progress bar,
+        shared among the processes of a ``torchrun`` launch.
+
+        Every loop over batches goes through here, so that scale-out happens in one
+        place (:func:`advspatial.distributed.map_batches`). ``fn`` must depend only on
+        its batch (seeds keyed by sample ids, nothing carried from one batch to the
+        next: accumulate the returned list instead) and save its costly work as stages
+        named by ``b`` (``self.rundir.cached(f"name/batch-{b:05d}", ...)``): under
+        torchrun it runs once on this process's batches, then on every batch in order,
+        loading what the other processes saved.
+        """
+        from ..distributed import map_batches
+
+        return map_batches(fn, self.slices if slices is None else slices, desc=desc,
+                           progress=bool(getattr(self.config, "progress", True)))
+
     def derive(self, cls: type[C], **extra: Any) -> C:
         """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **extra)
 
 
 C = TypeVar("C", bound=ExperimentContext)
+T = TypeVar("T")
 
 
 def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext:

@@ -1,0 +1,212 @@
+"""Scale-out under ``torchrun``: whole batches of the single-process run shared among processes.
+
+advspatial does not launch processes itself. ``torchrun`` (one machine or many,
+SLURM or any launcher) starts N copies of ``python -m advspatial run ...`` and
+sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``;
+:func:`init_from_environment` joins them in a ``torch.distributed`` process
+group (gloo on the CPU; NCCL beside gloo when CUDA is present). Without those
+variables everything is a world of one process and nothing changes.
+
+How the work is split (:func:`map_batches`): every process runs the same
+experiment code. A loop over the batches of the single-process run is
+``map_batches(fn, slices)``. Each process first calls ``fn`` on its own batches
+(batch ``b`` belongs to rank ``b mod world size``), which writes the batch's
+stage files into the shared run directory; all processes then meet
+(:func:`agree`, a collective that also carries any error) and call ``fn`` on
+every batch in order, which now loads the stage files the others wrote. So every
+image is computed in exactly the batch it has in one process, with the same
+sample-id seeds, and every process ends holding the same values: statistics are
+computed from them as in one process, and rank 0 alone writes the result files.
+The merged results are therefore identical to a single-process run with the same
+threads per process, for any number of processes (tests/test_distributed.py).
+
+A process that raises inside a batch still reaches the next :func:`agree`, which
+raises the first error (its one line, naming the rank) in every process, so all
+exit together; a process killed outright is noticed by ``torchrun``, which stops
+the others. The batches already on disk are kept: ``advspatial run --resume DIR``
+(with any number of processes, or none) computes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from .progress import progress_bar
+
+T = TypeVar("T")
+
+#: how long a process waits for the others at a meeting point (a rank may be training a model meanwhile)
+TIMEOUT = datetime.timedelta(hours=int(os.environ.get("ADVSPATIAL_DIST_TIMEOUT_HOURS", "24")))
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of a run."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: owns the run directory's lock, ``run.json`` and the result files."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.size > 1
+
+    def owns(self, batch: int) -> bool:
+        """Batch ``batch`` of a loop is computed by this process (round robin over ranks)."""
+        return batch % self.size == self.rank
+
+
+_WORLD = World()
+
+
+def world() -> World:
+    """The current process's :class:`World` (a world of one outside ``torchrun``)."""
+    return _WORLD
+
+
+def environment_world() -> World:
+    """The world ``torchrun`` describes in the environment (a world of one without it)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return World(rank=rank, size=size, local_rank=local_rank, local_size=local_size)
+
+
+def init_from_environment() -> World:
+    """Join the process group ``torchrun`` set up, once per process, and set this process's threads.
+
+    Backend: gloo for the CPU meeting points, plus NCCL for CUDA tensors when
+    CUDA is present (DistributedDataParallel). Threads per process: ``$ADVSPATIAL_THREADS``
+    when set, else the cores divided by the processes on this machine.
+    """
+    global _WORLD
+    found = environment_world()
+    if not found.is_distributed or _WORLD.is_distributed:
+        return _WORLD
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+    _WORLD = World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=found.local_rank,
+                   local_size=found.local_size)
+    torch.set_num_threads(threads_per_process(_WORLD))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(_WORLD.local_rank % torch.cuda.device_count())
+    return _WORLD
+
+
+def threads_per_process(current: World) -> int:
+    """``$ADVSPATIAL_THREADS``, else the machine's cores shared evenly by its processes (at least 1)."""
+    given = os.environ.get("ADVSPATIAL_THREADS", "").strip()
+    if given:
+        return max(1, int(given))
+    return max(1, (os.cpu_count() or 1) // max(1, current.local_size))
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a distributed command)."""
+    global _WORLD
+    if _WORLD.is_distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    _WORLD = World()
+
+
+def default_device() -> str:
+    """``cuda:LOCAL_RANK`` under torchrun on a CUDA machine, else ``auto``."""
+    if _WORLD.is_distributed and torch.cuda.is_available():
+        return f"cuda:{_WORLD.local_rank % torch.cuda.device_count()}"
+    return "auto"
+
+
+class RankFailed(RuntimeError):
+    """Another process of the run raised: its rank and its one-line error."""
+
+
+def agree(error: BaseException | None = None) -> None:
+    """A meeting point of every process; raises in all of them when any arrives with an ``error``.
+
+    The process that failed re-raises its own exception (type and exit status
+    kept); the others raise the first failure's class when it is one of
+    advspatial's user errors, else :class:`RankFailed`, with the failing rank's one line.
+    """
+    if not _WORLD.is_distributed:
+        if error is not None:
+            raise error
+        return
+    import torch.distributed as dist
+
+    from .runtime import first_line
+
+    mine = None if error is None else (type(error).__name__, first_line(error, limit=500))
+    everyone: list[tuple[str, str] | None] = [None] * _WORLD.size
+    dist.all_gather_object(everyone, mine)
+    failures = [(rank, found) for rank, found in enumerate(everyone) if found is not None]
+    if not failures:
+        return
+    if error is not None:
+        raise error
+    rank, (kind, message) = failures[0]
+    raise _error_class(kind)(f"rank {rank} failed: {message}")
+
+
+def _error_class(name: str) -> type[Exception]:
+    from . import errors
+
+    found = getattr(errors, name, None)
+    if isinstance(found, type) and issubclass(found, errors.AdvspatialError):
+        return found
+    return RankFailed
+
+
+def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: str = "",
+                progress: bool = True) -> list[T]:
+    """``[fn(b, slices[b]) for b in ...]``, the batches shared among the processes of the run.
+
+    ``fn(b, sl)`` must depend on nothing but its batch (seeds keyed by sample
+    ids) and save what is costly in stage files named by ``b``
+    (``rundir.cached(f"name/batch-{b:05d}", ...)``): under torchrun it is called
+    once for each of this process's batches, then - after the processes meet -
+    once for every batch in order, loading what the others saved.
+    """
+    if not _WORLD.is_distributed:
+        return [fn(b, sl) for b, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
+    mine = [b for b in range(len(slices)) if _WORLD.owns(b)]
+    error: BaseException | None = None
+    try:
+        for b in progress_bar(mine, desc=f"{desc} [rank {_WORLD.rank}/{_WORLD.size}]",
+                              disable=not (progress and _WORLD.is_main), unit="batch"):
+            fn(b, slices[b])
+    except Exception as exc:  # carried to every process by agree()
+        error = exc
+    agree(error)
+    return [fn(b, sl) for b, sl in enumerate(slices)]
+
+
+def main_only(fn: Callable[[], T]) -> T | None:
+    """``fn()`` in rank 0 (the result files); the others wait for it and get None. Errors reach everyone."""
+    error: BaseException | None = None
+    value: T | None = None
+    if _WORLD.is_main:
+        try:
+            value = fn()
+        except Exception as exc:
+            error = exc
+    agree(error)
+    return value
