@@ -33,13 +33,14 @@ import datetime
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from .progress import progress_bar
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: how long a process waits for the others at a meeting point (a rank may be training a model meanwhile)
 TIMEOUT = datetime.timedelta(hours=int(os.environ.get("ADVSPATIAL_DIST_TIMEOUT_HOURS", "24")))
@@ -175,8 +176,8 @@ def _error_class(name: str) -> type[Exception]:
     return RankFailed
 
 
-def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: str = "",
-                progress: bool = True) -> list[T]:
+def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: str = "", progress: bool = True,
+                then: Callable[[int, slice, T], U] | None = None) -> list[T] | list[U]:
     """``[fn(b, slices[b]) for b in ...]``, the batches shared among the processes of the run.
 
     ``fn(b, sl)`` must depend on nothing but its batch (seeds keyed by sample
@@ -184,9 +185,22 @@ def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: st
     (``rundir.cached(f"name/batch-{b:05d}", ...)``): under torchrun it is called
     once for each of this process's batches, then - after the processes meet -
     once for every batch in order, loading what the others saved.
+
+    ``then(b, sl, value)``, when given, consumes each batch's value in batch order
+    right after it is computed or loaded (accumulators, per-image rows), exactly
+    once per batch in every process; the list of its results is returned instead
+    and the values themselves are not kept, so memory does not grow with the batches.
     """
+
+    def ordered(batches: Sequence[slice] | Any) -> list[Any]:
+        out: list[Any] = []
+        for b, sl in enumerate(batches):
+            value = fn(b, sl)
+            out.append(value if then is None else then(b, sl, value))
+        return out
+
     if not _WORLD.is_distributed:
-        return [fn(b, sl) for b, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
+        return ordered(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))
     mine = [b for b in range(len(slices)) if _WORLD.owns(b)]
     error: BaseException | None = None
     try:
@@ -196,7 +210,7 @@ def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: st
     except Exception as exc:  # carried to every process by agree()
         error = exc
     agree(error)
-    return [fn(b, sl) for b, sl in enumerate(slices)]
+    return ordered(slices)
 
 
 def main_only(fn: Callable[[], T]) -> T | None:

@@ -229,7 +229,8 @@ class ExperimentContext:
         """(images on the device, labels on the device, global sample ids) of one batch slice."""
         return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), self.data.ids[sl]
 
-    def each_batch(self, fn: Callable[[int, slice], T], desc: str = "", slices: Sequence[slice] | None = None) -> list[T]:
+    def each_batch(self, fn: Callable[[int, slice], T], desc: str = "", slices: Sequence[slice] | None = None,
+                   then: Callable[[int, slice, T], Any] | None = None) -> list[Any]:
         """``[fn(b, sl) for b, sl in enumerate(slices)]`` (default: the run's batches) with a progress bar,
         shared among the processes of a ``torchrun`` launch.
 
@@ -239,12 +240,13 @@ class ExperimentContext:
         next: accumulate the returned list instead) and save its costly work as stages
         named by ``b`` (``self.rundir.cached(f"name/batch-{b:05d}", ...)``): under
         torchrun it runs once on this process's batches, then on every batch in order,
-        loading what the other processes saved.
+        loading what the other processes saved. ``then(b, sl, value)`` consumes each value in
+        batch order, once per batch (accumulators, rows): see :func:`~advspatial.distributed.map_batches`.
         """
         from ..distributed import map_batches
 
         return map_batches(fn, self.slices if slices is None else slices, desc=desc,
-                           progress=bool(getattr(self.config, "progress", True)))
+                           progress=bool(getattr(self.config, "progress", True)), then=then)
 
     def derive(self, cls: type[C], **extra: Any) -> C:
         """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""
