@@ -28,7 +28,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError, unknown_name
+from ..errors import ConfigError, ShapeError
+from ..registry import Registry
 from ..runtime import model_device
 
 NORMS = ("linf", "l2", "l0", "ssim")
@@ -295,28 +296,27 @@ class AttackSpec:
         return {k: p for k, p in sig.parameters.items() if k not in ("self", "model") and k not in self.fixed}
 
 
-_REGISTRY: dict[str, AttackSpec] = {}
+#: every registered attack (``advspatial list attacks`` iterates it)
+ATTACKS: Registry[AttackSpec] = Registry("attack")
 
 
 def register_attack(name: str, description: str, **fixed: Any) -> Callable[[type[Attack]], type[Attack]]:
-    """Register an attack class under ``name`` with some constructor arguments fixed."""
+    """Register an attack class under ``name`` with some constructor arguments fixed (a taken name is an error)."""
 
     def wrap(cls: type[Attack]) -> type[Attack]:
-        _REGISTRY[name] = AttackSpec(name, cls, dict(fixed), description)
+        ATTACKS.register(name, AttackSpec(name, cls, dict(fixed), description))
         return cls
 
     return wrap
 
 
 def list_attacks() -> dict[str, AttackSpec]:
-    return dict(sorted(_REGISTRY.items()))
+    return ATTACKS.items()
 
 
 def make_attack(name: str, model: nn.Module, **params: Any) -> Attack:
     """Build a registered attack; unknown parameter names raise :class:`ConfigError`."""
-    if name not in _REGISTRY:
-        raise unknown_name("attack", name, _REGISTRY)
-    spec = _REGISTRY[name]
+    spec = ATTACKS.get(name)
     allowed = spec.parameters()
     unknown = set(params) - set(allowed)
     if unknown:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, unknown_name
+from ..registry import Registry
 from .base import ImageDataset
 
 Loader = Callable[..., ImageDataset]
@@ -27,7 +28,8 @@ class DatasetSpec:
     num_classes: int | None = None
 
 
-_REGISTRY: dict[str, DatasetSpec] = {}
+#: every registered dataset (``advspatial list datasets`` iterates it)
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(
@@ -39,7 +41,7 @@ def register_dataset(
     """Decorator registering ``loader(split, root, download, **kwargs) -> ImageDataset``."""
 
     def wrap(loader: Loader) -> Loader:
-        _REGISTRY[name] = DatasetSpec(name, loader, description, image_shape, num_classes)
+        DATASETS.register(name, DatasetSpec(name, loader, description, image_shape, num_classes))
         return loader
 
     return wrap
@@ -47,14 +49,14 @@ def register_dataset(
 
 def list_datasets() -> dict[str, DatasetSpec]:
     """All registered datasets by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return DATASETS.items()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     base = name.split(":", 1)[0]
-    if base not in _REGISTRY:
-        raise unknown_name("dataset", name, _REGISTRY)
-    return _REGISTRY[base]
+    if base not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS.names())  # the full name given, not just its base
+    return DATASETS.get(base)
 
 
 def load_dataset(

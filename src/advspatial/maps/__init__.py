@@ -15,6 +15,10 @@ or both at once::
 ``importance="auto"`` picks the explainer by head type (:func:`default_importance_method`:
 Grad-CAM on a GAP + linear head, HiResCAM on a flatten/FC head). The contribution
 map's default RoA is its margin-drop part (``attack_kw={"part": "absolute"}`` for |.|).
+
+Add a map: one function, decorated with :func:`register_importance_method` (``fn(model, x,
+classes, **options) -> (N,H,W)``) or :func:`register_attack_map` (``fn(model, x, x_adv, y,
+**options) -> AttackMap``); its docstring's first line is its ``advspatial list maps`` entry.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 from torch import nn
 
 from ._common import Target, declared_cam_layer, feature_map_size, find_feature_layer, resolve_layer
-from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature
+from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature, register_attack_map
 from .entry import (
     cam, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients, magnitude,
     occlusion, saliency, smoothgrad,
@@ -37,6 +41,7 @@ from .importance import (
     has_gap_linear_head,
     importance_map,
     list_importance_methods,
+    register_importance_method,
 )
 
 
@@ -74,5 +79,6 @@ __all__ = [
     "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad", "declared_cam_layer", "default_importance_method",
     "describe_attack_maps", "describe_importance_methods", "feature_map_size", "find_feature_layer",
     "has_gap_linear_head",
-    "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "resolve_layer",
+    "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "register_attack_map",
+    "register_importance_method", "resolve_layer",
 ]

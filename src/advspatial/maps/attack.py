@@ -45,6 +45,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval, margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..registry import Registry
 from ..runtime import model_device, scaled_batch
 from ._common import check_classes, check_images, predict
 
@@ -81,25 +82,28 @@ class AttackMap:
 
 
 Kind = Callable[..., AttackMap]
-_KINDS: dict[str, Kind] = {}
+#: every attack map by name (``advspatial list maps`` iterates it); a map documents itself
+ATTACK_MAPS: Registry[Kind] = Registry("attack map")
 
 
-def _register(name: str) -> Callable[[Kind], Kind]:
-    def wrap(fn: Kind) -> Kind:
-        _KINDS[name] = fn
-        return fn
+def register_attack_map(name: str) -> Callable[[Kind], Kind]:
+    """Decorator adding an attack map: one function, the first line of its docstring its description.
 
-    return wrap
+    The function is ``fn(model, x, x_adv, y, **options) -> AttackMap`` (inputs on
+    the model's device; ``x_adv`` and ``y`` may be None); its keyword options
+    (with defaults) become :func:`attack_map`'s. A taken name is an error.
+    """
+    return ATTACK_MAPS.decorator(name)
 
 
 def list_attack_maps() -> list[str]:
     """Names accepted by :func:`attack_map` (``contribution`` is the default)."""
-    return sorted(_KINDS)
+    return ATTACK_MAPS.names()
 
 
 def describe_attack_maps() -> dict[str, str]:
     """Each attack map's name with the first line of its docstring (for ``advspatial list maps``)."""
-    return {name: (_KINDS[name].__doc__ or "").strip().splitlines()[0] for name in sorted(_KINDS)}
+    return ATTACK_MAPS.descriptions()
 
 
 def attack_map(
@@ -116,9 +120,7 @@ def attack_map(
     ``x_adv`` when given, else ``x``. Unknown names or parameters raise
     :class:`~advspatial.errors.ConfigError`.
     """
-    if name not in _KINDS:
-        raise unknown_name("attack map", name, _KINDS)
-    fn = _KINDS[name]
+    fn = ATTACK_MAPS.get(name)
     allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "x_adv", "y")]
     bad = sorted(set(kw) - set(allowed))
     if bad:
@@ -141,7 +143,7 @@ def _check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch
     return x_adv.to(x.device)
 
 
-@_register("magnitude")
+@register_attack_map("magnitude")
 def magnitude_map(
     model: nn.Module | None, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor | None = None
 ) -> AttackMap:
@@ -203,7 +205,7 @@ def _relative_error(attr: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
     return torch.where(change == 0, torch.full_like(err, float("nan")), err)
 
 
-@_register("contribution")
+@register_attack_map("contribution")
 def contribution_map(
     model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None, y: torch.Tensor | None = None,
     steps: int = 32, rule: str = "gausslegendre", batch_size: int = 512, part: str = "drop",
@@ -261,7 +263,7 @@ def contribution_map(
     return AttackMap(amap, "contribution", labels, m_clean, m_adv, err.float(), steps_used, flagged)
 
 
-@_register("gradient")
+@register_attack_map("gradient")
 def gradient_map(
     model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None = None, y: torch.Tensor | None = None
 ) -> AttackMap:

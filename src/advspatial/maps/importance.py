@@ -50,7 +50,8 @@ from captum.attr import (
 from torch import nn
 
 from ..attacks.base import frozen_eval
-from ..errors import ConfigError, ModelError, check_range, unknown_name
+from ..errors import ConfigError, ModelError, check_range
+from ..registry import Registry
 from ..runtime import batch_slices, model_device, scaled_batch
 from ._common import (
     Target,
@@ -64,25 +65,29 @@ from ._common import (
 )
 
 Method = Callable[..., torch.Tensor]
-_METHODS: dict[str, Method] = {}
+#: every importance method by name (``advspatial list maps`` iterates it); a method documents itself
+IMPORTANCE_METHODS: Registry[Method] = Registry("importance method")
 
 
-def _register(name: str) -> Callable[[Method], Method]:
-    def wrap(fn: Method) -> Method:
-        _METHODS[name] = fn
-        return fn
+def register_importance_method(name: str) -> Callable[[Method], Method]:
+    """Decorator adding an importance method: one function, the first line of its docstring its description.
 
-    return wrap
+    The function is ``fn(model, x, classes, **options) -> (N,H,W) >= 0`` for one
+    batch of images on the model's device and their (N,) int64 classes; its
+    keyword options (with defaults) become :func:`importance_map`'s. Run the model under
+    :func:`~advspatial.attacks.base.frozen_eval`. A taken name is an error.
+    """
+    return IMPORTANCE_METHODS.decorator(name)
 
 
 def list_importance_methods() -> list[str]:
     """Names accepted by :func:`importance_map` (``gradcam`` is the default)."""
-    return sorted(_METHODS)
+    return IMPORTANCE_METHODS.names()
 
 
 def describe_importance_methods() -> dict[str, str]:
     """Each method's name with the first line of its docstring (for ``advspatial list maps``)."""
-    return {name: (_METHODS[name].__doc__ or "").strip().splitlines()[0] for name in sorted(_METHODS)}
+    return IMPORTANCE_METHODS.descriptions()
 
 
 def importance_map(
@@ -100,9 +105,7 @@ def importance_map(
     the method (see each ``*_map`` function). Unknown names or parameters raise
     :class:`~advspatial.errors.ConfigError` listing the valid ones.
     """
-    if name not in _METHODS:
-        raise unknown_name("importance method", name, _METHODS)
-    fn = _METHODS[name]
+    fn = IMPORTANCE_METHODS.get(name)
     allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "classes")]
     bad = sorted(set(kw) - set(allowed))
     if bad:
@@ -111,7 +114,7 @@ def importance_map(
     x = x.detach().to(model_device(model))
     if name == "auto" and x.shape[0]:
         # resolved once for the whole call (the head is a property of the model, not of the batch)
-        fn = _METHODS[default_importance_method(model, x[:batch_size], layer=kw.get("layer"))[0]]
+        fn = IMPORTANCE_METHODS.get(default_importance_method(model, x[:batch_size], layer=kw.get("layer"))[0])
     classes = resolve_target(model, x, target, y)
     parts = [fn(model, x[s], classes[s], **kw) for s in batch_slices(x.shape[0], batch_size)]
     if not parts:
@@ -151,7 +154,7 @@ def _features_and_scores(
     return feats, logits.gather(1, classes[:, None]).squeeze(1)
 
 
-@_register("gradcam")
+@register_importance_method("gradcam")
 def gradcam_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
 ) -> torch.Tensor:
@@ -174,7 +177,7 @@ def gradcam_map(
     return up[:, 0].clamp_min(0.0)
 
 
-@_register("gradcam++")
+@register_importance_method("gradcam++")
 def gradcam_pp_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
 ) -> torch.Tensor:
@@ -298,7 +301,7 @@ def default_importance_method(
     )
 
 
-@_register("cam")
+@register_importance_method("cam")
 def cam_map(
     model: nn.Module,
     x: torch.Tensor,
@@ -327,7 +330,7 @@ def cam_map(
     return upsample(cam.detach(), tuple(x.shape[2:]))
 
 
-@_register("hirescam")
+@register_importance_method("hirescam")
 def hirescam_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
 ) -> torch.Tensor:
@@ -345,7 +348,7 @@ def hirescam_map(
     return upsample(cam, tuple(x.shape[2:]))
 
 
-@_register("auto")
+@register_importance_method("auto")
 def auto_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
 ) -> torch.Tensor:
@@ -354,7 +357,7 @@ def auto_map(
     Resolved by :func:`default_importance_method` (once per :func:`importance_map` call).
     """
     method, _ = default_importance_method(model, x, layer=layer)
-    return _METHODS[method](model, x, classes, layer=layer)
+    return IMPORTANCE_METHODS.get(method)(model, x, classes, layer=layer)
 
 
 # -- gradient family (Captum) ------------------------------------------------------
@@ -371,7 +374,7 @@ def _checked(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.
     return x.detach().clone().requires_grad_(True)
 
 
-@_register("saliency")
+@register_importance_method("saliency")
 def saliency_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Saliency (Simonyan et al.): sum over channels of |dz_c/dx|."""
     inp = _checked(model, x, classes)
@@ -379,14 +382,14 @@ def saliency_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> to
     return reduce_channels_abs(attr)
 
 
-@_register("inputxgrad")
+@register_importance_method("inputxgrad")
 def input_x_gradient_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Input x gradient: sum over channels of |x * dz_c/dx|."""
     inp = _checked(model, x, classes)
     return reduce_channels_abs(_run(model, lambda: InputXGradient(model).attribute(inp, target=classes)))
 
 
-@_register("ig")
+@register_importance_method("ig")
 def integrated_gradients_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, steps: int = 32, baseline: float = 0.0,
     internal_batch_size: int = 256,
@@ -405,7 +408,7 @@ def integrated_gradients_map(
     return reduce_channels_abs(attr)
 
 
-@_register("smoothgrad")
+@register_importance_method("smoothgrad")
 def smoothgrad_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, samples: int = 16, sigma: float = 0.15,
     seed: int = 0,
@@ -446,7 +449,7 @@ def occlusion_geometry(side: int, window: int | None, stride: int | None) -> tup
     return window, stride if stride is not None else max(1, window // 2)
 
 
-@_register("occlusion")
+@register_importance_method("occlusion")
 def occlusion_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int | None = None, stride: int | None = None,
     baseline: float = 0.0,

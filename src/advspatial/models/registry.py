@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import ModelError, unknown_name
+from ..errors import ModelError
+from ..registry import Registry
 
 Builder = Callable[..., nn.Module]
 
@@ -19,14 +20,15 @@ class ModelSpec:
     description: str
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+#: every registered architecture (``advspatial list models`` iterates it)
+MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
     """Decorator registering a model class or factory ``(in_channels, num_classes, input_size) -> nn.Module``."""
 
     def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = ModelSpec(name, builder, description)
+        MODELS.register(name, ModelSpec(name, builder, description))
         return builder
 
     return wrap
@@ -34,14 +36,13 @@ def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
 
 def list_models() -> dict[str, ModelSpec]:
     """All registered architectures by name."""
-    return dict(sorted(_REGISTRY.items()))
+    return MODELS.items()
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> nn.Module:
     """Instantiate a registered architecture (random weights)."""
-    if name not in _REGISTRY:
-        raise unknown_name("model", name, _REGISTRY)
+    spec = MODELS.get(name)
     try:
-        return _REGISTRY[name].builder(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+        return spec.builder(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
     except (RuntimeError, ValueError) as exc:
         raise ModelError(f"cannot build {name!r} for {in_channels}x{input_size}x{input_size} inputs: {exc}") from exc

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..errors import ConfigError, ShapeError, check_range
+from ..registry import Registry
 
 #: A fill bound to its parameters: ``(x, region) -> filled x``.
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -47,22 +48,18 @@ class FillParams:
 
 
 _ContentFn = Callable[[torch.Tensor, torch.Tensor, FillParams], torch.Tensor]
-_FILLS: dict[str, _ContentFn] = {}
+#: every fill kind by name
+FILLS: Registry[_ContentFn] = Registry("fill")
 
 
 def register_fill(name: str) -> Callable[[_ContentFn], _ContentFn]:
-    """Register ``content(x, region, params) -> (N,C,H,W)`` values used inside the region."""
-
-    def wrap(fn: _ContentFn) -> _ContentFn:
-        _FILLS[name] = fn
-        return fn
-
-    return wrap
+    """Register ``content(x, region, params) -> (N,C,H,W)`` values used inside the region (a taken name is an error)."""
+    return FILLS.decorator(name)
 
 
 def list_fills() -> list[str]:
     """Names of the registered fill kinds."""
-    return sorted(_FILLS)
+    return FILLS.names()
 
 
 # -- the public entry points ---------------------------------------------------
@@ -89,7 +86,7 @@ def fill(
     region = check_region(region, x)
     if not bool(region.any()):
         return x
-    content = _FILLS[kind](x, region, params)
+    content = FILLS.get(kind)(x, region, params)
     return torch.where(region[:, None], content, x)
 
 
@@ -133,8 +130,7 @@ def _make_params(
     iterations: int = 300,
     tol: float | None = 1e-5,
 ) -> FillParams:
-    if kind not in _FILLS:
-        raise unknown_name("fill", kind, _FILLS)
+    FILLS.get(kind)  # an unknown kind: the one-line error listing the valid ones
     check_range("sigma", sigma, 0.0, None, low_inclusive=False)
     check_range("truncate", truncate, 0.0, None)
     if int(iterations) != iterations or iterations < 0:
