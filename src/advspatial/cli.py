@@ -525,8 +525,11 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
     RESUME_HINT[:] = [f"; complete the run with: advspatial run --resume {config.out or f'runs/{name}'}"]
     result, rundir = run_experiment(name, config, resume=bool(resume))
     RESUME_HINT.clear()
-    click.echo(result.summary)
-    click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
+    from .distributed import world
+
+    if world().is_main:
+        click.echo(result.summary)
+        click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
 
 
 EXPLICIT_EXPERIMENT = "advspatial.explicit_experiment"
@@ -575,15 +578,32 @@ def one_line_warnings() -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning user errors into one line and exit status 2."""
+    """Entry point: run the CLI, turning user errors into one line and exit status 2.
+
+    Under torchrun each process joins the process group first
+    (:func:`advspatial.distributed.init_from_environment`); an error every
+    process shares is printed by rank 0 alone.
+    """
+    from .distributed import init_from_environment, shutdown
+
+    try:
+        init_from_environment()
+        _run_cli(argv)
+    except SystemExit as exit_:
+        shutdown()
+        raise exit_
+    shutdown()
+
+
+def _run_cli(argv: list[str] | None) -> None:
     try:
         with one_line_warnings():
             cli.main(args=argv, prog_name="advspatial", standalone_mode=False)
     except click.exceptions.Abort as exc:
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, EOFError):  # click turns EOFError (an empty file) into Abort
-            click.echo(f"advspatial: error: unexpected end of a file ({cause or 'EOFError'}); a file "
-                       "read by this command is empty or truncated", err=True)
+            _error(f"unexpected end of a file ({cause or 'EOFError'}); a file read by this command is empty or "
+                   "truncated")
             sys.exit(2)
         click.echo("advspatial: aborted" + "".join(RESUME_HINT), err=True)
         RESUME_HINT.clear()
@@ -592,15 +612,37 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except AdvspatialError as exc:
-        click.echo(f"advspatial: error: {one_line(str(exc))}", err=True)
+        _error(one_line(str(exc)), exc)
         sys.exit(2)
     except OSError as exc:  # the file system: read-only, full, missing, a file where a folder belongs
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-        click.echo(f"advspatial: error: {one_line(exc.strerror or str(exc))}{where}", err=True)
+        _error(f"{one_line(exc.strerror or str(exc))}{where}", exc)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("advspatial: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        from .distributed import RankFailed, is_shared, world
+
+        if not (isinstance(exc, RankFailed) or (world().is_distributed and is_shared(exc))):
+            raise
+        _error(one_line(str(exc)), exc)
+        sys.exit(1)
+
+
+def _error(message: str, exc: BaseException | None = None) -> None:
+    """``advspatial: error: MESSAGE`` on stderr; under torchrun, an error all processes share is printed by
+    rank 0 only, and a process's own error names its rank."""
+    from .distributed import is_shared, world
+
+    current = world()
+    if current.is_distributed:
+        if exc is not None and is_shared(exc):
+            if not current.is_main:
+                return
+        else:
+            message = f"rank {current.rank}: {message}"
+    click.echo(f"advspatial: error: {message}", err=True)
 
 
 def one_line(message: str) -> str:

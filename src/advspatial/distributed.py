@@ -41,6 +41,7 @@ from .progress import progress_bar
 
 T = TypeVar("T")
 U = TypeVar("U")
+I = TypeVar("I")
 
 #: how long a process waits for the others at a meeting point (a rank may be training a model meanwhile)
 TIMEOUT = datetime.timedelta(hours=int(os.environ.get("ADVSPATIAL_DIST_TIMEOUT_HOURS", "24")))
@@ -161,10 +162,15 @@ def agree(error: BaseException | None = None) -> None:
     failures = [(rank, found) for rank, found in enumerate(everyone) if found is not None]
     if not failures:
         return
-    if error is not None:
-        raise error
     rank, (kind, message) = failures[0]
-    raise _error_class(kind)(f"rank {rank} failed: {message}")
+    shared = error if error is not None else _error_class(kind)(f"rank {rank} failed: {message}")
+    shared.advspatial_shared = True  # type: ignore[union-attr]  # every rank knows it: rank 0 alone prints it
+    raise shared
+
+
+def is_shared(error: BaseException) -> bool:
+    """True when ``error`` reached every process through :func:`agree` (rank 0 reports it; the others stay quiet)."""
+    return bool(getattr(error, "advspatial_shared", False))
 
 
 def _error_class(name: str) -> type[Exception]:
@@ -176,9 +182,12 @@ def _error_class(name: str) -> type[Exception]:
     return RankFailed
 
 
-def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: str = "", progress: bool = True,
-                then: Callable[[int, slice, T], U] | None = None) -> list[T] | list[U]:
+def map_batches(fn: Callable[[int, I], T], slices: Sequence[I], desc: str = "", progress: bool = True,
+                then: Callable[[int, I, T], U] | None = None) -> list[T] | list[U]:
     """``[fn(b, slices[b]) for b in ...]``, the batches shared among the processes of the run.
+
+    ``slices`` are usually batch slices, but may be any independent units of work
+    (e.g. (configuration, batch) pairs), each computed by one process.
 
     ``fn(b, sl)`` must depend on nothing but its batch (seeds keyed by sample
     ids) and save what is costly in stage files named by ``b``
@@ -192,7 +201,7 @@ def map_batches(fn: Callable[[int, slice], T], slices: Sequence[slice], desc: st
     and the values themselves are not kept, so memory does not grow with the batches.
     """
 
-    def ordered(batches: Sequence[slice] | Any) -> list[Any]:
+    def ordered(batches: Sequence[I] | Any) -> list[Any]:
         out: list[Any] = []
         for b, sl in enumerate(batches):
             value = fn(b, sl)

@@ -1,7 +1,8 @@
 """Seeds, devices, cache directories and streaming batch iteration.
 
 Everything random in advspatial takes a seed or a :class:`torch.Generator`;
-:func:`make_generator` builds one on the right device. Batching is deterministic:
+:func:`make_generator` builds one on the right device; per-sample randomness is keyed
+by ``(seed, sample id)`` through :func:`sample_seed` alone. Batching is deterministic:
 :func:`batch_slices` always cuts the same ranges for the same ``n`` and batch size.
 """
 
@@ -12,14 +13,14 @@ import fcntl
 import os
 import random
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ShapeError
 
 DEFAULT_CACHE = Path.home() / ".cache" / "advspatial"
 
@@ -55,10 +56,63 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     return gen
 
 
+# -- per-sample randomness: the one owner of how a (seed, sample id) becomes random numbers -----------
+
+def sample_seed(seed: int, sample_id: int) -> int:
+    """The seed of one sample's random numbers in stream ``seed``: a function of ``(seed, sample_id)`` only.
+
+    Every per-sample draw in advspatial (attack starts and searches, map noise,
+    random control regions, noise fills) goes through it, so an image's numbers
+    never depend on the batch it is in or on the device.
+    """
+    return (int(seed) * 1_000_003 + int(sample_id)) % (2**63 - 1)
+
+
+def sample_generator(seed: int, sample_id: int) -> torch.Generator:
+    """The CPU generator of one sample, seeded with :func:`sample_seed` ``(seed, sample_id)``."""
+    return torch.Generator().manual_seed(sample_seed(seed, sample_id))
+
+
+def stream_seed(seed: int, stream: int, counter: int = 0) -> int:
+    """One seed per (experiment seed, random stream, counter): independent streams of per-sample noise."""
+    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
+
+
+def sample_ids_or_range(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    """``sample_ids`` as an (n,) int64 CPU tensor, or the positions ``0..n-1`` when None."""
+    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
+    if ids.shape != (n,):
+        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+    return ids
+
+
+def per_sample_noise(
+    shape: Sequence[int], seed: int, sample_ids: torch.Tensor, kind: str = "uniform",
+    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """(N, *shape[1:]) noise; row i drawn from :func:`sample_generator` ``(seed, sample_ids[i])``.
+
+    ``uniform`` is U[-1,1), ``normal`` is N(0,1). Drawing on the CPU makes the
+    numbers the same on every device.
+    """
+    if kind not in ("uniform", "normal"):
+        raise ConfigError(f"noise kind {kind!r} unknown; valid: uniform, normal")
+    draw = (lambda g: torch.rand(tuple(shape[1:]), generator=g) * 2 - 1) if kind == "uniform" else \
+        (lambda g: torch.randn(tuple(shape[1:]), generator=g))
+    rows = [draw(sample_generator(seed, sid)) for sid in torch.as_tensor(sample_ids).tolist()]
+    if not rows:
+        return torch.empty(tuple(shape), device=device, dtype=dtype)
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
 def pick_device(preference: str = "auto") -> torch.device:
-    """Resolve ``auto`` to CUDA when present, else CPU; validate an explicit choice."""
+    """Resolve ``auto`` to CUDA when present (``cuda:LOCAL_RANK`` under torchrun), else CPU; validate an
+    explicit choice."""
     if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from .distributed import default_device
+
+        local = default_device()
+        return torch.device(local if local != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         device = torch.device(preference)
     except RuntimeError as exc:

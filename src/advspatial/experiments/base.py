@@ -229,8 +229,8 @@ class ExperimentContext:
         """(images on the device, labels on the device, global sample ids) of one batch slice."""
         return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), self.data.ids[sl]
 
-    def each_batch(self, fn: Callable[[int, slice], T], desc: str = "", slices: Sequence[slice] | None = None,
-                   then: Callable[[int, slice, T], Any] | None = None) -> list[Any]:
+    def each_batch(self, fn: Callable[[int, Any], T], desc: str = "", slices: Sequence[Any] | None = None,
+                   then: Callable[[int, Any, T], Any] | None = None) -> list[Any]:
         """``[fn(b, sl) for b, sl in enumerate(slices)]`` (default: the run's batches) with a progress bar,
         shared among the processes of a ``torchrun`` launch.
 
@@ -242,6 +242,7 @@ class ExperimentContext:
         torchrun it runs once on this process's batches, then on every batch in order,
         loading what the other processes saved. ``then(b, sl, value)`` consumes each value in
         batch order, once per batch (accumulators, rows): see :func:`~advspatial.distributed.map_batches`.
+        ``slices`` may also be other independent units of work, e.g. (configuration, batch) pairs.
         """
         from ..distributed import map_batches
 
@@ -492,7 +493,7 @@ def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
 @contextlib.contextmanager
 def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool = False,
              write_config: bool = True) -> Iterator[RunDir]:
-    """The run directory ``out`` of a run of ``kind`` with ``config``, locked for this process.
+    """The run directory ``out`` of a run of ``kind`` with ``config``, locked for this run.
 
     Checked before any work: ``out`` is a writable directory (created if needed)
     and no other process works in it. A directory that holds results is tied to
@@ -501,42 +502,84 @@ def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse
     ``reuse_same`` for commands without ``--resume``); anything else is refused
     in one line. A directory whose earlier run failed before producing any
     result is reused in place.
-    """
-    from ..runtime import DirLock, check_writable_dir
 
-    out = Path(out)
-    check_writable_dir(out, "run directory")
-    lock = DirLock(out / ".lock", f"{out} is in use by another advspatial process; wait for it to finish or "
-                                  "choose another --out")
-    with lock:
-        rundir = RunDir(out)
-        rundir.remove_stale_temp_files()
-        record = rundir.record()
-        current = {"experiment": kind, "config": fingerprint(config)}
-        has_results = rundir.has_results()
-        if has_results and record:
-            same = record.get("experiment") == kind and record.get("config") == current["config"]
-            if not same:
-                if record.get("experiment") != kind:
-                    raise ConfigError(f"{out} holds a run of {record.get('experiment')}, not {kind}; choose "
-                                      "another --out")
-                edited = " (config.yaml was edited after the run started?)" if resume else ""
-                raise ConfigError(f"{out} holds results computed with other settings{edited}: "
-                                  f"{_differences(record.get('config', {}), current['config'])}; choose another --out")
-            if not (resume or reuse_same):
-                raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-        elif has_results and not resume:
-            raise ConfigError(f"{out} already holds results of another run; choose another --out")
-        if not (has_results and record):  # a new run, or one that failed before producing any result
-            rundir.write_record(current)
-        if write_config:
-            atomic_write_text(out / "config.yaml", yaml.safe_dump({"experiment": kind, **config_dict(config)},
-                                                                  sort_keys=False))
+    Under torchrun, rank 0 holds the lock and does the checks; the other
+    processes wait for its verdict (an error reaches all of them) and then share
+    the directory.
+    """
+    from ..distributed import agree, world
+
+    if not world().is_main:
+        agree()
+        yield RunDir(out)
+        return
+    with _checked_run_dir(Path(out), kind, config, resume, reuse_same, write_config) as rundir:
         yield rundir
 
 
+@contextlib.contextmanager
+def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
+                     write_config: bool) -> Iterator[RunDir]:
+    """Rank 0's half of :func:`open_run`: lock, check, record; the verdict is shared by :func:`agree`."""
+    from ..distributed import agree
+    from ..runtime import DirLock, check_writable_dir
+
+    try:
+        check_writable_dir(out, "run directory")
+        lock = DirLock(out / ".lock", f"{out} is in use by another advspatial process; wait for it to finish or "
+                                      "choose another --out").acquire()
+    except Exception as exc:
+        agree(exc)
+        raise
+    try:
+        try:
+            rundir = _check_run_dir(out, kind, config, resume, reuse_same, write_config)
+        except Exception as exc:
+            agree(exc)
+            raise
+        agree()
+        yield rundir
+    finally:
+        lock.release()
+
+
+def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
+                   write_config: bool) -> RunDir:
+    rundir = RunDir(out)
+    rundir.remove_stale_temp_files()
+    record = rundir.record()
+    current = {"experiment": kind, "config": fingerprint(config)}
+    has_results = rundir.has_results()
+    if has_results and record:
+        same = record.get("experiment") == kind and record.get("config") == current["config"]
+        if not same:
+            if record.get("experiment") != kind:
+                raise ConfigError(f"{out} holds a run of {record.get('experiment')}, not {kind}; choose "
+                                  "another --out")
+            edited = " (config.yaml was edited after the run started?)" if resume else ""
+            raise ConfigError(f"{out} holds results computed with other settings{edited}: "
+                              f"{_differences(record.get('config', {}), current['config'])}; choose another --out")
+        if not (resume or reuse_same):
+            raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+    elif has_results and not resume:
+        raise ConfigError(f"{out} already holds results of another run; choose another --out")
+    if not (has_results and record):  # a new run, or one that failed before producing any result
+        rundir.write_record(current)
+    if write_config:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump({"experiment": kind, **config_dict(config)},
+                                                              sort_keys=False))
+    return rundir
+
+
 def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:
-    """Run (or resume) an experiment into its run directory and write every result file."""
+    """Run (or resume) an experiment into its run directory and write every result file.
+
+    Under torchrun every process runs the experiment on its share of the batches
+    (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
+    alone writes the result files.
+    """
+    from ..distributed import main_only
+
     experiment = get_experiment(name)
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
@@ -544,7 +587,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         started = time.perf_counter()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
-        write_results(rundir, experiment, config, result)
+        main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
 
 

@@ -7,10 +7,9 @@ from typing import ClassVar
 
 import torch
 
-from ..data import ImageDataset
 from ..report.html import Section, Table
-from ..runtime import RunDir, model_device
-from .base import ExperimentConfig, ExperimentResult, prepare_context, register_experiment
+from ..runtime import RunDir
+from .base import ExperimentConfig, ExperimentContext, ExperimentResult, prepare_context, register_experiment
 
 
 @dataclass
@@ -26,7 +25,7 @@ def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
     from ..regions.inference import accuracy as accuracy_with_interval
 
     ctx = prepare_context(config, rundir)
-    correct = rundir.cached("predictions", lambda: _correct(ctx.model, ctx.data, config.batch_size))
+    correct = torch.cat(ctx.each_batch(lambda b, sl: _correct(ctx, b, sl), desc="clean predictions"))
     share = accuracy_with_interval(correct.numpy().astype(float))
     rows = [{"index": int(ctx.data.ids[i]), "label": int(ctx.data.labels[i]), "correct": bool(correct[i])}
             for i in range(len(ctx.data))]
@@ -40,9 +39,12 @@ def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
                             [section])
 
 
-def _correct(model: torch.nn.Module, data: ImageDataset, batch_size: int) -> torch.Tensor:
-    out = []
-    with torch.inference_mode():
-        for x, y, _ in data.batches(batch_size):
-            out.append(model(x.to(model_device(model))).argmax(1).cpu() == y)
-    return torch.cat(out)
+def _correct(ctx: ExperimentContext, b: int, sl: slice) -> torch.Tensor:
+    """Whether each image of batch ``b`` is classified correctly (cached)."""
+
+    def compute() -> torch.Tensor:
+        x, y, _ = ctx.batch(sl)
+        with torch.inference_mode():
+            return (ctx.model(x).argmax(1) == y).cpu()
+
+    return ctx.rundir.cached(f"predictions/batch-{b:05d}", compute)  # type: ignore[return-value]

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from ..progress import progress_bar
 
 from ..attacks import make_attack
 from ..errors import ConfigError, check_range, unknown_name
@@ -97,19 +96,23 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     labels = []
     stop = min(cfg.gate_n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
-    for b, sl in enumerate(progress_bar(slices, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}",
-                                disable=not cfg.progress, unit="batch")):
-        def importance(x: torch.Tensor, y: torch.Tensor, b: int = b) -> torch.Tensor:
+
+    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
+        def importance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             if maps is not None:
                 return maps(b)[: len(x)]
             return importance_map(method, model, x, target=target, y=y, batch_size=len(x), **kw)
 
-        cols = ctx.rundir.cached(f"{key}/f{fraction}-{cfg.gate_control}/batch-{b:05d}",
-                                 lambda sl=sl, imp=importance: _gate_batch(ctx, model, fraction, attack, imp, sl))
-        keep = cols["clean:correct"].bool()
+        return ctx.rundir.cached(f"{key}/f{fraction}-{cfg.gate_control}/batch-{b:05d}",  # type: ignore[return-value]
+                                 lambda: _gate_batch(ctx, model, fraction, attack, importance, sl))
+
+    def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:
+        kept = cols["clean:correct"].bool()
         for name, value in cols.items():
-            columns.setdefault(name, []).append(value[keep])
-        labels.append(ctx.data.labels[sl][keep])
+            columns.setdefault(name, []).append(value[kept])
+        labels.append(ctx.data.labels[sl][kept])
+
+    ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
     merged = {k: torch.cat(v) for k, v in columns.items()}
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=fraction)

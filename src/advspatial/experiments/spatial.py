@@ -31,7 +31,6 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from ..progress import progress_bar
 
 from ..attacks import Attack, AttackResult, make_attack
 from ..data import ImageDataset
@@ -421,20 +420,31 @@ def process_attack(
     summary = AttackSummary(name, attack.norm, n_a, {k: defaultdict(list) for k in kinds},
                             {k: MapAccumulator(data.num_classes, shape) for k in ("roi", *kinds)}, defaultdict(list))
     panel = panel_methods(ctx) if name == cfg.defence_attack else []
-    slices = list(batch_slices(n_a, cfg.batch_size))
-    for b, sl in enumerate(progress_bar(slices, desc=f"{name}: attack, maps, defence", disable=not cfg.progress, unit="batch")):
+    def compute(b: int, sl: slice) -> dict[str, Any]:
+        """Every cached stage of batch b: the attack, the clean maps, the attack maps, the defence columns."""
         result = attack_batch(ctx, name, attack, b, sl)
-        clean = roi_batch(ctx, b)
+        out: dict[str, Any] = {"result": result, "clean": roi_batch(ctx, b),
+                               "panel": {m: panel_batch(ctx, m, b) for m in panel},
+                               "maps": {kind: maps_batch(ctx, name, kind, b, sl, result.x_adv) for kind in kinds}}
+        if defences is not None:
+            from .spatial_defence import defence_batch
+
+            out["defence"] = defence_batch(ctx, name, b, sl, result.x_adv, out["maps"][kinds[0]]["map"], defences)
+        return out
+
+    def accumulate(b: int, sl: slice, stages: dict[str, Any]) -> None:
+        """Rows, accumulators and kept examples of batch b, in batch order."""
+        result, clean = stages["result"], stages["clean"]
         size = sl.stop - sl.start
         imp, pred = ctx.at_scale(clean["importance"][:size]), clean["pred"][:size]
         y, ids = data.labels[sl], data.ids[sl]
         success = (pred == y) & result.success
         x = data.images(sl)
         extra = {"composition": colocation.composition(x), "ids": ids,
-                 **{f"panel:{m}": ctx.at_scale(panel_batch(ctx, m, b)[:size]) for m in panel}}
+                 **{f"panel:{m}": ctx.at_scale(stages["panel"][m][:size]) for m in panel}}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
-            maps = maps_batch(ctx, name, kind, b, sl, result.x_adv)
+            maps = stages["maps"][kind]
             amap = ctx.at_scale(maps["map"])
             stats, roi, roa = region_rows(imp, amap, ids, cfg)
             cols.update({f"{kind}:{k}": v for k, v in stats.items()})
@@ -446,19 +456,21 @@ def process_attack(
             keep_first(summary.stores[kind], cfg.permutation_images, ok, importance=imp, attack=amap, roi=roi,
                        roa=roa, labels=y, **extra)
             summary.frequency[kind].update(roa[ok].float(), y[ok])
-            if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency, the oracle defence's RoA
-                oracle_map = maps["map"]
+            if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])
                 collect_examples(summary.examples, x, result.x_adv, clean["importance"][:size], maps["map"],
                                  ctx.at_input(roi), ctx.at_input(roa), y, ok, cfg)
         if defences is not None:
-            from .spatial_defence import defence_batch, split_columns
+            from .spatial_defence import split_columns
 
-            row_cols, draws = split_columns(defence_batch(ctx, name, b, sl, result.x_adv, oracle_map, defences), y)
+            row_cols, draws = split_columns(stages["defence"], y)
             cols.update(row_cols)
             for key, hits in draws.items():
                 summary.draws[key].append(hits)
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
+
+    ctx.each_batch(compute, desc=f"{name}: attack, maps, defence", slices=list(batch_slices(n_a, cfg.batch_size)),
+                   then=accumulate)
     return summary
 
 
@@ -553,9 +565,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     from . import spatial_defence, spatial_report
 
     ctx = spatial_context(config, rundir)
-    for b in progress_bar(range(len(ctx.slices)), desc="clean: predictions, importance maps", disable=not config.progress,
-                  unit="batch"):
-        roi_batch(ctx, b)
+    ctx.each_batch(lambda b, sl: roi_batch(ctx, b), desc="clean: predictions, importance maps", then=lambda *_: None)
     gates = run_gates(ctx)
     prior = spatial_defence.class_prior(ctx)
     rows: list[dict[str, Any]] = []

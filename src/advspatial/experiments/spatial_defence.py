@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from ..progress import progress_bar
 
 from ..attacks.base import frozen_eval
 from ..defense.adaptive import (
@@ -149,21 +148,33 @@ def class_prior(ctx: "Context") -> torch.Tensor:
     from .spatial import build_attack, contribution_kw
 
     cfg = ctx.config
+    if ctx.rundir.has_stage("prior"):
+        return ctx.rundir.load_stage("prior")  # type: ignore[return-value]
+    train = train_images(cfg, cfg.prior_n, ctx.data.ids)
+    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
+    kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
 
-    def compute() -> torch.Tensor:
-        train = train_images(cfg, cfg.prior_n, ctx.data.ids)
-        attack = build_attack(cfg.defence_attack, ctx.model, cfg)
-        acc = MapAccumulator(train.num_classes, train.image_shape[1:])
-        for sl in progress_bar(list(batch_slices(len(train), cfg.batch_size)), desc="prior (training images)",
-                       disable=not cfg.progress, unit="batch"):
+    def batch_sums(b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-class sums of the attack maps, per-class counts) of training batch b (cached)."""
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
             x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
             result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
-            kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
             amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
+            acc = MapAccumulator(train.num_classes, train.image_shape[1:])
             acc.update(amap.cpu(), result.adv_pred.cpu())
-        return torch.nan_to_num(acc.means(), nan=0.0)
+            return acc.sums, acc.counts
 
-    return ctx.rundir.cached("prior", compute)  # type: ignore[return-value]
+        return ctx.rundir.cached(f"prior-parts/batch-{b:05d}", compute)  # type: ignore[return-value]
+
+    total = MapAccumulator(train.num_classes, train.image_shape[1:])
+    for sums, counts in ctx.each_batch(batch_sums, desc="prior (training images)",
+                                       slices=list(batch_slices(len(train), cfg.batch_size))):
+        total.sums += sums
+        total.counts += counts
+    prior = torch.nan_to_num(total.means(), nan=0.0)
+    ctx.rundir.save_stage("prior", prior)
+    return prior
 
 
 # -- 1. non-adaptive ---------------------------------------------------------------------------
@@ -250,15 +261,17 @@ def aggregate_sweep(ctx: "Context") -> dict[str, torch.Tensor]:
     cfg = ctx.config
     attack = build_attack(cfg.defence_attack, ctx.model, cfg)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    slices = list(batch_slices(len(ctx.data), cfg.batch_size))
-    for b, sl in enumerate(progress_bar(slices, desc="defence sweep (non-adaptive)", disable=not cfg.progress, unit="batch")):
-        result = attack_batch(ctx, cfg.defence_attack, attack, b, sl)
-        for key, values in sweep_batch(ctx, b, sl, result.x_adv).items():
+
+    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
+        return sweep_batch(ctx, b, sl, attack_batch(ctx, cfg.defence_attack, attack, b, sl).x_adv)
+
+    def collect(b: int, sl: slice, columns: dict[str, torch.Tensor]) -> None:
+        for key, values in columns.items():
             parts[key].append(values)
+
+    ctx.each_batch(compute, desc="defence sweep (non-adaptive)", then=collect)
     return {k: torch.cat(v) for k, v in parts.items()}
 
-
-# -- 2. adaptive -------------------------------------------------------------------------------
 
 def budget_of(ctx: "Context") -> AdaptiveBudget:
     cfg = ctx.config
@@ -360,24 +373,24 @@ def baseline_grid(ctx: "Context") -> list[tuple[str, float]]:
 
 
 def adaptive_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, dict[str, torch.Tensor]]:
-    """Every adaptive outcome, per image over the adaptive images: ``{setting key | 'undefended' | 'baseline|t|s': columns}``."""
-    cfg = ctx.config
+    """Every adaptive outcome, per image over the adaptive images: ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
+
+    Each (configuration, batch) pair is one unit of work, so the processes of a torchrun launch share the
+    configurations even when the adaptive images fit in one batch."""
     slices = adaptive_slices(ctx)
     jobs: list[tuple[str, Any]] = [("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
     jobs += [(s.key, lambda b, sl, s=s: adaptive_batch(ctx, s, b, sl, prior)) for s in settings(ctx, prior is not None)]
     jobs += [(f"baseline|{t}|{s:g}", lambda b, sl, t=t, s=s: baseline_batch(ctx, t, s, b, sl)) for t, s in baseline_grid(ctx)]
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    bar = progress_bar(total=len(jobs) * len(slices), desc="adaptive attacks (ensemble, 2 gradients, EOT)",
-               disable=not cfg.progress, unit="batch")
-    for key, job in jobs:
-        parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-        for b, sl in enumerate(slices):
-            for col, values in job(b, sl).items():
-                parts[col].append(values)
-            bar.update(1)
-        out[key] = {k: torch.cat(v) for k, v in parts.items()}
-    bar.close()
-    return out
+    parts: dict[str, dict[str, list[torch.Tensor]]] = {key: defaultdict(list) for key, _ in jobs}
+    work = [(key, job, b, sl) for key, job in jobs for b, sl in enumerate(slices)]
+
+    def collect(_: int, item: tuple[str, Any, int, slice], columns: dict[str, torch.Tensor]) -> None:
+        for col, values in columns.items():
+            parts[item[0]][col].append(values)
+
+    ctx.each_batch(lambda _, item: item[1](item[2], item[3]), desc="adaptive attacks (ensemble, 2 gradients, EOT)",
+                   slices=work, then=collect)
+    return {key: {k: torch.cat(v) for k, v in columns.items()} for key, columns in parts.items()}
 
 
 # -- 3. convergence ----------------------------------------------------------------------------
@@ -394,17 +407,22 @@ def convergence_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, A
     budget, grid = budget_of(ctx), curve_grid(ctx)
     main = DefenceSetting("main", "gradient", cfg.fraction, cfg.fill)
     parts: dict[str, list[torch.Tensor]] = defaultdict(list)
-    slices = list(batch_slices(n, cfg.batch_size))
-    for b, sl in enumerate(progress_bar(slices, desc="convergence curves (main defence)", disable=not cfg.progress, unit="batch")):
 
-        def compute(sl: slice = sl) -> dict[str, torch.Tensor]:
+    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
+        def curves() -> dict[str, torch.Tensor]:
             x, y, ids = ctx.batch(sl)
             with frozen_eval(ctx.model):
                 return convergence_curves(neutralized(ctx, main, prior), x, y, cfg.eps_linf, budget, grid,
                                           sample_ids=ids, seed=cfg.seed)
 
-        for key, values in ctx.rundir.cached(f"convergence/batch-{b:05d}", compute).items():  # type: ignore[union-attr]
+        return ctx.rundir.cached(f"convergence/batch-{b:05d}", curves)  # type: ignore[return-value]
+
+    def collect(b: int, sl: slice, columns: dict[str, torch.Tensor]) -> None:
+        for key, values in columns.items():
             parts[key].append(values)
+
+    ctx.each_batch(compute, desc="convergence curves (main defence)", slices=list(batch_slices(n, cfg.batch_size)),
+                   then=collect)
     accuracies = {k: float(torch.cat(v).mean()) for k, v in parts.items()}
     return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, cfg.eps_linf)}
 
