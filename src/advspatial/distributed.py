@@ -91,12 +91,15 @@ def init_from_environment() -> World:
     """Join the process group ``torchrun`` set up, once per process, and set this process's threads.
 
     Backend: gloo for the CPU meeting points, plus NCCL for CUDA tensors when
-    CUDA is present (DistributedDataParallel). Threads per process: ``$ADVSPATIAL_THREADS``
-    when set, else the cores divided by the processes on this machine.
+    CUDA is present. Threads per process: ``$ADVSPATIAL_THREADS`` when set (also
+    without torchrun), else the cores divided by the processes on this machine
+    (torchrun's own ``OMP_NUM_THREADS=1`` default is overridden).
     """
     global _WORLD
     found = environment_world()
     if not found.is_distributed or _WORLD.is_distributed:
+        if os.environ.get("ADVSPATIAL_THREADS", "").strip() and not _WORLD.is_distributed:
+            torch.set_num_threads(threads_per_process(found))
         return _WORLD
     import torch.distributed as dist
 

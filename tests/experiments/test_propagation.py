@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -359,7 +360,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     stages = out / "stages"
     (stages / "attack" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
     (stages / "propagation" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
-    (stages / "locality" / f"k{config.pixels_list[-1]}.pt").unlink()
+    shutil.rmtree(stages / "locality" / f"k{config.pixels_list[-1]}")
     run_experiment("propagation", config, resume=True)
     again = json.loads((out / "metrics.json").read_text())
     metrics.pop("wall_seconds"), again.pop("wall_seconds")

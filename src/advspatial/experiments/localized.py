@@ -68,11 +68,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from ..progress import progress_bar
+from ..distributed import map_batches
 
 from ..attacks import Attack, make_attack
 from ..data import ImageDataset
@@ -265,12 +265,26 @@ def natural_epochs(config: LocalizedConfig) -> int:
 def train_models(config: LocalizedConfig, device: torch.device, timings: dict[str, float]) -> dict[str, TrainedModel]:
     """The models, trained on first use and cached; wall time per model in ``timings``."""
     models = {}
-    for mode in MODES:
+
+    def train(_: int, mode: str) -> TrainedModel:
         started = time.perf_counter()
-        models[mode] = get_or_train(train_config(config, mode), device, config.progress)
-        models[mode].model.eval()
+        trained = get_or_train(train_config(config, mode), device, config.progress)
         timings[f"train/{mode}"] = round(time.perf_counter() - started, 2)
+        return trained
+
+    for mode, trained in zip(MODES, map_models(train)):
+        models[mode] = trained
+        models[mode].model.eval()
     return models
+
+
+T = TypeVar("T")
+
+
+def map_models(job: Callable[[int, str], T]) -> list[T]:
+    """``job(i, mode)`` for every mode, in order; under torchrun each model is trained by one process (the
+    model cache or the run directory keeps it) and then loaded by all (:func:`~advspatial.distributed.map_batches`)."""
+    return map_batches(job, list(MODES), desc="models", progress=False)
 
 
 def finetunes(config: LocalizedConfig) -> bool:
@@ -373,13 +387,13 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
     rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels)]
     atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
     timings["finetune/start"] = round(time.perf_counter() - started, 2)
-    trained = {}
-    for mode in MODES:
+
+    def finetune(_: int, mode: str) -> TrainedModel:
         started = time.perf_counter()
         fc = finetune_config(config, mode, sha, ids_checksum(train.ids), source)
         stage = f"finetune/{mode}-{fc.key()}"
 
-        def compute(fc: FinetuneConfig = fc) -> dict[str, Any]:
+        def compute() -> dict[str, Any]:
             tm = finetune_model(start, fc, train, masks_fn if fc.mode in MASKED else None, config.progress)
             return {"state_dict": {k: v.detach().cpu() for k, v in tm.model.state_dict().items()},
                     "metadata": tm.metadata}
@@ -387,8 +401,10 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         saved = rundir.cached(stage, compute)
         model = copy.deepcopy(start)
         model.load_state_dict(saved["state_dict"])
-        trained[mode] = TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
         timings[f"train/{mode}"] = round(time.perf_counter() - started, 2)
+        return TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
+
+    trained = dict(zip(MODES, map_models(finetune)))
     return trained, Start(start, sha, train, method, why, source)
 
 
@@ -527,14 +543,18 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
         preds["complement"] = comp.adv_pred
     preds.update(robustness_conditions(name, model, config, data, kw))
     shares, clean_e, adv_e = [], [], []
-    slices = list(batch_slices(len(data), config.batch_size))
-    for b, sl in enumerate(progress_bar(slices, desc=f"{name}: {method} shift", disable=not config.progress, unit="batch")):
-        mask = region(sl)
-        energies = energy_batch(rundir, name, method, b, model, data.images(sl), local.x_adv[sl], data.labels[sl],
-                                mask)
-        shares.append(mask.flatten(1).mean(1))
-        clean_e.append(energies["clean"])
-        adv_e.append(energies["adv"])
+
+    def energies(b: int, sl: slice) -> dict[str, torch.Tensor]:
+        return energy_batch(rundir, name, method, b, model, data.images(sl), local.x_adv[sl], data.labels[sl],
+                            region(sl))
+
+    def collect(b: int, sl: slice, values: dict[str, torch.Tensor]) -> None:
+        shares.append(region(sl).flatten(1).mean(1))
+        clean_e.append(values["clean"])
+        adv_e.append(values["adv"])
+
+    map_batches(energies, list(batch_slices(len(data), config.batch_size)), desc=f"{name}: {method} shift",
+                progress=config.progress, then=collect)
     return ModelEvaluation(preds, torch.cat(shares), torch.cat(clean_e), torch.cat(adv_e), local.x_adv,
                            round(time.perf_counter() - started, 2), method)
 

@@ -340,8 +340,8 @@ def pgd_mean_ssim(ctx: Context, eps: float) -> float:
     """PGD(eps)'s mean SSIM over the calibration images (each batch a cached stage)."""
     cfg = ctx.config
     attack = pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)
-    values = [attack_stage(ctx, f"calibration/eps-{eps:.8f}/batch-{b:05d}", attack, sl)["ssim"]
-              for b, sl in enumerate(calibration_slices(ctx))]
+    values = ctx.each_batch(lambda b, sl: attack_stage(ctx, f"calibration/eps-{eps:.8f}/batch-{b:05d}", attack, sl)["ssim"],
+                            slices=calibration_slices(ctx), desc=f"pgd eps {eps:.4g} (calibration)")
     return float(torch.cat(values).double().mean())
 
 
@@ -388,8 +388,8 @@ def curve_results(ctx: Context, name: str, budget: float) -> tuple[torch.Tensor,
     """(success, SSIM) of attack ``name`` at ``budget`` on the calibration images (cached stages; the main
     SSIM-ball budget and the PGD budgets the calibration tried are not recomputed)."""
     cfg = ctx.config
-    success, values = [], []
-    for b, sl in enumerate(calibration_slices(ctx)):
+
+    def batch(b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
         if name == "pgd":
             res = attack_stage(ctx, f"calibration/eps-{budget:.8f}/batch-{b:05d}",
                                pgd_attack(ctx.model, budget, cfg.steps, cfg.seed, cfg.loss), sl)
@@ -399,16 +399,17 @@ def curve_results(ctx: Context, name: str, budget: float) -> tuple[torch.Tensor,
         else:
             res = attack_stage(ctx, f"curve/ssim-ball/alpha-{budget:.6f}/batch-{b:05d}",
                                ssim_attack(ctx.model, cfg, budget), sl)
-        success.append(res["success"])
-        values.append(res["ssim"])
-    return torch.cat(success), torch.cat(values)
+        return res["success"], res["ssim"]
+
+    parts = ctx.each_batch(batch, slices=calibration_slices(ctx), desc=f"{name} at {budget:.4g}")
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def curves_stage(ctx: Context, calibration: Calibration) -> Curves:
     """Fooling rate vs mean SSIM of both attacks over their budgets, on the calibration images."""
     cfg = ctx.config
     n_cal = min(cfg.calibration_n, len(ctx.data))
-    pred = torch.cat([clean_batch(ctx, b)["pred"] for b in range(len(ctx.slices))])[:n_cal]
+    pred = torch.cat(ctx.each_batch(lambda b, sl: clean_batch(ctx, b)["pred"], desc="clean predictions"))[:n_cal]
     correct = pred == ctx.data.labels[:n_cal]
     points: dict[str, list[dict[str, float]]] = {}
     fooled: dict[str, torch.Tensor] = {}
@@ -477,18 +478,25 @@ def process_batches(ctx: Context, eps: float,
     attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
     stores = {name: AttackStore() for name in ATTACKS}
     examples: dict[str, list] = defaultdict(list)
-    for b, sl in enumerate(progress_bar(ctx.slices, desc="pgd at matched SSIM; SSIM maps vs CAM", disable=not cfg.progress,
-                                unit="batch")):
-        clean = clean_batch(ctx, b)
+
+    def compute(b: int, sl: slice) -> dict[str, Any]:
+        """The cached stages of batch b: clean maps, both attacks, their geometry nulls."""
+        results = {name: attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl) for name, attack in attacks.items()}
+        nulls = {name: geometry_null_batch(ctx, name, attack, b, sl, results[name]["ssim"])
+                 for name, attack in attacks.items()}
+        return {"clean": clean_batch(ctx, b), "results": results, "nulls": nulls}
+
+    def accumulate(b: int, sl: slice, stages: dict[str, Any]) -> None:
+        clean = stages["clean"]
         x, y, ids = ctx.data.images(sl), ctx.data.labels[sl], ctx.data.ids[sl]
         correct = clean["pred"] == y
         composition = colocation.composition(x)
         found: dict[str, dict[str, torch.Tensor]] = {}
-        for name, attack in attacks.items():
-            res = attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl)
+        for name in attacks:
+            res = stages["results"][name]
             dist = ssim_distortion(x, res["x_adv"])
             cols, cam_region, dist_region = map_statistics(clean["cam"], dist, cfg.fraction, cfg.seed, ids)
-            cols.update(geometry_columns(ctx, name, attack, b, sl, res["ssim"], clean["cam"]))
+            cols.update(geometry_columns(ctx, sl, stages["nulls"][name], clean["cam"]))
             ok = correct & res["success"]
             rows.extend(batch_rows(name, ids, y, clean["pred"], res, cols))
             keep_first(stores[name].kept, cfg.permutation_images, ok, importance=clean["cam"], attack=dist,
@@ -497,20 +505,25 @@ def process_batches(ctx: Context, eps: float,
             found[name] = {"ok": ok, "x_adv": res["x_adv"], "dist": dist, "dist_region": dist_region,
                            "adv_pred": res["adv_pred"], "ssim": res["ssim"]}
         collect_examples(examples, cfg.figure_images, x, y, clean["cam"], cam_region, found)
+
+    ctx.each_batch(compute, desc="pgd at matched SSIM; SSIM maps vs CAM", then=accumulate)
     return stores, examples
 
 
-def geometry_columns(ctx: Context, name: str, attack: Attack, b: int, sl: slice, target_ssim: torch.Tensor,
-                     cam: torch.Tensor) -> dict[str, torch.Tensor]:
+def geometry_null_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice,
+                        target_ssim: torch.Tensor) -> torch.Tensor:
     """The geometry null of batch b (cached): a random feasible perturbation of the attack's set with the
-    attack's per-image SSIM (:mod:`.perceptual_controls`); its SSIM and the share of its 1 − SSIM mass in the
-    CAM region."""
+    attack's per-image SSIM (:mod:`.perceptual_controls`)."""
 
     def compute() -> dict[str, torch.Tensor]:
         x, _, ids = ctx.batch(sl)
         return {"x_null": geometry_null(name, attack, x, target_ssim, ids, ctx.config.seed).cpu()}
 
-    x_null = ctx.rundir.cached(f"geometry/{name}/batch-{b:05d}", compute)["x_null"]
+    return ctx.rundir.cached(f"geometry/{name}/batch-{b:05d}", compute)["x_null"]  # type: ignore[index]
+
+
+def geometry_columns(ctx: Context, sl: slice, x_null: torch.Tensor, cam: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The geometry null's SSIM and the share of its 1 − SSIM mass in the CAM region."""
     x = ctx.data.images(sl)
     cols, _, _ = map_statistics(cam, ssim_distortion(x, x_null), ctx.config.fraction, ctx.config.seed, ctx.data.ids[sl])
     return {"geometry_energy_in_cam": cols["energy_in_cam"], "geometry_ssim": ssim(x, x_null)}
@@ -646,13 +659,11 @@ def minimal_distortion_claim(curves: Curves, metrics: dict[str, Any], seed: int)
                      "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps")
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
     ctx = perceptual_context(config, rundir)
-    for b in progress_bar(range(len(ctx.slices)), desc="clean: predictions, CAM of the true class",
-                  disable=not config.progress, unit="batch"):
-        clean_batch(ctx, b)
+    ctx.each_batch(lambda b, sl: clean_batch(ctx, b), desc="clean: predictions, CAM of the true class",
+                   then=lambda *_: None)
     attack = ssim_attack(ctx.model, config)
-    ball = [attack_stage(ctx, f"attack/ssim-ball/batch-{b:05d}", attack, sl)["ssim"]
-            for b, sl in enumerate(progress_bar(ctx.slices, desc="ssim-ball attack", disable=not config.progress,
-                                        unit="batch"))]
+    ball = ctx.each_batch(lambda b, sl: attack_stage(ctx, f"attack/ssim-ball/batch-{b:05d}", attack, sl)["ssim"],
+                          desc="ssim-ball attack")
     calibration = calibrate(ctx, torch.cat(ball))
     curves = curves_stage(ctx, calibration)
     gates = run_gates(ctx, calibration.eps)

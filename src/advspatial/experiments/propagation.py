@@ -51,7 +51,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from ..progress import progress_bar
 
 from ..analysis.hooks import select_layers
 from ..analysis.locality import (
@@ -327,8 +326,24 @@ LOCALITY_KEYS = ("ring_counts", "ring_successes", "random_counts", "random_succe
 
 def locality_stage(ctx: Context, k: int, index: torch.Tensor, pixels: torch.Tensor,
                    colours: torch.Tensor) -> dict[str, Any]:
-    """Locality analysis of all successful attacks of k at once (cached; every random draw is keyed by the
-    image's sample id, so it depends neither on the batch size nor on the other images)."""
+    """Locality analysis of all successful attacks of k, in chunks of ``batch_size`` images (each cached;
+    every random draw is keyed by the image's sample id, so the result depends neither on the chunking nor on
+    the other images), concatenated."""
+    size = ctx.config.batch_size
+    chunks = [slice(i, min(i + size, len(index))) for i in range(0, len(index), size)]
+    if not chunks:
+        return locality_chunk(ctx, k, 0, index, pixels, colours)
+    parts = ctx.each_batch(lambda c, part: locality_chunk(ctx, k, c, index[part], pixels[part], colours[part]),
+                           slices=chunks, desc=f"{k}-pixel locality")
+    merged: dict[str, Any] = {key: torch.cat([p[key] for p in parts]) for key in LOCALITY_KEYS}
+    merged["context"] = {which: {name: torch.cat([p["context"][which][name] for p in parts])
+                                 for name in groups} for which, groups in parts[0]["context"].items()}
+    return merged
+
+
+def locality_chunk(ctx: Context, k: int, c: int, index: torch.Tensor, pixels: torch.Tensor,
+                   colours: torch.Tensor) -> dict[str, Any]:
+    """Locality analysis of chunk ``c`` of the successful attacks of k (cached)."""
     cfg = ctx.config
 
     def compute() -> dict[str, Any]:
@@ -345,7 +360,7 @@ def locality_stage(ctx: Context, k: int, index: torch.Tensor, pixels: torch.Tens
                                 intensity_strata=cfg.intensity_strata)
         return {**{key: getattr(res, key) for key in LOCALITY_KEYS}, "context": res.context}
 
-    return ctx.rundir.cached(f"locality/k{k}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"locality/k{k}/chunk-{c:05d}", compute)  # type: ignore[return-value]
 
 
 @dataclass
@@ -368,10 +383,13 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
     k_rows: list[dict[str, Any]] = []
     found: dict[str, list[torch.Tensor]] = {"index": [], "pixels": [], "colours": []}
     paired: dict[str, dict[str, list[torch.Tensor]]] = {}
-    for b, sl in enumerate(progress_bar(ctx.slices, desc=f"{k}-pixel attack, propagation maps", disable=not cfg.progress,
-                                unit="batch")):
+
+    def compute(b: int, sl: slice) -> tuple[AttackResult, dict[str, Any]]:
         result = attack_batch(ctx, attack, k, b)
-        stats = propagation_batch(ctx, k, b, result)
+        return result, propagation_batch(ctx, k, b, result)
+
+    def accumulate(b: int, sl: slice, stages: tuple[AttackResult, dict[str, Any]]) -> None:
+        result, stats = stages
         if "controls" not in stats or "image" not in stats:
             raise ConfigError(f"stage propagation/k{k}/batch-{b:05d} of this run was written before the random-change "
                               "controls existed; delete the run's stages/propagation and stages/locality folders "
@@ -387,6 +405,8 @@ def process_k(ctx: Context, k: int, rows: list[dict[str, Any]]) -> KSummary:
         found["index"].append(torch.arange(sl.start, sl.stop)[ok])
         found["pixels"].append(pixels[ok])
         found["colours"].append(colours[ok])
+
+    ctx.each_batch(compute, desc=f"{k}-pixel attack, propagation maps", then=accumulate)
     index = torch.cat(found["index"])
     pixels, colours = torch.cat(found["pixels"]), torch.cat(found["colours"])
     loc = locality_stage(ctx, k, index, pixels, colours)

@@ -1,0 +1,229 @@
+"""Scale-out under torchrun (gloo on the CPU): the batches are shared, the results are a single process's.
+
+Every experiment runs once in one process and once under ``torchrun`` with 2
+processes (3 for the cheap baseline) on a tiny configuration with one thread per
+process; ``per_image.csv`` and every number of ``metrics.json`` but wall times
+must be identical. Also: a run killed mid-way under torchrun and resumed without
+it; an error in one rank reaching every rank as one line; two "nodes" on the
+loopback; the sharding rule itself (:func:`advspatial.distributed.map_batches`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import needs_fashion_mnist
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
+
+#: one thread per process in both runs: results equal to the bit need the same threads per process
+ENV = {"ADVSPATIAL_THREADS": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
+
+#: tiny settings per experiment: several batches, every stage reached
+SETTINGS: dict[str, list[str]] = {
+    "baseline": ["--n", "30", "--batch-size", "8"],
+    "spatial": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--prior-n", "8",
+                "--figure-images", "2", "--attacks", "fgsm,pgd,onepixel"],
+    "analyze": [],
+    "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
+    "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
+    "localized-training": ["--quick", "--n", "8", "--batch-size", "4"],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, **ENV}
+
+
+def advspatial(args: list[str], nproc: int = 1, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``python -m advspatial ARGS``, or under ``torchrun --standalone --nproc-per-node nproc``."""
+    if nproc == 1:
+        command = [sys.executable, "-m", "advspatial", *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                   "-m", "advspatial", "--", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=environment(), timeout=timeout)
+
+
+def model_args(weights: Path) -> list[str]:
+    return ["--model", str(weights), "--arch", "lenet5", "--no-progress"]
+
+
+def comparable_metrics(path: Path) -> Any:
+    """metrics.json without wall times (the only numbers allowed to differ)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k and k != "timings"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads((path / "metrics.json").read_text()))
+
+
+def assert_same_results(one: Path, other: Path) -> None:
+    assert (one / "per_image.csv").read_text() == (other / "per_image.csv").read_text()
+    assert comparable_metrics(one) == comparable_metrics(other)
+
+
+def experiment_args(name: str, weights: Path, tmp: Path) -> list[str]:
+    if name != "analyze":
+        return ["run", name, *model_args(weights), *SETTINGS[name]]
+    clean, adv = analyze_inputs(weights, tmp)
+    return ["analyze", "--model", str(weights), "--arch", "lenet5", "--clean", str(clean), "--adv", str(adv),
+            "--batch-size", "4", "--quick", "--no-progress"]
+
+
+def analyze_inputs(weights: Path, tmp: Path) -> tuple[Path, Path]:
+    """8 test images and an L-inf change of them, as .pt files (the examples analyze reads)."""
+    from advspatial.data import load_dataset
+
+    data = load_dataset("fashion-mnist", "test").head(8)
+    x = data.images()
+    noise = torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0))) * 0.1
+    clean, adv = tmp / "clean.pt", tmp / "adv.pt"
+    torch.save({"images": x, "labels": data.labels}, clean)
+    torch.save({"images": (x + noise).clamp(0, 1)}, adv)
+    return clean, adv
+
+
+@pytest.fixture(scope="module")
+def single_runs(lenet_weights, tmp_path_factory):
+    """Lazily made single-process runs, one per experiment: {name: run directory}."""
+    made: dict[str, Path] = {}
+    root = tmp_path_factory.mktemp("single")
+
+    def get(name: str) -> Path:
+        if name not in made:
+            out = root / name
+            done = advspatial([*experiment_args(name, lenet_weights, root), "--out", str(out)])
+            assert done.returncode == 0, done.stderr[-3000:]
+            made[name] = out
+        return made[name]
+
+    return get
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("name,nproc", [("baseline", 2), ("baseline", 3), ("spatial", 2), ("analyze", 2),
+                                        ("perceptual", 2), ("propagation", 2), ("localized-training", 2)])
+def test_torchrun_results_equal_one_process(name, nproc, single_runs, lenet_weights, tmp_path) -> None:
+    out = tmp_path / "run"
+    done = advspatial([*experiment_args(name, lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("results:") == 1  # rank 0 alone prints the summary
+    assert_same_results(single_runs(name), out)
+
+
+@needs_fashion_mnist
+def test_killed_torchrun_run_resumes_without_torchrun(single_runs, lenet_weights, tmp_path) -> None:
+    out = tmp_path / "run"
+    args = [*experiment_args("spatial", lenet_weights, tmp_path), "--out", str(out)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "advspatial", "--", *args]
+    launched = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and launched.poll() is None:
+        if len(list((out / "stages" / "attack").rglob("batch-*.pt"))) >= 2:
+            break
+        time.sleep(0.5)
+    os.killpg(launched.pid, signal.SIGKILL)
+    launched.wait()
+    assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
+    done = advspatial(["run", "--resume", str(out), "--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(single_runs("spatial"), out)
+
+
+@needs_fashion_mnist
+def test_an_error_in_one_rank_stops_every_rank_with_one_line(lenet_weights, tmp_path) -> None:
+    out = tmp_path / "run"
+    done = advspatial([*experiment_args("baseline", lenet_weights, tmp_path), "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    (out / "stages" / "predictions" / "batch-00001.pt").write_bytes(b"not a stage")  # batch 1 belongs to rank 1
+    (out / "metrics.json").unlink()
+    failed = advspatial(["run", "--resume", str(out), "--no-progress"], nproc=2, timeout=300)
+    assert failed.returncode != 0
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("advspatial: error:")]
+    assert len(ours) == 1, failed.stderr[-3000:]
+    assert "rank 1 failed" in ours[0] and "batch-00001.pt" in ours[0]
+
+
+@needs_fashion_mnist
+def test_two_nodes_on_the_loopback_equal_one_process(single_runs, lenet_weights, tmp_path) -> None:
+    out = tmp_path / "run"
+    port = free_port()
+    args = [*experiment_args("baseline", lenet_weights, tmp_path), "--out", str(out)]
+    launches = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1",
+         "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=advspatial-test", "-m",
+         "advspatial", "--", *args], env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)]
+    for launched in launches:
+        _, err = launched.communicate(timeout=300)
+        assert launched.returncode == 0, err[-3000:]
+    assert_same_results(single_runs("baseline"), out)
+
+
+def test_python_dash_m_advspatial_runs_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "advspatial", "list", "experiments"], capture_output=True, text=True,
+                          env=environment(), timeout=120)
+    assert done.returncode == 0 and "spatial" in done.stdout
+
+
+# -- the sharding rule, in two spawned processes -------------------------------------------------
+
+def _shard_worker(rank: int, size: int, port: int, log_dir: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "ADVSPATIAL_THREADS": "1"})
+    from advspatial import distributed
+
+    distributed.init_from_environment()
+    calls: list[int] = []
+    consumed: list[int] = []
+    slices = [slice(i, i + 1) for i in range(5)]
+    values = distributed.map_batches(lambda b, sl: calls.append(b) or b * 10, slices, progress=False,
+                                     then=lambda b, sl, v: consumed.append(v) or v + 1)
+    Path(log_dir, f"rank{rank}.json").write_text(json.dumps({"calls": calls, "consumed": consumed, "values": values}))
+    distributed.shutdown()
+
+
+def test_map_batches_runs_own_batches_first_then_every_batch_in_order(tmp_path) -> None:
+    torch.multiprocessing.spawn(_shard_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        log = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        own = [b for b in range(5) if b % 2 == rank]
+        assert log["calls"] == own + list(range(5))
+        assert log["consumed"] == [b * 10 for b in range(5)]  # then() once per batch, in batch order
+        assert log["values"] == [b * 10 + 1 for b in range(5)]
+
+
+def test_one_process_is_a_plain_loop() -> None:
+    from advspatial import distributed
+
+    assert not distributed.world().is_distributed
+    seen: list[int] = []
+    assert distributed.map_batches(lambda b, sl: seen.append(b) or sl, ["a", "b"], progress=False) == ["a", "b"]
+    assert seen == [0, 1]
+    with pytest.raises(ValueError, match="boom"):
+        distributed.agree(ValueError("boom"))
