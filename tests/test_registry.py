@@ -26,6 +26,8 @@ def test_register_get_iterate_describe():
     assert list(reg.items()) == ["a", "b"]
     reg.items().clear()  # a copy
     assert len(reg) == 2
+    reg.live["c"] = Spec(3, "patched in")  # the storage itself, as tests patch it
+    assert reg.get("c").value == 3 and reg.names() == ["a", "b", "c"]
 
 
 def test_unknown_name_is_one_line_listing_the_valid_names():

@@ -57,6 +57,11 @@ class Registry(Generic[S]):
             raise unknown_name(self.kind, name, self._specs)
         return self._specs[name]
 
+    @property
+    def live(self) -> dict[str, S]:
+        """The registry's own dict (no checks): for tests that patch an entry in and out (``monkeypatch.setitem``)."""
+        return self._specs
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
         return sorted(self._specs)

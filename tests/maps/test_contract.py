@@ -18,24 +18,18 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, x_adv, torch.tensor([0, 1, 2])
 
 
-#: known exceptions to "a batch equals its images alone", each with its reason (strict: fixing one fails here)
-BATCH_DEPENDENT = {
-    "smoothgrad": "Captum's NoiseTunnel draws the noise for the whole batch from one seeded stream; per-sample "
-                  "noise needs sample ids passed through importance_map",
-}
-IMPORTANCE = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=BATCH_DEPENDENT[n]))
-              if n in BATCH_DEPENDENT else n for n in list_importance_methods()]
-
-
-@pytest.mark.parametrize("name", IMPORTANCE)
+@pytest.mark.parametrize("name", list_importance_methods())
 def test_importance_maps(name):
+    """Every method, noisy ones included: an image's map is keyed by its global sample id, never by its batch."""
     model = GapNet().train()
     x, _, y = inputs()
-    maps = importance_map(name, model, x, target="true", y=y)
+    ids = torch.tensor([7, 3, 12])
+    maps = importance_map(name, model, x, target="true", y=y, sample_ids=ids)
     assert maps.shape == (3, 14, 14) and bool(torch.isfinite(maps).all()) and float(maps.min()) >= 0
-    alone = torch.cat([importance_map(name, model, x[i:i + 1], target="true", y=y[i:i + 1]) for i in range(3)])
+    alone = torch.cat([importance_map(name, model, x[i:i + 1], target="true", y=y[i:i + 1], sample_ids=ids[i:i + 1])
+                       for i in range(3)])
     assert torch.allclose(maps, alone, atol=1e-5, rtol=1e-4), "a batch equals its images alone"
-    assert torch.allclose(importance_map(name, model, x, target="true", y=y), maps, atol=1e-6)
+    assert torch.allclose(importance_map(name, model, x, target="true", y=y, sample_ids=ids), maps, atol=1e-6)
     assert model.training and all(p.requires_grad for p in model.parameters())
 
 

@@ -245,6 +245,52 @@ def test_smoothgrad_is_seeded_and_leaves_global_rng_alone(tiny_cnn) -> None:
         importance_map("smoothgrad", model, x, sigma=-1.0)
 
 
+def test_smoothgrad_noise_is_keyed_by_sample_id(tiny_cnn) -> None:
+    """Image i's map depends on (seed, its sample id) only: any batch, any order, any batch_size."""
+    model = tiny_cnn()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(7))
+    ids = torch.tensor([11, 4, 907])
+    maps = importance_map("smoothgrad", model, x, samples=4, sample_ids=ids)
+    alone = torch.cat([importance_map("smoothgrad", model, x[i:i + 1], samples=4, sample_ids=ids[i:i + 1])
+                       for i in range(3)])
+    torch.testing.assert_close(maps, alone, atol=1e-6, rtol=1e-5)
+    reverse = importance_map("smoothgrad", model, x.flip(0), samples=4, sample_ids=ids.flip(0), batch_size=2)
+    torch.testing.assert_close(reverse.flip(0), maps, atol=1e-6, rtol=1e-5)
+    # default ids are the positions; other ids are other noise
+    torch.testing.assert_close(importance_map("smoothgrad", model, x, samples=4),
+                               importance_map("smoothgrad", model, x, samples=4, sample_ids=torch.arange(3)))
+    assert not torch.allclose(maps, importance_map("smoothgrad", model, x, samples=4))
+    with pytest.raises(ShapeError, match="sample_ids must have shape"):
+        importance_map("smoothgrad", model, x, sample_ids=torch.arange(2))
+    # methods without noise ignore the ids
+    torch.testing.assert_close(importance_map("saliency", model, x, sample_ids=ids), importance_map("saliency", model, x))
+
+
+@pytest.mark.parametrize("samples", [1, 5])
+def test_smoothgrad_equals_captum_noise_tunnel_fed_the_same_noise(tiny_cnn, monkeypatch, samples: int) -> None:
+    """Captum's NoiseTunnel(Saliency) smoothgrad with our per-image noise in place of its draw: the same map."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    from advspatial.maps.importance import smoothgrad_noise
+
+    model = tiny_cnn(in_channels=3, size=16)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    classes, ids, sigma = torch.tensor([0, 3, 5, 9]), torch.tensor([2, 8, 1, 40]), 0.2
+    ours = importance_map("smoothgrad", model, x, target=classes, samples=samples, sigma=sigma, seed=5,
+                          sample_ids=ids)
+    import advspatial.maps.importance as importance
+
+    monkeypatch.setattr(importance, "SMOOTHGRAD_BATCH", 1)  # one noisy copy per forward pass: the same map
+    torch.testing.assert_close(importance_map("smoothgrad", model, x, target=classes, samples=samples, sigma=sigma,
+                                              seed=5, sample_ids=ids), ours, atol=1e-6, rtol=1e-5)
+    noise = smoothgrad_noise(tuple(x.shape), samples, 5, ids)  # (N, S, C, H, W)
+    # Captum adds torch.normal(0, stdev) to input.repeat_interleave(S): row i*S + s is image i's s-th copy
+    monkeypatch.setattr(torch, "normal", lambda mean, std: sigma * noise.reshape(-1, *x.shape[1:]))
+    attr = NoiseTunnel(Saliency(model)).attribute(x.clone().requires_grad_(True), nt_type="smoothgrad",
+                                                  nt_samples=samples, stdevs=sigma, target=classes, abs=False)
+    torch.testing.assert_close(ours, attr.detach().abs().sum(1), atol=1e-6, rtol=1e-5)
+
+
 # -- HiResCAM and the default explainer by head type --------------------------------------------
 
 class TinyFlat(nn.Module):

@@ -60,7 +60,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
-from .base import Attack, margin, per_sample_noise, register_attack
+from ..runtime import per_sample_noise
+from .base import Attack, margin, register_attack
 from .fgsm import attack_loss, is_adversarial, masked_sign
 
 APGD_LOSSES = ("ce", "dlr", "margin")

@@ -80,7 +80,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
-from ..runtime import batch_slices
+from ..runtime import batch_slices, sample_generator
 from ..models.patch_forward import PatchForward, try_patch_forward
 from ..models.patch_graph import GraphPatchForward
 from .base import Attack, register_attack
@@ -95,11 +95,6 @@ def _check_int(name: str, value: object, low: int) -> int:
         raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
     check_range(name, int(value), low)
     return int(value)
-
-
-def sample_generator(seed: int, sample_id: int) -> torch.Generator:
-    """The CPU generator of one sample, seeded with ``(seed, sample_id)`` as in ``per_sample_noise``."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(sample_id)) % (2**63 - 1))
 
 
 def draw_uniform(gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
-from .base import Attack, per_sample_noise, register_attack
+from ..runtime import per_sample_noise
+from .base import Attack, register_attack
 from .fgsm import check_loss, is_adversarial, loss_gradient, masked_sign
 
 L2_DIVISION_GUARD = 1e-10

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
+from ..runtime import sample_generator
 from .apgd import Best, beats
 from .base import Attack, register_attack
 from .fgsm import attack_loss, is_adversarial
@@ -101,11 +102,6 @@ def eta_pattern(s: int) -> torch.Tensor:
         parts.insert(0, _half_pattern(top, s))
     eta = torch.cat(parts)
     return (eta / eta.norm()).float()
-
-
-def _image_generators(seed: int, sample_ids: torch.Tensor) -> list[torch.Generator]:
-    """One CPU generator per image, seeded like :func:`per_sample_noise` by ``(seed, sample_id)``."""
-    return [torch.Generator().manual_seed((int(seed) * 1_000_003 + int(s)) % (2**63 - 1)) for s in sample_ids.tolist()]
 
 
 def _window(corner_h: torch.Tensor, corner_w: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
@@ -248,7 +244,7 @@ class Square(Attack):
     ) -> None:
         """One search (start + up to n_queries - 1 iterations) on the batch images ``rows``."""
         xs = x[rows]
-        gens = _image_generators(seed, sample_ids[rows.cpu()])
+        gens = [sample_generator(seed, s) for s in sample_ids[rows.cpu()].tolist()]
         m = None if mask is None else mask[rows]
         ys, ts = y[rows], None if target is None else target[rows]
         delta = (xs + self.init_delta(xs, m, gens)).clamp(0.0, 1.0) - xs

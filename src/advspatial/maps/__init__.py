@@ -63,13 +63,15 @@ def compute_maps(
     target: Target = "pred",
     importance_kw: dict[str, Any] | None = None,
     attack_kw: dict[str, Any] | None = None,
+    sample_ids: torch.Tensor | None = None,
 ) -> Maps:
     """Importance map of ``x`` (class ``target``, default the prediction on x) and attack map of x -> x_adv.
 
     ``y`` are the true labels (used by ``target="true"`` and as the margin
-    label of the ``contribution`` map; None: the clean prediction).
+    label of the ``contribution`` map; None: the clean prediction). ``sample_ids``
+    are the images' global ids (keys of any per-image noise; default positions).
     """
-    imp = importance_map(importance, model, x, target=target, y=y, **(importance_kw or {}))
+    imp = importance_map(importance, model, x, target=target, y=y, sample_ids=sample_ids, **(importance_kw or {}))
     att = attack_map(attack, model, x, x_adv=x_adv, y=y, **(attack_kw or {}))
     return Maps(imp, att)
 

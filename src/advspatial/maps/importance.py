@@ -17,7 +17,9 @@ Channel reduction (documented choice):
 The model runs in eval mode with parameter gradients off; its modes and flags
 are restored afterwards, and every hook is removed, also when an exception is
 raised. Methods that Captum implements use Captum; Grad-CAM++ and CAM are
-written here on top of a forward hook that captures the feature maps.
+written here on top of a forward hook that captures the feature maps, and
+SmoothGrad here with per-image noise keyed by the image's sample id (Captum's
+NoiseTunnel draws one stream for the whole batch).
 
 Grad-CAM layer: the ``layer`` argument (dotted name or module), else the
 model's ``cam_layer`` attribute (found also inside wrappers such as
@@ -43,7 +45,6 @@ from captum.attr import (
     IntegratedGradients,
     LayerAttribution,
     LayerGradCam,
-    NoiseTunnel,
     Occlusion,
     Saliency,
 )
@@ -52,7 +53,7 @@ from torch import nn
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, check_range
 from ..registry import Registry
-from ..runtime import batch_slices, model_device, scaled_batch
+from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from ._common import (
     Target,
     check_classes,
@@ -74,7 +75,10 @@ def register_importance_method(name: str) -> Callable[[Method], Method]:
 
     The function is ``fn(model, x, classes, **options) -> (N,H,W) >= 0`` for one
     batch of images on the model's device and their (N,) int64 classes; its
-    keyword options (with defaults) become :func:`importance_map`'s. Run the model under
+    keyword options (with defaults) become :func:`importance_map`'s. A function
+    that draws noise takes ``sample_ids`` (the (N,) global ids of the images, on
+    the CPU) and keys its noise by them (:func:`advspatial.runtime.sample_generator`),
+    so that a batch equals its images alone. Run the model under
     :func:`~advspatial.attacks.base.frozen_eval`. A taken name is an error.
     """
     return IMPORTANCE_METHODS.decorator(name)
@@ -97,26 +101,33 @@ def importance_map(
     target: Target = "pred",
     y: torch.Tensor | None = None,
     batch_size: int = 64,
+    sample_ids: torch.Tensor | None = None,
     **kw: Any,
 ) -> torch.Tensor:
     """(N,H,W) importance map >= 0 of method ``name`` for the ``target`` class of each image.
 
     Images are processed ``batch_size`` at a time; extra keyword arguments go to
-    the method (see each ``*_map`` function). Unknown names or parameters raise
+    the method (see each ``*_map`` function). ``sample_ids`` (N,) are the images'
+    global ids (default: their positions 0..N-1); a method that draws noise
+    (``smoothgrad``) keys each image's noise by its id, so an image's map is the
+    same in any batch. Unknown names or parameters raise
     :class:`~advspatial.errors.ConfigError` listing the valid ones.
     """
     fn = IMPORTANCE_METHODS.get(name)
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "classes")]
+    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "classes", "sample_ids")]
     bad = sorted(set(kw) - set(allowed))
     if bad:
         raise ConfigError(f"importance method {name!r} has no parameter(s) {bad}; valid: {allowed}")
     check_images(x)
+    ids = sample_ids_or_range(x.shape[0], sample_ids)
     x = x.detach().to(model_device(model))
     if name == "auto" and x.shape[0]:
         # resolved once for the whole call (the head is a property of the model, not of the batch)
         fn = IMPORTANCE_METHODS.get(default_importance_method(model, x[:batch_size], layer=kw.get("layer"))[0])
+    keyed = "sample_ids" in inspect.signature(fn).parameters
     classes = resolve_target(model, x, target, y)
-    parts = [fn(model, x[s], classes[s], **kw) for s in batch_slices(x.shape[0], batch_size)]
+    parts = [fn(model, x[s], classes[s], **({"sample_ids": ids[s]} if keyed else {}), **kw)
+             for s in batch_slices(x.shape[0], batch_size)]
     if not parts:
         return x.new_zeros((0, *x.shape[2:]))
     return torch.cat(parts)
@@ -408,30 +419,57 @@ def integrated_gradients_map(
     return reduce_channels_abs(attr)
 
 
+#: stream of SmoothGrad's noise (independent of the attacks' and controls' draws under the same seed)
+SMOOTHGRAD_STREAM = 0x5A00
+#: images x noisy copies per forward pass of SmoothGrad at 28x28; scaled by the pixel count for larger images
+SMOOTHGRAD_BATCH = 1024
+
+
+def smoothgrad_noise(shape: tuple[int, ...], samples: int, seed: int, sample_ids: torch.Tensor,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, samples, C, H, W) standard normal noise; image i's from the generator of ``sample_ids[i]``.
+
+    Drawn per image by :func:`advspatial.runtime.per_sample_noise` in the stream
+    ``stream_seed(seed, SMOOTHGRAD_STREAM)``: a function of (seed, the image's id) only.
+    """
+    n = shape[0]
+    return per_sample_noise((n, int(samples), *shape[1:]), stream_seed(seed, SMOOTHGRAD_STREAM), sample_ids,
+                            "normal", device, dtype)
+
+
 @register_importance_method("smoothgrad")
 def smoothgrad_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, samples: int = 16, sigma: float = 0.15,
-    seed: int = 0,
+    seed: int = 0, sample_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """SmoothGrad (Smilkov et al.): |mean over noisy copies of dz_c/dx|, summed over channels.
 
     Noise N(0, sigma^2) on [0,1] images (``sigma`` is a fraction of the range);
-    the signed gradients are averaged, then the absolute value is taken. The
-    noise is drawn from torch's global generator inside ``fork_rng`` seeded
-    with ``seed``: repeatable, global state untouched, but an image's map
-    depends on the batch it is in.
+    the signed gradients of ``samples`` noisy copies are averaged, then the
+    absolute value is taken. Image i's noise comes from a generator seeded by
+    ``(seed, sample_ids[i])`` (:func:`smoothgrad_noise`; default ids: positions),
+    so its map does not depend on the batch it is in, and global random state is
+    untouched. With the same noise this is Captum's ``NoiseTunnel(Saliency)``
+    ``smoothgrad`` (checked in the tests).
     """
     check_range("samples", samples, 1)
     check_range("sigma", sigma, 0.0)
     inp = _checked(model, x, classes)
-    tunnel = NoiseTunnel(Saliency(model))
-    devices = [inp.device.index or 0] if inp.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(int(seed))
-        attr = _run(model, lambda: tunnel.attribute(
-            inp, nt_type="smoothgrad", nt_samples=int(samples), stdevs=float(sigma), target=classes, abs=False,
-        ))
-    return reduce_channels_abs(attr)
+    n = inp.shape[0]
+    noise = smoothgrad_noise(tuple(inp.shape), samples, seed, sample_ids_or_range(n, sample_ids),
+                             inp.device, inp.dtype)
+    per_pass = max(1, scaled_batch(SMOOTHGRAD_BATCH, inp.shape[2], inp.shape[3]) // max(n, 1))
+    total = torch.zeros_like(inp)
+    with frozen_eval(model), torch.enable_grad():
+        for start in range(0, int(samples), per_pass):
+            chunk = noise[:, start:start + per_pass]  # (N, k, C, H, W)
+            k = chunk.shape[1]
+            noisy = (inp.detach()[:, None] + float(sigma) * chunk).reshape(n * k, *inp.shape[1:])
+            noisy.requires_grad_(True)
+            scores = model(noisy).gather(1, classes.repeat_interleave(k)[:, None]).sum()
+            (grad,) = torch.autograd.grad(scores, noisy)
+            total += grad.view(n, k, *inp.shape[1:]).sum(1)
+    return reduce_channels_abs(total / int(samples))
 
 
 #: images x occluded windows per forward pass of the occlusion map at 28x28 (Captum's

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attacks.base import per_sample_noise
+from ..runtime import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ._checks import _check_maps, _check_mask
 

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range
+from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed  # the last two re-exported: owned by runtime
 
 
 #: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
 RANDOM_REGION_STREAM = 0xC0DE
-
-
-def stream_seed(seed: int, stream: int, counter: int = 0) -> int:
-    """One seed per (experiment seed, random stream, counter): independent streams of per-sample noise."""
-    return (int(seed) * 1_000_033 + stream * 7919 + int(counter) * 104_729) % (2**61 - 1)
-
-
-def sample_ids_or_range(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
-    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
-    if ids.shape != (n,):
-        raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
-    return ids
 
 
 def inverse_permutation(order: torch.Tensor) -> torch.Tensor:

@@ -76,13 +76,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval, margin, per_sample_noise
-from .fills import list_fills, make_fill
+from ..attacks.base import frozen_eval, margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..runtime import model_device
+from ..runtime import model_device, per_sample_noise, sample_ids_or_range, stream_seed
+from .fills import list_fills, make_fill
 from ._checks import _check_maps
 from .binarization import top_fraction_mask
-from .controls import random_region_like, sample_ids_or_range, shifted_region_like, stream_seed
+from .controls import random_region_like, shifted_region_like
 from .overlap import iou, pearson, spearman
 from .inference import Estimate, bootstrap_mean_ci, paired_p
 
