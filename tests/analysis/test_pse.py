@@ -339,3 +339,85 @@ def test_top_region_ignores_zero_pixels():
         pse_vs_cam(res, cam_true[:, :3], cam_target)
     with pytest.raises(ConfigError):
         pse_vs_cam(res, cam_true, cam_target, top_fraction=0.0)
+
+
+# -- controls of review P2-11 ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["exact", "first_order"])
+def test_leave_one_out_equals_isolated_on_a_linear_model(method):
+    """On a linear model a group's effect does not depend on the others: both measurements agree with the hand
+    formula, and both sum to the whole perturbation's effect."""
+    model, weight, x, x_adv, y, t = random_case(3)
+    iso = promotion_suppression(model, x, x_adv, y, t, block=2, method=method)
+    loo = promotion_suppression(model, x, x_adv, y, t, block=2, method=method, variant="leave-one-out")
+    s, p = linear_group_effects(weight, x, x_adv, y, t, iso.labels)
+    for res in (iso, loo):
+        torch.testing.assert_close(res.s, s)
+        torch.testing.assert_close(res.p, p)
+        torch.testing.assert_close(res.s.sum(1), res.s_total)
+    assert loo.variant == "leave-one-out" and torch.equal(iso.types, loo.types)
+
+
+def test_leave_one_out_differs_from_isolated_where_groups_interact():
+    """z = relu(sum of two pixels - 1): each pixel alone does nothing, together they fire."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 1, bias=True), nn.ReLU(), nn.Linear(1, 2)).double().eval()
+    with torch.no_grad():
+        model[1].weight.fill_(1.0)
+        model[1].bias.fill_(-1.0)
+        model[3].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model[3].bias.zero_()
+    x = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    x_adv = torch.full_like(x, 0.8)
+    y, t = torch.tensor([0]), torch.tensor([1])
+    iso = promotion_suppression(model, x, x_adv, y, t, block=1)
+    loo = promotion_suppression(model, x, x_adv, y, t, block=1, variant="leave-one-out")
+    assert torch.equal(iso.s, torch.zeros(1, 2)) and torch.equal(iso.p, torch.zeros(1, 2))
+    torch.testing.assert_close(loo.p, torch.full((1, 2), 0.6, dtype=torch.float64))
+    torch.testing.assert_close(loo.s, torch.full((1, 2), 0.6, dtype=torch.float64))
+
+
+def test_noise_floor_leaves_tiny_groups_untyped_and_counts_them():
+    from advspatial.analysis.pse import UNTYPED, retype
+
+    weight = torch.zeros(2, 4, dtype=torch.float64)
+    weight[0] = -1.0  # every pixel lowers the true class (suppression)
+    model = linear_model(weight)
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    x_adv = torch.tensor([[[[1.0, 1e-4], [0.5, 0.0]]]], dtype=torch.float64)
+    y, t = torch.tensor([0]), torch.tensor([1])
+    floored = promotion_suppression(model, x, x_adv, y, t, block=1, noise_floor=0.01)
+    assert floored.types[0].tolist() == [SUPPRESSION, UNTYPED, SUPPRESSION, UNPERTURBED]
+    assert int(floored.untyped[0]) == 1 and float(floored.floor[0]) == pytest.approx(0.01 * (1.5 + 1e-4))
+    assert floored.shares[0].tolist() == [1.0, 0.0, 0.0, 0.0]  # untyped energy carries no weight
+    bare = promotion_suppression(model, x, x_adv, y, t, block=1, noise_floor=0.0)
+    assert bare.types[0, 1] == SUPPRESSION and int(bare.untyped[0]) == 0
+    assert torch.equal(retype(bare, noise_floor=0.01).types, floored.types)
+    with pytest.raises(ConfigError):
+        promotion_suppression(model, x, x_adv, y, t, block=1, noise_floor=-0.1)
+    with pytest.raises(ConfigError):
+        promotion_suppression(model, x, x_adv, y, t, block=1, variant="marginal")
+
+
+def test_classify_groups_floor_is_per_element_broadcast():
+    from advspatial.analysis.pse import UNTYPED
+
+    s = torch.tensor([[0.5, 0.001], [0.5, 0.001]])
+    p = torch.zeros(2, 2)
+    types = classify_groups(s, p, 2.0, floor=torch.tensor([[0.01], [1.0]]))
+    assert types.tolist() == [[SUPPRESSION, UNTYPED], [UNTYPED, UNTYPED]]
+
+
+def test_secondary_view_types_towards_the_secondary_class():
+    from advspatial.analysis.pse import retype, secondary_view
+
+    model, weight, x, x_adv, y, t = random_case(5)
+    t2 = (t + 1) % 4
+    both = promotion_suppression(model, x, x_adv, y, t, block=2, secondary_target=t2, noise_floor=0.01)
+    alone = promotion_suppression(model, x, x_adv, y, t2, block=2, noise_floor=0.01)
+    view = secondary_view(both)
+    torch.testing.assert_close(view.p, alone.p)
+    torch.testing.assert_close(view.p_total, alone.p_total)
+    assert torch.equal(view.types, alone.types) and torch.equal(view.target_class, t2)
+    assert torch.equal(retype(both, kappa=both.kappa).types, both.types)
+    with pytest.raises(ConfigError):
+        secondary_view(alone)

@@ -24,7 +24,6 @@ from advspatial.experiments.gate import GatedConfig
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
 from advspatial.regions.inference import VERDICTS
 from helpers import ReportParser
-from conftest import needs_fashion_mnist
 
 
 def _pair(n: int = 6, seed: int = 0, size: int = 28) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,6 +67,93 @@ def test_next_and_least_likely_targets_known_answers() -> None:
         pse.choose_targets(labels, 3, "farthest", 0)
     with pytest.raises(ConfigError):
         pse.choose_targets(labels, 1, "random", 0)
+
+
+def test_runner_up_is_the_clean_second_class() -> None:
+    logits = torch.tensor([[5.0, 4.0, 1.0], [0.0, 2.0, 3.0], [1.0, 1.0, 9.0]])
+    labels = torch.tensor([0, 2, 2])
+    assert pse.runner_up(logits, labels).tolist() == [1, 1, 0]  # ties: the lowest class
+    labels = torch.tensor([1, 0, 1])  # a misclassified image still gets the best class other than its label
+    assert pse.runner_up(logits, labels).tolist() == [0, 2, 2]
+
+
+def test_prespecified_target_ignores_the_class_the_attack_reached() -> None:
+    runner = torch.tensor([1, 2])
+    untargeted = SimpleNamespace(target=None, adv_pred=torch.tensor([3, 3]))
+    targeted = SimpleNamespace(target=torch.tensor([4, 0]), adv_pred=torch.tensor([3, 3]))
+    assert pse.prespecified_target(untargeted, runner).tolist() == [1, 2]
+    assert pse.prespecified_target(targeted, runner).tolist() == [4, 0]
+    assert pse.adversarial_class(untargeted).tolist() == [3, 3]  # the post-hoc class, secondary view only
+
+
+def test_group_spec_and_adaptive_k() -> None:
+    assert pse.group_spec("4x4") == 4 and pse.group_spec("superpixels") == 0
+    for bad in ("4x2", "x", "0x0", "slic"):
+        with pytest.raises(ConfigError):
+            pse.group_spec(bad)
+    curve = {"ks": torch.tensor([0, 1, 2, 4, 8]), "robust_acc": torch.tensor([0.1, 0.3, 0.5, 0.5, 0.9])}
+    assert pse.adaptive_k(curve) == 2  # the best k short of masking every unit; ties: the smallest
+
+
+# -- dissection of the analysed model ------------------------------------------------------------
+
+def test_dataset_concepts_leave_out_the_labels() -> None:
+    from advspatial.data import load_dataset
+
+    data = load_dataset("synthetic-shapes", "test", n=10)
+    concepts = pse.dataset_concepts(data)
+    assert concepts and not any(k.startswith("shape:") for k in concepts)
+    assert {"background", "object", "object-boundary"} <= set(concepts)
+    assert torch.equal(concepts["object"], data.masks.bool())
+    assert (concepts["object-boundary"] <= concepts["object"]).all() and concepts["object-boundary"].any()
+    assert pse.label_concept("shape:circle", data.class_names) and not pse.label_concept("texture:noise",
+                                                                                         data.class_names)
+
+
+def test_no_concepts_means_no_dissection_and_a_reason(tiny_cnn) -> None:
+    data = SimpleNamespace(concepts={}, class_names=["a", "b"], masks=None)
+    config = pse.PSEConfig(dataset="fashion-mnist")
+    assert pse.concept_masks(config, data) == ({}, "")
+    ctx = SimpleNamespace(config=config, data=data, layer="conv")
+    summary = pse.run_dissection(ctx)
+    assert not summary.dissected and "cannot be dissected" in summary.reason and "No other model" in summary.reason
+    assert pse.dissection_metrics(summary)["dissected"] is False
+
+
+def test_user_concepts_file_rows_follow_the_global_ids(tmp_path) -> None:
+    import numpy as np
+
+    masks = np.zeros((5, 4, 4), dtype=bool)
+    masks[3, 0, 0] = True
+    np.savez(tmp_path / "c.npz", spot=masks)
+    data = SimpleNamespace(ids=torch.tensor([3, 1]), image_shape=(1, 4, 4), concepts={}, class_names=["a"])
+    config = pse.PSEConfig(concepts=str(tmp_path / "c.npz"))
+    concepts, source = pse.concept_masks(config, data)
+    assert source.startswith("user file") and concepts["spot"].shape == (2, 4, 4)
+    assert bool(concepts["spot"][0, 0, 0]) and not concepts["spot"][1].any()
+    torch.save({"spot": torch.zeros(2, 4, 4, dtype=torch.bool)}, tmp_path / "short.pt")
+    with pytest.raises(ConfigError, match="row for every test image"):
+        pse.concept_masks(pse.PSEConfig(concepts=str(tmp_path / "short.pt")), data)
+    with pytest.raises(ConfigError):
+        pse.concept_masks(pse.PSEConfig(concepts=str(tmp_path / "missing.npz")), data)
+
+
+def test_units_are_ranked_on_training_images_disjoint_from_the_test_ids(tiny_cnn, tmp_path) -> None:
+    """One image set for both splits: the ranking images never include a test image."""
+    from advspatial.data.tensors import register_dataset_object
+    from advspatial.runtime import RunDir
+
+    g = torch.Generator().manual_seed(0)
+    name = register_dataset_object((torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10))
+    config = pse.PSEConfig(dataset=name, unit_train_n=30, batch_size=8)
+    test_ids = torch.arange(0, 40, 3)
+    ctx = SimpleNamespace(config=config, data=SimpleNamespace(ids=test_ids), model=tiny_cnn(),
+                          device=torch.device("cpu"), rundir=RunDir(tmp_path / "run"),
+                          each_batch=lambda fn, desc="", slices=None: [fn(b, sl) for b, sl in enumerate(slices)])
+    train = pse.train_split(ctx)
+    assert train.shared and 20 < len(train.data) <= 40 - len(test_ids)  # stratified, rounded per class
+    assert not torch.isin(train.data.ids, test_ids).any()
+    assert (train.targets != train.data.labels).all()
 
 
 # -- streaming helpers: combining batches equals the whole set --------------------------------
@@ -150,26 +236,37 @@ def test_batch_rows_agree_with_the_pse_result(tiny_cnn) -> None:
     result = make_attack("pgd", model, eps=0.2, alpha=0.05, steps=5).run(x, y, target=target)
     t = pse.adversarial_class(result)
     assert torch.equal(t, target)
-    res = promotion_suppression(model, x, result.x_adv, y, t, block=4)
+    res = promotion_suppression(model, x, result.x_adv, y, t, block=4, secondary_target=result.adv_pred,
+                                noise_floor=0.01)
+    loo = promotion_suppression(model, x, result.x_adv, y, t, block=4, secondary_target=result.adv_pred,
+                                variant="leave-one-out", noise_floor=0.01)
     ok = result.success
-    rows = pse.batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, ok)
+    rows = pse.batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, loo, ok)
     assert len(rows) == 6
     for i, row in enumerate(rows):
         assert row["targeted"] is True and row["variant"] == "pgd/targeted" and row["target"] == int(target[i])
-        shares = [row[f"share:{name}"] for name in TYPE_NAMES]
-        assert math.isclose(sum(shares), 1.0, abs_tol=1e-5)
-        assert row["perturbation_type"] == TYPE_NAMES[max(range(4), key=lambda k: (shares[k], -k))]
-        assert sum(row[f"groups:{name}"] for name in TYPE_NAMES) == row["groups_perturbed"]
+        assert row["posthoc_target"] == int(target[i])
+        for prefix in ("", "loo:", "posthoc:"):
+            shares = [row[f"{prefix}share:{name}"] for name in TYPE_NAMES]
+            assert math.isclose(sum(shares), 1.0, abs_tol=1e-5)
+            assert row[f"{prefix}perturbation_type"] == TYPE_NAMES[max(range(4), key=lambda k: (shares[k], -k))]
+        untyped = {"": row["groups_untyped"], "loo:": row["loo:groups_untyped"]}
+        for prefix, count in untyped.items():
+            assert sum(row[f"{prefix}groups:{name}"] for name in TYPE_NAMES) + count == row["groups_perturbed"]
         assert math.isclose(row["s_groups_sum"], float(res.s[i].sum()), rel_tol=1e-5, abs_tol=1e-6)
+        assert math.isclose(row["loo:s_groups_sum"], float(loo.s[i].sum()), rel_tol=1e-5, abs_tol=1e-6)
 
 
 def test_variant_metrics_known_answer() -> None:
     def row(correct: bool, success: bool, kind: str, share_s: float, tested: bool, in_cam: float) -> dict:
         r = {"variant": "a/untargeted", "correct": correct, "success": success, "successful": correct and success,
              "l2": 1.0, "linf": 0.1, "perturbation_type": kind, "s_total": 2.0, "p_total": 1.0,
-             "s_groups_sum": 1.5, "p_groups_sum": 0.5, "in_cam_test": tested}
+             "s_groups_sum": 1.5, "p_groups_sum": 0.5, "in_cam_test": tested, "adv_pred": 1, "target": 1,
+             "groups_untyped": 1, "groups_perturbed": 4, "loo:groups_untyped": 2, "loo:s_groups_sum": 1.0,
+             "loo:p_groups_sum": 0.5, "loo:perturbation_type": kind, "posthoc:perturbation_type": "promotion"}
         for name in TYPE_NAMES:
-            r[f"share:{name}"] = share_s if name == "suppression" else (1 - share_s) / 3
+            for prefix in ("", "loo:", "posthoc:"):
+                r[f"{prefix}share:{name}"] = share_s if name == "suppression" else (1 - share_s) / 3
             for key in pse.CAM_KEYS:
                 r[f"{key}:{name}"] = in_cam if tested else math.nan
         return r
@@ -184,11 +281,14 @@ def test_variant_metrics_known_answer() -> None:
     assert math.isclose(m["mean_shares"]["suppression"], 0.4)
     assert math.isclose(m["true_cam_observed"]["promotion"], 0.4)
     assert m["cam_test_images"] == 2
+    assert m["untyped_groups"] == 2 and m["perturbed_groups"] == 8 and m["loo_untyped_groups"] == 4
+    assert m["type_fractions_posthoc"]["promotion"] == 1.0 and m["reached_target"] == 1.0
 
 
 @pytest.mark.parametrize("change", [
     {"modes": ["sideways"]}, {"target_mode": "farthest"}, {"attacks": ["deepfool"]}, {"attacks": []},
-    {"pse_method": "exactly"}, {"kappa": 0.5}, {"cam": "nope"}, {"dissection_dataset": "nope"},
+    {"pse_method": "exactly"}, {"kappa": 0.5}, {"cam": "nope"}, {"noise_floor": -0.1},
+    {"stability_groups": ["3x4"]}, {"stability_groups": ["slic"]}, {"stability_kappas": [0.5]}, {"unit_train_n": 0},
     {"baseline": "other"}, {"rank_by": "random"}, {"dissection_attack": "nope"}, {"top_fraction": 0.0},
     {"sesoi": -0.01}, {"significance": 0.0}, {"significance": 1.0}, {"gate_fills": ["zero"]}, {"gate_n": 0},
 ])
@@ -268,10 +368,9 @@ def test_image_level_breaks_ties_by_global_sample_id() -> None:
     ids = torch.arange(500, 540)
     ctx = SimpleNamespace(config=pse.PSEConfig(permutations=20))
     rows = [{"index": int(i)} for i in ids]
-    test = pse.image_level(ctx, "v", [pse.select_pse(result, torch.arange(0, 25)),
-                                      pse.select_pse(result, torch.arange(25, 40))],
-                           {"true": [flat[:25], flat[25:]], "target": [cam_target[:25], cam_target[25:]],
-                            "ids": [ids[:25], ids[25:]]}, rows)
+    test = pse.image_level(ctx, "v", pse.cat_pse([pse.select_pse(result, torch.arange(0, 25)),
+                                                  pse.select_pse(result, torch.arange(25, 40))]),
+                           {"true": flat, "target": cam_target, "ids": ids}, rows)
     by_id = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class, sample_ids=ids)
     by_position = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class)
     torch.testing.assert_close(test.true_cam.per_image, by_id.true_cam.per_image, equal_nan=True)
@@ -345,13 +444,12 @@ def quick_run(tmp_path_factory):
     from advspatial.experiments import run_experiment
 
     tmp = tmp_path_factory.mktemp("pse")
-    main = _train("smallcnn", "fashion-mnist", 2000, 40, tmp / "fmnist.pt")
-    shapes = _train("smallcnn", "synthetic-shapes", 2000, 30, tmp / "shapes.pt")
-    config = pse.PSEConfig(**{**pse.PSEConfig.QUICK, "n": 12, "batch_size": 6, "cw_steps": 5, "cw_search_steps": 2,
-                              "steps": 5, "permutations": 10, "mask_random": 1, "dissection_n": 12, "block": 4,
+    main = _train("smallcnn", "synthetic-shapes", 2000, 30, tmp / "shapes.pt")  # a dataset with concept masks
+    config = pse.PSEConfig(**{**pse.PSEConfig.QUICK, "dataset": "synthetic-shapes", "n": 12, "batch_size": 6,
+                              "cw_steps": 5, "cw_search_steps": 2, "steps": 5, "permutations": 10, "mask_random": 1,
+                              "unit_train_n": 12, "stability_images": 6, "superpixels": 20, "block": 4,
                               "correlation_permutations": 50, "model": str(main), "arch": "smallcnn",
-                              "dissection_model": str(shapes), "dissection_arch": "smallcnn", "progress": False,
-                              "device": "cpu", "out": str(tmp / "run")})
+                              "progress": False, "device": "cpu", "out": str(tmp / "run")})
     config.validate()
     result, rundir = run_experiment("pse", config)
     return config, result, rundir
@@ -359,7 +457,7 @@ def quick_run(tmp_path_factory):
 
 
 
-SECTIONS = ["verdicts", "faithfulness", "setup", "perturbation-types", "image-level", "unit-level", "dissection",
+SECTIONS = ["verdicts", "faithfulness", "setup", "perturbation-types", "typing-stability", "image-level", "unit-level", "dissection",
             "limits", "config"]
 
 
@@ -373,7 +471,6 @@ def _f(value: str) -> float:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
 def test_quick_run_writes_consistent_results(quick_run) -> None:
     config, result, rundir = quick_run
     for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
@@ -393,8 +490,8 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
         assert m["successful"] == len(ok)
         correct = [r for r in group if r["correct"] == "True"]
         assert math.isclose(m["success_rate"], sum(r["success"] == "True" for r in correct) / len(correct))
-        if v.endswith("targeted") and not v.endswith("untargeted"):
-            assert all(r["target"] != r["label"] for r in group)
+        assert all(r["target"] != r["label"] for r in group)  # t is pre-specified, never the label
+        if not v.endswith("untargeted"):
             assert all((r["adv_pred"] == r["target"]) == (r["success"] == "True") for r in group)
         for name in TYPE_NAMES:
             if ok:
@@ -415,6 +512,12 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
                         assert 0 < m["cam_test"][key][name]["p_value"] <= 1
                     else:
                         assert observed is None or math.isnan(observed)
+        assert m["units_ranked_on"]["split"] == "train" and m["units_ranked_on"]["test_ids_among_them"] == 0
+        assert m["units_ranked_on"]["images"] == config.unit_train_n
+        assert 0 < m["adaptive"]["masked"]["k"] < metrics["units"]
+        assert 0 <= m["adaptive"]["masked"]["robust_acc"] <= 1 and "masked model" in m["adaptive"]["attack"]
+        assert {"kappa=1.5", "kappa=3", "leave-one-out", "4x4", "superpixels"} <= set(m["stability"])
+        assert sum(int(r["groups_untyped"]) for r in ok) == m["untyped_groups"]
         curve = m["masking"]
         assert curve["evaluation"].startswith("no adaptive attack yet")
         assert curve["ks"][0] == 0 and curve["ks"][-1] == metrics["units"]
@@ -422,7 +525,10 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
         adv_acc = sum(r["adv_pred"] == r["label"] for r in group) / len(group)
         assert math.isclose(curve["robust_acc"][0], adv_acc, abs_tol=1e-9)
     d = metrics["dissection"]
-    assert d["dataset"] == "synthetic-shapes" and len(d["best_iou"]) == len(d["sensitivity"]) == 64
+    assert d["dissected"] and d["model"] == "the analysed model" and d["dataset"] == config.dataset
+    assert len(d["best_iou"]) == len(d["relative_sensitivity"]) == 64
+    assert d["units_included"] + d["units_never_active"] == 64 == len(d["active"])
+    assert not any(c.startswith("shape:") for c in d["concepts"]) and "object-boundary" in d["concepts"]
     assert all(0 <= v <= 1 for v in d["best_iou"])
     assert "pgd/untargeted" in result.summary and "dissection" in result.summary
 
@@ -441,7 +547,6 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
 def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
     """The gate runs on the CAM the run uses; claims carry it; 12 images cannot pass it (n < 30)."""
     config, result, rundir = quick_run
@@ -477,7 +582,6 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
 
 
 @pytest.mark.slow
-@needs_fashion_mnist
 def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
     from advspatial.experiments import run_experiment
 
@@ -487,7 +591,9 @@ def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
     gate_stages = sorted((rundir.stages / "gate").rglob("batch-00000.pt"))
     assert gate_stages, "the gate's batches are cached in the run directory"
     gate_stages[0].unlink()
-    for stage in ("pse/pgd/targeted/batch-00001", "masking/cw-l2/untargeted/batch-00000", "dissection/result"):
+    for stage in ("pse/isolated/pgd/targeted/batch-00001", "pse/leave-one-out/pgd/untargeted/batch-00000",
+                  "stability/pgd/untargeted/batch-00000", "units/train/pgd/untargeted/batch-00001",
+                  "adaptive/unmasked/batch-00000", "masking/cw-l2/untargeted/batch-00000", "dissection/result"):
         rundir.stage_path(stage).unlink()
     run_experiment("pse", config, resume=True)
     after = json.loads((rundir.path / "metrics.json").read_text())

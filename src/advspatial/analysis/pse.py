@@ -25,7 +25,10 @@ superpixels (N,H,W). Groups whose δ is exactly zero are never evaluated.
 * ``OPPOSING``    if ``s⁺ = p⁺ = 0`` (the group raises the true logit *and* lowers
   the target logit, or does nothing measurable: it works against the attack),
 * ``BALANCED``    otherwise (both positive, neither dominates by a factor κ),
-* ``UNPERTURBED`` (−1) for groups where δ is zero (no energy).
+* ``UNPERTURBED`` (−1) for groups where δ is zero (no energy),
+* ``UNTYPED`` (−2) for groups whose ``|s|`` and ``|p|`` both stay within the
+  noise floor ``noise_floor · (|s_total| + |p_total|)`` of their image (a ratio
+  of near-zero numbers is no type); they are counted, and left out of the shares.
 
 Only the helpful part of each effect counts: with raw values ``s = −1, p = −3``
 would satisfy ``s > κ·p`` and be called "suppression" although it *raises* the
@@ -33,8 +36,22 @@ true logit, and both inequalities could hold at once. With positive parts and
 ``κ >= 1`` the types are mutually exclusive.
 
 **Whole-perturbation type.** Group energy is ``‖δ_G‖²``; the share of a type is
-the energy of its groups over the total energy, and the perturbation gets the
-type with the largest share (ties: lowest type code).
+the energy of its groups over the energy of the typed groups, and the
+perturbation gets the type with the largest share (ties: lowest type code).
+
+**Two ways of measuring a group (``variant``).** ``"isolated"`` (default) applies
+``δ_G`` alone to the clean image, as above. ``"leave-one-out"`` removes G's part
+from the adversarial image instead, the marginal effect of G at ``x'`` given all
+the other groups: ``s_G = z_t0(x' − δ_G) − z_t0(x')`` and
+``p_G = z_t(x') − z_t(x' − δ_G)``. For a model linear in its input both equal
+the same ``∇z·δ_G``; where they differ, the groups interact.
+
+**Pre-specified target.** ``target`` should be fixed before the attack is seen
+(the clean runner-up class for an untargeted attack, the target of a targeted
+one): the post-hoc ``argmax z(x')`` is the class that won *because* it was
+promoted most, which biases the shares towards promotion. ``secondary_target``
+measures the promotion of a second class from the same forward passes
+(:func:`secondary_view` types the groups with it), for a labelled secondary view.
 
 :func:`pse_vs_cam` then asks where each type falls relative to the top region of
 ``CAM_t0(x)`` and ``CAM_t(x')`` (the shared top-fraction rule), against the exact
@@ -43,7 +60,7 @@ partner null of the one inference engine (:mod:`advspatial.regions.inference`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -54,6 +71,7 @@ from ..regions import top_fraction_mask
 from ..regions.inference import NullComparison, excess_test
 from ..runtime import batch_slices, model_device
 
+UNTYPED = -2
 UNPERTURBED = -1
 SUPPRESSION = 0
 PROMOTION = 1
@@ -61,6 +79,7 @@ BALANCED = 2
 OPPOSING = 3
 TYPE_NAMES: tuple[str, ...] = ("suppression", "promotion", "balanced", "opposing")
 METHODS = ("exact", "first_order")
+VARIANTS = ("isolated", "leave-one-out")
 
 
 @dataclass
@@ -71,14 +90,19 @@ class PSEResult:
         labels: (N,H,W) int64 group index of each pixel (the group geometry).
         s, p: (N,G) suppression and promotion per group (0 for unperturbed groups).
         energy: (N,G) ``‖δ_G‖²``; size: (N,G) pixels per group (0 = group absent).
-        types: (N,G) int64 group type (see module docstring; −1 = unperturbed).
-        shares: (N,4) energy share of each type, in ``TYPE_NAMES`` order (rows sum to 1,
-            or 0 when δ is zero).
-        perturbation_type: (N,) type with the largest share (−1 when δ is zero).
+        types: (N,G) int64 group type (see module docstring; −1 = unperturbed,
+            −2 = untyped: both effects within the noise floor).
+        shares: (N,4) share of the typed groups' energy of each type, in ``TYPE_NAMES``
+            order (rows sum to 1, or 0 when no group is typed).
+        perturbation_type: (N,) type with the largest share (−1 when no group is typed).
         pixel_energy: (N,H,W) ``Σ_c δ²`` per pixel.
         s_total, p_total: (N,) the same quantities for the whole δ (from x and x').
         true_class, target_class: (N,) t0 and t.
         kappa, method, atol: the settings used.
+        variant: ``"isolated"`` or ``"leave-one-out"``; noise_floor: the relative floor;
+        floor: (N,) the absolute floor of each image (``noise_floor · (|s_total| + |p_total|)``).
+        secondary_class, p_secondary, p_total_secondary: the promotion of
+            ``secondary_target`` (None when none was asked for).
     """
 
     labels: torch.Tensor
@@ -98,6 +122,12 @@ class PSEResult:
     method: str
     atol: float = 0.0
     type_names: tuple[str, ...] = field(default=TYPE_NAMES)
+    variant: str = "isolated"
+    noise_floor: float = 0.0
+    floor: torch.Tensor | None = None
+    secondary_class: torch.Tensor | None = None
+    p_secondary: torch.Tensor | None = None
+    p_total_secondary: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -105,6 +135,11 @@ class PSEResult:
     @property
     def num_groups(self) -> int:
         return int(self.s.shape[1])
+
+    @property
+    def untyped(self) -> torch.Tensor:
+        """(N,) number of perturbed groups left untyped by the noise floor."""
+        return (self.types == UNTYPED).sum(1)
 
 
 def block_labels(height: int, width: int, block: int = 2) -> torch.Tensor:
@@ -117,11 +152,14 @@ def block_labels(height: int, width: int, block: int = 2) -> torch.Tensor:
     return rows[:, None] * per_row + cols[None, :]
 
 
-def classify_groups(s: torch.Tensor, p: torch.Tensor, kappa: float = 2.0, atol: float = 0.0) -> torch.Tensor:
+def classify_groups(s: torch.Tensor, p: torch.Tensor, kappa: float = 2.0, atol: float = 0.0,
+                    floor: torch.Tensor | None = None) -> torch.Tensor:
     """Type code per element from suppression ``s`` and promotion ``p`` (same shape).
 
     Uses positive parts (see module docstring): SUPPRESSION if ``s⁺ > κ·p⁺``,
-    PROMOTION if ``p⁺ > κ·s⁺``, OPPOSING if both are 0, else BALANCED. Never
+    PROMOTION if ``p⁺ > κ·s⁺``, OPPOSING if both are 0, else BALANCED; UNTYPED
+    where neither ``|s|`` nor ``|p|`` exceeds ``floor`` (broadcast against ``s``,
+    e.g. (N,1) per image), so that no ratio of near-zero numbers is typed. Never
     returns UNPERTURBED; :func:`promotion_suppression` sets that from the energy.
     """
     check_range("kappa", kappa, 1.0, None)
@@ -134,11 +172,17 @@ def classify_groups(s: torch.Tensor, p: torch.Tensor, kappa: float = 2.0, atol: 
     types[sp > kappa * pp] = SUPPRESSION
     types[pp > kappa * sp] = PROMOTION
     types[(sp == 0) & (pp == 0)] = OPPOSING
+    if floor is not None:
+        floor = torch.as_tensor(floor, dtype=s.dtype, device=s.device)
+        types[(s.abs() <= floor) & (p.abs() <= floor)] = UNTYPED
     return types
 
 
 def type_shares(types: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energy share of each type per row (N,4), and the dominant type (N,) (−1 if no energy)."""
+    """Energy share of each type per row (N,4), and the dominant type (N,) (−1 if no typed energy).
+
+    Unperturbed and untyped groups (negative codes) carry no weight.
+    """
     n = types.shape[0]
     idx = types.clamp(min=0)
     weights = torch.where(types >= 0, energy, torch.zeros_like(energy))
@@ -163,6 +207,9 @@ def promotion_suppression(
     kappa: float = 2.0,
     atol: float = 0.0,
     batch_size: int = 256,
+    variant: str = "isolated",
+    noise_floor: float = 0.0,
+    secondary_target: torch.Tensor | None = None,
 ) -> PSEResult:
     """Suppression and promotion of every pixel group of ``δ = x_adv − x``.
 
@@ -170,18 +217,24 @@ def promotion_suppression(
         model: classifier returning logits; run in eval mode, restored afterwards.
         x, x_adv: (N,C,H,W) clean and adversarial images.
         y: (N,) true class t0.
-        target: (N,) class t; default the prediction on ``x_adv``. (When the attack
-            failed, t = t0 and ``p = −s``.)
+        target: (N,) class t, pre-specified (see module docstring); default the
+            prediction on ``x_adv`` (post-hoc). (When t = t0, ``p = −s``.)
         groups: optional (N,H,W) or (H,W) non-negative integer superpixel labels;
             default ``block × block`` squares. G = largest label + 1.
         block: block side when ``groups`` is None (choice: 2).
         method: ``"exact"`` (batched forward passes) or ``"first_order"`` (gradients).
         kappa: dominance factor κ >= 1 (choice: 2). atol: |values| <= atol count as 0.
         batch_size: images per forward pass (for "exact": (image, group) pairs per pass).
+        variant: ``"isolated"`` (δ_G on x) or ``"leave-one-out"`` (δ_G removed from x').
+        noise_floor: groups with ``|s|, |p| <= noise_floor · (|s_total| + |p_total|)`` are UNTYPED.
+        secondary_target: optional (N,) second class whose promotion is measured too.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     check_range("kappa", kappa, 1.0, None)
+    check_range("noise_floor", noise_floor, 0.0, None)
     x, x_adv, y = _check_inputs(x, x_adv, y)
     device = model_device(model)
     x, x_adv, y = x.to(device), x_adv.to(device), y.to(device)
@@ -197,22 +250,71 @@ def promotion_suppression(
         with torch.no_grad():
             z_clean = _logits(model, x, batch_size)
             z_adv = _logits(model, x_adv, batch_size)
-        t = z_adv.argmax(1) if target is None else _check_target(target, n, z_clean.shape[1]).to(device)
+        k = z_clean.shape[1]
+        t = z_adv.argmax(1) if target is None else _check_target(target, n, k).to(device)
+        t2 = None if secondary_target is None else _check_target(secondary_target, n, k).to(device)
+        classes = torch.stack([y, t] + ([] if t2 is None else [t2]), 1)  # (N,M)
         if method == "exact":
-            s, p = _exact(model, x, x_adv, y, t, labels, energy > 0, z_clean, batch_size)
+            z = _exact_pairs(model, x, x_adv, classes, labels, energy > 0, variant, batch_size)
+            z_base = (z_clean if variant == "isolated" else z_adv).gather(1, classes)[:, None, :]  # (N,1,M)
+            # isolated: the change from x that G alone makes; leave-one-out: the change at x' that G accounts for
+            gain = z - z_base if variant == "isolated" else z_base - z
         else:
-            s, p = _first_order(model, x, x_adv, y, t, flat, num_groups, batch_size)
-
-    types = classify_groups(s, p, kappa, atol)
-    types[energy <= 0] = UNPERTURBED
+            gain = _first_order(model, x, x_adv, classes, flat, num_groups, variant, batch_size)
+    active = energy > 0
+    gain = torch.where(active[..., None], gain, torch.zeros_like(gain))
+    s, p = -gain[..., 0], gain[..., 1]
+    s_total = z_clean.gather(1, y[:, None]).squeeze(1) - z_adv.gather(1, y[:, None]).squeeze(1)
+    p_total = _promotion_total(z_clean, z_adv, t)
+    floor = noise_floor * (s_total.abs() + p_total.abs())
+    types = _types(s, p, energy, kappa, atol, floor)
     shares, dominant = type_shares(types, energy)
     return PSEResult(
         labels=labels, s=s, p=p, energy=energy, size=size, types=types, shares=shares,
-        perturbation_type=dominant, pixel_energy=pixel_energy,
-        s_total=z_clean.gather(1, y[:, None]).squeeze(1) - z_adv.gather(1, y[:, None]).squeeze(1),
-        p_total=z_adv.gather(1, t[:, None]).squeeze(1) - z_clean.gather(1, t[:, None]).squeeze(1),
+        perturbation_type=dominant, pixel_energy=pixel_energy, s_total=s_total, p_total=p_total,
         true_class=y, target_class=t, kappa=float(kappa), method=method, atol=float(atol),
+        variant=variant, noise_floor=float(noise_floor), floor=floor,
+        secondary_class=t2, p_secondary=None if t2 is None else gain[..., 2],
+        p_total_secondary=None if t2 is None else _promotion_total(z_clean, z_adv, t2),
     )
+
+
+def _promotion_total(z_clean: torch.Tensor, z_adv: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``z_t(x') − z_t(x)`` per image: the whole perturbation's promotion of t."""
+    return z_adv.gather(1, t[:, None]).squeeze(1) - z_clean.gather(1, t[:, None]).squeeze(1)
+
+
+def _types(s: torch.Tensor, p: torch.Tensor, energy: torch.Tensor, kappa: float, atol: float,
+           floor: torch.Tensor) -> torch.Tensor:
+    """Group types with the per-image floor, unperturbed groups marked."""
+    types = classify_groups(s, p, kappa, atol, floor[:, None])
+    types[energy <= 0] = UNPERTURBED
+    return types
+
+
+def retype(result: PSEResult, kappa: float | None = None, noise_floor: float | None = None) -> PSEResult:
+    """The same measurements typed with another κ and/or noise floor (no forward pass; for stability checks)."""
+    kappa = result.kappa if kappa is None else float(kappa)
+    noise_floor = result.noise_floor if noise_floor is None else float(noise_floor)
+    check_range("kappa", kappa, 1.0, None)
+    check_range("noise_floor", noise_floor, 0.0, None)
+    floor = noise_floor * (result.s_total.abs() + result.p_total.abs())
+    types = _types(result.s, result.p, result.energy, kappa, result.atol, floor)
+    shares, dominant = type_shares(types, result.energy)
+    values = {f.name: getattr(result, f.name) for f in fields(result)}
+    values.update(types=types, shares=shares, perturbation_type=dominant, kappa=kappa, noise_floor=noise_floor,
+                  floor=floor)
+    return PSEResult(**values)
+
+
+def secondary_view(result: PSEResult) -> PSEResult:
+    """The result typed towards ``secondary_class`` (e.g. the post-hoc argmax of x'): a labelled secondary view."""
+    if result.p_secondary is None or result.secondary_class is None or result.p_total_secondary is None:
+        raise ConfigError("this result has no secondary target; pass secondary_target to promotion_suppression")
+    values = {f.name: getattr(result, f.name) for f in fields(result)}
+    values.update(p=result.p_secondary, p_total=result.p_total_secondary, target_class=result.secondary_class,
+                  secondary_class=None, p_secondary=None, p_total_secondary=None)
+    return retype(PSEResult(**values))
 
 
 def group_type_map(result: PSEResult) -> torch.Tensor:
@@ -268,43 +370,42 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([model(x[sl]) for sl in batch_slices(x.shape[0], batch_size)])
 
 
-def _exact(
-    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-    labels: torch.Tensor, active: torch.Tensor, z_clean: torch.Tensor, batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward passes on ``x + δ_G`` for every (image, group) pair with non-zero δ_G."""
+def _exact_pairs(
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor,
+    active: torch.Tensor, variant: str, batch_size: int,
+) -> torch.Tensor:
+    """(N,G,M) logits of ``classes`` on ``x + δ_G`` (isolated) or ``x' − δ_G`` (leave-one-out) for every
+    (image, group) pair with non-zero δ_G (0 elsewhere): one forward pass per ``batch_size`` pairs."""
     n, num_groups = active.shape
-    s = torch.zeros(n, num_groups, dtype=z_clean.dtype, device=x.device)
-    p = torch.zeros_like(s)
+    out = torch.zeros(n, num_groups, classes.shape[1], dtype=x.dtype, device=x.device)
+    inner, outer = (x_adv, x) if variant == "isolated" else (x, x_adv)
     img, grp = active.nonzero(as_tuple=True)
     with torch.no_grad():
         for sl in batch_slices(int(img.numel()), batch_size):
             i, g = img[sl], grp[sl]
             inside = (labels[i] == g[:, None, None])[:, None]
-            z = model(torch.where(inside, x_adv[i], x[i]))
-            s[i, g] = z_clean[i, y[i]] - z[torch.arange(len(i), device=x.device), y[i]]
-            p[i, g] = z[torch.arange(len(i), device=x.device), t[i]] - z_clean[i, t[i]]
-    return s, p
+            z = model(torch.where(inside, inner[i], outer[i]))
+            out[i, g] = z.gather(1, classes[i]).to(out.dtype)
+    return out
 
 
 def _first_order(
-    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
-    flat: torch.Tensor, num_groups: int, batch_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s_G ≈ −∇z_t0(x)·δ_G``, ``p_G ≈ ∇z_t(x)·δ_G``, summed per group."""
-    n = x.shape[0]
-    s = torch.zeros(n, num_groups, dtype=x.dtype, device=x.device)
-    p = torch.zeros_like(s)
+    model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, classes: torch.Tensor,
+    flat: torch.Tensor, num_groups: int, variant: str, batch_size: int,
+) -> torch.Tensor:
+    """(N,G,M) first-order gains ``∇z_c·δ_G`` per group, the gradient taken at x (isolated) or x' (leave-one-out)."""
+    n, m = x.shape[0], classes.shape[1]
+    out = torch.zeros(n, num_groups, m, dtype=x.dtype, device=x.device)
+    point = x if variant == "isolated" else x_adv
     for sl in batch_slices(n, batch_size):
-        xb = x[sl].detach().requires_grad_(True)
+        xb = point[sl].detach().requires_grad_(True)
+        delta = (x_adv[sl] - x[sl]).detach()
         with torch.enable_grad():
             z = model(xb)
-            g0, = torch.autograd.grad(z.gather(1, y[sl, None]).sum(), xb, retain_graph=True)
-            gt, = torch.autograd.grad(z.gather(1, t[sl, None]).sum(), xb)
-        delta = (x_adv[sl] - x[sl]).detach()
-        s[sl].scatter_add_(1, flat[sl], -(g0 * delta).sum(1).flatten(1))
-        p[sl].scatter_add_(1, flat[sl], (gt * delta).sum(1).flatten(1))
-    return s, p
+            for c in range(m):
+                grad, = torch.autograd.grad(z.gather(1, classes[sl, c:c + 1]).sum(), xb, retain_graph=c < m - 1)
+                out[sl, :, c].scatter_add_(1, flat[sl], (grad * delta).sum(1).flatten(1))
+    return out
 
 
 # ----------------------------------------------------------------------------- image level
