@@ -53,8 +53,9 @@ without a target it runs a targeted attack towards each of the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -63,11 +64,13 @@ from ..errors import ConfigError, check_range
 from ..runtime import per_sample_noise
 from .base import Attack, margin, register_attack
 from .fgsm import attack_loss, is_adversarial, masked_sign
+from .pgd import l2_direction, l2_project, rows_norm
 
 APGD_LOSSES = ("ce", "dlr", "margin")
 MOMENTUM = 0.75
 DLR_GUARD = 1e-12
 L2_GUARD = 1e-12
+T = TypeVar("T")
 IMPROVEMENT_TOL = 1e-5
 
 
@@ -128,11 +131,6 @@ def beats(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new > threshold
 
 
-def _rows_norm(t: torch.Tensor) -> torch.Tensor:
-    """Per-image L2 norm of (N, ...) as an (N,1,...,1) tensor that broadcasts back."""
-    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
-
-
 def _rows(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image ``where``: rows of ``a`` where ``cond`` (N,) holds, else rows of ``b``."""
     return torch.where(cond.view(-1, *([1] * (a.ndim - 1))), a, b)
@@ -161,6 +159,30 @@ class Best:
         if better.any():
             rows = idx[better]
             self.x[rows], self.adv[rows], self.loss[rows] = x[better], adv[better], loss[better]
+
+
+def best_of_runs(
+    x: torch.Tensor, eps: float, plan: Callable[[Best, torch.Tensor], Iterable[T]],
+    run: Callable[[T, torch.Tensor, Best, torch.Tensor], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The restart driver of APGD and Square: ``(best point per image, queries per image)``.
+
+    ``plan(best, queries)`` may spend queries on the clean images first (marking
+    those already adversarial in ``best``) and returns the runs; each run is
+    ``run(item, rows, best, queries)`` on the batch images ``rows`` that are not
+    adversarial yet, and offers its points to ``best``. Stops once every image is
+    adversarial; nothing runs for ``eps == 0`` or an empty batch.
+    """
+    queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    best = Best.start(x)
+    if eps == 0 or x.shape[0] == 0:
+        return best.x, queries
+    for item in plan(best, queries):
+        rows = (~best.adv).nonzero().flatten()
+        if rows.numel() == 0:
+            break
+        run(item, rows, best, queries)
+    return best.x, queries
 
 
 @dataclass
@@ -266,23 +288,21 @@ class APGD(Attack):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        best = Best.start(x)
-        if self.eps == 0 or x.shape[0] == 0:
-            return best.x, queries
-        clean_logits = None
-        if self.needs_clean_logits(target):
-            with torch.no_grad():
-                clean_logits = self.model(x)
-            queries += 1
-            if self.early_stop:
-                best.adv |= is_adversarial(clean_logits, y, target)
-        for seed, loss_target in self.runs(y, target, clean_logits):
-            rows = (~best.adv).nonzero().flatten()
-            if rows.numel() == 0:
-                break
+        def plan(best: Best, queries: torch.Tensor) -> Iterator[tuple[int, torch.Tensor | None]]:
+            clean_logits = None
+            if self.needs_clean_logits(target):
+                with torch.no_grad():
+                    clean_logits = self.model(x)
+                queries += 1
+                if self.early_stop:
+                    best.adv |= is_adversarial(clean_logits, y, target)
+            return self.runs(y, target, clean_logits)
+
+        def run(item: tuple[int, torch.Tensor | None], rows: torch.Tensor, best: Best, queries: torch.Tensor) -> None:
+            seed, loss_target = item
             self._run(x, y, loss_target, target, mask, sample_ids, seed, rows, best, queries)
-        return best.x, queries
+
+        return best_of_runs(x, self.eps, plan, run)
 
     def _evaluate(
         self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
@@ -402,23 +422,18 @@ class APGDL2(APGD):
 
     def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """``mask*g / (||mask*g||_2 + 1e-12)``."""
-        if mask is not None:
-            grad = grad * mask
-        return grad / (_rows_norm(grad) + L2_GUARD)
+        return l2_direction(grad, mask, L2_GUARD)
 
     def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
         """Scale ``x_new - x`` by ``min(1, eps/||x_new - x||)``, then clip to [0,1]."""
-        delta = x_new - x
-        norm = _rows_norm(delta)
-        factor = torch.where(norm > self.eps, self.eps / norm.clamp_min(L2_GUARD), torch.ones_like(norm))
-        return (x + delta * factor).clamp_(0.0, 1.0)
+        return l2_project(x, x_new, self.eps)
 
     def random_start(self, x: torch.Tensor, mask: torch.Tensor | None, ids: torch.Tensor, seed: int) -> torch.Tensor:
         """``x + eps * (mask*z)/||mask*z||`` with ``z ~ N(0, I)`` from ``(seed, ids[i])``, clipped to the box."""
         z = per_sample_noise(x.shape, seed, ids, "normal", x.device, x.dtype)
         if mask is not None:
             z = z * mask
-        return (x + self.eps * z / (_rows_norm(z) + L2_GUARD)).clamp_(0.0, 1.0)
+        return (x + self.eps * z / (rows_norm(z) + L2_GUARD)).clamp_(0.0, 1.0)
 
 
 @register_attack("apgdt", "Targeted Auto-PGD on the targeted DLR loss; untargeted: over the top wrong classes")

@@ -54,9 +54,25 @@ def auto_step(alpha: float | str, eps: float, steps: int) -> float:
     return float(alpha)
 
 
-def _rows_norm(t: torch.Tensor) -> torch.Tensor:
+def rows_norm(t: torch.Tensor) -> torch.Tensor:
     """Per-image L2 norm of (N, ...) as an (N,1,...,1) tensor that broadcasts back."""
     return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.ndim - 1)))
+
+
+def l2_direction(grad: torch.Tensor, mask: torch.Tensor | None, guard: float) -> torch.Tensor:
+    """The L2 steepest-ascent step of unit length: ``mask*g / (||mask*g||_2 + guard)`` per image
+    (a zero gradient gives no step)."""
+    if mask is not None:
+        grad = grad * mask
+    return grad / (rows_norm(grad) + guard)
+
+
+def l2_project(x: torch.Tensor, x_new: torch.Tensor, eps: float) -> torch.Tensor:
+    """Into the L2 ball and the box: scale ``x_new - x`` by ``min(1, eps/||x_new - x||)``, then clip to [0,1]."""
+    delta = x_new - x
+    norm = rows_norm(delta)
+    factor = torch.where(norm > eps, eps / norm.clamp_min(1e-12), torch.ones_like(norm))
+    return (x + delta * factor).clamp_(0.0, 1.0)
 
 
 @register_attack("bim", "Basic Iterative Method: L-inf PGD without random start", random_start=False)
@@ -152,16 +168,11 @@ class PGDL2(PGD):
 
     def direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Masked gradient divided by its L2 norm (+1e-10, so a zero gradient gives no step)."""
-        if mask is not None:
-            grad = grad * mask
-        return grad / (_rows_norm(grad) + L2_DIVISION_GUARD)
+        return l2_direction(grad, mask, L2_DIVISION_GUARD)
 
     def project(self, x: torch.Tensor, x_new: torch.Tensor) -> torch.Tensor:
         """Scale ``x_new - x`` by ``min(1, eps/||x_new - x||)``, then clip to [0,1]."""
-        delta = x_new - x
-        norm = _rows_norm(delta)
-        factor = torch.where(norm > self.eps, self.eps / norm, torch.ones_like(norm))
-        return (x + delta * factor).clamp_(0.0, 1.0)
+        return l2_project(x, x_new, self.eps)
 
     def random_delta(self, x: torch.Tensor, mask: torch.Tensor | None, sample_ids: torch.Tensor) -> torch.Tensor:
         """Uniform in the eps-ball (of the masked subspace): first D of D+2 normalized Gaussians."""

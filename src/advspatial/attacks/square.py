@@ -53,7 +53,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_range
 from ..runtime import sample_generator
-from .apgd import Best, beats
+from .apgd import Best, beats, best_of_runs
 from .base import Attack, register_attack
 from .fgsm import attack_loss, is_adversarial
 
@@ -215,21 +215,18 @@ class Square(Attack):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        best = Best.start(x)
-        if self.eps == 0 or x.shape[0] == 0:
-            return best.x, queries
-        if self.early_stop:
-            with torch.no_grad():
-                best.adv |= is_adversarial(self.model(x), y, target)
-            queries += 1
-        for r in range(self.n_restarts):
-            rows = (~best.adv).nonzero().flatten()
-            if rows.numel() == 0:
-                break
+        def plan(best: Best, queries: torch.Tensor) -> range:
+            if self.early_stop:
+                with torch.no_grad():
+                    best.adv |= is_adversarial(self.model(x), y, target)
+                queries += 1
+            return range(self.n_restarts)
+
+        def run(r: int, rows: torch.Tensor, best: Best, queries: torch.Tensor) -> None:
             with torch.no_grad():
                 self._restart(x, y, mask, target, sample_ids, self.seed + r, rows, best, queries)
-        return best.x, queries
+
+        return best_of_runs(x, self.eps, plan, run)
 
     def _score(
         self, x_new: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

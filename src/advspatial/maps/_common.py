@@ -7,7 +7,8 @@ validate their inputs and pick target classes in exactly the same way.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -139,6 +140,16 @@ def resolve_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
     if name is None:
         name = find_feature_layer(model, x)
     return name, module_by_name(model, name)
+
+
+def check_options(kind: str, name: str, fn: Callable[..., object], options: Iterable[str],
+                  inputs: Sequence[str]) -> None:
+    """Raise a one-line :class:`ConfigError` naming the valid options when ``options`` holds a keyword that
+    map function ``fn`` (registered as ``kind`` ``name``) does not take; ``inputs`` are its non-option arguments."""
+    allowed = [p for p in inspect.signature(fn).parameters if p not in inputs]
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise ConfigError(f"{kind} {name!r} has no parameter(s) {bad}; valid: {allowed}")
 
 
 def reduce_channels_abs(attr: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,6 @@ points used, flag).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +46,7 @@ from ..attacks.base import frozen_eval, margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..registry import Registry
 from ..runtime import model_device, scaled_batch
-from ._common import check_classes, check_images, predict
+from ._common import check_classes, check_images, check_options, predict
 
 RULES = ("gausslegendre", "trapezoid", "midpoint")
 PARTS = ("drop", "absolute")
@@ -84,6 +83,10 @@ class AttackMap:
 Kind = Callable[..., AttackMap]
 #: every attack map by name (``advspatial list maps`` iterates it); a map documents itself
 ATTACK_MAPS: Registry[Kind] = Registry("attack map")
+list_attack_maps = ATTACK_MAPS.names
+"""The names :func:`attack_map` accepts, sorted."""
+describe_attack_maps = ATTACK_MAPS.descriptions
+"""Each name with the first line of its function's docstring (``advspatial list maps``)."""
 
 
 def register_attack_map(name: str) -> Callable[[Kind], Kind]:
@@ -96,24 +99,8 @@ def register_attack_map(name: str) -> Callable[[Kind], Kind]:
     return ATTACK_MAPS.decorator(name)
 
 
-def list_attack_maps() -> list[str]:
-    """Names accepted by :func:`attack_map` (``contribution`` is the default)."""
-    return ATTACK_MAPS.names()
-
-
-def describe_attack_maps() -> dict[str, str]:
-    """Each attack map's name with the first line of its docstring (for ``advspatial list maps``)."""
-    return ATTACK_MAPS.descriptions()
-
-
-def attack_map(
-    name: str,
-    model: nn.Module,
-    x: torch.Tensor,
-    x_adv: torch.Tensor | None = None,
-    y: torch.Tensor | None = None,
-    **kw: Any,
-) -> AttackMap:
+def attack_map(name: str, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor | None = None,
+               y: torch.Tensor | None = None, **kw: Any) -> AttackMap:
     """Compute attack map ``name`` for clean images ``x`` and adversarial ``x_adv``.
 
     ``magnitude`` and ``contribution`` need ``x_adv``; ``gradient`` uses
@@ -121,10 +108,7 @@ def attack_map(
     :class:`~advspatial.errors.ConfigError`.
     """
     fn = ATTACK_MAPS.get(name)
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "x_adv", "y")]
-    bad = sorted(set(kw) - set(allowed))
-    if bad:
-        raise ConfigError(f"attack map {name!r} has no parameter(s) {bad}; valid: {allowed}")
+    check_options(ATTACK_MAPS.kind, name, fn, kw, ("model", "x", "x_adv", "y"))
     if model is not None and isinstance(x, torch.Tensor):
         device = model_device(model)
         x = x.to(device)

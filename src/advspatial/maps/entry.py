@@ -63,7 +63,11 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = "pr
 
 def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
                **options: Any) -> torch.Tensor:
-    """SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0."""
+    """SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0.
+
+    Each image's noise is keyed by its entry of ``sample_ids=`` (global ids; default its position), so its map
+    does not depend on the batch.
+    """
     return importance_map("smoothgrad", model, x, target=target, y=y, **options)
 
 

@@ -51,13 +51,14 @@ from captum.attr import (
 from torch import nn
 
 from ..attacks.base import frozen_eval
-from ..errors import ConfigError, ModelError, check_range
+from ..errors import ModelError, check_range
 from ..registry import Registry
 from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from ._common import (
     Target,
     check_classes,
     check_images,
+    check_options,
     forward_hooks,
     reduce_channels_abs,
     resolve_layer,
@@ -68,6 +69,10 @@ from ._common import (
 Method = Callable[..., torch.Tensor]
 #: every importance method by name (``advspatial list maps`` iterates it); a method documents itself
 IMPORTANCE_METHODS: Registry[Method] = Registry("importance method")
+list_importance_methods = IMPORTANCE_METHODS.names
+"""The names :func:`importance_map` accepts, sorted."""
+describe_importance_methods = IMPORTANCE_METHODS.descriptions
+"""Each name with the first line of its function's docstring (``advspatial list maps``)."""
 
 
 def register_importance_method(name: str) -> Callable[[Method], Method]:
@@ -82,16 +87,6 @@ def register_importance_method(name: str) -> Callable[[Method], Method]:
     :func:`~advspatial.attacks.base.frozen_eval`. A taken name is an error.
     """
     return IMPORTANCE_METHODS.decorator(name)
-
-
-def list_importance_methods() -> list[str]:
-    """Names accepted by :func:`importance_map` (``gradcam`` is the default)."""
-    return IMPORTANCE_METHODS.names()
-
-
-def describe_importance_methods() -> dict[str, str]:
-    """Each method's name with the first line of its docstring (for ``advspatial list maps``)."""
-    return IMPORTANCE_METHODS.descriptions()
 
 
 def importance_map(
@@ -114,10 +109,7 @@ def importance_map(
     :class:`~advspatial.errors.ConfigError` listing the valid ones.
     """
     fn = IMPORTANCE_METHODS.get(name)
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("model", "x", "classes", "sample_ids")]
-    bad = sorted(set(kw) - set(allowed))
-    if bad:
-        raise ConfigError(f"importance method {name!r} has no parameter(s) {bad}; valid: {allowed}")
+    check_options(IMPORTANCE_METHODS.kind, name, fn, kw, ("model", "x", "classes", "sample_ids"))
     check_images(x)
     ids = sample_ids_or_range(x.shape[0], sample_ids)
     x = x.detach().to(model_device(model))

@@ -352,6 +352,17 @@ class _WindowPlan:
                    _grid(device, (fh, padded_width), (fw, 1)))
 
 
+def check_patch_inputs(who: str, clean: torch.Tensor, patch_size: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of ``clean``; a one-line :class:`ShapeError` (naming ``who``) unless it is (n, C, H, W) and the
+    patch fits it."""
+    if clean.dim() != 4:
+        raise ShapeError(f"{who}: clean images must be (n, C, H, W), got {tuple(clean.shape)}")
+    height, width = clean.shape[2:]
+    if not (1 <= patch_size[0] <= height and 1 <= patch_size[1] <= width):
+        raise ShapeError(f"{who}: patch {patch_size} does not fit images of {height}x{width}")
+    return int(height), int(width)
+
+
 class PatchForward:
     """Logits of images equal to ``clean[i]`` except in one ``patch_size`` rectangle.
 
@@ -372,11 +383,7 @@ class PatchForward:
     """
 
     def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
-        if clean.dim() != 4:
-            raise ShapeError(f"PatchForward: clean images must be (n, C, H, W), got {tuple(clean.shape)}")
-        height, width = clean.shape[2:]
-        if not (1 <= patch_size[0] <= height and 1 <= patch_size[1] <= width):
-            raise ShapeError(f"PatchForward: patch {patch_size} does not fit images of {height}x{width}")
+        height, width = check_patch_inputs("PatchForward", clean, patch_size)
         tracer = _Tracer(model, clean[:1].clone())
         self.stages, boundary, before = tracer.stem()
         self.tail = _Tail(model, tracer.graph, boundary, before)

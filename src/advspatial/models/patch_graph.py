@@ -44,7 +44,7 @@ from torch import fx, nn
 from ..errors import ShapeError
 from .patch_forward import (
     POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, _conv_padding, _is_positionless,
-    _pair, _trace, _usable_in_eval,
+    _pair, _trace, _usable_in_eval, check_patch_inputs,
 )
 from .patch_layers import padding_layer, pool_layer, record_values, run_node
 
@@ -96,11 +96,7 @@ class GraphPatchForward:
     """
 
     def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
-        if clean.dim() != 4:
-            raise ShapeError(f"GraphPatchForward: clean images must be (n, C, H, W), got {tuple(clean.shape)}")
-        height, width = clean.shape[2:]
-        if not (1 <= patch_size[0] <= height and 1 <= patch_size[1] <= width):
-            raise ShapeError(f"GraphPatchForward: patch {patch_size} does not fit images of {height}x{width}")
+        height, width = check_patch_inputs("GraphPatchForward", clean, patch_size)
         if any(m.training for m in model.modules()):
             raise UnsupportedModel("the model (or one of its modules) is in training mode")
         self.model, self.patch_size = model, (int(patch_size[0]), int(patch_size[1]))
