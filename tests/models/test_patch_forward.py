@@ -37,9 +37,19 @@ def random_patches(clean: torch.Tensor, n: int, size: tuple[int, int], seed: int
     return image, top, left, patch
 
 
+def together_and_alone(forward, clean: torch.Tensor, n: int, seed: int):  # type: ignore[no-untyped-def]
+    """(rows of ``n`` random 1x1 patches computed together, the same rows one call each, the patches)."""
+    image, top, left, patch = random_patches(clean, n, (1, 1), seed=seed)
+    with torch.no_grad():
+        together = forward(image, top, left, patch)
+        alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(n)]
+    return together, torch.cat(alone), (image, top, left, patch)
+
+
 def assert_matches_model(model: nn.Module, clean: torch.Tensor, size: tuple[int, int] = (1, 1),
-                         n: int = 40, seed: int = 0) -> PatchForward:
-    forward = PatchForward(model, clean, size)
+                         n: int = 40, seed: int = 0, cls: type = PatchForward) -> PatchForward:
+    """``cls(model, clean, size)`` (PatchForward or GraphPatchForward) equals the model on ``n`` random patches."""
+    forward = cls(model, clean, size)
     image, top, left, patch = random_patches(clean, n, size, seed)
     with torch.no_grad():
         expected = model(patched(clean, image, top, left, patch))
@@ -267,13 +277,10 @@ def test_stem_rows_do_not_depend_on_the_batch(tiny_cnn) -> None:
     features = tiny_cnn().features
     model = nn.Sequential(*features, nn.Flatten()).eval()
     clean = torch.rand(3, 1, 28, 28)
-    forward = PatchForward(model, clean)
-    image, top, left, patch = random_patches(clean, 16, (1, 1), seed=3)
+    together, alone, patches = together_and_alone(PatchForward(model, clean), clean, 16, seed=3)
     with torch.no_grad():
-        together = forward(image, top, left, patch)
-        alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(16)]
-        torch.testing.assert_close(together, model(patched(clean, image, top, left, patch)), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(together, torch.cat(alone), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(together, model(patched(clean, *patches)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-6)
 
 
 # -- the whole graph: residual and mobile networks (GraphPatchForward) ------------------
@@ -392,13 +399,7 @@ def mbconv_models(draw: st.DrawFn) -> tuple[nn.Module, int, int]:
 
 def assert_graph_matches_model(model: nn.Module, clean: torch.Tensor, size: tuple[int, int] = (1, 1),
                                n: int = 24, seed: int = 0) -> GraphPatchForward:
-    forward = GraphPatchForward(model, clean, size)
-    image, top, left, patch = random_patches(clean, n, size, seed)
-    with torch.no_grad():
-        expected = model(patched(clean, image, top, left, patch))
-        got = forward(image, top, left, patch)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    return forward
+    return assert_matches_model(model, clean, size, n, seed, GraphPatchForward)  # type: ignore[return-value]
 
 
 @settings(max_examples=30, deadline=None)
@@ -458,12 +459,8 @@ def test_graph_rows_do_not_depend_on_the_batch() -> None:
     torch.manual_seed(1)
     model = with_random_batchnorm_stats(cifar_resnet(8))
     clean = torch.rand(3, 3, 16, 16)
-    forward = GraphPatchForward(model, clean)
-    image, top, left, patch = random_patches(clean, 10, (1, 1), seed=5)
-    with torch.no_grad():
-        together = forward(image, top, left, patch)
-        alone = [forward(image[i:i + 1], top[i:i + 1], left[i:i + 1], patch[i:i + 1]) for i in range(10)]
-    torch.testing.assert_close(together, torch.cat(alone), atol=1e-6, rtol=1e-6)
+    together, alone, _ = together_and_alone(GraphPatchForward(model, clean), clean, 10, seed=5)
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-6)
 
 
 class _Untraceable(nn.Module):
