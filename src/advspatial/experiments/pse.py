@@ -131,9 +131,10 @@ class PSEConfig(GatedConfig):
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
-    unit_train_n: int = setting(200, "training images (class-stratified) attacked to rank the units; the masking "
+    unit_train_n: int = setting(100, "training images (class-stratified) attacked to rank the units; the masking "
                                      "curve is then measured on the test images")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
+    adaptive_n: int = setting(100, "test images (the first) attacked by PGD on the masked model (adaptive check)")
     dissection: bool = setting(True, "dissect the analysed model with concept masks that are not its labels "
                                      "(skipped, and said so, when its data has none)")
     concepts: str = setting("", "concept masks of the test split for dissection: a .pt or .npz file of named "
@@ -147,7 +148,7 @@ class PSEConfig(GatedConfig):
                      "pse_block": "block", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
-             "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "correlation_permutations": 100, "figure_images": 2,
+             "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12, "correlation_permutations": 100, "figure_images": 2,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4}
 
     def validate(self) -> None:
@@ -187,7 +188,8 @@ class PSEConfig(GatedConfig):
         check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
         for name in ("steps", "cw_steps", "cw_search_steps", "block", "pair_batch", "permutations",
-                     "permutation_images", "correlation_permutations", "superpixels", "unit_train_n"):
+                     "permutation_images", "correlation_permutations", "superpixels", "unit_train_n",
+                     "adaptive_n"):
             check_range(name, getattr(self, name), 1)
         check_range("mask_random", self.mask_random, 0)
         check_range("figure_images", self.figure_images, 0)
@@ -481,13 +483,13 @@ def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult, rank
     return ctx.rundir.cached(f"masking/{variant}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
-def adaptive_batch(ctx: Context, name: str, units: torch.Tensor, b: int) -> dict[str, int]:
+def adaptive_batch(ctx: Context, name: str, units: torch.Tensor, b: int, sl: slice) -> dict[str, int]:
     """PGD run against the model with ``units`` masked (an adaptive attack on the masked model), on one test batch:
     counts of clean-correct and still-correct images (cached)."""
     cfg = ctx.config
 
     def compute() -> dict[str, int]:
-        x, y, ids = ctx.batch(ctx.slices[b])
+        x, y, ids = ctx.batch(sl)
         with mask_units(ctx.model, ctx.layer, units):
             result = build_attack("pgd", ctx.model, cfg).run(x, y, sample_ids=ids)
         return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
@@ -505,8 +507,11 @@ def adaptive_k(curve: dict[str, torch.Tensor]) -> int:
 
 
 def adaptive_attack(ctx: Context, name: str, units: torch.Tensor) -> dict[str, float]:
-    """Clean and PGD-robust accuracy of the model with ``units`` masked, PGD run on that masked model."""
-    parts = ctx.each_batch(lambda b, sl: adaptive_batch(ctx, name, units, b), desc=f"{name}: adaptive PGD")
+    """Clean and PGD-robust accuracy of the model with ``units`` masked, PGD run on that masked model, over the
+    first ``adaptive_n`` test images."""
+    slices = list(batch_slices(min(ctx.config.adaptive_n, len(ctx.data)), ctx.config.batch_size))
+    parts = ctx.each_batch(lambda b, sl: adaptive_batch(ctx, name, units, b, sl), desc=f"{name}: adaptive PGD",
+                           slices=slices)
     n = sum(p["images"] for p in parts)
     return {"k": len(units), "clean_acc": sum(p["clean_correct"] for p in parts) / n,
             "robust_acc": sum(p["robust_correct"] for p in parts) / n, "images": n}
@@ -1220,7 +1225,8 @@ def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[st
         "The masking curve zeroes the k most sensitive units and measures accuracy on the clean images and on the "
         f"fixed adversarial images; the control masks k random units ({cfg.mask_random} draws).",
         "Adaptive check: at the k where the curve looks best for masking (highest accuracy on the fixed adversarial "
-        f"images), PGD (L-inf {cfg.eps}, {cfg.steps} steps) is run on the masked model itself.",
+        f"images), PGD (L-inf {cfg.eps}, {cfg.steps} steps) is run on the masked model itself, on the first "
+        f"{min(cfg.adaptive_n, metrics['n'])} test images.",
     ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model; it is "
               "one PGD, not the ensemble of the defence evaluation, so it bounds robustness from above too: masking "
               "is not a robustness claim."],
