@@ -120,6 +120,26 @@ def test_no_concepts_means_no_dissection_and_a_reason(tiny_cnn) -> None:
     assert pse.dissection_metrics(summary)["dissected"] is False
 
 
+def test_dissection_correlation_leaves_out_never_active_units() -> None:
+    """Dead units (no clean activation, empty region) would add (0, 0) points that inflate Spearman."""
+    from advspatial.analysis.dissection import DissectionResult
+
+    units = 8
+    clean = torch.tensor([1.0, 2.0, 4.0, 8.0, 1.0, 0.0, 0.0, 0.0])
+    change = pse.UnitChange(mean_abs=clean * torch.tensor([0.1, 0.4, 0.2, 0.3, 0.5, 0, 0, 0]),
+                            signed_mean=torch.zeros(units), clean_mean_abs=clean)
+    iou = torch.tensor([0.5, 0.1, 0.4, 0.3, 0.05, 0.0, 0.0, 0.0])
+    area = torch.tensor([5.0, 5, 5, 5, 5, 0, 0, 0])
+    result = DissectionResult(("c",), torch.zeros(units), iou[:, None], torch.ones(units, 1), iou[:, None],
+                              torch.zeros(units, dtype=torch.long), iou, area, 0.995, "upsampled", True)
+    active, rho, _ = pse.relative_correlation(change, result, 50, 0)
+    assert active.tolist() == [True] * 5 + [False] * 3
+    assert rho == pytest.approx(-1.0)  # relative sensitivity 0.1..0.5 against IoU in exactly reversed order
+    dead = pse.UnitChange(change.mean_abs, change.signed_mean, torch.zeros(units))
+    active, rho, p = pse.relative_correlation(dead, result, 50, 0)
+    assert not active.any() and math.isnan(rho) and math.isnan(p)
+
+
 def test_user_concepts_file_rows_follow_the_global_ids(tmp_path) -> None:
     import numpy as np
 

@@ -89,9 +89,10 @@ GROUP_NAMES = {"suppression": "suppression-dominated groups", "promotion": "prom
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
          "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
-         "adversarial class t on the adversarial image x'. Region of Attack (RoA): the pixels the attacker's "
-         "perturbation acts through, here its pixel groups, typed by what each does on its own: suppression "
-         "(lowers the true-class logit), promotion (raises the adversarial-class logit), balanced or opposing.")
+         "pre-specified class t (a targeted attack's target, else the clean runner-up) on the adversarial image "
+         "x'. Region of Attack (RoA): the pixels the attacker's perturbation acts through, here its pixel groups, "
+         "typed by what each does on its own: suppression (lowers the true-class logit), promotion (raises the logit of t), balanced or opposing; untyped when "
+         "both effects are under the noise floor.")
 
 
 @dataclass
@@ -148,7 +149,8 @@ class PSEConfig(GatedConfig):
                      "pse_block": "block", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
-             "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12, "correlation_permutations": 100, "figure_images": 2,
+             "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12,
+             "correlation_permutations": 100, "figure_images": 2,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4}
 
     def validate(self) -> None:
@@ -807,16 +809,28 @@ def run_dissection(ctx: Context) -> DissectionSummary | None:
     values["concept_names"] = tuple(values["concept_names"])
     result = DissectionResult(**values)
     change = sums.change()
-    active = (result.unit_area > 0) & (change.clean_mean_abs > 0)
-    sensitivity = change.relative
-    rho = p = math.nan
-    if sums.images and int(active.sum()) >= 3:
-        corr = sensitivity_vs_interpretability(sensitivity[active], result.best_iou[active],
-                                               cfg.correlation_permutations, cfg.seed)
-        rho, p = corr.rho, corr.p_value
+    active, rho, p = relative_correlation(change, result, cfg.correlation_permutations, cfg.seed)
     return DissectionSummary(cfg.dataset, ctx.layer, concept_source=source, images=len(ctx.data),
-                             successful=sums.images, sensitivity=sensitivity, active=active, result=result,
+                             successful=sums.images, sensitivity=change.relative, active=active, result=result,
                              rho=rho, p_value=p)
+
+
+def relative_correlation(change: UnitChange, result: DissectionResult, n_perm: int,
+                         seed: int) -> tuple[torch.Tensor, float, float]:
+    """Active units, and Spearman rho and p of their relative sensitivity with their best IoU.
+
+    A unit is active when its clean activation is non-zero somewhere on the attacked
+    images and its dissection region is not empty; the others have both ~0
+    sensitivity and ~0 IoU and would inflate the correlation, so they are left out.
+    Relative sensitivity (change over the unit's clean scale) keeps loud units from
+    looking sensitive just by their scale. NaN with fewer than 3 active units.
+    """
+    scale = change.clean_mean_abs.nan_to_num(0.0)
+    active = (result.unit_area > 0) & (scale > 0)
+    if int(active.sum()) < 3:
+        return active, math.nan, math.nan
+    corr = sensitivity_vs_interpretability(change.relative[active], result.best_iou[active], n_perm, seed)
+    return active, corr.rho, corr.p_value
 
 
 # -- metrics from rows -----------------------------------------------------------------
