@@ -19,9 +19,8 @@ attacked alone with the same ``sample_ids``.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -29,9 +28,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from ..models.hooks import frozen_eval
 from ..registry import Registry
 
-__all__ = [  # per_sample_noise: re-exported from its owner, runtime, for existing imports
+__all__ = [  # frozen_eval and per_sample_noise: re-exported from their owners, models.hooks and runtime
     "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "frozen_eval",
     "list_attacks", "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask",
     "register_attack",
@@ -132,23 +132,6 @@ def enforce_constraints(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor
     if mask is not None:
         x_adv = torch.where(mask == 0, x, x_adv)
     return x_adv
-
-
-@contextlib.contextmanager
-def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with parameter gradients off; restore both afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    model.eval()
-    for p in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

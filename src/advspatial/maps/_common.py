@@ -1,4 +1,4 @@
-"""Shared helpers of the map modules: input checks, target classes, layer lookup.
+"""Shared helpers of the map modules: input checks, target classes, option checks, upsampling.
 
 Kept separate so that importance maps (RoI side) and attack maps (RoA side)
 validate their inputs and pick target classes in exactly the same way.
@@ -6,14 +6,19 @@ validate their inputs and pick target classes in exactly the same way.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, ShapeError
+from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks, module_by_name, resolve_layer
+
+#: the layer lookup and the hooks live in :mod:`advspatial.models.hooks` (the one hook module); named here too
+__all__ = ["Target", "check_classes", "check_images", "check_options", "declared_cam_layer", "feature_map_size",
+           "find_feature_layer", "forward_hooks", "module_by_name", "predict", "reduce_channels_abs",
+           "resolve_layer", "resolve_target", "upsample"]
 
 Target = str | int | torch.Tensor
 
@@ -66,80 +71,6 @@ def check_classes(classes: torch.Tensor, logits: torch.Tensor) -> None:
     k = logits.shape[1]
     if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= k):
         raise ConfigError(f"class indices must lie in [0, {k - 1}] for this model, got {classes.tolist()}")
-
-
-def module_by_name(model: nn.Module, name: str) -> nn.Module:
-    """The submodule called ``name`` (dotted, as in ``named_modules``)."""
-    modules = dict(model.named_modules())
-    if name not in modules:
-        names = [k for k in modules if k]
-        shown = ", ".join(names[:40]) + (" ..." if len(names) > 40 else "")
-        raise ConfigError(f"model has no layer {name!r}; valid: {shown}")
-    return modules[name]
-
-
-def declared_cam_layer(model: nn.Module) -> str | None:
-    """The dotted name declared by the outermost ``cam_layer`` attribute, or None.
-
-    Wrappers such as ``Normalized(model)`` have none themselves; the attribute of
-    the wrapped model is then found and prefixed (``"model.features.4"``).
-    """
-    for prefix, module in model.named_modules():
-        declared = getattr(module, "cam_layer", None)
-        if isinstance(declared, str) and declared:
-            return f"{prefix}.{declared}" if prefix else declared
-    return None
-
-
-@contextlib.contextmanager
-def forward_hooks(modules: dict[str, nn.Module], hook_factory) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """Register ``hook_factory(name)`` as a forward hook on each module; always removed."""
-    handles = []
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(hook_factory(name)))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def find_feature_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """Name of the last module (in order of completion) whose output is a 4-D map with H*W > 1.
-
-    One probe forward pass on ``x[:1]``. On Sequential-style nets this is the
-    output of the last convolutional block after its activation (and pooling,
-    if a pooling layer that keeps H*W > 1 follows it). An activation applied
-    functionally (``F.relu``) is invisible to hooks; name the layer then.
-    """
-    order: list[str] = []
-    modules = {name: m for name, m in model.named_modules() if name}
-
-    def factory(name: str):  # type: ignore[no-untyped-def]
-        def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
-                order.append(name)
-
-        return hook
-
-    with forward_hooks(modules, factory), torch.no_grad():
-        model(x[:1])
-    if not order:
-        raise ModelError("found no layer with a 4-D feature map of spatial size > 1; name the layer explicitly")
-    return order[-1]
-
-
-def resolve_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
-    """(name, module) of the Grad-CAM layer: ``layer`` if given, else ``cam_layer``, else found."""
-    if isinstance(layer, nn.Module):
-        for name, module in model.named_modules():
-            if module is layer:
-                return name, module
-        raise ConfigError("the given layer module is not part of the model")
-    name = layer if layer is not None else declared_cam_layer(model)
-    if name is None:
-        name = find_feature_layer(model, x)
-    return name, module_by_name(model, name)
 
 
 def check_options(kind: str, name: str, fn: Callable[..., object], options: Iterable[str],

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval, margin
+from ..attacks.base import margin
+from ..models.hooks import frozen_eval
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..registry import Registry
 from ..runtime import model_device, scaled_batch

@@ -50,8 +50,8 @@ from captum.attr import (
 )
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ModelError, check_range
+from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
 from ..registry import Registry
 from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from ._common import (
@@ -59,9 +59,7 @@ from ._common import (
     check_classes,
     check_images,
     check_options,
-    forward_hooks,
     reduce_channels_abs,
-    resolve_layer,
     resolve_target,
     upsample,
 )
@@ -84,7 +82,7 @@ def register_importance_method(name: str) -> Callable[[Method], Method]:
     that draws noise takes ``sample_ids`` (the (N,) global ids of the images, on
     the CPU) and keys its noise by them (:func:`advspatial.runtime.sample_generator`),
     so that a batch equals its images alone. Run the model under
-    :func:`~advspatial.attacks.base.frozen_eval`. A taken name is an error.
+    :func:`~advspatial.models.hooks.frozen_eval`. A taken name is an error.
     """
     return IMPORTANCE_METHODS.decorator(name)
 
@@ -164,7 +162,7 @@ def gradcam_map(
     """Grad-CAM (Selvaraju et al.): ReLU(sum_k mean_ij(dz_c/dA_k) A_k), bilinearly upsampled.
 
     Uses Captum's ``LayerGradCam`` with ``relu_attributions=True`` on the layer
-    chosen by :func:`~advspatial.maps._common.resolve_layer`.
+    chosen by :func:`~advspatial.models.hooks.resolve_layer`.
     """
     with frozen_eval(model):
         name, module = resolve_layer(model, x, layer)

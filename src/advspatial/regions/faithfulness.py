@@ -76,7 +76,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval, margin
+from ..attacks.base import margin
+from ..models.hooks import forward_hooks, frozen_eval
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import model_device, per_sample_noise, sample_ids_or_range, stream_seed
 from .fills import list_fills, make_fill
@@ -525,20 +526,13 @@ def parameterized_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, n
     gradients; its state is not changed (it should be in eval mode).
     """
     order: list[str] = []
-    handles = []
     owners = {name: m for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
-    for name, module in owners.items():
-        def hook(_m: nn.Module, _i: object, _o: object, name: str = name) -> None:
-            if name not in order:
-                order.append(name)
 
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    def factory(name: str):  # type: ignore[no-untyped-def]
+        return lambda *_: None if name in order else order.append(name)
+
+    with forward_hooks(owners, factory), torch.no_grad():
+        model(x)
     return [(name, owners[name]) for name in order]
 
 
