@@ -34,7 +34,9 @@ ENV = {"ADVSPATIAL_THREADS": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "
 SETTINGS: dict[str, list[str]] = {
     "baseline": ["--n", "30", "--batch-size", "8"],
     "spatial": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--prior-n", "8",
-                "--figure-images", "2", "--attacks", "fgsm,pgd,onepixel"],
+                "--figure-images", "2", "--attacks", "fgsm,onepixel", "--defence-attack", "fgsm", "--adaptive-n", "4",
+                "--convergence-n", "4", "--panel", "gradcam", "--baselines", "blur", "--gate-n", "8",
+                "--randomization-images", "2"],
     "analyze": [],
     "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
     "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
@@ -67,11 +69,11 @@ def model_args(weights: Path) -> list[str]:
 
 
 def comparable_metrics(path: Path) -> Any:
-    """metrics.json without wall times (the only numbers allowed to differ)."""
+    """metrics.json without wall times (the only numbers allowed to differ) and paths into the run directory."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if "seconds" not in k and k != "timings"}
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k and k not in ("timings", "checkpoint")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -82,6 +84,28 @@ def comparable_metrics(path: Path) -> Any:
 def assert_same_results(one: Path, other: Path) -> None:
     assert (one / "per_image.csv").read_text() == (other / "per_image.csv").read_text()
     assert comparable_metrics(one) == comparable_metrics(other)
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL ``root`` and every descendant (torchrun's workers are not all in its process group)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    for pid in found:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def experiment_args(name: str, weights: Path, tmp: Path) -> list[str]:
@@ -146,7 +170,7 @@ def test_killed_torchrun_run_resumes_without_torchrun(single_runs, lenet_weights
         if len(list((out / "stages" / "attack").rglob("batch-*.pt"))) >= 2:
             break
         time.sleep(0.5)
-    os.killpg(launched.pid, signal.SIGKILL)
+    kill_tree(launched.pid)
     launched.wait()
     assert not (out / "metrics.json").exists(), "the run finished before it could be killed"
     done = advspatial(["run", "--resume", str(out), "--no-progress"])

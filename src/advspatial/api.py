@@ -92,8 +92,14 @@ def run(
     With in-memory images and no ``preset``, the preset follows the image shape
     (:func:`~advspatial.experiments.presets.preset_for_shape`): 3x32x32 -> cifar10, 3-channel >= 128 px ->
     imagenet, else none (the Fashion-MNIST defaults); the resolved preset is in ``result.config.preset``.
+
+    A script started by ``torchrun`` shares the run among its processes (every process calls ``run`` with
+    the same arguments and gets the same result; rank 0 writes the files): see docs/scale-out.md.
     """
+    from .distributed import init_from_environment
     from .experiments import get_experiment, resolve_config, run_experiment
+
+    init_from_environment()
 
     spec = get_experiment(experiment)
     values = dict(settings)

@@ -67,6 +67,10 @@ def _registries() -> dict[str, Callable[[], dict[str, str]]]:
             "experiments": experiments, "training-modes": modes}
 
 
+#: the commands that share their work among the processes of a torchrun launch
+DISTRIBUTED_COMMANDS = ("run", "analyze", "list")
+
+
 class TopLevel(click.Group):
     """The commands, plus ``analyze``: the ``analyze`` experiment's command (``advspatial run analyze``),
     built on first use so that ``advspatial --help`` imports no experiment."""
@@ -75,6 +79,11 @@ class TopLevel(click.Group):
         return sorted([*super().list_commands(ctx), "analyze"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        from .distributed import world
+
+        if world().is_distributed and name not in DISTRIBUTED_COMMANDS:
+            raise AdvspatialError(f"`advspatial {name}` runs in one process; under torchrun use one of: "
+                                  f"{', '.join(DISTRIBUTED_COMMANDS)} (or start it without torchrun)")
         if name == "analyze":
             command = experiment_command("analyze")
             command.help = ("Analyse adversarial examples made elsewhere (torchattacks, ART, AutoAttack, your own "
@@ -631,17 +640,16 @@ def _run_cli(argv: list[str] | None) -> None:
 
 
 def _error(message: str, exc: BaseException | None = None) -> None:
-    """``advspatial: error: MESSAGE`` on stderr; under torchrun, an error all processes share is printed by
-    rank 0 only, and a process's own error names its rank."""
+    """``advspatial: error: MESSAGE`` on stderr. Under torchrun rank 0 prints the errors every process meets
+    (user errors, which all processes find alike, and errors shared at a meeting point); another rank prints
+    only a failure of its own (a file system error, a crash), prefixed with its rank."""
     from .distributed import is_shared, world
 
     current = world()
-    if current.is_distributed:
-        if exc is not None and is_shared(exc):
-            if not current.is_main:
-                return
-        else:
-            message = f"rank {current.rank}: {message}"
+    if current.is_distributed and not current.is_main:
+        if exc is None or is_shared(exc) or isinstance(exc, AdvspatialError):
+            return
+        message = f"rank {current.rank}: {message}"
     click.echo(f"advspatial: error: {message}", err=True)
 
 

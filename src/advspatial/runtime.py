@@ -215,7 +215,10 @@ class RunDir:
             return
         saved = record.get("model_sha256")
         if saved is None:
-            self.write_record({**record, "model_sha256": checksum})
+            from .distributed import world
+
+            if world().is_main:  # under torchrun rank 0 owns run.json
+                self.write_record({**record, "model_sha256": checksum})
         elif saved != checksum:
             raise ConfigError(f"{self.path} was computed with other model weights (sha256 {saved[:12]}..., now "
                               f"{checksum[:12]}...); its results would mix two models - start a new run with "
