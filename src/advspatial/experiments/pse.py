@@ -1,22 +1,26 @@
 """Experiment ``pse``: the promotion–suppression effect (METHODS.md §5).
 
 Which pixel groups of an adversarial perturbation push the true class down
-(suppression), which push the adversarial class up (promotion), where those
+(suppression), which push a pre-specified class t up (promotion), where those
 groups lie relative to the class activation maps, which units of a layer the
 attack moves, what masking those units does, and whether the sensitive units
-are the interpretable ones (network dissection on a concept dataset).
+are the interpretable ones (network dissection of the analysed model).
 
-Stages, each streamed batch by batch and saved in the run directory so that
+Stages, each streamed batch by batch through ``ctx.each_batch`` (so that a
+``torchrun`` launch shares them) and saved in the run directory so that
 ``--resume`` completes an interrupted run with identical numbers:
 
 1. clean logits, predictions and ``CAM_t0(x)`` (the true class) of every image;
-   attack targets (seeded random class != label, least-likely or next class);
+   attack targets (seeded random class != label, least-likely or next class)
+   and the clean runner-up class, the pre-specified t of untargeted attacks;
 2. per attack variant (CW-L2 / PGD, untargeted / targeted): the attack with
-   per-sample seeds, the group-wise promotion/suppression (exact by default,
-   2x2 blocks), ``CAM_t(x')`` of the adversarial class, and the per-unit
-   activation change of the chosen layer over the successful images;
-3. the unit ranking of each variant, then the masking curve (clean and robust
-   accuracy as more top-sensitive units are zeroed, against random units);
+   per-sample seeds; the group-wise promotion/suppression towards t (exact by
+   default, 2x2 blocks) measured isolated (δ_G on x) and leave-one-out (δ_G
+   removed from x'), groups under the noise floor left untyped, the post-hoc
+   class argmax f(x') as a secondary view; ``CAM_t(x')``; the typing's
+   stability across kappa, the measurement and the pixel groups (4x4, SLIC);
+3. the units ranked on attacks of *training* images, then the masking curve on
+   the test images (against random units) and PGD run on the masked model;
 4. the faithfulness gate of the CAM explainer (:func:`.gate.gate_stage`) on the
    run's own cached ``CAM_t0(x)``: every CAM-dependent result is read only if it passes;
 5. image level: ``pse_vs_cam`` on the first ``permutation_images`` successful
@@ -24,10 +28,10 @@ Stages, each streamed batch by batch and saved in the run directory so that
    engine; each (CAM, group type) share becomes a pre-declared claim, the
    primary ones corrected by Holm, the rest by Benjamini-Hochberg, each given a
    verdict word (:mod:`advspatial.regions.claims`);
-6. dissection: a model for the concept dataset (the main model when the
-   datasets agree, else ``dissection_model`` trained/cached for it), attacked
-   with ``dissection_attack`` to measure unit sensitivity, dissected, and the
-   two correlated (Spearman, permutation p).
+6. dissection of the analysed model on its test images with concept masks that
+   are not its labels (the dataset's own, or a user file), correlated with the
+   units' relative sensitivity under ``dissection_attack``; never-active units
+   left out; without concept masks the report says so and dissects nothing.
 
 "Successful" images are those the model classifies correctly *and* the attack
 fools (targeted: the prediction is the target): only there does the
@@ -76,7 +80,7 @@ TARGET_MODES = ("random", "least-likely", "next")
 BASELINES = ("same-class", "any-class")
 CAM_KEYS = ("true_cam", "target_cam")
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
-CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the adversarial-class CAM region"}
+CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}
 #: the primary claim of each CAM: the group type that acts on the CAM's own class
 PRIMARY_TYPE = {"true_cam": "suppression", "target_cam": "promotion"}
 #: the label of the unit-masking accuracies until an attack adapts to the masked model
@@ -91,7 +95,8 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
          "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
          "pre-specified class t (a targeted attack's target, else the clean runner-up) on the adversarial image "
          "x'. Region of Attack (RoA): the pixels the attacker's perturbation acts through, here its pixel groups, "
-         "typed by what each does on its own: suppression (lowers the true-class logit), promotion (raises the logit of t), balanced or opposing; untyped when "
+         "typed by what each does on its own: suppression (lowers the true-class logit), promotion (raises the "
+         "logit of t), balanced or opposing; untyped when "
          "both effects are under the noise floor.")
 
 
@@ -1142,7 +1147,7 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
                                       + ("" if faithful else " (CAM not faithful: not interpretable)"),
                                 top_fraction=cfg.top_fraction, cam_name=ctx.cam)
         figures.append(Figure(out, f"{s.name}: clean and adversarial image; the group types coloured over "
-                                   f"{ctx.cam} of the true class on x and of the adversarial class on x'."
+                                   f"{ctx.cam} of the true class on x and of t on x'."
                                    + ("" if faithful else " " + not_interpretable_text(metrics))))
     views = (("", "pre-specified t, isolated (primary)"), ("_loo", "pre-specified t, leave-one-out"),
              ("_posthoc", "post-hoc t = argmax f(x') (secondary view, biased towards promotion)"))
@@ -1200,7 +1205,8 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
     notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
     return Section("Image level", [
         f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {ctx.cam} of the true "
-        f"class on the clean image, CAM_t(x') of the adversarial class on the adversarial image. For each type the "
+        f"class on the clean image, CAM_t(x') of the pre-specified class t on the adversarial image. For each "
+        f"type the "
         f"statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
         f"{cfg.permutation_images} successful images that have the type. Null: per image, the mean share over the "
         f"CAM regions of its partners ({cfg.baseline}: the other images of its "
