@@ -53,7 +53,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_range
 from ..runtime import sample_generator
-from .apgd import Best, beats, best_of_runs
+from .search import Best, beats, best_of_runs
 from .base import Attack, register_attack
 from .fgsm import attack_loss, is_adversarial
 

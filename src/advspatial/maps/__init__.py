@@ -35,10 +35,9 @@ from .entry import (
     cam, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients, magnitude,
     occlusion, saliency, smoothgrad,
 )
+from .heads import default_importance_method, has_gap_linear_head
 from .importance import (
-    default_importance_method,
     describe_importance_methods,
-    has_gap_linear_head,
     importance_map,
     list_importance_methods,
     register_importance_method,

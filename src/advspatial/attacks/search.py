@@ -1,0 +1,78 @@
+"""Best-point search shared by the attacks that restart (APGD, Square): the best point per image and the driver.
+
+An image's best point is ranked by (adversarial, loss): an adversarial point
+beats any other; a loss gain within float noise is no gain (:func:`beats`), so
+an image's result never depends on the other images of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+#: a relative loss gain below this is float noise, not progress (:func:`beats`)
+IMPROVEMENT_TOL = 1e-5
+T = TypeVar("T")
+
+
+def beats(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """``new > old + 1e-5 * (1 + |old|)`` elementwise (any finite ``new`` beats ``old = -inf``).
+
+    A gain within float noise is no gain: the last bits of a model's outputs depend on
+    the batch an image is evaluated in, and a decision on such noise (an iterate stuck
+    at a corner of the ball, a Square window whose change the box clips away) would
+    make an image's result depend on the other images of its batch.
+    """
+    threshold = torch.where(torch.isinf(old), old, old + IMPROVEMENT_TOL * (1 + old.abs()))
+    return new > threshold
+
+
+
+@dataclass
+class Best:
+    """The best point seen per image, ranked by (adversarial, loss): an adversarial point beats any other."""
+
+    x: torch.Tensor
+    adv: torch.Tensor
+    loss: torch.Tensor
+
+    @classmethod
+    def start(cls, x: torch.Tensor) -> "Best":
+        n = x.shape[0]
+        return cls(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device),
+                   torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype))
+
+    def offer(self, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor, loss: torch.Tensor) -> None:
+        """Keep ``x`` for the images ``idx`` where it ranks above the point kept so far."""
+        old_adv, old_loss = self.adv[idx], self.loss[idx]
+        better = (adv & ~old_adv) | ((adv == old_adv) & beats(loss, old_loss))
+        if better.any():
+            rows = idx[better]
+            self.x[rows], self.adv[rows], self.loss[rows] = x[better], adv[better], loss[better]
+
+
+def best_of_runs(
+    x: torch.Tensor, eps: float, plan: Callable[[Best, torch.Tensor], Iterable[T]],
+    run: Callable[[T, torch.Tensor, Best, torch.Tensor], None],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The restart driver of APGD and Square: ``(best point per image, queries per image)``.
+
+    ``plan(best, queries)`` may spend queries on the clean images first (marking
+    those already adversarial in ``best``) and returns the runs; each run is
+    ``run(item, rows, best, queries)`` on the batch images ``rows`` that are not
+    adversarial yet, and offers its points to ``best``. Stops once every image is
+    adversarial; nothing runs for ``eps == 0`` or an empty batch.
+    """
+    queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    best = Best.start(x)
+    if eps == 0 or x.shape[0] == 0:
+        return best.x, queries
+    for item in plan(best, queries):
+        rows = (~best.adv).nonzero().flatten()
+        if rows.numel() == 0:
+            break
+        run(item, rows, best, queries)
+    return best.x, queries
