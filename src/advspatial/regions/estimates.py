@@ -1,0 +1,84 @@
+"""Effect estimates: the mean of per-image values with a bootstrap CI, and the paired test of differences.
+
+Part of the statistics engine (:mod:`advspatial.regions.inference`, which names everything here too).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import check_range
+
+#: bootstrap resamples of every CI (percentile method)
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean with its bootstrap confidence interval over ``n`` finite values."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def excludes_zero(self) -> bool:
+        """True when the whole CI lies strictly above or strictly below 0."""
+        return self.n > 0 and (self.low > 0 or self.high < 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _finite(values: Any) -> np.ndarray:
+    arr = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    arr = arr.reshape(-1)
+    return arr[np.isfinite(arr)]
+
+
+def bootstrap_mean_ci(
+    values: Any, seed: int = 0, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES
+) -> Estimate:
+    """Mean of the finite ``values`` with a percentile bootstrap CI (images resampled with replacement).
+
+    NaN/inf values are left out (``n`` counts the rest). One value gives a
+    zero-width interval; none gives NaN everywhere. The same seed gives the
+    same interval.
+    """
+    check_range("level", level, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    check_range("resamples", resamples, 1)
+    v = _finite(values)
+    if v.size == 0:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    mean = float(v.mean())
+    if v.size == 1:
+        return Estimate(mean, mean, mean, 1)
+    rng = np.random.default_rng(int(seed))
+    idx = rng.integers(0, v.size, size=(int(resamples), v.size))
+    means = v[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Estimate(mean, float(low), float(high), int(v.size))
+
+
+def paired_p(differences: Any) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired differences (NaN left out).
+
+    1.0 when every difference is 0 (nothing to test); NaN for fewer than one
+    non-zero difference. Symmetric: negating the differences gives the same p.
+    """
+    from scipy.stats import wilcoxon
+
+    d = _finite(differences)
+    if d.size == 0:
+        return math.nan
+    if not np.any(d != 0):
+        return 1.0
+    return float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+
+

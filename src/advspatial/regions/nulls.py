@@ -1,0 +1,196 @@
+"""The nulls of the statistics engine: the groups of the pair-based nulls, their exact expectations, and the
+random permutations within groups (:mod:`advspatial.regions.inference` names everything here too)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ShapeError, check_range, unknown_name
+
+# -- groups of the pair-based nulls ----------------------------------------------------
+
+#: the hierarchy of nulls, from the weakest (uniform placement) to the most matched
+NULLS = ("uniform", "any-class", "same-class", "object-conditioned")
+
+#: composition strata per class of the object-conditioned null (choice)
+DEFAULT_STRATA = 4
+
+
+def _as_groups(groups: Any, n: int | None = None, name: str = "groups") -> torch.Tensor:
+    """(N,) int64 CPU tensor, checked."""
+    g = torch.as_tensor(groups)
+    if g.ndim != 1 or g.dtype.is_floating_point or g.dtype == torch.bool:
+        raise ShapeError(f"{name} must be an (N,) integer tensor, got {tuple(g.shape)} {g.dtype}")
+    if n is not None and g.shape[0] != n:
+        raise ShapeError(f"{name} must have shape ({n},), got {tuple(g.shape)}")
+    return g.cpu().long()
+
+
+def composition_strata(composition: Any, labels: Any, strata: int = DEFAULT_STRATA) -> torch.Tensor:
+    """(N,) stratum 0..S-1 of each image: its quantile bin of ``composition`` within its class.
+
+    Bins are made by rank (ties broken by image order), so each class splits into
+    ``strata`` bins of equal size (±1); a class smaller than ``strata`` leaves some
+    bins with one image, which then has no partner. A NaN composition (e.g. the
+    foreground share of an empty region) gets stratum -1: no partner.
+    """
+    check_range("strata", strata, 1)
+    labels = _as_groups(labels, name="labels")
+    comp = _as_float(composition, labels.shape[0], "composition")
+    if bool(torch.isinf(comp).any()):
+        raise ConfigError("composition contains infinite values")
+    out = torch.full_like(labels, -1)
+    known = ~torch.isnan(comp)
+    for c in torch.unique(labels):
+        idx = ((labels == c) & known).nonzero().squeeze(1)
+        rank = torch.empty_like(idx)
+        rank[torch.sort(comp[idx], stable=True).indices] = torch.arange(idx.numel())
+        out[idx] = rank * int(strata) // max(1, idx.numel())
+    return out
+
+
+def null_groups(
+    null: str, labels: Any, composition: Any | None = None, strata: int = DEFAULT_STRATA
+) -> torch.Tensor:
+    """(N,) partner groups of a pair-based null: partners of image i are the other images of its group.
+
+    ``any-class``: one group; ``same-class``: the labels; ``object-conditioned``:
+    ``label * strata + stratum`` (:func:`composition_strata`), so partners share the
+    class *and* the foreground/background composition (an image without a stratum
+    gets a group of its own, a negative number).
+    """
+    labels = _as_groups(labels, name="labels")
+    if null == "any-class":
+        return torch.zeros_like(labels)
+    if null == "same-class":
+        return labels.clone()
+    if null == "object-conditioned":
+        if composition is None:
+            raise ConfigError("the object-conditioned null needs a composition covariate (N,)")
+        stratum = composition_strata(composition, labels, strata)
+        groups = labels * int(strata) + stratum
+        alone = groups.min() - 1 - torch.arange(labels.shape[0]) if len(labels) else groups  # below every group
+        return torch.where(stratum >= 0, groups, alone)
+    raise unknown_name("pair-based null", null, NULLS[1:])
+
+
+def foreground_share(region: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each region's pixels on the foreground (NaN for an empty region).
+
+    The composition covariate of the object-conditioned null, e.g. with
+    ``foreground = image.amax(1) > 0.05`` on MNIST/Fashion-MNIST (METHODS §4).
+    """
+    if region.shape != foreground.shape or region.ndim != 3:
+        raise ShapeError(f"region and foreground must be (N,H,W) of one shape, got {tuple(region.shape)} "
+                         f"and {tuple(foreground.shape)}")
+    r = region.flatten(1).bool()
+    size = r.sum(1).double()
+    inside = (r & foreground.flatten(1).bool()).sum(1).double()
+    return torch.where(size > 0, inside / size.clamp_min(1), torch.full_like(size, math.nan))
+
+
+def _as_float(values: Any, n: int, name: str) -> torch.Tensor:
+    v = torch.as_tensor(values).detach().cpu().double()
+    if v.shape != (n,):
+        raise ShapeError(f"{name} must have shape ({n},), got {tuple(v.shape)}")
+    return v
+
+
+# -- exact null expectations -------------------------------------------------------------
+
+def _check_pairs(pairs: torch.Tensor, groups: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(pairs, torch.Tensor) or pairs.ndim != 2 or pairs.shape[0] != pairs.shape[1]:
+        raise ShapeError(f"pairs must be an (N,N) tensor, got {getattr(pairs, 'shape', type(pairs))}")
+    return pairs.detach().cpu().double(), _as_groups(groups, pairs.shape[0])
+
+
+def partner_null(pairs: torch.Tensor, groups: Any) -> torch.Tensor:
+    """(N,) exact null of each image: the nan-mean of ``pairs[j, i]`` over partners j != i of its group.
+
+    A uniformly random derangement within the group gives image i each of the
+    other members as partner with the same probability, so this is exactly the
+    expected value under that permutation null -- no sampling. NaN where image i
+    has no partner or every partner value is NaN.
+    """
+    p, g = _check_pairs(pairs, groups)
+    partner = (g[:, None] == g[None, :]) & ~torch.eye(g.shape[0], dtype=torch.bool)
+    usable = partner & torch.isfinite(p)
+    total = torch.where(usable, p, torch.zeros_like(p)).sum(0)
+    count = usable.sum(0)
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def _hypergeometric_iou(r: int, q: int, pixels: int) -> float:
+    """E[I / (r + q - I)] for I ~ Hypergeometric(P, r, q) (a random RoI of r pixels against an RoA of q)."""
+    from scipy.stats import hypergeom
+
+    if r + q == 0:
+        return math.nan
+    k = np.arange(max(0, r + q - pixels), min(r, q) + 1)
+    pmf = hypergeom.pmf(k, pixels, r, q)
+    return float(np.sum(pmf * k / (r + q - k)))
+
+
+def uniform_null(roi_sizes: Any, roa_sizes: Any, pixels: int) -> dict[str, torch.Tensor]:
+    """Per-image expectations (N,) of every statistic if the RoI were a uniformly random pixel set.
+
+    With r = |RoI|, q = |RoA| and P pixels the intersection is Hypergeometric(P, r, q):
+    IoU = E[I/(r+q-I)] (summed over the pmf, once per distinct (r, q)), Dice =
+    2rq/(P(r+q)), energy_in_roi = pointing_game = r/P (a random r-subset holds
+    r/P of any mass), spearman = pearson = 0. NaN where the statistic is undefined
+    for both regions empty.
+    """
+    check_range("pixels", pixels, 1)
+    r = torch.as_tensor(roi_sizes).cpu().long().reshape(-1)
+    q = torch.as_tensor(roa_sizes).cpu().long().reshape(-1)
+    if r.shape != q.shape:
+        raise ShapeError(f"roi_sizes and roa_sizes must have one length, got {r.numel()} and {q.numel()}")
+    if r.numel() and (int(r.min()) < 0 or int(q.min()) < 0 or int(r.max()) > pixels or int(q.max()) > pixels):
+        raise ConfigError(f"region sizes must lie in [0, {pixels}]")
+    cache: dict[tuple[int, int], float] = {}
+    for key in zip(r.tolist(), q.tolist()):
+        if key not in cache:
+            cache[key] = _hypergeometric_iou(key[0], key[1], pixels)
+    iou_values = [cache[key] for key in zip(r.tolist(), q.tolist())]
+    rd, qd = r.double(), q.double()
+    both = rd + qd
+    share = rd / pixels
+    return {
+        "iou": torch.tensor(iou_values, dtype=torch.float64),
+        "dice": torch.where(both > 0, 2 * rd * qd / (pixels * both.clamp_min(1)), torch.full_like(both, math.nan)),
+        "energy_in_roi": share,
+        "pointing_game": share.clone(),
+        "spearman": torch.zeros_like(share),
+        "pearson": torch.zeros_like(share),
+    }
+
+
+# -- random permutations within groups ---------------------------------------------------
+
+def permutations_within(groups: Any, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(count, N) int64: ``count`` independent uniform random permutations within groups.
+
+    Row b maps image i to σ_b(i) of the same group; the identity and fixed points
+    are allowed: under the null that RoIs are exchangeable within a group, the
+    observed pairing is one draw from this distribution, which is what makes the
+    permutation p-value valid (a derangement-only null excludes the observed
+    pairing and, for groups of two, has no spread at all). The shuffles run in
+    NumPy from a generator seeded by one draw of ``generator``.
+    """
+    check_range("count", count, 0)
+    g = _as_groups(groups)
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+    labels = g.numpy()
+    out = np.broadcast_to(np.arange(labels.shape[0]), (int(count), labels.shape[0])).copy()
+    for value in np.unique(labels):
+        idx = np.flatnonzero(labels == value)
+        if idx.size >= 2:
+            out[:, idx] = idx[rng.permuted(np.broadcast_to(np.arange(idx.size), (int(count), idx.size)), axis=1)]
+    return torch.from_numpy(out)
+
+
