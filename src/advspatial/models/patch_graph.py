@@ -109,10 +109,9 @@ class GraphPatchForward:
         # planned on the first image (shapes and constants), cached from every image in a second pass
         # that keeps only what the calls read, so the memory of set-up is the caches' own
         self.n_clean = 1
-        values: dict[fx.Node, object] = {}
+        self.values: dict[fx.Node, object] = {}
         with torch.no_grad():
-            record_values(self.module, clean[:1].clone(), values.__setitem__)
-        self.values = values
+            record_values(self.module, clean[:1].clone(), self.values.__setitem__)
         self.corners_per_row = width - self.patch_size[1] + 1
         self._plan(clean.device)
         self._caches: dict[tuple, torch.Tensor] = {}
