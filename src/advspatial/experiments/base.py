@@ -28,7 +28,8 @@ from torch import nn
 from ..data import ImageDataset
 from ..data.subset import SUBSET_MODES
 
-from ..errors import ConfigError, check_range, check_seed, unknown_name
+from ..errors import ConfigError, check_range, check_seed
+from ..registry import Registry
 from ..runtime import RunDir, atomic_write_text
 
 
@@ -185,25 +186,28 @@ class Experiment:
     description: str
 
 
-_REGISTRY: dict[str, Experiment] = {}
+#: every experiment, by name (``advspatial list experiments``)
+EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def register_experiment(name: str, config_cls: type[ExperimentConfig], description: str) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
+    """``@register_experiment(name, Config, description)`` on ``run(config, rundir) -> ExperimentResult``."""
+
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
-        _REGISTRY[name] = Experiment(name, config_cls, fn, description)
+        EXPERIMENTS.register(name, Experiment(name, config_cls, fn, description))
         return fn
 
     return wrap
 
 
 def get_experiment(name: str) -> Experiment:
-    if name not in _REGISTRY:
-        raise unknown_name("experiment", name, _REGISTRY)
-    return _REGISTRY[name]
+    """The registered experiment ``name``; the one-line unknown-name error listing the valid ones."""
+    return EXPERIMENTS.get(name)
 
 
 def experiments() -> dict[str, Experiment]:
-    return dict(sorted(_REGISTRY.items()))
+    """Every registered experiment, sorted by name."""
+    return EXPERIMENTS.items()
 
 
 def mean_of(values: list[float]) -> float:
