@@ -177,11 +177,15 @@ def is_shared(error: BaseException) -> bool:
 
 
 def _error_class(name: str) -> type[Exception]:
-    from . import errors
+    """The advspatial user-error class called ``name`` (so the exit status matches), else :class:`RankFailed`."""
+    from .errors import AdvspatialError
 
-    found = getattr(errors, name, None)
-    if isinstance(found, type) and issubclass(found, errors.AdvspatialError):
-        return found
+    todo: list[type[Exception]] = [AdvspatialError]
+    while todo:
+        kind = todo.pop()
+        if kind.__name__ == name:
+            return kind
+        todo.extend(kind.__subclasses__())
     return RankFailed
 
 
