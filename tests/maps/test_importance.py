@@ -18,7 +18,7 @@ from advspatial.maps import (
     list_importance_methods,
     resolve_layer,
 )
-from advspatial.maps.importance import cam_map, gradcam_map
+from advspatial.maps.importance import cam_map
 from advspatial.models import Normalized, build_model
 
 ALL = ["auto", "cam", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
