@@ -138,7 +138,7 @@ class PSEConfig(GatedConfig):
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
-    unit_train_n: int = setting(100, "training images (class-stratified) attacked to rank the units; the masking "
+    unit_train_n: int = setting(50, "training images (class-stratified) attacked to rank the units; the masking "
                                      "curve is then measured on the test images")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
     adaptive_n: int = setting(100, "test images (the first) attacked by PGD on the masked model (adaptive check)")
