@@ -454,7 +454,7 @@ def experiment_command(name: str) -> click.Command:
     import dataclasses
 
     from .experiments import get_experiment
-    from .experiments.base import field_types
+    from .experiments.base import declared_help, field_types
 
     experiment = get_experiment(name)
     types = field_types(experiment.config_cls)
@@ -478,7 +478,7 @@ def experiment_command(name: str) -> click.Command:
         kind = types[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
+        help_text = declared_help(f)
         if kind is bool:
             params.append(click.Option([f"{flag}/--no-{f.name.replace('_', '-')}", f.name], default=default,
                                        show_default=True, help=help_text))

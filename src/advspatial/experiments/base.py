@@ -33,11 +33,52 @@ from ..registry import Registry
 from ..runtime import RunDir, atomic_write_text
 
 
-def setting(default: Any, help: str, **kwargs: Any) -> Any:  # noqa: A002 - mirrors click's name
-    """A config field with a help text (shown by ``advspatial run EXPERIMENT --help``)."""
+def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,  # noqa: A002
+            low_inclusive: bool = True, high_inclusive: bool = True, choices: Sequence[str] | None = None,
+            **kwargs: Any) -> Any:
+    """A config field with a help text (shown by ``advspatial run EXPERIMENT --help``) and its valid values.
+
+    ``low``/``high`` (with ``*_inclusive``) bound a number, ``choices`` list the
+    valid strings; for a list field they apply to every element. They are checked
+    generically (:func:`check_declared`) before an experiment's own checks, so a
+    config class declares its ranges instead of writing ``check_range`` lines.
+    """
+    metadata = {"help": help, **kwargs}
+    if low is not None or high is not None:
+        metadata["range"] = (low, high, low_inclusive, high_inclusive)
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
-    return field(default=default, metadata={"help": help, **kwargs})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_declared(config: Any) -> None:
+    """Every field's declared range and choices (:func:`setting`), each element of a list field alike."""
+    for f in dataclasses.fields(config):
+        bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+        if bounds is None and choices is None:
+            continue
+        value = getattr(config, f.name)
+        for item in value if isinstance(value, list) else [value]:
+            if bounds is not None:
+                low, high, low_inclusive, high_inclusive = bounds
+                check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
+            if choices is not None:
+                check_choice(f.name, item, choices)
+
+
+def declared_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    """The field's help text with its declared range or choices, for ``--help``."""
+    text = str(f.metadata.get("help", ""))
+    bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+    if bounds is not None:
+        low, high, low_inclusive, high_inclusive = bounds
+        left, right = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
+        text += f" (valid: {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right})"
+    if choices is not None:
+        text += f" (valid: {', '.join(choices)})"
+    return text
 
 
 @dataclass
@@ -52,17 +93,17 @@ class ExperimentConfig:
     model_seed: int = setting(0, "training seed of the cached model")
     preset: str = setting("auto", "budgets of a setting in the literature: auto (from the dataset or zoo model), "
                           "none, mnist, fashion-mnist, cifar10, imagenet")
-    n: int = setting(1000, "number of test images")
+    n: int = setting(1000, "number of test images", low=1)
     subset: str = setting("stratified", "which n images: stratified (equal share per class, seeded), random "
-                          "(seeded), first")
+                          "(seeded), first", choices=SUBSET_MODES)
     image_size: int = setting(0, "folder datasets: side in pixels the images are resized to (0: a zoo model's "
-                              "input size, else the loader's default)")
-    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch")
+                              "input size, else the loader's default)", low=0, high=4096)
+    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch", choices=('crop', 'stretch'))
     crop_fraction: float = setting(0.0, "folder datasets, fit crop: side of the centre crop as a fraction of the "
-                                   "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)")
+                                   "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)", low=0, high=1)
     class_map: str = setting("", "folder datasets: TSV of model output index, folder name[, display name]")
     seed: int = setting(0, "seed of every random choice in the experiment")
-    batch_size: int = setting(200, "images per batch (memory does not grow with n)")
+    batch_size: int = setting(200, "images per batch (memory does not grow with n)", low=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     out: str = setting("", "run directory (default: runs/<experiment>)")
     progress: bool = setting(True, "show progress bars")
@@ -82,15 +123,10 @@ class ExperimentConfig:
         from ..data import dataset_spec
         from ..runtime import pick_device
 
+        check_declared(self)
         dataset_spec(self.dataset)
-        check_range("n", self.n, 1)
         check_seed("seed", self.seed)
         check_seed("model_seed", self.model_seed)
-        check_range("batch_size", self.batch_size, 1)
-        check_range("image_size", self.image_size, 0, 4096)
-        check_choice("subset", self.subset, SUBSET_MODES)
-        check_choice("fit", self.fit, ("crop", "stretch"))
-        check_range("crop_fraction", self.crop_fraction, 0, 1)
         if self.class_map and not Path(self.class_map).expanduser().is_file():
             raise ConfigError(f"class_map file not found: {self.class_map}")
         pick_device(self.device)

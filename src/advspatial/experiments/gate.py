@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..attacks import make_attack
-from ..errors import ConfigError, check_range, unknown_name
+from ..errors import ConfigError, unknown_name
 from ..maps import default_importance_method, importance_map
 from ..regions.claims import NOT_INTERPRETABLE_ROI
 from ..regions.faithfulness import (
@@ -39,25 +39,19 @@ GATE_FILLS = ("zero", "blur", "noise")
 class GatedConfig(ExperimentConfig):
     """Settings of the faithfulness gate and of the verdict rules, shared by every experiment that uses an RoI."""
 
-    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count")
+    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count", low=1)
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
-    gate_steps: int = setting(20, "PGD steps of the gate's restricted attack")
+    gate_steps: int = setting(20, "PGD steps of the gate's restricted attack", low=1)
     gate_control: str = setting("shifted", "control region of the gate: shifted (the RoI's shape at a random place) "
                                            "or scattered (as many random pixels)")
-    randomization_images: int = setting(16, "images of the cascading model-randomization check")
+    randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
-                                           "(evenly spaced; every layer is still randomized in order)")
-    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
+                                           "(evenly spaced; every layer is still randomized in order)", low=1)
+    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null", low=0)
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)", low=0, high=1, low_inclusive=False, high_inclusive=False)
 
     def validate(self) -> None:
         super().validate()
-        check_range("gate_n", self.gate_n, 1)
-        check_range("gate_steps", self.gate_steps, 1)
-        check_range("randomization_images", self.randomization_images, 1)
-        check_range("randomization_steps", self.randomization_steps, 1)
-        check_range("sesoi", self.sesoi, 0)
-        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.gate_control not in CONTROLS:
             raise unknown_name("gate control", self.gate_control, CONTROLS)
         for fill in self.gate_fills:

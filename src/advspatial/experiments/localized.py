@@ -97,7 +97,6 @@ from ..training import (
 from .base import (
     ExperimentContext,
     ExperimentResult,
-    check_choice,
     load_checked_model,
     mean_of,
     register_experiment,
@@ -144,41 +143,41 @@ class LocalizedConfig(GatedConfig):
     """Settings of the localized experiment (METHODS §4); every one is a CLI option."""
 
     natural_epochs: int = setting(0, "epochs of the naturally trained model (0: train_epochs, matched to the "
-                                     "others; 5 = the shared default model); training from scratch only")
+                                     "others; 5 = the shared default model); training from scratch only", low=0)
     train_epochs: int = setting(2, "epochs of every trained model (natural too unless natural_epochs is set; "
-                                   "fine-tuning: of all)")
-    train_attack_steps: int = setting(5, "PGD steps that make the training examples")
+                                   "fine-tuning: of all)", low=1)
+    train_attack_steps: int = setting(5, "PGD steps that make the training examples", low=1)
     train_limit: int = setting(0, "training images: from scratch the first ones (0 = all); fine-tuning a "
-                                  f"class-stratified draw without the evaluated images (0 = {FINETUNE_IMAGES})")
+                                  f"class-stratified draw without the evaluated images (0 = {FINETUNE_IMAGES})", low=0)
     finetune_lr: float = setting(FINETUNE_LR, "fine-tuning a pretrained model: SGD learning rate (momentum 0.9, "
-                                              "weight decay 5e-4, cosine to 0, batch 128)")
+                                              "weight decay 5e-4, cosine to 0, batch 128)", low=0, low_inclusive=False)
     finetune_bn: str = setting("train", "fine-tuning: batch norm in train mode (running statistics re-estimated "
-                                        "on the training batches) or frozen (the start's statistics)")
+                                        "on the training batches) or frozen (the start's statistics)", choices=FINETUNE_BN)
     eps: float = setting(0.1, "attack budget for training and evaluation (L-inf: max change per pixel)")
     norm: str = setting("linf", "norm of the budget: linf or l2")
-    steps: int = setting(20, "PGD steps of the evaluation attacks")
-    mix: float = setting(0.5, "weight of the background-only adversarial loss in localized training")
+    steps: int = setting(20, "PGD steps of the evaluation attacks", low=1)
+    mix: float = setting(0.5, "weight of the background-only adversarial loss in localized training", low=0, high=1)
     mask: str = setting("background", "where the localized attack acts: background, foreground, roi, "
                                       "roi-complement, or a .pt/.npy file of (N,H,W) masks")
     importance: str = setting("auto", "importance map of the true class (the RoI): its energy shift, the roi masks "
                                       "and the background of colour data without masks; auto (Grad-CAM for a "
                                       "GAP+linear head, HiResCAM for a flatten/FC head, per model) or a name "
                                       "(advspatial list maps)")
-    fraction: float = setting(0.2, "top fraction of the importance map forming the RoI (roi masks, the gate)")
+    fraction: float = setting(0.2, "top fraction of the importance map forming the RoI (roi masks, the gate)", low=0, high=1, low_inclusive=False, high_inclusive=False)
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
-                                   f"{GATE_EPS_FOR_L2} for norm l2)")
+                                   f"{GATE_EPS_FOR_L2} for norm l2)", low=0, high=1)
     training_seeds: int = setting(3, "training seeds per model (model_seed, model_seed+1, ...): accuracies as "
                                      "mean ± sd over them, model comparisons on each image's correctness averaged "
-                                     "over them; the first seed's models also carry the gate and the map shift")
+                                     "over them; the first seed's models also carry the gate and the map shift", low=1)
     ensemble_n: int = setting(100, "images (the first ones) attacked by the autoattack-style ensemble (APGD-CE, "
-                                   "APGD-DLR, Square) for robust accuracy; 0 = none")
-    ensemble_steps: int = setting(50, "APGD steps per run of the ensemble")
-    ensemble_restarts: int = setting(1, "APGD restarts of the ensemble")
-    ensemble_queries: int = setting(1000, "Square queries of the ensemble")
+                                   "APGD-DLR, Square) for robust accuracy; 0 = none", low=0)
+    ensemble_steps: int = setting(50, "APGD steps per run of the ensemble", low=1)
+    ensemble_restarts: int = setting(1, "APGD restarts of the ensemble", low=1)
+    ensemble_queries: int = setting(1000, "Square queries of the ensemble", low=1)
     eps_sweep: list[float] = setting([0.5, 2.0], "full-image PGD budgets beside eps, as multiples of eps "
-                                                 "(capped at 1 for linf)")
-    figure_images: int = setting(4, "example images per figure")
+                                                 "(capped at 1 for linf)", low=0, low_inclusive=False)
+    figure_images: int = setting(4, "example images per figure", low=0)
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8, "training_seeds": 1,
@@ -198,28 +197,13 @@ class LocalizedConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("train_epochs", "train_attack_steps", "steps", "ensemble_steps", "ensemble_restarts",
-                     "ensemble_queries"):
-            check_range(name, getattr(self, name), 1)
-        check_range("ensemble_n", self.ensemble_n, 0)
-        check_range("training_seeds", self.training_seeds, 1)
-        for factor in self.eps_sweep:
-            check_range("eps_sweep", factor, 0, low_inclusive=False)
-        check_range("natural_epochs", self.natural_epochs, 0)
-        check_range("train_limit", self.train_limit, 0)
-        check_range("figure_images", self.figure_images, 0)
-        check_range("mix", self.mix, 0, 1)
-        check_range("fraction", self.fraction, 0, 1, low_inclusive=False, high_inclusive=False)
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"norm={self.norm!r} is not valid; valid: linf, l2")
         check_range("eps", self.eps, 0, 1 if self.norm == "linf" else None, low_inclusive=False)
-        check_range("gate_eps", self.gate_eps, 0, 1)
         if self.importance not in list_importance_methods():
             raise unknown_name("importance method", self.importance, list_importance_methods())
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():
             raise ConfigError(f"mask={self.mask!r} is neither one of {', '.join(MASK_KINDS)} nor an existing file")
-        check_range("finetune_lr", self.finetune_lr, 0, low_inclusive=False)
-        check_choice("finetune_bn", self.finetune_bn, FINETUNE_BN)
         if finetunes(self):
             for mode in MODES:
                 finetune_config(self, mode, start_sha256="").validate()

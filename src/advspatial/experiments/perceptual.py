@@ -110,31 +110,31 @@ class PerceptualConfig(GatedConfig):
     importance: str = setting("auto", "class activation map of the true class, the RoI: auto (Grad-CAM for a "
                                       "GAP+linear head, HiResCAM for a flatten/FC head) or a name "
                                       "(advspatial list maps)")
-    alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha")
+    alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     luminance: str = setting("term", "SSIM-ball luminance constraint: term (SSIM's luminance term >= alpha_l in "
                                      "every window, so window SSIM >= alpha*alpha_l) or absolute (|mean change| <= "
                                      "beta)")
-    alpha_l: float = setting(0.99, "SSIM-ball: bound on every window's luminance term (luminance term)")
-    beta: float = setting(0.05, "SSIM-ball: bound on each window's mean change (luminance absolute)")
-    steps: int = setting(50, "gradient steps of both attacks (the same budget for both)")
+    alpha_l: float = setting(0.99, "SSIM-ball: bound on every window's luminance term (luminance term)", low=0.0, high=1.0, low_inclusive=False)
+    beta: float = setting(0.05, "SSIM-ball: bound on each window's mean change (luminance absolute)", low=0.0, high=1.0)
+    steps: int = setting(50, "gradient steps of both attacks (the same budget for both)", low=1)
     loss: str = setting("margin", "loss both attacks ascend: margin (logit margin) or ce (cross-entropy)")
-    step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size")
+    step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size", low=0.0, high=None, low_inclusive=False)
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
-    rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step")
+    rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step", low=1)
     curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the fooling-rate vs "
-                                                                "SSIM curve, beside the main alpha")
+                                                                "SSIM curve, beside the main alpha", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     curve_eps_factors: list[float] = setting([0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
-                                                                    "calibrated eps (capped at eps_max)")
-    eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration")
-    calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated")
-    calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket")
-    ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this")
+                                                                    "calibrated eps (capped at eps_max)", low=0.0, high=None, low_inclusive=False)
+    eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration", low=0.0, high=1.0, low_inclusive=False)
+    calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated", low=1)
+    calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket", low=1)
+    ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this", low=0.0, high=1.0, low_inclusive=False)
     fraction: float = setting(0.2, "top fraction of each map forming the CAM region (RoI) and the SSIM-map region "
-                                   "(RoA); also the region fraction of the faithfulness gate")
-    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
-    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
-    strata: int = setting(4, "composition strata per class of the object-conditioned null")
-    figure_images: int = setting(4, "example images in the side-by-side figure")
+                                   "(RoA); also the region fraction of the faithfulness gate", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)", low=1)
+    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)", low=1)
+    strata: int = setting(4, "composition strata per class of the object-conditioned null", low=1)
+    figure_images: int = setting(4, "example images in the side-by-side figure", low=0)
 
     PRESET_FIELDS = {"eps_max": "eps_max", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "steps": 5, "calibration_n": 8, "curve_alphas": [0.8],
@@ -146,23 +146,8 @@ class PerceptualConfig(GatedConfig):
         super().validate()
         if self.importance != "auto" and self.importance not in list_importance_methods():
             raise unknown_name("importance method", self.importance, ["auto", *list_importance_methods()])
-        check_range("alpha", self.alpha, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        check_range("beta", self.beta, 0.0, 1.0)
-        check_range("alpha_l", self.alpha_l, 0.0, 1.0, low_inclusive=False)
         check_choice_of("luminance", self.luminance, ("term", "absolute"))
         check_choice_of("loss", self.loss, ("margin", "ce"))
-        for a in self.curve_alphas:
-            check_range("curve_alphas", a, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        for f in self.curve_eps_factors:
-            check_range("curve_eps_factors", f, 0.0, None, low_inclusive=False)
-        check_range("step_size", self.step_size, 0.0, None, low_inclusive=False)
-        check_range("eps_max", self.eps_max, 0.0, 1.0, low_inclusive=False)
-        check_range("ssim_tolerance", self.ssim_tolerance, 0.0, 1.0, low_inclusive=False)
-        check_range("fraction", self.fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
-        for name in ("steps", "rounds", "calibration_n", "calibration_iters", "permutations",
-                     "permutation_images", "strata"):
-            check_range(name, getattr(self, name), 1)
-        check_range("figure_images", self.figure_images, 0)
         self.window_value()
 
     def window_value(self) -> int | str:

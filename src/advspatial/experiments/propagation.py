@@ -61,7 +61,7 @@ from ..analysis.propagation import (
     per_image_layer_stats, propagation_maps, random_pixel_change,
 )
 from ..attacks import Attack, AttackResult, make_attack
-from ..errors import ConfigError, ShapeError, check_range
+from ..errors import ConfigError, ShapeError
 from ..regions.claims import Claim, judge
 from ..regions.inference import bootstrap_mean_ci, paired_p
 from ..report.html import Figure, Section, Table
@@ -78,23 +78,23 @@ class PropagationConfig(ExperimentConfig):
     """Settings of the propagation experiment (METHODS §6); every one is a CLI option."""
 
     n: int = setting(100, "number of test images (the first n)")
-    pixels_list: list[int] = setting([1, 3, 5], "numbers of pixels k of the k-pixel attacks (1 = one-pixel)")
-    popsize: int = setting(100, "DE population per image (literature: 400; reduced so the default run stays short)")
-    maxiter: int = setting(20, "DE generations (literature: 75; reduced so the default run stays short)")
+    pixels_list: list[int] = setting([1, 3, 5], "numbers of pixels k of the k-pixel attacks (1 = one-pixel)", low=1)
+    popsize: int = setting(100, "DE population per image (literature: 400; reduced so the default run stays short)", low=4)
+    maxiter: int = setting(20, "DE generations (literature: 75; reduced so the default run stays short)", low=0)
     layers: list[str] = setting([], "layers (module names or fnmatch patterns); empty = every conv, activation "
                                     "and block module")
-    radii: list[int] = setting([1, 2, 3], "Chebyshev radii of the locality test")
-    n_random: int = setting(100, "uniform random placements per successful attack (the secondary locality control)")
-    matched_draws: int = setting(4, "context-matched random placements per ring variant (the primary locality control)")
-    edge_strata: int = setting(EDGE_STRATA, "edge-strength bins (per-image quantiles) of the context-matched control")
+    radii: list[int] = setting([1, 2, 3], "Chebyshev radii of the locality test", low=1)
+    n_random: int = setting(100, "uniform random placements per successful attack (the secondary locality control)", low=0)
+    matched_draws: int = setting(4, "context-matched random placements per ring variant (the primary locality control)", low=0)
+    edge_strata: int = setting(EDGE_STRATA, "edge-strength bins (per-image quantiles) of the context-matched control", low=1)
     intensity_strata: int = setting(INTENSITY_STRATA, "intensity bins (per-image quantiles) of the context-matched "
-                                                      "control")
+                                                      "control", low=1)
     sesoi: float = setting(0.01, "smallest effect of interest (PM units and success shares): a CI inside +-sesoi "
-                                 "counts as equivalent to the control")
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)")
-    threshold: float = setting(0.1, "PMmax above this counts a position as reached (the spread)")
-    figure_images: int = setting(4, "example images in each layer-strip figure")
-    strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)")
+                                 "counts as equivalent to the control", low=0)
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    threshold: float = setting(0.1, "PMmax above this counts a position as reached (the spread)", low=0)
+    figure_images: int = setting(4, "example images in each layer-strip figure", low=0)
+    strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)", low=1)
 
     PRESET_FIELDS = {"onepixel_popsize": "popsize", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "per-layer propagation maps read every layer through forward hooks"
@@ -107,23 +107,8 @@ class PropagationConfig(ExperimentConfig):
             raise ConfigError("pixels_list must name at least one number of pixels k, e.g. 1,3,5")
         if len(set(self.pixels_list)) != len(self.pixels_list):
             raise ConfigError(f"pixels_list={self.pixels_list} repeats a value; give each k once")
-        for k in self.pixels_list:
-            check_range("pixels_list", k, 1)
         if not self.radii:
             raise ConfigError("radii must name at least one radius, e.g. 1,2,3")
-        for r in self.radii:
-            check_range("radii", r, 1)
-        check_range("popsize", self.popsize, 4)
-        check_range("maxiter", self.maxiter, 0)
-        check_range("n_random", self.n_random, 0)
-        check_range("matched_draws", self.matched_draws, 0)
-        check_range("edge_strata", self.edge_strata, 1)
-        check_range("intensity_strata", self.intensity_strata, 1)
-        check_range("sesoi", self.sesoi, 0)
-        check_range("significance", self.significance, 0, 1, low_inclusive=False, high_inclusive=False)
-        check_range("threshold", self.threshold, 0)
-        check_range("figure_images", self.figure_images, 0)
-        check_range("strip_layers", self.strip_layers, 1)
 
 
 # -- perturbed pixels ------------------------------------------------------------------

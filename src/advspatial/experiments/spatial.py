@@ -37,7 +37,7 @@ from ..data import ImageDataset
 from ..regions.fills import list_fills
 from ..defense.neutralize import CONTROL_MATCHES, NeutralizedModel
 from ..defense.transforms import TRANSFORMS
-from ..errors import ConfigError, check_range, unknown_name
+from ..errors import ConfigError, unknown_name
 from ..maps import attack_map, feature_map_size, importance_map, list_attack_maps, list_importance_methods
 from ..regions import MapAccumulator, binarize, overlap_statistics, segregate
 from ..regions.claims import Claim, claim_from, judge
@@ -58,35 +58,35 @@ class MeasurementConfig(GatedConfig):
 
     attacks: list[str] = setting(["fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "onepixel"],
                                  "attacks to run (advspatial list attacks)")
-    eps_linf: float = setting(0.1, "L-inf budget of FGSM/PGD and of the adaptive attack")
-    eps_l2: float = setting(1.5, "L2 budget of PGD-L2")
-    steps: int = setting(20, "PGD iterations")
-    cw_steps: int = setting(40, "Adam steps per CW-L2 binary-search round")
-    cw_search_steps: int = setting(3, "CW-L2 binary-search rounds over c")
-    onepixel_n: int = setting(100, "images given to the one-pixel attack (a prefix of the n images)")
-    onepixel_popsize: int = setting(100, "one-pixel DE population per image (literature: 400)")
-    onepixel_steps: int = setting(30, "one-pixel DE generations (literature: 75)")
+    eps_linf: float = setting(0.1, "L-inf budget of FGSM/PGD and of the adaptive attack", low=0, high=1)
+    eps_l2: float = setting(1.5, "L2 budget of PGD-L2", low=0)
+    steps: int = setting(20, "PGD iterations", low=1)
+    cw_steps: int = setting(40, "Adam steps per CW-L2 binary-search round", low=1)
+    cw_search_steps: int = setting(3, "CW-L2 binary-search rounds over c", low=1)
+    onepixel_n: int = setting(100, "images given to the one-pixel attack (a prefix of the n images)", low=1)
+    onepixel_popsize: int = setting(100, "one-pixel DE population per image (literature: 400)", low=1)
+    onepixel_steps: int = setting(30, "one-pixel DE generations (literature: 75)", low=1)
     importance: str = setting("auto", "importance map of the RoI: auto (Grad-CAM for a GAP+linear head, HiResCAM "
                                       "for a flatten/FC head) or a name (advspatial list maps)")
     panel: list[str] = setting(["gradcam", "hirescam", "occlusion", "ig"],
                                "explainers of the sensitivity panel (each gated; the RoI's own is always added)")
-    panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel")
+    panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel", low=0, high=1, low_inclusive=False, high_inclusive=False)
     attack_map: str = setting("contribution", "attack map of the RoA; magnitude is added for L2 attacks")
     contribution_part: str = setting("drop", "contribution map: drop (pixels lowering the margin) or absolute")
     contribution_steps: int = setting(16, "initial Gauss-Legendre points of the contribution map (doubled per "
-                                          "image until completeness is within the tolerance)")
+                                          "image until completeness is within the tolerance)", low=1)
     completeness_tolerance: float = setting(0.02, "completeness tolerance of the contribution map; images above "
-                                                  "it after refinement are flagged and excluded")
-    max_flagged_share: float = setting(0.1, "completeness gate: at most this share of images flagged")
-    fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction")
-    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)")
-    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)")
-    strata: int = setting(4, "composition strata per class of the object-conditioned null")
+                                                  "it after refinement are flagged and excluded", low=0, low_inclusive=False)
+    max_flagged_share: float = setting(0.1, "completeness gate: at most this share of images flagged", low=0, high=1)
+    fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)", low=1)
+    permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)", low=1)
+    strata: int = setting(4, "composition strata per class of the object-conditioned null", low=1)
     common_scale: bool = setting(False, "compare RoI and RoA at the CAM layer's resolution (both maps average-"
                                         "pooled to it) instead of the input's")
     defence_attack: str = setting("pgd", "attack whose examples feed the explainer panel and the defence's "
                                          "non-adaptive sweep")
-    figure_images: int = setting(6, "example images per figure")
+    figure_images: int = setting(6, "example images per figure", low=0)
 
     PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
                      "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
@@ -119,20 +119,8 @@ class MeasurementConfig(GatedConfig):
                 raise unknown_name("importance method", method, list_importance_methods())
         if self.contribution_part not in ("drop", "absolute"):
             raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
-        for f in self.panel_fractions:
-            check_range("panel_fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
-        check_range("completeness_tolerance", self.completeness_tolerance, 0, low_inclusive=False)
-        check_range("max_flagged_share", self.max_flagged_share, 0, 1)
-        check_range("strata", self.strata, 1)
         if self.attack_map not in list_attack_maps():
             raise unknown_name("attack map", self.attack_map, list_attack_maps())
-        check_range("fraction", self.fraction, 0, 1, low_inclusive=False, high_inclusive=False)
-        check_range("eps_linf", self.eps_linf, 0, 1)
-        check_range("eps_l2", self.eps_l2, 0)
-        for name in ("steps", "cw_steps", "cw_search_steps", "onepixel_n", "onepixel_popsize", "onepixel_steps",
-                     "contribution_steps", "permutations", "permutation_images"):
-            check_range(name, getattr(self, name), 1)
-        check_range("figure_images", self.figure_images, 0)
 
 
 @dataclass
@@ -142,32 +130,32 @@ class SpatialConfig(MeasurementConfig):
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "blur"], "fills compared in the sweep (--eval full: zero, mean, blur, inpaint)")
     fractions: list[float] = setting([0.1, 0.3], "neutralized fractions of the sweep, beside the main --fraction "
-                                                 "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)")
-    inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)")
-    prior_n: int = setting(500, "training images for the per-class prior of the deployable defence")
-    control_draws: int = setting(10, "draws per image of every random control (keyed by the global image id)")
+                                                 "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)", low=1)
+    prior_n: int = setting(500, "training images for the per-class prior of the deployable defence", low=1)
+    control_draws: int = setting(10, "draws per image of every random control (keyed by the global image id)", low=1)
     control_match: str = setting("foreground", "what the random control matches besides its size and avoiding the "
                                                "RoI: foreground (object/background pixel counts), change (the fill's "
                                                "per-pixel change, so its L2 change) or none")
     eval: str = setting("default", "strength of the defence evaluation: default (the settings as given) or full "
                                    "(every image attacked adaptively, EOT 20, 200 convergence images, the whole "
                                    "sweep grid and three strengths per baseline)")
-    adaptive_n: int = setting(50, "images of the adaptive evaluation (the first ones; all with --eval full)")
-    adaptive_steps: int = setting(100, "APGD iterations per restart of the adaptive ensemble")
-    adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble")
-    adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble")
-    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)")
+    adaptive_n: int = setting(50, "images of the adaptive evaluation (the first ones; all with --eval full)", low=1)
+    adaptive_steps: int = setting(100, "APGD iterations per restart of the adaptive ensemble", low=1)
+    adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble", low=1)
+    adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble", low=1)
+    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)", low=1)
     eot_early_stop: bool = setting(True, "EOT attacks stop an image once every pass of a step is fooled (cheaper, "
                                          "weaker; a control is then never judged more robust than its defence; "
                                          "--eval full: off)")
     sweep_adaptive: bool = setting(True, "attack every (fraction, fill) of the sweep adaptively too")
-    convergence_n: int = setting(30, "images of the convergence curves (200 with --eval full)")
+    convergence_n: int = setting(30, "images of the convergence curves (200 with --eval full)", low=1)
     convergence_steps: list[int] = setting([10, 50, 100, 500], "iteration counts of the convergence curve "
                                                                         "(must contain adaptive_steps and go beyond)")
     convergence_restarts: list[int] = setting([1, 5, 10], "restart counts of the convergence curve (must contain "
                                                              "adaptive_restarts and go beyond)")
     convergence_eps: list[float] = setting([0.25, 1.0, 2.0, 8.0], "eps of the eps curve, as multiples "
-                                                                            "of eps_linf (capped at 1)")
+                                                                            "of eps_linf (capped at 1)", low=0, low_inclusive=False)
     baselines: list[str] = setting(["blur", "noise", "jpeg"], "trivial input transforms of the trade-off plot")
     blur_sigmas: list[float] = setting([1.0], "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
     noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")
@@ -203,11 +191,6 @@ class SpatialConfig(MeasurementConfig):
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        for f in self.fractions:
-            check_range("fractions", f, 0, 1, low_inclusive=False, high_inclusive=False)
-        for name in ("inpaint_iterations", "prior_n", "adaptive_steps", "adaptive_restarts", "adaptive_queries",
-                     "eot_iter", "adaptive_n", "convergence_n", "control_draws"):
-            check_range(name, getattr(self, name), 1)
         from ..defense.adaptive import AdaptiveBudget, CurveGrid
         from ..defense.transforms import check_strengths
 
@@ -220,8 +203,6 @@ class SpatialConfig(MeasurementConfig):
             raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
         budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts)
         CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps)).check(budget)
-        for f in self.convergence_eps:
-            check_range("convergence_eps", f, 0, low_inclusive=False)
         grids = {"blur": self.blur_sigmas, "noise": self.noise_sds, "jpeg": self.jpeg_qualities}
         for transform in self.baselines:
             if transform not in TRANSFORMS:
