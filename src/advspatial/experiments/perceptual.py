@@ -293,10 +293,10 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
     """Clean predictions and the CAM of the true class on the clean images of batch b (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = ctx.batch(ctx.slices[b])
+        x, y, ids = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
-        cam = importance_map(ctx.method, ctx.model, x, target="true", y=y, batch_size=len(x))
+        cam = importance_map(ctx.method, ctx.model, x, target="true", y=y, batch_size=len(x), sample_ids=ids)
         return {"pred": pred.cpu(), "cam": cam.cpu()}
 
     return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)  # type: ignore[return-value]

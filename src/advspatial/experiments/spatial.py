@@ -289,10 +289,10 @@ def roi_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
     """Clean prediction and importance map of batch b (cached)."""
 
     def compute() -> dict[str, torch.Tensor]:
-        x, y, _ = ctx.batch(ctx.slices[b])
+        x, y, ids = ctx.batch(ctx.slices[b])
         with torch.no_grad():
             pred = ctx.model(x).argmax(1)
-        imp = importance_map(ctx.importance, ctx.model, x, target="pred", batch_size=len(x))
+        imp = importance_map(ctx.importance, ctx.model, x, target="pred", batch_size=len(x), sample_ids=ids)
         return {"pred": pred.cpu(), "importance": imp.cpu()}
 
     return ctx.rundir.cached(f"roi/batch-{b:05d}", compute)  # type: ignore[return-value]
@@ -304,8 +304,8 @@ def panel_batch(ctx: Context, method: str, b: int) -> torch.Tensor:
         return roi_batch(ctx, b)["importance"]
 
     def compute() -> torch.Tensor:
-        x, _, _ = ctx.batch(ctx.slices[b])
-        return importance_map(method, ctx.model, x, target="pred", batch_size=len(x)).cpu()
+        x, _, ids = ctx.batch(ctx.slices[b])
+        return importance_map(method, ctx.model, x, target="pred", batch_size=len(x), sample_ids=ids).cpu()
 
     return ctx.rundir.cached(f"panel/{method}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
