@@ -155,6 +155,35 @@ def test_torchrun_results_equal_one_process(name, nproc, single_runs, lenet_weig
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("results:") == 1  # rank 0 alone prints the summary
     assert_same_results(single_runs(name), out)
+    assert_report_complete(out)
+    if nproc == 2:  # the experiment contract: a run that lost half its stages resumes (one process) to the same result
+        lose_half_of_the_stages(out)
+        resumed = advspatial(["run", "--resume", str(out), "--no-progress"])
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_results(single_runs(name), out)
+
+
+def lose_half_of_the_stages(run: Path) -> None:
+    """Delete every other stage file and the result files, as a run killed at different points would."""
+    stages = sorted((run / "stages").rglob("*.pt"))
+    assert stages, f"{run} saved no stage"
+    for path in stages[::2]:
+        path.unlink()
+    for name in ("metrics.json", "per_image.csv", "report.html"):
+        (run / name).unlink()
+
+
+def assert_report_complete(run: Path) -> None:
+    """The report has a verdict or result section, and every figure it shows is embedded and decodable."""
+    import base64
+    import re
+
+    html = (run / "report.html").read_text()
+    assert "<section" in html and len(html) > 2000
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', html)
+    for encoded in images:
+        assert base64.b64decode(encoded).startswith(b"\x89PNG")
+    assert len(images) == len(re.findall(r"<img", html)), "a figure that is not embedded"
 
 
 @needs_fashion_mnist

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 import yaml
@@ -31,6 +31,9 @@ from ..data.subset import SUBSET_MODES
 from ..errors import ConfigError, check_range, check_seed
 from ..registry import Registry
 from ..runtime import RunDir, atomic_write_text
+
+if TYPE_CHECKING:
+    from ..attacks import Attack, AttackResult
 
 
 def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,  # noqa: A002
@@ -288,6 +291,20 @@ class ExperimentContext:
 
         return map_batches(fn, self.slices if slices is None else slices, desc=desc,
                            progress=bool(getattr(self.config, "progress", True)), then=then)
+
+    def attack_stage(self, stage: str, attack: "Attack", b: int, sl: slice | None = None) -> "AttackResult":
+        """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
+        a cached stage ``{stage}/batch-{b:05d}`` on the CPU, so a resumed or sharded run reads it back."""
+        from ..attacks import AttackResult
+
+        part = self.slices[b] if sl is None else sl
+
+        def compute() -> dict[str, Any]:
+            x, y, ids = self.batch(part)
+            result = attack.run(x, y, sample_ids=ids).to("cpu")
+            return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+        return AttackResult(**self.rundir.cached(f"{stage}/batch-{b:05d}", compute))
 
     def derive(self, cls: type[C], **extra: Any) -> C:
         """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""

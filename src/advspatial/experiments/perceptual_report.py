@@ -38,7 +38,7 @@ def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibrati
 
 def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
-    from ..report.verdicts import forest_groups, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+    from ..report.verdicts import forest_figures, verdict_legend, verdict_table, what_this_run_shows
 
     cfg = ctx.config
     primary = [c for c in claims if c.primary]
@@ -58,14 +58,11 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
              f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {cfg.significance} after "
              f"correction; smallest effect of "
              f"interest ±{cfg.sesoi}; n >= 30."]
-    figures = []
-    groups = forest_groups(claims)
-    if any(len(v) > 1 for v in groups.values()):
-        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
-                           title="Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI")
-        figures.append(Figure(path, "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
-                                    "against each null (uniform placement, any class, same class, same class and "
-                                    "foreground share). Grey: a gate failed."))
+    figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
+                             "Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI",
+                             "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region against "
+                             "each null (uniform placement, any class, same class, same class and foreground "
+                             "share). Grey: a gate failed.")
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
     return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
 

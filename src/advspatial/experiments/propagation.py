@@ -252,14 +252,7 @@ def build_attack(model: nn.Module, k: int, config: PropagationConfig) -> Attack:
 
 def attack_batch(ctx: Context, attack: Attack, k: int, b: int) -> AttackResult:
     """The k-pixel attack of batch b (cached)."""
-    sl = ctx.slices[b]
-
-    def compute() -> dict[str, Any]:
-        x, y = ctx.data.images(sl).to(ctx.device), ctx.data.labels[sl].to(ctx.device)
-        result = attack.run(x, y, sample_ids=ctx.data.ids[sl]).to("cpu")
-        return {f: getattr(result, f) for f in result.__dataclass_fields__}
-
-    return AttackResult(**ctx.rundir.cached(f"attack/k{k}/batch-{b:05d}", compute))
+    return ctx.attack_stage(f"attack/k{k}", attack, b)
 
 
 def analysed(result: AttackResult) -> torch.Tensor:

@@ -311,12 +311,8 @@ def panel_batch(ctx: Context, method: str, b: int) -> torch.Tensor:
 
 
 def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> AttackResult:
-    def compute() -> dict[str, Any]:
-        x, y, ids = ctx.batch(sl)
-        result = attack.run(x, y, sample_ids=ids).to("cpu")
-        return {k: getattr(result, k) for k in result.__dataclass_fields__}
-
-    return AttackResult(**ctx.rundir.cached(f"attack/{name}/batch-{b:05d}", compute))
+    """Attack ``name`` on batch b (cached)."""
+    return ctx.attack_stage(f"attack/{name}", attack, b, sl)
 
 
 def maps_batch(ctx: Context, name: str, kind: str, b: int, sl: slice, x_adv: torch.Tensor) -> dict[str, torch.Tensor]:

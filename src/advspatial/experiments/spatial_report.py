@@ -13,10 +13,9 @@ from ..report.defence_plots import plot_convergence, plot_defence_sweep, plot_tr
 from ..report.figures import plot_class_mean_maps, plot_region_grid
 from ..report.html import Figure, Section, Table
 from ..report.verdicts import (
-    forest_groups,
+    forest_figures,
     gate_tables,
     interval,
-    plot_forest,
     verdict_legend,
     verdict_table,
     what_this_run_shows,
@@ -72,13 +71,10 @@ def verdict_section(ctx: "Context", summaries: list["AttackSummary"], metrics: d
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
              f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest "
              f"effect of interest ±{cfg.sesoi}; n >= 30 (smaller claims are not judged and enter no family)."]
-    figures = []
-    groups = forest_groups(claims)
-    if any(len(v) > 1 for v in groups.values()):
-        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
-                           title="Observed minus each null, per-image mean with 95% bootstrap CI")
-        figures.append(Figure(path, "Forest plot: the primary statistic against each null (uniform placement, any "
-                                    "class, same class, same class and composition). Grey: a gate failed."))
+    figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
+                             "Observed minus each null, per-image mean with 95% bootstrap CI",
+                             "Forest plot: the primary statistic against each null (uniform placement, any class, "
+                             "same class, same class and composition). Grey: a gate failed.")
     panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
     if panel:

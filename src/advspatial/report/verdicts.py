@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
@@ -17,6 +17,9 @@ from matplotlib.figure import Figure as MplFigure
 from ..regions.claims import Claim, failed_gates
 from .figures import save_figure
 from .html import Table
+
+if TYPE_CHECKING:
+    from .html import Figure
 
 VERDICT_COLUMNS = ["claim", "subject", "statistic", "observed", "null", "Δ [95% CI]", "ratio", "p", "p_adj",
                    "gates", "verdict"]
@@ -195,3 +198,14 @@ def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:
     """Each primary claim's subject with every claim on the same subject and statistic (one forest panel each)."""
     return {c.subject: [d for d in claims if d.subject == c.subject and d.statistic == c.statistic]
             for c in claims if c.primary}
+
+
+def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list["Figure"]:
+    """The forest plot of :func:`forest_groups` as a report figure, or none when no primary claim has a null
+    beside it (a forest of single rows says nothing)."""
+    from .html import Figure
+
+    groups = forest_groups(claims)
+    if not any(len(v) > 1 for v in groups.values()):
+        return []
+    return [Figure(plot_forest(groups, path, title=title), caption)]
