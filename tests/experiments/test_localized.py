@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import html
+import dataclasses
 import json
 import math
 import re
@@ -237,15 +238,15 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     # primary: localized vs each of the 4 others on the region, the energy shift of natural, pgd, localized;
     # secondary: the controls' energy shift, 3 other conditions x 4 comparisons, pgd vs natural on the region
     assert len(primary) == 7 and len(claims) == 7 + 2 + 12 + 1
-    mixed = claims[("localized vs mixed-pgd model", "background-only PGD accuracy")]
+    mixed = claims[("localized vs mixed-pgd model", "background-only PGD (diagnostic) accuracy")]
     assert mixed.primary and mixed.effect.mean == pytest.approx(0.5) and mixed.verdict == "supported"
-    random_mask = claims[("localized vs localized-random model", "background-only PGD accuracy")]
+    random_mask = claims[("localized vs localized-random model", "background-only PGD (diagnostic) accuracy")]
     assert random_mask.primary and random_mask.effect.mean == 1.0 and random_mask.verdict == "supported"
     assert not claims[("mixed-pgd model", "hirescam energy share in the background")].primary
-    nat = claims[("localized vs natural model", "background-only PGD accuracy")]
+    nat = claims[("localized vs natural model", "background-only PGD (diagnostic) accuracy")]
     assert (nat.observed, nat.null_value, nat.effect.mean, nat.effect.n) == (1.0, 0.0, 1.0, 60)
     assert nat.verdict == "supported" and nat.gates == {} and nat.primary
-    same = claims[("localized vs pgd model", "background-only PGD accuracy")]
+    same = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
     assert same.effect.mean == 0 and same.p == 1.0 and same.verdict == "equivalent to null"
     shift = claims[("natural model", "hirescam energy share in the background")]
     assert shift.effect.n == 59, "the image with an all-zero map is left out"
@@ -257,17 +258,39 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     assert not full.primary and full.verdict == "equivalent to null" and full.p_adjusted == full.p_adjusted
 
 
+def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
+    from advspatial.regions.claims import judge
+
+    config = loc.LocalizedConfig()
+    labels, evs = fake_run(60)
+    for mode, ev in evs.items():  # the ensemble on the region: robust only for the localized model
+        robust = torch.full_like(labels, -1)
+        robust[:40] = labels[:40] if mode == "localized" else (labels[:40] + 1) % 10
+        ev.preds["region-ensemble"] = robust
+    gate = {m: {"passed": True} for m in ALL_PASS}
+    claims = {(c.subject, c.statistic): c for c in judge(loc.build_claims(config, labels, evs, gate, False),
+                                                          sesoi=config.sesoi, alpha=config.significance)}
+    endpoint = claims[("localized vs pgd model", "background-only ensemble accuracy")]
+    assert endpoint.primary and endpoint.effect.n == 40, "only the first ensemble_n images are attacked"
+    assert endpoint.effect.mean == 1.0 and endpoint.verdict == "supported"
+    diagnostic = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
+    assert not diagnostic.primary and diagnostic.verdict == "equivalent to null"
+    assert sum(c.primary for c in claims.values()) == 7
+    without = dataclasses.replace(config, ensemble_n=0)
+    assert loc.primary_condition(without, evs["localized"].preds) == "region"
+
+
 def test_failed_gate_makes_map_claims_not_interpretable() -> None:
     claims = judged({**ALL_PASS, "natural": False})
     assert claims[("natural model", "hirescam energy share in the background")].verdict == "not interpretable"
     assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
     # a mask-free background (the dataset's own masks): accuracy claims do not rest on the map
-    assert claims[("localized vs natural model", "background-only PGD accuracy")].verdict == "supported"
+    assert claims[("localized vs natural model", "background-only PGD (diagnostic) accuracy")].verdict == "supported"
     # a background cut from the map: every accuracy under it rests on both models' maps
     gated = judged({**ALL_PASS, "natural": False}, mask_gated=True)
-    assert gated[("localized vs natural model", "background-only PGD accuracy")].verdict == "not interpretable"
+    assert gated[("localized vs natural model", "background-only PGD (diagnostic) accuracy")].verdict == "not interpretable"
     assert gated[("localized vs natural model", "foreground-only PGD accuracy")].verdict == "not interpretable"
-    assert gated[("localized vs pgd model", "background-only PGD accuracy")].verdict == "equivalent to null"
+    assert gated[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")].verdict == "equivalent to null"
     assert gated[("localized vs natural model", "clean accuracy")].gates == {}, "clean images need no mask"
 
 
@@ -331,7 +354,8 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         assert [int(r["index"]) for r in group] == list(range(config.n))
         m = metrics["models"][mode]
         for cond in loc.CONDITIONS:
-            expected = sum(r[f"{cond}_pred"] == r["label"] for r in group) / len(group)
+            attacked = [r for r in group if r[f"{cond}_pred"] != "-1"]  # the ensembles attack the first images only
+            expected = sum(r[f"{cond}_pred"] == r["label"] for r in attacked) / len(attacked)
             assert m[f"{cond}_accuracy"] == pytest.approx(expected, abs=1e-12), (mode, cond)
         shares = [as_float(r["region_share"]) for r in group]
         assert m["region_share"] == pytest.approx(sum(shares) / len(shares))
@@ -391,9 +415,11 @@ def test_quick_run_claims_and_verdicts(quick_run) -> None:
     # the primary accuracy claim, recomputed from the rows: paired per image on the same images
     main = next(c for c in claims if c["subject"] == "localized vs natural model" and c["primary"])
     by = {m: {int(r["index"]): r for r in rows if r["model"] == m} for m in ("natural", "localized")}
-    diff = [float(by["localized"][i]["region_pred"] == by["localized"][i]["label"])
-            - float(by["natural"][i]["region_pred"] == by["natural"][i]["label"]) for i in range(config.n)]
-    assert main["effect"]["n"] == config.n
+    assert main["statistic"] == "background-only ensemble accuracy"  # the primary endpoint (the first ensemble_n)
+    first = min(config.ensemble_n, config.n)
+    diff = [float(by["localized"][i]["region-ensemble_pred"] == by["localized"][i]["label"])
+            - float(by["natural"][i]["region-ensemble_pred"] == by["natural"][i]["label"]) for i in range(first)]
+    assert main["effect"]["n"] == first
     assert main["effect"]["mean"] == pytest.approx(sum(diff) / len(diff), abs=1e-12)
     assert main["effect"]["low"] <= main["effect"]["mean"] <= main["effect"]["high"]
     assert main["observed"] - main["null_value"] == pytest.approx(main["effect"]["mean"], abs=1e-12)
@@ -709,7 +735,7 @@ def test_training_seeds_average_each_images_correctness() -> None:
                                     {m: [second[m]] for m in evs}), sesoi=config.sesoi, alpha=config.significance)
     by = {(c.subject, c.statistic): c for c in claims}
     # localized: seed 0 robust on every image, seed 1 on none -> 0.5; natural: 0 and 0 -> 0
-    main = by[("localized vs natural model", "background-only PGD accuracy")]
+    main = by[("localized vs natural model", "background-only PGD (diagnostic) accuracy")]
     assert main.observed == pytest.approx(0.5) and main.null_value == 0.0 and main.effect.mean == pytest.approx(0.5)
     rows = [{"model": loc.seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
              "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)

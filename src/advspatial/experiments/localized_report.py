@@ -243,9 +243,13 @@ def robustness_section(ctx: ReportContext) -> Section:
                               title=f"Accuracy under full-image and localized PGD ({budget_text(cfg)})")
     region = region_names(cfg.mask)[0]
     nat = models["natural"]
+    ensemble = (f"{sentence_case(region)}-only ensemble (APGD-CE, APGD-DLR, Square restricted to the {region}; "
+                f"the primary endpoint, first {min(cfg.ensemble_n, ctx.metrics['n'])} images): "
+                + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region-ensemble_accuracy'])}" for m in MODES) + ". "
+                if cfg.ensemble_n else "")
     paragraphs = [
-        f"{sentence_case(region)}-only PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region_accuracy'])}"
-                                                         for m in MODES)
+        ensemble + f"{sentence_case(region)}-only PGD-{cfg.steps} (a diagnostic: a weaker attack on the same "
+        "region): " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region_accuracy'])}" for m in MODES)
         + ". Full-image PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['full_accuracy'])}" for m in MODES)
         + ". Whether a difference between models counts is decided in the verdict tables (paired per image, with a "
         "CI), not by these means. The two controls separate what localized training does through its region from "
