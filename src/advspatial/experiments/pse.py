@@ -443,10 +443,10 @@ def stability_batch(ctx: Context, variant: str, b: int, result: AttackResult, t:
             return {spec: torch.zeros(len(TYPE_NAMES), len(TYPE_NAMES), dtype=torch.int64)
                     for spec in cfg.stability_groups if group_spec(spec) or superpixels_available()}
         x, y, _ = ctx.batch(sl)
+        chosen = select_pse(pse, keep.nonzero().squeeze(1))
         index = keep.nonzero().squeeze(1).to(ctx.device)
         xs, xa, ys, ts = x[index], result.x_adv.to(ctx.device)[index], y[index], t.to(ctx.device)[index]
-        primary = group_type_map(select_pse(pse, keep.nonzero().squeeze(1)))
-        perturbed = select_pse(pse, keep.nonzero().squeeze(1)).pixel_energy > 0
+        primary, perturbed = group_type_map(chosen), chosen.pixel_energy > 0
         counts = {}
         for spec in cfg.stability_groups:
             side = group_spec(spec)
