@@ -95,6 +95,16 @@ def test_group_spec_and_adaptive_k() -> None:
     assert pse.adaptive_k(curve) == 2  # the best k short of masking every unit; ties: the smallest
 
 
+def test_adaptive_attack_is_pgd_or_the_ensemble(tiny_cnn) -> None:
+    model = tiny_cnn()
+    assert pse.adaptive_attack_of(model, pse.PSEConfig()).name == "pgd"
+    ensemble = pse.adaptive_attack_of(model, pse.PSEConfig(adaptive_attack="autoattack", adaptive_queries=10))
+    assert ensemble.name == "autoattack" and ensemble.n_queries == 10
+    assert "ensemble" in pse.adaptive_description(pse.PSEConfig(adaptive_attack="autoattack"))
+    with pytest.raises(ConfigError):
+        pse.PSEConfig(adaptive_attack="fgsm").validate()
+
+
 # -- dissection of the analysed model ------------------------------------------------------------
 
 def test_dataset_concepts_leave_out_the_labels() -> None:

@@ -20,7 +20,7 @@ Stages, each streamed batch by batch through ``ctx.each_batch`` (so that a
    class argmax f(x') as a secondary view; ``CAM_t(x')``; the typing's
    stability across kappa, the measurement and the pixel groups (4x4, SLIC);
 3. the units ranked on attacks of *training* images, then the masking curve on
-   the test images (against random units) and PGD run on the masked model;
+   the test images (against random units) and an attack run on the masked model (PGD, or the ensemble);
 4. the faithfulness gate of the CAM explainer (:func:`.gate.gate_stage`) on the
    run's own cached ``CAM_t0(x)``: every CAM-dependent result is read only if it passes;
 5. image level: ``pse_vs_cam`` on the first ``permutation_images`` successful
@@ -78,6 +78,7 @@ from .gate import GatedConfig, gate_rule, gate_stage, resolve_importance, roi_la
 MODES = ("untargeted", "targeted")
 TARGET_MODES = ("random", "least-likely", "next")
 BASELINES = ("same-class", "any-class")
+ADAPTIVE_ATTACKS = ("pgd", "autoattack")
 CAM_KEYS = ("true_cam", "target_cam")
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
 CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}
@@ -141,7 +142,11 @@ class PSEConfig(GatedConfig):
     unit_train_n: int = setting(50, "training images (class-stratified) attacked to rank the units; the masking "
                                      "curve is then measured on the test images")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
-    adaptive_n: int = setting(100, "test images (the first) attacked by PGD on the masked model (adaptive check)")
+    adaptive_n: int = setting(100, "test images (the first) attacked on the masked model (adaptive check)")
+    adaptive_attack: str = setting("pgd", "attack run on the masked model: pgd (eps, steps) or autoattack (the "
+                                          "APGD-CE/APGD-DLR/Square ensemble of the defence evaluation, 1 restart "
+                                          "of steps iterations, adaptive_queries Square queries)")
+    adaptive_queries: int = setting(1000, "Square queries per image when adaptive_attack is autoattack")
     dissection: bool = setting(True, "dissect the analysed model with concept masks that are not its labels "
                                      "(skipped, and said so, when its data has none)")
     concepts: str = setting("", "concept masks of the test split for dissection: a .pt or .npz file of named "
@@ -181,7 +186,8 @@ class PSEConfig(GatedConfig):
         for name, value, valid in (("target_mode", self.target_mode, TARGET_MODES),
                                    ("pse_method", self.pse_method, PSE_METHODS),
                                    ("cam_weight", self.cam_weight, ("energy", "pixels")),
-                                   ("baseline", self.baseline, BASELINES), ("rank_by", self.rank_by, RANK_BY)):
+                                   ("baseline", self.baseline, BASELINES), ("rank_by", self.rank_by, RANK_BY),
+                                   ("adaptive_attack", self.adaptive_attack, ADAPTIVE_ATTACKS)):
             if value not in valid:
                 raise unknown_name(name, value, valid)
         if self.cam not in list_importance_methods():
@@ -197,7 +203,7 @@ class PSEConfig(GatedConfig):
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
         for name in ("steps", "cw_steps", "cw_search_steps", "block", "pair_batch", "permutations",
                      "permutation_images", "correlation_permutations", "superpixels", "unit_train_n",
-                     "adaptive_n"):
+                     "adaptive_n", "adaptive_queries"):
             check_range(name, getattr(self, name), 1)
         check_range("mask_random", self.mask_random, 0)
         check_range("figure_images", self.figure_images, 0)
@@ -499,11 +505,27 @@ def adaptive_batch(ctx: Context, name: str, units: torch.Tensor, b: int, sl: sli
     def compute() -> dict[str, int]:
         x, y, ids = ctx.batch(sl)
         with mask_units(ctx.model, ctx.layer, units):
-            result = build_attack("pgd", ctx.model, cfg).run(x, y, sample_ids=ids)
+            result = adaptive_attack_of(ctx.model, cfg).run(x, y, sample_ids=ids)
         return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
                 "robust_correct": int((result.adv_pred == y).sum())}
 
     return ctx.rundir.cached(f"adaptive/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
+
+
+def adaptive_attack_of(model: nn.Module, config: PSEConfig) -> Attack:
+    """The attack run on the masked model: PGD at the experiment's budget, or the registered ensemble."""
+    if config.adaptive_attack == "autoattack":
+        return make_attack("autoattack", model, eps=config.eps, steps=config.steps, n_restarts=1,
+                           n_queries=config.adaptive_queries, seed=config.seed)
+    return build_attack("pgd", model, config)
+
+
+def adaptive_description(config: PSEConfig) -> str:
+    """How the report names the adaptive attack."""
+    if config.adaptive_attack == "autoattack":
+        return (f"the APGD-CE/APGD-DLR/Square ensemble (L-inf eps {config.eps}, {config.steps} steps, "
+                f"{config.adaptive_queries} queries)")
+    return f"PGD (L-inf eps {config.eps}, {config.steps} steps)"
 
 
 def adaptive_k(curve: dict[str, torch.Tensor]) -> int:
@@ -515,10 +537,10 @@ def adaptive_k(curve: dict[str, torch.Tensor]) -> int:
 
 
 def adaptive_attack(ctx: Context, name: str, units: torch.Tensor) -> dict[str, float]:
-    """Clean and PGD-robust accuracy of the model with ``units`` masked, PGD run on that masked model, over the
+    """Clean and robust accuracy of the model with ``units`` masked, the adaptive attack run on it, over the
     first ``adaptive_n`` test images."""
     slices = list(batch_slices(min(ctx.config.adaptive_n, len(ctx.data)), ctx.config.batch_size))
-    parts = ctx.each_batch(lambda b, sl: adaptive_batch(ctx, name, units, b, sl), desc=f"{name}: adaptive PGD",
+    parts = ctx.each_batch(lambda b, sl: adaptive_batch(ctx, name, units, b, sl), desc=f"{name}: adaptive attack",
                            slices=slices)
     n = sum(p["images"] for p in parts)
     return {"k": len(units), "clean_acc": sum(p["clean_correct"] for p in parts) / n,
@@ -591,7 +613,7 @@ def variant_batch(ctx: Context, attack_name: str, mode: str, attack: Attack, tar
 def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Tensor, runner: torch.Tensor,
                     train: TrainSplit, rows: list[dict[str, Any]]) -> VariantSummary:
     """Attack, PSE, CAMs and typing stability on the test images; units ranked on the training images, then
-    the masking curve and an adaptive PGD on the test images; appends the variant's per-image rows."""
+    the masking curve and an adaptive attack on the test images; appends the variant's per-image rows."""
     cfg = ctx.config
     variant = variant_name(attack_name, mode)
     attack = build_attack(attack_name, ctx.model, cfg)
@@ -911,8 +933,7 @@ def build_metrics(ctx: Context, summaries: list[VariantSummary], rows: list[dict
                         ("ks", "clean_acc", "robust_acc", "random_clean_acc", "random_robust_acc")}
         m["masking"]["evaluation"] = MASKING_LABEL
         m["units_ranked_on"] = s.ranking
-        m["adaptive"] = {**s.adaptive, "attack": f"PGD L-inf eps {ctx.config.eps}, {ctx.config.steps} steps, run on "
-                                                 "the masked model"}
+        m["adaptive"] = {**s.adaptive, "attack": f"{adaptive_description(ctx.config)}, run on the masked model"}
         m["stability"] = s.stability
         metrics["variants"][s.name] = m
     metrics["noise_floor"] = ctx.config.noise_floor
@@ -1068,7 +1089,7 @@ def controls_table(metrics: dict[str, Any]) -> Table:
                      fmt(loo.get("kappa")), f"top-{a['masked']['k']}: {fmt(a['fixed_robust_acc'])} -> "
                      f"{fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])})", dissection])
     return Table("Controls: reached the pre-specified t; groups under the noise floor (untyped / perturbed); "
-                 "Cohen's kappa of isolated vs leave-one-out typing; masking accuracy on fixed x' -> under PGD on "
+                 "Cohen's kappa of isolated vs leave-one-out typing; masking accuracy on fixed x' -> attacked on "
                  "the masked model (not a robustness claim); dissection of the analysed model",
                  ["variant", "reached t", "untyped groups", "kappa (leave-one-out)", "masking: fixed -> adaptive",
                   "dissection"], rows)
@@ -1246,14 +1267,15 @@ def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[st
         "The masking curve zeroes the k most sensitive units and measures accuracy on the clean images and on the "
         f"fixed adversarial images; the control masks k random units ({cfg.mask_random} draws).",
         "Adaptive check: at the k where the curve looks best for masking (highest accuracy on the fixed adversarial "
-        f"images), PGD (L-inf {cfg.eps}, {cfg.steps} steps) is run on the masked model itself, on the first "
+        f"images), {adaptive_description(cfg)} is run on the masked model itself, on the first "
         f"{min(cfg.adaptive_n, metrics['n'])} test images.",
-    ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model; it is "
-              "one PGD, not the ensemble of the defence evaluation, so it bounds robustness from above too: masking "
-              "is not a robustness claim."],
+    ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model"
+              + ("; it is one PGD, not the ensemble of the defence evaluation (adaptive_attack=autoattack), so it "
+                 "bounds robustness from above too" if cfg.adaptive_attack == "pgd" else "")
+              + ": masking is not a robustness claim."],
         tables=[Table("Adaptive attack on the masked model (accuracy on the test images)",
                       ["variant", "k masked", "clean (masked)", "fixed x' (not robustness)",
-                       "PGD on the masked model", "PGD, no masking"], adaptive_rows),
+                       "attacked on the masked model", "attacked, no masking"], adaptive_rows),
                 Table("Most sensitive units per variant (most sensitive first)", ["variant", "units"], top_rows),
                 Table("Masking curve: accuracy with k units zeroed (adversarial columns: no adaptive attack yet, not "
                       "robustness)", ["variant", "k", "clean (top-k)", "adversarial (top-k)", "clean (random k)",
@@ -1311,7 +1333,7 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "images are excluded from the statistics.",
         f"CAMs are explanations, not ground truth: {ctx.cam} on a coarse feature map. They are read only when the "
         "explainer passes the faithfulness gate, and only observed-vs-null differences are interpreted.",
-        f"Unit masking is evaluated on fixed adversarial images ({NO_ADAPTIVE_ATTACK}) plus one PGD on the masked "
+        f"Unit masking is evaluated on fixed adversarial images ({NO_ADAPTIVE_ATTACK}) plus one attack on the masked "
         "model: it is not a robustness claim.",
         "Dissection needs concept masks of the analysed model's own data; without them (e.g. Fashion-MNIST) the "
         "report says so and dissects nothing.",
@@ -1337,8 +1359,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
     for v, m in metrics["variants"].items():
         a = m["adaptive"]
         lines.append(f"{v:<18} units ranked on {m['units_ranked_on']['images']} training images; masking top-"
-                     f"{a['masked']['k']}: fixed-x' accuracy {fmt(a['fixed_robust_acc'])}, PGD on the masked model "
-                     f"{fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])}); typing vs "
+                     f"{a['masked']['k']}: fixed-x' accuracy {fmt(a['fixed_robust_acc'])}, attacked on the masked "
+                     f"model {fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])}); typing vs "
                      f"leave-one-out kappa {fmt(m['stability']['leave-one-out']['kappa'])}")
     lines.append("supp/prom/bal/opp: fraction of successful perturbations of each dominant type (pre-specified t); "
                  "S-in-CAMt0: share of "
