@@ -41,6 +41,8 @@ SETTINGS: dict[str, list[str]] = {
     "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
     "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
     "localized-training": ["--quick", "--n", "8", "--batch-size", "4"],
+    "pse": ["--quick", "--n", "8", "--batch-size", "4", "--attacks", "pgd", "--permutations", "10", "--mask-random", "1",
+            "--unit-train-n", "8", "--stability-images", "4", "--adaptive-n", "4", "--correlation-permutations", "20"],
 }
 
 
@@ -148,7 +150,8 @@ def single_runs(lenet_weights, tmp_path_factory):
 
 @needs_fashion_mnist
 @pytest.mark.parametrize("name,nproc", [("baseline", 2), ("baseline", 3), ("spatial", 2), ("analyze", 2),
-                                        ("perceptual", 2), ("propagation", 2), ("localized-training", 2)])
+                                        ("perceptual", 2), ("propagation", 2), ("localized-training", 2),
+                                        ("pse", 2)])
 def test_torchrun_results_equal_one_process(name, nproc, single_runs, lenet_weights, tmp_path) -> None:
     out = tmp_path / "run"
     done = advspatial([*experiment_args(name, lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
