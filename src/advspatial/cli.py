@@ -598,10 +598,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         init_from_environment()
         _run_cli(argv)
-    except SystemExit as exit_:
+    finally:
         shutdown()
-        raise exit_
-    shutdown()
 
 
 def _run_cli(argv: list[str] | None) -> None:

@@ -96,9 +96,11 @@ def init_from_environment() -> World:
     (torchrun's own ``OMP_NUM_THREADS=1`` default is overridden).
     """
     global _WORLD
+    if _WORLD.is_distributed:  # joined already
+        return _WORLD
     found = environment_world()
-    if not found.is_distributed or _WORLD.is_distributed:
-        if os.environ.get("ADVSPATIAL_THREADS", "").strip() and not _WORLD.is_distributed:
+    if not found.is_distributed:
+        if os.environ.get("ADVSPATIAL_THREADS", "").strip():
             torch.set_num_threads(threads_per_process(found))
         return _WORLD
     import torch.distributed as dist
@@ -133,11 +135,11 @@ def shutdown() -> None:
     _WORLD = World()
 
 
-def default_device() -> str:
-    """``cuda:LOCAL_RANK`` under torchrun on a CUDA machine, else ``auto``."""
+def default_device() -> str | None:
+    """``cuda:LOCAL_RANK`` under torchrun on a CUDA machine, else None (no preference)."""
     if _WORLD.is_distributed and torch.cuda.is_available():
         return f"cuda:{_WORLD.local_rank % torch.cuda.device_count()}"
-    return "auto"
+    return None
 
 
 class RankFailed(RuntimeError):

@@ -111,8 +111,7 @@ def pick_device(preference: str = "auto") -> torch.device:
     if preference == "auto":
         from .distributed import default_device
 
-        local = default_device()
-        return torch.device(local if local != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        return torch.device(default_device() or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         device = torch.device(preference)
     except RuntimeError as exc:

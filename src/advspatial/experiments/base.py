@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from ..attacks import Attack, AttackResult
 
 
+#: ``setting(..., **OPEN_UNIT_INTERVAL)``: a share strictly between 0 and 1 (a region fraction, a level)
+OPEN_UNIT_INTERVAL: Mapping[str, Any] = {"low": 0, "high": 1, "low_inclusive": False, "high_inclusive": False}
+
+
 def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,  # noqa: A002
             low_inclusive: bool = True, high_inclusive: bool = True, choices: Sequence[str] | None = None,
             **kwargs: Any) -> Any:
@@ -101,7 +105,8 @@ class ExperimentConfig:
                           "(seeded), first", choices=SUBSET_MODES)
     image_size: int = setting(0, "folder datasets: side in pixels the images are resized to (0: a zoo model's "
                               "input size, else the loader's default)", low=0, high=4096)
-    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch", choices=('crop', 'stretch'))
+    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch",
+                       choices=('crop', 'stretch'))
     crop_fraction: float = setting(0.0, "folder datasets, fit crop: side of the centre crop as a fraction of the "
                                    "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)", low=0, high=1)
     class_map: str = setting("", "folder datasets: TSV of model output index, folder name[, display name]")
@@ -291,6 +296,19 @@ class ExperimentContext:
 
         return map_batches(fn, self.slices if slices is None else slices, desc=desc,
                            progress=bool(getattr(self.config, "progress", True)), then=then)
+
+    def each_batch_columns(self, fn: Callable[[int, Any], Mapping[str, torch.Tensor]], desc: str = "",
+                           slices: Sequence[Any] | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`each_batch` over ``fn`` returning per-image columns ``{name: (B, ...) tensor}``: each column
+        concatenated over the batches, in batch order."""
+        parts: dict[str, list[torch.Tensor]] = {}
+
+        def collect(b: int, item: Any, columns: Mapping[str, torch.Tensor]) -> None:
+            for name, values in columns.items():
+                parts.setdefault(name, []).append(values)
+
+        self.each_batch(fn, desc=desc, slices=slices, then=collect)
+        return {name: torch.cat(values) for name, values in parts.items()}
 
     def attack_stage(self, stage: str, attack: "Attack", b: int, sl: slice | None = None) -> "AttackResult":
         """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
@@ -581,20 +599,19 @@ def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: boo
     from ..distributed import agree
     from ..runtime import DirLock, check_writable_dir
 
+    lock: DirLock | None = None
     try:
         check_writable_dir(out, "run directory")
         lock = DirLock(out / ".lock", f"{out} is in use by another advspatial process; wait for it to finish or "
                                       "choose another --out").acquire()
+        rundir = _check_run_dir(out, kind, config, resume, reuse_same, write_config)
     except Exception as exc:
-        agree(exc)
+        if lock is not None:
+            lock.release()
+        agree(exc)  # raises it here and in every other process
         raise
+    agree()
     try:
-        try:
-            rundir = _check_run_dir(out, kind, config, resume, reuse_same, write_config)
-        except Exception as exc:
-            agree(exc)
-            raise
-        agree()
         yield rundir
     finally:
         lock.release()

@@ -30,7 +30,7 @@ from ..regions.faithfulness import (
     restricted_attack_columns,
     summarize_gate,
 )
-from .base import ExperimentConfig, ExperimentContext, setting
+from .base import OPEN_UNIT_INTERVAL, ExperimentConfig, ExperimentContext, setting
 
 GATE_FILLS = ("zero", "blur", "noise")
 
@@ -47,8 +47,10 @@ class GatedConfig(ExperimentConfig):
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
-    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null", low=0)
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null",
+                           low=0)
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
+                                  **OPEN_UNIT_INTERVAL)
 
     def validate(self) -> None:
         super().validate()

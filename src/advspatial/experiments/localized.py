@@ -95,6 +95,7 @@ from ..training import (
     state_checksum,
 )
 from .base import (
+    OPEN_UNIT_INTERVAL,
     ExperimentContext,
     ExperimentResult,
     load_checked_model,
@@ -152,7 +153,8 @@ class LocalizedConfig(GatedConfig):
     finetune_lr: float = setting(FINETUNE_LR, "fine-tuning a pretrained model: SGD learning rate (momentum 0.9, "
                                               "weight decay 5e-4, cosine to 0, batch 128)", low=0, low_inclusive=False)
     finetune_bn: str = setting("train", "fine-tuning: batch norm in train mode (running statistics re-estimated "
-                                        "on the training batches) or frozen (the start's statistics)", choices=FINETUNE_BN)
+                                        "on the training batches) or frozen (the start's statistics)",
+                               choices=FINETUNE_BN)
     eps: float = setting(0.1, "attack budget for training and evaluation (L-inf: max change per pixel)")
     norm: str = setting("linf", "norm of the budget: linf or l2")
     steps: int = setting(20, "PGD steps of the evaluation attacks", low=1)
@@ -163,7 +165,8 @@ class LocalizedConfig(GatedConfig):
                                       "and the background of colour data without masks; auto (Grad-CAM for a "
                                       "GAP+linear head, HiResCAM for a flatten/FC head, per model) or a name "
                                       "(advspatial list maps)")
-    fraction: float = setting(0.2, "top fraction of the importance map forming the RoI (roi masks, the gate)", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    fraction: float = setting(0.2, "top fraction of the importance map forming the RoI (roi masks, the gate)",
+                              **OPEN_UNIT_INTERVAL)
     complement: bool = setting(True, "also attack the complement of the mask (foreground-only PGD)")
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)", low=0, high=1)
@@ -245,18 +248,16 @@ def natural_epochs(config: LocalizedConfig) -> int:
 
 def train_models(config: LocalizedConfig, device: torch.device, timings: dict[str, float]) -> dict[str, TrainedModel]:
     """The models, trained on first use and cached; wall time per model in ``timings``."""
-    models = {}
 
     def train(_: int, mode: str) -> TrainedModel:
         started = time.perf_counter()
         trained = get_or_train(train_config(config, mode), device, config.progress)
-        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))  # under torchrun: the training, not the reload
+        trained.model.eval()
+        # setdefault: under torchrun a process calls this again to load the model; the training time is kept
+        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return trained
 
-    for mode, trained in zip(MODES, map_models(train)):
-        models[mode] = trained
-        models[mode].model.eval()
-    return models
+    return dict(zip(MODES, map_models(train)))
 
 
 T = TypeVar("T")
@@ -382,7 +383,8 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         saved = rundir.cached(stage, compute)
         model = copy.deepcopy(start)
         model.load_state_dict(saved["state_dict"])
-        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))  # under torchrun: the training, not the reload
+        # setdefault: under torchrun a process calls this again to load the model; the training time is kept
+        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
 
     trained = dict(zip(MODES, map_models(finetune)))
@@ -525,14 +527,17 @@ def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: I
     preds.update(robustness_conditions(name, model, config, data, kw, region))
     shares, clean_e, adv_e = [], [], []
 
-    def energies(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        return energy_batch(rundir, name, method, b, model, data.images(sl), local.x_adv[sl], data.labels[sl],
-                            region(sl))
+    def energies(b: int, sl: slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(each image's region share, the importance energies of batch b): the region mask computed once."""
+        mask = region(sl)
+        return mask.flatten(1).mean(1), energy_batch(rundir, name, method, b, model, data.images(sl),
+                                                     local.x_adv[sl], data.labels[sl], mask)
 
-    def collect(b: int, sl: slice, values: dict[str, torch.Tensor]) -> None:
-        shares.append(region(sl).flatten(1).mean(1))
-        clean_e.append(values["clean"])
-        adv_e.append(values["adv"])
+    def collect(b: int, sl: slice, values: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> None:
+        share, energy = values
+        shares.append(share)
+        clean_e.append(energy["clean"])
+        adv_e.append(energy["adv"])
 
     map_batches(energies, list(batch_slices(len(data), config.batch_size)), desc=f"{name}: {method} shift",
                 progress=config.progress, then=collect)
@@ -679,8 +684,9 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
     random-mask localized training); for the natural, PGD and localized models, the
     region-only PGD draws the importance map into the region. Secondary (BH): the
     other conditions (region-only PGD-20 among them, a diagnostic), the controls'
-    energy shift, and PGD vs natural on the primary endpoint. Accuracy claims under a mask cut from the importance map carry the RoI
-    gate of both models compared (``mask_gated``); mask-free ones carry none.
+    energy shift, and PGD vs natural on the primary endpoint. Accuracy claims under
+    a mask cut from the importance map carry the RoI gate of both models compared
+    (``mask_gated``); mask-free ones carry none.
     """
     labels = labels.cpu()
 

@@ -76,7 +76,9 @@ from ..regions.inference import NullComparison, uniform_comparison
 from ..runtime import RunDir, batch_slices
 from . import colocation
 from .perceptual_controls import geometry_null, minimal_distortion
-from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .base import (
+    OPEN_UNIT_INTERVAL, ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting,
+)
 from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 ATTACKS = ("ssim-ball", "pgd")
@@ -110,27 +112,35 @@ class PerceptualConfig(GatedConfig):
     importance: str = setting("auto", "class activation map of the true class, the RoI: auto (Grad-CAM for a "
                                       "GAP+linear head, HiResCAM for a flatten/FC head) or a name "
                                       "(advspatial list maps)")
-    alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    alpha: float = setting(0.9, "SSIM-ball: every window keeps its contrast-structure term >= alpha",
+                           **OPEN_UNIT_INTERVAL)
     luminance: str = setting("term", "SSIM-ball luminance constraint: term (SSIM's luminance term >= alpha_l in "
                                      "every window, so window SSIM >= alpha*alpha_l) or absolute (|mean change| <= "
                                      "beta)")
-    alpha_l: float = setting(0.99, "SSIM-ball: bound on every window's luminance term (luminance term)", low=0.0, high=1.0, low_inclusive=False)
+    alpha_l: float = setting(0.99, "SSIM-ball: bound on every window's luminance term (luminance term)",
+                             low=0.0, high=1.0, low_inclusive=False)
     beta: float = setting(0.05, "SSIM-ball: bound on each window's mean change (luminance absolute)", low=0.0, high=1.0)
     steps: int = setting(50, "gradient steps of both attacks (the same budget for both)", low=1)
     loss: str = setting("margin", "loss both attacks ascend: margin (logit margin) or ce (cross-entropy)")
-    step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size", low=0.0, high=None, low_inclusive=False)
+    step_size: float = setting(0.1, "SSIM-ball: step length as a fraction of each window's ball size",
+                               low=0.0, low_inclusive=False)
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
     rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step", low=1)
     curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the fooling-rate vs "
-                                                                "SSIM curve, beside the main alpha", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+                                                                "SSIM curve, beside the main alpha",
+                                        **OPEN_UNIT_INTERVAL)
     curve_eps_factors: list[float] = setting([0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
-                                                                    "calibrated eps (capped at eps_max)", low=0.0, high=None, low_inclusive=False)
-    eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration", low=0.0, high=1.0, low_inclusive=False)
+                                                                    "calibrated eps (capped at eps_max)",
+                                             low=0.0, low_inclusive=False)
+    eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration",
+                             low=0.0, high=1.0, low_inclusive=False)
     calibration_n: int = setting(100, "images (a prefix of the n) on which the PGD budget is calibrated", low=1)
     calibration_iters: int = setting(8, "at most this many bisection halvings of the budget bracket", low=1)
-    ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this", low=0.0, high=1.0, low_inclusive=False)
+    ssim_tolerance: float = setting(0.005, "calibration stops when |mean SSIM(PGD) - target| <= this",
+                                    low=0.0, high=1.0, low_inclusive=False)
     fraction: float = setting(0.2, "top fraction of each map forming the CAM region (RoI) and the SSIM-map region "
-                                   "(RoA); also the region fraction of the faithfulness gate", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+                                   "(RoA); also the region fraction of the faithfulness gate",
+                              **OPEN_UNIT_INTERVAL)
     permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)", low=1)
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)", low=1)
     strata: int = setting(4, "composition strata per class of the object-conditioned null", low=1)
@@ -325,8 +335,11 @@ def pgd_mean_ssim(ctx: Context, eps: float) -> float:
     """PGD(eps)'s mean SSIM over the calibration images (each batch a cached stage)."""
     cfg = ctx.config
     attack = pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)
-    values = ctx.each_batch(lambda b, sl: attack_stage(ctx, f"calibration/eps-{eps:.8f}/batch-{b:05d}", attack, sl)["ssim"],
-                            slices=calibration_slices(ctx), desc=f"pgd eps {eps:.4g} (calibration)")
+
+    def batch_ssim(b: int, sl: slice) -> torch.Tensor:
+        return attack_stage(ctx, f"calibration/eps-{eps:.8f}/batch-{b:05d}", attack, sl)["ssim"]
+
+    values = ctx.each_batch(batch_ssim, slices=calibration_slices(ctx), desc=f"pgd eps {eps:.4g} (calibration)")
     return float(torch.cat(values).double().mean())
 
 
@@ -394,7 +407,7 @@ def curves_stage(ctx: Context, calibration: Calibration) -> Curves:
     """Fooling rate vs mean SSIM of both attacks over their budgets, on the calibration images."""
     cfg = ctx.config
     n_cal = min(cfg.calibration_n, len(ctx.data))
-    pred = torch.cat(ctx.each_batch(lambda b, sl: clean_batch(ctx, b)["pred"], desc="clean predictions"))[:n_cal]
+    pred = torch.cat([clean_batch(ctx, b)["pred"] for b in range(len(ctx.slices))])[:n_cal]  # stages of run_perceptual
     correct = pred == ctx.data.labels[:n_cal]
     points: dict[str, list[dict[str, float]]] = {}
     fooled: dict[str, torch.Tensor] = {}
@@ -466,7 +479,8 @@ def process_batches(ctx: Context, eps: float,
 
     def compute(b: int, sl: slice) -> dict[str, Any]:
         """The cached stages of batch b: clean maps, both attacks, their geometry nulls."""
-        results = {name: attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl) for name, attack in attacks.items()}
+        results = {name: attack_stage(ctx, f"attack/{name}/batch-{b:05d}", attack, sl)
+                   for name, attack in attacks.items()}
         nulls = {name: geometry_null_batch(ctx, name, attack, b, sl, results[name]["ssim"])
                  for name, attack in attacks.items()}
         return {"clean": clean_batch(ctx, b), "results": results, "nulls": nulls}

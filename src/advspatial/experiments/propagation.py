@@ -69,7 +69,7 @@ from ..report.propagation_figures import (
     plot_control_differences, plot_depth_curves, plot_locality, plot_propagation_strip,
 )
 from ..runtime import RunDir
-from .base import ExperimentConfig, ExperimentResult, register_experiment, setting
+from .base import OPEN_UNIT_INTERVAL, ExperimentConfig, ExperimentResult, register_experiment, setting
 from .base import ExperimentContext, prepare_context
 
 
@@ -79,19 +79,24 @@ class PropagationConfig(ExperimentConfig):
 
     n: int = setting(100, "number of test images (the first n)")
     pixels_list: list[int] = setting([1, 3, 5], "numbers of pixels k of the k-pixel attacks (1 = one-pixel)", low=1)
-    popsize: int = setting(100, "DE population per image (literature: 400; reduced so the default run stays short)", low=4)
+    popsize: int = setting(100, "DE population per image (literature: 400; reduced so the default run stays short)",
+                           low=4)
     maxiter: int = setting(20, "DE generations (literature: 75; reduced so the default run stays short)", low=0)
     layers: list[str] = setting([], "layers (module names or fnmatch patterns); empty = every conv, activation "
                                     "and block module")
     radii: list[int] = setting([1, 2, 3], "Chebyshev radii of the locality test", low=1)
-    n_random: int = setting(100, "uniform random placements per successful attack (the secondary locality control)", low=0)
-    matched_draws: int = setting(4, "context-matched random placements per ring variant (the primary locality control)", low=0)
-    edge_strata: int = setting(EDGE_STRATA, "edge-strength bins (per-image quantiles) of the context-matched control", low=1)
+    n_random: int = setting(100, "uniform random placements per successful attack (the secondary locality control)",
+                            low=0)
+    matched_draws: int = setting(4, "context-matched random placements per ring variant (the primary locality control)",
+                                 low=0)
+    edge_strata: int = setting(EDGE_STRATA, "edge-strength bins (per-image quantiles) of the context-matched control",
+                               low=1)
     intensity_strata: int = setting(INTENSITY_STRATA, "intensity bins (per-image quantiles) of the context-matched "
                                                       "control", low=1)
     sesoi: float = setting(0.01, "smallest effect of interest (PM units and success shares): a CI inside +-sesoi "
                                  "counts as equivalent to the control", low=0)
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
+                                  **OPEN_UNIT_INTERVAL)
     threshold: float = setting(0.1, "PMmax above this counts a position as reached (the spread)", low=0)
     figure_images: int = setting(4, "example images in each layer-strip figure", low=0)
     strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)", low=1)

@@ -44,7 +44,9 @@ from ..regions.claims import Claim, claim_from, judge
 from ..regions.inference import compare_to_nulls, pool_to_scale
 from ..runtime import RunDir, batch_slices
 from . import colocation
-from .base import ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting
+from .base import (
+    OPEN_UNIT_INTERVAL, ExperimentContext, ExperimentResult, mean_of, prepare_context, register_experiment, setting,
+)
 from .gate import GatedConfig, gate_stage, resolve_importance, roi_label
 
 PARTS = ("both", "roi_only", "roa_only", "neither")
@@ -70,15 +72,18 @@ class MeasurementConfig(GatedConfig):
                                       "for a flatten/FC head) or a name (advspatial list maps)")
     panel: list[str] = setting(["gradcam", "hirescam", "occlusion", "ig"],
                                "explainers of the sensitivity panel (each gated; the RoI's own is always added)")
-    panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel",
+                                           **OPEN_UNIT_INTERVAL)
     attack_map: str = setting("contribution", "attack map of the RoA; magnitude is added for L2 attacks")
     contribution_part: str = setting("drop", "contribution map: drop (pixels lowering the margin) or absolute")
     contribution_steps: int = setting(16, "initial Gauss-Legendre points of the contribution map (doubled per "
                                           "image until completeness is within the tolerance)", low=1)
     completeness_tolerance: float = setting(0.02, "completeness tolerance of the contribution map; images above "
-                                                  "it after refinement are flagged and excluded", low=0, low_inclusive=False)
+                                                  "it after refinement are flagged and excluded",
+                                            low=0, low_inclusive=False)
     max_flagged_share: float = setting(0.1, "completeness gate: at most this share of images flagged", low=0, high=1)
-    fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction", low=0, high=1, low_inclusive=False, high_inclusive=False)
+    fraction: float = setting(0.2, "top fraction of each map that forms RoI and RoA, and the neutralized fraction",
+                              **OPEN_UNIT_INTERVAL)
     permutations: int = setting(10000, "random within-group permutations of each pair-based null (two-sided p)", low=1)
     permutation_images: int = setting(1000, "successful images per attack entering the statistics (N x N pairs)", low=1)
     strata: int = setting(4, "composition strata per class of the object-conditioned null", low=1)
@@ -130,8 +135,9 @@ class SpatialConfig(MeasurementConfig):
     fill: str = setting("zero", "fill of the neutralized region (zero, mean, blur, inpaint)")
     fills: list[str] = setting(["zero", "blur"], "fills compared in the sweep (--eval full: zero, mean, blur, inpaint)")
     fractions: list[float] = setting([0.1, 0.3], "neutralized fractions of the sweep, beside the main --fraction "
-                                                 "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)", low=0, high=1, low_inclusive=False, high_inclusive=False)
-    inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)", low=1)
+                                                 "(--eval full: 0.05, 0.1, 0.2, 0.3, 0.5)", **OPEN_UNIT_INTERVAL)
+    inpaint_iterations: int = setting(100, "Jacobi sweeps of the diffusion inpainting fill (stops earlier at 1e-5)",
+                                      low=1)
     prior_n: int = setting(500, "training images for the per-class prior of the deployable defence", low=1)
     control_draws: int = setting(10, "draws per image of every random control (keyed by the global image id)", low=1)
     control_match: str = setting("foreground", "what the random control matches besides its size and avoiding the "
@@ -144,7 +150,8 @@ class SpatialConfig(MeasurementConfig):
     adaptive_steps: int = setting(100, "APGD iterations per restart of the adaptive ensemble", low=1)
     adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble", low=1)
     adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble", low=1)
-    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)", low=1)
+    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)",
+                            low=1)
     eot_early_stop: bool = setting(True, "EOT attacks stop an image once every pass of a step is fooled (cheaper, "
                                          "weaker; a control is then never judged more robust than its defence; "
                                          "--eval full: off)")
@@ -155,7 +162,8 @@ class SpatialConfig(MeasurementConfig):
     convergence_restarts: list[int] = setting([1, 5, 10], "restart counts of the convergence curve (must contain "
                                                              "adaptive_restarts and go beyond)")
     convergence_eps: list[float] = setting([0.25, 1.0, 2.0, 8.0], "eps of the eps curve, as multiples "
-                                                                            "of eps_linf (capped at 1)", low=0, low_inclusive=False)
+                                                                            "of eps_linf (capped at 1)",
+                                           low=0, low_inclusive=False)
     baselines: list[str] = setting(["blur", "noise", "jpeg"], "trivial input transforms of the trade-off plot")
     blur_sigmas: list[float] = setting([1.0], "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
     noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")

@@ -260,18 +260,14 @@ def aggregate_sweep(ctx: "Context") -> dict[str, torch.Tensor]:
 
     cfg = ctx.config
     attack = build_attack(cfg.defence_attack, ctx.model, cfg)
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
         return sweep_batch(ctx, b, sl, attack_batch(ctx, cfg.defence_attack, attack, b, sl).x_adv)
 
-    def collect(b: int, sl: slice, columns: dict[str, torch.Tensor]) -> None:
-        for key, values in columns.items():
-            parts[key].append(values)
+    return ctx.each_batch_columns(compute, desc="defence sweep (non-adaptive)")
 
-    ctx.each_batch(compute, desc="defence sweep (non-adaptive)", then=collect)
-    return {k: torch.cat(v) for k, v in parts.items()}
 
+# -- 2. adaptive -------------------------------------------------------------------------------
 
 def budget_of(ctx: "Context") -> AdaptiveBudget:
     cfg = ctx.config
@@ -406,7 +402,6 @@ def convergence_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, A
     n = min(len(ctx.data), cfg.convergence_n)
     budget, grid = budget_of(ctx), curve_grid(ctx)
     main = DefenceSetting("main", "gradient", cfg.fraction, cfg.fill)
-    parts: dict[str, list[torch.Tensor]] = defaultdict(list)
 
     def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
         def curves() -> dict[str, torch.Tensor]:
@@ -417,13 +412,9 @@ def convergence_stage(ctx: "Context", prior: torch.Tensor | None) -> dict[str, A
 
         return ctx.rundir.cached(f"convergence/batch-{b:05d}", curves)  # type: ignore[return-value]
 
-    def collect(b: int, sl: slice, columns: dict[str, torch.Tensor]) -> None:
-        for key, values in columns.items():
-            parts[key].append(values)
-
-    ctx.each_batch(compute, desc="convergence curves (main defence)", slices=list(batch_slices(n, cfg.batch_size)),
-                   then=collect)
-    accuracies = {k: float(torch.cat(v).mean()) for k, v in parts.items()}
+    columns = ctx.each_batch_columns(compute, desc="convergence curves (main defence)",
+                                     slices=list(batch_slices(n, cfg.batch_size)))
+    accuracies = {k: float(v.mean()) for k, v in columns.items()}
     return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, cfg.eps_linf)}
 
 
