@@ -125,12 +125,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: results/pgd.json on a CPU, results/pgd-cuda.json on a GPU")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     torch.manual_seed(0)
+    args.out = args.out or (RESULTS.with_name("pgd-cuda.json") if device.type == "cuda" else RESULTS)
     model = build_model("smallcnn").to(device).eval()
     x, y, source = load_batch(args.batch, device)
 

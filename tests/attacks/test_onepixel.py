@@ -408,3 +408,15 @@ def test_residual_network_gets_the_graph_evaluator_and_the_full_forward_result()
     for i in range(3):
         alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=torch.tensor([i]))
         assert torch.equal(alone.x_adv, fast.x_adv[i:i + 1])
+
+
+def test_incremental_auto_is_incremental_on_cpu_only(tiny_cnn) -> None:
+    """``incremental="auto"`` follows the cone on a CPU (the GPU side: tests/test_cuda.py); a bad value is
+    a one-line error."""
+    model = tiny_cnn()
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(2, dtype=torch.long)
+    assert OnePixel(model)._scorer(x, None, y, targeted=False).patch_forward is not None
+    assert OnePixel(model, incremental=True)._scorer(x, None, y, targeted=False).patch_forward is not None
+    with pytest.raises(ConfigError, match="incremental"):
+        OnePixel(model, incremental="fast")

@@ -46,7 +46,7 @@ change: the pixel becomes ``x + m * (colour - x)``. An image whose mask is
 empty is returned unchanged with zero queries.
 
 Incremental evaluation: a one-pixel candidate changes one pixel, so by
-default (``incremental=True``) its logits come from
+default (``incremental="auto"``: on a CPU) its logits come from
 :class:`~advspatial.models.patch_forward.PatchForward` (a chain of
 convolution/pooling layers) or, where convolutions remain after the chain
 (residual and mobile networks),
@@ -57,6 +57,10 @@ elsewhere. The logits equal a full forward pass up to floating-point summation
 order (tested to 1e-5), the number of queries is unchanged, and a model that
 neither can follow (TorchScript, several inputs, training mode) silently gets
 full forward passes. k-pixel candidates always get full forward passes.
+On a GPU ``"auto"`` chooses full forward passes: there the many small kernels of
+the cone cost more than the whole batch's forward pass (measured on an H100:
+LeNet5 16 µs per candidate by full passes against 47 µs incrementally, ResNet-20
+11 against 24 µs; benchmarks/README.md).
 
 Randomness: image ``i`` draws every random number (initial population, mutation
 indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``.
@@ -194,9 +198,10 @@ class OnePixel(Attack):
         max_batch: most perturbed images per full forward pass (bounds memory);
             default 256 on a CPU (cache-friendly: faster per image than 1024)
             and 4096 on a GPU.
-        incremental: evaluate one-pixel candidates by incremental forward passes
-            where the model allows (see the module docstring); False forces full
-            forward passes.
+        incremental: ``"auto"`` (default): incremental forward passes for one-pixel
+            candidates on a CPU where the model allows (see the module docstring),
+            full forward passes on a GPU; True: incremental on any device; False:
+            always full forward passes.
         seed: seed of the per-sample generators.
     """
 
@@ -207,7 +212,7 @@ class OnePixel(Attack):
     def __init__(
         self, model: nn.Module, pixels: int = 1, popsize: int | None = None, maxiter: int | None = None,
         preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int | None = None,
-        incremental: bool = True, seed: int = 0,
+        incremental: bool | str = "auto", seed: int = 0,
     ) -> None:
         super().__init__(model, seed)
         if preset not in PRESETS:
@@ -221,7 +226,9 @@ class OnePixel(Attack):
         self.mutation = float(mutation)
         self.crossover = float(crossover)
         self.max_batch = None if max_batch is None else _check_int("max_batch", max_batch, 1)
-        self.incremental = bool(incremental)
+        if incremental not in (True, False, "auto"):
+            raise ConfigError(f"incremental={incremental!r} is not valid; valid: 'auto', True, False")
+        self.incremental = incremental
 
     @classmethod
     def quick(cls, model: nn.Module, **kwargs: object) -> "OnePixel":
@@ -353,7 +360,8 @@ class OnePixel(Attack):
 
     def _scorer(self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool) -> "_Scorer":
         """The fitness function of this run, incremental where the model and ``pixels`` allow."""
-        patch_forward = try_patch_forward(self.model, x) if self.incremental and self.pixels == 1 else None
+        incremental = x.device.type == "cpu" if self.incremental == "auto" else self.incremental
+        patch_forward = try_patch_forward(self.model, x) if incremental and self.pixels == 1 else None
         max_batch = self.max_batch or (256 if x.device.type == "cpu" else 4096)
         return _Scorer(self.model, x, mask, goal, targeted, max_batch, patch_forward)
 
@@ -434,6 +442,6 @@ class KPixel(OnePixel):
     def __init__(
         self, model: nn.Module, pixels: int = 3, popsize: int | None = None, maxiter: int | None = None,
         preset: str = "paper", mutation: float = 0.5, crossover: float = 1.0, max_batch: int | None = None,
-        incremental: bool = True, seed: int = 0,
+        incremental: bool | str = "auto", seed: int = 0,
     ) -> None:
         super().__init__(model, pixels, popsize, maxiter, preset, mutation, crossover, max_batch, incremental, seed)

@@ -1,0 +1,257 @@
+"""The real-model run cost (issue 21, item 3): the spatial experiment on the pretrained CIFAR-10
+ResNet-20 with the ``cifar10`` preset — wall time per image, the share of it spent inside the
+model's forward and backward passes, and the floor those passes set.
+
+    ADVSPATIAL_DATA=../shared/data python benchmarks/bench_real_model.py --n 200
+    ADVSPATIAL_DATA=../shared/data python benchmarks/bench_real_model.py --n 200 --device cuda
+
+How the share is measured, without a profiler's inflation: the run executes in this process
+(``advspatial.cli.main``) with two clocks installed.
+
+- *Forward*: torch's global module hooks (``register_module_forward_pre_hook`` /
+  ``register_module_forward_hook``) start a clock when the outermost module call begins and stop it
+  when that call returns; nested modules are inside the outer call and not counted again. Every
+  model of the run (the classifier, a neutralized or transformed model wrapping it) is a module, so
+  the clock holds all model forward passes; nothing else in advspatial is an ``nn.Module`` call.
+- *Backward*: ``torch.autograd.grad`` and ``torch.Tensor.backward`` are wrapped (outside a forward
+  pass; advspatial builds a graph, then differentiates it).
+
+On CUDA each clock synchronizes the device when it starts and stops, so the time of the kernels
+is attributed to the pass that launched them (the synchronizations cost a little throughput;
+the share is then an upper bound of what an unsynchronized run spends in the model).
+
+The floor: every outermost forward pass records its batch size, every backward the batch size of
+the tensor it differentiates with respect to, separately for the passes inside an attack's
+``Attack.run`` (the attacks' own forward/backward counts). After the run the model's own cost per
+image is measured at batch 200 (forward alone; forward + backward to the input), and
+``images forwarded x forward cost + images differentiated x backward cost`` estimates what those
+passes cost at that batch size: for the attacks, the floor of the run's per-image cost. (For the
+whole run the estimate is not a floor: maps such as occlusion evaluate in batches larger than 200,
+where a pass costs less per image than at 200.)
+
+Writes ``benchmarks/results/real_model.json`` (entry keyed by device and n). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "real_model.json"
+SHARED = Path(os.environ.get("ADVSPATIAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@dataclass
+class ModelClock:
+    """Seconds and images inside model forward passes and autograd backward calls."""
+
+    device: torch.device
+    image_shape: tuple[int, ...] = (3, 32, 32)
+    forward_s: float = 0.0
+    backward_s: float = 0.0
+    forward_images: int = 0
+    backward_images: int = 0
+    forward_calls: int = 0
+    backward_calls: int = 0
+    attack_s: float = 0.0
+    attack_forward_images: int = 0
+    attack_backward_images: int = 0
+    _attack_depth: int = 0
+    _depth: int = 0
+    _started: float = 0.0
+    _input_shape: tuple[int, ...] = ()
+    _handles: list[Any] = field(default_factory=list)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _pre(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self._depth == 0:
+            self._sync()
+            self._started = time.perf_counter()
+            first = args[0] if args else None
+            self._input_shape = tuple(first.shape) if isinstance(first, torch.Tensor) else ()
+        self._depth += 1
+
+    def _post(self, module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            self._sync()
+            self.forward_s += time.perf_counter() - self._started
+            if self._is_model_pass(output):
+                images = self._input_shape[0]
+                self.forward_images += images
+                self.attack_forward_images += images if self._attack_depth else 0
+                self.forward_calls += 1
+
+    def _is_model_pass(self, output: Any) -> bool:
+        """A pass of whole images to logits: the incremental one-pixel evaluator also calls single layers on
+        windows (their time is model time; their images are not whole-model passes and are not counted)."""
+        return (len(self._input_shape) == 4 and tuple(self._input_shape[1:]) == self.image_shape
+                and isinstance(output, torch.Tensor) and output.dim() == 2)
+
+    def _timed_backward(self, fn: Callable[..., Any], images: Callable[..., int]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:  # a gradient inside a forward pass belongs to that pass
+                return fn(*args, **kwargs)
+            self._sync()
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._sync()
+                self.backward_s += time.perf_counter() - started
+                self.backward_calls += 1
+                counted = images(*args, **kwargs)
+                self.backward_images += counted
+                self.attack_backward_images += counted if self._attack_depth else 0
+        return wrapper
+
+    def _timed_attack(self, run: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self._attack_depth += 1
+            started = time.perf_counter()
+            try:
+                return run(*args, **kwargs)
+            finally:
+                self._attack_depth -= 1
+                if not self._attack_depth:
+                    self._sync()
+                    self.attack_s += time.perf_counter() - started
+        return wrapper
+
+    @contextmanager
+    def installed(self) -> Iterator["ModelClock"]:
+        """The clocks installed for the duration of the block (then removed)."""
+        from torch.nn.modules import module as torch_module
+
+        from advspatial.attacks.base import Attack
+
+        grad, backward, attack_run = torch.autograd.grad, torch.Tensor.backward, Attack.run
+        Attack.run = self._timed_attack(attack_run)  # type: ignore[method-assign]
+        self._handles = [torch_module.register_module_forward_pre_hook(self._pre),
+                         torch_module.register_module_forward_hook(self._post)]
+        torch.autograd.grad = self._timed_backward(grad, _grad_images)  # type: ignore[assignment]
+        torch.Tensor.backward = self._timed_backward(backward, _backward_images)  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            torch.autograd.grad = grad  # type: ignore[assignment]
+            torch.Tensor.backward = backward  # type: ignore[method-assign]
+            Attack.run = attack_run  # type: ignore[method-assign]
+
+
+def _grad_images(outputs: Any, inputs: Any, *args: Any, **kwargs: Any) -> int:
+    first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() == 4 else 0
+
+
+def _backward_images(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> int:
+    return 0  # Tensor.backward has no input tensor to read a batch from; counted as calls only
+
+
+def model_cost_per_image(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device,
+                         batch: int = 200, repeats: int = 5) -> tuple[float, float]:
+    """Seconds per image of the model's forward pass and of forward + backward to the input."""
+    x = torch.rand(batch, *shape, device=device)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def forward_backward() -> None:
+        xr = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xr).sum(), xr)
+
+    def timed(fn: Callable[[], None]) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2] / batch
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fwd = timed(forward)
+    return fwd, timed(forward_backward) - fwd
+
+
+def run_spatial(n: int, device: str, out: Path, extra: list[str]) -> None:
+    from advspatial.cli import main as cli_main
+
+    args = ["run", "spatial", "--dataset", f"imagefolder:{SHARED / 'cifar10-test-jpeg'}", "--model",
+            "cifar10-resnet20", "--preset", "cifar10", "--n", str(n), "--device", device, "--out", str(out),
+            "--no-progress", *extra]
+    try:
+        cli_main(args)
+    except SystemExit as exc:
+        if exc.code:
+            raise
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--extra", default="", help="more `advspatial run spatial` options, space-separated")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (SHARED / "cifar10-test-jpeg").is_dir():
+        raise SystemExit(f"needs the CIFAR-10 test JPEGs under {SHARED} (set ADVSPATIAL_DATA)")
+    from advspatial.models import load_model
+    from advspatial.runtime import pick_device
+
+    device = pick_device(args.device)
+    clock = ModelClock(device)
+    with tempfile.TemporaryDirectory() as tmp, clock.installed():
+        started = time.perf_counter()
+        run_spatial(args.n, str(device), Path(tmp) / "run", args.extra.split())
+        wall = time.perf_counter() - started
+    model = load_model("cifar10-resnet20").to(device).eval()
+    fwd, bwd = model_cost_per_image(model, (3, 32, 32), device)
+    floor = clock.forward_images * fwd + clock.backward_images * bwd
+    attack_floor = clock.attack_forward_images * fwd + clock.attack_backward_images * bwd
+    inside = clock.forward_s + clock.backward_s
+    row = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor()})",
+           "threads": torch.get_num_threads(), "n": args.n, "extra": args.extra, "wall_s": round(wall, 1),
+           "s_per_image": round(wall / args.n, 3), "forward_s": round(clock.forward_s, 1),
+           "backward_s": round(clock.backward_s, 1), "share_in_model": round(inside / wall, 3),
+           "forward_images": clock.forward_images, "backward_images": clock.backward_images,
+           "forward_calls": clock.forward_calls, "backward_calls": clock.backward_calls,
+           "model_forward_us_per_image": round(fwd * 1e6, 1), "model_backward_us_per_image": round(bwd * 1e6, 1),
+           "floor_s": round(floor, 1), "wall_over_floor": round(wall / floor, 2) if floor else None,
+           "attack_s": round(clock.attack_s, 1), "attack_forward_images": clock.attack_forward_images,
+           "attack_backward_images": clock.attack_backward_images, "attack_floor_s": round(attack_floor, 1),
+           "attack_floor_s_per_image": round(attack_floor / args.n, 3),
+           "load_average": os.getloadavg(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}
+    print(json.dumps(row, indent=1))
+    results = json.loads(args.output.read_text()) if args.output.is_file() else {"runs": {}}
+    results["runs"][f"{device.type}-n{args.n}"] = row
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

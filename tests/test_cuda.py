@@ -1,0 +1,133 @@
+"""The CUDA path: attacks, incremental one-pixel evaluation, the experiments and scale-out on a GPU.
+
+Skipped where no CUDA device is present (CI has none); run on a GPU machine with
+``python -m pytest tests/test_cuda.py``. Each test compares the GPU result with the CPU result of
+the same computation, so a device-dependent seed, a tensor left on the wrong device or a kernel
+difference beyond floating-point noise fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from advspatial.attacks.onepixel import OnePixel
+from advspatial.attacks.pgd import PGD
+from advspatial.models.cifar_resnet import cifar_resnet
+from advspatial.models.patch_graph import try_graph_patch_forward
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def images(n: int, channels: int = 1, size: int = 28, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, channels, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_pgd_on_cuda_equals_cpu(tiny_cnn, random_start: bool) -> None:
+    """Same steps, same per-sample random start on both devices: the adversarial images agree except
+    where a gradient component is ~0 and its sign differs in the last bits (< 0.5% of pixels)."""
+    model = tiny_cnn()
+    x, y = images(32)
+    cpu = PGD(model, eps=0.1, alpha=0.01, steps=10, random_start=random_start, seed=3)(x, y)
+    gpu = PGD(tiny_cnn().cuda(), eps=0.1, alpha=0.01, steps=10, random_start=random_start, seed=3)(x.cuda(), y.cuda())
+    assert gpu.device.type == "cuda"
+    differs = (gpu.cpu() - cpu).abs() > 1e-4
+    assert differs.float().mean().item() < 5e-3
+    assert (gpu.cpu() - x).abs().max().item() <= 0.1 + 1e-6
+
+
+@pytest.fixture
+def no_tf32():
+    """Full float32 convolutions and matrix products: by default cuDNN convolutions use TF32 on Ampere and
+    newer GPUs (10-bit mantissa), where a full forward pass and the incremental one each round differently
+    (logits differ by up to ~1e-2 on ResNet-20); the exactness check needs float32 arithmetic on both sides."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_incremental_one_pixel_on_cuda_equals_full_forward(no_tf32) -> None:
+    """GraphPatchForward through a residual network on the GPU: logits of one-pixel candidates equal a
+    full forward pass of the patched images."""
+    torch.manual_seed(0)
+    model = cifar_resnet(20).cuda().eval()
+    clean, _ = images(3, channels=3, size=32)
+    clean = clean.cuda()
+    evaluator = try_graph_patch_forward(model, clean)
+    assert evaluator is not None, "ResNet-20 must be followed incrementally"
+    g = torch.Generator().manual_seed(1)
+    count = 64
+    image = torch.randint(0, 3, (count,), generator=g).cuda()
+    top, left = torch.randint(0, 32, (count,), generator=g).cuda(), torch.randint(0, 32, (count,), generator=g).cuda()
+    patch = torch.rand(count, 3, 1, 1, generator=g).cuda()
+    with torch.no_grad():
+        fast = evaluator(image, top, left, patch)
+        patched = clean[image].clone()
+        patched[torch.arange(count), :, top, left] = patch[:, :, 0, 0]
+        full = model(patched)
+    assert fast.device.type == "cuda"
+    assert (fast - full).abs().max().item() <= 1e-4
+
+
+def test_one_pixel_attack_on_cuda_matches_cpu(tiny_cnn) -> None:
+    """DE draws its population from per-image CPU generators, so both devices search the same candidates:
+    success per image may differ only where two candidates tie to the last bits."""
+    model = tiny_cnn()
+    x, y = images(12)
+    y = model(x).argmax(1)  # attack the model's own predictions: every image starts correct
+    cpu = OnePixel(model, popsize=30, maxiter=10, seed=0).run(x, y)
+    gpu = OnePixel(tiny_cnn().cuda(), popsize=30, maxiter=10, seed=0).run(x.cuda(), y.cuda())
+    changed = ((gpu.x_adv.cpu() - x).abs().sum(1) > 0).flatten(1).sum(1)
+    assert (changed <= 1).all()
+    assert abs(int(gpu.success.sum()) - int(cpu.success.sum())) <= 1
+
+
+def test_one_pixel_auto_uses_full_forward_passes_on_cuda(tiny_cnn) -> None:
+    """On a GPU the cone's many small kernels cost more than a batch's full forward pass (benchmarks/README.md):
+    ``incremental="auto"`` chooses full passes there, ``incremental=True`` still follows the cone."""
+    model = tiny_cnn().cuda()
+    x, y = images(2)
+    x, y = x.cuda(), y.cuda()
+    assert OnePixel(model)._scorer(x, None, y, targeted=False).patch_forward is None
+    assert OnePixel(model, incremental=True)._scorer(x, None, y, targeted=False).patch_forward is not None
+
+
+def run_cli(*args: str, launcher: list[str] | None = None) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    command = [*(launcher or [sys.executable, "-m", "advspatial"]), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.needs_fashion_mnist
+def test_experiments_on_cuda_match_cpu(tmp_path: Path) -> None:
+    """``advspatial run baseline --quick`` on the GPU gives the CPU's clean predictions, and the
+    spatial experiment runs end to end with ``--device cuda`` (every stage on the GPU)."""
+    run_cli("run", "baseline", "--quick", "--device", "cpu", "--out", str(tmp_path / "cpu"), "--no-progress")
+    run_cli("run", "baseline", "--quick", "--device", "cuda", "--out", str(tmp_path / "gpu"), "--no-progress")
+    cpu = json.loads((tmp_path / "cpu" / "metrics.json").read_text())
+    gpu = json.loads((tmp_path / "gpu" / "metrics.json").read_text())
+    assert gpu["clean_accuracy"] == cpu["clean_accuracy"]
+    run_cli("run", "spatial", "--quick", "--device", "cuda", "--out", str(tmp_path / "spatial"), "--no-progress")
+    assert (tmp_path / "spatial" / "report.html").is_file()
+
+
+@pytest.mark.needs_fashion_mnist
+def test_torchrun_on_cuda_uses_nccl_and_matches_one_process(tmp_path: Path) -> None:
+    """One torchrun process on the GPU (NCCL beside gloo) gives the plain run's per-image rows."""
+    run_cli("run", "baseline", "--quick", "--device", "cuda", "--out", str(tmp_path / "plain"), "--no-progress")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m",
+                "advspatial", "--"]
+    run_cli("run", "baseline", "--quick", "--out", str(tmp_path / "torchrun"), "--no-progress", launcher=launcher)
+    plain = (tmp_path / "plain" / "per_image.csv").read_bytes()
+    assert (tmp_path / "torchrun" / "per_image.csv").read_bytes() == plain
