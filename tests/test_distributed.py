@@ -148,10 +148,22 @@ def single_runs(lenet_weights, tmp_path_factory):
     return get
 
 
+def registered_experiments() -> list[str]:
+    from advspatial.experiments.base import EXPERIMENTS
+
+    import advspatial.experiments  # noqa: F401  (registers every experiment)
+
+    return sorted(EXPERIMENTS.names())
+
+
+def test_every_registered_experiment_has_contract_settings() -> None:
+    """The contract below is driven by the experiment registry: a newly registered experiment fails here until it
+    names its tiny settings in SETTINGS (and then runs the whole contract)."""
+    assert set(registered_experiments()) == set(SETTINGS), "add the experiment's tiny settings to SETTINGS"
+
+
 @needs_fashion_mnist
-@pytest.mark.parametrize("name,nproc", [("baseline", 2), ("baseline", 3), ("spatial", 2), ("analyze", 2),
-                                        ("perceptual", 2), ("propagation", 2), ("localized-training", 2),
-                                        ("pse", 2)])
+@pytest.mark.parametrize("name,nproc", [*((name, 2) for name in registered_experiments()), ("baseline", 3)])
 def test_torchrun_results_equal_one_process(name, nproc, single_runs, lenet_weights, tmp_path) -> None:
     out = tmp_path / "run"
     done = advspatial([*experiment_args(name, lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
