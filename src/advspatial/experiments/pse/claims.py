@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...analysis.pse import TYPE_NAMES
+from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...regions.claims import Claim, claim_from, judge
 from ..gate import roi_label
 from .context import Context
@@ -34,7 +34,7 @@ def claim_text(key: str, type_name: str) -> str:
     return f"{GROUP_NAMES[type_name]} fall in {CAM_REGIONS[key]}"
 
 
-def cam_claims(variant: str, cam_test: Any, gates: dict[str, bool], null: str) -> list[Claim]:
+def cam_claims(variant: str, cam_test: PSECamResult, gates: dict[str, bool], null: str) -> list[Claim]:
     """One claim per (CAM, group type) from the engine's comparisons of a :class:`PSECamResult`.
 
     Primary: suppression in CAM_t0(x) and promotion in CAM_t(x') (the type that

@@ -25,7 +25,7 @@ from ...regions import dilate
 from ...runtime import load_torch_file
 from .config import PSEConfig
 from .context import Context, build_attack
-from .units import UnitSums, sensitive_units_in_batch
+from .units import UnitSums, attacked_unit_sums
 
 
 @dataclass
@@ -110,10 +110,7 @@ def dissection_units_batch(ctx: Context, attack: Attack, b: int) -> UnitSums:
 
     def compute() -> dict[str, Any]:
         x, y, ids = ctx.batch(ctx.slices[b])
-        result = attack.run(x, y, sample_ids=ids)
-        ok = (result.clean_pred == y) & result.success
-        s = sensitive_units_in_batch(ctx.model, ctx.layer, x, result.x_adv, ok, ctx.units)
-        return {k: getattr(s, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}
+        return attacked_unit_sums(ctx, attack, x, y, ids).as_dict()
 
     return UnitSums(**ctx.rundir.cached(f"dissection/units/batch-{b:05d}", compute))
 

@@ -73,6 +73,8 @@ def dissection_metrics(d: DissectionSummary) -> dict[str, Any]:
 
 def build_metrics(ctx: Context, summaries: list[VariantSummary], rows: list[dict[str, Any]],
                   dissection: DissectionSummary | None) -> dict[str, Any]:
+    """``metrics.json`` without the gate and the claims (:func:`.claims.measure` adds them): the run, each
+    variant's metrics from its rows with its CAM test, units, masking, adaptive attack and stability, the dissection."""
     first = [r for r in rows if r["variant"] == summaries[0].name]
     metrics: dict[str, Any] = {
         "n": len(ctx.data),

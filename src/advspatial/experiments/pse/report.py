@@ -37,6 +37,7 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
 
 def build_sections(ctx: Context, summaries: list[VariantSummary], dissection: DissectionSummary | None,
                    metrics: dict[str, Any], claims: list[Claim]) -> list[Section]:
+    """The report's sections in reading order: the verdicts first, then the gate, then the analyses."""
     return [
         verdict_section(ctx, metrics, claims),
         gate_section(ctx, metrics),
@@ -132,6 +133,7 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The model, the images, the attacks and how the groups are measured and typed."""
     cfg = ctx.config
     table = Table("Attack variants (success rate on correctly classified images; norms over successful attacks)",
                   ["variant", "images", "success rate", "successful", "mean L2", "mean Linf"],
@@ -162,6 +164,7 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
 
 
 def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+    """The perturbation types of each variant (three views), the example figures and the additivity table."""
     cfg = ctx.config
     variants = metrics["variants"]
     faithful = metrics["roi"]["faithful"]
@@ -254,6 +257,7 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
 
 
 def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+    """Unit sensitivity, the masking curve against random units, and the adaptive attack on the masked model."""
     cfg = ctx.config
     sens = {s.name: s.units.mean_abs for s in summaries}
     p1 = plot_unit_sensitivity(sens, ctx.rundir.figures / "unit-sensitivity.png", layer=ctx.layer)
@@ -333,6 +337,7 @@ def dissection_section(ctx: Context, dissection: DissectionSummary | None) -> Se
 
 
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """What the analysis cannot show."""
     cfg = ctx.config
     return Section("Limits", [
         f"Group effects are measured one group at a time ({cfg.block}x{cfg.block} blocks), alone on x and left out "

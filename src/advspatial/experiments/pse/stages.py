@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from ...analysis.pse import (TYPE_NAMES, PSEResult, cat_pse, group_type_map, promotion_suppression, pse_to_dict,
-                             pse_vs_cam, retype, select_pse)
+from ...analysis.pse import (TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression,
+                             pse_to_dict, pse_vs_cam, retype, select_pse)
 from ...analysis.pse_stability import agreement_from_confusion, confusion, superpixel_labels, superpixels_available
 from ...analysis.units import UnitChange, rank_sensitive_units
 from ...attacks import Attack, AttackResult
@@ -45,6 +45,8 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
 
 
 def attack_batch(ctx: Context, variant: str, attack: Attack, b: int, target: torch.Tensor | None) -> AttackResult:
+    """The variant's attack on one test batch, with per-sample seeds (cached)."""
+
     def compute() -> dict[str, Any]:
         x, y, ids = ctx.batch(ctx.slices[b])
         t = None if target is None else target.to(ctx.device)
@@ -141,7 +143,7 @@ class VariantSummary:
     units: UnitChange
     ranked: torch.Tensor
     curve: dict[str, torch.Tensor]
-    cam_test: Any  # PSECamResult or None
+    cam_test: PSECamResult | None
     examples: dict[str, torch.Tensor]
     stability: dict[str, Any]
     adaptive: dict[str, Any]
@@ -214,7 +216,7 @@ def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
 
 
 def image_level(ctx: Context, variant: str, kept: PSEResult, cams: dict[str, torch.Tensor],
-                variant_rows: list[dict[str, Any]]) -> Any:
+                variant_rows: list[dict[str, Any]]) -> PSECamResult | None:
     """pse_vs_cam on the kept successful images; writes their per-image overlap shares into the rows.
 
     The CAM regions break ties at the cut by each image's global sample id, so an

@@ -54,6 +54,10 @@ class UnitSums:
         return UnitChange((self.mean_abs / d).float(), (self.signed_mean / d).float(),
                           (self.clean_mean_abs / d).float())
 
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what the run directory caches; ``UnitSums(**d)`` reads it back)."""
+        return {k: getattr(self, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}
+
 
 def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[int]) -> dict[str, torch.Tensor]:
     """Image-weighted mean of per-batch masking curves (accuracies are means over images)."""
@@ -71,6 +75,14 @@ def sensitive_units_in_batch(model: nn.Module, layer: str, x: torch.Tensor, x_ad
     count = int(keep.sum())
     change = unit_activation_change(model, layer, x[keep], x_adv[keep]) if count else None
     return UnitSums.from_change(change, count, units)
+
+
+def attacked_unit_sums(ctx: Context, attack: Attack, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                       target: torch.Tensor | None = None) -> UnitSums:
+    """Attack a batch and sum the unit change over its successful attacks (clean-correct and fooled)."""
+    result = attack.run(x, y, target=target, sample_ids=ids)
+    ok = (result.clean_pred == y) & result.success
+    return sensitive_units_in_batch(ctx.model, ctx.layer, x, result.x_adv, ok, ctx.units)
 
 
 def cam_layer_name(model: nn.Module, probe: torch.Tensor, layer: str = "") -> str:
@@ -118,15 +130,13 @@ def units_batch(ctx: Context, train: TrainSplit, variant: str, attack: Attack, m
     def compute() -> dict[str, Any]:
         x, y = train.data.images(sl).to(ctx.device), train.data.labels[sl].to(ctx.device)
         t = train.targets[sl].to(ctx.device) if mode == "targeted" else None
-        result = attack.run(x, y, target=t, sample_ids=train.data.ids[sl])
-        ok = (result.clean_pred == y) & result.success
-        sums = sensitive_units_in_batch(ctx.model, ctx.layer, x, result.x_adv, ok, ctx.units)
-        return {k: getattr(sums, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}
+        return attacked_unit_sums(ctx, attack, x, y, train.data.ids[sl], t).as_dict()
 
     return UnitSums(**ctx.rundir.cached(f"units/train/{variant}/batch-{b:05d}", compute))
 
 
-def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult, ranked: torch.Tensor) -> dict[str, torch.Tensor]:
+def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult,
+                  ranked: torch.Tensor) -> dict[str, torch.Tensor]:
     """Masking curve on one batch of test images (all its images; the random draws are the same in every batch)."""
     cfg = ctx.config
 
