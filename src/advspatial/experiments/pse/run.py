@@ -24,6 +24,7 @@ from .units import cam_layer_name, count_units, train_split
                      "Promotion-suppression effect: group types of perturbations, CAM overlap, "
                      "unit sensitivity, unit masking and dissection")
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
+    """Clean stage and gate, targets, each attack variant, the dissection; then metrics, claims and report."""
     ctx = pse_context(config, rundir)
     logits = torch.cat([c["logits"] for c in ctx.each_batch(lambda b, sl: clean_batch(ctx, b),
                                                              desc="clean: logits, CAM")])
