@@ -17,7 +17,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .figures import image_for_display, save_figure, to_numpy
+from ...report.figures import image_for_display, save_figure, to_numpy
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)
 TYPE_COLOURS = ("#d62728", "#1f77b4", "#9467bd", "#bcbd22")

@@ -1,0 +1,80 @@
+"""The claims of ``pse``: one per (CAM, group type) share, judged with the CAM explainer's faithfulness gate.
+
+Each share of :func:`advspatial.analysis.pse.pse_vs_cam` becomes a pre-declared
+claim; the primary ones (the type that acts on the CAM's own class) are
+corrected by Holm, the rest by Benjamini-Hochberg, each given a verdict word
+(:mod:`advspatial.regions.claims`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...analysis.pse import TYPE_NAMES, PSECamResult
+from ...regions.claims import Claim, claim_from, judge
+from ..gate import roi_label
+from .context import Context
+from .rows import CAM_KEYS
+from .stages import VariantSummary
+
+CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
+CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}
+#: the primary claim of each CAM: the group type that acts on the CAM's own class
+PRIMARY_TYPE = {"true_cam": "suppression", "target_cam": "promotion"}
+#: how the claims name the groups of each type
+GROUP_NAMES = {"suppression": "suppression-dominated groups", "promotion": "promotion-dominated groups",
+               "balanced": "balanced groups", "opposing": "opposing groups"}
+
+
+def claim_text(key: str, type_name: str) -> str:
+    """The claim of one (CAM, group type) share.
+
+    E.g. "suppression-dominated groups fall in the true-class CAM region".
+    """
+    return f"{GROUP_NAMES[type_name]} fall in {CAM_REGIONS[key]}"
+
+
+def cam_claims(variant: str, cam_test: PSECamResult, gates: dict[str, bool], null: str) -> list[Claim]:
+    """One claim per (CAM, group type) from the engine's comparisons of a :class:`PSECamResult`.
+
+    Primary: suppression in CAM_t0(x) and promotion in CAM_t(x') (the type that
+    acts on the CAM's own class); the other six are secondary. ``null`` names the
+    partner null (``same-class`` when the partners are the images of the same true
+    class, the engine's "same-stratum").
+    """
+    out = []
+    for key in CAM_KEYS:
+        overlap = getattr(cam_test, key)
+        for k, name in enumerate(TYPE_NAMES):
+            claim = claim_from(overlap.comparisons[k], claim_text(key, name), variant, gates,
+                               primary=name == PRIMARY_TYPE[key])
+            claim.statistic = f"{name} share in {CAM_LABELS[key]}"
+            claim.null = null
+            out.append(claim)
+    return out
+
+
+def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any],
+            gate: dict[str, Any]) -> list[Claim]:
+    """Gate, claims, corrections and verdicts, written into ``metrics``; returns the judged claims.
+
+    A failed gate makes every CAM-dependent result "not interpretable": the
+    verdicts (through the claims' gate) and the labels in ``metrics``.
+    """
+    cfg = ctx.config
+    label = roi_label(gate) or "interpretable"
+    metrics["faithfulness"] = {ctx.cam: gate}
+    metrics["roi"] = {"method": ctx.cam, "why": ctx.cam_reason, "faithful": bool(gate["passed"]),
+                      "interpretation": label}
+    metrics["cam_interpretation"] = label
+    gates = {"RoI faithfulness": bool(gate["passed"])}
+    claims: list[Claim] = []
+    for s in summaries:
+        m = metrics["variants"][s.name]
+        m["cam_interpretation"] = label
+        if s.cam_test is not None:
+            m["cam_test"]["interpretation"] = label
+            claims += cam_claims(s.name, s.cam_test, gates, cfg.baseline)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    return claims

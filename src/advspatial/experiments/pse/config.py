@@ -1,0 +1,136 @@
+"""Settings of the ``pse`` experiment: :class:`PSEConfig`, its valid choices, and the stability group specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...analysis.pse import METHODS as PSE_METHODS
+from ...analysis.units import RANK_BY
+from ...errors import ConfigError, check_range, unknown_name
+from ...maps import list_importance_methods
+from ..base import setting
+from ..gate import GatedConfig
+
+MODES = ("untargeted", "targeted")
+TARGET_MODES = ("random", "least-likely", "next")
+BASELINES = ("same-class", "any-class")
+ADAPTIVE_ATTACKS = ("pgd", "autoattack")
+
+
+@dataclass
+class PSEConfig(GatedConfig):
+    """Settings of the promotion–suppression experiment (METHODS §5); every one is a CLI option."""
+
+    n: int = setting(100, "number of test images (the first n; 100 keeps the default run near 5 minutes on 2 "
+                          "cores; raise it for power)")
+    batch_size: int = setting(100, "images per batch (memory does not grow with n)")
+    attacks: list[str] = setting(["cw-l2", "pgd"], "attacks to run (advspatial list attacks; need a targeted mode)")
+    modes: list[str] = setting(["untargeted", "targeted"], "attack modes: untargeted, targeted")
+    target_mode: str = setting("random", "target class of targeted attacks: random (seeded, != label), "
+                                         "least-likely (lowest clean logit) or next ((label+1) mod K)")
+    eps: float = setting(0.1, "L-inf budget of PGD (and of the dissection attack when it is PGD)")
+    steps: int = setting(20, "PGD iterations")
+    cw_steps: int = setting(50, "Adam steps per CW-L2 binary-search round")
+    cw_search_steps: int = setting(4, "CW-L2 binary-search rounds over c")
+    block: int = setting(2, "side of the square pixel groups G")
+    pse_method: str = setting("exact", "exact (forward pass per group) or first_order (gradient x delta)")
+    kappa: float = setting(2.0, "dominance factor of the group types (>= 1)")
+    noise_floor: float = setting(0.01, "a group is typed only when |s_G| or |p_G| exceeds this fraction of its "
+                                       "image's total effect |s| + |p|; the others are counted as untyped")
+    stability_kappas: list[float] = setting([1.5, 3.0], "other kappas the typing is compared with (stability)")
+    stability_groups: list[str] = setting(["4x4", "superpixels"], "other pixel groups the typing is compared "
+                                          "with: BxB blocks, or superpixels (SLIC; needs scikit-image)")
+    stability_images: int = setting(100, "the first test images whose successful attacks enter the comparison "
+                                         "of pixel groups (each group choice costs one more PSE pass)")
+    superpixels: int = setting(50, "SLIC superpixels per image (stability_groups 'superpixels')")
+    pair_batch: int = setting(2048, "(image, group) pairs per forward pass of the exact method, for 28x28 images; "
+                                    "larger images get proportionally fewer (the same pixels per pass)")
+    cam: str = setting("auto", "class activation map (the RoI): auto (Grad-CAM for a GAP+linear head, HiResCAM "
+                               "for a flatten/FC head), cam (GAP nets) or any importance method (advspatial list maps)")
+    top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
+    cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
+    baseline: str = setting("same-class", "permutation baseline: same-class or any-class re-pairing")
+    permutations: int = setting(2000, "permutations of the image-level null (two-sided p; the smallest p is "
+                                      "1/(B+1), so B must allow Holm across the primary claims)")
+    permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
+    unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
+    rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
+    unit_train_n: int = setting(50, "training images (class-stratified) attacked to rank the units; the masking "
+                                     "curve is then measured on the test images")
+    mask_random: int = setting(5, "random-unit draws per k of the masking control")
+    adaptive_n: int = setting(100, "test images (the first) attacked on the masked model (adaptive check)")
+    adaptive_attack: str = setting("pgd", "attack run on the masked model: pgd (eps, steps) or autoattack (the "
+                                          "APGD-CE/APGD-DLR/Square ensemble of the defence evaluation, 1 restart "
+                                          "of steps iterations, adaptive_queries Square queries)")
+    adaptive_queries: int = setting(1000, "Square queries per image when adaptive_attack is autoattack")
+    dissection: bool = setting(True, "dissect the analysed model with concept masks that are not its labels "
+                                     "(skipped, and said so, when its data has none)")
+    concepts: str = setting("", "concept masks of the test split for dissection: a .pt or .npz file of named "
+                                "(N,H,W) bool masks (docs/experiments/pse.md); '' = the dataset's own, if any")
+    dissection_attack: str = setting("pgd", "untargeted attack measuring unit sensitivity for the dissection")
+    dissection_quantile: float = setting(0.995, "activation quantile of a unit's region (0.995 = top 0.5%)")
+    correlation_permutations: int = setting(1000, "permutations of the sensitivity-interpretability p-value")
+    figure_images: int = setting(4, "example images per attack variant")
+
+    PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "cw_steps": "cw_steps", "cw_search_steps": "cw_search_steps",
+                     "pse_block": "block", "batch_size": "batch_size", "image_size": "image_size"}
+    LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
+    QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
+             "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12,
+             "correlation_permutations": 100, "figure_images": 2,
+             "gate_n": 24, "gate_steps": 5, "randomization_images": 4}
+
+    def validate(self) -> None:
+        super().validate()
+        from ...attacks import list_attacks
+
+        known = list_attacks()
+        if not self.attacks:
+            raise ConfigError("attacks must name at least one attack")
+        for name in [*self.attacks, self.dissection_attack, "pgd"]:
+            if name not in known:
+                raise unknown_name("attack", name, known)
+        if not self.modes:
+            raise ConfigError(f"modes must name at least one of {', '.join(MODES)}")
+        for mode in self.modes:
+            if mode not in MODES:
+                raise unknown_name("mode", mode, MODES)
+        if "targeted" in self.modes:
+            for name in self.attacks:
+                if not known[name].cls.supports_targeted:
+                    raise ConfigError(f"attack {name!r} has no targeted mode; drop it or use modes=untargeted")
+        for name, value, valid in (("target_mode", self.target_mode, TARGET_MODES),
+                                   ("pse_method", self.pse_method, PSE_METHODS),
+                                   ("cam_weight", self.cam_weight, ("energy", "pixels")),
+                                   ("baseline", self.baseline, BASELINES), ("rank_by", self.rank_by, RANK_BY),
+                                   ("adaptive_attack", self.adaptive_attack, ADAPTIVE_ATTACKS)):
+            if value not in valid:
+                raise unknown_name(name, value, valid)
+        if self.cam not in list_importance_methods():
+            raise unknown_name("importance method", self.cam, list_importance_methods())
+        for spec in self.stability_groups:
+            group_spec(spec)
+        for k in self.stability_kappas:
+            check_range("stability_kappas", k, 1)
+        check_range("noise_floor", self.noise_floor, 0, 1)
+        check_range("eps", self.eps, 0, 1)
+        check_range("kappa", self.kappa, 1)
+        check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
+        check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
+        for name in ("steps", "cw_steps", "cw_search_steps", "block", "pair_batch", "permutations",
+                     "permutation_images", "correlation_permutations", "superpixels", "unit_train_n",
+                     "adaptive_n", "adaptive_queries"):
+            check_range(name, getattr(self, name), 1)
+        check_range("mask_random", self.mask_random, 0)
+        check_range("figure_images", self.figure_images, 0)
+        check_range("stability_images", self.stability_images, 0)
+
+
+def group_spec(spec: str) -> int:
+    """The block side of a stability group choice ``"BxB"``, or 0 for ``"superpixels"``; ConfigError otherwise."""
+    if spec == "superpixels":
+        return 0
+    side, _, again = spec.partition("x")
+    if not (side.isdigit() and side == again and int(side) >= 1):
+        raise ConfigError(f"stability group {spec!r} is not valid; valid: BxB blocks (e.g. 4x4) or superpixels")
+    return int(side)

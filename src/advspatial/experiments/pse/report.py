@@ -1,0 +1,402 @@
+"""The report of ``pse`` (``report.html``) and the summary printed at the end of a run.
+
+Sections read the metrics, the judged claims and the variants' summaries; the
+figures are drawn by :mod:`.figures`. Nothing here computes a statistic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...analysis.pse import TYPE_NAMES
+from ...analysis.pse_stability import superpixels_available
+from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...report.html import Figure, Section, Table
+from ...report.sections import explainer_verdict, faithfulness_section
+from ...report.verdicts import fmt, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ..gate import gate_rule
+from .claims import PRIMARY_TYPE, claim_text
+from .context import Context
+from .dissection import DissectionSummary
+from .figures import (plot_dissection_scatter, plot_masking_curves, plot_pse_examples, plot_type_distribution,
+                      plot_unit_sensitivity)
+from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK
+from .stages import VariantSummary
+from .units import adaptive_description
+
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
+         "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
+         "pre-specified class t (a targeted attack's target, else the clean runner-up) on the adversarial image "
+         "x'. Region of Attack (RoA): the pixels the attacker's perturbation acts through, here its pixel groups, "
+         "typed by what each does on its own: suppression (lowers the true-class logit), promotion (raises the "
+         "logit of t), balanced or opposing; untyped when "
+         "both effects are under the noise floor.")
+
+
+def build_sections(ctx: Context, summaries: list[VariantSummary], dissection: DissectionSummary | None,
+                   metrics: dict[str, Any], claims: list[Claim]) -> list[Section]:
+    """The report's sections in reading order: the verdicts first, then the gate, then the analyses."""
+    return [
+        verdict_section(ctx, metrics, claims),
+        gate_section(ctx, metrics),
+        setup_section(ctx, metrics),
+        types_section(ctx, summaries, metrics),
+        stability_section(ctx, metrics),
+        image_section(ctx, metrics, claims),
+        unit_section(ctx, summaries, metrics),
+        dissection_section(ctx, dissection),
+        limits_section(ctx, metrics),
+    ]
+
+
+def not_interpretable_text(metrics: dict[str, Any]) -> str:
+    """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
+    if metrics["roi"]["faithful"]:
+        return ""
+    method = metrics["roi"]["method"]
+    reason = metrics.get("faithfulness", {}).get(method, {}).get("reason", "")
+    return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({method}{'; ' + reason if reason else ''}): where the group "
+            "types fall relative to the CAMs says nothing about what the model looks at.")
+
+
+def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """The top of the report: the terms, what this run shows (from the verdict words), the primary verdicts."""
+    cfg = ctx.config
+    primary = [c for c in claims if c.primary]
+    paragraphs = [TERMS,
+                  "Primary claims, declared before the run, one per CAM and attack variant: "
+                  f"\"{claim_text('true_cam', PRIMARY_TYPE['true_cam'])}\" (the share of the suppression-dominated "
+                  "groups' perturbation energy inside the top region of CAM_t0(x)) and "
+                  f"\"{claim_text('target_cam', PRIMARY_TYPE['target_cam'])}\" (the same for promotion-dominated "
+                  "groups and CAM_t(x')), each against the "
+                  f"{cfg.baseline} null: the type map of an image paired with the CAM regions of the other images "
+                  f"of its {'true class' if cfg.baseline == 'same-class' else 'set'}.",
+                  "What this run shows:"]
+    paragraphs += what_this_run_shows(claims)
+    paragraphs += [f"{v}: no claim - {m['successful']} successful image(s), too few for the image-level test."
+                   for v, m in metrics["variants"].items() if m.get("cam_test") is None]
+    warning = not_interpretable_text(metrics)
+    if warning:
+        paragraphs.insert(1, warning)
+    notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type) "
+             f"shares Benjamini-Hochberg (image-level section); significance level {cfg.significance}; smallest effect of interest "
+             f"±{cfg.sesoi} (share of energy); n >= 30 images that have the type."]
+    figures = []
+    groups = {v: [c for c in claims if c.subject == v] for v in dict.fromkeys(c.subject for c in claims)}
+    if groups:
+        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
+                           title=f"Share of each group type's energy in the CAM region minus the {cfg.baseline} null "
+                                 "(per-image mean, 95% bootstrap CI)")
+        figures.append(Figure(path, "Forest plot per attack variant: each (CAM, group type) share against its null. "
+                                    "Right of 0: the type falls in the CAM region more than chance. Grey: a gate "
+                                    "failed, the row is not interpretable."))
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"), controls_table(metrics)]
+    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+
+
+def controls_table(metrics: dict[str, Any]) -> Table:
+    """The controls of each variant at a glance: pre-specified target, noise floor, leave-one-out agreement,
+    the adaptive attack on the masked model, and the dissection's status."""
+    d = metrics.get("dissection")
+    dissection = ("skipped" if d is None else
+                  f"rho {fmt(d['spearman_rho'])} (p {fmt(d['p_value'], 4)})" if d["dissected"] else "not dissectable")
+    rows = []
+    for v, m in metrics["variants"].items():
+        a = m["adaptive"]
+        loo = m["stability"].get("leave-one-out", {})
+        rows.append([v, fmt(m["reached_target"]), f"{m['untyped_groups']} / {m['perturbed_groups']}",
+                     fmt(loo.get("kappa")), f"top-{a['masked']['k']}: {fmt(a['fixed_robust_acc'])} -> "
+                     f"{fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])})", dissection])
+    return Table("Controls: reached the pre-specified t; groups under the noise floor (untyped / perturbed); "
+                 "Cohen's kappa of isolated vs leave-one-out typing; masking accuracy on fixed x' -> attacked on "
+                 "the masked model (not a robustness claim); dissection of the analysed model",
+                 ["variant", "reached t", "untyped groups", "kappa (leave-one-out)", "masking: fixed -> adaptive",
+                  "dissection"], rows)
+
+
+def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
+    cfg = ctx.config
+    roi = metrics["roi"]
+    gates = metrics["faithfulness"]
+    reason = None if roi["faithful"] else gates[roi["method"]].get("reason", "")
+    return faithfulness_section([
+        explainer_verdict("CAM explainer", roi["method"], roi["why"], roi["faithful"], reason),
+        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.top_fraction, cfg.eps, "CAM_t0(x)")
+        + " eps is the experiment's own PGD budget.",
+        "The gate judges the explainer on clean images and the true class, exactly the cached CAM_t0(x) the "
+        "image-level analysis uses. CAM_t(x') is the same explainer on the adversarial image and class; it is not "
+        "gated separately and carries this gate's verdict.",
+    ], gates, per_class_of=[roi["method"]])
+
+
+def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The model, the images, the attacks and how the groups are measured and typed."""
+    cfg = ctx.config
+    table = Table("Attack variants (success rate on correctly classified images; norms over successful attacks)",
+                  ["variant", "images", "success rate", "successful", "mean L2", "mean Linf"],
+                  [[v, m["images"], fmt(m["success_rate"]), m["successful"], fmt(m["mean_l2"]), fmt(m["mean_linf"])]
+                   for v, m in metrics["variants"].items()])
+    return Section("Setup", [
+        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
+        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
+        f"Attacks: {', '.join(cfg.attacks)} ({', '.join(cfg.modes)}); PGD L-inf eps {cfg.eps}, {cfg.steps} steps; "
+        f"CW-L2 {cfg.cw_search_steps} x {cfg.cw_steps} steps. Targeted attacks aim at a {cfg.target_mode} class "
+        "other than the label. The class t whose promotion is measured is fixed before the attack is seen: the "
+        "target of a targeted attack, the clean runner-up class (highest clean logit after the label's) of an "
+        "untargeted one; the class an untargeted attack happens to reach (post-hoc argmax of x') is a labelled "
+        "secondary view only, since it won because it was promoted most.",
+        f"For a pixel group G ({cfg.block}x{cfg.block} blocks), suppression s_G = z_t0(x) - z_t0(x + delta_G) and "
+        f"promotion p_G = z_t(x + delta_G) - z_t(x), where delta_G keeps only G's part of the perturbation "
+        f"({cfg.pse_method} evaluation). A group is typed only when |s_G| or |p_G| exceeds the noise floor, "
+        f"{cfg.noise_floor:g} x (|s| + |p|) of its whole perturbation (the others are counted as untyped); then it "
+        f"is suppression-dominated if s+ > {cfg.kappa} p+, promotion-dominated if p+ > {cfg.kappa} s+, opposing if "
+        "both positive parts are 0, else balanced. The leave-one-out variant removes G's part from x' instead "
+        "(s_G = z_t0(x' - delta_G) - z_t0(x'), p_G = z_t(x') - z_t(x' - delta_G)): the group's marginal effect "
+        "given the others.",
+        f"CAMs: {ctx.cam} ({ctx.cam_reason}); region = top {cfg.top_fraction:.0%} of each CAM (strictly positive "
+        "pixels only, ties at the cut broken by an order seeded by the global sample id).",
+        "Statistics are over images the model classifies correctly and the attack fools (targeted: reaches the "
+        "target) - the successful attacks.",
+    ], tables=[table])
+
+
+def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+    """The perturbation types of each variant (three views), the example figures and the additivity table."""
+    cfg = ctx.config
+    variants = metrics["variants"]
+    faithful = metrics["roi"]["faithful"]
+    fractions = {v: [m["type_fractions"][t] for t in TYPE_NAMES] for v, m in variants.items()}
+    shares = {v: [m["mean_shares"][t] for t in TYPE_NAMES] for v, m in variants.items()}
+    path = plot_type_distribution(fractions, shares, {v: m["successful"] for v, m in variants.items()},
+                                  ctx.rundir.figures / "perturbation-types.png")
+    figures = [Figure(path, "Left: share of successful perturbations whose energy is mostly in groups of each type. "
+                            "Right: mean energy share of each type.")]
+    for s in summaries:
+        ex = s.examples
+        if not len(ex["ids"]) or "types" not in ex:
+            continue
+        names = ctx.data.class_names
+        out = plot_pse_examples(ex["x"], ex["x_adv"], ex["true"], ex["target"], ex["types"],
+                                ctx.rundir.figures / f"examples-{s.name.replace('/', '-')}.png",
+                                row_labels=[names[int(c)] for c in ex["true_class"]],
+                                target_labels=[names[int(c)] for c in ex["target_class"]],
+                                title=f"{s.name}: suppression and promotion groups over the class activation maps"
+                                      + ("" if faithful else " (CAM not faithful: not interpretable)"),
+                                top_fraction=cfg.top_fraction, cam_name=ctx.cam)
+        figures.append(Figure(out, f"{s.name}: clean and adversarial image; the group types coloured over "
+                                   f"{ctx.cam} of the true class on x and of t on x'."
+                                   + ("" if faithful else " " + not_interpretable_text(metrics))))
+    views = (("", "pre-specified t, isolated (primary)"), ("_loo", "pre-specified t, leave-one-out"),
+             ("_posthoc", "post-hoc t = argmax f(x') (secondary view, biased towards promotion)"))
+    rows = [[v, label] + [fmt(m[f"type_fractions{key}"][t]) for t in TYPE_NAMES]
+            + [fmt(m[f"mean_shares{key}"][t]) for t in TYPE_NAMES]
+            for v, m in variants.items() for key, label in views]
+    table = Table("Perturbation typing over successful attacks",
+                  ["variant", "view"] + [f"dominant: {t}" for t in TYPE_NAMES]
+                  + [f"energy share: {t}" for t in TYPE_NAMES], rows)
+    sums = Table("Additivity and the noise floor (successful attacks)",
+                 ["variant", "reached t", "s (whole delta)", "sum of s_G", "sum of s_G (leave-one-out)",
+                  "p (whole delta)", "sum of p_G", "sum of p_G (leave-one-out)", "untyped groups",
+                  "untyped (leave-one-out)"],
+                 [[v, fmt(m["reached_target"]), fmt(m["mean_s_total"]), fmt(m["mean_s_groups_sum"]),
+                   fmt(m["mean_loo_s_groups_sum"]), fmt(m["mean_p_total"]), fmt(m["mean_p_groups_sum"]),
+                   fmt(m["mean_loo_p_groups_sum"]), f"{m['untyped_groups']} of {m['perturbed_groups']}",
+                   f"{m['loo_untyped_groups']} of {m['perturbed_groups']}"] for v, m in variants.items()])
+    return Section("Perturbation types", [
+        "Each perturbation is typed by the energy-weighted shares of its typed groups' types. The primary view "
+        "measures promotion of the pre-specified t; the post-hoc view (t = the class the attack reached) is "
+        "shown for comparison only: that class won because it was promoted most, so its promotion shares are "
+        "biased upwards. 'reached t': share of successful attacks whose prediction is the pre-specified t.",
+        "The whole-delta s and p next to the sums over groups show how far the effect is additive over groups "
+        "(equal for a linear model, for both the isolated and the leave-one-out sums).",
+    ], tables=[table, sums], figures=figures, anchor="perturbation-types")
+
+
+def stability_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """How much the typing depends on kappa, on the pixel groups and on isolated vs leave-one-out measurement."""
+    cfg = ctx.config
+    rows = [[v, name, st["n"], fmt(st["agreement"]), fmt(st["kappa"])]
+            for v, m in metrics["variants"].items() for name, st in m["stability"].items()]
+    notes = []
+    if "superpixels" in cfg.stability_groups and not superpixels_available():
+        notes.append("Superpixels were left out: scikit-image is not installed (pip install scikit-image).")
+    return Section("Typing stability", [
+        f"The primary typing ({cfg.block}x{cfg.block} blocks, kappa {cfg.kappa:g}, isolated, noise floor "
+        f"{cfg.noise_floor:g}) against each other choice: agreement fraction and Cohen's kappa (1 = the same "
+        "types, 0 = chance level) over the elements both type. kappa=... and leave-one-out: group by group over "
+        "all successful attacks; other pixel groups: pixel by pixel over the perturbed pixels of the successful "
+        f"attacks among the first {cfg.stability_images} test images.",
+        "Low agreement means a type is a property of the analysis choices more than of the perturbation.",
+    ], tables=[Table("Typing agreement with the primary typing", ["variant", "compared with", "n",
+                                                                  "agreement", "Cohen's kappa"], rows)],
+        notes=notes, anchor="typing-stability")
+
+
+def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+    """Every (CAM, group type) share against its null, with corrected p-values and verdicts (folded)."""
+    cfg = ctx.config
+    weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
+    table = verdict_table(claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs "
+                                  f"the {cfg.baseline} null ({cfg.permutations} permutations; two-sided p; p_adj: Holm "
+                                  "for the primary rows, Benjamini-Hochberg for the rest)", folded=True)
+    notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
+    return Section("Image level", [
+        f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {ctx.cam} of the true "
+        f"class on the clean image, CAM_t(x') of the pre-specified class t on the adversarial image. For each "
+        f"type the "
+        f"statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
+        f"{cfg.permutation_images} successful images that have the type. Null: per image, the mean share over the "
+        f"CAM regions of its partners ({cfg.baseline}: the other images of its "
+        f"{'true class' if cfg.baseline == 'same-class' else 'set'}), exact; Δ is the mean per-image excess over it "
+        "with a 95% bootstrap CI over images.",
+        "Observed below the null means the type avoids the CAM region more than chance: a finding in its own right.",
+    ], tables=[table], notes=notes, anchor="image-level")
+
+
+def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+    """Unit sensitivity, the masking curve against random units, and the adaptive attack on the masked model."""
+    cfg = ctx.config
+    sens = {s.name: s.units.mean_abs for s in summaries}
+    p1 = plot_unit_sensitivity(sens, ctx.rundir.figures / "unit-sensitivity.png", layer=ctx.layer)
+    p2 = plot_masking_curves({s.name: s.curve for s in summaries}, ctx.rundir.figures / "masking-curve.png",
+                             layer=ctx.layer, units=ctx.units)
+    top_rows = [[s.name, ", ".join(str(u) for u in s.ranked[:8].tolist())] for s in summaries]
+    mask_rows = []
+    for s in summaries:
+        c = s.curve
+        for i, k in enumerate(c["ks"].tolist()):
+            mask_rows.append([s.name, int(k), fmt(float(c["clean_acc"][i])), fmt(float(c["robust_acc"][i])),
+                              fmt(float(c["random_clean_acc"][i])), fmt(float(c["random_robust_acc"][i]))])
+    adaptive_rows = []
+    for v, m in metrics["variants"].items():
+        a = m["adaptive"]
+        adaptive_rows.append([v, a["masked"]["k"], fmt(a["masked"]["clean_acc"]), fmt(a["fixed_robust_acc"]),
+                              fmt(a["masked"]["robust_acc"]), fmt(a["unmasked"]["robust_acc"])])
+    ranking = next(iter(metrics["variants"].values()))["units_ranked_on"]
+    return Section("Unit level", [
+        f"Units are the {ctx.units} channels of layer {ctx.layer}. Sensitivity of a unit: mean |A(x') - A(x)| over "
+        f"positions and successful attacks on {ranking['images']} training images (class-stratified, never the "
+        f"test images); units ranked by {cfg.rank_by}. The masking curve is then measured on the {metrics['n']} "
+        "test images, so the ranking is not fitted to the images it is evaluated on.",
+        "The masking curve zeroes the k most sensitive units and measures accuracy on the clean images and on the "
+        f"fixed adversarial images; the control masks k random units ({cfg.mask_random} draws).",
+        "Adaptive check: at the k where the curve looks best for masking (highest accuracy on the fixed adversarial "
+        f"images), {adaptive_description(cfg)} is run on the masked model itself, on the first "
+        f"{min(cfg.adaptive_n, metrics['n'])} test images.",
+    ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model"
+              + ("; it is one PGD, not the ensemble of the defence evaluation (adaptive_attack=autoattack), so it "
+                 "bounds robustness from above too" if cfg.adaptive_attack == "pgd" else "")
+              + ": masking is not a robustness claim."],
+        tables=[Table("Adaptive attack on the masked model (accuracy on the test images)",
+                      ["variant", "k masked", "clean (masked)", "fixed x' (not robustness)",
+                       "attacked on the masked model", "attacked, no masking"], adaptive_rows),
+                Table("Most sensitive units per variant (most sensitive first)", ["variant", "units"], top_rows),
+                Table("Masking curve: accuracy with k units zeroed (adversarial columns: no adaptive attack yet, not "
+                      "robustness)", ["variant", "k", "clean (top-k)", "adversarial (top-k)", "clean (random k)",
+                                      "adversarial (random k)"], mask_rows, folded=True)],
+        figures=[Figure(p1, "Per-unit activation change under each attack variant (training images)."),
+                 Figure(p2, "Clean and adversarial accuracy as more of the most sensitive units are masked "
+                            "(solid) vs as many random units (dashed).")],
+        anchor="unit-level")
+
+
+def dissection_section(ctx: Context, dissection: DissectionSummary | None) -> Section:
+    """Dissection of the analysed model, or the reason it could not be dissected."""
+    cfg = ctx.config
+    if dissection is None:
+        return Section("Dissection", ["Dissection was skipped (dissection=false)."], anchor="dissection")
+    d = dissection
+    if not d.dissected:
+        return Section("Dissection", [f"Not dissected: {d.reason}"], anchor="dissection")
+    assert d.result is not None and d.sensitivity is not None and d.active is not None
+    active = d.active.nonzero().squeeze(1)
+    names = [d.result.best_names[int(u)] for u in active]
+    path = plot_dissection_scatter(d.sensitivity[active], d.result.best_iou[active], names,
+                                   ctx.rundir.figures / "dissection.png", rho=d.rho, p_value=d.p_value,
+                                   layer=d.layer, dataset=d.dataset)
+    order = active[torch.argsort(d.sensitivity[active], descending=True, stable=True)[:10]]
+    rows = [[int(u), fmt(float(d.sensitivity[u]), 4), d.result.best_names[int(u)], fmt(float(d.result.best_iou[u]))]
+            for u in order]
+    return Section("Dissection", [
+        f"Network dissection of layer {d.layer} of the analysed model itself, on its {d.images} test images, with "
+        f"concept masks from {d.concept_source}: {', '.join(d.result.concept_names)}. None of them is a class "
+        "label, so a unit is not interpretable by construction. A unit's region is where its upsampled activation "
+        f"exceeds its {cfg.dissection_quantile} quantile over the set; IoU with each concept is summed over the set.",
+        f"Unit sensitivity, relative to the unit's own clean scale: mean |A(x') - A(x)| / mean |A(x)| under "
+        f"untargeted {cfg.dissection_attack} over {d.successful} successful attacks. {int((~d.active).sum())} of "
+        f"{len(d.active)} units were never active on these images (or had an empty region) and are left out. "
+        f"Spearman correlation of relative sensitivity with the best IoU over the {len(active)} others: "
+        f"rho = {fmt(d.rho)}, permutation p = {fmt(d.p_value, 4)} ({cfg.correlation_permutations} permutations).",
+    ], tables=[Table("The 10 most sensitive active units and their best concept",
+                     ["unit", "relative sensitivity", "best concept", "IoU"], rows)],
+        figures=[Figure(path, "Each active unit: relative sensitivity to the attack vs its best dissection IoU.")],
+        anchor="dissection")
+
+
+def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """What the analysis cannot show."""
+    cfg = ctx.config
+    return Section("Limits", [
+        f"Group effects are measured one group at a time ({cfg.block}x{cfg.block} blocks), alone on x and left out "
+        "of x'; the sums over groups differ from the whole-perturbation s and p wherever the model is non-linear "
+        "(see the additivity table), and the typing stability section shows how much the types depend on kappa, "
+        "on the groups and on the measurement.",
+        "For untargeted attacks t is the clean runner-up class, fixed in advance; an attack that reached another "
+        "class still lowered the true class, but its promotion of t can be small. For failed attacks the "
+        "images are excluded from the statistics.",
+        f"CAMs are explanations, not ground truth: {ctx.cam} on a coarse feature map. They are read only when the "
+        "explainer passes the faithfulness gate, and only observed-vs-null differences are interpreted.",
+        f"Unit masking is evaluated on fixed adversarial images ({NO_ADAPTIVE_ATTACK}) plus one attack on the masked "
+        "model: it is not a robustness claim.",
+        "Dissection needs concept masks of the analysed model's own data; without them (e.g. Fashion-MNIST) the "
+        "report says so and dissects nothing.",
+        f"Statistics rest on {metrics['n']} images; small success counts make the shares noisy.",
+    ], anchor="limits")
+
+
+def summary_text(metrics: dict[str, Any]) -> str:
+    """The summary printed at the end of ``advspatial run``."""
+    header = (f"{'variant':<18} {'success':>8} {'n_ok':>5} {'supp':>6} {'prom':>6} {'bal':>6} {'opp':>6} "
+              f"{'S-in-CAMt0':>11} {'P-in-CAMt':>10} {'rob@top':>8} {'rob@rand':>9}")
+    lines = [f"clean accuracy {fmt(metrics['clean_accuracy'], 4)} on {metrics['n']} images; units: "
+             f"{metrics['units']} channels of {metrics['layer']}", header, "-" * len(header)]
+    k_shown = "-"
+    for v, m in metrics["variants"].items():
+        frac, mask = m["type_fractions"], m["masking"]
+        mid = len(mask["ks"]) // 2
+        k_shown = str(mask["ks"][mid])
+        lines.append(f"{v:<18} {fmt(m['success_rate']):>8} {m['successful']:>5} {fmt(frac['suppression']):>6} "
+                     f"{fmt(frac['promotion']):>6} {fmt(frac['balanced']):>6} {fmt(frac['opposing']):>6} "
+                     f"{fmt(m['true_cam_observed']['suppression']):>11} {fmt(m['target_cam_observed']['promotion']):>10} "
+                     f"{fmt(mask['robust_acc'][mid]):>8} {fmt(mask['random_robust_acc'][mid]):>9}")
+    for v, m in metrics["variants"].items():
+        a = m["adaptive"]
+        lines.append(f"{v:<18} units ranked on {m['units_ranked_on']['images']} training images; masking top-"
+                     f"{a['masked']['k']}: fixed-x' accuracy {fmt(a['fixed_robust_acc'])}, attacked on the masked "
+                     f"model {fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])}); typing vs "
+                     f"leave-one-out kappa {fmt(m['stability']['leave-one-out']['kappa'])}")
+    lines.append("supp/prom/bal/opp: fraction of successful perturbations of each dominant type (pre-specified t); "
+                 "S-in-CAMt0: share of "
+                 "suppression energy in the top of CAM_t0(x); P-in-CAMt: promotion energy in CAM_t(x'); "
+                 f"rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked "
+                 "(no adaptive attack yet: not robustness)")
+    roi = metrics.get("roi")
+    if roi is not None:
+        lines.append(f"CAM {roi['method']}: {'passed' if roi['faithful'] else 'FAILED'} the faithfulness gate"
+                     + ("" if roi["faithful"] else
+                        f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi['interpretation']}"))
+    for c in metrics.get("claims", []):
+        if c["primary"]:
+            lines.append(f"  {c['subject']:<18} {c['statistic']:<30} -> {c['verdict']}")
+    if "dissection" in metrics:
+        d = metrics["dissection"]
+        if d["dissected"]:
+            lines.append(f"dissection (analysed model, {d['layer']}; {d['units_never_active']} never-active units "
+                         f"left out): Spearman(relative sensitivity, best IoU) = {fmt(d['spearman_rho'])}, "
+                         f"p = {fmt(d['p_value'], 4)}")
+        else:
+            lines.append(f"dissection: not done - {d['reason']}")
+    return "\n".join(lines)

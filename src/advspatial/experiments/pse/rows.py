@@ -1,0 +1,54 @@
+"""The per-image rows of ``pse`` (``per_image.csv``): one row per image and attack variant.
+
+The metrics are computed from these rows only (:mod:`.metrics`), so the two always agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...analysis.pse import TYPE_NAMES, PSEResult, secondary_view
+from ...attacks import AttackResult
+from .targets import adversarial_class, variant_name
+
+#: the two CAMs of the image-level test, as they prefix the rows' overlap columns (``true_cam:suppression``)
+CAM_KEYS = ("true_cam", "target_cam")
+
+
+def type_columns(prefix: str, pse: PSEResult) -> dict[str, torch.Tensor]:
+    """Per-image share and group count of each type, keyed ``{prefix}share:{type}`` / ``{prefix}groups:{type}``."""
+    out: dict[str, torch.Tensor] = {}
+    for t, name in enumerate(TYPE_NAMES):
+        out[f"{prefix}share:{name}"] = pse.shares[:, t]
+        out[f"{prefix}groups:{name}"] = (pse.types == t).sum(1)
+    return out
+
+
+def type_name_list(pse: PSEResult) -> list[str]:
+    """The dominant type of each image by name ('none' when no group is typed)."""
+    return ["none" if int(c) < 0 else TYPE_NAMES[int(c)] for c in pse.perturbation_type]
+
+
+def batch_rows(attack: str, mode: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+               result: AttackResult, pse: PSEResult, loo: PSEResult, ok: torch.Tensor) -> list[dict[str, Any]]:
+    """One row per image of a batch: attack outcome, perturbation type and shares (pre-specified t, isolated;
+    leave-one-out; post-hoc t as the secondary view), totals and untyped groups."""
+    posthoc = secondary_view(pse)
+    active = pse.energy > 0
+    columns: dict[str, torch.Tensor] = {
+        "index": ids, "label": y, "clean_pred": pred, "correct": pred == y,
+        "target": pse.target_class, "posthoc_target": adversarial_class(result), "adv_pred": result.adv_pred,
+        "success": result.success, "successful": ok, "l2": result.l2, "linf": result.linf,
+        "groups_perturbed": active.sum(1), "groups_untyped": pse.untyped, "loo:groups_untyped": loo.untyped,
+        "s_total": pse.s_total, "p_total": pse.p_total,
+        "s_groups_sum": pse.s.sum(1), "p_groups_sum": pse.p.sum(1),
+        "loo:s_groups_sum": loo.s.sum(1), "loo:p_groups_sum": loo.p.sum(1),
+        **type_columns("", pse), **type_columns("loo:", loo), **type_columns("posthoc:", posthoc),
+    }
+    lists = {k: v.tolist() for k, v in columns.items()}
+    names = {"perturbation_type": type_name_list(pse), "loo:perturbation_type": type_name_list(loo),
+             "posthoc:perturbation_type": type_name_list(posthoc)}
+    return [{"attack": attack, "targeted": mode == "targeted", "variant": variant_name(attack, mode),
+             **{k: lists[k][i] for k in columns}, **{k: v[i] for k, v in names.items()}} for i in range(len(ids))]

@@ -1,0 +1,116 @@
+"""Image level and claims of ``pse``: the CAM test on planted co-locations, the claims it declares, the gate."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from advspatial.analysis.pse import (PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse,
+                                     group_type_map, pse_vs_cam, select_pse, type_shares)
+from advspatial.experiments.pse import PSEConfig
+from advspatial.experiments.pse.claims import cam_claims, measure
+from advspatial.experiments.pse.report import not_interpretable_text
+from advspatial.experiments.pse.stages import image_level
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.inference import VERDICTS
+
+
+def planted_case(n: int = 40, seed: int = 0) -> tuple[PSEResult, torch.Tensor, torch.Tensor]:
+    """8x8 images of 2x2 groups with random types; CAM_t0(x) marks exactly the suppression groups
+    (so suppression falls in its region far more than in a partner's), CAM_t(x') is noise."""
+    g = torch.Generator().manual_seed(seed)
+    size, groups = 8, 16
+    types = torch.randint(0, 4, (n, groups), generator=g)
+    types[:, 0], types[:, 1] = SUPPRESSION, PROMOTION  # every image has both types
+    energy = torch.full((n, groups), 4.0)
+    shares, dominant = type_shares(types, energy)
+    zeros = torch.zeros(n, groups)
+    result = PSEResult(labels=block_labels(size, size, 2).expand(n, size, size).contiguous(), s=zeros, p=zeros.clone(),
+                       energy=energy, size=torch.full((n, groups), 4), types=types, shares=shares,
+                       perturbation_type=dominant, pixel_energy=torch.ones(n, size, size), s_total=torch.zeros(n),
+                       p_total=torch.zeros(n), true_class=torch.arange(n) % 4, target_class=(torch.arange(n) + 1) % 4,
+                       kappa=2.0, method="exact")
+    cam_true = (group_type_map(result) == SUPPRESSION).float() + 0.01 * torch.rand(n, size, size, generator=g)
+    cam_target = torch.rand(n, size, size, generator=g)
+    return result, cam_true, cam_target
+
+
+def _planted_test(n: int = 40):
+    result, cam_true, cam_target = planted_case(n)
+    return pse_vs_cam(result, cam_true, cam_target, 0.2, 200, 0, strata=result.true_class,
+                      sample_ids=torch.arange(100, 100 + n))
+
+
+def test_cam_claims_declare_one_primary_per_cam_and_follow_the_gate() -> None:
+    from advspatial.regions.claims import judge
+
+    test = _planted_test()
+    claims = cam_claims("pgd/targeted", test, {"RoI faithfulness": True}, "same-class")
+    assert len(claims) == 2 * len(TYPE_NAMES)
+    primary = [c for c in claims if c.primary]
+    assert [c.statistic for c in primary] == ["suppression share in CAM_t0(x)", "promotion share in CAM_t(x')"]
+    assert primary[0].claim == "suppression-dominated groups fall in the true-class CAM region"
+    assert all(c.null == "same-class" and c.subject == "pgd/targeted" for c in claims)
+    judge(claims, sesoi=0.01, alpha=0.05)
+    assert all(c.verdict in VERDICTS for c in claims)
+    assert primary[0].verdict == "supported", primary[0]  # the planted co-location
+    assert primary[0].effect.low > 0.2 and primary[0].p_adjusted < 0.05
+    assert primary[1].verdict != "supported"  # CAM_t(x') is noise
+    failed = judge(cam_claims("v", test, {"RoI faithfulness": False}, "same-class"), sesoi=0.01)
+    assert {c.verdict for c in failed} == {"not interpretable"}
+
+
+def test_image_level_breaks_ties_by_global_sample_id() -> None:
+    """A flat CAM ties every pixel at the cut: the region must follow the image's global id, not its position."""
+    result, _, cam_target = planted_case(40)
+    flat = torch.ones(40, 8, 8)
+    ids = torch.arange(500, 540)
+    ctx = SimpleNamespace(config=PSEConfig(permutations=20))
+    rows = [{"index": int(i)} for i in ids]
+    kept = cat_pse([select_pse(result, torch.arange(0, 25)), select_pse(result, torch.arange(25, 40))])
+    test = image_level(ctx, "v", kept, {"true": flat, "target": cam_target, "ids": ids}, rows)
+    by_id = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class, sample_ids=ids)
+    by_position = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class)
+    torch.testing.assert_close(test.true_cam.per_image, by_id.true_cam.per_image, equal_nan=True)
+    assert not torch.allclose(by_position.true_cam.per_image.nan_to_num(), by_id.true_cam.per_image.nan_to_num())
+    assert rows[3]["in_cam_test"] and rows[3]["true_cam:suppression"] == float(by_id.true_cam.per_image[3, 0])
+
+
+def _measure(passed: bool):
+    test = _planted_test()
+    ctx = SimpleNamespace(config=PSEConfig(), cam="hirescam", cam_reason="flatten/FC head")
+    summaries = [SimpleNamespace(name="pgd/untargeted", cam_test=test), SimpleNamespace(name="cw-l2/targeted",
+                                                                                        cam_test=None)]
+    metrics = {"variants": {"pgd/untargeted": {"cam_test": test.as_dict()}, "cw-l2/targeted": {"cam_test": None}}}
+    gate = {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0"}
+    claims = measure(ctx, summaries, metrics, gate)
+    return metrics, claims
+
+
+def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
+    metrics, claims = _measure(passed=False)
+    assert metrics["faithfulness"] == {"hirescam": {"passed": False,
+                                                    "reason": "deletion:zero logit effect not above 0"}}
+    assert metrics["roi"] == {"method": "hirescam", "why": "flatten/FC head", "faithful": False,
+                              "interpretation": NOT_INTERPRETABLE_ROI}
+    assert metrics["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+    for m in metrics["variants"].values():
+        assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+    assert metrics["variants"]["pgd/untargeted"]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
+    assert len(metrics["claims"]) == len(claims) == 8  # the variant without a test has no claim
+    assert {c["verdict"] for c in metrics["claims"]} == {"not interpretable"}
+    assert all(c["gates"] == {"RoI faithfulness": False} for c in metrics["claims"])
+    text = not_interpretable_text(metrics)
+    assert text.startswith("Not interpretable: the RoI failed")
+
+
+def test_measure_with_a_passed_gate_gives_verdicts_by_the_rules() -> None:
+    metrics, claims = _measure(passed=True)
+    assert metrics["roi"]["faithful"] and metrics["roi"]["interpretation"] == "interpretable"
+    assert not_interpretable_text(metrics) == ""
+    verdicts = {(c["statistic"], c["primary"]): c["verdict"] for c in metrics["claims"]}
+    assert verdicts[("suppression share in CAM_t0(x)", True)] == "supported"
+    assert all(v in VERDICTS for v in verdicts.values())
+    for c in metrics["claims"]:  # corrected p never below the raw p
+        assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
