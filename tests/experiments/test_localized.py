@@ -336,6 +336,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.fixture(scope="module")
+def quick_outputs(quick_run):
+    """The quick run's directory, settings, metrics.json and per_image.csv rows (read once; not to be changed)."""
+    _, path, config, _ = quick_run
+    return path, config, json.loads((path / "metrics.json").read_text()), read_rows(path / "per_image.csv")
+
+
 def as_float(value: str) -> float:
     return float(value) if value not in ("", "nan") else math.nan
 
@@ -356,10 +363,8 @@ def test_quick_run_writes_every_result(quick_run) -> None:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
-    rows = read_rows(path / "per_image.csv")
+def test_quick_run_metrics_agree_with_rows(quick_outputs) -> None:
+    _, config, metrics, rows = quick_outputs
     assert metrics["n"] == config.n and set(metrics["models"]) == set(MODES)
     for mode in MODES:
         group = [r for r in rows if r["model"] == mode]
@@ -386,9 +391,8 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_gates_every_model(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
+def test_quick_run_gates_every_model(quick_outputs) -> None:
+    path, config, metrics, _ = quick_outputs
     gates = metrics["faithfulness"]
     assert set(gates) == set(MODES)
     for mode in MODES:
@@ -407,10 +411,8 @@ def test_quick_run_gates_every_model(quick_run) -> None:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_claims_and_verdicts(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
-    rows = read_rows(path / "per_image.csv")
+def test_quick_run_claims_and_verdicts(quick_outputs) -> None:
+    _, config, metrics, rows = quick_outputs
     claims = metrics["claims"]
     assert claims and all(c["verdict"] in VERDICTS for c in claims)
     assert sum(c["primary"] for c in claims) == 7  # localized vs 4 models, the energy shift of 3

@@ -5,15 +5,14 @@ layer x statistic x control and every other locality comparison is secondary (Be
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ...analysis.propagation import CONTROL_MODES
 from ...regions.claims import Claim, judge
 from ..paired import paired_claim
 from .config import PropagationConfig
-from .metrics import count_of
+from .metrics import per_image_shares
 from .stages import KSummary
 
 #: the nulls of the claims: the two random propagation controls, the two locality controls
@@ -51,11 +50,6 @@ def propagation_claims(summary: KSummary, seed: int) -> list[Claim]:
     return out
 
 
-def _per_image_rate(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[float]:
-    return [(count_of(r.get(f"{prefix}_fooled")) / count_of(r.get(f"{prefix}_n"))) if count_of(r.get(f"{prefix}_n"))
-            else math.nan for r in rows]
-
-
 def locality_claims(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: int) -> list[Claim]:
     """Per radius: the per-image share of ring placements that fool minus that of the context-matched control
     (r = smallest radius primary), and minus the uniform control (secondary view)."""
@@ -63,12 +57,12 @@ def locality_claims(rows: list[dict[str, Any]], k: int, radii: Sequence[int], se
     subject = f"{k}-pixel attack"
     out = []
     for i, radius in enumerate(radii):
-        ring = _per_image_rate(ok, f"ring{radius}")
+        ring = per_image_shares(ok, f"ring{radius}")
         claim = f"the attack's colour moved by {radius} px still fools more often than elsewhere"
         out.append(paired_claim(claim, subject, f"success share at r = {radius}", MATCHED_NULL, ring,
-                                _per_image_rate(ok, f"matched{radius}"), seed, primary=i == 0))
+                                per_image_shares(ok, f"matched{radius}"), seed, primary=i == 0))
         out.append(paired_claim(claim, subject, f"success share at r = {radius}", UNIFORM_NULL, ring,
-                                _per_image_rate(ok, "random"), seed, primary=False))
+                                per_image_shares(ok, "random"), seed, primary=False))
     return out
 
 

@@ -5,7 +5,7 @@ which come from the per-image statistics of each k's summary."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,6 +43,19 @@ def clustered_rate(successes: Sequence[int], trials: Sequence[int], seed: int = 
             "per_image_mean": bootstrap_mean_ci(per_image, seed=seed).as_dict()}
 
 
+def placement_rate(rows: Sequence[Mapping[str, Any]], prefix: str, seed: int = 0) -> dict[str, Any]:
+    """:func:`clustered_rate` of the placements counted in the rows' ``{prefix}_n`` and ``{prefix}_fooled`` columns
+    (``ring1``, ``random``, ``matched1``...)."""
+    return clustered_rate([count_of(r.get(f"{prefix}_fooled")) for r in rows],
+                          [count_of(r.get(f"{prefix}_n")) for r in rows], seed)
+
+
+def per_image_shares(rows: Sequence[Mapping[str, Any]], prefix: str) -> list[float]:
+    """Per row, the share of its placements in the ``{prefix}_n``/``{prefix}_fooled`` columns that fool (NaN: none)."""
+    return [(count_of(r.get(f"{prefix}_fooled")) / count_of(r.get(f"{prefix}_n"))) if count_of(r.get(f"{prefix}_n"))
+            else math.nan for r in rows]
+
+
 def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: int = 0) -> dict[str, Any]:
     """Attack success and locality of one k, computed from its per-image rows only.
 
@@ -56,13 +69,10 @@ def k_metrics(rows: list[dict[str, Any]], k: int, radii: Sequence[int], seed: in
     queries = sorted(r["queries"] for r in ok)
     locality = {"original": clustered_rate([int(r["original_fooled"] is True) for r in ok], [1] * len(ok), seed)}
     for radius in radii:
-        locality[f"r{radius}"] = clustered_rate([count_of(r[f"ring{radius}_fooled"]) for r in ok],
-                                                [count_of(r[f"ring{radius}_n"]) for r in ok], seed)
-    locality["random"] = clustered_rate([count_of(r["random_fooled"]) for r in ok], [count_of(r["random_n"]) for r in ok],
-                                        seed)
+        locality[f"r{radius}"] = placement_rate(ok, f"ring{radius}", seed)
+    locality["random"] = placement_rate(ok, "random", seed)
     for radius in radii:
-        locality[f"matched_r{radius}"] = clustered_rate([count_of(r.get(f"matched{radius}_fooled")) for r in ok],
-                                                        [count_of(r.get(f"matched{radius}_n")) for r in ok], seed)
+        locality[f"matched_r{radius}"] = placement_rate(ok, f"matched{radius}", seed)
     peaks = [r["pm_peak_last"] for r in ok]
     return {
         "images": len(group),
