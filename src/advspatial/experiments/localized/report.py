@@ -126,9 +126,9 @@ def models_sentence(cfg: LocalizedConfig, metrics: dict[str, Any]) -> str:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
                 f"images (natural {natural_epochs(cfg)} epochs, the others {cfg.train_epochs}).")
-    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from scratch): "
-            f"{ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on {ft['train_images']} "
-            f"training images, {ft['train_source']}.")
+    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from "
+            f"scratch): {ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on "
+            f"{ft['train_images']} training images, {ft['train_source']}.")
 
 
 def setup_section(ctx: ReportContext) -> Section:
@@ -149,11 +149,12 @@ def setup_section(ctx: ReportContext) -> Section:
             f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial "
             f"fine-tuning ({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image "
             f"examples) and random-mask localized fine-tuning (the same loss on a random region of the same area "
-            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets {ft['epochs']} epoch(s) = "
-            f"{ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} training images in the same "
-            f"order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by a cosine, momentum "
-            f"{ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, batch-norm running "
-            f"statistics {'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
+            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets "
+            f"{ft['epochs']} epoch(s) = {ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} "
+            f"training images in the same order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by "
+            f"a cosine, momentum {ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, "
+            f"batch-norm running statistics "
+            f"{'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
             f"; seed {ft['seed']}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
             "start.",
             f"Training background of the localized model: {ft['mask_source']}, computed once per training image on "

@@ -29,10 +29,13 @@ from .models import Start, finetune_models, resolve_methods, seed_name, train_mo
 from .region import complement_mask_fn, mask_uses_importance, region_mask_fn
 
 
-def eval_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
-    """The evaluation PGD (random start, ``steps`` steps of 2.5*eps/steps) in the configured norm."""
+# -- the attacks -------------------------------------------------------------------------
+
+def eval_attack(model: nn.Module, config: LocalizedConfig, eps: float | None = None) -> Attack:
+    """The evaluation PGD (random start, ``steps`` steps of 2.5*eps/steps) in the configured norm, at budget ``eps``
+    (default: the configured one; the eps sweep passes its own)."""
     name = "pgd" if config.norm == "linf" else "pgd-l2"
-    return make_attack(name, model, eps=config.eps, alpha="auto", steps=config.steps,
+    return make_attack(name, model, eps=config.eps if eps is None else eps, alpha="auto", steps=config.steps,
                        seed=config.seed)
 
 
@@ -42,6 +45,8 @@ def ensemble_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
     return make_attack(name, model, eps=config.eps, steps=config.ensemble_steps, n_restarts=config.ensemble_restarts,
                        n_queries=config.ensemble_queries, seed=config.seed)
 
+
+# -- one model's evaluation --------------------------------------------------------------
 
 @dataclass
 class ModelEvaluation:
@@ -137,10 +142,8 @@ def robustness_conditions(name: str, model: nn.Module, config: LocalizedConfig, 
             pred[: len(first)] = result.adv_pred.cpu()
             preds[cond] = pred
     for cond, eps in sweep_eps(config).items():
-        attack = make_attack("pgd" if config.norm == "linf" else "pgd-l2", model, eps=eps, alpha="auto",
-                             steps=config.steps, seed=config.seed)
-        preds[cond] = attack_dataset(attack, data, stage=f"attack/{name}/{cond}", desc=f"{name}: {cond} PGD",
-                                     **kw).adv_pred
+        preds[cond] = attack_dataset(eval_attack(model, config, eps), data, stage=f"attack/{name}/{cond}",
+                                     desc=f"{name}: {cond} PGD", **kw).adv_pred
     return preds
 
 
@@ -154,6 +157,8 @@ def model_rows(name: str, data: ImageDataset, ev: ModelEvaluation) -> list[dict[
     return [{"model": name, "index": i, "label": labels[i], **{k: v[i] for k, v in cols.items()}}
             for i in range(len(labels))]
 
+
+# -- every model: the other training seeds, the gates, what fine-tuning did ----------------
 
 def other_seeds(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
                 methods: dict[str, dict[str, str]], timings: dict[str, float],
