@@ -6,16 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.stats import binomtest
 from torch import nn
 
-from advspatial.analysis.locality import (
-    Z95,
-    _random_variants,
-    locality_analysis,
-    ring_offsets,
-    wilson_interval,
-)
+from advspatial.analysis.locality import locality_analysis
+from advspatial.analysis.locality_placements import random_variants, ring_offsets
 from advspatial.errors import ConfigError, ShapeError
 
 
@@ -138,7 +132,7 @@ def test_batch_size_does_not_change_results(batch_size, seed):
 
 def test_random_positions_are_uniform_and_exclude_the_original():
     n_random = 8000
-    image, positions, has_any = _random_variants(torch.tensor([[[1, 1]], [[0, 2]]]), n_random, 3, 3, seed=0)
+    image, positions, has_any = random_variants(torch.tensor([[[1, 1]], [[0, 2]]]), n_random, 3, 3, seed=0)
     assert has_any.all() and image.tolist() == [0] * n_random + [1] * n_random
     for i, original in enumerate(((1, 1), (0, 2))):
         flat = positions[image == i, 0, 0] * 3 + positions[image == i, 0, 1]
@@ -149,7 +143,7 @@ def test_random_positions_are_uniform_and_exclude_the_original():
         assert (others / n_random - 1 / 8).abs().max() < 0.02  # ~5 standard errors
     # k pixels: every shifted pattern stays inside and the zero shift is never drawn
     pattern = torch.tensor([[[0, 0], [2, 1]]])
-    _, moved, _ = _random_variants(pattern, 500, 4, 4, seed=1)
+    _, moved, _ = random_variants(pattern, 500, 4, 4, seed=1)
     assert ((moved >= 0) & (moved < 4)).all()
     assert not (moved == pattern).all(dim=-1).all(dim=-1).any()
     assert torch.equal(moved[:, 1] - moved[:, 0], torch.tensor([2, 1]).expand(500, 2))
@@ -160,20 +154,6 @@ def test_ring_offsets():
         off = ring_offsets(r)
         assert off.shape == (8 * r, 2) and (off.abs().amax(1) == r).all()
         assert len({tuple(o) for o in off.tolist()}) == 8 * r
-
-
-def test_wilson_interval_by_hand_and_against_scipy():
-    z2 = Z95**2
-    assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # 0.2775
-    assert wilson_interval(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
-    # s=5, n=10: centre 0.5, half = z * sqrt(0.025 + z2/400) / (1 + z2/10)
-    half = Z95 * (0.025 + z2 / 400) ** 0.5 / (1 + z2 / 10)
-    assert wilson_interval(5, 10) == pytest.approx((0.5 - half, 0.5 + half))
-    assert wilson_interval(0, 0) == (0.0, 1.0)
-    assert wilson_interval(0, 72)[0] == 0.0 and wilson_interval(48, 48)[1] == 1.0  # exact, no rounding residue
-    for s, n in ((3, 17), (40, 41), (1, 600), (250, 500)):
-        ci = binomtest(s, n).proportion_ci(confidence_level=0.95, method="wilson")
-        assert wilson_interval(s, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
 
 
 def test_invalid_inputs_are_refused():

@@ -12,7 +12,8 @@ from advspatial.analysis.propagation import (
     propagation_maps,
     random_pixel_change,
 )
-from advspatial.experiments.propagation import apply_pixels, paired_claim, perturbed_pixels
+from advspatial.experiments.paired import paired_claim
+from advspatial.experiments.propagation.pixels import apply_pixels, perturbed_pixels
 from advspatial.regions.claims import judge
 
 

@@ -23,12 +23,24 @@ import pytest
 import torch
 import yaml
 
-import advspatial.experiments.localized as loc
 from advspatial import training
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
+from advspatial.experiments import base as experiment_base
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
-from advspatial.experiments.gate import GatedConfig
+from advspatial.experiments.gate import GatedConfig, resolve_importance
+from advspatial.experiments.localized import models as localized_models
+from advspatial.experiments.localized.claims import build_claims, primary_condition
+from advspatial.experiments.localized.config import (
+    CONDITIONS, GATE_EPS_FOR_L2, MIXED, MODES, ROI_GATE, LocalizedConfig, finetune_config, finetunes, gate_eps,
+    train_config,
+)
+from advspatial.experiments.localized.metrics import model_metrics, seed_spread
+from advspatial.experiments.localized.models import (
+    finetune_images, finetune_models, load_start, seed_name, training_foreground,
+)
+from advspatial.experiments.localized.region import importance_region, mask_uses_importance, region_mask_fn
+from advspatial.experiments.localized.stages import ModelEvaluation, eval_attack, evaluate_model, foreground_energy
 from advspatial.masks import BACKGROUND_TAU
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from advspatial.regions.inference import VERDICTS
@@ -87,64 +99,64 @@ def test_an_unknown_model_is_rejected_before_any_work() -> None:
 
 def test_l2_budget_may_exceed_one() -> None:
     config = resolve_config(get_experiment("localized-training"), None, {"norm": "l2", "eps": 1.5}, quick=False)
-    assert loc.eval_attack(torch.nn.Linear(1, 1), config).norm == "l2"
+    assert eval_attack(torch.nn.Linear(1, 1), config).norm == "l2"
 
 
 def test_gate_and_inference_settings() -> None:
-    config = loc.LocalizedConfig()
+    config = LocalizedConfig()
     assert isinstance(config, GatedConfig) and config.importance == "auto"
     assert (config.sesoi, config.significance) == (0.01, 0.05)
     quick = resolve_config(get_experiment("localized-training"), None, {}, quick=True)
     assert quick.gate_n <= quick.n and quick.gate_steps < config.gate_steps
     assert quick.randomization_images < config.randomization_images
     # the gate's PGD is L-inf: the experiment's eps for an L-inf run, a fixed L-inf budget for an L2 run
-    assert loc.gate_eps(config) == config.eps
-    assert loc.gate_eps(loc.LocalizedConfig(norm="l2", eps=1.5)) == loc.GATE_EPS_FOR_L2
-    assert loc.gate_eps(loc.LocalizedConfig(norm="l2", eps=1.5, gate_eps=0.05)) == 0.05
+    assert gate_eps(config) == config.eps
+    assert gate_eps(LocalizedConfig(norm="l2", eps=1.5)) == GATE_EPS_FOR_L2
+    assert gate_eps(LocalizedConfig(norm="l2", eps=1.5, gate_eps=0.05)) == 0.05
 
 
 def test_which_masks_rest_on_the_importance_map() -> None:
     grey = grey_dataset(4)
     colour = ImageDataset("colour", torch.rand(4, 3, 16, 16), torch.arange(4), tuple("abcd"))
-    assert not loc.mask_uses_importance("background", grey), "grey data: the dataset's own x > tau masks"
-    assert loc.mask_uses_importance("background", colour) and loc.mask_uses_importance("foreground", colour)
-    assert loc.mask_uses_importance("roi", grey) and loc.mask_uses_importance("roi-complement", grey)
+    assert not mask_uses_importance("background", grey), "grey data: the dataset's own x > tau masks"
+    assert mask_uses_importance("background", colour) and mask_uses_importance("foreground", colour)
+    assert mask_uses_importance("roi", grey) and mask_uses_importance("roi-complement", grey)
 
 
 def test_importance_masks_use_the_configured_map(tiny_cnn) -> None:
     colour = ImageDataset("colour", torch.rand(6, 3, 28, 28), torch.arange(6) % 10, tuple(str(k) for k in range(10)))
     model = tiny_cnn(in_channels=3)
-    config = loc.LocalizedConfig(fraction=0.25)
-    region = loc.region_mask_fn(config, colour, model, "saliency")(slice(0, 6))
-    roi = loc.importance_region("saliency", model, colour.images(), colour.labels, 0.25, 0, torch.arange(6))
+    config = LocalizedConfig(fraction=0.25)
+    region = region_mask_fn(config, colour, model, "saliency")(slice(0, 6))
+    roi = importance_region("saliency", model, colour.images(), colour.labels, 0.25, 0, torch.arange(6))
     assert torch.equal(region[:, 0].bool(), ~roi), "background of colour data = complement of the RoI"
     assert (roi.flatten(1).float().mean(1) - 0.25).abs().max() < 0.01
-    fg = loc.region_mask_fn(loc.LocalizedConfig(fraction=0.25, mask="foreground"), colour, model, "saliency")
+    fg = region_mask_fn(LocalizedConfig(fraction=0.25, mask="foreground"), colour, model, "saliency")
     assert torch.equal(fg(slice(2, 4))[:, 0].bool(), roi[2:4]), "batch-independent: ties broken per sample id"
 
 
 def test_training_settings_of_the_models() -> None:
-    config = loc.LocalizedConfig()
-    settings = {m: loc.train_config(config, m) for m in loc.MODES}
+    config = LocalizedConfig()
+    settings = {m: train_config(config, m) for m in MODES}
     natural, pgd, local = settings["natural"], settings["pgd"], settings["localized"]
     assert {s.epochs for s in settings.values()} == {config.train_epochs}, "epochs matched across every model"
-    shared = loc.train_config(loc.LocalizedConfig(natural_epochs=5), "natural")
+    shared = train_config(LocalizedConfig(natural_epochs=5), "natural")
     assert shared.key() == TrainConfig().key(), "natural_epochs 5: the shared cached default model"
-    assert [s.mode for s in settings.values()] == list(loc.MODES)
-    assert {settings[m].mix for m in loc.MIXED} == {config.mix}, "the controls share localized training's mixture"
+    assert [s.mode for s in settings.values()] == list(MODES)
+    assert {settings[m].mix for m in MIXED} == {config.mix}, "the controls share localized training's mixture"
     assert settings["mixed-pgd"].eps == settings["localized-random"].eps == config.eps
     assert pgd.attack_steps == local.attack_steps == config.train_attack_steps
     assert pgd.eps == local.eps == config.eps and natural.train_limit is None
-    other_mix = loc.LocalizedConfig(mix=0.2)
-    assert loc.train_config(other_mix, "pgd").key() == pgd.key(), "mix does not retrain the PGD model"
-    assert loc.train_config(other_mix, "localized").mix == 0.2
-    assert loc.train_config(loc.LocalizedConfig(train_limit=100), "pgd").train_limit == 100
+    other_mix = LocalizedConfig(mix=0.2)
+    assert train_config(other_mix, "pgd").key() == pgd.key(), "mix does not retrain the PGD model"
+    assert train_config(other_mix, "localized").mix == 0.2
+    assert train_config(LocalizedConfig(train_limit=100), "pgd").train_limit == 100
 
 
 def test_foreground_energy_known_answers() -> None:
     cam = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
     keep = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])
-    energy = loc.foreground_energy(cam, keep)
+    energy = foreground_energy(cam, keep)
     assert energy[0].item() == pytest.approx(0.25) and math.isnan(energy[1].item())
 
 
@@ -155,13 +167,13 @@ def test_metrics_are_computed_from_rows() -> None:
              "region_share": 0.7, "cam_energy_clean": 0.6, "cam_energy_region_adv": 0.4},
             {"model": "pgd", "label": 0, "clean_pred": 5, "full_pred": 5, "region_pred": 5, "complement_pred": 5,
              "region_share": 0.1, "cam_energy_clean": 0.1, "cam_energy_region_adv": 0.1}]
-    m = loc.model_metrics(rows, "natural")
+    m = model_metrics(rows, "natural")
     assert m["images"] == 2 and m["clean_accuracy"] == 1.0 and m["full_accuracy"] == 0.5
     assert m["region_accuracy"] == 0.5 and m["complement_accuracy"] == 0.0
     assert m["region_share"] == pytest.approx(0.6)
     # an image with an all-zero Grad-CAM (NaN share) before or after is left out of both means
     assert m["cam_energy_clean"] == pytest.approx(0.6) and m["cam_energy_region_adv"] == pytest.approx(0.4)
-    assert m["cam_zero_images"] == 1 and loc.model_metrics(rows, "pgd")["cam_zero_images"] == 0
+    assert m["cam_zero_images"] == 1 and model_metrics(rows, "pgd")["cam_zero_images"] == 0
 
 
 def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cnn, tmp_path) -> None:
@@ -169,10 +181,10 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
     model = tiny_cnn(seed=1)
     results = []
     for bs in (7, 3):
-        config = loc.LocalizedConfig(n=7, batch_size=bs, steps=3, eps=0.2, progress=False)
-        results.append(loc.evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}"), "gradcam"))
+        config = LocalizedConfig(n=7, batch_size=bs, steps=3, eps=0.2, progress=False)
+        results.append(evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}"), "gradcam"))
     a, b = results
-    for cond in loc.CONDITIONS:
+    for cond in CONDITIONS:
         assert torch.equal(a.preds[cond], b.preds[cond]), cond
     assert torch.equal(a.region_x_adv, b.region_x_adv)
     assert torch.allclose(a.cam_energy_clean, b.cam_energy_clean, equal_nan=True)
@@ -193,14 +205,14 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
 # -- claims ------------------------------------------------------------------------------
 
 def fake_evaluation(correct: dict[str, torch.Tensor], labels: torch.Tensor, before: torch.Tensor,
-                    after: torch.Tensor, method: str = "hirescam") -> loc.ModelEvaluation:
+                    after: torch.Tensor, method: str = "hirescam") -> ModelEvaluation:
     """Per-image columns with the given correctness per condition (a wrong prediction is label + 1)."""
     preds = {c: torch.where(ok, labels, (labels + 1) % 10) for c, ok in correct.items()}
     n = len(labels)
-    return loc.ModelEvaluation(preds, torch.full((n,), 0.5), before, after, torch.zeros(n, 1, 2, 2), 0.0, method)
+    return ModelEvaluation(preds, torch.full((n,), 0.5), before, after, torch.zeros(n, 1, 2, 2), 0.0, method)
 
 
-def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, loc.ModelEvaluation]]:
+def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, ModelEvaluation]]:
     """natural: fooled by the background attack on every image; pgd and localized: robust on every image.
     natural's map moves 0.2 into the background; pgd's does not move; localized's moves back by 0.1."""
     labels = torch.arange(n) % 10
@@ -220,10 +232,10 @@ def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, loc.ModelEvaluation]]
 def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dict[tuple[str, str], object]:
     from advspatial.regions.claims import judge
 
-    config = loc.LocalizedConfig()
+    config = LocalizedConfig()
     labels, evs = fake_run(n)
     gate = {m: {"passed": ok} for m, ok in gates.items()}
-    claims = judge(loc.build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi,
+    claims = judge(build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi,
                    alpha=config.significance)
     return {(c.subject, c.statistic): c for c in claims}
 
@@ -251,7 +263,7 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     shift = claims[("natural model", "hirescam energy share in the background")]
     assert shift.effect.n == 59, "the image with an all-zero map is left out"
     assert shift.effect.mean == pytest.approx(0.2) and shift.verdict == "supported"
-    assert shift.gates == {loc.ROI_GATE: True}
+    assert shift.gates == {ROI_GATE: True}
     assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
     assert claims[("localized model", "hirescam energy share in the background")].verdict == "reversed"
     full = claims[("localized vs natural model", "full-image PGD accuracy")]
@@ -261,14 +273,14 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
 def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
     from advspatial.regions.claims import judge
 
-    config = loc.LocalizedConfig()
+    config = LocalizedConfig()
     labels, evs = fake_run(60)
     for mode, ev in evs.items():  # the ensemble on the region: robust only for the localized model
         robust = torch.full_like(labels, -1)
         robust[:40] = labels[:40] if mode == "localized" else (labels[:40] + 1) % 10
         ev.preds["region-ensemble"] = robust
     gate = {m: {"passed": True} for m in ALL_PASS}
-    claims = {(c.subject, c.statistic): c for c in judge(loc.build_claims(config, labels, evs, gate, False),
+    claims = {(c.subject, c.statistic): c for c in judge(build_claims(config, labels, evs, gate, False),
                                                           sesoi=config.sesoi, alpha=config.significance)}
     endpoint = claims[("localized vs pgd model", "background-only ensemble accuracy")]
     assert endpoint.primary and endpoint.effect.n == 40, "only the first ensemble_n images are attacked"
@@ -277,7 +289,7 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
     assert not diagnostic.primary and diagnostic.verdict == "equivalent to null"
     assert sum(c.primary for c in claims.values()) == 7
     without = dataclasses.replace(config, ensemble_n=0)
-    assert loc.primary_condition(without, evs["localized"].preds) == "region"
+    assert primary_condition(without, evs["localized"].preds) == "region"
 
 
 def test_failed_gate_makes_map_claims_not_interpretable() -> None:
@@ -324,6 +336,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.fixture(scope="module")
+def quick_outputs(quick_run):
+    """The quick run's directory, settings, metrics.json and per_image.csv rows (read once; not to be changed)."""
+    _, path, config, _ = quick_run
+    return path, config, json.loads((path / "metrics.json").read_text()), read_rows(path / "per_image.csv")
+
+
 def as_float(value: str) -> float:
     return float(value) if value not in ("", "nan") else math.nan
 
@@ -337,23 +356,21 @@ def test_quick_run_writes_every_result(quick_run) -> None:
     assert yaml.safe_load((path / "config.yaml").read_text())["experiment"] == "localized-training"
     assert {p.name for p in (path / "figures").glob("*.png")} == FIGURES
     rows = read_rows(path / "per_image.csv")
-    assert len(rows) == len(loc.MODES) * config.n
-    assert [r["model"] for r in rows[:: config.n]] == list(loc.MODES)
+    assert len(rows) == len(MODES) * config.n
+    assert [r["model"] for r in rows[:: config.n]] == list(MODES)
     assert "accuracy" in result.summary.split("\n")[0] and "localized" in result.summary
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
-    rows = read_rows(path / "per_image.csv")
-    assert metrics["n"] == config.n and set(metrics["models"]) == set(loc.MODES)
-    for mode in loc.MODES:
+def test_quick_run_metrics_agree_with_rows(quick_outputs) -> None:
+    _, config, metrics, rows = quick_outputs
+    assert metrics["n"] == config.n and set(metrics["models"]) == set(MODES)
+    for mode in MODES:
         group = [r for r in rows if r["model"] == mode]
         assert [int(r["index"]) for r in group] == list(range(config.n))
         m = metrics["models"][mode]
-        for cond in loc.CONDITIONS:
+        for cond in CONDITIONS:
             attacked = [r for r in group if r[f"{cond}_pred"] != "-1"]  # the ensembles attack the first images only
             expected = sum(r[f"{cond}_pred"] == r["label"] for r in attacked) / len(attacked)
             assert m[f"{cond}_accuracy"] == pytest.approx(expected, abs=1e-12), (mode, cond)
@@ -368,18 +385,17 @@ def test_quick_run_metrics_agree_with_rows(quick_run) -> None:
         assert all(0.0 <= e <= 1.0 for p in pairs for e in p)
         assert m["epochs"] == config.train_epochs, "matched epochs"
         assert Path(m["checkpoint"]).is_file()
-    assert set(metrics["timings"]) >= ({f"train/{m}" for m in loc.MODES} | {f"evaluate/{m}" for m in loc.MODES}
-                                       | {f"gate/{m}" for m in loc.MODES})
+    assert set(metrics["timings"]) >= ({f"train/{m}" for m in MODES} | {f"evaluate/{m}" for m in MODES}
+                                       | {f"gate/{m}" for m in MODES})
 
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_gates_every_model(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
+def test_quick_run_gates_every_model(quick_outputs) -> None:
+    path, config, metrics, _ = quick_outputs
     gates = metrics["faithfulness"]
-    assert set(gates) == set(loc.MODES)
-    for mode in loc.MODES:
+    assert set(gates) == set(MODES)
+    for mode in MODES:
         g, imp = gates[mode], metrics["importance"][mode]
         assert isinstance(g["passed"], bool) and g["reason"] and g["method"] == imp["method"]
         assert imp["method"] == "hirescam" and "flatten/FC head" in imp["why"], "auto: smallcnn has a flatten head"
@@ -395,10 +411,8 @@ def test_quick_run_gates_every_model(quick_run) -> None:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-def test_quick_run_claims_and_verdicts(quick_run) -> None:
-    _, path, config, _ = quick_run
-    metrics = json.loads((path / "metrics.json").read_text())
-    rows = read_rows(path / "per_image.csv")
+def test_quick_run_claims_and_verdicts(quick_outputs) -> None:
+    _, config, metrics, rows = quick_outputs
     claims = metrics["claims"]
     assert claims and all(c["verdict"] in VERDICTS for c in claims)
     assert sum(c["primary"] for c in claims) == 7  # localized vs 4 models, the energy shift of 3
@@ -409,7 +423,7 @@ def test_quick_run_claims_and_verdicts(quick_run) -> None:
             assert c["verdict"] == "not interpretable", c
         mode = c["subject"].split()[0]
         if gated:
-            assert c["gates"] == {loc.ROI_GATE: metrics["faithfulness"][mode]["passed"]}
+            assert c["gates"] == {ROI_GATE: metrics["faithfulness"][mode]["passed"]}
         elif c["effect"]["n"] < 30:
             assert c["verdict"] == "insufficient data", c
     # the primary accuracy claim, recomputed from the rows: paired per image on the same images
@@ -445,7 +459,7 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
         if c["primary"]:
             assert html.escape(f"{c['subject']}: {c['claim']} — {c['verdict'].upper()}") in verdicts
     gate = text[text.index('<section id="faithfulness">'):text.index('<section id="setup">')]
-    assert all(f"{m}: hirescam" in gate for m in loc.MODES) and "randomization" in gate
+    assert all(f"{m}: hirescam" in gate for m in MODES) and "randomization" in gate
     if any(not g["passed"] for g in metrics["faithfulness"].values()):
         assert sentence_case(NOT_INTERPRETABLE_ROI) in verdicts
 
@@ -564,13 +578,13 @@ def finetune_values(root: Path) -> dict:
 def test_a_pretrained_model_is_fine_tuned_and_a_registered_one_trained(tmp_path) -> None:
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
-    assert loc.finetunes(config) and not loc.finetunes(loc.LocalizedConfig())
-    assert loc.finetunes(loc.LocalizedConfig(model="lenet5", weights=values["weights"])), "a name with weights"
-    settings = {m: loc.finetune_config(config, m, "abc", "ids", "masks") for m in loc.MODES}
+    assert finetunes(config) and not finetunes(LocalizedConfig())
+    assert finetunes(LocalizedConfig(model="lenet5", weights=values["weights"])), "a name with weights"
+    settings = {m: finetune_config(config, m, "abc", "ids", "masks") for m in MODES}
     assert {s.epochs for s in settings.values()} == {config.train_epochs}, "natural gets as many epochs"
     assert {(s.lr, s.batch_size, s.seed, s.freeze_bn, s.start) for s in settings.values()} == {
         (config.finetune_lr, 128, config.model_seed, True, config.model)}
-    assert settings["natural"].key() == loc.finetune_config(config, "natural", "abc", "ids", "other").key()
+    assert settings["natural"].key() == finetune_config(config, "natural", "abc", "ids", "other").key()
 
 
 def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_path, monkeypatch) -> None:
@@ -579,12 +593,12 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
     rundir = RunDir(config.out)
-    data = loc.test_images(config, rundir)
-    start = loc.load_start(config, data, torch.device("cpu"))
-    train = loc.finetune_images(config, data)
-    method, why = loc.resolve_importance(config.importance, start, train.images(slice(0, 2)))
+    data = experiment_base.test_images(config, rundir)
+    start = load_start(config, data, torch.device("cpu"))
+    train = finetune_images(config, data)
+    method, why = resolve_importance(config.importance, start, train.images(slice(0, 2)))
     assert method == "gradcam" and "GAP" in why
-    foreground = loc.training_foreground(config, rundir, start, train, method)
+    foreground = training_foreground(config, rundir, start, train, method)
     assert torch.equal(foreground, patch_region(len(train)))
     assert (rundir.stages / "finetune/masks/gradcam-f0.25/batch-00000.pt").is_file()
     calls = []
@@ -595,7 +609,7 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
         return original(model, x, y, cfg, mask)
 
     monkeypatch.setattr(training, "_adversarial_batch", spy)
-    trained, info = loc.finetune_models(config, rundir, data, torch.device("cpu"), {})
+    trained, info = finetune_models(config, rundir, data, torch.device("cpu"), {})
     # one adversarial batch per step (44 images, batch 128) of pgd, mixed-pgd, localized, localized-random
     assert len(calls) == 4
     assert calls[0] is None and calls[1] is None, "pgd and mixed-pgd: the whole image"
@@ -610,11 +624,11 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
 def test_finetuning_never_trains_on_the_evaluated_images(tmp_path) -> None:
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
-    data = loc.test_images(config)
-    train = loc.finetune_images(config, data)
+    data = experiment_base.test_images(config)
+    train = finetune_images(config, data)
     assert len(data) == config.n == 16 and len(train) == 60 - 16, "every other image, none of the evaluated"
     assert not set(train.ids.tolist()) & set(data.ids.tolist())
-    few = loc.finetune_images(loc.LocalizedConfig(**{**vars(config), "train_limit": 9}), data)
+    few = finetune_images(LocalizedConfig(**{**vars(config), "train_limit": 9}), data)
     assert len(few) == 9 and torch.bincount(few.labels).tolist() == [3, 3, 3], "class-stratified"
 
 
@@ -640,7 +654,7 @@ def test_finetune_run_reports_what_was_fine_tuned(finetune_run) -> None:
     trained = {int(r["index"]) for r in read_rows(path / "train_subset.csv")}
     evaluated = {int(r["index"]) for r in read_rows(path / "subset.csv")}
     assert len(trained) == 44 and not trained & evaluated
-    for mode in loc.MODES:
+    for mode in MODES:
         m = metrics["models"][mode]
         assert m["epochs"] == config.train_epochs and m["steps"] == 1 and Path(m["checkpoint"]).is_file()
         assert math.isnan(m["test_accuracy"])
@@ -660,7 +674,7 @@ def test_finetune_run_reports_what_was_fine_tuned(finetune_run) -> None:
     for c in metrics["claims"]:
         if c["statistic"].startswith(("background-only", "foreground-only")):
             modes = c["subject"].replace(" model", "").split(" vs ")
-            assert c["gates"] == {loc.ROI_GATE: all(metrics["faithfulness"][m]["passed"] for m in modes)}, c
+            assert c["gates"] == {ROI_GATE: all(metrics["faithfulness"][m]["passed"] for m in modes)}, c
 
 
 @pytest.mark.slow
@@ -672,7 +686,7 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
         return next(p for p in (path / "stages/finetune").glob(f"{mode}-*.pt")
                     if re.fullmatch(rf"{re.escape(mode)}-[0-9a-f]{{12}}", p.stem))
 
-    saved = {m: torch.load(stage_of(m), weights_only=True) for m in loc.MODES}
+    saved = {m: torch.load(stage_of(m), weights_only=True) for m in MODES}
     start_weights = torch.load(config.weights, weights_only=True)
     sums = {}
     for mode, stage in saved.items():
@@ -683,7 +697,7 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
         assert torch.equal(state["features.3.patch"], start_weights["features.3.patch"])
         assert torch.equal(state["features.1.running_mean"], start_weights["features.1.running_mean"]), "BN frozen"
         assert not torch.equal(state["fc.weight"], start_weights["fc.weight"]), mode
-        model = loc.load_start(config, loc.test_images(config), torch.device("cpu"))
+        model = load_start(config, experiment_base.test_images(config), torch.device("cpu"))
         model.load_state_dict(state)
         sums[mode] = state_checksum(model)
     assert sums["pgd"] != sums["natural"], "PGD examples change the patch: PGD fine-tuning ends elsewhere"
@@ -703,7 +717,7 @@ def test_finetune_resume_does_not_train_again(finetune_run, monkeypatch) -> None
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a resumed run must load the fine-tuned models, not train them")
 
-    monkeypatch.setattr(loc, "finetune_model", refuse)
+    monkeypatch.setattr(localized_models, "finetune_model", refuse)
     run_experiment("localized-training", config, resume=True)
     assert (path / "per_image.csv").read_text() == before
     # other start weights under the same run directory: refused, not mixed with the stages of the old ones
@@ -722,7 +736,7 @@ def test_training_seeds_average_each_images_correctness() -> None:
     """Two seeds per model: a comparison uses each image's correctness averaged over both models of a mode."""
     from advspatial.regions.claims import judge
 
-    config = loc.LocalizedConfig(training_seeds=2)
+    config = LocalizedConfig(training_seeds=2)
     labels, evs = fake_run()
     n = len(labels)
     wrong = (labels + 1) % 10
@@ -731,15 +745,15 @@ def test_training_seeds_average_each_images_correctness() -> None:
                                   "region": torch.zeros(n, dtype=torch.bool)}, labels, ev.cam_energy_clean,
                                  ev.cam_energy_adv) for m, ev in evs.items()}
     assert bool((second["natural"].preds["region"] == wrong).all())
-    claims = judge(loc.build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False,
+    claims = judge(build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False,
                                     {m: [second[m]] for m in evs}), sesoi=config.sesoi, alpha=config.significance)
     by = {(c.subject, c.statistic): c for c in claims}
     # localized: seed 0 robust on every image, seed 1 on none -> 0.5; natural: 0 and 0 -> 0
     main = by[("localized vs natural model", "background-only PGD (diagnostic) accuracy")]
     assert main.observed == pytest.approx(0.5) and main.null_value == 0.0 and main.effect.mean == pytest.approx(0.5)
-    rows = [{"model": loc.seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
+    rows = [{"model": seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
              "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)
             for i in range(4)]
-    spread = loc.seed_spread(rows, "pgd", 2)
+    spread = seed_spread(rows, "pgd", 2)
     assert spread["region"]["values"] == [0.75, 0.5] and spread["region"]["mean"] == pytest.approx(0.625)
     assert spread["region"]["sd"] == pytest.approx(((0.125**2) * 2) ** 0.5)

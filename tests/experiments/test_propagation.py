@@ -14,16 +14,24 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.analysis.locality import locality_analysis, wilson_interval
+from advspatial.analysis.locality import locality_analysis
 from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.experiments import propagation as prop
 from advspatial.experiments.base import run_experiment
-from advspatial.models import build_model
-from advspatial.report.propagation_figures import (
-    plot_depth_curves, plot_locality, plot_propagation_strip, strip_layers,
+from advspatial.experiments.paired import paired_claim
+from advspatial.experiments.propagation.claims import CONTROL_NULLS, MATCHED_NULL
+from advspatial.experiments.propagation.config import PropagationConfig
+from advspatial.experiments.propagation.figures import (
+    plot_control_differences, plot_depth_curves, plot_locality, plot_propagation_strip, strip_layers,
 )
+from advspatial.experiments.propagation.metrics import k_metrics, rate_with_ci
+from advspatial.experiments.propagation.pixels import apply_pixels, format_pixels, perturbed_pixels
+from advspatial.experiments.propagation.rows import add_locality_columns
+from advspatial.experiments.propagation.stages import resolve_layers
+from advspatial.experiments.propagation.totals import PropagationTotals, propagation_stats
+from advspatial.models import build_model
+from advspatial.regions.inference import wilson_interval
 from conftest import needs_fashion_mnist
 from helpers import ReportParser, train_briefly
 
@@ -36,7 +44,7 @@ def test_perturbed_pixels_known_answer_grey_and_colour():
     x_adv[0, :, 4, 1] = torch.tensor([0.1, 0.2, 0.3])
     x_adv[0, 1, 0, 5] = 0.7  # one channel changed: still a changed pixel, colour = the whole pixel of x_adv
     x_adv[1, :, 2, 2] = 1.0
-    pixels, colours, count = prop.perturbed_pixels(x, x_adv, k=2)
+    pixels, colours, count = perturbed_pixels(x, x_adv, k=2)
     assert count.tolist() == [2, 1]
     assert pixels[0].tolist() == [[0, 5], [4, 1]]  # row-major order
     assert torch.allclose(colours[0], torch.tensor([[0.0, 0.7, 0.0], [0.1, 0.2, 0.3]]))
@@ -49,9 +57,9 @@ def test_perturbed_pixels_rejects_more_changes_than_k_and_bad_shapes():
     x_adv = x.clone()
     x_adv[0, 0, :2, 0] = 1.0
     with pytest.raises(ShapeError, match="more than k=1"):
-        prop.perturbed_pixels(x, x_adv, k=1)
+        perturbed_pixels(x, x_adv, k=1)
     with pytest.raises(ShapeError):
-        prop.perturbed_pixels(x, x_adv[:, :, :3], k=2)
+        perturbed_pixels(x, x_adv[:, :, :3], k=2)
 
 
 @settings(max_examples=20, deadline=None)
@@ -69,9 +77,9 @@ def test_perturbed_pixels_round_trips_apply_pixels(k: int, channels: int, seed: 
         for j in range(k):
             first = next(a for a in range(k) if pos[i, a].tolist() == pos[i, j].tolist())
             colours[i, j] = colours[i, first]
-    x_adv = prop.apply_pixels(x, pos, colours)
-    pixels, got_colours, count = prop.perturbed_pixels(x, x_adv, k)
-    assert torch.equal(prop.apply_pixels(x, pixels, got_colours), x_adv)
+    x_adv = apply_pixels(x, pos, colours)
+    pixels, got_colours, count = perturbed_pixels(x, x_adv, k)
+    assert torch.equal(apply_pixels(x, pixels, got_colours), x_adv)
     distinct = [len({tuple(p) for p in pos[i].tolist()}) for i in range(n)]
     assert count.tolist() == distinct
     assert torch.equal(got_colours, x_adv[torch.arange(n)[:, None], :, pixels[..., 0], pixels[..., 1]])
@@ -82,13 +90,13 @@ def test_perturbed_pixels_of_a_real_kpixel_attack(tiny_cnn):
     x = torch.rand(5, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     y = torch.arange(5)
     result = make_attack("kpixel", model, pixels=3, popsize=8, maxiter=2, seed=1).run(x, y)
-    pixels, colours, count = prop.perturbed_pixels(x, result.x_adv, 3)
+    pixels, colours, count = perturbed_pixels(x, result.x_adv, 3)
     assert torch.equal(count, result.l0)
-    assert torch.equal(prop.apply_pixels(x, pixels, colours), result.x_adv)
+    assert torch.equal(apply_pixels(x, pixels, colours), result.x_adv)
 
 
 def test_format_pixels():
-    pos, col = prop.format_pixels(torch.tensor([[[1, 2], [3, 4]]]), torch.tensor([[[0.5, 0.25, 1.0], [0.0, 0.0, 0.125]]]))
+    pos, col = format_pixels(torch.tensor([[[1, 2], [3, 4]]]), torch.tensor([[[0.5, 0.25, 1.0], [0.0, 0.0, 0.125]]]))
     assert pos == ["1:2 3:4"]
     assert col == ["0.5000/0.2500/1.0000 0.0000/0.0000/0.1250"]
 
@@ -99,7 +107,7 @@ def _pair(n: int, channels: int, size: int, seed: int) -> tuple[torch.Tensor, to
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(n, channels, size, size, generator=gen)
     pos = torch.randint(0, size, (n, 2, 2), generator=gen)
-    return x, prop.apply_pixels(x, pos, torch.rand(n, 2, channels, generator=gen))
+    return x, apply_pixels(x, pos, torch.rand(n, 2, channels, generator=gen))
 
 
 @pytest.mark.parametrize("arch, channels, size", [("tiny", 1, 12), ("resnet18-cifar", 3, 32)])
@@ -107,11 +115,11 @@ def test_totals_over_batches_equal_the_building_blocks_on_all_images(tiny_cnn, a
     """Merging per-batch statistics gives what average_propagation/depth_summary give on everything at once."""
     model = tiny_cnn(size=size) if arch == "tiny" else build_model(arch, in_channels=channels, input_size=size).eval()
     x, x_adv = _pair(2, channels, size, seed=3)
-    layers = prop.resolve_layers(model, [])
-    totals = prop.PropagationTotals()
+    layers = resolve_layers(model, [])
+    totals = PropagationTotals()
     peaks = []
     for sl in (slice(0, 1), slice(1, 1), slice(1, 2)):  # includes an empty batch
-        stats = prop.propagation_stats(model, x[sl], x_adv[sl], layers, threshold=0.05, batch_size=2)
+        stats = propagation_stats(model, x[sl], x_adv[sl], layers, threshold=0.05, batch_size=2)
         totals.add(stats)
         peaks.append(stats["peak_last"])
     pms = propagation_maps(model, x, x_adv, layers)
@@ -132,17 +140,17 @@ def test_totals_over_batches_equal_the_building_blocks_on_all_images(tiny_cnn, a
 def test_totals_reject_batches_with_other_layers(tiny_cnn):
     model = tiny_cnn(size=8)
     x, x_adv = _pair(2, 1, 8, seed=0)
-    totals = prop.PropagationTotals()
-    totals.add(prop.propagation_stats(model, x, x_adv, ["features.0"], 0.1))
+    totals = PropagationTotals()
+    totals.add(propagation_stats(model, x, x_adv, ["features.0"], 0.1))
     with pytest.raises(ConfigError):
-        totals.add(prop.propagation_stats(model, x, x_adv, ["features.3"], 0.1))
+        totals.add(propagation_stats(model, x, x_adv, ["features.3"], 0.1))
 
 
 def test_layer_patterns_select_modules_and_unknown_names_fail(tiny_cnn):
     model = tiny_cnn()
-    assert prop.resolve_layers(model, ["features.?"]) == [f"features.{i}" for i in range(6)]
+    assert resolve_layers(model, ["features.?"]) == [f"features.{i}" for i in range(6)]
     with pytest.raises(ConfigError, match="valid"):
-        prop.resolve_layers(model, ["no_such_layer"])
+        resolve_layers(model, ["no_such_layer"])
 
 
 # -- metrics from the rows --------------------------------------------------------------------
@@ -153,6 +161,35 @@ def _row(k, correct, analysed, **loc):
     return {**row, **(loc if analysed else blank)}
 
 
+def _wilson(successes: int, trials: int) -> tuple[float, float]:
+    share = wilson_interval(successes, trials)
+    return share.low, share.high
+
+
+def test_rate_with_ci_is_the_wilson_interval_by_hand_and_against_scipy():
+    from scipy.stats import binomtest
+
+    z = 1.959963984540054  # two-sided 95% normal quantile
+    z2 = z**2
+
+    def ci(successes: int, trials: int) -> tuple[float, float]:
+        entry = rate_with_ci(successes, trials)
+        return entry["ci_low"], entry["ci_high"]
+
+    assert ci(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # 0.2775
+    assert ci(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
+    # s=5, n=10: centre 0.5, half = z * sqrt(0.025 + z2/400) / (1 + z2/10)
+    half = z * (0.025 + z2 / 400) ** 0.5 / (1 + z2 / 10)
+    assert ci(5, 10) == pytest.approx((0.5 - half, 0.5 + half))
+    assert ci(0, 72)[0] == 0.0 and ci(48, 48)[1] == 1.0  # exact, no rounding residue
+    for s, n in ((3, 17), (40, 41), (1, 600), (250, 500)):
+        ref = binomtest(s, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert ci(s, n) == pytest.approx((ref.low, ref.high), abs=1e-9)
+        assert rate_with_ci(s, n)["rate"] == s / n
+    none = rate_with_ci(0, 0)  # no trial: no rate, the interval the whole of [0, 1]
+    assert math.isnan(none["rate"]) and ci(0, 0) == (0.0, 1.0)
+
+
 def test_k_metrics_known_answer():
     rows = [
         _row(1, True, True, original_fooled=True, ring1_n=8, ring1_fooled=2, random_n=10, random_fooled=1),
@@ -161,14 +198,14 @@ def test_k_metrics_known_answer():
         _row(1, False, False),
         _row(3, True, False),
     ]
-    m = prop.k_metrics(rows, 1, radii=[1])
+    m = k_metrics(rows, 1, radii=[1])
     assert (m["images"], m["correct"]) == (4, 3)
     assert m["success"]["rate"] == pytest.approx(2 / 3)
-    assert (m["success"]["ci_low"], m["success"]["ci_high"]) == pytest.approx(wilson_interval(2, 3))
+    assert (m["success"]["ci_low"], m["success"]["ci_high"]) == pytest.approx(_wilson(2, 3))
     assert m["locality"]["r1"]["rate"] == pytest.approx(7 / 13)
     assert m["locality"]["random"]["rate"] == pytest.approx(1 / 20)
     assert m["locality"]["original"]["rate"] == 1.0
-    none = prop.k_metrics(rows, 3, radii=[1])
+    none = k_metrics(rows, 3, radii=[1])
     assert none["success"]["rate"] == 0.0 and none["locality"]["r1"]["trials"] == 0
     assert math.isnan(none["locality"]["r1"]["rate"])
     # locality CIs are cluster bootstraps over images (2 images: 2/8 and 5/5), never a binomial over 13 placements
@@ -183,14 +220,14 @@ def test_paired_claim_known_answer_and_missing_pairs():
 
     a = [0.5, 0.7, math.nan, 0.9, 0.2]
     b = [0.1, 0.2, 0.3, math.nan, 0.4]
-    c = prop.paired_claim("x", "s", "stat", "null", a, b, seed=3, primary=True)
+    c = paired_claim("x", "s", "stat", "null", a, b, seed=3, primary=True)
     diff = [0.4, 0.5, -0.2]  # only images with both values
     ref = bootstrap_mean_ci(diff, seed=3)
     assert c.effect.n == ref.n and [c.effect.mean, c.effect.low, c.effect.high] == pytest.approx(
         [ref.mean, ref.low, ref.high])
     assert c.p == pytest.approx(paired_p(diff))
     assert (c.observed, c.null_value) == pytest.approx(((0.5 + 0.7 + 0.2) / 3, (0.1 + 0.2 + 0.4) / 3))
-    empty = prop.paired_claim("x", "s", "stat", "null", [], [], seed=0, primary=True)
+    empty = paired_claim("x", "s", "stat", "null", [], [], seed=0, primary=True)
     assert empty.effect.n == 0 and math.isnan(empty.p)
 
 
@@ -204,7 +241,7 @@ def test_locality_columns_match_locality_analysis(tiny_cnn):
     loc = {"ring_counts": res.ring_counts, "ring_successes": res.ring_successes, "random_counts": res.random_counts,
            "random_successes": res.random_successes, "original_success": res.original_success}
     rows = [{"index": i, "analysed": i != 7} for i in (4, 7, 9, 2)]
-    prop.add_locality_columns(rows, torch.tensor([4, 9, 2]), loc, radii=(1, 2))
+    add_locality_columns(rows, torch.tensor([4, 9, 2]), loc, radii=(1, 2))
     assert rows[1]["ring1_n"] == ""  # not analysed
     assert rows[0]["ring1_n"] == 3 and rows[2]["ring1_n"] == 8  # a corner has 3 neighbours at r = 1
     assert [rows[j]["ring2_n"] for j in (0, 2, 3)] == res.ring_counts[:, 1].tolist()
@@ -213,15 +250,15 @@ def test_locality_columns_match_locality_analysis(tiny_cnn):
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="repeats"):
-        prop.PropagationConfig(pixels_list=[1, 1]).validate()
+        PropagationConfig(pixels_list=[1, 1]).validate()
     with pytest.raises(ConfigError):
-        prop.PropagationConfig(pixels_list=[0]).validate()
+        PropagationConfig(pixels_list=[0]).validate()
     with pytest.raises(ConfigError):
-        prop.PropagationConfig(radii=[0]).validate()
+        PropagationConfig(radii=[0]).validate()
     with pytest.raises(ConfigError):
-        prop.PropagationConfig(popsize=2).validate()
+        PropagationConfig(popsize=2).validate()
     with pytest.raises(ConfigError):
-        prop.PropagationConfig(threshold=-0.1).validate()
+        PropagationConfig(threshold=-0.1).validate()
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -285,7 +322,7 @@ def _read_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
-    config = prop.PropagationConfig(**{**prop.PropagationConfig.QUICK, "n": 16, "batch_size": 8},
+    config = PropagationConfig(**{**PropagationConfig.QUICK, "n": 16, "batch_size": 8},
                                     model=str(briefly_trained_smallcnn), arch="smallcnn",
                                     out=str(tmp_path / "run"), progress=False, device="cpu")
     config.validate()
@@ -304,7 +341,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
         ok = [r for r in correct if r["analysed"]]
         m = metrics["k"][str(k)]
         assert m["success"]["successes"] == len(ok) and m["success"]["trials"] == len(correct)
-        assert [m["success"]["ci_low"], m["success"]["ci_high"]] == pytest.approx(wilson_interval(len(ok), len(correct)))
+        assert [m["success"]["ci_low"], m["success"]["ci_high"]] == pytest.approx(_wilson(len(ok), len(correct)))
         for r in ok:
             assert r["success"] and r["label"] != r["adv_pred"] and r["original_fooled"] is True
             assert len(str(r["pixels"]).split()) == k and 1 <= r["l0"] <= k
@@ -328,11 +365,11 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     assert all(c["verdict"] in VERDICTS for c in claims)
     for k in config.pixels_list:
         mine = [c for c in primary if c["subject"] == f"{k}-pixel attack"]
-        assert sorted(c["null"] for c in mine) == sorted([*prop.CONTROL_NULLS.values(), prop.MATCHED_NULL])
+        assert sorted(c["null"] for c in mine) == sorted([*CONTROL_NULLS.values(), MATCHED_NULL])
         ok = [r for r in rows if r["k"] == k and r["correct"] and r["analysed"]]
-        loc = next(c for c in mine if c["null"] == prop.MATCHED_NULL)
+        loc = next(c for c in mine if c["null"] == MATCHED_NULL)
         assert loc["effect"]["n"] <= len(ok)
-        pos = next(c for c in mine if c["null"] == prop.CONTROL_NULLS["position"])
+        pos = next(c for c in mine if c["null"] == CONTROL_NULLS["position"])
         paired = [r for r in ok if r["control_position_peak_last"] != ""]
         assert pos["effect"]["n"] == len(paired)
         if paired:  # the last layer's peaks in the rows are the ones the claim compares
@@ -369,7 +406,6 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
 
 
 def test_control_difference_figure_is_written(tmp_path):
-    from advspatial.report.propagation_figures import plot_control_differences
 
     rows = [{"layer": f"l{i}", "mean": 0.1 * i, "low": 0.1 * i - 0.05, "high": 0.1 * i + 0.05} for i in range(4)]
     nan_rows = [{**r, "mean": math.nan, "low": math.nan, "high": math.nan} for r in rows]

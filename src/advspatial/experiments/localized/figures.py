@@ -14,17 +14,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..errors import ShapeError
-from .figures import save_figure
+from ...errors import ShapeError
+from ...report.figures import HEAT_CMAP, image_for_display, save_figure
 
 DIVERGING = "RdBu_r"
-HEAT = "inferno"
-
-
-def _display(img: torch.Tensor) -> tuple[np.ndarray, str | None]:
-    """(H,W) grey or (H,W,3) colour array in [0,1] for imshow, and its colour map."""
-    arr = img.detach().cpu().float().clamp(0, 1).numpy()
-    return (arr[0], "gray") if arr.shape[0] == 1 else (arr[:3].transpose(1, 2, 0), None)
 
 
 def _check(x: torch.Tensor, labels: Sequence[str], **others: torch.Tensor) -> int:
@@ -81,8 +74,8 @@ def plot_localized_examples(
                f"may change (white):\n{region_name}")
     im = None
     for i in range(n):
-        clean, cmap = _display(x[i])
-        adv, _ = _display(x_adv[i])
+        clean, cmap = image_for_display(x[i])
+        adv, _ = image_for_display(x_adv[i])
         axes = [fig.add_subplot(grid[i, j]) for j in range(4)]
         axes[0].imshow(clean, cmap=cmap, vmin=0, vmax=1)
         axes[1].imshow(adv, cmap=cmap, vmin=0, vmax=1)
@@ -133,13 +126,13 @@ def plot_gradcam_shift(
     grid = fig.add_gridspec(n, 6, width_ratios=[1, 1, 0.06, 0.3, 1, 0.06], wspace=0.1, hspace=0.5)
     heat = diff = None
     for i in range(n):
-        clean, cmap = _display(x[i])
-        adv, _ = _display(x_adv[i])
+        clean, cmap = image_for_display(x[i])
+        adv, _ = image_for_display(x_adv[i])
         ax0, ax1, ax2 = (fig.add_subplot(grid[i, j]) for j in (0, 1, 4))
         for ax, img, cam, energy, name in ((ax0, clean, before[i], energy_clean[i], "clean"),
                                            (ax1, adv, after[i], energy_adv[i], "attacked")):
             ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
-            heat = ax.imshow(cam.numpy(), cmap=HEAT, vmin=0, vmax=1, alpha=0.7)
+            heat = ax.imshow(cam.numpy(), cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.7)
             ax.set_title(f"{name}: {_share(float(energy))} in {inside_name}", fontsize=8)
             if not cam.any():
                 ax.text(0.5, 0.5, f"{map_name} is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,

@@ -17,8 +17,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
-from ..errors import ShapeError
-from .figures import HEAT_CMAP, image_for_display, to_numpy, save_figure
+from ...errors import ShapeError
+from ...report.figures import HEAT_CMAP, image_for_display, save_figure, to_numpy
 
 #: one colour per k (matplotlib's tab10), cycled
 K_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")

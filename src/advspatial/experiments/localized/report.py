@@ -1,47 +1,43 @@
-"""The report of experiment ``localized-training``: verdicts, gates, setup, models, robustness, Grad-CAM
-shift, examples and limits, rendered from the metrics and evaluations that :mod:`.localized` computed."""
+"""The report of experiment ``localized-training``: verdicts, gates, setup, models, robustness, the importance map's
+shift, examples and limits, rendered from the metrics, the claims, the evaluations and the example images that the
+stages computed."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from ..data import ImageDataset
-from ..maps import importance_map
-from ..masks import BACKGROUND_TAU
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ..report.html import Figure, Section, Table
-from ..report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
-from ..report.verdicts import gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..runtime import RunDir, model_device
-from .gate import gate_rule, roi_label
-from .localized import (
-    MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, ModelEvaluation, condition_labels, gate_eps,
-    natural_epochs, region_mask_fn, region_names, train_config,
+from ...data import ImageDataset
+from ...masks import BACKGROUND_TAU
+from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...report.html import Figure, Section, Table
+from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...runtime import RunDir
+from ..gate import gate_rule, roi_label
+from .config import (
+    EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, condition_labels, gate_eps, natural_epochs,
+    region_names, train_config,
 )
+from .figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
+from .stages import Examples, ModelEvaluation
 
 
 @dataclass
 class ReportContext:
+    """What the report is rendered from; ``examples``: per model shown, its example images (None: none)."""
+
     config: LocalizedConfig
     rundir: RunDir
     data: ImageDataset
-    models: dict[str, nn.Module]
     evaluations: dict[str, ModelEvaluation]
     metrics: dict[str, Any]
     claims: list[Claim]
-
-
-def fmt(value: float, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    examples: dict[str, Examples | None]
 
 
 def build_sections(ctx: ReportContext) -> list[Section]:
+    """The report's sections, in order."""
     return [verdict_section(ctx), gate_section(ctx), setup_section(ctx), models_section(ctx), robustness_section(ctx),
             gradcam_section(ctx), limits_section(ctx)]
 
@@ -130,9 +126,9 @@ def models_sentence(cfg: LocalizedConfig, metrics: dict[str, Any]) -> str:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
                 f"images (natural {natural_epochs(cfg)} epochs, the others {cfg.train_epochs}).")
-    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from scratch): "
-            f"{ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on {ft['train_images']} "
-            f"training images, {ft['train_source']}.")
+    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from "
+            f"scratch): {ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on "
+            f"{ft['train_images']} training images, {ft['train_source']}.")
 
 
 def setup_section(ctx: ReportContext) -> Section:
@@ -153,11 +149,12 @@ def setup_section(ctx: ReportContext) -> Section:
             f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial "
             f"fine-tuning ({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image "
             f"examples) and random-mask localized fine-tuning (the same loss on a random region of the same area "
-            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets {ft['epochs']} epoch(s) = "
-            f"{ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} training images in the same "
-            f"order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by a cosine, momentum "
-            f"{ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, batch-norm running "
-            f"statistics {'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
+            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets "
+            f"{ft['epochs']} epoch(s) = {ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} "
+            f"training images in the same order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by "
+            f"a cosine, momentum {ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, "
+            f"batch-norm running statistics "
+            f"{'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
             f"; seed {ft['seed']}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
             "start.",
             f"Training background of the localized model: {ft['mask_source']}, computed once per training image on "
@@ -275,14 +272,6 @@ def seed_cell(spread: dict[str, Any] | None) -> str:
     return f"{fmt(spread['mean'])} ± {fmt(spread['sd'])}"
 
 
-def figure_indices(ev: ModelEvaluation, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Up to k images correct when clean: those the region-only attack fools first, then the others."""
-    correct = ev.preds["clean"] == labels
-    fooled = correct & (ev.preds["region"] != labels)
-    order = torch.cat([fooled.nonzero().squeeze(1), (correct & ~fooled).nonzero().squeeze(1)])
-    return order[:k]
-
-
 def gradcam_section(ctx: ReportContext) -> Section:
     cfg, models = ctx.config, ctx.metrics["models"]
     region, complement = region_names(cfg.mask)
@@ -296,7 +285,7 @@ def gradcam_section(ctx: ReportContext) -> Section:
                   ["model", "map", "clean", f"after {region}-only PGD", "change", "images left out (map all zero)",
                    "interpretation"], rows)
     figures = []
-    for mode in ("natural", "localized"):
+    for mode in EXAMPLE_MODES:
         figures += example_figures(ctx, mode, region, complement)
     paragraphs = [
         f"A {region}-only attack changes no {complement} pixel, yet it can move where the model looks: the table "
@@ -312,31 +301,24 @@ def gradcam_section(ctx: ReportContext) -> Section:
 
 def example_figures(ctx: ReportContext, mode: str, region: str, complement: str) -> list[Figure]:
     """Example images of the region-only attack against ``mode`` and its importance map before/after."""
-    cfg, data, ev = ctx.config, ctx.data, ctx.evaluations[mode]
-    idx = figure_indices(ev, data.labels, cfg.figure_images)
-    if cfg.figure_images == 0 or len(idx) == 0:
+    ex = ctx.examples.get(mode)
+    if ex is None:
         return []
-    model = ctx.models[mode]
-    method = ev.importance
-    device = model_device(model)
-    x, x_adv, y = data.images(idx), ev.region_x_adv[idx], data.labels[idx]
-    mask_fn = region_mask_fn(cfg, data, model, method)
-    mask = torch.cat([mask_fn(slice(int(i), int(i) + 1)) for i in idx])
-    names = data.class_names
-    labels = [f"#{int(i)} {names[int(y[j])]}\nafter attack: {names[int(ev.preds['region'][i])]}"
-              for j, i in enumerate(idx)]
-    ex = plot_localized_examples(x, x_adv, mask, ctx.rundir.figures / f"examples-{mode}.png", row_labels=labels,
-                                 region_name=region, title=f"{sentence_case(region)}-only PGD ({budget_text(cfg)}) "
-                                                           f"against the {mode} model")
-    cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device)).cpu() for z in (x, x_adv)]
+    names = ctx.data.class_names
+    labels = [f"#{int(i)} {names[int(y)]}\nafter attack: {names[int(p)]}"
+              for i, y, p in zip(ex.index, ex.labels, ex.adv_pred)]
+    cfg, method = ctx.config, ex.method
+    title = f"{sentence_case(region)}-only PGD ({budget_text(cfg)}) against the {mode} model"
+    path = plot_localized_examples(ex.x, ex.x_adv, ex.mask, ctx.rundir.figures / f"examples-{mode}.png",
+                                   row_labels=labels, region_name=region, title=title)
     label = roi_label(ctx.metrics["faithfulness"][mode])
-    shift = plot_gradcam_shift(x, x_adv, cams[0], cams[1], ev.cam_energy_clean[idx], ev.cam_energy_adv[idx],
+    shift = plot_gradcam_shift(ex.x, ex.x_adv, ex.cam_clean, ex.cam_adv, ex.energy_clean, ex.energy_adv,
                                ctx.rundir.figures / f"importance-{mode}.png", row_labels=labels,
                                inside_name=complement, map_name=method,
                                title=f"{mode} model: {method} of the true class before and after {region}-only PGD"
                                      + (f"\n({label})" if label else ""))
-    return [Figure(ex, f"{mode} model: clean image, {region}-only adversarial image, the signed perturbation and "
-                       f"the region the attack may change (white). Rows: images the attack fools first."),
+    return [Figure(path, f"{mode} model: clean image, {region}-only adversarial image, the signed perturbation and "
+                         f"the region the attack may change (white). Rows: images the attack fools first."),
             Figure(shift, f"{mode} model: {method} of the true class on the clean and the attacked image, and the "
                           f"change; titles give the share of its energy in the {complement}."
                           + (f" {sentence_case(label)}." if label else ""))]

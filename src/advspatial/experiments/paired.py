@@ -1,0 +1,42 @@
+"""A claim on per-image pairs, the shape of every claim of ``localized-training`` and ``propagation``.
+
+Both experiments compare two numbers measured on the same images (a model's
+correctness against another's, an attack's reach against a random control's,
+a map's share after an attack against before it): the effect is the mean of
+the per-image differences with its bootstrap CI over images, the p-value the
+two-sided Wilcoxon signed-rank test of those differences
+(:mod:`advspatial.regions.inference`); :func:`advspatial.regions.claims.judge`
+corrects and judges them afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ..regions.claims import Claim
+from ..regions.inference import bootstrap_mean_ci, paired_p
+
+
+def ratio(observed: float, null: float) -> float:
+    """``observed / null``; NaN where the null is 0 or either is not finite."""
+    return observed / null if null != 0 and math.isfinite(null) and math.isfinite(observed) else math.nan
+
+
+def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: Any, control: Any, seed: int,
+                 primary: bool, gates: Mapping[str, bool] | None = None) -> Claim:
+    """The claim that ``observed`` exceeds ``control``, per image: both (N,) values of the same images, an image
+    left out where either is not finite. ``observed``/``null_value`` are the two means over the images kept."""
+    a = torch.as_tensor(observed, dtype=torch.float64).reshape(-1)
+    b = torch.as_tensor(control, dtype=torch.float64).reshape(-1)
+    keep = torch.isfinite(a) & torch.isfinite(b)
+    a, b = a[keep], b[keep]
+    diff = a - b
+    obs = float(a.mean()) if len(a) else math.nan
+    null_value = float(b.mean()) if len(b) else math.nan
+    return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
+                 effect=bootstrap_mean_ci(diff, seed=seed), ratio=ratio(obs, null_value),
+                 p=paired_p(diff) if len(diff) else math.nan, gates=dict(gates or {}), primary=primary)

@@ -1,0 +1,56 @@
+"""Experiment ``propagation``: how far a one-pixel (k-pixel) perturbation spreads through the
+layers, and whether the attack's colour works only at its exact position (METHODS.md §6).
+
+Stages, each cached in the run directory so that ``--resume`` completes an
+interrupted run with identical numbers:
+
+1. ``attack/k{k}/batch-NNNNN``: the k-pixel attack (differential evolution) of
+   every batch, for every k in ``pixels_list``, with per-sample seeds;
+2. ``propagation/k{k}/batch-NNNNN``: propagation maps of the batch's
+   *successful* attacks (images the model classifies correctly and the attack
+   fools), reduced at once to per-layer sums and summaries (memory does not grow
+   with n), plus per image and layer the peak PMmax, mean PMmax and spread; and
+   the same per-image statistics of the two *controls* of each attack: a random,
+   non-adversarial change of the same |Δ| per pixel at a random position, and at
+   the attack's position with a random colour
+   (:func:`~advspatial.analysis.propagation.random_pixel_change`, seeded by
+   (seed, sample id));
+3. ``locality/k{k}``: the attack's colours moved to Chebyshev radius r (rings),
+   to context-matched random placements (same edge-strength x intensity
+   stratum, the primary control) and to uniformly random positions (secondary
+   view), on the successful attacks of that k.
+
+Claims (:mod:`advspatial.regions.claims`, judged by the one engine): per k the
+primary family (Holm) is the last layer's peak PMmax, attack minus each
+control, and the r = min(radii) success share minus the context-matched
+control's; every other layer x statistic x control and every other locality
+comparison is secondary (Benjamini-Hochberg). Effects are per-image paired
+differences with a bootstrap CI over images; locality rates carry
+cluster-bootstrap CIs over images (placements of one image are not independent).
+
+The perturbed pixels are read off the adversarial image: the positions where
+``x_adv`` differs from ``x`` in any channel, the colour is ``x_adv`` there.
+Every summary metric is computed from the per-image rows (so the two agree),
+except the depth curves, which are merged from the per-batch sums of stage 2.
+
+Default budget: n = 100 images, DE population 100 and 20 generations (at most
+2100 queries per image and k) instead of the literature's 400 x 75 (30,400):
+an attack that fails spends its whole budget, and most one-pixel attacks fail,
+so the literature budget on 500 images and three k would take hours on a CPU.
+The default run (k = 1, 3, 5, with the controls) took 277 s of wall time on 2
+shared cores at load average 6-7 (benchmarks/README.md); the controls, the
+locality test, the claims and the report cost about 37 s of CPU of that.
+
+The package: :mod:`.config` (the settings), :mod:`.pixels` (the attack's pixels read off the adversarial
+image), :mod:`.stages` (the cached stages, with :mod:`.totals`, the per-batch reduction of the maps, and
+:mod:`.rows`, the per-image rows), :mod:`.metrics` and :mod:`.claims` (the statistics), :mod:`.report` and
+:mod:`.figures` (the rendering), :mod:`.experiment` (the run, registered as ``propagation``).
+"""
+
+from __future__ import annotations
+
+from .config import PropagationConfig
+from .experiment import run_propagation
+from .pixels import perturbed_pixels
+
+__all__ = ["PropagationConfig", "perturbed_pixels", "run_propagation"]

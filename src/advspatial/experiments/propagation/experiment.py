@@ -1,0 +1,27 @@
+"""The run of experiment ``propagation``: the stages of every k, the metrics from the rows, the claims, the report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...runtime import RunDir
+from ..base import ExperimentResult, prepare_context, register_experiment
+from .claims import build_claims
+from .config import PropagationConfig
+from .metrics import build_metrics
+from .report import build_sections, summary_table
+from .stages import Context, process_k, resolve_layers
+
+
+@register_experiment("propagation", PropagationConfig,
+                     "one-pixel (k-pixel) attacks: propagation maps through the layers and the locality test")
+def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResult:
+    base = prepare_context(config, rundir)
+    ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))
+    rows: list[dict[str, Any]] = []
+    summaries = [process_k(ctx, k, rows) for k in config.pixels_list]
+    metrics = build_metrics(config, len(ctx.data), rows, summaries)
+    claims = build_claims(config, summaries, rows)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    sections = build_sections(ctx, summaries, metrics, claims)
+    return ExperimentResult(metrics, rows, summary_table(metrics), sections)
