@@ -17,35 +17,26 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-import advspatial.experiments.perceptual as perceptual
 from advspatial.analysis.ssim import ssim
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.base import config_from_mapping, run_experiment
-from advspatial.experiments.perceptual import (
-    ATTACKS,
-    STATS,
-    AttackStore,
-    Context,
-    PerceptualConfig,
-    attack_metrics,
-    bisect_eps,
-    calibrate,
-    compare_attack,
-    map_statistics,
-    measure,
-    pgd_attack,
-    ssim_distortion,
-)
-from advspatial.experiments.perceptual_report import summary_text
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
-from advspatial.regions.inference import NULLS, VERDICTS
-from advspatial.report.perceptual_figures import (
+from advspatial.experiments.perceptual.calibration import bisect_eps, calibrate
+from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
+from advspatial.experiments.perceptual.figures import (
     plot_attack_summary,
     plot_calibration,
     plot_overlap_vs_baseline,
     plot_ssim_vs_cam,
 )
+from advspatial.experiments.perceptual.maps_stage import AttackStore
+from advspatial.experiments.perceptual.metrics import attack_metrics
+from advspatial.experiments.perceptual.report import summary_text
+from advspatial.experiments.perceptual.stages import Context, map_statistics, pgd_attack, ssim_distortion
+from advspatial.experiments.perceptual.statistics import compare_attack, measure
+from advspatial.experiments.rows import keep_first
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.inference import NULLS, VERDICTS
 from advspatial.runtime import RunDir, batch_slices
 
 from helpers import ReportParser
@@ -195,7 +186,7 @@ def _store(cams: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, composi
     ids = torch.arange(len(cams))
     _, cam_region, dist_region = map_statistics(cams, dist, 9 / 144, 0, ids)
     store = AttackStore()
-    perceptual.keep_first(store.kept, 1000, torch.ones(len(cams), dtype=torch.bool), importance=cams, attack=dist,
+    keep_first(store.kept, 1000, torch.ones(len(cams), dtype=torch.bool), importance=cams, attack=dist,
                           roi=cam_region, roa=dist_region, labels=labels, composition=composition)
     return store
 
