@@ -56,7 +56,6 @@ def pgd_attack(model: nn.Module, eps: float, steps: int, seed: int, loss: str = 
     return make_attack("pgd", model, eps=eps, alpha="auto", steps=steps, seed=seed, loss=loss)
 
 
-
 def ssim_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     """The SSIM map ``1 − SSIM_local(x, x')``, (N,H,W) >= 0 (0 where nothing changed; channels averaged)."""
     return (1.0 - ssim_map(x, x_adv)).clamp_min(0.0)

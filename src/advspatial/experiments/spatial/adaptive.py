@@ -144,7 +144,7 @@ def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[s
     return {key: {k: torch.cat(v) for k, v in columns.items()} for key, columns in parts.items()}
 
 
-# -- 3. convergence ----------------------------------------------------------------------------
+# -- convergence ---------------------------------------------------------------------------------
 
 def curve_grid(ctx: Context) -> CurveGrid:
     cfg = ctx.config

@@ -40,10 +40,9 @@ class Context(ExperimentContext):
         return nn.functional.interpolate(regions[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
-
 def spatial_context(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None) -> Context:
     """The shared context with the RoI method resolved (``auto``: by the model's head type); ``images``: the
-    test images when they are not ``config.dataset``'s (see :func:`~.base.prepare_context`)."""
+    test images when they are not ``config.dataset``'s (see :func:`~advspatial.experiments.base.prepare_context`)."""
     base = prepare_context(config, rundir, images)
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)
@@ -77,7 +76,6 @@ def max_normalized(maps: torch.Tensor) -> torch.Tensor:
     """Each (H,W) map divided by its maximum (all-zero maps stay zero)."""
     peak = maps.flatten(1).amax(1).clamp_min(1e-12)
     return maps / peak[:, None, None]
-
 
 
 def panel_methods(ctx: Context) -> list[str]:

@@ -136,7 +136,6 @@ def class_prior(ctx: Context) -> torch.Tensor:
     return prior
 
 
-
 def defence_batch(ctx: Context, name: str, b: int, sl: slice, x_adv: torch.Tensor, amap: torch.Tensor,
                   defences: dict[str, NeutralizedModel]) -> dict[str, torch.Tensor]:
     """Per-image defence columns of one attack and batch (cached); controls are (B, draws) predictions.

@@ -97,7 +97,6 @@ def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
                                           gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf)])
 
 
-
 def panel_table(panel: list[Claim]) -> Table:
     """Explainer-sensitivity panel: the primary statistic under each explainer and region fraction."""
     rows = []
@@ -111,7 +110,6 @@ def panel_table(panel: list[Claim]) -> Table:
                  "region fractions (a conclusion that changes sign across faithful explainers is explainer-dependent)",
                  ["RoI", "explainer kind", "observed", "same-class null", "Δ [95% CI]", "ratio", "p_adj (BH)",
                   "gates", "verdict"], rows)
-
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -211,7 +209,6 @@ def overlap_section(ctx: Context, claims: list[Claim]) -> Section:
         tables=[table], anchor="overlap-vs-baseline")
 
 
-
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     cfg = ctx.config
     return Section("Limits of the method", [
@@ -234,8 +231,6 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"(population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 and 75); "
         "on 28x28 grey images they rarely succeed, so their statistics rest on few images.",
     ], anchor="limits")
-
-
 
 
 def summary_table(metrics: dict[str, Any]) -> str:

@@ -25,7 +25,6 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
             for m in panel_methods(ctx)}
 
 
-
 def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
             gates: dict[str, dict[str, Any]]) -> list[Claim]:
     """The RoI/RoA inference: engine results, claims, corrections and verdicts, written into ``metrics``."""
