@@ -28,8 +28,8 @@ def build_attack(name: str, model: nn.Module, config: MeasurementConfig) -> Atta
     return make_attack(name, model, seed=config.seed, **params.get(name, {}))
 
 
-def images_for(name: str, attack: Attack, config: MeasurementConfig, n: int) -> int:
-    """How many images (a prefix) attack ``name`` gets: one-pixel attacks run on a subset."""
+def images_for(attack: Attack, config: MeasurementConfig, n: int) -> int:
+    """How many of the n images (a prefix) ``attack`` gets: L0 (one-pixel) attacks run on a subset."""
     return min(n, config.onepixel_n) if attack.norm == "l0" else n
 
 

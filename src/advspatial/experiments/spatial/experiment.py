@@ -46,7 +46,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     metrics["sweep"] = sweep_summary(ctx, sweep)
     claims = measure(ctx, summaries, metrics, gates)
     metrics["adaptive"] = summarize_adaptive(ctx, outcomes, convergence, metrics["roi"]["faithful"], prior is not None)
-    sections = report.build_sections(ctx, summaries, metrics, claims, rows)
+    sections = report.build_sections(ctx, summaries, metrics, claims)
     return ExperimentResult(metrics, rows, report.summary_table(metrics), sections)
 
 

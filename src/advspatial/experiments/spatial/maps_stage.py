@@ -122,7 +122,7 @@ def process_attack(
     """
     cfg, data = ctx.config, ctx.data
     attack = attack or build_attack(name, ctx.model, cfg)
-    n_a = images_for(name, attack, cfg, len(data))
+    n_a = images_for(attack, cfg, len(data))
     kinds = map_kinds(attack, cfg)
     shape = tuple(ctx.scale or data.image_shape[1:])
     summary = AttackSummary(name, attack.norm, n_a, {k: defaultdict(list) for k in kinds},

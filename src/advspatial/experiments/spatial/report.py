@@ -36,7 +36,7 @@ GRADIENT_FREE = ("occlusion", "cam")
 
 
 def build_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                   claims: list[Claim], rows: list[dict[str, Any]]) -> list[Section]:
+                   claims: list[Claim]) -> list[Section]:
     """Every section of the spatial report, in order."""
     return [
         verdict_section(ctx, summaries, metrics, claims),
