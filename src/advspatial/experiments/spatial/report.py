@@ -37,17 +37,11 @@ GRADIENT_FREE = ("occlusion", "cam")
 
 def build_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
                    claims: list[Claim]) -> list[Section]:
-    """Every section of the spatial report, in order."""
-    return [
-        verdict_section(ctx, summaries, metrics, claims),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        attacks_section(metrics),
-        where_section(ctx, summaries, metrics),
-        overlap_section(ctx, claims),
-        defence_section(ctx, metrics),
-        limits_section(ctx, metrics),
-    ]
+    """Every section of the spatial report, in order: the measurement's, with the attacks table, the defence
+    and the limits."""
+    verdicts, gate, setup, where, overlap = measurement_sections(ctx, summaries, metrics, claims)
+    return [verdicts, gate, setup, attacks_section(metrics), where, overlap, defence_section(ctx, metrics),
+            limits_section(ctx, metrics)]
 
 
 def measurement_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
