@@ -35,6 +35,7 @@ from ..runtime import RunDir
 from .base import ExperimentResult, load_checked_model, register_experiment, setting
 from .gate import GatedConfig
 from .spatial import MeasurementConfig, maps_analysis
+from .spatial.report import claims_lines
 
 NORM_CHOICES = ("auto", "linf", "l2", "l0")
 LABELS_PREDICTED = "predicted"
@@ -212,8 +213,6 @@ def example_images(config: AnalyzeConfig, examples: Examples, model: nn.Module |
                      "RoI vs RoA of adversarial examples made elsewhere (torchattacks, ART, your own code): "
                      "the gate, maps, nulls and verdicts without running an attack")
 def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
-    from . import spatial_report
-
     examples = read_examples(config)
     check_inputs(rundir, examples)
     model = None
@@ -230,7 +229,7 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
                            "pairs": len(examples.clean), "sha256": examples.checksums}
     sections.insert(2, source_section(metrics["examples"]))
     summary = "\n".join([f"{config.source}: {len(rows)} example pairs, threat model {norm} ({why})",
-                         *spatial_report.claims_lines(metrics)])
+                         *claims_lines(metrics)])
     return ExperimentResult(metrics, rows, summary, sections)
 
 

@@ -82,13 +82,16 @@ def pixel_claim(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping[
 
 
 def attack_claims(subject: str, comparisons: Mapping[str, Mapping[str, NullComparison]], gates: Mapping[str, bool],
-                  primary: bool) -> list[Claim]:
-    """Claims of one attack map: the primary endpoint first (when ``primary``), then every other row."""
+                  primary: bool, claim: str = CLAIM) -> list[Claim]:
+    """Claims of one attack map: the primary endpoint first (when ``primary``), then every other row.
+
+    ``claim`` words what is claimed (the perceptual experiment's RoA is where SSIM drops).
+    """
     out = []
     for stat, by_null in comparisons.items():
         for null, comparison in by_null.items():
             is_primary = primary and stat == PRIMARY_STATISTIC and null == PRIMARY_NULL
-            out.append(claim_from(comparison, CLAIM, subject, gates, primary=is_primary))
+            out.append(claim_from(comparison, claim, subject, gates, primary=is_primary))
     out.sort(key=lambda c: not c.primary)
     return out
 

@@ -1,30 +1,44 @@
-"""The report of the perceptual experiment: verdicts first, the gate, setup, attacks and curves, maps, nulls, limits.
+"""The report of the perceptual experiment: verdicts first, the gate, setup, attacks and curves, maps, nulls, limits;
+and the printed summary.
 
-Rendering only: every number comes from :mod:`.perceptual`'s metrics and claims.
+Rendering only: every number comes from the metrics, the calibration, the claims and the kept images computed
+by the stages (:mod:`.calibration`, :mod:`.maps_stage`, :mod:`.statistics`, :mod:`.metrics`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from ..regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ..report.html import Figure, Section, Table
-from .perceptual import (
-    ATTACKS, ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, TERMS, AttackStore, Calibration, Context,
-)
+from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...report.html import Figure, Section, Table
+from ...report.summary import faithfulness_section, gate_verdict_sentence
+from ...report.verdicts import fmt, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ..gate import gate_rule
+from .calibration import Calibration
+from .config import ATTACKS, PRIMARY_STATISTIC, STATS
+from .figures import plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam
+from .maps_stage import AttackStore
+from .stages import Context
 
+STAT_LABELS = {
+    "spearman": "Spearman(CAM, 1-SSIM map)",
+    "iou": "IoU of the top regions",
+    "energy_in_cam": "share of 1-SSIM mass in the CAM region",
+}
+#: report label of an engine statistic
+ENGINE_LABELS = {key: STAT_LABELS[name] for name, key in STATS.items()}
 
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
+         "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "
+         "attack acts through, here the top fraction of the 1 − SSIM map, 1 − SSIM_local(x, x'), i.e. where the "
+         "adversarial image loses structural similarity.")
 
 
 def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibration, claims: list[Claim],
                    stores: dict[str, AttackStore], examples: dict[str, list]) -> list[Section]:
+    """Every section of the perceptual report, in order."""
     return [
         verdict_section(ctx, metrics, claims),
         gate_section(ctx, metrics),
@@ -38,8 +52,6 @@ def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibrati
 
 def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
-    from ..report.verdicts import forest_figures, verdict_legend, verdict_table, what_this_run_shows
-
     cfg = ctx.config
     primary = [c for c in claims if c.primary]
     roi = metrics["roi"]
@@ -69,21 +81,12 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
-    from ..report.verdicts import gate_tables
-    from .gate import gate_rule
-
     cfg = ctx.config
-    gates = metrics["faithfulness"]
-    roi = metrics["roi"]
-    gate = gates[roi["method"]]
-    paragraphs = [
-        f"RoI explainer: {roi['method']} of the true class ({roi['why']}). It is "
-        f"{'FAITHFUL' if roi['faithful'] else 'NOT faithful'} by the gate below ({gate.get('reason', '')}).",
+    gate = metrics["faithfulness"][metrics["roi"]["method"]]
+    return faithfulness_section(metrics, [
+        gate_verdict_sentence(metrics, target=" of the true class", reason="always"),
         gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, metrics["pgd_eps"], "the CAM")
-        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline.",
-    ]
-    tables = gate_tables(gates, per_class_of=[roi["method"]])
-    return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
+        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline."])
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -121,8 +124,6 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
 
 def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibration,
                     stores: dict[str, AttackStore]) -> Section:
-    from ..report.perceptual_figures import plot_attack_summary, plot_calibration
-
     cfg = ctx.config
     rows = []
     for name, m in metrics["attacks"].items():
@@ -173,8 +174,6 @@ def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibrat
 
 
 def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list]) -> Section:
-    from ..report.perceptual_figures import plot_ssim_vs_cam
-
     cfg = ctx.config
     rows = [[name, m["successful"]] + [fmt(m["maps"][s]) for s in STATS] + [m["maps"]["interpretation"]]
             for name, m in metrics["attacks"].items()]
@@ -207,9 +206,6 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
 
 def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
     """Every statistic against every null (folded), with corrected p-values and verdicts, and their levels."""
-    from ..report.perceptual_figures import plot_overlap_vs_baseline
-    from ..report.verdicts import plot_forest, verdict_table
-
     cfg = ctx.config
     rest = [c for c in claims if not c.primary]
     tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "

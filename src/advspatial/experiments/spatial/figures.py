@@ -9,8 +9,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from ..errors import ShapeError
-from .figures import save_figure
+from ...errors import ShapeError
+from ...report.figures import save_figure
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 

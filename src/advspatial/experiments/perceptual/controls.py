@@ -23,10 +23,10 @@ from collections.abc import Callable
 
 import torch
 
-from ..analysis.ssim import ssim
-from ..attacks.base import per_sample_noise
-from ..attacks.ssim_ball import SSIMBallAttack
-from ..regions.controls import stream_seed
+from ...analysis.ssim import ssim
+from ...attacks.base import per_sample_noise
+from ...attacks.ssim_ball import SSIMBallAttack
+from ...regions.controls import stream_seed
 
 #: random stream of the geometry null's directions
 GEOMETRY_STREAM = 0x6E0

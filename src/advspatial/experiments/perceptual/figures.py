@@ -17,8 +17,10 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..errors import ShapeError
-from .figures import HEAT_CMAP, check_images_maps, image_for_display, to_numpy, per_image_max_normalized, save_figure
+from ...errors import ShapeError
+from ...report.figures import (
+    HEAT_CMAP, check_images_maps, image_for_display, per_image_max_normalized, save_figure, to_numpy,
+)
 
 ATTACK_COLOURS = ("#3a7bd5", "#f28e2b", "#59a14f", "#b07aa1")
 CAM_CONTOUR = "#00e5ff"

@@ -1,0 +1,70 @@
+"""The spatial experiment as registered (``advspatial run spatial``), and the measurement alone
+(:func:`maps_analysis`: the ``advspatial maps`` command and the ``analyze`` experiment).
+
+Each runs the stages in order, computes the metrics and claims, then hands the computed values to the
+report (:mod:`.report`), which renders them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ...attacks import Attack
+from ...data import ImageDataset
+from ...runtime import RunDir
+from ..base import ExperimentResult, register_experiment
+from . import report
+from .adaptive import adaptive_stage, convergence_stage
+from .config import MeasurementConfig, SpatialConfig
+from .context import roi_batch, spatial_context
+from .defence import aggregate_sweep, class_prior, deployable_defences
+from .defence_verdicts import summarize_adaptive, sweep_summary
+from .maps_stage import process_attack
+from .metrics import build_metrics, measurement_metrics
+from .statistics import measure, run_gates
+
+
+@register_experiment("spatial", SpatialConfig,
+                     "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence")
+def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
+    """Clean maps, the gates, the prior, every attack with its maps and defence columns, the sweep, the adaptive
+    evaluation and its convergence; then metrics, claims and verdicts; then the report."""
+    ctx = spatial_context(config, rundir)
+    ctx.each_batch(lambda b, sl: roi_batch(ctx, b), desc="clean: predictions, importance maps", then=lambda *_: None)
+    gates = run_gates(ctx)
+    prior = class_prior(ctx)
+    rows: list[dict[str, Any]] = []
+    defences = deployable_defences(ctx, prior)
+    summaries = [process_attack(ctx, name, defences, rows) for name in config.attacks]
+    sweep = aggregate_sweep(ctx)
+    outcomes = adaptive_stage(ctx, prior)
+    convergence = convergence_stage(ctx, prior)
+    metrics = build_metrics(ctx, summaries, rows)
+    metrics["sweep"] = sweep_summary(ctx, sweep)
+    claims = measure(ctx, summaries, metrics, gates)
+    metrics["adaptive"] = summarize_adaptive(ctx, outcomes, convergence, metrics["roi"]["faithful"], prior is not None)
+    sections = report.build_sections(ctx, summaries, metrics, claims)
+    return ExperimentResult(metrics, rows, report.summary_table(metrics), sections)
+
+
+def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,
+                  attacks: dict[str, Callable[[nn.Module], Attack]] | None = None,
+                  ) -> tuple[list[dict[str, Any]], dict[str, Any], list[Any]]:
+    """RoI/RoA maps, regions, the faithfulness gate, statistics and verdicts for ``config.attacks`` - no defence.
+
+    Backs the ``advspatial maps`` command and the ``analyze`` experiment, which passes its own ``images``
+    and, in ``attacks``, a maker ``model -> Attack`` per name (the examples made elsewhere) in place of the
+    registered attack; returns (per-image rows, metrics, report sections).
+    """
+    ctx = spatial_context(config, rundir, images)
+    gates = run_gates(ctx)
+    rows: list[dict[str, Any]] = []
+    makers = attacks or {}
+    summaries = [process_attack(ctx, name, None, rows, makers[name](ctx.model) if name in makers else None)
+                 for name in config.attacks]
+    metrics = measurement_metrics(ctx, summaries, rows)
+    claims = measure(ctx, summaries, metrics, gates)
+    return rows, metrics, report.measurement_sections(ctx, summaries, metrics, claims)

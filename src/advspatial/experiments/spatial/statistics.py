@@ -1,0 +1,104 @@
+"""The spatial experiment's inference (METHODS.md §1): the faithfulness gate of every explainer, the
+co-location comparisons against the nulls, the explainer-sensitivity panel, the claims, their corrections
+and verdicts (written into the metrics)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...regions import binarize
+from ...regions.claims import Claim, claim_from, judge
+from ...regions.inference import compare_to_nulls
+from .. import colocation
+from ..gate import gate_stage, roi_label
+from .config import MeasurementConfig
+from .context import Context, panel_batch, panel_methods
+from .maps_stage import AttackSummary
+
+
+def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of the RoI's explainer and of every panel explainer, on the run's own maps."""
+    cfg = ctx.config
+    return {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b))
+            for m in panel_methods(ctx)}
+
+
+def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
+            gates: dict[str, dict[str, Any]]) -> list[Claim]:
+    """The RoI/RoA inference: engine results, claims, corrections and verdicts, written into ``metrics``."""
+    cfg = ctx.config
+    roi_gate = gates[ctx.importance]
+    label = roi_label(roi_gate)
+    metrics["faithfulness"] = gates
+    metrics["roi"] = {"method": ctx.importance, "why": ctx.importance_reason, "faithful": bool(roi_gate["passed"]),
+                      "interpretation": label or "interpretable"}
+    metrics["inference"], claims = {}, []
+    for s in summaries:
+        main = s.kinds()[0]
+        for kind in s.kinds():
+            subject = f"{s.name} ({kind} RoA)"
+            gate_set = claim_gates(roi_gate, metrics["attacks"][s.name]["maps"][kind], cfg)
+            if s.kept(kind) < 3:
+                continue
+            if s.norm == "l0":
+                claims.append(colocation.pixel_claim(s.store(kind), subject, gate_set, cfg.seed))
+                continue
+            comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
+            metrics["inference"].setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
+            claims += colocation.attack_claims(subject, comparisons, gate_set, primary=kind == main)
+        for kind, stats in metrics["attacks"][s.name]["maps"].items():
+            stats["interpretation"] = label or "interpretable"
+    main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
+    if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
+        claims += panel_claims(ctx, main_attack, gates, metrics)
+    judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
+    metrics["claims"] = [c.as_dict() for c in claims]
+    metrics["defence_interpretation"] = label or "interpretable"
+    return claims
+
+
+def claim_gates(roi_gate: dict[str, Any], map_stats: dict[str, Any], cfg: MeasurementConfig) -> dict[str, bool]:
+    """The validity gates of a co-location claim: the RoI is faithful; the RoA map is complete enough."""
+    gates = {"RoI faithfulness": bool(roi_gate["passed"])}
+    if "flagged_share" in map_stats:
+        share = map_stats["flagged_share"]
+        gates["completeness"] = not (share > cfg.max_flagged_share)
+    return gates
+
+
+def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str, Any]],
+                 metrics: dict[str, Any]) -> list[Claim]:
+    """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction."""
+    cfg = ctx.config
+    kind = cfg.attack_map
+    store = summary.store(kind)
+    map_stats = metrics["attacks"][summary.name]["maps"][kind]
+    out = []
+    ids = store["ids"]
+    roa = store["roa"]
+    for method in panel_methods(ctx)[1:]:
+        imp = store[f"panel:{method}"]
+        roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
+        out.append(panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
+                               roa, store, claim_gates(gates[method], map_stats, cfg)))
+    for fraction in cfg.panel_fractions:
+        if fraction == cfg.fraction:
+            continue
+        roi = binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask
+        roa_f = binarize(store["attack"], fraction=fraction, seed=cfg.seed + 1, sample_ids=ids).mask
+        out.append(panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
+                               store["attack"], roi, roa_f, store, claim_gates(gates[ctx.importance], map_stats, cfg)))
+    metrics["panel"] = [{"subject": c.subject, "observed": c.observed, "null": c.null_value,
+                         "effect": c.effect.as_dict(), "p": c.p} for c in out]
+    return out
+
+
+def panel_claim(ctx: Context, subject: str, imp: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor,
+                roa: torch.Tensor, store: dict[str, torch.Tensor], gates: dict[str, bool]) -> Claim:
+    cfg = ctx.config
+    result = compare_to_nulls(imp, attack, roi, roa, store["labels"], statistics=(colocation.PRIMARY_STATISTIC,),
+                              n_permutations=cfg.permutations, seed=cfg.seed, nulls=(colocation.PRIMARY_NULL,))
+    comparison = result[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
+    return claim_from(comparison, colocation.CLAIM, subject, gates, primary=False)
