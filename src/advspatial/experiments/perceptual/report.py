@@ -13,7 +13,7 @@ import torch
 
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
-from ...report.summary import faithfulness_section, gate_verdict_sentence
+from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from .calibration import Calibration
@@ -82,11 +82,14 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
     cfg = ctx.config
-    gate = metrics["faithfulness"][metrics["roi"]["method"]]
-    return faithfulness_section(metrics, [
-        gate_verdict_sentence(metrics, target=" of the true class", reason="always"),
+    roi = metrics["roi"]
+    gate = metrics["faithfulness"][roi["method"]]
+    return faithfulness_section([
+        explainer_verdict("RoI explainer", f"{roi['method']} of the true class", roi["why"], roi["faithful"],
+                          gate.get("reason", "")),
         gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, metrics["pgd_eps"], "the CAM")
-        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline."])
+        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline."],
+        metrics["faithfulness"], per_class_of=[roi["method"]])
 
 
 def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:

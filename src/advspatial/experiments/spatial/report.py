@@ -16,7 +16,7 @@ from ...regions import segregate
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.figures import plot_class_mean_maps, plot_region_grid
 from ...report.html import Figure, Section, Table
-from ...report.summary import faithfulness_section, gate_verdict_sentence
+from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from .context import Context
@@ -87,8 +87,10 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
 def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     """The faithfulness gate of every explainer the run used, and the model-randomization check."""
     cfg = ctx.config
-    return faithfulness_section(metrics, [gate_verdict_sentence(metrics),
-                                          gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf)])
+    roi = metrics["roi"]
+    return faithfulness_section([explainer_verdict("RoI explainer", roi["method"], roi["why"], roi["faithful"]),
+                                 gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf)],
+                                metrics["faithfulness"], per_class_of=[roi["method"]])
 
 
 def panel_table(panel: list[Claim]) -> Table:
