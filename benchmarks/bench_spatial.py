@@ -67,7 +67,7 @@ def profile_default_run(out: Path) -> dict[str, float]:
             model_time += cumulative
     stages = {label: 0.0 for label in STAGES.values()}
     for (filename, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        label = STAGES.get((Path(filename).name, name))
+        label = STAGES.get(("/".join(Path(filename).parts[-2:]), name))
         if label:
             stages[label] += cumulative
     return {"wall_seconds": round(wall, 1), "forward_backward_seconds": round(model_time, 1),
@@ -77,14 +77,14 @@ def profile_default_run(out: Path) -> dict[str, float]:
 
 #: stages whose cumulative time (under cProfile) the benchmark reports: (file, function) -> label
 STAGES = {
-    ("spatial.py", "run_gates"): "faithfulness gates (every panel explainer)",
-    ("spatial.py", "panel_batch"): "panel explainer maps (first use)",
-    ("spatial.py", "measure"): "statistics engine, claims and verdicts",
-    ("spatial.py", "process_attack"): "attacks, maps, defence per attack",
-    ("spatial_defence.py", "aggregate_sweep"): "defence sweep (non-adaptive)",
-    ("spatial_defence.py", "adaptive_stage"): "adaptive evaluation (every configuration, controls, baselines)",
-    ("spatial_defence.py", "convergence_stage"): "convergence curves",
-    ("spatial_report.py", "build_sections"): "report figures and tables",
+    ("spatial/statistics.py", "run_gates"): "faithfulness gates (every panel explainer)",
+    ("spatial/context.py", "panel_batch"): "panel explainer maps (first use)",
+    ("spatial/statistics.py", "measure"): "statistics engine, claims and verdicts",
+    ("spatial/maps_stage.py", "process_attack"): "attacks, maps, defence per attack",
+    ("spatial/defence.py", "aggregate_sweep"): "defence sweep (non-adaptive)",
+    ("spatial/adaptive.py", "adaptive_stage"): "adaptive evaluation (every configuration, controls, baselines)",
+    ("spatial/adaptive.py", "convergence_stage"): "convergence curves",
+    ("spatial/report.py", "build_sections"): "report figures and tables",
 }
 
 
