@@ -53,19 +53,23 @@ SHARED = Path(os.environ.get("ADVSPATIAL_DATA", Path(__file__).resolve().parents
 
 
 @dataclass
+class Tally:
+    """Seconds, image-passes and calls of one kind of work."""
+
+    seconds: float = 0.0
+    images: int = 0
+    calls: int = 0
+
+
+@dataclass
 class ModelClock:
-    """Seconds and images inside model forward passes and autograd backward calls."""
+    """Seconds and images inside model forward passes and autograd backward calls, and inside attacks."""
 
     device: torch.device
     image_shape: tuple[int, ...] = (3, 32, 32)
-    forward_s: float = 0.0
-    backward_s: float = 0.0
-    forward_images: int = 0
-    backward_images: int = 0
-    forward_calls: int = 0
-    backward_calls: int = 0
-    attack_s: float = 0.0
-    attack_forward_images: int = 0
+    forward: Tally = field(default_factory=Tally)
+    backward: Tally = field(default_factory=Tally)
+    attack: Tally = field(default_factory=Tally)  # seconds inside Attack.run; images: its forward passes
     attack_backward_images: int = 0
     _attack_depth: int = 0
     _depth: int = 0
@@ -89,12 +93,12 @@ class ModelClock:
         self._depth -= 1
         if self._depth == 0:
             self._sync()
-            self.forward_s += time.perf_counter() - self._started
+            self.forward.seconds += time.perf_counter() - self._started
             if self._is_model_pass(output):
                 images = self._input_shape[0]
-                self.forward_images += images
-                self.attack_forward_images += images if self._attack_depth else 0
-                self.forward_calls += 1
+                self.forward.images += images
+                self.attack.images += images if self._attack_depth else 0
+                self.forward.calls += 1
 
     def _is_model_pass(self, output: Any) -> bool:
         """A pass of whole images to logits: the incremental one-pixel evaluator also calls single layers on
@@ -112,10 +116,10 @@ class ModelClock:
                 return fn(*args, **kwargs)
             finally:
                 self._sync()
-                self.backward_s += time.perf_counter() - started
-                self.backward_calls += 1
+                self.backward.seconds += time.perf_counter() - started
+                self.backward.calls += 1
                 counted = images(*args, **kwargs)
-                self.backward_images += counted
+                self.backward.images += counted
                 self.attack_backward_images += counted if self._attack_depth else 0
         return wrapper
 
@@ -129,7 +133,8 @@ class ModelClock:
                 self._attack_depth -= 1
                 if not self._attack_depth:
                     self._sync()
-                    self.attack_s += time.perf_counter() - started
+                    self.attack.seconds += time.perf_counter() - started
+                    self.attack.calls += 1
         return wrapper
 
     @contextmanager
@@ -232,18 +237,18 @@ def main() -> None:
         wall = time.perf_counter() - started
     model = load_model("cifar10-resnet20").to(device).eval()
     fwd, bwd = model_cost_per_image(model, (3, 32, 32), device)
-    floor = clock.forward_images * fwd + clock.backward_images * bwd
-    attack_floor = clock.attack_forward_images * fwd + clock.attack_backward_images * bwd
-    inside = clock.forward_s + clock.backward_s
+    floor = clock.forward.images * fwd + clock.backward.images * bwd
+    attack_floor = clock.attack.images * fwd + clock.attack_backward_images * bwd
+    inside = clock.forward.seconds + clock.backward.seconds
     row = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor()})",
            "threads": torch.get_num_threads(), "n": args.n, "extra": args.extra, "wall_s": round(wall, 1),
-           "s_per_image": round(wall / args.n, 3), "forward_s": round(clock.forward_s, 1),
-           "backward_s": round(clock.backward_s, 1), "share_in_model": round(inside / wall, 3),
-           "forward_images": clock.forward_images, "backward_images": clock.backward_images,
-           "forward_calls": clock.forward_calls, "backward_calls": clock.backward_calls,
+           "s_per_image": round(wall / args.n, 3), "forward_s": round(clock.forward.seconds, 1),
+           "backward_s": round(clock.backward.seconds, 1), "share_in_model": round(inside / wall, 3),
+           "forward_images": clock.forward.images, "backward_images": clock.backward.images,
+           "forward_calls": clock.forward.calls, "backward_calls": clock.backward.calls,
            "model_forward_us_per_image": round(fwd * 1e6, 1), "model_backward_us_per_image": round(bwd * 1e6, 1),
            "floor_s": round(floor, 1), "wall_over_floor": round(wall / floor, 2) if floor else None,
-           "attack_s": round(clock.attack_s, 1), "attack_forward_images": clock.attack_forward_images,
+           "attack_s": round(clock.attack.seconds, 1), "attack_forward_images": clock.attack.images,
            "attack_backward_images": clock.attack_backward_images, "attack_floor_s": round(attack_floor, 1),
            "attack_floor_s_per_image": round(attack_floor / args.n, 3),
            "load_average": os.getloadavg(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}

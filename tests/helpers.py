@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -48,6 +50,33 @@ def train_briefly(
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def self_labelled_tiny_cnn(n: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """An untrained TinyCNN (seed 0), ``n`` random 28x28 images and the model's own predictions as labels
+    (every image correctly classified)."""
+    from conftest import TinyCNN
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.rand(n, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def saved_trained_model(directory: Path, arch: str, n_train: int, *, epochs: int, batch: int, lr: float) -> Path:
+    """A registered architecture trained briefly (seed 0, in order) on the first ``n_train`` Fashion-MNIST
+    training images, saved as ``directory/<arch>.pt`` (a state dict): the fixture models of the end-to-end tests."""
+    from advspatial.data import load_dataset
+    from advspatial.models import build_model
+
+    train = load_dataset("fashion-mnist", "train").head(n_train)
+    torch.manual_seed(0)
+    model = train_briefly(build_model(arch), train.images(), train.labels, epochs=epochs, batch=batch, lr=lr)
+    path = directory / f"{arch}.pt"
+    torch.save(model.state_dict(), path)
+    return path
 
 
 def intensity_map(x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import advspatial
 from advspatial.errors import AdvspatialError
 
 from conftest import TinyCNN
+from helpers import self_labelled_tiny_cnn
 
 PACKAGES = ["advspatial", "advspatial.attacks", "advspatial.maps", "advspatial.regions", "advspatial.defense",
             "advspatial.data", "advspatial.models", "advspatial.experiments", "advspatial.analysis"]
@@ -66,11 +67,7 @@ def test_map_functions_are_the_registered_methods():
 
 @pytest.fixture
 def tiny_setup():
-    torch.manual_seed(0)
-    model = TinyCNN().eval()
-    x = torch.rand(16, 1, 28, 28)
-    with torch.no_grad():
-        y = model(x).argmax(1)
+    model, x, y = self_labelled_tiny_cnn(16)
     y[:4] = (y[:4] + 1) % 10  # four wrong
     return model, x, y
 

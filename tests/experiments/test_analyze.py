@@ -19,7 +19,7 @@ from advspatial.experiments.spatial import build_attack, maps_analysis
 from advspatial.models import register_model_object
 from advspatial.runtime import RunDir
 
-from conftest import TinyCNN
+from helpers import self_labelled_tiny_cnn
 
 #: small but complete measurement settings shared by both sides of a comparison
 MEASURE = {"batch_size": 10, "contribution_steps": 8, "permutations": 100, "gate_n": 20, "gate_steps": 3,
@@ -30,12 +30,7 @@ MEASURE = {"batch_size": 10, "contribution_steps": 8, "permutations": 100, "gate
 @pytest.fixture(scope="module")
 def setup():
     """A tiny CNN, 20 images labelled by it (every image correct), and its registered spec names."""
-    torch.manual_seed(0)
-    model = TinyCNN().eval()
-    x = torch.rand(20, 1, 28, 28)
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
+    return self_labelled_tiny_cnn(20)
 
 
 def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_path):

@@ -33,7 +33,7 @@ from advspatial.experiments.propagation.totals import PropagationTotals, propaga
 from advspatial.models import build_model
 from advspatial.regions.inference import wilson_interval
 from conftest import needs_fashion_mnist
-from helpers import ReportParser, train_briefly
+from helpers import ReportParser, saved_trained_model
 
 # -- perturbed pixels --------------------------------------------------------------------
 
@@ -292,15 +292,7 @@ def test_figures_are_written(tmp_path):
 @pytest.fixture(scope="session")
 def briefly_trained_smallcnn(tmp_path_factory) -> Path:
     """A smallcnn trained for a few seconds (weak, so one-pixel attacks succeed often), saved as a state dict."""
-    from advspatial.data import load_dataset
-
-    train = load_dataset("fashion-mnist", "train").head(640)
-    x, y = train.images(), train.labels
-    torch.manual_seed(0)
-    model = train_briefly(build_model("smallcnn"), x, y, epochs=1, batch=32, lr=3e-3)
-    path = tmp_path_factory.mktemp("model") / "smallcnn.pt"
-    torch.save(model.eval().state_dict(), path)
-    return path
+    return saved_trained_model(tmp_path_factory.mktemp("model"), "smallcnn", 640, epochs=1, batch=32, lr=3e-3)
 
 
 def _read_rows(path: Path) -> list[dict]:
