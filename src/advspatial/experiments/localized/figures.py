@@ -7,9 +7,11 @@ by the Agg canvas; pyplot's global state is never touched.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -158,8 +160,11 @@ def plot_accuracy_bars(
     path: str | Path,
     *,
     title: str = "Accuracy of each model under each attack",
+    primary: str | None = None,
 ) -> Path:
-    """Grouped bars: one group per model, one bar per condition (key order of ``condition_labels``)."""
+    """Grouped bars: one group per condition (key order of ``condition_labels``), one bar per model, each model
+    in its own colour across the groups, so the models compare side by side under each attack; the ``primary``
+    condition's group is named as the primary endpoint."""
     if not accuracies or not condition_labels:
         raise ShapeError("need at least one model and one condition")
     models = list(accuracies)
@@ -168,24 +173,28 @@ def plot_accuracy_bars(
         missing = [c for c in conditions if c not in accuracies[m]]
         if missing:
             raise ShapeError(f"model {m!r} has no accuracy for {missing}")
-    fig = Figure(figsize=(1.9 * len(models) * max(len(conditions), 2) / 2 + 2.5, 4.4), dpi=100)
+    fig = Figure(figsize=(min(16.0, 2.5 + 0.32 * len(models) * len(conditions)), 4.8), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(conditions)
-    colours = ["#4c566a", "#c0392b", "#2980b9", "#27ae60", "#8e44ad", "#d35400"]
-    positions = np.arange(len(models))
-    for k, cond in enumerate(conditions):
-        values = [accuracies[m][cond] for m in models]
-        bars = ax.bar(positions + (k - (len(conditions) - 1) / 2) * width, values, width * 0.95,
-                      color=colours[k % len(colours)], label=condition_labels[cond])
+    width = 0.8 / len(models)
+    colours = matplotlib.colormaps["tab10"]
+    positions = np.arange(len(conditions))
+    for k, model in enumerate(models):
+        values = [accuracies[model][c] for c in conditions]
+        bars = ax.bar(positions + (k - (len(models) - 1) / 2) * width, values, width * 0.95,
+                      color=colours(k % 10), label=f"{model} model")
         for bar, v in zip(bars, values):
             if v == v:
-                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
+                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
     ax.set_xticks(positions)
-    ax.set_xticklabels([f"{m} model" for m in models])
+    ax.set_xticklabels([textwrap.fill(condition_labels[c] + (" [primary endpoint]" if c == primary else ""), 18)
+                        for c in conditions], fontsize=8)
+    for tick, c in zip(ax.get_xticklabels(), conditions):
+        if c == primary:
+            tick.set_fontweight("bold")
     ax.set_ylabel("accuracy on the test images")
     ax.set_ylim(0, 1.1)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="images", title_fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="model", title_fontsize=8)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return save_figure(fig, path)

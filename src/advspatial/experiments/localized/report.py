@@ -15,6 +15,7 @@ from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
 from ...runtime import RunDir
 from ..gate import gate_rule, roi_label
+from .claims import primary_condition
 from .config import (
     EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, condition_labels, gate_eps, natural_epochs,
     region_names, train_config,
@@ -237,7 +238,8 @@ def robustness_section(ctx: ReportContext) -> Section:
                             ["model", *labels.values()], spread))
     path = plot_accuracy_bars({m: {c: models[m][f"{c}_accuracy"] for c in labels} for m in MODES}, labels,
                               ctx.rundir.figures / "accuracy.png",
-                              title=f"Accuracy under full-image and localized PGD ({budget_text(cfg)})")
+                              title=f"Accuracy under full-image and localized attacks ({budget_text(cfg)})",
+                              primary=primary_condition(cfg, labels))
     region = region_names(cfg.mask)[0]
     nat = models["natural"]
     ensemble = (f"{sentence_case(region)}-only ensemble (APGD-CE, APGD-DLR, Square restricted to the {region}; "
