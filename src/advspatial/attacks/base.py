@@ -20,7 +20,7 @@ attacked alone with the same ``sample_ids``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -153,6 +153,12 @@ class Attack:
     name: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
     supports_targeted: ClassVar[bool] = True
+    #: constructor argument -> the :class:`~advspatial.attacks.budgets.Budget` field that feeds it when an
+    #: experiment builds the attack from its budgets (``attacks.budgets.attack_for_budget``); empty: none does
+    budget_params: ClassVar[Mapping[str, str]] = {}
+    #: constructor arguments a build from budgets sets to fixed values (PGD's ``alpha="auto"``: the step
+    #: follows the budget's eps and steps)
+    budget_fixed: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         self.model = model

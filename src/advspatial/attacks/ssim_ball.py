@@ -388,6 +388,7 @@ class SSIMBallAttack(Attack):
 
     name = "ssim-ball"
     norm = "ssim"
+    budget_params = {}  # its budgets are SSIM bounds (alpha, beta), set by the perceptual experiment
 
     def __init__(
         self, model: nn.Module, alpha: float = 0.9, beta: float = 0.05, steps: int = 50, step_size: float = 0.1,
