@@ -13,6 +13,7 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.apgd import APGD, APGDL2, APGDT, checkpoints, dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
 from advspatial.errors import ConfigError
+from attack_checks import assert_batch_equals_each_alone
 from helpers import RowCounter, first_images, fooled
 
 N = 32
@@ -144,13 +145,7 @@ def test_channel_mask_on_colour_images(tiny_cnn, cls):
 def test_batch_equals_each_image_alone(trained_tiny_cnn, fmnist_test_subset, name, build):
     x, y = _data(fmnist_test_subset, 12)
     ids = torch.arange(100, 112)
-    atk = build(trained_tiny_cnn)
-    batch = atk.run(x, y, sample_ids=ids)
-    assert (batch.queries > batch.queries.min()).any(), "test needs images that stop at different times"
-    for i in range(12):
-        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
-        assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
-        assert alone.queries.item() == batch.queries[i].item()
+    assert_batch_equals_each_alone(build(trained_tiny_cnn), x, y, ids)
 
 
 def test_restarts_run_only_on_unfooled_images(trained_tiny_cnn, fmnist_test_subset):

@@ -13,6 +13,7 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.base import margin
 from advspatial.attacks.square import Square, SquareL2, eta_pattern, p_schedule
 from advspatial.errors import ConfigError
+from attack_checks import assert_batch_equals_each_alone
 from helpers import RowCounter, first_images, fooled
 
 N = 32
@@ -155,13 +156,7 @@ def test_batch_equals_each_image_alone(trained_tiny_cnn, fmnist_test_subset, bui
     x, y = _data(fmnist_test_subset, 12)
     ids = torch.arange(50, 62)
     atk = build(trained_tiny_cnn)
-    batch = atk.run(x, y, sample_ids=ids)
-    if atk.early_stop:
-        assert (batch.queries > batch.queries.min()).any(), "test needs images that stop at different times"
-    for i in range(12):
-        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
-        assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
-        assert alone.queries.item() == batch.queries[i].item()
+    assert_batch_equals_each_alone(atk, x, y, ids, staggered=atk.early_stop)
 
 
 def test_seed_and_sample_id_choose_the_random_numbers(trained_tiny_cnn, fmnist_test_subset):

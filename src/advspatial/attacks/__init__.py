@@ -31,6 +31,6 @@ SSIMBall = SSIMBallAttack
 __all__ = [
     "APGD", "APGDL2", "APGDT", "CW", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2", "Budget",
     "CarliniWagnerL2", "DeepFool", "FGSM", "KPixel", "OnePixel", "PGD", "PGDL2", "SSIMBall", "SSIMBallAttack",
-    "Square", "SquareL2", "apply_mask", "attack_for_budget", "enforce_constraints", "frozen_eval", "list_attacks", "make_attack", "margin",
-    "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
+    "Square", "SquareL2", "apply_mask", "attack_for_budget", "enforce_constraints", "frozen_eval", "list_attacks",
+    "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
 ]

@@ -165,37 +165,21 @@ class Attack:
         self.seed = int(seed)
 
     # -- public API -------------------------------------------------------------
-    def __call__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        mask: torch.Tensor | None = None,
-        target: torch.Tensor | None = None,
-        sample_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+                 target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The adversarial images alone: :meth:`run`'s ``x_adv`` without its two extra model evaluations."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
-            x_adv, _ = self.perturb(x, y, mask_full, target, ids)
-        return enforce_constraints(x, x_adv.detach(), mask_full)
+            return self._constrained_perturb(x, y, mask_full, target, ids)[0]
 
-    def run(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        mask: torch.Tensor | None = None,
-        target: torch.Tensor | None = None,
-        sample_ids: torch.Tensor | None = None,
-    ) -> AttackResult:
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+            target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> AttackResult:
         """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
             with torch.no_grad():
                 clean_pred = self.model(x).argmax(1)
-            x_adv, queries = self.perturb(x, y, mask_full, target, ids)
-            x_adv = enforce_constraints(x, x_adv.detach(), mask_full)
+            x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
             with torch.no_grad():
                 adv_pred = self.model(x_adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
@@ -209,6 +193,14 @@ class Attack:
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------
+    def _constrained_perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`perturb`'s ``(x_adv, queries)`` with x_adv detached, in the box and exact outside the mask."""
+        x_adv, queries = self.perturb(x, y, mask, target, sample_ids)
+        return enforce_constraints(x, x_adv.detach(), mask), queries
+
     def _prepare(
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor | None,

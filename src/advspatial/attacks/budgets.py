@@ -62,7 +62,8 @@ def budget_meanings() -> dict[str, str]:
 def budget_arguments(attack: type[Attack], budget: Budget) -> dict[str, Any]:
     """The constructor arguments ``budget`` gives ``attack``: its declared budget fields that are set, plus its
     fixed budgeted arguments when the budget feeds any (none at all: the class defaults stand)."""
-    taken = {arg: getattr(budget, name) for arg, name in attack.budget_params.items() if getattr(budget, name) is not None}
+    given = budget.given()
+    taken = {arg: given[name] for arg, name in attack.budget_params.items() if name in given}
     return {**taken, **attack.budget_fixed} if taken else {}
 
 
