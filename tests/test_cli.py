@@ -297,7 +297,7 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
     """--out that is a file, and a full disk while writing the results, were tracebacks (issue 19, 10)."""
     import errno
 
-    from advspatial.experiments import base
+    from advspatial.experiments import running
 
     afile = tmp_path / "afile"
     afile.write_text("keep")
@@ -308,7 +308,7 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
     def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "metrics.json"))
 
-    monkeypatch.setattr(base, "write_results", disk_full)
+    monkeypatch.setattr(running, "write_results", disk_full)
     code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
                            "--no-progress", "--out", str(tmp_path / "r"))
     one_line_error(code, err, "No space left on device")
@@ -378,12 +378,12 @@ def test_every_command_takes_progress_switches(capsys) -> None:
 
 def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
     """Ctrl-C printed 'aborted' without the --resume hint (issue 19, messages)."""
-    from advspatial.experiments import base
+    from advspatial.experiments import running
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(base, "write_results", interrupted)
+    monkeypatch.setattr(running, "write_results", interrupted)
     out = tmp_path / "r"
     code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
                            "--no-progress", "--out", str(out))

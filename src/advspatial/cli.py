@@ -148,7 +148,8 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     """(model, images) of a command given the :func:`model_options`: validated, the model fitted to the data."""
     from .data import load_dataset
     from .data.subset import select
-    from .experiments.base import check_model_fits_data, dataset_options
+    from .experiments.context import check_model_fits_data
+    from .experiments.settings import dataset_options
     from .models import parse_model_spec
     from .runtime import pick_device
     from .training import resolve_model
@@ -375,7 +376,8 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     import dataclasses
 
     from .experiments import get_experiment, resolve_config
-    from .experiments.base import open_run, rows_to_csv
+    from .experiments.results import rows_to_csv
+    from .experiments.running import open_run
     from .experiments.spatial import maps_analysis
     from .report.html import write_report
     from .runtime import atomic_write_text
@@ -454,7 +456,7 @@ def experiment_command(name: str) -> click.Command:
     import dataclasses
 
     from .experiments import get_experiment
-    from .experiments.base import declared_help, field_types
+    from .experiments.settings import declared_help, field_types
 
     experiment = get_experiment(name)
     types = field_types(experiment.config_cls)
@@ -496,7 +498,7 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
     from pathlib import Path
 
     from .experiments import get_experiment, resolve_config, run_experiment
-    from .experiments.base import load_yaml, read_yaml_mapping
+    from .experiments.settings import load_yaml, read_yaml_mapping
 
     explicit = click.get_current_context().meta.get(EXPLICIT_EXPERIMENT, True)
     if resume:
