@@ -353,7 +353,7 @@ def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys
     """Raw multi-line warnings with source paths reached stderr (issue 19, item 4)."""
     import warnings
 
-    from advspatial import cli
+    from advspatial.cli import listing
 
     def noisy() -> dict[str, str]:
         for _ in range(3):
@@ -362,8 +362,8 @@ def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys
                       stacklevel=1)
         return {"x": "y"}
 
-    real = cli._registries
-    monkeypatch.setattr(cli, "_registries", lambda: {**real(), "datasets": noisy})
+    real = listing.registries
+    monkeypatch.setattr(listing, "registries", lambda: {**real(), "datasets": noisy})
     code, out, err = run_cli(capsys, "list", "datasets")
     assert code == 0 and "x  y" in out
     assert err.splitlines() == ["advspatial: warning: UserWarning: first line; second line"]
