@@ -47,7 +47,7 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     from ..experiments.settings import dataset_options
     from ..models import parse_model_spec
     from ..runtime import pick_device
-    from ..training import resolve_model
+    from ..model_cache import resolve_model
 
     from ..errors import check_range, check_seed
 
@@ -91,7 +91,8 @@ def train(dataset: str, arch: str, mode: str, epochs: int, batch_size: int, lr: 
           progress: bool) -> None:
     """Train a model (or load it from the cache) and print its test accuracy."""
     from ..runtime import pick_device
-    from ..training import TrainConfig, get_or_train
+    from ..model_cache import get_or_train
+    from ..training import TrainConfig
 
     config = TrainConfig(dataset, arch, mode, epochs, batch_size, lr, seed=seed, train_limit=train_limit,
                          eps=eps, norm=norm, attack_steps=attack_steps, mix=mix).validate()
