@@ -397,3 +397,18 @@ def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
     one_line_error(code, err, "seed=100000000000000000000000 is out of range")
     code, _, err = run_cli(capsys, "evaluate", "--model-seed", "-1")
     one_line_error(code, err, "model_seed=-1 is out of range")
+
+
+def test_train_options_are_the_train_config_fields(capsys) -> None:
+    """`advspatial train` takes its options from TrainConfig, as `run` takes them from the experiments' configs:
+    a field added to TrainConfig is an option (issue 20)."""
+    import dataclasses
+
+    from advspatial.training import TrainConfig
+
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--model" if f.name == "arch" else "--" + f.name.replace("_", "-")
+        assert flag in out, flag
+    assert "--force" in out and "--device" in out and "--no-progress" in out

@@ -210,24 +210,29 @@ def settings_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _described(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002
+    """A config field with its ``advspatial train --help`` text (the option is generated from the field)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model (and so its cache key)."""
 
-    dataset: str = "fashion-mnist"
-    arch: str = "smallcnn"
-    mode: str = "natural"
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    train_limit: int | None = None
+    dataset: str = _described("fashion-mnist", "")
+    arch: str = _described("smallcnn", "Registered architecture.")
+    mode: str = _described("natural", "Training mode (advspatial list training-modes).")
+    epochs: int = _described(5, "")
+    batch_size: int = _described(128, "")
+    lr: float = _described(3e-3, "")
+    weight_decay: float = _described(1e-4, "AdamW weight decay.")
+    seed: int = _described(0, "")
+    train_limit: int | None = _described(None, "Train on the first N training images only.")
     # adversarial training modes (ignored by "natural")
-    eps: float = 0.1
-    norm: str = "linf"
-    attack_steps: int = 7
-    mix: float = 0.5
+    eps: float = _described(0.1, "Adversarial modes: attack budget.")
+    norm: str = _described("linf", "")
+    attack_steps: int = _described(7, "")
+    mix: float = _described(0.5, "Adversarial modes: weight of the adversarial loss.")
 
     def validate(self) -> "TrainConfig":
         dataset_spec(self.dataset)

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import AdvspatialError
 from .attack_commands import attack, maps
 from .listing import list_cmd
-from .model_commands import evaluate, train
+from .model_commands import evaluate, train_command
 from .run import RESUME_HINT, experiment_command, run_group
 
 
@@ -26,11 +26,11 @@ DISTRIBUTED_COMMANDS = ("run", "analyze", "list")
 
 
 class TopLevel(click.Group):
-    """The commands, plus ``analyze``: the ``analyze`` experiment's command (``advspatial run analyze``),
-    built on first use so that ``advspatial --help`` imports no experiment."""
+    """The commands, plus two built on first use from their config dataclasses: ``analyze`` (the ``analyze``
+    experiment's command, ``advspatial run analyze``) and ``train`` (:class:`~advspatial.training.TrainConfig`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "analyze"])
+        return sorted([*super().list_commands(ctx), "analyze", "train"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         from ..distributed import world
@@ -45,6 +45,8 @@ class TopLevel(click.Group):
                             "measurement of the spatial experiment (gate, maps, nulls, verdicts), no attack run.")
             command.short_help = "RoI vs RoA of adversarial examples made elsewhere."
             return command
+        if name == "train":
+            return train_command()
         return super().get_command(ctx, name)
 
 
@@ -55,7 +57,7 @@ def cli() -> None:
     classifier looks - and what follows from that for defence."""
 
 
-for command in (list_cmd, train, evaluate, attack, maps, run_group):
+for command in (list_cmd, evaluate, attack, maps, run_group):
     cli.add_command(command)
 
 

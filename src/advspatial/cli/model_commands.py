@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from .options import dataclass_options
+
 
 def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options shared by every command that needs a dataset and a model."""
@@ -68,37 +70,34 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     return model, data
 
 
-@click.command()
-@click.option("--dataset", default="fashion-mnist", show_default=True)
-@click.option("--model", "arch", default="smallcnn", show_default=True, help="Registered architecture.")
-@click.option("--mode", default="natural", show_default=True, help="Training mode (advspatial list training-modes).")
-@click.option("--epochs", default=5, show_default=True, type=int)
-@click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--lr", default=3e-3, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--train-limit", default=None, type=int, help="Train on the first N training images only.")
-@click.option("--eps", default=0.1, show_default=True, type=float, help="Adversarial modes: attack budget.")
-@click.option("--norm", default="linf", show_default=True, type=click.Choice(["linf", "l2"]))
-@click.option("--attack-steps", default=7, show_default=True, type=int)
-@click.option("--mix", default=0.5, show_default=True, type=float, help="Adversarial modes: weight of the adversarial loss.")
-@click.option("--force", is_flag=True, help="Retrain even when a cached checkpoint exists.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=True, show_default=True,
-                     help="Progress bars on stderr (plain lines when stderr is not a terminal; TQDM_DISABLE=1 "
-                          "also turns them off).")
-def train(dataset: str, arch: str, mode: str, epochs: int, batch_size: int, lr: float, seed: int,
-          train_limit: int | None, eps: float, norm: str, attack_steps: int, mix: float, force: bool, device: str,
-          progress: bool) -> None:
-    """Train a model (or load it from the cache) and print its test accuracy."""
-    from ..runtime import pick_device
-    from ..model_cache import get_or_train
+def train_command() -> click.Command:
+    """``advspatial train``: an option per field of :class:`~advspatial.training.TrainConfig` (``--model`` for
+    ``arch``), plus ``--force``, ``--device`` and ``--progress``. Built on first use (it imports the training)."""
     from ..training import TrainConfig
 
-    config = TrainConfig(dataset, arch, mode, epochs, batch_size, lr, seed=seed, train_limit=train_limit,
-                         eps=eps, norm=norm, attack_steps=attack_steps, mix=mix).validate()
+    overrides = {"arch": {"flags": ["--model"]}, "norm": {"type": click.Choice(["linf", "l2"])},
+                 "train_limit": {"show_default": False}}
+    params = dataclass_options(TrainConfig, overrides=overrides) + [
+        click.Option(["--force"], is_flag=True, help="Retrain even when a cached checkpoint exists."),
+        click.Option(["--device"], default="auto", show_default=True),
+        click.Option(["--progress/--no-progress"], default=True, show_default=True,
+                     help="Progress bars on stderr (plain lines when stderr is not a terminal; TQDM_DISABLE=1 "
+                          "also turns them off)."),
+    ]
+    return click.Command("train", callback=train, params=params,
+                         help="Train a model (or load it from the cache) and print its test accuracy.")
+
+
+def train(force: bool, device: str, progress: bool, **fields: Any) -> None:
+    """Train the model ``fields`` describe (or load it from the cache) and print its test accuracy."""
+    from ..model_cache import get_or_train
+    from ..runtime import pick_device
+    from ..training import TrainConfig
+
+    config = TrainConfig(**fields).validate()
     trained = get_or_train(config, pick_device(device), progress=progress, force=force)
     meta = trained.metadata
-    click.echo(f"{arch} on {dataset} ({mode}): test accuracy {meta['test_accuracy']:.4f}, "
+    click.echo(f"{config.arch} on {config.dataset} ({config.mode}): test accuracy {meta['test_accuracy']:.4f}, "
                f"trained in {meta['train_seconds']:.1f} s; checkpoint {trained.path}")
 
 

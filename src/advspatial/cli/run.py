@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..errors import AdvspatialError
+from .options import dataclass_options
 
 
 DEFAULT_EXPERIMENT = "spatial"
@@ -49,13 +50,9 @@ class ExperimentGroup(click.Group):
 
 def experiment_command(name: str) -> click.Command:
     """A click command whose options are the fields of the experiment's config dataclass."""
-    import dataclasses
-
     from ..experiments import get_experiment
-    from ..experiments.settings import declared_help, field_types
 
     experiment = get_experiment(name)
-    types = field_types(experiment.config_cls)
 
     def callback(config_file: str | None, resume: str | None, quick: bool, **values: Any) -> None:
         ctx = click.get_current_context()
@@ -70,22 +67,7 @@ def experiment_command(name: str) -> click.Command:
         click.Option(["--resume"], default=None, metavar="DIR", help="Complete an interrupted run in DIR (its own config)."),
         click.Option(["--quick"], is_flag=True, help=f"CI-sized preset: {experiment.config_cls.QUICK}"),
     ]
-    for f in dataclasses.fields(experiment.config_cls):
-        if f.name in experiment.config_cls.CLI_HIDDEN:
-            continue
-        kind = types[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
-        help_text = declared_help(f)
-        if kind is bool:
-            params.append(click.Option([f"{flag}/--no-{f.name.replace('_', '-')}", f.name], default=default,
-                                       show_default=True, help=help_text))
-        elif isinstance(default, list):
-            params.append(click.Option([flag, f.name], default=",".join(map(str, default)), show_default=True,
-                                       help=help_text + " (comma-separated)"))
-        else:
-            params.append(click.Option([flag, f.name], default=default, show_default=True,
-                                       type=kind if kind in (int, float, str) else str, help=help_text))
+    params += dataclass_options(experiment.config_cls, hidden=experiment.config_cls.CLI_HIDDEN)
     return click.Command(name, callback=callback, params=params, help=f"{experiment.description}.")
 
 
