@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from advspatial.attacks import Attack
@@ -18,3 +20,15 @@ def assert_batch_equals_each_alone(attack: Attack, x: torch.Tensor, y: torch.Ten
         alone = attack.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
         assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
         assert alone.queries.item() == batch.queries[i].item()
+
+
+def assert_eps_zero_returns_x_and_misclassified_stay(make: Callable[[float], Attack], x: torch.Tensor,
+                                                     y: torch.Tensor) -> None:
+    """``make(eps)``'s attack: at eps 0 it returns x after one clean pass; at eps 0.1 an image misclassified
+    already is returned unchanged after the clean pass and run()'s final one."""
+    zero = make(0.0).run(x, y)
+    assert torch.equal(zero.x_adv, x) and (zero.queries == 1).all()
+    res = make(0.1).run(x, y)
+    wrong = res.clean_pred != y
+    assert wrong.any()
+    assert torch.equal(res.x_adv[wrong], x[wrong]) and (res.queries[wrong] == 2).all()

@@ -73,30 +73,28 @@ def test_dataset_budgets_take_their_radii_from_the_table_by_norm():
 
 # -- equal to the experiments' former tables --------------------------------------------------------------
 
-def spatial_table(config: Any) -> dict[str, dict[str, Any]]:
-    """``experiments.spatial.build_attack``'s table before budgets moved to the attacks."""
-    eps, steps = config.eps_linf, config.steps
+def former_table(eps: float, steps: int, cw_steps: int, cw_search_steps: int, eps_l2: float | None = None,
+                 popsize: int | None = None, maxiter: int | None = None) -> dict[str, dict[str, Any]]:
+    """The per-attack budgets the experiments' ``build_attack`` tables gave before budgets moved to the attacks."""
+    linf = {"eps": eps, "alpha": "auto", "steps": steps}
     return {
-        "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
-        "pgd-linf": {"eps": eps, "alpha": "auto", "steps": steps},
-        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
-        "pgd-l2": {"eps": config.eps_l2, "alpha": "auto", "steps": steps},
-        "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
-        "onepixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
-        "kpixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
+        "fgsm": {"eps": eps}, "pgd": linf, "pgd-linf": linf, "bim": linf,
+        "pgd-l2": {"eps": eps_l2, "alpha": "auto", "steps": steps},
+        "cw-l2": {"steps": cw_steps, "binary_search_steps": cw_search_steps},
+        "onepixel": {"popsize": popsize, "maxiter": maxiter}, "kpixel": {"popsize": popsize, "maxiter": maxiter},
     }
+
+
+def spatial_table(config: Any) -> dict[str, dict[str, Any]]:
+    """``experiments.spatial.build_attack``'s table: every attack above."""
+    return former_table(config.eps_linf, config.steps, config.cw_steps, config.cw_search_steps, config.eps_l2,
+                        config.onepixel_popsize, config.onepixel_steps)
 
 
 def pse_table(config: Any) -> dict[str, dict[str, Any]]:
-    """``experiments.pse.build_attack``'s table before budgets moved to the attacks."""
-    eps, steps = config.eps, config.steps
-    return {
-        "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
-        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
-        "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
-    }
+    """``experiments.pse.build_attack``'s table: FGSM, PGD, BIM and CW-L2 (eps is pse's ``eps``)."""
+    table = former_table(config.eps, config.steps, config.cw_steps, config.cw_search_steps)
+    return {name: table[name] for name in ("fgsm", "pgd", "bim", "cw-l2")}
 
 
 def configs() -> list[Any]:
