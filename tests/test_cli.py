@@ -297,7 +297,7 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
     """--out that is a file, and a full disk while writing the results, were tracebacks (issue 19, 10)."""
     import errno
 
-    from advspatial.experiments import base
+    from advspatial.experiments import running
 
     afile = tmp_path / "afile"
     afile.write_text("keep")
@@ -308,7 +308,7 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
     def disk_full(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "metrics.json"))
 
-    monkeypatch.setattr(base, "write_results", disk_full)
+    monkeypatch.setattr(running, "write_results", disk_full)
     code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
                            "--no-progress", "--out", str(tmp_path / "r"))
     one_line_error(code, err, "No space left on device")
@@ -353,7 +353,7 @@ def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys
     """Raw multi-line warnings with source paths reached stderr (issue 19, item 4)."""
     import warnings
 
-    from advspatial import cli
+    from advspatial.cli import listing
 
     def noisy() -> dict[str, str]:
         for _ in range(3):
@@ -362,8 +362,8 @@ def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys
                       stacklevel=1)
         return {"x": "y"}
 
-    real = cli._registries
-    monkeypatch.setattr(cli, "_registries", lambda: {**real(), "datasets": noisy})
+    real = listing.registries
+    monkeypatch.setattr(listing, "registries", lambda: {**real(), "datasets": noisy})
     code, out, err = run_cli(capsys, "list", "datasets")
     assert code == 0 and "x  y" in out
     assert err.splitlines() == ["advspatial: warning: UserWarning: first line; second line"]
@@ -378,12 +378,12 @@ def test_every_command_takes_progress_switches(capsys) -> None:
 
 def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
     """Ctrl-C printed 'aborted' without the --resume hint (issue 19, messages)."""
-    from advspatial.experiments import base
+    from advspatial.experiments import running
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(base, "write_results", interrupted)
+    monkeypatch.setattr(running, "write_results", interrupted)
     out = tmp_path / "r"
     code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "4",
                            "--no-progress", "--out", str(out))
@@ -397,3 +397,18 @@ def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
     one_line_error(code, err, "seed=100000000000000000000000 is out of range")
     code, _, err = run_cli(capsys, "evaluate", "--model-seed", "-1")
     one_line_error(code, err, "model_seed=-1 is out of range")
+
+
+def test_train_options_are_the_train_config_fields(capsys) -> None:
+    """`advspatial train` takes its options from TrainConfig, as `run` takes them from the experiments' configs:
+    a field added to TrainConfig is an option (issue 20)."""
+    import dataclasses
+
+    from advspatial.training import TrainConfig
+
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--model" if f.name == "arch" else "--" + f.name.replace("_", "-")
+        assert flag in out, flag
+    assert "--force" in out and "--device" in out and "--no-progress" in out

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from advspatial.errors import ConfigError
-from advspatial.training import TrainConfig, checkpoint_paths, get_or_train, load_cached, resolve_model
+from advspatial.model_cache import checkpoint_paths, get_or_train, load_cached, resolve_model
+from advspatial.training import TrainConfig
 
 from conftest import needs_fashion_mnist
 
@@ -102,7 +103,8 @@ def start_model() -> GapNet:
 
 
 def finetune_settings(mode: str, model: torch.nn.Module, **kw):
-    from advspatial.training import FinetuneConfig, state_checksum
+    from advspatial.finetuning import FinetuneConfig
+    from advspatial.training import state_checksum
 
     values = {"dataset": "colour", "start": "gapnet", "start_sha256": state_checksum(model), "mode": mode,
               "epochs": 1, "batch_size": 8, "lr": 0.05, "eps": 0.1, "attack_steps": 2, "seed": 4, **kw}
@@ -137,7 +139,8 @@ def test_fit_visits_every_image_once_per_epoch_in_a_seeded_order() -> None:
 
 
 def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
-    from advspatial.training import finetune_model, state_checksum
+    from advspatial.finetuning import finetune_model
+    from advspatial.training import state_checksum
 
     data = colour_data(24)
     start = start_model()
@@ -162,7 +165,7 @@ def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
 
 
 def test_frozen_batch_norm_keeps_the_start_statistics() -> None:
-    from advspatial.training import finetune_model
+    from advspatial.finetuning import finetune_model
 
     data = colour_data(16)
     start = start_model()
@@ -199,7 +202,7 @@ def test_finetune_key_covers_the_start_the_data_and_the_recipe() -> None:
 def test_training_is_announced_and_a_bad_checkpoint_is_named_not_retrained(cache, capsys, monkeypatch) -> None:
     """A cache miss trained in silence, and an unreadable or unfitting checkpoint was retrained in silence
     (issue 19, 4); a cached model needs no lock, so a read-only cache serves it (10)."""
-    from advspatial import training
+    from advspatial import model_cache
     from advspatial.errors import AdvspatialError
 
     config = TrainConfig(arch="lenet5", epochs=1, train_limit=200, batch_size=100, seed=3)
@@ -210,7 +213,7 @@ def test_training_is_announced_and_a_bad_checkpoint_is_named_not_retrained(cache
     def no_lock(path):  # type: ignore[no-untyped-def]
         raise AssertionError("a cached model must be read without the training lock")
 
-    monkeypatch.setattr(training, "_file_lock", no_lock)
+    monkeypatch.setattr(model_cache, "_file_lock", no_lock)
     assert get_or_train(config, "cpu", progress=False).path == weights
     assert capsys.readouterr().err == ""
     good = weights.read_bytes()

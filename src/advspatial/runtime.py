@@ -153,7 +153,7 @@ class RunDir:
 
     Layout: ``config.yaml`` (the resolved config), ``run.json`` (the settings
     and the model checksum the stages were computed with: see
-    :func:`advspatial.experiments.base.open_run`), ``stages/`` (one file per
+    :func:`advspatial.experiments.running.open_run`), ``stages/`` (one file per
     finished unit of work, written atomically), ``metrics.json``,
     ``per_image.csv``, ``figures/``, ``report.html``. A stage already on disk is
     loaded instead of recomputed, so re-running with the same config (``--resume``)

@@ -1,20 +1,17 @@
-"""Training with cached checkpoints: from scratch or fine-tuning a pretrained model, one epoch loop.
+"""Training: the training modes (losses), the one epoch loop, and training from scratch.
 
 Two recipes share :func:`fit`, the one epoch loop (seeded data order, one
 optimizer step per batch, the loss of the training mode, masks from a
 callable):
 
 * :func:`train_model` trains a registered architecture from scratch
-  (:class:`TrainConfig`; AdamW with a one-cycle schedule). A checkpoint is keyed
-  by dataset, architecture, training mode, every config field and the seed; it
-  lives under ``<cache>/models/`` as ``<stem>.pt`` (state dict, loaded with
-  ``weights_only=True``) beside ``<stem>.json`` (metadata: test accuracy,
-  training time, the resolved config); :func:`get_or_train` caches it.
-* :func:`finetune_model` fine-tunes a copy of a pretrained model
-  (:class:`FinetuneConfig`; SGD with momentum and a cosine schedule, batch
-  norm in train mode by default). Its key includes the start model's spec and the
-  checksum of its weights (:func:`state_checksum`); the caller caches the result
-  (the localized experiment keeps it in its run directory).
+  (:class:`TrainConfig`; AdamW with a one-cycle schedule); its checkpoint is
+  cached by :func:`advspatial.model_cache.get_or_train` (keyed by dataset,
+  architecture, training mode, every config field and the seed).
+* :func:`advspatial.finetuning.finetune_model` fine-tunes a copy of a pretrained
+  model (:class:`~advspatial.finetuning.FinetuneConfig`); the caller caches the result.
+
+Both are still importable from here, as are the cache's functions.
 
 Training modes are loss functions registered in :data:`TRAINING_MODES`
 (``natural``, ``pgd``, ``localized``, and the two controls of localized training:
@@ -28,19 +25,15 @@ importance map.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import fcntl
 import hashlib
 import json
-import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -50,7 +43,10 @@ from .data import ImageDataset, dataset_spec, load_dataset
 from .errors import ConfigError, check_range, check_seed, unknown_name
 from .models import build_model
 from .models.loading import state_checksum  # noqa: F401  (part of this module's API)
-from .runtime import cache_dir, make_generator, model_device, pick_device, seed_everything
+from .runtime import make_generator, model_device, seed_everything
+
+if TYPE_CHECKING:
+    from .finetuning import FinetuneConfig
 
 
 class LossSettings(Protocol):
@@ -214,24 +210,29 @@ def settings_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def _described(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002
+    """A config field with its ``advspatial train --help`` text (the option is generated from the field)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained model (and so its cache key)."""
 
-    dataset: str = "fashion-mnist"
-    arch: str = "smallcnn"
-    mode: str = "natural"
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    train_limit: int | None = None
+    dataset: str = _described("fashion-mnist", "")
+    arch: str = _described("smallcnn", "Registered architecture.")
+    mode: str = _described("natural", "Training mode (advspatial list training-modes).")
+    epochs: int = _described(5, "")
+    batch_size: int = _described(128, "")
+    lr: float = _described(3e-3, "")
+    weight_decay: float = _described(1e-4, "AdamW weight decay.")
+    seed: int = _described(0, "")
+    train_limit: int | None = _described(None, "Train on the first N training images only.")
     # adversarial training modes (ignored by "natural")
-    eps: float = 0.1
-    norm: str = "linf"
-    attack_steps: int = 7
-    mix: float = 0.5
+    eps: float = _described(0.1, "Adversarial modes: attack budget.")
+    norm: str = _described("linf", "")
+    attack_steps: int = _described(7, "")
+    mix: float = _described(0.5, "Adversarial modes: weight of the adversarial loss.")
 
     def validate(self) -> "TrainConfig":
         dataset_spec(self.dataset)
@@ -361,6 +362,21 @@ def environment(device: torch.device) -> dict[str, Any]:
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def note_shared_splits(dataset: str) -> None:
+    """One line on stderr when a folder dataset has no train/ and test/ folders: training and testing then use
+    the same images, and the test accuracy is not held out."""
+    if not dataset.startswith("imagefolder:"):
+        return
+    import sys
+
+    from .data.imagefolder import split_root
+
+    root = Path(dataset.split(":", 1)[1]).expanduser()
+    if split_root(root, "train") == split_root(root, "test"):
+        print(f"advspatial: note: {root} has no train/ and test/ folders, so the model is trained and tested on the "
+              "same images (its test accuracy is not held out)", file=sys.stderr, flush=True)
+
+
 def train_model(config: TrainConfig, device: torch.device | str = "cpu", progress: bool = True) -> TrainedModel:
     """Train a model from scratch according to ``config`` (AdamW, one-cycle schedule) and report its test accuracy."""
     config.validate()
@@ -392,236 +408,20 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     return TrainedModel(model, config, metadata, None)
 
 
-# -- fine-tuning a pretrained model ------------------------------------------------------
-
-#: default learning rate of fine-tuning (SGD, momentum 0.9, cosine to 0); see FinetuneConfig
-FINETUNE_LR = 0.01
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Everything that determines a model fine-tuned from a pretrained start (and so its cache key).
-
-    The recipe is SGD with momentum ``momentum`` and weight decay, learning rate
-    ``lr`` decayed to 0 by a cosine over all steps, for ``epochs`` epochs of
-    ``batch_size`` images. SGD with momentum because the pretrained CIFAR ResNets
-    (and most vision backbones) were trained with it; ``lr`` 0.01 is a tenth of
-    their original rate. ``freeze_bn`` False (default) keeps batch norm in train
-    mode (batch statistics, running statistics re-estimated). Both choices were
-    measured on the pretrained CIFAR-10 ResNet-20 (2 epochs on 2000 of the
-    CIFAR-10 JPEG test images, the 200 evaluated ones left out; start: clean
-    accuracy 0.83 on those 200): with frozen statistics, PGD fine-tuning
-    collapsed to chance (clean 0.10 at lr 0.01, 0.115 at lr 0.001), with
-    batch norm in train mode it kept clean 0.435 (lr 0.01) and 0.615 (lr 0.001),
-    and natural fine-tuning kept 0.83 frozen, 0.85 in train mode. lr 0.01 is the
-    default because at 0.001 PGD fine-tuning barely learns from its examples (its
-    last-epoch adversarial loss stayed at 23.8, against 5.0 at 0.01). Every model
-    of one comparison uses the same recipe, data order and number of steps, so
-    the training mode (the loss) is the only difference.
-
-    ``start`` is the start model's spec and ``start_sha256`` the checksum of its
-    weights (:func:`state_checksum`), ``train_ids`` a checksum of the global ids
-    of the training images and ``masks`` a description of where the localized
-    mode's foreground masks come from: all part of the key.
-    """
-
-    dataset: str
-    start: str
-    start_sha256: str
-    mode: str = "natural"
-    epochs: int = 2
-    batch_size: int = 128
-    lr: float = FINETUNE_LR
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    freeze_bn: bool = False
-    seed: int = 0
-    train_ids: str = ""
-    masks: str = ""
-    # adversarial training modes (ignored by "natural")
-    eps: float = 8 / 255
-    norm: str = "linf"
-    attack_steps: int = 5
-    mix: float = 0.5
-
-    def validate(self) -> "FinetuneConfig":
-        check_recipe(self)
-        check_range("momentum", self.momentum, 0, 1, high_inclusive=False)
-        return self
-
-    def relevant(self) -> dict[str, Any]:
-        """Fields that affect the result: adversarial fields only for adversarial modes, masks only for
-        localized training."""
-        fields = relevant_fields(self)
-        if self.mode not in ("localized", "localized-random"):  # the random control keeps the masks' areas
-            fields.pop("masks")
-        return fields
-
-    def key(self) -> str:
-        return settings_key(self.relevant())
+#: names whose owners are :mod:`advspatial.finetuning` and :mod:`advspatial.model_cache` (both build on this
+#: module), still importable from here
+_MOVED = {
+    "advspatial.finetuning": ("FINETUNE_LR", "FinetuneConfig", "finetune_model"),
+    "advspatial.model_cache": ("announce_training", "checkpoint_paths", "get_or_train", "load_cached",
+                               "resolve_model"),
+}
 
 
-def finetune_model(
-    start: nn.Module, config: FinetuneConfig, data: ImageDataset, masks_fn: MasksFn | None = None,
-    progress: bool = True,
-) -> TrainedModel:
-    """A copy of ``start`` fine-tuned on ``data`` by ``config`` (``start`` itself is not changed).
+def __getattr__(name: str) -> Any:
+    """A moved name from its owner, imported on first use (the owners import this module)."""
+    import importlib
 
-    Seeded by ``config.seed`` (global stream and data order), so the same
-    config, start and data give the same weights. ``masks_fn``: the localized
-    mode's foreground masks (default: the dataset's own). The metadata holds
-    no test accuracy (``nan``): the caller evaluates on its own images.
-    """
-    config.validate()
-    if state_checksum(start) != config.start_sha256:
-        raise ConfigError(f"the start model's weights do not match start_sha256 of the config ({config.start})")
-    seed_everything(config.seed)
-    model = copy.deepcopy(start)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    steps = config.epochs * -(-len(data) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    history = fit(model, data, TRAINING_MODES[config.mode], config, optimizer, schedule, masks_fn, progress,
-                  freeze_bn=config.freeze_bn, desc=f"fine-tune {config.start} ({config.mode})")
-    metadata = {
-        "config": dataclasses.asdict(config),
-        "key": config.key(),
-        "test_accuracy": math.nan,
-        "train_seconds": history["seconds"],
-        "train_images": len(data),
-        "steps": history["steps"],
-        "last_epoch_loss": history["last_epoch_loss"],
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        **environment(model_device(model)),
-    }
-    return TrainedModel(model, config, metadata, None)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock so that parallel processes do not train the same model twice (the second waits)."""
-    import os
-
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    except OSError as exc:
-        raise ConfigError(f"cannot train into the model cache {path.parent} ({exc.strerror or exc}); set "
-                          "ADVSPATIAL_CACHE to a writable directory") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def checkpoint_paths(config: TrainConfig) -> tuple[Path, Path]:
-    directory = cache_dir("models")
-    return directory / f"{config.stem()}.pt", directory / f"{config.stem()}.json"
-
-
-def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> TrainedModel | None:
-    """The cached model for ``config``, or None when there is none.
-
-    A checkpoint that is there but cannot be read, or does not fit the model built
-    for the dataset, is a :class:`ModelError` naming the file: it is never retrained
-    in silence.
-    """
-    from .errors import ModelError
-    from .runtime import first_line, load_torch_file
-
-    weights, meta = checkpoint_paths(config)
-    if not (weights.is_file() and meta.is_file()):
-        return None
-    dataset = load_dataset(config.dataset, "test")
-    model = build_for(config, dataset)
-    remedy = f"delete it and {meta.name} to retrain"
-    state = load_torch_file(weights, f"cached checkpoint {weights} is unreadable", remedy)
-    try:
-        model.load_state_dict(state)  # type: ignore[arg-type]
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        shape = "x".join(map(str, dataset.image_shape))
-        raise ModelError(f"cached checkpoint {weights} does not fit {config.arch} for {config.dataset} test images "
-                         f"of {shape} ({first_line(exc, 120)}); if the dataset files changed, check them, else "
-                         f"{remedy}") from exc
-    try:
-        metadata = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cached metadata {meta} is unreadable ({first_line(exc)}); {remedy}") from exc
-    return TrainedModel(model.to(device).eval(), config, metadata, weights)
-
-
-def note_shared_splits(dataset: str) -> None:
-    """One line on stderr when a folder dataset has no train/ and test/ folders: training and testing then use
-    the same images, and the test accuracy is not held out."""
-    if not dataset.startswith("imagefolder:"):
-        return
-    import sys
-
-    from .data.imagefolder import split_root
-
-    root = Path(dataset.split(":", 1)[1]).expanduser()
-    if split_root(root, "train") == split_root(root, "test"):
-        print(f"advspatial: note: {root} has no train/ and test/ folders, so the model is trained and tested on the "
-              "same images (its test accuracy is not held out)", file=sys.stderr, flush=True)
-
-
-def announce_training(config: TrainConfig, weights: Path, force: bool) -> None:
-    """One line on stderr before a training starts: what is trained, why, and where it is cached."""
-    import sys
-
-    why = "--force asks to retrain it" if force else f"no cached checkpoint {weights.name}"
-    limit = f"{config.train_limit} training images" if config.train_limit else "all training images"
-    print(f"advspatial: training {config.arch} on {config.dataset} ({config.mode}, seed {config.seed}, "
-          f"{config.epochs} epochs on {limit}): {why}; it is cached in {weights.parent}", file=sys.stderr, flush=True)
-
-
-def get_or_train(
-    config: TrainConfig, device: torch.device | str | None = None, progress: bool = True, force: bool = False
-) -> TrainedModel:
-    """Load the cached model for ``config``, training (and caching) it first if needed.
-
-    A cached model is read without taking the lock (a read-only cache works); the
-    lock is taken only to train, so parallel processes train a model once.
-    """
-    from .runtime import atomic_torch_save, atomic_write_text
-
-    config.validate()
-    device = pick_device("auto") if device is None else torch.device(device)
-    weights, meta = checkpoint_paths(config)
-    if not force and (cached := load_cached(config, device)) is not None:
-        return cached
-    with _file_lock(weights.with_suffix(".lock")):
-        if not force and (cached := load_cached(config, device)) is not None:
-            return cached  # trained by another process while this one waited
-        announce_training(config, weights, force)
-        trained = train_model(config, device, progress)
-        atomic_torch_save(trained.model.state_dict(), weights)
-        atomic_write_text(meta, json.dumps(trained.metadata, indent=2))
-        trained.path = weights
-        return trained
-
-
-def resolve_model(
-    dataset: str, spec: str = "smallcnn", arch: str | None = None, seed: int = 0,
-    device: str | torch.device = "auto", progress: bool = True, weights: str | None = None,
-    num_classes: int | None = None, image_shape: tuple[int, int, int] | None = None,
-) -> nn.Module:
-    """A ready model for ``dataset`` from a spec (``advspatial.models.spec``), in eval mode on ``device``.
-
-    A registered architecture name without ``weights`` gives the naturally
-    trained model for that dataset (trained on first use, then cached);
-    anything else is loaded as the spec says (zoo, factory, file, library); an
-    architecture it builds (a state-dict file with ``arch``) gets ``num_classes``
-    outputs and ``image_shape`` input (default: the dataset's, else 10 and 3x32x32),
-    so a 2-class folder takes a 2-class checkpoint.
-    """
-    from .models import load_model, parse_model_spec
-
-    target = pick_device(device) if isinstance(device, str) else device
-    source = parse_model_spec(spec, weights, arch)
-    if source.needs_training:
-        return get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model
-    info = dataset_spec(dataset)
-    c, h, _ = image_shape or info.image_shape or (3, 32, 32)
-    model = load_model(source, in_channels=c, num_classes=num_classes or info.num_classes or 10, input_size=h)
-    return model.to(target).eval()
+    for module, names in _MOVED.items():
+        if name in names:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,7 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.apgd import APGD, APGDL2, APGDT, checkpoints, dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
 from advspatial.errors import ConfigError
+from attack_checks import assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay
 from helpers import RowCounter, first_images, fooled
 
 N = 32
@@ -144,13 +145,7 @@ def test_channel_mask_on_colour_images(tiny_cnn, cls):
 def test_batch_equals_each_image_alone(trained_tiny_cnn, fmnist_test_subset, name, build):
     x, y = _data(fmnist_test_subset, 12)
     ids = torch.arange(100, 112)
-    atk = build(trained_tiny_cnn)
-    batch = atk.run(x, y, sample_ids=ids)
-    assert (batch.queries > batch.queries.min()).any(), "test needs images that stop at different times"
-    for i in range(12):
-        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
-        assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
-        assert alone.queries.item() == batch.queries[i].item()
+    assert_batch_equals_each_alone(build(trained_tiny_cnn), x, y, ids)
 
 
 def test_restarts_run_only_on_unfooled_images(trained_tiny_cnn, fmnist_test_subset):
@@ -166,12 +161,7 @@ def test_restarts_run_only_on_unfooled_images(trained_tiny_cnn, fmnist_test_subs
 def test_eps_zero_returns_x_and_a_misclassified_image_stays(trained_tiny_cnn, fmnist_test_subset):
     x, y = _data(fmnist_test_subset)
     for cls in (APGD, APGDL2, APGDT):
-        zero = cls(trained_tiny_cnn, eps=0.0, steps=3).run(x, y)
-        assert torch.equal(zero.x_adv, x) and (zero.queries == 1).all()
-        res = cls(trained_tiny_cnn, eps=0.1, steps=3).run(x, y)
-        wrong = res.clean_pred != y
-        assert wrong.any()
-        assert torch.equal(res.x_adv[wrong], x[wrong]) and (res.queries[wrong] == 2).all()
+        assert_eps_zero_returns_x_and_misclassified_stay(lambda eps: cls(trained_tiny_cnn, eps=eps, steps=3), x, y)
 
 
 def test_without_early_stop_every_step_runs_and_the_best_adversarial_is_kept(trained_tiny_cnn, fmnist_test_subset):

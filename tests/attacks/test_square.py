@@ -13,6 +13,7 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.base import margin
 from advspatial.attacks.square import Square, SquareL2, eta_pattern, p_schedule
 from advspatial.errors import ConfigError
+from attack_checks import assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay
 from helpers import RowCounter, first_images, fooled
 
 N = 32
@@ -155,13 +156,7 @@ def test_batch_equals_each_image_alone(trained_tiny_cnn, fmnist_test_subset, bui
     x, y = _data(fmnist_test_subset, 12)
     ids = torch.arange(50, 62)
     atk = build(trained_tiny_cnn)
-    batch = atk.run(x, y, sample_ids=ids)
-    if atk.early_stop:
-        assert (batch.queries > batch.queries.min()).any(), "test needs images that stop at different times"
-    for i in range(12):
-        alone = atk.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
-        assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
-        assert alone.queries.item() == batch.queries[i].item()
+    assert_batch_equals_each_alone(atk, x, y, ids, staggered=atk.early_stop)
 
 
 def test_seed_and_sample_id_choose_the_random_numbers(trained_tiny_cnn, fmnist_test_subset):
@@ -176,12 +171,8 @@ def test_seed_and_sample_id_choose_the_random_numbers(trained_tiny_cnn, fmnist_t
 def test_eps_zero_returns_x_and_a_misclassified_image_stays(trained_tiny_cnn, fmnist_test_subset):
     x, y = _data(fmnist_test_subset)
     for cls in (Square, SquareL2):
-        zero = cls(trained_tiny_cnn, eps=0.0, n_queries=10).run(x, y)
-        assert torch.equal(zero.x_adv, x) and (zero.queries == 1).all()
-        res = cls(trained_tiny_cnn, eps=0.1, n_queries=10).run(x, y)
-        wrong = res.clean_pred != y
-        assert wrong.any()
-        assert torch.equal(res.x_adv[wrong], x[wrong]) and (res.queries[wrong] == 2).all()
+        assert_eps_zero_returns_x_and_misclassified_stay(lambda eps: cls(trained_tiny_cnn, eps=eps, n_queries=10),
+                                                         x, y)
 
 
 def test_without_early_stop_the_search_goes_on(trained_tiny_cnn, fmnist_test_subset):

@@ -267,6 +267,13 @@ def test_alpha_to_one_and_beta_zero_gives_almost_no_perturbation():
     assert float((x_adv - x).abs().max()) < 1e-2
 
 
+#: the random images, masks and SSIM ball of a property test of the attack's outputs (flat_and_saturated)
+RANDOM_ATTACK_CASE = {
+    "seed": st.integers(0, 2**31 - 1), "size": st.integers(8, 18), "alpha": st.floats(0.3, 0.99),
+    "window": st.sampled_from(["auto", 2, 4, 5]), "use_mask": st.booleans(),
+}
+
+
 def flat_and_saturated(seed: int, size: int, use_mask: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Two random images, one half black (flat windows, mu = 0) and one half saturated; a random mask or None."""
     gen = torch.Generator().manual_seed(seed)
@@ -278,15 +285,7 @@ def flat_and_saturated(seed: int, size: int, use_mask: bool) -> tuple[torch.Tens
 
 
 @settings(max_examples=12, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    size=st.integers(8, 18),
-    alpha=st.floats(0.3, 0.99),
-    beta=st.floats(0.0, 0.2),
-    window=st.sampled_from(["auto", 2, 4, 5]),
-    use_mask=st.booleans(),
-    targeted=st.booleans(),
-)
+@given(**RANDOM_ATTACK_CASE, beta=st.floats(0.0, 0.2), targeted=st.booleans())
 def test_returned_images_satisfy_every_constraint(seed, size, alpha, beta, window, use_mask, targeted):
     x, mask = flat_and_saturated(seed, size, use_mask)
     target = torch.tensor([1, 2]) if targeted else None
@@ -369,14 +368,7 @@ def test_fashion_mnist_fooling_rate_and_ssim(trained_tiny_cnn, fmnist_test_subse
 # -- the luminance-term constraint (the default) -------------------------------------------------------
 
 @settings(max_examples=12, deadline=None)
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    size=st.integers(8, 18),
-    alpha=st.floats(0.3, 0.99),
-    alpha_l=st.floats(0.5, 1.0),
-    window=st.sampled_from(["auto", 2, 4, 5]),
-    use_mask=st.booleans(),
-)
+@given(**RANDOM_ATTACK_CASE, alpha_l=st.floats(0.5, 1.0))
 def test_luminance_term_keeps_every_windows_ssim_bound(seed, size, alpha, alpha_l, window, use_mask):
     """Every window of every output: l_b >= alpha_l and SSIM_b = l_b * S_b >= alpha * alpha_l, from SSIM's
     definition, also on black (mu = 0) and saturated windows."""

@@ -1,4 +1,4 @@
-"""The experiment machinery's up-front checks (experiments/base.py)."""
+"""The experiment machinery's up-front checks (experiments/context.py, running.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from advspatial.data import ImageDataset
 from advspatial.errors import ModelError
-from advspatial.experiments.base import check_model_fits_data
+from advspatial.experiments.context import check_model_fits_data
 
 
 class Out(torch.nn.Module):
@@ -42,7 +42,8 @@ def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_pa
     import shutil
 
     from advspatial.errors import ConfigError
-    from advspatial.experiments.base import ExperimentConfig, open_run
+    from advspatial.experiments.running import open_run
+    from advspatial.experiments.settings import ExperimentConfig
 
     out = tmp_path / "run"
     config = ExperimentConfig(n=10, out=str(out))
@@ -76,7 +77,8 @@ def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_pa
 
 def test_open_run_refuses_a_directory_held_by_another_run(tmp_path) -> None:
     from advspatial.errors import ConfigError
-    from advspatial.experiments.base import ExperimentConfig, open_run
+    from advspatial.experiments.running import open_run
+    from advspatial.experiments.settings import ExperimentConfig
 
     out = tmp_path / "run"
     config = ExperimentConfig(out=str(out))

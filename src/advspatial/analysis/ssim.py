@@ -74,11 +74,16 @@ def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
             f"ssim expects two (N,C,H,W) tensors of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
 
 
+def _window_size(sigma: float, win_size: int | None, gaussian: bool) -> int:
+    """``win_size``, or skimage's default for ``sigma`` when it is None (the one owner of that choice)."""
+    return default_win_size(sigma, gaussian) if win_size is None else int(win_size)
+
+
 def _window(sigma: float, win_size: int | None, gaussian: bool, like: torch.Tensor) -> torch.Tensor:
     """The 1-D window weights (sum 1) of odd length ``win_size``."""
     if gaussian:
         check_range("sigma", sigma, 0.0, None, low_inclusive=False)
-    size = default_win_size(sigma, gaussian) if win_size is None else int(win_size)
+    size = _window_size(sigma, win_size, gaussian)
     if size < 1 or size % 2 == 0:
         raise ShapeError(f"win_size={win_size!r} is invalid; valid: an odd integer >= 1")
     if gaussian:
@@ -86,17 +91,8 @@ def _window(sigma: float, win_size: int | None, gaussian: bool, like: torch.Tens
     return torch.full((size,), 1.0 / size, dtype=like.dtype, device=like.device)
 
 
-def ssim_map(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    data_range: float = 1.0,
-    sigma: float = 1.5,
-    win_size: int | None = None,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    gaussian: bool = True,
-    per_channel: bool = False,
-) -> torch.Tensor:
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5, win_size: int | None = None,
+             k1: float = 0.01, k2: float = 0.03, gaussian: bool = True, per_channel: bool = False) -> torch.Tensor:
     """Local SSIM of ``x`` and ``y`` (N,C,H,W) at full resolution.
 
     Returns (N,H,W), the mean over channels of the per-channel maps, or
@@ -125,24 +121,15 @@ def ssim_map(
     return local if per_channel else local.mean(dim=1)
 
 
-def ssim(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    data_range: float = 1.0,
-    sigma: float = 1.5,
-    win_size: int | None = None,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    gaussian: bool = True,
-    per_channel: bool = False,
-) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, sigma: float = 1.5, win_size: int | None = None,
+         k1: float = 0.01, k2: float = 0.03, gaussian: bool = True, per_channel: bool = False) -> torch.Tensor:
     """Per-image SSIM (N,) — or (N,C) with ``per_channel=True`` — the mean of the valid local map.
 
     The valid part excludes ``(win_size-1)//2`` pixels at each border, as in
     skimage; images must therefore be at least ``win_size`` pixels on each side.
     """
     _check_pair(x, y)
-    size = default_win_size(sigma, gaussian) if win_size is None else int(win_size)
+    size = _window_size(sigma, win_size, gaussian)
     if min(x.shape[2:]) < size:
         raise ShapeError(
             f"images of size {tuple(x.shape[2:])} are smaller than the SSIM window {size}; "

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, ShapeError
+from ..models.hooks import frozen_eval, named_layer
 from ..runtime import batch_slices, make_generator, model_device
 
 Layer = str | nn.Module
@@ -53,15 +53,7 @@ class UnitChange:
 
 def resolve_layer(model: nn.Module, layer: Layer) -> nn.Module:
     """The submodule named ``layer`` (dotted path), or ``layer`` itself if it is a module of ``model``."""
-    if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise ConfigError("layer module is not part of the model")
-        return layer
-    try:
-        return model.get_submodule(layer)
-    except AttributeError as exc:
-        names = [name for name, _ in model.named_modules() if name]
-        raise ConfigError(f"unknown layer {layer!r}; valid: {', '.join(names)}") from exc
+    return named_layer(model, layer)[1]
 
 
 @contextlib.contextmanager

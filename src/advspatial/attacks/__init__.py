@@ -14,6 +14,7 @@ from .base import (
     Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks,
     make_attack, margin, per_sample_noise, perturbation_norms, prepare_mask, register_attack,
 )
+from .budgets import Budget, attack_for_budget
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
 from .ensemble import AutoAttack, AutoAttackL2
@@ -28,8 +29,8 @@ CW = CarliniWagnerL2
 SSIMBall = SSIMBallAttack
 
 __all__ = [
-    "APGD", "APGDL2", "APGDT", "CW", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2",
+    "APGD", "APGDL2", "APGDT", "CW", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2", "Budget",
     "CarliniWagnerL2", "DeepFool", "FGSM", "KPixel", "OnePixel", "PGD", "PGDL2", "SSIMBall", "SSIMBallAttack",
-    "Square", "SquareL2", "apply_mask", "enforce_constraints", "frozen_eval", "list_attacks", "make_attack", "margin",
-    "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
+    "Square", "SquareL2", "apply_mask", "attack_for_budget", "enforce_constraints", "frozen_eval", "list_attacks",
+    "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
 ]

@@ -179,6 +179,7 @@ class APGD(Attack):
 
     name = "apgd"
     norm = "linf"
+    budget_params = {"eps": "eps_linf", "steps": "steps"}
     eps_max: float | None = 1.0
 
     def __init__(
@@ -351,6 +352,7 @@ class APGDL2(APGD):
 
     name = "apgd-l2"
     norm = "l2"
+    budget_params = {"eps": "eps_l2", "steps": "steps"}
     eps_max = None
 
     def __init__(

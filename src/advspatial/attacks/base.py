@@ -20,7 +20,7 @@ attacked alone with the same ``sample_ids``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -153,43 +153,33 @@ class Attack:
     name: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
     supports_targeted: ClassVar[bool] = True
+    #: constructor argument -> the :class:`~advspatial.attacks.budgets.Budget` field that feeds it when an
+    #: experiment builds the attack from its budgets (``attacks.budgets.attack_for_budget``); empty: none does
+    budget_params: ClassVar[Mapping[str, str]] = {}
+    #: constructor arguments a build from budgets sets to fixed values (PGD's ``alpha="auto"``: the step
+    #: follows the budget's eps and steps)
+    budget_fixed: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         self.model = model
         self.seed = int(seed)
 
     # -- public API -------------------------------------------------------------
-    def __call__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        mask: torch.Tensor | None = None,
-        target: torch.Tensor | None = None,
-        sample_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+                 target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The adversarial images alone: :meth:`run`'s ``x_adv`` without its two extra model evaluations."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
-            x_adv, _ = self.perturb(x, y, mask_full, target, ids)
-        return enforce_constraints(x, x_adv.detach(), mask_full)
+            return self._constrained_perturb(x, y, mask_full, target, ids)[0]
 
-    def run(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        mask: torch.Tensor | None = None,
-        target: torch.Tensor | None = None,
-        sample_ids: torch.Tensor | None = None,
-    ) -> AttackResult:
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+            target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> AttackResult:
         """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
             with torch.no_grad():
                 clean_pred = self.model(x).argmax(1)
-            x_adv, queries = self.perturb(x, y, mask_full, target, ids)
-            x_adv = enforce_constraints(x, x_adv.detach(), mask_full)
+            x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
             with torch.no_grad():
                 adv_pred = self.model(x_adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
@@ -203,6 +193,14 @@ class Attack:
         raise NotImplementedError
 
     # -- helpers ----------------------------------------------------------------
+    def _constrained_perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`perturb`'s ``(x_adv, queries)`` with x_adv detached, in the box and exact outside the mask."""
+        x_adv, queries = self.perturb(x, y, mask, target, sample_ids)
+        return enforce_constraints(x, x_adv.detach(), mask), queries
+
     def _prepare(
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor | None,

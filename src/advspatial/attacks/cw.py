@@ -57,6 +57,7 @@ class CarliniWagnerL2(Attack):
 
     name = "cw-l2"
     norm = "l2"
+    budget_params = {"steps": "cw_steps", "binary_search_steps": "cw_search_steps"}
 
     def __init__(
         self, model: nn.Module, c_init: float = 1.0, binary_search_steps: int = 5, steps: int = 100,

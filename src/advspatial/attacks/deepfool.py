@@ -48,6 +48,7 @@ class DeepFool(Attack):
 
     name = "deepfool"
     norm = "l2"
+    budget_params = {}  # no budget: it stops at the linearized boundary
     supports_targeted = False
 
     def __init__(

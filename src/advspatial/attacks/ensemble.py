@@ -73,6 +73,7 @@ class AutoAttack(Attack):
 
     name = "autoattack"
     norm = "linf"
+    budget_params = {"eps": "eps_linf", "steps": "steps"}
     eps_max: float | None = 1.0
 
     def __init__(
@@ -200,6 +201,7 @@ class AutoAttackL2(AutoAttack):
 
     name = "autoattack-l2"
     norm = "l2"
+    budget_params = {"eps": "eps_l2", "steps": "steps"}
     eps_max = None
 
     def __init__(

@@ -85,6 +85,7 @@ class FGSM(Attack):
 
     name = "fgsm"
     norm = "linf"
+    budget_params = {"eps": "eps_linf"}
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, loss: str = "ce", seed: int = 0) -> None:
         super().__init__(model, seed)

@@ -207,6 +207,7 @@ class OnePixel(Attack):
 
     name = "onepixel"
     norm = "l0"
+    budget_params = {"popsize": "onepixel_popsize", "maxiter": "onepixel_steps"}
     supports_targeted = True
 
     def __init__(

@@ -94,6 +94,8 @@ class PGD(Attack):
 
     name = "pgd"
     norm = "linf"
+    budget_params = {"eps": "eps_linf", "steps": "steps"}
+    budget_fixed = {"alpha": "auto"}
     eps_max: float | None = 1.0
 
     def __init__(
@@ -158,6 +160,7 @@ class PGDL2(PGD):
 
     name = "pgd-l2"
     norm = "l2"
+    budget_params = {"eps": "eps_l2", "steps": "steps"}
     eps_max = None
 
     def __init__(

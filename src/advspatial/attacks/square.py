@@ -172,6 +172,7 @@ class Square(Attack):
 
     name = "square"
     norm = "linf"
+    budget_params = {"eps": "eps_linf"}
     eps_max: float | None = 1.0
 
     def __init__(
@@ -277,6 +278,7 @@ class SquareL2(Square):
 
     name = "square-l2"
     norm = "l2"
+    budget_params = {"eps": "eps_l2"}
     eps_max = None
 
     def __init__(

@@ -388,6 +388,7 @@ class SSIMBallAttack(Attack):
 
     name = "ssim-ball"
     norm = "ssim"
+    budget_params = {}  # its budgets are SSIM bounds (alpha, beta), set by the perceptual experiment
 
     def __init__(
         self, model: nn.Module, alpha: float = 0.9, beta: float = 0.05, steps: int = 50, step_size: float = 0.1,
@@ -408,8 +409,7 @@ class SSIMBallAttack(Attack):
             raise ConfigError(f"window={window!r} is invalid; valid: 'auto' or an integer >= 2")
         self.alpha, self.beta, self.step_size = float(alpha), float(beta), float(step_size)
         self.steps, self.rounds, self.window = int(steps), int(rounds), window
-        self.loss = check_loss(loss)
-        self.sample_covariance = bool(sample_covariance)
+        self.loss, self.sample_covariance = check_loss(loss), bool(sample_covariance)
 
     def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBallGeometry:
         """The feasible set of this attack around ``x``."""

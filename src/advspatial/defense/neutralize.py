@@ -21,12 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..regions import (
-    change_strata, foreground_strata, inverse_permutation, random_region_like,
-    sample_ids_or_range, stream_seed,
+    change_strata, foreground_strata, random_region_like, sample_ids_or_range, stream_seed, top_fraction_mask,
 )
+from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.fills import FillFn, check_region, make_fill
 from .transforms import check_backward, through
 
@@ -65,20 +64,18 @@ def top_fraction(
 ) -> torch.Tensor:
     """(N,H,W) bool: the top ``fraction`` of each map's pixels, strictly positive ones only.
 
-    ``k = floor(fraction*H*W + 0.5)`` pixels per image (fewer when fewer are
-    positive). Ties at the cut are broken by a random order drawn per image from
-    ``(seed, sample_ids[i])`` (default ids ``0..N-1``), never by pixel position.
+    ``k = floor(fraction*H*W + 0.5)`` pixels per image (fewer when fewer are positive; none when k is 0).
+    The selection is :func:`~advspatial.regions.top_fraction_mask`'s: ties at the cut are broken at random
+    per image from ``(seed, sample_ids[i])`` (default ids ``0..N-1``), never by pixel position; the tie
+    stream is salted so that it stays apart from the random control's even under the same seed.
     """
     maps = check_maps(maps)
     check_range("fraction", fraction, 0.0, 1.0)
     n, h, w = maps.shape
-    k = int(math.floor(fraction * h * w + 0.5))
-    flat = maps.flatten(1)
-    keys = per_sample_noise((n, h * w), stream_seed(seed, _TIE_STREAM), sample_ids_or_range(n, sample_ids), device=maps.device)
-    shuffle = keys.argsort(dim=1)
-    by_value = flat.gather(1, shuffle).argsort(dim=1, descending=True, stable=True)
-    ranks = inverse_permutation(shuffle.gather(1, by_value))
-    return ((ranks < k) & (flat > 0)).view(n, h, w)
+    if int(math.floor(fraction * h * w + 0.5)) == 0:
+        return torch.zeros_like(maps, dtype=torch.bool)
+    ids = sample_ids_or_range(n, sample_ids)
+    return top_fraction_mask(maps, fraction, seed=stream_seed(seed, _TIE_STREAM), sample_ids=ids).mask
 
 
 @dataclass
@@ -123,19 +120,11 @@ def select_regions(
     return RegionSelection(roi, roa, roa & ~roi)
 
 
-def neutralization_region(
-    importance: torch.Tensor,
-    vulnerability: torch.Tensor,
-    fraction: float = 0.2,
-    *,
-    roi_fraction: float | None = None,
-    seed: int = 0,
-    binarize: BinarizeFn | None = None,
-    sample_ids: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool; see :func:`select_regions`."""
-    return select_regions(importance, vulnerability, fraction, roi_fraction=roi_fraction, seed=seed,
-                          binarize=binarize, sample_ids=sample_ids).neutralized
+def neutralization_region(importance: torch.Tensor, vulnerability: torch.Tensor, fraction: float = 0.2,
+                          **options: Any) -> torch.Tensor:
+    """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool: :func:`select_regions`' (which owns the keyword
+    ``options``: roi_fraction, seed, binarize, sample_ids)."""
+    return select_regions(importance, vulnerability, fraction, **options).neutralized
 
 
 def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
@@ -155,17 +144,14 @@ def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
 
 
 def class_mean_maps(maps: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K,H,W) mean map per class (zeros for a class with no image): the dataset prior of §2."""
+    """(K,H,W) mean map per class, zeros for a class with no image: the dataset prior of §2, on the maps' device.
+
+    The means are :func:`advspatial.regions.class_mean_maps`' (accumulated in float64); a class never seen
+    gets zeros rather than NaN, because a prior map must be finite (:class:`ClassPriorVulnerability`).
+    """
     maps = check_maps(maps)
-    classes = torch.as_tensor(classes, device=maps.device).long()
-    if classes.shape != maps.shape[:1]:
-        raise ShapeError(f"classes must have shape ({maps.shape[0]},), got {tuple(classes.shape)}")
-    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= num_classes):
-        raise ConfigError(f"classes must lie in [0, {num_classes - 1}]")
-    sums = torch.zeros((num_classes, *maps.shape[1:]), dtype=maps.dtype, device=maps.device)
-    sums.index_add_(0, classes, maps)
-    counts = torch.bincount(classes, minlength=num_classes).to(maps.dtype).clamp_min(1)
-    return sums / counts.view(-1, 1, 1)
+    means, _ = regions_class_mean_maps(maps, torch.as_tensor(classes).long(), num_classes)
+    return torch.nan_to_num(means, nan=0.0).to(device=maps.device, dtype=maps.dtype)
 
 
 class ClassPriorVulnerability:

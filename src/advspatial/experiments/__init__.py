@@ -1,9 +1,9 @@
 """Experiments: a config dataclass + ``run(config, rundir)`` each, registered by name."""
 
-from .base import (
-    Experiment, ExperimentConfig, ExperimentResult, experiments, get_experiment, register_experiment,
-    resolve_config, run_experiment, setting,
-)
+from .registry import Experiment, experiments, get_experiment, register_experiment
+from .results import ExperimentResult
+from .running import run_experiment
+from .settings import ExperimentConfig, resolve_config, setting
 from . import analyze, baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401,E402  (registers the experiments)
 
 

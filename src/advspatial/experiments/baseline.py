@@ -9,7 +9,10 @@ import torch
 
 from ..report.html import Section, Table
 from ..runtime import RunDir
-from .base import ExperimentConfig, ExperimentContext, ExperimentResult, prepare_context, register_experiment
+from .context import ExperimentContext, prepare_context
+from .registry import register_experiment
+from .results import ExperimentResult
+from .settings import ExperimentConfig
 
 
 @dataclass

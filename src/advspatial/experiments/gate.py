@@ -30,7 +30,8 @@ from ..regions.faithfulness import (
     restricted_attack_columns,
     summarize_gate,
 )
-from .base import OPEN_UNIT_INTERVAL, ExperimentConfig, ExperimentContext, setting
+from .context import ExperimentContext
+from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
 
 GATE_FILLS = ("zero", "blur", "noise")
 

@@ -21,32 +21,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..attacks.budgets import DATASET_BUDGETS, budget_meanings
 from ..errors import unknown_name
 
-#: generic budgets per preset (``fashion-mnist`` = the experiments' own defaults)
+#: generic budgets per preset (``fashion-mnist`` = the experiments' own defaults): the attack budgets are
+#: ``attacks.budgets.DATASET_BUDGETS``'s, the rest the experiments' other dataset-dependent settings
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "fashion-mnist": {},
-    "mnist": {"eps_linf": 0.3, "eps_l2": 2.0, "steps": 40, "eps_max": 0.5},
-    "cifar10": {
-        "eps_linf": 8 / 255, "eps_l2": 0.5, "steps": 20, "cw_steps": 50, "cw_search_steps": 4,
-        "eps_max": 32 / 255, "batch_size": 100, "image_size": 32,
-    },
-    "imagenet": {
-        "eps_linf": 4 / 255, "eps_l2": 3.0, "steps": 20, "cw_steps": 30, "cw_search_steps": 3,
-        "eps_max": 16 / 255, "batch_size": 16, "image_size": 224, "pse_block": 8,
-    },
+    "mnist": {**DATASET_BUDGETS["mnist"].given(), "eps_max": 0.5},
+    "cifar10": {**DATASET_BUDGETS["cifar10"].given(), "eps_max": 32 / 255, "batch_size": 100, "image_size": 32},
+    "imagenet": {**DATASET_BUDGETS["imagenet"].given(), "eps_max": 16 / 255, "batch_size": 16, "image_size": 224,
+                 "pse_block": 8},
 }
 
 #: what each generic budget means (the README's table is built from these)
 GENERIC_BUDGETS: dict[str, str] = {
-    "eps_linf": "L-inf budget of FGSM/PGD/APGD (max change per pixel, images in [0,1])",
-    "eps_l2": "L2 budget of PGD-L2",
-    "steps": "PGD iterations",
-    "cw_steps": "CW-L2 Adam steps per binary-search round",
-    "cw_search_steps": "CW-L2 binary-search rounds over c",
-    "onepixel_popsize": "one-pixel DE population",
-    "onepixel_steps": "one-pixel DE generations",
+    **budget_meanings(),
     "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
     "batch_size": "images per batch",
     "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group)",

@@ -9,6 +9,7 @@ the one owner of the methods; these functions only name them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,62 +20,43 @@ from .attack import AttackMap, attack_map
 from .importance import importance_map
 
 
-def gradcam(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-            **options: Any) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al. 2017) of the ``target`` class, (N,H,W) >= 0 at input resolution."""
-    return importance_map("gradcam", model, x, target=target, y=y, **options)
+def _importance_function(method: str, name: str, doc: str) -> Callable[..., torch.Tensor]:
+    """The function ``name(model, x, target="pred", y=None, **options)``: :func:`importance_map` with
+    ``method`` fixed (one signature for every named importance function)."""
 
-
-def gradcam_pp(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-               **options: Any) -> torch.Tensor:
-    """Grad-CAM++ (Chattopadhyay et al. 2018) of the ``target`` class, (N,H,W) >= 0."""
-    return importance_map("gradcam++", model, x, target=target, y=y, **options)
-
-
-def cam(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-        **options: Any) -> torch.Tensor:
-    """Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0."""
-    return importance_map("cam", model, x, target=target, y=y, **options)
-
-
-def hirescam(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-             **options: Any) -> torch.Tensor:
-    """HiResCAM (Draelos & Carin 2020): gradient times activation per position, (N,H,W) >= 0."""
-    return importance_map("hirescam", model, x, target=target, y=y, **options)
-
-
-def saliency(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-             **options: Any) -> torch.Tensor:
-    """Saliency (Simonyan et al. 2014): |d z_target / dx| summed over channels, (N,H,W) >= 0."""
-    return importance_map("saliency", model, x, target=target, y=y, **options)
-
-
-def input_x_gradient(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-                     **options: Any) -> torch.Tensor:
-    """Input x gradient: |x * d z_target / dx| summed over channels, (N,H,W) >= 0."""
-    return importance_map("inputxgrad", model, x, target=target, y=y, **options)
-
-
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-                         **options: Any) -> torch.Tensor:
-    """Integrated gradients (Sundararajan et al. 2017) from a constant baseline image (0 = black), (N,H,W) >= 0."""
-    return importance_map("ig", model, x, target=target, y=y, **options)
-
-
-def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-               **options: Any) -> torch.Tensor:
-    """SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0.
-
-    Each image's noise is keyed by its entry of ``sample_ids=`` (global ids; default its position), so its map
-    does not depend on the batch.
-    """
-    return importance_map("smoothgrad", model, x, target=target, y=y, **options)
-
-
-def occlusion(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+    def named(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
               **options: Any) -> torch.Tensor:
-    """Occlusion (Zeiler & Fergus 2014): mean drop of the ``target`` logit over the windows hiding a pixel, (N,H,W) >= 0."""
-    return importance_map("occlusion", model, x, target=target, y=y, **options)
+        return importance_map(method, model, x, target=target, y=y, **options)
+
+    named.__name__ = named.__qualname__ = name
+    named.__doc__ = doc
+    return named
+
+
+gradcam = _importance_function(
+    "gradcam", "gradcam", "Grad-CAM (Selvaraju et al. 2017) of the ``target`` class, (N,H,W) >= 0 at input resolution.")
+gradcam_pp = _importance_function(
+    "gradcam++", "gradcam_pp", "Grad-CAM++ (Chattopadhyay et al. 2018) of the ``target`` class, (N,H,W) >= 0.")
+cam = _importance_function(
+    "cam", "cam", "Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0.")
+hirescam = _importance_function(
+    "hirescam", "hirescam", "HiResCAM (Draelos & Carin 2020): gradient times activation per position, (N,H,W) >= 0.")
+saliency = _importance_function(
+    "saliency", "saliency", "Saliency (Simonyan et al. 2014): |d z_target / dx| summed over channels, (N,H,W) >= 0.")
+input_x_gradient = _importance_function(
+    "inputxgrad", "input_x_gradient", "Input x gradient: |x * d z_target / dx| summed over channels, (N,H,W) >= 0.")
+integrated_gradients = _importance_function(
+    "ig", "integrated_gradients",
+    "Integrated gradients (Sundararajan et al. 2017) from a constant baseline image (0 = black), (N,H,W) >= 0.")
+smoothgrad = _importance_function(
+    "smoothgrad", "smoothgrad",
+    "SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0.\n\n"
+    "Each image's noise is keyed by its entry of ``sample_ids=`` (global ids; default its position), so its map\n"
+    "does not depend on the batch.")
+occlusion = _importance_function(
+    "occlusion", "occlusion",
+    "Occlusion (Zeiler & Fergus 2014): mean drop of the ``target`` logit over the windows hiding a pixel,\n"
+    "(N,H,W) >= 0.")
 
 
 def magnitude(x: torch.Tensor, x_adv: torch.Tensor) -> AttackMap:

@@ -2,18 +2,38 @@
 
 - :func:`frozen_eval`: eval mode with parameter gradients off, both restored afterwards;
 - :func:`forward_hooks`: forward hooks on named modules, always removed (also on an exception);
-- :func:`resolve_layer` (with :func:`module_by_name`, :func:`declared_cam_layer`,
+- :func:`resolve_layer` (with :func:`named_layer`, :func:`module_by_name`, :func:`declared_cam_layer`,
   :func:`find_feature_layer`): a layer given by name or module, else the model's
-  declared ``cam_layer``, else the last module with a 4-D feature map.
+  declared ``cam_layer``, else the last module with a 4-D feature map;
+- :func:`record_outputs` (with :func:`list_layers`, :func:`select_layers`): the outputs of many layers
+  during forward passes, for the analyses.
 
-The attacks, the maps and the regions' checks use these; recording the outputs of
-many layers (``advspatial.analysis.hooks``) is the analyses' own.
+Recording: layers are named as in ``model.named_modules()``. By default the recorder selects the layers an
+analysis usually wants (:func:`list_layers`): every convolution, every activation module and every *block*
+(a non-root module with children, e.g. an ``nn.Sequential`` or a ResNet basic block). Names may be exact
+module names (any module, e.g. a ``Linear``) or ``fnmatch`` patterns (``"layer*.?"``), which are matched
+against all module names::
+
+    with record_outputs(model, ["block1", "block2.*"]) as rec:
+        model(x)
+    feats = rec.outputs            # {"block1": tensor, "block2.0": tensor, ...}
+
+A module called more than once in one forward pass (a ReLU module reused, as in torchvision's ResNet
+blocks) gets one entry per call: ``relu#0``, ``relu#1``, ... Modules called once keep their plain name.
+Entries are kept in the order the calls *finished* (a block finishes after its children), which is the
+forward order used as "depth" by :mod:`advspatial.analysis.propagation`.
+
+TorchScript modules (scripted or traced) do not run Python forward hooks; :func:`record_outputs` raises
+:class:`~advspatial.errors.ModelError` for them. A Python module that wraps a TorchScript submodule (e.g.
+``Normalized``) can record its Python layers only; the TorchScript part is opaque.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import fnmatch
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,14 +119,195 @@ def find_feature_layer(model: nn.Module, x: torch.Tensor) -> str:
     return order[-1]
 
 
-def resolve_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
-    """(name, module) of the Grad-CAM layer: ``layer`` if given, else ``cam_layer``, else found."""
+def named_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
+    """(name, module) of a layer of ``model`` given by its dotted name or as the module itself."""
     if isinstance(layer, nn.Module):
         for name, module in model.named_modules():
             if module is layer:
                 return name, module
         raise ConfigError("the given layer module is not part of the model")
-    name = layer if layer is not None else declared_cam_layer(model)
-    if name is None:
-        name = find_feature_layer(model, x)
-    return name, module_by_name(model, name)
+    return layer, module_by_name(model, layer)
+
+
+def resolve_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> tuple[str, nn.Module]:
+    """(name, module) of the Grad-CAM layer: ``layer`` if given, else ``cam_layer``, else found."""
+    if layer is None:
+        layer = declared_cam_layer(model) or find_feature_layer(model, x)
+    return named_layer(model, layer)
+
+
+# -- recording the outputs of many layers ------------------------------------------------------------
+
+# Modules of torch.nn.modules.activation that are not elementwise activations.
+_NOT_ACTIVATIONS = {"MultiheadAttention", "Softmax", "Softmin", "LogSoftmax", "Softmax2d"}
+
+
+def _is_activation(module: nn.Module) -> bool:
+    cls = type(module)
+    return cls.__module__ == "torch.nn.modules.activation" and cls.__name__ not in _NOT_ACTIVATIONS
+
+
+def _is_script(module: nn.Module) -> bool:
+    return isinstance(module, torch.jit.ScriptModule)
+
+
+def _python_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Named non-root modules that can take Python hooks (not inside TorchScript), pre-order."""
+    found: list[tuple[str, nn.Module]] = []
+
+    def walk(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}.{name}" if prefix else name
+            if _is_script(child):
+                continue
+            found.append((full, child))
+            walk(full, child)
+
+    walk("", model)
+    return found
+
+
+def _is_default_layer(module: nn.Module) -> bool:
+    """Convolutions, activations and blocks (modules with children)."""
+    has_children = next(iter(module.children()), None) is not None
+    return isinstance(module, nn.modules.conv._ConvNd) or _is_activation(module) or has_children
+
+
+def _check_hookable(model: nn.Module) -> None:
+    if _is_script(model):
+        raise ModelError(
+            "TorchScript models do not support forward hooks on their layers; load the weights into the "
+            "Python architecture instead (advspatial.models.load_state_dict_model)"
+        )
+
+
+def list_layers(model: nn.Module, example: torch.Tensor | None = None) -> list[str]:
+    """Names of the model's conv, activation and block modules.
+
+    Without ``example`` the names come in registration order
+    (``named_modules``). With an example input, the model is run once and the
+    names come in forward order, as the recorder will key them (with ``#k``
+    suffixes for modules called more than once); that run is in eval mode and
+    leaves the model's mode and BatchNorm statistics as they were.
+    """
+    _check_hookable(model)
+    names = [name for name, module in _python_modules(model) if _is_default_layer(module)]
+    if example is None:
+        return names
+    with frozen_eval(model), torch.no_grad(), record_outputs(model, names) as rec:
+        model(example)  # in eval mode: listing must not update BatchNorm statistics
+    return list(rec.outputs)
+
+
+def select_layers(model: nn.Module, layers: str | Sequence[str] | None = None) -> list[str]:
+    """Resolve ``layers`` (None, a name, or names / fnmatch patterns) to module names, registration order.
+
+    Raises :class:`ConfigError` listing the valid names when a name matches no module.
+    """
+    _check_hookable(model)
+    modules = _python_modules(model)
+    if layers is None:
+        chosen = [name for name, module in modules if _is_default_layer(module)]
+        if not chosen:
+            raise ModelError("the model has no conv, activation or block module that can be hooked")
+        return chosen
+    if isinstance(layers, str):
+        layers = [layers]
+    all_names = [name for name, _ in modules]
+    wanted: set[str] = set()
+    for pattern in layers:
+        matches = [n for n in all_names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not matches:
+            valid = ", ".join(all_names) if all_names else "(none)"
+            raise ConfigError(f"layer {pattern!r} matches no module of the model; valid: {valid}")
+        wanted.update(matches)
+    return [n for n in all_names if n in wanted]
+
+
+def _detach(value: Any, clone: bool) -> Any:
+    """Detach (and clone) tensors inside an output, so later in-place ops cannot change the record."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return value.clone() if clone else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detach(v, clone) for v in value)
+    return value
+
+
+class OutputRecorder:
+    """Holds the outputs of the selected layers for the most recent forward pass of the model.
+
+    Attributes:
+        layers: the selected module names (registration order).
+    """
+
+    def __init__(self, layers: list[str], detach: bool, clone: bool) -> None:
+        self.layers = layers
+        self.detach = detach
+        self.clone = clone
+        self._calls: list[tuple[str, Any]] = []
+
+    def clear(self) -> None:
+        """Forget what was recorded (a new forward pass of the model also does this)."""
+        self._calls = []
+
+    def _record(self, name: str, output: Any) -> None:
+        if self.detach:
+            output = _detach(output, self.clone)
+        elif self.clone and isinstance(output, torch.Tensor):
+            output = output.clone()
+        self._calls.append((name, output))
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """``{name: output}`` in call-completion order; ``name#k`` for the k-th call of a repeated module."""
+        counts: dict[str, int] = {}
+        for name, _ in self._calls:
+            counts[name] = counts.get(name, 0) + 1
+        seen: dict[str, int] = {}
+        result: dict[str, Any] = {}
+        for name, output in self._calls:
+            if counts[name] > 1:
+                key = f"{name}#{seen.get(name, 0)}"
+                seen[name] = seen.get(name, 0) + 1
+            else:
+                key = name
+            result[key] = output
+        return result
+
+
+@contextlib.contextmanager
+def record_outputs(
+    model: nn.Module,
+    layers: str | Sequence[str] | None = None,
+    *,
+    detach: bool = True,
+    clone: bool = True,
+) -> Iterator[OutputRecorder]:
+    """Hook the selected layers of ``model``; yield an :class:`OutputRecorder`.
+
+    Each forward pass of ``model`` itself starts a fresh record, so
+    ``rec.outputs`` after ``model(x)`` holds that pass only. ``detach`` drops
+    the autograd graph (set False to take gradients through recorded outputs);
+    ``clone`` copies each output so that a later in-place operation
+    (``ReLU(inplace=True)``, ``out += identity``) cannot alter it. All hooks are
+    removed on exit, also when the body raises.
+    """
+    names = select_layers(model, layers)
+    modules = dict(_python_modules(model))
+    recorder = OutputRecorder(names, detach, clone)
+    handles = [model.register_forward_pre_hook(lambda _m, _i: recorder.clear())]
+    try:
+        for name in names:
+            handles.append(modules[name].register_forward_hook(_make_hook(recorder, name)))
+        yield recorder
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _make_hook(recorder: OutputRecorder, name: str):
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        recorder._record(name, output)
+
+    return hook

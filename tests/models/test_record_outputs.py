@@ -1,4 +1,4 @@
-"""Tests of advspatial.analysis.hooks: layer listing, selection, repeated calls, hook release."""
+"""Tests of the layer recorder of advspatial.models.hooks: layer listing, selection, repeated calls, hook release."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from advspatial.analysis.hooks import list_layers, record_outputs, select_layers
 from advspatial.errors import ConfigError, ModelError
+from advspatial.models.hooks import list_layers, record_outputs, select_layers
 from advspatial.models import Normalized, build_model
 
 

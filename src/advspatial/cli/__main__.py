@@ -1,0 +1,5 @@
+"""``python -m advspatial.cli``: the ``advspatial`` command."""
+
+from .main import main
+
+main()

@@ -1,0 +1,205 @@
+"""The context every experiment works in: the model, its test images, the run directory, the batch loop."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+from torch import nn
+
+from ..data import ImageDataset
+from ..errors import ConfigError
+from ..runtime import RunDir, atomic_write_text
+from .settings import ExperimentConfig
+
+if TYPE_CHECKING:
+    from ..attacks import Attack, AttackResult
+
+
+@dataclass
+class ExperimentContext:
+    """The model, the first ``n`` test images, the run directory and the deterministic batches."""
+
+    config: Any
+    rundir: RunDir
+    model: nn.Module
+    data: ImageDataset
+    device: torch.device
+    slices: list[slice]
+
+    def batch(self, sl: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images on the device, labels on the device, global sample ids) of one batch slice."""
+        return self.data.images(sl).to(self.device), self.data.labels[sl].to(self.device), self.data.ids[sl]
+
+    def each_batch(self, fn: Callable[[int, Any], T], desc: str = "", slices: Sequence[Any] | None = None,
+                   then: Callable[[int, Any, T], Any] | None = None) -> list[Any]:
+        """``[fn(b, sl) for b, sl in enumerate(slices)]`` (default: the run's batches) with a progress bar,
+        shared among the processes of a ``torchrun`` launch.
+
+        Every loop over batches goes through here, so that scale-out happens in one
+        place (:func:`advspatial.distributed.map_batches`). ``fn`` must depend only on
+        its batch (seeds keyed by sample ids, nothing carried from one batch to the
+        next: accumulate the returned list instead) and save its costly work as stages
+        named by ``b`` (``self.rundir.cached(f"name/batch-{b:05d}", ...)``): under
+        torchrun it runs once on this process's batches, then on every batch in order,
+        loading what the other processes saved. ``then(b, sl, value)`` consumes each value in
+        batch order, once per batch (accumulators, rows): see :func:`~advspatial.distributed.map_batches`.
+        ``slices`` may also be other independent units of work, e.g. (configuration, batch) pairs.
+        """
+        from ..distributed import map_batches
+
+        return map_batches(fn, self.slices if slices is None else slices, desc=desc,
+                           progress=bool(getattr(self.config, "progress", True)), then=then)
+
+    def each_batch_columns(self, fn: Callable[[int, Any], Mapping[str, torch.Tensor]], desc: str = "",
+                           slices: Sequence[Any] | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`each_batch` over ``fn`` returning per-image columns ``{name: (B, ...) tensor}``: each column
+        concatenated over the batches, in batch order."""
+        parts: dict[str, list[torch.Tensor]] = {}
+
+        def collect(b: int, item: Any, columns: Mapping[str, torch.Tensor]) -> None:
+            for name, values in columns.items():
+                parts.setdefault(name, []).append(values)
+
+        self.each_batch(fn, desc=desc, slices=slices, then=collect)
+        return {name: torch.cat(values) for name, values in parts.items()}
+
+    def attack_stage(self, stage: str, attack: "Attack", b: int, sl: slice | None = None) -> "AttackResult":
+        """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
+        a cached stage ``{stage}/batch-{b:05d}`` on the CPU, so a resumed or sharded run reads it back."""
+        from ..attacks import AttackResult
+
+        part = self.slices[b] if sl is None else sl
+
+        def compute() -> dict[str, Any]:
+            x, y, ids = self.batch(part)
+            result = attack.run(x, y, sample_ids=ids).to("cpu")
+            return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+
+        return AttackResult(**self.rundir.cached(f"{stage}/batch-{b:05d}", compute))
+
+    def derive(self, cls: type[C], **extra: Any) -> C:
+        """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **extra)
+
+
+C = TypeVar("C", bound=ExperimentContext)
+T = TypeVar("T")
+
+
+def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext:
+    """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
+    (of ``images`` when given, else of ``config.dataset``)."""
+    from ..runtime import batch_slices, pick_device
+
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    data = test_images(config, rundir, images)
+    model = load_checked_model(config, data, device)
+    from ..training import state_checksum
+
+    rundir.bind_model(state_checksum(model))
+    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+
+
+def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:
+    """The model ``config`` names (trained and cached when it is a registered name without weights), in eval
+    mode on ``device``, checked against ``data`` by one forward pass (:func:`check_model_fits_data`)."""
+    from ..training import resolve_model
+
+    model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
+                          device=device, progress=config.progress, weights=config.weights or None,
+                          num_classes=data.num_classes, image_shape=data.image_shape).eval()
+    check_model_fits_data(model, data, device)
+    return model
+
+
+def test_images(config: ExperimentConfig, rundir: RunDir | None = None, full: ImageDataset | None = None) -> ImageDataset:
+    """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``),
+    drawn from ``full`` (default: the test split of ``config.dataset``).
+
+    The chosen dataset indices (the images' global ids) are written to
+    ``subset.csv`` in the run directory, so the sample can be reproduced and audited.
+    """
+    from ..data import load_dataset
+    from ..data.subset import select
+
+    if full is None:
+        full = load_dataset(config.dataset, "test", **config.dataset_options())
+    data = select(full, config.n, config.subset, config.seed)
+    if rundir is not None:
+        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels)]
+        atomic_write_text(rundir.path / "subset.csv", "\n".join(lines) + "\n")
+    return data
+
+
+def train_images(config: ExperimentConfig, n: int, exclude: torch.Tensor | None = None) -> ImageDataset:
+    """``n`` training images, class-stratified (seed ``config.seed``), for priors and statistics of a defence.
+
+    A folder dataset without separate ``train/`` and ``test/`` folders has one
+    image set for both splits: the images in ``exclude`` (the global ids of the
+    test images being evaluated) are then left out, so a prior never sees them.
+    """
+    from ..data import load_dataset
+    from ..data.subset import select
+
+    full = load_dataset(config.dataset, "train", **config.dataset_options())
+    if exclude is not None and shared_splits(config.dataset):
+        keep = ~torch.isin(full.ids, exclude.cpu())
+        if not bool(keep.any()):
+            raise ConfigError(f"{config.dataset} has no training images beside the {len(exclude)} test images; "
+                              "use a smaller n or a folder with train/ and test/")
+        full = full.subset(torch.nonzero(keep).flatten())
+    return select(full, n, "stratified", config.seed)
+
+
+def shared_splits(dataset: str) -> bool:
+    """True when the dataset's train and test splits are the same images (a folder without train/ and test/,
+    an ``arrays:`` file, in-memory images without a training set)."""
+    from ..data.imagefolder import split_root
+    from ..data.tensors import has_own_training_set
+
+    if dataset.startswith("arrays:"):
+        return True
+    if dataset.startswith("memory:"):
+        return not has_own_training_set(dataset)
+    if not dataset.startswith("imagefolder:"):
+        return False
+    root = Path(dataset.split(":", 1)[1]).expanduser()
+    return split_root(root, "train") == split_root(root, "test")
+
+
+def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.device) -> None:
+    """One forward pass on one image: the model takes the images, returns finite (N, K) logits, K > every label.
+
+    Turns shape and class-count mismatches into one clear ModelError before any work.
+    """
+    from ..errors import ModelError
+
+    x = data.images(slice(0, 1)).to(device)
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as exc:  # the model's own error: wrong channels, size...
+        raise ModelError(f"the model cannot take {data.name} images of shape {tuple(x.shape[1:])}: "
+                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise ModelError(f"the model must return logits (N, classes); it returned {type(logits).__name__} "
+                         f"{tuple(getattr(logits, 'shape', ()))}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError("the model returns non-finite logits (NaN or inf) on the first image; check its weights")
+    top = int(data.labels.max())
+    if top >= logits.shape[1]:
+        raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
+                         f"({data.num_classes} classes); for a folder dataset give --class-map "
+                         "(model output index, folder name) so labels are the model's indices")
+    if logits.shape[1] != data.num_classes and data.name == "imagefolder":
+        # folder labels are folder indices, not model outputs: a prediction would name a class of the model
+        # as if it were the folder of the same index
+        raise ModelError(f"the model has {logits.shape[1]} outputs but the data has {data.num_classes} classes "
+                         f"({data.name}); its predictions would name classes the data does not have - for a folder "
+                         "dataset give --class-map (model output index, folder name) with one line per output")

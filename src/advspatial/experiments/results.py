@@ -1,0 +1,72 @@
+"""What an experiment returns and how it is written: metrics.json, per_image.csv, report.html."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..runtime import RunDir, atomic_write_text
+from .settings import ExperimentConfig, config_dict
+
+if TYPE_CHECKING:
+    from .registry import Experiment
+
+RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
+
+
+@dataclass
+class ExperimentResult:
+    """What an experiment returns: summary metrics, per-image rows, a report."""
+
+    metrics: dict[str, Any]
+    per_image: list[dict[str, Any]]
+    summary: str
+    report_sections: list[Any] = field(default_factory=list)
+
+
+def mean_of(values: list[float]) -> float:
+    """Mean of the non-NaN values (NaN when there is none): metrics are computed from per-image rows with it."""
+    finite = [v for v in values if v == v]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
+    from ..report.html import write_report
+
+    atomic_write_text(rundir.path / "metrics.json", json.dumps(result.metrics, indent=2, default=_json_default))
+    atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
+    write_report(
+        rundir.path / "report.html",
+        title=f"advspatial - {experiment.name}",
+        subtitle=experiment.description,
+        config={"experiment": experiment.name, **config_dict(config)},
+        sections=result.report_sections,
+    )
+
+
+def rows_to_csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV text: columns in order of first appearance, missing cells empty; floats at repr precision."""
+    buffer = io.StringIO()
+    if rows:
+        fieldnames = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames, restval="", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

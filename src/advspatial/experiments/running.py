@@ -1,0 +1,136 @@
+"""Running an experiment: its run directory (locked, tied to the settings' fingerprint, resumed) and results.
+
+A directory that holds results is resumed only with the settings that made them (``run.json``); under
+torchrun rank 0 checks and the other processes share its verdict (docs/scale-out.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..runtime import RunDir, atomic_write_text
+from .registry import get_experiment
+from .results import ExperimentResult, write_results
+from .settings import ExperimentConfig, config_dict
+
+#: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
+#: or copied directory, with or without progress bars)
+UNFINGERPRINTED = ("out", "progress")
+
+
+def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings a run's stages depend on: the resolved config without :data:`UNFINGERPRINTED`."""
+    return {k: v for k, v in config_dict(config).items() if k not in UNFINGERPRINTED}
+
+
+def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    keys = [k for k in dict.fromkeys([*saved, *current]) if saved.get(k) != current.get(k)]
+    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys[:4])
+    return shown + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+@contextlib.contextmanager
+def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool = False,
+             write_config: bool = True) -> Iterator[RunDir]:
+    """The run directory ``out`` of a run of ``kind`` with ``config``, locked for this run.
+
+    Checked before any work: ``out`` is a writable directory (created if needed)
+    and no other process works in it. A directory that holds results is tied to
+    the settings that made them (``run.json``: experiment, :func:`fingerprint`,
+    model checksum): it is resumed only with the same settings (``resume``, or
+    ``reuse_same`` for commands without ``--resume``); anything else is refused
+    in one line. A directory whose earlier run failed before producing any
+    result is reused in place.
+
+    Under torchrun, rank 0 holds the lock and does the checks; the other
+    processes wait for its verdict (an error reaches all of them) and then share
+    the directory.
+    """
+    from ..distributed import agree, world
+
+    if not world().is_main:
+        agree()
+        yield RunDir(out)
+        return
+    with _checked_run_dir(Path(out), kind, config, resume, reuse_same, write_config) as rundir:
+        yield rundir
+
+
+@contextlib.contextmanager
+def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
+                     write_config: bool) -> Iterator[RunDir]:
+    """Rank 0's half of :func:`open_run`: lock, check, record; the verdict is shared by :func:`agree`."""
+    from ..distributed import agree
+    from ..runtime import DirLock, check_writable_dir
+
+    lock: DirLock | None = None
+    try:
+        check_writable_dir(out, "run directory")
+        lock = DirLock(out / ".lock", f"{out} is in use by another advspatial process; wait for it to finish or "
+                                      "choose another --out").acquire()
+        rundir = _check_run_dir(out, kind, config, resume, reuse_same, write_config)
+    except Exception as exc:
+        if lock is not None:
+            lock.release()
+        agree(exc)  # raises it here and in every other process
+        raise
+    agree()
+    try:
+        yield rundir
+    finally:
+        lock.release()
+
+
+def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
+                   write_config: bool) -> RunDir:
+    rundir = RunDir(out)
+    rundir.remove_stale_temp_files()
+    record = rundir.record()
+    current = {"experiment": kind, "config": fingerprint(config)}
+    has_results = rundir.has_results()
+    if has_results and record:
+        same = record.get("experiment") == kind and record.get("config") == current["config"]
+        if not same:
+            if record.get("experiment") != kind:
+                raise ConfigError(f"{out} holds a run of {record.get('experiment')}, not {kind}; choose "
+                                  "another --out")
+            edited = " (config.yaml was edited after the run started?)" if resume else ""
+            raise ConfigError(f"{out} holds results computed with other settings{edited}: "
+                              f"{_differences(record.get('config', {}), current['config'])}; choose another --out")
+        if not (resume or reuse_same):
+            raise ConfigError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+    elif has_results and not resume:
+        raise ConfigError(f"{out} already holds results of another run; choose another --out")
+    if not (has_results and record):  # a new run, or one that failed before producing any result
+        rundir.write_record(current)
+    if write_config:
+        atomic_write_text(out / "config.yaml", yaml.safe_dump({"experiment": kind, **config_dict(config)},
+                                                              sort_keys=False))
+    return rundir
+
+
+def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:
+    """Run (or resume) an experiment into its run directory and write every result file.
+
+    Under torchrun every process runs the experiment on its share of the batches
+    (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
+    alone writes the result files.
+    """
+    from ..distributed import main_only
+
+    experiment = get_experiment(name)
+    out = Path(config.out or f"runs/{name}")
+    config.out = str(out)
+    with open_run(out, name, config, resume) as rundir:
+        started = time.perf_counter()
+        result = experiment.run(config, rundir)
+        result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
+        main_only(lambda: write_results(rundir, experiment, config, result))
+    return result, rundir

@@ -1,0 +1,299 @@
+"""An experiment's settings: declared once as a config dataclass, read from defaults, presets, YAML and options.
+
+Every setting is a dataclass field made by :func:`setting` (default, help text, bounds, choices), so the CLI
+options, the YAML keys, validation and the documentation's settings table follow from the dataclass;
+:func:`resolve_config` layers defaults < dataset preset < ``--quick`` < YAML file < explicit options and
+validates before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import yaml
+
+from ..data.subset import SUBSET_MODES
+from ..errors import ConfigError, check_range, check_seed
+
+if TYPE_CHECKING:
+    from .registry import Experiment
+
+
+#: ``setting(..., **OPEN_UNIT_INTERVAL)``: a share strictly between 0 and 1 (a region fraction, a level)
+OPEN_UNIT_INTERVAL: Mapping[str, Any] = {"low": 0, "high": 1, "low_inclusive": False, "high_inclusive": False}
+
+
+def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,  # noqa: A002
+            low_inclusive: bool = True, high_inclusive: bool = True, choices: Sequence[str] | None = None,
+            **kwargs: Any) -> Any:
+    """A config field with a help text (shown by ``advspatial run EXPERIMENT --help``) and its valid values.
+
+    ``low``/``high`` (with ``*_inclusive``) bound a number, ``choices`` list the
+    valid strings; for a list field they apply to every element. They are checked
+    generically (:func:`check_declared`) before an experiment's own checks, so a
+    config class declares its ranges instead of writing ``check_range`` lines.
+    """
+    metadata = {"help": help, **kwargs}
+    if low is not None or high is not None:
+        metadata["range"] = (low, high, low_inclusive, high_inclusive)
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    if isinstance(default, (list, dict, set)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def check_declared(config: Any) -> None:
+    """Every field's declared range and choices (:func:`setting`), each element of a list field alike."""
+    for f in dataclasses.fields(config):
+        bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+        if bounds is None and choices is None:
+            continue
+        value = getattr(config, f.name)
+        for item in value if isinstance(value, list) else [value]:
+            if bounds is not None:
+                low, high, low_inclusive, high_inclusive = bounds
+                check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
+            if choices is not None:
+                check_choice(f.name, item, choices)
+
+
+def declared_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    """The field's help text with its declared range or choices, for ``--help``."""
+    text = str(f.metadata.get("help", ""))
+    bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+    if bounds is not None:
+        low, high, low_inclusive, high_inclusive = bounds
+        left, right = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
+        text += f" (valid: {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right})"
+    if choices is not None:
+        text += f" (valid: {', '.join(choices)})"
+    return text
+
+
+@dataclass
+class ExperimentConfig:
+    """Settings every experiment has."""
+
+    dataset: str = setting("fashion-mnist", "dataset name (advspatial list datasets), e.g. imagefolder:PATH")
+    model: str = setting("smallcnn", "model spec: registered or zoo name (advspatial list models), FILE.py:factory, "
+                         "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file")
+    weights: str = setting("", "state-dict file loaded into the model (a registered/zoo name or a factory)")
+    arch: str = setting("", "architecture of a state-dict --model file")
+    model_seed: int = setting(0, "training seed of the cached model")
+    preset: str = setting("auto", "budgets of a setting in the literature: auto (from the dataset or zoo model), "
+                          "none, mnist, fashion-mnist, cifar10, imagenet")
+    n: int = setting(1000, "number of test images", low=1)
+    subset: str = setting("stratified", "which n images: stratified (equal share per class, seeded), random "
+                          "(seeded), first", choices=SUBSET_MODES)
+    image_size: int = setting(0, "folder datasets: side in pixels the images are resized to (0: a zoo model's "
+                              "input size, else the loader's default)", low=0, high=4096)
+    fit: str = setting("crop", "folder datasets: crop (keep the aspect ratio, centre crop) or stretch",
+                       choices=('crop', 'stretch'))
+    crop_fraction: float = setting(0.0, "folder datasets, fit crop: side of the centre crop as a fraction of the "
+                                   "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)", low=0, high=1)
+    class_map: str = setting("", "folder datasets: TSV of model output index, folder name[, display name]")
+    seed: int = setting(0, "seed of every random choice in the experiment")
+    batch_size: int = setting(200, "images per batch (memory does not grow with n)", low=1)
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    out: str = setting("", "run directory (default: runs/<experiment>)")
+    progress: bool = setting(True, "show progress bars")
+
+    #: overrides applied by ``--quick`` (CI-sized runs)
+    QUICK: ClassVar[dict[str, Any]] = {"n": 40}
+    #: generic preset budgets (experiments.presets) -> this experiment's fields
+    PRESET_FIELDS: ClassVar[dict[str, str]] = {"batch_size": "batch_size", "image_size": "image_size"}
+    #: why the experiment needs the model's layers (hooks, weights); "" when it does not.
+    #: A TorchScript model is refused before any work when this is set.
+    LAYER_ACCESS: ClassVar[str] = "class activation maps read a layer through forward hooks"
+    #: fields an experiment sets itself (not offered as CLI options; still in config.yaml)
+    CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset()
+
+    def validate(self) -> None:
+        """Raise ConfigError for any invalid value; called before any work starts."""
+        from ..data import dataset_spec
+        from ..runtime import pick_device
+
+        check_declared(self)
+        dataset_spec(self.dataset)
+        check_seed("seed", self.seed)
+        check_seed("model_seed", self.model_seed)
+        if self.class_map and not Path(self.class_map).expanduser().is_file():
+            raise ConfigError(f"class_map file not found: {self.class_map}")
+        pick_device(self.device)
+        self.check_model()
+
+    @classmethod
+    def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The preset's budgets under this experiment's field names (``given``: the values set explicitly).
+
+        A zoo model's own input size beats the preset's image size (EfficientNet-Lite1 takes 240, not 224).
+        """
+        from ..models.zoo import is_zoo_name
+        from .presets import preset_values
+
+        values = preset_values(cls.PRESET_FIELDS, preset)
+        if is_zoo_name(str(given.get("model", cls.model))) or not resizes_images(str(given.get("dataset", cls.dataset))):
+            values.pop(cls.PRESET_FIELDS.get("image_size", "image_size"), None)
+        return values
+
+    def check_model(self) -> None:
+        """The model spec is usable here: named things exist, TorchScript only where no layer is read."""
+        from ..models import parse_model_spec
+
+        source = parse_model_spec(self.model, self.weights or None, self.arch or None)
+        if source.is_torchscript and self.LAYER_ACCESS:
+            raise ConfigError(
+                f"this experiment needs the model's layers ({self.LAYER_ACCESS}), which a TorchScript model "
+                f"cannot give; load it from Python instead: --model FILE.py:factory --weights STATE_DICT "
+                "(advspatial evaluate, advspatial attack and run baseline accept TorchScript)"
+            )
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Loader options of folder datasets (image size, fit, class map); {} for the others."""
+        return dataset_options(self.dataset, self.model, self.image_size, self.fit, self.class_map, self.crop_fraction)
+
+
+def resizes_images(dataset: str) -> bool:
+    """True when the dataset's loader takes an image size (folder datasets); False for fixed-size data and for
+    an unknown name (reported by validation)."""
+    import inspect
+
+    from ..data import dataset_spec
+
+    try:
+        return "class_map" in inspect.signature(dataset_spec(dataset).loader).parameters
+    except ConfigError:
+        return False
+
+
+def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_map: str,
+                    crop_fraction: float = 0.0) -> dict[str, Any]:
+    """``load_dataset`` options for a folder dataset; an error when they are given for a dataset without them.
+
+    Unset (0) image size and crop fraction follow a zoo model's own preprocessing.
+    """
+    from ..models.zoo import zoo_entries
+
+    if not resizes_images(dataset):
+        if image_size or class_map or crop_fraction:
+            raise ConfigError(f"image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), not {dataset!r}")
+        return {}
+    entry = zoo_entries().get(model)
+    size = image_size or (entry.input_size if entry is not None else 0)
+    options: dict[str, Any] = {"fit": fit,
+                               "crop_fraction": crop_fraction or (entry.crop_fraction if entry is not None else 1.0)}
+    if size:
+        options["size"] = size
+    if class_map:
+        options["class_map"] = class_map
+    return options
+
+
+def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; valid: {', '.join(valid)}")
+
+
+# -- config: dataclass <-> dict / YAML ------------------------------------------------
+
+def field_types(config_cls: type[ExperimentConfig]) -> dict[str, Any]:
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+
+
+def coerce(name: str, kind: Any, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise ConfigError."""
+    origin = typing.get_origin(kind)
+    try:
+        if origin in (list, tuple, Sequence):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            inner = typing.get_args(kind)[0] if typing.get_args(kind) else str
+            return [coerce(name, inner, v.strip() if isinstance(v, str) else v) for v in items if v != ""]
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind in (int, float, str):
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+    return value
+
+
+def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str, Any]) -> ExperimentConfig:
+    types = field_types(config_cls)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
+    return config_cls(**{k: coerce(k, types[k], v) for k, v in values.items()})
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML settings file (``experiment`` key included); one-line ConfigErrors for a missing,
+    unreadable, non-UTF-8 or invalid file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}); valid: a YAML file of "
+                          "setting: value") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of setting: value")
+    return data
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings in a YAML file, without its ``experiment`` key (see :func:`read_yaml_mapping`)."""
+    data = read_yaml_mapping(path)
+    data.pop("experiment", None)
+    return data
+
+
+def resolve_config(
+    experiment: Experiment, yaml_path: str | None, overrides: Mapping[str, Any], quick: bool
+) -> ExperimentConfig:
+    """Defaults < dataset preset < ``--quick`` < YAML file < explicit CLI options; then validate.
+
+    The preset (``experiments.presets``) is named by the YAML file or the CLI
+    (``auto`` when neither does); its resolved name is stored in the config.
+    """
+    from .presets import resolve_preset_name
+
+    values: dict[str, Any] = {}
+    if quick:
+        values.update(experiment.config_cls.QUICK)
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update(overrides)
+    defaults = experiment.config_cls()
+    preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
+                                 str(values.get("model", defaults.model)))
+    values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
+    config = config_from_mapping(experiment.config_cls, values)
+    config.validate()
+    return config
+
+
+def config_dict(config: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,34 @@
+"""Checks shared by the attack tests (importable as ``attack_checks``: tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from advspatial.attacks import Attack
+
+
+def assert_batch_equals_each_alone(attack: Attack, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+                                   staggered: bool = True) -> None:
+    """Attacked together, each image gets what it gets attacked alone with its sample id: the same point and the
+    same query count. ``staggered``: also require images that stop at different times (else the test is weak)."""
+    batch = attack.run(x, y, sample_ids=ids)
+    if staggered:
+        assert (batch.queries > batch.queries.min()).any(), "test needs images that stop at different times"
+    for i in range(len(x)):
+        alone = attack.run(x[i:i + 1], y[i:i + 1], sample_ids=ids[i:i + 1])
+        assert torch.allclose(alone.x_adv, batch.x_adv[i:i + 1], atol=1e-6, rtol=0)
+        assert alone.queries.item() == batch.queries[i].item()
+
+
+def assert_eps_zero_returns_x_and_misclassified_stay(make: Callable[[float], Attack], x: torch.Tensor,
+                                                     y: torch.Tensor) -> None:
+    """``make(eps)``'s attack: at eps 0 it returns x after one clean pass; at eps 0.1 an image misclassified
+    already is returned unchanged after the clean pass and run()'s final one."""
+    zero = make(0.0).run(x, y)
+    assert torch.equal(zero.x_adv, x) and (zero.queries == 1).all()
+    res = make(0.1).run(x, y)
+    wrong = res.clean_pred != y
+    assert wrong.any()
+    assert torch.equal(res.x_adv[wrong], x[wrong]) and (res.queries[wrong] == 2).all()
