@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import nn
 
-from ...attacks import Attack, make_attack
+from ...attacks import Attack
+from ...attacks.budgets import Budget, attack_for_budget
 from ..base import ExperimentContext
 from .config import PSEConfig
 
@@ -23,12 +23,6 @@ class Context(ExperimentContext):
 
 
 def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
-    """The attack ``name`` with the experiment's budgets."""
-    eps, steps = config.eps, config.steps
-    params: dict[str, dict[str, Any]] = {
-        "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
-        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
-        "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
-    }
-    return make_attack(name, model, seed=config.seed, **params.get(name, {}))
+    """The attack ``name`` with the experiment's budgets: each attack declares which of them it takes
+    (:mod:`advspatial.attacks.budgets`)."""
+    return attack_for_budget(name, model, Budget.from_settings(config, config.PRESET_FIELDS), seed=config.seed)

@@ -3,29 +3,19 @@ the images for L0 attacks, one cached stage per batch."""
 
 from __future__ import annotations
 
-from typing import Any
 
 from torch import nn
 
-from ...attacks import Attack, AttackResult, make_attack
+from ...attacks import Attack, AttackResult
+from ...attacks.budgets import Budget, attack_for_budget
 from .config import MeasurementConfig
 from .context import Context
 
 
 def build_attack(name: str, model: nn.Module, config: MeasurementConfig) -> Attack:
-    """The attack ``name`` with the experiment's budgets."""
-    eps, steps = config.eps_linf, config.steps
-    params: dict[str, dict[str, Any]] = {
-        "fgsm": {"eps": eps},
-        "pgd": {"eps": eps, "alpha": "auto", "steps": steps},
-        "pgd-linf": {"eps": eps, "alpha": "auto", "steps": steps},
-        "bim": {"eps": eps, "alpha": "auto", "steps": steps},
-        "pgd-l2": {"eps": config.eps_l2, "alpha": "auto", "steps": steps},
-        "cw-l2": {"steps": config.cw_steps, "binary_search_steps": config.cw_search_steps},
-        "onepixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
-        "kpixel": {"popsize": config.onepixel_popsize, "maxiter": config.onepixel_steps},
-    }
-    return make_attack(name, model, seed=config.seed, **params.get(name, {}))
+    """The attack ``name`` with the experiment's budgets: each attack declares which of them it takes
+    (:mod:`advspatial.attacks.budgets`), so a newly registered attack runs here with its intended budget."""
+    return attack_for_budget(name, model, Budget.from_settings(config, config.PRESET_FIELDS), seed=config.seed)
 
 
 def images_for(attack: Attack, config: MeasurementConfig, n: int) -> int:
