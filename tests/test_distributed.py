@@ -38,6 +38,8 @@ SETTINGS: dict[str, list[str]] = {
                 "--convergence-n", "4", "--panel", "gradcam", "--baselines", "blur", "--gate-n", "8",
                 "--randomization-images", "2"],
     "analyze": [],
+    "maps": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--attacks", "fgsm,onepixel",
+             "--panel", "gradcam", "--gate-n", "8", "--randomization-images", "2", "--figure-images", "2"],
     "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
     "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
     "localized-training": ["--quick", "--n", "8", "--batch-size", "4"],

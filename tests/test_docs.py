@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.xdist_group("docs-build"),  # one build, on one worker
 ]
 
-EXPERIMENTS = ("spatial", "perceptual", "localized-training", "pse", "propagation", "baseline")
+EXPERIMENTS = ("spatial", "maps", "perceptual", "localized-training", "pse", "propagation", "baseline")
 # API page -> the package it documents
 API_PAGES = {
     "advspatial": "advspatial", "attacks": "advspatial.attacks", "maps": "advspatial.maps",

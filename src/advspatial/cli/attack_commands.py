@@ -156,7 +156,8 @@ def check_output_file(out: str) -> None:
 @click.option("--out", default="runs/maps", show_default=True, type=click.Path(file_okay=False))
 def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n: int, batch_size: int,
          permutations: int, gate_n: int, seed: int, out: str, **options: Any) -> None:
-    """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report."""
+    """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report
+    (the ``maps`` experiment for one attack; ``advspatial run maps`` takes every setting)."""
     import json
     from pathlib import Path
 
@@ -166,6 +167,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
     from ..experiments.spatial import maps_analysis
+    from ..experiments.spatial.report import maps_summary
     from ..report.html import write_report
     from ..runtime import atomic_write_text
 
@@ -179,7 +181,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
              "panel": [], "progress": o["progress"]}
     if batch_size is not None:
         given["batch_size"] = batch_size
-    config = resolve_config(get_experiment("spatial"), None, given, quick=False)
+    config = resolve_config(get_experiment("maps"), None, given, quick=False)
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
         rows, metrics, sections = maps_analysis(config, rundir)
@@ -187,15 +189,5 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
         atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2))
         write_report(Path(out) / "report.html", title="advspatial - maps",
                      subtitle=f"RoI vs RoA for {attack_name}", config=dataclasses.asdict(config), sections=sections)
-    m = metrics["attacks"][attack_name]
-    click.echo(f"{attack_name} on {m['images']} images: success rate {m['success_rate']:.3f}, "
-               f"{m['successful']} successful attacks analysed")
-    roi = metrics["roi"]
-    gate = metrics["faithfulness"][roi["method"]]
-    click.echo(f"RoI {roi['method']}: faithfulness gate {'passed' if gate['passed'] else 'FAILED (' + gate['reason'] + ')'}")
-    for c in metrics["claims"]:
-        e = c["effect"]
-        click.echo(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
-                   f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
-                   f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {c['p_adjusted']:.2g}  {c['verdict']}")
-    click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json (* = primary endpoint)")
+    click.echo(maps_summary(metrics))
+    click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

@@ -90,9 +90,6 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
             raise AdvspatialError(f"--resume completes a run with its own settings (its config.yaml); drop {named}, "
                                   "or start a new run with another --out")
         saved_name = str(read_yaml_mapping(saved).get("experiment") or name)
-        if saved_name == "maps":
-            raise AdvspatialError(f"{resume} was written by advspatial maps; run the same maps command again "
-                                  f"(--out {resume}) to complete it")
         if explicit and saved_name != name:
             raise AdvspatialError(f"{resume} holds a run of {saved_name}, not {name}; resume it with "
                                   f"advspatial run {saved_name} --resume {resume} (or just --resume)")

@@ -20,12 +20,15 @@ Stages, each streamed batch by batch and saved in the run directory so that
 
 Statistics are over the images the model classifies correctly *and* the attack
 fools ("successful"): only there does the perturbation explain a decision change.
-The settings are in :mod:`.config`, the metrics in :mod:`.metrics`; :mod:`.experiment` runs the stages and
+The measurement alone, without the defence, is the registered ``maps`` experiment (:func:`.run_maps`,
+also the ``advspatial maps`` command). The settings are in :mod:`.config`, the metrics in :mod:`.metrics`;
+:mod:`.experiment` runs the stages and
 hands the computed values to the report (:mod:`.report`, :mod:`.defence_report`, :mod:`.figures`).
 """
 
 from .attack_stage import build_attack
-from .config import MeasurementConfig, SpatialConfig
-from .experiment import maps_analysis, run_spatial
+from .config import MapsConfig, MeasurementConfig, SpatialConfig
+from .experiment import maps_analysis, run_maps, run_spatial
 
-__all__ = ["MeasurementConfig", "SpatialConfig", "build_attack", "maps_analysis", "run_spatial"]
+__all__ = ["MapsConfig", "MeasurementConfig", "SpatialConfig", "build_attack", "maps_analysis", "run_maps",
+           "run_spatial"]

@@ -1,5 +1,6 @@
 """The settings of the spatial experiment: the RoI/RoA measurement's (:class:`MeasurementConfig`, which
-``analyze`` shares) and the defence's (:class:`SpatialConfig`)."""
+``analyze`` shares), the measurement alone as the ``maps`` experiment (:class:`MapsConfig`) and the
+defence's (:class:`SpatialConfig`)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,31 @@ class MeasurementConfig(GatedConfig):
             raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
         if self.attack_map not in list_attack_maps():
             raise unknown_name("attack map", self.attack_map, list_attack_maps())
+
+
+@dataclass
+class MapsConfig(MeasurementConfig):
+    """Settings of the ``maps`` experiment: the RoI/RoA measurement of the attacks without the defence.
+
+    ``defence_attack`` (the attack whose examples feed the explainer panel) is not an option here: the first
+    attack run on every image (not L0) is it, set in :meth:`validate`.
+    """
+
+    CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset({"defence_attack"})
+    QUICK: ClassVar[dict[str, Any]] = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40,
+                                       "onepixel_steps": 5, "cw_steps": 10, "cw_search_steps": 2, "steps": 5,
+                                       "contribution_steps": 8, "figure_images": 3, "permutations": 200,
+                                       "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
+                                       "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
+
+    def validate(self) -> None:
+        from ...attacks import list_attacks
+
+        known = list_attacks()
+        dense = [a for a in self.attacks if a in known and known[a].cls.norm != "l0"]
+        if dense and self.defence_attack not in dense:
+            self.defence_attack = dense[0]
+        super().validate()
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ...runtime import RunDir
 from ..base import ExperimentResult, register_experiment
 from . import report
 from .adaptive import adaptive_stage, convergence_stage
-from .config import MeasurementConfig, SpatialConfig
+from .config import MapsConfig, MeasurementConfig, SpatialConfig
 from .context import roi_batch, spatial_context
 from .defence import aggregate_sweep, class_prior, deployable_defences
 from .defence_verdicts import summarize_adaptive, sweep_summary
@@ -48,6 +48,14 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     metrics["adaptive"] = summarize_adaptive(ctx, outcomes, convergence, metrics["roi"]["faithful"], prior is not None)
     sections = report.build_sections(ctx, summaries, metrics, claims)
     return ExperimentResult(metrics, rows, report.summary_table(metrics), sections)
+
+
+@register_experiment("maps", MapsConfig,
+                     "RoI vs RoA without the defence: maps, regions, the faithfulness gate, statistics and verdicts")
+def run_maps(config: MapsConfig, rundir: RunDir) -> ExperimentResult:
+    """The RoI/RoA measurement of every attack (also ``advspatial maps`` for one attack)."""
+    rows, metrics, sections = maps_analysis(config, rundir)
+    return ExperimentResult(metrics, rows, report.maps_summary(metrics), sections)
 
 
 def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,

@@ -250,6 +250,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def maps_summary(metrics: dict[str, Any]) -> str:
+    """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
+    lines = [f"{name} on {m['images']} images: success rate {m['success_rate']:.3f}, {m['successful']} successful "
+             "attacks analysed" for name, m in metrics["attacks"].items()]
+    return "\n".join([*lines, *claims_lines(metrics)])
+
+
 def claims_lines(metrics: dict[str, Any]) -> list[str]:
     """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
     roi = metrics["roi"]
