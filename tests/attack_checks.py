@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from advspatial.attacks import Attack
+from advspatial.attacks import Attack, AttackResult
 
 
 def assert_batch_equals_each_alone(attack: Attack, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
@@ -32,3 +32,20 @@ def assert_eps_zero_returns_x_and_misclassified_stay(make: Callable[[float], Att
     wrong = res.clean_pred != y
     assert wrong.any()
     assert torch.equal(res.x_adv[wrong], x[wrong]) and (res.queries[wrong] == 2).all()
+
+
+def assert_acts_only_inside_masks(attack: Attack, x: torch.Tensor, y: torch.Tensor, rows: slice,
+                                  cols: slice) -> list[AttackResult]:
+    """With a binary mask (1 on ``rows`` x ``cols``) and a fractional one (the same, times U[0,1)), the
+    perturbation is exactly zero where the mask is 0 and nonzero somewhere inside it; returns both results."""
+    mask = torch.zeros(len(x), *x.shape[2:])
+    mask[:, rows, cols] = 1.0
+    fractional = mask * torch.rand(mask.shape, generator=torch.Generator().manual_seed(0))
+    results = []
+    for m in (mask, fractional):
+        res = attack.run(x, y, mask=m)
+        delta = res.x_adv - x
+        assert delta[:, 0][m == 0].abs().max() == 0
+        assert delta[:, 0][m > 0].abs().max() > 0
+        results.append(res)
+    return results
