@@ -176,7 +176,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
              "model_seed": o["model_seed"], "device": o["device"], "subset": o["subset"],
              "image_size": o["image_size"], "fit": o["fit"], "class_map": o["class_map"],
              "crop_fraction": o["crop_fraction"], "n": n, "seed": seed,
-             "out": out, "attacks": [attack_name], "defence_attack": attack_name, "importance": importance,
+             "out": out, "attacks": [attack_name], "importance": importance,
              "attack_map": attack_map, "fraction": fraction, "permutations": permutations, "gate_n": gate_n,
              "panel": [], "progress": o["progress"]}
     if batch_size is not None:

@@ -111,7 +111,10 @@ class MapsConfig(MeasurementConfig):
 
         known = list_attacks()
         dense = [a for a in self.attacks if a in known and known[a].cls.norm != "l0"]
-        if dense and self.defence_attack not in dense:
+        if self.attacks and all(a in known for a in self.attacks) and not dense:
+            raise ConfigError(f"attacks={self.attacks}: maps needs at least one attack run on every image (not L0), "
+                              "whose examples feed the explainer panel")
+        if dense:
             self.defence_attack = dense[0]
         super().validate()
 
