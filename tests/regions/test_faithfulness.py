@@ -425,3 +425,32 @@ def test_randomization_steps_are_evenly_spaced_and_keep_first_and_last() -> None
     steps = fg.evaluation_steps(100, 12)
     assert len(steps) == 12 and min(steps) == 1 and max(steps) == 100
     assert fg.evaluation_steps(100, 1) == {100}
+
+
+@pytest.mark.parametrize(("side", "sigma"), [(16, 1.0), (28, 1.0), (32, 1.0), (64, 2.0), (224, 7.0)])
+def test_deletion_blur_sigma_scales_with_the_shorter_side(side, sigma):
+    from advspatial.regions.deletion import deletion_blur_sigma
+
+    assert deletion_blur_sigma(side, 2 * side) == sigma == deletion_blur_sigma(2 * side, side)
+
+
+def test_gate_blur_fill_defaults_to_the_scaled_sigma_and_an_explicit_sigma_wins():
+    """At 64 pixels the default blur is sigma 2 (not 1); ``fill_params`` still sets it exactly."""
+    from advspatial.regions.fills import fill
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 4))
+    x = torch.rand(3, 3, 64, 64)
+    y = torch.tensor([0, 1, 2])
+    maps = torch.rand(3, 64, 64)
+    cols = fg.deletion_columns(model, x, y, maps, fills=("zero", "blur"))
+    roi = fg.roi_mask(maps, 0.2, 0, torch.arange(3))
+    with torch.no_grad():
+        clean = model(x)[torch.arange(3), y]
+        for sigma, expected_equal in ((2.0, True), (1.0, False)):
+            filled = model(fill(x, roi, "blur", sigma=sigma))[torch.arange(3), y]
+            assert torch.allclose(clean - filled, cols["deletion:blur:drop_roi"], atol=1e-5) is expected_equal
+    explicit = fg.deletion_columns(model, x, y, maps, fills=("zero", "blur"), fill_params={"blur": {"sigma": 1.0}})
+    with torch.no_grad():
+        one = model(fill(x, roi, "blur", sigma=1.0))[torch.arange(3), y]
+    assert torch.allclose(clean - one, explicit["deletion:blur:drop_roi"], atol=1e-5)

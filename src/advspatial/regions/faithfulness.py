@@ -29,7 +29,10 @@ Fills (:data:`DELETION_FILLS`; parameters through ``fill_params={fill: {...}}``)
 
 - ``zero``: 0 (Fashion-MNIST's background);
 - ``mean``: a per-channel dataset mean (needs ``{"mean": {"dataset_mean": (m,)}}``);
-- ``blur``: a Gaussian blur of the image (``sigma``, default 1 pixel);
+- ``blur``: a Gaussian blur of the image (``sigma``; default one pixel per 32
+  pixels of the shorter side, at least 1: 1 on 28-32 pixel images, 7 at 224,
+  :func:`~advspatial.regions.deletion.deletion_blur_sigma`; a fixed 1-pixel blur
+  deletes nothing at 224 pixels);
 - ``inpaint``: diffusion inpainting from the pixels around the region;
 - ``noise``: additive Gaussian noise, ``x + sigma*eps`` clipped to [0, 1]
   (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id) --
