@@ -40,7 +40,7 @@ def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_
     config = resolve_config(get_experiment("spatial"), None,
                             {**MEASURE, "model": spec, "dataset": data, "subset": "first", "attacks": ["pgd"],
                              "defence_attack": "pgd", "steps": 5}, quick=False)
-    own_rows, own_metrics, _ = maps_analysis(config, RunDir(tmp_path / "own"))
+    own_rows, own_metrics, own_sections = maps_analysis(config, RunDir(tmp_path / "own"))
     pgd = build_attack("pgd", model, config)
     x_adv = pgd.run(x, y, sample_ids=torch.arange(len(x))).x_adv
     result = advspatial.analyze(model, x, x_adv, y, source="pgd", out=str(tmp_path / "ext"), norm="linf",
@@ -54,7 +54,12 @@ def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_
     assert [c["effect"] for c in result.metrics["claims"]] == [c["effect"] for c in own_metrics["claims"]]
     assert [c["verdict"] for c in result.metrics["claims"]] == [c["verdict"] for c in own_metrics["claims"]]
     assert (tmp_path / "ext" / "report.html").is_file()
-    assert "The examples" in (tmp_path / "ext" / "report.html").read_text()
+    html = (tmp_path / "ext" / "report.html").read_text()
+    assert "The examples" in html
+    # both end with the measurement's limits; only the external examples' names the maker's responsibility
+    assert own_sections[-1].title == "Limits of the method" and "Limits of the method" in html
+    assert "made elsewhere" in html and not any("made elsewhere" in p for p in own_sections[-1].paragraphs)
+    assert any("No defence is evaluated here" in p for p in own_sections[-1].paragraphs)
 
 
 def _independent_columns(model, x, x_adv, y):

@@ -75,4 +75,5 @@ def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDatase
                  for name in config.attacks]
     metrics = measurement_metrics(ctx, summaries, rows)
     claims = measure(ctx, summaries, metrics, gates)
-    return rows, metrics, report.measurement_sections(ctx, summaries, metrics, claims)
+    sections = report.measurement_sections(ctx, summaries, metrics, claims)
+    return rows, metrics, [*sections, report.measurement_limits_section(ctx, metrics, external=bool(attacks))]

@@ -46,7 +46,8 @@ def build_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[s
 
 def measurement_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
                          claims: list[Claim]) -> list[Section]:
-    """The sections of the measurement alone (``maps``, ``analyze``): no attacks table, defence or limits."""
+    """The sections of the measurement alone (``maps``, ``analyze``, before their limits): no attacks table or
+    defence."""
     return [
         verdict_section(ctx, summaries, metrics, claims),
         gate_section(ctx, metrics),
@@ -206,8 +207,42 @@ def overlap_section(ctx: Context, claims: list[Claim]) -> Section:
 
 
 def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+    """The spatial report's limits: the measurement's, then the defence's."""
     cfg = ctx.config
     return Section("Limits of the method", [
+        *measurement_limits(cfg),
+        "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
+        "robustness is its adaptive number"
+        + ("" if metrics["adaptive"]["convergence"]["converged"] else
+           " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
+        + f"; the adaptive evaluation covers the first {metrics['adaptive']['images']} images"
+        + (" (all of them: --eval full)." if metrics["adaptive"]["images"] == metrics["n"] else
+           " (--eval full covers every image)."),
+        *onepixel_limits(cfg, metrics),
+    ], anchor="limits")
+
+
+def measurement_limits_section(ctx: Context, metrics: dict[str, Any], external: bool) -> Section:
+    """The limits of the measurement alone (``maps``, ``analyze``); ``external``: the adversarial examples were
+    made elsewhere (``analyze``)."""
+    cfg = ctx.config
+    paragraphs = [*measurement_limits(cfg), *onepixel_limits(cfg, metrics)]
+    if external:
+        paragraphs.append(
+            "The adversarial examples were made elsewhere: how strong their attack was (its budget, its "
+            "convergence) is the maker's to show; this report measures where the given perturbations act, not "
+            "whether a stronger attack would act elsewhere.")
+    else:
+        paragraphs.append(
+            "No defence is evaluated here: the overlap of RoI and RoA says where the attacks act, not that removing "
+            "either region protects the model (`advspatial run spatial` evaluates that, with controls and adaptive "
+            "attacks).")
+    return Section("Limits of the method", paragraphs, anchor="limits")
+
+
+def measurement_limits(cfg: Any) -> list[str]:
+    """What every RoI-vs-RoA measurement rests on: faithful maps, the choice of attack map, the region fraction."""
+    return [
         "Maps are explanations, not ground truth: an RoI is interpreted only when its explainer passes the "
         "faithfulness gate, and the RoA depends on the attack map chosen (contribution, magnitude, gradient answer "
         "different questions).",
@@ -216,17 +251,16 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The nulls "
         "control for that, which is why only observed-vs-null differences are interpreted (the panel shows other "
         "fractions).",
-        "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
-        "robustness is its adaptive number"
-        + ("" if metrics["adaptive"]["convergence"]["converged"] else
-           " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
-        + f"; the adaptive evaluation covers the first {metrics['adaptive']['images']} images"
-        + (" (all of them: --eval full)." if metrics["adaptive"]["images"] == metrics["n"] else
-           " (--eval full covers every image)."),
-        f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE budget "
-        f"(population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 and 75); "
-        "on 28x28 grey images they rarely succeed, so their statistics rest on few images.",
-    ], anchor="limits")
+    ]
+
+
+def onepixel_limits(cfg: Any, metrics: dict[str, Any]) -> list[str]:
+    """The one-pixel attack's reduced budget, when it ran."""
+    if "onepixel" not in metrics.get("attacks", {}):
+        return []
+    return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE "
+            f"budget (population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 "
+            "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
 
 
 def summary_table(metrics: dict[str, Any]) -> str:
