@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
+from .patch_cache import StructureCache
 from .patch_updates import _DeltaConv, _flatten_then_linear, _is_flatten_from_dim1, _LinearFold  # noqa: F401
 
 if TYPE_CHECKING:
@@ -397,6 +398,94 @@ def check_patch_inputs(who: str, clean: torch.Tensor, patch_size: tuple[int, int
     return int(height), int(width)
 
 
+@dataclass
+class _Structure:
+    """What :class:`PatchForward` builds from the model and the input geometry alone (cached per model).
+
+    The traced stem, the compiled tail, every window stage's lookup tables
+    (sized by the widest cone of any corner) and the weight layouts of the
+    change paths; none of it depends on the clean images' values.
+    """
+
+    stages: list[Stage]
+    tail: _Tail
+    plans: list[_WindowPlan | None]
+    fold: _LinearFold | None
+    corners_per_row: int
+    tail_window: tuple[int, int]
+    tail_corner: tuple[torch.Tensor, torch.Tensor]
+    tail_start: torch.Tensor
+    tail_grid: torch.Tensor
+
+    @classmethod
+    def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> "_Structure":
+        """Trace ``model`` on ``example`` (one image), plan every stage, lay out the change paths."""
+        tracer = _Tracer(model, example)
+        stages, boundary, before = tracer.stem()
+        module = fx.GraphModule(model, tracer.graph)  # the model's modules, run as compiled code by the tails
+        tail = _Tail(module, boundary, before)
+        image_size = (example.shape[2], example.shape[3])
+        device = example.device
+        per_axis = [_plan_axis(stages, image_size[axis], patch_size[axis], axis, device) for axis in (0, 1)]
+        plans: list[_WindowPlan | None] = []
+        window_stages = iter(range(len(per_axis[0][0])))
+        for stage in stages:
+            if stage.axes is None:
+                plans.append(None)
+                continue
+            k = next(window_stages)
+            (rows, fh, win_h, in_h), (cols, fw, win_w, in_w) = per_axis[0][0][k], per_axis[1][0][k]
+            padded = tuple(a.size_in + a.pad_before + a.pad_after for a in stage.axes)
+            stage.window = (win_h, win_w)
+            plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded[1])
+            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded)  # type: ignore[arg-type]
+            plans.append(plan)
+        with torch.no_grad():
+            value = example
+            for stage in stages:
+                value = stage.apply_full(value)
+        channels, height, width = value.shape[1:]
+        (last_rows, rows_in), (last_cols, cols_in) = per_axis[0][1], per_axis[1][1]
+        # per flat corner: the stem output window's corner (row, col) and its flat offset
+        tail_corner = (last_rows[:, None].expand(-1, len(last_cols)).reshape(-1),
+                       last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
+        tail_start = tail_corner[0] * width + tail_corner[1]
+        structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
+                        tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)))
+        structure.fold = _LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
+                                           lambda node, upto: _Tail(module, node, upto), before)
+        return structure
+
+
+def _plan_axis(
+    stages: list[Stage], size: int, patch: int, axis: int, device: torch.device,
+) -> tuple[list[tuple[_AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
+    """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and size."""
+    lo = torch.arange(size - patch + 1, device=device)
+    hi = lo + patch
+    corner, incoming = lo.clone(), patch
+    plans = []
+    for stage in stages:
+        if stage.axes is None:
+            continue
+        geometry = stage.axes[axis]
+        lo, hi = geometry.reach(lo, hi)  # the outputs the change can reach
+        window = max(int((hi - lo).max()), 1)
+        origin = lo.clamp(max=geometry.size_out - window)
+        read = origin * geometry.stride
+        footprint = geometry.footprint(window)
+        land = corner + geometry.pad_before - read
+        position = land[:, None] + torch.arange(incoming, device=device)
+        inside = (position >= 0) & (position < footprint)
+        plans.append((_AxisPlan(read, land, inside, corner, origin), footprint, window, incoming))
+        corner, incoming = origin, window
+    return plans, (corner, incoming)
+
+
+#: Structures per model and input geometry, reused while the model is unchanged (:mod:`.patch_cache`).
+STRUCTURES: StructureCache[_Structure] = StructureCache()
+
+
 class PatchForward:
     """Logits of images equal to ``clean[i]`` except in one ``patch_size`` rectangle.
 
@@ -418,17 +507,16 @@ class PatchForward:
 
     def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
         height, width = check_patch_inputs("PatchForward", clean, patch_size)
-        tracer = _Tracer(model, clean[:1].clone())
-        self.stages, boundary, before = tracer.stem()
-        module = fx.GraphModule(model, tracer.graph)  # the model's modules, run node by node by the tails
-        self.tail = _Tail(module, boundary, before)
         self.patch_size = (int(patch_size[0]), int(patch_size[1]))
         self.image_size = (height, width)
+        key = (tuple(clean.shape[1:]), clean.dtype, clean.device, self.patch_size)
+        structure = STRUCTURES.get(model, key, lambda: _Structure.build(model, clean[:1].clone(), self.patch_size))
+        self.stages, self.tail, self.plans, self.fold = structure.stages, structure.tail, structure.plans, structure.fold
+        self.corners_per_row, self.tail_window = structure.corners_per_row, structure.tail_window
+        self.tail_corner, self.tail_start, self.tail_grid = structure.tail_corner, structure.tail_start, structure.tail_grid
         self._clean_logits: torch.Tensor | None = None
         self._cache_clean(clean)
-        self._plan(clean.device)
-        self.fold = _LinearFold.build(model, tracer.graph, boundary, before, self,
-                                      lambda node, upto: _Tail(module, node, upto))
+        self.fold_clean = None if self.fold is None else self.fold.clean(self.clean_stem)
 
     @property
     def working_set(self) -> int:
@@ -449,80 +537,30 @@ class PatchForward:
                 return True
         return False
 
-    # -- set-up -------------------------------------------------------------------
     def _cache_clean(self, clean: torch.Tensor) -> None:
         """Run the clean images through the stem, keeping each window stage's padded input (channels last)."""
         self.padded: list[torch.Tensor | None] = []
         self.outputs: list[torch.Tensor | None] = []  # channels-last clean outputs of convolutions
         value = clean.clone()  # an in-place first layer must not change the caller's images
         with torch.no_grad():
-            for stage in self.stages:
+            for stage, plan in zip(self.stages, self.plans):
                 if stage.axes is None:
                     self.padded.append(None)
                 else:
                     padded = F.pad(value, stage.pad, value=stage.pad_value)
                     self.padded.append(padded.permute(0, 2, 3, 1).contiguous())
                 value = stage.apply_full(value)
-                conv = _DeltaConv.convolution(stage)
-                self.outputs.append(None if conv is None else value.permute(0, 2, 3, 1).contiguous())
+                delta = plan is not None and plan.delta is not None
+                self.outputs.append(value.permute(0, 2, 3, 1).contiguous() if delta else None)
             self.clean_stem = value.contiguous()
 
     @property
     def clean_logits(self) -> torch.Tensor:
-        """(n, classes) logits of the clean images (computed on first use)."""
+        """(n, classes) logits of the clean images (computed on first use), equal to the model's bit for bit."""
         if self._clean_logits is None:
             with torch.no_grad():
                 self._clean_logits = self.tail.from_stem(self.clean_stem.clone())
         return self._clean_logits
-
-    def _plan(self, device: torch.device) -> None:
-        """Size every stage's window (the widest cone of any corner) and build the lookup tables."""
-        per_axis = [self._plan_axis(axis, device) for axis in (0, 1)]
-        self.corners_per_row = self.image_size[1] - self.patch_size[1] + 1
-        self.plans: list[_WindowPlan | None] = []
-        window_stages = iter(range(len(per_axis[0][0])))
-        for stage, padded in zip(self.stages, self.padded):
-            if stage.axes is None or padded is None:
-                self.plans.append(None)
-                continue
-            k = next(window_stages)
-            (rows, fh, win_h, in_h), (cols, fw, win_w, in_w) = per_axis[0][0][k], per_axis[1][0][k]
-            stage.window = (win_h, win_w)
-            plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded.shape[2])
-            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded.shape[1:3])
-            self.plans.append(plan)
-        channels, height, width = self.clean_stem.shape[1:]
-        (last_rows, rows_in), (last_cols, cols_in) = per_axis[0][1], per_axis[1][1]
-        self.tail_window = (rows_in, cols_in)
-        # per flat corner: the stem output window's corner (row, col) and its flat offset
-        self.tail_corner = (last_rows[:, None].expand(-1, len(last_cols)).reshape(-1),
-                            last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
-        self.tail_start = self.tail_corner[0] * width + self.tail_corner[1]
-        self.tail_grid = _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1))
-
-    def _plan_axis(
-        self, axis: int, device: torch.device,
-    ) -> tuple[list[tuple[_AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
-        """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and size."""
-        lo = torch.arange(self.image_size[axis] - self.patch_size[axis] + 1, device=device)
-        hi = lo + self.patch_size[axis]
-        corner, incoming = lo.clone(), self.patch_size[axis]
-        plans = []
-        for stage in self.stages:
-            if stage.axes is None:
-                continue
-            geometry = stage.axes[axis]
-            lo, hi = geometry.reach(lo, hi)  # the outputs the change can reach
-            window = max(int((hi - lo).max()), 1)
-            origin = lo.clamp(max=geometry.size_out - window)
-            read = origin * geometry.stride
-            footprint = geometry.footprint(window)
-            land = corner + geometry.pad_before - read
-            position = land[:, None] + torch.arange(incoming, device=device)
-            inside = (position >= 0) & (position < footprint)
-            plans.append((_AxisPlan(read, land, inside, corner, origin), footprint, window, incoming))
-            corner, incoming = origin, window
-        return plans, (corner, incoming)
 
     # -- evaluation ---------------------------------------------------------------
     def __call__(self, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
@@ -563,7 +601,7 @@ class PatchForward:
     def _tail(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         """Write the stem's window into the clean stem output and run the rest of the model."""
         if self.fold is not None:
-            return self.fold(image, corner, patch)
+            return self.fold(self.fold_clean, self.clean_stem.shape[2:], image, corner, patch)
         full = self.clean_stem.index_select(0, image)
         first = torch.arange(len(image), device=image.device) * self.clean_stem[0].numel()
         target = (first + self.tail_start.index_select(0, corner))[:, None] + self.tail_grid

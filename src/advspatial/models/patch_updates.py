@@ -186,58 +186,68 @@ class _LinearFold:
     #: Most stem-output positions (one matrix product each per call) for which the fold is used.
     MAX_POSITIONS = 4096
 
-    def __init__(self, owner: PatchForward, linear: nn.Linear, tail: object) -> None:
-        stem = owner.clean_stem
-        channels, height, width = stem.shape[1:]
-        ph, pw = owner.tail_window
+    def __init__(self, linear: nn.Linear, stem_shape: tuple[int, int, int], window: tuple[int, int],
+                 window_start: torch.Tensor, tail: object) -> None:
+        channels, height, width = stem_shape
+        ph, pw = window
         weight = linear.weight.detach()
         # (H*W, C, out): the weight columns of every stem-output position, contiguous per position
         self.position_weights = weight.view(-1, channels, height * width).permute(2, 1, 0).contiguous()
-        self.clean_out = F.linear(stem.flatten(1), linear.weight, linear.bias)
-        self.clean_rows = stem.permute(0, 2, 3, 1).reshape(-1, channels)  # (n*H*W, C), channels last
         # per flat patch corner: the stem-output position of each window cell (row-major)
-        grid = (torch.arange(ph, device=stem.device) * width)[:, None] + torch.arange(pw, device=stem.device)
-        self.positions = owner.tail_start[:, None] + grid.view(-1)
-        self.owner, self.tail = owner, tail
+        grid = (torch.arange(ph, device=weight.device) * width)[:, None] + torch.arange(pw, device=weight.device)
+        self.positions = window_start[:, None] + grid.view(-1)
+        self.linear, self.tail = linear, tail
 
     @classmethod
-    def build(cls, model: nn.Module, graph: fx.Graph, boundary: fx.Node, before: list[fx.Node],
-              owner: PatchForward, make_tail) -> "_LinearFold | None":  # type: ignore[no-untyped-def]
+    def build(cls, model: nn.Module, boundary: fx.Node, stem_shape: tuple[int, int, int], window: tuple[int, int],
+              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> "_LinearFold | None":  # type: ignore[no-untyped-def]
         """The fold where the stem output feeds only a flatten that feeds only a Linear; else None.
 
-        ``make_tail(linear node, nodes before it)`` builds the interpreter of the rest of the model.
+        ``stem_shape``: (C, H, W) of the stem output; ``window``: the size of its
+        changed window and ``window_start`` the window's flat first position per
+        patch corner; ``make_tail(linear node, nodes before it)`` builds the runner
+        of the rest of the model.
         """
         found = _flatten_then_linear(model, boundary)
         if found is None:
             return None
         linear, flatten_node, linear_node = found
-        height, width = owner.clean_stem.shape[2:]
-        if height * width > cls.MAX_POSITIONS:
+        if stem_shape[1] * stem_shape[2] > cls.MAX_POSITIONS:
             return None
         with torch.no_grad():
-            return cls(owner, linear, make_tail(linear_node, [*before, flatten_node]))
+            return cls(linear, stem_shape, window, window_start, make_tail(linear_node, [*before, flatten_node]))
 
-    def __call__(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
-        """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner."""
-        n, channels = len(image), patch.shape[1]
-        cells = patch.shape[2] * patch.shape[3]
-        height, width = self.owner.clean_stem.shape[2:]
+    def clean(self, stem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean outputs of the linear layer (n, out), the clean stem output as channels-last rows (n*H*W, C))."""
+        with torch.no_grad():
+            out = F.linear(stem.flatten(1), self.linear.weight, self.linear.bias)
+            return out, stem.permute(0, 2, 3, 1).reshape(-1, stem.shape[1])
+
+    def __call__(self, clean: tuple[torch.Tensor, torch.Tensor], stem_size: tuple[int, int], image: torch.Tensor,
+                 corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner.
+
+        ``clean``: :meth:`clean` of the clean stem output, whose (H, W) is ``stem_size``.
+        """
+        clean_out, clean_rows = clean
+        channels, cells = patch.shape[1], patch.shape[2] * patch.shape[3]
+        height, width = stem_size
         position = self.positions.index_select(0, corner)  # (N, ph*pw)
-        clean = self.clean_rows.index_select(0, (image[:, None] * (height * width) + position).view(-1))
-        delta = patch.permute(0, 2, 3, 1).reshape(-1, channels) - clean  # (N*ph*pw, C)
+        under = clean_rows.index_select(0, (image[:, None] * (height * width) + position).view(-1))
+        delta = patch.permute(0, 2, 3, 1).reshape(-1, channels) - under  # (N*ph*pw, C)
         changed = (delta.abs().amax(dim=1) != 0).nonzero().squeeze(1)  # exact zeros skipped (NaN kept)
         where = position.view(-1).index_select(0, changed)
         order = torch.argsort(where, stable=True)
         rows = changed.index_select(0, order)
         counts = torch.bincount(where, minlength=height * width).tolist()
         ordered = delta.index_select(0, rows)
-        products = delta.new_empty(len(rows), self.clean_out.shape[1])
+        products = delta.new_empty(len(rows), clean_out.shape[1])
         first = 0
         for q, count in enumerate(counts):
             if count:
                 torch.mm(ordered[first:first + count], self.position_weights[q], out=products[first:first + count])
                 first += count
-        out = self.clean_out.index_select(0, image)
+        out = clean_out.index_select(0, image)
         out.index_add_(0, torch.div(rows, cells, rounding_mode="floor"), products)
         return self.tail.from_stem(out)  # type: ignore[attr-defined]
 
