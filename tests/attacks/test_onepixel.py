@@ -305,6 +305,28 @@ def test_incremental_and_full_forward_scores_agree(tiny_cnn) -> None:
     assert KPixel(model, pixels=2)._scorer(x, None, y, targeted=False).patch_forward is None
 
 
+def test_run_takes_the_clean_predictions_from_the_evaluator_it_then_searches_with(tiny_cnn, monkeypatch) -> None:
+    """One evaluator per run: its clean logits (the model's, bit for bit) give run's clean predictions."""
+    from advspatial.attacks import onepixel
+
+    model = tiny_cnn()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 1, 2, 3])
+    built = []
+    real = onepixel.try_patch_forward
+    monkeypatch.setattr(onepixel, "try_patch_forward", lambda m, images: built.append(real(m, images)) or built[-1])
+    atk = OnePixel(model, popsize=8, maxiter=3, seed=2)
+    result = atk.run(x, y)
+    assert len(built) == 1 and atk._prebuilt is None
+    with torch.no_grad():
+        assert torch.equal(built[0].clean_logits, model(x))
+        assert torch.equal(result.clean_pred, model(x).argmax(dim=1))
+    full = OnePixel(model, popsize=8, maxiter=3, seed=2, incremental=False).run(x, y)
+    assert torch.equal(full.clean_pred, result.clean_pred) and torch.equal(full.x_adv, result.x_adv)
+    atk(x, y)  # without run: the evaluator is built in perturb
+    assert len(built) == 2 and atk._prebuilt is None
+
+
 def test_same_seed_same_result_other_seed_other_result(tiny_cnn) -> None:
     model = tiny_cnn(size=12)
     x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(5))

@@ -94,9 +94,9 @@ def test_normalized_wrapper_is_part_of_the_stem(tiny_cnn) -> None:
 
 @pytest.mark.parametrize("fold", [True, False])
 def test_flatten_linear_tail_with_and_without_the_fold(tiny_cnn, monkeypatch, fold: bool) -> None:
-    """The Linear after the stem is folded into a per-corner update, or (when too big) run in full."""
+    """The Linear after the stem is folded into a per-position update, or (when too big) run in full."""
     if not fold:
-        monkeypatch.setattr(_LinearFold, "MAX_CORNERS", 0)
+        monkeypatch.setattr(_LinearFold, "MAX_POSITIONS", 0)
     forward = assert_matches_model(tiny_cnn(in_channels=2), torch.rand(3, 2, 28, 28), size=(2, 1), n=60)
     assert (forward.fold is not None) == fold
 

@@ -178,7 +178,7 @@ class Attack:
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
             with torch.no_grad():
-                clean_pred = self.model(x).argmax(1)
+                clean_pred = self._clean_logits(x).argmax(1)
             x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
             with torch.no_grad():
                 adv_pred = self.model(x_adv).argmax(1)
@@ -191,6 +191,14 @@ class Attack:
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def _clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits on the clean images, for :meth:`run`'s clean predictions.
+
+        An attack that computes them anyway (bit for bit the model's) may override
+        this to save the pass; called in eval mode under ``no_grad``, before :meth:`perturb`.
+        """
+        return self.model(x)
 
     # -- helpers ----------------------------------------------------------------
     def _constrained_perturb(

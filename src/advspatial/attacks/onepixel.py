@@ -87,7 +87,7 @@ from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import batch_slices, sample_generator
 from ..models.patch_forward import PatchForward, try_patch_forward
 from ..models.patch_graph import GraphPatchForward
-from .base import Attack, register_attack
+from .base import Attack, AttackResult, register_attack
 
 #: Named budgets ``(popsize, maxiter)``.
 PRESETS: dict[str, tuple[int, int]] = {"paper": (400, 75), "quick": (100, 20)}
@@ -230,6 +230,31 @@ class OnePixel(Attack):
         if incremental not in (True, False, "auto"):
             raise ConfigError(f"incremental={incremental!r} is not valid; valid: 'auto', True, False")
         self.incremental = incremental
+        self._prebuilt: tuple[torch.Tensor, PatchForward | GraphPatchForward | None] | None = None  # run's, for perturb
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+            target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> AttackResult:
+        """:meth:`Attack.run`; the incremental evaluator built for the clean predictions is the search's."""
+        try:
+            return super().run(x, y, mask=mask, target=target, sample_ids=sample_ids)
+        finally:
+            self._prebuilt = None
+
+    def _clean_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The chain evaluator's clean logits (its stem and tail are the model's own layers on the same batch:
+        equal to ``model(x)`` bit for bit), which also keeps the evaluator for :meth:`perturb`; else ``model(x)``."""
+        evaluator = self._evaluator(x)
+        self._prebuilt = (x, evaluator)
+        if isinstance(evaluator, PatchForward):
+            return evaluator.clean_logits
+        return self.model(x)
+
+    def _evaluator(self, x: torch.Tensor) -> PatchForward | GraphPatchForward | None:
+        """The incremental evaluator for images ``x``, or None where full forward passes are used."""
+        if self._prebuilt is not None and self._prebuilt[0] is x:
+            return self._prebuilt[1]
+        incremental = x.device.type == "cpu" if self.incremental == "auto" else self.incremental
+        return try_patch_forward(self.model, x) if incremental and self.pixels == 1 else None
 
     @classmethod
     def quick(cls, model: nn.Module, **kwargs: object) -> "OnePixel":
@@ -361,8 +386,7 @@ class OnePixel(Attack):
 
     def _scorer(self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool) -> "_Scorer":
         """The fitness function of this run, incremental where the model and ``pixels`` allow."""
-        incremental = x.device.type == "cpu" if self.incremental == "auto" else self.incremental
-        patch_forward = try_patch_forward(self.model, x) if incremental and self.pixels == 1 else None
+        patch_forward = self._evaluator(x)
         max_batch = self.max_batch or (256 if x.device.type == "cpu" else 4096)
         return _Scorer(self.model, x, mask, goal, targeted, max_batch, patch_forward)
 

@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
+from .patch_cache import StructureCache
+from .patch_updates import _DeltaConv, _flatten_then_linear, _is_flatten_from_dim1, _LinearFold  # noqa: F401
 
 if TYPE_CHECKING:
     from .patch_graph import GraphPatchForward
@@ -202,7 +204,7 @@ class _Tracer:
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         self.model = model
-        self.graph = _trace(model).graph
+        self.graph = _trace_graph(model)
         self.example = example
 
     def stem(self) -> tuple[list[Stage], fx.Node, list[fx.Node]]:
@@ -289,17 +291,50 @@ def _trace(model: nn.Module) -> fx.GraphModule:
         raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
 
 
-class _Tail(fx.Interpreter):
-    """Runs the graph after the stem, starting from the last stem node's value."""
+def _trace_graph(model: nn.Module) -> fx.Graph:
+    """:func:`_trace`'s graph alone (no module compiled from it: the caller compiles one, on ``model``)."""
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        return fx.Tracer().trace(copy.deepcopy(model, memo))
+    except Exception as exc:  # fx raises many types for untraceable code
+        raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
 
-    def __init__(self, model: nn.Module, graph: fx.Graph, boundary: fx.Node, before: list[fx.Node]) -> None:
-        super().__init__(fx.GraphModule(model, graph), garbage_collect_values=True)
-        self.boundary, self.before = boundary, before
+
+class _Tail:
+    """Runs the graph after ``boundary``, starting from that node's value (``before``: every node up to it).
+
+    The nodes after the boundary are copied into a graph of their own, compiled
+    once (the model's modules, called as the model calls them); a call is then
+    one Python function call, not one interpreter step per node. Where a later
+    node reads a value from before the boundary (not a chain), the interpreter
+    runs the whole graph from the boundary instead.
+    """
+
+    def __init__(self, module: fx.GraphModule, boundary: fx.Node, before: list[fx.Node]) -> None:
+        self.module, self.boundary, self.before = module, boundary, before
+        self.compiled = self._compile()
+        self.interpreter = None if self.compiled is not None else fx.Interpreter(module, garbage_collect_values=True)
+
+    def _compile(self) -> fx.GraphModule | None:
+        skip = set(self.before)
+        graph = fx.Graph()
+        env = {self.boundary: graph.placeholder("stem_output")}
+        for node in self.module.graph.nodes:
+            if node in skip or node is self.boundary:
+                continue
+            if any(arg not in env for arg in node.all_input_nodes):
+                return None
+            env[node] = graph.node_copy(node, env.__getitem__)
+        return fx.GraphModule(self.module, graph)
 
     def from_stem(self, value: torch.Tensor) -> torch.Tensor:
+        """The model's output when the boundary node's value is ``value``."""
+        if self.compiled is not None:
+            return self.compiled(value)
         env = {n: None for n in self.before}
         env[self.boundary] = value
-        return self.run(value, initial_env=env)
+        assert self.interpreter is not None
+        return self.interpreter.run(value, initial_env=env)
 
 
 @dataclass
@@ -363,6 +398,94 @@ def check_patch_inputs(who: str, clean: torch.Tensor, patch_size: tuple[int, int
     return int(height), int(width)
 
 
+@dataclass
+class _Structure:
+    """What :class:`PatchForward` builds from the model and the input geometry alone (cached per model).
+
+    The traced stem, the compiled tail, every window stage's lookup tables
+    (sized by the widest cone of any corner) and the weight layouts of the
+    change paths; none of it depends on the clean images' values.
+    """
+
+    stages: list[Stage]
+    tail: _Tail
+    plans: list[_WindowPlan | None]
+    fold: _LinearFold | None
+    corners_per_row: int
+    tail_window: tuple[int, int]
+    tail_corner: tuple[torch.Tensor, torch.Tensor]
+    tail_start: torch.Tensor
+    tail_grid: torch.Tensor
+
+    @classmethod
+    def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> "_Structure":
+        """Trace ``model`` on ``example`` (one image), plan every stage, lay out the change paths."""
+        tracer = _Tracer(model, example)
+        stages, boundary, before = tracer.stem()
+        module = fx.GraphModule(model, tracer.graph)  # the model's modules, run as compiled code by the tails
+        tail = _Tail(module, boundary, before)
+        image_size = (example.shape[2], example.shape[3])
+        device = example.device
+        per_axis = [_plan_axis(stages, image_size[axis], patch_size[axis], axis, device) for axis in (0, 1)]
+        plans: list[_WindowPlan | None] = []
+        window_stages = iter(range(len(per_axis[0][0])))
+        for stage in stages:
+            if stage.axes is None:
+                plans.append(None)
+                continue
+            k = next(window_stages)
+            (rows, fh, win_h, in_h), (cols, fw, win_w, in_w) = per_axis[0][0][k], per_axis[1][0][k]
+            padded = tuple(a.size_in + a.pad_before + a.pad_after for a in stage.axes)
+            stage.window = (win_h, win_w)
+            plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded[1])
+            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded)  # type: ignore[arg-type]
+            plans.append(plan)
+        with torch.no_grad():
+            value = example
+            for stage in stages:
+                value = stage.apply_full(value)
+        channels, height, width = value.shape[1:]
+        (last_rows, rows_in), (last_cols, cols_in) = per_axis[0][1], per_axis[1][1]
+        # per flat corner: the stem output window's corner (row, col) and its flat offset
+        tail_corner = (last_rows[:, None].expand(-1, len(last_cols)).reshape(-1),
+                       last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
+        tail_start = tail_corner[0] * width + tail_corner[1]
+        structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
+                        tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)))
+        structure.fold = _LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
+                                           lambda node, upto: _Tail(module, node, upto), before)
+        return structure
+
+
+def _plan_axis(
+    stages: list[Stage], size: int, patch: int, axis: int, device: torch.device,
+) -> tuple[list[tuple[_AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
+    """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and size."""
+    lo = torch.arange(size - patch + 1, device=device)
+    hi = lo + patch
+    corner, incoming = lo.clone(), patch
+    plans = []
+    for stage in stages:
+        if stage.axes is None:
+            continue
+        geometry = stage.axes[axis]
+        lo, hi = geometry.reach(lo, hi)  # the outputs the change can reach
+        window = max(int((hi - lo).max()), 1)
+        origin = lo.clamp(max=geometry.size_out - window)
+        read = origin * geometry.stride
+        footprint = geometry.footprint(window)
+        land = corner + geometry.pad_before - read
+        position = land[:, None] + torch.arange(incoming, device=device)
+        inside = (position >= 0) & (position < footprint)
+        plans.append((_AxisPlan(read, land, inside, corner, origin), footprint, window, incoming))
+        corner, incoming = origin, window
+    return plans, (corner, incoming)
+
+
+#: Structures per model and input geometry, reused while the model is unchanged (:mod:`.patch_cache`).
+STRUCTURES: StructureCache[_Structure] = StructureCache()
+
+
 class PatchForward:
     """Logits of images equal to ``clean[i]`` except in one ``patch_size`` rectangle.
 
@@ -384,15 +507,16 @@ class PatchForward:
 
     def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
         height, width = check_patch_inputs("PatchForward", clean, patch_size)
-        tracer = _Tracer(model, clean[:1].clone())
-        self.stages, boundary, before = tracer.stem()
-        self.tail = _Tail(model, tracer.graph, boundary, before)
         self.patch_size = (int(patch_size[0]), int(patch_size[1]))
         self.image_size = (height, width)
+        key = (tuple(clean.shape[1:]), clean.dtype, clean.device, self.patch_size)
+        structure = STRUCTURES.get(model, key, lambda: _Structure.build(model, clean[:1].clone(), self.patch_size))
+        self.stages, self.tail, self.plans, self.fold = structure.stages, structure.tail, structure.plans, structure.fold
+        self.corners_per_row, self.tail_window = structure.corners_per_row, structure.tail_window
+        self.tail_corner, self.tail_start, self.tail_grid = structure.tail_corner, structure.tail_start, structure.tail_grid
         self._clean_logits: torch.Tensor | None = None
         self._cache_clean(clean)
-        self._plan(clean.device)
-        self.fold = _LinearFold.build(model, tracer.graph, boundary, before, self)
+        self.fold_clean = None if self.fold is None else self.fold.clean(self.clean_stem)
 
     @property
     def working_set(self) -> int:
@@ -413,80 +537,30 @@ class PatchForward:
                 return True
         return False
 
-    # -- set-up -------------------------------------------------------------------
     def _cache_clean(self, clean: torch.Tensor) -> None:
         """Run the clean images through the stem, keeping each window stage's padded input (channels last)."""
         self.padded: list[torch.Tensor | None] = []
         self.outputs: list[torch.Tensor | None] = []  # channels-last clean outputs of convolutions
         value = clean.clone()  # an in-place first layer must not change the caller's images
         with torch.no_grad():
-            for stage in self.stages:
+            for stage, plan in zip(self.stages, self.plans):
                 if stage.axes is None:
                     self.padded.append(None)
                 else:
                     padded = F.pad(value, stage.pad, value=stage.pad_value)
                     self.padded.append(padded.permute(0, 2, 3, 1).contiguous())
                 value = stage.apply_full(value)
-                conv = _DeltaConv.convolution(stage)
-                self.outputs.append(None if conv is None else value.permute(0, 2, 3, 1).contiguous())
+                delta = plan is not None and plan.delta is not None
+                self.outputs.append(value.permute(0, 2, 3, 1).contiguous() if delta else None)
             self.clean_stem = value.contiguous()
 
     @property
     def clean_logits(self) -> torch.Tensor:
-        """(n, classes) logits of the clean images (computed on first use)."""
+        """(n, classes) logits of the clean images (computed on first use), equal to the model's bit for bit."""
         if self._clean_logits is None:
             with torch.no_grad():
                 self._clean_logits = self.tail.from_stem(self.clean_stem.clone())
         return self._clean_logits
-
-    def _plan(self, device: torch.device) -> None:
-        """Size every stage's window (the widest cone of any corner) and build the lookup tables."""
-        per_axis = [self._plan_axis(axis, device) for axis in (0, 1)]
-        self.corners_per_row = self.image_size[1] - self.patch_size[1] + 1
-        self.plans: list[_WindowPlan | None] = []
-        window_stages = iter(range(len(per_axis[0][0])))
-        for stage, padded in zip(self.stages, self.padded):
-            if stage.axes is None or padded is None:
-                self.plans.append(None)
-                continue
-            k = next(window_stages)
-            (rows, fh, win_h, in_h), (cols, fw, win_w, in_w) = per_axis[0][0][k], per_axis[1][0][k]
-            stage.window = (win_h, win_w)
-            plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded.shape[2])
-            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded.shape[1:3])
-            self.plans.append(plan)
-        channels, height, width = self.clean_stem.shape[1:]
-        (last_rows, rows_in), (last_cols, cols_in) = per_axis[0][1], per_axis[1][1]
-        self.tail_window = (rows_in, cols_in)
-        # per flat corner: the stem output window's corner (row, col) and its flat offset
-        self.tail_corner = (last_rows[:, None].expand(-1, len(last_cols)).reshape(-1),
-                            last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
-        self.tail_start = self.tail_corner[0] * width + self.tail_corner[1]
-        self.tail_grid = _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1))
-
-    def _plan_axis(
-        self, axis: int, device: torch.device,
-    ) -> tuple[list[tuple[_AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
-        """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and size."""
-        lo = torch.arange(self.image_size[axis] - self.patch_size[axis] + 1, device=device)
-        hi = lo + self.patch_size[axis]
-        corner, incoming = lo.clone(), self.patch_size[axis]
-        plans = []
-        for stage in self.stages:
-            if stage.axes is None:
-                continue
-            geometry = stage.axes[axis]
-            lo, hi = geometry.reach(lo, hi)  # the outputs the change can reach
-            window = max(int((hi - lo).max()), 1)
-            origin = lo.clamp(max=geometry.size_out - window)
-            read = origin * geometry.stride
-            footprint = geometry.footprint(window)
-            land = corner + geometry.pad_before - read
-            position = land[:, None] + torch.arange(incoming, device=device)
-            inside = (position >= 0) & (position < footprint)
-            plans.append((_AxisPlan(read, land, inside, corner, origin), footprint, window, incoming))
-            corner, incoming = origin, window
-        return plans, (corner, incoming)
 
     # -- evaluation ---------------------------------------------------------------
     def __call__(self, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
@@ -527,194 +601,12 @@ class PatchForward:
     def _tail(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         """Write the stem's window into the clean stem output and run the rest of the model."""
         if self.fold is not None:
-            return self.fold(image, corner, patch)
+            return self.fold(self.fold_clean, self.clean_stem.shape[2:], image, corner, patch)
         full = self.clean_stem.index_select(0, image)
         first = torch.arange(len(image), device=image.device) * self.clean_stem[0].numel()
         target = (first + self.tail_start.index_select(0, corner))[:, None] + self.tail_grid
         full.view(-1).index_copy_(0, target.view(-1), patch.reshape(-1))
         return self.tail.from_stem(full)
-
-
-class _DeltaConv:
-    """A stride-1 convolution evaluated on the *change* of its input window, by linearity.
-
-    ``conv(x + d) = conv(x) + conv_nobias(d)``: where the incoming window (h x w)
-    differs from the clean input, its difference spreads to ``(h + k - 1) x (w + k - 1)``
-    outputs, a transposed convolution of ``d`` with the flipped kernel (one GEMM
-    and a col2im: ``h w k^2 C_in C_out`` multiply-adds). The output window is the
-    cached clean output plus that change. The footprint path instead recomputes
-    every output of the window from a ``(h + k - 1) x (w + k - 1)`` neighbourhood:
-    ``(h + k - 1)(w + k - 1) k^2 C_in C_out``, 5x more for a 5x5 kernel on a 3x3
-    window. Used where it costs less (``h w`` below the output window's area).
-    """
-
-    def __init__(self, conv: nn.Conv2d, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
-                 window: tuple[int, int], pads: tuple[int, int], padded_size: tuple[int, int],
-                 size_out: tuple[int, int]) -> None:
-        g = conv.groups
-        cout, cin_g, kh, kw = conv.weight.shape
-        self.weight = (conv.weight.detach().flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
-                       .transpose(1, 2).reshape(g * cin_g, cout // g, kh, kw).contiguous())
-        self.groups, self.dilation = g, tuple(conv.dilation)
-        self.incoming, self.window, self.size_out = incoming, window, size_out
-        spread = (incoming[0] + self.dilation[0] * (kh - 1), incoming[1] + self.dilation[1] * (kw - 1))
-        self.spread = spread
-        # per axis: where the incoming window sits in the padded input, and for each output
-        # of the window its index in the spread change (-1: outside it, the change is zero)
-        self.read_rows, self.read_cols = rows.incoming + pads[0], cols.incoming + pads[1]
-        self.padded_width = padded_size[1]
-        # per axis: for each position of the spread change, its place in the output window (-1: outside it)
-        place = []
-        for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
-            base = plan.incoming + (pads[axis] - dil * (kernel - 1))
-            index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=base.device)
-            place.append(torch.where((index >= 0) & (index < window[axis]), index, -1))
-        self.place_rows, self.place_cols = place
-        self.local_origin_rows, self.local_origin_cols = rows.origin, cols.origin
-
-    @staticmethod
-    def convolution(stage: Stage) -> nn.Conv2d | None:
-        """The stage's convolution when it has stride 1 (the only case the change formula covers)."""
-        conv = stage.apply_full
-        if type(conv) is not nn.Conv2d or stage.axes is None or tuple(conv.stride) != (1, 1):
-            return None
-        return conv  # type: ignore[return-value]
-
-    @classmethod
-    def build(cls, stage: Stage, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
-              padded_size: tuple[int, int]) -> "_DeltaConv | None":
-        """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint."""
-        conv = cls.convolution(stage)
-        if conv is None or incoming[0] * incoming[1] >= stage.window[0] * stage.window[1]:
-            return None
-        assert stage.axes is not None
-        size_out = (stage.axes[0].size_out, stage.axes[1].size_out)
-        pads = (stage.axes[0].pad_before, stage.axes[1].pad_before)
-        return cls(conv, rows, cols, incoming, stage.window, pads, padded_size, size_out)
-
-    def __call__(self, padded: torch.Tensor, output: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
-                 patch: torch.Tensor) -> torch.Tensor:
-        """(N, C_out, wh, ww): the output window of the conv, from the incoming window ``patch`` (N, C_in, h, w)."""
-        n, (h, w), (wh, ww) = len(image), self.incoming, self.window
-        hp, wp, cin = padded.shape[1:]
-        height, width, cout = output.shape[1:]
-        corner_cols = len(self.read_cols)
-        row, col = torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
-        # the clean input under the incoming window
-        start = image * (hp * wp) + self.read_rows.index_select(0, row) * wp + self.read_cols.index_select(0, col)
-        offsets = (torch.arange(h, device=image.device) * wp)[:, None] + torch.arange(w, device=image.device)
-        clean_in = padded.view(-1, cin).index_select(0, (start[:, None] + offsets.view(-1)).view(-1))
-        change = (patch.permute(0, 2, 3, 1).reshape(-1, cin) - clean_in).view(n, h, w, cin).permute(0, 3, 1, 2)
-        if (h, w) == (1, 1) and self.groups == 1 and self.dilation == (1, 1):  # one pixel: a rank-C_in update
-            spread = (change.reshape(n, cin) @ self.weight.view(cin, -1)).view(n, cout, *self.spread)
-        else:
-            spread = F.conv_transpose2d(change, self.weight, None, 1, 0, 0, self.groups, self.dilation)
-        sh, sw = self.spread
-        # the clean output under the output window, then the change added where it lands
-        origin_r = self.local_origin_rows.index_select(0, row)
-        origin_c = self.local_origin_cols.index_select(0, col)
-        start = image * (height * width) + origin_r * width + origin_c
-        offsets = (torch.arange(wh, device=image.device) * width)[:, None] + torch.arange(ww, device=image.device)
-        out = torch.empty(n * wh * ww + 1, cout, dtype=output.dtype, device=output.device)
-        torch.index_select(output.view(-1, cout), 0, (start[:, None] + offsets.view(-1)).view(-1), out=out[:-1])
-        place_r, place_c = self.place_rows.index_select(0, row), self.place_cols.index_select(0, col)
-        inside = (place_r >= 0)[:, :, None] & (place_c >= 0)[:, None, :]
-        target = (torch.arange(n, device=image.device) * (wh * ww))[:, None, None] + place_r[:, :, None] * ww \
-            + place_c[:, None, :]
-        out.index_add_(0, torch.where(inside, target, n * wh * ww).view(-1), spread.permute(0, 2, 3, 1).reshape(-1, cout))
-        return out[:-1].view(n, wh, ww, cout).permute(0, 3, 1, 2)
-
-
-class _LinearFold:
-    """A stem followed by flatten + ``nn.Linear``: the changed window enters the linear layer as an update.
-
-    ``Linear(flatten(clean + d)) = Linear(flatten(clean)) + W_o d``, where ``d``
-    is the change inside the stem's output window at corner ``o`` and ``W_o``
-    the weight columns of that window. The clean outputs and every ``W_o``
-    are computed once; a call does one small matrix product per corner in use
-    (candidates grouped by corner) instead of copying whole activation maps
-    into a full-width linear layer. The rest of the model then runs as usual.
-    """
-
-    #: Limits on the precomputed blocks: number of corners, and floats in all blocks together.
-    MAX_CORNERS, MAX_FLOATS = 64, 2**24
-
-    def __init__(self, owner: PatchForward, linear: nn.Linear, tail: _Tail) -> None:
-        stem = owner.clean_stem
-        channels, height, width = stem.shape[1:]
-        ph, pw = owner.tail_window
-        self.corner_cols = width - pw + 1
-        weight = linear.weight.view(linear.out_features, channels, height, width)
-        # (corners, C*ph*pw, out): the weight columns of every ph x pw window, in one copy
-        windows = weight.unfold(2, ph, 1).unfold(3, pw, 1)  # (out, C, corner rows, corner cols, ph, pw)
-        self.blocks = windows.permute(2, 3, 1, 4, 5, 0).reshape(-1, channels * ph * pw, linear.out_features)
-        self.clean_out = F.linear(stem.flatten(1), linear.weight, linear.bias)
-        self.block_of = owner.tail_corner[0] * self.corner_cols + owner.tail_corner[1]  # per flat patch corner
-        self.owner, self.tail = owner, tail
-
-    @classmethod
-    def build(cls, model: nn.Module, graph: fx.Graph, boundary: fx.Node, before: list[fx.Node],
-              owner: PatchForward) -> "_LinearFold | None":
-        """The fold where the stem output feeds only a flatten that feeds only a Linear; else None."""
-        found = _flatten_then_linear(model, boundary)
-        if found is None:
-            return None
-        linear, flatten_node, linear_node = found
-        channels, height, width = owner.clean_stem.shape[1:]
-        ph, pw = owner.tail_window
-        corners = (height - ph + 1) * (width - pw + 1)
-        if corners > cls.MAX_CORNERS or corners * channels * ph * pw * linear.out_features > cls.MAX_FLOATS:
-            return None
-        with torch.no_grad():
-            return cls(owner, linear, _Tail(model, graph, linear_node, [*before, flatten_node]))
-
-    def __call__(self, image: torch.Tensor, corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
-        """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner."""
-        owner, n = self.owner, len(image)
-        stem = owner.clean_stem
-        start = image * stem[0].numel() + owner.tail_start.index_select(0, corner)
-        clean_window = stem.view(-1).index_select(0, (start[:, None] + owner.tail_grid).view(-1))
-        delta = patch.reshape(n, -1) - clean_window.view(n, -1)
-        block = self.block_of.index_select(0, corner)
-        order = torch.argsort(block, stable=True)
-        counts = torch.bincount(block, minlength=len(self.blocks)).tolist()
-        ordered = delta.index_select(0, order)
-        pieces, first = [], 0
-        for weights, count in zip(self.blocks, counts):
-            if count:
-                pieces.append(ordered[first:first + count] @ weights)
-                first += count
-        out = self.clean_out.index_select(0, image)
-        out.index_add_(0, order, torch.cat(pieces))
-        return self.tail.from_stem(out)
-
-
-def _flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear, fx.Node, fx.Node] | None:
-    """``(linear, flatten node, linear node)`` when ``boundary`` feeds only a flatten(1) feeding only an ``nn.Linear``."""
-    if len(boundary.users) != 1:
-        return None
-    flatten_node = next(iter(boundary.users))
-    if not _is_flatten_from_dim1(model, flatten_node, boundary) or len(flatten_node.users) != 1:
-        return None
-    linear_node = next(iter(flatten_node.users))
-    if linear_node.op != "call_module" or linear_node.args != (flatten_node,) or linear_node.kwargs:
-        return None
-    linear = model.get_submodule(str(linear_node.target))
-    if type(linear) is not nn.Linear or linear._forward_hooks or linear._forward_pre_hooks:
-        return None
-    return linear, flatten_node, linear_node
-
-
-def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> bool:
-    """``nn.Flatten()``, ``torch.flatten(source, 1)`` or ``source.flatten(1)``, all other dims kept whole."""
-    if node.op == "call_module":
-        module = model.get_submodule(str(node.target))
-        return (type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
-                and node.args == (source,) and not node.kwargs
-                and not (module._forward_hooks or module._forward_pre_hooks))
-    is_call = (node.op == "call_function" and node.target is torch.flatten) or \
-        (node.op == "call_method" and node.target == "flatten")
-    return is_call and node.args == (source, 1) and not node.kwargs
 
 
 def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:

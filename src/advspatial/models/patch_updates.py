@@ -1,0 +1,280 @@
+"""Linear layers of :class:`~advspatial.models.patch_forward.PatchForward` evaluated on the *change* only.
+
+A one-pixel candidate changes a small window of each activation map, and a
+linear layer maps a change to a change: ``L(x + d) = L(x) + L_nobias(d)``. Two
+layers use this, each computing only the products that the change can make
+nonzero:
+
+* :class:`_DeltaConv`: a stride-1 convolution in the stem. The change of its
+  input window is spread to its output window by one matrix product per input
+  row, accumulated in place (see the class docstring), and added to the cached
+  clean output.
+* :class:`_LinearFold`: the ``flatten`` + ``nn.Linear`` after the stem. Its
+  logits are the clean ones plus the products of the changed stem-output
+  positions with that position's weight columns (positions whose change is
+  exactly zero, after ReLU and max pooling often half of them, are skipped).
+
+Both are exact up to floating-point summation order (tests: 1e-5 against the
+model's own forward pass).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+if TYPE_CHECKING:
+    from .patch_forward import PatchForward, Stage, _AxisPlan
+
+
+class _DeltaConv:
+    """A stride-1 convolution evaluated on the *change* of its input window, by linearity.
+
+    ``conv(x + d) = conv(x) + conv_nobias(d)``: where the incoming window (h x w)
+    differs from the clean input, its difference spreads to ``(h + k - 1) x (w + k - 1)``
+    outputs, a transposed convolution of ``d`` (``h w k^2 C_in C_out`` multiply-adds).
+    The output window is the cached clean output plus that change. The footprint
+    path instead recomputes every output of the window from a ``(h + k - 1) x (w + k - 1)``
+    neighbourhood: ``(h + k - 1)(w + k - 1) k^2 C_in C_out``, 5x more for a 5x5 kernel
+    on a 3x3 window. Used where it costs less (``h w`` below the output window's area).
+
+    Without groups or dilation, the spread is one matrix product per input row
+    ``i``: row ``i`` of the change (``w C_in`` values) reaches the ``k`` spread
+    rows ``i .. i + k - 1``, through the same ``(w C_in, k * spread_w * C_out)``
+    matrix for every row (a block-Toeplitz form of the kernel, built once). The
+    products accumulate in place (``addmm_``) into the spread's rows: no
+    ``col2im`` and no temporary per row; the matrix holds ``spread_w / k_w``
+    times the kernel's multiply-adds, which run at matrix-product speed (about
+    twice as fast here as ``conv_transpose2d`` on LeNet5's conv2). With groups
+    or dilation it is ``conv_transpose2d``.
+    """
+
+    #: Most floats in the block-Toeplitz matrix (else ``conv_transpose2d``).
+    MAX_TOEPLITZ = 2**22
+
+    def __init__(self, conv: nn.Conv2d, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
+                 window: tuple[int, int], pads: tuple[int, int], padded_size: tuple[int, int],
+                 size_out: tuple[int, int]) -> None:
+        g = conv.groups
+        cout, cin_g, kh, kw = conv.weight.shape
+        self.groups, self.dilation = g, tuple(conv.dilation)
+        self.incoming, self.window, self.size_out = incoming, window, size_out
+        spread = (incoming[0] + self.dilation[0] * (kh - 1), incoming[1] + self.dilation[1] * (kw - 1))
+        self.spread = spread
+        self.toeplitz = self._toeplitz(conv.weight.detach(), incoming[1], spread[1])
+        self.weight = None if self.toeplitz is not None else (
+            conv.weight.detach().flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
+            .transpose(1, 2).reshape(g * cin_g, cout // g, kh, kw).contiguous())
+        # per axis: where the incoming window sits in the padded input
+        self.read_rows, self.read_cols = rows.incoming + pads[0], cols.incoming + pads[1]
+        self.padded_width = padded_size[1]
+        # per axis: for each position of the spread change, its place in the output window (-1: outside it)
+        place = []
+        for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
+            base = plan.incoming + (pads[axis] - dil * (kernel - 1))
+            index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=base.device)
+            place.append(torch.where((index >= 0) & (index < window[axis]), index, -1))
+        self.place_rows, self.place_cols = place
+        self.local_origin_rows, self.local_origin_cols = rows.origin, cols.origin
+
+    def _toeplitz(self, weight: torch.Tensor, w: int, spread_w: int) -> torch.Tensor | None:
+        """(w C_in, k_h * spread_w * C_out): one input row's change -> its k_h spread rows; None where not used.
+
+        Entry ``[(j, ci), (t, s, co)] = W[co, ci, k_h - 1 - t, j + k_w - 1 - s]`` (zero
+        outside the kernel): input column ``j`` reaches spread column ``s`` through
+        kernel column ``j + k_w - 1 - s``, and spread row ``i + t`` of input row ``i``
+        through kernel row ``k_h - 1 - t`` (cross-correlation).
+        """
+        cout, cin, kh, kw = weight.shape
+        if self.groups != 1 or self.dilation != (1, 1) or w * cin * kh * spread_w * cout > self.MAX_TOEPLITZ:
+            return None
+        matrix = weight.new_zeros(w, cin, kh, spread_w, cout)
+        flipped = weight.flip(2).permute(1, 2, 3, 0)  # (cin, t, kernel col, cout)
+        for j in range(w):
+            for s in range(max(0, j), min(spread_w, j + kw)):
+                matrix[j, :, :, s, :] = flipped[:, :, j + kw - 1 - s, :]
+        return matrix.reshape(w * cin, kh * spread_w * cout)
+
+    @staticmethod
+    def convolution(stage: Stage) -> nn.Conv2d | None:
+        """The stage's convolution when it has stride 1 (the only case the change formula covers)."""
+        conv = stage.apply_full
+        if type(conv) is not nn.Conv2d or stage.axes is None or tuple(conv.stride) != (1, 1):
+            return None
+        return conv  # type: ignore[return-value]
+
+    @classmethod
+    def build(cls, stage: Stage, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
+              padded_size: tuple[int, int]) -> "_DeltaConv | None":
+        """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint."""
+        conv = cls.convolution(stage)
+        if conv is None or incoming[0] * incoming[1] >= stage.window[0] * stage.window[1]:
+            return None
+        assert stage.axes is not None
+        size_out = (stage.axes[0].size_out, stage.axes[1].size_out)
+        pads = (stage.axes[0].pad_before, stage.axes[1].pad_before)
+        with torch.no_grad():
+            return cls(conv, rows, cols, incoming, stage.window, pads, padded_size, size_out)
+
+    def spread_change(self, change: torch.Tensor) -> torch.Tensor:
+        """(N, sh, sw, C_out) channels-last change of the outputs, from the input change (N, h, w, C_in)."""
+        n, h, w, cin = change.shape
+        sh, sw = self.spread
+        if self.toeplitz is not None:
+            kh = sh - h + 1
+            cout = self.toeplitz.shape[1] // (kh * sw)
+            spread = change.new_zeros(n, sh * sw * cout)
+            rows = change.view(n, h, w * cin)
+            band = kh * sw * cout
+            for i in range(h):  # input row i reaches spread rows i .. i + kh - 1
+                spread[:, i * sw * cout:i * sw * cout + band].addmm_(rows[:, i], self.toeplitz)
+            return spread.view(n, sh, sw, cout)
+        assert self.weight is not None
+        if (h, w) == (1, 1) and self.groups == 1 and self.dilation == (1, 1):  # one pixel: a rank-C_in update
+            out = change.reshape(n, cin) @ self.weight.view(cin, -1)
+            return out.view(n, -1, sh, sw).permute(0, 2, 3, 1)
+        out = F.conv_transpose2d(change.permute(0, 3, 1, 2), self.weight, None, 1, 0, 0, self.groups, self.dilation)
+        return out.permute(0, 2, 3, 1)
+
+    def __call__(self, padded: torch.Tensor, output: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
+                 patch: torch.Tensor) -> torch.Tensor:
+        """(N, C_out, wh, ww): the output window of the conv, from the incoming window ``patch`` (N, C_in, h, w)."""
+        n, (h, w), (wh, ww) = len(image), self.incoming, self.window
+        hp, wp, cin = padded.shape[1:]
+        height, width, cout = output.shape[1:]
+        corner_cols = len(self.read_cols)
+        row, col = torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
+        # the clean input under the incoming window
+        start = image * (hp * wp) + self.read_rows.index_select(0, row) * wp + self.read_cols.index_select(0, col)
+        offsets = (torch.arange(h, device=image.device) * wp)[:, None] + torch.arange(w, device=image.device)
+        clean_in = padded.view(-1, cin).index_select(0, (start[:, None] + offsets.view(-1)).view(-1))
+        change = (patch.permute(0, 2, 3, 1).reshape(-1, cin) - clean_in).view(n, h, w, cin)
+        spread = self.spread_change(change)
+        # the clean output under the output window, then the change added where it lands
+        origin_r = self.local_origin_rows.index_select(0, row)
+        origin_c = self.local_origin_cols.index_select(0, col)
+        start = image * (height * width) + origin_r * width + origin_c
+        offsets = (torch.arange(wh, device=image.device) * width)[:, None] + torch.arange(ww, device=image.device)
+        out = torch.empty(n * wh * ww + 1, cout, dtype=output.dtype, device=output.device)
+        torch.index_select(output.view(-1, cout), 0, (start[:, None] + offsets.view(-1)).view(-1), out=out[:-1])
+        place_r, place_c = self.place_rows.index_select(0, row), self.place_cols.index_select(0, col)
+        inside = (place_r >= 0)[:, :, None] & (place_c >= 0)[:, None, :]
+        target = (torch.arange(n, device=image.device) * (wh * ww))[:, None, None] + place_r[:, :, None] * ww \
+            + place_c[:, None, :]
+        out.index_add_(0, torch.where(inside, target, n * wh * ww).view(-1), spread.reshape(-1, cout))
+        return out[:-1].view(n, wh, ww, cout).permute(0, 3, 1, 2)
+
+
+class _LinearFold:
+    """A stem followed by flatten + ``nn.Linear``: the changed window enters the linear layer as an update.
+
+    ``Linear(flatten(clean + d)) = Linear(flatten(clean)) + sum_q d_q W_q``, where
+    ``d_q`` (C values) is the change at stem-output position ``q`` and ``W_q``
+    (C x out) that position's weight columns. The clean outputs and the
+    position-major weights (one permuted copy of the weight) are computed at
+    set-up. A call keeps only the (candidate, position) rows of the window whose
+    change is nonzero (after ReLU and max pooling a third to a half of them are
+    exactly zero, and at the image border the window reaches past the cone),
+    groups them by position, and does one small matrix product per position in
+    use: every weight is read once per call, however few the candidates. The
+    rest of the model then runs as usual.
+    """
+
+    #: Most stem-output positions (one matrix product each per call) for which the fold is used.
+    MAX_POSITIONS = 4096
+
+    def __init__(self, linear: nn.Linear, stem_shape: tuple[int, int, int], window: tuple[int, int],
+                 window_start: torch.Tensor, tail: object) -> None:
+        channels, height, width = stem_shape
+        ph, pw = window
+        weight = linear.weight.detach()
+        # (H*W, C, out): the weight columns of every stem-output position, contiguous per position
+        self.position_weights = weight.view(-1, channels, height * width).permute(2, 1, 0).contiguous()
+        # per flat patch corner: the stem-output position of each window cell (row-major)
+        grid = (torch.arange(ph, device=weight.device) * width)[:, None] + torch.arange(pw, device=weight.device)
+        self.positions = window_start[:, None] + grid.view(-1)
+        self.linear, self.tail = linear, tail
+
+    @classmethod
+    def build(cls, model: nn.Module, boundary: fx.Node, stem_shape: tuple[int, int, int], window: tuple[int, int],
+              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> "_LinearFold | None":  # type: ignore[no-untyped-def]
+        """The fold where the stem output feeds only a flatten that feeds only a Linear; else None.
+
+        ``stem_shape``: (C, H, W) of the stem output; ``window``: the size of its
+        changed window and ``window_start`` the window's flat first position per
+        patch corner; ``make_tail(linear node, nodes before it)`` builds the runner
+        of the rest of the model.
+        """
+        found = _flatten_then_linear(model, boundary)
+        if found is None:
+            return None
+        linear, flatten_node, linear_node = found
+        if stem_shape[1] * stem_shape[2] > cls.MAX_POSITIONS:
+            return None
+        with torch.no_grad():
+            return cls(linear, stem_shape, window, window_start, make_tail(linear_node, [*before, flatten_node]))
+
+    def clean(self, stem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean outputs of the linear layer (n, out), the clean stem output as channels-last rows (n*H*W, C))."""
+        with torch.no_grad():
+            out = F.linear(stem.flatten(1), self.linear.weight, self.linear.bias)
+            return out, stem.permute(0, 2, 3, 1).reshape(-1, stem.shape[1])
+
+    def __call__(self, clean: tuple[torch.Tensor, torch.Tensor], stem_size: tuple[int, int], image: torch.Tensor,
+                 corner: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """Logits from the stem output window ``patch`` (N, C, ph, pw) at each flat patch corner.
+
+        ``clean``: :meth:`clean` of the clean stem output, whose (H, W) is ``stem_size``.
+        """
+        clean_out, clean_rows = clean
+        channels, cells = patch.shape[1], patch.shape[2] * patch.shape[3]
+        height, width = stem_size
+        position = self.positions.index_select(0, corner)  # (N, ph*pw)
+        under = clean_rows.index_select(0, (image[:, None] * (height * width) + position).view(-1))
+        delta = patch.permute(0, 2, 3, 1).reshape(-1, channels) - under  # (N*ph*pw, C)
+        changed = (delta.abs().amax(dim=1) != 0).nonzero().squeeze(1)  # exact zeros skipped (NaN kept)
+        where = position.view(-1).index_select(0, changed)
+        order = torch.argsort(where, stable=True)
+        rows = changed.index_select(0, order)
+        counts = torch.bincount(where, minlength=height * width).tolist()
+        ordered = delta.index_select(0, rows)
+        products = delta.new_empty(len(rows), clean_out.shape[1])
+        first = 0
+        for q, count in enumerate(counts):
+            if count:
+                torch.mm(ordered[first:first + count], self.position_weights[q], out=products[first:first + count])
+                first += count
+        out = clean_out.index_select(0, image)
+        out.index_add_(0, torch.div(rows, cells, rounding_mode="floor"), products)
+        return self.tail.from_stem(out)  # type: ignore[attr-defined]
+
+
+def _flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear, fx.Node, fx.Node] | None:
+    """``(linear, flatten node, linear node)`` when ``boundary`` feeds only a flatten(1) feeding only an ``nn.Linear``."""
+    if len(boundary.users) != 1:
+        return None
+    flatten_node = next(iter(boundary.users))
+    if not _is_flatten_from_dim1(model, flatten_node, boundary) or len(flatten_node.users) != 1:
+        return None
+    linear_node = next(iter(flatten_node.users))
+    if linear_node.op != "call_module" or linear_node.args != (flatten_node,) or linear_node.kwargs:
+        return None
+    linear = model.get_submodule(str(linear_node.target))
+    if type(linear) is not nn.Linear or linear._forward_hooks or linear._forward_pre_hooks:
+        return None
+    return linear, flatten_node, linear_node
+
+
+def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> bool:
+    """``nn.Flatten()``, ``torch.flatten(source, 1)`` or ``source.flatten(1)``, all other dims kept whole."""
+    if node.op == "call_module":
+        module = model.get_submodule(str(node.target))
+        return (type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
+                and node.args == (source,) and not node.kwargs
+                and not (module._forward_hooks or module._forward_pre_hooks))
+    is_call = (node.op == "call_function" and node.target is torch.flatten) or \
+        (node.op == "call_method" and node.target == "flatten")
+    return is_call and node.args == (source, 1) and not node.kwargs
