@@ -259,7 +259,10 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     assert (nat.observed, nat.null_value, nat.effect.mean, nat.effect.n) == (1.0, 0.0, 1.0, 60)
     assert nat.verdict == "supported" and nat.gates == {} and nat.primary
     same = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
-    assert same.effect.mean == 0 and same.p == 1.0 and same.verdict == "equivalent to null"
+    # both models right on every image: no image differs, so the CI is the exact bound (+-0.06 at n = 60), not
+    # a zero-width interval, and the verdict is "not supported" rather than "equivalent"
+    assert same.effect.mean == 0 and same.p == 1.0 and same.verdict == "not supported"
+    assert same.effect.high == pytest.approx(1 - 0.025 ** (1 / 60)) == -same.effect.low
     shift = claims[("natural model", "hirescam energy share in the background")]
     assert shift.effect.n == 59, "the image with an all-zero map is left out"
     assert shift.effect.mean == pytest.approx(0.2) and shift.verdict == "supported"
@@ -267,7 +270,7 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
     assert claims[("localized model", "hirescam energy share in the background")].verdict == "reversed"
     full = claims[("localized vs natural model", "full-image PGD accuracy")]
-    assert not full.primary and full.verdict == "equivalent to null" and full.p_adjusted == full.p_adjusted
+    assert not full.primary and full.verdict == "not supported" and full.p_adjusted == full.p_adjusted  # no image differs
 
 
 def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
@@ -286,7 +289,7 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
     assert endpoint.primary and endpoint.effect.n == 40, "only the first ensemble_n images are attacked"
     assert endpoint.effect.mean == 1.0 and endpoint.verdict == "supported"
     diagnostic = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
-    assert not diagnostic.primary and diagnostic.verdict == "equivalent to null"
+    assert not diagnostic.primary and diagnostic.verdict == "not supported"  # identical on every image: a bound, no equivalence
     assert sum(c.primary for c in claims.values()) == 7
     without = dataclasses.replace(config, ensemble_n=0)
     assert primary_condition(without, evs["localized"].preds) == "region"
@@ -302,7 +305,7 @@ def test_failed_gate_makes_map_claims_not_interpretable() -> None:
     gated = judged({**ALL_PASS, "natural": False}, mask_gated=True)
     assert gated[("localized vs natural model", "background-only PGD (diagnostic) accuracy")].verdict == "not interpretable"
     assert gated[("localized vs natural model", "foreground-only PGD accuracy")].verdict == "not interpretable"
-    assert gated[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")].verdict == "equivalent to null"
+    assert gated[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")].verdict == "not supported"
     assert gated[("localized vs natural model", "clean accuracy")].gates == {}, "clean images need no mask"
 
 

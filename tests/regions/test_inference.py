@@ -23,6 +23,7 @@ from advspatial.regions.inference import (
     Estimate,
     NullComparison,
     benjamini_hochberg,
+    bootstrap_mean_ci,
     compare_to_nulls,
     composition_strata,
     permutations_within,
@@ -405,3 +406,35 @@ def test_compare_to_nulls_computes_only_the_nulls_asked_for() -> None:
     assert one["energy_in_roi"]["same-class"] == full["energy_in_roi"]["same-class"]
     with pytest.raises(ConfigError, match="null"):
         compare_to_nulls(*args, nulls=("sideways",))
+
+
+@pytest.mark.parametrize("n", [30, 50, 200])
+def test_share_difference_ci_without_differing_images_is_the_exact_bound(n):
+    """Both models wrong (or right) on every image: not a zero-width CI but +-the Clopper-Pearson upper limit of
+    0 differing images of n (SciPy's exact interval), so the floor is never read as equivalence."""
+    from scipy.stats import binomtest
+
+    from advspatial.regions.inference import share_difference_ci
+
+    bound = binomtest(0, n).proportion_ci(confidence_level=0.95, method="exact").high
+    est = share_difference_ci(np.zeros(n))
+    assert (est.mean, est.n) == (0.0, n)
+    assert est.low == pytest.approx(-bound, abs=1e-12) and est.high == pytest.approx(bound, abs=1e-12)
+    assert bootstrap_mean_ci(np.zeros(n)).high == 0.0  # the degenerate interval it replaces
+    assert verdict(est, 1.0, {}, sesoi=0.01) == "not supported"
+    assert verdict(bootstrap_mean_ci(np.zeros(n)), 1.0, {}, sesoi=0.01) == "equivalent to null"
+
+
+def test_share_difference_ci_with_a_differing_image_is_the_bootstrap():
+    from advspatial.regions.inference import share_difference_ci
+
+    values = np.zeros(40)
+    values[3] = 1.0
+    assert share_difference_ci(values, seed=2) == bootstrap_mean_ci(values, seed=2)
+
+
+def test_paired_accuracy_at_the_floor_is_not_equivalent():
+    from advspatial.regions.inference import paired_accuracy
+
+    result = paired_accuracy(np.zeros(50), np.zeros(50))
+    assert result.delta.low < -0.07 and result.delta.high > 0.07

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..regions.claims import Claim
-from ..regions.inference import bootstrap_mean_ci, paired_p
+from ..regions.inference import bootstrap_mean_ci, paired_p, share_difference_ci
 
 
 def ratio(observed: float, null: float) -> float:
@@ -27,9 +27,11 @@ def ratio(observed: float, null: float) -> float:
 
 
 def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: Any, control: Any, seed: int,
-                 primary: bool, gates: Mapping[str, bool] | None = None) -> Claim:
+                 primary: bool, gates: Mapping[str, bool] | None = None, shares: bool = False) -> Claim:
     """The claim that ``observed`` exceeds ``control``, per image: both (N,) values of the same images, an image
-    left out where either is not finite. ``observed``/``null_value`` are the two means over the images kept."""
+    left out where either is not finite. ``observed``/``null_value`` are the two means over the images kept.
+    ``shares``: both are per-image shares in [0, 1] (correctness, success), whose CI must not collapse to zero
+    width when no image differs (:func:`~advspatial.regions.inference.share_difference_ci`)."""
     a = torch.as_tensor(observed, dtype=torch.float64).reshape(-1)
     b = torch.as_tensor(control, dtype=torch.float64).reshape(-1)
     keep = torch.isfinite(a) & torch.isfinite(b)
@@ -38,5 +40,5 @@ def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: 
     obs = float(a.mean()) if len(a) else math.nan
     null_value = float(b.mean()) if len(b) else math.nan
     return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
-                 effect=bootstrap_mean_ci(diff, seed=seed), ratio=ratio(obs, null_value),
+                 effect=(share_difference_ci if shares else bootstrap_mean_ci)(diff, seed=seed), ratio=ratio(obs, null_value),
                  p=paired_p(diff) if len(diff) else math.nan, gates=dict(gates or {}), primary=primary)

@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError, check_range
 
-from .estimates import Estimate, _finite, bootstrap_mean_ci
+from .estimates import Estimate, _finite, share_difference_ci
 
 # -- accuracies and paired accuracy differences -------------------------------------------------
 
@@ -148,6 +148,6 @@ def paired_accuracy(a_scores: Any, b_scores: Any, seed: int = 0) -> PairedAccura
     binary = bool(np.all((a == 0) | (a == 1)) and np.all((b == 0) | (b == 1)))
     p = mcnemar_p(a, b) if binary else sign_flip_p(a - b, seed=seed)
     return PairedAccuracy(float(a.mean()) if a.size else math.nan, float(b.mean()) if b.size else math.nan,
-                          bootstrap_mean_ci(a - b, seed=seed), p, "mcnemar" if binary else "sign-flip")
+                          share_difference_ci(a - b, seed=seed), p, "mcnemar" if binary else "sign-flip")
 
 

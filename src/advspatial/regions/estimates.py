@@ -66,6 +66,27 @@ def bootstrap_mean_ci(
     return Estimate(mean, float(low), float(high), int(v.size))
 
 
+def share_difference_ci(
+    differences: Any, seed: int = 0, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES
+) -> Estimate:
+    """:func:`bootstrap_mean_ci` of per-image differences of two shares in [0, 1] (correct or not, a success
+    share), which cannot collapse to a zero-width interval.
+
+    When no image differs, every bootstrap resample has mean 0 and the percentile CI is [0, 0]: read against a
+    smallest effect of interest that would say "equivalent", although the data only show that no image of
+    ``n`` differed (two models both at 0% accuracy: a floor, not an equivalence). The interval is then the exact
+    bound the data allow: each image's difference lies in [-1, 1] and the share of images that differ is at most
+    ``1 - ((1 - level) / 2) ** (1 / n)`` (the Clopper-Pearson upper limit for 0 of ``n``), so
+    ``+-`` that. With any differing image the bootstrap interval is returned unchanged.
+    """
+    estimate = bootstrap_mean_ci(differences, seed=seed, level=level, resamples=resamples)
+    v = _finite(differences)
+    if v.size == 0 or np.any(v != 0):
+        return estimate
+    bound = 1.0 - ((1.0 - level) / 2.0) ** (1.0 / v.size)
+    return Estimate(0.0, -bound, bound, int(v.size))
+
+
 def paired_p(differences: Any) -> float:
     """Two-sided Wilcoxon signed-rank p-value of paired differences (NaN left out).
 

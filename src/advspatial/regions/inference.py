@@ -5,6 +5,8 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
 
 - :func:`bootstrap_mean_ci` -- the mean of per-image values with a percentile
   bootstrap 95% CI over images (seeded, NaN left out);
+- :func:`share_difference_ci` -- the same for differences of per-image shares
+  (correctness), never a zero-width interval when no image differs;
 - :func:`paired_p` -- two-sided Wilcoxon signed-rank p of paired per-image
   differences (exact for small n, normal approximation otherwise; SciPy);
 - the hierarchy of nulls (:data:`NULLS`): ``uniform`` (analytic,
@@ -43,7 +45,7 @@ from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from .accuracy import (
     SIGN_FLIPS, PairedAccuracy, Proportion, accuracy, mcnemar_p, paired_accuracy, sign_flip_p, wilson_interval,
 )
-from .estimates import BOOTSTRAP_RESAMPLES, Estimate, bootstrap_mean_ci, paired_p
+from .estimates import BOOTSTRAP_RESAMPLES, Estimate, bootstrap_mean_ci, paired_p, share_difference_ci
 from .nulls import (
     DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata, foreground_share, null_groups,
     partner_null, permutations_within, uniform_null,
@@ -391,5 +393,5 @@ __all__ = [
     "composition_strata", "describe", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
     "paired_accuracy", "paired_p", "partner_null", "permutations_within", "pixel_in_roi_test",
     "poisson_binomial_pmf", "pool_to_scale", "sign_flip_p", "two_sided_permutation_p", "uniform_comparison",
-    "uniform_null", "verdict", "wilson_interval",
+    "share_difference_ci", "uniform_null", "verdict", "wilson_interval",
 ]

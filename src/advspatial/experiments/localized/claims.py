@@ -35,7 +35,7 @@ def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: d
     correct_b = correctness([evaluations[b], *more.get(b, [])], cond, labels)[attacked]
     return paired_claim(f"{MODE_NAMES[a]} training raises {label} accuracy over {MODE_NAMES[b]} training",
                         f"{a} vs {b} model", f"{label} accuracy", f"{b} model", correct_a, correct_b, config.seed,
-                        primary, gates)
+                        primary, gates, shares=True)
 
 
 def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_passed: bool,

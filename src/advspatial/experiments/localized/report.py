@@ -376,7 +376,9 @@ def limits_section(ctx: ReportContext) -> Section:
 def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list[Claim] | None = None) -> str:
     """The table printed at the end of ``advspatial run localized``, and the primary verdicts."""
     labels = condition_labels(config)
-    header = f"{'model':<10}" + "".join(f"{v:>24}" for v in labels.values())
+    widths = {c: max(len(v), 13) + 2 for c, v in labels.items()}  # every label readable, cells right-aligned
+    first = max(len("model"), *(len(mode) for mode in metrics["models"])) + 1
+    header = f"{'model':<{first}}" + "".join(f"{v:>{widths[c]}}" for c, v in labels.items())
     lines = [f"accuracy on {metrics['n']} images, PGD {budget_text(config)}, {config.steps} steps", header,
              "-" * len(header)]
     ft = metrics.get("finetune")
@@ -386,11 +388,11 @@ def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list
                         f"{ft['lr']:g}, {ft['train_images']} training images ({where}); start clean accuracy "
                         f"{fmt(ft['start_clean_accuracy'])}")
     for mode, m in metrics["models"].items():
-        lines.append(f"{mode:<10}" + "".join(f"{fmt(m[f'{c}_accuracy']):>24}" for c in labels))
+        lines.append(f"{mode:<{first}}" + "".join(f"{fmt(m[f'{c}_accuracy']):>{widths[c]}}" for c in labels))
     if config.training_seeds > 1:
         lines.append(f"over {config.training_seeds} training seeds (mean ± sd):")
         for mode, m in metrics["models"].items():
-            lines.append(f"{mode:<10}" + "".join(f"{seed_cell(m['seeds'].get(c)):>24}" for c in labels))
+            lines.append(f"{mode:<{first}}" + "".join(f"{seed_cell(m['seeds'].get(c)):>{widths[c]}}" for c in labels))
     for mode, imp in metrics.get("importance", {}).items():
         lines.append(f"RoI of the {mode} model: {imp['method']}, faithfulness gate "
                      f"{'passed' if imp['faithful'] else 'FAILED'}")

@@ -60,9 +60,9 @@ def locality_claims(rows: list[dict[str, Any]], k: int, radii: Sequence[int], se
         ring = per_image_shares(ok, f"ring{radius}")
         claim = f"the attack's colour moved by {radius} px still fools more often than elsewhere"
         out.append(paired_claim(claim, subject, f"success share at r = {radius}", MATCHED_NULL, ring,
-                                per_image_shares(ok, f"matched{radius}"), seed, primary=i == 0))
+                                per_image_shares(ok, f"matched{radius}"), seed, primary=i == 0, shares=True))
         out.append(paired_claim(claim, subject, f"success share at r = {radius}", UNIFORM_NULL, ring,
-                                per_image_shares(ok, "random"), seed, primary=False))
+                                per_image_shares(ok, "random"), seed, primary=False, shares=True))
     return out
 
 
