@@ -10,7 +10,8 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
-from advspatial.models.patch_forward import PatchForward, UnsupportedModel, _LinearFold, try_patch_forward
+from advspatial.models.patch_forward import (PatchForward, UnsupportedModel, _LinearFold, max_pool_window,
+                                             try_patch_forward)
 from advspatial.models.patch_graph import GraphPatchForward
 
 
@@ -145,6 +146,28 @@ def test_random_chains_match_full_forward(model_spec, patch_rows: int, patch_col
     model, channels, size = model_spec
     torch.manual_seed(seed)
     assert_matches_model(model, torch.rand(2, channels, size, size), (patch_rows, patch_cols), n=12, seed=seed)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.integers(2, 9), cols=st.integers(2, 9), channels_last=st.booleans(),
+       geometry=st.sampled_from([((2, 2), (2, 2), (1, 1)), ((3, 3), (2, 2), (1, 1)), ((2, 2), (1, 1), (1, 1)),
+                                 ((2, 3), (2, 1), (1, 2))]),
+       seed=st.integers(0, 2**16))
+def test_max_pool_window_equals_max_pool2d_bit_for_bit(rows: int, cols: int, channels_last: bool, geometry,
+                                                      seed: int) -> None:
+    """The two-maxima 2x2 path (and the fallback) give F.max_pool2d's values exactly, NaN and -inf included."""
+    kernel, stride, dilation = geometry
+    assume(rows >= (kernel[0] - 1) * dilation[0] + 1 and cols >= (kernel[1] - 1) * dilation[1] + 1)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 4, rows, cols, generator=g)
+    x[0, 0, 0, 0], x[1, 2, -1, -1], x[2, 3] = float("nan"), float("-inf"), float("-inf")
+    if channels_last:
+        x = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    expected = torch.nn.functional.max_pool2d(x, kernel, stride, 0, dilation)
+    got = max_pool_window(x, kernel, stride, dilation)
+    assert got.shape == expected.shape
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(0.0), expected.nan_to_num(0.0))
 
 
 def test_strided_conv_that_skips_inputs_still_matches() -> None:

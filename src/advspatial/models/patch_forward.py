@@ -160,7 +160,7 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
             dilation = _pair(module.dilation)
 
             def pool(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride, d: tuple = dilation) -> torch.Tensor:
-                return F.max_pool2d(footprint.permute(0, 3, 1, 2), k, s, 0, d)
+                return max_pool_window(footprint.permute(0, 3, 1, 2), k, s, d)
 
             pad_value = -math.inf
         else:
@@ -176,6 +176,23 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
         axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in))
         return Stage(pool, module, axes, pad_value)  # type: ignore[arg-type]
     raise UnsupportedModel(f"{type(module).__name__} is not a window layer")
+
+
+def max_pool_window(footprint: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
+                    dilation: tuple[int, int]) -> torch.Tensor:
+    """``F.max_pool2d(footprint, kernel, stride, 0, dilation)`` of an (N, C, h, w) footprint, in any memory format.
+
+    A 2x2 window with stride 2 (LeNet, VGG, the registry's small nets) is pooled as two
+    elementwise maxima of strided views, first along rows, then along columns: the same
+    values (a maximum is exact; NaN propagates in both), about twice as fast as
+    ``max_pool2d`` on the small channels-last footprints of incremental evaluation, which
+    also writes the indices it is not asked for (benchmarks/README.md, session 10).
+    """
+    if kernel == stride == (2, 2) and dilation == (1, 1):
+        rows, cols = footprint.shape[2] // 2 * 2, footprint.shape[3] // 2 * 2
+        half = torch.maximum(footprint[:, :, 0:rows:2], footprint[:, :, 1:rows:2])
+        return torch.maximum(half[:, :, :, 0:cols:2], half[:, :, :, 1:cols:2])
+    return F.max_pool2d(footprint, kernel, stride, 0, dilation)
 
 
 def _is_positionless(value: object) -> bool:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .patch_forward import Axis, UnsupportedModel, _pair
+from .patch_forward import Axis, UnsupportedModel, _pair, max_pool_window
 
 
 def pool_layer(module: nn.Module, size):  # type: ignore[no-untyped-def]
@@ -24,7 +24,7 @@ def pool_layer(module: nn.Module, size):  # type: ignore[no-untyped-def]
         dilation = _pair(module.dilation)
 
         def pool(footprint: torch.Tensor) -> torch.Tensor:
-            return F.max_pool2d(footprint, kernel, stride, 0, dilation)
+            return max_pool_window(footprint, kernel, stride, dilation)
 
         pad_value = -float("inf")
     else:
