@@ -189,12 +189,17 @@ def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels:
                      steps: int, seed: int) -> dict:
     import torchattacks
 
-    counting = Counting(model)
+    # A new module is in training mode, and torchattacks restores the mode it found when it ends: a wrapper left in
+    # training mode would switch the model to it (BatchNorm statistics then drift with every later pass, Dropout
+    # draws), which made the success rates of earlier rounds of this benchmark vary run to run (session 10).
+    counting = Counting(model).eval()
     np.random.seed(seed)  # torchattacks' DE draws from NumPy's global generator
     atk = torchattacks.OnePixel(counting, pixels=pixels, steps=steps, popsize=popsize, inf_batch=4096)
     start = time.perf_counter()
     adv = atk(x, y)
     wall = time.perf_counter() - start
+    if model.training:
+        raise RuntimeError("torchattacks left the model in training mode")
     with torch.no_grad():
         success = model(adv).argmax(dim=1) != y
     l0 = (adv != x).any(dim=1).flatten(1).sum(dim=1)
