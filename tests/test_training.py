@@ -321,3 +321,31 @@ def test_random_masks_keep_each_images_area_at_random_positions():
     assert not torch.equal(drawn, masks)
     torch.manual_seed(0)
     assert torch.equal(random_masks_like(masks), drawn)
+
+
+def test_evaluate_accuracy_gives_every_module_back_its_own_mode() -> None:
+    """A wrapper built in training mode around an eval model (and a model with frozen batch norms) keep their
+    modes: restoring the top module's mode to all of them would switch the inner model to training, where its
+    BatchNorm statistics drift and Dropout draws (the bug found in the one-pixel benchmark, session 10)."""
+    from torch import nn
+
+    from advspatial.data import ImageDataset
+    from advspatial.training import evaluate_accuracy
+
+    torch.manual_seed(0)
+    inner = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Dropout(0.5),
+                          nn.Linear(4 * 6 * 6, 3)).eval()
+    wrapper = nn.Sequential(inner)  # a new module: training mode
+    data = ImageDataset("toy", torch.rand(12, 1, 8, 8), torch.arange(12) % 3, ("a", "b", "c"))
+    with torch.no_grad():
+        expected = float((inner(data.images()).argmax(1) == data.labels).float().mean())
+    statistics = inner[1].running_mean.clone()
+    assert evaluate_accuracy(wrapper, data, batch_size=5) == pytest.approx(expected)
+    assert wrapper.training and not any(m.training for m in inner.modules())
+    with torch.no_grad():
+        inner(torch.rand(4, 1, 8, 8))  # an eval-mode pass: the statistics stay
+    assert torch.equal(inner[1].running_mean, statistics)
+    frozen = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)).train()
+    frozen[1].eval()  # what training with freeze_bn does
+    evaluate_accuracy(nn.Sequential(frozen, nn.Flatten(), nn.Linear(2 * 6 * 6, 3)), data)
+    assert frozen.training and not frozen[1].training

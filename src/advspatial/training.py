@@ -42,6 +42,7 @@ from .progress import progress_bar
 from .data import ImageDataset, dataset_spec, load_dataset
 from .errors import ConfigError, check_range, check_seed, unknown_name
 from .models import build_model
+from .models.hooks import frozen_eval
 from .models.loading import state_checksum  # noqa: F401  (part of this module's API)
 from .runtime import make_generator, model_device, seed_everything
 
@@ -268,15 +269,18 @@ class TrainedModel:
 
 
 def evaluate_accuracy(model: nn.Module, dataset: ImageDataset, batch_size: int = 500) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode, no gradients, streamed)."""
+    """Top-1 accuracy of ``model`` on ``dataset`` (eval mode, no gradients, streamed).
+
+    Every module gets back its own mode afterwards: ``model.train(was_training)`` would set
+    all of them to the top module's mode, switching an eval-mode model inside a wrapper built
+    in training mode (a new ``nn.Module`` is) to training, or a ``freeze_bn`` model's batch
+    norms back to updating their statistics.
+    """
     device = model_device(model)
-    was_training = model.training
-    model.eval()
     correct = 0
-    with torch.inference_mode():
+    with frozen_eval(model), torch.inference_mode():
         for x, y, _ in dataset.batches(batch_size):
             correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-    model.train(was_training)
     return correct / max(len(dataset), 1)
 
 

@@ -91,3 +91,14 @@ def test_noise_baseline_is_randomized_and_its_scored_draws_are_keyed_by_id():
         TransformDefence(model, "jpeg", 0)
     with pytest.raises(ConfigError):
         TransformDefence(model, "sharpen", 1.0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_defence_wrappers_start_in_the_wrapped_models_mode(training: bool) -> None:
+    """A wrapper in training mode around an eval model would switch it to training when its mode is restored."""
+    model = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 2)).train(training)
+    for wrapper in (TransformDefence(model, "blur", 1.0),
+                    NeutralizedModel(model, intensity_map, intensity_map, fraction=0.2)):
+        assert wrapper.training == training
+        wrapper.train(wrapper.training)
+        assert all(m.training == training for m in model.modules())

@@ -25,6 +25,16 @@ def test_normalized_rejects_bad_stats(tiny_cnn) -> None:
         Normalized(tiny_cnn(), (0.5, 0.5), (1.0,))
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_normalized_starts_in_the_wrapped_models_mode(tiny_cnn, training: bool) -> None:
+    """Restoring the wrapper's mode must not switch an eval model to training (or the reverse)."""
+    model = tiny_cnn().train(training)
+    wrapped = Normalized(model, (0.5,), (0.25,))
+    assert wrapped.training == training
+    wrapped.train(wrapped.training)
+    assert all(m.training == training for m in model.modules())
+
+
 def test_state_dict_round_trip(tmp_path) -> None:
     model = build_model("lenet5").eval()
     path = tmp_path / "w.pt"

@@ -246,6 +246,7 @@ class NeutralizedModel(nn.Module):
         if mode not in MODES:
             raise unknown_name("mode", mode, MODES)
         self.model = model
+        self.training = model.training  # start in the wrapped model's mode (see models.Normalized)
         # Plain attributes, not submodules: a map callable that holds the model must
         # not register its parameters twice.
         object.__setattr__(self, "importance_fn", importance_fn)

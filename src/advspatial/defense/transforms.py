@@ -123,6 +123,7 @@ class TransformDefence(nn.Module):
         else:
             check_range("strength", strength, 0.0, low_inclusive=False)
         self.model = model
+        self.training = model.training  # start in the wrapped model's mode (see models.Normalized)
         self.transform, self.strength = transform, float(strength)
         self.backward = check_backward(backward)
         self.seed = int(seed)

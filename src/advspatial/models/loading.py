@@ -20,7 +20,11 @@ from .registry import build_model
 
 
 class Normalized(nn.Module):
-    """``model((x - mean) / std)`` with per-channel mean and std, as one module."""
+    """``model((x - mean) / std)`` with per-channel mean and std, as one module.
+
+    The wrapper starts in the wrapped model's mode (a new module would start in training mode, and a
+    later ``wrapper.train(wrapper.training)`` would then switch an eval-mode model to training).
+    """
 
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -29,6 +33,7 @@ class Normalized(nn.Module):
         if any(s <= 0 for s in std):
             raise ModelError(f"Normalized: std must be > 0, got {list(std)}")
         self.model = model
+        self.training = model.training
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
