@@ -59,6 +59,41 @@ def test_dilated_or_grouped_conv_change_uses_the_transposed_convolution(dilation
     assert [d.toeplitz is None for d in deltas(forward)] == [False, True]
 
 
+# -- a delta conv fused with the next window layer (_ConvIntoWindow) -----------------------
+
+@settings(max_examples=30, deadline=None)
+@given(pool=st.sampled_from(["max2", "max3s2", "avg2", "max2pad", "conv3"]), batchnorm=st.booleans(),
+       kernel=st.integers(1, 4), padding=st.integers(0, 2), patch_rows=st.integers(1, 2), patch_cols=st.integers(1, 2),
+       seed=st.integers(0, 2**16))
+def test_conv_fused_into_the_next_window_layer_equals_the_stage_by_stage_path(
+    pool: str, batchnorm: bool, kernel: int, padding: int, patch_rows: int, patch_cols: int, seed: int,
+) -> None:
+    """Fused or not, the logits are the same (and the model's to 1e-5); a window layer with padding is not fused."""
+    torch.manual_seed(seed)
+    window = {"max2": nn.MaxPool2d(2), "max3s2": nn.MaxPool2d(3, 2), "avg2": nn.AvgPool2d(2),
+              "max2pad": nn.MaxPool2d(2, padding=1), "conv3": nn.Conv2d(3, 3, 3, stride=2)}[pool]
+    pointwise = [nn.BatchNorm2d(3), nn.ReLU()] if batchnorm else [nn.ReLU()]
+    stem = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, kernel, padding=padding),
+                         *pointwise, window)
+    with torch.no_grad():
+        shape = stem.eval()(torch.zeros(1, 2, 12, 12)).shape
+    model = with_random_batchnorm_stats(nn.Sequential(*stem, nn.Flatten(), nn.Linear(shape[1:].numel(), 3)), seed)
+    clean = torch.rand(3, 2, 12, 12)
+    fused = assert_matches_model(model, clean, (patch_rows, patch_cols), n=16, seed=seed)
+    targets = {last for _, last in fused.fusions.values()}
+    conv_is_delta = fused.plans[2] is not None and fused.plans[2].delta is not None
+    assert (len(stem) - 1 in targets) == (conv_is_delta and pool != "max2pad")
+    PatchForward.FUSE = False
+    try:
+        plain = PatchForward(model, clean, (patch_rows, patch_cols))
+    finally:
+        PatchForward.FUSE = True
+    assert not plain.fusions
+    image, top, left, patch = random_patches(clean, 16, (patch_rows, patch_cols), seed)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(image, top, left, patch), plain(image, top, left, patch), atol=1e-6, rtol=1e-6)
+
+
 def test_toeplitz_spread_equals_the_transposed_convolution() -> None:
     """The row products give conv_transpose2d's spread of a random change, position for position."""
     torch.manual_seed(0)

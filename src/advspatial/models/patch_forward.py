@@ -36,6 +36,7 @@ passes. Modules with hooks are refused because the stem bypasses ``forward``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 import operator
@@ -49,7 +50,8 @@ from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
 from .patch_cache import StructureCache
-from .patch_updates import _DeltaConv, _flatten_then_linear, _is_flatten_from_dim1, _LinearFold  # noqa: F401
+from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _is_flatten_from_dim1,  # noqa: F401
+                            _LinearFold)
 
 if TYPE_CHECKING:
     from .patch_graph import GraphPatchForward
@@ -433,6 +435,8 @@ class _Structure:
     tail_corner: tuple[torch.Tensor, torch.Tensor]
     tail_start: torch.Tensor
     tail_grid: torch.Tensor
+    #: per stage index of a delta conv: the fused step into the next window stage (see :class:`_ConvIntoWindow`)
+    fusions: dict[int, tuple[_ConvIntoWindow, int]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> "_Structure":
@@ -457,6 +461,8 @@ class _Structure:
             plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded[1])
             plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded)  # type: ignore[arg-type]
             plans.append(plan)
+        fusions = {i: fused for i in range(len(stages))
+                   if (fused := _ConvIntoWindow.build(stages, plans, i)) is not None}
         with torch.no_grad():
             value = example
             for stage in stages:
@@ -469,6 +475,7 @@ class _Structure:
         tail_start = tail_corner[0] * width + tail_corner[1]
         structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
                         tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)))
+        structure.fusions = fusions
         structure.fold = _LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
                                            lambda node, upto: _Tail(module, node, upto), before)
         return structure
@@ -522,6 +529,9 @@ class PatchForward:
     out once for every corner (lookup tables); a call only gathers from them.
     """
 
+    #: fuse a delta conv with the next window stage where possible (:class:`_ConvIntoWindow`); off: stage by stage
+    FUSE = True
+
     def __init__(self, model: nn.Module, clean: torch.Tensor, patch_size: tuple[int, int] = (1, 1)) -> None:
         height, width = check_patch_inputs("PatchForward", clean, patch_size)
         self.patch_size = (int(patch_size[0]), int(patch_size[1]))
@@ -529,6 +539,7 @@ class PatchForward:
         key = (tuple(clean.shape[1:]), clean.dtype, clean.device, self.patch_size)
         structure = STRUCTURES.get(model, key, lambda: _Structure.build(model, clean[:1].clone(), self.patch_size))
         self.stages, self.tail, self.plans, self.fold = structure.stages, structure.tail, structure.plans, structure.fold
+        self.fusions = structure.fusions if self.FUSE else {}
         self.corners_per_row, self.tail_window = structure.corners_per_row, structure.tail_window
         self.tail_corner, self.tail_start, self.tail_grid = structure.tail_corner, structure.tail_start, structure.tail_grid
         self._clean_logits: torch.Tensor | None = None
@@ -586,13 +597,19 @@ class PatchForward:
             raise ShapeError(f"PatchForward: patch of {tuple(patch.shape[2:])}, built for {self.patch_size}")
         corner = top.long() * self.corners_per_row + left.long()
         value = patch.clone()  # an in-place layer must not change the caller's patch
-        for stage, padded, plan, output in zip(self.stages, self.padded, self.plans, self.outputs):
-            if plan is None or padded is None:
+        k = 0
+        while k < len(self.stages):
+            stage, padded, plan, output = self.stages[k], self.padded[k], self.plans[k], self.outputs[k]
+            if k in self.fusions and padded is not None and output is not None:
+                fused, k = self.fusions[k]
+                value = fused(padded, output, image, corner, value)
+            elif plan is None or padded is None:
                 value = stage.apply_window(value)
             elif plan.delta is not None and output is not None:
                 value = plan.delta(padded, output, image, corner, value)
             else:
                 value = stage.apply_window(self._footprint(plan, padded, image, corner, value))
+            k += 1
         return self._tail(image, corner, value)
 
     @staticmethod
