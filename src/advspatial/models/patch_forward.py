@@ -474,8 +474,8 @@ class _Structure:
                        last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
         tail_start = tail_corner[0] * width + tail_corner[1]
         structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
-                        tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)))
-        structure.fusions = fusions
+                        tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)),
+                        fusions)
         structure.fold = _LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
                                            lambda node, upto: _Tail(module, node, upto), before)
         return structure
@@ -566,13 +566,15 @@ class PatchForward:
         return False
 
     def _cache_clean(self, clean: torch.Tensor) -> None:
-        """Run the clean images through the stem, keeping each window stage's padded input (channels last)."""
+        """Run the clean images through the stem, keeping each window stage's padded input (channels last);
+        a window stage that a fused step reaches reads the conv's output instead and keeps none."""
         self.padded: list[torch.Tensor | None] = []
         self.outputs: list[torch.Tensor | None] = []  # channels-last clean outputs of convolutions
+        fused_into = {last for _, last in self.fusions.values()}
         value = clean.clone()  # an in-place first layer must not change the caller's images
         with torch.no_grad():
-            for stage, plan in zip(self.stages, self.plans):
-                if stage.axes is None:
+            for k, (stage, plan) in enumerate(zip(self.stages, self.plans)):
+                if stage.axes is None or k in fused_into:
                     self.padded.append(None)
                 else:
                     padded = F.pad(value, stage.pad, value=stage.pad_value)
@@ -600,7 +602,7 @@ class PatchForward:
         k = 0
         while k < len(self.stages):
             stage, padded, plan, output = self.stages[k], self.padded[k], self.plans[k], self.outputs[k]
-            if k in self.fusions and padded is not None and output is not None:
+            if k in self.fusions:  # a delta conv (its padded input and output are cached) into a window stage
                 fused, k = self.fusions[k]
                 value = fused(padded, output, image, corner, value)
             elif plan is None or padded is None:

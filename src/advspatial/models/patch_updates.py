@@ -142,13 +142,17 @@ class _DeltaConv:
         out = F.conv_transpose2d(change.permute(0, 3, 1, 2), self.weight, None, 1, 0, 0, self.groups, self.dilation)
         return out.permute(0, 2, 3, 1)
 
-    def spread_of(self, padded: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
+    def corner_axes(self, corner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(row, col) of each flat patch corner, the indices of the per-axis tables."""
+        corner_cols = len(self.read_cols)
+        return torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
+
+    def spread_of(self, padded: torch.Tensor, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
                   patch: torch.Tensor) -> torch.Tensor:
-        """(N, sh, sw, C_out): the change of the outputs caused by the incoming window ``patch`` (N, C_in, h, w)."""
+        """(N, sh, sw, C_out): the change of the outputs caused by the incoming window ``patch`` (N, C_in, h, w)
+        at the corners ``(row, col)`` (:meth:`corner_axes`)."""
         n, (h, w) = len(image), self.incoming
         hp, wp, cin = padded.shape[1:]
-        corner_cols = len(self.read_cols)
-        row, col = torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
         # the clean input under the incoming window
         start = image * (hp * wp) + self.read_rows.index_select(0, row) * wp + self.read_cols.index_select(0, col)
         offsets = (torch.arange(h, device=image.device) * wp)[:, None] + torch.arange(w, device=image.device)
@@ -161,9 +165,8 @@ class _DeltaConv:
         """(N, C_out, wh, ww): the output window of the conv, from the incoming window ``patch`` (N, C_in, h, w)."""
         n, (wh, ww) = len(image), self.window
         height, width, cout = output.shape[1:]
-        corner_cols = len(self.read_cols)
-        row, col = torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
-        spread = self.spread_of(padded, image, corner, patch)
+        row, col = self.corner_axes(corner)
+        spread = self.spread_of(padded, image, row, col, patch)
         # the clean output under the output window, then the change added where it lands
         origin_r = self.local_origin_rows.index_select(0, row)
         origin_c = self.local_origin_cols.index_select(0, col)
@@ -218,7 +221,7 @@ class _ConvIntoWindow:
     def __call__(self, padded: torch.Tensor, output: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
                  patch: torch.Tensor) -> torch.Tensor:
         """The window layer's output window, from the conv's incoming window ``patch`` (N, C_in, h, w)."""
-        spread = self.delta.spread_of(padded, image, corner, patch)
+        spread = self.delta.spread_of(padded, image, *self.delta.corner_axes(corner), patch)
         n, (fh, fw) = len(image), self.plan.footprint
         height, width, cout = output.shape[1:]
         buffer = torch.empty(n * fh * fw + 1, cout, dtype=output.dtype, device=output.device)
