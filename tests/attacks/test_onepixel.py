@@ -63,6 +63,23 @@ def test_distinct_others_are_distinct_and_exclude_self(popsize: int, seed: int) 
     assert (everything.sort(dim=-1).values.diff(dim=-1) > 0).all()
 
 
+@settings(max_examples=20, deadline=None)
+@given(popsize=st.integers(4, 40), seed=st.integers(0, 2**16))
+def test_distinct_others_steps_past_the_excluded_in_increasing_order(popsize: int, seed: int) -> None:
+    """The documented rule, one member at a time: the same picks for the same numbers (runs stay reproducible)."""
+    u = torch.rand(2, popsize, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    r = distinct_others(u)
+    for a in range(2):
+        for i in range(popsize):
+            excluded = [i]
+            for j in range(3):
+                rank = min(int(u[a, i, j] * (popsize - 1 - j)), popsize - 2 - j)
+                for e in sorted(excluded):
+                    rank += rank >= e
+                assert r[a, i, j] == rank
+                excluded.append(rank)
+
+
 def test_distinct_others_is_uniform_over_the_others() -> None:
     popsize, draws = 6, 6000
     u = torch.rand(1, draws, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -10,8 +10,8 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
-from advspatial.models.patch_forward import (PatchForward, UnsupportedModel, _LinearFold, max_pool_window,
-                                             try_patch_forward)
+from advspatial.models.patch_forward import (PatchForward, UnsupportedModel, _LinearFold, _window_stage,
+                                             max_pool_window, try_patch_forward)
 from advspatial.models.patch_graph import GraphPatchForward
 
 
@@ -168,6 +168,19 @@ def test_max_pool_window_equals_max_pool2d_bit_for_bit(rows: int, cols: int, cha
     assert got.shape == expected.shape
     assert torch.equal(got.isnan(), expected.isnan())
     assert torch.equal(got.nan_to_num(0.0), expected.nan_to_num(0.0))
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2), nn.MaxPool2d(3, 2, padding=1)],
+                         ids=["2x2", "3x3-stride2", "3x3-padded"])
+def test_max_pool_stage_on_whole_maps_gives_the_module_values(pool: nn.MaxPool2d) -> None:
+    """The clean pass (and so the clean logits) pools whole maps with the stage's full-map call: the module's values."""
+    x = torch.randn(2, 3, 11, 10, generator=torch.Generator().manual_seed(0))
+    x[0, 1, 2, 3] = float("nan")
+    stage = _window_stage(pool, (11, 10))
+    got, expected = stage.apply_full(x), pool(x)
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert torch.equal(got.nan_to_num(0.0), expected.nan_to_num(0.0))
+    assert got.is_contiguous()
 
 
 def test_strided_conv_that_skips_inputs_still_matches() -> None:

@@ -121,15 +121,22 @@ def distinct_others(u: torch.Tensor) -> torch.Tensor:
     that range, then step it past each excluded index in increasing order.
     """
     a, p, _ = u.shape
-    excluded = torch.arange(p, device=u.device).expand(a, p).unsqueeze(-1)
-    picks = []
-    for j in range(3):
-        rank = uniform_index(u[..., j], p - 1 - j)
-        for e in excluded.sort(dim=-1).values.unbind(-1):
-            rank = rank + (rank >= e).long()
-        picks.append(rank)
-        excluded = torch.cat([excluded, rank.unsqueeze(-1)], dim=-1)
-    return torch.stack(picks, dim=-1)
+    member = torch.arange(p, device=u.device).expand(a, p)
+    first = _step_past(uniform_index(u[..., 0], p - 1), member)
+    low, high = torch.minimum(member, first), torch.maximum(member, first)
+    second = _step_past(uniform_index(u[..., 1], p - 2), low, high)
+    # the three excluded indices in increasing order (a sorting network: no sort call)
+    middle = torch.maximum(low, torch.minimum(high, second))
+    low, high = torch.minimum(low, second), torch.maximum(high, second)
+    third = _step_past(uniform_index(u[..., 2], p - 3), low, middle, high)
+    return torch.stack([first, second, third], dim=-1)
+
+
+def _step_past(rank: torch.Tensor, *excluded: torch.Tensor) -> torch.Tensor:
+    """``rank`` moved up by one past each excluded index, visited in increasing order."""
+    for index in excluded:
+        rank = rank + (rank >= index).long()
+    return rank
 
 
 def nearest_allowed(allowed: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -110,7 +110,7 @@ class Stage:
     """One node of the stem: pointwise (``axes`` is None) or a window layer (conv or pool)."""
 
     apply_window: Callable[[torch.Tensor], torch.Tensor]  # on a patch (pointwise) or a padded (N, h, w, C) footprint
-    apply_full: Callable[[torch.Tensor], torch.Tensor]  # on whole activation maps (the model's own call)
+    apply_full: Callable[[torch.Tensor], torch.Tensor]  # on whole maps: the module, or the same values (max pooling)
     axes: tuple[Axis, Axis] | None = None
     pad_value: float = 0.0
     window: tuple[int, int] = (0, 0)  # output window size, set by PatchForward
@@ -164,19 +164,20 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
             def pool(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride, d: tuple = dilation) -> torch.Tensor:
                 return max_pool_window(footprint.permute(0, 3, 1, 2), k, s, d)
 
-            pad_value = -math.inf
-        else:
-            if any(padding) and not module.count_include_pad:
-                raise UnsupportedModel("AvgPool2d with padding and count_include_pad=False")
-            dilation = (1, 1)
+            def pool_full(maps: torch.Tensor, k: tuple = kernel, s: tuple = stride, d: tuple = dilation) -> torch.Tensor:
+                return max_pool_window(maps, k, s, d)  # the module's values (a maximum is exact), faster
 
-            def pool(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride,
-                     div: int | None = module.divisor_override) -> torch.Tensor:
-                return F.avg_pool2d(footprint.permute(0, 3, 1, 2), k, s, 0, divisor_override=div)
+            axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in))
+            return Stage(pool, module if any(padding) else pool_full, axes, -math.inf)  # type: ignore[arg-type]
+        if any(padding) and not module.count_include_pad:
+            raise UnsupportedModel("AvgPool2d with padding and count_include_pad=False")
 
-            pad_value = 0.0
-        axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in))
-        return Stage(pool, module, axes, pad_value)  # type: ignore[arg-type]
+        def average(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride,
+                    div: int | None = module.divisor_override) -> torch.Tensor:
+            return F.avg_pool2d(footprint.permute(0, 3, 1, 2), k, s, 0, divisor_override=div)
+
+        axes = tuple(Axis(k, s, 1, p, p, n) for k, s, p, n in zip(kernel, stride, padding, size_in))
+        return Stage(average, module, axes, 0.0)  # type: ignore[arg-type]
     raise UnsupportedModel(f"{type(module).__name__} is not a window layer")
 
 
