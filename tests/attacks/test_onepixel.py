@@ -338,6 +338,9 @@ def test_run_takes_the_clean_predictions_from_the_evaluator_it_then_searches_wit
     with torch.no_grad():
         assert torch.equal(built[0].clean_logits, model(x))
         assert torch.equal(result.clean_pred, model(x).argmax(dim=1))
+        # the success verdict's full forward pass (the evaluator's whole-image path) is the model's, bit for bit
+        assert torch.equal(built[0].full_logits(result.x_adv), model(result.x_adv))
+        assert torch.equal(result.adv_pred, model(result.x_adv).argmax(dim=1))
     full = OnePixel(model, popsize=8, maxiter=3, seed=2, incremental=False).run(x, y)
     assert torch.equal(full.clean_pred, result.clean_pred) and torch.equal(full.x_adv, result.x_adv)
     atk(x, y)  # without run: the evaluator is built in perturb

@@ -181,7 +181,7 @@ class Attack:
                 clean_pred = self._clean_logits(x).argmax(1)
             x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
             with torch.no_grad():
-                adv_pred = self.model(x_adv).argmax(1)
+                adv_pred = self._adversarial_logits(x_adv).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
         l0, l2, linf = perturbation_norms(x_adv - x)
         return AttackResult(x_adv, success, clean_pred, adv_pred, y, target, l0, l2, linf, queries + 1)
@@ -199,6 +199,14 @@ class Attack:
         this to save the pass; called in eval mode under ``no_grad``, before :meth:`perturb`.
         """
         return self.model(x)
+
+    def _adversarial_logits(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """The model's logits on the returned images, for :meth:`run`'s success verdict.
+
+        A full forward pass, independent of how the attack evaluated its candidates; an
+        attack may override it only with a pass equal to ``model(x_adv)`` bit for bit.
+        """
+        return self.model(x_adv)
 
     # -- helpers ----------------------------------------------------------------
     def _constrained_perturb(

@@ -256,6 +256,14 @@ class OnePixel(Attack):
             return evaluator.clean_logits
         return self.model(x)
 
+    def _adversarial_logits(self, x_adv: torch.Tensor) -> torch.Tensor:
+        """The chain evaluator's full forward pass (not its incremental one): the model's layers on the whole
+        images, equal to ``model(x_adv)`` bit for bit, with max pooling by the exact and faster two maxima."""
+        evaluator = None if self._prebuilt is None else self._prebuilt[1]
+        if isinstance(evaluator, PatchForward):
+            return evaluator.full_logits(x_adv)
+        return self.model(x_adv)
+
     def _evaluator(self, x: torch.Tensor) -> PatchForward | GraphPatchForward | None:
         """The incremental evaluator for images ``x``, or None where full forward passes are used."""
         if self._prebuilt is not None and self._prebuilt[0] is x:

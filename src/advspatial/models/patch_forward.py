@@ -572,18 +572,35 @@ class PatchForward:
         self.padded: list[torch.Tensor | None] = []
         self.outputs: list[torch.Tensor | None] = []  # channels-last clean outputs of convolutions
         fused_into = {last for _, last in self.fusions.values()}
-        value = clean.clone()  # an in-place first layer must not change the caller's images
+
+        def keep(k: int, stage: Stage, value: torch.Tensor, output: torch.Tensor) -> None:
+            if stage.axes is None or k in fused_into:
+                self.padded.append(None)
+            else:
+                self.padded.append(F.pad(value, stage.pad, value=stage.pad_value).permute(0, 2, 3, 1).contiguous())
+            delta = self.plans[k] is not None and self.plans[k].delta is not None  # type: ignore[union-attr]
+            self.outputs.append(output.permute(0, 2, 3, 1).contiguous() if delta else None)
+
+        self.clean_stem = self._stem_pass(clean, keep)
+
+    def _stem_pass(self, images: torch.Tensor,
+                   keep: Callable[[int, Stage, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """The stem output of whole images: the stem's modules in order (max pooling by its exact
+        equivalent), as in the model; ``keep(k, stage, input, output)`` sees every stage."""
+        value = images.clone()  # an in-place first layer must not change the caller's images
         with torch.no_grad():
-            for k, (stage, plan) in enumerate(zip(self.stages, self.plans)):
-                if stage.axes is None or k in fused_into:
-                    self.padded.append(None)
-                else:
-                    padded = F.pad(value, stage.pad, value=stage.pad_value)
-                    self.padded.append(padded.permute(0, 2, 3, 1).contiguous())
-                value = stage.apply_full(value)
-                delta = plan is not None and plan.delta is not None
-                self.outputs.append(value.permute(0, 2, 3, 1).contiguous() if delta else None)
-            self.clean_stem = value.contiguous()
+            for k, stage in enumerate(self.stages):
+                output = stage.apply_full(value)
+                if keep is not None:
+                    keep(k, stage, value, output)
+                value = output
+        return value.contiguous()
+
+    def full_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(n, classes) logits of whole images by a full forward pass, equal to ``model(images)`` bit for bit
+        (the model's own layers on the same batch; its max pooling by an exact equivalent, which is faster)."""
+        with torch.no_grad():
+            return self.tail.from_stem(self._stem_pass(images))
 
     @property
     def clean_logits(self) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 if TYPE_CHECKING:
-    from .patch_forward import PatchForward, Stage, _AxisPlan, _WindowPlan
+    from .patch_forward import Stage, _AxisPlan, _WindowPlan
 
 
 class _DeltaConv:
@@ -71,17 +71,24 @@ class _DeltaConv:
         self.weight = None if self.toeplitz is not None else (
             conv.weight.detach().flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
             .transpose(1, 2).reshape(g * cin_g, cout // g, kh, kw).contiguous())
-        # per axis: where the incoming window sits in the padded input
-        self.read_rows, self.read_cols = rows.incoming + pads[0], cols.incoming + pads[1]
-        self.padded_width = padded_size[1]
+        device = rows.incoming.device
+        padded_width = padded_size[1]
+        # per flat patch corner (row-major over the per-axis tables): where the incoming window starts in the
+        # padded input, and where the output window starts in the output map (flat, channels-last rows)
+        self.read_start = ((rows.incoming + pads[0]) * padded_width)[:, None] + (cols.incoming + pads[1])[None, :]
+        self.read_start = self.read_start.reshape(-1)
+        self.read_grid = _flat_grid(incoming, padded_width, device)
+        self.window_start = ((rows.origin * size_out[1])[:, None] + cols.origin[None, :]).reshape(-1)
+        self.window_grid = _flat_grid(window, size_out[1], device)
         # per axis: for each position of the spread change, its place in the output window (-1: outside it)
         place = []
         for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
             base = plan.incoming + (pads[axis] - dil * (kernel - 1))
-            index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=base.device)
+            index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=device)
             place.append(torch.where((index >= 0) & (index < window[axis]), index, -1))
         self.place_rows, self.place_cols = place
-        self.local_origin_rows, self.local_origin_cols = rows.origin, cols.origin
+        #: per flat corner, the output-window cell of each spread cell (-1: outside the window)
+        self.window_cell = _cells(self.place_rows, self.place_cols, window[1])
 
     def _toeplitz(self, weight: torch.Tensor, w: int, spread_w: int) -> torch.Tensor | None:
         """(w C_in, k_h * spread_w * C_out): one input row's change -> its k_h spread rows; None where not used.
@@ -142,21 +149,14 @@ class _DeltaConv:
         out = F.conv_transpose2d(change.permute(0, 3, 1, 2), self.weight, None, 1, 0, 0, self.groups, self.dilation)
         return out.permute(0, 2, 3, 1)
 
-    def corner_axes(self, corner: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(row, col) of each flat patch corner, the indices of the per-axis tables."""
-        corner_cols = len(self.read_cols)
-        return torch.div(corner, corner_cols, rounding_mode="floor"), corner % corner_cols
-
-    def spread_of(self, padded: torch.Tensor, image: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
+    def spread_of(self, padded: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
                   patch: torch.Tensor) -> torch.Tensor:
         """(N, sh, sw, C_out): the change of the outputs caused by the incoming window ``patch`` (N, C_in, h, w)
-        at the corners ``(row, col)`` (:meth:`corner_axes`)."""
+        at the flat patch corners ``corner``."""
         n, (h, w) = len(image), self.incoming
         hp, wp, cin = padded.shape[1:]
-        # the clean input under the incoming window
-        start = image * (hp * wp) + self.read_rows.index_select(0, row) * wp + self.read_cols.index_select(0, col)
-        offsets = (torch.arange(h, device=image.device) * wp)[:, None] + torch.arange(w, device=image.device)
-        clean_in = padded.view(-1, cin).index_select(0, (start[:, None] + offsets.view(-1)).view(-1))
+        start = image * (hp * wp) + self.read_start.index_select(0, corner)  # the clean input under the window
+        clean_in = padded.view(-1, cin).index_select(0, (start[:, None] + self.read_grid).view(-1))
         change = (patch.permute(0, 2, 3, 1).reshape(-1, cin) - clean_in).view(n, h, w, cin)
         return self.spread_change(change)
 
@@ -165,20 +165,14 @@ class _DeltaConv:
         """(N, C_out, wh, ww): the output window of the conv, from the incoming window ``patch`` (N, C_in, h, w)."""
         n, (wh, ww) = len(image), self.window
         height, width, cout = output.shape[1:]
-        row, col = self.corner_axes(corner)
-        spread = self.spread_of(padded, image, row, col, patch)
+        spread = self.spread_of(padded, image, corner, patch)
         # the clean output under the output window, then the change added where it lands
-        origin_r = self.local_origin_rows.index_select(0, row)
-        origin_c = self.local_origin_cols.index_select(0, col)
-        start = image * (height * width) + origin_r * width + origin_c
-        offsets = (torch.arange(wh, device=image.device) * width)[:, None] + torch.arange(ww, device=image.device)
+        start = image * (height * width) + self.window_start.index_select(0, corner)
         out = torch.empty(n * wh * ww + 1, cout, dtype=output.dtype, device=output.device)
-        torch.index_select(output.view(-1, cout), 0, (start[:, None] + offsets.view(-1)).view(-1), out=out[:-1])
-        place_r, place_c = self.place_rows.index_select(0, row), self.place_cols.index_select(0, col)
-        inside = (place_r >= 0)[:, :, None] & (place_c >= 0)[:, None, :]
-        target = (torch.arange(n, device=image.device) * (wh * ww))[:, None, None] + place_r[:, :, None] * ww \
-            + place_c[:, None, :]
-        out.index_add_(0, torch.where(inside, target, n * wh * ww).view(-1), spread.reshape(-1, cout))
+        torch.index_select(output.view(-1, cout), 0, (start[:, None] + self.window_grid).view(-1), out=out[:-1])
+        cell = self.window_cell.index_select(0, corner)
+        first = (torch.arange(n, device=image.device) * (wh * ww))[:, None]
+        out.index_add_(0, torch.where(cell >= 0, cell + first, n * wh * ww).view(-1), spread.reshape(-1, cout))
         return out[:-1].view(n, wh, ww, cout).permute(0, 3, 1, 2)
 
 
@@ -197,11 +191,8 @@ class _ConvIntoWindow:
 
     def __init__(self, delta: _DeltaConv, plan: "_WindowPlan", pointwise: list[Stage], window_stage: Stage) -> None:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
-        ww = delta.window[1]
-        sh, sw = delta.spread
-        place_r, place_c = delta.place_rows[:, None, :, None], delta.place_cols[None, :, None, :]
-        cell = (place_r * ww + place_c).clamp(min=0).reshape(-1, sh * sw)  # window cell of each spread cell
-        valid = ((place_r >= 0) & (place_c >= 0)).reshape(-1, sh * sw) & plan.inside.gather(1, cell)
+        cell = delta.window_cell.clamp(min=0)  # the conv's output-window cell of each spread cell
+        valid = (delta.window_cell >= 0) & plan.inside.gather(1, cell)
         #: per flat corner, the footprint row each spread cell lands on (-1: outside the footprint)
         self.target = torch.where(valid, plan.land.gather(1, cell), -1)
 
@@ -221,7 +212,7 @@ class _ConvIntoWindow:
     def __call__(self, padded: torch.Tensor, output: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
                  patch: torch.Tensor) -> torch.Tensor:
         """The window layer's output window, from the conv's incoming window ``patch`` (N, C_in, h, w)."""
-        spread = self.delta.spread_of(padded, image, *self.delta.corner_axes(corner), patch)
+        spread = self.delta.spread_of(padded, image, corner, patch)
         n, (fh, fw) = len(image), self.plan.footprint
         height, width, cout = output.shape[1:]
         buffer = torch.empty(n * fh * fw + 1, cout, dtype=output.dtype, device=output.device)
@@ -261,6 +252,7 @@ class _LinearFold:
         weight = linear.weight.detach()
         # (H*W, C, out): the weight columns of every stem-output position, contiguous per position
         self.position_weights = weight.view(-1, channels, height * width).permute(2, 1, 0).contiguous()
+        self.weights_of = list(self.position_weights.unbind(0))  # per position, a view (no indexing per call)
         # per flat patch corner: the stem-output position of each window cell (row-major)
         grid = (torch.arange(ph, device=weight.device) * width)[:, None] + torch.arange(pw, device=weight.device)
         self.positions = window_start[:, None] + grid.view(-1)
@@ -310,11 +302,10 @@ class _LinearFold:
         counts = torch.bincount(where, minlength=height * width).tolist()
         ordered = delta.index_select(0, rows)
         products = delta.new_empty(len(rows), clean_out.shape[1])
-        first = 0
-        for q, count in enumerate(counts):
+        for weights, changes, product, count in zip(self.weights_of, ordered.split(counts), products.split(counts),
+                                                    counts):
             if count:
-                torch.mm(ordered[first:first + count], self.position_weights[q], out=products[first:first + count])
-                first += count
+                torch.mm(changes, weights, out=product)
         out = clean_out.index_select(0, image)
         out.index_add_(0, torch.div(rows, cells, rounding_mode="floor"), products)
         return self.tail.from_stem(out)  # type: ignore[attr-defined]
@@ -346,3 +337,16 @@ def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> b
     is_call = (node.op == "call_function" and node.target is torch.flatten) or \
         (node.op == "call_method" and node.target == "flatten")
     return is_call and node.args == (source, 1) and not node.kwargs
+
+
+def _flat_grid(size: tuple[int, int], row_stride: int, device: torch.device) -> torch.Tensor:
+    """(h*w,) flat offsets of an h x w window in a map whose rows are ``row_stride`` long."""
+    return ((torch.arange(size[0], device=device) * row_stride)[:, None] + torch.arange(size[1], device=device)).view(-1)
+
+
+def _cells(place_rows: torch.Tensor, place_cols: torch.Tensor, window_width: int) -> torch.Tensor:
+    """(corners, sh*sw): per flat corner, the window cell ``row * window_width + col`` of each spread cell, -1
+    where its row or column is outside the window (per-axis places, -1 outside)."""
+    rows, cols = place_rows[:, None, :, None], place_cols[None, :, None, :]
+    cell = torch.where((rows >= 0) & (cols >= 0), rows * window_width + cols, -1)
+    return cell.reshape(len(place_rows) * len(place_cols), -1)
