@@ -59,6 +59,23 @@ def test_dilated_or_grouped_conv_change_uses_the_transposed_convolution(dilation
     assert [d.toeplitz is None for d in deltas(forward)] == [False, True]
 
 
+@pytest.mark.parametrize("affine", [True, False])
+def test_batchnorm_after_a_delta_conv_is_applied_to_its_change(affine: bool) -> None:
+    """bn(c + d) = bn(c) + scale * d: the conv spreads its change through the scaled kernel onto the clean output
+    *after* the BatchNorm (negative scales included), which then costs nothing per candidate."""
+    torch.manual_seed(3)
+    norm = nn.BatchNorm2d(5, affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(5))  # some channels negative
+            norm.bias.copy_(torch.randn(5))
+    model = with_random_batchnorm_stats(nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), norm, nn.ReLU(),
+        nn.Flatten(), nn.Linear(5 * 9 * 9, 3)), seed=4)
+    forward = assert_matches_model(model, torch.rand(3, 2, 9, 9), (2, 2), n=24)
+    assert forward.plans[2].delta is not None and forward.absorbed == {3}
+
+
 # -- a delta conv fused with the next window layer (_ConvIntoWindow) -----------------------
 
 @settings(max_examples=30, deadline=None)
@@ -83,6 +100,9 @@ def test_conv_fused_into_the_next_window_layer_equals_the_stage_by_stage_path(
     targets = {last for _, last in fused.fusions.values()}
     conv_is_delta = fused.plans[2] is not None and fused.plans[2].delta is not None
     assert (len(stem) - 1 in targets) == (conv_is_delta and pool != "max2pad")
+    assert (3 in fused.absorbed) == (batchnorm and conv_is_delta)  # the BatchNorm right after the delta conv
+    for step, last in fused.fusions.values():  # into max pooling: ReLU after it, on the pooled window
+        assert step.pool_first == (last == len(stem) - 1 and pool.startswith("max"))
     PatchForward.FUSE = False
     try:
         plain = PatchForward(model, clean, (patch_rows, patch_cols))

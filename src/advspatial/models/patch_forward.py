@@ -438,6 +438,8 @@ class _Structure:
     tail_grid: torch.Tensor
     #: per stage index of a delta conv: the fused step into the next window stage (see :class:`_ConvIntoWindow`)
     fusions: dict[int, tuple[_ConvIntoWindow, int]] = dataclasses.field(default_factory=dict)
+    #: BatchNorm stages whose scale the delta conv before them applies (see :func:`_absorbed_scale`)
+    absorbed: frozenset[int] = frozenset()
 
     @classmethod
     def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> "_Structure":
@@ -450,8 +452,9 @@ class _Structure:
         device = example.device
         per_axis = [_plan_axis(stages, image_size[axis], patch_size[axis], axis, device) for axis in (0, 1)]
         plans: list[_WindowPlan | None] = []
+        absorbed: set[int] = set()
         window_stages = iter(range(len(per_axis[0][0])))
-        for stage in stages:
+        for i, stage in enumerate(stages):
             if stage.axes is None:
                 plans.append(None)
                 continue
@@ -460,10 +463,13 @@ class _Structure:
             padded = tuple(a.size_in + a.pad_before + a.pad_after for a in stage.axes)
             stage.window = (win_h, win_w)
             plan = _WindowPlan.combine(rows, cols, (fh, fw), (in_h, in_w), padded[1])
-            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded)  # type: ignore[arg-type]
+            scale = _absorbed_scale(stages, i)
+            plan.delta = _DeltaConv.build(stage, rows, cols, (in_h, in_w), padded, scale)  # type: ignore[arg-type]
+            if plan.delta is not None and scale is not None:
+                absorbed.add(i + 1)
             plans.append(plan)
         fusions = {i: fused for i in range(len(stages))
-                   if (fused := _ConvIntoWindow.build(stages, plans, i)) is not None}
+                   if (fused := _ConvIntoWindow.build(stages, plans, i, absorbed)) is not None}
         with torch.no_grad():
             value = example
             for stage in stages:
@@ -476,10 +482,26 @@ class _Structure:
         tail_start = tail_corner[0] * width + tail_corner[1]
         structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
                         tail_corner, tail_start, _grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)),
-                        fusions)
+                        fusions, frozenset(absorbed))
         structure.fold = _LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
                                            lambda node, upto: _Tail(module, node, upto), before)
         return structure
+
+
+def _absorbed_scale(stages: list[Stage], conv_index: int) -> torch.Tensor | None:
+    """Per output channel, the scale of an eval-mode ``BatchNorm2d`` right after the conv at ``conv_index``.
+
+    BatchNorm is affine per channel, ``bn(c + d) = bn(c) + scale * d``: a delta conv can spread its change
+    through the scaled kernel and add it to the cached clean output *after* the BatchNorm, which then
+    costs nothing per candidate (equal up to rounding, like every change path).
+    """
+    if conv_index + 1 >= len(stages):
+        return None
+    norm = stages[conv_index + 1].apply_full
+    if type(norm) is not nn.BatchNorm2d or norm.training or norm.running_var is None:
+        return None
+    scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+    return scale if norm.weight is None else scale * norm.weight.detach()
 
 
 def _plan_axis(
@@ -541,6 +563,7 @@ class PatchForward:
         structure = STRUCTURES.get(model, key, lambda: _Structure.build(model, clean[:1].clone(), self.patch_size))
         self.stages, self.tail, self.plans, self.fold = structure.stages, structure.tail, structure.plans, structure.fold
         self.fusions = structure.fusions if self.FUSE else {}
+        self.absorbed = structure.absorbed
         self.corners_per_row, self.tail_window = structure.corners_per_row, structure.tail_window
         self.tail_corner, self.tail_start, self.tail_grid = structure.tail_corner, structure.tail_start, structure.tail_grid
         self._clean_logits: torch.Tensor | None = None
@@ -579,7 +602,9 @@ class PatchForward:
             else:
                 self.padded.append(F.pad(value, stage.pad, value=stage.pad_value).permute(0, 2, 3, 1).contiguous())
             delta = self.plans[k] is not None and self.plans[k].delta is not None  # type: ignore[union-attr]
-            self.outputs.append(output.permute(0, 2, 3, 1).contiguous() if delta else None)
+            self.outputs.append(_channels_last_copy(output) if delta and k + 1 not in self.absorbed else None)
+            if k in self.absorbed:  # the delta conv before it adds its change after this BatchNorm
+                self.outputs[k - 1] = _channels_last_copy(output)
 
         self.clean_stem = self._stem_pass(clean, keep)
 
@@ -627,6 +652,7 @@ class PatchForward:
                 value = stage.apply_window(value)
             elif plan.delta is not None and output is not None:
                 value = plan.delta(padded, output, image, corner, value)
+                k += k + 1 in self.absorbed  # its BatchNorm is already applied
             else:
                 value = stage.apply_window(self._footprint(plan, padded, image, corner, value))
             k += 1
@@ -661,6 +687,12 @@ class PatchForward:
         target = (first + self.tail_start.index_select(0, corner))[:, None] + self.tail_grid
         full.view(-1).index_copy_(0, target.view(-1), patch.reshape(-1))
         return self.tail.from_stem(full)
+
+
+def _channels_last_copy(maps: torch.Tensor) -> torch.Tensor:
+    """(n, H, W, C) contiguous copy of (n, C, H, W) maps (a copy even where they are channels-last already: a
+    later in-place layer must not change the cache)."""
+    return maps.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
 
 
 def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:

@@ -23,6 +23,7 @@ model's own forward pass).
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,6 +32,10 @@ from torch import fx, nn
 
 if TYPE_CHECKING:
     from .patch_forward import Stage, _AxisPlan, _WindowPlan
+
+
+#: pointwise modules that commute exactly with max pooling: non-decreasing clamps, and the identity
+COMMUTE_WITH_MAX: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
 class _DeltaConv:
@@ -60,16 +65,17 @@ class _DeltaConv:
 
     def __init__(self, conv: nn.Conv2d, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
                  window: tuple[int, int], pads: tuple[int, int], padded_size: tuple[int, int],
-                 size_out: tuple[int, int]) -> None:
+                 size_out: tuple[int, int], scale: torch.Tensor | None = None) -> None:
         g = conv.groups
         cout, cin_g, kh, kw = conv.weight.shape
+        kernel = conv.weight.detach() if scale is None else conv.weight.detach() * scale.view(-1, 1, 1, 1)
         self.groups, self.dilation = g, tuple(conv.dilation)
         self.incoming, self.window, self.size_out = incoming, window, size_out
         spread = (incoming[0] + self.dilation[0] * (kh - 1), incoming[1] + self.dilation[1] * (kw - 1))
         self.spread = spread
-        self.toeplitz = self._toeplitz(conv.weight.detach(), incoming[1], spread[1])
+        self.toeplitz = self._toeplitz(kernel, incoming[1], spread[1])
         self.weight = None if self.toeplitz is not None else (
-            conv.weight.detach().flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
+            kernel.flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
             .transpose(1, 2).reshape(g * cin_g, cout // g, kh, kw).contiguous())
         device = rows.incoming.device
         padded_width = padded_size[1]
@@ -118,8 +124,9 @@ class _DeltaConv:
 
     @classmethod
     def build(cls, stage: Stage, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
-              padded_size: tuple[int, int]) -> "_DeltaConv | None":
-        """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint."""
+              padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> "_DeltaConv | None":
+        """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint; ``scale``
+        (per output channel) multiplies the kernel: the BatchNorm after the conv, applied to the change."""
         conv = cls.convolution(stage)
         if conv is None or incoming[0] * incoming[1] >= stage.window[0] * stage.window[1]:
             return None
@@ -127,7 +134,7 @@ class _DeltaConv:
         size_out = (stage.axes[0].size_out, stage.axes[1].size_out)
         pads = (stage.axes[0].pad_before, stage.axes[1].pad_before)
         with torch.no_grad():
-            return cls(conv, rows, cols, incoming, stage.window, pads, padded_size, size_out)
+            return cls(conv, rows, cols, incoming, stage.window, pads, padded_size, size_out, scale)
 
     def spread_change(self, change: torch.Tensor) -> torch.Tensor:
         """(N, sh, sw, C_out) channels-last change of the outputs, from the input change (N, h, w, C_in)."""
@@ -191,14 +198,20 @@ class _ConvIntoWindow:
 
     def __init__(self, delta: _DeltaConv, plan: "_WindowPlan", pointwise: list[Stage], window_stage: Stage) -> None:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
+        #: max pooling commutes with ReLU-like layers (exactly: a maximum of clamped values is the clamped
+        #: maximum), so they run on the pooled window, a quarter of the footprint for 2x2 pooling
+        self.pool_first = window_stage.pad_value == -math.inf and all(
+            type(stage.apply_full) in COMMUTE_WITH_MAX for stage in pointwise)
         cell = delta.window_cell.clamp(min=0)  # the conv's output-window cell of each spread cell
         valid = (delta.window_cell >= 0) & plan.inside.gather(1, cell)
         #: per flat corner, the footprint row each spread cell lands on (-1: outside the footprint)
         self.target = torch.where(valid, plan.land.gather(1, cell), -1)
 
     @classmethod
-    def build(cls, stages: list[Stage], plans: list, first: int) -> "tuple[_ConvIntoWindow, int] | None":
-        """The fused step from stage ``first`` (a delta conv) to the next window stage, and that stage's index."""
+    def build(cls, stages: list[Stage], plans: list, first: int,
+              absorbed: set[int] | frozenset[int] = frozenset()) -> "tuple[_ConvIntoWindow, int] | None":
+        """The fused step from stage ``first`` (a delta conv) to the next window stage, and that stage's index
+        (``absorbed``: BatchNorm stages the delta conv applies itself)."""
         delta = plans[first].delta if plans[first] is not None else None
         last = first + 1
         while last < len(stages) and stages[last].axes is None:
@@ -207,7 +220,8 @@ class _ConvIntoWindow:
             return None
         if any(stages[last].pad):
             return None
-        return cls(delta, plans[last], stages[first + 1:last], stages[last]), last
+        pointwise = [stages[k] for k in range(first + 1, last) if k not in absorbed]
+        return cls(delta, plans[last], pointwise, stages[last]), last
 
     def __call__(self, padded: torch.Tensor, output: torch.Tensor, image: torch.Tensor, corner: torch.Tensor,
                  patch: torch.Tensor) -> torch.Tensor:
@@ -221,7 +235,13 @@ class _ConvIntoWindow:
         target = self.target.index_select(0, corner)
         first = (torch.arange(n, device=image.device) * (fh * fw))[:, None]
         buffer.index_add_(0, torch.where(target >= 0, target + first, n * fh * fw).view(-1), spread.reshape(-1, cout))
-        value = buffer[:-1].view(n, fh, fw, cout).permute(0, 3, 1, 2)
+        footprint = buffer[:-1].view(n, fh, fw, cout)
+        if self.pool_first:
+            value = self.window_stage.apply_window(footprint)
+            for stage in self.pointwise:
+                value = stage.apply_window(value)
+            return value
+        value = footprint.permute(0, 3, 1, 2)
         for stage in self.pointwise:
             value = stage.apply_window(value)
         return self.window_stage.apply_window(value.permute(0, 2, 3, 1))
