@@ -7,6 +7,7 @@ Usage::
     python benchmarks/bench_onepixel.py --model lenet5-3x3 --preset paper --n-images 3 --skip-full-forward
     python benchmarks/bench_onepixel.py --model lenet5 --preset paper --device cuda   # on a GPU
     python benchmarks/bench_onepixel.py --n-images 40 --pixels 3
+    python benchmarks/bench_onepixel.py --model smallcnn --preset small --threads 1 --repeats 7 --profile
 
 Budgets (``--preset``): ``small`` (popsize 10, 10 generations), ``quick``
 (100, 20), ``paper`` (400, 75, Su et al.). Models (``--model``): ``tiny`` (a
@@ -34,6 +35,11 @@ attack exactly the population size torchattacks ends up with; torchattacks'
 population. Both stop early on an image once it is fooled (torchattacks checks
 its best member after each generation, we check every candidate). The model
 evaluations each spent are counted by a wrapper around the model.
+
+``--profile`` runs our attack once more under ``torch.profiler`` (no Python tracer) and prints the
+share of its time per kind of operator (matrix products; gathers, scatters and copies; pooling and
+pointwise; other operators; Python and dispatch between operators) and the bound that follows: the
+speed-up over torchattacks if everything but the matrix products cost nothing.
 
 Prints a table and records the run in ``benchmarks/results/onepixel.json``
 under ``runs[<preset>-<k>px-<model>-<n>img-<device>]`` (other entries are
@@ -222,6 +228,62 @@ def forward_floor(model: nn.Module, x: torch.Tensor, evaluations: int, batch: in
     return time.perf_counter() - start
 
 
+#: torch operators by what they do, for the profile (self CPU time; everything else is "other operators")
+OPERATOR_KINDS = {
+    "matrix products": ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::mkldnn_convolution",
+                        "aten::_convolution", "aten::convolution_overrideable"),
+    "gathers, scatters, copies": ("aten::index_select", "aten::index_add_", "aten::scatter_add_", "aten::index_copy_",
+                                  "aten::index", "aten::index_put_", "aten::gather", "aten::copy_", "aten::cat",
+                                  "aten::stack", "aten::fill_", "aten::zero_", "aten::nonzero", "aten::argsort",
+                                  "aten::sort", "aten::bincount"),
+    "pooling and pointwise": ("aten::maximum", "aten::minimum", "aten::max_pool2d_with_indices", "aten::relu",
+                              "aten::clamp_min", "aten::native_batch_norm", "aten::_softmax", "aten::add", "aten::sub",
+                              "aten::mul", "aten::div", "aten::where", "aten::abs", "aten::amax", "aten::argmax",
+                              "aten::clamp", "aten::floor", "aten::ge", "aten::le", "aten::lt", "aten::ne",
+                              "aten::eq", "aten::rand", "aten::uniform_"),
+}
+
+
+def profile_ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, population: int, maxiter: int,
+                 seed: int) -> dict:
+    """Where our attack's time goes: self CPU time per kind of operator (torch.profiler, no Python tracer).
+
+    The run is repeated once under the profiler after an unprofiled one (same results: the attack is
+    deterministic). ``python_and_dispatch_s`` is the profiled wall time not inside any operator (the
+    Python code between operators, and the profiler's own per-operator cost, which inflates it).
+    ``matrix_products_s`` is the arithmetic no exact dense evaluation avoids: the bound quoted in
+    the README takes our run as if everything else cost nothing.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    attack = OnePixel(model, popsize=population, maxiter=maxiter, seed=seed)
+    attack.run(x, y)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        attack.run(x, y)
+        wall = time.perf_counter() - start
+    kind_of = {op: kind for kind, ops in OPERATOR_KINDS.items() for op in ops}
+    seconds = {kind: 0.0 for kind in [*OPERATOR_KINDS, "other operators"]}
+    for event in prof.key_averages():
+        seconds[kind_of.get(event.key, "other operators")] += event.self_cpu_time_total / 1e6
+    inside = sum(seconds.values())
+    return {"profiled_wall_s": wall, "self_s_by_kind": seconds, "python_and_dispatch_s": max(wall - inside, 0.0),
+            "matrix_products_s": seconds["matrix products"]}
+
+
+def print_profile(profiled: dict, rows: dict, speedup: float | None) -> None:
+    """The profile's shares, and the speed-up our run would have if only its matrix products cost time."""
+    wall = profiled["profiled_wall_s"]
+    parts = {**profiled["self_s_by_kind"], "Python and dispatch (between operators)": profiled["python_and_dispatch_s"]}
+    print(f"profile of one run of ours ({wall * 1e3:.1f} ms under the profiler): " +
+          ", ".join(f"{kind} {share / wall:.0%}" for kind, share in parts.items()))
+    if "torchattacks" in rows:
+        ours = rows["advspatial"]["wall_s"]
+        products = profiled["matrix_products_s"] * ours / wall  # the profiler's share, on the unprofiled wall time
+        print(f"bound: were everything but the matrix products free, our run would take {products * 1e3:.1f} ms: "
+              f"{rows['torchattacks']['wall_s'] / products:.1f}x torchattacks (measured {speedup:.1f}x)")
+
+
 BUDGETS = {"small": (10, 10), **PRESETS}  # torchattacks-style popsize argument, generations
 
 
@@ -240,6 +302,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-torchattacks", action="store_true")
     parser.add_argument("--skip-full-forward", action="store_true", help="skip the incremental=False row")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one run of our attack: time per kind of operator, and the bound it implies")
     parser.add_argument("--model", choices=sorted(MODELS), default="tiny",
                         help="tiny, lenet5, lenet5-3x3: trained here (tiny is the default); "
                              "smallcnn: the project's default model (cached)")
@@ -286,6 +350,7 @@ def main() -> None:
                   f"{rows['torchattacks']['wall_s']:.2f} s: {rows['torchattacks']['wall_s'] / rows['advspatial']['wall_s']:.1f}x")
     rows = {name: dict(r, wall_s=median([rd[name]["wall_s"] for rd in rounds])) for name, r in rounds[-1].items()}
     floor = forward_floor(model, x, rows["advspatial"]["model_evaluations"])
+    profiled = profile_ours(model, x, y, population, maxiter, args.seed) if args.profile else None
 
     print(f"{'attack':<26}{'wall s':>10}{'success':>10}{'evals':>12}{'us/eval':>10}{'mean L0':>9}")
     for name, r in rows.items():
@@ -300,6 +365,8 @@ def main() -> None:
               f"{speedup:.1f}x (rounds: {', '.join(f'{r:.1f}' for r in ratios)})")
     print(f"forward passes alone for advspatial's {rows['advspatial']['model_evaluations']} evaluations: "
           f"{floor:.2f} s ({rows['advspatial']['wall_s'] / floor:.2f}x of it is our wall time)")
+    if profiled is not None:
+        print_profile(profiled, rows, speedup)
 
     budget = args.preset if args.popsize is None and args.maxiter is None else "custom"
     label = f"{budget}-{args.pixels}px-{args.model}-{len(x)}img-{args.device}-t{torch.get_num_threads()}"
@@ -317,6 +384,7 @@ def main() -> None:
                  "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor()},
         "results": rows, "speedup": speedup, "speedup_per_round": ratios,
         "forward_only_s_for_advspatial_evaluations": floor,
+        **({"profile": profiled} if profiled is not None else {}),
     }
     RESULTS.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
     print(f"wrote {RESULTS} (entry {label!r})")

@@ -8,10 +8,14 @@ nonzero:
 * :class:`_DeltaConv`: a stride-1 convolution in the stem. The change of its
   input window is spread to its output window by one matrix product per input
   row, accumulated in place (see the class docstring), and added to the cached
-  clean output.
+  clean output. An eval-mode BatchNorm right after it is affine per channel, so
+  its scale goes into the kernel and the change is added to the clean output
+  *after* the BatchNorm: the layer then costs nothing per candidate.
 * :class:`_ConvIntoWindow`: a :class:`_DeltaConv` followed (through pointwise layers) by a window
   layer without padding: the change goes straight into that layer's footprint, gathered from the
-  conv's clean output (one gather and one overlay less per candidate; 7-11% per attack run).
+  conv's clean output (one gather and one overlay less per candidate; 7-11% per attack run). Into
+  max pooling, ReLU-like layers run after the pooling (exactly the same values), on a quarter of
+  the footprint.
 * :class:`_LinearFold`: the ``flatten`` + ``nn.Linear`` after the stem. Its
   logits are the clean ones plus the products of the changed stem-output
   positions with that position's weight columns (positions whose change is
