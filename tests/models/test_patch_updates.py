@@ -59,21 +59,51 @@ def test_dilated_or_grouped_conv_change_uses_the_transposed_convolution(dilation
     assert [d.toeplitz is None for d in deltas(forward)] == [False, True]
 
 
-@pytest.mark.parametrize("affine", [True, False])
-def test_batchnorm_after_a_delta_conv_is_applied_to_its_change(affine: bool) -> None:
-    """bn(c + d) = bn(c) + scale * d: the conv spreads its change through the scaled kernel onto the clean output
-    *after* the BatchNorm (negative scales included), which then costs nothing per candidate."""
-    torch.manual_seed(3)
-    norm = nn.BatchNorm2d(5, affine=affine)
+def _affine_norm(channels: int, affine: bool) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels, affine=affine)
     if affine:
         with torch.no_grad():
-            norm.weight.copy_(torch.randn(5))  # some channels negative
-            norm.bias.copy_(torch.randn(5))
-    model = with_random_batchnorm_stats(nn.Sequential(
-        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), norm, nn.ReLU(),
-        nn.Flatten(), nn.Linear(5 * 9 * 9, 3)), seed=4)
+            norm.weight.copy_(torch.randn(channels))  # some channels negative
+            norm.bias.copy_(torch.randn(channels))
+    return norm
+
+
+@pytest.mark.parametrize("layout", ["bn-relu", "bn-last", "two-bn-inplace-relu", "no-affine"])
+def test_batchnorm_after_a_delta_conv_is_applied_to_its_change(layout: str) -> None:
+    """bn(c + d) = bn(c) + scale * d: the conv spreads its change through the scaled kernel onto the clean output
+    *after* the BatchNorm (negative scales included), which then costs nothing per candidate; the BatchNorm may end
+    the stem, and an in-place ReLU after it must not change the cached output."""
+    torch.manual_seed(3)
+    affine = layout != "no-affine"
+    first = [nn.Conv2d(2, 4, 3, padding=1), nn.ReLU()]
+    if layout == "two-bn-inplace-relu":
+        first = [nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), _affine_norm(4, True),
+                 nn.ReLU(inplace=True)]
+    second = [nn.Conv2d(4, 5, 3, padding=1), _affine_norm(5, affine)]
+    second += [] if layout == "bn-last" else [nn.ReLU(inplace=layout == "two-bn-inplace-relu")]
+    model = with_random_batchnorm_stats(nn.Sequential(*first, *second, nn.Flatten(), nn.Linear(5 * 9 * 9, 3)), seed=4)
     forward = assert_matches_model(model, torch.rand(3, 2, 9, 9), (2, 2), n=24)
-    assert forward.plans[2].delta is not None and forward.absorbed == {3}
+    norms = {i for i, stage in enumerate(forward.stages) if type(stage.apply_full) is nn.BatchNorm2d}
+    assert forward.absorbed == norms and all(forward.plans[i - 1].delta is not None for i in norms)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_batchnorm_kept_in_float32_beside_a_low_precision_conv_is_not_absorbed(dtype: torch.dtype) -> None:
+    """Mixed precision (the BatchNorm left in float32): scaling the kernel would change the conv's dtype, so the
+    BatchNorm runs per candidate as in the model."""
+    torch.manual_seed(0)
+    model = with_random_batchnorm_stats(nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6 * 5 * 5, 3)), seed=1).to(dtype)
+    model[3].float()
+    clean = torch.rand(3, 2, 10, 10).to(dtype)
+    forward = PatchForward(model, clean)
+    assert not forward.absorbed
+    image, top, left, patch = random_patches(clean.float(), 12, (1, 1), 0)
+    patch = patch.to(dtype)
+    with torch.no_grad():
+        got, expected = forward(image, top, left, patch), model(patched(clean, image, top, left, patch))
+    torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
 
 
 # -- a delta conv fused with the next window layer (_ConvIntoWindow) -----------------------

@@ -114,6 +114,7 @@ class Stage:
     axes: tuple[Axis, Axis] | None = None
     pad_value: float = 0.0
     window: tuple[int, int] = (0, 0)  # output window size, set by PatchForward
+    max_pool: bool = False  # a max pooling layer (ReLU-like layers commute with it)
 
     @property
     def pad(self) -> tuple[int, int, int, int]:
@@ -168,7 +169,8 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
                 return max_pool_window(maps, k, s, d)  # the module's values (a maximum is exact), faster
 
             axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in))
-            return Stage(pool, module if any(padding) else pool_full, axes, -math.inf)  # type: ignore[arg-type]
+            return Stage(pool, module if any(padding) else pool_full, axes, -math.inf,  # type: ignore[arg-type]
+                         max_pool=True)
         if any(padding) and not module.count_include_pad:
             raise UnsupportedModel("AvgPool2d with padding and count_include_pad=False")
 
@@ -493,12 +495,16 @@ def _absorbed_scale(stages: list[Stage], conv_index: int) -> torch.Tensor | None
 
     BatchNorm is affine per channel, ``bn(c + d) = bn(c) + scale * d``: a delta conv can spread its change
     through the scaled kernel and add it to the cached clean output *after* the BatchNorm, which then
-    costs nothing per candidate (equal up to rounding, like every change path).
+    costs nothing per candidate (equal up to rounding, like every change path). Not where the BatchNorm
+    keeps another dtype than the conv (mixed precision: the scaled kernel would change the conv's dtype).
     """
-    if conv_index + 1 >= len(stages):
+    conv = stages[conv_index].apply_full
+    if type(conv) is not nn.Conv2d or conv_index + 1 >= len(stages):
         return None
     norm = stages[conv_index + 1].apply_full
     if type(norm) is not nn.BatchNorm2d or norm.training or norm.running_var is None:
+        return None
+    if norm.running_var.dtype != conv.weight.dtype:
         return None
     scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
     return scale if norm.weight is None else scale * norm.weight.detach()
@@ -610,7 +616,7 @@ class PatchForward:
 
     def _stem_pass(self, images: torch.Tensor,
                    keep: Callable[[int, Stage, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """The stem output of whole images: the stem's modules in order (max pooling by its exact
+        """The stem output of whole images: the stem's modules in order (unpadded max pooling by its exact
         equivalent), as in the model; ``keep(k, stage, input, output)`` sees every stage."""
         value = images.clone()  # an in-place first layer must not change the caller's images
         with torch.no_grad():
@@ -652,7 +658,8 @@ class PatchForward:
                 value = stage.apply_window(value)
             elif plan.delta is not None and output is not None:
                 value = plan.delta(padded, output, image, corner, value)
-                k += k + 1 in self.absorbed  # its BatchNorm is already applied
+                if k + 1 in self.absorbed:
+                    k += 1  # the BatchNorm after the conv is already applied to the change
             else:
                 value = stage.apply_window(self._footprint(plan, padded, image, corner, value))
             k += 1

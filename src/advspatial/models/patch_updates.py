@@ -27,7 +27,6 @@ model's own forward pass).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -72,21 +71,21 @@ class _DeltaConv:
                  size_out: tuple[int, int], scale: torch.Tensor | None = None) -> None:
         g = conv.groups
         cout, cin_g, kh, kw = conv.weight.shape
-        kernel = conv.weight.detach() if scale is None else conv.weight.detach() * scale.view(-1, 1, 1, 1)
+        weights = conv.weight.detach() if scale is None else conv.weight.detach() * scale.view(-1, 1, 1, 1)
         self.groups, self.dilation = g, tuple(conv.dilation)
         self.incoming, self.window, self.size_out = incoming, window, size_out
         spread = (incoming[0] + self.dilation[0] * (kh - 1), incoming[1] + self.dilation[1] * (kw - 1))
         self.spread = spread
-        self.toeplitz = self._toeplitz(kernel, incoming[1], spread[1])
+        self.toeplitz = self._toeplitz(weights, incoming[1], spread[1])
         self.weight = None if self.toeplitz is not None else (
-            kernel.flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
+            weights.flip(2, 3).reshape(g, cout // g, cin_g, kh, kw)
             .transpose(1, 2).reshape(g * cin_g, cout // g, kh, kw).contiguous())
         device = rows.incoming.device
         padded_width = padded_size[1]
         # per flat patch corner (row-major over the per-axis tables): where the incoming window starts in the
         # padded input, and where the output window starts in the output map (flat, channels-last rows)
-        self.read_start = ((rows.incoming + pads[0]) * padded_width)[:, None] + (cols.incoming + pads[1])[None, :]
-        self.read_start = self.read_start.reshape(-1)
+        read_start = ((rows.incoming + pads[0]) * padded_width)[:, None] + (cols.incoming + pads[1])[None, :]
+        self.read_start = read_start.reshape(-1)
         self.read_grid = _flat_grid(incoming, padded_width, device)
         self.window_start = ((rows.origin * size_out[1])[:, None] + cols.origin[None, :]).reshape(-1)
         self.window_grid = _flat_grid(window, size_out[1], device)
@@ -194,8 +193,9 @@ class _ConvIntoWindow:
     around the conv's output window. Instead of building that window (the clean output gathered, the
     change added, the pointwise layers applied) and then laying it over the footprint gathered from
     the window layer's own input cache, the change is added straight into the footprint gathered from
-    the conv's clean *output*, and the pointwise layers run on the whole footprint: one gather and one
-    overlay less per candidate. The clean cells of the footprint pass through the same pointwise layers
+    the conv's clean *output*, and the pointwise layers run on the whole footprint (into max pooling,
+    ReLU-like layers run on the pooled window instead: ``pool_first``): one gather and one overlay less
+    per candidate. The clean cells of the footprint pass through the same pointwise layers
     as in the model (the values equal the cached ones up to the last bit of a vectorized kernel).
     Only for a window layer without padding (its padding value would have to pass the pointwise layers).
     """
@@ -204,8 +204,7 @@ class _ConvIntoWindow:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
         #: max pooling commutes with ReLU-like layers (exactly: a maximum of clamped values is the clamped
         #: maximum), so they run on the pooled window, a quarter of the footprint for 2x2 pooling
-        self.pool_first = window_stage.pad_value == -math.inf and all(
-            type(stage.apply_full) in COMMUTE_WITH_MAX for stage in pointwise)
+        self.pool_first = window_stage.max_pool and all(type(stage.apply_full) in COMMUTE_WITH_MAX for stage in pointwise)
         cell = delta.window_cell.clamp(min=0)  # the conv's output-window cell of each spread cell
         valid = (delta.window_cell >= 0) & plan.inside.gather(1, cell)
         #: per flat corner, the footprint row each spread cell lands on (-1: outside the footprint)
@@ -323,13 +322,13 @@ class _LinearFold:
         where = position.view(-1).index_select(0, changed)
         order = torch.argsort(where, stable=True)
         rows = changed.index_select(0, order)
-        counts = torch.bincount(where, minlength=height * width).tolist()
+        counts = torch.bincount(where, minlength=height * width)
+        used = counts.nonzero().squeeze(1)  # the positions in use (a call views only these, however big the map)
+        sizes = counts.index_select(0, used).tolist()
         ordered = delta.index_select(0, rows)
         products = delta.new_empty(len(rows), clean_out.shape[1])
-        for weights, changes, product, count in zip(self.weights_of, ordered.split(counts), products.split(counts),
-                                                    counts):
-            if count:
-                torch.mm(changes, weights, out=product)
+        for q, changes, product in zip(used.tolist(), ordered.split(sizes), products.split(sizes)):
+            torch.mm(changes, self.weights_of[q], out=product)
         out = clean_out.index_select(0, image)
         out.index_add_(0, torch.div(rows, cells, rounding_mode="floor"), products)
         return self.tail.from_stem(out)  # type: ignore[attr-defined]
