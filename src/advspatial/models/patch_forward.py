@@ -50,8 +50,8 @@ from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
 from .patch_cache import StructureCache
-from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _is_flatten_from_dim1,  # noqa: F401
-                            _LinearFold)
+from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _grid,  # noqa: F401
+                            _is_flatten_from_dim1, _LinearFold)
 
 if TYPE_CHECKING:
     from .patch_graph import GraphPatchForward
@@ -700,14 +700,6 @@ def _channels_last_copy(maps: torch.Tensor) -> torch.Tensor:
     """(n, H, W, C) contiguous copy of (n, C, H, W) maps (a copy even where they are channels-last already: a
     later in-place layer must not change the cache)."""
     return maps.permute(0, 2, 3, 1).clone(memory_format=torch.contiguous_format)
-
-
-def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:
-    """Flat offsets ``sum_k i_k * stride_k`` over ``i_k < size_k``; ``extents`` are (size, stride), outermost first."""
-    offsets = torch.zeros((), dtype=torch.long, device=device)
-    for size, stride in extents:
-        offsets = offsets[..., None] + torch.arange(size, device=device) * stride
-    return offsets.reshape(-1)
 
 
 def try_patch_forward(model: nn.Module, clean: torch.Tensor,

@@ -86,18 +86,17 @@ class _DeltaConv:
         # padded input, and where the output window starts in the output map (flat, channels-last rows)
         read_start = ((rows.incoming + pads[0]) * padded_width)[:, None] + (cols.incoming + pads[1])[None, :]
         self.read_start = read_start.reshape(-1)
-        self.read_grid = _flat_grid(incoming, padded_width, device)
+        self.read_grid = _grid(device, (incoming[0], padded_width), (incoming[1], 1))
         self.window_start = ((rows.origin * size_out[1])[:, None] + cols.origin[None, :]).reshape(-1)
-        self.window_grid = _flat_grid(window, size_out[1], device)
+        self.window_grid = _grid(device, (window[0], size_out[1]), (window[1], 1))
         # per axis: for each position of the spread change, its place in the output window (-1: outside it)
         place = []
         for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
             base = plan.incoming + (pads[axis] - dil * (kernel - 1))
             index = (base - plan.origin)[:, None] + torch.arange(spread[axis], device=device)
             place.append(torch.where((index >= 0) & (index < window[axis]), index, -1))
-        self.place_rows, self.place_cols = place
         #: per flat corner, the output-window cell of each spread cell (-1: outside the window)
-        self.window_cell = _cells(self.place_rows, self.place_cols, window[1])
+        self.window_cell = _cells(*place, window[1])
 
     def _toeplitz(self, weight: torch.Tensor, w: int, spread_w: int) -> torch.Tensor | None:
         """(w C_in, k_h * spread_w * C_out): one input row's change -> its k_h spread rows; None where not used.
@@ -277,8 +276,7 @@ class _LinearFold:
         self.position_weights = weight.view(-1, channels, height * width).permute(2, 1, 0).contiguous()
         self.weights_of = list(self.position_weights.unbind(0))  # per position, a view (no indexing per call)
         # per flat patch corner: the stem-output position of each window cell (row-major)
-        grid = (torch.arange(ph, device=weight.device) * width)[:, None] + torch.arange(pw, device=weight.device)
-        self.positions = window_start[:, None] + grid.view(-1)
+        self.positions = window_start[:, None] + _grid(weight.device, (ph, width), (pw, 1))
         self.linear, self.tail = linear, tail
 
     @classmethod
@@ -362,9 +360,12 @@ def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> b
     return is_call and node.args == (source, 1) and not node.kwargs
 
 
-def _flat_grid(size: tuple[int, int], row_stride: int, device: torch.device) -> torch.Tensor:
-    """(h*w,) flat offsets of an h x w window in a map whose rows are ``row_stride`` long."""
-    return ((torch.arange(size[0], device=device) * row_stride)[:, None] + torch.arange(size[1], device=device)).view(-1)
+def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:
+    """Flat offsets ``sum_k i_k * stride_k`` over ``i_k < size_k``; ``extents`` are (size, stride), outermost first."""
+    offsets = torch.zeros((), dtype=torch.long, device=device)
+    for size, stride in extents:
+        offsets = offsets[..., None] + torch.arange(size, device=device) * stride
+    return offsets.reshape(-1)
 
 
 def _cells(place_rows: torch.Tensor, place_cols: torch.Tensor, window_width: int) -> torch.Tensor:
