@@ -13,11 +13,15 @@ from torch import nn
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError
 from advspatial.regions import faithfulness as fg
+from advspatial.regions.references import LayoutSums, reference_maps
 
 SIZE = 16
 PATCH = (slice(2, 8), slice(2, 8))   # the only pixels the fixture model reads (6x6, top left)
 FAR = (slice(9, 15), slice(9, 15))   # a 6x6 square it ignores (bottom right)
 N_IMAGES = 40
+#: randomization rows of a map that changes when the weights are destroyed (for tests about the other comparisons)
+PASSING_RANDOMIZATION = [{"step": 1, "layer": "1", "spearman": 0.05, "pearson": math.nan, "top_iou": 0.1, "n": 3,
+                          "n_undefined": 0}]
 
 
 def patch_model(num_classes: int = 3, hidden: int = 8, seed: int = 0) -> nn.Sequential:
@@ -68,113 +72,304 @@ def fixture():
     return model, x, y
 
 
-def gate(model, x, y, maps, fills=("zero", "blur"), **kw):
+def regions_of(maps, x, y, ids, fraction=0.2, references=True):
+    """Every region the gate compares, with the reference maps built as the gate stage builds them."""
+    refs = None
+    if references:
+        sums = LayoutSums()
+        sums.add(maps, y)
+        class_layout, dataset_layout = sums.leave_one_out(maps, y)
+        refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout})
+    return fg.gate_regions(maps, fraction, 0, ids, references=refs)
+
+
+def gate(model, x, y, maps, fills=("zero", "blur"), fraction=0.2, randomization=PASSING_RANDOMIZATION, **kw):
     ids = torch.arange(len(x)) + 100
     attack = make_attack("pgd", model, eps=0.1, alpha=0.025, steps=10, seed=0)
-    cols = fg.deletion_columns(model, x, y, maps, fraction=0.2, fills=fills, sample_ids=ids)
-    cols.update(fg.restricted_attack_columns(model, x, y, maps, attack, fraction=0.2, sample_ids=ids))
-    return cols, fg.summarize_gate(cols, y, seed=0, fraction=0.2, **kw)
+    regions = regions_of(maps, x, y, ids, fraction)
+    cols = fg.deletion_columns(model, x, y, regions, fills=fills, sample_ids=ids)
+    cols.update(fg.restricted_attack_columns(model, x, y, regions, attack, sample_ids=ids))
+    return cols, fg.summarize_gate(cols, y, seed=0, fraction=fraction, randomization=randomization, **kw)
 
 
-# -- known answers -------------------------------------------------------------------
+# -- known answers: a model that reads bright spots inside an off-centre patch -----------------
 
-def test_fixture_model_reads_only_the_patch(fixture):
-    model, x, _ = fixture
+SPOT = 2          # spots are SPOT x SPOT squares
+SPOTS = 4         # per image inside the patch, and as many outside it (which the model ignores)
+
+
+class SpotReader(nn.Module):
+    """Logits = W @ relu(x - 0.5) with W zero outside PATCH: only bright pixels inside the patch count."""
+
+    def __init__(self, num_classes: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        on_patch = torch.zeros(SIZE, SIZE)
+        on_patch[PATCH] = 1.0
+        self.read = nn.Linear(SIZE * SIZE, num_classes)
+        with torch.no_grad():
+            self.read.weight.copy_((0.5 + torch.rand(num_classes, SIZE * SIZE, generator=gen)) * on_patch.flatten())
+            self.read.bias.copy_(torch.tensor([0.0, 0.3, 0.6])[:num_classes])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.read(torch.relu(x - 0.5).flatten(1))
+
+
+def _place_spots(x: torch.Tensor, rows: range, cols: range, count: int, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.zeros(x.shape[-2:], dtype=torch.bool)
+    for _ in range(count):
+        r = int(torch.randint(rows.start, rows.stop - SPOT + 1, (1,), generator=gen))
+        c = int(torch.randint(cols.start, cols.stop - SPOT + 1, (1,), generator=gen))
+        mask[r:r + SPOT, c:c + SPOT] = True
+    return mask
+
+
+def spot_images(n: int = N_IMAGES, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dark background U[0, 0.3); bright spots U[0.8, 1) inside the patch and as many outside (bottom right).
+
+    Returns the images and the (N,H,W) mask of the spots inside the patch (what the model reads).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, SIZE, SIZE, generator=gen) * 0.3
+    read = torch.zeros(n, SIZE, SIZE, dtype=torch.bool)
+    for i in range(n):
+        inside = _place_spots(x, range(PATCH[0].start, PATCH[0].stop), range(PATCH[1].start, PATCH[1].stop),
+                              SPOTS, gen)
+        outside = _place_spots(x, range(8, SIZE), range(8, SIZE), SPOTS, gen)
+        bright = inside | outside
+        x[i, 0][bright] = 0.8 + 0.2 * torch.rand(int(bright.sum()), generator=gen)
+        read[i] = inside
+    return x, read
+
+
+def gradient_times_input(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(z).gather(1, y[:, None]).sum(), z)
+    return (g * x).clamp_min(0).sum(1).detach()
+
+
+@pytest.fixture(scope="module")
+def spots():
+    model = SpotReader().eval()
+    x, read = spot_images()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y, read
+
+
+def test_spot_model_reads_only_bright_pixels_in_the_patch(spots):
+    model, x, y, read = spots
     changed = x.clone()
-    changed[:, :, FAR[0], FAR[1]] = torch.rand(len(x), 1, 6, 6)
+    changed[:, :, 8:, 8:] = torch.rand(len(x), 1, 8, 8)
+    dim = x.clone()
+    dim[~read[:, None].expand_as(x)] = torch.rand(int((~read).sum())) * 0.5   # all but the read spots below 0.5
     with torch.no_grad():
         assert torch.equal(model(x), model(changed))
-        brighter = x.clone()
-        brighter[:, :, PATCH[0], PATCH[1]] += 0.01
-        assert bool((model(brighter) > model(x)).all())
-    assert len(torch.unique(fixture[2])) >= 2   # several classes for the per-class summary
+        torch.testing.assert_close(model(x), model(dim))
+    assert len(torch.unique(y)) >= 2
 
 
-def test_map_on_the_patch_passes_the_gate(fixture):
-    model, x, y = fixture
-    cols, result = gate(model, x, y, square_map(PATCH), fills=("zero", "blur", "noise"))
+def test_the_true_explanation_passes_every_comparison(spots):
+    """Gradient x input marks this image's read spots: it beats location, scatter, both layouts, the centre,
+    intensity and edges, and changes when the weights are destroyed."""
+    model, x, y, _ = spots
+    maps = gradient_times_input(model, x, y)
+    rows = fg.model_randomization_check(model, x[:8], lambda m, z: gradient_times_input(m, z, y[:8]), seed=0)
+    _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=rows)
     assert result.passed, result.reason
-    assert result.reason == "passed"
-    assert result.n == N_IMAGES
-    # only the 36 positive pixels are eligible (k = 51 > 36), and the random region matches
-    assert bool((cols["roi:pixels"] == 36).all())
-    for f in ("zero", "blur", "noise"):
-        assert result.deletion[f]["logit"].estimate.low > 0
-        assert result.deletion[f]["accuracy"].estimate.mean >= 0
-    assert result.attack["margin"].estimate.low > 0
-    assert result.attack["margin"].p < 0.01
-    # the zero fill removes the whole patch: the classifier loses almost every image
-    assert result.means["deletion"]["zero"]["drop_roi"] > result.means["deletion"]["zero"]["drop_random"]
+    assert list(result.comparisons) == [s.name for s in fg.COMPARISONS] + ["randomization"]
+    assert all(c.beats and c.checked for c in result.comparisons.values())
+    # scatter is judged with the edge-free fill only (blur), every other comparison with both fills
+    assert set(result.comparisons["scatter"].effects) == {"deletion:blur", "attack"}
+    assert set(result.comparisons["class-layout"].effects) == {"deletion:zero", "deletion:blur", "attack"}
 
+
+@pytest.mark.parametrize(("name", "words"), [("centre", "the centre prior"), ("intensity", "image intensity"),
+                                             ("edges", "image edges"), ("class-layout", "class layout"),
+                                             ("dataset-layout", "dataset layout")])
+def test_every_model_free_reference_fed_as_the_explainer_fails(spots, name, words):
+    """A reference map as the 'explainer' cannot beat itself, and fails the gate naming it."""
+    model, x, y, _ = spots
+    sums = LayoutSums()
+    grad = gradient_times_input(model, x, y)
+    sums.add(grad, y)
+    class_layout, dataset_layout = sums.leave_one_out(grad, y)
+    maps = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout})[name]
+    _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
+    assert not result.passed
+    assert words in result.reason
+
+
+def test_a_centred_blob_fails_and_the_reason_names_what_it_did_not_beat(spots):
+    model, x, y, _ = spots
+    maps = reference_maps(x, names=("centre",))["centre"] + 1e-3 * torch.rand(len(x), SIZE, SIZE)
+    _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
+    assert not result.passed
+    assert not result.comparisons["centre"].beats
+    assert "no better than the centre prior" in result.reason
+    assert "insufficient" not in result.reason
+
+
+def test_randomization_decides(spots):
+    """The same columns with a map that survives full randomization (|Spearman| 0.9) fail the gate."""
+    model, x, y, _ = spots
+    maps = gradient_times_input(model, x, y)
+    survives = [{"step": 1, "layer": "read", "spearman": 0.9, "n": 8}]
+    _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=survives)
+    assert not result.passed
+    assert result.comparisons["randomization"].checked and not result.comparisons["randomization"].beats
+    assert all(c.beats for k, c in result.comparisons.items() if k != "randomization")
+    _, unchecked = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=None)
+    assert not unchecked.passed and "randomization: not checked" in unchecked.reason
+    assert fg.randomization_passed([{"spearman": -0.6}]) is False
+    assert fg.randomization_passed([{"spearman": 0.49}]) is True
+    assert fg.randomization_passed([{"spearman": math.nan}]) is False
+    assert fg.randomization_passed([]) is None
+
+
+# -- known answers: an object at a per-image place; a model that reads only global colour ------
+
+class BarDetector(nn.Module):
+    """Two classes: a horizontal or a vertical bright bar anywhere (conv on relu(x - 0.5), max over places)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 4, padding=0, bias=False)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0, 0, :] = 1.0
+            self.conv.weight[1, 0, :, 0] = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.relu(x - 0.5)).amax((2, 3))
+
+
+def test_a_per_image_object_map_beats_the_class_layout():
+    gen = torch.Generator().manual_seed(7)
+    n = 40
+    x = torch.rand(n, 1, SIZE, SIZE, generator=gen) * 0.3
+    truth = torch.zeros(n, SIZE, SIZE)
+    y = torch.arange(n) % 2
+    for i in range(n):
+        r, c = (int(v) for v in torch.randint(0, SIZE - 4, (2,), generator=gen))
+        if y[i] == 0:
+            truth[i, r, c:c + 4] = 1.0
+        else:
+            truth[i, r:r + 4, c] = 1.0
+    x[:, 0][truth.bool()] = 0.9
+    model = BarDetector().eval()
+    with torch.no_grad():
+        assert torch.equal(model(x).argmax(1), y)
+    maps = truth + 1e-3 * torch.rand(n, SIZE, SIZE, generator=gen)
+    _, result = gate(model, x, y, maps, fraction=4 / SIZE ** 2)
+    assert result.comparisons["class-layout"].beats, result.comparisons["class-layout"].failing()
+    assert result.comparisons["dataset-layout"].beats
+
+
+class GlobalColour(nn.Module):
+    """Reads only the mean colour: logits (mean red - mean green, its negative)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x[:, 0].mean((1, 2)) - x[:, 1].mean((1, 2))
+        return torch.stack([d, -d], 1) * 10
+
+
+@pytest.mark.parametrize("which", ["random", "centre", "intensity", "edges", "gradient"])
+def test_no_map_passes_for_a_model_that_reads_only_global_colour(which):
+    """Flat-coloured images (mid-range, so no clipping) and a model of their mean colour: every place is alike."""
+    gen = torch.Generator().manual_seed(11)
+    colour = 0.3 + 0.4 * torch.rand(40, 3, 1, 1, generator=gen)
+    x = colour.expand(40, 3, SIZE, SIZE).contiguous()
+    model = GlobalColour().eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    assert len(torch.unique(y)) == 2
+    if which == "random":
+        maps = torch.rand(40, SIZE, SIZE, generator=gen)
+    elif which == "gradient":
+        maps = gradient_times_input(model, x, y) + 1e-3 * torch.rand(40, SIZE, SIZE, generator=gen)
+    else:
+        maps = reference_maps(x, names=(which,))[which] + 1e-3 * torch.rand(40, SIZE, SIZE, generator=gen)
+    _, result = gate(model, x, y, maps)
+    assert not result.passed, which
+    assert not result.comparisons["location"].beats and not result.comparisons["scatter"].beats
+
+
+def test_the_blur_control_says_when_a_blurred_copy_does_as_well(spots):
+    model, x, y, _ = spots
+    sharp = gradient_times_input(model, x, y)
+    _, result = gate(model, x, y, sharp, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
+    beaten = [k for k, c in result.comparisons.items() if c.beats and k in result.blurred["beats"]]
+    assert beaten and result.blurred["as_good"] == all(result.blurred["beats"][k] for k in beaten)
+    assert set(result.blurred["vs_map"]) == {"deletion:zero", "deletion:blur", "attack"}
+    # a map that does not beat the class layout: its blurred copy cannot be "as good" on nothing
+    far = square_map(FAR)
+    _, nothing = gate(model, x, y, far, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
+    assert nothing.blurred["as_good"] is False
+    smooth = fg.blurred_map(sharp)
+    sparse = fg.gini_sparseness(sharp)
+    assert bool((sparse > fg.gini_sparseness(smooth)).all())
+    assert float(fg.gini_sparseness(torch.ones(1, 4, 4))) == pytest.approx(0.0)
+    one = torch.zeros(1, 4, 4)
+    one[0, 1, 2] = 1.0
+    assert float(fg.gini_sparseness(one)) == pytest.approx(15 / 16)
+
+
+# -- the older fixture: a model that reads a whole patch ---------------------------------------
 
 def test_map_far_from_the_patch_fails_and_says_why(fixture):
     model, x, y = fixture
     cols, result = gate(model, x, y, square_map(FAR))
     assert not result.passed
     # filling or attacking pixels the model ignores changes nothing at all
-    assert torch.equal(cols["deletion:zero:drop_roi"], torch.zeros(N_IMAGES))
-    assert torch.allclose(cols["attack:margin_roi"], cols["attack:margin_clean"])
+    assert torch.equal(cols["deletion:zero:drop:roi"], torch.zeros(N_IMAGES))
+    assert torch.allclose(cols["attack:margin:roi"], cols["attack:margin_clean"])
     assert result.deletion["zero"]["logit"].estimate.high < 0
     assert result.attack["margin"].estimate.high < 0
-    assert "deletion:zero logit effect" in result.reason
-    assert "deletion:blur logit effect" in result.reason
-    assert "attack margin effect" in result.reason
+    assert "no better than location" in result.reason
     assert "insufficient" not in result.reason
 
 
-def test_only_the_failing_check_is_named(fixture):
-    """The patch map with the attack columns of the far map: deletion passes, the attack check fails."""
-    model, x, y = fixture
-    good, _ = gate(model, x, y, square_map(PATCH))
-    bad, _ = gate(model, x, y, square_map(FAR))
-    mixed = {**good, **{k: v for k, v in bad.items() if k.startswith("attack:")}}
-    result = fg.summarize_gate(mixed, y)
-    assert not result.passed
-    assert result.reason.startswith("attack margin effect")
-    assert "deletion" not in result.reason
-
-
-def test_gate_needs_two_fills_an_attack_and_enough_images(fixture):
+def test_gate_needs_two_fills_and_enough_images(fixture):
     model, x, y = fixture
     maps = square_map(PATCH)
-    cols = fg.deletion_columns(model, x, y, maps, fills=("zero",))
-    result = fg.summarize_gate(cols, y)
+    ids = torch.arange(len(x))
+    cols = fg.deletion_columns(model, x, y, regions_of(maps, x, y, ids), fills=("zero",))
+    result = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION)
     assert not result.passed
-    assert "need >= 2" in result.reason and "attack: no restricted-attack columns" in result.reason
+    assert "need >= 2" in result.reason
     assert result.attack == {}
     full, _ = gate(model, x, y, maps)
     small = {k: v[:10] for k, v in full.items()}
-    result = fg.summarize_gate(small, y[:10])
-    assert not result.passed and result.reason == "insufficient data: n=10 < 30"
-    assert fg.summarize_gate(small, y[:10], min_n=5).passed
+    result = fg.summarize_gate(small, y[:10], randomization=PASSING_RANDOMIZATION)
+    assert not result.passed and "insufficient data: n=10 < 30" in result.reason
 
 
 def test_summary_per_class_and_json(fixture):
     model, x, y = fixture
-    rows = [{"step": 1, "layer": "3", "spearman": 0.5, "pearson": math.nan, "top_iou": 0.2, "n": 3,
-             "n_undefined": 0}]
     names = ["a", "b", "c"]
-    cols, result = gate(model, x, y, square_map(PATCH), class_names=names, randomization=rows)
+    cols, result = gate(model, x, y, square_map(PATCH), class_names=names)
     d = result.as_dict()
     text = json.dumps(d)   # NaN is allowed
-    assert json.loads(text)["passed"] is True
-    assert set(d) == {"passed", "reason", "fraction", "n", "deletion", "attack", "means", "per_class",
-                      "randomization"}
+    assert json.loads(text)["n"] == N_IMAGES
+    assert set(d) == {"passed", "reason", "fraction", "n", "comparisons", "deletion", "attack", "blurred",
+                      "complexity", "means", "per_class", "randomization"}
     assert set(d["deletion"]) == {"zero", "blur"}
     assert set(d["deletion"]["zero"]["logit"]) == {"mean", "low", "high", "n", "p"}
     assert set(d["attack"]) == {"margin", "accuracy"}
+    assert set(d["comparisons"]["location"]) == {"name", "words", "beats", "checked", "effects"}
     present = {names[c] for c in torch.unique(y).tolist()}
     assert set(d["per_class"]) == present
     assert sum(c["n"] for c in d["per_class"].values()) == N_IMAGES
     c0 = names[int(y[0])]
     keep = y == y[0]
-    diff = cols["deletion:zero:drop_roi"][keep] - cols["deletion:zero:drop_random"][keep]
+    diff = cols["deletion:zero:drop:roi"][keep] - cols["deletion:zero:drop:shifted"][keep]
     assert d["per_class"][c0]["deletion"]["zero"]["logit"]["mean"] == pytest.approx(float(diff.double().mean()))
-    assert d["randomization"] == rows
+    assert d["randomization"] == PASSING_RANDOMIZATION
     assert d["fraction"] == 0.2
 
 
-# -- random regions and batch invariance ---------------------------------------------------
+# -- regions and batch invariance ------------------------------------------------------------
 
 def test_random_region_same_in_any_batch_and_same_size():
     gen = torch.Generator().manual_seed(3)
@@ -188,11 +383,24 @@ def test_random_region_same_in_any_batch_and_same_size():
     for i in range(5):
         alone = fg.random_region_like(roi[i:i + 1], seed=0, sample_ids=ids[i:i + 1])
         assert torch.equal(alone[0], rnd[i])
-    # another id or another seed gives another region; the region is not the RoI
     other = fg.random_region_like(roi[:1], seed=0, sample_ids=torch.tensor([8]))
     assert not torch.equal(other[0], rnd[0])
     assert not torch.equal(fg.random_region_like(roi, seed=1, sample_ids=ids), rnd)
     assert not torch.equal(rnd, roi)
+
+
+def test_every_gate_region_has_the_roi_pixel_count(spots):
+    model, x, y, _ = spots
+    maps = gradient_times_input(model, x, y)
+    maps[3] = 0.0
+    maps[3, 0, :5] = 1.0                                   # image 3: only 5 positive pixels, a smaller RoI
+    regions = regions_of(maps, x, y, torch.arange(len(x)), fraction=0.2)
+    counts = regions["roi"].flatten(1).sum(1)
+    assert int(counts[3]) == 5
+    assert set(regions) == {"roi", "shifted", "scattered", "blurred",
+                            *(f"ref:{r}" for r in ("class-layout", "dataset-layout", "centre", "intensity", "edges"))}
+    for name, region in regions.items():
+        assert torch.equal(region.flatten(1).sum(1), counts), name
 
 
 def test_columns_do_not_depend_on_the_batch(fixture):
@@ -201,10 +409,14 @@ def test_columns_do_not_depend_on_the_batch(fixture):
     ids = torch.arange(5) + 40
     attack = make_attack("pgd", model, eps=0.1, alpha=0.025, steps=5, seed=0)
     fills = ("zero", "blur", "noise", "inpaint")
+    regions = regions_of(maps[:5], x[:5], y[:5], ids)
 
     def cols(sl: slice) -> dict:
-        c = fg.deletion_columns(model, x[sl], y[sl], maps[sl], fills=fills, sample_ids=ids[sl])
-        c.update(fg.restricted_attack_columns(model, x[sl], y[sl], maps[sl], attack, sample_ids=ids[sl]))
+        alone = fg.gate_regions(maps[sl], 0.2, 0, ids[sl])
+        assert all(torch.equal(alone[k], regions[k][sl]) for k in alone)   # regions are keyed by sample id
+        part = {k: v[sl] for k, v in regions.items()}
+        c = fg.deletion_columns(model, x[sl], y[sl], part, fills=fills, sample_ids=ids[sl])
+        c.update(fg.restricted_attack_columns(model, x[sl], y[sl], part, attack, sample_ids=ids[sl]))
         return c
 
     batch = cols(slice(0, 5))
@@ -212,7 +424,23 @@ def test_columns_do_not_depend_on_the_batch(fixture):
     assert set(batch) == set(merged)
     for key in batch:
         assert batch[key].shape == (5,) and batch[key].device.type == "cpu"
-        assert torch.allclose(batch[key].double(), merged[key].double(), atol=1e-5), key
+        assert torch.allclose(batch[key].double(), merged[key].double(), atol=1e-5, equal_nan=True), key
+
+
+def test_a_missing_reference_is_left_out_not_faked(fixture):
+    """An image alone in its class has no class layout: its columns are NaN and the comparison uses the rest."""
+    model, x, y = fixture
+    maps = square_map(PATCH)
+    y = torch.where(y == 2, 0, y)
+    y[0] = 2                                               # a class of its own
+    ids = torch.arange(len(x))
+    regions = regions_of(maps, x, y, ids)
+    assert not bool(regions["ref:class-layout"][0].any()) and bool(regions["ref:class-layout"][1].any())
+    cols = fg.deletion_columns(model, x, y, regions, fills=("zero", "blur"), sample_ids=ids)
+    assert math.isnan(float(cols["deletion:zero:drop:ref:class-layout"][0]))
+    assert not math.isnan(float(cols["deletion:zero:drop:ref:class-layout"][1]))
+    result = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION)
+    assert result.comparisons["class-layout"].effects["deletion:zero"].estimate.n == len(x) - 1
 
 
 def test_noise_fill_changes_only_the_region_and_stays_in_range(fixture):
@@ -228,13 +456,14 @@ def test_noise_fill_changes_only_the_region_and_stays_in_range(fixture):
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     with pytest.raises(ConfigError):
         fg._make_deletion_fill("noise", {"width": 2}, x[:4], 0, ids)
+    regions = {"roi": fg.roi_mask(square_map(PATCH), 0.2)}
     with pytest.raises(ConfigError):
-        fg.deletion_columns(model, x, y, square_map(PATCH), fills=("zero", "sharpen"))
+        fg.deletion_columns(model, x, y, regions, fills=("zero", "sharpen"))
     with pytest.raises(ConfigError):
-        fg.deletion_columns(model, x, y, square_map(PATCH), fills=("mean", "zero"))   # needs dataset_mean
-    cols = fg.deletion_columns(model, x[:4], y[:4], maps, fills=("mean", "zero"),
+        fg.deletion_columns(model, x, y, regions, fills=("mean", "zero"))   # needs dataset_mean
+    cols = fg.deletion_columns(model, x[:4], y[:4], {"roi": region}, fills=("mean", "zero"),
                                fill_params={"mean": {"dataset_mean": (0.3,)}})
-    assert "deletion:mean:drop_roi" in cols
+    assert "deletion:mean:drop:roi" in cols
 
 
 # -- model randomization ---------------------------------------------------------------
@@ -331,21 +560,28 @@ def test_deletion_curve_agrees_with_deletion_columns(fixture):
     model, x, y = fixture
     maps = square_map(PATCH)
     curve = fg.deletion_curve(model, x, y, maps, [0.2], "blur", sample_ids=torch.arange(N_IMAGES))
-    cols = fg.deletion_columns(model, x, y, maps, fills=("zero", "blur"))
-    assert torch.allclose(cols["clean:logit"] - curve[:, 0], cols["deletion:blur:drop_roi"], atol=1e-5)
+    cols = fg.deletion_columns(model, x, y, {"roi": fg.roi_mask(maps, 0.2)}, fills=("zero", "blur"))
+    assert torch.allclose(cols["clean:logit"] - curve[:, 0], cols["deletion:blur:drop:roi"], atol=1e-5)
 
 
-def synthetic_columns(effects: dict[str, torch.Tensor], margin_effect: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Columns whose paired differences are the given per-image effects (random part cancels)."""
+def synthetic_columns(effects: dict[str, torch.Tensor], margin_effect: torch.Tensor,
+                      regions: tuple[str, ...] = ("shifted",)) -> dict[str, torch.Tensor]:
+    """Columns whose paired differences (RoI against each of ``regions``) are the given per-image effects."""
     n = len(margin_effect)
     base = torch.linspace(0, 3, n)
     cols = {"roi:pixels": torch.full((n,), 51.0)}
     for f, e in effects.items():
-        cols |= {f"deletion:{f}:drop_roi": base + e, f"deletion:{f}:drop_random": base.clone(),
-                 f"deletion:{f}:correct_roi": torch.zeros(n), f"deletion:{f}:correct_random": torch.ones(n)}
-    cols |= {"attack:margin_random": base.clone(), "attack:margin_roi": base - margin_effect,
-             "attack:correct_roi": torch.zeros(n), "attack:correct_random": torch.zeros(n)}
+        cols |= {f"deletion:{f}:drop:roi": base + e, f"deletion:{f}:correct:roi": torch.zeros(n)}
+        for r in regions:
+            cols |= {f"deletion:{f}:drop:{r}": base.clone(), f"deletion:{f}:correct:{r}": torch.ones(n)}
+    cols |= {"attack:margin:roi": base - margin_effect, "attack:correct:roi": torch.zeros(n)}
+    for r in regions:
+        cols |= {f"attack:margin:{r}": base.clone(), f"attack:correct:{r}": torch.zeros(n)}
     return cols
+
+
+EVERY_REGION = ("shifted", "scattered", *(f"ref:{r}" for r in ("class-layout", "dataset-layout", "centre",
+                                                                "intensity", "edges")))
 
 
 def test_a_positive_mean_is_not_enough_the_ci_must_lie_above_zero():
@@ -355,21 +591,27 @@ def test_a_positive_mean_is_not_enough_the_ci_must_lie_above_zero():
     clear = torch.full((n,), 0.5) + 0.01 * torch.arange(n)
     noisy = torch.tensor([1.0, -1.0] * (n // 2)) + 0.05        # mean 0.05, CI spans 0
     labels = torch.zeros(n, dtype=torch.long)
-    cols = synthetic_columns({"zero": clear, "blur": noisy}, clear)
-    result = fg.summarize_gate(cols, labels, seed=3)
+    cols = synthetic_columns({"zero": clear, "blur": noisy}, clear, EVERY_REGION)
+    result = fg.summarize_gate(cols, labels, seed=3, randomization=PASSING_RANDOMIZATION)
     e = result.deletion["blur"]["logit"]
     assert e.estimate.mean == pytest.approx(0.05) and e.estimate.low < 0 < e.estimate.high
     assert not result.passed
-    assert result.reason.startswith("deletion:blur logit effect +0.05") and "zero" not in result.reason
-    diff = cols["deletion:blur:drop_roi"].double() - cols["deletion:blur:drop_random"].double()
+    assert "no better than location (its shape at a random place): deletion:blur +0.05" in result.reason
+    assert "deletion:zero" not in result.reason
+    diff = cols["deletion:blur:drop:roi"].double() - cols["deletion:blur:drop:shifted"].double()
     assert e.estimate == bootstrap_mean_ci(diff, 3)
     assert e.p == paired_p(diff)
-    assert result.deletion["zero"]["accuracy"].estimate.mean == 1.0    # correct_random - correct_roi
+    assert result.deletion["zero"]["accuracy"].estimate.mean == 1.0    # correct_other - correct_roi
     assert result.attack["accuracy"].estimate.mean == 0.0
-    ok = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, clear), labels)
+    ok = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, clear, EVERY_REGION), labels,
+                           randomization=PASSING_RANDOMIZATION)
     assert ok.passed, ok.reason
-    weak_attack = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, noisy), labels)
-    assert not weak_attack.passed and weak_attack.reason.startswith("attack margin effect")
+    weak_attack = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, noisy, EVERY_REGION), labels,
+                                    randomization=PASSING_RANDOMIZATION)
+    assert not weak_attack.passed and "attack +0.05" in weak_attack.reason
+    missing = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, clear), labels,
+                                randomization=PASSING_RANDOMIZATION)
+    assert not missing.passed and "class-layout: not checked" in missing.reason
 
 
 # -- the control region ------------------------------------------------------------------
@@ -410,13 +652,15 @@ def test_a_location_blind_model_sees_no_difference_with_the_shifted_control() ->
     y = torch.zeros(4, dtype=torch.long)
     imp = torch.zeros(4, 12, 12)
     imp[:, 3:7, 4:8] = 1.0 + torch.rand(4, 4, 4, generator=torch.Generator().manual_seed(0))
-    shifted = fg.deletion_columns(EdgeCounter(), x, y, imp, fraction=16 / 144, fills=("zero",), control="shifted")
-    scattered = fg.deletion_columns(EdgeCounter(), x, y, imp, fraction=16 / 144, fills=("zero",), control="scattered")
-    effect = lambda c: c["deletion:zero:drop_roi"] - c["deletion:zero:drop_random"]  # noqa: E731
-    torch.testing.assert_close(effect(shifted), torch.zeros(4), atol=1e-4, rtol=0)
-    assert bool((effect(scattered) < 0).all())
+    regions = fg.gate_regions(imp, fraction=16 / 144, references={}, blur_control=False)
+    cols = fg.deletion_columns(EdgeCounter(), x, y, regions, fills=("zero", "blur"))
+    effect = lambda fill, c: cols[f"deletion:{fill}:drop:roi"] - cols[f"deletion:{fill}:drop:{c}"]  # noqa: E731
+    torch.testing.assert_close(effect("zero", "shifted"), torch.zeros(4), atol=1e-4, rtol=0)
+    assert bool((effect("zero", "scattered") < 0).all())
+    # the blur fill of a flat image changes nothing, so it creates no edges: scatter is judged with it
+    torch.testing.assert_close(effect("blur", "scattered"), torch.zeros(4), atol=1e-4, rtol=0)
     with pytest.raises(ConfigError, match="gate control"):
-        fg.deletion_columns(EdgeCounter(), x, y, imp, control="checkerboard")
+        fg.gate_regions(imp, controls=("checkerboard",))
 
 
 def test_randomization_steps_are_evenly_spaced_and_keep_first_and_last() -> None:
@@ -443,14 +687,15 @@ def test_gate_blur_fill_defaults_to_the_scaled_sigma_and_an_explicit_sigma_wins(
     x = torch.rand(3, 3, 64, 64)
     y = torch.tensor([0, 1, 2])
     maps = torch.rand(3, 64, 64)
-    cols = fg.deletion_columns(model, x, y, maps, fills=("zero", "blur"))
     roi = fg.roi_mask(maps, 0.2, 0, torch.arange(3))
+    cols = fg.deletion_columns(model, x, y, {"roi": roi}, fills=("zero", "blur"))
     with torch.no_grad():
         clean = model(x)[torch.arange(3), y]
         for sigma, expected_equal in ((2.0, True), (1.0, False)):
             filled = model(fill(x, roi, "blur", sigma=sigma))[torch.arange(3), y]
-            assert torch.allclose(clean - filled, cols["deletion:blur:drop_roi"], atol=1e-5) is expected_equal
-    explicit = fg.deletion_columns(model, x, y, maps, fills=("zero", "blur"), fill_params={"blur": {"sigma": 1.0}})
+            assert torch.allclose(clean - filled, cols["deletion:blur:drop:roi"], atol=1e-5) is expected_equal
+    explicit = fg.deletion_columns(model, x, y, {"roi": roi}, fills=("zero", "blur"),
+                                   fill_params={"blur": {"sigma": 1.0}})
     with torch.no_grad():
         one = model(fill(x, roi, "blur", sigma=1.0))[torch.arange(3), y]
-    assert torch.allclose(clean - one, explicit["deletion:blur:drop_roi"], atol=1e-5)
+    assert torch.allclose(clean - one, explicit["deletion:blur:drop:roi"], atol=1e-5)

@@ -1,13 +1,17 @@
 """The faithfulness gate as a stage every RoI-using experiment runs (METHODS.md §1).
 
 An importance map is used as a Region of Importance (RoI) only after it has
-shown that it marks what the model uses: deleting its top pixels must hurt
-more than deleting a control region of as many pixels (two fills; by default
-the RoI's own shape at a random place), and the experiment's own L-inf PGD
-confined to it must do more damage than PGD confined to that control. The stage streams the experiment's batches (cached in
-the run directory, keyed by global sample ids, so ``--resume`` and the batch
-size do not change it) over the correctly classified images among the first
-``gate_n``, and adds the cascading model-randomization check on a few images.
+shown that it marks what *this model* uses in *this image*: paired per image,
+deleting its top pixels and the experiment's own L-inf PGD confined to them must
+do more damage than the same through regions of equal size that need no model --
+its shape at a random place, as many scattered pixels, the class and dataset
+layout (cross-fitted mean maps of the other images), a centre prior, the
+image's brightest pixels and its strongest edges -- and the map must change when
+the model's weights are destroyed (:mod:`advspatial.regions.faithfulness`). The
+stage streams the experiment's batches twice (the layout maps need every image's
+map first; both passes cached in the run directory, keyed by global sample ids,
+so ``--resume`` and the batch size do not change it) over the correctly
+classified images among the first ``gate_n``.
 """
 
 from __future__ import annotations
@@ -24,16 +28,20 @@ from ..errors import ConfigError, unknown_name
 from ..maps import default_importance_method, importance_map
 from ..regions.claims import NOT_INTERPRETABLE_ROI
 from ..regions.faithfulness import (
-    CONTROLS,
+    EDGE_FREE_FILLS,
     deletion_columns,
+    gate_regions,
+    gini_sparseness,
     model_randomization_check,
     restricted_attack_columns,
     summarize_gate,
 )
+from ..regions.deletion import blurred_map
+from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
 from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
 
-GATE_FILLS = ("zero", "blur", "noise")
+GATE_FILLS = ("zero", "blur", "noise", "inpaint")
 
 
 @dataclass
@@ -43,8 +51,6 @@ class GatedConfig(ExperimentConfig):
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count", low=1)
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
     gate_steps: int = setting(20, "PGD steps of the gate's restricted attack", low=1)
-    gate_control: str = setting("shifted", "control region of the gate: shifted (the RoI's shape at a random place) "
-                                           "or scattered (as many random pixels)")
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
@@ -55,13 +61,14 @@ class GatedConfig(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.gate_control not in CONTROLS:
-            raise unknown_name("gate control", self.gate_control, CONTROLS)
         for fill in self.gate_fills:
             if fill not in GATE_FILLS:
                 raise unknown_name("gate fill", fill, GATE_FILLS)
         if len(set(self.gate_fills)) < 2:
             raise ConfigError("gate_fills needs at least two different fills (e.g. zero,blur)")
+        if not set(self.gate_fills) & set(EDGE_FREE_FILLS):
+            raise ConfigError(f"gate_fills needs a fill that creates no edges ({', '.join(EDGE_FREE_FILLS)}) to judge "
+                              f"the scattered control; got {self.gate_fills}")
 
 
 def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
@@ -86,22 +93,28 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     cfg = ctx.config
     model = ctx.model if model is None else model
     key = f"gate/{tag + '/' if tag else ''}{method}"
-    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps,
-                         seed=cfg.seed)
+    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
     kw = importance_kw or {}
-    columns: dict[str, list[torch.Tensor]] = {}
-    labels = []
     stop = min(cfg.gate_n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
 
-    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        def importance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            if maps is not None:
-                return maps(b)[: len(x)]
-            return importance_map(method, model, x, target=target, y=y, batch_size=len(x), **kw)
+    def importance(b: int, sl: slice) -> torch.Tensor:
+        if maps is not None:
+            return maps(b)[: sl.stop - sl.start]
+        x, y, _ = ctx.batch(sl)
+        return ctx.rundir.cached(f"{key}/maps/batch-{b:05d}", lambda: importance_map(  # type: ignore[return-value]
+            method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu())
 
-        return ctx.rundir.cached(f"{key}/f{fraction}-{cfg.gate_control}/batch-{b:05d}",  # type: ignore[return-value]
-                                 lambda: _gate_batch(ctx, model, fraction, attack, importance, sl))
+    layouts = LayoutSums()
+    ctx.each_batch(importance, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method} maps", slices=slices,
+                   then=lambda b, sl, imp: layouts.add(imp, ctx.data.labels[sl]))
+
+    columns: dict[str, list[torch.Tensor]] = {}
+    labels = []
+
+    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
+        return ctx.rundir.cached(f"{key}/f{fraction}-compared/batch-{b:05d}",  # type: ignore[return-value]
+                                 lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl))
 
     def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
@@ -111,24 +124,27 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
 
     ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
     merged = {k: torch.cat(v) for k, v in columns.items()}
+    randomization = ctx.rundir.cached(f"{key}/randomization", lambda: _randomization(ctx, model, method, target, kw))
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
-                            fraction=fraction)
+                            fraction=fraction, randomization=randomization)
     out = result.as_dict()
     out["method"] = method
-    out["randomization"] = ctx.rundir.cached(f"{key}/randomization",
-                                             lambda: _randomization(ctx, model, method, target, kw))
     return out
 
 
-def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attack: Any,
-                importance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
+def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attack: Any, imp: torch.Tensor,
+                layouts: LayoutSums, sl: slice) -> dict[str, torch.Tensor]:
+    """One batch's gate columns: every region of :func:`gate_regions` deleted and attacked, and the complexity."""
     x, y, ids = ctx.batch(sl)
-    imp = importance(x, y).to(ctx.device)
+    imp = imp.to(ctx.device)
     cfg = ctx.config
-    cols = deletion_columns(model, x, y, imp, fraction=fraction, fills=tuple(cfg.gate_fills), seed=cfg.seed,
-                            sample_ids=ids, control=cfg.gate_control)
-    cols.update(restricted_attack_columns(model, x, y, imp, attack, fraction=fraction, seed=cfg.seed,
-                                          sample_ids=ids, control=cfg.gate_control))
+    class_layout, dataset_layout = layouts.leave_one_out(imp, ctx.data.labels[sl])
+    refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout}, REFERENCE_MAPS)
+    regions = gate_regions(imp, fraction, cfg.seed, ids, references=refs)
+    cols = deletion_columns(model, x, y, regions, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
+    cols.update(restricted_attack_columns(model, x, y, regions, attack, sample_ids=ids))
+    cols["complexity:map"] = gini_sparseness(imp)
+    cols["complexity:blurred"] = gini_sparseness(blurred_map(imp))
     return {k: v.cpu() for k, v in cols.items()}
 
 
@@ -143,21 +159,29 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
         seed=ctx.config.seed, max_steps=ctx.config.randomization_steps)
 
 
-def control_text(control: str) -> str:
-    """The gate's control region in words."""
-    return "the same region shape at a random place" if control == "shifted" else "as many random pixels"
-
-
 def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_name: str = "the map") -> str:
-    """The gate's rule in one paragraph, naming the configured control (one wording for every report)."""
-    return (f"Gate: on the correctly classified images among the first {images}, deleting the top {fraction:.0%} of "
-            f"{map_name} ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more than deleting "
-            f"{control_text(cfg.gate_control)} (gate_control={cfg.gate_control}), and L-inf PGD (eps {eps:g}, "
-            f"{cfg.gate_steps} steps) confined to the region must lower the margin more than PGD confined to the "
-            "control region; each paired per image, 95% bootstrap CI above 0, n >= 30. Positive Δ = the map's "
-            "region matters more than the control.")
+    """The gate's rule in one paragraph (one wording for every report)."""
+    return (f"Gate: on the correctly classified images among the first {images}, the top {fraction:.0%} of "
+            f"{map_name} must do more damage than regions of the same size that need no model: its shape at a random "
+            "place (location), as many random pixels (scatter, judged with fills that create no edges), the "
+            "top pixels of the mean map of the other images of the class (class layout) and of all classes "
+            "(dataset layout), a centred disc, the image's brightest pixels (intensity) and its strongest Sobel "
+            f"edges. Damage is measured twice: deleting the region ({', '.join(cfg.gate_fills)} fills) must lower "
+            f"the true-class logit more, and L-inf PGD (eps {eps:g}, {cfg.gate_steps} steps) confined to the "
+            "region must lower the margin more; each paired per image, 95% bootstrap CI above 0, n >= 30. The map "
+            "must also change when the model's weights are destroyed (cascading randomization: |Spearman| with "
+            "the trained model's map below 0.5 after every layer is re-initialized). It passes only if it beats "
+            "all of them (an intersection-union test). Positive Δ = the map's region matters more.")
 
 
 def roi_label(gate: dict[str, Any]) -> str:
-    """'' when the gate passed, else the label every RoI-dependent result of the run carries."""
-    return "" if gate.get("passed") else NOT_INTERPRETABLE_ROI
+    """'' when the gate passed, else the label every RoI-dependent result of the run carries, naming what the RoI
+    did not beat ("not interpretable: the RoI is no better than the class layout, image edges")."""
+    if gate.get("passed"):
+        return ""
+    missed = [c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
+              if k != "randomization" and not c.get("beats")]
+    survives = not (gate.get("comparisons") or {}).get("randomization", {}).get("beats", True)
+    parts = ([f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
+        ["the RoI survives model randomization"] if survives else [])
+    return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI

@@ -153,51 +153,106 @@ def _fill_params(fills: Sequence[str], fill_params: Mapping[str, Mapping[str, An
     return {f: dict(params.get(f, {})) for f in fills}
 
 
+# -- the regions a gate compares ------------------------------------------------------
+
+#: the region of the map under test in the column names; every other region is a comparison
+ROI = "roi"
+#: the region of the Gaussian-blurred copy of the map (the blur control of the gate)
+BLURRED = "blurred"
+#: prefix of a model-free reference region's name (``ref:edges``, ...)
+REFERENCE_PREFIX = "ref:"
+#: the blurred copy's sigma is the shorter side over this (3.5 px at 28, 4 at 32, 28 at 224)
+MAP_BLUR_SIDE_PER_SIGMA = 8
+
+
+def blurred_map(importance: torch.Tensor) -> torch.Tensor:
+    """The importance maps blurred by a Gaussian of sigma = shorter side / :data:`MAP_BLUR_SIDE_PER_SIGMA`.
+
+    A map that passes only because it is smooth (deletion metrics reward blurrier maps) is matched by this copy.
+    """
+    h, w = importance.shape[-2:]
+    sigma = max(1.0, min(h, w) / MAP_BLUR_SIDE_PER_SIGMA)
+    return make_fill("blur", sigma=sigma)(importance[:, None], torch.ones_like(importance, dtype=torch.bool))[:, 0]
+
+
+def gate_regions(
+    importance: torch.Tensor,
+    fraction: float = 0.2,
+    seed: int = 0,
+    sample_ids: torch.Tensor | Sequence[int] | None = None,
+    *,
+    controls: Sequence[str] = CONTROLS,
+    references: Mapping[str, torch.Tensor] | None = None,
+    blur_control: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Every (N,H,W) bool region a gate compares, all with the RoI's pixel count per image.
+
+    ``roi``: the map's top ``fraction``; one region per control (``shifted``,
+    ``scattered``: :func:`control_region`); ``ref:NAME`` for each reference map
+    (:mod:`advspatial.regions.references`: its top pixels, as many as the RoI's);
+    ``blurred``: the same of the map's blurred copy (:func:`blurred_map`).
+    """
+    from .references import top_count_mask
+
+    ids = sample_ids_or_range(importance.shape[0], sample_ids)
+    roi = roi_mask(importance, fraction, seed, ids)
+    counts = roi.flatten(1).sum(1)
+    regions = {ROI: roi}
+    for control in controls:
+        regions[control] = control_region(roi, control, seed, ids)
+    for name, ref in (references or {}).items():
+        regions[REFERENCE_PREFIX + name] = top_count_mask(ref.to(roi.device), counts, seed, ids)
+    if blur_control:
+        regions[BLURRED] = top_count_mask(blurred_map(importance), counts, seed, ids)
+    return regions
+
+
+def _empty_to_nan(values: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """NaN where the region is empty (a reference that does not exist for the image): left out, not faked."""
+    return torch.where(region.flatten(1).any(1).to(values.device), values, torch.full_like(values, float("nan")))
+
+
 # -- per-batch columns ----------------------------------------------------------------
 
 def deletion_columns(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    importance: torch.Tensor,
-    fraction: float = 0.2,
+    regions: Mapping[str, torch.Tensor],
     fills: Sequence[str] = ("zero", "blur"),
     seed: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
     fill_params: Mapping[str, Mapping[str, Any]] | None = None,
-    control: str = "shifted",
 ) -> dict[str, torch.Tensor]:
     """Deletion check on one batch: per-image columns, each an (N,) CPU tensor.
 
-    The "random" region is the ``control`` (:func:`control_region`): by default
-    the RoI's own shape at a random place.
-
-    For each fill ``f``: ``deletion:f:drop_roi`` / ``drop_random`` = true-class
-    logit of the clean image minus that after filling the RoI / the random
-    region (positive = the score fell), ``deletion:f:correct_roi`` /
-    ``correct_random`` = 1.0 when the filled image is still classified as
-    ``y``. Also ``clean:logit``, ``clean:correct`` and ``roi:pixels`` (the RoI's
-    pixel count; the random region has the same). One forward pass per
-    (fill, region), model in eval mode, no gradients.
+    ``regions`` are named (N,H,W) bool regions (:func:`gate_regions`). For each
+    fill ``f`` and region ``r``: ``deletion:f:drop:r`` = true-class logit of the
+    clean image minus that after filling ``r`` (positive = the score fell; NaN
+    where ``r`` is empty), ``deletion:f:correct:r`` = 1.0 when the filled image
+    is still classified as ``y``. Also ``clean:logit``, ``clean:correct`` and
+    ``roi:pixels`` (the pixel count of ``regions["roi"]`` when present). One
+    forward pass per (fill, region), model in eval mode, no gradients.
     """
-    x, y, _ = _check_inputs(model, x, y, importance)
+    x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
     params = _fill_params(fills, fill_params)
     ids = sample_ids_or_range(x.shape[0], sample_ids)
-    roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = control_region(roi, control, seed, ids).to(x.device)
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         clean = _logits(model, x)
         clean_true = _true(clean, y)
         cols["clean:logit"] = _col(clean_true)
         cols["clean:correct"] = _col((clean.argmax(1) == y).float())
-        cols["roi:pixels"] = _col(roi.flatten(1).sum(1))
+        if ROI in regions:
+            cols["roi:pixels"] = _col(regions[ROI].flatten(1).sum(1))
         for name in fills:
             fill_fn = _make_deletion_fill(name, params[name], x, seed, ids)
-            for tag, region in (("roi", roi), ("random", rnd)):
+            for tag, region in regions.items():
+                region = region.to(x.device)
                 logits = _logits(model, fill_fn(x, region))
-                cols[f"deletion:{name}:drop_{tag}"] = _col(clean_true - _true(logits, y))
-                cols[f"deletion:{name}:correct_{tag}"] = _col((logits.argmax(1) == y).float())
+                cols[f"deletion:{name}:drop:{tag}"] = _col(_empty_to_nan(clean_true - _true(logits, y), region))
+                cols[f"deletion:{name}:correct:{tag}"] = _col(
+                    _empty_to_nan((logits.argmax(1) == y).to(clean.dtype), region))
     return cols
 
 
@@ -205,39 +260,37 @@ def restricted_attack_columns(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    importance: torch.Tensor,
+    regions: Mapping[str, torch.Tensor],
     attack: Any,
-    fraction: float = 0.2,
-    seed: int = 0,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
-    control: str = "shifted",
 ) -> dict[str, torch.Tensor]:
-    """Attack check on one batch: ``attack`` confined to the RoI vs to its control region of equal size.
-
-    The random region is the ``control`` (:func:`control_region`), as in
-    :func:`deletion_columns`.
+    """Attack check on one batch: ``attack`` confined to each named region (:func:`gate_regions`).
 
     ``attack`` is the experiment's attack (anything with ``run(x, y, mask=,
     sample_ids=)`` returning a result with ``x_adv``; its perturbation outside
-    the mask must be zero, as every :mod:`advspatial.attacks` attack's is).
-    Columns (N,) CPU: ``attack:margin_clean``, ``attack:margin_roi`` /
-    ``attack:margin_random`` = the true-label margin ``z_y - max_{j!=y} z_j`` of
-    the attacked image, ``attack:correct_roi`` / ``attack:correct_random`` =
-    1.0 when it is still classified as ``y``, and ``roi:pixels``.
+    the mask must be zero, as every :mod:`advspatial.attacks` attack's is). All
+    regions go through one call on the images stacked region by region (an
+    image keeps its sample id, so its random start is the same in every region:
+    common random numbers). Columns (N,) CPU: ``attack:margin_clean``;
+    ``attack:margin:r`` = the true-label margin ``z_y - max_{j!=y} z_j`` of the
+    image attacked inside region ``r`` (NaN where ``r`` is empty);
+    ``attack:correct:r`` = 1.0 when it is still classified as ``y``.
     """
-    x, y, _ = _check_inputs(model, x, y, importance)
-    ids = sample_ids_or_range(x.shape[0], sample_ids)
-    roi = roi_mask(importance, fraction, seed, ids).to(x.device)
-    rnd = control_region(roi, control, seed, ids).to(x.device)
-    cols: dict[str, torch.Tensor] = {"roi:pixels": _col(roi.flatten(1).sum(1))}
-    results = {tag: attack.run(x, y, mask=region.to(x.dtype), sample_ids=ids) for tag, region in
-               (("roi", roi), ("random", rnd))}
+    x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
+    n = x.shape[0]
+    ids = sample_ids_or_range(n, sample_ids)
+    names = list(regions)
+    masks = torch.cat([regions[r].to(x.device) for r in names])[:, None].to(x.dtype)
+    result = attack.run(x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), mask=masks,
+                        sample_ids=ids.repeat(len(names)))
+    cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         cols["attack:margin_clean"] = _col(margin(_logits(model, x), y))
-        for tag, result in results.items():
-            logits = _logits(model, result.x_adv.to(x.device))
-            cols[f"attack:margin_{tag}"] = _col(margin(logits, y))
-            cols[f"attack:correct_{tag}"] = _col((logits.argmax(1) == y).float())
+        logits = _logits(model, result.x_adv.to(x.device))
+    for k, tag in enumerate(names):
+        part, region = logits[k * n:(k + 1) * n], regions[tag].to(x.device)
+        cols[f"attack:margin:{tag}"] = _col(_empty_to_nan(margin(part, y), region))
+        cols[f"attack:correct:{tag}"] = _col(_empty_to_nan((part.argmax(1) == y).to(part.dtype), region))
     return cols
 
 

@@ -1,71 +1,72 @@
 """The faithfulness gate: is an importance map a Region of Importance (RoI) for *this* model?
 
 An importance map (Grad-CAM, saliency, ...) is only a picture until it is shown
-to pick the pixels the model uses. Grad-CAM on a flatten/FC head, for example,
-averages the gradient over positions and so throws away the position-specific
-weights of the head; any channel active at a position lights that position up,
-and on a BatchNorm net the empty background carries such activations. Its "RoI"
-can then be a corner of black background (METHODS.md section 1, review P0-1).
-Every RoI-dependent claim therefore passes this gate first. A map is an RoI
-when, paired per image:
+to pick the pixels the model uses. "Better than a random place" is not enough:
+on centred data a fixed centre disc, the image's own intensity or its edges all
+beat a randomly placed region, without knowing anything about the model (science
+review P0-1). So the gate asks whether the map beats everything that needs no
+model. Paired per image, on the correctly classified images, the RoI (the map's
+top ``fraction``, :func:`advspatial.regions.top_fraction_mask`) is compared with
+regions of exactly the same pixel count (:func:`gate_regions`):
 
-1. **deletion**: filling its top-``fraction`` pixels (the RoI, built by the
-   shared rule :func:`advspatial.regions.top_fraction_mask`) lowers the
-   true-class logit more than filling a control region of the same number of
-   pixels -- for every fill used (>= 2, to limit the out-of-distribution
-   artefacts of any one fill, as ROAD argues); and
+======================  ===========================================================
+comparison              the other region
+======================  ===========================================================
+beats location          the RoI's own shape cyclically shifted to a random place
+beats scatter           as many pixels at random places (judged with fills that
+                        create no edges: ``road``, ``blur``, ``inpaint``)
+beats class layout      the top pixels of the mean map of the *other* images of
+                        the class (cross-fitted; :mod:`~advspatial.regions.references`)
+beats dataset layout    the same over the other images of every class
+beats the centre prior  a centred Gaussian
+beats image intensity   the image's brightest pixels
+beats image edges       the image's strongest Sobel edges
+beats randomization     the map changes when the model's weights are destroyed
+======================  ===========================================================
+
+"Beats" means, for that comparison, every measure's paired effect has its 95%
+bootstrap CI above 0:
+
+1. **deletion**, per fill: filling the RoI lowers the true-class logit more
+   than filling the other region (``drop_other - ...`` as ``drop_roi -
+   drop_other``);
 2. **restricted attack**: the experiment's own attack (L-inf PGD) confined to
-   the RoI lowers the true-label margin ``z_y - max_{j!=y} z_j`` more than the
-   same attack confined to a random region of the same size -- the RoI is the
-   more vulnerable region, which is the notion an adversarial toolkit needs.
+   the RoI lowers the true-label margin more than the same attack confined to
+   the other region (``margin_other - margin_roi``).
 
-Effects are per-image paired differences with a bootstrap 95% CI over images
-(:func:`advspatial.regions.inference.bootstrap_mean_ci`) and a two-sided
-Wilcoxon p (:func:`~advspatial.regions.inference.paired_p`), overall and per
-class. The gate passes when every deletion-fill logit effect and the attack
-margin effect have their whole CI above 0.
+The gate passes only when the map beats all of them and ``n >= min_n``: an
+intersection-union test, so no correction for the number of comparisons is
+needed (each must hold on its own). A failure names what the map did not beat
+("not interpretable: the RoI is no better than the class layout"). The
+randomization row is the cascading model-parameter randomization check
+(Adebayo et al. 2018): after every layer is re-initialized, the map's |Spearman|
+with the trained model's map must be below :data:`SURVIVES_RANDOMIZATION`.
+
+Beside the verdict, not part of it: a **blur control** -- the same comparisons
+for a Gaussian-blurred copy of the map (:func:`blurred_map`); when the blurred
+copy beats everything the map beats, the report says that passing may come
+from smoothness alone -- and the maps' **complexity** (Gini sparseness, 0 =
+flat, 1 = one pixel).
 
 Fills (:data:`DELETION_FILLS`; parameters through ``fill_params={fill: {...}}``):
 
 - ``zero``: 0 (Fashion-MNIST's background);
 - ``mean``: a per-channel dataset mean (needs ``{"mean": {"dataset_mean": (m,)}}``);
 - ``blur``: a Gaussian blur of the image (``sigma``; default one pixel per 32
-  pixels of the shorter side, at least 1: 1 on 28-32 pixel images, 7 at 224,
-  :func:`~advspatial.regions.deletion.deletion_blur_sigma`; a fixed 1-pixel blur
-  deletes nothing at 224 pixels);
+  pixels of the shorter side, at least 1,
+  :func:`~advspatial.regions.deletion.deletion_blur_sigma`);
 - ``inpaint``: diffusion inpainting from the pixels around the region;
 - ``noise``: additive Gaussian noise, ``x + sigma*eps`` clipped to [0, 1]
-  (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id) --
-  the same noise for the RoI and the random region of an image.
-
-The first four are :mod:`advspatial.regions.fills`. The random region of an
-image is its **control** (:func:`control_region`), with exactly as many pixels
-as the RoI (the RoI can be smaller than ``fraction`` when the map has fewer
-positive pixels) and drawn from a generator keyed by (seed, sample id), so an
-image gets the same control in any batch:
-
-- ``shifted`` (default): the RoI's own shape moved by a random cyclic shift. A
-  contiguous RoI is compared with a contiguous region elsewhere. Deleting
-  scattered pixels creates far more edges, which on natural images alone hurts
-  the model more than deleting any blob (a CIFAR-10 ResNet-20's Grad-CAM RoI
-  looked *less* important than scattered pixels with the zero fill, and clearly
-  more important than the shifted RoI);
-- ``scattered``: as many pixels at uniformly random positions (the pixel-flipping
-  baseline; it may overlap the RoI).
+  (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id).
 
 Streaming: :func:`deletion_columns` and :func:`restricted_attack_columns` work
-on one batch and return per-image columns (``dict`` of (N,) CPU tensors),
-which an experiment caches per batch under global sample ids and concatenates
-(:func:`concat_columns`) before :func:`summarize_gate`. Pass the global
-``sample_ids`` of the batch, or the random regions depend on the batching.
-
-Beside the gate, :func:`model_randomization_check` runs the cascading model
-parameter randomization test (Adebayo et al., 2018): a map that does not
-change when the model's weights are destroyed cannot explain the model.
-Passing it is necessary, not sufficient (P0-1: Grad-CAM passes it and still
-fails the gate). :func:`deletion_curve` gives true-class scores after deleting
-growing top fractions (the pixel-flipping curve; it matches
-``quantus.PixelFlipping`` for one-channel images, see the tests).
+on one batch of named regions and return per-image columns (``dict`` of (N,)
+CPU tensors), which an experiment caches per batch under global sample ids and
+concatenates (:func:`concat_columns`) before :func:`summarize_gate`. Pass the
+global ``sample_ids`` of the batch, or the random regions depend on the batching.
+:func:`deletion_curve` gives true-class scores after deleting growing top
+fractions (the pixel-flipping curve; it matches ``quantus.PixelFlipping`` for
+one-channel images, see the tests).
 """
 
 from __future__ import annotations
@@ -79,18 +80,21 @@ import torch
 
 from ..errors import ShapeError, check_range
 from .deletion import (
-    CONTROLS, DELETION_FILLS, NOISE_SIGMA, _make_deletion_fill, concat_columns, control_region, deletion_columns,
-    deletion_curve, random_region_like, restricted_attack_columns, roi_mask,
+    BLURRED, CONTROLS, DELETION_FILLS, NOISE_SIGMA, REFERENCE_PREFIX, ROI, _make_deletion_fill, blurred_map,
+    concat_columns, control_region, deletion_columns, deletion_curve, gate_regions, random_region_like,
+    restricted_attack_columns, roi_mask,
 )
+from .references import REFERENCE_MAPS, REFERENCE_WORDS
 from .inference import Estimate, bootstrap_mean_ci, paired_p
 from .randomization import _nanmean, evaluation_steps, model_randomization_check, parameterized_layers
 
 #: the measurements live in ``deletion.py``, the randomization test in ``randomization.py``; named here too
 __all__ = [
-    "CONTROLS", "DELETION_FILLS", "MIN_N", "NOISE_SIGMA", "GateResult", "PairedEffect", "concat_columns",
-    "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "model_randomization_check",
-    "paired_effect", "parameterized_layers", "random_region_like", "restricted_attack_columns", "roi_mask",
-    "summarize_gate",
+    "BLURRED", "COMPARISONS", "CONTROLS", "DELETION_FILLS", "EDGE_FREE_FILLS", "MIN_N", "NOISE_SIGMA", "ROI",
+    "SURVIVES_RANDOMIZATION", "Comparison", "GateResult", "PairedEffect", "blurred_map", "concat_columns",
+    "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "gate_regions",
+    "gini_sparseness", "model_randomization_check", "paired_effect", "parameterized_layers", "random_region_like",
+    "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
     "_make_deletion_fill",  # private, named here for the tests that build a fill alone
 ]
 
@@ -119,23 +123,76 @@ def paired_effect(differences: torch.Tensor, seed: int = 0) -> PairedEffect:
     return PairedEffect(bootstrap_mean_ci(differences, seed), paired_p(differences))
 
 
+
+#: fills that create no edges where they delete: the only ones the scattered control is judged with
+#: (zero-filling scattered pixels creates edges that hurt a model on natural images whatever the pixels show)
+EDGE_FREE_FILLS = ("road", "blur", "inpaint")
+
+#: |Spearman| with the trained model's map after every layer is randomized from which a map "survives"
+SURVIVES_RANDOMIZATION = 0.5
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """One row of the gate: the RoI against ``region`` (a column tag), worded "beats ``words``"."""
+
+    name: str
+    region: str
+    words: str
+    edge_free_only: bool = False
+
+
+#: the gate's comparisons in report order (the randomization row is added from the randomization check)
+COMPARISONS = (
+    ComparisonSpec("location", "shifted", "location (its shape at a random place)"),
+    ComparisonSpec("scatter", "scattered", "scatter (as many random pixels)", edge_free_only=True),
+    *(ComparisonSpec(name, REFERENCE_PREFIX + name, REFERENCE_WORDS[name]) for name in REFERENCE_MAPS),
+)
+
+
+@dataclass
+class Comparison:
+    """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more).
+
+    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other
+    region's) and ``attack`` (the other region's margin after the restricted
+    attack minus the RoI's). ``beats``: every effect's CI lies above 0;
+    ``checked``: the columns existed and at least one measure applies.
+    """
+
+    name: str
+    words: str
+    effects: dict[str, PairedEffect]
+    beats: bool
+    checked: bool
+
+    def failing(self) -> list[str]:
+        """The measures whose CI does not lie above 0, each with its effect."""
+        return [f"{k} {_fmt(e)}" for k, e in self.effects.items() if not e.above_zero()]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
+                "effects": {k: e.as_dict() for k, e in self.effects.items()}}
+
+
 @dataclass
 class GateResult:
     """The faithfulness gate's verdict and its numbers.
 
     Attributes:
-        passed: every deletion fill's logit effect and the attack margin effect
-            have a 95% CI above 0, with at least ``min_fills`` fills, an
-            attack check and ``n >= min_n`` images.
-        reason: "passed", or the failed checks separated by "; ".
+        passed: the map beats every comparison (:data:`COMPARISONS` and
+            randomization) with ``n >= min_n`` images.
+        reason: "passed", or what failed separated by "; ".
         fraction: the nominal RoI fraction (None if not given).
         n: number of images.
-        deletion: {fill: {"logit": effect of drop_roi - drop_random,
-            "accuracy": effect of correct_random - correct_roi}}.
-        attack: {"margin": effect of margin_random - margin_roi,
-            "accuracy": effect of correct_random - correct_roi} (empty without attack columns).
-        means: the raw means behind the effects ({"deletion": {fill: {...}}, "attack": {...}, "roi_pixels": m}).
-        per_class: {class name: {"n", "deletion", "attack"}} with the same effects.
+        comparisons: {name: :class:`Comparison`} in report order (``randomization`` last).
+        deletion, attack: the location comparison's effects in the layout every report's tables read
+            ({fill: {"logit", "accuracy"}}, {"margin", "accuracy"}).
+        blurred: the blur control: {"beats": {comparison: bool}, "as_good": bool,
+            "vs_map": {measure: effect of the map's region minus the blurred copy's}}.
+        complexity: mean Gini sparseness of the map and of its blurred copy.
+        means: raw means ({"roi_pixels", "deletion": {fill: {region: drop}}, "attack": {region: margin}}).
+        per_class: {class name: {"n", "deletion", "attack"}}: the location comparison per class.
         randomization: the :func:`model_randomization_check` rows, if given.
     """
 
@@ -143,19 +200,24 @@ class GateResult:
     reason: str
     fraction: float | None
     n: int
+    comparisons: dict[str, Comparison]
     deletion: dict[str, dict[str, PairedEffect]]
     attack: dict[str, PairedEffect]
+    blurred: dict[str, Any] = field(default_factory=dict)
+    complexity: dict[str, float] = field(default_factory=dict)
     means: dict[str, Any] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     randomization: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (floats, NaN allowed)."""
+        blurred = {k: (_effects_dict(v) if k == "vs_map" else v) for k, v in self.blurred.items()}
         out: dict[str, Any] = {
             "passed": bool(self.passed), "reason": self.reason,
             "fraction": None if self.fraction is None else float(self.fraction), "n": int(self.n),
+            "comparisons": {k: c.as_dict() for k, c in self.comparisons.items()},
             "deletion": _effects_dict(self.deletion), "attack": _effects_dict(self.attack),
-            "means": self.means,
+            "blurred": blurred, "complexity": dict(self.complexity), "means": self.means,
             "per_class": {name: {"n": c["n"], "deletion": _effects_dict(c["deletion"]),
                                  "attack": _effects_dict(c["attack"])} for name, c in self.per_class.items()},
         }
@@ -168,36 +230,106 @@ def _effects_dict(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v.as_dict() if isinstance(v, PairedEffect) else _effects_dict(v) for k, v in d.items()}
 
 
+def _fmt(e: PairedEffect) -> str:
+    return f"{e.estimate.mean:+.4g} [{e.estimate.low:+.4g}, {e.estimate.high:+.4g}]"
+
+
 def _fills_in(columns: Mapping[str, torch.Tensor]) -> list[str]:
     found = []
     for key in columns:
         parts = key.split(":")
-        if len(parts) == 3 and parts[0] == "deletion" and parts[2] == "drop_roi" and parts[1] not in found:
+        if len(parts) == 4 and parts[0] == "deletion" and parts[2] == "drop" and parts[3] == ROI \
+                and parts[1] not in found:
             found.append(parts[1])
     return found
 
 
-def _has_attack(columns: Mapping[str, torch.Tensor]) -> bool:
-    return all(f"attack:{k}" in columns for k in ("margin_roi", "margin_random", "correct_roi", "correct_random"))
-
-
-def _effects(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int
-             ) -> tuple[dict[str, dict[str, PairedEffect]], dict[str, PairedEffect]]:
-    deletion = {}
+def _compare(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, other: str,
+             edge_free_only: bool, seed: int) -> dict[str, PairedEffect]:
+    """Effects of region ``mine`` against region ``other`` (> 0: ``mine`` matters more), for the columns present."""
+    effects = {}
     for f in fills:
-        c = {k: cols[f"deletion:{f}:{k}"].double() for k in ("drop_roi", "drop_random", "correct_roi", "correct_random")}
-        deletion[f] = {"logit": paired_effect(c["drop_roi"] - c["drop_random"], seed),
-                       "accuracy": paired_effect(c["correct_random"] - c["correct_roi"], seed)}
-    attack = {}
-    if _has_attack(cols):
-        a = {k: cols[f"attack:{k}"].double() for k in ("margin_roi", "margin_random", "correct_roi", "correct_random")}
-        attack = {"margin": paired_effect(a["margin_random"] - a["margin_roi"], seed),
-                  "accuracy": paired_effect(a["correct_random"] - a["correct_roi"], seed)}
+        if edge_free_only and f not in EDGE_FREE_FILLS:
+            continue
+        a, b = cols.get(f"deletion:{f}:drop:{mine}"), cols.get(f"deletion:{f}:drop:{other}")
+        if a is not None and b is not None:
+            effects[f"deletion:{f}"] = paired_effect(a.double() - b.double(), seed)
+    a, b = cols.get(f"attack:margin:{mine}"), cols.get(f"attack:margin:{other}")
+    if a is not None and b is not None:
+        effects["attack"] = paired_effect(b.double() - a.double(), seed)
+    return effects
+
+
+def _comparisons(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, seed: int
+                 ) -> dict[str, Comparison]:
+    out = {}
+    for spec in COMPARISONS:
+        if spec.region == mine:
+            continue
+        effects = _compare(cols, fills, mine, spec.region, spec.edge_free_only, seed)
+        checked = bool(effects)
+        out[spec.name] = Comparison(spec.name, spec.words, effects,
+                                    beats=checked and all(e.above_zero() for e in effects.values()), checked=checked)
+    return out
+
+
+def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:
+    """The cascading check's pass rule: |Spearman| after the last step below :data:`SURVIVES_RANDOMIZATION`.
+
+    None when there are no rows (not checked); False when the last Spearman is NaN (nothing to judge by).
+    """
+    if not rows:
+        return None
+    last = float(rows[-1].get("spearman", math.nan))
+    return bool(abs(last) < SURVIVES_RANDOMIZATION)
+
+
+def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None) -> Comparison:
+    verdict = randomization_passed(rows)
+    last = float(rows[-1].get("spearman", math.nan)) if rows else math.nan
+    effect = PairedEffect(Estimate(last, last, last, 1 if rows else 0), math.nan)
+    return Comparison("randomization", "randomization (the map changes when the weights are destroyed)",
+                      {"spearman after all layers": effect}, beats=bool(verdict), checked=verdict is not None)
+
+
+def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int
+                     ) -> tuple[dict[str, dict[str, PairedEffect]], dict[str, PairedEffect]]:
+    """The location comparison in the legacy layout: deletion {fill: {logit, accuracy}}, attack {margin, accuracy}."""
+    deletion, attack = {}, {}
+    for f in fills:
+        drop = [cols.get(f"deletion:{f}:drop:{r}") for r in (ROI, "shifted")]
+        right = [cols.get(f"deletion:{f}:correct:{r}") for r in (ROI, "shifted")]
+        if all(t is not None for t in drop + right):
+            deletion[f] = {"logit": paired_effect(drop[0].double() - drop[1].double(), seed),
+                           "accuracy": paired_effect(right[1].double() - right[0].double(), seed)}
+    margins = [cols.get(f"attack:margin:{r}") for r in (ROI, "shifted")]
+    right = [cols.get(f"attack:correct:{r}") for r in (ROI, "shifted")]
+    if all(t is not None for t in margins + right):
+        attack = {"margin": paired_effect(margins[1].double() - margins[0].double(), seed),
+                  "accuracy": paired_effect(right[1].double() - right[0].double(), seed)}
     return deletion, attack
 
 
-def _fmt(e: PairedEffect) -> str:
-    return f"{e.estimate.mean:+.4g} [{e.estimate.low:+.4g}, {e.estimate.high:+.4g}]"
+def _blur_control(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int,
+                  comparisons: Mapping[str, Comparison]) -> dict[str, Any]:
+    """The blurred copy's comparisons, and whether it does as well as the map."""
+    if not any(k.endswith(f":{BLURRED}") for k in cols):
+        return {}
+    mine = _comparisons(cols, fills, BLURRED, seed)
+    beaten_by_map = [k for k, c in comparisons.items() if c.beats and k in mine]
+    return {"beats": {k: bool(c.beats) for k, c in mine.items()},
+            "as_good": bool(beaten_by_map) and all(mine[k].beats for k in beaten_by_map),
+            "vs_map": _compare(cols, fills, ROI, BLURRED, False, seed)}
+
+
+def _failure_words(comparisons: Mapping[str, Comparison]) -> list[str]:
+    failed = []
+    for c in comparisons.values():
+        if not c.checked:
+            failed.append(f"{c.name}: not checked")
+        elif not c.beats:
+            failed.append(f"no better than {c.words}: " + ", ".join(c.failing()))
+    return failed
 
 
 def summarize_gate(
@@ -213,14 +345,12 @@ def summarize_gate(
 ) -> GateResult:
     """The gate's verdict from concatenated columns (:func:`deletion_columns`, :func:`restricted_attack_columns`).
 
-    Effects (positive = the RoI matters more than a random region): deletion
-    logit ``drop_roi - drop_random`` and accuracy ``correct_random -
-    correct_roi`` per fill; attack margin ``margin_random - margin_roi`` and
-    accuracy ``correct_random - correct_roi``; each with a bootstrap 95% CI
-    (``seed``) and a two-sided paired Wilcoxon p, overall and per class
-    (``labels``; named by ``class_names`` if given). ``passed`` needs: ``n >=
-    min_n``, at least ``min_fills`` deletion fills each with its logit-effect CI
-    above 0, and attack columns whose margin-effect CI lies above 0.
+    ``passed`` needs ``n >= min_n``, at least ``min_fills`` deletion fills, and a
+    win on every comparison of :data:`COMPARISONS` plus the randomization check
+    (``randomization`` rows; missing columns or rows count as "not checked",
+    which fails). Effects are paired per image with a bootstrap 95% CI
+    (``seed``); per class (``labels``, named by ``class_names``) for the
+    location comparison.
     """
     check_range("min_n", min_n, 1)
     check_range("min_fills", min_fills, 1)
@@ -231,40 +361,51 @@ def summarize_gate(
             raise ShapeError(f"column {key!r} has shape {tuple(torch.as_tensor(col).shape)}; labels have ({n},)")
     cols = {k: torch.as_tensor(v).cpu() for k, v in columns.items()}
     fills = _fills_in(cols)
-    deletion, attack = _effects(cols, fills, seed)
+    comparisons = _comparisons(cols, fills, ROI, seed)
+    comparisons["randomization"] = _randomization_comparison(randomization)
 
     failed = []
     if n < min_n:
         failed.append(f"insufficient data: n={n} < {min_n}")
     if len(fills) < min_fills:
         failed.append(f"deletion: {len(fills)} fill(s) {fills}, need >= {min_fills}")
-    for f in fills:
-        e = deletion[f]["logit"]
-        if not e.above_zero():
-            failed.append(f"deletion:{f} logit effect {_fmt(e)} not above 0")
-    if not attack:
-        failed.append("attack: no restricted-attack columns")
-    elif not attack["margin"].above_zero():
-        failed.append(f"attack margin effect {_fmt(attack['margin'])} not above 0")
+    failed += _failure_words(comparisons)
 
-    means: dict[str, Any] = {
-        "roi_pixels": _nanmean(cols["roi:pixels"]) if "roi:pixels" in cols else math.nan,
-        "deletion": {f: {k: _nanmean(cols[f"deletion:{f}:{k}"])
-                         for k in ("drop_roi", "drop_random", "correct_roi", "correct_random")} for f in fills},
-        "attack": ({k: _nanmean(cols[f"attack:{k}"]) for k in
-                    ("margin_clean", "margin_roi", "margin_random", "correct_roi", "correct_random")
-                    if f"attack:{k}" in cols} if attack else {}),
-    }
-
+    deletion, attack = _location_layout(cols, fills, seed)
     per_class: dict[str, dict[str, Any]] = {}
     for c in torch.unique(labels).tolist():
         keep = labels == c
-        sub = {k: v[keep] for k, v in cols.items()}
-        d, a = _effects(sub, fills, seed)
+        d, a = _location_layout({k: v[keep] for k, v in cols.items()}, fills, seed)
         name = str(class_names[c]) if class_names is not None else str(c)
         per_class[name] = {"n": int(keep.sum()), "deletion": d, "attack": a}
 
     return GateResult(
         passed=not failed, reason="passed" if not failed else "; ".join(failed), fraction=fraction, n=n,
-        deletion=deletion, attack=attack, means=means, per_class=per_class, randomization=randomization,
+        comparisons=comparisons, deletion=deletion, attack=attack,
+        blurred=_blur_control(cols, fills, seed, comparisons),
+        complexity={k.split(":", 1)[1]: _nanmean(v) for k, v in cols.items() if k.startswith("complexity:")},
+        means=_means(cols, fills), per_class=per_class, randomization=randomization,
     )
+
+
+def _means(cols: Mapping[str, torch.Tensor], fills: Sequence[str]) -> dict[str, Any]:
+    return {
+        "roi_pixels": _nanmean(cols["roi:pixels"]) if "roi:pixels" in cols else math.nan,
+        "deletion": {f: {k.removeprefix(f"deletion:{f}:drop:"): _nanmean(v) for k, v in cols.items()
+                         if k.startswith(f"deletion:{f}:drop:")} for f in fills},
+        "attack": {k.removeprefix("attack:margin:"): _nanmean(v) for k, v in cols.items()
+                   if k.startswith("attack:margin:")},
+    }
+
+
+def gini_sparseness(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) Gini index of each map's values (Chalasani et al. 2020): 0 = flat, near 1 = one pixel carries all.
+
+    The complexity a report shows beside the gate (a blurrier map is less sparse).
+    """
+    flat = maps.detach().flatten(1).double().clamp_min(0).sort(dim=1).values
+    d = flat.shape[1]
+    total = flat.sum(1)
+    k = torch.arange(1, d + 1, dtype=torch.float64, device=flat.device)
+    gini = ((2 * k - d - 1) * flat).sum(1) / (d * total.clamp_min(1e-300))
+    return torch.where(total > 0, gini, torch.zeros_like(gini)).float()

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
 from ..regions.claims import Claim, failed_gates
+from ..regions.faithfulness import SURVIVES_RANDOMIZATION as _SURVIVES_RANDOMIZATION
 from .figures import save_figure
 from .html import Table
 
@@ -123,37 +124,64 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
 
 
 def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
-    """One row per explainer: passed?, deletion effect per fill and restricted-attack effect, with CIs."""
-    fills = sorted({f for g in gates.values() for f in g.get("deletion", {})})
-    columns = ["explainer", "passed"] + [f"deletion Δlogit ({f})" for f in fills] + [
-        "deletion Δacc (" + fills[0] + ")" if fills else "deletion Δacc", "restricted attack Δmargin",
-        "restricted attack Δacc", "reason"]
+    """One row per explainer and comparison ("beats location", "beats class layout", ...): the effect of every
+    measure with its CI, and whether the map beats that comparison."""
+    fills = sorted({k.split(":", 1)[1] for g in gates.values() for c in (g.get("comparisons") or {}).values()
+                    for k in c.get("effects", {}) if k.startswith("deletion:")})
+    columns = ["explainer", "comparison", "beats"] + [f"deletion Δlogit ({f})" for f in fills] + [
+        "restricted attack Δmargin", "detail"]
     rows = []
     for name, g in gates.items():
-        deletion = g.get("deletion", {})
-        first = deletion.get(fills[0], {}) if fills else {}
-        attack = g.get("attack", {})
-        rows.append([name, "yes" if g.get("passed") else "NO"]
-                    + [interval(deletion.get(f, {}).get("logit")) if f in deletion else "-" for f in fills]
-                    + [interval(first.get("accuracy")) if first else "-",
-                       interval(attack.get("logit", attack.get("margin"))) if attack else "-",
-                       interval(attack.get("accuracy")) if attack else "-", g.get("reason", "")])
+        for key, c in (g.get("comparisons") or {}).items():
+            effects = c.get("effects", {})
+            beats = "not checked" if not c.get("checked") else ("yes" if c.get("beats") else "NO")
+            detail = ""
+            if key == "randomization":
+                rho = next(iter(effects.values()), {}).get("mean", math.nan) if effects else math.nan
+                detail = f"|Spearman| after all layers {abs(rho):.2f} (must be < {SURVIVES_RANDOMIZATION:g})"
+            rows.append([name, f"beats {c.get('words', key)}", beats]
+                        + [interval(effects[f"deletion:{f}"]) if f"deletion:{f}" in effects else "-" for f in fills]
+                        + [interval(effects["attack"]) if "attack" in effects else "-", detail])
     return Table(caption, columns, rows)
 
 
-GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through its control "
-                "region of equal size (> 0: the region matters more), mean [95% CI]")
+def gate_summary_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
+    """One row per explainer: passed?, what it failed to beat, the blur control and the maps' complexity."""
+    rows = []
+    for name, g in gates.items():
+        blurred = g.get("blurred") or {}
+        complexity = g.get("complexity") or {}
+        as_good = ("yes: passing may come from smoothness alone" if blurred.get("as_good") else "no") \
+            if blurred else "-"
+        rows.append([name, "yes" if g.get("passed") else "NO", gate_failure_words(g) or "-", as_good,
+                     fmt(complexity.get("map", math.nan)), fmt(complexity.get("blurred", math.nan))])
+    return Table("Faithfulness gate per explainer: the verdict, what the map did not beat, whether a Gaussian-blurred "
+                 "copy of the map beats everything the map beats (the blur control), and the maps' Gini sparseness "
+                 "(0 = flat, 1 = one pixel)",
+                 ["explainer", "passed", "not better than", "blurred copy as good", "sparseness (map)",
+                  "sparseness (blurred)"], rows)
+
+
+def gate_failure_words(gate: Mapping[str, Any]) -> str:
+    """What the map did not beat, in words ("class layout, image edges"), or '' when it beat everything."""
+    return ", ".join(c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
+                     if not c.get("beats"))
+
+
+GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
+                "comparison's region of equal size (> 0: the explainer's region matters more), mean [95% CI]; the map "
+                "passes only if it beats every comparison")
 
 
 #: |Spearman| with the trained model's map, after every layer is randomized, from which a map "survives"
-SURVIVES_RANDOMIZATION = 0.5
+SURVIVES_RANDOMIZATION = _SURVIVES_RANDOMIZATION
 
 
 def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
     """The cascading model-randomization check of every gated explainer (first and last step).
 
     A map still rank-correlated with the trained model's map (|ρ| >= 0.5) after
-    every layer is re-initialized depends little on the weights: it is flagged.
+    every layer is re-initialized depends little on the weights: it fails the gate.
     """
     rows = []
     for name, g in gates.items():
@@ -164,8 +192,8 @@ def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
                     else "passes" if last == last else "-")
             rows.append([name, len(steps), fmt(steps[0].get("spearman", math.nan)), fmt(last), flag])
     return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
-                 "map after re-initializing layers from the top (near 0 = the map depends on the weights; reported "
-                 "beside the gate, which it does not replace)",
+                 "map after re-initializing layers from the top (near 0 = the map depends on the weights; a map that "
+                 "survives every layer's randomization fails the gate)",
                  ["explainer", "layers randomized", "after the first", "after all", "sanity check"], rows)
 
 
@@ -186,7 +214,7 @@ def per_class_table(gate: Mapping[str, Any], name: str) -> Table | None:
 def gate_tables(gates: Mapping[str, Mapping[str, Any]], per_class_of: Sequence[str] = (),
                 caption: str = GATE_CAPTION) -> list[Table]:
     """Every table of a report's gate section: the gate per explainer, the randomization check, per class."""
-    tables = [gate_table(gates, caption), randomization_table(gates)]
+    tables = [gate_summary_table(gates), gate_table(gates, caption), randomization_table(gates)]
     for name in per_class_of:
         table = per_class_table(gates[name], name)
         if table is not None:
