@@ -17,7 +17,7 @@ from advspatial.experiments.base import config_from_mapping, run_experiment
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import attack_metrics
 from advspatial.experiments.perceptual.report import summary_text
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.experiments.gate import roi_label
 from advspatial.regions.inference import VERDICTS
 
 from helpers import ReportParser
@@ -104,7 +104,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert gate["n"] == correct  # the gate sees the correctly classified images among the first gate_n
     assert metrics["roi"]["faithful"] is gate["passed"]
     assert not gate["passed"] and "insufficient data" in gate["reason"]  # CI-sized: n < 30
-    label = NOT_INTERPRETABLE_ROI if not gate["passed"] else "interpretable"
+    label = roi_label(gate) or "interpretable"
     assert metrics["roi"]["interpretation"] == label
     # claims: one primary per attack with >= 3 successful images, verdicts from the fixed list, gated
     claims = metrics["claims"]

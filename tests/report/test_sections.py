@@ -19,5 +19,5 @@ def test_faithfulness_section_holds_the_paragraphs_and_the_gate_tables() -> None
     section = faithfulness_section(["first", "second"], gates, per_class_of=["gradcam"])
     assert section.title == "Faithfulness gate" and section.anchor == "faithfulness"
     assert section.paragraphs == ["first", "second"]
-    assert len(section.tables) == 3  # the gate, the randomization check, gradcam per class
-    assert len(faithfulness_section([], gates).tables) == 2
+    assert len(section.tables) == 4  # the summary, one row per comparison, the randomization check, per class
+    assert len(faithfulness_section([], gates).tables) == 3

@@ -182,6 +182,8 @@ def roi_label(gate: dict[str, Any]) -> str:
     missed = [c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
               if k != "randomization" and not c.get("beats")]
     survives = not (gate.get("comparisons") or {}).get("randomization", {}).get("beats", True)
-    parts = ([f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
+    few = "insufficient data" in str(gate.get("reason", ""))
+    parts = ([f"too few images to judge the RoI (n={gate.get('n')})"] if few else []) + (
+        [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
         ["the RoI survives model randomization"] if survives else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI

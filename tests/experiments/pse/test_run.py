@@ -14,7 +14,7 @@ from torch import nn
 from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.rows import CAM_KEYS
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.experiments.gate import roi_label
 from advspatial.regions.inference import VERDICTS
 from helpers import ReportParser
 
@@ -158,16 +158,18 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
     assert gate["fraction"] == config.top_fraction and gate["n"] <= config.n
     assert len(gate["randomization"]) >= 1
     assert gate["passed"] is False and "insufficient data" in gate["reason"]
-    assert roi["faithful"] is False and roi["interpretation"] == NOT_INTERPRETABLE_ROI
+    label = roi_label(gate)
+    assert roi["faithful"] is False and roi["interpretation"] == label
+    assert label.startswith("not interpretable: too few images to judge the RoI")
     claims = metrics["claims"]
     tested = [v for v, m in metrics["variants"].items() if m["cam_test"] is not None]
     assert tested and len(claims) == 8 * len(tested)
     for v in tested:
         primary = [c for c in claims if c["subject"] == v and c["primary"]]
         assert [c["statistic"] for c in primary] == ["suppression share in CAM_t0(x)", "promotion share in CAM_t(x')"]
-        assert metrics["variants"][v]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
+        assert metrics["variants"][v]["cam_test"]["interpretation"] == label
     for m in metrics["variants"].values():
-        assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
+        assert m["cam_interpretation"] == label
     for c in claims:
         assert c["verdict"] in VERDICTS
         assert c["gates"] == {"RoI faithfulness": False} and c["verdict"] == "not interpretable"

@@ -80,9 +80,8 @@ def verdict_section(ctx: ReportContext) -> Section:
         if not imp[mode]["faithful"]:
             scope = (f"its {imp[mode]['method']}-energy shift and every accuracy under the {cfg.mask} mask"
                      if ctx.metrics["mask_from_importance"] else f"its {imp[mode]['method']}-energy shift")
-            paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} on the {mode} model "
-                              f"({ctx.metrics['faithfulness'][mode]['reason']}): {scope} is not evidence about "
-                              "the model.")
+            label = roi_label(ctx.metrics["faithfulness"][mode]) or NOT_INTERPRETABLE_ROI
+            paragraphs.append(f"{sentence_case(label)} (the {mode} model): {scope} is not evidence about the model.")
     paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(ctx)}.")
     paragraphs += ["What this run shows:"] + what_this_run_shows(claims)
     primary = [c for c in claims if c.primary]
