@@ -45,6 +45,9 @@ from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 #: the model-free reference maps, in the order they are reported
 REFERENCE_MAPS = ("class-layout", "dataset-layout", "centre", "intensity", "edges")
 
+#: the references computed from the image alone (the layouts need the other images' maps)
+IMAGE_REFERENCES = ("centre", "intensity", "edges")
+
 #: what each reference stands for, in the words of the gate's rows ("beats ...")
 REFERENCE_WORDS = {
     "class-layout": "class layout",

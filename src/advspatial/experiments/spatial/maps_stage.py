@@ -18,6 +18,7 @@ from ...attacks import Attack, AttackResult
 from ...defense.neutralize import NeutralizedModel
 from ...maps import attack_map
 from ...regions import MapAccumulator, binarize, overlap_statistics, segregate
+from ...regions.references import IMAGE_REFERENCES, reference_maps
 from ...runtime import batch_slices
 from .. import colocation
 from ..rows import keep_first, per_image_rows
@@ -148,7 +149,8 @@ def process_attack(
         success = (pred == y) & result.success
         x = data.images(sl)
         extra = {"composition": colocation.composition(x), "ids": ids,
-                 **{f"panel:{m}": ctx.at_scale(stages["panel"][m][:size]) for m in panel}}
+                 **{f"panel:{m}": ctx.at_scale(stages["panel"][m][:size]) for m in panel},
+                 **{f"ref:{r}": ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
             maps = stages["maps"][kind]

@@ -19,10 +19,21 @@ from .maps_stage import AttackSummary
 
 
 def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
-    """The faithfulness gate of the RoI's explainer and of every panel explainer, on the run's own maps."""
+    """The faithfulness gate of the RoI's explainer and of every panel explainer, on the run's own maps; and of
+    the RoI's explainer at every other panel fraction, each at its own fraction (:func:`fraction_key`)."""
     cfg = ctx.config
-    return {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b))
-            for m in panel_methods(ctx)}
+    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b))
+             for m in panel_methods(ctx)}
+    for fraction in cfg.panel_fractions:
+        if fraction != cfg.fraction:
+            gates[fraction_key(ctx.importance, fraction)] = gate_stage(
+                ctx, ctx.importance, fraction, cfg.eps_linf, maps=lambda b: panel_batch(ctx, ctx.importance, b))
+    return gates
+
+
+def fraction_key(method: str, fraction: float) -> str:
+    """The name of an explainer's gate at a panel fraction other than the run's ("hirescam @ top 10%")."""
+    return f"{method} @ top {fraction:.0%}"
 
 
 def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
@@ -88,8 +99,9 @@ def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str
             continue
         roi = binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask
         roa_f = binarize(store["attack"], fraction=fraction, seed=cfg.seed + 1, sample_ids=ids).mask
+        gate = gates[fraction_key(ctx.importance, fraction)]
         out.append(panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
-                               store["attack"], roi, roa_f, store, claim_gates(gates[ctx.importance], map_stats, cfg)))
+                               store["attack"], roi, roa_f, store, claim_gates(gate, map_stats, cfg)))
     metrics["panel"] = [{"subject": c.subject, "observed": c.observed, "null": c.null_value,
                          "effect": c.effect.as_dict(), "p": c.p} for c in out]
     return out
