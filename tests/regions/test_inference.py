@@ -38,8 +38,10 @@ from advspatial.regions.inference import (
     poisson_binomial_pmf,
     pool_to_scale,
     two_sided_permutation_p,
+    format_p,
     paired_p,
     placement_comparison,
+    sesoi_for,
     sign_flip_p,
     uniform_comparison,
     verdict,
@@ -341,6 +343,38 @@ def test_corrections_by_hand():
 ])
 def test_verdict_rules(effect, p, gates, expected):
     assert verdict(effect, p, gates, sesoi=0.01) == expected
+
+
+@pytest.mark.parametrize("effect,expected", [
+    (Estimate(0.004, 0.001, 0.008, 100), "negligible"),     # significant, CI inside +-sesoi
+    (Estimate(-0.004, -0.008, -0.001, 100), "negligible"),
+    (Estimate(0.008, 0.002, 0.014, 100), "negligible"),     # CI straddles +sesoi, estimate below it
+    (Estimate(0.010, 0.004, 0.016, 100), "supported"),      # estimate at the sesoi
+    (Estimate(-0.012, -0.02, -0.004, 100), "reversed"),
+    (Estimate(-0.009, -0.02, -0.001, 100), "negligible"),
+])
+def test_a_significant_effect_below_the_sesoi_is_negligible(effect, expected):
+    assert verdict(effect, 0.001, {}, sesoi=0.01) == expected
+    assert verdict(effect, 0.001, {}, sesoi=0.0) in ("supported", "reversed")  # sesoi 0: the old rule
+    assert verdict(effect, 0.2, {}, sesoi=0.01) in ("equivalent to null", "not supported")
+
+
+def test_sesoi_per_statistic_on_its_scale():
+    assert sesoi_for("energy_in_roi", 0.276) == pytest.approx(0.05 * 0.276)  # ratio 1.05
+    assert sesoi_for("iou", 0.1) == pytest.approx(0.005) and sesoi_for("dice", -0.2) == pytest.approx(0.01)
+    assert sesoi_for("pearson", 0.0) == 0.05 and sesoi_for("pointing_game", 0.2) == 0.05
+    assert sesoi_for("success share", 0.5) == 0.01 and sesoi_for("spearman", 0, scale=2) == 0.1
+    assert sesoi_for("iou", math.nan) == 0.0
+    with pytest.raises(ConfigError):
+        sesoi_for("iou", 0.1, scale=-1)
+
+
+def test_format_p_floors_tiny_p_values():
+    assert format_p(1.8e-149) == "< 1e-10" and format_p(0.0) == "< 1e-10"
+    assert format_p(1.1e-10) == "1.1e-10" and format_p(0.0312) == "0.031"
+    assert format_p(math.nan) == "-" and format_p(None) == "-"
+    comp = NullComparison("iou", "uniform", 100, 0.3, 0.2, Estimate(0.1, 0.08, 0.12, 100), 1.5, 30.0, 1e-149)
+    assert "p < 1e-10" in describe(comp, "supported")
 
 
 def test_every_verdict_word_has_a_sentence():

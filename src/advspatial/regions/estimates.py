@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,15 @@ def _finite(values: Any) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
+@lru_cache(maxsize=4)
+def _resample_indices(seed: int, n: int, resamples: int) -> np.ndarray:
+    """(resamples, n) read-only bootstrap indices of one seed (cached: the engine resamples many statistics of the
+    same images with one seed)."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    idx.flags.writeable = False
+    return idx
+
+
 def bootstrap_mean_ci(
     values: Any, seed: int = 0, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES
 ) -> Estimate:
@@ -61,9 +71,7 @@ def bootstrap_mean_ci(
     mean = float(v.mean())
     if v.size == 1:
         return Estimate(mean, mean, mean, 1)
-    rng = np.random.default_rng(int(seed))
-    idx = rng.integers(0, v.size, size=(int(resamples), v.size))
-    means = v[idx].mean(axis=1)
+    means = v[_resample_indices(int(seed), v.size, int(resamples))].mean(axis=1)
     tail = (1 - level) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return Estimate(mean, float(low), float(high), int(v.size))
