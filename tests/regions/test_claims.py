@@ -43,6 +43,28 @@ def test_verdicts_follow_ci_corrected_p_and_gates() -> None:
     assert failed_gates(cases[4]) == ["RoI faithfulness"] and failed_gates(cases[0]) == []
 
 
+def test_the_sesoi_follows_the_statistic_and_the_setting_scales_it() -> None:
+    # the reviewer's panel row: +0.0038 [+0.0003, +0.0073] over a same-class null of 0.27, significant
+    row = Claim("c", "pgd: gradcam RoI", "energy_in_roi", "same-class", 0.2738, 0.27,
+                Estimate(0.0038, 0.0003, 0.0073, 900), 1.014, 1e-4, gates={"RoI faithfulness": True})
+    headline = Claim("c", "pgd", "energy_in_roi", "same-class", 0.2988, 0.2761,
+                     Estimate(0.0227, 0.0199, 0.0255, 917), 1.08, 1e-4, gates={"RoI faithfulness": True},
+                     primary=True)
+    pearson = Claim("c", "pgd", "pearson", "same-class", 0.13, 0.1, Estimate(0.03, 0.02, 0.04, 900), 1.3, 1e-4)
+    judge([row, headline, pearson])
+    assert (row.verdict, headline.verdict, pearson.verdict) == ("negligible", "supported", "negligible")
+    assert row.sesoi == pytest.approx(0.05 * 0.27) and pearson.sesoi == pytest.approx(0.05)
+    assert row.as_dict()["sesoi"] == row.sesoi
+    judge([row, headline, pearson], sesoi=0.0)  # 0 switches the effect-size rule off
+    assert (row.verdict, headline.verdict, pearson.verdict) == ("supported",) * 3
+    judge([headline], sesoi=0.1)  # ten times the defaults: 0.138 > 0.0227
+    assert headline.verdict == "negligible" and headline.sesoi == pytest.approx(0.5 * 0.2761)
+    shares = Claim("c", "x", "suppression share", "same-class", 0.5, 0.3, Estimate(0.2, 0.1, 0.3, 90), 1.6, 1e-4,
+                   scale="energy_in_roi")
+    judge([shares])
+    assert shares.sesoi == pytest.approx(0.015)
+
+
 def test_a_significant_raw_p_can_lose_its_verdict_after_correction() -> None:
     """Five primary claims at p = 0.02: Holm makes each 0.1, so none is 'supported'."""
     cases = [claim(0.02, 0.05, 0.01, 0.09, True) for _ in range(5)]

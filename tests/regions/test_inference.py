@@ -16,7 +16,8 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.regions import overlap_statistics, top_fraction_mask
+from advspatial.regions import STATISTICS, average_ranks, overlap_statistics, top_fraction_mask
+from advspatial.regions.placement import placement_table
 from advspatial.regions.inference import (
     NULLS,
     VERDICTS,
@@ -37,8 +38,12 @@ from advspatial.regions.inference import (
     poisson_binomial_pmf,
     pool_to_scale,
     two_sided_permutation_p,
+    format_p,
+    paired_p,
+    placement_comparison,
+    sesoi_for,
+    sign_flip_p,
     uniform_comparison,
-    uniform_null,
     verdict,
 )
 
@@ -179,55 +184,65 @@ def test_two_sided_permutation_p():
     assert math.isnan(two_sided_permutation_p(math.nan, [1.0]))
 
 
-def test_uniform_comparison_uses_wilcoxon():
+def test_uniform_comparison_p_is_the_sign_flip_p_of_the_mean():
     rng = np.random.default_rng(0)
     expected = rng.random(40)
     observed = expected + 0.05 + 0.01 * rng.normal(size=40)
     res = uniform_comparison(torch.tensor(observed), torch.tensor(expected), statistic="iou")
     assert res.null == "uniform" and res.n == 40 and res.statistic == "iou"
-    assert res.p == pytest.approx(stats.wilcoxon(observed - expected).pvalue)
+    assert res.p == pytest.approx(sign_flip_p(observed - expected))
     assert res.excess.low > 0 and res.z > 10
     assert res.ratio == pytest.approx(observed.mean() / expected.mean())
 
 
-# -- the uniform null -----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("pixels,r,q", [(9, 3, 4), (10, 5, 5), (8, 0, 3), (7, 7, 2), (9, 6, 6)])
-def test_uniform_null_equals_enumeration_of_every_roi(pixels, r, q):
-    rng = np.random.default_rng(pixels * 100 + r * 10 + q)
-    roa = np.zeros(pixels, bool)
-    roa[:q] = True
-    attack = rng.random(pixels)
-    iou, dice, energy = [], [], []
-    for subset in itertools.combinations(range(pixels), r):
-        roi = np.zeros(pixels, bool)
-        roi[list(subset)] = True
-        inter, union = (roi & roa).sum(), (roi | roa).sum()
-        iou.append(inter / union)
-        dice.append(2 * inter / (r + q))
-        energy.append(attack[roi].sum() / attack.sum())
-    got = uniform_null(torch.tensor([r]), torch.tensor([q]), pixels)
-    assert float(got["iou"][0]) == pytest.approx(np.mean(iou), abs=1e-12)
-    assert float(got["dice"][0]) == pytest.approx(np.mean(dice), abs=1e-12)
-    assert float(got["energy_in_roi"][0]) == pytest.approx(np.mean(energy), abs=1e-12)
-    assert float(got["pointing_game"][0]) == pytest.approx(r / pixels)
-    assert float(got["spearman"][0]) == 0 and float(got["pearson"][0]) == 0
+def test_paired_p_tests_the_mean_not_the_median():
+    # a skewed difference with mean exactly 0 and median > 0: Wilcoxon rejects, the sign-flip test of the mean not
+    d = np.concatenate([np.linspace(0.1, 0.9, 70), np.full(10, -3.5)])
+    assert d.mean() == pytest.approx(0, abs=1e-12) and stats.wilcoxon(d).pvalue < 0.01
+    assert paired_p(d) > 0.5
+    assert paired_p(d + 0.5) < 0.01 and paired_p(-d - 0.5) == pytest.approx(paired_p(d + 0.5), abs=0.01)
+    assert paired_p(np.zeros(4)) == 1.0 and math.isnan(paired_p([]))
 
 
-def test_uniform_null_monte_carlo_and_edge_cases():
-    gen = torch.Generator().manual_seed(0)
-    pixels, r, q, draws = 49, 10, 15, 20_000
-    roa = torch.zeros(draws, pixels, dtype=torch.bool)
-    roa[:, :q] = True
-    roi = torch.rand(draws, pixels, generator=gen).argsort(1) < r
-    inter = (roi & roa).sum(1).double()
-    mc = (inter / (r + q - inter)).mean()
-    got = uniform_null(torch.tensor([r, 0, r]), torch.tensor([q, 0, q]), pixels)
-    assert float(got["iou"][0]) == pytest.approx(float(mc), abs=4 * float((inter / (r + q - inter)).std()) / draws**0.5)
-    assert math.isnan(float(got["iou"][1])) and math.isnan(float(got["dice"][1]))
-    assert float(got["iou"][2]) == float(got["iou"][0])
-    with pytest.raises(ConfigError):
-        uniform_null(torch.tensor([50]), torch.tensor([1]), pixels)
+# -- the uniform (placement) null -----------------------------------------------------------------
+
+def test_placement_table_is_every_cyclic_shift_of_the_roi_side():
+    imp, att, roi, roa, _ = toy_maps(6, 7)
+    table = placement_table(imp, att, roi, roa, average_ranks(imp.flatten(1)), average_ranks(att.flatten(1)))
+    for dy, dx in [(0, 0), (1, 3), (6, 6), (4, 0)]:
+        rolled = overlap_statistics(torch.roll(imp, (dy, dx), (1, 2)), att, torch.roll(roi, (dy, dx), (1, 2)), roa)
+        for s in STATISTICS:
+            assert torch.allclose(table[s][:, dy * 7 + dx].float(), rolled[s], atol=1e-5, equal_nan=True), s
+
+
+def test_placement_null_expectation_is_exact_over_all_shifts():
+    imp, att, roi, roa, labels = toy_maps(12, 6)
+    res = compare_to_nulls(imp, att, roi, roa, labels, n_permutations=50, nulls=("uniform",))
+    table = placement_table(imp, att, roi, roa, average_ranks(imp.flatten(1)), average_ranks(att.flatten(1)))
+    share = roi.flatten(1).sum(1).double() / 36
+    assert res["energy_in_roi"]["uniform"].null_mean == pytest.approx(float(share.mean()))
+    assert res["pointing_game"]["uniform"].null_mean == pytest.approx(float(share.mean()))
+    assert res["pearson"]["uniform"].null_mean == pytest.approx(0, abs=1e-12)
+    assert res["iou"]["uniform"].null_mean == pytest.approx(float(table["iou"].mean(1).mean()))
+    assert res["iou"]["uniform"].observed == pytest.approx(float(table["iou"][:, 0].mean()))
+    assert res["iou"]["uniform"].n_permutations == 50
+
+
+def test_placement_p_detects_co_location_and_follows_sample_ids():
+    imp, att, roi, roa, labels = toy_maps(40, 8)
+    together = compare_to_nulls(imp, imp, roi, roi, labels, n_permutations=199, nulls=("uniform",))
+    assert together["iou"]["uniform"].p == pytest.approx(1 / 200) and together["iou"]["uniform"].excess.low > 0
+    ids = torch.arange(40) + 1000
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
+    a = placement_comparison(iou_table(imp, att, roi, roa), ids, 99, seed=3)
+    b = placement_comparison(iou_table(imp[order], att[order], roi[order], roa[order]), ids[order], 99, seed=3)
+    assert a.p == pytest.approx(b.p) and a.z == pytest.approx(b.z)  # the draws follow the image, not its position
+    c = placement_comparison(iou_table(imp, att, roi, roa), ids, 99, seed=4)
+    assert c.z != pytest.approx(a.z)
+
+
+def iou_table(imp, att, roi, roa):
+    return placement_table(imp, att, roi, roa, average_ranks(imp.flatten(1)), average_ranks(att.flatten(1)))["iou"]
 
 
 # -- compare_to_nulls ------------------------------------------------------------------------------
@@ -328,6 +343,38 @@ def test_corrections_by_hand():
 ])
 def test_verdict_rules(effect, p, gates, expected):
     assert verdict(effect, p, gates, sesoi=0.01) == expected
+
+
+@pytest.mark.parametrize("effect,expected", [
+    (Estimate(0.004, 0.001, 0.008, 100), "negligible"),     # significant, CI inside +-sesoi
+    (Estimate(-0.004, -0.008, -0.001, 100), "negligible"),
+    (Estimate(0.008, 0.002, 0.014, 100), "negligible"),     # CI straddles +sesoi, estimate below it
+    (Estimate(0.010, 0.004, 0.016, 100), "supported"),      # estimate at the sesoi
+    (Estimate(-0.012, -0.02, -0.004, 100), "reversed"),
+    (Estimate(-0.009, -0.02, -0.001, 100), "negligible"),
+])
+def test_a_significant_effect_below_the_sesoi_is_negligible(effect, expected):
+    assert verdict(effect, 0.001, {}, sesoi=0.01) == expected
+    assert verdict(effect, 0.001, {}, sesoi=0.0) in ("supported", "reversed")  # sesoi 0: the old rule
+    assert verdict(effect, 0.2, {}, sesoi=0.01) in ("equivalent to null", "not supported")
+
+
+def test_sesoi_per_statistic_on_its_scale():
+    assert sesoi_for("energy_in_roi", 0.276) == pytest.approx(0.05 * 0.276)  # ratio 1.05
+    assert sesoi_for("iou", 0.1) == pytest.approx(0.005) and sesoi_for("dice", -0.2) == pytest.approx(0.01)
+    assert sesoi_for("pearson", 0.0) == 0.05 and sesoi_for("pointing_game", 0.2) == 0.05
+    assert sesoi_for("success share", 0.5) == 0.01 and sesoi_for("spearman", 0, scale=2) == 0.1
+    assert sesoi_for("iou", math.nan) == 0.0
+    with pytest.raises(ConfigError):
+        sesoi_for("iou", 0.1, scale=-1)
+
+
+def test_format_p_floors_tiny_p_values():
+    assert format_p(1.8e-149) == "< 1e-10" and format_p(0.0) == "< 1e-10"
+    assert format_p(1.1e-10) == "1.1e-10" and format_p(0.0312) == "0.031"
+    assert format_p(math.nan) == "-" and format_p(None) == "-"
+    comp = NullComparison("iou", "uniform", 100, 0.3, 0.2, Estimate(0.1, 0.08, 0.12, 100), 1.5, 30.0, 1e-149)
+    assert "p < 1e-10" in describe(comp, "supported")
 
 
 def test_every_verdict_word_has_a_sentence():

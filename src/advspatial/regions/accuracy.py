@@ -14,13 +14,9 @@ import torch
 
 from ..errors import ConfigError, ShapeError, check_range
 
-from .estimates import Estimate, _finite, share_difference_ci
+from .estimates import SIGN_FLIPS, Estimate, _finite, share_difference_ci, sign_flip_p
 
 # -- accuracies and paired accuracy differences -------------------------------------------------
-
-#: sign-flip resamples of the paired test when the per-image scores are not all 0/1
-SIGN_FLIPS = 20000
-
 
 @dataclass(frozen=True)
 class Proportion:
@@ -91,29 +87,6 @@ def _paired_arrays(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ShapeError(f"paired outcomes must have one value per image each, got {a_arr.shape} and {b_arr.shape}")
     keep = np.isfinite(a_arr) & np.isfinite(b_arr)
     return a_arr[keep], b_arr[keep]
-
-
-def sign_flip_p(differences: Any, resamples: int = SIGN_FLIPS, seed: int = 0) -> float:
-    """Two-sided paired randomization p of the mean difference: flip each image's sign at random.
-
-    Under H0 the two conditions are exchangeable within an image, so each
-    difference is as likely to have either sign. Monte Carlo with ``resamples``
-    flips, p = (1 + #{|mean*| >= |mean|}) / (1 + resamples). 1.0 when every
-    difference is 0.
-    """
-    d = _finite(differences)
-    if d.size == 0:
-        return math.nan
-    if not np.any(d != 0):
-        return 1.0
-    rng = np.random.default_rng(int(seed))
-    observed = abs(d.mean())
-    hits = 0
-    for start in range(0, int(resamples), 2000):
-        size = min(2000, int(resamples) - start)
-        signs = rng.integers(0, 2, size=(size, d.size)) * 2 - 1
-        hits += int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed - 1e-12))
-    return (1 + hits) / (1 + int(resamples))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .inference import Estimate, benjamini_hochberg, holm, verdict
+from .verdicts import DEFAULT_SESOI, sesoi_for
 
 #: the gate every RoI-dependent claim carries, and the word it turns into when it fails
 NOT_INTERPRETABLE_ROI = "not interpretable: the RoI failed the faithfulness gate"
@@ -41,7 +42,10 @@ class Claim:
         p: two-sided p-value before correction.
         gates: validity checks the claim rests on (name -> passed).
         primary: part of the primary family (Holm) rather than the secondary one (BH).
+        scale: the statistic whose smallest effect of interest applies
+            (:data:`~advspatial.regions.verdicts.SESOI`; empty: ``statistic``).
         p_adjusted, verdict: set by :func:`judge`.
+        sesoi: the smallest effect of interest the verdict used, in the effect's units (set by :func:`judge`).
     """
 
     claim: str
@@ -57,13 +61,15 @@ class Claim:
     primary: bool = False
     p_adjusted: float = math.nan
     verdict: str = ""
+    scale: str = ""
+    sesoi: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "claim": self.claim, "subject": self.subject, "statistic": self.statistic, "null": self.null,
             "observed": self.observed, "null_value": self.null_value, "effect": self.effect.as_dict(),
             "ratio": self.ratio, "p": self.p, "p_adjusted": self.p_adjusted, "gates": dict(self.gates),
-            "primary": self.primary, "verdict": self.verdict,
+            "primary": self.primary, "verdict": self.verdict, "sesoi": self.sesoi,
         }
 
 
@@ -72,22 +78,31 @@ def claim_from(comparison: Any, claim: str, subject: str, gates: Mapping[str, bo
     return Claim(claim=claim, subject=subject, statistic=comparison.statistic, null=comparison.null,
                  observed=float(comparison.observed), null_value=float(comparison.null_mean),
                  effect=comparison.excess, ratio=float(comparison.ratio), p=float(comparison.p),
-                 gates=dict(gates), primary=primary)
+                 gates=dict(gates), primary=primary, scale=comparison.statistic)
 
 
-def judge(claims: Sequence[Claim], sesoi: float, alpha: float = 0.05, min_n: int = 30) -> list[Claim]:
+def judge(claims: Sequence[Claim], sesoi: float = DEFAULT_SESOI.value, alpha: float = 0.05,
+          min_n: int = 30) -> list[Claim]:
     """Correct the p-values (Holm on the primary claims, BH on the rest) and set every verdict; returns ``claims``.
 
-    Claims on fewer than ``min_n`` images cannot be judged ("insufficient data"):
-    they keep p_adjusted NaN and do not enter a family, so they do not dilute it.
+    Each claim's smallest effect of interest is its statistic's own
+    (:func:`~advspatial.regions.verdicts.sesoi_for`, e.g. 5% of the null for an
+    energy share) scaled by ``sesoi / 0.01``: the experiments' ``--sesoi`` setting
+    (default 0.01) is the SESOI of a statistic without a default of its own, in
+    its units, and scales every default with it (0.02 doubles them all, 0 turns
+    the effect-size rule off). Claims on fewer than ``min_n`` images cannot be
+    judged ("insufficient data"): they keep p_adjusted NaN and do not enter a
+    family, so they do not dilute it.
     """
+    scale = float(sesoi) / DEFAULT_SESOI.value
     for family, correct in ((True, holm), (False, benjamini_hochberg)):
         members = [c for c in claims if c.primary == family and c.effect.n >= min_n]
         adjusted = correct(np.array([c.p for c in members], dtype=float)) if members else []
         for c, p_adj in zip(members, adjusted):
             c.p_adjusted = float(p_adj)
     for c in claims:
-        c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=sesoi, alpha=alpha, min_n=min_n)
+        c.sesoi = sesoi_for(c.scale or c.statistic, c.null_value, scale)
+        c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=c.sesoi, alpha=alpha, min_n=min_n)
     return list(claims)
 
 

@@ -124,51 +124,6 @@ def partner_null(pairs: torch.Tensor, groups: Any) -> torch.Tensor:
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
 
 
-def _hypergeometric_iou(r: int, q: int, pixels: int) -> float:
-    """E[I / (r + q - I)] for I ~ Hypergeometric(P, r, q) (a random RoI of r pixels against an RoA of q)."""
-    from scipy.stats import hypergeom
-
-    if r + q == 0:
-        return math.nan
-    k = np.arange(max(0, r + q - pixels), min(r, q) + 1)
-    pmf = hypergeom.pmf(k, pixels, r, q)
-    return float(np.sum(pmf * k / (r + q - k)))
-
-
-def uniform_null(roi_sizes: Any, roa_sizes: Any, pixels: int) -> dict[str, torch.Tensor]:
-    """Per-image expectations (N,) of every statistic if the RoI were a uniformly random pixel set.
-
-    With r = |RoI|, q = |RoA| and P pixels the intersection is Hypergeometric(P, r, q):
-    IoU = E[I/(r+q-I)] (summed over the pmf, once per distinct (r, q)), Dice =
-    2rq/(P(r+q)), energy_in_roi = pointing_game = r/P (a random r-subset holds
-    r/P of any mass), spearman = pearson = 0. NaN where the statistic is undefined
-    for both regions empty.
-    """
-    check_range("pixels", pixels, 1)
-    r = torch.as_tensor(roi_sizes).cpu().long().reshape(-1)
-    q = torch.as_tensor(roa_sizes).cpu().long().reshape(-1)
-    if r.shape != q.shape:
-        raise ShapeError(f"roi_sizes and roa_sizes must have one length, got {r.numel()} and {q.numel()}")
-    if r.numel() and (int(r.min()) < 0 or int(q.min()) < 0 or int(r.max()) > pixels or int(q.max()) > pixels):
-        raise ConfigError(f"region sizes must lie in [0, {pixels}]")
-    cache: dict[tuple[int, int], float] = {}
-    for key in zip(r.tolist(), q.tolist()):
-        if key not in cache:
-            cache[key] = _hypergeometric_iou(key[0], key[1], pixels)
-    iou_values = [cache[key] for key in zip(r.tolist(), q.tolist())]
-    rd, qd = r.double(), q.double()
-    both = rd + qd
-    share = rd / pixels
-    return {
-        "iou": torch.tensor(iou_values, dtype=torch.float64),
-        "dice": torch.where(both > 0, 2 * rd * qd / (pixels * both.clamp_min(1)), torch.full_like(both, math.nan)),
-        "energy_in_roi": share,
-        "pointing_game": share.clone(),
-        "spearman": torch.zeros_like(share),
-        "pearson": torch.zeros_like(share),
-    }
-
-
 # -- random permutations within groups ---------------------------------------------------
 
 def permutations_within(groups: Any, count: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -5,7 +5,9 @@ Part of the statistics engine (:mod:`advspatial.regions.inference`, which names 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,12 +53,53 @@ def benjamini_hochberg(pvalues: Any) -> np.ndarray:
     return _adjust(pvalues, lambda v: np.minimum.accumulate((v * v.size / np.arange(1, v.size + 1))[::-1])[::-1])
 
 
+# -- smallest effects of interest ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sesoi:
+    """The smallest effect of interest of one statistic, on a stated scale.
+
+    ``relative``: ``value`` times the null's mean (a ratio observed / null of
+    1 + value); otherwise ``value`` in the statistic's own units.
+    """
+
+    value: float
+    relative: bool = False
+
+    def threshold(self, null_value: float, scale: float = 1.0) -> float:
+        """The SESOI in the units of the effect (observed - null), times ``scale``; 0 when the null is not finite."""
+        base = self.value * (abs(null_value) if self.relative else 1.0)
+        return float(base * scale) if math.isfinite(base) else 0.0
+
+
+#: default SESOI per statistic (justified in docs/methods.md, "Smallest effects of interest")
+SESOI: dict[str, Sesoi] = {
+    "energy_in_roi": Sesoi(0.05, relative=True),
+    "iou": Sesoi(0.05, relative=True),
+    "dice": Sesoi(0.05, relative=True),
+    "pointing_game": Sesoi(0.05),
+    "spearman": Sesoi(0.05),
+    "pearson": Sesoi(0.05),
+}
+
+#: the SESOI of any other statistic (shares, success rates, PM units of the paired claims): 0.01 in its units
+DEFAULT_SESOI = Sesoi(0.01)
+
+
+def sesoi_for(statistic: str, null_value: float, scale: float = 1.0) -> float:
+    """The absolute SESOI of an effect of ``statistic`` against a null of mean ``null_value`` (see :data:`SESOI`)."""
+    check_range("sesoi scale", scale, 0.0)
+    return SESOI.get(statistic, DEFAULT_SESOI).threshold(null_value, scale)
+
+
 # -- verdicts -----------------------------------------------------------------------------------
 
-VERDICTS = ("supported", "not supported", "reversed", "equivalent to null", "not interpretable", "insufficient data")
+VERDICTS = ("supported", "negligible", "not supported", "reversed", "equivalent to null", "not interpretable",
+            "insufficient data")
 
 _CLAUSES = {
     "supported": "the attack co-locates with the RoI beyond chance",
+    "negligible": "a difference from chance too small to matter (below the smallest effect of interest)",
     "reversed": "the attack avoids the RoI more than chance",
     "equivalent to null": "co-location is at chance level (the CI lies within the smallest effect of interest)",
     "not supported": "no clear difference from chance",
@@ -72,9 +115,13 @@ def verdict(
     """One of :data:`VERDICTS` by fixed rules, checked in this order.
 
     A failed gate -> "not interpretable"; fewer than ``min_n`` images ->
-    "insufficient data"; adjusted p < alpha with the CI above 0 -> "supported",
-    below 0 -> "reversed"; CI inside [-sesoi, +sesoi] -> "equivalent to null";
-    anything else -> "not supported".
+    "insufficient data". Significant (adjusted p < alpha) with the CI above 0:
+    "supported" when the point estimate is at least ``sesoi`` (the effect's units),
+    else "negligible"; with the CI below 0: "reversed" when the estimate is at most
+    -``sesoi``, else "negligible". So a significant effect whose CI lies inside
+    ±sesoi is always "negligible", and one whose CI straddles +sesoi is judged by
+    its point estimate (its best single guess of the size). Not significant: CI
+    inside [-sesoi, +sesoi] -> "equivalent to null", anything else -> "not supported".
     """
     check_range("sesoi", sesoi, 0.0)
     check_range("alpha", alpha, 0.0, 1.0)
@@ -84,11 +131,22 @@ def verdict(
         return "insufficient data"
     significant = p_adjusted < alpha  # False for NaN
     if significant and effect.low > 0:
-        return "supported"
+        return "supported" if effect.mean >= sesoi else "negligible"
     if significant and effect.high < 0:
-        return "reversed"
+        return "reversed" if effect.mean <= -sesoi else "negligible"
     if -sesoi <= effect.low and effect.high <= sesoi:
         return "equivalent to null"
     return "not supported"
 
 
+#: p-values below this print as "< 1e-10": a Monte Carlo or asymptotic p that small says only "very small"
+P_FLOOR = 1e-10
+
+
+def format_p(p: float | None, digits: int = 2) -> str:
+    """A p-value for people: '-' for None/NaN, '< 1e-10' below :data:`P_FLOOR`, else ``digits`` significant digits."""
+    if p is None or not math.isfinite(p):
+        return "-"
+    if p < P_FLOOR:
+        return "< 1e-10"
+    return f"{p:.{digits}g}"

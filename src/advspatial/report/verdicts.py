@@ -16,6 +16,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from ..regions.claims import Claim, failed_gates
 from ..regions.faithfulness import SURVIVES_RANDOMIZATION as _SURVIVES_RANDOMIZATION
+from ..regions.verdicts import format_p
 from .figures import save_figure
 from .html import Table
 
@@ -27,8 +28,11 @@ VERDICT_COLUMNS = ["claim", "subject", "statistic", "observed", "null", "Δ [95%
 
 #: what each verdict word means, printed once under the table
 VERDICT_MEANINGS = {
-    "supported": "the CI of the excess over the null lies above 0 and the corrected p is below alpha",
-    "reversed": "significant in the opposite direction: the CI lies below 0",
+    "supported": "the CI of the excess over the null lies above 0, the corrected p is below alpha and the estimate "
+                 "is at least the smallest effect of interest",
+    "negligible": "significant, but the estimate is smaller than the smallest effect of interest",
+    "reversed": "significant in the opposite direction: the CI lies below 0 and the estimate is at most minus the "
+                "smallest effect of interest",
     "equivalent to null": "the CI lies inside ± the smallest effect of interest",
     "not supported": "neither a significant effect nor equivalence: the data cannot decide",
     "not interpretable": "a validity gate failed, so the number does not mean what the claim says",
@@ -43,10 +47,11 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "-"
-    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+def fmt_p(p: float | None) -> str:
+    """A p-value for a table cell: '-' for None/NaN, '< 1e-10' below that, 2 significant digits below 0.001."""
+    if p is None or math.isnan(p) or p < 0.001:
+        return format_p(p)
+    return f"{p:.3f}"
 
 
 def interval(effect: Any, digits: int = 3) -> str:

@@ -14,7 +14,7 @@ import torch
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from .calibration import Calibration
 from .config import ATTACKS, PRIMARY_STATISTIC, STATS
@@ -286,7 +286,7 @@ def summary_text(metrics: dict[str, Any]) -> str:
             null = f"{c['null']} null" if c["null"] in ("same-class", "geometry") else c["null"]
             lines.append(f"{c['subject']}: {statistic} {fmt(c['observed'])} vs {null} {fmt(c['null_value'])}"
                          f", excess {fmt(e['mean'])} [{fmt(e['low'])}, {fmt(e['high'])}], p_adj "
-                         f"{c['p_adjusted']:.3g} -> {c['verdict']}")
+                         f"{fmt_p(c['p_adjusted'])} -> {c['verdict']}")
     if not roi["faithful"]:
         lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
     return "\n".join(lines)

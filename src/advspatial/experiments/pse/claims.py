@@ -50,6 +50,7 @@ def cam_claims(variant: str, cam_test: PSECamResult, gates: dict[str, bool], nul
                                primary=name == PRIMARY_TYPE[key])
             claim.statistic = f"{name} share in {CAM_LABELS[key]}"
             claim.null = null
+            claim.scale = "energy_in_roi"  # a share of the group energy inside a region: 5% of the null share
             out.append(claim)
     return out
 

@@ -50,7 +50,7 @@ class PSEConfig(GatedConfig):
     top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
     cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
     baseline: str = setting("same-class", "permutation baseline: same-class or any-class re-pairing")
-    permutations: int = setting(2000, "permutations of the image-level null (two-sided p; the smallest p is "
+    permutations: int = setting(10000, "permutations of the image-level null (two-sided p; the smallest p is "
                                       "1/(B+1), so B must allow Holm across the primary claims)")
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")

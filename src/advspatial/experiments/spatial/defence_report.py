@@ -9,7 +9,7 @@ from typing import Any
 
 from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
-from ...report.verdicts import fmt, interval
+from ...report.verdicts import fmt, fmt_p, interval
 from .context import Context
 from .figures import plot_convergence, plot_defence_sweep, plot_tradeoff
 
@@ -37,7 +37,7 @@ def wilson(acc: dict[str, Any] | None) -> str:
 def paired_text(comparison: dict[str, Any]) -> str:
     """'Δ [CI], p_adj' of a paired accuracy comparison."""
     p = comparison.get("p_adjusted", comparison["p"])
-    return f"{interval(comparison['delta'])}, p_adj {p:.2g}"
+    return f"{interval(comparison['delta'])}, p_adj {fmt_p(p)}"
 
 
 def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:

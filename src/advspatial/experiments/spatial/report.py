@@ -17,7 +17,7 @@ from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.figures import plot_class_mean_maps, plot_region_grid
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import fmt, fmt_p, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from .context import Context
 from .defence_report import defence_headline, defence_section, wilson
@@ -101,7 +101,7 @@ def panel_table(panel: list[Claim]) -> Table:
         method = c.subject.split(": ", 1)[1].split(" RoI")[0]
         kind = "gradient-free" if method in GRADIENT_FREE else "gradient-based (partly circular with the RoA)"
         rows.append([c.subject, kind, fmt(c.observed), fmt(c.null_value), interval(c.effect), fmt(c.ratio, 2),
-                     f"{c.p_adjusted:.2g}" if c.p_adjusted == c.p_adjusted else "-",
+                     fmt_p(c.p_adjusted),
                      "passed" if all(c.gates.values()) else "FAILED", c.verdict])
     return Table("Explainer sensitivity: attack energy in RoI vs the same-class null under other explainers and "
                  "region fractions (a conclusion that changes sign across faithful explainers is explainer-dependent)",
@@ -301,6 +301,6 @@ def claims_lines(metrics: dict[str, Any]) -> list[str]:
         e = c["effect"]
         lines.append(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
                      f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
-                     f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {c['p_adjusted']:.2g}  {c['verdict']}")
+                     f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {fmt_p(c['p_adjusted'])}  {c['verdict']}")
     lines.append("(* = primary endpoint)")
     return lines
