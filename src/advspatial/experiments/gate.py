@@ -54,7 +54,7 @@ class GatedConfig(ExperimentConfig):
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
-    sesoi: float = setting(0.01, "smallest effect of interest: a CI inside +-sesoi counts as equivalent to the null",
+    sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per statistic; a CI inside +-SESOI is equivalent to the null, a significant effect below it negligible)",
                            low=0)
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
                                   **OPEN_UNIT_INTERVAL)

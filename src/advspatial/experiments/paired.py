@@ -4,7 +4,7 @@ Both experiments compare two numbers measured on the same images (a model's
 correctness against another's, an attack's reach against a random control's,
 a map's share after an attack against before it): the effect is the mean of
 the per-image differences with its bootstrap CI over images, the p-value the
-two-sided Wilcoxon signed-rank test of those differences
+two-sided sign-flip test of their mean (the estimand of the CI)
 (:mod:`advspatial.regions.inference`); :func:`advspatial.regions.claims.judge`
 corrects and judges them afterwards.
 """

@@ -105,7 +105,7 @@ MIN_N = 30
 
 @dataclass(frozen=True)
 class PairedEffect:
-    """Mean of per-image paired differences with its bootstrap CI and two-sided Wilcoxon p."""
+    """Mean of per-image paired differences with its bootstrap CI and two-sided sign-flip p of the mean."""
 
     estimate: Estimate
     p: float

@@ -66,6 +66,11 @@ class Sesoi:
     value: float
     relative: bool = False
 
+    def describe(self, scale: float = 1.0) -> str:
+        """In words: '5% of the null' or '0.05'."""
+        value = self.value * scale
+        return f"{value:.0%} of the null" if self.relative else f"{value:g} in its units"
+
     def threshold(self, null_value: float, scale: float = 1.0) -> float:
         """The SESOI in the units of the effect (observed - null), times ``scale``; 0 when the null is not finite."""
         base = self.value * (abs(null_value) if self.relative else 1.0)
@@ -84,6 +89,18 @@ SESOI: dict[str, Sesoi] = {
 
 #: the SESOI of any other statistic (shares, success rates, PM units of the paired claims): 0.01 in its units
 DEFAULT_SESOI = Sesoi(0.01)
+
+
+#: the value of the ``sesoi`` setting at which every default of :data:`SESOI` applies as stated
+SESOI_SETTING_DEFAULT = 0.01
+
+
+def sesoi_text(setting: float) -> str:
+    """The smallest effects of interest in words, for a report's method note (``setting``: the run's ``sesoi``)."""
+    scale = setting / SESOI_SETTING_DEFAULT
+    shown = "; ".join(f"{name}: {s.describe(scale)}" for name, s in SESOI.items())
+    return (f"smallest effect of interest per statistic ({shown}; anything else {DEFAULT_SESOI.describe(scale)}; "
+            f"sesoi={setting:g} scales them by {scale:g}): a significant effect below it is 'negligible'")
 
 
 def sesoi_for(statistic: str, null_value: float, scale: float = 1.0) -> float:

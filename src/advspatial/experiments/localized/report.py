@@ -10,6 +10,7 @@ from typing import Any
 
 from ...data import ImageDataset
 from ...masks import BACKGROUND_TAU
+from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
@@ -87,11 +88,11 @@ def verdict_section(ctx: ReportContext) -> Section:
     primary = [c for c in claims if c.primary]
     secondary = [c for c in claims if not c.primary]
     notes = [verdict_legend() + f" Primary claims: Holm across the {len(primary)} of them; secondary claims: "
-             f"Benjamini-Hochberg; significance level {cfg.significance}; smallest effect of interest ±{cfg.sesoi}; "
+             f"Benjamini-Hochberg; significance level {cfg.significance}; {sesoi_text(cfg.sesoi)}; "
              "n >= 30 images (claims on fewer enter no correction family).",
              "Every comparison is paired per image on the same test images: accuracy as correct(A) − correct(B), "
              "the energy shift as share after the attack − share on the clean image; Δ is the mean with a 95% "
-             "percentile-bootstrap CI over images, p a two-sided Wilcoxon signed-rank test. Images whose map is zero "
+             "percentile-bootstrap CI over images, p a two-sided sign-flip test of the mean. Images whose map is zero "
              "everywhere are left out of the energy claims."]
     tables = [verdict_table(primary, "Verdicts: the primary claims (Holm)"),
               verdict_table(secondary, "Secondary claims (Benjamini-Hochberg)", folded=True)]

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
@@ -68,8 +69,8 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     notes = [verdict_legend() + f" Primary endpoint: {ENGINE_LABELS[PRIMARY_STATISTIC]} (energy_in_roi) vs the "
              f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
              f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {cfg.significance} after "
-             f"correction; smallest effect of "
-             f"interest ±{cfg.sesoi}; n >= 30."]
+             f"correction; "
+             f"{sesoi_text(cfg.sesoi)}; n >= 30."]
     figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
                              "Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI",
                              "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region against "

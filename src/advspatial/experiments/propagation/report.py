@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ...regions.verdicts import sesoi_text
 from ...regions.claims import Claim
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
@@ -42,9 +43,9 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Clai
              "one-pixel change of the same |Δ| (a) at a random position, (b) at the attack's position with a random "
              f"colour; and the success share of the attack's colour moved by r = {min(cfg.radii)} minus that of "
              "context-matched random placements. Every effect is a per-image paired difference, mean with a 95% "
-             "bootstrap CI over images, p two-sided Wilcoxon signed-rank; the per-layer and the other locality rows "
+             "bootstrap CI over images, p a two-sided sign-flip test of the mean; the per-layer and the other locality rows "
              f"are the secondary family (Benjamini-Hochberg, sections below). Significance level {cfg.significance}; "
-             f"smallest effect of interest ±{cfg.sesoi} (PM units / success share); n >= 30 images."]
+             f"{sesoi_text(cfg.sesoi)}; n >= 30 images."]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim")] if primary else []
     return Section("Verdicts", paragraphs, tables=tables, notes=notes, anchor="verdicts")
 

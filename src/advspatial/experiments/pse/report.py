@@ -12,6 +12,7 @@ import torch
 
 from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_stability import superpixels_available
+from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
@@ -81,8 +82,8 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     if warning:
         paragraphs.insert(1, warning)
     notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type) "
-             f"shares Benjamini-Hochberg (image-level section); significance level {cfg.significance}; smallest effect of interest "
-             f"±{cfg.sesoi} (share of energy); n >= 30 images that have the type."]
+             f"shares Benjamini-Hochberg (image-level section); significance level {cfg.significance}; "
+             f"{sesoi_text(cfg.sesoi)}; n >= 30 images that have the type."]
     figures = []
     groups = {v: [c for c in claims if c.subject == v] for v in dict.fromkeys(c.subject for c in claims)}
     if groups:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ...regions.verdicts import sesoi_text
 from ...regions import segregate
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.figures import plot_class_mean_maps, plot_region_grid
@@ -70,8 +71,8 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
-             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; smallest "
-             f"effect of interest ±{cfg.sesoi}; n >= 30 (smaller claims are not judged and enter no family)."]
+             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; "
+             f"{sesoi_text(cfg.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
     figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
                              "Observed minus each null, per-image mean with 95% bootstrap CI",
                              "Forest plot: the primary statistic against each null (uniform placement, any class, "
