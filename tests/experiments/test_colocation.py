@@ -16,17 +16,94 @@ def one_pixel_store(n: int, inside: int) -> dict[str, torch.Tensor]:
     roa = torch.zeros(n, 8, 8, dtype=torch.bool)
     for i in range(n):
         roa[i, i % 8, 1 if i < inside else 6] = True
-    return {"roi": roi, "roa": roa}
+    return {"roi": roi, "roa": roa, "importance": roi.float() + 0.01, "labels": torch.arange(n) % 2,
+            "ids": torch.arange(n)}
 
 
-def test_pixel_claim_counts_hits_against_the_roi_share() -> None:
-    all_in = colocation.pixel_claim(one_pixel_store(40, 40), "onepixel", {"RoI faithfulness": True}, seed=0)
-    assert all_in.observed == 1.0 and all_in.null_value == pytest.approx(0.5) and all_in.p < 1e-6
-    assert all_in.effect.low > 0 and all_in.primary
-    half = colocation.pixel_claim(one_pixel_store(40, 20), "onepixel", {}, seed=0)
-    assert half.observed == 0.5 and half.p == pytest.approx(1.0)
-    none = colocation.pixel_claim(one_pixel_store(40, 0), "onepixel", {}, seed=0)
-    assert none.effect.high < 0 and none.p < 1e-6
+def test_pixel_claims_judge_against_the_same_class_partner_first() -> None:
+    """Every RoI is the left half and every pixel lands in it: far above uniform placement, but a same-class
+    image's RoI catches the pixel just as well -- pure layout, no image-specific co-location."""
+    claims = colocation.pixel_claims(one_pixel_store(40, 40), "onepixel", {"RoI faithfulness": True}, 500, seed=0)
+    primary, uniform = claims
+    assert primary.primary and not uniform.primary
+    assert (primary.null, uniform.null) == ("same-class", "uniform")
+    assert primary.statistic == uniform.statistic == "attacked pixel in RoI"
+    assert primary.observed == 1.0 and primary.null_value == pytest.approx(1.0)
+    assert primary.effect.mean == pytest.approx(0.0) and primary.p == pytest.approx(1.0)
+    assert uniform.null_value == pytest.approx(0.5) and uniform.effect.low > 0 and uniform.p < 0.01
+
+
+def test_pixel_claims_find_image_specific_hits() -> None:
+    """Each image's RoI is its own random quarter and the pixel lands in it: the partner null is near 1/4."""
+    gen = torch.Generator().manual_seed(3)
+    n = 60
+    imp = torch.rand(n, 8, 8, generator=gen)
+    roi = binarize(imp, fraction=0.25, sample_ids=torch.arange(n)).mask
+    roa = torch.zeros_like(roi)
+    for i in range(n):
+        where = roi[i].flatten().nonzero()[0]
+        roa[i].view(-1)[where] = True
+    store = {"roi": roi, "roa": roa, "importance": imp, "labels": torch.arange(n) % 3, "ids": torch.arange(n)}
+    primary, _ = colocation.pixel_claims(store, "onepixel", {}, 500, seed=0)
+    assert primary.observed == 1.0 and primary.null_value < 0.4 and primary.effect.low > 0.5 and primary.p < 0.01
+
+
+def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Images whose attack map follows either the model's RoI (image-specific) or the image's edge map."""
+    gen = torch.Generator().manual_seed(seed)
+    imp = torch.rand(n, 8, 8, generator=gen)
+    edges = torch.rand(n, 8, 8, generator=gen)
+    driver = edges if edge_driven else imp
+    attack = driver ** 4 + 0.05 * torch.rand(n, 8, 8, generator=gen)
+    ids = torch.arange(n)
+    return {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
+            "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": ids % 3, "ids": ids,
+            "composition": torch.rand(n, generator=gen), "ref:edges": edges,
+            "ref:intensity": torch.rand(n, 8, 8, generator=gen), "ref:centre": torch.rand(1, 8, 8).expand(n, 8, 8)}
+
+
+@pytest.mark.parametrize("edge_driven", [False, True])
+def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -> None:
+    from advspatial.regions.claims import judge
+
+    store = _content_store(edge_driven=edge_driven)
+    refs = colocation.reference_rois(store, seed=0)
+    assert set(refs) == {"class-layout", "dataset-layout", "centre", "intensity", "edges"}
+    counts = store["roi"].flatten(1).sum(1)
+    assert all(torch.equal(roi.flatten(1).sum(1), counts) for _, roi in refs.values())   # equal size
+    differences = colocation.beyond_references(store, refs, seed=0)
+    comparisons = colocation.compare_store(store, permutations=300, seed=0, strata=2)
+    same_class = comparisons["energy_in_roi"]["same-class"]
+    claim = colocation.beyond_claim("pgd", differences, same_class, {"RoI faithfulness": True})
+    assert claim.primary and claim.p == max(d.p for d in differences.values())
+    assert claim.effect.low == min(d.effect.low for d in differences.values())
+    judge([claim])
+    if edge_driven:   # the attack follows the edges: the model's RoI is explained by them
+        assert differences["edges"].effect.high < 0
+        assert claim.verdict != "supported" and "image edges" in colocation.explained_by(differences)
+        sentence = colocation.layout_sentence("contribution", colocation.layout_steps(comparisons["energy_in_roi"]),
+                                              same_class, differences)
+        assert "image edges" in sentence and "account for as much as the model's RoI" in sentence
+    else:
+        assert all(d.effect.low > 0 for d in differences.values()), differences
+        assert claim.verdict == "supported" and colocation.explained_by(differences) == []
+
+
+def test_layout_sentence_states_the_steps_in_plain_words() -> None:
+    from advspatial.regions.estimates import Estimate
+    from advspatial.regions.inference import ExcessDifference, NullComparison
+
+    same = NullComparison("energy_in_roi", "same-class", 900, 0.299, 0.276, Estimate(0.023, 0.020, 0.026, 900),
+                          1.08, 5.0, 1e-4)
+    steps = {"uniform": 0.200, "any-class": 0.226, "same-class": 0.276, "observed": 0.299}
+    diffs = {"edges": ExcessDifference(900, Estimate(-0.007, -0.010, -0.004, 900), 1e-3),
+             "centre": ExcessDifference(900, Estimate(0.01, 0.008, 0.012, 900), 1e-3)}
+    text = colocation.layout_sentence("contribution", steps, same, diffs)
+    assert text.startswith("2.3 of every 100 units of the contribution map fall in this image's RoI beyond what a "
+                           "same-class image's RoI catches (ratio 1.08)")
+    assert "77% of the concentration above chance (0.200 → 0.299) is layout" in text
+    assert "dataset +0.026, class +0.050" in text and "23% specific to the image" in text
+    assert text.endswith("image edges account for as much as the model's RoI.")
 
 
 def test_composition_is_the_foreground_share() -> None:
@@ -45,7 +122,7 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
              "composition": torch.rand(40, generator=gen)}
     comparisons = colocation.compare_store(store, permutations=500, seed=0, strata=2)
     claims = colocation.attack_claims("pgd", comparisons, {"RoI faithfulness": True}, primary=True)
-    assert [c.primary for c in claims].count(True) == 1
+    assert [c.primary for c in claims].count(True) == 1   # the API still marks one row when asked
     main = claims[0]
     assert (main.statistic, main.null) == ("energy_in_roi", "same-class")
     assert main.effect.low > 0  # the planted co-location is found

@@ -380,6 +380,39 @@ def compare_to_nulls(
     return out
 
 
+@dataclass(frozen=True)
+class ExcessDifference:
+    """The mean per-image difference of two excesses over one null (model RoI minus a reference RoI).
+
+    ``effect``: mean of excess_a - excess_b over the images both have, with a
+    bootstrap 95% CI of the two-way influence values (both sides of each null,
+    :func:`_influence`); ``p``: two-sided sign-flip p of that mean (the CI's estimand).
+    """
+
+    n: int
+    effect: Estimate
+    p: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "effect": self.effect.as_dict(), "p": self.p}
+
+
+def excess_difference(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any, seed: int = 0) -> ExcessDifference:
+    """Is the excess of pairing ``a`` over the within-group null larger than that of pairing ``b``?
+
+    ``pairs_a``/``pairs_b`` are (N,N) statistics of the same attack maps with two
+    RoI families (e.g. the model's RoIs and the edge-map RoIs: entry [j, i] =
+    statistic of RoI j with RoA i). Per image i, d_i = excess_a,i - excess_b,i,
+    each excess over the same partners (``groups``, e.g. same class).
+    """
+    pa, g = _check_pairs(pairs_a, groups)
+    pb, _ = _check_pairs(pairs_b, groups)
+    prep_a, prep_b = _prepare(pa, g), _prepare(pb, g)
+    common, ia, ib = np.intersect1d(prep_a.columns, prep_b.columns, return_indices=True)
+    d = torch.from_numpy(prep_a.influence[ia] - prep_b.influence[ib])
+    return ExcessDifference(int(common.size), bootstrap_mean_ci(d, seed), paired_p(d, seed=seed))
+
+
 def describe(comparison: NullComparison, verdict: str, p_adjusted: float | None = None) -> str:
     """One plain sentence: observed vs the null, the excess with its CI and z, then what it means.
 

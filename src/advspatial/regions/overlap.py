@@ -143,6 +143,13 @@ def _statistics(
     }
 
 
+def energy_in_roi_pairs(roi: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
+    """(N,N) share of attack map i's mass inside RoI j, entry [j, i] (NaN for an all-zero attack map)."""
+    r = roi.flatten(1).double()
+    a = attack.flatten(1).double()
+    return _nan_div(r @ a.T, a.sum(1)[None, :].expand(r.shape[0], -1)).float()
+
+
 def pairwise_statistics(
     importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor,
     imp_rank: torch.Tensor, att_rank: torch.Tensor,
@@ -166,7 +173,7 @@ def pairwise_statistics(
     return {
         "iou": _nan_div(inter, size_r + size_q - inter).float(),
         "dice": _nan_div(2 * inter, size_r + size_q).float(),
-        "energy_in_roi": _nan_div(r @ a.T, a.sum(1)[None, :].expand_as(inter)).float(),
+        "energy_in_roi": energy_in_roi_pairs(roi, attack),
         "pointing_game": torch.where(peak[None, :] > 0, pointing, torch.full_like(pointing, math.nan)).float(),
         "spearman": _pearson_matrix(imp_rank, att_rank),
         "pearson": _pearson_matrix(importance.flatten(1), attack.flatten(1)),

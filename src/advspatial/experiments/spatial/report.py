@@ -63,15 +63,19 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
     """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
     cfg = ctx.config
     primary = [c for c in claims if c.primary]
-    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims)
+    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(metrics)
     if "adaptive" in metrics:
         paragraphs.append(defence_headline(metrics))
     if not metrics["roi"]["faithful"]:
         paragraphs.insert(1, f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({metrics['roi']['method']}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
-    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} vs the same-class null, Holm "
-             f"across attacks; every other row Benjamini-Hochberg; significance level {cfg.significance}; "
+    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
+             "image, the excess over the same-class null of the model's RoI minus that of each model-free reference "
+             "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
+             "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
+             "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
+             "references' own co-location) Benjamini-Hochberg; significance level {cfg.significance}; "
              f"{sesoi_text(cfg.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
     figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
                              "Observed minus each null, per-image mean with 95% bootstrap CI",
@@ -285,6 +289,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def content_sentences(metrics: dict[str, Any]) -> list[str]:
+    """Per attack and RoA map, the plain sentence of the co-location beyond layout and image content."""
+    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (metrics.get("content") or {}).items()
+            for kind, k in by_kind.items()]
+
+
 def maps_summary(metrics: dict[str, Any]) -> str:
     """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
     lines = [f"{name} on {m['images']} images: success rate {m['success_rate']:.3f}, {m['successful']} successful "
@@ -304,4 +314,4 @@ def claims_lines(metrics: dict[str, Any]) -> list[str]:
                      f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
                      f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {fmt_p(c['p_adjusted'])}  {c['verdict']}")
     lines.append("(* = primary endpoint)")
-    return lines
+    return lines + content_sentences(metrics)

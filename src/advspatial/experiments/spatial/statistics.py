@@ -54,11 +54,13 @@ def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any
             if s.kept(kind) < 3:
                 continue
             if s.norm == "l0":
-                claims.append(colocation.pixel_claim(s.store(kind), subject, gate_set, cfg.seed))
+                claims += colocation.pixel_claims(s.store(kind), subject, gate_set, cfg.permutations, cfg.seed)
                 continue
             comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
             metrics["inference"].setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
-            claims += colocation.attack_claims(subject, comparisons, gate_set, primary=kind == main)
+            claims += content_claims(ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
+                                     out=metrics.setdefault("content", {}).setdefault(s.name, {}))
+            claims += colocation.attack_claims(subject, comparisons, gate_set, primary=False)
         for kind, stats in metrics["attacks"][s.name]["maps"].items():
             stats["interpretation"] = label or "interpretable"
     main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
@@ -67,6 +69,31 @@ def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
     metrics["claims"] = [c.as_dict() for c in claims]
     metrics["defence_interpretation"] = label or "interpretable"
+    return claims
+
+
+def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, kind: str,
+                   comparisons: dict[str, dict[str, Any]], gates: dict[str, bool], primary: bool,
+                   out: dict[str, Any]) -> list[Claim]:
+    """Co-location beyond image content: the reference RoIs' rows, the primary "beyond every reference" claim,
+    the layout steps and the plain sentence (written into ``out[kind]``)."""
+    cfg = ctx.config
+    references = colocation.reference_rois(store, cfg.seed)
+    rows = colocation.reference_comparisons(store, references, cfg.permutations, cfg.seed, cfg.strata)
+    differences = colocation.beyond_references(store, references, cfg.seed)
+    same_class = comparisons[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
+    steps = colocation.layout_steps(comparisons[colocation.PRIMARY_STATISTIC])
+    out[kind] = {"references": {r: {n: c.as_dict() for n, c in by_null.items()} for r, by_null in rows.items()},
+                 "beyond": {r: d.as_dict() for r, d in differences.items()},
+                 "explained_by": colocation.explained_by(differences), "layout": steps,
+                 "sentence": colocation.layout_sentence(kind, steps, same_class, differences)}
+    claims = [colocation.beyond_claim(subject, differences, same_class, gates)] if primary and differences else []
+    model_free = {k: v for k, v in gates.items() if k != "RoI faithfulness"}   # a reference needs no faithful RoI
+    for name, by_null in rows.items():
+        words = colocation.REFERENCE_WORDS[name]
+        for comparison in by_null.values():
+            claims.append(claim_from(comparison, f"the attack co-locates with {words}", f"{subject}: {name} RoI",
+                                     model_free))
     return claims
 
 
