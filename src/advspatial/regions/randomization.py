@@ -170,11 +170,22 @@ def model_randomization_check(
 
 # -- pass rules and the smooth / efficient MPRT ---------------------------------------
 
+# The bounds. A model-free map (the image, its edges, a fixed prior) survives randomization completely:
+# sMPRT Spearman exactly 1, eMPRT rise exactly 0 (the same noise for both models), cascade Spearman 1.
+# Measured on a TinyCNN trained ~2 s on Fashion-MNIST (75% accuracy), 32 test images, seed 0,
+# sMPRT with 50 copies / eMPRT median rise / cascade Spearman:
+#   saliency +0.13 / +0.090 / +0.10     Grad-CAM -0.02 / +0.093 / -0.01      (change: pass)
+#   input x gradient +0.75 / +0.018 / +0.88    IG +0.74 / -0.021 / +0.88     (dominated by the image: fail)
+#   intensity, edges, centre blob +1.00 / 0.000 / +1.00                      (model-free: fail)
+# 0.5 is the report's cascade bound (half the rank agreement of a model-free map); 0.05 (a 5% rise in
+# entropy, stated before the measurement) lies between the image-dominated maps and the gradients.
+# Tiny-model numbers: the integrator's real-model run is the check that matters.
+
 #: an explainer whose maps keep a mean Spearman above this with the fully randomized model's fails (cascade)
 CASCADE_MAX_SPEARMAN = 0.5
 #: sMPRT fails when the mean Spearman of the denoised maps (original vs fully randomized model) exceeds this
 SMOOTH_MPRT_MAX_SPEARMAN = 0.5
-#: eMPRT fails when the mean relative rise of the map's histogram entropy is not above this
+#: eMPRT fails when the median relative rise of the map's histogram entropy is not above this
 EFFICIENT_MPRT_MIN_RISE = 0.05
 #: Hedström et al.'s (and Quantus') defaults: noisy copies per map, noise sd as a fraction of the image's range
 SMOOTH_MPRT_SAMPLES = 50
@@ -253,21 +264,26 @@ class EfficientMPRTResult:
     """eMPRT: per-image histogram entropy (N,) of the maps of the original and the fully randomized model.
 
     ``rise`` = (randomized - original) / original per image (NaN where the
-    original map is constant: entropy 0); ``passed``: its mean over the defined
-    images is above ``bound``.
+    original map is constant: entropy 0); ``passed``: its median over the defined
+    images is above ``bound``. The median, not the mean (Quantus' aggregate,
+    reported as ``mean_rise``): a ratio over a near-constant original map is
+    huge (Grad-CAM on a trained tiny CNN: mean +2.9 from a few images while the
+    entropy rose 2.46 -> 2.69 on average), and a few images must not decide.
     """
 
     complexity_original: torch.Tensor
     complexity_randomized: torch.Tensor
     rise: torch.Tensor
     mean_rise: float
+    median_rise: float
     n: int
     bound: float
     passed: bool
     n_bins: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "rise": self.mean_rise, "bound": self.bound, "n": self.n,
+        return {"passed": self.passed, "rise": self.median_rise, "mean_rise": self.mean_rise, "bound": self.bound,
+                "n": self.n,
                 "n_undefined": int(self.rise.numel()) - self.n, "n_bins": self.n_bins,
                 "complexity_original": _nanmean(self.complexity_original),
                 "complexity_randomized": _nanmean(self.complexity_randomized)}
@@ -299,7 +315,7 @@ def _explain(explain_fn: ExplainFn, model: nn.Module, x: torch.Tensor, y: torch.
 def smoothed_maps(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain_fn: ExplainFn, *, seed: int = 0,
     sample_ids: torch.Tensor | None = None, samples: int = SMOOTH_MPRT_SAMPLES,
-    noise_magnitude: float = SMOOTH_MPRT_NOISE,
+    noise_magnitude: float = SMOOTH_MPRT_NOISE, clip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(denoised maps, plain maps): the mean of ``explain_fn`` over ``samples`` copies of x, and the clean one.
 
@@ -308,7 +324,9 @@ def smoothed_maps(
     ``(stream of seed, sample_ids[i])`` in order k = 0, 1, ...; the last copy is
     the clean image (Hedström et al.; Quantus' order), whose maps are returned
     too. The same seed gives every model the same noise (common random numbers:
-    a map that ignores the model comes out identical).
+    a map that ignores the model comes out identical). ``clip`` keeps the noisy
+    copies in [0,1], the images advspatial's maps accept (Quantus does not clip:
+    ``clip=False`` is its definition).
     """
     check_range("samples", samples, 1)
     check_range("noise_magnitude", noise_magnitude, 0.0, None)
@@ -324,6 +342,7 @@ def smoothed_maps(
         else:
             eps = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]) if n else x.cpu()
             noisy = x + eps.to(x.device, x.dtype) * spread
+            noisy = noisy.clamp(0.0, 1.0) if clip else noisy
         maps = _explain(explain_fn, model, noisy, y)
         plain = maps
         total = maps / samples if total is None else total + maps / samples
@@ -360,8 +379,9 @@ def _efficient_result(original: torch.Tensor, randomized: torch.Tensor, bound: f
     h1 = histogram_entropy(randomized, n_bins)
     rise = torch.where(h0 > 0, (h1 - h0) / h0.where(h0 > 0, torch.ones_like(h0)), torch.full_like(h0, math.nan))
     defined = int(torch.isfinite(rise).sum())
-    mean = _nanmean(rise)
-    return EfficientMPRTResult(h0, h1, rise, mean, defined, bound, bool(defined and mean > bound), int(n_bins))
+    median = float(np.median(rise[torch.isfinite(rise)].numpy())) if defined else math.nan  # mean of the middle two
+    return EfficientMPRTResult(h0, h1, rise, _nanmean(rise), median, defined, bound, bool(defined and median > bound),
+                               int(n_bins))
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -382,17 +402,18 @@ def smooth_mprt(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain_fn: ExplainFn, seed: int = 0, *,
     sample_ids: torch.Tensor | None = None, samples: int = SMOOTH_MPRT_SAMPLES,
     noise_magnitude: float = SMOOTH_MPRT_NOISE, max_spearman: float = SMOOTH_MPRT_MAX_SPEARMAN,
-    randomized_model: nn.Module | None = None,
+    randomized_model: nn.Module | None = None, clip: bool = True,
 ) -> SmoothMPRTResult:
     """Smooth MPRT: Spearman of the :func:`smoothed_maps` (absolute values) of ``model`` and of its
     :func:`fully_randomized` copy (or ``randomized_model``), per image; passes below ``max_spearman``.
 
     Equal to Quantus 0.6's ``SmoothMPRT(return_last_correlation=True, skip_layers=True)`` given the same
-    randomized model and the same noise (its normalisation by one positive number per batch changes no
-    rank, so it is left out). Cost: 2 x ``samples`` calls of ``explain_fn`` on x.
+    randomized model and the same noise with ``clip=False`` (its normalisation by one positive number per
+    batch changes no rank, so it is left out). Cost: 2 x ``samples`` calls of ``explain_fn`` on x.
     """
     net, rand, x, y = _prepare(model, x, y, seed, randomized_model)
-    kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude)
+    kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude,
+                              clip=clip)
     a0, _ = smoothed_maps(net, x, y, explain_fn, **kw)
     a1, _ = smoothed_maps(rand, x, y, explain_fn, **kw)
     return _spearman_result(a0, a1, max_spearman, samples, noise_magnitude)
@@ -417,7 +438,7 @@ def randomization_checks(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain_fn: ExplainFn, seed: int = 0, *,
     sample_ids: torch.Tensor | None = None, samples: int = SMOOTH_MPRT_SAMPLES,
     noise_magnitude: float = SMOOTH_MPRT_NOISE, max_spearman: float = SMOOTH_MPRT_MAX_SPEARMAN,
-    min_rise: float = EFFICIENT_MPRT_MIN_RISE, n_bins: int = EFFICIENT_MPRT_BINS,
+    min_rise: float = EFFICIENT_MPRT_MIN_RISE, n_bins: int = EFFICIENT_MPRT_BINS, clip: bool = True,
 ) -> RandomizationResult:
     """sMPRT and eMPRT on one :func:`fully_randomized` copy; passes only if both pass.
 
@@ -428,7 +449,8 @@ def randomization_checks(
     smoothing, so the pair costs 2 x ``samples`` calls of ``explain_fn`` on x.
     """
     net, rand, x, y = _prepare(model, x, y, seed, None)
-    kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude)
+    kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude,
+                              clip=clip)
     s0, p0 = smoothed_maps(net, x, y, explain_fn, **kw)
     s1, p1 = smoothed_maps(rand, x, y, explain_fn, **kw)
     smooth = _spearman_result(s0, s1, max_spearman, samples, noise_magnitude)
@@ -438,11 +460,11 @@ def randomization_checks(
         failed.append(f"sMPRT: the denoised maps keep Spearman {smooth.mean:.2f} (>= {max_spearman:g} fails) "
                       "with the fully randomized model's")
     if not efficient.passed:
-        failed.append(f"eMPRT: map complexity rises by {efficient.mean_rise:+.2f} (<= {min_rise:g} fails) "
+        failed.append(f"eMPRT: map complexity rises by {efficient.median_rise:+.2f} (median; <= {min_rise:g} fails) "
                       "under full randomization")
     reason = "; ".join(failed) if failed else (
         f"maps change under full model randomization (sMPRT Spearman {smooth.mean:.2f}, "
-        f"eMPRT rise {efficient.mean_rise:+.2f})")
+        f"eMPRT median rise {efficient.median_rise:+.2f})")
     return RandomizationResult(not failed, reason, smooth, efficient)
 
 
