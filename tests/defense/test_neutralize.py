@@ -320,7 +320,7 @@ def test_constructor_validation(tiny_cnn):
         NeutralizedModel(model, _intensity, _intensity, mode="blocked")
     with pytest.raises(ConfigError, match="fraction"):
         NeutralizedModel(model, _intensity, _intensity, fraction=2)
-    with pytest.raises(ConfigError, match="valid: blur, inpaint, mean, zero"):
+    with pytest.raises(ConfigError, match="valid: blur, inpaint, mean, road, zero"):
         NeutralizedModel(model, _intensity, _intensity, fill="noise")
 
 

@@ -14,23 +14,39 @@ the region are returned unchanged, bit for bit. Kinds:
   region pixel becomes the average of its 4-neighbours inside the image). It
   starts from the mean of the known pixels, so the result does not depend on the
   values that were inside the region at all.
+- ``road``: noisy linear imputation (Rong et al., 2022, "A Consistent and
+  Efficient Evaluation Strategy for Attribution Methods", ROAD): each region
+  pixel is the weighted mean of its 8 neighbours inside the image (weight 1/6
+  for the 4 edge neighbours, 1/12 for the 4 corners), solved exactly as one
+  sparse linear system per image (all channels at once), plus Gaussian noise of
+  standard deviation ``noise`` (Quantus' default 0.01) drawn per image from
+  ``runtime.sample_generator(seed, sample_ids[i])`` over the whole (C,H,W)
+  grid, so an image gets the same fill alone or in any batch, and the noise
+  at a pixel does not depend on the region. An image whose region covers every
+  pixel has nothing to impute from: it gets 0 plus the noise.
 
 All fills are batched and differentiable with respect to ``x`` (the region is a
-constant): ``zero``/``mean`` pass no gradient from inside the region, ``blur``
-and ``inpaint`` pass gradient from the region to the pixels its fill is made of.
+constant): ``zero``/``mean`` pass no gradient from inside the region, ``blur``,
+``inpaint`` and ``road`` pass gradient from the region to the pixels its fill is
+made of (``road``: through the same sparse system, transposed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError, check_range
 from ..registry import Registry
+from ..runtime import per_sample_noise, sample_ids_or_range
 
 #: A fill bound to its parameters: ``(x, region) -> filled x``.
 FillFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,6 +61,9 @@ class FillParams:
     truncate: float = 4.0
     iterations: int = 300
     tol: float | None = 1e-5
+    noise: float = 0.01
+    seed: int = 0
+    sample_ids: tuple[int, ...] | None = None
 
 
 _ContentFn = Callable[[torch.Tensor, torch.Tensor, FillParams], torch.Tensor]
@@ -74,16 +93,24 @@ def fill(
     truncate: float = 4.0,
     iterations: int = 300,
     tol: float | None = 1e-5,
+    noise: float = 0.01,
+    seed: int = 0,
+    sample_ids: Sequence[int] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``x`` with the (N,H,W) bool ``region`` replaced by the fill ``kind``.
 
     ``dataset_mean`` is needed by ``mean``; ``sigma``/``truncate`` by ``blur``;
     ``iterations`` (maximum Jacobi sweeps) and ``tol`` (stop an image once no
     pixel changes by ``tol`` or more in a sweep; ``None`` runs all sweeps) by
-    ``inpaint``.
+    ``inpaint``; ``noise`` (standard deviation), ``seed`` and ``sample_ids``
+    (the images' global ids, default ``0..N-1``; pass them so a batch equals its
+    images alone) by ``road``.
     """
-    params = _make_params(kind, dataset_mean, sigma, truncate, iterations, tol)
+    params = _make_params(kind, dataset_mean, sigma, truncate, iterations, tol, noise, seed)
     region = check_region(region, x)
+    if kind == "road":
+        ids = sample_ids_or_range(x.shape[0], None if sample_ids is None else torch.as_tensor(sample_ids))
+        params = dataclasses.replace(params, sample_ids=tuple(ids.tolist()))
     if not bool(region.any()):
         return x
     content = FILLS.get(kind)(x, region, params)
@@ -91,8 +118,11 @@ def fill(
 
 
 def make_fill(kind: str = "zero", **params: object) -> FillFn:
-    """Bind a fill kind to its parameters, validating both now: ``make_fill("blur", sigma=2)(x, region)``."""
-    allowed = set(FillParams.__dataclass_fields__)
+    """Bind a fill kind to its parameters, validating both now: ``make_fill("blur", sigma=2)(x, region)``.
+
+    The images' global ids are passed per call: ``make_fill("road")(x, region, sample_ids=ids)``.
+    """
+    allowed = set(FillParams.__dataclass_fields__) - {"sample_ids"}  # per batch: passed at call time
     unknown = set(params) - allowed
     if unknown:
         raise ConfigError(f"fill has no parameter(s) {sorted(unknown)}; valid: {sorted(allowed)}")
@@ -129,6 +159,8 @@ def _make_params(
     truncate: float = 4.0,
     iterations: int = 300,
     tol: float | None = 1e-5,
+    noise: float = 0.01,
+    seed: int = 0,
 ) -> FillParams:
     FILLS.get(kind)  # an unknown kind: the one-line error listing the valid ones
     check_range("sigma", sigma, 0.0, None, low_inclusive=False)
@@ -137,12 +169,15 @@ def _make_params(
         raise ConfigError(f"iterations={iterations!r} is out of range; valid: an integer >= 0")
     if tol is not None:
         check_range("tol", tol, 0.0, None)
+    check_range("noise", noise, 0.0, None)
+    if int(seed) != seed:
+        raise ConfigError(f"seed={seed!r} is out of range; valid: an integer")
     mean: tuple[float, ...] | None = None
     if dataset_mean is not None:
         mean = tuple(float(v) for v in torch.as_tensor(dataset_mean).flatten().tolist())
     if kind == "mean" and mean is None:
         raise ConfigError("fill 'mean' needs dataset_mean (one value per channel)")
-    return FillParams(mean, float(sigma), float(truncate), int(iterations), tol)
+    return FillParams(mean, float(sigma), float(truncate), int(iterations), tol, float(noise), int(seed))
 
 
 # -- the fills -------------------------------------------------------------------
@@ -169,6 +204,12 @@ def _blur(x: torch.Tensor, region: torch.Tensor, params: FillParams) -> torch.Te
 @register_fill("inpaint")
 def _inpaint(x: torch.Tensor, region: torch.Tensor, params: FillParams) -> torch.Tensor:
     return diffusion_inpaint(x, region, params.iterations, params.tol)
+
+
+@register_fill("road")
+def _road(x: torch.Tensor, region: torch.Tensor, params: FillParams) -> torch.Tensor:
+    assert params.sample_ids is not None
+    return noisy_linear_imputation(x, region, params.noise, params.seed, torch.tensor(params.sample_ids))
 
 
 # -- Gaussian blur -----------------------------------------------------------------
@@ -237,3 +278,123 @@ def diffusion_inpaint(
         if tol is not None and not bool(active.any()):
             break
     return u
+
+
+# -- noisy linear imputation (ROAD) --------------------------------------------------
+
+#: ROAD's neighbour weights (row offset, column offset, weight): 1/6 edge neighbours, 1/12 corners (sum 1)
+ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
+    (-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
+    (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12),
+)
+
+
+@dataclass
+class _ImputationSystem:
+    """One image's system ``A u = -B x_known``: u the region's pixels, B the couplings to known pixels.
+
+    ``A`` (K x K, K region pixels) holds ``-(sum of in-image neighbour weights)``
+    on the diagonal and the weight of each region neighbour off it; ``B``
+    (K x H*W) the weight of each known neighbour. ``A`` is factorized once and
+    used for the solve and for the gradient (``A^T``).
+    """
+
+    unknown: np.ndarray            # (K,) flat indices of the region's pixels
+    lu: scipy.sparse.linalg.SuperLU | None   # None: no pixel is known (nothing to impute from)
+    couplings: scipy.sparse.csr_matrix      # (K, H*W)
+
+    @classmethod
+    def build(cls, region: np.ndarray) -> "_ImputationSystem":
+        h, w = region.shape
+        flat = region.reshape(-1)
+        unknown = np.flatnonzero(flat)
+        k = unknown.size
+        var = np.full(h * w, -1, dtype=np.int64)
+        var[unknown] = np.arange(k)
+        rows, cols = np.divmod(unknown, w)
+        diag = np.zeros(k)
+        a_i, a_j, a_v, b_i, b_j, b_v = [], [], [], [], [], []
+        for dr, dc, weight in ROAD_NEIGHBOURS:
+            r, c = rows + dr, cols + dc
+            inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+            diag[inside] -= weight
+            i = np.flatnonzero(inside)
+            j = r[inside] * w + c[inside]
+            hole = flat[j]
+            a_i.append(i[hole]); a_j.append(var[j[hole]]); a_v.append(np.full(int(hole.sum()), weight))
+            b_i.append(i[~hole]); b_j.append(j[~hole]); b_v.append(np.full(int((~hole).sum()), weight))
+        a_i.append(np.arange(k)); a_j.append(np.arange(k)); a_v.append(diag)
+        a = scipy.sparse.csc_matrix((np.concatenate(a_v), (np.concatenate(a_i), np.concatenate(a_j))), shape=(k, k))
+        b = scipy.sparse.csr_matrix((np.concatenate(b_v), (np.concatenate(b_i), np.concatenate(b_j))),
+                                    shape=(k, h * w))
+        lu = scipy.sparse.linalg.splu(a) if k and k < h * w else None
+        return cls(unknown, lu, b)
+
+    def solve(self, image: np.ndarray) -> np.ndarray:
+        """(K, C) imputed values of the region for one (H*W, C) float64 image."""
+        if self.lu is None:
+            return np.zeros((self.unknown.size, image.shape[1]))
+        return self.lu.solve(-(self.couplings @ image))
+
+    def gradient(self, grad_unknown: np.ndarray) -> np.ndarray:
+        """(H*W, C) gradient of the image from the (K, C) gradient of :meth:`solve`'s output."""
+        if self.lu is None:
+            return np.zeros((self.couplings.shape[1], grad_unknown.shape[1]))
+        return -(self.couplings.T @ self.lu.solve(grad_unknown, trans="T"))
+
+
+class _LinearImputation(torch.autograd.Function):
+    """The exact (noise-free) imputation of each image's region; backward solves the transposed systems."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n, c, h, w = x.shape
+        images = x.detach().to("cpu", torch.float64).reshape(n, c, h * w).permute(0, 2, 1).numpy()
+        masks = region.cpu().numpy()
+        systems = [_ImputationSystem.build(masks[i]) for i in range(n)]
+        out = images.copy()
+        for i, system in enumerate(systems):
+            out[i, system.unknown] = system.solve(images[i])
+        ctx.systems, ctx.shape = systems, x.shape
+        return torch.from_numpy(out).permute(0, 2, 1).reshape(n, c, h, w).to(x.device, x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        n, c, h, w = ctx.shape
+        g = grad.detach().to("cpu", torch.float64).reshape(n, c, h * w).permute(0, 2, 1).numpy()
+        out = np.zeros_like(g)
+        for i, system in enumerate(ctx.systems):
+            out[i] = system.gradient(np.ascontiguousarray(g[i, system.unknown]))
+        return torch.from_numpy(out).permute(0, 2, 1).reshape(ctx.shape).to(grad.device, grad.dtype), None
+
+
+def linear_imputation(x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """``x`` with each (N,H,W) ``region`` pixel the weighted mean of its 8 in-image neighbours (noise-free ROAD).
+
+    Solved exactly (SciPy's sparse LU in float64, one factorization per image on
+    the CPU, all channels at once); differentiable with respect to ``x``. Known
+    pixels are returned unchanged. A region covering the whole image is filled with 0.
+    """
+    region = check_region(region, x)
+    return _LinearImputation.apply(x, region)
+
+
+def noisy_linear_imputation(
+    x: torch.Tensor, region: torch.Tensor, noise: float = 0.01, seed: int = 0,
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ROAD's fill: :func:`linear_imputation` plus N(0, ``noise``^2) on the region's pixels.
+
+    The noise of image i is drawn over its whole (C,H,W) grid from
+    ``runtime.sample_generator(seed, sample_ids[i])`` (ids default ``0..N-1``), so
+    it depends on neither the batch nor the region; pixels outside the region
+    are returned unchanged.
+    """
+    region = check_region(region, x)
+    check_range("noise", noise, 0.0, None)
+    filled = linear_imputation(x, region)
+    if noise == 0:
+        return filled
+    ids = sample_ids_or_range(x.shape[0], sample_ids)
+    eps = per_sample_noise(x.shape, seed, ids, "normal", x.device, x.dtype)
+    return torch.where(region[:, None], filled + noise * eps, x)
