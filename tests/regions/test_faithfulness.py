@@ -221,6 +221,14 @@ def test_randomization_decides(spots):
     assert all(c.beats for k, c in result.comparisons.items() if k != "randomization")
     _, unchecked = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=None)
     assert not unchecked.passed and "randomization: not checked" in unchecked.reason
+    mprt = {"passed": False, "smooth_mprt": {"spearman": 0.8}, "efficient_mprt": {"rise": 0.01}}
+    cols, _ = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
+    smooth_fails = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION, mprt=mprt)
+    assert not smooth_fails.passed and "no better than randomization" in smooth_fails.reason
+    assert set(smooth_fails.comparisons["randomization"].effects) == {
+        "cascade spearman", "smooth MPRT spearman", "efficient MPRT rise"}
+    ok = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION, mprt={**mprt, "passed": True})
+    assert ok.passed, ok.reason
     assert fg.randomization_passed([{"spearman": -0.6}]) is False
     assert fg.randomization_passed([{"spearman": 0.49}]) is True
     assert fg.randomization_passed([{"spearman": math.nan}]) is False
@@ -408,7 +416,7 @@ def test_columns_do_not_depend_on_the_batch(fixture):
     maps = square_map(PATCH)
     ids = torch.arange(5) + 40
     attack = make_attack("pgd", model, eps=0.1, alpha=0.025, steps=5, seed=0)
-    fills = ("zero", "blur", "noise", "inpaint")
+    fills = ("zero", "blur", "noise", "inpaint", "road")
     regions = regions_of(maps[:5], x[:5], y[:5], ids)
 
     def cols(sl: slice) -> dict:

@@ -37,11 +37,12 @@ from ..regions.faithfulness import (
     summarize_gate,
 )
 from ..regions.deletion import blurred_map
+from ..regions.randomization import randomization_checks
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
 from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
 
-GATE_FILLS = ("zero", "blur", "noise", "inpaint")
+GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
 
 
 @dataclass
@@ -52,6 +53,8 @@ class GatedConfig(ExperimentConfig):
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
     gate_steps: int = setting(20, "PGD steps of the gate's restricted attack", low=1)
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
+    randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
+                                             "denoising; Quantus' default is 50)", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
     sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per statistic; a CI inside +-SESOI is equivalent to the null, a significant effect below it negligible)",
@@ -125,8 +128,9 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
     merged = {k: torch.cat(v) for k, v in columns.items()}
     randomization = ctx.rundir.cached(f"{key}/randomization", lambda: _randomization(ctx, model, method, target, kw))
+    mprt = ctx.rundir.cached(f"{key}/mprt", lambda: _mprt(ctx, model, method, target, kw))
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
-                            fraction=fraction, randomization=randomization)
+                            fraction=fraction, randomization=randomization, mprt=mprt)
     out = result.as_dict()
     out["method"] = method
     return out
@@ -159,6 +163,18 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
         seed=ctx.config.seed, max_steps=ctx.config.randomization_steps)
 
 
+def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
+          kw: dict[str, Any]) -> dict[str, Any]:
+    """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``)."""
+    x, y, ids = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
+    if target == "pred":
+        with torch.no_grad():
+            y = model(x).argmax(1)
+    return randomization_checks(
+        model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=len(z), **kw),
+        seed=ctx.config.seed, sample_ids=ids, samples=ctx.config.randomization_samples).as_dict()
+
+
 def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_name: str = "the map") -> str:
     """The gate's rule in one paragraph (one wording for every report)."""
     return (f"Gate: on the correctly classified images among the first {images}, the top {fraction:.0%} of "
@@ -170,7 +186,9 @@ def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_na
             f"the true-class logit more, and L-inf PGD (eps {eps:g}, {cfg.gate_steps} steps) confined to the "
             "region must lower the margin more; each paired per image, 95% bootstrap CI above 0, n >= 30. The map "
             "must also change when the model's weights are destroyed (cascading randomization: |Spearman| with "
-            "the trained model's map below 0.5 after every layer is re-initialized). It passes only if it beats "
+            "the trained model's map below 0.5 after every layer is re-initialized; smooth MPRT: the denoised maps' "
+            "Spearman with the fully randomized model's below 0.5; efficient MPRT: the maps' complexity rises by "
+            "more than 0.05 under full randomization). It passes only if it beats "
             "all of them (an intersection-union test). Positive Δ = the map's region matters more.")
 
 

@@ -33,6 +33,7 @@ DELETION_FILLS = tuple(sorted({*list_fills(), "noise"}))
 # seed streams: the RoI tie-break uses ``seed`` itself (top_fraction_mask); the
 # random region and the noise fill draw from derived seeds so the three are independent
 _STREAM_NOISE_FILL = 2
+_STREAM_ROAD_FILL = 3
 
 
 # -- inputs -------------------------------------------------------------------------
@@ -122,6 +123,9 @@ def _make_deletion_fill(
         return noise_fill
     if name not in DELETION_FILLS:
         raise unknown_name("deletion fill", name, DELETION_FILLS)
+    if name == "road":  # its imputation noise is keyed by the images' sample ids, in a stream of its own
+        road = make_fill("road", **{"seed": stream_seed(seed, _STREAM_ROAD_FILL), **params})
+        return lambda images, region: road(images, region, sample_ids=ids)
     if name == "blur" and "sigma" not in params:
         params = {**params, "sigma": deletion_blur_sigma(x.shape[-2], x.shape[-1])}
     return make_fill(name, **params)

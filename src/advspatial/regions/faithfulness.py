@@ -40,7 +40,11 @@ needed (each must hold on its own). A failure names what the map did not beat
 ("not interpretable: the RoI is no better than the class layout"). The
 randomization row is the cascading model-parameter randomization check
 (Adebayo et al. 2018): after every layer is re-initialized, the map's |Spearman|
-with the trained model's map must be below :data:`SURVIVES_RANDOMIZATION`.
+with the trained model's map must be below :data:`SURVIVES_RANDOMIZATION`, and
+(when the gate stage runs them) smooth MPRT and efficient MPRT (Hedström et
+al. 2024, :func:`~advspatial.regions.randomization.randomization_checks`) must
+pass: the denoised maps lose their rank agreement with the fully randomized
+model's, and the maps' complexity rises under full randomization.
 
 Beside the verdict, not part of it: a **blur control** -- the same comparisons
 for a Gaussian-blurred copy of the map (:func:`blurred_map`); when the blurred
@@ -208,6 +212,7 @@ class GateResult:
     means: dict[str, Any] = field(default_factory=dict)
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     randomization: list[dict[str, Any]] | None = None
+    mprt: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (floats, NaN allowed)."""
@@ -223,6 +228,8 @@ class GateResult:
         }
         if self.randomization is not None:
             out["randomization"] = [dict(row) for row in self.randomization]
+        if self.mprt is not None:
+            out["mprt"] = self.mprt
         return out
 
 
@@ -284,12 +291,23 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
     return bool(abs(last) < SURVIVES_RANDOMIZATION)
 
 
-def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None) -> Comparison:
-    verdict = randomization_passed(rows)
+def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
+                              mprt: Mapping[str, Any] | None = None) -> Comparison:
+    """The randomization row: the cascading check (:func:`randomization_passed`) and, when given, smooth and
+    efficient MPRT (``RandomizationResult.as_dict()``); every one must pass."""
+    def value(v: float, n: int) -> PairedEffect:
+        return PairedEffect(Estimate(v, v, v, n), math.nan)
+
+    verdicts = [randomization_passed(rows)]
     last = float(rows[-1].get("spearman", math.nan)) if rows else math.nan
-    effect = PairedEffect(Estimate(last, last, last, 1 if rows else 0), math.nan)
-    return Comparison("randomization", "randomization (the map changes when the weights are destroyed)",
-                      {"spearman after all layers": effect}, beats=bool(verdict), checked=verdict is not None)
+    effects = {"cascade spearman": value(last, 1 if rows else 0)}
+    if mprt is not None:
+        verdicts.append(bool(mprt.get("passed")))
+        effects["smooth MPRT spearman"] = value(float(mprt["smooth_mprt"]["spearman"]), 1)
+        effects["efficient MPRT rise"] = value(float(mprt["efficient_mprt"]["rise"]), 1)
+    checked = verdicts[0] is not None
+    return Comparison("randomization", "randomization (the map changes when the weights are destroyed)", effects,
+                      beats=checked and all(bool(v) for v in verdicts), checked=checked)
 
 
 def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int
@@ -342,13 +360,15 @@ def summarize_gate(
     fraction: float | None = None,
     min_fills: int = 2,
     randomization: list[dict[str, Any]] | None = None,
+    mprt: Mapping[str, Any] | None = None,
 ) -> GateResult:
     """The gate's verdict from concatenated columns (:func:`deletion_columns`, :func:`restricted_attack_columns`).
 
     ``passed`` needs ``n >= min_n``, at least ``min_fills`` deletion fills, and a
     win on every comparison of :data:`COMPARISONS` plus the randomization check
-    (``randomization`` rows; missing columns or rows count as "not checked",
-    which fails). Effects are paired per image with a bootstrap 95% CI
+    (``randomization`` rows of the cascading check and, when given, ``mprt``:
+    smooth and efficient MPRT, :func:`~advspatial.regions.randomization.randomization_checks`;
+    missing columns or rows count as "not checked", which fails). Effects are paired per image with a bootstrap 95% CI
     (``seed``); per class (``labels``, named by ``class_names``) for the
     location comparison.
     """
@@ -362,7 +382,7 @@ def summarize_gate(
     cols = {k: torch.as_tensor(v).cpu() for k, v in columns.items()}
     fills = _fills_in(cols)
     comparisons = _comparisons(cols, fills, ROI, seed)
-    comparisons["randomization"] = _randomization_comparison(randomization)
+    comparisons["randomization"] = _randomization_comparison(randomization, mprt)
 
     failed = []
     if n < min_n:
@@ -385,6 +405,7 @@ def summarize_gate(
         blurred=_blur_control(cols, fills, seed, comparisons),
         complexity={k.split(":", 1)[1]: _nanmean(v) for k, v in cols.items() if k.startswith("complexity:")},
         means=_means(cols, fills), per_class=per_class, randomization=randomization,
+        mprt=dict(mprt) if mprt is not None else None,
     )
 
 
