@@ -352,3 +352,22 @@ def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path, monke
     data.images(slice(0, 1))  # 1200 pixels: under our cap, above Pillow's warning
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
     assert imagefolder.MAX_IMAGE_PIXELS == 50_000_000
+
+
+def test_checksum_follows_the_bytes_of_the_images_not_their_size_or_time(folder, decodes) -> None:
+    """Images overwritten between a kill and a --resume (same names, same size, same time stamp) must change the
+    run's image checksum (audit W2); reading the bytes costs no decoding."""
+    import os
+
+    data = load_imagefolder(root=str(folder), size=4)
+    before = data.checksum()
+    assert data.checksum() == before and decodes == []
+    target = folder / "dog" / "b.png"
+    stat = target.stat()
+    raw = bytearray(target.read_bytes())
+    raw[-20] ^= 0xFF  # one byte inside the image data: same size
+    target.write_bytes(bytes(raw))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    assert load_imagefolder(root=str(folder), size=4).checksum() != before
+    assert data.subset([0, 1]).checksum() != data.subset([0, 2]).checksum()

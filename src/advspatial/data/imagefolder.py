@@ -317,6 +317,20 @@ class LazyImages:
     def __len__(self) -> int:
         return len(self.files)
 
+    def checksum(self) -> str:
+        """SHA-256 of the bytes of every file in order (and the decoding settings): changes when an image is
+        replaced, even by one of the same size and time stamp; costs one read of the files, no decoding."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.size};{self.channels};{self.fit};{self.crop_fraction};".encode())
+        for path in self.files:
+            try:
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.file_digest(handle, "sha256").digest())
+            except OSError as exc:
+                raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+        return digest.hexdigest()
+
     def positions(self, index: Index | None) -> torch.Tensor:
         """The file positions ``index`` selects, with tensor indexing rules (0-d for an int)."""
         everything = torch.arange(len(self.files))

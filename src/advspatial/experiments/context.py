@@ -100,9 +100,12 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
     model = load_checked_model(config, data, device)
+    from ..models.loading import code_checksum
     from ..training import state_checksum
 
     rundir.bind_model(state_checksum(model))
+    rundir.bind("model_code_sha256", code_checksum(model, config.model), "model code")
+    rundir.bind("images_sha256", data.checksum(), "images (their content, labels or selection changed)")
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 

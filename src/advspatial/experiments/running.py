@@ -57,10 +57,22 @@ def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse
 
     if not world().is_main:
         agree()
-        yield RunDir(out)
+        rundir = RunDir(out)
+        _identify(rundir, kind, config)
+        yield rundir
         return
     with _checked_run_dir(Path(out), kind, config, resume, reuse_same, write_config) as rundir:
+        _identify(rundir, kind, config)
         yield rundir
+
+
+def _identify(rundir: RunDir, kind: str, config: ExperimentConfig) -> None:
+    """The run's settings join the identity its stage files carry (:meth:`RunDir.load_stage` checks it)."""
+    import hashlib
+    import json
+
+    text = json.dumps({"experiment": kind, "config": fingerprint(config)}, sort_keys=True, default=str)
+    rundir.identity["settings"] = hashlib.sha256(text.encode()).hexdigest()
 
 
 @contextlib.contextmanager
