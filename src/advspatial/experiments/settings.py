@@ -49,8 +49,10 @@ def setting(default: Any, help: str, *, low: float | None = None, high: float | 
 
 
 def check_declared(config: Any) -> None:
-    """Every field's declared range and choices (:func:`setting`), each element of a list field alike."""
+    """Every field's declared range and choices (:func:`setting`), each element of a list field alike; a list
+    field naming a value twice (``--attacks fgsm,fgsm``) is refused: it would count every image twice."""
     for f in dataclasses.fields(config):
+        check_unique(f.name, getattr(config, f.name))
         bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
         if bounds is None and choices is None:
             continue
@@ -61,6 +63,19 @@ def check_declared(config: Any) -> None:
                 check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
             if choices is not None:
                 check_choice(f.name, item, choices)
+
+
+def check_unique(name: str, value: Any) -> None:
+    """A :class:`ConfigError` when the list ``value`` holds an item twice (each item is one arm of the experiment:
+    a repeated one would enter the statistics twice, as if it were more evidence)."""
+    if not isinstance(value, list):
+        return
+    seen: list[Any] = []
+    for item in value:
+        if any(item == other for other in seen):
+            raise ConfigError(f"{name} names {item!r} twice ({', '.join(map(str, value))}); valid: each value at "
+                              "most once")
+        seen.append(item)
 
 
 def declared_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
