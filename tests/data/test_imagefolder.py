@@ -371,3 +371,39 @@ def test_checksum_follows_the_bytes_of_the_images_not_their_size_or_time(folder,
     assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
     assert load_imagefolder(root=str(folder), size=4).checksum() != before
     assert data.subset([0, 1]).checksum() != data.subset([0, 2]).checksum()
+
+
+def high_depth_images(folder: Path) -> np.ndarray:
+    """The same random 8x8 grey values (uint16) saved as 16-bit PNG (I;16), big-endian 16-bit TIFF (I;16B),
+    32-bit integer TIFF (I) and float TIFF (F, in [0,1]); returns the values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    values = (np.random.default_rng(0).random((8, 8)) * 65535).astype(np.uint16)
+    Image.fromarray(values).save(folder / "a.png")
+    Image.frombytes("I;16B", (8, 8), values.astype(">u2").tobytes()).save(folder / "b.tif")
+    Image.fromarray(values.astype(np.int32)).save(folder / "c.tif")
+    Image.fromarray((values / 65535).astype(np.float32)).save(folder / "d.tif")
+    return values
+
+
+def test_16_bit_and_float_images_are_decoded_to_their_true_values(tmp_path) -> None:
+    """A 16-bit PNG was decoded as a pure white image: Pillow's convert('L'/'RGB') clips I;16 at 255 (audit W4)."""
+    values = high_depth_images(tmp_path / "cls")
+    expected = values / 257  # the same value on the 8-bit scale
+    for name, mode in (("a.png", "I;16"), ("b.tif", "I;16B"), ("c.tif", "I"), ("d.tif", "F")):
+        with Image.open(tmp_path / "cls" / name) as img:
+            assert img.mode == mode
+        for channels in (1, 3):
+            array = imagefolder.read_image(tmp_path / "cls" / name, 8, channels, "stretch")
+            assert array.shape == (channels, 8, 8) and array.dtype == np.uint8
+            assert np.abs(array.astype(float) - expected).max() <= 0.5 + 1e-6, (name, channels)
+    data = load_imagefolder(root=str(tmp_path), size=4)
+    assert 0.2 < float(data.images().mean()) < 0.8  # not white
+
+
+def test_high_depth_values_outside_their_range_are_one_clear_error(tmp_path) -> None:
+    Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "big.tif")
+    Image.fromarray(np.full((4, 4), 3.0, dtype=np.float32)).save(tmp_path / "hot.tif")
+    with pytest.raises(DataError, match=r"big\.tif: 32-bit integer values 70000\.\.70000; valid: 0\.\.65535"):
+        imagefolder.read_image(tmp_path / "big.tif", 4, 1, "stretch")
+    with pytest.raises(DataError, match=r"hot\.tif: floating-point values 3\.\.3; valid: \[0, 1\]"):
+        imagefolder.read_image(tmp_path / "hot.tif", 4, 1, "stretch")

@@ -104,3 +104,24 @@ def test_memory_names_follow_the_content():
     assert has_own_training_set(with_train) and len(load_dataset(with_train, "train")) == 2
     with pytest.raises(ConfigError, match="does not hold"):
         load_dataset("memory:images-0000")
+
+
+def test_an_image_folder_of_16_bit_and_mixed_depths_keeps_its_values(tmp_path):
+    """analyze read a 16-bit PNG as pure white, so a folder mixing 8- and 16-bit images gave L-inf = 1 'examples'
+    (audit W4)."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_imagefolder import high_depth_images
+
+    values = high_depth_images(tmp_path)
+    Image.fromarray((values // 257).astype(np.uint8)).save(tmp_path / "e.png")  # the same picture in 8 bits
+    images, labels = read_images(tmp_path)
+    assert images.shape == (5, 1, 8, 8) and labels is None
+    truth = torch.as_tensor(values / 65535, dtype=torch.float32)
+    for i in range(4):
+        assert torch.allclose(images[i, 0], truth, atol=1e-6), i
+    assert float((images[4, 0] - truth).abs().max()) <= 1 / 255

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ import torch
 from ..errors import ConfigError, DataError, check_range
 from .base import ImageDataset, Index
 from .registry import register_dataset
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FITS = ("crop", "stretch")
@@ -273,13 +277,41 @@ def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fracti
                 raise DataError(f"image {path} has {img.width}x{img.height} = {img.width * img.height} pixels, "
                                 f"more than the limit of {limit} (ADVSPATIAL_MAX_IMAGE_PIXELS); shrink it or "
                                 "raise the limit")
-            img = img.convert("RGB" if channels == 3 else "L")
             box = fit_box(img.width, img.height, size, fit, crop_fraction)
+            if img.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
+                scaled = Image.fromarray(unit_values(img, path) * np.float32(255), mode="F")
+                scaled = scaled.resize((size, size), Image.Resampling.BILINEAR, box=box)
+                grey = np.clip(np.rint(np.asarray(scaled)), 0, 255).astype(np.uint8)
+                return np.repeat(grey[None], channels, axis=0)
+            img = img.convert("RGB" if channels == 3 else "L")
             img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+#: Pillow modes of one grey channel deeper than 8 bits (16-bit PNG/TIFF, 32-bit integer, 32-bit float)
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def unit_values(img: "PILImage", path: Path | str) -> np.ndarray:
+    """The grey values of a :data:`HIGH_DEPTH_MODES` image as float32 (H,W) in [0,1]: 16-bit (and 32-bit integer)
+    images are divided by 65535, float images are taken as they are; a :class:`DataError` when the values lie
+    outside what the mode allows (a 32-bit image beyond 16 bits, a float image outside [0,1] or not finite)."""
+    if img.mode.startswith("I;16"):
+        values = np.asarray(img).astype(np.float32)
+        return values / np.float32(65535)
+    values = np.asarray(img).astype(np.float64)
+    if img.mode == "I":
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"image {path}: 32-bit integer values {values.min():g}..{values.max():g}; valid: "
+                            "0..65535 (a 16-bit image) or an 8-bit image")
+        return (values / 65535).astype(np.float32)
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        raise DataError(f"image {path}: floating-point values {np.nanmin(values):g}..{np.nanmax(values):g}; "
+                        "valid: [0, 1]")
+    return values.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -166,13 +166,20 @@ def read_image_folder(folder: Path) -> torch.Tensor:
     files = image_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    from .imagefolder import HIGH_DEPTH_MODES, unit_values
+
     arrays = []
     for file in files:
         with Image.open(file) as image:
-            arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1", "I;16") else "RGB")))
+            if image.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
+                arrays.append(unit_values(image, file))
+            else:
+                arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB")))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ShapeError(f"{folder}: images differ in size {sorted(shapes)[:3]}; give images of one size")
+    if any(a.dtype != np.uint8 for a in arrays):  # every image in [0,1], whatever its depth
+        arrays = [a.astype(np.float32) / np.float32(255) if a.dtype == np.uint8 else a for a in arrays]
     return to_image_tensor(np.stack(arrays), str(folder))
 
 
