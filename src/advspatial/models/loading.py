@@ -121,6 +121,14 @@ def _load_failure(exc: BaseException) -> str:
     return _first_line(exc)
 
 
+def _failure(exc: BaseException) -> str:
+    """``Type: first line`` of a user's code's exception; a SystemExit says the code tried to end the program."""
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit({exc.code!r}): the code called sys.exit() (argparse at import?); a model file must "
+                "define its factory without running a program")
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:4])[:600]
@@ -207,8 +215,8 @@ def load_factory(target: str, weights: str | None = None) -> nn.Module:
         raise ModelError(f"{where} has no callable {function!r}; callables there: {', '.join(names) or 'none'}")
     try:
         model = factory()
-    except Exception as exc:
-        raise ModelError(f"{target}() failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:  # SystemExit: a factory (or argparse in it) must not end the command
+        raise ModelError(f"{target}() failed: {_failure(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"{target}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights:
@@ -219,8 +227,8 @@ def load_factory(target: str, weights: str | None = None) -> nn.Module:
 def _import_module(name: str):  # type: ignore[no-untyped-def]
     try:
         return importlib.import_module(name)
-    except Exception as exc:
-        raise ModelError(f"cannot import {name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:
+        raise ModelError(f"cannot import {name}: {_failure(exc)}") from exc
 
 
 def _import_file(path: Path):  # type: ignore[no-untyped-def]
@@ -241,9 +249,9 @@ def _import_file(path: Path):  # type: ignore[no-untyped-def]
     sys.modules[name] = module  # dataclasses and pickling look modules up by name
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: e.g. a script that parses its arguments at import
         sys.modules.pop(name, None)
-        raise ModelError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(f"importing {path} failed: {_failure(exc)}") from exc
     finally:
         sys.path.remove(folder)
     return module
@@ -278,7 +286,7 @@ def code_checksum(model: nn.Module, spec: str = "") -> str:
             name = getattr(klass, "__module__", "") or ""
             if name == "builtins" or name.split(".")[0] in ("torch", "advspatial"):
                 continue
-            parts.add(f"class {name}.{klass.__qualname__}")
+            parts.add(f"class {klass.__qualname__}")  # not its module: a user file's module is named by its path
             with contextlib.suppress(TypeError, OSError):
                 files.add(inspect.getsourcefile(klass) or "")
     files.add(_factory_file(spec))
