@@ -42,6 +42,42 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def env_int(name: str, default: int, low: int, high: int, meaning: str = "") -> int:
+    """The integer environment variable ``name`` (``default`` when unset or empty) within [low, high]; anything
+    else is a one-line :class:`ConfigError` naming the variable, its value and the valid range. Every integer
+    the environment gives advspatial (torchrun's ranks, ports, threads) is read here."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    about = f" ({meaning})" if meaning else ""
+    if not raw.lstrip("+-").isdigit() or len(raw) > 20:
+        raise ConfigError(f"{name}={shown!r}{about} is not an integer; valid: {low}..{high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value}{about} is out of range; valid: {low}..{high}")
+    return value
+
+
+def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
+    """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number in
+    (0, high]; anything else is a one-line :class:`ConfigError`."""
+    import datetime
+    import math
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return datetime.timedelta(hours=default)
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if not (math.isfinite(hours) and 0 < hours <= high):
+        raise ConfigError(f"{name}={shown!r} is not a number of hours in (0, {high:g}]")
+    return datetime.timedelta(hours=hours)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
     random.seed(seed)
