@@ -407,3 +407,25 @@ def test_high_depth_values_outside_their_range_are_one_clear_error(tmp_path) -> 
         imagefolder.read_image(tmp_path / "big.tif", 4, 1, "stretch")
     with pytest.raises(DataError, match=r"hot\.tif: floating-point values 3\.\.3; valid: \[0, 1\]"):
         imagefolder.read_image(tmp_path / "hot.tif", 4, 1, "stretch")
+
+
+def test_class_maps_that_are_not_utf8_huge_or_index_a_billion_are_one_line(tmp_path, monkeypatch) -> None:
+    """A latin-1 or binary class map gave UnicodeDecodeError, one line naming index 999999999 allocated toward tens
+    of GB (MemoryError or an OOM kill), a map of a few GB was read whole (audit T3, T9)."""
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("0\tcat\n1\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.tsv, line 2: byte 0xe9 is not UTF-8"):
+        read_class_map(latin)
+    binary = tmp_path / "binary.tsv"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(DataError, match="is not UTF-8"):
+        read_class_map(binary)
+    sparse = write_tsv(tmp_path / "sparse.tsv", "0\tairplane\n999999999\tzzz\n")
+    with pytest.raises(DataError, match=r"cover 0..999999999 .*missing 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, \.\.\."):
+        read_class_map(sparse)
+    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 10)
+    with pytest.raises(DataError, match=r"sparse.tsv is 25 bytes; valid: a text file of at most 10 bytes"):
+        read_class_map(sparse)
+    bom = write_tsv(tmp_path / "bom.tsv", "\ufeff0\tcat\n1\tdog\n")
+    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 1 << 20)
+    assert read_class_map(bom).names == ("cat", "dog")
