@@ -242,13 +242,17 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             if kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{name}={shown} is not a valid {getattr(kind, '__name__', kind)}") from exc
     return value
 
 
 def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str, Any]) -> ExperimentConfig:
     types = field_types(config_cls)
+    keys = [k for k in values if not isinstance(k, str)]
+    if keys:  # YAML turns `1: 2` or `~: 2` into an integer or null key
+        raise ConfigError(f"setting names must be text; got {keys[0]!r}; valid: {', '.join(sorted(types))}")
     unknown = set(values) - set(types)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
@@ -268,6 +272,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
                           "setting: value") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except RecursionError as exc:  # PyYAML composes nested nodes recursively
+        raise ConfigError(f"{path} nests lists or mappings too deeply; valid: a flat mapping of setting: value") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
