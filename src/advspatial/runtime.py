@@ -393,8 +393,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files). A name
+    that was not valid UTF-8 on disk (a folder ``b'caf\\xe9'``, held by Python as a lone surrogate) is written
+    with the replacement character U+FFFD instead of failing the whole report."""
+    import re
+
+    atomic_write_bytes(path, re.sub("[\ud800-\udfff]", "\ufffd", text).encode("utf-8"))
 
 
 def atomic_torch_save(value: object, path: Path) -> None:
