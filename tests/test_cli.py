@@ -412,3 +412,47 @@ def test_train_options_are_the_train_config_fields(capsys) -> None:
         flag = "--model" if f.name == "arch" else "--" + f.name.replace("_", "-")
         assert flag in out, flag
     assert "--force" in out and "--device" in out and "--no-progress" in out
+
+
+NET = '''
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 13 * 13, 10)
+
+    def forward(self, x):
+        return self.fc(torch.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+
+def net():
+    return Net()
+'''
+
+
+def test_resume_refuses_changed_model_code_or_images(tmp_path, capsys) -> None:
+    """A resume after editing the model's forward (same weights) or overwriting the images used to mix two runs
+    with exit 0: only the weights and the settings were checked (audit W2)."""
+    import torch
+
+    factory = tmp_path / "net.py"
+    factory.write_text(NET)
+    images = tmp_path / "images.pt"
+    torch.manual_seed(0)
+    torch.save({"images": torch.rand(6, 1, 28, 28), "labels": torch.arange(6) % 3}, images)
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "run", "baseline", "--dataset", f"arrays:{images}", "--model", f"{factory}:net",
+                           "--n", "6", "--batch-size", "3", "--no-progress", "--out", str(out))
+    assert code == 0, err
+    (out / "metrics.json").unlink()  # as if killed before the end
+    factory.write_text(NET.replace("torch.max_pool2d(", "torch.nn.functional.avg_pool2d("))
+    code, _, err = run_cli(capsys, "run", "--resume", str(out))
+    one_line_error(code, err, "other model code")
+    factory.write_text(NET)
+    torch.save({"images": torch.rand(6, 1, 28, 28), "labels": torch.arange(6) % 3}, images)  # same size, new pixels
+    code, _, err = run_cli(capsys, "run", "--resume", str(out))
+    one_line_error(code, err, "other images")

@@ -297,3 +297,52 @@ def test_one_process_is_a_plain_loop() -> None:
     assert seen == [0, 1]
     with pytest.raises(ValueError, match="boom"):
         distributed.agree(ValueError("boom"))
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc'"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without RANK, MASTER_ADDR, MASTER_PORT"),
+    ({"RANK": "5", "WORLD_SIZE": "2"}, r"RANK=5 \(this process's rank among WORLD_SIZE=2\) is out of range; valid: 0..1"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "abc"}, "MASTER_PORT='abc'"),
+    ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999"}, "MASTER_PORT=99999"),
+    ({"LOCAL_WORLD_SIZE": "abc"}, "LOCAL_WORLD_SIZE='abc'"),
+    ({"LOCAL_RANK": "x", "WORLD_SIZE": "1"}, "LOCAL_RANK='x'"),
+    ({"ADVSPATIAL_THREADS": "abc"}, "ADVSPATIAL_THREADS='abc'"),
+    ({"ADVSPATIAL_THREADS": "99999"}, "ADVSPATIAL_THREADS=99999"),
+])
+def test_bad_torchrun_variables_are_one_line_before_any_work(env, message, monkeypatch, capsys) -> None:
+    """Non-integer ranks and sizes gave ValueError tracebacks, RANK >= WORLD_SIZE waited silently for the 24-hour
+    timeout, ADVSPATIAL_THREADS=99999 ended in a segmentation fault (audit W7, T5)."""
+    from helpers import run_cli
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                 "ADVSPATIAL_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    if env.get("WORLD_SIZE") == "2" and len(env) > 1:
+        monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+        env = {"MASTER_PORT": "29500", **env}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = run_cli(capsys, "list")
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+
+
+def test_the_timeout_is_read_when_used_and_bounded(monkeypatch) -> None:
+    """ADVSPATIAL_DIST_TIMEOUT_HOURS was parsed with int() when the module was imported: 'abc' or a value too large
+    for C gave tracebacks at import (audit T5)."""
+    import datetime
+
+    from advspatial.distributed import timeout
+    from advspatial.errors import ConfigError
+
+    monkeypatch.delenv("ADVSPATIAL_DIST_TIMEOUT_HOURS", raising=False)
+    assert timeout() == datetime.timedelta(hours=24)
+    monkeypatch.setenv("ADVSPATIAL_DIST_TIMEOUT_HOURS", "0.5")
+    assert timeout() == datetime.timedelta(minutes=30)
+    for bad in ("abc", "99999999999", "0", "nan", "-1"):
+        monkeypatch.setenv("ADVSPATIAL_DIST_TIMEOUT_HOURS", bad)
+        with pytest.raises(ConfigError, match="ADVSPATIAL_DIST_TIMEOUT_HOURS"):
+            timeout()

@@ -55,3 +55,18 @@ def test_tqdm_disable_in_the_environment_silences_every_bar(monkeypatch) -> None
     for _ in progress_bar(range(10), desc="shown", disable=False):
         pass
     assert "shown" in log.getvalue()
+
+
+def test_training_progress_in_a_log_is_one_line_per_interval(monkeypatch) -> None:
+    """Training updates its loss in the postfix every batch; tqdm redraws on each set_postfix, which wrote one line
+    per batch into a piped log (2,345 lines for the default model; issue 40, item 6)."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)  # a file, not a terminal
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    bar = progress_bar(total=300, desc="train", unit="batch")
+    for step in range(300):
+        bar.update(1)
+        bar.set_postfix(epoch=1, loss=f"{1 / (step + 1):.3f}")
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert 1 <= len(lines) <= 3 and "300/300" in lines[-1] and "loss=" in lines[-1]

@@ -196,3 +196,41 @@ def test_per_sample_seeding_has_one_owner():
     assert torch.equal(noise[0], torch.randn(4, generator=sample_generator(3, 17)))
     assert torch.equal(per_sample_noise((1, 4), 3, torch.tensor([4]), "normal")[0], noise[1])
     assert torch.equal(sample_ids_or_range(3, None), torch.arange(3))
+
+
+def test_a_stage_file_copied_over_another_or_from_another_run_is_refused(tmp_path) -> None:
+    """A stage copied over another batch's (or a stages/ folder merged from another run) was loaded as this batch's
+    results (audit W8): a stage file carries its name and the run's identity, checked on load."""
+    import shutil
+
+    from advspatial.errors import DataError
+
+    run = RunDir(tmp_path / "run")
+    run.identity["settings"] = "a"
+    run.save_stage("attack/pgd/batch-00000", {"x": torch.zeros(2)})
+    run.save_stage("attack/pgd/batch-00001", {"x": torch.ones(2)})
+    assert torch.equal(run.load_stage("attack/pgd/batch-00001")["x"], torch.ones(2))
+    shutil.copy(run.stage_path("attack/pgd/batch-00000"), run.stage_path("attack/pgd/batch-00001"))
+    with pytest.raises(DataError, match=r"batch-00001\.pt holds the results of stage 'attack/pgd/batch-00000'.*delete"):
+        run.cached("attack/pgd/batch-00001", lambda: {"x": torch.ones(2)})
+    other = RunDir(tmp_path / "other")
+    other.identity["settings"] = "b"
+    other.save_stage("attack/pgd/batch-00001", {"x": torch.full((2,), 7.0)})
+    shutil.copy(other.stage_path("attack/pgd/batch-00001"), run.stage_path("attack/pgd/batch-00001"))
+    with pytest.raises(DataError, match="another run"):
+        run.load_stage("attack/pgd/batch-00001")
+
+
+@pytest.mark.parametrize("planted", ["stages", "figures", "stages/attack"])
+def test_a_planted_directory_symlink_in_a_run_directory_is_refused(tmp_path, planted: str) -> None:
+    """A symlink planted for stages/, figures/ or a stage sub-folder made the run write outside its directory
+    (audit U1)."""
+    from advspatial.errors import ConfigError
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "run" / planted).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run" / planted).symlink_to(victim, target_is_directory=True)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        RunDir(tmp_path / "run").save_stage("attack/batch-00000", {"x": torch.ones(1)})
+    assert list(victim.iterdir()) == []

@@ -37,14 +37,24 @@ from typing import Any, TypeVar
 
 import torch
 
+from .errors import ConfigError
 from .progress import progress_bar
+from .runtime import env_hours, env_int
 
 T = TypeVar("T")
 U = TypeVar("U")
 I = TypeVar("I")
 
-#: how long a process waits for the others at a meeting point (a rank may be training a model meanwhile)
-TIMEOUT = datetime.timedelta(hours=int(os.environ.get("ADVSPATIAL_DIST_TIMEOUT_HOURS", "24")))
+#: the most processes (and the highest port) the environment may name
+MAX_WORLD = 1 << 20
+#: how long a process waits for the others at a meeting point (a rank may be training a model meanwhile), hours:
+#: ``$ADVSPATIAL_DIST_TIMEOUT_HOURS``, at most a year
+TIMEOUT_HOURS, MAX_TIMEOUT_HOURS = 24.0, 24.0 * 365
+
+
+def timeout() -> datetime.timedelta:
+    """How long a process waits at a meeting point (:data:`TIMEOUT_HOURS` unless the environment says)."""
+    return env_hours("ADVSPATIAL_DIST_TIMEOUT_HOURS", TIMEOUT_HOURS, MAX_TIMEOUT_HOURS)
 
 
 @dataclass(frozen=True)
@@ -80,10 +90,17 @@ def world() -> World:
 
 def environment_world() -> World:
     """The world ``torchrun`` describes in the environment (a world of one without it)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
-    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    size = env_int("WORLD_SIZE", 1, 1, MAX_WORLD, "processes")
+    if size > 1:
+        missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(v, "").strip()]
+        if missing:
+            raise ConfigError(f"WORLD_SIZE={size} without {', '.join(missing)}; launch the processes with torchrun "
+                              "(which sets them all), or unset WORLD_SIZE for one process")
+        env_int("MASTER_PORT", 0, 1, 65535, "port of rank 0")
+    rank = env_int("RANK", 0, 0, size - 1, f"this process's rank among WORLD_SIZE={size}")
+    local_size = env_int("LOCAL_WORLD_SIZE", min(size, MAX_WORLD), 1, size, "processes on this machine")
+    local_rank = env_int("LOCAL_RANK", rank % local_size, 0, local_size - 1,
+                         f"rank on this machine among LOCAL_WORLD_SIZE={local_size}")
     return World(rank=rank, size=size, local_rank=local_rank, local_size=local_size)
 
 
@@ -107,7 +124,7 @@ def init_from_environment() -> World:
 
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend, timeout=TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=timeout())
     _WORLD = World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=found.local_rank,
                    local_size=found.local_size)
     torch.set_num_threads(threads_per_process(_WORLD))
@@ -118,10 +135,11 @@ def init_from_environment() -> World:
 
 def threads_per_process(current: World) -> int:
     """``$ADVSPATIAL_THREADS``, else the machine's cores shared evenly by its processes (at least 1)."""
-    given = os.environ.get("ADVSPATIAL_THREADS", "").strip()
+    cores = os.cpu_count() or 1
+    given = env_int("ADVSPATIAL_THREADS", 0, 1, 4 * cores, f"threads per process; this machine has {cores} cores")
     if given:
-        return max(1, int(given))
-    return max(1, (os.cpu_count() or 1) // max(1, current.local_size))
+        return given
+    return max(1, cores // max(1, current.local_size))
 
 
 def shutdown() -> None:

@@ -31,6 +31,17 @@ class _LogLines:
         sys.stderr.flush()
 
 
+class _LogBar(tqdm):  # type: ignore[misc]
+    """tqdm for a log: ``set_postfix``/``set_description`` never force a redraw (tqdm's default), so a caller
+    that updates its postfix every batch (training's loss) still writes one line per :data:`LOG_INTERVAL`."""
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        super().set_description(desc, refresh=False)
+
+
 def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     """``tqdm(*args, **kwargs)``, as plain sparse lines when stderr is not a terminal.
 
@@ -42,6 +53,7 @@ def progress_bar(*args: Any, **kwargs: Any) -> tqdm:
     if not kwargs.get("disable") and not _stderr_is_terminal():
         kwargs = {**kwargs, "file": _LogLines(), "mininterval": LOG_INTERVAL, "ascii": True, "dynamic_ncols": False,
                   "ncols": 100}
+        return _LogBar(*args, **kwargs)
     return tqdm(*args, **kwargs)
 
 

@@ -42,6 +42,42 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def env_int(name: str, default: int, low: int, high: int, meaning: str = "") -> int:
+    """The integer environment variable ``name`` (``default`` when unset or empty) within [low, high]; anything
+    else is a one-line :class:`ConfigError` naming the variable, its value and the valid range. Every integer
+    the environment gives advspatial (torchrun's ranks, ports, threads) is read here."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    about = f" ({meaning})" if meaning else ""
+    if not raw.lstrip("+-").isdigit() or len(raw) > 20:
+        raise ConfigError(f"{name}={shown!r}{about} is not an integer; valid: {low}..{high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value}{about} is out of range; valid: {low}..{high}")
+    return value
+
+
+def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
+    """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number in
+    (0, high]; anything else is a one-line :class:`ConfigError`."""
+    import datetime
+    import math
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return datetime.timedelta(hours=default)
+    shown = raw if len(raw) <= 40 else raw[:37] + "..."
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = math.nan
+    if not (math.isfinite(hours) and 0 < hours <= high):
+        raise ConfigError(f"{name}={shown!r} is not a number of hours in (0, {high:g}]")
+    return datetime.timedelta(hours=hours)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
     random.seed(seed)
@@ -163,29 +199,54 @@ class RunDir:
     #: the fingerprint of the run: experiment, settings and model checksum its stages belong to
     RECORD = "run.json"
 
+    #: the key of a stage file's header: the stage's name and the identity of the run it belongs to
+    STAGE_KEY = "advspatial_stage"
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.stages = self.path / "stages"
         self.figures = self.path / "figures"
-        for directory in (self.path, self.stages, self.figures):
-            directory.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for directory in (self.stages, self.figures):
+            inner_dir(self.path, directory)
+        #: what the run's stages were computed from (settings, checksums of the model, its code, the images):
+        #: written into every stage file and checked when one is loaded (see :meth:`bind`)
+        self.identity: dict[str, str] = {}
 
     def stage_path(self, name: str) -> Path:
         path = self.stages / f"{name}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        inner_dir(self.stages, path.parent)
         return path
 
     def has_stage(self, name: str) -> bool:
         return self.stage_path(name).is_file()
 
     def load_stage(self, name: str) -> object:
-        """The saved value of stage ``name``; a :class:`DataError` naming the file when it cannot be read."""
+        """The saved value of stage ``name``; a :class:`DataError` naming the file when it cannot be read, or
+        when it is another stage's or another run's (a file copied over it, a merged ``stages/`` folder)."""
         path = self.stage_path(name)
-        return load_torch_file(path, f"stage file {path} of the run is unreadable",
-                               "delete it and resume to recompute it")
+        stored = load_torch_file(path, f"stage file {path} of the run is unreadable",
+                                 "delete it and resume to recompute it")
+        if not (isinstance(stored, dict) and self.STAGE_KEY in stored):
+            return stored  # written before stage files carried their identity: nothing to check
+        header = stored[self.STAGE_KEY]
+        if not isinstance(header, dict) or header.get("name") != name or header.get("run") != self.stage_owner():
+            other = header.get("name") if isinstance(header, dict) else None
+            what = f"stage {other!r}" if other != name else "another run (other settings, model or images)"
+            raise DataError(f"stage file {path} holds the results of {what}, not of {name!r} of this run; delete "
+                            "it and resume to recompute it")
+        return stored.get("value")
 
     def save_stage(self, name: str, value: object) -> None:
-        atomic_torch_save(value, self.stage_path(name))
+        atomic_torch_save({self.STAGE_KEY: {"name": name, "run": self.stage_owner()}, "value": value},
+                          self.stage_path(name))
+
+    def stage_owner(self) -> str:
+        """A short checksum of :attr:`identity`: the run a stage file belongs to."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def record(self) -> dict:  # type: ignore[type-arg]
         """The run's fingerprint (``run.json``), {} when the directory has none."""
@@ -207,20 +268,27 @@ class RunDir:
         atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def bind_model(self, checksum: str) -> None:
-        """Tie the run to the model whose weights have SHA-256 ``checksum``: recorded the first time, a
-        :class:`ConfigError` when a later (resumed) run loads other weights under the same settings."""
+        """Tie the run to the model whose weights have SHA-256 ``checksum`` (see :meth:`bind`)."""
+        self.bind("model_sha256", checksum, "model weights")
+
+    def bind(self, key: str, checksum: str, what: str) -> None:
+        """Tie the run to ``checksum`` of ``what`` (the model's weights, its code, the images), under ``key`` of
+        ``run.json``: recorded the first time, a :class:`ConfigError` when a later (resumed) run finds another
+        value under the same settings - its results would mix two models or two image sets. The checksum also
+        joins :attr:`identity`, so the stage files written from now on belong to it."""
+        self.identity[key] = checksum
         record = self.record()
         if not record:
             return
-        saved = record.get("model_sha256")
+        saved = record.get(key)
         if saved is None:
             from .distributed import world
 
             if world().is_main:  # under torchrun rank 0 owns run.json
-                self.write_record({**record, "model_sha256": checksum})
+                self.write_record({**record, key: checksum})
         elif saved != checksum:
-            raise ConfigError(f"{self.path} was computed with other model weights (sha256 {saved[:12]}..., now "
-                              f"{checksum[:12]}...); its results would mix two models - start a new run with "
+            raise ConfigError(f"{self.path} was computed with other {what} (sha256 {str(saved)[:12]}..., now "
+                              f"{checksum[:12]}...); its results would mix two runs - start a new run with "
                               "another --out")
 
     def has_results(self) -> bool:
@@ -249,6 +317,25 @@ class RunDir:
 
 
 T = TypeVar("T")
+
+
+def inner_dir(root: Path, directory: Path) -> None:
+    """Create ``directory`` (inside ``root``, with its parents up to ``root``) as a plain folder; a symbolic link
+    anywhere on the way is a one-line :class:`ConfigError`: a planted link would make the run write outside its
+    directory."""
+    root, directory = Path(root), Path(directory)
+    parts = directory.relative_to(root).parts
+    current = root
+    for part in parts:
+        current = current / part
+        if current.is_symlink():
+            raise ConfigError(f"{current} is a symbolic link; advspatial writes only inside its run directory - "
+                              "remove the link (or choose another --out)")
+        if not current.is_dir():
+            with contextlib.suppress(FileExistsError):  # another process of a torchrun launch made it meanwhile
+                current.mkdir()
+            if current.is_symlink() or not current.is_dir():
+                raise ConfigError(f"{current} is not a plain folder; remove it or choose another --out")
 
 
 def load_torch_file(path: Path, what: str, remedy: str) -> object:
@@ -306,8 +393,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files). A name
+    that was not valid UTF-8 on disk (a folder ``b'caf\\xe9'``, held by Python as a lone surrogate) is written
+    with the replacement character U+FFFD instead of failing the whole report."""
+    import re
+
+    atomic_write_bytes(path, re.sub("[\ud800-\udfff]", "\ufffd", text).encode("utf-8"))
 
 
 def atomic_torch_save(value: object, path: Path) -> None:

@@ -352,3 +352,80 @@ def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path, monke
     data.images(slice(0, 1))  # 1200 pixels: under our cap, above Pillow's warning
     assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
     assert imagefolder.MAX_IMAGE_PIXELS == 50_000_000
+
+
+def test_checksum_follows_the_bytes_of_the_images_not_their_size_or_time(folder, decodes) -> None:
+    """Images overwritten between a kill and a --resume (same names, same size, same time stamp) must change the
+    run's image checksum (audit W2); reading the bytes costs no decoding."""
+    import os
+
+    data = load_imagefolder(root=str(folder), size=4)
+    before = data.checksum()
+    assert data.checksum() == before and decodes == []
+    target = folder / "dog" / "b.png"
+    stat = target.stat()
+    raw = bytearray(target.read_bytes())
+    raw[-20] ^= 0xFF  # one byte inside the image data: same size
+    target.write_bytes(bytes(raw))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    assert load_imagefolder(root=str(folder), size=4).checksum() != before
+    assert data.subset([0, 1]).checksum() != data.subset([0, 2]).checksum()
+
+
+def high_depth_images(folder: Path) -> np.ndarray:
+    """The same random 8x8 grey values (uint16) saved as 16-bit PNG (I;16), big-endian 16-bit TIFF (I;16B),
+    32-bit integer TIFF (I) and float TIFF (F, in [0,1]); returns the values."""
+    folder.mkdir(parents=True, exist_ok=True)
+    values = (np.random.default_rng(0).random((8, 8)) * 65535).astype(np.uint16)
+    Image.fromarray(values).save(folder / "a.png")
+    Image.frombytes("I;16B", (8, 8), values.astype(">u2").tobytes()).save(folder / "b.tif")
+    Image.fromarray(values.astype(np.int32)).save(folder / "c.tif")
+    Image.fromarray((values / 65535).astype(np.float32)).save(folder / "d.tif")
+    return values
+
+
+def test_16_bit_and_float_images_are_decoded_to_their_true_values(tmp_path) -> None:
+    """A 16-bit PNG was decoded as a pure white image: Pillow's convert('L'/'RGB') clips I;16 at 255 (audit W4)."""
+    values = high_depth_images(tmp_path / "cls")
+    expected = values / 257  # the same value on the 8-bit scale
+    for name, mode in (("a.png", "I;16"), ("b.tif", "I;16B"), ("c.tif", "I"), ("d.tif", "F")):
+        with Image.open(tmp_path / "cls" / name) as img:
+            assert img.mode == mode
+        for channels in (1, 3):
+            array = imagefolder.read_image(tmp_path / "cls" / name, 8, channels, "stretch")
+            assert array.shape == (channels, 8, 8) and array.dtype == np.uint8
+            assert np.abs(array.astype(float) - expected).max() <= 0.5 + 1e-6, (name, channels)
+    data = load_imagefolder(root=str(tmp_path), size=4)
+    assert 0.2 < float(data.images().mean()) < 0.8  # not white
+
+
+def test_high_depth_values_outside_their_range_are_one_clear_error(tmp_path) -> None:
+    Image.fromarray(np.full((4, 4), 70000, dtype=np.int32)).save(tmp_path / "big.tif")
+    Image.fromarray(np.full((4, 4), 3.0, dtype=np.float32)).save(tmp_path / "hot.tif")
+    with pytest.raises(DataError, match=r"big\.tif: 32-bit integer values 70000\.\.70000; valid: 0\.\.65535"):
+        imagefolder.read_image(tmp_path / "big.tif", 4, 1, "stretch")
+    with pytest.raises(DataError, match=r"hot\.tif: floating-point values 3\.\.3; valid: \[0, 1\]"):
+        imagefolder.read_image(tmp_path / "hot.tif", 4, 1, "stretch")
+
+
+def test_class_maps_that_are_not_utf8_huge_or_index_a_billion_are_one_line(tmp_path, monkeypatch) -> None:
+    """A latin-1 or binary class map gave UnicodeDecodeError, one line naming index 999999999 allocated toward tens
+    of GB (MemoryError or an OOM kill), a map of a few GB was read whole (audit T3, T9)."""
+    latin = tmp_path / "latin.tsv"
+    latin.write_bytes("0\tcat\n1\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.tsv, line 2: byte 0xe9 is not UTF-8"):
+        read_class_map(latin)
+    binary = tmp_path / "binary.tsv"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(DataError, match="is not UTF-8"):
+        read_class_map(binary)
+    sparse = write_tsv(tmp_path / "sparse.tsv", "0\tairplane\n999999999\tzzz\n")
+    with pytest.raises(DataError, match=r"cover 0..999999999 .*missing 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, \.\.\."):
+        read_class_map(sparse)
+    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 10)
+    with pytest.raises(DataError, match=r"sparse.tsv is 25 bytes; valid: a text file of at most 10 bytes"):
+        read_class_map(sparse)
+    bom = write_tsv(tmp_path / "bom.tsv", "\ufeff0\tcat\n1\tdog\n")
+    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 1 << 20)
+    assert read_class_map(bom).names == ("cat", "dog")

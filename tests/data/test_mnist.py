@@ -156,3 +156,14 @@ def test_real_fashion_mnist_test_split() -> None:
     assert counts.tolist() == [1000] * 10
     x = ds.images(slice(0, 100))
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0 and float(x.max()) > 0.9
+
+
+def test_an_idx_pair_without_images_is_one_clear_error(isolated, capsys) -> None:
+    """An IDX dataset with 0 images ended in 'max(): Expected reduction dim' (audit T10)."""
+    from helpers import run_cli
+
+    write_split(isolated / "d", "test", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match="holds no images"):
+        load_dataset("mnist", root=isolated / "d")
+    code, _, err = run_cli(capsys, "evaluate", "--dataset", f"mnist:{isolated / 'd'}", "--model", "lenet5")
+    assert code == 2 and "holds no images" in err and len(err.strip().splitlines()) == 1

@@ -104,3 +104,81 @@ def test_memory_names_follow_the_content():
     assert has_own_training_set(with_train) and len(load_dataset(with_train, "train")) == 2
     with pytest.raises(ConfigError, match="does not hold"):
         load_dataset("memory:images-0000")
+
+
+def test_an_image_folder_of_16_bit_and_mixed_depths_keeps_its_values(tmp_path):
+    """analyze read a 16-bit PNG as pure white, so a folder mixing 8- and 16-bit images gave L-inf = 1 'examples'
+    (audit W4)."""
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_imagefolder import high_depth_images
+
+    values = high_depth_images(tmp_path)
+    Image.fromarray((values // 257).astype(np.uint8)).save(tmp_path / "e.png")  # the same picture in 8 bits
+    images, labels = read_images(tmp_path)
+    assert images.shape == (5, 1, 8, 8) and labels is None
+    truth = torch.as_tensor(values / 65535, dtype=torch.float32)
+    for i in range(4):
+        assert torch.allclose(images[i, 0], truth, atol=1e-6), i
+    assert float((images[4, 0] - truth).abs().max()) <= 1 / 255
+
+
+def test_label_shapes_are_checked_and_a_column_is_labels(tmp_path):
+    """Labels shaped (N, 1) were argmax'ed into all zeros, and analyze said the labels were given (audit W5)."""
+    from advspatial.data.tensors import to_label_tensor
+
+    y = np.array([3, 0, 2, 1])
+    assert to_label_tensor(y[:, None], 4, "l").tolist() == [3, 0, 2, 1]
+    assert to_label_tensor(y[None, :], 4, "l").tolist() == [3, 0, 2, 1]
+    assert to_label_tensor(np.eye(4)[y], 4, "l").tolist() == [3, 0, 2, 1]  # one-hot rows
+    assert to_label_tensor(np.eye(4, dtype=np.int64)[y], 4, "l").tolist() == [3, 0, 2, 1]
+    assert to_label_tensor(np.random.default_rng(0).random((4, 5)), 4, "l").shape == (4,)  # scores
+    np.save(tmp_path / "col.npy", y[:, None])
+    assert read_labels(tmp_path / "col.npy", 4).tolist() == [3, 0, 2, 1]
+    with pytest.raises(ShapeError, match="not one-hot"):
+        to_label_tensor(np.array([[1, 2], [0, 1], [2, 2], [1, 0]]), 4, "l")
+    for bad in (y[:, None, None], np.zeros((4, 1, 2)), y[:3]):
+        with pytest.raises(ShapeError, match=r"labels must be \(4,\)"):
+            to_label_tensor(bad, 4, "l")
+
+
+@pytest.mark.parametrize("name", ["object.npz", "npy_named.npz", "text.npz", "truncated.npz", "huge_header.npy",
+                                  "big_endian.npy", "longdouble.npy", "string_labels.npy", "huge_label.txt"])
+def test_malformed_array_files_are_one_clear_error_or_read(tmp_path, name):
+    """Object arrays, mislabelled or truncated .npz files, a header declaring a 5 TiB array, string labels and
+    labels beyond int64 gave numpy/torch/zipfile tracebacks; big-endian and long double arrays are read (audit T6)."""
+    x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    path = tmp_path / name
+    if name == "object.npz":
+        np.savez(path, x_adv=np.array([x, "x"], dtype=object))
+    elif name == "npy_named.npz":
+        with open(path, "wb") as handle:
+            np.save(handle, x)
+    elif name == "text.npz":
+        path.write_text("hello")
+    elif name == "truncated.npz":
+        np.savez(tmp_path / "whole.npz", images=x)
+        path.write_bytes((tmp_path / "whole.npz").read_bytes()[:60])
+    elif name == "huge_header.npy":
+        with open(path, "wb") as handle:
+            np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (10**7, 3, 224, 224)})
+            handle.write(b"0" * 64)
+    elif name == "big_endian.npy":
+        np.save(path, x.astype(">f4"))
+    elif name == "longdouble.npy":
+        np.save(path, x.astype(np.longdouble))
+    elif name == "string_labels.npy":
+        np.save(path, np.array(["1", "2", "0", "1"]))
+    else:
+        path.write_text("1\n2\n99999999999999999999999\n0\n")
+    if name in ("big_endian.npy", "longdouble.npy"):
+        assert torch.allclose(read_images(path)[0], torch.as_tensor(x))
+        return
+    with pytest.raises(ConfigError) as info:
+        read_labels(path, 4) if "label" in name else read_images(path)
+    assert "\n" not in str(info.value) and "allow_pickle" not in str(info.value)

@@ -93,3 +93,41 @@ def test_a_model_with_more_outputs_than_classes_is_refused_up_front() -> None:
     data = ImageDataset("imagefolder", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ("a", "b"))
     with pytest.raises(ModelError, match="10 outputs but the data has 2 classes"):
         check_model_fits_data(Out(lambda x: torch.zeros(len(x), 10)), data, torch.device("cpu"))
+
+
+def test_an_out_dir_holding_a_users_files_is_refused(tmp_path) -> None:
+    """--out on a folder of the user's own files replaced its config.yaml, per_image.csv and report.html (audit L1)."""
+    from advspatial.errors import ConfigError
+    from advspatial.experiments.running import open_run
+    from advspatial.experiments.settings import ExperimentConfig
+
+    mine = tmp_path / "proj"
+    mine.mkdir()
+    files = {"config.yaml": "n: 12\n# my comments\n", "per_image.csv": "mine\n", "report.html": "<h1>mine</h1>\n"}
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    with pytest.raises(ConfigError, match=r"holds files that are not an advspatial run \(config.yaml, per_image.csv, "
+                                          r"report.html\).*new or empty --out"):
+        with open_run(mine, "spatial", ExperimentConfig(n=12, out=str(mine)), resume=False):
+            pass
+    assert {p.name: p.read_text() for p in mine.iterdir() if not p.name.startswith(".")} == files
+    empty = tmp_path / "empty"
+    (empty / "stages").mkdir(parents=True)  # a run that failed at once left its empty folders
+    (empty / ".DS_Store").write_text("")
+    with open_run(empty, "spatial", ExperimentConfig(n=12, out=str(empty)), resume=False):
+        pass
+    with open_run(empty, "spatial", ExperimentConfig(n=12, out=str(empty)), resume=False):  # now an advspatial run
+        pass
+
+
+def test_the_config_file_given_is_never_the_one_the_run_writes(tmp_path, capsys) -> None:
+    """``--config proj/config.yaml --out proj`` overwrote the --config file itself (audit L1)."""
+    from helpers import run_cli
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "run.json").write_text("{}")
+    (run / "config.yaml").write_text("n: 5\n# my comments\n")
+    code, _, err = run_cli(capsys, "run", "baseline", "--config", str(run / "config.yaml"), "--out", str(run))
+    assert code == 2 and "is the config.yaml the run writes" in err and len(err.strip().splitlines()) == 1
+    assert (run / "config.yaml").read_text() == "n: 5\n# my comments\n"

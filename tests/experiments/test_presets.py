@@ -65,6 +65,16 @@ def test_auto_preset_follows_dataset_and_zoo_model() -> None:
         resolve_preset_name("cifar100", "cifar10", "smallcnn")
 
 
+def test_auto_preset_follows_dataset_given_with_a_root() -> None:
+    """``cifar10:PATH`` is CIFAR-10 (the form the README and the errors suggest): its budgets, not the defaults."""
+    assert resolve_preset_name("auto", "cifar10:/data/cifar10", "my.py:make") == "cifar10"
+    assert resolve_preset_name("auto", "mnist:/data/mnist", "my.py:make") == "mnist"
+    assert resolve_preset_name("auto", "fashion-mnist:/d", "my.py:make") == "fashion-mnist"
+    config = resolve_config(get_experiment("spatial"), None, {"dataset": "cifar10:/data/c", "model": "lenet5"},
+                            quick=True)
+    assert config.preset == "cifar10" and config.eps_linf == pytest.approx(8 / 255)
+
+
 def test_preset_table_shows_budgets_as_fractions_of_255() -> None:
     table = preset_table()
     assert "8/255" in table and "4/255" in table

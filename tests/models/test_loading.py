@@ -122,3 +122,32 @@ def test_load_errors_are_short_and_never_advise_unsafe_loading(tmp_path) -> None
         load_state_dict_model(path, "lenet5")
     assert "weights_only=False" not in str(info.value).replace("`", "") and "\n" not in str(info.value)
     assert "state_dict()" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["factory", "import"])
+def test_a_model_file_calling_sys_exit_is_a_model_error(tmp_path, where: str) -> None:
+    """A factory raising SystemExit(0) (or a file running argparse at import) ended the command with exit 0 and
+    no output (audit W10)."""
+    path = tmp_path / "m.py"
+    body = "def make():\n    raise SystemExit(0)\n" if where == "factory" else "import sys\nsys.exit(0)\ndef make(): pass\n"
+    path.write_text(body)
+    with pytest.raises(ModelError, match=r"SystemExit\(0\): the code called sys.exit\(\)"):
+        load_model(f"{path}:make")
+
+
+def test_code_checksum_follows_the_model_code_not_its_path(tmp_path) -> None:
+    """The checksum a resumed run is tied to (audit W2) changes with the code of the model's classes, not with
+    where the file lies; advspatial's own architectures are the tool's code."""
+    from advspatial.models.loading import code_checksum
+
+    source = ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+              "        self.fc = torch.nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+              "def make():\n    return Net()\n")
+    sums = []
+    for folder, text in (("a", source), ("b", source), ("c", source.replace("self.fc(x.flatten(1))", "-self.fc(x.flatten(1))"))):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.py").write_text(text)
+        spec = f"{tmp_path / folder / 'm.py'}:make"
+        sums.append(code_checksum(load_model(spec), spec))
+    assert sums[0] == sums[1] != sums[2]
+    assert code_checksum(build_model("lenet5"), "lenet5") == code_checksum(build_model("lenet5"), "lenet5")

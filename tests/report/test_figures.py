@@ -88,3 +88,30 @@ def test_a_figure_never_writes_through_a_planted_symlink(tmp_path: Path) -> None
     save_figure(fig, tmp_path / "fig.png")
     assert victim.read_text() == "keep me"
     assert _png_size(tmp_path / "fig.png")[0] > 0 and not (tmp_path / "fig.png").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["$x^$", r"$\undefinedcmd{x}$", "cost $5 and $6", r"$\alpha$ ok"])
+def test_user_text_that_is_not_valid_mathtext_is_drawn_literally(tmp_path, name: str) -> None:
+    """A class name or --source label holding '$x^$' made savefig fail after all the work was done (audit T1)."""
+    from matplotlib.figure import Figure
+
+    from advspatial.report.figures import save_figure
+
+    fig = Figure(figsize=(2, 2))
+    ax = fig.add_subplot()
+    ax.set_title(name)
+    ax.set_xlabel(name)
+    path = save_figure(fig, tmp_path / "f.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert ax.title.get_parse_math() == (name in (r"$\alpha$ ok", "cost $5 and $6"))  # valid math is typeset
+
+
+def test_a_name_that_is_not_utf8_is_written_with_a_replacement_character(tmp_path) -> None:
+    """A class folder b'0caf\\xe9' (held by Python as a lone surrogate) crashed the report writer (audit T2)."""
+    import os
+
+    from advspatial.runtime import atomic_write_text
+
+    name = os.fsdecode(b"0caf\xe9")
+    atomic_write_text(tmp_path / "r.html", f"<td>{name}</td>")
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == "<td>0caf\ufffd</td>"

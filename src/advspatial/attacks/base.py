@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
+from ..models.outputs import check_logits, guarded_spec
 from ..registry import Registry
 
 __all__ = [  # frozen_eval and per_sample_noise: re-exported from their owners, models.hooks and runtime
@@ -177,11 +178,11 @@ class Attack:
         """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         with frozen_eval(self.model):
-            with torch.no_grad():
-                clean_pred = self._clean_logits(x).argmax(1)
+            with torch.no_grad():  # checked here too: an attack may compute them without calling the model
+                clean_pred = check_logits(self._clean_logits(x), guarded_spec(self.model), len(x)).argmax(1)
             x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
             with torch.no_grad():
-                adv_pred = self._adversarial_logits(x_adv).argmax(1)
+                adv_pred = check_logits(self._adversarial_logits(x_adv), guarded_spec(self.model), len(x)).argmax(1)
         success = adv_pred == target if target is not None else adv_pred != y
         l0, l2, linf = perturbation_norms(x_adv - x)
         return AttackResult(x_adv, success, clean_pred, adv_pred, y, target, l0, l2, linf, queries + 1)

@@ -29,8 +29,8 @@ def parse_params(pairs: tuple[str, ...], attack_name: str | None = None) -> dict
             raise AdvspatialError(f"--param {pair!r} must look like name=value")
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
-        if key == "seed":
-            raise AdvspatialError("--param seed is not an attack parameter here; use --seed")
+        if key in ("seed", "model"):  # make_attack's own arguments: a --param would give them twice
+            raise AdvspatialError(f"--param {key} is not an attack parameter here; use --{key}")
         try:
             params[key] = yaml.safe_load(value)
         except yaml.YAMLError:
@@ -57,7 +57,10 @@ def typed_param(name: str, value: Any, default: Any) -> Any:
     if not ok:
         valid = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
         raise AdvspatialError(f"--param {name}={value!r} is not valid; valid: {valid} (default {default!r})")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError as exc:  # an integer too large for a float
+        raise AdvspatialError(f"--param {name}={str(value)[:30]}... is too large; valid: a number below 1e308") from exc
 
 
 @click.command()

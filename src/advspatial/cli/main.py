@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     from ..distributed import init_from_environment, shutdown
 
     try:
-        init_from_environment()
+        try:
+            init_from_environment()
+        except AdvspatialError as exc:  # a bad RANK, WORLD_SIZE, ADVSPATIAL_THREADS...: one line, before any work
+            _error(one_line(str(exc)), exc)
+            sys.exit(2)
         _run_cli(argv)
     finally:
         shutdown()

@@ -66,7 +66,7 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,
                           weights=o["weights"], num_classes=data.num_classes, image_shape=data.image_shape,
                           progress=o.get("progress", True))
-    check_model_fits_data(model, data, device)
+    check_model_fits_data(model, data, device, o["model_name"])
     return model, data
 
 

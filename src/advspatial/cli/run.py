@@ -108,6 +108,10 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
                 name = str(wanted)
                 get_experiment(name)  # an unknown name is one line listing the experiments
         config = resolve_config(get_experiment(name), config_file, given, quick)
+        written = Path(config.out or f"runs/{name}") / "config.yaml"
+        if config_file and written.exists() and written.resolve() == Path(config_file).resolve():
+            raise AdvspatialError(f"--config {config_file} is the config.yaml the run writes into --out; copy it "
+                                  "elsewhere, or complete that run with --resume")
     RESUME_HINT[:] = [f"; complete the run with: advspatial run --resume {config.out or f'runs/{name}'}"]
     result, rundir = run_experiment(name, config, resume=bool(resume))
     RESUME_HINT.clear()

@@ -122,6 +122,25 @@ class ImageDataset:
             return raw.to(torch.float32).div_(255.0)  # in place on the new float copy: one float copy at peak
         return raw.to(torch.float32)
 
+    def checksum(self) -> str:
+        """SHA-256 of the images' content, labels and global ids: ties a run to its pixels, so a run resumed on
+        replaced images is refused. A lazy source that has a ``checksum()`` of its own (image files: their bytes)
+        is asked; other pixels are hashed as stored (a lazy one decoded batch by batch)."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.name};{tuple(self.pixels.shape)};".encode())
+        digest.update(_tensor_bytes(self.labels))
+        digest.update(_tensor_bytes(self.ids))
+        if isinstance(self.pixels, torch.Tensor):
+            digest.update(f"{self.pixels.dtype};".encode())
+            digest.update(_tensor_bytes(self.pixels))
+        elif callable(getattr(self.pixels, "checksum", None)):
+            digest.update(str(self.pixels.checksum()).encode())
+        else:
+            for sl in batch_slices(len(self), 256):
+                digest.update(_tensor_bytes(self.pixels.decode(sl)))
+        return digest.hexdigest()
+
     def subset(self, index: Index) -> "ImageDataset":
         """A new dataset holding only the selected images (views where possible; lazy stays lazy)."""
         idx = _as_index(index)
@@ -148,6 +167,12 @@ class ImageDataset:
         """Yield ``(x, y, slice)`` in order; x is float in [0,1], decoded per batch. Deterministic."""
         for sl in batch_slices(len(self), batch_size):
             yield self.images(sl), self.labels[sl], sl
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    """The bytes of a tensor's values, whatever its dtype and layout (on the CPU, contiguous)."""
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
 def _as_index(index: Index) -> int | slice | torch.Tensor:

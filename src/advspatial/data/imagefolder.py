@@ -49,6 +49,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,6 +57,9 @@ import torch
 from ..errors import ConfigError, DataError, check_range
 from .base import ImageDataset, Index
 from .registry import register_dataset
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FITS = ("crop", "stretch")
@@ -94,7 +98,7 @@ def read_class_map(path: str | Path) -> ClassMap:
     labels: dict[str, int] = {}
     names: dict[int, str] = {}
     lines_of: dict[int, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(_class_map_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         index, folder, display = _parse_class_line(path, lineno, line)
@@ -106,12 +110,50 @@ def read_class_map(path: str | Path) -> ClassMap:
         labels[folder], names[index], lines_of[index] = index, display, lineno
     if not names:
         raise DataError(f"class map {path} has no class lines; expected index<TAB>folder name[<TAB>display name]")
-    missing = sorted(set(range(max(names) + 1)) - set(names))
+    missing = _first_missing(names, 11)
     if missing:
         shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
         raise DataError(f"class map {path}: indices must cover 0..{max(names)} (one line per model output); "
                         f"missing {shown}")
     return ClassMap(path, labels, tuple(names[i] for i in range(len(names))))
+
+
+#: the largest class-map file read, in bytes (ImageNet-21k's map is about 1 MB), checked before reading it
+MAX_CLASS_MAP_BYTES = 16 * 1024 * 1024
+
+
+def _class_map_text(path: Path) -> str:
+    """The class map's text: bounded in size before it is read, UTF-8 (a byte-order mark is dropped); a
+    :class:`DataError` in one line otherwise."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_CLASS_MAP_BYTES:
+            raise DataError(f"class map {path} is {size} bytes; valid: a text file of at most "
+                            f"{MAX_CLASS_MAP_BYTES} bytes (one line per class)")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read class map {path}: {exc.strerror or exc}") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise DataError(f"class map {path}, line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8; valid: UTF-8 "
+                        "text (save it as UTF-8)") from exc
+
+
+def _first_missing(names: dict[int, str], limit: int) -> list[int]:
+    """Up to ``limit`` indices in 0..max(names) that ``names`` lacks, in order, without building the whole range
+    (a map naming index 999999999 must not allocate a billion numbers)."""
+    missing: list[int] = []
+    top = max(names)
+    if top == len(names) - 1:  # unique non-negative indices: they cover 0..max exactly
+        return missing
+    k = 0
+    while len(missing) < limit and k <= top:
+        if k not in names:
+            missing.append(k)
+        k += 1
+    return missing
 
 
 def _parse_class_line(path: Path, lineno: int, line: str) -> tuple[int, str, str]:
@@ -273,13 +315,41 @@ def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fracti
                 raise DataError(f"image {path} has {img.width}x{img.height} = {img.width * img.height} pixels, "
                                 f"more than the limit of {limit} (ADVSPATIAL_MAX_IMAGE_PIXELS); shrink it or "
                                 "raise the limit")
-            img = img.convert("RGB" if channels == 3 else "L")
             box = fit_box(img.width, img.height, size, fit, crop_fraction)
+            if img.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
+                scaled = Image.fromarray(unit_values(img, path) * np.float32(255), mode="F")
+                scaled = scaled.resize((size, size), Image.Resampling.BILINEAR, box=box)
+                grey = np.clip(np.rint(np.asarray(scaled)), 0, 255).astype(np.uint8)
+                return np.repeat(grey[None], channels, axis=0)
+            img = img.convert("RGB" if channels == 3 else "L")
             img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
             array = np.asarray(img, dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+#: Pillow modes of one grey channel deeper than 8 bits (16-bit PNG/TIFF, 32-bit integer, 32-bit float)
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def unit_values(img: "PILImage", path: Path | str) -> np.ndarray:
+    """The grey values of a :data:`HIGH_DEPTH_MODES` image as float32 (H,W) in [0,1]: 16-bit (and 32-bit integer)
+    images are divided by 65535, float images are taken as they are; a :class:`DataError` when the values lie
+    outside what the mode allows (a 32-bit image beyond 16 bits, a float image outside [0,1] or not finite)."""
+    if img.mode.startswith("I;16"):
+        values = np.asarray(img).astype(np.float32)
+        return values / np.float32(65535)
+    values = np.asarray(img).astype(np.float64)
+    if img.mode == "I":
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"image {path}: 32-bit integer values {values.min():g}..{values.max():g}; valid: "
+                            "0..65535 (a 16-bit image) or an 8-bit image")
+        return (values / 65535).astype(np.float32)
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        raise DataError(f"image {path}: floating-point values {np.nanmin(values):g}..{np.nanmax(values):g}; "
+                        "valid: [0, 1]")
+    return values.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -316,6 +386,20 @@ class LazyImages:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def checksum(self) -> str:
+        """SHA-256 of the bytes of every file in order (and the decoding settings): changes when an image is
+        replaced, even by one of the same size and time stamp; costs one read of the files, no decoding."""
+        import hashlib
+
+        digest = hashlib.sha256(f"{self.size};{self.channels};{self.fit};{self.crop_fraction};".encode())
+        for path in self.files:
+            try:
+                with open(path, "rb") as handle:
+                    digest.update(hashlib.file_digest(handle, "sha256").digest())
+            except OSError as exc:
+                raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+        return digest.hexdigest()
 
     def positions(self, index: Index | None) -> torch.Tensor:
         """The file positions ``index`` selects, with tensor indexing rules (0-d for an int)."""

@@ -53,6 +53,8 @@ def load_idx_pair(images_path: Path, labels_path: Path, name: str, class_names: 
         raise DataError(f"{labels_path}: label IDX must be 1-D (N,), got shape {labels.shape}")
     if len(images) != len(labels):
         raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    if len(images) == 0:
+        raise DataError(f"{images_path} holds no images; valid: IDX files with at least one image")
     if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
         raise DataError(f"{labels_path}: labels outside 0..{len(class_names) - 1}")
     pixels = torch.from_numpy(images.copy()).unsqueeze(1)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError
+from ..runtime import first_line
 from .base import ImageDataset
 from .registry import register_dataset
 
@@ -127,8 +128,7 @@ def read_images(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     elif suffix == ".npy":
         images, labels = _numpy_load(path), None
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            images, labels = _split_payload({k: archive[k] for k in archive.files}, path)
+        images, labels = _split_payload(_npz_arrays(path), path)
     else:
         raise ConfigError(f"{path}: unknown format {suffix!r}; valid: .pt, .npy, .npz, or a folder of images")
     pixels = to_image_tensor(images, str(path))
@@ -147,8 +147,7 @@ def read_labels(path: str | Path, n: int) -> torch.Tensor:
         elif suffix == ".npy":
             value = _numpy_load(path)
         else:
-            with np.load(path, allow_pickle=False) as archive:
-                value = archive[_first_key(archive.files, LABEL_KEYS, path)]
+            value = next(iter(_npz_arrays(path, LABEL_KEYS).values()))
         if isinstance(value, dict):
             value = value[_first_key(list(value), LABEL_KEYS, path)]
         return to_label_tensor(value, n, str(path))
@@ -166,13 +165,20 @@ def read_image_folder(folder: Path) -> torch.Tensor:
     files = image_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    from .imagefolder import HIGH_DEPTH_MODES, unit_values
+
     arrays = []
     for file in files:
         with Image.open(file) as image:
-            arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1", "I;16") else "RGB")))
+            if image.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
+                arrays.append(unit_values(image, file))
+            else:
+                arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB")))
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ShapeError(f"{folder}: images differ in size {sorted(shapes)[:3]}; give images of one size")
+    if any(a.dtype != np.uint8 for a in arrays):  # every image in [0,1], whatever its depth
+        arrays = [a.astype(np.float32) / np.float32(255) if a.dtype == np.uint8 else a for a in arrays]
     return to_image_tensor(np.stack(arrays), str(folder))
 
 
@@ -186,7 +192,7 @@ def image_files(folder: Path) -> list[Path]:
 def to_image_tensor(images: Any, what: str) -> torch.Tensor:
     """(N,C,H,W) float32 in [0,1] from uint8 [0,255] or float [0,1]; (N,H,W) gets a channel,
     channels-last (N,H,W,C with C in 1,3,4 and not N,C,H,W) is moved."""
-    t = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images).detach().cpu()
+    t = as_numeric_tensor(images, what, "images")
     if t.ndim == 3:
         t = t[:, None]
     if t.ndim != 4:
@@ -207,18 +213,55 @@ def to_image_tensor(images: Any, what: str) -> torch.Tensor:
 
 
 def to_label_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
-    """(n,) int64 labels >= 0 (a (n, K) array of scores or one-hot rows is reduced by argmax)."""
-    t = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).detach().cpu()
-    if t.ndim == 2 and t.shape[0] == n:
+    """(n,) int64 labels >= 0 from integer (or integral float) labels shaped (n,), (n, 1) or (1, n), or from
+    (n, K) rows that are one-hot or floating-point scores (reduced by argmax); any other shape, an integer
+    (n, K) array that is not one-hot, or a non-numeric array is a one-line error."""
+    t = as_numeric_tensor(labels, what, "labels")
+    valid = f"valid: ({n},), ({n}, 1), or ({n}, classes) one-hot rows or scores"
+    if t.ndim == 2 and n > 1 and (t.shape == (n, 1) or t.shape == (1, n)):
+        t = t.reshape(n)  # a column (or row) of labels, not scores of one class
+    elif t.ndim == 2 and t.shape[0] == n and t.shape[1] >= 2:
+        one_hot = bool(((t == 0) | (t == 1)).all()) and bool((t.sum(1) == 1).all())
+        if not (one_hot or t.is_floating_point()):
+            raise ShapeError(f"{what}: labels {tuple(t.shape)} hold integers that are not one-hot rows; {valid}")
         t = t.argmax(1)
     if t.shape != (n,):
-        raise ShapeError(f"{what}: labels must be ({n},), got {tuple(t.shape)}")
+        raise ShapeError(f"{what}: labels must be ({n},), got {tuple(t.shape)}; {valid}")
+    if t.dtype == torch.bool:
+        raise ConfigError(f"{what}: labels are booleans; valid: integer class indices")
     if t.is_floating_point() and not bool((t == t.round()).all()):
         raise ConfigError(f"{what}: labels must be integers")
+    if t.is_floating_point() and n and float(t.abs().max()) >= 2**62:
+        raise ConfigError(f"{what}: labels up to {float(t.abs().max()):g}; valid: class indices 0..2^62")
     t = t.long()
     if n and int(t.min()) < 0:
         raise ConfigError(f"{what}: labels must be >= 0")
     return t
+
+
+def as_numeric_tensor(values: Any, what: str, role: str) -> torch.Tensor:
+    """A CPU tensor of a numeric array or tensor: big-endian arrays in native order, ``longdouble`` as float64;
+    strings, objects and other dtypes torch cannot hold are a one-line :class:`ConfigError` naming ``role``."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu()
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as exc:  # ragged lists, huge Python ints
+        raise ConfigError(f"{what}: {role} are not a numeric array ({first_line(exc)})") from exc
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{what}: {role} have dtype {array.dtype} ({_KINDS.get(array.dtype.kind, 'not numbers')}); "
+                          "valid: integers or floating-point numbers")
+    if array.dtype.kind == "f" and array.dtype.itemsize > 8:  # longdouble: torch has no such dtype
+        array = array.astype(np.float64)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype == np.uint16 or array.dtype == np.uint32 or array.dtype == np.uint64:
+        array = array.astype(np.int64 if array.dtype != np.uint64 else np.float64)
+    return torch.as_tensor(array)
+
+
+_KINDS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers", "M": "dates", "m": "durations",
+          "V": "raw records"}
 
 
 def class_names_for(labels: torch.Tensor) -> tuple[str, ...]:
@@ -252,7 +295,39 @@ def _torch_load(path: Path) -> Any:
 
 
 def _numpy_load(path: Path) -> np.ndarray:
+    """A ``.npy`` array; its header is checked against the file's size before anything is allocated (a header
+    declaring a 5 TiB array is refused, not attempted); anything numpy cannot load safely is one line."""
     try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            fmt = np.lib.format
+            shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(handle)
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            left = path.stat().st_size - handle.tell()
+        if dtype.hasobject:
+            raise ValueError("it holds Python objects, which are not loaded (they could run code)")
+        if declared > left:
+            raise ValueError(f"its header declares {tuple(shape)} {dtype} ({declared} bytes) but the file holds "
+                             f"{left}: truncated, or not what it says")
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise ConfigError(f"{path} is not a numpy array file numpy can load safely: {exc}") from exc
+    except (ValueError, OSError, EOFError, MemoryError, TypeError, SyntaxError) as exc:
+        raise ConfigError(f"{path} is not a numpy array file numpy can load safely: {first_line(exc)}") from exc
+
+
+def _npz_arrays(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` archive (only ``keys``' first match when given); a truncated or mislabelled file
+    (an ``.npy`` or text named ``.npz``) or object arrays are one line, not a numpy or zipfile traceback."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("it is not a .npz archive (an .npy array named .npz?)")
+            names = [_first_key(archive.files, keys, path)] if keys is not None else list(archive.files)
+            return {k: archive[k] for k in names}
+    except (AttributeError, TypeError) as exc:  # np.load gave an ndarray, which is no context manager
+        raise ConfigError(f"{path} is not a .npz archive (an .npy array named .npz?); valid: np.savez output") from exc
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, KeyError) as exc:
+        why = "text or pickled data, which is not loaded" if "pickle" in str(exc) else first_line(exc)
+        raise ConfigError(f"{path} is not a .npz archive numpy can load safely ({why}); valid: np.savez "
+                          "output") from exc

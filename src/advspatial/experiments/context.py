@@ -100,9 +100,12 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
     model = load_checked_model(config, data, device)
+    from ..models.loading import code_checksum
     from ..training import state_checksum
 
     rundir.bind_model(state_checksum(model))
+    rundir.bind("model_code_sha256", code_checksum(model, config.model), "model code")
+    rundir.bind("images_sha256", data.checksum(), "images (their content, labels or selection changed)")
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 
@@ -114,7 +117,7 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
     model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
                           device=device, progress=config.progress, weights=config.weights or None,
                           num_classes=data.num_classes, image_shape=data.image_shape).eval()
-    check_model_fits_data(model, data, device)
+    check_model_fits_data(model, data, device, config.model)
     return model
 
 
@@ -173,12 +176,16 @@ def shared_splits(dataset: str) -> bool:
     return split_root(root, "train") == split_root(root, "test")
 
 
-def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.device) -> None:
-    """One forward pass on one image: the model takes the images, returns finite (N, K) logits, K > every label.
+def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.device, spec: str = "") -> None:
+    """One forward pass on one image: the model takes the images, returns finite (N, K) logits, K > every label;
+    then every later output of the model is checked the same way (:func:`advspatial.models.outputs.guard_outputs`:
+    the batch size, K, a floating dtype, finite values, a gradient where the caller needs one).
 
-    Turns shape and class-count mismatches into one clear ModelError before any work.
+    Turns shape and class-count mismatches into one clear ModelError before any work, and a model that goes
+    wrong later (NaN after the first image) into one clear ModelError where it happens.
     """
     from ..errors import ModelError
+    from ..models.outputs import check_logits, guard_outputs
 
     x = data.images(slice(0, 1)).to(device)
     try:
@@ -187,11 +194,7 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
     except Exception as exc:  # the model's own error: wrong channels, size...
         raise ModelError(f"the model cannot take {data.name} images of shape {tuple(x.shape[1:])}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
-        raise ModelError(f"the model must return logits (N, classes); it returned {type(logits).__name__} "
-                         f"{tuple(getattr(logits, 'shape', ()))}")
-    if not bool(torch.isfinite(logits).all()):
-        raise ModelError("the model returns non-finite logits (NaN or inf) on the first image; check its weights")
+    logits = check_logits(logits, spec, batch=1)
     top = int(data.labels.max())
     if top >= logits.shape[1]:
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
@@ -203,3 +206,4 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has {data.num_classes} classes "
                          f"({data.name}); its predictions would name classes the data does not have - for a folder "
                          "dataset give --class-map (model output index, folder name) with one line per output")
+    guard_outputs(model, spec, int(logits.shape[1]))

@@ -55,8 +55,9 @@ def resolve_preset_name(name: str, dataset: str, model: str) -> str:
         raise unknown_name("preset", name, PRESET_CHOICES)
     if name != "auto":
         return name
-    if dataset in _DATASET_PRESETS:
-        return _DATASET_PRESETS[dataset]
+    base = dataset.split(":", 1)[0].strip()  # ``cifar10:PATH`` is CIFAR-10 read from PATH: the same preset
+    if base in _DATASET_PRESETS:
+        return _DATASET_PRESETS[base]
     from ..models.zoo import zoo_entries
 
     entry = zoo_entries().get(model)

@@ -57,10 +57,22 @@ def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse
 
     if not world().is_main:
         agree()
-        yield RunDir(out)
+        rundir = RunDir(out)
+        _identify(rundir, kind, config)
+        yield rundir
         return
     with _checked_run_dir(Path(out), kind, config, resume, reuse_same, write_config) as rundir:
+        _identify(rundir, kind, config)
         yield rundir
+
+
+def _identify(rundir: RunDir, kind: str, config: ExperimentConfig) -> None:
+    """The run's settings join the identity its stage files carry (:meth:`RunDir.load_stage` checks it)."""
+    import hashlib
+    import json
+
+    text = json.dumps({"experiment": kind, "config": fingerprint(config)}, sort_keys=True, default=str)
+    rundir.identity["settings"] = hashlib.sha256(text.encode()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -90,6 +102,7 @@ def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: boo
 
 def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
                    write_config: bool) -> RunDir:
+    check_not_foreign(out)
     rundir = RunDir(out)
     rundir.remove_stale_temp_files()
     record = rundir.record()
@@ -114,6 +127,24 @@ def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool,
         atomic_write_text(out / "config.yaml", yaml.safe_dump({"experiment": kind, **config_dict(config)},
                                                               sort_keys=False))
     return rundir
+
+
+def check_not_foreign(out: Path) -> None:
+    """A :class:`ConfigError` when ``out`` holds files but no advspatial run (no ``run.json``, stages or
+    ``metrics.json``): the run would replace a user's own ``config.yaml``, ``per_image.csv`` or ``report.html``
+    there. Hidden files and the empty ``stages/`` and ``figures/`` of a run that failed at once do not count."""
+    if not out.is_dir() or (out / RunDir.RECORD).is_file() or (out / "metrics.json").is_file():
+        return
+    stages = out / "stages"
+    if stages.is_dir() and not stages.is_symlink() and any(stages.rglob("*.pt")):
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")
+                     and not (p.name in ("stages", "figures") and p.is_dir() and not p.is_symlink()
+                              and not any(p.iterdir())))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ConfigError(f"--out {out} holds files that are not an advspatial run ({shown}); the run would "
+                          "overwrite them - choose a new or empty --out")
 
 
 def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:

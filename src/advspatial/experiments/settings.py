@@ -49,8 +49,10 @@ def setting(default: Any, help: str, *, low: float | None = None, high: float | 
 
 
 def check_declared(config: Any) -> None:
-    """Every field's declared range and choices (:func:`setting`), each element of a list field alike."""
+    """Every field's declared range and choices (:func:`setting`), each element of a list field alike; a list
+    field naming a value twice (``--attacks fgsm,fgsm``) is refused: it would count every image twice."""
     for f in dataclasses.fields(config):
+        check_unique(f.name, getattr(config, f.name))
         bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
         if bounds is None and choices is None:
             continue
@@ -61,6 +63,19 @@ def check_declared(config: Any) -> None:
                 check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
             if choices is not None:
                 check_choice(f.name, item, choices)
+
+
+def check_unique(name: str, value: Any) -> None:
+    """A :class:`ConfigError` when the list ``value`` holds an item twice (each item is one arm of the experiment:
+    a repeated one would enter the statistics twice, as if it were more evidence)."""
+    if not isinstance(value, list):
+        return
+    seen: list[Any] = []
+    for item in value:
+        if any(item == other for other in seen):
+            raise ConfigError(f"{name} names {item!r} twice ({', '.join(map(str, value))}); valid: each value at "
+                              "most once")
+        seen.append(item)
 
 
 def declared_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
@@ -227,13 +242,17 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
             if kind is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return kind(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{name}={shown} is not a valid {getattr(kind, '__name__', kind)}") from exc
     return value
 
 
 def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str, Any]) -> ExperimentConfig:
     types = field_types(config_cls)
+    keys = [k for k in values if not isinstance(k, str)]
+    if keys:  # YAML turns `1: 2` or `~: 2` into an integer or null key
+        raise ConfigError(f"setting names must be text; got {keys[0]!r}; valid: {', '.join(sorted(types))}")
     unknown = set(values) - set(types)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
@@ -253,6 +272,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
                           "setting: value") from exc
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from exc
+    except RecursionError as exc:  # PyYAML composes nested nodes recursively
+        raise ConfigError(f"{path} nests lists or mappings too deeply; valid: a flat mapping of setting: value") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

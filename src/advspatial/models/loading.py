@@ -7,6 +7,7 @@ model (and attacks, maps and defences all see the same input space).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 from collections.abc import Sequence
@@ -120,6 +121,14 @@ def _load_failure(exc: BaseException) -> str:
     return _first_line(exc)
 
 
+def _failure(exc: BaseException) -> str:
+    """``Type: first line`` of a user's code's exception; a SystemExit says the code tried to end the program."""
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit({exc.code!r}): the code called sys.exit() (argparse at import?); a model file must "
+                "define its factory without running a program")
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return " ".join(lines[:4])[:600]
@@ -206,8 +215,8 @@ def load_factory(target: str, weights: str | None = None) -> nn.Module:
         raise ModelError(f"{where} has no callable {function!r}; callables there: {', '.join(names) or 'none'}")
     try:
         model = factory()
-    except Exception as exc:
-        raise ModelError(f"{target}() failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:  # SystemExit: a factory (or argparse in it) must not end the command
+        raise ModelError(f"{target}() failed: {_failure(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"{target}() returned {type(model).__name__}, not a torch.nn.Module")
     if weights:
@@ -218,8 +227,8 @@ def load_factory(target: str, weights: str | None = None) -> nn.Module:
 def _import_module(name: str):  # type: ignore[no-untyped-def]
     try:
         return importlib.import_module(name)
-    except Exception as exc:
-        raise ModelError(f"cannot import {name}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:
+        raise ModelError(f"cannot import {name}: {_failure(exc)}") from exc
 
 
 def _import_file(path: Path):  # type: ignore[no-untyped-def]
@@ -240,9 +249,9 @@ def _import_file(path: Path):  # type: ignore[no-untyped-def]
     sys.modules[name] = module  # dataclasses and pickling look modules up by name
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # SystemExit: e.g. a script that parses its arguments at import
         sys.modules.pop(name, None)
-        raise ModelError(f"importing {path} failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ModelError(f"importing {path} failed: {_failure(exc)}") from exc
     finally:
         sys.path.remove(folder)
     return module
@@ -257,3 +266,54 @@ def state_checksum(model: nn.Module) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
+
+
+def code_checksum(model: nn.Module, spec: str = "") -> str:
+    """SHA-256 of the code a model runs: the source files of its layers' classes (and of the file or module a
+    ``FILE.py:factory``/``module:factory`` ``spec`` names), TorchScript's compiled code. Identifies a model whose
+    code changed under the same weights (a resumed run must not mix the two). torch's and advspatial's own
+    files are the tool's, not the model's, and are left out; only the files' content counts, not their paths."""
+    import inspect
+
+    parts: set[str] = set()
+    files: set[str] = set()
+    for module in model.modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            with contextlib.suppress(Exception):  # a module without code of its own (a container)
+                parts.add(hashlib.sha256(str(module.code).encode()).hexdigest())
+            continue
+        for klass in type(module).__mro__:
+            name = getattr(klass, "__module__", "") or ""
+            if name == "builtins" or name.split(".")[0] in ("torch", "advspatial"):
+                continue
+            parts.add(f"class {klass.__qualname__}")  # not its module: a user file's module is named by its path
+            with contextlib.suppress(TypeError, OSError):
+                files.add(inspect.getsourcefile(klass) or "")
+    files.add(_factory_file(spec))
+    for file in sorted(files - {""}):
+        with contextlib.suppress(OSError):
+            parts.add(hashlib.sha256(Path(file).read_bytes()).hexdigest())
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
+
+
+def _factory_file(spec: str) -> str:
+    """The source file a factory spec names (``FILE.py:factory``, ``package.module:factory``), else ''."""
+    import importlib.util
+
+    from .spec import _factory_target
+
+    if not spec.strip() or spec.startswith(("object:", "torchvision:", "timm:")):
+        return ""
+    try:
+        target = _factory_target(spec.strip())
+    except ModelError:
+        return ""
+    if target is None:
+        return ""
+    where = target.rpartition(":")[0]
+    if where.endswith(".py"):
+        return str(Path(where).expanduser())
+    with contextlib.suppress(Exception):  # ImportError, ValueError: the factory loaded already, so rarely
+        found = importlib.util.find_spec(where)
+        return (found.origin or "") if found is not None else ""
+    return ""

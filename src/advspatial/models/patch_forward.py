@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ModelError, ShapeError
+from .outputs import has_only_guards
 from .patch_cache import StructureCache
 from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _grid,  # noqa: F401
                             _is_flatten_from_dim1, _LinearFold)
@@ -231,7 +232,7 @@ class _Tracer:
 
     def stem(self) -> tuple[list[Stage], fx.Node, list[fx.Node]]:
         """The stages, the last stem node, and every node up to it (for the tail's interpreter)."""
-        if self.model._forward_hooks or self.model._forward_pre_hooks:
+        if not has_only_guards(self.model._forward_hooks) or self.model._forward_pre_hooks:
             raise UnsupportedModel("the model has forward hooks, which incremental evaluation would skip")
         nodes = list(self.graph.nodes)
         placeholders = [n for n in nodes if n.op == "placeholder"]

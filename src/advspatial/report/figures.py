@@ -41,10 +41,29 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
+    literal_unless_math(fig)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi)
     atomic_write_bytes(path, buffer.getvalue())  # a temp file and a rename: never through a planted symlink
     return path
+
+
+def literal_unless_math(fig: Figure) -> None:
+    """Every text of ``fig`` that holds a ``$`` but is not valid mathtext is drawn literally: class names, folder
+    names and ``--source`` labels are the user's text, and ``$x^$`` or ``$\\undefinedcmd{x}$`` in one of them
+    made saving the figure fail after all the work was done. Valid math is still typeset."""
+    from matplotlib.mathtext import MathTextParser
+    from matplotlib.text import Text
+
+    parser = MathTextParser("path")
+    for text in fig.findobj(Text):
+        content = text.get_text()
+        if "$" not in content or not text.get_parse_math():
+            continue
+        try:
+            parser.parse(content)
+        except (ValueError, RuntimeError, KeyError):
+            text.set_parse_math(False)
 
 
 def to_numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:

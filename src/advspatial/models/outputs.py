@@ -1,0 +1,88 @@
+"""The one check of a model's output, for every command: logits (N, classes), floating, finite, with a gradient
+where the caller needs one.
+
+:func:`check_logits` checks one output; :func:`guard_outputs` makes a model check every output it returns from
+then on (a forward hook on the model itself, so layer names, weights and checksums are unchanged), so a model
+that starts returning NaN after the first image, returns twice the batch, or computes its logits under
+``torch.no_grad()`` is a one-line :class:`ModelError` naming the model, wherever it is called: evaluation,
+attacks, maps, every experiment. ``experiments.context.check_model_fits_data`` installs it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+
+def check_logits(logits: object, spec: str, batch: int | None = None, classes: int | None = None,
+                 needs_grad: bool = False) -> torch.Tensor:
+    """``logits`` when they are a floating (batch, classes) tensor of finite values (with an autograd graph when
+    ``needs_grad``); else a one-line :class:`ModelError` naming the model ``spec`` and what is valid."""
+    name = f"model {spec!r}" if spec else "the model"
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(f"{name} returned {type(logits).__name__}; valid: a tensor of logits (N, classes)")
+    shape = tuple(logits.shape)
+    if logits.ndim != 2 or (batch is not None and shape[0] != batch):
+        wanted = "logits (N, classes)" + (f" with N = {batch}, the batch size" if batch is not None else "")
+        raise ModelError(f"{name} returned logits of shape {shape} for a batch of {batch}; valid: {wanted}")
+    if classes is not None and shape[1] != classes:
+        raise ModelError(f"{name} returned {shape[1]} logits per image, {classes} before; valid: the same number "
+                         "of classes for every batch")
+    if not logits.is_floating_point():
+        raise ModelError(f"{name} returned {logits.dtype} logits; valid: floating-point logits (float32, ...)")
+    if needs_grad and not logits.requires_grad:
+        raise ModelError(f"{name} returned logits without a gradient (computed under torch.no_grad(), detached, or "
+                         "not from the input); attacks and gradient maps need logits differentiable in the input")
+    finite = torch.isfinite(logits.detach())
+    if not bool(finite.all()):
+        rows = (~finite.all(1)).nonzero().flatten().tolist()
+        shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+        raise ModelError(f"{name} returned non-finite logits (NaN or inf) for {len(rows)} of {shape[0]} images "
+                         f"of a batch (rows {shown}); check its weights and its forward")
+    return logits
+
+
+class OutputGuard:
+    """A forward hook running :func:`check_logits` on every output of the model it is registered on.
+
+    The incremental one-pixel evaluation (``patch_forward``) recognizes it as no change to what the model
+    computes (it still refuses a model with any other forward hook).
+    """
+
+    def __init__(self, spec: str, classes: int | None) -> None:
+        self.spec, self.classes = spec, classes
+
+    def __call__(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        needs_grad = x is not None and x.requires_grad and torch.is_grad_enabled()
+        check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
+
+
+_GUARDS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def guard_outputs(model: nn.Module, spec: str, classes: int | None = None) -> nn.Module:
+    """Make ``model`` check every output from now on (:class:`OutputGuard`), once (a second call replaces the
+    first); a TorchScript model takes no hooks and is returned unguarded. Returns ``model``."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    old = _GUARDS.pop(model, None)
+    if old is not None:
+        old.remove()  # type: ignore[attr-defined]
+    _GUARDS[model] = model.register_forward_hook(OutputGuard(spec, classes))
+    return model
+
+
+def guarded_spec(model: nn.Module) -> str:
+    """The spec a model's :class:`OutputGuard` names ('' without one), for messages about its outputs."""
+    hooks = getattr(model, "_forward_hooks", {})
+    return next((hook.spec for hook in hooks.values() if isinstance(hook, OutputGuard)), "")
+
+
+def has_only_guards(hooks: dict[int, object]) -> bool:
+    """True when a module's forward hooks are all :class:`OutputGuard` (none is the same)."""
+    return all(isinstance(hook, OutputGuard) for hook in hooks.values())

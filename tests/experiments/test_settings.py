@@ -1,0 +1,53 @@
+"""Settings: reading, layering and validating an experiment's config (experiments/settings.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from advspatial.errors import ConfigError
+from advspatial.experiments.registry import get_experiment
+from advspatial.experiments.settings import resolve_config
+
+
+def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:
+    """``--attacks fgsm,fgsm`` (or ``attacks: [fgsm, fgsm]`` in YAML) counted every image twice in per_image.csv and
+    in the statistics (audit W3)."""
+    spatial = get_experiment("spatial")
+    with pytest.raises(ConfigError, match=r"attacks names 'fgsm' twice.*at most once"):
+        resolve_config(spatial, None, {"attacks": ["fgsm", "fgsm"]}, quick=True)
+    config = tmp_path / "c.yaml"
+    config.write_text("attacks: [pgd, fgsm, pgd]\n")
+    with pytest.raises(ConfigError, match="attacks names 'pgd' twice"):
+        resolve_config(spatial, str(config), {}, quick=True)
+    with pytest.raises(ConfigError, match="panel_fractions names 0.1 twice"):
+        resolve_config(spatial, None, {"panel_fractions": [0.1, 0.2, 0.1]}, quick=True)
+    assert resolve_config(spatial, None, {"attacks": ["fgsm", "pgd"]}, quick=True).attacks == ["fgsm", "pgd"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[" * 5000 + "]" * 5000, "nests lists or mappings too deeply"),
+    ("{a: " * 3000 + "1" + "}" * 3000, "nests lists or mappings too deeply"),
+    ("1: 2\nn: 3\n", "setting names must be text; got 1"),
+    ("~: 2\nn: 3\n", "setting names must be text; got None"),
+    ("eps_linf: " + "9" * 400 + "\n", r"eps_linf=9{50}.*\.\.\. is not a valid float"),
+])
+def test_malformed_yaml_configs_are_one_line(tmp_path, text: str, message: str) -> None:
+    """YAML nested thousands deep (RecursionError), integer or null keys (TypeError while sorting) and integers too
+    large for a float (OverflowError) ended in tracebacks (audit T8)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config(get_experiment("spatial"), str(config), {}, quick=True)
+    assert "\n" not in str(info.value)
+
+
+def test_attack_params_that_clash_or_overflow_are_one_line() -> None:
+    """``--param model=x`` gave 'make_attack() got multiple values for argument model'; ``--param eps=9...9`` an
+    OverflowError (audit T8)."""
+    from advspatial.cli.attack_commands import parse_params
+    from advspatial.errors import AdvspatialError
+
+    with pytest.raises(AdvspatialError, match="--param model is not an attack parameter here; use --model"):
+        parse_params(("model=x",), "pgd")
+    with pytest.raises(AdvspatialError, match="--param eps=9{30}... is too large"):
+        parse_params(("eps=" + "9" * 400,), "pgd")
