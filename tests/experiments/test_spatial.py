@@ -244,3 +244,20 @@ def test_maps_takes_its_panel_attack_from_the_attacks(tmp_path) -> None:
         resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel"]}, quick=True)
     with pytest.raises(ConfigError, match="unknown attack"):
         resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["nope"]}, quick=True)
+
+
+def test_external_examples_never_describe_our_one_pixel_budget() -> None:
+    """``analyze --source onepixel``: the examples were made elsewhere, so the report must not describe the DE
+    budget of our own one-pixel attack (which never ran) -- audit W9."""
+    from types import SimpleNamespace
+
+    from advspatial.experiments.spatial.config import MeasurementConfig
+    from advspatial.experiments.spatial.report import measurement_limits_section
+
+    cfg = MeasurementConfig()
+    ctx = SimpleNamespace(config=cfg)
+    metrics = {"n": 12, "attacks": {"onepixel": {}}}
+    external = " ".join(measurement_limits_section(ctx, metrics, external=True).paragraphs)
+    ours = " ".join(measurement_limits_section(ctx, metrics, external=False).paragraphs)
+    assert "reduced DE budget" in ours
+    assert "reduced DE budget" not in external and "made elsewhere" in external

@@ -231,7 +231,8 @@ def measurement_limits_section(ctx: Context, metrics: dict[str, Any], external: 
     """The limits of the measurement alone (``maps``, ``analyze``); ``external``: the adversarial examples were
     made elsewhere (``analyze``)."""
     cfg = ctx.config
-    paragraphs = [*measurement_limits(cfg), *onepixel_limits(cfg, metrics)]
+    # external examples (analyze) were made elsewhere, by whatever attack: our one-pixel budget never ran
+    paragraphs = [*measurement_limits(cfg), *([] if external else onepixel_limits(cfg, metrics))]
     if external:
         paragraphs.append(
             "The adversarial examples were made elsewhere: how strong their attack was (its budget, its "
