@@ -66,7 +66,7 @@ class AnalyzeConfig(MeasurementConfig):
         "dataset", "attacks", "defence_attack", "eps_l2", "steps", "cw_steps", "cw_search_steps", "onepixel_popsize",
         "onepixel_steps", "onepixel_n", "class_map", "image_size", "fit", "crop_fraction"})
     QUICK = {"batch_size": 12, "contribution_steps": 8, "permutations": 200, "gate_n": 24, "gate_steps": 5,
-             "randomization_images": 4, "panel": ["gradcam"], "panel_fractions": [0.1, 0.3], "figure_images": 3}
+             "randomization_images": 4, "randomization_samples": 4, "panel": ["gradcam"], "panel_fractions": [0.1, 0.3], "figure_images": 3}
 
     def validate(self) -> None:
         if not self.clean or not self.adv:

@@ -51,13 +51,16 @@ class GatedConfig(ExperimentConfig):
 
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count", low=1)
     gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
-    gate_steps: int = setting(20, "PGD steps of the gate's restricted attack", low=1)
+    gate_steps: int = setting(10, "PGD steps of the gate's restricted attack (a damage comparison between regions "
+                                  "of equal size, not a robustness figure)", low=1)
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
                                              "denoising; Quantus' default is 50)", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
-    sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per statistic; a CI inside +-SESOI is equivalent to the null, a significant effect below it negligible)",
+    sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per "
+                                 "statistic; a CI inside +-SESOI is equivalent to the null, a significant effect "
+                                 "below it negligible)",
                            low=0)
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
                                   **OPEN_UNIT_INTERVAL)

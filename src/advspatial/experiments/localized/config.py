@@ -97,7 +97,7 @@ class LocalizedConfig(GatedConfig):
     QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8, "training_seeds": 1,
              "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0],
              "train_limit": 512, "steps": 3, "figure_images": 2,
-             "gate_n": 16, "gate_steps": 3, "randomization_images": 4}
+             "gate_n": 16, "gate_steps": 3, "randomization_images": 4, "randomization_samples": 4}
 
     @classmethod
     def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class PerceptualConfig(GatedConfig):
     QUICK = {"n": 16, "batch_size": 8, "steps": 5, "calibration_n": 8, "curve_alphas": [0.8],
              "curve_eps_factors": [0.5],
              "calibration_iters": 4, "ssim_tolerance": 0.01, "permutations": 200, "figure_images": 2,
-             "gate_n": 16, "gate_steps": 5, "randomization_images": 4}
+             "gate_n": 16, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4}
 
     def validate(self) -> None:
         super().validate()

@@ -103,7 +103,7 @@ class MapsConfig(MeasurementConfig):
     QUICK: ClassVar[dict[str, Any]] = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40,
                                        "onepixel_steps": 5, "cw_steps": 10, "cw_search_steps": 2, "steps": 5,
                                        "contribution_steps": 8, "figure_images": 3, "permutations": 200,
-                                       "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
+                                       "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4,
                                        "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:
@@ -175,7 +175,7 @@ class SpatialConfig(MeasurementConfig):
              "convergence_n": 6, "convergence_steps": [2, 5, 10], "convergence_restarts": [1, 2],
              "convergence_eps": [0.5, 1.0, 8.0], "fills": ["zero", "blur"], "blur_sigmas": [1.0],
              "noise_sds": [0.2], "jpeg_qualities": [20],
-             "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
+             "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4,
              "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:
