@@ -691,7 +691,7 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
         return next(p for p in (path / "stages/finetune").glob(f"{mode}-*.pt")
                     if re.fullmatch(rf"{re.escape(mode)}-[0-9a-f]{{12}}", p.stem))
 
-    saved = {m: torch.load(stage_of(m), weights_only=True) for m in MODES}
+    saved = {m: torch.load(stage_of(m), weights_only=True)["value"] for m in MODES}  # a stage file: header + value
     start_weights = torch.load(config.weights, weights_only=True)
     sums = {}
     for mode, stage in saved.items():

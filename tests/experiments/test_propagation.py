@@ -249,7 +249,7 @@ def test_locality_columns_match_locality_analysis(tiny_cnn):
 
 
 def test_config_validation():
-    with pytest.raises(ConfigError, match="repeats"):
+    with pytest.raises(ConfigError, match="twice"):
         PropagationConfig(pixels_list=[1, 1]).validate()
     with pytest.raises(ConfigError):
         PropagationConfig(pixels_list=[0]).validate()
