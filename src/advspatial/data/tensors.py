@@ -159,21 +159,14 @@ def read_labels(path: str | Path, n: int) -> torch.Tensor:
 
 
 def read_image_folder(folder: Path) -> torch.Tensor:
-    """Every image file of ``folder`` in file-name order, (N,C,H,W) float in [0,1]; all of one size."""
-    from PIL import Image
+    """Every image file of ``folder`` in file-name order, (N,C,H,W) float in [0,1]; all of one size. Each file is
+    decoded by :func:`.imagefolder.read_full_image` (the pixel cap checked first, a bad file one line)."""
+    from .imagefolder import read_full_image
 
     files = image_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    from .imagefolder import HIGH_DEPTH_MODES, unit_values
-
-    arrays = []
-    for file in files:
-        with Image.open(file) as image:
-            if image.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
-                arrays.append(unit_values(image, file))
-            else:
-                arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB")))
+    arrays = [read_full_image(file) for file in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ShapeError(f"{folder}: images differ in size {sorted(shapes)[:3]}; give images of one size")
