@@ -94,6 +94,7 @@ def check_label_tensor(labels: torch.Tensor, n: int) -> None:
                        max_size=3), st.sampled_from([".npy", ".npz", ".pt"]), _damage)
 @example({"x_adv": np.array([np.zeros(3), "x"], dtype=object)}, ".npy", None)  # audit T6: object arrays
 @example({"x": np.zeros((2, 1, 4, 4), ">f4")}, ".npy", None)  # big-endian
+@example({"x": np.array(0, np.uint8)}, ".npy", ("byte", 64, 0))  # found: a NUL in the header, tokenize.TokenError
 @example({"x": np.zeros((2, 1, 4, 4), np.longdouble)}, ".npz", ("cut", 100))  # truncated
 def test_array_files_read_or_refuse_in_one_line(arrays, kind, damage) -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,7 @@ Loading never runs code from a file: ``torch.load(weights_only=True)`` and
 from __future__ import annotations
 
 import hashlib
+from tokenize import TokenError
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +304,8 @@ def _numpy_load(path: Path) -> np.ndarray:
             raise ValueError(f"its header declares {tuple(shape)} {dtype} ({declared} bytes) but the file holds "
                              f"{left}: truncated, or not what it says")
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError, TypeError, SyntaxError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError, TypeError, SyntaxError, TokenError) as exc:
+        # TokenError: numpy tokenizes the header's Python literal, and a damaged one can end mid-expression
         raise ConfigError(f"{path} is not a numpy array file numpy can load safely: {first_line(exc)}") from exc
 
 
