@@ -99,6 +99,9 @@ def params(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
 
 @fuzz_settings(200)
 @given(params())
+@example(("autoattack", ("components=null",)))  # found: TypeError, None is not iterable
+@example(("autoattack", ("components=[1, [2]]",)))
+@example(("autoattack", ("components=apgd-ce, square",)))
 @example(("pgd", ("model=x",)))  # audit T8: make_attack() got multiple values for 'model'
 @example(("pgd", ("eps=" + "9" * 400,)))  # audit T8: OverflowError
 @example(("pgd", ("eps=" + "[" * 3000 + "]" * 3000,)))  # found: PyYAML's RecursionError in a --param value

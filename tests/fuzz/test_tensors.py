@@ -119,6 +119,7 @@ _label_text = st.one_of(
 @example(("text", "99999999999999999999999\n1\n2"), ".txt", 3)  # audit T6: a label too large for int64
 @example(("array", np.array(["1", "2"])), ".npy", 2)  # audit T6: string labels
 @example(("array", np.array([[1], [2], [0]])), ".npy", 3)  # audit W5: (N, 1) labels are labels
+@example(("array", np.array([[False, False, True]])), ".npy", 1)  # found: argmax() of boolean one-hot rows
 def test_label_files_read_or_refuse_in_one_line(content, suffix, n) -> None:
     kind, value = content
     with tempfile.TemporaryDirectory() as tmp:

@@ -212,6 +212,8 @@ def to_label_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
     (n, K) array that is not one-hot, or a non-numeric array is a one-line error."""
     t = as_numeric_tensor(labels, what, "labels")
     valid = f"valid: ({n},), ({n}, 1), or ({n}, classes) one-hot rows or scores"
+    if t.dtype == torch.bool:  # before any reduction: argmax takes no booleans
+        raise ConfigError(f"{what}: labels are booleans; valid: integer class indices")
     if t.ndim == 2 and n > 1 and (t.shape == (n, 1) or t.shape == (1, n)):
         t = t.reshape(n)  # a column (or row) of labels, not scores of one class
     elif t.ndim == 2 and t.shape[0] == n and t.shape[1] >= 2:
@@ -221,8 +223,6 @@ def to_label_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
         t = t.argmax(1)
     if t.shape != (n,):
         raise ShapeError(f"{what}: labels must be ({n},), got {tuple(t.shape)}; {valid}")
-    if t.dtype == torch.bool:
-        raise ConfigError(f"{what}: labels are booleans; valid: integer class indices")
     if t.is_floating_point() and not bool((t == t.round()).all()):
         raise ConfigError(f"{what}: labels must be integers")
     if t.is_floating_point() and n and float(t.abs().max()) >= 2**62:
