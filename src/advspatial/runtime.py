@@ -60,8 +60,9 @@ def env_int(name: str, default: int, low: int, high: int, meaning: str = "") -> 
 
 
 def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
-    """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number in
-    (0, high]; anything else is a one-line :class:`ConfigError`."""
+    """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number from one
+    second (a shorter one would round to a zero timeout) to ``high``; anything else is a one-line
+    :class:`ConfigError`."""
     import datetime
     import math
 
@@ -73,8 +74,8 @@ def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
         hours = float(raw)
     except ValueError:
         hours = math.nan
-    if not (math.isfinite(hours) and 0 < hours <= high):
-        raise ConfigError(f"{name}={shown!r} is not a number of hours in (0, {high:g}]")
+    if not (math.isfinite(hours) and 1 / 3600 <= hours <= high):
+        raise ConfigError(f"{name}={shown!r} is not a number of hours in [{1 / 3600:.6f} (one second), {high:g}]")
     return datetime.timedelta(hours=hours)
 
 

@@ -110,7 +110,15 @@ class AutoAttack(Attack):
         return tuple(self.attacks)
 
     def _check_components(self, components: Sequence[str]) -> tuple[str, ...]:
-        names = (components,) if isinstance(components, str) else tuple(components)
+        """The component names (a sequence of names, or one string of comma-separated names as ``--param``
+        gives it), checked; anything else is a one-line :class:`ConfigError`."""
+        if isinstance(components, str):
+            names = tuple(part.strip() for part in components.split(",") if part.strip())
+        elif isinstance(components, Sequence) and all(isinstance(c, str) for c in components):
+            names = tuple(components)
+        else:
+            raise ConfigError(f"components={components!r} is not valid; valid: registered attack names, e.g. "
+                              f"{','.join(DEFAULT_LINF)}")
         if not names:
             raise ConfigError("components must name at least one attack")
         if len(set(names)) != len(names):

@@ -35,6 +35,9 @@ def parse_params(pairs: tuple[str, ...], attack_name: str | None = None) -> dict
             params[key] = yaml.safe_load(value)
         except yaml.YAMLError:
             params[key] = value
+        except RecursionError as exc:  # PyYAML composes nested lists recursively: '[[[[...' thousands deep
+            raise AdvspatialError(f"--param {key}=... nests lists or mappings too deeply; valid: a number, "
+                                  "true/false or a string") from exc
     if attack_name is not None:
         from ..attacks import list_attacks
 

@@ -45,8 +45,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,6 +56,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, check_range
+from ..runtime import env_int
 from .base import ImageDataset, Index
 from .registry import register_dataset
 
@@ -275,20 +277,9 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 
 def max_image_pixels() -> int:
-    """The pixel cap in force: ``$ADVSPATIAL_MAX_IMAGE_PIXELS`` or :data:`MAX_IMAGE_PIXELS`."""
-    import os
-
-    value = os.environ.get("ADVSPATIAL_MAX_IMAGE_PIXELS", "").strip()
-    if not value:
-        return MAX_IMAGE_PIXELS
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise ConfigError(f"ADVSPATIAL_MAX_IMAGE_PIXELS={value!r} is not valid; valid: a positive integer "
-                          f"(default {MAX_IMAGE_PIXELS})")
-    return limit
+    """The pixel cap in force: ``$ADVSPATIAL_MAX_IMAGE_PIXELS`` (a positive integer, read by the one reader of
+    integer environment variables) or :data:`MAX_IMAGE_PIXELS`."""
+    return env_int("ADVSPATIAL_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS, 1, 2**62, "pixels of one image file at most")
 
 
 def _quiet_pillow() -> None:
@@ -302,9 +293,12 @@ def _quiet_pillow() -> None:
         warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fraction: float = 1.0) -> np.ndarray:
-    """Decode one image to uint8 (C,size,size); :class:`DataError` naming the file when unreadable or larger
-    than :func:`max_image_pixels` (checked from the header, before decoding)."""
+@contextmanager
+def opened_image(path: Path | str) -> Iterator["PILImage"]:
+    """The image file ``path`` opened by Pillow, its size checked against :func:`max_image_pixels` from the header
+    (before anything is decoded); whatever goes wrong while the caller decodes it inside the ``with`` block
+    (not an image, truncated, a decompression bomb, values outside its mode) is a :class:`DataError` naming
+    the file. The one place image files are opened (image folders and ``analyze``'s folders)."""
     from PIL import Image, UnidentifiedImageError
 
     _quiet_pillow()
@@ -315,18 +309,37 @@ def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fracti
                 raise DataError(f"image {path} has {img.width}x{img.height} = {img.width * img.height} pixels, "
                                 f"more than the limit of {limit} (ADVSPATIAL_MAX_IMAGE_PIXELS); shrink it or "
                                 "raise the limit")
-            box = fit_box(img.width, img.height, size, fit, crop_fraction)
-            if img.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
-                scaled = Image.fromarray(unit_values(img, path) * np.float32(255), mode="F")
-                scaled = scaled.resize((size, size), Image.Resampling.BILINEAR, box=box)
-                grey = np.clip(np.rint(np.asarray(scaled)), 0, 255).astype(np.uint8)
-                return np.repeat(grey[None], channels, axis=0)
-            img = img.convert("RGB" if channels == 3 else "L")
-            img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
-            array = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot read image {path}: {' '.join(str(exc).split())}") from exc
+            yield img
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as exc:
+        raise DataError(f"cannot read image {path}: {' '.join(str(exc).split()) or type(exc).__name__}") from exc
+
+
+def read_image(path: Path | str, size: int, channels: int, fit: str, crop_fraction: float = 1.0) -> np.ndarray:
+    """Decode one image to uint8 (C,size,size); :class:`DataError` naming the file when unreadable or larger
+    than :func:`max_image_pixels` (checked from the header, before decoding: :func:`opened_image`)."""
+    from PIL import Image
+
+    with opened_image(path) as img:
+        box = fit_box(img.width, img.height, size, fit, crop_fraction)
+        if img.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
+            scaled = Image.fromarray(unit_values(img, path) * np.float32(255), mode="F")
+            scaled = scaled.resize((size, size), Image.Resampling.BILINEAR, box=box)
+            grey = np.clip(np.rint(np.asarray(scaled)), 0, 255).astype(np.uint8)
+            return np.repeat(grey[None], channels, axis=0)
+        img = img.convert("RGB" if channels == 3 else "L")
+        img = img.resize((size, size), Image.Resampling.BILINEAR, box=box)
+        array = np.asarray(img, dtype=np.uint8)
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def read_full_image(path: Path | str) -> np.ndarray:
+    """One image at its own size: uint8 (H,W) grey or (H,W,3) RGB, or float32 (H,W) in [0,1] for a
+    :data:`HIGH_DEPTH_MODES` image; errors and the pixel cap as :func:`opened_image`."""
+    with opened_image(path) as img:
+        if img.mode in HIGH_DEPTH_MODES:  # convert() would clip it at 255
+            return unit_values(img, path)
+        return np.asarray(img.convert("L" if img.mode in ("L", "1") else "RGB"))
 
 
 #: Pillow modes of one grey channel deeper than 8 bits (16-bit PNG/TIFF, 32-bit integer, 32-bit float)

@@ -20,6 +20,7 @@ Loading never runs code from a file: ``torch.load(weights_only=True)`` and
 from __future__ import annotations
 
 import hashlib
+from tokenize import TokenError
 from pathlib import Path
 from typing import Any
 
@@ -159,21 +160,14 @@ def read_labels(path: str | Path, n: int) -> torch.Tensor:
 
 
 def read_image_folder(folder: Path) -> torch.Tensor:
-    """Every image file of ``folder`` in file-name order, (N,C,H,W) float in [0,1]; all of one size."""
-    from PIL import Image
+    """Every image file of ``folder`` in file-name order, (N,C,H,W) float in [0,1]; all of one size. Each file is
+    decoded by :func:`.imagefolder.read_full_image` (the pixel cap checked first, a bad file one line)."""
+    from .imagefolder import read_full_image
 
     files = image_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    from .imagefolder import HIGH_DEPTH_MODES, unit_values
-
-    arrays = []
-    for file in files:
-        with Image.open(file) as image:
-            if image.mode in HIGH_DEPTH_MODES:  # 16-bit, 32-bit or float grey: convert() would clip it at 255
-                arrays.append(unit_values(image, file))
-            else:
-                arrays.append(np.asarray(image.convert("L" if image.mode in ("L", "1") else "RGB")))
+    arrays = [read_full_image(file) for file in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
         raise ShapeError(f"{folder}: images differ in size {sorted(shapes)[:3]}; give images of one size")
@@ -218,6 +212,8 @@ def to_label_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
     (n, K) array that is not one-hot, or a non-numeric array is a one-line error."""
     t = as_numeric_tensor(labels, what, "labels")
     valid = f"valid: ({n},), ({n}, 1), or ({n}, classes) one-hot rows or scores"
+    if t.dtype == torch.bool:  # before any reduction: argmax takes no booleans
+        raise ConfigError(f"{what}: labels are booleans; valid: integer class indices")
     if t.ndim == 2 and n > 1 and (t.shape == (n, 1) or t.shape == (1, n)):
         t = t.reshape(n)  # a column (or row) of labels, not scores of one class
     elif t.ndim == 2 and t.shape[0] == n and t.shape[1] >= 2:
@@ -227,8 +223,6 @@ def to_label_tensor(labels: Any, n: int, what: str) -> torch.Tensor:
         t = t.argmax(1)
     if t.shape != (n,):
         raise ShapeError(f"{what}: labels must be ({n},), got {tuple(t.shape)}; {valid}")
-    if t.dtype == torch.bool:
-        raise ConfigError(f"{what}: labels are booleans; valid: integer class indices")
     if t.is_floating_point() and not bool((t == t.round()).all()):
         raise ConfigError(f"{what}: labels must be integers")
     if t.is_floating_point() and n and float(t.abs().max()) >= 2**62:
@@ -310,7 +304,8 @@ def _numpy_load(path: Path) -> np.ndarray:
             raise ValueError(f"its header declares {tuple(shape)} {dtype} ({declared} bytes) but the file holds "
                              f"{left}: truncated, or not what it says")
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, MemoryError, TypeError, SyntaxError) as exc:
+    except (ValueError, OSError, EOFError, MemoryError, TypeError, SyntaxError, TokenError) as exc:
+        # TokenError: numpy tokenizes the header's Python literal, and a damaged one can end mid-expression
         raise ConfigError(f"{path} is not a numpy array file numpy can load safely: {first_line(exc)}") from exc
 
 
