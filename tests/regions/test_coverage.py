@@ -102,7 +102,7 @@ def test_truth_is_the_estimand_of_the_engine():
 
 
 def test_ci_of_the_excess_covers_the_truth():
-    """Fast version (800 data sets, ~40 s on one core). The 6 (statistic, null) cells of one data set are strongly
+    """Fast version (800 data sets, ~20 s on one core with the truth). The 6 (statistic, null) cells of one data set are strongly
     correlated, so the Monte Carlo SE of the pooled coverage (SE of the per-data-set mean over data sets) is
     ~0.0075, nearly one cell's binomial SE: the pooled coverage must not lie below 0.94 by more than 1.645 of its
     SEs (one-sided 95%; a nominal 0.95 interval fails with probability < 0.001, a 0.92 interval passes with
