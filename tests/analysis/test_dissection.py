@@ -165,3 +165,15 @@ def test_correlation_p_is_the_engines_two_sided_permutation_p():
     flipped = sensitivity_vs_interpretability(change, -iou, n_perm=20_000, seed=2)
     assert flipped.rho == pytest.approx(-corr.rho) and flipped.p_value == pytest.approx(corr.p_value, abs=1e-12)
     assert flipped.z == pytest.approx(-corr.z)
+
+
+def test_correlation_uses_the_engines_count_of_permutations_by_default():
+    """10^4 permutations, as every permutation test of the engine (pse's correlation_permutations too), through the
+    engine's rule: p = (1 + #{|T_b| >= |T|}) / (1 + B) lies on that grid."""
+    from advspatial.experiments.pse import PSEConfig
+
+    gen = torch.Generator().manual_seed(0)
+    change, iou = torch.rand(40, generator=gen), torch.rand(40, generator=gen)
+    result = sensitivity_vs_interpretability(change, iou)
+    assert result.n_perm == 10_000 == PSEConfig().correlation_permutations
+    assert (result.p_value * 10_001) == pytest.approx(round(result.p_value * 10_001))

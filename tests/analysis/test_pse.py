@@ -13,6 +13,7 @@ from advspatial.analysis.pse import (
     OPPOSING,
     PROMOTION,
     SUPPRESSION,
+    TYPE_NAMES,
     UNPERTURBED,
     block_labels,
     classify_groups,
@@ -298,7 +299,38 @@ def test_pse_vs_cam_is_seeded_and_respects_strata():
     share = (region @ energy.T) / energy.sum(1)  # [j, i]: image i's suppression energy in image j's region
     null = [float(share[(strata == strata[i]) & (torch.arange(len(res)) != i), i].mean()) for i in range(len(res))]
     assert float(d.true_cam.baseline_mean[SUPPRESSION]) == pytest.approx(sum(null) / len(null))
-    assert d.true_cam.comparisons[SUPPRESSION].null == "same-stratum"
+    assert d.true_cam.comparisons[SUPPRESSION].null == "same-class"
+
+
+def test_pse_vs_cam_goes_through_the_hierarchy_of_nulls_of_the_engine():
+    """Every null of spatial's co-location claims, from the same engine function (compare_to_nulls with the type's
+    weight map as the attack map); the primary null fills the summary fields."""
+    from advspatial.regions import top_fraction_mask
+    from advspatial.regions.inference import compare_to_nulls
+
+    res, cam_true, cam_target = cam_case(n=16)
+    strata = torch.arange(16) % 2
+    composition = torch.linspace(0, 1, 16, dtype=torch.float64)
+    out = pse_vs_cam(res, cam_true, cam_target, top_fraction=0.25, n_perm=40, seed=4, strata=strata,
+                     composition=composition)
+    tc = out.true_cam
+    assert list(tc.by_null) == ["uniform", "any-class", "same-class", "object-conditioned"]
+    assert out.primary_null == "same-class" and tc.comparisons == tc.by_null["same-class"]
+    assert all(c.statistic == name for c, name in zip(tc.by_null["uniform"], TYPE_NAMES))
+    region = top_fraction_mask(cam_true, 0.25, 4).mask
+    energy = (res.pixel_energy * (group_type_map(res) == SUPPRESSION)).float()
+    direct = compare_to_nulls(cam_true, energy, region, energy > 0, strata, composition=composition,
+                              statistics=("energy_in_roi",), n_permutations=40, seed=4)["energy_in_roi"]
+    for null, c in direct.items():
+        mine = tc.by_null[null][SUPPRESSION]
+        assert (mine.excess, mine.p, mine.z, mine.n) == (c.excess, c.p, c.z, c.n), null
+    assert set(out.as_dict()["true_cam"]["suppression"]["nulls"]) == set(tc.by_null)
+    any_class = pse_vs_cam(res, cam_true, cam_target, top_fraction=0.25, n_perm=40, seed=4, strata=strata,
+                           primary_null="any-class")
+    assert any_class.true_cam.comparisons == any_class.true_cam.by_null["any-class"]
+    assert "object-conditioned" not in any_class.true_cam.by_null  # no composition, no such null
+    with pytest.raises(ConfigError, match="primary_null"):
+        pse_vs_cam(res, cam_true, cam_target, n_perm=5, primary_null="object-conditioned")
 
 
 def test_pse_vs_cam_p_is_two_sided_and_comes_from_the_engine():

@@ -150,7 +150,7 @@ class Correlation:
 
 
 def sensitivity_vs_interpretability(
-    unit_change: torch.Tensor, unit_iou: torch.Tensor, n_perm: int = 1000, seed: int = 0
+    unit_change: torch.Tensor, unit_iou: torch.Tensor, n_perm: int = 10_000, seed: int = 0
 ) -> Correlation:
     """Spearman ρ between per-unit sensitivity (e.g. ``UnitChange.mean_abs``) and
     interpretability (e.g. ``DissectionResult.best_iou``), both (U,).

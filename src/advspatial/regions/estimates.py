@@ -1,4 +1,4 @@
-"""Effect estimates: the mean of per-image values with a bootstrap CI, and the paired test of differences.
+"""Effect estimates: the mean of per-image values with a bootstrap (BCa) CI, and the paired test of differences.
 
 Part of the statistics engine (:mod:`advspatial.regions.inference`, which names everything here too).
 """
@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import check_range
+from ..errors import check_range, unknown_name
 
 #: bootstrap resamples of every CI
 BOOTSTRAP_RESAMPLES = 2000
@@ -54,27 +55,72 @@ def _resample_indices(seed: int, n: int, resamples: int) -> np.ndarray:
     return idx
 
 
-def bootstrap_mean_ci(
-    values: Any, seed: int = 0, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES
-) -> Estimate:
-    """Mean of the finite ``values`` with a percentile bootstrap CI (images resampled with replacement).
+#: the interval methods of :func:`bootstrap_mean_ci`
+CI_METHODS = ("bca", "percentile")
 
-    NaN/inf values are left out (``n`` counts the rest). One value gives a
-    zero-width interval; none gives NaN everywhere. The same seed gives the
-    same interval.
+
+def bootstrap_mean_ci(
+    values: Any, seed: int = 0, level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES, *, method: str = "bca",
+) -> Estimate:
+    """Mean of the finite ``values`` with a bootstrap CI over images (resampled with replacement).
+
+    ``method="bca"`` (default): the bias-corrected and accelerated interval (Efron 1987; Efron & Tibshirani 1993,
+    ch. 14): the percentile interval's quantile levels moved by the resamples' median bias z0 and the acceleration
+    a, which for the mean has the jackknife's closed form (:func:`mean_acceleration`). It corrects the
+    percentile interval's error from skewness (second-order accurate; equal to ``scipy.stats.bootstrap``'s BCa
+    on the same resamples), which matters for skewed per-image values at small n; at n = 200 both cover about
+    0.95 under an image-specific alternative (tests/regions/test_coverage.py). ``method="percentile"``: the plain
+    percentile interval of the resampled means, kept for comparison.
+
+    NaN/inf values are left out (``n`` counts the rest). One value, or values all equal, give a zero-width
+    interval; none gives NaN everywhere. The same seed gives the same interval (the resample indices are a
+    function of seed, n and ``resamples`` only).
     """
     check_range("level", level, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     check_range("resamples", resamples, 1)
+    if method not in CI_METHODS:
+        raise unknown_name("method", method, CI_METHODS)
     v = _finite(values)
     if v.size == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     mean = float(v.mean())
-    if v.size == 1:
-        return Estimate(mean, mean, mean, 1)
+    if v.size == 1 or not np.any(v != v[0]):
+        return Estimate(mean, mean, mean, int(v.size))
     means = v[_resample_indices(int(seed), v.size, int(resamples))].mean(axis=1)
     tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
+    levels = [tail, 1 - tail] if method == "percentile" else bca_levels(means, mean, mean_acceleration(v), tail)
+    low, high = np.quantile(means, levels)
     return Estimate(mean, float(low), float(high), int(v.size))
+
+
+def mean_acceleration(values: np.ndarray) -> float:
+    """The BCa acceleration of the mean, from the jackknife in closed form: sum c^3 / (6 (sum c^2)^(3/2)), c = x - mean.
+
+    The jackknife means are (n mean - x_i) / (n - 1), so their deviations from their own mean are
+    c_i / (n - 1) and the factor cancels (Efron & Tibshirani 1993, eq. 14.15). 0 for a constant sample.
+    """
+    c = values - values.mean()
+    spread = float(np.sum(c * c))
+    return float(np.sum(c ** 3)) / (6.0 * spread ** 1.5) if spread > 0 else 0.0
+
+
+def bca_levels(resampled: np.ndarray, estimate: float, acceleration: float, tail: float) -> list[float]:
+    """The BCa interval's two quantile levels of the ``resampled`` statistics for a two-sided ``1 - 2 tail`` CI.
+
+    z0 = Phi^-1(share of resamples below the estimate, ties counted half); the share is kept within
+    [1/(2B), 1 - 1/(2B)] so z0 stays finite. Level = Phi(z0 + (z0 + z) / (1 - a (z0 + z))) at z = Phi^-1(tail)
+    and Phi^-1(1 - tail). With |a| < 1/6 (true of any mean) and |z0| <= 3.5 the denominator stays positive.
+    """
+    b = resampled.size
+    share = (np.count_nonzero(resampled < estimate) + np.count_nonzero(resampled <= estimate)) / (2.0 * b)
+    share = min(max(share, 0.5 / b), 1.0 - 0.5 / b)
+    normal = NormalDist()
+    z0 = normal.inv_cdf(share)
+    levels = []
+    for z in (normal.inv_cdf(tail), normal.inv_cdf(1.0 - tail)):
+        shifted = z0 + z
+        levels.append(normal.cdf(z0 + shifted / (1.0 - acceleration * shifted)))
+    return levels
 
 
 def share_difference_ci(
@@ -83,7 +129,7 @@ def share_difference_ci(
     """:func:`bootstrap_mean_ci` of per-image differences of two shares in [0, 1] (correct or not, a success
     share), which cannot collapse to a zero-width interval.
 
-    When no image differs, every bootstrap resample has mean 0 and the percentile CI is [0, 0]: read against a
+    When no image differs, every bootstrap resample has mean 0 and the bootstrap CI is [0, 0]: read against a
     smallest effect of interest that would say "equivalent", although the data only show that no image of
     ``n`` differed (two models both at 0% accuracy: a floor, not an equivalence). The interval is then the exact
     bound the data allow: each image's difference lies in [-1, 1] and the share of images that differ is at most

@@ -3,7 +3,7 @@
 Every experiment that makes a claim draws its numbers from here, so that one
 claim means the same thing everywhere (METHODS.md §1, "Inference"):
 
-- :func:`bootstrap_mean_ci` -- the mean of per-image values with a percentile
+- :func:`bootstrap_mean_ci` -- the mean of per-image values with a BCa
   bootstrap 95% CI over images (seeded, NaN left out);
 - :func:`share_difference_ci` -- the same for differences of per-image shares
   (correctness), never a zero-width interval when no image differs;

@@ -47,16 +47,24 @@ def test_cam_claims_declare_one_primary_per_cam_and_follow_the_gate() -> None:
 
     test = _planted_test()
     claims = cam_claims("pgd/targeted", test, {"RoI faithfulness": True}, "same-class")
-    assert len(claims) == 2 * len(TYPE_NAMES)
-    primary = [c for c in claims if c.primary]
+    nulls = ("uniform", "any-class", "same-class")  # the engine's hierarchy (no composition: no object-conditioned)
+    assert list(test.true_cam.by_null) == list(nulls)
+    assert len(claims) == 2 * len(TYPE_NAMES) * len(nulls)
+    assert {(c.statistic, c.null) for c in claims} == {
+        (f"{t} share in {cam}", null) for t in TYPE_NAMES for cam in ("CAM_t0(x)", "CAM_t(x')") for null in nulls}
+    primary = [c for c in claims if c.primary]  # one primary per pre-declared claim, against the primary null
     assert [c.statistic for c in primary] == ["suppression share in CAM_t0(x)", "promotion share in CAM_t(x')"]
     assert primary[0].claim == "suppression-dominated groups fall in the true-class CAM region"
-    assert all(c.null == "same-class" and c.subject == "pgd/targeted" for c in claims)
+    assert all(c.null == "same-class" for c in primary) and all(c.subject == "pgd/targeted" for c in claims)
+    any_primary = [c for c in cam_claims("v", test, {"RoI faithfulness": True}, "any-class") if c.primary]
+    assert [c.null for c in any_primary] == ["any-class", "any-class"]
     judge(claims, sesoi=0.01, alpha=0.05)
     assert all(c.verdict in VERDICTS for c in claims)
     assert primary[0].verdict == "supported", primary[0]  # the planted co-location
     assert primary[0].effect.low > 0.2 and primary[0].p_adjusted < 0.05
     assert primary[1].verdict != "supported"  # CAM_t(x') is noise
+    uniform = next(c for c in claims if c.null == "uniform" and c.statistic == primary[0].statistic)
+    assert uniform.verdict == "supported" and not uniform.primary  # planted: beyond uniform placement too
     failed = judge(cam_claims("v", test, {"RoI faithfulness": False}, "same-class"), sesoi=0.01)
     assert {c.verdict for c in failed} == {"not interpretable"}
 
@@ -98,7 +106,7 @@ def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
     for m in metrics["variants"].values():
         assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
     assert metrics["variants"]["pgd/untargeted"]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
-    assert len(metrics["claims"]) == len(claims) == 8  # the variant without a test has no claim
+    assert len(metrics["claims"]) == len(claims) == 24  # 8 shares x 3 nulls; the variant without a test has none
     assert {c["verdict"] for c in metrics["claims"]} == {"not interpretable"}
     assert all(c["gates"] == {"RoI faithfulness": False} for c in metrics["claims"])
     text = not_interpretable_text(metrics)

@@ -1,8 +1,12 @@
-"""The claims of ``pse``: one per (CAM, group type) share, judged with the CAM explainer's faithfulness gate.
+"""The claims of ``pse``: one per (CAM, group type) share and null, judged with the CAM explainer's faithfulness gate.
 
-Each share of :func:`advspatial.analysis.pse.pse_vs_cam` becomes a pre-declared
-claim; the primary ones (the type that acts on the CAM's own class) are
-corrected by Holm, the rest by Benjamini-Hochberg, each given a verdict word
+Each share of :func:`advspatial.analysis.pse.pse_vs_cam` is compared with the
+engine's hierarchy of nulls (uniform placement, any-class, same-class,
+object-conditioned where the images' composition is informative), as spatial's
+co-location claims are. One primary per pre-declared claim: the type that acts
+on the CAM's own class against the primary null (``baseline``, same-class by
+default), corrected by Holm; every other (CAM, type, null) row is secondary,
+corrected by Benjamini-Hochberg; each gets a verdict word
 (:mod:`advspatial.regions.claims`).
 """
 
@@ -35,23 +39,24 @@ def claim_text(key: str, type_name: str) -> str:
 
 
 def cam_claims(variant: str, cam_test: PSECamResult, gates: dict[str, bool], null: str) -> list[Claim]:
-    """One claim per (CAM, group type) from the engine's comparisons of a :class:`PSECamResult`.
+    """One claim per (CAM, group type, null) from the engine's comparisons of a :class:`PSECamResult`.
 
-    Primary: suppression in CAM_t0(x) and promotion in CAM_t(x') (the type that
-    acts on the CAM's own class); the other six are secondary. ``null`` names the
-    partner null (``same-class`` when the partners are the images of the same true
-    class, the engine's "same-stratum").
+    Primary: suppression in CAM_t0(x) and promotion in CAM_t(x') (the type that acts on the CAM's own class)
+    against ``null``, the pre-declared primary null; every other type and null is secondary. A result without
+    ``by_null`` (one null only) gives its comparisons under ``null``.
     """
     out = []
     for key in CAM_KEYS:
         overlap = getattr(cam_test, key)
+        by_null = overlap.by_null or {null: overlap.comparisons}
         for k, name in enumerate(TYPE_NAMES):
-            claim = claim_from(overlap.comparisons[k], claim_text(key, name), variant, gates,
-                               primary=name == PRIMARY_TYPE[key])
-            claim.statistic = f"{name} share in {CAM_LABELS[key]}"
-            claim.null = null
-            claim.scale = "energy_in_roi"  # a share of the group energy inside a region: 5% of the null share
-            out.append(claim)
+            for null_name, comparisons in by_null.items():
+                claim = claim_from(comparisons[k], claim_text(key, name), variant, gates,
+                                   primary=name == PRIMARY_TYPE[key] and null_name == null)
+                claim.statistic = f"{name} share in {CAM_LABELS[key]}"
+                claim.null = null_name
+                claim.scale = "energy_in_roi"  # a share of the group energy inside a region: 5% of the null share
+                out.append(claim)
     return out
 
 

@@ -49,9 +49,11 @@ class PSEConfig(GatedConfig):
                                "for a flatten/FC head), cam (GAP nets) or any importance method (advspatial list maps)")
     top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
     cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
-    baseline: str = setting("same-class", "permutation baseline: same-class or any-class re-pairing")
-    permutations: int = setting(10000, "permutations of the image-level null (two-sided p; the smallest p is "
-                                      "1/(B+1), so B must allow Holm across the primary claims)")
+    baseline: str = setting("same-class", "primary null of the CAM claims: same-class or any-class re-pairing "
+                                          "(every null of the engine's hierarchy is reported as a secondary row)")
+    permutations: int = setting(10000, "permutations (pair nulls) and random placements (uniform null) of the "
+                                      "image-level test (two-sided p; the smallest p is 1/(B+1), so B must allow "
+                                      "Holm across the primary claims)")
     permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
     rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
@@ -69,7 +71,8 @@ class PSEConfig(GatedConfig):
                                 "(N,H,W) bool masks (docs/experiments/pse.md); '' = the dataset's own, if any")
     dissection_attack: str = setting("pgd", "untargeted attack measuring unit sensitivity for the dissection")
     dissection_quantile: float = setting(0.995, "activation quantile of a unit's region (0.995 = top 0.5%)")
-    correlation_permutations: int = setting(1000, "permutations of the sensitivity-interpretability p-value")
+    correlation_permutations: int = setting(10000, "permutations of the sensitivity-interpretability p-value (the "
+                                                   "engine's rule and count, as every permutation test)")
     figure_images: int = setting(4, "example images per attack variant")
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "cw_steps": "cw_steps", "cw_search_steps": "cw_search_steps",

@@ -73,7 +73,10 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
                   f"\"{claim_text('target_cam', PRIMARY_TYPE['target_cam'])}\" (the same for promotion-dominated "
                   "groups and CAM_t(x')), each against the "
                   f"{cfg.baseline} null: the type map of an image paired with the CAM regions of the other images "
-                  f"of its {'true class' if cfg.baseline == 'same-class' else 'set'}.",
+                  f"of its {'true class' if cfg.baseline == 'same-class' else 'set'}. Every share is also compared "
+                  "with the rest of the engine's hierarchy of nulls (uniform placement of the CAM region's own shape, "
+                  "any-class and same-class partners, object-conditioned partners where the images' foreground "
+                  "share allows), as spatial's co-location claims are: secondary rows.",
                   "What this run shows:"]
     paragraphs += what_this_run_shows(claims)
     paragraphs += [f"{v}: no claim - {m['successful']} successful image(s), too few for the image-level test."
@@ -81,16 +84,18 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
     warning = not_interpretable_text(metrics)
     if warning:
         paragraphs.insert(1, warning)
-    notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type) "
-             f"shares Benjamini-Hochberg (image-level section); significance level {cfg.significance}; "
+    notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type, "
+             f"null) rows Benjamini-Hochberg (image-level section); significance level {cfg.significance}; "
              f"{sesoi_text(cfg.sesoi)}; n >= 30 images that have the type."]
     figures = []
-    groups = {v: [c for c in claims if c.subject == v] for v in dict.fromkeys(c.subject for c in claims)}
+    groups = {v: [c for c in claims if c.subject == v and c.null == cfg.baseline]
+              for v in dict.fromkeys(c.subject for c in claims)}
     if groups:
         path = plot_forest(groups, ctx.rundir.figures / "forest.png",
                            title=f"Share of each group type's energy in the CAM region minus the {cfg.baseline} null "
                                  "(per-image mean, 95% bootstrap CI)")
-        figures.append(Figure(path, "Forest plot per attack variant: each (CAM, group type) share against its null. "
+        figures.append(Figure(path, f"Forest plot per attack variant: each (CAM, group type) share against the "
+                                    f"{cfg.baseline} null (the other nulls: image-level table). "
                                     "Right of 0: the type falls in the CAM region more than chance. Grey: a gate "
                                     "failed, the row is not interpretable."))
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"), controls_table(metrics)]
@@ -241,8 +246,9 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
     cfg = ctx.config
     weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
     table = verdict_table(claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs "
-                                  f"the {cfg.baseline} null ({cfg.permutations} permutations; two-sided p; p_adj: Holm "
-                                  "for the primary rows, Benjamini-Hochberg for the rest)", folded=True)
+                                  f"every null of the hierarchy ({cfg.permutations} permutations or placements; "
+                                  f"primary null {cfg.baseline}; two-sided p; p_adj: Holm for the primary rows, "
+                                  "Benjamini-Hochberg for the rest)", folded=True)
     notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
     return Section("Image level", [
         f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {ctx.cam} of the true "
@@ -252,7 +258,10 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
         f"{cfg.permutation_images} successful images that have the type. Null: per image, the mean share over the "
         f"CAM regions of its partners ({cfg.baseline}: the other images of its "
         f"{'true class' if cfg.baseline == 'same-class' else 'set'}), exact; Δ is the mean per-image excess over it "
-        "with a 95% bootstrap CI over images.",
+        "with a 95% bootstrap (BCa) CI over images. The same share is compared with every null of the engine's "
+        "hierarchy, as spatial's co-location is: uniform (the image's own CAM region at random cyclic shifts: "
+        "where would the type's energy fall if the region could be anywhere), any-class, same-class, and "
+        "object-conditioned partners (same class and foreground share) where the foreground share is informative.",
         "Observed below the null means the type avoids the CAM region more than chance: a finding in its own right.",
     ], tables=[table], notes=notes, anchor="image-level")
 

@@ -22,6 +22,7 @@ from ...analysis.units import UnitChange, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
 from ...runtime import scaled_batch
+from ..colocation import composition, informative
 from ..gate import gate_stage
 from .config import group_spec
 from .context import Context, build_attack
@@ -208,6 +209,15 @@ def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Te
                           adaptive, ranking)
 
 
+def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
+    """(N,) foreground share of the kept images for the object-conditioned null, or None where it cannot match
+    partners (spatial's rule: :func:`advspatial.experiments.colocation.informative`)."""
+    if images is None or len(images) == 0:
+        return None
+    share = composition(images.detach().cpu())
+    return share if informative(share) else None
+
+
 def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """Agreement and Cohen's kappa of each comparison, from the batches' confusion matrices added up."""
     names = list(dict.fromkeys(k for part in parts for k in part))
@@ -221,14 +231,16 @@ def image_level(ctx: Context, variant: str, kept: PSEResult, cams: dict[str, tor
 
     The CAM regions break ties at the cut by each image's global sample id, so an
     image's region does not depend on the batch size or on which images were kept.
+    Every null of the engine's hierarchy is computed (the object-conditioned one when
+    the images' foreground share is informative, as in spatial); ``baseline`` is the primary.
     """
     cfg = ctx.config
     ids = cams["ids"]
     test = None
     if len(ids) >= 2:  # a permutation of one image is no baseline
-        strata = kept.true_class if cfg.baseline == "same-class" else None
         test = pse_vs_cam(kept, cams["true"], cams["target"], cfg.top_fraction,
-                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=strata, sample_ids=ids)
+                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=kept.true_class, sample_ids=ids,
+                          composition=image_composition(cams.get("x")), primary_null=cfg.baseline)
     by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
     for row in variant_rows:
         k = by_index.get(row["index"])
