@@ -47,8 +47,6 @@ class PropagationConfig(ExperimentConfig):
         super().validate()
         if not self.pixels_list:
             raise ConfigError("pixels_list must name at least one number of pixels k, e.g. 1,3,5")
-        if len(set(self.pixels_list)) != len(self.pixels_list):
-            raise ConfigError(f"pixels_list={self.pixels_list} repeats a value; give each k once")
         if not self.radii:
             raise ConfigError("radii must name at least one radius, e.g. 1,2,3")
 
