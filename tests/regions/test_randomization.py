@@ -202,3 +202,19 @@ def test_bad_maps_are_one_line_errors(data):
         efficient_mprt(model, x, y, lambda m, z, t: z.mean(1)[:, :-1])
     with pytest.raises(ShapeError, match="labels"):
         efficient_mprt(model, x, y[:-1], saliency)
+
+
+def test_efficient_mprt_counts_a_fall_in_complexity_as_a_change() -> None:
+    """A map that turns into a smooth blob under randomization changed: only an unchanged complexity fails."""
+    from advspatial.regions.randomization import EFFICIENT_MPRT_MIN_RISE, _efficient_result
+
+    gen = torch.Generator().manual_seed(0)
+    sharp = torch.rand(6, 12, 12, generator=gen)                    # noise-like: high histogram entropy
+    blob = torch.zeros(6, 12, 12)
+    blob[:, 4:8, 4:8] = 1.0                                         # one flat blob: low entropy
+    fell = _efficient_result(sharp, blob, EFFICIENT_MPRT_MIN_RISE, 100)
+    rose = _efficient_result(blob, sharp, EFFICIENT_MPRT_MIN_RISE, 100)
+    same = _efficient_result(sharp, sharp.flip(1), EFFICIENT_MPRT_MIN_RISE, 100)
+    assert fell.median_rise < -EFFICIENT_MPRT_MIN_RISE and fell.passed
+    assert rose.median_rise > EFFICIENT_MPRT_MIN_RISE and rose.passed
+    assert same.median_rise == pytest.approx(0.0) and not same.passed
