@@ -50,7 +50,9 @@ class GatedConfig(ExperimentConfig):
     """Settings of the faithfulness gate and of the verdict rules, shared by every experiment that uses an RoI."""
 
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count", low=1)
-    gate_fills: list[str] = setting(["zero", "blur"], "deletion fills of the faithfulness gate (>= 2: zero, blur, noise)")
+    gate_fills: list[str] = setting(["road", "blur"], "deletion fills of the faithfulness gate (>= 2 of road, blur, "
+                                                      "inpaint, zero, noise; one that creates no edges: road, blur "
+                                                      "or inpaint; the default's measurement: docs/methods.md)")
     gate_steps: int = setting(10, "PGD steps of the gate's restricted attack (a damage comparison between regions "
                                   "of equal size, not a robustness figure)", low=1)
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
@@ -71,7 +73,7 @@ class GatedConfig(ExperimentConfig):
             if fill not in GATE_FILLS:
                 raise unknown_name("gate fill", fill, GATE_FILLS)
         if len(set(self.gate_fills)) < 2:
-            raise ConfigError("gate_fills needs at least two different fills (e.g. zero,blur)")
+            raise ConfigError("gate_fills needs at least two different fills (e.g. road,blur)")
         if not set(self.gate_fills) & set(EDGE_FREE_FILLS):
             raise ConfigError(f"gate_fills needs a fill that creates no edges ({', '.join(EDGE_FREE_FILLS)}) to judge "
                               f"the scattered control; got {self.gate_fills}")
