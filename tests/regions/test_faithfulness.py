@@ -218,16 +218,24 @@ def test_randomization_decides(spots):
     _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=survives)
     assert not result.passed
     assert result.comparisons["randomization"].checked and not result.comparisons["randomization"].beats
+    assert result.comparisons["randomization"].failing() == ["cascade |Spearman| after every layer 0.90 (>= 0.5 fails)"]
     assert all(c.beats for k, c in result.comparisons.items() if k != "randomization")
     _, unchecked = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=None)
     assert not unchecked.passed and "randomization: not checked" in unchecked.reason
-    mprt = {"passed": False, "smooth_mprt": {"spearman": 0.8}, "efficient_mprt": {"rise": 0.01}}
+    mprt = {"passed": False, "smooth_mprt": {"spearman": 0.8, "bound": 0.5, "passed": False},
+            "efficient_mprt": {"rise": 0.01, "bound": 0.05, "passed": False}}
     cols, _ = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
     smooth_fails = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION, mprt=mprt)
     assert not smooth_fails.passed and "no better than randomization" in smooth_fails.reason
+    assert smooth_fails.comparisons["randomization"].failing() == [
+        "smooth MPRT Spearman 0.80 (>= 0.5 fails)", "efficient MPRT complexity change +0.01 (within +-0.05 fails)"]
+    from advspatial.experiments.gate import roi_label
+    assert "fails the randomization check (smooth MPRT Spearman 0.80" in roi_label(smooth_fails.as_dict())
     assert set(smooth_fails.comparisons["randomization"].effects) == {
         "cascade spearman", "smooth MPRT spearman", "efficient MPRT rise"}
-    ok = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION, mprt={**mprt, "passed": True})
+    ok = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION,
+                           mprt={"passed": True, "smooth_mprt": {"spearman": 0.1, "passed": True},
+                                 "efficient_mprt": {"rise": -0.3, "passed": True}})
     assert ok.passed, ok.reason
     assert fg.randomization_passed([{"spearman": -0.6}]) is False
     assert fg.randomization_passed([{"spearman": 0.49}]) is True
@@ -365,7 +373,7 @@ def test_summary_per_class_and_json(fixture):
     assert set(d["deletion"]) == {"zero", "blur"}
     assert set(d["deletion"]["zero"]["logit"]) == {"mean", "low", "high", "n", "p"}
     assert set(d["attack"]) == {"margin", "accuracy"}
-    assert set(d["comparisons"]["location"]) == {"name", "words", "beats", "checked", "effects"}
+    assert set(d["comparisons"]["location"]) == {"name", "words", "beats", "checked", "effects", "failed"}
     present = {names[c] for c in torch.unique(y).tolist()}
     assert set(d["per_class"]) == present
     assert sum(c["n"] for c in d["per_class"].values()) == N_IMAGES

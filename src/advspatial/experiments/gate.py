@@ -204,9 +204,11 @@ def roi_label(gate: dict[str, Any]) -> str:
         return ""
     missed = [c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
               if k != "randomization" and not c.get("beats")]
-    survives = not (gate.get("comparisons") or {}).get("randomization", {}).get("beats", True)
+    randomization = (gate.get("comparisons") or {}).get("randomization", {})
+    survives = not randomization.get("beats", True)
     few = "insufficient data" in str(gate.get("reason", ""))
     parts = ([f"too few images to judge the RoI (n={gate.get('n')})"] if few else []) + (
         [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
-        ["the RoI survives model randomization"] if survives else [])
+        [f"the RoI fails the randomization check ({'; '.join(randomization.get('failed') or ['not checked'])})"]
+        if survives else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI

@@ -169,14 +169,18 @@ class Comparison:
     effects: dict[str, PairedEffect]
     beats: bool
     checked: bool
+    failed: list[str] | None = None
 
     def failing(self) -> list[str]:
-        """The measures whose CI does not lie above 0, each with its effect."""
+        """What failed: the measures whose CI does not lie above 0, each with its effect (or, for a row with its
+        own rule such as randomization, ``failed``)."""
+        if self.failed is not None:
+            return list(self.failed)
         return [f"{k} {_fmt(e)}" for k, e in self.effects.items() if not e.above_zero()]
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
-                "effects": {k: e.as_dict() for k, e in self.effects.items()}}
+                "effects": {k: e.as_dict() for k, e in self.effects.items()}, "failed": self.failing()}
 
 
 @dataclass
@@ -294,20 +298,28 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
 def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
                               mprt: Mapping[str, Any] | None = None) -> Comparison:
     """The randomization row: the cascading check (:func:`randomization_passed`) and, when given, smooth and
-    efficient MPRT (``RandomizationResult.as_dict()``); every one must pass."""
+    efficient MPRT (``RandomizationResult.as_dict()``); every one must pass. ``failed`` names each check that
+    did not, with its number and bound."""
     def value(v: float, n: int) -> PairedEffect:
         return PairedEffect(Estimate(v, v, v, n), math.nan)
 
-    verdicts = [randomization_passed(rows)]
+    cascade = randomization_passed(rows)
     last = float(rows[-1].get("spearman", math.nan)) if rows else math.nan
     effects = {"cascade spearman": value(last, 1 if rows else 0)}
+    failed = [] if cascade is None or cascade else [
+        f"cascade |Spearman| after every layer {abs(last):.2f} (>= {SURVIVES_RANDOMIZATION:g} fails)"]
     if mprt is not None:
-        verdicts.append(bool(mprt.get("passed")))
-        effects["smooth MPRT spearman"] = value(float(mprt["smooth_mprt"]["spearman"]), 1)
-        effects["efficient MPRT rise"] = value(float(mprt["efficient_mprt"]["rise"]), 1)
-    checked = verdicts[0] is not None
+        smooth, efficient = mprt["smooth_mprt"], mprt["efficient_mprt"]
+        effects["smooth MPRT spearman"] = value(float(smooth["spearman"]), 1)
+        effects["efficient MPRT rise"] = value(float(efficient["rise"]), 1)
+        if not smooth.get("passed", False):
+            failed.append(f"smooth MPRT Spearman {float(smooth['spearman']):.2f} (>= {smooth.get('bound', 0.5):g} fails)")
+        if not efficient.get("passed", False):
+            failed.append(f"efficient MPRT complexity change {float(efficient['rise']):+.2f} "
+                          f"(within +-{efficient.get('bound', 0.05):g} fails)")
+    checked = cascade is not None
     return Comparison("randomization", "randomization (the map changes when the weights are destroyed)", effects,
-                      beats=checked and all(bool(v) for v in verdicts), checked=checked)
+                      beats=checked and not failed, checked=checked, failed=failed)
 
 
 def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int
