@@ -346,3 +346,18 @@ def test_the_timeout_is_read_when_used_and_bounded(monkeypatch) -> None:
         monkeypatch.setenv("ADVSPATIAL_DIST_TIMEOUT_HOURS", bad)
         with pytest.raises(ConfigError, match="ADVSPATIAL_DIST_TIMEOUT_HOURS"):
             timeout()
+
+
+def test_on_every_rank_returns_the_value_or_raises_the_error_in_one_process() -> None:
+    """Outside torchrun the meeting point is a no-op: the value comes back, an error is raised as it is (under
+    torchrun the same call is tested through the model loading of tests/experiments/test_context.py)."""
+    from advspatial.distributed import on_every_rank
+    from advspatial.errors import ConfigError
+
+    assert on_every_rank(lambda: 41 + 1) == 42
+
+    def fails() -> None:
+        raise ConfigError("only here")
+
+    with pytest.raises(ConfigError, match="only here"):
+        on_every_rank(fails)

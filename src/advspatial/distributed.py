@@ -164,6 +164,23 @@ class RankFailed(RuntimeError):
     """Another process of the run raised: its rank and its one-line error."""
 
 
+def on_every_rank(work: Callable[[], T]) -> T:
+    """``work()`` on this process, then a meeting point of every process (:func:`agree`).
+
+    For work each rank does on its own outside :func:`map_batches` (loading the model, probing the
+    explainers on the first batch): when it fails in one rank only, every rank stops with that rank's
+    one line, instead of a traceback there and gloo's 'connection closed' tracebacks in the others
+    (audit T4).
+    """
+    try:
+        value = work()
+    except Exception as exc:
+        agree(exc)
+        raise
+    agree()
+    return value
+
+
 def agree(error: BaseException | None = None) -> None:
     """A meeting point of every process; raises in all of them when any arrives with an ``error``.
 

@@ -94,12 +94,13 @@ T = TypeVar("T")
 def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext:
     """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
     (of ``images`` when given, else of ``config.dataset``)."""
+    from ..distributed import on_every_rank
     from ..runtime import batch_slices, pick_device
 
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
-    model = _loaded_by_every_rank(lambda: load_checked_model(config, data, device))
+    model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
     from ..models.loading import code_checksum
     from ..training import state_checksum
 
@@ -107,21 +108,6 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     rundir.bind("model_code_sha256", code_checksum(model, config.model), "model code")
     rundir.bind("images_sha256", data.checksum(), "images (their content, labels or selection changed)")
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
-
-
-def _loaded_by_every_rank(load: Callable[[], nn.Module]) -> nn.Module:
-    """``load()``, then a meeting point of every process (:func:`..distributed.agree`): a model that fails to
-    load in one rank only (a factory that reads RANK, a file one node lacks) stops every rank with that rank's
-    one line, instead of a traceback there and gloo's 'connection closed' tracebacks in the others (audit T4)."""
-    from ..distributed import agree
-
-    try:
-        model = load()
-    except Exception as exc:
-        agree(exc)
-        raise
-    agree()
-    return model
 
 
 def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...data import ImageDataset
+from ...distributed import on_every_rank
 from ...maps import attack_map, feature_map_size, importance_map
 from ...regions.inference import pool_to_scale
 from ...runtime import RunDir
@@ -48,7 +49,8 @@ def spatial_context(config: MeasurementConfig, rundir: RunDir, images: ImageData
     method, reason = resolve_importance(config.importance, base.model, probe)
     scale = feature_map_size(base.model, probe) if config.common_scale else None
     ctx = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
-    ctx.panel, ctx.panel_duplicates = distinct_explainers(ctx, [method, *config.panel])
+    # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank (T4)
+    ctx.panel, ctx.panel_duplicates = on_every_rank(lambda: distinct_explainers(ctx, [method, *config.panel]))
     return ctx
 
 
