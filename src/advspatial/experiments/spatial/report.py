@@ -67,7 +67,8 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
     if "adaptive" in metrics:
         paragraphs.append(defence_headline(metrics))
     if not metrics["roi"]["faithful"]:
-        paragraphs.insert(1, f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({metrics['roi']['method']}): every RoI-dependent "
+        label = metrics["roi"].get("interpretation") or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
+        paragraphs.insert(1, f"{sentence_case(label)} ({metrics['roi']['method']}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
@@ -75,7 +76,7 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
              "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
              "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
              "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
-             "references' own co-location) Benjamini-Hochberg; significance level {cfg.significance}; "
+             f"references' own co-location) Benjamini-Hochberg; significance level {cfg.significance}; "
              f"{sesoi_text(cfg.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
     figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
                              "Observed minus each null, per-image mean with 95% bootstrap CI",
