@@ -230,7 +230,7 @@ def test_randomization_decides(spots):
     assert smooth_fails.comparisons["randomization"].failing() == [
         "smooth MPRT Spearman 0.80 (>= 0.5 fails)", "efficient MPRT complexity change +0.01 (within +-0.05 fails)"]
     from advspatial.experiments.gate import roi_label
-    assert "fails the randomization check (smooth MPRT Spearman 0.80" in roi_label(smooth_fails.as_dict())
+    assert "fails the randomization check: smooth MPRT Spearman 0.80" in roi_label(smooth_fails.as_dict())
     assert set(smooth_fails.comparisons["randomization"].effects) == {
         "cascade spearman", "smooth MPRT spearman", "efficient MPRT rise"}
     ok = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION,

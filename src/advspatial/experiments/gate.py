@@ -192,8 +192,8 @@ def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_na
             "region must lower the margin more; each paired per image, 95% bootstrap CI above 0, n >= 30. The map "
             "must also change when the model's weights are destroyed (cascading randomization: |Spearman| with "
             "the trained model's map below 0.5 after every layer is re-initialized; smooth MPRT: the denoised maps' "
-            "Spearman with the fully randomized model's below 0.5; efficient MPRT: the maps' complexity rises by "
-            "more than 0.05 under full randomization). It passes only if it beats "
+            "Spearman with the fully randomized model's below 0.5; efficient MPRT: the maps' complexity changes by "
+            "more than 5% under full randomization, in either direction). It passes only if it beats "
             "all of them (an intersection-union test). Positive Δ = the map's region matters more.")
 
 
@@ -209,6 +209,6 @@ def roi_label(gate: dict[str, Any]) -> str:
     few = "insufficient data" in str(gate.get("reason", ""))
     parts = ([f"too few images to judge the RoI (n={gate.get('n')})"] if few else []) + (
         [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
-        [f"the RoI fails the randomization check ({'; '.join(randomization.get('failed') or ['not checked'])})"]
+        [f"the RoI fails the randomization check: {'; '.join(randomization.get('failed') or ['not checked'])}"]
         if survives else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI

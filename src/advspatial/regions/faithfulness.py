@@ -44,7 +44,7 @@ with the trained model's map must be below :data:`SURVIVES_RANDOMIZATION`, and
 (when the gate stage runs them) smooth MPRT and efficient MPRT (Hedström et
 al. 2024, :func:`~advspatial.regions.randomization.randomization_checks`) must
 pass: the denoised maps lose their rank agreement with the fully randomized
-model's, and the maps' complexity rises under full randomization.
+model's, and the maps' complexity changes (either direction) under full randomization.
 
 Beside the verdict, not part of it: a **blur control** -- the same comparisons
 for a Gaussian-blurred copy of the map (:func:`blurred_map`); when the blurred
