@@ -194,6 +194,8 @@ def test_cascade_verdict_rule():
     assert cascade_verdict([{**row, "spearman": float("nan")}])["passed"] is False
     assert cascade_verdict([])["passed"] is False
     assert cascade_verdict([row], max_spearman=0.1)["passed"] is False
+    # ranks that flip under randomization still follow the image: |Spearman| is judged (the gate's one rule)
+    assert cascade_verdict([{**row, "spearman": -0.9}])["passed"] is False
 
 
 def test_bad_maps_are_one_line_errors(data):

@@ -33,6 +33,7 @@ from ..regions.faithfulness import (
     gate_regions,
     gini_sparseness,
     model_randomization_check,
+    not_beaten,
     restricted_attack_columns,
     summarize_gate,
 )
@@ -157,12 +158,21 @@ def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attac
     return {k: v.cpu() for k, v in cols.items()}
 
 
-def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
-                   kw: dict[str, Any]) -> list[dict[str, Any]]:
-    x, y, _ = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
-    if target == "pred":  # the class explained stays the trained model's, as in Adebayo et al.
+def _randomization_images(ctx: ExperimentContext, model: nn.Module, target: str
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, classes, sample ids) of the randomization checks: the first ``randomization_images`` images; with
+    ``target == "pred"`` the class explained stays the trained model's, as in Adebayo et al."""
+    x, y, ids = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
+    if target == "pred":
         with torch.no_grad():
             y = model(x).argmax(1)
+    return x, y, ids
+
+
+def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
+                   kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cascading model-randomization check of the explainer (its rows)."""
+    x, y, _ = _randomization_images(ctx, model, target)
     return model_randomization_check(
         model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
         seed=ctx.config.seed, max_steps=ctx.config.randomization_steps)
@@ -171,10 +181,7 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
 def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
           kw: dict[str, Any]) -> dict[str, Any]:
     """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``)."""
-    x, y, ids = ctx.batch(slice(0, min(ctx.config.randomization_images, len(ctx.data))))
-    if target == "pred":
-        with torch.no_grad():
-            y = model(x).argmax(1)
+    x, y, ids = _randomization_images(ctx, model, target)
     return randomization_checks(
         model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=len(z), **kw),
         seed=ctx.config.seed, sample_ids=ids, samples=ctx.config.randomization_samples).as_dict()
@@ -202,8 +209,7 @@ def roi_label(gate: dict[str, Any]) -> str:
     did not beat ("not interpretable: the RoI is no better than the class layout, image edges")."""
     if gate.get("passed"):
         return ""
-    missed = [c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
-              if k != "randomization" and not c.get("beats")]
+    missed = not_beaten(gate, randomization=False)
     randomization = (gate.get("comparisons") or {}).get("randomization", {})
     survives = not randomization.get("beats", True)
     few = "insufficient data" in str(gate.get("reason", ""))

@@ -20,7 +20,8 @@ from ..runtime import model_device, per_sample_noise, sample_ids_or_range, strea
 from ._checks import _check_maps
 from .binarization import top_fraction_mask
 from .controls import random_region_like, shifted_region_like
-from .fills import list_fills, make_fill
+from .fills import gaussian_blur, list_fills, make_fill
+from .references import top_count_mask
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
 NOISE_SIGMA = 0.3
@@ -175,8 +176,7 @@ def blurred_map(importance: torch.Tensor) -> torch.Tensor:
     A map that passes only because it is smooth (deletion metrics reward blurrier maps) is matched by this copy.
     """
     h, w = importance.shape[-2:]
-    sigma = max(1.0, min(h, w) / MAP_BLUR_SIDE_PER_SIGMA)
-    return make_fill("blur", sigma=sigma)(importance[:, None], torch.ones_like(importance, dtype=torch.bool))[:, 0]
+    return gaussian_blur(importance[:, None], max(1.0, min(h, w) / MAP_BLUR_SIDE_PER_SIGMA))[:, 0]
 
 
 def gate_regions(
@@ -196,8 +196,6 @@ def gate_regions(
     (:mod:`advspatial.regions.references`: its top pixels, as many as the RoI's);
     ``blurred``: the same of the map's blurred copy (:func:`blurred_map`).
     """
-    from .references import top_count_mask
-
     ids = sample_ids_or_range(importance.shape[0], sample_ids)
     roi = roi_mask(importance, fraction, seed, ids)
     counts = roi.flatten(1).sum(1)

@@ -90,14 +90,16 @@ from .deletion import (
 )
 from .references import REFERENCE_MAPS, REFERENCE_WORDS
 from .inference import Estimate, bootstrap_mean_ci, paired_p
-from .randomization import _nanmean, evaluation_steps, model_randomization_check, parameterized_layers
+from .randomization import (
+    CASCADE_MAX_SPEARMAN, _nanmean, cascade_verdict, evaluation_steps, model_randomization_check, parameterized_layers,
+)
 
 #: the measurements live in ``deletion.py``, the randomization test in ``randomization.py``; named here too
 __all__ = [
     "BLURRED", "COMPARISONS", "CONTROLS", "DELETION_FILLS", "EDGE_FREE_FILLS", "MIN_N", "NOISE_SIGMA", "ROI",
     "SURVIVES_RANDOMIZATION", "Comparison", "GateResult", "PairedEffect", "blurred_map", "concat_columns",
     "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "gate_regions",
-    "gini_sparseness", "model_randomization_check", "paired_effect", "parameterized_layers", "random_region_like",
+    "gini_sparseness", "model_randomization_check", "not_beaten", "paired_effect", "parameterized_layers", "random_region_like",
     "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
     "_make_deletion_fill",  # private, named here for the tests that build a fill alone
 ]
@@ -133,7 +135,7 @@ def paired_effect(differences: torch.Tensor, seed: int = 0) -> PairedEffect:
 EDGE_FREE_FILLS = ("road", "blur", "inpaint")
 
 #: |Spearman| with the trained model's map after every layer is randomized from which a map "survives"
-SURVIVES_RANDOMIZATION = 0.5
+SURVIVES_RANDOMIZATION = CASCADE_MAX_SPEARMAN
 
 
 @dataclass(frozen=True)
@@ -289,10 +291,7 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
 
     None when there are no rows (not checked); False when the last Spearman is NaN (nothing to judge by).
     """
-    if not rows:
-        return None
-    last = float(rows[-1].get("spearman", math.nan))
-    return bool(abs(last) < SURVIVES_RANDOMIZATION)
+    return cascade_verdict(list(rows))["passed"] if rows else None
 
 
 def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
@@ -350,6 +349,13 @@ def _blur_control(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: 
     return {"beats": {k: bool(c.beats) for k, c in mine.items()},
             "as_good": bool(beaten_by_map) and all(mine[k].beats for k in beaten_by_map),
             "vs_map": _compare(cols, fills, ROI, BLURRED, False, seed)}
+
+
+def not_beaten(gate: Mapping[str, Any], *, randomization: bool = True) -> list[str]:
+    """The short names of the comparisons a gate's map did not beat ("class layout", "image edges"), from the
+    gate's JSON form (:meth:`GateResult.as_dict`); ``randomization=False`` leaves that row out."""
+    return [c.get("words", key).split(" (")[0] for key, c in (gate.get("comparisons") or {}).items()
+            if not c.get("beats") and (randomization or key != "randomization")]
 
 
 def _failure_words(comparisons: Mapping[str, Comparison]) -> list[str]:

@@ -217,7 +217,8 @@ def fully_randomized(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Mod
 
 
 def cascade_verdict(rows: list[dict[str, Any]], max_spearman: float = CASCADE_MAX_SPEARMAN) -> dict[str, Any]:
-    """The cascading check's pass rule: the last row's mean Spearman below ``max_spearman``.
+    """The cascading check's pass rule: the last row's mean |Spearman| below ``max_spearman`` (a map whose ranks
+    flip under randomization still follows the image, not the weights).
 
     ``rows`` are :func:`model_randomization_check`'s; their last row is the
     full randomization unless ``max_layers`` cut the cascade. Undefined
@@ -229,16 +230,17 @@ def cascade_verdict(rows: list[dict[str, Any]], max_spearman: float = CASCADE_MA
         return {"passed": False, "spearman": math.nan, "bound": max_spearman, "layer": None,
                 "reason": "no randomization step was compared"}
     last = rows[-1]
-    rho = float(last["spearman"])
-    passed = bool(rho < max_spearman)
+    rho = float(last.get("spearman", math.nan))
+    passed = bool(abs(rho) < max_spearman)
     if math.isnan(rho):
         reason = "the maps are constant after randomization (Spearman undefined)"
     elif passed:
-        reason = f"maps change with the weights (Spearman {rho:.2f} < {max_spearman:g} after randomizing to {last['layer']})"
+        reason = (f"maps change with the weights (|Spearman| {abs(rho):.2f} < {max_spearman:g} after randomizing "
+                  f"to {last.get('layer')})")
     else:
-        reason = (f"maps survive model randomization (Spearman {rho:.2f} >= {max_spearman:g} after randomizing "
-                  f"to {last['layer']})")
-    return {"passed": passed, "spearman": rho, "bound": max_spearman, "layer": last["layer"], "reason": reason}
+        reason = (f"maps survive model randomization (|Spearman| {abs(rho):.2f} >= {max_spearman:g} after randomizing "
+                  f"to {last.get('layer')})")
+    return {"passed": passed, "spearman": rho, "bound": max_spearman, "layer": last.get("layer"), "reason": reason}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..errors import ShapeError, unknown_name
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
+from .controls import inverse_permutation
 
 #: the model-free reference maps, in the order they are reported
 REFERENCE_MAPS = ("class-layout", "dataset-layout", "centre", "intensity", "edges")
@@ -204,9 +205,7 @@ def top_count_mask(maps: torch.Tensor, counts: torch.Tensor, seed: int = 0,
     by_noise = order_noise.argsort(dim=1)
     values = flat.gather(1, by_noise).nan_to_num(nan=0.0)
     by_value = values.argsort(dim=1, descending=True, stable=True)
-    order = by_noise.gather(1, by_value)
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(h * w, device=maps.device).expand(n, -1))
+    ranks = inverse_permutation(by_noise.gather(1, by_value))
     mask = ranks < counts[:, None]
     mask &= ~flat.isnan().any(1, keepdim=True)
     return mask.view(n, h, w)

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
 from ..regions.claims import Claim, failed_gates
-from ..regions.faithfulness import SURVIVES_RANDOMIZATION as _SURVIVES_RANDOMIZATION
+from ..regions.faithfulness import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
+from ..regions.randomization import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from ..regions.verdicts import format_p
 from .figures import save_figure
 from .html import Table
@@ -152,7 +153,8 @@ def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
 def randomization_detail(effects: Mapping[str, Mapping[str, Any]]) -> str:
     """The randomization row's numbers against their pass bounds, in one line."""
     bounds = {"cascade spearman": f"|ρ| after every layer < {SURVIVES_RANDOMIZATION:g}",
-              "smooth MPRT spearman": "sMPRT ρ < 0.5", "efficient MPRT rise": "eMPRT rise > 0.05"}
+              "smooth MPRT spearman": f"sMPRT ρ < {SMOOTH_MPRT_MAX_SPEARMAN:g}",
+              "efficient MPRT rise": f"|eMPRT change| > {EFFICIENT_MPRT_MIN_RISE:g}"}
     return "; ".join(f"{bounds.get(k, k)}: {e.get('mean', math.nan):+.2f}" for k, e in effects.items())
 
 
@@ -175,17 +177,12 @@ def gate_summary_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
 
 def gate_failure_words(gate: Mapping[str, Any]) -> str:
     """What the map did not beat, in words ("class layout, image edges"), or '' when it beat everything."""
-    return ", ".join(c.get("words", k).split(" (")[0] for k, c in (gate.get("comparisons") or {}).items()
-                     if not c.get("beats"))
+    return ", ".join(not_beaten(gate))
 
 
 GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
                 "comparison's region of equal size (> 0: the explainer's region matters more), mean [95% CI]; the map "
                 "passes only if it beats every comparison")
-
-
-#: |Spearman| with the trained model's map, after every layer is randomized, from which a map "survives"
-SURVIVES_RANDOMIZATION = _SURVIVES_RANDOMIZATION
 
 
 def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
@@ -199,8 +196,8 @@ def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
         steps = g.get("randomization") or []
         if steps:
             last = steps[-1].get("spearman", math.nan)
-            flag = ("FAILS: the map survives randomization" if abs(last) >= SURVIVES_RANDOMIZATION
-                    else "passes" if last == last else "-")
+            flag = ("-" if last != last else "passes" if randomization_passed(steps)
+                    else "FAILS: the map survives randomization")
             rows.append([name, len(steps), fmt(steps[0].get("spearman", math.nan)), fmt(last), flag])
     return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
                  "map after re-initializing layers from the top (near 0 = the map depends on the weights; a map that "
