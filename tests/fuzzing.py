@@ -19,7 +19,9 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from hypothesis import HealthCheck, settings
+from PIL import Image
 
 from advspatial.errors import AdvspatialError
 
@@ -60,3 +62,14 @@ def assert_cli_one_line(code: int, err: str) -> None:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("advspatial: error: "), err
     assert "Traceback" not in err
+
+
+def image_of_mode(mode: str, width: int, height: int, seed: int) -> Image.Image:
+    """A random image in Pillow ``mode``: 16/32-bit integer and float grey built from their own values (a float
+    image partly outside [0, 1]), every other mode converted from random RGB."""
+    rng = np.random.default_rng(seed)
+    if mode in ("I;16", "I"):
+        return Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32))
+    if mode == "F":
+        return Image.fromarray(rng.uniform(-0.5, 1.5, (height, width)).astype(np.float32), mode="F")
+    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)

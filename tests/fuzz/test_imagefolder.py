@@ -13,7 +13,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from fuzzing import fuzz_settings, valid_or_one_line
+from fuzzing import fuzz_settings, image_of_mode, valid_or_one_line
 from advspatial.data.imagefolder import load_imagefolder, read_class_map
 
 # -- class maps ------------------------------------------------------------------------------------------------
@@ -66,13 +66,7 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif"
 
 def image_bytes(mode: str, width: int, height: int, fmt: str, seed: int) -> bytes:
     """An image of ``mode`` in ``fmt``; when Pillow cannot write that pair, the image in RGB (still a real file)."""
-    rng = np.random.default_rng(seed)
-    if mode in ("I;16", "I"):
-        img = Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32))
-    elif mode == "F":
-        img = Image.fromarray(rng.uniform(-0.5, 1.5, (height, width)).astype(np.float32), mode="F")
-    else:
-        img = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
+    img = image_of_mode(mode, width, height, seed)
     out = io.BytesIO()
     try:
         img.save(out, format=fmt)

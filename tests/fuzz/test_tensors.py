@@ -15,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
-from fuzzing import fuzz_settings, valid_or_one_line
+from fuzzing import fuzz_settings, image_of_mode, valid_or_one_line
 from advspatial.data.tensors import read_image_folder, read_images, read_labels
 
 DTYPES = ["uint8", "int8", "<i2", ">i2", "<i4", ">i4", "<i8", ">u8", "uint16", "bool", "<f2", "<f4", ">f4", "<f8",
@@ -139,13 +139,7 @@ MODES = ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
 
 
 def folder_image(mode: str, side: int, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    if mode in ("I;16", "I"):
-        img = Image.fromarray(rng.integers(0, 65536, (side, side)).astype(np.uint16 if mode == "I;16" else np.int32))
-    elif mode == "F":
-        img = Image.fromarray(rng.uniform(-0.5, 1.5, (side, side)).astype(np.float32), mode="F")
-    else:
-        img = Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).convert(mode)
+    img = image_of_mode(mode, side, side, seed)
     out = io.BytesIO()
     img.save(out, format="TIFF" if mode in ("I", "F", "CMYK") else "PNG")
     return out.getvalue()
