@@ -120,31 +120,43 @@ def recompute_defence(group: list[dict[str, str]], column: str) -> float:
 
 
 def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> None:
-    """Every shown configuration has adaptive numbers beside the undefended white-box one, and a rule verdict."""
+    """The main defence has adaptive numbers beside the undefended white-box one and a rule verdict; every other
+    configuration is listed as not evaluated adaptively (the default); each component has its own curve; the
+    harm claim has a verdict; a weak EOT (--quick) is labelled and decides nothing."""
+    from advspatial.experiments.spatial.defence_verdicts import HARM_WORDS, VERDICT_WORDS, WEAK_EOT
+
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())
     ad = metrics["adaptive"]
     keys = set(ad["settings"])
     assert {"main", "prior"} <= keys and any(k.startswith("sweep|") for k in keys)
-    for row in ad["settings"].values():
+    for key, row in ad["settings"].items():
+        assert row["verdict"] in VERDICT_WORDS
+        if key != "main":
+            assert not row["evaluated"] and row["verdict"] in ("not evaluated adaptively", "not interpretable")
+            continue
         for name in ("adaptive:identity", "adaptive:local", "adaptive:worst", "clean"):
             acc = row[name]
             assert acc["low"] <= acc["value"] <= acc["high"] and acc["n"] == ad["images"]
         assert row["adaptive:worst"]["value"] <= min(row["adaptive:identity"]["value"], row["adaptive:local"]["value"])
         for cmp in (row["vs_control"], row["vs_undefended"]):
             assert cmp["p_adjusted"] >= cmp["p"] - 1e-12 and cmp["delta"]["low"] <= cmp["delta"]["high"]
-        assert row["verdict"] in ("helps", "does not help", "worse than its control", "worse than undefended",
-                                  "not converged", "not interpretable", "insufficient data")
-        if row["verdict"] == "helps":
-            assert row["vs_control"]["delta"]["low"] > 0 and row["vs_undefended"]["delta"]["low"] > 0
-    assert ad["settings"]["main"]["converged"] == ad["convergence"]["converged"]
-    assert any(k.startswith("steps=") for k in ad["convergence"]["accuracy"])
+        # --quick attacks the randomized control with a weak EOT: nothing may rest on it
+        assert not row["control_full_strength"] and row["verdict"] in ("not checked", "not converged",
+                                                                      "not interpretable", "worse than undefended")
+        conv = row["convergence"]
+        assert any(k.startswith("steps=") for k in conv["defended"]["accuracy"])
+        assert set(conv["control"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
+    assert ad["convergence"] == ad["settings"]["main"]["convergence"]["defended"]
+    assert ad["undefended"]["convergence"]["n"] == ad["images"]
+    assert ad["harm"]["verdict"] in HARM_WORDS and "p_adjusted" in ad["harm"]["comparison"]
     assert all(k.startswith("made on") for k in ad["transfer"])  # transfer numbers are labelled as such
     assert set(ad["baselines"]) == {"blur|1", "noise|0.2", "jpeg|20"}
+    assert ad["baselines"]["noise|0.2"]["label"] == WEAK_EOT and not ad["baselines"]["blur|1"]["label"]
     figures = {p.name for p in (path / "figures").glob("*.png")}
     assert {"defence-convergence.png", "defence-tradeoff.png"} <= figures
     report = (path / "report.html").read_text()
-    assert "clean-restore diagnostic" in report and "upper bound" not in report
+    assert "clean-restore diagnostic" in report and WEAK_EOT in report and "not evaluated adaptively" in report
 
 
 def test_claims_follow_their_gates_and_rules(finished_run) -> None:

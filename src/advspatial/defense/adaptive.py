@@ -1,24 +1,26 @@
-"""Adaptive attacks on a pre-processing defence, and the checks that make their numbers worth reporting.
+"""Adaptive attacks on a pre-processing defence: the attack every defence number must sit beside.
 
 A defence number means something only beside the number of an attack that
 knows the defence (Carlini et al. 2019, "On Evaluating Adversarial
 Robustness"; Tramèr et al. 2020). Here that attack is:
 
-- the registered ``autoattack`` ensemble (APGD-CE, then APGD-DLR, then the
-  gradient-free Square attack on the images still standing; worst case per
-  image) with ``restarts`` restarts of ``steps`` iterations (:class:`AdaptiveBudget`);
-- run through **both** gradients of the defence (``identity`` BPDA and the
-  ``local`` gradient, :mod:`advspatial.defense.transforms`), keeping per image
-  the worse of the two for the defence;
-- with EOT (the gradient averaged over ``eot_iter`` forward passes, no Square)
-  when the defence is randomized (a resampling control, a noise baseline), whose
-  final examples are then scored on ``draws`` fresh draws the attacker never saw.
+- on a deterministic defence, the gradient attacks of the registered
+  ``autoattack`` ensemble (APGD-CE, then APGD-DLR on the images still standing;
+  ``restarts`` restarts of ``steps`` iterations, :class:`AdaptiveBudget`) through
+  **each** gradient of the defence (``identity`` BPDA and the ``local`` gradient,
+  :mod:`advspatial.defense.transforms`), then the gradient-free Square attack once
+  on the images both gradients left standing (its queries see only the forward
+  pass, which both gradients share); worst case per image;
+- on a randomized defence (a resampling control, a noise baseline), EOT at full
+  strength as in Athalye et al. (2018) and AutoAttack's ``rand`` version:
+  APGD-CE and APGD-DLR each on every image, the gradient averaged over
+  ``eot_iter`` draws (batched, :meth:`forward_draws`), no early stop; per image
+  the attacker keeps the candidate its own draws score lowest, and that example
+  is scored on ``draws`` fresh draws it never saw (:func:`attack_randomized`).
 
-The same ensemble at the same budget on the *undefended* model gives the
-white-box reference every adaptive number sits beside
-(:func:`attack_undefended`). :func:`convergence_curves` measures robust accuracy
-against the iteration count, the restart count and eps, and
-:func:`convergence_rule` is the fixed rule that calls a number converged.
+The same attack at the same budget on the *undefended* model gives the
+white-box reference every adaptive number sits beside (:func:`attack_undefended`).
+Whether more effort would lower a number is :mod:`.convergence`'s question.
 :func:`roi_mask` confines an attack to the RoI of the clean image.
 """
 
@@ -41,13 +43,44 @@ GRADIENTS = ("identity", "local")
 
 
 class Defence(Protocol):
-    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``)."""
+    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``, :class:`Undefended`)."""
 
     randomized: bool
 
     def with_backward(self, backward: str) -> nn.Module: ...
 
+    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor: ...
+
     def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+class Undefended(nn.Module):
+    """The undefended model seen as a (deterministic) defence, so that its white-box attack is the same code."""
+
+    randomized = False
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def with_backward(self, backward: str) -> nn.Module:
+        return self.model
+
+    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        return self.model(x).unsqueeze(0).expand(int(draws), -1, -1)
+
+    @torch.no_grad()
+    def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x).argmax(1)[:, None]
+
+
+#: EOT of full strength (Athalye et al. 2018; AutoAttack's rand version uses 20): fewer draws per gradient, or an
+#: early stop, make a randomized component's number an upper bound from a weak attack
+FULL_EOT = 20
 
 
 @dataclass(frozen=True)
@@ -56,51 +89,57 @@ class AdaptiveBudget:
 
     Attributes:
         steps: APGD iterations per restart.
-        restarts: APGD restarts (each on the images still standing).
-        queries: Square attack queries per image.
-        eot_iter: forward passes averaged per gradient when the defence is randomized.
+        restarts: APGD restarts on a deterministic defence (each on the images still standing).
+        queries: Square attack queries per image (deterministic defences).
+        eot_iter: draws averaged per gradient when the defence is randomized.
         draws: fresh draws a randomized defence's final examples are scored on.
         components: the ensemble's attacks, in order.
         eot_early_stop: on a randomized defence, stop an image once all
             ``eot_iter`` passes of a step are fooled (cheaper but weaker: the
             defence may still be right on fresh draws); False is AutoAttack's
             rand mode, every image takes every step.
+        eot_restarts: APGD restarts of each loss on a randomized defence.
     """
 
     steps: int = 100
     restarts: int = 5
     queries: int = 5000
-    eot_iter: int = 8
+    eot_iter: int = FULL_EOT
     draws: int = 10
     components: tuple[str, ...] = ("apgd-ce", "apgd-dlr", "square")
     eot_early_stop: bool = False
+    eot_restarts: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("steps", "restarts", "queries", "eot_iter", "draws"):
+        for name in ("steps", "restarts", "queries", "eot_iter", "draws", "eot_restarts"):
             check_range(name, getattr(self, name), 1)
         if not self.components:
             raise ConfigError("components must name at least one attack")
 
+    @property
+    def full_eot(self) -> bool:
+        """Whether a randomized defence is attacked at full strength (EOT >= :data:`FULL_EOT`, no early stop)."""
+        return self.eot_iter >= FULL_EOT and not self.eot_early_stop
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "full_eot": self.full_eot}
 
 
 def ensemble_attack(model: nn.Module, eps: float, budget: AdaptiveBudget, *, randomized: bool, seed: int,
-                    steps: int | None = None, restarts: int | None = None,
+                    steps: int | None = None, restarts: int | None = None, eot_iter: int | None = None,
                     components: Sequence[str] | None = None) -> Attack:
-    """The ensemble at ``budget`` (``steps``/``restarts``/``components`` override it, for the curves).
+    """The ensemble at ``budget`` (``steps``/``restarts``/``eot_iter``/``components`` override it, for the curves).
 
-    A randomized model gets EOT and no Square (a score-based attack on a noisy
-    score is not the adaptive attack for it; autoattack's "rand" version does the
-    same); with ``budget.eot_early_stop`` an image stops once all ``eot_iter``
-    passes of a step are fooled (a weaker attack: score the examples on fresh
-    draws, as :func:`attack_defence` does).
+    A randomized model gets EOT, ``budget.eot_restarts`` restarts and no Square (a score-based attack on a
+    noisy score is not the adaptive attack for it; autoattack's "rand" version does the same).
     """
     parts = tuple(components or budget.components)
     if randomized:
         parts = tuple(c for c in parts if not c.startswith("square")) or ("apgd-ce",)
+        restarts = restarts or budget.eot_restarts
     return make_attack("autoattack", model, eps=eps, steps=steps or budget.steps, n_restarts=restarts or budget.restarts,
-                       n_queries=budget.queries, components=parts, eot_iter=budget.eot_iter if randomized else 1,
+                       n_queries=budget.queries, components=parts,
+                       eot_iter=(eot_iter or budget.eot_iter) if randomized else 1,
                        seed=seed, eot_early_stop=budget.eot_early_stop)
 
 
@@ -111,124 +150,128 @@ def correct_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int
     return (preds == y.to(preds.device)[:, None]).float().mean(1).cpu()
 
 
+@torch.no_grad()
+def attacker_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
+    """(N,) share of the attacker's own ``draws`` draws (the attack stream, never the scoring one) still correct:
+    what an attacker can know when it picks between candidate examples."""
+    logits = defence.with_backward("local").forward_draws(x, draws)  # type: ignore[operator]
+    return (logits.argmax(-1) == y.to(logits.device)[None]).float().mean(0).cpu()
+
+
 @dataclass
 class AdaptiveOutcome:
-    """Per-image results of the adaptive ensemble on one batch (CPU tensors).
+    """Per-image results of the adaptive attack on one batch (CPU tensors).
 
-    ``correct[g]`` is the (share of draws) correct after the attack through
-    gradient ``g``; ``correct["worst"]`` the per-image minimum over the
-    gradients; ``x_adv`` the examples of the worst case (for transfer).
+    ``correct[g]`` is the (share of fresh draws) correct after the gradient
+    attacks through gradient ``g``; ``correct["worst"]`` the per-image result of
+    the whole attack (deterministic: after Square on what both gradients left;
+    randomized: the candidate the attacker picked); ``x_adv`` its examples.
     """
 
     correct: dict[str, torch.Tensor]
     x_adv: torch.Tensor = field(repr=False)
 
 
-def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
-                   sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
-                   gradients: Sequence[str] = GRADIENTS, **overrides: Any) -> AdaptiveOutcome:
-    """The ensemble through each of ``gradients`` of ``defence``; worst case per image over them."""
+def gradient_components(budget: AdaptiveBudget, components: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The ensemble's gradient attacks (all but Square), at least APGD-CE."""
+    return tuple(c for c in (components or budget.components) if not c.startswith("square")) or ("apgd-ce",)
+
+
+def check_gradients(gradients: Sequence[str]) -> None:
     if not gradients:
         raise ConfigError("gradients must name at least one of " + ", ".join(GRADIENTS))
+    for g in gradients:
+        if g not in GRADIENTS:
+            raise ConfigError(f"gradient {g!r} unknown; valid: {', '.join(GRADIENTS)}")
+
+
+def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
+                   sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
+                   gradients: Sequence[str] = GRADIENTS, components: Sequence[str] | None = None,
+                   **overrides: Any) -> AdaptiveOutcome:
+    """The adaptive attack on ``defence`` (see the module docstring); ``overrides`` (``steps``, ``restarts``,
+    ``eot_iter``) change the budget for the convergence checks."""
+    check_gradients(gradients)
+    if defence.randomized:
+        return attack_randomized(defence, x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
+                                 gradients=gradients, components=components, **overrides)
     correct: dict[str, torch.Tensor] = {}
     worst_x = x.detach().clone()
     worst = torch.full((x.shape[0],), math.inf)
     for g in gradients:
-        if g not in GRADIENTS:
-            raise ConfigError(f"gradient {g!r} unknown; valid: {', '.join(GRADIENTS)}")
-        attacked = defence.with_backward(g)
-        attack = ensemble_attack(attacked, eps, budget, randomized=defence.randomized, seed=seed, **overrides)
+        attack = ensemble_attack(defence.with_backward(g), eps, budget, randomized=False, seed=seed,
+                                 components=gradient_components(budget, components), **overrides)
         x_adv = attack(x, y, mask=mask, sample_ids=sample_ids)
-        correct[g] = correct_share(defence, x_adv, y, budget.draws, sample_ids)
+        correct[g] = correct_share(defence, x_adv, y, 1, sample_ids)
         better = correct[g] < worst
         worst = torch.where(better, correct[g], worst)
         worst_x[better.to(x.device)] = x_adv[better.to(x.device)]
+    if any(c.startswith("square") for c in (components or budget.components)):
+        worst, worst_x = square_on_standing(defence, x, y, eps, budget, worst, worst_x, sample_ids=sample_ids,
+                                            seed=seed, mask=mask)
     correct["worst"] = worst
     return AdaptiveOutcome(correct, worst_x)
+
+
+def square_on_standing(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
+                       correct: torch.Tensor, x_adv: torch.Tensor, *, sample_ids: torch.Tensor, seed: int,
+                       mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Square, once, on the images the gradient attacks left standing; (correctness, examples) after it."""
+    rows = (correct > 0).nonzero().flatten()
+    if not rows.numel():
+        return correct, x_adv
+    attack = ensemble_attack(defence.with_backward("local"), eps, budget, randomized=False, seed=seed,
+                             components=("square",))
+    r = rows.to(x.device)
+    out = attack(x[r], y[r], mask=None if mask is None else mask[r], sample_ids=sample_ids[rows])
+    hit = correct_share(defence, out, y[r], 1, sample_ids[rows])
+    correct, x_adv = correct.clone(), x_adv.clone()
+    broken = hit < correct[rows]
+    x_adv[r[broken.to(x.device)]] = out[broken.to(x.device)]
+    correct[rows] = torch.minimum(correct[rows], hit)
+    return correct, x_adv
+
+
+def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
+                      sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
+                      gradients: Sequence[str] = GRADIENTS, components: Sequence[str] | None = None,
+                      **overrides: Any) -> AdaptiveOutcome:
+    """EOT at full strength on a randomized defence: every gradient loss (APGD-CE, APGD-DLR) through every
+    gradient, each on every image; per image the attacker keeps the candidate its own ``eot_iter`` draws
+    score lowest (a choice it can make without the scoring draws), then that example is scored on
+    ``budget.draws`` fresh draws. ``correct[g]`` is the same pick among gradient ``g``'s candidates."""
+    draws = int(overrides.get("eot_iter") or budget.eot_iter)
+    candidates: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+    for g in gradients:
+        attacked = defence.with_backward(g)
+        for loss in gradient_components(budget, components):
+            attack = ensemble_attack(attacked, eps, budget, randomized=True, seed=seed, components=(loss,), **overrides)
+            x_adv = attack(x, y, mask=mask, sample_ids=sample_ids)
+            candidates.append((g, x_adv, attacker_share(defence, x_adv, y, draws)))
+    correct: dict[str, torch.Tensor] = {}
+    for g in gradients:
+        picked = pick_lowest([(xa, own) for h, xa, own in candidates if h == g])
+        correct[g] = correct_share(defence, picked, y, budget.draws, sample_ids)
+    worst_x = pick_lowest([(xa, own) for _, xa, own in candidates])
+    correct["worst"] = correct_share(defence, worst_x, y, budget.draws, sample_ids)
+    return AdaptiveOutcome(correct, worst_x)
+
+
+def pick_lowest(candidates: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per image, the example whose attacker-side share correct is lowest (the first on ties)."""
+    examples = torch.stack([xa for xa, _ in candidates])
+    shares = torch.stack([own for _, own in candidates])
+    choice = shares.argmin(0).to(examples.device)
+    return examples[choice, torch.arange(examples.shape[1], device=examples.device)]
 
 
 def attack_undefended(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
                       sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
                       **overrides: Any) -> AdaptiveOutcome:
-    """The white-box reference: the same ensemble and budget on the undefended model."""
-    attack = ensemble_attack(model, eps, budget, randomized=False, seed=seed, **overrides)
-    x_adv = attack(x, y, mask=mask, sample_ids=sample_ids)
-    with torch.no_grad():
-        correct = (model(x_adv).argmax(1) == y).float().cpu()
-    return AdaptiveOutcome({"white-box": correct}, x_adv)
-
-
-# -- convergence ---------------------------------------------------------------------------------
-
-#: the convergence curves' gradient attacks (Square counts queries, not iterations)
-CURVE_COMPONENTS = ("apgd-ce", "apgd-dlr")
-
-
-@dataclass(frozen=True)
-class CurveGrid:
-    """Where robust accuracy is measured: iterations, restarts, and eps as multiples of the run's eps."""
-
-    steps: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
-    restarts: tuple[int, ...] = (1, 2, 5, 10)
-    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-    def check(self, budget: AdaptiveBudget) -> None:
-        if budget.steps not in self.steps or budget.restarts not in self.restarts:
-            raise ConfigError(f"the convergence grid must contain the budget's steps ({budget.steps}) and "
-                              f"restarts ({budget.restarts}); got steps {self.steps}, restarts {self.restarts}")
-        if max(self.steps) <= budget.steps or max(self.restarts) <= budget.restarts:
-            raise ConfigError("the convergence grid must go beyond the budget (more steps and more restarts) "
-                              "to show the curve is flat there")
-
-
-def convergence_curves(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
-                       grid: CurveGrid, *, sample_ids: torch.Tensor, seed: int,
-                       progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
-    """Per-image correctness (worst over the gradients) at each grid point: keys ``steps=K``, ``restarts=R``, ``eps=E``.
-
-    Iteration points use one restart; restart points use ``budget.steps``;
-    eps points use ``budget.steps`` and one restart (the eps curve only has to
-    reach 0). All with the gradient attacks of the ensemble.
-    """
-    grid.check(budget)
-    points: list[tuple[str, dict[str, Any], float]] = (
-        [(f"steps={k}", {"steps": k, "restarts": 1}, eps) for k in grid.steps]
-        + [(f"restarts={r}", {"restarts": r}, eps) for r in grid.restarts]
-        + [(f"eps={min(1.0, eps * f):.6g}", {"restarts": 1}, min(1.0, eps * f)) for f in grid.eps_factors])
-    out: dict[str, torch.Tensor] = {}
-    for key, overrides, e in points:
-        if key in out:
-            continue
-        if progress is not None:
-            progress(key)
-        outcome = attack_defence(defence, x, y, e, budget, sample_ids=sample_ids, seed=seed,
-                                 components=CURVE_COMPONENTS, **overrides)
-        out[key] = outcome.correct["worst"]
-    return out
-
-
-def convergence_rule(accuracies: dict[str, float], n: int, budget: AdaptiveBudget,
-                     grid: CurveGrid, eps: float) -> dict[str, Any]:
-    """The fixed rule: a robust accuracy is *converged* when more effort no longer lowers it.
-
-    Converged iff, on the curve's images, the accuracy at the budget's
-    iterations exceeds the accuracy at the largest iteration count by at most
-    ``tolerance``, and likewise for restarts, where ``tolerance = max(0.01, 1/n)``
-    (one image). Separately, ``reaches_zero`` checks that accuracy falls to
-    at most ``tolerance`` at the largest eps (a defence that stays accurate at a
-    huge eps is masking gradients, not robust).
-    """
-    tolerance = max(0.01, 1.0 / max(n, 1))
-    at = lambda key: accuracies.get(key, math.nan)  # noqa: E731
-    steps_gap = at(f"steps={budget.steps}") - at(f"steps={max(grid.steps)}")
-    restarts_gap = at(f"restarts={budget.restarts}") - at(f"restarts={max(grid.restarts)}")
-    largest = f"eps={min(1.0, eps * max(grid.eps_factors)):.6g}"
-    converged = bool(steps_gap <= tolerance + 1e-9 and restarts_gap <= tolerance + 1e-9)
-    return {"converged": converged, "tolerance": tolerance, "steps_gap": steps_gap, "restarts_gap": restarts_gap,
-            "reaches_zero": bool(at(largest) <= tolerance + 1e-9), "largest_eps": largest, "n": n,
-            "rule": f"converged when {max(grid.steps)} iterations and {max(grid.restarts)} restarts lower robust "
-                    f"accuracy by at most {tolerance:.3g} (one image or 1 point) below the budget's "
-                    f"{budget.steps} iterations and {budget.restarts} restarts"}
+    """The white-box reference: the same attack and budget on the undefended model (one gradient: its own)."""
+    out = attack_defence(Undefended(model), x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
+                         gradients=("identity",), **overrides)
+    return AdaptiveOutcome({"white-box": out.correct["worst"]}, out.x_adv)
 
 
 # -- attacks confined to the RoI --------------------------------------------------------------

@@ -355,6 +355,28 @@ class NeutralizedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_region(x, self.region(x))
 
+    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT).
+
+        Equal to ``draws`` calls of :meth:`forward` in a row: the same attack-stream draws (the counter
+        advances by ``draws``), the maps computed once (they do not depend on the draw), and the model run
+        once on the stacked filled images. A deterministic mode repeats its one region.
+        """
+        check_range("draws", draws, 1)
+        if not self.randomized:
+            region = self.region(x)
+            regions = [region] * int(draws)
+        else:
+            selection = self.select(x)
+            self.last_selection = selection
+            regions = [self.control_region(x, selection, ATTACK_DRAWS + self.calls + d) for d in range(int(draws))]
+            self.calls += int(draws)
+        stacked_x = x.repeat(int(draws), 1, 1, 1)
+        stacked = torch.cat(regions).detach()
+        self.last_region = regions[-1]
+        logits = self.model(through(stacked_x, self.fill_fn(stacked_x, stacked), self.backward))
+        return logits.view(int(draws), x.shape[0], -1)
+
     @torch.no_grad()
     def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(N, draws) predicted classes; draw d of image i keyed by ``(seed, d, sample_ids[i])``.

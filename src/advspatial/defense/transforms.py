@@ -158,6 +158,19 @@ class TransformDefence(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(through(x, self.apply(x), self.backward))
 
+    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT): the same
+        noise draws as ``draws`` calls of :meth:`forward` in a row, the model run once on the stack."""
+        check_range("draws", draws, 1)
+        k = int(draws)
+        if self.randomized:
+            first, self.calls = self.calls, self.calls + k
+            transformed = torch.cat([self.apply(x, first + d) for d in range(k)])
+        else:
+            transformed = self.apply(x).repeat(k, 1, 1, 1)
+        stacked = x.repeat(k, 1, 1, 1)
+        return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
+
     def with_backward(self, backward: str) -> "TransformDefence":
         """The same defence with another attacker's gradient."""
         return TransformDefence(self.model, self.transform, self.strength, backward=backward, seed=self.seed)

@@ -50,7 +50,11 @@ GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
 class GatedConfig(ExperimentConfig):
     """Settings of the faithfulness gate and of the verdict rules, shared by every experiment that uses an RoI."""
 
-    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate; correct ones count", low=1)
+    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate of the RoI's explainer; "
+                               "correct ones count", low=1)
+    panel_gate_n: int = setting(200, "images (a prefix of the n) entering the gates of the explainer panel (the "
+                                     "other explainers, and the RoI's explainer at the panel's other fractions)",
+                                low=1)
     gate_fills: list[str] = setting(["road", "blur"], "deletion fills of the faithfulness gate (>= 2 of road, blur, "
                                                       "inpaint, zero, noise; one that creates no edges: road, blur "
                                                       "or inpaint; the default's measurement: docs/methods.md)")
@@ -90,9 +94,9 @@ def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[st
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
-               model: nn.Module | None = None, tag: str = "") -> dict[str, Any]:
-    """The gate of importance method ``method`` on this run's images: ``GateResult.as_dict()`` plus
-    ``method`` and ``randomization`` (cached per batch under ``gate/[tag/]method``).
+               model: nn.Module | None = None, tag: str = "", n: int | None = None) -> dict[str, Any]:
+    """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``):
+    ``GateResult.as_dict()`` plus ``method`` and ``randomization`` (cached per batch under ``gate/[tag/]method``).
 
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
     so the gate judges exactly the map the experiment uses, without recomputing it.
@@ -104,7 +108,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     key = f"gate/{tag + '/' if tag else ''}{method}"
     attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
     kw = importance_kw or {}
-    stop = min(cfg.gate_n, len(ctx.data))
+    stop = min(cfg.gate_n if n is None else n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
 
     def importance(b: int, sl: slice) -> torch.Tensor:
@@ -122,7 +126,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     labels = []
 
     def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        return ctx.rundir.cached(f"{key}/f{fraction}-compared/batch-{b:05d}",  # type: ignore[return-value]
+        return ctx.rundir.cached(f"{key}/f{fraction}-n{stop}-compared/batch-{b:05d}",  # type: ignore[return-value]
                                  lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl))
 
     def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:

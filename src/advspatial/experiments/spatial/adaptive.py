@@ -1,37 +1,50 @@
-"""The adaptive evaluation of the neutralization defence (METHODS.md §2): the autoattack-style ensemble
-through the identity and the local gradient of every configuration the report shows (main, prior, every
-sweep cell) and of its randomized control (EOT), on the first ``adaptive_n`` images, beside the same
-ensemble on the undefended model (:func:`undefended_batch`); the RoI-restricted attack and the transfer
-numbers, labelled as transfer; the trivial input transforms under the same attack (:func:`baseline_batch`);
-and the convergence curves of the main defence (:func:`convergence_stage`)."""
+"""The adaptive evaluation of the neutralization defence (METHODS.md §2), on the first ``adaptive_n`` images:
+
+- the main defence through the identity and the local gradient, its randomized control (EOT at full strength),
+  the RoI-restricted attack on it and the transfer of its examples (:func:`adaptive_batch`);
+- the same attack on the undefended model, whole image and RoI-restricted (:func:`undefended_batch`);
+- the trivial input transforms under the same attack (:func:`baseline_batch`);
+- with ``--eval full`` (``sweep_adaptive``) also the class-prior variant and every sweep cell; by default they are
+  "not evaluated adaptively".
+
+Every reported component carries its own convergence curve, measured on the same images with the same attack
+(:func:`advspatial.defense.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
+component, EOT draws for a randomized one. The left side of the curve (less effort than the budget) is measured for
+the main defence only (the plot)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ...attacks.base import frozen_eval
-from ...defense.adaptive import (
-    AdaptiveBudget, CurveGrid, attack_defence, attack_undefended, convergence_curves, convergence_rule, correct_share,
-    roi_mask,
-)
+from ...defense.adaptive import AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, roi_mask
+from ...defense.convergence import CurveGrid, convergence_curves
 from ...defense.transforms import TransformDefence
 from ...runtime import batch_slices
 from .context import Context, importance_fn
 from .defence import DefenceSetting, correct_of, neutralized, settings
 
 
-#: the RoI-restricted comparison (a diagnostic of where the defence leaves room, not a robustness number) uses
-#: the ensemble's gradient attacks on both models alike; Square on the defended model is its costliest part
+#: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
+#: model is its costliest part
 ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
 
 
 def budget_of(ctx: Context) -> AdaptiveBudget:
     cfg = ctx.config
     return AdaptiveBudget(steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts, queries=cfg.adaptive_queries,
-                          eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop)
+                          eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop,
+                          eot_restarts=cfg.eot_restarts)
+
+
+def curve_grid(ctx: Context) -> CurveGrid:
+    cfg = ctx.config
+    return CurveGrid(tuple(cfg.convergence_steps), tuple(cfg.convergence_restarts), tuple(cfg.convergence_eps),
+                     tuple(cfg.convergence_eot))
 
 
 def adaptive_slices(ctx: Context) -> list[slice]:
@@ -39,35 +52,55 @@ def adaptive_slices(ctx: Context) -> list[slice]:
     return list(batch_slices(min(len(ctx.data), ctx.config.adaptive_n), ctx.config.batch_size))
 
 
+def evaluated(ctx: Context, outcome: AdaptiveOutcome, name: str, defence: Any, x: torch.Tensor, y: torch.Tensor,
+              ids: torch.Tensor, mask: torch.Tensor | None = None, left_side: bool = False) -> dict[str, torch.Tensor]:
+    """Columns ``name:worst`` (and per gradient) of an attack's outcome, with its convergence curve ``curve:name:*``."""
+    cfg = ctx.config
+    out = {f"{name}:{k}": v for k, v in outcome.correct.items()}
+    curves = convergence_curves(defence, x, y, cfg.eps_linf, budget_of(ctx), curve_grid(ctx), sample_ids=ids,
+                                seed=cfg.seed, reported=outcome, mask=mask, left_side=left_side,
+                                gradients=("identity",) if isinstance(defence, Undefended) else ("identity", "local"))
+    out.update({f"curve:{name}:{k}": v for k, v in curves.items()})
+    return out
+
+
+def attacked(ctx: Context, defence: Any, name: str, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+             mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
+             left_side: bool = False) -> tuple[AdaptiveOutcome, dict[str, torch.Tensor]]:
+    """The adaptive attack on ``defence`` at the run's budget, and its columns with their convergence curve."""
+    cfg = ctx.config
+    gradients = ("identity",) if isinstance(defence, Undefended) else ("identity", "local")
+    outcome = attack_defence(defence, x, y, cfg.eps_linf, budget_of(ctx), sample_ids=ids, seed=cfg.seed, mask=mask,
+                             gradients=gradients, components=components)
+    return outcome, evaluated(ctx, outcome, name, defence, x, y, ids, mask, left_side)
+
+
 def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
                    prior: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Adaptive per-image outcomes of one configuration and batch (cached).
 
-    ``defended:{identity,local,worst}``, ``control:worst`` (share of fresh
-    draws), ``clean:defended``; for the main defence also the RoI-restricted
-    attack (``roi:*``) and the transfer of its examples to the undefended model.
+    ``defended:{identity,local,worst}``, ``control:worst`` (share of fresh draws), ``clean:defended``, and each
+    one's ``curve:*`` columns; for the main defence also the RoI-restricted attack (``roi:defended:*``) and the
+    transfer of its examples to the undefended model.
     """
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
         x, y, ids = ctx.batch(sl)
-        budget = budget_of(ctx)
         defended = neutralized(ctx, setting, prior)
         control = neutralized(ctx, setting, prior, mode="random")
+        main = setting.key == "main"
         with frozen_eval(ctx.model):
-            own = attack_defence(defended, x, y, cfg.eps_linf, budget, sample_ids=ids, seed=cfg.seed)
-            out = {f"defended:{k}": v for k, v in own.correct.items()}
-            out["control:worst"] = attack_defence(control, x, y, cfg.eps_linf, budget, sample_ids=ids,
-                                                  seed=cfg.seed).correct["worst"]
+            own, out = attacked(ctx, defended, "defended", x, y, ids, left_side=main)
+            out.update(attacked(ctx, control, "control", x, y, ids, left_side=main)[1])
             with torch.no_grad():
                 out["clean:defended"] = correct_share(defended, x, y, 1, ids)
-            if setting.key == "main":
+            if main:
                 with torch.no_grad():
                     out["transfer:undefended"] = correct_of(ctx, own.x_adv, y)
                 mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-                roi = attack_defence(defended, x, y, cfg.eps_linf, budget, sample_ids=ids, seed=cfg.seed, mask=mask,
-                                     components=ROI_COMPONENTS)
-                out.update({f"roi:defended:{k}": v for k, v in roi.correct.items()})
+                roi, columns = attacked(ctx, defended, "roi:defended", x, y, ids, mask=mask, components=ROI_COMPONENTS)
+                out.update(columns)
                 with torch.no_grad():
                     out["roi:transfer:undefended"] = correct_of(ctx, roi.x_adv, y)
         return out
@@ -80,39 +113,43 @@ def safe(key: str) -> str:
 
 
 def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """The white-box references on the undefended model (same ensemble, same budget), and the non-adaptive transfer."""
+    """The white-box references on the undefended model (same attack, same budget, each with its convergence
+    curve), and the non-adaptive transfer."""
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
         x, y, ids = ctx.batch(sl)
-        budget = budget_of(ctx)
+        plain = Undefended(ctx.model)
         with frozen_eval(ctx.model):
-            white = attack_undefended(ctx.model, x, y, cfg.eps_linf, budget, sample_ids=ids, seed=cfg.seed)
+            white, out = attacked(ctx, plain, "white-box", x, y, ids)
             mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-            roi = attack_undefended(ctx.model, x, y, cfg.eps_linf, budget, sample_ids=ids, seed=cfg.seed, mask=mask,
-                                    components=ROI_COMPONENTS)
+            roi, columns = attacked(ctx, plain, "roi:white-box", x, y, ids, mask=mask, components=ROI_COMPONENTS)
+            out.update(columns)
             main = neutralized(ctx, DefenceSetting("main", "gradient", cfg.fraction, cfg.fill), prior)
             with torch.no_grad():
-                return {"clean": correct_of(ctx, x, y), "white-box": white.correct["white-box"],
-                        "roi:white-box": roi.correct["white-box"],
-                        "transfer:defended": correct_share(main, white.x_adv, y, 1, ids),
-                        "roi:transfer:defended": correct_share(main, roi.x_adv, y, 1, ids)}
+                out.update({"clean": correct_of(ctx, x, y), "white-box": white.correct["worst"],
+                            "roi:white-box": roi.correct["worst"],
+                            "transfer:defended": correct_share(main, white.x_adv, y, 1, ids),
+                            "roi:transfer:defended": correct_share(main, roi.x_adv, y, 1, ids)})
+            return out
 
     return ctx.rundir.cached(f"adaptive/undefended/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
 def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> dict[str, torch.Tensor]:
-    """A trivial input transform under the same adaptive attack: clean and robust correctness (cached)."""
+    """A trivial input transform under the same adaptive attack: clean and robust correctness, with its
+    convergence curve (cached)."""
     cfg = ctx.config
 
     def compute() -> dict[str, torch.Tensor]:
         x, y, ids = ctx.batch(sl)
         defence = TransformDefence(ctx.model, transform, strength, seed=cfg.seed)
         with frozen_eval(ctx.model):
-            outcome = attack_defence(defence, x, y, cfg.eps_linf, budget_of(ctx), sample_ids=ids, seed=cfg.seed)
+            outcome, out = attacked(ctx, defence, "baseline", x, y, ids)
             with torch.no_grad():
-                clean = correct_share(defence, x, y, cfg.control_draws, ids)
-        return {"clean": clean, "robust": outcome.correct["worst"]}
+                out["clean"] = correct_share(defence, x, y, cfg.control_draws, ids)
+        out["robust"] = outcome.correct["worst"]
+        return out
 
     return ctx.rundir.cached(f"baselines/{transform}-{strength:g}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
@@ -123,15 +160,31 @@ def baseline_grid(ctx: Context) -> list[tuple[str, float]]:
     return [(t, float(s)) for t in cfg.baselines for s in grid[t]]
 
 
+def adaptive_jobs(ctx: Context, prior: torch.Tensor | None) -> list[tuple[str, Callable[[int, slice], Any]]]:
+    """(key, job(b, sl)) of everything attacked adaptively: the undefended model, the configurations evaluated
+    adaptively (:func:`adaptive_settings`) and the baselines."""
+    jobs: list[tuple[str, Callable[[int, slice], Any]]] = [
+        ("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
+    jobs += [(s.key, lambda b, sl, s=s: adaptive_batch(ctx, s, b, sl, prior)) for s in adaptive_settings(ctx, prior)]
+    jobs += [(f"baseline|{t}|{s:g}", lambda b, sl, t=t, s=s: baseline_batch(ctx, t, s, b, sl))
+             for t, s in baseline_grid(ctx)]
+    return jobs
+
+
+def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceSetting]:
+    """The configurations attacked adaptively: the main defence; with ``sweep_adaptive`` (``--eval full``) every
+    configuration the report shows."""
+    every = settings(ctx, prior is not None)
+    return every if ctx.config.sweep_adaptive else [s for s in every if s.key == "main"]
+
+
 def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[str, torch.Tensor]]:
     """Every adaptive outcome, per image over the adaptive images: ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
 
     Each (configuration, batch) pair is one unit of work, so the processes of a torchrun launch share the
     configurations even when the adaptive images fit in one batch."""
     slices = adaptive_slices(ctx)
-    jobs: list[tuple[str, Any]] = [("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
-    jobs += [(s.key, lambda b, sl, s=s: adaptive_batch(ctx, s, b, sl, prior)) for s in settings(ctx, prior is not None)]
-    jobs += [(f"baseline|{t}|{s:g}", lambda b, sl, t=t, s=s: baseline_batch(ctx, t, s, b, sl)) for t, s in baseline_grid(ctx)]
+    jobs = adaptive_jobs(ctx, prior)
     parts: dict[str, dict[str, list[torch.Tensor]]] = {key: defaultdict(list) for key, _ in jobs}
     work = [(key, job, b, sl) for key, job in jobs for b, sl in enumerate(slices)]
 
@@ -139,36 +192,7 @@ def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[s
         for col, values in columns.items():
             parts[item[0]][col].append(values)
 
-    ctx.each_batch(lambda _, item: item[1](item[2], item[3]), desc="adaptive attacks (ensemble, 2 gradients, EOT)",
+    ctx.each_batch(lambda _, item: item[1](item[2], item[3]),
+                   desc="adaptive attacks (ensemble, 2 gradients, EOT) with their convergence curves",
                    slices=work, then=collect)
     return {key: {k: torch.cat(v) for k, v in columns.items()} for key, columns in parts.items()}
-
-
-# -- convergence ---------------------------------------------------------------------------------
-
-def curve_grid(ctx: Context) -> CurveGrid:
-    cfg = ctx.config
-    return CurveGrid(tuple(cfg.convergence_steps), tuple(cfg.convergence_restarts), tuple(cfg.convergence_eps))
-
-
-def convergence_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, Any]:
-    """Robust accuracy of the main defence vs iterations, restarts and eps; the convergence rule's verdict."""
-    cfg = ctx.config
-    n = min(len(ctx.data), cfg.convergence_n)
-    budget, grid = budget_of(ctx), curve_grid(ctx)
-    main = DefenceSetting("main", "gradient", cfg.fraction, cfg.fill)
-
-    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        def curves() -> dict[str, torch.Tensor]:
-            x, y, ids = ctx.batch(sl)
-            with frozen_eval(ctx.model):
-                return convergence_curves(neutralized(ctx, main, prior), x, y, cfg.eps_linf, budget, grid,
-                                          sample_ids=ids, seed=cfg.seed)
-
-        return ctx.rundir.cached(f"convergence/batch-{b:05d}", curves)  # type: ignore[return-value]
-
-    columns = ctx.each_batch_columns(compute, desc="convergence curves (main defence)",
-                                     slices=list(batch_slices(n, cfg.batch_size)))
-    accuracies = {k: float(v.mean()) for k, v in columns.items()}
-    return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, cfg.eps_linf)}
-

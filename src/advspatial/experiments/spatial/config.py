@@ -134,20 +134,22 @@ class SpatialConfig(MeasurementConfig):
     control_match: str = setting("foreground", "what the random control matches besides its size and avoiding the "
                                                "RoI: foreground (object/background pixel counts), change (the fill's "
                                                "per-pixel change, so its L2 change) or none")
-    eval: str = setting("default", "strength of the defence evaluation: default (the settings as given) or full "
-                                   "(every image attacked adaptively, EOT 20, 200 convergence images, the whole "
-                                   "sweep grid and three strengths per baseline)")
+    eval: str = setting("default", "strength of the defence evaluation: default (the settings as given: the main "
+                                   "defence, its control and the baselines attacked adaptively) or full (every "
+                                   "image, every configuration of the whole sweep grid, three strengths per "
+                                   "baseline, denser curves)")
     adaptive_n: int = setting(50, "images of the adaptive evaluation (the first ones; all with --eval full)", low=1)
     adaptive_steps: int = setting(100, "APGD iterations per restart of the adaptive ensemble", low=1)
     adaptive_restarts: int = setting(5, "APGD restarts of the adaptive ensemble", low=1)
     adaptive_queries: int = setting(5000, "Square attack queries of the adaptive ensemble", low=1)
-    eot_iter: int = setting(4, "EOT: forward passes averaged per gradient on a randomized defence (20 with --eval full)",
-                            low=1)
-    eot_early_stop: bool = setting(True, "EOT attacks stop an image once every pass of a step is fooled (cheaper, "
-                                         "weaker; a control is then never judged more robust than its defence; "
-                                         "--eval full: off)")
-    sweep_adaptive: bool = setting(True, "attack every (fraction, fill) of the sweep adaptively too")
-    convergence_n: int = setting(30, "images of the convergence curves (200 with --eval full)", low=1)
+    eot_iter: int = setting(20, "EOT: draws averaged per gradient on a randomized defence (the random control, the "
+                                "noise baseline); below 20 their numbers are upper bounds from a weak attack", low=1)
+    eot_early_stop: bool = setting(False, "EOT attacks stop an image once every draw of a step is fooled (cheaper, "
+                                          "weaker: the numbers become upper bounds, kept out of the verdicts)")
+    eot_restarts: int = setting(1, "APGD restarts of each loss on a randomized defence", low=1)
+    sweep_adaptive: bool = setting(False, "attack the class-prior variant and every (fraction, fill) of the sweep "
+                                          "adaptively too (--eval full: on); otherwise they are 'not evaluated "
+                                          "adaptively'")
     convergence_steps: list[int] = setting([10, 50, 100, 500], "iteration counts of the convergence curve "
                                                                         "(must contain adaptive_steps and go beyond)")
     convergence_restarts: list[int] = setting([1, 5, 10], "restart counts of the convergence curve (must contain "
@@ -155,6 +157,8 @@ class SpatialConfig(MeasurementConfig):
     convergence_eps: list[float] = setting([0.25, 1.0, 2.0, 8.0], "eps of the eps curve, as multiples "
                                                                             "of eps_linf (capped at 1)",
                                            low=0, low_inclusive=False)
+    convergence_eot: list[int] = setting([1, 4, 20, 50], "EOT draws of a randomized component's convergence curve "
+                                                         "(must contain eot_iter and go beyond)", low=1)
     baselines: list[str] = setting(["blur", "noise", "jpeg"], "trivial input transforms of the trade-off plot")
     blur_sigmas: list[float] = setting([1.0], "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
     noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")
@@ -163,7 +167,7 @@ class SpatialConfig(MeasurementConfig):
 
     #: what ``--eval full`` sets (None: every image)
     FULL_EVAL: ClassVar[dict[str, Any]] = {
-        "adaptive_n": None, "eot_iter": 20, "eot_early_stop": False, "convergence_n": 200, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
+        "adaptive_n": None, "sweep_adaptive": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
         "fills": ["zero", "mean", "blur", "inpaint"], "blur_sigmas": [0.5, 1.0, 2.0], "noise_sds": [0.1, 0.2, 0.4],
         "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
@@ -171,8 +175,9 @@ class SpatialConfig(MeasurementConfig):
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
              "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
              "prior_n": 24, "fractions": [0.1, 0.3], "figure_images": 3, "adaptive_n": 12,
-             "adaptive_steps": 5, "adaptive_restarts": 1, "adaptive_queries": 40, "eot_iter": 2, "control_draws": 3,
-             "convergence_n": 6, "convergence_steps": [2, 5, 10], "convergence_restarts": [1, 2],
+             "adaptive_steps": 5, "adaptive_restarts": 1, "adaptive_queries": 40, "eot_iter": 2, "eot_early_stop": True,
+             "control_draws": 3, "convergence_steps": [2, 5, 10], "convergence_restarts": [1, 2],
+             "convergence_eot": [1, 2, 4],
              "convergence_eps": [0.5, 1.0, 8.0], "fills": ["zero", "blur"], "blur_sigmas": [1.0],
              "noise_sds": [0.2], "jpeg_qualities": [20],
              "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4,
@@ -190,7 +195,8 @@ class SpatialConfig(MeasurementConfig):
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        from ...defense.adaptive import AdaptiveBudget, CurveGrid
+        from ...defense.adaptive import AdaptiveBudget
+        from ...defense.convergence import CurveGrid
         from ...defense.transforms import check_strengths
 
         if self.eval not in ("default", "full"):
@@ -200,8 +206,9 @@ class SpatialConfig(MeasurementConfig):
                 setattr(self, name, self.n if value is None else value)
         if self.control_match not in CONTROL_MATCHES:
             raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
-        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts)
-        CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps)).check(budget)
+        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts, eot_iter=self.eot_iter)
+        CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps),
+                  tuple(self.convergence_eot)).check(budget)
         grids = {"blur": self.blur_sigmas, "noise": self.noise_sds, "jpeg": self.jpeg_qualities}
         for transform in self.baselines:
             if transform not in TRANSFORMS:

@@ -54,9 +54,8 @@ def settings(ctx: Context, with_prior: bool) -> list[DefenceSetting]:
     out = [DefenceSetting("main", "gradient", cfg.fraction, cfg.fill)]
     if with_prior:
         out.append(DefenceSetting("prior", "prior", cfg.fraction, cfg.fill))
-    if cfg.sweep_adaptive:
-        out += [DefenceSetting(f"sweep|{f:g}|{fill}", "gradient", f, fill) for f in cfg.fractions for fill in cfg.fills
-                if (f, fill) != (cfg.fraction, cfg.fill)]
+    out += [DefenceSetting(f"sweep|{f:g}|{fill}", "gradient", f, fill) for f in cfg.fractions for fill in cfg.fills
+            if (f, fill) != (cfg.fraction, cfg.fill)]
     return out
 
 

@@ -11,20 +11,41 @@ from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
 from .context import Context
+from .defence_verdicts import WEAK_EOT
 from .figures import plot_convergence, plot_defence_sweep, plot_tradeoff
 
 
 def defence_headline(metrics: dict[str, Any]) -> str:
-    """One sentence on the defence for the top of the report: its verdict and the numbers behind it."""
+    """One sentence on the defence for the top of the report: its verdict, the numbers behind it, and the harm
+    claim when it holds."""
     ad = metrics["adaptive"]
     main = ad["settings"]["main"]
-    helps = [row["label"] for row in ad["settings"].values() if row["verdict"] == "helps"]
-    return (f"Defence: the main neutralization defence {main['verdict']} (adaptive accuracy "
+    helps = [row["label"] for row in ad["settings"].values() if row.get("verdict") == "helps"]
+    why = f" ({main['why']})" if main.get("why") else ""
+    harm = ad["harm"]
+    harm_text = (f" It {harm['claim']}: with the attack confined to the RoI it spares, accuracy "
+                 f"{wilson(ad['roi_restricted']['defended (white-box, worst gradient)'])} defended vs "
+                 f"{wilson(ad['roi_restricted']['undefended (white-box)'])} undefended, Δ "
+                 f"{paired_text(harm['comparison'])}." if harm["verdict"] == harm["claim"] else "")
+    return (f"Defence: the main neutralization defence {main['verdict']}{why} (adaptive accuracy "
             f"{wilson(main['adaptive:worst'])} vs {wilson(ad['undefended']['white-box'])} undefended white-box and "
-            f"{wilson(main['control'])} for its matched control; attack "
-            f"{'converged' if ad['convergence']['converged'] else 'NOT converged'}). "
+            f"{wilson(main['control'])} for its matched control{control_label(ad)}; attack on the defence "
+            f"{convergence_word(main['convergence']['defended'])}).{harm_text} "
             + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
-               "No configuration of the sweep helps by the rule."))
+               "No configuration attacked adaptively helps by the rule."))
+
+
+def control_label(ad: dict[str, Any]) -> str:
+    """', an upper bound (weak EOT)' when the randomized components were attacked below full strength."""
+    return "" if ad["budget"].get("full_eot", True) else f", an {WEAK_EOT}"
+
+
+def convergence_word(conv: dict[str, Any]) -> str:
+    """'converged' / 'NOT converged' (and 'does not reach 0 at the largest eps' where measured)."""
+    word = "converged" if conv["converged"] else "NOT converged"
+    if conv.get("reaches_zero") is False:
+        word += f", does NOT reach 0 at {conv['largest_eps']} (suspect gradient masking)"
+    return word
 
 
 def wilson(acc: dict[str, Any] | None) -> str:
@@ -41,25 +62,35 @@ def paired_text(comparison: dict[str, Any]) -> str:
 
 
 def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    """The defence: adaptive verdicts first, then the convergence panel, the trade-off, and the non-adaptive tables."""
+    """The defence: adaptive verdicts first, the harm claim, the convergence panel, the trade-off, and the
+    non-adaptive tables."""
     cfg = ctx.config
     ad = metrics["adaptive"]
     main = ad["settings"]["main"]
-    conv = ad["convergence"]
+    conv = main["convergence"]
     budget = ad["budget"]
+    eot = (f"EOT {budget['eot_iter']} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
+           f"{budget['eot_restarts']} restart each)" if budget.get("full_eot") else
+           f"EOT {budget['eot_iter']}{' with early stop' if budget['eot_early_stop'] else ''}: a weak attack, so its "
+           f"numbers are labelled '{WEAK_EOT}', kept out of the plot and of every verdict")
     paragraphs = [
-        f"Verdict of the main defence ({main['label']}): {main['verdict']}. Under the adaptive ensemble (APGD-CE, "
-        f"APGD-DLR, Square; {budget['restarts']} restarts x {budget['steps']} iterations, {budget['queries']} queries; "
-        f"through the identity-BPDA and the local gradient, worst case per image) its accuracy is "
-        f"{wilson(main['adaptive:worst'])} on the first {ad['images']} images, against {wilson(ad['undefended']['white-box'])} "
-        f"for the undefended model under the same attack (white-box) and {wilson(main['control'])} for its matched "
-        f"random control attacked the same way (EOT {budget['eot_iter']}, scored over {budget['draws']} fresh draws).",
+        f"Verdict of the main defence ({main['label']}): {main['verdict']}"
+        f"{' (' + main['why'] + ')' if main.get('why') else ''}. Under the adaptive ensemble (APGD-CE, APGD-DLR "
+        f"through the identity-BPDA and the local gradient, {budget['restarts']} restarts x {budget['steps']} "
+        f"iterations, then Square with {budget['queries']} queries on what both left standing; worst case per image) "
+        f"its accuracy is {wilson(main['adaptive:worst'])} on the first {ad['images']} images, against "
+        f"{wilson(ad['undefended']['white-box'])} for the undefended model under the same attack (white-box) and "
+        f"{wilson(main['control'])} for its matched random control, attacked with {eot} and scored over "
+        f"{budget['draws']} fresh draws.",
         "Rule: " + ad["rule"],
-        f"Convergence ({conv['rule']}): {'converged' if conv['converged'] else 'NOT converged'} on {conv['n']} images "
-        f"(gap to more iterations {fmt(conv['steps_gap'])}, to more restarts {fmt(conv['restarts_gap'])}); accuracy at "
-        f"the largest eps ({conv['largest_eps']}) {'reaches 0' if conv['reaches_zero'] else 'does NOT reach 0 (suspect gradient masking)'}. "
-        "Only the main defence's curve is measured; the other configurations use the same budget and are marked "
-        "'not checked'.",
+        f"Convergence, on the same images with the same attack: the defence {convergence_word(conv['defended'])} "
+        f"(gap to more iterations {fmt(conv['defended']['steps_gap'])}, to more restarts "
+        f"{fmt(conv['defended']['restarts_gap'])}); its control's EOT curve "
+        f"{'is flat' if conv['control']['converged'] else 'is NOT flat'} (gap to EOT "
+        f"{max(int(k.split('=')[1]) for k in conv['control']['accuracy'])}: {fmt(conv['control']['eot_gap'])}); the "
+        f"white-box attack {convergence_word(ad['undefended']['convergence'])}.",
+        f"Harm (pre-declared): {ad['harm']['rule']} Verdict: {ad['harm']['verdict']} "
+        f"(Δ {paired_text(ad['harm']['comparison'])}).",
     ]
     tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(ctx, metrics), clean_table(metrics)]
     notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
@@ -68,11 +99,9 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
              f"Controls: as many pixels as the neutralized region, drawn outside the RoI (the defence never touches "
              f"it), matched on {cfg.control_match}, {cfg.control_draws} draws per image keyed by the global image id "
              "(accuracies are means over draws, ± the SD across draws)."]
-    if budget.get("eot_early_stop"):
-        notes.append("The randomized controls were attacked with EOT early stop (an image stops once every pass of a "
-                     "step is fooled): cheaper but weaker, so a control can look more robust than it is. The rule "
-                     "therefore never calls a defence 'worse than its control' from this run; --eval full attacks "
-                     "the controls at full strength.")
+    if not cfg.sweep_adaptive:
+        notes.append("Only the main defence, its control and the baselines are attacked adaptively here; the other "
+                     "configurations are 'not evaluated adaptively' (--eval full attacks every one).")
     if metrics.get("defence_interpretation", "interpretable") != "interpretable":
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
                      "defined by an explainer that does not mark what the model uses.")
@@ -82,31 +111,40 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
 
 def adaptive_table(ad: dict[str, Any]) -> Table:
     rows = []
-    for key, row in ad["settings"].items():
-        converged = "not checked" if row["converged"] is None else ("yes" if row["converged"] else "NO")
+    for row in ad["settings"].values():
+        if not row.get("evaluated", True):
+            rows.append([row["label"], *["-"] * 8, row["verdict"], row.get("why", "")])
+            continue
+        conv = row["convergence"]
+        converged = f"defence {convergence_word(conv['defended'])}; control {'flat' if conv['control']['converged'] else 'NOT flat'}"
+        control = wilson(row["control"]) + ("" if row.get("control_full_strength", True) else f" ({WEAK_EOT})")
         rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]), wilson(row["adaptive:local"]),
-                     wilson(row["adaptive:worst"]), wilson(row["control"]), paired_text(row["vs_control"]),
-                     paired_text(row["vs_undefended"]), converged, row["verdict"]])
+                     wilson(row["adaptive:worst"]), control, paired_text(row["vs_control"]),
+                     paired_text(row["vs_undefended"]), converged, row["verdict"], row.get("why", "")])
     return Table(f"Adaptive evaluation of every configuration (first {ad['images']} images; undefended white-box "
                  f"accuracy {wilson(ad['undefended']['white-box'])}, clean {wilson(ad['undefended']['clean'])}; "
-                 "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table)",
-                 ["configuration", "clean", "adaptive: identity-BPDA", "adaptive: local gradient", "adaptive: worst",
-                  "control (adaptive, EOT)", "Δ vs control", "Δ vs undefended white-box", "converged", "verdict"], rows)
+                 "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table and the harm "
+                 "claim)",
+                 ["configuration", "clean", "APGD: identity-BPDA", "APGD: local gradient", "worst (with Square)",
+                  "control (adaptive, EOT)", "Δ vs control", "Δ vs undefended white-box", "convergence", "verdict",
+                  "why"], rows)
 
 
 def roi_table(ad: dict[str, Any]) -> Table:
     r = ad["roi_restricted"]
-    rows = [[k, wilson(v)] for k, v in r.items() if k != "defended vs undefended"]
-    rows.append(["defended − undefended (both white-box)", paired_text(r["defended vs undefended"])])
+    rows = [[k, wilson(v)] for k, v in r.items()]
+    harm = ad["harm"]
+    rows.append([f"defended − undefended (both white-box): {harm['verdict']}", paired_text(harm["comparison"])])
     rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad["transfer"].items()]
     return Table("The ensemble confined to the clean image's RoI (which the defence never neutralizes), and transfer",
                  ["attack", "accuracy [Wilson 95% CI] or Δ"], rows)
 
 
 def baseline_table(ad: dict[str, Any]) -> Table:
-    rows = [[key.replace("|", " "), wilson(b["clean"]), wilson(b["robust"])] for key, b in ad["baselines"].items()]
+    rows = [[key.replace("|", " "), wilson(b["clean"]), wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""),
+             convergence_word(b["convergence"])] for key, b in ad["baselines"].items()]
     return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
-                 ["baseline (strength)", "clean accuracy", "adaptive robust accuracy"], rows)
+                 ["baseline (strength)", "clean accuracy", "adaptive robust accuracy", "convergence"], rows)
 
 
 def nonadaptive_table(ctx: Context, metrics: dict[str, Any]) -> Table:
@@ -146,19 +184,27 @@ def defence_figures(ctx: Context, metrics: dict[str, Any]) -> list[Figure]:
     sweep = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, figures_dir / "defence-sweep.png",
                                undefended_adv=main_attack.get("gradient:adv", math.nan),
                                clean_accuracy=metrics["clean_accuracy"], attack_name=cfg.defence_attack)
-    conv = ad["convergence"]
-    convergence = plot_convergence(conv["accuracy"], figures_dir / "defence-convergence.png",
+    main = ad["settings"]["main"]["convergence"]
+    eot_curves = {"main defence's control": main["control"]["accuracy"],
+                  **{f"baseline {k.replace('|', ' ')}": b["convergence"]["accuracy"] for k, b in ad["baselines"].items()
+                     if b["randomized"]}}
+    convergence = plot_convergence(main["defended"]["accuracy"], figures_dir / "defence-convergence.png",
                                    budget_steps=ad["budget"]["steps"], budget_restarts=ad["budget"]["restarts"],
-                                   eps=cfg.eps_linf, converged=conv["converged"])
+                                   eps=cfg.eps_linf, converged=main["defended"]["converged"], eot_curves=eot_curves,
+                                   budget_eot=ad["budget"]["eot_iter"])
     points = {row["label"]: {"clean": row["clean"]["value"], "robust": row["adaptive:worst"]["value"]}
-              for row in ad["settings"].values()}
-    baselines = {k: {"clean": b["clean"]["value"], "robust": b["robust"]["value"]} for k, b in ad["baselines"].items()}
+              for row in ad["settings"].values() if row.get("evaluated", True)}
+    baselines = {k: {"clean": b["clean"]["value"], "robust": b["robust"]["value"]} for k, b in ad["baselines"].items()
+                 if not b["label"]}
     tradeoff = plot_tradeoff(points, baselines, figures_dir / "defence-tradeoff.png",
                              undefended_clean=ad["undefended"]["clean"]["value"],
                              undefended_robust=ad["undefended"]["white-box"]["value"])
-    return [Figure(convergence, "Convergence panel: robust accuracy of the main defence vs APGD iterations, restarts "
-                                "and eps (worst of the identity-BPDA and local gradients)."),
-            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration and the trivial "
-                             "transforms (global blur, Gaussian noise, JPEG-style quantization) on the same images."),
+    return [Figure(convergence, "Convergence panel, on the images and with the attack of the reported numbers: robust "
+                                "accuracy of the main defence vs APGD iterations, restarts and eps (points beyond the "
+                                "budget extend the reported attack on the images it left standing), and of every "
+                                "randomized component vs EOT draws."),
+            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration attacked adaptively and "
+                             "the trivial transforms (global blur, Gaussian noise, JPEG-style quantization) on the "
+                             f"same images; numbers from a weak EOT ({WEAK_EOT}) are left out."),
             Figure(sweep, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched control.")]
 

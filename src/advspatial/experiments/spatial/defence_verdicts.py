@@ -10,72 +10,134 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...defense.adaptive import AdaptiveBudget
+from ...defense.convergence import CurveGrid, convergence_rule
 from ...regions.inference import accuracy, bootstrap_mean_ci, holm, paired_accuracy
-from .adaptive import budget_of
+from .adaptive import budget_of, curve_grid
 from .context import Context
-from .defence import settings
+from .defence import DefenceSetting, settings
 
 
 #: the fixed rule behind every defence verdict (printed in the report)
-DEFENCE_RULE = ("A configuration 'helps' only when, under the converged adaptive attack, (1) its accuracy minus its "
-                "random control's (attacked the same way, with EOT) has a 95% CI above 0 and a Holm-adjusted p below "
-                "the significance level, and (2) its accuracy minus the undefended model's white-box accuracy (same "
-                "attack, same budget) does too. Otherwise it 'does not help'; it is 'worse than undefended' when "
-                "that CI lies below 0 with an adjusted p below the level, and 'worse than its control' likewise, "
-                "but only when the control was attacked at full strength (no EOT early stop: a weaker attack on "
-                "the control can make a defence look worse, never better).")
+DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "
+                "with EOT at full strength) has a 95% CI above 0 and a Holm-adjusted p below the significance level, "
+                "and (2) its accuracy minus the undefended model's white-box accuracy (same attack, same budget) does "
+                "too. It is 'worse than undefended' when that CI lies below 0 with an adjusted p below the level, "
+                "'worse than its control' likewise, and otherwise it 'does not help'. Every verdict rests on the "
+                "convergence curves of the attacks it compares, measured on the same images with the same attack: "
+                "the attack on the defence must be converged (more iterations and restarts lower it by at most one "
+                "image or 1 point) and reach 0 at the largest eps (else 'not converged': the classic sign of "
+                "gradient masking), the control's and the white-box attack's curves must be flat too, and a "
+                "randomized component must be attacked at full EOT strength (else 'not checked', naming what "
+                "failed). 'Worse than undefended' needs only the white-box curve: a weaker attack on the defence "
+                "can only understate it. A configuration not attacked adaptively is 'not evaluated adaptively' "
+                "(--eval full attacks every one).")
+
+#: the pre-declared harm claim: the attack confined to the RoI the defence spares, defended vs undefended (paired)
+HARM_RULE = ("The defence 'makes the model more vulnerable inside the RoI' when, with the attack confined to the clean "
+             "image's RoI (which the defence never neutralizes), the defended model's white-box accuracy minus the "
+             "undefended model's has a 95% CI below 0 and a Holm-adjusted p (in the table's family) below the "
+             "level, the undefended attack's convergence curve being flat (a weaker attack on the defended model "
+             "can only understate the harm).")
+
+VERDICT_WORDS = ("helps", "does not help", "worse than its control", "worse than undefended", "not converged",
+                 "not checked", "not evaluated adaptively", "not interpretable", "insufficient data")
+HARM_WORDS = ("makes the model more vulnerable inside the RoI", "no harm shown inside the RoI", "not checked",
+              "insufficient data")
+#: the label of a randomized component's number when its EOT was weak (``--quick``): never plotted nor tested
+WEAK_EOT = "upper bound (weak EOT)"
 
 
-VERDICT_WORDS = ("helps", "does not help", "worse than its control", "worse than undefended",
-                 "not converged", "not interpretable", "insufficient data")
-
-
-def summarize_adaptive(ctx: Context, outcomes: dict[str, dict[str, torch.Tensor]], convergence: dict[str, Any],
-                       roi_faithful: bool, with_prior: bool) -> dict[str, Any]:
-    """Accuracies with Wilson CIs, paired comparisons, Holm across configurations, and one verdict each."""
+def summarize_adaptive(ctx: Context, outcomes: dict[str, dict[str, torch.Tensor]], roi_faithful: bool,
+                       with_prior: bool) -> dict[str, Any]:
+    """Accuracies with Wilson CIs, convergence per component, paired comparisons, Holm across the table (and the
+    harm claim), and one verdict each."""
     cfg = ctx.config
+    budget, grid = budget_of(ctx), curve_grid(ctx)
     undefended = outcomes["undefended"]
-    rows: dict[str, dict[str, Any]] = {}
-    for s in settings(ctx, with_prior):
-        o = outcomes[s.key]
-        rows[s.key] = {
-            "label": s.label, "fraction": s.fraction, "fill": s.fill, "vulnerability": s.vulnerability,
-            "clean": accuracy(o["clean:defended"]).as_dict(),
-            **{f"adaptive:{g}": accuracy(o[f"defended:{g}"]).as_dict() for g in ("identity", "local", "worst")},
-            "control": share_summary(o["control:worst"]),
-            "vs_control": paired_accuracy(o["defended:worst"], o["control:worst"], seed=cfg.seed).as_dict(),
-            "vs_undefended": paired_accuracy(o["defended:worst"], undefended["white-box"], seed=cfg.seed).as_dict(),
-            "converged": convergence["converged"] if s.key == "main" else None,
-            "control_full_strength": not cfg.eot_early_stop,
-        }
-    adjust_family(rows)
-    for key, row in rows.items():
-        row["verdict"] = defence_verdict(row, roi_faithful, cfg.significance)
+    conv = lambda columns, name, randomized=False: component_convergence(  # noqa: E731
+        columns, name, budget, grid, cfg.eps_linf, randomized)
+    white = conv(undefended, "white-box")
+    rows = {s.key: setting_row(ctx, s, outcomes.get(s.key), undefended, conv) for s in settings(ctx, with_prior)}
+    harm = harm_comparison(ctx, outcomes["main"], undefended, conv)
+    adjust_family(rows, harm)
+    for row in rows.values():
+        row["verdict"], row["why"] = defence_verdict(row, roi_faithful, cfg.significance, white)
+    harm["verdict"] = harm_verdict(harm, cfg.significance)
     main = outcomes["main"]
     return {
         "images": int(undefended["clean"].numel()),
-        "budget": budget_of(ctx).as_dict(),
+        "budget": budget.as_dict(),
         "rule": DEFENCE_RULE,
         "undefended": {"clean": accuracy(undefended["clean"]).as_dict(),
                        "white-box": accuracy(undefended["white-box"]).as_dict(),
-                       "roi:white-box": accuracy(undefended["roi:white-box"]).as_dict()},
+                       "roi:white-box": accuracy(undefended["roi:white-box"]).as_dict(),
+                       "convergence": white},
         "settings": rows,
+        "harm": harm,
         "roi_restricted": {
             "defended (white-box, worst gradient)": accuracy(main["roi:defended:worst"]).as_dict(),
             "undefended (white-box)": accuracy(undefended["roi:white-box"]).as_dict(),
             "transfer: made on the defence, scored undefended": accuracy(main["roi:transfer:undefended"]).as_dict(),
             "transfer: made on the undefended model, scored defended": accuracy(undefended["roi:transfer:defended"]).as_dict(),
-            "defended vs undefended": paired_accuracy(main["roi:defended:worst"], undefended["roi:white-box"],
-                                                      seed=cfg.seed).as_dict(),
         },
         "transfer": {
             "made on the defence, scored undefended": accuracy(main["transfer:undefended"]).as_dict(),
             "made on the undefended model, scored defended": accuracy(undefended["transfer:defended"]).as_dict(),
         },
-        "baselines": {key.removeprefix("baseline|"): {"clean": share_summary(o["clean"]), "robust": share_summary(o["robust"])}
+        "baselines": {key.removeprefix("baseline|"): baseline_row(key, o, conv, budget)
                       for key, o in outcomes.items() if key.startswith("baseline|")},
-        "convergence": convergence,
+        "convergence": rows["main"]["convergence"]["defended"],
     }
+
+
+def component_convergence(columns: dict[str, torch.Tensor], name: str, budget: AdaptiveBudget, grid: CurveGrid,
+                          eps: float, randomized: bool) -> dict[str, Any]:
+    """The curve of component ``name`` (its ``curve:name:*`` columns, as accuracies) and the rule's verdict on it."""
+    prefix = f"curve:{name}:"
+    accuracies = {k.removeprefix(prefix): float(v.double().mean()) for k, v in columns.items() if k.startswith(prefix)}
+    n = int(columns[f"{name}:worst"].numel())
+    return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, eps, randomized=randomized)}
+
+
+def setting_row(ctx: Context, s: DefenceSetting, o: dict[str, torch.Tensor] | None,
+                undefended: dict[str, torch.Tensor], conv: Any) -> dict[str, Any]:
+    """One configuration's row: its accuracies, convergence per component and paired comparisons (or, when it
+    was not attacked adaptively, only what it is)."""
+    cfg = ctx.config
+    row: dict[str, Any] = {"label": s.label, "fraction": s.fraction, "fill": s.fill, "vulnerability": s.vulnerability,
+                           "evaluated": o is not None}
+    if o is None:
+        return row
+    row.update({
+        "clean": accuracy(o["clean:defended"]).as_dict(),
+        **{f"adaptive:{g}": accuracy(o[f"defended:{g}"]).as_dict() for g in ("identity", "local", "worst")},
+        "control": share_summary(o["control:worst"]),
+        "vs_control": paired_accuracy(o["defended:worst"], o["control:worst"], seed=cfg.seed).as_dict(),
+        "vs_undefended": paired_accuracy(o["defended:worst"], undefended["white-box"], seed=cfg.seed).as_dict(),
+        "convergence": {"defended": conv(o, "defended"), "control": conv(o, "control", True)},
+        "control_full_strength": budget_of(ctx).full_eot,
+    })
+    return row
+
+
+def harm_comparison(ctx: Context, main: dict[str, torch.Tensor], undefended: dict[str, torch.Tensor],
+                    conv: Any) -> dict[str, Any]:
+    """The pre-declared harm claim's comparison: RoI-confined white-box accuracy, defended minus undefended."""
+    return {"claim": "makes the model more vulnerable inside the RoI", "rule": HARM_RULE,
+            "comparison": paired_accuracy(main["roi:defended:worst"], undefended["roi:white-box"],
+                                          seed=ctx.config.seed).as_dict(),
+            "convergence": {"defended": conv(main, "roi:defended"), "undefended": conv(undefended, "roi:white-box")}}
+
+
+def baseline_row(key: str, o: dict[str, torch.Tensor], conv: Any, budget: AdaptiveBudget) -> dict[str, Any]:
+    """A baseline's clean and robust accuracy, its convergence and, for a randomized one attacked with weak EOT,
+    the label that keeps it out of the plot."""
+    randomized = key.split("|")[1] == "noise"
+    row = {"clean": share_summary(o["clean"]), "robust": share_summary(o["robust"]),
+           "convergence": conv(o, "baseline", randomized), "randomized": randomized}
+    row["label"] = WEAK_EOT if randomized and not budget.full_eot else ""
+    return row
 
 
 def share_summary(shares: torch.Tensor) -> dict[str, Any]:
@@ -87,34 +149,76 @@ def share_summary(shares: torch.Tensor) -> dict[str, Any]:
     return {"value": est.mean, "low": est.low, "high": est.high, "k": math.nan, "n": est.n}
 
 
-def adjust_family(rows: dict[str, dict[str, Any]]) -> None:
-    """Holm across every row's two comparisons (vs control, vs undefended): one family per table."""
-    entries = [(key, which) for key in rows for which in ("vs_control", "vs_undefended")]
-    adjusted = holm(np.array([rows[k][w]["p"] for k, w in entries], dtype=float)) if entries else []
-    for (key, which), p_adj in zip(entries, adjusted):
-        rows[key][which]["p_adjusted"] = float(p_adj)
+def adjust_family(rows: dict[str, dict[str, Any]], harm: dict[str, Any] | None = None) -> None:
+    """Holm across every evaluated row's two comparisons (vs control, vs undefended) and the harm claim: one
+    family per table."""
+    entries = [(rows[key][which]) for key in rows if rows[key].get("evaluated", True)
+               for which in ("vs_control", "vs_undefended")]
+    if harm is not None:
+        entries.append(harm["comparison"])
+    adjusted = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
+    for comparison, p_adj in zip(entries, adjusted):
+        comparison["p_adjusted"] = float(p_adj)
 
 
-def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, min_n: int = 30) -> str:
-    """One of :data:`VERDICT_WORDS` by :data:`DEFENCE_RULE`."""
+def above(c: dict[str, Any], alpha: float) -> bool:
+    return c["delta"]["low"] > 0 and c.get("p_adjusted", math.nan) < alpha
+
+
+def below(c: dict[str, Any], alpha: float) -> bool:
+    return c["delta"]["high"] < 0 and c.get("p_adjusted", math.nan) < alpha
+
+
+def unchecked(row: dict[str, Any], white: dict[str, Any]) -> list[str]:
+    """What a configuration's verdict cannot rest on: components whose curve is not flat or whose EOT was weak."""
+    conv = row["convergence"]
+    missing = []
+    if not row.get("control_full_strength", True):
+        missing.append(f"the control's EOT was weak ({WEAK_EOT})")
+    elif not conv["control"]["converged"]:
+        missing.append(f"the control's EOT curve is not flat (gap {conv['control']['eot_gap']:.3g})")
+    if not white["converged"]:
+        missing.append("the white-box attack's curve is not flat")
+    return missing
+
+
+def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, white: dict[str, Any],
+                    min_n: int = 30) -> tuple[str, str]:
+    """(one of :data:`VERDICT_WORDS`, why) by :data:`DEFENCE_RULE`."""
     if not roi_faithful:
-        return "not interpretable"
+        return "not interpretable", "the RoI failed the faithfulness gate"
+    if not row.get("evaluated", True):
+        return "not evaluated adaptively", "use --eval full"
     if row["vs_control"]["delta"]["n"] < min_n:
+        return "insufficient data", f"n < {min_n}"
+    if below(row["vs_undefended"], alpha) and white["converged"]:
+        return "worse than undefended", ""
+    defended = row["convergence"]["defended"]
+    if not defended["converged"] or not defended["reaches_zero"]:
+        why = [] if defended["converged"] else [f"more effort lowers it (iterations {defended['steps_gap']:+.3g}, "
+                                                f"restarts {defended['restarts_gap']:+.3g})"]
+        if not defended["reaches_zero"]:
+            why.append(f"accuracy at {defended['largest_eps']} is {defended['accuracy'].get(defended['largest_eps'], math.nan):.3g}, "
+                       "not 0 (suspect gradient masking)")
+        return "not converged", "; ".join(why)
+    missing = unchecked(row, white)
+    if missing:
+        return "not checked", "; ".join(missing)
+    if below(row["vs_control"], alpha):
+        return "worse than its control", ""
+    if above(row["vs_control"], alpha) and above(row["vs_undefended"], alpha):
+        return "helps", ""
+    return "does not help", ""
+
+
+def harm_verdict(harm: dict[str, Any], alpha: float, min_n: int = 30) -> str:
+    """One of :data:`HARM_WORDS` by :data:`HARM_RULE`."""
+    c = harm["comparison"]
+    if c["delta"]["n"] < min_n:
         return "insufficient data"
-
-    def above(c: dict[str, Any]) -> bool:
-        return c["delta"]["low"] > 0 and c.get("p_adjusted", math.nan) < alpha
-
-    def below(c: dict[str, Any]) -> bool:
-        return c["delta"]["high"] < 0 and c.get("p_adjusted", math.nan) < alpha
-
-    if below(row["vs_undefended"]):
-        return "worse than undefended"
-    if below(row["vs_control"]) and row.get("control_full_strength", True):
-        return "worse than its control"
-    if above(row["vs_control"]) and above(row["vs_undefended"]):
-        return "helps" if row["converged"] else "not converged"
-    return "does not help"
+    if below(c, alpha):
+        return harm["claim"] if harm["convergence"]["undefended"]["converged"] else "not checked"
+    return "no harm shown inside the RoI"
 
 
 def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str], seed: int) -> dict[str, Any]:

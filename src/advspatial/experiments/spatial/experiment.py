@@ -17,7 +17,7 @@ from ...data import ImageDataset
 from ...runtime import RunDir
 from ..base import ExperimentResult, register_experiment
 from . import report
-from .adaptive import adaptive_stage, convergence_stage
+from .adaptive import adaptive_stage
 from .config import MapsConfig, MeasurementConfig, SpatialConfig
 from .context import roi_batch, spatial_context
 from .defence import aggregate_sweep, class_prior, deployable_defences
@@ -31,7 +31,7 @@ from .statistics import measure, run_gates
                      "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence")
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     """Clean maps, the gates, the prior, every attack with its maps and defence columns, the sweep, the adaptive
-    evaluation and its convergence; then metrics, claims and verdicts; then the report."""
+    evaluation with its convergence curves; then metrics, claims and verdicts; then the report."""
     ctx = spatial_context(config, rundir)
     ctx.each_batch(lambda b, sl: roi_batch(ctx, b), desc="clean: predictions, importance maps", then=lambda *_: None)
     gates = run_gates(ctx)
@@ -41,11 +41,10 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     summaries = [process_attack(ctx, name, defences, rows) for name in config.attacks]
     sweep = aggregate_sweep(ctx)
     outcomes = adaptive_stage(ctx, prior)
-    convergence = convergence_stage(ctx, prior)
     metrics = build_metrics(ctx, summaries, rows)
     metrics["sweep"] = sweep_summary(ctx, sweep)
     claims = measure(ctx, summaries, metrics, gates)
-    metrics["adaptive"] = summarize_adaptive(ctx, outcomes, convergence, metrics["roi"]["faithful"], prior is not None)
+    metrics["adaptive"] = summarize_adaptive(ctx, outcomes, metrics["roi"]["faithful"], prior is not None)
     sections = report.build_sections(ctx, summaries, metrics, claims)
     return ExperimentResult(metrics, rows, report.summary_table(metrics), sections)
 

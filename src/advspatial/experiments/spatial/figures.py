@@ -71,24 +71,41 @@ def _curve(accuracies: Mapping[str, float], prefix: str) -> tuple[list[float], l
 
 
 def plot_convergence(accuracies: Mapping[str, float], path: str | Path, *, budget_steps: int, budget_restarts: int,
-                     eps: float, converged: bool) -> Path:
-    """Robust accuracy of the defence vs iterations, restarts and eps (the run's budget marked)."""
-    fig = Figure(figsize=(12, 3.6), dpi=100)
+                     eps: float, converged: bool, eot_curves: Mapping[str, Mapping[str, float]] | None = None,
+                     budget_eot: int | None = None) -> Path:
+    """Robust accuracy of the defence vs iterations, restarts and eps (the run's budget marked); with
+    ``eot_curves`` (label -> ``{"eot=K": accuracy}``) a fourth panel: each randomized component vs EOT draws."""
+    panels = 4 if eot_curves else 3
+    fig = Figure(figsize=(4 * panels, 3.6), dpi=100)
     for i, (prefix, xlabel, mark, log) in enumerate((
-        ("steps", "APGD iterations (1 restart)", budget_steps, True),
+        ("steps", "APGD iterations", budget_steps, True),
         ("restarts", "restarts (budget iterations each)", budget_restarts, False),
         ("eps", "L-inf eps", eps, False),
     )):
-        ax = fig.add_subplot(1, 3, i + 1)
+        ax = fig.add_subplot(1, panels, i + 1)
         xs, ys = _curve(accuracies, prefix)
         ax.plot(xs, ys, "o-", color="tab:blue")
         ax.axvline(mark, color="grey", ls=":", lw=1, label="the run's budget")
         if log:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("robust accuracy (worst gradient)")
+        ax.set_ylabel("robust accuracy")
         ax.set_ylim(0, max([0.05, *[y for y in ys if not math.isnan(y)]]) * 1.1)
         ax.grid(alpha=0.3)
+    if eot_curves:
+        ax = fig.add_subplot(1, panels, panels)
+        top = 0.05
+        for j, (label, curve) in enumerate(eot_curves.items()):
+            xs, ys = _curve(curve, "eot")
+            ax.plot(xs, ys, "o-", color=COLOURS[j % len(COLOURS)], label=label)
+            top = max([top, *[y for y in ys if not math.isnan(y)]])
+        if budget_eot:
+            ax.axvline(budget_eot, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("EOT draws per gradient (randomized components)")
+        ax.set_ylim(0, top * 1.1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.axes[0].legend(fontsize=7)
     fig.suptitle(f"Convergence of the adaptive attack on the main defence: {'converged' if converged else 'NOT converged'}",
                  fontsize=10)

@@ -21,7 +21,7 @@ from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from .context import Context
-from .defence_report import defence_headline, defence_section, wilson
+from .defence_report import control_label, convergence_word, defence_headline, defence_section, paired_text, wilson
 from .maps_stage import PARTS, AttackSummary
 
 STAT_LABELS = {
@@ -286,8 +286,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
     ad = metrics["adaptive"]
     main = ad["settings"]["main"]
     lines.append(f"adaptive ensemble on {ad['images']} images: defended {wilson(main['adaptive:worst'])}, control "
-                 f"{wilson(main['control'])}, undefended white-box {wilson(ad['undefended']['white-box'])}; "
-                 f"converged: {'yes' if ad['convergence']['converged'] else 'NO'}; verdict: {main['verdict']}")
+                 f"{wilson(main['control'])}{control_label(ad)}, undefended white-box "
+                 f"{wilson(ad['undefended']['white-box'])}; attack {convergence_word(ad['convergence'])}; verdict: "
+                 f"{main['verdict']}{' (' + main['why'] + ')' if main.get('why') else ''}")
+    if ad["harm"]["verdict"] == ad["harm"]["claim"]:
+        lines.append(f"harm: the defence {ad['harm']['claim']} (RoI-confined white-box accuracy, defended - "
+                     f"undefended: {paired_text(ad['harm']['comparison'])})")
     return "\n".join(lines)
 
 

@@ -19,15 +19,18 @@ from .maps_stage import AttackSummary
 
 
 def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
-    """The faithfulness gate of the RoI's explainer and of every panel explainer, on the run's own maps; and of
-    the RoI's explainer at every other panel fraction, each at its own fraction (:func:`fraction_key`)."""
+    """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
+    run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
+    (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
     cfg = ctx.config
-    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b))
+    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b),
+                           n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
              for m in panel_methods(ctx)}
     for fraction in cfg.panel_fractions:
         if fraction != cfg.fraction:
             gates[fraction_key(ctx.importance, fraction)] = gate_stage(
-                ctx, ctx.importance, fraction, cfg.eps_linf, maps=lambda b: panel_batch(ctx, ctx.importance, b))
+                ctx, ctx.importance, fraction, cfg.eps_linf, maps=lambda b: panel_batch(ctx, ctx.importance, b),
+                n=cfg.panel_gate_n)
     return gates
 
 

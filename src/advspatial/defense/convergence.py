@@ -1,0 +1,198 @@
+"""Would more effort lower an adaptive number? The convergence curves of an adaptive attack and their fixed rule.
+
+A robust accuracy is worth reporting only if a stronger attack of the same kind
+does not lower it (Carlini et al. 2019, §5; Athalye et al. 2018 for EOT). The
+checks here are made on the images and with the attack whose number is
+reported (:func:`convergence_curves` takes that attack's outcome):
+
+- **more effort** (iterations beyond the budget, restarts beyond it, EOT draws
+  beyond it on a randomized defence): the stronger attack runs on the images the
+  reported attack left standing, and each image keeps the worse of the two
+  (deterministic: the minimum; randomized: the example the attacker's own
+  draws score lower, scored on the fresh draws). An image already broken stays
+  broken, so the gap ``reported - stronger`` is exactly what more effort adds,
+  and it costs only the images still standing;
+- **a larger eps** (up to 8x): chained the same way (an image broken at eps is
+  broken at any larger eps, the ball contains it). It must reach 0: a defence
+  that stays accurate at a huge eps masks gradients;
+- **less effort** (iterations, restarts, EOT draws, eps below the budget):
+  separate attacks on every image, the curve's left side, for the plot only.
+
+:func:`convergence_rule` is the fixed rule that calls a number converged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .adaptive import (
+    GRADIENTS, AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share,
+    gradient_components, pick_lowest,
+)
+
+
+@dataclass(frozen=True)
+class CurveGrid:
+    """Where robust accuracy is measured: iterations, restarts, eps (multiples of the run's eps) and EOT draws."""
+
+    steps: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
+    restarts: tuple[int, ...] = (1, 2, 5, 10)
+    eps_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    eot: tuple[int, ...] = (1, 4, 20, 50)
+
+    def check(self, budget: AdaptiveBudget) -> None:
+        """The grid holds the budget's own point of every curve and goes beyond it (else nothing is checked)."""
+        if budget.steps not in self.steps or budget.restarts not in self.restarts:
+            raise ConfigError(f"the convergence grid must contain the budget's steps ({budget.steps}) and "
+                              f"restarts ({budget.restarts}); got steps {self.steps}, restarts {self.restarts}")
+        if max(self.steps) <= budget.steps or max(self.restarts) <= budget.restarts:
+            raise ConfigError("the convergence grid must go beyond the budget (more steps and more restarts) "
+                              "to show the curve is flat there")
+        if budget.eot_iter not in self.eot or max(self.eot) <= budget.eot_iter:
+            raise ConfigError(f"the EOT grid must contain the budget's EOT ({budget.eot_iter}) and go beyond it; "
+                              f"got {self.eot}")
+        if max(self.eps_factors) <= 1.0:
+            raise ConfigError(f"the eps grid must go beyond the run's eps (a factor > 1); got {self.eps_factors}")
+
+
+def eps_key(eps: float) -> str:
+    return f"eps={min(1.0, eps):.6g}"
+
+
+def convergence_curves(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
+                       grid: CurveGrid, *, sample_ids: torch.Tensor, seed: int,
+                       reported: AdaptiveOutcome | None = None, mask: torch.Tensor | None = None,
+                       gradients: Sequence[str] = GRADIENTS, left_side: bool = True,
+                       progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
+    """Per-image correctness at each curve point (keys ``steps=K``, ``restarts=R``, ``eps=E``; a randomized
+    defence ``eot=K``), the budget's own point being ``reported`` (run here when not given).
+
+    Points beyond the budget extend ``reported`` on the images it left standing (see the module docstring);
+    with ``left_side`` the points below it are separate attacks on every image.
+    """
+    grid.check(budget)
+    common: dict[str, Any] = {"sample_ids": sample_ids, "seed": seed, "mask": mask, "gradients": gradients}
+    if reported is None:
+        reported = attack_defence(defence, x, y, eps, budget, **common)
+    base = reported.correct["worst"]
+    out: dict[str, torch.Tensor] = {}
+    if defence.randomized:
+        out[f"eot={budget.eot_iter}"] = base
+        for k in sorted(grid.eot):
+            if k < budget.eot_iter and left_side:
+                out[f"eot={k}"] = _run(defence, x, y, eps, budget, common, progress, f"eot={k}", eot_iter=k).correct["worst"]
+            elif k > budget.eot_iter:
+                out[f"eot={k}"] = extend(defence, x, y, eps, budget, reported, common, progress, f"eot={k}",
+                                         eot_iter=k).correct["worst"]
+        return out
+    out[f"steps={budget.steps}"] = out[f"restarts={budget.restarts}"] = out[eps_key(eps)] = base
+    for k in sorted(grid.steps):
+        if k < budget.steps and left_side:
+            out[f"steps={k}"] = _run(defence, x, y, eps, budget, common, progress, f"steps={k}", steps=k,
+                                     restarts=1).correct["worst"]
+        elif k > budget.steps:
+            out[f"steps={k}"] = extend(defence, x, y, eps, budget, reported, common, progress, f"steps={k}", steps=k,
+                                       restarts=1).correct["worst"]
+    for r in sorted(grid.restarts):
+        if r < budget.restarts and left_side:
+            out[f"restarts={r}"] = _run(defence, x, y, eps, budget, common, progress, f"restarts={r}",
+                                        restarts=r).correct["worst"]
+        elif r > budget.restarts:
+            # new random starts only: restart j of the stronger attack is restart budget.restarts + j overall
+            out[f"restarts={r}"] = extend(defence, x, y, eps, budget, reported, common, progress, f"restarts={r}",
+                                          restarts=r - budget.restarts, seed_offset=budget.restarts).correct["worst"]
+    out.update(eps_curve(defence, x, y, eps, budget, grid, reported, common, progress, left_side))
+    return out
+
+
+def eps_curve(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, grid: CurveGrid,
+              reported: AdaptiveOutcome, common: dict[str, Any], progress: Callable[[str], None] | None,
+              left_side: bool) -> dict[str, torch.Tensor]:
+    """The eps points: below eps separate attacks; above it each point extends the previous one (1 restart)."""
+    out: dict[str, torch.Tensor] = {}
+    previous = reported
+    for f in sorted(grid.eps_factors):
+        e = min(1.0, eps * f)
+        key = eps_key(e)
+        if key in out or e == eps:
+            continue
+        if e < eps and left_side:
+            out[key] = _run(defence, x, y, e, budget, common, progress, key, restarts=1).correct["worst"]
+        elif e > eps:
+            previous = extend(defence, x, y, e, budget, previous, common, progress, key, restarts=1)
+            out[key] = previous.correct["worst"]
+    return out
+
+
+def _run(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
+         common: dict[str, Any], progress: Callable[[str], None] | None, key: str, **overrides: Any) -> AdaptiveOutcome:
+    """One curve point: the gradient attacks only (Square ran in the reported attack; its queries have no
+    iterations, restarts or EOT to vary)."""
+    if progress is not None:
+        progress(key)
+    return attack_defence(defence, x, y, eps, budget, components=gradient_components(budget), **common, **overrides)
+
+
+def extend(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
+           reported: AdaptiveOutcome, common: dict[str, Any], progress: Callable[[str], None] | None, key: str,
+           seed_offset: int = 0, **overrides: Any) -> AdaptiveOutcome:
+    """``reported`` then the stronger attack (``overrides``, ``eps``) on the images it left standing; per image the
+    worse of the two for the defence (deterministic: the minimum; randomized: the attacker's pick, fresh-scored)."""
+    correct, x_adv = reported.correct["worst"].clone(), reported.x_adv.clone()
+    rows = (correct > 0).nonzero().flatten()
+    if not rows.numel():
+        return AdaptiveOutcome({"worst": correct}, x_adv)
+    r = rows.to(x.device)
+    ids = common["sample_ids"][rows]
+    mask = None if common["mask"] is None else common["mask"][r]
+    sub = dict(common, sample_ids=ids, mask=mask, seed=common["seed"] + seed_offset)
+    stronger = _run(defence, x[r], y[r], eps, budget, sub, progress, key, **overrides)
+    if defence.randomized:
+        draws = int(overrides.get("eot_iter") or budget.eot_iter)
+        y_r = y[r]
+        pair = [(x_adv[r], attacker_share(defence, x_adv[r], y_r, draws)),
+                (stronger.x_adv, attacker_share(defence, stronger.x_adv, y_r, draws))]
+        picked = pick_lowest(pair)
+        x_adv[r] = picked
+        correct[rows] = correct_share(defence, picked, y_r, budget.draws, ids)
+    else:
+        broken = stronger.correct["worst"] < correct[rows]
+        x_adv[r[broken.to(x.device)]] = stronger.x_adv[broken.to(x.device)]
+        correct[rows] = torch.minimum(correct[rows], stronger.correct["worst"])
+    return AdaptiveOutcome({"worst": correct}, x_adv)
+
+
+def convergence_rule(accuracies: dict[str, float], n: int, budget: AdaptiveBudget, grid: CurveGrid, eps: float,
+                     *, randomized: bool = False) -> dict[str, Any]:
+    """The fixed rule: a robust accuracy is *converged* when more effort no longer lowers it.
+
+    ``tolerance = max(0.01, 1/n)`` (one image or 1 point). Deterministic defence: converged iff the largest
+    iteration count and the largest restart count each lower the accuracy by at most ``tolerance``;
+    ``reaches_zero`` iff the accuracy at the largest eps is at most ``tolerance``. Randomized defence:
+    converged iff the largest EOT lowers it by at most ``tolerance`` (``reaches_zero`` is not measured: None).
+    A missing point is never "flat".
+    """
+    tolerance = max(0.01, 1.0 / max(n, 1))
+    at = lambda key: accuracies.get(key, math.nan)  # noqa: E731
+    flat = lambda gap: bool(gap <= tolerance + 1e-9)  # noqa: E731  (NaN is not flat)
+    if randomized:
+        gap = at(f"eot={budget.eot_iter}") - at(f"eot={max(grid.eot)}")
+        return {"converged": flat(gap), "tolerance": tolerance, "eot_gap": gap, "reaches_zero": None, "n": n,
+                "full_strength": budget.full_eot,
+                "rule": f"converged when EOT {max(grid.eot)} lowers robust accuracy by at most {tolerance:.3g} (one "
+                        f"image or 1 point) below the budget's EOT {budget.eot_iter}"}
+    steps_gap = at(f"steps={budget.steps}") - at(f"steps={max(grid.steps)}")
+    restarts_gap = at(f"restarts={budget.restarts}") - at(f"restarts={max(grid.restarts)}")
+    largest = eps_key(eps * max(grid.eps_factors))
+    return {"converged": flat(steps_gap) and flat(restarts_gap), "tolerance": tolerance, "steps_gap": steps_gap,
+            "restarts_gap": restarts_gap, "reaches_zero": flat(at(largest)), "largest_eps": largest, "n": n,
+            "rule": f"converged when {max(grid.steps)} iterations and {max(grid.restarts)} restarts lower robust "
+                    f"accuracy by at most {tolerance:.3g} (one image or 1 point) below the budget's "
+                    f"{budget.steps} iterations and {budget.restarts} restarts; accuracy at "
+                    f"{max(grid.eps_factors):g}x eps must reach {tolerance:.3g} or less"}
