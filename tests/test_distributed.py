@@ -35,7 +35,7 @@ SETTINGS: dict[str, list[str]] = {
     "baseline": ["--n", "30", "--batch-size", "8"],
     "spatial": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--prior-n", "8",
                 "--figure-images", "2", "--attacks", "fgsm,onepixel", "--defence-attack", "fgsm", "--adaptive-n", "4",
-                "--convergence-n", "4", "--panel", "gradcam", "--baselines", "blur", "--gate-n", "8",
+                "--panel", "gradcam", "--baselines", "blur", "--gate-n", "8",
                 "--randomization-images", "2"],
     "analyze": [],
     "maps": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--attacks", "fgsm,onepixel",
