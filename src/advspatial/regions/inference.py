@@ -22,7 +22,8 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
   :func:`paired_accuracy` -- a paired accuracy difference with a bootstrap CI and
   McNemar's exact p (:func:`mcnemar_p`) or a sign-flip p (:func:`sign_flip_p`);
 - :func:`holm` (primary family) and :func:`benjamini_hochberg` (the rest);
-- :func:`verdict` (fixed rules, :data:`VERDICTS`) and :func:`describe` (one sentence);
+- :func:`verdict` (fixed rules, :data:`VERDICTS`; a claim about a training procedure needs
+  :data:`MIN_SEEDS` seeds and its sign in every one, :func:`seeds_agreeing`) and :func:`describe` (one sentence);
 - :func:`crossed_mean_ci` -- the effect of a training procedure over training seeds crossed with images:
   each seed's own mean, a t-interval that carries between-run variance, and a p consistent with it
   (``seeds.py``, :class:`SeedEffect`);
@@ -56,7 +57,8 @@ from .nulls import (
 from .seeds import SeedEffect, crossed_mean_ci
 from .placement import check_sample_ids, placement_shifts, placement_table
 from .verdicts import (
-    _CLAUSES, DEFAULT_SESOI, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm, sesoi_for, verdict,
+    _CLAUSES, DEFAULT_SESOI, MIN_SEEDS, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm,
+    seeds_agreeing, sesoi_for, verdict,
 )
 
 # -- the comparison against one null ---------------------------------------------------------
@@ -507,7 +509,8 @@ def pool_to_scale(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 __all__ = [
-    "BOOTSTRAP_RESAMPLES", "DEFAULT_SESOI", "DEFAULT_STRATA", "NULLS", "P_FLOOR", "SESOI", "Sesoi", "format_p",
+    "BOOTSTRAP_RESAMPLES", "DEFAULT_SESOI", "DEFAULT_STRATA", "MIN_SEEDS", "NULLS", "P_FLOOR", "SESOI", "Sesoi",
+    "format_p", "seeds_agreeing",
     "sesoi_for", "SIGN_FLIPS", "VERDICTS", "Estimate", "NullComparison", "SeedEffect",
     "PairedAccuracy", "Proportion", "accuracy", "benjamini_hochberg", "bootstrap_mean_ci", "compare_to_nulls",
     "composition_strata", "crossed_mean_ci", "describe", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
