@@ -297,7 +297,8 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
     assert endpoint.primary and endpoint.effect.n == 40, "only the first ensemble_n images are attacked"
     assert endpoint.effect.mean == 1.0 and endpoint.verdict == "supported"
     diagnostic = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
-    assert not diagnostic.primary and diagnostic.verdict == "not supported"  # identical on every image: a bound, no equivalence
+    # identical on every image: a bound, no equivalence
+    assert not diagnostic.primary and diagnostic.verdict == "not supported"
     assert sum(c.primary for c in claims.values()) == 7
     without = dataclasses.replace(config, ensemble_n=0)
     assert primary_condition(without, evs["localized"].preds) == "region"

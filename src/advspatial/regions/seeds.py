@@ -73,8 +73,9 @@ def crossed_mean_ci(values: Any, level: float = 0.95, *, shares: bool = False) -
     Why not a two-stage bootstrap (seeds, then images within each seed): with S = 3 seeds there are only 10
     distinct seed resamples, and a bootstrap of 3 means has the spread of (S-1)/S of their variance with
     normal-like tails, where the truth needs a t with 2 df (quantile 4.30, not 1.96): its coverage with 3
-    seeds is about 0.75-0.77 (5 seeds: 0.82-0.85) when runs dominate (tests/regions/test_seeds.py). Resampling images
-    within each seed separately also breaks the crossing (the same images in every seed). The t-interval
+    seeds is about 0.75-0.77 (5 seeds: 0.82-0.85) when runs dominate (tests/regions/test_seeds.py).
+    Resampling images within each seed separately also breaks the crossing (the same images in every seed),
+    and the image-only bootstrap of the per-image means over seeds covers 0.09 there. The t-interval
     above holds >= 0.94 with 3 and 5 seeds in that test, honest at the price of width: with 3 seeds the
     between-run variance is estimated on 2 df. Where the per-cell noise dominates it is conservative (coverage
     0.97-1.0), because the seed term is floored at the residual; letting the residual's many df stand in for

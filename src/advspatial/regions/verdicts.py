@@ -144,11 +144,12 @@ def verdict(
     training seed's own effect) on fewer than ``min_seeds`` seeds -> "insufficient
     data" too (one or two runs cannot tell the procedure from the run).
     Significant (adjusted p < alpha) with the CI above 0: "supported" when the
-    point estimate is at least ``sesoi`` (the effect's units), else "negligible"; with the CI below 0: "reversed" when the estimate is at most
-    -``sesoi``, else "negligible". So a significant effect whose CI lies inside
-    ±sesoi is always "negligible", and one whose CI straddles +sesoi is judged by
-    its point estimate (its best single guess of the size). Not significant: CI
-    inside [-sesoi, +sesoi] -> "equivalent to null", anything else -> "not supported".
+    point estimate is at least ``sesoi`` (the effect's units), else "negligible";
+    with the CI below 0: "reversed" when the estimate is at most -``sesoi``, else
+    "negligible". So a significant effect whose CI lies inside ±sesoi is always
+    "negligible", and one whose CI straddles +sesoi is judged by its point estimate
+    (its best single guess of the size). Not significant: CI inside [-sesoi, +sesoi]
+    -> "equivalent to null", anything else -> "not supported".
     With ``per_seed``, "supported" (or "reversed") also needs the effect's sign in
     every seed (:func:`seeds_agreeing`); a seed that disagrees makes it "not supported".
     """
