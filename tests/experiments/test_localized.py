@@ -236,9 +236,14 @@ def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dic
     config = LocalizedConfig()
     labels, evs = fake_run(n)
     gate = {m: {"passed": ok} for m, ok in gates.items()}
-    claims = judge(build_claims(config, labels, evs, gate, mask_gated), sesoi=config.sesoi,
+    claims = judge(build_claims(config, labels, evs, gate, mask_gated, same_seeds(evs)), sesoi=config.sesoi,
                    alpha=config.significance)
     return {(c.subject, c.statistic): c for c in claims}
+
+
+def same_seeds(evs: dict[str, ModelEvaluation], seeds: int = 3) -> dict[str, list[ModelEvaluation]]:
+    """Training seeds 1 .. seeds-1 whose models behave exactly as the first seed's (every seed agrees)."""
+    return {m: [ev] * (seeds - 1) for m, ev in evs.items()}
 
 
 ALL_PASS = {"natural": True, "pgd": True, "mixed-pgd": True, "localized": True, "localized-random": True}
@@ -259,6 +264,7 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     nat = claims[("localized vs natural model", "background-only PGD (diagnostic) accuracy")]
     assert (nat.observed, nat.null_value, nat.effect.mean, nat.effect.n) == (1.0, 0.0, 1.0, 60)
     assert nat.verdict == "supported" and nat.gates == {} and nat.primary
+    assert nat.per_seed == (1.0, 1.0, 1.0) and nat.seeds_text() == "3 of 3 seeds agree"
     same = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
     # both models right on every image: no image differs, so the CI is the exact bound (+-0.06 at n = 60), not
     # a zero-width interval, and the verdict is "not supported" rather than "equivalent"
@@ -284,13 +290,15 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
         robust[:40] = labels[:40] if mode == "localized" else (labels[:40] + 1) % 10
         ev.preds["region-ensemble"] = robust
     gate = {m: {"passed": True} for m in ALL_PASS}
-    claims = {(c.subject, c.statistic): c for c in judge(build_claims(config, labels, evs, gate, False),
+    claims = {(c.subject, c.statistic): c for c in judge(build_claims(config, labels, evs, gate, False,
+                                                                      same_seeds(evs)),
                                                           sesoi=config.sesoi, alpha=config.significance)}
     endpoint = claims[("localized vs pgd model", "background-only ensemble accuracy")]
     assert endpoint.primary and endpoint.effect.n == 40, "only the first ensemble_n images are attacked"
     assert endpoint.effect.mean == 1.0 and endpoint.verdict == "supported"
     diagnostic = claims[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")]
-    assert not diagnostic.primary and diagnostic.verdict == "not supported"  # identical on every image: a bound, no equivalence
+    # identical on every image: a bound, no equivalence
+    assert not diagnostic.primary and diagnostic.verdict == "not supported"
     assert sum(c.primary for c in claims.values()) == 7
     without = dataclasses.replace(config, ensemble_n=0)
     assert primary_condition(without, evs["localized"].preds) == "region"
@@ -439,7 +447,10 @@ def test_quick_run_claims_and_verdicts(quick_outputs) -> None:
             - float(by["natural"][i]["region-ensemble_pred"] == by["natural"][i]["label"]) for i in range(first)]
     assert main["effect"]["n"] == first
     assert main["effect"]["mean"] == pytest.approx(sum(diff) / len(diff), abs=1e-12)
-    assert main["effect"]["low"] <= main["effect"]["mean"] <= main["effect"]["high"]
+    # one training seed (--quick): its own Δ, no CI over runs, and no verdict about the procedure
+    assert config.training_seeds == 1 and main["seeds"] == 1 and main["per_seed"] == [main["effect"]["mean"]]
+    assert math.isnan(main["effect"]["low"]) and main["verdict"] == "insufficient data"
+    assert all(c["seeds"] == 1 and c["verdict"] in ("insufficient data", "not interpretable") for c in claims)
     assert main["observed"] - main["null_value"] == pytest.approx(main["effect"]["mean"], abs=1e-12)
 
 
@@ -737,25 +748,57 @@ def test_finetune_resume_does_not_train_again(finetune_run, monkeypatch) -> None
         Path(config.weights).write_bytes(original)
 
 
-def test_training_seeds_average_each_images_correctness() -> None:
-    """Two seeds per model: a comparison uses each image's correctness averaged over both models of a mode."""
+def seeded_run(region_correct: dict[str, list[float]], n: int = 60
+               ) -> tuple[torch.Tensor, dict[str, ModelEvaluation], dict[str, list[ModelEvaluation]]]:
+    """:func:`fake_run` with every model of training seed k correct under the region-only attack on the first
+    ``region_correct[mode][k]`` share of the images (modes not named: as in :func:`fake_run`, every seed alike)."""
+    labels, evs = fake_run(n)
+    seeds = same_seeds(evs, max(len(v) for v in region_correct.values()))
+    for mode, shares in region_correct.items():
+        models = []
+        for share in shares:
+            ev = dataclasses.replace(evs[mode], preds=dict(evs[mode].preds))
+            ok = torch.arange(n) < round(share * n)
+            ev.preds["region"] = torch.where(ok, labels, (labels + 1) % 10)
+            models.append(ev)
+        evs[mode], seeds[mode] = models[0], models[1:]
+    return labels, evs, seeds
+
+
+def seeded_verdict(region_correct: dict[str, list[float]], b: str = "natural") -> object:
+    """The judged claim 'localized vs ``b``' under the region-only PGD of :func:`seeded_run`."""
     from advspatial.regions.claims import judge
 
-    config = LocalizedConfig(training_seeds=2)
-    labels, evs = fake_run()
-    n = len(labels)
-    wrong = (labels + 1) % 10
-    second = {m: fake_evaluation({"clean": torch.ones(n, dtype=torch.bool), "full": torch.zeros(n, dtype=torch.bool),
-                                  "complement": torch.ones(n, dtype=torch.bool),
-                                  "region": torch.zeros(n, dtype=torch.bool)}, labels, ev.cam_energy_clean,
-                                 ev.cam_energy_adv) for m, ev in evs.items()}
-    assert bool((second["natural"].preds["region"] == wrong).all())
-    claims = judge(build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False,
-                                    {m: [second[m]] for m in evs}), sesoi=config.sesoi, alpha=config.significance)
-    by = {(c.subject, c.statistic): c for c in claims}
-    # localized: seed 0 robust on every image, seed 1 on none -> 0.5; natural: 0 and 0 -> 0
-    main = by[("localized vs natural model", "background-only PGD (diagnostic) accuracy")]
-    assert main.observed == pytest.approx(0.5) and main.null_value == 0.0 and main.effect.mean == pytest.approx(0.5)
+    config = LocalizedConfig(ensemble_n=0)
+    labels, evs, seeds = seeded_run(region_correct)
+    claims = judge(build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False, seeds),
+                   sesoi=config.sesoi, alpha=config.significance)
+    return next(c for c in claims if c.subject == f"localized vs {b} model" and c.primary)
+
+
+def test_the_seed_is_the_unit_of_a_claim_about_training() -> None:
+    """Known answers: seed k of the localized model against seed k of the natural one, each seed its own Δ."""
+    agree = seeded_verdict({"localized": [1.0, 0.9, 0.95], "natural": [0.0, 0.0, 0.0]})
+    assert agree.per_seed == pytest.approx((1.0, 0.9, 0.95)) and agree.effect.mean == pytest.approx(0.95)
+    assert agree.effect.low > 0 and agree.verdict == "supported" and agree.seeds_text() == "3 of 3 seeds agree"
+    assert agree.observed == pytest.approx(0.95) and agree.null_value == 0.0 and agree.effect.n == 60
+    # one seed of eight against: the CI lies above 0 and p_adj < 0.05, but the sign rule withholds "supported"
+    against = seeded_verdict({"localized": [0.5] * 7 + [0.0], "natural": [0.0] * 7 + [0.05]})
+    assert against.per_seed == pytest.approx((0.5,) * 7 + (-0.05,))
+    assert against.effect.low > 0 and against.p_adjusted < 0.05
+    assert against.verdict == "not supported" and against.seeds_text() == "7 of 8 seeds agree"
+    three_against = seeded_verdict({"localized": [1.0, 1.0, 0.0], "natural": [0.0, 0.0, 0.1]})
+    assert three_against.verdict == "not supported" and three_against.seeds_text() == "2 of 3 seeds agree"
+    # between-run variance is in the CI: three seeds of 0.3, 0.5, 0.7 are wider than any image-only CI
+    spread = seeded_verdict({"localized": [0.3, 0.5, 0.7], "natural": [0.0, 0.0, 0.0]})
+    assert spread.effect.high - spread.effect.low > 0.5 * 2 * 4.30 * 0.2 / 3 ** 0.5
+    two = seeded_verdict({"localized": [1.0, 1.0], "natural": [0.0, 0.0]})
+    assert two.verdict == "insufficient data" and math.isnan(two.p_adjusted) and len(two.per_seed) == 2
+    one = seeded_verdict({"localized": [1.0], "natural": [0.0]})
+    assert one.verdict == "insufficient data" and one.per_seed == (1.0,) and math.isnan(one.effect.low)
+
+
+def test_seed_spread_of_the_accuracies() -> None:
     rows = [{"model": seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
              "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)
             for i in range(4)]

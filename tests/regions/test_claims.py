@@ -94,3 +94,33 @@ def test_claims_below_the_minimum_n_stay_out_of_the_families() -> None:
     judge([judged, *small], sesoi=0.01)
     assert judged.p_adjusted == pytest.approx(0.01)  # a family of one: the three small claims do not count
     assert all(math.isnan(c.p_adjusted) and c.verdict == "insufficient data" for c in small)
+
+
+def seeded(per_seed: tuple[float, ...], mean: float = 0.05, low: float = 0.02, high: float = 0.08,
+           p: float = 0.001) -> Claim:
+    """A claim about a training procedure: ``per_seed`` each seed's own effect."""
+    c = claim(p, mean, low, high, True)
+    c.per_seed = per_seed
+    return c
+
+
+def test_a_claim_about_a_procedure_needs_three_seeds_and_its_sign_in_every_one() -> None:
+    agree = seeded((0.04, 0.05, 0.06))
+    one_against = seeded((0.09, 0.08, -0.01))
+    one_zero = seeded((0.07, 0.08, 0.0))
+    reversed_all = seeded((-0.04, -0.05, -0.06), -0.05, -0.08, -0.02)
+    reversed_but_one = seeded((-0.09, -0.08, 0.02), -0.05, -0.08, -0.02)
+    two_seeds = seeded((0.05, 0.05))
+    unseeded = claim(0.001, 0.05, 0.02, 0.08, True)
+    judge([agree, one_against, one_zero, reversed_all, reversed_but_one, two_seeds, unseeded], sesoi=0.01)
+    assert agree.verdict == "supported" and agree.seeds_text() == "3 of 3 seeds agree"
+    assert one_against.verdict == one_zero.verdict == "not supported", "CI above 0, but a seed does not agree"
+    assert one_against.seeds_text() == one_zero.seeds_text() == "2 of 3 seeds agree"
+    assert reversed_all.verdict == "reversed" and reversed_but_one.verdict == "not supported"
+    assert two_seeds.verdict == "insufficient data" and math.isnan(two_seeds.p_adjusted)
+    assert unseeded.verdict == "supported" and unseeded.seeds_text() == ""
+    # the family: the six claims judged (two seeds stay out), Holm over six equal p-values
+    assert agree.p_adjusted == pytest.approx(0.006)
+    d = agree.as_dict()
+    assert (d["per_seed"], d["seeds_agree"], d["seeds"]) == ([0.04, 0.05, 0.06], 3, 3)
+    assert "per_seed" not in unseeded.as_dict()

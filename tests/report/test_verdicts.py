@@ -51,3 +51,19 @@ def test_randomization_table_flags_maps_that_survive_randomization() -> None:
              "hirescam": {"randomization": [{"spearman": 0.10}, {"spearman": 0.05}]}, "none": {}}
     rows = {r[0]: r for r in randomization_table(gates).rows}
     assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
+
+
+def test_claims_about_a_training_procedure_show_their_seeds() -> None:
+    agree, few = make("localized", "natural", 0.05, True), make("pgd", "natural", 0.05, True)
+    agree.per_seed, few.per_seed = (0.04, -0.01, 0.12), (0.05,)
+    plain = make("pgd", "same-class", 0.02, False)
+    claims = judge([agree, few, plain], sesoi=0.005)
+    table = verdict_table(claims, "Verdicts")
+    assert table.columns[-2] == "training seeds: agree, Δ per seed" and table.columns[-1] == "verdict"
+    assert table.rows[0][-2:] == ["2 of 3 seeds agree: +0.040, -0.010, +0.120", "not supported"]
+    assert table.rows[1][-1] == "insufficient data" and table.rows[2][-2] == "-"
+    assert verdict_table([plain], "Verdicts").columns[-2] == "gates", "no seeds column without such a claim"
+    text = what_this_run_shows(claims)
+    assert "2 of 3 seeds agree" in text[0] and "1 training seed(s)" in text[1] and "at least 3 seeds" in text[1]
+    few.effect = Estimate(0.05, math.nan, math.nan, 200)
+    assert interval(few.effect) == "+0.050 [no CI]"

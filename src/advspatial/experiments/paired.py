@@ -6,7 +6,9 @@ a map's share after an attack against before it): the effect is the mean of
 the per-image differences with its bootstrap CI over images, the p-value the
 two-sided sign-flip test of their mean (the estimand of the CI)
 (:mod:`advspatial.regions.inference`); :func:`advspatial.regions.claims.judge`
-corrects and judges them afterwards.
+corrects and judges them afterwards. A claim about a training procedure compares models trained with
+several seeds: :func:`seeded_claim` takes (seeds, images) tables and carries each seed's own effect and a
+CI over seeds and images (:func:`~advspatial.regions.inference.crossed_mean_ci`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from typing import Any
 
 import torch
 
+from ..errors import ShapeError
 from ..regions.claims import Claim
-from ..regions.inference import bootstrap_mean_ci, paired_p, share_difference_ci
+from ..regions.inference import bootstrap_mean_ci, crossed_mean_ci, paired_p, share_difference_ci
 
 
 def ratio(observed: float, null: float) -> float:
@@ -42,3 +45,26 @@ def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: 
     return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
                  effect=(share_difference_ci if shares else bootstrap_mean_ci)(diff, seed=seed), ratio=ratio(obs, null_value),
                  p=paired_p(diff) if len(diff) else math.nan, gates=dict(gates or {}), primary=primary)
+
+
+def seeded_claim(claim: str, subject: str, statistic: str, null: str, observed: Any, control: Any, primary: bool,
+                 gates: Mapping[str, bool] | None = None, shares: bool = False) -> Claim:
+    """The claim that a training procedure's ``observed`` exceeds ``control``: both (S seeds, N images) tables,
+    seed s of each from the models of training seed s, on the same images. An image not finite in every seed of
+    both is left out (the design stays crossed). The effect is the mean of the per-image differences over seeds
+    and images with the CI and p of :func:`~advspatial.regions.inference.crossed_mean_ci` (between-run variance
+    included); ``per_seed`` each seed's own mean difference, on which the verdict's seed rule acts. ``shares``:
+    per-image shares in [0, 1], as for :func:`paired_claim`."""
+    a = torch.as_tensor(observed, dtype=torch.float64)
+    b = torch.as_tensor(control, dtype=torch.float64)
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ShapeError(f"observed and control must be (seeds, images) tables of one shape, got {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    keep = torch.isfinite(a).all(0) & torch.isfinite(b).all(0)
+    a, b = a[:, keep], b[:, keep]
+    result = crossed_mean_ci(a - b, shares=shares)
+    obs = float(a.mean()) if a.numel() else math.nan
+    null_value = float(b.mean()) if b.numel() else math.nan
+    return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
+                 effect=result.effect, ratio=ratio(obs, null_value), p=result.p, gates=dict(gates or {}),
+                 primary=primary, per_seed=result.per_seed)

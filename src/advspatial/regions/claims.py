@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .inference import Estimate, benjamini_hochberg, holm, verdict
-from .verdicts import DEFAULT_SESOI, sesoi_for
+from .verdicts import DEFAULT_SESOI, MIN_SEEDS, seeds_agreeing, sesoi_for
 
 #: the gate every RoI-dependent claim carries, and the word it turns into when it fails
 NOT_INTERPRETABLE_ROI = "not interpretable: the RoI failed the faithfulness gate"
@@ -46,6 +46,9 @@ class Claim:
             (:data:`~advspatial.regions.verdicts.SESOI`; empty: ``statistic``).
         p_adjusted, verdict: set by :func:`judge`.
         sesoi: the smallest effect of interest the verdict used, in the effect's units (set by :func:`judge`).
+        per_seed: for a claim about a training procedure, each training seed's own effect (None: not one);
+            its verdict then needs :data:`~advspatial.regions.verdicts.MIN_SEEDS` seeds and the sign in every one
+            (:func:`~advspatial.regions.verdicts.verdict`).
     """
 
     claim: str
@@ -63,14 +66,26 @@ class Claim:
     verdict: str = ""
     scale: str = ""
     sesoi: float = math.nan
+    per_seed: tuple[float, ...] | None = None
+
+    def seeds_text(self) -> str:
+        """'2 of 3 seeds agree' (seeds whose own effect has the claim's sign, > 0); '' for a claim without seeds."""
+        if self.per_seed is None:
+            return ""
+        return f"{seeds_agreeing(self.per_seed)} of {len(self.per_seed)} seeds agree"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "claim": self.claim, "subject": self.subject, "statistic": self.statistic, "null": self.null,
             "observed": self.observed, "null_value": self.null_value, "effect": self.effect.as_dict(),
             "ratio": self.ratio, "p": self.p, "p_adjusted": self.p_adjusted, "gates": dict(self.gates),
             "primary": self.primary, "verdict": self.verdict, "sesoi": self.sesoi,
         }
+        if self.per_seed is not None:
+            out["per_seed"] = list(self.per_seed)
+            out["seeds_agree"] = seeds_agreeing(self.per_seed)
+            out["seeds"] = len(self.per_seed)
+        return out
 
 
 def claim_from(comparison: Any, claim: str, subject: str, gates: Mapping[str, bool], primary: bool = False) -> Claim:
@@ -90,19 +105,22 @@ def judge(claims: Sequence[Claim], sesoi: float = DEFAULT_SESOI.value, alpha: fl
     energy share) scaled by ``sesoi / 0.01``: the experiments' ``--sesoi`` setting
     (default 0.01) is the SESOI of a statistic without a default of its own, in
     its units, and scales every default with it (0.02 doubles them all, 0 turns
-    the effect-size rule off). Claims on fewer than ``min_n`` images cannot be
-    judged ("insufficient data"): they keep p_adjusted NaN and do not enter a
-    family, so they do not dilute it.
+    the effect-size rule off). Claims on fewer than ``min_n`` images, or claims
+    about a training procedure on fewer than :data:`~advspatial.regions.verdicts.MIN_SEEDS`
+    seeds, cannot be judged ("insufficient data"): they keep p_adjusted NaN and do
+    not enter a family, so they do not dilute it.
     """
     scale = float(sesoi) / DEFAULT_SESOI.value
     for family, correct in ((True, holm), (False, benjamini_hochberg)):
-        members = [c for c in claims if c.primary == family and c.effect.n >= min_n]
+        members = [c for c in claims if c.primary == family and c.effect.n >= min_n
+                   and (c.per_seed is None or len(c.per_seed) >= MIN_SEEDS)]
         adjusted = correct(np.array([c.p for c in members], dtype=float)) if members else []
         for c, p_adj in zip(members, adjusted):
             c.p_adjusted = float(p_adj)
     for c in claims:
         c.sesoi = sesoi_for(c.scale or c.statistic, c.null_value, scale)
-        c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=c.sesoi, alpha=alpha, min_n=min_n)
+        c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=c.sesoi, alpha=alpha, min_n=min_n,
+                            per_seed=c.per_seed)
     return list(claims)
 
 

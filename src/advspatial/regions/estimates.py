@@ -140,8 +140,16 @@ def share_difference_ci(
     v = _finite(differences)
     if v.size == 0 or np.any(v != 0):
         return estimate
-    bound = 1.0 - ((1.0 - level) / 2.0) ** (1.0 / v.size)
+    bound = no_difference_bound(v.size, level)
     return Estimate(0.0, -bound, bound, int(v.size))
+
+
+def no_difference_bound(n: int, level: float = 0.95) -> float:
+    """The largest mean difference of shares that ``n`` images of which none differed still allow: the
+    Clopper-Pearson upper limit ``1 - ((1 - level) / 2) ** (1 / n)`` for 0 of ``n`` (each difference lies in
+    [-1, 1]). The half-width of :func:`share_difference_ci` when no image differs."""
+    check_range("n", n, 1)
+    return 1.0 - ((1.0 - level) / 2.0) ** (1.0 / n)
 
 
 def sign_flip_p(differences: Any, resamples: int = SIGN_FLIPS, seed: int = 0) -> float:

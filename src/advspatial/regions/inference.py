@@ -22,7 +22,11 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
   :func:`paired_accuracy` -- a paired accuracy difference with a bootstrap CI and
   McNemar's exact p (:func:`mcnemar_p`) or a sign-flip p (:func:`sign_flip_p`);
 - :func:`holm` (primary family) and :func:`benjamini_hochberg` (the rest);
-- :func:`verdict` (fixed rules, :data:`VERDICTS`) and :func:`describe` (one sentence);
+- :func:`verdict` (fixed rules, :data:`VERDICTS`; a claim about a training procedure needs
+  :data:`MIN_SEEDS` seeds and its sign in every one, :func:`seeds_agreeing`) and :func:`describe` (one sentence);
+- :func:`crossed_mean_ci` -- the effect of a training procedure over training seeds crossed with images:
+  each seed's own mean, a t-interval that carries between-run variance, and a p consistent with it
+  (``seeds.py``, :class:`SeedEffect`);
 - :func:`pixel_in_roi_test` -- exact Poisson-binomial test for one-pixel attacks;
 - :func:`pool_to_scale` -- maps brought to a coarser resolution.
 
@@ -50,9 +54,11 @@ from .nulls import (
     DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata, foreground_share, null_groups,
     partner_null, permutations_within,
 )
+from .seeds import SeedEffect, crossed_mean_ci
 from .placement import check_sample_ids, placement_shifts, placement_table
 from .verdicts import (
-    _CLAUSES, DEFAULT_SESOI, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm, sesoi_for, verdict,
+    _CLAUSES, DEFAULT_SESOI, MIN_SEEDS, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm,
+    seeds_agreeing, sesoi_for, verdict,
 )
 
 # -- the comparison against one null ---------------------------------------------------------
@@ -503,10 +509,11 @@ def pool_to_scale(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 __all__ = [
-    "BOOTSTRAP_RESAMPLES", "DEFAULT_SESOI", "DEFAULT_STRATA", "NULLS", "P_FLOOR", "SESOI", "Sesoi", "format_p",
-    "sesoi_for", "SIGN_FLIPS", "VERDICTS", "Estimate", "NullComparison",
+    "BOOTSTRAP_RESAMPLES", "DEFAULT_SESOI", "DEFAULT_STRATA", "MIN_SEEDS", "NULLS", "P_FLOOR", "SESOI", "Sesoi",
+    "format_p", "seeds_agreeing",
+    "sesoi_for", "SIGN_FLIPS", "VERDICTS", "Estimate", "NullComparison", "SeedEffect",
     "PairedAccuracy", "Proportion", "accuracy", "benjamini_hochberg", "bootstrap_mean_ci", "compare_to_nulls",
-    "composition_strata", "describe", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
+    "composition_strata", "crossed_mean_ci", "describe", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
     "paired_accuracy", "paired_p", "partner_null", "permutations_within", "placement_comparison", "pixel_in_roi_test",
     "poisson_binomial_pmf", "pool_to_scale", "sign_flip_p", "two_sided_permutation_p", "uniform_comparison",
     "share_difference_ci", "verdict", "wilson_interval",

@@ -6,7 +6,7 @@ Part of the statistics engine (:mod:`advspatial.regions.inference`, which names 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,36 +121,53 @@ _CLAUSES = {
     "equivalent to null": "co-location is at chance level (the CI lies within the smallest effect of interest)",
     "not supported": "no clear difference from chance",
     "not interpretable": "a validity gate failed, so this says nothing about the model",
-    "insufficient data": "too few images to judge",
+    "insufficient data": "too few images (or training seeds) to judge",
 }
+
+#: fewest training runs (seeds per procedure) on which a claim about a training procedure is judged
+MIN_SEEDS = 3
+
+
+def seeds_agreeing(per_seed: Sequence[float], sign: int = 1) -> int:
+    """How many seeds' own effects have the sign ``sign`` (+1: the claim's direction; 0 counts for neither)."""
+    return sum(1 for d in per_seed if math.isfinite(d) and d * sign > 0)
 
 
 def verdict(
     effect: Estimate, p_adjusted: float, gates: Mapping[str, bool], sesoi: float,
-    alpha: float = 0.05, min_n: int = 30,
+    alpha: float = 0.05, min_n: int = 30, per_seed: Sequence[float] | None = None, min_seeds: int = MIN_SEEDS,
 ) -> str:
     """One of :data:`VERDICTS` by fixed rules, checked in this order.
 
     A failed gate -> "not interpretable"; fewer than ``min_n`` images ->
-    "insufficient data". Significant (adjusted p < alpha) with the CI above 0:
-    "supported" when the point estimate is at least ``sesoi`` (the effect's units),
-    else "negligible"; with the CI below 0: "reversed" when the estimate is at most
-    -``sesoi``, else "negligible". So a significant effect whose CI lies inside
-    ±sesoi is always "negligible", and one whose CI straddles +sesoi is judged by
-    its point estimate (its best single guess of the size). Not significant: CI
-    inside [-sesoi, +sesoi] -> "equivalent to null", anything else -> "not supported".
+    "insufficient data"; a claim about a training procedure (``per_seed``: each
+    training seed's own effect) on fewer than ``min_seeds`` seeds -> "insufficient
+    data" too (one or two runs cannot tell the procedure from the run).
+    Significant (adjusted p < alpha) with the CI above 0: "supported" when the
+    point estimate is at least ``sesoi`` (the effect's units), else "negligible";
+    with the CI below 0: "reversed" when the estimate is at most -``sesoi``, else
+    "negligible". So a significant effect whose CI lies inside ±sesoi is always
+    "negligible", and one whose CI straddles +sesoi is judged by its point estimate
+    (its best single guess of the size). Not significant: CI inside [-sesoi, +sesoi]
+    -> "equivalent to null", anything else -> "not supported".
+    With ``per_seed``, "supported" (or "reversed") also needs the effect's sign in
+    every seed (:func:`seeds_agreeing`); a seed that disagrees makes it "not supported".
     """
     check_range("sesoi", sesoi, 0.0)
     check_range("alpha", alpha, 0.0, 1.0)
     if not all(bool(ok) for ok in gates.values()):
         return "not interpretable"
-    if effect.n < min_n:
+    if effect.n < min_n or (per_seed is not None and len(per_seed) < min_seeds):
         return "insufficient data"
     significant = p_adjusted < alpha  # False for NaN
     if significant and effect.low > 0:
-        return "supported" if effect.mean >= sesoi else "negligible"
+        if effect.mean < sesoi:
+            return "negligible"
+        return "supported" if per_seed is None or seeds_agreeing(per_seed, 1) == len(per_seed) else "not supported"
     if significant and effect.high < 0:
-        return "reversed" if effect.mean <= -sesoi else "negligible"
+        if effect.mean > -sesoi:
+            return "negligible"
+        return "reversed" if per_seed is None or seeds_agreeing(per_seed, -1) == len(per_seed) else "not supported"
     if -sesoi <= effect.low and effect.high <= sesoi:
         return "equivalent to null"
     return "not supported"

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure as MplFigure
 from ..regions.claims import Claim, failed_gates
 from ..regions.faithfulness import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
 from ..regions.randomization import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
-from ..regions.verdicts import format_p
+from ..regions.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
 from .html import Table
 
@@ -30,14 +30,16 @@ VERDICT_COLUMNS = ["claim", "subject", "statistic", "observed", "null", "Δ [95%
 #: what each verdict word means, printed once under the table
 VERDICT_MEANINGS = {
     "supported": "the CI of the excess over the null lies above 0, the corrected p is below alpha and the estimate "
-                 "is at least the smallest effect of interest",
+                 "is at least the smallest effect of interest (for a claim about a training procedure, also: the "
+                 "effect has its sign in every training seed)",
     "negligible": "significant, but the estimate is smaller than the smallest effect of interest",
     "reversed": "significant in the opposite direction: the CI lies below 0 and the estimate is at most minus the "
                 "smallest effect of interest",
     "equivalent to null": "the CI lies inside ± the smallest effect of interest",
     "not supported": "neither a significant effect nor equivalence: the data cannot decide",
     "not interpretable": "a validity gate failed, so the number does not mean what the claim says",
-    "insufficient data": "fewer images than the minimum sample size",
+    "insufficient data": "fewer images than the minimum sample size (or, for a claim about a training procedure, "
+                         f"fewer than {MIN_SEEDS} training seeds)",
 }
 
 
@@ -60,7 +62,16 @@ def interval(effect: Any, digits: int = 3) -> str:
     get = (lambda k: effect[k]) if isinstance(effect, Mapping) else (lambda k: getattr(effect, k))
     if effect is None or get("n") == 0 or math.isnan(get("mean")):
         return "-"
+    if math.isnan(get("low")) or math.isnan(get("high")):
+        return f"{get('mean'):+.{digits}f} [no CI]"
     return f"{get('mean'):+.{digits}f} [{get('low'):+.{digits}f}, {get('high'):+.{digits}f}]"
+
+
+def seeds_cell(claim: Claim, digits: int = 3) -> str:
+    """'2 of 3 seeds agree: +0.120, -0.010, +0.080' (each training seed's own Δ); '-' for a claim without seeds."""
+    if claim.per_seed is None:
+        return "-"
+    return f"{claim.seeds_text()}: " + ", ".join(f"{d:+.{digits}f}" for d in claim.per_seed)
 
 
 def gate_text(claim: Claim) -> str:
@@ -71,10 +82,15 @@ def gate_text(claim: Claim) -> str:
 
 
 def verdict_table(claims: Sequence[Claim], caption: str, folded: bool = False) -> Table:
+    """One row per claim; where any claim is about a training procedure, a column of its seeds (how many agree
+    and each seed's own Δ) before the verdict."""
+    seeded = any(c.per_seed is not None for c in claims)
     rows = [[c.claim, c.subject, c.statistic, fmt(c.observed), f"{c.null} {fmt(c.null_value)}",
-             interval(c.effect), fmt(c.ratio, 2), fmt_p(c.p), fmt_p(c.p_adjusted), gate_text(c), c.verdict]
-            for c in claims]
-    return Table(caption, VERDICT_COLUMNS, rows, folded=folded)
+             interval(c.effect), fmt(c.ratio, 2), fmt_p(c.p), fmt_p(c.p_adjusted), gate_text(c)]
+            + ([seeds_cell(c)] if seeded else []) + [c.verdict] for c in claims]
+    columns = VERDICT_COLUMNS[:-1] + ["training seeds: agree, Δ per seed"] + VERDICT_COLUMNS[-1:] if seeded else \
+        VERDICT_COLUMNS
+    return Table(caption, columns, rows, folded=folded)
 
 
 def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
@@ -88,10 +104,15 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
             body = f"the {' and '.join(failed_gates(c))} gate failed, so this number is not evidence either way."
         elif c.verdict == "insufficient data":
             body = f"only {c.effect.n} images entered the comparison."
+            if c.per_seed is not None and len(c.per_seed) < MIN_SEEDS:
+                body = (f"{c.effect.n} images and {len(c.per_seed)} training seed(s); a claim about a training "
+                        f"procedure needs at least {MIN_SEEDS} seeds.")
         else:
             direction = "above" if c.effect.mean > 0 else ("below" if c.effect.mean < 0 else "equal to")
+            seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""
             body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
-                    f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}).")
+                    f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
+                    f"{seeds}).")
         sentences.append(f"{head}: {body}")
     return sentences
 

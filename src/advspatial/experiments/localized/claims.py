@@ -1,6 +1,7 @@
-"""The pre-declared claims of experiment ``localized-training``, paired per image (:mod:`..paired`), corrected and
-judged by fixed rules (:func:`advspatial.regions.claims.judge`): a claim that rests on a map that failed the
-faithfulness gate is "not interpretable"."""
+"""The pre-declared claims of experiment ``localized-training``, paired per image within each training seed
+(:func:`..paired.seeded_claim`: the seed is the unit of a claim about a training procedure), corrected and judged by
+fixed rules (:func:`advspatial.regions.claims.judge`): a claim that rests on a map that failed the faithfulness gate
+is "not interpretable"; one on fewer than 3 seeds "insufficient data"; "supported" needs its sign in every seed."""
 
 from __future__ import annotations
 
@@ -12,42 +13,49 @@ import torch
 from ...data import ImageDataset
 from ...regions.claims import Claim, judge
 from ..gate import roi_label
-from ..paired import paired_claim
+from ..paired import seeded_claim
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
 from .region import mask_uses_importance
 from .stages import ModelEvaluation
 
 
+def seed_evaluations(evaluations: dict[str, ModelEvaluation], seeds: dict[str, list[ModelEvaluation]] | None,
+                     mode: str) -> list[ModelEvaluation]:
+    """The evaluations of ``mode``'s models in training-seed order: the first seed's, then ``seeds[mode]``."""
+    return [evaluations[mode], *(seeds or {}).get(mode, [])]
+
+
 def correctness(evs: list[ModelEvaluation], cond: str, labels: torch.Tensor) -> torch.Tensor:
-    """Per image, the share of the models ``evs`` (one per training seed) correct under ``cond``."""
-    return torch.stack([(ev.preds[cond].cpu() == labels).double() for ev in evs]).mean(0)
+    """(S, N): per training seed's model (``evs``) and image, 1.0 when it is correct under ``cond``."""
+    return torch.stack([(ev.preds[cond].cpu() == labels).double() for ev in evs])
 
 
 def accuracy_claim(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
                    cond: str, a: str, b: str, gates: dict[str, bool], primary: bool,
                    seeds: dict[str, list[ModelEvaluation]] | None = None) -> Claim:
-    """Model ``a`` vs model ``b`` under condition ``cond``: per image correct_a - correct_b on the same images,
-    each image's correctness averaged over the training seeds' models (``seeds``: those beyond the first)."""
+    """Training procedure ``a`` vs ``b`` under condition ``cond``: per training seed and image correct_a -
+    correct_b on the same images (seed k of ``a`` against seed k of ``b``; ``seeds``: the models beyond the
+    first seed), with each seed's own Δ and a CI over seeds and images (:func:`..paired.seeded_claim`)."""
     label = condition_labels(config)[cond]
     attacked = evaluations[a].preds[cond].cpu() != -1  # the ensemble attacks the first ensemble_n images only
-    more = seeds or {}
-    correct_a = correctness([evaluations[a], *more.get(a, [])], cond, labels)[attacked]
-    correct_b = correctness([evaluations[b], *more.get(b, [])], cond, labels)[attacked]
-    return paired_claim(f"{MODE_NAMES[a]} training raises {label} accuracy over {MODE_NAMES[b]} training",
-                        f"{a} vs {b} model", f"{label} accuracy", f"{b} model", correct_a, correct_b, config.seed,
-                        primary, gates, shares=True)
+    correct_a = correctness(seed_evaluations(evaluations, seeds, a), cond, labels)[:, attacked]
+    correct_b = correctness(seed_evaluations(evaluations, seeds, b), cond, labels)[:, attacked]
+    return seeded_claim(f"{MODE_NAMES[a]} training raises {label} accuracy over {MODE_NAMES[b]} training",
+                        f"{a} vs {b} model", f"{label} accuracy", f"{b} model", correct_a, correct_b, primary,
+                        gates, shares=True)
 
 
-def energy_claim(config: LocalizedConfig, mode: str, ev: ModelEvaluation, gate_passed: bool,
+def energy_claim(config: LocalizedConfig, mode: str, evs: list[ModelEvaluation], gate_passed: bool,
                  primary: bool = True) -> Claim:
-    """A region-only attack draws the true class's map into the attacked region: per image, its share of the map
-    in the region after the attack minus on the clean image (images with a map that is all zero are left out)."""
+    """A region-only attack draws the true class's map into the attacked region: per training seed's model
+    (``evs``) and image, its share of the map in the region after the attack minus on the clean image (images
+    with a map that is all zero on some seed's model are left out). The gate is the first seed's model's."""
     region = region_names(config.mask)[0]
-    before = 1.0 - ev.cam_energy_clean.double().cpu()
-    after = 1.0 - ev.cam_energy_adv.double().cpu()
-    return paired_claim(f"{region}-only PGD draws the true class's {ev.importance} energy into the {region}",
-                        f"{mode} model", f"{ev.importance} energy share in the {region}", "clean image", after, before,
-                        config.seed, primary, {ROI_GATE: bool(gate_passed)})
+    before = torch.stack([1.0 - ev.cam_energy_clean.double().cpu() for ev in evs])
+    after = torch.stack([1.0 - ev.cam_energy_adv.double().cpu() for ev in evs])
+    return seeded_claim(f"{region}-only PGD draws the true class's {evs[0].importance} energy into the {region}",
+                        f"{mode} model", f"{evs[0].importance} energy share in the {region}", "clean image", after,
+                        before, primary, {ROI_GATE: bool(gate_passed)})
 
 
 def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
@@ -61,7 +69,11 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
     random-mask localized training); for the natural, PGD and localized models, the
     region-only PGD draws the importance map into the region. Secondary (BH): the
     other conditions (region-only PGD-20 among them, a diagnostic), the controls'
-    energy shift, and PGD vs natural on the primary endpoint. Accuracy claims under
+    energy shift, and PGD vs natural on the primary endpoint. Every claim is about a
+    training procedure: per training seed (``seeds``: the models beyond the first
+    seed's ``evaluations``) and image, with each seed's own Δ and a CI over seeds
+    and images (:func:`..paired.seeded_claim`); fewer than 3 seeds -> "insufficient
+    data", and "supported" needs the sign in every seed. Accuracy claims under
     a mask cut from the importance map carry the RoI gate of both models compared
     (``mask_gated``); mask-free ones carry none.
     """
@@ -76,8 +88,8 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
     endpoint = primary_condition(config, evaluations["localized"].preds)
     claims = [accuracy_claim(config, labels, evaluations, endpoint, "localized", b,
                              acc_gates(endpoint, "localized", b), primary=True, seeds=seeds) for b in others]
-    claims += [energy_claim(config, mode, evaluations[mode], gates[mode]["passed"], primary=mode not in CONTROLS)
-               for mode in MODES]
+    claims += [energy_claim(config, mode, seed_evaluations(evaluations, seeds, mode), gates[mode]["passed"],
+                            primary=mode not in CONTROLS) for mode in MODES]
     conditions = [c for c in evaluations["localized"].preds if c != endpoint]
     for cond in conditions:
         for b in others:

@@ -82,8 +82,10 @@ class LocalizedConfig(GatedConfig):
     gate_eps: float = setting(0.0, "L-inf budget of the gate's restricted attack (0: eps for norm linf, "
                                    f"{GATE_EPS_FOR_L2} for norm l2)", low=0, high=1)
     training_seeds: int = setting(3, "training seeds per model (model_seed, model_seed+1, ...): accuracies as "
-                                     "mean ± sd over them, model comparisons on each image's correctness averaged "
-                                     "over them; the first seed's models also carry the gate and the map shift", low=1)
+                                     "mean ± sd over them; every claim per seed (seed k of one model against seed k "
+                                     "of the other) with a CI over seeds and images, supported only when every seed "
+                                     "agrees, insufficient data below 3; the first seed's models carry the gate",
+                                  low=1)
     ensemble_n: int = setting(100, "images (the first ones) attacked by the autoattack-style ensemble (APGD-CE, "
                                    "APGD-DLR, Square) for robust accuracy; 0 = none", low=0)
     ensemble_steps: int = setting(50, "APGD steps per run of the ensemble", low=1)

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...data import ImageDataset
 from ...masks import BACKGROUND_TAU
-from ...regions.verdicts import sesoi_text
+from ...regions.verdicts import MIN_SEEDS, sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
@@ -90,10 +90,15 @@ def verdict_section(ctx: ReportContext) -> Section:
     notes = [verdict_legend() + f" Primary claims: Holm across the {len(primary)} of them; secondary claims: "
              f"Benjamini-Hochberg; significance level {cfg.significance}; {sesoi_text(cfg.sesoi)}; "
              "n >= 30 images (claims on fewer enter no correction family).",
-             "Every comparison is paired per image on the same test images: accuracy as correct(A) − correct(B), "
-             "the energy shift as share after the attack − share on the clean image; Δ is the mean with a 95% "
-             "percentile-bootstrap CI over images, p a two-sided sign-flip test of the mean. Images whose map is zero "
-             "everywhere are left out of the energy claims."]
+             "Every claim is about a training procedure, so the training seed is its unit: within each seed the "
+             "comparison is paired per image on the same test images (accuracy as correct(A) − correct(B), seed k of "
+             "A against seed k of B; the energy shift as share after the attack − share on the clean image), and Δ "
+             "is the mean over seeds and images with a 95% t-interval that carries the between-run variance (seeds "
+             "crossed with images, Satterthwaite df: with 3 seeds close to a t with 2 df over the per-seed Δ), p "
+             "the two-sided t-test of the same mean. 'k of n seeds agree' counts the seeds whose own Δ is above 0; "
+             f"a claim is supported only when every seed agrees, and on fewer than {MIN_SEEDS} seeds it is "
+             "'insufficient data'. Images whose map is zero everywhere on some seed's model are left out of the "
+             "energy claims; the gate of the energy claims is the first seed's model's."]
     tables = [verdict_table(primary, "Verdicts: the primary claims (Holm)"),
               verdict_table(secondary, "Secondary claims (Benjamini-Hochberg)", folded=True)]
     return Section("Verdicts", paragraphs, tables=tables, notes=notes, anchor="verdicts")
@@ -348,12 +353,13 @@ def limits_section(ctx: ReportContext) -> Section:
                   f"and the epochs differ (natural {natural_epochs(cfg)}, the others {cfg.train_epochs})")
     paragraphs = [
         *training,
-        (f"{cfg.training_seeds} training seeds per model: accuracies are given as mean ± sd over them, and the "
-         "paired comparisons use each image's correctness averaged over the seeds, so their CIs are over test images "
-         "for these models, not over training runs; the gate and the map shift use the first seed's models."
-         if cfg.training_seeds > 1 else
-         "One training seed and one evaluation seed: the CIs are over test images for these trained models; "
-         "they do not include the seed-to-seed variation of training (set training_seeds)."),
+        (f"{cfg.training_seeds} training seeds per model: accuracies are given as mean ± sd over them, and every "
+         "claim's CI is over seeds and test images, so it carries the run-to-run variation of training; with "
+         f"{cfg.training_seeds} seeds that variation is estimated on {cfg.training_seeds - 1} degrees of freedom, "
+         "which makes the CIs wide. The gate uses the first seed's models."
+         if cfg.training_seeds >= MIN_SEEDS else
+         f"{cfg.training_seeds} training seed(s): the run-to-run variation of training cannot be told from the "
+         f"procedure, so every claim is 'insufficient data' (set training_seeds to {MIN_SEEDS} or more)."),
         "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
         f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
         f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. The mixed PGD control "
@@ -401,5 +407,6 @@ def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list
                      f"gate {'passed' if ft['start_gate']['passed'] else 'FAILED'}")
     for c in claims or []:
         if c.primary:
-            lines.append(f"[{c.verdict}] {c.subject}: {c.claim}: Δ {interval(c.effect)}")
+            seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""
+            lines.append(f"[{c.verdict}] {c.subject}: {c.claim}: Δ {interval(c.effect)}{seeds}")
     return "\n".join(lines)
