@@ -23,7 +23,7 @@ from advspatial.experiments.paired import paired_claim
 from advspatial.experiments.propagation.claims import CONTROL_NULLS, MATCHED_NULL
 from advspatial.experiments.propagation.config import PropagationConfig
 from advspatial.experiments.propagation.figures import (
-    plot_control_differences, plot_depth_curves, plot_locality, plot_propagation_strip, strip_layers,
+    plot_control_differences, plot_depth_curves, plot_locality, plot_per_se, plot_propagation_strip, strip_layers,
 )
 from advspatial.experiments.propagation.metrics import k_metrics, rate_with_ci
 from advspatial.experiments.propagation.pixels import apply_pixels, format_pixels, perturbed_pixels
@@ -259,6 +259,10 @@ def test_config_validation():
         PropagationConfig(popsize=2).validate()
     with pytest.raises(ConfigError):
         PropagationConfig(threshold=-0.1).validate()
+    with pytest.raises(ConfigError, match="reach_fraction"):
+        PropagationConfig(reach_fraction=1.5).validate()
+    with pytest.raises(ConfigError, match="random_draws"):
+        PropagationConfig(random_draws=0).validate()
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -283,7 +287,12 @@ def test_figures_are_written(tmp_path):
     entry = {"rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "trials": 10}
     loc = plot_locality({1: {"original": entry, "r1": entry, "random": entry},
                          5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}}, [1], tmp_path / "l.png")
-    for path in (strip, curves, loc):
+    per_se = plot_per_se({"a": [{"relative_depth": 0.5, "ratio": {"mean": 0.2, "low": 0.1, "high": 0.3}},
+                                {"relative_depth": 1.0, "ratio": {"mean": 0.4, "low": 0.3, "high": 0.5}}], "b": []},
+                         0.1, tmp_path / "p.png")
+    with pytest.raises(ShapeError):
+        plot_per_se({}, 0.1, tmp_path / "q.png")
+    for path in (strip, curves, loc, per_se):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -344,24 +353,37 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
             assert m["locality"][f"r{radius}"]["successes"] == fooled
         assert m["locality"]["random"]["trials"] == config.n_random * len(ok)
         if ok:
+            assert [d["relative_depth"] for d in m["depth"]] == pytest.approx(
+                [(i + 1) / len(m["depth"]) for i in range(len(m["depth"]))])
             assert m["depth"] and m["depth"][-1]["max_pm_max"] == pytest.approx(max(r["pm_peak_last"] for r in ok))
             assert all(0 <= d["spread"] <= 1 for d in m["depth"])
     assert any(metrics["k"][str(k)]["success"]["successes"] for k in config.pixels_list), "no attack succeeded"
 
-    # verdict rows: per k, the last-layer peak vs both propagation controls and r = min(radii) vs the matched control
+    # verdict rows: propagation per se at the last layer (vs 0 and vs the fraction) and, per k, r = min(radii) vs the
+    # matched control are primary; the attack vs both propagation controls is secondary
     from advspatial.regions.inference import VERDICTS
 
     claims = metrics["claims"]
     primary = [c for c in claims if c["primary"]]
-    assert len(primary) == 3 * len(config.pixels_list)
+    assert len(primary) == 2 + len(config.pixels_list)
     assert all(c["verdict"] in VERDICTS for c in claims)
+    per_se = [c for c in primary if c["subject"] == "random one-pixel change"]
+    first_k = [r for r in rows if r["k"] == config.pixels_list[0]]
+    assert len(per_se) == 2 and all(c["effect"]["n"] == config.n for c in per_se)
+    assert per_se[0]["effect"]["mean"] == pytest.approx(sum(r["random_peak_last"] for r in first_k) / config.n)
+    layers = metrics["per_se"]["layers"]
+    assert layers[-1]["relative_depth"] == 1.0 and layers[-1]["ratio"]["mean"] == pytest.approx(per_se[0]["observed"])
+    assert [d["depth"] for d in layers] == list(range(len(layers)))
     for k in config.pixels_list:
         mine = [c for c in primary if c["subject"] == f"{k}-pixel attack"]
-        assert sorted(c["null"] for c in mine) == sorted([*CONTROL_NULLS.values(), MATCHED_NULL])
+        assert [c["null"] for c in mine] == [MATCHED_NULL]
         ok = [r for r in rows if r["k"] == k and r["correct"] and r["analysed"]]
-        loc = next(c for c in mine if c["null"] == MATCHED_NULL)
+        loc = mine[0]
         assert loc["effect"]["n"] <= len(ok)
-        pos = next(c for c in mine if c["null"] == CONTROL_NULLS["position"])
+        last = next(c for c in claims if c["subject"] == f"{k}-pixel attack" and c["null"] == CONTROL_NULLS["position"]
+                    and c["statistic"].startswith("peak PMmax @ ") and c["statistic"].endswith(layers[-1]["layer"]))
+        assert not last["primary"]
+        pos = last
         paired = [r for r in ok if r["control_position_peak_last"] != ""]
         assert pos["effect"]["n"] == len(paired)
         if paired:  # the last layer's peaks in the rows are the ones the claim compares
@@ -373,15 +395,15 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     # the report: every section and every figure embedded
     parser = ReportParser()
     parser.feed((out / "report.html").read_text())
-    for section in ("verdicts", "setup", "attacks", "propagation", "control", "locality", "limits"):
+    for section in ("verdicts", "setup", "per-se", "attacks", "propagation", "control", "locality", "limits"):
         assert section in parser.sections
     html = (out / "report.html").read_text()
     assert html.index('id="verdicts"') < html.index('id="setup"')  # the verdicts come first
     assert "context-matched random placement" in html and "cluster-bootstrap" in html
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert {"depth-curves.png", "locality.png", "mean-propagation.png"} <= set(figures)
+    assert {"depth-curves.png", "locality.png", "mean-propagation.png", "per-se.png"} <= set(figures)
     assert len(parser.images) == len(figures) and all(s.startswith("data:image/png;base64,") for s in parser.images)
-    assert "success" in result.summary
+    assert "success" in result.summary and "propagation per se" in result.summary
     assert "context-matched random placement" in result.summary
 
     # an interrupted run resumes to identical results
@@ -389,6 +411,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     stages = out / "stages"
     (stages / "attack" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
     (stages / "propagation" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
+    (stages / "random" / "batch-00000.pt").unlink()
     shutil.rmtree(stages / "locality" / f"k{config.pixels_list[-1]}")
     run_experiment("propagation", config, resume=True)
     again = json.loads((out / "metrics.json").read_text())

@@ -365,3 +365,66 @@ def per_image_layer_stats(pms: Mapping[str, PropagationMap], threshold: float) -
     return {"peak": torch.stack([f.amax(dim=1) for f in flat], dim=1),
             "mean": torch.stack([f.mean(dim=1) for f in flat], dim=1),
             "spread": torch.stack([(f > threshold).double().mean(dim=1) for f in flat], dim=1)}
+
+
+# -- propagation per se: a random one-pixel change, no attack involved -------------------------------
+
+#: the random stream of the random one-pixel changes of the propagation-per-se claim
+RANDOM_PIXEL_STREAM = 0x9A03
+
+
+def random_corner_pixels(
+    x: torch.Tensor, draws: int, seed: int = 0, sample_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``draws`` random one-pixel changes per image: positions (N,D,2) (row, col) and colours (N,D,C).
+
+    Each draw is a uniformly random position and a uniformly random corner of the colour cube [0,1]^C
+    (one of 2^C: black, white, the primaries...), the colours a one-pixel attack's search ends on most
+    often, chosen without looking at the model. A corner may equal the pixel's own colour (|Δ| = 0): that
+    is part of a random draw, not dropped. Draws of image i come from :func:`sample_generator` (seed,
+    :data:`RANDOM_PIXEL_STREAM`, ``sample_ids[i]``), so they depend on neither the batch nor the other images.
+    """
+    from ..regions.controls import sample_ids_or_range
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+    if draws < 1:
+        raise ConfigError(f"draws={draws!r} is out of range; valid: >= 1")
+    n, c, h, w = x.shape
+    ids = sample_ids_or_range(n, sample_ids)
+    pixels = torch.zeros(n, draws, 2, dtype=torch.long)
+    colours = torch.zeros(n, draws, c, dtype=x.dtype)
+    for i in range(n):
+        gen = sample_generator(seed, RANDOM_PIXEL_STREAM, int(ids[i]))
+        flat = torch.randint(0, h * w, (draws,), generator=gen)
+        pixels[i] = torch.stack((flat // w, flat % w), dim=-1)
+        colours[i] = torch.randint(0, 2, (draws, c), generator=gen).to(x.dtype)
+    return pixels, colours
+
+
+def random_pixel_reach(
+    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None = None, draws: int = 1, seed: int = 0,
+    sample_ids: torch.Tensor | None = None, batch_size: int = 64,
+) -> tuple[list[str], torch.Tensor]:
+    """How far a random one-pixel change reaches: the layer names (forward order) and (N, L) per image and layer
+    the peak PMmax -- max over channels and positions of |F(x') - F(x)| / max F(x) -- averaged over ``draws``
+    changes of :func:`random_corner_pixels`.
+
+    The peak PMmax is the ratio "largest activation change / the layer's largest clean activation" of
+    METHODS §6 (:func:`layer_scale` for the scale). It rests on no attack, so it measures whether a pixel
+    change propagates to a layer at all (the attack's own reach is selected for its effect on the logits).
+    """
+    pixels, colours = random_corner_pixels(x, draws, seed, sample_ids)
+    x = x.detach().cpu()
+    rows = torch.arange(x.shape[0])
+    total: torch.Tensor | None = None
+    names: list[str] = []
+    for d in range(draws):
+        changed = x.clone()
+        changed[rows, :, pixels[:, d, 0], pixels[:, d, 1]] = colours[:, d]
+        pms = propagation_maps(model, x, changed, layers, batch_size=batch_size)
+        names = list(pms)
+        peak = per_image_layer_stats(pms, 0.0)["peak"]
+        total = peak if total is None else total + peak
+    assert total is not None
+    return names, total / draws

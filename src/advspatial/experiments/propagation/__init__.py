@@ -4,6 +4,10 @@ layers, and whether the attack's colour works only at its exact position (METHOD
 Stages, each cached in the run directory so that ``--resume`` completes an
 interrupted run with identical numbers:
 
+0. ``random/batch-NNNNN``: propagation per se, with no attack: ``random_draws`` random one-pixel
+   changes of every image (a uniformly random position set to a uniformly random corner of the
+   colour cube, seeded by (seed, sample id)) and per layer their peak PMmax, averaged over the draws
+   (:func:`~advspatial.analysis.propagation.random_pixel_reach`);
 1. ``attack/k{k}/batch-NNNNN``: the k-pixel attack (differential evolution) of
    every batch, for every k in ``pixels_list``, with per-sample seeds;
 2. ``propagation/k{k}/batch-NNNNN``: propagation maps of the batch's
@@ -20,12 +24,16 @@ interrupted run with identical numbers:
    stratum, the primary control) and to uniformly random positions (secondary
    view), on the successful attacks of that k.
 
-Claims (:mod:`advspatial.regions.claims`, judged by the one engine): per k the
-primary family (Holm) is the last layer's peak PMmax, attack minus each
-control, and the r = min(radii) success share minus the context-matched
-control's; every other layer x statistic x control and every other locality
-comparison is secondary (Benjamini-Hochberg). Effects are per-image paired
-differences with a bootstrap CI over images; locality rates carry
+Claims (:mod:`advspatial.regions.claims`, judged by the one engine): the
+primary family (Holm) is propagation per se -- the random pixel's last-layer
+peak PMmax against 0 and against ``reach_fraction`` of the layer's largest
+clean activation -- and per k the r = min(radii) success share minus the
+context-matched control's; the per-se claims of the other layers, the attack
+against each random control at every layer x statistic (DE selects the pixel
+for its effect on the logits, so beating a random pixel is close to true by
+construction) and every other locality comparison are secondary
+(Benjamini-Hochberg). Effects are per-image (paired) differences with a
+bootstrap CI over images; locality rates carry
 cluster-bootstrap CIs over images (placements of one image are not independent).
 
 The perturbed pixels are read off the adversarial image: the positions where

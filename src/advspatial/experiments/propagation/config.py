@@ -35,13 +35,19 @@ class PropagationConfig(ExperimentConfig):
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
                                   **OPEN_UNIT_INTERVAL)
     threshold: float = setting(0.1, "PMmax above this counts a position as reached (the spread)", low=0)
+    random_draws: int = setting(4, "random one-pixel changes per image (random position, random corner colour) of "
+                                   "the propagation-per-se claim; their peak PMmax is averaged per image", low=1)
+    reach_fraction: float = setting(0.1, "the bar of the propagation-per-se claim: a random pixel's peak PMmax (a "
+                                         "share of the layer's largest clean activation) must exceed it; 0.1 = a "
+                                         "tenth, far above float noise, the spread's default threshold", low=0,
+                                    high=1)
     figure_images: int = setting(4, "example images in each layer-strip figure", low=0)
     strip_layers: int = setting(10, "most layers shown in a layer-strip figure (evenly spaced in depth)", low=1)
 
     PRESET_FIELDS = {"onepixel_popsize": "popsize", "batch_size": "batch_size", "image_size": "image_size"}
     LAYER_ACCESS = "per-layer propagation maps read every layer through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "popsize": 20, "maxiter": 3, "pixels_list": [1, 3], "radii": [1, 2],
-             "n_random": 10, "matched_draws": 2, "figure_images": 2, "strip_layers": 6}
+             "n_random": 10, "matched_draws": 2, "random_draws": 2, "figure_images": 2, "strip_layers": 6}
 
     def validate(self) -> None:
         super().validate()

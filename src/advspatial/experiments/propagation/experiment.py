@@ -10,7 +10,8 @@ from .claims import build_claims
 from .config import PropagationConfig
 from .metrics import build_metrics
 from .report import build_sections, summary_table
-from .stages import Context, process_k, resolve_layers
+from .rows import add_reach_column
+from .stages import Context, process_k, random_reach_stage, resolve_layers
 
 
 @register_experiment("propagation", PropagationConfig,
@@ -19,9 +20,11 @@ def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResu
     base = prepare_context(config, rundir)
     ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))
     rows: list[dict[str, Any]] = []
+    reach = random_reach_stage(ctx)
     summaries = [process_k(ctx, k, rows) for k in config.pixels_list]
-    metrics = build_metrics(config, len(ctx.data), rows, summaries)
-    claims = build_claims(config, summaries, rows)
+    add_reach_column(rows, reach.peak)
+    metrics = build_metrics(config, len(ctx.data), rows, reach, summaries)
+    claims = build_claims(config, reach, summaries, rows)
     metrics["claims"] = [c.as_dict() for c in claims]
     sections = build_sections(ctx, summaries, metrics, claims)
     return ExperimentResult(metrics, rows, summary_table(metrics), sections)

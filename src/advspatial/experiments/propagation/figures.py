@@ -263,3 +263,43 @@ def plot_control_differences(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_per_se(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]],
+    fraction: float,
+    path: str | Path,
+    *,
+    title: str = "Propagation per se: a random one-pixel change, per layer (mean over images, 95% CI)",
+) -> Path:
+    """Per layer, the ratio "peak |activation change| of a random one-pixel change / the layer's largest clean
+    activation" against relative depth (0 = input, 1 = last recorded layer), one line with a CI band per curve
+    (e.g. one model; several models share the axis); the claim's bar ``fraction`` is a dashed line.
+
+    ``curves[label]`` is the list of per-layer dicts of ``metrics["per_se"]["layers"]`` (``relative_depth``,
+    ``ratio``: ``mean``/``low``/``high``, NaN allowed); an empty list is named in the legend as such.
+    """
+    if not curves:
+        raise ShapeError("need the per-layer ratios of at least one curve")
+    fig = Figure(figsize=(7.5, 4.6), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    for n, (label, rows) in enumerate(curves.items()):
+        colour = K_COLOURS[n % len(K_COLOURS)]
+        if not rows:
+            ax.plot([], [], color=colour, label=f"{label}: no image")
+            continue
+        x = _finite([d["relative_depth"] for d in rows])
+        mean = _finite([d["ratio"]["mean"] for d in rows])
+        low, high = _finite([d["ratio"]["low"] for d in rows]), _finite([d["ratio"]["high"] for d in rows])
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+        ax.plot(x, mean, marker="o", markersize=3, color=colour, label=f"{label} ({len(rows)} layers)")
+    ax.axhline(fraction, color="k", linestyle="--", linewidth=1, label=f"the claim's bar: {fraction:g}")
+    ax.axhline(0, color="k", linewidth=0.6)
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("relative depth: (layer index + 1) / number of recorded layers")
+    ax.set_ylabel("peak |ΔF| / max F(x)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.11, right=0.98, top=0.9, bottom=0.13)
+    return save_figure(fig, path)

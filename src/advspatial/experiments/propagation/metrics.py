@@ -14,7 +14,7 @@ from ...analysis.locality import cluster_bootstrap_rate
 from ...analysis.propagation import CONTROL_MODES
 from ...regions.inference import bootstrap_mean_ci, wilson_interval
 from .config import PropagationConfig
-from .stages import KSummary
+from .stages import KSummary, RandomReach
 from .totals import PropagationTotals
 
 
@@ -110,21 +110,46 @@ def context_metrics(summary: KSummary) -> dict[str, Any]:
     return out
 
 
+def relative_depth(depth: int, layers: int) -> float:
+    """A layer's place in the network, (depth + 1) / number of recorded layers: the first 1/L, the last 1.0, so
+    networks of different depth (ResNet-20, ResNet-56) share one axis."""
+    return (depth + 1) / layers
+
+
 def depth_metrics(totals: PropagationTotals) -> list[dict[str, Any]]:
     """The depth curve of one k as plain dicts (empty when no attack succeeded)."""
     if totals.count == 0:
         return []
-    return [{"depth": r.depth, "layer": r.layer, "height": r.height, "width": r.width,
-             "mean_pm_max": r.mean_pm_max, "max_pm_max": r.max_pm_max, "mean_pm_avg": r.mean_pm_avg,
-             "max_pm_avg": r.max_pm_avg, "spread": r.spread} for r in totals.depth_rows()]
+    rows = totals.depth_rows()
+    return [{"depth": r.depth, "relative_depth": relative_depth(r.depth, len(rows)), "layer": r.layer,
+             "height": r.height, "width": r.width, "mean_pm_max": r.mean_pm_max, "max_pm_max": r.max_pm_max,
+             "mean_pm_avg": r.mean_pm_avg, "max_pm_avg": r.max_pm_avg, "spread": r.spread} for r in rows]
+
+
+def per_se_metrics(config: PropagationConfig, reach: RandomReach) -> dict[str, Any]:
+    """Propagation per se: per recorded layer, its depth index, relative depth and the ratio "peak |activation
+    change| of a random one-pixel change / the layer's largest clean activation" (mean over images with the
+    engine's bootstrap 95% CI over images), and the share of images above ``reach_fraction``."""
+    n_layers = len(reach.layers)
+    layers = []
+    for depth, layer in enumerate(reach.layers):
+        values = reach.peak[:, depth]
+        layers.append({"depth": depth, "relative_depth": relative_depth(depth, n_layers), "layer": layer,
+                       "ratio": bootstrap_mean_ci(values, seed=config.seed).as_dict(),
+                       "share_above_fraction": float((values > config.reach_fraction).double().mean())
+                       if len(values) else math.nan})
+    return {"change": "one random pixel set to a random corner of the colour cube", "images": int(reach.peak.shape[0]),
+            "draws": config.random_draws, "fraction": config.reach_fraction, "layers": layers}
 
 
 
-def build_metrics(config: PropagationConfig, n: int, rows: list[dict[str, Any]],
+def build_metrics(config: PropagationConfig, n: int, rows: list[dict[str, Any]], reach: RandomReach,
                   summaries: Sequence[KSummary]) -> dict[str, Any]:
-    """Everything ``metrics.json`` holds but the claims: the budget, and per k the attack's success, the locality
-    rates, the depth curve, the controls and the context balance."""
+    """Everything ``metrics.json`` holds but the claims: the budget, propagation per se (per layer, with depth and
+    relative depth), and per k the attack's success, the locality rates, the depth curve, the controls and the
+    context balance."""
     return {
+        "per_se": per_se_metrics(config, reach),
         "n": n,
         "clean_accuracy": sum(r["correct"] for r in rows if r["k"] == config.pixels_list[0]) / n,
         "budget": {"popsize": config.popsize, "maxiter": config.maxiter,

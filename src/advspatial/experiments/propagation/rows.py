@@ -71,3 +71,10 @@ def add_locality_columns(rows: list[dict[str, Any]], index: torch.Tensor, loc: M
             row[f"{key}_n"] = int(loc["matched_counts"][j, col])
             row[f"{key}_fooled"] = int(loc["matched_successes"][j, col])
 
+
+
+def add_reach_column(rows: list[dict[str, Any]], peak: torch.Tensor) -> None:
+    """Per row, ``random_peak_last``: its image's last-layer peak PMmax of the random one-pixel changes (the
+    propagation-per-se claim's per-image value; the same for every k, blank with no recorded layer)."""
+    for row in rows:
+        row["random_peak_last"] = float(peak[int(row["index"]), -1]) if peak.shape[-1] else ""

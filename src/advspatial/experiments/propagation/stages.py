@@ -15,7 +15,7 @@ from torch import nn
 from ...analysis.hooks import select_layers
 from ...analysis.locality import locality_analysis
 from ...analysis.propagation import (
-    CONTROL_MODES, PropagationMap, per_image_layer_stats, propagation_maps, random_pixel_change,
+    CONTROL_MODES, PropagationMap, per_image_layer_stats, propagation_maps, random_pixel_change, random_pixel_reach,
 )
 from ...attacks import Attack, AttackResult, make_attack
 from ...errors import ConfigError
@@ -84,6 +84,35 @@ def propagation_batch(ctx: Context, k: int, b: int, result: AttackResult) -> dic
         return stats
 
     return ctx.rundir.cached(f"propagation/k{k}/batch-{b:05d}", compute)  # type: ignore[return-value]
+
+
+@dataclass
+class RandomReach:
+    """The propagation-per-se measurement of every image: ``peak`` (N, L) the mean over the random one-pixel
+    changes of the peak PMmax at each recorded layer (``layers``, forward order); k plays no part."""
+
+    layers: list[str]
+    peak: torch.Tensor
+
+
+def random_reach_stage(ctx: Context) -> RandomReach:
+    """The random one-pixel changes of every batch and their per-layer peak PMmax (``random/batch-NNNNN``, cached;
+    the draws are keyed by (seed, sample id), so the result does not depend on the batching)."""
+    cfg = ctx.config
+
+    def compute(b: int, sl: slice) -> dict[str, Any]:
+        def measure() -> dict[str, Any]:
+            layers, peak = random_pixel_reach(ctx.model, ctx.data.images(sl), ctx.layers, draws=cfg.random_draws,
+                                              seed=cfg.seed, sample_ids=torch.as_tensor(ctx.data.ids[sl]),
+                                              batch_size=cfg.batch_size)
+            return {"layers": layers, "peak": peak}
+
+        return ctx.rundir.cached(f"random/batch-{b:05d}", measure)  # type: ignore[return-value]
+
+    parts = ctx.each_batch(compute, desc="random one-pixel changes, propagation maps")
+    layers = next((p["layers"] for p in parts if p["layers"]), [])
+    peaks = [p["peak"] for p in parts if p["peak"].numel()]
+    return RandomReach(layers, torch.cat(peaks).double() if peaks else torch.zeros(0, len(layers), dtype=torch.float64))
 
 
 LOCALITY_KEYS = ("ring_counts", "ring_successes", "random_counts", "random_successes", "original_success",
