@@ -116,6 +116,7 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
         assert m["units_ranked_on"]["images"] == config.unit_train_n
         assert 0 < m["adaptive"]["masked"]["k"] < metrics["units"]
         assert 0 <= m["adaptive"]["masked"]["robust_acc"] <= 1 and "masked model" in m["adaptive"]["attack"]
+        assert "APGD-CE/APGD-DLR/Square ensemble" in m["adaptive"]["attack"]
         assert {"kappa=1.5", "kappa=3", "leave-one-out", "4x4", "superpixels"} <= set(m["stability"])
         assert sum(int(r["groups_untyped"]) for r in ok) == m["untyped_groups"]
         typing = m["typing"]
@@ -151,7 +152,7 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
     assert html.index("Region of Importance (RoI)") < html.index('id="faithfulness"')
     assert "no adaptive attack yet" in html
     assert "What the typing explains" in html and "The typing as a claim" in html
-    assert "upper bound" in html  # quick runs attack the masked model with PGD, a weaker attack than the ensemble
+    assert "ensemble" in html[html.index('id="unit-level"'):]  # the masked model is attacked by the ensemble
     pngs = sorted(p.name for p in rundir.figures.glob("*.png"))
     for name in ("perturbation-types.png", "unit-sensitivity.png", "masking-curve.png", "dissection.png", "forest.png"):
         assert name in pngs

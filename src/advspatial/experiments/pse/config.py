@@ -85,7 +85,7 @@ class PSEConfig(GatedConfig):
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
              "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12,
              "correlation_permutations": 100, "figure_images": 2,
-             "control_draws": 1, "adaptive_attack": "pgd",
+             "control_draws": 1, "adaptive_queries": 100,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4}
 
     def validate(self) -> None:
