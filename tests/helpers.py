@@ -144,3 +144,28 @@ class GapNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean((2, 3)))
+
+
+def double_linear_model(weight: torch.Tensor) -> nn.Module:
+    """z = W·flatten(x) in float64."""
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+    return nn.Sequential(nn.Flatten(), lin).eval()
+
+
+def suppression_case(n: int = 8, seed: int = 0, size: int = 8, block: int = 2, eps: float = 0.05):
+    """A linear 3-class model and, per image, a δ that lowers the true logit (class 0) and leaves the target's
+    (class 1) unchanged in every block: in each block δ is −W_0 with its part along W_1 removed."""
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(3, size * size, generator=g, dtype=torch.float64)
+    w0, w1 = weight[0].view(size, size), weight[1].view(size, size)
+    delta = torch.zeros(size, size, dtype=torch.float64)
+    for r in range(0, size, block):
+        for c in range(0, size, block):
+            a, b = w0[r:r + block, c:c + block], w1[r:r + block, c:c + block]
+            ortho = a - (a * b).sum() / (b * b).sum() * b
+            delta[r:r + block, c:c + block] = -eps * ortho / ortho.abs().max()
+    x = torch.rand(n, 1, size, size, generator=g, dtype=torch.float64)
+    y, t = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)
+    return double_linear_model(weight), x, x + delta, y, t

@@ -9,11 +9,14 @@ import torch
 from advspatial.analysis.pse import (PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse,
                                      group_type_map, pse_vs_cam, select_pse, type_shares)
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.claims import cam_claims, measure
+from advspatial.analysis.pse import promotion_suppression
+from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_shares
+from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, measure, typing_claims
 from advspatial.experiments.pse.report import not_interpretable_text
 from advspatial.experiments.pse.stages import image_level
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
+from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, judge
 from advspatial.regions.inference import VERDICTS
+from helpers import suppression_case
 
 
 def planted_case(n: int = 40, seed: int = 0) -> tuple[PSEResult, torch.Tensor, torch.Tensor]:
@@ -92,7 +95,7 @@ def _measure(passed: bool):
                                                                                         cam_test=None)]
     metrics = {"variants": {"pgd/untargeted": {"cam_test": test.as_dict()}, "cw-l2/targeted": {"cam_test": None}}}
     gate = {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0"}
-    claims = measure(ctx, summaries, metrics, gate)
+    claims = measure(ctx, summaries, metrics, gate, rows=[])
     return metrics, claims
 
 
@@ -106,9 +109,13 @@ def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
     for m in metrics["variants"].values():
         assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI
     assert metrics["variants"]["pgd/untargeted"]["cam_test"]["interpretation"] == NOT_INTERPRETABLE_ROI
-    assert len(metrics["claims"]) == len(claims) == 24  # 8 shares x 3 nulls; the variant without a test has none
-    assert {c["verdict"] for c in metrics["claims"]} == {"not interpretable"}
-    assert all(c["gates"] == {"RoI faithfulness": False} for c in metrics["claims"])
+    cam = [c for c in metrics["claims"] if c["null"] not in (TYPING_NULL, "one half")]
+    assert len(cam) == 24  # 8 shares x 3 nulls; the variant without a test has none
+    assert {c["verdict"] for c in cam} == {"not interpretable"}
+    assert all(c["gates"] == {"RoI faithfulness": False} for c in cam)
+    typing = [c for c in claims if c.null in (TYPING_NULL, "one half")]
+    assert len(typing) == 8 and len(claims) == 32  # 4 typing claims per variant rest on no CAM, no gate
+    assert all(c.gates == {} and c.verdict == "insufficient data" for c in typing)  # no rows: no images
     text = not_interpretable_text(metrics)
     assert text.startswith("Not interpretable: the RoI failed")
 
@@ -122,3 +129,43 @@ def test_measure_with_a_passed_gate_gives_verdicts_by_the_rules() -> None:
     assert all(v in VERDICTS for v in verdicts.values())
     for c in metrics["claims"]:  # corrected p never below the raw p
         assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
+
+
+def _typing_verdicts(x, x_adv, model, y, t, noise_floor: float = 0.01) -> dict[str, object]:
+    """The typing claims of one set of perturbations, judged; by statistic."""
+    observed = promotion_suppression(model, x, x_adv, y, t, block=2, noise_floor=noise_floor)
+    shares = energy_shares(observed.types, observed.energy)
+    control = control_shares(model, x, x_adv, observed, torch.arange(len(x)), seed=0, draws=2)
+    claims = typing_claims("toy", {n: shares[:, k].tolist() for k, n in enumerate(SHARE_NAMES)},
+                           {n: control[:, k].tolist() for k, n in enumerate(SHARE_NAMES)}, seed=0)
+    return {c.statistic: c for c in judge(claims)}
+
+
+def test_typing_claim_supports_a_perturbation_built_to_suppress() -> None:
+    model, x, x_adv, y, t = suppression_case(n=40)
+    claims = _typing_verdicts(x, x_adv, model, y, t)
+    supp = claims["suppression energy share"]
+    assert supp.primary and supp.verdict == "supported" and supp.effect.low > 0.2
+    assert supp.observed == 1.0 and supp.null == TYPING_NULL
+    assert claims["promotion energy share"].verdict == "reversed"  # the δ promotes nothing; random signs do
+    assert claims["untyped energy share"].claim == UNEXPLAINED
+    assert claims["untyped energy share"].verdict == "reversed"  # every group is typed: the typing explains it
+
+
+def test_typing_claim_does_not_support_a_random_perturbation() -> None:
+    model, x, _, y, t = suppression_case(n=40)
+    g = torch.Generator().manual_seed(5)
+    x_adv = x + 0.05 * (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).double()
+    claims = _typing_verdicts(x, x_adv, model, y, t)
+    for name in ("suppression", "promotion", "balanced"):
+        assert claims[f"{name} energy share"].verdict != "supported", name
+        assert claims[f"{name} energy share"].p_adjusted > 0.05, name
+
+
+def test_unexplained_verdict_fires_when_most_energy_is_under_the_noise_floor() -> None:
+    model, x, x_adv, y, t = suppression_case(n=40)
+    # 16 equal blocks each carry 1/16 of the total effect, under a floor of 10% of it: all untyped
+    claims = _typing_verdicts(x, x_adv, model, y, t, noise_floor=0.1)
+    untyped = claims["untyped energy share"]
+    assert untyped.observed > 0.5 and untyped.null_value == 0.5
+    assert untyped.verdict == "supported" and not untyped.primary

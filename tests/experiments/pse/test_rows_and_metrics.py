@@ -7,6 +7,7 @@ import math
 import torch
 
 from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
+from advspatial.analysis.pse_control import SHARE_NAMES
 from advspatial.experiments.pse.metrics import variant_metrics
 from advspatial.experiments.pse.rows import CAM_KEYS, batch_rows
 from advspatial.experiments.pse.targets import adversarial_class
@@ -28,7 +29,8 @@ def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
     loo = promotion_suppression(model, x, result.x_adv, y, t, block=4, secondary_target=result.adv_pred,
                                 variant="leave-one-out", noise_floor=0.01)
     ok = result.success
-    rows = batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, loo, ok)
+    control = torch.rand(6, len(SHARE_NAMES), dtype=torch.float64)
+    rows = batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, loo, ok, control)
     assert len(rows) == 6
     for i, row in enumerate(rows):
         assert row["targeted"] is True and row["variant"] == "pgd/targeted" and row["target"] == int(target[i])
@@ -42,6 +44,13 @@ def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
             assert sum(row[f"{prefix}groups:{name}"] for name in TYPE_NAMES) + count == row["groups_perturbed"]
         assert math.isclose(row["s_groups_sum"], float(res.s[i].sum()), rel_tol=1e-5, abs_tol=1e-6)
         assert math.isclose(row["loo:s_groups_sum"], float(loo.s[i].sum()), rel_tol=1e-5, abs_tol=1e-6)
+        energy = [row[f"energy:{name}"] for name in SHARE_NAMES]  # over the whole energy: untyped included
+        assert math.isclose(sum(energy), 1.0, abs_tol=1e-5)
+        typed = 1.0 - row["energy:untyped"]
+        for name in TYPE_NAMES:
+            assert math.isclose(row[f"energy:{name}"], row[f"share:{name}"] * typed, abs_tol=1e-5)
+        assert [row[f"control:energy:{name}"] for name in SHARE_NAMES] == control[i].tolist()
+        assert row["untyped_count_share"] == row["groups_untyped"] / row["groups_perturbed"]
 
 
 def test_variant_metrics_known_answer() -> None:
@@ -56,6 +65,10 @@ def test_variant_metrics_known_answer() -> None:
                 r[f"{prefix}share:{name}"] = share_s if name == "suppression" else (1 - share_s) / 3
             for key in CAM_KEYS:
                 r[f"{key}:{name}"] = in_cam if tested else math.nan
+        for name in SHARE_NAMES:
+            r[f"energy:{name}"] = 0.6 if name == "untyped" else 0.1
+            r[f"control:energy:{name}"] = 0.2
+        r["energy:untyped"] = share_s  # differs between images
         return r
 
     rows = [row(True, True, "suppression", 0.7, True, 0.5), row(True, True, "promotion", 0.1, True, 0.3),
@@ -70,3 +83,10 @@ def test_variant_metrics_known_answer() -> None:
     assert m["cam_test_images"] == 2
     assert m["untyped_groups"] == 2 and m["perturbed_groups"] == 8 and m["loo_untyped_groups"] == 4
     assert m["type_fractions_posthoc"]["promotion"] == 1.0 and m["reached_target"] == 1.0
+    typing = m["typing"]
+    assert math.isclose(typing["untyped_share"]["by_energy"], 0.4)  # mean of 0.7 and 0.1 over the successful two
+    assert typing["untyped_share"]["by_count"] == 2 / 8
+    assert typing["energy_shares"]["suppression"] == 0.1 and typing["control_energy_shares"]["promotion"] == 0.2
+    add = typing["additivity"]
+    assert add["s_isolated_over_total"] == 0.75 and add["s_leave_one_out_over_total"] == 0.5
+    assert add["p_isolated_over_total"] == 0.5 and add["p_leave_one_out_over_total"] == 0.5

@@ -21,12 +21,15 @@ def test_adaptive_k_is_the_best_k_short_of_every_unit() -> None:
     assert adaptive_k(curve) == 2  # the best k short of masking every unit; ties: the smallest
 
 
-def test_adaptive_attack_is_pgd_or_the_ensemble(tiny_cnn) -> None:
+def test_adaptive_attack_is_the_ensemble_by_default_or_pgd_labelled_an_upper_bound(tiny_cnn) -> None:
     model = tiny_cnn()
-    assert adaptive_attack_of(model, PSEConfig()).name == "pgd"
-    ensemble = adaptive_attack_of(model, PSEConfig(adaptive_attack="autoattack", adaptive_queries=10))
+    ensemble = adaptive_attack_of(model, PSEConfig(adaptive_queries=10))
     assert ensemble.name == "autoattack" and ensemble.n_queries == 10
-    assert "ensemble" in adaptive_description(PSEConfig(adaptive_attack="autoattack"))
+    assert "ensemble" in adaptive_description(PSEConfig())
+    assert "upper bound" not in adaptive_description(PSEConfig())
+    assert adaptive_attack_of(model, PSEConfig(adaptive_attack="pgd")).name == "pgd"
+    assert "upper bound" in adaptive_description(PSEConfig(adaptive_attack="pgd"))
+    assert "adaptive_attack" not in PSEConfig.QUICK  # quick runs attack the masked model with the ensemble too
     with pytest.raises(ConfigError):
         PSEConfig(adaptive_attack="fgsm").validate()
 

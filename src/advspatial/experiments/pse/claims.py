@@ -8,15 +8,27 @@ on the CAM's own class against the primary null (``baseline``, same-class by
 default), corrected by Holm; every other (CAM, type, null) row is secondary,
 corrected by Benjamini-Hochberg; each gets a verdict word
 (:mod:`advspatial.regions.claims`).
+
+The typing itself is a claim too (:func:`typing_claims`): per attack variant, the
+share of the perturbation's energy in suppression-dominated (and in
+promotion-dominated) groups against the random-sign control of the same
+per-group energy (:mod:`advspatial.analysis.pse_control`), primary; the balanced
+share, secondary; and the secondary claim that the typing does not explain most
+of the perturbation, judged on the untyped energy share against one half. They
+rest on no CAM, so they carry no gate, and enter the same Holm and BH families.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from collections.abc import Mapping, Sequence
+
 from ...analysis.pse import TYPE_NAMES, PSECamResult
+from ...analysis.pse_control import CONTROL, SHARE_NAMES
 from ...regions.claims import Claim, claim_from, judge
 from ..gate import roi_label
+from ..paired import paired_claim
 from .context import Context
 from .rows import CAM_KEYS
 from .stages import VariantSummary
@@ -60,8 +72,48 @@ def cam_claims(variant: str, cam_test: PSECamResult, gates: dict[str, bool], nul
     return out
 
 
+#: the typing claims against the random-sign control, and whether each is primary
+TYPING_PRIMARY = {"suppression": True, "promotion": True, "balanced": False}
+#: the null of the typing claims
+TYPING_NULL = f"{CONTROL}, same per-group energy"
+#: the claim that fires when most of the perturbation's energy is untyped
+UNEXPLAINED = "the typing does not explain most of the perturbation (untyped energy share above one half)"
+#: the untyped energy share above which the typing does not explain most of the perturbation
+UNEXPLAINED_SHARE = 0.5
+
+
+def typing_claim_text(type_name: str) -> str:
+    """E.g. "suppression-dominated groups carry more of the perturbation's energy than under random signs"."""
+    return f"{GROUP_NAMES[type_name]} carry more of the perturbation's energy than under {CONTROL}"
+
+
+def typing_claims(variant: str, observed: Mapping[str, Sequence[float]], control: Mapping[str, Sequence[float]],
+                  seed: int) -> list[Claim]:
+    """The typing's claims of one variant from per-image energy shares (NaN: image left out).
+
+    ``observed`` and ``control`` map each name of
+    :data:`~advspatial.analysis.pse_control.SHARE_NAMES` to the per-image shares of the attack and of its
+    random-sign control. Each type's claim: mean of observed minus control per image, bootstrap CI, sign-flip p
+    (:func:`~advspatial.experiments.paired.paired_claim`). The unexplained claim: the untyped share minus
+    :data:`UNEXPLAINED_SHARE` per image, so "supported" means the untyped share is above one half beyond
+    chance, by the engine's fixed rule.
+    """
+    out = [paired_claim(typing_claim_text(name), variant, f"{name} energy share", TYPING_NULL, observed[name],
+                        control[name], seed, primary) for name, primary in TYPING_PRIMARY.items()]
+    untyped = list(observed["untyped"])
+    out.append(paired_claim(UNEXPLAINED, variant, "untyped energy share", "one half", untyped,
+                            [UNEXPLAINED_SHARE] * len(untyped), seed, primary=False))
+    return out
+
+
+def row_shares(rows: Sequence[Mapping[str, Any]], variant: str, prefix: str) -> dict[str, list[float]]:
+    """Per-image energy shares (``{prefix}energy:{name}``) of the variant's successful images, by share name."""
+    ok = [r for r in rows if r["variant"] == variant and r["successful"]]
+    return {name: [float(r[f"{prefix}energy:{name}"]) for r in ok] for name in SHARE_NAMES}
+
+
 def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any],
-            gate: dict[str, Any]) -> list[Claim]:
+            gate: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[Claim]:
     """Gate, claims, corrections and verdicts, written into ``metrics``; returns the judged claims.
 
     A failed gate makes every CAM-dependent result "not interpretable": the
@@ -81,6 +133,10 @@ def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, An
         if s.cam_test is not None:
             m["cam_test"]["interpretation"] = label
             claims += cam_claims(s.name, s.cam_test, gates, cfg.baseline)
+        claims += typing_claims(s.name, row_shares(rows, s.name, ""), row_shares(rows, s.name, "control:"), cfg.seed)
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
     metrics["claims"] = [c.as_dict() for c in claims]
+    for s in summaries:
+        metrics["variants"][s.name]["typing_verdicts"] = {c.statistic: c.verdict for c in claims
+                                                         if c.subject == s.name and c.null in (TYPING_NULL, "one half")}
     return claims

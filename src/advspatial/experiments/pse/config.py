@@ -37,6 +37,9 @@ class PSEConfig(GatedConfig):
     kappa: float = setting(2.0, "dominance factor of the group types (>= 1)")
     noise_floor: float = setting(0.01, "a group is typed only when |s_G| or |p_G| exceeds this fraction of its "
                                        "image's total effect |s| + |p|; the others are counted as untyped")
+    control_draws: int = setting(3, "random-sign draws of the typing's control (the same per-group energy with random "
+                                    "signs, averaged per image; each draw costs one more PSE pass of the "
+                                    "successful images)")
     stability_kappas: list[float] = setting([1.5, 3.0], "other kappas the typing is compared with (stability)")
     stability_groups: list[str] = setting(["4x4", "superpixels"], "other pixel groups the typing is compared "
                                           "with: BxB blocks, or superpixels (SLIC; needs scikit-image)")
@@ -61,9 +64,10 @@ class PSEConfig(GatedConfig):
                                      "curve is then measured on the test images")
     mask_random: int = setting(5, "random-unit draws per k of the masking control")
     adaptive_n: int = setting(100, "test images (the first) attacked on the masked model (adaptive check)")
-    adaptive_attack: str = setting("pgd", "attack run on the masked model: pgd (eps, steps) or autoattack (the "
-                                          "APGD-CE/APGD-DLR/Square ensemble of the defence evaluation, 1 restart "
-                                          "of steps iterations, adaptive_queries Square queries)")
+    adaptive_attack: str = setting("autoattack", "attack run on the masked model: autoattack (the APGD-CE/APGD-DLR/"
+                                                 "Square ensemble of the defence evaluation, 1 restart of steps "
+                                                 "iterations, adaptive_queries Square queries) or pgd (eps, steps: "
+                                                 "weaker, its accuracy an upper bound)")
     adaptive_queries: int = setting(1000, "Square queries per image when adaptive_attack is autoattack")
     dissection: bool = setting(True, "dissect the analysed model with concept masks that are not its labels "
                                      "(skipped, and said so, when its data has none)")
@@ -81,6 +85,7 @@ class PSEConfig(GatedConfig):
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
              "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12,
              "correlation_permutations": 100, "figure_images": 2,
+             "control_draws": 1, "adaptive_queries": 100,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4}
 
     def validate(self) -> None:
@@ -122,7 +127,7 @@ class PSEConfig(GatedConfig):
         check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
         for name in ("steps", "cw_steps", "cw_search_steps", "block", "pair_batch", "permutations",
                      "permutation_images", "correlation_permutations", "superpixels", "unit_train_n",
-                     "adaptive_n", "adaptive_queries"):
+                     "adaptive_n", "adaptive_queries", "control_draws"):
             check_range(name, getattr(self, name), 1)
         check_range("mask_random", self.mask_random, 0)
         check_range("figure_images", self.figure_images, 0)

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from ...analysis.pse import TYPE_NAMES
+from ...analysis.pse_control import CONTROL, SHARE_NAMES
 from ..base import mean_of
 from .context import Context
 from .dissection import DissectionSummary
@@ -50,7 +51,37 @@ def variant_metrics(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
         out[f"mean_shares{key}"] = {name: mean_of([r[f"{prefix}share:{name}"] for r in ok]) for name in TYPE_NAMES}
     for key in CAM_KEYS:
         out[f"{key}_observed"] = {name: mean_of([r[f"{key}:{name}"] for r in tested]) for name in TYPE_NAMES}
+    out["typing"] = typing_metrics(ok, out)
     return out
+
+
+def _ratio(part: float, whole: float) -> float:
+    """``part / whole``; NaN where ``whole`` is 0 or either is not finite."""
+    return part / whole if whole != 0 and math.isfinite(whole) and math.isfinite(part) else math.nan
+
+
+def typing_metrics(ok: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, Any]:
+    """What the typing explains, over the successful images ``ok``: the mean energy share of each type and of the
+    untyped groups (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped
+    share by count (pooled over images) and by energy; and the additivity gap, the isolated and leave-one-out sums
+    of the group effects as fractions of the whole-δ effect (ratios of the means in ``out``)."""
+    return {
+        "energy_shares": {name: mean_of([r[f"energy:{name}"] for r in ok]) for name in SHARE_NAMES},
+        "control_energy_shares": {name: mean_of([r[f"control:energy:{name}"] for r in ok]) for name in SHARE_NAMES},
+        "control": f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and "
+                   "place), typed with the attack's absolute noise floor",
+        "untyped_share": {"by_count": _ratio(out["untyped_groups"], out["perturbed_groups"]),
+                          "by_energy": mean_of([r["energy:untyped"] for r in ok])},
+        "additivity": {
+            "s_total": out["mean_s_total"], "s_isolated_sum": out["mean_s_groups_sum"],
+            "s_leave_one_out_sum": out["mean_loo_s_groups_sum"], "p_total": out["mean_p_total"],
+            "p_isolated_sum": out["mean_p_groups_sum"], "p_leave_one_out_sum": out["mean_loo_p_groups_sum"],
+            "s_isolated_over_total": _ratio(out["mean_s_groups_sum"], out["mean_s_total"]),
+            "s_leave_one_out_over_total": _ratio(out["mean_loo_s_groups_sum"], out["mean_s_total"]),
+            "p_isolated_over_total": _ratio(out["mean_p_groups_sum"], out["mean_p_total"]),
+            "p_leave_one_out_over_total": _ratio(out["mean_loo_p_groups_sum"], out["mean_p_total"]),
+        },
+    }
 
 
 def dissection_metrics(d: DissectionSummary) -> dict[str, Any]:

@@ -18,14 +18,14 @@ from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, plot_forest, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
-from .claims import PRIMARY_TYPE, claim_text
+from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text
 from .context import Context
 from .dissection import DissectionSummary
 from .figures import (plot_dissection_scatter, plot_masking_curves, plot_pse_examples, plot_type_distribution,
                       plot_unit_sensitivity)
 from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK
 from .stages import VariantSummary
-from .units import adaptive_description
+from .units import PGD_UPPER_BOUND, adaptive_description
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
          "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
@@ -77,6 +77,14 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
                   "with the rest of the engine's hierarchy of nulls (uniform placement of the CAM region's own shape, "
                   "any-class and same-class partners, object-conditioned partners where the images' foreground "
                   "share allows), as spatial's co-location claims are: secondary rows.",
+                  "The typing is a claim too, per attack variant: the share of the perturbation's energy in "
+                  "suppression-dominated groups, and in promotion-dominated groups (primary; balanced: secondary), "
+                  f"against a control of the same per-group energy with random signs ({TYPING_NULL}: each element "
+                  "of delta keeps its magnitude and place and gets a random sign, so the control keeps where the "
+                  "energy is and destroys its direction; it is typed with the attack's own noise floor; "
+                  f"{cfg.control_draws} draw(s) per image, seeded by its global sample id). The energy shares are "
+                  "of the whole perturbation, untyped groups included. Beside them a secondary claim with a fixed "
+                  f"rule: \"{UNEXPLAINED}\", the untyped energy share against one half.",
                   "What this run shows:"]
     paragraphs += what_this_run_shows(claims)
     paragraphs += [f"{v}: no claim - {m['successful']} successful image(s), too few for the image-level test."
@@ -98,7 +106,11 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
                                     f"{cfg.baseline} null (the other nulls: image-level table). "
                                     "Right of 0: the type falls in the CAM region more than chance. Grey: a gate "
                                     "failed, the row is not interpretable."))
-    tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"), controls_table(metrics)]
+    typing = [c for c in claims if c.null in (TYPING_NULL, "one half")]
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"),
+              verdict_table(typing, "The typing as a claim: each type's share of the perturbation energy against "
+                                    "random signs of the same per-group energy; the untyped share against one half"),
+              controls_table(metrics)]
     return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
 
 
@@ -218,7 +230,32 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
         "biased upwards. 'reached t': share of successful attacks whose prediction is the pre-specified t.",
         "The whole-delta s and p next to the sums over groups show how far the effect is additive over groups "
         "(equal for a linear model, for both the isolated and the leave-one-out sums).",
-    ], tables=[table, sums], figures=figures, anchor="perturbation-types")
+        "Energy shares of the whole perturbation (untyped groups included) beside the random-sign control, the "
+        "untyped share by count and by energy, and whether the typing explains the perturbation: 'does not explain "
+        "most' when the untyped energy share is above one half (the claim's verdict word). The additivity gap: the "
+        "sums of the isolated and of the leave-one-out group effects as fractions of the whole-delta effect (1 = "
+        "additive; promotion far from 1 means typing groups one at a time misses how they promote together).",
+    ], tables=[table, explained_table(metrics), sums], figures=figures, anchor="perturbation-types")
+
+
+def explained_table(metrics: dict[str, Any]) -> Table:
+    """Per variant: the energy shares of the typing and its control, the untyped share, the unexplained verdict and
+    the additivity gap, all from ``metrics.json``."""
+    rows = []
+    for v, m in metrics["variants"].items():
+        t = m["typing"]
+        obs, ctl, add = t["energy_shares"], t["control_energy_shares"], t["additivity"]
+        verdicts = m.get("typing_verdicts", {})
+        rows.append([v] + [f"{fmt(obs[n])} ({fmt(ctl[n])})" for n in ("suppression", "promotion", "balanced")]
+                    + [fmt(t["untyped_share"]["by_count"]), fmt(t["untyped_share"]["by_energy"]),
+                       verdicts.get("untyped energy share", "-"),
+                       f"{fmt(add['s_isolated_over_total'])} / {fmt(add['s_leave_one_out_over_total'])}",
+                       f"{fmt(add['p_isolated_over_total'])} / {fmt(add['p_leave_one_out_over_total'])}"])
+    return Table("What the typing explains (successful attacks): energy share of the whole perturbation (random-sign "
+                 "control); untyped share; 'does not explain most' verdict; sums of group effects over the whole-delta "
+                 "effect (isolated / leave-one-out)",
+                 ["variant", "suppression (control)", "promotion (control)", "balanced (control)", "untyped: count",
+                  "untyped: energy", "typing does not explain most", "s: sums / total", "p: sums / total"], rows)
 
 
 def stability_section(ctx: Context, metrics: dict[str, Any]) -> Section:
@@ -297,8 +334,8 @@ def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[st
         f"images), {adaptive_description(cfg)} is run on the masked model itself, on the first "
         f"{min(cfg.adaptive_n, metrics['n'])} test images.",
     ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model"
-              + ("; it is one PGD, not the ensemble of the defence evaluation (adaptive_attack=autoattack), so it "
-                 "bounds robustness from above too" if cfg.adaptive_attack == "pgd" else "")
+              + (f"; it is PGD, {PGD_UPPER_BOUND} (adaptive_attack=autoattack runs the ensemble)"
+                 if cfg.adaptive_attack == "pgd" else "")
               + ": masking is not a robustness claim."],
         tables=[Table("Adaptive attack on the masked model (accuracy on the test images)",
                       ["variant", "k masked", "clean (masked)", "fixed x' (not robustness)",
@@ -360,11 +397,24 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"CAMs are explanations, not ground truth: {ctx.cam} on a coarse feature map. They are read only when the "
         "explainer passes the faithfulness gate, and only observed-vs-null differences are interpreted.",
         f"Unit masking is evaluated on fixed adversarial images ({NO_ADAPTIVE_ATTACK}) plus one attack on the masked "
-        "model: it is not a robustness claim.",
+        f"model, {adaptive_description(cfg)}: it is not a robustness claim.",
         "Dissection needs concept masks of the analysed model's own data; without them (e.g. Fashion-MNIST) the "
         "report says so and dissects nothing.",
         f"Statistics rest on {metrics['n']} images; small success counts make the shares noisy.",
     ], anchor="limits")
+
+
+def typing_line(variant: str, m: dict[str, Any]) -> str:
+    """One summary line of what the typing explains: energy shares vs the random-sign control with their verdicts,
+    the untyped share, and the isolated / leave-one-out / whole-delta promotion."""
+    t, verdicts = m["typing"], m.get("typing_verdicts", {})
+    obs, ctl, add = t["energy_shares"], t["control_energy_shares"], t["additivity"]
+    shares = "; ".join(f"{n} energy {fmt(obs[n])} (random signs {fmt(ctl[n])}) -> {verdicts.get(f'{n} energy share', '-')}"
+                       for n in ("suppression", "promotion"))
+    return (f"{variant:<18} typing: {shares}; untyped {fmt(t['untyped_share']['by_energy'])} of the energy, "
+            f"{fmt(t['untyped_share']['by_count'])} of the groups -> does not explain most: "
+            f"{verdicts.get('untyped energy share', '-')}; promotion sums isolated {fmt(add['p_isolated_sum'])}, "
+            f"leave-one-out {fmt(add['p_leave_one_out_sum'])}, whole delta {fmt(add['p_total'])}")
 
 
 def summary_text(metrics: dict[str, Any]) -> str:
@@ -388,6 +438,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
                      f"{a['masked']['k']}: fixed-x' accuracy {fmt(a['fixed_robust_acc'])}, attacked on the masked "
                      f"model {fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])}); typing vs "
                      f"leave-one-out kappa {fmt(m['stability']['leave-one-out']['kappa'])}")
+    for v, m in metrics["variants"].items():
+        lines.append(typing_line(v, m))
     lines.append("supp/prom/bal/opp: fraction of successful perturbations of each dominant type (pre-specified t); "
                  "S-in-CAMt0: share of "
                  "suppression energy in the top of CAM_t0(x); P-in-CAMt: promotion energy in CAM_t(x'); "

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ...analysis.pse import TYPE_NAMES, PSEResult, secondary_view
+from ...analysis.pse_control import SHARE_NAMES, energy_shares, untyped_count_share
 from ...attacks import AttackResult
 from .targets import adversarial_class, variant_name
 
@@ -31,10 +32,24 @@ def type_name_list(pse: PSEResult) -> list[str]:
     return ["none" if int(c) < 0 else TYPE_NAMES[int(c)] for c in pse.perturbation_type]
 
 
+def energy_columns(pse: PSEResult, control: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image share of the whole perturbation energy of each type and untyped (``energy:{name}``), the same of
+    its random-sign control (``control:energy:{name}``, (N,5) in :data:`SHARE_NAMES` order), and the untyped share
+    of the perturbed groups by count."""
+    observed = energy_shares(pse.types, pse.energy)
+    out = {"untyped_count_share": untyped_count_share(pse.types)}
+    for k, name in enumerate(SHARE_NAMES):
+        out[f"energy:{name}"] = observed[:, k]
+        out[f"control:energy:{name}"] = control[:, k]
+    return out
+
+
 def batch_rows(attack: str, mode: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
-               result: AttackResult, pse: PSEResult, loo: PSEResult, ok: torch.Tensor) -> list[dict[str, Any]]:
+               result: AttackResult, pse: PSEResult, loo: PSEResult, ok: torch.Tensor,
+               control: torch.Tensor) -> list[dict[str, Any]]:
     """One row per image of a batch: attack outcome, perturbation type and shares (pre-specified t, isolated;
-    leave-one-out; post-hoc t as the secondary view), totals and untyped groups."""
+    leave-one-out; post-hoc t as the secondary view), totals, untyped groups, and the energy shares of the
+    typing with those of its random-sign ``control`` ((N,5), NaN for images without one)."""
     posthoc = secondary_view(pse)
     active = pse.energy > 0
     columns: dict[str, torch.Tensor] = {
@@ -46,6 +61,7 @@ def batch_rows(attack: str, mode: str, ids: torch.Tensor, y: torch.Tensor, pred:
         "s_groups_sum": pse.s.sum(1), "p_groups_sum": pse.p.sum(1),
         "loo:s_groups_sum": loo.s.sum(1), "loo:p_groups_sum": loo.p.sum(1),
         **type_columns("", pse), **type_columns("loo:", loo), **type_columns("posthoc:", posthoc),
+        **energy_columns(pse, control),
     }
     lists = {k: v.tolist() for k, v in columns.items()}
     names = {"perturbation_type": type_name_list(pse), "loo:perturbation_type": type_name_list(loo),

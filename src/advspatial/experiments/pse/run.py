@@ -37,7 +37,7 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
                  for m in config.modes]
     dissection = run_dissection(ctx)
     metrics = build_metrics(ctx, summaries, rows, dissection)
-    claims = measure(ctx, summaries, metrics, gate)
+    claims = measure(ctx, summaries, metrics, gate, rows)
     sections = build_sections(ctx, summaries, dissection, metrics, claims)
     return ExperimentResult(metrics, rows, summary_text(metrics), sections)
 

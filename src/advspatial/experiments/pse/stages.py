@@ -2,7 +2,7 @@
 
 Clean logits and ``CAM_t0(x)``; per attack variant the attack, the group-wise
 promotion/suppression towards the pre-specified t (isolated and leave-one-out)
-with ``CAM_t(x')``, the typing's stability, the unit stages (:mod:`.units`)
+with ``CAM_t(x')``, the typing's random-sign control, the typing's stability, the unit stages (:mod:`.units`)
 and the image-level test of where the group types fall relative to the CAMs;
 and the faithfulness gate of the CAM explainer on the cached ``CAM_t0(x)``.
 """
@@ -17,6 +17,7 @@ import torch
 
 from ...analysis.pse import (TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression,
                              pse_to_dict, pse_vs_cam, retype, select_pse)
+from ...analysis.pse_control import SHARE_NAMES, control_shares
 from ...analysis.pse_stability import agreement_from_confusion, confusion, superpixel_labels, superpixels_available
 from ...analysis.units import UnitChange, rank_sensitive_units
 from ...attacks import Attack, AttackResult
@@ -80,6 +81,27 @@ def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult, t: torch
     values["type_names"] = tuple(values["type_names"])
     cam = values.pop("cam_target", None)
     return PSEResult(**values), cam
+
+
+def control_batch(ctx: Context, variant: str, b: int, result: AttackResult, pse: PSEResult,
+                  ok: torch.Tensor) -> torch.Tensor:
+    """(N,5) energy shares of the random-sign control of the batch's successful perturbations, NaN rows for the
+    other images (cached; :mod:`advspatial.analysis.pse_control`). Each image's draws are keyed by its global
+    sample id, so its control does not depend on the batch or on which other images succeeded."""
+    cfg = ctx.config
+
+    def compute() -> torch.Tensor:
+        out = torch.full((len(ok), len(SHARE_NAMES)), math.nan, dtype=torch.float64)
+        keep = ok.nonzero().squeeze(1)
+        if len(keep):
+            x, _, ids = ctx.batch(ctx.slices[b])
+            index = keep.to(ctx.device)
+            out[keep] = control_shares(ctx.model, x[index], result.x_adv.to(ctx.device)[index], select_pse(pse, keep),
+                                       ids[keep], cfg.seed, cfg.control_draws,
+                                       batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
+        return out
+
+    return ctx.rundir.cached(f"pse/control/{variant}/batch-{b:05d}", compute)  # type: ignore[return-value]
 
 
 def stability_batch(ctx: Context, variant: str, b: int, result: AttackResult, t: torch.Tensor, pse: PSEResult,
@@ -163,9 +185,10 @@ def variant_batch(ctx: Context, attack_name: str, mode: str, attack: Attack, tar
     t = prespecified_target(result, runner[sl])
     pse, cam_target = pse_batch(ctx, variant, b, result, t)
     loo, _ = pse_batch(ctx, variant, b, result, t, "leave-one-out")
+    control = control_batch(ctx, variant, b, result, pse, ok)
     keep = ok.nonzero().squeeze(1)
     cams = {"true": clean["cam_true"], "target": cam_target, "x": data.images(sl), "x_adv": result.x_adv, "ids": ids}
-    return {"rows": batch_rows(attack_name, mode, ids, y, clean["logits"].argmax(1), result, pse, loo, ok),
+    return {"rows": batch_rows(attack_name, mode, ids, y, clean["logits"].argmax(1), result, pse, loo, ok, control),
             "kept": select_pse(pse, keep), "cams": {k: v[keep] for k, v in cams.items()},
             "stability": stability_batch(ctx, variant, b, result, t, pse, loo, ok)}
 

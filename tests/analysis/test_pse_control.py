@@ -1,0 +1,64 @@
+"""The random-sign control of the promotion-suppression typing: energy shares, sign draws, control shares."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from advspatial.analysis.pse import (OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED,
+                                     promotion_suppression)
+from advspatial.analysis.pse_control import (SHARE_NAMES, control_shares, energy_shares, random_signs,
+                                             untyped_count_share)
+from advspatial.errors import AdvspatialError
+from helpers import suppression_case
+
+
+def test_energy_shares_known_answer_and_untyped_count() -> None:
+    types = torch.tensor([[SUPPRESSION, PROMOTION, UNTYPED, UNPERTURBED], [OPPOSING, UNPERTURBED, UNPERTURBED,
+                                                                           UNPERTURBED],
+                          [UNPERTURBED] * 4])
+    energy = torch.tensor([[1.0, 2.0, 3.0, 0.0], [5.0, 0.0, 0.0, 0.0], [0.0] * 4])
+    shares = energy_shares(types, energy)
+    assert SHARE_NAMES == ("suppression", "promotion", "balanced", "opposing", "untyped")
+    assert torch.allclose(shares[0], torch.tensor([1 / 6, 2 / 6, 0.0, 0.0, 3 / 6]))
+    assert torch.allclose(shares[1], torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(shares[2], torch.zeros(5))
+    counts = untyped_count_share(types)
+    assert counts[0].item() == pytest.approx(1 / 3) and counts[1].item() == 0.0 and math.isnan(counts[2].item())
+
+
+def test_random_signs_keep_every_magnitude_and_follow_the_sample_id() -> None:
+    delta = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([10, 11, 12, 13])
+    flipped = random_signs(delta, ids, seed=7)
+    assert torch.equal(flipped.abs(), delta.abs())
+    assert 0.3 < (flipped != delta).double().mean().item() < 0.7
+    assert torch.equal(random_signs(delta[2:], ids[2:], seed=7), flipped[2:])  # an image's signs: its id only
+    assert not torch.equal(random_signs(delta, ids, seed=7, draw=1), flipped)
+    with pytest.raises(AdvspatialError):
+        random_signs(delta, ids, seed=7, draw=-1)
+
+
+def test_control_of_a_suppression_only_perturbation_has_less_suppression_energy() -> None:
+    model, x, x_adv, y, t = suppression_case()
+    observed = promotion_suppression(model, x, x_adv, y, t, block=2, noise_floor=0.01)
+    shares = energy_shares(observed.types, observed.energy)
+    assert torch.allclose(shares[:, 0], torch.ones(len(x), dtype=shares.dtype))  # constructed: all suppression
+    ids = torch.arange(100, 100 + len(x))
+    control = control_shares(model, x, x_adv, observed, ids, seed=3, draws=2)
+    assert control.shape == (len(x), len(SHARE_NAMES))
+    assert torch.allclose(control.sum(1), torch.ones(len(x), dtype=control.dtype))
+    assert control[:, 0].mean() < 0.7  # random signs lower the true logit in only part of the blocks
+    half = promotion_suppression(model, x[:3], x_adv[:3], y[:3], t[:3], block=2, noise_floor=0.01)
+    assert torch.allclose(control_shares(model, x[:3], x_adv[:3], half, ids[:3], seed=3, draws=2), control[:3])
+
+
+def test_control_shares_check_their_inputs() -> None:
+    model, x, x_adv, y, t = suppression_case(n=2)
+    observed = promotion_suppression(model, x, x_adv, y, t, block=2)
+    with pytest.raises(AdvspatialError):
+        control_shares(model, x[:1], x_adv[:1], observed, None, seed=0)
+    with pytest.raises(AdvspatialError):
+        control_shares(model, x, x_adv, observed, None, seed=0, draws=0)
