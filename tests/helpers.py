@@ -169,3 +169,78 @@ def suppression_case(n: int = 8, seed: int = 0, size: int = 8, block: int = 2, e
     x = torch.rand(n, 1, size, size, generator=g, dtype=torch.float64)
     y, t = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long)
     return double_linear_model(weight), x, x + delta, y, t
+
+
+def bare_verdict_words(text: str) -> list[str]:
+    """Every verdict word in ``text`` (any case, whole words) not preceded by the smoke mark: what a smoke
+    test's summary must not hold. Written apart from :mod:`advspatial.experiments.smoke`, so it checks it."""
+    import re
+
+    from advspatial.experiments.smoke import SMOKE_MARK
+    from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS
+    from advspatial.regions.inference import VERDICTS
+
+    bare = []
+    for word in sorted({*VERDICTS, *VERDICT_WORDS}, key=len, reverse=True):
+        for m in re.finditer(rf"\b{re.escape(word)}\b", text, re.IGNORECASE):
+            before = text[:m.start()]
+            longer = any(re.search(rf"{re.escape(w)}$", text[:m.end()], re.IGNORECASE)
+                         for w in (*VERDICTS, *VERDICT_WORDS) if len(w) > len(word))
+            if not before.endswith(SMOKE_MARK) and not longer:
+                bare.append(m.group(0))
+    return bare
+
+
+def assert_smoke_test(path: Path, summary: str) -> None:
+    """A smoke test's run directory ``path`` and printed ``summary`` say so: the summary and the report open with
+    "smoke test: these settings decide nothing", metrics.json with ``smoke_test``; no verdict in metrics.json,
+    per_image.csv, the summary or a report cell reads as a real run's word (each is "(smoke) would read: w")."""
+    import csv
+    import html
+    import json
+    import re
+
+    from advspatial.experiments.smoke import SMOKE_MARK
+    from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS
+    from advspatial.regions.inference import VERDICTS
+
+    words = {*VERDICTS, *VERDICT_WORDS}
+    opening = "smoke test: these settings decide nothing"
+    assert summary.startswith(opening), summary[:200]
+    assert not bare_verdict_words(summary), (bare_verdict_words(summary), summary)
+    report = (path / "report.html").read_text(encoding="utf-8")
+    body = report[report.index("<body>") + len("<body>"):]
+    assert re.match(rf"<p class='banner'>{re.escape(opening)}", body), body[:300]
+    for word in words:
+        assert f"<td>{html.escape(word)}</td>" not in report and f"— {word.upper()}" not in report, word
+    metrics = json.loads((path / "metrics.json").read_text())
+    assert next(iter(metrics)) == "smoke_test" and metrics["smoke_test"].startswith(opening)
+    verdicts = list(_verdict_values(metrics))
+    assert all(v.startswith(SMOKE_MARK) for _, v in verdicts), [v for v in verdicts if not v[1].startswith(SMOKE_MARK)]
+    assert not [v for v in _strings(metrics) if v in words], "a bare verdict word outside a verdict key"
+    with (path / "per_image.csv").open() as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert not [cell for cell in cells if cell in words]
+
+
+def _verdict_values(value, key: str = ""):  # type: ignore[no-untyped-def]
+    """(key, string) for every string under a key naming a verdict or a gate's interpretation."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _verdict_values(v, str(k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _verdict_values(v, key)
+    elif isinstance(value, str) and key and (key.endswith("verdict") or key.endswith("interpretation")):
+        yield key, value
+
+
+def _strings(value):  # type: ignore[no-untyped-def]
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value

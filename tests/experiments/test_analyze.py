@@ -19,7 +19,7 @@ from advspatial.experiments.spatial import build_attack, maps_analysis
 from advspatial.models import register_model_object
 from advspatial.runtime import RunDir
 
-from helpers import self_labelled_tiny_cnn
+from helpers import assert_smoke_test, self_labelled_tiny_cnn
 
 #: small but complete measurement settings shared by both sides of a comparison
 MEASURE = {"batch_size": 10, "contribution_steps": 8, "permutations": 100, "gate_n": 20, "gate_steps": 3,
@@ -189,6 +189,7 @@ def test_cli_analyze_with_image_folders(tmp_path):
                 "--no-progress", "--gate-n", "8", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "mytool: 8 example pairs" in proc.stdout
+    assert_smoke_test(out, proc.stdout)  # --quick: a smoke test, and it says so
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["examples"]["source"] == "mytool"
     assert (out / "report.html").is_file() and (out / "per_image.csv").is_file()

@@ -43,13 +43,14 @@ from advspatial.experiments.localized.region import importance_region, mask_uses
 from advspatial.experiments.localized.stages import ModelEvaluation, eval_attack, evaluate_model, foreground_energy
 from advspatial.masks import BACKGROUND_TAU
 from advspatial.experiments.gate import roi_label
+from advspatial.experiments.smoke import SMOKE_MARK, would_read
 from advspatial.regions.claims import sentence_case
 from advspatial.regions.inference import VERDICTS
 from advspatial.runtime import RunDir
 from advspatial.training import TrainConfig
 
 from conftest import fashion_mnist_available, needs_fashion_mnist
-from helpers import ReportParser
+from helpers import ReportParser, assert_smoke_test
 
 SECTIONS = ["verdicts", "faithfulness", "setup", "models", "robustness", "background-attacks", "limits", "config"]
 FIGURES = {"accuracy.png", "examples-natural.png", "importance-natural.png", "examples-localized.png",
@@ -370,7 +371,7 @@ def test_quick_run_writes_every_result(quick_run) -> None:
     rows = read_rows(path / "per_image.csv")
     assert len(rows) == len(MODES) * config.n
     assert [r["model"] for r in rows[:: config.n]] == list(MODES)
-    assert "accuracy" in result.summary.split("\n")[0] and "localized" in result.summary
+    assert "accuracy" in result.summary.split("\n")[1] and "localized" in result.summary  # [0]: the smoke line
 
 
 @pytest.mark.slow
@@ -414,11 +415,18 @@ def test_quick_run_gates_every_model(quick_outputs) -> None:
         assert imp["faithful"] == g["passed"]
         assert g["n"] <= min(config.gate_n, config.n) and len(g["randomization"]) >= 1
         assert (path / f"stages/gate/{mode}/{imp['method']}/randomization.pt").is_file()
-        label = metrics["models"][mode]["cam_interpretation"]
+        label = would_read(metrics["models"][mode]["cam_interpretation"])
         assert label == (roi_label(g) or "interpretable") and label.startswith(("interpretable", "not interpretable"))
         # Fashion-MNIST: the background is the dataset's own mask, so accuracies do not rest on the map
-        assert metrics["models"][mode]["mask_interpretation"].startswith("interpretable")
+        assert would_read(metrics["models"][mode]["mask_interpretation"]).startswith("interpretable")
     assert metrics["mask_from_importance"] is False
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_quick_run_is_a_smoke_test_and_says_so(quick_run) -> None:
+    result, path, _, _ = quick_run
+    assert_smoke_test(path, result.summary)
 
 
 @pytest.mark.slow
@@ -426,18 +434,18 @@ def test_quick_run_gates_every_model(quick_outputs) -> None:
 def test_quick_run_claims_and_verdicts(quick_outputs) -> None:
     _, config, metrics, rows = quick_outputs
     claims = metrics["claims"]
-    assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    assert claims and all(would_read(c["verdict"]) in VERDICTS for c in claims)
     assert sum(c["primary"] for c in claims) == 7  # localized vs 4 models, the energy shift of 3
     for c in claims:
         gated = bool(c["gates"])
         assert gated == ("energy share" in c["statistic"]), c
         if gated and not all(c["gates"].values()):
-            assert c["verdict"] == "not interpretable", c
+            assert would_read(c["verdict"]) == "not interpretable", c
         mode = c["subject"].split()[0]
         if gated:
             assert c["gates"] == {ROI_GATE: metrics["faithfulness"][mode]["passed"]}
         elif c["effect"]["n"] < 30:
-            assert c["verdict"] == "insufficient data", c
+            assert would_read(c["verdict"]) == "insufficient data", c
     # the primary accuracy claim, recomputed from the rows: paired per image on the same images
     main = next(c for c in claims if c["subject"] == "localized vs natural model" and c["primary"])
     by = {m: {int(r["index"]): r for r in rows if r["model"] == m} for m in ("natural", "localized")}
@@ -472,7 +480,8 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
     metrics = json.loads((path / "metrics.json").read_text())
     for c in metrics["claims"]:
         if c["primary"]:
-            assert html.escape(f"{c['subject']}: {c['claim']} — {c['verdict'].upper()}") in verdicts
+            shown = f"{c['subject']}: {c['claim']} — {SMOKE_MARK}{would_read(c['verdict']).upper()}"
+            assert html.escape(shown) in verdicts
     gate = text[text.index('<section id="faithfulness">'):text.index('<section id="setup">')]
     assert all(f"{m}: hirescam" in gate for m in MODES) and "randomization" in gate
     for g in metrics["faithfulness"].values():

@@ -109,6 +109,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     # claims: one primary per attack with >= 3 successful images, verdicts from the fixed list, gated
     claims = metrics["claims"]
     assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    assert "smoke_test" not in metrics and "(smoke)" not in result.summary  # not made by --quick: real words
     primary = [c for c in claims if c["primary"]]
     testable = [a for a in ATTACKS if metrics["attacks"][a]["successful"] >= 3]
     for null in ("same-class", "geometry"):  # co-location: against the same-class and the geometry null

@@ -30,10 +30,11 @@ from advspatial.experiments.propagation.pixels import apply_pixels, format_pixel
 from advspatial.experiments.propagation.rows import add_locality_columns
 from advspatial.experiments.propagation.stages import resolve_layers
 from advspatial.experiments.propagation.totals import PropagationTotals, propagation_stats
+from advspatial.experiments.smoke import would_read
 from advspatial.models import build_model
 from advspatial.regions.inference import wilson_interval
 from conftest import needs_fashion_mnist
-from helpers import ReportParser, saved_trained_model
+from helpers import ReportParser, assert_smoke_test, saved_trained_model
 
 # -- perturbed pixels --------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ def _read_rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
-    config = PropagationConfig(**{**PropagationConfig.QUICK, "n": 16, "batch_size": 8},
+    config = PropagationConfig(**{**PropagationConfig.QUICK, "n": 16, "batch_size": 8, "smoke_test": True},
                                     model=str(briefly_trained_smallcnn), arch="smallcnn",
                                     out=str(tmp_path / "run"), progress=False, device="cpu")
     config.validate()
@@ -366,7 +367,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     claims = metrics["claims"]
     primary = [c for c in claims if c["primary"]]
     assert len(primary) == 2 + len(config.pixels_list)
-    assert all(c["verdict"] in VERDICTS for c in claims)
+    assert all(would_read(c["verdict"]) in VERDICTS for c in claims)
     per_se = [c for c in primary if c["subject"] == "random one-pixel change"]
     first_k = [r for r in rows if r["k"] == config.pixels_list[0]]
     assert len(per_se) == 2 and all(c["effect"]["n"] == config.n for c in per_se)
@@ -390,7 +391,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
             diff = [r["pm_peak_last"] - r["control_position_peak_last"] for r in paired]
             assert pos["effect"]["mean"] == pytest.approx(sum(diff) / len(diff), rel=1e-5, abs=1e-7)
         if len(ok) < 30:
-            assert all(c["verdict"] == "insufficient data" for c in mine)
+            assert all(would_read(c["verdict"]) == "insufficient data" for c in mine)
 
     # the report: every section and every figure embedded
     parser = ReportParser()
@@ -405,6 +406,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     assert len(parser.images) == len(figures) and all(s.startswith("data:image/png;base64,") for s in parser.images)
     assert "success" in result.summary and "propagation per se" in result.summary
     assert "context-matched random placement" in result.summary
+    assert_smoke_test(out, result.summary)  # the quick settings decide nothing, and the run says so
 
     # an interrupted run resumes to identical results
     csv_text = (out / "per_image.csv").read_text()
@@ -413,7 +415,8 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     (stages / "propagation" / f"k{config.pixels_list[-1]}" / "batch-00001.pt").unlink()
     (stages / "random" / "batch-00000.pt").unlink()
     shutil.rmtree(stages / "locality" / f"k{config.pixels_list[-1]}")
-    run_experiment("propagation", config, resume=True)
+    resumed, _ = run_experiment("propagation", config, resume=True)
+    assert_smoke_test(out, resumed.summary)
     again = json.loads((out / "metrics.json").read_text())
     metrics.pop("wall_seconds"), again.pop("wall_seconds")
     assert again == metrics

@@ -23,9 +23,10 @@ import yaml
 
 from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.experiments.smoke import would_read
 
 from conftest import needs_fashion_mnist
-from helpers import ReportParser
+from helpers import ReportParser, assert_smoke_test
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 
@@ -131,9 +132,9 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
     keys = set(ad["settings"])
     assert {"main", "prior"} <= keys and any(k.startswith("sweep|") for k in keys)
     for key, row in ad["settings"].items():
-        assert row["verdict"] in VERDICT_WORDS
+        assert would_read(row["verdict"]) in VERDICT_WORDS
         if key != "main":
-            assert not row["evaluated"] and row["verdict"] in ("not evaluated adaptively", "not interpretable")
+            assert not row["evaluated"] and would_read(row["verdict"]) in ("not evaluated adaptively", "not interpretable")
             continue
         for name in ("adaptive:identity", "adaptive:local", "adaptive:worst", "clean"):
             acc = row[name]
@@ -142,14 +143,14 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
         for cmp in (row["vs_control"], row["vs_undefended"]):
             assert cmp["p_adjusted"] >= cmp["p"] - 1e-12 and cmp["delta"]["low"] <= cmp["delta"]["high"]
         # --quick attacks the randomized control with a weak EOT: nothing may rest on it
-        assert not row["control_full_strength"] and row["verdict"] in ("not checked", "not converged",
-                                                                      "not interpretable", "worse than undefended")
+        assert not row["control_full_strength"] and would_read(row["verdict"]) in (
+            "not checked", "not converged", "not interpretable", "worse than undefended")
         conv = row["convergence"]
         assert any(k.startswith("steps=") for k in conv["defended"]["accuracy"])
         assert set(conv["control"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
     assert ad["convergence"] == ad["settings"]["main"]["convergence"]["defended"]
     assert ad["undefended"]["convergence"]["n"] == ad["images"]
-    assert ad["harm"]["verdict"] in HARM_WORDS and "p_adjusted" in ad["harm"]["comparison"]
+    assert would_read(ad["harm"]["verdict"]) in HARM_WORDS and "p_adjusted" in ad["harm"]["comparison"]
     assert all(k.startswith("made on") for k in ad["transfer"])  # transfer numbers are labelled as such
     assert set(ad["baselines"]) == {"blur|1", "noise|0.2", "jpeg|20"}
     assert ad["baselines"]["noise|0.2"]["label"] == WEAK_EOT and not ad["baselines"]["blur|1"]["label"]
@@ -170,16 +171,21 @@ def test_claims_follow_their_gates_and_rules(finished_run) -> None:
     assert set(gate) >= {"passed", "reason", "deletion", "attack", "randomization"}
     assert metrics["roi"]["faithful"] == gate["passed"]
     claims = metrics["claims"]
-    assert claims and all(c["verdict"] in VERDICTS for c in claims)
+    assert claims and all(would_read(c["verdict"]) in VERDICTS for c in claims)
     primary = [c for c in claims if c["primary"]]
     assert len({c["subject"] for c in primary}) == len(primary) >= 1
     for c in claims:
         if not all(c["gates"].values()):
-            assert c["verdict"] == "not interpretable", c
+            assert would_read(c["verdict"]) == "not interpretable", c
         assert c["statistic"] not in ("iou", "dice") or "onepixel" not in c["subject"]
         assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
     if not gate["passed"]:
-        assert metrics["defence_interpretation"].startswith("not interpretable")
+        assert would_read(metrics["defence_interpretation"]).startswith("not interpretable")
+
+
+def test_quick_run_is_a_smoke_test_and_says_so(finished_run) -> None:
+    result, path = finished_run
+    assert_smoke_test(path, result.summary)
 
 
 def test_norms_respect_budgets(finished_run) -> None:
@@ -231,6 +237,7 @@ def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weight
     resumed = subprocess.run([sys.executable, "-m", "advspatial.cli", "run", "--resume", str(out), "--no-progress"],
                              capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_smoke_test(out, resumed.stdout)  # a resumed --quick run is still a smoke test
     assert (out / "per_image.csv").read_text() == (reference / "per_image.csv").read_text()
     m_ref = json.loads((reference / "metrics.json").read_text())
     m_res = json.loads((out / "metrics.json").read_text())

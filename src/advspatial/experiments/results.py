@@ -36,6 +36,7 @@ def mean_of(values: list[float]) -> float:
 
 def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     from ..report.html import write_report
+    from .smoke import banner
 
     atomic_write_text(rundir.path / "metrics.json", json.dumps(result.metrics, indent=2, default=_json_default))
     atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
@@ -45,6 +46,7 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
         subtitle=experiment.description,
         config={"experiment": experiment.name, **config_dict(config)},
         sections=result.report_sections,
+        banner=banner() if config.smoke_test else "",
     )
 
 

@@ -19,6 +19,7 @@ from ..runtime import RunDir, atomic_write_text
 from .registry import get_experiment
 from .results import ExperimentResult, write_results
 from .settings import ExperimentConfig, config_dict
+from .smoke import mark_result
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
 #: or copied directory, with or without progress bars)
@@ -26,8 +27,13 @@ UNFINGERPRINTED = ("out", "progress")
 
 
 def fingerprint(config: ExperimentConfig) -> dict[str, Any]:
-    """The settings a run's stages depend on: the resolved config without :data:`UNFINGERPRINTED`."""
-    return {k: v for k, v in config_dict(config).items() if k not in UNFINGERPRINTED}
+    """The settings a run's stages depend on: the resolved config without :data:`UNFINGERPRINTED`.
+
+    ``smoke_test`` enters only when set: a run made before it existed, or any other run, keeps its fingerprint,
+    and a smoke test is resumed only as a smoke test (its config.yaml has it; anything else is refused).
+    """
+    return {k: v for k, v in config_dict(config).items()
+            if k not in UNFINGERPRINTED and not (k == "smoke_test" and not v)}
 
 
 def _differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str:
@@ -150,7 +156,9 @@ def check_not_foreign(out: Path) -> None:
 def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:
     """Run (or resume) an experiment into its run directory and write every result file.
 
-    Under torchrun every process runs the experiment on its share of the batches
+    A smoke test's results are marked before they are written or returned
+    (:func:`~advspatial.experiments.smoke.mark_result`: the summary opens with "smoke test: these settings
+    decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its share of the batches
     (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
     alone writes the result files.
     """
@@ -163,5 +171,6 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         started = time.perf_counter()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
+        result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir

@@ -118,6 +118,9 @@ class ExperimentConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     out: str = setting("", "run directory (default: runs/<experiment>)")
     progress: bool = setting(True, "show progress bars")
+    smoke_test: bool = setting(False, "a smoke test, whose settings decide nothing (always set by --quick): the "
+                               "summary and report open with 'smoke test: these settings decide nothing' and every "
+                               "verdict reads '(smoke) would read: WORD'")
 
     #: overrides applied by ``--quick`` (CI-sized runs)
     QUICK: ClassVar[dict[str, Any]] = {"n": 40}
@@ -298,6 +301,8 @@ def resolve_config(
 
     The preset (``experiments.presets``) is named by the YAML file or the CLI
     (``auto`` when neither does); its resolved name is stored in the config.
+    ``--quick`` always makes the run a smoke test (``smoke_test``, :mod:`~advspatial.experiments.smoke`),
+    whatever the YAML file or the options say: its settings decide nothing even where some are raised.
     """
     from .presets import resolve_preset_name
 
@@ -307,6 +312,8 @@ def resolve_config(
     if yaml_path:
         values.update(load_yaml(yaml_path))
     values.update(overrides)
+    if quick:
+        values["smoke_test"] = True
     defaults = experiment.config_cls()
     preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
                                  str(values.get("model", defaults.model)))

@@ -26,6 +26,7 @@ caption{caption-side:top;text-align:left;font-weight:600;padding:.3em 0}
 figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
+.banner{background:#fdecea;border:2px solid #c0392b;padding:.6em 1em;font-weight:600}
 details{margin:1em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
 """
 
@@ -94,9 +95,13 @@ def render_section(section: Section) -> str:
 
 
 def write_report(
-    path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section]
+    path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section],
+    banner: str = "",
 ) -> Path:
-    """Write the report to ``path``; the resolved config is included at the end."""
+    """Write the report to ``path``; the resolved config is included at the end.
+
+    ``banner``: a line the page opens with, above the title (a smoke test's: the reader must see it first).
+    """
     path = Path(path)
     toc = "".join(
         f'<li><a href="#{html.escape(s.anchor or s.title.lower().replace(" ", "-"))}">{html.escape(s.title)}</a></li>'
@@ -105,7 +110,9 @@ def write_report(
     config_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{format_cell(v)}</td></tr>" for k, v in config.items())
     document = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+        f"<style>{CSS}</style></head><body>"
+        + (f"<p class='banner'>{html.escape(banner)}</p>" if banner else "")
+        + f"<h1>{html.escape(title)}</h1>"
         f"<p class='subtitle'>{html.escape(subtitle)}</p><ul>{toc}</ul>"
         + "\n".join(render_section(s) for s in sections)
         + f"<section id='config'><h2>Resolved config</h2><table>{config_rows}</table></section>"

@@ -209,6 +209,8 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
     assert "not interpretable" in verdicts and "NOT INTERPRETABLE" in verdicts
     assert "Not interpretable: the RoI failed the faithfulness gate" in verdicts
     assert "FAILED the faithfulness gate" in result.summary
+    # settings not made by --quick (smoke_test unset): the real words, no smoke label
+    assert "smoke_test" not in metrics and "(smoke)" not in html and not result.summary.startswith("smoke test")
 
 
 @pytest.mark.slow
