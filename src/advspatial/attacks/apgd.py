@@ -122,14 +122,21 @@ def _rows(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(cond.view(-1, *([1] * (a.ndim - 1))), a, b)
 
 
-#: at most this many input elements go through one batched EOT call (bounds its activation memory)
+#: at most this many input elements go through one batched EOT call on a GPU (bounds its activation memory)
 EOT_BATCH_ELEMENTS = 1 << 22
+#: on a CPU large batches fall out of the caches: on the default model (smallcnn, 50 Fashion-MNIST images,
+#: EOT 20) all 20 draws in one call were 1.5-1.9x slower than one draw per call, and ~3 draws per call
+#: (~150 images) within noise of one (0.93-1.05x; benchmarks/bench_eot.py): batching draws pays on a GPU
+#: (unmeasured), not here
+EOT_BATCH_ELEMENTS_CPU = 1 << 17
 
 
 def eot_chunks(passes: int, x: torch.Tensor) -> list[int]:
     """Draw counts of the batched EOT calls for ``passes`` passes over images ``x``: as many draws per call as
-    fit in :data:`EOT_BATCH_ELEMENTS` input elements (at least one), the last call taking the rest."""
-    per_call = max(1, EOT_BATCH_ELEMENTS // max(1, x.numel()))
+    fit in :data:`EOT_BATCH_ELEMENTS` input elements (:data:`EOT_BATCH_ELEMENTS_CPU` on a CPU; at least one),
+    the last call taking the rest."""
+    budget = EOT_BATCH_ELEMENTS_CPU if x.device.type == "cpu" else EOT_BATCH_ELEMENTS
+    per_call = max(1, budget // max(1, x.numel()))
     full, rest = divmod(passes, per_call)
     return [per_call] * full + ([rest] if rest else [])
 
