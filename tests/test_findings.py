@@ -133,3 +133,17 @@ def test_record_writes_command_machine_and_wall_time(gen: ModuleType, tmp_path: 
     assert info["machine"]["cpu_count"] >= 1 and info["wall_seconds"] >= 0
     assert gen.shown_command(["/venv/bin/python", "-m", "advspatial", "run", "pse", "--n", "8"]) == \
         "advspatial run pse --n 8"
+
+
+def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_time(gen: ModuleType,
+                                                                                   tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "run", [])
+    first = json.loads((path / gen.RECORD).read_text(encoding="utf-8"))
+    first.update(wall_seconds=421.0, returncode=124, timed_out=True)
+    resumed = {**first, "command": "advspatial run --resume /r --no-progress", "wall_seconds": 79.0,
+               "returncode": 0, "timed_out": False}
+    (path / gen.RECORD).write_text(json.dumps(gen.merge_records(first, resumed)), encoding="utf-8")
+    page = gen.page([gen.read_run(path)])
+    assert "advspatial run propagation --n 32 --no-progress" in page.split("```")[1]
+    assert "421.0 s, exit 124 (stopped by the timeout)" in page and "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
+    assert "500.0 s for the command" in page and "failure" not in page

@@ -23,6 +23,11 @@ Why: a finding written by hand drifts from the numbers; a page generated from th
 
         python docs/findings/generate.py page /tmp/findings/prop-r20 /tmp/findings/prop-r56
 
+``merge``
+    a run stopped by its timeout and completed by ``advspatial run --resume DIR``: copy the first
+    ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
+    the command as first typed, each part, and the summed wall time.
+
 Nothing here imports advspatial: a page can be regenerated from the files alone.
 """
 
@@ -105,6 +110,23 @@ def shown_command(argv: Sequence[str]) -> str:
     elif argv and Path(argv[0]).name == "advspatial":
         argv = ["advspatial", *argv[1:]]
     return shlex.join(argv)
+
+
+def merge_records(first: Mapping[str, Any], resumed: Mapping[str, Any]) -> dict[str, Any]:
+    """One record of a run stopped by its timeout (``first``) and completed by ``--resume`` (``resumed``):
+    the first command as typed, the wall times summed, every part listed, the machine and load of both."""
+    parts = [*(first.get("parts") or [first]), resumed]
+    keep = ("command", "wall_seconds", "returncode", "timed_out", "started", "load_average")
+    during = [p["load_average"]["during_max"] for p in parts if (p.get("load_average") or {}).get("during_max")]
+    merged = {**first, "parts": [{k: p.get(k) for k in keep} for p in parts],
+              "wall_seconds": round(sum(float(p.get("wall_seconds") or 0.0) for p in parts), 2),
+              "returncode": resumed.get("returncode"), "timed_out": resumed.get("timed_out")}
+    load = dict(first.get("load_average") or {})
+    if during:
+        load["during_max"] = max(during)
+    load["after"] = (resumed.get("load_average") or {}).get("after", load.get("after"))
+    merged["load_average"] = load
+    return merged
 
 
 def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
@@ -424,6 +446,13 @@ def run_section(run: Run) -> list[str]:
     lines += ["```bash", (env + " " if env else "") + command, "```", ""]
     if not rec:
         lines += ["(command reconstructed from `config.yaml`: the run was not recorded)", ""]
+    for part in rec.get("parts") or []:
+        lines += [f"- `{part.get('command')}`: {num(part.get('wall_seconds'), 1)} s, exit {part.get('returncode')}"
+                  f"{' (stopped by the timeout)' if part.get('timed_out') else ''}"]
+    if rec.get("parts"):
+        lines += ["", "The run was stopped by its timeout and completed with `advspatial run --resume` "
+                  "(the cached stages are kept, so the numbers are those of one uninterrupted run); "
+                  "the wall time below is the sum of the parts.", ""]
     if rec.get("returncode"):
         lines += [f"!!! failure \"the command exited with status {rec['returncode']}"
                   f"{' (timed out)' if rec.get('timed_out') else ''}\"", ""]
@@ -465,6 +494,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("rundir", type=Path)
     rec.add_argument("--timeout", type=float, default=None, help="seconds before the command is stopped")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- advspatial run ...")
+    mg = sub.add_parser("merge", help="merge the record of a run stopped by its timeout with its --resume's")
+    mg.add_argument("first", type=Path, help="the first part's findings-run.json (copied aside)")
+    mg.add_argument("rundir", type=Path, help="the run directory, whose findings-run.json is the resume's")
     pg = sub.add_parser("page", help="write docs/findings/<experiment>.md from run directories")
     pg.add_argument("rundirs", type=Path, nargs="+")
     pg.add_argument("--out", type=Path, default=None, help="the page (default docs/findings/<experiment>.md)")
@@ -478,6 +510,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = record(args.rundir, cmd, args.timeout)
         print(f"{args.rundir / RECORD}: {info['wall_seconds']} s, exit {info['returncode']}")
         return int(info["returncode"])
+    if args.command == "merge":
+        resumed = json.loads((args.rundir / RECORD).read_text(encoding="utf-8"))
+        merged = merge_records(json.loads(args.first.read_text(encoding="utf-8")), resumed)
+        (args.rundir / RECORD).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+        print(f"{args.rundir / RECORD}: {len(merged['parts'])} parts, {merged['wall_seconds']} s")
+        return 0
     runs = [read_run(p) for p in args.rundirs]
     out = args.out or HERE / f"{runs[0].experiment}.md"
     out.write_text(page(runs, args.title, args.intro), encoding="utf-8")
