@@ -1,0 +1,149 @@
+"""docs/findings/generate.py: a findings page is generated from a run directory's own files.
+
+The generator is a docs script (not part of the package), loaded here from its path. A fake run
+directory (config.yaml, metrics.json, findings-run.json written by the test) must give a page whose
+verdict table holds every claim with its effect, CI, adjusted p and verdict, and whose header says
+the command, the machine and the wall time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+GENERATOR = Path(__file__).resolve().parent.parent / "docs" / "findings" / "generate.py"
+
+
+@pytest.fixture(scope="module")
+def gen() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("findings_generate", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def claim(subject: str, null: str, mean: float, low: float, high: float, p_adj: float, verdict: str,
+          primary: bool = True, **extra: object) -> dict:
+    return {"claim": f"{subject} beats {null}", "subject": subject, "statistic": "peak PMmax @ model",
+            "null": null, "observed": mean, "null_value": 0.0,
+            "effect": {"mean": mean, "low": low, "high": high, "n": 32}, "ratio": math.nan, "p": p_adj / 2,
+            "p_adjusted": p_adj, "gates": {}, "primary": primary, "verdict": verdict, "sesoi": 0.01, **extra}
+
+
+def fake_run(path: Path, claims: list[dict], record: bool = True, **metrics: object) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.yaml").write_text(
+        "experiment: propagation\ndataset: imagefolder:/data/cifar\nmodel: cifar10-resnet20\npreset: cifar10\n"
+        "n: 32\nsubset: stratified\nseed: 0\ndevice: cpu\npixels_list:\n- 1\nprogress: false\n", encoding="utf-8")
+    body = {"n": 32, "clean_accuracy": 0.875, "claims": claims, "wall_seconds": 31.75, **metrics}
+    # NaN as the run writes it (json.dumps default allow_nan)
+    (path / "metrics.json").write_text(json.dumps(body, indent=2), encoding="utf-8")
+    if record:
+        (path / "findings-run.json").write_text(json.dumps({
+            "command": "advspatial run propagation --n 32 --no-progress", "environment": {"ADVSPATIAL_DATA": "/d"},
+            "machine": {"cpu_count": 2, "processor": "x86_64", "torch": "2.9.0", "torch_threads": 2},
+            "wall_seconds": 37.4, "returncode": 0, "timed_out": False, "started": "2026-11-24 05:00:00 UTC",
+            "load_average": {"before": [1.0, 1.0, 1.0], "during_mean": 2.1, "during_max": 2.5,
+                             "after": [1.9, 1.5, 1.2]}}), encoding="utf-8")
+    return path
+
+
+def table_rows(page: str) -> list[list[str]]:
+    """The verdict-table rows of a page (lines of a table whose last cell is a bold verdict)."""
+    rows = []
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.lstrip().startswith("|") and cells[-1].startswith("**"):
+            rows.append(cells)
+    return rows
+
+
+def test_page_holds_every_claim_with_effect_ci_p_and_verdict(gen: ModuleType, tmp_path: Path) -> None:
+    claims = [claim("random one-pixel change", "0 (no propagation)", 0.1392, 0.1165, 0.1796, 1e-4, "supported"),
+              claim("1-pixel attack", "random placement", 0.628, math.nan, math.nan, math.nan,
+                    "insufficient data"),
+              claim("random one-pixel change", "0.1 x max", -0.02, -0.05, 0.01, 0.31, "not supported",
+                    primary=False)]
+    run = gen.read_run(fake_run(tmp_path / "run", claims))
+    page = gen.page([run])
+    rows = table_rows(page)
+    assert len(rows) == 3
+    assert rows[0] == ["random one-pixel change", "peak PMmax @ model", "0 (no propagation)",
+                       "+0.139 [+0.117, +0.180]", "32", "1.00e-04", "**supported**"]
+    assert rows[1][3] == "+0.628 [—, —]" and rows[1][5] == "—" and rows[1][6] == "**insufficient data**"
+    assert rows[2][6] == "**not supported**" and rows[2][5] == "0.310"
+    assert page.index("### Primary claims (2)") < page.index("### Secondary claims (1)")
+    assert "Verdicts: supported × 1, insufficient data × 1, not supported × 1." in page
+
+
+def test_page_says_command_machine_and_wall_time(gen: ModuleType, tmp_path: Path) -> None:
+    run = gen.read_run(fake_run(tmp_path / "run", [claim("s", "0", 1.0, 0.5, 1.5, 0.01, "supported")]))
+    page = gen.page([run], title="propagation on ResNet-20")
+    assert page.startswith("# Findings: propagation on ResNet-20\n")
+    assert "ADVSPATIAL_DATA=/d advspatial run propagation --n 32 --no-progress" in page
+    assert "2 CPU cores" in page and "torch 2.9.0" in page and "during 2.1 (max 2.5)" in page
+    assert "37.4 s for the command; 31.8 s inside the run" in page
+    assert "| n (images) | 32 |" in page and "| model | `cifar10-resnet20` |" in page
+
+
+def test_unrecorded_run_reconstructs_its_command_from_the_config(gen: ModuleType, tmp_path: Path) -> None:
+    run = gen.read_run(fake_run(tmp_path / "run", [], record=False))
+    page = gen.page([run])
+    assert "advspatial run propagation --dataset imagefolder:/data/cifar --model cifar10-resnet20" in page
+    assert "--pixels-list 1" in page and "--progress" not in page
+    assert "command reconstructed from `config.yaml`" in page and "not recorded" in page
+    assert "This run makes no claims." in page
+
+
+def test_long_tables_fold_and_experiment_blocks_render(gen: ModuleType, tmp_path: Path) -> None:
+    claims = [claim("random one-pixel change", f"0 @ {i}", 0.1, 0.05, 0.2, 0.01, "supported", primary=False)
+              for i in range(gen.FOLD_ROWS + 1)]
+    per_se = {"change": "a random pixel", "images": 32, "draws": 4, "fraction": 0.1,
+              "layers": [{"depth": 0, "relative_depth": 0.0, "layer": "conv1",
+                          "ratio": {"mean": 0.7, "low": 0.6, "high": 0.8, "n": 32}, "share_above_fraction": 1.0}]}
+    run = gen.read_run(fake_run(tmp_path / "run", claims, per_se=per_se))
+    page = gen.page([run])
+    assert f'??? note "{gen.FOLD_ROWS + 1} secondary claims"' in page
+    assert len(table_rows(page)) == gen.FOLD_ROWS + 1
+    assert "### Propagation per se" in page and "| 0 | 0.00 | `conv1` | 0.700 [0.600, 0.800] | 1.000 |" in page
+
+
+def test_one_page_refuses_two_experiments(gen: ModuleType, tmp_path: Path) -> None:
+    a = gen.read_run(fake_run(tmp_path / "a", []))
+    b = gen.read_run(fake_run(tmp_path / "b", []))
+    b.config["experiment"] = "pse"
+    with pytest.raises(SystemExit, match="one experiment"):
+        gen.page([a, b])
+    with pytest.raises(SystemExit, match="no config.yaml"):
+        gen.read_run(tmp_path)
+
+
+def test_record_writes_command_machine_and_wall_time(gen: ModuleType, tmp_path: Path) -> None:
+    info = gen.record(tmp_path / "run", [sys.executable, "-c", "print('hi')"], timeout=60)
+    saved = json.loads((tmp_path / "run" / gen.RECORD).read_text(encoding="utf-8"))
+    assert saved == info and info["returncode"] == 0 and not info["timed_out"]
+    assert info["machine"]["cpu_count"] >= 1 and info["wall_seconds"] >= 0
+    assert gen.shown_command(["/venv/bin/python", "-m", "advspatial", "run", "pse", "--n", "8"]) == \
+        "advspatial run pse --n 8"
+
+
+def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_time(gen: ModuleType,
+                                                                                   tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "run", [])
+    first = json.loads((path / gen.RECORD).read_text(encoding="utf-8"))
+    first.update(wall_seconds=421.0, returncode=124, timed_out=True)
+    resumed = {**first, "command": "advspatial run --resume /r --no-progress", "wall_seconds": 79.0,
+               "returncode": 0, "timed_out": False}
+    (path / gen.RECORD).write_text(json.dumps(gen.merge_records(first, resumed)), encoding="utf-8")
+    page = gen.page([gen.read_run(path)])
+    assert "advspatial run propagation --n 32 --no-progress" in page.split("```")[1]
+    assert "421.0 s, exit 124 (stopped by the timeout)" in page and "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
+    assert "500.0 s for the command" in page and "failure" not in page
