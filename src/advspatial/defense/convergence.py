@@ -16,7 +16,8 @@ reported (:func:`convergence_curves` takes that attack's outcome):
   broken at any larger eps, the ball contains it). It must reach 0: a defence
   that stays accurate at a huge eps masks gradients;
 - **less effort** (iterations, restarts, EOT draws, eps below the budget):
-  separate attacks on every image, the curve's left side, for the plot only.
+  separate attacks on every image, the curve's left side, for the plot only
+  (EOT 1 is the plain attack: it stops an image at its first fooled draw).
 
 :func:`convergence_rule` is the fixed rule that calls a number converged.
 """

@@ -1,7 +1,8 @@
 """The adaptive evaluation of the neutralization defence (METHODS.md §2), on the first ``adaptive_n`` images:
 
 - the main defence through the identity and the local gradient, its randomized control (EOT at full strength),
-  the RoI-restricted attack on it and the transfer of its examples (:func:`adaptive_batch`);
+  the RoI-restricted attack on it (no curve: the harm claim needs only the undefended one's) and the transfer of
+  its examples (:func:`adaptive_batch`);
 - the same attack on the undefended model, whole image and RoI-restricted (:func:`undefended_batch`);
 - the trivial input transforms under the same attack (:func:`baseline_batch`);
 - with ``--eval full`` (``sweep_adaptive``) also the class-prior variant and every sweep cell; by default they are
@@ -66,12 +67,15 @@ def evaluated(ctx: Context, outcome: AdaptiveOutcome, name: str, defence: Any, x
 
 def attacked(ctx: Context, defence: Any, name: str, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
-             left_side: bool = False) -> tuple[AdaptiveOutcome, dict[str, torch.Tensor]]:
-    """The adaptive attack on ``defence`` at the run's budget, and its columns with their convergence curve."""
+             left_side: bool = False, curve: bool = True) -> tuple[AdaptiveOutcome, dict[str, torch.Tensor]]:
+    """The adaptive attack on ``defence`` at the run's budget, and its columns with their convergence curve
+    (``curve=False``: a number no verdict needs converged, see :data:`.defence_verdicts.HARM_RULE`)."""
     cfg = ctx.config
     gradients = ("identity",) if isinstance(defence, Undefended) else ("identity", "local")
     outcome = attack_defence(defence, x, y, cfg.eps_linf, budget_of(ctx), sample_ids=ids, seed=cfg.seed, mask=mask,
                              gradients=gradients, components=components)
+    if not curve:
+        return outcome, {f"{name}:{k}": v for k, v in outcome.correct.items()}
     return outcome, evaluated(ctx, outcome, name, defence, x, y, ids, mask, left_side)
 
 
@@ -99,7 +103,9 @@ def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
                 with torch.no_grad():
                     out["transfer:undefended"] = correct_of(ctx, own.x_adv, y)
                 mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-                roi, columns = attacked(ctx, defended, "roi:defended", x, y, ids, mask=mask, components=ROI_COMPONENTS)
+                # no curve: a weaker attack on the defended model can only understate the harm claim
+                roi, columns = attacked(ctx, defended, "roi:defended", x, y, ids, mask=mask, components=ROI_COMPONENTS,
+                                        curve=False)
                 out.update(columns)
                 with torch.no_grad():
                     out["roi:transfer:undefended"] = correct_of(ctx, roi.x_adv, y)

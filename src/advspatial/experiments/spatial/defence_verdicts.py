@@ -127,7 +127,7 @@ def harm_comparison(ctx: Context, main: dict[str, torch.Tensor], undefended: dic
     return {"claim": "makes the model more vulnerable inside the RoI", "rule": HARM_RULE,
             "comparison": paired_accuracy(main["roi:defended:worst"], undefended["roi:white-box"],
                                           seed=ctx.config.seed).as_dict(),
-            "convergence": {"defended": conv(main, "roi:defended"), "undefended": conv(undefended, "roi:white-box")}}
+            "convergence": {"undefended": conv(undefended, "roi:white-box")}}
 
 
 def baseline_row(key: str, o: dict[str, torch.Tensor], conv: Any, budget: AdaptiveBudget) -> dict[str, Any]:
