@@ -154,6 +154,7 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
     assert all(k.startswith("made on") for k in ad["transfer"])  # transfer numbers are labelled as such
     assert set(ad["baselines"]) == {"blur|1", "noise|0.2", "jpeg|20"}
     assert ad["baselines"]["noise|0.2"]["label"] == WEAK_EOT and not ad["baselines"]["blur|1"]["label"]
+    assert set(ad["baselines"]["noise|0.2"]["convergence"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
     figures = {p.name for p in (path / "figures").glob("*.png")}
     assert {"defence-convergence.png", "defence-tradeoff.png"} <= figures
     report = (path / "report.html").read_text()
