@@ -270,44 +270,24 @@ class APGD(Attack):
 
         A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defense`) gets its
         passes in batches of draws (:func:`eot_chunks`): the same draws in the same order as one pass at a
-        time, so the same attack, at a fraction of the cost of ``eot_iter`` separate calls.
+        time, so the same attack in fewer calls; any other model gets one forward pass per call.
         """
-        if self.eot_iter > 1 and hasattr(self.model, "forward_draws"):
-            return self._evaluate_draws(x_adv, y, loss_target, goal)
+        batched = self.eot_iter > 1 and hasattr(self.model, "forward_draws")
         n = x_adv.shape[0]
         loss_sum = torch.zeros(n, device=x_adv.device, dtype=x_adv.dtype)
         grad_sum = torch.zeros_like(x_adv)
         adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
-        for _ in range(self.eot_iter):
+        for k in (eot_chunks(self.eot_iter, x_adv) if batched else [1] * self.eot_iter):
             with torch.enable_grad():
                 xr = x_adv.detach().requires_grad_(True)
-                logits = self.model(xr)
-                per_image = apgd_loss(logits, y, loss_target, self.loss)
-                (grad,) = torch.autograd.grad(per_image.sum(), xr)
-            loss_sum += per_image.detach()
-            grad_sum += grad
-            adv &= is_adversarial(logits.detach(), y, goal)
-        return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
-
-    def _evaluate_draws(
-        self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`_evaluate` through ``model.forward_draws``: all ``eot_iter`` passes in a few batched calls."""
-        n = x_adv.shape[0]
-        loss_sum = torch.zeros(n, device=x_adv.device, dtype=x_adv.dtype)
-        grad_sum = torch.zeros_like(x_adv)
-        adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
-        for k in eot_chunks(self.eot_iter, x_adv):
-            with torch.enable_grad():
-                xr = x_adv.detach().requires_grad_(True)
-                logits = self.model.forward_draws(xr, k)  # type: ignore[operator]
-                flat = logits.reshape(k * n, -1)
-                per_pass = apgd_loss(flat, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
+                logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
+                          else self.model(xr)[None]).reshape(k * n, -1)
+                per_pass = apgd_loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
                                      self.loss).view(k, n)
                 (grad,) = torch.autograd.grad(per_pass.sum(), xr)
             loss_sum += per_pass.detach().sum(0)
             grad_sum += grad
-            adv &= is_adversarial(flat.detach(), y.repeat(k), None if goal is None else goal.repeat(k)).view(k, n).all(0)
+            adv &= is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k)).view(k, n).all(0)
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
 
     def _run(
