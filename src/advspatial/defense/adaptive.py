@@ -43,13 +43,15 @@ GRADIENTS = ("identity", "local")
 
 
 class Defence(Protocol):
-    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``, :class:`Undefended`)."""
+    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``, :class:`Undefended`).
+
+    A randomized one also has ``forward_draws(x, k)``: the (k, N, K) logits of its next k draws (EOT, and the
+    attacker's own scoring in :func:`attacker_share`).
+    """
 
     randomized: bool
 
     def with_backward(self, backward: str) -> nn.Module: ...
-
-    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor: ...
 
     def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor: ...
 
@@ -69,9 +71,6 @@ class Undefended(nn.Module):
 
     def with_backward(self, backward: str) -> nn.Module:
         return self.model
-
-    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
-        return self.model(x).unsqueeze(0).expand(int(draws), -1, -1)
 
     @torch.no_grad()
     def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,6 +176,11 @@ def gradient_components(budget: AdaptiveBudget, components: Sequence[str] | None
     return tuple(c for c in (components or budget.components) if not c.startswith("square")) or ("apgd-ce",)
 
 
+def gradients_of(defence: Defence) -> tuple[str, ...]:
+    """The attacker's gradients through ``defence``: both, except for the undefended model, which has its own."""
+    return ("identity",) if isinstance(defence, Undefended) else GRADIENTS
+
+
 def check_gradients(gradients: Sequence[str]) -> None:
     if not gradients:
         raise ConfigError("gradients must name at least one of " + ", ".join(GRADIENTS))
@@ -224,11 +228,18 @@ def square_on_standing(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: 
                              components=("square",))
     r = rows.to(x.device)
     out = attack(x[r], y[r], mask=None if mask is None else mask[r], sample_ids=sample_ids[rows])
-    hit = correct_share(defence, out, y[r], 1, sample_ids[rows])
+    return keep_worse(correct, x_adv, rows, correct_share(defence, out, y[r], 1, sample_ids[rows]), out)
+
+
+def keep_worse(correct: torch.Tensor, x_adv: torch.Tensor, rows: torch.Tensor, new_correct: torch.Tensor,
+               new_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic defence's (correctness, examples) after a second attack on the images ``rows``
+    (``new_correct``, ``new_x``, one row each): per image the worse result for the defence (new copies)."""
     correct, x_adv = correct.clone(), x_adv.clone()
-    broken = hit < correct[rows]
-    x_adv[r[broken.to(x.device)]] = out[broken.to(x.device)]
-    correct[rows] = torch.minimum(correct[rows], hit)
+    broken = new_correct < correct[rows]
+    r = rows.to(x_adv.device)
+    x_adv[r[broken.to(x_adv.device)]] = new_x[broken.to(x_adv.device)]
+    correct[rows] = torch.minimum(correct[rows], new_correct)
     return correct, x_adv
 
 
@@ -269,8 +280,9 @@ def attack_undefended(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
                       sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
                       **overrides: Any) -> AdaptiveOutcome:
     """The white-box reference: the same attack and budget on the undefended model (one gradient: its own)."""
-    out = attack_defence(Undefended(model), x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
-                         gradients=("identity",), **overrides)
+    plain = Undefended(model)
+    out = attack_defence(plain, x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
+                         gradients=gradients_of(plain), **overrides)
     return AdaptiveOutcome({"white-box": out.correct["worst"]}, out.x_adv)
 
 

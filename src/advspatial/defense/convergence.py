@@ -34,7 +34,7 @@ import torch
 from ..errors import ConfigError
 from .adaptive import (
     GRADIENTS, AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share,
-    gradient_components, pick_lowest,
+    gradient_components, keep_worse, pick_lowest,
 )
 
 
@@ -163,9 +163,7 @@ def extend(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budge
         x_adv[r] = picked
         correct[rows] = correct_share(defence, picked, y_r, budget.draws, ids)
     else:
-        broken = stronger.correct["worst"] < correct[rows]
-        x_adv[r[broken.to(x.device)]] = stronger.x_adv[broken.to(x.device)]
-        correct[rows] = torch.minimum(correct[rows], stronger.correct["worst"])
+        correct, x_adv = keep_worse(correct, x_adv, rows, stronger.correct["worst"], stronger.x_adv)
     return AdaptiveOutcome({"worst": correct}, x_adv)
 
 

@@ -22,7 +22,9 @@ from typing import Any
 import torch
 
 from ...attacks.base import frozen_eval
-from ...defense.adaptive import AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, roi_mask
+from ...defense.adaptive import (
+    AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, gradients_of, roi_mask,
+)
 from ...defense.convergence import CurveGrid, convergence_curves
 from ...defense.transforms import TransformDefence
 from ...runtime import batch_slices
@@ -53,30 +55,22 @@ def adaptive_slices(ctx: Context) -> list[slice]:
     return list(batch_slices(min(len(ctx.data), ctx.config.adaptive_n), ctx.config.batch_size))
 
 
-def evaluated(ctx: Context, outcome: AdaptiveOutcome, name: str, defence: Any, x: torch.Tensor, y: torch.Tensor,
-              ids: torch.Tensor, mask: torch.Tensor | None = None, left_side: bool = False) -> dict[str, torch.Tensor]:
-    """Columns ``name:worst`` (and per gradient) of an attack's outcome, with its convergence curve ``curve:name:*``."""
-    cfg = ctx.config
-    out = {f"{name}:{k}": v for k, v in outcome.correct.items()}
-    curves = convergence_curves(defence, x, y, cfg.eps_linf, budget_of(ctx), curve_grid(ctx), sample_ids=ids,
-                                seed=cfg.seed, reported=outcome, mask=mask, left_side=left_side,
-                                gradients=("identity",) if isinstance(defence, Undefended) else ("identity", "local"))
-    out.update({f"curve:{name}:{k}": v for k, v in curves.items()})
-    return out
-
-
 def attacked(ctx: Context, defence: Any, name: str, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
              left_side: bool = False, curve: bool = True) -> tuple[AdaptiveOutcome, dict[str, torch.Tensor]]:
-    """The adaptive attack on ``defence`` at the run's budget, and its columns with their convergence curve
-    (``curve=False``: a number no verdict needs converged, see :data:`.defence_verdicts.HARM_RULE`)."""
+    """The adaptive attack on ``defence`` at the run's budget, and its columns ``name:worst`` (and per gradient)
+    with its convergence curve ``curve:name:*`` (``curve=False``: a number no verdict needs converged, see
+    :data:`.defence_verdicts.HARM_RULE`)."""
     cfg = ctx.config
-    gradients = ("identity",) if isinstance(defence, Undefended) else ("identity", "local")
-    outcome = attack_defence(defence, x, y, cfg.eps_linf, budget_of(ctx), sample_ids=ids, seed=cfg.seed, mask=mask,
-                             gradients=gradients, components=components)
-    if not curve:
-        return outcome, {f"{name}:{k}": v for k, v in outcome.correct.items()}
-    return outcome, evaluated(ctx, outcome, name, defence, x, y, ids, mask, left_side)
+    budget = budget_of(ctx)
+    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask, "gradients": gradients_of(defence)}
+    outcome = attack_defence(defence, x, y, cfg.eps_linf, budget, components=components, **common)
+    out = {f"{name}:{k}": v for k, v in outcome.correct.items()}
+    if curve:
+        curves = convergence_curves(defence, x, y, cfg.eps_linf, budget, curve_grid(ctx), reported=outcome,
+                                    left_side=left_side, **common)
+        out.update({f"curve:{name}:{k}": v for k, v in curves.items()})
+    return outcome, out
 
 
 def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
