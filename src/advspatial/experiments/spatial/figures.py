@@ -102,7 +102,7 @@ def plot_convergence(accuracies: Mapping[str, float], path: str | Path, *, budge
         if budget_eot:
             ax.axvline(budget_eot, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
-        ax.set_xlabel("EOT draws per gradient (randomized components)")
+        ax.set_xlabel("EOT draws per gradient")
         ax.set_ylim(0, top * 1.1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -123,7 +123,7 @@ def plot_tradeoff(defences: Mapping[str, Mapping[str, float]], baselines: Mappin
     fig = Figure(figsize=(6.5, 5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter([d["clean"] for d in defences.values()], [d["robust"] for d in defences.values()], marker="o",
-               color="tab:blue", label="neutralization (each fraction and fill)", zorder=3)
+               color="tab:blue", label="neutralization (each configuration attacked adaptively)", zorder=3)
     by_transform: dict[str, list[tuple[float, float]]] = {}
     for label, b in baselines.items():
         by_transform.setdefault(label.split("|")[0], []).append((b["clean"], b["robust"]))
