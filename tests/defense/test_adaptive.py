@@ -10,7 +10,8 @@ from torch import nn
 
 from advspatial.attacks import make_attack
 from advspatial.defense.adaptive import (
-    AdaptiveBudget, attack_defence, attack_undefended, ensemble_attack, pick_lowest, roi_mask,
+    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of, pick_lowest,
+    roi_mask,
 )
 from advspatial.defense.neutralize import NeutralizedModel
 from advspatial.defense.transforms import TransformDefence
@@ -172,7 +173,7 @@ def test_randomized_defence_gets_both_losses_on_every_image_and_a_fresh_score(ti
     x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(11))
     y = model(x).argmax(1)
     noise = TransformDefence(model, "noise", 0.1)
-    budget = AdaptiveBudget(steps=5, eot_iter=3, draws=4)
+    budget = AdaptiveBudget(steps=5, eot_iter=3, draws=4, eot_gradients=("local", "identity"))
     out = attack_defence(noise, x, y, 0.1, budget, sample_ids=torch.arange(6), seed=0)
     assert set(out.correct) == {"identity", "local", "worst"}
     assert (out.x_adv - x).abs().max() <= 0.1 + 1e-6
@@ -182,3 +183,18 @@ def test_randomized_defence_gets_both_losses_on_every_image_and_a_fresh_score(ti
     assert float(out.correct["worst"].mean()) < 1.0
     assert not AdaptiveBudget(eot_iter=4).full_eot and AdaptiveBudget().full_eot
     assert not AdaptiveBudget(eot_early_stop=True).full_eot
+
+
+def test_a_randomized_defence_is_attacked_through_its_eot_gradients_and_a_deterministic_one_through_both(tiny_cnn):
+    model = tiny_cnn(size=12)
+    x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+    y = model(x).argmax(1)
+    noise, blur = TransformDefence(model, "noise", 0.1), TransformDefence(model, "blur", 1.0)
+    assert gradients_of(noise) == ("local",) and gradients_of(blur) == GRADIENTS
+    assert gradients_of(Undefended(model)) == ("identity",)
+    assert gradients_of(noise, AdaptiveBudget(eot_gradients=["identity"])) == ("identity",)
+    out = attack_defence(noise, x, y, 0.1, AdaptiveBudget(steps=3, eot_iter=2, draws=2), sample_ids=torch.arange(4),
+                         seed=0)
+    assert set(out.correct) == {"local", "worst"}
+    with pytest.raises(ConfigError, match="gradient 'bpda' unknown"):
+        AdaptiveBudget(eot_gradients=("bpda",))

@@ -485,3 +485,27 @@ def test_paired_accuracy_at_the_floor_is_not_equivalent():
 
     result = paired_accuracy(np.zeros(50), np.zeros(50))
     assert result.delta.low < -0.07 and result.delta.high > 0.07
+
+
+def test_comparisons_under_the_same_groups_share_one_draw_of_permutations_and_give_the_same_numbers():
+    from advspatial.regions import inference
+
+    g = torch.Generator().manual_seed(5)
+    n = 24
+    importance, attack = torch.rand(n, 6, 6, generator=g), torch.rand(n, 6, 6, generator=g)
+    roi, roa = importance > 0.7, attack > 0.7
+    labels = torch.arange(n) % 3
+    inference._permutations.clear()
+    first = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
+    assert len(inference._permutations) == 1
+    chunks = next(iter(inference._permutations.values()))
+    assert sum(c.shape[0] for c in chunks) == 300 and not chunks[0].flags.writeable
+    again = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
+    inference._permutations.clear()
+    fresh = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
+    for s in first:
+        assert first[s]["same-class"].p == again[s]["same-class"].p == fresh[s]["same-class"].p
+        assert first[s]["same-class"].null_std == fresh[s]["same-class"].null_std
+    compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=9, nulls=("same-class",))
+    compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=200, seed=9, nulls=("same-class",))
+    assert len(inference._permutations) == inference._PERMUTATION_SETS  # bounded

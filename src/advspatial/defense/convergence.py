@@ -33,7 +33,7 @@ import torch
 
 from ..errors import ConfigError
 from .adaptive import (
-    GRADIENTS, AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share,
+    AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share,
     gradient_components, keep_worse, pick_lowest,
 )
 
@@ -69,7 +69,7 @@ def eps_key(eps: float) -> str:
 def convergence_curves(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
                        grid: CurveGrid, *, sample_ids: torch.Tensor, seed: int,
                        reported: AdaptiveOutcome | None = None, mask: torch.Tensor | None = None,
-                       gradients: Sequence[str] = GRADIENTS, left_side: bool = True,
+                       gradients: Sequence[str] | None = None, left_side: bool = True,
                        progress: Callable[[str], None] | None = None) -> dict[str, torch.Tensor]:
     """Per-image correctness at each curve point (keys ``steps=K``, ``restarts=R``, ``eps=E``; a randomized
     defence ``eot=K``), the budget's own point being ``reported`` (run here when not given).

@@ -65,6 +65,10 @@ from .verdicts import (
 
 #: permutations drawn and evaluated at once (memory: chunk x N gathered values)
 _CHUNK = 1000
+#: sets of permutations kept for reuse (:func:`_permutation_chunks`), and the largest one kept (int64 entries)
+_PERMUTATION_SETS = 2
+_PERMUTATION_ENTRIES = 32_000_000
+_permutations: dict[tuple[bytes, int, int], tuple[np.ndarray, ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -199,10 +203,8 @@ def _permutation_means(
     the observed excess at σ = identity, mean exactly 0 over σ. For a group of two
     this is a sign flip of the excess. The same permutations serve every statistic.
     """
-    gen = torch.Generator().manual_seed(int(seed))
     out: list[list[np.ndarray]] = [[] for _ in prepared]
-    for start in range(0, int(n_permutations), _CHUNK):
-        perms = permutations_within(groups, min(_CHUNK, int(n_permutations) - start), gen).numpy()
+    for perms in _permutation_chunks(groups, int(n_permutations), int(seed)):
         for k, prep in enumerate(prepared):
             c = prep.columns.size
             if c == 0:
@@ -212,6 +214,28 @@ def _permutation_means(
             excess = ((prep.partners + 1) * values - prep.observed) / prep.partners - prep.null
             out[k].append(_row_nanmean(excess) if prep.has_nan else excess.mean(1))
     return [np.concatenate(v) if v else np.zeros(0) for v in out]
+
+
+def _permutation_chunks(groups: torch.Tensor, n_permutations: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The within-group permutations of :func:`_permutation_means`, ``_CHUNK`` rows at a time, drawn from ``seed``.
+
+    A run compares many RoIs (every attack, map kind and model-free reference) under the same groups and seed,
+    so they share one draw: the last :data:`_PERMUTATION_SETS` sets are kept (when no larger than
+    :data:`_PERMUTATION_ENTRIES` entries), which gives the same numbers as drawing them again.
+    """
+    key = (groups.numpy().tobytes(), n_permutations, seed)
+    if key in _permutations:
+        return _permutations[key]
+    gen = torch.Generator().manual_seed(seed)
+    chunks = tuple(permutations_within(groups, min(_CHUNK, n_permutations - start), gen).numpy()
+                   for start in range(0, n_permutations, _CHUNK))
+    for chunk in chunks:
+        chunk.flags.writeable = False  # shared between callers
+    if n_permutations * groups.numel() <= _PERMUTATION_ENTRIES:
+        while len(_permutations) >= _PERMUTATION_SETS:
+            _permutations.pop(next(iter(_permutations)))
+        _permutations[key] = chunks
+    return chunks
 
 
 def _row_nanmean(values: np.ndarray) -> np.ndarray:

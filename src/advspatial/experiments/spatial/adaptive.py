@@ -1,6 +1,7 @@
 """The adaptive evaluation of the neutralization defence (METHODS.md §2), on the first ``adaptive_n`` images:
 
-- the main defence through the identity and the local gradient, its randomized control (EOT at full strength),
+- the main defence through the identity and the local gradient, its randomized control (EOT at full strength,
+  through ``eot_gradients``),
   the RoI-restricted attack on it (no curve: the harm claim needs only the undefended one's) and the transfer of
   its examples (:func:`adaptive_batch`);
 - the same attack on the undefended model, whole image and RoI-restricted (:func:`undefended_batch`);
@@ -41,7 +42,7 @@ def budget_of(ctx: Context) -> AdaptiveBudget:
     cfg = ctx.config
     return AdaptiveBudget(steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts, queries=cfg.adaptive_queries,
                           eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop,
-                          eot_restarts=cfg.eot_restarts)
+                          eot_restarts=cfg.eot_restarts, eot_gradients=tuple(cfg.eot_gradients))
 
 
 def curve_grid(ctx: Context) -> CurveGrid:
@@ -63,7 +64,8 @@ def attacked(ctx: Context, defence: Any, name: str, x: torch.Tensor, y: torch.Te
     :data:`.defence_verdicts.HARM_RULE`)."""
     cfg = ctx.config
     budget = budget_of(ctx)
-    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask, "gradients": gradients_of(defence)}
+    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask,
+                              "gradients": gradients_of(defence, budget)}
     outcome = attack_defence(defence, x, y, cfg.eps_linf, budget, components=components, **common)
     out = {f"{name}:{k}": v for k, v in outcome.correct.items()}
     if curve:
@@ -194,6 +196,6 @@ def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[s
             parts[item[0]][col].append(values)
 
     ctx.each_batch(lambda _, item: item[1](item[2], item[3]),
-                   desc="adaptive attacks (ensemble, 2 gradients, EOT) with their convergence curves",
+                   desc="adaptive attacks (ensemble; EOT on the randomized ones) with their convergence curves",
                    slices=work, then=collect)
     return {key: {k: torch.cat(v) for k, v in columns.items()} for key, columns in parts.items()}

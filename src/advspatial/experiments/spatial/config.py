@@ -147,6 +147,9 @@ class SpatialConfig(MeasurementConfig):
     eot_early_stop: bool = setting(False, "EOT attacks stop an image once every draw of a step is fooled (cheaper, "
                                           "weaker: the numbers become upper bounds, kept out of the verdicts)")
     eot_restarts: int = setting(1, "APGD restarts of each loss on a randomized defence", low=1)
+    eot_gradients: list[str] = setting(["local"], "gradients a randomized defence is attacked through: local (the "
+                                                  "exact gradient of the draw, EOT's) and/or identity (BPDA; "
+                                                  "--eval full: both)")
     sweep_adaptive: bool = setting(False, "attack the class-prior variant and every (fraction, fill) of the sweep "
                                           "adaptively too (--eval full: on); otherwise they are 'not evaluated "
                                           "adaptively'")
@@ -169,6 +172,7 @@ class SpatialConfig(MeasurementConfig):
     FULL_EVAL: ClassVar[dict[str, Any]] = {
         "adaptive_n": None, "sweep_adaptive": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
         "fills": ["zero", "mean", "blur", "inpaint"], "blur_sigmas": [0.5, 1.0, 2.0], "noise_sds": [0.1, 0.2, 0.4],
+        "eot_gradients": ["local", "identity"],
         "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
 
@@ -206,7 +210,8 @@ class SpatialConfig(MeasurementConfig):
                 setattr(self, name, self.n if value is None else value)
         if self.control_match not in CONTROL_MATCHES:
             raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
-        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts, eot_iter=self.eot_iter)
+        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts, eot_iter=self.eot_iter,
+                                eot_gradients=tuple(self.eot_gradients))
         CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps),
                   tuple(self.convergence_eot)).check(budget)
         grids = {"blur": self.blur_sigmas, "noise": self.noise_sds, "jpeg": self.jpeg_qualities}

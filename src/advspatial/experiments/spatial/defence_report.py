@@ -69,8 +69,10 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     main = ad["settings"]["main"]
     conv = main["convergence"]
     budget = ad["budget"]
+    through = " and ".join(budget.get("eot_gradients", ("local",)))
     eot = (f"EOT {budget['eot_iter']} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
-           f"{budget['eot_restarts']} restart each)" if budget.get("full_eot") else
+           f"{budget['eot_restarts']} restart each, through the {through} gradient"
+           f"{'s' if ' and ' in through else ''})" if budget.get("full_eot") else
            f"EOT {budget['eot_iter']}{' with early stop' if budget['eot_early_stop'] else ''}: a weak attack, so its "
            f"numbers are labelled '{WEAK_EOT}', kept out of the plot and of every verdict")
     paragraphs = [
