@@ -8,7 +8,8 @@ from torch import nn
 
 from advspatial.defense.evaluate import evaluate_defence
 from advspatial.regions.fills import fill
-from advspatial.defense.neutralize import NeutralizedModel, random_region_like
+from advspatial.defense.neutralize import NeutralizedModel
+from advspatial.regions import random_region_like
 from helpers import grad_map, intensity_map
 
 from advspatial.errors import ShapeError

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from advspatial.regions.fills import fill
 from advspatial.defense.neutralize import (
-    ClassPriorVulnerability, NeutralizedModel, class_mean_maps, map_of, neutralization_region,
-    random_region_like, select_regions, top_fraction,
+    ClassPriorVulnerability, NeutralizedModel, class_mean_maps, map_of, neutralization_region, select_regions,
+    top_fraction,
 )
+from advspatial.regions import random_region_like
 from helpers import grad_map
 
 from advspatial.errors import ConfigError, ShapeError

@@ -8,7 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.regions import change_strata, foreground_strata, random_region_like
+from advspatial.regions import change_strata, foreground_strata, random_region_like, random_regions_like
+from advspatial.regions.controls import RANDOM_REGION_STREAM
+from advspatial.runtime import per_sample_noise, stream_seed
 
 
 def _case(seed: int, n: int = 3, size: int = 9):
@@ -70,3 +72,34 @@ def test_foreground_and_change_strata():
     bins = change_strata(x, filled, levels=4)
     assert bins.shape == (2, 4, 4) and int(bins.max()) == 3 and bool((bins[:, 0, 0] == 3).all())
     assert torch.equal(torch.bincount(bins[0].flatten(), minlength=4), torch.full((4,), 4))  # equal-size bins
+
+
+def _one_sort_per_stratum(region, seed, within, strata, draw, ids):
+    """The definition, spelt out: per stratum, the eligible pixels with the highest keys (stable on ties)."""
+    n = region.shape[0]
+    keys = per_sample_noise((n, region[0].numel()), stream_seed(seed, RANDOM_REGION_STREAM, draw), ids)
+    chosen = torch.zeros_like(keys, dtype=torch.bool)
+    for s in strata.unique().tolist():
+        pool = within.flatten(1) & (strata.flatten(1) == s)
+        count = (region.flatten(1) & (strata.flatten(1) == s)).sum(1, keepdim=True)
+        order = torch.where(pool, keys, torch.full_like(keys, -2.0)).argsort(dim=1, descending=True, stable=True)
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(keys.shape[1]).expand_as(order))
+        chosen |= (ranks < count) & pool
+    return chosen.view_as(region)
+
+
+@given(seed=st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_draws_computed_together_equal_the_definition_one_draw_at_a_time(seed):
+    roi, region, strata = _case(seed, n=4)
+    ids = torch.tensor([7, 3, 11, 0])
+    draws = [0, 5, (1 << 20) + seed]
+    together = random_regions_like(region, seed, within=~roi, strata=strata * 3 - 1, draws=draws, sample_ids=ids)
+    assert together.shape == (3, *region.shape)
+    for d, draw in enumerate(draws):
+        expected = _one_sort_per_stratum(region, seed, ~roi, strata * 3 - 1, draw, ids)
+        assert torch.equal(together[d], expected)
+        assert torch.equal(random_region_like(region, seed, within=~roi, strata=strata * 3 - 1, draw=draw,
+                                              sample_ids=ids), expected)
+    with pytest.raises(ConfigError, match="number of draws"):
+        random_regions_like(region, seed, draws=())

@@ -18,8 +18,9 @@ from .evaluate import DefenceEvaluation, evaluate_defence
 from ..regions.fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
 from .neutralize import (
     MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of,
-    neutralization_region, random_region_like, select_regions, top_fraction,
+    neutralization_region, select_regions, top_fraction,
 )
+from ..regions.controls import random_region_like
 from .transforms import BACKWARDS, TRANSFORMS, TransformDefence, jpeg_quantize, through
 
 __all__ = [

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..attacks.base import frozen_eval
 from ..errors import ShapeError, check_range
-from ..regions import random_region_like, sample_ids_or_range
+from ..regions import random_regions_like, sample_ids_or_range
 from ..runtime import batch_slices, model_device
 from ..regions.fills import check_region, put_back
 from .neutralize import NeutralizedModel
@@ -152,8 +152,8 @@ def evaluate_defence(
                 region = selection.neutralized
                 add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
                 add(f"pred_control_{tag}", torch.stack([
-                    _predict(defended.model, defended.fill_fn(images, defended.control_region(images, selection, d, ids)))
-                    for d in range(draws)], dim=1))
+                    _predict(defended.model, defended.fill_fn(images, control))
+                    for control in defended.control_regions(images, selection, range(draws), ids)], dim=1))
                 add(f"n_region_{tag}", region.flatten(1).sum(1))
                 if tag == "adv":
                     add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
@@ -163,9 +163,9 @@ def evaluate_defence(
                 strata = defended.strata(ab, region)
                 add("pred_oracle_adv", _predict(defended.model, defended.fill_fn(ab, region)))
                 add("pred_oracle_control_adv", torch.stack([
-                    _predict(defended.model, defended.fill_fn(ab, random_region_like(
-                        region, defended.seed, within=within, strata=strata, draw=d, sample_ids=ids)))
-                    for d in range(draws)], dim=1))
+                    _predict(defended.model, defended.fill_fn(ab, control)) for control in random_regions_like(
+                        region, defended.seed, within=within, strata=strata, draws=range(draws), sample_ids=ids)],
+                    dim=1))
                 add("pred_oracle_clean_restore", put_back_pred(defended, ab, region, xb))
                 add("n_region_oracle", region.flatten(1).sum(1))
     if n == 0:

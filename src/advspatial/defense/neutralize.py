@@ -14,7 +14,7 @@ map, :class:`ClassPriorVulnerability`, ...); this module does not import
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..regions import (
-    change_strata, foreground_strata, random_region_like, sample_ids_or_range, stream_seed, top_fraction_mask,
+    change_strata, foreground_strata, random_regions_like, sample_ids_or_range, stream_seed, top_fraction_mask,
 )
 from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.fills import FillFn, check_region, make_fill
@@ -312,8 +312,13 @@ class NeutralizedModel(nn.Module):
         The defence never touches the RoI, so neither does its control; image
         i's draw depends only on ``(seed, draw, sample_ids[i])``.
         """
-        return random_region_like(selection.neutralized, self.seed, within=~selection.roi,
-                                  strata=self.strata(x, selection.neutralized), draw=draw, sample_ids=sample_ids)
+        return self.control_regions(x, selection, (draw,), sample_ids)[0]
+
+    def control_regions(self, x: torch.Tensor, selection: RegionSelection, draws: Sequence[int],
+                        sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(D,N,H,W): :meth:`control_region` for each draw number in ``draws``, drawn together."""
+        return random_regions_like(selection.neutralized, self.seed, within=~selection.roi,
+                                   strata=self.strata(x, selection.neutralized), draws=draws, sample_ids=sample_ids)
 
     def strata(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor | None:
         """The per-pixel strata the control is matched on (None for ``control_match="none"``)."""
@@ -369,7 +374,8 @@ class NeutralizedModel(nn.Module):
         else:
             selection = self.select(x)
             self.last_selection = selection
-            regions = [self.control_region(x, selection, ATTACK_DRAWS + self.calls + d) for d in range(int(draws))]
+            first = ATTACK_DRAWS + self.calls
+            regions = list(self.control_regions(x, selection, range(first, first + int(draws))))
             self.calls += int(draws)
         stacked_x = x.repeat(int(draws), 1, 1, 1)
         stacked = torch.cat(regions).detach()
@@ -386,8 +392,8 @@ class NeutralizedModel(nn.Module):
         if not self.randomized:
             return self(x).argmax(1)[:, None]
         selection = self.select(x, sample_ids=sample_ids)
-        return torch.stack([self.model(self.fill_fn(x, self.control_region(x, selection, d, sample_ids))).argmax(1)
-                            for d in range(int(draws))], dim=1)
+        regions = self.control_regions(x, selection, range(int(draws)), sample_ids)
+        return torch.stack([self.model(self.fill_fn(x, region)).argmax(1) for region in regions], dim=1)
 
     def forward_with_region(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """``model(fill(x, region))`` for an explicit (N,H,W) bool region (held constant)."""

@@ -25,7 +25,7 @@ statistics), :mod:`.controls` (random and shifted control regions),
 from .binarization import BINARIZE_METHODS, Binarized, binarize, top_fraction_mask, otsu_threshold, dilate
 from .controls import (
     RANDOM_REGION_STREAM, SHIFTED_REGION_STREAM, stream_seed, sample_ids_or_range, inverse_permutation,
-    random_region_like, foreground_strata, change_strata, shifted_region_like,
+    random_region_like, random_regions_like, foreground_strata, change_strata, shifted_region_like,
 )
 from .overlap import (
     STATISTICS, PART_NAMES, Partition, segregate, iou, dice, energy_in_roi, pointing_game, pearson, average_ranks,
@@ -37,6 +37,6 @@ __all__ = [
     "BINARIZE_METHODS", "Binarized", "MapAccumulator", "PART_NAMES", "Partition", "RANDOM_REGION_STREAM",
     "SHIFTED_REGION_STREAM", "STATISTICS", "average_ranks", "binarize", "change_strata", "class_mean_maps",
     "dice", "dilate", "energy_in_roi", "foreground_strata", "inverse_permutation", "iou", "otsu_threshold",
-    "overlap_statistics", "pairwise_statistics", "pearson", "pointing_game", "random_region_like",
+    "overlap_statistics", "pairwise_statistics", "pearson", "pointing_game", "random_region_like", "random_regions_like",
     "sample_ids_or_range", "segregate", "shifted_region_like", "spearman", "stream_seed", "top_fraction_mask",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed  # the last two re-exported: owned by runtime
@@ -39,6 +42,20 @@ def random_region_like(
     the control has the region's composition). Image i's draw number ``draw``
     depends only on ``(seed, draw, sample_ids[i])``: never on the batch.
     """
+    return random_regions_like(region, seed, within=within, strata=strata, draws=(draw,), sample_ids=sample_ids)[0]
+
+
+def random_regions_like(
+    region: torch.Tensor,
+    seed: int = 0,
+    *,
+    within: torch.Tensor | None = None,
+    strata: torch.Tensor | None = None,
+    draws: Sequence[int] = (0,),
+    sample_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(D,N,H,W) bool: :func:`random_region_like` for each draw number in ``draws``, computed together (an EOT
+    attacker's draws of one step); row d equals ``random_region_like(..., draw=draws[d])``."""
     if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
         raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
     n, h, w = region.shape
@@ -49,21 +66,31 @@ def random_region_like(
         else torch.as_tensor(strata, device=region.device).long()
     if labels.shape != region.shape:
         raise ShapeError(f"strata must be an (N,H,W) int tensor of shape {tuple(region.shape)}")
-    keys = per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw),
-                            sample_ids_or_range(n, sample_ids), device=region.device)
-    chosen = torch.zeros((n, h * w), dtype=torch.bool, device=region.device)
-    flat_region, flat_labels, flat_eligible = region.flatten(1), labels.flatten(1), eligible.flatten(1)
-    for stratum in torch.unique(flat_labels).tolist():
-        pool = flat_eligible & (flat_labels == stratum)
-        counts = (flat_region & (flat_labels == stratum)).sum(dim=1, keepdim=True)
-        short = (counts.squeeze(1) > pool.sum(dim=1)).nonzero().flatten().tolist()
-        if short:
-            raise ConfigError(f"within has fewer pixels than region (stratum {stratum}) in image(s) {short[:10]}; "
-                              "valid: within holds at least as many pixels as region in every image and stratum")
-        ranked = torch.where(pool, keys, torch.full_like(keys, -2.0))
-        ranks = inverse_permutation(ranked.argsort(dim=1, descending=True, stable=True))
-        chosen |= (ranks < counts) & pool
-    return chosen.view(n, h, w)
+    ids = sample_ids_or_range(n, sample_ids)
+    d = len(draws)
+    check_range("number of draws", d, 1)
+    keys = torch.cat([per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw), ids,
+                                       device=region.device) for draw in draws]).view(d, n, h * w)
+    flat_region, flat_eligible = region.flatten(1), eligible.flatten(1)
+    values, stratum = torch.unique(labels.flatten(1), return_inverse=True)  # stratum: 0..S-1 per pixel
+    one_hot = nn.functional.one_hot(stratum, len(values)).bool()  # (N, HW, S)
+    wanted = (one_hot & flat_region[..., None]).sum(1)  # (N, S) pixels of the region per stratum
+    available = (one_hot & flat_eligible[..., None]).sum(1)
+    short = (wanted > available).nonzero()
+    if short.numel():
+        image, s = short[0].tolist()
+        raise ConfigError(f"within has fewer pixels than region (stratum {int(values[s])}) in image(s) "
+                          f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "
+                          "as region in every image and stratum")
+    # One sort for every stratum: strata in blocks (the highest first), keys descending within a block, so a
+    # pixel's rank within its stratum is its rank minus the eligible pixels of the strata above it.
+    blocks = torch.where(flat_eligible, stratum.double() * 4 + (keys.double() + 1), torch.full_like(keys, -1.0,
+                                                                                                   dtype=torch.double))
+    ranks = inverse_permutation(blocks.view(d * n, h * w).argsort(dim=1, descending=True, stable=True))
+    above = available.flip(1).cumsum(1).flip(1) - available  # (N, S) eligible pixels in higher strata
+    rank_within = ranks.view(d, n, h * w) - above.gather(1, stratum)
+    chosen = flat_eligible & (rank_within < wanted.gather(1, stratum))
+    return chosen.view(d, n, h, w)
 
 
 def foreground_strata(images: torch.Tensor, level: float = 0.05) -> torch.Tensor:
