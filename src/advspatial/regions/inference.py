@@ -65,9 +65,10 @@ from .verdicts import (
 
 #: permutations drawn and evaluated at once (memory: chunk x N gathered values)
 _CHUNK = 1000
-#: sets of permutations kept for reuse (:func:`_permutation_chunks`), and the largest one kept (int64 entries)
-_PERMUTATION_SETS = 2
-_PERMUTATION_ENTRIES = 32_000_000
+#: sets of permutations kept for reuse (:func:`_permutation_chunks`): one per pair-based null of a comparison
+#: (any-class, same-class, object-conditioned); the largest set kept (int64 entries: 128 MB)
+_PERMUTATION_SETS = 3
+_PERMUTATION_ENTRIES = 16_000_000
 _permutations: dict[tuple[bytes, int, int], tuple[np.ndarray, ...]] = {}
 
 
