@@ -234,3 +234,15 @@ def test_a_planted_directory_symlink_in_a_run_directory_is_refused(tmp_path, pla
     with pytest.raises(ConfigError, match="symbolic link"):
         RunDir(tmp_path / "run").save_stage("attack/batch-00000", {"x": torch.ones(1)})
     assert list(victim.iterdir()) == []
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_harmless_elsewhere():
+    import platform
+
+    from advspatial.runtime import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied
+    assert keep_freed_memory() == applied  # idempotent

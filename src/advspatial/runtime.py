@@ -79,6 +79,34 @@ def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
     return datetime.timedelta(hours=hours)
 
 
+#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRIM_BYTES, _MMAP_BYTES = 1 << 30, 256 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator keep freed memory for reuse (tensors up to 256 MB from the heap, up to 1 GB kept).
+
+    By default glibc returns large freed blocks to the system and the next tensor of that size comes back as
+    fresh pages the kernel must zero: an attack step on a CPU allocates and frees the same activations over
+    and over, and on a 2-core machine that cost a third of the time (SmallCNN forward and backward on 1,000
+    images: 240 ms, of which 6 s of 14 s CPU in the kernel; 131 ms with the memory kept). Returns whether the
+    settings were applied (False off glibc, e.g. macOS). The process may hold up to 1 GB it no longer uses.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    except OSError:
+        return False
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_BYTES)) and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_BYTES))
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so that a run can be repeated."""
     random.seed(seed)

@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     process shares is printed by rank 0 alone.
     """
     from ..distributed import init_from_environment, shutdown
+    from ..runtime import keep_freed_memory
 
+    keep_freed_memory()
     try:
         try:
             init_from_environment()
