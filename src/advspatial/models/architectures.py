@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .pooling import MaxPool2x2
 from .registry import register_model
 
 
@@ -26,8 +27,8 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()
-        self.block1 = nn.Sequential(_conv_block(in_channels, 16), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(_conv_block(16, 32), nn.MaxPool2d(2))
+        self.block1 = nn.Sequential(_conv_block(in_channels, 16), MaxPool2x2())
+        self.block2 = nn.Sequential(_conv_block(16, 32), MaxPool2x2())
         self.block3 = _conv_block(32, 64)
         side = input_size // 4
         self.classifier = nn.Sequential(
@@ -47,8 +48,8 @@ class LeNet5(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), MaxPool2x2(),
         )
         side = input_size // 4
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Linear(200, num_classes))
@@ -66,7 +67,7 @@ class GAPNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_block(in_channels, 32), _conv_block(32, 32), nn.MaxPool2d(2),
+            _conv_block(in_channels, 32), _conv_block(32, 32), MaxPool2x2(),
             _conv_block(32, 64), _conv_block(64, 128),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)

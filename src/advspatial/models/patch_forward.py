@@ -51,6 +51,7 @@ from torch import fx, nn
 from ..errors import ModelError, ShapeError
 from .outputs import has_only_guards
 from .patch_cache import StructureCache
+from .pooling import WINDOW_POOLS, PoolLeafTracer
 from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _grid,  # noqa: F401
                             _is_flatten_from_dim1, _LinearFold)
 
@@ -153,7 +154,7 @@ def _window_stage(module: nn.Module, size_in: tuple[int, int]) -> Stage:
             return F.conv2d(footprint.permute(0, 3, 1, 2), m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
 
         return Stage(conv, module, axes, 0.0)  # type: ignore[arg-type]
-    if type(module) in (nn.MaxPool2d, nn.AvgPool2d):
+    if type(module) in WINDOW_POOLS:
         if module.ceil_mode:
             raise UnsupportedModel(f"{type(module).__name__} with ceil_mode=True")
         kernel, padding = _pair(module.kernel_size), _pair(module.padding)
@@ -309,7 +310,8 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     """Trace a shallow copy of ``model`` (tensors shared), so tracing cannot change the model."""
     memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     try:
-        return fx.symbolic_trace(copy.deepcopy(model, memo))
+        copied = copy.deepcopy(model, memo)
+        return fx.GraphModule(copied, PoolLeafTracer().trace(copied), type(model).__name__)
     except Exception as exc:  # fx raises many types for untraceable code
         raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
 
@@ -318,7 +320,7 @@ def _trace_graph(model: nn.Module) -> fx.Graph:
     """:func:`_trace`'s graph alone (no module compiled from it: the caller compiles one, on ``model``)."""
     memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
     try:
-        return fx.Tracer().trace(copy.deepcopy(model, memo))
+        return PoolLeafTracer().trace(copy.deepcopy(model, memo))
     except Exception as exc:  # fx raises many types for untraceable code
         raise UnsupportedModel(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
 

@@ -47,6 +47,7 @@ from .patch_forward import (
     _pair, _trace, _usable_in_eval, check_patch_inputs,
 )
 from .patch_layers import padding_layer, pool_layer, record_values, run_node
+from .pooling import WINDOW_POOLS
 
 BINARY = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                     torch.div})
@@ -219,7 +220,7 @@ class GraphPatchForward:
                     return None
                 return self._conv(module.weight, module.bias, module.stride, pads, module.dilation, module.groups,
                                   size)
-            if type(module) in (nn.MaxPool2d, nn.AvgPool2d):
+            if type(module) in WINDOW_POOLS:
                 return pool_layer(module, size)
             if type(module) in (nn.ZeroPad2d, nn.ConstantPad2d):
                 left, right, top, bottom = module.padding

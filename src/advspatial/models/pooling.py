@@ -1,0 +1,39 @@
+"""2x2 max pooling that a CPU evaluates faster without autograd, with ``nn.MaxPool2d(2)``'s numbers."""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)``: the same numbers and gradient; without autograd, the maximum of four strided slices.
+
+    PyTorch's CPU max pooling of NCHW maps computes argmax indices even when nothing needs them, which makes it
+    several times slower than four strided maxima (measured: SmallCNN's no-grad forward of 150 Fashion-MNIST
+    images, 12 ms -> 5 ms on 2 cores; occlusion maps and the defence's control draws are such forwards). Whenever a
+    gradient may flow (the input requires one), or a side is odd, it is exactly ``nn.MaxPool2d(2)``. NaN
+    propagates in both paths. The patch forward treats it as the window layer it is (:data:`WINDOW_POOLS`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.requires_grad) or torch.jit.is_tracing() or x.ndim != 4 \
+                or x.shape[-1] % 2 or x.shape[-2] % 2:
+            return super().forward(x)
+        rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+        return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+#: the pooling modules the patch forward (:mod:`.patch_forward`, :mod:`.patch_graph`) computes itself; exact types,
+#: since another subclass may compute something else
+WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d, MaxPool2x2)
+
+
+class PoolLeafTracer(fx.Tracer):
+    """``torch.fx``'s tracer, with :data:`WINDOW_POOLS` kept as modules (as torch's own layers are)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return type(m) in WINDOW_POOLS or super().is_leaf_module(m, module_qualified_name)
