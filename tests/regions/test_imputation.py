@@ -135,3 +135,20 @@ def test_gradcheck_on_a_tiny_batch():
     region = torch.tensor(np.stack([_region(kind, 4, 5, rng) for kind in REGION_KINDS]))
     x = torch.rand(len(REGION_KINDS), 2, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: linear_imputation(t, region), (x,), atol=1e-8)
+
+
+def test_chunks_of_a_large_batch_give_the_same_fill_and_gradient(monkeypatch):
+    from advspatial.regions import fills
+
+    gen = torch.Generator().manual_seed(8)
+    x = torch.rand(5, 2, 7, 9, generator=gen, dtype=torch.float64)
+    region = torch.rand(5, 7, 9, generator=gen) < 0.4
+    a = x.clone().requires_grad_()
+    whole = fills.linear_imputation(a, region)
+    whole.sum().backward()
+    monkeypatch.setattr(fills, "_IMPUTATION_CHUNK", 30)  # ~1-2 images per chunk
+    assert len(fills._image_chunks(region.numpy())) > 2
+    b = x.clone().requires_grad_()
+    chunked = fills.linear_imputation(b, region)
+    chunked.sum().backward()
+    assert torch.equal(whole, chunked) and torch.equal(a.grad, b.grad)
