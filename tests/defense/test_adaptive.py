@@ -198,3 +198,15 @@ def test_a_randomized_defence_is_attacked_through_its_eot_gradients_and_a_determ
     assert set(out.correct) == {"local", "worst"}
     with pytest.raises(ConfigError, match="gradient 'bpda' unknown"):
         AdaptiveBudget(eot_gradients=("bpda",))
+
+
+def test_attack_randomized_called_directly_takes_the_budgets_eot_gradients(tiny_cnn):
+    from advspatial.defense.adaptive import attack_randomized
+
+    model = tiny_cnn(size=12)
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(4))
+    y = model(x).argmax(1)
+    noise = TransformDefence(model, "noise", 0.1)
+    budget = AdaptiveBudget(steps=2, eot_iter=2, draws=2, eot_gradients=("identity",))
+    out = attack_randomized(noise, x, y, 0.1, budget, sample_ids=torch.arange(3), seed=0)
+    assert set(out.correct) == {"identity", "worst"}

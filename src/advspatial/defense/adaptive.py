@@ -194,7 +194,7 @@ def gradients_of(defence: Defence, budget: AdaptiveBudget | None = None) -> tupl
     if isinstance(defence, Undefended):
         return ("identity",)
     if defence.randomized:
-        return tuple((budget or AdaptiveBudget()).eot_gradients)
+        return EOT_GRADIENTS if budget is None else budget.eot_gradients
     return GRADIENTS
 
 
@@ -264,13 +264,14 @@ def keep_worse(correct: torch.Tensor, x_adv: torch.Tensor, rows: torch.Tensor, n
 
 def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
                       sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
-                      gradients: Sequence[str] = EOT_GRADIENTS, components: Sequence[str] | None = None,
+                      gradients: Sequence[str] | None = None, components: Sequence[str] | None = None,
                       **overrides: Any) -> AdaptiveOutcome:
     """EOT at full strength on a randomized defence: every gradient loss (APGD-CE, APGD-DLR) through every
-    gradient in ``gradients`` (:func:`gradients_of`: the local one by default), each on every image; per image the attacker keeps the candidate its own ``eot_iter`` draws
-    score lowest (a choice it can make without the scoring draws), then that example is scored on
-    ``budget.draws`` fresh draws. ``correct[g]`` is the same pick among gradient ``g``'s candidates."""
+    gradient in ``gradients`` (default ``budget.eot_gradients``), each on every image; per image the attacker
+    keeps the candidate its own ``eot_iter`` draws score lowest (a choice it can make without the scoring
+    draws), then that example is scored on ``budget.draws`` fresh draws. ``correct[g]`` is the same pick among gradient ``g``'s candidates."""
     draws = int(overrides.get("eot_iter") or budget.eot_iter)
+    gradients = budget.eot_gradients if gradients is None else tuple(gradients)
     candidates: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for g in gradients:
         attacked = defence.with_backward(g)
@@ -299,9 +300,8 @@ def attack_undefended(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: f
                       sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
                       **overrides: Any) -> AdaptiveOutcome:
     """The white-box reference: the same attack and budget on the undefended model (one gradient: its own)."""
-    plain = Undefended(model)
-    out = attack_defence(plain, x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
-                         gradients=gradients_of(plain), **overrides)
+    out = attack_defence(Undefended(model), x, y, eps, budget, sample_ids=sample_ids, seed=seed, mask=mask,
+                         **overrides)
     return AdaptiveOutcome({"white-box": out.correct["worst"]}, out.x_adv)
 
 

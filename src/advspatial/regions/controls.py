@@ -78,8 +78,7 @@ def random_regions_like(
     available = (one_hot & flat_eligible[..., None]).sum(1)
     short = (wanted > available).nonzero()
     if short.numel():
-        image, s = short[0].tolist()
-        raise ConfigError(f"within has fewer pixels than region (stratum {int(values[s])}) in image(s) "
+        raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in image(s) "
                           f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "
                           "as region in every image and stratum")
     # One sort for every stratum: strata in blocks (the highest first), keys descending within a block, so a

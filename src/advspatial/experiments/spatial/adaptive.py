@@ -24,7 +24,7 @@ import torch
 
 from ...attacks.base import frozen_eval
 from ...defense.adaptive import (
-    AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, gradients_of, roi_mask,
+    AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, roi_mask,
 )
 from ...defense.convergence import CurveGrid, convergence_curves
 from ...defense.transforms import TransformDefence
@@ -64,8 +64,7 @@ def attacked(ctx: Context, defence: Any, name: str, x: torch.Tensor, y: torch.Te
     :data:`.defence_verdicts.HARM_RULE`)."""
     cfg = ctx.config
     budget = budget_of(ctx)
-    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask,
-                              "gradients": gradients_of(defence, budget)}
+    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask}  # gradients: gradients_of's
     outcome = attack_defence(defence, x, y, cfg.eps_linf, budget, components=components, **common)
     out = {f"{name}:{k}": v for k, v in outcome.correct.items()}
     if curve:
