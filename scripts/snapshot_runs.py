@@ -70,7 +70,7 @@ def analyze_inputs(setting: str, folder: Path) -> list[str]:
     torch.save(picked.labels, files["labels"])
     args = ["--clean", str(files["clean"]), "--adv", str(files["adv"]), "--labels", str(files["labels"])]
     if setting != "default":
-        return args
+        return [*args, "--model", "cifar10-resnet20"]
     torch.save(resolve_model("fashion-mnist", progress=False).state_dict(), files["model"])
     return [*args, "--model", str(files["model"]), "--arch", "smallcnn"]
 
@@ -80,7 +80,7 @@ def command(experiment: str, setting: str, out: Path) -> list[str]:
     base = [sys.executable, "-m", "advspatial"]
     if experiment == "analyze":
         inputs = analyze_inputs(setting, out.parent / "analyze-inputs")
-        return [*base, "analyze", *setting_args(setting), *inputs, "--quick", "--no-progress", "--out", str(out)]
+        return [*base, "analyze", *inputs, "--quick", "--no-progress", "--out", str(out)]
     return [*base, "run", experiment, *setting_args(setting), "--quick", "--no-progress", "--out", str(out)]
 
 
