@@ -49,7 +49,8 @@ def main() -> None:
     from advspatial.data import load_dataset
     from advspatial.defense import NeutralizedModel, TransformDefence
     from advspatial.maps import attack_map, importance_map
-    from advspatial.training import TrainConfig, get_or_train
+    from advspatial.model_cache import get_or_train
+    from advspatial.training import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50)

@@ -101,7 +101,8 @@ class Counting(nn.Module):
 
 def default_model() -> nn.Module:
     """The project's default smallcnn on Fashion-MNIST (cached; trained on first use)."""
-    from advspatial.training import TrainConfig, get_or_train
+    from advspatial.model_cache import get_or_train
+    from advspatial.training import TrainConfig
 
     return get_or_train(TrainConfig(), progress=False).model.eval()
 

@@ -46,7 +46,8 @@ LIGHT_SETTINGS = ["--attacks", "fgsm,pgd", "--defence-attack", "fgsm", "--steps"
 
 def profile_default_run(out: Path) -> dict[str, float]:
     from advspatial.cli import main as cli_main
-    from advspatial.training import TrainConfig, get_or_train
+    from advspatial.model_cache import get_or_train
+    from advspatial.training import TrainConfig
 
     get_or_train(TrainConfig(), progress=False)  # cached model: training is not part of the measurement
     profiler = cProfile.Profile()
@@ -97,7 +98,8 @@ def plain_default_run(out: Path) -> dict[str, object]:
     profiler), its wall time, CPU seconds (user, system) and peak RSS, with the commit measured."""
     import resource
 
-    from advspatial.training import TrainConfig, get_or_train
+    from advspatial.model_cache import get_or_train
+    from advspatial.training import TrainConfig
 
     get_or_train(TrainConfig(), progress=False)  # cached model: training is not part of the measurement
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

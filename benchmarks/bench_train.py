@@ -23,7 +23,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main() -> None:
     with tempfile.TemporaryDirectory() as cache:
         os.environ["ADVSPATIAL_CACHE"] = cache
-        from advspatial.training import TrainConfig, get_or_train
+        from advspatial.model_cache import get_or_train
+        from advspatial.training import TrainConfig
 
         start = time.perf_counter()
         trained = get_or_train(TrainConfig(), "cpu", progress=False)

@@ -6,12 +6,11 @@ import importlib
 
 import pytest
 import torch
+from conftest import TinyCNN
+from helpers import self_labelled_tiny_cnn
 
 import advspatial
 from advspatial.errors import AdvspatialError
-
-from conftest import TinyCNN
-from helpers import self_labelled_tiny_cnn
 
 PACKAGES = ["advspatial", "advspatial.attacks", "advspatial.maps", "advspatial.regions", "advspatial.defense",
             "advspatial.data", "advspatial.models", "advspatial.experiments", "advspatial.analysis"]
@@ -27,7 +26,7 @@ def test_every_public_name_imports(package):
 
 def test_attacks_in_the_torchattacks_idiom():
     from advspatial.attacks import (
-        APGD, CW, FGSM, PGD, PGDL2, Attack, AutoAttack, DeepFool, KPixel, OnePixel, SSIMBall, Square, list_attacks,
+        APGD, CW, FGSM, PGD, PGDL2, Attack, AutoAttack, DeepFool, KPixel, OnePixel, Square, SSIMBall, list_attacks,
     )
 
     registered = {spec.cls for spec in list_attacks().values()}

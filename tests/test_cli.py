@@ -6,10 +6,8 @@ import subprocess
 import sys
 
 import pytest
-
-from helpers import run_cli
-
 from conftest import needs_fashion_mnist
+from helpers import run_cli
 
 
 def test_list_shows_every_registry(capsys) -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from conftest import needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
@@ -151,9 +150,8 @@ def single_runs(lenet_weights, tmp_path_factory):
 
 
 def registered_experiments() -> list[str]:
-    from advspatial.experiments.base import EXPERIMENTS
-
     import advspatial.experiments  # noqa: F401  (registers every experiment)
+    from advspatial.experiments.registry import EXPERIMENTS
 
     return sorted(EXPERIMENTS.names())
 

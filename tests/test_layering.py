@@ -1,8 +1,9 @@
 """The package's layers (docs/architecture.md): no module imports a layer to its right, and no import cycles.
 
 Checked from the source with :mod:`ast`, so a new upward import or a new cycle fails here before it can
-tangle the code. Only imports that run when a module is imported count for cycles (top level, not under
-``TYPE_CHECKING``); every import counts for the layers.
+tangle the code. Every import counts for the layers and for the cycles between modules, those inside a
+function and under ``TYPE_CHECKING`` included: a function-level import only hides a cycle, it does not
+remove it. No module is longer than :data:`MAX_LINES`: past that a module holds more than one concept.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "advspatial"
 
 #: left to right: a unit may import units of its own layer or of layers to its left
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"errors", "runtime", "progress", "distributed", "registry"}),
+    ("foundation", {"errors", "environment", "files", "runtime", "rundir", "progress", "distributed", "registry"}),
     ("data and models", {"data", "models"}),
     ("attacks", {"attacks"}),
     ("maps", {"maps"}),
@@ -67,6 +68,8 @@ def imports(path: Path, top_level_only: bool) -> set[str]:
 
 
 MODULES = sorted(SRC.rglob("*.py"))
+#: the longest a module may be
+MAX_LINES = 450
 KNOWN = {module_name(p) for p in MODULES}
 
 
@@ -107,3 +110,64 @@ def test_no_import_cycles_at_import_time():
     for name in sorted(graph):
         if state.get(name) is None:
             visit(name, [name])
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every module's imports of other advspatial modules, at any depth; an import of a module's own ancestor
+    package (``from . import x`` names the package too) is left out, as is a package importing its own
+    submodules: neither is a cycle between two concepts."""
+    graph = {}
+    for path in MODULES:
+        name = module_name(path)
+        graph[name] = {t for t in imports(path, top_level_only=False)
+                       if t in KNOWN and t != name and not name.startswith(t + ".") and not t.startswith(name + ".")}
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    return found
+
+
+def test_strongly_connected_finds_a_cycle_through_a_function_level_import():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected(graph) == [["a", "b", "c"]]
+    assert strongly_connected({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_even_through_function_level_imports():
+    cycles = strongly_connected(module_graph())
+    assert not cycles, "modules that import each other: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: module_name(p))
+def test_no_module_is_longer_than_the_limit(path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{module_name(path)} has {lines} lines (limit {MAX_LINES}): split it by concept"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -24,8 +25,6 @@ from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, DataError, ShapeError
 from advspatial.masks import BACKGROUND_TAU, attack_mask, load_mask_file, threshold_background
 from advspatial.training import TrainConfig, localized_loss, pgd_loss
-
-from conftest import needs_fashion_mnist
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -9,7 +9,7 @@ from advspatial.attacks import make_attack
 from advspatial.data import ImageDataset
 from advspatial.errors import DataError
 from advspatial.pipeline import attack_dataset
-from advspatial.runtime import RunDir
+from advspatial.rundir import RunDir
 
 
 def test_a_stage_with_foreign_content_is_one_clear_error(tmp_path, tiny_cnn) -> None:

@@ -1,4 +1,5 @@
-"""Tests for advspatial.runtime: seeds, devices, batching, run directories."""
+"""Tests for advspatial.runtime, .environment, .files and .rundir: seeds, devices, batching, the environment, safe
+files, run directories."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from advspatial.environment import cache_dir
 from advspatial.errors import ConfigError
-from advspatial.runtime import RunDir, batch_slices, cache_dir, make_generator, pick_device, seed_everything
+from advspatial.rundir import RunDir
+from advspatial.runtime import batch_slices, make_generator, pick_device, seed_everything
 
 
 @settings(max_examples=50, deadline=None)
@@ -78,7 +81,7 @@ def test_scaled_batch_keeps_the_pixels_per_pass() -> None:
 
 def test_atomic_writes_never_follow_a_planted_temp_name(tmp_path) -> None:
     """A symlink planted at the old fixed temp name (config.yaml.tmp) must not redirect the write (issue 19, 13)."""
-    from advspatial.runtime import atomic_torch_save, atomic_write_text
+    from advspatial.files import atomic_torch_save, atomic_write_text
 
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
@@ -94,7 +97,7 @@ def test_atomic_writes_never_follow_a_planted_temp_name(tmp_path) -> None:
 def test_a_failed_write_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch) -> None:
     """A full disk during torch.save is an OSError naming the file (no traceback from torch's zip writer), and
     the partial temp file is removed (issue 19, 10)."""
-    from advspatial.runtime import atomic_torch_save
+    from advspatial.files import atomic_torch_save
 
     def full(value, f):  # type: ignore[no-untyped-def]
         open(f, "wb").write(b"half")
@@ -127,7 +130,7 @@ def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> No
     import sys
     import time
 
-    from advspatial.runtime import DirLock
+    from advspatial.files import DirLock
 
     lock = tmp_path / ".lock"
     holder = subprocess.Popen([sys.executable, "-c", (
@@ -151,7 +154,7 @@ def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> No
 
 def test_check_writable_dir_refuses_files_and_unwritable_places(tmp_path) -> None:
     """--out that is a file, or under a file, is one ConfigError before any work (issue 19, 10)."""
-    from advspatial.runtime import check_writable_dir
+    from advspatial.files import check_writable_dir
 
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -184,10 +187,9 @@ def test_looking_data_up_never_creates_cache_folders(tmp_path, monkeypatch) -> N
 def test_per_sample_seeding_has_one_owner():
     """runtime.sample_seed is the key of every per-sample draw: the attacks', the controls', the maps'."""
     from advspatial.attacks.base import per_sample_noise as from_attacks
-    from advspatial.regions.controls import sample_ids_or_range as ids_from_regions, stream_seed as stream_from_regions
-    from advspatial.runtime import (
-        per_sample_noise, sample_generator, sample_ids_or_range, sample_seed, stream_seed,
-    )
+    from advspatial.regions.controls import sample_ids_or_range as ids_from_regions
+    from advspatial.regions.controls import stream_seed as stream_from_regions
+    from advspatial.runtime import per_sample_noise, sample_generator, sample_ids_or_range, sample_seed, stream_seed
 
     assert sample_seed(3, 17) == 3 * 1_000_003 + 17 and sample_seed(2**62, 5) < 2**63 - 1
     assert from_attacks is per_sample_noise and ids_from_regions is sample_ids_or_range

@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
 
 from advspatial.errors import ConfigError
 from advspatial.model_cache import checkpoint_paths, get_or_train, load_cached, resolve_model
 from advspatial.training import TrainConfig
-
-from conftest import needs_fashion_mnist
 
 
 @pytest.fixture
@@ -104,7 +103,7 @@ def start_model() -> GapNet:
 
 def finetune_settings(mode: str, model: torch.nn.Module, **kw):
     from advspatial.finetuning import FinetuneConfig
-    from advspatial.training import state_checksum
+    from advspatial.models.loading import state_checksum
 
     values = {"dataset": "colour", "start": "gapnet", "start_sha256": state_checksum(model), "mode": mode,
               "epochs": 1, "batch_size": 8, "lr": 0.05, "eps": 0.1, "attack_steps": 2, "seed": 4, **kw}
@@ -140,7 +139,7 @@ def test_fit_visits_every_image_once_per_epoch_in_a_seeded_order() -> None:
 
 def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
     from advspatial.finetuning import finetune_model
-    from advspatial.training import state_checksum
+    from advspatial.models.loading import state_checksum
 
     data = colour_data(24)
     start = start_model()
@@ -179,7 +178,7 @@ def test_frozen_batch_norm_keeps_the_start_statistics() -> None:
 
 
 def test_finetune_key_covers_the_start_the_data_and_the_recipe() -> None:
-    from advspatial.training import state_checksum
+    from advspatial.models.loading import state_checksum
 
     start = start_model()
     base = finetune_settings("natural", start)

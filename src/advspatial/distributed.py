@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from .environment import env_hours, env_int
 from .errors import ConfigError
 from .progress import progress_bar
-from .runtime import env_hours, env_int
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -194,7 +194,7 @@ def agree(error: BaseException | None = None) -> None:
         return
     import torch.distributed as dist
 
-    from .runtime import first_line
+    from .errors import first_line
 
     mine = None if error is None else (type(error).__name__, first_line(error, limit=500))
     everyone: list[tuple[str, str] | None] = [None] * _WORLD.size

@@ -93,3 +93,10 @@ def check_seed(name: str, value: int) -> None:
         raise ConfigError(f"{name}={value!r} is not an integer seed; valid: {SEED_RANGE[0]}..2**63-2")
     if not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
         raise ConfigError(f"{name}={value} is out of range; valid: {SEED_RANGE[0]}..2**63-2")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message, at most ``limit`` characters (one-line errors)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -64,7 +64,7 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> 
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from .runtime import first_line
+        from .errors import first_line
 
         raise DataError(f"cannot read masks from {path}: {first_line(exc)}") from exc
     if not isinstance(data, torch.Tensor):

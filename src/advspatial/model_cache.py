@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from .data import dataset_spec, load_dataset
+from .environment import cache_dir
 from .errors import ConfigError
-from .runtime import cache_dir, pick_device
+from .runtime import pick_device
 from .training import TrainConfig, TrainedModel, build_for, train_model
 
 
@@ -54,8 +55,8 @@ def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> Trai
     for the dataset, is a :class:`ModelError` naming the file: it is never retrained
     in silence.
     """
-    from .errors import ModelError
-    from .runtime import first_line, load_torch_file
+    from .errors import ModelError, first_line
+    from .files import load_torch_file
 
     weights, meta = checkpoint_paths(config)
     if not (weights.is_file() and meta.is_file()):
@@ -96,7 +97,7 @@ def get_or_train(
     A cached model is read without taking the lock (a read-only cache works); the
     lock is taken only to train, so parallel processes train a model once.
     """
-    from .runtime import atomic_torch_save, atomic_write_text
+    from .files import atomic_torch_save, atomic_write_text
 
     config.validate()
     device = pick_device("auto") if device is None else torch.device(device)

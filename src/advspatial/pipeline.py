@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from .progress import progress_bar
 
 from .attacks import Attack, AttackResult
 from .data import ImageDataset
 from .distributed import map_batches
-from .runtime import RunDir, batch_slices
+from .progress import progress_bar
+from .rundir import RunDir
+from .runtime import batch_slices
 
 MaskFn = Callable[[slice], "torch.Tensor | None"]
 

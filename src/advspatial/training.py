@@ -11,8 +11,6 @@ callable):
 * :func:`advspatial.finetuning.finetune_model` fine-tunes a copy of a pretrained
   model (:class:`~advspatial.finetuning.FinetuneConfig`); the caller caches the result.
 
-Both are still importable from here, as are the cache's functions.
-
 Training modes are loss functions registered in :data:`TRAINING_MODES`
 (``natural``, ``pgd``, ``localized``, and the two controls of localized training:
 ``mixed-pgd``, its clean/adversarial mixture with full-image examples, and
@@ -33,21 +31,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
-from .progress import progress_bar
 
 from .data import ImageDataset, dataset_spec, load_dataset
 from .errors import ConfigError, check_range, check_seed, unknown_name
 from .models import build_model
 from .models.hooks import frozen_eval
-from .models.loading import state_checksum  # noqa: F401  (part of this module's API)
+from .progress import progress_bar
 from .runtime import make_generator, model_device, seed_everything
-
-if TYPE_CHECKING:
-    from .finetuning import FinetuneConfig
 
 
 class LossSettings(Protocol):
@@ -263,7 +257,7 @@ class TrainedModel:
     """A trained (or fine-tuned) model, the config that made it, its metadata and where it is stored."""
 
     model: nn.Module
-    config: "TrainConfig | FinetuneConfig"
+    config: FitSettings  # a TrainConfig or a finetuning.FinetuneConfig
     metadata: dict[str, Any]
     path: Path | None
 
@@ -410,22 +404,3 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
         **environment(device),
     }
     return TrainedModel(model, config, metadata, None)
-
-
-#: names whose owners are :mod:`advspatial.finetuning` and :mod:`advspatial.model_cache` (both build on this
-#: module), still importable from here
-_MOVED = {
-    "advspatial.finetuning": ("FINETUNE_LR", "FinetuneConfig", "finetune_model"),
-    "advspatial.model_cache": ("announce_training", "checkpoint_paths", "get_or_train", "load_cached",
-                               "resolve_model"),
-}
-
-
-def __getattr__(name: str) -> Any:
-    """A moved name from its owner, imported on first use (the owners import this module)."""
-    import importlib
-
-    for module, names in _MOVED.items():
-        if name in names:
-            return getattr(importlib.import_module(module), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,7 +13,6 @@ from advspatial.analysis.locality import cluster_bootstrap_rate, locality_analys
 from advspatial.analysis.locality_placements import context_maps, matched_variants, ring_offsets
 from advspatial.regions.inference import wilson_interval
 
-
 # -- the context-matched sampler ---------------------------------------------------------------
 
 def _reference_strata(image: np.ndarray, pattern: np.ndarray, edge_bins: int, intensity_bins: int):

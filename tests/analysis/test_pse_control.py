@@ -6,13 +6,13 @@ import math
 
 import pytest
 import torch
-
-from advspatial.analysis.pse import (OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED,
-                                     promotion_suppression)
-from advspatial.analysis.pse_control import (SHARE_NAMES, control_shares, energy_shares, random_signs,
-                                             untyped_count_share)
-from advspatial.errors import AdvspatialError
 from helpers import suppression_case
+
+from advspatial.analysis.pse import OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED, promotion_suppression
+from advspatial.analysis.pse_control import (
+    SHARE_NAMES, control_shares, energy_shares, random_signs, untyped_count_share,
+)
+from advspatial.errors import AdvspatialError
 
 
 def test_energy_shares_known_answer_and_untyped_count() -> None:

@@ -7,9 +7,8 @@ from dataclasses import fields
 from typing import Any
 
 import pytest
-from torch import nn
-
 from helpers import GapNet
+from torch import nn
 
 from advspatial.attacks import Attack, Budget, attack_for_budget, list_attacks, make_attack
 from advspatial.attacks.budgets import DATASET_BUDGETS, DATASET_EPS, budget_arguments

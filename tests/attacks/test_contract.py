@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 from helpers import GapNet
+from torch import nn
 
 from advspatial.attacks import list_attacks, make_attack
 

@@ -11,7 +11,6 @@ from advspatial.attacks.cw import CarliniWagnerL2, from_tanh_space, to_tanh_spac
 from advspatial.errors import ConfigError
 
 
-
 def _linear(dim: int = 16, seed: int = 1) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(dim, 2)).eval()

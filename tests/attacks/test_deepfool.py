@@ -11,7 +11,6 @@ from advspatial.attacks.deepfool import DeepFool, candidate_classes
 from advspatial.errors import ConfigError
 
 
-
 def _affine(classes: int, dim: int = 16, seed: int = 1) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(dim, classes)).eval()

@@ -11,7 +11,6 @@ from advspatial.attacks.fgsm import FGSM, attack_loss
 from advspatial.errors import ConfigError
 
 
-
 def linear_model(dim: int = 16, classes: int = 2, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(dim, classes)).eval()

@@ -10,9 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advspatial.attacks.base import make_attack
-from advspatial.attacks.onepixel import (
-    KPixel, OnePixel, distinct_others, nearest_allowed, sample_generator,
-)
+from advspatial.attacks.onepixel import KPixel, OnePixel, distinct_others, nearest_allowed, sample_generator
 from advspatial.errors import ConfigError
 
 ROW, COL = 3, 5

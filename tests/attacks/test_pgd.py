@@ -13,7 +13,6 @@ from advspatial.attacks.pgd import PGD, PGDL2
 from advspatial.errors import ConfigError
 
 
-
 def _batch(channels: int = 1, size: int = 12, n: int = 8, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, channels, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)

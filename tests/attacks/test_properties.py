@@ -18,7 +18,6 @@ from advspatial.attacks.deepfool import DeepFool
 from advspatial.attacks.fgsm import FGSM
 from advspatial.attacks.pgd import PGD, PGDL2
 
-
 ATTACKS = {
     "fgsm": (FGSM, dict(eps=0.1)),
     "pgd": (PGD, dict(eps=0.1, alpha=0.04, steps=3)),

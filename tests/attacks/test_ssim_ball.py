@@ -14,7 +14,7 @@ from torch import nn
 from advspatial.analysis.ssim import ssim
 from advspatial.attacks.base import make_attack
 from advspatial.attacks.ssim_ball import (
-    SSIMBallGeometry, SSIMBallAttack, auto_window, from_windows, to_windows, window_contrast_structure,
+    SSIMBallAttack, SSIMBallGeometry, auto_window, from_windows, to_windows, window_contrast_structure,
 )
 from advspatial.errors import ConfigError, ShapeError
 

@@ -15,8 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from advspatial.data import imagefolder
-from advspatial.data import load_dataset
+from advspatial.data import imagefolder, load_dataset
 from advspatial.data.imagefolder import LazyImages, load_imagefolder, read_class_map
 from advspatial.data.subset import select
 from advspatial.errors import ConfigError, DataError

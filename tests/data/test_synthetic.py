@@ -10,8 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.data import synthetic  # noqa: F401  (registers synthetic-shapes)
-from advspatial.data import dataset_spec, load_dataset
+from advspatial.data import (
+    dataset_spec,
+    load_dataset,
+    synthetic,  # noqa: F401  (registers synthetic-shapes)
+)
 from advspatial.data.synthetic import (
     BACKGROUND_MAX, COLOURS, OBJECT_MIN, SHAPES, TEXTURES, generate_shapes, inside_shape, load_synthetic_shapes,
 )

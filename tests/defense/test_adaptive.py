@@ -6,17 +6,17 @@ import math
 
 import pytest
 import torch
+from helpers import grad_map, intensity_map
 from torch import nn
 
 from advspatial.attacks import make_attack
 from advspatial.defense.adaptive import (
-    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of, pick_lowest,
-    roi_mask,
+    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of,
+    pick_lowest, roi_mask,
 )
 from advspatial.defense.neutralize import NeutralizedModel
 from advspatial.defense.transforms import TransformDefence
 from advspatial.errors import ConfigError
-from helpers import grad_map, intensity_map
 
 SMALL = AdaptiveBudget(steps=10, restarts=1, queries=200, eot_iter=2, draws=3)
 

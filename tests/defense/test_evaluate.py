@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import grad_map, intensity_map
 from torch import nn
 
 from advspatial.defense.evaluate import evaluate_defence
-from advspatial.regions.fills import fill
 from advspatial.defense.neutralize import NeutralizedModel
-from advspatial.regions import random_region_like
-from helpers import grad_map, intensity_map
-
 from advspatial.errors import ShapeError
-
-
+from advspatial.regions import random_region_like
+from advspatial.regions.fills import fill
 
 
 class _Linear2(nn.Module):

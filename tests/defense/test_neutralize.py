@@ -7,18 +7,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import grad_map
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.regions.fills import fill
 from advspatial.defense.neutralize import (
     ClassPriorVulnerability, NeutralizedModel, class_mean_maps, map_of, neutralization_region, select_regions,
     top_fraction,
 )
-from advspatial.regions import random_region_like
-from helpers import grad_map
-
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.regions import random_region_like
+from advspatial.regions.fills import fill
 
 
 def _distinct_maps(seed: int, n: int, h: int, w: int, zero_share: float = 0.0) -> torch.Tensor:

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import assert_smoke_test, self_labelled_tiny_cnn
 
 import advspatial
 from advspatial.data import register_dataset_object
@@ -17,9 +18,7 @@ from advspatial.experiments import get_experiment, resolve_config
 from advspatial.experiments.analyze import ExternalExamples, infer_norm
 from advspatial.experiments.spatial import build_attack, maps_analysis
 from advspatial.models import register_model_object
-from advspatial.runtime import RunDir
-
-from helpers import assert_smoke_test, self_labelled_tiny_cnn
+from advspatial.rundir import RunDir
 
 #: small but complete measurement settings shared by both sides of a comparison
 MEASURE = {"batch_size": 10, "contribution_steps": 8, "permutations": 100, "gate_n": 20, "gate_steps": 3,

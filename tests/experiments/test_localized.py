@@ -12,8 +12,8 @@ after lost stages with identical rows.
 from __future__ import annotations
 
 import csv
-import html
 import dataclasses
+import html
 import json
 import math
 import re
@@ -22,13 +22,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import fashion_mnist_available, needs_fashion_mnist
+from helpers import ReportParser, assert_smoke_test
 
 from advspatial import training
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
-from advspatial.experiments import base as experiment_base
+from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
-from advspatial.experiments.gate import GatedConfig, resolve_importance
+from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
 from advspatial.experiments.localized import models as localized_models
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (
@@ -41,16 +43,12 @@ from advspatial.experiments.localized.models import (
 )
 from advspatial.experiments.localized.region import importance_region, mask_uses_importance, region_mask_fn
 from advspatial.experiments.localized.stages import ModelEvaluation, eval_attack, evaluate_model, foreground_energy
-from advspatial.masks import BACKGROUND_TAU
-from advspatial.experiments.gate import roi_label
 from advspatial.experiments.smoke import SMOKE_MARK, would_read
+from advspatial.masks import BACKGROUND_TAU
 from advspatial.regions.claims import sentence_case
 from advspatial.regions.inference import VERDICTS
-from advspatial.runtime import RunDir
+from advspatial.rundir import RunDir
 from advspatial.training import TrainConfig
-
-from conftest import fashion_mnist_available, needs_fashion_mnist
-from helpers import ReportParser, assert_smoke_test
 
 SECTIONS = ["verdicts", "faithfulness", "setup", "models", "robustness", "background-attacks", "limits", "config"]
 FIGURES = {"accuracy.png", "examples-natural.png", "importance-natural.png", "examples-localized.png",
@@ -618,7 +616,7 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
     rundir = RunDir(config.out)
-    data = experiment_base.test_images(config, rundir)
+    data = experiment_context.test_images(config, rundir)
     start = load_start(config, data, torch.device("cpu"))
     train = finetune_images(config, data)
     method, why = resolve_importance(config.importance, start, train.images(slice(0, 2)))
@@ -649,7 +647,7 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
 def test_finetuning_never_trains_on_the_evaluated_images(tmp_path) -> None:
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
-    data = experiment_base.test_images(config)
+    data = experiment_context.test_images(config)
     train = finetune_images(config, data)
     assert len(data) == config.n == 16 and len(train) == 60 - 16, "every other image, none of the evaluated"
     assert not set(train.ids.tolist()) & set(data.ids.tolist())
@@ -705,7 +703,7 @@ def test_finetune_run_reports_what_was_fine_tuned(finetune_run) -> None:
 
 @pytest.mark.slow
 def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_run) -> None:
-    from advspatial.training import state_checksum
+    from advspatial.models.loading import state_checksum
 
     _, path, config = finetune_run
     def stage_of(mode: str) -> Path:  # "localized-*" would also match "localized-random-*"
@@ -723,7 +721,7 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
         assert torch.equal(state["features.3.patch"], start_weights["features.3.patch"])
         assert torch.equal(state["features.1.running_mean"], start_weights["features.1.running_mean"]), "BN frozen"
         assert not torch.equal(state["fc.weight"], start_weights["fc.weight"]), mode
-        model = load_start(config, experiment_base.test_images(config), torch.device("cpu"))
+        model = load_start(config, experiment_context.test_images(config), torch.device("cpu"))
         model.load_state_dict(state)
         sums[mode] = state_checksum(model)
     assert sums["pgd"] != sums["natural"], "PGD examples change the patch: PGD fine-tuning ends elsewhere"

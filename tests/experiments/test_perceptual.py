@@ -17,24 +17,21 @@ from torch import nn
 from advspatial.analysis.ssim import ssim
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.experiments.base import config_from_mapping
 from advspatial.experiments.perceptual.calibration import bisect_eps, calibrate
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.figures import (
-    plot_attack_summary,
-    plot_calibration,
-    plot_overlap_vs_baseline,
-    plot_ssim_vs_cam,
+    plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
 )
 from advspatial.experiments.perceptual.maps_stage import AttackStore
 from advspatial.experiments.perceptual.metrics import attack_metrics
 from advspatial.experiments.perceptual.stages import Context, map_statistics, pgd_attack, ssim_distortion
 from advspatial.experiments.perceptual.statistics import compare_attack, measure
 from advspatial.experiments.rows import keep_first
+from advspatial.experiments.settings import config_from_mapping
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
 from advspatial.regions.inference import NULLS, VERDICTS
-from advspatial.runtime import RunDir, batch_slices
-
+from advspatial.rundir import RunDir
+from advspatial.runtime import batch_slices
 
 # -- calibration -------------------------------------------------------------------------
 

@@ -11,21 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_fashion_mnist
+from helpers import ReportParser
 from torch import nn
 
-from advspatial.experiments.base import config_from_mapping, run_experiment
+from advspatial.experiments.gate import roi_label
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import attack_metrics
 from advspatial.experiments.perceptual.report import summary_text
-from advspatial.experiments.gate import roi_label
+from advspatial.experiments.running import run_experiment
+from advspatial.experiments.settings import config_from_mapping
 from advspatial.regions.inference import VERDICTS
-
-from helpers import ReportParser
-from conftest import needs_fashion_mnist
-
-
-
-
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -55,9 +51,9 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         resolved.append(spec)
         return trained_tiny_cnn
 
-    import advspatial.training
+    import advspatial.model_cache
 
-    monkeypatch.setattr(advspatial.training, "resolve_model", fake_resolve)
+    monkeypatch.setattr(advspatial.model_cache, "resolve_model", fake_resolve)
     out = tmp_path / "run"
     values = {**PerceptualConfig.QUICK, "out": str(out), "progress": False, "device": "cpu"}
     config = config_from_mapping(PerceptualConfig, values)

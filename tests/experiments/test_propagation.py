@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_fashion_mnist
+from helpers import ReportParser, assert_smoke_test, saved_trained_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,6 @@ from advspatial.analysis.locality import locality_analysis
 from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.experiments.base import run_experiment
 from advspatial.experiments.paired import paired_claim
 from advspatial.experiments.propagation.claims import CONTROL_NULLS, MATCHED_NULL
 from advspatial.experiments.propagation.config import PropagationConfig
@@ -30,11 +31,10 @@ from advspatial.experiments.propagation.pixels import apply_pixels, format_pixel
 from advspatial.experiments.propagation.rows import add_locality_columns
 from advspatial.experiments.propagation.stages import resolve_layers
 from advspatial.experiments.propagation.totals import PropagationTotals, propagation_stats
+from advspatial.experiments.running import run_experiment
 from advspatial.experiments.smoke import would_read
 from advspatial.models import build_model
 from advspatial.regions.inference import wilson_interval
-from conftest import needs_fashion_mnist
-from helpers import ReportParser, assert_smoke_test, saved_trained_model
 
 # -- perturbed pixels --------------------------------------------------------------------
 

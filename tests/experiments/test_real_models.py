@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from helpers import run_cli
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -6,7 +6,7 @@ import pytest
 
 from advspatial.errors import ConfigError
 from advspatial.experiments.registry import get_experiment
-from advspatial.experiments.settings import resolve_config
+from advspatial.experiments.running import resolve_config
 
 
 def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:

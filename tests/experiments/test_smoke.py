@@ -4,20 +4,19 @@ every experiment check the whole path with ``helpers.assert_smoke_test`` in thei
 
 from __future__ import annotations
 
-import yaml
 import pytest
+import yaml
+from helpers import bare_verdict_words
 
+from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config
 from advspatial.experiments.results import ExperimentResult
 from advspatial.experiments.running import fingerprint, open_run
 from advspatial.experiments.smoke import (
     SMOKE_LINE, SMOKE_MARK, is_verdict_key, mark_result, mark_text, verdict_pattern, would_read,
 )
-from advspatial.errors import ConfigError
 from advspatial.regions.inference import VERDICTS
 from advspatial.report.html import Section, Table
-
-from helpers import bare_verdict_words
 
 
 def _result() -> ExperimentResult:

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import needs_fashion_mnist
+from helpers import ReportParser, assert_smoke_test
 
 from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.experiments.smoke import would_read
-
-from conftest import needs_fashion_mnist
-from helpers import ReportParser, assert_smoke_test
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 

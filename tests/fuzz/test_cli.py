@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fuzzing import assert_cli_one_line
 from helpers import run_cli
+from PIL import Image
 
 NETS = "import torch\nfrom torch import nn\n\n\ndef net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n"
 

@@ -1,4 +1,4 @@
-"""Fuzzing the environment advspatial reads (distributed.py, runtime.env_int/env_hours, the image pixel cap):
+"""Fuzzing the environment advspatial reads (distributed.py, environment.env_int/env_hours, the image pixel cap):
 RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_PORT, ADVSPATIAL_THREADS, ADVSPATIAL_DIST_TIMEOUT_HOURS
 and ADVSPATIAL_MAX_IMAGE_PIXELS of any text give a consistent world, thread count, timeout and cap, or a
 one-line ConfigError. Nothing here joins a process group. Budget and profiles: tests/fuzzing.py."""
@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from unittest import mock
 
+from fuzzing import fuzz_settings, valid_or_one_line
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import fuzz_settings, valid_or_one_line
 from advspatial import distributed
 from advspatial.data.imagefolder import max_image_pixels
 

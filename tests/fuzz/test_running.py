@@ -1,4 +1,4 @@
-"""The resume property (experiments/running.py, runtime.RunDir): whatever happens to a run directory and its
+"""The resume property (experiments/running.py, rundir.RunDir): whatever happens to a run directory and its
 inputs between a run and ``advspatial run --resume`` - stage files deleted, truncated, swapped or copied over
 each other (an interruption, a merge of ``stages/`` folders), the model's code, the images or the labels
 edited or swapped, config.yaml edited - the resume either gives the uninterrupted run's result on the inputs
@@ -17,10 +17,10 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from fuzzing import assert_cli_one_line, fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import assert_cli_one_line, fuzz_settings
 from advspatial.cli import main
 
 NETS = """import torch

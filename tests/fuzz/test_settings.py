@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from fuzzing import fuzz_settings, valid_or_one_line
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import fuzz_settings, valid_or_one_line
 from advspatial.attacks import list_attacks, make_attack
 from advspatial.cli.attack_commands import parse_params
 from advspatial.experiments.registry import get_experiment
-from advspatial.experiments.settings import ExperimentConfig, resolve_config
+from advspatial.experiments.running import resolve_config
+from advspatial.experiments.settings import ExperimentConfig
 
 EXPERIMENTS = ["baseline", "spatial", "perceptual"]
 #: model specs the fuzzer may name (arbitrary text could name a module to import: a config file is code)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from helpers import GapNet
 
 from advspatial.maps import attack_map, importance_map, list_attack_maps, list_importance_methods

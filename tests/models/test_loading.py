@@ -138,7 +138,7 @@ def test_a_model_file_calling_sys_exit_is_a_model_error(tmp_path, where: str) ->
 def test_code_checksum_follows_the_model_code_not_its_path(tmp_path) -> None:
     """The checksum a resumed run is tied to (audit W2) changes with the code of the model's classes, not with
     where the file lies; advspatial's own architectures are the tool's code."""
-    from advspatial.models.loading import code_checksum
+    from advspatial.models.spec import code_checksum
 
     source = ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
               "        self.fc = torch.nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"

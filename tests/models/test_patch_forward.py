@@ -10,8 +10,9 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
-from advspatial.models.patch_forward import (PatchForward, UnsupportedModel, _LinearFold, _window_stage,
-                                             max_pool_window, try_patch_forward)
+from advspatial.models.patch_forward import (
+    PatchForward, UnsupportedModel, _LinearFold, _window_stage, max_pool_window, try_patch_forward,
+)
 from advspatial.models.patch_graph import GraphPatchForward
 
 

@@ -17,35 +17,13 @@ from statsmodels.stats.multitest import multipletests
 
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.regions import STATISTICS, average_ranks, overlap_statistics, top_fraction_mask
-from advspatial.regions.placement import placement_table
 from advspatial.regions.inference import (
-    NULLS,
-    VERDICTS,
-    Estimate,
-    NullComparison,
-    benjamini_hochberg,
-    bootstrap_mean_ci,
-    compare_to_nulls,
-    composition_strata,
-    permutations_within,
-    describe,
-    excess_test,
-    foreground_share,
-    holm,
-    null_groups,
-    partner_null,
-    pixel_in_roi_test,
-    poisson_binomial_pmf,
-    pool_to_scale,
-    two_sided_permutation_p,
-    format_p,
-    paired_p,
-    placement_comparison,
-    sesoi_for,
-    sign_flip_p,
-    uniform_comparison,
-    verdict,
+    NULLS, VERDICTS, Estimate, NullComparison, benjamini_hochberg, bootstrap_mean_ci, compare_to_nulls,
+    composition_strata, describe, excess_test, foreground_share, format_p, holm, null_groups, paired_p, partner_null,
+    permutations_within, pixel_in_roi_test, placement_comparison, poisson_binomial_pmf, pool_to_scale, sesoi_for,
+    sign_flip_p, two_sided_permutation_p, uniform_comparison, verdict,
 )
+from advspatial.regions.placement import placement_table
 
 
 def brute_force_null(pairs: np.ndarray, groups: list[int]) -> np.ndarray:

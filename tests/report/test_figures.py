@@ -110,7 +110,7 @@ def test_a_name_that_is_not_utf8_is_written_with_a_replacement_character(tmp_pat
     """A class folder b'0caf\\xe9' (held by Python as a lone surrogate) crashed the report writer (audit T2)."""
     import os
 
-    from advspatial.runtime import atomic_write_text
+    from advspatial.files import atomic_write_text
 
     name = os.fsdecode(b"0caf\xe9")
     atomic_write_text(tmp_path / "r.html", f"<td>{name}</td>")

@@ -50,9 +50,10 @@ from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import batch_slices, model_device
 from .pse_cam import WEIGHTS, CamOverlap, PSECamResult, pse_vs_cam
-from .pse_types import (BALANCED, OPPOSING, PROMOTION, SUPPRESSION, TYPE_NAMES, UNPERTURBED, UNTYPED, PSEResult,
-                        cat_pse, classify_groups, group_type_map, group_value_map, pse_to_dict, retype,
-                        secondary_view, select_pse, type_shares, typed_groups)
+from .pse_types import (
+    BALANCED, OPPOSING, PROMOTION, SUPPRESSION, TYPE_NAMES, UNPERTURBED, UNTYPED, PSEResult, cat_pse, classify_groups,
+    group_type_map, group_value_map, pse_to_dict, retype, secondary_view, select_pse, type_shares, typed_groups,
+)
 
 __all__ = [
     "BALANCED", "METHODS", "OPPOSING", "PROMOTION", "SUPPRESSION", "TYPE_NAMES", "UNPERTURBED", "UNTYPED", "VARIANTS",

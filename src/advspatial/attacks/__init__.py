@@ -11,8 +11,8 @@ Registered names (``advspatial list attacks``) build the same classes through
 from . import apgd, cw, deepfool, ensemble, fgsm, onepixel, pgd, square, ssim_ball  # noqa: F401  (register the attacks)
 from .apgd import APGD, APGDL2, APGDT
 from .base import (
-    Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks,
-    make_attack, margin, per_sample_noise, perturbation_norms, prepare_mask, register_attack,
+    Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks, make_attack, margin,
+    per_sample_noise, perturbation_norms, prepare_mask, register_attack,
 )
 from .budgets import Budget, attack_for_budget
 from .cw import CarliniWagnerL2

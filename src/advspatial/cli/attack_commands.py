@@ -126,7 +126,7 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     if out:
         from pathlib import Path
 
-        from ..runtime import atomic_torch_save
+        from ..files import atomic_torch_save
 
         atomic_torch_save({f: getattr(result, f) for f in ("x_adv", "success", "clean_pred", "adv_pred", "labels",
                                                            "target", "l0", "l2", "linf", "queries")}, Path(out))
@@ -137,7 +137,7 @@ def check_output_file(out: str) -> None:
     """A file can be written at ``out`` (its folder exists and is writable): checked before any work."""
     from pathlib import Path
 
-    from ..runtime import check_writable_dir
+    from ..files import check_writable_dir
 
     path = Path(out)
     if path.is_dir():
@@ -164,18 +164,17 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
          permutations: int, gate_n: int, seed: int, out: str, **options: Any) -> None:
     """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report
     (the ``maps`` experiment for one attack; ``advspatial run maps`` takes every setting)."""
+    import dataclasses
     import json
     from pathlib import Path
-
-    import dataclasses
 
     from ..experiments import get_experiment, resolve_config
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
     from ..experiments.spatial import maps_analysis
     from ..experiments.spatial.report import maps_summary
+    from ..files import atomic_write_text
     from ..report.html import write_report
-    from ..runtime import atomic_write_text
 
     o = options
     given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",

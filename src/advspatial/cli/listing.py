@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 import click
 
-
 LISTABLE = ("datasets", "models", "attacks", "maps", "experiments", "training-modes")
 
 

@@ -20,7 +20,6 @@ from .listing import list_cmd
 from .model_commands import evaluate, train_command
 from .run import RESUME_HINT, experiment_command, run_group
 
-
 #: the commands that share their work among the processes of a torchrun launch
 DISTRIBUTED_COMMANDS = ("run", "analyze", "list")
 

@@ -45,13 +45,12 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     """(model, images) of a command given the :func:`model_options`: validated, the model fitted to the data."""
     from ..data import load_dataset
     from ..data.subset import select
+    from ..errors import check_range, check_seed
     from ..experiments.context import check_model_fits_data
     from ..experiments.settings import dataset_options
+    from ..model_cache import resolve_model
     from ..models import parse_model_spec
     from ..runtime import pick_device
-    from ..model_cache import resolve_model
-
-    from ..errors import check_range, check_seed
 
     o = options
     check_range("n", n, 1)

@@ -10,7 +10,6 @@ import click
 from ..errors import AdvspatialError
 from .options import dataclass_options
 
-
 DEFAULT_EXPERIMENT = "spatial"
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..environment import cache_dir
 from ..errors import DataError
-from ..runtime import cache_dir
 from .base import ImageDataset
 from .locate import candidate_dirs, find_files
 from .locate import download as fetch

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..environment import env_int
 from ..errors import ConfigError, DataError, check_range
-from ..runtime import env_int
 from .base import ImageDataset, Index
 from .registry import register_dataset
 

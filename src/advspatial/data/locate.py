@@ -7,8 +7,8 @@ import os
 import urllib.request
 from pathlib import Path
 
+from ..environment import cache_path
 from ..errors import DataError
-from ..runtime import cache_path
 
 
 def candidate_dirs(dataset: str, root: str | Path | None, system_dir: str | None = None) -> list[Path]:

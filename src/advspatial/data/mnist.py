@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 
 import torch
 
+from ..environment import cache_dir
 from ..errors import DataError
-from ..runtime import cache_dir
 from .base import ImageDataset
 from .idx import read_idx
 from .locate import candidate_dirs, download, find_files, resolve

@@ -20,15 +20,14 @@ Loading never runs code from a file: ``torch.load(weights_only=True)`` and
 from __future__ import annotations
 
 import hashlib
-from tokenize import TokenError
 from pathlib import Path
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ShapeError
-from ..runtime import first_line
+from ..errors import ConfigError, ShapeError, first_line
 from .base import ImageDataset
 from .registry import register_dataset
 

@@ -9,18 +9,21 @@ trivial input transforms a defence must beat at a matched clean cost
 (:mod:`.transforms`).
 """
 
+from ..regions.controls import random_region_like
+from ..regions.fills import (
+    FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back,
+    register_fill,
+)
 from .adaptive import (
     FULL_EOT, GRADIENTS, AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, attack_undefended,
     ensemble_attack, roi_mask,
 )
 from .convergence import CurveGrid, convergence_curves, convergence_rule
 from .evaluate import DefenceEvaluation, evaluate_defence
-from ..regions.fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
 from .neutralize import (
-    MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of,
-    neutralization_region, select_regions, top_fraction,
+    MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of, neutralization_region,
+    select_regions, top_fraction,
 )
-from ..regions.controls import random_region_like
 from .transforms import BACKWARDS, TRANSFORMS, TransformDefence, jpeg_quantize, through
 
 __all__ = [

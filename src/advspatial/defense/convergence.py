@@ -33,8 +33,8 @@ import torch
 
 from ..errors import ConfigError
 from .adaptive import (
-    AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share,
-    gradient_components, keep_worse, pick_lowest,
+    AdaptiveBudget, AdaptiveOutcome, Defence, attack_defence, attacker_share, correct_share, gradient_components,
+    keep_worse, pick_lowest,
 )
 
 

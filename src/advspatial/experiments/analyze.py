@@ -31,9 +31,12 @@ from ..data import ImageDataset, load_dataset
 from ..data.tensors import class_names_for, image_files, read_images, read_labels
 from ..errors import ConfigError, ShapeError, unknown_name
 from ..report.html import Section, Table
-from ..runtime import RunDir
-from .base import ExperimentResult, load_checked_model, register_experiment, setting
+from ..rundir import RunDir
+from .context import load_checked_model
 from .gate import GatedConfig
+from .registry import register_experiment
+from .results import ExperimentResult
+from .settings import setting
 from .spatial import MeasurementConfig, maps_analysis
 from .spatial.report import claims_lines
 

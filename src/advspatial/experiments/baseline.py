@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 
 from ..report.html import Section, Table
-from ..runtime import RunDir
+from ..rundir import RunDir
 from .context import ExperimentContext, prepare_context
 from .registry import register_experiment
 from .results import ExperimentResult

@@ -25,10 +25,9 @@ for L0 attacks: those get the exact "pixel in RoI" test instead.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
-
-import math
 
 import torch
 

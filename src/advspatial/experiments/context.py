@@ -13,7 +13,8 @@ from torch import nn
 
 from ..data import ImageDataset
 from ..errors import ConfigError
-from ..runtime import RunDir, atomic_write_text
+from ..files import atomic_write_text
+from ..rundir import RunDir
 from .settings import ExperimentConfig
 
 if TYPE_CHECKING:
@@ -101,8 +102,8 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
     model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
-    from ..models.loading import code_checksum
-    from ..training import state_checksum
+    from ..models.loading import state_checksum
+    from ..models.spec import code_checksum
 
     rundir.bind_model(state_checksum(model))
     rundir.bind("model_code_sha256", code_checksum(model, config.model), "model code")
@@ -113,7 +114,7 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
 def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:
     """The model ``config`` names (trained and cached when it is a registered name without weights), in eval
     mode on ``device``, checked against ``data`` by one forward pass (:func:`check_model_fits_data`)."""
-    from ..training import resolve_model
+    from ..model_cache import resolve_model
 
     model = resolve_model(config.dataset, config.model, arch=config.arch or None, seed=config.model_seed,
                           device=device, progress=config.progress, weights=config.weights or None,

@@ -27,17 +27,11 @@ from ..attacks import make_attack
 from ..errors import ConfigError, unknown_name
 from ..maps import default_importance_method, importance_map
 from ..regions.claims import NOT_INTERPRETABLE_ROI
-from ..regions.faithfulness import (
-    EDGE_FREE_FILLS,
-    deletion_columns,
-    gate_regions,
-    gini_sparseness,
-    model_randomization_check,
-    not_beaten,
-    restricted_attack_columns,
-    summarize_gate,
-)
 from ..regions.deletion import blurred_map
+from ..regions.faithfulness import (
+    EDGE_FREE_FILLS, deletion_columns, gate_regions, gini_sparseness, model_randomization_check, not_beaten,
+    restricted_attack_columns, summarize_gate,
+)
 from ..regions.randomization import randomization_checks
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext

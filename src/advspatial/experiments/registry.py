@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..registry import Registry
-from ..runtime import RunDir
+from ..rundir import RunDir
 from .results import ExperimentResult
 from .settings import ExperimentConfig
 

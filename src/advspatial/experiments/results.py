@@ -1,4 +1,4 @@
-"""What an experiment returns and how it is written: metrics.json, per_image.csv, report.html."""
+"""What an experiment returns, and the text of its files: metrics.json, per_image.csv."""
 
 from __future__ import annotations
 
@@ -7,13 +7,7 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-from ..runtime import RunDir, atomic_write_text
-from .settings import ExperimentConfig, config_dict
-
-if TYPE_CHECKING:
-    from .registry import Experiment
+from typing import Any
 
 RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
 
@@ -34,20 +28,9 @@ def mean_of(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
-    from ..report.html import write_report
-    from .smoke import banner
-
-    atomic_write_text(rundir.path / "metrics.json", json.dumps(result.metrics, indent=2, default=_json_default))
-    atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
-    write_report(
-        rundir.path / "report.html",
-        title=f"advspatial - {experiment.name}",
-        subtitle=experiment.description,
-        config={"experiment": experiment.name, **config_dict(config)},
-        sections=result.report_sections,
-        banner=banner() if config.smoke_test else "",
-    )
+def metrics_to_json(metrics: dict[str, Any]) -> str:
+    """Metrics as metrics.json's text (indented; tensors and arrays as lists)."""
+    return json.dumps(metrics, indent=2, default=_json_default)
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:

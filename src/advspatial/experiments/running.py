@@ -1,4 +1,5 @@
-"""Running an experiment: its run directory (locked, tied to the settings' fingerprint, resumed) and results.
+"""Running an experiment: its resolved config, its run directory (locked, tied to the settings' fingerprint,
+resumed) and the files it writes (metrics.json, per_image.csv, report.html).
 
 A directory that holds results is resumed only with the settings that made them (``run.json``); under
 torchrun rank 0 checks and the other processes share its verdict (docs/scale-out.md).
@@ -15,10 +16,11 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..runtime import RunDir, atomic_write_text
-from .registry import get_experiment
-from .results import ExperimentResult, write_results
-from .settings import ExperimentConfig, config_dict
+from ..files import atomic_write_text
+from ..rundir import RunDir
+from .registry import Experiment, get_experiment
+from .results import ExperimentResult, metrics_to_json, rows_to_csv
+from .settings import ExperimentConfig, config_dict, config_from_mapping, load_yaml
 from .smoke import mark_result
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
@@ -86,7 +88,7 @@ def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: boo
                      write_config: bool) -> Iterator[RunDir]:
     """Rank 0's half of :func:`open_run`: lock, check, record; the verdict is shared by :func:`agree`."""
     from ..distributed import agree
-    from ..runtime import DirLock, check_writable_dir
+    from ..files import DirLock, check_writable_dir
 
     lock: DirLock | None = None
     try:
@@ -174,3 +176,48 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
+
+
+def resolve_config(
+    experiment: Experiment, yaml_path: str | None, overrides: Mapping[str, Any], quick: bool
+) -> ExperimentConfig:
+    """Defaults < dataset preset < ``--quick`` < YAML file < explicit CLI options; then validate.
+
+    The preset (``experiments.presets``) is named by the YAML file or the CLI
+    (``auto`` when neither does); its resolved name is stored in the config.
+    ``--quick`` always makes the run a smoke test (``smoke_test``, :mod:`~advspatial.experiments.smoke`),
+    whatever the YAML file or the options say: its settings decide nothing even where some are raised.
+    """
+    from .presets import resolve_preset_name
+
+    values: dict[str, Any] = {}
+    if quick:
+        values.update(experiment.config_cls.QUICK)
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update(overrides)
+    if quick:
+        values["smoke_test"] = True
+    defaults = experiment.config_cls()
+    preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
+                                 str(values.get("model", defaults.model)))
+    values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
+    config = config_from_mapping(experiment.config_cls, values)
+    config.validate()
+    return config
+
+
+def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
+    from ..report.html import write_report
+    from .smoke import banner
+
+    atomic_write_text(rundir.path / "metrics.json", metrics_to_json(result.metrics))
+    atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
+    write_report(
+        rundir.path / "report.html",
+        title=f"advspatial - {experiment.name}",
+        subtitle=experiment.description,
+        config={"experiment": experiment.name, **config_dict(config)},
+        sections=result.report_sections,
+        banner=banner() if config.smoke_test else "",
+    )

@@ -13,16 +13,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import yaml
 
 from ..data.subset import SUBSET_MODES
 from ..errors import ConfigError, check_range, check_seed
-
-if TYPE_CHECKING:
-    from .registry import Experiment
-
 
 #: ``setting(..., **OPEN_UNIT_INTERVAL)``: a share strictly between 0 and 1 (a region fraction, a level)
 OPEN_UNIT_INTERVAL: Mapping[str, Any] = {"low": 0, "high": 1, "low_inclusive": False, "high_inclusive": False}
@@ -292,35 +288,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     data = read_yaml_mapping(path)
     data.pop("experiment", None)
     return data
-
-
-def resolve_config(
-    experiment: Experiment, yaml_path: str | None, overrides: Mapping[str, Any], quick: bool
-) -> ExperimentConfig:
-    """Defaults < dataset preset < ``--quick`` < YAML file < explicit CLI options; then validate.
-
-    The preset (``experiments.presets``) is named by the YAML file or the CLI
-    (``auto`` when neither does); its resolved name is stored in the config.
-    ``--quick`` always makes the run a smoke test (``smoke_test``, :mod:`~advspatial.experiments.smoke`),
-    whatever the YAML file or the options say: its settings decide nothing even where some are raised.
-    """
-    from .presets import resolve_preset_name
-
-    values: dict[str, Any] = {}
-    if quick:
-        values.update(experiment.config_cls.QUICK)
-    if yaml_path:
-        values.update(load_yaml(yaml_path))
-    values.update(overrides)
-    if quick:
-        values["smoke_test"] = True
-    defaults = experiment.config_cls()
-    preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
-                                 str(values.get("model", defaults.model)))
-    values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
-    config = config_from_mapping(experiment.config_cls, values)
-    config.validate()
-    return config
 
 
 def config_dict(config: ExperimentConfig) -> dict[str, Any]:

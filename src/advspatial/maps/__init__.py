@@ -36,12 +36,7 @@ from .entry import (
     occlusion, saliency, smoothgrad,
 )
 from .heads import default_importance_method, has_gap_linear_head
-from .importance import (
-    describe_importance_methods,
-    importance_map,
-    list_importance_methods,
-    register_importance_method,
-)
+from .importance import describe_importance_methods, importance_map, list_importance_methods, register_importance_method
 
 
 @dataclass

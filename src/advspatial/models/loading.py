@@ -7,7 +7,6 @@ model (and attacks, maps and defences all see the same input space).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 from collections.abc import Sequence
@@ -266,54 +265,3 @@ def state_checksum(model: nn.Module) -> str:
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
-
-
-def code_checksum(model: nn.Module, spec: str = "") -> str:
-    """SHA-256 of the code a model runs: the source files of its layers' classes (and of the file or module a
-    ``FILE.py:factory``/``module:factory`` ``spec`` names), TorchScript's compiled code. Identifies a model whose
-    code changed under the same weights (a resumed run must not mix the two). torch's and advspatial's own
-    files are the tool's, not the model's, and are left out; only the files' content counts, not their paths."""
-    import inspect
-
-    parts: set[str] = set()
-    files: set[str] = set()
-    for module in model.modules():
-        if isinstance(module, torch.jit.ScriptModule):
-            with contextlib.suppress(Exception):  # a module without code of its own (a container)
-                parts.add(hashlib.sha256(str(module.code).encode()).hexdigest())
-            continue
-        for klass in type(module).__mro__:
-            name = getattr(klass, "__module__", "") or ""
-            if name == "builtins" or name.split(".")[0] in ("torch", "advspatial"):
-                continue
-            parts.add(f"class {klass.__qualname__}")  # not its module: a user file's module is named by its path
-            with contextlib.suppress(TypeError, OSError):
-                files.add(inspect.getsourcefile(klass) or "")
-    files.add(_factory_file(spec))
-    for file in sorted(files - {""}):
-        with contextlib.suppress(OSError):
-            parts.add(hashlib.sha256(Path(file).read_bytes()).hexdigest())
-    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
-
-
-def _factory_file(spec: str) -> str:
-    """The source file a factory spec names (``FILE.py:factory``, ``package.module:factory``), else ''."""
-    import importlib.util
-
-    from .spec import _factory_target
-
-    if not spec.strip() or spec.startswith(("object:", "torchvision:", "timm:")):
-        return ""
-    try:
-        target = _factory_target(spec.strip())
-    except ModelError:
-        return ""
-    if target is None:
-        return ""
-    where = target.rpartition(":")[0]
-    if where.endswith(".py"):
-        return str(Path(where).expanduser())
-    with contextlib.suppress(Exception):  # ImportError, ValueError: the factory loaded already, so rarely
-        found = importlib.util.find_spec(where)
-        return (found.origin or "") if found is not None else ""
-    return ""

@@ -51,9 +51,8 @@ from torch import fx, nn
 from ..errors import ModelError, ShapeError
 from .outputs import has_only_guards
 from .patch_cache import StructureCache
+from .patch_updates import _ConvIntoWindow, _DeltaConv, _flatten_then_linear, _grid, _is_flatten_from_dim1, _LinearFold  # noqa: F401
 from .pooling import WINDOW_POOLS, PoolLeafTracer
-from .patch_updates import (_ConvIntoWindow, _DeltaConv, _flatten_then_linear, _grid,  # noqa: F401
-                            _is_flatten_from_dim1, _LinearFold)
 
 if TYPE_CHECKING:
     from .patch_graph import GraphPatchForward

@@ -19,16 +19,20 @@ A spec is one of (checked in this order):
 
 :func:`parse_model_spec` classifies a spec without loading anything, so a
 config can be validated (and a TorchScript model refused by experiments that
-need its layers) before any work starts.
+need its layers) before any work starts. :func:`code_checksum` identifies the code a
+spec's model runs (a resumed run must not mix two versions of it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..errors import ModelError
@@ -221,7 +225,7 @@ def load_model(
     ``in_channels``/``num_classes``/``input_size`` build a registered
     architecture (for its ``weights`` or a ``state-dict`` file). A registered
     name *without* weights is trained per dataset: use
-    ``advspatial.training.resolve_model`` for that.
+    ``advspatial.model_cache.resolve_model`` for that.
     """
     from . import loading
 
@@ -232,7 +236,7 @@ def load_model(
     if source.kind == "registered":
         if source.weights is None:
             raise ModelError(f"{source.spec!r} is an architecture without weights: train it "
-                             "(advspatial train / advspatial.training.resolve_model) or pass weights")
+                             "(advspatial train / advspatial.model_cache.resolve_model) or pass weights")
         return loading.load_state_dict_model(source.weights, source.target, **shape)
     if source.kind == "state-dict":
         assert source.arch is not None
@@ -248,3 +252,52 @@ def load_model(
     if source.kind == "timm":
         return loading.load_timm(source.target, weights=source.weights)
     return loading.load_factory(source.target, weights=source.weights)
+
+
+def code_checksum(model: nn.Module, spec: str = "") -> str:
+    """SHA-256 of the code a model runs: the source files of its layers' classes (and of the file or module a
+    ``FILE.py:factory``/``module:factory`` ``spec`` names), TorchScript's compiled code. Identifies a model whose
+    code changed under the same weights (a resumed run must not mix the two). torch's and advspatial's own
+    files are the tool's, not the model's, and are left out; only the files' content counts, not their paths."""
+    import inspect
+
+    parts: set[str] = set()
+    files: set[str] = set()
+    for module in model.modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            with contextlib.suppress(Exception):  # a module without code of its own (a container)
+                parts.add(hashlib.sha256(str(module.code).encode()).hexdigest())
+            continue
+        for klass in type(module).__mro__:
+            name = getattr(klass, "__module__", "") or ""
+            if name == "builtins" or name.split(".")[0] in ("torch", "advspatial"):
+                continue
+            parts.add(f"class {klass.__qualname__}")  # not its module: a user file's module is named by its path
+            with contextlib.suppress(TypeError, OSError):
+                files.add(inspect.getsourcefile(klass) or "")
+    files.add(_factory_file(spec))
+    for file in sorted(files - {""}):
+        with contextlib.suppress(OSError):
+            parts.add(hashlib.sha256(Path(file).read_bytes()).hexdigest())
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
+
+
+def _factory_file(spec: str) -> str:
+    """The source file a factory spec names (``FILE.py:factory``, ``package.module:factory``), else ''."""
+    import importlib.util
+
+    if not spec.strip() or spec.startswith(("object:", "torchvision:", "timm:")):
+        return ""
+    try:
+        target = _factory_target(spec.strip())
+    except ModelError:
+        return ""
+    if target is None:
+        return ""
+    where = target.rpartition(":")[0]
+    if where.endswith(".py"):
+        return str(Path(where).expanduser())
+    with contextlib.suppress(Exception):  # ImportError, ValueError: the factory loaded already, so rarely
+        found = importlib.util.find_spec(where)
+        return (found.origin or "") if found is not None else ""
+    return ""

@@ -39,8 +39,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..environment import cache_dir, cache_path
 from ..errors import AdvspatialError, ModelError, unknown_name
-from ..runtime import cache_dir, cache_path
 from .cifar_resnet import CifarResNet
 from .loading import Normalized, load_weights
 

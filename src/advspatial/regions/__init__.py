@@ -22,16 +22,16 @@ statistics), :mod:`.controls` (random and shifted control regions),
 :mod:`.claims`, :mod:`.faithfulness`.
 """
 
-from .binarization import BINARIZE_METHODS, Binarized, binarize, top_fraction_mask, otsu_threshold, dilate
+from .accumulate import MapAccumulator, class_mean_maps
+from .binarization import BINARIZE_METHODS, Binarized, binarize, dilate, otsu_threshold, top_fraction_mask
 from .controls import (
-    RANDOM_REGION_STREAM, SHIFTED_REGION_STREAM, stream_seed, sample_ids_or_range, inverse_permutation,
-    random_region_like, random_regions_like, foreground_strata, change_strata, shifted_region_like,
+    RANDOM_REGION_STREAM, SHIFTED_REGION_STREAM, change_strata, foreground_strata, inverse_permutation,
+    random_region_like, random_regions_like, sample_ids_or_range, shifted_region_like, stream_seed,
 )
 from .overlap import (
-    STATISTICS, PART_NAMES, Partition, segregate, iou, dice, energy_in_roi, pointing_game, pearson, average_ranks,
-    spearman, overlap_statistics, pairwise_statistics,
+    PART_NAMES, STATISTICS, Partition, average_ranks, dice, energy_in_roi, iou, overlap_statistics, pairwise_statistics,
+    pearson, pointing_game, segregate, spearman,
 )
-from .accumulate import MapAccumulator, class_mean_maps
 
 __all__ = [
     "BINARIZE_METHODS", "Binarized", "MapAccumulator", "PART_NAMES", "Partition", "RANDOM_REGION_STREAM",

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..runtime import per_sample_noise
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..runtime import per_sample_noise
 from ._checks import _check_maps, _check_mask
-
 
 BINARIZE_METHODS = ("top_fraction", "threshold", "otsu")
 

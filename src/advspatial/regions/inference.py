@@ -51,11 +51,11 @@ from .accuracy import (
 )
 from .estimates import BOOTSTRAP_RESAMPLES, Estimate, bootstrap_mean_ci, paired_p, share_difference_ci
 from .nulls import (
-    DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata, foreground_share, null_groups,
-    partner_null, permutations_within,
+    DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata, foreground_share, null_groups, partner_null,
+    permutations_within,
 )
-from .seeds import SeedEffect, crossed_mean_ci
 from .placement import check_sample_ids, placement_shifts, placement_table
+from .seeds import SeedEffect, crossed_mean_ci
 from .verdicts import (
     _CLAUSES, DEFAULT_SESOI, MIN_SEEDS, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm,
     seeds_agreeing, sesoi_for, verdict,

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import _check_maps, _check_same, _check_mask
-
+from ._checks import _check_maps, _check_mask, _check_same
 
 STATISTICS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
 

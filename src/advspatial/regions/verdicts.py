@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, check_range
-
 from .estimates import Estimate
 
 # -- multiple comparisons ---------------------------------------------------------------------

@@ -36,7 +36,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` with the Agg canvas (no pyplot global state) and write it as PNG; returns the path."""
     import io
 
-    from ..runtime import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

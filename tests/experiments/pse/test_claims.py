@@ -5,18 +5,19 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
+from helpers import suppression_case
 
-from advspatial.analysis.pse import (PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse,
-                                     group_type_map, pse_vs_cam, select_pse, type_shares)
-from advspatial.experiments.pse import PSEConfig
-from advspatial.analysis.pse import promotion_suppression
+from advspatial.analysis.pse import (
+    PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse, group_type_map, promotion_suppression,
+    pse_vs_cam, select_pse, type_shares,
+)
 from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_shares
+from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, measure, typing_claims
 from advspatial.experiments.pse.report import not_interpretable_text
 from advspatial.experiments.pse.stages import image_level
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, judge
 from advspatial.regions.inference import VERDICTS
-from helpers import suppression_case
 
 
 def planted_case(n: int = 40, seed: int = 0) -> tuple[PSEResult, torch.Tensor, torch.Tensor]:

@@ -11,8 +11,9 @@ import torch
 from advspatial.analysis.units import UnitChange
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.dissection import (concept_masks, dataset_concepts, label_concept,
-                                                   relative_correlation, run_dissection)
+from advspatial.experiments.pse.dissection import (
+    concept_masks, dataset_concepts, label_concept, relative_correlation, run_dissection,
+)
 from advspatial.experiments.pse.metrics import dissection_metrics
 
 

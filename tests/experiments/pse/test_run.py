@@ -9,21 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ReportParser
 from torch import nn
 
 from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.analysis.pse_control import SHARE_NAMES
+from advspatial.experiments.gate import roi_label
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL
 from advspatial.experiments.pse.rows import CAM_KEYS
-from advspatial.experiments.gate import roi_label
 from advspatial.regions.inference import VERDICTS
-from helpers import ReportParser
 
 
 def _train(arch: str, dataset: str, n: int, batches: int, path: Path) -> Path:
     from advspatial.data import load_dataset
-    from advspatial.training import build_for, TrainConfig
+    from advspatial.training import TrainConfig, build_for
 
     train = load_dataset(dataset, "train").head(n)
     torch.manual_seed(0)

@@ -11,9 +11,10 @@ from torch import nn
 from advspatial.analysis.units import masking_curve, unit_activation_change
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.units import (UnitSums, adaptive_attack_of, adaptive_description, adaptive_k,
-                                              cam_layer_name, combine_curves, count_units, sensitive_units_in_batch,
-                                              train_split)
+from advspatial.experiments.pse.units import (
+    UnitSums, adaptive_attack_of, adaptive_description, adaptive_k, cam_layer_name, combine_curves, count_units,
+    sensitive_units_in_batch, train_split,
+)
 
 
 def test_adaptive_k_is_the_best_k_short_of_every_unit() -> None:
@@ -37,7 +38,7 @@ def test_adaptive_attack_is_the_ensemble_by_default_or_pgd_labelled_an_upper_bou
 def test_units_are_ranked_on_training_images_disjoint_from_the_test_ids(tiny_cnn, tmp_path) -> None:
     """One image set for both splits: the ranking images never include a test image."""
     from advspatial.data.tensors import register_dataset_object
-    from advspatial.runtime import RunDir
+    from advspatial.rundir import RunDir
 
     g = torch.Generator().manual_seed(0)
     name = register_dataset_object((torch.rand(40, 1, 28, 28, generator=g), torch.arange(40) % 10))

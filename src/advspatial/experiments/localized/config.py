@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, check_range, unknown_name
+from ...finetuning import FINETUNE_LR, FinetuneConfig
 from ...maps import list_importance_methods
 from ...masks import MASK_KINDS
-from ...training import FINETUNE_LR, FinetuneConfig, TrainConfig
-from ..base import OPEN_UNIT_INTERVAL, setting
+from ...training import TrainConfig
 from ..gate import GatedConfig
+from ..settings import OPEN_UNIT_INTERVAL, setting
 
 #: the training modes compared, in table order: natural, Madry PGD, and localized training beside its two
 #: controls (mixed-pgd: the same clean/adversarial mixture with full-image examples; localized-random: the same

@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
-from ...runtime import RunDir, pick_device
-from ..base import ExperimentResult, register_experiment, test_images
+from ...rundir import RunDir
+from ...runtime import pick_device
+from ..context import test_images
+from ..registry import register_experiment
+from ..results import ExperimentResult
 from .claims import measure
 from .config import EXAMPLE_MODES, MODES, LocalizedConfig, finetunes
 from .metrics import build_metrics

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ...training import TrainedModel
-from ..base import mean_of
+from ..results import mean_of
 from .config import MODES, LocalizedConfig
 from .models import seed_name, training_facts
 

@@ -19,9 +19,14 @@ from torch import nn
 from ...data import ImageDataset
 from ...distributed import map_batches
 from ...errors import ConfigError
-from ...runtime import RunDir, atomic_write_text, batch_slices, model_device
-from ...training import FinetuneConfig, TrainedModel, finetune_model, get_or_train, state_checksum
-from ..base import load_checked_model, train_images
+from ...files import atomic_write_text
+from ...finetuning import FinetuneConfig, finetune_model
+from ...model_cache import get_or_train
+from ...models.loading import state_checksum
+from ...rundir import RunDir
+from ...runtime import batch_slices, model_device
+from ...training import TrainedModel
+from ..context import load_checked_model, train_images
 from ..gate import resolve_importance
 from .config import FINETUNE_IMAGES, MASKED, MODES, LocalizedConfig, finetune_config, train_config
 from .region import mask_uses_importance, region_mask_fn

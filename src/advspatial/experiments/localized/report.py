@@ -10,11 +10,11 @@ from typing import Any
 
 from ...data import ImageDataset
 from ...masks import BACKGROUND_TAU
-from ...regions.verdicts import MIN_SEEDS, sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.verdicts import MIN_SEEDS, sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
-from ...runtime import RunDir
+from ...rundir import RunDir
 from ..gate import gate_rule, roi_label
 from .claims import primary_condition
 from .config import (

@@ -18,16 +18,17 @@ from torch import nn
 from ...attacks import Attack, make_attack
 from ...data import ImageDataset
 from ...distributed import map_batches
+from ...finetuning import FinetuneConfig
 from ...maps import importance_map
 from ...pipeline import attack_dataset
-from ...runtime import RunDir, batch_slices, model_device
-from ...training import FinetuneConfig, TrainedModel, evaluate_accuracy
-from ..base import ExperimentContext, shared_splits
+from ...rundir import RunDir
+from ...runtime import batch_slices, model_device
+from ...training import TrainedModel, evaluate_accuracy
+from ..context import ExperimentContext, shared_splits
 from ..gate import gate_stage
 from .config import MODES, LocalizedConfig, finetunes, gate_eps, sweep_eps
 from .models import Start, finetune_models, resolve_methods, seed_name, train_models
 from .region import complement_mask_fn, mask_uses_importance, region_mask_fn
-
 
 # -- the attacks -------------------------------------------------------------------------
 

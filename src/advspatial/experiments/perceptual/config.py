@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from ...errors import ConfigError, unknown_name
 from ...maps import list_importance_methods
 from .. import colocation
-from ..base import OPEN_UNIT_INTERVAL, check_choice, setting
 from ..gate import GatedConfig
+from ..settings import OPEN_UNIT_INTERVAL, check_choice, setting
 
 ATTACKS = ("ssim-ball", "pgd")
 #: the statistics reported, and the name :func:`advspatial.regions.overlap_statistics` (and the engine) gives each

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ...progress import progress_bar
-from ..base import mean_of
+from ..results import mean_of
 from .calibration import Calibration, calibration_slices
 from .config import PerceptualConfig
 from .controls import minimal_distortion

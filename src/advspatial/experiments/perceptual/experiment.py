@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from ...runtime import RunDir
-from ..base import ExperimentResult, register_experiment
+from ...rundir import RunDir
+from ..registry import register_experiment
+from ..results import ExperimentResult
 from . import report
 from .calibration import calibrate
 from .config import PerceptualConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..base import mean_of
+from ..results import mean_of
 from .calibration import Calibration
 from .config import ATTACKS, STATS
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 
-from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import (
+    fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows,
+)
 from ..gate import gate_rule
 from .calibration import Calibration
 from .config import ATTACKS, PRIMARY_STATISTIC, STATS

@@ -14,8 +14,8 @@ from ...attacks import Attack, make_attack
 from ...attacks.ssim_ball import window_ssim
 from ...maps import importance_map
 from ...regions import binarize, overlap_statistics
-from ...runtime import RunDir
-from ..base import ExperimentContext, prepare_context
+from ...rundir import RunDir
+from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
 from .config import STATS, PerceptualConfig
 

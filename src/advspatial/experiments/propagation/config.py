@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ...analysis.locality_placements import EDGE_STRATA, INTENSITY_STRATA
 from ...errors import ConfigError
-from ..base import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
+from ..settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
 
 
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...runtime import RunDir
-from ..base import ExperimentResult, prepare_context, register_experiment
+from ...rundir import RunDir
+from ..context import prepare_context
+from ..registry import register_experiment
+from ..results import ExperimentResult
 from .claims import build_claims
 from .config import PropagationConfig
 from .metrics import build_metrics

@@ -19,7 +19,7 @@ from ...analysis.propagation import (
 )
 from ...attacks import Attack, AttackResult, make_attack
 from ...errors import ConfigError
-from ..base import ExperimentContext
+from ..context import ExperimentContext
 from .config import PropagationConfig
 from .pixels import apply_pixels, perturbed_pixels
 from .rows import add_control_columns, add_locality_columns, attack_rows

@@ -20,9 +20,8 @@ rest on no CAM, so they carry no gate, and enter the same Holm and BH families.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...analysis.pse_control import CONTROL, SHARE_NAMES

@@ -8,8 +8,8 @@ from ...analysis.pse import METHODS as PSE_METHODS
 from ...analysis.units import RANK_BY
 from ...errors import ConfigError, check_range, unknown_name
 from ...maps import list_importance_methods
-from ..base import setting
 from ..gate import GatedConfig
+from ..settings import setting
 
 MODES = ("untargeted", "targeted")
 TARGET_MODES = ("random", "least-likely", "next")

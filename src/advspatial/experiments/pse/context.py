@@ -8,7 +8,7 @@ from torch import nn
 
 from ...attacks import Attack
 from ...attacks.budgets import Budget, attack_for_budget
-from ..base import ExperimentContext
+from ..context import ExperimentContext
 from .config import PSEConfig
 
 

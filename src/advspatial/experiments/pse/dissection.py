@@ -21,8 +21,8 @@ from ...analysis.dissection import DissectionResult, dissect, sensitivity_vs_int
 from ...analysis.units import UnitChange
 from ...attacks import Attack
 from ...errors import ConfigError
+from ...files import load_torch_file
 from ...regions import dilate
-from ...runtime import load_torch_file
 from .config import PSEConfig
 from .context import Context, build_attack
 from .units import UnitSums, attacked_unit_sums

@@ -7,7 +7,7 @@ from typing import Any
 
 from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_control import CONTROL, SHARE_NAMES
-from ..base import mean_of
+from ..results import mean_of
 from .context import Context
 from .dissection import DissectionSummary
 from .rows import CAM_KEYS

@@ -12,8 +12,8 @@ import torch
 
 from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_stability import superpixels_available
-from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, plot_forest, verdict_legend, verdict_table, what_this_run_shows
@@ -21,8 +21,9 @@ from ..gate import gate_rule
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text
 from .context import Context
 from .dissection import DissectionSummary
-from .figures import (plot_dissection_scatter, plot_masking_curves, plot_pse_examples, plot_type_distribution,
-                      plot_unit_sensitivity)
+from .figures import (
+    plot_dissection_scatter, plot_masking_curves, plot_pse_examples, plot_type_distribution, plot_unit_sensitivity,
+)
 from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK
 from .stages import VariantSummary
 from .units import PGD_UPPER_BOUND, adaptive_description

@@ -6,9 +6,11 @@ from typing import Any
 
 import torch
 
-from ...runtime import RunDir
-from ..base import ExperimentResult, prepare_context, register_experiment
+from ...rundir import RunDir
+from ..context import prepare_context
 from ..gate import resolve_importance
+from ..registry import register_experiment
+from ..results import ExperimentResult
 from .claims import measure
 from .config import PSEConfig
 from .context import Context

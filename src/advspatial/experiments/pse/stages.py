@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-from ...analysis.pse import (TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression,
-                             pse_to_dict, pse_vs_cam, retype, select_pse)
+from ...analysis.pse import (
+    TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression, pse_to_dict, pse_vs_cam,
+    retype, select_pse,
+)
 from ...analysis.pse_control import SHARE_NAMES, control_shares
 from ...analysis.pse_stability import agreement_from_confusion, confusion, superpixel_labels, superpixels_available
 from ...analysis.units import UnitChange, rank_sensitive_units
@@ -29,8 +31,7 @@ from .config import group_spec
 from .context import Context, build_attack
 from .rows import CAM_KEYS, batch_rows
 from .targets import adversarial_class, batch_target, prespecified_target, variant_name
-from .units import (TrainSplit, UnitSums, adaptive_attack, adaptive_k, combine_curves, masking_batch,
-                    units_batch)
+from .units import TrainSplit, UnitSums, adaptive_attack, adaptive_k, combine_curves, masking_batch, units_batch
 
 
 def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:

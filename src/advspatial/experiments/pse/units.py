@@ -22,7 +22,7 @@ from ...analysis.units import UnitChange, mask_units, masking_curve, unit_activa
 from ...attacks import Attack, AttackResult, make_attack
 from ...maps import declared_cam_layer, find_feature_layer
 from ...runtime import batch_slices
-from ..base import shared_splits, train_images
+from ..context import shared_splits, train_images
 from .config import PSEConfig
 from .context import Context, build_attack
 from .targets import choose_targets

@@ -23,15 +23,12 @@ from typing import Any
 import torch
 
 from ...attacks.base import frozen_eval
-from ...defense.adaptive import (
-    AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, roi_mask,
-)
+from ...defense.adaptive import AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, correct_share, roi_mask
 from ...defense.convergence import CurveGrid, convergence_curves
 from ...defense.transforms import TransformDefence
 from ...runtime import batch_slices
 from .context import Context, importance_fn
 from .defence import DefenceSetting, correct_of, neutralized, settings
-
 
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
 #: model is its costliest part

@@ -3,7 +3,6 @@ the images for L0 attacks, one cached stage per batch."""
 
 from __future__ import annotations
 
-
 from torch import nn
 
 from ...attacks import Attack, AttackResult

@@ -12,8 +12,8 @@ from ...defense.transforms import TRANSFORMS
 from ...errors import ConfigError, unknown_name
 from ...maps import list_attack_maps, list_importance_methods
 from ...regions.fills import list_fills
-from ..base import OPEN_UNIT_INTERVAL, setting
 from ..gate import GatedConfig
+from ..settings import OPEN_UNIT_INTERVAL, setting
 
 
 @dataclass

@@ -13,8 +13,8 @@ from ...data import ImageDataset
 from ...distributed import on_every_rank
 from ...maps import attack_map, feature_map_size, importance_map
 from ...regions.inference import pool_to_scale
-from ...runtime import RunDir
-from ..base import ExperimentContext, prepare_context
+from ...rundir import RunDir
+from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
 from .config import MeasurementConfig
 
@@ -43,7 +43,7 @@ class Context(ExperimentContext):
 
 def spatial_context(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None) -> Context:
     """The shared context with the RoI method resolved (``auto``: by the model's head type); ``images``: the
-    test images when they are not ``config.dataset``'s (see :func:`~advspatial.experiments.base.prepare_context`)."""
+    test images when they are not ``config.dataset``'s (see :func:`~advspatial.experiments.context.prepare_context`)."""
     base = prepare_context(config, rundir, images)
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)

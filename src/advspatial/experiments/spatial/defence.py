@@ -28,7 +28,7 @@ from ...defense.neutralize import ClassPriorVulnerability, NeutralizedModel, sel
 from ...maps import attack_map
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
-from ..base import train_images
+from ..context import train_images
 from .attack_stage import attack_batch, build_attack
 from .config import contribution_kw
 from .context import Context, gradient_fn, importance_fn, roi_batch

@@ -17,7 +17,6 @@ from .adaptive import budget_of, curve_grid
 from .context import Context
 from .defence import DefenceSetting, settings
 
-
 #: the fixed rule behind every defence verdict (printed in the report)
 DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "
                 "with EOT at full strength) has a 95% CI above 0 and a Holm-adjusted p below the significance level, "

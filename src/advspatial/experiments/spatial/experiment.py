@@ -14,8 +14,9 @@ from torch import nn
 
 from ...attacks import Attack
 from ...data import ImageDataset
-from ...runtime import RunDir
-from ..base import ExperimentResult, register_experiment
+from ...rundir import RunDir
+from ..registry import register_experiment
+from ..results import ExperimentResult
 from . import report
 from .adaptive import adaptive_stage
 from .config import MapsConfig, MeasurementConfig, SpatialConfig

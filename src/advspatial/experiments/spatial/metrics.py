@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from ..base import mean_of
+from ..results import mean_of
 from .context import Context
 from .defence_verdicts import draw_spread, nonadaptive_comparisons
 from .maps_stage import PARTS, AttackSummary

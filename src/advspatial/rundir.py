@@ -1,0 +1,150 @@
+"""The run directory: resolved config, fingerprint, one file per finished stage, results.
+
+Why: a long run is interrupted (a timeout, a killed job); a stage already on disk is loaded instead
+of recomputed, so ``--resume`` completes a run with identical results, and the fingerprint keeps
+stages of two different runs from being mixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import ConfigError, DataError, first_line
+from .files import atomic_torch_save, atomic_write_text, inner_dir, load_torch_file
+
+T = TypeVar("T")
+
+
+class RunDir:
+    """A run directory that survives interruption.
+
+    Layout: ``config.yaml`` (the resolved config), ``run.json`` (the settings
+    and the model checksum the stages were computed with: see
+    :func:`advspatial.experiments.running.open_run`), ``stages/`` (one file per
+    finished unit of work, written atomically), ``metrics.json``,
+    ``per_image.csv``, ``figures/``, ``report.html``. A stage already on disk is
+    loaded instead of recomputed, so re-running with the same config (``--resume``)
+    completes an interrupted run with identical results.
+    """
+
+    #: the fingerprint of the run: experiment, settings and model checksum its stages belong to
+    RECORD = "run.json"
+
+    #: the key of a stage file's header: the stage's name and the identity of the run it belongs to
+    STAGE_KEY = "advspatial_stage"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.stages = self.path / "stages"
+        self.figures = self.path / "figures"
+        self.path.mkdir(parents=True, exist_ok=True)
+        for directory in (self.stages, self.figures):
+            inner_dir(self.path, directory)
+        #: what the run's stages were computed from (settings, checksums of the model, its code, the images):
+        #: written into every stage file and checked when one is loaded (see :meth:`bind`)
+        self.identity: dict[str, str] = {}
+
+    def stage_path(self, name: str) -> Path:
+        path = self.stages / f"{name}.pt"
+        inner_dir(self.stages, path.parent)
+        return path
+
+    def has_stage(self, name: str) -> bool:
+        return self.stage_path(name).is_file()
+
+    def load_stage(self, name: str) -> object:
+        """The saved value of stage ``name``; a :class:`DataError` naming the file when it cannot be read, or
+        when it is another stage's or another run's (a file copied over it, a merged ``stages/`` folder)."""
+        path = self.stage_path(name)
+        stored = load_torch_file(path, f"stage file {path} of the run is unreadable",
+                                 "delete it and resume to recompute it")
+        if not (isinstance(stored, dict) and self.STAGE_KEY in stored):
+            return stored  # written before stage files carried their identity: nothing to check
+        header = stored[self.STAGE_KEY]
+        if not isinstance(header, dict) or header.get("name") != name or header.get("run") != self.stage_owner():
+            other = header.get("name") if isinstance(header, dict) else None
+            what = f"stage {other!r}" if other != name else "another run (other settings, model or images)"
+            raise DataError(f"stage file {path} holds the results of {what}, not of {name!r} of this run; delete "
+                            "it and resume to recompute it")
+        return stored.get("value")
+
+    def save_stage(self, name: str, value: object) -> None:
+        atomic_torch_save({self.STAGE_KEY: {"name": name, "run": self.stage_owner()}, "value": value},
+                          self.stage_path(name))
+
+    def stage_owner(self) -> str:
+        """A short checksum of :attr:`identity`: the run a stage file belongs to."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    def record(self) -> dict:  # type: ignore[type-arg]
+        """The run's fingerprint (``run.json``), {} when the directory has none."""
+        import json
+
+        path = self.path / self.RECORD
+        if not path.is_file():
+            return {}
+        try:
+            value = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is unreadable ({first_line(exc)}); the run cannot be checked - start a new "
+                            "run with another --out") from exc
+        return value if isinstance(value, dict) else {}
+
+    def write_record(self, record: dict) -> None:  # type: ignore[type-arg]
+        import json
+
+        atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def bind_model(self, checksum: str) -> None:
+        """Tie the run to the model whose weights have SHA-256 ``checksum`` (see :meth:`bind`)."""
+        self.bind("model_sha256", checksum, "model weights")
+
+    def bind(self, key: str, checksum: str, what: str) -> None:
+        """Tie the run to ``checksum`` of ``what`` (the model's weights, its code, the images), under ``key`` of
+        ``run.json``: recorded the first time, a :class:`ConfigError` when a later (resumed) run finds another
+        value under the same settings - its results would mix two models or two image sets. The checksum also
+        joins :attr:`identity`, so the stage files written from now on belong to it."""
+        self.identity[key] = checksum
+        record = self.record()
+        if not record:
+            return
+        saved = record.get(key)
+        if saved is None:
+            from .distributed import world
+
+            if world().is_main:  # under torchrun rank 0 owns run.json
+                self.write_record({**record, key: checksum})
+        elif saved != checksum:
+            raise ConfigError(f"{self.path} was computed with other {what} (sha256 {str(saved)[:12]}..., now "
+                              f"{checksum[:12]}...); its results would mix two runs - start a new run with "
+                              "another --out")
+
+    def has_results(self) -> bool:
+        """True when the run has produced something worth keeping: a stage or the result files."""
+        if (self.path / "metrics.json").is_file():
+            return True
+        return self.stages.is_dir() and any(p.is_file() and not p.name.startswith(".")
+                                            for p in self.stages.rglob("*.pt"))
+
+    def remove_stale_temp_files(self) -> None:
+        """Temporary files left by a killed process (call with the run's lock held)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def cached(self, name: str, compute: "Callable[[], T]") -> "T":
+        """``compute()`` once; later calls (and resumed runs) load the saved value.
+
+        Values must be tensors, numbers, strings, or lists/dicts/tuples of them.
+        """
+        if self.has_stage(name):
+            return self.load_stage(name)  # type: ignore[return-value]
+        value = compute()
+        self.save_stage(name, value)
+        return value
