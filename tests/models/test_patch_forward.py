@@ -10,9 +10,9 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
-from advspatial.models.patch_forward import (
-    PatchForward, UnsupportedModel, _LinearFold, _window_stage, max_pool_window, try_patch_forward,
-)
+from advspatial.models.patch_forward import PatchForward, try_patch_forward
+from advspatial.models.patch_stages import UnsupportedModel, max_pool_window, window_stage_of
+from advspatial.models.patch_updates import LinearFold
 from advspatial.models.patch_graph import GraphPatchForward
 
 
@@ -98,7 +98,7 @@ def test_normalized_wrapper_is_part_of_the_stem(tiny_cnn) -> None:
 def test_flatten_linear_tail_with_and_without_the_fold(tiny_cnn, monkeypatch, fold: bool) -> None:
     """The Linear after the stem is folded into a per-position update, or (when too big) run in full."""
     if not fold:
-        monkeypatch.setattr(_LinearFold, "MAX_POSITIONS", 0)
+        monkeypatch.setattr(LinearFold, "MAX_POSITIONS", 0)
     forward = assert_matches_model(tiny_cnn(in_channels=2), torch.rand(3, 2, 28, 28), size=(2, 1), n=60)
     assert (forward.fold is not None) == fold
 
@@ -177,7 +177,7 @@ def test_max_pool_stage_on_whole_maps_gives_the_module_values(pool: nn.MaxPool2d
     """The clean pass (and so the clean logits) pools whole maps with the stage's full-map call: the module's values."""
     x = torch.randn(2, 3, 11, 10, generator=torch.Generator().manual_seed(0))
     x[0, 1, 2, 3] = float("nan")
-    stage = _window_stage(pool, (11, 10))
+    stage = window_stage_of(pool, (11, 10))
     got, expected = stage.apply_full(x), pool(x)
     assert torch.equal(got.isnan(), expected.isnan())
     assert torch.equal(got.nan_to_num(0.0), expected.nan_to_num(0.0))

@@ -13,12 +13,12 @@ from torch import nn
 
 from advspatial.models.patch_cache import StructureCache
 from advspatial.models.patch_forward import STRUCTURES, PatchForward
-from advspatial.models.patch_updates import _DeltaConv
+from advspatial.models.patch_updates import DeltaConv
 
 from .test_patch_forward import assert_matches_model, patched, random_patches, with_random_batchnorm_stats
 
 
-def deltas(forward: PatchForward) -> list[_DeltaConv]:
+def deltas(forward: PatchForward) -> list[DeltaConv]:
     return [plan.delta for plan in forward.plans if plan is not None and plan.delta is not None]
 
 
@@ -106,7 +106,7 @@ def test_batchnorm_kept_in_float32_beside_a_low_precision_conv_is_not_absorbed(d
     torch.testing.assert_close(got.float(), expected.float(), atol=2e-2, rtol=2e-2)
 
 
-# -- a delta conv fused with the next window layer (_ConvIntoWindow) -----------------------
+# -- a delta conv fused with the next window layer (ConvIntoWindow) -----------------------
 
 @settings(max_examples=30, deadline=None)
 @given(pool=st.sampled_from(["max2", "max3s2", "avg2", "max2pad", "conv3"]), batchnorm=st.booleans(),
@@ -148,7 +148,7 @@ def test_toeplitz_spread_equals_the_transposed_convolution() -> None:
     """The row products give conv_transpose2d's spread of a random change, position for position."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, (3, 4), bias=False)
-    delta = _DeltaConv.__new__(_DeltaConv)
+    delta = DeltaConv.__new__(DeltaConv)
     delta.groups, delta.dilation, delta.spread = 1, (1, 1), (2 + 2, 3 + 3)
     delta.toeplitz = delta._toeplitz(conv.weight.detach(), 3, 6)
     change = torch.randn(7, 2, 3, 3)  # (N, h, w, C_in)

@@ -35,56 +35,23 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ShapeError
-from .patch_forward import (
-    POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, _conv_padding, _is_positionless,
-    _pair, _trace, _usable_in_eval, check_patch_inputs,
+from .patch_stages import (
+    POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, conv_padding, is_positionless,
+    as_pair, usable_in_eval, check_patch_inputs,
 )
-from .patch_layers import padding_layer, pool_layer, record_values, run_node
+from .patch_tracing import traced
+from .patch_layers import GraphStep, WindowGeometry, padding_layer, pool_layer, record_values, run_node
 from .pooling import WINDOW_POOLS
 
 BINARY = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                     torch.div})
 CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-
-
-@dataclass
-class _Window:
-    """Geometry of a windowed node: per axis, for every patch corner coordinate, the window's first row/col."""
-
-    origin: tuple[torch.Tensor, torch.Tensor]
-    size: tuple[int, int]
-    reach: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # ((lo, hi) rows, cols)
-    full: tuple[int, int]  # the map's (H, W)
-
-    @classmethod
-    def of_reach(cls, reach, full: tuple[int, int]) -> "_Window":  # type: ignore[no-untyped-def]
-        sizes, origins = [], []
-        for (lo, hi), total in zip(reach, full):
-            size = min(max(int((hi - lo).max()), 1), total)
-            sizes.append(size)
-            origins.append(lo.clamp(max=total - size))
-        return cls((origins[0], origins[1]), (sizes[0], sizes[1]), reach, full)
-
-
-@dataclass
-class _Step:
-    """What to do for one node at call time."""
-
-    node: fx.Node
-    kind: str  # "window-op", "pointwise", "binary", "dense"
-    window: _Window | None = None  # the output's geometry (windowed kinds)
-    fn: Callable | None = None  # window-op: on the footprint (NCHW); pointwise: on the window
-    axes: tuple[Axis, Axis] | None = None  # window-op geometry
-    pad_value: float = 0.0
-    source: fx.Node | None = None  # the windowed input (pointwise, window-op)
-    read: tuple[torch.Tensor, torch.Tensor] | None = None  # window-op: the footprint's first row/col, padded
 
 
 class GraphPatchForward:
@@ -101,7 +68,7 @@ class GraphPatchForward:
         if any(m.training for m in model.modules()):
             raise UnsupportedModel("the model (or one of its modules) is in training mode")
         self.model, self.patch_size = model, (int(patch_size[0]), int(patch_size[1]))
-        self.module = _trace(model)
+        self.module = traced(model)
         self.graph = self.module.graph
         placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
@@ -133,9 +100,9 @@ class GraphPatchForward:
         """Classify every node and compute the windows' geometry for every patch corner."""
         (height, width), (ph, pw) = self.values[self.input].shape[2:], self.patch_size
         rows, cols = torch.arange(height - ph + 1, device=device), torch.arange(width - pw + 1, device=device)
-        self.windows: dict[fx.Node, _Window] = {
-            self.input: _Window.of_reach(((rows, rows + ph), (cols, cols + pw)), (height, width))}
-        self.steps: list[_Step] = []
+        self.windows: dict[fx.Node, WindowGeometry] = {
+            self.input: WindowGeometry.of_reach(((rows, rows + ph), (cols, cols + pw)), (height, width))}
+        self.steps: list[GraphStep] = []
         self.constants: set[fx.Node] = set()
         self.needs: dict[tuple, tuple] = {}  # cache key -> (node, padding, pad value)
         tainted = {self.input}
@@ -149,7 +116,7 @@ class GraphPatchForward:
             tainted.add(node)
             step = self._windowed_step(node) if all(a in self.windows for a in inputs) else None
             if step is None:
-                step = _Step(node, "dense")
+                step = GraphStep(node, "dense")
                 for a in inputs:
                     if a in self.windows:
                         self._need(a, (0, 0, 0, 0), 0.0)
@@ -169,7 +136,7 @@ class GraphPatchForward:
         self.needs[key] = key
         return key
 
-    def _windowed_step(self, node: fx.Node) -> _Step | None:
+    def _windowed_step(self, node: fx.Node) -> GraphStep | None:
         """The step for ``node`` when every input of it that depends on the patch is a window, else None."""
         value = self.values[node]
         if not isinstance(value, torch.Tensor) or value.dim() != 4 or value.shape[0] != self.n_clean:
@@ -186,7 +153,7 @@ class GraphPatchForward:
                           for ra, rb in zip(wa.reach, wb.reach))
             self._need(a, (0, 0, 0, 0), 0.0)
             self._need(b, (0, 0, 0, 0), 0.0)
-            return _Step(node, "binary", _Window.of_reach(reach, wa.full))
+            return GraphStep(node, "binary", WindowGeometry.of_reach(reach, wa.full))
         if len(data) != 1:
             return None
         source = data[0]
@@ -195,16 +162,16 @@ class GraphPatchForward:
             fn, axes, pad_value = found
             src = self.windows[source]
             reach = tuple(axis.reach(*r) for axis, r in zip(axes, src.reach))
-            window = _Window.of_reach(reach, tuple(value.shape[2:]))
+            window = WindowGeometry.of_reach(reach, tuple(value.shape[2:]))
             read = (window.origin[0] * axes[0].stride, window.origin[1] * axes[1].stride)
-            step = _Step(node, "window-op", window, fn, axes, pad_value, source, read)
+            step = GraphStep(node, "window-op", window, fn, axes, pad_value, source, read)
             pads = (axes[1].pad_before, axes[1].pad_after, axes[0].pad_before, axes[0].pad_after)
             self._need(source, pads, pad_value)
             return step
         fn = self._pointwise(node, source)
         if fn is None or tuple(value.shape[2:]) != self.windows[source].full:
             return None
-        return _Step(node, "pointwise", self.windows[source], fn, source=source)
+        return GraphStep(node, "pointwise", self.windows[source], fn, source=source)
 
     def _window_op(self, node: fx.Node, source: fx.Node):  # type: ignore[no-untyped-def]
         """(fn on the padded footprint, axes, pad value) for window layers, else None."""
@@ -215,7 +182,7 @@ class GraphPatchForward:
                 return None
             if type(module) is nn.Conv2d:
                 try:
-                    pads = _conv_padding(module)
+                    pads = conv_padding(module)
                 except UnsupportedModel:
                     return None
                 return self._conv(module.weight, module.bias, module.stride, pads, module.dilation, module.groups,
@@ -241,11 +208,11 @@ class GraphPatchForward:
             padding = named.get("padding", 0)
             if isinstance(padding, str):
                 return None
-            ph, pw = _pair(padding)
+            ph, pw = as_pair(padding)
             weight_v = self.values[weight]
             bias_v = None if bias is None else self.values[bias]
-            return self._conv(weight_v, bias_v, _pair(named.get("stride", 1)), ((ph, ph), (pw, pw)),
-                              _pair(named.get("dilation", 1)), int(named.get("groups", 1)), size)
+            return self._conv(weight_v, bias_v, as_pair(named.get("stride", 1)), ((ph, ph), (pw, pw)),
+                              as_pair(named.get("dilation", 1)), int(named.get("groups", 1)), size)
         if node.target is F.pad:
             pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
             mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
@@ -274,7 +241,7 @@ class GraphPatchForward:
 
     @staticmethod
     def _conv(weight, bias, stride, pads, dilation, groups, size):  # type: ignore[no-untyped-def]
-        stride, dilation = _pair(tuple(stride)), _pair(tuple(dilation))
+        stride, dilation = as_pair(tuple(stride)), as_pair(tuple(dilation))
         axes = tuple(Axis(k, s, d, p[0], p[1], n)
                      for k, s, d, p, n in zip(weight.shape[2:], stride, dilation, pads, size))
 
@@ -289,7 +256,7 @@ class GraphPatchForward:
             module = self.model.get_submodule(str(node.target))
             if module._forward_hooks or module._forward_pre_hooks or node.args != (source,) or node.kwargs:
                 return None
-            return module if type(module) in POINTWISE_MODULES and _usable_in_eval(module) else None
+            return module if type(module) in POINTWISE_MODULES and usable_in_eval(module) else None
         if node.op == "call_function" and node.target is F.pad:
             pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
             if isinstance(pads, (tuple, list)) and len(pads) == 6 and not any(pads[:4]) and node.args[0] is source:
@@ -302,7 +269,7 @@ class GraphPatchForward:
         operands = list(node.args) + list(node.kwargs.values())
         for arg in operands:
             if isinstance(arg, fx.Node) and arg is not source:
-                if arg not in self.constants or not _is_positionless(self.values[arg]):
+                if arg not in self.constants or not is_positionless(self.values[arg]):
                     return None
             elif not isinstance(arg, (fx.Node, int, float, bool, type(None), str)):
                 return None

@@ -1,27 +1,29 @@
 """Layers of :class:`~advspatial.models.patch_graph.GraphPatchForward`: window geometry of pooling and padding,
-and running a traced graph's nodes on whole values."""
+running a traced graph's nodes on whole values, and the per-node plan (:class:`GraphStep` with its
+:class:`WindowGeometry`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .patch_forward import Axis, UnsupportedModel, _pair, max_pool_window
+from .patch_stages import Axis, UnsupportedModel, as_pair, max_pool_window
 
 
 def pool_layer(module: nn.Module, size):  # type: ignore[no-untyped-def]
     """(fn on the padded footprint, axes, pad value) of a MaxPool2d/AvgPool2d, or None where unsupported."""
     if module.ceil_mode:
         return None
-    kernel, padding = _pair(module.kernel_size), _pair(module.padding)
-    stride = _pair(module.stride if module.stride else module.kernel_size)
+    kernel, padding = as_pair(module.kernel_size), as_pair(module.padding)
+    stride = as_pair(module.stride if module.stride else module.kernel_size)
     if isinstance(module, nn.MaxPool2d):
         if module.return_indices:
             return None
-        dilation = _pair(module.dilation)
+        dilation = as_pair(module.dilation)
 
         def pool(footprint: torch.Tensor) -> torch.Tensor:
             return max_pool_window(footprint, kernel, stride, dilation)
@@ -70,3 +72,36 @@ def run_node(module: fx.GraphModule, node: fx.Node, args, kwargs):  # type: igno
     if node.op == "get_attr":
         return getattr(module, str(node.target))
     raise UnsupportedModel(f"cannot run node {node.op} {node.target}")
+
+
+@dataclass
+class WindowGeometry:
+    """Geometry of a windowed node: per axis, for every patch corner coordinate, the window's first row/col."""
+
+    origin: tuple[torch.Tensor, torch.Tensor]
+    size: tuple[int, int]
+    reach: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # ((lo, hi) rows, cols)
+    full: tuple[int, int]  # the map's (H, W)
+
+    @classmethod
+    def of_reach(cls, reach, full: tuple[int, int]) -> "WindowGeometry":  # type: ignore[no-untyped-def]
+        sizes, origins = [], []
+        for (lo, hi), total in zip(reach, full):
+            size = min(max(int((hi - lo).max()), 1), total)
+            sizes.append(size)
+            origins.append(lo.clamp(max=total - size))
+        return cls((origins[0], origins[1]), (sizes[0], sizes[1]), reach, full)
+
+
+@dataclass
+class GraphStep:
+    """What to do for one node at call time."""
+
+    node: fx.Node
+    kind: str  # "window-op", "pointwise", "binary", "dense"
+    window: WindowGeometry | None = None  # the output's geometry (windowed kinds)
+    fn: Callable | None = None  # window-op: on the footprint (NCHW); pointwise: on the window
+    axes: tuple[Axis, Axis] | None = None  # window-op geometry
+    pad_value: float = 0.0
+    source: fx.Node | None = None  # the windowed input (pointwise, window-op)
+    read: tuple[torch.Tensor, torch.Tensor] | None = None  # window-op: the footprint's first row/col, padded

@@ -5,43 +5,43 @@ linear layer maps a change to a change: ``L(x + d) = L(x) + L_nobias(d)``. These
 paths use this, each computing only the products that the change can make
 nonzero:
 
-* :class:`_DeltaConv`: a stride-1 convolution in the stem. The change of its
+* :class:`DeltaConv`: a stride-1 convolution in the stem. The change of its
   input window is spread to its output window by one matrix product per input
   row, accumulated in place (see the class docstring), and added to the cached
   clean output. An eval-mode BatchNorm right after it is affine per channel, so
   its scale goes into the kernel and the change is added to the clean output
   *after* the BatchNorm: the layer then costs nothing per candidate.
-* :class:`_ConvIntoWindow`: a :class:`_DeltaConv` followed (through pointwise layers) by a window
+* :class:`ConvIntoWindow`: a :class:`DeltaConv` followed (through pointwise layers) by a window
   layer without padding: the change goes straight into that layer's footprint, gathered from the
   conv's clean output (one gather and one overlay less per candidate; 7-11% per attack run). Into
   max pooling, ReLU-like layers run after the pooling (exactly the same values), on a quarter of
   the footprint.
-* :class:`_LinearFold`: the ``flatten`` + ``nn.Linear`` after the stem. Its
+* :class:`LinearFold`: the ``flatten`` + ``nn.Linear`` after the stem. Its
   logits are the clean ones plus the products of the changed stem-output
   positions with that position's weight columns (positions whose change is
   exactly zero, after ReLU and max pooling often half of them, are skipped).
 
 All three are exact up to floating-point summation order (tests: 1e-5 against the
-model's own forward pass).
+model's own forward pass). :class:`AxisPlan` and :class:`WindowPlan` say, per patch position, which
+window of a stage the change reaches and which of these paths runs it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-if TYPE_CHECKING:
-    from .patch_forward import Stage, _AxisPlan, _WindowPlan
+from .patch_stages import Stage
 
 
 #: pointwise modules that commute exactly with max pooling: non-decreasing clamps, and the identity
 COMMUTE_WITH_MAX: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.Identity, nn.Dropout, nn.Dropout2d)
 
 
-class _DeltaConv:
+class DeltaConv:
     """A stride-1 convolution evaluated on the *change* of its input window, by linearity.
 
     ``conv(x + d) = conv(x) + conv_nobias(d)``: where the incoming window (h x w)
@@ -66,7 +66,7 @@ class _DeltaConv:
     #: Most floats in the block-Toeplitz matrix (else ``conv_transpose2d``).
     MAX_TOEPLITZ = 2**22
 
-    def __init__(self, conv: nn.Conv2d, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
+    def __init__(self, conv: nn.Conv2d, rows: AxisPlan, cols: AxisPlan, incoming: tuple[int, int],
                  window: tuple[int, int], pads: tuple[int, int], padded_size: tuple[int, int],
                  size_out: tuple[int, int], scale: torch.Tensor | None = None) -> None:
         g = conv.groups
@@ -86,9 +86,9 @@ class _DeltaConv:
         # padded input, and where the output window starts in the output map (flat, channels-last rows)
         read_start = ((rows.incoming + pads[0]) * padded_width)[:, None] + (cols.incoming + pads[1])[None, :]
         self.read_start = read_start.reshape(-1)
-        self.read_grid = _grid(device, (incoming[0], padded_width), (incoming[1], 1))
+        self.read_grid = window_grid(device, (incoming[0], padded_width), (incoming[1], 1))
         self.window_start = ((rows.origin * size_out[1])[:, None] + cols.origin[None, :]).reshape(-1)
-        self.window_grid = _grid(device, (window[0], size_out[1]), (window[1], 1))
+        self.window_grid = window_grid(device, (window[0], size_out[1]), (window[1], 1))
         # per axis: for each position of the spread change, its place in the output window (-1: outside it)
         place = []
         for plan, axis, kernel, dil in ((rows, 0, kh, self.dilation[0]), (cols, 1, kw, self.dilation[1])):
@@ -125,8 +125,8 @@ class _DeltaConv:
         return conv  # type: ignore[return-value]
 
     @classmethod
-    def build(cls, stage: Stage, rows: _AxisPlan, cols: _AxisPlan, incoming: tuple[int, int],
-              padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> "_DeltaConv | None":
+    def build(cls, stage: Stage, rows: AxisPlan, cols: AxisPlan, incoming: tuple[int, int],
+              padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> "DeltaConv | None":
         """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint; ``scale``
         (per output channel) multiplies the kernel: the BatchNorm after the conv, applied to the change."""
         conv = cls.convolution(stage)
@@ -185,8 +185,8 @@ class _DeltaConv:
         return out[:-1].view(n, wh, ww, cout).permute(0, 3, 1, 2)
 
 
-class _ConvIntoWindow:
-    """A :class:`_DeltaConv` whose output reaches the next window layer through pointwise layers only.
+class ConvIntoWindow:
+    """A :class:`DeltaConv` whose output reaches the next window layer through pointwise layers only.
 
     The window layer (a pooling layer, or a convolution evaluated on its footprint) reads a footprint
     around the conv's output window. Instead of building that window (the clean output gathered, the
@@ -199,7 +199,7 @@ class _ConvIntoWindow:
     Only for a window layer without padding (its padding value would have to pass the pointwise layers).
     """
 
-    def __init__(self, delta: _DeltaConv, plan: "_WindowPlan", pointwise: list[Stage], window_stage: Stage) -> None:
+    def __init__(self, delta: DeltaConv, plan: "WindowPlan", pointwise: list[Stage], window_stage: Stage) -> None:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
         #: max pooling commutes with ReLU-like layers (exactly: a maximum of clamped values is the clamped
         #: maximum), so they run on the pooled window, a quarter of the footprint for 2x2 pooling
@@ -211,7 +211,7 @@ class _ConvIntoWindow:
 
     @classmethod
     def build(cls, stages: list[Stage], plans: list, first: int,
-              absorbed: set[int] | frozenset[int] = frozenset()) -> "tuple[_ConvIntoWindow, int] | None":
+              absorbed: set[int] | frozenset[int] = frozenset()) -> "tuple[ConvIntoWindow, int] | None":
         """The fused step from stage ``first`` (a delta conv) to the next window stage, and that stage's index
         (``absorbed``: BatchNorm stages the delta conv applies itself)."""
         delta = plans[first].delta if plans[first] is not None else None
@@ -249,7 +249,7 @@ class _ConvIntoWindow:
         return self.window_stage.apply_window(value.permute(0, 2, 3, 1))
 
 
-class _LinearFold:
+class LinearFold:
     """A stem followed by flatten + ``nn.Linear``: the changed window enters the linear layer as an update.
 
     ``Linear(flatten(clean + d)) = Linear(flatten(clean)) + sum_q d_q W_q``, where
@@ -276,12 +276,12 @@ class _LinearFold:
         self.position_weights = weight.view(-1, channels, height * width).permute(2, 1, 0).contiguous()
         self.weights_of = list(self.position_weights.unbind(0))  # per position, a view (no indexing per call)
         # per flat patch corner: the stem-output position of each window cell (row-major)
-        self.positions = window_start[:, None] + _grid(weight.device, (ph, width), (pw, 1))
+        self.positions = window_start[:, None] + window_grid(weight.device, (ph, width), (pw, 1))
         self.linear, self.tail = linear, tail
 
     @classmethod
     def build(cls, model: nn.Module, boundary: fx.Node, stem_shape: tuple[int, int, int], window: tuple[int, int],
-              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> "_LinearFold | None":  # type: ignore[no-untyped-def]
+              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> "LinearFold | None":  # type: ignore[no-untyped-def]
         """The fold where the stem output feeds only a flatten that feeds only a Linear; else None.
 
         ``stem_shape``: (C, H, W) of the stem output; ``window``: the size of its
@@ -289,7 +289,7 @@ class _LinearFold:
         patch corner; ``make_tail(linear node, nodes before it)`` builds the runner
         of the rest of the model.
         """
-        found = _flatten_then_linear(model, boundary)
+        found = flatten_then_linear(model, boundary)
         if found is None:
             return None
         linear, flatten_node, linear_node = found
@@ -332,12 +332,12 @@ class _LinearFold:
         return self.tail.from_stem(out)  # type: ignore[attr-defined]
 
 
-def _flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear, fx.Node, fx.Node] | None:
+def flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear, fx.Node, fx.Node] | None:
     """``(linear, flatten node, linear node)`` when ``boundary`` feeds only a flatten(1) feeding only an ``nn.Linear``."""
     if len(boundary.users) != 1:
         return None
     flatten_node = next(iter(boundary.users))
-    if not _is_flatten_from_dim1(model, flatten_node, boundary) or len(flatten_node.users) != 1:
+    if not is_flatten_from_dim1(model, flatten_node, boundary) or len(flatten_node.users) != 1:
         return None
     linear_node = next(iter(flatten_node.users))
     if linear_node.op != "call_module" or linear_node.args != (flatten_node,) or linear_node.kwargs:
@@ -348,7 +348,7 @@ def _flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear
     return linear, flatten_node, linear_node
 
 
-def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> bool:
+def is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> bool:
     """``nn.Flatten()``, ``torch.flatten(source, 1)`` or ``source.flatten(1)``, all other dims kept whole."""
     if node.op == "call_module":
         module = model.get_submodule(str(node.target))
@@ -360,7 +360,7 @@ def _is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> b
     return is_call and node.args == (source, 1) and not node.kwargs
 
 
-def _grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:
+def window_grid(device: torch.device, *extents: tuple[int, int]) -> torch.Tensor:
     """Flat offsets ``sum_k i_k * stride_k`` over ``i_k < size_k``; ``extents`` are (size, stride), outermost first."""
     offsets = torch.zeros((), dtype=torch.long, device=device)
     for size, stride in extents:
@@ -374,3 +374,53 @@ def _cells(place_rows: torch.Tensor, place_cols: torch.Tensor, window_width: int
     rows, cols = place_rows[:, None, :, None], place_cols[None, :, None, :]
     cell = torch.where((rows >= 0) & (cols >= 0), rows * window_width + cols, -1)
     return cell.reshape(len(place_rows) * len(place_cols), -1)
+
+
+@dataclass
+class AxisPlan:
+    """One window stage along one axis, for every initial patch coordinate ``p`` (the table index).
+
+    ``read[p]``: the footprint's first input row/col (padded coordinates);
+    ``land[p]``: where in the footprint the incoming patch's first row/col
+    lands; ``inside[p, i]``: whether the incoming patch's i-th row/col falls
+    inside the footprint. :meth:`WindowPlan.combine` turns the two axes into
+    flat offsets.
+    """
+
+    read: torch.Tensor
+    land: torch.Tensor
+    inside: torch.Tensor
+    incoming: torch.Tensor  # the incoming patch's first row/col (unpadded input coordinates)
+    origin: torch.Tensor  # the output window's first row/col
+
+
+@dataclass
+class WindowPlan:
+    """One window stage, as tables indexed by the patch's flat corner ``top * corners_per_row + left``.
+
+    ``read[k]``: flat offset (padded input, channels-last rows) of the
+    footprint's first row; ``land[k, i]``: row of the footprint that the
+    incoming patch's i-th position overwrites, and ``inside[k, i]`` whether it
+    falls inside the footprint at all.
+    """
+
+    footprint: tuple[int, int]
+    read: torch.Tensor  # (corners,)
+    land: torch.Tensor  # (corners, ph*pw)
+    inside: torch.Tensor  # (corners, ph*pw) bool
+    read_grid: torch.Tensor  # (fh*fw,) flat offsets of the footprint in the padded input
+    delta: "DeltaConv | None" = None  # a stride-1 convolution evaluated on the change only
+
+    @classmethod
+    def combine(cls, rows: AxisPlan, cols: AxisPlan, footprint: tuple[int, int], incoming: tuple[int, int],
+                padded_width: int) -> "WindowPlan":
+        """The flat-corner tables from the two per-axis ones."""
+        fh, fw = footprint
+        device = rows.read.device
+        read = (rows.read * padded_width)[:, None] + cols.read[None, :]
+        land_first = (rows.land * fw)[:, None] + cols.land[None, :]
+        land = land_first[:, :, None] + window_grid(device, (incoming[0], fw), (incoming[1], 1))
+        inside = rows.inside[:, None, :, None] & cols.inside[None, :, None, :]
+        corners = read.numel()
+        return cls(footprint, read.reshape(corners), land.reshape(corners, -1), inside.reshape(corners, -1),
+                   window_grid(device, (fh, padded_width), (fw, 1)))
