@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advspatial.attacks.base import make_attack
-from advspatial.attacks.onepixel import KPixel, OnePixel, distinct_others, nearest_allowed, sample_generator
+from advspatial.attacks.evolution import distinct_others, nearest_allowed
+from advspatial.attacks.onepixel import KPixel, OnePixel, sample_generator
 from advspatial.errors import ConfigError
 
 ROW, COL = 3, 5

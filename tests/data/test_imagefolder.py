@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from advspatial.data import imagefolder, load_dataset
-from advspatial.data.imagefolder import LazyImages, load_imagefolder, read_class_map
+from advspatial.data import classmap, imagefolder, load_dataset
+from advspatial.data.imagefolder import LazyImages, load_imagefolder
+from advspatial.data.classmap import read_class_map
 from advspatial.data.subset import select
 from advspatial.errors import ConfigError, DataError
 
@@ -422,9 +423,9 @@ def test_class_maps_that_are_not_utf8_huge_or_index_a_billion_are_one_line(tmp_p
     sparse = write_tsv(tmp_path / "sparse.tsv", "0\tairplane\n999999999\tzzz\n")
     with pytest.raises(DataError, match=r"cover 0..999999999 .*missing 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, \.\.\."):
         read_class_map(sparse)
-    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 10)
+    monkeypatch.setattr(classmap, "MAX_CLASS_MAP_BYTES", 10)
     with pytest.raises(DataError, match=r"sparse.tsv is 25 bytes; valid: a text file of at most 10 bytes"):
         read_class_map(sparse)
     bom = write_tsv(tmp_path / "bom.tsv", "\ufeff0\tcat\n1\tdog\n")
-    monkeypatch.setattr(imagefolder, "MAX_CLASS_MAP_BYTES", 1 << 20)
+    monkeypatch.setattr(classmap, "MAX_CLASS_MAP_BYTES", 1 << 20)
     assert read_class_map(bom).names == ("cat", "dog")

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fuzzing import fuzz_settings, image_of_mode, valid_or_one_line
-from advspatial.data.imagefolder import load_imagefolder, read_class_map
+from advspatial.data.imagefolder import load_imagefolder
+from advspatial.data.classmap import read_class_map
 
 # -- class maps ------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.regions.fills import ROAD_NEIGHBOURS, _dissection_rank, linear_imputation
+from advspatial.regions.imputation import ROAD_NEIGHBOURS, _dissection_rank, linear_imputation
 
 REGION_KINDS = ("random", "empty", "full", "single", "border")
 
@@ -138,17 +138,17 @@ def test_gradcheck_on_a_tiny_batch():
 
 
 def test_chunks_of_a_large_batch_give_the_same_fill_and_gradient(monkeypatch):
-    from advspatial.regions import fills
+    from advspatial.regions import imputation
 
     gen = torch.Generator().manual_seed(8)
     x = torch.rand(5, 2, 7, 9, generator=gen, dtype=torch.float64)
     region = torch.rand(5, 7, 9, generator=gen) < 0.4
     a = x.clone().requires_grad_()
-    whole = fills.linear_imputation(a, region)
+    whole = imputation.linear_imputation(a, region)
     whole.sum().backward()
-    monkeypatch.setattr(fills, "_IMPUTATION_CHUNK", 30)  # ~1-2 images per chunk
-    assert len(fills._image_chunks(region.numpy())) > 2
+    monkeypatch.setattr(imputation, "_IMPUTATION_CHUNK", 30)  # ~1-2 images per chunk
+    assert len(imputation._image_chunks(region.numpy())) > 2
     b = x.clone().requires_grad_()
-    chunked = fills.linear_imputation(b, region)
+    chunked = imputation.linear_imputation(b, region)
     chunked.sum().backward()
     assert torch.equal(whole, chunked) and torch.equal(a.grad, b.grad)

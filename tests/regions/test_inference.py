@@ -19,10 +19,13 @@ from advspatial.errors import ConfigError, ShapeError
 from advspatial.regions import STATISTICS, average_ranks, overlap_statistics, top_fraction_mask
 from advspatial.regions.inference import (
     NULLS, VERDICTS, Estimate, NullComparison, benjamini_hochberg, bootstrap_mean_ci, compare_to_nulls,
-    composition_strata, describe, excess_test, foreground_share, format_p, holm, null_groups, paired_p, partner_null,
-    permutations_within, pixel_in_roi_test, placement_comparison, poisson_binomial_pmf, pool_to_scale, sesoi_for,
-    sign_flip_p, two_sided_permutation_p, uniform_comparison, verdict,
+    composition_strata, excess_test, foreground_share, format_p, holm, null_groups, paired_p, partner_null,
+    permutations_within, placement_comparison, sesoi_for, sign_flip_p, two_sided_permutation_p, uniform_comparison,
+    verdict,
 )
+from advspatial.regions.wording import describe
+from advspatial.regions.binarization import pool_to_scale
+from advspatial.regions.pixel_test import pixel_in_roi_test, poisson_binomial_pmf
 from advspatial.regions.placement import placement_table
 
 
@@ -466,24 +469,24 @@ def test_paired_accuracy_at_the_floor_is_not_equivalent():
 
 
 def test_comparisons_under_the_same_groups_share_one_draw_of_permutations_and_give_the_same_numbers():
-    from advspatial.regions import inference
+    from advspatial.regions import nulls
 
     g = torch.Generator().manual_seed(5)
     n = 24
     importance, attack = torch.rand(n, 6, 6, generator=g), torch.rand(n, 6, 6, generator=g)
     roi, roa = importance > 0.7, attack > 0.7
     labels = torch.arange(n) % 3
-    inference._permutations.clear()
+    nulls._kept_permutations.clear()
     first = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
-    assert len(inference._permutations) == 1
-    chunks = next(iter(inference._permutations.values()))
+    assert len(nulls._kept_permutations) == 1
+    chunks = next(iter(nulls._kept_permutations.values()))
     assert sum(c.shape[0] for c in chunks) == 300 and not chunks[0].flags.writeable
     again = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
-    inference._permutations.clear()
+    nulls._kept_permutations.clear()
     fresh = compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=300, seed=4, nulls=("same-class",))
     for s in first:
         assert first[s]["same-class"].p == again[s]["same-class"].p == fresh[s]["same-class"].p
         assert first[s]["same-class"].null_std == fresh[s]["same-class"].null_std
-    for seed in range(inference._PERMUTATION_SETS + 1):
+    for seed in range(nulls.PERMUTATION_SETS + 1):
         compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=50, seed=seed, nulls=("same-class",))
-    assert len(inference._permutations) == inference._PERMUTATION_SETS  # bounded
+    assert len(nulls._kept_permutations) == nulls.PERMUTATION_SETS  # bounded

@@ -74,13 +74,11 @@ equals each image attacked alone, bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
@@ -88,6 +86,7 @@ from ..runtime import batch_slices, sample_generator
 from ..models.patch_forward import PatchForward, try_patch_forward
 from ..models.patch_graph import GraphPatchForward
 from .base import Attack, AttackResult, register_attack
+from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
 
 #: Named budgets ``(popsize, maxiter)``.
 PRESETS: dict[str, tuple[int, int]] = {"paper": (400, 75), "quick": (100, 20)}
@@ -99,62 +98,6 @@ def _check_int(name: str, value: object, low: int) -> int:
         raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
     check_range(name, int(value), low)
     return int(value)
-
-
-def draw_uniform(gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
-    """(len(gens), *shape) float64 U[0,1) numbers; row i from ``gens[i]``."""
-    return torch.stack([torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in gens])
-
-
-def uniform_index(u: torch.Tensor, n: torch.Tensor | int) -> torch.Tensor:
-    """``floor(u * n)`` as int64, kept inside ``[0, n)`` (``u`` in [0,1))."""
-    n_t = torch.as_tensor(n, dtype=u.dtype, device=u.device)
-    idx = torch.floor(u * n_t).long()
-    return torch.minimum(idx, (n_t.long() - 1).clamp(min=0))
-
-
-def distinct_others(u: torch.Tensor) -> torch.Tensor:
-    """Three member indices per member, distinct from each other and from the member itself.
-
-    ``u`` is (A, P, 3) uniform in [0,1) for P >= 4 members; returns (A, P, 3) int64. The j-th index
-    is uniform over the ``P - 1 - j`` members not yet excluded: draw a rank in
-    that range, then step it past each excluded index in increasing order.
-    """
-    a, p, _ = u.shape
-    member = torch.arange(p, device=u.device).expand(a, p)
-    first = _step_past(uniform_index(u[..., 0], p - 1), member)
-    low, high = torch.minimum(member, first), torch.maximum(member, first)
-    second = _step_past(uniform_index(u[..., 1], p - 2), low, high)
-    # the three excluded indices in increasing order (a sorting network: no sort call)
-    middle = torch.maximum(low, torch.minimum(high, second))
-    low, high = torch.minimum(low, second), torch.maximum(high, second)
-    third = _step_past(uniform_index(u[..., 2], p - 3), low, middle, high)
-    return torch.stack([first, second, third], dim=-1)
-
-
-def _step_past(rank: torch.Tensor, *excluded: torch.Tensor) -> torch.Tensor:
-    """``rank`` moved up by one past each excluded index, visited in increasing order."""
-    for index in excluded:
-        rank = rank + (rank >= index).long()
-    return rank
-
-
-def nearest_allowed(allowed: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, H*W) int64: for every pixel, the flat index of the nearest allowed pixel of its image.
-
-    Computed with SciPy's exact Euclidean distance transform, once per image
-    whose mask is neither full nor empty (identity elsewhere); a one-off set-up
-    cost, not part of the search loop.
-    """
-    n = allowed.shape[0]
-    table = torch.arange(height * width).repeat(n, 1)
-    grid = allowed.cpu().numpy().reshape(n, height, width)
-    for i in range(n):
-        if grid[i].all() or not grid[i].any():
-            continue
-        rows, cols = ndimage.distance_transform_edt(~grid[i], return_distances=False, return_indices=True)
-        table[i] = torch.from_numpy((rows * width + cols).reshape(-1))
-    return table.to(allowed.device)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 from . import cifar10, imagefolder, mnist, synthetic, tensors  # noqa: F401  (register the datasets)
 from .base import ImageDataset, PixelSource
-from .imagefolder import ClassMap, LazyImages, read_class_map
+from .imagefolder import LazyImages
+from .classmap import ClassMap, read_class_map
 from .registry import DatasetSpec, dataset_spec, list_datasets, load_dataset, register_dataset
 from .subset import SUBSET_MODES, select, subset_indices
 from .tensors import as_image_dataset, read_images, read_labels, register_dataset_object

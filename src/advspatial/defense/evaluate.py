@@ -24,7 +24,8 @@ from ..attacks.base import frozen_eval
 from ..errors import ShapeError, check_range
 from ..regions import random_regions_like, sample_ids_or_range
 from ..runtime import batch_slices, model_device
-from ..regions.fills import check_region, put_back
+from ..regions.fills import put_back
+from ..regions._checks import check_region
 from .neutralize import NeutralizedModel
 
 

@@ -26,7 +26,8 @@ from ..regions import (
     change_strata, foreground_strata, random_regions_like, sample_ids_or_range, stream_seed, top_fraction_mask,
 )
 from ..regions import class_mean_maps as regions_class_mean_maps
-from ..regions.fills import FillFn, check_region, make_fill
+from ..regions.fills import FillFn, make_fill
+from ..regions._checks import check_region
 from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.

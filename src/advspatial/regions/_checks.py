@@ -26,3 +26,16 @@ def _check_mask(mask: torch.Tensor, name: str) -> None:
     if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or mask.dtype != torch.bool:
         raise ShapeError(f"{name} must be an (N,H,W) bool tensor, got {getattr(mask, 'shape', type(mask))} "
                          f"{getattr(mask, 'dtype', '')}")
+
+
+def check_region(region: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Validate an (N,H,W) bool region for images x (N,C,H,W); return it on x's device."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
+    region = torch.as_tensor(region, device=x.device)
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(region.shape) != expected:
+        raise ShapeError(f"region must have shape {expected} (N,H,W) for images {tuple(x.shape)}, got {tuple(region.shape)}")
+    if region.dtype != torch.bool:
+        raise ShapeError(f"region must be a bool tensor, got dtype {region.dtype}")
+    return region

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ShapeError, check_range
-from .estimates import SIGN_FLIPS, Estimate, _finite, share_difference_ci, sign_flip_p
+from .estimates import Estimate, _finite, share_difference_ci, sign_flip_p
 
 # -- accuracies and paired accuracy differences -------------------------------------------------
 

@@ -162,3 +162,14 @@ def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     size = 2 * int(pixels) + 1
     grown = nn.functional.max_pool2d(mask[:, None].float(), size, stride=1, padding=int(pixels))
     return grown[:, 0] > 0
+
+
+def pool_to_scale(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N,h,w) adaptive average pooling of (N,H,W) maps, e.g. an RoA brought to the CAM's resolution."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"maps must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
+    h, w = (int(s) for s in size)
+    if h < 1 or w < 1 or h > maps.shape[1] or w > maps.shape[2]:
+        raise ConfigError(f"size must lie in [1, {maps.shape[1]}] x [1, {maps.shape[2]}], got {tuple(size)}")
+    values = maps if maps.is_floating_point() else maps.float()
+    return torch.nn.functional.adaptive_avg_pool2d(values[:, None], (h, w))[:, 0]

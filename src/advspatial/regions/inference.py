@@ -23,16 +23,14 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
   McNemar's exact p (:func:`mcnemar_p`) or a sign-flip p (:func:`sign_flip_p`);
 - :func:`holm` (primary family) and :func:`benjamini_hochberg` (the rest);
 - :func:`verdict` (fixed rules, :data:`VERDICTS`; a claim about a training procedure needs
-  :data:`MIN_SEEDS` seeds and its sign in every one, :func:`seeds_agreeing`) and :func:`describe` (one sentence);
-- :func:`crossed_mean_ci` -- the effect of a training procedure over training seeds crossed with images:
-  each seed's own mean, a t-interval that carries between-run variance, and a p consistent with it
-  (``seeds.py``, :class:`SeedEffect`);
-- :func:`pixel_in_roi_test` -- exact Poisson-binomial test for one-pixel attacks;
-- :func:`pool_to_scale` -- maps brought to a coarser resolution.
+  :data:`MIN_SEEDS` seeds and its sign in every one, :func:`seeds_agreeing`);
+- :func:`crossed_mean_ci` -- the effect of a training procedure over training seeds crossed with images
+  (``seeds.py``, :class:`SeedEffect`).
 
-The estimates (``estimates.py``), the nulls (``nulls.py``), the accuracies
-(``accuracy.py``) and the corrections and verdicts (``verdicts.py``) live in
-modules of their own; every name above is importable from here.
+The estimates (``estimates.py``), the nulls (``nulls.py``), the accuracies (``accuracy.py``), the
+corrections and verdicts (``verdicts.py``) and the seeds (``seeds.py``) live in modules of their own and
+are importable from here; a comparison's sentence is :func:`advspatial.regions.wording.describe`, the
+one-pixel test :func:`advspatial.regions.pixel_test.pixel_in_roi_test`.
 """
 
 from __future__ import annotations
@@ -45,32 +43,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from .accuracy import (
-    SIGN_FLIPS, PairedAccuracy, Proportion, accuracy, mcnemar_p, paired_accuracy, sign_flip_p, wilson_interval,
-)
+from ..errors import ShapeError, check_range, unknown_name
+from .accuracy import PairedAccuracy, Proportion, accuracy, mcnemar_p, paired_accuracy, sign_flip_p, wilson_interval
+from .estimates import SIGN_FLIPS
 from .estimates import BOOTSTRAP_RESAMPLES, Estimate, bootstrap_mean_ci, paired_p, share_difference_ci
 from .nulls import (
-    DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata, foreground_share, null_groups, partner_null,
-    permutations_within,
+    PERMUTATION_CHUNK, permutation_chunks, DEFAULT_STRATA, NULLS, _as_groups, _check_pairs, composition_strata,
+    foreground_share, null_groups, partner_null, permutations_within,
 )
 from .placement import check_sample_ids, placement_shifts, placement_table
 from .seeds import SeedEffect, crossed_mean_ci
 from .verdicts import (
-    _CLAUSES, DEFAULT_SESOI, MIN_SEEDS, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm,
-    seeds_agreeing, sesoi_for, verdict,
+    DEFAULT_SESOI, MIN_SEEDS, P_FLOOR, SESOI, VERDICTS, Sesoi, benjamini_hochberg, format_p, holm, seeds_agreeing,
+    sesoi_for, verdict,
 )
 
 # -- the comparison against one null ---------------------------------------------------------
-
-#: permutations drawn and evaluated at once (memory: chunk x N gathered values)
-_CHUNK = 1000
-#: sets of permutations kept for reuse (:func:`_permutation_chunks`): one per pair-based null of a comparison
-#: (any-class, same-class, object-conditioned); the largest set kept (int64 entries: 128 MB)
-_PERMUTATION_SETS = 3
-_PERMUTATION_ENTRIES = 16_000_000
-_permutations: dict[tuple[bytes, int, int], tuple[np.ndarray, ...]] = {}
-
 
 @dataclass(frozen=True)
 class NullComparison:
@@ -110,7 +98,8 @@ class NullComparison:
         return d
 
 
-def _ratio(observed: float, null_mean: float) -> float:
+def ratio_to_null(observed: float, null_mean: float) -> float:
+    """observed / null mean (NaN when the null mean is 0 or not finite): the ratio every comparison reports."""
     return observed / null_mean if null_mean != 0 and math.isfinite(null_mean) else math.nan
 
 
@@ -205,7 +194,7 @@ def _permutation_means(
     this is a sign flip of the excess. The same permutations serve every statistic.
     """
     out: list[list[np.ndarray]] = [[] for _ in prepared]
-    for perms in _permutation_chunks(groups, int(n_permutations), int(seed)):
+    for perms in permutation_chunks(groups, int(n_permutations), int(seed)):
         for k, prep in enumerate(prepared):
             c = prep.columns.size
             if c == 0:
@@ -215,28 +204,6 @@ def _permutation_means(
             excess = ((prep.partners + 1) * values - prep.observed) / prep.partners - prep.null
             out[k].append(_row_nanmean(excess) if prep.has_nan else excess.mean(1))
     return [np.concatenate(v) if v else np.zeros(0) for v in out]
-
-
-def _permutation_chunks(groups: torch.Tensor, n_permutations: int, seed: int) -> tuple[np.ndarray, ...]:
-    """The within-group permutations of :func:`_permutation_means`, ``_CHUNK`` rows at a time, drawn from ``seed``.
-
-    A run compares many RoIs (every attack, map kind and model-free reference) under the same groups and seed,
-    so they share one draw: the last :data:`_PERMUTATION_SETS` sets are kept (when no larger than
-    :data:`_PERMUTATION_ENTRIES` entries), which gives the same numbers as drawing them again.
-    """
-    key = (groups.numpy().tobytes(), n_permutations, seed)
-    if key in _permutations:
-        return _permutations[key]
-    gen = torch.Generator().manual_seed(seed)
-    chunks = tuple(permutations_within(groups, min(_CHUNK, n_permutations - start), gen).numpy()
-                   for start in range(0, n_permutations, _CHUNK))
-    for chunk in chunks:
-        chunk.flags.writeable = False  # shared between callers
-    if n_permutations * groups.numel() <= _PERMUTATION_ENTRIES:
-        while len(_permutations) >= _PERMUTATION_SETS:
-            _permutations.pop(next(iter(_permutations)))
-        _permutations[key] = chunks
-    return chunks
 
 
 def _row_nanmean(values: np.ndarray) -> np.ndarray:
@@ -256,7 +223,7 @@ def _comparison(prep: _Prepared, t_null: np.ndarray, seed: int, statistic: str, 
     spread = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
     z = t / spread if spread > 0 else math.nan
     return NullComparison(statistic, null, n, observed, null_mean, bootstrap_mean_ci(prep.influence, seed),
-                          _ratio(observed, null_mean), z, _two_sided_p(t, t_null), int(b), spread)
+                          ratio_to_null(observed, null_mean), z, _two_sided_p(t, t_null), int(b), spread)
 
 
 def excess_test(
@@ -305,7 +272,7 @@ def uniform_comparison(
     t = float(excess.mean()) if n else math.nan
     z = t / se if se > 0 else math.nan
     return NullComparison(statistic, null, n, observed_mean, null_mean, bootstrap_mean_ci(excess, seed),
-                          _ratio(observed_mean, null_mean), z, paired_p(excess, seed=seed), 0, se)
+                          ratio_to_null(observed_mean, null_mean), z, paired_p(excess, seed=seed), 0, se)
 
 
 def placement_comparison(
@@ -341,8 +308,8 @@ def _placement(table: torch.Tensor, shifts: np.ndarray, seed: int, statistic: st
     t_null = np.full(shifts.shape[0], np.nan)
     if cols.size:
         mean = _row_nanmean if not finite[cols].all() else (lambda v: v.mean(1))
-        t_null = np.concatenate([mean(np.take_along_axis(rows, shifts[s:s + _CHUNK, cols].T, 1).T)
-                                 for s in range(0, shifts.shape[0], _CHUNK)])
+        t_null = np.concatenate([mean(np.take_along_axis(rows, shifts[s:s + PERMUTATION_CHUNK, cols].T, 1).T)
+                                 for s in range(0, shifts.shape[0], PERMUTATION_CHUNK)])
     excess = observed[cols] - null[cols]
     prep = _Prepared(np.zeros(0), False, cols, null[cols], excess, observed[cols], np.zeros(cols.size), excess)
     return _comparison(prep, t_null, seed, statistic, "uniform", shifts.shape[0])
@@ -444,102 +411,11 @@ def excess_difference(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any,
     return ExcessDifference(int(common.size), bootstrap_mean_ci(d, seed), paired_p(d, seed=seed))
 
 
-def describe(comparison: NullComparison, verdict: str, p_adjusted: float | None = None) -> str:
-    """One plain sentence: observed vs the null, the excess with its CI and z, then what it means.
-
-    E.g. "iou: observed 0.107 is below the any-class null 0.116 (excess -0.009
-    [-0.011, -0.007], z = -7.1, p = 0.0001, n = 1000): the attack avoids the RoI
-    more than chance". A p-value appears only beside the effect, never alone
-    (``p_adj`` when ``p_adjusted`` is given). Observed and null get as many
-    significant digits (3 to 6) as it takes to tell them apart.
-    """
-    if verdict not in VERDICTS:
-        raise unknown_name("verdict", verdict, VERDICTS)
-    c = comparison
-    e = c.excess
-    side = "above" if c.observed > c.null_mean else "below" if c.observed < c.null_mean else "equal to"
-    obs, null = _distinct(c.observed, c.null_mean)
-    p_text = _p_text("p_adj", p_adjusted) if p_adjusted is not None else _p_text("p", c.p)
-    name = f"{c.statistic}: " if c.statistic else ""
-    return (f"{name}observed {obs} is {side} the {c.null or 'chance'} null {null} "
-            f"(excess {e.mean:+.2g} [{e.low:+.2g}, {e.high:+.2g}], z = {c.z:.1f}, {p_text}, n = {c.n}): "
-            f"{_CLAUSES[verdict]}")
-
-
-def _p_text(name: str, p: float) -> str:
-    """'p = 0.003' or 'p < 1e-10' (:func:`format_p`)."""
-    text = format_p(p)
-    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
-
-
-def _distinct(a: float, b: float) -> tuple[str, str]:
-    """``a`` and ``b`` with the fewest significant digits (3..6) that make them differ."""
-    for digits in range(3, 7):
-        sa, sb = f"{a:.{digits}g}", f"{b:.{digits}g}"
-        if sa != sb:
-            break
-    return sa, sb
-
-
-# -- one-pixel RoA -------------------------------------------------------------------------------
-
-def poisson_binomial_pmf(probabilities: Any) -> np.ndarray:
-    """(N+1,) pmf of the number of successes of independent Bernoulli(p_i) trials (DP convolution)."""
-    probs = np.asarray(probabilities, dtype=float).reshape(-1)
-    if np.any(~np.isfinite(probs)) or np.any((probs < 0) | (probs > 1)):
-        raise ConfigError("probabilities must lie in [0, 1]")
-    pmf = np.zeros(probs.size + 1)
-    pmf[0] = 1.0
-    for k, p in enumerate(probs):
-        pmf[1:k + 2] = pmf[1:k + 2] * (1 - p) + pmf[:k + 1] * p
-        pmf[0] *= 1 - p
-    return pmf
-
-
-def pixel_in_roi_test(hits: Any, roi_share: Any, seed: int = 0) -> dict[str, Any]:
-    """Exact test of how many one-pixel attacks land in the RoI, against per-image chance.
-
-    Image i's pixel lies in its RoI with chance ``roi_share[i]`` (|RoI|/P) if placed
-    at random, so the count is Poisson-binomial under the null. Two-sided p = sum of
-    the pmf values <= pmf(observed) * (1 + 1e-7) (the rule of ``scipy.stats.binomtest``).
-    Images with a non-finite share are left out. Returns observed and expected
-    counts, their ratio, p, n and ``excess`` = mean(hit - share) with a bootstrap CI.
-    """
-    h = torch.as_tensor(hits).detach().cpu().reshape(-1)
-    share = torch.as_tensor(roi_share).detach().cpu().double().reshape(-1)
-    if h.dtype != torch.bool or h.shape != share.shape:
-        raise ShapeError(f"hits must be an (N,) bool tensor and roi_share (N,), got {tuple(h.shape)} {h.dtype} "
-                         f"and {tuple(share.shape)}")
-    keep = torch.isfinite(share)
-    h, share = h[keep].double().numpy(), share[keep].numpy()
-    pmf = poisson_binomial_pmf(share)
-    observed = int(h.sum())
-    expected = float(share.sum())
-    p = float(min(1.0, pmf[pmf <= pmf[observed] * (1 + 1e-7)].sum())) if h.size else math.nan
-    return {"observed": observed, "expected": expected, "ratio": _ratio(float(observed), expected), "p": p,
-            "n": int(h.size), "excess": bootstrap_mean_ci(h - share, seed)}
-
-
-# -- resolution ------------------------------------------------------------------------------------
-
-def pool_to_scale(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N,h,w) adaptive average pooling of (N,H,W) maps, e.g. an RoA brought to the CAM's resolution."""
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
-        raise ShapeError(f"maps must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
-    h, w = (int(s) for s in size)
-    if h < 1 or w < 1 or h > maps.shape[1] or w > maps.shape[2]:
-        raise ConfigError(f"size must lie in [1, {maps.shape[1]}] x [1, {maps.shape[2]}], got {tuple(size)}")
-    values = maps if maps.is_floating_point() else maps.float()
-    return torch.nn.functional.adaptive_avg_pool2d(values[:, None], (h, w))[:, 0]
-
-
 __all__ = [
     "BOOTSTRAP_RESAMPLES", "DEFAULT_SESOI", "DEFAULT_STRATA", "MIN_SEEDS", "NULLS", "P_FLOOR", "SESOI", "Sesoi",
-    "format_p", "seeds_agreeing",
-    "sesoi_for", "SIGN_FLIPS", "VERDICTS", "Estimate", "NullComparison", "SeedEffect",
+    "format_p", "seeds_agreeing", "sesoi_for", "SIGN_FLIPS", "VERDICTS", "Estimate", "NullComparison", "SeedEffect",
     "PairedAccuracy", "Proportion", "accuracy", "benjamini_hochberg", "bootstrap_mean_ci", "compare_to_nulls",
-    "composition_strata", "crossed_mean_ci", "describe", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
-    "paired_accuracy", "paired_p", "partner_null", "permutations_within", "placement_comparison", "pixel_in_roi_test",
-    "poisson_binomial_pmf", "pool_to_scale", "sign_flip_p", "two_sided_permutation_p", "uniform_comparison",
-    "share_difference_ci", "verdict", "wilson_interval",
+    "composition_strata", "crossed_mean_ci", "excess_test", "foreground_share", "holm", "mcnemar_p", "null_groups",
+    "paired_accuracy", "paired_p", "partner_null", "permutations_within", "placement_comparison", "sign_flip_p",
+    "two_sided_permutation_p", "uniform_comparison", "share_difference_ci", "verdict", "wilson_interval",
 ]

@@ -149,3 +149,32 @@ def permutations_within(groups: Any, count: int, generator: torch.Generator | No
     return torch.from_numpy(out)
 
 
+#: permutations drawn and evaluated at once (memory: chunk x N gathered values)
+PERMUTATION_CHUNK = 1000
+#: sets of permutations kept for reuse (:func:`permutation_chunks`): one per pair-based null of a comparison
+#: (any-class, same-class, object-conditioned); the largest set kept (int64 entries: 128 MB)
+PERMUTATION_SETS = 3
+PERMUTATION_ENTRIES = 16_000_000
+_kept_permutations: dict[tuple[bytes, int, int], tuple[np.ndarray, ...]] = {}
+
+
+def permutation_chunks(groups: torch.Tensor, n_permutations: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The within-group permutations of :func:`_permutation_means`, ``PERMUTATION_CHUNK`` rows at a time, drawn from ``seed``.
+
+    A run compares many RoIs (every attack, map kind and model-free reference) under the same groups and seed,
+    so they share one draw: the last :data:`PERMUTATION_SETS` sets are kept (when no larger than
+    :data:`PERMUTATION_ENTRIES` entries), which gives the same numbers as drawing them again.
+    """
+    key = (groups.numpy().tobytes(), n_permutations, seed)
+    if key in _kept_permutations:
+        return _kept_permutations[key]
+    gen = torch.Generator().manual_seed(seed)
+    chunks = tuple(permutations_within(groups, min(PERMUTATION_CHUNK, n_permutations - start), gen).numpy()
+                   for start in range(0, n_permutations, PERMUTATION_CHUNK))
+    for chunk in chunks:
+        chunk.flags.writeable = False  # shared between callers
+    if n_permutations * groups.numel() <= PERMUTATION_ENTRIES:
+        while len(_kept_permutations) >= PERMUTATION_SETS:
+            _kept_permutations.pop(next(iter(_kept_permutations)))
+        _kept_permutations[key] = chunks
+    return chunks

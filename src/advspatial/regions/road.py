@@ -4,7 +4,7 @@
 2022) removes the top (MoRF, most relevant first) or the bottom (LeRF, least
 relevant first) p% of an attribution map's pixels and measures the model on the
 result. The removed pixels are replaced by the ``road`` fill
-(:func:`advspatial.regions.fills.noisy_linear_imputation`): each one the
+(:func:`advspatial.regions.imputation.noisy_linear_imputation`): each one the
 weighted mean of its neighbours plus a little noise, so the fill draws no edge
 along the mask and the mask's shape does not tell the model which class to
 predict (the "class information leakage" that makes zero/blur deletion rank
@@ -45,7 +45,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
 from ..runtime import model_device, per_sample_noise, sample_ids_or_range, stream_seed
 from ._checks import _check_maps
-from .fills import noisy_linear_imputation
+from .imputation import noisy_linear_imputation
 
 #: ROAD's grid of removed percentages (Rong et al., 2022, figures: 10% to 90% in steps of 10)
 ROAD_PERCENTAGES: tuple[float, ...] = (10, 20, 30, 40, 50, 60, 70, 80, 90)

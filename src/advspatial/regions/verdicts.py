@@ -113,7 +113,7 @@ def sesoi_for(statistic: str, null_value: float, scale: float = 1.0) -> float:
 VERDICTS = ("supported", "negligible", "not supported", "reversed", "equivalent to null", "not interpretable",
             "insufficient data")
 
-_CLAUSES = {
+VERDICT_CLAUSES = {
     "supported": "the attack co-locates with the RoI beyond chance",
     "negligible": "a difference from chance too small to matter (below the smallest effect of interest)",
     "reversed": "the attack avoids the RoI more than chance",

@@ -12,7 +12,7 @@ from torch import nn
 from ...data import ImageDataset
 from ...distributed import on_every_rank
 from ...maps import attack_map, feature_map_size, importance_map
-from ...regions.inference import pool_to_scale
+from ...regions.binarization import pool_to_scale
 from ...rundir import RunDir
 from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
