@@ -7,7 +7,8 @@ import torch
 import torchattacks
 from torch import nn
 
-from advspatial.attacks.fgsm import FGSM, attack_loss
+from advspatial.attacks.fgsm import FGSM
+from advspatial.attacks.gradients import attack_loss
 from advspatial.errors import ConfigError
 
 

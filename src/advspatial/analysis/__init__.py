@@ -8,11 +8,11 @@
 * :mod:`.propagation` - per-layer propagation maps of a one-pixel perturbation, and its random same-|Δ| control;
 * :mod:`.locality` - whether a found adversarial pixel still works when moved (ring, context-matched and uniform
   placements; cluster-bootstrap rates);
-* :mod:`.hooks` - listing and recording layer outputs.
+
+Listing and recording layer outputs is :mod:`advspatial.models.hooks`'s.
 """
 
 from .dissection import DissectionResult, dissect, sensitivity_vs_interpretability
-from .hooks import list_layers, record_outputs, select_layers
 from .locality import LocalityResult, cluster_bootstrap_rate, context_maps, locality_analysis, matched_variants
 from .propagation import (
     PropagationMap, average_propagation, depth_summary, per_image_layer_stats, propagation_maps, random_pixel_change,
@@ -23,8 +23,7 @@ from .units import mask_units, masking_curve, rank_sensitive_units, unit_activat
 
 __all__ = [
     "DissectionResult", "LocalityResult", "PSEResult", "PropagationMap", "average_propagation",
-    "cluster_bootstrap_rate", "context_maps", "depth_summary", "dissect", "list_layers", "locality_analysis",
+    "cluster_bootstrap_rate", "context_maps", "depth_summary", "dissect", "locality_analysis",
     "mask_units", "masking_curve", "matched_variants", "per_image_layer_stats", "promotion_suppression",
-    "propagation_maps", "pse_vs_cam", "random_pixel_change", "rank_sensitive_units", "record_outputs",
-    "select_layers", "sensitivity_vs_interpretability", "ssim", "ssim_map", "unit_activation_change",
+    "propagation_maps", "pse_vs_cam", "random_pixel_change", "rank_sensitive_units", "sensitivity_vs_interpretability", "ssim", "ssim_map", "unit_activation_change",
 ]

@@ -19,7 +19,7 @@ Choices (documented, see also the docstrings):
   (N, D, 1, 1): their maps are (N, 1, 1). Outputs of any other rank, and
   non-tensor outputs (tuples), are skipped.
 - Depth is the order in which layers finish in the forward pass (a block comes
-  after its children), as recorded by :mod:`advspatial.analysis.hooks`.
+  after its children), as recorded by :mod:`advspatial.models.hooks`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import nn
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, ShapeError
 from ..runtime import batch_slices, model_device
-from .hooks import record_outputs
+from advspatial.models.hooks import record_outputs
 
 
 @dataclass
@@ -120,7 +120,7 @@ def propagation_maps(
 ) -> dict[str, PropagationMap]:
     """Propagation maps of every selected layer, keyed by layer name in forward order.
 
-    ``layers`` as in :func:`advspatial.analysis.hooks.select_layers` (default:
+    ``layers`` as in :func:`advspatial.models.hooks.select_layers` (default:
     all conv, activation and block modules). x and x_adv are run in chunks of
     ``batch_size`` (one forward each per chunk) with the model frozen in eval
     mode; results are on the CPU. See the module docstring for the choices on

@@ -62,7 +62,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..runtime import per_sample_noise
 from .base import Attack, margin, register_attack
-from .fgsm import attack_loss, is_adversarial, masked_sign
+from .gradients import attack_loss, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
 from .search import Best, beats, best_of_runs
 
@@ -111,7 +111,7 @@ def dlr_loss_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
 
 
 def apgd_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:
-    """Per-image objective APGD ascends: ``ce``/``margin`` as :func:`.fgsm.attack_loss`, or ``dlr``."""
+    """Per-image objective APGD ascends: ``ce``/``margin`` as :func:`.gradients.attack_loss`, or ``dlr``."""
     if loss == "dlr":
         return dlr_loss(logits, y) if target is None else dlr_loss_targeted(logits, y, target)
     return attack_loss(logits, y, target, loss)

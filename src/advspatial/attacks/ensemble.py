@@ -44,7 +44,7 @@ from torch import nn
 from ..errors import ConfigError, check_range, unknown_name
 from .apgd import APGD, APGDT
 from .base import Attack, enforce_constraints, list_attacks, make_attack, register_attack
-from .fgsm import is_adversarial
+from .gradients import is_adversarial
 from .square import Square
 
 DEFAULT_LINF = ("apgd-ce", "apgd-dlr", "square")

@@ -1,7 +1,7 @@
 """Projected Gradient Descent (Madry et al., 2018) in L-inf and L2; BIM is L-inf PGD without random start.
 
 Each step, for the current iterate ``x_k`` and the attacker's loss gradient ``g``
-(:func:`advspatial.attacks.fgsm.attack_loss`, summed over images so each image's
+(:func:`advspatial.attacks.gradients.attack_loss`, summed over images so each image's
 gradient does not depend on its batch):
 
 * L-inf: ``x_{k+1} = x_k + alpha * sign(mask*g) * mask``;
@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..runtime import per_sample_noise
 from .base import Attack, register_attack
-from .fgsm import check_loss, is_adversarial, loss_gradient, masked_sign
+from .gradients import check_loss, is_adversarial, loss_gradient, masked_sign
 
 L2_DIVISION_GUARD = 1e-10
 

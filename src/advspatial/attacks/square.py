@@ -55,7 +55,7 @@ from ..errors import ConfigError, check_range
 from ..runtime import sample_generator
 from .search import Best, beats, best_of_runs
 from .base import Attack, register_attack
-from .fgsm import attack_loss, is_adversarial
+from .gradients import attack_loss, is_adversarial
 
 SQUARE_LOSSES = ("margin", "ce")
 P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)

@@ -81,7 +81,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
 from .base import Attack, register_attack
-from .fgsm import attack_loss, check_loss
+from .gradients import attack_loss, check_loss
 
 __all__ = [
     "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...analysis.hooks import select_layers
+from ...models.hooks import select_layers
 from ...analysis.locality import locality_analysis
 from ...analysis.propagation import (
     CONTROL_MODES, PropagationMap, per_image_layer_stats, propagation_maps, random_pixel_change, random_pixel_reach,

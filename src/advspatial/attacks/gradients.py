@@ -1,0 +1,73 @@
+"""The gradient toolkit of the gradient attacks: the attacker's objective, its input gradient, the success
+test and the masked sign step.
+
+Why a module of its own: FGSM, PGD, APGD, Square, the SSIM-ball attack and the ensemble share these, and
+one definition of "the attacker's loss" and "adversarial" keeps their numbers comparable. The objective is
+cross-entropy to the label (untargeted, ascended) or minus cross-entropy to the target (targeted), or the
+logit-margin variant.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from .base import margin
+
+
+LOSSES = ("ce", "margin")
+
+
+def check_loss(loss: str) -> str:
+    """Validate a loss name (``ce`` or ``margin``)."""
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r} is unknown; valid: {', '.join(LOSSES)}")
+    return loss
+
+
+def attack_loss(
+    logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str = "ce"
+) -> torch.Tensor:
+    """Per-image objective that the attacker *ascends*, shape (N,).
+
+    ``ce``: untargeted ``CE(z, y)``, targeted ``-CE(z, t)``.
+    ``margin``: untargeted ``max_{j!=y} z_j - z_y``, targeted ``z_t - max_{j!=t} z_j``.
+    Per-image values (summed, never averaged, by the caller) make each image's
+    gradient independent of the batch it is in.
+    """
+    if loss == "ce":
+        if target is None:
+            return F.cross_entropy(logits, y, reduction="none")
+        return -F.cross_entropy(logits, target, reduction="none")
+    if target is None:
+        return -margin(logits, y)
+    return margin(logits, target)
+
+
+def loss_gradient(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str = "ce"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(grad of the summed attack loss w.r.t. x_adv, logits at x_adv)``; one forward + backward.
+
+    Only the input requires a gradient (the model runs frozen), so the backward
+    pass computes no parameter gradients.
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    logits = model(x_adv)
+    (grad,) = torch.autograd.grad(attack_loss(logits, y, target, loss).sum(), x_adv)
+    return grad, logits.detach()
+
+
+def is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """(N,) bool: prediction != label (untargeted) or == target (targeted)."""
+    pred = logits.argmax(1)
+    return pred == target if target is not None else pred != y
+
+
+def masked_sign(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``sign(mask * grad) * mask``: the L-inf step direction restricted (and scaled) by the mask."""
+    if mask is None:
+        return grad.sign()
+    return (grad * mask).sign_().mul_(mask)
