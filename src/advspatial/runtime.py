@@ -15,12 +15,15 @@ import random
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
 
 from .errors import ConfigError, DataError, ShapeError
+
+if TYPE_CHECKING:
+    import datetime
 
 DEFAULT_CACHE = Path.home() / ".cache" / "advspatial"
 
@@ -59,7 +62,7 @@ def env_int(name: str, default: int, low: int, high: int, meaning: str = "") -> 
     return value
 
 
-def env_hours(name: str, default: float, high: float) -> "datetime.timedelta":
+def env_hours(name: str, default: float, high: float) -> datetime.timedelta:
     """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number from one
     second (a shorter one would round to a zero timeout) to ``high``; anything else is a one-line
     :class:`ConfigError`."""
