@@ -148,8 +148,9 @@ def test_attack_result_cat_and_rate():
 
 
 def test_registry_names_and_parameter_errors(tiny_cnn):
-    import advspatial.attacks.cw  # noqa: F401  (registers)
-    import advspatial.attacks.deepfool  # noqa: F401
+    # imported to register the attacks
+    import advspatial.attacks.cw
+    import advspatial.attacks.deepfool
     import advspatial.attacks.pgd  # noqa: F401
 
     names = set(list_attacks())

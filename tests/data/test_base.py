@@ -141,7 +141,7 @@ class CountingSource:
         self.log.extend(rows.reshape(-1).tolist())
         return self.data[rows]
 
-    def select(self, index) -> "CountingSource":
+    def select(self, index) -> CountingSource:
         return CountingSource(self.data[torch.arange(len(self.data))[index].reshape(-1)], self.log)
 
 

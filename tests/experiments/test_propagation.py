@@ -429,5 +429,5 @@ def test_control_difference_figure_is_written(tmp_path):
     nan_rows = [{**r, "mean": math.nan, "low": math.nan, "high": math.nan} for r in rows]
     path = plot_control_differences({1: {"a": rows, "b": nan_rows}, 3: {"a": rows, "b": []}}, tmp_path / "d.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(Exception):
+    with pytest.raises(ShapeError, match="at least one k"):
         plot_control_differences({}, tmp_path / "e.png")

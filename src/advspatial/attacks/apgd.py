@@ -165,7 +165,7 @@ class _Run:
     last_best: torch.Tensor            # f_max at the last checkpoint
     reduced: torch.Tensor              # step halved at the last checkpoint
 
-    def keep(self, rows: torch.Tensor) -> "_Run":
+    def keep(self, rows: torch.Tensor) -> _Run:
         """The state restricted to the rows where ``rows`` (bool) holds."""
         out = {}
         for f in fields(self):

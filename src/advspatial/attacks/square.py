@@ -140,7 +140,7 @@ class _Search:
     gens: list[torch.Generator]
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
 
-    def keep(self, rows: torch.Tensor) -> "_Search":
+    def keep(self, rows: torch.Tensor) -> _Search:
         out = {}
         cpu_rows = rows.cpu()
         for f in fields(self):

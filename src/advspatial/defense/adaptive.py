@@ -28,7 +28,7 @@ Whether more effort would lower a number is :mod:`.convergence`'s question.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 

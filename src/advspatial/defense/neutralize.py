@@ -340,7 +340,7 @@ class NeutralizedModel(nn.Module):
         self.last_region = None
         self.last_selection = None
 
-    def variant(self, mode: str | None = None, *, backward: str | None = None) -> "NeutralizedModel":
+    def variant(self, mode: str | None = None, *, backward: str | None = None) -> NeutralizedModel:
         """The same defence in another mode and/or with another attacker's gradient (fresh counter)."""
         mode = self.mode if mode is None else mode
         if mode not in MODES:
@@ -352,7 +352,7 @@ class NeutralizedModel(nn.Module):
             control_match=self.control_match,
         )
 
-    def with_backward(self, backward: str) -> "NeutralizedModel":
+    def with_backward(self, backward: str) -> NeutralizedModel:
         """The same defence with another attacker's gradient (``local`` or ``identity``)."""
         return self.variant(backward=backward)
 

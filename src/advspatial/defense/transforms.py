@@ -171,7 +171,7 @@ class TransformDefence(nn.Module):
         stacked = x.repeat(k, 1, 1, 1)
         return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
 
-    def with_backward(self, backward: str) -> "TransformDefence":
+    def with_backward(self, backward: str) -> TransformDefence:
         """The same defence with another attacker's gradient."""
         return TransformDefence(self.model, self.transform, self.strength, backward=backward, seed=self.seed)
 

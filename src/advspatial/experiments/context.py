@@ -68,7 +68,7 @@ class ExperimentContext:
         self.each_batch(fn, desc=desc, slices=slices, then=collect)
         return {name: torch.cat(values) for name, values in parts.items()}
 
-    def attack_stage(self, stage: str, attack: "Attack", b: int, sl: slice | None = None) -> "AttackResult":
+    def attack_stage(self, stage: str, attack: Attack, b: int, sl: slice | None = None) -> AttackResult:
         """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
         a cached stage ``{stage}/batch-{b:05d}`` on the CPU, so a resumed or sharded run reads it back."""
         from ..attacks import AttackResult

@@ -62,7 +62,7 @@ class OutputGuard:
         check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
 
 
-_GUARDS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+_GUARDS: weakref.WeakKeyDictionary[nn.Module, object] = weakref.WeakKeyDictionary()
 
 
 def guard_outputs(model: nn.Module, spec: str, classes: int | None = None) -> nn.Module:

@@ -14,7 +14,8 @@ import torch
 
 from ..errors import ConfigError, ShapeError, check_range
 
-from .estimates import SIGN_FLIPS, Estimate, _finite, share_difference_ci, sign_flip_p
+from .estimates import SIGN_FLIPS  # noqa: F401  (re-exported: regions.inference imports it from here)
+from .estimates import Estimate, _finite, share_difference_ci, sign_flip_p
 
 # -- accuracies and paired accuracy differences -------------------------------------------------
 

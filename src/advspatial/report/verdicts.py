@@ -257,7 +257,7 @@ def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:
             for c in claims if c.primary}
 
 
-def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list["Figure"]:
+def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list[Figure]:
     """The forest plot of :func:`forest_groups` as a report figure, or none when no primary claim has a null
     beside it (a forest of single rows says nothing)."""
     from .html import Figure

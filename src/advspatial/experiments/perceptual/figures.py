@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -28,13 +29,13 @@ SSIM_CONTOUR = "white"
 DIST_CMAP = "magma"
 
 
-def _contour(ax, region: torch.Tensor, colour: str, style: str = "solid") -> None:  # noqa: ANN001 - matplotlib Axes
+def _contour(ax: Axes, region: torch.Tensor, colour: str, style: str = "solid") -> None:
     mask = to_numpy(region.float())
     if 0 < mask.sum() < mask.size:
         ax.contour(mask, levels=[0.5], colors=[colour], linewidths=1.4, linestyles=style)
 
 
-def _bare(ax) -> None:  # noqa: ANN001 - matplotlib Axes
+def _bare(ax: Axes) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -38,14 +38,14 @@ class UnitSums:
     images: int
 
     @staticmethod
-    def from_change(change: UnitChange | None, images: int, units: int) -> "UnitSums":
+    def from_change(change: UnitChange | None, images: int, units: int) -> UnitSums:
         if change is None or images == 0:
             zero = torch.zeros(units, dtype=torch.float64)
             return UnitSums(zero, zero.clone(), zero.clone(), 0)
         return UnitSums(change.mean_abs.double() * images, change.signed_mean.double() * images,
                         change.clean_mean_abs.double() * images, images)
 
-    def __add__(self, other: "UnitSums") -> "UnitSums":
+    def __add__(self, other: UnitSums) -> UnitSums:
         return UnitSums(self.mean_abs + other.mean_abs, self.signed_mean + other.signed_mean,
                         self.clean_mean_abs + other.clean_mean_abs, self.images + other.images)
 

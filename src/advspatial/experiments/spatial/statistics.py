@@ -64,7 +64,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any
             claims += content_claims(ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
                                      out=metrics.setdefault("content", {}).setdefault(s.name, {}))
             claims += colocation.attack_claims(subject, comparisons, gate_set, primary=False)
-        for kind, stats in metrics["attacks"][s.name]["maps"].items():
+        for stats in metrics["attacks"][s.name]["maps"].values():
             stats["interpretation"] = label or "interpretable"
     main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
     if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
