@@ -73,7 +73,8 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> 
     if data.ndim == 4 and data.shape[1] == 1:
         data = data[:, 0]
     if data.ndim != 3 or tuple(data.shape[1:]) != spatial or data.shape[0] < n_total:
-        raise ShapeError(f"masks in {path} have shape {tuple(data.shape)}; need ({n_total} or more, {spatial[0]}, {spatial[1]})")
+        raise ShapeError(f"masks in {path} have shape {tuple(data.shape)}; need ({n_total} or more, {spatial[0]}, "
+                         f"{spatial[1]})")
     if not bool(torch.isfinite(data).all()):
         raise DataError(f"masks in {path} contain NaN or infinite values; valid: numbers in [0, 1]")
     if float(data.min()) < 0 or float(data.max()) > 1:

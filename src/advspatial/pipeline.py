@@ -66,7 +66,8 @@ def attack_dataset(
     if cached:
         parts = map_batches(batch, slices, desc=desc, progress=progress)
     else:
-        parts = [batch(i, sl) for i, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
+        parts = [batch(i, sl)
+                 for i, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
     return AttackResult.cat(parts)
 
 

@@ -175,7 +175,8 @@ def test_unperturbed_groups_and_zero_delta():
     model, x = disjoint_case()
     delta = torch.zeros_like(x)
     delta[..., 0, 0] = -0.5
-    res = promotion_suppression(model, torch.cat([x, x]), torch.cat([x + delta, x]), torch.tensor([0, 0]), torch.tensor([1, 1]))
+    res = promotion_suppression(model, torch.cat([x, x]), torch.cat([x + delta, x]), torch.tensor([0, 0]),
+                                torch.tensor([1, 1]))
     assert res.types[0].tolist() == [SUPPRESSION, UNPERTURBED, UNPERTURBED, UNPERTURBED]
     assert res.types[1].tolist() == [UNPERTURBED] * 4
     assert res.perturbation_type.tolist() == [SUPPRESSION, UNPERTURBED]

@@ -87,7 +87,8 @@ def test_per_sample_noise_depends_only_on_seed_and_id():
 
 def _bn_dropout_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.Linear(64, 3))
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                         nn.Linear(64, 3))
 
 
 def test_frozen_eval_restores_modes_and_flags():

@@ -10,8 +10,8 @@ from torch import nn
 
 from advspatial.attacks import make_attack
 from advspatial.defense.adaptive import (
-    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of, pick_lowest,
-    roi_mask,
+    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of,
+    pick_lowest, roi_mask,
 )
 from advspatial.defense.neutralize import NeutralizedModel
 from advspatial.defense.transforms import TransformDefence

@@ -195,7 +195,8 @@ def test_cli_analyze_with_image_folders(tmp_path):
     assert (out / "report.html").is_file() and (out / "per_image.csv").is_file()
     (tmp_path / "adv" / "img3.png").rename(tmp_path / "adv" / "other.png")
     proc = _cli("analyze", "--model", f"{tmp_path / 'net.py'}:make", "--clean", str(tmp_path / "clean"), "--adv",
-                str(tmp_path / "adv"), "--labels", str(tmp_path / "labels.txt"), "--quick", "--out", str(tmp_path / "r2"))
+                str(tmp_path / "adv"), "--labels", str(tmp_path / "labels.txt"), "--quick", "--out",
+                str(tmp_path / "r2"))
     assert proc.returncode == 2
     assert "same file names" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

@@ -287,7 +287,8 @@ def test_figures_are_written(tmp_path):
     curves = plot_depth_curves(depth, tmp_path / "d.png")
     entry = {"rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "trials": 10}
     loc = plot_locality({1: {"original": entry, "r1": entry, "random": entry},
-                         5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}}, [1], tmp_path / "l.png")
+                         5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}},
+                        [1], tmp_path / "l.png")
     per_se = plot_per_se({"a": [{"relative_depth": 0.5, "ratio": {"mean": 0.2, "low": 0.1, "high": 0.3}},
                                 {"relative_depth": 1.0, "ratio": {"mean": 0.4, "low": 0.3, "high": 0.5}}], "b": []},
                          0.1, tmp_path / "p.png")

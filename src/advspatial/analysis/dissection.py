@@ -201,7 +201,8 @@ def _check_concepts(
     if concepts is None and isinstance(images, ImageDataset):
         concepts = images.concepts
     if not concepts:
-        raise ConfigError("dissection needs concept masks: pass concepts={name: (N,H,W) bool} or a dataset with concepts")
+        raise ConfigError("dissection needs concept masks: pass concepts={name: (N,H,W) bool} or a dataset with "
+                          "concepts")
     for name, mask in concepts.items():
         if tuple(mask.shape) != (n, *size):
             raise ShapeError(f"concept {name!r} must be ({n},{size[0]},{size[1]}), got {tuple(mask.shape)}")
@@ -267,7 +268,8 @@ def _quantile_from_top(top: torch.Tensor, total: int, q: float) -> torch.Tensor:
     return lo_val + (pos - lo) * (hi_val - lo_val)
 
 
-def _histogram_quantile(make_stream: Callable[[], Iterator[torch.Tensor]], units: int, total: int, q: float, bins: int) -> torch.Tensor:
+def _histogram_quantile(make_stream: Callable[[], Iterator[torch.Tensor]], units: int, total: int, q: float,
+                        bins: int) -> torch.Tensor:
     """Approximate q-quantile per unit from equal-width histograms: one pass for each
     unit's min and max, one for the counts; values are taken as spread evenly inside
     their bin, so the error is at most one bin width ``(max − min) / bins``."""

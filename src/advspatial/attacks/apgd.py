@@ -287,7 +287,8 @@ class APGD(Attack):
                 (grad,) = torch.autograd.grad(per_pass.sum(), xr)
             loss_sum += per_pass.detach().sum(0)
             grad_sum += grad
-            adv &= is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k)).view(k, n).all(0)
+            adv &= is_adversarial(logits.detach(), y.repeat(k),
+                                  None if goal is None else goal.repeat(k)).view(k, n).all(0)
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
 
     def _run(

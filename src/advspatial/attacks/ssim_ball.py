@@ -413,8 +413,9 @@ class SSIMBallAttack(Attack):
 
     def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBallGeometry:
         """The feasible set of this attack around ``x``."""
-        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance,
-                                       luminance=self.luminance, alpha_l=self.alpha_l)
+        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask,
+                                       sample_covariance=self.sample_covariance, luminance=self.luminance,
+                                       alpha_l=self.alpha_l)
 
     def _loss_and_grad(
         self, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

@@ -87,7 +87,8 @@ def load_pickle(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             obj = RestrictedUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError) as exc:
         raise DataError(f"{path}: not a valid CIFAR pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path}: a CIFAR batch must unpickle to a dict, got {type(obj).__name__}")

@@ -15,7 +15,10 @@ from .adaptive import (
 )
 from .convergence import CurveGrid, convergence_curves, convergence_rule
 from .evaluate import DefenceEvaluation, evaluate_defence
-from ..regions.fills import FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back, register_fill
+from ..regions.fills import (
+    FillParams, diffusion_inpaint, fill, gaussian_blur, gaussian_kernel1d, list_fills, make_fill, put_back,
+    register_fill,
+)
 from .neutralize import (
     MODES, ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_mean_maps, map_of,
     neutralization_region, select_regions, top_fraction,
@@ -24,8 +27,9 @@ from ..regions.controls import random_region_like
 from .transforms import BACKWARDS, TRANSFORMS, TransformDefence, jpeg_quantize, through
 
 __all__ = [
-    "BACKWARDS", "FULL_EOT", "GRADIENTS", "MODES", "TRANSFORMS", "AdaptiveBudget", "AdaptiveOutcome", "ClassPriorVulnerability",
-    "CurveGrid", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection", "TransformDefence", "Undefended",
+    "BACKWARDS", "FULL_EOT", "GRADIENTS", "MODES", "TRANSFORMS", "AdaptiveBudget", "AdaptiveOutcome",
+    "ClassPriorVulnerability", "CurveGrid", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection",
+    "TransformDefence", "Undefended",
     "attack_defence", "attack_undefended", "class_mean_maps", "convergence_curves", "convergence_rule",
     "diffusion_inpaint", "ensemble_attack", "evaluate_defence", "fill", "gaussian_blur", "gaussian_kernel1d",
     "jpeg_quantize", "list_fills", "make_fill", "map_of", "neutralization_region", "put_back", "random_region_like",

@@ -173,7 +173,8 @@ def evaluate_defence(
     return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor,
+                  x: torch.Tensor) -> torch.Tensor:
     """Prediction of the defended model's classifier with the region's clean pixels put back."""
     return _predict(defended.model, put_back(x_adv, region, x))
 

@@ -122,7 +122,8 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
     return model
 
 
-def test_images(config: ExperimentConfig, rundir: RunDir | None = None, full: ImageDataset | None = None) -> ImageDataset:
+def test_images(config: ExperimentConfig, rundir: RunDir | None = None,
+                full: ImageDataset | None = None) -> ImageDataset:
     """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``),
     drawn from ``full`` (default: the test split of ``config.dataset``).
 

@@ -158,8 +158,8 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
 
     A smoke test's results are marked before they are written or returned
     (:func:`~advspatial.experiments.smoke.mark_result`: the summary opens with "smoke test: these settings
-    decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its share of the batches
-    (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
+    decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its
+    share of the batches (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
     alone writes the result files.
     """
     from ..distributed import main_only

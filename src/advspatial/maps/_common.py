@@ -54,7 +54,8 @@ def resolve_target(
             return predict(model, x)
         if target == "true":
             if y is None:
-                raise ConfigError("target='true' needs the labels y; valid targets: 'pred', 'true' (with y), int, tensor")
+                raise ConfigError("target='true' needs the labels y; valid targets: 'pred', 'true' (with y), int, "
+                                  "tensor")
             target = y
         else:
             raise ConfigError(f"unknown target {target!r}; valid: 'pred', 'true', an int class, a (N,) tensor")

@@ -99,8 +99,8 @@ __all__ = [
     "BLURRED", "COMPARISONS", "CONTROLS", "DELETION_FILLS", "EDGE_FREE_FILLS", "MIN_N", "NOISE_SIGMA", "ROI",
     "SURVIVES_RANDOMIZATION", "Comparison", "GateResult", "PairedEffect", "blurred_map", "concat_columns",
     "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "gate_regions",
-    "gini_sparseness", "model_randomization_check", "not_beaten", "paired_effect", "parameterized_layers", "random_region_like",
-    "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
+    "gini_sparseness", "model_randomization_check", "not_beaten", "paired_effect", "parameterized_layers",
+    "random_region_like", "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
     "_make_deletion_fill",  # private, named here for the tests that build a fill alone
 ]
 
@@ -312,7 +312,8 @@ def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
         effects["smooth MPRT spearman"] = value(float(smooth["spearman"]), 1)
         effects["efficient MPRT rise"] = value(float(efficient["rise"]), 1)
         if not smooth.get("passed", False):
-            failed.append(f"smooth MPRT Spearman {float(smooth['spearman']):.2f} (>= {smooth.get('bound', 0.5):g} fails)")
+            failed.append(f"smooth MPRT Spearman {float(smooth['spearman']):.2f} "
+                          f"(>= {smooth.get('bound', 0.5):g} fails)")
         if not efficient.get("passed", False):
             failed.append(f"efficient MPRT complexity change {float(efficient['rise']):+.2f} "
                           f"(within +-{efficient.get('bound', 0.05):g} fails)")

@@ -53,7 +53,8 @@ def process_batches(ctx: Context, eps: float,
                     rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
     """PGD at ``eps`` batch by batch; per-image rows of both attacks; the engine's inputs and examples."""
     cfg = ctx.config
-    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
+    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg),
+               "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
     stores = {name: AttackStore() for name in ATTACKS}
     examples: dict[str, list] = defaultdict(list)
 

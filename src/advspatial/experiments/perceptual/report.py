@@ -15,7 +15,9 @@ from ...regions.verdicts import sesoi_text
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import (
+    fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows,
+)
 from ..gate import gate_rule
 from .calibration import Calibration
 from .config import ATTACKS, PRIMARY_STATISTIC, STATS
@@ -131,7 +133,8 @@ def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibrat
     cfg = ctx.config
     rows = []
     for name, m in metrics["attacks"].items():
-        budget = ((f"alpha {cfg.alpha}, " + (f"alpha_l {cfg.alpha_l}" if cfg.luminance == "term" else f"beta {cfg.beta}"))
+        budget = ((f"alpha {cfg.alpha}, "
+                   + (f"alpha_l {cfg.alpha_l}" if cfg.luminance == "term" else f"beta {cfg.beta}"))
                   if name == "ssim-ball" else f"eps {calibration.eps:.4f}")
         rows.append([name, budget, m["images"], fmt(m["fooling_rate"]), m["successful"], fmt(m["mean_ssim"], 4),
                      fmt(m["mean_ssim_window"], 4), fmt(m["mean_ssim_successful"], 4), fmt(m["mean_l2"]),

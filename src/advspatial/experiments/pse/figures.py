@@ -62,7 +62,8 @@ def plot_pse_examples(
         _show_image(axes[i, 0], x[i])
         _show_image(axes[i, 1], x_adv[i])
         for j, (cam, label) in enumerate(((cam_true[i], f"{cam_name} of true class\n{row_labels[i]} on x"),
-                                          (cam_target[i], f"{cam_name} of adversarial class\n{target_labels[i]} on x'")),
+                                          (cam_target[i],
+                                           f"{cam_name} of adversarial class\n{target_labels[i]} on x'")),
                                          start=2):
             c = to_numpy(cam)
             axes[i, j].imshow(c, cmap="gray", vmin=0, vmax=max(float(c.max()), 1e-12))
@@ -75,7 +76,8 @@ def plot_pse_examples(
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [Patch(color=TYPE_COLOURS[k], label=TYPE_LABELS[name]) for k, name in enumerate(TYPE_ORDER)]
-    handles.append(Patch(facecolor="#888888", edgecolor="white", label=f"white outline: top {top_fraction:.0%} of the CAM"))
+    handles.append(Patch(facecolor="#888888", edgecolor="white",
+                         label=f"white outline: top {top_fraction:.0%} of the CAM"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
@@ -162,7 +164,8 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
         x = np.where(ks == 0, 0.5, ks)  # k = 0 on a log axis
         for kind, colour, label in (("clean", "#2ca02c", "clean images"),
                                     ("robust", "#d62728", "adversarial images (fixed)")):
-            ax.plot(x, to_numpy(c[f"{kind}_acc"]), color=colour, marker="o", label=f"{label}: top-sensitive units masked")
+            ax.plot(x, to_numpy(c[f"{kind}_acc"]), color=colour, marker="o",
+                    label=f"{label}: top-sensitive units masked")
             ax.plot(x, to_numpy(c[f"random_{kind}_acc"]), color=colour, linestyle="--",
                     label=f"{label}: random units masked (mean, band = min-max of draws)")
             draws = to_numpy(c[f"random_{kind}_all"]) if f"random_{kind}_all" in c else np.zeros((0,))

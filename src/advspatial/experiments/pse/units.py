@@ -4,8 +4,8 @@ The units are ranked on attacks of *training* images (:func:`train_split`,
 :func:`units_batch`), the masking curve is measured on the test images against
 random units (:func:`masking_batch`), and an attack is run on the masked model
 itself (:func:`adaptive_attack`: by default the registered ``autoattack``
-ensemble, since masking is evaluated as a defence; PGD is the cheaper option). Every per-batch result is cached in the run
-directory and streamed through ``ctx.each_batch``.
+ensemble, since masking is evaluated as a defence; PGD is the cheaper option). Every per-batch result is cached in
+the run directory and streamed through ``ctx.each_batch``.
 """
 
 from __future__ import annotations

@@ -181,7 +181,8 @@ def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceS
 
 
 def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[str, torch.Tensor]]:
-    """Every adaptive outcome, per image over the adaptive images: ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
+    """Every adaptive outcome, per image over the adaptive images:
+    ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
 
     Each (configuration, batch) pair is one unit of work, so the processes of a torchrun launch share the
     configurations even when the adaptive images fit in one batch."""

@@ -59,7 +59,8 @@ def settings(ctx: Context, with_prior: bool) -> list[DefenceSetting]:
     return out
 
 
-def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None, mode: str = "defend") -> NeutralizedModel:
+def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None,
+                mode: str = "defend") -> NeutralizedModel:
     """The deployable defence of ``setting`` (or its randomized control with ``mode="random"``)."""
     cfg = ctx.config
     vulnerability = gradient_fn(ctx) if setting.vulnerability == "gradient" else \
@@ -191,7 +192,8 @@ def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> dict[st
                 for fill in cfg.fills:
                     defended = neutralized(ctx, DefenceSetting("", "gradient", fraction, fill), None)
                     if not controls or cfg.control_match == "change":  # only the fill-change strata depend on the fill
-                        controls = [defended.control_region(images, selection, d, ids) for d in range(cfg.control_draws)]
+                        controls = [defended.control_region(images, selection, d, ids)
+                                    for d in range(cfg.control_draws)]
                     with torch.no_grad():
                         out[f"{tag}|{fraction:g}|{fill}|defended"] = correct_of(
                             ctx, defended.fill_fn(images, selection.neutralized), y)

@@ -79,7 +79,8 @@ def summarize_adaptive(ctx: Context, outcomes: dict[str, dict[str, torch.Tensor]
             "defended (white-box, worst gradient)": accuracy(main["roi:defended:worst"]).as_dict(),
             "undefended (white-box)": accuracy(undefended["roi:white-box"]).as_dict(),
             "transfer: made on the defence, scored undefended": accuracy(main["roi:transfer:undefended"]).as_dict(),
-            "transfer: made on the undefended model, scored defended": accuracy(undefended["roi:transfer:defended"]).as_dict(),
+            "transfer: made on the undefended model, scored defended":
+                accuracy(undefended["roi:transfer:defended"]).as_dict(),
         },
         "transfer": {
             "made on the defence, scored undefended": accuracy(main["transfer:undefended"]).as_dict(),
@@ -198,7 +199,8 @@ def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, white
         why = [] if defended["converged"] else [f"more effort lowers it (iterations {defended['steps_gap']:+.3g}, "
                                                 f"restarts {defended['restarts_gap']:+.3g})"]
         if not defended["reaches_zero"]:
-            why.append(f"accuracy at {defended['largest_eps']} is {defended['accuracy'].get(defended['largest_eps'], math.nan):.3g}, "
+            at_largest = defended["accuracy"].get(defended["largest_eps"], math.nan)
+            why.append(f"accuracy at {defended['largest_eps']} is {at_largest:.3g}, "
                        "not 0 (suspect gradient masking)")
         return "not converged", "; ".join(why)
     missing = unchecked(row, white)

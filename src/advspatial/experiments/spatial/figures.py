@@ -107,7 +107,8 @@ def plot_convergence(accuracies: Mapping[str, float], path: str | Path, *, budge
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.axes[0].legend(fontsize=7)
-    fig.suptitle(f"Convergence of the adaptive attack on the main defence: {'converged' if converged else 'NOT converged'}",
+    fig.suptitle("Convergence of the adaptive attack on the main defence: "
+                 f"{'converged' if converged else 'NOT converged'}",
                  fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -135,7 +136,8 @@ def plot_tradeoff(defences: Mapping[str, Mapping[str, float]], baselines: Mappin
     ax.set_xlabel("clean accuracy")
     ax.set_ylabel("robust accuracy under the adaptive ensemble")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, max(0.1, *[d["robust"] for d in defences.values()], *[b["robust"] for b in baselines.values()]) * 1.15)
+    ax.set_ylim(0, max(0.1, *[d["robust"] for d in defences.values()],
+                       *[b["robust"] for b in baselines.values()]) * 1.15)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("Clean cost vs adaptive robustness: a defence is worth something only above the baselines", fontsize=9)
