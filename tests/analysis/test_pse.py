@@ -317,7 +317,7 @@ def test_pse_vs_cam_goes_through_the_hierarchy_of_nulls_of_the_engine():
     tc = out.true_cam
     assert list(tc.by_null) == ["uniform", "any-class", "same-class", "object-conditioned"]
     assert out.primary_null == "same-class" and tc.comparisons == tc.by_null["same-class"]
-    assert all(c.statistic == name for c, name in zip(tc.by_null["uniform"], TYPE_NAMES))
+    assert all(c.statistic == name for c, name in zip(tc.by_null["uniform"], TYPE_NAMES, strict=True))
     region = top_fraction_mask(cam_true, 0.25, 4).mask
     energy = (res.pixel_energy * (group_type_map(res) == SUPPRESSION)).float()
     direct = compare_to_nulls(cam_true, energy, region, energy > 0, strata, composition=composition,

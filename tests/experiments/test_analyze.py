@@ -47,7 +47,7 @@ def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_
                                 subset="first", **MEASURE)
     assert len(result.rows) == len(own_rows)
     assert sum(r["success"] for r in own_rows) >= 3 and own_metrics["claims"]  # a comparison with content
-    for own, ext in zip(own_rows, result.rows):
+    for own, ext in zip(own_rows, result.rows, strict=True):
         for key, value in own.items():
             if key != "queries":
                 assert ext[key] == value or (value != value and ext[key] != ext[key]), key

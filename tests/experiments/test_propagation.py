@@ -127,7 +127,7 @@ def test_totals_over_batches_equal_the_building_blocks_on_all_images(tiny_cnn, a
     expected_rows = depth_summary(pms, threshold=0.05)
     expected_means = average_propagation(pms)
     assert totals.count == 2 and totals.layers == list(pms)
-    for got, want in zip(totals.depth_rows(), expected_rows):
+    for got, want in zip(totals.depth_rows(), expected_rows, strict=True):
         assert (got.depth, got.layer, got.height, got.width) == (want.depth, want.layer, want.height, want.width)
         for name in ("mean_pm_max", "max_pm_max", "mean_pm_avg", "max_pm_avg", "spread"):
             assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-4, abs=1e-6), (got.layer, name)

@@ -168,7 +168,7 @@ class MaskingCurve:
                 "random_clean_acc": float(rc), "random_robust_acc": float(rr),
             }
             for k, c, r, rc, rr in zip(self.ks, self.clean_acc, self.robust_acc, self.random_clean_acc,
-                                       self.random_robust_acc)
+                                       self.random_robust_acc, strict=True)
         ]
 
 

@@ -146,7 +146,7 @@ class _Search:
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "gens":
-                out[f.name] = [g for g, k in zip(v, cpu_rows.tolist()) if k]
+                out[f.name] = [g for g, k in zip(v, cpu_rows.tolist(), strict=True) if k]
             else:
                 out[f.name] = None if v is None else v[rows]
         return replace(self, **out)

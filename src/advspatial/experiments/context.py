@@ -137,7 +137,7 @@ def test_images(config: ExperimentConfig, rundir: RunDir | None = None,
         full = load_dataset(config.dataset, "test", **config.dataset_options())
     data = select(full, config.n, config.subset, config.seed)
     if rundir is not None:
-        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels)]
+        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels, strict=True)]
         atomic_write_text(rundir.path / "subset.csv", "\n".join(lines) + "\n")
     return data
 

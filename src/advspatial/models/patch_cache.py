@@ -76,7 +76,7 @@ def _unchanged(tensors: list[torch.Tensor], snapshot: list[torch.Tensor]) -> boo
     with torch.no_grad():
         return len(tensors) == len(snapshot) and all(
             t.dtype == s.dtype and t.shape == s.shape and t.device == s.device and torch.equal(t.detach(), s)
-            for t, s in zip(tensors, snapshot))
+            for t, s in zip(tensors, snapshot, strict=True))
 
 
 class StructureCache(Generic[T]):

@@ -132,7 +132,7 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
         ax = fig.add_subplot(math.ceil(len(names) / 3), min(len(names), 3), k + 1)
         claims = list(groups[name])
         y = np.arange(len(claims))[::-1]
-        for yi, c in zip(y, claims):
+        for yi, c in zip(y, claims, strict=True):
             color = "#777" if failed_gates(c) else ("#c0392b" if c.effect.mean < 0 else "#1f6fb2")
             if c.effect.n:
                 ax.errorbar(c.effect.mean, yi, xerr=[[c.effect.mean - c.effect.low], [c.effect.high - c.effect.mean]],

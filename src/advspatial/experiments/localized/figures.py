@@ -182,13 +182,13 @@ def plot_accuracy_bars(
         values = [accuracies[model][c] for c in conditions]
         bars = ax.bar(positions + (k - (len(models) - 1) / 2) * width, values, width * 0.95,
                       color=colours(k % 10), label=f"{model} model")
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=True):
             if v == v:
                 ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
     ax.set_xticks(positions)
     ax.set_xticklabels([textwrap.fill(condition_labels[c] + (" [primary endpoint]" if c == primary else ""), 18)
                         for c in conditions], fontsize=8)
-    for tick, c in zip(ax.get_xticklabels(), conditions):
+    for tick, c in zip(ax.get_xticklabels(), conditions, strict=True):
         if c == primary:
             tick.set_fontweight("bold")
     ax.set_ylabel("accuracy on the test images")

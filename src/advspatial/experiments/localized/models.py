@@ -38,7 +38,7 @@ def train_models(config: LocalizedConfig, device: torch.device, timings: dict[st
         timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return trained
 
-    return dict(zip(MODES, map_models(train)))
+    return dict(zip(MODES, map_models(train), strict=True))
 
 
 T = TypeVar("T")
@@ -128,7 +128,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
             foreground.append(training_foreground(config, rundir, start, train, method))
         return foreground[0][idx]
 
-    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels)]
+    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels, strict=True)]
     atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
     timings["finetune/start"] = round(time.perf_counter() - started, 2)
 
@@ -149,7 +149,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
 
-    trained = dict(zip(MODES, map_models(finetune)))
+    trained = dict(zip(MODES, map_models(finetune), strict=True))
     return trained, Start(start, sha, train, method, why, source)
 
 

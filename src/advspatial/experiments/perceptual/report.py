@@ -191,8 +191,8 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
         ex = {k: torch.cat(v) for k, v in examples.items()}
         names = list(ctx.data.class_names)
         adversarial = {a: ex[f"{a}:x_adv"] for a in ATTACKS}
-        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}" for p, s in zip(ex[f"{a}:adv_pred"],
-                                                                                   ex[f"{a}:ssim"])] for a in ATTACKS}
+        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}"
+                        for p, s in zip(ex[f"{a}:adv_pred"], ex[f"{a}:ssim"], strict=True)] for a in ATTACKS}
         path = plot_ssim_vs_cam(ex["x"], ex["cam"], ex["cam_region"], adversarial,
                                 {a: ex[f"{a}:dist"] for a in ATTACKS}, {a: ex[f"{a}:dist_region"] for a in ATTACKS},
                                 ctx.rundir.figures / "ssim-maps-vs-cam.png",

@@ -156,10 +156,10 @@ def plot_depth_curves(
             axes[0].plot([], [], color=colour, label=f"k = {k}: no successful attack")
             continue
         x = np.arange(len(rows))
-        for ax, (key, _, _) in zip(axes, panels):
+        for ax, (key, _, _) in zip(axes, panels, strict=True):
             ax.plot(x, _finite([d[key] for d in rows]), marker="o", markersize=3, color=colour,
                     label=f"k = {k} ({'pixel' if k == 1 else 'pixels'})")
-    for ax, (_, label, log) in zip(axes, panels):
+    for ax, (_, label, log) in zip(axes, panels, strict=True):
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
         if log and any(line.get_ydata().size and np.nanmax(np.asarray(line.get_ydata(), float)) > 0

@@ -200,7 +200,7 @@ def propagation_section(ctx: Context, summaries: list[KSummary], metrics: dict[s
         ex = s.examples
         names = ctx.data.class_names
         labels = [f"#{int(i)}: {names[int(y)]}\n-> {names[int(p)]}"
-                  for i, y, p in zip(ex["index"], ex["labels"], ex["adv_pred"])]
+                  for i, y, p in zip(ex["index"], ex["labels"], ex["adv_pred"], strict=True)]
         path = plot_propagation_strip(
             ex["x_adv"], ex["maps"], ctx.rundir.figures / f"strip-k{s.k}.png", pixels=list(ex["pixels"]),
             row_labels=labels, title=f"{s.k}-pixel attacks: how far the change reaches in each layer",

@@ -158,7 +158,7 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
     rows = -(-len(variants) // cols)
     fig = Figure(figsize=(6 * cols, 3.8 * rows + 0.6), dpi=100)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, v in zip(axes, variants):
+    for ax, v in zip(axes, variants, strict=False):  # the grid can hold one axis more than there are variants
         c = curves[v]
         ks = to_numpy(c["ks"])
         x = np.where(ks == 0, 0.5, ks)  # k = 0 on a log axis
@@ -196,7 +196,7 @@ def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, b
     concepts = sorted(set(best_names))
     cmap = matplotlib.colormaps["tab20"]
     palette = [cmap(i % 20) for i in range(len(concepts))]
-    for concept, colour in zip(concepts, palette):
+    for concept, colour in zip(concepts, palette, strict=True):
         sel = np.array([n == concept for n in best_names])
         ax.scatter(sens[sel], iou[sel], color=colour, label=concept, s=28, alpha=0.85)
     ax.set_xlabel("unit sensitivity: mean |A(x') - A(x)| on successful attacks")

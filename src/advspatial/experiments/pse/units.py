@@ -66,7 +66,7 @@ def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[
     out = {"ks": curves[0]["ks"]}
     for key in curves[0]:
         if key != "ks":
-            out[key] = sum(c[key].double() * w for c, w in zip(curves, weights)) / total
+            out[key] = sum(c[key].double() * w for c, w in zip(curves, weights, strict=True)) / total
     return out
 
 
@@ -190,7 +190,8 @@ def adaptive_k(curve: dict[str, torch.Tensor]) -> int:
     """The k the masking curve is most favourable to (highest fixed-x' accuracy over 0 < k < all units; ties:
     the smallest k): the one an adaptive attack must test."""
     ks, acc = curve["ks"].tolist(), curve["robust_acc"].tolist()
-    inner = [(a, -k) for k, a in zip(ks, acc) if 0 < k < ks[-1]] or [(a, -k) for k, a in zip(ks, acc) if k > 0]
+    inner = ([(a, -k) for k, a in zip(ks, acc, strict=True) if 0 < k < ks[-1]]
+             or [(a, -k) for k, a in zip(ks, acc, strict=True) if k > 0])
     return -max(inner)[1] if inner else 0
 
 

@@ -158,7 +158,7 @@ def adjust_family(rows: dict[str, dict[str, Any]], harm: dict[str, Any] | None =
     if harm is not None:
         entries.append(harm["comparison"])
     adjusted = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
-    for comparison, p_adj in zip(entries, adjusted):
+    for comparison, p_adj in zip(entries, adjusted, strict=True):
         comparison["p_adjusted"] = float(p_adj)
 
 

@@ -44,14 +44,14 @@ def plot_defence_sweep(
             colour = COLOURS[i % len(COLOURS)]
             cells = [sweep[f"{tag}|{f:g}|{fill}"] for f in fractions]
             value = [c["defended"]["value"] for c in cells]
-            err = [[v - c["defended"]["low"] for v, c in zip(value, cells)],
-                   [c["defended"]["high"] - v for v, c in zip(value, cells)]]
+            err = [[v - c["defended"]["low"] for v, c in zip(value, cells, strict=True)],
+                   [c["defended"]["high"] - v for v, c in zip(value, cells, strict=True)]]
             ax.errorbar(fractions, value, yerr=err, fmt="o-", color=colour, capsize=3, label=f"{fill}: RoA \\ RoI")
             mean = [c["control"]["mean"] for c in cells]
             sd = [c["control"]["sd"] for c in cells]
             ax.plot(fractions, mean, "x--", color=colour, alpha=0.7, label=f"{fill}: matched control")
-            ax.fill_between(fractions, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                            color=colour, alpha=0.12)
+            ax.fill_between(fractions, [m - s for m, s in zip(mean, sd, strict=True)],
+                            [m + s for m, s in zip(mean, sd, strict=True)], color=colour, alpha=0.12)
         ax.axhline(reference, color="black", lw=1, ls=":", label="undefended")
         ax.set_xlabel("neutralized fraction (top fraction of the gradient map)")
         ax.set_ylabel("accuracy")
