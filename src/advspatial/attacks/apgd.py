@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -167,7 +168,7 @@ class _Run:
 
     def keep(self, rows: torch.Tensor) -> _Run:
         """The state restricted to the rows where ``rows`` (bool) holds."""
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             out[f.name] = None if v is None else v[rows]

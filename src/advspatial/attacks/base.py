@@ -77,8 +77,9 @@ class AttackResult:
         return float(self.success.float().mean()) if len(self) else float("nan")
 
     def to(self, device: torch.device | str) -> AttackResult:
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return AttackResult(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+        moved: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {k: None if v is None else v.to(device) for k, v in moved.items()}
+        return AttackResult(**out)
 
     @staticmethod
     def cat(results: Sequence[AttackResult]) -> AttackResult:

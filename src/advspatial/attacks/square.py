@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -141,7 +142,7 @@ class _Search:
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
 
     def keep(self, rows: torch.Tensor) -> _Search:
-        out = {}
+        out: dict[str, Any] = {}
         cpu_rows = rows.cpu()
         for f in fields(self):
             v = getattr(self, f.name)

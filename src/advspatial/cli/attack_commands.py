@@ -177,7 +177,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from ..experiments import get_experiment, resolve_config
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
-    from ..experiments.spatial import maps_analysis
+    from ..experiments.spatial import MapsConfig, maps_analysis
     from ..experiments.spatial.report import maps_summary
     from ..report.html import write_report
     from ..runtime import atomic_write_text
@@ -193,6 +193,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     if batch_size is not None:
         given["batch_size"] = batch_size
     config = resolve_config(get_experiment("maps"), None, given, quick=False)
+    assert isinstance(config, MapsConfig)  # the config class the maps experiment is registered with
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
         rows, metrics, sections = maps_analysis(config, rundir)

@@ -43,7 +43,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str = "test"):  # type: ignore[no-untyped-def]
+def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str = "test"):
     """(model, images) of a command given the :func:`model_options`: validated, the model fitted to the data."""
     from ..data import load_dataset
     from ..data.subset import select
@@ -77,8 +77,9 @@ def train_command() -> click.Command:
     ``arch``), plus ``--force``, ``--device`` and ``--progress``. Built on first use (it imports the training)."""
     from ..training import TrainConfig
 
-    overrides = {"arch": {"flags": ["--model"]}, "norm": {"type": click.Choice(["linf", "l2"])},
-                 "train_limit": {"show_default": False}}
+    overrides: dict[str, dict[str, Any]] = {"arch": {"flags": ["--model"]},
+                                            "norm": {"type": click.Choice(["linf", "l2"])},
+                                            "train_limit": {"show_default": False}}
     params = dataclass_options(TrainConfig, overrides=overrides) + [
         click.Option(["--force"], is_flag=True, help="Retrain even when a cached checkpoint exists."),
         click.Option(["--device"], default="auto", show_default=True),

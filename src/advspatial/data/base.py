@@ -134,8 +134,8 @@ class ImageDataset:
         if isinstance(self.pixels, torch.Tensor):
             digest.update(f"{self.pixels.dtype};".encode())
             digest.update(_tensor_bytes(self.pixels))
-        elif callable(getattr(self.pixels, "checksum", None)):
-            digest.update(str(self.pixels.checksum()).encode())
+        elif callable(own_checksum := getattr(self.pixels, "checksum", None)):
+            digest.update(str(own_checksum()).encode())
         else:
             for sl in batch_slices(len(self), 256):
                 digest.update(_tensor_bytes(self.pixels.decode(sl)))

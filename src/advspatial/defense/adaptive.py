@@ -58,7 +58,8 @@ class Defence(Protocol):
     attacker's own scoring in :func:`attacker_share`).
     """
 
-    randomized: bool
+    @property
+    def randomized(self) -> bool: ...
 
     def with_backward(self, backward: str) -> nn.Module: ...
 

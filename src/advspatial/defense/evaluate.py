@@ -130,7 +130,7 @@ def evaluate_defence(
         raise ShapeError(f"labels must have shape ({n},), got {tuple(y.shape)}")
     ids_all = sample_ids_or_range(n, sample_ids)
     oracle = oracle_regions is not None
-    if oracle:
+    if oracle_regions is not None:
         oracle_regions = check_region(oracle_regions, x)
     if oracle_roa is not None:
         oracle_roa = check_region(oracle_roa, x)
@@ -157,7 +157,7 @@ def evaluate_defence(
                 add(f"n_region_{tag}", region.flatten(1).sum(1))
                 if tag == "adv":
                     add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
-            if oracle:
+            if oracle_regions is not None:
                 region = oracle_regions[sl].to(device)
                 within = None if oracle_roa is None else oracle_roa[sl].to(device)
                 strata = defended.strata(ab, region)

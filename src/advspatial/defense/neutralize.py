@@ -220,6 +220,11 @@ class NeutralizedModel(nn.Module):
     in :attr:`last_region` (and the selection in :attr:`last_selection`).
     """
 
+    # set with object.__setattr__ in __init__ (plain attributes, not submodules): declared here for the checker
+    importance_fn: MapFn
+    vulnerability_fn: MapFn
+    binarize: BinarizeFn | None
+
     def __init__(
         self,
         model: nn.Module,

@@ -19,6 +19,7 @@ that the inputs are the same bytes (their SHA-256 is kept in the run directory).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -227,7 +228,8 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
         model = load_checked_model(config, probe, pick_device(config.device))
     images, labels_origin = example_images(config, examples, model)
     norm, why = (config.norm, "given") if config.norm != "auto" else infer_norm(examples.clean, examples.adversarial)
-    serve = {config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
+    serve: dict[str, Callable[[nn.Module], Attack]] = {
+        config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
     rows, metrics, sections = maps_analysis(config, rundir, images, serve)
     metrics["examples"] = {"source": config.source, "norm": norm, "norm_reason": why, "labels": labels_origin,
                            "pairs": len(examples.clean), "sha256": examples.checksums}

@@ -112,7 +112,7 @@ def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool,
     rundir = RunDir(out)
     rundir.remove_stale_temp_files()
     record = rundir.record()
-    current = {"experiment": kind, "config": fingerprint(config)}
+    current: dict[str, Any] = {"experiment": kind, "config": fingerprint(config)}
     has_results = rundir.has_results()
     if has_results and record:
         same = record.get("experiment") == kind and record.get("config") == current["config"]

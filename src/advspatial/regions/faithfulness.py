@@ -291,7 +291,8 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
 
     None when there are no rows (not checked); False when the last Spearman is NaN (nothing to judge by).
     """
-    return cascade_verdict(list(rows))["passed"] if rows else None
+    # randomization.cascade_verdict only reads its rows: its list[dict] annotation is narrower than it needs
+    return cascade_verdict(list(rows))["passed"] if rows else None  # type: ignore[arg-type]
 
 
 def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
@@ -327,16 +328,16 @@ def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], see
     """The location comparison in the legacy layout: deletion {fill: {logit, accuracy}}, attack {margin, accuracy}."""
     deletion, attack = {}, {}
     for f in fills:
-        drop = [cols.get(f"deletion:{f}:drop:{r}") for r in (ROI, "shifted")]
-        right = [cols.get(f"deletion:{f}:correct:{r}") for r in (ROI, "shifted")]
-        if all(t is not None for t in drop + right):
-            deletion[f] = {"logit": paired_effect(drop[0].double() - drop[1].double(), seed),
-                           "accuracy": paired_effect(right[1].double() - right[0].double(), seed)}
-    margins = [cols.get(f"attack:margin:{r}") for r in (ROI, "shifted")]
-    right = [cols.get(f"attack:correct:{r}") for r in (ROI, "shifted")]
-    if all(t is not None for t in margins + right):
-        attack = {"margin": paired_effect(margins[1].double() - margins[0].double(), seed),
-                  "accuracy": paired_effect(right[1].double() - right[0].double(), seed)}
+        drop_roi, drop_shifted = (cols.get(f"deletion:{f}:drop:{r}") for r in (ROI, "shifted"))
+        right_roi, right_shifted = (cols.get(f"deletion:{f}:correct:{r}") for r in (ROI, "shifted"))
+        if drop_roi is not None and drop_shifted is not None and right_roi is not None and right_shifted is not None:
+            deletion[f] = {"logit": paired_effect(drop_roi.double() - drop_shifted.double(), seed),
+                           "accuracy": paired_effect(right_shifted.double() - right_roi.double(), seed)}
+    margin_roi, margin_shifted = (cols.get(f"attack:margin:{r}") for r in (ROI, "shifted"))
+    right_roi, right_shifted = (cols.get(f"attack:correct:{r}") for r in (ROI, "shifted"))
+    if margin_roi is not None and margin_shifted is not None and right_roi is not None and right_shifted is not None:
+        attack = {"margin": paired_effect(margin_shifted.double() - margin_roi.double(), seed),
+                  "accuracy": paired_effect(right_shifted.double() - right_roi.double(), seed)}
     return deletion, attack
 
 

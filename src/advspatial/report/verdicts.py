@@ -231,7 +231,7 @@ def per_class_table(gate: Mapping[str, Any], name: str) -> Table | None:
     rows = []
     for cls, c in (gate.get("per_class") or {}).items():
         deletion = c.get("deletion", {})
-        first = next(iter(deletion.values()), {}) if deletion else {}
+        first: dict[str, Any] = next(iter(deletion.values()), {}) if deletion else {}
         attack = c.get("attack", {})
         rows.append([cls, c.get("n", "-"), interval(first.get("logit")) if first else "-",
                      interval(attack.get("margin", attack.get("logit"))) if attack else "-"])

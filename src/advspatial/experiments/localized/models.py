@@ -80,8 +80,11 @@ def training_foreground(config: LocalizedConfig, rundir: RunDir, start: nn.Modul
     evaluation's ``background`` mask, computed once on the *start* model (its ``method`` map of the true class
     for colour data without masks), per global sample id; cached per batch in the run directory."""
     background = region_mask_fn(dataclasses.replace(config, mask="background"), train, start, method)
-    parts = [rundir.cached(f"finetune/masks/{method}-f{config.fraction:g}/batch-{b:05d}",
-                           lambda sl=sl: background(sl)[:, 0] < 0.5)
+
+    def foreground(sl: slice) -> Callable[[], torch.Tensor]:
+        return lambda: background(sl)[:, 0] < 0.5
+
+    parts = [rundir.cached(f"finetune/masks/{method}-f{config.fraction:g}/batch-{b:05d}", foreground(sl))
              for b, sl in enumerate(batch_slices(len(train), config.batch_size))]
     return torch.cat(parts)
 

@@ -105,6 +105,8 @@ def plot_ssim_vs_cam(
                 titles += [f"{a}: adversarial", f"{a}: 1 - SSIM map"]
             for ax, t in zip(axes, titles, strict=True):
                 ax.set_title(t, fontsize=9)
+    # n >= 1 here (no rows: vmax above raised) and names is not empty, so both were drawn
+    assert heat is not None and dist is not None
     bar = fig.colorbar(heat, cax=fig.add_subplot(grid[n, 0:2]), orientation="horizontal")
     bar.set_label("CAM, fraction of the image's peak", fontsize=8)
     bar = fig.colorbar(dist, cax=fig.add_subplot(grid[n, 3:ncols]), orientation="horizontal")

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -30,7 +31,7 @@ TYPE_LABELS = {
 TYPE_ORDER = ("suppression", "promotion", "balanced", "opposing")
 
 
-def _show_image(ax, img: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+def _show_image(ax: Axes, img: torch.Tensor) -> None:
     arr, cmap = image_for_display(img)
     ax.imshow(arr, cmap=cmap, vmin=0, vmax=1)
 

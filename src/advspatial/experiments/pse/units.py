@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -66,7 +66,9 @@ def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[
     out = {"ks": curves[0]["ks"]}
     for key in curves[0]:
         if key != "ks":
-            out[key] = sum(c[key].double() * w for c, w in zip(curves, weights, strict=True)) / total
+            # a tensor: curves is not empty (curves[0] above)
+            weighted = sum(c[key].double() * w for c, w in zip(curves, weights, strict=True))
+            out[key] = cast(torch.Tensor, weighted) / total
     return out
 
 
@@ -147,7 +149,7 @@ def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult,
                               n_random=cfg.mask_random, seed=cfg.seed, batch_size=len(x))
         return {k: getattr(curve, k) for k in curve.__dataclass_fields__}
 
-    return ctx.rundir.cached(f"masking/{variant}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"masking/{variant}/batch-{b:05d}", compute)
 
 
 #: how the report labels the accuracy under the PGD option
@@ -183,7 +185,7 @@ def adaptive_batch(ctx: Context, name: str, units: torch.Tensor, b: int, sl: sli
         return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
                 "robust_correct": int((result.adv_pred == y).sum())}
 
-    return ctx.rundir.cached(f"adaptive/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"adaptive/{name}/batch-{b:05d}", compute)
 
 
 def adaptive_k(curve: dict[str, torch.Tensor]) -> int:

@@ -157,7 +157,7 @@ def adjust_family(rows: dict[str, dict[str, Any]], harm: dict[str, Any] | None =
                for which in ("vs_control", "vs_undefended")]
     if harm is not None:
         entries.append(harm["comparison"])
-    adjusted = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
+    adjusted: np.ndarray | list[float] = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
     for comparison, p_adj in zip(entries, adjusted, strict=True):
         comparison["p_adjusted"] = float(p_adj)
 

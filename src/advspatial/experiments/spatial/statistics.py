@@ -4,6 +4,7 @@ and verdicts (written into the metrics)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +24,11 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
     run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
     (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
     cfg = ctx.config
-    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b),
+
+    def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
+        return lambda b: panel_batch(ctx, m, b)
+
+    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
                            n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
              for m in panel_methods(ctx)}
     for fraction in cfg.panel_fractions:
