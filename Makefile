@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make run    set up .venv (if missing), make Fashion-MNIST available, run the main job
-#   make test   set up .venv (if missing) with the test extras, make the data available, run the tests
+#   make test   set up .venv (if missing) with the test extras, make the data available, run ruff, mypy and the tests
 #   make docs   set up .venv (if missing) with the docs extra, build the documentation site into site/
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,6 +16,8 @@ run: setup data
 	$(VENV)/bin/advspatial run
 
 test: setup-test data
+	$(PY) -m ruff check src tests
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 setup: $(STAMP)

@@ -8,8 +8,8 @@ in a traceback.
 Budget. By default every fuzz test runs a fixed number of derandomized examples (the same inputs every run,
 so a failure is reproducible and the suite's time is stable). Stated budget: at most 60 s of CPU for all
 of tests/fuzz/; measured 14 s of CPU (22 s wall, the machine busy) on this project's 2-core machine, the
-resume property and the one subprocess about 3-4 s each. ``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K and draws
-fresh random inputs (hypothesis' database then keeps the failures it finds), e.g.
+resume property and the one subprocess about 3-4 s each. ``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K
+and draws fresh random inputs (hypothesis' database then keeps the failures it finds), e.g.
 ``ADVSPATIAL_FUZZ=20 pytest tests/fuzz`` for a deeper search of several minutes.
 """
 
@@ -69,7 +69,8 @@ def image_of_mode(mode: str, width: int, height: int, seed: int) -> Image.Image:
     image partly outside [0, 1]), every other mode converted from random RGB."""
     rng = np.random.default_rng(seed)
     if mode in ("I;16", "I"):
-        return Image.fromarray(rng.integers(0, 65536, (height, width)).astype(np.uint16 if mode == "I;16" else np.int32))
+        return Image.fromarray(rng.integers(0, 65536, (height, width))
+                               .astype(np.uint16 if mode == "I;16" else np.int32))
     if mode == "F":
         return Image.fromarray(rng.uniform(-0.5, 1.5, (height, width)).astype(np.float32), mode="F")
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)

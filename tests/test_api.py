@@ -51,7 +51,8 @@ def test_map_functions_are_the_registered_methods():
         if name == "cam":  # needs a GAP + linear head
             continue
         torch.manual_seed(1)
-        expected = importance_map(name, model, x, layer="features.3") if "cam" in name else importance_map(name, model, x)
+        expected = (importance_map(name, model, x, layer="features.3") if "cam" in name
+                    else importance_map(name, model, x))
         torch.manual_seed(1)
         got = fn(model, x, layer="features.3") if "cam" in name else fn(model, x)
         assert torch.allclose(got, expected), name

@@ -45,7 +45,8 @@ def test_run_help_lists_settings_with_defaults(capsys) -> None:
 
 
 def test_console_script_entry_point() -> None:
-    proc = subprocess.run([sys.executable, "-m", "advspatial.cli", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "advspatial.cli", "--help"], capture_output=True, text=True,
+                          timeout=60)
     assert proc.returncode == 0 and "advspatial" in proc.stdout
 
 
@@ -246,7 +247,8 @@ def test_a_run_that_fails_before_any_result_can_be_rerun_in_place(lenet_factory,
 )
 def test_nan_and_late_checks_are_one_line_before_any_work(capsys, tmp_path, args: list[str], fragment: str) -> None:
     """NaN passed every range check (issue 19, 3); empty fills and huge seeds failed after the work (8)."""
-    code, _, err = run_cli(capsys, *args, *(["--out", str(tmp_path / "r")] if args[0] == "run" and "--resume" not in args else []))
+    out = ["--out", str(tmp_path / "r")] if args[0] == "run" and "--resume" not in args else []
+    code, _, err = run_cli(capsys, *args, *out)
     one_line_error(code, err, fragment)
     assert not (tmp_path / "r").exists()
 

@@ -42,8 +42,9 @@ SETTINGS: dict[str, list[str]] = {
     "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
     "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
     "localized-training": ["--quick", "--n", "8", "--batch-size", "4"],
-    "pse": ["--quick", "--n", "8", "--batch-size", "4", "--attacks", "pgd", "--permutations", "10", "--mask-random", "1",
-            "--unit-train-n", "8", "--stability-images", "4", "--adaptive-n", "4", "--correlation-permutations", "20"],
+    "pse": ["--quick", "--n", "8", "--batch-size", "4", "--attacks", "pgd", "--permutations", "10",
+            "--mask-random", "1", "--unit-train-n", "8", "--stability-images", "4", "--adaptive-n", "4",
+            "--correlation-permutations", "20"],
 }
 
 
@@ -301,7 +302,8 @@ def test_one_process_is_a_plain_loop() -> None:
     ({"RANK": "abc", "WORLD_SIZE": "2"}, "RANK='abc'"),
     ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc'"),
     ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 without RANK, MASTER_ADDR, MASTER_PORT"),
-    ({"RANK": "5", "WORLD_SIZE": "2"}, r"RANK=5 \(this process's rank among WORLD_SIZE=2\) is out of range; valid: 0..1"),
+    ({"RANK": "5", "WORLD_SIZE": "2"},
+     r"RANK=5 \(this process's rank among WORLD_SIZE=2\) is out of range; valid: 0..1"),
     ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "abc"}, "MASTER_PORT='abc'"),
     ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "99999"}, "MASTER_PORT=99999"),
     ({"LOCAL_WORLD_SIZE": "abc"}, "LOCAL_WORLD_SIZE='abc'"),

@@ -145,5 +145,6 @@ def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_tim
     (path / gen.RECORD).write_text(json.dumps(gen.merge_records(first, resumed)), encoding="utf-8")
     page = gen.page([gen.read_run(path)])
     assert "advspatial run propagation --n 32 --no-progress" in page.split("```")[1]
-    assert "421.0 s, exit 124 (stopped by the timeout)" in page and "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
+    assert "421.0 s, exit 124 (stopped by the timeout)" in page
+    assert "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
     assert "500.0 s for the command" in page and "failure" not in page

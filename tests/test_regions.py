@@ -102,7 +102,8 @@ def test_threshold_and_errors() -> None:
 def test_otsu_matches_skimage() -> None:
     skf = pytest.importorskip("skimage.filters")
     gen = torch.Generator().manual_seed(0)
-    bimodal = torch.cat([torch.randn(4, 300, generator=gen) * 0.1 + 0.2, torch.randn(4, 100, generator=gen) * 0.1 + 0.8], 1)
+    bimodal = torch.cat([torch.randn(4, 300, generator=gen) * 0.1 + 0.2,
+                         torch.randn(4, 100, generator=gen) * 0.1 + 0.8], 1)
     maps = torch.cat([bimodal, torch.rand(3, 400, generator=gen) ** 3, torch.rand(1, 400, generator=gen) * 1e-3])
     maps = maps.view(8, 20, 20)
     ours = otsu_threshold(maps).double()

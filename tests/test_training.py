@@ -133,8 +133,8 @@ def test_fit_visits_every_image_once_per_epoch_in_a_seeded_order() -> None:
     epochs = [torch.cat(first[:3]), torch.cat(first[3:])]
     assert all(sorted(e.tolist()) == list(range(10)) for e in epochs), "each epoch visits every position once"
     assert not torch.equal(epochs[0], epochs[1]), "a new order per epoch"
-    assert all(torch.equal(a, b) for a, b in zip(first, run(0))), "the same seed gives the same order"
-    assert not all(torch.equal(a, b) for a, b in zip(first, run(1)))
+    assert all(torch.equal(a, b) for a, b in zip(first, run(0), strict=True)), "the same seed gives the same order"
+    assert not all(torch.equal(a, b) for a, b in zip(first, run(1), strict=True))
 
 
 def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:

@@ -59,7 +59,8 @@ class RunResult:
         return list(self.metrics.get("claims", []))
 
     def __repr__(self) -> str:
-        return f"RunResult({self.experiment!r}, {len(self.rows)} rows, {len(self.claims)} claims, rundir={str(self.rundir)!r})"
+        return (f"RunResult({self.experiment!r}, {len(self.rows)} rows, {len(self.claims)} claims, "
+                f"rundir={str(self.rundir)!r})")
 
 
 def run(

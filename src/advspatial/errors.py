@@ -76,7 +76,7 @@ def is_finite_number(value: object) -> bool:
     if not isinstance(value, numbers.Real) and not hasattr(value, "__float__"):  # e.g. a 0-d tensor has one
         return False
     try:
-        return math.isfinite(float(value))  # type: ignore[arg-type]
+        return math.isfinite(float(value))
     except (TypeError, ValueError, OverflowError):
         return False
 

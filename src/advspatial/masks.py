@@ -53,7 +53,7 @@ def check_mask_spec(spec: str | None) -> None:
         raise ConfigError(f"mask {spec!r} is neither a file nor one of {', '.join(MASK_KINDS)}")
 
 
-def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> torch.Tensor:
+def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, ...]) -> torch.Tensor:
     """(N,H,W) float masks from a .pt or .npy file, validated against the dataset."""
     path = Path(path)
     if not path.is_file():
@@ -73,7 +73,8 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, int]) -> 
     if data.ndim == 4 and data.shape[1] == 1:
         data = data[:, 0]
     if data.ndim != 3 or tuple(data.shape[1:]) != spatial or data.shape[0] < n_total:
-        raise ShapeError(f"masks in {path} have shape {tuple(data.shape)}; need ({n_total} or more, {spatial[0]}, {spatial[1]})")
+        raise ShapeError(f"masks in {path} have shape {tuple(data.shape)}; need ({n_total} or more, {spatial[0]}, "
+                         f"{spatial[1]})")
     if not bool(torch.isfinite(data).all()):
         raise DataError(f"masks in {path} contain NaN or infinite values; valid: numbers in [0, 1]")
     if float(data.min()) < 0 or float(data.max()) > 1:
@@ -97,7 +98,7 @@ def attack_mask(
     y = data.labels[index]
     if spec in ("background", "foreground"):
         exact = data.masks is not None and data.name not in ("mnist", "fashion-mnist")
-        if exact or (data.masks is not None and tau == BACKGROUND_TAU):
+        if data.masks is not None and (exact or tau == BACKGROUND_TAU):
             # exact masks (synthetic-shapes), or the loaders' own x > tau masks at the default tau
             background = ~data.masks[index]
         elif x.shape[1] == 1:

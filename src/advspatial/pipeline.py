@@ -10,6 +10,7 @@ run directory the batches are shared among the processes of a torchrun launch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -53,13 +54,14 @@ def attack_dataset(
 
     def batch(i: int, sl: slice) -> AttackResult:
         name = f"{stage}/batch-{i:05d}"
-        payload = rundir.cached(name, lambda: compute(sl)) if cached else compute(sl)  # type: ignore[union-attr]
+        payload: dict[str, Any] = (rundir.cached(name, lambda: compute(sl)) if cached and rundir is not None
+                                   else compute(sl))
         try:
-            return AttackResult(**payload)  # type: ignore[arg-type]
+            return AttackResult(**payload)
         except TypeError as exc:  # a stage file with other content (not written by this stage)
             from .errors import DataError
 
-            where = rundir.stage_path(name) if cached else name  # type: ignore[union-attr]
+            where = rundir.stage_path(name) if cached and rundir is not None else name
             raise DataError(f"stage file {where} does not hold an attack result ({exc}); delete it and resume "
                             "to recompute it") from exc
 
@@ -67,7 +69,8 @@ def attack_dataset(
     if cached:
         parts = map_batches(batch, slices, desc=desc, progress=progress)
     else:
-        parts = [batch(i, sl) for i, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
+        parts = [batch(i, sl)
+                 for i, sl in enumerate(progress_bar(slices, desc=desc, disable=not progress, unit="batch"))]
     return AttackResult.cat(parts)
 
 

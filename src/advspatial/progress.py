@@ -31,7 +31,7 @@ class _LogLines:
         sys.stderr.flush()
 
 
-class _LogBar(tqdm):  # type: ignore[misc]
+class _LogBar(tqdm):
     """tqdm for a log: ``set_postfix``/``set_description`` never force a redraw (tqdm's default), so a caller
     that updates its postfix every batch (training's loss) still writes one line per :data:`LOG_INTERVAL`."""
 

@@ -88,7 +88,7 @@ def _reference(model, x, y, pixels, colours, radius, target=None):
                 if not all(0 <= a < h and 0 <= b < w for a, b in moved):
                     continue
                 img = x[i].clone()
-                for (a, b), col in zip(moved, colours[i]):
+                for (a, b), col in zip(moved, colours[i], strict=True):
                     img[:, a, b] = col
                 pred = int(model(img[None]).argmax(1))
                 count += 1

@@ -35,7 +35,7 @@ def _reference_strata(image: np.ndarray, pattern: np.ndarray, edge_bins: int, in
         return np.searchsorted(cuts, values, side="left")
 
     strata = bins(scores[:, 0], edge_bins) * intensity_bins + bins(scores[:, 1], intensity_bins)
-    return dict(zip(offsets, strata.tolist()))
+    return dict(zip(offsets, strata.tolist(), strict=True))
 
 
 @pytest.mark.parametrize("k,channels,seed", [(1, 1, 0), (1, 3, 1), (2, 1, 2), (3, 3, 3)])
@@ -51,7 +51,7 @@ def test_matched_sampler_returns_only_placements_of_the_ring_variants_stratum(k,
         ref = _reference_strata(x[i].double().numpy(), pixels[i].numpy(), 3, 2)
         mine = mv.image == i
         # every drawn placement: in the reference stratum of the ring variant it stands for, away from the attack
-        for pos, off, src in zip(mv.positions[mine], mv.offset[mine], mv.source_stratum[mine]):
+        for pos, off, src in zip(mv.positions[mine], mv.offset[mine], mv.source_stratum[mine], strict=True):
             assert torch.equal(pos, pixels[i] + off)
             assert ref[tuple(off.tolist())] == int(src)
             assert off.abs().max() > max(radii)

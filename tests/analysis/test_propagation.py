@@ -180,7 +180,8 @@ def _pm(values: list[list[float]]) -> PropagationMap:
 
 
 def test_average_and_depth_summary_by_hand():
-    pms = {"a": _pm([[0.0, 0.2, 0.4, 0.0], [1.0, 0.0, 0.0, 0.05]]), "b": _pm([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])}
+    pms = {"a": _pm([[0.0, 0.2, 0.4, 0.0], [1.0, 0.0, 0.0, 0.05]]),
+           "b": _pm([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])}
     success = torch.tensor([True, False])
     mean = average_propagation(pms, success)
     assert mean["a"].count == 1

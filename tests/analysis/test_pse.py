@@ -175,7 +175,8 @@ def test_unperturbed_groups_and_zero_delta():
     model, x = disjoint_case()
     delta = torch.zeros_like(x)
     delta[..., 0, 0] = -0.5
-    res = promotion_suppression(model, torch.cat([x, x]), torch.cat([x + delta, x]), torch.tensor([0, 0]), torch.tensor([1, 1]))
+    res = promotion_suppression(model, torch.cat([x, x]), torch.cat([x + delta, x]), torch.tensor([0, 0]),
+                                torch.tensor([1, 1]))
     assert res.types[0].tolist() == [SUPPRESSION, UNPERTURBED, UNPERTURBED, UNPERTURBED]
     assert res.types[1].tolist() == [UNPERTURBED] * 4
     assert res.perturbation_type.tolist() == [SUPPRESSION, UNPERTURBED]
@@ -316,7 +317,7 @@ def test_pse_vs_cam_goes_through_the_hierarchy_of_nulls_of_the_engine():
     tc = out.true_cam
     assert list(tc.by_null) == ["uniform", "any-class", "same-class", "object-conditioned"]
     assert out.primary_null == "same-class" and tc.comparisons == tc.by_null["same-class"]
-    assert all(c.statistic == name for c, name in zip(tc.by_null["uniform"], TYPE_NAMES))
+    assert all(c.statistic == name for c, name in zip(tc.by_null["uniform"], TYPE_NAMES, strict=True))
     region = top_fraction_mask(cam_true, 0.25, 4).mask
     energy = (res.pixel_energy * (group_type_map(res) == SUPPRESSION)).float()
     direct = compare_to_nulls(cam_true, energy, region, energy > 0, strata, composition=composition,

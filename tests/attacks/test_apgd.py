@@ -157,7 +157,8 @@ def test_restarts_run_only_on_unfooled_images(trained_tiny_cnn, fmnist_test_subs
 def test_eps_zero_returns_x_and_a_misclassified_image_stays(trained_tiny_cnn, fmnist_test_subset):
     x, y = _data(fmnist_test_subset)
     for cls in (APGD, APGDL2, APGDT):
-        assert_eps_zero_returns_x_and_misclassified_stay(lambda eps: cls(trained_tiny_cnn, eps=eps, steps=3), x, y)
+        assert_eps_zero_returns_x_and_misclassified_stay(lambda eps, cls=cls: cls(trained_tiny_cnn, eps=eps, steps=3),
+                                                         x, y)
 
 
 def test_without_early_stop_every_step_runs_and_the_best_adversarial_is_kept(trained_tiny_cnn, fmnist_test_subset):

@@ -87,7 +87,8 @@ def test_per_sample_noise_depends_only_on_seed_and_id():
 
 def _bn_dropout_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.Linear(64, 3))
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                         nn.Linear(64, 3))
 
 
 def test_frozen_eval_restores_modes_and_flags():
@@ -148,8 +149,9 @@ def test_attack_result_cat_and_rate():
 
 
 def test_registry_names_and_parameter_errors(tiny_cnn):
-    import advspatial.attacks.cw  # noqa: F401  (registers)
-    import advspatial.attacks.deepfool  # noqa: F401
+    # imported to register the attacks
+    import advspatial.attacks.cw
+    import advspatial.attacks.deepfool
     import advspatial.attacks.pgd  # noqa: F401
 
     names = set(list_attacks())

@@ -416,7 +416,7 @@ def test_success_rate_at_least_torchattacks_at_equal_budget(trained_tiny_cnn, fm
         result = OnePixel(trained_tiny_cnn, popsize=popsize, maxiter=steps, seed=seed).run(x, y)
         assert (result.queries <= popsize * (steps + 1) + 1).all()
         ours += int(result.success.sum())
-        np.random.seed(seed)  # torchattacks' DE draws from NumPy's global generator
+        np.random.seed(seed)  # noqa: NPY002  torchattacks' DE draws from NumPy's global generator
         adv = torchattacks.OnePixel(trained_tiny_cnn, pixels=1, steps=steps, popsize=popsize, inf_batch=1024)(x, y)
         with torch.no_grad():
             theirs += int((trained_tiny_cnn(adv).argmax(dim=1) != y).sum())

@@ -168,8 +168,8 @@ def test_seed_and_sample_id_choose_the_random_numbers(trained_tiny_cnn, fmnist_t
 def test_eps_zero_returns_x_and_a_misclassified_image_stays(trained_tiny_cnn, fmnist_test_subset):
     x, y = _data(fmnist_test_subset)
     for cls in (Square, SquareL2):
-        assert_eps_zero_returns_x_and_misclassified_stay(lambda eps: cls(trained_tiny_cnn, eps=eps, n_queries=10),
-                                                         x, y)
+        assert_eps_zero_returns_x_and_misclassified_stay(
+            lambda eps, cls=cls: cls(trained_tiny_cnn, eps=eps, n_queries=10), x, y)
 
 
 def test_without_early_stop_the_search_goes_on(trained_tiny_cnn, fmnist_test_subset):

@@ -262,7 +262,8 @@ def test_constraint_sets_are_nested_in_alpha():
 def test_alpha_to_one_and_beta_zero_gives_almost_no_perturbation():
     model = PoolNet()
     x = garment_like(3, 1, 12, 12, seed=9)
-    x_adv = SSIMBallAttack(model, alpha=1 - 1e-6, beta=0.0, steps=5, window=4, luminance="absolute")(x, torch.tensor([0, 1, 2]))
+    x_adv = SSIMBallAttack(model, alpha=1 - 1e-6, beta=0.0, steps=5, window=4,
+                           luminance="absolute")(x, torch.tensor([0, 1, 2]))
     # ||δ̃_b|| <= ||c|| + r ~ (1e-6 + sqrt(2e-6))·||x̃_b|| + sqrt(1e-6·C) < 1e-2 with ||x̃_b|| <= 2.
     assert float((x_adv - x).abs().max()) < 1e-2
 

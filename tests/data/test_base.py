@@ -49,7 +49,7 @@ def test_batches_cover_in_order_and_repeat(n: int, batch_size: int) -> None:
     covered = [i for _, _, sl in first for i in range(sl.start, sl.stop)]
     assert covered == list(range(n))
     assert all(len(x) <= batch_size for x, _, _ in first)
-    for (x1, y1, s1), (x2, y2, s2) in zip(first, second):
+    for (x1, y1, s1), (x2, y2, s2) in zip(first, second, strict=True):
         assert s1 == s2 and torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
@@ -141,7 +141,7 @@ class CountingSource:
         self.log.extend(rows.reshape(-1).tolist())
         return self.data[rows]
 
-    def select(self, index) -> "CountingSource":
+    def select(self, index) -> CountingSource:
         return CountingSource(self.data[torch.arange(len(self.data))[index].reshape(-1)], self.log)
 
 
@@ -156,7 +156,7 @@ def test_lazy_pixel_source_decodes_per_request_and_matches_a_tensor() -> None:
     torch.testing.assert_close(sub.images(), eager.images([5, 1]))
     assert torch.equal(sub.masks, eager.masks[[5, 1]])
     log.clear()
-    for (x, y, sl), (xe, ye, sle) in zip(lazy.batches(3), eager.batches(3)):
+    for (x, y, sl), (xe, ye, sle) in zip(lazy.batches(3), eager.batches(3), strict=True):
         assert log == list(range(sl.start, sl.stop))  # one batch decoded at a time
         log.clear()
         torch.testing.assert_close(x, xe)

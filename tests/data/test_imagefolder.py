@@ -305,7 +305,8 @@ def test_imagenet_sample_flat_folder_with_its_class_map() -> None:
     assert elapsed < 2.0 and ds.lazy  # listing only (~10 ms)
     assert len(ds) == 250 and ds.num_classes == 1000 and ds.image_shape == (3, 224, 224)
     assert 0 <= int(ds.labels.min()) and int(ds.labels.max()) < 1000 and len(set(ds.labels.tolist())) == 250
-    for path, label in zip(ds.pixels.files, ds.labels.tolist()):  # file n01440764_tench.JPEG <-> class 0 "tench"
+    # file n01440764_tench.JPEG <-> class 0 "tench"
+    for path, label in zip(ds.pixels.files, ds.labels.tolist(), strict=True):
         assert Path(path).stem.split("_", 1)[1] == ds.class_names[label]
     assert ds.labels[0] == 0 and ds.class_names[0] == "tench"
     x = ds.images([0, 249])

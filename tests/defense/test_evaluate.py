@@ -96,12 +96,12 @@ def test_columns_follow_their_definitions_and_ignore_batching(tiny_cnn):
         region_adv, region_clean = sel_adv.neutralized, sel_clean.neutralized
         blur = lambda images, region: fill(images, region, "blur")  # noqa: E731
 
-        def controls(images, selection):  # noqa: ANN001, ANN202
+        def controls(images, selection):
             return torch.stack([pred(blur(images, random_region_like(
                 selection.neutralized, 0, within=~selection.roi, strata=(images.amax(1) > 0.05).long(), draw=d,
                 sample_ids=ids))) for d in range(4)], dim=1)
 
-        def oracle_controls():  # noqa: ANN202
+        def oracle_controls():
             return torch.stack([pred(blur(x_adv, random_region_like(
                 oracle, 0, within=roa, strata=(x_adv.amax(1) > 0.05).long(), draw=d, sample_ids=ids)))
                 for d in range(4)], dim=1)

@@ -291,7 +291,8 @@ def test_random_control_avoids_the_roi_and_matches_composition(tiny_cnn):
         control = rand.control_region(x, selection, d)
         assert not bool((control & selection.roi).any())  # the defence never touches the RoI: nor does its control
         for stratum in (fg, ~fg):
-            assert torch.equal((control & stratum).flatten(1).sum(1), (selection.neutralized & stratum).flatten(1).sum(1))
+            assert torch.equal((control & stratum).flatten(1).sum(1),
+                               (selection.neutralized & stratum).flatten(1).sum(1))
     draws = [rand.control_region(x, selection, d) for d in range(3)]
     assert not torch.equal(draws[0], draws[1])
     # keyed by the global id: image 2 alone with id 2 gets the same draw

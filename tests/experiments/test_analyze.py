@@ -46,7 +46,7 @@ def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_
                                 subset="first", **MEASURE)
     assert len(result.rows) == len(own_rows)
     assert sum(r["success"] for r in own_rows) >= 3 and own_metrics["claims"]  # a comparison with content
-    for own, ext in zip(own_rows, result.rows):
+    for own, ext in zip(own_rows, result.rows, strict=True):
         for key, value in own.items():
             if key != "queries":
                 assert ext[key] == value or (value != value and ext[key] != ext[key]), key
@@ -194,7 +194,8 @@ def test_cli_analyze_with_image_folders(tmp_path):
     assert (out / "report.html").is_file() and (out / "per_image.csv").is_file()
     (tmp_path / "adv" / "img3.png").rename(tmp_path / "adv" / "other.png")
     proc = _cli("analyze", "--model", f"{tmp_path / 'net.py'}:make", "--clean", str(tmp_path / "clean"), "--adv",
-                str(tmp_path / "adv"), "--labels", str(tmp_path / "labels.txt"), "--quick", "--out", str(tmp_path / "r2"))
+                str(tmp_path / "adv"), "--labels", str(tmp_path / "labels.txt"), "--quick", "--out",
+                str(tmp_path / "r2"))
     assert proc.returncode == 2
     assert "same file names" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 

@@ -276,7 +276,8 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
     assert claims[("pgd model", "hirescam energy share in the background")].verdict == "equivalent to null"
     assert claims[("localized model", "hirescam energy share in the background")].verdict == "reversed"
     full = claims[("localized vs natural model", "full-image PGD accuracy")]
-    assert not full.primary and full.verdict == "not supported" and full.p_adjusted == full.p_adjusted  # no image differs
+    # no image differs
+    assert not full.primary and full.verdict == "not supported" and full.p_adjusted == full.p_adjusted
 
 
 def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
@@ -311,7 +312,8 @@ def test_failed_gate_makes_map_claims_not_interpretable() -> None:
     assert claims[("localized vs natural model", "background-only PGD (diagnostic) accuracy")].verdict == "supported"
     # a background cut from the map: every accuracy under it rests on both models' maps
     gated = judged({**ALL_PASS, "natural": False}, mask_gated=True)
-    assert gated[("localized vs natural model", "background-only PGD (diagnostic) accuracy")].verdict == "not interpretable"
+    assert gated[("localized vs natural model",
+                  "background-only PGD (diagnostic) accuracy")].verdict == "not interpretable"
     assert gated[("localized vs natural model", "foreground-only PGD accuracy")].verdict == "not interpretable"
     assert gated[("localized vs pgd model", "background-only PGD (diagnostic) accuracy")].verdict == "not supported"
     assert gated[("localized vs natural model", "clean accuracy")].gates == {}, "clean images need no mask"
@@ -456,7 +458,8 @@ def test_quick_run_claims_and_verdicts(quick_outputs) -> None:
     # one training seed (--quick): its own Δ, no CI over runs, and no verdict about the procedure
     assert config.training_seeds == 1 and main["seeds"] == 1 and main["per_seed"] == [main["effect"]["mean"]]
     assert math.isnan(main["effect"]["low"]) and would_read(main["verdict"]) == "insufficient data"
-    assert all(c["seeds"] == 1 and would_read(c["verdict"]) in ("insufficient data", "not interpretable") for c in claims)
+    assert all(c["seeds"] == 1 and would_read(c["verdict"]) in ("insufficient data", "not interpretable")
+               for c in claims)
     assert main["observed"] - main["null_value"] == pytest.approx(main["effect"]["mean"], abs=1e-12)
 
 

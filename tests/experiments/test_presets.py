@@ -30,7 +30,8 @@ def test_cifar10_preset_sets_every_experiments_budget() -> None:
     perceptual = resolve_config(get_experiment("perceptual"), None, {"preset": "imagenet"}, quick=False)
     assert perceptual.eps_max == pytest.approx(16 / 255)
     assert perceptual.batch_size == 16
-    localized = resolve_config(get_experiment("localized-training"), None, {"preset": "mnist", "norm": "l2"}, quick=False)
+    localized = resolve_config(get_experiment("localized-training"), None, {"preset": "mnist", "norm": "l2"},
+                               quick=False)
     assert localized.eps == 2.0
 
 

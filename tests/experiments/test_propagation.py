@@ -127,7 +127,7 @@ def test_totals_over_batches_equal_the_building_blocks_on_all_images(tiny_cnn, a
     expected_rows = depth_summary(pms, threshold=0.05)
     expected_means = average_propagation(pms)
     assert totals.count == 2 and totals.layers == list(pms)
-    for got, want in zip(totals.depth_rows(), expected_rows):
+    for got, want in zip(totals.depth_rows(), expected_rows, strict=True):
         assert (got.depth, got.layer, got.height, got.width) == (want.depth, want.layer, want.height, want.width)
         for name in ("mean_pm_max", "max_pm_max", "mean_pm_avg", "max_pm_avg", "spread"):
             assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-4, abs=1e-6), (got.layer, name)
@@ -287,7 +287,8 @@ def test_figures_are_written(tmp_path):
     curves = plot_depth_curves(depth, tmp_path / "d.png")
     entry = {"rate": 0.5, "ci_low": 0.2, "ci_high": 0.8, "trials": 10}
     loc = plot_locality({1: {"original": entry, "r1": entry, "random": entry},
-                         5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}}, [1], tmp_path / "l.png")
+                         5: {"original": {**entry, "trials": 0}, "r1": entry, "random": entry}},
+                        [1], tmp_path / "l.png")
     per_se = plot_per_se({"a": [{"relative_depth": 0.5, "ratio": {"mean": 0.2, "low": 0.1, "high": 0.3}},
                                 {"relative_depth": 1.0, "ratio": {"mean": 0.4, "low": 0.3, "high": 0.5}}], "b": []},
                          0.1, tmp_path / "p.png")
@@ -429,5 +430,5 @@ def test_control_difference_figure_is_written(tmp_path):
     nan_rows = [{**r, "mean": math.nan, "low": math.nan, "high": math.nan} for r in rows]
     path = plot_control_differences({1: {"a": rows, "b": nan_rows}, 3: {"a": rows, "b": []}}, tmp_path / "d.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(Exception):
+    with pytest.raises(ShapeError, match="at least one k"):
         plot_control_differences({}, tmp_path / "e.png")

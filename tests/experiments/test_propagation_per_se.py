@@ -107,7 +107,7 @@ def test_metrics_expose_depth_relative_depth_and_the_claims_ci():
     assert [d["depth"] for d in m["layers"]] == [0, 1, 2, 3]
     assert [d["relative_depth"] for d in m["layers"]] == [0.25, 0.5, 0.75, 1.0]
     claims = {c.statistic: c for c in per_se_claims(reach, 0.2, seed=0) if c.null == PER_SE_ZERO_NULL}
-    for d, layer in zip(m["layers"], reach.layers):
+    for d, layer in zip(m["layers"], reach.layers, strict=True):
         values = reach.peak[:, d["depth"]]
         assert d["ratio"] == bootstrap_mean_ci(values, seed=0).as_dict()
         effect = claims[f"random-pixel peak PMmax @ {layer}"].effect

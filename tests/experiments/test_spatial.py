@@ -133,7 +133,8 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
     for key, row in ad["settings"].items():
         assert would_read(row["verdict"]) in VERDICT_WORDS
         if key != "main":
-            assert not row["evaluated"] and would_read(row["verdict"]) in ("not evaluated adaptively", "not interpretable")
+            assert not row["evaluated"]
+            assert would_read(row["verdict"]) in ("not evaluated adaptively", "not interpretable")
             continue
         for name in ("adaptive:identity", "adaptive:local", "adaptive:worst", "clean"):
             acc = row[name]
@@ -257,7 +258,8 @@ def test_maps_takes_its_panel_attack_from_the_attacks(tmp_path) -> None:
     """``maps`` hides defence_attack: the first attack run on every image is it; L0 attacks alone are refused
     in one line naming the attacks (the hidden option is not named)."""
     maps = get_experiment("maps")
-    config = resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel", "fgsm", "pgd"]}, quick=True)
+    config = resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel", "fgsm", "pgd"]},
+                            quick=True)
     assert config.defence_attack == "fgsm"
     with pytest.raises(ConfigError, match=r"attacks=\['onepixel'\]: maps needs at least one attack run on every image"):
         resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel"]}, quick=True)

@@ -89,4 +89,5 @@ def test_holm_runs_across_every_configuration_and_comparison():
     adjust_family(rows)
     adjusted = sorted(r[w]["p_adjusted"] for r in rows.values() for w in ("vs_control", "vs_undefended"))
     assert adjusted[0] == pytest.approx(0.06) and all(not math.isnan(p) for p in adjusted)
-    assert all(defence_verdict(r, True, 0.05, WHITE)[0] == "does not help" for r in rows.values())  # 6 tests: none survives
+    # 6 tests: none survives
+    assert all(defence_verdict(r, True, 0.05, WHITE)[0] == "does not help" for r in rows.values())

@@ -89,7 +89,8 @@ _action = st.one_of(
     st.tuples(st.just("images"), st.integers(1, 3)),
     st.tuples(st.just("labels"), st.integers(1, 3)),
     st.tuples(st.just("config"), st.sampled_from([("seed: 0", "seed: 1"), ("n: 12", "n: 8"),
-                                                  ("batch_size: 4", "batch_size: 3"), ("subset: first", "subset: random"),
+                                                  ("batch_size: 4", "batch_size: 3"),
+                                                  ("subset: first", "subset: random"),
                                                   ("progress: false", "progress: true")])),
 )
 DELETIONS = ("delete", "delete-results")

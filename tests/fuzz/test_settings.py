@@ -85,7 +85,8 @@ def declared(attack: str) -> list[str]:
 _param_value = st.one_of(
     _scalar.map(lambda v: yaml.safe_dump(v).removesuffix("\n...\n").strip() if not isinstance(v, str) else v),
     st.integers(1, 60).map(lambda depth: "[" * depth + "]" * depth),
-    st.sampled_from(["", "=", "[1, 2]", "{a: 1}", "!!python/name:os.system", "0.03", "-1", "1e-3", "true", "~", "&a 1"]),
+    st.sampled_from(["", "=", "[1, 2]", "{a: 1}", "!!python/name:os.system", "0.03", "-1", "1e-3", "true", "~",
+                     "&a 1"]),
 )
 
 

@@ -79,7 +79,8 @@ def check_images(path: Path) -> None:
     if read is not None:
         images, labels = read
         assert images.ndim == 4 and images.dtype == torch.float32
-        assert bool(torch.isfinite(images).all()) and (images.numel() == 0 or 0 <= float(images.min()) <= float(images.max()) <= 1)
+        assert bool(torch.isfinite(images).all())
+        assert images.numel() == 0 or 0 <= float(images.min()) <= float(images.max()) <= 1
         if labels is not None:
             check_label_tensor(labels, len(images))
 

@@ -29,7 +29,8 @@ class TinyGAP(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+                                      nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(6, 3)
 
@@ -263,7 +264,8 @@ def test_smoothgrad_noise_is_keyed_by_sample_id(tiny_cnn) -> None:
     with pytest.raises(ShapeError, match="sample_ids must have shape"):
         importance_map("smoothgrad", model, x, sample_ids=torch.arange(2))
     # methods without noise ignore the ids
-    torch.testing.assert_close(importance_map("saliency", model, x, sample_ids=ids), importance_map("saliency", model, x))
+    torch.testing.assert_close(importance_map("saliency", model, x, sample_ids=ids),
+                               importance_map("saliency", model, x))
 
 
 @pytest.mark.parametrize("samples", [1, 5])

@@ -129,7 +129,8 @@ def test_a_model_file_calling_sys_exit_is_a_model_error(tmp_path, where: str) ->
     """A factory raising SystemExit(0) (or a file running argparse at import) ended the command with exit 0 and
     no output (audit W10)."""
     path = tmp_path / "m.py"
-    body = "def make():\n    raise SystemExit(0)\n" if where == "factory" else "import sys\nsys.exit(0)\ndef make(): pass\n"
+    body = ("def make():\n    raise SystemExit(0)\n" if where == "factory"
+            else "import sys\nsys.exit(0)\ndef make(): pass\n")
     path.write_text(body)
     with pytest.raises(ModelError, match=r"SystemExit\(0\): the code called sys.exit\(\)"):
         load_model(f"{path}:make")
@@ -141,10 +142,12 @@ def test_code_checksum_follows_the_model_code_not_its_path(tmp_path) -> None:
     from advspatial.models.spec import code_checksum
 
     source = ("import torch\nclass Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-              "        self.fc = torch.nn.Linear(4, 2)\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+              "        self.fc = torch.nn.Linear(4, 2)\n"
+              "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
               "def make():\n    return Net()\n")
     sums = []
-    for folder, text in (("a", source), ("b", source), ("c", source.replace("self.fc(x.flatten(1))", "-self.fc(x.flatten(1))"))):
+    negated = source.replace("self.fc(x.flatten(1))", "-self.fc(x.flatten(1))")
+    for folder, text in (("a", source), ("b", source), ("c", negated)):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "m.py").write_text(text)
         spec = f"{tmp_path / folder / 'm.py'}:make"

@@ -146,7 +146,8 @@ def test_registry_lists_the_expected_entries() -> None:
     lines = describe_zoo()
     assert set(lines) == set(entries)
     assert "32x32" in lines["cifar10-resnet20"] and "91.73%" in lines["cifar10-resnet20"]
-    assert "260x260" in lines["imagenet-efficientnet-lite2"] and "advspatial[zoo]" in lines["imagenet-efficientnet-lite2"]
+    lite2 = lines["imagenet-efficientnet-lite2"]
+    assert "260x260" in lite2 and "advspatial[zoo]" in lite2
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:

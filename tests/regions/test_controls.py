@@ -17,7 +17,8 @@ def _case(seed: int, n: int = 3, size: int = 9):
     gen = torch.Generator().manual_seed(seed)
     roi = torch.rand(n, size, size, generator=gen) < 0.2
     region = (torch.rand(n, size, size, generator=gen) < 0.25) & ~roi
-    strata = (torch.rand(n, size, size, generator=gen) < 0.5).long() + (torch.rand(n, size, size, generator=gen) < 0.3).long()
+    strata = ((torch.rand(n, size, size, generator=gen) < 0.5).long()
+              + (torch.rand(n, size, size, generator=gen) < 0.3).long())
     return roi, region, strata
 
 

@@ -102,10 +102,10 @@ def test_truth_is_the_estimand_of_the_engine():
 
 
 def test_ci_of_the_excess_covers_the_truth():
-    """Fast version (800 data sets, ~20 s on one core with the truth). The 6 (statistic, null) cells of one data set are strongly
-    correlated, so the Monte Carlo SE of the pooled coverage (SE of the per-data-set mean over data sets) is
-    ~0.0075, nearly one cell's binomial SE: the pooled coverage must not lie below 0.94 by more than 1.645 of its
-    SEs (one-sided 95%; a nominal 0.95 interval fails with probability < 0.001, a 0.92 interval passes with
+    """Fast version (800 data sets, ~20 s on one core with the truth). The 6 (statistic, null) cells of one data set
+    are strongly correlated, so the Monte Carlo SE of the pooled coverage (SE of the per-data-set mean over data
+    sets) is ~0.0075, nearly one cell's binomial SE: the pooled coverage must not lie below 0.94 by more than 1.645 of
+    its SEs (one-sided 95%; a nominal 0.95 interval fails with probability < 0.001, a 0.92 interval passes with
     probability < 0.1), and no cell below 0.917 (3 binomial SEs under 0.94). Measured (1000 data sets, same
     truth): BCa 0.947-0.953 per cell, pooled 0.950; the percentile interval it replaced 0.945-0.955, pooled
     0.9505 (MC SE of each pooled value ~0.0065)."""

@@ -134,7 +134,7 @@ def test_fully_randomized_is_the_last_step_of_the_cascade(data):
     rho = spearman(saliency(copy.deepcopy(model).eval(), x, y), saliency(net, x, y))
     assert rows[-1]["spearman"] == pytest.approx(float(rho.double().mean()), abs=1e-6)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
-                                                  copy.deepcopy(model).state_dict().values()))
+                                                  copy.deepcopy(model).state_dict().values(), strict=True))
     assert not torch.equal(net.fc.weight, model.fc.weight)
 
 

@@ -46,7 +46,8 @@ def test_morf_and_lerf_accuracy_equal_quantus_road(tiny_cnn, seed):
     pct = [1, 5, 12.5, 30, 50, 77, 99]
     curves = road_curves(model, x, y, maps, pct, noise=0.0)
     np.testing.assert_allclose(curves.accuracy("morf").numpy(), _quantus_road(model, x, y, maps, pct), atol=1e-5)
-    np.testing.assert_allclose(curves.accuracy("lerf").numpy(), _quantus_road(model, x, y, (hw + 1) / hw - maps, pct), atol=1e-5)
+    np.testing.assert_allclose(curves.accuracy("lerf").numpy(), _quantus_road(model, x, y, (hw + 1) / hw - maps, pct),
+                               atol=1e-5)
     # the curves are not flat: the comparison could fail
     assert len(set(curves.accuracy("morf").tolist())) > 2
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure as MplFigure  # noqa: E402
+from matplotlib.figure import Figure as MplFigure
 
-from advspatial.report.html import Figure, Section, Table, write_report  # noqa: E402
-from helpers import ReportParser  # noqa: E402
+from advspatial.report.html import Figure, Section, Table, write_report
+from helpers import ReportParser
 
 
 def make_png(path: Path) -> Path:

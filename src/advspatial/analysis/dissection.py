@@ -29,7 +29,7 @@ unit's min and max (one extra pass) approximates it to within one bin width.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -112,12 +112,13 @@ def dissect(
     n, size = _image_count_and_size(images)
     names, stacked = _check_concepts(images, concepts, n, size)
 
-    def activations() -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    def activations() -> Generator[tuple[slice, torch.Tensor, torch.Tensor], None, None]:
         """(slice, raw activation, upsampled activation) per batch."""
         yield from _activations(model, layer, images, n, size, batch_size)
 
     thresholds, exact = _thresholds(activations, n, quantile, quantile_on, method, max_exact_elements, bins)
-    inter, unit_area, concept_area = 0, 0, 0
+    # float64 zeros (0-d): the first batch's sums come out unchanged; _thresholds has seen at least one batch
+    inter = unit_area = concept_area = torch.zeros((), dtype=torch.float64)
     for sl, _, up in activations():
         region = (up > thresholds.to(up.device)[None, :, None, None]).flatten(2).float()  # (B,U,HW)
         masks = stacked[sl].to(up.device).flatten(2).float()  # (B,K,HW)
@@ -201,7 +202,8 @@ def _check_concepts(
     if concepts is None and isinstance(images, ImageDataset):
         concepts = images.concepts
     if not concepts:
-        raise ConfigError("dissection needs concept masks: pass concepts={name: (N,H,W) bool} or a dataset with concepts")
+        raise ConfigError("dissection needs concept masks: pass concepts={name: (N,H,W) bool} or a dataset with "
+                          "concepts")
     for name, mask in concepts.items():
         if tuple(mask.shape) != (n, *size):
             raise ShapeError(f"concept {name!r} must be ({n},{size[0]},{size[1]}), got {tuple(mask.shape)}")
@@ -211,7 +213,7 @@ def _check_concepts(
 
 def _activations(
     model: nn.Module, layer: Layer, images: torch.Tensor | ImageDataset, n: int, size: tuple[int, int], batch_size: int
-) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+) -> Generator[tuple[slice, torch.Tensor, torch.Tensor], None, None]:
     device = model_device(model)
     with frozen_eval(model), torch.no_grad(), capture(model, layer) as outs:
         for sl in batch_slices(n, batch_size):
@@ -225,7 +227,7 @@ def _activations(
             yield sl, act, up
 
 
-ActivationStream = Callable[[], Iterator[tuple[slice, torch.Tensor, torch.Tensor]]]
+ActivationStream = Callable[[], Generator[tuple[slice, torch.Tensor, torch.Tensor], None, None]]
 
 
 def _thresholds(
@@ -233,7 +235,7 @@ def _thresholds(
 ) -> tuple[torch.Tensor, bool]:
     """Per-unit q-quantile over the whole set; exact (streaming top-k) or histogram."""
 
-    def values() -> Iterator[tuple[int, torch.Tensor]]:
+    def values() -> Generator[tuple[int, torch.Tensor], None, None]:
         """(images in batch, (U, B·h·w) values) per batch."""
         batches = activations()
         try:
@@ -267,7 +269,8 @@ def _quantile_from_top(top: torch.Tensor, total: int, q: float) -> torch.Tensor:
     return lo_val + (pos - lo) * (hi_val - lo_val)
 
 
-def _histogram_quantile(make_stream: Callable[[], Iterator[torch.Tensor]], units: int, total: int, q: float, bins: int) -> torch.Tensor:
+def _histogram_quantile(make_stream: Callable[[], Iterator[torch.Tensor]], units: int, total: int, q: float,
+                        bins: int) -> torch.Tensor:
     """Approximate q-quantile per unit from equal-width histograms: one pass for each
     unit's min and max, one for the counts; values are taken as spread evenly inside
     their bin, so the error is at most one bin width ``(max − min) / bins``."""

@@ -255,7 +255,7 @@ def _unique_changes(
 ) -> list[tuple[int, int, float, torch.Tensor]]:
     """(row, col, |Δ|, Δ) of one image's distinct changed pixels (|Δ| > 0), largest |Δ| first (ties: row-major)."""
     seen: dict[tuple[int, int], torch.Tensor] = {}
-    for (r, c), colour in zip(pixels.tolist(), colours):
+    for (r, c), colour in zip(pixels.tolist(), colours, strict=True):
         if (r, c) not in seen:
             seen[(r, c)] = (colour - x[:, r, c]).double()
     changes = [(r, c, float(d.norm()), d) for (r, c), d in seen.items() if float(d.norm()) > 0]

@@ -171,7 +171,8 @@ def _promotion_total(z_clean: torch.Tensor, z_adv: torch.Tensor, t: torch.Tensor
 
 def _check_inputs(x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
     if x.ndim != 4 or x_adv.shape != x.shape:
-        raise ShapeError(f"x and x_adv must both be (N,C,H,W) of the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
+        raise ShapeError(f"x and x_adv must both be (N,C,H,W) of the same shape, got {tuple(x.shape)} and "
+                         f"{tuple(x_adv.shape)}")
     if y.shape != (x.shape[0],):
         raise ShapeError(f"y must be ({x.shape[0]},), got {tuple(y.shape)}")
     return x, x_adv, y.long()

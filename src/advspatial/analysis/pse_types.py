@@ -145,8 +145,10 @@ def type_shares(types: torch.Tensor, energy: torch.Tensor) -> tuple[torch.Tensor
     per_type = torch.zeros(n, len(TYPE_NAMES), dtype=energy.dtype, device=energy.device)
     per_type.scatter_add_(1, idx, weights)
     total = per_type.sum(1, keepdim=True)
-    shares = torch.where(total > 0, per_type / total.clamp_min(torch.finfo(energy.dtype).tiny), torch.zeros_like(per_type))
-    dominant = torch.where(total.squeeze(1) > 0, shares.argmax(1), torch.full_like(total.squeeze(1), UNPERTURBED, dtype=torch.int64))
+    shares = torch.where(total > 0, per_type / total.clamp_min(torch.finfo(energy.dtype).tiny),
+                         torch.zeros_like(per_type))
+    dominant = torch.where(total.squeeze(1) > 0, shares.argmax(1),
+                           torch.full_like(total.squeeze(1), UNPERTURBED, dtype=torch.int64))
     return shares, dominant
 
 

@@ -167,7 +167,8 @@ class MaskingCurve:
                 "k": int(k), "clean_acc": float(c), "robust_acc": float(r),
                 "random_clean_acc": float(rc), "random_robust_acc": float(rr),
             }
-            for k, c, r, rc, rr in zip(self.ks, self.clean_acc, self.robust_acc, self.random_clean_acc, self.random_robust_acc)
+            for k, c, r, rc, rr in zip(self.ks, self.clean_acc, self.robust_acc, self.random_clean_acc,
+                                       self.random_robust_acc, strict=True)
         ]
 
 
@@ -197,7 +198,8 @@ def masking_curve(
     defence's worth, not a robustness claim.
     """
     if x.shape != x_adv.shape or y.shape != (x.shape[0],):
-        raise ShapeError(f"need x, x_adv (N,...) of one shape and y (N,); got {tuple(x.shape)}, {tuple(x_adv.shape)}, {tuple(y.shape)}")
+        raise ShapeError(f"need x, x_adv (N,...) of one shape and y (N,); got {tuple(x.shape)}, {tuple(x_adv.shape)}, "
+                         f"{tuple(y.shape)}")
     if n_random < 0:
         raise ConfigError(f"n_random={n_random} is out of range; valid: >= 0")
     ranked = torch.as_tensor(ranked_units, dtype=torch.long).flatten()
@@ -220,8 +222,10 @@ def masking_curve(
     ).reshape(n_random, len(ks_t), 2)
     return MaskingCurve(
         ks=ks_t, clean_acc=top[:, 0], robust_acc=top[:, 1],
-        random_clean_acc=rand[..., 0].mean(0) if n_random else torch.full((len(ks_t),), torch.nan, dtype=torch.float64),
-        random_robust_acc=rand[..., 1].mean(0) if n_random else torch.full((len(ks_t),), torch.nan, dtype=torch.float64),
+        random_clean_acc=rand[..., 0].mean(0) if n_random else torch.full((len(ks_t),), torch.nan,
+                                                                          dtype=torch.float64),
+        random_robust_acc=rand[..., 1].mean(0) if n_random else torch.full((len(ks_t),), torch.nan,
+                                                                           dtype=torch.float64),
         random_clean_all=rand[..., 0], random_robust_all=rand[..., 1],
     )
 

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -165,9 +166,9 @@ class _Run:
     last_best: torch.Tensor            # f_max at the last checkpoint
     reduced: torch.Tensor              # step halved at the last checkpoint
 
-    def keep(self, rows: torch.Tensor) -> "_Run":
+    def keep(self, rows: torch.Tensor) -> _Run:
         """The state restricted to the rows where ``rows`` (bool) holds."""
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
             out[f.name] = None if v is None else v[rows]
@@ -287,7 +288,8 @@ class APGD(Attack):
                 (grad,) = torch.autograd.grad(per_pass.sum(), xr)
             loss_sum += per_pass.detach().sum(0)
             grad_sum += grad
-            adv &= is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k)).view(k, n).all(0)
+            adv &= is_adversarial(logits.detach(), y.repeat(k),
+                                  None if goal is None else goal.repeat(k)).view(k, n).all(0)
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
 
     def _run(

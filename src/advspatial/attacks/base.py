@@ -76,12 +76,13 @@ class AttackResult:
     def success_rate(self) -> float:
         return float(self.success.float().mean()) if len(self) else float("nan")
 
-    def to(self, device: torch.device | str) -> "AttackResult":
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        return AttackResult(**{k: None if v is None else v.to(device) for k, v in moved.items()})
+    def to(self, device: torch.device | str) -> AttackResult:
+        moved: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {k: None if v is None else v.to(device) for k, v in moved.items()}
+        return AttackResult(**out)
 
     @staticmethod
-    def cat(results: Sequence["AttackResult"]) -> "AttackResult":
+    def cat(results: Sequence[AttackResult]) -> AttackResult:
         """Concatenate results of consecutive batches."""
         if not results:
             raise ValueError("cannot concatenate an empty list of results")

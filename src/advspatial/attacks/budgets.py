@@ -44,7 +44,7 @@ class Budget:
     onepixel_steps: int | None = _budget("one-pixel DE generations")
 
     @classmethod
-    def from_settings(cls, settings: object, field_names: Mapping[str, str]) -> "Budget":
+    def from_settings(cls, settings: object, field_names: Mapping[str, str]) -> Budget:
         """The budget in ``settings`` (an experiment config): ``field_names`` maps a budget field to the
         settings' own name for it (an experiment's ``PRESET_FIELDS``); budgets it does not name stay unset."""
         return cls(**{f.name: getattr(settings, field_names[f.name]) for f in fields(cls) if f.name in field_names})

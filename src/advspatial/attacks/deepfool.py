@@ -109,5 +109,6 @@ class DeepFool(Attack):
         best = dist.argmin(dim=1)
         rows = torch.arange(len(best), device=best.device)
         w_best, f_best, n_best = w[rows, best], f[rows, best], w_norm[rows, best]
-        scale = torch.where(n_best > 0, (f_best + STEP_PUSH) / n_best.clamp_min(NORM_GUARD) ** 2, torch.zeros_like(f_best))
+        scale = torch.where(n_best > 0, (f_best + STEP_PUSH) / n_best.clamp_min(NORM_GUARD) ** 2,
+                            torch.zeros_like(f_best))
         return scale.view(-1, 1, 1, 1) * w_best

@@ -40,7 +40,7 @@ class Best:
     loss: torch.Tensor
 
     @classmethod
-    def start(cls, x: torch.Tensor) -> "Best":
+    def start(cls, x: torch.Tensor) -> Best:
         n = x.shape[0]
         return cls(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device),
                    torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype))

@@ -47,6 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,13 +141,13 @@ class _Search:
     gens: list[torch.Generator]
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
 
-    def keep(self, rows: torch.Tensor) -> "_Search":
-        out = {}
+    def keep(self, rows: torch.Tensor) -> _Search:
+        out: dict[str, Any] = {}
         cpu_rows = rows.cpu()
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "gens":
-                out[f.name] = [g for g, k in zip(v, cpu_rows.tolist()) if k]
+                out[f.name] = [g for g, k in zip(v, cpu_rows.tolist(), strict=True) if k]
             else:
                 out[f.name] = None if v is None else v[rows]
         return replace(self, **out)

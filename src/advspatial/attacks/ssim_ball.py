@@ -179,7 +179,7 @@ class SSIMBallGeometry:
         cls, x: torch.Tensor, alpha: float = 0.9, beta: float = 0.05, window: int | str = "auto",
         mask: torch.Tensor | None = None, k2: float = 0.03, sample_covariance: bool = True,
         luminance: str = "term", alpha_l: float = 0.99,
-    ) -> "SSIMBallGeometry":
+    ) -> SSIMBallGeometry:
         """The set for images ``x`` (N,C,H,W) in [0,1]; ``mask`` (broadcast to x): δ = 0 where it is 0.
 
         ``luminance="term"``: every window keeps SSIM's luminance term ``l_b ≥ alpha_l``;
@@ -413,8 +413,9 @@ class SSIMBallAttack(Attack):
 
     def constraint(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> SSIMBallGeometry:
         """The feasible set of this attack around ``x``."""
-        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask, sample_covariance=self.sample_covariance,
-                                       luminance=self.luminance, alpha_l=self.alpha_l)
+        return SSIMBallGeometry.around(x, self.alpha, self.beta, self.window, mask,
+                                       sample_covariance=self.sample_covariance, luminance=self.luminance,
+                                       alpha_l=self.alpha_l)
 
     def _loss_and_grad(
         self, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

@@ -68,14 +68,16 @@ def typed_param(name: str, value: Any, default: Any) -> Any:
 
 @click.command()
 @model_options
-@click.option("--attack", "attack_name", default="pgd", show_default=True, help="Attack name (advspatial list attacks).")
+@click.option("--attack", "attack_name", default="pgd", show_default=True,
+              help="Attack name (advspatial list attacks).")
 @click.option("--eps", default=None, type=float, help="Perturbation budget (attacks that have one).")
 @click.option("--steps", default=None, type=int, help="Iterations (attacks that have them).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="Any other attack parameter; repeatable.")
 @click.option("--n", default=1000, show_default=True, type=int, help="Attack N test images (see --subset).")
 @click.option("--batch-size", default=200, show_default=True, type=int)
 @click.option("--mask", default=None, help="background|foreground|roi|roi-complement|FILE: where the attack may act.")
-@click.option("--mask-fraction", default=0.2, show_default=True, type=float, help="Top fraction of Grad-CAM for roi masks.")
+@click.option("--mask-fraction", default=0.2, show_default=True, type=float,
+              help="Top fraction of Grad-CAM for roi masks.")
 @click.option("--target", "target_class", default=None, type=int, help="Targeted attack towards this class.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Save x_adv, predictions and norms (.pt).")
@@ -121,7 +123,8 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     click.echo(f"{atk!r} on {len(data)} {dataset} images" + (f", mask {mask}" if mask else ""))
     click.echo(f"clean accuracy {float(correct.float().mean()):.4f}; success rate {result.success_rate:.4f} "
                f"(on correctly classified: {rate_correct:.4f})")
-    click.echo(f"mean norms: L0 {result.l0.float().mean():.1f} px, L2 {result.l2.mean():.4f}, Linf {result.linf.mean():.4f}; "
+    click.echo(f"mean norms: L0 {result.l0.float().mean():.1f} px, L2 {result.l2.mean():.4f}, "
+               f"Linf {result.linf.mean():.4f}; "
                f"queries/image {result.queries.float().mean():.1f}; time {seconds:.1f} s")
     if out:
         from pathlib import Path
@@ -149,11 +152,13 @@ def check_output_file(out: str) -> None:
 
 @click.command()
 @model_options
-@click.option("--attack", "attack_name", default="pgd-l2", show_default=True, help="Attack name (advspatial list attacks).")
+@click.option("--attack", "attack_name", default="pgd-l2", show_default=True,
+              help="Attack name (advspatial list attacks).")
 @click.option("--importance", default="auto", show_default=True,
               help="Importance map (RoI side); auto: Grad-CAM for a GAP head, HiResCAM for a flatten/FC head.")
 @click.option("--attack-map", default="contribution", show_default=True, help="Attack map (RoA side).")
-@click.option("--fraction", default=0.2, show_default=True, type=float, help="Top fraction of each map forming RoI/RoA.")
+@click.option("--fraction", default=0.2, show_default=True, type=float,
+              help="Top fraction of each map forming RoI/RoA.")
 @click.option("--n", default=200, show_default=True, type=int)
 @click.option("--batch-size", default=None, type=int, help="Images per batch (default: the preset's).")
 @click.option("--permutations", default=10000, show_default=True, type=int, help="Derangements per pair-based null.")
@@ -171,7 +176,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from ..experiments import get_experiment, resolve_config
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
-    from ..experiments.spatial import maps_analysis
+    from ..experiments.spatial import MapsConfig, maps_analysis
     from ..experiments.spatial.report import maps_summary
     from ..files import atomic_write_text
     from ..report.html import write_report
@@ -187,6 +192,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     if batch_size is not None:
         given["batch_size"] = batch_size
     config = resolve_config(get_experiment("maps"), None, given, quick=False)
+    assert isinstance(config, MapsConfig)  # the config class the maps experiment is registered with
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
         rows, metrics, sections = maps_analysis(config, rundir)

@@ -19,7 +19,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", "model_name", default="smallcnn", show_default=True,
                      help="Model spec: registered or zoo name (advspatial list models), FILE.py:factory, "
                           "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file."),
-        click.option("--weights", default=None, help="State-dict file loaded into a registered/zoo model or a factory."),
+        click.option("--weights", default=None,
+                     help="State-dict file loaded into a registered/zoo model or a factory."),
         click.option("--arch", default=None, help="Architecture for a state-dict --model file."),
         click.option("--model-seed", default=0, show_default=True, help="Training seed of a cached model."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
@@ -29,7 +30,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Folder datasets: image side in pixels (0: a zoo model's input size, else 32)."),
         click.option("--fit", default="crop", show_default=True, type=click.Choice(["crop", "stretch"]),
                      help="Folder datasets: keep the aspect ratio (centre crop) or stretch."),
-        click.option("--class-map", default="", help="Folder datasets: TSV of model output index, folder name[, name]."),
+        click.option("--class-map", default="",
+                     help="Folder datasets: TSV of model output index, folder name[, name]."),
         click.option("--crop-fraction", default=0.0, show_default=True, type=float,
                      help="Folder datasets, --fit crop: centre crop side / shorter side (0: a zoo model's, else 1)."),
         click.option("--progress/--no-progress", default=True, show_default=True,
@@ -41,7 +43,7 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str = "test"):  # type: ignore[no-untyped-def]
+def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str = "test"):
     """(model, images) of a command given the :func:`model_options`: validated, the model fitted to the data."""
     from ..data import load_dataset
     from ..data.subset import select
@@ -74,8 +76,9 @@ def train_command() -> click.Command:
     ``arch``), plus ``--force``, ``--device`` and ``--progress``. Built on first use (it imports the training)."""
     from ..training import TrainConfig
 
-    overrides = {"arch": {"flags": ["--model"]}, "norm": {"type": click.Choice(["linf", "l2"])},
-                 "train_limit": {"show_default": False}}
+    overrides: dict[str, dict[str, Any]] = {"arch": {"flags": ["--model"]},
+                                            "norm": {"type": click.Choice(["linf", "l2"])},
+                                            "train_limit": {"show_default": False}}
     params = dataclass_options(TrainConfig, overrides=overrides) + [
         click.Option(["--force"], is_flag=True, help="Retrain even when a cached checkpoint exists."),
         click.Option(["--device"], default="auto", show_default=True),

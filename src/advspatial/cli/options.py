@@ -22,10 +22,15 @@ def option_type(kind: Any) -> Any:
     return kind if kind in (int, float, str) else str
 
 
-def field_option(f: dataclasses.Field, kind: Any, help_text: str, **click_kwargs: Any) -> click.Option:  # type: ignore[type-arg]
+def field_option(f: dataclasses.Field, kind: Any, help_text: str, **click_kwargs: Any) -> click.Option:
     """The option of field ``f``: ``--name/--no-name`` for a bool, comma-separated for a list, else typed;
     ``click_kwargs`` override what is generated (e.g. ``flags`` for another option name, ``type``)."""
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:  # what calling the missing factory raised
+        raise TypeError(f"field {f.name!r} has neither a default nor a default factory")
     dashed = f.name.replace("_", "-")
     flags = list(click_kwargs.pop("flags", [f"--{dashed}"]))
     if kind is bool:

@@ -62,8 +62,10 @@ def experiment_command(name: str) -> click.Command:
         run_configured(name, config_file, resume, quick, given)
 
     params: list[click.Parameter] = [
-        click.Option(["--config", "config_file"], default=None, help="YAML file of settings (CLI options override it)."),
-        click.Option(["--resume"], default=None, metavar="DIR", help="Complete an interrupted run in DIR (its own config)."),
+        click.Option(["--config", "config_file"], default=None,
+                     help="YAML file of settings (CLI options override it)."),
+        click.Option(["--resume"], default=None, metavar="DIR",
+                     help="Complete an interrupted run in DIR (its own config)."),
         click.Option(["--quick"], is_flag=True, help=f"CI-sized preset: {experiment.config_cls.QUICK}"),
     ]
     params += dataclass_options(experiment.config_cls, hidden=experiment.config_cls.CLI_HIDDEN)
@@ -81,7 +83,8 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
     if resume:
         saved = Path(resume) / "config.yaml"
         if not saved.is_file():
-            raise AdvspatialError(f"--resume {resume}: no config.yaml there; valid: a run directory written by advspatial run")
+            raise AdvspatialError(f"--resume {resume}: no config.yaml there; valid: a run directory written by "
+                                  "advspatial run")
         extra = sorted(k for k in given if k != "progress")
         if extra or quick or config_file:
             named = ", ".join([*("--" + k.replace("_", "-") for k in extra), *(["--quick"] if quick else []),

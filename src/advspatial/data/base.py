@@ -45,7 +45,7 @@ class PixelSource(Protocol):
 
     def decode(self, index: Index | None = None) -> torch.Tensor: ...
 
-    def select(self, index: Index) -> "PixelSource": ...
+    def select(self, index: Index) -> PixelSource: ...
 
 
 Pixels = torch.Tensor | PixelSource
@@ -134,14 +134,14 @@ class ImageDataset:
         if isinstance(self.pixels, torch.Tensor):
             digest.update(f"{self.pixels.dtype};".encode())
             digest.update(_tensor_bytes(self.pixels))
-        elif callable(getattr(self.pixels, "checksum", None)):
-            digest.update(str(self.pixels.checksum()).encode())
+        elif callable(own_checksum := getattr(self.pixels, "checksum", None)):
+            digest.update(str(own_checksum()).encode())
         else:
             for sl in batch_slices(len(self), 256):
                 digest.update(_tensor_bytes(self.pixels.decode(sl)))
         return digest.hexdigest()
 
-    def subset(self, index: Index) -> "ImageDataset":
+    def subset(self, index: Index) -> ImageDataset:
         """A new dataset holding only the selected images (views where possible; lazy stays lazy)."""
         idx = _as_index(index)
         pixels = self.pixels[idx] if isinstance(self.pixels, torch.Tensor) else self.pixels.select(idx)
@@ -155,7 +155,7 @@ class ImageDataset:
             ids=self.ids[idx],
         )
 
-    def head(self, n: int | None) -> "ImageDataset":
+    def head(self, n: int | None) -> ImageDataset:
         """The first ``n`` images (all when ``n`` is None or larger than the dataset)."""
         if n is None or n >= len(self):
             return self

@@ -26,7 +26,7 @@ from .registry import register_dataset
 
 try:  # NumPy >= 2 moved the pickle helpers to numpy._core
     from numpy._core.multiarray import _reconstruct
-    from numpy._core.numeric import _frombuffer
+    from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]  # private: not in NumPy's stubs
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
     from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
@@ -87,7 +87,8 @@ def load_pickle(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             obj = RestrictedUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError) as exc:
         raise DataError(f"{path}: not a valid CIFAR pickle ({type(exc).__name__}: {exc})") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path}: a CIFAR batch must unpickle to a dict, got {type(obj).__name__}")
@@ -137,7 +138,7 @@ def extract_archive(archive: Path, dest: Path) -> Path:
             if not any(m.isfile() for m in members):
                 raise DataError(f"{archive}: no files under {FOLDER}/ in the archive")
             # the "data" filter (Python >= 3.10.12) re-checks every member; our own filter above suffices without it
-            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            extra: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
             tar.extractall(dest, members=members, **extra)
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise DataError(f"{archive}: corrupt CIFAR-10 archive ({exc})") from exc

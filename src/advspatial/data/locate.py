@@ -64,7 +64,7 @@ def download(url: str, dest: Path, checksum: str | None = None, timeout: float =
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
     except OSError as exc:

@@ -60,7 +60,7 @@ def _stratified(labels: torch.Tensor, k: int, gen: torch.Generator) -> torch.Ten
     classes, counts = torch.unique(labels, sorted=True, return_counts=True)
     quotas = class_quotas(counts, k, gen)
     picked = []
-    for cls, quota in zip(classes.tolist(), quotas.tolist()):
+    for cls, quota in zip(classes.tolist(), quotas.tolist(), strict=True):
         members = torch.nonzero(labels == cls).reshape(-1)
         picked.append(members[torch.randperm(len(members), generator=gen)[:quota]])
     return torch.cat(picked) if picked else torch.empty(0, dtype=torch.int64)

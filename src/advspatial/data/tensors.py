@@ -264,7 +264,8 @@ def class_names_for(labels: torch.Tensor) -> tuple[str, ...]:
 
 def _split_payload(value: Any, path: Path) -> tuple[Any, Any]:
     if isinstance(value, dict):
-        return value[_first_key(list(value), IMAGE_KEYS, path)], next((value[k] for k in LABEL_KEYS if k in value), None)
+        images = value[_first_key(list(value), IMAGE_KEYS, path)]
+        return images, next((value[k] for k in LABEL_KEYS if k in value), None)
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return value[0], value[1]
     return value, None

@@ -28,7 +28,7 @@ Whether more effort would lower a number is :mod:`.convergence`'s question.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -51,13 +51,15 @@ EOT_GRADIENTS = ("local",)
 
 
 class Defence(Protocol):
-    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``, :class:`Undefended`).
+    """What the adaptive evaluation needs of a defence (``NeutralizedModel``, ``TransformDefence``,
+    :class:`Undefended`).
 
     A randomized one also has ``forward_draws(x, k)``: the (k, N, K) logits of its next k draws (EOT, and the
     attacker's own scoring in :func:`attacker_share`).
     """
 
-    randomized: bool
+    @property
+    def randomized(self) -> bool: ...
 
     def with_backward(self, backward: str) -> nn.Module: ...
 
@@ -148,8 +150,8 @@ def ensemble_attack(model: nn.Module, eps: float, budget: AdaptiveBudget, *, ran
     if randomized:
         parts = tuple(c for c in parts if not c.startswith("square")) or ("apgd-ce",)
         restarts = restarts or budget.eot_restarts
-    return make_attack("autoattack", model, eps=eps, steps=steps or budget.steps, n_restarts=restarts or budget.restarts,
-                       n_queries=budget.queries, components=parts,
+    return make_attack("autoattack", model, eps=eps, steps=steps or budget.steps,
+                       n_restarts=restarts or budget.restarts, n_queries=budget.queries, components=parts,
                        eot_iter=(eot_iter or budget.eot_iter) if randomized else 1,
                        seed=seed, eot_early_stop=budget.eot_early_stop)
 
@@ -269,7 +271,8 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
     """EOT at full strength on a randomized defence: every gradient loss (APGD-CE, APGD-DLR) through every
     gradient in ``gradients`` (default ``budget.eot_gradients``), each on every image; per image the attacker
     keeps the candidate its own ``eot_iter`` draws score lowest (a choice it can make without the scoring
-    draws), then that example is scored on ``budget.draws`` fresh draws. ``correct[g]`` is the same pick among gradient ``g``'s candidates."""
+    draws), then that example is scored on ``budget.draws`` fresh draws. ``correct[g]`` is the same pick among
+    gradient ``g``'s candidates."""
     draws = int(overrides.get("eot_iter") or budget.eot_iter)
     gradients = budget.eot_gradients if gradients is None else tuple(gradients)
     candidates: list[tuple[str, torch.Tensor, torch.Tensor]] = []

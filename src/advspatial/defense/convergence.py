@@ -87,7 +87,8 @@ def convergence_curves(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: 
         out[f"eot={budget.eot_iter}"] = base
         for k in sorted(grid.eot):
             if k < budget.eot_iter and left_side:
-                out[f"eot={k}"] = _run(defence, x, y, eps, budget, common, progress, f"eot={k}", eot_iter=k).correct["worst"]
+                out[f"eot={k}"] = _run(defence, x, y, eps, budget, common, progress, f"eot={k}",
+                                       eot_iter=k).correct["worst"]
             elif k > budget.eot_iter:
                 out[f"eot={k}"] = extend(defence, x, y, eps, budget, reported, common, progress, f"eot={k}",
                                          eot_iter=k).correct["worst"]

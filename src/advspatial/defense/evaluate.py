@@ -131,7 +131,7 @@ def evaluate_defence(
         raise ShapeError(f"labels must have shape ({n},), got {tuple(y.shape)}")
     ids_all = sample_ids_or_range(n, sample_ids)
     oracle = oracle_regions is not None
-    if oracle:
+    if oracle_regions is not None:
         oracle_regions = check_region(oracle_regions, x)
     if oracle_roa is not None:
         oracle_roa = check_region(oracle_roa, x)
@@ -158,7 +158,7 @@ def evaluate_defence(
                 add(f"n_region_{tag}", region.flatten(1).sum(1))
                 if tag == "adv":
                     add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
-            if oracle:
+            if oracle_regions is not None:
                 region = oracle_regions[sl].to(device)
                 within = None if oracle_roa is None else oracle_roa[sl].to(device)
                 strata = defended.strata(ab, region)
@@ -174,7 +174,8 @@ def evaluate_defence(
     return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})
 
 
-def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor,
+                  x: torch.Tensor) -> torch.Tensor:
     """Prediction of the defended model's classifier with the region's clean pixels put back."""
     return _predict(defended.model, put_back(x_adv, region, x))
 

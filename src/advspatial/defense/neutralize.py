@@ -221,6 +221,11 @@ class NeutralizedModel(nn.Module):
     in :attr:`last_region` (and the selection in :attr:`last_selection`).
     """
 
+    # set with object.__setattr__ in __init__ (plain attributes, not submodules): declared here for the checker
+    importance_fn: MapFn
+    vulnerability_fn: MapFn
+    binarize: BinarizeFn | None
+
     def __init__(
         self,
         model: nn.Module,
@@ -341,7 +346,7 @@ class NeutralizedModel(nn.Module):
         self.last_region = None
         self.last_selection = None
 
-    def variant(self, mode: str | None = None, *, backward: str | None = None) -> "NeutralizedModel":
+    def variant(self, mode: str | None = None, *, backward: str | None = None) -> NeutralizedModel:
         """The same defence in another mode and/or with another attacker's gradient (fresh counter)."""
         mode = self.mode if mode is None else mode
         if mode not in MODES:
@@ -353,7 +358,7 @@ class NeutralizedModel(nn.Module):
             control_match=self.control_match,
         )
 
-    def with_backward(self, backward: str) -> "NeutralizedModel":
+    def with_backward(self, backward: str) -> NeutralizedModel:
         """The same defence with another attacker's gradient (``local`` or ``identity``)."""
         return self.variant(backward=backward)
 

@@ -134,7 +134,10 @@ class TransformDefence(nn.Module):
         """True when two forward passes on the same input may differ (attack it with EOT)."""
         return self.transform == "noise"
 
-    def apply(self, x: torch.Tensor, draw: int | None = None, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+    # shadows nn.Module.apply(fn) with another signature: Module.apply(fn) on a parent would call this with fn as x
+    def apply(  # type: ignore[override]
+        self, x: torch.Tensor, draw: int | None = None, sample_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``transform(x)``. Noise: draw number ``draw`` keyed by ``(seed, draw, sample_ids[i])``;
         without ``draw`` the next forward-pass number is used (and advanced)."""
         if self.transform == "blur":
@@ -171,7 +174,7 @@ class TransformDefence(nn.Module):
         stacked = x.repeat(k, 1, 1, 1)
         return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
 
-    def with_backward(self, backward: str) -> "TransformDefence":
+    def with_backward(self, backward: str) -> TransformDefence:
         """The same defence with another attacker's gradient."""
         return TransformDefence(self.model, self.transform, self.strength, backward=backward, seed=self.seed)
 

@@ -1,10 +1,10 @@
 """Experiments: a config dataclass + ``run(config, rundir)`` each, registered by name."""
 
-from . import analyze, baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401,E402  (registers the experiments)
 from .registry import Experiment, experiments, get_experiment, register_experiment
 from .results import ExperimentResult
 from .running import resolve_config, run_experiment
 from .settings import ExperimentConfig, setting
+from . import analyze, baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401  (registers the experiments)
 
 
 def list_experiments() -> dict[str, str]:

@@ -19,6 +19,7 @@ that the inputs are the same bytes (their SHA-256 is kept in the run directory).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -69,7 +70,8 @@ class AnalyzeConfig(MeasurementConfig):
         "dataset", "attacks", "defence_attack", "eps_l2", "steps", "cw_steps", "cw_search_steps", "onepixel_popsize",
         "onepixel_steps", "onepixel_n", "class_map", "image_size", "fit", "crop_fraction"})
     QUICK = {"batch_size": 12, "contribution_steps": 8, "permutations": 200, "gate_n": 24, "gate_steps": 5,
-             "randomization_images": 4, "randomization_samples": 4, "panel": ["gradcam"], "panel_fractions": [0.1, 0.3], "figure_images": 3}
+             "randomization_images": 4, "randomization_samples": 4, "panel": ["gradcam"], "panel_fractions": [0.1, 0.3],
+             "figure_images": 3}
 
     def validate(self) -> None:
         if not self.clean or not self.adv:
@@ -126,7 +128,8 @@ def infer_norm(clean: torch.Tensor, adversarial: torch.Tensor) -> tuple[str, str
         return "linf", "no examples"
     changed = (adversarial != clean).any(dim=1).flatten(1).float().mean(1)
     if float(changed.max()) <= SPARSE_SHARE:
-        return "l0", f"every image changes at most {SPARSE_SHARE:.0%} of its pixel positions (max {float(changed.max()):.2%})"
+        return "l0", (f"every image changes at most {SPARSE_SHARE:.0%} of its pixel positions "
+                      f"(max {float(changed.max()):.2%})")
     linf = delta.abs().amax(1)
     at_budget = float((linf >= 0.99 * linf.max()).float().mean())
     if at_budget >= SHARED_BUDGET_SHARE:
@@ -153,7 +156,8 @@ def read_examples(config: AnalyzeConfig) -> Examples:
     clean, clean_labels = _read(config.clean)
     adversarial, _ = _read(config.adv)
     if adversarial.shape != clean.shape:
-        raise ShapeError(f"adversarial images {tuple(adversarial.shape)} do not match the clean ones {tuple(clean.shape)}")
+        raise ShapeError(f"adversarial images {tuple(adversarial.shape)} do not match the clean ones "
+                         f"{tuple(clean.shape)}")
     _check_same_names(config.clean, config.adv)
     labels = clean_labels
     if config.labels == LABELS_PREDICTED:
@@ -181,7 +185,8 @@ def _check_same_names(clean: str, adv: str) -> None:
     names_a, names_b = [p.name for p in image_files(a)], [p.name for p in image_files(b)]
     if names_a != names_b:
         only = sorted(set(names_a) ^ set(names_b))
-        raise ConfigError(f"{clean} and {adv} must hold the same file names; differing: {', '.join(only[:3]) or 'order'}")
+        raise ConfigError(f"{clean} and {adv} must hold the same file names; differing: "
+                          f"{', '.join(only[:3]) or 'order'}")
 
 
 def _checksum(spec: str) -> str:
@@ -226,7 +231,8 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
         model = load_checked_model(config, probe, pick_device(config.device))
     images, labels_origin = example_images(config, examples, model)
     norm, why = (config.norm, "given") if config.norm != "auto" else infer_norm(examples.clean, examples.adversarial)
-    serve = {config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
+    serve: dict[str, Callable[[nn.Module], Attack]] = {
+        config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
     rows, metrics, sections = maps_analysis(config, rundir, images, serve)
     metrics["examples"] = {"source": config.source, "norm": norm, "norm_reason": why, "labels": labels_origin,
                            "pairs": len(examples.clean), "sha256": examples.checksums}

@@ -50,4 +50,4 @@ def _correct(ctx: ExperimentContext, b: int, sl: slice) -> torch.Tensor:
         with torch.inference_mode():
             return (ctx.model(x).argmax(1) == y).cpu()
 
-    return ctx.rundir.cached(f"predictions/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"predictions/batch-{b:05d}", compute)

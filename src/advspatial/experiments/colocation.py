@@ -123,8 +123,9 @@ def reference_rois(store: Mapping[str, torch.Tensor], seed: int) -> dict[str, tu
     return out
 
 
-def reference_comparisons(store: Mapping[str, torch.Tensor], references: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                          permutations: int, seed: int, strata: int) -> dict[str, dict[str, NullComparison]]:
+def reference_comparisons(store: Mapping[str, torch.Tensor],
+                          references: Mapping[str, tuple[torch.Tensor, torch.Tensor]], permutations: int, seed: int,
+                          strata: int) -> dict[str, dict[str, NullComparison]]:
     """The primary statistic of every reference RoI against the same nulls as the model's: {reference: {null: ...}}."""
     composition = store["composition"] if informative(store["composition"]) else None
     return {name: compare_to_nulls(ref, store["attack"], roi, store["roa"], store["labels"], composition=composition,

@@ -69,7 +69,7 @@ class ExperimentContext:
         self.each_batch(fn, desc=desc, slices=slices, then=collect)
         return {name: torch.cat(values) for name, values in parts.items()}
 
-    def attack_stage(self, stage: str, attack: "Attack", b: int, sl: slice | None = None) -> "AttackResult":
+    def attack_stage(self, stage: str, attack: Attack, b: int, sl: slice | None = None) -> AttackResult:
         """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
         a cached stage ``{stage}/batch-{b:05d}`` on the CPU, so a resumed or sharded run reads it back."""
         from ..attacks import AttackResult
@@ -123,7 +123,8 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
     return model
 
 
-def test_images(config: ExperimentConfig, rundir: RunDir | None = None, full: ImageDataset | None = None) -> ImageDataset:
+def test_images(config: ExperimentConfig, rundir: RunDir | None = None,
+                full: ImageDataset | None = None) -> ImageDataset:
     """The ``config.n`` test images the experiment works on (``config.subset``, seeded by ``config.seed``),
     drawn from ``full`` (default: the test split of ``config.dataset``).
 
@@ -137,7 +138,7 @@ def test_images(config: ExperimentConfig, rundir: RunDir | None = None, full: Im
         full = load_dataset(config.dataset, "test", **config.dataset_options())
     data = select(full, config.n, config.subset, config.seed)
     if rundir is not None:
-        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels)]
+        lines = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(data.ids, data.labels, strict=True)]
         atomic_write_text(rundir.path / "subset.csv", "\n".join(lines) + "\n")
     return data
 

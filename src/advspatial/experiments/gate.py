@@ -109,7 +109,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
         if maps is not None:
             return maps(b)[: sl.stop - sl.start]
         x, y, _ = ctx.batch(sl)
-        return ctx.rundir.cached(f"{key}/maps/batch-{b:05d}", lambda: importance_map(  # type: ignore[return-value]
+        return ctx.rundir.cached(f"{key}/maps/batch-{b:05d}", lambda: importance_map(
             method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu())
 
     layouts = LayoutSums()
@@ -120,7 +120,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     labels = []
 
     def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        return ctx.rundir.cached(f"{key}/f{fraction}-n{stop}-compared/batch-{b:05d}",  # type: ignore[return-value]
+        return ctx.rundir.cached(f"{key}/f{fraction}-n{stop}-compared/batch-{b:05d}",
                                  lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl))
 
     def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:

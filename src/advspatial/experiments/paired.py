@@ -43,7 +43,8 @@ def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: 
     obs = float(a.mean()) if len(a) else math.nan
     null_value = float(b.mean()) if len(b) else math.nan
     return Claim(claim=claim, subject=subject, statistic=statistic, null=null, observed=obs, null_value=null_value,
-                 effect=(share_difference_ci if shares else bootstrap_mean_ci)(diff, seed=seed), ratio=ratio(obs, null_value),
+                 effect=(share_difference_ci if shares else bootstrap_mean_ci)(diff, seed=seed),
+                 ratio=ratio(obs, null_value),
                  p=paired_p(diff) if len(diff) else math.nan, gates=dict(gates or {}), primary=primary)
 
 

@@ -114,7 +114,7 @@ def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool,
     rundir = RunDir(out)
     rundir.remove_stale_temp_files()
     record = rundir.record()
-    current = {"experiment": kind, "config": fingerprint(config)}
+    current: dict[str, Any] = {"experiment": kind, "config": fingerprint(config)}
     has_results = rundir.has_results()
     if has_results and record:
         same = record.get("experiment") == kind and record.get("config") == current["config"]
@@ -160,8 +160,8 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
 
     A smoke test's results are marked before they are written or returned
     (:func:`~advspatial.experiments.smoke.mark_result`: the summary opens with "smoke test: these settings
-    decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its share of the batches
-    (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
+    decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its
+    share of the batches (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
     alone writes the result files.
     """
     from ..distributed import main_only

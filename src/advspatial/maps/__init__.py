@@ -72,7 +72,8 @@ def compute_maps(
 
 __all__ = [
     "AttackMap", "Maps", "attack_map", "cam", "compute_maps", "contribution", "gradcam", "gradcam_pp", "gradient",
-    "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad", "declared_cam_layer", "default_importance_method",
+    "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad",
+    "declared_cam_layer", "default_importance_method",
     "describe_attack_maps", "describe_importance_methods", "feature_map_size", "find_feature_layer",
     "has_gap_linear_head",
     "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "register_attack_map",

@@ -54,7 +54,8 @@ def resolve_target(
             return predict(model, x)
         if target == "true":
             if y is None:
-                raise ConfigError("target='true' needs the labels y; valid targets: 'pred', 'true' (with y), int, tensor")
+                raise ConfigError("target='true' needs the labels y; valid targets: 'pred', 'true' (with y), int, "
+                                  "tensor")
             target = y
         else:
             raise ConfigError(f"unknown target {target!r}; valid: 'pred', 'true', an int class, a (N,) tensor")
@@ -88,7 +89,7 @@ def reduce_channels_abs(attr: torch.Tensor) -> torch.Tensor:
     return attr.abs().sum(dim=1)
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Bilinear upsampling of (N,1,h,w) maps to (N,H,W), clamped at 0 (align_corners=False)."""
     if tuple(maps.shape[-2:]) != tuple(size):
         maps = nn.functional.interpolate(maps, size=size, mode="bilinear", align_corners=False)
@@ -100,7 +101,7 @@ def feature_map_size(model: nn.Module, x: torch.Tensor, layer: str | nn.Module |
     name, module = resolve_layer(model, x, layer)
     sizes: list[tuple[int, int]] = []
 
-    def factory(_name: str):  # type: ignore[no-untyped-def]
+    def factory(_name: str) -> Callable[..., None]:
         return lambda _m, _i, out: sizes.append(tuple(out.shape[-2:]))
 
     with forward_hooks({name: module}, factory), torch.no_grad():

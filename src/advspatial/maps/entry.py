@@ -71,7 +71,8 @@ def contribution(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torc
 
 
 def gradient(model: nn.Module, x: torch.Tensor) -> AttackMap:
-    """|d CE(z(x), predicted class) / dx| summed over channels: the deployable RoA map (needs no clean image, no label)."""
+    """|d CE(z(x), predicted class) / dx| summed over channels: the deployable RoA map (needs no clean image, no
+    label)."""
     return attack_map("gradient", model, x)
 
 

@@ -52,7 +52,8 @@ class LeNet5(nn.Module):
             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), MaxPool2x2(),
         )
         side = input_size // 4
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, 200), nn.ReLU(), nn.Linear(200, num_classes))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, 200), nn.ReLU(),
+                                        nn.Linear(200, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -59,7 +59,8 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def forward_hooks(modules: dict[str, nn.Module], hook_factory) -> Iterator[None]:  # type: ignore[no-untyped-def]
+def forward_hooks(modules: Mapping[str, nn.Module],
+                  hook_factory: Callable[[str], Callable[..., Any]]) -> Iterator[None]:
     """Register ``hook_factory(name)`` as a forward hook on each module; always removed."""
     handles = []
     try:
@@ -105,7 +106,7 @@ def find_feature_layer(model: nn.Module, x: torch.Tensor) -> str:
     order: list[str] = []
     modules = {name: m for name, m in model.named_modules() if name}
 
-    def factory(name: str):  # type: ignore[no-untyped-def]
+    def factory(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
                 order.append(name)

@@ -11,11 +11,15 @@ attacks, maps, every experiment. ``experiments.context.check_model_fits_data`` i
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from torch.utils.hooks import RemovableHandle
 
 
 def check_logits(logits: object, spec: str, batch: int | None = None, classes: int | None = None,
@@ -62,7 +66,7 @@ class OutputGuard:
         check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
 
 
-_GUARDS: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
+_GUARDS: weakref.WeakKeyDictionary[nn.Module, RemovableHandle] = weakref.WeakKeyDictionary()
 
 
 def guard_outputs(model: nn.Module, spec: str, classes: int | None = None) -> nn.Module:
@@ -72,7 +76,7 @@ def guard_outputs(model: nn.Module, spec: str, classes: int | None = None) -> nn
         return model
     old = _GUARDS.pop(model, None)
     if old is not None:
-        old.remove()  # type: ignore[attr-defined]
+        old.remove()
     _GUARDS[model] = model.register_forward_hook(OutputGuard(spec, classes))
     return model
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ def model_state(model: nn.Module) -> tuple[tuple, list[torch.Tensor]]:
     signature: list[object] = []
     tensors: list[torch.Tensor] = []
     for name, module in model.named_modules(remove_duplicate=False):
-        attributes = []
+        attributes: list[tuple[Any, ...]] = []
         for key, value in vars(module).items():
             if key in ("_parameters", "_buffers"):
                 for tensor_name, tensor in value.items():
@@ -76,7 +76,7 @@ def _unchanged(tensors: list[torch.Tensor], snapshot: list[torch.Tensor]) -> boo
     with torch.no_grad():
         return len(tensors) == len(snapshot) and all(
             t.dtype == s.dtype and t.shape == s.shape and t.device == s.device and torch.equal(t.detach(), s)
-            for t, s in zip(tensors, snapshot))
+            for t, s in zip(tensors, snapshot, strict=True))
 
 
 class StructureCache(Generic[T]):

@@ -37,6 +37,7 @@ __all__ = [
     "BINARIZE_METHODS", "Binarized", "MapAccumulator", "PART_NAMES", "Partition", "RANDOM_REGION_STREAM",
     "SHIFTED_REGION_STREAM", "STATISTICS", "average_ranks", "binarize", "change_strata", "class_mean_maps",
     "dice", "dilate", "energy_in_roi", "foreground_strata", "inverse_permutation", "iou", "otsu_threshold",
-    "overlap_statistics", "pairwise_statistics", "pearson", "pointing_game", "random_region_like", "random_regions_like",
-    "sample_ids_or_range", "segregate", "shifted_region_like", "spearman", "stream_seed", "top_fraction_mask",
+    "overlap_statistics", "pairwise_statistics", "pearson", "pointing_game", "random_region_like",
+    "random_regions_like", "sample_ids_or_range", "segregate", "shifted_region_like", "spearman", "stream_seed",
+    "top_fraction_mask",
 ]

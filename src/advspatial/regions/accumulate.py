@@ -13,7 +13,7 @@ from ._checks import _check_maps
 class MapAccumulator:
     """Streaming per-class and dataset-mean maps: ``update(maps, labels)`` per batch, then ``means()``."""
 
-    def __init__(self, num_classes: int, shape: tuple[int, int]) -> None:
+    def __init__(self, num_classes: int, shape: tuple[int, ...]) -> None:
         check_range("num_classes", num_classes, 1)
         self.sums = torch.zeros(num_classes, *shape, dtype=torch.float64)
         self.counts = torch.zeros(num_classes, dtype=torch.int64)

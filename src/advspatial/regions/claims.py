@@ -114,8 +114,8 @@ def judge(claims: Sequence[Claim], sesoi: float = DEFAULT_SESOI.value, alpha: fl
     for family, correct in ((True, holm), (False, benjamini_hochberg)):
         members = [c for c in claims if c.primary == family and c.effect.n >= min_n
                    and (c.per_seed is None or len(c.per_seed) >= MIN_SEEDS)]
-        adjusted = correct(np.array([c.p for c in members], dtype=float)) if members else []
-        for c, p_adj in zip(members, adjusted):
+        adjusted: np.ndarray | list[float] = correct(np.array([c.p for c in members], dtype=float)) if members else []
+        for c, p_adj in zip(members, adjusted, strict=True):
             c.p_adjusted = float(p_adj)
     for c in claims:
         c.sesoi = sesoi_for(c.scale or c.statistic, c.null_value, scale)

@@ -16,6 +16,8 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
+# sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
+# ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import model_device, per_sample_noise, sample_ids_or_range, stream_seed
 from ._checks import _check_maps
 from .binarization import top_fraction_mask
@@ -92,7 +94,7 @@ def control_region(roi: torch.Tensor, control: str = "shifted", seed: int = 0,
     explainer (measured on a CIFAR-10 ResNet-20: Grad-CAM's zero-fill deletion
     effect -2.5 against scattered pixels, +5.6 against the shifted RoI).
     """
-    ids = sample_ids_or_range(roi.shape[0], sample_ids)
+    ids = sample_ids_or_range(roi.shape[0], sample_ids)  # type: ignore[arg-type]
     if control == "shifted":
         return shifted_region_like(roi, seed, sample_ids=ids)
     if control == "scattered":
@@ -126,7 +128,8 @@ def _make_deletion_fill(
         raise unknown_name("deletion fill", name, DELETION_FILLS)
     if name == "road":  # its imputation noise is keyed by the images' sample ids, in a stream of its own
         road = make_fill("road", **{"seed": stream_seed(seed, _STREAM_ROAD_FILL), **params})
-        return lambda images, region: road(images, region, sample_ids=ids)
+        # fills.FillFn does not declare the sample_ids keyword that the road fill takes
+        return lambda images, region: road(images, region, sample_ids=ids)  # type: ignore[call-arg]
     if name == "blur" and "sigma" not in params:
         params = {**params, "sigma": deletion_blur_sigma(x.shape[-2], x.shape[-1])}
     return make_fill(name, **params)
@@ -196,7 +199,7 @@ def gate_regions(
     (:mod:`advspatial.regions.references`: its top pixels, as many as the RoI's);
     ``blurred``: the same of the map's blurred copy (:func:`blurred_map`).
     """
-    ids = sample_ids_or_range(importance.shape[0], sample_ids)
+    ids = sample_ids_or_range(importance.shape[0], sample_ids)  # type: ignore[arg-type]
     roi = roi_mask(importance, fraction, seed, ids)
     counts = roi.flatten(1).sum(1)
     regions = {ROI: roi}
@@ -238,7 +241,7 @@ def deletion_columns(
     """
     x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
     params = _fill_params(fills, fill_params)
-    ids = sample_ids_or_range(x.shape[0], sample_ids)
+    ids = sample_ids_or_range(x.shape[0], sample_ids)  # type: ignore[arg-type]
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         clean = _logits(model, x)
@@ -280,7 +283,7 @@ def restricted_attack_columns(
     """
     x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
     n = x.shape[0]
-    ids = sample_ids_or_range(n, sample_ids)
+    ids = sample_ids_or_range(n, sample_ids)  # type: ignore[arg-type]
     names = list(regions)
     masks = torch.cat([regions[r].to(x.device) for r in names])[:, None].to(x.dtype)
     result = attack.run(x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), mask=masks,
@@ -330,7 +333,7 @@ def deletion_curve(
     if score not in ("logit", "probability"):
         raise unknown_name("score", score, ("logit", "probability"))
     x, y, _ = _check_inputs(model, x, y, importance)
-    ids = sample_ids_or_range(x.shape[0], sample_ids)
+    ids = sample_ids_or_range(x.shape[0], sample_ids)  # type: ignore[arg-type]
     fill_fn = _make_deletion_fill(fill, dict(fill_params or {}), x, seed, ids)
     out = []
     with frozen_eval(model):

@@ -112,7 +112,7 @@ def bca_levels(resampled: np.ndarray, estimate: float, acceleration: float, tail
     and Phi^-1(1 - tail). With |a| < 1/6 (true of any mean) and |z0| <= 3.5 the denominator stays positive.
     """
     b = resampled.size
-    share = (np.count_nonzero(resampled < estimate) + np.count_nonzero(resampled <= estimate)) / (2.0 * b)
+    share: float = (np.count_nonzero(resampled < estimate) + np.count_nonzero(resampled <= estimate)) / (2.0 * b)
     share = min(max(share, 0.5 / b), 1.0 - 0.5 / b)
     normal = NormalDist()
     z0 = normal.inv_cdf(share)

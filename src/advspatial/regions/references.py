@@ -200,7 +200,9 @@ def top_count_mask(maps: torch.Tensor, counts: torch.Tensor, seed: int = 0,
     if counts.shape != (n,):
         raise ShapeError(f"counts must have shape ({n},), got {tuple(counts.shape)}")
     flat = maps.reshape(n, h * w)
-    order_noise = per_sample_noise((n, h * w), stream_seed(seed, TIE_STREAM), sample_ids_or_range(n, sample_ids),
+    # runtime.sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say
+    order_noise = per_sample_noise((n, h * w), stream_seed(seed, TIE_STREAM),
+                                   sample_ids_or_range(n, sample_ids),  # type: ignore[arg-type]
                                    device=maps.device)
     by_noise = order_noise.argsort(dim=1)
     values = flat.gather(1, by_noise).nan_to_num(nan=0.0)

@@ -168,7 +168,8 @@ def road_curve(
     _check_maps(maps)
     n, _, h, w = x.shape
     if tuple(maps.shape) != (n, h, w):
-        raise ShapeError(f"maps must have shape {(n, h, w)} (N,H,W) for images {tuple(x.shape)}, got {tuple(maps.shape)}")
+        raise ShapeError(f"maps must have shape {(n, h, w)} (N,H,W) for images {tuple(x.shape)}, "
+                         f"got {tuple(maps.shape)}")
     ids = sample_ids_or_range(n, sample_ids)
     device = model_device(model)
     x, y = x.detach().to(device), torch.as_tensor(y).to(device).long()

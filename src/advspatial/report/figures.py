@@ -150,7 +150,8 @@ def plot_region_grid(
         if row_labels is not None:
             axes[0].set_ylabel(row_labels[i], fontsize=8)
     cax = fig.add_subplot(grid[n, 1:3])
-    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")
+    # heat is None when max_rows < 1 (no rows drawn): matplotlib accepts that (its default scale); its stubs do not
+    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")  # type: ignore[arg-type]
     bar.set_label("heat = fraction of the image's maximum (0 = none, 1 = peak)", fontsize=9)
     handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
                for k, name in enumerate(PART_NAMES)][::-1]

@@ -132,7 +132,7 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
         ax = fig.add_subplot(math.ceil(len(names) / 3), min(len(names), 3), k + 1)
         claims = list(groups[name])
         y = np.arange(len(claims))[::-1]
-        for yi, c in zip(y, claims):
+        for yi, c in zip(y, claims, strict=True):
             color = "#777" if failed_gates(c) else ("#c0392b" if c.effect.mean < 0 else "#1f6fb2")
             if c.effect.n:
                 ax.errorbar(c.effect.mean, yi, xerr=[[c.effect.mean - c.effect.low], [c.effect.high - c.effect.mean]],
@@ -231,7 +231,7 @@ def per_class_table(gate: Mapping[str, Any], name: str) -> Table | None:
     rows = []
     for cls, c in (gate.get("per_class") or {}).items():
         deletion = c.get("deletion", {})
-        first = next(iter(deletion.values()), {}) if deletion else {}
+        first: dict[str, Any] = next(iter(deletion.values()), {}) if deletion else {}
         attack = c.get("attack", {})
         rows.append([cls, c.get("n", "-"), interval(first.get("logit")) if first else "-",
                      interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
@@ -257,7 +257,7 @@ def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:
             for c in claims if c.primary}
 
 
-def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list["Figure"]:
+def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list[Figure]:
     """The forest plot of :func:`forest_groups` as a report figure, or none when no primary claim has a null
     beside it (a forest of single rows says nothing)."""
     from .html import Figure

@@ -223,7 +223,8 @@ def test_resume_recomputes_missing_stages_identically(quick_run) -> None:
     gate_stages = sorted((rundir.stages / "gate").rglob("batch-00000.pt"))
     assert gate_stages, "the gate's batches are cached in the run directory"
     gate_stages[0].unlink()
-    for stage in ("pse/isolated/pgd/targeted/batch-00001", "pse/control/pgd/untargeted/batch-00000", "pse/leave-one-out/pgd/untargeted/batch-00000",
+    for stage in ("pse/isolated/pgd/targeted/batch-00001", "pse/control/pgd/untargeted/batch-00000",
+                  "pse/leave-one-out/pgd/untargeted/batch-00000",
                   "stability/pgd/untargeted/batch-00000", "units/train/pgd/untargeted/batch-00001",
                   "adaptive/unmasked/batch-00000", "masking/cw-l2/untargeted/batch-00000", "dissection/result"):
         rundir.stage_path(stage).unlink()

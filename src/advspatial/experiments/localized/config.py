@@ -149,7 +149,7 @@ def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
                               "train_limit": config.train_limit or None}
     if mode == "natural":
         return TrainConfig(mode="natural", epochs=natural_epochs(config), **common)
-    adversarial = {"eps": config.eps, "norm": config.norm, "attack_steps": config.train_attack_steps}
+    adversarial: dict[str, Any] = {"eps": config.eps, "norm": config.norm, "attack_steps": config.train_attack_steps}
     if mode in MIXED:
         adversarial["mix"] = config.mix
     return TrainConfig(mode=mode, epochs=config.train_epochs, **adversarial, **common)

@@ -14,6 +14,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ...errors import ShapeError
@@ -40,7 +41,7 @@ def _share(value: float) -> str:
     return "n/a" if value != value else f"{value:.0%}"
 
 
-def _off(ax) -> None:  # type: ignore[no-untyped-def]
+def _off(ax: Axes) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -89,6 +90,7 @@ def plot_localized_examples(
                 ax.set_title(columns[j], fontsize=9)
         axes[0].set_ylabel(row_labels[i], fontsize=8)
     cax = fig.add_subplot(grid[:, 4])
+    assert im is not None  # n >= 1 rows were drawn (_check)
     fig.colorbar(im, cax=cax).set_label("perturbation: change of pixel value (red = brighter, blue = darker)",
                                         fontsize=8)
     fig.suptitle(title, fontsize=11, y=1 - 0.1 / height)
@@ -146,6 +148,7 @@ def plot_gradcam_shift(
                       fontsize=8)
         _off(ax2)
         ax0.set_ylabel(row_labels[i], fontsize=8)
+    assert heat is not None and diff is not None  # n >= 1 rows were drawn (_check)
     fig.colorbar(heat, cax=fig.add_subplot(grid[:, 2])).set_label(f"{map_name} (fraction of the row's peak)",
                                                                   fontsize=8)
     fig.colorbar(diff, cax=fig.add_subplot(grid[:, 5])).set_label("after - before (red = more attention)", fontsize=8)
@@ -182,13 +185,13 @@ def plot_accuracy_bars(
         values = [accuracies[model][c] for c in conditions]
         bars = ax.bar(positions + (k - (len(models) - 1) / 2) * width, values, width * 0.95,
                       color=colours(k % 10), label=f"{model} model")
-        for bar, v in zip(bars, values):
+        for bar, v in zip(bars, values, strict=True):
             if v == v:
                 ax.text(bar.get_x() + bar.get_width() / 2, v + 0.01, f"{v:.2f}", ha="center", va="bottom", fontsize=6)
     ax.set_xticks(positions)
     ax.set_xticklabels([textwrap.fill(condition_labels[c] + (" [primary endpoint]" if c == primary else ""), 18)
                         for c in conditions], fontsize=8)
-    for tick, c in zip(ax.get_xticklabels(), conditions):
+    for tick, c in zip(ax.get_xticklabels(), conditions, strict=True):
         if c == primary:
             tick.set_fontweight("bold")
     ax.set_ylabel("accuracy on the test images")

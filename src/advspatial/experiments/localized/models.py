@@ -43,7 +43,7 @@ def train_models(config: LocalizedConfig, device: torch.device, timings: dict[st
         timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return trained
 
-    return dict(zip(MODES, map_models(train)))
+    return dict(zip(MODES, map_models(train), strict=True))
 
 
 T = TypeVar("T")
@@ -85,8 +85,11 @@ def training_foreground(config: LocalizedConfig, rundir: RunDir, start: nn.Modul
     evaluation's ``background`` mask, computed once on the *start* model (its ``method`` map of the true class
     for colour data without masks), per global sample id; cached per batch in the run directory."""
     background = region_mask_fn(dataclasses.replace(config, mask="background"), train, start, method)
-    parts = [rundir.cached(f"finetune/masks/{method}-f{config.fraction:g}/batch-{b:05d}",
-                           lambda sl=sl: background(sl)[:, 0] < 0.5)
+
+    def foreground(sl: slice) -> Callable[[], torch.Tensor]:
+        return lambda: background(sl)[:, 0] < 0.5
+
+    parts = [rundir.cached(f"finetune/masks/{method}-f{config.fraction:g}/batch-{b:05d}", foreground(sl))
              for b, sl in enumerate(batch_slices(len(train), config.batch_size))]
     return torch.cat(parts)
 
@@ -133,7 +136,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
             foreground.append(training_foreground(config, rundir, start, train, method))
         return foreground[0][idx]
 
-    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels)]
+    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels, strict=True)]
     atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
     timings["finetune/start"] = round(time.perf_counter() - started, 2)
 
@@ -154,7 +157,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
         return TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage))
 
-    trained = dict(zip(MODES, map_models(finetune)))
+    trained = dict(zip(MODES, map_models(finetune), strict=True))
     return trained, Start(start, sha, train, method, why, source)
 
 

@@ -313,7 +313,7 @@ def example_figures(ctx: ReportContext, mode: str, region: str, complement: str)
         return []
     names = ctx.data.class_names
     labels = [f"#{int(i)} {names[int(y)]}\nafter attack: {names[int(p)]}"
-              for i, y, p in zip(ex.index, ex.labels, ex.adv_pred)]
+              for i, y, p in zip(ex.index, ex.labels, ex.adv_pred, strict=True)]
     cfg, method = ctx.config, ex.method
     title = f"{sentence_case(region)}-only PGD ({budget_text(cfg)}) against the {mode} model"
     path = plot_localized_examples(ex.x, ex.x_adv, ex.mask, ctx.rundir.figures / f"examples-{mode}.png",

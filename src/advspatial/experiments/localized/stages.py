@@ -82,7 +82,7 @@ def energy_batch(rundir: RunDir, name: str, method: str, b: int, model: nn.Modul
                 for z in (x, x_adv)]
         return {"clean": foreground_energy(cams[0], keep), "adv": foreground_energy(cams[1], keep)}
 
-    return rundir.cached(f"importance/{name}/{method}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return rundir.cached(f"importance/{name}/{method}/batch-{b:05d}", compute)
 
 
 def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: ImageDataset,

@@ -44,7 +44,7 @@ def full_slack_direction(attack_name: str, attack: object, x: torch.Tensor, samp
         ball = attack.constraint(x.double())
         big = noise * 10.0  # far outside: every window ends on the edge of its ball, luminance interval or box
         return ball.make_feasible(ball.project_box(big)).to(x.dtype)
-    eps = float(getattr(attack, "eps"))
+    eps = float(getattr(attack, "eps"))  # noqa: B009  (attack is typed object: any L-inf attack, eps untyped)
     signs = noise.sign().to(x.dtype)
     # a sign the box would clip is flipped, so every pixel moves by eps (as PGD's do): the edge of the set
     signs = torch.where((x + eps * signs > 1) | (x + eps * signs < 0), -signs, signs)

@@ -80,7 +80,7 @@ def curves_stage(ctx: Context, calibration: Calibration) -> Curves:
                 rows_s.append(image_ssim)
                 points.setdefault(name, []).append({
                     "budget": budget, "mean_ssim": float(image_ssim.double().mean()),
-                    "fooling_rate": mean_of([float(h) for h, c in zip(hit, correct) if c])})
+                    "fooling_rate": mean_of([float(h) for h, c in zip(hit, correct, strict=True) if c])})
                 bar.update(1)
             fooled[name], ssims[name] = torch.stack(rows_f), torch.stack(rows_s)
     return Curves(points, fooled, ssims)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -28,13 +29,13 @@ SSIM_CONTOUR = "white"
 DIST_CMAP = "magma"
 
 
-def _contour(ax, region: torch.Tensor, colour: str, style: str = "solid") -> None:  # noqa: ANN001 - matplotlib Axes
+def _contour(ax: Axes, region: torch.Tensor, colour: str, style: str = "solid") -> None:
     mask = to_numpy(region.float())
     if 0 < mask.sum() < mask.size:
         ax.contour(mask, levels=[0.5], colors=[colour], linewidths=1.4, linestyles=style)
 
 
-def _bare(ax) -> None:  # noqa: ANN001 - matplotlib Axes
+def _bare(ax: Axes) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -102,8 +103,10 @@ def plot_ssim_vs_cam(
             titles = ["clean image", f"{importance_name}, true class"]
             for a in names:
                 titles += [f"{a}: adversarial", f"{a}: 1 - SSIM map"]
-            for ax, t in zip(axes, titles):
+            for ax, t in zip(axes, titles, strict=True):
                 ax.set_title(t, fontsize=9)
+    # n >= 1 here (no rows: vmax above raised) and names is not empty, so both were drawn
+    assert heat is not None and dist is not None
     bar = fig.colorbar(heat, cax=fig.add_subplot(grid[n, 0:2]), orientation="horizontal")
     bar.set_label("CAM, fraction of the image's peak", fontsize=8)
     bar = fig.colorbar(dist, cax=fig.add_subplot(grid[n, 3:ncols]), orientation="horizontal")
@@ -133,7 +136,7 @@ def plot_attack_summary(
     colours = [ATTACK_COLOURS[i % len(ATTACK_COLOURS)] for i in range(len(names))]
     rates = [fooling_rates[a] for a in names]
     bars = left.bar(names, [0 if math.isnan(r) else r for r in rates], color=colours)
-    for bar, r in zip(bars, rates):
+    for bar, r in zip(bars, rates, strict=True):
         left.text(bar.get_x() + bar.get_width() / 2, (0 if math.isnan(r) else r) + 0.02,
                   "n/a" if math.isnan(r) else f"{r:.1%}", ha="center", fontsize=9)
     left.set_ylim(0, 1.12)
@@ -143,7 +146,7 @@ def plot_attack_summary(
     box = right.boxplot(data, patch_artist=True, widths=0.5, showfliers=True)
     right.set_xticks(range(1, len(names) + 1), names)
     right.set_xlim(0.5, len(names) + 0.85)  # room for the mean labels right of the boxes
-    for patch, c in zip(box["boxes"], colours):
+    for patch, c in zip(box["boxes"], colours, strict=True):
         patch.set_facecolor(c)
         patch.set_alpha(0.55)
     means = [float(np.mean(d)) if d.size else math.nan for d in data]
@@ -179,7 +182,7 @@ def plot_calibration(
     ax.plot(np.concatenate([[0.0], eps[order]]), np.concatenate([[1.0], values[order]]), color="#9aa5b1", lw=1,
             zorder=1, label="PGD mean SSIM (eps = 0: SSIM 1)")
     ax.scatter(eps, values, color="#3a7bd5", zorder=2, label="budgets tried")
-    for k, (e, v) in enumerate(zip(eps, values)):
+    for k, (e, v) in enumerate(zip(eps, values, strict=True)):
         ax.annotate(str(k + 1), (e, v), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.axhline(target, color="#c0182a", ls="--", lw=1.2, label=f"target (SSIM-ball) {target:.4f}")
     if tolerance:

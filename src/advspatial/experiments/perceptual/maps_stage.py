@@ -53,7 +53,8 @@ def process_batches(ctx: Context, eps: float,
                     rows: list[dict[str, Any]]) -> tuple[dict[str, AttackStore], dict[str, list]]:
     """PGD at ``eps`` batch by batch; per-image rows of both attacks; the engine's inputs and examples."""
     cfg = ctx.config
-    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg), "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
+    attacks = {"ssim-ball": ssim_attack(ctx.model, cfg),
+               "pgd": pgd_attack(ctx.model, eps, cfg.steps, cfg.seed, cfg.loss)}
     stores = {name: AttackStore() for name in ATTACKS}
     examples: dict[str, list] = defaultdict(list)
 
@@ -98,7 +99,7 @@ def geometry_null_batch(ctx: Context, name: str, attack: Attack, b: int, sl: sli
         x, _, ids = ctx.batch(sl)
         return {"x_null": geometry_null(name, attack, x, target_ssim, ids, ctx.config.seed).cpu()}
 
-    return ctx.rundir.cached(f"geometry/{name}/batch-{b:05d}", compute)["x_null"]  # type: ignore[index]
+    return ctx.rundir.cached(f"geometry/{name}/batch-{b:05d}", compute)["x_null"]
 
 
 def geometry_columns(ctx: Context, sl: slice, x_null: torch.Tensor, cam: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -112,7 +113,7 @@ def collect_examples(examples: dict[str, list], limit: int, x: torch.Tensor, y: 
                      cam_region: torch.Tensor, found: dict[str, dict[str, torch.Tensor]]) -> None:
     """Keep the first ``limit`` images that every attack fooled (for the side-by-side figure)."""
     both = torch.stack([f["ok"] for f in found.values()]).all(0)
-    store: dict[str, list[torch.Tensor]] = examples  # type: ignore[assignment]
+    store: dict[str, list[torch.Tensor]] = examples
     values = {"x": x, "labels": y, "cam": cam, "cam_region": cam_region}
     for name, f in found.items():
         values.update({f"{name}:{k}": f[k] for k in ("x_adv", "dist", "dist_region", "adv_pred", "ssim")})

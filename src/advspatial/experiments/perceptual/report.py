@@ -133,7 +133,8 @@ def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibrat
     cfg = ctx.config
     rows = []
     for name, m in metrics["attacks"].items():
-        budget = ((f"alpha {cfg.alpha}, " + (f"alpha_l {cfg.alpha_l}" if cfg.luminance == "term" else f"beta {cfg.beta}"))
+        budget = ((f"alpha {cfg.alpha}, "
+                   + (f"alpha_l {cfg.alpha_l}" if cfg.luminance == "term" else f"beta {cfg.beta}"))
                   if name == "ssim-ball" else f"eps {calibration.eps:.4f}")
         rows.append([name, budget, m["images"], fmt(m["fooling_rate"]), m["successful"], fmt(m["mean_ssim"], 4),
                      fmt(m["mean_ssim_window"], 4), fmt(m["mean_ssim_successful"], 4), fmt(m["mean_l2"]),
@@ -190,8 +191,8 @@ def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list
         ex = {k: torch.cat(v) for k, v in examples.items()}
         names = list(ctx.data.class_names)
         adversarial = {a: ex[f"{a}:x_adv"] for a in ATTACKS}
-        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}" for p, s in zip(ex[f"{a}:adv_pred"],
-                                                                                   ex[f"{a}:ssim"])] for a in ATTACKS}
+        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}"
+                        for p, s in zip(ex[f"{a}:adv_pred"], ex[f"{a}:ssim"], strict=True)] for a in ATTACKS}
         path = plot_ssim_vs_cam(ex["x"], ex["cam"], ex["cam_region"], adversarial,
                                 {a: ex[f"{a}:dist"] for a in ATTACKS}, {a: ex[f"{a}:dist_region"] for a in ATTACKS},
                                 ctx.rundir.figures / "ssim-maps-vs-cam.png",

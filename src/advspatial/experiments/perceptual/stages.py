@@ -89,7 +89,7 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         cam = importance_map(ctx.method, ctx.model, x, target="true", y=y, batch_size=len(x), sample_ids=ids)
         return {"pred": pred.cpu(), "cam": cam.cpu()}
 
-    return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)
 
 
 def attack_stage(ctx: Context, stage: str, attack: Attack, sl: slice) -> dict[str, torch.Tensor]:
@@ -104,4 +104,4 @@ def attack_stage(ctx: Context, stage: str, attack: Attack, sl: slice) -> dict[st
         out = {k: getattr(result, k) for k in ("x_adv", "success", "adv_pred", "l2", "linf")}
         return {**{k: v.cpu() for k, v in out.items()}, "ssim": values.cpu(), "ssim_window": windowed.cpu()}
 
-    return ctx.rundir.cached(stage, compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(stage, compute)

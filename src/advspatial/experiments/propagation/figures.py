@@ -114,6 +114,7 @@ def plot_propagation_strip(
                 h, w = maps[name].shape[1:]
                 ax.set_title(f"{depth}{_short(name)}\n{h}x{w}", fontsize=7)
         cax = fig.add_subplot(grid[r, j])
+        assert im is not None  # r >= 1 rows were drawn
         bar = fig.colorbar(im, cax=cax, orientation="horizontal")
         bar.ax.tick_params(labelsize=6)
         bar.set_ticks([0, vmax], labels=["0", f"{vmax:.2g}"])
@@ -156,13 +157,13 @@ def plot_depth_curves(
             axes[0].plot([], [], color=colour, label=f"k = {k}: no successful attack")
             continue
         x = np.arange(len(rows))
-        for ax, (key, _, _) in zip(axes, panels):
+        for ax, (key, _, _) in zip(axes, panels, strict=True):
             ax.plot(x, _finite([d[key] for d in rows]), marker="o", markersize=3, color=colour,
                     label=f"k = {k} ({'pixel' if k == 1 else 'pixels'})")
-    for ax, (_, label, log) in zip(axes, panels):
+    for ax, (_, label, log) in zip(axes, panels, strict=True):
         ax.set_ylabel(label, fontsize=9)
         ax.grid(alpha=0.3)
-        if log and any(line.get_ydata().size and np.nanmax(np.asarray(line.get_ydata(), float)) > 0
+        if log and any(np.asarray(line.get_ydata()).size and np.nanmax(np.asarray(line.get_ydata(), float)) > 0
                        for line in ax.get_lines()):
             ax.set_yscale("log")
         ax.set_xticks(np.arange(len(layers)))

@@ -37,7 +37,7 @@ def clustered_rate(successes: Sequence[int], trials: Sequence[int], seed: int = 
     """Pooled rate of per-image counts with its cluster-bootstrap 95% CI over images, and the mean of the
     per-image rates with its bootstrap CI over images (the placements of one image are not independent)."""
     est = cluster_bootstrap_rate(list(successes), list(trials), seed=seed)
-    per_image = [s / t for s, t in zip(successes, trials) if t]
+    per_image = [s / t for s, t in zip(successes, trials, strict=True) if t]
     return {"successes": int(sum(successes)), "trials": int(sum(trials)), "images": est.images,
             "rate": est.rate, "ci_low": est.low, "ci_high": est.high, "ci": "cluster bootstrap over images",
             "per_image_mean": bootstrap_mean_ci(per_image, seed=seed).as_dict()}

@@ -1,5 +1,6 @@
 """The report of experiment ``propagation``: verdicts, setup, propagation per se, attacks, propagation maps, the
-random controls, locality and limits, rendered from the metrics, the claims and each k's summary that the stages computed."""
+random controls, locality and limits, rendered from the metrics, the claims and each k's summary that the stages
+computed."""
 
 from __future__ import annotations
 
@@ -87,7 +88,8 @@ def control_section(ctx: Context, metrics: dict[str, Any], claims: Sequence[Clai
         "A single changed pixel propagates to the last layer of any CNN whose receptive field covers the image, "
         "adversarial or not, and differential evolution selects the attack's pixel for its effect on the logits, "
         "so the attack beating a random pixel at the last layer is close to true by construction: these claims "
-        "are secondary (the primary one is propagation per se, above). Each successful attack is paired with two random, non-adversarial changes of the "
+        "are secondary (the primary one is propagation per se, above). Each successful attack is paired with two "
+        "random, non-adversarial changes of the "
         "same size |Δ| (L2 over channels, per changed pixel): (a) at a random position with a random colour "
         "direction, (b) at the attack's own position with a random colour direction. Both are drawn per image "
         "from the run's seed and the image's sample id. A per-layer statistic (peak PMmax: the largest change; "
@@ -198,7 +200,7 @@ def propagation_section(ctx: Context, summaries: list[KSummary], metrics: dict[s
         ex = s.examples
         names = ctx.data.class_names
         labels = [f"#{int(i)}: {names[int(y)]}\n-> {names[int(p)]}"
-                  for i, y, p in zip(ex["index"], ex["labels"], ex["adv_pred"])]
+                  for i, y, p in zip(ex["index"], ex["labels"], ex["adv_pred"], strict=True)]
         path = plot_propagation_strip(
             ex["x_adv"], ex["maps"], ctx.rundir.figures / f"strip-k{s.k}.png", pixels=list(ex["pixels"]),
             row_labels=labels, title=f"{s.k}-pixel attacks: how far the change reaches in each layer",

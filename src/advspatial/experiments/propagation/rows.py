@@ -34,7 +34,7 @@ def attack_rows(k: int, ids: torch.Tensor, result: AttackResult, ok: torch.Tenso
 def add_control_columns(rows: list[dict[str, Any]], ok: torch.Tensor, stats: Mapping[str, Any]) -> None:
     """Per successful image: each control's peak PMmax at the last layer and whether it fooled the model."""
     j = 0
-    for row, analysed_ in zip(rows, ok.tolist()):
+    for row, analysed_ in zip(rows, ok.tolist(), strict=True):
         for mode in CONTROL_MODES:
             row[f"control_{mode}_peak_last"] = ""
             row[f"control_{mode}_fooled"] = ""

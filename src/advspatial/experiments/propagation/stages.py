@@ -83,7 +83,7 @@ def propagation_batch(ctx: Context, k: int, b: int, result: AttackResult) -> dic
                                           torch.as_tensor(ctx.data.ids[sl])[ok])
         return stats
 
-    return ctx.rundir.cached(f"propagation/k{k}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"propagation/k{k}/batch-{b:05d}", compute)
 
 
 @dataclass
@@ -107,10 +107,10 @@ def random_reach_stage(ctx: Context) -> RandomReach:
                                               batch_size=cfg.batch_size)
             return {"layers": layers, "peak": peak}
 
-        return ctx.rundir.cached(f"random/batch-{b:05d}", measure)  # type: ignore[return-value]
+        return ctx.rundir.cached(f"random/batch-{b:05d}", measure)
 
     parts = ctx.each_batch(compute, desc="random one-pixel changes, propagation maps")
-    layers = next((p["layers"] for p in parts if p["layers"]), [])
+    layers: list[str] = next((p["layers"] for p in parts if p["layers"]), [])
     peaks = [p["peak"] for p in parts if p["peak"].numel()]
     return RandomReach(layers, torch.cat(peaks).double() if peaks else torch.zeros(0, len(layers), dtype=torch.float64))
 
@@ -155,7 +155,7 @@ def locality_chunk(ctx: Context, k: int, c: int, index: torch.Tensor, pixels: to
                                 intensity_strata=cfg.intensity_strata)
         return {**{key: getattr(res, key) for key in LOCALITY_KEYS}, "context": res.context}
 
-    return ctx.rundir.cached(f"locality/k{k}/chunk-{c:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"locality/k{k}/chunk-{c:05d}", compute)
 
 
 @dataclass

@@ -82,8 +82,8 @@ class PropagationTotals:
         else:
             if list(stats["layers"]) != self.layers:
                 raise ConfigError("batches recorded different layers; resume with the run's own model and config")
-            self.sum_max = [a + b.double() for a, b in zip(self.sum_max, stats["sum_max"])]
-            self.sum_avg = [a + b.double() for a, b in zip(self.sum_avg, stats["sum_avg"])]
+            self.sum_max = [a + b.double() for a, b in zip(self.sum_max, stats["sum_max"], strict=True)]
+            self.sum_avg = [a + b.double() for a, b in zip(self.sum_avg, stats["sum_avg"], strict=True)]
             self.max_max = torch.maximum(self.max_max, stats["max_max"])
             self.max_avg = torch.maximum(self.max_avg, stats["max_avg"])
             self.reached = self.reached + stats["spread"] * stats["count"]
@@ -92,7 +92,7 @@ class PropagationTotals:
     def mean_maps(self) -> dict[str, MeanPropagation]:
         """Average PMmax and PMavg map per layer over every image added."""
         return {name: MeanPropagation((s_max / self.count).float(), (s_avg / self.count).float(), self.count)
-                for name, s_max, s_avg in zip(self.layers, self.sum_max, self.sum_avg)}
+                for name, s_max, s_avg in zip(self.layers, self.sum_max, self.sum_avg, strict=True)}
 
     def depth_rows(self) -> list[DepthRow]:
         """One :class:`DepthRow` per layer, as :func:`depth_summary` gives on all images together."""

@@ -77,9 +77,10 @@ def load_concepts(path: str, data: Any) -> dict[str, torch.Tensor]:
         with np.load(file) as arrays:
             raw = {k: torch.from_numpy(arrays[k]) for k in arrays.files}
     elif file.suffix == ".pt":
-        raw = load_torch_file(file, f"concepts file {path}", "save a dict of (N,H,W) bool tensors")  # type: ignore
-        if not isinstance(raw, dict):
+        loaded = load_torch_file(file, f"concepts file {path}", "save a dict of (N,H,W) bool tensors")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"concepts file {path!r} must hold a dict name -> (N,H,W) bool masks")
+        raw = loaded
     else:
         raise ConfigError(f"concepts file {path!r} must be .pt or .npz")
     _, h, w = data.image_shape

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -30,7 +31,7 @@ TYPE_LABELS = {
 TYPE_ORDER = ("suppression", "promotion", "balanced", "opposing")
 
 
-def _show_image(ax, img: torch.Tensor) -> None:  # type: ignore[no-untyped-def]
+def _show_image(ax: Axes, img: torch.Tensor) -> None:
     arr, cmap = image_for_display(img)
     ax.imshow(arr, cmap=cmap, vmin=0, vmax=1)
 
@@ -62,7 +63,8 @@ def plot_pse_examples(
         _show_image(axes[i, 0], x[i])
         _show_image(axes[i, 1], x_adv[i])
         for j, (cam, label) in enumerate(((cam_true[i], f"{cam_name} of true class\n{row_labels[i]} on x"),
-                                          (cam_target[i], f"{cam_name} of adversarial class\n{target_labels[i]} on x'")),
+                                          (cam_target[i],
+                                           f"{cam_name} of adversarial class\n{target_labels[i]} on x'")),
                                          start=2):
             c = to_numpy(cam)
             axes[i, j].imshow(c, cmap="gray", vmin=0, vmax=max(float(c.max()), 1e-12))
@@ -75,7 +77,8 @@ def plot_pse_examples(
             ax.set_xticks([])
             ax.set_yticks([])
     handles = [Patch(color=TYPE_COLOURS[k], label=TYPE_LABELS[name]) for k, name in enumerate(TYPE_ORDER)]
-    handles.append(Patch(facecolor="#888888", edgecolor="white", label=f"white outline: top {top_fraction:.0%} of the CAM"))
+    handles.append(Patch(facecolor="#888888", edgecolor="white",
+                         label=f"white outline: top {top_fraction:.0%} of the CAM"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
@@ -156,13 +159,14 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
     rows = -(-len(variants) // cols)
     fig = Figure(figsize=(6 * cols, 3.8 * rows + 0.6), dpi=100)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for ax, v in zip(axes, variants):
+    for ax, v in zip(axes, variants, strict=False):  # the grid can hold one axis more than there are variants
         c = curves[v]
         ks = to_numpy(c["ks"])
         x = np.where(ks == 0, 0.5, ks)  # k = 0 on a log axis
         for kind, colour, label in (("clean", "#2ca02c", "clean images"),
                                     ("robust", "#d62728", "adversarial images (fixed)")):
-            ax.plot(x, to_numpy(c[f"{kind}_acc"]), color=colour, marker="o", label=f"{label}: top-sensitive units masked")
+            ax.plot(x, to_numpy(c[f"{kind}_acc"]), color=colour, marker="o",
+                    label=f"{label}: top-sensitive units masked")
             ax.plot(x, to_numpy(c[f"random_{kind}_acc"]), color=colour, linestyle="--",
                     label=f"{label}: random units masked (mean, band = min-max of draws)")
             draws = to_numpy(c[f"random_{kind}_all"]) if f"random_{kind}_all" in c else np.zeros((0,))
@@ -193,7 +197,7 @@ def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, b
     concepts = sorted(set(best_names))
     cmap = matplotlib.colormaps["tab20"]
     palette = [cmap(i % 20) for i in range(len(concepts))]
-    for concept, colour in zip(concepts, palette):
+    for concept, colour in zip(concepts, palette, strict=True):
         sel = np.array([n == concept for n in best_names])
         ax.scatter(sens[sel], iou[sel], color=colour, label=concept, s=28, alpha=0.85)
     ax.set_xlabel("unit sensitivity: mean |A(x') - A(x)| on successful attacks")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -44,7 +44,7 @@ def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         cam = importance_map(ctx.cam, ctx.model, x, target=y, batch_size=len(x))
         return {"logits": logits.cpu(), "cam_true": cam.cpu()}
 
-    return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)
 
 
 def attack_batch(ctx: Context, variant: str, attack: Attack, b: int, target: torch.Tensor | None) -> AttackResult:
@@ -102,7 +102,7 @@ def control_batch(ctx: Context, variant: str, b: int, result: AttackResult, pse:
                                        batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
         return out
 
-    return ctx.rundir.cached(f"pse/control/{variant}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"pse/control/{variant}/batch-{b:05d}", compute)
 
 
 def stability_batch(ctx: Context, variant: str, b: int, result: AttackResult, t: torch.Tensor, pse: PSEResult,
@@ -185,6 +185,7 @@ def variant_batch(ctx: Context, attack_name: str, mode: str, attack: Attack, tar
     ok = (clean["logits"].argmax(1) == y) & result.success
     t = prespecified_target(result, runner[sl])
     pse, cam_target = pse_batch(ctx, variant, b, result, t)
+    assert cam_target is not None  # the isolated measurement stores CAM_t(x')
     loo, _ = pse_batch(ctx, variant, b, result, t, "leave-one-out")
     control = control_batch(ctx, variant, b, result, pse, ok)
     keep = ok.nonzero().squeeze(1)
@@ -245,8 +246,9 @@ def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
 def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """Agreement and Cohen's kappa of each comparison, from the batches' confusion matrices added up."""
     names = list(dict.fromkeys(k for part in parts for k in part))
-    return {name: agreement_from_confusion(sum(part[name] for part in parts if name in part)).as_dict()
-            for name in names}
+    # each sum is a tensor: every name comes from some part
+    return {name: agreement_from_confusion(cast(torch.Tensor, sum(part[name] for part in parts if name in part)))
+            .as_dict() for name in names}
 
 
 def image_level(ctx: Context, variant: str, kept: PSEResult, cams: dict[str, torch.Tensor],

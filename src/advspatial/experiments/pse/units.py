@@ -4,8 +4,8 @@ The units are ranked on attacks of *training* images (:func:`train_split`,
 :func:`units_batch`), the masking curve is measured on the test images against
 random units (:func:`masking_batch`), and an attack is run on the masked model
 itself (:func:`adaptive_attack`: by default the registered ``autoattack``
-ensemble, since masking is evaluated as a defence; PGD is the cheaper option). Every per-batch result is cached in the run
-directory and streamed through ``ctx.each_batch``.
+ensemble, since masking is evaluated as a defence; PGD is the cheaper option). Every per-batch result is cached in
+the run directory and streamed through ``ctx.each_batch``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -38,14 +38,14 @@ class UnitSums:
     images: int
 
     @staticmethod
-    def from_change(change: UnitChange | None, images: int, units: int) -> "UnitSums":
+    def from_change(change: UnitChange | None, images: int, units: int) -> UnitSums:
         if change is None or images == 0:
             zero = torch.zeros(units, dtype=torch.float64)
             return UnitSums(zero, zero.clone(), zero.clone(), 0)
         return UnitSums(change.mean_abs.double() * images, change.signed_mean.double() * images,
                         change.clean_mean_abs.double() * images, images)
 
-    def __add__(self, other: "UnitSums") -> "UnitSums":
+    def __add__(self, other: UnitSums) -> UnitSums:
         return UnitSums(self.mean_abs + other.mean_abs, self.signed_mean + other.signed_mean,
                         self.clean_mean_abs + other.clean_mean_abs, self.images + other.images)
 
@@ -66,7 +66,9 @@ def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[
     out = {"ks": curves[0]["ks"]}
     for key in curves[0]:
         if key != "ks":
-            out[key] = sum(c[key].double() * w for c, w in zip(curves, weights)) / total
+            # a tensor: curves is not empty (curves[0] above)
+            weighted = sum(c[key].double() * w for c, w in zip(curves, weights, strict=True))
+            out[key] = cast(torch.Tensor, weighted) / total
     return out
 
 
@@ -147,7 +149,7 @@ def masking_batch(ctx: Context, variant: str, b: int, result: AttackResult,
                               n_random=cfg.mask_random, seed=cfg.seed, batch_size=len(x))
         return {k: getattr(curve, k) for k in curve.__dataclass_fields__}
 
-    return ctx.rundir.cached(f"masking/{variant}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"masking/{variant}/batch-{b:05d}", compute)
 
 
 #: how the report labels the accuracy under the PGD option
@@ -183,14 +185,15 @@ def adaptive_batch(ctx: Context, name: str, units: torch.Tensor, b: int, sl: sli
         return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
                 "robust_correct": int((result.adv_pred == y).sum())}
 
-    return ctx.rundir.cached(f"adaptive/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"adaptive/{name}/batch-{b:05d}", compute)
 
 
 def adaptive_k(curve: dict[str, torch.Tensor]) -> int:
     """The k the masking curve is most favourable to (highest fixed-x' accuracy over 0 < k < all units; ties:
     the smallest k): the one an adaptive attack must test."""
     ks, acc = curve["ks"].tolist(), curve["robust_acc"].tolist()
-    inner = [(a, -k) for k, a in zip(ks, acc) if 0 < k < ks[-1]] or [(a, -k) for k, a in zip(ks, acc) if k > 0]
+    inner = ([(a, -k) for k, a in zip(ks, acc, strict=True) if 0 < k < ks[-1]]
+             or [(a, -k) for k, a in zip(ks, acc, strict=True) if k > 0])
     return -max(inner)[1] if inner else 0
 
 

@@ -103,7 +103,7 @@ def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
                     out["roi:transfer:undefended"] = correct_of(ctx, roi.x_adv, y)
         return out
 
-    return ctx.rundir.cached(f"adaptive/{safe(setting.key)}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"adaptive/{safe(setting.key)}/batch-{b:05d}", compute)
 
 
 def safe(key: str) -> str:
@@ -131,7 +131,7 @@ def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None
                             "roi:transfer:defended": correct_share(main, roi.x_adv, y, 1, ids)})
             return out
 
-    return ctx.rundir.cached(f"adaptive/undefended/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"adaptive/undefended/batch-{b:05d}", compute)
 
 
 def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> dict[str, torch.Tensor]:
@@ -150,7 +150,7 @@ def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: sl
         out["robust"] = outcome.correct["worst"]
         return out
 
-    return ctx.rundir.cached(f"baselines/{transform}-{strength:g}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"baselines/{transform}-{strength:g}/batch-{b:05d}", compute)
 
 
 def baseline_grid(ctx: Context) -> list[tuple[str, float]]:
@@ -162,11 +162,17 @@ def baseline_grid(ctx: Context) -> list[tuple[str, float]]:
 def adaptive_jobs(ctx: Context, prior: torch.Tensor | None) -> list[tuple[str, Callable[[int, slice], Any]]]:
     """(key, job(b, sl)) of everything attacked adaptively: the undefended model, the configurations evaluated
     adaptively (:func:`adaptive_settings`) and the baselines."""
+
+    def setting_job(s: DefenceSetting) -> Callable[[int, slice], Any]:
+        return lambda b, sl: adaptive_batch(ctx, s, b, sl, prior)
+
+    def baseline_job(t: str, s: float) -> Callable[[int, slice], Any]:
+        return lambda b, sl: baseline_batch(ctx, t, s, b, sl)
+
     jobs: list[tuple[str, Callable[[int, slice], Any]]] = [
         ("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
-    jobs += [(s.key, lambda b, sl, s=s: adaptive_batch(ctx, s, b, sl, prior)) for s in adaptive_settings(ctx, prior)]
-    jobs += [(f"baseline|{t}|{s:g}", lambda b, sl, t=t, s=s: baseline_batch(ctx, t, s, b, sl))
-             for t, s in baseline_grid(ctx)]
+    jobs += [(s.key, setting_job(s)) for s in adaptive_settings(ctx, prior)]
+    jobs += [(f"baseline|{t}|{s:g}", baseline_job(t, s)) for t, s in baseline_grid(ctx)]
     return jobs
 
 
@@ -178,7 +184,8 @@ def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceS
 
 
 def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> dict[str, dict[str, torch.Tensor]]:
-    """Every adaptive outcome, per image over the adaptive images: ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
+    """Every adaptive outcome, per image over the adaptive images:
+    ``{setting key | 'undefended' | 'baseline|t|s': columns}``.
 
     Each (configuration, batch) pair is one unit of work, so the processes of a torchrun launch share the
     configurations even when the adaptive images fit in one batch."""

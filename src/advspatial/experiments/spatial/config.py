@@ -103,7 +103,8 @@ class MapsConfig(MeasurementConfig):
     QUICK: ClassVar[dict[str, Any]] = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40,
                                        "onepixel_steps": 5, "cw_steps": 10, "cw_search_steps": 2, "steps": 5,
                                        "contribution_steps": 8, "figure_images": 3, "permutations": 200,
-                                       "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4,
+                                       "gate_n": 24, "gate_steps": 5, "randomization_images": 4,
+                                       "randomization_samples": 4,
                                        "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:

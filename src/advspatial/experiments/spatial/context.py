@@ -105,7 +105,7 @@ def roi_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
         imp = importance_map(ctx.importance, ctx.model, x, target="pred", batch_size=len(x), sample_ids=ids)
         return {"pred": pred.cpu(), "importance": imp.cpu()}
 
-    return ctx.rundir.cached(f"roi/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"roi/batch-{b:05d}", compute)
 
 
 def panel_batch(ctx: Context, method: str, b: int) -> torch.Tensor:
@@ -117,5 +117,5 @@ def panel_batch(ctx: Context, method: str, b: int) -> torch.Tensor:
         x, _, ids = ctx.batch(ctx.slices[b])
         return importance_map(method, ctx.model, x, target="pred", batch_size=len(x), sample_ids=ids).cpu()
 
-    return ctx.rundir.cached(f"panel/{method}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"panel/{method}/batch-{b:05d}", compute)
 

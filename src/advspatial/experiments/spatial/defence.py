@@ -19,7 +19,7 @@ Three threat models, never mixed in one number:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -59,11 +59,16 @@ def settings(ctx: Context, with_prior: bool) -> list[DefenceSetting]:
     return out
 
 
-def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None, mode: str = "defend") -> NeutralizedModel:
+def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None,
+                mode: str = "defend") -> NeutralizedModel:
     """The deployable defence of ``setting`` (or its randomized control with ``mode="random"``)."""
     cfg = ctx.config
-    vulnerability = gradient_fn(ctx) if setting.vulnerability == "gradient" else \
-        ClassPriorVulnerability(prior.to(ctx.device), ctx.model)  # type: ignore[union-attr]
+    if setting.vulnerability == "gradient":
+        vulnerability = gradient_fn(ctx)
+    elif prior is not None:
+        vulnerability = ClassPriorVulnerability(prior.to(ctx.device), ctx.model)
+    else:  # the AttributeError that prior.to(...) raised
+        raise AttributeError(f"defence setting {setting.key!r} needs the class prior, and there is none")
     return NeutralizedModel(ctx.model, importance_fn(ctx), vulnerability, setting.fraction, setting.fill, mode=mode,
                             seed=cfg.seed, fill_params=fill_params(ctx, setting.fill), control_match=cfg.control_match)
 
@@ -96,7 +101,7 @@ def dataset_mean(ctx: Context) -> torch.Tensor:
             total += x.double().sum(dim=(0, 2, 3))
         return (total / (len(train) * train.image_shape[1] * train.image_shape[2])).float()
 
-    return ctx.rundir.cached("dataset-mean", compute).to(ctx.device)  # type: ignore[union-attr]
+    return ctx.rundir.cached("dataset-mean", compute).to(ctx.device)
 
 
 def class_prior(ctx: Context) -> torch.Tensor:
@@ -107,7 +112,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
     """
     cfg = ctx.config
     if ctx.rundir.has_stage("prior"):
-        return ctx.rundir.load_stage("prior")  # type: ignore[return-value]
+        return cast(torch.Tensor, ctx.rundir.load_stage("prior"))  # the stage this function saves
     train = train_images(cfg, cfg.prior_n, ctx.data.ids)
     attack = build_attack(cfg.defence_attack, ctx.model, cfg)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
@@ -123,7 +128,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
             acc.update(amap.cpu(), result.adv_pred.cpu())
             return acc.sums, acc.counts
 
-        return ctx.rundir.cached(f"prior-parts/batch-{b:05d}", compute)  # type: ignore[return-value]
+        return ctx.rundir.cached(f"prior-parts/batch-{b:05d}", compute)
 
     total = MapAccumulator(train.num_classes, train.image_shape[1:])
     for sums, counts in ctx.each_batch(batch_sums, desc="prior (training images)",
@@ -159,7 +164,7 @@ def defence_batch(ctx: Context, name: str, b: int, sl: slice, x_adv: torch.Tenso
                     out[f"{tag}:{col}"] = values
         return out
 
-    return ctx.rundir.cached(f"defence/{name}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"defence/{name}/batch-{b:05d}", compute)
 
 
 def split_columns(columns: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[dict[str, torch.Tensor],
@@ -191,7 +196,8 @@ def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> dict[st
                 for fill in cfg.fills:
                     defended = neutralized(ctx, DefenceSetting("", "gradient", fraction, fill), None)
                     if not controls or cfg.control_match == "change":  # only the fill-change strata depend on the fill
-                        controls = [defended.control_region(images, selection, d, ids) for d in range(cfg.control_draws)]
+                        controls = [defended.control_region(images, selection, d, ids)
+                                    for d in range(cfg.control_draws)]
                     with torch.no_grad():
                         out[f"{tag}|{fraction:g}|{fill}|defended"] = correct_of(
                             ctx, defended.fill_fn(images, selection.neutralized), y)
@@ -199,7 +205,7 @@ def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> dict[st
                             correct_of(ctx, defended.fill_fn(images, control), y) for control in controls], dim=1)
         return out
 
-    return ctx.rundir.cached(f"sweep/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"sweep/batch-{b:05d}", compute)
 
 
 def correct_of(ctx: Context, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -94,7 +94,8 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"Harm (pre-declared): {ad['harm']['rule']} Verdict: {ad['harm']['verdict']} "
         f"(Δ {paired_text(ad['harm']['comparison'])}).",
     ]
-    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(ctx, metrics), clean_table(metrics)]
+    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(ctx, metrics),
+              clean_table(metrics)]
     notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
              "a robustness number. The clean-restore diagnostic (the region's clean pixels put back) shows what the "
              "region holds; it is not a bound.",
@@ -118,11 +119,13 @@ def adaptive_table(ad: dict[str, Any]) -> Table:
             rows.append([row["label"], *["-"] * 8, row["verdict"], row.get("why", "")])
             continue
         conv = row["convergence"]
-        converged = f"defence {convergence_word(conv['defended'])}; control {'flat' if conv['control']['converged'] else 'NOT flat'}"
+        converged = (f"defence {convergence_word(conv['defended'])}; "
+                     f"control {'flat' if conv['control']['converged'] else 'NOT flat'}")
         control = wilson(row["control"]) + ("" if row.get("control_full_strength", True) else f" ({WEAK_EOT})")
-        rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]), wilson(row["adaptive:local"]),
-                     wilson(row["adaptive:worst"]), control, paired_text(row["vs_control"]),
-                     paired_text(row["vs_undefended"]), converged, row["verdict"], row.get("why", "")])
+        rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]),
+                     wilson(row["adaptive:local"]), wilson(row["adaptive:worst"]), control,
+                     paired_text(row["vs_control"]), paired_text(row["vs_undefended"]), converged, row["verdict"],
+                     row.get("why", "")])
     return Table(f"Adaptive evaluation of every configuration (first {ad['images']} images; undefended white-box "
                  f"accuracy {wilson(ad['undefended']['white-box'])}, clean {wilson(ad['undefended']['clean'])}; "
                  "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table and the harm "
@@ -143,8 +146,9 @@ def roi_table(ad: dict[str, Any]) -> Table:
 
 
 def baseline_table(ad: dict[str, Any]) -> Table:
-    rows = [[key.replace("|", " "), wilson(b["clean"]), wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""),
-             convergence_word(b["convergence"])] for key, b in ad["baselines"].items()]
+    rows = [[key.replace("|", " "), wilson(b["clean"]),
+             wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""), convergence_word(b["convergence"])]
+            for key, b in ad["baselines"].items()]
     return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
                  ["baseline (strength)", "clean accuracy", "adaptive robust accuracy", "convergence"], rows)
 
@@ -168,15 +172,17 @@ def nonadaptive_table(ctx: Context, metrics: dict[str, Any]) -> Table:
     return Table(f"Non-adaptive attacker: the run's attacks, made on the undefended model, scored on the defence "
                  f"(fill {cfg.fill}, fraction {cfg.fraction}; all n images; Holm across the table)",
                  ["attack", "defence", "undefended", "defended", "control (mean ± SD over draws)", "Δ vs control",
-                  "Δ vs undefended", "oracle (true delta)", "oracle control (in RoA)", "clean-restore diagnostic"], rows)
+                  "Δ vs undefended", "oracle (true delta)", "oracle control (in RoA)", "clean-restore diagnostic"],
+                 rows)
 
 
 def clean_table(metrics: dict[str, Any]) -> Table:
     cost = metrics["clean_cost"]
     return Table("Clean cost: accuracy on clean images with the deployable defence on (all n images)",
                  ["defence", "defended", "matched control (mean over draws)", "undefended"],
-                 [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)), fmt(cost.get(f"{tag}:control_clean", math.nan)),
-                   fmt(metrics["clean_accuracy"])] for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
+                 [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)),
+                   fmt(cost.get(f"{tag}:control_clean", math.nan)), fmt(metrics["clean_accuracy"])]
+                  for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
 
 
 def defence_figures(ctx: Context, metrics: dict[str, Any]) -> list[Figure]:
@@ -205,8 +211,9 @@ def defence_figures(ctx: Context, metrics: dict[str, Any]) -> list[Figure]:
                                 "accuracy of the main defence vs APGD iterations, restarts and eps (points beyond the "
                                 "budget extend the reported attack on the images it left standing), and of every "
                                 "randomized component vs EOT draws."),
-            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration attacked adaptively and "
-                             "the trivial transforms (global blur, Gaussian noise, JPEG-style quantization) on the "
+            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration attacked "
+                             "adaptively and the trivial transforms (global blur, Gaussian noise, JPEG-style "
+                             "quantization) on the "
                              f"same images; numbers from a weak EOT ({WEAK_EOT}) are left out."),
             Figure(sweep, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched control.")]
 

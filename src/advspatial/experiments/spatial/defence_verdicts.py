@@ -78,7 +78,8 @@ def summarize_adaptive(ctx: Context, outcomes: dict[str, dict[str, torch.Tensor]
             "defended (white-box, worst gradient)": accuracy(main["roi:defended:worst"]).as_dict(),
             "undefended (white-box)": accuracy(undefended["roi:white-box"]).as_dict(),
             "transfer: made on the defence, scored undefended": accuracy(main["roi:transfer:undefended"]).as_dict(),
-            "transfer: made on the undefended model, scored defended": accuracy(undefended["roi:transfer:defended"]).as_dict(),
+            "transfer: made on the undefended model, scored defended":
+                accuracy(undefended["roi:transfer:defended"]).as_dict(),
         },
         "transfer": {
             "made on the defence, scored undefended": accuracy(main["transfer:undefended"]).as_dict(),
@@ -155,8 +156,8 @@ def adjust_family(rows: dict[str, dict[str, Any]], harm: dict[str, Any] | None =
                for which in ("vs_control", "vs_undefended")]
     if harm is not None:
         entries.append(harm["comparison"])
-    adjusted = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
-    for comparison, p_adj in zip(entries, adjusted):
+    adjusted: np.ndarray | list[float] = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
+    for comparison, p_adj in zip(entries, adjusted, strict=True):
         comparison["p_adjusted"] = float(p_adj)
 
 
@@ -197,7 +198,8 @@ def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, white
         why = [] if defended["converged"] else [f"more effort lowers it (iterations {defended['steps_gap']:+.3g}, "
                                                 f"restarts {defended['restarts_gap']:+.3g})"]
         if not defended["reaches_zero"]:
-            why.append(f"accuracy at {defended['largest_eps']} is {defended['accuracy'].get(defended['largest_eps'], math.nan):.3g}, "
+            at_largest = defended["accuracy"].get(defended["largest_eps"], math.nan)
+            why.append(f"accuracy at {defended['largest_eps']} is {at_largest:.3g}, "
                        "not 0 (suspect gradient masking)")
         return "not converged", "; ".join(why)
     missing = unchecked(row, white)

@@ -44,14 +44,14 @@ def plot_defence_sweep(
             colour = COLOURS[i % len(COLOURS)]
             cells = [sweep[f"{tag}|{f:g}|{fill}"] for f in fractions]
             value = [c["defended"]["value"] for c in cells]
-            err = [[v - c["defended"]["low"] for v, c in zip(value, cells)],
-                   [c["defended"]["high"] - v for v, c in zip(value, cells)]]
+            err = [[v - c["defended"]["low"] for v, c in zip(value, cells, strict=True)],
+                   [c["defended"]["high"] - v for v, c in zip(value, cells, strict=True)]]
             ax.errorbar(fractions, value, yerr=err, fmt="o-", color=colour, capsize=3, label=f"{fill}: RoA \\ RoI")
             mean = [c["control"]["mean"] for c in cells]
             sd = [c["control"]["sd"] for c in cells]
             ax.plot(fractions, mean, "x--", color=colour, alpha=0.7, label=f"{fill}: matched control")
-            ax.fill_between(fractions, [m - s for m, s in zip(mean, sd)], [m + s for m, s in zip(mean, sd)],
-                            color=colour, alpha=0.12)
+            ax.fill_between(fractions, [m - s for m, s in zip(mean, sd, strict=True)],
+                            [m + s for m, s in zip(mean, sd, strict=True)], color=colour, alpha=0.12)
         ax.axhline(reference, color="black", lw=1, ls=":", label="undefended")
         ax.set_xlabel("neutralized fraction (top fraction of the gradient map)")
         ax.set_ylabel("accuracy")
@@ -107,7 +107,8 @@ def plot_convergence(accuracies: Mapping[str, float], path: str | Path, *, budge
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.axes[0].legend(fontsize=7)
-    fig.suptitle(f"Convergence of the adaptive attack on the main defence: {'converged' if converged else 'NOT converged'}",
+    fig.suptitle("Convergence of the adaptive attack on the main defence: "
+                 f"{'converged' if converged else 'NOT converged'}",
                  fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -135,7 +136,8 @@ def plot_tradeoff(defences: Mapping[str, Mapping[str, float]], baselines: Mappin
     ax.set_xlabel("clean accuracy")
     ax.set_ylabel("robust accuracy under the adaptive ensemble")
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, max(0.1, *[d["robust"] for d in defences.values()], *[b["robust"] for b in baselines.values()]) * 1.15)
+    ax.set_ylim(0, max(0.1, *[d["robust"] for d in defences.values()],
+                       *[b["robust"] for b in baselines.values()]) * 1.15)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("Clean cost vs adaptive robustness: a defence is worth something only above the baselines", fontsize=9)

@@ -51,12 +51,14 @@ def maps_batch(ctx: Context, name: str, kind: str, b: int, sl: slice, x_adv: tor
         amap = attack_map(kind, ctx.model, x, x_adv.to(ctx.device), y, **kw)
         out = {"map": amap.map.cpu()}
         if amap.completeness_error is not None:
+            if amap.flagged is None or amap.steps_used is None:  # the AttributeError that .cpu() on None raised
+                raise AttributeError(f"attack map {kind!r} has a completeness_error but no flagged or steps_used")
             out["completeness_error"] = amap.completeness_error.cpu()
             out["flagged"] = amap.flagged.cpu()
             out["steps_used"] = amap.steps_used.cpu()
         return out
 
-    return ctx.rundir.cached(f"maps/{name}/{kind}/batch-{b:05d}", compute)  # type: ignore[return-value]
+    return ctx.rundir.cached(f"maps/{name}/{kind}/batch-{b:05d}", compute)
 
 
 def region_rows(

@@ -279,8 +279,10 @@ def summary_table(metrics: dict[str, Any]) -> str:
         first = next(iter(m["maps"].values()))
         d = m["defence"]
         lines.append(f"{name:<10} {fmt(m['success_rate']):>8} {fmt(m['mean_l2']):>7} {fmt(m['mean_linf']):>6} "
-                     f"{fmt(first['iou']):>6} {fmt(first['energy_in_roi']):>9} {fmt(d.get('gradient:adv', math.nan)):>6} "
-                     f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} {fmt(d.get('gradient:control_adv', math.nan)):>8} "
+                     f"{fmt(first['iou']):>6} {fmt(first['energy_in_roi']):>9} "
+                     f"{fmt(d.get('gradient:adv', math.nan)):>6} "
+                     f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} "
+                     f"{fmt(d.get('gradient:control_adv', math.nan)):>8} "
                      f"{fmt(d.get('gradient:oracle_adv', math.nan)):>7}")
     lines.append("(defence columns: non-adaptive attacker, examples made on the undefended model)")
     ad = metrics["adaptive"]

@@ -4,6 +4,7 @@ and verdicts (written into the metrics)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,7 +24,11 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
     run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
     (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
     cfg = ctx.config
-    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=lambda b, m=m: panel_batch(ctx, m, b),
+
+    def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
+        return lambda b: panel_batch(ctx, m, b)
+
+    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
                            n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
              for m in panel_methods(ctx)}
     for fraction in cfg.panel_fractions:
@@ -64,7 +69,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any
             claims += content_claims(ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
                                      out=metrics.setdefault("content", {}).setdefault(s.name, {}))
             claims += colocation.attack_claims(subject, comparisons, gate_set, primary=False)
-        for kind, stats in metrics["attacks"][s.name]["maps"].items():
+        for stats in metrics["attacks"][s.name]["maps"].values():
             stats["interpretation"] = label or "interpretable"
     main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
     if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
