@@ -108,7 +108,7 @@ def run_snapshot(root: Path, settings: list[str], experiments: list[str], main_j
 
 
 def without_wall_times(value: Any) -> Any:
-    """``value`` with every key that names a duration (wall_seconds, elapsed, ...) left out, recursively."""
+    """``value`` with every key that names a duration (wall_seconds, elapsed, timings, ...) left out, recursively."""
     if isinstance(value, dict):
         return {k: without_wall_times(v) for k, v in value.items() if not IGNORED_KEY.search(k)}
     if isinstance(value, list):

@@ -43,7 +43,7 @@ from .progress import progress_bar
 
 T = TypeVar("T")
 U = TypeVar("U")
-I = TypeVar("I")
+Item = TypeVar("Item")
 
 #: the most processes (and the highest port) the environment may name
 MAX_WORLD = 1 << 20
@@ -204,7 +204,7 @@ def agree(error: BaseException | None = None) -> None:
         return
     rank, (kind, message) = failures[0]
     shared = error if error is not None else _error_class(kind)(f"rank {rank} failed: {message}")
-    shared.advspatial_shared = True  # type: ignore[union-attr]  # every rank knows it: rank 0 alone prints it
+    shared.advspatial_shared = True  # type: ignore[attr-defined]  # every rank knows it: rank 0 alone prints it
     raise shared
 
 
@@ -226,8 +226,8 @@ def _error_class(name: str) -> type[Exception]:
     return RankFailed
 
 
-def map_batches(fn: Callable[[int, I], T], slices: Sequence[I], desc: str = "", progress: bool = True,
-                then: Callable[[int, I, T], U] | None = None) -> list[T] | list[U]:
+def map_batches(fn: Callable[[int, Item], T], slices: Sequence[Item], desc: str = "", progress: bool = True,
+                then: Callable[[int, Item, T], U] | None = None) -> list[T] | list[U]:
     """``[fn(b, slices[b]) for b in ...]``, the batches shared among the processes of the run.
 
     ``slices`` are usually batch slices, but may be any independent units of work
@@ -245,7 +245,7 @@ def map_batches(fn: Callable[[int, I], T], slices: Sequence[I], desc: str = "", 
     and the values themselves are not kept, so memory does not grow with the batches.
     """
 
-    def ordered(batches: Sequence[I] | Any) -> list[Any]:
+    def ordered(batches: Sequence[Item] | Any) -> list[Any]:
         out: list[Any] = []
         for b, sl in enumerate(batches):
             value = fn(b, sl)

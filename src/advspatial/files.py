@@ -113,7 +113,7 @@ class DirLock:
     def __init__(self, path: Path, busy_message: str) -> None:
         self.path, self.busy_message, self.fd = Path(path), busy_message, -1
 
-    def acquire(self) -> "DirLock":
+    def acquire(self) -> DirLock:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         self.fd = os.open(self.path, flags, 0o644)
         try:
@@ -131,7 +131,7 @@ class DirLock:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

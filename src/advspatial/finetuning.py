@@ -75,7 +75,7 @@ class FinetuneConfig:
     attack_steps: int = 5
     mix: float = 0.5
 
-    def validate(self) -> "FinetuneConfig":
+    def validate(self) -> FinetuneConfig:
         check_recipe(self)
         check_range("momentum", self.momentum, 0, 1, high_inclusive=False)
         return self

@@ -82,7 +82,7 @@ class RunDir:
 
         return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
 
-    def record(self) -> dict:  # type: ignore[type-arg]
+    def record(self) -> dict:
         """The run's fingerprint (``run.json``), {} when the directory has none."""
         import json
 
@@ -96,7 +96,7 @@ class RunDir:
                             "run with another --out") from exc
         return value if isinstance(value, dict) else {}
 
-    def write_record(self, record: dict) -> None:  # type: ignore[type-arg]
+    def write_record(self, record: dict) -> None:
         import json
 
         atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
@@ -138,7 +138,7 @@ class RunDir:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-    def cached(self, name: str, compute: "Callable[[], T]") -> "T":
+    def cached(self, name: str, compute: Callable[[], T]) -> T:
         """``compute()`` once; later calls (and resumed runs) load the saved value.
 
         Values must be tensors, numbers, strings, or lists/dicts/tuples of them.

@@ -145,8 +145,8 @@ def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter or buffer (CPU for a parameter-free model)."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

@@ -45,22 +45,32 @@ from .runtime import make_generator, model_device, seed_everything
 
 
 class LossSettings(Protocol):
-    """What a training loss reads from its config (:class:`TrainConfig` and :class:`FinetuneConfig` have it)."""
+    """What a training loss reads from its config (:class:`TrainConfig` and :class:`FinetuneConfig` have it;
+    read-only, as in those frozen dataclasses)."""
 
-    dataset: str
-    mode: str
-    eps: float
-    norm: str
-    attack_steps: int
-    mix: float
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def mode(self) -> str: ...
+    @property
+    def eps(self) -> float: ...
+    @property
+    def norm(self) -> str: ...
+    @property
+    def attack_steps(self) -> int: ...
+    @property
+    def mix(self) -> float: ...
 
 
 class FitSettings(LossSettings, Protocol):
     """What :func:`fit` reads besides the loss settings: epochs, batch size, and the seed of the data order."""
 
-    epochs: int
-    batch_size: int
-    seed: int
+    @property
+    def epochs(self) -> int: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def seed(self) -> int: ...
 
 
 #: loss(model, x, y, foreground_mask_or_None, config) -> scalar loss
@@ -89,7 +99,7 @@ def natural_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: torc
     return nn.functional.cross_entropy(model(x), y)
 
 
-def _training_attack(model: nn.Module, config: LossSettings, seed: int):  # type: ignore[no-untyped-def]
+def _training_attack(model: nn.Module, config: LossSettings, seed: int):
     """The PGD attack used to make training examples (random start, ``attack_steps`` steps)."""
     from .attacks.pgd import PGD, PGDL2
 
@@ -205,7 +215,7 @@ def settings_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _described(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002
+def _described(default: Any, help: str, **metadata: Any) -> Any:
     """A config field with its ``advspatial train --help`` text (the option is generated from the field)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
@@ -229,7 +239,7 @@ class TrainConfig:
     attack_steps: int = _described(7, "")
     mix: float = _described(0.5, "Adversarial modes: weight of the adversarial loss.")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         dataset_spec(self.dataset)
         from .models import list_models
 
@@ -328,7 +338,7 @@ def fit(
     steps_per_epoch = -(-len(data) // config.batch_size)
     shuffle = make_generator(config.seed)
     start = time.perf_counter()
-    steps, epoch_losses = 0, []
+    steps, epoch_losses = 0, list[float]()
     bar = progress_bar(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="batch")
     for epoch in range(config.epochs):
         set_train_mode(model, freeze_bn)

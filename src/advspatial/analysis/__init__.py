@@ -23,7 +23,8 @@ from .units import mask_units, masking_curve, rank_sensitive_units, unit_activat
 
 __all__ = [
     "DissectionResult", "LocalityResult", "PSEResult", "PropagationMap", "average_propagation",
-    "cluster_bootstrap_rate", "context_maps", "depth_summary", "dissect", "locality_analysis",
-    "mask_units", "masking_curve", "matched_variants", "per_image_layer_stats", "promotion_suppression",
-    "propagation_maps", "pse_vs_cam", "random_pixel_change", "rank_sensitive_units", "sensitivity_vs_interpretability", "ssim", "ssim_map", "unit_activation_change",
+    "cluster_bootstrap_rate", "context_maps", "depth_summary", "dissect", "locality_analysis", "mask_units",
+    "masking_curve", "matched_variants", "per_image_layer_stats", "promotion_suppression", "propagation_maps",
+    "pse_vs_cam", "random_pixel_change", "rank_sensitive_units", "sensitivity_vs_interpretability", "ssim", "ssim_map",
+    "unit_activation_change",
 ]

@@ -215,7 +215,7 @@ class OnePixel(Attack):
         return try_patch_forward(self.model, x) if incremental and self.pixels == 1 else None
 
     @classmethod
-    def quick(cls, model: nn.Module, **kwargs: object) -> "OnePixel":
+    def quick(cls, model: nn.Module, **kwargs: object) -> OnePixel:
         """The attack with the ``quick`` budget (popsize 100, maxiter 20)."""
         return cls(model, preset="quick", **kwargs)  # type: ignore[arg-type]
 
@@ -250,7 +250,7 @@ class OnePixel(Attack):
         return x_adv, search.queries
 
     def _start(
-        self, score: "_Scorer", x: torch.Tensor, runnable: torch.Tensor, allowed: torch.Tensor,
+        self, score: _Scorer, x: torch.Tensor, runnable: torch.Tensor, allowed: torch.Tensor,
         gens: list[torch.Generator],
     ) -> _Search:
         """Draw and evaluate the initial population of every runnable image."""
@@ -342,7 +342,7 @@ class OnePixel(Attack):
             out[batch, :, r, c] = colour
         return out
 
-    def _scorer(self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool) -> "_Scorer":
+    def _scorer(self, x: torch.Tensor, mask: torch.Tensor | None, goal: torch.Tensor, targeted: bool) -> _Scorer:
         """The fitness function of this run, incremental where the model and ``pixels`` allow."""
         patch_forward = self._evaluator(x)
         max_batch = self.max_batch or (256 if x.device.type == "cpu" else 4096)

@@ -156,7 +156,9 @@ def _list_flat(
 # --------------------------------------------------------------------------- decoding
 
 
-def fit_box(width: int, height: int, size: int, fit: str, crop_fraction: float = 1.0) -> tuple[float, ...]:
+def fit_box(
+    width: int, height: int, size: int, fit: str, crop_fraction: float = 1.0,
+) -> tuple[float, float, float, float]:
     """The source region (left, top, right, bottom) that is resampled to ``size x size`` (module doc)."""
     if fit == "stretch":
         return (0.0, 0.0, float(width), float(height))
@@ -189,7 +191,7 @@ def _quiet_pillow() -> None:
 
 
 @contextmanager
-def opened_image(path: Path | str) -> Iterator["PILImage"]:
+def opened_image(path: Path | str) -> Iterator[PILImage]:
     """The image file ``path`` opened by Pillow, its size checked against :func:`max_image_pixels` from the header
     (before anything is decoded); whatever goes wrong while the caller decodes it inside the ``with`` block
     (not an image, truncated, a decompression bomb, values outside its mode) is a :class:`DataError` naming
@@ -241,7 +243,7 @@ def read_full_image(path: Path | str) -> np.ndarray:
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
-def unit_values(img: "PILImage", path: Path | str) -> np.ndarray:
+def unit_values(img: PILImage, path: Path | str) -> np.ndarray:
     """The grey values of a :data:`HIGH_DEPTH_MODES` image as float32 (H,W) in [0,1]: 16-bit (and 32-bit integer)
     images are divided by 65535, float images are taken as they are; a :class:`DataError` when the values lie
     outside what the mode allows (a 32-bit image beyond 16 bits, a float image outside [0,1] or not finite)."""
@@ -314,7 +316,7 @@ class LazyImages:
         everything = torch.arange(len(self.files))
         return everything if index is None else everything[index]
 
-    def select(self, index: Index) -> "LazyImages":
+    def select(self, index: Index) -> LazyImages:
         """The selected images, still undecoded (an int selects one image, keeping the first dimension)."""
         chosen = self.positions(index).reshape(-1).tolist()
         return replace(self, files=tuple(self.files[i] for i in chosen))

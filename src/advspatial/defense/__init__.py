@@ -27,10 +27,10 @@ from .neutralize import (
 from .transforms import BACKWARDS, TRANSFORMS, TransformDefence, jpeg_quantize, through
 
 __all__ = [
-    "BACKWARDS", "FULL_EOT", "GRADIENTS", "MODES", "TRANSFORMS", "AdaptiveBudget", "AdaptiveOutcome", "ClassPriorVulnerability",
-    "CurveGrid", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection", "TransformDefence", "Undefended",
-    "attack_defence", "attack_undefended", "class_mean_maps", "convergence_curves", "convergence_rule",
-    "diffusion_inpaint", "ensemble_attack", "evaluate_defence", "fill", "gaussian_blur", "gaussian_kernel1d",
-    "jpeg_quantize", "list_fills", "make_fill", "map_of", "neutralization_region", "put_back", "random_region_like",
-    "register_fill", "roi_mask", "select_regions", "through", "top_fraction",
+    "BACKWARDS", "FULL_EOT", "GRADIENTS", "MODES", "TRANSFORMS", "AdaptiveBudget", "AdaptiveOutcome",
+    "ClassPriorVulnerability", "CurveGrid", "DefenceEvaluation", "FillParams", "NeutralizedModel", "RegionSelection",
+    "TransformDefence", "Undefended", "attack_defence", "attack_undefended", "class_mean_maps", "convergence_curves",
+    "convergence_rule", "diffusion_inpaint", "ensemble_attack", "evaluate_defence", "fill", "gaussian_blur",
+    "gaussian_kernel1d", "jpeg_quantize", "list_fills", "make_fill", "map_of", "neutralization_region", "put_back",
+    "random_region_like", "register_fill", "roi_mask", "select_regions", "through", "top_fraction",
 ]

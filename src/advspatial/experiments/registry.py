@@ -24,7 +24,9 @@ class Experiment:
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
-def register_experiment(name: str, config_cls: type[ExperimentConfig], description: str) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
+def register_experiment(
+    name: str, config_cls: type[ExperimentConfig], description: str,
+) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
     """``@register_experiment(name, Config, description)`` on ``run(config, rundir) -> ExperimentResult``."""
 
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:

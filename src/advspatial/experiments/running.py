@@ -199,7 +199,8 @@ def resolve_config(
     if quick:
         values["smoke_test"] = True
     defaults = experiment.config_cls()
-    preset = resolve_preset_name(str(values.get("preset", defaults.preset)), str(values.get("dataset", defaults.dataset)),
+    preset = resolve_preset_name(str(values.get("preset", defaults.preset)),
+                                 str(values.get("dataset", defaults.dataset)),
                                  str(values.get("model", defaults.model)))
     values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
     config = config_from_mapping(experiment.config_cls, values)

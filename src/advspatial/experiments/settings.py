@@ -24,7 +24,7 @@ from ..errors import ConfigError, check_range, check_seed
 OPEN_UNIT_INTERVAL: Mapping[str, Any] = {"low": 0, "high": 1, "low_inclusive": False, "high_inclusive": False}
 
 
-def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,  # noqa: A002
+def setting(default: Any, help: str, *, low: float | None = None, high: float | None = None,
             low_inclusive: bool = True, high_inclusive: bool = True, choices: Sequence[str] | None = None,
             **kwargs: Any) -> Any:
     """A config field with a help text (shown by ``advspatial run EXPERIMENT --help``) and its valid values.
@@ -74,14 +74,15 @@ def check_unique(name: str, value: Any) -> None:
         seen.append(item)
 
 
-def declared_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+def declared_help(f: dataclasses.Field) -> str:
     """The field's help text with its declared range or choices, for ``--help``."""
     text = str(f.metadata.get("help", ""))
     bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
     if bounds is not None:
         low, high, low_inclusive, high_inclusive = bounds
         left, right = ("[" if low_inclusive else "("), ("]" if high_inclusive else ")")
-        text += f" (valid: {left}{'-inf' if low is None else f'{low:g}'}, {'inf' if high is None else f'{high:g}'}{right})"
+        lower, upper = "-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}"
+        text += f" (valid: {left}{lower}, {upper}{right})"
     if choices is not None:
         text += f" (valid: {', '.join(choices)})"
     return text
@@ -152,7 +153,8 @@ class ExperimentConfig:
         from .presets import preset_values
 
         values = preset_values(cls.PRESET_FIELDS, preset)
-        if is_zoo_name(str(given.get("model", cls.model))) or not resizes_images(str(given.get("dataset", cls.dataset))):
+        model, dataset = str(given.get("model", cls.model)), str(given.get("dataset", cls.dataset))
+        if is_zoo_name(model) or not resizes_images(dataset):
             values.pop(cls.PRESET_FIELDS.get("image_size", "image_size"), None)
         return values
 
@@ -196,7 +198,8 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
 
     if not resizes_images(dataset):
         if image_size or class_map or crop_fraction:
-            raise ConfigError(f"image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), not {dataset!r}")
+            raise ConfigError("image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), "
+                              f"not {dataset!r}")
         return {}
     entry = zoo_entries().get(model)
     size = image_size or (entry.input_size if entry is not None else 0)
@@ -272,7 +275,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read {path} ({exc.strerror or exc})") from exc
     except RecursionError as exc:  # PyYAML composes nested nodes recursively
-        raise ConfigError(f"{path} nests lists or mappings too deeply; valid: a flat mapping of setting: value") from exc
+        raise ConfigError(f"{path} nests lists or mappings too deeply; valid: a flat mapping of setting: "
+                          "value") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -116,7 +116,8 @@ def mark_sections(sections: list[Any], pattern: re.Pattern[str]) -> list[Any]:
                                       rows=[[_mark_cell(v, pattern) for v in row] for row in t.rows]) for t in s.tables]
         figures = [dataclasses.replace(f, caption=mark_text(f.caption, pattern)) for f in s.figures]
         marked.append(dataclasses.replace(s, paragraphs=[mark_text(p, pattern) for p in s.paragraphs],
-                                          notes=[mark_text(n, pattern) for n in s.notes], tables=tables, figures=figures))
+                                          notes=[mark_text(n, pattern) for n in s.notes], tables=tables,
+                                          figures=figures))
     return marked
 
 

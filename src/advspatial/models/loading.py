@@ -26,6 +26,9 @@ class Normalized(nn.Module):
     later ``wrapper.train(wrapper.training)`` would then switch an eval-mode model to training).
     """
 
+    mean: torch.Tensor  # buffers, (1, C, 1, 1)
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -87,7 +90,8 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "the model") ->
     try:
         target.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError) as exc:
-        raise ModelError(f"weights in {path} do not fit {what}: {_mismatch(target, state) or _first_line(exc)}") from exc
+        reason = _mismatch(target, state) or _first_line(exc)
+        raise ModelError(f"weights in {path} do not fit {what}: {reason}") from exc
     return model.eval()
 
 
@@ -192,7 +196,7 @@ def load_timm(name: str, weights: str | None = None) -> nn.Module:
     return Normalized(model.eval(), mean, std)
 
 
-def _import_optional(module: str, spec: str, hint: str):  # type: ignore[no-untyped-def]
+def _import_optional(module: str, spec: str, hint: str):
     try:
         return importlib.import_module(module)
     except Exception as exc:  # ImportError, or a broken CUDA build next to CPU torch
@@ -223,14 +227,14 @@ def load_factory(target: str, weights: str | None = None) -> nn.Module:
     return model.eval()
 
 
-def _import_module(name: str):  # type: ignore[no-untyped-def]
+def _import_module(name: str):
     try:
         return importlib.import_module(name)
     except (Exception, SystemExit) as exc:
         raise ModelError(f"cannot import {name}: {_failure(exc)}") from exc
 
 
-def _import_file(path: Path):  # type: ignore[no-untyped-def]
+def _import_file(path: Path):
     import hashlib
     import importlib.util
     import sys

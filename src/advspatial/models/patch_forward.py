@@ -28,8 +28,8 @@ longest chain from the input, each node feeding only the next, of
   ``(x - mean) / std``).
 
 Layers are recognised by exact type: a subclass may override ``forward``, so it
-ends the stem (and runs in full in the tail). A model the tracer cannot handle, or whose first node already falls outside
-this list, raises :class:`UnsupportedModel`; callers then use plain forward
+ends the stem (and runs in full in the tail). A model the tracer cannot handle, or whose first node already falls
+outside this list, raises :class:`UnsupportedModel`; callers then use plain forward
 passes. Modules with hooks are refused because the stem bypasses ``forward``.
 """
 
@@ -116,7 +116,7 @@ class _Structure:
     absorbed: frozenset[int] = frozenset()
 
     @classmethod
-    def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> "_Structure":
+    def build(cls, model: nn.Module, example: torch.Tensor, patch_size: tuple[int, int]) -> _Structure:
         """Trace ``model`` on ``example`` (one image), plan every stage, lay out the change paths."""
         tracer = StemTracer(model, example)
         stages, boundary, before = tracer.stem()
@@ -155,7 +155,8 @@ class _Structure:
                        last_cols[None, :].expand(len(last_rows), -1).reshape(-1))
         tail_start = tail_corner[0] * width + tail_corner[1]
         structure = cls(stages, tail, plans, None, image_size[1] - patch_size[1] + 1, (rows_in, cols_in),
-                        tail_corner, tail_start, window_grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)),
+                        tail_corner, tail_start,
+                        window_grid(device, (channels, height * width), (rows_in, width), (cols_in, 1)),
                         fusions, frozenset(absorbed))
         structure.fold = LinearFold.build(model, boundary, (channels, height, width), (rows_in, cols_in), tail_start,
                                            lambda node, upto: _Tail(module, node, upto), before)
@@ -185,7 +186,8 @@ def _absorbed_scale(stages: list[Stage], conv_index: int) -> torch.Tensor | None
 def _plan_axis(
     stages: list[Stage], size: int, patch: int, axis: int, device: torch.device,
 ) -> tuple[list[tuple[AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
-    """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and size."""
+    """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and
+    size."""
     lo = torch.arange(size - patch + 1, device=device)
     hi = lo + patch
     corner, incoming = lo.clone(), patch
@@ -239,11 +241,13 @@ class PatchForward:
         self.image_size = (height, width)
         key = (tuple(clean.shape[1:]), clean.dtype, clean.device, self.patch_size)
         structure = STRUCTURES.get(model, key, lambda: _Structure.build(model, clean[:1].clone(), self.patch_size))
-        self.stages, self.tail, self.plans, self.fold = structure.stages, structure.tail, structure.plans, structure.fold
+        self.stages, self.tail = structure.stages, structure.tail
+        self.plans, self.fold = structure.plans, structure.fold
         self.fusions = structure.fusions if self.FUSE else {}
         self.absorbed = structure.absorbed
         self.corners_per_row, self.tail_window = structure.corners_per_row, structure.tail_window
-        self.tail_corner, self.tail_start, self.tail_grid = structure.tail_corner, structure.tail_start, structure.tail_grid
+        self.tail_corner, self.tail_start = structure.tail_corner, structure.tail_start
+        self.tail_grid = structure.tail_grid
         self._clean_logits: torch.Tensor | None = None
         self._cache_clean(clean)
         self.fold_clean = None if self.fold is None else self.fold.clean(self.clean_stem)
@@ -375,7 +379,7 @@ def _channels_last_copy(maps: torch.Tensor) -> torch.Tensor:
 
 
 def try_patch_forward(model: nn.Module, clean: torch.Tensor,
-                      patch_size: tuple[int, int] = (1, 1)) -> "PatchForward | GraphPatchForward | None":
+                      patch_size: tuple[int, int] = (1, 1)) -> PatchForward | GraphPatchForward | None:
     """The incremental evaluator for ``model``, or None where neither can follow the model.
 
     :class:`PatchForward` (the chain stem, cheapest per call) where its stem

@@ -150,7 +150,7 @@ class GraphPatchForward:
                 return None
             wa, wb = self.windows[a], self.windows[b]
             reach = tuple((torch.minimum(ra[0], rb[0]), torch.maximum(ra[1], rb[1]))
-                          for ra, rb in zip(wa.reach, wb.reach))
+                          for ra, rb in zip(wa.reach, wb.reach, strict=True))
             self._need(a, (0, 0, 0, 0), 0.0)
             self._need(b, (0, 0, 0, 0), 0.0)
             return GraphStep(node, "binary", WindowGeometry.of_reach(reach, wa.full))
@@ -161,7 +161,7 @@ class GraphPatchForward:
         if found is not None:
             fn, axes, pad_value = found
             src = self.windows[source]
-            reach = tuple(axis.reach(*r) for axis, r in zip(axes, src.reach))
+            reach = tuple(axis.reach(*r) for axis, r in zip(axes, src.reach, strict=True))
             window = WindowGeometry.of_reach(reach, tuple(value.shape[2:]))
             read = (window.origin[0] * axes[0].stride, window.origin[1] * axes[1].stride)
             step = GraphStep(node, "window-op", window, fn, axes, pad_value, source, read)
@@ -173,7 +173,7 @@ class GraphPatchForward:
             return None
         return GraphStep(node, "pointwise", self.windows[source], fn, source=source)
 
-    def _window_op(self, node: fx.Node, source: fx.Node):  # type: ignore[no-untyped-def]
+    def _window_op(self, node: fx.Node, source: fx.Node):
         """(fn on the padded footprint, axes, pad value) for window layers, else None."""
         size = tuple(self.values[source].shape[2:])
         if node.op == "call_module":
@@ -196,7 +196,7 @@ class GraphPatchForward:
         if node.op != "call_function":
             return None
         if node.target is torch.conv2d or node.target is F.conv2d:
-            named = dict(zip(CONV_ARGS, node.args))
+            named = dict(zip(CONV_ARGS, node.args, strict=False))  # the positional arguments given, a prefix
             named.update(node.kwargs)
             if named.get("input") is not source:
                 return None
@@ -231,7 +231,7 @@ class GraphPatchForward:
             stride = tuple(int(s.step or 1) for s in index[2:])
             if min(stride) < 1:
                 return None
-            axes = tuple(Axis(1, s, 1, 0, 0, n) for s, n in zip(stride, size))
+            axes = tuple(Axis(1, s, 1, 0, 0, n) for s, n in zip(stride, size, strict=True))
 
             def subsample(footprint: torch.Tensor, s: tuple = stride) -> torch.Tensor:
                 return footprint[:, :, ::s[0], ::s[1]]
@@ -240,10 +240,10 @@ class GraphPatchForward:
         return None
 
     @staticmethod
-    def _conv(weight, bias, stride, pads, dilation, groups, size):  # type: ignore[no-untyped-def]
+    def _conv(weight, bias, stride, pads, dilation, groups, size):
         stride, dilation = as_pair(tuple(stride)), as_pair(tuple(dilation))
         axes = tuple(Axis(k, s, d, p[0], p[1], n)
-                     for k, s, d, p, n in zip(weight.shape[2:], stride, dilation, pads, size))
+                     for k, s, d, p, n in zip(weight.shape[2:], stride, dilation, pads, size, strict=True))
 
         def conv(footprint: torch.Tensor) -> torch.Tensor:
             return F.conv2d(footprint, weight, bias, stride, 0, dilation, groups)
@@ -376,7 +376,7 @@ class GraphPatchForward:
                     remaining[a] -= 1
                     if remaining[a] == 0:
                         del env[a]
-        return fx.node.map_arg(self.output.args[0], whole)  # type: ignore[return-value]
+        return fx.node.map_arg(self.output.args[0], whole)
 
     def _lay(self, node: fx.Node, window: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
              pad: tuple[int, int, int, int], pad_value: float, starts: tuple[torch.Tensor, torch.Tensor],
@@ -387,7 +387,7 @@ class GraphPatchForward:
         key = (node, pad, id(starts[0]), id(starts[1]), size)
         if key not in self._same:  # the target is the window itself at every corner: nothing to gather
             self._same[key] = size == geometry.size and not any(pad) and all(
-                torch.equal(o, s) for o, s in zip(geometry.origin, starts))
+                torch.equal(o, s) for o, s in zip(geometry.origin, starts, strict=True))
         if self._same[key]:
             return window
         start = (starts[0].index_select(0, top), starts[1].index_select(0, left))

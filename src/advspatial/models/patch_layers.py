@@ -14,7 +14,7 @@ from torch import fx, nn
 from .patch_stages import Axis, UnsupportedModel, as_pair, max_pool_window
 
 
-def pool_layer(module: nn.Module, size):  # type: ignore[no-untyped-def]
+def pool_layer(module: nn.Module, size):
     """(fn on the padded footprint, axes, pad value) of a MaxPool2d/AvgPool2d, or None where unsupported."""
     if module.ceil_mode:
         return None
@@ -38,11 +38,11 @@ def pool_layer(module: nn.Module, size):  # type: ignore[no-untyped-def]
             return F.avg_pool2d(footprint, kernel, stride, 0, divisor_override=divisor)
 
         pad_value = 0.0
-    axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size))
+    axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size, strict=True))
     return pool, axes, pad_value
 
 
-def padding_layer(size, pads, value: float):  # type: ignore[no-untyped-def]
+def padding_layer(size, pads, value: float):
     """(identity, axes, pad value) of a constant spatial padding (left, right, top, bottom)."""
     left, right, top, bottom = pads
     axes = (Axis(1, 1, 1, top, bottom, size[0]), Axis(1, 1, 1, left, right, size[1]))
@@ -61,7 +61,7 @@ def record_values(module: fx.GraphModule, x: torch.Tensor, keep: Callable[[fx.No
     Recorder(module, garbage_collect_values=True).run(x)
 
 
-def run_node(module: fx.GraphModule, node: fx.Node, args, kwargs):  # type: ignore[no-untyped-def]
+def run_node(module: fx.GraphModule, node: fx.Node, args, kwargs):
     """Run one node as the model would, on whole values."""
     if node.op == "call_module":
         return module.get_submodule(str(node.target))(*args, **kwargs)
@@ -84,9 +84,9 @@ class WindowGeometry:
     full: tuple[int, int]  # the map's (H, W)
 
     @classmethod
-    def of_reach(cls, reach, full: tuple[int, int]) -> "WindowGeometry":  # type: ignore[no-untyped-def]
+    def of_reach(cls, reach, full: tuple[int, int]) -> WindowGeometry:
         sizes, origins = [], []
-        for (lo, hi), total in zip(reach, full):
+        for (lo, hi), total in zip(reach, full, strict=True):
             size = min(max(int((hi - lo).max()), 1), total)
             sizes.append(size)
             origins.append(lo.clamp(max=total - size))

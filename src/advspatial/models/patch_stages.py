@@ -103,7 +103,7 @@ def conv_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
     if conv.padding == "valid":
         return (0, 0), (0, 0)
     if conv.padding == "same":
-        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
+        total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)]
         return tuple((t // 2, t - t // 2) for t in total)  # type: ignore[return-value]
     ph, pw = as_pair(conv.padding)  # type: ignore[arg-type]
     return (ph, ph), (pw, pw)
@@ -113,7 +113,7 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
     """The stage of a conv or pooling module whose input maps are ``size_in`` (H, W)."""
     if type(module) is nn.Conv2d:
         pads = conv_padding(module)
-        geometry = zip(module.kernel_size, module.stride, module.dilation, pads, size_in)
+        geometry = zip(module.kernel_size, module.stride, module.dilation, pads, size_in, strict=True)
         axes = tuple(Axis(k, s, d, p[0], p[1], n) for k, s, d, p, n in geometry)
 
         def conv(footprint: torch.Tensor, m: nn.Conv2d = module) -> torch.Tensor:
@@ -130,13 +130,16 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
                 raise UnsupportedModel("MaxPool2d with return_indices=True")
             dilation = as_pair(module.dilation)
 
-            def pool(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride, d: tuple = dilation) -> torch.Tensor:
+            def pool(footprint: torch.Tensor, k: tuple = kernel, s: tuple = stride,
+                     d: tuple = dilation) -> torch.Tensor:
                 return max_pool_window(footprint.permute(0, 3, 1, 2), k, s, d)
 
-            def pool_full(maps: torch.Tensor, k: tuple = kernel, s: tuple = stride, d: tuple = dilation) -> torch.Tensor:
+            def pool_full(maps: torch.Tensor, k: tuple = kernel, s: tuple = stride,
+                          d: tuple = dilation) -> torch.Tensor:
                 return max_pool_window(maps, k, s, d)  # the module's values (a maximum is exact), faster
 
-            axes = tuple(Axis(k, s, d, p, p, n) for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in))
+            axes = tuple(Axis(k, s, d, p, p, n)
+                         for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in, strict=True))
             return Stage(pool, module if any(padding) else pool_full, axes, -math.inf,  # type: ignore[arg-type]
                          max_pool=True)
         if any(padding) and not module.count_include_pad:
@@ -146,7 +149,7 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
                     div: int | None = module.divisor_override) -> torch.Tensor:
             return F.avg_pool2d(footprint.permute(0, 3, 1, 2), k, s, 0, divisor_override=div)
 
-        axes = tuple(Axis(k, s, 1, p, p, n) for k, s, p, n in zip(kernel, stride, padding, size_in))
+        axes = tuple(Axis(k, s, 1, p, p, n) for k, s, p, n in zip(kernel, stride, padding, size_in, strict=True))
         return Stage(average, module, axes, 0.0)  # type: ignore[arg-type]
     raise UnsupportedModel(f"{type(module).__name__} is not a window layer")
 

@@ -122,11 +122,11 @@ class DeltaConv:
         conv = stage.apply_full
         if type(conv) is not nn.Conv2d or stage.axes is None or tuple(conv.stride) != (1, 1):
             return None
-        return conv  # type: ignore[return-value]
+        return conv
 
     @classmethod
     def build(cls, stage: Stage, rows: AxisPlan, cols: AxisPlan, incoming: tuple[int, int],
-              padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> "DeltaConv | None":
+              padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> DeltaConv | None:
         """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint; ``scale``
         (per output channel) multiplies the kernel: the BatchNorm after the conv, applied to the change."""
         conv = cls.convolution(stage)
@@ -199,11 +199,12 @@ class ConvIntoWindow:
     Only for a window layer without padding (its padding value would have to pass the pointwise layers).
     """
 
-    def __init__(self, delta: DeltaConv, plan: "WindowPlan", pointwise: list[Stage], window_stage: Stage) -> None:
+    def __init__(self, delta: DeltaConv, plan: WindowPlan, pointwise: list[Stage], window_stage: Stage) -> None:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
         #: max pooling commutes with ReLU-like layers (exactly: a maximum of clamped values is the clamped
         #: maximum), so they run on the pooled window, a quarter of the footprint for 2x2 pooling
-        self.pool_first = window_stage.max_pool and all(type(stage.apply_full) in COMMUTE_WITH_MAX for stage in pointwise)
+        self.pool_first = window_stage.max_pool and all(
+            type(stage.apply_full) in COMMUTE_WITH_MAX for stage in pointwise)
         cell = delta.window_cell.clamp(min=0)  # the conv's output-window cell of each spread cell
         valid = (delta.window_cell >= 0) & plan.inside.gather(1, cell)
         #: per flat corner, the footprint row each spread cell lands on (-1: outside the footprint)
@@ -211,7 +212,7 @@ class ConvIntoWindow:
 
     @classmethod
     def build(cls, stages: list[Stage], plans: list, first: int,
-              absorbed: set[int] | frozenset[int] = frozenset()) -> "tuple[ConvIntoWindow, int] | None":
+              absorbed: set[int] | frozenset[int] = frozenset()) -> tuple[ConvIntoWindow, int] | None:
         """The fused step from stage ``first`` (a delta conv) to the next window stage, and that stage's index
         (``absorbed``: BatchNorm stages the delta conv applies itself)."""
         delta = plans[first].delta if plans[first] is not None else None
@@ -281,7 +282,7 @@ class LinearFold:
 
     @classmethod
     def build(cls, model: nn.Module, boundary: fx.Node, stem_shape: tuple[int, int, int], window: tuple[int, int],
-              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> "LinearFold | None":  # type: ignore[no-untyped-def]
+              window_start: torch.Tensor, make_tail, before: list[fx.Node]) -> LinearFold | None:
         """The fold where the stem output feeds only a flatten that feeds only a Linear; else None.
 
         ``stem_shape``: (C, H, W) of the stem output; ``window``: the size of its
@@ -325,7 +326,7 @@ class LinearFold:
         sizes = counts.index_select(0, used).tolist()
         ordered = delta.index_select(0, rows)
         products = delta.new_empty(len(rows), clean_out.shape[1])
-        for q, changes, product in zip(used.tolist(), ordered.split(sizes), products.split(sizes)):
+        for q, changes, product in zip(used.tolist(), ordered.split(sizes), products.split(sizes), strict=True):
             torch.mm(changes, self.weights_of[q], out=product)
         out = clean_out.index_select(0, image)
         out.index_add_(0, torch.div(rows, cells, rounding_mode="floor"), products)
@@ -333,7 +334,8 @@ class LinearFold:
 
 
 def flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear, fx.Node, fx.Node] | None:
-    """``(linear, flatten node, linear node)`` when ``boundary`` feeds only a flatten(1) feeding only an ``nn.Linear``."""
+    """``(linear, flatten node, linear node)`` when ``boundary`` feeds only a flatten(1) feeding only an
+    ``nn.Linear``."""
     if len(boundary.users) != 1:
         return None
     flatten_node = next(iter(boundary.users))
@@ -409,11 +411,11 @@ class WindowPlan:
     land: torch.Tensor  # (corners, ph*pw)
     inside: torch.Tensor  # (corners, ph*pw) bool
     read_grid: torch.Tensor  # (fh*fw,) flat offsets of the footprint in the padded input
-    delta: "DeltaConv | None" = None  # a stride-1 convolution evaluated on the change only
+    delta: DeltaConv | None = None  # a stride-1 convolution evaluated on the change only
 
     @classmethod
     def combine(cls, rows: AxisPlan, cols: AxisPlan, footprint: tuple[int, int], incoming: tuple[int, int],
-                padded_width: int) -> "WindowPlan":
+                padded_width: int) -> WindowPlan:
         """The flat-corner tables from the two per-axis ones."""
         fh, fw = footprint
         device = rows.read.device

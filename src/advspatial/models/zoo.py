@@ -177,7 +177,7 @@ _LITES = {
 _LITE_CROP = {k: size / (size + 32) for k, (size, _, _) in _LITES.items()}
 
 
-def _import_zoo_package(module: str, what: str):  # type: ignore[no-untyped-def]
+def _import_zoo_package(module: str, what: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -35,7 +35,8 @@ def check_region(region: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     region = torch.as_tensor(region, device=x.device)
     expected = (x.shape[0], *x.shape[2:])
     if tuple(region.shape) != expected:
-        raise ShapeError(f"region must have shape {expected} (N,H,W) for images {tuple(x.shape)}, got {tuple(region.shape)}")
+        raise ShapeError(f"region must have shape {expected} (N,H,W) for images {tuple(x.shape)}, "
+                         f"got {tuple(region.shape)}")
     if region.dtype != torch.bool:
         raise ShapeError(f"region must be a bool tensor, got dtype {region.dtype}")
     return region

@@ -35,6 +35,7 @@ made of (``road``: through the same sparse system, transposed).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ def fill(
     return torch.where(region[:, None], content, x)
 
 
-def make_fill(kind: str = "zero", **params: object) -> FillFn:
+def make_fill(kind: str = "zero", **params: Any) -> FillFn:
     """Bind a fill kind to its parameters, validating both now: ``make_fill("blur", sigma=2)(x, region)``.
 
     The images' global ids are passed per call: ``make_fill("road")(x, region, sample_ids=ids)``.
@@ -126,9 +127,9 @@ def make_fill(kind: str = "zero", **params: object) -> FillFn:
     unknown = set(params) - allowed
     if unknown:
         raise ConfigError(f"fill has no parameter(s) {sorted(unknown)}; valid: {sorted(allowed)}")
-    _make_params(kind, **params)  # type: ignore[arg-type]
+    _make_params(kind, **params)
     bound = functools.partial(fill, kind=kind, **params)
-    return bound  # type: ignore[return-value]
+    return bound
 
 
 def put_back(x: torch.Tensor, region: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

@@ -97,10 +97,10 @@ class _ImputationSystem:
     couplings: scipy.sparse.csr_matrix      # (K, N*H*W)
 
     @classmethod
-    def build(cls, region: np.ndarray) -> "_ImputationSystem":
+    def build(cls, region: np.ndarray) -> _ImputationSystem:
         """The system of an (N,H,W) bool region (vectorised over the batch)."""
         n, h, w = region.shape
-        covered = region.reshape(n, h * w).all(axis=1)
+        covered = np.asarray(region.reshape(n, h * w).all(axis=1))
         blank = np.flatnonzero(np.repeat(covered, h * w))
         solved = (region & ~covered[:, None, None]).reshape(-1)
         unknown = _elimination_order(np.flatnonzero(solved), h, w)
@@ -109,8 +109,8 @@ class _ImputationSystem:
         var[unknown] = np.arange(k)
         diag, a_parts, b_parts = cls._neighbour_weights(unknown, solved, (h, w))
         a_parts.append((np.arange(k), unknown, diag))  # columns are pixel indices until var[]
-        a_i, a_j, a_v = (np.concatenate(p) for p in zip(*a_parts))
-        b_i, b_j, b_v = (np.concatenate(p) for p in zip(*b_parts))
+        a_i, a_j, a_v = (np.concatenate(p) for p in zip(*a_parts, strict=True))
+        b_i, b_j, b_v = (np.concatenate(p) for p in zip(*b_parts, strict=True))
         a = scipy.sparse.csc_matrix((a_v, (a_i, var[a_j])), shape=(k, k))
         b = scipy.sparse.csr_matrix((b_v, (b_i, b_j)), shape=(k, n * h * w))
         # the variables are already in a good elimination order; SciPy's own (COLAMD) would reorder
@@ -196,7 +196,7 @@ class _LinearImputation(torch.autograd.Function):
     """The exact (noise-free) imputation of each image's region; backward solves the transposed systems."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         masks = region.cpu().numpy()
         parts, systems = [], []
         for chunk in _image_chunks(masks):
@@ -212,7 +212,7 @@ class _LinearImputation(torch.autograd.Function):
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         (region,) = ctx.saved_tensors
         parts = []
         for chunk, system in ctx.systems:

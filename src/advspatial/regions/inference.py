@@ -373,7 +373,7 @@ def compare_to_nulls(
         groups = null_groups(null, labels, composition, strata)
         prepared = [_prepare(pairs[s], groups) for s in names]
         t_null = _permutation_means(prepared, groups, n_permutations, seed)
-        for s, prep, tn in zip(names, prepared, t_null):
+        for s, prep, tn in zip(names, prepared, t_null, strict=True):
             out[s][null] = _comparison(prep, tn, seed, s, null, n_permutations)
     return out
 

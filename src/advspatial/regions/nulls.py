@@ -159,7 +159,8 @@ _kept_permutations: dict[tuple[bytes, int, int], tuple[np.ndarray, ...]] = {}
 
 
 def permutation_chunks(groups: torch.Tensor, n_permutations: int, seed: int) -> tuple[np.ndarray, ...]:
-    """The within-group permutations of :func:`_permutation_means`, ``PERMUTATION_CHUNK`` rows at a time, drawn from ``seed``.
+    """The within-group permutations of :func:`~.inference.excess_test` and its kin, ``PERMUTATION_CHUNK`` rows at a
+    time, drawn from ``seed``.
 
     A run compares many RoIs (every attack, map kind and model-free reference) under the same groups and seed,
     so they share one draw: the last :data:`PERMUTATION_SETS` sets are kept (when no larger than

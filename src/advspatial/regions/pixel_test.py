@@ -46,10 +46,10 @@ def pixel_in_roi_test(hits: Any, roi_share: Any, seed: int = 0) -> dict[str, Any
         raise ShapeError(f"hits must be an (N,) bool tensor and roi_share (N,), got {tuple(h.shape)} {h.dtype} "
                          f"and {tuple(share.shape)}")
     keep = torch.isfinite(share)
-    h, share = h[keep].double().numpy(), share[keep].numpy()
-    pmf = poisson_binomial_pmf(share)
-    observed = int(h.sum())
-    expected = float(share.sum())
-    p = float(min(1.0, pmf[pmf <= pmf[observed] * (1 + 1e-7)].sum())) if h.size else math.nan
+    landed, chance = h[keep].double().numpy(), share[keep].numpy()
+    pmf = poisson_binomial_pmf(chance)
+    observed = int(landed.sum())
+    expected = float(chance.sum())
+    p = float(min(1.0, pmf[pmf <= pmf[observed] * (1 + 1e-7)].sum())) if landed.size else math.nan
     return {"observed": observed, "expected": expected, "ratio": ratio_to_null(float(observed), expected), "p": p,
-            "n": int(h.size), "excess": bootstrap_mean_ci(h - share, seed)}
+            "n": int(landed.size), "excess": bootstrap_mean_ci(torch.from_numpy(landed - chance), seed)}

@@ -56,7 +56,7 @@ def parameterized_layers(model: nn.Module, x: torch.Tensor) -> list[tuple[str, n
     order: list[str] = []
     owners = {name: m for name, m in model.named_modules() if any(True for _ in m.parameters(recurse=False))}
 
-    def factory(name: str):  # type: ignore[no-untyped-def]
+    def factory(name: str):
         return lambda *_: None if name in order else order.append(name)
 
     with forward_hooks(owners, factory), torch.no_grad():
@@ -379,7 +379,9 @@ def histogram_entropy(maps: torch.Tensor, n_bins: int = EFFICIENT_MPRT_BINS) -> 
     return torch.tensor(out, dtype=torch.float64)
 
 
-def _efficient_result(original: torch.Tensor, randomized: torch.Tensor, bound: float, n_bins: int) -> EfficientMPRTResult:
+def _efficient_result(
+    original: torch.Tensor, randomized: torch.Tensor, bound: float, n_bins: int,
+) -> EfficientMPRTResult:
     h0 = histogram_entropy(original, n_bins)
     h1 = histogram_entropy(randomized, n_bins)
     rise = torch.where(h0 > 0, (h1 - h0) / h0.where(h0 > 0, torch.ones_like(h0)), torch.full_like(h0, math.nan))

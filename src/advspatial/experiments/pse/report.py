@@ -410,7 +410,8 @@ def typing_line(variant: str, m: dict[str, Any]) -> str:
     the untyped share, and the isolated / leave-one-out / whole-delta promotion."""
     t, verdicts = m["typing"], m.get("typing_verdicts", {})
     obs, ctl, add = t["energy_shares"], t["control_energy_shares"], t["additivity"]
-    shares = "; ".join(f"{n} energy {fmt(obs[n])} (random signs {fmt(ctl[n])}) -> {verdicts.get(f'{n} energy share', '-')}"
+    shares = "; ".join(f"{n} energy {fmt(obs[n])} (random signs {fmt(ctl[n])}) -> "
+                       f"{verdicts.get(f'{n} energy share', '-')}"
                        for n in ("suppression", "promotion"))
     return (f"{variant:<18} typing: {shares}; untyped {fmt(t['untyped_share']['by_energy'])} of the energy, "
             f"{fmt(t['untyped_share']['by_count'])} of the groups -> does not explain most: "
@@ -431,7 +432,8 @@ def summary_text(metrics: dict[str, Any]) -> str:
         k_shown = str(mask["ks"][mid])
         lines.append(f"{v:<18} {fmt(m['success_rate']):>8} {m['successful']:>5} {fmt(frac['suppression']):>6} "
                      f"{fmt(frac['promotion']):>6} {fmt(frac['balanced']):>6} {fmt(frac['opposing']):>6} "
-                     f"{fmt(m['true_cam_observed']['suppression']):>11} {fmt(m['target_cam_observed']['promotion']):>10} "
+                     f"{fmt(m['true_cam_observed']['suppression']):>11} "
+                     f"{fmt(m['target_cam_observed']['promotion']):>10} "
                      f"{fmt(mask['robust_acc'][mid]):>8} {fmt(mask['random_robust_acc'][mid]):>9}")
     for v, m in metrics["variants"].items():
         a = m["adaptive"]
