@@ -83,10 +83,8 @@ from ..errors import ConfigError, ShapeError, check_range
 from .base import Attack, register_attack
 from .gradients import attack_loss, check_loss
 
-__all__ = [
-    "SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",
-    "window_contrast_structure", "window_ssim", "to_windows",
-]
+__all__ = ["SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",
+           "window_contrast_structure", "window_ssim", "to_windows"]
 
 NORM_GUARD = 1e-12
 C1_K1 = 0.01  # SSIM's luminance constant C1 = (K1·L)², L = 1

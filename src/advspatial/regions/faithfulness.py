@@ -94,15 +94,13 @@ from .randomization import (
     CASCADE_MAX_SPEARMAN, _nanmean, cascade_verdict, evaluation_steps, model_randomization_check, parameterized_layers,
 )
 
-#: the measurements live in ``deletion.py``, the randomization test in ``randomization.py``; named here too
-__all__ = [
-    "BLURRED", "COMPARISONS", "CONTROLS", "DELETION_FILLS", "EDGE_FREE_FILLS", "MIN_N", "NOISE_SIGMA", "ROI",
-    "SURVIVES_RANDOMIZATION", "Comparison", "GateResult", "PairedEffect", "blurred_map", "concat_columns",
-    "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "gate_regions",
-    "gini_sparseness", "model_randomization_check", "not_beaten", "paired_effect", "parameterized_layers",
-    "random_region_like", "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
-    "_make_deletion_fill",  # private, named here for the tests that build a fill alone
-]
+#: named here too: deletion.py's measurements, randomization.py's test, _make_deletion_fill (for tests)
+__all__ = ["BLURRED", "COMPARISONS", "CONTROLS", "DELETION_FILLS", "EDGE_FREE_FILLS", "MIN_N", "NOISE_SIGMA", "ROI",
+           "SURVIVES_RANDOMIZATION", "Comparison", "GateResult", "PairedEffect", "blurred_map", "concat_columns",
+           "control_region", "deletion_columns", "deletion_curve", "evaluation_steps", "gate_regions",
+           "gini_sparseness", "model_randomization_check", "not_beaten", "paired_effect", "parameterized_layers",
+           "random_region_like", "randomization_passed", "restricted_attack_columns", "roi_mask", "summarize_gate",
+           "_make_deletion_fill"]
 
 #: default minimum number of images for a verdict (METHODS.md: n < 30 is "insufficient data")
 MIN_N = 30
