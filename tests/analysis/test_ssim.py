@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.metrics import structural_similarity
 
-from advspatial.analysis.ssim import default_win_size, gaussian_kernel1d, ssim, ssim_map
+from advspatial.analysis.ssim import default_win_size, ssim, ssim_map
+from advspatial.regions.fills import gaussian_kernel1d
 from advspatial.errors import ConfigError, ShapeError
 
 TOL = 1e-4  # required agreement with skimage; float64 inputs in fact agree to ~1e-12
@@ -85,7 +86,7 @@ def test_fashion_mnist_pairs_match_skimage(fmnist_test_subset):
 def test_default_window_is_skimage_11_taps():
     assert default_win_size(1.5) == 11
     assert default_win_size(1.5, gaussian=False) == 7
-    kernel = gaussian_kernel1d(1.5, 5)
+    kernel = gaussian_kernel1d(1.5, radius=5, dtype=torch.float64)
     assert kernel.shape == (11,)
     assert torch.isclose(kernel.sum(), torch.tensor(1.0, dtype=kernel.dtype))
     assert torch.equal(kernel, kernel.flip(0))

@@ -18,7 +18,7 @@ placements it tries:
 All k pixels move by the same shift, so the pattern keeps its shape; the
 context of a k-pixel placement is the mean over its k pixels. Random draws of
 image i come from generators keyed by (seed, stream, sample id of image i)
-(:func:`advspatial.analysis.propagation.sample_generator`): they do not depend
+(:func:`advspatial.analysis.propagation.stream_generator`): they do not depend
 on the batch, the other images or their order.
 """
 
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..regions.controls import sample_ids_or_range
-from .propagation import sample_generator
+from .propagation import stream_generator
 
 #: random streams of the two locality controls (with the run's seed and each image's sample id)
 UNIFORM_STREAM = 0x10C1
@@ -77,7 +77,7 @@ def random_variants(
     low, size = offset_range(pixels, h, w)
     count = size[:, 0] * size[:, 1] - 1  # valid non-zero offsets
     zero_index = (0 - low[:, 0]) * size[:, 1] + (0 - low[:, 1])
-    u = torch.stack([torch.rand(n_random, generator=sample_generator(seed, UNIFORM_STREAM, int(sid)),
+    u = torch.stack([torch.rand(n_random, generator=stream_generator(seed, UNIFORM_STREAM, int(sid)),
                                 dtype=torch.float64) for sid in ids.tolist()]) if n else torch.zeros(0, n_random)
     index = (u * count[:, None].clamp(min=1)).long()
     index = index + (index >= zero_index[:, None]).long()  # skip the zero offset
@@ -186,7 +186,7 @@ def matched_variants(
         n_strata = edge_strata * intensity_strata
         counts = torch.bincount(pool_strata, minlength=n_strata)
         starts = torch.cumsum(counts, 0) - counts
-        gen = sample_generator(seed, MATCHED_STREAM, int(ids[i]))
+        gen = stream_generator(seed, MATCHED_STREAM, int(ids[i]))
         for ri, r in enumerate(radii):
             ring = [key[(int(a), int(b))] for a, b in ring_offsets(r).tolist() if (int(a), int(b)) in key]
             if not ring or draws == 0:

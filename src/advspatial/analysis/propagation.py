@@ -218,7 +218,7 @@ CONTROL_CANDIDATES = 256
 _BOX_SLACK = 1e-6
 
 
-def sample_generator(seed: int, stream: int, sample_id: int) -> torch.Generator:
+def stream_generator(seed: int, stream: int, sample_id: int) -> torch.Generator:
     """The CPU generator of one image in one random stream, keyed by (seed, stream, global sample id).
 
     The same keying as :func:`advspatial.attacks.base.per_sample_noise` under
@@ -287,7 +287,7 @@ def random_pixel_change(
     |Δ| = 1 at the same place), the image's control is *unavailable*: its
     ``available`` is False, its image is left clean, and it is left out of
     every paired comparison (and counted). The draws of image i come from
-    :func:`sample_generator` (seed, the mode's stream, ``sample_ids[i]``), so
+    :func:`stream_generator` (seed, the mode's stream, ``sample_ids[i]``), so
     a control never depends on the batch; and a "successful" change that is
     itself this control (same seed and id) gets itself back as its control.
     """
@@ -313,7 +313,7 @@ def random_pixel_change(
     magnitude = torch.zeros(n, k, dtype=torch.float64)
     available = torch.ones(n, dtype=torch.bool)
     for i in range(n):
-        gen = sample_generator(seed, CONTROL_STREAMS[mode], int(ids[i]))
+        gen = stream_generator(seed, CONTROL_STREAMS[mode], int(ids[i]))
         changes = _unique_changes(x[i], pixels[i], colours[i])
         used: set[int] = set()
         chosen: list[tuple[int, torch.Tensor, float]] = []
@@ -381,7 +381,7 @@ def random_corner_pixels(
     Each draw is a uniformly random position and a uniformly random corner of the colour cube [0,1]^C
     (one of 2^C: black, white, the primaries...), the colours a one-pixel attack's search ends on most
     often, chosen without looking at the model. A corner may equal the pixel's own colour (|Δ| = 0): that
-    is part of a random draw, not dropped. Draws of image i come from :func:`sample_generator` (seed,
+    is part of a random draw, not dropped. Draws of image i come from :func:`stream_generator` (seed,
     :data:`RANDOM_PIXEL_STREAM`, ``sample_ids[i]``), so they depend on neither the batch nor the other images.
     """
     from ..regions.controls import sample_ids_or_range
@@ -395,7 +395,7 @@ def random_corner_pixels(
     pixels = torch.zeros(n, draws, 2, dtype=torch.long)
     colours = torch.zeros(n, draws, c, dtype=x.dtype)
     for i in range(n):
-        gen = sample_generator(seed, RANDOM_PIXEL_STREAM, int(ids[i]))
+        gen = stream_generator(seed, RANDOM_PIXEL_STREAM, int(ids[i]))
         flat = torch.randint(0, h * w, (draws,), generator=gen)
         pixels[i] = torch.stack((flat // w, flat % w), dim=-1)
         colours[i] = torch.randint(0, 2, (draws, c), generator=gen).to(x.dtype)

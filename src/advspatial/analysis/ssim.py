@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ShapeError, check_range
+from ..regions.fills import gaussian_kernel1d, reflect_index
 
-__all__ = ["default_win_size", "gaussian_kernel1d", "ssim", "ssim_map"]
+__all__ = ["default_win_size", "ssim", "ssim_map"]
 
 TRUNCATE = 3.5  # Gaussian truncation (in standard deviations) used by skimage for SSIM
 
@@ -37,30 +38,12 @@ def default_win_size(sigma: float = 1.5, gaussian: bool = True) -> int:
     return 2 * int(TRUNCATE * sigma + 0.5) + 1 if gaussian else 7
 
 
-def gaussian_kernel1d(sigma: float, radius: int, dtype: torch.dtype = torch.float64,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """Normalized 1-D Gaussian of length ``2 * radius + 1`` (as ``scipy.ndimage.gaussian_filter``)."""
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    return (weights / weights.sum()).to(dtype=dtype, device=device)
-
-
-def _reflect_index(length: int, pad: int, device: torch.device) -> torch.Tensor:
-    """Indices of a length-``length`` axis extended by ``pad`` on each side, half-sample symmetric.
-
-    Index ``i`` in ``[-pad, length + pad)`` maps to period ``2 * length`` and folds
-    back, so the extension works for any pad, even one larger than the axis.
-    """
-    idx = torch.arange(-pad, length + pad, device=device) % (2 * length)
-    return torch.where(idx >= length, 2 * length - 1 - idx, idx)
-
-
 def _filter(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Separable filtering of (N,C,H,W) with the 1-D ``kernel`` on both axes, reflect borders, same size."""
     n, c, h, w = images.shape
     pad = (kernel.numel() - 1) // 2
-    padded = images.index_select(2, _reflect_index(h, pad, images.device))
-    padded = padded.index_select(3, _reflect_index(w, pad, images.device))
+    padded = images.index_select(2, reflect_index(h, pad, images.device))
+    padded = padded.index_select(3, reflect_index(w, pad, images.device))
     k = kernel.to(images.dtype)
     out = F.conv2d(padded, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
     return F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -87,7 +70,7 @@ def _window(sigma: float, win_size: int | None, gaussian: bool, like: torch.Tens
     if size < 1 or size % 2 == 0:
         raise ShapeError(f"win_size={win_size!r} is invalid; valid: an odd integer >= 1")
     if gaussian:
-        return gaussian_kernel1d(sigma, (size - 1) // 2, like.dtype, like.device)
+        return gaussian_kernel1d(sigma, radius=(size - 1) // 2, dtype=like.dtype, device=like.device)
     return torch.full((size,), 1.0 / size, dtype=like.dtype, device=like.device)
 
 

@@ -51,11 +51,6 @@ class UnitChange:
         return int(self.mean_abs.numel())
 
 
-def resolve_layer(model: nn.Module, layer: Layer) -> nn.Module:
-    """The submodule named ``layer`` (dotted path), or ``layer`` itself if it is a module of ``model``."""
-    return named_layer(model, layer)[1]
-
-
 @contextlib.contextmanager
 def capture(model: nn.Module, layer: Layer) -> Iterator[list[torch.Tensor]]:
     """Collect the layer's outputs (detached) in a list while inside the block."""
@@ -64,7 +59,7 @@ def capture(model: nn.Module, layer: Layer) -> Iterator[list[torch.Tensor]]:
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
         outputs.append(_as_tensor(output).detach().clone())  # clone: a later in-place op may overwrite it
 
-    handle = resolve_layer(model, layer).register_forward_hook(hook)
+    handle = named_layer(model, layer)[1].register_forward_hook(hook)
     try:
         yield outputs
     finally:
@@ -88,7 +83,7 @@ def mask_units(model: nn.Module, layer: Layer, units: Sequence[int] | torch.Tens
         keep[units.to(out.device)] = 0
         return out * keep.view(1, -1, *([1] * (out.ndim - 2)))
 
-    handle = resolve_layer(model, layer).register_forward_hook(hook)
+    handle = named_layer(model, layer)[1].register_forward_hook(hook)
     try:
         yield model
     finally:

@@ -202,16 +202,17 @@ def _road(x: torch.Tensor, region: torch.Tensor, params: FillParams) -> torch.Te
 
 # -- Gaussian blur -----------------------------------------------------------------
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0, *, dtype: torch.dtype = torch.float32,
-                      device: torch.device | str = "cpu") -> torch.Tensor:
-    """Normalized 1-D Gaussian of radius ``int(truncate*sigma + 0.5)`` (SciPy's choice)."""
-    radius = int(truncate * sigma + 0.5)
+def gaussian_kernel1d(sigma: float, truncate: float = 4.0, *, radius: int | None = None,
+                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Normalized 1-D Gaussian of ``radius`` (default ``int(truncate*sigma + 0.5)``, SciPy's choice), computed in
+    float64 and returned in ``dtype``."""
+    radius = int(truncate * sigma + 0.5) if radius is None else radius
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
     return (kernel / kernel.sum()).to(dtype=dtype, device=device)
 
 
-def _reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
+def reflect_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
     """Indices of a length-n axis extended by ``radius`` on each side, SciPy ``reflect`` (any radius)."""
     i = torch.arange(-radius, n + radius, device=device) % (2 * n)
     return torch.where(i >= n, 2 * n - 1 - i, i)
@@ -223,9 +224,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch
     kernel = gaussian_kernel1d(sigma, truncate, dtype=x.dtype, device=x.device)
     radius = (kernel.numel() - 1) // 2
     flat = x.reshape(n * c, 1, h, w)
-    flat = flat.index_select(3, _reflect_index(w, radius, x.device))
+    flat = flat.index_select(3, reflect_index(w, radius, x.device))
     flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
-    flat = flat.index_select(2, _reflect_index(h, radius, x.device))
+    flat = flat.index_select(2, reflect_index(h, radius, x.device))
     flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
     return flat.reshape(n, c, h, w)
 
