@@ -32,7 +32,7 @@ from typing import Any
 EXPERIMENTS = ("analyze", "baseline", "localized-training", "maps", "perceptual", "propagation", "pse", "spatial")
 SETTINGS = ("default", "resnet20")
 ANALYZE_IMAGES = 24
-IGNORED_KEY = re.compile(r"(^|_)(wall|seconds|elapsed)($|_)")
+IGNORED_KEY = re.compile(r"(^|_)(wall|seconds|elapsed|timings)($|_)")
 
 
 def data_root() -> Path | None:
@@ -127,7 +127,7 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
     if isinstance(before, list) and isinstance(after, list):
         if len(before) != len(after):
             return [f"{path}: length {len(before)} before, {len(after)} after"]
-        return [d for i, (b, a) in enumerate(zip(before, after)) for d in differences(b, a, f"{path}/{i}")]
+        return [d for i, (b, a) in enumerate(zip(before, after, strict=True)) for d in differences(b, a, f"{path}/{i}")]
     same = before == after or (before != before and after != after)
     return [] if same else [f"{path}: {before!r} before, {after!r} after"]
 
