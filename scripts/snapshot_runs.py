@@ -116,6 +116,16 @@ def without_wall_times(value: Any) -> Any:
     return value
 
 
+def without_root(value: Any, root: Path) -> Any:
+    """``value`` with the snapshot's own directory in any string written as ``<snapshot>`` (a checkpoint path
+    names its run directory), recursively."""
+    if isinstance(value, dict):
+        return {k: without_root(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_root(v, root) for v in value]
+    return value.replace(str(root), "<snapshot>") if isinstance(value, str) else value
+
+
 def differences(before: Any, after: Any, path: str = "") -> list[str]:
     """Paths at which two JSON values differ (NaN equals NaN)."""
     if isinstance(before, dict) and isinstance(after, dict):
@@ -132,8 +142,9 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
     return [] if same else [f"{path}: {before!r} before, {after!r} after"]
 
 
-def compare_run(before: Path, after: Path) -> list[str]:
-    """What differs between two run directories: csv files byte for byte, metrics.json as data."""
+def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = None) -> list[str]:
+    """What differs between two run directories: csv files byte for byte, metrics.json as data (paths inside the
+    snapshot ``roots`` compared as relative)."""
     found = []
     for csv in sorted(p.name for p in before.glob("*.csv")):
         if not (after / csv).is_file():
@@ -144,6 +155,8 @@ def compare_run(before: Path, after: Path) -> list[str]:
         if not (after / "metrics.json").is_file():
             return [*found, "metrics.json: missing after"]
         old, new = (without_wall_times(json.loads((d / "metrics.json").read_text())) for d in (before, after))
+        if roots is not None:
+            old, new = without_root(old, roots[0]), without_root(new, roots[1])
         found += [f"metrics.json{d}" for d in differences(old, new)]
     return found
 
@@ -153,7 +166,7 @@ def compare_snapshots(before: Path, after: Path) -> int:
     runs = sorted(p.parent.relative_to(before) for p in before.glob("*/*/run.json"))
     bad = 0
     for run in runs:
-        found = compare_run(before / run, after / run) if (after / run).is_dir() else ["missing after"]
+        found = compare_run(before / run, after / run, (before, after)) if (after / run).is_dir() else ["missing after"]
         print(f"{run}: {'same' if not found else f'{len(found)} differences'}")
         for line in found[:10]:
             print(f"    {line}")

@@ -50,3 +50,12 @@ def test_compare_snapshots_finds_a_changed_csv_byte_and_a_changed_number(tmp_pat
     assert snapshot_runs.compare_run(before / "default" / "metric", after / "default" / "metric") == [
         "metrics.json/n: 1 before, 2 after"]
     assert snapshot_runs.compare_snapshots(before, after) == 3
+
+
+def test_paths_inside_the_snapshot_compare_as_relative(tmp_path: Path) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    write_run(before / "s" / "r", {"checkpoint": f"{before}/s/r/model.pt"}, "")
+    write_run(after / "s" / "r", {"checkpoint": f"{after}/s/r/model.pt"}, "")
+    write_run(before / "s" / "q", {"checkpoint": f"{before}/s/q/model.pt"}, "")
+    write_run(after / "s" / "q", {"checkpoint": f"{after}/s/q/other.pt"}, "")
+    assert snapshot_runs.compare_snapshots(before, after) == 1
