@@ -61,7 +61,8 @@ def read(site: Path, page: str) -> str:
 def test_every_page_is_built(site: Path) -> None:
     pages = ["index.html", "getting-started.html", "methods.html", "glossary.html", "experiments/index.html",
              "api/index.html", "findings/index.html",
-             "findings/propagation.html", "findings/perceptual.html", "findings/pse.html"]
+             "findings/propagation.html", "findings/perceptual.html", "findings/pse.html",
+             "findings/localized-training.html"]
     pages += [f"experiments/{name}.html" for name in EXPERIMENTS]
     pages += [f"api/{name}.html" for name in API_PAGES]
     for page in pages:
