@@ -64,7 +64,7 @@ def analyze_inputs(setting: str, folder: Path) -> list[str]:
     clean_images = picked.images()
     signs = torch.sign(torch.randn(clean_images.shape, generator=torch.Generator().manual_seed(0)))
     folder.mkdir(parents=True, exist_ok=True)
-    files = {name: folder / f"{name}.pt" for name in ("clean", "adv", "labels", "model")}
+    files = {part: folder / f"{part}.pt" for part in ("clean", "adv", "labels", "model")}
     torch.save(clean_images, files["clean"])
     torch.save((clean_images + 8 / 255 * signs).clamp(0, 1), files["adv"])
     torch.save(picked.labels, files["labels"])
@@ -107,23 +107,17 @@ def run_snapshot(root: Path, settings: list[str], experiments: list[str], main_j
     return failed
 
 
-def without_wall_times(value: Any) -> Any:
-    """``value`` with every key that names a duration (wall_seconds, elapsed, timings, ...) left out, recursively."""
+def comparable(value: Any, root: Path | None = None) -> Any:
+    """``value`` as compared, recursively: every key that names a duration (wall_seconds, elapsed, timings, ...)
+    left out, and the snapshot's own directory ``root`` in any string written as ``<snapshot>`` (a checkpoint
+    path names its run directory)."""
     if isinstance(value, dict):
-        return {k: without_wall_times(v) for k, v in value.items() if not IGNORED_KEY.search(k)}
+        return {k: comparable(v, root) for k, v in value.items() if not IGNORED_KEY.search(k)}
     if isinstance(value, list):
-        return [without_wall_times(v) for v in value]
+        return [comparable(v, root) for v in value]
+    if isinstance(value, str) and root is not None:
+        return value.replace(str(root), "<snapshot>")
     return value
-
-
-def without_root(value: Any, root: Path) -> Any:
-    """``value`` with the snapshot's own directory in any string written as ``<snapshot>`` (a checkpoint path
-    names its run directory), recursively."""
-    if isinstance(value, dict):
-        return {k: without_root(v, root) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_root(v, root) for v in value]
-    return value.replace(str(root), "<snapshot>") if isinstance(value, str) else value
 
 
 def differences(before: Any, after: Any, path: str = "") -> list[str]:
@@ -154,9 +148,9 @@ def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = Non
     if (before / "metrics.json").is_file():
         if not (after / "metrics.json").is_file():
             return [*found, "metrics.json: missing after"]
-        old, new = (without_wall_times(json.loads((d / "metrics.json").read_text())) for d in (before, after))
-        if roots is not None:
-            old, new = without_root(old, roots[0]), without_root(new, roots[1])
+        old_root, new_root = roots if roots is not None else (None, None)
+        old = comparable(json.loads((before / "metrics.json").read_text()), old_root)
+        new = comparable(json.loads((after / "metrics.json").read_text()), new_root)
         found += [f"metrics.json{d}" for d in differences(old, new)]
     return found
 
