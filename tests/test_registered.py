@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import sys
+import types
 
 import pytest
 
@@ -59,16 +61,10 @@ def test_every_experiment_config_is_registered() -> None:
 
 
 @pytest.mark.parametrize("base", [Attack, ExperimentConfig])
-def test_the_search_finds_an_unregistered_class(base: type) -> None:
+def test_the_search_finds_an_unregistered_class(base: type, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check above can fail: a class made on the spot, in a module of its own, is found and is unregistered."""
-    module = type(inspect)("advspatial_fake_module")
+    module = types.ModuleType("advspatial_fake_module")
     cls = type("Unregistered", (base,), {"__module__": module.__name__})
     module.Unregistered = cls  # type: ignore[attr-defined]
-    import sys
-
-    sys.modules[module.__name__] = module
-    try:
-        found = defined_in([module.__name__], base)
-    finally:
-        del sys.modules[module.__name__]
-    assert list(found.values()) == [cls]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    assert list(defined_in([module.__name__], base).values()) == [cls]
