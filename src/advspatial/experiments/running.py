@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import DirLock, atomic_write_text, check_writable_dir
 from ..rundir import RunDir
 from .registry import Experiment, get_experiment
 from .results import ExperimentResult, metrics_to_json, rows_to_csv
@@ -88,7 +88,6 @@ def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: boo
                      write_config: bool) -> Iterator[RunDir]:
     """Rank 0's half of :func:`open_run`: lock, check, record; the verdict is shared by :func:`agree`."""
     from ..distributed import agree
-    from ..files import DirLock, check_writable_dir
 
     lock: DirLock | None = None
     try:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -46,14 +45,12 @@ from torch import fx, nn
 
 from ..errors import ShapeError
 from .patch_cache import StructureCache
+from .patch_graph import GraphPatchForward
 from .patch_stages import Stage, UnsupportedModel, check_patch_inputs
 from .patch_tracing import StemTracer
 from .patch_updates import (
     AxisPlan, ConvIntoWindow, DeltaConv, LinearFold, WindowPlan, window_grid,
 )
-
-if TYPE_CHECKING:
-    from .patch_graph import GraphPatchForward
 
 class _Tail:
     """Runs the graph after ``boundary``, starting from that node's value (``before``: every node up to it).
@@ -389,8 +386,6 @@ def try_patch_forward(model: nn.Module, clean: torch.Tensor,
     follows the cone through the whole graph; the chain evaluator where the graph
     one cannot follow the model either.
     """
-    from .patch_graph import GraphPatchForward
-
     try:
         chain: PatchForward | None = PatchForward(model, clean, patch_size)
     except UnsupportedModel:
