@@ -29,25 +29,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 #: one thread per process in both runs: results equal to the bit need the same threads per process
 ENV = {"ADVSPATIAL_THREADS": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
 
-#: tiny settings per experiment: several batches, every stage reached
-SETTINGS: dict[str, list[str]] = {
-    "baseline": ["--n", "30", "--batch-size", "8"],
-    "spatial": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--prior-n", "8",
-                "--figure-images", "2", "--attacks", "fgsm,onepixel", "--defence-attack", "fgsm", "--adaptive-n", "4",
-                "--panel", "gradcam", "--baselines", "blur", "--gate-n", "8",
-                "--randomization-images", "2"],
-    "analyze": [],
-    "maps": ["--quick", "--n", "8", "--batch-size", "4", "--onepixel-n", "4", "--attacks", "fgsm,onepixel",
-             "--panel", "gradcam", "--gate-n", "8", "--randomization-images", "2", "--figure-images", "2"],
-    "perceptual": ["--quick", "--n", "8", "--batch-size", "4", "--calibration-n", "8", "--figure-images", "2"],
-    "propagation": ["--quick", "--n", "8", "--batch-size", "4", "--figure-images", "2"],
-    "localized-training": ["--quick", "--n", "8", "--batch-size", "4"],
-    "pse": ["--quick", "--n", "8", "--batch-size", "4", "--attacks", "pgd", "--permutations", "10",
-            "--mask-random", "1", "--unit-train-n", "8", "--stability-images", "4", "--adaptive-n", "4",
-            "--correlation-permutations", "20"],
-}
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,10 +95,18 @@ def kill_tree(root: int) -> None:
 
 def experiment_args(name: str, weights: Path, tmp: Path) -> list[str]:
     if name != "analyze":
-        return ["run", name, *model_args(weights), *SETTINGS[name]]
+        return ["run", name, *model_args(weights), *contract_args(name)]
     clean, adv = analyze_inputs(weights, tmp)
     return ["analyze", "--model", str(weights), "--arch", "lenet5", "--clean", str(clean), "--adv", str(adv),
-            "--batch-size", "4", "--quick", "--no-progress"]
+            *contract_args(name), "--no-progress"]
+
+
+def contract_args(name: str) -> list[str]:
+    """The experiment's tiny contract settings (its registry line) as CLI options."""
+    import advspatial.experiments  # noqa: F401  (registers every experiment)
+    from advspatial.experiments.registry import EXPERIMENTS
+
+    return EXPERIMENTS.get(name).contract_args()
 
 
 def analyze_inputs(weights: Path, tmp: Path) -> tuple[Path, Path]:
@@ -158,9 +147,13 @@ def registered_experiments() -> list[str]:
 
 
 def test_every_registered_experiment_has_contract_settings() -> None:
-    """The contract below is driven by the experiment registry: a newly registered experiment fails here until it
-    names its tiny settings in SETTINGS (and then runs the whole contract)."""
-    assert set(registered_experiments()) == set(SETTINGS), "add the experiment's tiny settings to SETTINGS"
+    """The contract below is driven by the experiment registry: a newly registered experiment fails here until its
+    registry line names its tiny settings (``contract=``), and then runs the whole contract."""
+    from advspatial.experiments.registry import EXPERIMENTS
+
+    missing = [name for name in registered_experiments()
+               if name != "analyze" and "n" not in EXPERIMENTS.get(name).contract]
+    assert not missing, f"give these experiments tiny contract settings (n...) in their registry line: {missing}"
 
 
 @needs_fashion_mnist

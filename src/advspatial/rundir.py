@@ -84,15 +84,20 @@ class RunDir:
 
     def record(self) -> dict:
         """The run's fingerprint (``run.json``), {} when the directory has none."""
+        return self.record_of(self.path)
+
+    @classmethod
+    def record_of(cls, path: Path) -> dict:
+        """The fingerprint (``run.json``) of the run directory ``path``, {} when it has none (nothing is created)."""
         import json
 
-        path = self.path / self.RECORD
-        if not path.is_file():
+        file = Path(path) / cls.RECORD
+        if not file.is_file():
             return {}
         try:
-            value = json.loads(path.read_text(encoding="utf-8"))
+            value = json.loads(file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise DataError(f"{path} is unreadable ({first_line(exc)}); the run cannot be checked - start a new "
+            raise DataError(f"{file} is unreadable ({first_line(exc)}); the run cannot be checked - start a new "
                             "run with another --out") from exc
         return value if isinstance(value, dict) else {}
 

@@ -18,7 +18,7 @@ from ..errors import AdvspatialError
 from .attack_commands import attack, maps
 from .listing import list_cmd
 from .model_commands import evaluate, train_command
-from .run import RESUME_HINT, experiment_command, run_group
+from .run import RESUME_HINT, experiment_command, report_command, run_group
 
 #: the commands that share their work among the processes of a torchrun launch
 DISTRIBUTED_COMMANDS = ("run", "analyze", "list")
@@ -56,7 +56,7 @@ def cli() -> None:
     classifier looks - and what follows from that for defence."""
 
 
-for command in (list_cmd, evaluate, attack, maps, run_group):
+for command in (list_cmd, evaluate, attack, maps, report_command, run_group):
     cli.add_command(command)
 
 

@@ -136,3 +136,17 @@ def run_group() -> None:
     EXPERIMENT is one of `advspatial list experiments`; `advspatial run EXPERIMENT --help`
     lists every setting with its default.
     """
+
+
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
+def report_command(run_dir: str) -> None:
+    """Re-render the report of a finished run from its files (config.yaml, metrics.json, figures/): nothing is
+    computed again; report.html is written anew and the summary printed."""
+    from pathlib import Path
+
+    from ..experiments.running import rerender_report
+
+    result = rerender_report(Path(run_dir))
+    click.echo(result.summary)
+    click.echo(f"report: {Path(run_dir) / 'report.html'}")

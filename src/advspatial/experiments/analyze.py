@@ -219,7 +219,8 @@ def example_images(config: AnalyzeConfig, examples: Examples, model: nn.Module |
 
 @register_experiment("analyze", AnalyzeConfig,
                      "RoI vs RoA of adversarial examples made elsewhere (torchattacks, ART, your own code): "
-                     "the gate, maps, nulls and verdicts without running an attack")
+                     "the gate, maps, nulls and verdicts without running an attack",
+                     contract={"batch_size": 4})
 def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     examples = read_examples(config)
     check_inputs(rundir, examples)

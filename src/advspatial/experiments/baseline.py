@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
 
+from ..regions.inference import accuracy as accuracy_with_interval
 from ..report.html import Section, Table
 from ..rundir import RunDir
 from .context import ExperimentContext, prepare_context
+from .findings import Findings
 from .registry import register_experiment
-from .results import ExperimentResult
+from .results import ExperimentResult, Rendered
 from .settings import ExperimentConfig
 
 
@@ -23,31 +26,38 @@ class BaselineConfig(ExperimentConfig):
     LAYER_ACCESS: ClassVar[str] = ""
 
 
-@register_experiment("baseline", BaselineConfig, "clean accuracy of the model on the test images")
-def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
-    from ..regions.inference import accuracy as accuracy_with_interval
+@dataclass
+class BaselineFindings(Findings):
+    """The clean accuracy on ``n`` images with its 95% Wilson interval (``[low, high]``)."""
 
+    clean_accuracy: float
+    clean_accuracy_ci: list[float]
+    n: int
+
+
+def render(config: BaselineConfig, findings: BaselineFindings, figures: Path) -> Rendered:
+    """The summary line and the one report section of a baseline run."""
+    low, high = findings.clean_accuracy_ci
+    interval = f"[{low:.3f}, {high:.3f}]"
+    section = Section("Setup", [f"{config.model} on {config.dataset} ({config.subset} subset of {findings.n} "
+                                f"test images, seed {config.seed})."],
+                      tables=[Table("Accuracy", ["images", "accuracy", "95% Wilson CI"],
+                                    [[findings.n, findings.clean_accuracy, interval]])])
+    return Rendered(f"clean accuracy {findings.clean_accuracy:.4f} {interval} on {findings.n} images", [section])
+
+
+@register_experiment("baseline", BaselineConfig, "clean accuracy of the model on the test images",
+                     findings=BaselineFindings, render=render, contract={"n": 30, "batch_size": 8})
+def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
     ctx = prepare_context(config, rundir)
-    correct = torch.cat(ctx.each_batch(lambda b, sl: _correct(ctx, b, sl), desc="clean predictions"))
+    correct = torch.cat(ctx.each_batch(lambda b, sl: correct_of(ctx, b, sl), desc="clean predictions"))
     share = accuracy_with_interval(correct.numpy().astype(float))
     rows = [{"index": int(ctx.data.ids[i]), "label": int(ctx.data.labels[i]), "correct": bool(correct[i])}
             for i in range(len(ctx.data))]
-    metrics = {"clean_accuracy": share.value, "clean_accuracy_ci": [share.low, share.high], "n": len(ctx.data)}
-    interval = f"[{share.low:.3f}, {share.high:.3f}]"
-    section = Section("Setup", [f"{config.model} on {config.dataset} ({config.subset} subset of {len(ctx.data)} "
-                                f"test images, seed {config.seed})."],
-                      tables=[Table("Accuracy", ["images", "accuracy", "95% Wilson CI"],
-                                    [[len(ctx.data), share.value, interval]])])
-    return ExperimentResult(metrics, rows, f"clean accuracy {share.value:.4f} {interval} on {len(ctx.data)} images",
-                            [section])
+    findings = BaselineFindings(share.value, [share.low, share.high], len(ctx.data))
+    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
-def _correct(ctx: ExperimentContext, b: int, sl: slice) -> torch.Tensor:
-    """Whether each image of batch ``b`` is classified correctly (cached)."""
-
-    def compute() -> torch.Tensor:
-        x, y, _ = ctx.batch(sl)
-        with torch.inference_mode():
-            return (ctx.model(x).argmax(1) == y).cpu()
-
-    return ctx.rundir.cached(f"predictions/batch-{b:05d}", compute)
+def correct_of(ctx: ExperimentContext, b: int, sl: slice) -> torch.Tensor:
+    """Whether each image of batch ``b`` is classified correctly (the shared clean pass)."""
+    return ctx.clean(b).correct(ctx.data.labels[sl])

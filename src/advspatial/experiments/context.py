@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..rundir import RunDir
 from .settings import ExperimentConfig
+from .stage import CLEAN, AttackStage, CleanBatch
 
 if TYPE_CHECKING:
     from ..attacks import Attack, AttackResult
@@ -69,19 +70,27 @@ class ExperimentContext:
         self.each_batch(fn, desc=desc, slices=slices, then=collect)
         return {name: torch.cat(values) for name, values in parts.items()}
 
-    def attack_stage(self, stage: str, attack: Attack, b: int, sl: slice | None = None) -> AttackResult:
-        """``attack`` on batch ``b`` (``sl``, default the run's batch b), seeds keyed by the images' global ids;
-        a cached stage ``{stage}/batch-{b:05d}`` on the CPU, so a resumed or sharded run reads it back."""
-        from ..attacks import AttackResult
+    def attack(self, stage: AttackStage, attack: Attack, b: int, sl: slice | None = None,
+               target: torch.Tensor | None = None) -> AttackResult:
+        """``attack`` on batch ``b`` (``sl``, default the run's batch b; towards ``target`` when given), seeds keyed
+        by the images' global ids: the cached ``stage`` of that batch, so a resumed or sharded run reads it back."""
 
-        part = self.slices[b] if sl is None else sl
+        def compute() -> AttackResult:
+            x, y, ids = self.batch(self.slices[b] if sl is None else sl)
+            return attack.run(x, y, target=None if target is None else target.to(self.device), sample_ids=ids)
 
-        def compute() -> dict[str, Any]:
-            x, y, ids = self.batch(part)
-            result = attack.run(x, y, sample_ids=ids).to("cpu")
-            return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        return stage.get(self.rundir, compute, b)
 
-        return AttackResult(**self.rundir.cached(f"{stage}/batch-{b:05d}", compute))
+    def clean(self, b: int) -> CleanBatch:
+        """The model's clean logits and predictions on batch ``b`` (the shared stage :data:`~.stage.CLEAN`)."""
+
+        def compute() -> CleanBatch:
+            x, _, _ = self.batch(self.slices[b])
+            with torch.no_grad():
+                logits = self.model(x)
+            return CleanBatch(logits.cpu(), logits.argmax(1).cpu())
+
+        return CLEAN.get(self.rundir, compute, b)
 
     def derive(self, cls: type[C], **extra: Any) -> C:
         """The same context as an experiment's subclass ``cls`` with its ``extra`` fields."""

@@ -1,23 +1,64 @@
-"""The experiment registry: ``@register_experiment(name, Config, description)`` on ``run(config, rundir)``."""
+"""The experiment registry: ``@register_experiment(name, Config, description, ...)`` on ``run(config, rundir)``.
+
+One registry line is all a new experiment needs beyond its package: the CLI, ``advspatial list``, the
+docs navigation and pages, the contract tests' tiny settings and ``advspatial report DIR`` all read it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..registry import Registry
 from ..rundir import RunDir
-from .results import ExperimentResult
+from .findings import Findings
+from .results import ExperimentResult, Rendered
 from .settings import ExperimentConfig
+
+
+#: ``render(config, findings, figures)``: the report of a run from its config, its findings and the folder its
+#: figures were drawn into (a figure whose file is not there is left out); pure, so a finished run re-renders
+Render = Callable[[Any, Any, Path], Rendered]
 
 
 @dataclass(frozen=True)
 class Experiment:
+    """A registered experiment.
+
+    Attributes:
+        name: the name ``advspatial run NAME`` takes.
+        config_cls: its settings dataclass.
+        run: ``run(config, rundir) -> ExperimentResult``.
+        description: one line for ``advspatial list`` and the docs.
+        findings: the dataclass its analysis returns (metrics.json is its serialization), None for an
+            experiment whose metrics are not yet typed.
+        render: how its report renders from its findings (:data:`Render`); with ``findings``, it lets
+            ``advspatial report DIR`` re-render a finished run.
+        contract: its tiny settings for the contract tests, on top of ``--quick`` (several batches, every stage
+            reached, seconds on a CPU): setting name -> value, as ``advspatial.run(name, **contract)`` takes
+            them (:meth:`contract_args` gives the same as CLI options).
+    """
+
     name: str
     config_cls: type[ExperimentConfig]
     run: Callable[[Any, RunDir], ExperimentResult]
     description: str
+    findings: type[Findings] | None = None
+    render: Render | None = None
+    contract: Mapping[str, Any] = field(default_factory=dict)
+
+    def contract_args(self) -> list[str]:
+        """:attr:`contract` as ``advspatial run`` options (``--quick`` first; lists joined by commas)."""
+        args = ["--quick"]
+        for name, value in self.contract.items():
+            option = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(option if value else "--no-" + option[2:])
+            else:
+                args += [option, ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)]
+        return args
 
 
 #: every experiment, by name (``advspatial list experiments``)
@@ -25,12 +66,15 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def register_experiment(
-    name: str, config_cls: type[ExperimentConfig], description: str,
+    name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings] | None = None,
+    render: Render | None = None, contract: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
-    """``@register_experiment(name, Config, description)`` on ``run(config, rundir) -> ExperimentResult``."""
+    """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
+    ``run(config, rundir) -> ExperimentResult`` (see :class:`Experiment` for the fields)."""
 
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
-        EXPERIMENTS.register(name, Experiment(name, config_cls, fn, description))
+        experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}))
+        EXPERIMENTS.register(name, experiment)
         return fn
 
     return wrap

@@ -6,8 +6,12 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..report.html import Section
+from .findings import Findings
 
 RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
 
@@ -20,6 +24,19 @@ class ExperimentResult:
     per_image: list[dict[str, Any]]
     summary: str
     report_sections: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, findings: Findings, per_image: Sequence[dict[str, Any]], rendered: Rendered) -> ExperimentResult:
+        """The result of an experiment with typed findings: metrics.json is their serialization."""
+        return cls(findings.to_metrics(), list(per_image), rendered.summary, list(rendered.sections))
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A report as an experiment renders it from its findings: the printed summary and the report's sections."""
+
+    summary: str
+    sections: list[Section]
 
 
 def mean_of(values: list[float]) -> float:

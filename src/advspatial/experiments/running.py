@@ -15,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError, first_line
 from ..files import DirLock, atomic_write_text, check_writable_dir
 from ..rundir import RunDir
 from .registry import Experiment, get_experiment
 from .results import ExperimentResult, metrics_to_json, rows_to_csv
 from .settings import ExperimentConfig, config_dict, config_from_mapping, load_yaml
-from .smoke import mark_result
+from .smoke import mark_result, unmark_tree
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
 #: or copied directory, with or without progress bars)
@@ -177,6 +177,35 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     return result, rundir
 
 
+def rerender_report(out: Path) -> ExperimentResult:
+    """Re-render the report of the finished run in ``out`` from its files alone (``advspatial report DIR``):
+    ``config.yaml``, ``metrics.json`` (the findings), ``per_image.csv`` and the figures it drew; nothing is
+    computed again. Writes ``report.html`` and returns the result as the run returned it (its summary
+    included); a one-line error when ``out`` is no finished run or its experiment cannot re-render."""
+    import json
+
+
+    out = Path(out)
+    record = RunDir.record_of(out)
+    name = record.get("experiment")
+    if not name or not (out / "metrics.json").is_file():
+        raise ConfigError(f"{out} holds no finished advspatial run (run.json and metrics.json are needed)")
+    experiment = get_experiment(str(name))
+    if experiment.findings is None or experiment.render is None:
+        raise ConfigError(f"experiment {name!r} has no typed findings; its report cannot be re-rendered")
+    config = config_from_mapping(experiment.config_cls, load_yaml(out / "config.yaml"))
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{out / 'metrics.json'} is unreadable: {first_line(exc)}") from exc
+    findings = experiment.findings.from_metrics(unmark_tree(metrics) if config.smoke_test else metrics)
+    rendered = experiment.render(config, findings, out / "figures")
+    result = ExperimentResult(metrics, [], rendered.summary, list(rendered.sections))
+    marked = mark_result(result, config.smoke_test)
+    write_report_file(out, experiment, config, marked)
+    return marked
+
+
 def resolve_config(
     experiment: Experiment, yaml_path: str | None, overrides: Mapping[str, Any], quick: bool
 ) -> ExperimentConfig:
@@ -208,13 +237,19 @@ def resolve_config(
 
 
 def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
+    """metrics.json, per_image.csv and report.html of a finished run."""
+    atomic_write_text(rundir.path / "metrics.json", metrics_to_json(result.metrics))
+    atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
+    write_report_file(rundir.path, experiment, config, result)
+
+
+def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
+    """``report.html`` of a run (a smoke test's opens with its banner)."""
     from ..report.html import write_report
     from .smoke import banner
 
-    atomic_write_text(rundir.path / "metrics.json", metrics_to_json(result.metrics))
-    atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
     write_report(
-        rundir.path / "report.html",
+        out / "report.html",
         title=f"advspatial - {experiment.name}",
         subtitle=experiment.description,
         config={"experiment": experiment.name, **config_dict(config)},

@@ -67,6 +67,17 @@ def mark_tree(value: Any) -> Any:
     return value
 
 
+def unmark_tree(value: Any) -> Any:
+    """The inverse of :func:`mark_tree`: a smoke test's metrics with every verdict word as the run computed it
+    (``advspatial report`` re-renders from them, then marks the report again)."""
+    if isinstance(value, Mapping):
+        return {k: would_read(v) if is_verdict_key(k) and isinstance(v, str) else unmark_tree(v)
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [unmark_tree(v) for v in value]
+    return value
+
+
 def verdicts_in(value: Any) -> set[str]:
     """Every string held under a ``verdict``/``*_verdict`` key of ``value`` (nested dicts and lists)."""
     found: set[str] = set()

@@ -88,6 +88,22 @@ class Claim:
         return out
 
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Claim:
+        """The claim :meth:`as_dict` wrote (metrics.json), as a :class:`Claim`."""
+        return cls(claim=data["claim"], subject=data["subject"], statistic=data["statistic"], null=data["null"],
+                   observed=float_of(data["observed"]), null_value=float_of(data["null_value"]),
+                   effect=Estimate(**{k: float_of(v) if k != "n" else v for k, v in data["effect"].items()}),
+                   ratio=float_of(data["ratio"]), p=float_of(data["p"]), gates=dict(data.get("gates", {})),
+                   primary=bool(data.get("primary", False)), p_adjusted=float_of(data.get("p_adjusted")),
+                   verdict=str(data.get("verdict", "")), sesoi=float_of(data.get("sesoi")),
+                   per_seed=None if data.get("per_seed") is None else tuple(float(v) for v in data["per_seed"]))
+
+
+def float_of(value: Any) -> float:
+    """A float of metrics.json (NaN for a missing value)."""
+    return math.nan if value is None else float(value)
+
 def claim_from(comparison: Any, claim: str, subject: str, gates: Mapping[str, bool], primary: bool = False) -> Claim:
     """A :class:`Claim` from a :class:`~advspatial.regions.inference.NullComparison`."""
     return Claim(claim=claim, subject=subject, statistic=comparison.statistic, null=comparison.null,

@@ -22,7 +22,8 @@ from .stages import ModelEvaluation, evaluate_model, example_images, finetune_fa
 
 
 @register_experiment("localized-training", LocalizedConfig,
-                     "localized (background-only) attacks vs natural, PGD and localized adversarial training")
+                     "localized (background-only) attacks vs natural, PGD and localized adversarial training",
+                     contract={"n": 8, "batch_size": 4})
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)

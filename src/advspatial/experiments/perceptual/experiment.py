@@ -21,7 +21,8 @@ from .statistics import measure, run_gates
 
 
 @register_experiment("perceptual", PerceptualConfig,
-                     "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps")
+                     "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps",
+                     contract={"n": 8, "batch_size": 4, "calibration_n": 8, "figure_images": 2})
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
     """Clean CAMs, the SSIM-ball attack, the PGD calibration, the curves, the gate, the main pass; then
     metrics, claims and verdicts; then the report."""

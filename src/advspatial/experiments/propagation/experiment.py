@@ -17,7 +17,8 @@ from .stages import Context, process_k, random_reach_stage, resolve_layers
 
 
 @register_experiment("propagation", PropagationConfig,
-                     "one-pixel (k-pixel) attacks: propagation maps through the layers and the locality test")
+                     "one-pixel (k-pixel) attacks: propagation maps through the layers and the locality test",
+                     contract={"n": 8, "batch_size": 4, "figure_images": 2})
 def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResult:
     base = prepare_context(config, rundir)
     ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))

@@ -20,6 +20,7 @@ from ...analysis.propagation import (
 from ...attacks import Attack, AttackResult, make_attack
 from ...errors import ConfigError
 from ..context import ExperimentContext
+from ..stage import ATTACK
 from .config import PropagationConfig
 from .pixels import apply_pixels, perturbed_pixels
 from .rows import add_control_columns, add_locality_columns, attack_rows
@@ -40,7 +41,7 @@ def build_attack(model: nn.Module, k: int, config: PropagationConfig) -> Attack:
 
 def attack_batch(ctx: Context, attack: Attack, k: int, b: int) -> AttackResult:
     """The k-pixel attack of batch b (cached)."""
-    return ctx.attack_stage(f"attack/k{k}", attack, b)
+    return ctx.attack(ATTACK.at(f"k{k}"), attack, b)
 
 
 def analysed(result: AttackResult) -> torch.Tensor:

@@ -24,7 +24,10 @@ from .units import cam_layer_name, count_units, train_split
 
 @register_experiment("pse", PSEConfig,
                      "Promotion-suppression effect: group types of perturbations, CAM overlap, "
-                     "unit sensitivity, unit masking and dissection")
+                     "unit sensitivity, unit masking and dissection",
+                     contract={"n": 8, "batch_size": 4, "attacks": ["pgd"], "permutations": 10, "mask_random": 1,
+                               "unit_train_n": 8, "stability_images": 4, "adaptive_n": 4,
+                               "correlation_permutations": 20})
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     """Clean stage and gate, targets, each attack variant, the dissection; then metrics, claims and report."""
     ctx = pse_context(config, rundir)

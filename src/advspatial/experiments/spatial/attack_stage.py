@@ -7,6 +7,7 @@ from torch import nn
 
 from ...attacks import Attack, AttackResult
 from ...attacks.budgets import Budget, attack_for_budget
+from ..stage import ATTACK
 from .config import MeasurementConfig
 from .context import Context
 
@@ -24,4 +25,4 @@ def images_for(attack: Attack, config: MeasurementConfig, n: int) -> int:
 
 def attack_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice) -> AttackResult:
     """Attack ``name`` on batch b (cached)."""
-    return ctx.attack_stage(f"attack/{name}", attack, b, sl)
+    return ctx.attack(ATTACK.at(name), attack, b, sl)

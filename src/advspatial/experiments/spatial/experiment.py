@@ -29,7 +29,10 @@ from .statistics import measure, run_gates
 
 
 @register_experiment("spatial", SpatialConfig,
-                     "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence")
+                     "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence",
+                     contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "prior_n": 8, "figure_images": 2,
+                               "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
+                               "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2})
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     """Clean maps, the gates, the prior, every attack with its maps and defence columns, the sweep, the adaptive
     evaluation with its convergence curves; then metrics, claims and verdicts; then the report."""
@@ -51,7 +54,9 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
 
 
 @register_experiment("maps", MapsConfig,
-                     "RoI vs RoA without the defence: maps, regions, the faithfulness gate, statistics and verdicts")
+                     "RoI vs RoA without the defence: maps, regions, the faithfulness gate, statistics and verdicts",
+                     contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "attacks": ["fgsm", "onepixel"],
+                               "panel": ["gradcam"], "gate_n": 8, "randomization_images": 2, "figure_images": 2})
 def run_maps(config: MapsConfig, rundir: RunDir) -> ExperimentResult:
     """The RoI/RoA measurement of every attack (also ``advspatial maps`` for one attack)."""
     rows, metrics, sections = maps_analysis(config, rundir)

@@ -1,0 +1,132 @@
+"""Typed findings: what an experiment's analysis returns, as dataclasses whose JSON form is ``metrics.json``.
+
+An experiment's analysis returns one :class:`Findings` dataclass (per attack its outcome, gates and
+claims; per experiment its own parts). The report renders from it, ``metrics.json`` is its
+serialization (:meth:`Findings.to_metrics`), and a finished run's findings are read back from that
+file (:meth:`Findings.from_metrics`), so ``advspatial report DIR`` re-renders a report without
+running anything. Nothing travels as a dict filled in by several functions under compound string keys.
+
+Serialization is by the fields' type hints: nested dataclasses, ``list``/``tuple``, ``dict[str, X]``,
+``X | None``, numbers, strings and bools; ``Any`` passes through as it is. A field's JSON key is its name
+unless ``field(metadata={"key": "..."})`` says otherwise (a key that is not an identifier, e.g.
+``"l2-pgd"``). :class:`~advspatial.regions.claims.Claim` serializes as its ``as_dict`` and loads back with
+``Claim.from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from ..errors import DataError
+
+F = TypeVar("F", bound="Findings")
+
+#: keys a run adds to metrics.json beside its findings (never fields of one)
+RUN_KEYS = frozenset({"wall_seconds", "smoke_test"})
+
+
+class Findings:
+    """Base of every experiment's findings dataclass: ``to_metrics`` / ``from_metrics`` round-trip."""
+
+    def to_metrics(self) -> dict[str, Any]:
+        """The findings as metrics.json's data (a dict of JSON values; NaN stays a float)."""
+        return cast_dict(to_json(self))
+
+    @classmethod
+    def from_metrics(cls: type[F], metrics: Mapping[str, Any]) -> F:
+        """The findings a metrics.json holds (keys the run adds, such as ``wall_seconds``, are ignored)."""
+        return cast_findings(cls, from_json(cls, {k: v for k, v in metrics.items() if k not in RUN_KEYS}, "metrics"))
+
+
+def cast_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"findings serialize to a dict, not {type(value).__name__}")
+    return value
+
+
+def cast_findings(cls: type[F], value: Any) -> F:
+    if not isinstance(value, cls):
+        raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
+    return value
+
+
+def json_key(f: dataclasses.Field[Any]) -> str:
+    """The JSON key of a dataclass field: its ``metadata["key"]`` or its name."""
+    return str(f.metadata.get("key", f.name))
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as JSON data: dataclasses by field (their ``as_dict`` when they have one), containers item by
+    item, tensors and arrays as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "as_dict") and not isinstance(value, Findings):
+            return value.as_dict()
+        return {json_key(f): to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+def from_json(hint: Any, data: Any, where: str) -> Any:
+    """``data`` (JSON) as the type ``hint``: the inverse of :func:`to_json` for the types findings use."""
+    if hint is Any or hint is object:
+        return data
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if data is None:
+            return None
+        if len(options) == 1:
+            return from_json(options[0], data, where)
+        return data  # a union of several types: kept as it is
+    if origin is typing.Literal:
+        return data
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return dataclass_from_json(hint, data, where)
+    if origin in (list, tuple) or hint in (list, tuple):
+        args = get_args(hint)
+        if not isinstance(data, list):
+            raise DataError(f"{where}: expected a list, found {type(data).__name__}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return tuple(from_json(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, data, strict=True)))
+        item = args[0] if args else Any
+        items = [from_json(item, v, f"{where}[{i}]") for i, v in enumerate(data)]
+        return tuple(items) if (origin is tuple or hint is tuple) else items
+    if origin in (dict, Mapping) or hint is dict:
+        args = get_args(hint)
+        if not isinstance(data, dict):
+            raise DataError(f"{where}: expected an object, found {type(data).__name__}")
+        item = args[1] if len(args) == 2 else Any
+        return {k: from_json(item, v, f"{where}.{k}") for k, v in data.items()}
+    if hint is float:
+        return math.nan if data is None else float(data)
+    if hint is int and isinstance(data, int | float) and not isinstance(data, bool):
+        return int(data)
+    return data
+
+
+def dataclass_from_json(cls: type, data: Any, where: str) -> Any:
+    """An instance of the dataclass ``cls`` from its JSON object (``cls.from_dict`` when it has one)."""
+    if not isinstance(data, dict):
+        raise DataError(f"{where}: expected an object for {cls.__name__}, found {type(data).__name__}")
+    from_dict = getattr(cls, "from_dict", None)
+    if from_dict is not None and not issubclass(cls, Findings):
+        return from_dict(data)
+    hints = get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        key = json_key(f)
+        if key in data:
+            values[f.name] = from_json(hints[f.name], data[key], f"{where}.{key}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise DataError(f"{where}: {cls.__name__} needs {key!r}, which the file does not have")
+    return cls(**values)

@@ -1,0 +1,128 @@
+"""The cached stages of a run: each stage owns its key format and the type its saved value loads as.
+
+A stage is a costly step whose value is saved in the run directory (``stages/<key>.pt``), so a resumed
+or sharded run (``--resume``, ``torchrun``) reads it back instead of recomputing it. Experiments name
+their stages once, as module-level :class:`Stage` objects, and never format a stage key by hand::
+
+    PREDICTIONS = Stage[torch.Tensor]("predictions")          # one value per batch: predictions/batch-00003
+    PRIOR = Stage[torch.Tensor]("prior", per="run")           # one value per run: prior
+    LOCALITY = Stage[dict]("locality", per="chunk")           # locality/k3/chunk-00001 with .at("k3")
+
+    preds = PREDICTIONS.get(ctx.rundir, compute, b)
+
+An attack on a batch is one stage kind for every experiment (:class:`AttackStage`, targeted attacks
+included), run through :meth:`~advspatial.experiments.context.ExperimentContext.attack`; the clean pass
+of a batch (logits and predictions) is one shared stage, :data:`CLEAN`
+(:meth:`~advspatial.experiments.context.ExperimentContext.clean`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import torch
+
+from ..attacks.base import AttackResult
+from ..rundir import RunDir
+
+T = TypeVar("T")
+S = TypeVar("S", bound="Stage[Any]")
+Per = Literal["batch", "chunk", "run"]
+
+
+@dataclass(frozen=True)
+class Stage(Generic[T]):
+    """A cached step of a run: ``{name}/batch-{b:05d}`` per batch (``per="batch"``, the default),
+    ``{name}/chunk-{c:05d}`` per chunk of other work, or ``{name}`` once per run (``per="run"``).
+
+    Subclasses say how a value is saved and loaded (:meth:`saved`, :meth:`loaded`); the base class saves it
+    as it is (tensors, numbers, strings, and lists, tuples or dicts of them).
+    """
+
+    name: str
+    per: Per = "batch"
+
+    def at(self: S, *parts: object) -> S:
+        """The same stage one level deeper, for one setting of a family: ``Stage("attack").at("pgd")`` is
+        ``attack/pgd``; floats are written with ``:g`` so a key never depends on float formatting."""
+        suffix = "/".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
+        return dataclasses.replace(self, name=f"{self.name}/{suffix}")
+
+    def key(self, index: int | None = None) -> str:
+        """The stage file's name in the run directory (without ``.pt``) for batch or chunk ``index``."""
+        if self.per == "run":
+            if index is not None:
+                raise ValueError(f"stage {self.name!r} has one value per run, not one per {index=}")
+            return self.name
+        if index is None:
+            raise ValueError(f"stage {self.name!r} has one value per {self.per}: give its index")
+        return f"{self.name}/{self.per}-{index:05d}"
+
+    def saved(self, value: T) -> Any:
+        """What goes into the stage file for ``value``."""
+        return value
+
+    def loaded(self, saved: Any) -> T:
+        """The value a stage file holds, as the stage's type."""
+        return cast(T, saved)
+
+    def get(self, rundir: RunDir, compute: Callable[[], T], index: int | None = None) -> T:
+        """The stage's value for ``index``: read back when saved, else ``compute()``d and saved."""
+        return self.loaded(rundir.cached(self.key(index), lambda: self.saved(compute())))
+
+    def exists(self, rundir: RunDir, index: int | None = None) -> bool:
+        """True when the value for ``index`` is saved."""
+        return rundir.has_stage(self.key(index))
+
+    def load(self, rundir: RunDir, index: int | None = None) -> T:
+        """The saved value for ``index`` (a :class:`~advspatial.errors.DataError` when it is missing or foreign)."""
+        return self.loaded(rundir.load_stage(self.key(index)))
+
+    def save(self, rundir: RunDir, value: T, index: int | None = None) -> None:
+        """Save ``value`` as the stage's value for ``index``."""
+        rundir.save_stage(self.key(index), self.saved(value))
+
+
+@dataclass(frozen=True)
+class AttackStage(Stage[AttackResult]):
+    """An attack's result on one batch, saved on the CPU as the fields of :class:`AttackResult`."""
+
+    def saved(self, value: AttackResult) -> dict[str, Any]:
+        on_cpu = value.to("cpu")
+        return {f.name: getattr(on_cpu, f.name) for f in dataclasses.fields(on_cpu)}
+
+    def loaded(self, saved: Any) -> AttackResult:
+        return AttackResult(**saved)
+
+
+@dataclass(frozen=True)
+class CleanBatch:
+    """The model's clean pass over one batch: logits (N, K) and predictions (N,), on the CPU."""
+
+    logits: torch.Tensor
+    pred: torch.Tensor
+
+    def correct(self, labels: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the images the model classifies correctly."""
+        return self.pred == labels.to(self.pred.device)
+
+
+@dataclass(frozen=True)
+class CleanStage(Stage[CleanBatch]):
+    """The clean pass of a batch, saved as ``{"logits", "pred"}``."""
+
+    def saved(self, value: CleanBatch) -> dict[str, torch.Tensor]:
+        return {"logits": value.logits.cpu(), "pred": value.pred.cpu()}
+
+    def loaded(self, saved: Any) -> CleanBatch:
+        return CleanBatch(saved["logits"], saved["pred"])
+
+
+#: the clean pass of every batch, shared by every experiment
+CLEAN = CleanStage("clean-pass")
+
+#: every attack's result per batch, one family per attack: ``ATTACK.at("pgd")`` is ``attack/pgd/batch-NNNNN``
+ATTACK = AttackStage("attack")
