@@ -1,0 +1,107 @@
+"""The fast contract of every registered experiment, in one process on synthetic data.
+
+Beside the slow torchrun contract (tests/test_distributed.py), every experiment runs here at its
+registry line's tiny settings (``contract=``) on 4-class synthetic images (a bright square in one of four
+quadrants) with a TinyCNN trained on them for a second, through :func:`advspatial.run`. Then:
+
+* the run writes its files and its metrics are finite where they are numbers;
+* an experiment with typed findings round-trips: ``metrics.json`` read back as its findings dataclass and
+  serialized again is the same data (nothing the report uses lives outside the findings);
+* ``advspatial report DIR`` re-renders the report from the run's files alone, byte for byte the same.
+
+A newly registered experiment is covered by its registry line alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import TinyCNN
+from torch import nn
+
+import advspatial
+from advspatial.experiments import experiments
+from advspatial.experiments.findings import RUN_KEYS
+from advspatial.experiments.running import rerender_report
+from advspatial.experiments.smoke import mark_tree, unmark_tree
+
+CLASSES = 4
+
+
+def synthetic_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 1x28x28 images in [0, 1]: noise plus a bright 8x8 square in the quadrant of the label (0..3)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % CLASSES
+    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.3
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 2)
+        images[i, 0, 3 + 14 * row: 11 + 14 * row, 3 + 14 * col: 11 + 14 * col] += 0.6
+    return images.clamp(0, 1), labels
+
+
+@pytest.fixture(scope="module")
+def synthetic_setting() -> dict[str, Any]:
+    """The model, the test and the training images every experiment runs on here."""
+    train = synthetic_images(400, seed=1)
+    torch.manual_seed(0)
+    model = TinyCNN(num_classes=CLASSES)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        index = torch.randint(0, len(train[1]), (32,))
+        loss = nn.functional.cross_entropy(model(train[0][index]), train[1][index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    test = synthetic_images(40, seed=2)
+    accuracy = float((model(test[0]).argmax(1) == test[1]).float().mean())
+    assert accuracy > 0.9, f"the synthetic task is learnt (accuracy {accuracy:.2f})"
+    return {"model": model, "data": test, "train_data": train}
+
+
+def run_contract(name: str, setting: dict[str, Any], out: Path) -> Any:
+    if name == "analyze":
+        x, y = setting["data"]
+        adv = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
+        return advspatial.analyze(setting["model"], x[:8], adv[:8], y[:8], quick=True, progress=False, out=str(out),
+                                  **experiments()["analyze"].contract)
+    return advspatial.run(name, setting["model"], setting["data"], train_data=setting["train_data"], quick=True,
+                          progress=False, out=str(out), **experiments()[name].contract)
+
+
+def finite_numbers(value: Any) -> bool:
+    """True when no number in ``value`` is infinite (NaN is a stated "undefined" and allowed)."""
+    if isinstance(value, dict):
+        return all(finite_numbers(v) for v in value.values())
+    if isinstance(value, list):
+        return all(finite_numbers(v) for v in value)
+    return not (isinstance(value, float) and value in (float("inf"), float("-inf")))
+
+
+def as_text(metrics: Any) -> str:
+    """Metrics as sorted JSON text (NaN compares equal to NaN this way)."""
+    return json.dumps(metrics, sort_keys=True)
+
+
+@pytest.mark.parametrize("name", sorted(experiments()))
+def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / name
+    run_contract(name, synthetic_setting, out)
+    for file in ("config.yaml", "metrics.json", "per_image.csv", "report.html", "run.json"):
+        assert (out / file).is_file(), f"{name} did not write {file}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert finite_numbers(metrics)
+    experiment = experiments()[name]
+    if experiment.findings is None:
+        pytest.skip(f"{name} has no typed findings yet")
+    findings = experiment.findings.from_metrics(unmark_tree(metrics))
+    written = {k: v for k, v in metrics.items() if k not in RUN_KEYS}
+    assert as_text(mark_tree(findings.to_metrics())) == as_text(written), (
+        f"{name}: metrics.json does not round-trip through {experiment.findings.__name__}")
+    report = (out / "report.html").read_text()
+    rerender_report(out)
+    assert (out / "report.html").read_text() == report, f"{name}: the re-rendered report differs"
