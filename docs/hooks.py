@@ -3,10 +3,13 @@
 1. Settings tables generated from the experiments' config dataclasses at build time,
    so the pages never drift from ``advspatial run NAME --help``. A page writes
    ``<!-- settings: NAME -->`` (an experiment name) or ``<!-- settings: common -->``
-   (the settings every experiment has) on a line of its own; ``<!-- experiments: other -->``
-   becomes a section per registered experiment that has no page of its own under
-   docs/experiments/ (its description and settings), so a new experiment is never missing.
-2. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
+   (the settings every experiment has) on a line of its own.
+2. The experiments' pages and navigation come from the experiment registry: the "Experiments"
+   entry of the navigation lists every registered experiment (``on_config``), and an experiment
+   without a hand-written page docs/experiments/NAME.md gets a generated one (``on_files``: its
+   description, its package's docstring and its settings table), so a new experiment is one package
+   plus one registry line.
+3. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
    as plain code: the Markdown docstrings of the API reference have no such roles.
 """
 
@@ -19,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
 
+TABLE = re.compile(r"^<!--\s*experiments:\s*table\s*-->\s*$", re.MULTILINE)
 MARKER = re.compile(r"^<!--\s*settings:\s*([\w-]+)\s*-->\s*$", re.MULTILINE)
-OTHER = re.compile(r"^<!--\s*experiments:\s*other\s*-->\s*$", re.MULTILINE)
 ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj|const|term):(<code>)~?")
 
 
@@ -96,22 +100,52 @@ def settings_table(name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def other_experiments(docs_dir: Path) -> str:
-    """A section per registered experiment without its own page docs/experiments/NAME.md."""
-    parts = []
-    for name, experiment in _import_experiments().experiments().items():
-        if (docs_dir / "experiments" / f"{name}.md").is_file():
-            continue
-        parts.append(f"### {name}\n\n`advspatial run {name}`: {experiment.description}.\n\n"
-                     "Its own settings, and the common ones whose default it changes:\n\n" + settings_table(name))
-    return "\n".join(parts) or "*None: every registered experiment has a page of its own.*\n"
+def registered() -> dict[str, Any]:
+    """Every registered experiment, by name (the registry's order: sorted)."""
+    return dict(_import_experiments().experiments())
+
+
+def generated_page(name: str, experiment: Any) -> str:
+    """The page of an experiment without a hand-written one: its description, its docstring, its settings."""
+    import importlib
+
+    module = importlib.import_module(experiment.run.__module__.rsplit(".", 1)[0]
+                                     if experiment.run.__module__.endswith(".run") else experiment.run.__module__)
+    doc = (module.__doc__ or "").strip()
+    return (f"# {name}\n\n`advspatial run {name}`: {experiment.description}.\n\n"
+            "*This page is generated from the experiment's registry line and its package docstring.*\n\n"
+            + (f"```text\n{doc}\n```\n\n" if doc else "")
+            + "## Settings\n\nIts own settings, and the common ones whose default it changes:\n\n"
+            + settings_table(name))
+
+
+def on_config(config: Any) -> Any:
+    """The "Experiments" navigation entry: the index page, then one page per registered experiment."""
+    for entry in config["nav"] or []:
+        if isinstance(entry, dict) and "Experiments" in entry:
+            entry["Experiments"] = ["experiments/index.md",
+                                    *({name: f"experiments/{name}.md"} for name in registered())]
+    return config
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """A generated page for every registered experiment without docs/experiments/NAME.md."""
+    for name, experiment in registered().items():
+        uri = f"experiments/{name}.md"
+        if files.get_file_from_path(uri) is None:
+            files.append(File.generated(config, uri, content=generated_page(name, experiment)))
+    return files
+
+
+def experiments_table() -> str:
+    """A Markdown table of every registered experiment: its page and its one-line description."""
+    rows = [f"| [`{name}`]({name}.md) | {_cell(experiment.description)} |" for name, experiment in registered().items()]
+    return "\n".join(["| experiment | what it measures |", "|---|---|", *rows]) + "\n"
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    markdown = MARKER.sub(lambda m: settings_table(m.group(1)), markdown)
-    if OTHER.search(markdown):
-        markdown = OTHER.sub(lambda m: other_experiments(Path(config["docs_dir"])), markdown)
-    return markdown
+    markdown = TABLE.sub(lambda m: experiments_table(), markdown)
+    return MARKER.sub(lambda m: settings_table(m.group(1)), markdown)
 
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:

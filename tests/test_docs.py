@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,14 @@ pytestmark = [
     pytest.mark.xdist_group("docs-build"),  # one build, on one worker
 ]
 
-EXPERIMENTS = ("spatial", "maps", "perceptual", "localized-training", "pse", "propagation", "baseline")
+def registered_experiments() -> list[str]:
+    """Every registered experiment: each has a page and a navigation entry (docs/hooks.py derives them)."""
+    from advspatial.experiments import experiments
+
+    return list(experiments())
+
+
+EXPERIMENTS = registered_experiments()
 # API page -> the package it documents
 API_PAGES = {
     "advspatial": "advspatial", "attacks": "advspatial.attacks", "maps": "advspatial.maps",
@@ -95,18 +103,46 @@ def test_experiment_pages_carry_the_generated_settings(site: Path) -> None:
     for name in EXPERIMENTS:
         html = read(site, f"experiments/{name}.html")
         assert "settings:" not in html, f"an unreplaced settings marker on {name}"
-        fields = [f.name for f in dataclasses.fields(get_experiment(name).config_cls)]
+        config_cls = get_experiment(name).config_cls
+        hidden = getattr(config_cls, "CLI_HIDDEN", frozenset())  # settings the experiment fixes itself
+        fields = [f.name for f in dataclasses.fields(config_cls) if f.name not in hidden]
         undocumented = [f for f in fields if f"<code>{f}</code>" not in html and f"<code>{f}</code>" not in common]
         assert not undocumented, f"experiments/{name}.html lacks settings {undocumented}"
     assert "<code>--eps-linf</code>" in read(site, "experiments/spatial.html")
 
 
 def test_every_registered_experiment_is_documented(site: Path) -> None:
-    from advspatial.experiments import experiments
-
+    """Each registered experiment has a page, a row in the index table and a navigation entry."""
     index = read(site, "experiments/index.html")
-    for name in experiments():
-        assert (site / "experiments" / f"{name}.html").is_file() or f'id="{name}"' in index, name
+    for name in EXPERIMENTS:
+        assert (site / "experiments" / f"{name}.html").is_file(), name
+        assert f'href="{name}/"' in index or f'href="{name}.html"' in index, f"{name} is not in the index table"
+    nav = read(site, "index.html")
+    missing = [name for name in EXPERIMENTS if f"experiments/{name}" not in nav]
+    assert not missing, f"not in the navigation: {missing}"
+
+
+def load_hooks() -> Any:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_experiment_without_a_page_gets_a_generated_one() -> None:
+    """A new experiment is one package plus one registry line: the hooks give it a navigation entry and a page
+    with its description and settings table (checked on a registered experiment, as if it had no page)."""
+    from advspatial.experiments import get_experiment
+
+    hooks = load_hooks()
+    page = hooks.generated_page("propagation", get_experiment("propagation"))
+    assert get_experiment("propagation").description in page
+    assert "`pixels_list`" in page and "| setting (YAML key) |" in page
+    config = {"nav": [{"Home": "index.md"}, {"Experiments": ["experiments/index.md"]}]}
+    nav = hooks.on_config(config)["nav"][1]["Experiments"]
+    assert nav[0] == "experiments/index.md" and {"propagation": "experiments/propagation.md"} in nav
+    assert len(nav) == 1 + len(EXPERIMENTS)
 
 
 def test_methods_page_defines_the_regions_and_every_verdict(site: Path) -> None:
