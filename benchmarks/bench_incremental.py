@@ -16,10 +16,10 @@ Clean images are random. For each model the script times, interleaved over
 * ``full``: the model on the patched images (building them included), in
   batches of ``--full-batch`` (256, what the attack uses without incremental
   evaluation on a CPU; larger batches are slower per image there);
-* ``graph``: :class:`advspatial.models.patch_graph.GraphPatchForward`, the
+* ``graph``: :class:`advspatial.models.patch.graph.GraphPatchForward`, the
   cone followed through the whole graph (residual additions, strided and
   depthwise convolutions, padding modules);
-* ``chain``: :class:`advspatial.models.patch_forward.PatchForward`, the cone
+* ``chain``: :class:`advspatial.models.patch.forward.PatchForward`, the cone
   through the leading chain of layers only (what the project had before).
 
 and checks the incremental logits against the full ones. It also prints the
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advspatial.models.patch_forward import PatchForward, UnsupportedModel
-from advspatial.models.patch_graph import GraphPatchForward
+from advspatial.models.patch.forward import PatchForward, UnsupportedModel
+from advspatial.models.patch.graph import GraphPatchForward
 
 RESULTS = Path(__file__).resolve().parent / "results" / "incremental.json"
 SIZES = {"cifar10-resnet20": 32, "imagenet-efficientnet-lite0": 224}

@@ -22,7 +22,7 @@ runs the attacks in interleaved rounds and reports the median ratio (on a
 shared machine, the only way to get a ratio that means something).
 
 Our attack runs twice: as shipped (``incremental="auto"``: one-pixel candidates
-evaluated by incremental forward passes on a CPU, ``advspatial.models.patch_forward``;
+evaluated by incremental forward passes on a CPU, ``advspatial.models.patch.forward``;
 full forward passes on a GPU) and with the other evaluation (``advspatial-full-forward``
 on a CPU, ``advspatial-incremental`` on a GPU), so the table shows what each part of
 the speed-up comes from.

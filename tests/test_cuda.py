@@ -20,7 +20,7 @@ import torch
 from advspatial.attacks.onepixel import OnePixel
 from advspatial.attacks.pgd import PGD
 from advspatial.models.cifar_resnet import cifar_resnet
-from advspatial.models.patch_graph import try_graph_patch_forward
+from advspatial.models.patch.graph import try_graph_patch_forward
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 ROOT = Path(__file__).resolve().parents[1]

@@ -428,7 +428,7 @@ def test_residual_network_gets_the_graph_evaluator_and_the_full_forward_result()
     """On a CIFAR ResNet the one-pixel candidates follow the cone through the residual blocks,
     with the same search as full forward passes, and a batch equals each image alone."""
     from advspatial.models.cifar_resnet import cifar_resnet
-    from advspatial.models.patch_graph import GraphPatchForward
+    from advspatial.models.patch.graph import GraphPatchForward
 
     torch.manual_seed(0)
     model = cifar_resnet(8).eval()

@@ -89,7 +89,7 @@ def test_the_incremental_one_pixel_attack_keeps_its_speed_path_and_checks_its_lo
     recognize the guard (else every guarded model falls back to full passes), and its own logits are checked."""
     from advspatial.attacks import make_attack
     from advspatial.models import build_model
-    from advspatial.models.patch_forward import PatchForward, try_patch_forward
+    from advspatial.models.patch.forward import PatchForward, try_patch_forward
 
     torch.manual_seed(0)
     model = build_model("lenet5").eval()

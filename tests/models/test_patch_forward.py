@@ -10,10 +10,10 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.models import Normalized, build_model
-from advspatial.models.patch_forward import PatchForward, try_patch_forward
-from advspatial.models.patch_stages import UnsupportedModel, max_pool_window, window_stage_of
-from advspatial.models.patch_updates import LinearFold
-from advspatial.models.patch_graph import GraphPatchForward
+from advspatial.models.patch.forward import PatchForward, try_patch_forward
+from advspatial.models.patch.stem import UnsupportedModel, max_pool_window, window_stage_of
+from advspatial.models.patch.updates import LinearFold
+from advspatial.models.patch.graph import GraphPatchForward
 
 
 def patched(clean: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advspatial.models.patch_cache import StructureCache
-from advspatial.models.patch_forward import STRUCTURES, PatchForward
-from advspatial.models.patch_updates import DeltaConv
+from advspatial.models.patch.cache import StructureCache
+from advspatial.models.patch.forward import STRUCTURES, PatchForward
+from advspatial.models.patch.updates import DeltaConv
 
 from .test_patch_forward import assert_matches_model, patched, random_patches, with_random_batchnorm_stats
 

@@ -47,10 +47,10 @@ empty is returned unchanged with zero queries.
 
 Incremental evaluation: a one-pixel candidate changes one pixel, so by
 default (``incremental="auto"``: on a CPU) its logits come from
-:class:`~advspatial.models.patch_forward.PatchForward` (a chain of
+:class:`~advspatial.models.patch.forward.PatchForward` (a chain of
 convolution/pooling layers) or, where convolutions remain after the chain
 (residual and mobile networks),
-:class:`~advspatial.models.patch_graph.GraphPatchForward` (the cone followed
+:class:`~advspatial.models.patch.graph.GraphPatchForward` (the cone followed
 through additions, strided and depthwise convolutions, padding modules): only
 the pixel's cone is recomputed, the clean image's activations are reused
 elsewhere. The logits equal a full forward pass up to floating-point summation
@@ -83,8 +83,8 @@ from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import batch_slices, sample_generator
-from ..models.patch_forward import PatchForward, try_patch_forward
-from ..models.patch_graph import GraphPatchForward
+from ..models.patch.forward import PatchForward, try_patch_forward
+from ..models.patch.graph import GraphPatchForward
 from .base import Attack, AttackResult, register_attack
 from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
 

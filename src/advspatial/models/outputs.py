@@ -53,7 +53,7 @@ def check_logits(logits: object, spec: str, batch: int | None = None, classes: i
 class OutputGuard:
     """A forward hook running :func:`check_logits` on every output of the model it is registered on.
 
-    The incremental one-pixel evaluation (``patch_forward``) recognizes it as no change to what the model
+    The incremental one-pixel evaluation (:mod:`advspatial.models.patch`) recognizes it as no change to what the model
     computes (it still refuses a model with any other forward hook).
     """
 

@@ -27,7 +27,7 @@ class MaxPool2x2(nn.MaxPool2d):
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
 
 
-#: the pooling modules the patch forward (:mod:`.patch_forward`, :mod:`.patch_graph`) computes itself; exact types,
+#: the pooling modules the patch forward (:mod:`.patch.forward`, :mod:`.patch.graph`) computes itself; exact types,
 #: since another subclass may compute something else
 WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d, MaxPool2x2)
 

@@ -1,6 +1,6 @@
 """A per-model cache for what an incremental evaluator builds from the model alone.
 
-:class:`~advspatial.models.patch_forward.PatchForward` traces the model with
+:class:`~advspatial.models.patch.forward.PatchForward` traces the model with
 ``torch.fx``, plans every stage's windows, compiles the tail and lays out weight
 matrices: 10-20 ms on LeNet-sized models, as much as the whole one-pixel attack
 on 20 images at a small budget, and the same on every call with the same model

@@ -1,4 +1,4 @@
-"""Layers of :class:`~advspatial.models.patch_graph.GraphPatchForward`: window geometry of pooling and padding,
+"""Layers of :class:`~advspatial.models.patch.graph.GraphPatchForward`: window geometry of pooling and padding,
 running a traced graph's nodes on whole values, and the per-node plan (:class:`GraphStep` with its
 :class:`WindowGeometry`)."""
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .patch_stages import Axis, UnsupportedModel, as_pair, max_pool_window
+from .stem import Axis, UnsupportedModel, as_pair, max_pool_window
 
 
 def pool_layer(module: nn.Module, size):

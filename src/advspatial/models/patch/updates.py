@@ -1,4 +1,4 @@
-"""Linear layers of :class:`~advspatial.models.patch_forward.PatchForward` evaluated on the *change* only.
+"""Linear layers of :class:`~advspatial.models.patch.forward.PatchForward` evaluated on the *change* only.
 
 A one-pixel candidate changes a small window of each activation map, and a
 linear layer maps a change to a change: ``L(x + d) = L(x) + L_nobias(d)``. These
@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .patch_stages import Stage
+from .stem import StemNode
 
 
 #: pointwise modules that commute exactly with max pooling: non-decreasing clamps, and the identity
@@ -117,7 +117,7 @@ class DeltaConv:
         return matrix.reshape(w * cin, kh * spread_w * cout)
 
     @staticmethod
-    def convolution(stage: Stage) -> nn.Conv2d | None:
+    def convolution(stage: StemNode) -> nn.Conv2d | None:
         """The stage's convolution when it has stride 1 (the only case the change formula covers)."""
         conv = stage.apply_full
         if type(conv) is not nn.Conv2d or stage.axes is None or tuple(conv.stride) != (1, 1):
@@ -125,7 +125,7 @@ class DeltaConv:
         return conv
 
     @classmethod
-    def build(cls, stage: Stage, rows: AxisPlan, cols: AxisPlan, incoming: tuple[int, int],
+    def build(cls, stage: StemNode, rows: AxisPlan, cols: AxisPlan, incoming: tuple[int, int],
               padded_size: tuple[int, int], scale: torch.Tensor | None = None) -> DeltaConv | None:
         """The change path for ``stage`` where it is a stride-1 conv and cheaper than the footprint; ``scale``
         (per output channel) multiplies the kernel: the BatchNorm after the conv, applied to the change."""
@@ -199,7 +199,7 @@ class ConvIntoWindow:
     Only for a window layer without padding (its padding value would have to pass the pointwise layers).
     """
 
-    def __init__(self, delta: DeltaConv, plan: WindowPlan, pointwise: list[Stage], window_stage: Stage) -> None:
+    def __init__(self, delta: DeltaConv, plan: WindowPlan, pointwise: list[StemNode], window_stage: StemNode) -> None:
         self.delta, self.plan, self.pointwise, self.window_stage = delta, plan, pointwise, window_stage
         #: max pooling commutes with ReLU-like layers (exactly: a maximum of clamped values is the clamped
         #: maximum), so they run on the pooled window, a quarter of the footprint for 2x2 pooling
@@ -211,7 +211,7 @@ class ConvIntoWindow:
         self.target = torch.where(valid, plan.land.gather(1, cell), -1)
 
     @classmethod
-    def build(cls, stages: list[Stage], plans: list, first: int,
+    def build(cls, stages: list[StemNode], plans: list, first: int,
               absorbed: set[int] | frozenset[int] = frozenset()) -> tuple[ConvIntoWindow, int] | None:
         """The fused step from stage ``first`` (a delta conv) to the next window stage, and that stage's index
         (``absorbed``: BatchNorm stages the delta conv applies itself)."""

@@ -1,6 +1,6 @@
 """Incremental patch evaluation through whole graphs: residual and mobile networks.
 
-:class:`~advspatial.models.patch_forward.PatchForward` follows a changed patch
+:class:`~advspatial.models.patch.forward.PatchForward` follows a changed patch
 through a *chain* of layers. :class:`GraphPatchForward` follows it through the
 model's ``torch.fx`` graph, branches and merges included. Every node that
 depends on the input and is a 4-D map of the input's batch is held as a
@@ -40,14 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import ShapeError
-from .patch_stages import (
+from ...errors import ShapeError
+from .stem import (
     POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, conv_padding, is_positionless,
     as_pair, usable_in_eval, check_patch_inputs,
 )
-from .patch_tracing import traced
-from .patch_layers import GraphStep, WindowGeometry, padding_layer, pool_layer, record_values, run_node
-from .pooling import WINDOW_POOLS
+from .tracing import traced
+from .layers import GraphStep, WindowGeometry, padding_layer, pool_layer, record_values, run_node
+from ..pooling import WINDOW_POOLS
 
 BINARY = frozenset({operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
                     torch.div})
@@ -57,7 +57,7 @@ CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups
 class GraphPatchForward:
     """Logits of images equal to ``clean[i]`` except in one ``patch_size`` rectangle, through any fx graph.
 
-    Same call as :class:`~advspatial.models.patch_forward.PatchForward`:
+    Same call as :class:`~advspatial.models.patch.forward.PatchForward`:
     ``forward(image, top, left, patch)`` with ``image`` (N,) indices into
     ``clean``, ``top``/``left`` (N,) the rectangle's corner and ``patch``
     (N, C, rows, cols) its new values.

@@ -1,7 +1,7 @@
 """The pieces of an incremental (patch) forward pass: layer stages, patch geometry and plans.
 
-Why: :mod:`.patch_forward` (a chain of layers), :mod:`.patch_graph` (any traced graph) and
-:mod:`.patch_updates` (the change paths) all work with the same stages, axes and window plans;
+Why: :mod:`.forward` (a chain of layers), :mod:`.graph` (any traced graph) and
+:mod:`.updates` (the change paths) all work with the same stem nodes, axes and window plans;
 they live here so that each of those modules imports them from below instead of from each other.
 """
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelError, ShapeError
-from .pooling import WINDOW_POOLS
+from ...errors import ModelError, ShapeError
+from ..pooling import WINDOW_POOLS
 
 
 #: Modules that act on each activation independently (in eval mode).
@@ -74,7 +74,7 @@ class Axis:
 
 
 @dataclass
-class Stage:
+class StemNode:
     """One node of the stem: pointwise (``axes`` is None) or a window layer (conv or pool)."""
 
     apply_window: Callable[[torch.Tensor], torch.Tensor]  # on a patch (pointwise) or a padded (N, h, w, C) footprint
@@ -109,7 +109,7 @@ def conv_padding(conv: nn.Conv2d) -> tuple[tuple[int, int], tuple[int, int]]:
     return (ph, ph), (pw, pw)
 
 
-def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
+def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> StemNode:
     """The stage of a conv or pooling module whose input maps are ``size_in`` (H, W)."""
     if type(module) is nn.Conv2d:
         pads = conv_padding(module)
@@ -119,7 +119,7 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
         def conv(footprint: torch.Tensor, m: nn.Conv2d = module) -> torch.Tensor:
             return F.conv2d(footprint.permute(0, 3, 1, 2), m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
 
-        return Stage(conv, module, axes, 0.0)  # type: ignore[arg-type]
+        return StemNode(conv, module, axes, 0.0)  # type: ignore[arg-type]
     if type(module) in WINDOW_POOLS:
         if module.ceil_mode:
             raise UnsupportedModel(f"{type(module).__name__} with ceil_mode=True")
@@ -140,7 +140,7 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
 
             axes = tuple(Axis(k, s, d, p, p, n)
                          for k, s, d, p, n in zip(kernel, stride, dilation, padding, size_in, strict=True))
-            return Stage(pool, module if any(padding) else pool_full, axes, -math.inf,  # type: ignore[arg-type]
+            return StemNode(pool, module if any(padding) else pool_full, axes, -math.inf,  # type: ignore[arg-type]
                          max_pool=True)
         if any(padding) and not module.count_include_pad:
             raise UnsupportedModel("AvgPool2d with padding and count_include_pad=False")
@@ -150,7 +150,7 @@ def window_stage_of(module: nn.Module, size_in: tuple[int, int]) -> Stage:
             return F.avg_pool2d(footprint.permute(0, 3, 1, 2), k, s, 0, divisor_override=div)
 
         axes = tuple(Axis(k, s, 1, p, p, n) for k, s, p, n in zip(kernel, stride, padding, size_in, strict=True))
-        return Stage(average, module, axes, 0.0)  # type: ignore[arg-type]
+        return StemNode(average, module, axes, 0.0)  # type: ignore[arg-type]
     raise UnsupportedModel(f"{type(module).__name__} is not a window layer")
 
 

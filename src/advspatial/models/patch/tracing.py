@@ -1,7 +1,7 @@
 """Tracing a model for the incremental forward: its ``torch.fx`` graph and its spatial stem as stages.
 
 Why: tracing runs on a shallow copy (the model is never changed) and one walker decides which
-leading layers form the stem that :class:`~advspatial.models.patch_forward.PatchForward` recomputes
+leading layers form the stem that :class:`~advspatial.models.patch.forward.PatchForward` recomputes
 window by window.
 """
 
@@ -14,23 +14,23 @@ import operator
 import torch
 from torch import fx, nn
 
-from .outputs import has_only_guards
-from .patch_stages import (
-    POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Stage, UnsupportedModel, is_positionless,
+from ..outputs import has_only_guards
+from .stem import (
+    POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, StemNode, UnsupportedModel, is_positionless,
     usable_in_eval, window_stage_of,
 )
-from .pooling import PoolLeafTracer
+from ..pooling import PoolLeafTracer
 
 
 class StemTracer:
-    """Walks the traced graph of a model and turns its spatial stem into :class:`Stage` objects."""
+    """Walks the traced graph of a model and turns its spatial stem into :class:`StemNode` objects."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
         self.model = model
         self.graph = traced_graph(model)
         self.example = example
 
-    def stem(self) -> tuple[list[Stage], fx.Node, list[fx.Node]]:
+    def stem(self) -> tuple[list[StemNode], fx.Node, list[fx.Node]]:
         """The stages, the last stem node, and every node up to it (for the tail's interpreter)."""
         if not has_only_guards(self.model._forward_hooks) or self.model._forward_pre_hooks:
             raise UnsupportedModel("the model has forward hooks, which incremental evaluation would skip")
@@ -39,7 +39,7 @@ class StemTracer:
         if len(placeholders) != 1:
             raise UnsupportedModel(f"the model's forward takes {len(placeholders)} inputs, not 1")
         current, value = placeholders[0], self.example
-        stages: list[Stage] = []
+        stages: list[StemNode] = []
         consumed = [current]
         while len(current.users) == 1:
             node = next(iter(current.users))
@@ -55,7 +55,7 @@ class StemTracer:
             raise UnsupportedModel(f"no supported layer at the model's input (first node: {first})")
         return stages, current, consumed
 
-    def _stage(self, node: fx.Node, previous: fx.Node, value: torch.Tensor) -> Stage | None:
+    def _stage(self, node: fx.Node, previous: fx.Node, value: torch.Tensor) -> StemNode | None:
         """The stage for ``node`` (whose data input is ``previous``), or None where the stem ends."""
         if value.dim() != 4:
             return None
@@ -66,7 +66,7 @@ class StemTracer:
             if len(node.args) != 1 or node.kwargs:
                 return None
             if type(module) in POINTWISE_MODULES:
-                return Stage(module, module) if usable_in_eval(module) else None
+                return StemNode(module, module) if usable_in_eval(module) else None
             try:
                 return window_stage_of(module, (value.shape[2], value.shape[3]))
             except UnsupportedModel:
@@ -75,7 +75,7 @@ class StemTracer:
             return self._pointwise_call(node, previous)
         return None
 
-    def _pointwise_call(self, node: fx.Node, previous: fx.Node) -> Stage | None:
+    def _pointwise_call(self, node: fx.Node, previous: fx.Node) -> StemNode | None:
         """A pointwise function/method call whose other operands are position-free constants."""
         known = node.target in POINTWISE_FUNCTIONS if node.op == "call_function" else node.target in POINTWISE_METHODS
         if not known:
@@ -102,7 +102,7 @@ class StemTracer:
                 return getattr(args[0], str(n.target))(*args[1:], **kwargs)
             return n.target(*args, **kwargs)  # type: ignore[operator]
 
-        return Stage(call, call)
+        return StemNode(call, call)
 
 
 def traced(model: nn.Module) -> fx.GraphModule:

@@ -43,14 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ..errors import ShapeError
-from .patch_cache import StructureCache
-from .patch_graph import GraphPatchForward
-from .patch_stages import Stage, UnsupportedModel, check_patch_inputs
-from .patch_tracing import StemTracer
-from .patch_updates import (
-    AxisPlan, ConvIntoWindow, DeltaConv, LinearFold, WindowPlan, window_grid,
-)
+from ...errors import ShapeError
+from .cache import StructureCache
+from .graph import GraphPatchForward
+from .stem import StemNode, UnsupportedModel, check_patch_inputs
+from .tracing import StemTracer
+from .updates import AxisPlan, ConvIntoWindow, DeltaConv, LinearFold, WindowPlan, window_grid
 
 class _Tail:
     """Runs the graph after ``boundary``, starting from that node's value (``before``: every node up to it).
@@ -98,7 +96,7 @@ class _Structure:
     change paths; none of it depends on the clean images' values.
     """
 
-    stages: list[Stage]
+    stages: list[StemNode]
     tail: _Tail
     plans: list[WindowPlan | None]
     fold: LinearFold | None
@@ -160,7 +158,7 @@ class _Structure:
         return structure
 
 
-def _absorbed_scale(stages: list[Stage], conv_index: int) -> torch.Tensor | None:
+def _absorbed_scale(stages: list[StemNode], conv_index: int) -> torch.Tensor | None:
     """Per output channel, the scale of an eval-mode ``BatchNorm2d`` right after the conv at ``conv_index``.
 
     BatchNorm is affine per channel, ``bn(c + d) = bn(c) + scale * d``: a delta conv can spread its change
@@ -181,7 +179,7 @@ def _absorbed_scale(stages: list[Stage], conv_index: int) -> torch.Tensor | None
 
 
 def _plan_axis(
-    stages: list[Stage], size: int, patch: int, axis: int, device: torch.device,
+    stages: list[StemNode], size: int, patch: int, axis: int, device: torch.device,
 ) -> tuple[list[tuple[AxisPlan, int, int, int]], tuple[torch.Tensor, int]]:
     """Along one axis, per window stage: (tables, footprint, window, incoming size); then the stem output's corner and
     size."""
@@ -206,7 +204,7 @@ def _plan_axis(
     return plans, (corner, incoming)
 
 
-#: Structures per model and input geometry, reused while the model is unchanged (:mod:`.patch_cache`).
+#: Structures per model and input geometry, reused while the model is unchanged (:mod:`.cache`).
 STRUCTURES: StructureCache[_Structure] = StructureCache()
 
 
@@ -275,7 +273,7 @@ class PatchForward:
         self.outputs: list[torch.Tensor | None] = []  # channels-last clean outputs of convolutions
         fused_into = {last for _, last in self.fusions.values()}
 
-        def keep(k: int, stage: Stage, value: torch.Tensor, output: torch.Tensor) -> None:
+        def keep(k: int, stage: StemNode, value: torch.Tensor, output: torch.Tensor) -> None:
             if stage.axes is None or k in fused_into:
                 self.padded.append(None)
             else:
@@ -288,7 +286,7 @@ class PatchForward:
         self.clean_stem = self._stem_pass(clean, keep)
 
     def _stem_pass(self, images: torch.Tensor,
-                   keep: Callable[[int, Stage, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+                   keep: Callable[[int, StemNode, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
         """The stem output of whole images: the stem's modules in order (unpadded max pooling by its exact
         equivalent), as in the model; ``keep(k, stage, input, output)`` sees every stage."""
         value = images.clone()  # an in-place first layer must not change the caller's images
@@ -382,7 +380,7 @@ def try_patch_forward(model: nn.Module, clean: torch.Tensor,
     :class:`PatchForward` (the chain stem, cheapest per call) where its stem
     takes in every convolution and pooling layer of the model; otherwise, where
     layers with spatial extent remain after the chain (residual blocks, mobile
-    blocks), :class:`~advspatial.models.patch_graph.GraphPatchForward`, which
+    blocks), :class:`~advspatial.models.patch.graph.GraphPatchForward`, which
     follows the cone through the whole graph; the chain evaluator where the graph
     one cannot follow the model either.
     """
