@@ -4,6 +4,7 @@ test_perceptual_run.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,14 @@ from advspatial.errors import ConfigError, ShapeError
 from advspatial.analysis.ssim_matching import bisect_eps, ssim_distortion
 from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.metrics import attack_metrics
+from advspatial.experiments.perceptual.metrics import LabelledComparison, MinimalDistortion, attack_metrics
 from advspatial.experiments.perceptual.stages import (
-    AttackStore, Context, calibrate, map_statistics, pgd_attack,
+    AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
 )
 from advspatial.experiments.rows import keep_first
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
-from advspatial.regions.inference import NULLS, VERDICTS
+from advspatial.regions.inference import NULLS, VERDICTS, uniform_comparison
 from advspatial.report.ssim_figures import (
     plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
 )
@@ -113,6 +114,22 @@ def test_calibration_target_uses_only_the_calibration_images(tiny_cnn, tmp_path)
     ctx = _synthetic_context(tmp_path, tiny_cnn(), n=8, calibration_n=4, calibration_iters=0)
     values = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1])
     assert calibrate(ctx, values).target == pytest.approx(0.9)
+
+
+def test_budget_stages_write_each_budget_at_a_fixed_precision() -> None:
+    assert budget_stage("pgd", 0.15).key(0) == "calibration/eps-0.15000000/batch-00000"
+    assert budget_stage("ssim-ball", 0.8).key(2) == "curve/ssim-ball/alpha-0.800000/batch-00002"
+    assert budget_stage("pgd", 0.1 + 0.2).key(0) == budget_stage("pgd", 0.3).key(0)
+
+
+def test_findings_parts_round_trip_through_json() -> None:
+    comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
+    distortion = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97, "pgd": 0.99}, comparison)
+    data = json.loads(json.dumps(distortion.as_dict()))
+    assert set(data) >= {"images_both", "ceilings", "observed", "excess"}  # the comparison's keys beside its own
+    assert MinimalDistortion.from_dict(data) == distortion
+    labelled = LabelledComparison.of(comparison, "interpretable")
+    assert labelled.as_dict() == {**comparison.as_dict(), "interpretation": "interpretable"}
 
 
 # -- SSIM map and statistics -------------------------------------------------------------
