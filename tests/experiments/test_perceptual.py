@@ -4,7 +4,7 @@ test_perceptual_run.py)."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +17,20 @@ from torch import nn
 from advspatial.analysis.ssim import ssim
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.experiments.perceptual.calibration import bisect_eps, calibrate
+from advspatial.analysis.ssim_matching import bisect_eps, ssim_distortion
+from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.figures import (
-    plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
+from advspatial.experiments.perceptual.metrics import LabelledComparison, MinimalDistortion, attack_metrics
+from advspatial.experiments.perceptual.stages import (
+    AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
 )
-from advspatial.experiments.perceptual.maps_stage import AttackStore
-from advspatial.experiments.perceptual.metrics import attack_metrics
-from advspatial.experiments.perceptual.stages import Context, map_statistics, pgd_attack, ssim_distortion
-from advspatial.experiments.perceptual.statistics import compare_attack, measure
 from advspatial.experiments.rows import keep_first
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
-from advspatial.regions.inference import NULLS, VERDICTS
+from advspatial.regions.inference import NULLS, VERDICTS, uniform_comparison
+from advspatial.report.ssim_figures import (
+    plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
+)
 from advspatial.rundir import RunDir
 from advspatial.runtime import batch_slices
 
@@ -113,6 +114,22 @@ def test_calibration_target_uses_only_the_calibration_images(tiny_cnn, tmp_path)
     ctx = _synthetic_context(tmp_path, tiny_cnn(), n=8, calibration_n=4, calibration_iters=0)
     values = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1])
     assert calibrate(ctx, values).target == pytest.approx(0.9)
+
+
+def test_budget_stages_write_each_budget_at_a_fixed_precision() -> None:
+    assert budget_stage("pgd", 0.15).key(0) == "calibration/eps-0.15000000/batch-00000"
+    assert budget_stage("ssim-ball", 0.8).key(2) == "curve/ssim-ball/alpha-0.800000/batch-00002"
+    assert budget_stage("pgd", 0.1 + 0.2).key(0) == budget_stage("pgd", 0.3).key(0)
+
+
+def test_findings_parts_round_trip_through_json() -> None:
+    comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
+    distortion = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97, "pgd": 0.99}, comparison)
+    data = json.loads(json.dumps(distortion.as_dict()))
+    assert set(data) >= {"images_both", "ceilings", "observed", "excess"}  # the comparison's keys beside its own
+    assert MinimalDistortion.from_dict(data) == distortion
+    labelled = LabelledComparison.of(comparison, "interpretable")
+    assert labelled.as_dict() == {**comparison.as_dict(), "interpretation": "interpretable"}
 
 
 # -- SSIM map and statistics -------------------------------------------------------------
@@ -202,18 +219,13 @@ def test_compare_attack_detects_co_location_within_a_class() -> None:
     assert compare_attack(AttackStore(), cfg) == {}
 
 
-def _measure_context(tmp_path: Path, tiny_cnn) -> Context:  # type: ignore[no-untyped-def]
-    base = _synthetic_context(tmp_path, tiny_cnn(), permutations=200)
-    return dataclasses.replace(base, importance="gradcam", importance_reason="test")
-
-
 def _gate(passed: bool) -> dict:
     return {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0",
             "method": "gradcam", "n": 40, "deletion": {}, "attack": {}, "randomization": []}
 
 
 @pytest.mark.parametrize("passed", [True, False])
-def test_measure_builds_gated_claims_with_fixed_verdicts(passed: bool, tiny_cnn, tmp_path) -> None:
+def test_measure_builds_gated_claims_with_fixed_verdicts(passed: bool) -> None:
     n = 40
     cams, composition = _blob_maps(n)
     labels = torch.arange(n) % 2
@@ -222,25 +234,23 @@ def test_measure_builds_gated_claims_with_fixed_verdicts(passed: bool, tiny_cnn,
               # the "PGD" SSIM map sits on another image's blob: no co-location beyond chance
               "pgd": _store(cams, cams.roll(7, 0) + 0.01 * torch.rand(cams.shape, generator=gen), labels,
                             composition)}
-    ctx = _measure_context(tmp_path, tiny_cnn)
-    metrics = {"attacks": {a: {"maps": {s: 0.0 for s in STATS}} for a in ATTACKS}}
-    claims = measure(ctx, stores, metrics, {"gradcam": _gate(passed)})
-    assert metrics["roi"]["faithful"] is passed and metrics["roi"]["method"] == "gradcam"
-    assert metrics["faithfulness"]["gradcam"]["reason"]
+    roi = roi_of("gradcam", "test", {"gradcam": _gate(passed)})
+    assert roi.faithful is passed and roi.method == "gradcam" and roi.why == "test"
+    inference, distortion, claims = measure(PerceptualConfig(permutations=200), roi, stores)
+    assert distortion is None  # no curves given
     primary = [c for c in claims if c.primary]
     assert [c.subject for c in primary] == list(ATTACKS)
     assert all(c.statistic == "energy_in_roi" and c.null == "same-class" for c in primary)
     assert len(claims) == 2 * 3 * len(NULLS)  # two attacks x three statistics x every null
-    assert [c["verdict"] for c in metrics["claims"]] == [c.verdict for c in claims]
     assert all(c.verdict in VERDICTS for c in claims)
     assert all(c.gates == {"RoI faithfulness": passed} for c in claims)
     # the p-values are corrected: Holm on the two primary claims, never below the raw p
     assert all(c.p_adjusted >= c.p - 1e-12 for c in claims)
     label = "interpretable" if passed else NOT_INTERPRETABLE_ROI
+    assert roi.interpretation == label
     for name in ATTACKS:
-        assert metrics["attacks"][name]["maps"]["interpretation"] == label
-        for by_null in metrics["inference"][name].values():
-            assert all(c["interpretation"] == label for c in by_null.values())
+        for by_null in inference[name].values():
+            assert all(c.interpretation == label for c in by_null.values())
     if passed:
         assert primary[0].verdict == "supported" and primary[0].effect.low > 0
         assert primary[1].verdict != "supported"
@@ -248,13 +258,14 @@ def test_measure_builds_gated_claims_with_fixed_verdicts(passed: bool, tiny_cnn,
         assert {c.verdict for c in claims} == {"not interpretable"}
 
 
-def test_measure_skips_attacks_without_enough_successes(tiny_cnn, tmp_path) -> None:
+def test_measure_skips_attacks_without_enough_successes() -> None:
     cams, composition = _blob_maps(2)
     stores = {"ssim-ball": _store(cams, cams.clone(), torch.zeros(2, dtype=torch.long), composition),
               "pgd": AttackStore()}
-    metrics = {"attacks": {a: {"maps": {s: 0.0 for s in STATS}} for a in ATTACKS}}
-    claims = measure(_measure_context(tmp_path, tiny_cnn), stores, metrics, {"gradcam": _gate(True)})
-    assert claims == [] and metrics["claims"] == [] and metrics["inference"] == {}
+    roi = roi_of("gradcam", "", {"gradcam": _gate(True)})
+    assert roi.why == "chosen in the config"
+    inference, _, claims = measure(PerceptualConfig(permutations=200), roi, stores)
+    assert claims == [] and inference == {}
 
 
 # -- config and metrics ------------------------------------------------------------------
@@ -288,12 +299,12 @@ def test_attack_metrics_from_rows_known_answers() -> None:
     rows = [row(True, True, 0.8, 0.2), row(True, False, 0.9, 0.9), row(False, True, 0.5, 0.9),
             row(True, True, 0.6, float("nan"))]
     m = attack_metrics(rows, "pgd")
-    assert m["images"] == 4 and m["clean_accuracy"] == 0.75 and m["successful"] == 2
-    assert m["fooling_rate"] == pytest.approx(2 / 3)
-    assert m["mean_ssim"] == pytest.approx((0.8 + 0.9 + 0.5 + 0.6) / 4)  # all attacked images
-    assert m["mean_ssim_successful"] == pytest.approx(0.7)
-    assert m["maps"]["iou"] == pytest.approx(0.2)  # NaN left out, only successful images
-    assert m["adversarial_accuracy"] == pytest.approx(0.25)
+    assert m.images == 4 and m.clean_accuracy == 0.75 and m.successful == 2
+    assert m.fooling_rate == pytest.approx(2 / 3)
+    assert m.mean_ssim == pytest.approx((0.8 + 0.9 + 0.5 + 0.6) / 4)  # all attacked images
+    assert m.mean_ssim_successful == pytest.approx(0.7)
+    assert m.maps.iou == pytest.approx(0.2)  # NaN left out, only successful images
+    assert m.adversarial_accuracy == pytest.approx(0.25)
 
 
 # -- figures -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 
 from advspatial.experiments.gate import roi_label
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.metrics import attack_metrics
+from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack_metrics
 from advspatial.experiments.perceptual.report import summary_text
 from advspatial.experiments.running import run_experiment
 from advspatial.experiments.settings import config_from_mapping
@@ -70,10 +70,10 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     for name in ("ssim-ball", "pgd"):
         recomputed = attack_metrics(rows, name)
         for key in ("fooling_rate", "mean_ssim", "mean_ssim_successful", "clean_accuracy", "mean_l2"):
-            assert _same(metrics["attacks"][name][key], recomputed[key]), (name, key)
+            assert _same(metrics["attacks"][name][key], getattr(recomputed, key)), (name, key)
         for stat in STATS:
-            assert _same(metrics["attacks"][name]["maps"][stat], recomputed["maps"][stat])
-        assert metrics["attacks"][name]["successful"] == recomputed["successful"]
+            assert _same(metrics["attacks"][name]["maps"][stat], getattr(recomputed.maps, stat))
+        assert metrics["attacks"][name]["successful"] == recomputed.successful
     for r in rows:
         assert 0.0 <= r["ssim"] <= 1.0 + 1e-6
     pgd_linf = [r["linf"] for r in rows if r["attack"] == "pgd"]
@@ -161,7 +161,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert len(parser.images) == len(figures) and all(src.startswith("data:image/png;base64,")
                                                       for src in parser.images)
     assert "ssim-ball" in result.summary and "pgd" in result.summary
-    assert result.summary == summary_text(metrics)
+    assert result.summary == summary_text(PerceptualFindings.from_metrics(metrics))
     # resume after a "kill": drop a PGD batch, a calibration stage, a gate batch and the results; identical numbers
     (out / "stages/attack/pgd/batch-00001.pt").unlink()
     next((out / "stages/calibration").rglob("*.pt")).unlink()

@@ -16,6 +16,14 @@ ATTACKS = ("ssim-ball", "pgd")
 STATS = {"spearman": "spearman", "iou": "iou", "energy_in_cam": "energy_in_roi"}
 #: the engine's statistic names, in report order
 ENGINE_STATS = tuple(STATS.values())
+#: report label of each statistic
+STAT_LABELS = {
+    "spearman": "Spearman(CAM, 1-SSIM map)",
+    "iou": "IoU of the top regions",
+    "energy_in_cam": "share of 1-SSIM mass in the CAM region",
+}
+#: report label of an engine statistic
+ENGINE_LABELS = {key: STAT_LABELS[name] for name, key in STATS.items()}
 PRIMARY_STATISTIC = colocation.PRIMARY_STATISTIC  # energy_in_roi = energy in the CAM region
 PRIMARY_NULL = colocation.PRIMARY_NULL  # same-class
 

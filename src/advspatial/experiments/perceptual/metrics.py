@@ -1,44 +1,158 @@
-"""The perceptual experiment's metrics, computed from the per-image rows only (so the two always agree)."""
+"""The perceptual experiment's findings (``metrics.json`` is their serialization): per attack its outcome,
+computed from the per-image rows only (so the two always agree), the calibration, the curves, the gate, the
+RoI, the engine's comparisons, the minimal-distortion comparison and the claims."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from ...analysis.ssim_matching import Calibration
+from ...regions.claims import Claim
+from ...regions.inference import NullComparison
+from ..findings import Findings, from_json
 from ..results import mean_of
-from .calibration import Calibration
-from .config import ATTACKS, STATS
+from .config import ATTACKS
 
 
-def attack_metrics(rows: list[dict[str, Any]], name: str) -> dict[str, Any]:
+@dataclass
+class MapMeans:
+    """Means over the successful images of the 1 − SSIM map against the CAM, and how they read (the gate)."""
+
+    spearman: float
+    iou: float
+    energy_in_cam: float
+    interpretation: str = ""
+
+
+@dataclass
+class AttackOutcome:
+    """One attack on the ``n`` images: outcome, SSIMs (over all attacked images unless named ``_successful``),
+    norms and map means (over the successful images: correctly classified and fooled)."""
+
+    images: int
+    clean_accuracy: float
+    fooling_rate: float
+    adversarial_accuracy: float
+    successful: int
+    mean_ssim: float
+    mean_ssim_window: float
+    mean_ssim_successful: float
+    geometry_mean_ssim: float
+    mean_l2: float
+    mean_linf: float
+    maps: MapMeans
+    geometry_energy_in_cam: float
+
+
+@dataclass
+class CurvePoint:
+    """An attack at one budget on the calibration images (SSIM-ball: alpha; PGD: eps)."""
+
+    budget: float
+    mean_ssim: float
+    fooling_rate: float
+
+
+@dataclass
+class Roi:
+    """The CAM method in use, why it was chosen, whether it passed the faithfulness gate and how it reads."""
+
+    method: str
+    why: str
+    faithful: bool
+    interpretation: str
+
+
+@dataclass(frozen=True)
+class LabelledComparison(NullComparison):
+    """A statistic against a null with how it reads (``interpretable`` or why not: the RoI's gate)."""
+
+    interpretation: str = ""
+
+    @classmethod
+    def of(cls, comparison: NullComparison, interpretation: str) -> LabelledComparison:
+        """``comparison`` read as ``interpretation``."""
+        values = {f.name: getattr(comparison, f.name) for f in dataclasses.fields(comparison)}
+        return cls(**values, interpretation=interpretation)
+
+
+@dataclass
+class MinimalDistortion:
+    """Per image fooled by both attacks at some budget, the SSIM-ball attack's highest fooling SSIM against
+    PGD's (``comparison``); the images only one attack fooled; each attack's least distorting curve point."""
+
+    images_both: int
+    only_ssim_ball: int
+    only_pgd: int
+    ceilings: dict[str, float]
+    comparison: NullComparison
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images_both": self.images_both, "only_ssim_ball": self.only_ssim_ball, "only_pgd": self.only_pgd,
+                "ceilings": dict(self.ceilings), **self.comparison.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MinimalDistortion:
+        own = ("images_both", "only_ssim_ball", "only_pgd", "ceilings")
+        comparison = from_json(NullComparison, {k: v for k, v in data.items() if k not in own}, "minimal_distortion")
+        return cls(int(data["images_both"]), int(data["only_ssim_ball"]), int(data["only_pgd"]),
+                   {k: float(v) for k, v in data["ceilings"].items()}, comparison)
+
+
+@dataclass
+class PerceptualFindings(Findings):
+    """Everything the perceptual run found; ``inference`` is per attack, statistic (the engine's name) and null.
+
+    ``faithfulness`` is the gate of each CAM method as the gate stage returns it.
+    """
+
+    n: int
+    clean_accuracy: float
+    calibration: Calibration
+    pgd_eps: float
+    ssim_gap: float
+    attacks: dict[str, AttackOutcome]
+    curves: dict[str, list[CurvePoint]]
+    faithfulness: dict[str, Any]
+    roi: Roi
+    inference: dict[str, dict[str, dict[str, LabelledComparison]]]
+    minimal_distortion: MinimalDistortion | None = None
+    claims: list[Claim] = field(default_factory=list)
+
+    @property
+    def gate(self) -> dict[str, Any]:
+        """The faithfulness gate of the CAM in use."""
+        gate: dict[str, Any] = self.faithfulness[self.roi.method]
+        return gate
+
+
+def attack_metrics(rows: list[dict[str, Any]], name: str, interpretation: str = "") -> AttackOutcome:
     """Summary of one attack, computed from its per-image rows only (so the two always agree)."""
     group = [r for r in rows if r["attack"] == name]
     correct = [r for r in group if r["correct"]]
     ok = [r for r in correct if r["success"]]
-    return {
-        "images": len(group),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in group]),
-        "fooling_rate": mean_of([float(r["success"]) for r in correct]),
-        "adversarial_accuracy": mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
-        "successful": len(ok),
-        "mean_ssim": mean_of([r["ssim"] for r in group]),
-        "mean_ssim_window": mean_of([r.get("ssim_window", math.nan) for r in group]),
-        "mean_ssim_successful": mean_of([r["ssim"] for r in ok]),
-        "geometry_mean_ssim": mean_of([r.get("geometry_ssim", math.nan) for r in ok]),
-        "mean_l2": mean_of([r["l2"] for r in ok]),
-        "mean_linf": mean_of([r["linf"] for r in ok]),
-        "maps": {s: mean_of([r[s] for r in ok]) for s in STATS},
-        "geometry_energy_in_cam": mean_of([r.get("geometry_energy_in_cam", math.nan) for r in ok]),
-    }
+    return AttackOutcome(
+        images=len(group),
+        clean_accuracy=mean_of([float(r["correct"]) for r in group]),
+        fooling_rate=mean_of([float(r["success"]) for r in correct]),
+        adversarial_accuracy=mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
+        successful=len(ok),
+        mean_ssim=mean_of([r["ssim"] for r in group]),
+        mean_ssim_window=mean_of([r.get("ssim_window", math.nan) for r in group]),
+        mean_ssim_successful=mean_of([r["ssim"] for r in ok]),
+        geometry_mean_ssim=mean_of([r.get("geometry_ssim", math.nan) for r in ok]),
+        mean_l2=mean_of([r["l2"] for r in ok]),
+        mean_linf=mean_of([r["linf"] for r in ok]),
+        maps=MapMeans(mean_of([r["spearman"] for r in ok]), mean_of([r["iou"] for r in ok]),
+                      mean_of([r["energy_in_cam"] for r in ok]), interpretation),
+        geometry_energy_in_cam=mean_of([r.get("geometry_energy_in_cam", math.nan) for r in ok]),
+    )
 
 
-def build_metrics(rows: list[dict[str, Any]], calibration: Calibration) -> dict[str, Any]:
-    attacks = {name: attack_metrics(rows, name) for name in ATTACKS}
-    return {
-        "n": attacks["ssim-ball"]["images"],
-        "clean_accuracy": attacks["ssim-ball"]["clean_accuracy"],
-        "calibration": calibration.as_dict(),
-        "pgd_eps": calibration.eps,
-        "ssim_gap": attacks["pgd"]["mean_ssim"] - attacks["ssim-ball"]["mean_ssim"],
-        "attacks": attacks,
-    }
+def attack_outcomes(rows: list[dict[str, Any]], interpretation: str) -> dict[str, AttackOutcome]:
+    """Every attack's outcome, its map means read as ``interpretation``."""
+    return {name: attack_metrics(rows, name, interpretation) for name in ATTACKS}

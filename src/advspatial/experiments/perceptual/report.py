@@ -1,37 +1,24 @@
 """The report of the perceptual experiment: verdicts first, the gate, setup, attacks and curves, maps, nulls, limits;
 and the printed summary.
 
-Rendering only: every number comes from the metrics, the calibration, the claims and the kept images computed
-by the stages (:mod:`.calibration`, :mod:`.maps_stage`, :mod:`.statistics`, :mod:`.metrics`).
+Rendering only (:func:`render`): every number comes from the findings (:mod:`.metrics`), every figure from the
+PNG files the run drew (:mod:`.figures`), so ``advspatial report DIR`` renders a finished run's report again.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-import torch
-
-from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...regions.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import (
-    fmt, fmt_p, forest_figures, plot_forest, verdict_legend, verdict_table, what_this_run_shows,
-)
+from ...report.verdicts import fmt, fmt_p, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
-from .calibration import Calibration
-from .config import ATTACKS, PRIMARY_STATISTIC, STATS
-from .figures import plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam
-from .maps_stage import AttackStore
-from .stages import Context
-
-STAT_LABELS = {
-    "spearman": "Spearman(CAM, 1-SSIM map)",
-    "iou": "IoU of the top regions",
-    "energy_in_cam": "share of 1-SSIM mass in the CAM region",
-}
-#: report label of an engine statistic
-ENGINE_LABELS = {key: STAT_LABELS[name] for name, key in STATS.items()}
+from ..results import Rendered
+from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, PerceptualConfig
+from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP
+from .metrics import PerceptualFindings
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
          "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "
@@ -39,29 +26,32 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
          "adversarial image loses structural similarity.")
 
 
-def build_sections(ctx: Context, metrics: dict[str, Any], calibration: Calibration, claims: list[Claim],
-                   stores: dict[str, AttackStore], examples: dict[str, list]) -> list[Section]:
-    """Every section of the perceptual report, in order."""
-    return [
-        verdict_section(ctx, metrics, claims),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        attacks_section(ctx, metrics, calibration, stores),
-        maps_section(ctx, metrics, examples),
-        overlap_section(ctx, metrics, claims),
-        limits_section(ctx, metrics),
-    ]
+def render(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Rendered:
+    """The printed summary and every section of the perceptual report, in order (figures: those drawn in
+    ``figures``)."""
+    return Rendered(summary_text(findings), [
+        verdict_section(config, findings, figures),
+        gate_section(config, findings),
+        setup_section(config, findings),
+        attacks_section(config, findings, figures),
+        maps_section(config, findings, figures),
+        overlap_section(config, findings, figures),
+        limits_section(config, findings),
+    ])
 
 
-def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+def drawn(figures: Path, name: str, caption: str) -> list[Figure]:
+    """The figure ``name`` with its caption when the run drew it, else none."""
+    return [Figure(figures / name, caption)] if (figures / name).is_file() else []
+
+
+def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
-    cfg = ctx.config
-    primary = [c for c in claims if c.primary]
-    roi = metrics["roi"]
-    paragraphs = [TERMS, f"RoI explainer: {roi['method']} of the true class ({roi['why']})."]
-    if not roi["faithful"]:
-        reason = metrics["faithfulness"][roi["method"]].get("reason", "")
-        paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi['method']}: {reason}): every "
+    claims, roi = findings.claims, findings.roi
+    paragraphs = [TERMS, f"RoI explainer: {roi.method} of the true class ({roi.why})."]
+    if not roi.faithful:
+        reason = findings.gate.get("reason", "")
+        paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi.method}: {reason}): every "
                           "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
                           "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
                           "fooling rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
@@ -70,48 +60,44 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
         "No claim could be tested: fewer than 3 successful images per attack."])
     notes = [verdict_legend() + f" Primary endpoint: {ENGINE_LABELS[PRIMARY_STATISTIC]} (energy_in_roi) vs the "
              f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
-             f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {cfg.significance} after "
-             f"correction; "
-             f"{sesoi_text(cfg.sesoi)}; n >= 30."]
-    figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
-                             "Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI",
-                             "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region against "
-                             "each null (uniform placement, any class, same class, same class and foreground "
-                             "share). Grey: a gate failed.")
-    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
-    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+             f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {config.significance} "
+             f"after correction; {sesoi_text(config.sesoi)}; n >= 30."]
+    forest = drawn(figures, FOREST, "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
+                                    "against each null (uniform placement, any class, same class, same class and "
+                                    "foreground share). Grey: a gate failed.")
+    tables = [verdict_table([c for c in claims if c.primary],
+                            "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
+    return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts")
 
 
-def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def gate_section(config: PerceptualConfig, findings: PerceptualFindings) -> Section:
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
-    cfg = ctx.config
-    roi = metrics["roi"]
-    gate = metrics["faithfulness"][roi["method"]]
+    roi, gate = findings.roi, findings.gate
     return faithfulness_section([
-        explainer_verdict("RoI explainer", f"{roi['method']} of the true class", roi["why"], roi["faithful"],
+        explainer_verdict("RoI explainer", f"{roi.method} of the true class", roi.why, roi.faithful,
                           gate.get("reason", "")),
-        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, metrics["pgd_eps"], "the CAM")
+        gate_rule(config, min(config.gate_n, findings.n), config.fraction, findings.pgd_eps, "the CAM")
         + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline."],
-        metrics["faithfulness"], per_class_of=[roi["method"]])
+        findings.faithfulness, per_class_of=[roi.method])
 
 
-def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    window = cfg.window_value()
+def setup_section(config: PerceptualConfig, findings: PerceptualFindings) -> Section:
+    window = config.window_value()
     return Section("Setup", [
-        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
-        f"SSIM-ball attack: {cfg.loss} loss, {cfg.steps} projected steps (step {cfg.step_size} of each window's size) "
-        f"inside the intersection of per-window SSIM balls (contrast-structure term >= {cfg.alpha} in every "
-        f"non-overlapping {'4x4 (28 px) / 8x8' if window == 'auto' else f'{window}x{window}'} window), "
-        + (f"SSIM's luminance term >= {cfg.alpha_l} per window (so every window's SSIM >= "
-           f"{cfg.alpha * cfg.alpha_l:.3f})" if cfg.luminance == "term" else
-           f"the absolute luminance bound |mean change| <= {cfg.beta} per window (not an SSIM bound)")
+        f"Model {config.model} on the first {findings.n} {config.dataset} test images; clean accuracy "
+        f"{fmt(findings.clean_accuracy)}. Seed {config.seed}; device {config.device}.",
+        f"SSIM-ball attack: {config.loss} loss, {config.steps} projected steps (step {config.step_size} of each "
+        f"window's size) inside the intersection of per-window SSIM balls (contrast-structure term >= "
+        f"{config.alpha} in every non-overlapping "
+        f"{'4x4 (28 px) / 8x8' if window == 'auto' else f'{window}x{window}'} window), "
+        + (f"SSIM's luminance term >= {config.alpha_l} per window (so every window's SSIM >= "
+           f"{config.alpha * config.alpha_l:.3f})" if config.luminance == "term" else
+           f"the absolute luminance bound |mean change| <= {config.beta} per window (not an SSIM bound)")
         + ", and the box [0,1].",
-        f"Baseline: L-inf PGD with the same loss ({cfg.loss}) and step budget ({cfg.steps} steps, step 2.5*eps/steps, "
-        f"seeded random start), its budget eps calibrated so that its mean SSIM matches the SSIM-ball attack's; "
-        "beside that single point, both attacks at several budgets (fooling rate vs SSIM curves) and per image "
-        "the highest SSIM at which each fools it.",
+        f"Baseline: L-inf PGD with the same loss ({config.loss}) and step budget ({config.steps} steps, step "
+        f"2.5*eps/steps, seeded random start), its budget eps calibrated so that its mean SSIM matches the SSIM-ball "
+        "attack's; beside that single point, both attacks at several budgets (fooling rate vs SSIM curves) and per "
+        "image the highest SSIM at which each fools it.",
         "Geometry null: per attack and image, a random feasible perturbation of the same set (a random direction in "
         "every window taken to the edge of the SSIM ball; random signs times eps for PGD), scaled toward 0 until "
         "its SSIM equals the attack's on that image. Its 1 − SSIM map against the CAM is the baseline of the "
@@ -119,135 +105,110 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "SSIM is Wang et al.'s, as scikit-image computes it (Gaussian window sigma 1.5, 11 taps, population "
         "statistics; the image score averages the map away from a 5-pixel border). The SSIM map is "
         "1 - SSIM_local(x, x') at every pixel (borders reflected): the RoA side.",
-        f"Class activation map (the RoI side): {ctx.method} of the TRUE class on the clean image "
-        f"({metrics['roi']['why']}). Regions: the top {cfg.fraction:.0%} of each map (strictly positive pixels; ties "
+        f"Class activation map (the RoI side): {findings.roi.method} of the TRUE class on the clean image "
+        f"({findings.roi.why}). Regions: the top {config.fraction:.0%} of each map (strictly positive pixels; ties "
         "at the cut broken by a seeded random order).",
         "Fooling rate: share of correctly classified images whose prediction the attack changes. Map statistics: "
-        f"over images classified correctly and fooled (successful), the first {cfg.permutation_images} per attack "
-        "entering the nulls.",
+        f"over images classified correctly and fooled (successful), the first {config.permutation_images} per "
+        "attack entering the nulls.",
     ])
 
 
-def attacks_section(ctx: Context, metrics: dict[str, Any], calibration: Calibration,
-                    stores: dict[str, AttackStore]) -> Section:
-    cfg = ctx.config
+def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
+    calibration = findings.calibration
     rows = []
-    for name, m in metrics["attacks"].items():
-        budget = ((f"alpha {cfg.alpha}, "
-                   + (f"alpha_l {cfg.alpha_l}" if cfg.luminance == "term" else f"beta {cfg.beta}"))
+    for name, m in findings.attacks.items():
+        budget = ((f"alpha {config.alpha}, "
+                   + (f"alpha_l {config.alpha_l}" if config.luminance == "term" else f"beta {config.beta}"))
                   if name == "ssim-ball" else f"eps {calibration.eps:.4f}")
-        rows.append([name, budget, m["images"], fmt(m["fooling_rate"]), m["successful"], fmt(m["mean_ssim"], 4),
-                     fmt(m["mean_ssim_window"], 4), fmt(m["mean_ssim_successful"], 4), fmt(m["mean_l2"]),
-                     fmt(m["mean_linf"])])
+        rows.append([name, budget, m.images, fmt(m.fooling_rate), m.successful, fmt(m.mean_ssim, 4),
+                     fmt(m.mean_ssim_window, 4), fmt(m.mean_ssim_successful, 4), fmt(m.mean_l2), fmt(m.mean_linf)])
     table = Table("Attacks at matched mean SSIM (SSIM over all attacked images; norms over successful ones)",
                   ["attack", "budget", "images", "fooling rate", "successful", "mean SSIM (Gaussian, all)",
                    "mean window SSIM (the constraint's, all)", "mean SSIM (successful)", "mean L2", "mean Linf"], rows)
-    curve_rows = [[name, f"{p['budget']:.4g}", fmt(p["mean_ssim"], 4), fmt(p["fooling_rate"])]
-                  for name, points in metrics.get("curves", {}).items() for p in points]
+    curve_rows = [[name, f"{p.budget:.4g}", fmt(p.mean_ssim, 4), fmt(p.fooling_rate)]
+                  for name, points in findings.curves.items() for p in points]
     curve_table = Table("Fooling rate vs mean SSIM on the calibration images (budget: alpha for SSIM-ball, eps for "
                         "PGD)", ["attack", "budget", "mean SSIM", "fooling rate"], curve_rows)
-    md = metrics.get("minimal_distortion", {})
-    n_cal = min(cfg.calibration_n, metrics["n"])
     state = ("matched within the tolerance" if calibration.matched else
              "NOT matched within the tolerance" + ("" if calibration.reachable else
-                                                  f": even eps_max={cfg.eps_max} keeps SSIM above the target"))
+                                                  f": even eps_max={config.eps_max} keeps SSIM above the target"))
     paragraphs = [
-        f"Calibration on the first {n_cal} images: target mean SSIM {calibration.target:.4f} (SSIM-ball attack), "
-        f"PGD budget eps = {calibration.eps:.4f} gives {calibration.mean_ssim:.4f} after {len(calibration.history)} "
-        f"PGD runs ({state}, tolerance {calibration.tolerance}). Over all {metrics['n']} images the PGD mean SSIM "
-        f"minus the SSIM-ball mean SSIM is {metrics['ssim_gap']:+.4f}.",
+        f"Calibration on the first {min(config.calibration_n, findings.n)} images: target mean SSIM "
+        f"{calibration.target:.4f} (SSIM-ball attack), PGD budget eps = {calibration.eps:.4f} gives "
+        f"{calibration.mean_ssim:.4f} after {len(calibration.history)} PGD runs ({state}, tolerance "
+        f"{calibration.tolerance}). Over all {findings.n} images the PGD mean SSIM minus the SSIM-ball mean SSIM is "
+        f"{findings.ssim_gap:+.4f}.",
         "At equal mean SSIM, the attack with the higher fooling rate uses its perceptual budget better. These numbers "
         "do not depend on the RoI. Two SSIMs are shown: the reported one (Gaussian 11-tap window, a 5-pixel border "
         "left out of the average) and the window SSIM the constraint bounds (non-overlapping windows, every pixel).",
     ]
-    if md:
+    md = findings.minimal_distortion
+    if md is not None:
+        excess = md.comparison.excess
         paragraphs.append(
-            f"Minimal distortion, per image: of {md['images_both']} calibration images fooled by both attacks at some "
-            f"budget, the SSIM-ball attack's highest fooling SSIM minus PGD's is {fmt(md['excess']['mean'], 4)} "
-            f"[{fmt(md['excess']['low'], 4)}, {fmt(md['excess']['high'], 4)}] (verdict in the table at the top); "
-            f"{md['only_ssim_ball']} images only the SSIM-ball attack fooled, {md['only_pgd']} only PGD. Each "
+            f"Minimal distortion, per image: of {md.images_both} calibration images fooled by both attacks at some "
+            f"budget, the SSIM-ball attack's highest fooling SSIM minus PGD's is {fmt(excess.mean, 4)} "
+            f"[{fmt(excess.low, 4)}, {fmt(excess.high, 4)}] (verdict in the table at the top); "
+            f"{md.only_ssim_ball} images only the SSIM-ball attack fooled, {md.only_pgd} only PGD. Each "
             "attack's highest fooling SSIM is capped by its least distorting budget on the curve (mean SSIM there: "
-            + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.get("ceilings", {}).items())
+            + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
             + "): where the caps differ, so does what the comparison can show.")
-    values = {name: torch.cat(store.ssim_values) for name, store in stores.items()}
-    summary = plot_attack_summary({n: m["fooling_rate"] for n, m in metrics["attacks"].items()}, values,
-                                  ctx.rundir.figures / "attacks-summary.png", target=calibration.target)
-    curve = plot_calibration(calibration.history, calibration.target, calibration.eps,
-                             ctx.rundir.figures / "calibration.png", tolerance=calibration.tolerance)
-    return Section("Attacks at matched SSIM", paragraphs, tables=[table, curve_table], figures=[
-        Figure(summary, "Fooling rate (left) and the per-image SSIM of every attacked image (right) for both attacks."),
-        Figure(curve, "Calibration of the PGD budget: mean SSIM on the calibration images at each budget tried."),
-    ], anchor="attacks-at-matched-ssim")
+    shown = (drawn(figures, ATTACKS_SUMMARY, "Fooling rate (left) and the per-image SSIM of every attacked image "
+                                             "(right) for both attacks.")
+             + drawn(figures, CALIBRATION, "Calibration of the PGD budget: mean SSIM on the calibration images at "
+                                           "each budget tried."))
+    return Section("Attacks at matched SSIM", paragraphs, tables=[table, curve_table], figures=shown,
+                   anchor="attacks-at-matched-ssim")
 
 
-def maps_section(ctx: Context, metrics: dict[str, Any], examples: dict[str, list]) -> Section:
-    cfg = ctx.config
-    rows = [[name, m["successful"]] + [fmt(m["maps"][s]) for s in STATS] + [m["maps"]["interpretation"]]
-            for name, m in metrics["attacks"].items()]
-    table = Table(f"SSIM map vs {ctx.method} of the true class (means over successful images)",
+def maps_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
+    method = findings.roi.method
+    rows = [[name, m.successful] + [fmt(getattr(m.maps, s)) for s in STATS] + [m.maps.interpretation]
+            for name, m in findings.attacks.items()]
+    table = Table(f"SSIM map vs {method} of the true class (means over successful images)",
                   ["attack", "images"] + [STAT_LABELS[s] for s in STATS] + ["interpretation"], rows)
-    figures = []
-    if examples.get("labels") and sum(len(t) for t in examples["labels"]):
-        ex = {k: torch.cat(v) for k, v in examples.items()}
-        names = list(ctx.data.class_names)
-        adversarial = {a: ex[f"{a}:x_adv"] for a in ATTACKS}
-        captions = {a: [f"pred {names[int(p)]}, SSIM {float(s):.3f}"
-                        for p, s in zip(ex[f"{a}:adv_pred"], ex[f"{a}:ssim"], strict=True)] for a in ATTACKS}
-        path = plot_ssim_vs_cam(ex["x"], ex["cam"], ex["cam_region"], adversarial,
-                                {a: ex[f"{a}:dist"] for a in ATTACKS}, {a: ex[f"{a}:dist_region"] for a in ATTACKS},
-                                ctx.rundir.figures / "ssim-maps-vs-cam.png",
-                                row_labels=[names[int(c)] for c in ex["labels"]], adversarial_captions=captions,
-                                importance_name=ctx.method, fraction=cfg.fraction)
-        figures.append(Figure(path, "Images fooled by both attacks: clean image, CAM of the true class, then per "
-                                    "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
-                                    "(RoI), white dashed contour: top region of the 1-SSIM map (RoA)."))
-    notes = [] if figures else ["No image was fooled by both attacks, so no side-by-side example is shown."]
-    if not metrics["roi"]["faithful"]:
+    shown = drawn(figures, EXAMPLES, "Images fooled by both attacks: clean image, CAM of the true class, then per "
+                                     "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
+                                     "(RoI), white dashed contour: top region of the 1-SSIM map (RoA).")
+    notes = [] if shown else ["No image was fooled by both attacks, so no side-by-side example is shown."]
+    if not findings.roi.faithful:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: these statistics describe the map "
-                     f"{ctx.method}, not what the model uses.")
+                     f"{method}, not what the model uses.")
     return Section("SSIM maps vs CAM", ["Where each attack lowers SSIM (1 - SSIM_local) compared with where the "
                                         "model looks for the true class. Means only: whether they differ from "
                                         "chance is in the next section and the verdicts."], tables=[table],
-                   figures=figures, notes=notes, anchor="ssim-maps-vs-cam")
+                   figures=shown, notes=notes, anchor="ssim-maps-vs-cam")
 
 
-def overlap_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+def overlap_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
     """Every statistic against every null (folded), with corrected p-values and verdicts, and their levels."""
-    cfg = ctx.config
-    rest = [c for c in claims if not c.primary]
-    tables = [verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
+    rest = [c for c in findings.claims if not c.primary]
+    tables = [verdict_table(rest, f"Every statistic vs every null ({config.permutations} permutations per pair-based "
                                   "null; two-sided p; Benjamini-Hochberg)", folded=True)]
-    figures, notes = [], []
-    inference = metrics.get("inference", {})
-    if inference:
-        levels = plot_overlap_vs_baseline(inference, ctx.rundir.figures / "overlap-vs-baseline.png",
-                                          labels=ENGINE_LABELS)
-        figures.append(Figure(levels, "Observed mean of each statistic next to the mean each null expects, per "
-                                      "attack (confidence intervals of the differences: forest plot below, verdict "
-                                      "tables)."))
-        groups = {name: [c for c in claims if c.subject == name] for name in ATTACKS}
-        if any(groups.values()):
-            path = plot_forest(groups, ctx.rundir.figures / "forest-all.png",
-                               title="Every statistic: observed minus each null (95% bootstrap CI)")
-            figures.append(Figure(path, "Every statistic x null per attack: per-image excess over the null with its "
-                                        "95% bootstrap CI. Grey: a gate failed."))
+    shown, notes = [], []
+    if findings.inference:
+        shown += drawn(figures, OVERLAP, "Observed mean of each statistic next to the mean each null expects, per "
+                                         "attack (confidence intervals of the differences: forest plot below, "
+                                         "verdict tables).")
+        shown += drawn(figures, FOREST_ALL, "Every statistic x null per attack: per-image excess over the null with "
+                                            "its 95% bootstrap CI. Grey: a gate failed.")
     else:
         notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
-    if not metrics["roi"]["faithful"]:
+    if not findings.roi.faithful:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: every row here is RoI-dependent.")
     return Section("Overlap vs the nulls", [
         "Nulls, from the weakest to the most matched: uniform (the CAM region placed at random, analytic), "
         "any-class (the 1 − SSIM map of image i paired with the CAM of any other image), same-class (of another "
         "image of the same class), object-conditioned (same class and same foreground-share stratum). Observed below "
         "a null means the attack lowers SSIM away from where the model looks, more than that null: a finding in its "
-        "own right, never hidden as p = 1."], tables=tables, figures=figures, notes=notes,
+        "own right, never hidden as p = 1."], tables=tables, figures=shown, notes=notes,
         anchor="overlap-vs-baseline")
 
 
-def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
+def limits_section(config: PerceptualConfig, findings: PerceptualFindings) -> Section:
     luminance = ("The SSIM-ball attack keeps SSIM's own luminance term >= alpha_l in every window, so it cannot "
-                 "brighten a black window by more than ~0.001 (alpha_l 0.99)." if cfg.luminance == "term" else
+                 "brighten a black window by more than ~0.001 (alpha_l 0.99)." if config.luminance == "term" else
                  "This run used the absolute luminance bound |mean change| <= beta, which permits such shifts in "
                  "every window: the SSIM-ball attack's 1-SSIM map then marks the background too.")
     return Section("Limits", [
@@ -260,37 +221,36 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "Gaussian window and leaves a 5-pixel border out of its average (59% of a 28x28 image): the constraint "
         "bounds the window SSIM (reported beside it), not the reported SSIM, which is why the PGD budget is "
         "calibrated on the reported SSIM and the curves compare both attacks at several budgets.",
-        f"The PGD budget is calibrated on {min(cfg.calibration_n, metrics['n'])} images; the matched quantity is "
+        f"The PGD budget is calibrated on {min(config.calibration_n, findings.n)} images; the matched quantity is "
         "the mean SSIM over all attacked images, not the SSIM of each image, and the two attacks spread it "
         "differently (see the SSIM distributions).",
-        f"The CAM ({ctx.method}) of a small CNN is coarse (upsampled from its last feature maps) and is interpreted "
-        f"only where it passes the faithfulness gate; regions are the top {cfg.fraction:.0%} of each map, so IoU "
-        "depends on that choice, and only observed-vs-null differences are interpreted.",
+        f"The CAM ({findings.roi.method}) of a small CNN is coarse (upsampled from its last feature maps) and is "
+        f"interpreted only where it passes the faithfulness gate; regions are the top {config.fraction:.0%} of each "
+        "map, so IoU depends on that choice, and only observed-vs-null differences are interpreted.",
     ], anchor="limits")
 
 
-def summary_text(metrics: dict[str, Any]) -> str:
+def summary_text(findings: PerceptualFindings) -> str:
     """The summary printed at the end of ``advspatial run perceptual``."""
-    cal = metrics["calibration"]
-    roi = metrics["roi"]
-    lines = [f"clean accuracy {fmt(metrics['clean_accuracy'], 4)} on {metrics['n']} images; PGD eps "
-             f"{cal['eps']:.4f} matches mean SSIM {cal['target']:.4f} -> {cal['mean_ssim']:.4f} on the calibration "
-             f"images ({'matched' if cal['matched'] else 'NOT matched'})",
-             f"RoI: {roi['method']} of the true class, faithfulness gate "
-             f"{'passed' if roi['faithful'] else 'FAILED (' + metrics['faithfulness'][roi['method']]['reason'] + ')'}"]
+    cal, roi = findings.calibration, findings.roi
+    lines = [f"clean accuracy {fmt(findings.clean_accuracy, 4)} on {findings.n} images; PGD eps "
+             f"{cal.eps:.4f} matches mean SSIM {cal.target:.4f} -> {cal.mean_ssim:.4f} on the calibration "
+             f"images ({'matched' if cal.matched else 'NOT matched'})",
+             f"RoI: {roi.method} of the true class, faithfulness gate "
+             f"{'passed' if roi.faithful else 'FAILED (' + findings.gate['reason'] + ')'}"]
     header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
     lines += ["map statistics: mean over successful images", header, "-" * len(header)]
-    for name, m in metrics["attacks"].items():
-        lines.append(f"{name:<10} {fmt(m['fooling_rate']):>8} {fmt(m['mean_ssim'], 4):>7} "
-                     + " ".join(f"{fmt(m['maps'][s]):>14}" for s in STATS))
-    for c in metrics.get("claims", []):
-        if c["primary"]:
-            e = c["effect"]
-            statistic = "energy in CAM" if c["statistic"] == PRIMARY_STATISTIC else c["statistic"]
-            null = f"{c['null']} null" if c["null"] in ("same-class", "geometry") else c["null"]
-            lines.append(f"{c['subject']}: {statistic} {fmt(c['observed'])} vs {null} {fmt(c['null_value'])}"
-                         f", excess {fmt(e['mean'])} [{fmt(e['low'])}, {fmt(e['high'])}], p_adj "
-                         f"{fmt_p(c['p_adjusted'])} -> {c['verdict']}")
-    if not roi["faithful"]:
+    for name, m in findings.attacks.items():
+        lines.append(f"{name:<10} {fmt(m.fooling_rate):>8} {fmt(m.mean_ssim, 4):>7} "
+                     + " ".join(f"{fmt(getattr(m.maps, s)):>14}" for s in STATS))
+    for c in findings.claims:
+        if c.primary:
+            e = c.effect
+            statistic = "energy in CAM" if c.statistic == PRIMARY_STATISTIC else c.statistic
+            null = f"{c.null} null" if c.null in ("same-class", "geometry") else c.null
+            lines.append(f"{c.subject}: {statistic} {fmt(c.observed)} vs {null} {fmt(c.null_value)}"
+                         f", excess {fmt(e.mean)} [{fmt(e.low)}, {fmt(e.high)}], p_adj "
+                         f"{fmt_p(c.p_adjusted)} -> {c.verdict}")
+    if not roi.faithful:
         lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
     return "\n".join(lines)

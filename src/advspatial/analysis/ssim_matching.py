@@ -1,5 +1,10 @@
-"""The controls of the perceptual experiment (issue 16; METHODS §3).
+"""Comparing two attacks at matched SSIM (METHODS §3), the parts that need no experiment: the budget at
+matched mean SSIM, the geometry null, the per-image minimal distortion, and the 1 − SSIM map.
 
+* **Budget at matched mean SSIM.** For a budget ``eps`` let ``s(eps)`` be an attack's mean SSIM over some
+  images; ``s`` decreases with ``eps``. :func:`bisect_eps` brackets the root of ``s(eps) = target`` in
+  ``(0, eps_max]`` and halves the bracket, stopping as soon as ``|s(eps) − target| <= tolerance``; the chosen
+  budget is the evaluated one closest to the target (:class:`Calibration`).
 * **Geometry null.** Where a perturbation lowers SSIM depends on the feasible
   set as much as on the attacker: an SSIM ball is larger on textured windows
   (often the object), an L-inf ball is the same everywhere. The null is a
@@ -12,21 +17,84 @@
   factor per image (the sets are convex and hold 0, so every scaling stays
   feasible) until its SSIM equals the attack's. Its 1 − SSIM map against the CAM
   is the baseline of "the attack lowers SSIM where the model looks".
-* **Fooling rate vs SSIM curves** and the **per-image minimal distortion**: each
-  attack at several budgets on the calibration images (SSIM-ball: ``alpha``;
-  PGD: ``eps``); per image, the highest SSIM at which the attack fools it.
+* **Minimal distortion**: per image, the highest SSIM among the budgets of an attack that fool it
+  (:func:`minimal_distortion`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from ...analysis.ssim import ssim
-from ...attacks.base import per_sample_noise
-from ...attacks.ssim_ball import SSIMBallAttack
-from ...regions.controls import stream_seed
+from ..attacks.base import per_sample_noise
+from ..attacks.ssim_ball import SSIMBallAttack
+from ..errors import check_range
+from ..regions.controls import stream_seed
+from .ssim import ssim, ssim_map
+
+
+@dataclass
+class Calibration:
+    """The PGD budget found at matched mean SSIM.
+
+    Attributes:
+        target: the mean SSIM to match (SSIM-ball attack on the calibration images).
+        eps: the chosen budget (the evaluated one whose mean SSIM is closest to ``target``).
+        mean_ssim: PGD's mean SSIM at ``eps`` on the calibration images.
+        matched: ``|mean_ssim − target| <= tolerance``.
+        reachable: False when even ``eps_max`` keeps the mean SSIM above the target.
+        history: every evaluation ``(eps, mean SSIM)`` in order.
+    """
+
+    target: float
+    eps: float
+    mean_ssim: float
+    matched: bool
+    reachable: bool
+    tolerance: float
+    history: list[tuple[float, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "eps": self.eps, "mean_ssim": self.mean_ssim, "matched": self.matched,
+                "reachable": self.reachable, "tolerance": self.tolerance,
+                "history": [list(h) for h in self.history]}
+
+
+def bisect_eps(
+    mean_ssim_at: Callable[[float], float], target: float, eps_max: float, iters: int = 8, tolerance: float = 0.005,
+) -> Calibration:
+    """Find ``eps`` in ``(0, eps_max]`` with ``mean_ssim_at(eps) ≈ target``, for a function decreasing in eps.
+
+    ``eps_max`` is evaluated first: if its mean SSIM is still above
+    ``target + tolerance`` the target cannot be reached, and ``eps_max`` is
+    returned with ``reachable=False``. Otherwise the bracket ``[0, eps_max]``
+    (the SSIM at 0 is 1) is halved up to ``iters`` times, stopping when an
+    evaluation lies within ``tolerance``. Returns the evaluated budget closest
+    to the target (the smaller one on ties).
+    """
+    check_range("eps_max", eps_max, 0.0, None, low_inclusive=False)
+    check_range("iters", iters, 0)
+    history = [(float(eps_max), float(mean_ssim_at(eps_max)))]
+    reachable = history[0][1] <= target + tolerance
+    low, high = 0.0, float(eps_max)
+    if reachable:
+        for _ in range(iters):
+            if abs(history[-1][1] - target) <= tolerance:
+                break
+            mid = (low + high) / 2
+            value = float(mean_ssim_at(mid))
+            history.append((mid, value))
+            if value > target:  # not enough distortion yet: a larger budget
+                low = mid
+            else:
+                high = mid
+    eps, value = min(history, key=lambda h: (abs(h[1] - target), h[0]))
+    return Calibration(float(target), eps, value, abs(value - target) <= tolerance, reachable, float(tolerance),
+                       history)
+
 
 #: random stream of the geometry null's directions
 GEOMETRY_STREAM = 0x6E0
@@ -83,3 +151,8 @@ def minimal_distortion(fooled: torch.Tensor, ssims: torch.Tensor) -> torch.Tenso
     masked = torch.where(fooled, ssims.double(), torch.full_like(ssims, float("nan"), dtype=torch.float64))
     best = torch.nan_to_num(masked, nan=-float("inf")).amax(0)
     return torch.where(torch.isinf(best), torch.full_like(best, float("nan")), best)
+
+
+def ssim_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """The SSIM map ``1 − SSIM_local(x, x')``, (N,H,W) >= 0 (0 where nothing changed; channels averaged)."""
+    return (1.0 - ssim_map(x, x_adv)).clamp_min(0.0)

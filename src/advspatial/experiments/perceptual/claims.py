@@ -1,0 +1,121 @@
+"""The perceptual experiment's inference (METHODS §3, with §1's engine and gate), and its findings.
+
+Every statistic of the 1 − SSIM map against the CAM goes through the one statistics engine
+(:func:`advspatial.regions.inference.compare_to_nulls`): per-image excess over the uniform, any-class,
+same-class and object-conditioned nulls (composition = the image's foreground share), a bootstrap CI and a
+two-sided p. Claims (:mod:`advspatial.regions.claims`): two primaries per attack (energy in CAM vs the
+same-class null, and vs the geometry null, paired per image), one for the minimal-distortion comparison of
+the two attacks (not RoI-dependent), Holm across them; every other statistic x null secondary
+(Benjamini-Hochberg), all gated on the RoI's faithfulness; a failed gate makes them "not interpretable".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from ...analysis.ssim_matching import Calibration
+from ...regions.claims import Claim, claim_from, judge
+from ...regions.inference import NullComparison, uniform_comparison
+from .. import colocation
+from ..gate import gate_stage, roi_label
+from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
+from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, Roi, attack_outcomes
+from .stages import AttackStore, Context, Curves, clean_cam
+
+CLAIM = "the attack lowers SSIM where the model looks"
+GEOMETRY_CLAIM = "the attack lowers SSIM where the model looks more than a random feasible perturbation of equal SSIM"
+DISTORTION_CLAIM = "the SSIM-ball attack fools images at a higher SSIM than L-inf PGD"
+
+#: the engine's comparisons of every attack with >= 3 successful images: attack -> statistic -> null
+Inference = dict[str, dict[str, dict[str, LabelledComparison]]]
+
+
+def run_gates(ctx: Context, eps: float) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of the CAM on the run's own cached clean maps, with L-inf PGD at budget ``eps``."""
+    return {ctx.method: gate_stage(ctx, ctx.method, ctx.config.fraction, eps, target="true",
+                                   maps=lambda b: clean_cam(ctx, b))}
+
+
+def roi_of(method: str, why: str, gates: Mapping[str, Mapping[str, Any]]) -> Roi:
+    """The RoI of the run: the CAM ``method`` (``why``: the reason ``auto`` chose it) and its gate."""
+    gate = dict(gates[method])
+    return Roi(method, why or "chosen in the config", bool(gate["passed"]), roi_label(gate) or "interpretable")
+
+
+def compare_attack(store: AttackStore, config: PerceptualConfig) -> dict[str, dict[str, NullComparison]]:
+    """Every reported statistic (engine names, :data:`ENGINE_STATS`) against every null; {} with < 3 images."""
+    if store.images() < 3:
+        return {}
+    return colocation.compare_store(store.store(), config.permutations, config.seed, config.strata,
+                                    statistics=ENGINE_STATS)
+
+
+def attack_claims(subject: str, comparisons: Mapping[str, Mapping[str, NullComparison]],
+                  gates: Mapping[str, bool]) -> list[Claim]:
+    """The claims of one attack: energy in CAM vs the same-class null first (primary), then every other row."""
+    return colocation.attack_claims(subject, comparisons, gates, primary=True, claim=CLAIM)
+
+
+def measure(config: PerceptualConfig, roi: Roi, stores: Mapping[str, AttackStore],
+            rows: list[dict[str, Any]] | None = None,
+            curves: Curves | None = None) -> tuple[Inference, MinimalDistortion | None, list[Claim]]:
+    """The engine's comparisons, the minimal-distortion comparison (with ``curves``) and every claim, corrected
+    and judged. Every RoI-dependent comparison reads as ``roi.interpretation`` (the CAM's gate)."""
+    gate_set = {"RoI faithfulness": roi.faithful}
+    inference: Inference = {}
+    claims: list[Claim] = []
+    for name in ATTACKS:
+        comparisons = compare_attack(stores[name], config)
+        if not comparisons:
+            continue
+        inference[name] = {stat: {null: LabelledComparison.of(c, roi.interpretation) for null, c in by_null.items()}
+                           for stat, by_null in comparisons.items()}
+        claims += attack_claims(name, comparisons, gate_set)
+    for name in ATTACKS:
+        if rows is not None:
+            claims += geometry_claims(rows, name, gate_set, config.seed)
+    distortion = None
+    if curves is not None:
+        distortion, claim = minimal_distortion_claim(curves, config.seed)
+        claims.append(claim)
+    judge(claims, sesoi=config.sesoi, alpha=config.significance)
+    return inference, distortion, claims
+
+
+def geometry_claims(rows: list[dict[str, Any]], name: str, gates: Mapping[str, bool], seed: int) -> list[Claim]:
+    """Energy in CAM of the attack vs its geometry null, paired per successful image (primary; gated)."""
+    ok = [r for r in rows if r["attack"] == name and r["correct"] and r["success"]]
+    if len(ok) < 3:
+        return []
+    comparison = uniform_comparison([r["energy_in_cam"] for r in ok], [r["geometry_energy_in_cam"] for r in ok],
+                                    seed, statistic=PRIMARY_STATISTIC, null="geometry")
+    return [claim_from(comparison, GEOMETRY_CLAIM, name, gates, primary=True)]
+
+
+def minimal_distortion_claim(curves: Curves, seed: int) -> tuple[MinimalDistortion, Claim]:
+    """Per image fooled by both attacks at some budget: SSIM-ball's highest fooling SSIM minus PGD's (primary;
+    it does not rest on the RoI)."""
+    best = curves.minimal_distortion()
+    ball, pgd = best["ssim-ball"], best["pgd"]
+    both = torch.isfinite(ball) & torch.isfinite(pgd)
+    comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
+    ceilings = {name: max(p.mean_ssim for p in points) for name, points in curves.points.items()}
+    distortion = MinimalDistortion(
+        int(both.sum()), int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
+        int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), ceilings, comparison)
+    return distortion, claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", {}, primary=True)
+
+
+def analyse(config: PerceptualConfig, roi: Roi, rows: list[dict[str, Any]], calibration: Calibration,
+            curves: Curves, gates: dict[str, dict[str, Any]], stores: Mapping[str, AttackStore]) -> PerceptualFindings:
+    """The findings of a run: each attack's outcome from its rows, then the inference and the claims."""
+    attacks = attack_outcomes(rows, roi.interpretation)
+    inference, distortion, claims = measure(config, roi, stores, rows, curves)
+    return PerceptualFindings(
+        n=attacks["ssim-ball"].images, clean_accuracy=attacks["ssim-ball"].clean_accuracy, calibration=calibration,
+        pgd_eps=calibration.eps, ssim_gap=attacks["pgd"].mean_ssim - attacks["ssim-ball"].mean_ssim,
+        attacks=attacks, curves=curves.points, faithfulness=gates, roi=roi, inference=inference,
+        minimal_distortion=distortion, claims=claims)

@@ -1,0 +1,33 @@
+"""The perceptual experiment as registered (``advspatial run perceptual``): the stages in order (:mod:`.stages`),
+the findings and claims (:mod:`.claims`), the figures (:mod:`.figures`), then the report (:mod:`.report`)."""
+
+from __future__ import annotations
+
+from ...rundir import RunDir
+from ..registry import register_experiment
+from ..results import ExperimentResult
+from .claims import analyse, roi_of, run_gates
+from .config import PerceptualConfig
+from .figures import draw_figures
+from .metrics import PerceptualFindings
+from .report import render
+from .stages import calibrate, clean_pass, curves_pass, main_pass, perceptual_context, ssim_ball_pass
+
+
+@register_experiment("perceptual", PerceptualConfig,
+                     "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps",
+                     findings=PerceptualFindings, render=render,
+                     contract={"n": 8, "batch_size": 4, "calibration_n": 8, "figure_images": 2})
+def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
+    """Clean CAMs, the SSIM-ball attack, the PGD calibration, the curves, the gate, the main pass; then
+    the findings and claims; then the figures and the report."""
+    ctx = perceptual_context(config, rundir)
+    correct = clean_pass(ctx)
+    calibration = calibrate(ctx, ssim_ball_pass(ctx))
+    curves = curves_pass(ctx, calibration, correct)
+    gates = run_gates(ctx, calibration.eps)
+    main = main_pass(ctx, calibration.eps)
+    roi = roi_of(ctx.method, ctx.importance_reason, gates)
+    findings = analyse(config, roi, main.rows, calibration, curves, gates, main.stores)
+    draw_figures(rundir.figures, config, findings, main, ctx.data.class_names)
+    return ExperimentResult.of(findings, main.rows, render(config, findings, rundir.figures))
