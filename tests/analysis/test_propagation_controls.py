@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from advspatial.analysis.pixel_changes import apply_pixels, perturbed_pixels
 from advspatial.analysis.propagation import (
     CONTROL_MODES,
     per_image_layer_stats,
@@ -13,7 +14,6 @@ from advspatial.analysis.propagation import (
     random_pixel_change,
 )
 from advspatial.experiments.paired import paired_claim
-from advspatial.experiments.propagation.pixels import apply_pixels, perturbed_pixels
 from advspatial.regions.claims import judge
 
 

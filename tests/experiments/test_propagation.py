@@ -17,24 +17,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.analysis.locality import locality_analysis
+from advspatial.analysis.pixel_changes import apply_pixels, format_pixels, perturbed_pixels
 from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
+from advspatial.analysis.propagation_totals import PropagationTotals, propagation_stats
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.paired import paired_claim
 from advspatial.experiments.propagation.claims import CONTROL_NULLS, MATCHED_NULL
 from advspatial.experiments.propagation.config import PropagationConfig
-from advspatial.experiments.propagation.figures import (
+from advspatial.experiments.findings import to_json
+from advspatial.experiments.propagation.metrics import (
+    ContextBalance, ControlOutcome, Locality, PropagationFindings, clustered_rate, k_findings, rate_with_ci,
+)
+from advspatial.experiments.propagation.report import render
+from advspatial.experiments.propagation.stages import (
+    LOCALITY, PROPAGATION, RANDOM, BatchPropagation, KSummary, LocalityCounts, RandomReach, add_locality_columns,
+    resolve_layers,
+)
+from advspatial.experiments.running import run_experiment
+from advspatial.experiments.smoke import unmark_tree, would_read
+from advspatial.models import build_model
+from advspatial.rundir import RunDir
+from advspatial.regions.inference import wilson_interval
+from advspatial.report.propagation_figures import (
     plot_control_differences, plot_depth_curves, plot_locality, plot_per_se, plot_propagation_strip, strip_layers,
 )
-from advspatial.experiments.propagation.metrics import k_metrics, rate_with_ci
-from advspatial.experiments.propagation.pixels import apply_pixels, format_pixels, perturbed_pixels
-from advspatial.experiments.propagation.rows import add_locality_columns
-from advspatial.experiments.propagation.stages import resolve_layers
-from advspatial.experiments.propagation.totals import PropagationTotals, propagation_stats
-from advspatial.experiments.running import run_experiment
-from advspatial.experiments.smoke import would_read
-from advspatial.models import build_model
-from advspatial.regions.inference import wilson_interval
 
 # -- perturbed pixels --------------------------------------------------------------------
 
@@ -175,7 +182,7 @@ def test_rate_with_ci_is_the_wilson_interval_by_hand_and_against_scipy():
 
     def ci(successes: int, trials: int) -> tuple[float, float]:
         entry = rate_with_ci(successes, trials)
-        return entry["ci_low"], entry["ci_high"]
+        return entry.ci_low, entry.ci_high
 
     assert ci(0, 10) == pytest.approx((0.0, z2 / (10 + z2)))  # 0.2775
     assert ci(10, 10) == pytest.approx((10 / (10 + z2), 1.0))
@@ -186,12 +193,17 @@ def test_rate_with_ci_is_the_wilson_interval_by_hand_and_against_scipy():
     for s, n in ((3, 17), (40, 41), (1, 600), (250, 500)):
         ref = binomtest(s, n).proportion_ci(confidence_level=0.95, method="wilson")
         assert ci(s, n) == pytest.approx((ref.low, ref.high), abs=1e-9)
-        assert rate_with_ci(s, n)["rate"] == s / n
+        assert rate_with_ci(s, n).rate == s / n
     none = rate_with_ci(0, 0)  # no trial: no rate, the interval the whole of [0, 1]
-    assert math.isnan(none["rate"]) and ci(0, 0) == (0.0, 1.0)
+    assert math.isnan(none.rate) and ci(0, 0) == (0.0, 1.0)
 
 
-def test_k_metrics_known_answer():
+def _no_maps(k: int) -> KSummary:
+    """The summary of a k with no propagation maps (the rows alone make its success and locality)."""
+    return KSummary(k, PropagationTotals(), None, torch.zeros(0, k, 2, dtype=torch.long))
+
+
+def test_k_findings_known_answer():
     rows = [
         _row(1, True, True, original_fooled=True, ring1_n=8, ring1_fooled=2, random_n=10, random_fooled=1),
         _row(1, True, True, original_fooled=True, ring1_n=5, ring1_fooled=5, random_n=10, random_fooled=0),
@@ -199,21 +211,24 @@ def test_k_metrics_known_answer():
         _row(1, False, False),
         _row(3, True, False),
     ]
-    m = k_metrics(rows, 1, radii=[1])
-    assert (m["images"], m["correct"]) == (4, 3)
-    assert m["success"]["rate"] == pytest.approx(2 / 3)
-    assert (m["success"]["ci_low"], m["success"]["ci_high"]) == pytest.approx(_wilson(2, 3))
-    assert m["locality"]["r1"]["rate"] == pytest.approx(7 / 13)
-    assert m["locality"]["random"]["rate"] == pytest.approx(1 / 20)
-    assert m["locality"]["original"]["rate"] == 1.0
-    none = k_metrics(rows, 3, radii=[1])
-    assert none["success"]["rate"] == 0.0 and none["locality"]["r1"]["trials"] == 0
-    assert math.isnan(none["locality"]["r1"]["rate"])
+    m = k_findings(rows, _no_maps(1), radii=[1])
+    assert (m.images, m.correct) == (4, 3)
+    assert m.success.rate == pytest.approx(2 / 3)
+    assert (m.success.ci_low, m.success.ci_high) == pytest.approx(_wilson(2, 3))
+    assert m.locality.rings[1].rate == pytest.approx(7 / 13)
+    assert m.locality.random.rate == pytest.approx(1 / 20)
+    assert m.locality.original.rate == 1.0
+    none = k_findings(rows, _no_maps(3), radii=[1])
+    assert none.success.rate == 0.0 and none.locality.rings[1].trials == 0
+    assert math.isnan(none.locality.rings[1].rate)
+    assert none.depth == [] and all(c.attacks == 0 for c in none.controls.values())
     # locality CIs are cluster bootstraps over images (2 images: 2/8 and 5/5), never a binomial over 13 placements
-    r1 = m["locality"]["r1"]
-    assert r1["images"] == 2 and r1["ci"] == "cluster bootstrap over images"
-    assert r1["ci_low"] >= 2 / 8 - 1e-12 and r1["ci_high"] <= 1.0
-    assert r1["per_image_mean"]["mean"] == pytest.approx((2 / 8 + 5 / 5) / 2)
+    r1 = m.locality.rings[1]
+    assert r1.images == 2 and r1.ci == "cluster bootstrap over images"
+    assert r1.ci_low >= 2 / 8 - 1e-12 and r1.ci_high <= 1.0
+    assert r1.per_image_mean.mean == pytest.approx((2 / 8 + 5 / 5) / 2)
+    # metrics.json keeps its flat locality keys
+    assert list(m.locality.as_dict()) == ["original", "r1", "random", "matched_r1"]
 
 
 def test_paired_claim_known_answer_and_missing_pairs():
@@ -239,8 +254,8 @@ def test_locality_columns_match_locality_analysis(tiny_cnn):
     pixels = torch.tensor([[[0, 0]], [[5, 5]], [[9, 3]]])
     colours = torch.tensor([[[1.0]], [[0.0]], [[1.0]]])
     res = locality_analysis(model, x, y, pixels, colours, radii=(1, 2), n_random=5, seed=0)
-    loc = {"ring_counts": res.ring_counts, "ring_successes": res.ring_successes, "random_counts": res.random_counts,
-           "random_successes": res.random_successes, "original_success": res.original_success}
+    loc = LocalityCounts(res.ring_counts, res.ring_successes, res.random_counts, res.random_successes,
+                         res.original_success, res.matched_counts, res.matched_successes, {})
     rows = [{"index": i, "analysed": i != 7} for i in (4, 7, 9, 2)]
     add_locality_columns(rows, torch.tensor([4, 9, 2]), loc, radii=(1, 2))
     assert rows[1]["ring1_n"] == ""  # not analysed
@@ -408,6 +423,11 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
     assert "success" in result.summary and "propagation per se" in result.summary
     assert "context-matched random placement" in result.summary
     assert_smoke_test(out, result.summary)  # the quick settings decide nothing, and the run says so
+    # the report renders from the config and the findings alone: a figure is shown only where its file is
+    findings = PropagationFindings.from_metrics(unmark_tree(metrics))
+    shown = [f.path.name for s in render(config, findings, out / "figures").sections for f in s.figures]
+    assert sorted(shown) == figures
+    assert not any(s.figures for s in render(config, findings, tmp_path / "no-figures").sections)
 
     # an interrupted run resumes to identical results
     csv_text = (out / "per_image.csv").read_text()
@@ -432,3 +452,54 @@ def test_control_difference_figure_is_written(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ShapeError, match="at least one k"):
         plot_control_differences({}, tmp_path / "e.png")
+
+
+# -- stages and findings ------------------------------------------------------------------------
+
+def test_stages_keep_their_keys_and_load_their_types(tmp_path):
+    run = RunDir(tmp_path / "run")
+    assert PROPAGATION.at("k3").key(2) == "propagation/k3/batch-00002" and RANDOM.key(0) == "random/batch-00000"
+    assert LOCALITY.at("k1").key(4) == "locality/k1/chunk-00004"
+    reach = RandomReach(["a", "b"], torch.rand(3, 2))
+    RANDOM.save(run, reach, 0)
+    assert run.load_stage(RANDOM.key(0)).keys() == {"layers", "peak"}  # the layout of earlier runs
+    again = RANDOM.load(run, 0)
+    assert again.layers == reach.layers and torch.equal(again.peak, reach.peak)
+    batch = BatchPropagation({"count": 1, "image": {"peak": torch.ones(1, 2)}}, {"position": {"fooled": torch.ones(1)}})
+    PROPAGATION.at("k1").save(run, batch, 0)
+    loaded = PROPAGATION.at("k1").load(run, 0)
+    assert loaded.stats.keys() == {"count", "image"}
+    assert torch.equal(loaded.controls["position"]["fooled"], torch.ones(1))
+    run.save_stage(PROPAGATION.at("k1").key(1), {"count": 0, "image": {}})  # written before the controls existed
+    with pytest.raises(ConfigError, match="before the random-change controls"):
+        PROPAGATION.at("k1").load(run, 1)
+    empty = LocalityCounts.empty(2)
+    LOCALITY.at("k1").save(run, empty, 0)
+    back = LOCALITY.at("k1").load(run, 0)
+    assert back.ring_counts.shape == (0, 2) and back.original_success.dtype == torch.bool and back.context == {}
+
+
+def test_locality_counts_of_chunks_concatenate_in_order():
+    def chunk(first: int, n: int) -> LocalityCounts:
+        values = torch.arange(first, first + n)
+        return LocalityCounts(values[:, None], values[:, None], values, values, values > 0, values[:, None],
+                              values[:, None], {"edge": {"random": values.double()}})
+
+    both = LocalityCounts.cat([chunk(0, 2), chunk(2, 3)])
+    assert both.random_counts.tolist() == [0, 1, 2, 3, 4] and both.ring_counts.shape == (5, 1)
+    assert both.context["edge"]["random"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_findings_parts_serialize_to_the_flat_keys_and_back():
+    balance = ContextBalance({1: 0.5, 2: math.nan}, 0.25, {1: 0.75, 2: 0.125})
+    data = balance.as_dict()
+    assert list(data) == ["ring_1", "ring_2", "random", "matched_1", "matched_2"]
+    back = ContextBalance.from_dict(data)
+    assert back.ring[1] == 0.5 and math.isnan(back.ring[2]) and back.matched == {1: 0.75, 2: 0.125}
+    wilson = ControlOutcome(3, 4, rate_with_ci(1, 3))
+    pooled = ControlOutcome(0, 0, clustered_rate([], []))
+    for outcome in (wilson, pooled):
+        again = ControlOutcome.from_dict(json.loads(json.dumps(to_json(outcome))))
+        assert type(again.fooled) is type(outcome.fooled) and json.dumps(to_json(again)) == json.dumps(to_json(outcome))
+    locality = k_findings([_row(1, True, False)], _no_maps(1), radii=[1, 3]).locality
+    assert Locality.from_dict(json.loads(json.dumps(locality.as_dict()))).as_dict().keys() == locality.as_dict().keys()

@@ -13,7 +13,7 @@ from advspatial.experiments.propagation.claims import (
     PER_SE_ZERO_NULL, build_claims, per_se_claims, per_se_fraction_null,
 )
 from advspatial.experiments.propagation.config import PropagationConfig
-from advspatial.experiments.propagation.metrics import per_se_metrics
+from advspatial.experiments.propagation.metrics import per_se_findings
 from advspatial.experiments.propagation.stages import RandomReach
 from advspatial.regions.claims import judge
 from advspatial.regions.inference import bootstrap_mean_ci
@@ -102,18 +102,17 @@ def test_no_image_keeps_the_primary_rows_with_no_data():
 def test_metrics_expose_depth_relative_depth_and_the_claims_ci():
     reach = _reach(_cnn())
     config = PropagationConfig(reach_fraction=0.2, random_draws=2, seed=0)
-    m = per_se_metrics(config, reach)
-    assert m["images"] == N and m["draws"] == 2 and m["fraction"] == 0.2
-    assert [d["depth"] for d in m["layers"]] == [0, 1, 2, 3]
-    assert [d["relative_depth"] for d in m["layers"]] == [0.25, 0.5, 0.75, 1.0]
+    m = per_se_findings(config, reach)
+    assert m.images == N and m.draws == 2 and m.fraction == 0.2
+    assert [d.depth for d in m.layers] == [0, 1, 2, 3]
+    assert [d.relative_depth for d in m.layers] == [0.25, 0.5, 0.75, 1.0]
     claims = {c.statistic: c for c in per_se_claims(reach, 0.2, seed=0) if c.null == PER_SE_ZERO_NULL}
-    for d, layer in zip(m["layers"], reach.layers, strict=True):
-        values = reach.peak[:, d["depth"]]
-        assert d["ratio"] == bootstrap_mean_ci(values, seed=0).as_dict()
+    for d, layer in zip(m.layers, reach.layers, strict=True):
+        values = reach.peak[:, d.depth]
+        assert d.ratio == bootstrap_mean_ci(values, seed=0)
         effect = claims[f"random-pixel peak PMmax @ {layer}"].effect
-        assert (effect.mean, effect.low, effect.high) == pytest.approx((d["ratio"]["mean"], d["ratio"]["low"],
-                                                                         d["ratio"]["high"]))
-        assert d["share_above_fraction"] == pytest.approx(float((values > 0.2).double().mean()))
+        assert (effect.mean, effect.low, effect.high) == pytest.approx((d.ratio.mean, d.ratio.low, d.ratio.high))
+        assert d.share_above_fraction == pytest.approx(float((values > 0.2).double().mean()))
 
 
 def test_attack_against_random_is_secondary_in_the_full_claim_set():

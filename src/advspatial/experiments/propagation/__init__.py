@@ -19,10 +19,10 @@ interrupted run with identical numbers:
    the attack's position with a random colour
    (:func:`~advspatial.analysis.propagation.random_pixel_change`, seeded by
    (seed, sample id));
-3. ``locality/k{k}``: the attack's colours moved to Chebyshev radius r (rings),
+3. ``locality/k{k}/chunk-NNNNN``: the attack's colours moved to Chebyshev radius r (rings),
    to context-matched random placements (same edge-strength x intensity
    stratum, the primary control) and to uniformly random positions (secondary
-   view), on the successful attacks of that k.
+   view), on the successful attacks of that k, in chunks of ``batch_size`` attacks.
 
 Claims (:mod:`advspatial.regions.claims`, judged by the one engine): the
 primary family (Holm) is propagation per se -- the random pixel's last-layer
@@ -49,16 +49,18 @@ The default run (k = 1, 3, 5, with the controls) took 277 s of wall time on 2
 shared cores at load average 6-7 (benchmarks/README.md); the controls, the
 locality test, the claims and the report cost about 37 s of CPU of that.
 
-The package: :mod:`.config` (the settings), :mod:`.pixels` (the attack's pixels read off the adversarial
-image), :mod:`.stages` (the cached stages, with :mod:`.totals`, the per-batch reduction of the maps, and
-:mod:`.rows`, the per-image rows), :mod:`.metrics` and :mod:`.claims` (the statistics), :mod:`.report` and
-:mod:`.figures` (the rendering), :mod:`.experiment` (the run, registered as ``propagation``).
+The package: :mod:`.config` (the settings), :mod:`.stages` (the cached stages, as
+:class:`~advspatial.experiments.stage.Stage` objects, and the per-image rows), :mod:`.metrics` (the findings,
+``metrics.json``) and :mod:`.claims` (the statistics), :mod:`.figures` (drawn at run time) and :mod:`.report`
+(rendered from the config and the findings alone), :mod:`.run` (the run, registered as ``propagation``). The
+attack's pixels are read off the adversarial image by :mod:`advspatial.analysis.pixel_changes`, the maps reduced
+batch by batch by :mod:`advspatial.analysis.propagation_totals`.
 """
 
 from __future__ import annotations
 
+from ...analysis.pixel_changes import perturbed_pixels
 from .config import PropagationConfig
-from .experiment import run_propagation
-from .pixels import perturbed_pixels
+from .run import run_propagation
 
 __all__ = ["PropagationConfig", "perturbed_pixels", "run_propagation"]

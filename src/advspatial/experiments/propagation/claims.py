@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...analysis.propagation import CONTROL_MODES
 import torch
 
+from ...analysis.propagation import CONTROL_MODES
 from ...regions.claims import Claim, judge
 from ..paired import paired_claim
 from .config import PropagationConfig

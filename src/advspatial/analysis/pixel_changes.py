@@ -1,12 +1,12 @@
-"""The pixels of a k-pixel attack, read off the adversarial image: where it changed the image and to what colour,
-as tensors (:func:`perturbed_pixels`), as text for the per-image rows (:func:`format_pixels`), and written back
-(:func:`apply_pixels`)."""
+"""The pixels of a few-pixel change (e.g. a k-pixel attack), read off the changed image: where it changed the image
+and to what colour, as tensors (:func:`perturbed_pixels`), as text for per-image rows (:func:`format_pixels`), and
+written back (:func:`apply_pixels`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ...errors import ShapeError
+from ..errors import ShapeError
 
 
 def perturbed_pixels(x: torch.Tensor, x_adv: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
