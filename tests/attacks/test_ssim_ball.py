@@ -351,7 +351,7 @@ def test_registry_and_parameter_errors():
         SSIMBallAttack(model, window=16)(torch.rand(1, 1, 12, 12), torch.tensor([0]))
 
 
-def test_fashion_mnist_fooling_rate_and_ssim(trained_tiny_cnn, fmnist_test_subset):
+def test_fashion_mnist_success_rate_and_ssim(trained_tiny_cnn, fmnist_test_subset):
     images, labels = fmnist_test_subset
     x, y = images[:24], labels[:24]
     atk = SSIMBallAttack(trained_tiny_cnn, steps=20)

@@ -300,7 +300,7 @@ def test_attack_metrics_from_rows_known_answers() -> None:
             row(True, True, 0.6, float("nan"))]
     m = attack_metrics(rows, "pgd")
     assert m.images == 4 and m.clean_accuracy == 0.75 and m.successful == 2
-    assert m.fooling_rate == pytest.approx(2 / 3)
+    assert m.success_rate == pytest.approx(2 / 3)
     assert m.mean_ssim == pytest.approx((0.8 + 0.9 + 0.5 + 0.6) / 4)  # all attacked images
     assert m.mean_ssim_successful == pytest.approx(0.7)
     assert m.maps.iou == pytest.approx(0.2)  # NaN left out, only successful images

@@ -124,7 +124,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         assert r["geometry_ssim"] >= r["ssim"] - 1e-3
     matched = [abs(r["geometry_ssim"] - r["ssim"]) < 1e-3 for r in rows]
     assert sum(matched) >= 0.8 * len(rows)
-    # the curves: the main budgets among their points, fooling rates in [0, 1]
+    # the curves: the main budgets among their points, success rates in [0, 1] (metrics.json key: fooling_rate)
     assert config.alpha in [p["budget"] for p in metrics["curves"]["ssim-ball"]]
     assert metrics["pgd_eps"] in [p["budget"] for p in metrics["curves"]["pgd"]]
     assert all(0 <= p["fooling_rate"] <= 1 for pts in metrics["curves"].values() for p in pts)

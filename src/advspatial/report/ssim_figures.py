@@ -121,26 +121,26 @@ def plot_ssim_vs_cam(
 
 
 def plot_attack_summary(
-    fooling_rates: Mapping[str, float],
+    success_rates: Mapping[str, float],
     ssim_values: Mapping[str, torch.Tensor],
     path: str | Path,
     *,
     target: float | None = None,
 ) -> Path:
-    """Left: fooling rate per attack (bars). Right: per-image SSIM per attack (box plot, mean as a diamond)."""
-    names = list(fooling_rates)
+    """Left: success rate per attack (bars). Right: per-image SSIM per attack (box plot, mean as a diamond)."""
+    names = list(success_rates)
     if not names or set(names) != set(ssim_values):
-        raise ShapeError("fooling_rates and ssim_values need the same (non-empty) attack names")
+        raise ShapeError("success_rates and ssim_values need the same (non-empty) attack names")
     fig = Figure(figsize=(4.0 + 1.6 * len(names), 4.0), dpi=100)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     colours = [ATTACK_COLOURS[i % len(ATTACK_COLOURS)] for i in range(len(names))]
-    rates = [fooling_rates[a] for a in names]
+    rates = [success_rates[a] for a in names]
     bars = left.bar(names, [0 if math.isnan(r) else r for r in rates], color=colours)
     for bar, r in zip(bars, rates, strict=True):
         left.text(bar.get_x() + bar.get_width() / 2, (0 if math.isnan(r) else r) + 0.02,
                   "n/a" if math.isnan(r) else f"{r:.1%}", ha="center", fontsize=9)
     left.set_ylim(0, 1.12)
-    left.set_ylabel("fooling rate (correctly classified images)")
+    left.set_ylabel("success rate (correctly classified images)")
     left.set_title("How often the attack fools the model", fontsize=10)
     data = [to_numpy(ssim_values[a]).ravel() for a in names]
     box = right.boxplot(data, patch_artist=True, widths=0.5, showfliers=True)

@@ -13,7 +13,7 @@ interrupted run with identical numbers (each a stage object of :mod:`.stages`, w
 3. ``calibration/eps-*/batch-*``: the PGD budget at matched mean SSIM
    (:func:`advspatial.analysis.ssim_matching.bisect_eps`); both attacks use the same loss (``loss``,
    margin) and step budget (``steps``);
-4. ``curve/...``: fooling rate vs mean SSIM of both attacks at several budgets on the calibration images,
+4. ``curve/...``: success rate vs mean SSIM of both attacks at several budgets on the calibration images,
    and per image the highest SSIM at which each fools it;
 5. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.gate.gate_stage`)
    on the run's own cached maps, with the experiment's L-inf PGD at the calibrated budget;

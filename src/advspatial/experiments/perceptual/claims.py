@@ -96,11 +96,12 @@ def geometry_claims(rows: list[dict[str, Any]], name: str, gates: Mapping[str, b
 
 
 def minimal_distortion_claim(curves: Curves, seed: int) -> tuple[MinimalDistortion, Claim]:
-    """Per image fooled by both attacks at some budget: SSIM-ball's highest fooling SSIM minus PGD's (primary;
-    it does not rest on the RoI)."""
+    """Per image fooled by both attacks at some budget: SSIM-ball's highest SSIM at which it succeeds minus
+    PGD's (primary; it does not rest on the RoI)."""
     best = curves.minimal_distortion()
     ball, pgd = best["ssim-ball"], best["pgd"]
     both = torch.isfinite(ball) & torch.isfinite(pgd)
+    # the statistic's name is metrics.json's, kept as it was (docs/architecture.md, "One word per concept")
     comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
     ceilings = {name: max(p.mean_ssim for p in points) for name, points in curves.points.items()}
     distortion = MinimalDistortion(

@@ -51,7 +51,7 @@ class PerceptualConfig(GatedConfig):
                                low=0.0, low_inclusive=False)
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
     rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step", low=1)
-    curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the fooling-rate vs "
+    curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the success-rate vs "
                                                                 "SSIM curve, beside the main alpha",
                                         **OPEN_UNIT_INTERVAL)
     curve_eps_factors: list[float] = setting([0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "

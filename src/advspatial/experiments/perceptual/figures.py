@@ -30,7 +30,7 @@ def draw_figures(folder: Path, config: PerceptualConfig, findings: PerceptualFin
                    "Energy in CAM: observed minus each null, per-image mean with 95% bootstrap CI", "")
     values = {name: torch.cat(store.ssim_values) for name, store in main.stores.items()}
     calibration = findings.calibration
-    plot_attack_summary({n: m.fooling_rate for n, m in findings.attacks.items()}, values, folder / ATTACKS_SUMMARY,
+    plot_attack_summary({n: m.success_rate for n, m in findings.attacks.items()}, values, folder / ATTACKS_SUMMARY,
                         target=calibration.target)
     plot_calibration(calibration.history, calibration.target, calibration.eps, folder / CALIBRATION,
                      tolerance=calibration.tolerance)

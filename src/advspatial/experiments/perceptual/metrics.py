@@ -35,7 +35,8 @@ class AttackOutcome:
 
     images: int
     clean_accuracy: float
-    fooling_rate: float
+    #: metrics.json keeps its key ``fooling_rate`` (docs/architecture.md, "One word per concept")
+    success_rate: float = field(metadata={"key": "fooling_rate"})
     adversarial_accuracy: float
     successful: int
     mean_ssim: float
@@ -54,7 +55,7 @@ class CurvePoint:
 
     budget: float
     mean_ssim: float
-    fooling_rate: float
+    success_rate: float = field(metadata={"key": "fooling_rate"})
 
 
 @dataclass
@@ -82,7 +83,7 @@ class LabelledComparison(NullComparison):
 
 @dataclass
 class MinimalDistortion:
-    """Per image fooled by both attacks at some budget, the SSIM-ball attack's highest fooling SSIM against
+    """Per image fooled by both attacks at some budget, the SSIM-ball attack's highest SSIM at which it succeeds against
     PGD's (``comparison``); the images only one attack fooled; each attack's least distorting curve point."""
 
     images_both: int
@@ -138,7 +139,7 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, interpretation: str = 
     return AttackOutcome(
         images=len(group),
         clean_accuracy=mean_of([float(r["correct"]) for r in group]),
-        fooling_rate=mean_of([float(r["success"]) for r in correct]),
+        success_rate=mean_of([float(r["success"]) for r in correct]),
         adversarial_accuracy=mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
         successful=len(ok),
         mean_ssim=mean_of([r["ssim"] for r in group]),

@@ -54,7 +54,7 @@ def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figu
         paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi.method}: {reason}): every "
                           "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
                           "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
-                          "fooling rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
+                          "success rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
     shows = what_this_run_shows(claims)
     paragraphs += ["What this run shows:"] + (shows or [
         "No claim could be tested: fewer than 3 successful images per attack."])
@@ -96,7 +96,7 @@ def setup_section(config: PerceptualConfig, findings: PerceptualFindings) -> Sec
         + ", and the box [0,1].",
         f"Baseline: L-inf PGD with the same loss ({config.loss}) and step budget ({config.steps} steps, step "
         f"2.5*eps/steps, seeded random start), its budget eps calibrated so that its mean SSIM matches the SSIM-ball "
-        "attack's; beside that single point, both attacks at several budgets (fooling rate vs SSIM curves) and per "
+        "attack's; beside that single point, both attacks at several budgets (success rate vs SSIM curves) and per "
         "image the highest SSIM at which each fools it.",
         "Geometry null: per attack and image, a random feasible perturbation of the same set (a random direction in "
         "every window taken to the edge of the SSIM ball; random signs times eps for PGD), scaled toward 0 until "
@@ -108,7 +108,7 @@ def setup_section(config: PerceptualConfig, findings: PerceptualFindings) -> Sec
         f"Class activation map (the RoI side): {findings.roi.method} of the TRUE class on the clean image "
         f"({findings.roi.why}). Regions: the top {config.fraction:.0%} of each map (strictly positive pixels; ties "
         "at the cut broken by a seeded random order).",
-        "Fooling rate: share of correctly classified images whose prediction the attack changes. Map statistics: "
+        "Success rate: share of correctly classified images whose prediction the attack changes. Map statistics: "
         f"over images classified correctly and fooled (successful), the first {config.permutation_images} per "
         "attack entering the nulls.",
     ])
@@ -121,15 +121,15 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
         budget = ((f"alpha {config.alpha}, "
                    + (f"alpha_l {config.alpha_l}" if config.luminance == "term" else f"beta {config.beta}"))
                   if name == "ssim-ball" else f"eps {calibration.eps:.4f}")
-        rows.append([name, budget, m.images, fmt(m.fooling_rate), m.successful, fmt(m.mean_ssim, 4),
+        rows.append([name, budget, m.images, fmt(m.success_rate), m.successful, fmt(m.mean_ssim, 4),
                      fmt(m.mean_ssim_window, 4), fmt(m.mean_ssim_successful, 4), fmt(m.mean_l2), fmt(m.mean_linf)])
     table = Table("Attacks at matched mean SSIM (SSIM over all attacked images; norms over successful ones)",
-                  ["attack", "budget", "images", "fooling rate", "successful", "mean SSIM (Gaussian, all)",
+                  ["attack", "budget", "images", "success rate", "successful", "mean SSIM (Gaussian, all)",
                    "mean window SSIM (the constraint's, all)", "mean SSIM (successful)", "mean L2", "mean Linf"], rows)
-    curve_rows = [[name, f"{p.budget:.4g}", fmt(p.mean_ssim, 4), fmt(p.fooling_rate)]
+    curve_rows = [[name, f"{p.budget:.4g}", fmt(p.mean_ssim, 4), fmt(p.success_rate)]
                   for name, points in findings.curves.items() for p in points]
-    curve_table = Table("Fooling rate vs mean SSIM on the calibration images (budget: alpha for SSIM-ball, eps for "
-                        "PGD)", ["attack", "budget", "mean SSIM", "fooling rate"], curve_rows)
+    curve_table = Table("Success rate vs mean SSIM on the calibration images (budget: alpha for SSIM-ball, eps for "
+                        "PGD)", ["attack", "budget", "mean SSIM", "success rate"], curve_rows)
     state = ("matched within the tolerance" if calibration.matched else
              "NOT matched within the tolerance" + ("" if calibration.reachable else
                                                   f": even eps_max={config.eps_max} keeps SSIM above the target"))
@@ -139,7 +139,7 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
         f"{calibration.mean_ssim:.4f} after {len(calibration.history)} PGD runs ({state}, tolerance "
         f"{calibration.tolerance}). Over all {findings.n} images the PGD mean SSIM minus the SSIM-ball mean SSIM is "
         f"{findings.ssim_gap:+.4f}.",
-        "At equal mean SSIM, the attack with the higher fooling rate uses its perceptual budget better. These numbers "
+        "At equal mean SSIM, the attack with the higher success rate uses its perceptual budget better. These numbers "
         "do not depend on the RoI. Two SSIMs are shown: the reported one (Gaussian 11-tap window, a 5-pixel border "
         "left out of the average) and the window SSIM the constraint bounds (non-overlapping windows, every pixel).",
     ]
@@ -148,13 +148,14 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
         excess = md.comparison.excess
         paragraphs.append(
             f"Minimal distortion, per image: of {md.images_both} calibration images fooled by both attacks at some "
-            f"budget, the SSIM-ball attack's highest fooling SSIM minus PGD's is {fmt(excess.mean, 4)} "
+            f"budget, the SSIM-ball attack's highest SSIM at which it succeeds minus PGD's is {fmt(excess.mean, 4)} "
             f"[{fmt(excess.low, 4)}, {fmt(excess.high, 4)}] (verdict in the table at the top); "
             f"{md.only_ssim_ball} images only the SSIM-ball attack fooled, {md.only_pgd} only PGD. Each "
-            "attack's highest fooling SSIM is capped by its least distorting budget on the curve (mean SSIM there: "
+            "attack's highest SSIM at which it succeeds is capped by its least distorting budget on the curve "
+            "(mean SSIM there: "
             + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
             + "): where the caps differ, so does what the comparison can show.")
-    shown = (drawn(figures, ATTACKS_SUMMARY, "Fooling rate (left) and the per-image SSIM of every attacked image "
+    shown = (drawn(figures, ATTACKS_SUMMARY, "Success rate (left) and the per-image SSIM of every attacked image "
                                              "(right) for both attacks.")
              + drawn(figures, CALIBRATION, "Calibration of the PGD budget: mean SSIM on the calibration images at "
                                            "each budget tried."))
@@ -238,10 +239,10 @@ def summary_text(findings: PerceptualFindings) -> str:
              f"images ({'matched' if cal.matched else 'NOT matched'})",
              f"RoI: {roi.method} of the true class, faithfulness gate "
              f"{'passed' if roi.faithful else 'FAILED (' + findings.gate['reason'] + ')'}"]
-    header = f"{'attack':<10} {'fooling':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
+    header = f"{'attack':<10} {'success':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
     lines += ["map statistics: mean over successful images", header, "-" * len(header)]
     for name, m in findings.attacks.items():
-        lines.append(f"{name:<10} {fmt(m.fooling_rate):>8} {fmt(m.mean_ssim, 4):>7} "
+        lines.append(f"{name:<10} {fmt(m.success_rate):>8} {fmt(m.mean_ssim, 4):>7} "
                      + " ".join(f"{fmt(getattr(m.maps, s)):>14}" for s in STATS))
     for c in findings.claims:
         if c.primary:

@@ -44,7 +44,7 @@ from .metrics import CurvePoint
 CAM = Stage[torch.Tensor]("cam")
 #: PGD at one budget on the calibration images (the calibration's runs, reused by the curve)
 CALIBRATION = AttackStage("calibration")
-#: an attack at one budget of its fooling-rate vs SSIM curve on the calibration images
+#: an attack at one budget of its success-rate vs SSIM curve on the calibration images
 CURVE = AttackStage("curve")
 #: the geometry null's images of an attack: ``GEOMETRY.at(name)``
 GEOMETRY = Stage[torch.Tensor]("geometry")
@@ -190,7 +190,7 @@ def calibrate(ctx: Context, ssim_ball_values: torch.Tensor) -> Calibration:
 
 @dataclass
 class Curves:
-    """Each attack at several budgets on the calibration images: per budget the mean SSIM and fooling rate,
+    """Each attack at several budgets on the calibration images: per budget the mean SSIM and success rate,
     and per image (budgets x images) whether it was fooled (correct and attacked successfully) and its SSIM."""
 
     points: dict[str, list[CurvePoint]]
@@ -211,13 +211,13 @@ def curve_budgets(config: PerceptualConfig, calibration: Calibration) -> dict[st
 
 
 def curves_pass(ctx: Context, calibration: Calibration, correct: torch.Tensor) -> Curves:
-    """Fooling rate vs mean SSIM of both attacks over their budgets on the calibration images (``correct``:
+    """Success rate vs mean SSIM of both attacks over their budgets on the calibration images (``correct``:
     (n,) whether the model classifies each image correctly)."""
     cfg = ctx.config
     correct = correct[: min(cfg.calibration_n, len(ctx.data))]
     curves = Curves({}, {}, {})
     budgets = curve_budgets(cfg, calibration)
-    with progress_bar(total=sum(len(v) for v in budgets.values()), desc="fooling rate vs SSIM curves",
+    with progress_bar(total=sum(len(v) for v in budgets.values()), desc="success rate vs SSIM curves",
                       disable=not cfg.progress, unit="budget") as bar:
         for name, values in budgets.items():
             rows_f, rows_s = [], []

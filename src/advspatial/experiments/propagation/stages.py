@@ -90,7 +90,7 @@ class PropagationStage(Stage[BatchPropagation]):
 @dataclass
 class LocalityCounts:
     """The locality test of some successful attacks, per image (the tensors of
-    :class:`~advspatial.analysis.locality.LocalityResult`): ring placements (N, R) tried and fooling per radius,
+    :class:`~advspatial.analysis.locality.LocalityResult`): ring placements (N, R) tried and succeeding per radius,
     uniform random ones (N,), whether the original placement fools (N,), context-matched ones (N, R), and the
     context balance ``{"edge"|"intensity": {group: (N,)}}``."""
 
