@@ -59,6 +59,8 @@ def test_region_grid_rejects_bad_shapes(tmp_path: Path, synthetic: dict[str, tor
         plot_region_grid(images, imp, att, imp > 0.5, tmp_path / "a.png")
     with pytest.raises(ShapeError, match="row_labels"):
         plot_region_grid(images, imp, att, codes, tmp_path / "a.png", row_labels=["x"])
+    with pytest.raises(ShapeError, match="max_rows must be >= 1"):
+        plot_region_grid(images, imp, att, codes, tmp_path / "a.png", max_rows=0)
     assert not (tmp_path / "a.png").exists()
 
 

@@ -122,6 +122,8 @@ def plot_region_grid(
     check_images_maps(images, importance=importance, attack=attack, partition=codes)
     if codes.dtype == torch.bool or codes.is_floating_point() or (codes.numel() and int(codes.max()) > 3):
         raise ShapeError("partition codes must be integers 0..3 (neither, roi_only, roa_only, both)")
+    if max_rows < 1:
+        raise ShapeError(f"max_rows must be >= 1 (for no image, draw no figure), got {max_rows}")
     n = min(images.shape[0], max_rows)
     if row_labels is not None and len(row_labels) < n:
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
@@ -150,8 +152,8 @@ def plot_region_grid(
         if row_labels is not None:
             axes[0].set_ylabel(row_labels[i], fontsize=8)
     cax = fig.add_subplot(grid[n, 1:3])
-    # heat is None when max_rows < 1 (no rows drawn): matplotlib accepts that (its default scale); its stubs do not
-    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")  # type: ignore[arg-type]
+    assert heat is not None  # n >= 1 rows were drawn
+    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")
     bar.set_label("heat = fraction of the image's maximum (0 = none, 1 = peak)", fontsize=9)
     handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
                for k, name in enumerate(PART_NAMES)][::-1]

@@ -70,6 +70,8 @@ def plot_ssim_vs_cam(
     for a in names:
         if tuple(adversarial[a].shape) != tuple(images.shape):
             raise ShapeError(f"adversarial[{a!r}] must have shape {tuple(images.shape)}")
+    if max_rows < 1:
+        raise ShapeError(f"max_rows must be >= 1 (for no image, draw no figure), got {max_rows}")
     n = min(images.shape[0], max_rows)
     if row_labels is not None and len(row_labels) < n:
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
