@@ -102,3 +102,14 @@ def test_defence_wrappers_start_in_the_wrapped_models_mode(training: bool) -> No
         assert wrapper.training == training
         wrapper.train(wrapper.training)
         assert all(m.training == training for m in model.modules())
+
+
+def test_module_apply_reaches_the_wrapped_model_not_the_transform() -> None:
+    """nn.Module.apply(fn) on a model holding a TransformDefence calls fn on every submodule (the transform has a
+    name of its own, ``transformed``, so it no longer shadows ``apply``)."""
+    defence = TransformDefence(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()), "blur", 1.0)
+    seen: list[str] = []
+    nn.Sequential(defence).apply(lambda m: seen.append(type(m).__name__))
+    assert {"Conv2d", "TransformDefence", "Sequential"} <= set(seen)
+    x = torch.rand(2, 1, 8, 8)
+    assert torch.equal(defence.transformed(x), defence.transformed(x))

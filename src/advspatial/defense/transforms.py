@@ -134,8 +134,7 @@ class TransformDefence(nn.Module):
         """True when two forward passes on the same input may differ (attack it with EOT)."""
         return self.transform == "noise"
 
-    # shadows nn.Module.apply(fn) with another signature: Module.apply(fn) on a parent would call this with fn as x
-    def apply(  # type: ignore[override]
+    def transformed(
         self, x: torch.Tensor, draw: int | None = None, sample_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``transform(x)``. Noise: draw number ``draw`` keyed by ``(seed, draw, sample_ids[i])``;
@@ -154,12 +153,12 @@ class TransformDefence(nn.Module):
     def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(N, draws) predicted classes (one column when the transform is deterministic)."""
         if not self.randomized:
-            return self.model(self.apply(x)).argmax(1)[:, None]
-        return torch.stack([self.model(self.apply(x, d + 1_000_000, sample_ids)).argmax(1) for d in range(int(draws))],
+            return self.model(self.transformed(x)).argmax(1)[:, None]
+        return torch.stack([self.model(self.transformed(x, d + 1_000_000, sample_ids)).argmax(1) for d in range(int(draws))],
                            dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(through(x, self.apply(x), self.backward))
+        return self.model(through(x, self.transformed(x), self.backward))
 
     def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
         """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT): the same
@@ -168,9 +167,9 @@ class TransformDefence(nn.Module):
         k = int(draws)
         if self.randomized:
             first, self.calls = self.calls, self.calls + k
-            transformed = torch.cat([self.apply(x, first + d) for d in range(k)])
+            transformed = torch.cat([self.transformed(x, first + d) for d in range(k)])
         else:
-            transformed = self.apply(x).repeat(k, 1, 1, 1)
+            transformed = self.transformed(x).repeat(k, 1, 1, 1)
         stacked = x.repeat(k, 1, 1, 1)
         return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
 
