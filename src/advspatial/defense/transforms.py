@@ -154,8 +154,8 @@ class TransformDefence(nn.Module):
         """(N, draws) predicted classes (one column when the transform is deterministic)."""
         if not self.randomized:
             return self.model(self.transformed(x)).argmax(1)[:, None]
-        return torch.stack([self.model(self.transformed(x, d + 1_000_000, sample_ids)).argmax(1) for d in range(int(draws))],
-                           dim=1)
+        return torch.stack([self.model(self.transformed(x, d + 1_000_000, sample_ids)).argmax(1)
+                            for d in range(int(draws))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(through(x, self.transformed(x), self.backward))
