@@ -18,3 +18,20 @@ def image_pair():
         return x, x_adv, y
 
     return make
+
+
+@pytest.fixture
+def variant_run():
+    """Factory: ``variant_run(name, rows=(), cam_test=None)`` -> a VariantRun of 4 units, these rows and test."""
+    from advspatial.experiments.pse.metrics import Adaptive, Agreement, MaskedAccuracy, RankingSet, VariantRun
+
+    def make(name: str, rows=(), cam_test=None) -> VariantRun:
+        curve = {key: torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+                 for key in ("clean_acc", "robust_acc", "random_clean_acc", "random_robust_acc")}
+        masked = MaskedAccuracy(1, 1.0, 0.5, 4)
+        return VariantRun(name, list(rows), cam_test, torch.rand(4), torch.arange(4), {"ks": torch.tensor([0, 1, 4]),
+                                                                                   **curve},
+                          RankingSet("train", 8, 2, 0), Adaptive(masked, masked, 0.5, "pgd"),
+                          {"leave-one-out": Agreement(3, 1.0, 1.0)}, {"ids": torch.zeros(0)}, None)
+
+    return make

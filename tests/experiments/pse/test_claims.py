@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from pathlib import Path
 
 import torch
 from helpers import suppression_case
@@ -13,8 +13,9 @@ from advspatial.analysis.pse import (
 )
 from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_shares
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, measure, typing_claims
-from advspatial.experiments.pse.report import not_interpretable_text
+from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, judged_claims, typing_claims
+from advspatial.experiments.pse.metrics import PSEFindings, RunSetting, build_findings
+from advspatial.experiments.pse.report import not_interpretable_text, render
 from advspatial.experiments.pse.stages import image_level
 from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, judge
 from advspatial.regions.inference import VERDICTS
@@ -78,10 +79,9 @@ def test_image_level_breaks_ties_by_global_sample_id() -> None:
     result, _, cam_target = planted_case(40)
     flat = torch.ones(40, 8, 8)
     ids = torch.arange(500, 540)
-    ctx = SimpleNamespace(config=PSEConfig(permutations=20))
     rows = [{"index": int(i)} for i in ids]
     kept = cat_pse([select_pse(result, torch.arange(0, 25)), select_pse(result, torch.arange(25, 40))])
-    test = image_level(ctx, "v", kept, {"true": flat, "target": cam_target, "ids": ids}, rows)
+    test = image_level(PSEConfig(permutations=20), kept, {"true": flat, "target": cam_target, "ids": ids}, rows)
     by_id = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class, sample_ids=ids)
     by_position = pse_vs_cam(result, flat, cam_target, 0.2, 20, 0, strata=result.true_class)
     torch.testing.assert_close(test.true_cam.per_image, by_id.true_cam.per_image, equal_nan=True)
@@ -89,19 +89,21 @@ def test_image_level_breaks_ties_by_global_sample_id() -> None:
     assert rows[3]["in_cam_test"] and rows[3]["true_cam:suppression"] == float(by_id.true_cam.per_image[3, 0])
 
 
-def _measure(passed: bool):
-    test = _planted_test()
-    ctx = SimpleNamespace(config=PSEConfig(), cam="hirescam", cam_reason="flatten/FC head")
-    summaries = [SimpleNamespace(name="pgd/untargeted", cam_test=test), SimpleNamespace(name="cw-l2/targeted",
-                                                                                        cam_test=None)]
-    metrics = {"variants": {"pgd/untargeted": {"cam_test": test.as_dict()}, "cw-l2/targeted": {"cam_test": None}}}
+def _measure(variant_run, passed: bool, cam_test: bool = True):
+    runs = [variant_run("pgd/untargeted", cam_test=_planted_test() if cam_test else None),
+            variant_run("cw-l2/targeted")]
     gate = {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0"}
-    claims = measure(ctx, summaries, metrics, gate, rows=[])
-    return metrics, claims
+    claims = judged_claims(PSEConfig(), {run.name: run.cam_test for run in runs}, [], passed)
+    findings = build_findings(RunSetting(40, "features.3", 4, "hirescam", "flatten/FC head"), runs, None, 0.01,
+                              gate, claims)
+    return findings, claims
 
 
-def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
-    metrics, claims = _measure(passed=False)
+def test_measure_labels_every_cam_result_when_the_gate_fails(variant_run) -> None:
+    findings, claims = _measure(variant_run, passed=False)
+    metrics = findings.to_metrics()
+    assert "dissection" not in metrics  # switched off: no key, as before findings were typed
+    assert PSEFindings.from_metrics(metrics).to_metrics().keys() == metrics.keys()
     assert metrics["faithfulness"] == {"hirescam": {"passed": False,
                                                     "reason": "deletion:zero logit effect not above 0"}}
     assert metrics["roi"] == {"method": "hirescam", "why": "flatten/FC head", "faithful": False,
@@ -117,14 +119,15 @@ def test_measure_labels_every_cam_result_when_the_gate_fails() -> None:
     typing = [c for c in claims if c.null in (TYPING_NULL, "one half")]
     assert len(typing) == 8 and len(claims) == 32  # 4 typing claims per variant rest on no CAM, no gate
     assert all(c.gates == {} and c.verdict == "insufficient data" for c in typing)  # no rows: no images
-    text = not_interpretable_text(metrics)
+    text = not_interpretable_text(findings)
     assert text.startswith("Not interpretable: the RoI failed")
 
 
-def test_measure_with_a_passed_gate_gives_verdicts_by_the_rules() -> None:
-    metrics, claims = _measure(passed=True)
+def test_measure_with_a_passed_gate_gives_verdicts_by_the_rules(variant_run) -> None:
+    findings, claims = _measure(variant_run, passed=True)
+    metrics = findings.to_metrics()
     assert metrics["roi"]["faithful"] and metrics["roi"]["interpretation"] == "interpretable"
-    assert not_interpretable_text(metrics) == ""
+    assert not_interpretable_text(findings) == ""
     verdicts = {(c["statistic"], c["primary"]): c["verdict"] for c in metrics["claims"]}
     assert verdicts[("suppression share in CAM_t0(x)", True)] == "supported"
     assert all(v in VERDICTS for v in verdicts.values())
@@ -170,3 +173,20 @@ def test_unexplained_verdict_fires_when_most_energy_is_under_the_noise_floor() -
     untyped = claims["untyped energy share"]
     assert untyped.observed > 0.5 and untyped.null_value == 0.5
     assert untyped.verdict == "supported" and not untyped.primary
+
+
+def test_report_without_cam_claims_has_no_forest_plot_and_says_so(variant_run, tmp_path: Path) -> None:
+    """No variant has enough successful images for the image-level test: no forest plot, and the report says why."""
+    from advspatial.experiments.pse.figures import FOREST, draw_figures
+
+    findings, claims = _measure(variant_run, passed=True, cam_test=False)
+    assert claims and not any(c.null == "same-class" for c in claims)  # typing claims only
+    runs = [variant_run(name) for name in findings.variants]
+    draw_figures(tmp_path, PSEConfig(), findings, runs, class_names=["a", "b", "c", "d"])
+    assert not (tmp_path / FOREST).exists() and (tmp_path / "masking-curve.png").is_file()
+    rendered = render(PSEConfig(), findings, tmp_path)
+    verdicts = rendered.sections[0]
+    assert "No forest plot: no attack variant has a CAM claim against the same-class null." in verdicts.paragraphs
+    assert not verdicts.figures
+    with_forest = render(PSEConfig(), _measure(variant_run, passed=True)[0], tmp_path)
+    assert not any(p.startswith("No forest plot") for p in with_forest.sections[0].paragraphs)

@@ -11,10 +11,9 @@ import torch
 from advspatial.analysis.units import UnitChange
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.dissection import (
-    concept_masks, dataset_concepts, label_concept, relative_correlation, run_dissection,
-)
-from advspatial.experiments.pse.metrics import dissection_metrics
+from advspatial.analysis.pse_units import concept_masks, dataset_concepts, label_concept, relative_correlation
+from advspatial.experiments.pse.metrics import DissectionFindings
+from advspatial.experiments.pse.stages import DISSECTION, run_dissection
 
 
 def test_dataset_concepts_leave_out_the_labels() -> None:
@@ -33,11 +32,13 @@ def test_dataset_concepts_leave_out_the_labels() -> None:
 def test_no_concepts_means_no_dissection_and_a_reason(tiny_cnn) -> None:
     data = SimpleNamespace(concepts={}, class_names=["a", "b"], masks=None)
     config = PSEConfig(dataset="fashion-mnist")
-    assert concept_masks(config, data) == ({}, "")
+    assert concept_masks(config.concepts, config.dataset, data) == ({}, "")
     ctx = SimpleNamespace(config=config, data=data, layer="conv")
     summary = run_dissection(ctx)
     assert not summary.dissected and "cannot be dissected" in summary.reason and "No other model" in summary.reason
-    assert dissection_metrics(summary)["dissected"] is False
+    assert summary.as_dict() == {"dissected": False, "dataset": "fashion-mnist", "layer": "conv",
+                                 "reason": summary.reason}  # metrics.json's form: nothing of a dissection
+    assert DissectionFindings.from_dict(summary.as_dict()) == summary
 
 
 def test_dissection_correlation_leaves_out_never_active_units() -> None:
@@ -67,12 +68,26 @@ def test_user_concepts_file_rows_follow_the_global_ids(tmp_path) -> None:
     masks[3, 0, 0] = True
     np.savez(tmp_path / "c.npz", spot=masks)
     data = SimpleNamespace(ids=torch.tensor([3, 1]), image_shape=(1, 4, 4), concepts={}, class_names=["a"])
-    config = PSEConfig(concepts=str(tmp_path / "c.npz"))
-    concepts, source = concept_masks(config, data)
+    concepts, source = concept_masks(str(tmp_path / "c.npz"), "x", data)
     assert source.startswith("user file") and concepts["spot"].shape == (2, 4, 4)
     assert bool(concepts["spot"][0, 0, 0]) and not concepts["spot"][1].any()
     torch.save({"spot": torch.zeros(2, 4, 4, dtype=torch.bool)}, tmp_path / "short.pt")
     with pytest.raises(ConfigError, match="row for every test image"):
-        concept_masks(PSEConfig(concepts=str(tmp_path / "short.pt")), data)
+        concept_masks(str(tmp_path / "short.pt"), "x", data)
     with pytest.raises(ConfigError):
-        concept_masks(PSEConfig(concepts=str(tmp_path / "missing.npz")), data)
+        concept_masks(str(tmp_path / "missing.npz"), "x", data)
+
+
+def test_dissection_stage_round_trips_through_the_run_directory(tmp_path) -> None:
+    from advspatial.analysis.dissection import DissectionResult
+    from advspatial.rundir import RunDir
+
+    rundir = RunDir(tmp_path / "run")
+    iou = torch.rand(4, 2)
+    result = DissectionResult(("a", "b"), torch.rand(4), iou, torch.ones(4, 2), iou, iou.argmax(1), iou.max(1).values,
+                              torch.ones(4), 0.995, "upsampled", True)
+    assert DISSECTION.key() == "dissection/result"
+    DISSECTION.save(rundir, result)
+    loaded = DISSECTION.load(rundir)
+    assert loaded.concept_names == ("a", "b") and loaded.best_names == result.best_names
+    assert torch.equal(loaded.iou, result.iou) and loaded.quantile == 0.995

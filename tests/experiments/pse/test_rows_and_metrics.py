@@ -8,9 +8,9 @@ import torch
 
 from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
 from advspatial.analysis.pse_control import SHARE_NAMES
-from advspatial.experiments.pse.metrics import variant_metrics
-from advspatial.experiments.pse.rows import CAM_KEYS, batch_rows
-from advspatial.experiments.pse.targets import adversarial_class
+from advspatial.analysis.pse_targets import adversarial_class
+from advspatial.experiments.pse.claims import CAM_KEYS
+from advspatial.experiments.pse.metrics import batch_rows, variant_findings
 
 
 def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
@@ -53,7 +53,7 @@ def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
         assert row["untyped_count_share"] == row["groups_untyped"] / row["groups_perturbed"]
 
 
-def test_variant_metrics_known_answer() -> None:
+def test_variant_findings_known_answer(variant_run) -> None:
     def row(correct: bool, success: bool, kind: str, share_s: float, tested: bool, in_cam: float) -> dict:
         r = {"variant": "a/untargeted", "correct": correct, "success": success, "successful": correct and success,
              "l2": 1.0, "linf": 0.1, "perturbation_type": kind, "s_total": 2.0, "p_total": 1.0,
@@ -73,20 +73,39 @@ def test_variant_metrics_known_answer() -> None:
 
     rows = [row(True, True, "suppression", 0.7, True, 0.5), row(True, True, "promotion", 0.1, True, 0.3),
             row(True, False, "balanced", 0.2, False, 0.0), row(False, True, "suppression", 0.9, False, 0.0)]
-    m = variant_metrics(rows, "a/untargeted")
-    assert m["images"] == 4 and m["successful"] == 2
-    assert m["clean_accuracy"] == 0.75
-    assert math.isclose(m["success_rate"], 2 / 3)
-    assert m["type_fractions"] == {"suppression": 0.5, "promotion": 0.5, "balanced": 0.0, "opposing": 0.0}
-    assert math.isclose(m["mean_shares"]["suppression"], 0.4)
-    assert math.isclose(m["true_cam_observed"]["promotion"], 0.4)
-    assert m["cam_test_images"] == 2
-    assert m["untyped_groups"] == 2 and m["perturbed_groups"] == 8 and m["loo_untyped_groups"] == 4
-    assert m["type_fractions_posthoc"]["promotion"] == 1.0 and m["reached_target"] == 1.0
-    typing = m["typing"]
-    assert math.isclose(typing["untyped_share"]["by_energy"], 0.4)  # mean of 0.7 and 0.1 over the successful two
-    assert typing["untyped_share"]["by_count"] == 2 / 8
-    assert typing["energy_shares"]["suppression"] == 0.1 and typing["control_energy_shares"]["promotion"] == 0.2
-    add = typing["additivity"]
-    assert add["s_isolated_over_total"] == 0.75 and add["s_leave_one_out_over_total"] == 0.5
-    assert add["p_isolated_over_total"] == 0.5 and add["p_leave_one_out_over_total"] == 0.5
+    m = variant_findings(variant_run("a/untargeted", rows), [], "interpretable")
+    assert m.images == 4 and m.successful == 2
+    assert m.clean_accuracy == 0.75
+    assert math.isclose(m.success_rate, 2 / 3)
+    assert m.type_fractions == {"suppression": 0.5, "promotion": 0.5, "balanced": 0.0, "opposing": 0.0}
+    assert math.isclose(m.mean_shares["suppression"], 0.4)
+    assert math.isclose(m.true_cam_observed["promotion"], 0.4)
+    assert m.cam_test_images == 2 and m.cam_test is None and m.cam_interpretation == "interpretable"
+    assert m.untyped_groups == 2 and m.perturbed_groups == 8 and m.loo_untyped_groups == 4
+    assert m.type_fractions_posthoc["promotion"] == 1.0 and m.reached_target == 1.0
+    typing = m.typing
+    assert math.isclose(typing.untyped_share.by_energy, 0.4)  # mean of 0.7 and 0.1 over the successful two
+    assert typing.untyped_share.by_count == 2 / 8
+    assert typing.energy_shares["suppression"] == 0.1 and typing.control_energy_shares["promotion"] == 0.2
+    add = typing.additivity
+    assert add.s_isolated_over_total == 0.75 and add.s_leave_one_out_over_total == 0.5
+    assert add.p_isolated_over_total == 0.5 and add.p_leave_one_out_over_total == 0.5
+    assert m.masking.ks == [0, 1, 4] and m.top_units == [0, 1, 2, 3]
+
+
+def test_pse_stage_round_trips_with_and_without_the_target_cam(tiny_cnn, image_pair, tmp_path) -> None:
+    from advspatial.experiments.pse.stages import PSE, PSEMeasure
+    from advspatial.rundir import RunDir
+
+    model = tiny_cnn()
+    x, x_adv, y = image_pair(3, seed=2)
+    pse = promotion_suppression(model, x, x_adv, y, (y + 1) % 10, block=7, noise_floor=0.01)
+    rundir = RunDir(tmp_path / "run")
+    isolated, loo = PSE.at("isolated", "pgd", "targeted"), PSE.at("leave-one-out", "pgd", "targeted")
+    assert isolated.key(1) == "pse/isolated/pgd/targeted/batch-00001"
+    cam = torch.rand(3, 28, 28)
+    isolated.save(rundir, PSEMeasure(pse, cam), 1)
+    loo.save(rundir, PSEMeasure(pse, None), 1)
+    back, back_loo = isolated.load(rundir, 1), loo.load(rundir, 1)
+    assert torch.equal(back.cam_target, cam) and back_loo.cam_target is None
+    assert back.pse.type_names == pse.type_names and torch.equal(back.pse.types, pse.types)

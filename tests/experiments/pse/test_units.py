@@ -11,10 +11,11 @@ from torch import nn
 from advspatial.analysis.units import masking_curve, unit_activation_change
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.units import (
-    UnitSums, adaptive_attack_of, adaptive_description, adaptive_k, cam_layer_name, combine_curves, count_units,
-    sensitive_units_in_batch, train_split,
+from advspatial.analysis.pse_units import (
+    UnitSums, adaptive_k, cam_layer_name, combine_curves, count_units, sensitive_units_in_batch,
 )
+from advspatial.experiments.pse.config import adaptive_attack_of, adaptive_description
+from advspatial.experiments.pse.stages import TRAIN_UNITS, UnitSumsStage, train_split
 
 
 def test_adaptive_k_is_the_best_k_short_of_every_unit() -> None:
@@ -98,3 +99,17 @@ def test_cam_layer_name(tiny_cnn) -> None:
     assert cam_layer_name(model, probe, "features.0") == "features.0"
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
     assert cam_layer_name(plain, probe) == "1"  # found: the last 4-D feature map
+
+
+def test_unit_sums_stage_round_trips_through_the_run_directory(tmp_path) -> None:
+    from advspatial.rundir import RunDir
+
+    rundir = RunDir(tmp_path / "run")
+    sums = UnitSums(torch.rand(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64),
+                    torch.rand(5, dtype=torch.float64), 3)
+    stage = TRAIN_UNITS.at("pgd", "targeted")
+    assert isinstance(stage, UnitSumsStage) and stage.key(2) == "units/train/pgd/targeted/batch-00002"
+    stage.save(rundir, sums, 2)
+    loaded = stage.load(rundir, 2)
+    assert loaded.images == 3 and all(torch.equal(getattr(loaded, k), getattr(sums, k))
+                                      for k in ("mean_abs", "signed_mean", "clean_mean_abs"))

@@ -10,7 +10,7 @@ Stages, each streamed batch by batch through ``ctx.each_batch`` (so that a
 ``torchrun`` launch shares them) and saved in the run directory so that
 ``--resume`` completes an interrupted run with identical numbers:
 
-1. clean logits, predictions and ``CAM_t0(x)`` (the true class) of every image;
+1. the clean pass (shared) and ``CAM_t0(x)`` (the true class) of every image;
    attack targets (seeded random class != label, least-likely or next class)
    and the clean runner-up class, the pre-specified t of untargeted attacks;
 2. per attack variant (CW-L2 / PGD, untargeted / targeted): the attack with
@@ -38,10 +38,12 @@ fools (targeted: the prediction is the target): only there does the
 perturbation explain a decision change. Metrics are computed from the
 per-image rows, so the two always agree.
 
-Modules, compute and report apart, each importing only modules named before it:
-:mod:`.config` (the settings); :mod:`.context`, :mod:`.targets`; :mod:`.units`, :mod:`.rows`;
-:mod:`.stages`; :mod:`.dissection`; :mod:`.metrics`, :mod:`.claims` (statistics and verdicts);
-:mod:`.figures`, :mod:`.report` (rendering); :mod:`.run` (the registered ``run``).
+Modules, each importing only modules named before it: :mod:`.config` (the settings); :mod:`.claims` (the
+pre-declared claims, their corrections and verdicts); :mod:`.metrics` (the per-image rows and the typed findings,
+:class:`~.metrics.PSEFindings`); :mod:`.stages` (the cached stages, each a module-level ``Stage``); :mod:`.figures`
+(drawn at run time); :mod:`.report` (rendered from the findings alone); :mod:`.run` (the registered ``run``).
+The context-free computations are the library's: :mod:`advspatial.analysis.pse_targets` (the classes t),
+:mod:`advspatial.analysis.pse_units` (unit sums, masking curves, concepts), :mod:`advspatial.report.pse_figures`.
 """
 
 from .config import PSEConfig

@@ -26,12 +26,11 @@ from typing import Any
 from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...analysis.pse_control import CONTROL, SHARE_NAMES
 from ...regions.claims import Claim, claim_from, judge
-from ..gate import roi_label
 from ..paired import paired_claim
-from .context import Context
-from .rows import CAM_KEYS
-from .stages import VariantSummary
+from .config import PSEConfig
 
+#: the two CAMs of the image-level test, as they prefix the rows' overlap columns (``true_cam:suppression``)
+CAM_KEYS = ("true_cam", "target_cam")
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
 CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}
 #: the primary claim of each CAM: the group type that acts on the CAM's own class
@@ -39,6 +38,8 @@ PRIMARY_TYPE = {"true_cam": "suppression", "target_cam": "promotion"}
 #: how the claims name the groups of each type
 GROUP_NAMES = {"suppression": "suppression-dominated groups", "promotion": "promotion-dominated groups",
                "balanced": "balanced groups", "opposing": "opposing groups"}
+#: the gate every CAM claim carries
+ROI_GATE = "RoI faithfulness"
 
 
 def claim_text(key: str, type_name: str) -> str:
@@ -111,31 +112,38 @@ def row_shares(rows: Sequence[Mapping[str, Any]], variant: str, prefix: str) -> 
     return {name: [float(r[f"{prefix}energy:{name}"]) for r in ok] for name in SHARE_NAMES}
 
 
-def measure(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any],
-            gate: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> list[Claim]:
-    """Gate, claims, corrections and verdicts, written into ``metrics``; returns the judged claims.
 
-    A failed gate makes every CAM-dependent result "not interpretable": the
-    verdicts (through the claims' gate) and the labels in ``metrics``.
+def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None], rows: Sequence[Mapping[str, Any]],
+                  faithful: bool) -> list[Claim]:
+    """Every claim of the run, corrected and given its verdict: per variant (in ``cam_tests`` order) its CAM claims
+    (when it has an image-level test; gated by the CAM explainer's faithfulness) and its typing claims.
+
+    A failed gate makes every CAM-dependent verdict "not interpretable" (through the claims' gate).
     """
-    cfg = ctx.config
-    label = roi_label(gate) or "interpretable"
-    metrics["faithfulness"] = {ctx.cam: gate}
-    metrics["roi"] = {"method": ctx.cam, "why": ctx.cam_reason, "faithful": bool(gate["passed"]),
-                      "interpretation": label}
-    metrics["cam_interpretation"] = label
-    gates = {"RoI faithfulness": bool(gate["passed"])}
+    gates = {ROI_GATE: faithful}
     claims: list[Claim] = []
-    for s in summaries:
-        m = metrics["variants"][s.name]
-        m["cam_interpretation"] = label
-        if s.cam_test is not None:
-            m["cam_test"]["interpretation"] = label
-            claims += cam_claims(s.name, s.cam_test, gates, cfg.baseline)
-        claims += typing_claims(s.name, row_shares(rows, s.name, ""), row_shares(rows, s.name, "control:"), cfg.seed)
-    judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
-    metrics["claims"] = [c.as_dict() for c in claims]
-    for s in summaries:
-        metrics["variants"][s.name]["typing_verdicts"] = {c.statistic: c.verdict for c in claims
-                                                         if c.subject == s.name and c.null in (TYPING_NULL, "one half")}
-    return claims
+    for variant, cam_test in cam_tests.items():
+        if cam_test is not None:
+            claims += cam_claims(variant, cam_test, gates, config.baseline)
+        claims += typing_claims(variant, row_shares(rows, variant, ""), row_shares(rows, variant, "control:"),
+                                config.seed)
+    return judge(claims, sesoi=config.sesoi, alpha=config.significance)
+
+
+def is_typing_claim(claim: Claim) -> bool:
+    """True for the typing's claims (against random signs, or the untyped share against one half)."""
+    return claim.null in (TYPING_NULL, "one half")
+
+
+def typing_verdicts(claims: Sequence[Claim], variant: str) -> dict[str, str]:
+    """The verdict word of each typing claim of ``variant``, by statistic."""
+    return {c.statistic: c.verdict for c in claims if c.subject == variant and is_typing_claim(c)}
+
+
+def forest_claims(claims: Sequence[Claim], null: str) -> dict[str, list[Claim]]:
+    """The CAM claims against the primary ``null``, per variant that has any (none: no forest plot)."""
+    groups: dict[str, list[Claim]] = {}
+    for c in claims:
+        if c.null == null:
+            groups.setdefault(c.subject, []).append(c)
+    return groups

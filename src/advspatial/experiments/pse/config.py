@@ -1,18 +1,23 @@
-"""Settings of the ``pse`` experiment: :class:`PSEConfig`, its valid choices, and the stability group specs."""
+"""Settings of the ``pse`` experiment: :class:`PSEConfig`, its valid choices, the stability group specs, and the
+attacks its settings build (with the experiment's budgets; the adaptive attack on the masked model, and its name)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from ...analysis.pse import METHODS as PSE_METHODS
+from ...analysis.pse_targets import TARGET_MODES
 from ...analysis.units import RANK_BY
+from ...attacks import Attack, make_attack
+from ...attacks.budgets import Budget, attack_for_budget
 from ...errors import ConfigError, check_range, unknown_name
 from ...maps import list_importance_methods
 from ..gate import GatedConfig
 from ..settings import setting
 
 MODES = ("untargeted", "targeted")
-TARGET_MODES = ("random", "least-likely", "next")
 BASELINES = ("same-class", "any-class")
 ADAPTIVE_ATTACKS = ("pgd", "autoattack")
 
@@ -142,3 +147,29 @@ def group_spec(spec: str) -> int:
     if not (side.isdigit() and side == again and int(side) >= 1):
         raise ConfigError(f"stability group {spec!r} is not valid; valid: BxB blocks (e.g. 4x4) or superpixels")
     return int(side)
+
+
+#: how the report labels the accuracy under the PGD option
+PGD_UPPER_BOUND = "a weaker attack than the ensemble: its accuracy is an upper bound on robust accuracy"
+
+
+def adaptive_description(config: PSEConfig) -> str:
+    """How metrics and report name the attack run on the masked model."""
+    if config.adaptive_attack == "autoattack":
+        return (f"the APGD-CE/APGD-DLR/Square ensemble (L-inf eps {config.eps}, {config.steps} steps, "
+                f"{config.adaptive_queries} queries)")
+    return f"PGD (L-inf eps {config.eps}, {config.steps} steps; {PGD_UPPER_BOUND})"
+
+
+def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
+    """The attack ``name`` with the experiment's budgets (:mod:`advspatial.attacks.budgets`)."""
+    return attack_for_budget(name, model, Budget.from_settings(config, config.PRESET_FIELDS), seed=config.seed)
+
+
+def adaptive_attack_of(model: nn.Module, config: PSEConfig) -> Attack:
+    """The attack run on the masked model: the registered ensemble (default: masking is a defence, and a defence is
+    evaluated by the adaptive ensemble), or PGD at the experiment's budget (cheaper, weaker)."""
+    if config.adaptive_attack == "autoattack":
+        return make_attack("autoattack", model, eps=config.eps, steps=config.steps, n_restarts=1,
+                           n_queries=config.adaptive_queries, seed=config.seed)
+    return build_attack("pgd", model, config)

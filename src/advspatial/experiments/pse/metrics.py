@@ -1,18 +1,26 @@
-"""The metrics of ``pse`` (``metrics.json``): computed from the per-image rows and the variants' summaries."""
+"""What ``pse`` measures: the per-image rows (``per_image.csv``) and the typed findings (``metrics.json``).
+
+Each variant's findings are computed from its per-image rows only, so the two always agree; the image-level
+test, the units, the masking curve and the adaptive attack come from the stages (:class:`VariantRun`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
-from ...analysis.pse import TYPE_NAMES
-from ...analysis.pse_control import CONTROL, SHARE_NAMES
+import torch
+
+from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
+from ...analysis.pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
+from ...analysis.pse_targets import adversarial_class
+from ...regions.claims import Claim
+from ..findings import Findings
 from ..results import mean_of
-from .context import Context
-from .dissection import DissectionSummary
-from .rows import CAM_KEYS
-from .stages import VariantSummary
-from .units import adaptive_description
+from ..gate import roi_label
+from .claims import typing_verdicts
 
 #: the label of the unit-masking accuracies until an attack adapts to the masked model
 NO_ADAPTIVE_ATTACK = "no adaptive attack yet"
@@ -20,39 +28,264 @@ MASKING_LABEL = (f"{NO_ADAPTIVE_ATTACK}: the adversarial images were crafted aga
                  "accuracies are not robustness")
 
 
-def variant_metrics(rows: list[dict[str, Any]], variant: str) -> dict[str, Any]:
-    """Summary of one attack variant, computed from its per-image rows only."""
-    group = [r for r in rows if r["variant"] == variant]
-    correct = [r for r in group if r["correct"]]
-    ok = [r for r in group if r["successful"]]
-    tested = [r for r in ok if r.get("in_cam_test")]
-    out: dict[str, Any] = {
-        "images": len(group),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in group]),
-        "success_rate": mean_of([float(r["success"]) for r in correct]),
-        "successful": len(ok),
-        "mean_l2": mean_of([r["l2"] for r in ok]),
-        "mean_linf": mean_of([r["linf"] for r in ok]),
-        "reached_target": mean_of([float(r["adv_pred"] == r["target"]) for r in ok]),
-        "untyped_groups": sum(r["groups_untyped"] for r in ok),
-        "perturbed_groups": sum(r["groups_perturbed"] for r in ok),
-        "loo_untyped_groups": sum(r["loo:groups_untyped"] for r in ok),
-        "mean_s_total": mean_of([r["s_total"] for r in ok]),
-        "mean_p_total": mean_of([r["p_total"] for r in ok]),
-        "mean_s_groups_sum": mean_of([r["s_groups_sum"] for r in ok]),
-        "mean_p_groups_sum": mean_of([r["p_groups_sum"] for r in ok]),
-        "mean_loo_s_groups_sum": mean_of([r["loo:s_groups_sum"] for r in ok]),
-        "mean_loo_p_groups_sum": mean_of([r["loo:p_groups_sum"] for r in ok]),
-        "cam_test_images": len(tested),
-    }
-    for prefix, key in (("", ""), ("loo:", "_loo"), ("posthoc:", "_posthoc")):
-        out[f"type_fractions{key}"] = {name: mean_of([float(r[f"{prefix}perturbation_type"] == name) for r in ok])
-                                       for name in TYPE_NAMES}
-        out[f"mean_shares{key}"] = {name: mean_of([r[f"{prefix}share:{name}"] for r in ok]) for name in TYPE_NAMES}
-    for key in CAM_KEYS:
-        out[f"{key}_observed"] = {name: mean_of([r[f"{key}:{name}"] for r in tested]) for name in TYPE_NAMES}
-    out["typing"] = typing_metrics(ok, out)
+def variant_name(attack: str, mode: str) -> str:
+    """Name of an attack variant, e.g. ``"pgd/targeted"``."""
+    return f"{attack}/{mode}"
+
+
+def type_columns(prefix: str, pse: PSEResult) -> dict[str, torch.Tensor]:
+    """Per-image share and group count of each type: the columns ``{prefix}share:{type}``, ``{prefix}groups:{type}``."""
+    out: dict[str, torch.Tensor] = {}
+    for t, name in enumerate(TYPE_NAMES):
+        out[f"{prefix}share:{name}"] = pse.shares[:, t]
+        out[f"{prefix}groups:{name}"] = (pse.types == t).sum(1)
     return out
+
+
+def type_name_list(pse: PSEResult) -> list[str]:
+    """The dominant type of each image by name ('none' when no group is typed)."""
+    return ["none" if int(c) < 0 else TYPE_NAMES[int(c)] for c in pse.perturbation_type]
+
+
+def energy_columns(pse: PSEResult, control: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image share of the whole perturbation energy of each type and untyped (``energy:{name}``), the same of
+    its random-sign control (``control:energy:{name}``, (N,5) in :data:`SHARE_NAMES` order), and the untyped share
+    of the perturbed groups by count."""
+    observed = energy_shares(pse.types, pse.energy)
+    out = {"untyped_count_share": untyped_count_share(pse.types)}
+    for k, name in enumerate(SHARE_NAMES):
+        out[f"energy:{name}"] = observed[:, k]
+        out[f"control:energy:{name}"] = control[:, k]
+    return out
+
+
+def batch_rows(attack: str, mode: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
+               result: Any, pse: PSEResult, loo: PSEResult, ok: torch.Tensor,
+               control: torch.Tensor) -> list[dict[str, Any]]:
+    """One row per image of a batch: attack outcome (``result``, an :class:`~advspatial.attacks.AttackResult`),
+    perturbation type and shares (pre-specified t, isolated; leave-one-out; post-hoc t as the secondary view),
+    totals, untyped groups, and the energy shares of the typing with those of its random-sign ``control``
+    ((N,5), NaN for images without one)."""
+    posthoc = secondary_view(pse)
+    columns: dict[str, torch.Tensor] = {
+        "index": ids, "label": y, "clean_pred": pred, "correct": pred == y,
+        "target": pse.target_class, "posthoc_target": adversarial_class(result), "adv_pred": result.adv_pred,
+        "success": result.success, "successful": ok, "l2": result.l2, "linf": result.linf,
+        "groups_perturbed": (pse.energy > 0).sum(1), "groups_untyped": pse.untyped, "loo:groups_untyped": loo.untyped,
+        "s_total": pse.s_total, "p_total": pse.p_total,
+        "s_groups_sum": pse.s.sum(1), "p_groups_sum": pse.p.sum(1),
+        "loo:s_groups_sum": loo.s.sum(1), "loo:p_groups_sum": loo.p.sum(1),
+        **type_columns("", pse), **type_columns("loo:", loo), **type_columns("posthoc:", posthoc),
+        **energy_columns(pse, control),
+    }
+    lists = {k: v.tolist() for k, v in columns.items()}
+    names = {"perturbation_type": type_name_list(pse), "loo:perturbation_type": type_name_list(loo),
+             "posthoc:perturbation_type": type_name_list(posthoc)}
+    return [{"attack": attack, "targeted": mode == "targeted", "variant": variant_name(attack, mode),
+             **{k: lists[k][i] for k in columns}, **{k: v[i] for k, v in names.items()}} for i in range(len(ids))]
+
+
+@dataclass
+class Additivity:
+    """The whole-delta effects beside the sums of the isolated and leave-one-out group effects, and their ratios."""
+
+    s_total: float
+    s_isolated_sum: float
+    s_leave_one_out_sum: float
+    p_total: float
+    p_isolated_sum: float
+    p_leave_one_out_sum: float
+    s_isolated_over_total: float
+    s_leave_one_out_over_total: float
+    p_isolated_over_total: float
+    p_leave_one_out_over_total: float
+
+
+@dataclass
+class UntypedShare:
+    """The untyped share of the perturbation: of its groups (pooled over images) and of its energy."""
+
+    by_count: float
+    by_energy: float
+
+
+@dataclass
+class Typing:
+    """What the typing explains: energy shares by type and untyped, those of the random-sign control, additivity."""
+
+    energy_shares: dict[str, float]
+    control_energy_shares: dict[str, float]
+    control: str
+    untyped_share: UntypedShare
+    additivity: Additivity
+
+
+@dataclass
+class Masking:
+    """The masking curve over the test images: accuracy with the k most sensitive (or k random) units zeroed."""
+
+    ks: list[int]
+    clean_acc: list[float]
+    robust_acc: list[float]
+    random_clean_acc: list[float]
+    random_robust_acc: list[float]
+    evaluation: str = MASKING_LABEL
+
+
+@dataclass
+class RankingSet:
+    """The training images the units are ranked on."""
+
+    split: str
+    images: int
+    successful: int
+    test_ids_among_them: int
+
+
+@dataclass
+class MaskedAccuracy:
+    """Clean and robust accuracy of the model with its top ``k`` units masked, the adaptive attack run on it."""
+
+    k: int
+    clean_acc: float
+    robust_acc: float
+    images: int
+
+
+@dataclass
+class Adaptive:
+    """The adaptive attack on the masked model (and on the unmasked one), beside the fixed-x' accuracy at that k."""
+
+    masked: MaskedAccuracy
+    unmasked: MaskedAccuracy
+    fixed_robust_acc: float
+    attack: str
+
+
+@dataclass
+class Agreement:
+    """Agreement of the primary typing with another choice over the ``n`` elements both type; Cohen's kappa."""
+
+    n: int
+    agreement: float
+    kappa: float
+
+
+@dataclass(kw_only=True)
+class VariantFindings:
+    """One attack variant: outcome, typing (three views), CAM overlap, units, masking, stability and verdicts."""
+
+    images: int
+    clean_accuracy: float
+    success_rate: float
+    successful: int
+    mean_l2: float
+    mean_linf: float
+    reached_target: float
+    untyped_groups: int
+    perturbed_groups: int
+    loo_untyped_groups: int
+    mean_s_total: float
+    mean_p_total: float
+    mean_s_groups_sum: float
+    mean_p_groups_sum: float
+    mean_loo_s_groups_sum: float
+    mean_loo_p_groups_sum: float
+    cam_test_images: int
+    type_fractions: dict[str, float]
+    mean_shares: dict[str, float]
+    type_fractions_loo: dict[str, float]
+    mean_shares_loo: dict[str, float]
+    type_fractions_posthoc: dict[str, float]
+    mean_shares_posthoc: dict[str, float]
+    true_cam_observed: dict[str, float]
+    target_cam_observed: dict[str, float]
+    typing: Typing
+    cam_test: dict[str, Any] | None
+    top_units: list[int]
+    masking: Masking
+    units_ranked_on: RankingSet
+    adaptive: Adaptive
+    stability: dict[str, Agreement]
+    cam_interpretation: str
+    typing_verdicts: dict[str, str]
+
+
+#: the keys metrics.json holds of a dissection that could not be done, and of one that was done
+UNDISSECTED_KEYS = ("dissected", "dataset", "layer", "reason")
+DISSECTED_KEYS = ("dissected", "dataset", "model", "layer", "concepts", "concept_source", "images", "successful",
+                  "units_included", "units_never_active", "sensitivity", "spearman_rho", "p_value", "mean_best_iou",
+                  "best_concepts", "best_iou", "relative_sensitivity", "active")
+
+
+@dataclass(kw_only=True)
+class DissectionFindings:
+    """Dissection of the analysed model's unit layer against relative sensitivity, or why it was not done."""
+
+    dissected: bool
+    dataset: str
+    layer: str
+    reason: str = ""
+    model: str = "the analysed model"
+    concepts: list[str] = field(default_factory=list)
+    concept_source: str = ""
+    images: int = 0
+    successful: int = 0
+    units_included: int = 0
+    units_never_active: int = 0
+    sensitivity: str = "relative: mean |A(x') - A(x)| / mean |A(x)| over successful attacks"
+    spearman_rho: float = math.nan
+    p_value: float = math.nan
+    mean_best_iou: float = math.nan
+    best_concepts: list[str] = field(default_factory=list)
+    best_iou: list[float] = field(default_factory=list)
+    relative_sensitivity: list[float] = field(default_factory=list)
+    active: list[bool] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """metrics.json's form: the reason alone when nothing was dissected."""
+        return {k: getattr(self, k) for k in (DISSECTED_KEYS if self.dissected else UNDISSECTED_KEYS)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DissectionFindings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: math.nan if v is None and k in ("spearman_rho", "p_value", "mean_best_iou") else v
+                                  for k, v in data.items() if k in names}
+        return cls(**values)
+
+
+@dataclass
+class Roi:
+    """The CAM explainer the run resolved, why, and whether its maps passed the faithfulness gate."""
+
+    method: str
+    why: str
+    faithful: bool
+    interpretation: str
+
+
+@dataclass(kw_only=True)
+class PSEFindings(Findings):
+    """Everything a ``pse`` run found: per attack variant, the dissection, the CAM explainer's gate, the claims."""
+
+    n: int
+    clean_accuracy: float
+    layer: str
+    units: int
+    variants: dict[str, VariantFindings]
+    noise_floor: float
+    dissection: DissectionFindings | None = None
+    faithfulness: dict[str, Any]
+    roi: Roi
+    cam_interpretation: str
+    claims: list[Claim]
+
+    def to_metrics(self) -> dict[str, Any]:
+        """metrics.json's data; without ``dissection`` when it was switched off."""
+        out = super().to_metrics()
+        if self.dissection is None:
+            del out["dissection"]
+        return out
 
 
 def _ratio(part: float, whole: float) -> float:
@@ -60,72 +293,103 @@ def _ratio(part: float, whole: float) -> float:
     return part / whole if whole != 0 and math.isfinite(whole) and math.isfinite(part) else math.nan
 
 
-def typing_metrics(ok: list[dict[str, Any]], out: dict[str, Any]) -> dict[str, Any]:
-    """What the typing explains, over the successful images ``ok``: the mean energy share of each type and of the
-    untyped groups (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped
-    share by count (pooled over images) and by energy; and the additivity gap, the isolated and leave-one-out sums
-    of the group effects as fractions of the whole-δ effect (ratios of the means in ``out``)."""
-    return {
-        "energy_shares": {name: mean_of([r[f"energy:{name}"] for r in ok]) for name in SHARE_NAMES},
-        "control_energy_shares": {name: mean_of([r[f"control:energy:{name}"] for r in ok]) for name in SHARE_NAMES},
-        "control": f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and "
-                   "place), typed with the attack's absolute noise floor",
-        "untyped_share": {"by_count": _ratio(out["untyped_groups"], out["perturbed_groups"]),
-                          "by_energy": mean_of([r["energy:untyped"] for r in ok])},
-        "additivity": {
-            "s_total": out["mean_s_total"], "s_isolated_sum": out["mean_s_groups_sum"],
-            "s_leave_one_out_sum": out["mean_loo_s_groups_sum"], "p_total": out["mean_p_total"],
-            "p_isolated_sum": out["mean_p_groups_sum"], "p_leave_one_out_sum": out["mean_loo_p_groups_sum"],
-            "s_isolated_over_total": _ratio(out["mean_s_groups_sum"], out["mean_s_total"]),
-            "s_leave_one_out_over_total": _ratio(out["mean_loo_s_groups_sum"], out["mean_s_total"]),
-            "p_isolated_over_total": _ratio(out["mean_p_groups_sum"], out["mean_p_total"]),
-            "p_leave_one_out_over_total": _ratio(out["mean_loo_p_groups_sum"], out["mean_p_total"]),
-        },
-    }
+def _mean(rows: list[dict[str, Any]], column: str) -> float:
+    return mean_of([r[column] for r in rows])
 
 
-def dissection_metrics(d: DissectionSummary) -> dict[str, Any]:
-    """What metrics.json records of the dissection (or why there is none)."""
-    if not d.dissected:
-        return {"dissected": False, "dataset": d.dataset, "layer": d.layer, "reason": d.reason}
-    assert d.result is not None and d.sensitivity is not None and d.active is not None
-    return {
-        "dissected": True, "dataset": d.dataset, "model": "the analysed model", "layer": d.layer,
-        "concepts": list(d.result.concept_names), "concept_source": d.concept_source,
-        "images": d.images, "successful": d.successful,
-        "units_included": int(d.active.sum()), "units_never_active": int((~d.active).sum()),
-        "sensitivity": "relative: mean |A(x') - A(x)| / mean |A(x)| over successful attacks",
-        "spearman_rho": d.rho, "p_value": d.p_value,
-        "mean_best_iou": float(d.result.best_iou[d.active].mean()) if d.active.any() else math.nan,
-        "best_concepts": d.result.best_names, "best_iou": d.result.best_iou.tolist(),
-        "relative_sensitivity": d.sensitivity.tolist(), "active": d.active.tolist(),
-    }
+def typing_of(ok: list[dict[str, Any]]) -> Typing:
+    """What the typing explains over the successful images ``ok``: the mean energy share of each type and untyped
+    (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped share by count
+    (pooled over images) and by energy; the additivity gap (ratios of the mean sums to the whole-delta effect)."""
+    s, p = _mean(ok, "s_total"), _mean(ok, "p_total")
+    sums = {k: _mean(ok, k) for k in ("s_groups_sum", "loo:s_groups_sum", "p_groups_sum", "loo:p_groups_sum")}
+    return Typing(
+        {name: _mean(ok, f"energy:{name}") for name in SHARE_NAMES},
+        {name: _mean(ok, f"control:energy:{name}") for name in SHARE_NAMES},
+        f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and place), typed "
+        "with the attack's absolute noise floor",
+        UntypedShare(_ratio(sum(r["groups_untyped"] for r in ok), sum(r["groups_perturbed"] for r in ok)),
+                     _mean(ok, "energy:untyped")),
+        Additivity(s, sums["s_groups_sum"], sums["loo:s_groups_sum"], p, sums["p_groups_sum"], sums["loo:p_groups_sum"],
+                   _ratio(sums["s_groups_sum"], s), _ratio(sums["loo:s_groups_sum"], s),
+                   _ratio(sums["p_groups_sum"], p), _ratio(sums["loo:p_groups_sum"], p)))
 
 
-def build_metrics(ctx: Context, summaries: list[VariantSummary], rows: list[dict[str, Any]],
-                  dissection: DissectionSummary | None) -> dict[str, Any]:
-    """``metrics.json`` without the gate and the claims (:func:`.claims.measure` adds them): the run, each
-    variant's metrics from its rows with its CAM test, units, masking, adaptive attack and stability, the dissection."""
-    first = [r for r in rows if r["variant"] == summaries[0].name]
-    metrics: dict[str, Any] = {
-        "n": len(ctx.data),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
-        "layer": ctx.layer,
-        "units": ctx.units,
-        "variants": {},
-    }
-    for s in summaries:
-        m = variant_metrics(rows, s.name)
-        m["cam_test"] = s.cam_test.as_dict() if s.cam_test is not None else None
-        m["top_units"] = s.ranked[:10].tolist()
-        m["masking"] = {k: v.tolist() for k, v in s.curve.items() if k in
-                        ("ks", "clean_acc", "robust_acc", "random_clean_acc", "random_robust_acc")}
-        m["masking"]["evaluation"] = MASKING_LABEL
-        m["units_ranked_on"] = s.ranking
-        m["adaptive"] = {**s.adaptive, "attack": f"{adaptive_description(ctx.config)}, run on the masked model"}
-        m["stability"] = s.stability
-        metrics["variants"][s.name] = m
-    metrics["noise_floor"] = ctx.config.noise_floor
-    if dissection is not None:
-        metrics["dissection"] = dissection_metrics(dissection)
-    return metrics
+@dataclass
+class VariantRun:
+    """What the stages give one attack variant: its rows, image-level test, units, masking curve, adaptive attack,
+    typing stability, and the example images its figure shows."""
+
+    name: str
+    rows: list[dict[str, Any]]
+    cam_test: PSECamResult | None
+    sensitivity: torch.Tensor  # (U,) mean |A(x') - A(x)| over the ranking images' successful attacks
+    ranked: torch.Tensor  # (U,) units, most sensitive first
+    curve: dict[str, torch.Tensor]
+    ranking: RankingSet
+    adaptive: Adaptive
+    stability: dict[str, Agreement]
+    examples: dict[str, torch.Tensor]  # the first figure_images kept images: x, x_adv, CAMs ("true", "target"), ids
+    example_pse: PSEResult | None  # their group-wise measurement (None when no image was kept)
+
+
+def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> VariantFindings:
+    """A variant's findings: the statistics of its rows (successful images), its stages' results, its verdicts."""
+    group = run.rows
+    correct = [r for r in group if r["correct"]]
+    ok = [r for r in group if r["successful"]]
+    tested = [r for r in ok if r.get("in_cam_test")]
+
+    def fractions(prefix: str) -> dict[str, float]:
+        return {t: mean_of([float(r[f"{prefix}perturbation_type"] == t) for r in ok]) for t in TYPE_NAMES}
+
+    def shares(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+        return {t: _mean(rows, f"{prefix}{t}") for t in TYPE_NAMES}
+
+    typing = typing_of(ok)
+    add = typing.additivity
+    curve: dict[str, Any] = {k: run.curve[k].tolist() for k in ("ks", "clean_acc", "robust_acc", "random_clean_acc",
+                                                "random_robust_acc")}
+    return VariantFindings(
+        images=len(group), clean_accuracy=mean_of([float(r["correct"]) for r in group]),
+        success_rate=mean_of([float(r["success"]) for r in correct]), successful=len(ok),
+        mean_l2=_mean(ok, "l2"), mean_linf=_mean(ok, "linf"),
+        reached_target=mean_of([float(r["adv_pred"] == r["target"]) for r in ok]),
+        untyped_groups=sum(r["groups_untyped"] for r in ok), perturbed_groups=sum(r["groups_perturbed"] for r in ok),
+        loo_untyped_groups=sum(r["loo:groups_untyped"] for r in ok), mean_s_total=add.s_total,
+        mean_p_total=add.p_total, mean_s_groups_sum=add.s_isolated_sum, mean_p_groups_sum=add.p_isolated_sum,
+        mean_loo_s_groups_sum=add.s_leave_one_out_sum, mean_loo_p_groups_sum=add.p_leave_one_out_sum,
+        cam_test_images=len(tested), type_fractions=fractions(""), mean_shares=shares(ok, "share:"),
+        type_fractions_loo=fractions("loo:"), mean_shares_loo=shares(ok, "loo:share:"),
+        type_fractions_posthoc=fractions("posthoc:"), mean_shares_posthoc=shares(ok, "posthoc:share:"),
+        true_cam_observed=shares(tested, "true_cam:"), target_cam_observed=shares(tested, "target_cam:"), typing=typing,
+        cam_test=None if run.cam_test is None else {**run.cam_test.as_dict(), "interpretation": label},
+        top_units=run.ranked[:10].tolist(), masking=Masking(**curve), units_ranked_on=run.ranking,
+        adaptive=run.adaptive, stability=run.stability, cam_interpretation=label,
+        typing_verdicts=typing_verdicts(claims, run.name))
+
+
+@dataclass
+class RunSetting:
+    """What the run resolved before any variant: the images, the unit layer and the CAM explainer."""
+
+    n: int
+    layer: str
+    units: int
+    cam: str
+    cam_reason: str
+
+
+def build_findings(setting: RunSetting, runs: list[VariantRun], dissection: DissectionFindings | None,
+                   noise_floor: float, gate: dict[str, Any], claims: list[Claim]) -> PSEFindings:
+    """The run's findings: every variant's, the dissection, the gate of the CAM explainer and the judged claims.
+
+    A failed gate labels every CAM-dependent result (the variants' CAM tests, the interpretation fields).
+    """
+    label = roi_label(gate) or "interpretable"
+    return PSEFindings(
+        n=setting.n, clean_accuracy=mean_of([float(r["correct"]) for r in runs[0].rows]), layer=setting.layer,
+        units=setting.units, variants={run.name: variant_findings(run, claims, label) for run in runs},
+        noise_floor=noise_floor, dissection=dissection, faithfulness={setting.cam: gate},
+        roi=Roi(setting.cam, setting.cam_reason, bool(gate["passed"]), label), cam_interpretation=label,
+        claims=claims)

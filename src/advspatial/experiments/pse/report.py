@@ -1,32 +1,26 @@
-"""The report of ``pse`` (``report.html``) and the summary printed at the end of a run.
+"""The report of ``pse`` (``report.html``) and the summary printed at the end of a run, rendered from the findings.
 
-Sections read the metrics, the judged claims and the variants' summaries; the
-figures are drawn by :mod:`.figures`. Nothing here computes a statistic.
+Pure: :func:`render` reads the settings, the findings and which figures :mod:`.figures` drew; nothing here computes
+a statistic, so ``advspatial report DIR`` re-renders a finished run.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from pathlib import Path
 
 from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_stability import superpixels_available
-from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...regions.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, plot_forest, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
-from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text
-from .context import Context
-from .dissection import DissectionSummary
-from .figures import (
-    plot_dissection_scatter, plot_masking_curves, plot_pse_examples, plot_type_distribution, plot_unit_sensitivity,
-)
-from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK
-from .stages import VariantSummary
-from .units import PGD_UPPER_BOUND, adaptive_description
+from ..results import Rendered
+from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
+from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
+from .figures import DISSECTION, FOREST, MASKING, TYPES, UNIT_SENSITIVITY, examples_file
+from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK, DissectionFindings, PSEFindings, VariantFindings
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
          "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "
@@ -37,35 +31,35 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
          "both effects are under the noise floor.")
 
 
-def build_sections(ctx: Context, summaries: list[VariantSummary], dissection: DissectionSummary | None,
-                   metrics: dict[str, Any], claims: list[Claim]) -> list[Section]:
-    """The report's sections in reading order: the verdicts first, then the gate, then the analyses."""
-    return [
-        verdict_section(ctx, metrics, claims),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        types_section(ctx, summaries, metrics),
-        stability_section(ctx, metrics),
-        image_section(ctx, metrics, claims),
-        unit_section(ctx, summaries, metrics),
-        dissection_section(ctx, dissection),
-        limits_section(ctx, metrics),
-    ]
+def render(config: PSEConfig, findings: PSEFindings, figures: Path) -> Rendered:
+    """The printed summary and the report's sections in reading order: the verdicts first, then the gate, then
+    the analyses; a figure appears when :mod:`.figures` drew its file into ``figures``."""
+    f = findings
+    return Rendered(summary_text(f), [
+        verdict_section(config, f, figures), gate_section(config, f), setup_section(config, f),
+        types_section(config, f, figures), stability_section(config, f), image_section(config, f),
+        unit_section(config, f, figures), dissection_section(config, f.dissection, figures), limits_section(config, f),
+    ])
 
 
-def not_interpretable_text(metrics: dict[str, Any]) -> str:
+def figure(folder: Path, name: str, caption: str) -> list[Figure]:
+    """The figure ``name`` of the run with its caption, or none when it was not drawn."""
+    return [Figure(folder / name, caption)] if (folder / name).is_file() else []
+
+
+def not_interpretable_text(f: PSEFindings) -> str:
     """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
-    if metrics["roi"]["faithful"]:
+    if f.roi.faithful:
         return ""
-    method = metrics["roi"]["method"]
-    reason = metrics.get("faithfulness", {}).get(method, {}).get("reason", "")
+    method = f.roi.method
+    reason = f.faithfulness.get(method, {}).get("reason", "")
     return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({method}{'; ' + reason if reason else ''}): where the group "
             "types fall relative to the CAMs says nothing about what the model looks at.")
 
 
-def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+def verdict_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     """The top of the report: the terms, what this run shows (from the verdict words), the primary verdicts."""
-    cfg = ctx.config
+    claims = f.claims
     primary = [c for c in claims if c.primary]
     paragraphs = [TERMS,
                   "Primary claims, declared before the run, one per CAM and attack variant: "
@@ -88,46 +82,41 @@ def verdict_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) 
                   f"rule: \"{UNEXPLAINED}\", the untyped energy share against one half.",
                   "What this run shows:"]
     paragraphs += what_this_run_shows(claims)
-    paragraphs += [f"{v}: no claim - {m['successful']} successful image(s), too few for the image-level test."
-                   for v, m in metrics["variants"].items() if m.get("cam_test") is None]
-    warning = not_interpretable_text(metrics)
+    paragraphs += [f"{v}: no claim - {m.successful} successful image(s), too few for the image-level test."
+                   for v, m in f.variants.items() if m.cam_test is None]
+    if not forest_claims(claims, cfg.baseline):
+        paragraphs.append(f"No forest plot: no attack variant has a CAM claim against the {cfg.baseline} null.")
+    warning = not_interpretable_text(f)
     if warning:
         paragraphs.insert(1, warning)
     notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type, "
              f"null) rows Benjamini-Hochberg (image-level section); significance level {cfg.significance}; "
              f"{sesoi_text(cfg.sesoi)}; n >= 30 images that have the type."]
-    figures = []
-    groups = {v: [c for c in claims if c.subject == v and c.null == cfg.baseline]
-              for v in dict.fromkeys(c.subject for c in claims)}
-    if groups:
-        path = plot_forest(groups, ctx.rundir.figures / "forest.png",
-                           title=f"Share of each group type's energy in the CAM region minus the {cfg.baseline} null "
-                                 "(per-image mean, 95% bootstrap CI)")
-        figures.append(Figure(path, f"Forest plot per attack variant: each (CAM, group type) share against the "
-                                    f"{cfg.baseline} null (the other nulls: image-level table). "
-                                    "Right of 0: the type falls in the CAM region more than chance. Grey: a gate "
-                                    "failed, the row is not interpretable."))
-    typing = [c for c in claims if c.null in (TYPING_NULL, "one half")]
+    figures = figure(folder, FOREST, f"Forest plot per attack variant: each (CAM, group type) share against the "
+                                     f"{cfg.baseline} null (the other nulls: image-level table). Right of 0: the type "
+                                     "falls in the CAM region more than chance. Grey: a gate failed, the row is not "
+                                     "interpretable.")
+    typing = [c for c in claims if is_typing_claim(c)]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"),
               verdict_table(typing, "The typing as a claim: each type's share of the perturbation energy against "
                                     "random signs of the same per-group energy; the untyped share against one half"),
-              controls_table(metrics)]
+              controls_table(f)]
     return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
 
 
-def controls_table(metrics: dict[str, Any]) -> Table:
+def controls_table(f: PSEFindings) -> Table:
     """The controls of each variant at a glance: pre-specified target, noise floor, leave-one-out agreement,
     the adaptive attack on the masked model, and the dissection's status."""
-    d = metrics.get("dissection")
+    d = f.dissection
     dissection = ("skipped" if d is None else
-                  f"rho {fmt(d['spearman_rho'])} (p {fmt(d['p_value'], 4)})" if d["dissected"] else "not dissectable")
+                  f"rho {fmt(d.spearman_rho)} (p {fmt(d.p_value, 4)})" if d.dissected else "not dissectable")
     rows = []
-    for v, m in metrics["variants"].items():
-        a = m["adaptive"]
-        loo = m["stability"].get("leave-one-out", {})
-        rows.append([v, fmt(m["reached_target"]), f"{m['untyped_groups']} / {m['perturbed_groups']}",
-                     fmt(loo.get("kappa")), f"top-{a['masked']['k']}: {fmt(a['fixed_robust_acc'])} -> "
-                     f"{fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])})", dissection])
+    for v, m in f.variants.items():
+        a = m.adaptive
+        loo = m.stability.get("leave-one-out")
+        rows.append([v, fmt(m.reached_target), f"{m.untyped_groups} / {m.perturbed_groups}",
+                     fmt(None if loo is None else loo.kappa), f"top-{a.masked.k}: {fmt(a.fixed_robust_acc)} -> "
+                     f"{fmt(a.masked.robust_acc)} (unmasked {fmt(a.unmasked.robust_acc)})", dissection])
     return Table("Controls: reached the pre-specified t; groups under the noise floor (untyped / perturbed); "
                  "Cohen's kappa of isolated vs leave-one-out typing; masking accuracy on fixed x' -> attacked on "
                  "the masked model (not a robustness claim); dissection of the analysed model",
@@ -135,32 +124,29 @@ def controls_table(metrics: dict[str, Any]) -> Table:
                   "dissection"], rows)
 
 
-def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def gate_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
-    cfg = ctx.config
-    roi = metrics["roi"]
-    gates = metrics["faithfulness"]
-    reason = None if roi["faithful"] else gates[roi["method"]].get("reason", "")
+    roi = f.roi
+    reason = None if roi.faithful else f.faithfulness[roi.method].get("reason", "")
     return faithfulness_section([
-        explainer_verdict("CAM explainer", roi["method"], roi["why"], roi["faithful"], reason),
-        gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.top_fraction, cfg.eps, "CAM_t0(x)")
+        explainer_verdict("CAM explainer", roi.method, roi.why, roi.faithful, reason),
+        gate_rule(cfg, min(cfg.gate_n, f.n), cfg.top_fraction, cfg.eps, "CAM_t0(x)")
         + " eps is the experiment's own PGD budget.",
         "The gate judges the explainer on clean images and the true class, exactly the cached CAM_t0(x) the "
         "image-level analysis uses. CAM_t(x') is the same explainer on the adversarial image and class; it is not "
         "gated separately and carries this gate's verdict.",
-    ], gates, per_class_of=[roi["method"]])
+    ], f.faithfulness, per_class_of=[roi.method])
 
 
-def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def setup_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """The model, the images, the attacks and how the groups are measured and typed."""
-    cfg = ctx.config
     table = Table("Attack variants (success rate on correctly classified images; norms over successful attacks)",
                   ["variant", "images", "success rate", "successful", "mean L2", "mean Linf"],
-                  [[v, m["images"], fmt(m["success_rate"]), m["successful"], fmt(m["mean_l2"]), fmt(m["mean_linf"])]
-                   for v, m in metrics["variants"].items()])
+                  [[v, m.images, fmt(m.success_rate), m.successful, fmt(m.mean_l2), fmt(m.mean_linf)]
+                   for v, m in f.variants.items()])
     return Section("Setup", [
-        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
+        f"Model {cfg.model} on the first {f.n} {cfg.dataset} test images; clean accuracy "
+        f"{fmt(f.clean_accuracy)}. Seed {cfg.seed}.",
         f"Attacks: {', '.join(cfg.attacks)} ({', '.join(cfg.modes)}); PGD L-inf eps {cfg.eps}, {cfg.steps} steps; "
         f"CW-L2 {cfg.cw_search_steps} x {cfg.cw_steps} steps. Targeted attacks aim at a {cfg.target_mode} class "
         "other than the label. The class t whose promotion is measured is fixed before the attack is seen: the "
@@ -175,44 +161,26 @@ def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "both positive parts are 0, else balanced. The leave-one-out variant removes G's part from x' instead "
         "(s_G = z_t0(x' - delta_G) - z_t0(x'), p_G = z_t(x') - z_t(x' - delta_G)): the group's marginal effect "
         "given the others.",
-        f"CAMs: {ctx.cam} ({ctx.cam_reason}); region = top {cfg.top_fraction:.0%} of each CAM (strictly positive "
+        f"CAMs: {f.roi.method} ({f.roi.why}); region = top {cfg.top_fraction:.0%} of each CAM (strictly positive "
         "pixels only, ties at the cut broken by an order seeded by the global sample id).",
         "Statistics are over images the model classifies correctly and the attack fools (targeted: reaches the "
         "target) - the successful attacks.",
     ], tables=[table])
 
 
-def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+def types_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     """The perturbation types of each variant (three views), the example figures and the additivity table."""
-    cfg = ctx.config
-    variants = metrics["variants"]
-    faithful = metrics["roi"]["faithful"]
-    fractions = {v: [m["type_fractions"][t] for t in TYPE_NAMES] for v, m in variants.items()}
-    shares = {v: [m["mean_shares"][t] for t in TYPE_NAMES] for v, m in variants.items()}
-    path = plot_type_distribution(fractions, shares, {v: m["successful"] for v, m in variants.items()},
-                                  ctx.rundir.figures / "perturbation-types.png")
-    figures = [Figure(path, "Left: share of successful perturbations whose energy is mostly in groups of each type. "
-                            "Right: mean energy share of each type.")]
-    for s in summaries:
-        ex = s.examples
-        if not len(ex["ids"]) or "types" not in ex:
-            continue
-        names = ctx.data.class_names
-        out = plot_pse_examples(ex["x"], ex["x_adv"], ex["true"], ex["target"], ex["types"],
-                                ctx.rundir.figures / f"examples-{s.name.replace('/', '-')}.png",
-                                row_labels=[names[int(c)] for c in ex["true_class"]],
-                                target_labels=[names[int(c)] for c in ex["target_class"]],
-                                title=f"{s.name}: suppression and promotion groups over the class activation maps"
-                                      + ("" if faithful else " (CAM not faithful: not interpretable)"),
-                                top_fraction=cfg.top_fraction, cam_name=ctx.cam)
-        figures.append(Figure(out, f"{s.name}: clean and adversarial image; the group types coloured over "
-                                   f"{ctx.cam} of the true class on x and of t on x'."
-                                   + ("" if faithful else " " + not_interpretable_text(metrics))))
-    views = (("", "pre-specified t, isolated (primary)"), ("_loo", "pre-specified t, leave-one-out"),
-             ("_posthoc", "post-hoc t = argmax f(x') (secondary view, biased towards promotion)"))
-    rows = [[v, label] + [fmt(m[f"type_fractions{key}"][t]) for t in TYPE_NAMES]
-            + [fmt(m[f"mean_shares{key}"][t]) for t in TYPE_NAMES]
-            for v, m in variants.items() for key, label in views]
+    variants = f.variants
+    figures = figure(folder, TYPES, "Left: share of successful perturbations whose energy is mostly in groups of "
+                                    "each type. Right: mean energy share of each type.")
+    for v in variants:
+        figures += figure(folder, examples_file(v), f"{v}: clean and adversarial image; the group types coloured over "
+                                                    f"{f.roi.method} of the true class on x and of t on x'."
+                          + ("" if f.roi.faithful else " " + not_interpretable_text(f)))
+    views = ("pre-specified t, isolated (primary)", "pre-specified t, leave-one-out",
+             "post-hoc t = argmax f(x') (secondary view, biased towards promotion)")
+    rows = [[v, label] + [fmt(fractions[t]) for t in TYPE_NAMES] + [fmt(shares[t]) for t in TYPE_NAMES]
+            for v, m in variants.items() for label, (fractions, shares) in zip(views, typing_views(m), strict=True)]
     table = Table("Perturbation typing over successful attacks",
                   ["variant", "view"] + [f"dominant: {t}" for t in TYPE_NAMES]
                   + [f"energy share: {t}" for t in TYPE_NAMES], rows)
@@ -220,10 +188,10 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
                  ["variant", "reached t", "s (whole delta)", "sum of s_G", "sum of s_G (leave-one-out)",
                   "p (whole delta)", "sum of p_G", "sum of p_G (leave-one-out)", "untyped groups",
                   "untyped (leave-one-out)"],
-                 [[v, fmt(m["reached_target"]), fmt(m["mean_s_total"]), fmt(m["mean_s_groups_sum"]),
-                   fmt(m["mean_loo_s_groups_sum"]), fmt(m["mean_p_total"]), fmt(m["mean_p_groups_sum"]),
-                   fmt(m["mean_loo_p_groups_sum"]), f"{m['untyped_groups']} of {m['perturbed_groups']}",
-                   f"{m['loo_untyped_groups']} of {m['perturbed_groups']}"] for v, m in variants.items()])
+                 [[v, fmt(m.reached_target), fmt(m.mean_s_total), fmt(m.mean_s_groups_sum),
+                   fmt(m.mean_loo_s_groups_sum), fmt(m.mean_p_total), fmt(m.mean_p_groups_sum),
+                   fmt(m.mean_loo_p_groups_sum), f"{m.untyped_groups} of {m.perturbed_groups}",
+                   f"{m.loo_untyped_groups} of {m.perturbed_groups}"] for v, m in variants.items()])
     return Section("Perturbation types", [
         "Each perturbation is typed by the energy-weighted shares of its typed groups' types. The primary view "
         "measures promotion of the pre-specified t; the post-hoc view (t = the class the attack reached) is "
@@ -236,22 +204,27 @@ def types_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[s
         "most' when the untyped energy share is above one half (the claim's verdict word). The additivity gap: the "
         "sums of the isolated and of the leave-one-out group effects as fractions of the whole-delta effect (1 = "
         "additive; promotion far from 1 means typing groups one at a time misses how they promote together).",
-    ], tables=[table, explained_table(metrics), sums], figures=figures, anchor="perturbation-types")
+    ], tables=[table, explained_table(f), sums], figures=figures, anchor="perturbation-types")
 
 
-def explained_table(metrics: dict[str, Any]) -> Table:
+def typing_views(m: VariantFindings) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """(dominant-type fractions, mean shares) of the three views of the typing: isolated, leave-one-out, post-hoc."""
+    return [(m.type_fractions, m.mean_shares), (m.type_fractions_loo, m.mean_shares_loo),
+            (m.type_fractions_posthoc, m.mean_shares_posthoc)]
+
+
+def explained_table(f: PSEFindings) -> Table:
     """Per variant: the energy shares of the typing and its control, the untyped share, the unexplained verdict and
     the additivity gap, all from ``metrics.json``."""
     rows = []
-    for v, m in metrics["variants"].items():
-        t = m["typing"]
-        obs, ctl, add = t["energy_shares"], t["control_energy_shares"], t["additivity"]
-        verdicts = m.get("typing_verdicts", {})
+    for v, m in f.variants.items():
+        t = m.typing
+        obs, ctl, add = t.energy_shares, t.control_energy_shares, t.additivity
         rows.append([v] + [f"{fmt(obs[n])} ({fmt(ctl[n])})" for n in ("suppression", "promotion", "balanced")]
-                    + [fmt(t["untyped_share"]["by_count"]), fmt(t["untyped_share"]["by_energy"]),
-                       verdicts.get("untyped energy share", "-"),
-                       f"{fmt(add['s_isolated_over_total'])} / {fmt(add['s_leave_one_out_over_total'])}",
-                       f"{fmt(add['p_isolated_over_total'])} / {fmt(add['p_leave_one_out_over_total'])}"])
+                    + [fmt(t.untyped_share.by_count), fmt(t.untyped_share.by_energy),
+                       m.typing_verdicts.get("untyped energy share", "-"),
+                       f"{fmt(add.s_isolated_over_total)} / {fmt(add.s_leave_one_out_over_total)}",
+                       f"{fmt(add.p_isolated_over_total)} / {fmt(add.p_leave_one_out_over_total)}"])
     return Table("What the typing explains (successful attacks): energy share of the whole perturbation (random-sign "
                  "control); untyped share; 'does not explain most' verdict; sums of group effects over the whole-delta "
                  "effect (isolated / leave-one-out)",
@@ -259,11 +232,10 @@ def explained_table(metrics: dict[str, Any]) -> Table:
                   "untyped: energy", "typing does not explain most", "s: sums / total", "p: sums / total"], rows)
 
 
-def stability_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def stability_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """How much the typing depends on kappa, on the pixel groups and on isolated vs leave-one-out measurement."""
-    cfg = ctx.config
-    rows = [[v, name, st["n"], fmt(st["agreement"]), fmt(st["kappa"])]
-            for v, m in metrics["variants"].items() for name, st in m["stability"].items()]
+    rows = [[v, name, st.n, fmt(st.agreement), fmt(st.kappa)]
+            for v, m in f.variants.items() for name, st in m.stability.items()]
     notes = []
     if "superpixels" in cfg.stability_groups and not superpixels_available():
         notes.append("Superpixels were left out: scikit-image is not installed (pip install scikit-image).")
@@ -279,17 +251,16 @@ def stability_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         notes=notes, anchor="typing-stability")
 
 
-def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) -> Section:
+def image_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """Every (CAM, group type) share against its null, with corrected p-values and verdicts (folded)."""
-    cfg = ctx.config
     weight = "perturbation energy" if cfg.cam_weight == "energy" else "pixels"
-    table = verdict_table(claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, vs "
-                                  f"every null of the hierarchy ({cfg.permutations} permutations or placements; "
-                                  f"primary null {cfg.baseline}; two-sided p; p_adj: Holm for the primary rows, "
-                                  "Benjamini-Hochberg for the rest)", folded=True)
-    notes = [not_interpretable_text(metrics)] if not metrics["roi"]["faithful"] else []
+    table = verdict_table(f.claims, f"Share of each type's {weight} inside the top {cfg.top_fraction:.0%} of the CAM, "
+                                    f"vs every null of the hierarchy ({cfg.permutations} permutations or placements; "
+                                    f"primary null {cfg.baseline}; two-sided p; p_adj: Holm for the primary rows, "
+                                    "Benjamini-Hochberg for the rest)", folded=True)
+    notes = [not_interpretable_text(f)] if not f.roi.faithful else []
     return Section("Image level", [
-        f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {ctx.cam} of the true "
+        f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {f.roi.method} of the true "
         f"class on the clean image, CAM_t(x') of the pre-specified class t on the adversarial image. For each "
         f"type the "
         f"statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
@@ -304,36 +275,25 @@ def image_section(ctx: Context, metrics: dict[str, Any], claims: list[Claim]) ->
     ], tables=[table], notes=notes, anchor="image-level")
 
 
-def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[str, Any]) -> Section:
+def unit_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     """Unit sensitivity, the masking curve against random units, and the adaptive attack on the masked model."""
-    cfg = ctx.config
-    sens = {s.name: s.units.mean_abs for s in summaries}
-    p1 = plot_unit_sensitivity(sens, ctx.rundir.figures / "unit-sensitivity.png", layer=ctx.layer)
-    p2 = plot_masking_curves({s.name: s.curve for s in summaries}, ctx.rundir.figures / "masking-curve.png",
-                             layer=ctx.layer, units=ctx.units)
-    top_rows = [[s.name, ", ".join(str(u) for u in s.ranked[:8].tolist())] for s in summaries]
-    mask_rows = []
-    for s in summaries:
-        c = s.curve
-        for i, k in enumerate(c["ks"].tolist()):
-            mask_rows.append([s.name, int(k), fmt(float(c["clean_acc"][i])), fmt(float(c["robust_acc"][i])),
-                              fmt(float(c["random_clean_acc"][i])), fmt(float(c["random_robust_acc"][i]))])
-    adaptive_rows = []
-    for v, m in metrics["variants"].items():
-        a = m["adaptive"]
-        adaptive_rows.append([v, a["masked"]["k"], fmt(a["masked"]["clean_acc"]), fmt(a["fixed_robust_acc"]),
-                              fmt(a["masked"]["robust_acc"]), fmt(a["unmasked"]["robust_acc"])])
-    ranking = next(iter(metrics["variants"].values()))["units_ranked_on"]
+    top_rows = [[v, ", ".join(str(u) for u in m.top_units[:8])] for v, m in f.variants.items()]
+    mask_rows = [[v, int(k), fmt(c.clean_acc[i]), fmt(c.robust_acc[i]), fmt(c.random_clean_acc[i]),
+                  fmt(c.random_robust_acc[i])] for v, m in f.variants.items() for c in [m.masking]
+                 for i, k in enumerate(c.ks)]
+    adaptive_rows = [[v, a.masked.k, fmt(a.masked.clean_acc), fmt(a.fixed_robust_acc), fmt(a.masked.robust_acc),
+                      fmt(a.unmasked.robust_acc)] for v, m in f.variants.items() for a in [m.adaptive]]
+    ranking = next(iter(f.variants.values())).units_ranked_on
     return Section("Unit level", [
-        f"Units are the {ctx.units} channels of layer {ctx.layer}. Sensitivity of a unit: mean |A(x') - A(x)| over "
-        f"positions and successful attacks on {ranking['images']} training images (class-stratified, never the "
-        f"test images); units ranked by {cfg.rank_by}. The masking curve is then measured on the {metrics['n']} "
+        f"Units are the {f.units} channels of layer {f.layer}. Sensitivity of a unit: mean |A(x') - A(x)| over "
+        f"positions and successful attacks on {ranking.images} training images (class-stratified, never the "
+        f"test images); units ranked by {cfg.rank_by}. The masking curve is then measured on the {f.n} "
         "test images, so the ranking is not fitted to the images it is evaluated on.",
         "The masking curve zeroes the k most sensitive units and measures accuracy on the clean images and on the "
         f"fixed adversarial images; the control masks k random units ({cfg.mask_random} draws).",
         "Adaptive check: at the k where the curve looks best for masking (highest accuracy on the fixed adversarial "
         f"images), {adaptive_description(cfg)} is run on the masked model itself, on the first "
-        f"{min(cfg.adaptive_n, metrics['n'])} test images.",
+        f"{min(cfg.adaptive_n, f.n)} test images.",
     ], notes=[f"Masking as a defence - {MASKING_LABEL}. Only the adaptive column attacks the masked model"
               + (f"; it is PGD, {PGD_UPPER_BOUND} (adaptive_attack=autoattack runs the ensemble)"
                  if cfg.adaptive_attack == "pgd" else "")
@@ -345,48 +305,42 @@ def unit_section(ctx: Context, summaries: list[VariantSummary], metrics: dict[st
                 Table("Masking curve: accuracy with k units zeroed (adversarial columns: no adaptive attack yet, not "
                       "robustness)", ["variant", "k", "clean (top-k)", "adversarial (top-k)", "clean (random k)",
                                       "adversarial (random k)"], mask_rows, folded=True)],
-        figures=[Figure(p1, "Per-unit activation change under each attack variant (training images)."),
-                 Figure(p2, "Clean and adversarial accuracy as more of the most sensitive units are masked "
-                            "(solid) vs as many random units (dashed).")],
+        figures=figure(folder, UNIT_SENSITIVITY, "Per-unit activation change under each attack variant (training "
+                                                 "images).")
+        + figure(folder, MASKING, "Clean and adversarial accuracy as more of the most sensitive units are masked "
+                                  "(solid) vs as many random units (dashed)."),
         anchor="unit-level")
 
 
-def dissection_section(ctx: Context, dissection: DissectionSummary | None) -> Section:
+def dissection_section(cfg: PSEConfig, d: DissectionFindings | None, folder: Path) -> Section:
     """Dissection of the analysed model, or the reason it could not be dissected."""
-    cfg = ctx.config
-    if dissection is None:
+    if d is None:
         return Section("Dissection", ["Dissection was skipped (dissection=false)."], anchor="dissection")
-    d = dissection
     if not d.dissected:
         return Section("Dissection", [f"Not dissected: {d.reason}"], anchor="dissection")
-    assert d.result is not None and d.sensitivity is not None and d.active is not None
-    active = d.active.nonzero().squeeze(1)
-    names = [d.result.best_names[int(u)] for u in active]
-    path = plot_dissection_scatter(d.sensitivity[active], d.result.best_iou[active], names,
-                                   ctx.rundir.figures / "dissection.png", rho=d.rho, p_value=d.p_value,
-                                   layer=d.layer, dataset=d.dataset)
-    order = active[torch.argsort(d.sensitivity[active], descending=True, stable=True)[:10]]
-    rows = [[int(u), fmt(float(d.sensitivity[u]), 4), d.result.best_names[int(u)], fmt(float(d.result.best_iou[u]))]
-            for u in order]
+    active = [u for u, on in enumerate(d.active) if on]
+    order = sorted(active, key=lambda u: -d.relative_sensitivity[u])[:10]
+    rows = [[u, fmt(d.relative_sensitivity[u], 4), d.best_concepts[u], fmt(d.best_iou[u])] for u in order]
     return Section("Dissection", [
         f"Network dissection of layer {d.layer} of the analysed model itself, on its {d.images} test images, with "
-        f"concept masks from {d.concept_source}: {', '.join(d.result.concept_names)}. None of them is a class "
+        f"concept masks from {d.concept_source}: {', '.join(d.concepts)}. None of them is a class "
         "label, so a unit is not interpretable by construction. A unit's region is where its upsampled activation "
         f"exceeds its {cfg.dissection_quantile} quantile over the set; IoU with each concept is summed over the set.",
         f"Unit sensitivity, relative to the unit's own clean scale: mean |A(x') - A(x)| / mean |A(x)| under "
-        f"untargeted {cfg.dissection_attack} over {d.successful} successful attacks. {int((~d.active).sum())} of "
+        f"untargeted {cfg.dissection_attack} over {d.successful} successful attacks. {d.units_never_active} of "
         f"{len(d.active)} units were never active on these images (or had an empty region) and are left out. "
         f"Spearman correlation of relative sensitivity with the best IoU over the {len(active)} others: "
-        f"rho = {fmt(d.rho)}, permutation p = {fmt(d.p_value, 4)} ({cfg.correlation_permutations} permutations).",
+        f"rho = {fmt(d.spearman_rho)}, permutation p = {fmt(d.p_value, 4)} ({cfg.correlation_permutations} "
+        "permutations).",
     ], tables=[Table("The 10 most sensitive active units and their best concept",
                      ["unit", "relative sensitivity", "best concept", "IoU"], rows)],
-        figures=[Figure(path, "Each active unit: relative sensitivity to the attack vs its best dissection IoU.")],
+        figures=figure(folder, DISSECTION, "Each active unit: relative sensitivity to the attack vs its best "
+                                           "dissection IoU."),
         anchor="dissection")
 
 
-def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def limits_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """What the analysis cannot show."""
-    cfg = ctx.config
     return Section("Limits", [
         f"Group effects are measured one group at a time ({cfg.block}x{cfg.block} blocks), alone on x and left out "
         "of x'; the sums over groups differ from the whole-perturbation s and p wherever the model is non-linear "
@@ -395,73 +349,64 @@ def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         "For untargeted attacks t is the clean runner-up class, fixed in advance; an attack that reached another "
         "class still lowered the true class, but its promotion of t can be small. For failed attacks the "
         "images are excluded from the statistics.",
-        f"CAMs are explanations, not ground truth: {ctx.cam} on a coarse feature map. They are read only when the "
+        f"CAMs are explanations, not ground truth: {f.roi.method} on a coarse feature map. They are read only when the "
         "explainer passes the faithfulness gate, and only observed-vs-null differences are interpreted.",
         f"Unit masking is evaluated on fixed adversarial images ({NO_ADAPTIVE_ATTACK}) plus one attack on the masked "
         f"model, {adaptive_description(cfg)}: it is not a robustness claim.",
         "Dissection needs concept masks of the analysed model's own data; without them (e.g. Fashion-MNIST) the "
         "report says so and dissects nothing.",
-        f"Statistics rest on {metrics['n']} images; small success counts make the shares noisy.",
+        f"Statistics rest on {f.n} images; small success counts make the shares noisy.",
     ], anchor="limits")
 
 
-def typing_line(variant: str, m: dict[str, Any]) -> str:
+def typing_line(variant: str, m: VariantFindings) -> str:
     """One summary line of what the typing explains: energy shares vs the random-sign control with their verdicts,
     the untyped share, and the isolated / leave-one-out / whole-delta promotion."""
-    t, verdicts = m["typing"], m.get("typing_verdicts", {})
-    obs, ctl, add = t["energy_shares"], t["control_energy_shares"], t["additivity"]
+    t, verdicts = m.typing, m.typing_verdicts
+    obs, ctl, add = t.energy_shares, t.control_energy_shares, t.additivity
     shares = "; ".join(f"{n} energy {fmt(obs[n])} (random signs {fmt(ctl[n])}) -> "
                        f"{verdicts.get(f'{n} energy share', '-')}"
                        for n in ("suppression", "promotion"))
-    return (f"{variant:<18} typing: {shares}; untyped {fmt(t['untyped_share']['by_energy'])} of the energy, "
-            f"{fmt(t['untyped_share']['by_count'])} of the groups -> does not explain most: "
-            f"{verdicts.get('untyped energy share', '-')}; promotion sums isolated {fmt(add['p_isolated_sum'])}, "
-            f"leave-one-out {fmt(add['p_leave_one_out_sum'])}, whole delta {fmt(add['p_total'])}")
+    return (f"{variant:<18} typing: {shares}; untyped {fmt(t.untyped_share.by_energy)} of the energy, "
+            f"{fmt(t.untyped_share.by_count)} of the groups -> does not explain most: "
+            f"{verdicts.get('untyped energy share', '-')}; promotion sums isolated {fmt(add.p_isolated_sum)}, "
+            f"leave-one-out {fmt(add.p_leave_one_out_sum)}, whole delta {fmt(add.p_total)}")
 
 
-def summary_text(metrics: dict[str, Any]) -> str:
+def summary_text(f: PSEFindings) -> str:
     """The summary printed at the end of ``advspatial run``."""
     header = (f"{'variant':<18} {'success':>8} {'n_ok':>5} {'supp':>6} {'prom':>6} {'bal':>6} {'opp':>6} "
               f"{'S-in-CAMt0':>11} {'P-in-CAMt':>10} {'rob@top':>8} {'rob@rand':>9}")
-    lines = [f"clean accuracy {fmt(metrics['clean_accuracy'], 4)} on {metrics['n']} images; units: "
-             f"{metrics['units']} channels of {metrics['layer']}", header, "-" * len(header)]
+    lines = [f"clean accuracy {fmt(f.clean_accuracy, 4)} on {f.n} images; units: {f.units} channels of {f.layer}",
+             header, "-" * len(header)]
     k_shown = "-"
-    for v, m in metrics["variants"].items():
-        frac, mask = m["type_fractions"], m["masking"]
-        mid = len(mask["ks"]) // 2
-        k_shown = str(mask["ks"][mid])
-        lines.append(f"{v:<18} {fmt(m['success_rate']):>8} {m['successful']:>5} {fmt(frac['suppression']):>6} "
+    for v, m in f.variants.items():
+        frac, mask = m.type_fractions, m.masking
+        mid = len(mask.ks) // 2
+        k_shown = str(mask.ks[mid])
+        lines.append(f"{v:<18} {fmt(m.success_rate):>8} {m.successful:>5} {fmt(frac['suppression']):>6} "
                      f"{fmt(frac['promotion']):>6} {fmt(frac['balanced']):>6} {fmt(frac['opposing']):>6} "
-                     f"{fmt(m['true_cam_observed']['suppression']):>11} "
-                     f"{fmt(m['target_cam_observed']['promotion']):>10} "
-                     f"{fmt(mask['robust_acc'][mid]):>8} {fmt(mask['random_robust_acc'][mid]):>9}")
-    for v, m in metrics["variants"].items():
-        a = m["adaptive"]
-        lines.append(f"{v:<18} units ranked on {m['units_ranked_on']['images']} training images; masking top-"
-                     f"{a['masked']['k']}: fixed-x' accuracy {fmt(a['fixed_robust_acc'])}, attacked on the masked "
-                     f"model {fmt(a['masked']['robust_acc'])} (unmasked {fmt(a['unmasked']['robust_acc'])}); typing vs "
-                     f"leave-one-out kappa {fmt(m['stability']['leave-one-out']['kappa'])}")
-    for v, m in metrics["variants"].items():
-        lines.append(typing_line(v, m))
+                     f"{fmt(m.true_cam_observed['suppression']):>11} {fmt(m.target_cam_observed['promotion']):>10} "
+                     f"{fmt(mask.robust_acc[mid]):>8} {fmt(mask.random_robust_acc[mid]):>9}")
+    for v, m in f.variants.items():
+        a = m.adaptive
+        lines.append(f"{v:<18} units ranked on {m.units_ranked_on.images} training images; masking top-"
+                     f"{a.masked.k}: fixed-x' accuracy {fmt(a.fixed_robust_acc)}, attacked on the masked "
+                     f"model {fmt(a.masked.robust_acc)} (unmasked {fmt(a.unmasked.robust_acc)}); typing vs "
+                     f"leave-one-out kappa {fmt(m.stability['leave-one-out'].kappa)}")
+    lines += [typing_line(v, m) for v, m in f.variants.items()]
     lines.append("supp/prom/bal/opp: fraction of successful perturbations of each dominant type (pre-specified t); "
-                 "S-in-CAMt0: share of "
-                 "suppression energy in the top of CAM_t0(x); P-in-CAMt: promotion energy in CAM_t(x'); "
-                 f"rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked "
+                 "S-in-CAMt0: share of suppression energy in the top of CAM_t0(x); P-in-CAMt: promotion energy in "
+                 f"CAM_t(x'); rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked "
                  "(no adaptive attack yet: not robustness)")
-    roi = metrics.get("roi")
-    if roi is not None:
-        lines.append(f"CAM {roi['method']}: {'passed' if roi['faithful'] else 'FAILED'} the faithfulness gate"
-                     + ("" if roi["faithful"] else
-                        f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi['interpretation']}"))
-    for c in metrics.get("claims", []):
-        if c["primary"]:
-            lines.append(f"  {c['subject']:<18} {c['statistic']:<30} -> {c['verdict']}")
-    if "dissection" in metrics:
-        d = metrics["dissection"]
-        if d["dissected"]:
-            lines.append(f"dissection (analysed model, {d['layer']}; {d['units_never_active']} never-active units "
-                         f"left out): Spearman(relative sensitivity, best IoU) = {fmt(d['spearman_rho'])}, "
-                         f"p = {fmt(d['p_value'], 4)}")
-        else:
-            lines.append(f"dissection: not done - {d['reason']}")
+    roi = f.roi
+    lines.append(f"CAM {roi.method}: {'passed' if roi.faithful else 'FAILED'} the faithfulness gate"
+                 + ("" if roi.faithful else f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi.interpretation}"))
+    lines += [f"  {c.subject:<18} {c.statistic:<30} -> {c.verdict}" for c in f.claims if c.primary]
+    d = f.dissection
+    if d is not None and d.dissected:
+        lines.append(f"dissection (analysed model, {d.layer}; {d.units_never_active} never-active units left out): "
+                     f"Spearman(relative sensitivity, best IoU) = {fmt(d.spearman_rho)}, p = {fmt(d.p_value, 4)}")
+    elif d is not None:
+        lines.append(f"dissection: not done - {d.reason}")
     return "\n".join(lines)

@@ -1,50 +1,47 @@
-"""The ``pse`` experiment's ``run``: the stages in order, then metrics, claims and report (registered here)."""
+"""The ``pse`` experiment's ``run`` (registered here): the stages in order, then claims, findings, figures, report."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from ...analysis.pse_targets import choose_targets, runner_up
+from ...analysis.pse_units import cam_layer_name, count_units
 from ...rundir import RunDir
 from ..context import prepare_context
 from ..gate import resolve_importance
 from ..registry import register_experiment
 from ..results import ExperimentResult
-from .claims import measure
+from .claims import judged_claims
 from .config import PSEConfig
-from .context import Context
-from .dissection import run_dissection
-from .metrics import build_metrics
-from .report import build_sections, summary_text
-from .stages import clean_batch, process_variant, run_gate
-from .targets import choose_targets, runner_up
-from .units import cam_layer_name, count_units, train_split
+from .figures import draw_figures
+from .metrics import PSEFindings, RunSetting, build_findings
+from .report import render
+from .stages import Context, clean_logits, process_variant, run_dissection, run_gate, train_split
 
 
 @register_experiment("pse", PSEConfig,
                      "Promotion-suppression effect: group types of perturbations, CAM overlap, "
                      "unit sensitivity, unit masking and dissection",
+                     findings=PSEFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "attacks": ["pgd"], "permutations": 10, "mask_random": 1,
                                "unit_train_n": 8, "stability_images": 4, "adaptive_n": 4,
                                "correlation_permutations": 20})
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
-    """Clean stage and gate, targets, each attack variant, the dissection; then metrics, claims and report."""
+    """Clean pass, CAMs and gate, targets, each attack variant, the dissection; then claims, findings and report."""
     ctx = pse_context(config, rundir)
-    logits = torch.cat([c["logits"] for c in ctx.each_batch(lambda b, sl: clean_batch(ctx, b),
-                                                             desc="clean: logits, CAM")])
+    logits = torch.cat(ctx.each_batch(lambda b, sl: clean_logits(ctx, b), desc="clean: logits, CAM"))
     gate = run_gate(ctx)
     targets = choose_targets(ctx.data.labels, logits.shape[1], config.target_mode, config.seed, logits)
     runner = runner_up(logits, ctx.data.labels)
     train = train_split(ctx)
-    rows: list[dict[str, Any]] = []
-    summaries = [process_variant(ctx, a, m, targets, runner, train, rows) for a in config.attacks
-                 for m in config.modes]
+    runs = [process_variant(ctx, (a, m), targets, runner, train) for a in config.attacks for m in config.modes]
     dissection = run_dissection(ctx)
-    metrics = build_metrics(ctx, summaries, rows, dissection)
-    claims = measure(ctx, summaries, metrics, gate, rows)
-    sections = build_sections(ctx, summaries, dissection, metrics, claims)
-    return ExperimentResult(metrics, rows, summary_text(metrics), sections)
+    rows = [row for run in runs for row in run.rows]
+    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, bool(gate["passed"]))
+    setting = RunSetting(len(ctx.data), ctx.layer, ctx.units, ctx.cam, ctx.cam_reason)
+    findings = build_findings(setting, runs, dissection, config.noise_floor, gate, claims)
+    draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
+    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
 def pse_context(config: PSEConfig, rundir: RunDir) -> Context:

@@ -1,94 +1,171 @@
-"""The per-variant stages of ``pse`` on the test images, each cached per batch in the run directory.
+"""The cached stages of ``pse``, each a :class:`~advspatial.experiments.stage.Stage` saved per batch (or per run).
 
-Clean logits and ``CAM_t0(x)``; per attack variant the attack, the group-wise
-promotion/suppression towards the pre-specified t (isolated and leave-one-out)
-with ``CAM_t(x')``, the typing's random-sign control, the typing's stability, the unit stages (:mod:`.units`)
-and the image-level test of where the group types fall relative to the CAMs;
-and the faithfulness gate of the CAM explainer on the cached ``CAM_t0(x)``.
+``CAM_t0(x)`` of every test image (the clean pass itself is the shared ``ctx.clean``); per attack variant the
+attack (``ATTACK.at(attack, mode)``), the group-wise promotion/suppression towards the pre-specified t, isolated
+(with ``CAM_t(x')``) and leave-one-out, the typing's random-sign control and its stability; the units ranked on
+attacks of training images, the masking curve and the adaptive attack on the masked model; the dissection; and the
+faithfulness gate of the CAM explainer on the cached ``CAM_t0(x)``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import torch
 
+from ...analysis.dissection import DissectionResult, dissect
 from ...analysis.pse import (
     TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression, pse_to_dict, pse_vs_cam,
     retype, select_pse,
 )
 from ...analysis.pse_control import SHARE_NAMES, control_shares
 from ...analysis.pse_stability import agreement_from_confusion, confusion, superpixel_labels, superpixels_available
-from ...analysis.units import UnitChange, rank_sensitive_units
+from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
+from ...analysis.pse_units import (
+    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, relative_correlation,
+)
+from ...analysis.units import mask_units, masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
-from ...runtime import scaled_batch
+from ...runtime import batch_slices, scaled_batch
 from ..colocation import composition, informative
+from ..context import ExperimentContext, shared_splits, train_images
 from ..gate import gate_stage
-from .config import group_spec
-from .context import Context, build_attack
-from .rows import CAM_KEYS, batch_rows
-from .targets import adversarial_class, batch_target, prespecified_target, variant_name
-from .units import TrainSplit, UnitSums, adaptive_attack, adaptive_k, combine_curves, masking_batch, units_batch
+from ..stage import ATTACK, Stage
+from .claims import CAM_KEYS
+from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, group_spec
+from .metrics import (
+    Adaptive, Agreement, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, batch_rows, variant_name,
+)
 
 
-def clean_batch(ctx: Context, b: int) -> dict[str, torch.Tensor]:
-    """Clean logits and CAM of the true class, CAM_t0(x) (cached)."""
+@dataclass
+class Context(ExperimentContext):
+    """The common context plus the unit layer, its number of units, and the CAM explainer this run resolved."""
 
-    def compute() -> dict[str, torch.Tensor]:
+    layer: str = ""
+    units: int = 0
+    cam: str = ""
+    cam_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PSEMeasure:
+    """A batch's promotion/suppression per group, with ``CAM_t(x')`` for the isolated measurement (else None)."""
+
+    pse: PSEResult
+    cam_target: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class PSEStage(Stage[PSEMeasure]):
+    """A :class:`PSEMeasure`, saved as the fields of its PSEResult plus ``cam_target``."""
+
+    def saved(self, value: PSEMeasure) -> dict[str, Any]:
+        out = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(value.pse).items()}
+        return out if value.cam_target is None else {**out, "cam_target": value.cam_target.cpu()}
+
+    def loaded(self, saved: Any) -> PSEMeasure:
+        values = dict(saved)
+        cam = values.pop("cam_target", None)
+        return PSEMeasure(PSEResult(**{**values, "type_names": tuple(values["type_names"])}), cam)
+
+
+@dataclass(frozen=True)
+class UnitSumsStage(Stage[UnitSums]):
+    """Unit change sums of one batch, saved as their fields."""
+
+    def saved(self, value: UnitSums) -> dict[str, Any]:
+        return value.as_dict()
+
+    def loaded(self, saved: Any) -> UnitSums:
+        return UnitSums(**saved)
+
+
+@dataclass(frozen=True)
+class DissectionStage(Stage[DissectionResult]):
+    """A dissection of the unit layer, saved as its fields."""
+
+    def saved(self, value: DissectionResult) -> dict[str, Any]:
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+
+    def loaded(self, saved: Any) -> DissectionResult:
+        return DissectionResult(**{**saved, "concept_names": tuple(saved["concept_names"])})
+
+
+#: CAM_t0(x): the CAM of the true class on each clean test image
+TRUE_CAM = Stage[torch.Tensor]("cam-true")
+#: per measurement and variant: ``PSE.at("isolated", "pgd", "targeted")``
+PSE = PSEStage("pse")
+#: (N,5) energy shares of the random-sign control, per variant
+CONTROL = Stage[torch.Tensor]("pse/control")
+#: confusion matrices of the primary typing against other pixel groups, per variant
+STABILITY = Stage[dict[str, torch.Tensor]]("stability")
+#: clean logits of the training images the units are ranked on
+TRAIN_LOGITS = Stage[torch.Tensor]("units/train/clean")
+#: unit change over the successful attacks of training images, per variant
+TRAIN_UNITS = UnitSumsStage("units/train")
+#: masking curve of one test batch, per variant
+MASKING = Stage[dict[str, torch.Tensor]]("masking")
+#: counts of the adaptive attack on the masked model: ``ADAPTIVE.at("pgd", "targeted", "top-8")`` or ``.at("unmasked")``
+ADAPTIVE = Stage[dict[str, int]]("adaptive")
+#: unit change under the dissection attack on the test images
+DISSECTION_UNITS = UnitSumsStage("dissection/units")
+#: the dissection of the unit layer on the test images (once per run)
+DISSECTION = DissectionStage("dissection/result", per="run")
+
+
+def clean_logits(ctx: Context, b: int) -> torch.Tensor:
+    """The clean logits of test batch ``b``, with its CAM_t0(x) computed and cached on the way."""
+    true_cam(ctx, b)
+    return ctx.clean(b).logits
+
+
+def true_cam(ctx: Context, b: int) -> torch.Tensor:
+    """CAM_t0(x) of test batch ``b`` (cached)."""
+
+    def compute() -> torch.Tensor:
         x, y, _ = ctx.batch(ctx.slices[b])
-        with torch.no_grad():
-            logits = ctx.model(x)
-        cam = importance_map(ctx.cam, ctx.model, x, target=y, batch_size=len(x))
-        return {"logits": logits.cpu(), "cam_true": cam.cpu()}
+        return importance_map(ctx.cam, ctx.model, x, target=y, batch_size=len(x)).cpu()
 
-    return ctx.rundir.cached(f"clean/batch-{b:05d}", compute)
+    return TRUE_CAM.get(ctx.rundir, compute, b)
 
 
-def attack_batch(ctx: Context, variant: str, attack: Attack, b: int, target: torch.Tensor | None) -> AttackResult:
-    """The variant's attack on one test batch, with per-sample seeds (cached)."""
-
-    def compute() -> dict[str, Any]:
-        x, y, ids = ctx.batch(ctx.slices[b])
-        t = None if target is None else target.to(ctx.device)
-        result = attack.run(x, y, target=t, sample_ids=ids).to("cpu")
-        return {k: getattr(result, k) for k in result.__dataclass_fields__}
-
-    return AttackResult(**ctx.rundir.cached(f"attack/{variant}/batch-{b:05d}", compute))
+def run_gate(ctx: Context) -> dict[str, Any]:
+    """The faithfulness gate of the CAM explainer on the run's own cached CAM_t0(x), with the experiment's top
+    fraction and its PGD L-inf budget ``eps``."""
+    cfg = ctx.config
+    return gate_stage(ctx, ctx.cam, fraction=cfg.top_fraction, eps=cfg.eps, target="true",
+                      maps=lambda b: true_cam(ctx, b))
 
 
-def pse_batch(ctx: Context, variant: str, b: int, result: AttackResult, t: torch.Tensor,
-              how: str = "isolated") -> tuple[PSEResult, torch.Tensor | None]:
+def measure_pse(ctx: Context, stage: PSEStage, b: int, result: AttackResult, t: torch.Tensor,
+                how: str = "isolated") -> PSEMeasure:
     """Promotion/suppression per group towards the pre-specified ``t`` (the post-hoc class as the secondary
     target), measured ``how`` (isolated or leave-one-out); with CAM_t(x') for the isolated one (cached)."""
     cfg = ctx.config
 
-    def compute() -> dict[str, Any]:
+    def compute() -> PSEMeasure:
         x, y, _ = ctx.batch(ctx.slices[b])
         x_adv = result.x_adv.to(ctx.device)
         pse = promotion_suppression(ctx.model, x, x_adv, y, t.to(ctx.device), block=cfg.block, method=cfg.pse_method,
                                     kappa=cfg.kappa, batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]),
                                     variant=how, noise_floor=cfg.noise_floor,
                                     secondary_target=adversarial_class(result).to(ctx.device))
-        values = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(pse).items()}
-        if how == "isolated":
-            values["cam_target"] = importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device),
-                                                  batch_size=len(x)).cpu()
-        return values
+        if how != "isolated":
+            return PSEMeasure(pse, None)
+        return PSEMeasure(pse, importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device), batch_size=len(x)))
 
-    values = dict(ctx.rundir.cached(f"pse/{how}/{variant}/batch-{b:05d}", compute))
-    values["type_names"] = tuple(values["type_names"])
-    cam = values.pop("cam_target", None)
-    return PSEResult(**values), cam
+    return stage.get(ctx.rundir, compute, b)
 
 
-def control_batch(ctx: Context, variant: str, b: int, result: AttackResult, pse: PSEResult,
+def control_batch(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, pse: PSEResult,
                   ok: torch.Tensor) -> torch.Tensor:
     """(N,5) energy shares of the random-sign control of the batch's successful perturbations, NaN rows for the
-    other images (cached; :mod:`advspatial.analysis.pse_control`). Each image's draws are keyed by its global
-    sample id, so its control does not depend on the batch or on which other images succeeded."""
+    other images (cached). Each image's draws are keyed by its global sample id, so its control does not depend on
+    the batch or on which other images succeeded."""
     cfg = ctx.config
 
     def compute() -> torch.Tensor:
@@ -102,16 +179,15 @@ def control_batch(ctx: Context, variant: str, b: int, result: AttackResult, pse:
                                        batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
         return out
 
-    return ctx.rundir.cached(f"pse/control/{variant}/batch-{b:05d}", compute)
+    return CONTROL.at(*variant).get(ctx.rundir, compute, b)
 
 
-def stability_batch(ctx: Context, variant: str, b: int, result: AttackResult, t: torch.Tensor, pse: PSEResult,
-                    loo: PSEResult, ok: torch.Tensor) -> dict[str, torch.Tensor]:
+def stability_batch(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, t: torch.Tensor,
+                    pse: PSEResult, loo: PSEResult, ok: torch.Tensor) -> dict[str, torch.Tensor]:
     """Confusion matrices of the primary typing against the other choices, on the batch's successful images.
 
-    kappa and leave-one-out: group by group over every successful image; other pixel
-    groups: pixel by pixel (perturbed pixels) over those of the first
-    ``stability_images`` test images (one PSE pass each, cached).
+    kappa and leave-one-out: group by group over every successful image; other pixel groups: pixel by pixel
+    (perturbed pixels) over those of the first ``stability_images`` test images (one PSE pass each, cached).
     """
     cfg = ctx.config
     out = {f"kappa={k:g}": confusion(pse.types[ok], retype(pse, kappa=k).types[ok]) for k in cfg.stability_kappas}
@@ -142,96 +218,157 @@ def stability_batch(ctx: Context, variant: str, b: int, result: AttackResult, t:
             counts[spec] = confusion(primary, group_type_map(other).cpu(), perturbed)
         return counts
 
-    out.update(ctx.rundir.cached(f"stability/{variant}/batch-{b:05d}", compute))
-    return out
-
-
-def run_gate(ctx: Context) -> dict[str, Any]:
-    """The faithfulness gate of the CAM explainer on the run's own cached CAM_t0(x) (true class, clean image).
-
-    Deletion and the restricted attack use the experiment's top fraction and its
-    PGD L-inf budget ``eps``.
-    """
-    cfg = ctx.config
-    return gate_stage(ctx, ctx.cam, fraction=cfg.top_fraction, eps=cfg.eps, target="true",
-                      maps=lambda b: clean_batch(ctx, b)["cam_true"])
+    return {**out, **STABILITY.at(*variant).get(ctx.rundir, compute, b)}
 
 
 @dataclass
-class VariantSummary:
-    """What the report needs of one attack variant beyond the per-image rows."""
+class VariantBatch:
+    """What one test batch gives a variant: its rows, its successful images' PSE and CAMs, stability counts."""
 
-    name: str
-    attack: str
-    mode: str
-    units: UnitChange
-    ranked: torch.Tensor
-    curve: dict[str, torch.Tensor]
-    cam_test: PSECamResult | None
-    examples: dict[str, torch.Tensor]
-    stability: dict[str, Any]
-    adaptive: dict[str, Any]
-    ranking: dict[str, Any]
+    rows: list[dict[str, Any]]
+    kept: PSEResult
+    cams: dict[str, torch.Tensor]
+    stability: dict[str, torch.Tensor]
 
 
-def variant_batch(ctx: Context, attack_name: str, mode: str, attack: Attack, targets: torch.Tensor,
-                  runner: torch.Tensor, b: int, sl: slice) -> dict[str, Any]:
-    """Everything one test batch gives a variant: rows, the successful images' PSE and CAMs, stability counts."""
-    variant = variant_name(attack_name, mode)
-    data = ctx.data
-    result = attack_batch(ctx, variant, attack, b, batch_target(targets, mode, sl))
-    clean = clean_batch(ctx, b)
-    y, ids = data.labels[sl], data.ids[sl]
-    ok = (clean["logits"].argmax(1) == y) & result.success
+def variant_batch(ctx: Context, variant: tuple[str, str], attack: Attack, targets: torch.Tensor,
+                  runner: torch.Tensor, b: int, sl: slice) -> VariantBatch:
+    """Attack, PSE (isolated and leave-one-out), control, CAMs and stability counts of one test batch."""
+    name, mode = variant
+    result = ctx.attack(ATTACK.at(*variant), attack, b, target=targets[sl] if mode == "targeted" else None)
+    y, ids = ctx.data.labels[sl], ctx.data.ids[sl]
+    pred = ctx.clean(b).pred
+    ok = (pred == y) & result.success
     t = prespecified_target(result, runner[sl])
-    pse, cam_target = pse_batch(ctx, variant, b, result, t)
-    assert cam_target is not None  # the isolated measurement stores CAM_t(x')
-    loo, _ = pse_batch(ctx, variant, b, result, t, "leave-one-out")
+    isolated = measure_pse(ctx, PSE.at("isolated", *variant), b, result, t)
+    pse, loo = isolated.pse, measure_pse(ctx, PSE.at("leave-one-out", *variant), b, result, t, "leave-one-out").pse
+    assert isolated.cam_target is not None  # the isolated measurement stores CAM_t(x')
     control = control_batch(ctx, variant, b, result, pse, ok)
     keep = ok.nonzero().squeeze(1)
-    cams = {"true": clean["cam_true"], "target": cam_target, "x": data.images(sl), "x_adv": result.x_adv, "ids": ids}
-    return {"rows": batch_rows(attack_name, mode, ids, y, clean["logits"].argmax(1), result, pse, loo, ok, control),
-            "kept": select_pse(pse, keep), "cams": {k: v[keep] for k, v in cams.items()},
-            "stability": stability_batch(ctx, variant, b, result, t, pse, loo, ok)}
+    cams = {"true": true_cam(ctx, b), "target": isolated.cam_target, "x": ctx.data.images(sl), "x_adv": result.x_adv,
+            "ids": ids}
+    rows = batch_rows(name, mode, ids, y, pred, result, pse, loo, ok, control)
+    return VariantBatch(rows, select_pse(pse, keep), {k: v[keep] for k, v in cams.items()},
+                        stability_batch(ctx, variant, b, result, t, pse, loo, ok))
 
 
-def process_variant(ctx: Context, attack_name: str, mode: str, targets: torch.Tensor, runner: torch.Tensor,
-                    train: TrainSplit, rows: list[dict[str, Any]]) -> VariantSummary:
-    """Attack, PSE, CAMs and typing stability on the test images; units ranked on the training images, then
-    the masking curve and an adaptive attack on the test images; appends the variant's per-image rows."""
+@dataclass
+class TrainSplit:
+    """The training images the units are ranked on, with their targets for targeted variants."""
+
+    data: Any  # ImageDataset
+    slices: list[slice]
+    targets: torch.Tensor
+    shared: bool = False  # train and test are one image set (then the test images were left out)
+
+
+def train_split(ctx: Context) -> TrainSplit:
+    """``unit_train_n`` class-stratified training images (never the test images) and their attack targets."""
     cfg = ctx.config
-    variant = variant_name(attack_name, mode)
-    attack = build_attack(attack_name, ctx.model, cfg)
-    parts = ctx.each_batch(lambda b, sl: variant_batch(ctx, attack_name, mode, attack, targets, runner, b, sl),
-                           desc=f"{variant}: attack, PSE, CAM")
-    variant_rows = [r for part in parts for r in part["rows"]]
-    cams = {k: torch.cat([part["cams"][k] for part in parts])[: cfg.permutation_images] for k in parts[0]["cams"]}
-    kept = select_pse(cat_pse([part["kept"] for part in parts]), torch.arange(len(cams["ids"])))
-    stability = stability_summary([part["stability"] for part in parts])
-    sums = ctx.each_batch(lambda b, sl: units_batch(ctx, train, variant, attack, mode, b, sl),
-                          desc=f"{variant}: units on training images", slices=train.slices)
+    data = train_images(cfg, cfg.unit_train_n, exclude=ctx.data.ids)
+    slices = list(batch_slices(len(data), cfg.batch_size))
+
+    def logits(b: int, sl: slice) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            with torch.no_grad():
+                return ctx.model(data.images(sl).to(ctx.device)).cpu()
+        return TRAIN_LOGITS.get(ctx.rundir, compute, b)
+
+    z = torch.cat(ctx.each_batch(logits, desc="train: clean logits", slices=slices))
+    return TrainSplit(data, slices, choose_targets(data.labels, z.shape[1], cfg.target_mode, cfg.seed, z),
+                      shared_splits(cfg.dataset))
+
+
+def units_batch(ctx: Context, train: TrainSplit, variant: tuple[str, str], attack: Attack, b: int,
+                sl: slice) -> UnitSums:
+    """Unit change over the successful attacks of one batch of *training* images (cached): the ranking set."""
+
+    def compute() -> UnitSums:
+        x, y = train.data.images(sl).to(ctx.device), train.data.labels[sl].to(ctx.device)
+        t = train.targets[sl].to(ctx.device) if variant[1] == "targeted" else None
+        return attacked_unit_sums(ctx.model, ctx.layer, ctx.units, attack, x, y, train.data.ids[sl], t)
+
+    return TRAIN_UNITS.at(*variant).get(ctx.rundir, compute, b)
+
+
+def masking_batch(ctx: Context, variant: tuple[str, str], attack: Attack, targets: torch.Tensor,
+                  ranked: torch.Tensor, b: int, sl: slice) -> dict[str, torch.Tensor]:
+    """Masking curve on one test batch on its cached adversarial images (the random draws are the same in every
+    batch)."""
+    cfg = ctx.config
+
+    def compute() -> dict[str, torch.Tensor]:
+        result = ctx.attack(ATTACK.at(*variant), attack, b, target=targets[sl] if variant[1] == "targeted" else None)
+        x, y, _ = ctx.batch(sl)
+        curve = masking_curve(ctx.model, ctx.layer, ranked, x, y, result.x_adv.to(ctx.device),
+                              n_random=cfg.mask_random, seed=cfg.seed, batch_size=len(x))
+        return {f.name: getattr(curve, f.name) for f in fields(curve)}
+
+    return MASKING.at(*variant).get(ctx.rundir, compute, b)
+
+
+def adaptive_attack(ctx: Context, stage: Stage[dict[str, int]], units: torch.Tensor) -> MaskedAccuracy:
+    """Clean and robust accuracy of the model with ``units`` masked, the adaptive attack run on it, over the
+    first ``adaptive_n`` test images (counts cached per batch)."""
+
+    def counts(b: int, sl: slice) -> dict[str, int]:
+        def compute() -> dict[str, int]:
+            x, y, ids = ctx.batch(sl)
+            with mask_units(ctx.model, ctx.layer, units):
+                result = adaptive_attack_of(ctx.model, ctx.config).run(x, y, sample_ids=ids)
+            return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
+                    "robust_correct": int((result.adv_pred == y).sum())}
+        return stage.get(ctx.rundir, compute, b)
+
+    slices = list(batch_slices(min(ctx.config.adaptive_n, len(ctx.data)), ctx.config.batch_size))
+    parts = ctx.each_batch(counts, desc=f"{stage.name}: adaptive attack", slices=slices)
+    n = sum(p["images"] for p in parts)
+    return MaskedAccuracy(len(units), sum(p["clean_correct"] for p in parts) / n,
+                          sum(p["robust_correct"] for p in parts) / n, n)
+
+
+def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tensor, runner: torch.Tensor,
+                    train: TrainSplit) -> VariantRun:
+    """Attack, PSE, CAMs and typing stability on the test images; units ranked on the training images, then
+    the masking curve and an adaptive attack on the test images; the image-level test."""
+    cfg = ctx.config
+    name = variant_name(*variant)
+    attack = build_attack(variant[0], ctx.model, cfg)
+    parts = ctx.each_batch(lambda b, sl: variant_batch(ctx, variant, attack, targets, runner, b, sl),
+                           desc=f"{name}: attack, PSE, CAM")
+    rows = [r for part in parts for r in part.rows]
+    cams = {k: torch.cat([part.cams[k] for part in parts])[: cfg.permutation_images] for k in parts[0].cams}
+    kept = select_pse(cat_pse([part.kept for part in parts]), torch.arange(len(cams["ids"])))
+    sums = ctx.each_batch(lambda b, sl: units_batch(ctx, train, variant, attack, b, sl),
+                          desc=f"{name}: units on training images", slices=train.slices)
     total = sum(sums, UnitSums.from_change(None, 0, ctx.units))
     change = total.change()
     ranked = rank_sensitive_units(change, cfg.rank_by) if total.images else torch.arange(ctx.units)
-    curves = ctx.each_batch(lambda b, sl: masking_batch(ctx, variant, b, attack_batch(
-        ctx, variant, attack, b, batch_target(targets, mode, sl)), ranked), desc=f"{variant}: masking curve")
+    curves = ctx.each_batch(lambda b, sl: masking_batch(ctx, variant, attack, targets, ranked, b, sl),
+                            desc=f"{name}: masking curve")
     curve = combine_curves(curves, [sl.stop - sl.start for sl in ctx.slices])
     k = adaptive_k(curve)
-    adaptive = {"masked": adaptive_attack(ctx, f"{variant}/top-{k}", ranked[:k]),
-                "unmasked": adaptive_attack(ctx, "unmasked", ranked[:0]),
-                "fixed_robust_acc": float(curve["robust_acc"][curve["ks"].tolist().index(k)])}
-    cam_test = image_level(ctx, variant, kept, cams, variant_rows)
-    rows.extend(variant_rows)
-    examples = {key: v[: cfg.figure_images] for key, v in cams.items()}
-    if len(examples["ids"]):
-        chosen = select_pse(kept, torch.arange(len(examples["ids"])))
-        examples["types"] = group_type_map(chosen)
-        examples["target_class"] = chosen.target_class
-        examples["true_class"] = chosen.true_class
-    ranking = {"split": "train", "images": len(train.data), "successful": total.images,
-               "test_ids_among_them": int(torch.isin(train.data.ids, ctx.data.ids).sum()) if train.shared else 0}
-    return VariantSummary(variant, attack_name, mode, change, ranked, curve, cam_test, examples, stability,
-                          adaptive, ranking)
+    adaptive = Adaptive(adaptive_attack(ctx, ADAPTIVE.at(*variant, f"top-{k}"), ranked[:k]),
+                        adaptive_attack(ctx, ADAPTIVE.at("unmasked"), ranked[:0]),
+                        float(curve["robust_acc"][curve["ks"].tolist().index(k)]),
+                        f"{adaptive_description(cfg)}, run on the masked model")
+    cam_test = image_level(cfg, kept, cams, rows)
+    ranking = RankingSet("train", len(train.data), total.images,
+                         int(torch.isin(train.data.ids, ctx.data.ids).sum()) if train.shared else 0)
+    shown = torch.arange(min(cfg.figure_images, len(kept.types)))
+    examples = {k: v[: len(shown)] for k, v in cams.items()}
+    return VariantRun(name, rows, cam_test, change.mean_abs, ranked, curve, ranking, adaptive,
+                      stability_summary([part.stability for part in parts]), examples,
+                      select_pse(kept, shown) if len(shown) else None)
+
+
+def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Agreement]:
+    """Agreement and Cohen's kappa of each comparison, from the batches' confusion matrices added up."""
+    names = list(dict.fromkeys(k for part in parts for k in part))
+    # each sum is a tensor: every name comes from some part
+    totals = {name: agreement_from_confusion(cast(torch.Tensor, sum(part[name] for part in parts if name in part)))
+              for name in names}
+    return {name: Agreement(a.n, a.fraction, a.kappa) for name, a in totals.items()}
 
 
 def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
@@ -243,35 +380,58 @@ def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
     return share if informative(share) else None
 
 
-def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-    """Agreement and Cohen's kappa of each comparison, from the batches' confusion matrices added up."""
-    names = list(dict.fromkeys(k for part in parts for k in part))
-    # each sum is a tensor: every name comes from some part
-    return {name: agreement_from_confusion(cast(torch.Tensor, sum(part[name] for part in parts if name in part)))
-            .as_dict() for name in names}
+def image_level(config: PSEConfig, kept: PSEResult, cams: dict[str, torch.Tensor],
+                rows: list[dict[str, Any]]) -> PSECamResult | None:
+    """pse_vs_cam on the kept successful images; writes their per-image overlap shares into ``rows``.
 
-
-def image_level(ctx: Context, variant: str, kept: PSEResult, cams: dict[str, torch.Tensor],
-                variant_rows: list[dict[str, Any]]) -> PSECamResult | None:
-    """pse_vs_cam on the kept successful images; writes their per-image overlap shares into the rows.
-
-    The CAM regions break ties at the cut by each image's global sample id, so an
-    image's region does not depend on the batch size or on which images were kept.
-    Every null of the engine's hierarchy is computed (the object-conditioned one when
-    the images' foreground share is informative, as in spatial); ``baseline`` is the primary.
+    The CAM regions break ties at the cut by each image's global sample id, so an image's region does not depend
+    on the batch size or on which images were kept. Every null of the engine's hierarchy is computed (the
+    object-conditioned one when the images' foreground share is informative, as in spatial); ``baseline`` is the
+    primary.
     """
-    cfg = ctx.config
     ids = cams["ids"]
     test = None
     if len(ids) >= 2:  # a permutation of one image is no baseline
-        test = pse_vs_cam(kept, cams["true"], cams["target"], cfg.top_fraction,
-                          cfg.permutations, cfg.seed, weight=cfg.cam_weight, strata=kept.true_class, sample_ids=ids,
-                          composition=image_composition(cams.get("x")), primary_null=cfg.baseline)
+        test = pse_vs_cam(kept, cams["true"], cams["target"], config.top_fraction, config.permutations, config.seed,
+                          weight=config.cam_weight, strata=kept.true_class, sample_ids=ids,
+                          composition=image_composition(cams.get("x")), primary_null=config.baseline)
     by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
-    for row in variant_rows:
+    for row in rows:
         k = by_index.get(row["index"])
         row["in_cam_test"] = k is not None
         for key in CAM_KEYS:
             for t, name in enumerate(TYPE_NAMES):
                 row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
     return test
+
+
+def run_dissection(ctx: Context) -> DissectionFindings | None:
+    """Dissect the analysed model's unit layer on the test images and correlate it with relative sensitivity under
+    the untargeted ``dissection_attack``; never-active units left out. Without concept masks, why not instead (no
+    other model is dissected); None when switched off."""
+    cfg = ctx.config
+    if not cfg.dissection:
+        return None
+    concepts, source = concept_masks(cfg.concepts, cfg.dataset, ctx.data)
+    if not concepts:
+        return DissectionFindings(dissected=False, dataset=cfg.dataset, layer=ctx.layer, reason=(
+            f"{cfg.dataset} has no concept masks, so the analysed model cannot be dissected; pass concepts=FILE "
+            "(docs/experiments/pse.md) to dissect it. No other model is dissected in its place."))
+    attack = build_attack(cfg.dissection_attack, ctx.model, cfg)
+
+    def unit_sums(b: int, sl: slice) -> UnitSums:
+        return DISSECTION_UNITS.get(ctx.rundir, lambda: attacked_unit_sums(
+        ctx.model, ctx.layer, ctx.units, attack, *ctx.batch(sl)), b)
+
+    sums = sum(ctx.each_batch(unit_sums, desc="dissection: unit change"), UnitSums.from_change(None, 0, ctx.units))
+    result = DISSECTION.get(ctx.rundir, lambda: dissect(ctx.model, ctx.layer, ctx.data, concepts,
+                                                        quantile=cfg.dissection_quantile, batch_size=cfg.batch_size))
+    change = sums.change()
+    active, rho, p = relative_correlation(change, result, cfg.correlation_permutations, cfg.seed)
+    return DissectionFindings(
+        dissected=True, dataset=cfg.dataset, layer=ctx.layer, concepts=list(result.concept_names),
+        concept_source=source, images=len(ctx.data), successful=sums.images, units_included=int(active.sum()),
+        units_never_active=int((~active).sum()), spearman_rho=rho, p_value=p,
+        mean_best_iou=float(result.best_iou[active].mean()) if active.any() else math.nan,
+        best_concepts=result.best_names, best_iou=result.best_iou.tolist(),
+        relative_sensitivity=change.relative.tolist(), active=active.tolist())

@@ -1,4 +1,5 @@
-"""Attack variants and their classes: the targets of targeted attacks and the pre-specified class t."""
+"""The classes of the promotion-suppression analysis (METHODS §5): targets of targeted attacks, the clean runner-up,
+and the pre-specified class t whose promotion is measured (fixed before the attack is seen)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,12 @@ import math
 
 import torch
 
-from ...attacks import AttackResult
-from ...errors import ConfigError, unknown_name
-from ...runtime import make_generator
-from .config import TARGET_MODES
+from ..attacks import AttackResult
+from ..errors import ConfigError, unknown_name
+from ..runtime import make_generator
 
-
-def variant_name(attack: str, mode: str) -> str:
-    """Key of an attack variant, e.g. ``"pgd/targeted"``."""
-    return f"{attack}/{mode}"
+#: how a targeted attack's target class is chosen
+TARGET_MODES = ("random", "least-likely", "next")
 
 
 def choose_targets(labels: torch.Tensor, num_classes: int, mode: str, seed: int,
@@ -40,11 +38,6 @@ def choose_targets(labels: torch.Tensor, num_classes: int, mode: str, seed: int,
         masked[torch.arange(len(labels)), labels] = math.inf
         return masked.argmin(1)
     raise unknown_name("target_mode", mode, TARGET_MODES)
-
-
-def batch_target(targets: torch.Tensor, mode: str, sl: slice) -> torch.Tensor | None:
-    """The batch's target classes for a targeted variant, None for an untargeted one."""
-    return targets[sl] if mode == "targeted" else None
 
 
 def adversarial_class(result: AttackResult) -> torch.Tensor:
