@@ -155,6 +155,11 @@ def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     return TrainConfig(mode=mode, epochs=config.train_epochs, **adversarial, **common)
 
 
+def seed_name(mode: str, k: int) -> str:
+    """The model name of ``mode`` trained with seed ``model_seed + k`` (k = 0: the mode itself)."""
+    return mode if k == 0 else f"{mode}@seed{k}"
+
+
 def natural_epochs(config: LocalizedConfig) -> int:
     """Epochs of the natural model trained from scratch: matched to the others unless set."""
     return config.natural_epochs or config.train_epochs
@@ -185,6 +190,11 @@ def sweep_eps(config: LocalizedConfig) -> dict[str, float]:
     """{condition name: budget} of the eps sweep's full-image PGD conditions."""
     cap = 1.0 if config.norm == "linf" else math.inf
     return {f"full@x{factor:g}": min(factor * config.eps, cap) for factor in config.eps_sweep}
+
+
+def budget_text(config: LocalizedConfig) -> str:
+    """The attack budget in words, e.g. ``L-inf eps=0.1``."""
+    return f"{'L-inf' if config.norm == 'linf' else 'L2'} eps={config.eps:g}"
 
 
 def region_names(spec: str) -> tuple[str, str]:

@@ -1,5 +1,5 @@
-"""The run of experiment ``localized-training``: the models, their gates and evaluations, the metrics from the rows,
-the claims, the report."""
+"""The run of experiment ``localized-training``: the models, their gates and evaluations, the findings from the rows
+and the claims, the figures, the report."""
 
 from __future__ import annotations
 
@@ -8,22 +8,26 @@ from typing import Any
 
 import torch
 
+from ...analysis.attacked_region import mask_uses_importance
 from ...rundir import RunDir
 from ...runtime import pick_device
 from ..context import test_images
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import measure
-from .config import EXAMPLE_MODES, MODES, LocalizedConfig, finetunes
-from .metrics import build_metrics
-from .models import Start, finetune_models, resolve_methods, train_models
-from .report import ReportContext, build_sections, summary_table
-from .stages import ModelEvaluation, evaluate_model, example_images, finetune_facts, model_rows, other_seeds, run_gates
+from .config import MODES, LocalizedConfig, finetunes
+from .figures import draw_figures
+from .metrics import LocalizedFindings, build_findings, read_importance
+from .report import render
+from .stages import (
+    ModelEvaluation, Start, context_of, evaluate_model, finetune_facts, finetune_models, model_rows, other_seeds,
+    resolve_methods, run_gates, train_models,
+)
 
 
 @register_experiment("localized-training", LocalizedConfig,
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training",
-                     contract={"n": 8, "batch_size": 4})
+                     findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4})
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -37,22 +41,25 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
         trained = train_models(config, device, timings)
         data = test_images(config, rundir)
     models = {m: t.model for m, t in trained.items()}
+    ctx = context_of(config, rundir, data, models["natural"])
     methods = resolve_methods(config, models, data)
-    gates = run_gates(config, rundir, models, data, device, methods, timings)
+    gates = run_gates(ctx, models, methods, timings)
     rows: list[dict[str, Any]] = []
     evaluations: dict[str, ModelEvaluation] = {}
     for mode in MODES:
-        evaluations[mode] = evaluate_model(mode, models[mode], config, data, rundir, methods[mode]["method"])
+        evaluations[mode] = evaluate_model(ctx, mode, models[mode], methods[mode]["method"])
         timings[f"evaluate/{mode}"] = evaluations[mode].seconds
         rows.extend(model_rows(mode, data, evaluations[mode]))
-    seeds = other_seeds(config, rundir, data, device, methods, timings, rows)
-    metrics = build_metrics(config, len(data), rows, trained)
-    claims = measure(config, data, evaluations, gates, methods, metrics, seeds)
+    seeds = other_seeds(ctx, methods, timings, rows)
+    mask_gated = mask_uses_importance(config.mask, data)
+    claims = measure(config, data.labels, evaluations, gates, mask_gated, seeds)
+    findings = build_findings(config, len(data), rows, trained, gates, read_importance(methods, gates), mask_gated,
+                              claims)
     if start is not None:
-        metrics["finetune"] = finetune_facts(config, rundir, data, start, trained, device, timings)
+        findings.finetune = finetune_facts(ctx, start, trained, timings)
     started = time.perf_counter()
-    examples = {mode: example_images(config, data, models[mode], evaluations[mode]) for mode in EXAMPLE_MODES}
-    sections = build_sections(ReportContext(config, rundir, data, evaluations, metrics, claims, examples))
+    draw_figures(ctx, findings, models, evaluations)
+    rendered = render(config, findings, rundir.figures)
     timings["report"] = round(time.perf_counter() - started, 2)
-    metrics["timings"] = timings
-    return ExperimentResult(metrics, rows, summary_table(config, metrics, claims), sections)
+    findings.timings = timings
+    return ExperimentResult.of(findings, rows, rendered)
