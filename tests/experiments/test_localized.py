@@ -31,16 +31,15 @@ from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
-from advspatial.analysis.attacked_region import foreground_energy, importance_region, mask_uses_importance, region_mask
+from advspatial.analysis.attack_rows import model_rows, row_stats, seed_spread
+from advspatial.analysis.attacked_region import foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (
     CONDITIONS, GATE_EPS_FOR_L2, MIXED, MODES, ROI_GATE, LocalizedConfig, finetune_config, finetunes, gate_eps,
     seed_name, train_config,
 )
-from advspatial.experiments.localized.metrics import (
-    ModelFindings, TrainingFacts, model_metrics, seed_spread,
-)
+from advspatial.experiments.localized.metrics import ModelFindings, TrainingFacts
 from advspatial.experiments.localized.stages import (
     ModelEvaluation, context_of, eval_attack, evaluate_model, finetune_images, finetune_models, training_foreground,
 )
@@ -168,13 +167,13 @@ def test_metrics_are_computed_from_rows() -> None:
              "region_share": 0.7, "cam_energy_clean": 0.6, "cam_energy_region_adv": 0.4},
             {"model": "pgd", "label": 0, "clean_pred": 5, "full_pred": 5, "region_pred": 5, "complement_pred": 5,
              "region_share": 0.1, "cam_energy_clean": 0.1, "cam_energy_region_adv": 0.1}]
-    m = model_metrics(rows, "natural")
+    m = row_stats(rows, "natural")
     assert m.images == 2 and m.accuracy["clean"] == 1.0 and m.accuracy["full"] == 0.5
     assert m.accuracy["region"] == 0.5 and m.accuracy["complement"] == 0.0 and not m.attacked
     assert m.region_share == pytest.approx(0.6)
     # an image with an all-zero Grad-CAM (NaN share) before or after is left out of both means
     assert m.cam_energy_clean == pytest.approx(0.6) and m.cam_energy_region_adv == pytest.approx(0.4)
-    assert m.cam_zero_images == 1 and model_metrics(rows, "pgd").cam_zero_images == 0
+    assert m.cam_zero_images == 1 and row_stats(rows, "pgd").cam_zero_images == 0
 
 
 def test_a_models_findings_are_one_flat_object_in_metrics_json() -> None:
@@ -183,10 +182,10 @@ def test_a_models_findings_are_one_flat_object_in_metrics_json() -> None:
     rows = [{"model": "pgd", "label": i % 2, "clean_pred": 0, "ensemble_pred": 0 if i < 2 else -1,
              "full@x2_pred": 1, "region_share": 0.25, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.75}
             for i in range(4)]
-    stats = model_metrics(rows, "pgd")
+    stats = row_stats(rows, "pgd")
     assert stats.accuracy == {"clean": 0.5, "ensemble": 0.5, "full@x2": 0.5} and stats.attacked == {"ensemble": 2.0}
     for facts in (TrainingFacts(0.9, 1.5, 2, "a.pt"), TrainingFacts(math.nan, 1.5, 2, "b.pt", 7, 0.25, "k")):
-        model = ModelFindings(stats, facts, seed_spread(rows, "pgd", 1), "interpretable", "interpretable")
+        model = ModelFindings(stats, facts, seed_spread(rows, ["pgd"]), "interpretable", "interpretable")
         flat = model.as_dict()
         assert list(flat)[:6] == ["images", "clean_accuracy", "ensemble_accuracy", "ensemble_images",
                                   "full@x2_accuracy", "region_share"]
@@ -194,6 +193,21 @@ def test_a_models_findings_are_one_flat_object_in_metrics_json() -> None:
         again = ModelFindings.from_dict(json.loads(json.dumps(flat)))
         assert json.dumps(again.as_dict()) == json.dumps(flat)
         assert again.stats == stats and again.seeds["ensemble"].values == [0.5]
+
+
+def test_rows_of_a_model_and_the_images_a_figure_shows() -> None:
+    labels = torch.tensor([0, 1, 2, 3])
+    preds = {"clean": torch.tensor([0, 1, 0, 3]), "region": torch.tensor([0, 0, 0, 1])}
+    rows = model_rows("m", labels, preds, torch.full((4,), 0.5), torch.tensor([0.2, 0.4, math.nan, 1.0]),
+                      torch.tensor([0.1, 0.3, 0.5, 0.9]))
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert list(rows[0]) == ["model", "index", "label", "clean_pred", "region_pred", "region_share",
+                             "cam_energy_clean", "cam_energy_region_adv"], "the per_image.csv columns, in order"
+    stats = row_stats(rows, "m")
+    assert stats.accuracy == {"clean": 0.75, "region": 0.25} and stats.cam_zero_images == 1
+    # correct when clean: images 0, 1 and 3; the region-only attack fools 1 and 3, shown first
+    assert fooled_first(labels, preds["clean"], preds["region"], 2).tolist() == [1, 3]
+    assert fooled_first(labels, preds["clean"], preds["region"], 5).tolist() == [1, 3, 0]
 
 
 def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cnn, tmp_path) -> None:
@@ -835,6 +849,6 @@ def test_seed_spread_of_the_accuracies() -> None:
     rows = [{"model": seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
              "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)
             for i in range(4)]
-    spread = seed_spread(rows, "pgd", 2)
+    spread = seed_spread(rows, [seed_name("pgd", k) for k in range(2)])
     assert spread["region"].values == [0.75, 0.5] and spread["region"].mean == pytest.approx(0.625)
     assert spread["region"].sd == pytest.approx(((0.125**2) * 2) ** 0.5)

@@ -72,3 +72,11 @@ def energy_outside(method: str, model: nn.Module, x: torch.Tensor, x_adv: torch.
     cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device), batch_size=len(z)).cpu()
             for z in (x, x_adv)]
     return {"clean": foreground_energy(cams[0], keep), "adv": foreground_energy(cams[1], keep)}
+
+
+def fooled_first(labels: torch.Tensor, clean_pred: torch.Tensor, adv_pred: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of up to ``k`` images classified correctly when clean: those the attack fools first, then the others
+    (the examples a figure shows)."""
+    correct = clean_pred == labels
+    fooled = correct & (adv_pred != labels)
+    return torch.cat([fooled.nonzero().squeeze(1), (correct & ~fooled).nonzero().squeeze(1)])[:k]

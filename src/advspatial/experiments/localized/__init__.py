@@ -33,12 +33,11 @@ and judged by fixed rules (:func:`advspatial.regions.claims.judge`); a claim tha
 is "not interpretable".
 
 Stages (:mod:`.stages`), saved in the run directory per batch (``--resume``), a batch's attacks and map shift
-computed together: ``attack/<model>/<full|region|complement|ensemble|region-ensemble|full@x<k>>/batch-*``,
-``importance/<model>/<method>/batch-*`` (the map's share outside the region, clean and attacked) and
-``gate/<model>/<method>/...``. Models trained from scratch live in the model cache, fine-tuned ones in the run
-directory (``finetune/<mode>-<key>``, the key covering every setting, the start model's weights checksum and the
-training image ids; ``finetune/masks/...`` the training masks; ``finetune/start`` the start's checksum, checked on
-``--resume``; ``train_subset.csv`` the training images' global ids), so a resumed run does not train again.
+computed together: ``attack/<model>/<condition>/batch-*``, ``importance/<model>/<method>/batch-*`` (the map's share
+outside the region, clean and attacked) and ``gate/<model>/<method>/...``. Models trained from scratch live in the
+model cache, fine-tuned ones in the run directory (``finetune/<mode>-<key>``, the key covering every setting, the
+start's weights checksum and the training image ids; ``finetune/masks/...`` the training masks; ``finetune/start``
+the start's checksum, checked on ``--resume``; ``train_subset.csv`` the training images' global ids).
 
 The package: :mod:`.config` (the settings and what follows from them alone), :mod:`.stages` (the models, their gates
 and evaluations) -- compute; :mod:`.metrics` (the findings, from the rows) and :mod:`.claims` -- the statistics;

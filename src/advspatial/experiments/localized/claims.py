@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ...regions.claims import Claim, judge
+from ...regions.claims import Claim
 from ..paired import seeded_claim
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
 from .stages import ModelEvaluation
@@ -103,10 +103,3 @@ def primary_condition(config: LocalizedConfig, conditions: Mapping[str, Any]) ->
     (``ensemble_n`` 0, or no such condition among the evaluated ``conditions``) it is region-only PGD."""
     return "region-ensemble" if config.ensemble_n and "region-ensemble" in conditions else "region"
 
-
-def measure(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
-            gates: dict[str, dict[str, Any]], mask_gated: bool,
-            seeds: dict[str, list[ModelEvaluation]] | None = None) -> list[Claim]:
-    """The pre-declared claims (:func:`build_claims`), corrected and judged."""
-    return judge(build_claims(config, labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
-                 alpha=config.significance)

@@ -98,9 +98,8 @@ class LocalizedConfig(GatedConfig):
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8, "training_seeds": 1,
-             "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0],
-             "train_limit": 512, "steps": 3, "figure_images": 2,
-             "gate_n": 16, "gate_steps": 3, "randomization_images": 4, "randomization_samples": 4}
+             "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0], "train_limit": 512, "steps": 3,
+             "figure_images": 2, "gate_n": 16, "gate_steps": 3, "randomization_images": 4, "randomization_samples": 4}
 
     @classmethod
     def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,8 +134,6 @@ def gate_eps(config: LocalizedConfig) -> float:
         return config.gate_eps
     return config.eps if config.norm == "linf" else GATE_EPS_FOR_L2
 
-
-# -- how each model is made ------------------------------------------------------------------
 
 def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     """The training settings of model ``mode``.
@@ -183,8 +180,6 @@ def finetune_config(config: LocalizedConfig, mode: str, start_sha256: str, train
                           masks=masks, eps=config.eps, norm=config.norm, attack_steps=config.train_attack_steps,
                           mix=config.mix)
 
-
-# -- the attack conditions and their names -----------------------------------------------------
 
 def sweep_eps(config: LocalizedConfig) -> dict[str, float]:
     """{condition name: budget} of the eps sweep's full-image PGD conditions."""

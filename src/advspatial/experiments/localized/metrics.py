@@ -1,7 +1,6 @@
-"""The findings of experiment ``localized-training`` (``metrics.json`` is their serialization), computed from the
-per-image rows only (so the two agree): accuracy per model and condition, the importance map's share outside the
-region before and after the attack, the spread of the accuracies over the training seeds, what each model's
-training was, the gates, the claims."""
+"""The findings of experiment ``localized-training`` (``metrics.json`` is their serialization): per model its
+accuracy per condition and map shift from the per-image rows (:mod:`advspatial.analysis.attack_rows`, so the two
+agree), its training and seed spread; the gates, the claims, fine-tuning."""
 
 from __future__ import annotations
 
@@ -9,38 +8,13 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ...analysis.attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from ...finetuning import FinetuneConfig
 from ...regions.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, to_json
 from ..gate import roi_label
-from ..results import mean_of
 from .config import MODES, LocalizedConfig, seed_name
-
-
-@dataclass
-class RowStats:
-    """One model's means over its per-image rows: accuracy per attack condition (``attacked``: the images a
-    condition attacked, for a condition that attacked fewer than all), the region's share of the image, the
-    importance map's share outside the region on clean and attacked images (``cam_zero_images``: images left out,
-    their map all zero on either)."""
-
-    images: float
-    accuracy: dict[str, float]
-    attacked: dict[str, float]
-    region_share: float
-    cam_energy_clean: float
-    cam_energy_region_adv: float
-    cam_zero_images: float
-
-
-@dataclass
-class SeedSpread:
-    """One condition's accuracy of each training seed's model, their mean and sample sd (NaN for one seed)."""
-
-    values: list[float]
-    mean: float
-    sd: float
 
 
 @dataclass
@@ -160,40 +134,7 @@ class LocalizedFindings(Findings):
     def to_metrics(self) -> dict[str, Any]:
         """metrics.json's data; a run trained from scratch has no ``finetune`` key."""
         metrics = super().to_metrics()
-        if self.finetune is None:
-            del metrics["finetune"]
-        return metrics
-
-
-def model_metrics(rows: list[dict[str, Any]], name: str) -> RowStats:
-    """The row statistics of one model, computed from its per-image rows only."""
-    group = [r for r in rows if r["model"] == name]
-    accuracy: dict[str, float] = {}
-    attacked_images: dict[str, float] = {}
-    for cond in [k[: -len("_pred")] for k in group[0] if k.endswith("_pred")]:
-        # an image a condition did not attack (prediction -1) is left out of its accuracy
-        attacked = [r for r in group if r[f"{cond}_pred"] != -1]
-        accuracy[cond] = mean_of([float(r[f"{cond}_pred"] == r["label"]) for r in attacked])
-        if len(attacked) != len(group):
-            attacked_images[cond] = float(len(attacked))
-    # before/after means over the same images: those whose map is not all zero on either image
-    both = [r for r in group if r["cam_energy_clean"] == r["cam_energy_clean"]
-            and r["cam_energy_region_adv"] == r["cam_energy_region_adv"]]
-    return RowStats(float(len(group)), accuracy, attacked_images, mean_of([r["region_share"] for r in group]),
-                    mean_of([r["cam_energy_clean"] for r in both]), mean_of([r["cam_energy_region_adv"] for r in both]),
-                    float(len(group) - len(both)))
-
-
-def seed_spread(rows: list[dict[str, Any]], mode: str, seeds: int) -> dict[str, SeedSpread]:
-    """Per condition, the accuracy of each training seed's model and their mean and sample sd."""
-    per_seed = [model_metrics(rows, seed_name(mode, k)).accuracy for k in range(seeds)]
-    out = {}
-    for cond in per_seed[0]:
-        values = [accuracy[cond] for accuracy in per_seed]
-        mean = sum(values) / len(values)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else math.nan
-        out[cond] = SeedSpread(values, mean, sd)
-    return out
+        return metrics if self.finetune is not None else {k: v for k, v in metrics.items() if k != "finetune"}
 
 
 def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, dict[str, Any]]) -> dict[str, Importance]:
@@ -207,8 +148,9 @@ def build_findings(config: LocalizedConfig, n: int, rows: list[dict[str, Any]], 
                    claims: list[Claim]) -> LocalizedFindings:
     """The findings: per model its statistics from the rows, its training, its seed spread and how its map (and,
     when the mask is cut from it, its masked accuracies) may be read; the gates and the judged claims."""
-    models = {mode: ModelFindings(model_metrics(rows, mode), TrainingFacts.of(trained[mode]),
-                                  seed_spread(rows, mode, config.training_seeds), importance[mode].interpretation,
+    models = {mode: ModelFindings(row_stats(rows, mode), TrainingFacts.of(trained[mode]),
+                                  seed_spread(rows, [seed_name(mode, k) for k in range(config.training_seeds)]),
+                                  importance[mode].interpretation,
                                   importance[mode].interpretation if mask_gated else "interpretable (mask-free)")
               for mode in MODES}
     return LocalizedFindings(n, config.mask, config.eps, config.norm, models, gates, importance, mask_gated, claims)

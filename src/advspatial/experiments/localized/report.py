@@ -67,10 +67,8 @@ def mask_source(view: ReportView) -> str:
         return (f"cut from each model's own {method_names(view)} map of the true class (top {cfg.fraction:.0%}), so "
                 "every result under this mask rests on that map and carries its RoI faithfulness gate")
     if cfg.mask in ("background", "foreground"):
-        if cfg.dataset in EXACT_MASKS:
-            source = "the dataset's exact object masks"
-        else:
-            source = f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)"
+        source = ("the dataset's exact object masks" if cfg.dataset in EXACT_MASKS else
+                  f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)")
         return f"{source}; no importance map is involved, so accuracy results under it carry no RoI gate"
     return "a mask file; no importance map is involved, so accuracy results under it carry no RoI gate"
 
@@ -152,20 +150,17 @@ def setup_section(view: ReportView) -> Section:
                 f"; that map {'passed' if ft.start_gate['passed'] else 'FAILED'} the faithfulness gate on the start "
                 "model (section above)")
         training = [
-            f"{len(MODES)} models fine-tuned from the same pretrained {ft.start} (weights sha256 "
-            f"{ft.start_sha256[:16]}; "
-            f"clean accuracy {fmt(ft.start_clean_accuracy)} on the {view.findings.n} evaluated images): natural "
-            f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial "
-            f"fine-tuning ({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image "
-            f"examples) and random-mask localized fine-tuning (the same loss on a random region of the same area "
-            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets "
-            f"{ft.epochs} epoch(s) = {ft.steps} optimizer steps on the same {ft.train_images} {cfg.dataset} "
-            f"training images in the same order: {ft.train_source}. Recipe: SGD, lr {ft.lr:g} decayed to 0 by "
-            f"a cosine, momentum {ft.momentum:g}, weight decay {ft.weight_decay:g}, batch {ft.batch_size}, "
-            f"batch-norm running statistics "
-            f"{'frozen at the start' if ft.bn == 'frozen' else 're-estimated on the training batches'}"
-            f"; seed {ft.seed}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
-            "start.",
+            f"{len(MODES)} models fine-tuned from the same pretrained {ft.start} (weights sha256 {ft.start_sha256[:16]}"
+            f"; clean accuracy {fmt(ft.start_clean_accuracy)} on the {view.findings.n} evaluated images): natural "
+            "fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial fine-tuning "
+            f"({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image examples) and "
+            "random-mask localized fine-tuning (the same loss on a random region of the same area per image, redrawn "
+            f"every batch). Each starts from a copy of the same weights and gets {ft.epochs} epoch(s) = {ft.steps} "
+            f"optimizer steps on the same {ft.train_images} {cfg.dataset} training images in the same order: "
+            f"{ft.train_source}. Recipe: SGD, lr {ft.lr:g} decayed to 0 by a cosine, momentum {ft.momentum:g}, weight "
+            f"decay {ft.weight_decay:g}, batch {ft.batch_size}, batch-norm running statistics "
+            f"{'frozen at the start' if ft.bn == 'frozen' else 're-estimated on the training batches'}; seed "
+            f"{ft.seed}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random start.",
             f"Training background of the localized model: {ft.mask_source}, computed once per training image on "
             f"the start model, so all models share the start and the data{gate}.",
         ]
@@ -180,8 +175,8 @@ def setup_section(view: ReportView) -> Section:
     return Section("Setup", [
         *training,
         f"Evaluation on the {view.findings.n} test images ({cfg.subset} subset, seed {cfg.seed}): PGD "
-        f"{budget_text(cfg)}, {cfg.steps} steps of "
-        f"2.5*eps/steps, random start (seed {cfg.seed}), on the whole image, only on the {region} "
+        f"{budget_text(cfg)}, {cfg.steps} steps of 2.5*eps/steps, random start (seed {cfg.seed}), on the whole image, "
+        f"only on the {region} "
         f"(mask '{cfg.mask}')" + (f", and only on the {complement}." if cfg.complement else "."),
         "Background (METHODS 4): for grey MNIST-like data, the pixels with x <= 0.05 (the dataset's own foreground "
         "mask, also used by localized training); exact object masks for synthetic-shapes; otherwise the "
@@ -274,9 +269,7 @@ def robustness_section(view: ReportView) -> Section:
 
 def seed_cell(spread: SeedSpread | None) -> str:
     """``mean ± sd`` of one condition over the training seeds ("-" when absent)."""
-    if not spread:
-        return "-"
-    return f"{fmt(spread.mean)} ± {fmt(spread.sd)}"
+    return f"{fmt(spread.mean)} ± {fmt(spread.sd)}" if spread else "-"
 
 
 def gradcam_section(view: ReportView) -> Section:
@@ -284,17 +277,14 @@ def gradcam_section(view: ReportView) -> Section:
     region, complement = region_names(cfg.mask)
     names = method_names(view)
     stats = {mode: models[mode].stats for mode in MODES}
-    rows = [[mode, view.findings.importance[mode].method, fmt(stats[mode].cam_energy_clean),
-             fmt(stats[mode].cam_energy_region_adv),
-             fmt(stats[mode].cam_energy_region_adv - stats[mode].cam_energy_clean),
-             int(stats[mode].cam_zero_images), models[mode].cam_interpretation] for mode in MODES]
+    rows = [[mode, view.findings.importance[mode].method, fmt(s.cam_energy_clean), fmt(s.cam_energy_region_adv),
+             fmt(s.cam_energy_region_adv - s.cam_energy_clean), int(s.cam_zero_images), models[mode].cam_interpretation]
+            for mode, s in stats.items()]
     table = Table(f"Share of the true class's importance map inside the {complement} (mean over images), before and "
                   f"after the {region}-only attack",
                   ["model", "map", "clean", f"after {region}-only PGD", "change", "images left out (map all zero)",
                    "interpretation"], rows)
-    figures = []
-    for mode in EXAMPLE_MODES:
-        figures += example_figures(view, mode, region, complement)
+    figures = [figure for mode in EXAMPLE_MODES for figure in example_figures(view, mode, region, complement)]
     paragraphs = [
         f"A {region}-only attack changes no {complement} pixel, yet it can move where the model looks: the table "
         f"gives how much of the {names} energy of the true class stays in the {complement} after the attack. The "

@@ -9,18 +9,19 @@ from typing import Any
 import torch
 
 from ...analysis.attacked_region import mask_uses_importance
+from ...regions.claims import judge
 from ...rundir import RunDir
 from ...runtime import pick_device
 from ..context import test_images
 from ..registry import register_experiment
 from ..results import ExperimentResult
-from .claims import measure
+from .claims import build_claims
 from .config import MODES, LocalizedConfig, finetunes
 from .figures import draw_figures
 from .metrics import LocalizedFindings, build_findings, read_importance
 from .report import render
 from .stages import (
-    ModelEvaluation, Start, context_of, evaluate_model, finetune_facts, finetune_models, model_rows, other_seeds,
+    ModelEvaluation, Start, context_of, evaluate_model, finetune_facts, finetune_models, other_seeds,
     resolve_methods, run_gates, train_models,
 )
 
@@ -49,10 +50,11 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     for mode in MODES:
         evaluations[mode] = evaluate_model(ctx, mode, models[mode], methods[mode]["method"])
         timings[f"evaluate/{mode}"] = evaluations[mode].seconds
-        rows.extend(model_rows(mode, data, evaluations[mode]))
+        rows.extend(evaluations[mode].rows(mode, data.labels))
     seeds = other_seeds(ctx, methods, timings, rows)
     mask_gated = mask_uses_importance(config.mask, data)
-    claims = measure(config, data.labels, evaluations, gates, mask_gated, seeds)
+    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
+                   alpha=config.significance)
     findings = build_findings(config, len(data), rows, trained, gates, read_importance(methods, gates), mask_gated,
                               claims)
     if start is not None:

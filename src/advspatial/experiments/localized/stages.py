@@ -11,11 +11,12 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
+from ...analysis.attack_rows import model_rows
 from ...analysis.attacked_region import energy_outside, mask_uses_importance, region_mask
 from ...attacks import Attack, AttackResult, make_attack
 from ...data import ImageDataset
@@ -46,9 +47,6 @@ TRAIN_MASKS = Stage[torch.Tensor]("finetune/masks")
 #: the importance map's share outside the region, clean and attacked: ``importance/<model>/<method>/batch-NNNNN``
 ENERGY = Stage[dict[str, torch.Tensor]]("importance")
 
-T = TypeVar("T")
-
-
 def context_of(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, model: nn.Module) -> ExperimentContext:
     """The context of ``data`` (the evaluated or the training images) in batches of ``batch_size``, on ``model``'s
     device (``model``: the context's default, every stage here names its own)."""
@@ -56,9 +54,7 @@ def context_of(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, mode
                              list(batch_slices(len(data), config.batch_size)))
 
 
-# -- the models -------------------------------------------------------------------------------
-
-def map_models(job: Callable[[int, str], T]) -> list[T]:
+def map_models(job: Callable[[int, str], TrainedModel]) -> list[TrainedModel]:
     """``job(i, mode)`` for every mode, in order; under torchrun each model is trained by one process (the
     model cache or the run directory keeps it) and then loaded by all (:func:`~advspatial.distributed.map_batches`)."""
     return map_batches(job, list(MODES), desc="models", progress=False)
@@ -177,15 +173,10 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
 def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
                     data: ImageDataset) -> dict[str, dict[str, str]]:
     """{mode: {"method", "why"}}: the importance map of each model (``auto``: by its head type)."""
-    out = {}
-    for mode, model in models.items():
-        probe = data.images(slice(0, min(2, len(data)))).to(model_device(model))
-        method, why = resolve_importance(config.importance, model, probe)
-        out[mode] = {"method": method, "why": why}
-    return out
+    probe = data.images(slice(0, min(2, len(data))))
+    chosen = {mode: resolve_importance(config.importance, m, probe.to(model_device(m))) for mode, m in models.items()}
+    return {mode: {"method": method, "why": why} for mode, (method, why) in chosen.items()}
 
-
-# -- the gates, and what fine-tuning did -----------------------------------------------------
 
 def run_gates(ctx: ExperimentContext, models: dict[str, nn.Module], methods: dict[str, dict[str, str]],
               timings: dict[str, float]) -> dict[str, dict[str, Any]]:
@@ -223,8 +214,6 @@ def finetune_facts(ctx: ExperimentContext, start: Start, trained: dict[str, Trai
         start.why, start.mask_source, gate)
 
 
-# -- one model's evaluation --------------------------------------------------------------
-
 @dataclass
 class ModelEvaluation:
     """Per-image columns of one model (of a batch, or of every image): predictions per attack condition, the
@@ -247,6 +236,10 @@ class ModelEvaluation:
                    torch.cat([e.region_share for e in batches]), torch.cat([e.cam_energy_clean for e in batches]),
                    torch.cat([e.cam_energy_adv for e in batches]), torch.cat([e.region_x_adv for e in batches]),
                    seconds, first.importance)
+
+    def rows(self, name: str, labels: torch.Tensor) -> list[dict[str, Any]]:
+        """One row per image, as model ``name``."""
+        return model_rows(name, labels, self.preds, self.region_share, self.cam_energy_clean, self.cam_energy_adv)
 
 
 def eval_attack(model: nn.Module, config: LocalizedConfig, eps: float | None = None) -> Attack:
@@ -325,17 +318,6 @@ def ensemble_preds(ctx: ExperimentContext, family: AttackStage, attack: Attack, 
     return preds
 
 
-def model_rows(name: str, data: ImageDataset, ev: ModelEvaluation) -> list[dict[str, Any]]:
-    """One row per image for one model."""
-    labels = data.labels.tolist()
-    cols: dict[str, list[Any]] = {f"{c}_pred": p.tolist() for c, p in ev.preds.items()}
-    cols["region_share"] = ev.region_share.tolist()
-    cols["cam_energy_clean"] = ev.cam_energy_clean.tolist()
-    cols["cam_energy_region_adv"] = ev.cam_energy_adv.tolist()
-    return [{"model": name, "index": i, "label": labels[i], **{k: v[i] for k, v in cols.items()}}
-            for i in range(len(labels))]
-
-
 def other_seeds(ctx: ExperimentContext, methods: dict[str, dict[str, str]], timings: dict[str, float],
                 rows: list[dict[str, Any]]) -> dict[str, list[ModelEvaluation]]:
     """The models of training seeds 1 .. training_seeds-1 (same recipe, seed ``model_seed + k``), trained or
@@ -355,6 +337,6 @@ def other_seeds(ctx: ExperimentContext, methods: dict[str, dict[str, str]], timi
             name = seed_name(mode, k)
             ev = evaluate_model(ctx, name, trained[mode].model, methods[mode]["method"])
             timings[f"evaluate/{name}"] = ev.seconds
-            rows.extend(model_rows(name, ctx.data, ev))
+            rows.extend(ev.rows(name, ctx.data.labels))
             out[mode].append(ev)
     return out
