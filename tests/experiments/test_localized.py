@@ -26,13 +26,15 @@ from conftest import fashion_mnist_available, needs_fashion_mnist
 from helpers import ReportParser, assert_smoke_test
 
 from advspatial import training
+from advspatial.analysis.attack_rows import model_rows, row_stats, seed_spread
+from advspatial.analysis.attacked_region import (
+    foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask,
+)
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
-from advspatial.analysis.attack_rows import model_rows, row_stats, seed_spread
-from advspatial.analysis.attacked_region import foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (
