@@ -26,23 +26,25 @@ from conftest import fashion_mnist_available, needs_fashion_mnist
 from helpers import ReportParser, assert_smoke_test
 
 from advspatial import training
+from advspatial.analysis.attack_rows import model_rows, row_stats, seed_spread
+from advspatial.analysis.attacked_region import (
+    foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask,
+)
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
-from advspatial.experiments.localized import models as localized_models
+from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (
     CONDITIONS, GATE_EPS_FOR_L2, MIXED, MODES, ROI_GATE, LocalizedConfig, finetune_config, finetunes, gate_eps,
-    train_config,
+    seed_name, train_config,
 )
-from advspatial.experiments.localized.metrics import model_metrics, seed_spread
-from advspatial.experiments.localized.models import (
-    finetune_images, finetune_models, load_start, seed_name, training_foreground,
+from advspatial.experiments.localized.metrics import ModelFindings, TrainingFacts
+from advspatial.experiments.localized.stages import (
+    ModelEvaluation, context_of, eval_attack, evaluate_model, finetune_images, finetune_models, training_foreground,
 )
-from advspatial.experiments.localized.region import importance_region, mask_uses_importance, region_mask_fn
-from advspatial.experiments.localized.stages import ModelEvaluation, eval_attack, evaluate_model, foreground_energy
 from advspatial.experiments.smoke import SMOKE_MARK, would_read
 from advspatial.masks import BACKGROUND_TAU
 from advspatial.regions.claims import sentence_case
@@ -127,12 +129,12 @@ def test_importance_masks_use_the_configured_map(tiny_cnn) -> None:
     colour = ImageDataset("colour", torch.rand(6, 3, 28, 28), torch.arange(6) % 10, tuple(str(k) for k in range(10)))
     model = tiny_cnn(in_channels=3)
     config = LocalizedConfig(fraction=0.25)
-    region = region_mask_fn(config, colour, model, "saliency")(slice(0, 6))
+    region = region_mask(config.mask, colour, slice(0, 6), model, "saliency", config.fraction, config.seed)
     roi = importance_region("saliency", model, colour.images(), colour.labels, 0.25, 0, torch.arange(6))
     assert torch.equal(region[:, 0].bool(), ~roi), "background of colour data = complement of the RoI"
     assert (roi.flatten(1).float().mean(1) - 0.25).abs().max() < 0.01
-    fg = region_mask_fn(LocalizedConfig(fraction=0.25, mask="foreground"), colour, model, "saliency")
-    assert torch.equal(fg(slice(2, 4))[:, 0].bool(), roi[2:4]), "batch-independent: ties broken per sample id"
+    fg = region_mask("foreground", colour, slice(2, 4), model, "saliency", 0.25, 0)
+    assert torch.equal(fg[:, 0].bool(), roi[2:4]), "batch-independent: ties broken per sample id"
 
 
 def test_training_settings_of_the_models() -> None:
@@ -167,13 +169,47 @@ def test_metrics_are_computed_from_rows() -> None:
              "region_share": 0.7, "cam_energy_clean": 0.6, "cam_energy_region_adv": 0.4},
             {"model": "pgd", "label": 0, "clean_pred": 5, "full_pred": 5, "region_pred": 5, "complement_pred": 5,
              "region_share": 0.1, "cam_energy_clean": 0.1, "cam_energy_region_adv": 0.1}]
-    m = model_metrics(rows, "natural")
-    assert m["images"] == 2 and m["clean_accuracy"] == 1.0 and m["full_accuracy"] == 0.5
-    assert m["region_accuracy"] == 0.5 and m["complement_accuracy"] == 0.0
-    assert m["region_share"] == pytest.approx(0.6)
+    m = row_stats(rows, "natural")
+    assert m.images == 2 and m.accuracy["clean"] == 1.0 and m.accuracy["full"] == 0.5
+    assert m.accuracy["region"] == 0.5 and m.accuracy["complement"] == 0.0 and not m.attacked
+    assert m.region_share == pytest.approx(0.6)
     # an image with an all-zero Grad-CAM (NaN share) before or after is left out of both means
-    assert m["cam_energy_clean"] == pytest.approx(0.6) and m["cam_energy_region_adv"] == pytest.approx(0.4)
-    assert m["cam_zero_images"] == 1 and model_metrics(rows, "pgd")["cam_zero_images"] == 0
+    assert m.cam_energy_clean == pytest.approx(0.6) and m.cam_energy_region_adv == pytest.approx(0.4)
+    assert m.cam_zero_images == 1 and row_stats(rows, "pgd").cam_zero_images == 0
+
+
+def test_a_models_findings_are_one_flat_object_in_metrics_json() -> None:
+    """metrics.json keeps its flat keys per model (``<condition>_accuracy``, ``<condition>_images``, the training
+    facts), and reads back as the same typed findings."""
+    rows = [{"model": "pgd", "label": i % 2, "clean_pred": 0, "ensemble_pred": 0 if i < 2 else -1,
+             "full@x2_pred": 1, "region_share": 0.25, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.75}
+            for i in range(4)]
+    stats = row_stats(rows, "pgd")
+    assert stats.accuracy == {"clean": 0.5, "ensemble": 0.5, "full@x2": 0.5} and stats.attacked == {"ensemble": 2.0}
+    for facts in (TrainingFacts(0.9, 1.5, 2, "a.pt"), TrainingFacts(math.nan, 1.5, 2, "b.pt", 7, 0.25, "k")):
+        model = ModelFindings(stats, facts, seed_spread(rows, ["pgd"]), "interpretable", "interpretable")
+        flat = model.as_dict()
+        assert list(flat)[:6] == ["images", "clean_accuracy", "ensemble_accuracy", "ensemble_images",
+                                  "full@x2_accuracy", "region_share"]
+        assert ("steps" in flat) == (facts.steps is not None), "a model trained from scratch has no steps"
+        again = ModelFindings.from_dict(json.loads(json.dumps(flat)))
+        assert json.dumps(again.as_dict()) == json.dumps(flat)
+        assert again.stats == stats and again.seeds["ensemble"].values == [0.5]
+
+
+def test_rows_of_a_model_and_the_images_a_figure_shows() -> None:
+    labels = torch.tensor([0, 1, 2, 3])
+    preds = {"clean": torch.tensor([0, 1, 0, 3]), "region": torch.tensor([0, 0, 0, 1])}
+    rows = model_rows("m", labels, preds, torch.full((4,), 0.5), torch.tensor([0.2, 0.4, math.nan, 1.0]),
+                      torch.tensor([0.1, 0.3, 0.5, 0.9]))
+    assert [r["index"] for r in rows] == [0, 1, 2, 3]
+    assert list(rows[0]) == ["model", "index", "label", "clean_pred", "region_pred", "region_share",
+                             "cam_energy_clean", "cam_energy_region_adv"], "the per_image.csv columns, in order"
+    stats = row_stats(rows, "m")
+    assert stats.accuracy == {"clean": 0.75, "region": 0.25} and stats.cam_zero_images == 1
+    # correct when clean: images 0, 1 and 3; the region-only attack fools 1 and 3, shown first
+    assert fooled_first(labels, preds["clean"], preds["region"], 2).tolist() == [1, 3]
+    assert fooled_first(labels, preds["clean"], preds["region"], 5).tolist() == [1, 3, 0]
 
 
 def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cnn, tmp_path) -> None:
@@ -182,7 +218,8 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
     results = []
     for bs in (7, 3):
         config = LocalizedConfig(n=7, batch_size=bs, steps=3, eps=0.2, progress=False)
-        results.append(evaluate_model("natural", model, config, data, RunDir(tmp_path / f"bs{bs}"), "gradcam"))
+        ctx = context_of(config, RunDir(tmp_path / f"bs{bs}"), data, model)
+        results.append(evaluate_model(ctx, "natural", model, "gradcam"))
     a, b = results
     for cond in CONDITIONS:
         assert torch.equal(a.preds[cond], b.preds[cond]), cond
@@ -620,7 +657,7 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)
     rundir = RunDir(config.out)
     data = experiment_context.test_images(config, rundir)
-    start = load_start(config, data, torch.device("cpu"))
+    start = experiment_context.load_checked_model(config, data, torch.device("cpu"))
     train = finetune_images(config, data)
     method, why = resolve_importance(config.importance, start, train.images(slice(0, 2)))
     assert method == "gradcam" and "GAP" in why
@@ -724,7 +761,8 @@ def test_finetuned_models_start_identical_and_end_as_their_losses_say(finetune_r
         assert torch.equal(state["features.3.patch"], start_weights["features.3.patch"])
         assert torch.equal(state["features.1.running_mean"], start_weights["features.1.running_mean"]), "BN frozen"
         assert not torch.equal(state["fc.weight"], start_weights["fc.weight"]), mode
-        model = load_start(config, experiment_context.test_images(config), torch.device("cpu"))
+        data = experiment_context.test_images(config)
+        model = experiment_context.load_checked_model(config, data, torch.device("cpu"))
         model.load_state_dict(state)
         sums[mode] = state_checksum(model)
     assert sums["pgd"] != sums["natural"], "PGD examples change the patch: PGD fine-tuning ends elsewhere"
@@ -744,7 +782,7 @@ def test_finetune_resume_does_not_train_again(finetune_run, monkeypatch) -> None
     def refuse(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("a resumed run must load the fine-tuned models, not train them")
 
-    monkeypatch.setattr(localized_models, "finetune_model", refuse)
+    monkeypatch.setattr(localized_stages, "finetune_model", refuse)
     run_experiment("localized-training", config, resume=True)
     assert (path / "per_image.csv").read_text() == before
     # other start weights under the same run directory: refused, not mixed with the stages of the old ones
@@ -813,6 +851,6 @@ def test_seed_spread_of_the_accuracies() -> None:
     rows = [{"model": seed_name("pgd", k), "index": i, "label": 0, "clean_pred": 0, "region_pred": int(i < k + 1),
              "region_share": 0.2, "cam_energy_clean": 0.5, "cam_energy_region_adv": 0.5} for k in range(2)
             for i in range(4)]
-    spread = seed_spread(rows, "pgd", 2)
-    assert spread["region"]["values"] == [0.75, 0.5] and spread["region"]["mean"] == pytest.approx(0.625)
-    assert spread["region"]["sd"] == pytest.approx(((0.125**2) * 2) ** 0.5)
+    spread = seed_spread(rows, [seed_name("pgd", k) for k in range(2)])
+    assert spread["region"].values == [0.75, 0.5] and spread["region"].mean == pytest.approx(0.625)
+    assert spread["region"].sd == pytest.approx(((0.125**2) * 2) ** 0.5)

@@ -10,12 +10,9 @@ from typing import Any
 
 import torch
 
-from ...data import ImageDataset
-from ...regions.claims import Claim, judge
-from ..gate import roi_label
+from ...regions.claims import Claim
 from ..paired import seeded_claim
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
-from .region import mask_uses_importance
 from .stages import ModelEvaluation
 
 
@@ -105,24 +102,4 @@ def primary_condition(config: LocalizedConfig, conditions: Mapping[str, Any]) ->
     the region), the strongest localized attack; region-only PGD is then a diagnostic. Without the ensemble
     (``ensemble_n`` 0, or no such condition among the evaluated ``conditions``) it is region-only PGD."""
     return "region-ensemble" if config.ensemble_n and "region-ensemble" in conditions else "region"
-
-
-def measure(config: LocalizedConfig, data: ImageDataset, evaluations: dict[str, ModelEvaluation],
-            gates: dict[str, dict[str, Any]], methods: dict[str, dict[str, str]],
-            metrics: dict[str, Any], seeds: dict[str, list[ModelEvaluation]] | None = None) -> list[Claim]:
-    """Claims, corrections and verdicts; the gate results and the RoI labels written into ``metrics``."""
-    mask_gated = mask_uses_importance(config.mask, data)
-    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
-                   alpha=config.significance)
-    metrics["faithfulness"] = gates
-    metrics["importance"] = {}
-    for mode in MODES:
-        label = roi_label(gates[mode]) or "interpretable"
-        metrics["importance"][mode] = {**methods[mode], "faithful": bool(gates[mode]["passed"]),
-                                       "interpretation": label}
-        metrics["models"][mode]["cam_interpretation"] = label
-        metrics["models"][mode]["mask_interpretation"] = label if mask_gated else "interpretable (mask-free)"
-    metrics["mask_from_importance"] = mask_gated
-    metrics["claims"] = [c.as_dict() for c in claims]
-    return claims
 

@@ -98,9 +98,8 @@ class LocalizedConfig(GatedConfig):
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "batch_size": "batch_size", "image_size": "image_size"}
     QUICK = {"n": 16, "batch_size": 8, "train_epochs": 1, "train_attack_steps": 2, "ensemble_n": 8, "training_seeds": 1,
-             "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0],
-             "train_limit": 512, "steps": 3, "figure_images": 2,
-             "gate_n": 16, "gate_steps": 3, "randomization_images": 4, "randomization_samples": 4}
+             "ensemble_steps": 5, "ensemble_queries": 50, "eps_sweep": [2.0], "train_limit": 512, "steps": 3,
+             "figure_images": 2, "gate_n": 16, "gate_steps": 3, "randomization_images": 4, "randomization_samples": 4}
 
     @classmethod
     def preset_values(cls, preset: str, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,8 +135,6 @@ def gate_eps(config: LocalizedConfig) -> float:
     return config.eps if config.norm == "linf" else GATE_EPS_FOR_L2
 
 
-# -- how each model is made ------------------------------------------------------------------
-
 def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     """The training settings of model ``mode``.
 
@@ -153,6 +150,11 @@ def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     if mode in MIXED:
         adversarial["mix"] = config.mix
     return TrainConfig(mode=mode, epochs=config.train_epochs, **adversarial, **common)
+
+
+def seed_name(mode: str, k: int) -> str:
+    """The model name of ``mode`` trained with seed ``model_seed + k`` (k = 0: the mode itself)."""
+    return mode if k == 0 else f"{mode}@seed{k}"
 
 
 def natural_epochs(config: LocalizedConfig) -> int:
@@ -179,12 +181,15 @@ def finetune_config(config: LocalizedConfig, mode: str, start_sha256: str, train
                           mix=config.mix)
 
 
-# -- the attack conditions and their names -----------------------------------------------------
-
 def sweep_eps(config: LocalizedConfig) -> dict[str, float]:
     """{condition name: budget} of the eps sweep's full-image PGD conditions."""
     cap = 1.0 if config.norm == "linf" else math.inf
     return {f"full@x{factor:g}": min(factor * config.eps, cap) for factor in config.eps_sweep}
+
+
+def budget_text(config: LocalizedConfig) -> str:
+    """The attack budget in words, e.g. ``L-inf eps=0.1``."""
+    return f"{'L-inf' if config.norm == 'linf' else 'L2'} eps={config.eps:g}"
 
 
 def region_names(spec: str) -> tuple[str, str]:

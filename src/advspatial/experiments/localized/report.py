@@ -1,89 +1,90 @@
 """The report of experiment ``localized-training``: verdicts, gates, setup, models, robustness, the importance map's
-shift, examples and limits, rendered from the metrics, the claims, the evaluations and the example images that the
-stages computed."""
+shift, examples and limits, rendered from the settings, the findings and the figures the run drew (pure: a finished
+run re-renders from its files)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ...data import ImageDataset
 from ...masks import BACKGROUND_TAU
-from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...regions.verdicts import MIN_SEEDS, sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
-from ...rundir import RunDir
 from ..gate import gate_rule, roi_label
-from .claims import primary_condition
+from ..results import Rendered
 from .config import (
-    EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, condition_labels, gate_eps, natural_epochs,
-    region_names, train_config,
+    EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, budget_text, condition_labels, gate_eps,
+    natural_epochs, region_names, train_config,
 )
-from .figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
-from .stages import Examples, ModelEvaluation
+from .figures import ACCURACY_PNG, examples_png, importance_png
+from .metrics import FinetuneFacts, LocalizedFindings, SeedSpread
+
+#: datasets whose object masks are exact (the others' masks are a brightness threshold)
+EXACT_MASKS = ("synthetic-shapes",)
 
 
-@dataclass
-class ReportContext:
-    """What the report is rendered from; ``examples``: per model shown, its example images (None: none)."""
+@dataclass(frozen=True)
+class ReportView:
+    """What the report renders from: the settings, the findings, the folder the run drew its figures into."""
 
     config: LocalizedConfig
-    rundir: RunDir
-    data: ImageDataset
-    evaluations: dict[str, ModelEvaluation]
-    metrics: dict[str, Any]
-    claims: list[Claim]
-    examples: dict[str, Examples | None]
+    findings: LocalizedFindings
+    figures: Path
+
+    def figure(self, name: str, caption: str) -> list[Figure]:
+        """The figure ``name`` with its caption, when the run drew it; else none."""
+        path = self.figures / name
+        return [Figure(path, caption)] if path.is_file() else []
 
 
-def build_sections(ctx: ReportContext) -> list[Section]:
+def render(config: LocalizedConfig, findings: LocalizedFindings, figures: Path) -> Rendered:
+    """The printed summary and the report's sections of a run, from its settings, findings and drawn figures."""
+    view = ReportView(config, findings, figures)
+    return Rendered(summary_table(config, findings), build_sections(view))
+
+
+def build_sections(view: ReportView) -> list[Section]:
     """The report's sections, in order."""
-    return [verdict_section(ctx), gate_section(ctx), setup_section(ctx), models_section(ctx), robustness_section(ctx),
-            gradcam_section(ctx), limits_section(ctx)]
+    return [verdict_section(view), gate_section(view), setup_section(view), models_section(view),
+            robustness_section(view), gradcam_section(view), limits_section(view)]
 
 
-def budget_text(config: LocalizedConfig) -> str:
-    return f"{'L-inf' if config.norm == 'linf' else 'L2'} eps={config.eps:g}"
-
-
-def method_names(ctx: ReportContext) -> str:
+def method_names(view: ReportView) -> str:
     """The importance map(s) of every model, e.g. 'hirescam' or 'gradcam (natural), hirescam (pgd)'."""
-    imp = ctx.metrics["importance"]
-    names = {imp[m]["method"] for m in MODES}
+    imp = view.findings.importance
+    names = {imp[m].method for m in MODES}
     if len(names) == 1:
         return names.pop()
-    return ", ".join(f"{imp[m]['method']} ({m})" for m in MODES)
+    return ", ".join(f"{imp[m].method} ({m})" for m in MODES)
 
 
-def mask_source(ctx: ReportContext) -> str:
+def mask_source(view: ReportView) -> str:
     """Where the attacked region comes from, in words."""
-    cfg, data = ctx.config, ctx.data
-    if ctx.metrics["mask_from_importance"]:
-        return (f"cut from each model's own {method_names(ctx)} map of the true class (top {cfg.fraction:.0%}), so "
+    cfg = view.config
+    if view.findings.mask_from_importance:
+        return (f"cut from each model's own {method_names(view)} map of the true class (top {cfg.fraction:.0%}), so "
                 "every result under this mask rests on that map and carries its RoI faithfulness gate")
     if cfg.mask in ("background", "foreground"):
-        if data.masks is not None and data.name not in ("mnist", "fashion-mnist"):
-            source = "the dataset's exact object masks"
-        else:
-            source = f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)"
+        source = ("the dataset's exact object masks" if cfg.dataset in EXACT_MASKS else
+                  f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)")
         return f"{source}; no importance map is involved, so accuracy results under it carry no RoI gate"
     return "a mask file; no importance map is involved, so accuracy results under it carry no RoI gate"
 
 
-def verdict_section(ctx: ReportContext) -> Section:
+def verdict_section(view: ReportView) -> Section:
     """The top of the report: terms, what the run shows (from the verdict words), the verdict tables."""
-    cfg, claims = ctx.config, ctx.claims
-    imp = ctx.metrics["importance"]
-    paragraphs = [TERMS, models_sentence(ctx.config, ctx.metrics)]
+    cfg, claims = view.config, view.findings.claims
+    imp = view.findings.importance
+    paragraphs = [TERMS, models_sentence(view.config, view.findings)]
     for mode in MODES:
-        if not imp[mode]["faithful"]:
-            scope = (f"its {imp[mode]['method']}-energy shift and every accuracy under the {cfg.mask} mask"
-                     if ctx.metrics["mask_from_importance"] else f"its {imp[mode]['method']}-energy shift")
-            label = roi_label(ctx.metrics["faithfulness"][mode]) or NOT_INTERPRETABLE_ROI
+        if not imp[mode].faithful:
+            scope = (f"its {imp[mode].method}-energy shift and every accuracy under the {cfg.mask} mask"
+                     if view.findings.mask_from_importance else f"its {imp[mode].method}-energy shift")
+            label = roi_label(view.findings.faithfulness[mode]) or NOT_INTERPRETABLE_ROI
             paragraphs.append(f"{sentence_case(label)} (the {mode} model): {scope} is not evidence about the model.")
-    paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(ctx)}.")
+    paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(view)}.")
     paragraphs += ["What this run shows:"] + what_this_run_shows(claims)
     primary = [c for c in claims if c.primary]
     secondary = [c for c in claims if not c.primary]
@@ -104,66 +105,63 @@ def verdict_section(ctx: ReportContext) -> Section:
     return Section("Verdicts", paragraphs, tables=tables, notes=notes, anchor="verdicts")
 
 
-def gate_section(ctx: ReportContext) -> Section:
+def gate_section(view: ReportView) -> Section:
     """The faithfulness gate of each model's importance map, and the model-randomization check."""
-    cfg, metrics = ctx.config, ctx.metrics
-    gates, imp = metrics["faithfulness"], metrics["importance"]
-    paragraphs = [f"{mode} model: {imp[mode]['method']} ({imp[mode]['why']}); "
-                  f"{'FAITHFUL' if imp[mode]['faithful'] else 'NOT faithful'} by the gate below."
+    cfg, findings = view.config, view.findings
+    gates, imp = findings.faithfulness, findings.importance
+    paragraphs = [f"{mode} model: {imp[mode].method} ({imp[mode].why}); "
+                  f"{'FAITHFUL' if imp[mode].faithful else 'NOT faithful'} by the gate below."
                   for mode in MODES]
-    paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, gate_eps(cfg),
+    paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, findings.n), cfg.fraction, gate_eps(cfg),
                                                     "the map of the true class"))
     keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
-    ft = metrics.get("finetune")
-    if ft and ft["start_gate"] is not None:
-        paragraphs.append(f"Start model {ft['start']} (its map cut the localized model's training background): "
-                          f"{ft['mask_method']} ({ft['mask_why']}); "
-                          f"{'FAITHFUL' if ft['start_gate']['passed'] else 'NOT faithful'} by the same gate. It "
+    ft = findings.finetune
+    if ft and ft.start_gate is not None:
+        paragraphs.append(f"Start model {ft.start} (its map cut the localized model's training background): "
+                          f"{ft.mask_method} ({ft.mask_why}); "
+                          f"{'FAITHFUL' if ft.start_gate['passed'] else 'NOT faithful'} by the same gate. It "
                           "enters no claim: the claims compare the fine-tuned models, each under its own map.")
-        keyed[f"start ({ft['start']}): {ft['mask_method']}"] = ft["start_gate"]
+        keyed[f"start ({ft.start}): {ft.mask_method}"] = ft.start_gate
     tables = gate_tables(keyed, per_class_of=list(keyed))
     return Section("Faithfulness gate", paragraphs, tables=tables, anchor="faithfulness")
 
 
-def models_sentence(cfg: LocalizedConfig, metrics: dict[str, Any]) -> str:
+def models_sentence(cfg: LocalizedConfig, findings: LocalizedFindings) -> str:
     """One plain sentence: how every model were made (trained from scratch, or fine-tuned from what)."""
-    ft = metrics.get("finetune")
+    ft = findings.finetune
     if not ft:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
                 f"images (natural {natural_epochs(cfg)} epochs, the others {cfg.train_epochs}).")
-    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft['start']} (not trained from "
-            f"scratch): {ft['epochs']} epoch(s) each ({ft['steps']} SGD steps, lr {ft['lr']:g}) on "
-            f"{ft['train_images']} training images, {ft['train_source']}.")
+    return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft.start} (not trained from "
+            f"scratch): {ft.epochs} epoch(s) each ({ft.steps} SGD steps, lr {ft.lr:g}) on "
+            f"{ft.train_images} training images, {ft.train_source}.")
 
 
-def setup_section(ctx: ReportContext) -> Section:
-    cfg = ctx.config
+def setup_section(view: ReportView) -> Section:
+    cfg = view.config
     region, complement = region_names(cfg.mask)
     limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
-    ft = ctx.metrics.get("finetune")
+    ft = view.findings.finetune
     loss = (f"loss = {1 - cfg.mix:g} x clean cross-entropy + {cfg.mix:g} x cross-entropy of background-only PGD "
             "examples")
     if ft:
-        gate = ("" if ft["start_gate"] is None else
-                f"; that map {'passed' if ft['start_gate']['passed'] else 'FAILED'} the faithfulness gate on the start "
+        gate = ("" if ft.start_gate is None else
+                f"; that map {'passed' if ft.start_gate['passed'] else 'FAILED'} the faithfulness gate on the start "
                 "model (section above)")
         training = [
-            f"{len(MODES)} models fine-tuned from the same pretrained {ft['start']} (weights sha256 "
-            f"{ft['start_sha256'][:16]}; "
-            f"clean accuracy {fmt(ft['start_clean_accuracy'])} on the {ctx.metrics['n']} evaluated images): natural "
-            f"fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial "
-            f"fine-tuning ({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image "
-            f"examples) and random-mask localized fine-tuning (the same loss on a random region of the same area "
-            f"per image, redrawn every batch). Each starts from a copy of the same weights and gets "
-            f"{ft['epochs']} epoch(s) = {ft['steps']} optimizer steps on the same {ft['train_images']} {cfg.dataset} "
-            f"training images in the same order: {ft['train_source']}. Recipe: SGD, lr {ft['lr']:g} decayed to 0 by "
-            f"a cosine, momentum {ft['momentum']:g}, weight decay {ft['weight_decay']:g}, batch {ft['batch_size']}, "
-            f"batch-norm running statistics "
-            f"{'frozen at the start' if ft['bn'] == 'frozen' else 're-estimated on the training batches'}"
-            f"; seed {ft['seed']}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random "
-            "start.",
-            f"Training background of the localized model: {ft['mask_source']}, computed once per training image on "
+            f"{len(MODES)} models fine-tuned from the same pretrained {ft.start} (weights sha256 {ft.start_sha256[:16]}"
+            f"; clean accuracy {fmt(ft.start_clean_accuracy)} on the {view.findings.n} evaluated images): natural "
+            "fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial fine-tuning "
+            f"({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image examples) and "
+            "random-mask localized fine-tuning (the same loss on a random region of the same area per image, redrawn "
+            f"every batch). Each starts from a copy of the same weights and gets {ft.epochs} epoch(s) = {ft.steps} "
+            f"optimizer steps on the same {ft.train_images} {cfg.dataset} training images in the same order: "
+            f"{ft.train_source}. Recipe: SGD, lr {ft.lr:g} decayed to 0 by a cosine, momentum {ft.momentum:g}, weight "
+            f"decay {ft.weight_decay:g}, batch {ft.batch_size}, batch-norm running statistics "
+            f"{'frozen at the start' if ft.bn == 'frozen' else 're-estimated on the training batches'}; seed "
+            f"{ft.seed}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random start.",
+            f"Training background of the localized model: {ft.mask_source}, computed once per training image on "
             f"the start model, so all models share the start and the data{gate}.",
         ]
     else:
@@ -176,30 +174,30 @@ def setup_section(ctx: ReportContext) -> Section:
             f"every batch). Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random start."]
     return Section("Setup", [
         *training,
-        f"Evaluation on the {ctx.metrics['n']} test images ({cfg.subset} subset, seed {cfg.seed}): PGD "
-        f"{budget_text(cfg)}, {cfg.steps} steps of "
-        f"2.5*eps/steps, random start (seed {cfg.seed}), on the whole image, only on the {region} "
+        f"Evaluation on the {view.findings.n} test images ({cfg.subset} subset, seed {cfg.seed}): PGD "
+        f"{budget_text(cfg)}, {cfg.steps} steps of 2.5*eps/steps, random start (seed {cfg.seed}), on the whole image, "
+        f"only on the {region} "
         f"(mask '{cfg.mask}')" + (f", and only on the {complement}." if cfg.complement else "."),
         "Background (METHODS 4): for grey MNIST-like data, the pixels with x <= 0.05 (the dataset's own foreground "
         "mask, also used by localized training); exact object masks for synthetic-shapes; otherwise the "
         f"complement of the top {cfg.fraction:.0%} region of the importance map of the true class.",
-        f"Importance map (the RoI, setting importance={cfg.importance}): {method_names(ctx)} of the true class, "
+        f"Importance map (the RoI, setting importance={cfg.importance}): {method_names(view)} of the true class, "
         "chosen per model by its head type when 'auto' (the reasons are in the faithfulness gate section).",
     ])
 
 
-def models_section(ctx: ReportContext) -> Section:
-    cfg = ctx.config
-    ft = ctx.metrics.get("finetune")
+def models_section(view: ReportView) -> Section:
+    cfg = view.config
+    ft = view.findings.finetune
     if ft:
-        return finetuned_models_section(ctx, ft)
+        return finetuned_models_section(view, ft)
     rows = []
     for mode in MODES:
-        m = ctx.metrics["models"][mode]
+        m = view.findings.models[mode].training
         tc = train_config(cfg, mode)
         attack = "-" if mode == "natural" else f"PGD {budget_text(cfg)}, {tc.attack_steps} steps"
-        rows.append([mode, m["epochs"], attack, "-" if mode not in MIXED else f"{tc.mix:g}",
-                     fmt(m["test_accuracy"], 4), fmt(m["train_seconds"], 1), Path(m["checkpoint"]).name or "-"])
+        rows.append([mode, m.epochs, attack, "-" if mode not in MIXED else f"{tc.mix:g}",
+                     fmt(m.test_accuracy, 4), fmt(m.train_seconds, 1), Path(m.checkpoint).name or "-"])
     table = Table("Models (test accuracy on the full test split, as stored with the cached checkpoint)",
                   ["model", "epochs", "training attack", "mix", "test accuracy", "training seconds", "checkpoint"],
                   rows)
@@ -207,137 +205,117 @@ def models_section(ctx: ReportContext) -> Section:
                               "those of the run that trained the model."], tables=[table])
 
 
-def finetuned_models_section(ctx: ReportContext, ft: dict[str, Any]) -> Section:
+def finetuned_models_section(view: ReportView, ft: FinetuneFacts) -> Section:
     """The start and the fine-tuned models: recipe, steps, last-epoch loss, time, where stored."""
-    cfg, models = ctx.config, ctx.metrics["models"]
-    rows = [["start (pretrained)", ft["start"], 0, 0, "-", "-", "-", fmt(ft["start_clean_accuracy"]), "-", "-"]]
+    cfg, models = view.config, view.findings.models
+    rows = [["start (pretrained)", ft.start, 0, 0, "-", "-", "-", fmt(ft.start_clean_accuracy), "-", "-"]]
     for mode in MODES:
         m = models[mode]
         attack = "-" if mode == "natural" else f"PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps"
-        rows.append([mode, f"fine-tuned from {ft['start']}", m["epochs"], m["steps"], attack,
-                     "-" if mode not in MIXED else f"{cfg.mix:g}", fmt(m["last_epoch_loss"]),
-                     fmt(m["clean_accuracy"]), fmt(m["train_seconds"], 1), Path(m["checkpoint"]).name or "-"])
-    table = Table(f"Models (clean accuracy on the {ctx.metrics['n']} evaluated images)",
+        t = m.training
+        rows.append([mode, f"fine-tuned from {ft.start}", t.epochs, t.steps, attack,
+                     "-" if mode not in MIXED else f"{cfg.mix:g}", fmt(t.last_epoch_loss),
+                     fmt(m.stats.accuracy["clean"]), fmt(t.train_seconds, 1), Path(t.checkpoint).name or "-"])
+    table = Table(f"Models (clean accuracy on the {view.findings.n} evaluated images)",
                   ["model", "start", "epochs", "steps", "training attack", "mix", "last-epoch training loss",
                    "clean accuracy", "training seconds", "stored as"], rows)
     return Section("Models", [
-        models_sentence(cfg, ctx.metrics),
+        models_sentence(cfg, view.findings),
         "Fine-tuned weights are stored in the run directory (stages/finetune/), keyed by every setting, the start's "
         "weights checksum and the training image ids, so --resume does not train again; training seconds are those "
         "of the run that trained the model. No full test-set accuracy is measured: the clean accuracy on the "
         "evaluated images is in the robustness table too."], tables=[table])
 
 
-def robustness_section(ctx: ReportContext) -> Section:
-    cfg, models = ctx.config, ctx.metrics["models"]
+def robustness_section(view: ReportView) -> Section:
+    cfg, models = view.config, view.findings.models
     labels = condition_labels(cfg)
-    rows = [[mode] + [fmt(models[mode][f"{c}_accuracy"]) for c in labels] + [models[mode]["mask_interpretation"]]
+    rows = [[mode] + [fmt(models[mode].stats.accuracy[c]) for c in labels] + [models[mode].mask_interpretation]
             for mode in MODES]
-    table = Table(f"Accuracy on {ctx.metrics['n']} test images (PGD {budget_text(cfg)}, {cfg.steps} steps; the first "
+    table = Table(f"Accuracy on {view.findings.n} test images (PGD {budget_text(cfg)}, {cfg.steps} steps; the first "
                   "training seed's models)", ["model", *labels.values(), "mask"], rows)
     tables = [table]
     if cfg.training_seeds > 1:
-        spread = [[mode] + [seed_cell(models[mode]["seeds"].get(c)) for c in labels] for mode in MODES]
+        spread = [[mode] + [seed_cell(models[mode].seeds.get(c)) for c in labels] for mode in MODES]
         tables.append(Table(f"Accuracy over {cfg.training_seeds} training seeds (seeds {cfg.model_seed}.."
                             f"{cfg.model_seed + cfg.training_seeds - 1}): mean ± sd",
                             ["model", *labels.values()], spread))
-    path = plot_accuracy_bars({m: {c: models[m][f"{c}_accuracy"] for c in labels} for m in MODES}, labels,
-                              ctx.rundir.figures / "accuracy.png",
-                              title=f"Accuracy under full-image and localized attacks ({budget_text(cfg)})",
-                              primary=primary_condition(cfg, labels))
     region = region_names(cfg.mask)[0]
     nat = models["natural"]
     ensemble = (f"{sentence_case(region)}-only ensemble (APGD-CE, APGD-DLR, Square restricted to the {region}; "
-                f"the primary endpoint, first {min(cfg.ensemble_n, ctx.metrics['n'])} images): "
-                + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region-ensemble_accuracy'])}" for m in MODES) + ". "
+                f"the primary endpoint, first {min(cfg.ensemble_n, view.findings.n)} images): "
+                + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m].stats.accuracy['region-ensemble'])}" for m in MODES) + ". "
                 if cfg.ensemble_n else "")
     paragraphs = [
         ensemble + f"{sentence_case(region)}-only PGD-{cfg.steps} (a diagnostic: a weaker attack on the same "
-        "region): " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['region_accuracy'])}" for m in MODES)
-        + ". Full-image PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m]['full_accuracy'])}" for m in MODES)
+        "region): " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m].stats.accuracy['region'])}" for m in MODES)
+        + ". Full-image PGD: " + ", ".join(f"{MODE_NAMES[m]} {fmt(models[m].stats.accuracy['full'])}" for m in MODES)
         + ". Whether a difference between models counts is decided in the verdict tables (paired per image, with a "
         "CI), not by these means. The two controls separate what localized training does through its region from "
         "what its clean share does (mixed PGD: the same mixture with full-image examples) and from training against "
         "any region of that size (random-mask localized).",
-        f"The attacked region covers on average {fmt(nat['region_share'])} of the image. Robust accuracies are "
+        f"The attacked region covers on average {fmt(nat.stats.region_share)} of the image. Robust accuracies are "
         f"upper bounds: they hold against this PGD ({cfg.steps} steps, one random start), not against every attack.",
     ]
     notes = []
-    if ctx.metrics["mask_from_importance"] and any(not ctx.metrics["importance"][m]["faithful"] for m in MODES):
+    if view.findings.mask_from_importance and any(not view.findings.importance[m].faithful for m in MODES):
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} (column 'mask'): the {cfg.mask} mask is cut from the "
                      "importance map, so the region-only and complement-only accuracies of those models are not "
                      "evidence about their background.")
     return Section("Robustness", paragraphs, tables=tables, notes=notes,
-                   figures=[Figure(path, "Accuracy of every model on clean images and under each attack.")],
+                   figures=view.figure(ACCURACY_PNG, "Accuracy of every model on clean images and under each attack."),
                    anchor="robustness")
 
 
-def seed_cell(spread: dict[str, Any] | None) -> str:
+def seed_cell(spread: SeedSpread | None) -> str:
     """``mean ± sd`` of one condition over the training seeds ("-" when absent)."""
-    if not spread:
-        return "-"
-    return f"{fmt(spread['mean'])} ± {fmt(spread['sd'])}"
+    return f"{fmt(spread.mean)} ± {fmt(spread.sd)}" if spread else "-"
 
 
-def gradcam_section(ctx: ReportContext) -> Section:
-    cfg, models = ctx.config, ctx.metrics["models"]
+def gradcam_section(view: ReportView) -> Section:
+    cfg, models = view.config, view.findings.models
     region, complement = region_names(cfg.mask)
-    names = method_names(ctx)
-    rows = [[mode, ctx.evaluations[mode].importance, fmt(models[mode]["cam_energy_clean"]),
-             fmt(models[mode]["cam_energy_region_adv"]),
-             fmt(models[mode]["cam_energy_region_adv"] - models[mode]["cam_energy_clean"]),
-             int(models[mode]["cam_zero_images"]), models[mode]["cam_interpretation"]] for mode in MODES]
+    names = method_names(view)
+    stats = {mode: models[mode].stats for mode in MODES}
+    rows = [[mode, view.findings.importance[mode].method, fmt(s.cam_energy_clean), fmt(s.cam_energy_region_adv),
+             fmt(s.cam_energy_region_adv - s.cam_energy_clean), int(s.cam_zero_images), models[mode].cam_interpretation]
+            for mode, s in stats.items()]
     table = Table(f"Share of the true class's importance map inside the {complement} (mean over images), before and "
                   f"after the {region}-only attack",
                   ["model", "map", "clean", f"after {region}-only PGD", "change", "images left out (map all zero)",
                    "interpretation"], rows)
-    figures = []
-    for mode in EXAMPLE_MODES:
-        figures += example_figures(ctx, mode, region, complement)
+    figures = [figure for mode in EXAMPLE_MODES for figure in example_figures(view, mode, region, complement)]
     paragraphs = [
         f"A {region}-only attack changes no {complement} pixel, yet it can move where the model looks: the table "
         f"gives how much of the {names} energy of the true class stays in the {complement} after the attack. The "
         "energy-shift claims in the verdict table are these changes, paired per image.",
     ]
     notes = [f"{sentence_case(NOT_INTERPRETABLE_ROI)} on the {mode} model: its rows and figures here show where its "
-             f"{ctx.evaluations[mode].importance} map lies, not where the model looks."
-             for mode in MODES if not ctx.metrics["importance"][mode]["faithful"]]
+             f"{view.findings.importance[mode].method} map lies, not where the model looks."
+             for mode in MODES if not view.findings.importance[mode].faithful]
     return Section(f"Background attacks and {names}", paragraphs, tables=[table], figures=figures, notes=notes,
                    anchor="background-attacks")
 
 
-def example_figures(ctx: ReportContext, mode: str, region: str, complement: str) -> list[Figure]:
-    """Example images of the region-only attack against ``mode`` and its importance map before/after."""
-    ex = ctx.examples.get(mode)
-    if ex is None:
-        return []
-    names = ctx.data.class_names
-    labels = [f"#{int(i)} {names[int(y)]}\nafter attack: {names[int(p)]}"
-              for i, y, p in zip(ex.index, ex.labels, ex.adv_pred, strict=True)]
-    cfg, method = ctx.config, ex.method
-    title = f"{sentence_case(region)}-only PGD ({budget_text(cfg)}) against the {mode} model"
-    path = plot_localized_examples(ex.x, ex.x_adv, ex.mask, ctx.rundir.figures / f"examples-{mode}.png",
-                                   row_labels=labels, region_name=region, title=title)
-    label = roi_label(ctx.metrics["faithfulness"][mode])
-    shift = plot_gradcam_shift(ex.x, ex.x_adv, ex.cam_clean, ex.cam_adv, ex.energy_clean, ex.energy_adv,
-                               ctx.rundir.figures / f"importance-{mode}.png", row_labels=labels,
-                               inside_name=complement, map_name=method,
-                               title=f"{mode} model: {method} of the true class before and after {region}-only PGD"
-                                     + (f"\n({label})" if label else ""))
-    return [Figure(path, f"{mode} model: clean image, {region}-only adversarial image, the signed perturbation and "
-                         f"the region the attack may change (white). Rows: images the attack fools first."),
-            Figure(shift, f"{mode} model: {method} of the true class on the clean and the attacked image, and the "
-                          f"change; titles give the share of its energy in the {complement}."
-                          + (f" {sentence_case(label)}." if label else ""))]
+def example_figures(view: ReportView, mode: str, region: str, complement: str) -> list[Figure]:
+    """Example images of the region-only attack against ``mode`` and its importance map before/after (as drawn)."""
+    method = view.findings.importance[mode].method
+    label = roi_label(view.findings.faithfulness[mode])
+    return [*view.figure(examples_png(mode), f"{mode} model: clean image, {region}-only adversarial image, the signed "
+                         "perturbation and the region the attack may change (white). Rows: images the attack fools "
+                         "first."),
+            *view.figure(importance_png(mode), f"{mode} model: {method} of the true class on the clean and the "
+                         f"attacked image, and the change; titles give the share of its energy in the {complement}."
+                         + (f" {sentence_case(label)}." if label else ""))]
 
 
-def limits_section(ctx: ReportContext) -> Section:
-    cfg = ctx.config
-    ft = ctx.metrics.get("finetune")
+def limits_section(view: ReportView) -> Section:
+    cfg = view.config
+    ft = view.findings.finetune
     if ft:
         training = [
-            f"The models are fine-tuned from a pretrained {ft['start']} for only {ft['epochs']} epoch(s) "
-            f"({ft['steps']} steps on {ft['train_images']} images) with {cfg.train_attack_steps}-step PGD: a few "
+            f"The models are fine-tuned from a pretrained {ft.start} for only {ft.epochs} epoch(s) "
+            f"({ft.steps} steps on {ft.train_images} images) with {cfg.train_attack_steps}-step PGD: a few "
             "epochs of adversarial fine-tuning give far less robustness than full adversarial training, and the "
             "ranking of every model, not the absolute numbers, is what this run shows.",
             "The localized model's training background is cut once from the start model's map and is not updated as "
@@ -368,44 +346,44 @@ def limits_section(ctx: ReportContext) -> Section:
         "PGD with one random start is not the strongest attack; robust accuracies are upper bounds.",
         "The background of MNIST-like data is a brightness threshold (x <= 0.05): dark pixels inside the object count "
         "as background, and on the background an L-inf attack can mostly only brighten (pixels are at or near 0).",
-        f"The importance map ({method_names(ctx)}) is an explanation, not ground truth: it is read as where the model "
+        f"The importance map ({method_names(view)}) is an explanation, not ground truth: it is read as where the model "
         "looks only on a model whose map passes the faithfulness gate, and it is coarse (the resolution of the last "
         "convolutional block, upsampled).",
     ]
     if cfg.mask != "background":
-        source = ft["mask_source"] if ft else "the dataset's foreground masks"
+        source = ft.mask_source if ft else "the dataset's foreground masks"
         paragraphs.append(f"The localized model is always trained against background-only examples ({source}); here "
                           f"it is evaluated with mask '{cfg.mask}', which it was not trained against.")
     return Section("Limits", paragraphs, anchor="limits")
 
 
-def summary_table(config: LocalizedConfig, metrics: dict[str, Any], claims: list[Claim] | None = None) -> str:
+def summary_table(config: LocalizedConfig, findings: LocalizedFindings) -> str:
     """The table printed at the end of ``advspatial run localized``, and the primary verdicts."""
     labels = condition_labels(config)
     widths = {c: max(len(v), 13) + 2 for c, v in labels.items()}  # every label readable, cells right-aligned
-    first = max(len("model"), *(len(mode) for mode in metrics["models"])) + 1
+    first = max(len("model"), *(len(mode) for mode in findings.models)) + 1
     header = f"{'model':<{first}}" + "".join(f"{v:>{widths[c]}}" for c, v in labels.items())
-    lines = [f"accuracy on {metrics['n']} images, PGD {budget_text(config)}, {config.steps} steps", header,
+    lines = [f"accuracy on {findings.n} images, PGD {budget_text(config)}, {config.steps} steps", header,
              "-" * len(header)]
-    ft = metrics.get("finetune")
+    ft = findings.finetune
     if ft:
-        where = ("excluding the evaluated images" if ft["excludes_evaluated"] else "from the training split")
-        lines.insert(0, f"models fine-tuned from the pretrained {ft['start']}: {ft['epochs']} epoch(s), SGD lr "
-                        f"{ft['lr']:g}, {ft['train_images']} training images ({where}); start clean accuracy "
-                        f"{fmt(ft['start_clean_accuracy'])}")
-    for mode, m in metrics["models"].items():
-        lines.append(f"{mode:<{first}}" + "".join(f"{fmt(m[f'{c}_accuracy']):>{widths[c]}}" for c in labels))
+        where = ("excluding the evaluated images" if ft.excludes_evaluated else "from the training split")
+        lines.insert(0, f"models fine-tuned from the pretrained {ft.start}: {ft.epochs} epoch(s), SGD lr "
+                        f"{ft.lr:g}, {ft.train_images} training images ({where}); start clean accuracy "
+                        f"{fmt(ft.start_clean_accuracy)}")
+    for mode, m in findings.models.items():
+        lines.append(f"{mode:<{first}}" + "".join(f"{fmt(m.stats.accuracy[c]):>{widths[c]}}" for c in labels))
     if config.training_seeds > 1:
         lines.append(f"over {config.training_seeds} training seeds (mean ± sd):")
-        for mode, m in metrics["models"].items():
-            lines.append(f"{mode:<{first}}" + "".join(f"{seed_cell(m['seeds'].get(c)):>{widths[c]}}" for c in labels))
-    for mode, imp in metrics.get("importance", {}).items():
-        lines.append(f"RoI of the {mode} model: {imp['method']}, faithfulness gate "
-                     f"{'passed' if imp['faithful'] else 'FAILED'}")
-    if ft and ft["start_gate"] is not None:
-        lines.append(f"RoI of the start model (the localized training background): {ft['mask_method']}, faithfulness "
-                     f"gate {'passed' if ft['start_gate']['passed'] else 'FAILED'}")
-    for c in claims or []:
+        for mode, m in findings.models.items():
+            lines.append(f"{mode:<{first}}" + "".join(f"{seed_cell(m.seeds.get(c)):>{widths[c]}}" for c in labels))
+    for mode, imp in findings.importance.items():
+        lines.append(f"RoI of the {mode} model: {imp.method}, faithfulness gate "
+                     f"{'passed' if imp.faithful else 'FAILED'}")
+    if ft and ft.start_gate is not None:
+        lines.append(f"RoI of the start model (the localized training background): {ft.mask_method}, faithfulness "
+                     f"gate {'passed' if ft.start_gate['passed'] else 'FAILED'}")
+    for c in findings.claims:
         if c.primary:
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""
             lines.append(f"[{c.verdict}] {c.subject}: {c.claim}: Δ {interval(c.effect)}{seeds}")

@@ -1,12 +1,13 @@
-"""The evaluation stages of experiment ``localized-training``, each cached in the run directory: every model
-attacked on the whole image, on the region, on its complement, by the ensemble and at the eps sweep's budgets
-(:func:`advspatial.pipeline.attack_dataset`), the shift of its importance map under the region-only attack, its
-faithfulness gate, and the example images of the report's figures."""
+"""The stages of experiment ``localized-training``, each cached in the run directory: the models (trained from
+scratch into the model cache, or fine-tuned from one pretrained start into the run directory), their faithfulness
+gates, and per model and batch its attacks (whole image, region, complement, ensemble, eps sweep) and the shift of
+its importance map under the region-only attack."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import math
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,22 +16,231 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...attacks import Attack, make_attack
+from ...analysis.attack_rows import model_rows
+from ...analysis.attacked_region import energy_outside, mask_uses_importance, region_mask
+from ...attacks import Attack, AttackResult, make_attack
 from ...data import ImageDataset
 from ...distributed import map_batches
-from ...finetuning import FinetuneConfig
-from ...maps import importance_map
-from ...pipeline import attack_dataset
+from ...errors import ConfigError
+from ...files import atomic_write_text
+from ...finetuning import FinetuneConfig, finetune_model
+from ...model_cache import get_or_train
+from ...models.loading import state_checksum
 from ...rundir import RunDir
 from ...runtime import batch_slices, model_device
 from ...training import TrainedModel, evaluate_accuracy
-from ..context import ExperimentContext, shared_splits
-from ..gate import gate_stage
-from .config import MODES, LocalizedConfig, finetunes, gate_eps, sweep_eps
-from .models import Start, finetune_models, resolve_methods, seed_name, train_models
-from .region import complement_mask_fn, mask_uses_importance, region_mask_fn
+from ..context import ExperimentContext, load_checked_model, shared_splits, train_images
+from ..gate import gate_stage, resolve_importance
+from ..stage import ATTACK, AttackStage, Stage
+from .config import (
+    FINETUNE_IMAGES, MASKED, MODES, LocalizedConfig, finetune_config, finetunes, gate_eps, seed_name, sweep_eps,
+    train_config,
+)
+from .metrics import FinetuneFacts
 
-# -- the attacks -------------------------------------------------------------------------
+#: a fine-tuned model's weights and metadata: ``finetune/<mode>-<key>``, the key covering every setting
+FINETUNED = Stage[dict[str, Any]]("finetune", per="run")
+#: the start of fine-tuning (its weights' checksum), checked on ``--resume``
+START = Stage[dict[str, str]]("finetune/start", per="run")
+#: the localized model's training foreground per batch of training images: ``finetune/masks/<method>-f<fraction>``
+TRAIN_MASKS = Stage[torch.Tensor]("finetune/masks")
+#: the importance map's share outside the region, clean and attacked: ``importance/<model>/<method>/batch-NNNNN``
+ENERGY = Stage[dict[str, torch.Tensor]]("importance")
+
+def context_of(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, model: nn.Module) -> ExperimentContext:
+    """The context of ``data`` (the evaluated or the training images) in batches of ``batch_size``, on ``model``'s
+    device (``model``: the context's default, every stage here names its own)."""
+    return ExperimentContext(config, rundir, model, data, model_device(model),
+                             list(batch_slices(len(data), config.batch_size)))
+
+
+def map_models(job: Callable[[int, str], TrainedModel]) -> list[TrainedModel]:
+    """``job(i, mode)`` for every mode, in order; under torchrun each model is trained by one process (the
+    model cache or the run directory keeps it) and then loaded by all (:func:`~advspatial.distributed.map_batches`)."""
+    return map_batches(job, list(MODES), desc="models", progress=False)
+
+
+def train_models(config: LocalizedConfig, device: torch.device, timings: dict[str, float]) -> dict[str, TrainedModel]:
+    """The models, trained on first use and cached; wall time per model in ``timings``."""
+
+    def train(_: int, mode: str) -> TrainedModel:
+        started = time.perf_counter()
+        trained = get_or_train(train_config(config, mode), device, config.progress)
+        trained.model.eval()
+        # setdefault: under torchrun a process calls this again to load the model; the training time is kept
+        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
+        return trained
+
+    return dict(zip(MODES, map_models(train), strict=True))
+
+
+def finetune_images(config: LocalizedConfig, data: ImageDataset) -> ImageDataset:
+    """The training images of fine-tuning: ``train_limit`` (0: FINETUNE_IMAGES) class-stratified ones (seed
+    ``config.seed``); on a dataset with one image set for both splits, never one of the evaluated ``data``."""
+    return train_images(config, config.train_limit or FINETUNE_IMAGES, exclude=data.ids)
+
+
+def ids_checksum(ids: torch.Tensor) -> str:
+    """16 hex digits identifying a set of global sample ids (part of a fine-tuned model's key)."""
+    return hashlib.sha256(ids.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def training_mask_source(config: LocalizedConfig, train: ImageDataset, method: str) -> str:
+    """Where the localized model's training background comes from, in words (also part of its key)."""
+    if mask_uses_importance("background", train):
+        return (f"the complement of the top {config.fraction:.0%} of the start model's {method} map of the true class "
+                f"(ties broken by sample id, seed {config.seed})")
+    return "the complement of the dataset's own foreground masks"
+
+
+def training_foreground(config: LocalizedConfig, rundir: RunDir, start: nn.Module, train: ImageDataset,
+                        method: str) -> torch.Tensor:
+    """(N,H,W) bool foreground of every training image for localized fine-tuning: the complement of the
+    evaluation's ``background`` mask, computed once on the *start* model (its ``method`` map of the true class
+    for colour data without masks), per global sample id; cached per batch of training images."""
+    stage = TRAIN_MASKS.at(f"{method}-f{config.fraction:g}")
+
+    def foreground(b: int, sl: slice) -> torch.Tensor:
+        return stage.get(rundir, lambda: region_mask("background", train, sl, start, method, config.fraction,
+                                                     config.seed)[:, 0] < 0.5, b)
+
+    return torch.cat(context_of(config, rundir, train, start).each_batch(foreground, desc="training masks"))
+
+
+def check_start(rundir: RunDir, config: LocalizedConfig, sha256: str) -> None:
+    """A resumed run must fine-tune from the same weights its stages were computed with."""
+    recorded = START.get(rundir, lambda: {"model": config.model, "weights": config.weights, "sha256": sha256})
+    if recorded["sha256"] != sha256:
+        raise ConfigError(f"{rundir.path} was fine-tuned from {config.model} with weights sha256 "
+                          f"{recorded['sha256'][:12]}, but it now has {sha256[:12]}: the start model changed; "
+                          "start a new run (--out)")
+
+
+@dataclass
+class Start:
+    """The pretrained start of fine-tuning: the model, its weights' checksum, the training images, and the
+    importance map that cut the localized model's training background."""
+
+    model: nn.Module
+    sha256: str
+    train: ImageDataset
+    method: str
+    why: str
+    mask_source: str
+
+
+def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
+                    timings: dict[str, float]) -> tuple[dict[str, TrainedModel], Start]:
+    """The models fine-tuned from the same start on the same images in the same order (cached in the
+    run directory); wall time per model in ``timings``."""
+    started = time.perf_counter()
+    start = load_checked_model(config, data, device)
+    sha = state_checksum(start)
+    check_start(rundir, config, sha)
+    train = finetune_images(config, data)
+    method, why = resolve_importance(config.importance, start, train.images(slice(0, min(2, len(train)))).to(device))
+    source = training_mask_source(config, train, method)
+    settings = {mode: finetune_config(config, mode, sha, ids_checksum(train.ids), source) for mode in MODES}
+    stages = {mode: FINETUNED.at(f"{mode}-{fc.key()}") for mode, fc in settings.items()}
+    # computed (or loaded) only when a masked model is not yet saved, by every process before any is trained
+    missing = any(not stages[mode].exists(rundir) for mode in MASKED)
+    foreground = training_foreground(config, rundir, start, train, method) if missing else None
+    rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels, strict=True)]
+    atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
+    timings["finetune/start"] = round(time.perf_counter() - started, 2)
+
+    def finetune(_: int, mode: str) -> TrainedModel:
+        started = time.perf_counter()
+        fc, stage = settings[mode], stages[mode]
+
+        def compute() -> dict[str, Any]:
+            masks = foreground.__getitem__ if mode in MASKED and foreground is not None else None  # by image index
+            tm = finetune_model(start, fc, train, masks, config.progress)
+            return {"state_dict": {k: v.detach().cpu() for k, v in tm.model.state_dict().items()},
+                    "metadata": tm.metadata}
+
+        saved = stage.get(rundir, compute)
+        model = copy.deepcopy(start)
+        model.load_state_dict(saved["state_dict"])
+        # setdefault: under torchrun a process calls this again to load the model; the training time is kept
+        timings.setdefault(f"train/{mode}", round(time.perf_counter() - started, 2))
+        return TrainedModel(model.to(device).eval(), fc, saved["metadata"], rundir.stage_path(stage.key()))
+
+    trained = dict(zip(MODES, map_models(finetune), strict=True))
+    return trained, Start(start, sha, train, method, why, source)
+
+
+def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
+                    data: ImageDataset) -> dict[str, dict[str, str]]:
+    """{mode: {"method", "why"}}: the importance map of each model (``auto``: by its head type)."""
+    probe = data.images(slice(0, min(2, len(data))))
+    chosen = {mode: resolve_importance(config.importance, m, probe.to(model_device(m))) for mode, m in models.items()}
+    return {mode: {"method": method, "why": why} for mode, (method, why) in chosen.items()}
+
+
+def run_gates(ctx: ExperimentContext, models: dict[str, nn.Module], methods: dict[str, dict[str, str]],
+              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The faithfulness gate of each model's importance map (true class), on that model; cached per batch."""
+    gates = {}
+    for mode in MODES:
+        started = time.perf_counter()
+        gates[mode] = gate_stage(ctx, methods[mode]["method"], ctx.config.fraction, gate_eps(ctx.config),
+                                 target="true", model=models[mode], tag=mode)
+        timings[f"gate/{mode}"] = round(time.perf_counter() - started, 2)
+    return gates
+
+
+def finetune_facts(ctx: ExperimentContext, start: Start, trained: dict[str, TrainedModel],
+                   timings: dict[str, float]) -> FinetuneFacts:
+    """What the report says about fine-tuning: the start (checksum, clean accuracy on the evaluated images,
+    the faithfulness gate of the map that cut the training background), the recipe and the training images."""
+    config, data = ctx.config, ctx.data
+    fc = trained["natural"].config
+    assert isinstance(fc, FinetuneConfig)
+    started = time.perf_counter()
+    gate = None
+    if mask_uses_importance("background", start.train):
+        gate = gate_stage(ctx, start.method, config.fraction, gate_eps(config), target="true", model=start.model,
+                          tag="start")
+    timings["gate/start"] = round(time.perf_counter() - started, 2)
+    excluded = shared_splits(config.dataset)
+    source = (f"a class-stratified draw (seed {config.seed}) from the same image set as the test images, leaving out "
+              f"the {len(data)} evaluated images" if excluded else
+              f"a class-stratified draw (seed {config.seed}) from the training split")
+    return FinetuneFacts(
+        config.model, config.weights, start.sha256, evaluate_accuracy(start.model, data, config.batch_size),
+        fc.epochs, int(trained["natural"].metadata.get("steps", 0)), fc.lr, fc.momentum, fc.weight_decay,
+        fc.batch_size, config.finetune_bn, fc.seed, len(start.train), fc.train_ids, excluded, source, start.method,
+        start.why, start.mask_source, gate)
+
+
+@dataclass
+class ModelEvaluation:
+    """Per-image columns of one model (of a batch, or of every image): predictions per attack condition, the
+    region's share of the image, the importance map's share outside the region on the clean and the region-only
+    attacked image, and the region-only adversarial images (for the figures)."""
+
+    preds: dict[str, torch.Tensor]
+    region_share: torch.Tensor
+    cam_energy_clean: torch.Tensor
+    cam_energy_adv: torch.Tensor
+    region_x_adv: torch.Tensor
+    seconds: float
+    importance: str = "gradcam"
+
+    @classmethod
+    def cat(cls, batches: list[ModelEvaluation], seconds: float) -> ModelEvaluation:
+        """The evaluation of every image from its batches' (in order)."""
+        first = batches[0]
+        return cls({c: torch.cat([e.preds[c] for e in batches]) for c in first.preds},
+                   torch.cat([e.region_share for e in batches]), torch.cat([e.cam_energy_clean for e in batches]),
+                   torch.cat([e.cam_energy_adv for e in batches]), torch.cat([e.region_x_adv for e in batches]),
+                   seconds, first.importance)
+
+    def rows(self, name: str, labels: torch.Tensor) -> list[dict[str, Any]]:
+        """One row per image, as model ``name``."""
+        return model_rows(name, labels, self.preds, self.region_share, self.cam_energy_clean, self.cam_energy_adv)
+
 
 def eval_attack(model: nn.Module, config: LocalizedConfig, eps: float | None = None) -> Attack:
     """The evaluation PGD (random start, ``steps`` steps of 2.5*eps/steps) in the configured norm, at budget ``eps``
@@ -47,229 +257,86 @@ def ensemble_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
                        n_queries=config.ensemble_queries, seed=config.seed)
 
 
-# -- one model's evaluation --------------------------------------------------------------
-
-@dataclass
-class ModelEvaluation:
-    """Per-image columns of one model (predictions per condition, region share, importance-map energies)
-    and the region-only adversarial images (for the figures)."""
-
-    preds: dict[str, torch.Tensor]
-    region_share: torch.Tensor
-    cam_energy_clean: torch.Tensor
-    cam_energy_adv: torch.Tensor
-    region_x_adv: torch.Tensor
-    seconds: float
-    importance: str = "gradcam"
+def region_of(ctx: ExperimentContext, model: nn.Module, method: str, sl: slice) -> torch.Tensor:
+    """(N,1,H,W) mask of the attacked region (``config.mask``) on the images ``sl`` (cut from ``model``'s
+    ``method`` map of the true class where the mask rests on the importance map)."""
+    cfg = ctx.config
+    return region_mask(cfg.mask, ctx.data, sl, model, method, cfg.fraction, cfg.seed)
 
 
-def foreground_energy(cam: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """(N,) share of each map's mass inside ``keep`` (N,H,W) in [0,1]; NaN for an all-zero map."""
-    total = cam.flatten(1).sum(1)
-    inside = (cam * keep).flatten(1).sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
+def masked_attack(ctx: ExperimentContext, stage: AttackStage, attack: Attack, b: int, sl: slice,
+                  mask: torch.Tensor) -> AttackResult:
+    """``attack`` on the images ``sl`` (batch ``b``) confined to ``mask``: the cached ``stage`` of that batch."""
+
+    def compute() -> AttackResult:
+        x, y, ids = ctx.batch(sl)
+        return attack.run(x, y, mask=mask.to(ctx.device), sample_ids=ids)
+
+    return stage.get(ctx.rundir, compute, b)
 
 
-def energy_batch(rundir: RunDir, name: str, method: str, b: int, model: nn.Module, x: torch.Tensor,
-                 x_adv: torch.Tensor, y: torch.Tensor, region: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Share of the true class's ``method`` map outside the attacked region, on clean and attacked images
-    (cached)."""
-
-    def compute() -> dict[str, torch.Tensor]:
-        keep = 1.0 - region[:, 0].cpu()
-        device = model_device(model)
-        cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device), batch_size=len(z)).cpu()
-                for z in (x, x_adv)]
-        return {"clean": foreground_energy(cams[0], keep), "adv": foreground_energy(cams[1], keep)}
-
-    return rundir.cached(f"importance/{name}/{method}/batch-{b:05d}", compute)
-
-
-def evaluate_model(name: str, model: nn.Module, config: LocalizedConfig, data: ImageDataset,
-                   rundir: RunDir, method: str | None = None) -> ModelEvaluation:
-    """Attack ``model`` full-image, region-only and (optionally) complement-only; importance-map shift per image.
-
-    ``method``: the importance map (default: ``config.importance`` resolved for ``model``).
-    """
+def evaluate_model(ctx: ExperimentContext, name: str, model: nn.Module, method: str) -> ModelEvaluation:
+    """Attack ``model`` full-image, region-only, (optionally) complement-only, by the ensemble and at the eps
+    sweep's budgets; the shift of its ``method`` map under the region-only attack, per image."""
     started = time.perf_counter()
-    if method is None:
-        method = resolve_methods(config, {name: model}, data)[name]["method"]
-    attack = eval_attack(model, config)
-    region = region_mask_fn(config, data, model, method)
-    kw: dict[str, Any] = {"batch_size": config.batch_size, "progress": config.progress, "rundir": rundir}
-    full = attack_dataset(attack, data, stage=f"attack/{name}/full", desc=f"{name}: full-image PGD", **kw)
-    local = attack_dataset(attack, data, mask_fn=region, stage=f"attack/{name}/region",
-                           desc=f"{name}: {config.mask}-only PGD", **kw)
-    preds = {"clean": full.clean_pred, "full": full.adv_pred, "region": local.adv_pred}
-    if config.complement:
-        comp = attack_dataset(attack, data, mask_fn=complement_mask_fn(region), stage=f"attack/{name}/complement",
-                              desc=f"{name}: complement-only PGD", **kw)
-        preds["complement"] = comp.adv_pred
-    preds.update(robustness_conditions(name, model, config, data, kw, region))
-    shares, clean_e, adv_e = [], [], []
+    cfg = ctx.config
+    pgd, ensemble = eval_attack(model, cfg), ensemble_attack(model, cfg)
+    sweep = {cond: eval_attack(model, cfg, eps) for cond, eps in sweep_eps(cfg).items()}
 
-    def energies(b: int, sl: slice) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(each image's region share, the importance energies of batch b): the region mask computed once."""
-        mask = region(sl)
-        return mask.flatten(1).mean(1), energy_batch(rundir, name, method, b, model, data.images(sl),
-                                                     local.x_adv[sl], data.labels[sl], mask)
+    def batch(b: int, sl: slice) -> ModelEvaluation:
+        family, mask = ATTACK.at(name), region_of(ctx, model, method, sl)
+        full = ctx.attack(family.at("full"), pgd, b, sl)
+        local = masked_attack(ctx, family.at("region"), pgd, b, sl, mask)
+        preds = {"clean": full.clean_pred, "full": full.adv_pred, "region": local.adv_pred}
+        if cfg.complement:
+            preds["complement"] = masked_attack(ctx, family.at("complement"), pgd, b, sl, 1.0 - mask).adv_pred
+        preds.update(ensemble_preds(ctx, family, ensemble, b, sl, mask,
+                                    lambda part: region_of(ctx, model, method, part)))
+        preds.update({cond: ctx.attack(family.at(cond), attack, b, sl).adv_pred for cond, attack in sweep.items()})
+        energy = ENERGY.at(name, method).get(ctx.rundir, lambda: energy_outside(
+            method, model, ctx.data.images(sl), local.x_adv, ctx.data.labels[sl], mask), b)
+        return ModelEvaluation(preds, mask.flatten(1).mean(1), energy["clean"], energy["adv"], local.x_adv, 0.0, method)
 
-    def collect(b: int, sl: slice, values: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> None:
-        share, energy = values
-        shares.append(share)
-        clean_e.append(energy["clean"])
-        adv_e.append(energy["adv"])
-
-    map_batches(energies, list(batch_slices(len(data), config.batch_size)), desc=f"{name}: {method} shift",
-                progress=config.progress, then=collect)
-    return ModelEvaluation(preds, torch.cat(shares), torch.cat(clean_e), torch.cat(adv_e), local.x_adv,
-                           round(time.perf_counter() - started, 2), method)
+    batches = ctx.each_batch(batch, desc=f"{name}: attacks and {method} shift")
+    return ModelEvaluation.cat(batches, round(time.perf_counter() - started, 2))
 
 
-def robustness_conditions(name: str, model: nn.Module, config: LocalizedConfig, data: ImageDataset,
-                          kw: dict[str, Any], region: Callable[[slice], torch.Tensor] | None = None,
-                          ) -> dict[str, torch.Tensor]:
-    """Adversarial predictions of the ensemble on the whole image and, with ``region``, restricted to the region
-    (the first ``ensemble_n`` images; -1 for the others), and of full-image PGD at each budget of the eps sweep
-    (every image)."""
-    preds: dict[str, torch.Tensor] = {}
-    if config.ensemble_n:
-        first = data.head(min(config.ensemble_n, len(data)))  # the same first images: region(sl) slices apply
-        masks = {"ensemble": None, **({"region-ensemble": region} if region is not None else {})}
-        for cond, mask_fn in masks.items():
-            result = attack_dataset(ensemble_attack(model, config), first, mask_fn=mask_fn,
-                                    stage=f"attack/{name}/{cond}", desc=f"{name}: {cond}", **kw)
-            pred = torch.full((len(data),), -1, dtype=torch.int64)
-            pred[: len(first)] = result.adv_pred.cpu()
-            preds[cond] = pred
-    for cond, eps in sweep_eps(config).items():
-        preds[cond] = attack_dataset(eval_attack(model, config, eps), data, stage=f"attack/{name}/{cond}",
-                                     desc=f"{name}: {cond} PGD", **kw).adv_pred
+def ensemble_preds(ctx: ExperimentContext, family: AttackStage, attack: Attack, b: int, sl: slice, mask: torch.Tensor,
+                   region: Callable[[slice], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batch ``b``'s adversarial predictions of the ensemble on the whole image and restricted to the region
+    (``mask``; ``region(sl)`` for a part of the batch): only the first ``ensemble_n`` images, -1 for the others."""
+    stop = min(ctx.config.ensemble_n, len(ctx.data))
+    if not ctx.config.ensemble_n:
+        return {}
+    head = slice(sl.start, min(sl.stop, stop))
+    preds = {cond: torch.full((sl.stop - sl.start,), -1, dtype=torch.int64) for cond in ("ensemble", "region-ensemble")}
+    if head.start < head.stop:
+        preds["ensemble"][: head.stop - head.start] = ctx.attack(family.at("ensemble"), attack, b, head).adv_pred
+        part = mask if head == sl else region(head)  # a mask cut on the images the attack sees, as they are batched
+        result = masked_attack(ctx, family.at("region-ensemble"), attack, b, head, part)
+        preds["region-ensemble"][: head.stop - head.start] = result.adv_pred
     return preds
 
 
-def model_rows(name: str, data: ImageDataset, ev: ModelEvaluation) -> list[dict[str, Any]]:
-    """One row per image for one model."""
-    labels = data.labels.tolist()
-    cols: dict[str, list[Any]] = {f"{c}_pred": p.tolist() for c, p in ev.preds.items()}
-    cols["region_share"] = ev.region_share.tolist()
-    cols["cam_energy_clean"] = ev.cam_energy_clean.tolist()
-    cols["cam_energy_region_adv"] = ev.cam_energy_adv.tolist()
-    return [{"model": name, "index": i, "label": labels[i], **{k: v[i] for k, v in cols.items()}}
-            for i in range(len(labels))]
-
-
-# -- every model: the other training seeds, the gates, what fine-tuning did ----------------
-
-def other_seeds(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, device: torch.device,
-                methods: dict[str, dict[str, str]], timings: dict[str, float],
+def other_seeds(ctx: ExperimentContext, methods: dict[str, dict[str, str]], timings: dict[str, float],
                 rows: list[dict[str, Any]]) -> dict[str, list[ModelEvaluation]]:
     """The models of training seeds 1 .. training_seeds-1 (same recipe, seed ``model_seed + k``), trained or
     fine-tuned and evaluated like the first; their rows appended (model ``<mode>@seed<k>``)."""
+    config = ctx.config
     out: dict[str, list[ModelEvaluation]] = {mode: [] for mode in MODES}
     for k in range(1, config.training_seeds):
         seeded = dataclasses.replace(config, model_seed=config.model_seed + k)
         step: dict[str, float] = {}
         if finetunes(config):
-            trained, _ = finetune_models(seeded, rundir, data, device, step)
+            trained, _ = finetune_models(seeded, ctx.rundir, ctx.data, ctx.device, step)
         else:
-            trained = train_models(seeded, device, step)
+            trained = train_models(seeded, ctx.device, step)
         timings.update({f"{key}@seed{k}": value for key, value in step.items()})
         torch.manual_seed(config.seed)
         for mode in MODES:
             name = seed_name(mode, k)
-            ev = evaluate_model(name, trained[mode].model, config, data, rundir, methods[mode]["method"])
+            ev = evaluate_model(ctx, name, trained[mode].model, methods[mode]["method"])
             timings[f"evaluate/{name}"] = ev.seconds
-            rows.extend(model_rows(name, data, ev))
+            rows.extend(ev.rows(name, ctx.data.labels))
             out[mode].append(ev)
     return out
-
-
-def run_gates(config: LocalizedConfig, rundir: RunDir, models: dict[str, nn.Module], data: ImageDataset,
-              device: torch.device, methods: dict[str, dict[str, str]],
-              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """The faithfulness gate of each model's importance map (true class), on that model; cached per batch."""
-    ctx = ExperimentContext(config, rundir, models["natural"], data, device,
-                            list(batch_slices(len(data), config.batch_size)))
-    gates = {}
-    for mode in MODES:
-        started = time.perf_counter()
-        gates[mode] = gate_stage(ctx, methods[mode]["method"], config.fraction, gate_eps(config), target="true",
-                                 model=models[mode], tag=mode)
-        timings[f"gate/{mode}"] = round(time.perf_counter() - started, 2)
-    return gates
-
-
-def finetune_facts(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, start: Start,
-                   trained: dict[str, TrainedModel], device: torch.device,
-                   timings: dict[str, float]) -> dict[str, Any]:
-    """What the report says about fine-tuning: the start (checksum, clean accuracy on the evaluated images,
-    the faithfulness gate of the map that cut the training background), the recipe and the training images."""
-    fc = trained["natural"].config
-    assert isinstance(fc, FinetuneConfig)
-    started = time.perf_counter()
-    gate = None
-    if mask_uses_importance("background", start.train):
-        ctx = ExperimentContext(config, rundir, start.model, data, device,
-                                list(batch_slices(len(data), config.batch_size)))
-        gate = gate_stage(ctx, start.method, config.fraction, gate_eps(config), target="true", model=start.model,
-                          tag="start")
-    timings["gate/start"] = round(time.perf_counter() - started, 2)
-    excluded = shared_splits(config.dataset)
-    return {
-        "start": config.model, "weights": config.weights, "start_sha256": start.sha256,
-        "start_clean_accuracy": evaluate_accuracy(start.model, data, config.batch_size),
-        "epochs": fc.epochs, "steps": int(trained["natural"].metadata.get("steps", 0)), "lr": fc.lr,
-        "momentum": fc.momentum, "weight_decay": fc.weight_decay, "batch_size": fc.batch_size,
-        "bn": config.finetune_bn, "seed": fc.seed, "train_images": len(start.train),
-        "train_ids_sha": fc.train_ids, "excludes_evaluated": excluded,
-        "train_source": (f"a class-stratified draw (seed {config.seed}) from the same image set as the test images, "
-                         f"leaving out the {len(data)} evaluated images" if excluded else
-                         f"a class-stratified draw (seed {config.seed}) from the training split"),
-        "mask_method": start.method, "mask_why": start.why, "mask_source": start.mask_source,
-        "start_gate": gate,
-    }
-
-
-# -- example images of the figures -------------------------------------------------------
-
-@dataclass
-class Examples:
-    """A few images of one model for the report's figures: clean and region-only adversarial images, the region
-    the attack could change, the true class's importance map on both, and each image's prediction after the
-    attack. ``index`` are the images' positions among the evaluated ones."""
-
-    index: torch.Tensor
-    x: torch.Tensor
-    x_adv: torch.Tensor
-    labels: torch.Tensor
-    adv_pred: torch.Tensor
-    mask: torch.Tensor
-    cam_clean: torch.Tensor
-    cam_adv: torch.Tensor
-    energy_clean: torch.Tensor
-    energy_adv: torch.Tensor
-    method: str
-
-
-def figure_indices(ev: ModelEvaluation, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Up to k images correct when clean: those the region-only attack fools first, then the others."""
-    correct = ev.preds["clean"] == labels
-    fooled = correct & (ev.preds["region"] != labels)
-    order = torch.cat([fooled.nonzero().squeeze(1), (correct & ~fooled).nonzero().squeeze(1)])
-    return order[:k]
-
-
-def example_images(config: LocalizedConfig, data: ImageDataset, model: nn.Module,
-                   ev: ModelEvaluation) -> Examples | None:
-    """The first ``figure_images`` examples of ``model`` (:func:`figure_indices`); None when there is none."""
-    idx = figure_indices(ev, data.labels, config.figure_images)
-    if config.figure_images == 0 or len(idx) == 0:
-        return None
-    method, device = ev.importance, model_device(model)
-    x, x_adv, y = data.images(idx), ev.region_x_adv[idx], data.labels[idx]
-    mask_fn = region_mask_fn(config, data, model, method)
-    mask = torch.cat([mask_fn(slice(int(i), int(i) + 1)) for i in idx])
-    cams = [importance_map(method, model, z.to(device), target="true", y=y.to(device)).cpu() for z in (x, x_adv)]
-    return Examples(idx, x, x_adv, y, ev.preds["region"][idx], mask, cams[0], cams[1], ev.cam_energy_clean[idx],
-                    ev.cam_energy_adv[idx], method)

@@ -1,0 +1,67 @@
+"""The run of experiment ``localized-training``: the models, their gates and evaluations, the findings from the rows
+and the claims, the figures, the report."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ...analysis.attacked_region import mask_uses_importance
+from ...regions.claims import judge
+from ...rundir import RunDir
+from ...runtime import pick_device
+from ..context import test_images
+from ..registry import register_experiment
+from ..results import ExperimentResult
+from .claims import build_claims
+from .config import MODES, LocalizedConfig, finetunes
+from .figures import draw_figures
+from .metrics import LocalizedFindings, build_findings, read_importance
+from .report import render
+from .stages import (
+    ModelEvaluation, Start, context_of, evaluate_model, finetune_facts, finetune_models, other_seeds,
+    resolve_methods, run_gates, train_models,
+)
+
+
+@register_experiment("localized-training", LocalizedConfig,
+                     "localized (background-only) attacks vs natural, PGD and localized adversarial training",
+                     findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4})
+def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    timings: dict[str, float] = {}
+    start: Start | None = None
+    if finetunes(config):
+        data = test_images(config, rundir)
+        trained, start = finetune_models(config, rundir, data, device, timings)
+        torch.manual_seed(config.seed)  # the same global stream after training as after loading cached models
+    else:
+        trained = train_models(config, device, timings)
+        data = test_images(config, rundir)
+    models = {m: t.model for m, t in trained.items()}
+    ctx = context_of(config, rundir, data, models["natural"])
+    methods = resolve_methods(config, models, data)
+    gates = run_gates(ctx, models, methods, timings)
+    rows: list[dict[str, Any]] = []
+    evaluations: dict[str, ModelEvaluation] = {}
+    for mode in MODES:
+        evaluations[mode] = evaluate_model(ctx, mode, models[mode], methods[mode]["method"])
+        timings[f"evaluate/{mode}"] = evaluations[mode].seconds
+        rows.extend(evaluations[mode].rows(mode, data.labels))
+    seeds = other_seeds(ctx, methods, timings, rows)
+    mask_gated = mask_uses_importance(config.mask, data)
+    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
+                   alpha=config.significance)
+    findings = build_findings(config, len(data), rows, trained, gates, read_importance(methods, gates), mask_gated,
+                              claims)
+    if start is not None:
+        findings.finetune = finetune_facts(ctx, start, trained, timings)
+    started = time.perf_counter()
+    draw_figures(ctx, findings, models, evaluations)
+    rendered = render(config, findings, rundir.figures)
+    timings["report"] = round(time.perf_counter() - started, 2)
+    findings.timings = timings
+    return ExperimentResult.of(findings, rows, rendered)
