@@ -71,8 +71,8 @@ def main() -> None:
     out: dict[str, object] = {"n": args.n, "steps": args.steps, "eot": args.eot, "threads": torch.get_num_threads(),
                               "load_average_1min_start": os.getloadavg()[0]}
     for name, make in defences.items():
-        batched = seconds(lambda: make_attack("apgd-ce", make(), **kw)(x, y, sample_ids=ids))
-        single = seconds(lambda: make_attack("apgd-ce", OnePassAtATime(make()), **kw)(x, y, sample_ids=ids))
+        batched = seconds(lambda make=make: make_attack("apgd-ce", make(), **kw)(x, y, sample_ids=ids))
+        single = seconds(lambda make=make: make_attack("apgd-ce", OnePassAtATime(make()), **kw)(x, y, sample_ids=ids))
         out[name] = {"batched_seconds": round(batched, 2), "one_at_a_time_seconds": round(single, 2),
                      "speedup": round(single / batched, 2)}
         print(name, out[name], flush=True)

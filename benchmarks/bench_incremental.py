@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,15 @@ def candidates(clean: torch.Tensor, n: int, seed: int = 0):
     return [t.to(clean.device) for t in (image, top, left, colour)]
 
 
+def full_forward(model: nn.Module, clean: torch.Tensor, image: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                 colour: torch.Tensor, batch: int) -> torch.Tensor:
+    """The model on the patched images, in chunks of ``batch``, as OnePixel(incremental=False) runs."""
+    n = len(image)
+    x = clean[image].clone()
+    x[torch.arange(n, device=x.device), :, top, left] = colour[:, :, 0, 0]
+    return torch.cat([model(x[i:i + batch]) for i in range(0, n, batch)])
+
+
 def timed(fn, repeats: int = 1) -> tuple[float, torch.Tensor]:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -108,20 +118,17 @@ def main() -> None:
         n = args.candidates or (1024 if size <= 64 else 64)
         image, top, left, colour = candidates(clean, n)
 
-        def full() -> torch.Tensor:  # in chunks of --full-batch, as OnePixel(incremental=False) runs
-            x = clean[image].clone()
-            x[torch.arange(n, device=x.device), :, top, left] = colour[:, :, 0, 0]
-            return torch.cat([model(x[i:i + args.full_batch]) for i in range(0, n, args.full_batch)])
-
+        # each callable is bound to this model's tensors now (partial) and called only in this iteration
+        full = partial(full_forward, model, clean, image, top, left, colour, args.full_batch)
         with torch.no_grad():
-            build_s, graph = timed(lambda: GraphPatchForward(model, clean))
+            build_s, graph = timed(partial(GraphPatchForward, model, clean))
             try:
                 chain = PatchForward(model, clean)
             except UnsupportedModel:
                 chain = None
-            fns = {"full": full, "graph": lambda: graph(image, top, left, colour)}
+            fns = {"full": full, "graph": partial(graph, image, top, left, colour)}
             if chain is not None:
-                fns["chain"] = lambda: chain(image, top, left, colour)
+                fns["chain"] = partial(chain, image, top, left, colour)
             for fn in fns.values():
                 fn()  # warm-up
             times: dict[str, list[float]] = {k: [] for k in fns}
@@ -132,7 +139,7 @@ def main() -> None:
                     times[key].append(seconds / n)
         error = {k: float((v - outs["full"]).abs().max()) for k, v in outs.items() if k != "full"}
         per = {k: float(np.median(v)) for k, v in times.items()}
-        ratios = [f / g for f, g in zip(times["full"], times["graph"])]
+        ratios = [f / g for f, g in zip(times["full"], times["graph"], strict=True)]
         inc_macs, full_macs = graph.conv_cost()
         print(f"{name} ({weights} weights, {size}x{size}, {n} candidates per call, {args.images} images, "
               f"threads {torch.get_num_threads()}, load {os.getloadavg()[0]:.1f}, device {args.device}):")

@@ -47,7 +47,7 @@ def load_batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor
 
         ds = load_dataset("fashion-mnist", "test").head(n)
         return ds.images().to(device), ds.labels.to(device), "fashion-mnist test"
-    except Exception:  # noqa: BLE001 - a benchmark falls back to random data of the same shape
+    except Exception:  # a benchmark falls back to random data of the same shape
         g = torch.Generator().manual_seed(0)
         x, y = torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
         return x.to(device), y.to(device), "random (Fashion-MNIST not installed)"

@@ -138,7 +138,7 @@ class ModelClock:
         return wrapper
 
     @contextmanager
-    def installed(self) -> Iterator["ModelClock"]:
+    def installed(self) -> Iterator[ModelClock]:
         """The clocks installed for the duration of the block (then removed)."""
         from torch.nn.modules import module as torch_module
 

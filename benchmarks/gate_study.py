@@ -11,7 +11,8 @@ For one model and data set, on the correctly classified images among the first `
   model-free map and which do not (the measurement behind the default fills).
 
     python benchmarks/gate_study.py                                   # Fashion-MNIST smallcnn (cached model)
-    ADVSPATIAL_DATA=../shared/data python benchmarks/gate_study.py --dataset imagefolder:../shared/data/cifar10-test-jpeg \\
+    ADVSPATIAL_DATA=../shared/data python benchmarks/gate_study.py \\
+        --dataset imagefolder:../shared/data/cifar10-test-jpeg \\
         --model cifar10-resnet20 --eps 0.0314 --explainers gradcam,occlusion,ig --n 250
 
 Writes ``benchmarks/results/gate_study.json`` (one entry per dataset and model). Not a test.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,8 @@ def main() -> None:
     names = [n for n in args.explainers.split(",") if n]
     maps = explainer_maps(model, x, names, args.batch)
     free = reference_maps(x, names=MODEL_FREE)
-    free["centre"] = free["centre"] + 1e-6 * torch.rand(free["centre"].shape, generator=torch.Generator().manual_seed(1))
+    jitter = torch.rand(free["centre"].shape, generator=torch.Generator().manual_seed(1))
+    free["centre"] = free["centre"] + 1e-6 * jitter
     maps.update({f"model-free {k}": v for k, v in free.items()})
     result: dict[str, Any] = {"dataset": args.dataset, "model": args.model, "n": int(len(x)), "eps": args.eps,
                               "steps": args.steps, "fraction": args.fraction, "maps": {}}
@@ -131,7 +134,7 @@ def main() -> None:
         else:
             k = min(16, len(x))
             explain = lambda mm, z, t, name=name: importance_map(name, mm, z, target=t, batch_size=len(z))  # noqa: E731
-            randomization = model_randomization_check(model, x[:k], lambda mm, z: explain(mm, z, y[:k]),
+            randomization = model_randomization_check(model, x[:k], partial(explain, t=y[:k]),
                                                       seed=args.seed, max_steps=12)
             mprt = randomization_checks(model, x[:k], y[:k], explain, seed=args.seed, sample_ids=ids[:k],
                                         samples=20).as_dict()
