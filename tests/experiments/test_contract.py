@@ -14,6 +14,7 @@ A newly registered experiment is covered by its registry line alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,15 @@ def synthetic_setting() -> dict[str, Any]:
     return {"model": model, "data": test, "train_data": train}
 
 
-def run_contract(name: str, setting: dict[str, Any], out: Path) -> Any:
+def run_contract(name: str, setting: dict[str, Any], out: Path, **extra: Any) -> Any:
+    settings = {**experiments()[name].contract, **extra}
     if name == "analyze":
         x, y = setting["data"]
         adv = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
         return advspatial.analyze(setting["model"], x[:8], adv[:8], y[:8], quick=True, progress=False, out=str(out),
-                                  **experiments()["analyze"].contract)
+                                  **settings)
     return advspatial.run(name, setting["model"], setting["data"], train_data=setting["train_data"], quick=True,
-                          progress=False, out=str(out), **experiments()[name].contract)
+                          progress=False, out=str(out), **settings)
 
 
 def finite_numbers(value: Any) -> bool:
@@ -105,3 +107,18 @@ def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dic
     report = (out / "report.html").read_text()
     rerender_report(out)
     assert (out / "report.html").read_text() == report, f"{name}: the re-rendered report differs"
+
+
+WITH_FIGURES = sorted(name for name, e in experiments().items()
+                      if "figure_images" in {f.name for f in dataclasses.fields(e.config_cls)})
+
+
+@pytest.mark.parametrize("name", WITH_FIGURES)
+def test_no_example_images_draws_no_example_figure(name: str, synthetic_setting: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """``figure_images=0`` is a valid setting: the run completes and its report embeds exactly the figures it drew
+    (one ``<figure>`` per PNG in figures/, none for the example images)."""
+    out = tmp_path / name
+    run_contract(name, synthetic_setting, out, figure_images=0)
+    report = (out / "report.html").read_text()
+    assert report.count("<figure>") == len(list((out / "figures").glob("*.png")))
