@@ -16,7 +16,7 @@ from advspatial.data import register_dataset_object
 from advspatial.errors import AdvspatialError, ConfigError
 from advspatial.experiments import get_experiment, resolve_config
 from advspatial.experiments.analyze import ExternalExamples, infer_norm
-from advspatial.experiments.spatial import build_attack, maps_analysis
+from advspatial.experiments.maps import build_attack, maps_analysis
 from advspatial.models import register_model_object
 from advspatial.rundir import RunDir
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict
+from advspatial.experiments.spatial.claims import VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict
 
 
 def _cmp(mean: float, low: float, high: float, p: float, n: int = 100) -> dict:

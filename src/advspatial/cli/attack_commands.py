@@ -176,8 +176,8 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from ..experiments import get_experiment, resolve_config
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
-    from ..experiments.spatial import MapsConfig, maps_analysis
-    from ..experiments.spatial.report import maps_summary
+    from ..experiments.maps import MapsConfig, maps_analysis
+    from ..experiments.maps.report import maps_summary
     from ..files import atomic_write_text
     from ..report.html import write_report
 

@@ -38,8 +38,8 @@ from .gate import GatedConfig
 from .registry import register_experiment
 from .results import ExperimentResult
 from .settings import setting
-from .spatial import MeasurementConfig, maps_analysis
-from .spatial.report import claims_lines
+from .maps import MeasurementConfig, maps_analysis
+from .maps.report import claims_lines
 
 NORM_CHOICES = ("auto", "linf", "l2", "l0")
 LABELS_PREDICTED = "predicted"

@@ -1,4 +1,5 @@
-"""Figures of the neutralization defence: the sweep, the convergence panel, the clean-cost vs robustness trade-off."""
+"""Figures of the spatial experiment's neutralization defence: the sweep, the convergence panel, the clean-cost vs
+robustness trade-off."""
 
 from __future__ import annotations
 

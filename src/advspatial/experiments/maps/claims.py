@@ -1,4 +1,4 @@
-"""The spatial experiment's inference (METHODS.md §1): the faithfulness gate of every explainer, the
+"""The RoI/RoA measurement's inference (METHODS.md §1): the faithfulness gate of every explainer, the
 co-location comparisons against the nulls, the explainer-sensitivity panel, the claims, their corrections
 and verdicts (written into the metrics)."""
 
@@ -15,8 +15,7 @@ from ...regions.inference import compare_to_nulls
 from .. import colocation
 from ..gate import gate_stage, roi_label
 from .config import MeasurementConfig
-from .context import Context, panel_batch, panel_methods
-from .maps_stage import AttackSummary
+from .stages import AttackSummary, Context
 
 
 def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -26,15 +25,15 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
     cfg = ctx.config
 
     def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
-        return lambda b: panel_batch(ctx, m, b)
+        return lambda b: ctx.panel_maps(m, b)
 
     gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
                            n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
-             for m in panel_methods(ctx)}
+             for m in ctx.panel}
     for fraction in cfg.panel_fractions:
         if fraction != cfg.fraction:
             gates[fraction_key(ctx.importance, fraction)] = gate_stage(
-                ctx, ctx.importance, fraction, cfg.eps_linf, maps=lambda b: panel_batch(ctx, ctx.importance, b),
+                ctx, ctx.importance, fraction, cfg.eps_linf, maps=ctx.importance_of,
                 n=cfg.panel_gate_n)
     return gates
 
@@ -124,7 +123,7 @@ def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str
     out = []
     ids = store["ids"]
     roa = store["roa"]
-    for method in panel_methods(ctx)[1:]:
+    for method in ctx.panel[1:]:
         imp = store[f"panel:{method}"]
         roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
         out.append(panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
