@@ -276,9 +276,8 @@ def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     from advspatial.experiments.maps.report import measurement_limits_section
 
     cfg = MeasurementConfig()
-    ctx = SimpleNamespace(config=cfg)
-    metrics = {"n": 12, "attacks": {"onepixel": {}}}
-    external = " ".join(measurement_limits_section(ctx, metrics, external=True).paragraphs)
-    ours = " ".join(measurement_limits_section(ctx, metrics, external=False).paragraphs)
+    findings = SimpleNamespace(n=12, attacks={"onepixel": None})
+    external = " ".join(measurement_limits_section(cfg, findings, external=True).paragraphs)
+    ours = " ".join(measurement_limits_section(cfg, findings, external=False).paragraphs)
     assert "reduced DE budget" in ours
     assert "reduced DE budget" not in external and "made elsewhere" in external

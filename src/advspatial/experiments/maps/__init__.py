@@ -10,14 +10,17 @@ interrupted run with identical numbers (:mod:`.stages`):
    (the first ``permutation_images``: bounded memory for any n).
 
 Then the faithfulness gate of every explainer, the comparisons against the nulls, the claims and verdicts
-(:mod:`.claims`), the metrics (:mod:`.metrics`) and the report (:mod:`.report`). Statistics are over the images
-the model classifies correctly *and* the attack fools ("successful"): only there does the perturbation explain
-a decision change. :func:`maps_analysis` is the measurement the ``advspatial maps`` command and the ``analyze``
-experiment run; the spatial experiment (:mod:`advspatial.experiments.spatial`) adds the defence.
+(:mod:`.claims`), the findings (:class:`MapsFindings`, :mod:`.metrics`; metrics.json is their serialization), the
+figures drawn at run time (:mod:`.figures`) and the report rendered from the findings alone (:mod:`.report`).
+Statistics are over the images the model classifies correctly *and* the attack fools ("successful"): only there
+does the perturbation explain a decision change. :func:`maps_analysis` is the measurement the ``advspatial maps``
+command and the ``analyze`` experiment run; the spatial experiment (:mod:`advspatial.experiments.spatial`) adds the
+defence.
 """
 
 from .config import MapsConfig, MeasurementConfig
+from .metrics import MapsFindings
 from .run import maps_analysis, run_maps
 from .stages import build_attack
 
-__all__ = ["MapsConfig", "MeasurementConfig", "build_attack", "maps_analysis", "run_maps"]
+__all__ = ["MapsConfig", "MapsFindings", "MeasurementConfig", "build_attack", "maps_analysis", "run_maps"]

@@ -1,26 +1,28 @@
 """The report of the RoI/RoA measurement: verdicts first, the gate, setup, where the attacks act, the overlap
 against the nulls, limits; and the printed summaries (the spatial experiment adds its attacks table and defence).
 
-Rendering only: every number comes from the metrics, the claims and the attack summaries computed by the
-stages (:mod:`.stages`, :mod:`.claims`, :mod:`.metrics`).
+Pure rendering (:func:`render`): every number comes from the findings (:mod:`.metrics`); a figure is shown when
+its file was drawn (:mod:`.figures`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
-import torch
-
-from ...regions.verdicts import sesoi_text
-from ...regions import segregate
 from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ...report.figures import plot_class_mean_maps, plot_region_grid
+from ...regions.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, fmt_p, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
-from .stages import PARTS, AttackSummary, Context
+from ..results import Rendered
+from .config import MapsConfig, MeasurementConfig
+from .figures import FOREST, frequency_file, frequency_title, regions_file
+from .metrics import AttackOutcome, MapsFindings, RoiFindings
+from .stages import PARTS
 
 STAT_LABELS = {
     "iou": "IoU(RoI, RoA)", "dice": "Dice", "energy_in_roi": "attack energy in RoI",
@@ -34,29 +36,56 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
 GRADIENT_FREE = ("occlusion", "cam")
 
 
-def measurement_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                         claims: list[Claim], headline: tuple[str, ...] = ()) -> list[Section]:
+class Measurement(Protocol):
+    """What the measurement's report reads of a run's findings (``maps``, ``analyze`` and ``spatial`` alike)."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def clean_accuracy(self) -> float: ...
+    @property
+    def attacks(self) -> Mapping[str, AttackOutcome]: ...
+    @property
+    def faithfulness(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def roi(self) -> RoiFindings: ...
+    @property
+    def content(self) -> dict[str, dict[str, Any]] | None: ...
+    @property
+    def claims(self) -> list[Claim]: ...
+
+
+def render(config: MapsConfig, findings: MapsFindings, figures: Path) -> Rendered:
+    """The summary and the report of a ``maps`` run."""
+    sections = [*measurement_sections(config, findings, figures),
+                measurement_limits_section(config, findings, external=False)]
+    return Rendered(maps_summary(findings), sections)
+
+
+def measurement_sections(config: MeasurementConfig, f: Measurement, figures: Path,
+                         headline: tuple[str, ...] = ()) -> list[Section]:
     """The sections of the measurement (before the limits; the spatial experiment adds its attacks table and
     defence); ``headline``: more sentences for the top of the report (the defence's)."""
-    return [
-        verdict_section(ctx, summaries, metrics, claims, headline),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        where_section(ctx, summaries, metrics),
-        overlap_section(ctx, claims),
-    ]
+    return [verdict_section(config, f, figures, headline), gate_section(config, f), setup_section(config, f),
+            where_section(config, f, figures), overlap_section(config, f.claims)]
 
 
-def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                    claims: list[Claim], headline: tuple[str, ...] = ()) -> Section:
+def shown(figures: Path, name: str, caption: str) -> list[Figure]:
+    """The figure ``name`` with its caption when it was drawn, else none."""
+    path = figures / name
+    return [Figure(path, caption)] if path.is_file() else []
+
+
+def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
+                    headline: tuple[str, ...] = ()) -> Section:
     """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
-    cfg = ctx.config
+    claims = f.claims
     primary = [c for c in claims if c.primary]
-    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(metrics)
+    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(f)
     paragraphs += headline
-    if not metrics["roi"]["faithful"]:
-        label = metrics["roi"].get("interpretation") or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
-        paragraphs.insert(1, f"{sentence_case(label)} ({metrics['roi']['method']}): every RoI-dependent "
+    if not f.roi.faithful:
+        label = f.roi.interpretation or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
+        paragraphs.insert(1, f"{sentence_case(label)} ({f.roi.method}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
@@ -64,28 +93,31 @@ def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[
              "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
              "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
              "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
-             f"references' own co-location) Benjamini-Hochberg; significance level {cfg.significance}; "
-             f"{sesoi_text(cfg.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
-    figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
-                             "Observed minus each null, per-image mean with 95% bootstrap CI",
-                             "Forest plot: the primary statistic against each null (uniform placement, any class, "
-                             "same class, same class and composition). Grey: a gate failed.")
+             f"references' own co-location) Benjamini-Hochberg; significance level {config.significance}; "
+             f"{sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
+    forest = shown(figures, FOREST, "Forest plot: the primary statistic against each null (uniform placement, any "
+                                    "class, same class, same class and composition). Grey: a gate failed.")
     panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
     if panel:
         tables.append(panel_table(panel))
-    for method, twin in ctx.panel_duplicates.items():
-        notes.append(f"{method} is left out of the panel: its maps equal {twin}'s up to scale on this model.")
-    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
+    for method in left_out_of_panel(config, f):
+        notes.append(f"{method} is left out of the panel: its maps equal an earlier explainer's up to scale on this "
+                     "model.")
+    return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts")
 
 
-def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def left_out_of_panel(config: MeasurementConfig, f: Measurement) -> list[str]:
+    """The panel's explainers without a gate: left out as duplicates of an earlier one."""
+    return [m for m in dict.fromkeys(config.panel) if m != f.roi.method and m not in f.faithfulness]
+
+
+def gate_section(config: MeasurementConfig, f: Measurement) -> Section:
     """The faithfulness gate of every explainer the run used, and the model-randomization check."""
-    cfg = ctx.config
-    roi = metrics["roi"]
-    return faithfulness_section([explainer_verdict("RoI explainer", roi["method"], roi["why"], roi["faithful"]),
-                                 gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf)],
-                                metrics["faithfulness"], per_class_of=[roi["method"]])
+    roi = f.roi
+    return faithfulness_section([explainer_verdict("RoI explainer", roi.method, roi.why, roi.faithful),
+                                 gate_rule(config, min(config.gate_n, f.n), config.fraction, config.eps_linf)],
+                                f.faithfulness, per_class_of=[roi.method])
 
 
 def panel_table(panel: list[Claim]) -> Table:
@@ -103,79 +135,58 @@ def panel_table(panel: list[Claim]) -> Table:
                   "gates", "verdict"], rows)
 
 
-def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
+def setup_section(config: MeasurementConfig, f: Measurement) -> Section:
     return Section("Setup", [
         TERMS,
-        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
-        f"RoI: {ctx.importance} of the predicted class on the clean image ({ctx.importance_reason}). RoA: the "
-        f"{cfg.attack_map} map of the perturbation ({cfg.contribution_part} part; magnitude added for L2 attacks). "
-        f"Both regions are the top {cfg.fraction:.0%} of their map (only strictly positive pixels; ties at the cut "
-        "broken by a seeded random order)"
-        + (f", compared at the CAM layer's resolution {ctx.scale[0]}x{ctx.scale[1]} (both maps average-pooled)."
-           if ctx.scale else ", at the input's resolution."),
+        f"Model {config.model} on the first {f.n} {config.dataset} test images; clean accuracy "
+        f"{fmt(f.clean_accuracy)}. Seed {config.seed}; device {config.device}.",
+        f"RoI: {f.roi.method} of the predicted class on the clean image ({f.roi.why}). RoA: the "
+        f"{config.attack_map} map of the perturbation ({config.contribution_part} part; magnitude added for L2 "
+        f"attacks). Both regions are the top {config.fraction:.0%} of their map (only strictly positive pixels; ties "
+        "at the cut broken by a seeded random order)"
+        + (", compared at the CAM layer's resolution (both maps average-pooled)." if config.common_scale else
+           ", at the input's resolution."),
         "Statistics are over images the model classifies correctly and the attack fools (successful attacks), "
         f"leaving out images whose contribution map stays outside the completeness tolerance "
-        f"({cfg.completeness_tolerance:.0%}) after refinement.",
+        f"({config.completeness_tolerance:.0%}) after refinement.",
     ])
 
 
-def where_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    figures, part_rows = [], []
-    for s in summaries:
-        for kind, stats in metrics["attacks"][s.name]["maps"].items():
-            part_rows.append([s.name, kind] + [fmt(stats[p]) for p in PARTS]
+def where_section(config: MeasurementConfig, f: Measurement, figures: Path) -> Section:
+    shown_figures, part_rows = [], []
+    for name, outcome in f.attacks.items():
+        for kind, stats in outcome.maps.items():
+            part_rows.append([name, kind] + [fmt(stats[p]) for p in PARTS]
                              + [fmt(stats.get("completeness_error_median", math.nan), 4),
                                 fmt(stats.get("completeness_error_max", math.nan), 4),
                                 fmt(stats.get("flagged_share", math.nan))])
-        kind = s.kinds()[0]
-        if s.examples.get("labels") and sum(len(t) for t in s.examples["labels"]):
-            ex = {k: torch.cat(v) for k, v in s.examples.items()}
-            names = [ctx.data.class_names[int(c)] for c in ex["labels"]]
-            path = plot_region_grid(ex["x_adv"], ex["importance"], ex["attack"], segregate(ex["roi"], ex["roa"]),
-                                    ctx.rundir.figures / f"regions-{s.name}.png", row_labels=names,
-                                    importance_name=ctx.importance, attack_name=kind,
-                                    title=f"{s.name}: where the model looks (RoI) and where the attack acts (RoA)",
-                                    region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
-            figures.append(Figure(path, f"{s.name}: adversarial image, {ctx.importance} (RoI), "
-                                        f"{kind} map (RoA) and the four-part partition."))
-    main = next((s for s in summaries if s.name == cfg.defence_attack), summaries[0])
-    figures += frequency_figures(ctx, main)
+        kind = next(iter(outcome.maps))
+        shown_figures += shown(figures, regions_file(name), f"{name}: adversarial image, {f.roi.method} (RoI), "
+                                                            f"{kind} map (RoA) and the four-part partition.")
+    main = config.defence_attack if config.defence_attack in f.attacks else next(iter(f.attacks))
+    shown_figures += frequency_figures(f.roi.method, main, next(iter(f.attacks[main].maps)), figures)
     table = Table("Four-part segregation (mean share of the image) and completeness of the contribution map",
                   ["attack", "attack map", "both", "roi_only", "roa_only", "neither", "completeness err. (median)",
                    "completeness err. (max)", "share flagged (excluded)"], part_rows)
     notes = ["For L-inf attacks the magnitude map is nearly flat (|delta| = eps almost everywhere); that is why "
              "the contribution map is the default RoA for them."]
-    return Section("Where the attacks act", tables=[table], figures=figures, notes=notes, anchor="where-they-act")
+    return Section("Where the attacks act", tables=[table], figures=shown_figures, notes=notes,
+                   anchor="where-they-act")
 
 
-def frequency_figures(ctx: Context, main: AttackSummary) -> list[Figure]:
+def frequency_figures(importance: str, attack: str, kind: str, figures: Path) -> list[Figure]:
     """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
-    kind = main.kinds()[0]
-    roi, roa = main.frequency["roi"], main.frequency[kind]
-    if int(roi.counts.sum()) == 0:
-        return []
-    names = list(ctx.data.class_names)
     out = []
-    for key, acc, label in (("roi", roi, f"P(pixel in RoI | class), {ctx.importance}"),
-                            ("roa", roa, f"P(pixel in RoA | class), {kind} map of {main.name}")):
-        path = plot_class_mean_maps(acc.means(), names, ctx.rundir.figures / f"frequency-{key}.png", counts=acc.counts,
-                                    title=label, colorbar_label="share of images", vmin=0.0, vmax=1.0)
-        out.append(Figure(path, f"{label}: how often each pixel is in the region, per class."))
-    diff = roa.means() - roi.means()
-    path = plot_class_mean_maps(diff, names, ctx.rundir.figures / "frequency-difference.png", counts=roi.counts,
-                                title=f"P(RoA) - P(RoI) per class ({main.name})", colorbar_label="difference",
-                                vmin=-1.0, vmax=1.0, cmap="RdBu_r")
-    out.append(Figure(path, "Red: pixels the attack uses more often than the model looks at them; blue: the reverse. "
-                            "Class-level alignment or anti-alignment shows here before any statistic."))
-    return out
+    for key in ("roi", "roa"):
+        label = frequency_title(key, importance, kind, attack)
+        out += shown(figures, frequency_file(key), f"{label}: how often each pixel is in the region, per class.")
+    return out + shown(figures, frequency_file("difference"),
+                       "Red: pixels the attack uses more often than the model looks at them; blue: the reverse. "
+                       "Class-level alignment or anti-alignment shows here before any statistic.")
 
 
-def overlap_section(ctx: Context, claims: list[Claim]) -> Section:
+def overlap_section(cfg: MeasurementConfig, claims: list[Claim]) -> Section:
     """Every statistic against every null (folded), with corrected p-values and verdicts."""
-    cfg = ctx.config
     rest = [c for c in claims if not c.primary and "RoI, top" not in c.subject]
     table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
                                 "null; two-sided p; Benjamini-Hochberg)", folded=True)
@@ -189,12 +200,11 @@ def overlap_section(ctx: Context, claims: list[Claim]) -> Section:
         tables=[table], anchor="overlap-vs-baseline")
 
 
-def measurement_limits_section(ctx: Context, metrics: dict[str, Any], external: bool) -> Section:
+def measurement_limits_section(cfg: MeasurementConfig, f: Measurement, external: bool) -> Section:
     """The limits of the measurement alone (``maps``, ``analyze``); ``external``: the adversarial examples were
     made elsewhere (``analyze``)."""
-    cfg = ctx.config
     # external examples (analyze) were made elsewhere, by whatever attack: our one-pixel budget never ran
-    paragraphs = [*measurement_limits(cfg), *([] if external else onepixel_limits(cfg, metrics))]
+    paragraphs = [*measurement_limits(cfg), *([] if external else onepixel_limits(cfg, f))]
     if external:
         paragraphs.append(
             "The adversarial examples were made elsewhere: how strong their attack was (its budget, its "
@@ -222,38 +232,37 @@ def measurement_limits(cfg: Any) -> list[str]:
     ]
 
 
-def onepixel_limits(cfg: Any, metrics: dict[str, Any]) -> list[str]:
+def onepixel_limits(cfg: Any, f: Measurement) -> list[str]:
     """The one-pixel attack's reduced budget, when it ran."""
-    if "onepixel" not in metrics.get("attacks", {}):
+    if "onepixel" not in f.attacks:
         return []
-    return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE "
+    return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, f.n)} images with a reduced DE "
             f"budget (population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 "
             "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
 
 
-def content_sentences(metrics: dict[str, Any]) -> list[str]:
+def content_sentences(f: Measurement) -> list[str]:
     """Per attack and RoA map, the plain sentence of the co-location beyond layout and image content."""
-    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (metrics.get("content") or {}).items()
+    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (f.content or {}).items()
             for kind, k in by_kind.items()]
 
 
-def maps_summary(metrics: dict[str, Any]) -> str:
+def maps_summary(f: Measurement) -> str:
     """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
-    lines = [f"{name} on {m['images']} images: success rate {m['success_rate']:.3f}, {m['successful']} successful "
-             "attacks analysed" for name, m in metrics["attacks"].items()]
-    return "\n".join([*lines, *claims_lines(metrics)])
+    lines = [f"{name} on {m.images} images: success rate {m.success_rate:.3f}, {m.successful} successful "
+             "attacks analysed" for name, m in f.attacks.items()]
+    return "\n".join([*lines, *claims_lines(f)])
 
 
-def claims_lines(metrics: dict[str, Any]) -> list[str]:
+def claims_lines(f: Measurement) -> list[str]:
     """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
-    roi = metrics["roi"]
-    gate = metrics["faithfulness"][roi["method"]]
-    lines = [f"RoI {roi['method']}: faithfulness gate "
+    gate = f.faithfulness[f.roi.method]
+    lines = [f"RoI {f.roi.method}: faithfulness gate "
              f"{'passed' if gate['passed'] else 'FAILED (' + str(gate.get('reason', '')) + ')'}"]
-    for c in metrics["claims"]:
-        e = c["effect"]
-        lines.append(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
-                     f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
-                     f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {fmt_p(c['p_adjusted'])}  {c['verdict']}")
+    for c in f.claims:
+        e = c.effect
+        lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "
+                     f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} "
+                     f"[{e.low:+.3f}, {e.high:+.3f}] p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
     lines.append("(* = primary endpoint)")
-    return lines + content_sentences(metrics)
+    return lines + content_sentences(f)

@@ -15,6 +15,7 @@ from ...defense.adaptive import AdaptiveBudget
 from ...defense.convergence import CurveGrid, convergence_rule
 from ...regions.inference import accuracy, bootstrap_mean_ci, holm, paired_accuracy
 from ..maps.stages import Context
+from .metrics import Adaptive
 from .stages import AdaptiveOutcomes, DefenceSetting, SweepColumns, budget_of, curve_grid, settings
 
 #: the fixed rule behind every defence verdict (printed in the report)
@@ -48,7 +49,7 @@ WEAK_EOT = "upper bound (weak EOT)"
 
 
 def summarize_adaptive(ctx: Context, outcomes: AdaptiveOutcomes, roi_faithful: bool,
-                       with_prior: bool) -> dict[str, Any]:
+                       with_prior: bool) -> Adaptive:
     """Accuracies with Wilson CIs, convergence per component, paired comparisons, Holm across the table (and the
     harm claim), and one verdict each."""
     cfg = ctx.config
@@ -64,34 +65,29 @@ def summarize_adaptive(ctx: Context, outcomes: AdaptiveOutcomes, roi_faithful: b
     for row in rows.values():
         row["verdict"], row["why"] = defence_verdict(row, roi_faithful, cfg.significance, white)
     harm["verdict"] = harm_verdict(harm, cfg.significance)
-    return {
-        "images": int(undefended["clean"].numel()),
-        "budget": budget.as_dict(),
-        "rule": DEFENCE_RULE,
-        "undefended": {"clean": accuracy(undefended["clean"]).as_dict(),
-                       "white-box": accuracy(worst(undefended["white-box"])).as_dict(),
-                       "roi:white-box": accuracy(worst(undefended["roi"])).as_dict(),
-                       "convergence": white},
-        "settings": {setting_key(s): row for s, row in rows.items()},
-        "harm": harm,
-        "roi_restricted": {
+    return Adaptive(
+        images=int(undefended["clean"].numel()),
+        budget=budget.as_dict(),
+        rule=DEFENCE_RULE,
+        undefended={"clean": accuracy(undefended["clean"]).as_dict(),
+                    "white-box": accuracy(worst(undefended["white-box"])).as_dict(),
+                    "roi:white-box": accuracy(worst(undefended["roi"])).as_dict(),
+                    "convergence": white},
+        settings=rows,
+        harm=harm,
+        roi_restricted={
             "defended (white-box, worst gradient)": accuracy(worst(main["roi"])).as_dict(),
             "undefended (white-box)": accuracy(worst(undefended["roi"])).as_dict(),
             "transfer: made on the defence, scored undefended": accuracy(main["roi_transfer"]).as_dict(),
             "transfer: made on the undefended model, scored defended": accuracy(undefended["roi_transfer"]).as_dict(),
         },
-        "transfer": {
+        transfer={
             "made on the defence, scored undefended": accuracy(main["transfer"]).as_dict(),
             "made on the undefended model, scored defended": accuracy(undefended["transfer"]).as_dict(),
         },
-        "baselines": {f"{t}|{s:g}": baseline_row(t, o, conv, budget) for (t, s), o in outcomes.baselines.items()},
-        "convergence": rows[DefenceSetting("main", cfg.fraction, cfg.fill)]["convergence"]["defended"],
-    }
-
-
-def setting_key(setting: DefenceSetting) -> str:
-    """A configuration's key in metrics.json: ``main``, ``prior`` or ``sweep|FRACTION|FILL``."""
-    return "|".join(f"{p:g}" if isinstance(p, float) else str(p) for p in setting.parts)
+        baselines={(t, s): baseline_row(t, o, conv, budget) for (t, s), o in outcomes.baselines.items()},
+        convergence=rows[DefenceSetting("main", cfg.fraction, cfg.fill)]["convergence"]["defended"],
+    )
 
 
 def worst(component: dict[str, Any]) -> torch.Tensor:

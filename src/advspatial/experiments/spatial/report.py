@@ -1,45 +1,57 @@
 """The report of the spatial experiment: the measurement's sections (:mod:`..maps.report`) with the attacks table,
 the defence (the adaptive verdicts, the convergence panel, the trade-off, the non-adaptive tables and the clean
-cost) and the limits; and the printed summary (rendering only, from the metrics)."""
+cost) and the limits; and the printed summary. Pure rendering (:func:`render`) from the findings and the figures
+drawn (:mod:`.figures`)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
-from ...regions.claims import Claim
-from ..maps.report import measurement_limits, measurement_sections, onepixel_limits
-from ..maps.stages import AttackSummary, Context
+from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown
+from ..results import Rendered
 from .claims import WEAK_EOT
-from .figures import plot_convergence, plot_defence_sweep, plot_tradeoff
+from .config import SpatialConfig
+from .figures import CONVERGENCE, SWEEP, TRADEOFF
+from .metrics import Adaptive, SpatialFindings
 
 
-def defence_headline(metrics: dict[str, Any]) -> str:
+def render(config: SpatialConfig, findings: SpatialFindings, figures: Path) -> Rendered:
+    """The summary and every section of the spatial report, in order: the measurement's, with the attacks table,
+    the defence and the limits."""
+    ad = findings.adaptive_part()
+    verdicts, gate, setup, where, overlap = measurement_sections(config, findings, figures, (defence_headline(ad),))
+    sections = [verdicts, gate, setup, attacks_section(findings), where, overlap,
+                defence_section(config, findings, figures), limits_section(config, findings)]
+    return Rendered(summary_table(findings), sections)
+
+
+def defence_headline(ad: Adaptive) -> str:
     """One sentence on the defence for the top of the report: its verdict, the numbers behind it, and the harm
     claim when it holds."""
-    ad = metrics["adaptive"]
-    main = ad["settings"]["main"]
-    helps = [row["label"] for row in ad["settings"].values() if row.get("verdict") == "helps"]
+    main = ad.main()
+    helps = [row["label"] for row in ad.settings.values() if row.get("verdict") == "helps"]
     why = f" ({main['why']})" if main.get("why") else ""
-    harm = ad["harm"]
+    harm = ad.harm
     harm_text = (f" It {harm['claim']}: with the attack confined to the RoI it spares, accuracy "
-                 f"{wilson(ad['roi_restricted']['defended (white-box, worst gradient)'])} defended vs "
-                 f"{wilson(ad['roi_restricted']['undefended (white-box)'])} undefended, Δ "
+                 f"{wilson(ad.roi_restricted['defended (white-box, worst gradient)'])} defended vs "
+                 f"{wilson(ad.roi_restricted['undefended (white-box)'])} undefended, Δ "
                  f"{paired_text(harm['comparison'])}." if harm["verdict"] == harm["claim"] else "")
     return (f"Defence: the main neutralization defence {main['verdict']}{why} (adaptive accuracy "
-            f"{wilson(main['adaptive:worst'])} vs {wilson(ad['undefended']['white-box'])} undefended white-box and "
+            f"{wilson(main['adaptive:worst'])} vs {wilson(ad.undefended['white-box'])} undefended white-box and "
             f"{wilson(main['control'])} for its matched control{control_label(ad)}; attack on the defence "
             f"{convergence_word(main['convergence']['defended'])}).{harm_text} "
             + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
                "No configuration attacked adaptively helps by the rule."))
 
 
-def control_label(ad: dict[str, Any]) -> str:
+def control_label(ad: Adaptive) -> str:
     """', an upper bound (weak EOT)' when the randomized components were attacked below full strength."""
-    return "" if ad["budget"].get("full_eot", True) else f", an {WEAK_EOT}"
+    return "" if ad.budget.get("full_eot", True) else f", an {WEAK_EOT}"
 
 
 def convergence_word(conv: dict[str, Any]) -> str:
@@ -63,14 +75,13 @@ def paired_text(comparison: dict[str, Any]) -> str:
     return f"{interval(comparison['delta'])}, p_adj {fmt_p(p)}"
 
 
-def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def defence_section(cfg: SpatialConfig, f: SpatialFindings, figures: Path) -> Section:
     """The defence: adaptive verdicts first, the harm claim, the convergence panel, the trade-off, and the
     non-adaptive tables."""
-    cfg = ctx.config
-    ad = metrics["adaptive"]
-    main = ad["settings"]["main"]
+    ad = f.adaptive_part()
+    main = ad.main()
     conv = main["convergence"]
-    budget = ad["budget"]
+    budget = ad.budget
     through = " and ".join(budget.get("eot_gradients", ("local",)))
     eot = (f"EOT {budget['eot_iter']} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
            f"{budget['eot_restarts']} restart each, through the {through} gradient"
@@ -82,22 +93,21 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
         f"{' (' + main['why'] + ')' if main.get('why') else ''}. Under the adaptive ensemble (APGD-CE, APGD-DLR "
         f"through the identity-BPDA and the local gradient, {budget['restarts']} restarts x {budget['steps']} "
         f"iterations, then Square with {budget['queries']} queries on what both left standing; worst case per image) "
-        f"its accuracy is {wilson(main['adaptive:worst'])} on the first {ad['images']} images, against "
-        f"{wilson(ad['undefended']['white-box'])} for the undefended model under the same attack (white-box) and "
+        f"its accuracy is {wilson(main['adaptive:worst'])} on the first {ad.images} images, against "
+        f"{wilson(ad.undefended['white-box'])} for the undefended model under the same attack (white-box) and "
         f"{wilson(main['control'])} for its matched random control, attacked with {eot} and scored over "
         f"{budget['draws']} fresh draws.",
-        "Rule: " + ad["rule"],
+        "Rule: " + ad.rule,
         f"Convergence, on the same images with the same attack: the defence {convergence_word(conv['defended'])} "
         f"(gap to more iterations {fmt(conv['defended']['steps_gap'])}, to more restarts "
         f"{fmt(conv['defended']['restarts_gap'])}); its control's EOT curve "
         f"{'is flat' if conv['control']['converged'] else 'is NOT flat'} (gap to EOT "
         f"{max(int(k.split('=')[1]) for k in conv['control']['accuracy'])}: {fmt(conv['control']['eot_gap'])}); the "
-        f"white-box attack {convergence_word(ad['undefended']['convergence'])}.",
-        f"Harm (pre-declared): {ad['harm']['rule']} Verdict: {ad['harm']['verdict']} "
-        f"(Δ {paired_text(ad['harm']['comparison'])}).",
+        f"white-box attack {convergence_word(ad.undefended['convergence'])}.",
+        f"Harm (pre-declared): {ad.harm['rule']} Verdict: {ad.harm['verdict']} "
+        f"(Δ {paired_text(ad.harm['comparison'])}).",
     ]
-    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(ctx, metrics),
-              clean_table(metrics)]
+    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(cfg, f), clean_table(f)]
     notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
              "a robustness number. The clean-restore diagnostic (the region's clean pixels put back) shows what the "
              "region holds; it is not a bound.",
@@ -107,16 +117,16 @@ def defence_section(ctx: Context, metrics: dict[str, Any]) -> Section:
     if not cfg.sweep_adaptive:
         notes.append("Only the main defence, its control and the baselines are attacked adaptively here; the other "
                      "configurations are 'not evaluated adaptively' (--eval full attacks every one).")
-    if metrics.get("defence_interpretation", "interpretable") != "interpretable":
+    if f.defence_interpretation != "interpretable":
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
                      "defined by an explainer that does not mark what the model uses.")
-    figures = defence_figures(ctx, metrics)
-    return Section("Defence", paragraphs, tables=tables, notes=notes, figures=figures, anchor="defence")
+    return Section("Defence", paragraphs, tables=tables, notes=notes, figures=defence_figures(figures),
+                   anchor="defence")
 
 
-def adaptive_table(ad: dict[str, Any]) -> Table:
+def adaptive_table(ad: Adaptive) -> Table:
     rows = []
-    for row in ad["settings"].values():
+    for row in ad.settings.values():
         if not row.get("evaluated", True):
             rows.append([row["label"], *["-"] * 8, row["verdict"], row.get("why", "")])
             continue
@@ -128,8 +138,8 @@ def adaptive_table(ad: dict[str, Any]) -> Table:
                      wilson(row["adaptive:local"]), wilson(row["adaptive:worst"]), control,
                      paired_text(row["vs_control"]), paired_text(row["vs_undefended"]), converged, row["verdict"],
                      row.get("why", "")])
-    return Table(f"Adaptive evaluation of every configuration (first {ad['images']} images; undefended white-box "
-                 f"accuracy {wilson(ad['undefended']['white-box'])}, clean {wilson(ad['undefended']['clean'])}; "
+    return Table(f"Adaptive evaluation of every configuration (first {ad.images} images; undefended white-box "
+                 f"accuracy {wilson(ad.undefended['white-box'])}, clean {wilson(ad.undefended['clean'])}; "
                  "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table and the harm "
                  "claim)",
                  ["configuration", "clean", "APGD: identity-BPDA", "APGD: local gradient", "worst (with Square)",
@@ -137,40 +147,37 @@ def adaptive_table(ad: dict[str, Any]) -> Table:
                   "why"], rows)
 
 
-def roi_table(ad: dict[str, Any]) -> Table:
-    r = ad["roi_restricted"]
-    rows = [[k, wilson(v)] for k, v in r.items()]
-    harm = ad["harm"]
+def roi_table(ad: Adaptive) -> Table:
+    rows = [[k, wilson(v)] for k, v in ad.roi_restricted.items()]
+    harm = ad.harm
     rows.append([f"defended − undefended (both white-box): {harm['verdict']}", paired_text(harm["comparison"])])
-    rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad["transfer"].items()]
+    rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad.transfer.items()]
     return Table("The ensemble confined to the clean image's RoI (which the defence never neutralizes), and transfer",
                  ["attack", "accuracy [Wilson 95% CI] or Δ"], rows)
 
 
-def baseline_table(ad: dict[str, Any]) -> Table:
-    rows = [[key.replace("|", " "), wilson(b["clean"]),
+def baseline_table(ad: Adaptive) -> Table:
+    rows = [[f"{transform} {strength:g}", wilson(b["clean"]),
              wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""), convergence_word(b["convergence"])]
-            for key, b in ad["baselines"].items()]
+            for (transform, strength), b in ad.baselines.items()]
     return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
                  ["baseline (strength)", "clean accuracy", "adaptive robust accuracy", "convergence"], rows)
 
 
-def nonadaptive_table(ctx: Context, metrics: dict[str, Any]) -> Table:
+def nonadaptive_table(cfg: SpatialConfig, f: SpatialFindings) -> Table:
     rows = []
-    for name, m in metrics["attacks"].items():
-        d, spread = m["defence"], m.get("control_draws", {})
+    for name, m in f.attacks.items():
+        d, spread = m.defence, m.control_draws
         for tag in ("gradient", "prior"):
-            key = f"{name}|{tag}"
-            if key not in metrics["nonadaptive"]:
+            if (name, tag) not in f.nonadaptive.comparisons:
                 continue
-            cmp = metrics["nonadaptive"][key]
+            cmp = f.nonadaptive.comparisons[name, tag]
             control = spread.get(f"{tag}:pred_control_adv", {})
             rows.append([name, tag, fmt(d.get(f"{tag}:adv", math.nan)), fmt(d.get(f"{tag}:defended_adv", math.nan)),
                          f"{fmt(control.get('mean', math.nan))} ± {fmt(control.get('sd', math.nan))}",
                          paired_text(cmp["vs_control"]), paired_text(cmp["vs_undefended"]),
                          fmt(d.get(f"{tag}:oracle_adv", math.nan)), fmt(d.get(f"{tag}:oracle_control_adv", math.nan)),
                          fmt(d.get(f"{tag}:clean_restore_adv", math.nan))])
-    cfg = ctx.config
     return Table(f"Non-adaptive attacker: the run's attacks, made on the undefended model, scored on the defence "
                  f"(fill {cfg.fill}, fraction {cfg.fraction}; all n images; Holm across the table)",
                  ["attack", "defence", "undefended", "defended", "control (mean ± SD over draws)", "Δ vs control",
@@ -178,110 +185,80 @@ def nonadaptive_table(ctx: Context, metrics: dict[str, Any]) -> Table:
                  rows)
 
 
-def clean_table(metrics: dict[str, Any]) -> Table:
-    cost = metrics["clean_cost"]
+def clean_table(f: SpatialFindings) -> Table:
+    cost = f.clean_cost
     return Table("Clean cost: accuracy on clean images with the deployable defence on (all n images)",
                  ["defence", "defended", "matched control (mean over draws)", "undefended"],
                  [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)),
-                   fmt(cost.get(f"{tag}:control_clean", math.nan)), fmt(metrics["clean_accuracy"])]
+                   fmt(cost.get(f"{tag}:control_clean", math.nan)), fmt(f.clean_accuracy)]
                   for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
 
 
-def defence_figures(ctx: Context, metrics: dict[str, Any]) -> list[Figure]:
-    cfg = ctx.config
-    ad, figures_dir = metrics["adaptive"], ctx.rundir.figures
-    main_attack = metrics["attacks"][cfg.defence_attack]["defence"]
-    sweep = plot_defence_sweep(metrics["sweep"], cfg.fractions, cfg.fills, figures_dir / "defence-sweep.png",
-                               undefended_adv=main_attack.get("gradient:adv", math.nan),
-                               clean_accuracy=metrics["clean_accuracy"], attack_name=cfg.defence_attack)
-    main = ad["settings"]["main"]["convergence"]
-    eot_curves = {"main defence's control": main["control"]["accuracy"],
-                  **{f"baseline {k.replace('|', ' ')}": b["convergence"]["accuracy"] for k, b in ad["baselines"].items()
-                     if b["randomized"]}}
-    convergence = plot_convergence(main["defended"]["accuracy"], figures_dir / "defence-convergence.png",
-                                   budget_steps=ad["budget"]["steps"], budget_restarts=ad["budget"]["restarts"],
-                                   eps=cfg.eps_linf, converged=main["defended"]["converged"], eot_curves=eot_curves,
-                                   budget_eot=ad["budget"]["eot_iter"])
-    points = {row["label"]: {"clean": row["clean"]["value"], "robust": row["adaptive:worst"]["value"]}
-              for row in ad["settings"].values() if row.get("evaluated", True)}
-    baselines = {k: {"clean": b["clean"]["value"], "robust": b["robust"]["value"]} for k, b in ad["baselines"].items()
-                 if not b["label"]}
-    tradeoff = plot_tradeoff(points, baselines, figures_dir / "defence-tradeoff.png",
-                             undefended_clean=ad["undefended"]["clean"]["value"],
-                             undefended_robust=ad["undefended"]["white-box"]["value"])
-    return [Figure(convergence, "Convergence panel, on the images and with the attack of the reported numbers: robust "
-                                "accuracy of the main defence vs APGD iterations, restarts and eps (points beyond the "
-                                "budget extend the reported attack on the images it left standing), and of every "
-                                "randomized component vs EOT draws."),
-            Figure(tradeoff, "Clean accuracy vs adaptive robust accuracy for every configuration attacked "
-                             "adaptively and the trivial transforms (global blur, Gaussian noise, JPEG-style "
-                             "quantization) on the "
-                             f"same images; numbers from a weak EOT ({WEAK_EOT}) are left out."),
-            Figure(sweep, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched control.")]
+def defence_figures(figures: Path) -> list[Figure]:
+    """The convergence panel, the trade-off and the sweep, where drawn."""
+    return [*shown(figures, CONVERGENCE,
+                   "Convergence panel, on the images and with the attack of the reported numbers: robust accuracy "
+                   "of the main defence vs APGD iterations, restarts and eps (points beyond the budget extend the "
+                   "reported attack on the images it left standing), and of every randomized component vs EOT draws."),
+            *shown(figures, TRADEOFF,
+                   "Clean accuracy vs adaptive robust accuracy for every configuration attacked adaptively and the "
+                   "trivial transforms (global blur, Gaussian noise, JPEG-style quantization) on the same images; "
+                   f"numbers from a weak EOT ({WEAK_EOT}) are left out."),
+            *shown(figures, SWEEP, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched "
+                                   "control.")]
 
 
-
-def build_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                   claims: list[Claim]) -> list[Section]:
-    """Every section of the spatial report, in order: the measurement's, with the attacks table, the defence
-    and the limits."""
-    verdicts, gate, setup, where, overlap = measurement_sections(ctx, summaries, metrics, claims,
-                                                                  (defence_headline(metrics),))
-    return [verdicts, gate, setup, attacks_section(metrics), where, overlap, defence_section(ctx, metrics),
-            limits_section(ctx, metrics)]
-
-
-def attacks_section(metrics: dict[str, Any]) -> Section:
+def attacks_section(f: SpatialFindings) -> Section:
     rows = []
-    for name, m in metrics["attacks"].items():
-        rows.append([name, m["images"], fmt(m["success_rate"]), fmt(m["adversarial_accuracy"]), m["successful"],
-                     fmt(m["mean_l0"], 1), fmt(m["mean_l2"]), fmt(m["mean_linf"])])
+    for name, m in f.attacks.items():
+        rows.append([name, m.images, fmt(m.success_rate), fmt(m.adversarial_accuracy), m.successful,
+                     fmt(m.mean_l0, 1), fmt(m.mean_l2), fmt(m.mean_linf)])
     table = Table("Attacks (success rate on correctly classified images; norms over successful attacks)",
                   ["attack", "images", "success rate", "adversarial accuracy", "successful", "mean L0 (px)",
                    "mean L2", "mean Linf"], rows)
     return Section("Attacks", tables=[table])
 
 
-def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def limits_section(cfg: SpatialConfig, f: SpatialFindings) -> Section:
     """The spatial report's limits: the measurement's, then the defence's."""
-    cfg = ctx.config
+    ad = f.adaptive_part()
     return Section("Limits of the method", [
         *measurement_limits(cfg),
         "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
         "robustness is its adaptive number"
-        + ("" if metrics["adaptive"]["convergence"]["converged"] else
+        + ("" if ad.convergence["converged"] else
            " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
-        + f"; the adaptive evaluation covers the first {metrics['adaptive']['images']} images"
-        + (" (all of them: --eval full)." if metrics["adaptive"]["images"] == metrics["n"] else
+        + f"; the adaptive evaluation covers the first {ad.images} images"
+        + (" (all of them: --eval full)." if ad.images == f.n else
            " (--eval full covers every image)."),
-        *onepixel_limits(cfg, metrics),
+        *onepixel_limits(cfg, f),
     ], anchor="limits")
 
 
-def summary_table(metrics: dict[str, Any]) -> str:
+def summary_table(f: SpatialFindings) -> str:
     """The summary printed at the end of ``advspatial run``."""
     header = (f"{'attack':<10} {'success':>8} {'L2':>7} {'Linf':>6} {'IoU':>6} {'E_in_RoI':>9} "
               f"{'undef':>6} {'defended':>9} {'control':>8} {'oracle':>7}")
-    lines = [f"clean accuracy {metrics['clean_accuracy']:.4f} on {metrics['n']} images", header, "-" * len(header)]
-    for name, m in metrics["attacks"].items():
-        first = next(iter(m["maps"].values()))
-        d = m["defence"]
-        lines.append(f"{name:<10} {fmt(m['success_rate']):>8} {fmt(m['mean_l2']):>7} {fmt(m['mean_linf']):>6} "
+    lines = [f"clean accuracy {f.clean_accuracy:.4f} on {f.n} images", header, "-" * len(header)]
+    for name, m in f.attacks.items():
+        first = next(iter(m.maps.values()))
+        d = m.defence
+        lines.append(f"{name:<10} {fmt(m.success_rate):>8} {fmt(m.mean_l2):>7} {fmt(m.mean_linf):>6} "
                      f"{fmt(first['iou']):>6} {fmt(first['energy_in_roi']):>9} "
                      f"{fmt(d.get('gradient:adv', math.nan)):>6} "
                      f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} "
                      f"{fmt(d.get('gradient:control_adv', math.nan)):>8} "
                      f"{fmt(d.get('gradient:oracle_adv', math.nan)):>7}")
     lines.append("(defence columns: non-adaptive attacker, examples made on the undefended model)")
-    ad = metrics["adaptive"]
-    main = ad["settings"]["main"]
-    lines.append(f"adaptive ensemble on {ad['images']} images: defended {wilson(main['adaptive:worst'])}, control "
+    ad = f.adaptive_part()
+    main = ad.main()
+    lines.append(f"adaptive ensemble on {ad.images} images: defended {wilson(main['adaptive:worst'])}, control "
                  f"{wilson(main['control'])}{control_label(ad)}, undefended white-box "
-                 f"{wilson(ad['undefended']['white-box'])}; attack {convergence_word(ad['convergence'])}; verdict: "
+                 f"{wilson(ad.undefended['white-box'])}; attack {convergence_word(ad.convergence)}; verdict: "
                  f"{main['verdict']}{' (' + main['why'] + ')' if main.get('why') else ''}")
-    if ad["harm"]["verdict"] == ad["harm"]["claim"]:
-        lines.append(f"harm: the defence {ad['harm']['claim']} (RoI-confined white-box accuracy, defended - "
-                     f"undefended: {paired_text(ad['harm']['comparison'])})")
+    if ad.harm["verdict"] == ad.harm["claim"]:
+        lines.append(f"harm: the defence {ad.harm['claim']} (RoI-confined white-box accuracy, defended - "
+                     f"undefended: {paired_text(ad.harm['comparison'])})")
     return "\n".join(lines)
 
 

@@ -61,11 +61,14 @@ ADAPTIVE = Stage[dict[str, Any]]("adaptive")
 BASELINES = Stage[dict[str, Any]]("baselines")
 
 
+Role = Literal["main", "prior", "sweep"]
+
+
 @dataclass(frozen=True)
 class DefenceSetting:
     """One configuration the report shows: the main defence, its class-prior variant or a cell of the sweep."""
 
-    role: Literal["main", "prior", "sweep"]
+    role: Role
     fraction: float
     fill: str
 
