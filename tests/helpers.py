@@ -176,7 +176,7 @@ def bare_verdict_words(text: str) -> list[str]:
     import re
 
     from advspatial.experiments.smoke import SMOKE_MARK
-    from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS
+    from advspatial.experiments.spatial.claims import VERDICT_WORDS
     from advspatial.regions.inference import VERDICTS
 
     bare = []
@@ -200,7 +200,7 @@ def assert_smoke_test(path: Path, summary: str) -> None:
     import re
 
     from advspatial.experiments.smoke import SMOKE_MARK
-    from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS
+    from advspatial.experiments.spatial.claims import VERDICT_WORDS
     from advspatial.regions.inference import VERDICTS
 
     words = {*VERDICTS, *VERDICT_WORDS}

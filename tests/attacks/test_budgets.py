@@ -85,7 +85,7 @@ def former_table(eps: float, steps: int, cw_steps: int, cw_search_steps: int, ep
 
 
 def spatial_table(config: Any) -> dict[str, dict[str, Any]]:
-    """``experiments.spatial.build_attack``'s table: every attack above."""
+    """``experiments.maps.build_attack``'s table: every attack above."""
     return former_table(config.eps_linf, config.steps, config.cw_steps, config.cw_search_steps, config.eps_l2,
                         config.onepixel_popsize, config.onepixel_steps)
 

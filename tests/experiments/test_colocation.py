@@ -136,7 +136,7 @@ def test_object_conditioned_null_only_where_composition_varies() -> None:
 
 
 def test_max_normalized_maps_equal_up_to_scale() -> None:
-    from advspatial.experiments.spatial.context import max_normalized
+    from advspatial.experiments.maps.stages import max_normalized
 
     maps = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(max_normalized(maps), max_normalized(7.5 * maps))

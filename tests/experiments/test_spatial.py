@@ -123,7 +123,7 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
     """The main defence has adaptive numbers beside the undefended white-box one and a rule verdict; every other
     configuration is listed as not evaluated adaptively (the default); each component has its own curve; the
     harm claim has a verdict; a weak EOT (--quick) is labelled and decides nothing."""
-    from advspatial.experiments.spatial.defence_verdicts import HARM_WORDS, VERDICT_WORDS, WEAK_EOT
+    from advspatial.experiments.spatial.claims import HARM_WORDS, VERDICT_WORDS, WEAK_EOT
 
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())
@@ -272,13 +272,12 @@ def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     budget of our own one-pixel attack (which never ran) -- audit W9."""
     from types import SimpleNamespace
 
-    from advspatial.experiments.spatial.config import MeasurementConfig
-    from advspatial.experiments.spatial.report import measurement_limits_section
+    from advspatial.experiments.maps.config import MeasurementConfig
+    from advspatial.experiments.maps.report import measurement_limits_section
 
     cfg = MeasurementConfig()
-    ctx = SimpleNamespace(config=cfg)
-    metrics = {"n": 12, "attacks": {"onepixel": {}}}
-    external = " ".join(measurement_limits_section(ctx, metrics, external=True).paragraphs)
-    ours = " ".join(measurement_limits_section(ctx, metrics, external=False).paragraphs)
+    findings = SimpleNamespace(n=12, attacks={"onepixel": None})
+    external = " ".join(measurement_limits_section(cfg, findings, external=True).paragraphs)
+    ours = " ".join(measurement_limits_section(cfg, findings, external=False).paragraphs)
     assert "reduced DE budget" in ours
     assert "reduced DE budget" not in external and "made elsewhere" in external

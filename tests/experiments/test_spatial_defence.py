@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from advspatial.experiments.spatial.defence_verdicts import VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict
+from advspatial.experiments.spatial.claims import VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict
 
 
 def _cmp(mean: float, low: float, high: float, p: float, n: int = 100) -> dict:
@@ -91,3 +91,43 @@ def test_holm_runs_across_every_configuration_and_comparison():
     assert adjusted[0] == pytest.approx(0.06) and all(not math.isnan(p) for p in adjusted)
     # 6 tests: none survives
     assert all(defence_verdict(r, True, 0.05, WHITE)[0] == "does not help" for r in rows.values())
+
+
+def test_attack_maps_stage_round_trip(tmp_path):
+    """An attack map saved with and without its completeness check loads back as the same AttackMaps."""
+    import torch
+
+    from advspatial.experiments.maps.stages import MAPS, AttackMaps
+    from advspatial.rundir import RunDir
+
+    rundir = RunDir(tmp_path)
+    plain = AttackMaps(torch.rand(2, 4, 4))
+    checked = AttackMaps(torch.rand(2, 4, 4), torch.tensor([0.01, 0.3]), torch.tensor([False, True]),
+                         torch.tensor([16, 32]))
+    for b, value in enumerate((plain, checked)):
+        MAPS.at("pgd", "contribution").save(rundir, value, b)
+        loaded = MAPS.at("pgd", "contribution").load(rundir, b)
+        assert torch.equal(loaded.map, value.map)
+        for name in ("completeness_error", "flagged", "steps_used"):
+            got, want = getattr(loaded, name), getattr(value, name)
+            assert (got is None and want is None) or torch.equal(got, want)
+    assert MAPS.at("pgd", "contribution").key(1) == "maps/pgd/contribution/batch-00001"
+
+
+def test_typed_keys_serialize_to_the_metrics_keys_and_back():
+    """Sweep cells, (attack, defence) pairs, configurations and baselines are typed in code; metrics.json's
+    'a|b|c' keys exist only in their serialization, which parses back to the same typed keys."""
+    from advspatial.experiments.spatial.metrics import Adaptive, NonAdaptive, Sweep
+    from advspatial.experiments.spatial.stages import DefenceSetting
+
+    sweep = Sweep({("adv", 0.1, "zero"): {"x": 1}, ("clean", 0.05, "blur"): {"x": 2}})
+    assert list(sweep.as_dict()) == ["adv|0.1|zero", "clean|0.05|blur"]
+    assert Sweep.from_dict(sweep.as_dict()) == sweep
+    pairs = NonAdaptive({("pgd-l2", "prior"): {"p": 0.5}})
+    assert list(pairs.as_dict()) == ["pgd-l2|prior"] and NonAdaptive.from_dict(pairs.as_dict()) == pairs
+    rows = {DefenceSetting(role, f, fill): {"fraction": f, "fill": fill}
+            for role, f, fill in (("main", 0.2, "zero"), ("prior", 0.2, "zero"), ("sweep", 0.3, "blur"))}
+    adaptive = Adaptive(4, {}, "rule", {}, rows, {}, {}, {}, {("noise", 0.2): {"label": ""}}, {})
+    data = adaptive.as_dict()
+    assert list(data["settings"]) == ["main", "prior", "sweep|0.3|blur"] and list(data["baselines"]) == ["noise|0.2"]
+    assert Adaptive.from_dict(data) == adaptive

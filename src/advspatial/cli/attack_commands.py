@@ -176,8 +176,8 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from ..experiments import get_experiment, resolve_config
     from ..experiments.results import rows_to_csv
     from ..experiments.running import open_run
-    from ..experiments.spatial import MapsConfig, maps_analysis
-    from ..experiments.spatial.report import maps_summary
+    from ..experiments.maps import MapsConfig, maps_analysis
+    from ..experiments.maps.report import render
     from ..files import atomic_write_text
     from ..report.html import write_report
 
@@ -195,10 +195,11 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     assert isinstance(config, MapsConfig)  # the config class the maps experiment is registered with
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
-        rows, metrics, sections = maps_analysis(config, rundir)
+        rows, findings = maps_analysis(config, rundir)
+        rendered = render(config, findings, rundir.figures)
         atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))
-        atomic_write_text(Path(out) / "metrics.json", json.dumps(metrics, indent=2))
-        write_report(Path(out) / "report.html", title="advspatial - maps",
-                     subtitle=f"RoI vs RoA for {attack_name}", config=dataclasses.asdict(config), sections=sections)
-    click.echo(maps_summary(metrics))
+        atomic_write_text(Path(out) / "metrics.json", json.dumps(findings.to_metrics(), indent=2))
+        write_report(Path(out) / "report.html", title="advspatial - maps", subtitle=f"RoI vs RoA for {attack_name}",
+                     config=dataclasses.asdict(config), sections=rendered.sections)
+    click.echo(rendered.summary)
     click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

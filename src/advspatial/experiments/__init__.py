@@ -4,7 +4,7 @@ from .registry import Experiment, experiments, get_experiment, register_experime
 from .results import ExperimentResult
 from .running import resolve_config, run_experiment
 from .settings import ExperimentConfig, setting
-from . import analyze, baseline, localized, perceptual, propagation, pse, spatial  # noqa: F401  (registers the experiments)
+from . import analyze, baseline, localized, maps, perceptual, propagation, pse, spatial  # noqa: F401  (registers the experiments)
 
 
 def list_experiments() -> dict[str, str]:

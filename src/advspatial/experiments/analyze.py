@@ -35,11 +35,11 @@ from ..report.html import Section, Table
 from ..rundir import RunDir
 from .context import load_checked_model
 from .gate import GatedConfig
+from .maps import MapsFindings, MeasurementConfig, maps_analysis
+from .maps.report import claims_lines, measurement_limits_section, measurement_sections
 from .registry import register_experiment
-from .results import ExperimentResult
+from .results import ExperimentResult, Rendered
 from .settings import setting
-from .spatial import MeasurementConfig, maps_analysis
-from .spatial.report import claims_lines
 
 NORM_CHOICES = ("auto", "linf", "l2", "l0")
 LABELS_PREDICTED = "predicted"
@@ -217,10 +217,44 @@ def example_images(config: AnalyzeConfig, examples: Examples, model: nn.Module |
 
 # -- the experiment -------------------------------------------------------------------------
 
+@dataclass
+class ExamplesInfo:
+    """Where the examples came from: the maker, their threat model and why, the labels' origin, the number of
+    pairs and the SHA-256 of each input."""
+
+    source: str
+    norm: str
+    norm_reason: str
+    labels: str
+    pairs: int
+    sha256: dict[str, str]
+
+
+@dataclass
+class AnalyzeFindings(MapsFindings):
+    """The measurement's findings of the given examples, and where the examples came from."""
+
+    examples: ExamplesInfo | None = None
+
+
+def render(config: AnalyzeConfig, findings: AnalyzeFindings, figures: Path) -> Rendered:
+    """The summary and the report: the measurement's sections with the examples' own after the gate, and the
+    limits of examples made elsewhere."""
+    info = findings.examples
+    assert info is not None, "an analyze run records its examples"
+    sections = measurement_sections(config, findings, figures)
+    sections.insert(2, source_section(info))
+    sections.append(measurement_limits_section(config, findings, external=True))
+    pairs = findings.attacks[config.source].images
+    summary = "\n".join([f"{config.source}: {pairs} example pairs, threat model {info.norm} ({info.norm_reason})",
+                         *claims_lines(findings)])
+    return Rendered(summary, sections)
+
+
 @register_experiment("analyze", AnalyzeConfig,
                      "RoI vs RoA of adversarial examples made elsewhere (torchattacks, ART, your own code): "
                      "the gate, maps, nulls and verdicts without running an attack",
-                     contract={"batch_size": 4})
+                     findings=AnalyzeFindings, render=render, contract={"batch_size": 4})
 def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     examples = read_examples(config)
     check_inputs(rundir, examples)
@@ -234,13 +268,10 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     norm, why = (config.norm, "given") if config.norm != "auto" else infer_norm(examples.clean, examples.adversarial)
     serve: dict[str, Callable[[nn.Module], Attack]] = {
         config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
-    rows, metrics, sections = maps_analysis(config, rundir, images, serve)
-    metrics["examples"] = {"source": config.source, "norm": norm, "norm_reason": why, "labels": labels_origin,
-                           "pairs": len(examples.clean), "sha256": examples.checksums}
-    sections.insert(2, source_section(metrics["examples"]))
-    summary = "\n".join([f"{config.source}: {len(rows)} example pairs, threat model {norm} ({why})",
-                         *claims_lines(metrics)])
-    return ExperimentResult(metrics, rows, summary, sections)
+    rows, measured = maps_analysis(config, rundir, images, serve)
+    info = ExamplesInfo(config.source, norm, why, labels_origin, len(examples.clean), examples.checksums)
+    findings = AnalyzeFindings(**{f: getattr(measured, f) for f in measured.__dataclass_fields__}, examples=info)
+    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
 def check_inputs(rundir: RunDir, examples: Examples) -> None:
@@ -252,11 +283,11 @@ def check_inputs(rundir: RunDir, examples: Examples) -> None:
                           "start a new run (--out)")
 
 
-def source_section(info: dict[str, Any]) -> Section:
+def source_section(info: ExamplesInfo) -> Section:
     """Where the examples came from, the threat model and the labels, stated before any result."""
-    rows = [["made by", info["source"]], ["example pairs", info["pairs"]],
-            ["threat model", f"{info['norm']} ({info['norm_reason']})"], ["labels", info["labels"]],
-            *[[f"sha256 of {k}", v[:16]] for k, v in info["sha256"].items()]]
+    rows: list[list[Any]] = [
+        ["made by", info.source], ["example pairs", info.pairs], ["threat model", f"{info.norm} ({info.norm_reason})"],
+        ["labels", info.labels], *[[f"sha256 of {k}", v[:16]] for k, v in info.sha256.items()]]
     return Section("The examples", [
         "These adversarial examples were made outside advspatial; it ran no attack. Success, predictions and "
         "norms are recomputed with the model analysed here, so an example made on another model counts as a "

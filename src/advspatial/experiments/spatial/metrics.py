@@ -1,89 +1,127 @@
-"""The spatial experiment's metrics, computed from the per-image rows only (so the two always agree):
-per attack the outcome, the norms, the map statistics and the defence columns' accuracies."""
+"""The spatial experiment's findings (:class:`SpatialFindings`; metrics.json is their serialization): the
+measurement's parts (:mod:`..maps.metrics`) with, per attack, the spread of its random controls' draws; the
+non-adaptive defence's paired comparisons and clean cost; the sweep; the adaptive evaluation (:mod:`.claims`).
+
+Configurations, sweep cells, baselines and (attack, defence) pairs are keyed by typed keys here; metrics.json's
+``"sweep|0.1|zero"``-style keys are made only when the findings are serialized (``as_dict``) and parsed back
+(``from_dict``)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
-from ..results import mean_of
-from .context import Context
-from .defence_verdicts import draw_spread, nonadaptive_comparisons
-from .maps_stage import PARTS, AttackSummary
-
-STATS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
+from ...regions.claims import Claim
+from ..findings import to_json
+from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow, RoiFindings
+from .stages import DefenceSetting, Role
 
 
-def iter_group(rows: list[dict[str, Any]], attack: str) -> Iterator[dict[str, Any]]:
-    return (r for r in rows if r["attack"] == attack)
+def joined(parts: tuple[object, ...]) -> str:
+    """Typed key parts as one metrics.json key: ``("sweep", 0.1, "zero")`` -> ``"sweep|0.1|zero"``."""
+    return "|".join(f"{p:g}" if isinstance(p, float) else str(p) for p in parts)
 
 
-def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> dict[str, Any]:
-    """Summary of one attack, computed from its per-image rows only (so the two always agree)."""
-    group = list(iter_group(rows, name))
-    correct = [r for r in group if r["correct"]]
-    ok = [r for r in correct if r["success"]]
-    out: dict[str, Any] = {
-        "images": len(group),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in group]),
-        "success_rate": mean_of([float(r["success"]) for r in correct]),
-        "adversarial_accuracy": mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
-        "successful": len(ok),
-        "mean_l0": mean_of([float(r["l0"]) for r in ok]),
-        "mean_l2": mean_of([r["l2"] for r in ok]),
-        "mean_linf": mean_of([r["linf"] for r in ok]),
-        "maps": {},
-    }
-    for kind in kinds:
-        complete = [r for r in ok if not r.get(f"{kind}:flagged", False)]  # flagged maps enter no statistic
-        stats = {s: mean_of([r[f"{kind}:{s}"] for r in complete]) for s in (*STATS, *PARTS)}
-        if f"{kind}:completeness_error" in group[0]:
-            errors = sorted(e for r in ok if (e := r[f"{kind}:completeness_error"]) == e)
-            stats["completeness_error_median"] = errors[len(errors) // 2] if errors else math.nan
-            stats["completeness_error_max"] = errors[-1] if errors else math.nan
-            stats["flagged_share"] = mean_of([float(r[f"{kind}:flagged"]) for r in ok])
-        out["maps"][kind] = stats
-    out["defence"] = defence_metrics(group)
-    for kind in kinds:
-        out["maps"][kind]["empty_roi_share"] = mean_of([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
-    return out
+@dataclass
+class SpatialAttackOutcome(AttackOutcome):
+    """An attack's outcome with the spread of each random control's accuracy across its draws (mean, sd, draws)."""
+
+    control_draws: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy of every defence column over all images of the attack (incl. those it did not fool).
+@dataclass
+class NonAdaptive:
+    """Per (attack, deployable defence): defended vs its control and vs undefended, paired (Holm over the table)."""
 
-    ``tag:pred_X`` columns are predicted classes; ``tag:correct_X`` columns are a
-    control's share of correct draws per image (its accuracy is their mean).
-    """
-    out = {}
-    for key in (group[0] if group else {}):
-        if ":pred_" in key:
-            out[key.replace(":pred_", ":")] = mean_of([float(r[key] == r["label"]) for r in group])
-        elif ":correct_" in key:
-            out[key.replace(":correct_", ":")] = mean_of([float(r[key]) for r in group])
-    return out
+    comparisons: dict[tuple[str, str], dict[str, Any]]
 
+    def as_dict(self) -> dict[str, Any]:
+        return {joined(key): to_json(c) for key, c in self.comparisons.items()}
 
-def build_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The non-adaptive metrics: per attack, the clean cost, paired defence comparisons, the controls' spread."""
-    cfg = ctx.config
-    first = [r for r in rows if r["attack"] == cfg.attacks[0]]
-    attacks = {s.name: attack_metrics(rows, s.name, s.kinds()) for s in summaries}
-    for s in summaries:
-        attacks[s.name]["control_draws"] = draw_spread(s.draws)
-    return {
-        "n": len(ctx.data),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
-        "nonadaptive": nonadaptive_comparisons(rows, list(cfg.attacks), cfg.seed),
-        "clean_cost": {k: v for k, v in attacks[cfg.attacks[0]]["defence"].items() if k.endswith("_clean")},
-        "attacks": attacks,
-        "defence_attack": cfg.defence_attack,
-    }
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NonAdaptive:
+        return cls({(key.split("|")[0], key.split("|")[1]): c for key, c in data.items()})
 
 
-def measurement_metrics(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics of the measurement alone (no defence): the ``maps`` command and ``analyze``."""
-    first = [r for r in rows if r["attack"] == ctx.config.attacks[0]]
-    return {"n": len(ctx.data), "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
-            "attacks": {s.name: attack_metrics(rows, s.name, s.kinds()) for s in summaries}}
+@dataclass
+class Sweep:
+    """Per (adv|clean, fraction, fill): the defended accuracy (Wilson), its control's mean ± SD over the draws and
+    the paired difference."""
+
+    cells: dict[tuple[str, float, str], dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {joined(key): to_json(c) for key, c in self.cells.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sweep:
+        cells = {}
+        for key, cell in data.items():
+            tag, fraction, fill = key.split("|")
+            cells[tag, float(fraction), fill] = cell
+        return cls(cells)
+
+
+@dataclass
+class Adaptive:
+    """The adaptive evaluation: its images and budget, the rule, the undefended references, one row per
+    configuration (its accuracies, convergence, paired comparisons and verdict), the harm claim, the RoI-restricted
+    and transfer numbers, one row per (transform, strength) baseline and the main defence's convergence."""
+
+    images: int
+    budget: dict[str, Any]
+    rule: str
+    undefended: dict[str, Any]
+    settings: dict[DefenceSetting, dict[str, Any]]
+    harm: dict[str, Any]
+    roi_restricted: dict[str, Any]
+    transfer: dict[str, Any]
+    baselines: dict[tuple[str, float], dict[str, Any]]
+    convergence: dict[str, Any]
+
+    def main(self) -> dict[str, Any]:
+        """The main defence's row."""
+        return next(row for s, row in self.settings.items() if s.role == "main")
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_json({"images": self.images, "budget": self.budget, "rule": self.rule, "undefended": self.undefended,
+                        "settings": {joined(s.parts): r for s, r in self.settings.items()},
+                        "harm": self.harm, "roi_restricted": self.roi_restricted, "transfer": self.transfer,
+                        "baselines": {joined(k): r for k, r in self.baselines.items()},
+                        "convergence": self.convergence})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Adaptive:
+        settings = {DefenceSetting(cast(Role, key.split("|")[0]), row["fraction"], row["fill"]): row
+                    for key, row in data["settings"].items()}
+        baselines = {(key.split("|")[0], float(key.split("|")[1])): row for key, row in data["baselines"].items()}
+        return cls(data["images"], data["budget"], data["rule"], data["undefended"], settings, data["harm"],
+                   data["roi_restricted"], data["transfer"], baselines, data["convergence"])
+
+
+@dataclass
+class SpatialFindings(MeasuredFindings):
+    """What a spatial run found: the measurement's parts (per attack its outcome with the controls' spread, the
+    gates, the RoI, the comparisons, panel and claims) plus the defence: non-adaptive, sweep and adaptive."""
+
+    n: int
+    clean_accuracy: float
+    nonadaptive: NonAdaptive
+    clean_cost: dict[str, float]
+    attacks: dict[str, SpatialAttackOutcome]
+    defence_attack: str
+    sweep: Sweep
+    faithfulness: dict[str, dict[str, Any]]
+    roi: RoiFindings
+    inference: dict[str, dict[str, Any]]
+    content: dict[str, dict[str, Any]] | None = None
+    panel: list[PanelRow] | None = None
+    claims: list[Claim] = field(default_factory=list)
+    defence_interpretation: str = "interpretable"
+    adaptive: Adaptive | None = None
+
+    def adaptive_part(self) -> Adaptive:
+        """The adaptive evaluation (every spatial run has one)."""
+        if self.adaptive is None:
+            raise ValueError("these findings hold no adaptive evaluation")
+        return self.adaptive

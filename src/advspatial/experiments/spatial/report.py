@@ -1,325 +1,264 @@
-"""The report of the spatial experiment: verdicts first, the gate, setup, attacks, where they act, the
-overlap against the nulls, the defence (:mod:`.defence_report`), limits; and the printed summaries.
-
-Rendering only: every number comes from the metrics, the claims and the attack summaries computed by the
-stages (:mod:`.maps_stage`, :mod:`.statistics`, :mod:`.metrics`).
-"""
+"""The report of the spatial experiment: the measurement's sections (:mod:`..maps.report`) with the attacks table,
+the defence (the adaptive verdicts, the convergence panel, the trade-off, the non-adaptive tables and the clean
+cost) and the limits; and the printed summary. Pure rendering (:func:`render`) from the findings and the figures
+drawn (:mod:`.figures`)."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-import torch
-
-from ...regions.verdicts import sesoi_text
-from ...regions import segregate
-from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ...report.figures import plot_class_mean_maps, plot_region_grid
+from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
-from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, fmt_p, forest_figures, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..gate import gate_rule
-from .context import Context
-from .defence_report import control_label, convergence_word, defence_headline, defence_section, paired_text, wilson
-from .maps_stage import PARTS, AttackSummary
-
-STAT_LABELS = {
-    "iou": "IoU(RoI, RoA)", "dice": "Dice", "energy_in_roi": "attack energy in RoI",
-    "pointing_game": "pointing game", "spearman": "Spearman(I, A)", "pearson": "Pearson(I, A)",
-}
-
-TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
-         "importance map. Region of Attack (RoA): the pixels the attacker's perturbation acts through, the top "
-         "fraction of an attack map.")
-
-GRADIENT_FREE = ("occlusion", "cam")
+from ...report.verdicts import fmt, fmt_p, interval
+from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown
+from ..results import Rendered
+from .claims import WEAK_EOT
+from .config import SpatialConfig
+from .figures import CONVERGENCE, SWEEP, TRADEOFF
+from .metrics import Adaptive, SpatialFindings
 
 
-def build_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                   claims: list[Claim]) -> list[Section]:
-    """Every section of the spatial report, in order: the measurement's, with the attacks table, the defence
-    and the limits."""
-    verdicts, gate, setup, where, overlap = measurement_sections(ctx, summaries, metrics, claims)
-    return [verdicts, gate, setup, attacks_section(metrics), where, overlap, defence_section(ctx, metrics),
-            limits_section(ctx, metrics)]
+def render(config: SpatialConfig, findings: SpatialFindings, figures: Path) -> Rendered:
+    """The summary and every section of the spatial report, in order: the measurement's, with the attacks table,
+    the defence and the limits."""
+    ad = findings.adaptive_part()
+    verdicts, gate, setup, where, overlap = measurement_sections(config, findings, figures, (defence_headline(ad),))
+    sections = [verdicts, gate, setup, attacks_section(findings), where, overlap,
+                defence_section(config, findings, figures), limits_section(config, findings)]
+    return Rendered(summary_table(findings), sections)
 
 
-def measurement_sections(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                         claims: list[Claim]) -> list[Section]:
-    """The sections of the measurement alone (``maps``, ``analyze``, before their limits): no attacks table or
-    defence."""
-    return [
-        verdict_section(ctx, summaries, metrics, claims),
-        gate_section(ctx, metrics),
-        setup_section(ctx, metrics),
-        where_section(ctx, summaries, metrics),
-        overlap_section(ctx, claims),
+def defence_headline(ad: Adaptive) -> str:
+    """One sentence on the defence for the top of the report: its verdict, the numbers behind it, and the harm
+    claim when it holds."""
+    main = ad.main()
+    helps = [row["label"] for row in ad.settings.values() if row.get("verdict") == "helps"]
+    why = f" ({main['why']})" if main.get("why") else ""
+    harm = ad.harm
+    harm_text = (f" It {harm['claim']}: with the attack confined to the RoI it spares, accuracy "
+                 f"{wilson(ad.roi_restricted['defended (white-box, worst gradient)'])} defended vs "
+                 f"{wilson(ad.roi_restricted['undefended (white-box)'])} undefended, Δ "
+                 f"{paired_text(harm['comparison'])}." if harm["verdict"] == harm["claim"] else "")
+    return (f"Defence: the main neutralization defence {main['verdict']}{why} (adaptive accuracy "
+            f"{wilson(main['adaptive:worst'])} vs {wilson(ad.undefended['white-box'])} undefended white-box and "
+            f"{wilson(main['control'])} for its matched control{control_label(ad)}; attack on the defence "
+            f"{convergence_word(main['convergence']['defended'])}).{harm_text} "
+            + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
+               "No configuration attacked adaptively helps by the rule."))
+
+
+def control_label(ad: Adaptive) -> str:
+    """', an upper bound (weak EOT)' when the randomized components were attacked below full strength."""
+    return "" if ad.budget.get("full_eot", True) else f", an {WEAK_EOT}"
+
+
+def convergence_word(conv: dict[str, Any]) -> str:
+    """'converged' / 'NOT converged' (and 'does not reach 0 at the largest eps' where measured)."""
+    word = "converged" if conv["converged"] else "NOT converged"
+    if conv.get("reaches_zero") is False:
+        word += f", does NOT reach 0 at {conv['largest_eps']} (suspect gradient masking)"
+    return word
+
+
+def wilson(acc: dict[str, Any] | None) -> str:
+    """'0.123 [0.100, 0.150]' from an accuracy dict (``value``, ``low``, ``high``)."""
+    if not acc or acc.get("value") is None or math.isnan(acc["value"]):
+        return "-"
+    return f"{acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+
+
+def paired_text(comparison: dict[str, Any]) -> str:
+    """'Δ [CI], p_adj' of a paired accuracy comparison."""
+    p = comparison.get("p_adjusted", comparison["p"])
+    return f"{interval(comparison['delta'])}, p_adj {fmt_p(p)}"
+
+
+def defence_section(cfg: SpatialConfig, f: SpatialFindings, figures: Path) -> Section:
+    """The defence: adaptive verdicts first, the harm claim, the convergence panel, the trade-off, and the
+    non-adaptive tables."""
+    ad = f.adaptive_part()
+    main = ad.main()
+    conv = main["convergence"]
+    budget = ad.budget
+    through = " and ".join(budget.get("eot_gradients", ("local",)))
+    eot = (f"EOT {budget['eot_iter']} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
+           f"{budget['eot_restarts']} restart each, through the {through} gradient"
+           f"{'s' if ' and ' in through else ''})" if budget.get("full_eot") else
+           f"EOT {budget['eot_iter']}{' with early stop' if budget['eot_early_stop'] else ''}: a weak attack, so its "
+           f"numbers are labelled '{WEAK_EOT}', kept out of the plot and of every verdict")
+    paragraphs = [
+        f"Verdict of the main defence ({main['label']}): {main['verdict']}"
+        f"{' (' + main['why'] + ')' if main.get('why') else ''}. Under the adaptive ensemble (APGD-CE, APGD-DLR "
+        f"through the identity-BPDA and the local gradient, {budget['restarts']} restarts x {budget['steps']} "
+        f"iterations, then Square with {budget['queries']} queries on what both left standing; worst case per image) "
+        f"its accuracy is {wilson(main['adaptive:worst'])} on the first {ad.images} images, against "
+        f"{wilson(ad.undefended['white-box'])} for the undefended model under the same attack (white-box) and "
+        f"{wilson(main['control'])} for its matched random control, attacked with {eot} and scored over "
+        f"{budget['draws']} fresh draws.",
+        "Rule: " + ad.rule,
+        f"Convergence, on the same images with the same attack: the defence {convergence_word(conv['defended'])} "
+        f"(gap to more iterations {fmt(conv['defended']['steps_gap'])}, to more restarts "
+        f"{fmt(conv['defended']['restarts_gap'])}); its control's EOT curve "
+        f"{'is flat' if conv['control']['converged'] else 'is NOT flat'} (gap to EOT "
+        f"{max(int(k.split('=')[1]) for k in conv['control']['accuracy'])}: {fmt(conv['control']['eot_gap'])}); the "
+        f"white-box attack {convergence_word(ad.undefended['convergence'])}.",
+        f"Harm (pre-declared): {ad.harm['rule']} Verdict: {ad.harm['verdict']} "
+        f"(Δ {paired_text(ad.harm['comparison'])}).",
     ]
+    tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(cfg, f), clean_table(f)]
+    notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
+             "a robustness number. The clean-restore diagnostic (the region's clean pixels put back) shows what the "
+             "region holds; it is not a bound.",
+             f"Controls: as many pixels as the neutralized region, drawn outside the RoI (the defence never touches "
+             f"it), matched on {cfg.control_match}, {cfg.control_draws} draws per image keyed by the global image id "
+             "(accuracies are means over draws, ± the SD across draws)."]
+    if not cfg.sweep_adaptive:
+        notes.append("Only the main defence, its control and the baselines are attacked adaptively here; the other "
+                     "configurations are 'not evaluated adaptively' (--eval full attacks every one).")
+    if f.defence_interpretation != "interpretable":
+        notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: the defence spares the RoI, so what it neutralizes is "
+                     "defined by an explainer that does not mark what the model uses.")
+    return Section("Defence", paragraphs, tables=tables, notes=notes, figures=defence_figures(figures),
+                   anchor="defence")
 
 
-def verdict_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-                    claims: list[Claim]) -> Section:
-    """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
-    cfg = ctx.config
-    primary = [c for c in claims if c.primary]
-    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(metrics)
-    if "adaptive" in metrics:
-        paragraphs.append(defence_headline(metrics))
-    if not metrics["roi"]["faithful"]:
-        label = metrics["roi"].get("interpretation") or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
-        paragraphs.insert(1, f"{sentence_case(label)} ({metrics['roi']['method']}): every RoI-dependent "
-                             "result below (co-location, the defence, which spares the RoI) is not evidence about the "
-                             "model. The sensitivity panel shows what other explainers give.")
-    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
-             "image, the excess over the same-class null of the model's RoI minus that of each model-free reference "
-             "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
-             "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
-             "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
-             f"references' own co-location) Benjamini-Hochberg; significance level {cfg.significance}; "
-             f"{sesoi_text(cfg.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
-    figures = forest_figures(claims, ctx.rundir.figures / "forest.png",
-                             "Observed minus each null, per-image mean with 95% bootstrap CI",
-                             "Forest plot: the primary statistic against each null (uniform placement, any class, "
-                             "same class, same class and composition). Grey: a gate failed.")
-    panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
-    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
-    if panel:
-        tables.append(panel_table(panel))
-    for method, twin in ctx.panel_duplicates.items():
-        notes.append(f"{method} is left out of the panel: its maps equal {twin}'s up to scale on this model.")
-    return Section("Verdicts", paragraphs, tables=tables, figures=figures, notes=notes, anchor="verdicts")
-
-
-def gate_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    """The faithfulness gate of every explainer the run used, and the model-randomization check."""
-    cfg = ctx.config
-    roi = metrics["roi"]
-    return faithfulness_section([explainer_verdict("RoI explainer", roi["method"], roi["why"], roi["faithful"]),
-                                 gate_rule(cfg, min(cfg.gate_n, metrics["n"]), cfg.fraction, cfg.eps_linf)],
-                                metrics["faithfulness"], per_class_of=[roi["method"]])
-
-
-def panel_table(panel: list[Claim]) -> Table:
-    """Explainer-sensitivity panel: the primary statistic under each explainer and region fraction."""
+def adaptive_table(ad: Adaptive) -> Table:
     rows = []
-    for c in panel:
-        method = c.subject.split(": ", 1)[1].split(" RoI")[0]
-        kind = "gradient-free" if method in GRADIENT_FREE else "gradient-based (partly circular with the RoA)"
-        rows.append([c.subject, kind, fmt(c.observed), fmt(c.null_value), interval(c.effect), fmt(c.ratio, 2),
-                     fmt_p(c.p_adjusted),
-                     "passed" if all(c.gates.values()) else "FAILED", c.verdict])
-    return Table("Explainer sensitivity: attack energy in RoI vs the same-class null under other explainers and "
-                 "region fractions (a conclusion that changes sign across faithful explainers is explainer-dependent)",
-                 ["RoI", "explainer kind", "observed", "same-class null", "Δ [95% CI]", "ratio", "p_adj (BH)",
-                  "gates", "verdict"], rows)
+    for row in ad.settings.values():
+        if not row.get("evaluated", True):
+            rows.append([row["label"], *["-"] * 8, row["verdict"], row.get("why", "")])
+            continue
+        conv = row["convergence"]
+        converged = (f"defence {convergence_word(conv['defended'])}; "
+                     f"control {'flat' if conv['control']['converged'] else 'NOT flat'}")
+        control = wilson(row["control"]) + ("" if row.get("control_full_strength", True) else f" ({WEAK_EOT})")
+        rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]),
+                     wilson(row["adaptive:local"]), wilson(row["adaptive:worst"]), control,
+                     paired_text(row["vs_control"]), paired_text(row["vs_undefended"]), converged, row["verdict"],
+                     row.get("why", "")])
+    return Table(f"Adaptive evaluation of every configuration (first {ad.images} images; undefended white-box "
+                 f"accuracy {wilson(ad.undefended['white-box'])}, clean {wilson(ad.undefended['clean'])}; "
+                 "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table and the harm "
+                 "claim)",
+                 ["configuration", "clean", "APGD: identity-BPDA", "APGD: local gradient", "worst (with Square)",
+                  "control (adaptive, EOT)", "Δ vs control", "Δ vs undefended white-box", "convergence", "verdict",
+                  "why"], rows)
 
 
-def setup_section(ctx: Context, metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    return Section("Setup", [
-        TERMS,
-        f"Model {cfg.model} on the first {metrics['n']} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(metrics['clean_accuracy'])}. Seed {cfg.seed}; device {ctx.device}.",
-        f"RoI: {ctx.importance} of the predicted class on the clean image ({ctx.importance_reason}). RoA: the "
-        f"{cfg.attack_map} map of the perturbation ({cfg.contribution_part} part; magnitude added for L2 attacks). "
-        f"Both regions are the top {cfg.fraction:.0%} of their map (only strictly positive pixels; ties at the cut "
-        "broken by a seeded random order)"
-        + (f", compared at the CAM layer's resolution {ctx.scale[0]}x{ctx.scale[1]} (both maps average-pooled)."
-           if ctx.scale else ", at the input's resolution."),
-        "Statistics are over images the model classifies correctly and the attack fools (successful attacks), "
-        f"leaving out images whose contribution map stays outside the completeness tolerance "
-        f"({cfg.completeness_tolerance:.0%}) after refinement.",
-    ])
+def roi_table(ad: Adaptive) -> Table:
+    rows = [[k, wilson(v)] for k, v in ad.roi_restricted.items()]
+    harm = ad.harm
+    rows.append([f"defended − undefended (both white-box): {harm['verdict']}", paired_text(harm["comparison"])])
+    rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad.transfer.items()]
+    return Table("The ensemble confined to the clean image's RoI (which the defence never neutralizes), and transfer",
+                 ["attack", "accuracy [Wilson 95% CI] or Δ"], rows)
 
 
-def attacks_section(metrics: dict[str, Any]) -> Section:
+def baseline_table(ad: Adaptive) -> Table:
+    rows = [[f"{transform} {strength:g}", wilson(b["clean"]),
+             wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""), convergence_word(b["convergence"])]
+            for (transform, strength), b in ad.baselines.items()]
+    return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
+                 ["baseline (strength)", "clean accuracy", "adaptive robust accuracy", "convergence"], rows)
+
+
+def nonadaptive_table(cfg: SpatialConfig, f: SpatialFindings) -> Table:
     rows = []
-    for name, m in metrics["attacks"].items():
-        rows.append([name, m["images"], fmt(m["success_rate"]), fmt(m["adversarial_accuracy"]), m["successful"],
-                     fmt(m["mean_l0"], 1), fmt(m["mean_l2"]), fmt(m["mean_linf"])])
+    for name, m in f.attacks.items():
+        d, spread = m.defence, m.control_draws
+        for tag in ("gradient", "prior"):
+            if (name, tag) not in f.nonadaptive.comparisons:
+                continue
+            cmp = f.nonadaptive.comparisons[name, tag]
+            control = spread.get(f"{tag}:pred_control_adv", {})
+            rows.append([name, tag, fmt(d.get(f"{tag}:adv", math.nan)), fmt(d.get(f"{tag}:defended_adv", math.nan)),
+                         f"{fmt(control.get('mean', math.nan))} ± {fmt(control.get('sd', math.nan))}",
+                         paired_text(cmp["vs_control"]), paired_text(cmp["vs_undefended"]),
+                         fmt(d.get(f"{tag}:oracle_adv", math.nan)), fmt(d.get(f"{tag}:oracle_control_adv", math.nan)),
+                         fmt(d.get(f"{tag}:clean_restore_adv", math.nan))])
+    return Table(f"Non-adaptive attacker: the run's attacks, made on the undefended model, scored on the defence "
+                 f"(fill {cfg.fill}, fraction {cfg.fraction}; all n images; Holm across the table)",
+                 ["attack", "defence", "undefended", "defended", "control (mean ± SD over draws)", "Δ vs control",
+                  "Δ vs undefended", "oracle (true delta)", "oracle control (in RoA)", "clean-restore diagnostic"],
+                 rows)
+
+
+def clean_table(f: SpatialFindings) -> Table:
+    cost = f.clean_cost
+    return Table("Clean cost: accuracy on clean images with the deployable defence on (all n images)",
+                 ["defence", "defended", "matched control (mean over draws)", "undefended"],
+                 [[tag, fmt(cost.get(f"{tag}:defended_clean", math.nan)),
+                   fmt(cost.get(f"{tag}:control_clean", math.nan)), fmt(f.clean_accuracy)]
+                  for tag in ("gradient", "prior") if f"{tag}:defended_clean" in cost])
+
+
+def defence_figures(figures: Path) -> list[Figure]:
+    """The convergence panel, the trade-off and the sweep, where drawn."""
+    return [*shown(figures, CONVERGENCE,
+                   "Convergence panel, on the images and with the attack of the reported numbers: robust accuracy "
+                   "of the main defence vs APGD iterations, restarts and eps (points beyond the budget extend the "
+                   "reported attack on the images it left standing), and of every randomized component vs EOT draws."),
+            *shown(figures, TRADEOFF,
+                   "Clean accuracy vs adaptive robust accuracy for every configuration attacked adaptively and the "
+                   "trivial transforms (global blur, Gaussian noise, JPEG-style quantization) on the same images; "
+                   f"numbers from a weak EOT ({WEAK_EOT}) are left out."),
+            *shown(figures, SWEEP, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched "
+                                   "control.")]
+
+
+def attacks_section(f: SpatialFindings) -> Section:
+    rows = []
+    for name, m in f.attacks.items():
+        rows.append([name, m.images, fmt(m.success_rate), fmt(m.adversarial_accuracy), m.successful,
+                     fmt(m.mean_l0, 1), fmt(m.mean_l2), fmt(m.mean_linf)])
     table = Table("Attacks (success rate on correctly classified images; norms over successful attacks)",
                   ["attack", "images", "success rate", "adversarial accuracy", "successful", "mean L0 (px)",
                    "mean L2", "mean Linf"], rows)
     return Section("Attacks", tables=[table])
 
 
-def where_section(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any]) -> Section:
-    cfg = ctx.config
-    figures, part_rows = [], []
-    for s in summaries:
-        for kind, stats in metrics["attacks"][s.name]["maps"].items():
-            part_rows.append([s.name, kind] + [fmt(stats[p]) for p in PARTS]
-                             + [fmt(stats.get("completeness_error_median", math.nan), 4),
-                                fmt(stats.get("completeness_error_max", math.nan), 4),
-                                fmt(stats.get("flagged_share", math.nan))])
-        kind = s.kinds()[0]
-        if s.examples.get("labels") and sum(len(t) for t in s.examples["labels"]):
-            ex = {k: torch.cat(v) for k, v in s.examples.items()}
-            names = [ctx.data.class_names[int(c)] for c in ex["labels"]]
-            path = plot_region_grid(ex["x_adv"], ex["importance"], ex["attack"], segregate(ex["roi"], ex["roa"]),
-                                    ctx.rundir.figures / f"regions-{s.name}.png", row_labels=names,
-                                    importance_name=ctx.importance, attack_name=kind,
-                                    title=f"{s.name}: where the model looks (RoI) and where the attack acts (RoA)",
-                                    region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
-            figures.append(Figure(path, f"{s.name}: adversarial image, {ctx.importance} (RoI), "
-                                        f"{kind} map (RoA) and the four-part partition."))
-    main = next((s for s in summaries if s.name == cfg.defence_attack), summaries[0])
-    figures += frequency_figures(ctx, main)
-    table = Table("Four-part segregation (mean share of the image) and completeness of the contribution map",
-                  ["attack", "attack map", "both", "roi_only", "roa_only", "neither", "completeness err. (median)",
-                   "completeness err. (max)", "share flagged (excluded)"], part_rows)
-    notes = ["For L-inf attacks the magnitude map is nearly flat (|delta| = eps almost everywhere); that is why "
-             "the contribution map is the default RoA for them."]
-    return Section("Where the attacks act", tables=[table], figures=figures, notes=notes, anchor="where-they-act")
-
-
-def frequency_figures(ctx: Context, main: AttackSummary) -> list[Figure]:
-    """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
-    kind = main.kinds()[0]
-    roi, roa = main.frequency["roi"], main.frequency[kind]
-    if int(roi.counts.sum()) == 0:
-        return []
-    names = list(ctx.data.class_names)
-    out = []
-    for key, acc, label in (("roi", roi, f"P(pixel in RoI | class), {ctx.importance}"),
-                            ("roa", roa, f"P(pixel in RoA | class), {kind} map of {main.name}")):
-        path = plot_class_mean_maps(acc.means(), names, ctx.rundir.figures / f"frequency-{key}.png", counts=acc.counts,
-                                    title=label, colorbar_label="share of images", vmin=0.0, vmax=1.0)
-        out.append(Figure(path, f"{label}: how often each pixel is in the region, per class."))
-    diff = roa.means() - roi.means()
-    path = plot_class_mean_maps(diff, names, ctx.rundir.figures / "frequency-difference.png", counts=roi.counts,
-                                title=f"P(RoA) - P(RoI) per class ({main.name})", colorbar_label="difference",
-                                vmin=-1.0, vmax=1.0, cmap="RdBu_r")
-    out.append(Figure(path, "Red: pixels the attack uses more often than the model looks at them; blue: the reverse. "
-                            "Class-level alignment or anti-alignment shows here before any statistic."))
-    return out
-
-
-def overlap_section(ctx: Context, claims: list[Claim]) -> Section:
-    """Every statistic against every null (folded), with corrected p-values and verdicts."""
-    cfg = ctx.config
-    rest = [c for c in claims if not c.primary and "RoI, top" not in c.subject]
-    table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
-                                "null; two-sided p; Benjamini-Hochberg)", folded=True)
-    return Section("Overlap vs the nulls", [
-        "Nulls, from the weakest to the most matched: uniform (regions placed independently at random, analytic), "
-        "any-class (RoA paired with the RoI of any other image), same-class (of another image of the same class), "
-        "object-conditioned (same class and same foreground-share stratum). Observed below a null means the attack "
-        "avoids the RoI more than that null: anti-alignment, a finding in its own right, never hidden as p = 1.",
-        "IoU and Dice are not computed for one-pixel attacks (degenerate for a one-pixel RoA): they get the exact "
-        "'attacked pixel in RoI' test against per-image chance instead."],
-        tables=[table], anchor="overlap-vs-baseline")
-
-
-def limits_section(ctx: Context, metrics: dict[str, Any]) -> Section:
+def limits_section(cfg: SpatialConfig, f: SpatialFindings) -> Section:
     """The spatial report's limits: the measurement's, then the defence's."""
-    cfg = ctx.config
+    ad = f.adaptive_part()
     return Section("Limits of the method", [
         *measurement_limits(cfg),
         "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
         "robustness is its adaptive number"
-        + ("" if metrics["adaptive"]["convergence"]["converged"] else
+        + ("" if ad.convergence["converged"] else
            " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
-        + f"; the adaptive evaluation covers the first {metrics['adaptive']['images']} images"
-        + (" (all of them: --eval full)." if metrics["adaptive"]["images"] == metrics["n"] else
+        + f"; the adaptive evaluation covers the first {ad.images} images"
+        + (" (all of them: --eval full)." if ad.images == f.n else
            " (--eval full covers every image)."),
-        *onepixel_limits(cfg, metrics),
+        *onepixel_limits(cfg, f),
     ], anchor="limits")
 
 
-def measurement_limits_section(ctx: Context, metrics: dict[str, Any], external: bool) -> Section:
-    """The limits of the measurement alone (``maps``, ``analyze``); ``external``: the adversarial examples were
-    made elsewhere (``analyze``)."""
-    cfg = ctx.config
-    # external examples (analyze) were made elsewhere, by whatever attack: our one-pixel budget never ran
-    paragraphs = [*measurement_limits(cfg), *([] if external else onepixel_limits(cfg, metrics))]
-    if external:
-        paragraphs.append(
-            "The adversarial examples were made elsewhere: how strong their attack was (its budget, its "
-            "convergence) is the maker's to show; this report measures where the given perturbations act, not "
-            "whether a stronger attack would act elsewhere.")
-    else:
-        paragraphs.append(
-            "No defence is evaluated here: the overlap of RoI and RoA says where the attacks act, not that removing "
-            "either region protects the model (`advspatial run spatial` evaluates that, with controls and adaptive "
-            "attacks).")
-    return Section("Limits of the method", paragraphs, anchor="limits")
-
-
-def measurement_limits(cfg: Any) -> list[str]:
-    """What every RoI-vs-RoA measurement rests on: faithful maps, the choice of attack map, the region fraction."""
-    return [
-        "Maps are explanations, not ground truth: an RoI is interpreted only when its explainer passes the "
-        "faithfulness gate, and the RoA depends on the attack map chosen (contribution, magnitude, gradient answer "
-        "different questions).",
-        "Gradient-based RoIs (Grad-CAM, HiResCAM, saliency, IG) are partly circular with a gradient-based RoA (the "
-        "contribution map integrates the same model's gradients); occlusion is the gradient-free reference.",
-        f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The nulls "
-        "control for that, which is why only observed-vs-null differences are interpreted (the panel shows other "
-        "fractions).",
-    ]
-
-
-def onepixel_limits(cfg: Any, metrics: dict[str, Any]) -> list[str]:
-    """The one-pixel attack's reduced budget, when it ran."""
-    if "onepixel" not in metrics.get("attacks", {}):
-        return []
-    return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, metrics['n'])} images with a reduced DE "
-            f"budget (population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 "
-            "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
-
-
-def summary_table(metrics: dict[str, Any]) -> str:
+def summary_table(f: SpatialFindings) -> str:
     """The summary printed at the end of ``advspatial run``."""
     header = (f"{'attack':<10} {'success':>8} {'L2':>7} {'Linf':>6} {'IoU':>6} {'E_in_RoI':>9} "
               f"{'undef':>6} {'defended':>9} {'control':>8} {'oracle':>7}")
-    lines = [f"clean accuracy {metrics['clean_accuracy']:.4f} on {metrics['n']} images", header, "-" * len(header)]
-    for name, m in metrics["attacks"].items():
-        first = next(iter(m["maps"].values()))
-        d = m["defence"]
-        lines.append(f"{name:<10} {fmt(m['success_rate']):>8} {fmt(m['mean_l2']):>7} {fmt(m['mean_linf']):>6} "
+    lines = [f"clean accuracy {f.clean_accuracy:.4f} on {f.n} images", header, "-" * len(header)]
+    for name, m in f.attacks.items():
+        first = next(iter(m.maps.values()))
+        d = m.defence
+        lines.append(f"{name:<10} {fmt(m.success_rate):>8} {fmt(m.mean_l2):>7} {fmt(m.mean_linf):>6} "
                      f"{fmt(first['iou']):>6} {fmt(first['energy_in_roi']):>9} "
                      f"{fmt(d.get('gradient:adv', math.nan)):>6} "
                      f"{fmt(d.get('gradient:defended_adv', math.nan)):>9} "
                      f"{fmt(d.get('gradient:control_adv', math.nan)):>8} "
                      f"{fmt(d.get('gradient:oracle_adv', math.nan)):>7}")
     lines.append("(defence columns: non-adaptive attacker, examples made on the undefended model)")
-    ad = metrics["adaptive"]
-    main = ad["settings"]["main"]
-    lines.append(f"adaptive ensemble on {ad['images']} images: defended {wilson(main['adaptive:worst'])}, control "
+    ad = f.adaptive_part()
+    main = ad.main()
+    lines.append(f"adaptive ensemble on {ad.images} images: defended {wilson(main['adaptive:worst'])}, control "
                  f"{wilson(main['control'])}{control_label(ad)}, undefended white-box "
-                 f"{wilson(ad['undefended']['white-box'])}; attack {convergence_word(ad['convergence'])}; verdict: "
+                 f"{wilson(ad.undefended['white-box'])}; attack {convergence_word(ad.convergence)}; verdict: "
                  f"{main['verdict']}{' (' + main['why'] + ')' if main.get('why') else ''}")
-    if ad["harm"]["verdict"] == ad["harm"]["claim"]:
-        lines.append(f"harm: the defence {ad['harm']['claim']} (RoI-confined white-box accuracy, defended - "
-                     f"undefended: {paired_text(ad['harm']['comparison'])})")
+    if ad.harm["verdict"] == ad.harm["claim"]:
+        lines.append(f"harm: the defence {ad.harm['claim']} (RoI-confined white-box accuracy, defended - "
+                     f"undefended: {paired_text(ad.harm['comparison'])})")
     return "\n".join(lines)
 
 
-def content_sentences(metrics: dict[str, Any]) -> list[str]:
-    """Per attack and RoA map, the plain sentence of the co-location beyond layout and image content."""
-    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (metrics.get("content") or {}).items()
-            for kind, k in by_kind.items()]
-
-
-def maps_summary(metrics: dict[str, Any]) -> str:
-    """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
-    lines = [f"{name} on {m['images']} images: success rate {m['success_rate']:.3f}, {m['successful']} successful "
-             "attacks analysed" for name, m in metrics["attacks"].items()]
-    return "\n".join([*lines, *claims_lines(metrics)])
-
-
-def claims_lines(metrics: dict[str, Any]) -> list[str]:
-    """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
-    roi = metrics["roi"]
-    gate = metrics["faithfulness"][roi["method"]]
-    lines = [f"RoI {roi['method']}: faithfulness gate "
-             f"{'passed' if gate['passed'] else 'FAILED (' + str(gate.get('reason', '')) + ')'}"]
-    for c in metrics["claims"]:
-        e = c["effect"]
-        lines.append(f"  {'*' if c['primary'] else ' '} {c['subject']:<28} {c['statistic']:<14} vs {c['null']:<18} "
-                     f"observed {c['observed']:.3f} null {c['null_value']:.3f} excess {e['mean']:+.3f} "
-                     f"[{e['low']:+.3f}, {e['high']:+.3f}] p_adj {fmt_p(c['p_adjusted'])}  {c['verdict']}")
-    lines.append("(* = primary endpoint)")
-    return lines + content_sentences(metrics)

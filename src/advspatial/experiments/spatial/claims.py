@@ -5,6 +5,7 @@ verdict per configuration by one fixed rule (:data:`DEFENCE_RULE`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -13,9 +14,9 @@ import torch
 from ...defense.adaptive import AdaptiveBudget
 from ...defense.convergence import CurveGrid, convergence_rule
 from ...regions.inference import accuracy, bootstrap_mean_ci, holm, paired_accuracy
-from .adaptive import budget_of, curve_grid
-from .context import Context
-from .defence import DefenceSetting, settings
+from ..maps.stages import Context
+from .metrics import Adaptive
+from .stages import AdaptiveOutcomes, DefenceSetting, SweepColumns, budget_of, curve_grid, settings
 
 #: the fixed rule behind every defence verdict (printed in the report)
 DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "
@@ -47,61 +48,63 @@ HARM_WORDS = ("makes the model more vulnerable inside the RoI", "no harm shown i
 WEAK_EOT = "upper bound (weak EOT)"
 
 
-def summarize_adaptive(ctx: Context, outcomes: dict[str, dict[str, torch.Tensor]], roi_faithful: bool,
-                       with_prior: bool) -> dict[str, Any]:
+def summarize_adaptive(ctx: Context, outcomes: AdaptiveOutcomes, roi_faithful: bool,
+                       with_prior: bool) -> Adaptive:
     """Accuracies with Wilson CIs, convergence per component, paired comparisons, Holm across the table (and the
     harm claim), and one verdict each."""
     cfg = ctx.config
     budget, grid = budget_of(ctx), curve_grid(ctx)
-    undefended = outcomes["undefended"]
-    conv = lambda columns, name, randomized=False: component_convergence(  # noqa: E731
-        columns, name, budget, grid, cfg.eps_linf, randomized)
-    white = conv(undefended, "white-box")
-    rows = {s.key: setting_row(ctx, s, outcomes.get(s.key), undefended, conv) for s in settings(ctx, with_prior)}
-    harm = harm_comparison(ctx, outcomes["main"], undefended, conv)
+    undefended = outcomes.undefended
+    conv = lambda component, randomized=False: component_convergence(  # noqa: E731
+        component, budget, grid, cfg.eps_linf, randomized)
+    white = conv(undefended["white-box"])
+    rows = {s: setting_row(ctx, s, outcomes.settings.get(s), undefended, conv) for s in settings(ctx, with_prior)}
+    main = next(o for s, o in outcomes.settings.items() if s.role == "main")
+    harm = harm_comparison(ctx, main, undefended, conv)
     adjust_family(rows, harm)
     for row in rows.values():
         row["verdict"], row["why"] = defence_verdict(row, roi_faithful, cfg.significance, white)
     harm["verdict"] = harm_verdict(harm, cfg.significance)
-    main = outcomes["main"]
-    return {
-        "images": int(undefended["clean"].numel()),
-        "budget": budget.as_dict(),
-        "rule": DEFENCE_RULE,
-        "undefended": {"clean": accuracy(undefended["clean"]).as_dict(),
-                       "white-box": accuracy(undefended["white-box"]).as_dict(),
-                       "roi:white-box": accuracy(undefended["roi:white-box"]).as_dict(),
-                       "convergence": white},
-        "settings": rows,
-        "harm": harm,
-        "roi_restricted": {
-            "defended (white-box, worst gradient)": accuracy(main["roi:defended:worst"]).as_dict(),
-            "undefended (white-box)": accuracy(undefended["roi:white-box"]).as_dict(),
-            "transfer: made on the defence, scored undefended": accuracy(main["roi:transfer:undefended"]).as_dict(),
-            "transfer: made on the undefended model, scored defended":
-                accuracy(undefended["roi:transfer:defended"]).as_dict(),
+    return Adaptive(
+        images=int(undefended["clean"].numel()),
+        budget=budget.as_dict(),
+        rule=DEFENCE_RULE,
+        undefended={"clean": accuracy(undefended["clean"]).as_dict(),
+                    "white-box": accuracy(worst(undefended["white-box"])).as_dict(),
+                    "roi:white-box": accuracy(worst(undefended["roi"])).as_dict(),
+                    "convergence": white},
+        settings=rows,
+        harm=harm,
+        roi_restricted={
+            "defended (white-box, worst gradient)": accuracy(worst(main["roi"])).as_dict(),
+            "undefended (white-box)": accuracy(worst(undefended["roi"])).as_dict(),
+            "transfer: made on the defence, scored undefended": accuracy(main["roi_transfer"]).as_dict(),
+            "transfer: made on the undefended model, scored defended": accuracy(undefended["roi_transfer"]).as_dict(),
         },
-        "transfer": {
-            "made on the defence, scored undefended": accuracy(main["transfer:undefended"]).as_dict(),
-            "made on the undefended model, scored defended": accuracy(undefended["transfer:defended"]).as_dict(),
+        transfer={
+            "made on the defence, scored undefended": accuracy(main["transfer"]).as_dict(),
+            "made on the undefended model, scored defended": accuracy(undefended["transfer"]).as_dict(),
         },
-        "baselines": {key.removeprefix("baseline|"): baseline_row(key, o, conv, budget)
-                      for key, o in outcomes.items() if key.startswith("baseline|")},
-        "convergence": rows["main"]["convergence"]["defended"],
-    }
+        baselines={(t, s): baseline_row(t, o, conv, budget) for (t, s), o in outcomes.baselines.items()},
+        convergence=rows[DefenceSetting("main", cfg.fraction, cfg.fill)]["convergence"]["defended"],
+    )
 
 
-def component_convergence(columns: dict[str, torch.Tensor], name: str, budget: AdaptiveBudget, grid: CurveGrid,
-                          eps: float, randomized: bool) -> dict[str, Any]:
-    """The curve of component ``name`` (its ``curve:name:*`` columns, as accuracies) and the rule's verdict on it."""
-    prefix = f"curve:{name}:"
-    accuracies = {k.removeprefix(prefix): float(v.double().mean()) for k, v in columns.items() if k.startswith(prefix)}
-    n = int(columns[f"{name}:worst"].numel())
+def worst(component: dict[str, Any]) -> torch.Tensor:
+    """A component's per-image result of the whole adaptive attack (its worst case over the gradients)."""
+    return component["correct"]["worst"]
+
+
+def component_convergence(component: dict[str, Any], budget: AdaptiveBudget, grid: CurveGrid, eps: float,
+                          randomized: bool) -> dict[str, Any]:
+    """The curve of an adaptive component (its per-image ``curve`` points, as accuracies) and the rule's verdict."""
+    accuracies = {point: float(v.double().mean()) for point, v in component["curve"].items()}
+    n = int(worst(component).numel())
     return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, eps, randomized=randomized)}
 
 
-def setting_row(ctx: Context, s: DefenceSetting, o: dict[str, torch.Tensor] | None,
-                undefended: dict[str, torch.Tensor], conv: Any) -> dict[str, Any]:
+def setting_row(ctx: Context, s: DefenceSetting, o: dict[str, Any] | None, undefended: dict[str, Any],
+                conv: Any) -> dict[str, Any]:
     """One configuration's row: its accuracies, convergence per component and paired comparisons (or, when it
     was not attacked adaptively, only what it is)."""
     cfg = ctx.config
@@ -110,32 +113,31 @@ def setting_row(ctx: Context, s: DefenceSetting, o: dict[str, torch.Tensor] | No
     if o is None:
         return row
     row.update({
-        "clean": accuracy(o["clean:defended"]).as_dict(),
-        **{f"adaptive:{g}": accuracy(o[f"defended:{g}"]).as_dict() for g in ("identity", "local", "worst")},
-        "control": share_summary(o["control:worst"]),
-        "vs_control": paired_accuracy(o["defended:worst"], o["control:worst"], seed=cfg.seed).as_dict(),
-        "vs_undefended": paired_accuracy(o["defended:worst"], undefended["white-box"], seed=cfg.seed).as_dict(),
-        "convergence": {"defended": conv(o, "defended"), "control": conv(o, "control", True)},
+        "clean": accuracy(o["clean"]).as_dict(),
+        **{f"adaptive:{g}": accuracy(o["defended"]["correct"][g]).as_dict() for g in ("identity", "local", "worst")},
+        "control": share_summary(worst(o["control"])),
+        "vs_control": paired_accuracy(worst(o["defended"]), worst(o["control"]), seed=cfg.seed).as_dict(),
+        "vs_undefended": paired_accuracy(worst(o["defended"]), worst(undefended["white-box"]),
+                                         seed=cfg.seed).as_dict(),
+        "convergence": {"defended": conv(o["defended"]), "control": conv(o["control"], True)},
         "control_full_strength": budget_of(ctx).full_eot,
     })
     return row
 
 
-def harm_comparison(ctx: Context, main: dict[str, torch.Tensor], undefended: dict[str, torch.Tensor],
-                    conv: Any) -> dict[str, Any]:
+def harm_comparison(ctx: Context, main: dict[str, Any], undefended: dict[str, Any], conv: Any) -> dict[str, Any]:
     """The pre-declared harm claim's comparison: RoI-confined white-box accuracy, defended minus undefended."""
     return {"claim": "makes the model more vulnerable inside the RoI", "rule": HARM_RULE,
-            "comparison": paired_accuracy(main["roi:defended:worst"], undefended["roi:white-box"],
-                                          seed=ctx.config.seed).as_dict(),
-            "convergence": {"undefended": conv(undefended, "roi:white-box")}}
+            "comparison": paired_accuracy(worst(main["roi"]), worst(undefended["roi"]), seed=ctx.config.seed).as_dict(),
+            "convergence": {"undefended": conv(undefended["roi"])}}
 
 
-def baseline_row(key: str, o: dict[str, torch.Tensor], conv: Any, budget: AdaptiveBudget) -> dict[str, Any]:
+def baseline_row(transform: str, o: dict[str, Any], conv: Any, budget: AdaptiveBudget) -> dict[str, Any]:
     """A baseline's clean and robust accuracy, its convergence and, for a randomized one attacked with weak EOT,
     the label that keeps it out of the plot."""
-    randomized = key.split("|")[1] == "noise"
-    row = {"clean": share_summary(o["clean"]), "robust": share_summary(o["robust"]),
-           "convergence": conv(o, "baseline", randomized), "randomized": randomized}
+    randomized = transform == "noise"
+    row = {"clean": share_summary(o["clean"]), "robust": share_summary(worst(o["baseline"])),
+           "convergence": conv(o["baseline"], randomized), "randomized": randomized}
     row["label"] = WEAK_EOT if randomized and not budget.full_eot else ""
     return row
 
@@ -149,7 +151,7 @@ def share_summary(shares: torch.Tensor) -> dict[str, Any]:
     return {"value": est.mean, "low": est.low, "high": est.high, "k": math.nan, "n": est.n}
 
 
-def adjust_family(rows: dict[str, dict[str, Any]], harm: dict[str, Any] | None = None) -> None:
+def adjust_family(rows: Mapping[Any, dict[str, Any]], harm: dict[str, Any] | None = None) -> None:
     """Holm across every evaluated row's two comparisons (vs control, vs undefended) and the harm claim: one
     family per table."""
     entries = [(rows[key][which]) for key in rows if rows[key].get("evaluated", True)
@@ -222,9 +224,10 @@ def harm_verdict(harm: dict[str, Any], alpha: float, min_n: int = 30) -> str:
     return "no harm shown inside the RoI"
 
 
-def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str], seed: int) -> dict[str, Any]:
-    """Per attack and deployable defence: defended vs its control and vs undefended, paired; Holm over the family."""
-    out: dict[str, Any] = {}
+def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str],
+                            seed: int) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (attack, deployable defence): defended vs its control and vs undefended, paired; Holm over the family."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for name in attacks:
         group = [r for r in rows if r["attack"] == name]
         for tag in ("gradient", "prior"):
@@ -233,7 +236,7 @@ def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str], seed
             defended = [float(r[f"{tag}:pred_defended_adv"] == r["label"]) for r in group]
             control = [r[f"{tag}:correct_control_adv"] for r in group]
             undefended = [float(r["adv_pred"] == r["label"]) for r in group]
-            out[f"{name}|{tag}"] = {"vs_control": paired_accuracy(defended, control, seed=seed).as_dict(),
+            out[name, tag] = {"vs_control": paired_accuracy(defended, control, seed=seed).as_dict(),
                                     "vs_undefended": paired_accuracy(defended, undefended, seed=seed).as_dict()}
     adjust_family(out)
     return out
@@ -251,15 +254,14 @@ def draw_spread(draws: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, flo
     return {key: spread(torch.cat(parts)) for key, parts in draws.items()}
 
 
-def sweep_summary(ctx: Context, sweep: dict[str, torch.Tensor]) -> dict[str, Any]:
+def sweep_summary(ctx: Context, sweep: SweepColumns) -> dict[tuple[str, float, str], dict[str, Any]]:
     """Per (adv|clean, fraction, fill): defended accuracy (Wilson), control mean ± SD over draws, paired Δ."""
     cfg = ctx.config
-    out: dict[str, Any] = {}
+    out = {}
     for tag in ("adv", "clean"):
         for f in cfg.fractions:
             for fill in cfg.fills:
-                key = f"{tag}|{f:g}|{fill}"
-                defended, control = sweep[f"{key}|defended"], sweep[f"{key}|control"]
-                out[key] = {"defended": accuracy(defended).as_dict(), "control": spread(control),
-                            "vs_control": paired_accuracy(defended, control.mean(1), seed=cfg.seed).as_dict()}
+                defended, control = sweep[tag, f, fill]
+                out[tag, f, fill] = {"defended": accuracy(defended).as_dict(), "control": spread(control),
+                                     "vs_control": paired_accuracy(defended, control.mean(1), seed=cfg.seed).as_dict()}
     return out

@@ -1,6 +1,6 @@
-"""The spatial experiment's inference (METHODS.md §1): the faithfulness gate of every explainer, the
+"""The RoI/RoA measurement's inference (METHODS.md §1): the faithfulness gate of every explainer, the
 co-location comparisons against the nulls, the explainer-sensitivity panel, the claims, their corrections
-and verdicts (written into the metrics)."""
+and verdicts (:class:`~.metrics.Measured`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from ...regions.inference import compare_to_nulls
 from .. import colocation
 from ..gate import gate_stage, roi_label
 from .config import MeasurementConfig
-from .context import Context, panel_batch, panel_methods
-from .maps_stage import AttackSummary
+from .metrics import AttackOutcome, Measured, PanelRow, RoiFindings
+from .stages import AttackSummary, Context
 
 
 def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
@@ -26,15 +26,15 @@ def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
     cfg = ctx.config
 
     def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
-        return lambda b: panel_batch(ctx, m, b)
+        return lambda b: ctx.panel_maps(m, b)
 
     gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
                            n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
-             for m in panel_methods(ctx)}
+             for m in ctx.panel}
     for fraction in cfg.panel_fractions:
         if fraction != cfg.fraction:
             gates[fraction_key(ctx.importance, fraction)] = gate_stage(
-                ctx, ctx.importance, fraction, cfg.eps_linf, maps=lambda b: panel_batch(ctx, ctx.importance, b),
+                ctx, ctx.importance, fraction, cfg.eps_linf, maps=ctx.importance_of,
                 n=cfg.panel_gate_n)
     return gates
 
@@ -44,40 +44,42 @@ def fraction_key(method: str, fraction: float) -> str:
     return f"{method} @ top {fraction:.0%}"
 
 
-def measure(ctx: Context, summaries: list[AttackSummary], metrics: dict[str, Any],
-            gates: dict[str, dict[str, Any]]) -> list[Claim]:
-    """The RoI/RoA inference: engine results, claims, corrections and verdicts, written into ``metrics``."""
+def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
+            gates: dict[str, dict[str, Any]]) -> Measured:
+    """The RoI/RoA inference: engine results, claims, corrections and verdicts; every attack map's statistics get
+    the RoI's interpretation."""
     cfg = ctx.config
     roi_gate = gates[ctx.importance]
-    label = roi_label(roi_gate)
-    metrics["faithfulness"] = gates
-    metrics["roi"] = {"method": ctx.importance, "why": ctx.importance_reason, "faithful": bool(roi_gate["passed"]),
-                      "interpretation": label or "interpretable"}
-    metrics["inference"], claims = {}, []
+    label = roi_label(roi_gate) or "interpretable"
+    inference: dict[str, dict[str, Any]] = {}
+    content: dict[str, dict[str, Any]] = {}
+    claims: list[Claim] = []
     for s in summaries:
         main = s.kinds()[0]
         for kind in s.kinds():
             subject = f"{s.name} ({kind} RoA)"
-            gate_set = claim_gates(roi_gate, metrics["attacks"][s.name]["maps"][kind], cfg)
+            gate_set = claim_gates(roi_gate, attacks[s.name].maps[kind], cfg)
             if s.kept(kind) < 3:
                 continue
             if s.norm == "l0":
                 claims += colocation.pixel_claims(s.store(kind), subject, gate_set, cfg.permutations, cfg.seed)
                 continue
             comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
-            metrics["inference"].setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
+            inference.setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
             claims += content_claims(ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
-                                     out=metrics.setdefault("content", {}).setdefault(s.name, {}))
+                                     out=content.setdefault(s.name, {}))
             claims += colocation.attack_claims(subject, comparisons, gate_set, primary=False)
-        for stats in metrics["attacks"][s.name]["maps"].values():
-            stats["interpretation"] = label or "interpretable"
+        for stats in attacks[s.name].maps.values():
+            stats["interpretation"] = label
     main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
+    panel = None
     if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
-        claims += panel_claims(ctx, main_attack, gates, metrics)
+        panel_of = panel_claims(ctx, main_attack, gates, attacks[main_attack.name].maps[cfg.attack_map])
+        panel = [PanelRow(c.subject, c.observed, c.null_value, c.effect.as_dict(), c.p) for c in panel_of]
+        claims += panel_of
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
-    metrics["claims"] = [c.as_dict() for c in claims]
-    metrics["defence_interpretation"] = label or "interpretable"
-    return claims
+    roi = RoiFindings(ctx.importance, ctx.importance_reason, bool(roi_gate["passed"]), label)
+    return Measured(gates, roi, inference, content or None, panel, claims, label)
 
 
 def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, kind: str,
@@ -115,16 +117,15 @@ def claim_gates(roi_gate: dict[str, Any], map_stats: dict[str, Any], cfg: Measur
 
 
 def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str, Any]],
-                 metrics: dict[str, Any]) -> list[Claim]:
+                 map_stats: dict[str, Any]) -> list[Claim]:
     """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction."""
     cfg = ctx.config
     kind = cfg.attack_map
     store = summary.store(kind)
-    map_stats = metrics["attacks"][summary.name]["maps"][kind]
     out = []
     ids = store["ids"]
     roa = store["roa"]
-    for method in panel_methods(ctx)[1:]:
+    for method in ctx.panel[1:]:
         imp = store[f"panel:{method}"]
         roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
         out.append(panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
@@ -137,8 +138,6 @@ def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str
         gate = gates[fraction_key(ctx.importance, fraction)]
         out.append(panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
                                store["attack"], roi, roa_f, store, claim_gates(gate, map_stats, cfg)))
-    metrics["panel"] = [{"subject": c.subject, "observed": c.observed, "null": c.null_value,
-                         "effect": c.effect.as_dict(), "p": c.p} for c in out]
     return out
 
 

@@ -1,0 +1,164 @@
+"""The RoI/RoA measurement's findings (:class:`MapsFindings`; metrics.json is their serialization): per attack
+the outcome, the norms, the map statistics and the accuracies of any defence columns, computed from the per-image
+rows only (so the two always agree); the gates, the RoI, the comparisons against the nulls, the panel and the
+claims (:mod:`.claims`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ...regions.claims import Claim
+from ..findings import Findings
+from ..results import mean_of
+from .stages import PARTS, AttackSummary, Context
+
+F = TypeVar("F", bound="MeasuredFindings")
+
+
+@dataclass
+class AttackOutcome:
+    """One attack: its images, success, norms over the successful attacks, per attack map its statistics
+    (``maps[kind]``: the means of the per-image statistics and parts, the completeness check, the interpretation)
+    and the accuracy of every defence column (empty without a defence)."""
+
+    images: int
+    clean_accuracy: float
+    success_rate: float
+    adversarial_accuracy: float
+    successful: int
+    mean_l0: float
+    mean_l2: float
+    mean_linf: float
+    maps: dict[str, dict[str, Any]]
+    defence: dict[str, float]
+
+
+@dataclass
+class RoiFindings:
+    """The RoI's explainer, why it was chosen, whether it passed its gate, and the interpretation of RoI results."""
+
+    method: str
+    why: str
+    faithful: bool
+    interpretation: str
+
+
+@dataclass
+class PanelRow:
+    """The primary statistic under another explainer or region fraction, against the same-class null."""
+
+    subject: str
+    observed: float
+    null: float
+    effect: dict[str, Any]
+    p: float
+
+
+@dataclass
+class Measured:
+    """The inference of the measurement (:func:`.claims.measure`): the gate of every explainer (by name; the RoI's
+    at other fractions as ``"method @ top 10%"``), the RoI, per attack and map the comparisons against the nulls and
+    the co-location beyond image content (when an attack had enough images), the panel, the claims."""
+
+    faithfulness: dict[str, dict[str, Any]]
+    roi: RoiFindings
+    inference: dict[str, dict[str, Any]]
+    content: dict[str, dict[str, Any]] | None
+    panel: list[PanelRow] | None
+    claims: list[Claim]
+    defence_interpretation: str
+
+
+class MeasuredFindings(Findings):
+    """Findings holding the measurement's parts: the parts a run did not reach (``content``, ``panel``) are left
+    out of metrics.json, as they were before findings were typed."""
+
+    OPTIONAL = ("content", "panel")
+
+    def to_metrics(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_metrics().items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def measured(cls: type[F], head: Mapping[str, Any], measured: Measured, **tail: Any) -> F:
+        """The findings of ``head`` fields, the measurement's parts and ``tail`` fields."""
+        parts = {f.name: getattr(measured, f.name) for f in dataclasses.fields(measured)}
+        return cls(**head, **parts, **tail)
+
+
+@dataclass
+class MapsFindings(MeasuredFindings):
+    """What a ``maps`` run found: per attack its outcome, the gates, the RoI, the comparisons, panel and claims."""
+
+    n: int
+    clean_accuracy: float
+    attacks: dict[str, AttackOutcome]
+    faithfulness: dict[str, dict[str, Any]]
+    roi: RoiFindings
+    inference: dict[str, dict[str, Any]]
+    content: dict[str, dict[str, Any]] | None = None
+    panel: list[PanelRow] | None = None
+    claims: list[Claim] = field(default_factory=list)
+    defence_interpretation: str = "interpretable"
+
+STATS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
+
+
+def iter_group(rows: list[dict[str, Any]], attack: str) -> Iterator[dict[str, Any]]:
+    return (r for r in rows if r["attack"] == attack)
+
+
+def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> AttackOutcome:
+    """Summary of one attack, computed from its per-image rows only (so the two always agree)."""
+    group = list(iter_group(rows, name))
+    correct = [r for r in group if r["correct"]]
+    ok = [r for r in correct if r["success"]]
+    out: dict[str, Any] = {
+        "images": len(group),
+        "clean_accuracy": mean_of([float(r["correct"]) for r in group]),
+        "success_rate": mean_of([float(r["success"]) for r in correct]),
+        "adversarial_accuracy": mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
+        "successful": len(ok),
+        "mean_l0": mean_of([float(r["l0"]) for r in ok]),
+        "mean_l2": mean_of([r["l2"] for r in ok]),
+        "mean_linf": mean_of([r["linf"] for r in ok]),
+        "maps": {},
+    }
+    for kind in kinds:
+        complete = [r for r in ok if not r.get(f"{kind}:flagged", False)]  # flagged maps enter no statistic
+        stats = {s: mean_of([r[f"{kind}:{s}"] for r in complete]) for s in (*STATS, *PARTS)}
+        if f"{kind}:completeness_error" in group[0]:
+            errors = sorted(e for r in ok if (e := r[f"{kind}:completeness_error"]) == e)
+            stats["completeness_error_median"] = errors[len(errors) // 2] if errors else math.nan
+            stats["completeness_error_max"] = errors[-1] if errors else math.nan
+            stats["flagged_share"] = mean_of([float(r[f"{kind}:flagged"]) for r in ok])
+        out["maps"][kind] = stats
+    out["defence"] = defence_metrics(group)
+    for kind in kinds:
+        out["maps"][kind]["empty_roi_share"] = mean_of([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
+    return AttackOutcome(**out)
+
+
+def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy of every defence column over all images of the attack (incl. those it did not fool).
+
+    ``tag:pred_X`` columns are predicted classes; ``tag:correct_X`` columns are a
+    control's share of correct draws per image (its accuracy is their mean).
+    """
+    out = {}
+    for key in (group[0] if group else {}):
+        if ":pred_" in key:
+            out[key.replace(":pred_", ":")] = mean_of([float(r[key] == r["label"]) for r in group])
+        elif ":correct_" in key:
+            out[key.replace(":correct_", ":")] = mean_of([float(r[key]) for r in group])
+    return out
+
+
+def attack_outcomes(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``n``, the clean accuracy (on the first attack's images) and every attack's outcome."""
+    first = [r for r in rows if r["attack"] == ctx.config.attacks[0]]
+    return {"n": len(ctx.data), "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
+            "attacks": {s.name: attack_metrics(rows, s.name, s.kinds()) for s in summaries}}

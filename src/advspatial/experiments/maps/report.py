@@ -1,0 +1,268 @@
+"""The report of the RoI/RoA measurement: verdicts first, the gate, setup, where the attacks act, the overlap
+against the nulls, limits; and the printed summaries (the spatial experiment adds its attacks table and defence).
+
+Pure rendering (:func:`render`): every number comes from the findings (:mod:`.metrics`); a figure is shown when
+its file was drawn (:mod:`.figures`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...regions.verdicts import sesoi_text
+from ...report.html import Figure, Section, Table
+from ...report.sections import explainer_verdict, faithfulness_section
+from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
+from ..gate import gate_rule
+from ..results import Rendered
+from .config import MapsConfig, MeasurementConfig
+from .figures import FOREST, frequency_file, frequency_title, regions_file
+from .metrics import AttackOutcome, MapsFindings, RoiFindings
+from .stages import PARTS
+
+STAT_LABELS = {
+    "iou": "IoU(RoI, RoA)", "dice": "Dice", "energy_in_roi": "attack energy in RoI",
+    "pointing_game": "pointing game", "spearman": "Spearman(I, A)", "pearson": "Pearson(I, A)",
+}
+
+TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
+         "importance map. Region of Attack (RoA): the pixels the attacker's perturbation acts through, the top "
+         "fraction of an attack map.")
+
+GRADIENT_FREE = ("occlusion", "cam")
+
+
+class Measurement(Protocol):
+    """What the measurement's report reads of a run's findings (``maps``, ``analyze`` and ``spatial`` alike)."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def clean_accuracy(self) -> float: ...
+    @property
+    def attacks(self) -> Mapping[str, AttackOutcome]: ...
+    @property
+    def faithfulness(self) -> dict[str, dict[str, Any]]: ...
+    @property
+    def roi(self) -> RoiFindings: ...
+    @property
+    def content(self) -> dict[str, dict[str, Any]] | None: ...
+    @property
+    def claims(self) -> list[Claim]: ...
+
+
+def render(config: MapsConfig, findings: MapsFindings, figures: Path) -> Rendered:
+    """The summary and the report of a ``maps`` run."""
+    sections = [*measurement_sections(config, findings, figures),
+                measurement_limits_section(config, findings, external=False)]
+    return Rendered(maps_summary(findings), sections)
+
+
+def measurement_sections(config: MeasurementConfig, f: Measurement, figures: Path,
+                         headline: tuple[str, ...] = ()) -> list[Section]:
+    """The sections of the measurement (before the limits; the spatial experiment adds its attacks table and
+    defence); ``headline``: more sentences for the top of the report (the defence's)."""
+    return [verdict_section(config, f, figures, headline), gate_section(config, f), setup_section(config, f),
+            where_section(config, f, figures), overlap_section(config, f.claims)]
+
+
+def shown(figures: Path, name: str, caption: str) -> list[Figure]:
+    """The figure ``name`` with its caption when it was drawn, else none."""
+    path = figures / name
+    return [Figure(path, caption)] if path.is_file() else []
+
+
+def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
+                    headline: tuple[str, ...] = ()) -> Section:
+    """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
+    claims = f.claims
+    primary = [c for c in claims if c.primary]
+    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(f)
+    paragraphs += headline
+    if not f.roi.faithful:
+        label = f.roi.interpretation or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
+        paragraphs.insert(1, f"{sentence_case(label)} ({f.roi.method}): every RoI-dependent "
+                             "result below (co-location, the defence, which spares the RoI) is not evidence about the "
+                             "model. The sensitivity panel shows what other explainers give.")
+    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
+             "image, the excess over the same-class null of the model's RoI minus that of each model-free reference "
+             "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
+             "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
+             "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
+             f"references' own co-location) Benjamini-Hochberg; significance level {config.significance}; "
+             f"{sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
+    forest = shown(figures, FOREST, "Forest plot: the primary statistic against each null (uniform placement, any "
+                                    "class, same class, same class and composition). Grey: a gate failed.")
+    panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
+    tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
+    if panel:
+        tables.append(panel_table(panel))
+    for method in left_out_of_panel(config, f):
+        notes.append(f"{method} is left out of the panel: its maps equal an earlier explainer's up to scale on this "
+                     "model.")
+    return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts")
+
+
+def left_out_of_panel(config: MeasurementConfig, f: Measurement) -> list[str]:
+    """The panel's explainers without a gate: left out as duplicates of an earlier one."""
+    return [m for m in dict.fromkeys(config.panel) if m != f.roi.method and m not in f.faithfulness]
+
+
+def gate_section(config: MeasurementConfig, f: Measurement) -> Section:
+    """The faithfulness gate of every explainer the run used, and the model-randomization check."""
+    roi = f.roi
+    return faithfulness_section([explainer_verdict("RoI explainer", roi.method, roi.why, roi.faithful),
+                                 gate_rule(config, min(config.gate_n, f.n), config.fraction, config.eps_linf)],
+                                f.faithfulness, per_class_of=[roi.method])
+
+
+def panel_table(panel: list[Claim]) -> Table:
+    """Explainer-sensitivity panel: the primary statistic under each explainer and region fraction."""
+    rows = []
+    for c in panel:
+        method = c.subject.split(": ", 1)[1].split(" RoI")[0]
+        kind = "gradient-free" if method in GRADIENT_FREE else "gradient-based (partly circular with the RoA)"
+        rows.append([c.subject, kind, fmt(c.observed), fmt(c.null_value), interval(c.effect), fmt(c.ratio, 2),
+                     fmt_p(c.p_adjusted),
+                     "passed" if all(c.gates.values()) else "FAILED", c.verdict])
+    return Table("Explainer sensitivity: attack energy in RoI vs the same-class null under other explainers and "
+                 "region fractions (a conclusion that changes sign across faithful explainers is explainer-dependent)",
+                 ["RoI", "explainer kind", "observed", "same-class null", "Δ [95% CI]", "ratio", "p_adj (BH)",
+                  "gates", "verdict"], rows)
+
+
+def setup_section(config: MeasurementConfig, f: Measurement) -> Section:
+    return Section("Setup", [
+        TERMS,
+        f"Model {config.model} on the first {f.n} {config.dataset} test images; clean accuracy "
+        f"{fmt(f.clean_accuracy)}. Seed {config.seed}; device {config.device}.",
+        f"RoI: {f.roi.method} of the predicted class on the clean image ({f.roi.why}). RoA: the "
+        f"{config.attack_map} map of the perturbation ({config.contribution_part} part; magnitude added for L2 "
+        f"attacks). Both regions are the top {config.fraction:.0%} of their map (only strictly positive pixels; ties "
+        "at the cut broken by a seeded random order)"
+        + (", compared at the CAM layer's resolution (both maps average-pooled)." if config.common_scale else
+           ", at the input's resolution."),
+        "Statistics are over images the model classifies correctly and the attack fools (successful attacks), "
+        f"leaving out images whose contribution map stays outside the completeness tolerance "
+        f"({config.completeness_tolerance:.0%}) after refinement.",
+    ])
+
+
+def where_section(config: MeasurementConfig, f: Measurement, figures: Path) -> Section:
+    shown_figures, part_rows = [], []
+    for name, outcome in f.attacks.items():
+        for kind, stats in outcome.maps.items():
+            part_rows.append([name, kind] + [fmt(stats[p]) for p in PARTS]
+                             + [fmt(stats.get("completeness_error_median", math.nan), 4),
+                                fmt(stats.get("completeness_error_max", math.nan), 4),
+                                fmt(stats.get("flagged_share", math.nan))])
+        kind = next(iter(outcome.maps))
+        shown_figures += shown(figures, regions_file(name), f"{name}: adversarial image, {f.roi.method} (RoI), "
+                                                            f"{kind} map (RoA) and the four-part partition.")
+    main = config.defence_attack if config.defence_attack in f.attacks else next(iter(f.attacks))
+    shown_figures += frequency_figures(f.roi.method, main, next(iter(f.attacks[main].maps)), figures)
+    table = Table("Four-part segregation (mean share of the image) and completeness of the contribution map",
+                  ["attack", "attack map", "both", "roi_only", "roa_only", "neither", "completeness err. (median)",
+                   "completeness err. (max)", "share flagged (excluded)"], part_rows)
+    notes = ["For L-inf attacks the magnitude map is nearly flat (|delta| = eps almost everywhere); that is why "
+             "the contribution map is the default RoA for them."]
+    return Section("Where the attacks act", tables=[table], figures=shown_figures, notes=notes,
+                   anchor="where-they-act")
+
+
+def frequency_figures(importance: str, attack: str, kind: str, figures: Path) -> list[Figure]:
+    """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
+    out = []
+    for key in ("roi", "roa"):
+        label = frequency_title(key, importance, kind, attack)
+        out += shown(figures, frequency_file(key), f"{label}: how often each pixel is in the region, per class.")
+    return out + shown(figures, frequency_file("difference"),
+                       "Red: pixels the attack uses more often than the model looks at them; blue: the reverse. "
+                       "Class-level alignment or anti-alignment shows here before any statistic.")
+
+
+def overlap_section(cfg: MeasurementConfig, claims: list[Claim]) -> Section:
+    """Every statistic against every null (folded), with corrected p-values and verdicts."""
+    rest = [c for c in claims if not c.primary and "RoI, top" not in c.subject]
+    table = verdict_table(rest, f"Every statistic vs every null ({cfg.permutations} permutations per pair-based "
+                                "null; two-sided p; Benjamini-Hochberg)", folded=True)
+    return Section("Overlap vs the nulls", [
+        "Nulls, from the weakest to the most matched: uniform (regions placed independently at random, analytic), "
+        "any-class (RoA paired with the RoI of any other image), same-class (of another image of the same class), "
+        "object-conditioned (same class and same foreground-share stratum). Observed below a null means the attack "
+        "avoids the RoI more than that null: anti-alignment, a finding in its own right, never hidden as p = 1.",
+        "IoU and Dice are not computed for one-pixel attacks (degenerate for a one-pixel RoA): they get the exact "
+        "'attacked pixel in RoI' test against per-image chance instead."],
+        tables=[table], anchor="overlap-vs-baseline")
+
+
+def measurement_limits_section(cfg: MeasurementConfig, f: Measurement, external: bool) -> Section:
+    """The limits of the measurement alone (``maps``, ``analyze``); ``external``: the adversarial examples were
+    made elsewhere (``analyze``)."""
+    # external examples (analyze) were made elsewhere, by whatever attack: our one-pixel budget never ran
+    paragraphs = [*measurement_limits(cfg), *([] if external else onepixel_limits(cfg, f))]
+    if external:
+        paragraphs.append(
+            "The adversarial examples were made elsewhere: how strong their attack was (its budget, its "
+            "convergence) is the maker's to show; this report measures where the given perturbations act, not "
+            "whether a stronger attack would act elsewhere.")
+    else:
+        paragraphs.append(
+            "No defence is evaluated here: the overlap of RoI and RoA says where the attacks act, not that removing "
+            "either region protects the model (`advspatial run spatial` evaluates that, with controls and adaptive "
+            "attacks).")
+    return Section("Limits of the method", paragraphs, anchor="limits")
+
+
+def measurement_limits(cfg: Any) -> list[str]:
+    """What every RoI-vs-RoA measurement rests on: faithful maps, the choice of attack map, the region fraction."""
+    return [
+        "Maps are explanations, not ground truth: an RoI is interpreted only when its explainer passes the "
+        "faithfulness gate, and the RoA depends on the attack map chosen (contribution, magnitude, gradient answer "
+        "different questions).",
+        "Gradient-based RoIs (Grad-CAM, HiResCAM, saliency, IG) are partly circular with a gradient-based RoA (the "
+        "contribution map integrates the same model's gradients); occlusion is the gradient-free reference.",
+        f"Regions are the top {cfg.fraction:.0%} of each map; other fractions change IoU mechanically. The nulls "
+        "control for that, which is why only observed-vs-null differences are interpreted (the panel shows other "
+        "fractions).",
+    ]
+
+
+def onepixel_limits(cfg: Any, f: Measurement) -> list[str]:
+    """The one-pixel attack's reduced budget, when it ran."""
+    if "onepixel" not in f.attacks:
+        return []
+    return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, f.n)} images with a reduced DE "
+            f"budget (population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 "
+            "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
+
+
+def content_sentences(f: Measurement) -> list[str]:
+    """Per attack and RoA map, the plain sentence of the co-location beyond layout and image content."""
+    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (f.content or {}).items()
+            for kind, k in by_kind.items()]
+
+
+def maps_summary(f: Measurement) -> str:
+    """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
+    lines = [f"{name} on {m.images} images: success rate {m.success_rate:.3f}, {m.successful} successful "
+             "attacks analysed" for name, m in f.attacks.items()]
+    return "\n".join([*lines, *claims_lines(f)])
+
+
+def claims_lines(f: Measurement) -> list[str]:
+    """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
+    gate = f.faithfulness[f.roi.method]
+    lines = [f"RoI {f.roi.method}: faithfulness gate "
+             f"{'passed' if gate['passed'] else 'FAILED (' + str(gate.get('reason', '')) + ')'}"]
+    for c in f.claims:
+        e = c.effect
+        lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "
+                     f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} "
+                     f"[{e.low:+.3f}, {e.high:+.3f}] p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
+    lines.append("(* = primary endpoint)")
+    return lines + content_sentences(f)

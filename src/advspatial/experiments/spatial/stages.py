@@ -1,0 +1,447 @@
+"""The cached stages of the neutralization defence (METHODS.md §2), beside the measurement's (:mod:`..maps.stages`).
+
+Three threat models, never mixed in one number:
+
+1. **Non-adaptive**: the run's attacks, made on the undefended model, scored on the deployable defence (gradient
+   RoA; per-class prior RoA, :func:`class_prior`), on its matched random control (``control_draws`` draws per
+   image, keyed by the global image id), on the oracle (true delta) with its control inside RoA, and on the
+   clean-restore diagnostic (:class:`DefenceColumns`, per attack batch); the sweep (:func:`sweep_batch`) does the
+   same for every fraction and fill.
+2. **Adaptive**, on the first ``adaptive_n`` images: the autoattack-style ensemble through the identity and the
+   local gradient of the main defence (with ``--eval full`` every configuration the report shows), its control
+   (EOT), the RoI-restricted attack and the transfer of its examples (:func:`adaptive_batch`); the same attack on
+   the undefended model (:func:`undefended_batch`) and on the trivial input transforms (:func:`baseline_batch`).
+3. **Convergence**: every reported component carries its own curve, on the same images with the same attack
+   (:func:`advspatial.defense.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
+   component, EOT draws for a randomized one; the left side (less effort than the budget) for the main defence
+   and every randomized component.
+
+An adaptive component's per-image outcome is ``{"correct": {gradient: (N,)}, "curve": {point: (N,)}}``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ...attacks.base import frozen_eval
+from ...defense.adaptive import AdaptiveBudget, Undefended, attack_defence, correct_share, roi_mask
+from ...defense.convergence import CurveGrid, convergence_curves
+from ...defense.evaluate import evaluate_defence
+from ...defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
+from ...defense.transforms import TransformDefence
+from ...maps import attack_map, importance_map
+from ...regions import MapAccumulator
+from ...runtime import batch_slices
+from ..context import train_images
+from ..maps.config import contribution_kw
+from ..maps.stages import Context, build_attack
+from ..stage import ATTACK, Stage
+
+#: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
+#: model is its costliest part
+ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
+
+#: the per-channel mean of the training images (the ``mean`` fill)
+DATASET_MEAN = Stage[torch.Tensor]("dataset-mean", per="run")
+#: the per-class prior of the deployable defence, and its per-class sums per training batch
+PRIOR = Stage[torch.Tensor]("prior", per="run")
+PRIOR_PARTS = Stage[tuple[torch.Tensor, torch.Tensor]]("prior-parts")
+#: the non-adaptive defence columns of an attack's batch: ``DEFENCE.at(attack)``
+DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
+#: the sweep's per-image correctness of a batch: ``{(adv|clean, fraction, fill): (defended, control draws)}``
+SWEEP = Stage[dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]]("sweep")
+#: the adaptive outcomes of a batch: ``ADAPTIVE.at(*setting.parts)``, ``ADAPTIVE.at("undefended")``
+ADAPTIVE = Stage[dict[str, Any]]("adaptive")
+#: a trivial input transform under the adaptive attack: ``BASELINES.at(transform, strength)``
+BASELINES = Stage[dict[str, Any]]("baselines")
+
+
+Role = Literal["main", "prior", "sweep"]
+
+
+@dataclass(frozen=True)
+class DefenceSetting:
+    """One configuration the report shows: the main defence, its class-prior variant or a cell of the sweep."""
+
+    role: Role
+    fraction: float
+    fill: str
+
+    @property
+    def vulnerability(self) -> str:
+        """Where its RoA comes from: the input gradient, or the per-class prior."""
+        return "prior" if self.role == "prior" else "gradient"
+
+    @property
+    def label(self) -> str:
+        return f"{self.vulnerability} RoA, fraction {self.fraction:g}, {self.fill} fill"
+
+    @property
+    def parts(self) -> tuple[object, ...]:
+        """Its name as parts of a stage key: ``main``, ``prior`` or ``sweep/FRACTION/FILL``."""
+        return (self.role,) if self.role != "sweep" else (self.role, self.fraction, self.fill)
+
+
+def settings(ctx: Context, with_prior: bool) -> list[DefenceSetting]:
+    """The main defence, its class-prior variant, then every other (fraction, fill) cell of the sweep."""
+    cfg = ctx.config
+    out = [DefenceSetting("main", cfg.fraction, cfg.fill)]
+    if with_prior:
+        out.append(DefenceSetting("prior", cfg.fraction, cfg.fill))
+    out += [DefenceSetting("sweep", f, fill) for f in cfg.fractions for fill in cfg.fills
+            if (f, fill) != (cfg.fraction, cfg.fill)]
+    return out
+
+
+def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deployable RoI map: importance of the input's predicted class."""
+    return lambda z: importance_map(ctx.importance, ctx.model, z, target="pred", batch_size=len(z) or 1)
+
+
+def gradient_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The deployable RoA map: the input gradient (needs no clean image)."""
+    return lambda z: attack_map("gradient", ctx.model, z).map
+
+
+def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None,
+                mode: str = "defend") -> NeutralizedModel:
+    """The deployable defence of ``setting`` (or its randomized control with ``mode="random"``)."""
+    cfg = ctx.config
+    if setting.vulnerability == "gradient":
+        vulnerability = gradient_fn(ctx)
+    elif prior is not None:
+        vulnerability = ClassPriorVulnerability(prior.to(ctx.device), ctx.model)
+    else:  # the AttributeError that prior.to(...) raised
+        raise AttributeError(f"defence setting {setting.label!r} needs the class prior, and there is none")
+    return NeutralizedModel(ctx.model, importance_fn(ctx), vulnerability, setting.fraction, setting.fill, mode=mode,
+                            seed=cfg.seed, fill_params=fill_params(ctx, setting.fill), control_match=cfg.control_match)
+
+
+def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, NeutralizedModel]:
+    """The non-adaptive table's defences: ``gradient`` (main) and ``prior``."""
+    cfg = ctx.config
+    out = {"gradient": neutralized(ctx, DefenceSetting("main", cfg.fraction, cfg.fill), prior)}
+    if prior is not None:
+        out["prior"] = neutralized(ctx, DefenceSetting("prior", cfg.fraction, cfg.fill), prior)
+    return out
+
+
+def fill_params(ctx: Context, fill: str) -> dict[str, Any]:
+    """Extra parameters of a fill: the training-set mean for ``mean``, the sweep count for ``inpaint``."""
+    if fill == "mean":
+        return {"dataset_mean": dataset_mean(ctx)}
+    if fill == "inpaint":
+        return {"iterations": ctx.config.inpaint_iterations}
+    return {}
+
+
+def dataset_mean(ctx: Context) -> torch.Tensor:
+    """Per-channel mean of the training images (first 10000), for the ``mean`` fill."""
+
+    def compute() -> torch.Tensor:
+        train = train_images(ctx.config, 10000, ctx.data.ids)
+        total = torch.zeros(train.image_shape[0], dtype=torch.float64)
+        for x, _, _ in train.batches(2000):
+            total += x.double().sum(dim=(0, 2, 3))
+        return (total / (len(train) * train.image_shape[1] * train.image_shape[2])).float()
+
+    return DATASET_MEAN.get(ctx.rundir, compute).to(ctx.device)
+
+
+def class_prior(ctx: Context) -> torch.Tensor:
+    """(K,H,W) mean attack map per predicted adversarial class, on training images (METHODS §2).
+
+    Indexed by the class predicted on the *attacked* training image, because at
+    deployment the defence only sees the (possibly adversarial) input.
+    """
+    cfg = ctx.config
+    if PRIOR.exists(ctx.rundir):
+        return PRIOR.load(ctx.rundir)
+    train = train_images(cfg, cfg.prior_n, ctx.data.ids)
+    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
+    kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
+
+    def batch_sums(b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-class sums of the attack maps, per-class counts) of training batch b (cached)."""
+
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+            x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
+            result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
+            amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
+            acc = MapAccumulator(train.num_classes, train.image_shape[1:])
+            acc.update(amap.cpu(), result.adv_pred.cpu())
+            return acc.sums, acc.counts
+
+        return PRIOR_PARTS.get(ctx.rundir, compute, b)
+
+    total = MapAccumulator(train.num_classes, train.image_shape[1:])
+    for sums, counts in ctx.each_batch(batch_sums, desc="prior (training images)",
+                                       slices=list(batch_slices(len(train), cfg.batch_size))):
+        total.sums += sums
+        total.counts += counts
+    prior = torch.nan_to_num(total.means(), nan=0.0)
+    PRIOR.save(ctx.rundir, prior)
+    return prior
+
+
+@dataclass
+class DefenceColumns:
+    """The non-adaptive defence's per-image columns of every attack batch (:class:`~..maps.stages.BatchColumns`);
+    ``draws[attack][column]`` keeps each random control's per-draw correctness (B, draws) per batch."""
+
+    ctx: Context
+    defences: dict[str, NeutralizedModel]
+    draws: dict[str, dict[str, list[torch.Tensor]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+
+    def compute(self, name: str, b: int, sl: slice, x_adv: torch.Tensor, amap: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The defence columns of attack ``name`` on batch b (cached); controls are (B, draws) predictions. The
+        clean-cost columns do not depend on the attack: only the first attack's rows carry them."""
+        ctx, cfg = self.ctx, self.ctx.config
+
+        def columns() -> dict[str, torch.Tensor]:
+            x, y, ids = ctx.batch(sl)
+            roi = ctx.importance_of(b)[: sl.stop - sl.start].to(ctx.device)
+            oracle = select_regions(roi, amap.to(ctx.device), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+            out: dict[str, torch.Tensor] = {}
+            for tag, defended in self.defences.items():
+                ev = evaluate_defence(ctx.model, defended, x, y, x_adv.to(ctx.device),
+                                      oracle.neutralized if tag == "gradient" else None,
+                                      oracle.roa if tag == "gradient" else None, sample_ids=ids,
+                                      draws=cfg.control_draws, batch_size=len(x), clean=name == cfg.attacks[0])
+                for col, values in ev.columns().items():
+                    if col.startswith("pred_") or col.startswith("n_region"):
+                        out[f"{tag}:{col}"] = values
+            return out
+
+        return DEFENCE.at(name).get(ctx.rundir, columns, b)
+
+    def columns(self, name: str, value: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The row columns of one batch: a control's (B, draws) predictions become its share of correct draws."""
+        rows = {}
+        for key, values in value.items():
+            if values.ndim == 2:
+                hits = (values == labels[:, None]).float()
+                self.draws[name][key].append(hits)
+                rows[key.replace(":pred_", ":correct_")] = hits.mean(1)
+            else:
+                rows[key] = values
+        return rows
+
+
+SweepColumns = dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]
+
+
+def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> SweepColumns:
+    """Per-image correctness for every (adv|clean, fraction, fill): defended (B,), and its control's draws
+    (B, draws)."""
+    cfg = ctx.config
+
+    def compute() -> SweepColumns:
+        x, y, ids = ctx.batch(sl)
+        out: SweepColumns = {}
+        for tag, images in (("adv", x_adv.to(ctx.device)), ("clean", x)):
+            imp, vul = importance_fn(ctx)(images), gradient_fn(ctx)(images)
+            for fraction in cfg.fractions:
+                selection = select_regions(imp, vul, fraction, seed=cfg.seed, sample_ids=ids)
+                controls: list[torch.Tensor] = []
+                for fill in cfg.fills:
+                    defended = neutralized(ctx, DefenceSetting("sweep", fraction, fill), None)
+                    if not controls or cfg.control_match == "change":  # only the fill-change strata depend on the fill
+                        controls = [defended.control_region(images, selection, d, ids)
+                                    for d in range(cfg.control_draws)]
+                    with torch.no_grad():
+                        out[tag, fraction, fill] = (
+                            correct_of(ctx, defended.fill_fn(images, selection.neutralized), y),
+                            torch.stack([correct_of(ctx, defended.fill_fn(images, c), y) for c in controls], dim=1))
+        return out
+
+    return SWEEP.get(ctx.rundir, compute, b)
+
+
+def correct_of(ctx: Context, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (ctx.model(images).argmax(1) == y).float().cpu()
+
+
+def aggregate_sweep(ctx: Context) -> SweepColumns:
+    """The sweep's per-image columns over all n images (concatenated over batches)."""
+    cfg = ctx.config
+    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
+    parts: dict[tuple[str, float, str], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
+
+    def compute(b: int, sl: slice) -> SweepColumns:
+        return sweep_batch(ctx, b, sl, ctx.attack(ATTACK.at(cfg.defence_attack), attack, b, sl).x_adv)
+
+    def collect(b: int, sl: slice, cells: SweepColumns) -> None:
+        for key, value in cells.items():
+            parts[key].append(value)
+
+    ctx.each_batch(compute, desc="defence sweep (non-adaptive)", then=collect)
+    return {key: (torch.cat([d for d, _ in v]), torch.cat([c for _, c in v])) for key, v in parts.items()}
+
+
+# -- the adaptive evaluation ------------------------------------------------------------------------------------
+
+def budget_of(ctx: Context) -> AdaptiveBudget:
+    cfg = ctx.config
+    return AdaptiveBudget(steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts, queries=cfg.adaptive_queries,
+                          eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop,
+                          eot_restarts=cfg.eot_restarts, eot_gradients=tuple(cfg.eot_gradients))
+
+
+def curve_grid(ctx: Context) -> CurveGrid:
+    cfg = ctx.config
+    return CurveGrid(tuple(cfg.convergence_steps), tuple(cfg.convergence_restarts), tuple(cfg.convergence_eps),
+                     tuple(cfg.convergence_eot))
+
+
+def attacked(ctx: Context, defence: Any, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+             mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
+             left_side: bool = False, curve: bool = True) -> tuple[Any, dict[str, dict[str, torch.Tensor]]]:
+    """The adaptive attack on ``defence`` at the run's budget: (its outcome, the component's per-image
+    ``{"correct", "curve"}``; ``curve=False``: a number no verdict needs converged, see
+    :data:`.claims.HARM_RULE`)."""
+    cfg = ctx.config
+    budget = budget_of(ctx)
+    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask}  # gradients: gradients_of's
+    outcome = attack_defence(defence, x, y, cfg.eps_linf, budget, components=components, **common)
+    curves = convergence_curves(defence, x, y, cfg.eps_linf, budget, curve_grid(ctx), reported=outcome,
+                                left_side=left_side, **common) if curve else {}
+    return outcome, {"correct": dict(outcome.correct), "curve": curves}
+
+
+def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
+                   prior: torch.Tensor | None) -> dict[str, Any]:
+    """Adaptive per-image outcomes of one configuration and batch (cached): the components ``defended`` and
+    ``control`` (share of fresh draws), ``clean``; for the main defence also the RoI-restricted attack (``roi``)
+    and the transfer of both attacks' examples to the undefended model (``transfer``, ``roi_transfer``)."""
+    cfg = ctx.config
+
+    def compute() -> dict[str, Any]:
+        x, y, ids = ctx.batch(sl)
+        defended = neutralized(ctx, setting, prior)
+        control = neutralized(ctx, setting, prior, mode="random")
+        main = setting.role == "main"
+        with frozen_eval(ctx.model):
+            own, out = attacked(ctx, defended, x, y, ids, left_side=main)
+            components: dict[str, Any] = {"defended": out,
+                                          "control": attacked(ctx, control, x, y, ids, left_side=main)[1]}
+            with torch.no_grad():
+                components["clean"] = correct_share(defended, x, y, 1, ids)
+            if main:
+                with torch.no_grad():
+                    components["transfer"] = correct_of(ctx, own.x_adv, y)
+                mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+                # no curve: a weaker attack on the defended model can only understate the harm claim
+                roi, components["roi"] = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS,
+                                                  curve=False)
+                with torch.no_grad():
+                    components["roi_transfer"] = correct_of(ctx, roi.x_adv, y)
+        return components
+
+    return ADAPTIVE.at(*setting.parts).get(ctx.rundir, compute, b)
+
+
+def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None) -> dict[str, Any]:
+    """The white-box references on the undefended model (same attack, same budget, each with its convergence
+    curve): ``white-box`` and ``roi`` (RoI-restricted), ``clean``, and the non-adaptive transfer of their examples
+    to the main defence (``transfer``, ``roi_transfer``)."""
+    cfg = ctx.config
+
+    def compute() -> dict[str, Any]:
+        x, y, ids = ctx.batch(sl)
+        plain = Undefended(ctx.model)
+        with frozen_eval(ctx.model):
+            white, white_box = attacked(ctx, plain, x, y, ids)
+            mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+            roi, roi_box = attacked(ctx, plain, x, y, ids, mask=mask, components=ROI_COMPONENTS)
+            main = neutralized(ctx, DefenceSetting("main", cfg.fraction, cfg.fill), prior)
+            with torch.no_grad():
+                return {"white-box": white_box, "roi": roi_box, "clean": correct_of(ctx, x, y),
+                        "transfer": correct_share(main, white.x_adv, y, 1, ids),
+                        "roi_transfer": correct_share(main, roi.x_adv, y, 1, ids)}
+
+    return ADAPTIVE.at("undefended").get(ctx.rundir, compute, b)
+
+
+def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> dict[str, Any]:
+    """A trivial input transform under the same adaptive attack: the component ``baseline`` with its convergence
+    curve, and its clean correctness (cached)."""
+    cfg = ctx.config
+
+    def compute() -> dict[str, Any]:
+        x, y, ids = ctx.batch(sl)
+        defence = TransformDefence(ctx.model, transform, strength, seed=cfg.seed)
+        with frozen_eval(ctx.model):
+            # a randomized baseline gets its whole EOT curve (1 -> 4 -> 20 -> 50), as the control does
+            _, component = attacked(ctx, defence, x, y, ids, left_side=defence.randomized)
+            with torch.no_grad():
+                return {"baseline": component, "clean": correct_share(defence, x, y, cfg.control_draws, ids)}
+
+    return BASELINES.at(transform, strength).get(ctx.rundir, compute, b)
+
+
+def baseline_grid(ctx: Context) -> list[tuple[str, float]]:
+    """Every (transform, strength) baseline the run attacks."""
+    cfg = ctx.config
+    grid = {"blur": cfg.blur_sigmas, "noise": cfg.noise_sds, "jpeg": cfg.jpeg_qualities}
+    return [(t, float(s)) for t in cfg.baselines for s in grid[t]]
+
+
+def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceSetting]:
+    """The configurations attacked adaptively: the main defence; with ``sweep_adaptive`` (``--eval full``) every
+    configuration the report shows."""
+    every = settings(ctx, prior is not None)
+    return every if ctx.config.sweep_adaptive else [s for s in every if s.role == "main"]
+
+
+@dataclass
+class AdaptiveOutcomes:
+    """Every adaptive outcome, per image over the adaptive images: the undefended model's, each configuration's
+    attacked adaptively, each baseline's (by (transform, strength))."""
+
+    undefended: dict[str, Any]
+    settings: dict[DefenceSetting, dict[str, Any]]
+    baselines: dict[tuple[str, float], dict[str, Any]]
+
+
+JobKey = str | DefenceSetting | tuple[str, float]
+
+
+def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> AdaptiveOutcomes:
+    """Every adaptive outcome (:class:`AdaptiveOutcomes`). Each (job, batch) pair is one unit of work, so the
+    processes of a torchrun launch share the configurations even when the adaptive images fit in one batch."""
+    cfg = ctx.config
+    slices = list(batch_slices(min(len(ctx.data), cfg.adaptive_n), cfg.batch_size))
+    jobs: list[tuple[JobKey, Callable[[int, slice], Any]]] = [
+        ("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
+    jobs += [(s, setting_job(ctx, s, prior)) for s in adaptive_settings(ctx, prior)]
+    jobs += [((t, s), baseline_job(ctx, t, s)) for t, s in baseline_grid(ctx)]
+    parts: dict[JobKey, list[dict[str, Any]]] = {key: [] for key, _ in jobs}
+    work = [(key, job, b, sl) for key, job in jobs for b, sl in enumerate(slices)]
+    ctx.each_batch(lambda _, item: item[1](item[2], item[3]),
+                   desc="adaptive attacks (ensemble; EOT on the randomized ones) with their convergence curves",
+                   slices=work, then=lambda _, item, value: parts[item[0]].append(value))
+    joined = {key: concatenated(values) for key, values in parts.items()}
+    return AdaptiveOutcomes(joined.pop("undefended"),
+                            {k: v for k, v in joined.items() if isinstance(k, DefenceSetting)},
+                            {k: v for k, v in joined.items() if isinstance(k, tuple)})
+
+
+def setting_job(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None) -> Callable[[int, slice], Any]:
+    return lambda b, sl: adaptive_batch(ctx, setting, b, sl, prior)
+
+
+def baseline_job(ctx: Context, transform: str, strength: float) -> Callable[[int, slice], Any]:
+    return lambda b, sl: baseline_batch(ctx, transform, strength, b, sl)
+
+
+def concatenated(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Nested dicts of per-image tensors, one per batch, as one nested dict of tensors over every image."""
+    return {key: concatenated([b[key] for b in batches]) if isinstance(value, dict)
+            else torch.cat([b[key] for b in batches]) for key, value in batches[0].items()}
