@@ -46,7 +46,7 @@ class ExperimentContext:
         place (:func:`advspatial.distributed.map_batches`). ``fn`` must depend only on
         its batch (seeds keyed by sample ids, nothing carried from one batch to the
         next: accumulate the returned list instead) and save its costly work as stages
-        named by ``b`` (``self.rundir.cached(f"name/batch-{b:05d}", ...)``): under
+        of batch ``b`` (a :class:`~advspatial.experiments.stage.Stage`: ``STAGE.get(self.rundir, compute, b)``): under
         torchrun it runs once on this process's batches, then on every batch in order,
         loading what the other processes saved. ``then(b, sl, value)`` consumes each value in
         batch order, once per batch (accumulators, rows): see :func:`~advspatial.distributed.map_batches`.

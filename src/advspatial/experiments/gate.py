@@ -35,6 +35,7 @@ from ..regions.faithfulness import (
 from ..regions.randomization import randomization_checks
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
+from .stage import Stage
 from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
 
 GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
@@ -85,12 +86,20 @@ def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[st
     return name, "chosen in the config"
 
 
+#: the gate of one explainer (``gate/[tag/]method``): its maps and its comparisons per batch, the model-randomization
+#: checks once per run
+GATE_MAPS = Stage[torch.Tensor]("gate")
+GATE_COLUMNS = Stage[dict[str, torch.Tensor]]("gate")
+GATE_CHECK = Stage[Any]("gate", per="run")
+
+
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
                model: nn.Module | None = None, tag: str = "", n: int | None = None) -> dict[str, Any]:
     """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``):
-    ``GateResult.as_dict()`` plus ``method`` and ``randomization`` (cached per batch under ``gate/[tag/]method``).
+    ``GateResult.as_dict()`` plus ``method`` and ``randomization`` (cached per batch: :data:`GATE_MAPS`,
+    :data:`GATE_COLUMNS`).
 
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
     so the gate judges exactly the map the experiment uses, without recomputing it.
@@ -99,7 +108,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     """
     cfg = ctx.config
     model = ctx.model if model is None else model
-    key = f"gate/{tag + '/' if tag else ''}{method}"
+    family = [tag, method] if tag else [method]
     attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
     kw = importance_kw or {}
     stop = min(cfg.gate_n if n is None else n, len(ctx.data))
@@ -109,8 +118,8 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
         if maps is not None:
             return maps(b)[: sl.stop - sl.start]
         x, y, _ = ctx.batch(sl)
-        return ctx.rundir.cached(f"{key}/maps/batch-{b:05d}", lambda: importance_map(
-            method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu())
+        return GATE_MAPS.at(*family, "maps").get(ctx.rundir, lambda: importance_map(
+            method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu(), b)
 
     layouts = LayoutSums()
     ctx.each_batch(importance, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method} maps", slices=slices,
@@ -120,8 +129,8 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     labels = []
 
     def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        return ctx.rundir.cached(f"{key}/f{fraction}-n{stop}-compared/batch-{b:05d}",
-                                 lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl))
+        return GATE_COLUMNS.at(*family, f"f{fraction}-n{stop}-compared").get(
+            ctx.rundir, lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl), b)
 
     def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
@@ -131,8 +140,9 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
 
     ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
     merged = {k: torch.cat(v) for k, v in columns.items()}
-    randomization = ctx.rundir.cached(f"{key}/randomization", lambda: _randomization(ctx, model, method, target, kw))
-    mprt = ctx.rundir.cached(f"{key}/mprt", lambda: _mprt(ctx, model, method, target, kw))
+    randomization = GATE_CHECK.at(*family, "randomization").get(
+        ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
+    mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=fraction, randomization=randomization, mprt=mprt)
     out = result.as_dict()
