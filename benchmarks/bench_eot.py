@@ -47,7 +47,7 @@ def seconds(fn, repeats: int = 3) -> float:
 def main() -> None:
     from advspatial.attacks import make_attack
     from advspatial.data import load_dataset
-    from advspatial.defense import NeutralizedModel, TransformDefence
+    from advspatial.defence import NeutralizedModel, TransformDefence
     from advspatial.maps import attack_map, importance_map
     from advspatial.model_cache import get_or_train
     from advspatial.training import TrainConfig

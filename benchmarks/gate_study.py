@@ -3,7 +3,7 @@
 For one model and data set, on the correctly classified images among the first ``--n``:
 
 - every explainer of ``--explainers`` and every model-free map (a centred disc, the image's intensity,
-  its Sobel edges) goes through the gate's own comparisons (:func:`advspatial.regions.faithfulness.gate_regions`,
+  its Sobel edges) goes through the gate's own comparisons (:func:`advspatial.faithfulness.gate.gate_regions`,
   ``deletion_columns`` with every fill of ``--fills``, ``restricted_attack_columns`` with the gate's PGD);
 - the explainers also get the randomization row (cascading check and smooth/efficient MPRT, the gate's settings);
   a model-free map survives randomization by construction (it ignores the model) and is scored as failing it;
@@ -32,10 +32,10 @@ import torch
 from advspatial.attacks import make_attack
 from advspatial.cli.model_commands import load_model_and_data
 from advspatial.maps import importance_map
-from advspatial.regions.faithfulness import (
-    deletion_columns, gate_regions, model_randomization_check, restricted_attack_columns, summarize_gate,
-)
-from advspatial.regions.randomization import randomization_checks
+from advspatial.faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
+from advspatial.faithfulness.randomization import model_randomization_check
+from advspatial.faithfulness.gate import summarize_gate
+from advspatial.faithfulness.randomization import randomization_checks
 from advspatial.regions.references import LayoutSums, reference_maps
 
 MODEL_FREE = ("centre", "intensity", "edges")

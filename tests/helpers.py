@@ -177,7 +177,7 @@ def bare_verdict_words(text: str) -> list[str]:
 
     from advspatial.experiments.smoke import SMOKE_MARK
     from advspatial.experiments.spatial.claims import VERDICT_WORDS
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     bare = []
     for word in sorted({*VERDICTS, *VERDICT_WORDS}, key=len, reverse=True):
@@ -201,7 +201,7 @@ def assert_smoke_test(path: Path, summary: str) -> None:
 
     from advspatial.experiments.smoke import SMOKE_MARK
     from advspatial.experiments.spatial.claims import VERDICT_WORDS
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     words = {*VERDICTS, *VERDICT_WORDS}
     opening = "smoke test: these settings decide nothing"

@@ -12,7 +12,7 @@ from helpers import self_labelled_tiny_cnn
 import advspatial
 from advspatial.errors import AdvspatialError
 
-PACKAGES = ["advspatial", "advspatial.attacks", "advspatial.maps", "advspatial.regions", "advspatial.defense",
+PACKAGES = ["advspatial", "advspatial.attacks", "advspatial.maps", "advspatial.regions", "advspatial.defence",
             "advspatial.data", "advspatial.models", "advspatial.experiments", "advspatial.analysis"]
 
 
@@ -26,11 +26,11 @@ def test_every_public_name_imports(package):
 
 def test_attacks_in_the_torchattacks_idiom():
     from advspatial.attacks import (
-        APGD, CW, FGSM, PGD, PGDL2, Attack, AutoAttack, DeepFool, KPixel, OnePixel, Square, SSIMBall, list_attacks,
+        APGD, CarliniWagnerL2, FGSM, PGD, PGDL2, Attack, AutoAttack, DeepFool, KPixel, OnePixel, Square, SSIMBallAttack, list_attacks,
     )
 
     registered = {spec.cls for spec in list_attacks().values()}
-    for cls in (APGD, CW, FGSM, PGD, PGDL2, AutoAttack, DeepFool, KPixel, OnePixel, SSIMBall, Square):
+    for cls in (APGD, CarliniWagnerL2, FGSM, PGD, PGDL2, AutoAttack, DeepFool, KPixel, OnePixel, SSIMBallAttack, Square):
         assert issubclass(cls, Attack) and cls in registered, cls
     torch.manual_seed(0)
     model, x = TinyCNN().eval(), torch.rand(3, 1, 28, 28)

@@ -55,7 +55,7 @@ def test_maps_command_gates_the_roi_and_prints_verdicts(lenet_weights, tmp_path,
     """``advspatial maps``: the RoI's faithfulness gate, the claims with their verdicts, and a report."""
     import json
 
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     out = tmp_path / "maps"
     code, printed, err = run_cli(capsys, "maps", "--model", str(lenet_weights), "--arch", "lenet5", "--attack", "pgd",

@@ -221,7 +221,7 @@ def test_an_error_in_one_rank_stops_every_rank_with_one_line(lenet_weights, tmp_
     out = tmp_path / "run"
     done = advspatial([*experiment_args("baseline", lenet_weights, tmp_path), "--out", str(out)])
     assert done.returncode == 0, done.stderr
-    (out / "stages" / "predictions" / "batch-00001.pt").write_bytes(b"not a stage")  # batch 1 belongs to rank 1
+    (out / "stages" / "clean-pass" / "batch-00001.pt").write_bytes(b"not a stage")  # batch 1 belongs to rank 1
     (out / "metrics.json").unlink()
     failed = advspatial(["run", "--resume", str(out), "--no-progress"], nproc=2, timeout=300)
     assert failed.returncode != 0

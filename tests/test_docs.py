@@ -39,7 +39,8 @@ EXPERIMENTS = registered_experiments()
 # API page -> the package it documents
 API_PAGES = {
     "advspatial": "advspatial", "attacks": "advspatial.attacks", "maps": "advspatial.maps",
-    "regions": "advspatial.regions", "defense": "advspatial.defense", "experiments": "advspatial.experiments",
+    "regions": "advspatial.regions", "statistics": "advspatial.statistics",
+    "faithfulness": "advspatial.faithfulness", "defence": "advspatial.defence", "experiments": "advspatial.experiments",
     "models": "advspatial.models", "data": "advspatial.data", "analysis": "advspatial.analysis",
 }
 
@@ -146,7 +147,7 @@ def test_an_experiment_without_a_page_gets_a_generated_one() -> None:
 
 
 def test_methods_page_defines_the_regions_and_every_verdict(site: Path) -> None:
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     methods = read(site, "methods.html")
     assert "Region of Importance" in methods and "Region of Attack" in methods

@@ -21,9 +21,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("data and models", {"data", "models"}),
     ("attacks", {"attacks"}),
     ("maps", {"maps"}),
-    ("regions and statistics", {"regions"}),
+    ("regions, statistics and the faithfulness gate", {"regions", "statistics", "faithfulness"}),
     ("defence, analyses, training, masks, streaming",
-     {"defense", "analysis", "training", "finetuning", "model_cache", "masks", "pipeline"}),
+     {"defence", "analysis", "training", "finetuning", "model_cache", "masks", "pipeline"}),
     ("report rendering", {"report"}),
     ("experiments", {"experiments"}),
     ("entry points", {"api", "cli", "__init__", "__main__"}),
@@ -71,7 +71,7 @@ MODULES = sorted(SRC.rglob("*.py"))
 #: the longest a module may be
 MAX_LINES = 450
 #: modules not yet split (issue 36), each held at its length so it cannot grow: remove an entry once it is split
-NOT_YET_SPLIT = {"advspatial.regions.randomization": 485}
+NOT_YET_SPLIT = {"advspatial.faithfulness.randomization": 485}
 KNOWN = {module_name(p) for p in MODULES}
 
 

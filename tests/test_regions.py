@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.regions import (
-    STATISTICS, MapAccumulator, average_ranks, binarize, class_mean_maps, dilate, otsu_threshold, overlap_statistics,
+    STATISTICS, MapAccumulator, binarize, class_mean_maps, dilate, otsu_threshold, overlap_statistics,
     pairwise_statistics, segregate, top_fraction_mask,
 )
-from advspatial.regions.inference import compare_to_nulls
+from advspatial.regions.overlap import average_ranks
+from advspatial.statistics.inference import compare_to_nulls
 
 
 def _square(n: int, size: int, top: int, left: int, side: int) -> torch.Tensor:

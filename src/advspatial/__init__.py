@@ -2,7 +2,7 @@
 
 ``advspatial.run(experiment, model=..., data=...)`` runs an experiment from Python;
 ``advspatial.analyze(model, clean, adv)`` measures examples made elsewhere. The
-packages hold the parts: ``attacks``, ``maps``, ``regions``, ``defense``, ``data``,
+packages hold the parts: ``attacks``, ``maps``, ``regions``, ``statistics``, ``faithfulness``, ``defence``, ``data``,
 ``models``, ``experiments``.
 """
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from advspatial.analysis.locality import cluster_bootstrap_rate, locality_analysis
 from advspatial.analysis.locality_placements import context_maps, matched_variants, ring_offsets
-from advspatial.regions.inference import wilson_interval
+from advspatial.statistics.accuracy import wilson_interval
 
 # -- the context-matched sampler ---------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from advspatial.analysis.propagation import (
     random_pixel_change,
 )
 from advspatial.experiments.paired import paired_claim
-from advspatial.regions.claims import judge
+from advspatial.statistics.claims import judge
 
 
 def _cnn(channels: int) -> nn.Module:

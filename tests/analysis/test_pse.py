@@ -307,7 +307,7 @@ def test_pse_vs_cam_goes_through_the_hierarchy_of_nulls_of_the_engine():
     """Every null of spatial's co-location claims, from the same engine function (compare_to_nulls with the type's
     weight map as the attack map); the primary null fills the summary fields."""
     from advspatial.regions import top_fraction_mask
-    from advspatial.regions.inference import compare_to_nulls
+    from advspatial.statistics.inference import compare_to_nulls
 
     res, cam_true, cam_target = cam_case(n=16)
     strata = torch.arange(16) % 2

@@ -64,7 +64,7 @@ def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dic
 
 @pytest.mark.parametrize("edge_driven", [False, True])
 def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -> None:
-    from advspatial.regions.claims import judge
+    from advspatial.statistics.claims import judge
 
     store = _content_store(edge_driven=edge_driven)
     refs = colocation.reference_rois(store, seed=0)
@@ -90,8 +90,8 @@ def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -
 
 
 def test_layout_sentence_states_the_steps_in_plain_words() -> None:
-    from advspatial.regions.estimates import Estimate
-    from advspatial.regions.inference import ExcessDifference, NullComparison
+    from advspatial.statistics.estimates import Estimate
+    from advspatial.statistics.inference import ExcessDifference, NullComparison
 
     same = NullComparison("energy_in_roi", "same-class", 900, 0.299, 0.276, Estimate(0.023, 0.020, 0.026, 900),
                           1.08, 5.0, 1e-4)

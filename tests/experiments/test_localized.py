@@ -47,8 +47,8 @@ from advspatial.experiments.localized.stages import (
 )
 from advspatial.experiments.smoke import SMOKE_MARK, would_read
 from advspatial.masks import BACKGROUND_TAU
-from advspatial.regions.claims import sentence_case
-from advspatial.regions.inference import VERDICTS
+from advspatial.statistics.claims import sentence_case
+from advspatial.statistics.verdicts import VERDICTS
 from advspatial.rundir import RunDir
 from advspatial.training import TrainConfig
 
@@ -267,7 +267,7 @@ def fake_run(n: int = 60) -> tuple[torch.Tensor, dict[str, ModelEvaluation]]:
 
 
 def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dict[tuple[str, str], object]:
-    from advspatial.regions.claims import judge
+    from advspatial.statistics.claims import judge
 
     config = LocalizedConfig()
     labels, evs = fake_run(n)
@@ -318,7 +318,7 @@ def test_claims_are_paired_per_image_with_known_verdicts() -> None:
 
 
 def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
-    from advspatial.regions.claims import judge
+    from advspatial.statistics.claims import judge
 
     config = LocalizedConfig()
     labels, evs = fake_run(60)
@@ -816,7 +816,7 @@ def seeded_run(region_correct: dict[str, list[float]], n: int = 60
 
 def seeded_verdict(region_correct: dict[str, list[float]], b: str = "natural") -> object:
     """The judged claim 'localized vs ``b``' under the region-only PGD of :func:`seeded_run`."""
-    from advspatial.regions.claims import judge
+    from advspatial.statistics.claims import judge
 
     config = LocalizedConfig(ensemble_n=0)
     labels, evs, seeds = seeded_run(region_correct)

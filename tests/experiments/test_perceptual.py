@@ -26,8 +26,10 @@ from advspatial.experiments.perceptual.stages import (
 )
 from advspatial.experiments.rows import keep_first
 from advspatial.experiments.settings import config_from_mapping
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI
-from advspatial.regions.inference import NULLS, VERDICTS, uniform_comparison
+from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI
+from advspatial.statistics.nulls import NULLS
+from advspatial.statistics.verdicts import VERDICTS
+from advspatial.statistics.inference import uniform_comparison
 from advspatial.report.ssim_figures import (
     plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
 )

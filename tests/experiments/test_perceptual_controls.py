@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advspatial.analysis.ssim import ssim
-from advspatial.attacks import PGD, SSIMBall
+from advspatial.attacks import PGD, SSIMBallAttack
 from advspatial.analysis.ssim_matching import (
     full_slack_direction, geometry_null, matched_scale, minimal_distortion,
 )
@@ -40,7 +40,7 @@ def test_matched_scale_solves_a_known_monotone_function():
 
 def test_ssim_ball_geometry_null_is_feasible_and_has_the_attacks_ssim():
     x, model = _images(), _model()
-    attack = SSIMBall(model, alpha=0.8, window=4, steps=10)
+    attack = SSIMBallAttack(model, alpha=0.8, window=4, steps=10)
     x_adv = attack(x, torch.zeros(len(x), dtype=torch.long))
     target = ssim(x, x_adv)
     ids = torch.arange(len(x))

@@ -21,7 +21,7 @@ from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack
 from advspatial.experiments.perceptual.report import summary_text
 from advspatial.experiments.running import run_experiment
 from advspatial.experiments.settings import config_from_mapping
-from advspatial.regions.inference import VERDICTS
+from advspatial.statistics.verdicts import VERDICTS
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -69,8 +69,10 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     # the metrics are recomputed from the rows of the CSV
     for name in ("ssim-ball", "pgd"):
         recomputed = attack_metrics(rows, name)
-        for key in ("fooling_rate", "mean_ssim", "mean_ssim_successful", "clean_accuracy", "mean_l2"):
-            assert _same(metrics["attacks"][name][key], getattr(recomputed, key)), (name, key)
+        for key, field_name in (("fooling_rate", "success_rate"), ("mean_ssim", "mean_ssim"),
+                                ("mean_ssim_successful", "mean_ssim_successful"), ("clean_accuracy", "clean_accuracy"),
+                                ("mean_l2", "mean_l2")):  # metrics.json key, findings field
+            assert _same(metrics["attacks"][name][key], getattr(recomputed, field_name)), (name, key)
         for stat in STATS:
             assert _same(metrics["attacks"][name]["maps"][stat], getattr(recomputed.maps, stat))
         assert metrics["attacks"][name]["successful"] == recomputed.successful
@@ -85,7 +87,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert metrics["ssim_gap"] == pytest.approx(metrics["attacks"]["pgd"]["mean_ssim"]
                                                 - metrics["attacks"]["ssim-ball"]["mean_ssim"])
     # the faithfulness gate ran on this run's CAM and decides how every RoI-dependent number reads
-    from advspatial.maps import default_importance_method
+    from advspatial.maps.heads import default_importance_method
 
     method = default_importance_method(trained_tiny_cnn, torch.zeros(1, 1, 28, 28))[0]
     assert metrics["roi"]["method"] == method == "hirescam"  # TinyCNN has a flatten/FC head

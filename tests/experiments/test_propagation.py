@@ -38,7 +38,7 @@ from advspatial.experiments.running import run_experiment
 from advspatial.experiments.smoke import unmark_tree, would_read
 from advspatial.models import build_model
 from advspatial.rundir import RunDir
-from advspatial.regions.inference import wilson_interval
+from advspatial.statistics.accuracy import wilson_interval
 from advspatial.report.propagation_figures import (
     plot_control_differences, plot_depth_curves, plot_locality, plot_per_se, plot_propagation_strip, strip_layers,
 )
@@ -232,7 +232,7 @@ def test_k_findings_known_answer():
 
 
 def test_paired_claim_known_answer_and_missing_pairs():
-    from advspatial.regions.inference import bootstrap_mean_ci, paired_p
+    from advspatial.statistics.estimates import bootstrap_mean_ci, paired_p
 
     a = [0.5, 0.7, math.nan, 0.9, 0.2]
     b = [0.1, 0.2, 0.3, math.nan, 0.4]
@@ -378,7 +378,7 @@ def test_quick_run_end_to_end_with_resume(tmp_path, briefly_trained_smallcnn):
 
     # verdict rows: propagation per se at the last layer (vs 0 and vs the fraction) and, per k, r = min(radii) vs the
     # matched control are primary; the attack vs both propagation controls is secondary
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     claims = metrics["claims"]
     primary = [c for c in claims if c["primary"]]

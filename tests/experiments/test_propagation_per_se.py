@@ -15,8 +15,8 @@ from advspatial.experiments.propagation.claims import (
 from advspatial.experiments.propagation.config import PropagationConfig
 from advspatial.experiments.propagation.metrics import per_se_findings
 from advspatial.experiments.propagation.stages import RandomReach
-from advspatial.regions.claims import judge
-from advspatial.regions.inference import bootstrap_mean_ci
+from advspatial.statistics.claims import judge
+from advspatial.statistics.estimates import bootstrap_mean_ci
 
 N = 40  # the engine judges nothing below 30 images
 
@@ -86,7 +86,7 @@ def test_only_the_last_layer_is_primary_and_the_layers_are_one_family():
     assert len(claims) == 2 * len(reach.layers)
     assert [c.primary for c in claims] == [False] * (2 * len(reach.layers) - 2) + [True, True]
     judge(claims, sesoi=0.01)
-    from advspatial.regions.inference import benjamini_hochberg, holm
+    from advspatial.statistics.verdicts import benjamini_hochberg, holm
 
     secondary = [c for c in claims if not c.primary]
     assert [c.p_adjusted for c in secondary] == pytest.approx(list(benjamini_hochberg([c.p for c in secondary])))

@@ -15,7 +15,7 @@ from advspatial.experiments.running import fingerprint, open_run
 from advspatial.experiments.smoke import (
     SMOKE_LINE, SMOKE_MARK, is_verdict_key, mark_result, mark_text, verdict_pattern, would_read,
 )
-from advspatial.regions.inference import VERDICTS
+from advspatial.statistics.verdicts import VERDICTS
 from advspatial.report.html import Section, Table
 
 

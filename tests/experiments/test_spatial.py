@@ -163,7 +163,7 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
 
 def test_claims_follow_their_gates_and_rules(finished_run) -> None:
     """Every claim has a verdict from the fixed list; a failed RoI gate makes it 'not interpretable'."""
-    from advspatial.regions.inference import VERDICTS
+    from advspatial.statistics.verdicts import VERDICTS
 
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())

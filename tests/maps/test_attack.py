@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.maps import attack_map, describe_attack_maps, list_attack_maps, quadrature
+from advspatial.maps import attack_map, describe_attack_maps, list_attack_maps
+from advspatial.maps.attack import quadrature
 from advspatial.maps.attack import integrated_margin_gradient
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from advspatial.maps import feature_map_size
+from advspatial.maps._common import feature_map_size
 from advspatial.models import build_model
 
 

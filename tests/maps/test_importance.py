@@ -10,14 +10,9 @@ from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from advspatial.errors import ConfigError, ModelError, ShapeError
-from advspatial.maps import (
-    default_importance_method,
-    describe_importance_methods,
-    has_gap_linear_head,
-    importance_map,
-    list_importance_methods,
-    resolve_layer,
-)
+from advspatial.maps.heads import default_importance_method, has_gap_linear_head
+from advspatial.maps import describe_importance_methods, importance_map, list_importance_methods
+from advspatial.models.hooks import resolve_layer
 from advspatial.maps.importance import cam_map
 from advspatial.models import Normalized, build_model
 

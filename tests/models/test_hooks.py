@@ -12,7 +12,7 @@ from advspatial.models import hooks
 
 def test_one_home_named_from_the_old_places():
     from advspatial.attacks.base import frozen_eval
-    from advspatial.maps import declared_cam_layer, find_feature_layer, resolve_layer
+    from advspatial.models.hooks import declared_cam_layer, find_feature_layer, resolve_layer
     from advspatial.maps._common import forward_hooks, module_by_name
 
     assert frozen_eval is hooks.frozen_eval and forward_hooks is hooks.forward_hooks

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from advspatial.errors import ModelError
-from advspatial.models import Normalized, build_model, load_model, load_state_dict_model, load_torchscript
+from advspatial.models import Normalized, build_model, load_model
+from advspatial.models.loading import load_state_dict_model, load_torchscript
 
 
 def test_normalized_matches_manual_normalization(tiny_cnn) -> None:

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.regions import change_strata, foreground_strata, random_region_like, random_regions_like
+from advspatial.regions.controls import change_strata, foreground_strata, random_regions_like
+from advspatial.regions import random_region_like
 from advspatial.regions.controls import RANDOM_REGION_STREAM
 from advspatial.runtime import per_sample_noise, stream_seed
 

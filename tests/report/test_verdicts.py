@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from advspatial.regions.claims import Claim, judge
-from advspatial.regions.inference import Estimate
+from advspatial.statistics.claims import Claim, judge
+from advspatial.statistics.estimates import Estimate
 from advspatial.report.verdicts import fmt_p, interval, plot_forest, verdict_table, what_this_run_shows
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from ..attacks.base import frozen_eval
 from ..data.base import ImageDataset
 from ..errors import ConfigError, ModelError, ShapeError, check_range
-from ..regions.inference import excess_test
+from ..statistics.inference import excess_test
 from ..runtime import batch_slices, model_device
 from .units import Layer, capture
 
@@ -157,7 +157,7 @@ def sensitivity_vs_interpretability(
     interpretability (e.g. ``DissectionResult.best_iou``), both (U,).
 
     Ranks average ties. The test is the project's one null model
-    (:func:`advspatial.regions.inference.excess_test`): with centred ranks a, b the
+    (:func:`advspatial.statistics.inference.excess_test`): with centred ranks a, b the
     pair matrix ``[j, i] = U·a_i·b_j / (‖a‖‖b‖)`` has diagonal mean ρ; each unit's
     exact null is the mean over its partners (``-ρ/(U-1)`` on average), the excess
     is recomputed under ``n_perm`` seeded random permutations of the units, and p

@@ -3,7 +3,7 @@
 :func:`pse_vs_cam` asks, for each group type, which share of its perturbation
 energy lies inside the top region of ``CAM_t0(x)`` and of ``CAM_t(x')`` (the
 shared top-fraction rule), against the hierarchy of nulls of the one inference
-engine (:func:`advspatial.regions.inference.compare_to_nulls`, the function the
+engine (:func:`advspatial.statistics.inference.compare_to_nulls`, the function the
 spatial experiment's co-location claims use): uniform placement of the CAM
 region's own shape, any-class and same-class partners, and object-conditioned
 partners where a composition is given. The statistic is ``energy_in_roi`` with
@@ -18,8 +18,9 @@ import torch
 
 from ..errors import ConfigError, ShapeError, check_range
 from ..regions import top_fraction_mask
-from ..regions.inference import NULLS, NullComparison, compare_to_nulls
-from ..regions.nulls import null_groups
+from ..statistics.nulls import NULLS
+from ..statistics.inference import NullComparison, compare_to_nulls
+from ..statistics.nulls import null_groups
 from .pse_types import TYPE_NAMES, PSEResult, group_type_map
 
 
@@ -32,11 +33,11 @@ class CamOverlap:
             image has none of that type, or no partner to be compared with).
         observed: (4,) mean of ``per_image`` over the images that enter the test.
         baseline_mean: (4,) the exact null: per image, the mean share over its
-            partners' CAM regions (:func:`~advspatial.regions.inference.partner_null`),
+            partners' CAM regions (:func:`~advspatial.statistics.inference.partner_null`),
             averaged over the same images.
         baseline_std: (4,) spread of the mean excess under random within-stratum permutations.
         p_value: (4,) two-sided permutation p of the mean excess
-            (:func:`~advspatial.regions.inference.compare_to_nulls`).
+            (:func:`~advspatial.statistics.inference.compare_to_nulls`).
         comparisons: the four engine results against the primary null (excess with its bootstrap CI, ratio, z, n).
         by_null: ``{null: four engine results}`` for every null of the hierarchy computed (the primary one
             included); the fields above are the primary null's.
@@ -119,7 +120,7 @@ def pse_vs_cam(
     Top region: the shared rule :func:`advspatial.regions.top_fraction_mask`
     (strictly positive pixels only, ties at the cut broken by a random order seeded
     by (``seed``, ``sample_ids[i]``); default ids 0..N-1). Nulls: every null of the
-    engine's hierarchy (:func:`advspatial.regions.inference.compare_to_nulls`, as for
+    engine's hierarchy (:func:`advspatial.statistics.inference.compare_to_nulls`, as for
     spatial's co-location claims) -- ``uniform`` (the image's own CAM region at random
     cyclic shifts), ``any-class`` and ``same-class`` (partners: the other images of
     its stratum, ``strata``, e.g. the true class; default one stratum) and

@@ -23,7 +23,7 @@ from torch import nn
 from ..attacks import Attack
 from ..errors import ConfigError
 from ..files import load_torch_file
-from ..maps import declared_cam_layer, find_feature_layer
+from ..models.hooks import declared_cam_layer, find_feature_layer
 from ..regions import dilate
 from .dissection import DissectionResult, sensitivity_vs_interpretability
 from .units import UnitChange, unit_activation_change

@@ -10,10 +10,7 @@ Registered names (``advspatial list attacks``) build the same classes through
 
 from . import apgd, cw, deepfool, ensemble, fgsm, onepixel, pgd, square, ssim_ball  # noqa: F401  (register the attacks)
 from .apgd import APGD, APGDL2, APGDT
-from .base import (
-    Attack, AttackResult, AttackSpec, apply_mask, enforce_constraints, frozen_eval, list_attacks, make_attack, margin,
-    per_sample_noise, perturbation_norms, prepare_mask, register_attack,
-)
+from .base import Attack, AttackResult, AttackSpec, list_attacks, make_attack, perturbation_norms, register_attack
 from .budgets import Budget, attack_for_budget
 from .cw import CarliniWagnerL2
 from .deepfool import DeepFool
@@ -25,12 +22,9 @@ from .square import Square, SquareL2
 from .ssim_ball import SSIMBallAttack
 
 #: torchattacks' names for the same attacks
-CW = CarliniWagnerL2
-SSIMBall = SSIMBallAttack
 
 __all__ = [
-    "APGD", "APGDL2", "APGDT", "CW", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2", "Budget",
-    "CarliniWagnerL2", "DeepFool", "FGSM", "KPixel", "OnePixel", "PGD", "PGDL2", "SSIMBall", "SSIMBallAttack",
-    "Square", "SquareL2", "apply_mask", "attack_for_budget", "enforce_constraints", "frozen_eval", "list_attacks",
-    "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask", "register_attack",
+    "APGD", "APGDL2", "APGDT", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2", "Budget",
+    "CarliniWagnerL2", "DeepFool", "FGSM", "KPixel", "OnePixel", "PGD", "PGDL2", "SSIMBallAttack", "Square",
+    "SquareL2", "attack_for_budget", "list_attacks", "make_attack", "perturbation_norms", "register_attack",
 ]

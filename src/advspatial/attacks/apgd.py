@@ -269,7 +269,7 @@ class APGD(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` over ``eot_iter`` passes.
 
-        A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defense`) gets its
+        A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defence`) gets its
         passes in batches of draws (:func:`eot_chunks`): the same draws in the same order as one pass at a
         time, so the same attack in fewer calls; any other model gets one forward pass per call.
         """

@@ -111,7 +111,7 @@ def train(force: bool, device: str, progress: bool, **fields: Any) -> None:
 @click.option("--batch-size", default=100, show_default=True, type=int)
 def evaluate(split: str, n: int | None, seed: int, batch_size: int, **options: Any) -> None:
     """Clean accuracy of a model on a dataset, with its 95% Wilson interval."""
-    from ..regions.inference import wilson_interval
+    from ..statistics.accuracy import wilson_interval
     from ..training import evaluate_accuracy
 
     model, data = load_model_and_data(options, n or 10**9, seed, split)

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from ..regions.inference import accuracy as accuracy_with_interval
+from ..statistics.accuracy import accuracy as accuracy_with_interval
 from ..report.html import Section, Table
 from ..rundir import RunDir
 from .context import ExperimentContext, prepare_context

@@ -2,7 +2,7 @@
 
 For each attack and attack map, the successful images kept by the experiment
 (maps, regions, labels, the image's foreground share) go through the one
-statistics engine (:func:`advspatial.regions.inference.compare_to_nulls`):
+statistics engine (:func:`advspatial.statistics.inference.compare_to_nulls`):
 every statistic against the hierarchy of nulls. The same engine runs on
 model-free **reference RoIs** of the same size (:mod:`advspatial.regions.references`:
 class and dataset layout, the centre, the image's intensity and edges), because
@@ -32,9 +32,9 @@ from typing import Any
 import torch
 
 from ..regions import STATISTICS
-from ..regions.claims import Claim, claim_from
-from ..regions.inference import ExcessDifference, NullComparison, compare_to_nulls, excess_difference
-from ..regions.nulls import null_groups
+from ..statistics.claims import Claim, claim_from
+from ..statistics.inference import ExcessDifference, NullComparison, compare_to_nulls, excess_difference
+from ..statistics.nulls import null_groups
 from ..regions.overlap import energy_in_roi_pairs
 from ..regions.references import REFERENCE_MAPS, REFERENCE_WORDS, LayoutSums, top_count_mask
 

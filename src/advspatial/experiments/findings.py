@@ -9,7 +9,7 @@ running anything. Nothing travels as a dict filled in by several functions under
 Serialization is by the fields' type hints: nested dataclasses, ``list``/``tuple``, ``dict[str, X]``,
 ``X | None``, numbers, strings and bools; ``Any`` passes through as it is. A field's JSON key is its name
 unless ``field(metadata={"key": "..."})`` says otherwise (a key that is not an identifier, e.g.
-``"l2-pgd"``). :class:`~advspatial.regions.claims.Claim` serializes as its ``as_dict`` and loads back with
+``"l2-pgd"``). :class:`~advspatial.statistics.claims.Claim` serializes as its ``as_dict`` and loads back with
 ``Claim.from_dict``.
 """
 

@@ -7,7 +7,7 @@ do more damage than the same through regions of equal size that need no model --
 its shape at a random place, as many scattered pixels, the class and dataset
 layout (cross-fitted mean maps of the other images), a centre prior, the
 image's brightest pixels and its strongest edges -- and the map must change when
-the model's weights are destroyed (:mod:`advspatial.regions.faithfulness`). The
+the model's weights are destroyed (:mod:`advspatial.faithfulness.gate`). The
 stage streams the experiment's batches twice (the layout maps need every image's
 map first; both passes cached in the run directory, keyed by global sample ids,
 so ``--resume`` and the batch size do not change it) over the correctly
@@ -25,14 +25,14 @@ from torch import nn
 
 from ..attacks import make_attack
 from ..errors import ConfigError, unknown_name
-from ..maps import default_importance_method, importance_map
-from ..regions.claims import NOT_INTERPRETABLE_ROI
-from ..regions.deletion import blurred_map
-from ..regions.faithfulness import (
-    EDGE_FREE_FILLS, deletion_columns, gate_regions, gini_sparseness, model_randomization_check, not_beaten,
-    restricted_attack_columns, summarize_gate,
-)
-from ..regions.randomization import randomization_checks
+from ..maps.heads import default_importance_method
+from ..maps import importance_map
+from ..statistics.claims import NOT_INTERPRETABLE_ROI
+from ..faithfulness.deletion import blurred_map
+from ..faithfulness.gate import EDGE_FREE_FILLS, gini_sparseness, not_beaten, summarize_gate
+from ..faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
+from ..faithfulness.randomization import model_randomization_check
+from ..faithfulness.randomization import randomization_checks
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
 from .stage import Stage

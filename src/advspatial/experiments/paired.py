@@ -5,10 +5,10 @@ correctness against another's, an attack's reach against a random control's,
 a map's share after an attack against before it): the effect is the mean of
 the per-image differences with its bootstrap CI over images, the p-value the
 two-sided sign-flip test of their mean (the estimand of the CI)
-(:mod:`advspatial.regions.inference`); :func:`advspatial.regions.claims.judge`
+(:mod:`advspatial.statistics.inference`); :func:`advspatial.statistics.claims.judge`
 corrects and judges them afterwards. A claim about a training procedure compares models trained with
 several seeds: :func:`seeded_claim` takes (seeds, images) tables and carries each seed's own effect and a
-CI over seeds and images (:func:`~advspatial.regions.inference.crossed_mean_ci`).
+CI over seeds and images (:func:`~advspatial.statistics.inference.crossed_mean_ci`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from ..errors import ShapeError
-from ..regions.claims import Claim
-from ..regions.inference import bootstrap_mean_ci, crossed_mean_ci, paired_p, share_difference_ci
+from ..statistics.claims import Claim
+from ..statistics.estimates import bootstrap_mean_ci, paired_p, share_difference_ci
+from ..statistics.seeds import crossed_mean_ci
 
 
 def ratio(observed: float, null: float) -> float:
@@ -34,7 +35,7 @@ def paired_claim(claim: str, subject: str, statistic: str, null: str, observed: 
     """The claim that ``observed`` exceeds ``control``, per image: both (N,) values of the same images, an image
     left out where either is not finite. ``observed``/``null_value`` are the two means over the images kept.
     ``shares``: both are per-image shares in [0, 1] (correctness, success), whose CI must not collapse to zero
-    width when no image differs (:func:`~advspatial.regions.inference.share_difference_ci`)."""
+    width when no image differs (:func:`~advspatial.statistics.inference.share_difference_ci`)."""
     a = torch.as_tensor(observed, dtype=torch.float64).reshape(-1)
     b = torch.as_tensor(control, dtype=torch.float64).reshape(-1)
     keep = torch.isfinite(a) & torch.isfinite(b)
@@ -53,7 +54,7 @@ def seeded_claim(claim: str, subject: str, statistic: str, null: str, observed: 
     """The claim that a training procedure's ``observed`` exceeds ``control``: both (S seeds, N images) tables,
     seed s of each from the models of training seed s, on the same images. An image not finite in every seed of
     both is left out (the design stays crossed). The effect is the mean of the per-image differences over seeds
-    and images with the CI and p of :func:`~advspatial.regions.inference.crossed_mean_ci` (between-run variance
+    and images with the CI and p of :func:`~advspatial.statistics.inference.crossed_mean_ci` (between-run variance
     included); ``per_seed`` each seed's own mean difference, on which the verdict's seed rule acts. ``shares``:
     per-image shares in [0, 1], as for :func:`paired_claim`."""
     a = torch.as_tensor(observed, dtype=torch.float64)

@@ -10,7 +10,7 @@ run's results pass through before they are written or printed
   with the key ``smoke_test``);
 - turns every verdict word ``w`` into ``"(smoke) would read: w"``: in ``metrics.json`` and ``per_image.csv``
   every value under a verdict key (:func:`is_verdict_key`), in the summary and the report every occurrence of
-  a verdict word (:data:`~advspatial.regions.inference.VERDICTS` and every verdict this run's metrics hold, so
+  a verdict word (:data:`~advspatial.statistics.inference.VERDICTS` and every verdict this run's metrics hold, so
   a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own).
 
 A quoted word (``'helps'``), a legend entry (``supported = ...``) and a rule's definition (``supported only
@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..regions.inference import VERDICTS
+from ..statistics.verdicts import VERDICTS
 from .results import ExperimentResult
 
 #: the line a smoke test's summary and report open with

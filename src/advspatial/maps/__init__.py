@@ -29,13 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import Target, declared_cam_layer, feature_map_size, find_feature_layer, resolve_layer
-from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, quadrature, register_attack_map
+from ._common import Target
+from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, register_attack_map
 from .entry import (
     cam, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients, magnitude,
     occlusion, saliency, smoothgrad,
 )
-from .heads import default_importance_method, has_gap_linear_head
 from .importance import describe_importance_methods, importance_map, list_importance_methods, register_importance_method
 
 
@@ -73,9 +72,6 @@ def compute_maps(
 __all__ = [
     "AttackMap", "Maps", "attack_map", "cam", "compute_maps", "contribution", "gradcam", "gradcam_pp", "gradient",
     "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad",
-    "declared_cam_layer", "default_importance_method",
-    "describe_attack_maps", "describe_importance_methods", "feature_map_size", "find_feature_layer",
-    "has_gap_linear_head",
-    "importance_map", "list_attack_maps", "list_importance_methods", "quadrature", "register_attack_map",
-    "register_importance_method", "resolve_layer",
+    "describe_attack_maps", "describe_importance_methods", "importance_map", "list_attack_maps",
+    "list_importance_methods", "register_attack_map", "register_importance_method",
 ]

@@ -10,7 +10,7 @@ Maps are (N,H,W) float tensors (importance map I, attack map A); regions are
 
 Every statistic is "larger = more co-located". :func:`pairwise_statistics` gives
 each statistic for every (RoI image j, RoA image i) pairing, the input of the
-one statistics engine (:mod:`advspatial.regions.inference`): exact nulls,
+one statistics engine (:mod:`advspatial.statistics.inference`): exact nulls,
 two-sided permutation p, corrections and verdicts (:mod:`.claims`); the
 faithfulness gate of an RoI is :mod:`.faithfulness`. Undefined values (IoU of
 two empty regions, energy of an all-zero attack map, a correlation with a
@@ -24,20 +24,15 @@ statistics), :mod:`.controls` (random and shifted control regions),
 
 from .accumulate import MapAccumulator, class_mean_maps
 from .binarization import BINARIZE_METHODS, Binarized, binarize, dilate, otsu_threshold, top_fraction_mask
-from .controls import (
-    RANDOM_REGION_STREAM, SHIFTED_REGION_STREAM, change_strata, foreground_strata, inverse_permutation,
-    random_region_like, random_regions_like, sample_ids_or_range, shifted_region_like, stream_seed,
-)
+from .controls import random_region_like, shifted_region_like
 from .overlap import (
-    PART_NAMES, STATISTICS, Partition, average_ranks, dice, energy_in_roi, iou, overlap_statistics, pairwise_statistics,
-    pearson, pointing_game, segregate, spearman,
+    PART_NAMES, STATISTICS, Partition, dice, energy_in_roi, iou, overlap_statistics, pairwise_statistics, pearson,
+    pointing_game, segregate, spearman,
 )
 
 __all__ = [
-    "BINARIZE_METHODS", "Binarized", "MapAccumulator", "PART_NAMES", "Partition", "RANDOM_REGION_STREAM",
-    "SHIFTED_REGION_STREAM", "STATISTICS", "average_ranks", "binarize", "change_strata", "class_mean_maps",
-    "dice", "dilate", "energy_in_roi", "foreground_strata", "inverse_permutation", "iou", "otsu_threshold",
-    "overlap_statistics", "pairwise_statistics", "pearson", "pointing_game", "random_region_like",
-    "random_regions_like", "sample_ids_or_range", "segregate", "shifted_region_like", "spearman", "stream_seed",
-    "top_fraction_mask",
+    "BINARIZE_METHODS", "Binarized", "MapAccumulator", "PART_NAMES", "Partition", "STATISTICS", "binarize",
+    "class_mean_maps", "dice", "dilate", "energy_in_roi", "iou", "otsu_threshold", "overlap_statistics",
+    "pairwise_statistics", "pearson", "pointing_game", "random_region_like", "segregate", "shifted_region_like",
+    "spearman", "top_fraction_mask",
 ]

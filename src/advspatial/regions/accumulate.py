@@ -7,7 +7,7 @@ import math
 import torch
 
 from ..errors import ConfigError, ShapeError, check_range
-from ._checks import _check_maps
+from .checks import check_maps
 
 
 class MapAccumulator:
@@ -19,7 +19,7 @@ class MapAccumulator:
         self.counts = torch.zeros(num_classes, dtype=torch.int64)
 
     def update(self, maps: torch.Tensor, labels: torch.Tensor) -> None:
-        _check_maps(maps)
+        check_maps(maps)
         labels = torch.as_tensor(labels).cpu().long()
         if labels.shape != (maps.shape[0],) or tuple(maps.shape[1:]) != tuple(self.sums.shape[1:]):
             raise ShapeError(f"need maps (N,{self.sums.shape[1]},{self.sums.shape[2]}) and labels (N,), got "
@@ -45,7 +45,7 @@ class MapAccumulator:
 
 def class_mean_maps(maps: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """((K,H,W) per-class mean maps (NaN for empty classes), (K,) counts)."""
-    _check_maps(maps)
+    check_maps(maps)
     acc = MapAccumulator(num_classes, tuple(maps.shape[1:]))
     acc.update(maps, labels)
     return acc.means(), acc.counts.clone()

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import per_sample_noise
-from ._checks import _check_maps, _check_mask
+from .checks import check_maps, check_mask
 
 BINARIZE_METHODS = ("top_fraction", "threshold", "otsu")
 
@@ -51,7 +51,7 @@ def binarize(
     threshold). ``dilation`` > 0 grows the region by that many pixels (square
     structuring element, i.e. Chebyshev distance).
     """
-    _check_maps(maps)
+    check_maps(maps)
     check_range("dilation", dilation, 0)
     n = maps.shape[0]
     if method == "top_fraction":
@@ -87,7 +87,7 @@ def top_fraction_mask(
     drawn from a generator seeded with (``seed``, ``sample_ids[i]``) -- the
     same image gets the same region in any batch.
     """
-    _check_maps(maps)
+    check_maps(maps)
     check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
     n, h, w = maps.shape
     flat = maps.reshape(n, h * w)
@@ -130,7 +130,7 @@ def otsu_threshold(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
     (the convention of ``skimage.filters.threshold_otsu``, so ``maps > t`` is
     the upper class). A constant image gets its value as threshold.
     """
-    _check_maps(maps)
+    check_maps(maps)
     check_range("nbins", nbins, 2)
     n = maps.shape[0]
     v = maps.reshape(n, -1).double()
@@ -155,7 +155,7 @@ def otsu_threshold(maps: torch.Tensor, nbins: int = 256) -> torch.Tensor:
 
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Grow (N,H,W) bool regions by ``pixels`` in every direction (square element of side 2k+1)."""
-    _check_mask(mask, "mask")
+    check_mask(mask, "mask")
     check_range("pixels", pixels, 0)
     if pixels == 0 or mask.numel() == 0:
         return mask.clone()

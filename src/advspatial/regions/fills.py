@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ShapeError, check_range
 from ..registry import Registry
 from ..runtime import sample_ids_or_range
-from ._checks import check_region
+from .checks import check_region
 from .imputation import noisy_linear_imputation
 
 #: A fill bound to its parameters: ``(x, region) -> filled x``.

@@ -19,7 +19,7 @@ import torch
 
 from ..errors import check_range
 from ..runtime import per_sample_noise, sample_ids_or_range
-from ._checks import check_region
+from .checks import check_region
 
 
 #: ROAD's neighbour weights (row offset, column offset, weight): 1/6 edge neighbours, 1/12 corners (sum 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import _check_maps, _check_mask, _check_same
+from .checks import check_maps, check_mask, check_same_shape
 
 STATISTICS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
 
@@ -35,9 +35,9 @@ class Partition:
 
 def segregate(roi: torch.Tensor, roa: torch.Tensor) -> Partition:
     """Split the grid into both = RoI∩RoA, roi_only, roa_only, neither."""
-    _check_mask(roi, "roi")
-    _check_mask(roa, "roa")
-    _check_same(roi.shape, roa=roa)
+    check_mask(roi, "roi")
+    check_mask(roa, "roa")
+    check_same_shape(roi.shape, roa=roa)
     return Partition(roi & roa, roi & ~roa, roa & ~roi, ~(roi | roa))
 
 
@@ -119,11 +119,11 @@ def overlap_statistics(
     ``iou``/``dice`` compare the regions, ``energy_in_roi``/``pointing_game``
     the attack map with RoI, ``spearman``/``pearson`` the two continuous maps.
     """
-    _check_maps(importance, "importance")
-    _check_maps(attack, "attack")
-    _check_mask(roi, "roi")
-    _check_mask(roa, "roa")
-    _check_same(importance.shape, attack=attack, roi=roi, roa=roa)
+    check_maps(importance, "importance")
+    check_maps(attack, "attack")
+    check_mask(roi, "roi")
+    check_mask(roa, "roa")
+    check_same_shape(importance.shape, attack=attack, roi=roi, roa=roa)
     return _statistics(importance, attack, roi, roa, average_ranks(importance.flatten(1)),
                        average_ranks(attack.flatten(1)))
 

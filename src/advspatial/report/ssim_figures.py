@@ -219,7 +219,7 @@ def plot_overlap_vs_baseline(
     """One panel per statistic: per attack, the observed mean next to the mean each null expects.
 
     ``comparisons[attack][statistic][null]`` is a
-    :class:`~advspatial.regions.inference.NullComparison` or its ``as_dict()``
+    :class:`~advspatial.statistics.inference.NullComparison` or its ``as_dict()``
     (the ``inference`` entry of the metrics). The bars show levels only; the
     excess over each null with its CI is the forest plot's job.
     """

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from ..regions.claims import Claim, failed_gates
-from ..regions.faithfulness import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
-from ..regions.randomization import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
-from ..regions.verdicts import MIN_SEEDS, format_p
+from ..statistics.claims import Claim, failed_gates
+from ..faithfulness.gate import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
+from ..faithfulness.randomization import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
+from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
 from .html import Table
 

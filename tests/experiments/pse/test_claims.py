@@ -17,8 +17,8 @@ from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_clai
 from advspatial.experiments.pse.metrics import PSEFindings, RunSetting, build_findings
 from advspatial.experiments.pse.report import not_interpretable_text, render
 from advspatial.experiments.pse.stages import image_level
-from advspatial.regions.claims import NOT_INTERPRETABLE_ROI, judge
-from advspatial.regions.inference import VERDICTS
+from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, judge
+from advspatial.statistics.verdicts import VERDICTS
 
 
 def planted_case(n: int = 40, seed: int = 0) -> tuple[PSEResult, torch.Tensor, torch.Tensor]:
@@ -48,7 +48,7 @@ def _planted_test(n: int = 40):
 
 
 def test_cam_claims_declare_one_primary_per_cam_and_follow_the_gate() -> None:
-    from advspatial.regions.claims import judge
+    from advspatial.statistics.claims import judge
 
     test = _planted_test()
     claims = cam_claims("pgd/targeted", test, {"RoI faithfulness": True}, "same-class")

@@ -17,7 +17,7 @@ from advspatial.analysis.pse_control import SHARE_NAMES
 from advspatial.experiments.gate import roi_label
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import CAM_KEYS, TYPING_NULL
-from advspatial.regions.inference import VERDICTS
+from advspatial.statistics.verdicts import VERDICTS
 
 
 def _train(arch: str, dataset: str, n: int, batches: int, path: Path) -> Path:

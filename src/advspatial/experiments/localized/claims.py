@@ -1,6 +1,6 @@
 """The pre-declared claims of experiment ``localized-training``, paired per image within each training seed
 (:func:`..paired.seeded_claim`: the seed is the unit of a claim about a training procedure), corrected and judged by
-fixed rules (:func:`advspatial.regions.claims.judge`): a claim that rests on a map that failed the faithfulness gate
+fixed rules (:func:`advspatial.statistics.claims.judge`): a claim that rests on a map that failed the faithfulness gate
 is "not interpretable"; one on fewer than 3 seeds "insufficient data"; "supported" needs its sign in every seed."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ..paired import seeded_claim
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
 from .stages import ModelEvaluation

@@ -10,7 +10,7 @@ from torch import nn
 
 from ...analysis.attacked_region import fooled_first
 from ...maps import importance_map
-from ...regions.claims import sentence_case
+from ...statistics.claims import sentence_case
 from ...report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
 from ...runtime import model_device
 from ..context import ExperimentContext

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...analysis.attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from ...finetuning import FinetuneConfig
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, to_json
 from ..gate import roi_label

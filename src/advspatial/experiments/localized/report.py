@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...masks import BACKGROUND_TAU
-from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ...regions.verdicts import MIN_SEEDS, sesoi_text
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.verdicts import MIN_SEEDS, sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule, roi_label

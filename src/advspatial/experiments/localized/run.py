@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ...analysis.attacked_region import mask_uses_importance
-from ...regions.claims import judge
+from ...statistics.claims import judge
 from ...rundir import RunDir
 from ...runtime import pick_device
 from ..context import test_images

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from ...regions import binarize
-from ...regions.claims import Claim, claim_from, judge
-from ...regions.inference import compare_to_nulls
+from ...statistics.claims import Claim, claim_from, judge
+from ...statistics.inference import compare_to_nulls
 from .. import colocation
 from ..gate import gate_stage, roi_label
 from .config import MeasurementConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from ...regions import segregate
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ...report.figures import plot_class_mean_maps, plot_region_grid
 from ...report.verdicts import forest_groups, plot_forest
 from .stages import AttackSummary, Context

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ..findings import Findings
 from ..results import mean_of
 from .stages import PARTS, AttackSummary, Context

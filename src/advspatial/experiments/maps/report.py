@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ...regions.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
-from ...regions.verdicts import sesoi_text
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows

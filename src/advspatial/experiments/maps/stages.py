@@ -24,7 +24,8 @@ from ...attacks import Attack, AttackResult
 from ...attacks.budgets import Budget, attack_for_budget
 from ...data import ImageDataset
 from ...distributed import on_every_rank
-from ...maps import attack_map, feature_map_size, importance_map
+from ...maps import attack_map, importance_map
+from ...maps._common import feature_map_size
 from ...regions import MapAccumulator, binarize, overlap_statistics, segregate
 from ...regions.binarization import pool_to_scale
 from ...regions.references import IMAGE_REFERENCES, reference_maps

@@ -1,9 +1,9 @@
 """The perceptual experiment's inference (METHODS §3, with §1's engine and gate), and its findings.
 
 Every statistic of the 1 − SSIM map against the CAM goes through the one statistics engine
-(:func:`advspatial.regions.inference.compare_to_nulls`): per-image excess over the uniform, any-class,
+(:func:`advspatial.statistics.inference.compare_to_nulls`): per-image excess over the uniform, any-class,
 same-class and object-conditioned nulls (composition = the image's foreground share), a bootstrap CI and a
-two-sided p. Claims (:mod:`advspatial.regions.claims`): two primaries per attack (energy in CAM vs the
+two-sided p. Claims (:mod:`advspatial.statistics.claims`): two primaries per attack (energy in CAM vs the
 same-class null, and vs the geometry null, paired per image), one for the minimal-distortion comparison of
 the two attacks (not RoI-dependent), Holm across them; every other statistic x null secondary
 (Benjamini-Hochberg), all gated on the RoI's faithfulness; a failed gate makes them "not interpretable".
@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ...analysis.ssim_matching import Calibration
-from ...regions.claims import Claim, claim_from, judge
-from ...regions.inference import NullComparison, uniform_comparison
+from ...statistics.claims import Claim, claim_from, judge
+from ...statistics.inference import NullComparison, uniform_comparison
 from .. import colocation
 from ..gate import gate_stage, roi_label
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig

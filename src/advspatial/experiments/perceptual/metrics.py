@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...analysis.ssim_matching import Calibration
-from ...regions.claims import Claim
-from ...regions.inference import NullComparison
+from ...statistics.claims import Claim
+from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
 from ..results import mean_of
 from .config import ATTACKS

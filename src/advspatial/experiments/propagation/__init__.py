@@ -24,7 +24,7 @@ interrupted run with identical numbers:
    stratum, the primary control) and to uniformly random positions (secondary
    view), on the successful attacks of that k, in chunks of ``batch_size`` attacks.
 
-Claims (:mod:`advspatial.regions.claims`, judged by the one engine): the
+Claims (:mod:`advspatial.statistics.claims`, judged by the one engine): the
 primary family (Holm) is propagation per se -- the random pixel's last-layer
 peak PMmax against 0 and against ``reach_fraction`` of the layer's largest
 clean activation -- and per k the r = min(radii) success share minus the

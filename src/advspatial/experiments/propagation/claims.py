@@ -1,5 +1,5 @@
 """The pre-declared claims of experiment ``propagation``, judged by the project's one engine
-(:func:`advspatial.regions.claims.judge`). The primary family (Holm) is the source's own claim: propagation per se
+(:func:`advspatial.statistics.claims.judge`). The primary family (Holm) is the source's own claim: propagation per se
 -- the last layer's peak PMmax of a *random* one-pixel change, against 0 and against ``reach_fraction`` of the
 layer's largest clean activation -- and, per k, the r = min(radii) success share minus the context-matched
 control's (locality). Secondary (Benjamini-Hochberg): the same two per-se claims at every other layer, the attack
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ...analysis.propagation import CONTROL_MODES
-from ...regions.claims import Claim, judge
+from ...statistics.claims import Claim, judge
 from ..paired import paired_claim
 from .config import PropagationConfig
 from .metrics import per_image_shares

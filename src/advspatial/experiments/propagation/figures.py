@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ...report.propagation_figures import (
     plot_control_differences, plot_depth_curves, plot_locality, plot_per_se, plot_propagation_strip,
 )

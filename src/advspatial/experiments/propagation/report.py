@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...regions.verdicts import sesoi_text
+from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ..results import Rendered

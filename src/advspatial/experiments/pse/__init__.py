@@ -27,7 +27,7 @@ Stages, each streamed batch by batch through ``ctx.each_batch`` (so that a
    images of each variant, against the exact partner null of the inference
    engine; each (CAM, group type) share becomes a pre-declared claim, the
    primary ones corrected by Holm, the rest by Benjamini-Hochberg, each given a
-   verdict word (:mod:`advspatial.regions.claims`);
+   verdict word (:mod:`advspatial.statistics.claims`);
 6. dissection of the analysed model on its test images with concept masks that
    are not its labels (the dataset's own, or a user file), correlated with the
    units' relative sensitivity under ``dissection_attack``; never-active units

@@ -7,7 +7,7 @@ co-location claims are. One primary per pre-declared claim: the type that acts
 on the CAM's own class against the primary null (``baseline``, same-class by
 default), corrected by Holm; every other (CAM, type, null) row is secondary,
 corrected by Benjamini-Hochberg; each gets a verdict word
-(:mod:`advspatial.regions.claims`).
+(:mod:`advspatial.statistics.claims`).
 
 The typing itself is a claim too (:func:`typing_claims`): per attack variant, the
 share of the perturbation's energy in suppression-dominated (and in
@@ -25,7 +25,7 @@ from typing import Any
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...analysis.pse_control import CONTROL, SHARE_NAMES
-from ...regions.claims import Claim, claim_from, judge
+from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
 from .config import PSEConfig
 

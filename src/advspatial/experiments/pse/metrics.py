@@ -16,7 +16,7 @@ import torch
 from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
 from ...analysis.pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
 from ...analysis.pse_targets import adversarial_class
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ..findings import Findings
 from ..results import mean_of
 from ..gate import roi_label

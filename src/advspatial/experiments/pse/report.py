@@ -10,8 +10,8 @@ from pathlib import Path
 
 from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_stability import superpixels_available
-from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ...regions.verdicts import sesoi_text
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows

@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...defense.adaptive import AdaptiveBudget
-from ...defense.convergence import CurveGrid, convergence_rule
-from ...regions.inference import accuracy, bootstrap_mean_ci, holm, paired_accuracy
+from ...defence.adaptive import AdaptiveBudget
+from ...defence.convergence import CurveGrid, convergence_rule
+from ...statistics.accuracy import accuracy, paired_accuracy
+from ...statistics.estimates import bootstrap_mean_ci
+from ...statistics.verdicts import holm
 from ..maps.stages import Context
 from .metrics import Adaptive
 from .stages import AdaptiveOutcomes, DefenceSetting, SweepColumns, budget_of, curve_grid, settings

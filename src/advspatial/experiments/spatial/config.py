@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...defense.neutralize import CONTROL_MATCHES
-from ...defense.transforms import TRANSFORMS
+from ...defence.neutralize import CONTROL_MATCHES
+from ...defence.transforms import TRANSFORMS
 from ...errors import ConfigError, unknown_name
 from ...regions.fills import list_fills
 from ..maps.config import MeasurementConfig
@@ -97,9 +97,9 @@ class SpatialConfig(MeasurementConfig):
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        from ...defense.adaptive import AdaptiveBudget
-        from ...defense.convergence import CurveGrid
-        from ...defense.transforms import check_strengths
+        from ...defence.adaptive import AdaptiveBudget
+        from ...defence.convergence import CurveGrid
+        from ...defence.transforms import check_strengths
 
         if self.eval not in ("default", "full"):
             raise unknown_name("eval preset", self.eval, ("default", "full"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ...regions.claims import Claim
+from ...statistics.claims import Claim
 from ..findings import to_json
 from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow, RoiFindings
 from .stages import DefenceSetting, Role

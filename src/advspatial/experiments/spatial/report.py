@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...regions.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
 from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown

@@ -12,7 +12,7 @@ Three threat models, never mixed in one number:
    (EOT), the RoI-restricted attack and the transfer of its examples (:func:`adaptive_batch`); the same attack on
    the undefended model (:func:`undefended_batch`) and on the trivial input transforms (:func:`baseline_batch`).
 3. **Convergence**: every reported component carries its own curve, on the same images with the same attack
-   (:func:`advspatial.defense.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
+   (:func:`advspatial.defence.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
    component, EOT draws for a randomized one; the left side (less effort than the budget) for the main defence
    and every randomized component.
 
@@ -29,11 +29,11 @@ from typing import Any, Literal
 import torch
 
 from ...attacks.base import frozen_eval
-from ...defense.adaptive import AdaptiveBudget, Undefended, attack_defence, correct_share, roi_mask
-from ...defense.convergence import CurveGrid, convergence_curves
-from ...defense.evaluate import evaluate_defence
-from ...defense.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
-from ...defense.transforms import TransformDefence
+from ...defence.adaptive import AdaptiveBudget, Undefended, attack_defence, correct_share, roi_attack_mask
+from ...defence.convergence import CurveGrid, convergence_curves
+from ...defence.evaluate import evaluate_defence
+from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
+from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
@@ -336,7 +336,7 @@ def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
             if main:
                 with torch.no_grad():
                     components["transfer"] = correct_of(ctx, own.x_adv, y)
-                mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+                mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
                 # no curve: a weaker attack on the defended model can only understate the harm claim
                 roi, components["roi"] = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS,
                                                   curve=False)
@@ -358,7 +358,7 @@ def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None
         plain = Undefended(ctx.model)
         with frozen_eval(ctx.model):
             white, white_box = attacked(ctx, plain, x, y, ids)
-            mask = roi_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+            mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
             roi, roi_box = attacked(ctx, plain, x, y, ids, mask=mask, components=ROI_COMPONENTS)
             main = neutralized(ctx, DefenceSetting("main", cfg.fraction, cfg.fill), prior)
             with torch.no_grad():

@@ -1,0 +1,188 @@
+"""Per-image evaluation of the neutralization defence against a fixed attack, with its controls (METHODS.md §2).
+
+:func:`evaluate_defence` scores images an attack already made (a *non-adaptive*
+attacker: it did not know the defence) and returns one prediction per image
+and setting, so an experiment can write per-image rows and pair them in tests.
+
+The control is what makes a defence number mean something: as many pixels as
+the neutralized region, drawn at random from the pixels the defence may touch
+(outside the RoI) and matched on composition (see
+:meth:`NeutralizedModel.control_region`), ``draws`` times per image, each draw
+keyed by the image's *global* id so that no result depends on the batching.
+The clean-restore diagnostic (the region's clean pixels put back instead of
+the fill) shows what the region holds; it is not a bound on anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from ..attacks.base import frozen_eval
+from ..errors import ShapeError, check_range
+from ..regions.controls import random_regions_like
+from ..runtime import sample_ids_or_range
+from ..runtime import batch_slices, model_device
+from ..regions.fills import put_back
+from ..regions.checks import check_region
+from .neutralize import NeutralizedModel
+
+
+@dataclass
+class DefenceEvaluation:
+    """Per-image results on the CPU: int64 classes or pixel counts; ``*_control_*`` are (N, draws).
+
+    Columns (``pred_*`` are predicted classes; compare with ``label``):
+
+    - ``label``: the true class.
+    - ``pred_clean``: undefended model on the clean image x.
+    - ``pred_adv``: undefended model on x_adv (the attack's own success).
+    - ``pred_defended_adv``: deployable defence on x_adv (region from x_adv alone).
+    - ``pred_control_adv``: its control, one column per draw.
+    - ``pred_clean_restore_adv``: diagnostic: the deployable region of x_adv
+      with the clean pixels of x put back instead of the fill.
+    - ``pred_defended_clean``, ``pred_control_clean``: the clean cost and its control.
+    - ``n_region_adv``, ``n_region_clean``: pixels neutralized on x_adv and on x.
+    - ``pred_oracle_adv``: oracle: the given region (from the true perturbation) filled on x_adv.
+    - ``pred_oracle_control_adv``: its control: as many pixels drawn inside the
+      oracle RoA (anywhere when no RoA is given), matched likewise, per draw.
+    - ``pred_oracle_clean_restore``: the oracle region with the clean pixels put back.
+    - ``n_region_oracle``: pixels in the oracle region.
+
+    The oracle columns are None when no oracle regions were given; the clean-cost
+    columns are None with ``clean=False``.
+    """
+
+    label: torch.Tensor
+    pred_clean: torch.Tensor
+    pred_adv: torch.Tensor
+    pred_defended_adv: torch.Tensor
+    pred_control_adv: torch.Tensor
+    pred_clean_restore_adv: torch.Tensor
+    n_region_adv: torch.Tensor
+    pred_defended_clean: torch.Tensor | None = None
+    pred_control_clean: torch.Tensor | None = None
+    n_region_clean: torch.Tensor | None = None
+    pred_oracle_adv: torch.Tensor | None = None
+    pred_oracle_control_adv: torch.Tensor | None = None
+    pred_oracle_clean_restore: torch.Tensor | None = None
+    n_region_oracle: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def columns(self) -> dict[str, torch.Tensor]:
+        """The columns that are present, by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def correct(self, name: str) -> torch.Tensor:
+        """(N,) float: 1/0 per image for a single prediction, the share of correct draws for a control."""
+        pred = self.columns()[name]
+        hits = pred == (self.label[:, None] if pred.ndim == 2 else self.label)
+        return hits.float().mean(1) if pred.ndim == 2 else hits.float()
+
+    def rows(self) -> list[dict[str, float]]:
+        """One dict per image (for per_image CSV rows); a control becomes its share of correct draws."""
+        cols = {k: (self.correct(k) if v.ndim == 2 else v).tolist() for k, v in self.columns().items()}
+        return [{k: v[i] for k, v in cols.items()} for i in range(len(self))]
+
+    def accuracies(self) -> dict[str, float]:
+        """Accuracy of every ``pred_*`` column (a control: the mean over its draws)."""
+        return {k.removeprefix("pred_"): float(self.correct(k).mean()) if len(self) else float("nan")
+                for k in self.columns() if k.startswith("pred_")}
+
+
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).argmax(dim=1).cpu()
+
+
+def evaluate_defence(
+    model: nn.Module,
+    defended: NeutralizedModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    oracle_regions: torch.Tensor | None = None,
+    oracle_roa: torch.Tensor | None = None,
+    *,
+    sample_ids: torch.Tensor | None = None,
+    draws: int = 10,
+    batch_size: int = 256,
+    clean: bool = True,
+) -> DefenceEvaluation:
+    """Evaluate the defence on clean and adversarial images; see :class:`DefenceEvaluation`.
+
+    ``model`` is the undefended classifier and ``defended`` the deployable
+    defence (its mode is ignored: its maps, fraction, fill, seed and control
+    matching are used; the deployable region is computed on x_adv and on x).
+    ``oracle_regions`` (N,H,W) bool are neutralized regions computed with the
+    true perturbation and ``oracle_roa`` their RoA, inside which the oracle's
+    control is drawn. Control draw d of image i depends only on
+    ``(defended.seed, d, sample_ids[i])`` (default ids ``0..N-1``): pass the
+    images' global ids, and results do not depend on ``batch_size``.
+    """
+    n = x.shape[0]
+    check_range("draws", draws, 1)
+    if x_adv.shape != x.shape:
+        raise ShapeError(f"x_adv {tuple(x_adv.shape)} must have the shape of x {tuple(x.shape)}")
+    y = torch.as_tensor(y).long()
+    if y.shape != (n,):
+        raise ShapeError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+    ids_all = sample_ids_or_range(n, sample_ids)
+    oracle = oracle_regions is not None
+    if oracle_regions is not None:
+        oracle_regions = check_region(oracle_regions, x)
+    if oracle_roa is not None:
+        oracle_roa = check_region(oracle_roa, x)
+    parts: dict[str, list[torch.Tensor]] = {}
+
+    def add(name: str, value: torch.Tensor) -> None:
+        parts.setdefault(name, []).append(value.cpu())
+
+    device = model_device(model)
+    with frozen_eval(model), frozen_eval(defended), torch.no_grad():
+        for sl in batch_slices(n, batch_size):
+            ids = ids_all[sl]
+            xb, ab = x[sl].to(device), x_adv[sl].to(device)
+            add("label", y[sl])
+            add("pred_clean", _predict(model, xb))
+            add("pred_adv", _predict(model, ab))
+            for tag, images in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
+                selection = defended.select(images, sample_ids=ids)
+                region = selection.neutralized
+                add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
+                add(f"pred_control_{tag}", torch.stack([
+                    _predict(defended.model, defended.fill_fn(images, control))
+                    for control in defended.control_regions(images, selection, range(draws), ids)], dim=1))
+                add(f"n_region_{tag}", region.flatten(1).sum(1))
+                if tag == "adv":
+                    add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
+            if oracle_regions is not None:
+                region = oracle_regions[sl].to(device)
+                within = None if oracle_roa is None else oracle_roa[sl].to(device)
+                strata = defended.strata(ab, region)
+                add("pred_oracle_adv", _predict(defended.model, defended.fill_fn(ab, region)))
+                add("pred_oracle_control_adv", torch.stack([
+                    _predict(defended.model, defended.fill_fn(ab, control)) for control in random_regions_like(
+                        region, defended.seed, within=within, strata=strata, draws=range(draws), sample_ids=ids)],
+                    dim=1))
+                add("pred_oracle_clean_restore", put_back_pred(defended, ab, region, xb))
+                add("n_region_oracle", region.flatten(1).sum(1))
+    if n == 0:
+        return _empty(oracle, clean, draws)
+    return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor,
+                  x: torch.Tensor) -> torch.Tensor:
+    """Prediction of the defended model's classifier with the region's clean pixels put back."""
+    return _predict(defended.model, put_back(x_adv, region, x))
+
+
+def _empty(oracle: bool, clean: bool, draws: int) -> DefenceEvaluation:
+    names = [f.name for f in fields(DefenceEvaluation)
+             if (oracle or "oracle" not in f.name) and (clean or not f.name.endswith("_clean"))]
+    return DefenceEvaluation(**{k: torch.zeros((0, draws) if "_control_" in k else 0, dtype=torch.long)
+                                for k in names})

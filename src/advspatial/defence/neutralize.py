@@ -1,0 +1,412 @@
+"""The neutralization defence: block out what is vulnerable but unimportant (METHODS.md §2).
+
+Region selection: RoI = top ``roi_fraction`` of the importance map, RoA = top
+``fraction`` of the vulnerability map, neutralized region ``N = RoA \\ RoI``.
+:class:`NeutralizedModel` wraps a classifier so that every forward pass
+computes ``N`` from the input alone and classifies ``fill(x, N)``; it is an
+``nn.Module`` whose parameters are the wrapped model's, so any attack can use it.
+
+The maps come from plain callables ``fn(x) -> (N,H,W)`` (Grad-CAM, the gradient
+map, :class:`ClassPriorVulnerability`, ...); this module does not import
+``advspatial.maps`` so that it works with any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..regions.controls import change_strata, foreground_strata, random_regions_like
+from ..runtime import sample_ids_or_range, stream_seed
+from ..regions import top_fraction_mask
+from ..regions import class_mean_maps as regions_class_mean_maps
+from ..regions.fills import FillFn, make_fill
+from ..regions.checks import check_region
+from .transforms import check_backward, through
+
+#: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
+MapFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``binarize(maps, fraction) -> (N,H,W) bool`` region of the top ``fraction`` of each map.
+BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]
+
+MODES = ("defend", "random", "oracle")
+#: how the random control is matched to the neutralized region (besides its pixel count and avoiding the RoI)
+CONTROL_MATCHES = ("foreground", "change", "none")
+
+#: first draw number of the forward passes of a resampling control (what an EOT attacker sees); the
+#: draws scored by evaluations are 0, 1, ..., so the attacker never sees the randomness it is scored on
+ATTACK_DRAWS = 1 << 20
+
+# Salts that keep the random streams of tie-breaking and of the random control apart
+# even when the caller passes both the same seed.
+_TIE_STREAM = 0x7E5
+
+
+def valid_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
+    """Validate (N,H,W) float maps without NaN; return them detached."""
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
+    maps = maps.detach()
+    if not maps.is_floating_point():
+        maps = maps.float()
+    if bool(torch.isnan(maps).any()):
+        raise ConfigError(f"{name} contain NaN; valid: finite values >= 0")
+    return maps
+
+
+def top_fraction(
+    maps: torch.Tensor, fraction: float, *, seed: int = 0, sample_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,H,W) bool: the top ``fraction`` of each map's pixels, strictly positive ones only.
+
+    ``k = floor(fraction*H*W + 0.5)`` pixels per image (fewer when fewer are positive; none when k is 0).
+    The selection is :func:`~advspatial.regions.top_fraction_mask`'s: ties at the cut are broken at random
+    per image from ``(seed, sample_ids[i])`` (default ids ``0..N-1``), never by pixel position; the tie
+    stream is salted so that it stays apart from the random control's even under the same seed.
+    """
+    maps = valid_maps(maps)
+    check_range("fraction", fraction, 0.0, 1.0)
+    n, h, w = maps.shape
+    if int(math.floor(fraction * h * w + 0.5)) == 0:
+        return torch.zeros_like(maps, dtype=torch.bool)
+    ids = sample_ids_or_range(n, sample_ids)
+    return top_fraction_mask(maps, fraction, seed=stream_seed(seed, _TIE_STREAM), sample_ids=ids).mask
+
+
+@dataclass
+class RegionSelection:
+    """The regions of one batch: ``roi``, ``roa`` and ``neutralized = roa & ~roi``, each (N,H,W) bool."""
+
+    roi: torch.Tensor
+    roa: torch.Tensor
+    neutralized: torch.Tensor
+
+
+def select_regions(
+    importance: torch.Tensor,
+    vulnerability: torch.Tensor,
+    fraction: float = 0.2,
+    *,
+    roi_fraction: float | None = None,
+    seed: int = 0,
+    binarize: BinarizeFn | None = None,
+    sample_ids: torch.Tensor | None = None,
+) -> RegionSelection:
+    """RoI, RoA and ``N = RoA \\ RoI`` from an importance and a vulnerability map.
+
+    RoI is the top ``roi_fraction`` (default: ``fraction``) of ``importance``,
+    RoA the top ``fraction`` of ``vulnerability``. ``binarize(maps, fraction)``
+    replaces the built-in :func:`top_fraction` (seeded by ``seed``) when given.
+    """
+    importance = valid_maps(importance, "importance maps")
+    vulnerability = valid_maps(vulnerability, "vulnerability maps")
+    if importance.shape != vulnerability.shape:
+        raise ShapeError(f"importance maps {tuple(importance.shape)} and vulnerability maps "
+                         f"{tuple(vulnerability.shape)} must have the same (N,H,W) shape")
+    roi_fraction = fraction if roi_fraction is None else roi_fraction
+    check_range("fraction", fraction, 0.0, 1.0)
+    check_range("roi_fraction", roi_fraction, 0.0, 1.0)
+    if binarize is None:
+        roi = top_fraction(importance, roi_fraction, seed=seed, sample_ids=sample_ids)
+        roa = top_fraction(vulnerability, fraction, seed=seed + 1, sample_ids=sample_ids)
+    else:
+        roi = binarize(importance, roi_fraction).to(torch.bool)
+        roa = binarize(vulnerability, fraction).to(torch.bool)
+    return RegionSelection(roi, roa, roa & ~roi)
+
+
+def neutralization_region(importance: torch.Tensor, vulnerability: torch.Tensor, fraction: float = 0.2,
+                          **options: Any) -> torch.Tensor:
+    """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool: :func:`select_regions`' (which owns the keyword
+    ``options``: roi_fraction, seed, binarize, sample_ids)."""
+    return select_regions(importance, vulnerability, fraction, **options).neutralized
+
+
+def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
+    """``fn(x)`` detached, computed on a detached copy of x with gradients enabled.
+
+    Safe to call under ``torch.no_grad()`` or ``torch.inference_mode()`` and
+    inside an attack's graph: map methods that need gradients (Grad-CAM, the
+    gradient map) get them, and nothing flows back into the caller's graph.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        maps = fn(x.detach().clone())
+    maps = valid_maps(maps)
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(maps.shape) != expected:
+        raise ShapeError(f"map function returned shape {tuple(maps.shape)}; expected {expected} (N,H,W)")
+    return maps
+
+
+def class_prior_maps(maps: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K,H,W) mean map per class, zeros for a class with no image: the dataset prior of §2, on the maps' device.
+
+    The means are :func:`advspatial.regions.class_mean_maps`' (accumulated in float64); a class never seen
+    gets zeros rather than NaN, because a prior map must be finite (:class:`ClassPriorVulnerability`).
+    """
+    maps = valid_maps(maps)
+    means, _ = regions_class_mean_maps(maps, torch.as_tensor(classes).long(), num_classes)
+    return torch.nan_to_num(means, nan=0.0).to(device=maps.device, dtype=maps.dtype)
+
+
+class ClassPriorVulnerability:
+    """Deployable vulnerability map: the prior map of the class ``model`` predicts on x.
+
+    ``prior_maps`` (K,H,W) is e.g. :func:`class_prior_maps` of attack maps on
+    training images. Calling it runs one no-grad forward pass of ``model``.
+    """
+
+    def __init__(self, prior_maps: torch.Tensor, model: nn.Module) -> None:
+        self.prior_maps = valid_maps(prior_maps, "prior_maps")
+        if bool((self.prior_maps < 0).any()):
+            raise ConfigError("prior_maps must be >= 0")
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            pred = self.model(x).argmax(dim=1)
+        k = self.prior_maps.shape[0]
+        if int(pred.max()) >= k:
+            raise ShapeError(f"model predicts class {int(pred.max())} but prior_maps has only {k} classes")
+        return self.prior_maps.to(x.device)[pred]
+
+
+def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.equal(a, b)
+
+
+class NeutralizedModel(nn.Module):
+    """``model`` behind the neutralization defence: ``forward(x) = model(fill(x, region(x)))``.
+
+    Args:
+        model: the classifier (images in [0,1]).
+        importance_fn, vulnerability_fn: ``fn(x) -> (N,H,W)`` maps from the
+            input alone (deployable). They may use gradients internally; they
+            always receive a detached copy of x (:func:`map_of`).
+        fraction: RoA size (top fraction of the vulnerability map); RoI uses
+            ``roi_fraction`` (default: ``fraction``).
+        fill: a kind name (``zero``, ``mean``, ``blur``, ``inpaint``) with
+            ``fill_params``, or a callable ``(x, region) -> x``.
+        mode: ``defend`` neutralizes ``N = RoA \\ RoI``; ``random`` (control)
+            neutralizes as many pixels as ``N`` has, drawn at random from the
+            pixels the defence may touch (outside the RoI), matched on
+            ``control_match``; ``oracle`` neutralizes the region set by
+            :meth:`set_oracle_region` (or call :meth:`forward_with_region`).
+        backward: the gradient an attacker gets: ``local`` (through the fill,
+            region constant) or ``identity`` (BPDA: the fill is the identity
+            in the backward pass); see :mod:`advspatial.defence.transforms`.
+        control_match: ``foreground`` (the control has as many object and
+            background pixels as N), ``change`` (stratified on the fill's
+            per-pixel change, so its L2 change matches N's) or ``none``.
+        seed: tie-breaking seed, and the seed of the random control.
+        resample: in ``random`` mode, draw new positions at every forward pass
+            (call ``c`` uses draw ``ATTACK_DRAWS + c``; :attr:`calls` counts
+            them, :meth:`reset` restarts it) -- the randomized defence that
+            EOT averages over; :meth:`predict_draws` scores draws 0, 1, ...,
+            which the attacker never saw. With ``resample=False`` every call
+            uses draw 0, so the same input gets the same positions.
+        binarize: optional ``binarize(maps, fraction) -> bool`` replacing the
+            built-in :func:`top_fraction`.
+
+    The region is a constant for autograd: with ``backward="local"``
+    gradients with respect to x flow through the fill only. The last region used is kept
+    in :attr:`last_region` (and the selection in :attr:`last_selection`).
+    """
+
+    # set with object.__setattr__ in __init__ (plain attributes, not submodules): declared here for the checker
+    importance_fn: MapFn
+    vulnerability_fn: MapFn
+    binarize: BinarizeFn | None
+
+    def __init__(
+        self,
+        model: nn.Module,
+        importance_fn: MapFn,
+        vulnerability_fn: MapFn,
+        fraction: float = 0.2,
+        fill: str | FillFn = "zero",
+        *,
+        roi_fraction: float | None = None,
+        mode: str = "defend",
+        seed: int = 0,
+        resample: bool = True,
+        binarize: BinarizeFn | None = None,
+        fill_params: Mapping[str, Any] | None = None,
+        backward: str = "local",
+        control_match: str = "foreground",
+    ) -> None:
+        super().__init__()
+        if control_match not in CONTROL_MATCHES:
+            raise unknown_name("control_match", control_match, CONTROL_MATCHES)
+        check_range("fraction", fraction, 0.0, 1.0)
+        if roi_fraction is not None:
+            check_range("roi_fraction", roi_fraction, 0.0, 1.0)
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
+        self.model = model
+        self.training = model.training  # start in the wrapped model's mode (see models.Normalized)
+        # Plain attributes, not submodules: a map callable that holds the model must
+        # not register its parameters twice.
+        object.__setattr__(self, "importance_fn", importance_fn)
+        object.__setattr__(self, "vulnerability_fn", vulnerability_fn)
+        object.__setattr__(self, "binarize", binarize)
+        self.fill_fn: FillFn = make_fill(fill, **dict(fill_params or {})) if isinstance(fill, str) else fill
+        self.fraction = float(fraction)
+        self.roi_fraction = roi_fraction
+        self.mode = mode
+        self.seed = int(seed)
+        self.resample = bool(resample)
+        self.backward = check_backward(backward)
+        self.control_match = control_match
+        self.calls = 0
+        self._selection_cache: tuple[torch.Tensor, torch.Tensor | None, RegionSelection] | None = None
+        self.oracle_region: torch.Tensor | None = None
+        self.last_region: torch.Tensor | None = None
+        self.last_selection: RegionSelection | None = None
+
+    # -- regions -----------------------------------------------------------------
+    def select(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> RegionSelection:
+        """RoI, RoA and N for images x, from the map callables on x alone.
+
+        The last selection is reused when called again on equal images and ids:
+        an EOT attacker evaluates a randomized control several times at one
+        point, and the maps (the costly part) do not depend on the draw.
+        """
+        key = None if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        cached = self._selection_cache
+        if cached is not None and cached[0].shape == x.shape and cached[0].device == x.device \
+                and _same_ids(cached[1], key) and torch.equal(cached[0], x.detach()):
+            return cached[2]
+        importance = map_of(self.importance_fn, x)
+        vulnerability = map_of(self.vulnerability_fn, x)
+        selection = select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
+                                   seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
+        self._selection_cache = (x.detach().clone(), key, selection)
+        return selection
+
+    @property
+    def randomized(self) -> bool:
+        """True when two forward passes on the same input may differ (attack it with EOT)."""
+        return self.mode == "random" and self.resample
+
+    def region(self, x: torch.Tensor) -> torch.Tensor:
+        """The region the current mode neutralizes on x (advances :attr:`calls` in random mode)."""
+        if self.mode == "oracle":
+            if self.oracle_region is None:
+                raise ConfigError("mode 'oracle' needs set_oracle_region(region) first, or use forward_with_region")
+            return check_region(self.oracle_region, x)
+        selection = self.select(x)
+        self.last_selection = selection
+        if self.mode == "defend":
+            return selection.neutralized
+        draw = ATTACK_DRAWS + self.calls if self.resample else 0
+        self.calls += 1
+        return self.control_region(x, selection, draw)
+
+    def control_region(self, x: torch.Tensor, selection: RegionSelection, draw: int = 0,
+                       sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw number ``draw`` of the random control: |N| pixels outside the RoI, matched on ``control_match``.
+
+        The defence never touches the RoI, so neither does its control; image
+        i's draw depends only on ``(seed, draw, sample_ids[i])``.
+        """
+        return self.control_regions(x, selection, (draw,), sample_ids)[0]
+
+    def control_regions(self, x: torch.Tensor, selection: RegionSelection, draws: Sequence[int],
+                        sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(D,N,H,W): :meth:`control_region` for each draw number in ``draws``, drawn together."""
+        return random_regions_like(selection.neutralized, self.seed, within=~selection.roi,
+                                   strata=self.strata(x, selection.neutralized), draws=draws, sample_ids=sample_ids)
+
+    def strata(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor | None:
+        """The per-pixel strata the control is matched on (None for ``control_match="none"``)."""
+        if self.control_match == "foreground":
+            return foreground_strata(x)
+        if self.control_match == "change":
+            with torch.no_grad():
+                return change_strata(x, self.fill_fn(x, torch.ones_like(region)))
+        return None
+
+    def set_oracle_region(self, region: torch.Tensor | None) -> None:
+        """Fix the region used in ``oracle`` mode (e.g. from the true perturbation)."""
+        self.oracle_region = None if region is None else region.detach()
+
+    def reset(self) -> None:
+        """Restart the random control's call counter (and forget the last region and selection)."""
+        self.calls = 0
+        self._selection_cache = None
+        self.last_region = None
+        self.last_selection = None
+
+    def variant(self, mode: str | None = None, *, backward: str | None = None) -> NeutralizedModel:
+        """The same defence in another mode and/or with another attacker's gradient (fresh counter)."""
+        mode = self.mode if mode is None else mode
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
+        return NeutralizedModel(
+            self.model, self.importance_fn, self.vulnerability_fn, self.fraction, self.fill_fn,
+            roi_fraction=self.roi_fraction, mode=mode, seed=self.seed, resample=self.resample,
+            binarize=self.binarize, backward=self.backward if backward is None else backward,
+            control_match=self.control_match,
+        )
+
+    def with_backward(self, backward: str) -> NeutralizedModel:
+        """The same defence with another attacker's gradient (``local`` or ``identity``)."""
+        return self.variant(backward=backward)
+
+    # -- forward -----------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_region(x, self.region(x))
+
+    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+        """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT).
+
+        Equal to ``draws`` calls of :meth:`forward` in a row: the same attack-stream draws (the counter
+        advances by ``draws``), the maps computed once (they do not depend on the draw), and the model run
+        once on the stacked filled images. A deterministic mode repeats its one region.
+        """
+        check_range("draws", draws, 1)
+        if not self.randomized:
+            region = self.region(x)
+            regions = [region] * int(draws)
+        else:
+            selection = self.select(x)
+            self.last_selection = selection
+            first = ATTACK_DRAWS + self.calls
+            regions = list(self.control_regions(x, selection, range(first, first + int(draws))))
+            self.calls += int(draws)
+        stacked_x = x.repeat(int(draws), 1, 1, 1)
+        stacked = torch.cat(regions).detach()
+        self.last_region = regions[-1]
+        logits = self.model(through(stacked_x, self.fill_fn(stacked_x, stacked), self.backward))
+        return logits.view(int(draws), x.shape[0], -1)
+
+    @torch.no_grad()
+    def predict_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, draws) predicted classes; draw d of image i keyed by ``(seed, d, sample_ids[i])``.
+
+        A deterministic defence gives one column (N, 1): every draw is the same.
+        """
+        if not self.randomized:
+            return self(x).argmax(1)[:, None]
+        selection = self.select(x, sample_ids=sample_ids)
+        regions = self.control_regions(x, selection, range(int(draws)), sample_ids)
+        return torch.stack([self.model(self.fill_fn(x, region)).argmax(1) for region in regions], dim=1)
+
+    def forward_with_region(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """``model(fill(x, region))`` for an explicit (N,H,W) bool region (held constant)."""
+        region = check_region(region, x).detach()
+        self.last_region = region
+        return self.model(through(x, self.fill_fn(x, region), self.backward))
+
+    def extra_repr(self) -> str:
+        return (f"fraction={self.fraction}, roi_fraction={self.roi_fraction}, mode={self.mode!r}, seed={self.seed}, "
+                f"backward={self.backward!r}, control_match={self.control_match!r}")
