@@ -26,11 +26,13 @@ def test_every_public_name_imports(package):
 
 def test_attacks_in_the_torchattacks_idiom():
     from advspatial.attacks import (
-        APGD, CarliniWagnerL2, FGSM, PGD, PGDL2, Attack, AutoAttack, DeepFool, KPixel, OnePixel, Square, SSIMBallAttack, list_attacks,
+        APGD, FGSM, PGD, PGDL2, Attack, AutoAttack, CarliniWagnerL2, DeepFool, KPixel, OnePixel, Square, SSIMBallAttack,
+        list_attacks,
     )
 
     registered = {spec.cls for spec in list_attacks().values()}
-    for cls in (APGD, CarliniWagnerL2, FGSM, PGD, PGDL2, AutoAttack, DeepFool, KPixel, OnePixel, SSIMBallAttack, Square):
+    for cls in (APGD, CarliniWagnerL2, FGSM, PGD, PGDL2, AutoAttack, DeepFool, KPixel, OnePixel, SSIMBallAttack,
+                Square):
         assert issubclass(cls, Attack) and cls in registered, cls
     torch.manual_seed(0)
     model, x = TinyCNN().eval(), torch.rand(3, 1, 28, 28)
