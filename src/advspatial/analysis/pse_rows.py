@@ -1,20 +1,26 @@
-"""The per-image rows of a promotion–suppression measurement: one row per attacked image, its outcome and typing.
+"""The per-image rows of a promotion–suppression measurement, and what the typing explains over them.
 
-A row holds the attack's outcome, the typing of the pre-specified class t (isolated, and leave-one-out
-``loo:``), the post-hoc view (``posthoc:``, t = the class the attack reached), the whole-perturbation and per-group
-effects, and the energy shares of the typing beside those of its random-sign control (``control:energy:``). An
-experiment's statistics are computed from these rows, so the statistics and ``per_image.csv`` always agree.
+A row (:func:`pse_rows`) holds the attack's outcome, the typing of the pre-specified class t (isolated, and
+leave-one-out ``loo:``), the post-hoc view (``posthoc:``, t = the class the attack reached), the whole-perturbation
+and per-group effects, and the energy shares of the typing beside those of its random-sign control
+(``control:energy:``). The statistics are computed from these rows (:func:`typing_of`), so they and
+``per_image.csv`` always agree.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..attacks.base import AttackResult
-from .pse import TYPE_NAMES, PSEResult, secondary_view
-from .pse_control import SHARE_NAMES, energy_shares, untyped_count_share
+from ..regions.inference import ratio_to_null
+from .attack_rows import finite_mean
+from .pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
+from .pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
 from .pse_targets import adversarial_class
 
 
@@ -66,3 +72,84 @@ def pse_rows(ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor, result: Att
     lists |= {"perturbation_type": type_name_list(pse), "loo:perturbation_type": type_name_list(loo),
               "posthoc:perturbation_type": type_name_list(posthoc)}
     return [{**constants, **{k: v[i] for k, v in lists.items()}} for i in range(len(ids))]
+
+
+@dataclass
+class Additivity:
+    """The whole-delta effects beside the sums of the isolated and leave-one-out group effects, and their ratios."""
+
+    s_total: float
+    s_isolated_sum: float
+    s_leave_one_out_sum: float
+    p_total: float
+    p_isolated_sum: float
+    p_leave_one_out_sum: float
+    s_isolated_over_total: float
+    s_leave_one_out_over_total: float
+    p_isolated_over_total: float
+    p_leave_one_out_over_total: float
+
+
+@dataclass
+class UntypedShare:
+    """The untyped share of the perturbation: of its groups (pooled over images) and of its energy."""
+
+    by_count: float
+    by_energy: float
+
+
+@dataclass
+class Typing:
+    """What the typing explains: energy shares by type and untyped, those of the random-sign control, additivity."""
+
+    energy_shares: dict[str, float]
+    control_energy_shares: dict[str, float]
+    control: str
+    untyped_share: UntypedShare
+    additivity: Additivity
+
+
+#: the two CAMs of the image-level test, as they prefix the rows' overlap columns (``true_cam:suppression``)
+CAM_KEYS = ("true_cam", "target_cam")
+
+
+def cam_columns(rows: Sequence[dict[str, Any]], test: PSECamResult | None, ids: torch.Tensor) -> None:
+    """Write into ``rows`` whether each image entered the image-level ``test`` (``in_cam_test``) and its share of
+    each type inside each CAM region (``{cam}:{type}``; NaN for an image outside the test). ``ids``: the global
+    sample ids of the tested images, in the test's order."""
+    by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
+    for row in rows:
+        k = by_index.get(row["index"])
+        row["in_cam_test"] = k is not None
+        for key in CAM_KEYS:
+            for t, name in enumerate(TYPE_NAMES):
+                row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
+
+
+def energy_shares_of(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, list[float]]:
+    """Per-image energy shares (``{prefix}energy:{name}``) of ``rows``, by share name: ``prefix`` "control:" gives
+    those of the random-sign control."""
+    return {name: [float(r[f"{prefix}energy:{name}"]) for r in rows] for name in SHARE_NAMES}
+
+
+def column_mean(rows: Sequence[dict[str, Any]], column: str) -> float:
+    """Mean of a column over ``rows``, NaN cells left out (NaN when none is left)."""
+    return finite_mean([r[column] for r in rows])
+
+
+def typing_of(ok: Sequence[dict[str, Any]]) -> Typing:
+    """What the typing explains over the successful images ``ok``: the mean energy share of each type and untyped
+    (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped share by count
+    (pooled over images) and by energy; the additivity gap (ratios of the mean sums to the whole-delta effect)."""
+    s, p = column_mean(ok, "s_total"), column_mean(ok, "p_total")
+    sums = {k: column_mean(ok, k) for k in ("s_groups_sum", "loo:s_groups_sum", "p_groups_sum", "loo:p_groups_sum")}
+    return Typing(
+        {name: column_mean(ok, f"energy:{name}") for name in SHARE_NAMES},
+        {name: column_mean(ok, f"control:energy:{name}") for name in SHARE_NAMES},
+        f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and place), typed "
+        "with the attack's absolute noise floor",
+        UntypedShare(ratio_to_null(sum(r["groups_untyped"] for r in ok), sum(r["groups_perturbed"] for r in ok)),
+                     column_mean(ok, "energy:untyped")),
+        Additivity(s, sums["s_groups_sum"], sums["loo:s_groups_sum"], p, sums["p_groups_sum"], sums["loo:p_groups_sum"],
+                   ratio_to_null(sums["s_groups_sum"], s), ratio_to_null(sums["loo:s_groups_sum"], s),
+                   ratio_to_null(sums["p_groups_sum"], p), ratio_to_null(sums["loo:p_groups_sum"], p)))

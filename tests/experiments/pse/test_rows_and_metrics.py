@@ -10,7 +10,7 @@ from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
 from advspatial.analysis.pse_control import SHARE_NAMES
 from advspatial.analysis.pse_rows import pse_rows
 from advspatial.analysis.pse_targets import adversarial_class
-from advspatial.experiments.pse.claims import CAM_KEYS
+from advspatial.analysis.pse_rows import CAM_KEYS
 from advspatial.experiments.pse.metrics import variant_findings
 
 

@@ -14,12 +14,11 @@ from typing import Any
 import torch
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult
-from ...analysis.pse_control import CONTROL, SHARE_NAMES
+from ...analysis.pse_rows import Typing, column_mean, typing_of
 from ...analysis.pse_stability import TypingAgreement
 from ...regions.claims import Claim
 from ..findings import Findings
 from ..gate import Roi
-from ..paired import ratio
 from ..results import mean_of
 from .claims import typing_verdicts
 
@@ -32,41 +31,6 @@ MASKING_LABEL = (f"{NO_ADAPTIVE_ATTACK}: the adversarial images were crafted aga
 def variant_name(attack: str, mode: str) -> str:
     """Name of an attack variant, e.g. ``"pgd/targeted"``."""
     return f"{attack}/{mode}"
-
-
-@dataclass
-class Additivity:
-    """The whole-delta effects beside the sums of the isolated and leave-one-out group effects, and their ratios."""
-
-    s_total: float
-    s_isolated_sum: float
-    s_leave_one_out_sum: float
-    p_total: float
-    p_isolated_sum: float
-    p_leave_one_out_sum: float
-    s_isolated_over_total: float
-    s_leave_one_out_over_total: float
-    p_isolated_over_total: float
-    p_leave_one_out_over_total: float
-
-
-@dataclass
-class UntypedShare:
-    """The untyped share of the perturbation: of its groups (pooled over images) and of its energy."""
-
-    by_count: float
-    by_energy: float
-
-
-@dataclass
-class Typing:
-    """What the typing explains: energy shares by type and untyped, those of the random-sign control, additivity."""
-
-    energy_shares: dict[str, float]
-    control_energy_shares: dict[str, float]
-    control: str
-    untyped_share: UntypedShare
-    additivity: Additivity
 
 
 @dataclass
@@ -211,28 +175,6 @@ class PSEFindings(Findings):
         return out
 
 
-def _mean(rows: list[dict[str, Any]], column: str) -> float:
-    return mean_of([r[column] for r in rows])
-
-
-def typing_of(ok: list[dict[str, Any]]) -> Typing:
-    """What the typing explains over the successful images ``ok``: the mean energy share of each type and untyped
-    (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped share by count
-    (pooled over images) and by energy; the additivity gap (ratios of the mean sums to the whole-delta effect)."""
-    s, p = _mean(ok, "s_total"), _mean(ok, "p_total")
-    sums = {k: _mean(ok, k) for k in ("s_groups_sum", "loo:s_groups_sum", "p_groups_sum", "loo:p_groups_sum")}
-    return Typing(
-        {name: _mean(ok, f"energy:{name}") for name in SHARE_NAMES},
-        {name: _mean(ok, f"control:energy:{name}") for name in SHARE_NAMES},
-        f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and place), typed "
-        "with the attack's absolute noise floor",
-        UntypedShare(ratio(sum(r["groups_untyped"] for r in ok), sum(r["groups_perturbed"] for r in ok)),
-                     _mean(ok, "energy:untyped")),
-        Additivity(s, sums["s_groups_sum"], sums["loo:s_groups_sum"], p, sums["p_groups_sum"], sums["loo:p_groups_sum"],
-                   ratio(sums["s_groups_sum"], s), ratio(sums["loo:s_groups_sum"], s),
-                   ratio(sums["p_groups_sum"], p), ratio(sums["loo:p_groups_sum"], p)))
-
-
 @dataclass
 class VariantRun:
     """What the stages give one attack variant: its rows, image-level test, units, masking curve, adaptive attack,
@@ -262,7 +204,7 @@ def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> Varian
         return {t: mean_of([float(r[f"{prefix}perturbation_type"] == t) for r in ok]) for t in TYPE_NAMES}
 
     def shares(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-        return {t: _mean(rows, f"{prefix}{t}") for t in TYPE_NAMES}
+        return {t: column_mean(rows, f"{prefix}{t}") for t in TYPE_NAMES}
 
     typing = typing_of(ok)
     add = typing.additivity
@@ -271,7 +213,7 @@ def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> Varian
     return VariantFindings(
         images=len(group), clean_accuracy=mean_of([float(r["correct"]) for r in group]),
         success_rate=mean_of([float(r["success"]) for r in correct]), successful=len(ok),
-        mean_l2=_mean(ok, "l2"), mean_linf=_mean(ok, "linf"),
+        mean_l2=column_mean(ok, "l2"), mean_linf=column_mean(ok, "linf"),
         reached_target=mean_of([float(r["adv_pred"] == r["target"]) for r in ok]),
         untyped_groups=sum(r["groups_untyped"] for r in ok), perturbed_groups=sum(r["groups_perturbed"] for r in ok),
         loo_untyped_groups=sum(r["loo:groups_untyped"] for r in ok), mean_s_total=add.s_total,

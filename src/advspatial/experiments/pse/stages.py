@@ -21,7 +21,7 @@ from ...analysis.pse import (
     retype, select_pse,
 )
 from ...analysis.pse_control import SHARE_NAMES, control_shares
-from ...analysis.pse_rows import pse_rows
+from ...analysis.pse_rows import cam_columns, pse_rows
 from ...analysis.pse_stability import confusion, group_confusions, summed_agreements, superpixels_available
 from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
 from ...analysis.pse_units import (
@@ -35,7 +35,6 @@ from ..colocation import composition, informative
 from ..context import ExperimentContext, shared_splits, train_images
 from ..gate import gate_stage
 from ..stage import ATTACK, FieldsStage, Stage
-from .claims import CAM_KEYS
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, group_spec, measure_settings
 from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
 
@@ -351,13 +350,7 @@ def image_level(config: PSEConfig, kept: PSEResult, cams: dict[str, torch.Tensor
         test = pse_vs_cam(kept, cams["true"], cams["target"], config.top_fraction, config.permutations, config.seed,
                           weight=config.cam_weight, strata=kept.true_class, sample_ids=ids,
                           composition=image_composition(cams.get("x")), primary_null=config.baseline)
-    by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
-    for row in rows:
-        k = by_index.get(row["index"])
-        row["in_cam_test"] = k is not None
-        for key in CAM_KEYS:
-            for t, name in enumerate(TYPE_NAMES):
-                row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
+    cam_columns(rows, test, ids)
     return test
 
 
