@@ -10,7 +10,7 @@ and per-group effects, and the energy shares of the typing beside those of its r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,18 +126,18 @@ def cam_columns(rows: Sequence[dict[str, Any]], test: PSECamResult | None, ids: 
                 row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
 
 
-def energy_shares_of(rows: Sequence[dict[str, Any]], prefix: str = "") -> dict[str, list[float]]:
+def energy_shares_of(rows: Sequence[Mapping[str, Any]], prefix: str = "") -> dict[str, list[float]]:
     """Per-image energy shares (``{prefix}energy:{name}``) of ``rows``, by share name: ``prefix`` "control:" gives
     those of the random-sign control."""
     return {name: [float(r[f"{prefix}energy:{name}"]) for r in rows] for name in SHARE_NAMES}
 
 
-def column_mean(rows: Sequence[dict[str, Any]], column: str) -> float:
+def column_mean(rows: Sequence[Mapping[str, Any]], column: str) -> float:
     """Mean of a column over ``rows``, NaN cells left out (NaN when none is left)."""
     return finite_mean([r[column] for r in rows])
 
 
-def typing_of(ok: Sequence[dict[str, Any]]) -> Typing:
+def typing_of(ok: Sequence[Mapping[str, Any]]) -> Typing:
     """What the typing explains over the successful images ``ok``: the mean energy share of each type and untyped
     (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped share by count
     (pooled over images) and by energy; the additivity gap (ratios of the mean sums to the whole-delta effect)."""
@@ -153,3 +153,66 @@ def typing_of(ok: Sequence[dict[str, Any]]) -> Typing:
         Additivity(s, sums["s_groups_sum"], sums["loo:s_groups_sum"], p, sums["p_groups_sum"], sums["loo:p_groups_sum"],
                    ratio_to_null(sums["s_groups_sum"], s), ratio_to_null(sums["loo:s_groups_sum"], s),
                    ratio_to_null(sums["p_groups_sum"], p), ratio_to_null(sums["loo:p_groups_sum"], p)))
+
+
+@dataclass(kw_only=True)
+class RowStatistics:
+    """The statistics of one attack's rows: its outcome (success rate on the correctly classified images; norms,
+    reached t, untyped groups and mean effects over the successful ones), the dominant types and mean shares of the
+    three views, the CAM overlap shares of the images in the image-level test, and what the typing explains."""
+
+    images: int
+    clean_accuracy: float
+    success_rate: float
+    successful: int
+    mean_l2: float
+    mean_linf: float
+    reached_target: float
+    untyped_groups: int
+    perturbed_groups: int
+    loo_untyped_groups: int
+    mean_s_total: float
+    mean_p_total: float
+    mean_s_groups_sum: float
+    mean_p_groups_sum: float
+    mean_loo_s_groups_sum: float
+    mean_loo_p_groups_sum: float
+    cam_test_images: int
+    type_fractions: dict[str, float]
+    mean_shares: dict[str, float]
+    type_fractions_loo: dict[str, float]
+    mean_shares_loo: dict[str, float]
+    type_fractions_posthoc: dict[str, float]
+    mean_shares_posthoc: dict[str, float]
+    true_cam_observed: dict[str, float]
+    target_cam_observed: dict[str, float]
+    typing: Typing
+
+
+def row_statistics(rows: Sequence[Mapping[str, Any]]) -> RowStatistics:
+    """The :class:`RowStatistics` of one attack's rows (successful: clean-correct and fooled)."""
+    correct = [r for r in rows if r["correct"]]
+    ok = [r for r in rows if r["successful"]]
+    tested = [r for r in ok if r.get("in_cam_test")]
+
+    def fractions(prefix: str) -> dict[str, float]:
+        return {t: finite_mean([float(r[f"{prefix}perturbation_type"] == t) for r in ok]) for t in TYPE_NAMES}
+
+    def shares(group: Sequence[Mapping[str, Any]], prefix: str) -> dict[str, float]:
+        return {t: column_mean(group, f"{prefix}{t}") for t in TYPE_NAMES}
+
+    typing = typing_of(ok)
+    add = typing.additivity
+    return RowStatistics(
+        images=len(rows), clean_accuracy=finite_mean([float(r["correct"]) for r in rows]),
+        success_rate=finite_mean([float(r["success"]) for r in correct]), successful=len(ok),
+        mean_l2=column_mean(ok, "l2"), mean_linf=column_mean(ok, "linf"),
+        reached_target=finite_mean([float(r["adv_pred"] == r["target"]) for r in ok]),
+        untyped_groups=sum(r["groups_untyped"] for r in ok), perturbed_groups=sum(r["groups_perturbed"] for r in ok),
+        loo_untyped_groups=sum(r["loo:groups_untyped"] for r in ok), mean_s_total=add.s_total,
+        mean_p_total=add.p_total, mean_s_groups_sum=add.s_isolated_sum, mean_p_groups_sum=add.p_isolated_sum,
+        mean_loo_s_groups_sum=add.s_leave_one_out_sum, mean_loo_p_groups_sum=add.p_leave_one_out_sum,
+        cam_test_images=len(tested), type_fractions=fractions(""), mean_shares=shares(ok, "share:"),
+        type_fractions_loo=fractions("loo:"), mean_shares_loo=shares(ok, "loo:share:"),
+        type_fractions_posthoc=fractions("posthoc:"), mean_shares_posthoc=shares(ok, "posthoc:share:"),
+        true_cam_observed=shares(tested, "true_cam:"), target_cam_observed=shares(tested, "target_cam:"), typing=typing)

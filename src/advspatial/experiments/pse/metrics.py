@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 
-from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult
-from ...analysis.pse_rows import Typing, column_mean, typing_of
+from ...analysis.pse import PSECamResult, PSEResult
+from ...analysis.pse_rows import RowStatistics, row_statistics
 from ...analysis.pse_stability import TypingAgreement
 from ...regions.claims import Claim
 from ..findings import Findings
 from ..gate import Roi
-from ..results import mean_of
 from .claims import typing_verdicts
 
 #: the label of the unit-masking accuracies until an attack adapts to the masked model
@@ -76,35 +75,10 @@ class Adaptive:
 
 
 @dataclass(kw_only=True)
-class VariantFindings:
-    """One attack variant: outcome, typing (three views), CAM overlap, units, masking, stability and verdicts."""
+class VariantFindings(RowStatistics):
+    """One attack variant: the statistics of its rows (outcome, typing in three views, CAM overlap), then its
+    image-level test, units, masking, stability and verdicts."""
 
-    images: int
-    clean_accuracy: float
-    success_rate: float
-    successful: int
-    mean_l2: float
-    mean_linf: float
-    reached_target: float
-    untyped_groups: int
-    perturbed_groups: int
-    loo_untyped_groups: int
-    mean_s_total: float
-    mean_p_total: float
-    mean_s_groups_sum: float
-    mean_p_groups_sum: float
-    mean_loo_s_groups_sum: float
-    mean_loo_p_groups_sum: float
-    cam_test_images: int
-    type_fractions: dict[str, float]
-    mean_shares: dict[str, float]
-    type_fractions_loo: dict[str, float]
-    mean_shares_loo: dict[str, float]
-    type_fractions_posthoc: dict[str, float]
-    mean_shares_posthoc: dict[str, float]
-    true_cam_observed: dict[str, float]
-    target_cam_observed: dict[str, float]
-    typing: Typing
     cam_test: dict[str, Any] | None
     top_units: list[int]
     masking: Masking
@@ -195,34 +169,10 @@ class VariantRun:
 
 def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> VariantFindings:
     """A variant's findings: the statistics of its rows (successful images), its stages' results, its verdicts."""
-    group = run.rows
-    correct = [r for r in group if r["correct"]]
-    ok = [r for r in group if r["successful"]]
-    tested = [r for r in ok if r.get("in_cam_test")]
-
-    def fractions(prefix: str) -> dict[str, float]:
-        return {t: mean_of([float(r[f"{prefix}perturbation_type"] == t) for r in ok]) for t in TYPE_NAMES}
-
-    def shares(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-        return {t: column_mean(rows, f"{prefix}{t}") for t in TYPE_NAMES}
-
-    typing = typing_of(ok)
-    add = typing.additivity
     curve: dict[str, Any] = {k: run.curve[k].tolist() for k in ("ks", "clean_acc", "robust_acc", "random_clean_acc",
                                                 "random_robust_acc")}
     return VariantFindings(
-        images=len(group), clean_accuracy=mean_of([float(r["correct"]) for r in group]),
-        success_rate=mean_of([float(r["success"]) for r in correct]), successful=len(ok),
-        mean_l2=column_mean(ok, "l2"), mean_linf=column_mean(ok, "linf"),
-        reached_target=mean_of([float(r["adv_pred"] == r["target"]) for r in ok]),
-        untyped_groups=sum(r["groups_untyped"] for r in ok), perturbed_groups=sum(r["groups_perturbed"] for r in ok),
-        loo_untyped_groups=sum(r["loo:groups_untyped"] for r in ok), mean_s_total=add.s_total,
-        mean_p_total=add.p_total, mean_s_groups_sum=add.s_isolated_sum, mean_p_groups_sum=add.p_isolated_sum,
-        mean_loo_s_groups_sum=add.s_leave_one_out_sum, mean_loo_p_groups_sum=add.p_leave_one_out_sum,
-        cam_test_images=len(tested), type_fractions=fractions(""), mean_shares=shares(ok, "share:"),
-        type_fractions_loo=fractions("loo:"), mean_shares_loo=shares(ok, "loo:share:"),
-        type_fractions_posthoc=fractions("posthoc:"), mean_shares_posthoc=shares(ok, "posthoc:share:"),
-        true_cam_observed=shares(tested, "true_cam:"), target_cam_observed=shares(tested, "target_cam:"), typing=typing,
+        **vars(row_statistics(run.rows)),
         cam_test=None if run.cam_test is None else {**run.cam_test.as_dict(), "interpretation": label},
         top_units=run.ranked[:10].tolist(), masking=Masking(**curve), units_ranked_on=run.ranking,
         adaptive=run.adaptive, stability=run.stability, cam_interpretation=label,
