@@ -26,7 +26,7 @@ from ..files import load_torch_file
 from ..maps import declared_cam_layer, find_feature_layer
 from ..regions import dilate
 from .dissection import DissectionResult, sensitivity_vs_interpretability
-from .units import UnitChange, unit_activation_change
+from .units import UnitChange, mask_units, unit_activation_change
 
 
 @dataclass
@@ -76,6 +76,16 @@ def attacked_unit_sums(model: nn.Module, layer: str, units: int, attack: Attack,
     result = attack.run(x, y, target=target, sample_ids=ids)
     ok = (result.clean_pred == y) & result.success
     return sensitive_units_in_batch(model, layer, x, result.x_adv, ok, units)
+
+
+def masked_attack_counts(model: nn.Module, layer: str, units: torch.Tensor, attack: Attack, x: torch.Tensor,
+                         y: torch.Tensor, ids: torch.Tensor) -> dict[str, int]:
+    """A batch's images, and how many of them the model classifies correctly, clean and under ``attack``, with
+    ``units`` of ``layer`` masked while the attack runs: the attack adapts to the masked model."""
+    with mask_units(model, layer, units):
+        result = attack.run(x, y, sample_ids=ids)
+    return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
+            "robust_correct": int((result.adv_pred == y).sum())}
 
 
 def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[int]) -> dict[str, torch.Tensor]:

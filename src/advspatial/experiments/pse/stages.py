@@ -25,9 +25,9 @@ from ...analysis.pse_rows import cam_columns, pse_rows
 from ...analysis.pse_stability import confusion, group_confusions, summed_agreements, superpixels_available
 from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
 from ...analysis.pse_units import (
-    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, relative_correlation,
+    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
 )
-from ...analysis.units import mask_units, masking_curve, rank_sensitive_units
+from ...analysis.units import masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
 from ...runtime import batch_slices
@@ -276,13 +276,8 @@ def adaptive_attack(ctx: Context, stage: Stage[dict[str, int]], units: torch.Ten
     first ``adaptive_n`` test images (counts cached per batch)."""
 
     def counts(b: int, sl: slice) -> dict[str, int]:
-        def compute() -> dict[str, int]:
-            x, y, ids = ctx.batch(sl)
-            with mask_units(ctx.model, ctx.layer, units):
-                result = adaptive_attack_of(ctx.model, ctx.config).run(x, y, sample_ids=ids)
-            return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
-                    "robust_correct": int((result.adv_pred == y).sum())}
-        return stage.get(ctx.rundir, compute, b)
+        return stage.get(ctx.rundir, lambda: masked_attack_counts(
+            ctx.model, ctx.layer, units, adaptive_attack_of(ctx.model, ctx.config), *ctx.batch(sl)), b)
 
     slices = list(batch_slices(min(ctx.config.adaptive_n, len(ctx.data)), ctx.config.batch_size))
     parts = ctx.each_batch(counts, desc=f"{stage.name}: adaptive attack", slices=slices)
