@@ -17,29 +17,31 @@ Superpixels come from SLIC (scikit-image), an optional dependency:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
+from .pse import promotion_suppression
+from .pse_types import PSEResult, group_type_map
 
 
 @dataclass(frozen=True)
 class TypingAgreement:
     """Agreement of two typings over the ``n`` elements both type.
 
-    ``fraction``: share of those elements with the same type; ``kappa``: Cohen's
-    kappa (1 = perfect, 0 = chance level; NaN when n = 0 or both typings use one
-    and the same single type, where chance agreement is already 1).
+    ``fraction``: share of those elements with the same type (``agreement`` in a run's metrics.json); ``kappa``:
+    Cohen's kappa (1 = perfect, 0 = chance level; NaN when n = 0 or both typings use one and the same single type,
+    where chance agreement is already 1).
     """
 
     n: int
-    fraction: float
+    fraction: float = field(metadata={"key": "agreement"})
     kappa: float
-
-    def as_dict(self) -> dict[str, float | int]:
-        return {"n": self.n, "agreement": self.fraction, "kappa": self.kappa}
 
 
 def confusion(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None, types: int = 4) -> torch.Tensor:
@@ -69,6 +71,31 @@ def agreement_from_confusion(counts: torch.Tensor) -> TypingAgreement:
     chance = float((c.sum(1) / n) @ (c.sum(0) / n))
     kappa = math.nan if chance >= 1.0 - 1e-12 else (observed - chance) / (1.0 - chance)
     return TypingAgreement(int(n), observed, kappa)
+
+
+def summed_agreements(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, TypingAgreement]:
+    """The agreement of each comparison from the confusion matrices of several batches added up (a comparison a
+    batch lacks counts nothing there), in order of first appearance."""
+    names = dict.fromkeys(k for part in parts for k in part)
+    # each sum is a tensor: every name comes from some part
+    return {name: agreement_from_confusion(cast(torch.Tensor, sum(part[name] for part in parts if name in part)))
+            for name in names}
+
+
+def group_confusions(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
+                     primary: PSEResult, sides: Mapping[str, int], segments: int = 50,
+                     **measure: Any) -> dict[str, torch.Tensor]:
+    """Confusion matrices of the ``primary`` typing of some images against their typing over other pixel groups,
+    pixel by pixel over their perturbed pixels: per name, ``sides[name]`` x ``sides[name]`` blocks, or SLIC
+    superpixels (``segments`` of them) for side 0. ``measure``: the other settings of the measurement
+    (:func:`~advspatial.analysis.pse.promotion_suppression`: method, kappa, noise floor, batch size)."""
+    primary_map, perturbed = group_type_map(primary), primary.pixel_energy > 0
+    out = {}
+    for name, side in sides.items():
+        groups = superpixel_labels(x, segments).to(x.device) if side == 0 else None
+        other = promotion_suppression(model, x, x_adv, y, t, groups=groups, block=max(side, 1), **measure)
+        out[name] = confusion(primary_map, group_type_map(other).cpu(), perturbed)
+    return out
 
 
 def cohen_kappa(a: torch.Tensor, b: torch.Tensor) -> float:

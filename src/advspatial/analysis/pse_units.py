@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +26,7 @@ from ..files import load_torch_file
 from ..models.hooks import declared_cam_layer, find_feature_layer
 from ..regions import dilate
 from .dissection import DissectionResult, sensitivity_vs_interpretability
-from .units import UnitChange, unit_activation_change
+from .units import UnitChange, mask_units, unit_activation_change
 
 
 @dataclass
@@ -46,6 +46,11 @@ class UnitSums:
         return UnitSums(change.mean_abs.double() * images, change.signed_mean.double() * images,
                         change.clean_mean_abs.double() * images, images)
 
+    @staticmethod
+    def total(parts: Iterable[UnitSums], units: int) -> UnitSums:
+        """The sums of several batches added up (none: zero sums of ``units`` units over 0 images)."""
+        return sum(parts, UnitSums.from_change(None, 0, units))
+
     def __add__(self, other: UnitSums) -> UnitSums:
         return UnitSums(self.mean_abs + other.mean_abs, self.signed_mean + other.signed_mean,
                         self.clean_mean_abs + other.clean_mean_abs, self.images + other.images)
@@ -55,10 +60,6 @@ class UnitSums:
         d = self.images if self.images else math.nan
         return UnitChange((self.mean_abs / d).float(), (self.signed_mean / d).float(),
                           (self.clean_mean_abs / d).float())
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict (``UnitSums(**d)`` reads it back)."""
-        return {k: getattr(self, k) for k in ("mean_abs", "signed_mean", "clean_mean_abs", "images")}
 
 
 def sensitive_units_in_batch(model: nn.Module, layer: str, x: torch.Tensor, x_adv: torch.Tensor,
@@ -75,6 +76,16 @@ def attacked_unit_sums(model: nn.Module, layer: str, units: int, attack: Attack,
     result = attack.run(x, y, target=target, sample_ids=ids)
     ok = (result.clean_pred == y) & result.success
     return sensitive_units_in_batch(model, layer, x, result.x_adv, ok, units)
+
+
+def masked_attack_counts(model: nn.Module, layer: str, units: torch.Tensor, attack: Attack, x: torch.Tensor,
+                         y: torch.Tensor, ids: torch.Tensor) -> dict[str, int]:
+    """A batch's images, and how many of them the model classifies correctly, clean and under ``attack``, with
+    ``units`` of ``layer`` masked while the attack runs: the attack adapts to the masked model."""
+    with mask_units(model, layer, units):
+        result = attack.run(x, y, sample_ids=ids)
+    return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
+            "robust_correct": int((result.adv_pred == y).sum())}
 
 
 def combine_curves(curves: Sequence[dict[str, torch.Tensor]], weights: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ classified images among the first ``gate_n``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,3 +226,20 @@ def roi_label(gate: dict[str, Any]) -> str:
         [f"the RoI fails the randomization check: {'; '.join(randomization.get('failed') or ['not checked'])}"]
         if survives else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI
+
+
+@dataclass
+class Roi:
+    """The explainer whose maps give a run its Region of Importance: the method, why it was chosen, whether its maps
+    passed the faithfulness gate, and how every RoI-dependent result reads (``interpretable``, else :func:`roi_label`).
+    """
+
+    method: str
+    why: str
+    faithful: bool
+    interpretation: str
+
+    @classmethod
+    def judged(cls, method: str, why: str, gate: Mapping[str, Any]) -> Roi:
+        """The RoI of ``method`` (chosen because ``why``) as its ``gate`` (:func:`gate_stage`) judged it."""
+        return cls(method, why, bool(gate["passed"]), roi_label(dict(gate)) or "interpretable")

@@ -87,6 +87,21 @@ class Stage(Generic[T]):
 
 
 @dataclass(frozen=True)
+class FieldsStage(Stage[T]):
+    """A dataclass value saved as a dict of its fields and loaded back as ``kind(**fields)``:
+    ``FieldsStage("units", kind=UnitSums)``. Its fields must be what a stage file holds (tensors, numbers, strings,
+    and lists, tuples or dicts of them)."""
+
+    kind: type[T] = dataclasses.field(kw_only=True)
+
+    def saved(self, value: T) -> dict[str, Any]:
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(cast(Any, value))}
+
+    def loaded(self, saved: Any) -> T:
+        return self.kind(**saved)
+
+
+@dataclass(frozen=True)
 class AttackStage(Stage[AttackResult]):
     """An attack's result on one batch, saved on the CPU as the fields of :class:`AttackResult`."""
 

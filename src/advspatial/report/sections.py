@@ -2,7 +2,8 @@
 
 * :func:`explainer_verdict` - the sentence that names an explainer and what the faithfulness gate said of it;
 * :func:`faithfulness_section` - the "Faithfulness gate" section: paragraphs, the gate's tables, anchor
-  ``faithfulness``.
+  ``faithfulness``;
+* :func:`drawn_figure` - a figure of the run, shown only when the run drew its file.
 
 An experiment writes its own paragraphs (its gate rule, what the gated maps are
 used for) and hands them here, so every report's gate section has one shape.
@@ -11,9 +12,10 @@ used for) and hands them here, so every report's gate section has one shape.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .html import Section
+from .html import Figure, Section
 from .verdicts import gate_tables
 
 
@@ -34,3 +36,9 @@ def faithfulness_section(paragraphs: Sequence[str], gates: Mapping[str, Mapping[
     model-randomization check and the per-class results of the explainers ``per_class_of``."""
     return Section("Faithfulness gate", list(paragraphs), tables=gate_tables(gates, per_class_of=per_class_of),
                    anchor="faithfulness")
+
+
+def drawn_figure(folder: Path, name: str, caption: str) -> list[Figure]:
+    """The figure file ``name`` in a run's figure ``folder`` with its ``caption``, or none when the run did not draw
+    it: a report rendered from findings alone shows the figures the run drew, and says nothing of the others."""
+    return [Figure(folder / name, caption)] if (folder / name).is_file() else []

@@ -23,7 +23,8 @@ def image_pair():
 @pytest.fixture
 def variant_run():
     """Factory: ``variant_run(name, rows=(), cam_test=None)`` -> a VariantRun of 4 units, these rows and test."""
-    from advspatial.experiments.pse.metrics import Adaptive, Agreement, MaskedAccuracy, RankingSet, VariantRun
+    from advspatial.analysis.pse_stability import TypingAgreement
+    from advspatial.experiments.pse.metrics import Adaptive, MaskedAccuracy, RankingSet, VariantRun
 
     def make(name: str, rows=(), cam_test=None) -> VariantRun:
         curve = {key: torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
@@ -32,6 +33,6 @@ def variant_run():
         return VariantRun(name, list(rows), cam_test, torch.rand(4), torch.arange(4), {"ks": torch.tensor([0, 1, 4]),
                                                                                    **curve},
                           RankingSet("train", 8, 2, 0), Adaptive(masked, masked, 0.5, "pgd"),
-                          {"leave-one-out": Agreement(3, 1.0, 1.0)}, {"ids": torch.zeros(0)}, None)
+                          {"leave-one-out": TypingAgreement(3, 1.0, 1.0)}, {"ids": torch.zeros(0)}, None)
 
     return make

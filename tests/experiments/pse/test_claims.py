@@ -14,7 +14,8 @@ from advspatial.analysis.pse import (
 from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_shares
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, judged_claims, typing_claims
-from advspatial.experiments.pse.metrics import PSEFindings, RunSetting, build_findings
+from advspatial.experiments.gate import Roi
+from advspatial.experiments.pse.metrics import PSEFindings, build_findings
 from advspatial.experiments.pse.report import not_interpretable_text, render
 from advspatial.experiments.pse.stages import image_level
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, judge
@@ -94,8 +95,8 @@ def _measure(variant_run, passed: bool, cam_test: bool = True):
             variant_run("cw-l2/targeted")]
     gate = {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0"}
     claims = judged_claims(PSEConfig(), {run.name: run.cam_test for run in runs}, [], passed)
-    findings = build_findings(RunSetting(40, "features.3", 4, "hirescam", "flatten/FC head"), runs, None, 0.01,
-                              gate, claims)
+    findings = build_findings(runs, claims, gate, Roi.judged("hirescam", "flatten/FC head", gate), n=40,
+                              layer="features.3", units=4, noise_floor=0.01, dissection=None)
     return findings, claims
 
 

@@ -12,6 +12,7 @@ from advspatial.analysis.units import UnitChange
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
 from advspatial.analysis.pse_units import concept_masks, dataset_concepts, label_concept, relative_correlation
+from advspatial.experiments.findings import from_json
 from advspatial.experiments.pse.metrics import DissectionFindings
 from advspatial.experiments.pse.stages import DISSECTION, run_dissection
 
@@ -38,7 +39,7 @@ def test_no_concepts_means_no_dissection_and_a_reason(tiny_cnn) -> None:
     assert not summary.dissected and "cannot be dissected" in summary.reason and "No other model" in summary.reason
     assert summary.as_dict() == {"dissected": False, "dataset": "fashion-mnist", "layer": "conv",
                                  "reason": summary.reason}  # metrics.json's form: nothing of a dissection
-    assert DissectionFindings.from_dict(summary.as_dict()) == summary
+    assert from_json(DissectionFindings, summary.as_dict(), "dissection") == summary
 
 
 def test_dissection_correlation_leaves_out_never_active_units() -> None:

@@ -8,12 +8,13 @@ import torch
 
 from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
 from advspatial.analysis.pse_control import SHARE_NAMES
+from advspatial.analysis.pse_rows import pse_rows
 from advspatial.analysis.pse_targets import adversarial_class
-from advspatial.experiments.pse.claims import CAM_KEYS
-from advspatial.experiments.pse.metrics import batch_rows, variant_findings
+from advspatial.analysis.pse_rows import CAM_KEYS
+from advspatial.experiments.pse.metrics import variant_findings
 
 
-def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
+def test_pse_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
     from advspatial.attacks import make_attack
 
     model = tiny_cnn()
@@ -30,8 +31,10 @@ def test_batch_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:
                                 variant="leave-one-out", noise_floor=0.01)
     ok = result.success
     control = torch.rand(6, len(SHARE_NAMES), dtype=torch.float64)
-    rows = batch_rows("pgd", "targeted", torch.arange(6), y, y, result, res, loo, ok, control)
+    rows = pse_rows(torch.arange(6), y, y, result, res, loo, ok, control, attack="pgd", targeted=True,
+                    variant="pgd/targeted")
     assert len(rows) == 6
+    assert list(rows[0])[:4] == ["attack", "targeted", "variant", "index"]  # the constants first
     for i, row in enumerate(rows):
         assert row["targeted"] is True and row["variant"] == "pgd/targeted" and row["target"] == int(target[i])
         assert row["posthoc_target"] == int(target[i])

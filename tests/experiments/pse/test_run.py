@@ -16,7 +16,8 @@ from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.analysis.pse_control import SHARE_NAMES
 from advspatial.experiments.gate import roi_label
 from advspatial.experiments.pse import PSEConfig
-from advspatial.experiments.pse.claims import CAM_KEYS, TYPING_NULL
+from advspatial.analysis.pse_rows import CAM_KEYS
+from advspatial.experiments.pse.claims import TYPING_NULL
 from advspatial.statistics.verdicts import VERDICTS
 
 

@@ -15,7 +15,8 @@ from advspatial.analysis.pse_units import (
     UnitSums, adaptive_k, cam_layer_name, combine_curves, count_units, sensitive_units_in_batch,
 )
 from advspatial.experiments.pse.config import adaptive_attack_of, adaptive_description
-from advspatial.experiments.pse.stages import TRAIN_UNITS, UnitSumsStage, train_split
+from advspatial.experiments.pse.stages import TRAIN_UNITS, train_split
+from advspatial.experiments.stage import FieldsStage
 
 
 def test_adaptive_k_is_the_best_k_short_of_every_unit() -> None:
@@ -108,7 +109,8 @@ def test_unit_sums_stage_round_trips_through_the_run_directory(tmp_path) -> None
     sums = UnitSums(torch.rand(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64),
                     torch.rand(5, dtype=torch.float64), 3)
     stage = TRAIN_UNITS.at("pgd", "targeted")
-    assert isinstance(stage, UnitSumsStage) and stage.key(2) == "units/train/pgd/targeted/batch-00002"
+    assert isinstance(stage, FieldsStage) and stage.kind is UnitSums
+    assert stage.key(2) == "units/train/pgd/targeted/batch-00002"
     stage.save(rundir, sums, 2)
     loaded = stage.load(rundir, 2)
     assert loaded.images == 3 and all(torch.equal(getattr(loaded, k), getattr(sums, k))

@@ -20,9 +20,9 @@ from ...analysis.ssim_matching import Calibration
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
 from .. import colocation
-from ..gate import gate_stage, roi_label
+from ..gate import Roi, gate_stage
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
-from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, Roi, attack_outcomes
+from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
 from .stages import AttackStore, Context, Curves, clean_cam
 
 CLAIM = "the attack lowers SSIM where the model looks"
@@ -41,8 +41,7 @@ def run_gates(ctx: Context, eps: float) -> dict[str, dict[str, Any]]:
 
 def roi_of(method: str, why: str, gates: Mapping[str, Mapping[str, Any]]) -> Roi:
     """The RoI of the run: the CAM ``method`` (``why``: the reason ``auto`` chose it) and its gate."""
-    gate = dict(gates[method])
-    return Roi(method, why or "chosen in the config", bool(gate["passed"]), roi_label(gate) or "interpretable")
+    return Roi.judged(method, why or "chosen in the config", gates[method])
 
 
 def compare_attack(store: AttackStore, config: PerceptualConfig) -> dict[str, dict[str, NullComparison]]:

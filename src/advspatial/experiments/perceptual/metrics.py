@@ -14,6 +14,7 @@ from ...analysis.ssim_matching import Calibration
 from ...statistics.claims import Claim
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
+from ..gate import Roi
 from ..results import mean_of
 from .config import ATTACKS
 
@@ -56,16 +57,6 @@ class CurvePoint:
     budget: float
     mean_ssim: float
     success_rate: float = field(metadata={"key": "fooling_rate"})
-
-
-@dataclass
-class Roi:
-    """The CAM method in use, why it was chosen, whether it passed the faithfulness gate and how it reads."""
-
-    method: str
-    why: str
-    faithful: bool
-    interpretation: str
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,9 @@ pre-declared claims, their corrections and verdicts); :mod:`.metrics` (the per-i
 :class:`~.metrics.PSEFindings`); :mod:`.stages` (the cached stages, each a module-level ``Stage``); :mod:`.figures`
 (drawn at run time); :mod:`.report` (rendered from the findings alone); :mod:`.run` (the registered ``run``).
 The context-free computations are the library's: :mod:`advspatial.analysis.pse_targets` (the classes t),
-:mod:`advspatial.analysis.pse_units` (unit sums, masking curves, concepts), :mod:`advspatial.report.pse_figures`.
+:mod:`advspatial.analysis.pse_rows` (the per-image rows and their statistics), :mod:`advspatial.analysis.pse_units`
+(unit sums, masking curves, concepts), :mod:`advspatial.analysis.pse_stability` (typing agreement),
+:mod:`advspatial.report.pse_figures`.
 """
 
 from .config import PSEConfig

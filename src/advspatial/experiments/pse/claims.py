@@ -24,13 +24,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult
-from ...analysis.pse_control import CONTROL, SHARE_NAMES
+from ...analysis.pse_control import CONTROL
+from ...analysis.pse_rows import CAM_KEYS, energy_shares_of
 from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
 from .config import PSEConfig
 
-#: the two CAMs of the image-level test, as they prefix the rows' overlap columns (``true_cam:suppression``)
-CAM_KEYS = ("true_cam", "target_cam")
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
 CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}
 #: the primary claim of each CAM: the group type that acts on the CAM's own class
@@ -106,12 +105,6 @@ def typing_claims(variant: str, observed: Mapping[str, Sequence[float]], control
     return out
 
 
-def row_shares(rows: Sequence[Mapping[str, Any]], variant: str, prefix: str) -> dict[str, list[float]]:
-    """Per-image energy shares (``{prefix}energy:{name}``) of the variant's successful images, by share name."""
-    ok = [r for r in rows if r["variant"] == variant and r["successful"]]
-    return {name: [float(r[f"{prefix}energy:{name}"]) for r in ok] for name in SHARE_NAMES}
-
-
 
 def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None], rows: Sequence[Mapping[str, Any]],
                   faithful: bool) -> list[Claim]:
@@ -125,8 +118,8 @@ def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None
     for variant, cam_test in cam_tests.items():
         if cam_test is not None:
             claims += cam_claims(variant, cam_test, gates, config.baseline)
-        claims += typing_claims(variant, row_shares(rows, variant, ""), row_shares(rows, variant, "control:"),
-                                config.seed)
+        ok = [r for r in rows if r["variant"] == variant and r["successful"]]
+        claims += typing_claims(variant, energy_shares_of(ok, ""), energy_shares_of(ok, "control:"), config.seed)
     return judge(claims, sesoi=config.sesoi, alpha=config.significance)
 
 

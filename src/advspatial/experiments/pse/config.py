@@ -4,7 +4,9 @@ attacks its settings build (with the experiment's budgets; the adaptive attack o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from ...analysis.pse import METHODS as PSE_METHODS
@@ -12,10 +14,11 @@ from ...analysis.pse_targets import TARGET_MODES
 from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
 from ...attacks.budgets import Budget, attack_for_budget
-from ...errors import ConfigError, check_range, unknown_name
+from ...errors import ConfigError, unknown_name
+from ...runtime import scaled_batch
 from ...maps import list_importance_methods
 from ..gate import GatedConfig
-from ..settings import setting
+from ..settings import OPEN_UNIT_INTERVAL, setting
 
 MODES = ("untargeted", "targeted")
 BASELINES = ("same-class", "any-class")
@@ -30,59 +33,67 @@ class PSEConfig(GatedConfig):
                           "cores; raise it for power)")
     batch_size: int = setting(100, "images per batch (memory does not grow with n)")
     attacks: list[str] = setting(["cw-l2", "pgd"], "attacks to run (advspatial list attacks; need a targeted mode)")
-    modes: list[str] = setting(["untargeted", "targeted"], "attack modes: untargeted, targeted")
+    modes: list[str] = setting(["untargeted", "targeted"], "attack modes", choices=MODES)
     target_mode: str = setting("random", "target class of targeted attacks: random (seeded, != label), "
-                                         "least-likely (lowest clean logit) or next ((label+1) mod K)")
-    eps: float = setting(0.1, "L-inf budget of PGD (and of the dissection attack when it is PGD)")
-    steps: int = setting(20, "PGD iterations")
-    cw_steps: int = setting(50, "Adam steps per CW-L2 binary-search round")
-    cw_search_steps: int = setting(4, "CW-L2 binary-search rounds over c")
-    block: int = setting(2, "side of the square pixel groups G")
-    pse_method: str = setting("exact", "exact (forward pass per group) or first_order (gradient x delta)")
-    kappa: float = setting(2.0, "dominance factor of the group types (>= 1)")
+                                         "least-likely (lowest clean logit) or next ((label+1) mod K)",
+                               choices=TARGET_MODES)
+    eps: float = setting(0.1, "L-inf budget of PGD (and of the dissection attack when it is PGD)", low=0, high=1)
+    steps: int = setting(20, "PGD iterations", low=1)
+    cw_steps: int = setting(50, "Adam steps per CW-L2 binary-search round", low=1)
+    cw_search_steps: int = setting(4, "CW-L2 binary-search rounds over c", low=1)
+    block: int = setting(2, "side of the square pixel groups G", low=1)
+    pse_method: str = setting("exact", "exact (forward pass per group) or first_order (gradient x delta)",
+                              choices=PSE_METHODS)
+    kappa: float = setting(2.0, "dominance factor of the group types", low=1)
     noise_floor: float = setting(0.01, "a group is typed only when |s_G| or |p_G| exceeds this fraction of its "
-                                       "image's total effect |s| + |p|; the others are counted as untyped")
+                                       "image's total effect |s| + |p|; the others are counted as untyped",
+                                 low=0, high=1)
     control_draws: int = setting(3, "random-sign draws of the typing's control (the same per-group energy with random "
                                     "signs, averaged per image; each draw costs one more PSE pass of the "
-                                    "successful images)")
-    stability_kappas: list[float] = setting([1.5, 3.0], "other kappas the typing is compared with (stability)")
+                                    "successful images)", low=1)
+    stability_kappas: list[float] = setting([1.5, 3.0], "other kappas the typing is compared with (stability)",
+                                            low=1)
     stability_groups: list[str] = setting(["4x4", "superpixels"], "other pixel groups the typing is compared "
                                           "with: BxB blocks, or superpixels (SLIC; needs scikit-image)")
     stability_images: int = setting(100, "the first test images whose successful attacks enter the comparison "
-                                         "of pixel groups (each group choice costs one more PSE pass)")
-    superpixels: int = setting(50, "SLIC superpixels per image (stability_groups 'superpixels')")
+                                         "of pixel groups (each group choice costs one more PSE pass)", low=0)
+    superpixels: int = setting(50, "SLIC superpixels per image (stability_groups 'superpixels')", low=1)
     pair_batch: int = setting(2048, "(image, group) pairs per forward pass of the exact method, for 28x28 images; "
-                                    "larger images get proportionally fewer (the same pixels per pass)")
+                                    "larger images get proportionally fewer (the same pixels per pass)", low=1)
     cam: str = setting("auto", "class activation map (the RoI): auto (Grad-CAM for a GAP+linear head, HiResCAM "
                                "for a flatten/FC head), cam (GAP nets) or any importance method (advspatial list maps)")
-    top_fraction: float = setting(0.2, "top fraction of each CAM forming its region")
-    cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels")
+    top_fraction: float = setting(0.2, "top fraction of each CAM forming its region", low=0, high=1,
+                                  low_inclusive=False)
+    cam_weight: str = setting("energy", "weight of a pixel in the CAM overlap: energy (sum_c delta^2) or pixels",
+                              choices=("energy", "pixels"))
     baseline: str = setting("same-class", "primary null of the CAM claims: same-class or any-class re-pairing "
-                                          "(every null of the engine's hierarchy is reported as a secondary row)")
+                                          "(every null of the engine's hierarchy is reported as a secondary row)",
+                            choices=BASELINES)
     permutations: int = setting(10000, "permutations (pair nulls) and random placements (uniform null) of the "
                                       "image-level test (two-sided p; the smallest p is 1/(B+1), so B must allow "
-                                      "Holm across the primary claims)")
-    permutation_images: int = setting(1000, "successful images per attack entering the image-level test")
+                                      "Holm across the primary claims)", low=1)
+    permutation_images: int = setting(1000, "successful images per attack entering the image-level test", low=1)
     unit_layer: str = setting("", "layer whose channels are the units (default: the model's cam_layer)")
-    rank_by: str = setting("mean_abs", "unit ranking: mean_abs, relative, signed, abs_signed")
+    rank_by: str = setting("mean_abs", "unit ranking", choices=RANK_BY)
     unit_train_n: int = setting(50, "training images (class-stratified) attacked to rank the units; the masking "
-                                     "curve is then measured on the test images")
-    mask_random: int = setting(5, "random-unit draws per k of the masking control")
-    adaptive_n: int = setting(100, "test images (the first) attacked on the masked model (adaptive check)")
+                                     "curve is then measured on the test images", low=1)
+    mask_random: int = setting(5, "random-unit draws per k of the masking control", low=0)
+    adaptive_n: int = setting(100, "test images (the first) attacked on the masked model (adaptive check)", low=1)
     adaptive_attack: str = setting("autoattack", "attack run on the masked model: autoattack (the APGD-CE/APGD-DLR/"
                                                  "Square ensemble of the defence evaluation, 1 restart of steps "
                                                  "iterations, adaptive_queries Square queries) or pgd (eps, steps: "
-                                                 "weaker, its accuracy an upper bound)")
-    adaptive_queries: int = setting(1000, "Square queries per image when adaptive_attack is autoattack")
+                                                 "weaker, its accuracy an upper bound)", choices=ADAPTIVE_ATTACKS)
+    adaptive_queries: int = setting(1000, "Square queries per image when adaptive_attack is autoattack", low=1)
     dissection: bool = setting(True, "dissect the analysed model with concept masks that are not its labels "
                                      "(skipped, and said so, when its data has none)")
     concepts: str = setting("", "concept masks of the test split for dissection: a .pt or .npz file of named "
                                 "(N,H,W) bool masks (docs/experiments/pse.md); '' = the dataset's own, if any")
     dissection_attack: str = setting("pgd", "untargeted attack measuring unit sensitivity for the dissection")
-    dissection_quantile: float = setting(0.995, "activation quantile of a unit's region (0.995 = top 0.5%)")
+    dissection_quantile: float = setting(0.995, "activation quantile of a unit's region (0.995 = top 0.5%)",
+                                         **OPEN_UNIT_INTERVAL)
     correlation_permutations: int = setting(10000, "permutations of the sensitivity-interpretability p-value (the "
-                                                   "engine's rule and count, as every permutation test)")
-    figure_images: int = setting(4, "example images per attack variant")
+                                                   "engine's rule and count, as every permutation test)", low=1)
+    figure_images: int = setting(4, "example images per attack variant", low=0)
 
     PRESET_FIELDS = {"eps_linf": "eps", "steps": "steps", "cw_steps": "cw_steps", "cw_search_steps": "cw_search_steps",
                      "pse_block": "block", "batch_size": "batch_size", "image_size": "image_size"}
@@ -105,38 +116,14 @@ class PSEConfig(GatedConfig):
                 raise unknown_name("attack", name, known)
         if not self.modes:
             raise ConfigError(f"modes must name at least one of {', '.join(MODES)}")
-        for mode in self.modes:
-            if mode not in MODES:
-                raise unknown_name("mode", mode, MODES)
         if "targeted" in self.modes:
             for name in self.attacks:
                 if not known[name].cls.supports_targeted:
                     raise ConfigError(f"attack {name!r} has no targeted mode; drop it or use modes=untargeted")
-        for name, value, valid in (("target_mode", self.target_mode, TARGET_MODES),
-                                   ("pse_method", self.pse_method, PSE_METHODS),
-                                   ("cam_weight", self.cam_weight, ("energy", "pixels")),
-                                   ("baseline", self.baseline, BASELINES), ("rank_by", self.rank_by, RANK_BY),
-                                   ("adaptive_attack", self.adaptive_attack, ADAPTIVE_ATTACKS)):
-            if value not in valid:
-                raise unknown_name(name, value, valid)
         if self.cam not in list_importance_methods():
             raise unknown_name("importance method", self.cam, list_importance_methods())
         for spec in self.stability_groups:
             group_spec(spec)
-        for k in self.stability_kappas:
-            check_range("stability_kappas", k, 1)
-        check_range("noise_floor", self.noise_floor, 0, 1)
-        check_range("eps", self.eps, 0, 1)
-        check_range("kappa", self.kappa, 1)
-        check_range("top_fraction", self.top_fraction, 0, 1, low_inclusive=False)
-        check_range("dissection_quantile", self.dissection_quantile, 0, 1, low_inclusive=False, high_inclusive=False)
-        for name in ("steps", "cw_steps", "cw_search_steps", "block", "pair_batch", "permutations",
-                     "permutation_images", "correlation_permutations", "superpixels", "unit_train_n",
-                     "adaptive_n", "adaptive_queries", "control_draws"):
-            check_range(name, getattr(self, name), 1)
-        check_range("mask_random", self.mask_random, 0)
-        check_range("figure_images", self.figure_images, 0)
-        check_range("stability_images", self.stability_images, 0)
 
 
 def group_spec(spec: str) -> int:
@@ -147,6 +134,13 @@ def group_spec(spec: str) -> int:
     if not (side.isdigit() and side == again and int(side) >= 1):
         raise ConfigError(f"stability group {spec!r} is not valid; valid: BxB blocks (e.g. 4x4) or superpixels")
     return int(side)
+
+
+def measure_settings(config: PSEConfig, x: torch.Tensor) -> dict[str, Any]:
+    """The settings every promotion/suppression measurement of the run shares, for images like ``x``: the method,
+    kappa, the noise floor, and the (image, group) pairs per forward pass (scaled to the image size)."""
+    return {"method": config.pse_method, "kappa": config.kappa, "noise_floor": config.noise_floor,
+            "batch_size": scaled_batch(config.pair_batch, *x.shape[2:])}
 
 
 #: how the report labels the accuracy under the PGD option

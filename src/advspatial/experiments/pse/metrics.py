@@ -1,25 +1,24 @@
-"""What ``pse`` measures: the per-image rows (``per_image.csv``) and the typed findings (``metrics.json``).
+"""What ``pse`` found: the typed findings (``metrics.json``), from the per-image rows and the stages.
 
-Each variant's findings are computed from its per-image rows only, so the two always agree; the image-level
-test, the units, the masking curve and the adaptive attack come from the stages (:class:`VariantRun`).
+Each variant's statistics are computed from its per-image rows only (``per_image.csv``,
+:func:`advspatial.analysis.pse_rows.pse_rows`), so the two always agree; the image-level test, the units, the masking
+curve and the adaptive attack come from the stages (:class:`VariantRun`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
-from ...analysis.pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
-from ...analysis.pse_targets import adversarial_class
+from ...analysis.pse import PSECamResult, PSEResult
+from ...analysis.pse_rows import RowStatistics, row_statistics
+from ...analysis.pse_stability import TypingAgreement
 from ...statistics.claims import Claim
 from ..findings import Findings
-from ..results import mean_of
-from ..gate import roi_label
+from ..gate import Roi
 from .claims import typing_verdicts
 
 #: the label of the unit-masking accuracies until an attack adapts to the masked model
@@ -31,93 +30,6 @@ MASKING_LABEL = (f"{NO_ADAPTIVE_ATTACK}: the adversarial images were crafted aga
 def variant_name(attack: str, mode: str) -> str:
     """Name of an attack variant, e.g. ``"pgd/targeted"``."""
     return f"{attack}/{mode}"
-
-
-def type_columns(prefix: str, pse: PSEResult) -> dict[str, torch.Tensor]:
-    """Per-image share and group count of each type: the columns ``{prefix}share:{type}``, ``{prefix}groups:{type}``."""
-    out: dict[str, torch.Tensor] = {}
-    for t, name in enumerate(TYPE_NAMES):
-        out[f"{prefix}share:{name}"] = pse.shares[:, t]
-        out[f"{prefix}groups:{name}"] = (pse.types == t).sum(1)
-    return out
-
-
-def type_name_list(pse: PSEResult) -> list[str]:
-    """The dominant type of each image by name ('none' when no group is typed)."""
-    return ["none" if int(c) < 0 else TYPE_NAMES[int(c)] for c in pse.perturbation_type]
-
-
-def energy_columns(pse: PSEResult, control: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image share of the whole perturbation energy of each type and untyped (``energy:{name}``), the same of
-    its random-sign control (``control:energy:{name}``, (N,5) in :data:`SHARE_NAMES` order), and the untyped share
-    of the perturbed groups by count."""
-    observed = energy_shares(pse.types, pse.energy)
-    out = {"untyped_count_share": untyped_count_share(pse.types)}
-    for k, name in enumerate(SHARE_NAMES):
-        out[f"energy:{name}"] = observed[:, k]
-        out[f"control:energy:{name}"] = control[:, k]
-    return out
-
-
-def batch_rows(attack: str, mode: str, ids: torch.Tensor, y: torch.Tensor, pred: torch.Tensor,
-               result: Any, pse: PSEResult, loo: PSEResult, ok: torch.Tensor,
-               control: torch.Tensor) -> list[dict[str, Any]]:
-    """One row per image of a batch: attack outcome (``result``, an :class:`~advspatial.attacks.AttackResult`),
-    perturbation type and shares (pre-specified t, isolated; leave-one-out; post-hoc t as the secondary view),
-    totals, untyped groups, and the energy shares of the typing with those of its random-sign ``control``
-    ((N,5), NaN for images without one)."""
-    posthoc = secondary_view(pse)
-    columns: dict[str, torch.Tensor] = {
-        "index": ids, "label": y, "clean_pred": pred, "correct": pred == y,
-        "target": pse.target_class, "posthoc_target": adversarial_class(result), "adv_pred": result.adv_pred,
-        "success": result.success, "successful": ok, "l2": result.l2, "linf": result.linf,
-        "groups_perturbed": (pse.energy > 0).sum(1), "groups_untyped": pse.untyped, "loo:groups_untyped": loo.untyped,
-        "s_total": pse.s_total, "p_total": pse.p_total,
-        "s_groups_sum": pse.s.sum(1), "p_groups_sum": pse.p.sum(1),
-        "loo:s_groups_sum": loo.s.sum(1), "loo:p_groups_sum": loo.p.sum(1),
-        **type_columns("", pse), **type_columns("loo:", loo), **type_columns("posthoc:", posthoc),
-        **energy_columns(pse, control),
-    }
-    lists = {k: v.tolist() for k, v in columns.items()}
-    names = {"perturbation_type": type_name_list(pse), "loo:perturbation_type": type_name_list(loo),
-             "posthoc:perturbation_type": type_name_list(posthoc)}
-    return [{"attack": attack, "targeted": mode == "targeted", "variant": variant_name(attack, mode),
-             **{k: lists[k][i] for k in columns}, **{k: v[i] for k, v in names.items()}} for i in range(len(ids))]
-
-
-@dataclass
-class Additivity:
-    """The whole-delta effects beside the sums of the isolated and leave-one-out group effects, and their ratios."""
-
-    s_total: float
-    s_isolated_sum: float
-    s_leave_one_out_sum: float
-    p_total: float
-    p_isolated_sum: float
-    p_leave_one_out_sum: float
-    s_isolated_over_total: float
-    s_leave_one_out_over_total: float
-    p_isolated_over_total: float
-    p_leave_one_out_over_total: float
-
-
-@dataclass
-class UntypedShare:
-    """The untyped share of the perturbation: of its groups (pooled over images) and of its energy."""
-
-    by_count: float
-    by_energy: float
-
-
-@dataclass
-class Typing:
-    """What the typing explains: energy shares by type and untyped, those of the random-sign control, additivity."""
-
-    energy_shares: dict[str, float]
-    control_energy_shares: dict[str, float]
-    control: str
-    untyped_share: UntypedShare
-    additivity: Additivity
 
 
 @dataclass
@@ -162,51 +74,17 @@ class Adaptive:
     attack: str
 
 
-@dataclass
-class Agreement:
-    """Agreement of the primary typing with another choice over the ``n`` elements both type; Cohen's kappa."""
-
-    n: int
-    agreement: float
-    kappa: float
-
-
 @dataclass(kw_only=True)
-class VariantFindings:
-    """One attack variant: outcome, typing (three views), CAM overlap, units, masking, stability and verdicts."""
+class VariantFindings(RowStatistics):
+    """One attack variant: the statistics of its rows (outcome, typing in three views, CAM overlap), then its
+    image-level test, units, masking, stability and verdicts."""
 
-    images: int
-    clean_accuracy: float
-    success_rate: float
-    successful: int
-    mean_l2: float
-    mean_linf: float
-    reached_target: float
-    untyped_groups: int
-    perturbed_groups: int
-    loo_untyped_groups: int
-    mean_s_total: float
-    mean_p_total: float
-    mean_s_groups_sum: float
-    mean_p_groups_sum: float
-    mean_loo_s_groups_sum: float
-    mean_loo_p_groups_sum: float
-    cam_test_images: int
-    type_fractions: dict[str, float]
-    mean_shares: dict[str, float]
-    type_fractions_loo: dict[str, float]
-    mean_shares_loo: dict[str, float]
-    type_fractions_posthoc: dict[str, float]
-    mean_shares_posthoc: dict[str, float]
-    true_cam_observed: dict[str, float]
-    target_cam_observed: dict[str, float]
-    typing: Typing
     cam_test: dict[str, Any] | None
     top_units: list[int]
     masking: Masking
     units_ranked_on: RankingSet
     adaptive: Adaptive
-    stability: dict[str, Agreement]
+    stability: dict[str, TypingAgreement]
     cam_interpretation: str
     typing_verdicts: dict[str, str]
 
@@ -246,23 +124,6 @@ class DissectionFindings:
         """metrics.json's form: the reason alone when nothing was dissected."""
         return {k: getattr(self, k) for k in (DISSECTED_KEYS if self.dissected else UNDISSECTED_KEYS)}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DissectionFindings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: math.nan if v is None and k in ("spearman_rho", "p_value", "mean_best_iou") else v
-                                  for k, v in data.items() if k in names}
-        return cls(**values)
-
-
-@dataclass
-class Roi:
-    """The CAM explainer the run resolved, why, and whether its maps passed the faithfulness gate."""
-
-    method: str
-    why: str
-    faithful: bool
-    interpretation: str
-
 
 @dataclass(kw_only=True)
 class PSEFindings(Findings):
@@ -288,33 +149,6 @@ class PSEFindings(Findings):
         return out
 
 
-def _ratio(part: float, whole: float) -> float:
-    """``part / whole``; NaN where ``whole`` is 0 or either is not finite."""
-    return part / whole if whole != 0 and math.isfinite(whole) and math.isfinite(part) else math.nan
-
-
-def _mean(rows: list[dict[str, Any]], column: str) -> float:
-    return mean_of([r[column] for r in rows])
-
-
-def typing_of(ok: list[dict[str, Any]]) -> Typing:
-    """What the typing explains over the successful images ``ok``: the mean energy share of each type and untyped
-    (denominator: the whole perturbation's energy) with those of the random-sign control; the untyped share by count
-    (pooled over images) and by energy; the additivity gap (ratios of the mean sums to the whole-delta effect)."""
-    s, p = _mean(ok, "s_total"), _mean(ok, "p_total")
-    sums = {k: _mean(ok, k) for k in ("s_groups_sum", "loo:s_groups_sum", "p_groups_sum", "loo:p_groups_sum")}
-    return Typing(
-        {name: _mean(ok, f"energy:{name}") for name in SHARE_NAMES},
-        {name: _mean(ok, f"control:energy:{name}") for name in SHARE_NAMES},
-        f"{CONTROL}: every element of delta with an independent random sign (same per-group energy and place), typed "
-        "with the attack's absolute noise floor",
-        UntypedShare(_ratio(sum(r["groups_untyped"] for r in ok), sum(r["groups_perturbed"] for r in ok)),
-                     _mean(ok, "energy:untyped")),
-        Additivity(s, sums["s_groups_sum"], sums["loo:s_groups_sum"], p, sums["p_groups_sum"], sums["loo:p_groups_sum"],
-                   _ratio(sums["s_groups_sum"], s), _ratio(sums["loo:s_groups_sum"], s),
-                   _ratio(sums["p_groups_sum"], p), _ratio(sums["loo:p_groups_sum"], p)))
-
-
 @dataclass
 class VariantRun:
     """What the stages give one attack variant: its rows, image-level test, units, masking curve, adaptive attack,
@@ -328,68 +162,30 @@ class VariantRun:
     curve: dict[str, torch.Tensor]
     ranking: RankingSet
     adaptive: Adaptive
-    stability: dict[str, Agreement]
+    stability: dict[str, TypingAgreement]
     examples: dict[str, torch.Tensor]  # the first figure_images kept images: x, x_adv, CAMs ("true", "target"), ids
     example_pse: PSEResult | None  # their group-wise measurement (None when no image was kept)
 
 
 def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> VariantFindings:
     """A variant's findings: the statistics of its rows (successful images), its stages' results, its verdicts."""
-    group = run.rows
-    correct = [r for r in group if r["correct"]]
-    ok = [r for r in group if r["successful"]]
-    tested = [r for r in ok if r.get("in_cam_test")]
-
-    def fractions(prefix: str) -> dict[str, float]:
-        return {t: mean_of([float(r[f"{prefix}perturbation_type"] == t) for r in ok]) for t in TYPE_NAMES}
-
-    def shares(rows: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-        return {t: _mean(rows, f"{prefix}{t}") for t in TYPE_NAMES}
-
-    typing = typing_of(ok)
-    add = typing.additivity
     curve: dict[str, Any] = {k: run.curve[k].tolist() for k in ("ks", "clean_acc", "robust_acc", "random_clean_acc",
                                                 "random_robust_acc")}
     return VariantFindings(
-        images=len(group), clean_accuracy=mean_of([float(r["correct"]) for r in group]),
-        success_rate=mean_of([float(r["success"]) for r in correct]), successful=len(ok),
-        mean_l2=_mean(ok, "l2"), mean_linf=_mean(ok, "linf"),
-        reached_target=mean_of([float(r["adv_pred"] == r["target"]) for r in ok]),
-        untyped_groups=sum(r["groups_untyped"] for r in ok), perturbed_groups=sum(r["groups_perturbed"] for r in ok),
-        loo_untyped_groups=sum(r["loo:groups_untyped"] for r in ok), mean_s_total=add.s_total,
-        mean_p_total=add.p_total, mean_s_groups_sum=add.s_isolated_sum, mean_p_groups_sum=add.p_isolated_sum,
-        mean_loo_s_groups_sum=add.s_leave_one_out_sum, mean_loo_p_groups_sum=add.p_leave_one_out_sum,
-        cam_test_images=len(tested), type_fractions=fractions(""), mean_shares=shares(ok, "share:"),
-        type_fractions_loo=fractions("loo:"), mean_shares_loo=shares(ok, "loo:share:"),
-        type_fractions_posthoc=fractions("posthoc:"), mean_shares_posthoc=shares(ok, "posthoc:share:"),
-        true_cam_observed=shares(tested, "true_cam:"), target_cam_observed=shares(tested, "target_cam:"), typing=typing,
+        **vars(row_statistics(run.rows)),
         cam_test=None if run.cam_test is None else {**run.cam_test.as_dict(), "interpretation": label},
         top_units=run.ranked[:10].tolist(), masking=Masking(**curve), units_ranked_on=run.ranking,
         adaptive=run.adaptive, stability=run.stability, cam_interpretation=label,
         typing_verdicts=typing_verdicts(claims, run.name))
 
 
-@dataclass
-class RunSetting:
-    """What the run resolved before any variant: the images, the unit layer and the CAM explainer."""
-
-    n: int
-    layer: str
-    units: int
-    cam: str
-    cam_reason: str
-
-
-def build_findings(setting: RunSetting, runs: list[VariantRun], dissection: DissectionFindings | None,
-                   noise_floor: float, gate: dict[str, Any], claims: list[Claim]) -> PSEFindings:
-    """The run's findings: every variant's, the dissection, the gate of the CAM explainer and the judged claims.
+def build_findings(runs: list[VariantRun], claims: list[Claim], gate: dict[str, Any], roi: Roi, *, n: int,
+                   layer: str, units: int, noise_floor: float, dissection: DissectionFindings | None) -> PSEFindings:
+    """The run's findings: every variant's, the dissection, the gate of the CAM explainer ``roi`` and the claims.
 
     A failed gate labels every CAM-dependent result (the variants' CAM tests, the interpretation fields).
     """
-    label = roi_label(gate) or "interpretable"
-    return PSEFindings(
-        n=setting.n, clean_accuracy=mean_of([float(r["correct"]) for r in runs[0].rows]), layer=setting.layer,
-        units=setting.units, variants={run.name: variant_findings(run, claims, label) for run in runs},
-        noise_floor=noise_floor, dissection=dissection, faithfulness={setting.cam: gate},
-        roi=Roi(setting.cam, setting.cam_reason, bool(gate["passed"]), label), cam_interpretation=label,
-        claims=claims)
+    variants = {run.name: variant_findings(run, claims, roi.interpretation) for run in runs}
+    return PSEFindings(n=n, clean_accuracy=variants[runs[0].name].clean_accuracy, layer=layer, units=units,
+                       variants=variants, noise_floor=noise_floor, dissection=dissection,
+                       faithfulness={roi.method: gate}, roi=roi, cam_interpretation=roi.interpretation, claims=claims)

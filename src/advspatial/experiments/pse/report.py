@@ -12,8 +12,8 @@ from ...analysis.pse import TYPE_NAMES
 from ...analysis.pse_stability import superpixels_available
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
-from ...report.html import Figure, Section, Table
-from ...report.sections import explainer_verdict, faithfulness_section
+from ...report.html import Section, Table
+from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from ..results import Rendered
@@ -40,11 +40,6 @@ def render(config: PSEConfig, findings: PSEFindings, figures: Path) -> Rendered:
         types_section(config, f, figures), stability_section(config, f), image_section(config, f),
         unit_section(config, f, figures), dissection_section(config, f.dissection, figures), limits_section(config, f),
     ])
-
-
-def figure(folder: Path, name: str, caption: str) -> list[Figure]:
-    """The figure ``name`` of the run with its caption, or none when it was not drawn."""
-    return [Figure(folder / name, caption)] if (folder / name).is_file() else []
 
 
 def not_interpretable_text(f: PSEFindings) -> str:
@@ -92,10 +87,10 @@ def verdict_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type, "
              f"null) rows Benjamini-Hochberg (image-level section); significance level {cfg.significance}; "
              f"{sesoi_text(cfg.sesoi)}; n >= 30 images that have the type."]
-    figures = figure(folder, FOREST, f"Forest plot per attack variant: each (CAM, group type) share against the "
-                                     f"{cfg.baseline} null (the other nulls: image-level table). Right of 0: the type "
-                                     "falls in the CAM region more than chance. Grey: a gate failed, the row is not "
-                                     "interpretable.")
+    figures = drawn_figure(folder, FOREST, f"Forest plot per attack variant: each (CAM, group type) share against "
+                                           f"the {cfg.baseline} null (the other nulls: image-level table). Right of 0: "
+                                           "the type falls in the CAM region more than chance. Grey: a gate failed, "
+                                           "the row is not interpretable.")
     typing = [c for c in claims if is_typing_claim(c)]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared primary claim"),
               verdict_table(typing, "The typing as a claim: each type's share of the perturbation energy against "
@@ -171,12 +166,12 @@ def setup_section(cfg: PSEConfig, f: PSEFindings) -> Section:
 def types_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     """The perturbation types of each variant (three views), the example figures and the additivity table."""
     variants = f.variants
-    figures = figure(folder, TYPES, "Left: share of successful perturbations whose energy is mostly in groups of "
-                                    "each type. Right: mean energy share of each type.")
+    figures = drawn_figure(folder, TYPES, "Left: share of successful perturbations whose energy is mostly in groups "
+                                          "of each type. Right: mean energy share of each type.")
     for v in variants:
-        figures += figure(folder, examples_file(v), f"{v}: clean and adversarial image; the group types coloured over "
-                                                    f"{f.roi.method} of the true class on x and of t on x'."
-                          + ("" if f.roi.faithful else " " + not_interpretable_text(f)))
+        figures += drawn_figure(folder, examples_file(v), f"{v}: clean and adversarial image; the group types coloured "
+                                                          f"over {f.roi.method} of the true class on x and of t on x'."
+                                + ("" if f.roi.faithful else " " + not_interpretable_text(f)))
     views = ("pre-specified t, isolated (primary)", "pre-specified t, leave-one-out",
              "post-hoc t = argmax f(x') (secondary view, biased towards promotion)")
     rows = [[v, label] + [fmt(fractions[t]) for t in TYPE_NAMES] + [fmt(shares[t]) for t in TYPE_NAMES]
@@ -234,7 +229,7 @@ def explained_table(f: PSEFindings) -> Table:
 
 def stability_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """How much the typing depends on kappa, on the pixel groups and on isolated vs leave-one-out measurement."""
-    rows = [[v, name, st.n, fmt(st.agreement), fmt(st.kappa)]
+    rows = [[v, name, st.n, fmt(st.fraction), fmt(st.kappa)]
             for v, m in f.variants.items() for name, st in m.stability.items()]
     notes = []
     if "superpixels" in cfg.stability_groups and not superpixels_available():
@@ -305,10 +300,10 @@ def unit_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
                 Table("Masking curve: accuracy with k units zeroed (adversarial columns: no adaptive attack yet, not "
                       "robustness)", ["variant", "k", "clean (top-k)", "adversarial (top-k)", "clean (random k)",
                                       "adversarial (random k)"], mask_rows, folded=True)],
-        figures=figure(folder, UNIT_SENSITIVITY, "Per-unit activation change under each attack variant (training "
-                                                 "images).")
-        + figure(folder, MASKING, "Clean and adversarial accuracy as more of the most sensitive units are masked "
-                                  "(solid) vs as many random units (dashed)."),
+        figures=drawn_figure(folder, UNIT_SENSITIVITY, "Per-unit activation change under each attack variant "
+                                                       "(training images).")
+        + drawn_figure(folder, MASKING, "Clean and adversarial accuracy as more of the most sensitive units are "
+                                        "masked (solid) vs as many random units (dashed)."),
         anchor="unit-level")
 
 
@@ -334,8 +329,8 @@ def dissection_section(cfg: PSEConfig, d: DissectionFindings | None, folder: Pat
         "permutations).",
     ], tables=[Table("The 10 most sensitive active units and their best concept",
                      ["unit", "relative sensitivity", "best concept", "IoU"], rows)],
-        figures=figure(folder, DISSECTION, "Each active unit: relative sensitivity to the attack vs its best "
-                                           "dissection IoU."),
+        figures=drawn_figure(folder, DISSECTION, "Each active unit: relative sensitivity to the attack vs its "
+                                                 "best dissection IoU."),
         anchor="dissection")
 
 

@@ -8,13 +8,13 @@ from ...analysis.pse_targets import choose_targets, runner_up
 from ...analysis.pse_units import cam_layer_name, count_units
 from ...rundir import RunDir
 from ..context import prepare_context
-from ..gate import resolve_importance
+from ..gate import Roi, resolve_importance
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import judged_claims
 from .config import PSEConfig
 from .figures import draw_figures
-from .metrics import PSEFindings, RunSetting, build_findings
+from .metrics import PSEFindings, build_findings
 from .report import render
 from .stages import Context, clean_logits, process_variant, run_dissection, run_gate, train_split
 
@@ -38,8 +38,8 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     dissection = run_dissection(ctx)
     rows = [row for run in runs for row in run.rows]
     claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, bool(gate["passed"]))
-    setting = RunSetting(len(ctx.data), ctx.layer, ctx.units, ctx.cam, ctx.cam_reason)
-    findings = build_findings(setting, runs, dissection, config.noise_floor, gate, claims)
+    findings = build_findings(runs, claims, gate, Roi.judged(ctx.cam, ctx.cam_reason, gate), n=len(ctx.data),
+                              layer=ctx.layer, units=ctx.units, noise_floor=config.noise_floor, dissection=dissection)
     draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
     return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 

@@ -11,34 +11,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from ...analysis.dissection import DissectionResult, dissect
 from ...analysis.pse import (
-    TYPE_NAMES, PSECamResult, PSEResult, cat_pse, group_type_map, promotion_suppression, pse_to_dict, pse_vs_cam,
+    TYPE_NAMES, PSECamResult, PSEResult, cat_pse, promotion_suppression, pse_to_dict, pse_vs_cam,
     retype, select_pse,
 )
 from ...analysis.pse_control import SHARE_NAMES, control_shares
-from ...analysis.pse_stability import agreement_from_confusion, confusion, superpixel_labels, superpixels_available
+from ...analysis.pse_rows import cam_columns, pse_rows
+from ...analysis.pse_stability import confusion, group_confusions, summed_agreements, superpixels_available
 from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
 from ...analysis.pse_units import (
-    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, relative_correlation,
+    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
 )
-from ...analysis.units import mask_units, masking_curve, rank_sensitive_units
+from ...analysis.units import masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
-from ...runtime import batch_slices, scaled_batch
+from ...runtime import batch_slices
 from ..colocation import composition, informative
 from ..context import ExperimentContext, shared_splits, train_images
 from ..gate import gate_stage
-from ..stage import ATTACK, Stage
-from .claims import CAM_KEYS
-from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, group_spec
-from .metrics import (
-    Adaptive, Agreement, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, batch_rows, variant_name,
-)
+from ..stage import ATTACK, FieldsStage, Stage
+from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, group_spec, measure_settings
+from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
 
 
 @dataclass
@@ -73,28 +71,6 @@ class PSEStage(Stage[PSEMeasure]):
         return PSEMeasure(PSEResult(**{**values, "type_names": tuple(values["type_names"])}), cam)
 
 
-@dataclass(frozen=True)
-class UnitSumsStage(Stage[UnitSums]):
-    """Unit change sums of one batch, saved as their fields."""
-
-    def saved(self, value: UnitSums) -> dict[str, Any]:
-        return value.as_dict()
-
-    def loaded(self, saved: Any) -> UnitSums:
-        return UnitSums(**saved)
-
-
-@dataclass(frozen=True)
-class DissectionStage(Stage[DissectionResult]):
-    """A dissection of the unit layer, saved as its fields."""
-
-    def saved(self, value: DissectionResult) -> dict[str, Any]:
-        return {f.name: getattr(value, f.name) for f in fields(value)}
-
-    def loaded(self, saved: Any) -> DissectionResult:
-        return DissectionResult(**{**saved, "concept_names": tuple(saved["concept_names"])})
-
-
 #: CAM_t0(x): the CAM of the true class on each clean test image
 TRUE_CAM = Stage[torch.Tensor]("cam-true")
 #: per measurement and variant: ``PSE.at("isolated", "pgd", "targeted")``
@@ -106,15 +82,15 @@ STABILITY = Stage[dict[str, torch.Tensor]]("stability")
 #: clean logits of the training images the units are ranked on
 TRAIN_LOGITS = Stage[torch.Tensor]("units/train/clean")
 #: unit change over the successful attacks of training images, per variant
-TRAIN_UNITS = UnitSumsStage("units/train")
+TRAIN_UNITS = FieldsStage("units/train", kind=UnitSums)
 #: masking curve of one test batch, per variant
 MASKING = Stage[dict[str, torch.Tensor]]("masking")
 #: counts of the adaptive attack on the masked model: ``ADAPTIVE.at("pgd", "targeted", "top-8")`` or ``.at("unmasked")``
 ADAPTIVE = Stage[dict[str, int]]("adaptive")
 #: unit change under the dissection attack on the test images
-DISSECTION_UNITS = UnitSumsStage("dissection/units")
+DISSECTION_UNITS = FieldsStage("dissection/units", kind=UnitSums)
 #: the dissection of the unit layer on the test images (once per run)
-DISSECTION = DissectionStage("dissection/result", per="run")
+DISSECTION = FieldsStage("dissection/result", per="run", kind=DissectionResult)
 
 
 def clean_logits(ctx: Context, b: int) -> torch.Tensor:
@@ -150,10 +126,9 @@ def measure_pse(ctx: Context, stage: PSEStage, b: int, result: AttackResult, t: 
     def compute() -> PSEMeasure:
         x, y, _ = ctx.batch(ctx.slices[b])
         x_adv = result.x_adv.to(ctx.device)
-        pse = promotion_suppression(ctx.model, x, x_adv, y, t.to(ctx.device), block=cfg.block, method=cfg.pse_method,
-                                    kappa=cfg.kappa, batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]),
-                                    variant=how, noise_floor=cfg.noise_floor,
-                                    secondary_target=adversarial_class(result).to(ctx.device))
+        pse = promotion_suppression(ctx.model, x, x_adv, y, t.to(ctx.device), block=cfg.block, variant=how,
+                                    secondary_target=adversarial_class(result).to(ctx.device),
+                                    **measure_settings(cfg, x))
         if how != "isolated":
             return PSEMeasure(pse, None)
         return PSEMeasure(pse, importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device), batch_size=len(x)))
@@ -176,7 +151,7 @@ def control_batch(ctx: Context, variant: tuple[str, str], b: int, result: Attack
             index = keep.to(ctx.device)
             out[keep] = control_shares(ctx.model, x[index], result.x_adv.to(ctx.device)[index], select_pse(pse, keep),
                                        ids[keep], cfg.seed, cfg.control_draws,
-                                       batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
+                                       batch_size=measure_settings(cfg, x)["batch_size"])
         return out
 
     return CONTROL.at(*variant).get(ctx.rundir, compute, b)
@@ -193,30 +168,18 @@ def stability_batch(ctx: Context, variant: tuple[str, str], b: int, result: Atta
     out = {f"kappa={k:g}": confusion(pse.types[ok], retype(pse, kappa=k).types[ok]) for k in cfg.stability_kappas}
     out["leave-one-out"] = confusion(pse.types[ok], loo.types[ok])
     sl = ctx.slices[b]
-    keep = ok & (torch.arange(sl.start, sl.stop) < cfg.stability_images)
+    keep = (ok & (torch.arange(sl.start, sl.stop) < cfg.stability_images)).nonzero().squeeze(1)
     if not cfg.stability_groups:
         return out
+    sides = {spec: group_spec(spec) for spec in cfg.stability_groups if group_spec(spec) or superpixels_available()}
 
     def compute() -> dict[str, torch.Tensor]:
-        if not keep.any():
-            return {spec: torch.zeros(len(TYPE_NAMES), len(TYPE_NAMES), dtype=torch.int64)
-                    for spec in cfg.stability_groups if group_spec(spec) or superpixels_available()}
+        if not len(keep):
+            return {spec: torch.zeros(len(TYPE_NAMES), len(TYPE_NAMES), dtype=torch.int64) for spec in sides}
         x, y, _ = ctx.batch(sl)
-        chosen = select_pse(pse, keep.nonzero().squeeze(1))
-        index = keep.nonzero().squeeze(1).to(ctx.device)
-        xs, xa, ys, ts = x[index], result.x_adv.to(ctx.device)[index], y[index], t.to(ctx.device)[index]
-        primary, perturbed = group_type_map(chosen), chosen.pixel_energy > 0
-        counts = {}
-        for spec in cfg.stability_groups:
-            side = group_spec(spec)
-            if side == 0 and not superpixels_available():
-                continue
-            groups = superpixel_labels(xs, cfg.superpixels).to(ctx.device) if side == 0 else None
-            other = promotion_suppression(ctx.model, xs, xa, ys, ts, groups=groups, block=max(side, 1),
-                                          method=cfg.pse_method, kappa=cfg.kappa, noise_floor=cfg.noise_floor,
-                                          batch_size=scaled_batch(cfg.pair_batch, *x.shape[2:]))
-            counts[spec] = confusion(primary, group_type_map(other).cpu(), perturbed)
-        return counts
+        on = keep.to(ctx.device)
+        return group_confusions(ctx.model, x[on], result.x_adv.to(ctx.device)[on], y[on], t.to(ctx.device)[on],
+                                select_pse(pse, keep), sides, cfg.superpixels, **measure_settings(cfg, x))
 
     return {**out, **STABILITY.at(*variant).get(ctx.rundir, compute, b)}
 
@@ -247,7 +210,8 @@ def variant_batch(ctx: Context, variant: tuple[str, str], attack: Attack, target
     keep = ok.nonzero().squeeze(1)
     cams = {"true": true_cam(ctx, b), "target": isolated.cam_target, "x": ctx.data.images(sl), "x_adv": result.x_adv,
             "ids": ids}
-    rows = batch_rows(name, mode, ids, y, pred, result, pse, loo, ok, control)
+    rows = pse_rows(ids, y, pred, result, pse, loo, ok, control, attack=name, targeted=mode == "targeted",
+                    variant=variant_name(*variant))
     return VariantBatch(rows, select_pse(pse, keep), {k: v[keep] for k, v in cams.items()},
                         stability_batch(ctx, variant, b, result, t, pse, loo, ok))
 
@@ -312,13 +276,8 @@ def adaptive_attack(ctx: Context, stage: Stage[dict[str, int]], units: torch.Ten
     first ``adaptive_n`` test images (counts cached per batch)."""
 
     def counts(b: int, sl: slice) -> dict[str, int]:
-        def compute() -> dict[str, int]:
-            x, y, ids = ctx.batch(sl)
-            with mask_units(ctx.model, ctx.layer, units):
-                result = adaptive_attack_of(ctx.model, ctx.config).run(x, y, sample_ids=ids)
-            return {"images": len(y), "clean_correct": int((result.clean_pred == y).sum()),
-                    "robust_correct": int((result.adv_pred == y).sum())}
-        return stage.get(ctx.rundir, compute, b)
+        return stage.get(ctx.rundir, lambda: masked_attack_counts(
+            ctx.model, ctx.layer, units, adaptive_attack_of(ctx.model, ctx.config), *ctx.batch(sl)), b)
 
     slices = list(batch_slices(min(ctx.config.adaptive_n, len(ctx.data)), ctx.config.batch_size))
     parts = ctx.each_batch(counts, desc=f"{stage.name}: adaptive attack", slices=slices)
@@ -341,7 +300,7 @@ def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tenso
     kept = select_pse(cat_pse([part.kept for part in parts]), torch.arange(len(cams["ids"])))
     sums = ctx.each_batch(lambda b, sl: units_batch(ctx, train, variant, attack, b, sl),
                           desc=f"{name}: units on training images", slices=train.slices)
-    total = sum(sums, UnitSums.from_change(None, 0, ctx.units))
+    total = UnitSums.total(sums, ctx.units)
     change = total.change()
     ranked = rank_sensitive_units(change, cfg.rank_by) if total.images else torch.arange(ctx.units)
     curves = ctx.each_batch(lambda b, sl: masking_batch(ctx, variant, attack, targets, ranked, b, sl),
@@ -358,17 +317,8 @@ def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tenso
     shown = torch.arange(min(cfg.figure_images, len(kept.types)))
     examples = {k: v[: len(shown)] for k, v in cams.items()}
     return VariantRun(name, rows, cam_test, change.mean_abs, ranked, curve, ranking, adaptive,
-                      stability_summary([part.stability for part in parts]), examples,
+                      summed_agreements([part.stability for part in parts]), examples,
                       select_pse(kept, shown) if len(shown) else None)
-
-
-def stability_summary(parts: list[dict[str, torch.Tensor]]) -> dict[str, Agreement]:
-    """Agreement and Cohen's kappa of each comparison, from the batches' confusion matrices added up."""
-    names = list(dict.fromkeys(k for part in parts for k in part))
-    # each sum is a tensor: every name comes from some part
-    totals = {name: agreement_from_confusion(cast(torch.Tensor, sum(part[name] for part in parts if name in part)))
-              for name in names}
-    return {name: Agreement(a.n, a.fraction, a.kappa) for name, a in totals.items()}
 
 
 def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
@@ -395,13 +345,7 @@ def image_level(config: PSEConfig, kept: PSEResult, cams: dict[str, torch.Tensor
         test = pse_vs_cam(kept, cams["true"], cams["target"], config.top_fraction, config.permutations, config.seed,
                           weight=config.cam_weight, strata=kept.true_class, sample_ids=ids,
                           composition=image_composition(cams.get("x")), primary_null=config.baseline)
-    by_index = {int(i): k for k, i in enumerate(ids)} if test is not None else {}
-    for row in rows:
-        k = by_index.get(row["index"])
-        row["in_cam_test"] = k is not None
-        for key in CAM_KEYS:
-            for t, name in enumerate(TYPE_NAMES):
-                row[f"{key}:{name}"] = float(getattr(test, key).per_image[k, t]) if k is not None else math.nan
+    cam_columns(rows, test, ids)
     return test
 
 
@@ -423,7 +367,7 @@ def run_dissection(ctx: Context) -> DissectionFindings | None:
         return DISSECTION_UNITS.get(ctx.rundir, lambda: attacked_unit_sums(
         ctx.model, ctx.layer, ctx.units, attack, *ctx.batch(sl)), b)
 
-    sums = sum(ctx.each_batch(unit_sums, desc="dissection: unit change"), UnitSums.from_change(None, 0, ctx.units))
+    sums = UnitSums.total(ctx.each_batch(unit_sums, desc="dissection: unit change"), ctx.units)
     result = DISSECTION.get(ctx.rundir, lambda: dissect(ctx.model, ctx.layer, ctx.data, concepts,
                                                         quantile=cfg.dissection_quantile, batch_size=cfg.batch_size))
     change = sums.change()
