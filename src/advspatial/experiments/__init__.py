@@ -1,10 +1,27 @@
-"""Experiments: a config dataclass + ``run(config, rundir)`` each, registered by name."""
+"""Experiments: a config dataclass + ``run(config, rundir)`` each, registered by name.
 
+Every experiment package here registers itself in its ``run`` module; importing this package imports them
+all (:func:`register_packages`), so a new experiment is its package plus its registry line, no edit here.
+"""
+
+import importlib
+import pkgutil
+
+from . import analyze, baseline  # noqa: F401  (the two single-module experiments register themselves)
 from .registry import Experiment, experiments, get_experiment, register_experiment
 from .results import ExperimentResult
 from .running import resolve_config, run_experiment
 from .settings import ExperimentConfig, setting
-from . import analyze, baseline, localized, maps, perceptual, propagation, pse, spatial  # noqa: F401  (registers the experiments)
+
+
+def register_packages() -> None:
+    """Import the ``run`` module of every experiment package in this folder (each registers its experiment)."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.ispkg:
+            importlib.import_module(f"{__name__}.{module.name}.run")
+
+
+register_packages()
 
 
 def list_experiments() -> dict[str, str]:
