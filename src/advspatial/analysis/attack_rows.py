@@ -16,11 +16,7 @@ from typing import Any
 
 import torch
 
-
-def finite_mean(values: list[float]) -> float:
-    """Mean of the non-NaN values (NaN when there is none)."""
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
+from ..statistics.estimates import finite_mean
 
 
 @dataclass

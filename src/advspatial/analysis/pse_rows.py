@@ -18,7 +18,7 @@ import torch
 
 from ..attacks.base import AttackResult
 from ..statistics.inference import ratio_to_null
-from .attack_rows import finite_mean
+from ..statistics.estimates import finite_mean
 from .pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
 from .pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
 from .pse_targets import adversarial_class

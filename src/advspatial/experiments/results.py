@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,10 +38,6 @@ class Rendered:
     sections: list[Section]
 
 
-def mean_of(values: list[float]) -> float:
-    """Mean of the non-NaN values (NaN when there is none): metrics are computed from per-image rows with it."""
-    finite = [v for v in values if v == v]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def metrics_to_json(metrics: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ Part of the statistics engine (:mod:`advspatial.statistics.inference`, which nam
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -45,6 +46,13 @@ def finite_values(values: Any) -> np.ndarray:
     arr = arr.reshape(-1)
     return arr[np.isfinite(arr)]
 
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    """Mean of the non-NaN values (NaN when there is none): a per-image statistic over the images where it is
+    defined, the way every metric is computed from per-image rows."""
+    finite = [v for v in values if v == v]
+    return sum(finite) / len(finite) if finite else math.nan
 
 @lru_cache(maxsize=4)
 def _resample_indices(seed: int, n: int, resamples: int) -> np.ndarray:

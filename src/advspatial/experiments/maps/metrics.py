@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ...statistics.claims import Claim
 from ..findings import Findings
-from ..results import mean_of
+from ...statistics.estimates import finite_mean
 from .stages import PARTS, AttackSummary, Context
 
 F = TypeVar("F", bound="MeasuredFindings")
@@ -118,27 +118,27 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, kinds: list[str]) -> A
     ok = [r for r in correct if r["success"]]
     out: dict[str, Any] = {
         "images": len(group),
-        "clean_accuracy": mean_of([float(r["correct"]) for r in group]),
-        "success_rate": mean_of([float(r["success"]) for r in correct]),
-        "adversarial_accuracy": mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
+        "clean_accuracy": finite_mean([float(r["correct"]) for r in group]),
+        "success_rate": finite_mean([float(r["success"]) for r in correct]),
+        "adversarial_accuracy": finite_mean([float(r["adv_pred"] == r["label"]) for r in group]),
         "successful": len(ok),
-        "mean_l0": mean_of([float(r["l0"]) for r in ok]),
-        "mean_l2": mean_of([r["l2"] for r in ok]),
-        "mean_linf": mean_of([r["linf"] for r in ok]),
+        "mean_l0": finite_mean([float(r["l0"]) for r in ok]),
+        "mean_l2": finite_mean([r["l2"] for r in ok]),
+        "mean_linf": finite_mean([r["linf"] for r in ok]),
         "maps": {},
     }
     for kind in kinds:
         complete = [r for r in ok if not r.get(f"{kind}:flagged", False)]  # flagged maps enter no statistic
-        stats = {s: mean_of([r[f"{kind}:{s}"] for r in complete]) for s in (*STATS, *PARTS)}
+        stats = {s: finite_mean([r[f"{kind}:{s}"] for r in complete]) for s in (*STATS, *PARTS)}
         if f"{kind}:completeness_error" in group[0]:
             errors = sorted(e for r in ok if (e := r[f"{kind}:completeness_error"]) == e)
             stats["completeness_error_median"] = errors[len(errors) // 2] if errors else math.nan
             stats["completeness_error_max"] = errors[-1] if errors else math.nan
-            stats["flagged_share"] = mean_of([float(r[f"{kind}:flagged"]) for r in ok])
+            stats["flagged_share"] = finite_mean([float(r[f"{kind}:flagged"]) for r in ok])
         out["maps"][kind] = stats
     out["defence"] = defence_metrics(group)
     for kind in kinds:
-        out["maps"][kind]["empty_roi_share"] = mean_of([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
+        out["maps"][kind]["empty_roi_share"] = finite_mean([float(r[f"{kind}:roi_pixels"] == 0) for r in ok])
     return AttackOutcome(**out)
 
 
@@ -151,14 +151,14 @@ def defence_metrics(group: list[dict[str, Any]]) -> dict[str, float]:
     out = {}
     for key in (group[0] if group else {}):
         if ":pred_" in key:
-            out[key.replace(":pred_", ":")] = mean_of([float(r[key] == r["label"]) for r in group])
+            out[key.replace(":pred_", ":")] = finite_mean([float(r[key] == r["label"]) for r in group])
         elif ":correct_" in key:
-            out[key.replace(":correct_", ":")] = mean_of([float(r[key]) for r in group])
+            out[key.replace(":correct_", ":")] = finite_mean([float(r[key]) for r in group])
     return out
 
 
 def attack_outcomes(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]]) -> dict[str, Any]:
     """``n``, the clean accuracy (on the first attack's images) and every attack's outcome."""
     first = [r for r in rows if r["attack"] == ctx.config.attacks[0]]
-    return {"n": len(ctx.data), "clean_accuracy": mean_of([float(r["correct"]) for r in first]),
+    return {"n": len(ctx.data), "clean_accuracy": finite_mean([float(r["correct"]) for r in first]),
             "attacks": {s.name: attack_metrics(rows, s.name, s.kinds()) for s in summaries}}

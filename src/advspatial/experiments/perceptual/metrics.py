@@ -15,7 +15,7 @@ from ...statistics.claims import Claim
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
 from ..gate import Roi
-from ..results import mean_of
+from ...statistics.estimates import finite_mean
 from .config import ATTACKS
 
 
@@ -129,19 +129,19 @@ def attack_metrics(rows: list[dict[str, Any]], name: str, interpretation: str = 
     ok = [r for r in correct if r["success"]]
     return AttackOutcome(
         images=len(group),
-        clean_accuracy=mean_of([float(r["correct"]) for r in group]),
-        success_rate=mean_of([float(r["success"]) for r in correct]),
-        adversarial_accuracy=mean_of([float(r["adv_pred"] == r["label"]) for r in group]),
+        clean_accuracy=finite_mean([float(r["correct"]) for r in group]),
+        success_rate=finite_mean([float(r["success"]) for r in correct]),
+        adversarial_accuracy=finite_mean([float(r["adv_pred"] == r["label"]) for r in group]),
         successful=len(ok),
-        mean_ssim=mean_of([r["ssim"] for r in group]),
-        mean_ssim_window=mean_of([r.get("ssim_window", math.nan) for r in group]),
-        mean_ssim_successful=mean_of([r["ssim"] for r in ok]),
-        geometry_mean_ssim=mean_of([r.get("geometry_ssim", math.nan) for r in ok]),
-        mean_l2=mean_of([r["l2"] for r in ok]),
-        mean_linf=mean_of([r["linf"] for r in ok]),
-        maps=MapMeans(mean_of([r["spearman"] for r in ok]), mean_of([r["iou"] for r in ok]),
-                      mean_of([r["energy_in_cam"] for r in ok]), interpretation),
-        geometry_energy_in_cam=mean_of([r.get("geometry_energy_in_cam", math.nan) for r in ok]),
+        mean_ssim=finite_mean([r["ssim"] for r in group]),
+        mean_ssim_window=finite_mean([r.get("ssim_window", math.nan) for r in group]),
+        mean_ssim_successful=finite_mean([r["ssim"] for r in ok]),
+        geometry_mean_ssim=finite_mean([r.get("geometry_ssim", math.nan) for r in ok]),
+        mean_l2=finite_mean([r["l2"] for r in ok]),
+        mean_linf=finite_mean([r["linf"] for r in ok]),
+        maps=MapMeans(finite_mean([r["spearman"] for r in ok]), finite_mean([r["iou"] for r in ok]),
+                      finite_mean([r["energy_in_cam"] for r in ok]), interpretation),
+        geometry_energy_in_cam=finite_mean([r.get("geometry_energy_in_cam", math.nan) for r in ok]),
     )
 
 

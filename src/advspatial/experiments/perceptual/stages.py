@@ -34,7 +34,7 @@ from ...rundir import RunDir
 from .. import colocation
 from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
-from ..results import mean_of
+from ...statistics.estimates import finite_mean
 from ..rows import keep_first, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
@@ -228,7 +228,7 @@ def curves_pass(ctx: Context, calibration: Calibration, correct: torch.Tensor) -
                 rows_s.append(image_ssim)
                 curves.points.setdefault(name, []).append(CurvePoint(
                     budget, float(image_ssim.double().mean()),
-                    mean_of([float(h) for h, c in zip(hit, correct, strict=True) if c])))
+                    finite_mean([float(h) for h, c in zip(hit, correct, strict=True) if c])))
                 bar.update(1)
             curves.fooled[name], curves.ssims[name] = torch.stack(rows_f), torch.stack(rows_s)
     return curves
