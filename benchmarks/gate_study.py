@@ -35,7 +35,7 @@ from advspatial.maps import importance_map
 from advspatial.faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
 from advspatial.faithfulness.randomization import model_randomization_check
 from advspatial.faithfulness.gate import summarize_gate
-from advspatial.faithfulness.randomization import randomization_checks
+from advspatial.faithfulness.mprt import randomization_checks
 from advspatial.regions.references import LayoutSums, reference_maps
 
 MODEL_FREE = ("centre", "intensity", "edges")

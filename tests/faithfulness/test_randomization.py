@@ -19,8 +19,10 @@ from torch import nn
 
 from advspatial.errors import ShapeError
 from advspatial.faithfulness.randomization import (
-    CASCADE_MAX_SPEARMAN, cascade_verdict, efficient_mprt, fully_randomized, histogram_entropy,
-    model_randomization_check, randomization_checks, smooth_mprt, smoothed_maps,
+    CASCADE_MAX_SPEARMAN, cascade_verdict, fully_randomized, model_randomization_check,
+)
+from advspatial.faithfulness.mprt import (
+    efficient_mprt, histogram_entropy, randomization_checks, smooth_mprt, smoothed_maps,
 )
 from advspatial.runtime import sample_generator, stream_seed
 
@@ -208,7 +210,7 @@ def test_bad_maps_are_one_line_errors(data):
 
 def test_efficient_mprt_counts_a_fall_in_complexity_as_a_change() -> None:
     """A map that turns into a smooth blob under randomization changed: only an unchanged complexity fails."""
-    from advspatial.faithfulness.randomization import EFFICIENT_MPRT_MIN_RISE, _efficient_result
+    from advspatial.faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, _efficient_result
 
     gen = torch.Generator().manual_seed(0)
     sharp = torch.rand(6, 12, 12, generator=gen)                    # noise-like: high histogram entropy

@@ -32,7 +32,7 @@ from ..faithfulness.deletion import blurred_map
 from ..faithfulness.gate import EDGE_FREE_FILLS, gini_sparseness, not_beaten, summarize_gate
 from ..faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
 from ..faithfulness.randomization import model_randomization_check
-from ..faithfulness.randomization import randomization_checks
+from ..faithfulness.mprt import randomization_checks
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
 from .stage import Stage

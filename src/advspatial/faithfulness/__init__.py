@@ -3,7 +3,7 @@ model-free references on deletion and ROAD curves and survives model randomizati
 
 Modules: :mod:`.gate` (the gate's summary and rule), :mod:`.deletion` (deletion curves and the
 restricted-attack check), :mod:`.road` (ROAD: deletion with noisy linear imputation),
-:mod:`.randomization` (the model-randomization cascade and MPRT).
+:mod:`.randomization` (the model-randomization cascade), :mod:`.mprt` (smooth and efficient MPRT).
 """
 
 from .gate import GateResult, summarize_gate

@@ -42,7 +42,7 @@ randomization row is the cascading model-parameter randomization check
 (Adebayo et al. 2018): after every layer is re-initialized, the map's |Spearman|
 with the trained model's map must be below :data:`SURVIVES_RANDOMIZATION`, and
 (when the gate stage runs them) smooth MPRT and efficient MPRT (Hedström et
-al. 2024, :func:`~advspatial.faithfulness.randomization.randomization_checks`) must
+al. 2024, :func:`~advspatial.faithfulness.mprt.randomization_checks`) must
 pass: the denoised maps lose their rank agreement with the fully randomized
 model's, and the maps' complexity changes (either direction) under full randomization.
 
@@ -377,7 +377,7 @@ def summarize_gate(
     ``passed`` needs ``n >= min_n``, at least ``min_fills`` deletion fills, and a
     win on every comparison of :data:`COMPARISONS` plus the randomization check
     (``randomization`` rows of the cascading check and, when given, ``mprt``:
-    smooth and efficient MPRT, :func:`~advspatial.faithfulness.randomization.randomization_checks`;
+    smooth and efficient MPRT, :func:`~advspatial.faithfulness.mprt.randomization_checks`;
     missing columns or rows count as "not checked", which fails). Effects are paired per image with a bootstrap 95% CI
     (``seed``); per class (``labels``, named by ``class_names``) for the
     location comparison.

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from ..statistics.claims import Claim, failed_gates
 from ..faithfulness.gate import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
-from ..faithfulness.randomization import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
+from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
 from .html import Table
