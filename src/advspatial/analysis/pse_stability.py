@@ -82,6 +82,17 @@ def summed_agreements(parts: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, 
             for name in names}
 
 
+def group_spec(spec: str) -> int:
+    """The block side of a pixel-group choice ``"BxB"``, or 0 for ``"superpixels"`` (the ``sides`` of
+    :func:`group_confusions`); ConfigError otherwise."""
+    if spec == "superpixels":
+        return 0
+    side, _, again = spec.partition("x")
+    if not (side.isdigit() and side == again and int(side) >= 1):
+        raise ConfigError(f"stability group {spec!r} is not valid; valid: BxB blocks (e.g. 4x4) or superpixels")
+    return int(side)
+
+
 def group_confusions(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, t: torch.Tensor,
                      primary: PSEResult, sides: Mapping[str, int], segments: int = 50,
                      **measure: Any) -> dict[str, torch.Tensor]:

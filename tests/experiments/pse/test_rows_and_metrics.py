@@ -96,19 +96,21 @@ def test_variant_findings_known_answer(variant_run) -> None:
     assert m.masking.ks == [0, 1, 4] and m.top_units == [0, 1, 2, 3]
 
 
-def test_pse_stage_round_trips_with_and_without_the_target_cam(tiny_cnn, image_pair, tmp_path) -> None:
-    from advspatial.experiments.pse.stages import PSE, PSEMeasure
+def test_pse_and_target_cam_stages_round_trip(tiny_cnn, image_pair, tmp_path) -> None:
+    from advspatial.experiments.pse.stages import PSE, TARGET_CAM
     from advspatial.rundir import RunDir
 
     model = tiny_cnn()
     x, x_adv, y = image_pair(3, seed=2)
     pse = promotion_suppression(model, x, x_adv, y, (y + 1) % 10, block=7, noise_floor=0.01)
     rundir = RunDir(tmp_path / "run")
-    isolated, loo = PSE.at("isolated", "pgd", "targeted"), PSE.at("leave-one-out", "pgd", "targeted")
+    isolated = PSE.at("isolated", "pgd", "targeted")
     assert isolated.key(1) == "pse/isolated/pgd/targeted/batch-00001"
-    cam = torch.rand(3, 28, 28)
-    isolated.save(rundir, PSEMeasure(pse, cam), 1)
-    loo.save(rundir, PSEMeasure(pse, None), 1)
-    back, back_loo = isolated.load(rundir, 1), loo.load(rundir, 1)
-    assert torch.equal(back.cam_target, cam) and back_loo.cam_target is None
-    assert back.pse.type_names == pse.type_names and torch.equal(back.pse.types, pse.types)
+    isolated.save(rundir, pse, 1)
+    back = isolated.load(rundir, 1)
+    assert back.type_names == pse.type_names and torch.equal(back.types, pse.types) and back.variant == pse.variant
+    cam = TARGET_CAM.at("pgd", "targeted")
+    assert cam.key(1) == "cam-target/pgd/targeted/batch-00001"
+    cams = torch.rand(3, 28, 28)
+    cam.save(rundir, cams, 1)
+    assert torch.equal(cam.load(rundir, 1), cams)

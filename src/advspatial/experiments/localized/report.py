@@ -11,6 +11,7 @@ from ...masks import BACKGROUND_TAU
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import MIN_SEEDS, sesoi_text
 from ...report.html import Figure, Section, Table
+from ...report.sections import drawn_figure
 from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule, roi_label
 from ..results import Rendered
@@ -35,8 +36,7 @@ class ReportView:
 
     def figure(self, name: str, caption: str) -> list[Figure]:
         """The figure ``name`` with its caption, when the run drew it; else none."""
-        path = self.figures / name
-        return [Figure(path, caption)] if path.is_file() else []
+        return drawn_figure(self.figures, name, caption)
 
 
 def render(config: LocalizedConfig, findings: LocalizedFindings, figures: Path) -> Rendered:

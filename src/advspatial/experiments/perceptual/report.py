@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
-from ...report.html import Figure, Section, Table
-from ...report.sections import explainer_verdict, faithfulness_section
+from ...report.html import Section, Table
+from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, verdict_legend, verdict_table, what_this_run_shows
 from ..gate import gate_rule
 from ..results import Rendered
@@ -40,11 +40,6 @@ def render(config: PerceptualConfig, findings: PerceptualFindings, figures: Path
     ])
 
 
-def drawn(figures: Path, name: str, caption: str) -> list[Figure]:
-    """The figure ``name`` with its caption when the run drew it, else none."""
-    return [Figure(figures / name, caption)] if (figures / name).is_file() else []
-
-
 def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
     claims, roi = findings.claims, findings.roi
@@ -62,9 +57,10 @@ def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figu
              f"same-class null, one per attack, Holm across the attacks; every other statistic x null "
              f"Benjamini-Hochberg; alpha (the significance level, setting 'significance') {config.significance} "
              f"after correction; {sesoi_text(config.sesoi)}; n >= 30."]
-    forest = drawn(figures, FOREST, "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
-                                    "against each null (uniform placement, any class, same class, same class and "
-                                    "foreground share). Grey: a gate failed.")
+    forest = drawn_figure(figures, FOREST,
+                          "Forest plot per attack: the share of the 1 − SSIM mass inside the CAM region "
+                          "against each null (uniform placement, any class, same class, same class and "
+                          "foreground share). Grey: a gate failed.")
     tables = [verdict_table([c for c in claims if c.primary],
                             "Verdicts: one row per pre-declared claim (primary endpoint per attack)")]
     return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts")
@@ -155,10 +151,12 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
             "(mean SSIM there: "
             + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
             + "): where the caps differ, so does what the comparison can show.")
-    shown = (drawn(figures, ATTACKS_SUMMARY, "Success rate (left) and the per-image SSIM of every attacked image "
-                                             "(right) for both attacks.")
-             + drawn(figures, CALIBRATION, "Calibration of the PGD budget: mean SSIM on the calibration images at "
-                                           "each budget tried."))
+    shown = (drawn_figure(figures, ATTACKS_SUMMARY,
+                          "Success rate (left) and the per-image SSIM of every attacked image "
+                          "(right) for both attacks.")
+             + drawn_figure(figures, CALIBRATION,
+                            "Calibration of the PGD budget: mean SSIM on the calibration images at "
+                            "each budget tried."))
     return Section("Attacks at matched SSIM", paragraphs, tables=[table, curve_table], figures=shown,
                    anchor="attacks-at-matched-ssim")
 
@@ -169,9 +167,10 @@ def maps_section(config: PerceptualConfig, findings: PerceptualFindings, figures
             for name, m in findings.attacks.items()]
     table = Table(f"SSIM map vs {method} of the true class (means over successful images)",
                   ["attack", "images"] + [STAT_LABELS[s] for s in STATS] + ["interpretation"], rows)
-    shown = drawn(figures, EXAMPLES, "Images fooled by both attacks: clean image, CAM of the true class, then per "
-                                     "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
-                                     "(RoI), white dashed contour: top region of the 1-SSIM map (RoA).")
+    shown = drawn_figure(figures, EXAMPLES,
+                         "Images fooled by both attacks: clean image, CAM of the true class, then per "
+                         "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
+                         "(RoI), white dashed contour: top region of the 1-SSIM map (RoA).")
     notes = [] if shown else ["No image was fooled by both attacks, so no side-by-side example is shown."]
     if not findings.roi.faithful:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: these statistics describe the map "
@@ -189,11 +188,13 @@ def overlap_section(config: PerceptualConfig, findings: PerceptualFindings, figu
                                   "null; two-sided p; Benjamini-Hochberg)", folded=True)]
     shown, notes = [], []
     if findings.inference:
-        shown += drawn(figures, OVERLAP, "Observed mean of each statistic next to the mean each null expects, per "
-                                         "attack (confidence intervals of the differences: forest plot below, "
-                                         "verdict tables).")
-        shown += drawn(figures, FOREST_ALL, "Every statistic x null per attack: per-image excess over the null with "
-                                            "its 95% bootstrap CI. Grey: a gate failed.")
+        shown += drawn_figure(figures, OVERLAP,
+                              "Observed mean of each statistic next to the mean each null expects, per "
+                              "attack (confidence intervals of the differences: forest plot below, "
+                              "verdict tables).")
+        shown += drawn_figure(figures, FOREST_ALL,
+                              "Every statistic x null per attack: per-image excess over the null with "
+                              "its 95% bootstrap CI. Grey: a gate failed.")
     else:
         notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
     if not findings.roi.faithful:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
+from ...report.sections import drawn_figure
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ..results import Rendered
 from .claims import CONTROL_NULLS, PER_SE_STATISTIC, PER_SE_ZERO_NULL, PM_STATISTICS
@@ -26,7 +27,7 @@ def render(config: PropagationConfig, findings: PropagationFindings, figures: Pa
     """The printed summary and the report's sections, in order; a figure is shown when the run drew it."""
 
     def figure(name: str, caption: str) -> list[Figure]:
-        return [Figure(figures / name, caption)] if (figures / name).is_file() else []
+        return drawn_figure(figures, name, caption)
 
     sections = [verdict_section(config, findings), setup_section(config, findings),
                 per_se_section(config, findings, figure), attacks_section(config, findings),

@@ -105,7 +105,6 @@ def typing_claims(variant: str, observed: Mapping[str, Sequence[float]], control
     return out
 
 
-
 def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None], rows: Sequence[Mapping[str, Any]],
                   faithful: bool) -> list[Claim]:
     """Every claim of the run, corrected and given its verdict: per variant (in ``cam_tests`` order) its CAM claims

@@ -1,5 +1,5 @@
-"""Settings of the ``pse`` experiment: :class:`PSEConfig`, its valid choices, the stability group specs, and the
-attacks its settings build (with the experiment's budgets; the adaptive attack on the masked model, and its name)."""
+"""Settings of the ``pse`` experiment: :class:`PSEConfig`, its valid choices, and the attacks its settings build
+(with the experiment's budgets; the adaptive attack on the masked model, and its name)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...analysis.pse import METHODS as PSE_METHODS
+from ...analysis.pse_stability import group_spec
 from ...analysis.pse_targets import TARGET_MODES
 from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
@@ -100,8 +101,7 @@ class PSEConfig(GatedConfig):
     LAYER_ACCESS = "class activation maps and unit analyses read layers through forward hooks"
     QUICK = {"n": 24, "batch_size": 12, "steps": 5, "cw_steps": 10, "cw_search_steps": 2, "permutations": 200,
              "mask_random": 2, "unit_train_n": 24, "stability_images": 12, "adaptive_n": 12,
-             "correlation_permutations": 100, "figure_images": 2,
-             "control_draws": 1, "adaptive_queries": 100,
+             "correlation_permutations": 100, "figure_images": 2, "control_draws": 1, "adaptive_queries": 100,
              "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4}
 
     def validate(self) -> None:
@@ -124,16 +124,6 @@ class PSEConfig(GatedConfig):
             raise unknown_name("importance method", self.cam, list_importance_methods())
         for spec in self.stability_groups:
             group_spec(spec)
-
-
-def group_spec(spec: str) -> int:
-    """The block side of a stability group choice ``"BxB"``, or 0 for ``"superpixels"``; ConfigError otherwise."""
-    if spec == "superpixels":
-        return 0
-    side, _, again = spec.partition("x")
-    if not (side.isdigit() and side == again and int(side) >= 1):
-        raise ConfigError(f"stability group {spec!r} is not valid; valid: BxB blocks (e.g. 4x4) or superpixels")
-    return int(side)
 
 
 def measure_settings(config: PSEConfig, x: torch.Tensor) -> dict[str, Any]:

@@ -8,7 +8,7 @@ curve and the adaptive attack come from the stages (:class:`VariantRun`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -89,11 +89,8 @@ class VariantFindings(RowStatistics):
     typing_verdicts: dict[str, str]
 
 
-#: the keys metrics.json holds of a dissection that could not be done, and of one that was done
+#: the keys metrics.json holds of a dissection that could not be done (one that was done: every field but the reason)
 UNDISSECTED_KEYS = ("dissected", "dataset", "layer", "reason")
-DISSECTED_KEYS = ("dissected", "dataset", "model", "layer", "concepts", "concept_source", "images", "successful",
-                  "units_included", "units_never_active", "sensitivity", "spearman_rho", "p_value", "mean_best_iou",
-                  "best_concepts", "best_iou", "relative_sensitivity", "active")
 
 
 @dataclass(kw_only=True)
@@ -102,9 +99,9 @@ class DissectionFindings:
 
     dissected: bool
     dataset: str
+    model: str = "the analysed model"
     layer: str
     reason: str = ""
-    model: str = "the analysed model"
     concepts: list[str] = field(default_factory=list)
     concept_source: str = ""
     images: int = 0
@@ -122,7 +119,8 @@ class DissectionFindings:
 
     def as_dict(self) -> dict[str, Any]:
         """metrics.json's form: the reason alone when nothing was dissected."""
-        return {k: getattr(self, k) for k in (DISSECTED_KEYS if self.dissected else UNDISSECTED_KEYS)}
+        keys = [f.name for f in fields(self) if f.name != "reason"] if self.dissected else UNDISSECTED_KEYS
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass(kw_only=True)
@@ -169,8 +167,7 @@ class VariantRun:
 
 def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> VariantFindings:
     """A variant's findings: the statistics of its rows (successful images), its stages' results, its verdicts."""
-    curve: dict[str, Any] = {k: run.curve[k].tolist() for k in ("ks", "clean_acc", "robust_acc", "random_clean_acc",
-                                                "random_robust_acc")}
+    curve: dict[str, Any] = {f.name: run.curve[f.name].tolist() for f in fields(Masking) if f.name != "evaluation"}
     return VariantFindings(
         **vars(row_statistics(run.rows)),
         cam_test=None if run.cam_test is None else {**run.cam_test.as_dict(), "interpretation": label},

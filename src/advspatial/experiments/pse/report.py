@@ -27,8 +27,7 @@ TERMS = ("Region of Importance (RoI): the pixels the model looks at when it clas
          "pre-specified class t (a targeted attack's target, else the clean runner-up) on the adversarial image "
          "x'. Region of Attack (RoA): the pixels the attacker's perturbation acts through, here its pixel groups, "
          "typed by what each does on its own: suppression (lowers the true-class logit), promotion (raises the "
-         "logit of t), balanced or opposing; untyped when "
-         "both effects are under the noise floor.")
+         "logit of t), balanced or opposing; untyped when both effects are under the noise floor.")
 
 
 def render(config: PSEConfig, findings: PSEFindings, figures: Path) -> Rendered:
@@ -140,8 +139,8 @@ def setup_section(cfg: PSEConfig, f: PSEFindings) -> Section:
                   [[v, m.images, fmt(m.success_rate), m.successful, fmt(m.mean_l2), fmt(m.mean_linf)]
                    for v, m in f.variants.items()])
     return Section("Setup", [
-        f"Model {cfg.model} on the first {f.n} {cfg.dataset} test images; clean accuracy "
-        f"{fmt(f.clean_accuracy)}. Seed {cfg.seed}.",
+        f"Model {cfg.model} on the first {f.n} {cfg.dataset} test images; clean accuracy {fmt(f.clean_accuracy)}. "
+        f"Seed {cfg.seed}.",
         f"Attacks: {', '.join(cfg.attacks)} ({', '.join(cfg.modes)}); PGD L-inf eps {cfg.eps}, {cfg.steps} steps; "
         f"CW-L2 {cfg.cw_search_steps} x {cfg.cw_steps} steps. Targeted attacks aim at a {cfg.target_mode} class "
         "other than the label. The class t whose promotion is measured is fixed before the attack is seen: the "
@@ -257,8 +256,7 @@ def image_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     return Section("Image level", [
         f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {f.roi.method} of the true "
         f"class on the clean image, CAM_t(x') of the pre-specified class t on the adversarial image. For each "
-        f"type the "
-        f"statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
+        f"type the statistic is the share of that type's {weight} inside the CAM's top region, averaged over the first "
         f"{cfg.permutation_images} successful images that have the type. Null: per image, the mean share over the "
         f"CAM regions of its partners ({cfg.baseline}: the other images of its "
         f"{'true class' if cfg.baseline == 'same-class' else 'set'}), exact; Δ is the mean per-image excess over it "
@@ -360,8 +358,7 @@ def typing_line(variant: str, m: VariantFindings) -> str:
     t, verdicts = m.typing, m.typing_verdicts
     obs, ctl, add = t.energy_shares, t.control_energy_shares, t.additivity
     shares = "; ".join(f"{n} energy {fmt(obs[n])} (random signs {fmt(ctl[n])}) -> "
-                       f"{verdicts.get(f'{n} energy share', '-')}"
-                       for n in ("suppression", "promotion"))
+                       f"{verdicts.get(f'{n} energy share', '-')}" for n in ("suppression", "promotion"))
     return (f"{variant:<18} typing: {shares}; untyped {fmt(t.untyped_share.by_energy)} of the energy, "
             f"{fmt(t.untyped_share.by_count)} of the groups -> does not explain most: "
             f"{verdicts.get('untyped energy share', '-')}; promotion sums isolated {fmt(add.p_isolated_sum)}, "

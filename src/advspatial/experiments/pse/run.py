@@ -8,7 +8,7 @@ from ...analysis.pse_targets import choose_targets, runner_up
 from ...analysis.pse_units import cam_layer_name, count_units
 from ...rundir import RunDir
 from ..context import prepare_context
-from ..gate import Roi, resolve_importance
+from ..gate import Roi, gate_stage, resolve_importance
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import judged_claims
@@ -16,7 +16,7 @@ from .config import PSEConfig
 from .figures import draw_figures
 from .metrics import PSEFindings, build_findings
 from .report import render
-from .stages import Context, clean_logits, process_variant, run_dissection, run_gate, train_split
+from .stages import Context, clean_logits, process_variant, run_dissection, train_split, true_cam
 
 
 @register_experiment("pse", PSEConfig,
@@ -30,7 +30,9 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     """Clean pass, CAMs and gate, targets, each attack variant, the dissection; then claims, findings and report."""
     ctx = pse_context(config, rundir)
     logits = torch.cat(ctx.each_batch(lambda b, sl: clean_logits(ctx, b), desc="clean: logits, CAM"))
-    gate = run_gate(ctx)
+    # the CAM explainer's gate on the run's own cached CAM_t0(x), at the experiment's top fraction and PGD budget
+    gate = gate_stage(ctx, ctx.cam, fraction=config.top_fraction, eps=config.eps, target="true",
+                      maps=lambda b: true_cam(ctx, b))
     targets = choose_targets(ctx.data.labels, logits.shape[1], config.target_mode, config.seed, logits)
     runner = runner_up(logits, ctx.data.labels)
     train = train_split(ctx)

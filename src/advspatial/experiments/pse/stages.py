@@ -1,10 +1,5 @@
-"""The cached stages of ``pse``, each a :class:`~advspatial.experiments.stage.Stage` saved per batch (or per run).
-
-``CAM_t0(x)`` of every test image (the clean pass itself is the shared ``ctx.clean``); per attack variant the
-attack (``ATTACK.at(attack, mode)``), the group-wise promotion/suppression towards the pre-specified t, isolated
-(with ``CAM_t(x')``) and leave-one-out, the typing's random-sign control and its stability; the units ranked on
-attacks of training images, the masking curve and the adaptive attack on the masked model; the dissection; and the
-faithfulness gate of the CAM explainer on the cached ``CAM_t0(x)``.
+"""The cached stages of ``pse`` (the package docstring lists them in order), each a
+:class:`~advspatial.experiments.stage.Stage` saved per batch (or per run); the clean pass is the shared ``ctx.clean``.
 """
 
 from __future__ import annotations
@@ -22,7 +17,9 @@ from ...analysis.pse import (
 )
 from ...analysis.pse_control import SHARE_NAMES, control_shares
 from ...analysis.pse_rows import cam_columns, pse_rows
-from ...analysis.pse_stability import confusion, group_confusions, summed_agreements, superpixels_available
+from ...analysis.pse_stability import (
+    confusion, group_confusions, group_spec, summed_agreements, superpixels_available,
+)
 from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
 from ...analysis.pse_units import (
     UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
@@ -33,9 +30,8 @@ from ...maps import importance_map
 from ...runtime import batch_slices
 from ..colocation import composition, informative
 from ..context import ExperimentContext, shared_splits, train_images
-from ..gate import gate_stage
 from ..stage import ATTACK, FieldsStage, Stage
-from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, group_spec, measure_settings
+from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, measure_settings
 from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
 
 
@@ -49,32 +45,12 @@ class Context(ExperimentContext):
     cam_reason: str = ""
 
 
-@dataclass(frozen=True)
-class PSEMeasure:
-    """A batch's promotion/suppression per group, with ``CAM_t(x')`` for the isolated measurement (else None)."""
-
-    pse: PSEResult
-    cam_target: torch.Tensor | None
-
-
-@dataclass(frozen=True)
-class PSEStage(Stage[PSEMeasure]):
-    """A :class:`PSEMeasure`, saved as the fields of its PSEResult plus ``cam_target``."""
-
-    def saved(self, value: PSEMeasure) -> dict[str, Any]:
-        out = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in pse_to_dict(value.pse).items()}
-        return out if value.cam_target is None else {**out, "cam_target": value.cam_target.cpu()}
-
-    def loaded(self, saved: Any) -> PSEMeasure:
-        values = dict(saved)
-        cam = values.pop("cam_target", None)
-        return PSEMeasure(PSEResult(**{**values, "type_names": tuple(values["type_names"])}), cam)
-
-
 #: CAM_t0(x): the CAM of the true class on each clean test image
 TRUE_CAM = Stage[torch.Tensor]("cam-true")
-#: per measurement and variant: ``PSE.at("isolated", "pgd", "targeted")``
-PSE = PSEStage("pse")
+#: the group-wise promotion/suppression, per measurement and variant: ``PSE.at("isolated", "pgd", "targeted")``
+PSE = FieldsStage("pse", kind=PSEResult)
+#: CAM_t(x'): the CAM of the pre-specified class t on each adversarial image, per variant
+TARGET_CAM = Stage[torch.Tensor]("cam-target")
 #: (N,5) energy shares of the random-sign control, per variant
 CONTROL = Stage[torch.Tensor]("pse/control")
 #: confusion matrices of the primary typing against other pixel groups, per variant
@@ -109,31 +85,31 @@ def true_cam(ctx: Context, b: int) -> torch.Tensor:
     return TRUE_CAM.get(ctx.rundir, compute, b)
 
 
-def run_gate(ctx: Context) -> dict[str, Any]:
-    """The faithfulness gate of the CAM explainer on the run's own cached CAM_t0(x), with the experiment's top
-    fraction and its PGD L-inf budget ``eps``."""
-    cfg = ctx.config
-    return gate_stage(ctx, ctx.cam, fraction=cfg.top_fraction, eps=cfg.eps, target="true",
-                      maps=lambda b: true_cam(ctx, b))
-
-
-def measure_pse(ctx: Context, stage: PSEStage, b: int, result: AttackResult, t: torch.Tensor,
-                how: str = "isolated") -> PSEMeasure:
+def measure_pse(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, t: torch.Tensor,
+                how: str = "isolated") -> PSEResult:
     """Promotion/suppression per group towards the pre-specified ``t`` (the post-hoc class as the secondary
-    target), measured ``how`` (isolated or leave-one-out); with CAM_t(x') for the isolated one (cached)."""
+    target), measured ``how`` (isolated or leave-one-out), on the CPU (cached)."""
     cfg = ctx.config
 
-    def compute() -> PSEMeasure:
+    def compute() -> PSEResult:
         x, y, _ = ctx.batch(ctx.slices[b])
-        x_adv = result.x_adv.to(ctx.device)
-        pse = promotion_suppression(ctx.model, x, x_adv, y, t.to(ctx.device), block=cfg.block, variant=how,
-                                    secondary_target=adversarial_class(result).to(ctx.device),
+        pse = promotion_suppression(ctx.model, x, result.x_adv.to(ctx.device), y, t.to(ctx.device), block=cfg.block,
+                                    variant=how, secondary_target=adversarial_class(result).to(ctx.device),
                                     **measure_settings(cfg, x))
-        if how != "isolated":
-            return PSEMeasure(pse, None)
-        return PSEMeasure(pse, importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device), batch_size=len(x)))
+        on_cpu: dict[str, Any] = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in pse_to_dict(pse).items()}
+        return PSEResult(**on_cpu)
 
-    return stage.get(ctx.rundir, compute, b)
+    return PSE.at(how, *variant).get(ctx.rundir, compute, b)
+
+
+def target_cam(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, t: torch.Tensor) -> torch.Tensor:
+    """CAM_t(x') of test batch ``b`` under the variant's attack (cached)."""
+
+    def compute() -> torch.Tensor:
+        x_adv = result.x_adv.to(ctx.device)
+        return importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device), batch_size=len(x_adv)).cpu()
+
+    return TARGET_CAM.at(*variant).get(ctx.rundir, compute, b)
 
 
 def control_batch(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, pse: PSEResult,
@@ -203,13 +179,11 @@ def variant_batch(ctx: Context, variant: tuple[str, str], attack: Attack, target
     pred = ctx.clean(b).pred
     ok = (pred == y) & result.success
     t = prespecified_target(result, runner[sl])
-    isolated = measure_pse(ctx, PSE.at("isolated", *variant), b, result, t)
-    pse, loo = isolated.pse, measure_pse(ctx, PSE.at("leave-one-out", *variant), b, result, t, "leave-one-out").pse
-    assert isolated.cam_target is not None  # the isolated measurement stores CAM_t(x')
+    pse, loo = measure_pse(ctx, variant, b, result, t), measure_pse(ctx, variant, b, result, t, "leave-one-out")
     control = control_batch(ctx, variant, b, result, pse, ok)
     keep = ok.nonzero().squeeze(1)
-    cams = {"true": true_cam(ctx, b), "target": isolated.cam_target, "x": ctx.data.images(sl), "x_adv": result.x_adv,
-            "ids": ids}
+    cams = {"true": true_cam(ctx, b), "target": target_cam(ctx, variant, b, result, t), "x": ctx.data.images(sl),
+            "x_adv": result.x_adv, "ids": ids}
     rows = pse_rows(ids, y, pred, result, pse, loo, ok, control, attack=name, targeted=mode == "targeted",
                     variant=variant_name(*variant))
     return VariantBatch(rows, select_pse(pse, keep), {k: v[keep] for k, v in cams.items()},
@@ -243,16 +217,19 @@ def train_split(ctx: Context) -> TrainSplit:
                       shared_splits(cfg.dataset))
 
 
-def units_batch(ctx: Context, train: TrainSplit, variant: tuple[str, str], attack: Attack, b: int,
-                sl: slice) -> UnitSums:
-    """Unit change over the successful attacks of one batch of *training* images (cached): the ranking set."""
+def unit_change(ctx: Context, stage: FieldsStage[UnitSums], attack: Attack, data: Any, desc: str,
+                slices: list[slice] | None = None, targets: torch.Tensor | None = None) -> UnitSums:
+    """Unit change summed over the successful attacks (``targets``: targeted) of every batch of ``data``, cached
+    per batch: on the training images it ranks the units, on the test images it is the dissection's sensitivity."""
 
-    def compute() -> UnitSums:
-        x, y = train.data.images(sl).to(ctx.device), train.data.labels[sl].to(ctx.device)
-        t = train.targets[sl].to(ctx.device) if variant[1] == "targeted" else None
-        return attacked_unit_sums(ctx.model, ctx.layer, ctx.units, attack, x, y, train.data.ids[sl], t)
+    def part(b: int, sl: slice) -> UnitSums:
+        def compute() -> UnitSums:
+            x, y = data.images(sl).to(ctx.device), data.labels[sl].to(ctx.device)
+            t = None if targets is None else targets[sl].to(ctx.device)
+            return attacked_unit_sums(ctx.model, ctx.layer, ctx.units, attack, x, y, data.ids[sl], t)
+        return stage.get(ctx.rundir, compute, b)
 
-    return TRAIN_UNITS.at(*variant).get(ctx.rundir, compute, b)
+    return UnitSums.total(ctx.each_batch(part, desc=desc, slices=slices), ctx.units)
 
 
 def masking_batch(ctx: Context, variant: tuple[str, str], attack: Attack, targets: torch.Tensor,
@@ -298,9 +275,8 @@ def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tenso
     rows = [r for part in parts for r in part.rows]
     cams = {k: torch.cat([part.cams[k] for part in parts])[: cfg.permutation_images] for k in parts[0].cams}
     kept = select_pse(cat_pse([part.kept for part in parts]), torch.arange(len(cams["ids"])))
-    sums = ctx.each_batch(lambda b, sl: units_batch(ctx, train, variant, attack, b, sl),
-                          desc=f"{name}: units on training images", slices=train.slices)
-    total = UnitSums.total(sums, ctx.units)
+    total = unit_change(ctx, TRAIN_UNITS.at(*variant), attack, train.data, f"{name}: units on training images",
+                        train.slices, train.targets if variant[1] == "targeted" else None)
     change = total.change()
     ranked = rank_sensitive_units(change, cfg.rank_by) if total.images else torch.arange(ctx.units)
     curves = ctx.each_batch(lambda b, sl: masking_batch(ctx, variant, attack, targets, ranked, b, sl),
@@ -321,15 +297,6 @@ def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tenso
                       select_pse(kept, shown) if len(shown) else None)
 
 
-def image_composition(images: torch.Tensor | None) -> torch.Tensor | None:
-    """(N,) foreground share of the kept images for the object-conditioned null, or None where it cannot match
-    partners (spatial's rule: :func:`advspatial.experiments.colocation.informative`)."""
-    if images is None or len(images) == 0:
-        return None
-    share = composition(images.detach().cpu())
-    return share if informative(share) else None
-
-
 def image_level(config: PSEConfig, kept: PSEResult, cams: dict[str, torch.Tensor],
                 rows: list[dict[str, Any]]) -> PSECamResult | None:
     """pse_vs_cam on the kept successful images; writes their per-image overlap shares into ``rows``.
@@ -342,9 +309,11 @@ def image_level(config: PSEConfig, kept: PSEResult, cams: dict[str, torch.Tensor
     ids = cams["ids"]
     test = None
     if len(ids) >= 2:  # a permutation of one image is no baseline
+        share = composition(cams["x"].detach().cpu()) if "x" in cams else None  # spatial's rule (colocation)
         test = pse_vs_cam(kept, cams["true"], cams["target"], config.top_fraction, config.permutations, config.seed,
                           weight=config.cam_weight, strata=kept.true_class, sample_ids=ids,
-                          composition=image_composition(cams.get("x")), primary_null=config.baseline)
+                          composition=share if share is not None and informative(share) else None,
+                          primary_null=config.baseline)
     cam_columns(rows, test, ids)
     return test
 
@@ -362,12 +331,7 @@ def run_dissection(ctx: Context) -> DissectionFindings | None:
             f"{cfg.dataset} has no concept masks, so the analysed model cannot be dissected; pass concepts=FILE "
             "(docs/experiments/pse.md) to dissect it. No other model is dissected in its place."))
     attack = build_attack(cfg.dissection_attack, ctx.model, cfg)
-
-    def unit_sums(b: int, sl: slice) -> UnitSums:
-        return DISSECTION_UNITS.get(ctx.rundir, lambda: attacked_unit_sums(
-        ctx.model, ctx.layer, ctx.units, attack, *ctx.batch(sl)), b)
-
-    sums = UnitSums.total(ctx.each_batch(unit_sums, desc="dissection: unit change"), ctx.units)
+    sums = unit_change(ctx, DISSECTION_UNITS, attack, ctx.data, "dissection: unit change")
     result = DISSECTION.get(ctx.rundir, lambda: dissect(ctx.model, ctx.layer, ctx.data, concepts,
                                                         quantile=cfg.dissection_quantile, batch_size=cfg.batch_size))
     change = sums.change()
