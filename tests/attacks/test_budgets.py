@@ -74,7 +74,7 @@ def test_dataset_budgets_take_their_radii_from_the_table_by_norm():
 
 def former_table(eps: float, steps: int, cw_steps: int, cw_search_steps: int, eps_l2: float | None = None,
                  popsize: int | None = None, maxiter: int | None = None) -> dict[str, dict[str, Any]]:
-    """The per-attack budgets the experiments' ``build_attack`` tables gave before budgets moved to the attacks."""
+    """The per-attack budgets the experiments' own attack tables gave before budgets moved to the attacks."""
     linf = {"eps": eps, "alpha": "auto", "steps": steps}
     return {
         "fgsm": {"eps": eps}, "pgd": linf, "pgd-linf": linf, "bim": linf,
@@ -85,13 +85,13 @@ def former_table(eps: float, steps: int, cw_steps: int, cw_search_steps: int, ep
 
 
 def spatial_table(config: Any) -> dict[str, dict[str, Any]]:
-    """``experiments.maps.build_attack``'s table: every attack above."""
+    """the maps experiment's old table: every attack above."""
     return former_table(config.eps_linf, config.steps, config.cw_steps, config.cw_search_steps, config.eps_l2,
                         config.onepixel_popsize, config.onepixel_steps)
 
 
 def pse_table(config: Any) -> dict[str, dict[str, Any]]:
-    """``experiments.pse.build_attack``'s table: FGSM, PGD, BIM and CW-L2 (eps is pse's ``eps``)."""
+    """the pse experiment's old table: FGSM, PGD, BIM and CW-L2 (eps is pse's ``eps``)."""
     table = former_table(config.eps, config.steps, config.cw_steps, config.cw_search_steps)
     return {name: table[name] for name in ("fgsm", "pgd", "bim", "cw-l2")}
 

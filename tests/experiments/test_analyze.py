@@ -16,7 +16,7 @@ from advspatial.data import register_dataset_object
 from advspatial.errors import AdvspatialError, ConfigError
 from advspatial.experiments import get_experiment, resolve_config
 from advspatial.experiments.analyze import ExternalExamples, infer_norm
-from advspatial.experiments.maps import build_attack, maps_analysis
+from advspatial.experiments.maps import maps_analysis
 from advspatial.experiments.maps.report import render
 from advspatial.models import register_model_object
 from advspatial.rundir import RunDir
@@ -42,7 +42,7 @@ def test_analyze_equals_the_spatial_measurement_of_the_same_examples(setup, tmp_
                              "defence_attack": "pgd", "steps": 5}, quick=False)
     own_rows, own = maps_analysis(config, RunDir(tmp_path / "own"))
     own_metrics, own_sections = own.to_metrics(), render(config, own, tmp_path / "own" / "figures").sections
-    pgd = build_attack("pgd", model, config)
+    pgd = config.budgeted_attack("pgd", model)
     x_adv = pgd.run(x, y, sample_ids=torch.arange(len(x))).x_adv
     result = advspatial.analyze(model, x, x_adv, y, source="pgd", out=str(tmp_path / "ext"), norm="linf",
                                 subset="first", **MEASURE)

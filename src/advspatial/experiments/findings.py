@@ -9,8 +9,9 @@ running anything. Nothing travels as a dict filled in by several functions under
 Serialization is by the fields' type hints: nested dataclasses, ``list``/``tuple``, ``dict[str, X]``,
 ``X | None``, numbers, strings and bools; ``Any`` passes through as it is. A field's JSON key is its name
 unless ``field(metadata={"key": "..."})`` says otherwise (a key that is not an identifier, e.g.
-``"l2-pgd"``). :class:`~advspatial.statistics.claims.Claim` serializes as its ``as_dict`` and loads back with
-``Claim.from_dict``.
+``"l2-pgd"``); ``metadata={"omit_if_none": True}`` leaves a part that is None out of the file (a part the run
+did not compute), and it reads back as its default. :class:`~advspatial.statistics.claims.Claim` serializes as
+its ``as_dict`` and loads back with ``Claim.from_dict``.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def to_json(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         if hasattr(value, "as_dict") and not isinstance(value, Findings):
             return value.as_dict()
-        return {json_key(f): to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {json_key(f): to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)}
     if isinstance(value, Mapping):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

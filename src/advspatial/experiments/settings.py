@@ -13,12 +13,17 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
 from ..data.subset import SUBSET_MODES
 from ..errors import ConfigError, check_range, check_seed
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..attacks import Attack, AttackSpec
 
 #: ``setting(..., **OPEN_UNIT_INTERVAL)``: a share strictly between 0 and 1 (a region fraction, a level)
 OPEN_UNIT_INTERVAL: Mapping[str, Any] = {"low": 0, "high": 1, "low_inclusive": False, "high_inclusive": False}
@@ -129,6 +134,14 @@ class ExperimentConfig:
     #: fields an experiment sets itself (not offered as CLI options; still in config.yaml)
     CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset()
 
+    def budgeted_attack(self, name: str, model: nn.Module) -> Attack:
+        """The registered attack ``name`` on ``model`` with this experiment's budgets
+        (:mod:`advspatial.attacks.budgets`: each attack declares which of the settings it takes, so a newly
+        registered attack runs with its intended budget), seeded by ``seed``."""
+        from ..attacks.budgets import Budget, attack_for_budget
+
+        return attack_for_budget(name, model, Budget.from_settings(self, self.PRESET_FIELDS), seed=self.seed)
+
     def validate(self) -> None:
         """Raise ConfigError for any invalid value; called before any work starts."""
         from ..data import dataset_spec
@@ -218,6 +231,32 @@ def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
 
 
 # -- config: dataclass <-> dict / YAML ------------------------------------------------
+
+def check_attacks(names: Sequence[str], *also: str) -> dict[str, AttackSpec]:
+    """The attack registry, after checking that ``names`` (an ``attacks`` setting) names at least one attack and
+    that it and ``also`` (attacks other settings name) name only registered ones (one line listing them if not)."""
+    from ..attacks import list_attacks
+    from ..errors import unknown_name
+
+    known = list_attacks()
+    if not names:
+        raise ConfigError("attacks must name at least one attack")
+    for name in [*names, *also]:
+        if name not in known:
+            raise unknown_name("attack", name, known)
+    return known
+
+
+def check_importance_methods(*methods: str, auto: bool = False) -> None:
+    """Each of ``methods`` is a registered importance method (or ``auto`` where it is allowed)."""
+    from ..errors import unknown_name
+    from ..maps import list_importance_methods
+
+    valid = [*(["auto"] if auto else []), *list_importance_methods()]
+    for method in methods:
+        if method not in valid:
+            raise unknown_name("importance method", method, valid)
+
 
 def field_types(config_cls: type[ExperimentConfig]) -> dict[str, Any]:
     hints = typing.get_type_hints(config_cls)

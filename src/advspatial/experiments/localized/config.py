@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError, check_range, unknown_name
+from ...errors import ConfigError, check_range
 from ...finetuning import FINETUNE_LR, FinetuneConfig
-from ...maps import list_importance_methods
 from ...masks import MASK_KINDS
 from ...training import TrainConfig
 from ..gate import GatedConfig
-from ..settings import OPEN_UNIT_INTERVAL, setting
+from ..settings import OPEN_UNIT_INTERVAL, check_importance_methods, setting
 
 #: the training modes compared, in table order: natural, Madry PGD, and localized training beside its two
 #: controls (mixed-pgd: the same clean/adversarial mixture with full-image examples; localized-random: the same
@@ -116,8 +115,7 @@ class LocalizedConfig(GatedConfig):
         if self.norm not in ("linf", "l2"):
             raise ConfigError(f"norm={self.norm!r} is not valid; valid: linf, l2")
         check_range("eps", self.eps, 0, 1 if self.norm == "linf" else None, low_inclusive=False)
-        if self.importance not in list_importance_methods():
-            raise unknown_name("importance method", self.importance, list_importance_methods())
+        check_importance_methods(self.importance)
         if self.mask not in MASK_KINDS and not Path(self.mask).is_file():
             raise ConfigError(f"mask={self.mask!r} is neither one of {', '.join(MASK_KINDS)} nor an existing file")
         if finetunes(self):

@@ -21,6 +21,5 @@ defence.
 from .config import MapsConfig, MeasurementConfig
 from .metrics import MapsFindings
 from .run import maps_analysis, run_maps
-from .stages import build_attack
 
-__all__ = ["MapsConfig", "MapsFindings", "MeasurementConfig", "build_attack", "maps_analysis", "run_maps"]
+__all__ = ["MapsConfig", "MapsFindings", "MeasurementConfig", "maps_analysis", "run_maps"]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...errors import ConfigError, unknown_name
-from ...maps import list_attack_maps, list_importance_methods
+from ...maps import list_attack_maps
 from ..gate import GatedConfig
-from ..settings import OPEN_UNIT_INTERVAL, setting
+from ..settings import OPEN_UNIT_INTERVAL, check_attacks, check_importance_methods, setting
 
 
 @dataclass
@@ -64,14 +64,7 @@ class MeasurementConfig(GatedConfig):
 
     def validate_attacks(self) -> None:
         """The attacks are registered; the defence's attack is one of them and runs on every image."""
-        from ...attacks import list_attacks
-
-        known = list_attacks()
-        for name in self.attacks:
-            if name not in known:
-                raise unknown_name("attack", name, known)
-        if not self.attacks:
-            raise ConfigError("attacks must name at least one attack")
+        known = check_attacks(self.attacks)
         if self.defence_attack not in self.attacks:
             raise ConfigError(f"defence_attack={self.defence_attack!r} must be one of attacks {self.attacks}")
         if known[self.defence_attack].cls.norm == "l0":
@@ -79,9 +72,7 @@ class MeasurementConfig(GatedConfig):
 
     def validate_measurement(self) -> None:
         """The settings of the RoI/RoA measurement: explainers, maps, fractions, budgets, statistics."""
-        for method in [self.importance, *self.panel]:
-            if method not in list_importance_methods():
-                raise unknown_name("importance method", method, list_importance_methods())
+        check_importance_methods(self.importance, *self.panel)
         if self.contribution_part not in ("drop", "absolute"):
             raise unknown_name("contribution part", self.contribution_part, ("drop", "absolute"))
         if self.attack_map not in list_attack_maps():

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ...attacks import Attack, AttackResult
-from ...attacks.budgets import Budget, attack_for_budget
 from ...data import ImageDataset
 from ...distributed import on_every_rank
 from ...maps import attack_map, importance_map
@@ -159,11 +158,6 @@ def max_normalized(maps: torch.Tensor) -> torch.Tensor:
     return maps / peak[:, None, None]
 
 
-def build_attack(name: str, model: nn.Module, config: MeasurementConfig) -> Attack:
-    """The attack ``name`` with the experiment's budgets: each attack declares which of them it takes
-    (:mod:`advspatial.attacks.budgets`), so a newly registered attack runs here with its intended budget."""
-    return attack_for_budget(name, model, Budget.from_settings(config, config.PRESET_FIELDS), seed=config.seed)
-
 
 def images_for(attack: Attack, config: MeasurementConfig, n: int) -> int:
     """How many of the n images (a prefix) ``attack`` gets: L0 (one-pixel) attacks run on a subset."""
@@ -274,7 +268,7 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
     completeness tolerance are flagged and enter no statistic.
     """
     cfg, data = ctx.config, ctx.data
-    attack = attack or build_attack(name, ctx.model, cfg)
+    attack = attack or cfg.budgeted_attack(name, ctx.model)
     kinds = map_kinds(attack, cfg)
     shape = tuple(ctx.scale or data.image_shape[1:])
     summary = AttackSummary(name, attack.norm, images_for(attack, cfg, len(data)),

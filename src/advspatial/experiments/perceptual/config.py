@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import ConfigError, unknown_name
-from ...maps import list_importance_methods
+from ...errors import ConfigError
 from .. import colocation
 from ..gate import GatedConfig
-from ..settings import OPEN_UNIT_INTERVAL, check_choice, setting
+from ..settings import OPEN_UNIT_INTERVAL, check_choice, check_importance_methods, setting
 
 ATTACKS = ("ssim-ball", "pgd")
 #: the statistics reported, and the name :func:`advspatial.regions.overlap_statistics` (and the engine) gives each
@@ -79,8 +78,7 @@ class PerceptualConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.importance != "auto" and self.importance not in list_importance_methods():
-            raise unknown_name("importance method", self.importance, ["auto", *list_importance_methods()])
+        check_importance_methods(self.importance, auto=True)
         check_choice("luminance", self.luminance, ("term", "absolute"))
         check_choice("loss", self.loss, ("margin", "ce"))
         self.window_value()

@@ -139,7 +139,7 @@ PROPAGATION = PropagationStage("propagation")
 LOCALITY = LocalityStage("locality", per="chunk")
 
 
-def build_attack(model: nn.Module, k: int, config: PropagationConfig) -> Attack:
+def kpixel_attack(model: nn.Module, k: int, config: PropagationConfig) -> Attack:
     """The k-pixel attack with the experiment's DE budget."""
     return make_attack("kpixel", model, pixels=k, popsize=config.popsize, maxiter=config.maxiter, seed=config.seed)
 
@@ -265,7 +265,7 @@ class KSummary:
 def process_k(ctx: Context, k: int, rows: list[Row]) -> KSummary:
     """Attack every batch with k pixels, accumulate propagation maps, run the locality test; add rows."""
     cfg = ctx.config
-    attack = build_attack(ctx.model, k, cfg)
+    attack = kpixel_attack(ctx.model, k, cfg)
     totals = PropagationTotals()
     k_rows: list[Row] = []
     found: dict[str, list[torch.Tensor]] = {"index": [], "pixels": [], "colours": []}

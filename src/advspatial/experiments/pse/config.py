@@ -14,12 +14,10 @@ from ...analysis.pse_stability import group_spec
 from ...analysis.pse_targets import TARGET_MODES
 from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
-from ...attacks.budgets import Budget, attack_for_budget
-from ...errors import ConfigError, unknown_name
+from ...errors import ConfigError
 from ...runtime import scaled_batch
-from ...maps import list_importance_methods
 from ..gate import GatedConfig
-from ..settings import OPEN_UNIT_INTERVAL, setting
+from ..settings import OPEN_UNIT_INTERVAL, check_attacks, check_importance_methods, setting
 
 MODES = ("untargeted", "targeted")
 BASELINES = ("same-class", "any-class")
@@ -106,22 +104,14 @@ class PSEConfig(GatedConfig):
 
     def validate(self) -> None:
         super().validate()
-        from ...attacks import list_attacks
-
-        known = list_attacks()
-        if not self.attacks:
-            raise ConfigError("attacks must name at least one attack")
-        for name in [*self.attacks, self.dissection_attack, "pgd"]:
-            if name not in known:
-                raise unknown_name("attack", name, known)
+        known = check_attacks(self.attacks, self.dissection_attack, "pgd")
         if not self.modes:
             raise ConfigError(f"modes must name at least one of {', '.join(MODES)}")
         if "targeted" in self.modes:
             for name in self.attacks:
                 if not known[name].cls.supports_targeted:
                     raise ConfigError(f"attack {name!r} has no targeted mode; drop it or use modes=untargeted")
-        if self.cam not in list_importance_methods():
-            raise unknown_name("importance method", self.cam, list_importance_methods())
+        check_importance_methods(self.cam)
         for spec in self.stability_groups:
             group_spec(spec)
 
@@ -145,10 +135,6 @@ def adaptive_description(config: PSEConfig) -> str:
     return f"PGD (L-inf eps {config.eps}, {config.steps} steps; {PGD_UPPER_BOUND})"
 
 
-def build_attack(name: str, model: nn.Module, config: PSEConfig) -> Attack:
-    """The attack ``name`` with the experiment's budgets (:mod:`advspatial.attacks.budgets`)."""
-    return attack_for_budget(name, model, Budget.from_settings(config, config.PRESET_FIELDS), seed=config.seed)
-
 
 def adaptive_attack_of(model: nn.Module, config: PSEConfig) -> Attack:
     """The attack run on the masked model: the registered ensemble (default: masking is a defence, and a defence is
@@ -156,4 +142,4 @@ def adaptive_attack_of(model: nn.Module, config: PSEConfig) -> Attack:
     if config.adaptive_attack == "autoattack":
         return make_attack("autoattack", model, eps=config.eps, steps=config.steps, n_restarts=1,
                            n_queries=config.adaptive_queries, seed=config.seed)
-    return build_attack("pgd", model, config)
+    return config.budgeted_attack("pgd", model)

@@ -133,18 +133,11 @@ class PSEFindings(Findings):
     units: int
     variants: dict[str, VariantFindings]
     noise_floor: float
-    dissection: DissectionFindings | None = None
+    dissection: DissectionFindings | None = field(default=None, metadata={"omit_if_none": True})  # switched off
     faithfulness: dict[str, Any]
     roi: Roi
     cam_interpretation: str
     claims: list[Claim]
-
-    def to_metrics(self) -> dict[str, Any]:
-        """metrics.json's data; without ``dissection`` when it was switched off."""
-        out = super().to_metrics()
-        if self.dissection is None:
-            del out["dissection"]
-        return out
 
 
 @dataclass

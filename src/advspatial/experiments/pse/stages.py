@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -31,7 +32,7 @@ from ...runtime import batch_slices
 from ..colocation import composition, informative
 from ..context import ExperimentContext, shared_splits, train_images
 from ..stage import ATTACK, FieldsStage, Stage
-from .config import PSEConfig, adaptive_attack_of, adaptive_description, build_attack, measure_settings
+from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings
 from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
 
 
@@ -75,14 +76,16 @@ def clean_logits(ctx: Context, b: int) -> torch.Tensor:
     return ctx.clean(b).logits
 
 
+def cached_cam(ctx: Context, stage: Stage[torch.Tensor], b: int, images: Callable[[], torch.Tensor],
+               classes: torch.Tensor) -> torch.Tensor:
+    """The CAM of ``images()`` for ``classes`` in batch ``b``, cached as ``stage`` (the images made only if missing)."""
+    return stage.get(ctx.rundir, lambda: importance_map(ctx.cam, ctx.model, images(), target=classes.to(ctx.device),
+                                                        batch_size=len(classes)).cpu(), b)
+
+
 def true_cam(ctx: Context, b: int) -> torch.Tensor:
     """CAM_t0(x) of test batch ``b`` (cached)."""
-
-    def compute() -> torch.Tensor:
-        x, y, _ = ctx.batch(ctx.slices[b])
-        return importance_map(ctx.cam, ctx.model, x, target=y, batch_size=len(x)).cpu()
-
-    return TRUE_CAM.get(ctx.rundir, compute, b)
+    return cached_cam(ctx, TRUE_CAM, b, lambda: ctx.batch(ctx.slices[b])[0], ctx.data.labels[ctx.slices[b]])
 
 
 def measure_pse(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, t: torch.Tensor,
@@ -104,12 +107,7 @@ def measure_pse(ctx: Context, variant: tuple[str, str], b: int, result: AttackRe
 
 def target_cam(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, t: torch.Tensor) -> torch.Tensor:
     """CAM_t(x') of test batch ``b`` under the variant's attack (cached)."""
-
-    def compute() -> torch.Tensor:
-        x_adv = result.x_adv.to(ctx.device)
-        return importance_map(ctx.cam, ctx.model, x_adv, target=t.to(ctx.device), batch_size=len(x_adv)).cpu()
-
-    return TARGET_CAM.at(*variant).get(ctx.rundir, compute, b)
+    return cached_cam(ctx, TARGET_CAM.at(*variant), b, lambda: result.x_adv.to(ctx.device), t)
 
 
 def control_batch(ctx: Context, variant: tuple[str, str], b: int, result: AttackResult, pse: PSEResult,
@@ -269,7 +267,7 @@ def process_variant(ctx: Context, variant: tuple[str, str], targets: torch.Tenso
     the masking curve and an adaptive attack on the test images; the image-level test."""
     cfg = ctx.config
     name = variant_name(*variant)
-    attack = build_attack(variant[0], ctx.model, cfg)
+    attack = cfg.budgeted_attack(variant[0], ctx.model)
     parts = ctx.each_batch(lambda b, sl: variant_batch(ctx, variant, attack, targets, runner, b, sl),
                            desc=f"{name}: attack, PSE, CAM")
     rows = [r for part in parts for r in part.rows]
@@ -330,7 +328,7 @@ def run_dissection(ctx: Context) -> DissectionFindings | None:
         return DissectionFindings(dissected=False, dataset=cfg.dataset, layer=ctx.layer, reason=(
             f"{cfg.dataset} has no concept masks, so the analysed model cannot be dissected; pass concepts=FILE "
             "(docs/experiments/pse.md) to dissect it. No other model is dissected in its place."))
-    attack = build_attack(cfg.dissection_attack, ctx.model, cfg)
+    attack = cfg.budgeted_attack(cfg.dissection_attack, ctx.model)
     sums = unit_change(ctx, DISSECTION_UNITS, attack, ctx.data, "dissection: unit change")
     result = DISSECTION.get(ctx.rundir, lambda: dissect(ctx.model, ctx.layer, ctx.data, concepts,
                                                         quantile=cfg.dissection_quantile, batch_size=cfg.batch_size))

@@ -39,7 +39,7 @@ from ...regions import MapAccumulator
 from ...runtime import batch_slices
 from ..context import train_images
 from ..maps.config import contribution_kw
-from ..maps.stages import Context, build_attack
+from ..maps.stages import Context
 from ..stage import ATTACK, Stage
 
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
@@ -163,7 +163,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
     if PRIOR.exists(ctx.rundir):
         return PRIOR.load(ctx.rundir)
     train = train_images(cfg, cfg.prior_n, ctx.data.ids)
-    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
+    attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
 
     def batch_sums(b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,7 +271,7 @@ def correct_of(ctx: Context, images: torch.Tensor, y: torch.Tensor) -> torch.Ten
 def aggregate_sweep(ctx: Context) -> SweepColumns:
     """The sweep's per-image columns over all n images (concatenated over batches)."""
     cfg = ctx.config
-    attack = build_attack(cfg.defence_attack, ctx.model, cfg)
+    attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
     parts: dict[tuple[str, float, str], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
 
     def compute(b: int, sl: slice) -> SweepColumns:
