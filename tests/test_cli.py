@@ -218,6 +218,23 @@ def test_resume_refuses_an_edited_config_and_works_from_a_copy(lenet_factory, tm
     one_line_error(code, err, "holds a run of baseline, not pse")
 
 
+def test_resume_refuses_a_run_whose_stage_files_an_older_version_wrote(lenet_factory, tmp_path, capsys) -> None:
+    """Stage files changed their names and saved forms with the stage API (issue 36): a run directory written
+    before (its run.json has no stage format, or another one) is refused in one line, not read as garbage."""
+    import json
+
+    out = tmp_path / "old"
+    code, _, err = run_cli(capsys, "run", "baseline", "--model", f"{lenet_factory}:lenet", "--n", "10",
+                           "--no-progress", "--out", str(out))
+    assert code == 0, err
+    record = json.loads((out / "run.json").read_text())
+    del record["stage_format"]
+    (out / "run.json").write_text(json.dumps(record))
+    (out / "metrics.json").unlink()
+    code, _, err = run_cli(capsys, "run", "--resume", str(out))
+    one_line_error(code, err, "written by another advspatial version (stage files of format 1")
+
+
 def test_a_run_that_fails_before_any_result_can_be_rerun_in_place(lenet_factory, tmp_path, capsys) -> None:
     """A run that failed early (here: a model that cannot take the images) left config.yaml behind, and the same
     command then asked for --resume, which repeated the failure (issue 19, 8)."""

@@ -22,6 +22,7 @@ from .registry import Experiment, get_experiment
 from .results import ExperimentResult, metrics_to_json, rows_to_csv
 from .settings import ExperimentConfig, config_dict, config_from_mapping, load_yaml
 from .smoke import mark_result, unmark_tree
+from .stage import STAGE_FORMAT
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
 #: or copied directory, with or without progress bars)
@@ -113,8 +114,12 @@ def _check_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool,
     rundir = RunDir(out)
     rundir.remove_stale_temp_files()
     record = rundir.record()
-    current: dict[str, Any] = {"experiment": kind, "config": fingerprint(config)}
+    current: dict[str, Any] = {"experiment": kind, "config": fingerprint(config), "stage_format": STAGE_FORMAT}
     has_results = rundir.has_results()
+    if has_results and record and record.get("stage_format", 1) != STAGE_FORMAT:
+        raise ConfigError(f"{out} was written by another advspatial version (stage files of format "
+                          f"{record.get('stage_format', 1)}; this version reads format {STAGE_FORMAT}); its stages "
+                          "cannot be reused: start a new run with another --out")
     if has_results and record:
         same = record.get("experiment") == kind and record.get("config") == current["config"]
         if not same:

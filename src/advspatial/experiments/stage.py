@@ -29,6 +29,11 @@ from ..attacks.base import AttackResult
 from ..rundir import RunDir
 
 T = TypeVar("T")
+
+#: the layout of the stage files; raised whenever a stage's name or saved form changes, so a run directory
+#: written by an older version is refused in one line instead of failing on a file it cannot read
+#: (2: the stage API of issue 36)
+STAGE_FORMAT = 2
 S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
 
