@@ -34,6 +34,7 @@ from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
@@ -453,7 +454,8 @@ def test_quick_run_gates_every_model(quick_outputs) -> None:
         assert g["n"] <= min(config.gate_n, config.n) and len(g["randomization"]) >= 1
         assert (path / f"stages/gate/{mode}/{imp['method']}/randomization.pt").is_file()
         label = would_read(metrics["models"][mode]["cam_interpretation"])
-        assert label == (roi_label(g) or "interpretable") and label.startswith(("interpretable", "not interpretable"))
+        assert label == (roi_label(GateResult.from_dict(g)) or "interpretable")
+        assert label.startswith(("interpretable", "not interpretable"))
         # Fashion-MNIST: the background is the dataset's own mask, so accuracies do not rest on the map
         assert would_read(metrics["models"][mode]["mask_interpretation"]).startswith("interpretable")
     assert metrics["mask_from_importance"] is False
@@ -524,7 +526,7 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
     assert all(f"{m}: hirescam" in gate for m in MODES) and "randomization" in gate
     for g in metrics["faithfulness"].values():
         if not g["passed"]:
-            assert html.escape(sentence_case(roi_label(g))) in text
+            assert html.escape(sentence_case(roi_label(GateResult.from_dict(g)))) in text
 
 
 @pytest.mark.slow
