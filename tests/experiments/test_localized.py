@@ -272,7 +272,7 @@ def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dic
 
     config = LocalizedConfig()
     labels, evs = fake_run(n)
-    gate = {m: {"passed": ok} for m, ok in gates.items()}
+    gate = {m: GateResult(ok, "") for m, ok in gates.items()}
     claims = judge(build_claims(config, labels, evs, gate, mask_gated, same_seeds(evs)), sesoi=config.sesoi,
                    alpha=config.significance)
     return {(c.subject, c.statistic): c for c in claims}
@@ -327,7 +327,7 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
         robust = torch.full_like(labels, -1)
         robust[:40] = labels[:40] if mode == "localized" else (labels[:40] + 1) % 10
         ev.preds["region-ensemble"] = robust
-    gate = {m: {"passed": True} for m in ALL_PASS}
+    gate = {m: GateResult(True, "passed") for m in ALL_PASS}
     claims = {(c.subject, c.statistic): c for c in judge(build_claims(config, labels, evs, gate, False,
                                                                       same_seeds(evs)),
                                                           sesoi=config.sesoi, alpha=config.significance)}
@@ -822,7 +822,7 @@ def seeded_verdict(region_correct: dict[str, list[float]], b: str = "natural") -
 
     config = LocalizedConfig(ensemble_n=0)
     labels, evs, seeds = seeded_run(region_correct)
-    claims = judge(build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False, seeds),
+    claims = judge(build_claims(config, labels, evs, {m: GateResult(True, "passed") for m in evs}, False, seeds),
                    sesoi=config.sesoi, alpha=config.significance)
     return next(c for c in claims if c.subject == f"localized vs {b} model" and c.primary)
 

@@ -106,8 +106,8 @@ def test_measure_labels_every_cam_result_when_the_gate_fails(variant_run) -> Non
     metrics = findings.to_metrics()
     assert "dissection" not in metrics  # switched off: no key, as before findings were typed
     assert PSEFindings.from_metrics(metrics).to_metrics().keys() == metrics.keys()
-    assert metrics["faithfulness"] == {"hirescam": {"passed": False,
-                                                    "reason": "deletion:zero logit effect not above 0"}}
+    gate = metrics["faithfulness"]["hirescam"]
+    assert gate["passed"] is False and gate["reason"] == "deletion:zero logit effect not above 0"
     assert metrics["roi"] == {"method": "hirescam", "why": "flatten/FC head", "faithful": False,
                               "interpretation": NOT_INTERPRETABLE_ROI}
     assert metrics["cam_interpretation"] == NOT_INTERPRETABLE_ROI
