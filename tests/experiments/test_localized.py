@@ -34,6 +34,7 @@ from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
@@ -271,7 +272,7 @@ def judged(gates: dict[str, bool], mask_gated: bool = False, n: int = 60) -> dic
 
     config = LocalizedConfig()
     labels, evs = fake_run(n)
-    gate = {m: {"passed": ok} for m, ok in gates.items()}
+    gate = {m: GateResult(ok, "") for m, ok in gates.items()}
     claims = judge(build_claims(config, labels, evs, gate, mask_gated, same_seeds(evs)), sesoi=config.sesoi,
                    alpha=config.significance)
     return {(c.subject, c.statistic): c for c in claims}
@@ -326,7 +327,7 @@ def test_the_region_only_ensemble_is_the_primary_endpoint_when_run() -> None:
         robust = torch.full_like(labels, -1)
         robust[:40] = labels[:40] if mode == "localized" else (labels[:40] + 1) % 10
         ev.preds["region-ensemble"] = robust
-    gate = {m: {"passed": True} for m in ALL_PASS}
+    gate = {m: GateResult(True, "passed") for m in ALL_PASS}
     claims = {(c.subject, c.statistic): c for c in judge(build_claims(config, labels, evs, gate, False,
                                                                       same_seeds(evs)),
                                                           sesoi=config.sesoi, alpha=config.significance)}
@@ -453,7 +454,8 @@ def test_quick_run_gates_every_model(quick_outputs) -> None:
         assert g["n"] <= min(config.gate_n, config.n) and len(g["randomization"]) >= 1
         assert (path / f"stages/gate/{mode}/{imp['method']}/randomization.pt").is_file()
         label = would_read(metrics["models"][mode]["cam_interpretation"])
-        assert label == (roi_label(g) or "interpretable") and label.startswith(("interpretable", "not interpretable"))
+        assert label == (roi_label(GateResult.from_dict(g)) or "interpretable")
+        assert label.startswith(("interpretable", "not interpretable"))
         # Fashion-MNIST: the background is the dataset's own mask, so accuracies do not rest on the map
         assert would_read(metrics["models"][mode]["mask_interpretation"]).startswith("interpretable")
     assert metrics["mask_from_importance"] is False
@@ -524,7 +526,7 @@ def test_quick_run_report_has_every_section_and_figure(quick_run) -> None:
     assert all(f"{m}: hirescam" in gate for m in MODES) and "randomization" in gate
     for g in metrics["faithfulness"].values():
         if not g["passed"]:
-            assert html.escape(sentence_case(roi_label(g))) in text
+            assert html.escape(sentence_case(roi_label(GateResult.from_dict(g)))) in text
 
 
 @pytest.mark.slow
@@ -820,7 +822,7 @@ def seeded_verdict(region_correct: dict[str, list[float]], b: str = "natural") -
 
     config = LocalizedConfig(ensemble_n=0)
     labels, evs, seeds = seeded_run(region_correct)
-    claims = judge(build_claims(config, labels, evs, {m: {"passed": True} for m in evs}, False, seeds),
+    claims = judge(build_claims(config, labels, evs, {m: GateResult(True, "passed") for m in evs}, False, seeds),
                    sesoi=config.sesoi, alpha=config.significance)
     return next(c for c in claims if c.subject == f"localized vs {b} model" and c.primary)
 

@@ -18,6 +18,7 @@ from advspatial.analysis.ssim import ssim
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.analysis.ssim_matching import bisect_eps, ssim_distortion
+from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import LabelledComparison, MinimalDistortion, attack_metrics
@@ -221,9 +222,9 @@ def test_compare_attack_detects_co_location_within_a_class() -> None:
     assert compare_attack(AttackStore(), cfg) == {}
 
 
-def _gate(passed: bool) -> dict:
-    return {"passed": passed, "reason": "passed" if passed else "deletion:zero logit effect not above 0",
-            "method": "gradcam", "n": 40, "deletion": {}, "attack": {}, "randomization": []}
+def _gate(passed: bool) -> GateResult:
+    return GateResult(passed, "passed" if passed else "deletion:zero logit effect not above 0", n=40,
+                      randomization=[], method="gradcam")
 
 
 @pytest.mark.parametrize("passed", [True, False])

@@ -15,6 +15,7 @@ from conftest import needs_fashion_mnist
 from helpers import ReportParser
 from torch import nn
 
+from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.gate import roi_label
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack_metrics
@@ -102,7 +103,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     assert gate["n"] == correct  # the gate sees the correctly classified images among the first gate_n
     assert metrics["roi"]["faithful"] is gate["passed"]
     assert not gate["passed"] and "insufficient data" in gate["reason"]  # CI-sized: n < 30
-    label = roi_label(gate) or "interpretable"
+    label = roi_label(GateResult.from_dict(gate)) or "interpretable"
     assert metrics["roi"]["interpretation"] == label
     # claims: one primary per attack with >= 3 successful images, verdicts from the fixed list, gated
     claims = metrics["claims"]

@@ -15,6 +15,7 @@ from advspatial.errors import ConfigError
 from advspatial.faithfulness import deletion, randomization
 from advspatial.regions import controls
 from advspatial.faithfulness import gate as fg
+from advspatial.faithfulness.record import GateResult
 from advspatial.regions.references import LayoutSums, reference_maps
 
 SIZE = 16
@@ -232,7 +233,7 @@ def test_randomization_decides(spots):
     assert smooth_fails.comparisons["randomization"].failing() == [
         "smooth MPRT Spearman 0.80 (>= 0.5 fails)", "efficient MPRT complexity change +0.01 (within +-0.05 fails)"]
     from advspatial.experiments.gate import roi_label
-    assert "fails the randomization check: smooth MPRT Spearman 0.80" in roi_label(smooth_fails.as_dict())
+    assert "fails the randomization check: smooth MPRT Spearman 0.80" in roi_label(smooth_fails)
     assert set(smooth_fails.comparisons["randomization"].effects) == {
         "cascade spearman", "smooth MPRT spearman", "efficient MPRT rise"}
     ok = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION,
@@ -317,13 +318,15 @@ def test_the_blur_control_says_when_a_blurred_copy_does_as_well(spots):
     model, x, y, _ = spots
     sharp = gradient_times_input(model, x, y)
     _, result = gate(model, x, y, sharp, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
-    beaten = [k for k, c in result.comparisons.items() if c.beats and k in result.blurred["beats"]]
-    assert beaten and result.blurred["as_good"] == all(result.blurred["beats"][k] for k in beaten)
-    assert set(result.blurred["vs_map"]) == {"deletion:zero", "deletion:blur", "attack"}
+    blurred = result.blurred
+    assert blurred is not None
+    beaten = [k for k, c in result.comparisons.items() if c.beats and k in blurred.beats]
+    assert beaten and blurred.as_good == all(blurred.beats[k] for k in beaten)
+    assert set(blurred.vs_map) == {"deletion:zero", "deletion:blur", "attack"}
     # a map that does not beat the class layout: its blurred copy cannot be "as good" on nothing
     far = square_map(FAR)
     _, nothing = gate(model, x, y, far, fraction=SPOTS * SPOT * SPOT / SIZE ** 2)
-    assert nothing.blurred["as_good"] is False
+    assert nothing.blurred is not None and nothing.blurred.as_good is False
     smooth = deletion.blurred_map(sharp)
     sparse = fg.gini_sparseness(sharp)
     assert bool((sparse > fg.gini_sparseness(smooth)).all())
@@ -378,6 +381,12 @@ def test_summary_per_class_and_json(fixture):
     assert set(d["comparisons"]["location"]) == {"name", "words", "beats", "checked", "effects", "failed"}
     present = {names[c] for c in torch.unique(y).tolist()}
     assert set(d["per_class"]) == present
+    # the record reads back from its JSON exactly (what a re-rendered report reads), the explainer's name included
+    result.method = "saliency"
+    text = json.dumps(result.as_dict())
+    again = GateResult.from_dict(json.loads(text))
+    assert json.dumps(again.as_dict()) == text and again.method == "saliency"
+    assert again.not_beaten() == result.not_beaten() and again.per_class.keys() == result.per_class.keys()
     assert sum(c["n"] for c in d["per_class"].values()) == N_IMAGES
     c0 = names[int(y[0])]
     keep = y == y[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from advspatial.faithfulness.record import ClassGate, GateResult
 from advspatial.report.sections import explainer_verdict, faithfulness_section
 
 
@@ -14,8 +15,7 @@ def test_explainer_verdict_names_the_explainer_and_the_gate() -> None:
 
 
 def test_faithfulness_section_holds_the_paragraphs_and_the_gate_tables() -> None:
-    gates = {"gradcam": {"passed": True, "reason": "passed", "deletion": {}, "attack": {},
-                         "per_class": {"0": {"n": 3}}}}
+    gates = {"gradcam": GateResult(True, "passed", per_class={"0": ClassGate(3, {}, {})})}
     section = faithfulness_section(["first", "second"], gates, per_class_of=["gradcam"])
     assert section.title == "Faithfulness gate" and section.anchor == "faithfulness"
     assert section.paragraphs == ["first", "second"]

@@ -47,8 +47,11 @@ def test_number_formats() -> None:
 def test_randomization_table_flags_maps_that_survive_randomization() -> None:
     from advspatial.report.verdicts import randomization_table
 
-    gates = {"ig": {"randomization": [{"spearman": 0.95}, {"spearman": 0.91}]},
-             "hirescam": {"randomization": [{"spearman": 0.10}, {"spearman": 0.05}]}, "none": {}}
+    from advspatial.faithfulness.record import GateResult
+
+    gates = {"ig": GateResult(False, "", randomization=[{"spearman": 0.95}, {"spearman": 0.91}]),
+             "hirescam": GateResult(True, "passed", randomization=[{"spearman": 0.10}, {"spearman": 0.05}]),
+             "none": GateResult(False, "")}
     rows = {r[0]: r for r in randomization_table(gates).rows}
     assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
 

@@ -16,7 +16,7 @@ classified images among the first ``gate_n``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,8 @@ from ..maps.heads import default_importance_method
 from ..maps import importance_map
 from ..statistics.claims import NOT_INTERPRETABLE_ROI
 from ..faithfulness.deletion import blurred_map
-from ..faithfulness.gate import EDGE_FREE_FILLS, gini_sparseness, not_beaten, summarize_gate
+from ..faithfulness.gate import EDGE_FREE_FILLS, gini_sparseness, summarize_gate
+from ..faithfulness.record import GateResult
 from ..faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
 from ..faithfulness.randomization import model_randomization_check
 from ..faithfulness.mprt import randomization_checks
@@ -96,10 +97,10 @@ GATE_CHECK = Stage[Any]("gate", per="run")
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
-               model: nn.Module | None = None, tag: str = "", n: int | None = None) -> dict[str, Any]:
-    """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``):
-    ``GateResult.as_dict()`` plus ``method`` and ``randomization`` (cached per batch: :data:`GATE_MAPS`,
-    :data:`GATE_COLUMNS`).
+               model: nn.Module | None = None, tag: str = "", n: int | None = None) -> GateResult:
+    """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``), its record
+    naming ``method`` (cached per batch: :data:`GATE_MAPS`, :data:`GATE_COLUMNS`; the randomization checks once:
+    :data:`GATE_CHECK`).
 
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
     so the gate judges exactly the map the experiment uses, without recomputing it.
@@ -145,9 +146,8 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=fraction, randomization=randomization, mprt=mprt)
-    out = result.as_dict()
-    out["method"] = method
-    return out
+    result.method = method
+    return result
 
 
 def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attack: Any, imp: torch.Tensor,
@@ -212,19 +212,18 @@ def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_na
             "all of them (an intersection-union test). Positive Δ = the map's region matters more.")
 
 
-def roi_label(gate: dict[str, Any]) -> str:
+def roi_label(gate: GateResult) -> str:
     """'' when the gate passed, else the label every RoI-dependent result of the run carries, naming what the RoI
     did not beat ("not interpretable: the RoI is no better than the class layout, image edges")."""
-    if gate.get("passed"):
+    if gate.passed:
         return ""
-    missed = not_beaten(gate, randomization=False)
-    randomization = (gate.get("comparisons") or {}).get("randomization", {})
-    survives = not randomization.get("beats", True)
-    few = "insufficient data" in str(gate.get("reason", ""))
-    parts = ([f"too few images to judge the RoI (n={gate.get('n')})"] if few else []) + (
+    missed = gate.not_beaten(randomization=False)
+    randomization = gate.comparisons.get("randomization")
+    few = "insufficient data" in gate.reason
+    parts = ([f"too few images to judge the RoI (n={gate.n})"] if few else []) + (
         [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
-        [f"the RoI fails the randomization check: {'; '.join(randomization.get('failed') or ['not checked'])}"]
-        if survives else [])
+        [f"the RoI fails the randomization check: {'; '.join(randomization.failing() or ['not checked'])}"]
+        if randomization is not None and not randomization.beats else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI
 
 
@@ -240,6 +239,6 @@ class Roi:
     interpretation: str
 
     @classmethod
-    def judged(cls, method: str, why: str, gate: Mapping[str, Any]) -> Roi:
+    def judged(cls, method: str, why: str, gate: GateResult) -> Roi:
         """The RoI of ``method`` (chosen because ``why``) as its ``gate`` (:func:`gate_stage`) judged it."""
-        return cls(method, why, bool(gate["passed"]), roi_label(dict(gate)) or "interpretable")
+        return cls(method, why, gate.passed, roi_label(gate) or "interpretable")

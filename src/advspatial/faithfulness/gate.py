@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -87,32 +87,18 @@ from .deletion import BLURRED, REFERENCE_PREFIX, ROI
 from ..regions.references import REFERENCE_MAPS, REFERENCE_WORDS
 from ..statistics.inference import Estimate, bootstrap_mean_ci, paired_p
 from .randomization import CASCADE_MAX_SPEARMAN, nan_mean, cascade_verdict
+from .record import BlurControl, ClassGate, Comparison, GateResult, PairedEffect
 
 #: named here too: deletion.py's measurements, randomization.py's test, make_deletion_fill (for tests)
 __all__ = [
-    "COMPARISONS", "Comparison", "EDGE_FREE_FILLS", "GateResult", "MIN_N", "PairedEffect", "SURVIVES_RANDOMIZATION",
-    "gini_sparseness", "not_beaten", "paired_effect", "randomization_passed", "summarize_gate",
+    "COMPARISONS", "EDGE_FREE_FILLS", "MIN_N", "SURVIVES_RANDOMIZATION",
+    "gini_sparseness", "paired_effect", "randomization_passed", "summarize_gate",
 ]
 
 #: default minimum number of images for a verdict (METHODS.md: n < 30 is "insufficient data")
 MIN_N = 30
 
 # -- summary ------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PairedEffect:
-    """Mean of per-image paired differences with its bootstrap CI and two-sided sign-flip p of the mean."""
-
-    estimate: Estimate
-    p: float
-
-    def above_zero(self) -> bool:
-        """The whole CI lies strictly above 0 (the direction that supports the RoI)."""
-        return self.estimate.n > 0 and self.estimate.low > 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**self.estimate.as_dict(), "p": float(self.p)}
-
 
 def paired_effect(differences: torch.Tensor, seed: int = 0) -> PairedEffect:
     """:class:`PairedEffect` of per-image differences (NaN left out)."""
@@ -144,97 +130,6 @@ COMPARISONS = (
     ComparisonSpec("scatter", "scattered", "scatter (as many random pixels)", edge_free_only=True),
     *(ComparisonSpec(name, REFERENCE_PREFIX + name, REFERENCE_WORDS[name]) for name in REFERENCE_MAPS),
 )
-
-
-@dataclass
-class Comparison:
-    """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more).
-
-    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other
-    region's) and ``attack`` (the other region's margin after the restricted
-    attack minus the RoI's). ``beats``: every effect's CI lies above 0;
-    ``checked``: the columns existed and at least one measure applies.
-    """
-
-    name: str
-    words: str
-    effects: dict[str, PairedEffect]
-    beats: bool
-    checked: bool
-    failed: list[str] | None = None
-
-    def failing(self) -> list[str]:
-        """What failed: the measures whose CI does not lie above 0, each with its effect (or, for a row with its
-        own rule such as randomization, ``failed``)."""
-        if self.failed is not None:
-            return list(self.failed)
-        return [f"{k} {_fmt(e)}" for k, e in self.effects.items() if not e.above_zero()]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
-                "effects": {k: e.as_dict() for k, e in self.effects.items()}, "failed": self.failing()}
-
-
-@dataclass
-class GateResult:
-    """The faithfulness gate's verdict and its numbers.
-
-    Attributes:
-        passed: the map beats every comparison (:data:`COMPARISONS` and
-            randomization) with ``n >= min_n`` images.
-        reason: "passed", or what failed separated by "; ".
-        fraction: the nominal RoI fraction (None if not given).
-        n: number of images.
-        comparisons: {name: :class:`Comparison`} in report order (``randomization`` last).
-        deletion, attack: the location comparison's effects in the layout every report's tables read
-            ({fill: {"logit", "accuracy"}}, {"margin", "accuracy"}).
-        blurred: the blur control: {"beats": {comparison: bool}, "as_good": bool,
-            "vs_map": {measure: effect of the map's region minus the blurred copy's}}.
-        complexity: mean Gini sparseness of the map and of its blurred copy.
-        means: raw means ({"roi_pixels", "deletion": {fill: {region: drop}}, "attack": {region: margin}}).
-        per_class: {class name: {"n", "deletion", "attack"}}: the location comparison per class.
-        randomization: the :func:`model_randomization_check` rows, if given.
-    """
-
-    passed: bool
-    reason: str
-    fraction: float | None
-    n: int
-    comparisons: dict[str, Comparison]
-    deletion: dict[str, dict[str, PairedEffect]]
-    attack: dict[str, PairedEffect]
-    blurred: dict[str, Any] = field(default_factory=dict)
-    complexity: dict[str, float] = field(default_factory=dict)
-    means: dict[str, Any] = field(default_factory=dict)
-    per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
-    randomization: list[dict[str, Any]] | None = None
-    mprt: dict[str, Any] | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (floats, NaN allowed)."""
-        blurred = {k: (_effects_dict(v) if k == "vs_map" else v) for k, v in self.blurred.items()}
-        out: dict[str, Any] = {
-            "passed": bool(self.passed), "reason": self.reason,
-            "fraction": None if self.fraction is None else float(self.fraction), "n": int(self.n),
-            "comparisons": {k: c.as_dict() for k, c in self.comparisons.items()},
-            "deletion": _effects_dict(self.deletion), "attack": _effects_dict(self.attack),
-            "blurred": blurred, "complexity": dict(self.complexity), "means": self.means,
-            "per_class": {name: {"n": c["n"], "deletion": _effects_dict(c["deletion"]),
-                                 "attack": _effects_dict(c["attack"])} for name, c in self.per_class.items()},
-        }
-        if self.randomization is not None:
-            out["randomization"] = [dict(row) for row in self.randomization]
-        if self.mprt is not None:
-            out["mprt"] = self.mprt
-        return out
-
-
-def _effects_dict(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.as_dict() if isinstance(v, PairedEffect) else _effects_dict(v) for k, v in d.items()}
-
-
-def _fmt(e: PairedEffect) -> str:
-    return f"{e.estimate.mean:+.4g} [{e.estimate.low:+.4g}, {e.estimate.high:+.4g}]"
 
 
 def _fills_in(columns: Mapping[str, torch.Tensor]) -> list[str]:
@@ -332,22 +227,15 @@ def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], see
 
 
 def _blur_control(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int,
-                  comparisons: Mapping[str, Comparison]) -> dict[str, Any]:
-    """The blurred copy's comparisons, and whether it does as well as the map."""
+                  comparisons: Mapping[str, Comparison]) -> BlurControl | None:
+    """The blurred copy's comparisons, and whether it does as well as the map (None: no blurred columns)."""
     if not any(k.endswith(f":{BLURRED}") for k in cols):
-        return {}
+        return None
     mine = _comparisons(cols, fills, BLURRED, seed)
     beaten_by_map = [k for k, c in comparisons.items() if c.beats and k in mine]
-    return {"beats": {k: bool(c.beats) for k, c in mine.items()},
-            "as_good": bool(beaten_by_map) and all(mine[k].beats for k in beaten_by_map),
-            "vs_map": _compare(cols, fills, ROI, BLURRED, False, seed)}
-
-
-def not_beaten(gate: Mapping[str, Any], *, randomization: bool = True) -> list[str]:
-    """The short names of the comparisons a gate's map did not beat ("class layout", "image edges"), from the
-    gate's JSON form (:meth:`GateResult.as_dict`); ``randomization=False`` leaves that row out."""
-    return [c.get("words", key).split(" (")[0] for key, c in (gate.get("comparisons") or {}).items()
-            if not c.get("beats") and (randomization or key != "randomization")]
+    return BlurControl({k: bool(c.beats) for k, c in mine.items()},
+                       bool(beaten_by_map) and all(mine[k].beats for k in beaten_by_map),
+                       _compare(cols, fills, ROI, BLURRED, False, seed))
 
 
 def _failure_words(comparisons: Mapping[str, Comparison]) -> list[str]:
@@ -402,12 +290,12 @@ def summarize_gate(
     failed += _failure_words(comparisons)
 
     deletion, attack = _location_layout(cols, fills, seed)
-    per_class: dict[str, dict[str, Any]] = {}
+    per_class: dict[str, ClassGate] = {}
     for c in torch.unique(labels).tolist():
         keep = labels == c
         d, a = _location_layout({k: v[keep] for k, v in cols.items()}, fills, seed)
         name = str(class_names[c]) if class_names is not None else str(c)
-        per_class[name] = {"n": int(keep.sum()), "deletion": d, "attack": a}
+        per_class[name] = ClassGate(int(keep.sum()), d, a)
 
     return GateResult(
         passed=not failed, reason="passed" if not failed else "; ".join(failed), fraction=fraction, n=n,

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
+from ..faithfulness.record import GateResult
 from .html import Figure, Section
 from .verdicts import gate_tables
 
@@ -30,7 +29,7 @@ def explainer_verdict(role: str, explainer: str, why: str, faithful: bool, reaso
     return f"{role}: {explainer} ({why}). It is {verdict} by the gate below{suffix}."
 
 
-def faithfulness_section(paragraphs: Sequence[str], gates: Mapping[str, Mapping[str, Any]],
+def faithfulness_section(paragraphs: Sequence[str], gates: Mapping[str, GateResult],
                          per_class_of: Sequence[str] = ()) -> Section:
     """The "Faithfulness gate" section: ``paragraphs``, then the gate of every explainer in ``gates``, the
     model-randomization check and the per-class results of the explainers ``per_class_of``."""

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
 from ..statistics.claims import Claim, failed_gates
-from ..faithfulness.gate import SURVIVES_RANDOMIZATION, not_beaten, randomization_passed
+from ..faithfulness.gate import SURVIVES_RANDOMIZATION, randomization_passed
+from ..faithfulness.record import GateResult, PairedEffect
 from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
@@ -150,45 +151,42 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
     return save_figure(fig, path)
 
 
-def gate_table(gates: Mapping[str, Mapping[str, Any]], caption: str) -> Table:
+def gate_table(gates: Mapping[str, GateResult], caption: str) -> Table:
     """One row per explainer and comparison ("beats location", "beats class layout", ...): the effect of every
     measure with its CI, and whether the map beats that comparison."""
-    fills = sorted({k.split(":", 1)[1] for g in gates.values() for c in (g.get("comparisons") or {}).values()
-                    for k in c.get("effects", {}) if k.startswith("deletion:")})
+    fills = sorted({k.split(":", 1)[1] for g in gates.values() for c in g.comparisons.values()
+                    for k in c.effects if k.startswith("deletion:")})
     columns = ["explainer", "comparison", "beats"] + [f"deletion Δlogit ({f})" for f in fills] + [
         "restricted attack Δmargin", "detail"]
     rows = []
     for name, g in gates.items():
-        for key, c in (g.get("comparisons") or {}).items():
-            effects = c.get("effects", {})
-            beats = "not checked" if not c.get("checked") else ("yes" if c.get("beats") else "NO")
-            detail = ""
-            if key == "randomization":
-                detail = randomization_detail(effects)
-            rows.append([name, f"beats {c.get('words', key)}", beats]
-                        + [interval(effects[f"deletion:{f}"]) if f"deletion:{f}" in effects else "-" for f in fills]
-                        + [interval(effects["attack"]) if "attack" in effects else "-", detail])
+        for key, c in g.comparisons.items():
+            effects = c.effects
+            beats = "not checked" if not c.checked else ("yes" if c.beats else "NO")
+            detail = randomization_detail(effects) if key == "randomization" else ""
+            rows.append([name, f"beats {c.words}", beats]
+                        + [interval(effects[f"deletion:{f}"].estimate) if f"deletion:{f}" in effects else "-"
+                           for f in fills]
+                        + [interval(effects["attack"].estimate) if "attack" in effects else "-", detail])
     return Table(caption, columns, rows)
 
 
-def randomization_detail(effects: Mapping[str, Mapping[str, Any]]) -> str:
+def randomization_detail(effects: Mapping[str, PairedEffect]) -> str:
     """The randomization row's numbers against their pass bounds, in one line."""
     bounds = {"cascade spearman": f"|ρ| after every layer < {SURVIVES_RANDOMIZATION:g}",
               "smooth MPRT spearman": f"sMPRT ρ < {SMOOTH_MPRT_MAX_SPEARMAN:g}",
               "efficient MPRT rise": f"|eMPRT change| > {EFFICIENT_MPRT_MIN_RISE:g}"}
-    return "; ".join(f"{bounds.get(k, k)}: {e.get('mean', math.nan):+.2f}" for k, e in effects.items())
+    return "; ".join(f"{bounds.get(k, k)}: {e.estimate.mean:+.2f}" for k, e in effects.items())
 
 
-def gate_summary_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
+def gate_summary_table(gates: Mapping[str, GateResult]) -> Table:
     """One row per explainer: passed?, what it failed to beat, the blur control and the maps' complexity."""
     rows = []
     for name, g in gates.items():
-        blurred = g.get("blurred") or {}
-        complexity = g.get("complexity") or {}
-        as_good = ("yes: passing may come from smoothness alone" if blurred.get("as_good") else "no") \
-            if blurred else "-"
-        rows.append([name, "yes" if g.get("passed") else "NO", gate_failure_words(g) or "-", as_good,
-                     fmt(complexity.get("map", math.nan)), fmt(complexity.get("blurred", math.nan))])
+        as_good = "-" if g.blurred is None else (
+            "yes: passing may come from smoothness alone" if g.blurred.as_good else "no")
+        rows.append([name, "yes" if g.passed else "NO", ", ".join(g.not_beaten()) or "-", as_good,
+                     fmt(g.complexity.get("map", math.nan)), fmt(g.complexity.get("blurred", math.nan))])
     return Table("Faithfulness gate per explainer: the verdict, what the map did not beat, whether a Gaussian-blurred "
                  "copy of the map beats everything the map beats (the blur control), and the maps' Gini sparseness "
                  "(0 = flat, 1 = one pixel)",
@@ -196,17 +194,12 @@ def gate_summary_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
                   "sparseness (blurred)"], rows)
 
 
-def gate_failure_words(gate: Mapping[str, Any]) -> str:
-    """What the map did not beat, in words ("class layout, image edges"), or '' when it beat everything."""
-    return ", ".join(not_beaten(gate))
-
-
 GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
                 "comparison's region of equal size (> 0: the explainer's region matters more), mean [95% CI]; the map "
                 "passes only if it beats every comparison")
 
 
-def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
+def randomization_table(gates: Mapping[str, GateResult]) -> Table:
     """The cascading model-randomization check of every gated explainer (first and last step).
 
     A map still rank-correlated with the trained model's map (|ρ| >= 0.5) after
@@ -214,7 +207,7 @@ def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
     """
     rows = []
     for name, g in gates.items():
-        steps = g.get("randomization") or []
+        steps = g.randomization or []
         if steps:
             last = steps[-1].get("spearman", math.nan)
             flag = ("-" if last != last else "passes" if randomization_passed(steps)
@@ -226,21 +219,19 @@ def randomization_table(gates: Mapping[str, Mapping[str, Any]]) -> Table:
                  ["explainer", "layers randomized", "after the first", "after all", "sanity check"], rows)
 
 
-def per_class_table(gate: Mapping[str, Any], name: str) -> Table | None:
+def per_class_table(gate: GateResult, name: str) -> Table | None:
     """The gate's effects per class (folded), or None when the gate has no per-class results."""
     rows = []
-    for cls, c in (gate.get("per_class") or {}).items():
-        deletion = c.get("deletion", {})
-        first: dict[str, Any] = next(iter(deletion.values()), {}) if deletion else {}
-        attack = c.get("attack", {})
-        rows.append([cls, c.get("n", "-"), interval(first.get("logit")) if first else "-",
-                     interval(attack.get("margin", attack.get("logit"))) if attack else "-"])
+    for cls, c in gate.per_class.items():
+        first = next(iter(c.deletion.values()), None)
+        rows.append([cls, c.n, interval(first["logit"].estimate) if first else "-",
+                     interval(c.attack["margin"].estimate) if "margin" in c.attack else "-"])
     if not rows:
         return None
     return Table(f"Gate of {name} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"], rows, folded=True)
 
 
-def gate_tables(gates: Mapping[str, Mapping[str, Any]], per_class_of: Sequence[str] = (),
+def gate_tables(gates: Mapping[str, GateResult], per_class_of: Sequence[str] = (),
                 caption: str = GATE_CAPTION) -> list[Table]:
     """Every table of a report's gate section: the gate per explainer, the randomization check, per class."""
     tables = [gate_summary_table(gates), gate_table(gates, caption), randomization_table(gates)]

@@ -14,6 +14,7 @@ from torch import nn
 
 from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.analysis.pse_control import SHARE_NAMES
+from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.gate import roi_label
 from advspatial.experiments.pse import PSEConfig
 from advspatial.analysis.pse_rows import CAM_KEYS
@@ -174,7 +175,7 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
     assert gate["fraction"] == config.top_fraction and gate["n"] <= config.n
     assert len(gate["randomization"]) >= 1
     assert gate["passed"] is False and "insufficient data" in gate["reason"]
-    label = roi_label(gate)
+    label = roi_label(GateResult.from_dict(gate))
     assert roi["faithful"] is False and roi["interpretation"] == label
     assert label.startswith("not interpretable: too few images to judge the RoI")
     claims = metrics["claims"]

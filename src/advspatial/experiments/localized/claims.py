@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..paired import seeded_claim
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
@@ -56,7 +57,7 @@ def energy_claim(config: LocalizedConfig, mode: str, evs: list[ModelEvaluation],
 
 
 def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dict[str, ModelEvaluation],
-                 gates: dict[str, dict[str, Any]], mask_gated: bool,
+                 gates: dict[str, GateResult], mask_gated: bool,
                  seeds: dict[str, list[ModelEvaluation]] | None = None) -> list[Claim]:
     """The pre-declared claims (not yet judged), primary first.
 
@@ -78,14 +79,14 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
 
     def acc_gates(cond: str, *modes: str) -> dict[str, bool]:
         if mask_gated and cond in ("region", "complement", "region-ensemble"):
-            return {ROI_GATE: all(bool(gates[m]["passed"]) for m in modes)}
+            return {ROI_GATE: all(gates[m].passed for m in modes)}
         return {}
 
     others = [m for m in MODES if m != "localized"]
     endpoint = primary_condition(config, evaluations["localized"].preds)
     claims = [accuracy_claim(config, labels, evaluations, endpoint, "localized", b,
                              acc_gates(endpoint, "localized", b), primary=True, seeds=seeds) for b in others]
-    claims += [energy_claim(config, mode, seed_evaluations(evaluations, seeds, mode), gates[mode]["passed"],
+    claims += [energy_claim(config, mode, seed_evaluations(evaluations, seeds, mode), gates[mode].passed,
                             primary=mode not in CONTROLS) for mode in MODES]
     conditions = [c for c in evaluations["localized"].preds if c != endpoint]
     for cond in conditions:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ...analysis.attack_rows import RowStats, SeedSpread, row_stats, seed_spread
+from ...faithfulness.record import GateResult
 from ...finetuning import FinetuneConfig
 from ...statistics.claims import Claim
 from ...training import TrainedModel
@@ -111,7 +112,7 @@ class FinetuneFacts:
     mask_method: str
     mask_why: str
     mask_source: str
-    start_gate: dict[str, Any] | None
+    start_gate: GateResult | None
 
 
 @dataclass
@@ -124,7 +125,7 @@ class LocalizedFindings(Findings):
     eps: float
     norm: str
     models: dict[str, ModelFindings]
-    faithfulness: dict[str, dict[str, Any]]
+    faithfulness: dict[str, GateResult]
     importance: dict[str, Importance]
     mask_from_importance: bool
     claims: list[Claim]
@@ -137,14 +138,14 @@ class LocalizedFindings(Findings):
         return metrics if self.finetune is not None else {k: v for k, v in metrics.items() if k != "finetune"}
 
 
-def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, dict[str, Any]]) -> dict[str, Importance]:
+def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, GateResult]) -> dict[str, Importance]:
     """Per model its map (``methods``: method and why) and how it may be read by its gate."""
-    return {mode: Importance(methods[mode]["method"], methods[mode]["why"], bool(gates[mode]["passed"]),
+    return {mode: Importance(methods[mode]["method"], methods[mode]["why"], gates[mode].passed,
                              roi_label(gates[mode]) or "interpretable") for mode in MODES}
 
 
 def build_findings(config: LocalizedConfig, n: int, rows: list[dict[str, Any]], trained: dict[str, TrainedModel],
-                   gates: dict[str, dict[str, Any]], importance: dict[str, Importance], mask_gated: bool,
+                   gates: dict[str, GateResult], importance: dict[str, Importance], mask_gated: bool,
                    claims: list[Claim]) -> LocalizedFindings:
     """The findings: per model its statistics from the rows, its training, its seed spread and how its map (and,
     when the mask is cut from it, its masked accuracies) may be read; the gates and the judged claims."""

@@ -114,12 +114,12 @@ def gate_section(view: ReportView) -> Section:
                   for mode in MODES]
     paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, findings.n), cfg.fraction, gate_eps(cfg),
                                                     "the map of the true class"))
-    keyed = {f"{mode}: {gates[mode]['method']}": gates[mode] for mode in MODES}
+    keyed = {f"{mode}: {gates[mode].method}": gates[mode] for mode in MODES}
     ft = findings.finetune
     if ft and ft.start_gate is not None:
         paragraphs.append(f"Start model {ft.start} (its map cut the localized model's training background): "
                           f"{ft.mask_method} ({ft.mask_why}); "
-                          f"{'FAITHFUL' if ft.start_gate['passed'] else 'NOT faithful'} by the same gate. It "
+                          f"{'FAITHFUL' if ft.start_gate.passed else 'NOT faithful'} by the same gate. It "
                           "enters no claim: the claims compare the fine-tuned models, each under its own map.")
         keyed[f"start ({ft.start}): {ft.mask_method}"] = ft.start_gate
     tables = gate_tables(keyed, per_class_of=list(keyed))
@@ -147,7 +147,7 @@ def setup_section(view: ReportView) -> Section:
             "examples")
     if ft:
         gate = ("" if ft.start_gate is None else
-                f"; that map {'passed' if ft.start_gate['passed'] else 'FAILED'} the faithfulness gate on the start "
+                f"; that map {'passed' if ft.start_gate.passed else 'FAILED'} the faithfulness gate on the start "
                 "model (section above)")
         training = [
             f"{len(MODES)} models fine-tuned from the same pretrained {ft.start} (weights sha256 {ft.start_sha256[:16]}"
@@ -382,7 +382,7 @@ def summary_table(config: LocalizedConfig, findings: LocalizedFindings) -> str:
                      f"{'passed' if imp.faithful else 'FAILED'}")
     if ft and ft.start_gate is not None:
         lines.append(f"RoI of the start model (the localized training background): {ft.mask_method}, faithfulness "
-                     f"gate {'passed' if ft.start_gate['passed'] else 'FAILED'}")
+                     f"gate {'passed' if ft.start_gate.passed else 'FAILED'}")
     for c in findings.claims:
         if c.primary:
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""

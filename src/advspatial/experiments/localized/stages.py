@@ -22,6 +22,7 @@ from ...attacks import Attack, AttackResult, make_attack
 from ...data import ImageDataset
 from ...distributed import map_batches
 from ...errors import ConfigError
+from ...faithfulness.record import GateResult
 from ...files import atomic_write_text
 from ...finetuning import FinetuneConfig, finetune_model
 from ...model_cache import get_or_train
@@ -179,7 +180,7 @@ def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
 
 
 def run_gates(ctx: ExperimentContext, models: dict[str, nn.Module], methods: dict[str, dict[str, str]],
-              timings: dict[str, float]) -> dict[str, dict[str, Any]]:
+              timings: dict[str, float]) -> dict[str, GateResult]:
     """The faithfulness gate of each model's importance map (true class), on that model; cached per batch."""
     gates = {}
     for mode in MODES:

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ...faithfulness.record import GateResult
 from ...regions import binarize
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import compare_to_nulls
@@ -19,7 +20,7 @@ from .metrics import AttackOutcome, Measured, PanelRow, RoiFindings
 from .stages import AttackSummary, Context
 
 
-def run_gates(ctx: Context) -> dict[str, dict[str, Any]]:
+def run_gates(ctx: Context) -> dict[str, GateResult]:
     """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
     run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
     (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
@@ -45,7 +46,7 @@ def fraction_key(method: str, fraction: float) -> str:
 
 
 def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
-            gates: dict[str, dict[str, Any]]) -> Measured:
+            gates: dict[str, GateResult]) -> Measured:
     """The RoI/RoA inference: engine results, claims, corrections and verdicts; every attack map's statistics get
     the RoI's interpretation."""
     cfg = ctx.config
@@ -78,7 +79,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
         panel = [PanelRow(c.subject, c.observed, c.null_value, c.effect.as_dict(), c.p) for c in panel_of]
         claims += panel_of
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
-    roi = RoiFindings(ctx.importance, ctx.importance_reason, bool(roi_gate["passed"]), label)
+    roi = RoiFindings(ctx.importance, ctx.importance_reason, roi_gate.passed, label)
     return Measured(gates, roi, inference, content or None, panel, claims, label)
 
 
@@ -107,16 +108,16 @@ def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, k
     return claims
 
 
-def claim_gates(roi_gate: dict[str, Any], map_stats: dict[str, Any], cfg: MeasurementConfig) -> dict[str, bool]:
+def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: MeasurementConfig) -> dict[str, bool]:
     """The validity gates of a co-location claim: the RoI is faithful; the RoA map is complete enough."""
-    gates = {"RoI faithfulness": bool(roi_gate["passed"])}
+    gates = {"RoI faithfulness": roi_gate.passed}
     if "flagged_share" in map_stats:
         share = map_stats["flagged_share"]
         gates["completeness"] = not (share > cfg.max_flagged_share)
     return gates
 
 
-def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, dict[str, Any]],
+def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, GateResult],
                  map_stats: dict[str, Any]) -> list[Claim]:
     """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction."""
     cfg = ctx.config

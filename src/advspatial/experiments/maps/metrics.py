@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings
 from ...statistics.estimates import finite_mean
@@ -64,7 +65,7 @@ class Measured:
     at other fractions as ``"method @ top 10%"``), the RoI, per attack and map the comparisons against the nulls and
     the co-location beyond image content (when an attack had enough images), the panel, the claims."""
 
-    faithfulness: dict[str, dict[str, Any]]
+    faithfulness: dict[str, GateResult]
     roi: RoiFindings
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None
@@ -96,7 +97,7 @@ class MapsFindings(MeasuredFindings):
     n: int
     clean_accuracy: float
     attacks: dict[str, AttackOutcome]
-    faithfulness: dict[str, dict[str, Any]]
+    faithfulness: dict[str, GateResult]
     roi: RoiFindings
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None = None

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ...faithfulness.record import GateResult
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
@@ -46,7 +47,7 @@ class Measurement(Protocol):
     @property
     def attacks(self) -> Mapping[str, AttackOutcome]: ...
     @property
-    def faithfulness(self) -> dict[str, dict[str, Any]]: ...
+    def faithfulness(self) -> dict[str, GateResult]: ...
     @property
     def roi(self) -> RoiFindings: ...
     @property
@@ -258,7 +259,7 @@ def claims_lines(f: Measurement) -> list[str]:
     """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
     gate = f.faithfulness[f.roi.method]
     lines = [f"RoI {f.roi.method}: faithfulness gate "
-             f"{'passed' if gate['passed'] else 'FAILED (' + str(gate.get('reason', '')) + ')'}"]
+             f"{'passed' if gate.passed else 'FAILED (' + gate.reason + ')'}"]
     for c in f.claims:
         e = c.effect
         lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "

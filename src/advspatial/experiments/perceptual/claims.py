@@ -19,6 +19,7 @@ import torch
 from ...analysis.ssim_matching import Calibration
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
+from ...faithfulness.record import GateResult
 from .. import colocation
 from ..gate import Roi, gate_stage
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
@@ -33,13 +34,13 @@ DISTORTION_CLAIM = "the SSIM-ball attack fools images at a higher SSIM than L-in
 Inference = dict[str, dict[str, dict[str, LabelledComparison]]]
 
 
-def run_gates(ctx: Context, eps: float) -> dict[str, dict[str, Any]]:
+def run_gates(ctx: Context, eps: float) -> dict[str, GateResult]:
     """The faithfulness gate of the CAM on the run's own cached clean maps, with L-inf PGD at budget ``eps``."""
     return {ctx.method: gate_stage(ctx, ctx.method, ctx.config.fraction, eps, target="true",
                                    maps=lambda b: clean_cam(ctx, b))}
 
 
-def roi_of(method: str, why: str, gates: Mapping[str, Mapping[str, Any]]) -> Roi:
+def roi_of(method: str, why: str, gates: Mapping[str, GateResult]) -> Roi:
     """The RoI of the run: the CAM ``method`` (``why``: the reason ``auto`` chose it) and its gate."""
     return Roi.judged(method, why or "chosen in the config", gates[method])
 
@@ -110,7 +111,7 @@ def minimal_distortion_claim(curves: Curves, seed: int) -> tuple[MinimalDistorti
 
 
 def analyse(config: PerceptualConfig, roi: Roi, rows: list[dict[str, Any]], calibration: Calibration,
-            curves: Curves, gates: dict[str, dict[str, Any]], stores: Mapping[str, AttackStore]) -> PerceptualFindings:
+            curves: Curves, gates: dict[str, GateResult], stores: Mapping[str, AttackStore]) -> PerceptualFindings:
     """The findings of a run: each attack's outcome from its rows, then the inference and the claims."""
     attacks = attack_outcomes(rows, roi.interpretation)
     inference, distortion, claims = measure(config, roi, stores, rows, curves)

@@ -14,6 +14,7 @@ from ...analysis.ssim_matching import Calibration
 from ...statistics.claims import Claim
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
+from ...faithfulness.record import GateResult
 from ..gate import Roi
 from ...statistics.estimates import finite_mean
 from .config import ATTACKS
@@ -109,17 +110,16 @@ class PerceptualFindings(Findings):
     ssim_gap: float
     attacks: dict[str, AttackOutcome]
     curves: dict[str, list[CurvePoint]]
-    faithfulness: dict[str, Any]
+    faithfulness: dict[str, GateResult]
     roi: Roi
     inference: dict[str, dict[str, dict[str, LabelledComparison]]]
     minimal_distortion: MinimalDistortion | None = None
     claims: list[Claim] = field(default_factory=list)
 
     @property
-    def gate(self) -> dict[str, Any]:
+    def gate(self) -> GateResult:
         """The faithfulness gate of the CAM in use."""
-        gate: dict[str, Any] = self.faithfulness[self.roi.method]
-        return gate
+        return self.faithfulness[self.roi.method]
 
 
 def attack_metrics(rows: list[dict[str, Any]], name: str, interpretation: str = "") -> AttackOutcome:

@@ -45,7 +45,7 @@ def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figu
     claims, roi = findings.claims, findings.roi
     paragraphs = [TERMS, f"RoI explainer: {roi.method} of the true class ({roi.why})."]
     if not roi.faithful:
-        reason = findings.gate.get("reason", "")
+        reason = findings.gate.reason
         paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi.method}: {reason}): every "
                           "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
                           "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
@@ -71,9 +71,9 @@ def gate_section(config: PerceptualConfig, findings: PerceptualFindings) -> Sect
     roi, gate = findings.roi, findings.gate
     return faithfulness_section([
         explainer_verdict("RoI explainer", f"{roi.method} of the true class", roi.why, roi.faithful,
-                          gate.get("reason", "")),
+                          gate.reason),
         gate_rule(config, min(config.gate_n, findings.n), config.fraction, findings.pgd_eps, "the CAM")
-        + f" {gate.get('n', 0)} images entered; eps is the calibrated budget of the PGD baseline."],
+        + f" {gate.n} images entered; eps is the calibrated budget of the PGD baseline."],
         findings.faithfulness, per_class_of=[roi.method])
 
 
@@ -239,7 +239,7 @@ def summary_text(findings: PerceptualFindings) -> str:
              f"{cal.eps:.4f} matches mean SSIM {cal.target:.4f} -> {cal.mean_ssim:.4f} on the calibration "
              f"images ({'matched' if cal.matched else 'NOT matched'})",
              f"RoI: {roi.method} of the true class, faithfulness gate "
-             f"{'passed' if roi.faithful else 'FAILED (' + findings.gate['reason'] + ')'}"]
+             f"{'passed' if roi.faithful else 'FAILED (' + findings.gate.reason + ')'}"]
     header = f"{'attack':<10} {'success':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
     lines += ["map statistics: mean over successful images", header, "-" * len(header)]
     for name, m in findings.attacks.items():

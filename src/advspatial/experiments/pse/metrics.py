@@ -16,6 +16,7 @@ import torch
 from ...analysis.pse import PSECamResult, PSEResult
 from ...analysis.pse_rows import RowStatistics, row_statistics
 from ...analysis.pse_stability import TypingAgreement
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings
 from ..gate import Roi
@@ -134,7 +135,7 @@ class PSEFindings(Findings):
     variants: dict[str, VariantFindings]
     noise_floor: float
     dissection: DissectionFindings | None = field(default=None, metadata={"omit_if_none": True})  # switched off
-    faithfulness: dict[str, Any]
+    faithfulness: dict[str, GateResult]
     roi: Roi
     cam_interpretation: str
     claims: list[Claim]
@@ -169,7 +170,7 @@ def variant_findings(run: VariantRun, claims: list[Claim], label: str) -> Varian
         typing_verdicts=typing_verdicts(claims, run.name))
 
 
-def build_findings(runs: list[VariantRun], claims: list[Claim], gate: dict[str, Any], roi: Roi, *, n: int,
+def build_findings(runs: list[VariantRun], claims: list[Claim], gate: GateResult, roi: Roi, *, n: int,
                    layer: str, units: int, noise_floor: float, dissection: DissectionFindings | None) -> PSEFindings:
     """The run's findings: every variant's, the dissection, the gate of the CAM explainer ``roi`` and the claims.
 

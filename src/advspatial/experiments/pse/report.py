@@ -45,10 +45,9 @@ def not_interpretable_text(f: PSEFindings) -> str:
     """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
     if f.roi.faithful:
         return ""
-    method = f.roi.method
-    reason = f.faithfulness.get(method, {}).get("reason", "")
-    return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({method}{'; ' + reason if reason else ''}): where the group "
-            "types fall relative to the CAMs says nothing about what the model looks at.")
+    reason = f.faithfulness[f.roi.method].reason
+    return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({f.roi.method}{'; ' + reason if reason else ''}): where the "
+            "group types fall relative to the CAMs says nothing about what the model looks at.")
 
 
 def verdict_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
@@ -121,7 +120,7 @@ def controls_table(f: PSEFindings) -> Table:
 def gate_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
     roi = f.roi
-    reason = None if roi.faithful else f.faithfulness[roi.method].get("reason", "")
+    reason = None if roi.faithful else f.faithfulness[roi.method].reason
     return faithfulness_section([
         explainer_verdict("CAM explainer", roi.method, roi.why, roi.faithful, reason),
         gate_rule(cfg, min(cfg.gate_n, f.n), cfg.top_fraction, cfg.eps, "CAM_t0(x)")

@@ -39,7 +39,7 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     runs = [process_variant(ctx, (a, m), targets, runner, train) for a in config.attacks for m in config.modes]
     dissection = run_dissection(ctx)
     rows = [row for run in runs for row in run.rows]
-    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, bool(gate["passed"]))
+    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, gate.passed)
     findings = build_findings(runs, claims, gate, Roi.judged(ctx.cam, ctx.cam_reason, gate), n=len(ctx.data),
                               layer=ctx.layer, units=ctx.units, noise_floor=config.noise_floor, dissection=dissection)
     draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)

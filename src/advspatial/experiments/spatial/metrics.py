@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import to_json
 from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow, RoiFindings
@@ -111,7 +112,7 @@ class SpatialFindings(MeasuredFindings):
     attacks: dict[str, SpatialAttackOutcome]
     defence_attack: str
     sweep: Sweep
-    faithfulness: dict[str, dict[str, Any]]
+    faithfulness: dict[str, GateResult]
     roi: RoiFindings
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None = None

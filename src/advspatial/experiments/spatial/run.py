@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...faithfulness.record import GateResult
 from ...rundir import RunDir
 from ..maps.claims import measure, run_gates
 from ..maps.figures import draw_figures
@@ -49,7 +50,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
 
 
 def spatial_findings(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]],
-                     defence: DefenceColumns, gates: dict[str, dict[str, Any]], sweep: SweepColumns,
+                     defence: DefenceColumns, gates: dict[str, GateResult], sweep: SweepColumns,
                      outcomes: AdaptiveOutcomes, with_prior: bool) -> SpatialFindings:
     """The findings: per attack its outcome with its controls' spread, the non-adaptive comparisons and the clean
     cost, the sweep, the measurement's claims, then the adaptive summary with its verdicts."""
