@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from advspatial.errors import ConfigError
+from advspatial.experiments import experiments
 from advspatial.experiments.registry import get_experiment
 from advspatial.experiments.running import resolve_config
+from advspatial.experiments.settings import config_dict, config_from_mapping
 
 
 def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:
@@ -51,3 +54,17 @@ def test_attack_params_that_clash_or_overflow_are_one_line() -> None:
         parse_params(("model=x",), "pgd")
     with pytest.raises(AdvspatialError, match="--param eps=9{30}... is too large"):
         parse_params(("eps=" + "9" * 400,), "pgd")
+
+
+
+@pytest.mark.parametrize("name", sorted(experiments()))
+def test_resolved_settings_read_back_from_config_yaml_as_the_same_values(name: str) -> None:
+    """``advspatial report`` and ``--resume`` rebuild the config from config.yaml: every resolved setting, defaults
+    included, must read back as the same value of the same type (a default 20 in a list of floats came back as
+    20.0 and the re-rendered report's settings table differed)."""
+    experiment = experiments()[name]
+    needed = {"clean": "clean.pt", "adv": "adv.pt"} if name == "analyze" else {}  # its two required files
+    config = config_from_mapping(experiment.config_cls, needed)  # the defaults, as a run resolves them
+    text = yaml.safe_dump(config_dict(config), sort_keys=False)
+    reloaded = config_from_mapping(experiment.config_cls, yaml.safe_load(text))
+    assert repr(config_dict(reloaded)) == repr(config_dict(config))

@@ -297,7 +297,10 @@ def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str,
     unknown = set(values) - set(types)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
-    return config_cls(**{k: coerce(k, types[k], v) for k, v in values.items()})
+    config = config_cls(**{k: coerce(k, types[k], v) for k, v in values.items()})
+    for name in set(types) - set(values):  # a default of another type (20 in a list of floats) would read back
+        setattr(config, name, coerce(name, types[name], getattr(config, name)))  # from config.yaml as another value
+    return config
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
