@@ -122,3 +122,17 @@ def test_no_example_images_draws_no_example_figure(name: str, synthetic_setting:
     run_contract(name, synthetic_setting, out, figure_images=0)
     report = (out / "report.html").read_text()
     assert report.count("<figure>") == len(list((out / "figures").glob("*.png")))
+
+
+def test_report_of_a_damaged_run_is_one_line(synthetic_setting: dict[str, Any], tmp_path: Path, capsys) -> None:
+    """``advspatial report`` on a metrics.json that lacks a part or holds a wrong type says so in one line naming
+    the file (exit 2), never with a traceback."""
+    from helpers import run_cli
+
+    out = tmp_path / "baseline"
+    run_contract("baseline", synthetic_setting, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for damaged in ({**metrics, "clean_accuracy": "abc"}, {k: v for k, v in metrics.items() if k != "n"}):
+        (out / "metrics.json").write_text(json.dumps(damaged))
+        code, _, err = run_cli(capsys, "report", str(out))
+        assert code == 2 and err.count("\n") == 1 and "metrics.json" in err, err

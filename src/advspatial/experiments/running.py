@@ -203,8 +203,12 @@ def rerender_report(out: Path) -> ExperimentResult:
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise DataError(f"{out / 'metrics.json'} is unreadable: {first_line(exc)}") from exc
-    findings = experiment.findings.from_metrics(unmark_tree(metrics) if config.smoke_test else metrics)
-    rendered = experiment.render(config, findings, out / "figures")
+    try:  # a metrics.json edited or written by another version: one line naming the file, never a traceback
+        findings = experiment.findings.from_metrics(unmark_tree(metrics) if config.smoke_test else metrics)
+        rendered = experiment.render(config, findings, out / "figures")
+    except (DataError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {name} run ({first_line(exc)}); "
+                        "run the experiment again") from exc
     result = ExperimentResult(metrics, [], rendered.summary, list(rendered.sections))
     marked = mark_result(result, config.smoke_test)
     write_report_file(out, experiment, config, marked)
