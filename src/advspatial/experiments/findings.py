@@ -9,8 +9,8 @@ running anything. Nothing travels as a dict filled in by several functions under
 Serialization is by the fields' type hints: nested dataclasses, ``list``/``tuple``, ``dict[str, X]``,
 ``X | None``, numbers, strings and bools; ``Any`` passes through as it is. A field's JSON key is its name
 unless ``field(metadata={"key": "..."})`` says otherwise (a key that is not an identifier, e.g.
-``"l2-pgd"``); ``metadata={"omit_if_none": True}`` leaves a part that is None out of the file (a part the run
-did not compute), and it reads back as its default. :class:`~advspatial.statistics.claims.Claim` serializes as
+``"l2-pgd"``); a field declared :func:`optional_part` is left out of the file when it is None (a part the run
+did not compute) and reads back as None. :class:`~advspatial.statistics.claims.Claim` serializes as
 its ``as_dict`` and loads back with ``Claim.from_dict``.
 """
 
@@ -42,6 +42,11 @@ class Findings:
     def from_metrics(cls: type[F], metrics: Mapping[str, Any]) -> F:
         """The findings a metrics.json holds (keys the run adds, such as ``wall_seconds``, are ignored)."""
         return cast_findings(cls, from_json(cls, {k: v for k, v in metrics.items() if k not in RUN_KEYS}, "metrics"))
+
+
+def optional_part() -> Any:
+    """A findings field for a part a run may not compute: None by default, and then absent from metrics.json."""
+    return dataclasses.field(default=None, metadata={"omit_if_none": True})
 
 
 def cast_dict(value: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ...faithfulness.record import GateResult
 from ...finetuning import FinetuneConfig
 from ...statistics.claims import Claim
 from ...training import TrainedModel
-from ..findings import Findings, to_json
+from ..findings import Findings, optional_part, to_json
 from ..gate import roi_label
 from .config import MODES, LocalizedConfig, seed_name
 
@@ -129,13 +129,8 @@ class LocalizedFindings(Findings):
     importance: dict[str, Importance]
     mask_from_importance: bool
     claims: list[Claim]
-    finetune: FinetuneFacts | None = None
+    finetune: FinetuneFacts | None = optional_part()  # a run trained from scratch has none
     timings: dict[str, float] = field(default_factory=dict)
-
-    def to_metrics(self) -> dict[str, Any]:
-        """metrics.json's data; a run trained from scratch has no ``finetune`` key."""
-        metrics = super().to_metrics()
-        return metrics if self.finetune is not None else {k: v for k, v in metrics.items() if k != "finetune"}
 
 
 def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, GateResult]) -> dict[str, Importance]:

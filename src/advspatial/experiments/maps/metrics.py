@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
-from ..findings import Findings
+from ..findings import Findings, optional_part
 from ...statistics.estimates import finite_mean
 from .stages import PARTS, AttackSummary, Context
 
@@ -75,13 +75,8 @@ class Measured:
 
 
 class MeasuredFindings(Findings):
-    """Findings holding the measurement's parts: the parts a run did not reach (``content``, ``panel``) are left
-    out of metrics.json, as they were before findings were typed."""
-
-    OPTIONAL = ("content", "panel")
-
-    def to_metrics(self) -> dict[str, Any]:
-        return {k: v for k, v in super().to_metrics().items() if not (k in self.OPTIONAL and v is None)}
+    """Findings holding the measurement's parts (the parts a run did not reach, ``content`` and ``panel``, are
+    optional parts: left out of metrics.json)."""
 
     @classmethod
     def measured(cls: type[F], head: Mapping[str, Any], measured: Measured, **tail: Any) -> F:
@@ -100,8 +95,8 @@ class MapsFindings(MeasuredFindings):
     faithfulness: dict[str, GateResult]
     roi: RoiFindings
     inference: dict[str, dict[str, Any]]
-    content: dict[str, dict[str, Any]] | None = None
-    panel: list[PanelRow] | None = None
+    content: dict[str, dict[str, Any]] | None = optional_part()
+    panel: list[PanelRow] | None = optional_part()
     claims: list[Claim] = field(default_factory=list)
     defence_interpretation: str = "interpretable"
 

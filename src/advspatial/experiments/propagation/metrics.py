@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -288,8 +288,7 @@ def depth_points(totals: PropagationTotals) -> list[DepthPoint]:
     if totals.count == 0:
         return []
     rows = totals.depth_rows()
-    return [DepthPoint(r.depth, relative_depth(r.depth, len(rows)), r.layer, r.height, r.width, r.mean_pm_max,
-                       r.max_pm_max, r.mean_pm_avg, r.max_pm_avg, r.spread) for r in rows]
+    return [DepthPoint(**asdict(r), relative_depth=relative_depth(r.depth, len(rows))) for r in rows]
 
 
 def per_se_findings(config: PropagationConfig, reach: RandomReach) -> PerSe:

@@ -18,7 +18,7 @@ from ...analysis.pse_rows import RowStatistics, row_statistics
 from ...analysis.pse_stability import TypingAgreement
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
-from ..findings import Findings
+from ..findings import Findings, optional_part
 from ..gate import Roi
 from .claims import typing_verdicts
 
@@ -134,7 +134,7 @@ class PSEFindings(Findings):
     units: int
     variants: dict[str, VariantFindings]
     noise_floor: float
-    dissection: DissectionFindings | None = field(default=None, metadata={"omit_if_none": True})  # switched off
+    dissection: DissectionFindings | None = optional_part()  # switched off
     faithfulness: dict[str, GateResult]
     roi: Roi
     cam_interpretation: str

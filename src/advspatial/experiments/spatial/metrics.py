@@ -13,7 +13,7 @@ from typing import Any, cast
 
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
-from ..findings import to_json
+from ..findings import optional_part, to_json
 from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow, RoiFindings
 from .stages import DefenceSetting, Role
 
@@ -115,8 +115,8 @@ class SpatialFindings(MeasuredFindings):
     faithfulness: dict[str, GateResult]
     roi: RoiFindings
     inference: dict[str, dict[str, Any]]
-    content: dict[str, dict[str, Any]] | None = None
-    panel: list[PanelRow] | None = None
+    content: dict[str, dict[str, Any]] | None = optional_part()
+    panel: list[PanelRow] | None = optional_part()
     claims: list[Claim] = field(default_factory=list)
     defence_interpretation: str = "interpretable"
     adaptive: Adaptive | None = None
