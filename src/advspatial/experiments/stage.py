@@ -107,15 +107,13 @@ class FieldsStage(Stage[T]):
 
 
 @dataclass(frozen=True)
-class AttackStage(Stage[AttackResult]):
+class AttackStage(FieldsStage[AttackResult]):
     """An attack's result on one batch, saved on the CPU as the fields of :class:`AttackResult`."""
 
-    def saved(self, value: AttackResult) -> dict[str, Any]:
-        on_cpu = value.to("cpu")
-        return {f.name: getattr(on_cpu, f.name) for f in dataclasses.fields(on_cpu)}
+    kind: type[AttackResult] = dataclasses.field(default=AttackResult, kw_only=True)
 
-    def loaded(self, saved: Any) -> AttackResult:
-        return AttackResult(**saved)
+    def saved(self, value: AttackResult) -> dict[str, Any]:
+        return super().saved(value.to("cpu"))
 
 
 @dataclass(frozen=True)
@@ -130,19 +128,8 @@ class CleanBatch:
         return self.pred == labels.to(self.pred.device)
 
 
-@dataclass(frozen=True)
-class CleanStage(Stage[CleanBatch]):
-    """The clean pass of a batch, saved as ``{"logits", "pred"}``."""
-
-    def saved(self, value: CleanBatch) -> dict[str, torch.Tensor]:
-        return {"logits": value.logits.cpu(), "pred": value.pred.cpu()}
-
-    def loaded(self, saved: Any) -> CleanBatch:
-        return CleanBatch(saved["logits"], saved["pred"])
-
-
 #: the clean pass of every batch, shared by every experiment
-CLEAN = CleanStage("clean-pass")
+CLEAN = FieldsStage("clean-pass", kind=CleanBatch)  # computed on the CPU by ExperimentContext.clean
 
 #: every attack's result per batch, one family per attack: ``ATTACK.at("pgd")`` is ``attack/pgd/batch-NNNNN``
 ATTACK = AttackStage("attack")
