@@ -18,6 +18,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..analysis.pse_types import TYPE_NAMES
 from .figures import image_for_display, save_figure, to_numpy
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)
@@ -28,7 +29,6 @@ TYPE_LABELS = {
     "balanced": "balanced (both, neither dominates)",
     "opposing": "opposing (works against the attack)",
 }
-TYPE_ORDER = ("suppression", "promotion", "balanced", "opposing")
 
 
 def _show_image(ax: Axes, img: torch.Tensor) -> None:
@@ -76,7 +76,7 @@ def plot_pse_examples(
         for ax in axes[i]:
             ax.set_xticks([])
             ax.set_yticks([])
-    handles = [Patch(color=TYPE_COLOURS[k], label=TYPE_LABELS[name]) for k, name in enumerate(TYPE_ORDER)]
+    handles = [Patch(color=TYPE_COLOURS[k], label=TYPE_LABELS[name]) for k, name in enumerate(TYPE_NAMES)]
     handles.append(Patch(facecolor="#888888", edgecolor="white",
                          label=f"white outline: top {top_fraction:.0%} of the CAM"))
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
@@ -92,7 +92,7 @@ def plot_type_distribution(
 ) -> Path:
     """Per attack variant: which type dominates each perturbation (left) and the mean energy share of each type (right).
 
-    ``fractions[v]`` and ``shares[v]`` are in TYPE_ORDER; ``counts[v]`` the number of
+    ``fractions[v]`` and ``shares[v]`` are in TYPE_NAMES; ``counts[v]`` the number of
     successful perturbations behind them.
     """
     variants = list(fractions)
@@ -100,7 +100,7 @@ def plot_type_distribution(
     left, right = fig.subplots(1, 2)
     pos = np.arange(len(variants))
     bottom = np.zeros(len(variants))
-    for k, name in enumerate(TYPE_ORDER):
+    for k, name in enumerate(TYPE_NAMES):
         vals = np.array([fractions[v][k] for v in variants], dtype=float)
         vals = np.nan_to_num(vals)
         left.bar(pos, vals, bottom=bottom, color=TYPE_COLOURS[k], label=name)
@@ -109,8 +109,8 @@ def plot_type_distribution(
     left.set_ylabel("fraction of successful perturbations")
     left.set_ylim(0, 1.05)
     left.set_title("Dominant type of each perturbation\n(the type with the largest energy share)", fontsize=10)
-    width = 0.8 / len(TYPE_ORDER)
-    for k, name in enumerate(TYPE_ORDER):
+    width = 0.8 / len(TYPE_NAMES)
+    for k, name in enumerate(TYPE_NAMES):
         vals = np.nan_to_num(np.array([shares[v][k] for v in variants], dtype=float))
         right.bar(pos + (k - 1.5) * width, vals, width, color=TYPE_COLOURS[k], label=TYPE_LABELS[name])
     right.set_xticks(pos, variants, fontsize=8)
