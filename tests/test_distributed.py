@@ -354,3 +354,41 @@ def test_on_every_rank_returns_the_value_or_raises_the_error_in_one_process() ->
 
     with pytest.raises(ConfigError, match="only here"):
         on_every_rank(fails)
+
+
+STUDY_SETTINGS = ["--quick", "--n", "16", "--batch-size", "4", "--attacks", "fgsm", "--panel", "gradcam", "--gate-n",
+                  "8", "--randomization-images", "2", "--figure-images", "2", "--permutations", "50", "--no-progress"]
+
+
+def study_args(weights: Path, tmp: Path) -> list[str]:
+    """A two-model study (the same LeNet-5 weights under two labels) at tiny settings."""
+    config = tmp / "study.yaml"
+    config.write_text(f"models:\n  - {{model: {weights}, arch: lenet5, label: a}}\n"
+                      f"  - {{model: {weights}, arch: lenet5, label: b}}\n")
+    return ["study", "--config", str(config), *STUDY_SETTINGS]
+
+
+def without_column(path: Path, column: str) -> list[list[str]]:
+    import csv
+
+    rows = list(csv.reader(path.open()))
+    drop = rows[0].index(column)
+    return [r[:drop] + r[drop + 1:] for r in rows]
+
+
+@needs_fashion_mnist
+def test_a_study_under_torchrun_equals_one_process(lenet_weights, tmp_path) -> None:
+    """Each model's batches are shared among the processes; the study's files are one process's."""
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"study-{nproc}"
+        done = advspatial([*study_args(lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outs[nproc] = out
+    one, two = outs[1], outs[2]
+    assert comparable_metrics(one) == comparable_metrics(two)
+    assert (one / "per_image_per_model.csv").read_text() == (two / "per_image_per_model.csv").read_text()
+    assert without_column(one / "per_model.csv", "wall_seconds") == without_column(two / "per_model.csv",
+                                                                                   "wall_seconds")
+    for label in ("a", "b"):
+        assert_same_results(one / "models" / label, two / "models" / label)

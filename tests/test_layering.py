@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
      {"defence", "analysis", "training", "finetuning", "model_cache", "masks", "pipeline"}),
     ("report rendering", {"report"}),
     ("experiments", {"experiments"}),
+    ("studies across models", {"studies"}),
     ("entry points", {"api", "cli", "__init__", "__main__"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}

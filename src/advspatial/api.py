@@ -20,12 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .studies.run import StudyResult
 
 
 @dataclass
@@ -153,6 +156,44 @@ def analyze(
 
 
 # -- naming objects --------------------------------------------------------------------------
+
+def study(
+    models: Any,
+    data: Any = None,
+    *,
+    out: str | Path = "runs/study",
+    quick: bool = False,
+    resume: bool = False,
+    **settings: Any,
+) -> StudyResult:
+    """Measure the RoI/RoA co-location on several models over the same images and compare them
+    (``advspatial study``): per model its own ``maps`` run under ``out/models/LABEL``, then a random-effects
+    meta-analysis, paired contrasts, a meta-regression and the agreement between models (docs/study.md).
+
+    Args:
+        models: a mapping ``{label: model}`` or a list of models; each an ``nn.Module`` taking images in [0,1], a
+            spec string, or a mapping with ``model`` and optional ``label``, ``weights``, ``arch``, ``preset``,
+            ``image_size``, ``covariates``. At least 2.
+        data: the images, as for :func:`run` (default: the ``dataset`` setting).
+        out: the study's directory; ``resume=True`` completes it (a finished model is never recomputed).
+        quick: CI-sized settings (a smoke test: its verdicts decide nothing).
+        **settings: any setting of the ``maps`` experiment shared by every model, e.g. ``n=200``, ``attacks=["pgd"]``.
+    """
+    from .distributed import init_from_environment
+    from .studies.models import parse_models
+    from .studies.run import run_study
+    from .studies.running import Study
+
+    init_from_environment()
+    entries = ([{"model": model_spec(m), "label": label} for label, m in models.items()] if isinstance(models, dict)
+               else [m if isinstance(m, (str, dict)) else {"model": model_spec(m), "label": type(m).__name__.lower()
+                                                           + f"-{i}"} for i, m in enumerate(models)])
+    entries = [{**e, "model": model_spec(e["model"])} if isinstance(e, dict) else e for e in entries]
+    values = dict(settings)
+    if data is not None:
+        values["dataset"] = dataset_spec_of(data, None, values)
+    return run_study(Study(parse_models(entries), values, str(out), quick), resume=resume)
+
 
 def model_spec(model: nn.Module | str) -> str:
     """A spec string for ``model``: itself when a string, else the in-memory object's ``object:NAME``."""

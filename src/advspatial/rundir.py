@@ -106,10 +106,6 @@ class RunDir:
 
         atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
-    def bind_model(self, checksum: str) -> None:
-        """Tie the run to the model whose weights have SHA-256 ``checksum`` (see :meth:`bind`)."""
-        self.bind("model_sha256", checksum, "model weights")
-
     def bind(self, key: str, checksum: str, what: str) -> None:
         """Tie the run to ``checksum`` of ``what`` (the model's weights, its code, the images), under ``key`` of
         ``run.json``: recorded the first time, a :class:`ConfigError` when a later (resumed) run finds another

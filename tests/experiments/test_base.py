@@ -52,7 +52,7 @@ def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_pa
     other = ExperimentConfig(n=20, out=str(out))
     with open_run(out, "spatial", other, resume=False) as rundir:  # re-run in place, with other settings
         rundir.save_stage("predictions", {"x": torch.ones(2)})
-        rundir.bind_model("a" * 64)
+        rundir.bind("model_sha256", "a" * 64, "model weights")
     with pytest.raises(ConfigError, match="already holds a run"):
         with open_run(out, "spatial", other, resume=False):
             pass
@@ -64,8 +64,8 @@ def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_pa
             pass
     with open_run(out, "spatial", other, resume=True) as rundir:
         with pytest.raises(ConfigError, match="other model weights"):
-            rundir.bind_model("b" * 64)
-        rundir.bind_model("a" * 64)
+            rundir.bind("model_sha256", "b" * 64, "model weights")
+        rundir.bind("model_sha256", "a" * 64, "model weights")
     copy = tmp_path / "elsewhere" / "copied"
     shutil.copytree(out, copy)
     moved = ExperimentConfig(n=20, out=str(copy))  # out and progress are not part of the fingerprint

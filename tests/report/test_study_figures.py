@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.report.study_figures import ForestRow, PooledRow, plot_agreement, plot_forest
+from advspatial.report.study_figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 
 NAN = math.nan
 
@@ -36,9 +36,9 @@ def _matrices(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_forest_grows_with_the_rows(tmp_path: Path) -> None:
     pooled = PooledRow("pooled", 0.1, 0.02, 0.18, -0.1, 0.3)
-    small = plot_forest(_rows(2), pooled, tmp_path / "sub" / "small.png", title="effect per model", xlabel="excess",
-                        sesoi=0.05)
-    large = plot_forest(_rows(8), pooled, tmp_path / "large.png", title="effect per model", xlabel="excess")
+    small = plot_model_forest(_rows(2), pooled, tmp_path / "sub" / "small.png", title="effect per model",
+                              xlabel="excess", sesoi=0.05)
+    large = plot_model_forest(_rows(8), pooled, tmp_path / "large.png", title="effect per model", xlabel="excess")
     assert small == tmp_path / "sub" / "small.png" and small.stat().st_size > 5_000
     (h_small, w_small), (h_large, w_large) = _pixels(small), _pixels(large)
     assert w_small == w_large and 600 <= w_small <= 1200
@@ -48,28 +48,29 @@ def test_forest_grows_with_the_rows(tmp_path: Path) -> None:
 def test_forest_draws_nan_rows_and_no_pool(tmp_path: Path) -> None:
     rows = [ForestRow("a", 0.2, 0.1, 0.3, True), ForestRow("b", NAN, NAN, NAN, False, "too few images"),
             ForestRow("c", 0.1, NAN, NAN, False, "gate failed")]
-    out = plot_forest(rows, None, tmp_path / "none.png", title="t", xlabel="x")
+    out = plot_model_forest(rows, None, tmp_path / "none.png", title="t", xlabel="x")
     assert _pixels(out)[0] > 100
     only_nan = [ForestRow("b", NAN, NAN, NAN, False)]  # nothing finite to scale the axis by
-    assert plot_forest(only_nan, None, tmp_path / "nan.png", title="t", xlabel="x", pooled_note="no data").exists()
+    assert plot_model_forest(only_nan, None, tmp_path / "nan.png", title="t", xlabel="x",
+                             pooled_note="no data").exists()
     no_prediction = PooledRow("pooled", 0.15, 0.1, 0.2)
-    assert plot_forest(rows, no_prediction, tmp_path / "pooled.png", title="t", xlabel="x").exists()
+    assert plot_model_forest(rows, no_prediction, tmp_path / "pooled.png", title="t", xlabel="x").exists()
 
 
 def test_forest_rejects_bad_input(tmp_path: Path) -> None:
     target = tmp_path / "bad.png"
     with pytest.raises(ShapeError, match="at least one row"):
-        plot_forest([], None, target, title="t", xlabel="x")
+        plot_model_forest([], None, target, title="t", xlabel="x")
     with pytest.raises(ConfigError, match=r"row 'a': low=0.3 > high=0.1"):
-        plot_forest([ForestRow("a", 0.2, 0.3, 0.1, True)], None, target, title="t", xlabel="x")
+        plot_model_forest([ForestRow("a", 0.2, 0.3, 0.1, True)], None, target, title="t", xlabel="x")
     with pytest.raises(ConfigError, match="high=inf is infinite"):
-        plot_forest([ForestRow("a", 0.2, 0.1, math.inf, True)], None, target, title="t", xlabel="x")
+        plot_model_forest([ForestRow("a", 0.2, 0.1, math.inf, True)], None, target, title="t", xlabel="x")
     with pytest.raises(ConfigError, match="pooled effect, low and high must be finite"):
-        plot_forest(_rows(2), PooledRow("p", NAN, 0.0, 1.0), target, title="t", xlabel="x")
+        plot_model_forest(_rows(2), PooledRow("p", NAN, 0.0, 1.0), target, title="t", xlabel="x")
     with pytest.raises(ConfigError, match="pooled prediction: low=0.5 > high=-0.5"):
-        plot_forest(_rows(2), PooledRow("p", 0.1, 0.0, 0.2, 0.5, -0.5), target, title="t", xlabel="x")
+        plot_model_forest(_rows(2), PooledRow("p", 0.1, 0.0, 0.2, 0.5, -0.5), target, title="t", xlabel="x")
     with pytest.raises(ConfigError, match="sesoi"):
-        plot_forest(_rows(2), None, target, title="t", xlabel="x", sesoi=0.0)
+        plot_model_forest(_rows(2), None, target, title="t", xlabel="x", sesoi=0.0)
     assert not target.exists()
 
 
@@ -121,7 +122,7 @@ def test_figures_leave_pyplot_alone(tmp_path: Path) -> None:
     mine = plt.figure()
     try:
         before, current = plt.get_fignums(), plt.gcf()
-        plot_forest(_rows(3), None, tmp_path / "forest.png", title="t", xlabel="x")
+        plot_model_forest(_rows(3), None, tmp_path / "forest.png", title="t", xlabel="x")
         plot_agreement(["a", "b"], *_matrices(2), tmp_path / "agreement.png", title="t")
         assert plt.get_fignums() == before and plt.gcf() is current is mine
     finally:

@@ -21,7 +21,7 @@ from .model_commands import evaluate, train_command
 from .run import RESUME_HINT, experiment_command, report_command, run_group
 
 #: the commands that share their work among the processes of a torchrun launch
-DISTRIBUTED_COMMANDS = ("run", "analyze", "list")
+DISTRIBUTED_COMMANDS = ("run", "analyze", "study", "list")
 
 
 class TopLevel(click.Group):
@@ -29,7 +29,7 @@ class TopLevel(click.Group):
     experiment's command, ``advspatial run analyze``) and ``train`` (:class:`~advspatial.training.TrainConfig`)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "analyze", "train"])
+        return sorted([*super().list_commands(ctx), "analyze", "study", "train"])
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         from ..distributed import world
@@ -46,6 +46,10 @@ class TopLevel(click.Group):
             return command
         if name == "train":
             return train_command()
+        if name == "study":
+            from .study import study_command
+
+            return study_command()
         return super().get_command(ctx, name)
 
 

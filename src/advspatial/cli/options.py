@@ -31,6 +31,7 @@ def field_option(f: dataclasses.Field, kind: Any, help_text: str, **click_kwargs
         default = f.default_factory()
     else:  # what calling the missing factory raised
         raise TypeError(f"field {f.name!r} has neither a default nor a default factory")
+    default = click_kwargs.pop("default", default)  # a command whose default differs from the dataclass's
     dashed = f.name.replace("_", "-")
     flags = list(click_kwargs.pop("flags", [f"--{dashed}"]))
     if kind is bool:

@@ -33,7 +33,9 @@ import torch
 
 from ..regions import STATISTICS
 from ..statistics.claims import Claim, claim_from
-from ..statistics.inference import ExcessDifference, NullComparison, compare_to_nulls, excess_difference
+from ..statistics.inference import (
+    ExcessDifference, NullComparison, PerImage, compare_to_nulls, difference_influence, difference_of, excess_influence,
+)
 from ..statistics.nulls import null_groups
 from ..regions.overlap import energy_in_roi_pairs
 from ..regions.references import REFERENCE_MAPS, REFERENCE_WORDS, LayoutSums, top_count_mask
@@ -138,10 +140,23 @@ def beyond_references(store: Mapping[str, torch.Tensor], references: Mapping[str
                       seed: int) -> dict[str, ExcessDifference]:
     """Per reference, the model RoI's excess over the same-class null minus the reference RoI's (> 0: the model's
     RoI catches more of the attack than that reference does, beyond the class layout)."""
+    return {name: difference_of(values, seed) for name, values in beyond_values(store, references).items()}
+
+
+def beyond_values(store: Mapping[str, torch.Tensor],
+                  references: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, PerImage]:
+    """Per reference, the per-image values behind :func:`beyond_references` (a study compares them across models)."""
     groups = null_groups(PRIMARY_NULL, store["labels"])
     model = energy_in_roi_pairs(store["roi"], store["attack"])
-    return {name: excess_difference(model, energy_in_roi_pairs(roi, store["attack"]), groups, seed)
+    return {name: difference_influence(model, energy_in_roi_pairs(roi, store["attack"]), groups)
             for name, (_, roi) in references.items()}
+
+
+def excess_values(store: Mapping[str, torch.Tensor]) -> PerImage:
+    """The per-image values behind the primary statistic's excess over the same-class null (its mean and CI are the
+    ``energy_in_roi`` x ``same-class`` comparison of :func:`compare_store`)."""
+    return excess_influence(energy_in_roi_pairs(store["roi"], store["attack"]),
+                            null_groups(PRIMARY_NULL, store["labels"]))
 
 
 def beyond_claim(subject: str, differences: Mapping[str, ExcessDifference], same_class: NullComparison,

@@ -111,13 +111,28 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
     model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
+    bind_run(rundir, run_identity(config, model, data))
+    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+
+
+def run_identity(config: ExperimentConfig, model: nn.Module, data: ImageDataset) -> dict[str, str]:
+    """The checksums a run's stages belong to: the model's weights, its code, the images (:func:`bind_run`)."""
     from ..models.loading import state_checksum
     from ..models.spec import code_checksum
 
-    rundir.bind_model(state_checksum(model))
-    rundir.bind("model_code_sha256", code_checksum(model, config.model), "model code")
-    rundir.bind("images_sha256", data.checksum(), "images (their content, labels or selection changed)")
-    return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+    return {"model_sha256": state_checksum(model), "model_code_sha256": code_checksum(model, config.model),
+            "images_sha256": data.checksum()}
+
+
+#: what each checksum of :func:`run_identity` is of, for the message when a resumed run finds another
+IDENTITY_WHAT = {"model_sha256": "model weights", "model_code_sha256": "model code",
+                 "images_sha256": "images (their content, labels or selection changed)"}
+
+
+def bind_run(rundir: RunDir, identity: Mapping[str, str]) -> None:
+    """Tie ``rundir`` to the checksums of :func:`run_identity` (refused in one line when a resumed run finds others)."""
+    for key, checksum in identity.items():
+        rundir.bind(key, checksum, IDENTITY_WHAT[key])
 
 
 def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:

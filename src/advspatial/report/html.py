@@ -56,6 +56,8 @@ class Section:
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     anchor: str = ""
+    #: (text, relative address) links listed after the paragraphs, e.g. to another run's own report
+    links: list[tuple[str, str]] = field(default_factory=list)
 
 
 def format_cell(value: Any) -> str:
@@ -85,6 +87,10 @@ def render_section(section: Section) -> str:
     parts = [f'<section id="{html.escape(anchor)}"><h2>{html.escape(section.title)}</h2>']
     parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
+    if section.links:
+        items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>'
+                        for text, href in section.links)
+        parts.append(f"<ul>{items}</ul>")
     parts += [render_table(t) for t in section.tables]
     for fig in section.figures:
         parts.append(

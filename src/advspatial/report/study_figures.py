@@ -74,7 +74,7 @@ def _check_interval(name: str, effect: float, low: float, high: float) -> None:
 
 def _check_forest(rows: Sequence[ForestRow], pooled: PooledRow | None, sesoi: float | None) -> None:
     if not rows:
-        raise ShapeError("plot_forest needs at least one row (one model)")
+        raise ShapeError("plot_model_forest needs at least one row (one model)")
     for r in rows:
         _check_interval(f"row {r.label!r}", r.effect, r.low, r.high)
     if pooled is not None:
@@ -132,7 +132,7 @@ def _x_limits(rows: Sequence[ForestRow], pooled: PooledRow | None, sesoi: float 
     return low - pad, high + pad
 
 
-def plot_forest(rows: Sequence[ForestRow], pooled: PooledRow | None, path: str | Path, *, title: str, xlabel: str,
+def plot_model_forest(rows: Sequence[ForestRow], pooled: PooledRow | None, path: str | Path, *, title: str, xlabel: str,
                 sesoi: float | None = None, pooled_note: str = "", digits: int = 2) -> Path:
     """One line per model (effect with its interval) and the pooled diamond at the bottom, 0 marked, the
     smallest effect of interest dashed at ±``sesoi``, the numbers in a column on the right.

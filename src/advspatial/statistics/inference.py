@@ -395,15 +395,47 @@ def excess_difference(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any,
     statistic of RoI j with RoA i). Per image i, d_i = excess_a,i - excess_b,i,
     each excess over the same partners (``groups``, e.g. same class).
     """
+    return difference_of(difference_influence(pairs_a, pairs_b, groups), seed)
+
+
+def difference_of(values: PerImage, seed: int = 0) -> ExcessDifference:
+    """The mean of per-image differences (:func:`difference_influence`) with its bootstrap CI and sign-flip p."""
+    d = torch.from_numpy(values.values)
+    return ExcessDifference(int(values.columns.size), bootstrap_mean_ci(d, seed), paired_p(d, seed=seed))
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """Per-image values of an excess over a within-group null: ``values[c]`` belongs to image ``columns[c]`` (the
+    images with a finite observed value and a partner); ``observed`` and ``null`` are that image's statistic and its
+    partners' mean. ``values`` are the two-way influence values (:func:`_influence`): their mean is the mean excess
+    that :func:`excess_test` reports, and their spread counts the RoI side of the null too."""
+
+    columns: np.ndarray
+    values: np.ndarray
+    observed: np.ndarray
+    null: np.ndarray
+
+
+def excess_influence(pairs: torch.Tensor, groups: Any) -> PerImage:
+    """The per-image values behind :func:`excess_test`'s mean excess and CI (for comparisons across runs on the
+    same images, e.g. two models: image i's value is its own contribution to the run's effect)."""
+    p, g = check_pairs(pairs, groups)
+    prep = _prepare(p, g)
+    return PerImage(prep.columns, prep.influence, prep.observed, prep.null)
+
+
+def difference_influence(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any) -> PerImage:
+    """The per-image values behind :func:`excess_difference` (pairing ``a``'s influence minus ``b``'s, on the images
+    both have; ``observed``/``null`` are ``a``'s)."""
     pa, g = check_pairs(pairs_a, groups)
     pb, _ = check_pairs(pairs_b, groups)
     prep_a, prep_b = _prepare(pa, g), _prepare(pb, g)
     common, ia, ib = np.intersect1d(prep_a.columns, prep_b.columns, return_indices=True)
-    d = torch.from_numpy(prep_a.influence[ia] - prep_b.influence[ib])
-    return ExcessDifference(int(common.size), bootstrap_mean_ci(d, seed), paired_p(d, seed=seed))
+    return PerImage(common, prep_a.influence[ia] - prep_b.influence[ib], prep_a.observed[ia], prep_a.null[ia])
 
 
 __all__ = [
-    "NullComparison", "compare_to_nulls", "excess_test", "placement_comparison", "two_sided_permutation_p",
-    "uniform_comparison",
+    "NullComparison", "PerImage", "compare_to_nulls", "difference_influence", "difference_of", "excess_influence",
+    "excess_test", "placement_comparison", "two_sided_permutation_p", "uniform_comparison",
 ]

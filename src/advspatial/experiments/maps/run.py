@@ -8,6 +8,7 @@ figures (:mod:`.figures`), and the report renders from the findings (:mod:`.repo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -22,7 +23,7 @@ from .config import MapsConfig, MeasurementConfig
 from .figures import draw_figures
 from .metrics import MapsFindings, attack_outcomes
 from .report import render
-from .stages import measurement_context, process_attack
+from .stages import AttackSummary, Context, measurement_context, process_attack
 
 
 @register_experiment("maps", MapsConfig,
@@ -46,6 +47,24 @@ def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDatase
     and, in ``attacks``, a maker ``model -> Attack`` per name (the examples made elsewhere) in place of the
     registered attack; returns (per-image rows, findings).
     """
+    measurement = maps_measurement(config, rundir, images, attacks)
+    return measurement.rows, measurement.findings
+
+
+@dataclass
+class MapsMeasurement:
+    """Everything a measurement produced: the per-image rows and findings a run writes, and the context and per-attack
+    summaries (the kept images' maps and regions) that a study across models compares further."""
+
+    rows: list[dict[str, Any]]
+    findings: MapsFindings
+    context: Context
+    summaries: list[AttackSummary]
+
+
+def maps_measurement(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,
+                     attacks: dict[str, Callable[[nn.Module], Attack]] | None = None) -> MapsMeasurement:
+    """:func:`maps_analysis` with the context and the attack summaries kept."""
     ctx = measurement_context(config, rundir, images)
     gates = run_gates(ctx)
     rows: list[dict[str, Any]] = []
@@ -55,4 +74,4 @@ def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDatase
     head = attack_outcomes(ctx, summaries, rows)
     measured = measure(ctx, summaries, head["attacks"], gates)
     draw_figures(ctx, summaries, measured.claims)
-    return rows, MapsFindings.measured(head, measured)
+    return MapsMeasurement(rows, MapsFindings.measured(head, measured), ctx, summaries)

@@ -1,0 +1,192 @@
+"""The study's report: the cross-model verdicts first (fixed rules, the single runs' verdict words), a forest plot
+per attack and endpoint, the agreement matrices as heat maps, the contrasts and meta-regressions, then the gate and
+cost of every model with a link to its own report. Rendered from the findings alone; the figures are drawn first
+(:func:`draw_figures`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..report.html import Section, Table
+from ..report.sections import drawn_figure
+from ..report.study_figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
+from ..report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table
+from .analysis import ENDPOINTS, Agreement, Endpoint
+from .findings import StudyFindings
+
+ENDPOINT_AXES = {"beyond": "excess of the energy share beyond the best model-free reference",
+                 "excess": "excess of the energy share over the same-class null"}
+
+
+def forest_name(ep: Endpoint) -> str:
+    return f"forest-{ep.attack}-{ep.endpoint}.png"
+
+
+def agreement_name(subject: str) -> str:
+    return "agreement-" + subject.replace("RoA: ", "roa-").replace("RoI", "roi").replace(" ", "_") + ".png"
+
+
+def draw_figures(findings: StudyFindings, folder: Path) -> None:
+    """The forest plot of every endpoint and the heat map of every agreement matrix, into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ep in findings.endpoints:
+        rows = [ForestRow(e.model, e.effect.mean, e.effect.low, e.effect.high, e.included,
+                          "" if e.included else e.reason.split(":")[0]) for e in ep.models]
+        rows += [ForestRow(label, math.nan, math.nan, math.nan, False, "run failed") for label in findings.failed]
+        pooled = None
+        if ep.pooled is not None:
+            m = ep.pooled.meta
+            pooled = PooledRow(f"pooled ({m.k} models)", m.effect, m.low, m.high, m.prediction_low, m.prediction_high)
+        claim = findings.claims[ep.pooled.claim] if ep.pooled is not None else None
+        plot_model_forest(rows, pooled, folder / forest_name(ep), title=f"{ep.attack}: {ENDPOINTS[ep.endpoint]}",
+                          xlabel=ENDPOINT_AXES[ep.endpoint], sesoi=claim.sesoi if claim and claim.sesoi > 0 else None,
+                          pooled_note=ep.note)
+    labels = list(findings.models)
+    for subject in dict.fromkeys(c.subject for c in findings.agreement):
+        cells = [c for c in findings.agreement if c.subject == subject]
+        excess, low, high, words = agreement_matrix(labels, cells)
+        plot_agreement(labels, excess, low, high, folder / agreement_name(subject), verdicts=words,
+                       title=f"{subject}: IoU of two models' regions on the same image, excess over the "
+                             "same-class null")
+
+
+def agreement_matrix(labels: list[str], cells: list[Agreement]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """k x k matrices (symmetric; NaN diagonal and missing pairs) of excess, CI bounds and verdicts."""
+    k = len(labels)
+    excess, low, high = (np.full((k, k), np.nan) for _ in range(3))
+    words = np.full((k, k), None, dtype=object)
+    at = {label: i for i, label in enumerate(labels)}
+    for c in cells:
+        for i, j in ((at[c.a], at[c.b]), (at[c.b], at[c.a])):
+            excess[i, j], low[i, j], high[i, j], words[i, j] = c.effect.mean, c.effect.low, c.effect.high, c.verdict
+    return excess, low, high, words
+
+
+def render(findings: StudyFindings, figures: Path) -> tuple[str, list[Section]]:
+    """The printed summary and the report's sections."""
+    sections = [verdicts_section(findings), forest_section(findings, figures), agreement_section(findings, figures),
+                contrasts_section(findings), regression_section(findings), models_section(findings)]
+    return summary(findings), sections
+
+
+def summary(findings: StudyFindings) -> str:
+    """One line per pooled claim, and the models left out."""
+    lines = [f"study of {len(findings.models)} models on {findings.dataset} (n = {findings.n} images each)"]
+    for ep in findings.endpoints:
+        if ep.pooled is None:
+            lines.append(f"  {ep.attack}, {ENDPOINTS[ep.endpoint]}: {ep.note}")
+            continue
+        c = findings.claims[ep.pooled.claim]
+        lines.append(f"  {ep.attack}, {ENDPOINTS[ep.endpoint]}: pooled Δ {interval(c.effect)} over "
+                     f"{ep.pooled.meta.k} models, {c.verdict} ({ep.pooled.heterogeneity})")
+    for subject in dict.fromkeys(c.subject for c in findings.agreement):
+        cells = [c for c in findings.agreement if c.subject == subject]
+        words = ", ".join(f"{c.a}~{c.b} Δ {interval(c.effect)} {c.verdict}" for c in cells)
+        lines.append(f"  agreement, {subject}: {words}")
+    lines += [f"  {label}: run failed ({why})" for label, why in findings.failed.items()]
+    return "\n".join(lines)
+
+
+def verdicts_section(findings: StudyFindings) -> Section:
+    paragraphs = [
+        "Each model was measured by the maps experiment on the same images with the same seeds. A model's effect "
+        "enters the pooled estimate only when the gates its claim rests on passed (a faithful RoI, complete attack "
+        "maps) and it kept at least 30 images; the pooled effect is a DerSimonian-Laird random-effects estimate, "
+        "its verdict the single runs' fixed rule (Holm across attacks for the primary endpoint, co-location beyond "
+        "layout and image content; Benjamini-Hochberg for the plain excess).", verdict_legend()]
+    notes = [f"{ep.attack}, {ENDPOINTS[ep.endpoint]}: {ep.note}" for ep in findings.endpoints if ep.pooled is None]
+    for ep in findings.endpoints:
+        left_out = [f"{e.model} ({e.reason})" for e in ep.models if not e.included]
+        if left_out:
+            notes.append(f"{ep.attack}, {ENDPOINTS[ep.endpoint]}: not pooled: {'; '.join(left_out)}")
+    notes += [f"{label}: run failed ({why}); resume the study to complete it" for label, why in findings.failed.items()]
+    rows = [[ep.attack, ep.endpoint, p.meta.k, interval(findings.claims[p.claim].effect), f"{p.meta.i2:.0%}",
+             fmt(p.meta.tau2, 4), fmt_p(p.meta.q_p), pred(ep), p.heterogeneity]
+            for ep in findings.endpoints if (p := ep.pooled) is not None]
+    heterogeneity = Table("Heterogeneity between models", ["attack", "endpoint", "models", "pooled Δ [95% CI]",
+                                                           "I²", "τ²", "Q p", "prediction interval", "reading"], rows)
+    tables = [verdict_table(findings.claims, "Cross-model verdicts (pooled over the models that passed their gates)"),
+              heterogeneity]
+    return Section("Cross-model verdicts", paragraphs, tables, notes=notes, anchor="verdicts")
+
+
+def pred(ep: Endpoint) -> str:
+    m = ep.pooled.meta if ep.pooled is not None else None
+    if m is None or not math.isfinite(m.prediction_low):
+        return "-"
+    return f"[{m.prediction_low:+.3f}, {m.prediction_high:+.3f}]"
+
+
+def forest_section(findings: StudyFindings, figures: Path) -> Section:
+    rows = [[ep.attack, ep.endpoint, e.model, e.n, interval(e.effect), fmt(e.se, 4), e.reference or "-",
+             "yes" if e.included else f"no: {e.reason}", e.run_verdict or "-"]
+            for ep in findings.endpoints for e in ep.models]
+    table = Table("Effect per model", ["attack", "endpoint", "model", "images", "Δ [95% CI]", "se",
+                                       "worst reference", "pooled", "single-run verdict"], rows)
+    figs = [f for ep in findings.endpoints for f in drawn_figure(
+        figures, forest_name(ep), f"{ep.attack}: {ENDPOINTS[ep.endpoint]}, per model (grey: not pooled) and pooled "
+                                  "(diamond: 95% CI; line: prediction interval)")]
+    return Section("Effect per model", ["Per model its effect with the bootstrap CI of its own run; the se weighs it "
+                                        "in the meta-analysis (sd of the per-image values / sqrt n)."], [table],
+                   figs, anchor="forest")
+
+
+def agreement_section(findings: StudyFindings, figures: Path) -> Section:
+    rows = [[c.subject, c.a, c.b, c.n, fmt(c.observed), fmt(c.null), interval(c.effect), fmt_p(c.p),
+             fmt_p(c.p_adjusted), ", ".join(k for k, ok in c.gates.items() if not ok) or "passed", c.verdict]
+            for c in findings.agreement]
+    table = Table("Agreement between models (IoU of the two models' regions on the same image vs the same-class null)",
+                  ["regions", "model a", "model b", "images", "IoU", "same-class null", "Δ [95% CI]", "p",
+                   "p_adj (BH)", "gates", "verdict"], rows)
+    figs = [f for subject in dict.fromkeys(c.subject for c in findings.agreement) for f in drawn_figure(
+        figures, agreement_name(subject), f"{subject}: pairwise agreement (excess IoU over the same-class null)")]
+    text = ("Do different models' attacks act in the same place, and do the models look at the same place? Per image "
+            "both models kept, the IoU of model a's region with model b's region of the same image, against a's "
+            "region of another image of the same class; maps on a common grid, regions re-taken as the top "
+            "fraction there. RoA agreement rests on both attack maps' completeness; RoI agreement on both RoIs' "
+            "faithfulness.")
+    return Section("Do the models' attacks act in the same place?", [text], [table], figs, anchor="agreement")
+
+
+def contrasts_section(findings: StudyFindings) -> Section:
+    rows = [[c.attack, c.a, c.b, c.effect.n, interval(c.effect), fmt_p(c.p), fmt_p(c.p_adjusted),
+             ", ".join(k for k, ok in c.gates.items() if not ok) or "passed", c.verdict] for c in findings.contrasts]
+    table = Table("Paired contrasts (model a minus model b, excess over the same-class null, same images)",
+                  ["attack", "model a", "model b", "images", "Δ [95% CI]", "p", "p_adj (Holm)", "gates", "verdict"],
+                  rows)
+    return Section("Paired contrasts between models", [
+        "On the images both models kept, the mean per-image difference of their excess over the same-class null "
+        "(a sign-flip test; Holm across every pair and attack). 'supported': model a's attack co-locates more with "
+        "its RoI than model b's."], [table], anchor="contrasts")
+
+
+def regression_section(findings: StudyFindings) -> Section:
+    rows = [[r.attack, r.endpoint, r.fit.covariate, r.fit.k, fmt(r.fit.slope, 4),
+             f"[{r.fit.low:+.4f}, {r.fit.high:+.4f}]", fmt(r.fit.tau2, 4), fmt_p(r.fit.p), fmt_p(r.p_adjusted)]
+            for r in findings.regressions]
+    text = ("Exploratory: a mixed-effects meta-regression of the pooled models' effects on one covariate at a time "
+            "(needs 3 or more pooled models and a covariate that varies); BH across all, no verdicts.")
+    notes = [] if rows else ["No meta-regression: fewer than 3 models were pooled for every endpoint."]
+    return Section("Meta-regression on model covariates", [text], [Table(
+        "Meta-regression", ["attack", "endpoint", "covariate", "models", "slope", "95% CI", "τ² (residual)", "p",
+                            "p_adj (BH)"], rows)], notes=notes, anchor="regression")
+
+
+def models_section(findings: StudyFindings) -> Section:
+    rows = [[label, m.spec, m.parameters, m.depth, "x".join(map(str, m.image_shape)), fmt(m.clean_accuracy),
+             fmt(m.robust_accuracy), m.roi_method, "passed" if m.roi_faithful else "failed", fmt(m.wall_seconds, 1),
+             m.report] for label, m in findings.models.items()]
+    rows += [[label, "-", "-", "-", "-", "-", "-", "-", "-", "-", f"run failed: {why}"]
+             for label, why in findings.failed.items()]
+    table = Table("Models", ["model", "spec", "parameters", "depth (conv+linear)", "input", "clean accuracy",
+                             "robust accuracy (PGD)", "RoI explainer", "RoI gate", "wall seconds", "own report"], rows)
+    skipped = [f"{label}: {attack} not compared ({why})" for label, m in findings.models.items()
+               for attack, why in m.skipped.items()]
+    links = [(f"{label}: its own report", m.report) for label, m in findings.models.items()]
+    return Section("Models: gates, covariates, cost", ["Every model's own report (all its claims, gates and "
+                                                        "figures) is linked below."], [table], notes=skipped,
+                   anchor="models", links=links)

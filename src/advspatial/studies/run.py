@@ -1,0 +1,86 @@
+"""``run_study``: every model measured (or read back), then the cross-model analysis and the study's files:
+``metrics.json``, ``per_model.csv``, ``per_image_per_model.csv``, ``images.csv``, ``report.html`` and ``figures/``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, ModelError, first_line
+from ..files import atomic_write_text
+from .findings import StudyFindings, study_findings
+from .measure import measure_model
+from .records import ModelRecord
+from .running import Study, elapsed, model_configs, preflight, say, study_dir
+
+#: the files a finished study writes into its directory (besides models/ and figures/)
+STUDY_FILES = ("study.yaml", "images.csv", "metrics.json", "per_model.csv", "per_image_per_model.csv", "report.html")
+
+
+@dataclass
+class StudyResult:
+    """A finished study: its findings, the printed summary and its directory."""
+
+    findings: StudyFindings
+    summary: str
+    out: Path
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def run_study(study: Study, resume: bool = False) -> StudyResult:
+    """Measure every model of ``study`` (a finished one is read back), analyse across them, write the files.
+
+    Checked before any work: every model's settings (one line naming the model), that they measure alike, that
+    every model loads, takes the images and has as many outputs as the others. A model whose run fails later
+    (:class:`~advspatial.errors.ModelError`, :class:`~advspatial.errors.DataError`) is listed as failed; the others
+    are analysed, and ``resume`` completes it.
+    """
+    from ..distributed import main_only
+
+    configs = model_configs(study)
+    started = time.perf_counter()
+    with study_dir(study, resume) as out:
+        checked = preflight(configs)
+        main_only(lambda: atomic_write_text(out / "images.csv",
+                                            "index,label\n" + "".join(f"{i},{y}\n" for i, y in checked.images)))
+        records: list[ModelRecord] = []
+        failed: dict[str, str] = {}
+        for k, model in enumerate(study.models, 1):
+            say(f"study: model {k}/{len(study.models)} {model.label} ({model.model})")
+            try:
+                records.append(measure_model(model, configs[model.label], checked.identities[model.label]))
+            except (ModelError, DataError) as exc:
+                failed[model.label] = first_line(exc)
+                say(f"study: {model.label} failed: {failed[model.label]}")
+        findings = study_findings(records, failed, next(iter(configs.values())))
+        summary = main_only(lambda: write_study(out, study, findings, records, elapsed(started))) or ""
+    return StudyResult(findings, summary, out)
+
+
+def write_study(out: Path, study: Study, findings: StudyFindings, records: list[ModelRecord],
+                wall_seconds: float) -> str:
+    """The study's figures, metrics.json, tables and report; returns the summary."""
+    from ..experiments.results import ExperimentResult, metrics_to_json, rows_to_csv
+    from ..experiments.smoke import banner, mark_result
+    from ..report.html import write_report
+    from .report import draw_figures, render
+    from .tables import per_image_rows, per_model_rows
+
+    draw_figures(findings, out / "figures")
+    summary, sections = render(findings, out / "figures")
+    metrics: dict[str, Any] = {**findings.to_metrics(), "wall_seconds": wall_seconds}
+    result = mark_result(ExperimentResult(metrics, per_model_rows(findings), summary, sections), study.quick)
+    atomic_write_text(out / "metrics.json", metrics_to_json(result.metrics))
+    atomic_write_text(out / "per_model.csv", rows_to_csv(result.per_image))
+    atomic_write_text(out / "per_image_per_model.csv", rows_to_csv(per_image_rows(records)))
+    write_report(out / "report.html", title="advspatial - study across models",
+                 subtitle="The RoI/RoA measurement on every model, on the same images with the same seeds",
+                 config={"models": ", ".join(f"{m.label}={m.model}" for m in study.models), **study.settings,
+                         "quick": study.quick}, sections=result.report_sections,
+                 banner=banner() if study.quick else "")
+    return result.summary

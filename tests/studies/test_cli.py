@@ -1,0 +1,54 @@
+"""``advspatial study`` on bad input: one line and exit 2, before any model is loaded or trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+
+def one_line(code: int, err: str, fragment: str) -> None:
+    assert code == 2, err
+    assert fragment in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--models", "smallcnn"], "a study compares at least 2 models, got 1"),
+    ([], "name the models to compare"),
+    (["--models", "nosuch,smallcnn"], "model nosuch: unknown model 'nosuch'"),
+    (["--models", "smallcnn,smallcnn"], "share the label 'smallcnn'"),
+    (["--models", "smallcnn,lenet5", "--n", "0"], "model smallcnn: n=0"),
+])
+def test_bad_models_or_settings_are_one_line(capsys, tmp_path: Path, args: list[str], fragment: str) -> None:
+    one_line(*run_cli(capsys, "study", *args, "--out", str(tmp_path / "s"))[::2], fragment)
+    assert not (tmp_path / "s").exists()
+
+
+def test_models_measured_differently_are_refused(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "study.yaml"
+    config.write_text("models:\n  - {model: smallcnn, preset: mnist}\n  - lenet5\n")
+    code, _, err = run_cli(capsys, "study", "--config", str(config), "--out", str(tmp_path / "s"))
+    one_line(code, err, "models smallcnn and lenet5 would be measured differently (eps_linf")
+
+
+def test_a_model_entry_with_an_unknown_key_is_one_line(capsys, tmp_path: Path) -> None:
+    config = tmp_path / "study.yaml"
+    config.write_text("models:\n  - {model: smallcnn, wieghts: x.pt}\n  - lenet5\n")
+    code, _, err = run_cli(capsys, "study", "--config", str(config))
+    one_line(code, err, "models[0] has unknown key(s) ['wieghts']")
+
+
+def test_resume_needs_a_study_directory(capsys, tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "study", "--resume", str(tmp_path))
+    one_line(code, err, "no study.yaml there")
+    code, _, err = run_cli(capsys, "study", "--resume", str(tmp_path), "--models", "a,b")
+    one_line(code, err, "--resume completes a study with its own models and settings")
+
+
+def test_the_study_lists_in_help(capsys) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0 and "study" in out
+    code, out, _ = run_cli(capsys, "study", "--help")
+    assert code == 0 and "--models" in out and "--eps-linf" in out and "--weights" not in out

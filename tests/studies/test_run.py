@@ -1,0 +1,143 @@
+"""A study end to end on synthetic images with two briefly trained TinyCNNs: its files, its per-model effects equal
+to each model's own run, a resume that recomputes nothing, and bad input (one line, nothing lost)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import TinyCNN
+from torch import nn
+
+import advspatial
+from advspatial.errors import ConfigError, ModelError
+
+CLASSES = 4
+SETTINGS: dict[str, Any] = {"n": 40, "attacks": ["pgd"], "eps_linf": 0.3, "panel": ["gradcam"], "gate_n": 8,
+                            "randomization_images": 2, "progress": False}
+
+
+def synthetic_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` 1x28x28 images: noise plus a bright square in the quadrant of the label (0..3)."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % CLASSES
+    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.3
+    for i, label in enumerate(labels.tolist()):
+        row, col = divmod(label, 2)
+        images[i, 0, 3 + 14 * row: 11 + 14 * row, 3 + 14 * col: 11 + 14 * col] += 0.6
+    return images.clamp(0, 1), labels
+
+
+def trained(seed: int, classes: int = CLASSES) -> nn.Module:
+    train = synthetic_images(400, seed=1)
+    torch.manual_seed(seed)
+    model = TinyCNN(num_classes=classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(60):
+        index = torch.randint(0, 400, (32,))
+        loss = nn.functional.cross_entropy(model(train[0][index]), train[1][index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+class NanAfterOne(nn.Module):
+    """Fine on the preflight's single image, NaN logits on any larger batch: a model that breaks mid-run."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        return out if len(x) == 1 else out * torch.nan
+
+
+@pytest.fixture(scope="module")
+def models() -> dict[str, nn.Module]:
+    return {"tiny-a": trained(0), "tiny-b": trained(1)}
+
+
+@pytest.fixture(scope="module")
+def finished(models: dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Any:
+    out = tmp_path_factory.mktemp("study") / "run"
+    return advspatial.study(models, data=synthetic_images(40, seed=2), out=out, quick=True, **SETTINGS)
+
+
+def test_a_study_writes_its_files_and_each_model_its_own_run(finished: Any) -> None:
+    out = finished.out
+    for name in ("study.yaml", "images.csv", "metrics.json", "per_model.csv", "per_image_per_model.csv",
+                 "report.html"):
+        assert (out / name).is_file(), name
+    for label in ("tiny-a", "tiny-b"):
+        assert (out / "models" / label / "report.html").is_file()
+        assert (out / "models" / label / "subset.csv").read_text() == (out / "models" / "tiny-a" / "subset.csv"
+                                                                       ).read_text()  # the same images
+    rows = list(csv.DictReader((out / "per_model.csv").open()))
+    assert {(r["model"], r["attack"], r["endpoint"]) for r in rows} == {
+        (m, "pgd", e) for m in ("tiny-a", "tiny-b") for e in ("beyond", "excess")}
+    report = (out / "report.html").read_text()
+    assert 'href="models/tiny-a/report.html"' in report and "smoke test" in report
+    assert finished.summary.startswith("smoke test")
+
+
+def test_each_models_effect_is_its_own_runs(finished: Any) -> None:
+    """The study's per-model effects are exactly the numbers each model's own run reports."""
+    metrics = json.loads((finished.out / "metrics.json").read_text())
+    for endpoint in metrics["endpoints"]:
+        for effect in endpoint["models"]:
+            own = json.loads((finished.out / "models" / effect["model"] / "metrics.json").read_text())
+            if endpoint["endpoint"] == "excess":
+                expected = own["inference"]["pgd"]["contribution"]["energy_in_roi"]["same-class"]["excess"]
+            else:
+                (claim,) = [c for c in own["claims"] if c["primary"] and c["subject"].startswith("pgd")]
+                expected = claim["effect"]
+            assert effect["effect"] == expected
+
+
+def test_per_image_values_average_to_the_effect(finished: Any) -> None:
+    rows = list(csv.DictReader((finished.out / "per_image_per_model.csv").open()))
+    metrics = json.loads((finished.out / "metrics.json").read_text())
+    excess = next(e for e in metrics["endpoints"] if e["endpoint"] == "excess")
+    for effect in excess["models"]:
+        values = [float(r["excess"]) for r in rows if r["model"] == effect["model"]]
+        assert len(values) == effect["n"]
+        assert sum(values) / len(values) == pytest.approx(effect["effect"]["mean"], abs=1e-12)
+
+
+def test_resume_reads_every_finished_model_back(finished: Any, models: dict[str, nn.Module]) -> None:
+    records = sorted((finished.out / "models").glob("*/stages/study-record.pt"))
+    stamps = [p.stat().st_mtime_ns for p in records]
+    again = advspatial.study(models, data=synthetic_images(40, seed=2), out=finished.out, quick=True, resume=True,
+                             **SETTINGS)
+    assert [p.stat().st_mtime_ns for p in records] == stamps
+    assert json.dumps(again.findings.to_metrics(), sort_keys=True) == json.dumps(finished.findings.to_metrics(),
+                                                                                   sort_keys=True)
+
+
+def test_a_study_needs_two_models(models: dict[str, nn.Module], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 2 models"):
+        advspatial.study({"tiny-a": models["tiny-a"]}, data=synthetic_images(40, 2), out=tmp_path, **SETTINGS)
+
+
+def test_models_with_other_label_sets_are_refused_before_any_work(models: dict[str, nn.Module],
+                                                                  tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"models tiny-a \(4 outputs\) and wide \(6 outputs\)"):
+        advspatial.study({"tiny-a": models["tiny-a"], "wide": trained(0, classes=6)},
+                         data=synthetic_images(40, 2), out=tmp_path / "s", quick=True, **SETTINGS)
+    assert not (tmp_path / "s" / "models").exists()
+
+
+def test_a_model_that_breaks_mid_run_is_listed_and_the_others_kept(models: dict[str, nn.Module],
+                                                                    tmp_path: Path) -> None:
+    result = advspatial.study({"tiny-a": models["tiny-a"], "broken": NanAfterOne(models["tiny-b"])},
+                              data=synthetic_images(40, 2), out=tmp_path / "s", quick=True, **SETTINGS)
+    assert list(result.findings.models) == ["tiny-a"]
+    assert "non-finite" in result.findings.failed["broken"], result.findings.failed
+    assert (tmp_path / "s" / "models" / "tiny-a" / "metrics.json").is_file()
+    assert "broken: run failed" in result.summary
