@@ -27,7 +27,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "cifar": {"models": "cifar10-resnet20,cifar10-resnet56,gapnet", "preset": "cifar10", "n": 200,
               "attacks": "fgsm,pgd", "panel": "gradcam", "panel_fractions": "0.2"},
     "imagenet": {"models": "imagenet-efficientnet-lite0,imagenet-efficientnet-lite1,imagenet-efficientnet-lite2",
-                 "n": 100, "attacks": "pgd", "panel": "gradcam", "panel_fractions": "0.2"},
+                 "n": 50, "attacks": "pgd", "panel": "gradcam", "panel_fractions": "0.2"},
 }
 
 

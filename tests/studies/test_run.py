@@ -141,3 +141,23 @@ def test_a_model_that_breaks_mid_run_is_listed_and_the_others_kept(models: dict[
     assert "non-finite" in result.findings.failed["broken"], result.findings.failed
     assert (tmp_path / "s" / "models" / "tiny-a" / "metrics.json").is_file()
     assert "broken: run failed" in result.summary
+
+
+def test_the_report_re_renders_from_the_study_files_alone(finished: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from helpers import run_cli
+
+    before = (finished.out / "report.html").read_bytes()
+    code, out, err = run_cli(capsys, "report", str(finished.out))
+    assert code == 0, err
+    assert (finished.out / "report.html").read_bytes() == before
+    assert out.startswith("smoke test")
+
+
+def test_a_model_that_cannot_take_the_images_is_one_line_before_any_work(models: dict[str, nn.Module],
+                                                                         tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    other_size = TinyCNN(num_classes=CLASSES, size=32).eval()  # expects 32x32 inputs, the images are 28x28
+    with pytest.raises(ModelError, match="model big: the model cannot take"):
+        advspatial.study({"tiny-a": models["tiny-a"], "big": other_size}, data=synthetic_images(40, 2),
+                         out=tmp_path / "s", quick=True, **SETTINGS)
+    assert not (tmp_path / "s" / "models").exists()

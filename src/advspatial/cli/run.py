@@ -141,12 +141,17 @@ def run_group() -> None:
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
 def report_command(run_dir: str) -> None:
-    """Re-render the report of a finished run from its files (config.yaml, metrics.json, figures/): nothing is
-    computed again; report.html is written anew and the summary printed."""
+    """Re-render the report of a finished run or study from its files (config.yaml or study.yaml, metrics.json,
+    figures/): nothing is computed again; report.html is written anew and the summary printed."""
     from pathlib import Path
 
     from ..experiments.running import rerender_report
+    from ..studies.running import STUDY_FILE
 
-    result = rerender_report(Path(run_dir))
-    click.echo(result.summary)
+    if (Path(run_dir) / STUDY_FILE).is_file():  # a study across models (advspatial study)
+        from ..studies.run import rerender_study
+
+        click.echo(rerender_study(Path(run_dir)))
+    else:
+        click.echo(rerender_report(Path(run_dir)).summary)
     click.echo(f"report: {Path(run_dir) / 'report.html'}")

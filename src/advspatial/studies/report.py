@@ -43,12 +43,13 @@ def draw_figures(findings: StudyFindings, folder: Path) -> None:
         claim = findings.claims[ep.pooled.claim] if ep.pooled is not None else None
         plot_model_forest(rows, pooled, folder / forest_name(ep), title=f"{ep.attack}: {ENDPOINTS[ep.endpoint]}",
                           xlabel=ENDPOINT_AXES[ep.endpoint], sesoi=claim.sesoi if claim and claim.sesoi > 0 else None,
-                          pooled_note=ep.note)
+                          pooled_note=ep.note, digits=3)
     labels = list(findings.models)
     for subject in dict.fromkeys(c.subject for c in findings.agreement):
         cells = [c for c in findings.agreement if c.subject == subject]
         excess, low, high, words = agreement_matrix(labels, cells)
         plot_agreement(labels, excess, low, high, folder / agreement_name(subject), verdicts=words,
+                       colorbar_label="excess IoU over the same-class null",
                        title=f"{subject}: IoU of two models' regions on the same image, excess over the "
                              "same-class null")
 

@@ -66,8 +66,7 @@ def write_study(out: Path, study: Study, findings: StudyFindings, records: list[
                 wall_seconds: float) -> str:
     """The study's figures, metrics.json, tables and report; returns the summary."""
     from ..experiments.results import ExperimentResult, metrics_to_json, rows_to_csv
-    from ..experiments.smoke import banner, mark_result
-    from ..report.html import write_report
+    from ..experiments.smoke import mark_result
     from .report import draw_figures, render
     from .tables import per_image_rows, per_model_rows
 
@@ -78,9 +77,39 @@ def write_study(out: Path, study: Study, findings: StudyFindings, records: list[
     atomic_write_text(out / "metrics.json", metrics_to_json(result.metrics))
     atomic_write_text(out / "per_model.csv", rows_to_csv(result.per_image))
     atomic_write_text(out / "per_image_per_model.csv", rows_to_csv(per_image_rows(records)))
+    write_study_report(out, study, result.report_sections)
+    return result.summary
+
+
+def write_study_report(out: Path, study: Study, sections: list[Any]) -> None:
+    """``report.html`` of a study (a smoke test's opens with its banner)."""
+    from ..experiments.smoke import banner
+    from ..report.html import write_report
+
     write_report(out / "report.html", title="advspatial - study across models",
                  subtitle="The RoI/RoA measurement on every model, on the same images with the same seeds",
                  config={"models": ", ".join(f"{m.label}={m.model}" for m in study.models), **study.settings,
-                         "quick": study.quick}, sections=result.report_sections,
-                 banner=banner() if study.quick else "")
+                         "quick": study.quick}, sections=sections, banner=banner() if study.quick else "")
+
+
+def rerender_study(out: Path) -> str:
+    """Re-render the report of the finished study in ``out`` from its files alone (``advspatial report DIR``):
+    ``study.yaml``, ``metrics.json`` and ``figures/``; nothing is computed again. Returns the summary."""
+    import json
+
+    from ..experiments.results import ExperimentResult
+    from ..experiments.smoke import mark_result, unmark_tree
+    from .report import render
+    from .running import load_study
+
+    study = load_study(out)
+    try:
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        findings = StudyFindings.from_metrics(unmark_tree(metrics) if study.quick else metrics)
+        summary, sections = render(findings, out / "figures")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DataError(f"{out / 'metrics.json'} does not hold a study's findings ({first_line(exc)}); run the "
+                        "study again") from exc
+    result = mark_result(ExperimentResult(metrics, [], summary, sections), study.quick)
+    write_study_report(out, study, result.report_sections)
     return result.summary
