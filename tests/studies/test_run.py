@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import TinyCNN
+from helpers import synthetic_images
 from torch import nn
 
 import advspatial
@@ -19,17 +20,6 @@ from advspatial.errors import ConfigError, ModelError
 CLASSES = 4
 SETTINGS: dict[str, Any] = {"n": 40, "attacks": ["pgd"], "eps_linf": 0.3, "panel": ["gradcam"], "gate_n": 8,
                             "randomization_images": 2, "progress": False}
-
-
-def synthetic_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` 1x28x28 images: noise plus a bright square in the quadrant of the label (0..3)."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % CLASSES
-    images = torch.rand(n, 1, 28, 28, generator=generator) * 0.3
-    for i, label in enumerate(labels.tolist()):
-        row, col = divmod(label, 2)
-        images[i, 0, 3 + 14 * row: 11 + 14 * row, 3 + 14 * col: 11 + 14 * col] += 0.6
-    return images.clamp(0, 1), labels
 
 
 def trained(seed: int, classes: int = CLASSES) -> nn.Module:

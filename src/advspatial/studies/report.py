@@ -93,26 +93,55 @@ def summary(findings: StudyFindings) -> str:
 
 
 def verdicts_section(findings: StudyFindings) -> Section:
-    paragraphs = [
+    """What the study shows, first: the pooled verdicts (or why there are none), then the agreement verdicts, the
+    method and the legend; the tables of the pooled claims and of the heterogeneity."""
+    paragraphs = [*pooled_sentences(findings), *agreement_sentences(findings),
         "Each model was measured by the maps experiment on the same images with the same seeds. A model's effect "
         "enters the pooled estimate only when the gates its claim rests on passed (a faithful RoI, complete attack "
         "maps) and it kept at least 30 images; the pooled effect is a DerSimonian-Laird random-effects estimate, "
         "its verdict the single runs' fixed rule (Holm across attacks for the primary endpoint, co-location beyond "
         "layout and image content; Benjamini-Hochberg for the plain excess).", verdict_legend()]
-    notes = [f"{ep.attack}, {ENDPOINTS[ep.endpoint]}: {ep.note}" for ep in findings.endpoints if ep.pooled is None]
-    for ep in findings.endpoints:
-        left_out = [f"{e.model} ({e.reason})" for e in ep.models if not e.included]
-        if left_out:
-            notes.append(f"{ep.attack}, {ENDPOINTS[ep.endpoint]}: not pooled: {'; '.join(left_out)}")
-    notes += [f"{label}: run failed ({why}); resume the study to complete it" for label, why in findings.failed.items()]
+    notes = [f"{label}: run failed ({why}); resume the study to complete it" for label, why in findings.failed.items()]
     rows = [[ep.attack, ep.endpoint, p.meta.k, interval(findings.claims[p.claim].effect), f"{p.meta.i2:.0%}",
              fmt(p.meta.tau2, 4), fmt_p(p.meta.q_p), pred(ep), p.heterogeneity]
             for ep in findings.endpoints if (p := ep.pooled) is not None]
-    heterogeneity = Table("Heterogeneity between models", ["attack", "endpoint", "models", "pooled Δ [95% CI]",
-                                                           "I²", "τ²", "Q p", "prediction interval", "reading"], rows)
-    tables = [verdict_table(findings.claims, "Cross-model verdicts (pooled over the models that passed their gates)"),
-              heterogeneity]
+    tables = []
+    if findings.claims:
+        tables.append(verdict_table(findings.claims, "Cross-model verdicts (pooled over the models that passed "
+                                                     "their gates)"))
+    if rows:
+        tables.append(Table("Heterogeneity between models", ["attack", "endpoint", "models", "pooled Δ [95% CI]",
+                                                             "I²", "τ²", "Q p", "prediction interval", "reading"],
+                            rows))
     return Section("Cross-model verdicts", paragraphs, tables, notes=notes, anchor="verdicts")
+
+
+def pooled_sentences(findings: StudyFindings) -> list[str]:
+    """One sentence per attack and endpoint: the pooled verdict, or why there is none and who was left out."""
+    out = []
+    for ep in findings.endpoints:
+        left_out = "; ".join(f"{e.model}: {e.reason}" for e in ep.models if not e.included)
+        head = f"{ep.attack}, {ENDPOINTS[ep.endpoint]}: "
+        if ep.pooled is None:
+            out.append(head + f"no pooled verdict: {ep.note.removeprefix('not pooled: ')}"
+                       + (f". Left out: {left_out}." if left_out else "."))
+            continue
+        c = findings.claims[ep.pooled.claim]
+        out.append(head + f"{c.verdict} across {ep.pooled.meta.k} models, pooled Δ {interval(c.effect)} "
+                   f"({ep.pooled.heterogeneity})" + (f". Left out: {left_out}." if left_out else "."))
+    return out
+
+
+def agreement_sentences(findings: StudyFindings) -> list[str]:
+    """One sentence per agreement matrix: each pair's excess IoU over the same-class null and its verdict."""
+    out = []
+    for subject in dict.fromkeys(c.subject for c in findings.agreement):
+        cells = [c for c in findings.agreement if c.subject == subject]
+        what = "Do the models look at the same place?" if subject == "RoI" else \
+            f"Do the models' attacks ({subject.removeprefix('RoA: ')}) act in the same place?"
+        pairs = "; ".join(f"{c.a} and {c.b}: Δ IoU {interval(c.effect)}, {c.verdict}" for c in cells)
+        out.append(f"{what} {pairs}.")
+    return out
 
 
 def pred(ep: Endpoint) -> str:
