@@ -72,10 +72,12 @@ def summary(out: Path, wall: float) -> dict[str, Any]:
                  for ep in metrics["endpoints"]]
     agreement = [{k: c[k] for k in ("subject", "a", "b", "n", "observed", "null", "effect", "p_adjusted", "verdict")}
                  for c in metrics["agreement"]]
+    contrasts = [{k: c[k] for k in ("attack", "a", "b", "effect", "p_adjusted", "verdict")}
+                 for c in metrics["contrasts"]]
     return {"n": metrics["n"], "wall_seconds": round(wall, 1), "models": models, "endpoints": endpoints,
             "claims": [{k: c[k] for k in ("subject", "null", "effect", "p_adjusted", "verdict")}
                        for c in metrics["claims"]],
-            "agreement": agreement, "failed": metrics["failed"]}
+            "agreement": agreement, "contrasts": contrasts, "failed": metrics["failed"]}
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 
 #: the keys a model entry of a study's YAML list may have
-MODEL_KEYS = ("model", "label", "weights", "arch", "preset", "image_size", "covariates")
+MODEL_KEYS = ("model", "label", "weights", "arch", "preset", "image_size", "batch_size", "covariates")
 
 
 @dataclass
@@ -24,6 +24,8 @@ class StudyModel:
             an in-memory model is registered first and named ``object:NAME``).
         label: its name in tables, figures and ``models/LABEL/`` (default: from the spec).
         weights, arch, preset, image_size: its own loading settings ('' / 0: the study's).
+        batch_size: its own batch size (0: the study's), e.g. smaller for a model whose activations are larger;
+            results do not depend on it.
         covariates: stated covariates of the meta-regression beside the measured ones (e.g. ``{"epochs": 200}``).
     """
 
@@ -33,6 +35,7 @@ class StudyModel:
     arch: str = ""
     preset: str = ""
     image_size: int = 0
+    batch_size: int = 0
     covariates: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,7 +89,9 @@ def model_entry(item: Any, index: int) -> StudyModel:
     try:
         numbers = {str(k): float(v) for k, v in covariates.items()}
         size = int(item.get("image_size") or 0)
+        batch = int(item.get("batch_size") or 0)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"models[{index}]: covariates must be numbers and image_size an integer ({exc})") from exc
+        raise ConfigError(f"models[{index}]: covariates must be numbers, image_size and batch_size integers "
+                          f"({exc})") from exc
     return StudyModel(item["model"].strip(), str(item.get("label") or ""), str(item.get("weights") or ""),
-                      str(item.get("arch") or ""), str(item.get("preset") or ""), size, numbers)
+                      str(item.get("arch") or ""), str(item.get("preset") or ""), size, batch, numbers)

@@ -61,7 +61,7 @@ def model_configs(study: Study) -> dict[str, MapsConfig]:
         values = {**STUDY_DEFAULTS, **study.settings, "model": m.model,
                   "out": str(Path(study.out) / "models" / m.label)}
         values.update({k: v for k, v in (("weights", m.weights), ("arch", m.arch), ("preset", m.preset),
-                                         ("image_size", m.image_size)) if v})
+                                         ("image_size", m.image_size), ("batch_size", m.batch_size)) if v})
         try:
             config = resolve_config(experiment, None, values, study.quick)
         except AdvspatialError as exc:  # an invalid setting or model spec: named with its model
