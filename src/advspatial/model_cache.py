@@ -4,7 +4,8 @@ A checkpoint of :func:`advspatial.training.train_model` is keyed by dataset, arc
 every config field and the seed; it lives under ``<cache>/models/`` as ``<stem>.pt`` (state dict, loaded
 with ``weights_only=True``) beside ``<stem>.json`` (metadata: test accuracy, training time, the resolved
 config). :func:`get_or_train` loads it or trains it once (a file lock keeps parallel processes from
-training it twice); :func:`resolve_model` turns a model spec into a ready model, training a registered
+training it twice; under torchrun ``advspatial train`` has the processes train it together, rank 0
+writing it); :func:`resolve_model` turns a model spec into a ready model, training a registered
 architecture on first use.
 """
 
