@@ -97,6 +97,14 @@ def fit_toy(mode: str, data_parallel: bool) -> tuple[dict[str, torch.Tensor], fl
     return model.state_dict(), history["last_epoch_loss"]
 
 
+def test_outside_torchrun_data_parallel_changes_nothing() -> None:
+    """In a world of one process ``fit(data_parallel=True)`` is the single-process loop, bit for bit."""
+    for mode in ("natural", "localized-random"):
+        plain, plain_loss = fit_toy(mode, data_parallel=False)
+        flagged, flagged_loss = fit_toy(mode, data_parallel=True)
+        assert all(torch.equal(plain[k], flagged[k]) for k in plain) and plain_loss == flagged_loss
+
+
 def join(rank: int, size: int, port: int) -> None:
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(size), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
