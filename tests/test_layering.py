@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("maps", {"maps"}),
     ("regions, statistics and the faithfulness gate", {"regions", "statistics", "faithfulness"}),
     ("defence, analyses, training, masks, streaming",
-     {"defence", "analysis", "training", "finetuning", "model_cache", "masks", "pipeline"}),
+     {"defence", "analysis", "training", "data_parallel", "finetuning", "model_cache", "masks", "pipeline"}),
     ("report rendering", {"report"}),
     ("experiments", {"experiments"}),
     ("studies across models", {"studies"}),

@@ -277,3 +277,16 @@ def main_only(fn: Callable[[], T]) -> T | None:
             error = exc
     agree(error)
     return value
+
+
+def from_main(fn: Callable[[], T]) -> T:
+    """``fn()`` computed in rank 0 and its value in every process (sent pickled: keep it small); errors reach
+    everyone. Outside torchrun, ``fn()``."""
+    value = main_only(fn)
+    if not _WORLD.is_distributed:
+        return value  # type: ignore[return-value]  # main_only is fn() in a world of one
+    import torch.distributed as dist
+
+    box: list[Any] = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

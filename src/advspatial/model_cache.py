@@ -4,7 +4,8 @@ A checkpoint of :func:`advspatial.training.train_model` is keyed by dataset, arc
 every config field and the seed; it lives under ``<cache>/models/`` as ``<stem>.pt`` (state dict, loaded
 with ``weights_only=True``) beside ``<stem>.json`` (metadata: test accuracy, training time, the resolved
 config). :func:`get_or_train` loads it or trains it once (a file lock keeps parallel processes from
-training it twice); :func:`resolve_model` turns a model spec into a ready model, training a registered
+training it twice; under torchrun ``advspatial train`` has the processes train it together, rank 0
+writing it); :func:`resolve_model` turns a model spec into a ready model, training a registered
 architecture on first use.
 """
 
@@ -90,17 +91,22 @@ def announce_training(config: TrainConfig, weights: Path, force: bool) -> None:
 
 
 def get_or_train(
-    config: TrainConfig, device: torch.device | str | None = None, progress: bool = True, force: bool = False
+    config: TrainConfig, device: torch.device | str | None = None, progress: bool = True, force: bool = False,
+    data_parallel: bool = False,
 ) -> TrainedModel:
     """Load the cached model for ``config``, training (and caching) it first if needed.
 
     A cached model is read without taking the lock (a read-only cache works); the
     lock is taken only to train, so parallel processes train a model once.
+    ``data_parallel`` under torchrun (``advspatial train``): every process calls it
+    and they train the model together (:func:`_get_or_train_together`).
     """
-    from .files import atomic_torch_save, atomic_write_text
+    from .distributed import world
 
     config.validate()
     device = pick_device("auto") if device is None else torch.device(device)
+    if data_parallel and world().is_distributed:
+        return _get_or_train_together(config, device, progress, force)
     weights, meta = checkpoint_paths(config)
     if not force and (cached := load_cached(config, device)) is not None:
         return cached
@@ -109,8 +115,45 @@ def get_or_train(
             return cached  # trained by another process while this one waited
         announce_training(config, weights, force)
         trained = train_model(config, device, progress)
-        atomic_torch_save(trained.model.state_dict(), weights)
-        atomic_write_text(meta, json.dumps(trained.metadata, indent=2))
+        _save(trained, weights, meta)
+        return trained
+
+
+def _save(trained: TrainedModel, weights: Path, meta: Path) -> None:
+    """Write a trained model into the cache (weights, then metadata; each atomically)."""
+    from .files import atomic_torch_save, atomic_write_text
+
+    atomic_torch_save(trained.model.state_dict(), weights)
+    atomic_write_text(meta, json.dumps(trained.metadata, indent=2))
+    trained.path = weights
+
+
+def _get_or_train_together(config: TrainConfig, device: torch.device, progress: bool, force: bool) -> TrainedModel:
+    """:func:`get_or_train` in every process of a torchrun launch, which train the model together.
+
+    Rank 0 holds the lock (another command training the same model waits, and is waited for) and decides:
+    a cached model is loaded there and its weights sent to every process; else every process trains its shard
+    (:func:`train_model` with ``data_parallel``) and rank 0 alone writes the checkpoint.
+    """
+    from .distributed import from_main, main_only, on_every_rank, world
+
+    weights, meta = checkpoint_paths(config)
+    with contextlib.ExitStack() as held:
+        on_every_rank(lambda: held.enter_context(_file_lock(weights.with_suffix(".lock"))) if world().is_main else None)
+
+        def cached_state() -> tuple[dict[str, torch.Tensor], dict] | None:
+            cached = None if force else load_cached(config, "cpu")
+            return None if cached is None else (cached.model.state_dict(), cached.metadata)
+
+        found = from_main(cached_state)
+        if found is not None:
+            model = build_for(config, load_dataset(config.dataset, "test"))
+            model.load_state_dict(found[0])
+            return TrainedModel(model.to(device).eval(), config, found[1], weights)
+        if world().is_main:
+            announce_training(config, weights, force)
+        trained = train_model(config, device, progress, data_parallel=True)
+        main_only(lambda: _save(trained, weights, meta))
         trained.path = weights
         return trained
 

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 
 from .data import ImageDataset, dataset_spec, load_dataset
+from .data_parallel import DataParallel, current_shard, on_shard, unwrap
+from .distributed import world
 from .errors import ConfigError, check_range, check_seed, unknown_name
 from .models import build_model
 from .models.hooks import frozen_eval
@@ -112,8 +114,9 @@ def _adversarial_batch(
 ) -> torch.Tensor:
     """PGD examples for one batch; the attack puts the model in eval mode and restores train mode."""
     seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # drawn from the seeded global stream
-    attack = _training_attack(model, config, seed)
-    return attack.run(x, y, mask=mask).x_adv.detach()
+    attack = _training_attack(unwrap(model), config, seed)
+    shard = current_shard()  # under DistributedDataParallel: each image's position in the global batch
+    return attack.run(x, y, mask=mask, sample_ids=None if shard is None else shard.positions).x_adv.detach()
 
 
 @register_training_mode("pgd")
@@ -171,10 +174,15 @@ def localized_random_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ma
 
 def random_masks_like(masks: torch.Tensor) -> torch.Tensor:
     """(N,H,W) bool masks with as many True pixels per image as ``masks``, at uniformly random positions
-    (one draw of the global torch stream per call)."""
+    (one draw of the global torch stream per call; of the whole global batch's under DistributedDataParallel,
+    ``masks`` being the shard's)."""
     n = masks.shape[0]
     flat = masks.reshape(n, -1)
-    keys = torch.rand(flat.shape, device=masks.device)
+    shard = current_shard()
+    if shard is None:
+        keys = torch.rand(flat.shape, device=masks.device)
+    else:
+        keys = torch.rand((shard.size, flat.shape[1]), device=masks.device)[shard.positions.to(masks.device)]
     ranks = keys.argsort(dim=1).argsort(dim=1)
     return (ranks < flat.sum(1, keepdim=True)).reshape(masks.shape)
 
@@ -321,6 +329,7 @@ def fit(
     progress: bool = True,
     freeze_bn: bool = False,
     desc: str = "train",
+    data_parallel: bool = False,
 ) -> dict[str, Any]:
     """The epoch loop every training recipe runs; ``model`` is trained in place and left in eval mode.
 
@@ -332,33 +341,47 @@ def fit(
     dataset's own masks). Randomness inside the loss (PGD starts) comes from the
     global torch stream: seed it before calling. Returns the number of steps,
     the mean loss of the last epoch and the wall time.
+
+    ``data_parallel`` under torchrun: every process calls ``fit`` alike and they train
+    one model with DistributedDataParallel, each on its shard of every batch
+    (:mod:`advspatial.data_parallel`); ``config.batch_size`` is the global batch's.
     """
     device = model_device(model)
     masks_fn = dataset_masks(data) if masks_fn is None else masks_fn
     steps_per_epoch = -(-len(data) // config.batch_size)
     shuffle = make_generator(config.seed)
     start = time.perf_counter()
+    parallel = DataParallel(model, len(data), config.batch_size) if data_parallel and world().is_distributed else None
+    net = model if parallel is None else parallel.net
     steps, epoch_losses = 0, list[float]()
     bar = progress_bar(total=config.epochs * steps_per_epoch, desc=desc, disable=not progress, unit="batch")
     for epoch in range(config.epochs):
-        set_train_mode(model, freeze_bn)
+        set_train_mode(net, freeze_bn)
         order = torch.randperm(len(data), generator=shuffle)
         epoch_losses = []
         for start_idx in range(0, len(data), config.batch_size):
             idx = order[start_idx : start_idx + config.batch_size]
+            shard = None if parallel is None else parallel.shard(len(idx))
+            if shard is not None:
+                idx = idx[shard.positions]
             x, y = data.images(idx).to(device), data.labels[idx].to(device)
-            masks = masks_fn(idx)
-            loss = loss_fn(model, x, y, None if masks is None else masks.to(device), config)
+            with on_shard(shard):
+                masks = masks_fn(idx)
+                loss = loss_fn(net, x, y, None if masks is None else masks.to(device), config)
+            if shard is not None:
+                loss = DataParallel.weighted(loss, shard)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             steps += 1
-            epoch_losses.append(loss.item())
+            epoch_losses.append(loss.item() if parallel is None else parallel.global_loss(loss))
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_losses[-1]:.3f}")
     bar.close()
+    if parallel is not None:
+        parallel.finish()
     model.eval()
     return {"steps": steps, "last_epoch_loss": sum(epoch_losses) / max(len(epoch_losses), 1),
             "seconds": round(time.perf_counter() - start, 2)}
@@ -385,8 +408,12 @@ def note_shared_splits(dataset: str) -> None:
               "same images (its test accuracy is not held out)", file=sys.stderr, flush=True)
 
 
-def train_model(config: TrainConfig, device: torch.device | str = "cpu", progress: bool = True) -> TrainedModel:
-    """Train a model from scratch according to ``config`` (AdamW, one-cycle schedule) and report its test accuracy."""
+def train_model(config: TrainConfig, device: torch.device | str = "cpu", progress: bool = True,
+                data_parallel: bool = False) -> TrainedModel:
+    """Train a model from scratch according to ``config`` (AdamW, one-cycle schedule) and report its test accuracy.
+
+    ``data_parallel`` under torchrun: every process calls it alike and they train one model together
+    (:func:`fit`); every process ends with the same weights, and rank 0 alone shows progress."""
     config.validate()
     device = torch.device(device)
     seed_everything(config.seed)
@@ -402,8 +429,10 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
-    history = fit(model, train, TRAINING_MODES[config.mode], config, optimizer, schedule, progress=progress,
-                  desc=f"train {config.arch} ({config.mode})")
+    parallel = data_parallel and world().is_distributed
+    history = fit(model, train, TRAINING_MODES[config.mode], config, optimizer, schedule,
+                  progress=progress and (world().is_main or not parallel), desc=f"train {config.arch} ({config.mode})",
+                  data_parallel=parallel)
     metadata = {
         "config": dataclasses.asdict(config),
         "key": config.key(),
@@ -412,5 +441,6 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
         "train_images": len(train),
         "num_parameters": sum(p.numel() for p in model.parameters()),
         **environment(device),
+        **({"processes": world().size} if parallel else {}),
     }
     return TrainedModel(model, config, metadata, None)

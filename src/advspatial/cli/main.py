@@ -21,7 +21,7 @@ from .model_commands import evaluate, train_command
 from .run import RESUME_HINT, experiment_command, report_command, run_group
 
 #: the commands that share their work among the processes of a torchrun launch
-DISTRIBUTED_COMMANDS = ("run", "analyze", "study", "list")
+DISTRIBUTED_COMMANDS = ("run", "analyze", "study", "train", "list")
 
 
 class TopLevel(click.Group):

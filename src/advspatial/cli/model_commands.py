@@ -87,17 +87,23 @@ def train_command() -> click.Command:
                           "also turns them off)."),
     ]
     return click.Command("train", callback=train, params=params,
-                         help="Train a model (or load it from the cache) and print its test accuracy.")
+                         help="Train a model (or load it from the cache) and print its test accuracy. Under "
+                              "torchrun the processes train it together (DistributedDataParallel; --batch-size is "
+                              "the global batch).")
 
 
 def train(force: bool, device: str, progress: bool, **fields: Any) -> None:
     """Train the model ``fields`` describe (or load it from the cache) and print its test accuracy."""
+    from ..distributed import world
     from ..model_cache import get_or_train
     from ..runtime import pick_device
     from ..training import TrainConfig
 
     config = TrainConfig(**fields).validate()
-    trained = get_or_train(config, pick_device(device), progress=progress, force=force)
+    together = world().is_distributed  # under torchrun: one model, DistributedDataParallel (docs/scale-out.md)
+    trained = get_or_train(config, pick_device(device), progress=progress, force=force, data_parallel=together)
+    if not world().is_main:
+        return
     meta = trained.metadata
     click.echo(f"{config.arch} on {config.dataset} ({config.mode}): test accuracy {meta['test_accuracy']:.4f}, "
                f"trained in {meta['train_seconds']:.1f} s; checkpoint {trained.path}")
