@@ -71,6 +71,7 @@ def run_study_command(models: str | None, config_file: str | None, out: str, res
             raise AdvspatialError("--resume completes a study with its own models and settings (its study.yaml); "
                                   "drop the other options, or start a new study with another --out")
         study = load_study(resume)
+        study.settings.update({k: v for k, v in given.items() if k == "progress"})
     else:
         values = read_yaml_mapping(config_file) if config_file else {}
         listed = values.pop("models", None)

@@ -88,8 +88,9 @@ def write_study_report(out: Path, study: Study, sections: list[Any]) -> None:
 
     write_report(out / "report.html", title="advspatial - study across models",
                  subtitle="The RoI/RoA measurement on every model, on the same images with the same seeds",
-                 config={"models": ", ".join(f"{m.label}={m.model}" for m in study.models), **study.settings,
-                         "quick": study.quick}, sections=sections, banner=banner() if study.quick else "")
+                 config={"models": ", ".join(f"{m.label}={m.model}" for m in study.models),
+                         **study.record()["settings"], "quick": study.quick}, sections=sections,
+                 banner=banner() if study.quick else "")
 
 
 def rerender_study(out: Path) -> str:

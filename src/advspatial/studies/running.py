@@ -45,8 +45,9 @@ class Study:
     quick: bool = False
 
     def record(self) -> dict[str, Any]:
-        """What ``study.yaml`` holds: models, settings, quick."""
-        return {"models": [m.as_dict() for m in self.models], "settings": dict(self.settings), "quick": self.quick}
+        """What ``study.yaml`` holds: models, settings (progress bars left out: they change no result), quick."""
+        settings = {k: v for k, v in self.settings.items() if k != "progress"}
+        return {"models": [m.as_dict() for m in self.models], "settings": settings, "quick": self.quick}
 
 
 def model_configs(study: Study) -> dict[str, MapsConfig]:
