@@ -102,19 +102,39 @@ def main(argv: list[str] | None = None) -> None:
     (:func:`advspatial.distributed.init_from_environment`); an error every
     process shares is printed by rank 0 alone.
     """
-    from ..distributed import init_from_environment, shutdown
+    from ..distributed import init_from_environment, shutdown, world
     from ..runtime import keep_freed_memory
 
     keep_freed_memory()
+    status: int | None = None
     try:
         try:
             init_from_environment()
         except AdvspatialError as exc:  # a bad RANK, WORLD_SIZE, ADVSPATIAL_THREADS...: one line, before any work
             _error(one_line(str(exc)), exc)
             sys.exit(2)
-        _run_cli(argv)
+        distributed = world().is_distributed
+        try:
+            _run_cli(argv)
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            raise
     finally:
         shutdown()
+        if status is not None and distributed:
+            exit_without_teardown(status)
+
+
+def exit_without_teardown(status: int) -> None:
+    """End a torchrun process now, its output flushed and its process group already left, skipping the
+    interpreter's teardown: there gloo's worker threads can outlive the interpreter and abort the process
+    ("terminate called without an active exception", exit -6) after every result was written."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _run_cli(argv: list[str] | None) -> None:
