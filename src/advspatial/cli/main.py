@@ -122,14 +122,15 @@ def main(argv: list[str] | None = None) -> None:
             raise
     finally:
         shutdown()
-        if status is not None and distributed:
+        if status == 0 and distributed:  # on an error the usual exit: rank 0 must live to print the one line
             exit_without_teardown(status)
 
 
 def exit_without_teardown(status: int) -> None:
-    """End a torchrun process now, its output flushed and its process group already left, skipping the
-    interpreter's teardown: there gloo's worker threads can outlive the interpreter and abort the process
-    ("terminate called without an active exception", exit -6) after every result was written."""
+    """End a torchrun process that succeeded now, its output flushed and its process group already left, skipping
+    the interpreter's teardown: there gloo's worker threads can outlive the interpreter and abort the process
+    ("terminate called without an active exception", exit -6) after every result was written. Not on an error:
+    a rank that left at once would let torchrun stop rank 0 before it prints the error's one line."""
     import os
 
     sys.stdout.flush()
