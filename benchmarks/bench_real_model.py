@@ -195,6 +195,13 @@ class ModelClock:
             context.load_checked_model = load
 
 
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GiB (Linux: ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def _grad_images(outputs: Any, inputs: Any, *args: Any, **kwargs: Any) -> int:
     first = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
     return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.dim() == 4 else 0
@@ -236,12 +243,61 @@ def model_cost_per_image(model: torch.nn.Module, shape: tuple[int, ...], device:
     return fwd, timed(forward_backward) - fwd
 
 
-def run_spatial(n: int, device: str, out: Path, extra: list[str]) -> None:
+@dataclass
+class StageClock:
+    """Seconds per stage family, each stage's own (a stage computed inside another is taken out of the outer's):
+    ``RunDir.cached`` timed while installed (on CUDA, synchronized at both ends). Stages read back count too."""
+
+    device: torch.device
+    seconds: dict[str, float] = field(default_factory=dict)
+    _inner: list[float] = field(default_factory=list)
+
+    @contextmanager
+    def installed(self) -> Iterator[StageClock]:
+        from advspatial.passes import stage_family
+        from advspatial.rundir import RunDir
+
+        cached = RunDir.cached
+
+        def timed(rundir: Any, name: str, compute: Callable[[], Any]) -> Any:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            started = time.perf_counter()
+            self._inner.append(0.0)
+            try:
+                return cached(rundir, name, compute)
+            finally:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                spent = time.perf_counter() - started
+                own = spent - self._inner.pop()
+                if self._inner:
+                    self._inner[-1] += spent
+                family = stage_family(name)
+                self.seconds[family] = self.seconds.get(family, 0.0) + own
+
+        RunDir.cached = timed  # type: ignore[method-assign]
+        try:
+            yield self
+        finally:
+            RunDir.cached = cached  # type: ignore[method-assign]
+
+
+#: the settings this benchmark runs: (dataset folder under ADVSPATIAL_DATA, model, preset, image shape, class map)
+SETTINGS = {
+    "cifar10-resnet20": ("cifar10-test-jpeg", "cifar10-resnet20", "cifar10", (3, 32, 32), None),
+    "imagenet-lite0": ("imagenette-val", "imagenet-efficientnet-lite0", "imagenet", (3, 224, 224), "class_map.tsv"),
+}
+
+
+def run_spatial(setting: str, n: int, device: str, out: Path, extra: list[str]) -> None:
     from advspatial.cli import main as cli_main
 
-    args = ["run", "spatial", "--dataset", f"imagefolder:{SHARED / 'cifar10-test-jpeg'}", "--model",
-            "cifar10-resnet20", "--preset", "cifar10", "--n", str(n), "--device", device, "--out", str(out),
-            "--no-progress", *extra]
+    folder, model, preset, _, class_map = SETTINGS[setting]
+    args = ["run", "spatial", "--dataset", f"imagefolder:{SHARED / folder}", "--model", model, "--preset", preset,
+            "--n", str(n), "--device", device, "--out", str(out), "--no-progress", *extra]
+    if class_map:
+        args += ["--class-map", str(SHARED / folder / class_map)]
     try:
         cli_main(args)
     except SystemExit as exc:
@@ -251,6 +307,7 @@ def run_spatial(n: int, device: str, out: Path, extra: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="cifar10-resnet20")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -259,19 +316,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not (SHARED / "cifar10-test-jpeg").is_dir():
-        raise SystemExit(f"needs the CIFAR-10 test JPEGs under {SHARED} (set ADVSPATIAL_DATA)")
+    folder, model_name, _, shape, _ = SETTINGS[args.setting]
+    if not (SHARED / folder).is_dir():
+        raise SystemExit(f"needs {folder} under {SHARED} (set ADVSPATIAL_DATA)")
     from advspatial.models import load_model
     from advspatial.runtime import pick_device
 
     device = pick_device(args.device)
-    clock = ModelClock(device)
-    with tempfile.TemporaryDirectory() as tmp, clock.installed():
+    clock, stages = ModelClock(device, image_shape=shape), StageClock(device)
+    with tempfile.TemporaryDirectory() as tmp, clock.installed(), stages.installed():
         started = time.perf_counter()
-        run_spatial(args.n, str(device), Path(tmp) / "run", args.extra.split())
+        run_spatial(args.setting, args.n, str(device), Path(tmp) / "run", args.extra.split())
         wall = time.perf_counter() - started
-    model = load_model("cifar10-resnet20").to(device).eval()
-    fwd, bwd = model_cost_per_image(model, (3, 32, 32), device)
+        passes = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["model_passes"]
+    model = load_model(model_name).to(device).eval()
+    fwd, bwd = model_cost_per_image(model, shape, device, batch=200 if shape[-1] <= 64 else 32)
     floor = clock.forward.images * fwd + clock.backward.images * bwd
     attack_floor = clock.attack.images * fwd + clock.attack_backward_images * bwd
     inside = clock.forward.seconds + clock.backward.seconds
@@ -288,10 +347,18 @@ def main() -> None:
            "attack_s": round(clock.attack.seconds, 1), "attack_forward_images": clock.attack.images,
            "attack_backward_images": clock.attack_backward_images, "attack_floor_s": round(attack_floor, 1),
            "attack_floor_s_per_image": round(attack_floor / args.n, 3),
+           "peak_rss_gb": round(peak_rss_gb(), 2),
+           "peak_cuda_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+           "passes": {k: v for k, v in passes.items() if k != "stages"},
+           "stages": {name: {"seconds": round(stages.seconds.get(name, 0.0), 2), **count}
+                      for name, count in sorted(passes["stages"].items(),
+                                                key=lambda kv: -stages.seconds.get(kv[0], 0.0))},
+           "stage_seconds_total": round(sum(stages.seconds.values()), 1),
            "load_average": os.getloadavg(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(row, indent=1))
     results = json.loads(args.output.read_text()) if args.output.is_file() else {"runs": {}}
-    results["runs"][f"{device.type}-n{args.n}"] = row
+    setting = "" if args.setting == "cifar10-resnet20" else f"{args.setting}-"
+    results["runs"][f"{setting}{device.type}-n{args.n}"] = row
     args.output.write_text(json.dumps(results, indent=1) + "\n")
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from .errors import ConfigError, DataError, first_line
 from .files import atomic_torch_save, atomic_write_text, inner_dir, load_torch_file
+from .passes import PassCount, PassLedger
 
 T = TypeVar("T")
 
@@ -46,6 +47,9 @@ class RunDir:
         #: what the run's stages were computed from (settings, checksums of the model, its code, the images):
         #: written into every stage file and checked when one is loaded (see :meth:`bind`)
         self.identity: dict[str, str] = {}
+        #: the classifier's passes per stage (:mod:`advspatial.passes`): counted while a stage is computed,
+        #: written into its file's header, read back with it
+        self.passes = PassLedger()
 
     def stage_path(self, name: str) -> Path:
         path = self.stages / f"{name}.pt"
@@ -58,22 +62,29 @@ class RunDir:
     def load_stage(self, name: str) -> object:
         """The saved value of stage ``name``; a :class:`DataError` naming the file when it cannot be read, or
         when it is another stage's or another run's (a file copied over it, a merged ``stages/`` folder)."""
+        return self._read_stage(name)[0]
+
+    def _read_stage(self, name: str) -> tuple[object, dict | None]:
+        """(value, header) of stage ``name``'s file (header None: written before stage files carried one)."""
         path = self.stage_path(name)
         stored = load_torch_file(path, f"stage file {path} of the run is unreadable",
                                  "delete it and resume to recompute it")
         if not (isinstance(stored, dict) and self.STAGE_KEY in stored):
-            return stored  # written before stage files carried their identity: nothing to check
+            return stored, None  # written before stage files carried their identity: nothing to check
         header = stored[self.STAGE_KEY]
         if not isinstance(header, dict) or header.get("name") != name or header.get("run") != self.stage_owner():
             other = header.get("name") if isinstance(header, dict) else None
             what = f"stage {other!r}" if other != name else "another run (other settings, model or images)"
             raise DataError(f"stage file {path} holds the results of {what}, not of {name!r} of this run; delete "
                             "it and resume to recompute it")
-        return stored.get("value")
+        return stored.get("value"), header
 
-    def save_stage(self, name: str, value: object) -> None:
-        atomic_torch_save({self.STAGE_KEY: {"name": name, "run": self.stage_owner()}, "value": value},
-                          self.stage_path(name))
+    def save_stage(self, name: str, value: object, passes: PassCount | None = None) -> None:
+        """Save ``value`` as stage ``name`` (with the model passes it cost, when counted)."""
+        header: dict[str, object] = {"name": name, "run": self.stage_owner()}
+        if passes is not None:
+            header["passes"] = passes.as_dict()
+        atomic_torch_save({self.STAGE_KEY: header, "value": value}, self.stage_path(name))
 
     def stage_owner(self) -> str:
         """A short checksum of :attr:`identity`: the run a stage file belongs to."""
@@ -145,7 +156,10 @@ class RunDir:
         Values must be tensors, numbers, strings, or lists/dicts/tuples of them.
         """
         if self.has_stage(name):
-            return self.load_stage(name)  # type: ignore[return-value]
-        value = compute()
-        self.save_stage(name, value)
+            value, header = self._read_stage(name)
+            self.passes.loaded(name, header.get("passes") if header else None)
+            return value  # type: ignore[return-value]
+        with self.passes.stage(name) as passes:
+            value = compute()
+        self.save_stage(name, value, passes)
         return value

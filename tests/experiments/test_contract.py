@@ -87,6 +87,7 @@ def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dic
         assert (out / file).is_file(), f"{name} did not write {file}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert finite_numbers(metrics)
+    assert_passes_add_up(metrics["model_passes"], (out / "report.html").read_text())
     experiment = experiments()[name]
     if experiment.findings is None:
         pytest.skip(f"{name} has no typed findings yet")
@@ -97,6 +98,16 @@ def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dic
     report = (out / "report.html").read_text()
     rerender_report(out)
     assert (out / "report.html").read_text() == report, f"{name}: the re-rendered report differs"
+
+
+def assert_passes_add_up(passes: dict[str, Any], report: str) -> None:
+    """The run's model passes are its stages' and those outside stages, per image of its test images, and the
+    report's setup section states them."""
+    for kind in ("forward", "backward", "calls"):
+        assert passes[kind] == sum(s[kind] for s in passes["stages"].values()) + passes["outside_stages"][kind]
+    assert passes["forward"] > 0 and passes["complete"]
+    assert passes["forward_per_image"] == round(passes["forward"] / passes["images"], 1)
+    assert f"Model passes: the run sent {passes['forward']:,} images forward" in report
 
 
 WITH_FIGURES = sorted(name for name, e in experiments().items()

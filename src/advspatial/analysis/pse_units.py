@@ -43,8 +43,10 @@ class UnitSums:
         if change is None or images == 0:
             zero = torch.zeros(units, dtype=torch.float64)
             return UnitSums(zero, zero.clone(), zero.clone(), 0)
-        return UnitSums(change.mean_abs.double() * images, change.signed_mean.double() * images,
-                        change.clean_mean_abs.double() * images, images)
+        # on the CPU, whatever the model's device: sums of batches computed on a GPU and read back from stage files
+        # (always on the CPU) are added up together
+        return UnitSums(change.mean_abs.double().cpu() * images, change.signed_mean.double().cpu() * images,
+                        change.clean_mean_abs.double().cpu() * images, images)
 
     @staticmethod
     def total(parts: Iterable[UnitSums], units: int) -> UnitSums:

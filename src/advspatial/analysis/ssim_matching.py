@@ -106,7 +106,7 @@ def full_slack_direction(attack_name: str, attack: object, x: torch.Tensor, samp
                          seed: int) -> torch.Tensor:
     """A random feasible perturbation at the edge of the attack's set, (N,C,H,W), seeded per sample id."""
     noise = per_sample_noise(x.shape, stream_seed(seed, GEOMETRY_STREAM), sample_ids, kind="normal",
-                             dtype=torch.float64)
+                             device=x.device, dtype=torch.float64)
     if attack_name == "ssim-ball":
         assert isinstance(attack, SSIMBallAttack)
         ball = attack.constraint(x.double())
@@ -128,7 +128,7 @@ def matched_scale(x: torch.Tensor, direction: torch.Tensor, target_ssim: torch.T
     target = target_ssim.double().cpu()
     for _ in range(SCALE_STEPS):
         mid = (low + high) / 2
-        value = ssim_fn(x, x + mid.to(x.dtype).view(-1, 1, 1, 1) * direction).double().cpu()
+        value = ssim_fn(x, x + mid.to(x).view(-1, 1, 1, 1) * direction).double().cpu()
         too_similar = value > target  # not distorted enough yet: scale up
         low = torch.where(too_similar, mid, low)
         high = torch.where(too_similar, high, mid)
@@ -139,7 +139,7 @@ def geometry_null(attack_name: str, attack: object, x: torch.Tensor, target_ssim
                   sample_ids: torch.Tensor, seed: int) -> torch.Tensor:
     """The geometry null's images: a random feasible perturbation of the attack's set with the attack's SSIM."""
     direction = full_slack_direction(attack_name, attack, x, sample_ids, seed)
-    scale = matched_scale(x, direction, target_ssim).to(x.dtype).view(-1, 1, 1, 1)
+    scale = matched_scale(x, direction, target_ssim).to(x).view(-1, 1, 1, 1)
     return (x + scale * direction).clamp(0, 1)
 
 

@@ -112,6 +112,8 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     data = test_images(config, rundir, images)
     model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
     bind_run(rundir, run_identity(config, model, data))
+    rundir.passes.watch(model)
+    rundir.passes.images = len(data)
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 

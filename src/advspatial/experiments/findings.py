@@ -28,7 +28,7 @@ from ..errors import DataError
 F = TypeVar("F", bound="Findings")
 
 #: keys a run adds to metrics.json beside its findings (never fields of one)
-RUN_KEYS = frozenset({"wall_seconds", "smoke_test"})
+RUN_KEYS = frozenset({"wall_seconds", "smoke_test", "model_passes"})
 
 
 class Findings:

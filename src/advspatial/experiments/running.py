@@ -177,6 +177,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         started = time.perf_counter()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
+        result.metrics.setdefault("model_passes", rundir.passes.summary(rundir.passes.images))
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
@@ -255,6 +256,7 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
 def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """``report.html`` of a run (a smoke test's opens with its banner)."""
     from ..report.html import write_report
+    from ..report.passes import with_passes
     from .smoke import banner
 
     write_report(
@@ -262,6 +264,6 @@ def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfi
         title=f"advspatial - {experiment.name}",
         subtitle=experiment.description,
         config={"experiment": experiment.name, **config_dict(config)},
-        sections=result.report_sections,
+        sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
         banner=banner() if config.smoke_test else "",
     )

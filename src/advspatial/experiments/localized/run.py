@@ -42,6 +42,9 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
         trained = train_models(config, device, timings)
         data = test_images(config, rundir)
     models = {m: t.model for m, t in trained.items()}
+    for model in models.values():  # the evaluated models' passes (their training is not counted: advspatial.passes)
+        rundir.passes.watch(model)
+    rundir.passes.images = len(data)
     ctx = context_of(config, rundir, data, models["natural"])
     methods = resolve_methods(config, models, data)
     gates = run_gates(ctx, models, methods, timings)

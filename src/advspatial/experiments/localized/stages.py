@@ -143,9 +143,9 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
     source = training_mask_source(config, train, method)
     settings = {mode: finetune_config(config, mode, sha, ids_checksum(train.ids), source) for mode in MODES}
     stages = {mode: FINETUNED.at(f"{mode}-{fc.key()}") for mode, fc in settings.items()}
-    # computed (or loaded) only when a masked model is not yet saved, by every process before any is trained
-    missing = any(not stages[mode].exists(rundir) for mode in MASKED)
-    foreground = training_foreground(config, rundir, start, train, method) if missing else None
+    # computed (or read back) by every process before any model is trained; read back even when every masked model
+    # is saved, so that a resumed run counts the passes its masks cost (advspatial.passes)
+    foreground = training_foreground(config, rundir, start, train, method)
     rows = ["index,label"] + [f"{int(i)},{int(y)}" for i, y in zip(train.ids, train.labels, strict=True)]
     atomic_write_text(rundir.path / "train_subset.csv", "\n".join(rows) + "\n")
     timings["finetune/start"] = round(time.perf_counter() - started, 2)
@@ -155,7 +155,7 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
         fc, stage = settings[mode], stages[mode]
 
         def compute() -> dict[str, Any]:
-            masks = foreground.__getitem__ if mode in MASKED and foreground is not None else None  # by image index
+            masks = foreground.__getitem__ if mode in MASKED else None  # by image index
             tm = finetune_model(start, fc, train, masks, config.progress)
             return {"state_dict": {k: v.detach().cpu() for k, v in tm.model.state_dict().items()},
                     "metadata": tm.metadata}

@@ -48,8 +48,8 @@ ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
 
 #: the per-channel mean of the training images (the ``mean`` fill)
 DATASET_MEAN = Stage[torch.Tensor]("dataset-mean", per="run")
-#: the per-class prior of the deployable defence, and its per-class sums per training batch
-PRIOR = Stage[torch.Tensor]("prior", per="run")
+#: the per-class sums of the deployable defence's prior per training batch (the prior is their mean, summed anew
+#: from the parts on every run and resume, so their model passes always enter the run's count)
 PRIOR_PARTS = Stage[tuple[torch.Tensor, torch.Tensor]]("prior-parts")
 #: the non-adaptive defence columns of an attack's batch: ``DEFENCE.at(attack)``
 DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
@@ -160,8 +160,6 @@ def class_prior(ctx: Context) -> torch.Tensor:
     deployment the defence only sees the (possibly adversarial) input.
     """
     cfg = ctx.config
-    if PRIOR.exists(ctx.rundir):
-        return PRIOR.load(ctx.rundir)
     train = train_images(cfg, cfg.prior_n, ctx.data.ids)
     attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
@@ -184,9 +182,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
                                        slices=list(batch_slices(len(train), cfg.batch_size))):
         total.sums += sums
         total.counts += counts
-    prior = torch.nan_to_num(total.means(), nan=0.0)
-    PRIOR.save(ctx.rundir, prior)
-    return prior
+    return torch.nan_to_num(total.means(), nan=0.0)
 
 
 @dataclass

@@ -1,0 +1,59 @@
+"""The run's model passes in its report: the setup section states what the run cost in passes through the model.
+
+The counts come from ``metrics.json``'s ``model_passes`` (:meth:`advspatial.passes.PassLedger.summary`); a run
+written before they were counted has none, and its report says nothing of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .html import Section, Table
+
+#: the title of the section the passes are stated in (every experiment's report has one)
+SETUP = "Setup"
+
+
+def passes_paragraph(passes: Mapping[str, Any]) -> str:
+    """One sentence: the run's forward and backward image-passes, in total and per test image."""
+    images = int(passes.get("images") or 0)
+    per_image = (f" ({passes['forward_per_image']:,} forward and {passes['backward_per_image']:,} backward per test "
+                 f"image, n = {images})") if images else ""
+    lower = "" if passes.get("complete", True) else (
+        " These are lower bounds: some stages were read back from files written before passes were counted.")
+    return (f"Model passes: the run sent {int(passes['forward']):,} images forward through the model and "
+            f"{int(passes['backward']):,} back (gradients), in {int(passes['calls']):,} forward calls{per_image}."
+            f"{lower}")
+
+
+def passes_table(passes: Mapping[str, Any]) -> Table:
+    """Per stage: forward and backward image-passes, per test image, and the mean batch of its forward calls."""
+    images = int(passes.get("images") or 0)
+    rows = []
+    stages = dict(passes.get("stages", {}))
+    outside = passes.get("outside_stages") or {}
+    if outside.get("calls"):
+        stages["(outside stages, this process)"] = outside
+    for name, count in stages.items():
+        forward, backward, calls = int(count["forward"]), int(count["backward"]), int(count["calls"])
+        rows.append([name, forward, backward, round(forward / images, 1) if images else "-",
+                     round(backward / images, 1) if images else "-", round(forward / calls, 1) if calls else "-"])
+    return Table("Model passes per stage (images forward and back; per test image; mean images per forward call)",
+                 ["stage", "forward", "backward", "forward / image", "backward / image", "images per call"],
+                 rows, folded=True)
+
+
+def with_passes(sections: Sequence[Section], passes: Mapping[str, Any] | None) -> list[Section]:
+    """``sections`` with the run's passes stated in the setup section (a section of their own when there is none);
+    unchanged when ``passes`` is None (a run written before passes were counted)."""
+    sections = list(sections)
+    if not passes:
+        return sections
+    for i, section in enumerate(sections):
+        if section.title == SETUP:
+            sections[i] = dataclasses.replace(section, paragraphs=[*section.paragraphs, passes_paragraph(passes)],
+                                              tables=[*section.tables, passes_table(passes)])
+            return sections
+    return [*sections, Section(SETUP, [passes_paragraph(passes)], [passes_table(passes)])]

@@ -1,0 +1,35 @@
+"""The run's model passes in its report's setup section."""
+
+from __future__ import annotations
+
+from advspatial.report.html import Section
+from advspatial.report.passes import passes_paragraph, with_passes
+
+PASSES = {"images": 4, "forward": 1200, "backward": 400, "calls": 30, "forward_per_image": 300.0,
+          "backward_per_image": 100.0, "complete": True, "outside_stages": {"forward": 2, "backward": 0, "calls": 1},
+          "stages": {"attack/pgd": {"forward": 800, "backward": 400, "calls": 20},
+                     "clean-pass": {"forward": 398, "backward": 0, "calls": 9}}}
+
+
+def test_the_setup_section_states_the_totals_and_a_table_per_stage() -> None:
+    sections = [Section("Verdicts", ["v"]), Section("Setup", ["model on data"])]
+    setup = with_passes(sections, PASSES)[1]
+    assert setup.paragraphs[0] == "model on data"
+    assert setup.paragraphs[1] == passes_paragraph(PASSES)
+    assert "1,200 images forward" in setup.paragraphs[1] and "400 back" in setup.paragraphs[1]
+    assert "300.0 forward and 100.0 backward per test image, n = 4" in setup.paragraphs[1]
+    rows = setup.tables[-1].rows
+    assert rows[0] == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0]
+    assert rows[-1][0] == "(outside stages, this process)" and len(rows) == 3
+    assert sections[1].paragraphs == ["model on data"]  # the input is not changed
+
+
+def test_a_report_without_a_setup_section_gets_one_and_an_old_run_gets_nothing() -> None:
+    sections = [Section("Verdicts", ["v"])]
+    assert [s.title for s in with_passes(sections, PASSES)] == ["Verdicts", "Setup"]
+    assert with_passes(sections, None) == sections
+
+
+def test_incomplete_counts_are_called_lower_bounds() -> None:
+    assert "lower bounds" in passes_paragraph({**PASSES, "complete": False})
+    assert "lower bounds" not in passes_paragraph(PASSES)
