@@ -28,8 +28,8 @@ on a CPU, ``advspatial-incremental`` on a GPU), so the table shows what each par
 the speed-up comes from.
 
 Equal budget: torchattacks' ``popsize`` is a *multiplier*; its population has
-``max(5, int(popsize / n_params) * n_params)`` members with ``n_params =
-pixels * (2 + C)``. We give torchattacks the requested popsize and give our
+``max(5, max(1, int(popsize / n_params)) * n_params)`` members with ``n_params =
+pixels * (2 + C)`` (``torchattacks_population``). We give torchattacks the requested popsize and give our
 attack exactly the population size torchattacks ends up with; torchattacks'
 ``steps`` and our ``maxiter`` both count generations after the initial
 population. Both stop early on an image once it is fooled (torchattacks checks
@@ -41,9 +41,13 @@ share of its time per kind of operator (matrix products; gathers, scatters and c
 pointwise; other operators; Python and dispatch between operators) and the bound that follows: the
 speed-up over torchattacks if everything but the matrix products cost nothing.
 
+On a GPU every clock is read after ``torch.cuda.synchronize``.
+
 Prints a table and records the run in ``benchmarks/results/onepixel.json``
 under ``runs[<preset>-<k>px-<model>-<n>img-<device>]`` (other entries are
-kept). Not a test.
+kept). Not a test. The pretrained ResNet-20 and EfficientNet-Lite0 table (one
+and k pixels, several images per row, one command) is ``bench_onepixel_table.py``,
+which reuses this file's functions.
 """
 
 from __future__ import annotations
@@ -168,6 +172,35 @@ def _train(seed: int, name: str) -> nn.Module:
     return model.eval()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA kernels run asynchronously): call before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def check_placement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str | torch.device) -> None:
+    """Fail unless the model (every parameter and buffer), the images and labels are on ``device`` and the model
+    and every submodule are in eval mode (a model left in training mode once made this benchmark's numbers drift)."""
+    device = torch.device(device)
+    tensors = {"images": x, "labels": y, **dict(model.named_parameters()), **dict(model.named_buffers())}
+    wrong = [name for name, t in tensors.items() if t.device.type != device.type]
+    if wrong:
+        raise RuntimeError(f"not on {device}: {', '.join(wrong[:5])}")
+    training = [name or "model" for name, m in model.named_modules() if m.training]
+    if training:
+        raise RuntimeError(f"in training mode: {', '.join(training[:5])}")
+
+
+def torchattacks_population(popsize: int, pixels: int, channels: int) -> int:
+    """The population torchattacks' OnePixel ends up with for its ``popsize`` argument (a multiplier).
+
+    Its SciPy DE gets ``popsize=max(1, int(popsize / n))`` with ``n = pixels * (2 + channels)`` parameters and
+    draws ``max(5, that * n)`` members: 399 for (400, 1 pixel, grey), 400 for (400, 1 pixel, RGB), 390 for 3 RGB pixels.
+    """
+    n_params = pixels * (2 + channels)
+    return max(5, max(1, int(popsize / n_params)) * n_params)
+
+
 def pick_images(model: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The first ``n`` correctly classified test images, and the accuracy on the first 1000."""
     test = load_dataset("fashion-mnist", "test").head(1000)
@@ -179,19 +212,29 @@ def pick_images(model: nn.Module, n: int) -> tuple[torch.Tensor, torch.Tensor, f
 
 
 def run_ours(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, popsize: int,
-             maxiter: int, seed: int, incremental: bool | str = "auto") -> dict:
+             maxiter: int, seed: int, incremental: bool | str = "auto", per_image: bool = False,
+             max_batch: int | None = None) -> dict:
     """Our attack on the bare model; evaluations are the attack's own query count.
 
     (A counting wrapper would hide the model's layers from the incremental
     evaluator, so the count comes from ``AttackResult.queries``, which includes
-    the one evaluation per image of the final prediction.)
+    the one evaluation per image of the final prediction.) ``per_image`` adds
+    each image's success and evaluations (``per_image_success``,
+    ``per_image_evaluations``); ``max_batch`` is the attack's (None: its default).
     """
-    atk = OnePixel(model, pixels=pixels, popsize=popsize, maxiter=maxiter, seed=seed, incremental=incremental)
+    atk = OnePixel(model, pixels=pixels, popsize=popsize, maxiter=maxiter, seed=seed, incremental=incremental,
+                   max_batch=max_batch)
+    synchronize(x.device)
     start = time.perf_counter()
     result = atk.run(x, y)
+    synchronize(x.device)
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "success_rate": result.success_rate, "model_evaluations": int(result.queries.sum()),
-            "mean_l0_of_successes": float(result.l0[result.success].float().mean()) if result.success.any() else None}
+    row = {"wall_s": wall, "success_rate": result.success_rate, "model_evaluations": int(result.queries.sum()),
+           "mean_l0_of_successes": float(result.l0[result.success].float().mean()) if result.success.any() else None}
+    if per_image:
+        row["per_image_success"] = [bool(s) for s in result.success.tolist()]
+        row["per_image_evaluations"] = [int(q) for q in result.queries.tolist()]
+    return row
 
 
 def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels: int, popsize: int,
@@ -210,8 +253,10 @@ def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels:
     seeded = partial(_differential_evolution.differential_evolution, seed=np.random.RandomState(seed))
     atk = torchattacks.OnePixel(counting, pixels=pixels, steps=steps, popsize=popsize, inf_batch=4096)
     with mock.patch.object(onepixel, "differential_evolution", seeded):
+        synchronize(x.device)
         start = time.perf_counter()
         adv = atk(x, y)
+        synchronize(x.device)
         wall = time.perf_counter() - start
     if model.training:
         raise RuntimeError("torchattacks left the model in training mode")
@@ -228,12 +273,14 @@ def forward_floor(model: nn.Module, x: torch.Tensor, evaluations: int, batch: in
     The least any attack that evaluates that many candidates must spend: what
     our attack spends above it is its own overhead.
     """
-    images = x[torch.arange(batch) % len(x)]
+    images = x[torch.arange(batch, device=x.device) % len(x)]
+    synchronize(x.device)
     start = time.perf_counter()
     with torch.no_grad():
         for size in [batch] * (evaluations // batch) + [evaluations % batch]:
             if size:
                 model(images[:size])
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
@@ -328,13 +375,13 @@ def main() -> None:
 
     requested_pop = args.popsize or BUDGETS[args.preset][0]
     maxiter = BUDGETS[args.preset][1] if args.maxiter is None else args.maxiter
-    n_params = args.pixels * (2 + 1)
-    population = max(5, int(requested_pop / n_params) * n_params)  # what torchattacks actually uses
+    population = torchattacks_population(requested_pop, args.pixels, channels=1)  # Fashion-MNIST: grey
 
     model = (default_model() if args.model == "smallcnn" else train_model(args.seed, args.model)).cpu()
     description = MODELS[args.model]
     x, y, accuracy = pick_images(model, args.n_images)
     model, x, y = model.to(args.device), x.to(args.device), y.to(args.device)
+    check_placement(model, x, y, args.device)
     print(f"model: {description}, test accuracy {accuracy:.3f}; {len(x)} images; "
           f"{args.pixels} pixel(s), population {population}, {maxiter} generations; "
           f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; device {args.device}")
