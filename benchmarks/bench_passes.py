@@ -33,19 +33,19 @@ EXPERIMENTS = ("spatial", "maps", "perceptual", "pse", "propagation", "localized
 
 @contextmanager
 def attack_passes() -> Iterator[Any]:
-    """A ledger counting the run's classifier's passes made inside ``Attack.run`` (outermost calls only)."""
+    """A ledger counting the passes made inside ``Attack.run`` (outermost calls only) of every model the run's own
+    ledger watches (the classifier; localized training's evaluated models)."""
     from advspatial.attacks.base import Attack
-    from advspatial.experiments import context
     from advspatial.passes import PassLedger
 
     ledger = PassLedger()
-    load, run = context.load_checked_model, Attack.run
+    watch, run = PassLedger.watch, Attack.run
     depth = [0]
 
-    def load_and_watch(*args: Any, **kwargs: Any) -> Any:
-        model = load(*args, **kwargs)
-        ledger.watch(model)
-        return model
+    def watch_both(self: PassLedger, model: Any) -> None:
+        watch(self, model)
+        if self is not ledger:
+            watch(ledger, model)
 
     def counted_run(self: Any, *args: Any, **kwargs: Any) -> Any:
         depth[0] += 1
@@ -57,12 +57,12 @@ def attack_passes() -> Iterator[Any]:
         finally:
             depth[0] -= 1
 
-    context.load_checked_model = load_and_watch
+    PassLedger.watch = watch_both  # type: ignore[method-assign]
     Attack.run = counted_run  # type: ignore[method-assign]
     try:
         yield ledger
     finally:
-        context.load_checked_model = load
+        PassLedger.watch = watch  # type: ignore[method-assign]
         Attack.run = run  # type: ignore[method-assign]
         ledger.unwatch()
 
@@ -70,6 +70,7 @@ def attack_passes() -> Iterator[Any]:
 def run_one(name: str, n: int, extra: list[str], out: Path) -> dict[str, Any]:
     """Run experiment ``name`` and return its ``model_passes`` with the attacks' floor beside them."""
     from advspatial.cli import main as cli_main
+    from advspatial.passes import PassCount
 
     with attack_passes() as floor:
         started = time.perf_counter()
@@ -80,7 +81,9 @@ def run_one(name: str, n: int, extra: list[str], out: Path) -> dict[str, Any]:
                 raise
         wall = time.perf_counter() - started
     passes = json.loads((out / "metrics.json").read_text())["model_passes"]
-    attacks = floor.total()
+    attacks = PassCount()
+    for count in floor.by_stage.values():  # only the passes inside Attack.run (the rest is this ledger's outside)
+        attacks.add(count)
     images = passes["images"] or 1
     return {**passes, "wall_s": round(wall, 1),
             "floor": {"forward": attacks.forward, "backward": attacks.backward,
