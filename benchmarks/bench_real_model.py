@@ -32,7 +32,13 @@ passes cost at that batch size: for the attacks, the floor of the run's per-imag
 whole run the estimate is not a floor: maps such as occlusion evaluate in batches larger than 200,
 where a pass costs less per image than at 200.)
 
-Writes ``benchmarks/results/real_model.json`` (entry keyed by device and n). Not a test.
+Per stage (session 18): each stage's own seconds (``RunDir.cached`` timed, a stage inside another taken out of
+the outer's; synchronized on CUDA) beside its passes from the run's ledger (``metrics.json``'s ``model_passes``).
+While the run goes, the seconds so far are written to ``<output>-partial.json`` every few seconds, so a run cut
+short (a GPU lease's time limit) still says where its time went. ``--setting imagenet-lite0`` runs EfficientNet-Lite0
+on ``imagenette-val`` (``imagenet`` preset, its class map) instead of ResNet-20 on CIFAR-10.
+
+Writes ``benchmarks/results/real_model.json`` (entry keyed by setting, device and n). Not a test.
 """
 
 from __future__ import annotations
@@ -250,7 +256,16 @@ class StageClock:
 
     device: torch.device
     seconds: dict[str, float] = field(default_factory=dict)
+    #: where the seconds so far are written every few seconds, so that a run cut short still says where time went
+    partial: Path | None = None
     _inner: list[float] = field(default_factory=list)
+    _written: float = 0.0
+
+    def _write_partial(self) -> None:
+        if self.partial is not None and time.perf_counter() - self._written > 5.0:
+            self._written = time.perf_counter()
+            ranked = dict(sorted(self.seconds.items(), key=lambda kv: -kv[1]))
+            self.partial.write_text(json.dumps({name: round(v, 2) for name, v in ranked.items()}, indent=1) + "\n")
 
     @contextmanager
     def installed(self) -> Iterator[StageClock]:
@@ -275,6 +290,7 @@ class StageClock:
                     self._inner[-1] += spent
                 family = stage_family(name)
                 self.seconds[family] = self.seconds.get(family, 0.0) + own
+                self._write_partial()
 
         RunDir.cached = timed  # type: ignore[method-assign]
         try:
@@ -323,7 +339,8 @@ def main() -> None:
     from advspatial.runtime import pick_device
 
     device = pick_device(args.device)
-    clock, stages = ModelClock(device, image_shape=shape), StageClock(device)
+    partial = args.output.with_name(args.output.stem + "-partial.json")  # the stages' seconds as the run goes
+    clock, stages = ModelClock(device, image_shape=shape), StageClock(device, partial=partial)
     with tempfile.TemporaryDirectory() as tmp, clock.installed(), stages.installed():
         started = time.perf_counter()
         run_spatial(args.setting, args.n, str(device), Path(tmp) / "run", args.extra.split())

@@ -142,3 +142,9 @@ def test_a_stage_file_without_counts_makes_the_totals_a_lower_bound(tmp_path) ->
     rundir.save_stage("old/batch-00000", torch.zeros(1))  # written as before passes were counted
     rundir.cached("old/batch-00000", lambda: torch.ones(1))
     assert not rundir.passes.summary(1)["complete"]
+
+
+def test_a_torchscript_model_takes_no_hooks_and_its_run_counts_nothing() -> None:
+    ledger = PassLedger()
+    ledger.watch(torch.jit.script(tiny()))
+    assert ledger.unwatchable and ledger.summary(3) is None

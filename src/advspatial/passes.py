@@ -72,11 +72,17 @@ class PassLedger:
     uncounted: set[str] = field(default_factory=set)
     #: the run's test images, which the per-image counts are per (set with the watched model)
     images: int = 0
+    #: a model that takes no hooks was to be watched (TorchScript): nothing can be counted
+    unwatchable: bool = False
     _open: list[PassCount] = field(default_factory=list)
     _watched: list[Any] = field(default_factory=list)
 
     def watch(self, model: nn.Module) -> None:
-        """Count the passes of ``model`` (idempotent for a model already watched)."""
+        """Count the passes of ``model`` (idempotent for a model already watched); a TorchScript model takes no
+        hooks, and then the run's passes are not counted at all (:meth:`summary` is None)."""
+        if isinstance(model, torch.jit.ScriptModule):
+            self.unwatchable = True
+            return
         if any(handle.model is model for handle in self._watched):
             return
         self._watched.append(_Watch(model, model.register_forward_hook(self._forward_hook)))
@@ -136,8 +142,11 @@ class PassLedger:
             families.setdefault(stage_family(key), PassCount()).add(count)
         return families
 
-    def summary(self, images: int) -> dict[str, Any]:
-        """What ``metrics.json`` records (``model_passes``): totals, per test image, per stage family."""
+    def summary(self, images: int) -> dict[str, Any] | None:
+        """What ``metrics.json`` records (``model_passes``): totals, per test image, per stage family; None when
+        the model could not be watched."""
+        if self.unwatchable:
+            return None
         total = self.total()
         return {"images": images, **total.as_dict(),
                 "forward_per_image": round(total.forward / images, 1) if images else None,
