@@ -129,8 +129,9 @@ def test_counts_are_written_with_a_stage_and_read_back_on_resume(tmp_path) -> No
     resumed = counted_run(tmp_path, model)  # every stage is on disk now: read back, nothing computed
     assert resumed.passes.outside == PassCount()  # no pass was made
     assert resumed.passes.by_stage == first.passes.by_stage
-    assert resumed.passes.summary(8) == first.passes.summary(8)
-    summary = first.passes.summary(8)
+    first.passes.images = resumed.passes.images = 8
+    assert resumed.passes.summary() == first.passes.summary()
+    summary = first.passes.summary()
     assert (summary["forward"], summary["backward"], summary["calls"]) == (12, 4, 3)
     assert summary["forward_per_image"] == 1.5 and summary["complete"]
     assert summary["stages"] == {"attack": {"forward": 4, "backward": 4, "calls": 1},
@@ -141,10 +142,11 @@ def test_a_stage_file_without_counts_makes_the_totals_a_lower_bound(tmp_path) ->
     rundir = RunDir(tmp_path)
     rundir.save_stage("old/batch-00000", torch.zeros(1))  # written as before passes were counted
     rundir.cached("old/batch-00000", lambda: torch.ones(1))
-    assert not rundir.passes.summary(1)["complete"]
+    rundir.passes.images = 1
+    assert not rundir.passes.summary()["complete"]
 
 
 def test_a_torchscript_model_takes_no_hooks_and_its_run_counts_nothing() -> None:
     ledger = PassLedger()
     ledger.watch(torch.jit.script(tiny()))
-    assert ledger.unwatchable and ledger.summary(3) is None
+    assert ledger.unwatchable and ledger.summary() is None

@@ -142,12 +142,12 @@ class PassLedger:
             families.setdefault(stage_family(key), PassCount()).add(count)
         return families
 
-    def summary(self, images: int) -> dict[str, Any] | None:
-        """What ``metrics.json`` records (``model_passes``): totals, per test image, per stage family; None when
-        the model could not be watched."""
+    def summary(self) -> dict[str, Any] | None:
+        """What ``metrics.json`` records (``model_passes``): totals, per test image (of :attr:`images`), per stage
+        family; None when the model could not be watched."""
         if self.unwatchable:
             return None
-        total = self.total()
+        total, images = self.total(), self.images
         return {"images": images, **total.as_dict(),
                 "forward_per_image": round(total.forward / images, 1) if images else None,
                 "backward_per_image": round(total.backward / images, 1) if images else None,

@@ -177,7 +177,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         started = time.perf_counter()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
-        result.metrics.setdefault("model_passes", rundir.passes.summary(rundir.passes.images))
+        result.metrics.setdefault("model_passes", rundir.passes.summary())
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir

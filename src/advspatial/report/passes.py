@@ -38,11 +38,15 @@ def passes_table(passes: Mapping[str, Any]) -> Table:
         stages["(outside stages, this process)"] = outside
     for name, count in stages.items():
         forward, backward, calls = int(count["forward"]), int(count["backward"]), int(count["calls"])
-        rows.append([name, forward, backward, round(forward / images, 1) if images else "-",
-                     round(backward / images, 1) if images else "-", round(forward / calls, 1) if calls else "-"])
+        rows.append([name, forward, backward, per(forward, images), per(backward, images), per(forward, calls)])
     return Table("Model passes per stage (images forward and back; per test image; mean images per forward call)",
                  ["stage", "forward", "backward", "forward / image", "backward / image", "images per call"],
                  rows, folded=True)
+
+
+def per(count: int, units: int) -> float | str:
+    """``count / units`` to one decimal, ``-`` when there are no units."""
+    return round(count / units, 1) if units else "-"
 
 
 def with_passes(sections: Sequence[Section], passes: Mapping[str, Any] | None) -> list[Section]:
