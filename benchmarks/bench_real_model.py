@@ -299,10 +299,12 @@ class StageClock:
             RunDir.cached = cached  # type: ignore[method-assign]
 
 
-#: the settings this benchmark runs: (dataset folder under ADVSPATIAL_DATA, model, preset, image shape, class map)
+#: the settings this benchmark runs: (dataset folder under ADVSPATIAL_DATA, model, preset, image shape, class map);
+#: ``default`` is the README's default run (Fashion-MNIST and its small CNN, trained and cached on first use)
 SETTINGS = {
     "cifar10-resnet20": ("cifar10-test-jpeg", "cifar10-resnet20", "cifar10", (3, 32, 32), None),
     "imagenet-lite0": ("imagenette-val", "imagenet-efficientnet-lite0", "imagenet", (3, 224, 224), "class_map.tsv"),
+    "default": (None, "smallcnn", None, (1, 28, 28), None),
 }
 
 
@@ -310,8 +312,9 @@ def run_spatial(setting: str, n: int, device: str, out: Path, extra: list[str]) 
     from advspatial.cli import main as cli_main
 
     folder, model, preset, _, class_map = SETTINGS[setting]
-    args = ["run", "spatial", "--dataset", f"imagefolder:{SHARED / folder}", "--model", model, "--preset", preset,
-            "--n", str(n), "--device", device, "--out", str(out), "--no-progress", *extra]
+    args = ["run", "spatial", "--n", str(n), "--device", device, "--out", str(out), "--no-progress", *extra]
+    if folder:
+        args += ["--dataset", f"imagefolder:{SHARED / folder}", "--model", model, "--preset", str(preset)]
     if class_map:
         args += ["--class-map", str(SHARED / folder / class_map)]
     try:
@@ -329,24 +332,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--extra", default="", help="more `advspatial run spatial` options, space-separated")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, default=None, help="write the run here and keep it (default: a temporary "
+                                                                  "directory, removed)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     folder, model_name, _, shape, _ = SETTINGS[args.setting]
-    if not (SHARED / folder).is_dir():
+    if folder and not (SHARED / folder).is_dir():
         raise SystemExit(f"needs {folder} under {SHARED} (set ADVSPATIAL_DATA)")
-    from advspatial.models import load_model
+    from advspatial.models import build_model, load_model
     from advspatial.runtime import pick_device
 
     device = pick_device(args.device)
     partial = args.output.with_name(args.output.stem + "-partial.json")  # the stages' seconds as the run goes
     clock, stages = ModelClock(device, image_shape=shape), StageClock(device, partial=partial)
     with tempfile.TemporaryDirectory() as tmp, clock.installed(), stages.installed():
+        out = args.keep or Path(tmp) / "run"
         started = time.perf_counter()
-        run_spatial(args.setting, args.n, str(device), Path(tmp) / "run", args.extra.split())
+        run_spatial(args.setting, args.n, str(device), out, args.extra.split())
         wall = time.perf_counter() - started
-        passes = json.loads((Path(tmp) / "run" / "metrics.json").read_text())["model_passes"]
-    model = load_model(model_name).to(device).eval()
+        passes = json.loads((out / "metrics.json").read_text())["model_passes"]
+    model = (load_model(model_name) if folder else build_model(model_name)).to(device).eval()
     fwd, bwd = model_cost_per_image(model, shape, device, batch=200 if shape[-1] <= 64 else 32)
     floor = clock.forward.images * fwd + clock.backward.images * bwd
     attack_floor = clock.attack.images * fwd + clock.attack_backward_images * bwd

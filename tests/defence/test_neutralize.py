@@ -332,3 +332,24 @@ def test_modes_and_flags_are_untouched(tiny_cnn):
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(p.grad is None for p in model.parameters())
     assert not model._forward_hooks and not model._backward_hooks
+
+
+def test_paired_maps_select_what_the_two_callables_select(tiny_cnn):
+    model = tiny_cnn()
+    x = torch.rand(4, 1, 28, 28)
+    calls = []
+
+    def paired(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(len(z))
+        return _intensity(z), grad_map(model)(z)
+
+    plain = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=2)
+    shared = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=2, maps_fn=paired)
+    assert torch.equal(shared(x), plain(x)) and calls == [4]
+    assert torch.equal(shared.last_selection.neutralized, plain.last_selection.neutralized)
+    control = shared.variant("random")
+    assert control.maps_fn is paired
+    control(x)
+    assert calls == [4, 4]
+    with pytest.raises(ShapeError, match="map function returned"):
+        NeutralizedModel(model, _intensity, _intensity, maps_fn=lambda z: (_intensity(z), z[:, 0, :5]))(x)

@@ -32,6 +32,9 @@ from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
 MapFn = Callable[[torch.Tensor], torch.Tensor]
+#: ``fn(x) -> (importance, vulnerability)``: both maps of x at once, e.g. from one forward pass
+#: (:func:`advspatial.maps.deployable.importance_and_gradient`); equal to the two map callables' results.
+PairedMapFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 #: ``binarize(maps, fraction) -> (N,H,W) bool`` region of the top ``fraction`` of each map.
 BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -137,6 +140,17 @@ def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
     """
     with torch.inference_mode(False), torch.enable_grad():
         maps = fn(x.detach().clone())
+    return _checked_map(maps, x)
+
+
+def map_pair_of(fn: PairedMapFn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(x)``'s two maps, computed and checked as :func:`map_of` computes and checks one."""
+    with torch.inference_mode(False), torch.enable_grad():
+        importance, vulnerability = fn(x.detach().clone())
+    return _checked_map(importance, x), _checked_map(vulnerability, x)
+
+
+def _checked_map(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     maps = valid_maps(maps)
     expected = (x.shape[0], *x.shape[2:])
     if tuple(maps.shape) != expected:
@@ -215,6 +229,10 @@ class NeutralizedModel(nn.Module):
             uses draw 0, so the same input gets the same positions.
         binarize: optional ``binarize(maps, fraction) -> bool`` replacing the
             built-in :func:`top_fraction`.
+        maps_fn: optional ``fn(x) -> (importance, vulnerability)`` giving both
+            maps at once (:data:`PairedMapFn`, e.g. from one forward pass of the
+            model); it must equal the two map callables, which then serve only
+            where one map alone is needed.
 
     The region is a constant for autograd: with ``backward="local"``
     gradients with respect to x flow through the fill only. The last region used is kept
@@ -225,6 +243,7 @@ class NeutralizedModel(nn.Module):
     importance_fn: MapFn
     vulnerability_fn: MapFn
     binarize: BinarizeFn | None
+    maps_fn: PairedMapFn | None
 
     def __init__(
         self,
@@ -242,6 +261,7 @@ class NeutralizedModel(nn.Module):
         fill_params: Mapping[str, Any] | None = None,
         backward: str = "local",
         control_match: str = "foreground",
+        maps_fn: PairedMapFn | None = None,
     ) -> None:
         super().__init__()
         if control_match not in CONTROL_MATCHES:
@@ -258,6 +278,7 @@ class NeutralizedModel(nn.Module):
         object.__setattr__(self, "importance_fn", importance_fn)
         object.__setattr__(self, "vulnerability_fn", vulnerability_fn)
         object.__setattr__(self, "binarize", binarize)
+        object.__setattr__(self, "maps_fn", maps_fn)
         self.fill_fn: FillFn = make_fill(fill, **dict(fill_params or {})) if isinstance(fill, str) else fill
         self.fraction = float(fraction)
         self.roi_fraction = roi_fraction
@@ -285,8 +306,10 @@ class NeutralizedModel(nn.Module):
         if cached is not None and cached[0].shape == x.shape and cached[0].device == x.device \
                 and _same_ids(cached[1], key) and torch.equal(cached[0], x.detach()):
             return cached[2]
-        importance = map_of(self.importance_fn, x)
-        vulnerability = map_of(self.vulnerability_fn, x)
+        if self.maps_fn is not None:
+            importance, vulnerability = map_pair_of(self.maps_fn, x)
+        else:
+            importance, vulnerability = map_of(self.importance_fn, x), map_of(self.vulnerability_fn, x)
         selection = select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
                                    seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
         self._selection_cache = (x.detach().clone(), key, selection)
@@ -355,7 +378,7 @@ class NeutralizedModel(nn.Module):
             self.model, self.importance_fn, self.vulnerability_fn, self.fraction, self.fill_fn,
             roi_fraction=self.roi_fraction, mode=mode, seed=self.seed, resample=self.resample,
             binarize=self.binarize, backward=self.backward if backward is None else backward,
-            control_match=self.control_match,
+            control_match=self.control_match, maps_fn=self.maps_fn,
         )
 
     def with_backward(self, backward: str) -> NeutralizedModel:

@@ -126,8 +126,8 @@ def importance_map(
 
 # -- CAM family ------------------------------------------------------------------
 
-class _Capture:
-    """Forward hook storing the output of one layer (the last call wins)."""
+class FeatureCapture:
+    """Forward hook storing the output of one layer (the last call wins): the CAM layer's feature maps."""
 
     def __init__(self) -> None:
         self.output: torch.Tensor | None = None
@@ -140,20 +140,24 @@ class _Capture:
 
         return hook
 
+    def feature_map(self, name: str) -> torch.Tensor:
+        """The captured (N,K,h,w) output of layer ``name``; a one-line error when it is not such a map."""
+        feats = self.output
+        if feats is None or feats.ndim != 4:
+            shape = None if feats is None else tuple(feats.shape)
+            raise ModelError(f"layer {name!r} must output a (N,K,h,w) feature map, got {shape}")
+        return feats
+
 
 def _features_and_scores(
     model: nn.Module, x: torch.Tensor, layer: nn.Module, name: str, classes: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feature maps A (N,K,h,w) of ``layer`` and the class scores z_c (N,), in one graph."""
-    capture = _Capture()
+    capture = FeatureCapture()
     with forward_hooks({name: layer}, capture.factory), torch.enable_grad():
         logits = model(x.detach().clone().requires_grad_(True))
     check_classes(classes, logits)
-    feats = capture.output
-    if feats is None or feats.ndim != 4:
-        shape = None if feats is None else tuple(feats.shape)
-        raise ModelError(f"layer {name!r} must output a (N,K,h,w) feature map, got {shape}")
-    return feats, logits.gather(1, classes[:, None]).squeeze(1)
+    return capture.feature_map(name), logits.gather(1, classes[:, None]).squeeze(1)
 
 
 @register_importance_method("gradcam")

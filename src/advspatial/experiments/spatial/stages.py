@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -35,6 +36,7 @@ from ...defence.evaluate import evaluate_defence
 from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
+from ...maps.deployable import importance_and_gradient
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
 from ..context import train_images
@@ -112,14 +114,18 @@ def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | Non
                 mode: str = "defend") -> NeutralizedModel:
     """The deployable defence of ``setting`` (or its randomized control with ``mode="random"``)."""
     cfg = ctx.config
+    maps_fn = None
     if setting.vulnerability == "gradient":
         vulnerability = gradient_fn(ctx)
+        # both maps, to the bit, from one forward pass: the defence computes them at every adaptive attack step
+        maps_fn = partial(importance_and_gradient, ctx.importance, ctx.model)
     elif prior is not None:
         vulnerability = ClassPriorVulnerability(prior.to(ctx.device), ctx.model)
     else:  # the AttributeError that prior.to(...) raised
         raise AttributeError(f"defence setting {setting.label!r} needs the class prior, and there is none")
     return NeutralizedModel(ctx.model, importance_fn(ctx), vulnerability, setting.fraction, setting.fill, mode=mode,
-                            seed=cfg.seed, fill_params=fill_params(ctx, setting.fill), control_match=cfg.control_match)
+                            seed=cfg.seed, fill_params=fill_params(ctx, setting.fill), control_match=cfg.control_match,
+                            maps_fn=maps_fn)
 
 
 def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, NeutralizedModel]:

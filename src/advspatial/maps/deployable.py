@@ -1,0 +1,54 @@
+"""The two maps a deployable defence computes from its input alone, from one forward pass.
+
+The neutralization defence (:mod:`advspatial.defence.neutralize`) needs, at every call, the importance map of the
+predicted class (its RoI) and the input-gradient map of the cross-entropy at the predicted class (its RoA). Computed
+one after the other they cost four forward passes and two backward passes: each map predicts the class with a
+forward pass of its own, then builds a graph. Both come from the same graph: one forward pass with the CAM layer
+captured, the class predicted from its logits, then one backward pass to the CAM layer (the class score) and one to
+the input (the cross-entropy). An adaptive attack calls the defence at every step of every restart, so this is most
+of the passes a defence evaluation spends beside the attack's own (issue 38).
+
+The maps are the ones :func:`~advspatial.maps.importance.importance_map` (``target="pred"``) and
+:func:`~advspatial.maps.attack.gradient_map` give, to the bit (the tests compare them with ``torch.equal``): the same
+operations on the same numbers. Methods other than the CAMs below are computed by those two functions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
+from ._common import upsample
+from .attack import gradient_map
+from .importance import FeatureCapture, importance_map
+
+#: the importance methods whose map shares the gradient map's forward pass (the others are computed apart)
+SHARED_FORWARD_METHODS = ("hirescam", "gradcam")
+
+
+def importance_and_gradient(method: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(importance map of the predicted class by ``method``, gradient map), each (N,H,W), in one forward pass when
+    ``method`` is one of :data:`SHARED_FORWARD_METHODS` (else by the two map functions)."""
+    if method not in SHARED_FORWARD_METHODS or x.shape[0] == 0:
+        importance = importance_map(method, model, x, target="pred", batch_size=len(x) or 1)
+        return importance, gradient_map(model, x).map
+    with frozen_eval(model):
+        name, layer = resolve_layer(model, x, None)
+        point = x.detach().clone().requires_grad_(True)
+        capture = FeatureCapture()
+        with forward_hooks({name: layer}, capture.factory), torch.enable_grad():
+            logits = model(point)
+            feats = capture.feature_map(name)
+            pred = logits.argmax(1)
+            (feat_grads,) = torch.autograd.grad(logits.gather(1, pred[:, None]).squeeze(1).sum(), feats,
+                                                retain_graph=True)
+            loss = nn.functional.cross_entropy(logits, pred, reduction="sum")
+            (input_grads,) = torch.autograd.grad(loss, point)
+    feats, feat_grads = feats.detach(), feat_grads.detach()
+    if method == "gradcam":  # Captum's LayerGradCam: spatial mean of the gradient, channel sum, ReLU
+        weights = torch.mean(feat_grads, dim=(2, 3), keepdim=True)
+        cam = nn.functional.relu(torch.sum(weights * feats, dim=1, keepdim=True))
+    else:  # HiResCAM: the element-wise product, channel sum, rectified
+        cam = (feat_grads * feats).sum(dim=1, keepdim=True).clamp_min(0)
+    return upsample(cam, tuple(x.shape[2:])), input_grads.abs().sum(1)
