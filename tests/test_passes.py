@@ -150,3 +150,22 @@ def test_a_torchscript_model_takes_no_hooks_and_its_run_counts_nothing() -> None
     ledger = PassLedger()
     ledger.watch(torch.jit.script(tiny()))
     assert ledger.unwatchable and ledger.summary() is None
+
+
+def test_a_deep_copy_counts_only_inside_counting_copies() -> None:
+    import copy
+
+    ledger, model = PassLedger(), tiny()
+    ledger.watch(model)
+    uncounted = copy.deepcopy(model)
+    with ledger.counting_copies():
+        counted = copy.deepcopy(model)
+        with torch.no_grad(), ledger.stage("gate/m/mprt"):
+            counted(images(4))
+            uncounted(images(5))
+    with torch.no_grad():
+        uncounted(images(6))
+        model(images(1))
+    assert ledger.by_stage == {"gate/m/mprt": PassCount(4, 0, 1)}
+    assert ledger.outside == PassCount(1, 0, 1)
+    assert not ledger._copies_count

@@ -10,7 +10,10 @@ itself, so a defence wrapping it counts only the calls that reach it). Each call
 ``backward`` each time a gradient flows back through it (an attack's step, a gradient map, a training
 step). Calls of single layers (the incremental one-pixel evaluator) are not whole-model passes and are
 not counted, nor are the passes of models a run trains (localized training's fine-tuning: the models it
-evaluates are watched once trained).
+evaluates are watched once trained). A deep copy of the classifier takes its hook along; its passes count
+only inside :meth:`PassLedger.counting_copies` (the faithfulness gate's randomization checks, whose copies with
+re-initialized weights are the same network at the same cost: before session 19 their passes went uncounted,
+so a gate's occlusion checks read 16 forward passes for 77 seconds of work).
 
 Where they go: a stage's work is computed inside :meth:`PassLedger.stage` (``RunDir.cached`` does this), so
 its passes are the stage's own (a stage computed inside another is not counted twice) and are written into
@@ -76,6 +79,22 @@ class PassLedger:
     unwatchable: bool = False
     _open: list[PassCount] = field(default_factory=list)
     _watched: list[Any] = field(default_factory=list)
+    _copies_count: bool = False
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PassLedger:
+        """What the hook of a deep-copied classifier counts into: this ledger inside :meth:`counting_copies`,
+        else a ledger of its own that nothing reads."""
+        return self if self._copies_count else PassLedger()
+
+    @contextmanager
+    def counting_copies(self) -> Iterator[None]:
+        """Count the passes of the deep copies of a watched classifier made inside the block (they are made with
+        its hook), as the classifier's own."""
+        before, self._copies_count = self._copies_count, True
+        try:
+            yield
+        finally:
+            self._copies_count = before
 
     def watch(self, model: nn.Module) -> None:
         """Count the passes of ``model`` (idempotent for a model already watched); a TorchScript model takes no

@@ -141,9 +141,10 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
 
     ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
     merged = {k: torch.cat(v) for k, v in columns.items()}
-    randomization = GATE_CHECK.at(*family, "randomization").get(
-        ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
-    mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
+    with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
+        randomization = GATE_CHECK.at(*family, "randomization").get(
+            ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
+        mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
     result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=fraction, randomization=randomization, mprt=mprt)
     result.method = method
