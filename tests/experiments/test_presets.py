@@ -90,3 +90,14 @@ def test_a_zoo_models_input_size_beats_the_presets_image_size() -> None:
     assert lite1.dataset_options()["size"] == 240
     other = resolve_config(spatial, None, {"preset": "imagenet", "dataset": "imagefolder:/x"}, quick=False)
     assert other.image_size == 224
+
+
+def test_the_imagenet_preset_takes_a_panel_cheap_at_224_pixels() -> None:
+    for name in ("spatial", "maps"):
+        experiment = get_experiment(name)
+        imagenet = resolve_config(experiment, None, {"preset": "imagenet"}, quick=False)
+        assert imagenet.panel == ["gradcam", "hirescam", "inputxgrad"]
+        assert resolve_config(experiment, None, {"preset": "cifar10"}, quick=False).panel == \
+            ["gradcam", "hirescam", "occlusion", "ig"]
+        chosen = resolve_config(experiment, None, {"preset": "imagenet", "panel": ["ig"]}, quick=False)
+        assert chosen.panel == ["ig"]

@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mnist": {**DATASET_BUDGETS["mnist"].given(), "eps_max": 0.5},
     "cifar10": {**DATASET_BUDGETS["cifar10"].given(), "eps_max": 32 / 255, "batch_size": 100, "image_size": 32},
     "imagenet": {**DATASET_BUDGETS["imagenet"].given(), "eps_max": 16 / 255, "batch_size": 16, "image_size": 224,
-                 "pse_block": 8},
+                 "pse_block": 8, "panel": ["gradcam", "hirescam", "inputxgrad"]},
 }
 
 #: what each generic budget means (the README's table is built from these)
@@ -42,6 +42,8 @@ GENERIC_BUDGETS: dict[str, str] = {
     "batch_size": "images per batch",
     "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group)",
     "image_size": "side of folder images after resizing (0 = the dataset's own size)",
+    "panel": "maps, spatial: explainers of the sensitivity panel; at 224 px only those with one backward pass per map "
+             "(IG and occlusion cost ~100x more there: benchmarks/README.md; name them with --panel)",
 }
 
 PRESET_CHOICES = ("auto", *PRESETS)
@@ -96,6 +98,8 @@ def preset_table() -> str:
 def _fmt(value: Any) -> str:
     if value is None:
         return "(default)"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
     if isinstance(value, float) and abs(value * 255 - round(value * 255)) < 1e-9 and value < 1:
         return f"{round(value * 255)}/255"
     return str(value)

@@ -55,7 +55,8 @@ class MeasurementConfig(GatedConfig):
 
     PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
                      "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
-                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
+                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size",
+                     "panel": "panel"}
 
     def validate(self) -> None:
         super().validate()
