@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from advspatial.errors import ConfigError
 from advspatial.maps.attack import gradient_map
 from advspatial.maps.deployable import SHARED_FORWARD_METHODS, importance_and_gradient
 from advspatial.maps.importance import importance_map
@@ -70,3 +71,9 @@ def test_empty_batch_and_state_left_as_found():
     importance_and_gradient("hirescam", model, torch.rand(2, *shape))
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_images_outside_the_unit_interval_are_refused_as_by_the_map_functions():
+    model, shape = _models()[0]
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        importance_and_gradient("hirescam", model, torch.rand(2, *shape) * 3)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
-from ._common import upsample
+from ._common import check_images, upsample
 from .attack import gradient_map
 from .importance import FeatureCapture, importance_map
 
@@ -30,6 +30,7 @@ SHARED_FORWARD_METHODS = ("hirescam", "gradcam")
 def importance_and_gradient(method: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(importance map of the predicted class by ``method``, gradient map), each (N,H,W), in one forward pass when
     ``method`` is one of :data:`SHARED_FORWARD_METHODS` (else by the two map functions)."""
+    check_images(x)  # images in [0, 1], as both map functions check
     if method not in SHARED_FORWARD_METHODS or x.shape[0] == 0:
         importance = importance_map(method, model, x, target="pred", batch_size=len(x) or 1)
         return importance, gradient_map(model, x).map
