@@ -6,14 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from scipy import stats
 
 from advspatial.errors import ConfigError
-from advspatial.statistics.estimates import (
-    CI_METHODS, bca_levels, bootstrap_mean_ci, coin_flips, mean_acceleration, sign_flip_p,
-)
+from advspatial.statistics.estimates import CI_METHODS, bca_levels, bootstrap_mean_ci, mean_acceleration
 
 
 @pytest.mark.parametrize("n,seed,resamples", [(7, 0, 999), (30, 3, 2000), (200, 11, 500)])
@@ -79,22 +75,3 @@ def test_degenerate_samples(method):
 def test_unknown_method_is_one_line():
     with pytest.raises(ConfigError, match="unknown method 'bc'"):
         bootstrap_mean_ci([1.0, 2.0], method="bc")
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.integers(1, 2000), st.integers(1, 600), st.integers(0, 2**32))
-def test_coin_flips_are_numpys_integers_and_leave_the_same_state(rows, cols, seed):
-    ours, numpys = np.random.default_rng(seed), np.random.default_rng(seed)
-    flips = coin_flips(ours, rows, cols)
-    assert flips.dtype == np.int64 and flips.shape == (rows, cols)
-    assert np.array_equal(flips, numpys.integers(0, 2, size=(rows, cols)))
-    assert np.array_equal(ours.integers(0, 2**40, size=5), numpys.integers(0, 2**40, size=5))
-
-
-def test_sign_flip_p_draws_the_flips_numpy_draws():
-    d = np.random.default_rng(3).normal(0.1, 1.0, size=91)
-    rng = np.random.default_rng(7)
-    observed = abs(d.mean())
-    hits = sum(int(np.sum(np.abs(((rng.integers(0, 2, size=(2000, d.size)) * 2 - 1) * d).mean(1))
-                          >= observed - 1e-12 * (1 + observed))) for _ in range(3))
-    assert sign_flip_p(d, resamples=6000, seed=7) == (1 + hits) / 6001
