@@ -9,6 +9,20 @@ import torch
 from torch import nn
 
 
+class TinyGAP(nn.Module):
+    """conv-ReLU-conv-ReLU -> global average pooling -> linear: exact CAM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+                                      nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
 class ReportParser(HTMLParser):
     """Collects what a test checks in an advspatial HTML report: section ids, image sources,
     the number of tables, and any element that would load an external resource."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TinyGAP
 from torch import nn
 
 from advspatial.errors import ConfigError
@@ -14,25 +15,10 @@ from advspatial.models import build_model
 from advspatial.passes import PassLedger
 
 
-class TinyGAP(nn.Module):
-    """conv-ReLU-conv-ReLU -> global average pooling -> linear (a Grad-CAM head); ``cam_layer`` the last ReLU."""
-
-    cam_layer = "features.3"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
-                                      nn.ReLU())
-        self.fc = nn.Linear(6, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean((2, 3)))
-
-
 def _models() -> list[tuple[nn.Module, tuple[int, ...]]]:
     torch.manual_seed(0)
     return [(build_model("smallcnn").eval(), (1, 28, 28)), (build_model("lenet5").eval(), (1, 28, 28)),
-            (TinyGAP().eval(), (3, 12, 12))]
+            (TinyGAP().eval(), (1, 12, 12))]
 
 
 def _separate(method: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
+from helpers import TinyGAP
 from torch import nn
 
 from advspatial.errors import ConfigError, ModelError, ShapeError
@@ -17,20 +18,6 @@ from advspatial.maps.importance import cam_map
 from advspatial.models import Normalized, build_model
 
 ALL = ["auto", "cam", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
-
-
-class TinyGAP(nn.Module):
-    """conv-ReLU-conv-ReLU -> global average pooling -> linear: exact CAM."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
-                                      nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
 def _no_hooks(model: nn.Module) -> bool:
