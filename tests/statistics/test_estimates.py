@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from advspatial.errors import ConfigError
-from advspatial.statistics.estimates import CI_METHODS, bca_levels, bootstrap_mean_ci, mean_acceleration
+from advspatial.statistics.estimates import CI_METHODS, bca_levels, bootstrap_mean_ci, mean_acceleration, sign_flip_p
 
 
 @pytest.mark.parametrize("n,seed,resamples", [(7, 0, 999), (30, 3, 2000), (200, 11, 500)])
@@ -75,3 +75,27 @@ def test_degenerate_samples(method):
 def test_unknown_method_is_one_line():
     with pytest.raises(ConfigError, match="unknown method 'bc'"):
         bootstrap_mean_ci([1.0, 2.0], method="bc")
+
+
+def _sign_flip_reference(d: np.ndarray, resamples: int, seed: int) -> float:
+    """The sign-flip p as defined: draw the +-1 signs (NumPy's integers, in chunks of 2000 rows), count the flipped
+    means at least as far from 0 as the observed one."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, resamples, 2000):
+        signs = rng.integers(0, 2, size=(min(2000, resamples - start), d.size)) * 2 - 1
+        hits += int(np.sum(np.abs((signs * d).mean(axis=1)) >= abs(d.mean()) - 1e-12 * (1 + abs(d.mean()))))
+    return (1 + hits) / (1 + resamples)
+
+
+def test_sign_flip_p_reuses_its_signs_without_changing_a_digit(monkeypatch):
+    from advspatial.statistics import estimates
+
+    rng = np.random.default_rng(4)
+    samples = [rng.normal(0.1, 1.0, n) for n in (3, 17, 184, 460)] + [np.round(rng.normal(0, 1, 40), 1)]
+    monkeypatch.setattr(estimates, "SIGN_ENTRIES", 200 * 4500)  # room for a few sets only: eviction is exercised
+    estimates._kept_signs.clear()
+    for d in samples * 2:  # the second round reads the kept signs where they were kept
+        for seed, resamples in ((0, 20000), (3, 4500), (1, 7)):
+            assert sign_flip_p(d, resamples, seed) == _sign_flip_reference(d, resamples, seed)
+        assert sum(n * r for _, n, r in estimates._kept_signs) <= estimates.SIGN_ENTRIES

@@ -160,6 +160,41 @@ def no_difference_bound(n: int, level: float = 0.95) -> float:
     return 1.0 - ((1.0 - level) / 2.0) ** (1.0 / n)
 
 
+#: random signs of :func:`sign_flip_p` drawn per call of NumPy's generator (the draw is a function of the seed,
+#: the number of images and this chunking)
+SIGN_CHUNK = 2000
+#: int8 entries of the signs kept for reuse (64 MB), the most recently used sets first
+SIGN_ENTRIES = 64_000_000
+_kept_signs: dict[tuple[int, int, int], tuple[np.ndarray, ...]] = {}
+
+
+def _sign_chunks(seed: int, n: int, resamples: int) -> tuple[np.ndarray, ...]:
+    """The random signs of :func:`sign_flip_p` for ``n`` values, as (rows, n) int8 chunks of +-1.
+
+    A run tests many differences over the same images with one seed (every gate comparison, every claim, every
+    class of the gate's per-class table), so the most recently used sets are kept, up to :data:`SIGN_ENTRIES`
+    signs: the same numbers as drawing them again, without the draw.
+    """
+    key = (seed, n, resamples)
+    if key in _kept_signs:
+        _kept_signs[key] = _kept_signs.pop(key)  # most recently used last
+        return _kept_signs[key]
+    rng = np.random.default_rng(seed)
+    chunks = []
+    for start in range(0, resamples, SIGN_CHUNK):
+        signs = rng.integers(0, 2, size=(min(SIGN_CHUNK, resamples - start), n)).astype(np.int8)
+        signs *= 2
+        signs -= 1
+        signs.flags.writeable = False
+        chunks.append(signs)
+    out = tuple(chunks)
+    if n * resamples <= SIGN_ENTRIES:
+        while _kept_signs and sum(k[1] * k[2] for k in _kept_signs) + n * resamples > SIGN_ENTRIES:
+            _kept_signs.pop(next(iter(_kept_signs)))  # the least recently used
+        _kept_signs[key] = out
+    return out
+
+
 def sign_flip_p(differences: Any, resamples: int = SIGN_FLIPS, seed: int = 0) -> float:
     """Two-sided paired randomization p of the mean difference: flip each image's sign at random.
 
@@ -167,7 +202,8 @@ def sign_flip_p(differences: Any, resamples: int = SIGN_FLIPS, seed: int = 0) ->
     difference is as likely to have either sign. Monte Carlo with ``resamples``
     flips, p = (1 + #{|mean*| >= |mean|}) / (1 + resamples) (valid at any
     ``resamples``; its smallest value is 1 / (1 + resamples)). 1.0 when every
-    difference is 0; NaN when none is finite.
+    difference is 0; NaN when none is finite. The signs are a function of ``seed``, the number of finite
+    differences and ``resamples`` only (:func:`_sign_chunks`).
     """
     check_range("resamples", resamples, 1)
     d = finite_values(differences)
@@ -175,13 +211,15 @@ def sign_flip_p(differences: Any, resamples: int = SIGN_FLIPS, seed: int = 0) ->
         return math.nan
     if not np.any(d != 0):
         return 1.0
-    rng = np.random.default_rng(int(seed))
     observed = abs(d.mean())
+    bound = observed - 1e-12 * (1 + observed)
     hits = 0
-    for start in range(0, int(resamples), 2000):
-        size = min(2000, int(resamples) - start)
-        signs = rng.integers(0, 2, size=(size, d.size)) * 2 - 1
-        hits += int(np.sum(np.abs((signs * d).mean(axis=1)) >= observed - 1e-12 * (1 + observed)))
+    flipped = np.empty((min(SIGN_CHUNK, int(resamples)), d.size))
+    for signs in _sign_chunks(int(seed), int(d.size), int(resamples)):
+        rows = flipped[: signs.shape[0]]
+        np.multiply(signs, d, out=rows)
+        means = np.add.reduce(rows, axis=1) / d.size  # what rows.mean(axis=1) computes, without a new array
+        hits += int(np.count_nonzero(np.abs(means) >= bound))
     return (1 + hits) / (1 + int(resamples))
 
 

@@ -187,13 +187,21 @@ def _permutation_means(
     """
     out: list[list[np.ndarray]] = [[] for _ in prepared]
     for perms in permutation_chunks(groups, int(n_permutations), int(seed)):
+        positions: dict[bytes, np.ndarray] = {}  # statistics over the same images share their gather positions
         for k, prep in enumerate(prepared):
             c = prep.columns.size
             if c == 0:
                 out[k].append(np.full(perms.shape[0], np.nan))
                 continue
-            values = prep.block.take(perms[:, prep.columns] * c + np.arange(c))
-            excess = ((prep.partners + 1) * values - prep.observed) / prep.partners - prep.null
+            key = prep.columns.tobytes()
+            if key not in positions:
+                positions[key] = perms[:, prep.columns] * c + np.arange(c)
+            excess = prep.block.take(positions[key])
+            # ((k + 1) * value - observed) / k - null, in place: the same operations in the same order
+            excess *= prep.partners + 1
+            excess -= prep.observed
+            excess /= prep.partners
+            excess -= prep.null
             out[k].append(_row_nanmean(excess) if prep.has_nan else excess.mean(1))
     return [np.concatenate(v) if v else np.zeros(0) for v in out]
 
