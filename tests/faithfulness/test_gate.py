@@ -374,7 +374,8 @@ def test_summary_per_class_and_json(fixture):
     text = json.dumps(d)   # NaN is allowed
     assert json.loads(text)["n"] == N_IMAGES
     assert set(d) == {"passed", "reason", "fraction", "n", "comparisons", "deletion", "attack", "blurred",
-                      "complexity", "means", "per_class", "randomization"}
+                      "complexity", "means", "per_class", "randomization", "skipped", "images_planned",
+                      "images_examined", "stopped"}
     assert set(d["deletion"]) == {"zero", "blur"}
     assert set(d["deletion"]["zero"]["logit"]) == {"mean", "low", "high", "n", "p"}
     assert set(d["attack"]) == {"margin", "accuracy"}

@@ -11,12 +11,16 @@ the model's weights are destroyed (:mod:`advspatial.faithfulness.gate`). The
 stage streams the experiment's batches twice (the layout maps need every image's
 map first; both passes cached in the run directory, keyed by global sample ids,
 so ``--resume`` and the batch size do not change it) over the correctly
-classified images among the first ``gate_n``.
+classified images among the first ``gate_n``: the maps batch by batch, the
+comparisons look by look (``gate_sequential``, the default: after 50, 100,
+200, ... images, stopping once the verdict is decided,
+:mod:`advspatial.faithfulness.sequential`), then the randomization checks while
+the gate can still pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +33,15 @@ from ..maps.heads import default_importance_method
 from ..maps import importance_map
 from ..statistics.claims import NOT_INTERPRETABLE_ROI
 from ..faithfulness.deletion import blurred_map
-from ..faithfulness.gate import EDGE_FREE_FILLS, gini_sparseness, summarize_gate
+from ..faithfulness.gate import (
+    EDGE_FREE_FILLS, MIN_N, SKIPPABLE_CHECKS, comparison_differences, comparison_failures, gini_sparseness,
+    randomization_passed, summarize_gate,
+)
 from ..faithfulness.record import GateResult
 from ..faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
 from ..faithfulness.randomization import model_randomization_check
 from ..faithfulness.mprt import randomization_checks
+from ..faithfulness.sequential import InterimDecision, interim_decision, look_sizes
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from .context import ExperimentContext
 from .stage import Stage
@@ -67,6 +75,11 @@ class GatedConfig(ExperimentConfig):
                            low=0)
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
                                   **OPEN_UNIT_INTERVAL)
+    gate_sequential: bool = setting(True, "stop a gate's work once its verdict is decided: its comparisons in looks "
+                                          "at 50, 100, 200, ... images (Haybittle-Peto bound |z| >= 3.29), the "
+                                          "randomization checks only while it can still pass (a smoke test, "
+                                          "--quick, runs them all); --no-gate-sequential runs every check on every "
+                                          "image")
 
     def validate(self) -> None:
         super().validate()
@@ -94,28 +107,58 @@ GATE_COLUMNS = Stage[dict[str, torch.Tensor]]("gate")
 GATE_CHECK = Stage[Any]("gate", per="run")
 
 
+@dataclass(frozen=True)
+class GateChunk:
+    """Images of the gate that lie in one of the run's batches and in one look: ``index`` numbers the chunk among
+    the gate's (its stage key), ``batch`` is the run's batch it lies in, ``offset`` its first image's position there."""
+
+    index: int
+    batch: int
+    offset: int
+    images: slice
+
+
+def look_chunks(looks: Sequence[int], slices: Sequence[slice]) -> list[list[GateChunk]]:
+    """The gate's images cut at the looks' image counts and at the run's batches (``slices``, from image 0): one
+    list of chunks per look, numbered in order."""
+    out: list[list[GateChunk]] = []
+    index, start = 0, 0
+    for end in looks:
+        chunks = []
+        for b, sl in enumerate(slices):
+            lo, hi = max(sl.start, start), min(sl.stop, end)
+            if lo < hi:
+                chunks.append(GateChunk(index, b, lo - sl.start, slice(lo, hi)))
+                index += 1
+        out.append(chunks)
+        start = end
+    return out
+
+
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
                model: nn.Module | None = None, tag: str = "", n: int | None = None) -> GateResult:
     """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``), its record
-    naming ``method`` (cached per batch: :data:`GATE_MAPS`, :data:`GATE_COLUMNS`; the randomization checks once:
-    :data:`GATE_CHECK`).
+    naming ``method`` (cached per batch: :data:`GATE_MAPS`; per chunk of a look: :data:`GATE_COLUMNS`; the
+    randomization checks once: :data:`GATE_CHECK`).
 
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
     so the gate judges exactly the map the experiment uses, without recomputing it.
     ``model`` (default ``ctx.model``) and ``tag`` let an experiment with several
     models gate the explainer on each. ``target``: ``pred`` or ``true`` class.
+    With ``gate_sequential`` the comparisons are computed look by look and stop once decided, and the
+    randomization checks run only while the gate can still pass (:mod:`advspatial.faithfulness.sequential`).
     """
     cfg = ctx.config
     model = ctx.model if model is None else model
     family = [tag, method] if tag else [method]
-    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
+    label = f"{tag + ' ' if tag else ''}{method}"
     kw = importance_kw or {}
     stop = min(cfg.gate_n if n is None else n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
 
-    def importance(b: int, sl: slice) -> torch.Tensor:
+    def batch_maps(b: int, sl: slice) -> torch.Tensor:
         if maps is not None:
             return maps(b)[: sl.stop - sl.start]
         x, y, _ = ctx.batch(sl)
@@ -123,31 +166,103 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
             method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu(), b)
 
     layouts = LayoutSums()
-    ctx.each_batch(importance, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method} maps", slices=slices,
+    ctx.each_batch(batch_maps, desc=f"faithfulness gate: {label} maps", slices=slices,
                    then=lambda b, sl, imp: layouts.add(imp, ctx.data.labels[sl]))
+    columns, looked = _compared_columns(ctx, model, method, fraction, eps, family, label, stop, slices, batch_maps,
+                                        layouts)
+    return _judged(ctx, model, method, target, kw, family, fraction, columns, looked)
 
-    columns: dict[str, list[torch.Tensor]] = {}
-    labels = []
 
-    def compute(b: int, sl: slice) -> dict[str, torch.Tensor]:
-        return GATE_COLUMNS.at(*family, f"f{fraction}-n{stop}-compared").get(
-            ctx.rundir, lambda: _gate_batch(ctx, model, fraction, attack, importance(b, sl), layouts, sl), b)
+@dataclass
+class _Looked:
+    """The gate's comparisons as far as they were computed: images planned and examined, the labels of the correct
+    ones, and the decision that stopped them early (None: they ran to the last look)."""
 
-    def keep(b: int, sl: slice, cols: dict[str, torch.Tensor]) -> None:
+    planned: int
+    examined: int
+    labels: torch.Tensor
+    decision: InterimDecision | None
+
+
+def _compared_columns(ctx: ExperimentContext, model: nn.Module, method: str, fraction: float, eps: float,
+                      family: list[str], label: str, stop: int, slices: list[slice],
+                      batch_maps: Callable[[int, slice], torch.Tensor], layouts: LayoutSums
+                      ) -> tuple[dict[str, torch.Tensor], _Looked]:
+    """The comparisons' columns on the correctly classified images, look by look (one look at ``stop`` without
+    ``gate_sequential``), stopping at the first interim look that decides the gate."""
+    cfg = ctx.config
+    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
+    looks = look_sizes(stop) if cfg.gate_sequential else (stop,)
+    stage = GATE_COLUMNS.at(*family, f"f{fraction}-n{stop}-" + (f"looks{looks[0]}" if len(looks) > 1 else "compared"))
+    parts: dict[str, list[torch.Tensor]] = {}
+    labels: list[torch.Tensor] = []
+
+    def compute(_: int, chunk: GateChunk) -> dict[str, torch.Tensor]:
+        def columns() -> dict[str, torch.Tensor]:
+            imp = batch_maps(chunk.batch, slices[chunk.batch])
+            width = chunk.images.stop - chunk.images.start
+            return _gate_batch(ctx, model, fraction, attack, imp[chunk.offset: chunk.offset + width], layouts,
+                               chunk.images)
+        return stage.get(ctx.rundir, columns, chunk.index)
+
+    def keep(_: int, chunk: GateChunk, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
         for name, value in cols.items():
-            columns.setdefault(name, []).append(value[kept])
-        labels.append(ctx.data.labels[sl][kept])
+            parts.setdefault(name, []).append(value[kept])
+        labels.append(ctx.data.labels[chunk.images][kept])
 
-    ctx.each_batch(compute, desc=f"faithfulness gate: {tag + ' ' if tag else ''}{method}", slices=slices, then=keep)
-    merged = {k: torch.cat(v) for k, v in columns.items()}
-    with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
-        randomization = GATE_CHECK.at(*family, "randomization").get(
-            ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
-        mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
-    result = summarize_gate(merged, torch.cat(labels), seed=cfg.seed, class_names=list(ctx.data.class_names),
-                            fraction=fraction, randomization=randomization, mprt=mprt)
+    examined, decision = 0, None
+    for k, chunks in enumerate(look_chunks(looks, slices)):
+        ctx.each_batch(compute, desc=f"faithfulness gate: {label}" + (f", look {k + 1}" if len(looks) > 1 else ""),
+                       slices=chunks, then=keep)
+        examined = looks[k]
+        if k == len(looks) - 1:
+            break
+        decision = _interim(parts, labels, cfg.seed)
+        if decision is not None:
+            break
+    merged = {name: torch.cat(v) for name, v in parts.items()}
+    return merged, _Looked(stop, examined, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+                           decision)
+
+
+def _interim(parts: dict[str, list[torch.Tensor]], labels: list[torch.Tensor], seed: int) -> InterimDecision | None:
+    """The decision of an interim look, or None: look again (a "passes" the fixed rule does not confirm at this
+    look counts as undecided)."""
+    merged = {name: torch.cat(v) for name, v in parts.items()}
+    decision = interim_decision(comparison_differences(merged), int(sum(len(y) for y in labels)), MIN_N)
+    if decision.verdict == "fails":
+        return decision
+    if decision.verdict == "passes" and not comparison_failures(merged, torch.cat(labels), seed):
+        return decision
+    return None
+
+
+def _judged(ctx: ExperimentContext, model: nn.Module, method: str, target: str, kw: dict[str, Any],
+            family: list[str], fraction: float, columns: dict[str, torch.Tensor], looked: _Looked) -> GateResult:
+    """The gate's record: the randomization checks (with ``gate_sequential`` only while the gate can still pass,
+    except in a smoke test, which exercises every stage), then :func:`~advspatial.faithfulness.gate.summarize_gate`,
+    with how the verdict was reached."""
+    cfg = ctx.config
+    sequential = cfg.gate_sequential and not cfg.smoke_test  # a smoke test (--quick) runs every check
+    randomization = mprt = None
+    skipped: list[str] = []
+    if sequential and comparison_failures(columns, looked.labels, cfg.seed):
+        skipped = list(SKIPPABLE_CHECKS)
+    else:
+        with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
+            randomization = GATE_CHECK.at(*family, "randomization").get(
+                ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
+            if sequential and randomization_passed(randomization) is False:
+                skipped = ["mprt"]
+            else:
+                mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
+    result = summarize_gate(columns, looked.labels, seed=cfg.seed, class_names=list(ctx.data.class_names),
+                            fraction=fraction, randomization=randomization, mprt=mprt, skipped=skipped)
     result.method = method
+    result.images_planned, result.images_examined = looked.planned, looked.examined
+    if looked.decision is not None:
+        result.stopped = f"{looked.decision.verdict}: {looked.decision.reason}"
     return result
 
 
@@ -224,7 +339,7 @@ def roi_label(gate: GateResult) -> str:
     parts = ([f"too few images to judge the RoI (n={gate.n})"] if few else []) + (
         [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
         [f"the RoI fails the randomization check: {'; '.join(randomization.failing() or ['not checked'])}"]
-        if randomization is not None and not randomization.beats else [])
+        if randomization is not None and not randomization.beats and not randomization.skipped else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI
 
 

@@ -3,7 +3,8 @@ model-free references on deletion and ROAD curves and survives model randomizati
 
 Modules: :mod:`.gate` (the gate's summary and rule), :mod:`.record` (its typed record), :mod:`.deletion`
 (deletion curves and the restricted-attack check), :mod:`.road` (ROAD: deletion with noisy linear imputation),
-:mod:`.randomization` (the model-randomization cascade), :mod:`.mprt` (smooth and efficient MPRT).
+:mod:`.randomization` (the model-randomization cascade), :mod:`.mprt` (smooth and efficient MPRT),
+:mod:`.sequential` (interim looks that stop a gate once its verdict is decided).
 """
 
 from .gate import summarize_gate

@@ -63,6 +63,10 @@ Fills (:data:`DELETION_FILLS`; parameters through ``fill_params={fill: {...}}``)
 - ``noise``: additive Gaussian noise, ``x + sigma*eps`` clipped to [0, 1]
   (``sigma`` default 0.3), ``eps`` drawn per image from (seed, sample id).
 
+Sequential looks (:mod:`.sequential`): an experiment's gate stage computes the columns look by look and stops once
+an effect decides the verdict; :func:`comparison_differences` gives the per-image differences it looks at and
+:func:`comparison_failures` what the columns alone already fail (then the randomization checks are ``skipped``).
+
 Streaming: :func:`deletion_columns` and :func:`restricted_attack_columns` work
 on one batch of named regions and return per-image columns (``dict`` of (N,)
 CPU tensors), which an experiment caches per batch under global sample ids and
@@ -82,7 +86,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ShapeError, check_range
+from ..errors import ShapeError, check_range, unknown_name
 from .deletion import BLURRED, REFERENCE_PREFIX, ROI
 from ..regions.references import REFERENCE_MAPS, REFERENCE_WORDS
 from ..statistics.inference import Estimate, bootstrap_mean_ci, paired_p
@@ -91,8 +95,9 @@ from .record import BlurControl, ClassGate, Comparison, GateResult, PairedEffect
 
 #: named here too: deletion.py's measurements, randomization.py's test, make_deletion_fill (for tests)
 __all__ = [
-    "COMPARISONS", "EDGE_FREE_FILLS", "MIN_N", "SURVIVES_RANDOMIZATION",
-    "gini_sparseness", "paired_effect", "randomization_passed", "summarize_gate",
+    "COMPARISONS", "EDGE_FREE_FILLS", "MIN_N", "SKIPPABLE_CHECKS", "SURVIVES_RANDOMIZATION",
+    "comparison_differences", "comparison_failures", "gini_sparseness", "paired_effect", "randomization_passed",
+    "summarize_gate",
 ]
 
 #: default minimum number of images for a verdict (METHODS.md: n < 30 is "insufficient data")
@@ -142,20 +147,36 @@ def _fills_in(columns: Mapping[str, torch.Tensor]) -> list[str]:
     return found
 
 
-def _compare(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, other: str,
-             edge_free_only: bool, seed: int) -> dict[str, PairedEffect]:
-    """Effects of region ``mine`` against region ``other`` (> 0: ``mine`` matters more), for the columns present."""
-    effects = {}
+def _differences(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, other: str,
+                 edge_free_only: bool) -> dict[str, torch.Tensor]:
+    """Per-image differences of region ``mine`` against region ``other`` (> 0: ``mine`` matters more), per measure
+    whose columns are present: ``deletion:FILL`` (logit drops) and ``attack`` (margins after the restricted attack)."""
+    out = {}
     for f in fills:
         if edge_free_only and f not in EDGE_FREE_FILLS:
             continue
         a, b = cols.get(f"deletion:{f}:drop:{mine}"), cols.get(f"deletion:{f}:drop:{other}")
         if a is not None and b is not None:
-            effects[f"deletion:{f}"] = paired_effect(a.double() - b.double(), seed)
+            out[f"deletion:{f}"] = a.double() - b.double()
     a, b = cols.get(f"attack:margin:{mine}"), cols.get(f"attack:margin:{other}")
     if a is not None and b is not None:
-        effects["attack"] = paired_effect(b.double() - a.double(), seed)
-    return effects
+        out["attack"] = b.double() - a.double()
+    return out
+
+
+def _compare(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, other: str,
+             edge_free_only: bool, seed: int) -> dict[str, PairedEffect]:
+    """Effects of region ``mine`` against region ``other`` (> 0: ``mine`` matters more), for the columns present."""
+    return {k: paired_effect(d, seed) for k, d in _differences(cols, fills, mine, other, edge_free_only).items()}
+
+
+def comparison_differences(columns: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """The per-image differences behind every comparison of :data:`COMPARISONS` (not the randomization row):
+    ``{comparison: {measure: (n,) differences}}``, > 0 where the RoI does more damage (what
+    :mod:`~advspatial.faithfulness.sequential` looks at)."""
+    cols = {k: torch.as_tensor(v).cpu() for k, v in columns.items()}
+    fills = _fills_in(cols)
+    return {spec.name: _differences(cols, fills, ROI, spec.region, spec.edge_free_only) for spec in COMPARISONS}
 
 
 def _comparisons(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, seed: int
@@ -180,13 +201,24 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
     return cascade_verdict(list(rows))["passed"] if rows else None  # type: ignore[arg-type]
 
 
+#: the randomization checks a gate may leave out once its verdict is decided (:mod:`.sequential`): the cascading
+#: check and smooth/efficient MPRT
+SKIPPABLE_CHECKS = ("randomization", "mprt")
+RANDOMIZATION_WORDS = "randomization (the map changes when the weights are destroyed)"
+
+
 def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
-                              mprt: Mapping[str, Any] | None = None) -> Comparison:
+                              mprt: Mapping[str, Any] | None = None, skipped: Sequence[str] = ()) -> Comparison:
     """The randomization row: the cascading check (:func:`randomization_passed`) and, when given, smooth and
     efficient MPRT (``RandomizationResult.as_dict()``); every one must pass. ``failed`` names each check that
-    did not, with its number and bound."""
+    did not, with its number and bound. With ``"randomization"`` in ``skipped`` the row was not run (the gate had
+    already failed): ``skipped``, neither beaten nor a failure of its own."""
     def value(v: float, n: int) -> PairedEffect:
         return PairedEffect(Estimate(v, v, v, n), math.nan)
+
+    if "randomization" in skipped:
+        return Comparison("randomization", RANDOMIZATION_WORDS, {}, beats=False, checked=False, failed=[],
+                          skipped=True)
 
     cascade = randomization_passed(rows)
     last = float(rows[-1].get("spearman", math.nan)) if rows else math.nan
@@ -204,8 +236,8 @@ def _randomization_comparison(rows: Sequence[Mapping[str, Any]] | None,
             failed.append(f"efficient MPRT complexity change {float(efficient['rise']):+.2f} "
                           f"(within +-{efficient.get('bound', 0.05):g} fails)")
     checked = cascade is not None
-    return Comparison("randomization", "randomization (the map changes when the weights are destroyed)", effects,
-                      beats=checked and not failed, checked=checked, failed=failed)
+    return Comparison("randomization", RANDOMIZATION_WORDS, effects, beats=checked and not failed, checked=checked,
+                      failed=failed)
 
 
 def _location_layout(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: int
@@ -241,6 +273,8 @@ def _blur_control(cols: Mapping[str, torch.Tensor], fills: Sequence[str], seed: 
 def _failure_words(comparisons: Mapping[str, Comparison]) -> list[str]:
     failed = []
     for c in comparisons.values():
+        if c.skipped:
+            continue
         if not c.checked:
             failed.append(f"{c.name}: not checked")
         elif not c.beats:
@@ -259,6 +293,7 @@ def summarize_gate(
     min_fills: int = 2,
     randomization: list[dict[str, Any]] | None = None,
     mprt: Mapping[str, Any] | None = None,
+    skipped: Sequence[str] = (),
 ) -> GateResult:
     """The gate's verdict from concatenated columns (:func:`deletion_columns`, :func:`restricted_attack_columns`).
 
@@ -268,26 +303,23 @@ def summarize_gate(
     smooth and efficient MPRT, :func:`~advspatial.faithfulness.mprt.randomization_checks`;
     missing columns or rows count as "not checked", which fails). Effects are paired per image with a bootstrap 95% CI
     (``seed``); per class (``labels``, named by ``class_names``) for the
-    location comparison.
+    location comparison. ``skipped`` names the checks of :data:`SKIPPABLE_CHECKS` left out because the gate had
+    already failed (:mod:`.sequential`); a gate with a skipped check never passes.
     """
     check_range("min_n", min_n, 1)
     check_range("min_fills", min_fills, 1)
-    labels = torch.as_tensor(labels).cpu().long().reshape(-1)
+    for name in skipped:
+        if name not in SKIPPABLE_CHECKS:
+            raise unknown_name("skipped check", name, SKIPPABLE_CHECKS)
+    labels, cols = _checked_columns(columns, labels)
     n = int(labels.shape[0])
-    for key, col in columns.items():
-        if tuple(torch.as_tensor(col).shape) != (n,):
-            raise ShapeError(f"column {key!r} has shape {tuple(torch.as_tensor(col).shape)}; labels have ({n},)")
-    cols = {k: torch.as_tensor(v).cpu() for k, v in columns.items()}
     fills = _fills_in(cols)
     comparisons = _comparisons(cols, fills, ROI, seed)
-    comparisons["randomization"] = _randomization_comparison(randomization, mprt)
+    comparisons["randomization"] = _randomization_comparison(randomization, mprt, skipped)
 
-    failed = []
-    if n < min_n:
-        failed.append(f"insufficient data: n={n} < {min_n}")
-    if len(fills) < min_fills:
-        failed.append(f"deletion: {len(fills)} fill(s) {fills}, need >= {min_fills}")
-    failed += _failure_words(comparisons)
+    failed = _prerequisite_failures(n, fills, min_n, min_fills) + _failure_words(comparisons)
+    if skipped and not failed:
+        failed.append(f"not decided: {', '.join(skipped)} not run")
 
     deletion, attack = _location_layout(cols, fills, seed)
     per_class: dict[str, ClassGate] = {}
@@ -303,8 +335,38 @@ def summarize_gate(
         blurred=_blur_control(cols, fills, seed, comparisons),
         complexity={k.split(":", 1)[1]: nan_mean(v) for k, v in cols.items() if k.startswith("complexity:")},
         means=_means(cols, fills), per_class=per_class, randomization=randomization,
-        mprt=dict(mprt) if mprt is not None else None,
+        mprt=dict(mprt) if mprt is not None else None, skipped=list(skipped),
     )
+
+
+def _checked_columns(columns: Mapping[str, torch.Tensor], labels: torch.Tensor | Sequence[int]
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(labels, columns) as CPU tensors, every column one value per label."""
+    labels = torch.as_tensor(labels).cpu().long().reshape(-1)
+    n = int(labels.shape[0])
+    for key, col in columns.items():
+        if tuple(torch.as_tensor(col).shape) != (n,):
+            raise ShapeError(f"column {key!r} has shape {tuple(torch.as_tensor(col).shape)}; labels have ({n},)")
+    return labels, {k: torch.as_tensor(v).cpu() for k, v in columns.items()}
+
+
+def _prerequisite_failures(n: int, fills: Sequence[str], min_n: int, min_fills: int) -> list[str]:
+    failed = []
+    if n < min_n:
+        failed.append(f"insufficient data: n={n} < {min_n}")
+    if len(fills) < min_fills:
+        failed.append(f"deletion: {len(fills)} fill(s) {fills}, need >= {min_fills}")
+    return failed
+
+
+def comparison_failures(columns: Mapping[str, torch.Tensor], labels: torch.Tensor | Sequence[int], seed: int = 0,
+                        min_n: int = MIN_N, min_fills: int = 2) -> list[str]:
+    """What the gate fails from its columns alone (:func:`summarize_gate`'s words, the randomization row aside):
+    empty when the comparisons pass, so that only the randomization checks can still fail it."""
+    labels, cols = _checked_columns(columns, labels)
+    fills = _fills_in(cols)
+    return _prerequisite_failures(int(labels.shape[0]), fills, min_n, min_fills) + _failure_words(
+        _comparisons(cols, fills, ROI, seed))
 
 
 def _means(cols: Mapping[str, torch.Tensor], fills: Sequence[str]) -> dict[str, Any]:

@@ -68,7 +68,8 @@ class Comparison:
     ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other
     region's) and ``attack`` (the other region's margin after the restricted
     attack minus the RoI's). ``beats``: every effect's CI lies above 0;
-    ``checked``: the columns existed and at least one measure applies.
+    ``checked``: the columns existed and at least one measure applies; ``skipped``: not run, because the gate had
+    already failed (:mod:`~advspatial.faithfulness.sequential`).
     """
 
     name: str
@@ -77,6 +78,7 @@ class Comparison:
     beats: bool
     checked: bool
     failed: list[str] | None = None
+    skipped: bool = False
 
     @property
     def short(self) -> str:
@@ -91,13 +93,16 @@ class Comparison:
         return [f"{k} {_fmt(e)}" for k, e in self.effects.items() if not e.above_zero()]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
-                "effects": _effects_dict(self.effects), "failed": self.failing()}
+        out = {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
+               "effects": _effects_dict(self.effects), "failed": self.failing()}
+        if self.skipped:
+            out["skipped"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Comparison:
         return cls(d["name"], d["words"], _effects(d["effects"]), bool(d["beats"]), bool(d["checked"]),
-                   list(d["failed"]))
+                   list(d["failed"]), bool(d.get("skipped", False)))
 
 
 @dataclass
@@ -155,6 +160,11 @@ class GateResult:
         randomization: the rows of the cascading model-randomization check, if given.
         mprt: smooth and efficient MPRT (``RandomizationResult.as_dict()``), if given.
         method: the explainer the gate judged (set by the experiment's gate stage).
+        skipped: the randomization checks not run because the gate had already failed ("randomization", "mprt").
+        images_planned, images_examined: the images (a prefix of the run's) the comparisons were planned on and
+            examined (of which the ``n`` correctly classified ones count); 0 when not recorded.
+        stopped: why the gate stopped before its last planned image ("" when it did not;
+            :mod:`~advspatial.faithfulness.sequential`).
     """
 
     passed: bool
@@ -171,15 +181,28 @@ class GateResult:
     randomization: list[dict[str, Any]] | None = None
     mprt: dict[str, Any] | None = None
     method: str | None = None
+    skipped: list[str] = field(default_factory=list)
+    images_planned: int = 0
+    images_examined: int = 0
+    stopped: str = ""
 
     def not_beaten(self, *, randomization: bool = True) -> list[str]:
-        """The short names of the comparisons the map did not beat ("class layout", "image edges");
-        ``randomization=False`` leaves that row out."""
+        """The short names of the comparisons the map did not beat ("class layout", "image edges"), not counting a
+        check that was not run; ``randomization=False`` leaves that row out."""
         return [c.short for key, c in self.comparisons.items()
-                if not c.beats and (randomization or key != "randomization")]
+                if not c.beats and not c.skipped and (randomization or key != "randomization")]
+
+    def decided(self) -> str:
+        """How the verdict was reached, in words: on every planned image, or where and why it stopped early, and
+        which checks were not run."""
+        if self.stopped:
+            where = f"after {self.images_examined} of {self.images_planned} images: {self.stopped}"
+        else:
+            where = f"all {self.images_examined or self.n} images"
+        return where + (f"; not run: {', '.join(self.skipped)}" if self.skipped else "")
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (floats, NaN allowed); ``method`` comes last, and only when set."""
+        """JSON-ready (floats, NaN allowed); ``method`` only when set, then how the verdict was reached."""
         out: dict[str, Any] = {
             "passed": bool(self.passed), "reason": self.reason,
             "fraction": None if self.fraction is None else float(self.fraction), "n": int(self.n),
@@ -194,6 +217,8 @@ class GateResult:
             out["mprt"] = self.mprt
         if self.method is not None:
             out["method"] = self.method
+        out.update(skipped=list(self.skipped), images_planned=int(self.images_planned),
+                   images_examined=int(self.images_examined), stopped=self.stopped)
         return out
 
     @classmethod
@@ -208,4 +233,6 @@ class GateResult:
             complexity=dict(d["complexity"]), means=d["means"],
             per_class={name: ClassGate.from_dict(c) for name, c in d["per_class"].items()},
             randomization=d.get("randomization"), mprt=d.get("mprt"), method=d.get("method"),
+            skipped=list(d.get("skipped", [])), images_planned=int(d.get("images_planned", 0)),
+            images_examined=int(d.get("images_examined", 0)), stopped=str(d.get("stopped", "")),
         )

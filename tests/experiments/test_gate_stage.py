@@ -1,0 +1,107 @@
+"""The faithfulness gate as a stage (experiments/gate.py): its looks, what an early decision leaves out, and results
+that depend on neither the batch size nor a resumed run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TinyCNN
+from helpers import synthetic_images, train_briefly
+
+from advspatial.data.tensors import as_image_dataset
+from advspatial.experiments.context import ExperimentContext
+from advspatial.experiments.gate import gate_stage, look_chunks
+from advspatial.experiments.maps.config import MapsConfig
+from advspatial.rundir import RunDir
+from advspatial.runtime import batch_slices
+
+N = 160
+
+
+@pytest.fixture(scope="module")
+def quadrants() -> tuple[TinyCNN, torch.Tensor, torch.Tensor]:
+    """A TinyCNN that reads the bright square's quadrant, and N test images."""
+    torch.manual_seed(0)
+    x, y = synthetic_images(400, seed=1)
+    model = train_briefly(TinyCNN(num_classes=4), x, y, epochs=4, batch=32, lr=3e-3)
+    test_x, test_y = synthetic_images(N, seed=2)
+    return model, test_x, test_y
+
+
+def opposite_quadrant(x: torch.Tensor) -> torch.Tensor:
+    """A wrong map: the quadrant diagonally opposite the bright square (which needs no model to find)."""
+    maps = torch.zeros(x.shape[0], 28, 28)
+    for i in range(x.shape[0]):
+        brightness = x[i, 0].reshape(2, 14, 2, 14).mean((1, 3)).flatten()  # quadrants in reading order
+        row, col = divmod(3 - int(brightness.argmax()), 2)
+        maps[i, 14 * row: 14 * row + 14, 14 * col: 14 * col + 14] = 1.0
+    return maps
+
+
+def context(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, out: Path, batch_size: int,
+            sequential: bool) -> ExperimentContext:
+    config = MapsConfig(n=N, batch_size=batch_size, gate_n=N, gate_steps=2, randomization_images=2,
+                        randomization_samples=2, randomization_steps=2, gate_sequential=sequential, progress=False)
+    data = as_image_dataset((x, y))
+    return ExperimentContext(config, RunDir(out), model, data, torch.device("cpu"),
+                             list(batch_slices(N, batch_size)))
+
+
+def wrong_map_gate(ctx: ExperimentContext, x: torch.Tensor):  # type: ignore[no-untyped-def]
+    maps = opposite_quadrant(x)
+    return gate_stage(ctx, "gradcam", 0.2, 0.1, maps=lambda b: maps[ctx.slices[b]])
+
+
+def test_chunks_cut_at_the_looks_and_the_batches() -> None:
+    chunks = look_chunks((50, 100, 160), [slice(0, 64), slice(64, 128), slice(128, 160)])
+    assert [[(c.index, c.batch, c.offset, c.images.start, c.images.stop) for c in look] for look in chunks] == [
+        [(0, 0, 0, 0, 50)],
+        [(1, 0, 50, 50, 64), (2, 1, 0, 64, 100)],
+        [(3, 1, 36, 100, 128), (4, 2, 0, 128, 160)],
+    ]
+
+
+def test_a_clearly_failing_map_stops_at_the_first_look_and_skips_the_randomization_checks(quadrants, tmp_path):
+    model, x, y = quadrants
+    ctx = context(model, x, y, tmp_path / "seq", 64, sequential=True)
+    gate = wrong_map_gate(ctx, x)
+    assert not gate.passed
+    assert (gate.images_planned, gate.images_examined) == (N, 50) and gate.stopped.startswith("fails: ")
+    assert gate.skipped == ["randomization", "mprt"] and gate.randomization is None and gate.mprt is None
+    assert gate.comparisons["randomization"].skipped and "randomization" not in gate.not_beaten()
+    assert "not run: randomization, mprt" in gate.decided() and "after 50 of 160 images" in gate.decided()
+    stage = tmp_path / "seq" / "stages" / "gate" / "gradcam"
+    assert sorted(p.name for p in (stage / f"f0.2-n{N}-looks50").iterdir()) == ["batch-00000.pt"]
+    assert not (stage / "randomization.pt").exists() and not (stage / "mprt.pt").exists()
+
+    # every check on every image: the same verdict, from all N images and both randomization checks
+    full = wrong_map_gate(context(model, x, y, tmp_path / "full", 64, sequential=False), x)
+    assert not full.passed and full.stopped == "" and full.skipped == []
+    assert full.images_examined == N and full.randomization is not None and full.mprt is not None
+    decisive = gate.stopped.removeprefix("fails: ").split(":")[0]  # the comparison that stopped it...
+    assert not full.comparisons[decisive].beats  # ...is not beaten on every image either
+
+
+def effects_of(record: dict) -> dict[str, float]:
+    """Every comparison's effect means, by comparison and measure."""
+    return {f"{name}/{measure}": e["mean"] for name, c in record["comparisons"].items()
+            for measure, e in c["effects"].items()}
+
+
+def test_the_sequential_gate_does_not_depend_on_the_batch_size_or_a_resume(quadrants, tmp_path) -> None:
+    model, x, y = quadrants
+    records = []
+    for batch_size in (64, 48):
+        ctx = context(model, x, y, tmp_path / f"b{batch_size}", batch_size, sequential=True)
+        records.append(wrong_map_gate(ctx, x).as_dict())
+    # the looks are counted in images, not batches: the same images decide at the same look (the effects equal up
+    # to the float rounding of a forward pass at another batch size, as every column's)
+    first, second = records
+    for key in ("passed", "n", "images_examined", "stopped", "skipped"):
+        assert first[key] == second[key], key
+    assert effects_of(first) == pytest.approx(effects_of(second), abs=1e-5)
+    resumed = context(model, x, y, tmp_path / "b64", 64, sequential=True)  # every chunk read back from its file
+    assert json.dumps(wrong_map_gate(resumed, x).as_dict(), sort_keys=True) == json.dumps(first, sort_keys=True)
