@@ -392,3 +392,24 @@ def test_a_study_under_torchrun_equals_one_process(lenet_weights, tmp_path) -> N
                                                                                    "wall_seconds")
     for label in ("a", "b"):
         assert_same_results(one / "models" / label, two / "models" / label)
+
+
+#: a maps run whose gates look three times (after 50 and 100 of 120 images, then all): batches of 40, so that a look
+#: ends inside a batch and the processes share each look's chunks
+LOOKS_SETTINGS = ["run", "maps", "--quick", "--n", "120", "--gate-n", "120", "--panel-gate-n", "120", "--batch-size", "40",
+                  "--attacks", "fgsm", "--panel", "gradcam", "--randomization-images", "2", "--no-progress"]
+
+
+@needs_fashion_mnist
+def test_gate_looks_under_torchrun_equal_one_process(lenet_weights, tmp_path) -> None:
+    """The gate's looks are taken by every process on the same columns, so every process stops at the same look
+    (none waits for a chunk another will never compute) and the results are one process's."""
+    outs = {}
+    for nproc in (1, 2):
+        outs[nproc] = tmp_path / f"looks-{nproc}"
+        done = advspatial([*LOOKS_SETTINGS, *model_args(lenet_weights), "--out", str(outs[nproc])], nproc=nproc)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_results(outs[1], outs[2])
+    gate = comparable_metrics(outs[1])["faithfulness"]["hirescam"]
+    assert gate["images_planned"] == 120 and gate["images_examined"] in (50, 100, 120)
+    assert (outs[2] / "stages" / "gate" / "hirescam" / "f0.2-n120-looks50").is_dir()

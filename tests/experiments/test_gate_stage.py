@@ -69,10 +69,15 @@ def test_a_clearly_failing_map_stops_at_the_first_look_and_skips_the_randomizati
     ctx = context(model, x, y, tmp_path / "seq", 64, sequential=True)
     gate = wrong_map_gate(ctx, x)
     assert not gate.passed
-    assert (gate.images_planned, gate.images_examined) == (N, 50) and gate.stopped.startswith("fails: ")
+    assert (gate.images_planned, gate.images_examined) == (N, 50) and gate.stopped.startswith("comparisons failed: ")
     assert gate.skipped == ["randomization", "mprt"] and gate.randomization is None and gate.mprt is None
     assert gate.comparisons["randomization"].skipped and "randomization" not in gate.not_beaten()
     assert "not run: randomization, mprt" in gate.decided() and "after 50 of 160 images" in gate.decided()
+    # the failure is the deciding comparisons': the others, on 50 images, are undecided, not "not beaten"
+    assert gate.decisive and set(gate.decisive) <= set(gate.comparisons)
+    assert gate.not_beaten() == [gate.comparisons[k].short for k in gate.comparisons if k in gate.decisive]
+    assert all(f"no better than {gate.comparisons[k].words}" in gate.reason for k in gate.decisive)
+    assert gate.reason.count("no better than") == len(gate.decisive)
     stage = tmp_path / "seq" / "stages" / "gate" / "gradcam"
     assert sorted(p.name for p in (stage / f"f0.2-n{N}-looks50").iterdir()) == ["batch-00000.pt"]
     assert not (stage / "randomization.pt").exists() and not (stage / "mprt.pt").exists()
@@ -81,7 +86,7 @@ def test_a_clearly_failing_map_stops_at_the_first_look_and_skips_the_randomizati
     full = wrong_map_gate(context(model, x, y, tmp_path / "full", 64, sequential=False), x)
     assert not full.passed and full.stopped == "" and full.skipped == []
     assert full.images_examined == N and full.randomization is not None and full.mprt is not None
-    decisive = gate.stopped.removeprefix("fails: ").split(":")[0]  # the comparison that stopped it...
+    decisive = gate.stopped.removeprefix("comparisons failed: ").split(":")[0]  # the comparison that stopped it...
     assert not full.comparisons[decisive].beats  # ...is not beaten on every image either
 
 

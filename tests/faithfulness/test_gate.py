@@ -375,7 +375,7 @@ def test_summary_per_class_and_json(fixture):
     assert json.loads(text)["n"] == N_IMAGES
     assert set(d) == {"passed", "reason", "fraction", "n", "comparisons", "deletion", "attack", "blurred",
                       "complexity", "means", "per_class", "randomization", "skipped", "images_planned",
-                      "images_examined", "stopped"}
+                      "images_examined", "stopped", "decisive"}
     assert set(d["deletion"]) == {"zero", "blur"}
     assert set(d["deletion"]["zero"]["logit"]) == {"mean", "low", "high", "n", "p"}
     assert set(d["attack"]) == {"margin", "accuracy"}

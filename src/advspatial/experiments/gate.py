@@ -257,12 +257,15 @@ def _judged(ctx: ExperimentContext, model: nn.Module, method: str, target: str, 
                 skipped = ["mprt"]
             else:
                 mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
+    decision = looked.decision
+    failed_early = decision is not None and decision.verdict == "fails"
     result = summarize_gate(columns, looked.labels, seed=cfg.seed, class_names=list(ctx.data.class_names),
-                            fraction=fraction, randomization=randomization, mprt=mprt, skipped=skipped)
+                            fraction=fraction, randomization=randomization, mprt=mprt, skipped=skipped,
+                            decisive=decision.comparisons if decision is not None and failed_early else ())
     result.method = method
     result.images_planned, result.images_examined = looked.planned, looked.examined
-    if looked.decision is not None:
-        result.stopped = f"{looked.decision.verdict}: {looked.decision.reason}"
+    if decision is not None:
+        result.stopped = f"comparisons {'failed' if failed_early else 'passed'}: {decision.reason}"
     return result
 
 

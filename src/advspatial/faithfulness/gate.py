@@ -294,6 +294,7 @@ def summarize_gate(
     randomization: list[dict[str, Any]] | None = None,
     mprt: Mapping[str, Any] | None = None,
     skipped: Sequence[str] = (),
+    decisive: Sequence[str] = (),
 ) -> GateResult:
     """The gate's verdict from concatenated columns (:func:`deletion_columns`, :func:`restricted_attack_columns`).
 
@@ -304,7 +305,9 @@ def summarize_gate(
     missing columns or rows count as "not checked", which fails). Effects are paired per image with a bootstrap 95% CI
     (``seed``); per class (``labels``, named by ``class_names``) for the
     location comparison. ``skipped`` names the checks of :data:`SKIPPABLE_CHECKS` left out because the gate had
-    already failed (:mod:`.sequential`); a gate with a skipped check never passes.
+    already failed (:mod:`.sequential`); a gate with a skipped check never passes. ``decisive`` names the comparisons
+    that stopped the gate at an interim look: the failure is theirs, and the others, on fewer images than planned,
+    are left undecided (neither named as not beaten nor in the reason).
     """
     check_range("min_n", min_n, 1)
     check_range("min_fills", min_fills, 1)
@@ -317,7 +320,9 @@ def summarize_gate(
     comparisons = _comparisons(cols, fills, ROI, seed)
     comparisons["randomization"] = _randomization_comparison(randomization, mprt, skipped)
 
-    failed = _prerequisite_failures(n, fills, min_n, min_fills) + _failure_words(comparisons)
+    decided = {k: c for k, c in comparisons.items() if k in decisive} if decisive else comparisons
+    failed = _prerequisite_failures(n, fills, min_n, min_fills) + (
+        _failure_words(decided) or _failure_words(comparisons))
     if skipped and not failed:
         failed.append(f"not decided: {', '.join(skipped)} not run")
 
@@ -335,7 +340,7 @@ def summarize_gate(
         blurred=_blur_control(cols, fills, seed, comparisons),
         complexity={k.split(":", 1)[1]: nan_mean(v) for k, v in cols.items() if k.startswith("complexity:")},
         means=_means(cols, fills), per_class=per_class, randomization=randomization,
-        mprt=dict(mprt) if mprt is not None else None, skipped=list(skipped),
+        mprt=dict(mprt) if mprt is not None else None, skipped=list(skipped), decisive=list(decisive),
     )
 
 

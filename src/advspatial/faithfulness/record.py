@@ -165,6 +165,8 @@ class GateResult:
             examined (of which the ``n`` correctly classified ones count); 0 when not recorded.
         stopped: why the gate stopped before its last planned image ("" when it did not;
             :mod:`~advspatial.faithfulness.sequential`).
+        decisive: the comparisons that stopped it there (empty when it did not stop early): a gate that failed early
+            names only these as not beaten, the others being undecided on the images it examined.
     """
 
     passed: bool
@@ -185,12 +187,16 @@ class GateResult:
     images_planned: int = 0
     images_examined: int = 0
     stopped: str = ""
+    decisive: list[str] = field(default_factory=list)
 
     def not_beaten(self, *, randomization: bool = True) -> list[str]:
         """The short names of the comparisons the map did not beat ("class layout", "image edges"), not counting a
-        check that was not run; ``randomization=False`` leaves that row out."""
+        check that was not run nor, for a gate that failed at an interim look, a comparison that look left
+        undecided; ``randomization=False`` leaves that row out."""
+        decided = self.decisive or None
         return [c.short for key, c in self.comparisons.items()
-                if not c.beats and not c.skipped and (randomization or key != "randomization")]
+                if not c.beats and not c.skipped and (randomization or key != "randomization")
+                and (decided is None or key in decided or key == "randomization")]
 
     def decided(self) -> str:
         """How the verdict was reached, in words: on every planned image, or where and why it stopped early, and
@@ -218,7 +224,7 @@ class GateResult:
         if self.method is not None:
             out["method"] = self.method
         out.update(skipped=list(self.skipped), images_planned=int(self.images_planned),
-                   images_examined=int(self.images_examined), stopped=self.stopped)
+                   images_examined=int(self.images_examined), stopped=self.stopped, decisive=list(self.decisive))
         return out
 
     @classmethod
@@ -235,4 +241,5 @@ class GateResult:
             randomization=d.get("randomization"), mprt=d.get("mprt"), method=d.get("method"),
             skipped=list(d.get("skipped", [])), images_planned=int(d.get("images_planned", 0)),
             images_examined=int(d.get("images_examined", 0)), stopped=str(d.get("stopped", "")),
+            decisive=list(d.get("decisive", [])),
         )

@@ -71,10 +71,12 @@ def effect_z(differences: torch.Tensor | np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class InterimDecision:
-    """What an interim look decides: ``verdict`` "fails", "passes" or None (look again), and why in words."""
+    """What an interim look decides: ``verdict`` "fails", "passes" or None (look again), why in words, and the
+    comparisons that decided it (those with an effect past the bound; every comparison when they pass)."""
 
     verdict: str | None
     reason: str = ""
+    comparisons: tuple[str, ...] = ()
 
 
 def interim_decision(differences: Mapping[str, Mapping[str, torch.Tensor]], n: int, min_n: int,
@@ -92,9 +94,11 @@ def interim_decision(differences: Mapping[str, Mapping[str, torch.Tensor]], n: i
     failing = [(z, c, m) for (c, m), z in zs.items() if z <= -bound]
     if failing:
         z, c, m = min(failing)
-        return InterimDecision("fails", f"{c}: {m} z = {z:+.1f} (bound -{bound:g})")
+        decided = tuple(sorted({name for _, name, _ in failing}))
+        return InterimDecision("fails", f"{c}: {m} z = {z:+.1f} <= -{bound:g}", decided)
     if differences and all(differences.values()) and all(z >= bound for z in zs.values()):
-        return InterimDecision("passes", f"every effect z >= {bound:g} (smallest {min(zs.values()):+.1f})")
+        return InterimDecision("passes", f"every effect z >= {bound:g} (smallest {min(zs.values()):+.1f})",
+                               tuple(differences))
     return InterimDecision(None, "")
 
 
