@@ -396,8 +396,9 @@ def test_a_study_under_torchrun_equals_one_process(lenet_weights, tmp_path) -> N
 
 #: a maps run whose gates look three times (after 50 and 100 of 120 images, then all): batches of 40, so that a look
 #: ends inside a batch and the processes share each look's chunks
-LOOKS_SETTINGS = ["run", "maps", "--quick", "--n", "120", "--gate-n", "120", "--panel-gate-n", "120", "--batch-size", "40",
-                  "--attacks", "fgsm", "--panel", "gradcam", "--randomization-images", "2", "--no-progress"]
+LOOKS_SETTINGS = ["run", "maps", "--quick", "--n", "120", "--gate-n", "120", "--panel-gate-n", "120",
+                  "--batch-size", "40", "--attacks", "fgsm", "--panel", "gradcam", "--randomization-images", "2",
+                  "--no-progress"]
 
 
 @needs_fashion_mnist
