@@ -455,6 +455,32 @@ def test_columns_do_not_depend_on_the_batch(fixture):
         assert torch.allclose(batch[key].double(), merged[key].double(), atol=1e-5, equal_nan=True), key
 
 
+def test_the_restricted_attack_is_bounded_per_pass_and_gives_the_same_columns(fixture):
+    """Regions x images exceed a batch at 224 px: the stack is attacked ``max_images`` at a time, same columns."""
+    model, x, y = fixture
+    ids = torch.arange(5) + 40
+    regions = regions_of(square_map(PATCH)[:5], x[:5], y[:5], ids)
+    attack = make_attack("pgd", model, eps=0.1, alpha=0.025, steps=5, seed=0)
+    seen: list[int] = []
+    run = attack.run
+
+    def counted(xs, ys, **kw):
+        seen.append(len(ys))
+        return run(xs, ys, **kw)
+
+    attack.run = counted
+    whole = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids)
+    assert seen == [5 * len(regions)]                       # the fixture's stack fits the default bound: one pass
+    seen.clear()
+    split = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=7)
+    assert max(seen) == 7 and sum(seen) == 5 * len(regions) and len(seen) > 1
+    assert set(whole) == set(split)
+    for key in whole:
+        assert torch.allclose(whole[key].double(), split[key].double(), atol=1e-5, equal_nan=True), key
+    with pytest.raises(ConfigError, match="max_images"):
+        deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=0)
+
+
 def test_a_missing_reference_is_left_out_not_faked(fixture):
     """An image alone in its class has no class layout: its columns are NaN and the comparison uses the rest."""
     model, x, y = fixture

@@ -18,7 +18,7 @@ from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
-from ..runtime import model_device, per_sample_noise, sample_ids_or_range, stream_seed
+from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from ..regions.checks import check_maps
 from ..regions.binarization import top_fraction_mask
 from ..regions.controls import random_region_like, shifted_region_like
@@ -27,6 +27,10 @@ from ..regions.references import top_count_mask
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
 NOISE_SIGMA = 0.3
+#: images (28x28 equivalents, :func:`advspatial.runtime.scaled_batch`) per pass of the restricted attack: its
+#: regions x images stack exceeds a batch, so it is bounded on its own (32 images at 224x224; the default run's
+#: 200 x 9 and CIFAR-10's 100 x 9 fit in one pass)
+RESTRICTED_ATTACK_IMAGES = 2048
 #: the ``blur`` fill's default sigma is the shorter image side over this, at least 1 (:func:`deletion_blur_sigma`)
 BLUR_SIDE_PER_SIGMA = 32
 
@@ -268,30 +272,40 @@ def restricted_attack_columns(
     regions: Mapping[str, torch.Tensor],
     attack: Any,
     sample_ids: torch.Tensor | Sequence[int] | None = None,
+    *,
+    max_images: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Attack check on one batch: ``attack`` confined to each named region (:func:`gate_regions`).
 
     ``attack`` is the experiment's attack (anything with ``run(x, y, mask=,
     sample_ids=)`` returning a result with ``x_adv``; its perturbation outside
-    the mask must be zero, as every :mod:`advspatial.attacks` attack's is). All
-    regions go through one call on the images stacked region by region (an
-    image keeps its sample id, so its random start is the same in every region:
-    common random numbers). Columns (N,) CPU: ``attack:margin_clean``;
-    ``attack:margin:r`` = the true-label margin ``z_y - max_{j!=y} z_j`` of the
-    image attacked inside region ``r`` (NaN where ``r`` is empty);
-    ``attack:correct:r`` = 1.0 when it is still classified as ``y``.
+    the mask must be zero, as every :mod:`advspatial.attacks` attack's is). The
+    images are stacked region by region (an image keeps its sample id, so its
+    random start is the same in every region: common random numbers) and
+    attacked ``max_images`` at a time (default :data:`RESTRICTED_ATTACK_IMAGES`
+    scaled to the image size), so memory does not grow with the region count.
+    Columns (N,) CPU: ``attack:margin_clean``; ``attack:margin:r`` = the
+    true-label margin ``z_y - max_{j!=y} z_j`` of the image attacked inside
+    region ``r`` (NaN where ``r`` is empty); ``attack:correct:r`` = 1.0 when it
+    is still classified as ``y``.
     """
     x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
     n = x.shape[0]
     ids = sample_ids_or_range(n, sample_ids)  # type: ignore[arg-type]
     names = list(regions)
+    per_pass = scaled_batch(RESTRICTED_ATTACK_IMAGES, *x.shape[2:]) if max_images is None else max_images
+    check_range("max_images", per_pass, 1)
     masks = torch.cat([regions[r].to(x.device) for r in names])[:, None].to(x.dtype)
-    result = attack.run(x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), mask=masks,
-                        sample_ids=ids.repeat(len(names)))
+    stacked_x, stacked_y, stacked_ids = x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), ids.repeat(len(names))
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         cols["attack:margin_clean"] = _col(margin(_logits(model, x), y))
-        logits = _logits(model, result.x_adv.to(x.device))
+    parts = []
+    for sl in batch_slices(len(stacked_y), per_pass):
+        result = attack.run(stacked_x[sl], stacked_y[sl], mask=masks[sl], sample_ids=stacked_ids[sl])
+        with frozen_eval(model):
+            parts.append(_logits(model, result.x_adv.to(x.device)))
+    logits = torch.cat(parts)
     for k, tag in enumerate(names):
         part, region = logits[k * n:(k + 1) * n], regions[tag].to(x.device)
         cols[f"attack:margin:{tag}"] = _col(_empty_to_nan(margin(part, y), region))
