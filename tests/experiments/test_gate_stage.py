@@ -110,3 +110,20 @@ def test_the_sequential_gate_does_not_depend_on_the_batch_size_or_a_resume(quadr
     assert effects_of(first) == pytest.approx(effects_of(second), abs=1e-5)
     resumed = context(model, x, y, tmp_path / "b64", 64, sequential=True)  # every chunk read back from its file
     assert json.dumps(wrong_map_gate(resumed, x).as_dict(), sort_keys=True) == json.dumps(first, sort_keys=True)
+
+
+def test_no_attack_pass_holds_more_than_a_batch(quadrants, tmp_path, monkeypatch) -> None:
+    """The restricted attack stacks every region's copy of a batch (~9 batches): it runs a batch at a time."""
+    from advspatial.attacks.pgd import PGD
+
+    model, x, y = quadrants
+    seen: list[int] = []
+    run = PGD.run
+
+    def counted(self, xs, ys, **kw):  # type: ignore[no-untyped-def]
+        seen.append(len(ys))
+        return run(self, xs, ys, **kw)
+
+    monkeypatch.setattr(PGD, "run", counted)
+    wrong_map_gate(context(model, x, y, tmp_path / "b32", 32, sequential=False), x)
+    assert seen and max(seen) == 32 and sum(seen) > 5 * N   # every region of every image, a batch at a time

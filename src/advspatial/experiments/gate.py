@@ -279,7 +279,8 @@ def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attac
     refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout}, REFERENCE_MAPS)
     regions = gate_regions(imp, fraction, cfg.seed, ids, references=refs)
     cols = deletion_columns(model, x, y, regions, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
-    cols.update(restricted_attack_columns(model, x, y, regions, attack, sample_ids=ids))
+    # a pass holds at most a batch of images, as everywhere in a run (the regions x images stack is ~9 batches)
+    cols.update(restricted_attack_columns(model, x, y, regions, attack, sample_ids=ids, max_images=cfg.batch_size))
     cols["complexity:map"] = gini_sparseness(imp)
     cols["complexity:blurred"] = gini_sparseness(blurred_map(imp))
     return {k: v.cpu() for k, v in cols.items()}

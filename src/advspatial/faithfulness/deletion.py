@@ -27,9 +27,9 @@ from ..regions.references import top_count_mask
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
 NOISE_SIGMA = 0.3
-#: images (28x28 equivalents, :func:`advspatial.runtime.scaled_batch`) per pass of the restricted attack: its
-#: regions x images stack exceeds a batch, so it is bounded on its own (32 images at 224x224; the default run's
-#: 200 x 9 and CIFAR-10's 100 x 9 fit in one pass)
+#: images (28x28 equivalents, :func:`advspatial.runtime.scaled_batch`) per pass of the restricted attack when the
+#: caller gives no bound: its regions x images stack is ~9 batches (32 images at 224x224; an experiment's gate
+#: passes its own batch size)
 RESTRICTED_ATTACK_IMAGES = 2048
 #: the ``blur`` fill's default sigma is the shorter image side over this, at least 1 (:func:`deletion_blur_sigma`)
 BLUR_SIDE_PER_SIGMA = 32
