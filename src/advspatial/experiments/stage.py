@@ -26,6 +26,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 import torch
 
 from ..attacks.base import AttackResult
+from ..regions import MapAccumulator
 from ..rundir import RunDir
 
 T = TypeVar("T")
@@ -114,6 +115,17 @@ class AttackStage(FieldsStage[AttackResult]):
 
     def saved(self, value: AttackResult) -> dict[str, Any]:
         return super().saved(value.to("cpu"))
+
+
+@dataclass(frozen=True)
+class AccumulatorStage(Stage[MapAccumulator]):
+    """Per-class map sums saved as :meth:`MapAccumulator.as_dict` (the classes seen only)."""
+
+    def saved(self, value: MapAccumulator) -> dict[str, Any]:
+        return value.as_dict()
+
+    def loaded(self, saved: Any) -> MapAccumulator:
+        return MapAccumulator.from_dict(saved)
 
 
 @dataclass(frozen=True)

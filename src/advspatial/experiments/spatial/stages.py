@@ -42,7 +42,7 @@ from ...runtime import batch_slices
 from ..context import train_images
 from ..maps.config import contribution_kw
 from ..maps.stages import Context
-from ..stage import ATTACK, Stage
+from ..stage import ATTACK, AccumulatorStage, Stage
 
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
 #: model is its costliest part
@@ -51,8 +51,9 @@ ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
 #: the per-channel mean of the training images (the ``mean`` fill)
 DATASET_MEAN = Stage[torch.Tensor]("dataset-mean", per="run")
 #: the per-class sums of the deployable defence's prior per training batch (the prior is their mean, summed anew
-#: from the parts on every run and resume, so their model passes always enter the run's count)
-PRIOR_PARTS = Stage[tuple[torch.Tensor, torch.Tensor]]("prior-parts")
+#: from the parts on every run and resume, so their model passes always enter the run's count); a new name since
+#: the parts keep the classes seen only (``prior-parts`` held dense (K,H,W) sums: 400 MB a batch on ImageNet)
+PRIOR_PARTS = AccumulatorStage("prior-classes")
 #: the non-adaptive defence columns of an attack's batch: ``DEFENCE.at(attack)``
 DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
 #: the sweep's per-image correctness of a batch: ``{(adv|clean, fraction, fill): (defended, control draws)}``
@@ -170,24 +171,22 @@ def class_prior(ctx: Context) -> torch.Tensor:
     attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
 
-    def batch_sums(b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-class sums of the attack maps, per-class counts) of training batch b (cached)."""
+    def batch_part(b: int, sl: slice) -> MapAccumulator:
+        """The attack maps of training batch b summed per adversarial class, the classes seen only (cached)."""
 
-        def compute() -> tuple[torch.Tensor, torch.Tensor]:
+        def compute() -> MapAccumulator:
             x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
             result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
             amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
             acc = MapAccumulator(train.num_classes, train.image_shape[1:])
             acc.update(amap.cpu(), result.adv_pred.cpu())
-            return acc.sums, acc.counts
+            return acc
 
         return PRIOR_PARTS.get(ctx.rundir, compute, b)
 
     total = MapAccumulator(train.num_classes, train.image_shape[1:])
-    for sums, counts in ctx.each_batch(batch_sums, desc="prior (training images)",
-                                       slices=list(batch_slices(len(train), cfg.batch_size))):
-        total.sums += sums
-        total.counts += counts
+    ctx.each_batch(batch_part, desc="prior (training images)", slices=list(batch_slices(len(train), cfg.batch_size)),
+                   then=lambda _, __, part: total.merge(part))
     return torch.nan_to_num(total.means(), nan=0.0)
 
 
