@@ -57,20 +57,35 @@ def draw_regions(ctx: Context, s: AttackSummary, path: Path) -> None:
                      region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
 
 
+#: with more classes than this (ImageNet's 1000), the frequency figures show only the classes with images
+ALL_CLASS_PANELS = 20
+
+
 def draw_frequencies(ctx: Context, main: AttackSummary, figures: Path) -> None:
     """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
     kind = main.kinds()[0]
     roi, roa = main.frequency["roi"], main.frequency[kind]
     if int(roi.counts.sum()) == 0:
         return
-    names = list(ctx.data.class_names)
+    shown = shown_classes(roi.counts)
+    names = [ctx.data.class_names[c] for c in shown]
+    left_out = len(roi.counts) - len(shown)
+    hidden = f" ({left_out} classes without images left out)" if left_out else ""
     for key, acc, label in (("roi", roi, frequency_title("roi", ctx.importance, kind, main.name)),
                             ("roa", roa, frequency_title("roa", ctx.importance, kind, main.name))):
-        plot_class_mean_maps(acc.means(), names, figures / frequency_file(key), counts=acc.counts, title=label,
-                             colorbar_label="share of images", vmin=0.0, vmax=1.0)
-    plot_class_mean_maps(roa.means() - roi.means(), names, figures / frequency_file("difference"), counts=roi.counts,
-                         title=f"P(RoA) - P(RoI) per class ({main.name})", colorbar_label="difference",
-                         vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+        plot_class_mean_maps(acc.means()[shown], names, figures / frequency_file(key), counts=acc.counts[shown],
+                             title=label + hidden, colorbar_label="share of images", vmin=0.0, vmax=1.0)
+    plot_class_mean_maps((roa.means() - roi.means())[shown], names, figures / frequency_file("difference"),
+                         counts=roi.counts[shown], title=f"P(RoA) - P(RoI) per class ({main.name}){hidden}",
+                         colorbar_label="difference", vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+
+
+def shown_classes(counts: torch.Tensor) -> list[int]:
+    """The classes a frequency figure shows: every class (an empty one says so) up to :data:`ALL_CLASS_PANELS`,
+    else those with images (one panel per class of a 1000-class model would be a figure 200 rows tall)."""
+    if len(counts) <= ALL_CLASS_PANELS:
+        return list(range(len(counts)))
+    return torch.nonzero(counts).flatten().tolist()
 
 
 def frequency_title(which: str, importance: str, kind: str, attack: str) -> str:
