@@ -188,7 +188,9 @@ class ClassPriorVulnerability:
         k = self.prior_maps.shape[0]
         if int(pred.max()) >= k:
             raise ShapeError(f"model predicts class {int(pred.max())} but prior_maps has only {k} classes")
-        return self.prior_maps.to(x.device)[pred]
+        if self.prior_maps.device != x.device:  # moved once, not per call: 200 MB for 1000 classes at 224 px
+            self.prior_maps = self.prior_maps.to(x.device)
+        return self.prior_maps[pred]
 
 
 def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
