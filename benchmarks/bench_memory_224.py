@@ -1,12 +1,14 @@
-"""Peak memory of the two stages whose memory grew with something other than the batch at 224 pixels (issue 38:
+"""Peak memory of the three parts whose memory grew with something other than the batch at 224 pixels (issue 38:
 "peak RSS <= 4 GB" on EfficientNet-Lite0): the faithfulness gate's restricted attack (every region's copy of a batch
-in one pass) and the spatial prior's per-class map sums (a dense 1000 x 224 x 224 float64 table per training batch).
+in one pass), the spatial prior's per-class map sums (a dense 1000 x 224 x 224 float64 table per training batch) and
+the adaptive evaluation's scoring of the attacker's own EOT draws (every draw's copy of a batch in one pass).
 
     ADVSPATIAL_DATA=../shared/data python benchmarks/bench_memory_224.py
 
 Each measurement runs in a fresh process (peak RSS from ``getrusage``): the restricted attack (PGD, 1 step; memory
 does not depend on the steps) on 16 images x 9 regions with the stack in one pass and a batch (16) at a time, and
-31 batch parts of per-class sums of 16 maps each, dense and as kept now. Writes ``benchmarks/results/memory_224.json``.
+31 batch parts of per-class sums of 16 maps each, dense and as kept now, and the attacker's share of 50 noise draws
+of 4 images (the batch of 16 is 4x the images) in one pass and bounded. Writes ``benchmarks/results/memory_224.json``.
 Not a test.
 """
 
@@ -54,6 +56,25 @@ def restricted_attack(per_pass: int) -> dict[str, float]:
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def attacker_draws(one_pass: bool) -> dict[str, float]:
+    """:func:`~advspatial.defence.adaptive.attacker_share` of 50 draws of the noise baseline on 4 Lite0 images."""
+    import torch
+
+    from advspatial.defence import adaptive
+    from advspatial.defence.transforms import TransformDefence
+    from advspatial.model_cache import resolve_model
+
+    root = SHARED / "imagenette-val"
+    model = resolve_model(f"imagefolder:{root}", "imagenet-efficientnet-lite0", device="cpu", progress=False)
+    x = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    if one_pass:
+        adaptive.SHARE_IMAGES = 10**9
+    before, started = peak_gb(), time.perf_counter()
+    adaptive.attacker_share(TransformDefence(model, "noise", 0.2, seed=0), x, torch.zeros(4, dtype=torch.long), 50)
+    return {"peak_rss_gb": round(peak_gb(), 2), "before_gb": round(before, 2),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def prior_sums(dense: bool) -> dict[str, float]:
     """31 training batches' per-class sums of 16 attack maps each, kept as the prior stage keeps them."""
     import torch
@@ -86,14 +107,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         kind, arg = args.one
-        print(json.dumps(restricted_attack(int(arg)) if kind == "attack" else prior_sums(arg == "dense")))
+        work = {"attack": lambda: restricted_attack(int(arg)), "prior": lambda: prior_sums(arg == "dense"),
+                "draws": lambda: attacker_draws(arg == "one")}[kind]
+        print(json.dumps(work()))
         return
     if not (SHARED / "imagenette-val").is_dir():
         raise SystemExit(f"needs imagenette-val under {SHARED} (set ADVSPATIAL_DATA)")
     result = {"restricted attack, one pass": measured("attack", str(IMAGES * REGIONS)),
               "restricted attack, a batch a pass": measured("attack", str(IMAGES)),
               "prior parts, dense": measured("prior", "dense"),
-              "prior parts, classes seen": measured("prior", "sparse")}
+              "prior parts, classes seen": measured("prior", "sparse"),
+              "attacker's draws, one pass": measured("draws", "one"),
+              "attacker's draws, bounded": measured("draws", "bounded")}
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -210,3 +210,22 @@ def test_attack_randomized_called_directly_takes_the_budgets_eot_gradients(tiny_
     budget = AdaptiveBudget(steps=2, eot_iter=2, draws=2, eot_gradients=("identity",))
     out = attack_randomized(noise, x, y, 0.1, budget, sample_ids=torch.arange(3), seed=0)
     assert set(out.correct) == {"identity", "worst"}
+
+
+def test_the_attackers_own_draws_are_scored_a_bounded_pass_at_a_time_with_the_same_draws(monkeypatch):
+    """attacker_share over 50 draws of a batch: passes of at most SHARE_IMAGES images, the same shares as one call."""
+    from advspatial.defence import adaptive
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x, y = _images(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    sizes: list[int] = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda z: sizes.append(len(z)) or forward(z))
+    whole = adaptive.attacker_share(TransformDefence(model, "noise", 0.5, seed=1), x, y, 50)
+    assert sizes == [300]                                      # 50 draws x 6 images fit the bound at 8x8
+    sizes.clear()
+    monkeypatch.setattr(adaptive, "SHARE_IMAGES", 2)           # 2 at 28x28 = 24 of 8x8 per pass: 4 draws of 6
+    chunked = adaptive.attacker_share(TransformDefence(model, "noise", 0.5, seed=1), x, y, 50)
+    assert max(sizes) == 24 and sum(sizes) == 300 and len(sizes) == 13
+    assert torch.equal(whole, chunked) and 0.0 < float(whole.mean()) < 1.0

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..attacks import Attack, make_attack
 from ..errors import ConfigError, ShapeError, check_range
+from ..runtime import scaled_batch
 from .neutralize import BinarizeFn, MapFn, map_of, top_fraction
 
 #: the attacker's gradients through a defence: BPDA with an identity backward, and the local gradient
@@ -90,6 +91,8 @@ class Undefended(nn.Module):
 #: EOT of full strength (Athalye et al. 2018; AutoAttack's rand version uses 20): fewer draws per gradient, or an
 #: early stop, make a randomized component's number an upper bound from a weak attack
 FULL_EOT = 20
+#: images (28x28 equivalents, :func:`~advspatial.runtime.scaled_batch`) per no-grad pass of :func:`attacker_share`
+SHARE_IMAGES = 2048
 
 
 @dataclass(frozen=True)
@@ -166,8 +169,15 @@ def correct_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int
 @torch.no_grad()
 def attacker_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
     """(N,) share of the attacker's own ``draws`` draws (the attack stream, never the scoring one) still correct:
-    what an attacker can know when it picks between candidate examples."""
-    logits = defence.with_backward("local").forward_draws(x, draws)  # type: ignore[operator]
+    what an attacker can know when it picks between candidate examples.
+
+    The draws go through the model :data:`SHARE_IMAGES` images (28x28 equivalents) at a time, in order (the same
+    draws as one call): 50 draws of a batch of 16 at 224 px would be one 800-image pass.
+    """
+    scoring = defence.with_backward("local")
+    per_call = max(1, scaled_batch(SHARE_IMAGES, *x.shape[2:]) // max(1, x.shape[0]))
+    counts = [per_call] * (draws // per_call) + ([draws % per_call] if draws % per_call else [])
+    logits = torch.cat([scoring.forward_draws(x, k) for k in counts])  # type: ignore[operator]
     return (logits.argmax(-1) == y.to(logits.device)[None]).float().mean(0).cpu()
 
 
