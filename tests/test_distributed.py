@@ -396,7 +396,7 @@ def test_a_study_under_torchrun_equals_one_process(lenet_weights, tmp_path) -> N
 
 #: a maps run whose gates look three times (after 50 and 100 of 120 images, then all): batches of 40, so that a look
 #: ends inside a batch and the processes share each look's chunks; two gates (one fraction) with a 2-step restricted
-#: attack keep it short (--quick's four gates at 5 steps took 107 s of the suite's critical path)
+#: attack keep it short (--quick's four gates at 5 steps took 107 s of the suite)
 LOOKS_SETTINGS = ["run", "maps", "--quick", "--n", "120", "--gate-n", "120", "--panel-gate-n", "120",
                   "--batch-size", "40", "--attacks", "fgsm", "--panel", "gradcam", "--panel-fractions", "0.2",
                   "--gate-steps", "2", "--randomization-images", "2", "--no-progress"]
