@@ -3,7 +3,8 @@ test image it spends, and the floor the run needs (the passes the attacks make i
 
     python benchmarks/bench_passes.py                         # every experiment, default settings, --n 100
     python benchmarks/bench_passes.py --experiments spatial maps --n 200
-    python benchmarks/bench_passes.py --extra "--quick"       # CI-sized settings (smoke tests)
+    python benchmarks/bench_passes.py --extra=--quick         # CI-sized settings (smoke tests; "--extra --quick" is
+                                                              # read by argparse as an option of its own)
 
 Each experiment runs in this process (``advspatial.cli.main``) on the default Fashion-MNIST model. The run's
 own ledger (:mod:`advspatial.passes`, ``metrics.json``'s ``model_passes``) gives the passes per stage; a second
