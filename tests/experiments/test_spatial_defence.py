@@ -131,3 +131,27 @@ def test_typed_keys_serialize_to_the_metrics_keys_and_back():
     data = adaptive.as_dict()
     assert list(data["settings"]) == ["main", "prior", "sweep|0.3|blur"] and list(data["baselines"]) == ["noise|0.2"]
     assert Adaptive.from_dict(data) == adaptive
+
+
+@pytest.mark.parametrize(("clean", "full_eot", "expected"), [
+    ([1.0] * 30 + [0.0] * 20, True, ""),  # 0.60 [0.46, 0.72]: above chance, plotted
+    ([0.0] * 50, True, "at chance"),  # CIFAR-10 ResNet-20 under noise sd 0.2: nothing left to trade
+    ([1.0] * 5 + [0.0] * 45, True, "at chance"),  # 0.10 [0.04, 0.21]: the CI reaches 1/K = 0.1
+    ([1.0] * 12 + [0.0] * 38, True, ""),  # 0.24 [0.14, 0.37]: above chance
+    ([0.0] * 50, False, "both"),  # a weak EOT and at chance: both labels
+])
+def test_a_baseline_at_chance_is_labelled_and_kept_out_of_the_plot(clean, full_eot, expected):
+    """A baseline whose clean accuracy's CI reaches chance (1/K) trades no clean accuracy for robustness: its
+    point (clean ~0, robust ~0) says nothing, so it carries a label, which keeps it out of the trade-off plot."""
+    import torch
+
+    from advspatial.defence.adaptive import AdaptiveBudget
+    from advspatial.experiments.spatial.claims import AT_CHANCE, WEAK_EOT, baseline_row
+
+    shares = torch.tensor(clean)
+    outcome = {"clean": shares, "baseline": {"correct": {"worst": torch.zeros_like(shares)}}}
+    budget = AdaptiveBudget() if full_eot else AdaptiveBudget(eot_iter=2, eot_early_stop=True)
+    row = baseline_row("noise", outcome, lambda component, randomized: {}, budget, chance=0.1)
+    want = {"": "", "at chance": AT_CHANCE, "both": f"{WEAK_EOT}; {AT_CHANCE}"}[expected]
+    assert row["label"] == want
+    assert row["clean"]["value"] == pytest.approx(float(shares.mean()))

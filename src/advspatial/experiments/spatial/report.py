@@ -14,7 +14,7 @@ from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
 from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown
 from ..results import Rendered
-from .claims import WEAK_EOT
+from .claims import AT_CHANCE, WEAK_EOT
 from .config import SpatialConfig
 from .figures import CONVERGENCE, SWEEP, TRADEOFF
 from .metrics import Adaptive, SpatialFindings
@@ -203,7 +203,8 @@ def defence_figures(figures: Path) -> list[Figure]:
             *shown(figures, TRADEOFF,
                    "Clean accuracy vs adaptive robust accuracy for every configuration attacked adaptively and the "
                    "trivial transforms (global blur, Gaussian noise, JPEG-style quantization) on the same images; "
-                   f"numbers from a weak EOT ({WEAK_EOT}) are left out."),
+                   f"numbers from a weak EOT ({WEAK_EOT}) and baselines whose clean accuracy is at chance "
+                   f"({AT_CHANCE}) are left out."),
             *shown(figures, SWEEP, "Non-adaptive sweep over the neutralized fraction and the fill; dashed: matched "
                                    "control.")]
 
