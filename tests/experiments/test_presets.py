@@ -101,3 +101,22 @@ def test_the_imagenet_preset_takes_a_panel_cheap_at_224_pixels() -> None:
             ["gradcam", "hirescam", "occlusion", "ig"]
         chosen = resolve_config(experiment, None, {"preset": "imagenet", "panel": ["ig"]}, quick=False)
         assert chosen.panel == ["ig"]
+
+
+def test_the_noise_baseline_follows_the_preset_and_full_eval_scales_it() -> None:
+    """CIFAR-10's noise baseline has its own sd (the pretrained ResNet-20 is at chance under Fashion-MNIST's 0.2);
+    --eval full runs every baseline at half, once and twice the preset's strength (JPEG: quality 2.5x, 1x, 1/4),
+    which for the defaults is the fixed grid it always was, and validating again changes nothing."""
+    spatial = get_experiment("spatial")
+    cifar = resolve_config(spatial, None, {"preset": "cifar10"}, quick=False)
+    assert cifar.noise_sds == [0.03]
+    assert resolve_config(spatial, None, {"preset": "cifar10"}, quick=True).noise_sds == [0.03]
+    full = resolve_config(spatial, None, {"preset": "cifar10", "eval": "full"}, quick=False)
+    assert full.noise_sds == pytest.approx([0.015, 0.03, 0.06])
+    default_full = resolve_config(spatial, None, {"eval": "full"}, quick=False)
+    assert (default_full.noise_sds, default_full.blur_sigmas, default_full.jpeg_qualities) == (
+        [0.1, 0.2, 0.4], [0.5, 1.0, 2.0], [50, 20, 5])
+    before = dataclasses.asdict(full)
+    full.validate()
+    assert dataclasses.asdict(full) == before
+    assert resolve_config(get_experiment("maps"), None, {"preset": "cifar10"}, quick=False).preset == "cifar10"

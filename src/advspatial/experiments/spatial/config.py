@@ -14,6 +14,10 @@ from ..maps.config import MeasurementConfig
 from ..settings import OPEN_UNIT_INTERVAL, setting
 
 
+#: the baselines' strengths without a preset (Fashion-MNIST's); a preset may name its own (``noise_sds``)
+DEFAULT_BASELINES: dict[str, list[float]] = {"blur_sigmas": [1.0], "noise_sds": [0.2], "jpeg_qualities": [20]}
+
+
 @dataclass
 class SpatialConfig(MeasurementConfig):
     """Settings of the spatial experiment (METHODS §1-2): the measurement's and the defence's; each is a CLI option."""
@@ -61,18 +65,27 @@ class SpatialConfig(MeasurementConfig):
     convergence_eot: list[int] = setting([1, 4, 20, 50], "EOT draws of a randomized component's convergence curve "
                                                          "(must contain eot_iter and go beyond)", low=1)
     baselines: list[str] = setting(["blur", "noise", "jpeg"], "trivial input transforms of the trade-off plot")
-    blur_sigmas: list[float] = setting([1.0], "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
-    noise_sds: list[float] = setting([0.2], "Gaussian noise baselines: standard deviation (--eval full: 0.1, 0.2, 0.4)")
-    jpeg_qualities: list[float] = setting([20], "JPEG-style quantization baselines: quality, lower is coarser "
-                                                "(--eval full: 50, 20, 5)")
+    blur_sigmas: list[float] = setting(DEFAULT_BASELINES["blur_sigmas"],
+                                       "Gaussian blur baselines: sigma in pixels (--eval full: 0.5, 1, 2)")
+    noise_sds: list[float] = setting(DEFAULT_BASELINES["noise_sds"],
+                                     "Gaussian noise baselines: standard deviation (the cifar10 preset: 0.03; --eval "
+                                     "full: half, once and twice the preset's, here 0.1, 0.2, 0.4)")
+    jpeg_qualities: list[float] = setting(DEFAULT_BASELINES["jpeg_qualities"],
+                                          "JPEG-style quantization baselines: quality, lower is coarser (--eval full: "
+                                          "50, 20, 5)")
 
-    #: what ``--eval full`` sets (None: every image)
+    PRESET_FIELDS: ClassVar[dict[str, str]] = {**MeasurementConfig.PRESET_FIELDS, "noise_sds": "noise_sds"}
+
+    #: what ``--eval full`` sets (None: every image); the baselines' strengths are :meth:`full_baselines`
     FULL_EVAL: ClassVar[dict[str, Any]] = {
         "adaptive_n": None, "sweep_adaptive": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
-        "fills": ["zero", "mean", "blur", "inpaint"], "blur_sigmas": [0.5, 1.0, 2.0], "noise_sds": [0.1, 0.2, 0.4],
-        "eot_gradients": ["local", "identity"],
-        "jpeg_qualities": [50, 20, 5], "convergence_steps": [10, 20, 50, 100, 200, 500],
+        "fills": ["zero", "mean", "blur", "inpaint"], "eot_gradients": ["local", "identity"],
+        "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}
+    #: ``--eval full`` runs each baseline at these multiples of its preset's strength (or the default's): with the
+    #: defaults noise sd 0.1/0.2/0.4, blur sigma 0.5/1/2 and JPEG quality 50/20/5 (a higher quality is weaker)
+    FULL_BASELINE_SCALES: ClassVar[dict[str, tuple[float, ...]]] = {
+        "blur_sigmas": (0.5, 1.0, 2.0), "noise_sds": (0.5, 1.0, 2.0), "jpeg_qualities": (2.5, 1.0, 0.25)}
 
     QUICK = {"n": 24, "batch_size": 12, "onepixel_n": 8, "onepixel_popsize": 40, "onepixel_steps": 5,
              "cw_steps": 10, "cw_search_steps": 2, "steps": 5, "contribution_steps": 8,
@@ -81,13 +94,30 @@ class SpatialConfig(MeasurementConfig):
              "control_draws": 3, "convergence_steps": [2, 5, 10], "convergence_restarts": [1, 2],
              "convergence_eot": [1, 2, 4],
              "convergence_eps": [0.5, 1.0, 8.0], "fills": ["zero", "blur"], "blur_sigmas": [1.0],
-             "noise_sds": [0.2], "jpeg_qualities": [20],
+             "jpeg_qualities": [20],
              "permutations": 200, "gate_n": 24, "gate_steps": 5, "randomization_images": 4, "randomization_samples": 4,
              "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:
         super().validate()
         self.validate_defence()
+
+    def full_baselines(self) -> dict[str, list[float]]:
+        """The baselines' strengths under ``--eval full``: :data:`FULL_BASELINE_SCALES` times the first strength
+        the preset gives (the field's default without one), so that a preset whose model is at chance under the
+        default strength (CIFAR-10's under noise sd 0.2) gets a grid around its own. Computed from the preset, not
+        from the current values, so validating twice gives the same grid. JPEG qualities stay in [1, 100]."""
+        from ..presets import PRESETS
+
+        preset = PRESETS.get(self.preset, {})
+        grids: dict[str, list[float]] = {}
+        for name, scales in self.FULL_BASELINE_SCALES.items():
+            base = float((preset.get(name) or DEFAULT_BASELINES[name])[0])
+            values = [base * k for k in scales]
+            if name == "jpeg_qualities":  # a quality: an integer in [1, 100] where it is one
+                values = [int(q) if q.is_integer() else q for q in (min(100.0, max(1.0, v)) for v in values)]
+            grids[name] = list(dict.fromkeys(values))
+        return grids
 
     def validate_defence(self) -> None:
         """The defence's settings: fills and fractions of the sweep, the adaptive evaluation's preset (applied
@@ -104,7 +134,7 @@ class SpatialConfig(MeasurementConfig):
         if self.eval not in ("default", "full"):
             raise unknown_name("eval preset", self.eval, ("default", "full"))
         if self.eval == "full":
-            for name, value in self.FULL_EVAL.items():
+            for name, value in {**self.FULL_EVAL, **self.full_baselines()}.items():
                 setattr(self, name, self.n if value is None else value)
         if self.control_match not in CONTROL_MATCHES:
             raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
