@@ -16,7 +16,7 @@ run: setup data
 	$(VENV)/bin/advspatial run
 
 test: setup-test data
-	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff check src tests benchmarks scripts examples
 	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

@@ -1,4 +1,4 @@
-"""Our attacks against adv-lib 0.2.8 and torchattacks at equal budgets (issue 38, item 4), in AttackBench's format.
+"""Our attacks against adv-lib 0.2.8 and torchattacks at equal budgets, in AttackBench's format.
 
 On the pretrained CIFAR-10 ResNet-20 (``cifar10-resnet20``, normalization inside the model, so every
 library attacks images in [0,1]) and a class-stratified draw of the CIFAR-10 test JPEGs, each attack and

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/bench_localized.py --threads 1       # e.g. on a machine shared with other jobs
 
 The default run compares 5 models (natural, PGD, mixed PGD, localized, random-mask localized) x 3
-training seeds. The goal (issue 16) is on the run *with models cached*: <= 10 minutes on 2 CPU cores;
+training seeds. The goal is on the run *with models cached*: <= 10 minutes on 2 CPU cores;
 training is stated separately. So the benchmark runs the experiment twice on the same model cache:
 
 1. *training run* (skipped when ``--cache`` already holds every model): trains what the cache lacks,

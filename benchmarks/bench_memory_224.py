@@ -1,4 +1,4 @@
-"""Peak memory of the three parts whose memory grew with something other than the batch at 224 pixels (issue 38:
+"""Peak memory of the three parts whose memory grew with something other than the batch at 224 pixels (the goal:
 "peak RSS <= 4 GB" on EfficientNet-Lite0): the faithfulness gate's restricted attack (every region's copy of a batch
 in one pass), the spatial prior's per-class map sums (a dense 1000 x 224 x 224 float64 table per training batch) and
 the adaptive evaluation's scoring of the attacker's own EOT draws (every draw's copy of a batch in one pass).

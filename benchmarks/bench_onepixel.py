@@ -244,7 +244,7 @@ def run_torchattacks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pixels:
 
     # A new module is in training mode, and torchattacks restores the mode it found when it ends: a wrapper left in
     # training mode would switch the model to it (BatchNorm statistics then drift with every later pass, Dropout
-    # draws), which made the success rates of earlier rounds of this benchmark vary run to run (session 10).
+    # draws), which made the success rates of earlier rounds of this benchmark vary run to run (fixed in bf9e192).
     counting = Counting(model).eval()
     # torchattacks' OnePixel calls its differential evolution without a seed, so the DE would draw from NumPy's
     # legacy global generator; the call gets a generator of its own, seeded here, instead. A RandomState, not a

@@ -1,4 +1,4 @@
-"""Benchmark: the batched one-pixel table on pretrained models (issue 38, item 5).
+"""Benchmark: the batched one-pixel table on pretrained models.
 
 Seconds per image of one- and k-pixel differential evolution at the paper's budget (population 400, 75
 generations), ours batched over all images against torchattacks' per-image ``OnePixel``, on the pretrained

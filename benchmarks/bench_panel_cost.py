@@ -1,4 +1,4 @@
-"""What each explainer of the sensitivity panel costs at 224 pixels (issue 38: "panel explainers that are cheap at
+"""What each explainer of the sensitivity panel costs at 224 pixels (the question: "panel explainers that are cheap at
 224 px by default"): EfficientNet-Lite0 on imagenette-val, its map and its faithfulness gate's two randomization
 checks (cascading randomization, 12 steps; smooth/efficient MPRT, 20 noisy copies), seconds per image.
 

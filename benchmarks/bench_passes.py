@@ -1,4 +1,4 @@
-"""The pass budget of every experiment (issue 38, item 1): per stage, the model's forward and backward passes per
+"""The pass budget of every experiment: per stage, the model's forward and backward passes per
 test image it spends, and the floor the run needs (the passes the attacks make inside ``Attack.run``).
 
     python benchmarks/bench_passes.py                         # every experiment, default settings, --n 100

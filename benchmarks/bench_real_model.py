@@ -1,4 +1,4 @@
-"""The real-model run cost (issue 21, item 3): the spatial experiment on the pretrained CIFAR-10
+"""The real-model run cost: the spatial experiment on the pretrained CIFAR-10
 ResNet-20 with the ``cifar10`` preset — wall time per image, the share of it spent inside the
 model's forward and backward passes, and the floor those passes set.
 
@@ -13,8 +13,8 @@ How the share is measured, without a profiler's inflation: the run executes in t
   stop it when that call returns (the classifier is the object the run loads:
   ``experiments.context.load_checked_model`` is wrapped to record it). A neutralized or transformed
   model wrapping it is a module too, but its own work (region selection, control draws, fills,
-  JPEG/blur) is outside the classifier's call and no longer counts as model time (issue 38, item 2;
-  before session 17 the clock counted every outermost module call: ``any_module_forward_s`` keeps that
+  JPEG/blur) is outside the classifier's call and no longer counts as model time
+  (before 2026-11-24, aec032e, the clock counted every outermost module call: ``any_module_forward_s`` keeps that
   figure for comparison, from the same run).
 - *Backward*: ``torch.autograd.grad`` and ``torch.Tensor.backward`` are wrapped (outside a forward
   pass; advspatial builds a graph, then differentiates it).
@@ -32,7 +32,7 @@ passes cost at that batch size: for the attacks, the floor of the run's per-imag
 whole run the estimate is not a floor: maps such as occlusion evaluate in batches larger than 200,
 where a pass costs less per image than at 200.)
 
-Per stage (session 18): each stage's own seconds (``RunDir.cached`` timed, a stage inside another taken out of
+Per stage: each stage's own seconds (``RunDir.cached`` timed, a stage inside another taken out of
 the outer's; synchronized on CUDA) beside its passes from the run's ledger (``metrics.json``'s ``model_passes``).
 While the run goes, the seconds so far are written to ``<output>-partial.json`` every few seconds, so a run cut
 short (a GPU lease's time limit) still says where its time went. ``--setting imagenet-lite0`` runs EfficientNet-Lite0
@@ -82,7 +82,7 @@ class ModelClock:
     attack_backward_images: int = 0
     #: the classifier whose own calls the forward clock counts (None: every outermost module call)
     model: torch.nn.Module | None = None
-    #: seconds inside any outermost module call (the clock before issue 38: wrappers' own work included)
+    #: seconds inside any outermost module call (the clock before 2026-11-24: wrappers' own work included)
     any_module_seconds: float = 0.0
     _attack_depth: int = 0
     _depth: int = 0

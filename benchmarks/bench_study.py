@@ -1,4 +1,4 @@
-"""The cross-model study on the seeds' settings (issue 39, item 5): what it finds and what it costs per model.
+"""The cross-model study on the seeds' settings: what it finds and what it costs per model.
 
     ADVSPATIAL_DATA=../shared/data python benchmarks/bench_study.py cifar      # ResNet-20/56 + a GapNet trained here
     ADVSPATIAL_DATA=../shared/data python benchmarks/bench_study.py imagenet   # EfficientNet-Lite0/1/2, imagenette-val

@@ -1,7 +1,7 @@
 """Training time of the default model (smallcnn on Fashion-MNIST, 5 epochs) on this machine.
 
 Trains into a fresh cache directory (nothing reused), prints the wall time and test
-accuracy, and writes benchmarks/results/train.json. Goal (issue 2): >= 90% test
+accuracy, and writes benchmarks/results/train.json. Goal: >= 90% test
 accuracy in under 90 s on 2 cores.
 
     .venv/bin/python benchmarks/bench_train.py

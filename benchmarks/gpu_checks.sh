@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 38 in one command on a lent GPU machine (benchmarks/README.md, "On a GPU"):
+# The GPU checks in one command on a lent GPU machine (benchmarks/README.md, "On a GPU"):
 # the CUDA tests, every experiment end to end on CUDA (CI-sized), and the real-model spatial benchmark.
 #
 #   ADVSPATIAL_DATA=DIR ADVSPATIAL_CACHE=DIR OUT=DIR bash benchmarks/gpu_checks.sh [N] [SETTINGS...]

@@ -1,5 +1,5 @@
 """Where a run's time goes, from a sampling profile: seconds per stage, per side of the convergence curves, and the
-share inside the model's own operators (issue 38: what is left to cut once the passes are at their floor).
+share inside the model's own operators (what is left to cut once the passes are at their floor).
 
     py-spy record -r 40 -f raw -o /tmp/stacks.txt -- .venv/bin/advspatial run --out /tmp/run --no-progress
     python benchmarks/profile_stacks.py /tmp/stacks.txt --rate 40

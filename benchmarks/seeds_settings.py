@@ -1,4 +1,4 @@
-"""Every experiment in the seeds' own settings, on the shared real data (issue 15).
+"""Every experiment in the seeds' own settings, on the shared real data.
 
 (a) the pretrained CIFAR-10 ResNet-20 (zoo ``cifar10-resnet20``) on the CIFAR-10 test
 JPEGs, preset ``cifar10``; (b) EfficientNet-Lite0 (zoo ``imagenet-efficientnet-lite0``,

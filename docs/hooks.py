@@ -9,7 +9,9 @@
    without a hand-written page docs/experiments/NAME.md gets a generated one (``on_files``: its
    description, its package's docstring and its settings table), so a new experiment is one package
    plus one registry line.
-3. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
+3. The presets' budget table (``<!-- presets: table -->``) from ``advspatial.experiments.presets``, so the
+   budgets a page shows are the ones ``--preset`` sets.
+4. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
    as plain code: the Markdown docstrings of the API reference have no such roles.
 """
 
@@ -25,6 +27,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
 TABLE = re.compile(r"^<!--\s*experiments:\s*table\s*-->\s*$", re.MULTILINE)
+PRESETS = re.compile(r"^<!--\s*presets:\s*table\s*-->\s*$", re.MULTILINE)
 MARKER = re.compile(r"^<!--\s*settings:\s*([\w-]+)\s*-->\s*$", re.MULTILINE)
 ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj|const|term):(<code>)~?")
 
@@ -143,8 +146,17 @@ def experiments_table() -> str:
     return "\n".join(["| experiment | what it measures |", "|---|---|", *rows]) + "\n"
 
 
+def presets_table() -> str:
+    """The Markdown table of every preset's budgets (``advspatial.experiments.presets.preset_table``)."""
+    _import_experiments()
+    from advspatial.experiments.presets import preset_table
+
+    return preset_table() + "\n"
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     markdown = TABLE.sub(lambda m: experiments_table(), markdown)
+    markdown = PRESETS.sub(lambda m: presets_table(), markdown)
     return MARKER.sub(lambda m: settings_table(m.group(1)), markdown)
 
 

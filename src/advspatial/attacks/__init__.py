@@ -6,6 +6,9 @@ mask semantics, per-sample seeds, the model frozen in eval mode and restored.
 :class:`AttackResult` with success, predictions, norms and query counts.
 Registered names (``advspatial list attacks``) build the same classes through
 :func:`make_attack`.
+
+The examples in the docstrings take ``model`` (a classifier on images in [0,1]), ``images`` (N,C,H,W) and
+``labels`` as given; the test suite runs every one of them with a small CNN and twelve 28x28 images.
 """
 
 from . import apgd, cw, deepfool, ensemble, fgsm, onepixel, pgd, square, ssim_ball  # noqa: F401  (register the attacks)

@@ -1,54 +1,44 @@
 """Auto-PGD (Croce & Hein, ICML 2020): PGD with momentum and a budget-aware step-size schedule.
 
-APGD needs no step size: it starts at ``eta = 2*eps`` and halves it, per image,
-at checkpoints where progress stalled. One run on an image, with attacker loss
-``f`` (ascended) and projection ``P`` (onto the eps-ball around ``x``, then the
-box [0,1]), for ``k = 0 .. steps-1``:
+APGD needs no step size: it starts at ``eta = 2*eps`` and halves it, per image, at checkpoints where progress stalled.
+One run on an image, with attacker loss ``f`` (ascended) and projection ``P`` (onto the eps-ball around ``x``, then
+the box [0,1]), for ``k = 0 .. steps-1``:
 
-* ``z     = P(x_k + eta_k * d(grad f(x_k)))``, ``d`` the steepest-ascent direction
-  (L-inf: ``sign(mask*g)*mask``; L2: ``mask*g / ||mask*g||_2``);
-* ``x_k+1 = z`` for ``k = 0``, else
-  ``x_k+1 = P(x_k + a*(z - x_k) + (1-a)*(x_k - x_k-1))`` with momentum ``a = 0.75``;
+* ``z     = P(x_k + eta_k * d(grad f(x_k)))``, ``d`` the steepest-ascent direction (L-inf: ``sign(mask*g)*mask``; L2:
+  ``mask*g / ||mask*g||_2``);
+* ``x_k+1 = z`` for ``k = 0``, else ``x_k+1 = P(x_k + a*(z - x_k) + (1-a)*(x_k - x_k-1))`` with momentum ``a = 0.75``;
 * ``x_max, f_max``: the highest-loss iterate so far (``x_0`` included).
 
 Checkpoints ``w_j = ceil(p_j * steps)`` with ``p_0 = 0``, ``p_1 = 0.22``,
-``p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06)`` (for 100 steps: 0, 22, 41, 57,
-70, 80, 87, 93, 99). At ``k = w_j`` the step size of an image is halved and
-its iterate reset to ``x_max`` (its gradient to the one at ``x_max``) when
+``p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06)`` (for 100 steps: 0, 22, 41, 57, 70, 80, 87, 93, 99). At ``k = w_j`` the
+step size of an image is halved and its iterate reset to ``x_max`` (its gradient to the one at ``x_max``) when
 
-1. fewer than ``rho * (w_j - w_j-1)`` of the steps since ``w_j-1`` increased the
-   loss (``f(x_i+1) > f(x_i)``), or
+1. fewer than ``rho * (w_j - w_j-1)`` of the steps since ``w_j-1`` increased the loss (``f(x_i+1) > f(x_i)``), or
 2. its step size was not halved at ``w_j-1`` and ``f_max`` has not grown since.
 
-(The reference implementation never applies condition 2 at the first checkpoint
-and uses ``<=`` in condition 1; we follow the paper.) A loss "increases" only by
-more than float noise, ``1e-5 * (1 + |f|)`` (:func:`beats`), so that the last bits
-of the logits, which depend on the batch, cannot change an image's trajectory.
+(The reference implementation never applies condition 2 at the first checkpoint and uses ``<=`` in condition 1; we
+follow the paper.) A loss "increases" only by more than float noise, ``1e-5 * (1 + |f|)`` (:func:`beats`), so that the
+last bits of the logits, which depend on the batch, cannot change an image's trajectory.
 
 Losses (per image; summed, never averaged, so a gradient does not depend on the batch):
 
 * ``ce``: ``CE(z, y)`` (targeted: ``-CE(z, t)``); ``margin``: as in :mod:`.fgsm`;
-* ``dlr``: ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` (>= 3 classes),
-  targeted ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)`` (>= 4 classes),
-  ``z_pi1 >= z_pi2 >= ...`` the sorted logits.
+* ``dlr``: ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)`` (>= 3 classes), targeted
+  ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)`` (>= 4 classes), ``z_pi1 >= z_pi2 >= ...`` the sorted logits.
 
-Random start per image from ``(seed + restart, sample_id)`` (:func:`per_sample_noise`):
-L-inf ``eps * U[-1,1)``, L2 ``eps * z/||z||`` with ``z ~ N(0, I)``, both masked.
-Restarts run only on images not yet adversarial.
+Random start per image from ``(seed + restart, sample_id)`` (:func:`per_sample_noise`): L-inf ``eps * U[-1,1)``, L2
+``eps * z/||z||`` with ``z ~ N(0, I)``, both masked. Restarts run only on images not yet adversarial.
 
-What is returned per image: the first adversarial iterate (misclassified, or the
-target hit) when ``early_stop=True``, which also drops the image from the batch
-at that point (and an image already adversarial on ``x`` is returned as ``x``);
-with ``early_stop=False`` every image takes every step and the result is the
-highest-loss adversarial iterate, or the highest-loss iterate if none was
-adversarial. ``eot_iter > 1`` (randomized models): the gradient and the loss
-are means over ``eot_iter`` forward+backward passes and an iterate counts as
-adversarial only if every pass was. ``queries``: forward+backward passes.
+What is returned per image: the first adversarial iterate (misclassified, or the target hit) when ``early_stop=True``,
+which also drops the image from the batch at that point (and an image already adversarial on ``x`` is returned as
+``x``); with ``early_stop=False`` every image takes every step and the result is the highest-loss adversarial iterate,
+or the highest-loss iterate if none was adversarial. ``eot_iter > 1`` (randomized models): the gradient and the loss
+are means over ``eot_iter`` forward+backward passes and an iterate counts as adversarial only if every pass was.
+``queries``: forward+backward passes.
 
-APGD-T (:class:`APGDT`) with ``target=`` is APGD with the targeted DLR loss;
-without a target it runs a targeted attack towards each of the
-``n_target_classes`` highest-scoring wrong classes on the clean image in turn
-(on the images not yet misclassified), like AutoAttack's APGD-T.
+APGD-T (:class:`APGDT`) with ``target=`` is APGD with the targeted DLR loss; without a target it runs a targeted
+attack towards each of the ``n_target_classes`` highest-scoring wrong classes on the clean image in turn (on the
+images not yet misclassified), like AutoAttack's APGD-T.
 """
 
 from __future__ import annotations
@@ -78,9 +68,8 @@ L2_GUARD = 1e-12
 def checkpoints(steps: int) -> list[int]:
     """``[w_0=0, w_1, ...]``: the iterations ``ceil(p_j*steps) <= steps`` where APGD may halve its step.
 
-    ``p_j`` is kept in hundredths, so the arithmetic is exact (``0.22*100`` in floats
-    is ``22.000000000000004``, whose ceiling would be 23). Repeated values (few steps)
-    are dropped.
+    ``p_j`` is kept in hundredths, so the arithmetic is exact (``0.22*100`` in floats is ``22.000000000000004``,
+    whose ceiling would be 23). Repeated values (few steps) are dropped.
     """
     marks, prev, cur = [0], 0, 22
     while (w := -(-cur * steps // 100)) <= steps:
@@ -195,6 +184,11 @@ class APGD(Attack):
         eot_iter: forward+backward passes averaged per gradient (randomized models), >= 1.
         early_stop: stop an image at its first adversarial iterate (use False for randomized models).
         seed: seed of the random starts (restart r uses ``seed + r``).
+
+    Examples:
+        >>> from advspatial.attacks import APGD
+        >>> APGD(model, eps=8 / 255, steps=10)(images, labels).shape
+        torch.Size([12, 1, 28, 28])
     """
 
     name = "apgd"
@@ -377,6 +371,10 @@ class APGDL2(APGD):
 
     The step direction is the masked gradient over its L2 norm, so a step spends its
     whole length inside the mask; projection scales ``x' - x`` by ``min(1, eps/||x' - x||)``.
+
+    Examples:
+        >>> APGDL2(model, eps=1.0, steps=10)(images, labels).shape
+        torch.Size([12, 1, 28, 28])
     """
 
     name = "apgd-l2"
@@ -408,13 +406,15 @@ class APGDL2(APGD):
 
 @register_attack("apgdt", "Targeted Auto-PGD on the targeted DLR loss; untargeted: over the top wrong classes")
 class APGDT(APGD):
-    """APGD-T: targeted DLR. With ``target=`` an ordinary targeted APGD; without, for
-    ``k = 1 .. n_target_classes`` (capped at classes - 1) a targeted run towards the
-    k-th highest-scoring wrong class on the clean image, ``n_restarts`` runs each (seed
-    ``seed + (k-1)*n_restarts + r``), on the images still correctly classified.
+    """APGD-T: targeted DLR. With ``target=`` an ordinary targeted APGD; without, for ``k = 1 .. n_target_classes``
+    (capped at classes - 1) a targeted run towards the k-th highest-scoring wrong class on the clean image,
+    ``n_restarts`` runs each (seed ``seed + (k-1)*n_restarts + r``), on the images still correctly classified.
 
-    Args: as :class:`APGD`, plus ``n_target_classes >= 1``; the loss defaults to ``dlr``
-    (any APGD loss works, in its targeted form).
+    Args: as :class:`APGD`, plus ``n_target_classes >= 1``; the loss defaults to ``dlr`` (any targeted APGD loss works).
+
+    Examples:
+        >>> APGDT(model, eps=8 / 255, steps=5, n_target_classes=2)(images, labels).shape
+        torch.Size([12, 1, 28, 28])
     """
 
     name = "apgdt"

@@ -53,6 +53,12 @@ class CarliniWagnerL2(Attack):
         lr: Adam learning rate (> 0).
         kappa: confidence margin (>= 0), ``confidence`` in other libraries.
         seed: unused (the attack is deterministic); kept for a uniform signature.
+
+    Examples:
+        >>> from advspatial.attacks import CarliniWagnerL2
+        >>> result = CarliniWagnerL2(model, binary_search_steps=2, steps=10).run(images, labels)
+        >>> result.x_adv.shape == images.shape and bool((result.l2[~result.success] == 0).all())
+        True
     """
 
     name = "cw-l2"

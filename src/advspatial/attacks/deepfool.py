@@ -44,6 +44,12 @@ class DeepFool(Attack):
         overshoot: factor ``1 + overshoot`` on the total perturbation (>= 0).
         num_classes: classes considered, the label included (>= 2; capped at the model's outputs).
         seed: unused (the attack is deterministic); kept for a uniform signature.
+
+    Examples:
+        >>> from advspatial.attacks import DeepFool
+        >>> result = DeepFool(model, max_iter=10).run(images, labels)
+        >>> result.x_adv.shape == images.shape
+        True
     """
 
     name = "deepfool"

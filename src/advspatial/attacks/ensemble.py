@@ -69,6 +69,13 @@ class AutoAttack(Attack):
             one of a step's ``eot_iter`` passes is fooled (much cheaper when
             most images fall; the final examples must still be scored on fresh
             draws). Default False: AutoAttack's ``rand`` behaviour.
+
+    Examples:
+        >>> from advspatial.attacks import AutoAttack
+        >>> attack = AutoAttack(model, eps=8 / 255, steps=5, n_restarts=1, n_queries=50)
+        >>> x_adv = attack(images, labels)                 # per image the worst case over APGD-CE, APGD-DLR, Square
+        >>> bool((x_adv - images).abs().max() <= 8 / 255 + 1e-6)
+        True
     """
 
     name = "autoattack"
@@ -205,7 +212,14 @@ class AutoAttack(Attack):
 
 @register_attack("autoattack-l2", "AutoAttack-style ensemble in the L2 ball: APGD-CE, APGD-DLR, Square L2")
 class AutoAttackL2(AutoAttack):
-    """The ensemble in the L2 ball (same arguments as :class:`AutoAttack`; eps >= 0 is an L2 radius)."""
+    """The ensemble in the L2 ball (same arguments as :class:`AutoAttack`; eps >= 0 is an L2 radius).
+
+    Examples:
+        >>> from advspatial.attacks import AutoAttackL2
+        >>> x_adv = AutoAttackL2(model, eps=1.0, steps=5, n_restarts=1, n_queries=50)(images, labels)
+        >>> bool((x_adv - images).flatten(1).norm(dim=1).max() <= 1.0 + 1e-4)
+        True
+    """
 
     name = "autoattack-l2"
     norm = "l2"

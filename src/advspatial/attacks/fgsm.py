@@ -25,6 +25,12 @@ class FGSM(Attack):
         eps: L-inf budget in [0, 1].
         loss: ``ce`` (cross-entropy, default) or ``margin`` (logit margin).
         seed: unused (FGSM is deterministic); kept for a uniform signature.
+
+    Examples:
+        >>> from advspatial.attacks import FGSM
+        >>> x_adv = FGSM(model, eps=8 / 255)(images, labels)
+        >>> bool((x_adv - images).abs().max() <= 8 / 255 + 1e-6)
+        True
     """
 
     name = "fgsm"

@@ -153,6 +153,12 @@ class OnePixel(Attack):
             full forward passes on a GPU; True: incremental on any device; False:
             always full forward passes.
         seed: seed of the per-sample generators.
+
+    Examples:
+        >>> from advspatial.attacks import OnePixel
+        >>> result = OnePixel(model, popsize=20, maxiter=3).run(images, labels)
+        >>> int(result.l0.max())                           # pixel positions changed per image
+        1
     """
 
     name = "onepixel"
@@ -418,7 +424,14 @@ register_attack("onepixel", "one-pixel attack by differential evolution (Su et a
 
 @register_attack("kpixel", "k-pixel attack by differential evolution (default k = 3), L0 = k")
 class KPixel(OnePixel):
-    """:class:`OnePixel` with ``pixels=3`` by default (registered as ``kpixel``)."""
+    """:class:`OnePixel` with ``pixels=3`` by default (registered as ``kpixel``).
+
+    Examples:
+        >>> from advspatial.attacks import KPixel
+        >>> result = KPixel(model, popsize=20, maxiter=3).run(images, labels)
+        >>> int(result.l0.max()) <= 3
+        True
+    """
 
     name = "kpixel"
 

@@ -90,6 +90,16 @@ class PGD(Attack):
         early_stop: freeze each image at its first adversarial iterate.
         loss: ``ce`` (cross-entropy, default) or ``margin`` (logit margin).
         seed: seed of the random start.
+
+    Examples:
+        >>> from advspatial.attacks import PGD
+        >>> attack = PGD(model, eps=8 / 255, steps=10)
+        >>> x_adv = attack(images, labels)                 # the adversarial images, as in torchattacks
+        >>> bool((x_adv - images).abs().max() <= 8 / 255 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1)
+        True
+        >>> result = attack.run(images, labels)            # with success, predictions, norms and query counts
+        >>> result.success.shape, result.linf.shape
+        (torch.Size([12]), torch.Size([12]))
     """
 
     name = "pgd"
@@ -156,7 +166,14 @@ class PGD(Attack):
 
 @register_attack("pgd-l2", "Projected Gradient Descent in the L2 ball")
 class PGDL2(PGD):
-    """PGD in the L2 ball (same arguments as :class:`PGD`; eps >= 0 is an L2 radius)."""
+    """PGD in the L2 ball (same arguments as :class:`PGD`; eps >= 0 is an L2 radius).
+
+    Examples:
+        >>> from advspatial.attacks import PGDL2
+        >>> x_adv = PGDL2(model, eps=1.0, steps=10)(images, labels)
+        >>> bool((x_adv - images).flatten(1).norm(dim=1).max() <= 1.0 + 1e-4)
+        True
+    """
 
     name = "pgd-l2"
     norm = "l2"

@@ -169,6 +169,12 @@ class Square(Attack):
         loss: ``margin`` (default) or ``ce``.
         early_stop: stop an image at its first adversarial point.
         seed: restart r seeds image i's generator with ``(seed + r, sample_id[i])``.
+
+    Examples:
+        >>> from advspatial.attacks import Square
+        >>> result = Square(model, eps=8 / 255, n_queries=50).run(images, labels)   # forward passes only: no gradient
+        >>> bool((result.x_adv - images).abs().max() <= 8 / 255 + 1e-6)
+        True
     """
 
     name = "square"
@@ -275,7 +281,14 @@ class Square(Attack):
 
 @register_attack("square-l2", "Square Attack: score-based random search in the L2 ball")
 class SquareL2(Square):
-    """Square Attack in the L2 ball (same arguments as :class:`Square`; eps >= 0 is an L2 radius)."""
+    """Square Attack in the L2 ball (same arguments as :class:`Square`; eps >= 0 is an L2 radius).
+
+    Examples:
+        >>> from advspatial.attacks import SquareL2
+        >>> x_adv = SquareL2(model, eps=1.0, n_queries=50)(images, labels)
+        >>> bool((x_adv - images).flatten(1).norm(dim=1).max() <= 1.0 + 1e-4)
+        True
+    """
 
     name = "square-l2"
     norm = "l2"

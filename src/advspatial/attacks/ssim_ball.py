@@ -49,26 +49,20 @@ Two convex sets, each with an exact Euclidean projection, make up the feasible s
 part and mean — so they commute, but the box couples them; grouping the
 luminance with the box is what makes the final scaling below keep it.)
 
-The solver. From ``δ = 0``, each step ascends the attacker's loss (default: the
-logit margin, untargeted ``max_{j≠y} z_j − z_y``, targeted ``z_t − max_{j≠t} z_j``)
-along the masked gradient normalized per window: every window moves along its
-own gradient direction by ``step_size`` times its size ``r_b + max(|lo_b|, hi_b)·sqrt(n)`` (so
-the step is scale-free: textured windows, with large balls, take proportionally
-longer steps than flat ones; a window whose masked gradient is 0 does not move;
-a fractional mask reweights pixels *within* a window, while a window-wide
-constant factor cancels in the normalization).
-Then ``rounds`` rounds of Dykstra's alternating projections between A and B
-(which tend to the exact Euclidean projection onto A ∩ B, unlike plain
-alternation, which only tends to *some* point of it). After a finite number of
-rounds the iterate lies in B but may lie slightly outside a ball;
-:meth:`SSIMBallGeometry.make_feasible` then scales the perturbation of each such window
-toward 0 by the largest factor ``t ∈ (0,1)`` that puts it on its sphere, in
-closed form (a quadratic in ``t``). Scaling toward 0 keeps B (a convex set
-containing 0), and ``t > 0`` because 0 is strictly inside the ball. Every
-iterate, and the returned image, therefore satisfies every window constraint
-and the box; the constraint machinery runs in float64, so the only error is
-the final rounding to the images' dtype (~1e-7, far below 1e-5). The attack
-returns the iterate with the highest loss seen.
+The solver. From ``δ = 0``, each step ascends the attacker's loss (default: the logit margin, untargeted
+``max_{j≠y} z_j − z_y``, targeted ``z_t − max_{j≠t} z_j``) along the masked gradient normalized per window: every
+window moves along its own gradient direction by ``step_size`` times its size ``r_b + max(|lo_b|, hi_b)·sqrt(n)`` (so
+the step is scale-free: textured windows, with large balls, take proportionally longer steps than flat ones; a window
+whose masked gradient is 0 does not move; a fractional mask reweights pixels *within* a window, while a window-wide
+constant factor cancels in the normalization). Then ``rounds`` rounds of Dykstra's alternating projections between A
+and B (which tend to the exact Euclidean projection onto A ∩ B, unlike plain alternation, which only tends to *some*
+point of it). After a finite number of rounds the iterate lies in B but may lie slightly outside a ball;
+:meth:`SSIMBallGeometry.make_feasible` then scales the perturbation of each such window toward 0 by the largest factor
+``t ∈ (0,1)`` that puts it on its sphere, in closed form (a quadratic in ``t``). Scaling toward 0 keeps B (a convex
+set containing 0), and ``t > 0`` because 0 is strictly inside the ball. Every iterate, and the returned image,
+therefore satisfies every window constraint and the box; the constraint machinery runs in float64, so the only error
+is the final rounding to the images' dtype (~1e-7, far below 1e-5). The attack returns the iterate with the highest
+loss seen.
 """
 
 from __future__ import annotations
@@ -382,6 +376,10 @@ class SSIMBallAttack(Attack):
         loss: ``margin`` (default) or ``ce``.
         sample_covariance: ``C = (n-1)·C2`` (True, METHODS) or ``n·C2`` (population covariance).
         seed: unused (the attack is deterministic, starting from δ = 0); kept for a uniform signature.
+
+    Examples:
+        >>> SSIMBallAttack(model, alpha=0.9, steps=5, rounds=1)(images, labels).shape
+        torch.Size([12, 1, 28, 28])
     """
 
     name = "ssim-ball"
