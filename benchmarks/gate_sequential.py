@@ -1,4 +1,4 @@
-"""How often the faithfulness gate's interim looks change its verdict, on resampled real gate columns (issue 38).
+"""How often the faithfulness gate's interim looks change its verdict, on resampled real gate columns.
 
 The gate's comparisons are computed look by look (:mod:`advspatial.faithfulness.sequential`: looks at 50, 100, 200,
 ... images, an interim decision when an effect passes |z| >= 3.29) instead of on every planned image. This script

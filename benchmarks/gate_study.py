@@ -1,4 +1,4 @@
-"""The faithfulness gate on real explainers and on model-free maps, fill by fill (issue 33, items 2 and 7).
+"""The faithfulness gate on real explainers and on model-free maps, fill by fill.
 
 For one model and data set, on the correctly classified images among the first ``--n``:
 

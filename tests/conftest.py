@@ -87,7 +87,7 @@ def trained_tiny_cnn():
 
 
 def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
-    """One intra-op torch thread for the whole session: the tests use tiny models and small ops,
+    """One intra-op torch thread for the whole test run: the tests use tiny models and small ops,
     and with pytest-xdist (2 workers on 2 cores) more threads only oversubscribe the machine;
     OpenMP waits then made small tests up to 25x slower."""
     torch.set_num_threads(1)

@@ -268,3 +268,58 @@ def synthetic_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         row, col = divmod(label, 2)
         images[i, 0, 3 + 14 * row: 11 + 14 * row, 3 + 14 * col: 11 + 14 * col] += 0.6
     return images.clamp(0, 1), labels
+
+
+#: the size of a run started by documentation code in the tests: the CI preset on at most this many images
+SMALL_RUN = {"n": 12}
+
+
+def documentation_namespace() -> dict[str, object]:
+    """The names the documentation's code takes as given, as the tests bind them: ``model`` and ``other_model``
+    (untrained TinyCNNs on 1x28x28 images, 10 classes, in eval mode), ``images`` (12 random images in [0,1]) and
+    ``labels`` (``model``'s own predictions, so every image starts correctly classified)."""
+    from conftest import TinyCNN
+
+    model, images, labels = self_labelled_tiny_cnn(SMALL_RUN["n"])
+    torch.manual_seed(1)
+    return {"model": model, "images": images, "labels": labels, "other_model": TinyCNN().eval()}
+
+
+def run_contract(name: str, setting: dict, out: Path, **extra: object):  # type: ignore[no-untyped-def]
+    """Experiment ``name`` at its registry line's tiny settings (``contract=``, updated by ``extra``) on
+    ``setting``'s model, test and training images, through :func:`advspatial.run` (``analyze`` through
+    :func:`advspatial.analyze` on a fixed random-sign change of 8 test images)."""
+    import advspatial
+    from advspatial.experiments import experiments
+
+    settings = {**experiments()[name].contract, **extra}
+    if name == "analyze":
+        x, y = setting["data"]
+        adv = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
+        return advspatial.analyze(setting["model"], x[:8], adv[:8], y[:8], quick=True, progress=False, out=str(out),
+                                  **settings)
+    return advspatial.run(name, setting["model"], setting["data"], train_data=setting["train_data"], quick=True,
+                          progress=False, out=str(out), **settings)
+
+
+#: the content of a file outside a run or study directory, which a report must never embed
+OUTSIDE_SECRET = b"\x89PNG\r\n\x1a\nfrom outside the directory"
+
+
+def plant_outside_figures(out: Path, outside: Path, how: str) -> None:
+    """Make the figures of the run or study ``out`` come from ``outside`` (a folder beside it) holding
+    :data:`OUTSIDE_SECRET`: ``figure`` links its first figure to ``outside/secret.png``; ``folder`` moves figures/ to
+    ``outside/figures`` (every figure there the secret) and links it back."""
+    import shutil
+
+    outside.mkdir(parents=True, exist_ok=True)
+    (outside / "secret.png").write_bytes(OUTSIDE_SECRET)
+    figures = sorted((out / "figures").glob("*.png"))
+    if how == "figure" and figures:
+        figures[0].unlink()
+        figures[0].symlink_to(outside / "secret.png")
+    elif how == "folder":
+        shutil.move(out / "figures", outside / "figures")
+        for png in [*(outside / "figures").glob("*.png"), outside / "figures" / "extra.png"]:
+            png.write_bytes(OUTSIDE_SECRET)
+        (out / "figures").symlink_to(outside / "figures")

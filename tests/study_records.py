@@ -31,5 +31,5 @@ def model(label: str, shift: float = 0.05, seed: int = 0, n: int = 60, faithful:
         records[attack] = AttackRecord(attack, "contribution", ids, labels, grid, excess, beyond,
                                        {"RoI faithfulness": faithful, "completeness": True},
                                        {"excess": "supported", "beyond": "supported"})
-    return ModelRecord(label, label, parameters, depth, (8, 8), 1.0, 0.9, 0.2, "gradcam", faithful, ids, labels,
-                       torch.ones(n, dtype=torch.bool), grid, records)
+    return ModelRecord(label, label, parameters, depth, (8, 8), 1.0, 0.9, 0.2, "gradcam",
+                       "passed" if faithful else "failed", ids, labels, torch.ones(n, dtype=torch.bool), grid, records)

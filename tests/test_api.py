@@ -41,6 +41,8 @@ def test_attacks_in_the_torchattacks_idiom():
 
 
 def test_map_functions_are_the_registered_methods():
+    from vit_helpers import tiny_vit
+
     from advspatial.maps import attack_map, importance_map
     from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS, IMPORTANCE_FUNCTIONS
     from advspatial.maps.importance import list_importance_methods
@@ -49,8 +51,9 @@ def test_map_functions_are_the_registered_methods():
     model, x = TinyCNN().eval(), torch.rand(3, 1, 28, 28)
     x_adv = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
     assert set(IMPORTANCE_FUNCTIONS) == set(list_importance_methods()) - {"auto"}
+    transformer = ("token-gradcam", "token-hirescam", "rollout", "chefer")  # explain vision transformers only
     for name, fn in IMPORTANCE_FUNCTIONS.items():
-        if name == "cam":  # needs a GAP + linear head
+        if name == "cam" or name in transformer:  # cam needs a GAP + linear head
             continue
         torch.manual_seed(1)
         expected = (importance_map(name, model, x, layer="features.3") if "cam" in name
@@ -58,6 +61,9 @@ def test_map_functions_are_the_registered_methods():
         torch.manual_seed(1)
         got = fn(model, x, layer="features.3") if "cam" in name else fn(model, x)
         assert torch.allclose(got, expected), name
+    vit, z = tiny_vit(), torch.rand(2, 3, 16, 16)
+    for name in transformer:
+        assert torch.equal(IMPORTANCE_FUNCTIONS[name](vit, z), importance_map(name, vit, z)), name
     gap = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                               torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
     assert torch.allclose(IMPORTANCE_FUNCTIONS["cam"](gap, x), importance_map("cam", gap, x))

@@ -178,7 +178,7 @@ def one_line_error(code: int, err: str, fragment: str) -> None:
 
 @needs_fashion_mnist
 def test_maps_never_reuses_results_made_with_other_settings(lenet_factory, tmp_path, capsys) -> None:
-    """A second maps into the same --out with another model used to print the first model's results (issue 19, 1)."""
+    """A second maps into the same --out with another model used to print the first model's results."""
     out = tmp_path / "maps"
     common = ["maps", "--n", "10", "--batch-size", "10", "--permutations", "50", "--gate-n", "10", "--out", str(out)]
     code, printed, err = run_cli(capsys, *common, "--model", f"{lenet_factory}:lenet")
@@ -194,7 +194,7 @@ def test_maps_never_reuses_results_made_with_other_settings(lenet_factory, tmp_p
 
 @needs_fashion_mnist
 def test_resume_refuses_an_edited_config_and_works_from_a_copy(lenet_factory, tmp_path, capsys) -> None:
-    """Resume after editing config.yaml used to label old results with the new settings (issue 19, 1); a copied
+    """Resume after editing config.yaml used to label old results with the new settings; a copied
     or moved run directory could not be resumed at all (7)."""
     import shutil
 
@@ -219,7 +219,7 @@ def test_resume_refuses_an_edited_config_and_works_from_a_copy(lenet_factory, tm
 
 
 def test_resume_refuses_a_run_whose_stage_files_an_older_version_wrote(lenet_factory, tmp_path, capsys) -> None:
-    """Stage files changed their names and saved forms with the stage API (issue 36): a run directory written
+    """Stage files changed their names and saved forms with the stage API: a run directory written
     before (its run.json has no stage format, or another one) is refused in one line, not read as garbage."""
     import json
 
@@ -237,7 +237,7 @@ def test_resume_refuses_a_run_whose_stage_files_an_older_version_wrote(lenet_fac
 
 def test_a_run_that_fails_before_any_result_can_be_rerun_in_place(lenet_factory, tmp_path, capsys) -> None:
     """A run that failed early (here: a model that cannot take the images) left config.yaml behind, and the same
-    command then asked for --resume, which repeated the failure (issue 19, 8)."""
+    command then asked for --resume, which repeated the failure."""
     out = tmp_path / "run"
     args = ["run", "baseline", "--dataset", "synthetic-shapes", "--n", "4", "--no-progress", "--out", str(out)]
     code, _, err = run_cli(capsys, *args, "--model", f"{lenet_factory}:lenet")
@@ -263,7 +263,7 @@ def test_a_run_that_fails_before_any_result_can_be_rerun_in_place(lenet_factory,
     ],
 )
 def test_nan_and_late_checks_are_one_line_before_any_work(capsys, tmp_path, args: list[str], fragment: str) -> None:
-    """NaN passed every range check (issue 19, 3); empty fills and huge seeds failed after the work (8)."""
+    """NaN passed every range check; empty fills and huge seeds failed after the work."""
     out = ["--out", str(tmp_path / "r")] if args[0] == "run" and "--resume" not in args else []
     code, _, err = run_cli(capsys, *args, *out)
     one_line_error(code, err, fragment)
@@ -278,7 +278,7 @@ def test_resume_takes_no_other_settings(lenet_factory, tmp_path, capsys) -> None
 
 
 def test_config_file_experiment_is_honoured_or_refused(tmp_path, capsys) -> None:
-    """experiment: in a --config file was silently dropped and spatial ran (issue 19, messages)."""
+    """experiment: in a --config file was silently dropped and spatial ran."""
     config = tmp_path / "c.yaml"
     config.write_text("experiment: pse\nn: 0\n")
     code, _, err = run_cli(capsys, "run", "--config", str(config), "--out", str(tmp_path / "r"))
@@ -305,13 +305,13 @@ def test_config_file_experiment_is_honoured_or_refused(tmp_path, capsys) -> None
 )
 def test_attack_options_are_typed_and_checked_before_the_attack(capsys, args: list[str], fragment: str) -> None:
     """--param values were untyped (tracebacks, steps=1.5 ran as 1) and an unwritable --out was found only after
-    the attack had run (issue 19, 10, 11)."""
+    the attack had run."""
     code, _, err = run_cli(capsys, *args, "--n", "2")
     one_line_error(code, err, fragment)
 
 
 def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
-    """--out that is a file, and a full disk while writing the results, were tracebacks (issue 19, 10)."""
+    """--out that is a file, and a full disk while writing the results, were tracebacks."""
     import errno
 
     from advspatial.experiments import running
@@ -333,8 +333,7 @@ def test_file_system_faults_are_one_line(lenet_factory, tmp_path, capsys, monkey
 
 def test_a_two_class_folder_takes_a_two_class_state_dict(tmp_path, capsys) -> None:
     """A state dict for an imagefolder was always built with 10 classes, so a correct 2-class checkpoint could not
-    be loaded; and a folder without train/ and test/ trains and tests on the same images without a word
-    (issue 19, messages)."""
+    be loaded; and a folder without train/ and test/ trains and tests on the same images without a word."""
     import torch
     from PIL import Image
 
@@ -367,7 +366,7 @@ def test_training_on_a_folder_without_splits_says_so(tmp_path, capsys) -> None:
 
 
 def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys, monkeypatch) -> None:
-    """Raw multi-line warnings with source paths reached stderr (issue 19, item 4)."""
+    """Raw multi-line warnings with source paths reached stderr."""
     import warnings
 
     from advspatial.cli import listing
@@ -387,14 +386,14 @@ def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys
 
 
 def test_every_command_takes_progress_switches(capsys) -> None:
-    """attack, maps, train and evaluate had no --no-progress (issue 19, item 4)."""
+    """attack, maps, train and evaluate had no --no-progress."""
     for command in ("attack", "maps", "train", "evaluate"):
         code, out, _ = run_cli(capsys, command, "--help")
         assert code == 0 and "--progress / --no-progress" in out, command
 
 
 def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys, monkeypatch) -> None:
-    """Ctrl-C printed 'aborted' without the --resume hint (issue 19, messages)."""
+    """Ctrl-C printed 'aborted' without the --resume hint."""
     from advspatial.experiments import running
 
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -409,7 +408,7 @@ def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys,
 
 
 def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
-    """A seed torch cannot take passed validation and failed (or trained a new model) later (issue 19, 8)."""
+    """A seed torch cannot take passed validation and failed (or trained a new model) later."""
     code, _, err = run_cli(capsys, "evaluate", "--seed", "100000000000000000000000")
     one_line_error(code, err, "seed=100000000000000000000000 is out of range")
     code, _, err = run_cli(capsys, "evaluate", "--model-seed", "-1")
@@ -418,7 +417,7 @@ def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
 
 def test_train_options_are_the_train_config_fields(capsys) -> None:
     """`advspatial train` takes its options from TrainConfig, as `run` takes them from the experiments' configs:
-    a field added to TrainConfig is an option (issue 20)."""
+    a field added to TrainConfig is an option."""
     import dataclasses
 
     from advspatial.training import TrainConfig

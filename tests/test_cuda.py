@@ -123,7 +123,7 @@ def test_experiments_on_cuda_match_cpu(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["spatial", "maps", "perceptual", "pse", "propagation", "localized-training"])
 def test_every_experiment_runs_end_to_end_on_cuda(name: str, tmp_path: Path) -> None:
     """Every stage on the GPU: a tensor left on the CPU beside a GPU one fails here (the geometry null's noise and
-    the unit sums of pse did, before session 18)."""
+    the unit sums of pse once did)."""
     run_cli("run", name, "--quick", "--device", "cuda", "--out", str(tmp_path / name), "--no-progress")
     assert (tmp_path / name / "report.html").is_file()
 

@@ -54,11 +54,13 @@ def model_args(weights: Path) -> list[str]:
 
 
 def comparable_metrics(path: Path) -> Any:
-    """metrics.json without wall times (the only numbers allowed to differ) and paths into the run directory."""
+    """metrics.json without wall times (the only numbers allowed to differ), paths into the run directory and the
+    run's stamp (its checksum of the findings counts the wall times some findings hold)."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if "seconds" not in k and k not in ("timings", "checkpoint")}
+            return {k: strip(v) for k, v in value.items()
+                    if "seconds" not in k and k not in ("timings", "checkpoint", "run")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
@@ -415,3 +417,98 @@ def test_gate_looks_under_torchrun_equal_one_process(lenet_weights, tmp_path) ->
     gate = comparable_metrics(outs[1])["faithfulness"]["hirescam"]
     assert gate["images_planned"] == 120 and gate["images_examined"] in (50, 100, 120)
     assert (outs[2] / "stages" / "gate" / "hirescam" / "f0.2-n120-looks50").is_dir()
+
+
+RANK_FAULTS = '''
+import os
+import time
+
+import torch
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 13 * 13, 4)
+
+    def forward(self, x):
+        if len(x) > 1 and os.environ.get("RANK") == "1" and os.environ.get("FAULT", "").startswith("exit"):
+            os._exit(3)  # killed outside any meeting point, no line of its own
+        if len(x) > 1 and os.environ.get("RANK") == "0" and os.environ.get("FAULT") == "exit-while-busy":
+            time.sleep(120)  # still working when torchrun stops it
+        return self.fc(torch.max_pool2d(torch.relu(self.conv(x)), 2).flatten(1))
+
+
+def good():
+    return Net()
+
+
+def fails_on_rank_1():
+    if os.environ.get("RANK") == "1":
+        raise RuntimeError("this factory fails on rank 1 only")
+    return Net()
+'''
+
+
+def fault_fixture(tmp: Path) -> tuple[Path, Path]:
+    """A file of model factories that fail on rank 1 only, and 8 images to run them on."""
+    factories = tmp / "faults.py"
+    factories.write_text(RANK_FAULTS)
+    images = tmp / "images.pt"
+    torch.manual_seed(0)
+    torch.save({"images": torch.rand(8, 1, 28, 28), "labels": torch.arange(8) % 4}, images)
+    return factories, images
+
+
+def rank_fault(args: list[str], fault: str = "") -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """A 2-process launch of ``args`` with ``FAULT`` set; its advspatial error lines (torchrun's own report beside
+    them, a traceback of the launcher, is not the processes' output: torchrun prefixes theirs with [rankN])."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "advspatial", "--", *args]
+    done = subprocess.run(command, capture_output=True, text=True, env={**environment(), "FAULT": fault},
+                          timeout=240)
+    assert "]: Traceback" not in done.stderr, done.stderr[-3000:]
+    return done, [line for line in done.stderr.splitlines() if line.startswith("advspatial: error:")]
+
+
+def test_a_study_whose_factory_fails_on_one_rank_stops_every_rank_with_one_line(tmp_path) -> None:
+    """The study's preflight loaded each model on every rank on its own: rank 1's error was silent and rank 0
+    ended in gloo's 'connection closed' traceback."""
+    factories, images = fault_fixture(tmp_path)
+    other = tmp_path / "other.py"  # its own file: the label of a model is its file's stem
+    other.write_text(RANK_FAULTS)
+    done, lines = rank_fault(["study", "--models", f"{factories}:good,{other}:fails_on_rank_1", "--dataset",
+                              f"arrays:{images}", "--n", "8", "--quick", "--no-progress", "--out",
+                              str(tmp_path / "s")])
+    assert done.returncode != 0 and len(lines) == 1, done.stderr[-3000:]
+    assert "rank 1 failed" in lines[0] and "fails on rank 1 only" in lines[0]
+
+
+@pytest.mark.parametrize("fault", ["exit", "exit-while-busy"])
+def test_a_rank_that_dies_outside_a_meeting_point_leaves_one_line(tmp_path, fault: str) -> None:
+    """A process that ends without a word (os._exit, the OOM killer) left gloo's traceback in a process waiting for
+    it, and nothing at all in one still working, which torchrun stops with SIGTERM."""
+    factories, images = fault_fixture(tmp_path)
+    started = time.monotonic()
+    done, lines = rank_fault(["run", "baseline", "--model", f"{factories}:good", "--dataset", f"arrays:{images}",
+                              "--n", "8", "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "r")], fault)
+    assert done.returncode != 0 and len(lines) == 1, done.stderr[-3000:]
+    assert "another process of this run ended outside a meeting point" in lines[0]
+    assert time.monotonic() - started < 100, "a process waited for one that was gone"
+
+
+def test_sigterm_becomes_an_exception_until_the_outcome_is_printed() -> None:
+    """torchrun stops the remaining processes with SIGTERM when one dies; rank 0 turns it into one line (the CLI
+    prints :class:`Stopped` like a shared error) instead of ending without a word."""
+    from advspatial.distributed import PEER_LOST, Stopped, stop_on_terminate
+
+    stop_on_terminate()
+    try:
+        with pytest.raises(Stopped, match=PEER_LOST):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        stop_on_terminate(False)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

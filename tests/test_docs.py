@@ -112,6 +112,18 @@ def test_experiment_pages_carry_the_generated_settings(site: Path) -> None:
     assert "<code>--eps-linf</code>" in read(site, "experiments/spatial.html")
 
 
+def test_getting_started_shows_the_generated_presets_table(site: Path) -> None:
+    """The presets' budgets come from the presets module (docs/hooks.py), so the page shows what --preset sets."""
+    from advspatial.experiments.presets import GENERIC_BUDGETS, PRESETS
+
+    html = read(site, "getting-started.html")
+    assert "presets: table" not in html, "an unreplaced presets marker"
+    missing = [key for key in GENERIC_BUDGETS if f"{key}:" not in html]
+    assert not missing, f"getting-started.html lacks the budgets {missing}"
+    assert all(f"<th>{name}</th>" in html for name in PRESETS if name != "none")
+    assert "8/255" in html  # the cifar10 preset's L-inf budget, as a fraction of 255
+
+
 def test_every_registered_experiment_is_documented(site: Path) -> None:
     """Each registered experiment has a page, a row in the index table and a navigation entry."""
     index = read(site, "experiments/index.html")

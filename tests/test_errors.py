@@ -12,7 +12,7 @@ from advspatial.errors import ConfigError, check_range, check_seed
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "big", None, torch.tensor(math.nan)])
 def test_check_range_rejects_nan_inf_and_non_numbers(value: object) -> None:
-    """NaN compared false with every bound, so it passed every range check (issue 19, 3)."""
+    """NaN compared false with every bound, so it passed every range check."""
     with pytest.raises(ConfigError, match="is not a finite number; valid: \\[0, 1\\]"):
         check_range("eps", value, 0, 1)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="not a finite number"):

@@ -1,4 +1,5 @@
-"""docs/findings/generate.py: a findings page is generated from a run directory's own files.
+"""docs/findings/generate.py: a findings page is generated from a run directory's own files (``page``) or a study
+directory's (``study``).
 
 The generator is a docs script (not part of the package), loaded here from its path. A fake run
 directory (config.yaml, metrics.json, findings-run.json written by the test) must give a page whose
@@ -148,3 +149,81 @@ def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_tim
     assert "421.0 s, exit 124 (stopped by the timeout)" in page
     assert "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
     assert "500.0 s for the command" in page and "failure" not in page
+
+
+# -- the study page (generate.py study): a study directory in the shape of its findings ------------------
+
+def study_estimate(mean: float, low: float, high: float, n: int = 100) -> dict:
+    return {"mean": mean, "low": low, "high": high, "n": n}
+
+
+def model(spec: str, accuracy: float, method: str, status: str) -> dict:
+    return {"spec": spec, "report": "models/x/report.html", "parameters": 272474, "depth": 20, "image_shape": [32, 32],
+            "clean_accuracy": accuracy, "robust_accuracy": 0.0, "roi_method": method, "roi_status": status,
+            "wall_seconds": 312.5, "skipped": {}, "covariates": {}}
+
+
+def fake_study(path: Path) -> Path:
+    (path / "models" / "resnet20").mkdir(parents=True)
+    (path / "models" / "vit-tiny").mkdir(parents=True)
+    (path / "study.yaml").write_text("models:\n- {model: cifar10-resnet20, label: resnet20}\n"
+                                     "settings:\n  dataset: imagefolder:/data/split\n  preset: cifar10\n  n: 100\n"
+                                     "quick: false\n", encoding="utf-8")
+    for label, why in (("resnet20", "GAP + linear head"), ("vit-tiny", "a vision transformer (8x8 patch tokens)")):
+        (path / "models" / label / "metrics.json").write_text(json.dumps({"roi": {"method": "m", "why": why}}))
+    effect = {"model": "resnet20", "n": 61, "effect": study_estimate(0.031, 0.012, 0.05, 61), "se": 0.01,
+              "observed": 0.21, "null": 0.18, "included": True, "reason": "", "reference": "", "run_verdict": "meets"}
+    excluded = {**effect, "model": "vit-tiny", "n": 12, "included": False, "reason": "fewer than 30 images",
+                "effect": study_estimate(-0.02, -0.09, 0.04, 12)}
+    meta = {"k": 2, "effect": 0.028, "se": 0.01, "low": 0.008, "high": 0.048, "z": 2.8, "p": 0.005, "tau2": 0.0,
+            "i2": 0.0, "q": 0.1, "q_p": 0.75, "prediction_low": math.nan, "prediction_high": math.nan,
+            "fixed_effect": 0.028}
+    metrics = {
+        "dataset": "imagefolder:/data/split", "n": 100,
+        "models": {"resnet20": model("cifar10-resnet20", 0.81, "gradcam", "passed"),
+                   "vit-tiny": model("vit-tiny", 0.62, "chefer", "failed")},
+        "failed": {"resnet56": "ModelError: weights not found"},
+        "endpoints": [{"attack": "pgd", "endpoint": "excess over the same-class null", "models": [effect, excluded],
+                       "pooled": {"meta": meta, "claim": 0, "heterogeneity": "low"}, "note": ""}],
+        "contrasts": [{"attack": "pgd", "a": "resnet20", "b": "vit-tiny",
+                       "effect": study_estimate(0.05, 0.01, 0.09, 40), "p": 0.01, "p_adjusted": 0.02,
+                       "verdict": "higher", "gates": {}}],
+        "agreement": [{"subject": "RoA: pgd", "a": "resnet20", "b": "vit-tiny", "n": 33, "observed": 0.31,
+                       "null": 0.22, "effect": study_estimate(0.09, 0.04, 0.13, 33), "p": 0.001, "p_adjusted": 0.003,
+                       "verdict": "agree", "gates": {}}],
+        "regressions": [],
+        "claims": [{"claim": "pooled", "subject": "pgd", "statistic": "excess", "null": "same-class",
+                    "observed": 0.21, "null_value": 0.18, "effect": study_estimate(0.028, 0.008, 0.048, 2),
+                    "ratio": math.nan, "p": 0.005, "p_adjusted": 0.01, "gates": {}, "primary": True,
+                    "verdict": "meets", "sesoi": 0.01}],
+        "wall_seconds": 700.0,
+    }
+    (path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    (path / "findings-run.json").write_text(json.dumps({
+        "command": "advspatial study --config docs/cnn-vs-vit.yaml --n 100", "wall_seconds": 801.5,
+        "environment": {"ADVSPATIAL_DATA": "../shared/data"},
+        "machine": {"cpu_count": 2, "processor": "x86_64", "torch": "2.13.0", "torch_threads": 1}}))
+    return path
+
+
+def test_study_page_holds_models_endpoints_contrasts_agreement_and_claims(gen: ModuleType, tmp_path: Path) -> None:
+    training = {"config": {"arch": "vit-tiny", "epochs": 40, "augment": "flip-crop"}, "train_images": 8000,
+                "test_accuracy": 0.6234, "train_seconds": 1834.2, "num_parameters": 311338, "device": "cpu",
+                "threads": 1, "torch": "2.13.0", "created": "2026-11-25T19:10:00"}
+    text = gen.study_page(fake_study(tmp_path / "study"), training, title="CNNs versus a ViT")
+    assert text.startswith("# Findings: CNNs versus a ViT")
+    assert "advspatial study --config docs/cnn-vs-vit.yaml --n 100" in text and "801.5 s" in text
+    assert "| `vit-tiny` | `vit-tiny` | 272,474 | 0.620 |" in text and "a vision transformer (8x8 patch tokens)" in text
+    assert "**failed**" in text and "`resnet56` | failed: ModelError: weights not found" in text
+    assert "+0.031 [+0.012, +0.050]" in text and "not pooled: fewer than 30 images" in text
+    assert "**pooled** (random effects) | 2 |" in text and "+0.028 [+0.008, +0.048]" in text
+    assert "| pgd | `resnet20` | `vit-tiny` | +0.050 [+0.010, +0.090] | 0.020 | **higher** |" in text
+    assert "| RoA: pgd | `resnet20` | `vit-tiny` | 33 | 0.310 | 0.220 | +0.090 [+0.040, +0.130] | 0.003 | **agree** |" \
+           in text
+    assert "test accuracy (its dataset's test split) | 0.6234" in text and "1834.2 s" in text
+    assert "Verdicts: meets × 1." in text
+
+
+def test_study_page_needs_a_finished_study(gen: ModuleType, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no study.yaml"):
+        gen.study_page(tmp_path)

@@ -259,7 +259,7 @@ def test_localized_training_batches_hold_background_only_examples_of_the_dataset
 
 
 def test_a_mask_file_with_nan_is_refused(tmp_path) -> None:
-    """NaN in a mask file was accepted and gave 'L2 nan, Linf nan' (issue 19, 3)."""
+    """NaN in a mask file was accepted and gave 'L2 nan, Linf nan'."""
     masks = torch.ones(4, 8, 8)
     masks[2, 3, 3] = float("nan")
     path = tmp_path / "m.pt"

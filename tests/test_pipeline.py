@@ -13,7 +13,7 @@ from advspatial.rundir import RunDir
 
 
 def test_a_stage_with_foreign_content_is_one_clear_error(tmp_path, tiny_cnn) -> None:
-    """A stage file holding something else (a valid dict of other keys) was a TypeError traceback (issue 19, 10)."""
+    """A stage file holding something else (a valid dict of other keys) was a TypeError traceback."""
     data = ImageDataset("toy", torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]), tuple(str(k) for k in range(10)))
     atk = make_attack("fgsm", tiny_cnn(), eps=0.1)
     run = RunDir(tmp_path / "run")

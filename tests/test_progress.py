@@ -44,7 +44,7 @@ def test_a_terminal_gets_tqdms_own_bar(monkeypatch) -> None:
 
 
 def test_tqdm_disable_in_the_environment_silences_every_bar(monkeypatch) -> None:
-    """TQDM_DISABLE=1 was ignored because every bar passed disable=False explicitly (issue 19, item 4)."""
+    """TQDM_DISABLE=1 was ignored because every bar passed disable=False explicitly."""
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
     monkeypatch.setenv("TQDM_DISABLE", "1")
@@ -59,7 +59,7 @@ def test_tqdm_disable_in_the_environment_silences_every_bar(monkeypatch) -> None
 
 def test_training_progress_in_a_log_is_one_line_per_interval(monkeypatch) -> None:
     """Training updates its loss in the postfix every batch; tqdm redraws on each set_postfix, which wrote one line
-    per batch into a piped log (2,345 lines for the default model; issue 40, item 6)."""
+    per batch into a piped log (2,345 lines for the default model)."""
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)  # a file, not a terminal
     monkeypatch.delenv("TQDM_DISABLE", raising=False)

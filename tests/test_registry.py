@@ -1,4 +1,4 @@
-"""The one registry type behind attacks, models, datasets, maps and fills (issue 20, item 3)."""
+"""The one registry type behind attacks, models, datasets, maps and fills."""
 
 from __future__ import annotations
 

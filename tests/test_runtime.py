@@ -80,7 +80,7 @@ def test_scaled_batch_keeps_the_pixels_per_pass() -> None:
 
 
 def test_atomic_writes_never_follow_a_planted_temp_name(tmp_path) -> None:
-    """A symlink planted at the old fixed temp name (config.yaml.tmp) must not redirect the write (issue 19, 13)."""
+    """A symlink planted at the old fixed temp name (config.yaml.tmp) must not redirect the write."""
     from advspatial.files import atomic_torch_save, atomic_write_text
 
     victim = tmp_path / "victim.txt"
@@ -96,7 +96,7 @@ def test_atomic_writes_never_follow_a_planted_temp_name(tmp_path) -> None:
 
 def test_a_failed_write_leaves_no_temp_file_and_names_the_file(tmp_path, monkeypatch) -> None:
     """A full disk during torch.save is an OSError naming the file (no traceback from torch's zip writer), and
-    the partial temp file is removed (issue 19, 10)."""
+    the partial temp file is removed."""
     from advspatial.files import atomic_torch_save
 
     def full(value, f):  # type: ignore[no-untyped-def]
@@ -111,7 +111,7 @@ def test_a_failed_write_leaves_no_temp_file_and_names_the_file(tmp_path, monkeyp
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a torch file at all"])
 def test_an_empty_or_truncated_stage_is_one_clear_error(tmp_path, content: bytes) -> None:
-    """An empty stage file used to surface as EOFError, which click reports as 'aborted' with exit 130 (issue 19, 9)."""
+    """An empty stage file used to surface as EOFError, which click reports as 'aborted' with exit 130."""
     from advspatial.errors import DataError
 
     run = RunDir(tmp_path / "run")
@@ -123,7 +123,7 @@ def test_an_empty_or_truncated_stage_is_one_clear_error(tmp_path, content: bytes
 
 def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> None:
     """Two processes in one run directory: the second is refused in one line; the lock of a killed process
-    does not block the next run (issue 19, 12)."""
+    does not block the next run."""
     import os
     import signal
     import subprocess
@@ -153,7 +153,7 @@ def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> No
 
 
 def test_check_writable_dir_refuses_files_and_unwritable_places(tmp_path) -> None:
-    """--out that is a file, or under a file, is one ConfigError before any work (issue 19, 10)."""
+    """--out that is a file, or under a file, is one ConfigError before any work."""
     from advspatial.files import check_writable_dir
 
     afile = tmp_path / "afile"
@@ -168,7 +168,7 @@ def test_check_writable_dir_refuses_files_and_unwritable_places(tmp_path) -> Non
 
 def test_looking_data_up_never_creates_cache_folders(tmp_path, monkeypatch) -> None:
     """Looking a dataset up created <cache>/data/<name> (a read-only cache, or one under a file, failed with a
-    traceback even though the data was elsewhere) (issue 19, 10)."""
+    traceback even though the data was elsewhere)."""
     from advspatial.data.locate import candidate_dirs
 
     afile = tmp_path / "afile"

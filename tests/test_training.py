@@ -199,8 +199,8 @@ def test_finetune_key_covers_the_start_the_data_and_the_recipe() -> None:
 
 @needs_fashion_mnist
 def test_training_is_announced_and_a_bad_checkpoint_is_named_not_retrained(cache, capsys, monkeypatch) -> None:
-    """A cache miss trained in silence, and an unreadable or unfitting checkpoint was retrained in silence
-    (issue 19, 4); a cached model needs no lock, so a read-only cache serves it (10)."""
+    """A cache miss trained in silence, and an unreadable or unfitting checkpoint was retrained in silence;
+    a cached model needs no lock, so a read-only cache serves it."""
     from advspatial import model_cache
     from advspatial.errors import AdvspatialError
 
@@ -236,7 +236,7 @@ def test_a_dataset_root_that_does_not_exist_is_refused(cache) -> None:
 
 
 def test_test_images_of_another_size_stop_before_training(cache, tmp_path, monkeypatch) -> None:
-    """A 20x20 test IDX beside 28x28 training images started a full training with no message (issue 19, 4)."""
+    """A 20x20 test IDX beside 28x28 training images started a full training with no message."""
     import numpy as np
 
     from advspatial.data.idx import write_idx
@@ -261,7 +261,7 @@ def test_test_images_of_another_size_stop_before_training(cache, tmp_path, monke
         get_or_train(TrainConfig(arch="lenet5", epochs=1, seed=5), "cpu", progress=False)
 
 
-# -- the controls of localized training (issue 16) -------------------------------------------
+# -- the controls of localized training -------------------------------------------
 
 def _fit_tiny(mode: str, masks_fn=None, mix: float = 0.5, seed: int = 0):
     """A tiny linear-conv net fitted 2 epochs on 24 synthetic images by ``mode``; returns its state dict."""
@@ -325,7 +325,7 @@ def test_random_masks_keep_each_images_area_at_random_positions():
 def test_evaluate_accuracy_gives_every_module_back_its_own_mode() -> None:
     """A wrapper built in training mode around an eval model (and a model with frozen batch norms) keep their
     modes: restoring the top module's mode to all of them would switch the inner model to training, where its
-    BatchNorm statistics drift and Dropout draws (the bug found in the one-pixel benchmark, session 10)."""
+    BatchNorm statistics drift and Dropout draws (a bug the one-pixel benchmark once had)."""
     from torch import nn
 
     from advspatial.data import ImageDataset

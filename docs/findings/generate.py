@@ -23,6 +23,16 @@ Why: a finding written by hand drifts from the numbers; a page generated from th
 
         python docs/findings/generate.py page /tmp/findings/prop-r20 /tmp/findings/prop-r56
 
+``study``
+    reads a finished ``advspatial study`` directory (``study.yaml``, its ``metrics.json``, each model's own run
+    under ``models/LABEL/`` and ``findings-run.json`` when recorded) and writes a page comparing the models: each
+    model's clean accuracy, RoI explainer (and why it was chosen) and faithfulness gate, each endpoint per model and
+    pooled, the paired contrasts, and the agreement of the models' RoIs and RoAs; ``--training FILE.json`` adds a
+    trained model's recipe and cost (the ``.json`` beside a checkpoint of ``advspatial train``)::
+
+        python docs/findings/generate.py study /tmp/findings/cnn-vs-vit --out docs/findings/cnn-vs-vit.md \
+            --training /work/cache/vit-tiny-cifar10/models/<stem>.json
+
 ``merge``
     a run stopped by its timeout and completed by ``advspatial run --resume DIR``: copy the first
     ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
@@ -487,6 +497,116 @@ def page(runs: Sequence[Run], title: str | None = None, intro: str = "") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# ---------------------------------------------------------------------------------------------- study
+
+
+def study_models_table(study: Path, metrics: Mapping[str, Any]) -> list[str]:
+    """One row per model: spec, size, clean and robust accuracy, the RoI explainer, why, and its gate."""
+    rows = []
+    for label, m in (metrics.get("models") or {}).items():
+        own = study / "models" / label / "metrics.json"
+        roi = (_nan_json(own.read_text(encoding="utf-8")).get("roi") or {}) if own.is_file() else {}
+        rows.append([f"`{label}`", f"`{m.get('spec')}`", f"{m.get('parameters', 0):,}", num(m.get("clean_accuracy")),
+                     num(m.get("robust_accuracy")), f"`{m.get('roi_method')}`", roi.get("why", "—"),
+                     gate_status(m), num(m.get("wall_seconds"), 1)])
+    failed = [[f"`{label}`", "failed: " + reason] + [""] * 7 for label, reason in (metrics.get("failed") or {}).items()]
+    return table(("model", "spec", "parameters", "clean accuracy", "robust accuracy", "RoI explainer",
+                  "why this explainer", "faithfulness gate", "wall s"), rows + failed) + [""]
+
+
+def training_block(meta: Mapping[str, Any]) -> list[str]:
+    """A trained model's recipe and cost, from the metadata ``advspatial train`` writes beside its checkpoint."""
+    config = meta.get("config") or {}
+    recipe = ", ".join(f"{k} {config[k]}" for k in ("arch", "dataset", "mode", "epochs", "batch_size", "lr",
+                                                    "weight_decay", "augment", "seed") if k in config)
+    return ["### The trained model", "",
+            *table(("", ""), [["recipe", recipe], ["training images", num(meta.get("train_images"))],
+                              ["test accuracy (its dataset's test split)", num(meta.get("test_accuracy"), 4)],
+                              ["training wall time", f"{num(meta.get('train_seconds'), 1)} s"],
+                              ["parameters", f"{meta.get('num_parameters', 0):,}"],
+                              ["machine", f"{meta.get('device')}, {meta.get('threads')} torch threads, torch "
+                                          f"{meta.get('torch')}, {meta.get('created')}"]]), ""]
+
+
+def endpoints_block(metrics: Mapping[str, Any]) -> list[str]:
+    """Per attack and endpoint: each model's effect (pooled or why not) and the random-effects pooled one."""
+    lines = ["### Where each model's attacks act, relative to where it looks", ""]
+    for endpoint in metrics.get("endpoints") or []:
+        pooled = (endpoint.get("pooled") or {}).get("meta") or {}
+        rows = [[f"`{e.get('model')}`", num(e.get("n")), num(e.get("observed")), num(e.get("null")),
+                 estimate(e.get("effect")), e.get("run_verdict") or "—",
+                 "pooled" if e.get("included") else f"not pooled: {e.get('reason', '')}"]
+                for e in endpoint.get("models") or []]
+        if pooled:
+            rows.append(["**pooled** (random effects)", num(pooled.get("k")), "", "",
+                         f"{num(pooled.get('effect'), signed=True)} [{num(pooled.get('low'), signed=True)}, "
+                         f"{num(pooled.get('high'), signed=True)}]", f"I² {num(pooled.get('i2'), 2)}", ""])
+        lines += [f"#### {endpoint.get('attack')}: {endpoint.get('endpoint')}", ""]
+        if endpoint.get("note"):
+            lines += [endpoint["note"], ""]
+        lines += table(("model", "n", "observed", "null", "effect [95% CI]", "the model's own verdict", "pooling"),
+                       rows) + [""]
+    return lines
+
+
+def pairs_block(title: str, items: Sequence[Mapping[str, Any]], agreement: bool) -> list[str]:
+    """The paired contrasts (a − b) or the agreement of two models' regions (IoU against the same-class null)."""
+    if not items:
+        return []
+    if agreement:
+        header = ("regions", "a", "b", "n", "IoU", "null IoU", "effect [95% CI]", "p (adj.)", "verdict")
+        rows = [[i.get("subject"), f"`{i.get('a')}`", f"`{i.get('b')}`", num(i.get("n")), num(i.get("observed")),
+                 num(i.get("null")), estimate(i.get("effect")), pvalue(i.get("p_adjusted")),
+                 f"**{i.get('verdict')}**"] for i in items]
+    else:
+        header = ("attack", "a", "b", "a − b [95% CI]", "p (adj.)", "verdict")
+        rows = [[i.get("attack"), f"`{i.get('a')}`", f"`{i.get('b')}`", estimate(i.get("effect")),
+                 pvalue(i.get("p_adjusted")), f"**{i.get('verdict')}**"] for i in items]
+    return [f"### {title}", "", *fold(title, table(header, rows), len(rows)), ""]
+
+
+def gate_status(model: Mapping[str, Any]) -> str:
+    """A model's RoI gate as the study recorded it: passed, failed, undecided or cannot judge (bold unless passed)."""
+    status = str(model.get("roi_status", "passed" if model.get("roi_faithful") else "failed"))
+    return status if status == "passed" else f"**{status}**"
+
+
+def study_page(study: Path, training: Mapping[str, Any] | None = None, title: str | None = None,
+               intro: str = "") -> str:
+    """The Markdown page of a finished study (see the module doc)."""
+    for name in ("study.yaml", "metrics.json"):
+        if not (study / name).is_file():
+            raise SystemExit(f"{study}: no {name}; is this a finished advspatial study directory?")
+    settings = read_config(study / "study.yaml")
+    metrics = _nan_json((study / "metrics.json").read_text(encoding="utf-8"))
+    rec = json.loads((study / RECORD).read_text(encoding="utf-8")) if (study / RECORD).is_file() else {}
+    shared = settings.get("settings") or {}
+    lines = [f"# Findings: {title or 'study'}", "",
+             "Generated by `docs/findings/generate.py study` from a finished [`advspatial study`](../study.md); do "
+             "not edit by hand. Verdict words: [the rule](../methods.md#verdict-words).", ""]
+    if intro:
+        lines += [intro.strip(), ""]
+    if metrics.get("smoke_test"):
+        lines += ["!!! warning \"smoke test\"", f"    {metrics['smoke_test']}", ""]
+    if rec:
+        env = " ".join(f"{k}={v}" for k, v in (rec.get("environment") or {}).items())
+        lines += ["```bash", (env + " " if env else "") + str(rec.get("command")), "```", ""]
+    lines += table(("", ""), [["dataset", f"`{metrics.get('dataset')}`"], ["n (images, the same for every model)",
+                                                                          num(metrics.get("n"))],
+                              ["shared settings", ", ".join(f"{k} {v}" for k, v in shared.items()) or "—"],
+                              ["machine", machine_text(rec, shared)],
+                              ["wall time", f"{num(rec.get('wall_seconds'), 1)} s" if rec else "not recorded"]]) + [""]
+    lines += ["### The models", "", *study_models_table(study, metrics)]
+    if training:
+        lines += training_block(training)
+    lines += endpoints_block(metrics)
+    lines += pairs_block("Paired contrasts between models (same images)", metrics.get("contrasts") or [], False)
+    lines += pairs_block("Do the models look, and do their attacks act, in the same place?",
+                         metrics.get("agreement") or [], True)
+    lines += ["### Claims", "", *claims_section(metrics.get("claims") or [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -502,7 +622,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     pg.add_argument("--out", type=Path, default=None, help="the page (default docs/findings/<experiment>.md)")
     pg.add_argument("--title", default=None)
     pg.add_argument("--intro", default="", help="a paragraph under the title (Markdown)")
+    st = sub.add_parser("study", help="write a findings page from a finished study directory")
+    st.add_argument("study", type=Path)
+    st.add_argument("--out", type=Path, required=True, help="the page, e.g. docs/findings/cnn-vs-vit.md")
+    st.add_argument("--training", type=Path, default=None, help="a checkpoint's .json of advspatial train")
+    st.add_argument("--title", default=None)
+    st.add_argument("--intro", default="", help="a paragraph under the title (Markdown)")
     args = parser.parse_args(argv)
+    if args.command == "study":
+        training = json.loads(args.training.read_text(encoding="utf-8")) if args.training else None
+        args.out.write_text(study_page(args.study, training, args.title, args.intro), encoding="utf-8")
+        print(args.out)
+        return 0
     if args.command == "record":
         cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
         if not cmd:

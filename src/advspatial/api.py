@@ -14,6 +14,9 @@ metrics.json, per_image.csv, report.html, figures/) and go through the same
 validation, stage caching and resume. A model object and in-memory images are
 named in config.yaml by their checksums (``object:Net-3f2a...``,
 ``memory:images-9c1e...``): the same objects resume a run, others are refused.
+
+The examples in the docstrings take ``model`` and ``other_model`` (classifiers on images in [0,1]), ``images`` and
+``labels`` as given; the test suite runs them with small CNNs and twelve 28x28 images, in a temporary directory.
 """
 
 from __future__ import annotations
@@ -99,6 +102,19 @@ def run(
 
     A script started by ``torchrun`` shares the run among its processes (every process calls ``run`` with
     the same arguments and gets the same result; rank 0 writes the files): see docs/scale-out.md.
+
+    Examples:
+        A smoke test (``quick=True``: it checks that the pipeline runs and decides nothing) of the ``maps``
+        measurement on your model and images; leave out ``quick`` and give a few hundred images for verdicts.
+
+        >>> import advspatial
+        >>> result = advspatial.run("maps", model=model, data=(images, labels), attacks=["pgd"], quick=True, n=12,
+        ...                         out="runs/example", progress=False)
+        >>> len(result.rows), result.report.name          # one row per image and attack; report.html
+        (12, 'report.html')
+        >>> claim = result.claims[0]                      # each claim: an effect with its CI, gates and a verdict
+        >>> sorted(claim["effect"])
+        ['high', 'low', 'mean', 'n']
     """
     from .distributed import init_from_environment
     from .experiments import get_experiment, resolve_config, run_experiment
@@ -143,6 +159,17 @@ def analyze(
         source: the library or method that made the examples, shown in the report.
         **settings: settings of the measurement (``advspatial run analyze --help``), e.g. ``norm="l2"``,
             ``preset="cifar10"``, ``out="runs/analyze"``.
+
+    Examples:
+        Adversarial examples made by any code, measured without running an attack:
+
+        >>> import advspatial
+        >>> from advspatial.attacks import PGD
+        >>> x_adv = PGD(model, eps=0.1, steps=10)(images, labels)   # or torchattacks, ART, your own code
+        >>> result = advspatial.analyze(model, clean=images, adv=x_adv, labels=labels, source="PGD", quick=True,
+        ...                             out="runs/analyze-example", progress=False)
+        >>> result.experiment, len(result.rows)
+        ('analyze', 12)
     """
     values: dict[str, Any] = {"source": source, **settings}
     clean_spec, labels_setting = _images_spec(clean, labels)
@@ -178,6 +205,15 @@ def study(
         out: the study's directory; ``resume=True`` completes it (a finished model is never recomputed).
         quick: CI-sized settings (a smoke test: its verdicts decide nothing).
         **settings: any setting of the ``maps`` experiment shared by every model, e.g. ``n=200``, ``attacks=["pgd"]``.
+
+    Examples:
+        Two models on the same images (a smoke test here; leave out ``quick`` for verdicts):
+
+        >>> import advspatial
+        >>> result = advspatial.study({"a": model, "b": other_model}, data=(images, labels), attacks=["pgd"],
+        ...                           quick=True, n=12, out="runs/study-example", progress=False)
+        >>> sorted(result.findings.models)
+        ['a', 'b']
     """
     from .distributed import init_from_environment
     from .studies.models import parse_models
@@ -185,10 +221,13 @@ def study(
     from .studies.running import Study
 
     init_from_environment()
+    if not isinstance(models, dict | list | tuple):
+        raise ConfigError(f"models is a {type(models).__name__}; valid: a mapping {{label: model}} or a list of models "
+                          "(modules, spec strings or mappings)")
     entries = ([{"model": model_spec(m), "label": label} for label, m in models.items()] if isinstance(models, dict)
                else [m if isinstance(m, (str, dict)) else {"model": model_spec(m), "label": type(m).__name__.lower()
                                                            + f"-{i}"} for i, m in enumerate(models)])
-    entries = [{**e, "model": model_spec(e["model"])} if isinstance(e, dict) else e for e in entries]
+    entries = [{**e, "model": model_spec(e["model"])} if isinstance(e, dict) and "model" in e else e for e in entries]
     values = dict(settings)
     if data is not None:
         values["dataset"] = dataset_spec_of(data, None, values)

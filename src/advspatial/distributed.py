@@ -164,6 +164,31 @@ class RankFailed(RuntimeError):
     """Another process of the run raised: its rank and its one-line error."""
 
 
+#: what a process says when another one went away without reaching a meeting point (killed, out of memory)
+PEER_LOST = "another process of this run ended outside a meeting point"
+
+
+class Stopped(RuntimeError):
+    """This process was stopped by SIGTERM under torchrun, which stops every process when one of them ends with an
+    error or is killed outright (:func:`stop_on_terminate`)."""
+
+    advspatial_shared = True  # every process is stopped alike: rank 0 alone says so
+
+
+def stop_on_terminate(enabled: bool = True) -> None:
+    """Under torchrun, SIGTERM raises :class:`Stopped` in this process instead of ending it without a word: when a
+    process dies outside a meeting point, torchrun stops the others, and rank 0 then still prints one line (the
+    batches already saved are kept for ``--resume``). ``enabled=False`` restores the default once the command's
+    outcome is printed (a SIGTERM while leaving the process group then ends the process quietly)."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(f"stopped by torchrun: {PEER_LOST}, or the launch was stopped; torchrun's report below says "
+                      "which process ended and how")
+
+    signal.signal(signal.SIGTERM, stop if enabled else signal.SIG_DFL)
+
+
 def on_every_rank(work: Callable[[], T]) -> T:
     """``work()`` on this process, then a meeting point of every process (:func:`agree`).
 
@@ -206,6 +231,17 @@ def agree(error: BaseException | None = None) -> None:
     shared = error if error is not None else _error_class(kind)(f"rank {rank} failed: {message}")
     shared.advspatial_shared = True  # type: ignore[attr-defined]  # every rank knows it: rank 0 alone prints it
     raise shared
+
+
+def lost_peer(error: BaseException) -> bool:
+    """True when ``error`` is the process group's report that another process went away (gloo's "connection closed
+    by peer", a collective's timeout): that process failed or was killed outside any meeting point, and this one
+    can only say so (the CLI prints it as one line instead of gloo's traceback)."""
+    import torch.distributed as dist
+
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or isinstance(error, RuntimeError) and (
+        "gloo" in text or "connection closed by peer" in text or "connection reset by peer" in text)
 
 
 def is_shared(error: BaseException) -> bool:

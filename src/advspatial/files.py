@@ -38,6 +38,40 @@ def inner_dir(root: Path, directory: Path) -> None:
                 raise ConfigError(f"{current} is not a plain folder; remove it or choose another --out")
 
 
+def inner_file(root: Path, path: Path, what: str) -> Path:
+    """``path`` when it names a regular file inside ``root`` reached without a symbolic link or a ``..`` on the way;
+    anything else is a one-line :class:`DataError` naming ``what`` (the file's role): a report embeds only what its
+    own run wrote, never a file a planted link or a crafted name points to outside it."""
+    root, path = Path(os.path.abspath(root)), Path(os.path.abspath(path))  # '..' resolved by name: the file read
+    try:                                                                     # is the one checked here
+        parts = path.relative_to(root).parts
+    except ValueError:
+        parts = ("..",)
+    current = root
+    for part in parts:
+        current = current / part
+        if part == ".." or current.is_symlink():
+            raise DataError(f"{what} {path} lies outside {root} or is reached through a symbolic link; valid: a "
+                            f"file the run wrote inside {root} - remove the link or the file, or run again")
+    if not current.is_file():
+        raise DataError(f"{what} {path} is not a regular file; valid: a file the run wrote inside {root}")
+    return current
+
+
+def read_json(path: Path, what: str, remedy: str) -> object:
+    """The JSON value in ``path``; a missing, unreadable, invalid or too deeply nested file is a one-line
+    :class:`DataError` saying ``what`` (the file's role) and ``remedy`` (what to do)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError as exc:  # the decoder recurses into nested arrays and objects
+        raise DataError(f"{what} {path} nests arrays or objects too deeply; {remedy}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+        raise DataError(f"{what} {path} is unreadable ({detail}); {remedy}") from exc
+
+
 def load_torch_file(path: Path, what: str, remedy: str) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; an empty, truncated or foreign file is a one-line
     :class:`DataError` saying ``what`` (the file and its role) and ``remedy`` (what to do)."""

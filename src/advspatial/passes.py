@@ -2,7 +2,7 @@
 
 Why: time depends on the machine, passes do not. A run's cost is its passes through the classifier (each
 image sent forward, each image's gradient sent back), and cutting cost without changing what is measured
-means cutting passes: a pass budget per stage says where they go (issue 38).
+means cutting passes: a pass budget per stage says where they go.
 
 How they are counted: :meth:`PassLedger.watch` puts a forward hook on the run's classifier (the module
 itself, so a defence wrapping it counts only the calls that reach it). Each call adds its batch size to
@@ -12,8 +12,8 @@ step). Calls of single layers (the incremental one-pixel evaluator) are not whol
 not counted, nor are the passes of models a run trains (localized training's fine-tuning: the models it
 evaluates are watched once trained). A deep copy of the classifier takes its hook along; its passes count
 only inside :meth:`PassLedger.counting_copies` (the faithfulness gate's randomization checks, whose copies with
-re-initialized weights are the same network at the same cost: before session 19 their passes went uncounted,
-so a gate's occlusion checks read 16 forward passes for 77 seconds of work).
+re-initialized weights are the same network at the same cost: uncounted, a gate's occlusion checks read 16
+forward passes for 77 seconds of work).
 
 Where they go: a stage's work is computed inside :meth:`PassLedger.stage` (``RunDir.cached`` does this), so
 its passes are the stage's own (a stage computed inside another is not counted twice) and are written into

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import ConfigError, DataError, first_line
-from .files import atomic_torch_save, atomic_write_text, inner_dir, load_torch_file
+from .errors import ConfigError, DataError
+from .files import atomic_torch_save, atomic_write_text, inner_dir, load_torch_file, read_json
 from .passes import PassCount, PassLedger
 
 T = TypeVar("T")
@@ -100,16 +100,10 @@ class RunDir:
     @classmethod
     def record_of(cls, path: Path) -> dict:
         """The fingerprint (``run.json``) of the run directory ``path``, {} when it has none (nothing is created)."""
-        import json
-
         file = Path(path) / cls.RECORD
         if not file.is_file():
             return {}
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{file} is unreadable ({first_line(exc)}); the run cannot be checked - start a new "
-                            "run with another --out") from exc
+        value = read_json(file, "the run's record", "the run cannot be checked - start a new run with another --out")
         return value if isinstance(value, dict) else {}
 
     def write_record(self, record: dict) -> None:

@@ -1,24 +1,16 @@
 """Training: the training modes (losses), the one epoch loop, and training from scratch.
 
-Two recipes share :func:`fit`, the one epoch loop (seeded data order, one
-optimizer step per batch, the loss of the training mode, masks from a
-callable):
+:func:`fit` is the one epoch loop (seeded data order, one optimizer step per batch, the loss of the training
+mode, masks from a callable). :func:`train_model` trains a registered architecture from scratch
+(:class:`TrainConfig`; AdamW with a one-cycle schedule, optionally on augmented images); its checkpoint is cached
+by :func:`advspatial.model_cache.get_or_train` (keyed by dataset, architecture, mode, every config field and the
+seed). :func:`advspatial.finetuning.finetune_model` fine-tunes a copy of a pretrained model; the caller caches it.
 
-* :func:`train_model` trains a registered architecture from scratch
-  (:class:`TrainConfig`; AdamW with a one-cycle schedule); its checkpoint is
-  cached by :func:`advspatial.model_cache.get_or_train` (keyed by dataset,
-  architecture, training mode, every config field and the seed).
-* :func:`advspatial.finetuning.finetune_model` fine-tunes a copy of a pretrained
-  model (:class:`~advspatial.finetuning.FinetuneConfig`); the caller caches the result.
-
-Training modes are loss functions registered in :data:`TRAINING_MODES`
-(``natural``, ``pgd``, ``localized``, and the two controls of localized training:
-``mixed-pgd``, its clean/adversarial mixture with full-image examples, and
-``localized-random``, its loss on a region of the same area at random positions).
-A loss gets the batch's foreground masks
-from :func:`fit`'s ``masks_fn`` (by default the dataset's own masks), so a
-localized loss can train against any background, e.g. one cut from a model's
-importance map.
+Training modes are loss functions registered in :data:`TRAINING_MODES`: ``natural``, ``pgd``, ``localized``, and
+the two controls of localized training: ``mixed-pgd`` (its clean/adversarial mixture with full-image examples) and
+``localized-random`` (its loss on a region of the same area at random positions). A loss gets the batch's
+foreground masks from :func:`fit`'s ``masks_fn`` (by default the dataset's own masks), so a localized loss can
+train against any background, e.g. one cut from a model's importance map.
 """
 
 from __future__ import annotations
@@ -37,6 +29,7 @@ import torch
 from torch import nn
 
 from .data import ImageDataset, dataset_spec, load_dataset
+from .data.augment import FlipCrop, check_augmentation
 from .data_parallel import DataParallel, current_shard, on_shard, unwrap
 from .distributed import world
 from .errors import ConfigError, check_range, check_seed, unknown_name
@@ -187,6 +180,13 @@ def random_masks_like(masks: torch.Tensor) -> torch.Tensor:
     return (ranks < flat.sum(1, keepdim=True)).reshape(masks.shape)
 
 
+def augmented(loss: LossFn, config: TrainConfig) -> LossFn:
+    """``loss`` on the batch augmented as ``config.augment`` says (:class:`~advspatial.data.augment.FlipCrop`)."""
+    augment = FlipCrop(config.seed)
+    return loss if config.augment == "none" else (
+        lambda model, x, y, masks, settings: loss(model, augment(x, current_shard()), y, masks, settings))
+
+
 def check_recipe(config: Any) -> None:
     """:class:`ConfigError` for a bad training mode, epoch count, batch size, lr, weight decay or attack setting
     (the fields :class:`TrainConfig` and :class:`FinetuneConfig` share)."""
@@ -206,6 +206,7 @@ def check_recipe(config: Any) -> None:
 def relevant_fields(config: Any) -> dict[str, Any]:
     """A config's fields that affect the trained weights: adversarial ones only for adversarial modes."""
     fields = dataclasses.asdict(config)
+    fields = {k: v for k, v in fields.items() if k != "augment" or v != "none"}  # no augmentation: the old key
     if config.mode == "natural":
         for name in ADVERSARIAL_FIELDS:
             fields.pop(name)
@@ -246,6 +247,7 @@ class TrainConfig:
     norm: str = _described("linf", "")
     attack_steps: int = _described(7, "")
     mix: float = _described(0.5, "Adversarial modes: weight of the adversarial loss.")
+    augment: str = _described("none", "none, or flip-crop: random flips and 4-pixel crops of the training images.")
 
     def validate(self) -> TrainConfig:
         dataset_spec(self.dataset)
@@ -257,6 +259,7 @@ class TrainConfig:
         check_seed("seed", self.seed)
         if self.train_limit is not None:
             check_range("train_limit", self.train_limit, 1)
+        check_augmentation(self.augment, self.mode)
         return self
 
     def relevant(self) -> dict[str, Any]:
@@ -430,7 +433,7 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
     parallel = data_parallel and world().is_distributed
-    history = fit(model, train, TRAINING_MODES[config.mode], config, optimizer, schedule,
+    history = fit(model, train, augmented(TRAINING_MODES[config.mode], config), config, optimizer, schedule,
                   progress=progress and (world().is_main or not parallel), desc=f"train {config.arch} ({config.mode})",
                   data_parallel=parallel)
     metadata = {

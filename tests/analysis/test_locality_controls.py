@@ -1,4 +1,4 @@
-"""The locality controls of issue 17: the context-matched sampler and the cluster bootstrap over images."""
+"""The locality controls: the context-matched sampler and the cluster bootstrap over images."""
 
 from __future__ import annotations
 

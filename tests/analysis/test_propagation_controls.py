@@ -1,4 +1,4 @@
-"""The propagation control of issue 17: a random, non-adversarial pixel change of the same |Δ|."""
+"""The propagation control: a random, non-adversarial pixel change of the same |Δ|."""
 
 from __future__ import annotations
 

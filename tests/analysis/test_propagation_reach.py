@@ -1,4 +1,4 @@
-"""Propagation per se (issue 35): random one-pixel changes (random position, random corner colour) and their
+"""Propagation per se: random one-pixel changes (random position, random corner colour) and their
 per-layer peak PMmax, checked by hand on a tiny network, for batch independence and for their draws."""
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def test_top_region_ignores_zero_pixels():
         pse_vs_cam(res, cam_true, cam_target, top_fraction=0.0)
 
 
-# -- controls of review P2-11 ---------------------------------------------------------------------
+# -- controls of the typing ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["exact", "first_order"])
 def test_leave_one_out_equals_isolated_on_a_linear_model(method):

@@ -1,4 +1,4 @@
-"""Budgets owned by the attacks (issue 20, item 2): every registered attack takes the budget it declares, and a
+"""Budgets owned by the attacks: every registered attack takes the budget it declares, and a
 build from a :class:`Budget` equals the experiments' former per-attack budget tables for the attacks they named."""
 
 from __future__ import annotations

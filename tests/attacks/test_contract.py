@@ -1,5 +1,5 @@
 """The contract every *registered* attack keeps, driven by the registry: a newly registered attack is checked
-here without a line of test code (issue 20, item 6).
+here without a line of test code.
 
 Box [0,1] and shape; its own budget (L-inf / L2 radius, L0 pixel count); exact zero outside a mask; a batch
 equals each image attacked alone with the same sample ids; the same seed gives the same result; the model's

@@ -332,7 +332,7 @@ def test_cifar10_jpeg_folder_loads_lazily_and_stratifies() -> None:
 
 
 def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path, monkeypatch, recwarn) -> None:
-    """A 144-MP PNG under Pillow's bomb limit cost ~1 GB and printed a raw DecompressionBombWarning (issue 19, 14).
+    """A 144-MP PNG under Pillow's bomb limit cost ~1 GB and printed a raw DecompressionBombWarning.
     The cap (ADVSPATIAL_MAX_IMAGE_PIXELS, default 50 MP) is checked from the header; here it is lowered so that
     the test image stays small."""
     for name in ("a", "b"):

@@ -208,3 +208,20 @@ def test_analyze_refuses_missing_inputs_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         resolve_config(get_experiment("analyze"), None, {"clean": str(tmp_path / "x.npy"),
                                                          "adv": str(tmp_path / "y.npy")}, quick=False)
+
+
+def test_analyze_without_a_model_is_refused(tmp_path):
+    """``advspatial.analyze(None, clean=x, adv=x_adv)`` (and ``advspatial analyze`` without ``--model``) trained the
+    default smallcnn on the analysed images, their labels all 0, and analysed that."""
+    images = torch.rand(8, 1, 28, 28)
+    with pytest.raises(ConfigError, match="analyze needs --model"):
+        advspatial.analyze(None, clean=images, adv=(images + 0.05).clamp(0, 1), out=str(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("source", ["$x^$", "$\\undefinedcmd{x}$", "a$b"])
+def test_a_source_with_math_markup_is_refused_before_any_work(setup, tmp_path, source):
+    """The source names the attack in the figures' titles, where matplotlib reads '$...$' as math: ``$x^$`` ended
+    the run in a ParseSyntaxException after all the work was done."""
+    model, x, _ = setup
+    with pytest.raises(ConfigError, match=r"must be a plain name \(no '/', '\\\\', ':' or '\$'\)"):
+        advspatial.analyze(model, x, x, source=source, out=str(tmp_path / "a"))

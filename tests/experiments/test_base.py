@@ -37,7 +37,7 @@ def test_model_outputs_are_checked_once_up_front() -> None:
 
 
 def test_a_run_directory_is_tied_to_the_settings_and_model_of_its_results(tmp_path) -> None:
-    """Results are never reused or relabelled under other settings (issue 19, 1), a moved or copied run resumes
+    """Results are never reused or relabelled under other settings, a moved or copied run resumes
     (7), and a run that failed before producing any result is re-run in place (8)."""
     import shutil
 
@@ -89,7 +89,7 @@ def test_open_run_refuses_a_directory_held_by_another_run(tmp_path) -> None:
 
 
 def test_a_model_with_more_outputs_than_classes_is_refused_up_front() -> None:
-    """A 10-output model on a 2-class folder failed late with 'labels must lie in [0, 1]' (issue 19, messages)."""
+    """A 10-output model on a 2-class folder failed late with 'labels must lie in [0, 1]'."""
     data = ImageDataset("imagefolder", torch.rand(2, 1, 8, 8), torch.tensor([0, 1]), ("a", "b"))
     with pytest.raises(ModelError, match="10 outputs but the data has 2 classes"):
         check_model_fits_data(Out(lambda x: torch.zeros(len(x), 10)), data, torch.device("cpu"))

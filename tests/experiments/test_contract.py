@@ -22,10 +22,9 @@ from typing import Any
 import pytest
 import torch
 from conftest import TinyCNN
-from helpers import synthetic_images
+from helpers import run_contract, synthetic_images
 from torch import nn
 
-import advspatial
 from advspatial.experiments import experiments
 from advspatial.experiments.findings import RUN_KEYS
 from advspatial.experiments.running import rerender_report
@@ -54,17 +53,6 @@ def synthetic_setting() -> dict[str, Any]:
     return {"model": model, "data": test, "train_data": train}
 
 
-def run_contract(name: str, setting: dict[str, Any], out: Path, **extra: Any) -> Any:
-    settings = {**experiments()[name].contract, **extra}
-    if name == "analyze":
-        x, y = setting["data"]
-        adv = (x + 0.1 * torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))).clamp(0, 1)
-        return advspatial.analyze(setting["model"], x[:8], adv[:8], y[:8], quick=True, progress=False, out=str(out),
-                                  **settings)
-    return advspatial.run(name, setting["model"], setting["data"], train_data=setting["train_data"], quick=True,
-                          progress=False, out=str(out), **settings)
-
-
 def finite_numbers(value: Any) -> bool:
     """True when no number in ``value`` is infinite (NaN is a stated "undefined" and allowed)."""
     if isinstance(value, dict):
@@ -80,7 +68,8 @@ def as_text(metrics: Any) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(experiments()))
-def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dict[str, Any], tmp_path: Path) -> None:
+def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dict[str, Any], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / name
     run_contract(name, synthetic_setting, out)
     for file in ("config.yaml", "metrics.json", "per_image.csv", "report.html", "run.json"):
@@ -98,6 +87,20 @@ def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dic
     report = (out / "report.html").read_text()
     rerender_report(out)
     assert (out / "report.html").read_text() == report, f"{name}: the re-rendered report differs"
+    assert_plan_reads_the_run(out, report, capsys)
+
+
+def assert_plan_reads_the_run(out: Path, report: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``advspatial plan`` reads the finished run (exit 0) and lists what the report's last section lists."""
+    from helpers import run_cli
+
+    code, printed, err = run_cli(capsys, "plan", str(out))
+    assert code == 0, err
+    assert "What more data would decide" in report
+    if "is decided: more images would not change" in report:
+        assert printed.startswith("every gate comparison and claim of this run is decided")
+    else:
+        assert " undecided; images that would decide each at 80% power" in printed
 
 
 def assert_passes_add_up(passes: dict[str, Any], report: str) -> None:

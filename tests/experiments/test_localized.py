@@ -35,7 +35,8 @@ from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.gate import GatedConfig, resolve_importance, roi_label
+from advspatial.experiments.gate import GatedConfig, resolve_importance
+from advspatial.experiments.roi import roi_label
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (
@@ -53,7 +54,8 @@ from advspatial.statistics.verdicts import VERDICTS
 from advspatial.rundir import RunDir
 from advspatial.training import TrainConfig
 
-SECTIONS = ["verdicts", "faithfulness", "setup", "models", "robustness", "background-attacks", "limits", "config"]
+SECTIONS = ["verdicts", "faithfulness", "setup", "models", "robustness", "background-attacks", "limits",
+            "what-would-decide", "config"]
 FIGURES = {"accuracy.png", "examples-natural.png", "importance-natural.png", "examples-localized.png",
            "importance-localized.png"}
 

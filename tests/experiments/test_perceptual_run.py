@@ -16,7 +16,7 @@ from helpers import ReportParser
 from torch import nn
 
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.gate import roi_label
+from advspatial.experiments.roi import roi_label
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack_metrics
 from advspatial.experiments.perceptual.report import summary_text
@@ -153,7 +153,7 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
     parser = ReportParser()
     parser.feed(html)
     assert parser.sections == ["verdicts", "faithfulness", "setup", "attacks-at-matched-ssim", "ssim-maps-vs-cam",
-                               "overlap-vs-baseline", "limits", "config"]
+                               "overlap-vs-baseline", "limits", "what-would-decide", "config"]
     assert "Region of Importance (RoI)" in html and "Region of Attack (RoA)" in html and "1 − SSIM map" in html
     verdicts = html[html.index("id='verdicts'") if "id='verdicts'" in html else html.index('id="verdicts"'):]
     first = verdicts[: verdicts.index("</section>")]

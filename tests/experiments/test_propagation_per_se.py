@@ -1,4 +1,4 @@
-"""Propagation per se (issue 35 item 3): the claims on a random one-pixel change's peak PMmax, against 0 and
+"""Propagation per se: the claims on a random one-pixel change's peak PMmax, against 0 and
 against a fraction of the layer's largest clean activation, judged by the engine; and their metrics (depth,
 relative depth, the ratio's CI) -- on a network a pixel cannot reach the end of, and on one it can."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -32,7 +34,7 @@ def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:
     ("{a: " * 3000 + "1" + "}" * 3000, "nests lists or mappings too deeply"),
     ("1: 2\nn: 3\n", "setting names must be text; got 1"),
     ("~: 2\nn: 3\n", "setting names must be text; got None"),
-    ("eps_linf: " + "9" * 400 + "\n", r"eps_linf=9{50}.*\.\.\. is not a valid float"),
+    ("eps_linf: " + "9" * 400 + "\n", r"eps_linf=9{50}.*\.\.\. is not valid; valid: a number"),
 ])
 def test_malformed_yaml_configs_are_one_line(tmp_path, text: str, message: str) -> None:
     """YAML nested thousands deep (RecursionError), integer or null keys (TypeError while sorting) and integers too
@@ -68,3 +70,54 @@ def test_resolved_settings_read_back_from_config_yaml_as_the_same_values(name: s
     text = yaml.safe_dump(config_dict(config), sort_keys=False)
     reloaded = config_from_mapping(experiment.config_cls, yaml.safe_load(text))
     assert repr(config_dict(reloaded)) == repr(config_dict(config))
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("n: true", "n=True is not valid; valid: an integer"),
+    ("n: '12'", "n='12' is not valid; valid: an integer"),
+    ("eps_linf: '0.1'", "eps_linf='0.1' is not valid; valid: a number"),
+    ("eps_linf: true", "eps_linf=True is not valid; valid: a number"),
+    ("progress: 5", "progress=5 is not valid; valid: true or false"),
+    ("progress: 'no'", "progress='no' is not valid; valid: true or false"),
+    ("attacks: {fgsm: 1}", "attacks={'fgsm': 1} is not valid; valid: a list (each item text)"),
+    ("panel_fractions: [0.1, true]", "panel_fractions=True is not valid; valid: a number"),
+    ("device: 0", "device=0 is not valid; valid: text"),
+    ("weights: ~", "weights=None is not valid; valid: text"),
+])
+def test_a_yaml_value_of_another_type_is_refused_not_converted(tmp_path, line: str, message: str) -> None:
+    """``n: true`` ran with n = 1, ``eps_linf: '0.1'`` and ``progress: 5`` were converted, ``attacks: {fgsm: 1}``
+    became [fgsm], ``weights: ~`` the file name 'None': each value is now of its setting's type or refused."""
+    config = tmp_path / "c.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        resolve_config(get_experiment("maps"), str(config), {}, quick=True)
+    assert str(config) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("line", "given", "message"), [
+    ("n: abc", {"n": 12}, "n='abc' is not valid"),
+    ("eps_linf: -1", {"eps_linf": 0.1}, "eps_linf=-1.0 is out of range"),
+    ("nosuch: 1", {"n": 12}, "unknown setting(s) ['nosuch']"),
+])
+def test_a_yaml_value_an_option_overrides_is_still_checked(tmp_path, line: str, given: dict, message: str) -> None:
+    """``n: abc`` in --config beside ``--n 12`` ran with exit 0 as if the line were not there."""
+    config = tmp_path / "c.yaml"
+    config.write_text(line + "\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(get_experiment("maps"), str(config), given, quick=True)
+
+
+def test_explicit_settings_beat_the_full_evaluation_grid(tmp_path) -> None:
+    """``--eval full`` replaced ``--noise-sds``, ``--fills`` and ``--fractions`` given beside it; they now win, in
+    a YAML file too, and the grid fills every setting not given."""
+    spatial = get_experiment("spatial")
+    given = {"eval": "full", "noise_sds": [0.05], "fills": ["zero"], "fractions": [0.2], "adaptive_n": 7}
+    config = resolve_config(spatial, None, given, quick=False)
+    assert (config.noise_sds, config.fills, config.fractions, config.adaptive_n) == ([0.05], ["zero"], [0.2], 7)
+    assert config.blur_sigmas == [0.5, 1.0, 2.0] and config.sweep_adaptive
+    file = tmp_path / "c.yaml"
+    file.write_text("eval: full\nfractions: [0.2]\n")
+    from_file = resolve_config(spatial, str(file), {"n": 30}, quick=False)
+    assert from_file.fractions == [0.2] and from_file.adaptive_n == 30 and from_file.fills[-1] == "inpaint"
+    again = resolve_config(spatial, None, config_dict(from_file), quick=False)  # a resume reads config.yaml back
+    assert config_dict(again) == config_dict(from_file)

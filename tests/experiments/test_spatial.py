@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("sp
 
 SETTINGS = {"n": 12, "batch_size": 6, "onepixel_n": 6, "prior_n": 12, "figure_images": 2}
 SECTIONS = ["verdicts", "faithfulness", "setup", "attacks", "where-they-act", "overlap-vs-baseline", "defence",
-            "limits", "config"]
+            "limits", "what-would-decide", "config"]
 
 
 def quick_config(weights: Path, out: Path, **extra):  # type: ignore[no-untyped-def]
@@ -162,15 +162,16 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
 
 
 def test_claims_follow_their_gates_and_rules(finished_run) -> None:
-    """Every claim has a verdict from the fixed list; a failed RoI gate makes it 'not interpretable'."""
+    """Every claim has a verdict from the fixed list; a failed RoI gate makes it 'not interpretable', an undecided one
+    keeps the verdict and adds its caveat."""
     from advspatial.statistics.verdicts import VERDICTS
 
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())
     assert metrics["roi"]["method"] == "hirescam"  # lenet5 has a flatten/FC head
     gate = metrics["faithfulness"]["hirescam"]
-    assert set(gate) >= {"passed", "reason", "deletion", "attack", "randomization"}
-    assert metrics["roi"]["faithful"] == gate["passed"]
+    assert set(gate) >= {"passed", "reason", "status", "comparisons", "control", "restricted_attack", "randomization"}
+    assert metrics["roi"]["faithful"] == gate["passed"] and metrics["roi"]["status"] == gate["status"]
     claims = metrics["claims"]
     assert claims and all(would_read(c["verdict"]) in VERDICTS for c in claims)
     primary = [c for c in claims if c["primary"]]
@@ -180,7 +181,9 @@ def test_claims_follow_their_gates_and_rules(finished_run) -> None:
             assert would_read(c["verdict"]) == "not interpretable", c
         assert c["statistic"] not in ("iou", "dice") or "onepixel" not in c["subject"]
         assert c["p_adjusted"] != c["p_adjusted"] or c["p_adjusted"] >= c["p"] - 1e-12
-    if not gate["passed"]:
+        if c["gates"].get("RoI faithfulness") and gate["status"] in ("undecided", "cannot judge"):
+            assert c["caveats"], c
+    if gate["status"] == "failed":
         assert would_read(metrics["defence_interpretation"]).startswith("not interpretable")
 
 

@@ -14,7 +14,7 @@ from scipy import stats
 
 from advspatial.errors import ConfigError
 from advspatial.faithfulness.sequential import (
-    INTERIM_Z, disagreement_rate, effect_z, interim_decision, look_sizes, sequential_verdict,
+    INTERIM_Z, cell_state, disagreement_rate, effect_z, interim_decision, look_sizes, sequential_verdict,
 )
 from advspatial.statistics.estimates import bootstrap_mean_ci
 
@@ -38,26 +38,51 @@ def test_z_is_the_one_sample_t_statistic_and_degenerate_samples_are_stated() -> 
     assert effect_z(np.array([1.0, 2.0, np.nan, 3.0])) == pytest.approx(effect_z(np.array([1.0, 2.0, 3.0])))
 
 
-def _differences(**measures: np.ndarray) -> dict[str, dict[str, torch.Tensor]]:
-    return {name: {"attack": torch.from_numpy(values)} for name, values in measures.items()}
+def _cells(rule: str = "faithfulness", margin: float = 0.0, **measures: np.ndarray
+           ) -> dict[str, dict[str, tuple[torch.Tensor, float, str]]]:
+    return {name: {"attack": (torch.from_numpy(values), margin, rule)} for name, values in measures.items()}
 
 
-def test_a_clearly_negative_comparison_fails_the_gate_and_is_named() -> None:
+def test_a_clearly_not_better_faithfulness_row_fails_the_gate_and_is_named() -> None:
     rng = np.random.default_rng(1)
-    decision = interim_decision(_differences(location=rng.normal(1.0, 1.0, 60), edges=rng.normal(-1.0, 1.0, 60)),
-                                n=60, min_n=30)
-    assert decision.verdict == "fails" and decision.reason.startswith("edges: attack z = -")
+    cells = {**_cells(location=rng.normal(1.0, 1.0, 60)), **_cells(scatter=rng.normal(-1.0, 1.0, 60))}
+    decision = interim_decision(cells, n=60, min_n=30)
+    assert decision.verdict == "fails" and decision.reason.startswith("scatter: attack not better (z = -")
+    assert decision.comparisons == ("scatter",)
 
 
-def test_every_effect_clearly_positive_passes_and_anything_unclear_looks_again() -> None:
+def test_a_specificity_row_never_fails_the_gate_and_must_be_decided_to_stop() -> None:
     rng = np.random.default_rng(2)
-    strong = _differences(location=rng.normal(1.0, 1.0, 60), edges=rng.normal(1.2, 1.0, 60))
-    assert interim_decision(strong, n=60, min_n=30).verdict == "passes"
-    unclear = _differences(location=rng.normal(1.0, 1.0, 60), edges=rng.normal(0.2, 1.0, 60))
+    location = _cells(location=rng.normal(1.0, 1.0, 60))
+    assert interim_decision(location, n=60, min_n=30).verdict == "decided"
+    does_less = {**location, **_cells("specificity", 0.1, edges=rng.normal(-1.0, 1.0, 60))}
+    assert interim_decision(does_less, n=60, min_n=30).verdict == "decided"   # a finding, decided: not a failure
+    unclear = {**location, **_cells("specificity", 0.1, edges=rng.normal(0.2, 1.0, 60))}
     assert interim_decision(unclear, n=60, min_n=30).verdict is None
-    assert interim_decision(strong, n=29, min_n=30).verdict is None  # nothing is decided on too few images
-    # a comparison without any measure (its columns missing) is never passed early
-    assert interim_decision({**strong, "scatter": {}}, n=60, min_n=30).verdict is None
+    equivalent = {**location, **_cells("specificity", 1.0, edges=rng.normal(0.0, 0.5, 400))}
+    assert interim_decision(equivalent, n=60, min_n=30).verdict == "decided"
+    assert interim_decision(location, n=29, min_n=30).verdict is None  # nothing is decided on too few images
+    # a comparison without any measure (its columns missing) is never decided early
+    assert interim_decision({**location, "scatter": {}}, n=60, min_n=30).verdict is None
+
+
+def test_a_row_the_positive_control_cannot_pass_does_not_fail_the_gate_early() -> None:
+    rng = np.random.default_rng(4)
+    cells = _cells(location=rng.normal(-1.0, 1.0, 60))
+    assert interim_decision(cells, n=60, min_n=30).verdict == "fails"
+    blind = _cells(location=rng.normal(0.0, 1.0, 60))   # the control does not beat location either
+    assert interim_decision(cells, n=60, min_n=30, controls=blind).verdict is None
+    sighted = _cells(location=rng.normal(1.5, 1.0, 60))
+    assert interim_decision(cells, n=60, min_n=30, controls=sighted).verdict == "fails"
+
+
+def test_not_better_is_judged_against_the_margin() -> None:
+    d = np.random.default_rng(5).normal(0.05, 0.2, 400)   # beats 0 clearly, and lies far below a margin of 0.5
+    assert cell_state(torch.from_numpy(d), 0.5, "faithfulness") == "beats"
+    small = np.random.default_rng(6).normal(0.0, 0.2, 400)
+    assert cell_state(torch.from_numpy(small), 0.5, "faithfulness") == "not better"
+    assert cell_state(torch.from_numpy(small), 0.0, "faithfulness") is None
+    assert cell_state(torch.from_numpy(small), 0.5, "specificity") == "equivalent"
 
 
 @settings(max_examples=40, deadline=None)
@@ -65,10 +90,10 @@ def test_every_effect_clearly_positive_passes_and_anything_unclear_looks_again()
        st.floats(0.01, 100))
 def test_the_decision_ignores_the_scale_and_a_sign_flip_swaps_fail_and_pass(values: list[float], scale: float) -> None:
     d = np.asarray(values, dtype=np.float64)
-    base = interim_decision(_differences(location=d), n=d.size, min_n=30).verdict
-    assert interim_decision(_differences(location=d * scale), n=d.size, min_n=30).verdict == base
-    flipped = interim_decision(_differences(location=-d), n=d.size, min_n=30).verdict
-    assert flipped == {"fails": "passes", "passes": "fails", None: None}[base]
+    base = interim_decision(_cells(location=d), n=d.size, min_n=30).verdict
+    assert interim_decision(_cells(location=d * scale), n=d.size, min_n=30).verdict == base
+    flipped = interim_decision(_cells(location=-d), n=d.size, min_n=30).verdict
+    assert flipped == {"fails": "decided", "decided": "fails", None: None}[base]
 
 
 def bca_above_zero(values: np.ndarray) -> bool:

@@ -9,6 +9,7 @@ import torch
 from captum.attr import LayerAttribution, LayerGradCam
 from helpers import TinyGAP
 from torch import nn
+from vit_helpers import tiny_vit
 
 from advspatial.errors import ConfigError, ModelError, ShapeError
 from advspatial.maps.heads import default_importance_method, has_gap_linear_head
@@ -17,7 +18,8 @@ from advspatial.models.hooks import resolve_layer
 from advspatial.maps.importance import cam_map
 from advspatial.models import Normalized, build_model
 
-ALL = ["auto", "cam", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "saliency", "smoothgrad"]
+ALL = ["auto", "cam", "chefer", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "rollout",
+       "saliency", "smoothgrad", "token-gradcam", "token-hirescam"]
 
 
 def _no_hooks(model: nn.Module) -> bool:
@@ -45,7 +47,8 @@ def test_registry_lists_all_methods_and_rejects_unknown(tiny_cnn) -> None:
 
 @pytest.mark.parametrize("name", [n for n in ALL if n != "cam"])
 def test_every_method_shape_nonnegative_and_hygiene(tiny_cnn, name: str) -> None:
-    model = tiny_cnn().train()  # a training-mode model must come back in training mode
+    transformer = name in ("token-gradcam", "token-hirescam", "rollout", "chefer")  # they explain ViTs only
+    model = (tiny_vit(channels=1, size=28, patch=7) if transformer else tiny_cnn()).train()  # back in training mode
     flags = [p.requires_grad for p in model.parameters()]
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     kw = {"ig": {"steps": 4}, "occlusion": {"window": 7, "stride": 7}, "smoothgrad": {"samples": 4}}.get(name, {})

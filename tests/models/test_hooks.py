@@ -1,4 +1,4 @@
-"""models.hooks is the one home of frozen_eval, forward hooks and the layer lookup (issue 20, item 3)."""
+"""models.hooks is the one home of frozen_eval, forward hooks and the layer lookup."""
 
 from __future__ import annotations
 

@@ -111,7 +111,7 @@ def test_torchvision_is_optional() -> None:
 
 def test_load_errors_are_short_and_never_advise_unsafe_loading(tmp_path) -> None:
     """A state-dict mismatch ran to 5 lines listing every key, and the weights_only refusal repeated torch's advice
-    to load with weights_only=False (issue 19, messages)."""
+    to load with weights_only=False."""
     path = tmp_path / "w.pt"
     torch.save(build_model("lenet5").state_dict(), path)
     with pytest.raises(ModelError) as info:

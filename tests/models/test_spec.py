@@ -46,7 +46,9 @@ def test_kinds_are_recognised(tmp_path, factory_file) -> None:
     assert parse_model_spec("smallcnn").needs_training
     assert parse_model_spec("cifar10-resnet20").kind == "zoo"
     assert parse_model_spec("torchvision:resnet18").kind == "torchvision"
-    assert parse_model_spec("timm:resnet18").kind == "timm"
+    weights = tmp_path / "timm.pt"
+    torch.save({}, weights)
+    assert parse_model_spec("timm:resnet18", weights=str(weights)).kind == "timm"
     assert parse_model_spec(f"{factory_file}:make").kind == "factory"
     assert parse_model_spec("collections:OrderedDict").kind == "factory"
     scripted = tmp_path / "m.pt"
@@ -129,9 +131,11 @@ def test_registered_weights_load_without_training(tmp_path) -> None:
     assert torch.equal(loaded(x), reference(x))
 
 
-def test_library_specs_fail_cleanly_without_the_library(monkeypatch) -> None:
+def test_library_specs_fail_cleanly_without_the_library(monkeypatch, tmp_path) -> None:
     import importlib
 
+    weights = tmp_path / "timm.pt"
+    torch.save({}, weights)
     real = importlib.import_module
 
     def no_timm(name, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -141,7 +145,7 @@ def test_library_specs_fail_cleanly_without_the_library(monkeypatch) -> None:
 
     monkeypatch.setattr(importlib, "import_module", no_timm)
     with pytest.raises(ModelError, match="timm:resnet18 needs an importable timm"):
-        load_model("timm:resnet18")
+        load_model("timm:resnet18", weights=str(weights))
 
 
 def test_torchvision_with_weights_when_importable(tmp_path) -> None:

@@ -77,7 +77,7 @@ def test_class_mean_maps(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> 
 
 
 def test_a_figure_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
-    """A symlink planted at a figure's path redirected the write to its target (issue 19, 13)."""
+    """A symlink planted at a figure's path redirected the write to its target."""
     from matplotlib.figure import Figure
 
     from advspatial.report.figures import save_figure

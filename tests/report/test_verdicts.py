@@ -18,9 +18,13 @@ def make(subject: str, null: str, mean: float, primary: bool, faithful: bool = T
 def test_table_has_one_row_per_claim_with_ci_and_verdict() -> None:
     claims = judge([make("pgd", "same-class", 0.02, True), make("fgsm", "same-class", -0.03, True)], sesoi=0.005)
     table = verdict_table(claims, "Verdicts")
-    assert len(table.rows) == 2 and table.columns[-1] == "verdict"
-    assert table.rows[0][5] == "+0.020 [+0.010, +0.030]" and table.rows[0][-1] == "supported"
+    # one claim for every row: it is said once, in the caption, and the rows start with the subject
+    assert len(table.rows) == 2 and table.columns[-1] == "verdict" and table.columns[0] == "subject"
+    assert table.caption == f"Verdicts: {claims[0].claim}"
+    assert table.rows[0][4] == "+0.020 [+0.010, +0.030]" and table.rows[0][-1] == "supported"
     assert table.rows[1][-1] == "reversed"
+    undecided = judge([make("pgd", "same-class", 0.002, True)], sesoi=0.005)
+    assert verdict_table(undecided, "V").rows[0][-1].startswith("not supported (undecided: ~")
 
 
 def test_paragraph_is_built_from_verdict_words_and_names_failed_gates() -> None:
@@ -42,18 +46,6 @@ def test_forest_plot_writes_a_png(tmp_path) -> None:
 
 def test_number_formats() -> None:
     assert interval(None) == "-" and fmt_p(float("nan")) == "-" and fmt_p(2e-5) == "2e-05" and fmt_p(0.0312) == "0.031"
-
-
-def test_randomization_table_flags_maps_that_survive_randomization() -> None:
-    from advspatial.report.verdicts import randomization_table
-
-    from advspatial.faithfulness.record import GateResult
-
-    gates = {"ig": GateResult(False, "", randomization=[{"spearman": 0.95}, {"spearman": 0.91}]),
-             "hirescam": GateResult(True, "passed", randomization=[{"spearman": 0.10}, {"spearman": 0.05}]),
-             "none": GateResult(False, "")}
-    rows = {r[0]: r for r in randomization_table(gates).rows}
-    assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
 
 
 def test_claims_about_a_training_procedure_show_their_seeds() -> None:

@@ -44,7 +44,7 @@ def test_verdicts_follow_ci_corrected_p_and_gates() -> None:
 
 
 def test_the_sesoi_follows_the_statistic_and_the_setting_scales_it() -> None:
-    # the reviewer's panel row: +0.0038 [+0.0003, +0.0073] over a same-class null of 0.27, significant
+    # a panel row of a real run: +0.0038 [+0.0003, +0.0073] over a same-class null of 0.27, significant
     row = Claim("c", "pgd: gradcam RoI", "energy_in_roi", "same-class", 0.2738, 0.27,
                 Estimate(0.0038, 0.0003, 0.0073, 900), 1.014, 1e-4, gates={"RoI faithfulness": True})
     headline = Claim("c", "pgd", "energy_in_roi", "same-class", 0.2988, 0.2761,

@@ -1,4 +1,4 @@
-"""Coverage of the engine's CI of the mean excess under an image-specific alternative (issue 34, item 6).
+"""Coverage of the engine's CI of the mean excess under an image-specific alternative.
 
 Simulated as in ``test_calibration`` (sums of Gaussian blobs on a 12x12 torus, n = 200, 10 classes) with
 ``signal = 0.5``: the attack map leans towards the image's own important pixels, so every statistic has a

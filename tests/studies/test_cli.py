@@ -19,7 +19,7 @@ def one_line(code: int, err: str, fragment: str) -> None:
     ([], "name the models to compare"),
     (["--models", "nosuch,smallcnn"], "model nosuch: unknown model 'nosuch'"),
     (["--models", "smallcnn,smallcnn"], "share the label 'smallcnn'"),
-    (["--models", "smallcnn,lenet5", "--n", "0"], "model smallcnn: n=0"),
+    (["--models", "smallcnn,lenet5", "--n", "0"], "n=0 is out of range"),
 ])
 def test_bad_models_or_settings_are_one_line(capsys, tmp_path: Path, args: list[str], fragment: str) -> None:
     one_line(*run_cli(capsys, "study", *args, "--out", str(tmp_path / "s"))[::2], fragment)
@@ -52,3 +52,32 @@ def test_the_study_lists_in_help(capsys) -> None:
     assert code == 0 and "study" in out
     code, out, _ = run_cli(capsys, "study", "--help")
     assert code == 0 and "--models" in out and "--eps-linf" in out and "--weights" not in out
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("models: 5\n", "models is '5' (int); valid: a list of model specs"),
+    ("experiment: spatial\nmodels: [smallcnn, lenet5]\n", "experiment='spatial'; a study runs the maps measurement"),
+    ("model: lenet5\nmodels: [smallcnn, lenet5]\n", "model is not a shared setting of a study"),
+    ("out: elsewhere\nmodels: [smallcnn, lenet5]\n", "out is not a shared setting of a study; valid: --out"),
+    ("n: abc\nmodels: [smallcnn, lenet5]\n", "n='abc' is not valid; valid: an integer"),
+    ("n: true\nmodels: [smallcnn, lenet5]\n", "n=True is not valid; valid: an integer"),
+    ("models:\n  - {model: smallcnn, batch_size: true}\n  - lenet5\n", "models[0]: batch_size=True is not valid"),
+    ("models:\n  - {model: smallcnn, covariates: {clean_accuracy: 7}}\n  - lenet5\n",
+     "'clean_accuracy' is measured by the study"),
+    ("models:\n  - {model: smallcnn, covariates: {epochs: " + "9" * 400 + "}}\n  - lenet5\n",
+     "models[0].covariates.epochs is too large"),
+])
+def test_a_study_yaml_line_that_would_be_ignored_or_crash_is_one_line(capsys, monkeypatch, tmp_path: Path,
+                                                                      text: str, fragment: str) -> None:
+    """``models: 5`` (TypeError), a covariate too large for a float (OverflowError), ``experiment: spatial`` (ran
+    maps), a shared ``model:`` or ``out:`` (ignored, yet shown), ``n: abc`` beside ``--n`` (ignored),
+    ``batch_size: true`` for one model (ran with 1) and a stated covariate named like a measured one (it replaced
+    the measured clean accuracy) each ran on; now each is refused before any model is loaded."""
+    def loaded(*args: object) -> None:
+        raise AssertionError("the study went on to load its models")
+
+    monkeypatch.setattr("advspatial.studies.run.preflight", loaded)
+    config = tmp_path / "study.yaml"
+    config.write_text(text)
+    code, _, err = run_cli(capsys, "study", "--config", str(config), "--n", "8", "--out", str(tmp_path / "s"))
+    one_line(code, err, fragment)

@@ -24,7 +24,7 @@ def test_a_yaml_entry_carries_its_own_loading_settings_and_covariates() -> None:
 
 @pytest.mark.parametrize(("value", "message"), [
     ("smallcnn", "at least 2 models, got 1"),
-    ([{"model": "a"}, {"model": "b", "covariates": {"x": "many"}}], "covariates must be numbers"),
+    ([{"model": "a"}, {"model": "b", "covariates": {"x": "many"}}], "models[1].covariates.x='many' is not valid"),
     ([{"model": "a"}, {"label": "b"}], "models[1] needs model: SPEC"),
     ([{"model": "a", "label": "../up"}, "b"], "not usable as a directory name"),
     (["a", 3], "models[1] is 3"),

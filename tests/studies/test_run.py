@@ -3,6 +3,7 @@ to each model's own run, a resume that recomputes nothing, and bad input (one li
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 import pytest
 import torch
 from conftest import TinyCNN
-from helpers import synthetic_images
+from helpers import OUTSIDE_SECRET, plant_outside_figures, synthetic_images
 from torch import nn
 
 import advspatial
 from advspatial.errors import ConfigError, ModelError
+from advspatial.experiments.results import findings_checksum
+from advspatial.studies.models import parse_models
 
 CLASSES = 4
 SETTINGS: dict[str, Any] = {"n": 40, "attacks": ["pgd"], "eps_linf": 0.3, "panel": ["gradcam"], "gate_n": 8,
@@ -151,3 +154,89 @@ def test_a_model_that_cannot_take_the_images_is_one_line_before_any_work(models:
         advspatial.study({"tiny-a": models["tiny-a"], "big": other_size}, data=synthetic_images(40, 2),
                          out=tmp_path / "s", quick=True, **SETTINGS)
     assert not (tmp_path / "s" / "models").exists()
+
+
+def damaged_copy(finished: Any, tmp_path: Path, damage: str) -> Path:
+    """A copy of the finished study with one ``damage`` done to its files."""
+    import shutil
+
+    out = tmp_path / "study"
+    shutil.copytree(finished.out, out, symlinks=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    if damage == "deep metrics.json":
+        (out / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "broken study.yaml":
+        (out / "study.yaml").write_text("models: [\n")
+    elif damage == "study.yaml models: 5":
+        (out / "study.yaml").write_text("models: 5\nsettings: {}\nquick: true\n")
+    elif damage in ("javascript:alert(1)", "../../outside/report.html", "/etc/passwd"):
+        metrics["models"]["tiny-a"]["report"] = damage
+    elif damage == "another study's metrics.json":
+        metrics["run"]["id"] = "0" * 16
+    elif damage == "an accuracy of 7":
+        metrics["models"]["tiny-a"]["clean_accuracy"] = 7
+    elif damage in ("a figure linked from outside", "figures/ linked from outside"):
+        plant_outside_figures(out, tmp_path, "figure" if damage.startswith("a figure") else "folder")
+    if damage in ("javascript:alert(1)", "../../outside/report.html", "/etc/passwd", "an accuracy of 7"):
+        metrics["run"]["findings"] = findings_checksum(metrics)  # as a file made to pass that check would have it
+    if damage in ("javascript:alert(1)", "../../outside/report.html", "/etc/passwd", "another study's metrics.json",
+                  "an accuracy of 7"):
+        (out / "metrics.json").write_text(json.dumps(metrics))
+    return out
+
+
+@pytest.mark.parametrize("damage", [
+    "deep metrics.json", "broken study.yaml", "study.yaml models: 5", "javascript:alert(1)",
+    "../../outside/report.html", "/etc/passwd", "another study's metrics.json", "an accuracy of 7",
+    "a figure linked from outside", "figures/ linked from outside"])
+def test_report_of_a_damaged_or_foreign_study_is_one_line_and_keeps_its_report(
+        finished: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    """Each gave a traceback (RecursionError, TypeError, yaml's ParserError), an ``<a href="javascript:...">``, a
+    report of another study's findings or of an accuracy of 7, or embedded a file from outside the study."""
+    from helpers import run_cli
+
+    out = damaged_copy(finished, tmp_path, damage)
+    before = (out / "report.html").read_bytes()
+    code, _, err = run_cli(capsys, "report", str(out))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("advspatial: error: "), err
+    assert (out / "report.html").read_bytes() == before
+    assert base64.b64encode(OUTSIDE_SECRET).decode()[:24] not in before.decode()
+
+
+@pytest.mark.parametrize("planted", ["models", "figures", "models/tiny-a", "models/tiny-a/stages"])
+def test_resume_never_writes_through_a_link_planted_in_the_study_directory(
+        finished: Any, models: dict[str, nn.Module], tmp_path: Path, planted: str) -> None:
+    """A symbolic link planted for models/, figures/ or a model's run directory made ``study --resume`` write the
+    study's files outside its directory (the guard covered run directories only)."""
+    import shutil
+
+    out = tmp_path / "study"
+    out.mkdir()
+    shutil.copy(finished.out / "study.yaml", out / "study.yaml")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (out / planted).parent.mkdir(parents=True, exist_ok=True)
+    (out / planted).symlink_to(victim)
+    with pytest.raises(ConfigError, match="is a symbolic link|holds files that are not an advspatial run"):
+        advspatial.study(models, data=synthetic_images(40, seed=2), out=out, quick=True, resume=True, **SETTINGS)
+    assert not any(victim.iterdir())
+
+
+def test_stated_covariates_cannot_take_a_column_of_per_model_csv(finished: Any) -> None:
+    """A stated covariate named like a column (``clean_accuracy: 7``) replaced the measured value in per_model.csv
+    and in the meta-regression; every column a study writes is a name a stated covariate may not take."""
+    from advspatial.studies.models import TAKEN_NAMES
+
+    rows = list(csv.DictReader((finished.out / "per_model.csv").open()))
+    assert set(rows[0]) <= TAKEN_NAMES
+    with pytest.raises(ConfigError, match="'depth' is measured by the study"):
+        parse_models([{"model": "a", "covariates": {"depth": 3}}, "b"])
+
+
+@pytest.mark.parametrize(("models_given", "settings", "message"), [
+    (5, {}, "models is a int"), (["a", "b"], {"model": "lenet5"}, "model is not a shared setting of a study")])
+def test_study_refuses_what_it_would_ignore(tmp_path: Path, models_given: Any, settings: dict, message: str) -> None:
+    """``advspatial.study(..., model=...)`` ran every model but that one and showed it in the resolved config;
+    ``advspatial.study(5)`` was a TypeError."""
+    with pytest.raises(ConfigError, match=message):
+        advspatial.study(models_given, out=tmp_path / "s", **settings)

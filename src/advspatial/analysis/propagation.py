@@ -16,8 +16,10 @@ Choices (documented, see also the docstrings):
   is 0 too (the layer is all zero on x), the map is left unnormalized (scale 1).
   The scale used is returned as :attr:`PropagationMap.scale`.
 - Layers with 2-D outputs (N, D) (linear layers, logits) are treated as
-  (N, D, 1, 1): their maps are (N, 1, 1). Outputs of any other rank, and
-  non-tensor outputs (tuples), are skipped.
+  (N, D, 1, 1): their maps are (N, 1, 1). A vision transformer's token layers
+  (N, T, D) are read on the patch grid, (N, D, h, w), class and register tokens
+  dropped (:meth:`~advspatial.models.tokens.TokenLayout.patch_grid`). Outputs of
+  any other rank, and non-tensor outputs (tuples), are skipped.
 - Depth is the order in which layers finish in the forward pass (a block comes
   after its children), as recorded by :mod:`advspatial.models.hooks`.
 """
@@ -34,6 +36,7 @@ from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, ShapeError
 from ..runtime import batch_slices, model_device
 from advspatial.models.hooks import record_outputs
+from advspatial.models.tokens import TokenLayout, token_layout
 
 
 @dataclass
@@ -75,12 +78,15 @@ class DepthRow:
     spread: float
 
 
-def _as_4d(feature: object) -> torch.Tensor | None:
-    """(N,C,h,w) view of a layer output; 2-D (N,D) becomes (N,D,1,1); anything else None (skipped)."""
+def _as_4d(feature: object, layout: TokenLayout | None = None) -> torch.Tensor | None:
+    """(N,C,h,w) view of a layer output; 2-D (N,D) becomes (N,D,1,1), a transformer's tokens (N,T,D) their patch
+    grid (N,D,h,w); anything else None (skipped)."""
     if not isinstance(feature, torch.Tensor) or not feature.is_floating_point():
         return None
     if feature.ndim == 4:
         return feature
+    if feature.ndim == 3 and layout is not None and feature.shape[1] == layout.tokens:
+        return layout.patch_grid(feature)
     if feature.ndim == 2:
         return feature[:, :, None, None]
     return None
@@ -128,6 +134,7 @@ def propagation_maps(
     """
     _check_pair(x, x_adv)
     device = model_device(model)
+    layout = token_layout(model, x[:1].to(device))
     parts: dict[str, list[PropagationMap]] = {}
     with frozen_eval(model), torch.no_grad(), record_outputs(model, layers) as rec:
         for chunk in batch_slices(x.shape[0], batch_size):
@@ -138,7 +145,7 @@ def propagation_maps(
             if list(clean) != list(adv):
                 raise ModelError("the model ran different layers on x and x_adv; propagation maps need the same path")
             for name, feature in clean.items():
-                f_clean, f_adv = _as_4d(feature), _as_4d(adv[name])
+                f_clean, f_adv = _as_4d(feature, layout), _as_4d(adv[name], layout)
                 if f_clean is None or f_adv is None:
                     continue
                 pm = _maps_of(f_clean, f_adv)

@@ -1,4 +1,4 @@
-"""How stable the promotion–suppression typing is (METHODS.md §5, review P2-11).
+"""How stable the promotion–suppression typing is (METHODS.md §5).
 
 A group type is a choice-laden label: it depends on the dominance factor κ, on
 the pixel groups (2×2 or 4×4 blocks, superpixels) and on how a group is

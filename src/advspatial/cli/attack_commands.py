@@ -169,17 +169,13 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
          permutations: int, gate_n: int, seed: int, out: str, **options: Any) -> None:
     """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report
     (the ``maps`` experiment for one attack; ``advspatial run maps`` takes every setting)."""
-    import dataclasses
-    import json
     from pathlib import Path
 
     from ..experiments import get_experiment, resolve_config
-    from ..experiments.results import rows_to_csv
-    from ..experiments.running import open_run
     from ..experiments.maps import MapsConfig, maps_analysis
     from ..experiments.maps.report import render
-    from ..files import atomic_write_text
-    from ..report.html import write_report
+    from ..experiments.results import ExperimentResult
+    from ..experiments.running import open_run, write_results
 
     o = options
     given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",
@@ -197,9 +193,6 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
         rows, findings = maps_analysis(config, rundir)
         rendered = render(config, findings, rundir.figures)
-        atomic_write_text(Path(out) / "per_image.csv", rows_to_csv(rows))
-        atomic_write_text(Path(out) / "metrics.json", json.dumps(findings.to_metrics(), indent=2))
-        write_report(Path(out) / "report.html", title="advspatial - maps", subtitle=f"RoI vs RoA for {attack_name}",
-                     config=dataclasses.asdict(config), sections=rendered.sections)
+        write_results(rundir, get_experiment("maps"), config, ExperimentResult.of(findings, rows, rendered))
     click.echo(rendered.summary)
     click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

@@ -18,6 +18,7 @@ from ..errors import AdvspatialError
 from .attack_commands import attack, maps
 from .listing import list_cmd
 from .model_commands import evaluate, train_command
+from .plan import plan_command
 from .run import RESUME_HINT, experiment_command, report_command, run_group
 
 #: the commands that share their work among the processes of a torchrun launch
@@ -60,7 +61,7 @@ def cli() -> None:
     classifier looks - and what follows from that for defence."""
 
 
-for command in (list_cmd, evaluate, attack, maps, report_command, run_group):
+for command in (list_cmd, evaluate, attack, maps, plan_command, report_command, run_group):
     cli.add_command(command)
 
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     (:func:`advspatial.distributed.init_from_environment`); an error every
     process shares is printed by rank 0 alone.
     """
-    from ..distributed import init_from_environment, shutdown, world
+    from ..distributed import init_from_environment, shutdown, stop_on_terminate, world
     from ..runtime import keep_freed_memory
 
     keep_freed_memory()
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             _error(one_line(str(exc)), exc)
             sys.exit(2)
         distributed = world().is_distributed
+        if distributed:
+            stop_on_terminate()
         try:
             _run_cli(argv)
             status = 0
@@ -121,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             raise
     finally:
+        if world().is_distributed:
+            stop_on_terminate(False)  # the outcome is printed: leaving the process group needs no line of its own
         shutdown()
         if status == 0 and distributed:  # on an error the usual exit: rank 0 must live to print the one line
             exit_without_teardown(status)
@@ -165,8 +170,14 @@ def _run_cli(argv: list[str] | None) -> None:
         click.echo("advspatial: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        from ..distributed import RankFailed, is_shared, world
+        from ..distributed import PEER_LOST, RankFailed, Stopped, is_shared, lost_peer, world
 
+        if isinstance(exc, Stopped):
+            _error(str(exc) + "".join(RESUME_HINT), exc)
+            sys.exit(143)
+        if world().is_distributed and lost_peer(exc) and not is_shared(exc):
+            _error(f"{PEER_LOST} ({one_line(str(exc))[:120]}); its own line, or torchrun's report, says why", exc)
+            sys.exit(1)
         if not (isinstance(exc, RankFailed) or (world().is_distributed and is_shared(exc))):
             raise
         _error(one_line(str(exc)), exc)

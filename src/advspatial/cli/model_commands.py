@@ -18,7 +18,8 @@ def model_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Dataset name (advspatial list datasets), e.g. imagefolder:PATH."),
         click.option("--model", "model_name", default="smallcnn", show_default=True,
                      help="Model spec: registered or zoo name (advspatial list models), FILE.py:factory, "
-                          "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file."),
+                          "package.module:factory, torchvision:NAME, timm:NAME, hf:PATH, or a TorchScript/state-dict "
+                          "file."),
         click.option("--weights", default=None,
                      help="State-dict file loaded into a registered/zoo model or a factory."),
         click.option("--arch", default=None, help="Architecture for a state-dict --model file."),

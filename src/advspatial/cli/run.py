@@ -77,7 +77,7 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
     from pathlib import Path
 
     from ..experiments import get_experiment, resolve_config, run_experiment
-    from ..experiments.settings import load_yaml, read_yaml_mapping
+    from ..experiments.settings import check_settings, load_yaml, read_yaml_mapping
 
     explicit = click.get_current_context().meta.get(EXPLICIT_EXPERIMENT, True)
     if resume:
@@ -97,6 +97,7 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
                                   f"advspatial run {saved_name} --resume {resume} (or just --resume)")
         name = saved_name
         values = load_yaml(saved)
+        check_settings(get_experiment(name).config_cls, values, str(saved))
         values.update({k: v for k, v in given.items() if k == "progress"})
         values["out"] = resume
         config = resolve_config(get_experiment(name), None, values, quick=False)

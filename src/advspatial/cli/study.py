@@ -63,7 +63,7 @@ def run_study_command(models: str | None, config_file: str | None, out: str, res
     from ..experiments.settings import read_yaml_mapping
     from ..studies.models import parse_models
     from ..studies.run import run_study
-    from ..studies.running import Study, load_study
+    from ..studies.running import Study, check_shared, load_study
 
     if resume:
         extra = [k for k in given if k != "progress"]
@@ -75,6 +75,8 @@ def run_study_command(models: str | None, config_file: str | None, out: str, res
     else:
         values = read_yaml_mapping(config_file) if config_file else {}
         listed = values.pop("models", None)
+        if config_file:  # every line of the file, also one an option given beside it overrides
+            check_shared(values, config_file)
         values.pop("experiment", None)
         if models is None and listed is None:
             raise AdvspatialError("name the models to compare: --models A,B[,C...] or models: in --config")

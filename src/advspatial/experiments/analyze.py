@@ -54,6 +54,8 @@ class AnalyzeConfig(MeasurementConfig):
     """Settings of ``analyze``: the spatial experiment's measurement settings plus where the examples are."""
 
     dataset: str = setting("", "set from clean: arrays:PATH or memory:NAME")
+    model: str = setting("", "the model the examples are analysed on (required): a spec as for advspatial run "
+                         "(FILE.py:factory, a zoo name, a state-dict file with --arch...)")
     clean: str = setting("", "clean images: .pt/.npy/.npz file, a folder of image files, or memory:NAME (Python)")
     adv: str = setting("", "adversarial images of the same images, in the same order (same formats; a folder "
                            "must hold the same file names as the clean one)")
@@ -78,13 +80,16 @@ class AnalyzeConfig(MeasurementConfig):
             raise ConfigError("analyze needs --clean and --adv (the clean and adversarial images)")
         if self.norm not in NORM_CHOICES:
             raise unknown_name("norm", self.norm, NORM_CHOICES)
-        if not self.source.strip() or any(c in self.source for c in "/\\:"):
-            raise ConfigError(f"source={self.source!r} must be a plain name (no '/', '\\\\' or ':')")
+        if not self.source.strip() or any(c in self.source for c in "/\\:$"):  # '$': matplotlib's math markup
+            raise ConfigError(f"source={self.source!r} must be a plain name (no '/', '\\\\', ':' or '$')")
         for what, spec in (("clean", self.clean), ("adv", self.adv)):
             if not spec.startswith("memory:") and not Path(spec).expanduser().exists():
                 raise ConfigError(f"{what} file or folder not found: {spec}")
         if self.labels not in ("", LABELS_PREDICTED) and not Path(self.labels).expanduser().is_file():
             raise ConfigError(f"labels file not found: {self.labels}")
+        if not self.model:  # a default model would be trained on the analysed images themselves
+            raise ConfigError("analyze needs --model (the model the examples are analysed on; from Python: "
+                              "advspatial.analyze(model, ...))")
         self.attacks = [self.source]
         self.defence_attack = self.source
         self.dataset = self.clean if self.clean.startswith("memory:") else f"arrays:{self.clean}"

@@ -26,7 +26,7 @@ for L0 attacks: those get the exact "pixel in RoI" test instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -188,9 +188,12 @@ def layout_steps(comparisons: Mapping[str, NullComparison]) -> dict[str, float]:
 
 
 def layout_sentence(kind: str, steps: Mapping[str, float], same_class: NullComparison,
-                    differences: Mapping[str, ExcessDifference]) -> str:
+                    differences: Mapping[str, ExcessDifference], inseparable: Sequence[str] = ()) -> str:
     """One plain sentence: how much of the attack map's mass the RoI catches beyond a same-class RoI, how much of
-    the concentration above chance is layout, and which image-content references account for as much."""
+    the concentration above chance is layout, and which image-content references account for as much. A reference
+    that accounts for as much *and* that the RoI is equivalent to in importance (``inseparable``: the gate's
+    specificity rows, :func:`~advspatial.faithfulness.specificity.inseparable`) cannot be separated from the RoI on
+    this model: the sentence says the co-location is that reference."""
     excess = same_class.excess.mean
     text = (f"{100 * excess:.1f} of every 100 units of the {kind} map fall in this image's RoI beyond what a "
             f"same-class image's RoI catches (ratio {same_class.ratio:.2f})")
@@ -203,7 +206,12 @@ def layout_sentence(kind: str, steps: Mapping[str, float], same_class: NullCompa
                      f"{steps['observed']:.3f}) is layout (dataset {steps['any-class'] - steps['uniform']:+.3f}, "
                      f"class {steps['same-class'] - steps['any-class']:+.3f}), "
                      f"{1 - share:.0%} specific to the image")
-    missed = explained_by(differences)
+    same = [REFERENCE_WORDS[name] for name, d in differences.items()
+            if name in inseparable and not (d.effect.n and d.effect.low > 0)]
+    if same:
+        text += (f"; on this model the RoI and {' and '.join(same)} cannot be separated: the co-location is "
+                 f"{' and '.join(same)}")
+    missed = [w for w in explained_by(differences) if w not in same]
     if missed:
         text += f"; {', '.join(missed)} account for as much as the model's RoI"
     elif differences:

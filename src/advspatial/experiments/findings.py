@@ -17,6 +17,7 @@ its ``as_dict`` and loads back with ``Claim.from_dict``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -27,8 +28,13 @@ from ..errors import DataError
 
 F = TypeVar("F", bound="Findings")
 
-#: keys a run adds to metrics.json beside its findings (never fields of one)
-RUN_KEYS = frozenset({"wall_seconds", "smoke_test", "model_passes"})
+#: keys a run adds to metrics.json beside its findings (never fields of one): ``run`` is the identity of the run
+#: that computed them (:func:`advspatial.experiments.running.run_stamp`)
+RUN_KEYS = frozenset({"wall_seconds", "smoke_test", "model_passes", "run"})
+#: a float field whose name ends so holds a share (an accuracy, a rate, a share of images): NaN (none measured)
+#: or a value in [0, 1]; so does a field of exactly one of :data:`UNIT_NAMES` (probabilities, I²)
+UNIT_SUFFIXES = ("accuracy", "_acc", "rate", "_share")
+UNIT_NAMES = frozenset({"p", "p_adjusted", "p_value", "q_p", "i2"})
 
 
 class Findings:
@@ -40,8 +46,12 @@ class Findings:
 
     @classmethod
     def from_metrics(cls: type[F], metrics: Mapping[str, Any]) -> F:
-        """The findings a metrics.json holds (keys the run adds, such as ``wall_seconds``, are ignored)."""
-        return cast_findings(cls, from_json(cls, {k: v for k, v in metrics.items() if k not in RUN_KEYS}, "metrics"))
+        """The findings a metrics.json holds (keys the run adds, such as ``wall_seconds``, are ignored), checked
+        against their declared types and ranges (:func:`check_declared_values`)."""
+        findings = cast_findings(cls, from_json(cls, {k: v for k, v in metrics.items() if k not in RUN_KEYS},
+                                                "metrics"))
+        check_declared_values(findings, "metrics")
+        return findings
 
 
 def optional_part() -> Any:
@@ -115,10 +125,63 @@ def from_json(hint: Any, data: Any, where: str) -> Any:
         item = args[1] if len(args) == 2 else Any
         return {k: from_json(item, v, f"{where}.{k}") for k, v in data.items()}
     if hint is float:
-        return math.nan if data is None else float(data)
-    if hint is int and isinstance(data, int | float) and not isinstance(data, bool):
-        return int(data)
+        return math.nan if data is None else float(data) if is_number(data) else _wrong(where, "a number", data)
+    if hint is int:
+        integral = is_number(data) and (isinstance(data, int) or math.isfinite(data) and data.is_integer())
+        return int(data) if integral else _wrong(where, "an integer", data)
     return data
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's resolved field types (resolving string annotations compiles them: once per class)."""
+    return get_type_hints(cls)
+
+
+def is_number(value: Any) -> bool:
+    """An int or a float (not a bool, which JSON keeps apart)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _wrong(where: str, valid: str, found: Any) -> Any:
+    shown = repr(found) if len(repr(found)) <= 40 else repr(found)[:37] + "..."
+    raise DataError(f"{where}={shown} is not valid; valid: {valid}")
+
+
+def check_declared_values(value: Any, where: str) -> None:
+    """Every field of the dataclasses in ``value`` (nested in lists, tuples and dicts) holds a value of its declared
+    type and range: an ``int`` field is a count (an integer >= 0), a ``float`` a number (a share, by its name
+    (:data:`UNIT_SUFFIXES`, :data:`UNIT_NAMES`), NaN or in [0, 1]), a ``bool`` a bool, a ``str`` text. A findings
+    file edited by hand or written for another run is refused in one line naming the field, instead of a report
+    that shows an accuracy of 7 or a count of -3. Generic, so a record whose fields change needs no line here."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        hints = type_hints(type(value))
+        for f in dataclasses.fields(value):
+            item, at = getattr(value, f.name), f"{where}.{json_key(f)}"
+            check_scalar(f.name, hints.get(f.name, Any), item, at)
+            check_declared_values(item, at)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_declared_values(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_declared_values(item, f"{where}[{i}]")
+
+
+def check_scalar(name: str, hint: Any, value: Any, where: str) -> None:
+    """One field's value against its declared type (``hint``) and, for a number, its range (see
+    :func:`check_declared_values`)."""
+    if hint is int and not (is_number(value) and isinstance(value, int) and value >= 0):
+        _wrong(where, "a count (an integer >= 0)", value)
+    elif hint is float:
+        if not is_number(value):
+            _wrong(where, "a number", value)
+        if (name in UNIT_NAMES or name.endswith(UNIT_SUFFIXES)) and not (math.isnan(value) or 0 <= value <= 1):
+            _wrong(where, "a share in [0, 1] (or none)", value)
+    elif hint is bool and not isinstance(value, bool):
+        _wrong(where, "true or false", value)
+    elif hint is str and not isinstance(value, str):
+        _wrong(where, "text", value)
 
 
 def dataclass_from_json(cls: type, data: Any, where: str) -> Any:
@@ -128,7 +191,7 @@ def dataclass_from_json(cls: type, data: Any, where: str) -> Any:
     from_dict = getattr(cls, "from_dict", None)
     if from_dict is not None and not issubclass(cls, Findings):
         return from_dict(data)
-    hints = get_type_hints(cls)
+    hints = type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         key = json_key(f)

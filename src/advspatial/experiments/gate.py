@@ -1,21 +1,21 @@
 """The faithfulness gate as a stage every RoI-using experiment runs (METHODS.md §1).
 
-An importance map is used as a Region of Importance (RoI) only after it has
-shown that it marks what *this model* uses in *this image*: paired per image,
-deleting its top pixels and the experiment's own L-inf PGD confined to them must
-do more damage than the same through regions of equal size that need no model --
-its shape at a random place, as many scattered pixels, the class and dataset
-layout (cross-fitted mean maps of the other images), a centre prior, the
-image's brightest pixels and its strongest edges -- and the map must change when
-the model's weights are destroyed (:mod:`advspatial.faithfulness.gate`). The
-stage streams the experiment's batches twice (the layout maps need every image's
-map first; both passes cached in the run directory, keyed by global sample ids,
-so ``--resume`` and the batch size do not change it) over the correctly
-classified images among the first ``gate_n``: the maps batch by batch, the
-comparisons look by look (``gate_sequential``, the default: after 50, 100,
-200, ... images, stopping once the verdict is decided,
-:mod:`advspatial.faithfulness.sequential`), then the randomization checks while
-the gate can still pass.
+An importance map is used as a Region of Importance (RoI) only after it has shown that it marks what *this model*
+uses in *this image* (:mod:`advspatial.faithfulness.gate`): paired per image, deleting its top pixels and an L-inf
+PGD confined to them must do more damage than the same through its shape at a random place and through as many
+scattered pixels, and the map must change when the model's weights are destroyed. The same columns also say how it
+compares with regions that need no model at all -- the class and dataset layout (cross-fitted mean maps of the
+other images), a centre prior, the image's brightest pixels and its strongest edges -- a finding about the model
+(specificity), not a veto. A positive control (:mod:`advspatial.faithfulness.controls`) is measured beside the map,
+and the restricted attack's budget is calibrated per model so that it is not saturated
+(:mod:`advspatial.faithfulness.calibration`).
+
+The stage streams the experiment's batches twice (the layout maps need every image's map first; both passes cached
+in the run directory, keyed by global sample ids, so ``--resume`` and the batch size do not change it) over the
+correctly classified images among the first ``gate_n`` (every image of the run with ``gate_until_decided``): the maps
+batch by batch, the comparisons look by look (``gate_sequential``, the default: after 50, 100, 200, ... images,
+stopping once every row is decided, :mod:`advspatial.faithfulness.sequential`), then the randomization checks while
+they can still change the verdict.
 """
 
 from __future__ import annotations
@@ -29,23 +29,25 @@ from torch import nn
 
 from ..attacks import make_attack
 from ..errors import ConfigError, unknown_name
-from ..maps.heads import default_importance_method
-from ..maps import importance_map
-from ..statistics.claims import NOT_INTERPRETABLE_ROI
-from ..faithfulness.deletion import blurred_map
+from ..faithfulness.calibration import CALIBRATION_IMAGES, Budget, calibrate_budget
+from ..faithfulness.controls import control_maps, control_regions
+from ..faithfulness.deletion import blurred_map, deletion_columns, gate_regions, restricted_attack_columns
 from ..faithfulness.gate import (
-    EDGE_FREE_FILLS, MIN_N, SKIPPABLE_CHECKS, comparison_differences, comparison_failures, gini_sparseness,
-    randomization_passed, summarize_gate,
+    DEFAULT_MARGIN, EDGE_FREE_FILLS, MIN_N, comparison_decisions, comparison_failures, control_cells,
+    gini_sparseness, summarize_gate,
 )
-from ..faithfulness.record import GateResult
-from ..faithfulness.deletion import deletion_columns, gate_regions, restricted_attack_columns
-from ..faithfulness.randomization import model_randomization_check
 from ..faithfulness.mprt import randomization_checks
+from ..faithfulness.randomization import model_randomization_check
+from ..faithfulness.record import GateResult
+from ..faithfulness.sanity import SKIPPABLE_CHECKS, randomization_passed
 from ..faithfulness.sequential import InterimDecision, interim_decision, look_sizes
+from ..maps import importance_map
+from ..maps.heads import default_importance_method
 from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ..statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from .context import ExperimentContext
-from .stage import Stage
 from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
+from .stage import Stage
 
 GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
 
@@ -59,11 +61,23 @@ class GatedConfig(ExperimentConfig):
     panel_gate_n: int = setting(200, "images (a prefix of the n) entering the gates of the explainer panel (the "
                                      "other explainers, and the RoI's explainer at the panel's other fractions)",
                                 low=1)
+    gate_until_decided: bool = setting(False, "continue the gates' looks past gate_n and panel_gate_n, up to every "
+                                              "image of the run, until every row is decided")
     gate_fills: list[str] = setting(["road", "blur"], "deletion fills of the faithfulness gate (>= 2 of road, blur, "
                                                       "inpaint, zero, noise; one that creates no edges: road, blur "
                                                       "or inpaint; the default's measurement: docs/methods.md)")
     gate_steps: int = setting(10, "PGD steps of the gate's restricted attack (a damage comparison between regions "
                                   "of equal size, not a robustness figure)", low=1)
+    gate_calibration: bool = setting(True, "calibrate the budget of the gate's restricted attack per model so that "
+                                           "the unrestricted attack flips about half of the gate's images (at most "
+                                           "the experiment's budget); --no-gate-calibration uses the budget as it is")
+    gate_control: bool = setting(True, "gate a positive control beside the explainer (occlusion under the blur "
+                                       "fill, the margin's input gradient): where it cannot pass a row, the gate "
+                                       "says it cannot judge it")
+    equivalence_margin: float = setting(DEFAULT_MARGIN, "margin of the gate's three-outcome rules, as a share of "
+                                                        "the RoI's own damage on each measure: 'not better' and "
+                                                        "'equivalent' mean within it (docs/methods.md)",
+                                        low=0, high=1, low_inclusive=False)
     randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
     randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
                                              "denoising; Quantus' default is 50)", low=1)
@@ -75,11 +89,11 @@ class GatedConfig(ExperimentConfig):
                            low=0)
     significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
                                   **OPEN_UNIT_INTERVAL)
-    gate_sequential: bool = setting(True, "stop a gate's work once its verdict is decided: its comparisons in looks "
+    gate_sequential: bool = setting(True, "stop a gate's work once every row is decided: its comparisons in looks "
                                           "at 50, 100, 200, ... images (Haybittle-Peto bound |z| >= 3.29), the "
-                                          "randomization checks only while it can still pass (a smoke test, "
-                                          "--quick, runs them all); --no-gate-sequential runs every check on every "
-                                          "image")
+                                          "randomization checks only while they can change the verdict (a smoke "
+                                          "test, --quick, runs them all); --no-gate-sequential runs every check on "
+                                          "every image")
 
     def validate(self) -> None:
         super().validate()
@@ -101,8 +115,13 @@ def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[st
 
 
 #: the gate of one explainer (``gate/[tag/]method``): its maps and its comparisons per batch, the model-randomization
-#: checks once per run
+#: checks once per run; per model (``gate/[tag/]control``, ``gate/[tag/]budget``): the positive control's maps per
+#: batch and the restricted attack's budget once per run
 GATE_MAPS = Stage[torch.Tensor]("gate")
+CONTROL_MAPS = Stage[dict[str, torch.Tensor]]("gate")
+#: the positive control's columns of one range of images at one fraction (``gate/[tag/]control/f0.2/images-0-50``):
+#: shared by every explainer's gate of the model at that fraction
+CONTROL_COLUMNS = Stage[dict[str, torch.Tensor]]("gate", per="run")
 GATE_COLUMNS = Stage[dict[str, torch.Tensor]]("gate")
 GATE_CHECK = Stage[Any]("gate", per="run")
 
@@ -135,42 +154,87 @@ def look_chunks(looks: Sequence[int], slices: Sequence[slice]) -> list[list[Gate
     return out
 
 
+@dataclass
+class _Plan:
+    """One gate's fixed parts: its explainer and model, stage family, images, the restricted attack and budget."""
+
+    method: str
+    model: nn.Module
+    family: list[str]
+    label: str
+    fraction: float
+    stop: int
+    slices: list[slice]
+    budget: Budget
+    attack: Any
+
+
 def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
                model: nn.Module | None = None, tag: str = "", n: int | None = None) -> GateResult:
-    """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``), its record
-    naming ``method`` (cached per batch: :data:`GATE_MAPS`; per chunk of a look: :data:`GATE_COLUMNS`; the
-    randomization checks once: :data:`GATE_CHECK`).
+    """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``; every image
+    with ``gate_until_decided``), its record naming ``method`` (cached per batch: :data:`GATE_MAPS`; per chunk of a
+    look: :data:`GATE_COLUMNS`; the randomization checks once: :data:`GATE_CHECK`).
 
-    ``maps(b)``, when given, returns the experiment's own (cached) map of batch b,
-    so the gate judges exactly the map the experiment uses, without recomputing it.
-    ``model`` (default ``ctx.model``) and ``tag`` let an experiment with several
-    models gate the explainer on each. ``target``: ``pred`` or ``true`` class.
-    With ``gate_sequential`` the comparisons are computed look by look and stop once decided, and the
-    randomization checks run only while the gate can still pass (:mod:`advspatial.faithfulness.sequential`).
+    ``maps(b)``, when given, returns the experiment's own (cached) map of batch b, so the gate judges exactly the
+    map the experiment uses, without recomputing it. ``model`` (default ``ctx.model``) and ``tag`` let an
+    experiment with several models gate the explainer on each. ``target``: ``pred`` or ``true`` class. ``eps``:
+    the experiment's L-inf budget, which the restricted attack's calibrated budget does not exceed.
     """
     cfg = ctx.config
     model = ctx.model if model is None else model
-    family = [tag, method] if tag else [method]
-    label = f"{tag + ' ' if tag else ''}{method}"
     kw = importance_kw or {}
-    stop = min(cfg.gate_n if n is None else n, len(ctx.data))
+    stop = len(ctx.data) if cfg.gate_until_decided else min(cfg.gate_n if n is None else n, len(ctx.data))
     slices = [slice(sl.start, min(sl.stop, stop)) for sl in ctx.slices if sl.start < stop]
+    budget = _budget(ctx, model, eps, tag, slices)
+    plan = _Plan(method, model, [tag, method] if tag else [method], f"{tag + ' ' if tag else ''}{method}", fraction,
+                 stop, slices, budget, make_attack("pgd", model, eps=budget.eps, alpha="auto", steps=cfg.gate_steps,
+                                                   seed=cfg.seed))
 
     def batch_maps(b: int, sl: slice) -> torch.Tensor:
         if maps is not None:
             return maps(b)[: sl.stop - sl.start]
         x, y, _ = ctx.batch(sl)
-        return GATE_MAPS.at(*family, "maps").get(ctx.rundir, lambda: importance_map(
+        return GATE_MAPS.at(*plan.family, "maps").get(ctx.rundir, lambda: importance_map(
             method, model, x, target=target, y=y, batch_size=len(x), **kw).cpu(), b)
 
+    def both_maps(b: int, sl: slice) -> torch.Tensor:  # every stage read at the top level: resumed runs count them
+        if cfg.gate_control:
+            _control_maps(ctx, model, tag, b)
+        return batch_maps(b, sl)
+
     layouts = LayoutSums()
-    ctx.each_batch(batch_maps, desc=f"faithfulness gate: {label} maps", slices=slices,
+    ctx.each_batch(both_maps, desc=f"faithfulness gate: {plan.label} maps", slices=slices,
                    then=lambda b, sl, imp: layouts.add(imp, ctx.data.labels[sl]))
-    columns, looked = _compared_columns(ctx, model, method, fraction, eps, family, label, stop, slices, batch_maps,
-                                        layouts)
-    return _judged(ctx, model, method, target, kw, family, fraction, columns, looked)
+    columns, looked = _compared_columns(ctx, plan, tag, batch_maps, layouts)
+    return _judged(ctx, plan, target, kw, columns, looked)
+
+
+def _budget(ctx: ExperimentContext, model: nn.Module, eps: float, tag: str, slices: list[slice]) -> Budget:
+    """The restricted attack's budget for ``model``: calibrated once per run on the first
+    :data:`~advspatial.faithfulness.calibration.CALIBRATION_IMAGES` correctly classified images of the gate
+    (``gate_calibration``), else ``eps`` itself."""
+    cfg = ctx.config
+    if not cfg.gate_calibration:
+        return Budget(float(eps), float(eps), False, float("nan"), 0)
+
+    def compute() -> dict[str, Any]:
+        xs, ys, ids = [], [], []
+        for sl in slices:
+            x, y, i = ctx.batch(sl)
+            with torch.no_grad():
+                keep = (model(x).argmax(1) == y.to(x.device)).cpu()
+            xs.append(x[keep.to(x.device)])
+            ys.append(y[keep.to(y.device)])
+            ids.append(i[keep.to(i.device)])
+            if sum(len(v) for v in ys) >= CALIBRATION_IMAGES:
+                break
+        x, y, i = (torch.cat(v)[:CALIBRATION_IMAGES] for v in (xs, ys, ids))
+        return calibrate_budget(model, x, y, i, eps, cfg.gate_steps, cfg.seed, max_images=cfg.batch_size).as_dict()
+
+    key = GATE_CHECK.at(*([tag] if tag else []), "budget", float(eps))
+    return Budget.from_dict(key.get(ctx.rundir, compute))
 
 
 @dataclass
@@ -184,26 +248,33 @@ class _Looked:
     decision: InterimDecision | None
 
 
-def _compared_columns(ctx: ExperimentContext, model: nn.Module, method: str, fraction: float, eps: float,
-                      family: list[str], label: str, stop: int, slices: list[slice],
+def _compared_columns(ctx: ExperimentContext, plan: _Plan, tag: str,
                       batch_maps: Callable[[int, slice], torch.Tensor], layouts: LayoutSums
                       ) -> tuple[dict[str, torch.Tensor], _Looked]:
-    """The comparisons' columns on the correctly classified images, look by look (one look at ``stop`` without
-    ``gate_sequential``), stopping at the first interim look that decides the gate."""
+    """The comparisons' columns on the correctly classified images, look by look (one look at ``plan.stop``
+    without ``gate_sequential``), stopping at the first interim look that decides the gate."""
     cfg = ctx.config
-    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=cfg.gate_steps, seed=cfg.seed)
-    looks = look_sizes(stop) if cfg.gate_sequential else (stop,)
-    stage = GATE_COLUMNS.at(*family, f"f{fraction}-n{stop}-" + (f"looks{looks[0]}" if len(looks) > 1 else "compared"))
+    looks = look_sizes(plan.stop) if cfg.gate_sequential else (plan.stop,)
+    stage = GATE_COLUMNS.at(*plan.family, f"f{plan.fraction}-n{plan.stop}-"
+                            + (f"looks{looks[0]}" if len(looks) > 1 else "compared"))
+    control_columns = CONTROL_COLUMNS.at(*([tag] if tag else []), "control", f"f{plan.fraction}")
     parts: dict[str, list[torch.Tensor]] = {}
     labels: list[torch.Tensor] = []
 
     def compute(_: int, chunk: GateChunk) -> dict[str, torch.Tensor]:
+        part = slice(chunk.offset, chunk.offset + chunk.images.stop - chunk.images.start)
+
+        def control() -> dict[str, torch.Tensor]:
+            maps = {k: v[part] for k, v in _control_maps(ctx, plan.model, tag, chunk.batch).items()}
+            return _control_columns(ctx, plan, maps, chunk.images)
+
         def columns() -> dict[str, torch.Tensor]:
-            imp = batch_maps(chunk.batch, slices[chunk.batch])
-            width = chunk.images.stop - chunk.images.start
-            return _gate_batch(ctx, model, fraction, attack, imp[chunk.offset: chunk.offset + width], layouts,
-                               chunk.images)
-        return stage.get(ctx.rundir, columns, chunk.index)
+            imp = batch_maps(chunk.batch, plan.slices[chunk.batch])[part]
+            return _gate_batch(ctx, plan, imp, layouts, chunk.images)
+        # not nested in the chunk's stage, so that a resumed run that reads the chunk back counts its passes too
+        own = control_columns.at(f"images-{chunk.images.start}-{chunk.images.stop}").get(
+            ctx.rundir, control) if cfg.gate_control else {}
+        return {**stage.get(ctx.rundir, columns, chunk.index), **own}
 
     def keep(_: int, chunk: GateChunk, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
@@ -212,78 +283,106 @@ def _compared_columns(ctx: ExperimentContext, model: nn.Module, method: str, fra
         labels.append(ctx.data.labels[chunk.images][kept])
 
     examined, decision = 0, None
-    for k, chunks in enumerate(look_chunks(looks, slices)):
-        ctx.each_batch(compute, desc=f"faithfulness gate: {label}" + (f", look {k + 1}" if len(looks) > 1 else ""),
-                       slices=chunks, then=keep)
+    for k, chunks in enumerate(look_chunks(looks, plan.slices)):
+        ctx.each_batch(compute, desc=f"faithfulness gate: {plan.label}" + (
+            f", look {k + 1}" if len(looks) > 1 else ""), slices=chunks, then=keep)
         examined = looks[k]
         if k == len(looks) - 1:
             break
-        decision = _interim(parts, labels, cfg.seed)
+        decision = _interim(parts, labels, cfg.seed, cfg.equivalence_margin)
         if decision is not None:
             break
     merged = {name: torch.cat(v) for name, v in parts.items()}
-    return merged, _Looked(stop, examined, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+    return merged, _Looked(plan.stop, examined, torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
                            decision)
 
 
-def _interim(parts: dict[str, list[torch.Tensor]], labels: list[torch.Tensor], seed: int) -> InterimDecision | None:
-    """The decision of an interim look, or None: look again (a "passes" the fixed rule does not confirm at this
-    look counts as undecided)."""
+def _interim(parts: dict[str, list[torch.Tensor]], labels: list[torch.Tensor], seed: int, margin: float
+             ) -> InterimDecision | None:
+    """The decision of an interim look, or None: look again (a "decided" that the fixed rule on the images so far
+    does not confirm, every faithfulness cell beating and no row undecided, counts as undecided)."""
     merged = {name: torch.cat(v) for name, v in parts.items()}
-    decision = interim_decision(comparison_differences(merged), int(sum(len(y) for y in labels)), MIN_N)
+    cells = comparison_decisions(merged, margin)
+    decision = interim_decision(cells, int(sum(len(y) for y in labels)), MIN_N,
+                                controls=control_cells(merged, margin))
     if decision.verdict == "fails":
         return decision
-    if decision.verdict == "passes" and not comparison_failures(merged, torch.cat(labels), seed):
+    if decision.verdict == "decided" and all(
+            (o := decide(d, rule, m, seed).outcome) != UNDECIDED and (rule != FAITHFULNESS or o == BEATS)
+            for row in cells.values() for d, m, rule in row.values()):
         return decision
     return None
 
 
-def _judged(ctx: ExperimentContext, model: nn.Module, method: str, target: str, kw: dict[str, Any],
-            family: list[str], fraction: float, columns: dict[str, torch.Tensor], looked: _Looked) -> GateResult:
-    """The gate's record: the randomization checks (with ``gate_sequential`` only while the gate can still pass,
-    except in a smoke test, which exercises every stage), then :func:`~advspatial.faithfulness.gate.summarize_gate`,
-    with how the verdict was reached."""
+def _judged(ctx: ExperimentContext, plan: _Plan, target: str, kw: dict[str, Any], columns: dict[str, torch.Tensor],
+            looked: _Looked) -> GateResult:
+    """The gate's record: the randomization checks (with ``gate_sequential`` only while they can change the
+    verdict, except in a smoke test, which exercises every stage), then
+    :func:`~advspatial.faithfulness.gate.summarize_gate`, with how the verdict was reached."""
     cfg = ctx.config
     sequential = cfg.gate_sequential and not cfg.smoke_test  # a smoke test (--quick) runs every check
     randomization = mprt = None
     skipped: list[str] = []
-    if sequential and comparison_failures(columns, looked.labels, cfg.seed):
+    if sequential and comparison_failures(columns, looked.labels, cfg.seed, margin=cfg.equivalence_margin):
         skipped = list(SKIPPABLE_CHECKS)
     else:
         with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
-            randomization = GATE_CHECK.at(*family, "randomization").get(
-                ctx.rundir, lambda: _randomization(ctx, model, method, target, kw))
+            randomization = GATE_CHECK.at(*plan.family, "randomization").get(
+                ctx.rundir, lambda: _randomization(ctx, plan.model, plan.method, target, kw))
             if sequential and randomization_passed(randomization) is False:
                 skipped = ["mprt"]
             else:
-                mprt = GATE_CHECK.at(*family, "mprt").get(ctx.rundir, lambda: _mprt(ctx, model, method, target, kw))
-    decision = looked.decision
-    failed_early = decision is not None and decision.verdict == "fails"
+                mprt = GATE_CHECK.at(*plan.family, "mprt").get(
+                    ctx.rundir, lambda: _mprt(ctx, plan.model, plan.method, target, kw))
     result = summarize_gate(columns, looked.labels, seed=cfg.seed, class_names=list(ctx.data.class_names),
-                            fraction=fraction, randomization=randomization, mprt=mprt, skipped=skipped,
-                            decisive=decision.comparisons if decision is not None and failed_early else ())
-    result.method = method
+                            fraction=plan.fraction, randomization=randomization, mprt=mprt, skipped=skipped,
+                            margin=cfg.equivalence_margin, restricted_attack=plan.budget.as_dict())
+    result.method = plan.method
     result.images_planned, result.images_examined = looked.planned, looked.examined
-    if decision is not None:
-        result.stopped = f"comparisons {'failed' if failed_early else 'passed'}: {decision.reason}"
+    if looked.decision is not None:
+        how = "failed" if looked.decision.verdict == "fails" else "decided"
+        result.stopped = f"comparisons {how}: {looked.decision.reason}"
     return result
 
 
-def _gate_batch(ctx: ExperimentContext, model: nn.Module, fraction: float, attack: Any, imp: torch.Tensor,
-                layouts: LayoutSums, sl: slice) -> dict[str, torch.Tensor]:
+def _gate_batch(ctx: ExperimentContext, plan: _Plan, imp: torch.Tensor, layouts: LayoutSums, sl: slice
+                ) -> dict[str, torch.Tensor]:
     """One batch's gate columns: every region of :func:`gate_regions` deleted and attacked, and the complexity."""
     x, y, ids = ctx.batch(sl)
     imp = imp.to(ctx.device)
     cfg = ctx.config
     class_layout, dataset_layout = layouts.leave_one_out(imp, ctx.data.labels[sl])
     refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout}, REFERENCE_MAPS)
-    regions = gate_regions(imp, fraction, cfg.seed, ids, references=refs)
-    cols = deletion_columns(model, x, y, regions, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
+    regions = gate_regions(imp, plan.fraction, cfg.seed, ids, references=refs)
+    fills = tuple(cfg.gate_fills)
+    cols = deletion_columns(plan.model, x, y, regions, fills=fills, seed=cfg.seed, sample_ids=ids)
     # a pass holds at most a batch of images, as everywhere in a run (the regions x images stack is ~9 batches)
-    cols.update(restricted_attack_columns(model, x, y, regions, attack, sample_ids=ids, max_images=cfg.batch_size))
+    cols.update(restricted_attack_columns(plan.model, x, y, regions, plan.attack, sample_ids=ids,
+                                          max_images=cfg.batch_size))
     cols["complexity:map"] = gini_sparseness(imp)
     cols["complexity:blurred"] = gini_sparseness(blurred_map(imp))
     return {k: v.cpu() for k, v in cols.items()}
+
+
+def _control_maps(ctx: ExperimentContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
+    """The positive control's maps of the run's whole batch ``b`` (cached; shared by every gate of the model)."""
+    x, y, ids = ctx.batch(ctx.slices[b])
+    return CONTROL_MAPS.at(*([tag] if tag else []), "control", "maps").get(
+        ctx.rundir, lambda: {k: v.cpu() for k, v in control_maps(model, x, y, ctx.config.seed, ids).items()}, b)
+
+
+def _control_columns(ctx: ExperimentContext, plan: _Plan, maps: dict[str, torch.Tensor], sl: slice
+                     ) -> dict[str, torch.Tensor]:
+    """The positive control's columns of the images ``sl`` (its maps ``maps``): each control's region and its shape
+    elsewhere and scattered, deleted (the occlusion control) or attacked (the margin-gradient control)."""
+    x, y, ids = ctx.batch(sl)
+    cfg = ctx.config
+    own = control_regions({k: v.to(ctx.device) for k, v in maps.items()}, plan.fraction, cfg.seed, ids)
+    cols = deletion_columns(plan.model, x, y, own["deletion"], fills=tuple(cfg.gate_fills), seed=cfg.seed,
+                            sample_ids=ids)
+    cols.update(restricted_attack_columns(plan.model, x, y, own["attack"], plan.attack, sample_ids=ids,
+                                          max_images=cfg.batch_size))
+    return {k: v.cpu() for k, v in cols.items() if k.split(":")[-1].startswith("control-")}
 
 
 def _randomization_images(ctx: ExperimentContext, model: nn.Module, target: str
@@ -313,52 +412,3 @@ def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
     return randomization_checks(
         model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=len(z), **kw),
         seed=ctx.config.seed, sample_ids=ids, samples=ctx.config.randomization_samples).as_dict()
-
-
-def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_name: str = "the map") -> str:
-    """The gate's rule in one paragraph (one wording for every report)."""
-    return (f"Gate: on the correctly classified images among the first {images}, the top {fraction:.0%} of "
-            f"{map_name} must do more damage than regions of the same size that need no model: its shape at a random "
-            "place (location), as many random pixels (scatter, judged with fills that create no edges), the "
-            "top pixels of the mean map of the other images of the class (class layout) and of all classes "
-            "(dataset layout), a centred disc, the image's brightest pixels (intensity) and its strongest Sobel "
-            f"edges. Damage is measured twice: deleting the region ({', '.join(cfg.gate_fills)} fills) must lower "
-            f"the true-class logit more, and L-inf PGD (eps {eps:g}, {cfg.gate_steps} steps) confined to the "
-            "region must lower the margin more; each paired per image, 95% bootstrap CI above 0, n >= 30. The map "
-            "must also change when the model's weights are destroyed (cascading randomization: |Spearman| with "
-            "the trained model's map below 0.5 after every layer is re-initialized; smooth MPRT: the denoised maps' "
-            "Spearman with the fully randomized model's below 0.5; efficient MPRT: the maps' complexity changes by "
-            "more than 5% under full randomization, in either direction). It passes only if it beats "
-            "all of them (an intersection-union test). Positive Δ = the map's region matters more.")
-
-
-def roi_label(gate: GateResult) -> str:
-    """'' when the gate passed, else the label every RoI-dependent result of the run carries, naming what the RoI
-    did not beat ("not interpretable: the RoI is no better than the class layout, image edges")."""
-    if gate.passed:
-        return ""
-    missed = gate.not_beaten(randomization=False)
-    randomization = gate.comparisons.get("randomization")
-    few = "insufficient data" in gate.reason
-    parts = ([f"too few images to judge the RoI (n={gate.n})"] if few else []) + (
-        [f"the RoI is no better than {', '.join(missed)}"] if missed else []) + (
-        [f"the RoI fails the randomization check: {'; '.join(randomization.failing() or ['not checked'])}"]
-        if randomization is not None and not randomization.beats and not randomization.skipped else [])
-    return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI
-
-
-@dataclass
-class Roi:
-    """The explainer whose maps give a run its Region of Importance: the method, why it was chosen, whether its maps
-    passed the faithfulness gate, and how every RoI-dependent result reads (``interpretable``, else :func:`roi_label`).
-    """
-
-    method: str
-    why: str
-    faithful: bool
-    interpretation: str
-
-    @classmethod
-    def judged(cls, method: str, why: str, gate: GateResult) -> Roi:
-        """The RoI of ``method`` (chosen because ``why``) as its ``gate`` (:func:`gate_stage`) judged it."""
-        return cls(method, why, gate.passed, roi_label(gate) or "interpretable")

@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                  "pse_block": 8, "panel": ["gradcam", "hirescam", "inputxgrad"]},
 }
 
-#: what each generic budget means (the README's table is built from these)
+#: what each generic budget means (the documentation's presets table is built from these)
 GENERIC_BUDGETS: dict[str, str] = {
     **budget_meanings(),
     "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
@@ -89,7 +89,7 @@ def preset_values(preset_fields: Mapping[str, str], preset: str) -> dict[str, An
 
 
 def preset_table() -> str:
-    """A Markdown table of every preset's budgets (for the README)."""
+    """A Markdown table of every preset's budgets (docs/getting-started.md shows it, through docs/hooks.py)."""
     shown = [p for p in PRESETS if p != "none"]
     lines = ["| budget | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
     for key, meaning in GENERIC_BUDGETS.items():

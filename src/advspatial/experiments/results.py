@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..report.html import Section
-from .findings import Findings
+from ..report.answer import answer_lines
+from ..report.planning import plan_section
+from .findings import RUN_KEYS, Findings
 
 RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
 
@@ -23,11 +25,21 @@ class ExperimentResult:
     per_image: list[dict[str, Any]]
     summary: str
     report_sections: list[Any] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
 
     @classmethod
     def of(cls, findings: Findings, per_image: Sequence[dict[str, Any]], rendered: Rendered) -> ExperimentResult:
-        """The result of an experiment with typed findings: metrics.json is their serialization."""
-        return cls(findings.to_metrics(), list(per_image), rendered.summary, list(rendered.sections))
+        """The result of an experiment with typed findings: metrics.json is their serialization; the report opens
+        with its answer (:func:`~advspatial.report.answer.answer_lines`) and ends with what more data would decide
+        (:func:`with_plan`)."""
+        return cls(findings.to_metrics(), list(per_image), rendered.summary, with_plan(rendered.sections, findings),
+                   answer_lines(findings))
+
+
+def with_plan(sections: Sequence[Section], findings: Findings) -> list[Section]:
+    """A report's sections followed by its "What more data would decide" section
+    (:func:`~advspatial.report.planning.plan_section`)."""
+    return [*sections, plan_section(findings)]
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,17 @@ class Rendered:
 def metrics_to_json(metrics: dict[str, Any]) -> str:
     """Metrics as metrics.json's text (indented; tensors and arrays as lists)."""
     return json.dumps(metrics, indent=2, default=_json_default)
+
+
+def findings_checksum(metrics: dict[str, Any]) -> str:
+    """A short SHA-256 of metrics.json's findings (its keys but those a run adds: wall time, passes, its stamp):
+    stamped into the file when it is written, so that ``advspatial report`` re-renders only findings as the run
+    wrote them, not a file edited since."""
+    import hashlib
+
+    findings = {k: v for k, v in metrics.items() if k not in RUN_KEYS}
+    text = json.dumps(findings, sort_keys=True, default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:

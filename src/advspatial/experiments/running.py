@@ -16,11 +16,13 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, DataError, first_line
-from ..files import DirLock, atomic_write_text, check_writable_dir
+from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, read_json
 from ..rundir import RunDir
+from .findings import Findings
 from .registry import Experiment, get_experiment
-from .results import ExperimentResult, metrics_to_json, rows_to_csv
-from .settings import ExperimentConfig, config_dict, config_from_mapping, load_yaml
+from ..report.answer import answer_lines
+from .results import ExperimentResult, findings_checksum, metrics_to_json, rows_to_csv, with_plan
+from .settings import ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml
 from .smoke import mark_result, unmark_tree
 from .stage import STAGE_FORMAT
 
@@ -183,14 +185,14 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     return result, rundir
 
 
-def rerender_report(out: Path) -> ExperimentResult:
-    """Re-render the report of the finished run in ``out`` from its files alone (``advspatial report DIR``):
-    ``config.yaml``, ``metrics.json`` (the findings), ``per_image.csv`` and the figures it drew; nothing is
-    computed again. Writes ``report.html`` and returns the result as the run returned it (its summary
-    included); a one-line error when ``out`` is no finished run or its experiment cannot re-render."""
-    import json
+#: what reading findings a run did not write (edited, damaged, of another version) raises: one line, never a traceback
+READ_ERRORS = (DataError, TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError)
 
 
+def finished_run(out: Path) -> tuple[Experiment, ExperimentConfig, dict[str, Any], Findings]:
+    """The experiment, config, metrics.json and typed findings of the finished run in ``out``, read from its files
+    alone (``config.yaml``, ``metrics.json``, checked against ``run.json``); a one-line error when ``out`` is no
+    finished run, its files do not belong together, or its experiment has no typed findings."""
     out = Path(out)
     record = RunDir.record_of(out)
     name = record.get("experiment")
@@ -199,20 +201,38 @@ def rerender_report(out: Path) -> ExperimentResult:
     experiment = get_experiment(str(name))
     if experiment.findings is None or experiment.render is None:
         raise ConfigError(f"experiment {name!r} has no typed findings; its report cannot be re-rendered")
-    config = config_from_mapping(experiment.config_cls, load_yaml(out / "config.yaml"))
-    try:
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{out / 'metrics.json'} is unreadable: {first_line(exc)}") from exc
+    config = saved_config(out, experiment, record)
+    metrics = stamped_metrics(out, record)
     try:  # a metrics.json edited or written by another version: one line naming the file, never a traceback
         findings = experiment.findings.from_metrics(unmark_tree(metrics) if config.smoke_test else metrics)
-        rendered = experiment.render(config, findings, out / "figures")
-    except (DataError, TypeError, ValueError, KeyError, AttributeError) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {name} run ({first_line(exc)}); "
                         "run the experiment again") from exc
-    result = ExperimentResult(metrics, [], rendered.summary, list(rendered.sections))
+    return experiment, config, metrics, findings
+
+
+def rerender_report(out: Path) -> ExperimentResult:
+    """Re-render the report of the finished run in ``out`` from its files alone (``advspatial report DIR``):
+    ``config.yaml``, ``metrics.json`` (the findings), ``per_image.csv`` and the figures it drew; nothing is
+    computed again. Writes ``report.html`` and returns the result as the run returned it (its summary
+    included); a one-line error when ``out`` is no finished run or its experiment cannot re-render."""
+    out = Path(out)
+    experiment, config, metrics, findings = finished_run(out)
+    assert experiment.render is not None  # finished_run refuses an experiment without one
+    try:
+        rendered = experiment.render(config, findings, out / "figures")
+        written = unmark_tree(metrics) if config.smoke_test else metrics  # marked again below, as the run did
+        result = ExperimentResult(written, [], rendered.summary, with_plan(rendered.sections, findings),
+                                  answer_lines(findings))
+    except READ_ERRORS as exc:
+        raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {experiment.name} run "
+                        f"({first_line(exc)}); run the experiment again") from exc
     marked = mark_result(result, config.smoke_test)
-    write_report_file(out, experiment, config, marked)
+    try:  # the run's own records (its model passes) read into the report: damaged ones are one line too
+        write_report_file(out, experiment, config, marked)
+    except READ_ERRORS[1:] as exc:
+        raise DataError(f"{out / 'metrics.json'} holds a run record the report cannot read ({first_line(exc)}); "
+                        "run the experiment again") from exc
     return marked
 
 
@@ -228,26 +248,86 @@ def resolve_config(
     """
     from .presets import resolve_preset_name
 
-    values: dict[str, Any] = {}
-    if quick:
-        values.update(experiment.config_cls.QUICK)
+    cls = experiment.config_cls
+    quick_values: dict[str, Any] = dict(cls.QUICK) if quick else {}
+    given: dict[str, Any] = {}
     if yaml_path:
-        values.update(load_yaml(yaml_path))
-    values.update(overrides)
+        given.update(load_yaml(yaml_path))
+        check_settings(cls, given, str(yaml_path))  # every line of the file, also one an option overrides
+    given.update(overrides)
     if quick:
-        values["smoke_test"] = True
-    defaults = experiment.config_cls()
+        given["smoke_test"] = True
+    values = {**quick_values, **given}
+    defaults = cls()
     preset = resolve_preset_name(str(values.get("preset", defaults.preset)),
                                  str(values.get("dataset", defaults.dataset)),
                                  str(values.get("model", defaults.model)))
-    values = {**experiment.config_cls.preset_values(preset, values), **values, "preset": preset}
-    config = config_from_mapping(experiment.config_cls, values)
+    values = {**cls.preset_values(preset, values), **values, "preset": preset}
+    values = {**values, **cls.implied_values(values), **given, "preset": preset}
+    config = config_from_mapping(cls, values)
     config.validate()
     return config
 
 
+def saved_config(out: Path, experiment: Experiment, record: Mapping[str, Any]) -> ExperimentConfig:
+    """The settings in ``out/config.yaml``, checked line by line and against the run's record (``run.json``): a
+    report shows the settings its findings were computed with, not an edited file's."""
+    file = out / "config.yaml"
+    values = load_yaml(file)
+    check_settings(experiment.config_cls, values, str(file))
+    config = config_from_mapping(experiment.config_cls, values)
+    saved = record.get("config")
+    if not isinstance(saved, dict):
+        raise DataError(f"{out / RunDir.RECORD} holds no settings of the run (its 'config' is {str(saved)[:40]!r}); "
+                        "the run cannot be checked - run it again")
+    if fingerprint(config) != saved:
+        raise DataError(f"{file} does not hold the settings the run computed with ({out / RunDir.RECORD}): "
+                        f"{_differences(saved, fingerprint(config))}; restore it or run again")
+    return config
+
+
+def run_stamp(record: Mapping[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """What metrics.json says of the run that computed it (its key ``run``): the experiment, the stage format, the
+    run's id (a checksum of its ``run.json``: the settings and the checksums of the model's weights and code and of
+    the images) and the checksum of the findings as written (:func:`~.results.findings_checksum`).
+    ``advspatial report`` re-renders findings only under the record they were computed with, as they were written."""
+    import hashlib
+    import json
+
+    text = json.dumps(record, sort_keys=True, default=str)
+    return {"id": hashlib.sha256(text.encode()).hexdigest()[:16], "experiment": record.get("experiment"),
+            "stage_format": record.get("stage_format", 1), "findings": findings_checksum(metrics)}
+
+
+def stamped_metrics(out: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The content of ``out/metrics.json`` (a regular file of the run) when the run whose ``run.json`` is ``record``
+    wrote it; a one-line :class:`DataError` for another run's file copied in, one of an older version or made by
+    hand."""
+    file = out / "metrics.json"
+    remedy = f"resume the run to write it again: advspatial run --resume {out}"
+    metrics = read_json(inner_file(out, file, "findings file"), "findings file", remedy)
+    stamp = metrics.get("run") if isinstance(metrics, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(stamp, dict):
+        raise DataError(f"{file} does not say which run computed it (written by an older advspatial or by hand); "
+                        f"{remedy}")
+    expected = run_stamp(record, metrics)
+    if stamp == expected:
+        return metrics
+    if stamp.get("experiment") != expected["experiment"] or stamp.get("stage_format") != expected["stage_format"]:
+        raise DataError(f"{file} holds findings of a {stamp.get('experiment')!r} run (stage format "
+                        f"{stamp.get('stage_format')!r}), but {out / RunDir.RECORD} is of a {expected['experiment']!r} "
+                        f"run (stage format {expected['stage_format']!r}); {remedy}")
+    if stamp.get("id") != expected["id"]:
+        raise DataError(f"{file} belongs to another run (run id {str(stamp.get('id'))[:16]!r}; this directory's "
+                        f"{RunDir.RECORD} gives {expected['id']!r}): its findings are not this run's; {remedy}")
+    raise DataError(f"{file} was changed after its run wrote it (its findings no longer match the checksum "
+                    f"{str(stamp.get('findings'))[:16]!r} stamped into it); {remedy}")
+
+
 def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
-    """metrics.json, per_image.csv and report.html of a finished run."""
+    """metrics.json (stamped with the run's identity: :func:`run_stamp`), per_image.csv and report.html of a
+    finished run."""
+    result.metrics["run"] = run_stamp(rundir.record(), result.metrics)
     atomic_write_text(rundir.path / "metrics.json", metrics_to_json(result.metrics))
     atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))
     write_report_file(rundir.path, experiment, config, result)
@@ -265,5 +345,5 @@ def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfi
         subtitle=experiment.description,
         config={"experiment": experiment.name, **config_dict(config)},
         sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
-        banner=banner() if config.smoke_test else "",
+        banner=banner() if config.smoke_test else "", answer=result.answer,
     )

@@ -53,17 +53,19 @@ def check_declared(config: Any) -> None:
     """Every field's declared range and choices (:func:`setting`), each element of a list field alike; a list
     field naming a value twice (``--attacks fgsm,fgsm``) is refused: it would count every image twice."""
     for f in dataclasses.fields(config):
-        check_unique(f.name, getattr(config, f.name))
-        bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
-        if bounds is None and choices is None:
-            continue
-        value = getattr(config, f.name)
-        for item in value if isinstance(value, list) else [value]:
-            if bounds is not None:
-                low, high, low_inclusive, high_inclusive = bounds
-                check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
-            if choices is not None:
-                check_choice(f.name, item, choices)
+        check_field(f, getattr(config, f.name))
+
+
+def check_field(f: dataclasses.Field, value: Any) -> None:
+    """One field's ``value`` against its declared range, choices and uniqueness (see :func:`check_declared`)."""
+    check_unique(f.name, value)
+    bounds, choices = f.metadata.get("range"), f.metadata.get("choices")
+    for item in value if isinstance(value, list) else [value]:
+        if bounds is not None:
+            low, high, low_inclusive, high_inclusive = bounds
+            check_range(f.name, item, low, high, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
+        if choices is not None:
+            check_choice(f.name, item, choices)
 
 
 def check_unique(name: str, value: Any) -> None:
@@ -162,14 +164,21 @@ class ExperimentConfig:
 
         A zoo model's own input size beats the preset's image size (EfficientNet-Lite1 takes 240, not 224).
         """
-        from ..models.zoo import is_zoo_name
+        from ..models.spec import model_input
         from .presets import preset_values
 
         values = preset_values(cls.PRESET_FIELDS, preset)
         model, dataset = str(given.get("model", cls.model)), str(given.get("dataset", cls.dataset))
-        if is_zoo_name(model) or not resizes_images(dataset):
+        if model_input(model) is not None or not resizes_images(dataset):
             values.pop(cls.PRESET_FIELDS.get("image_size", "image_size"), None)
         return values
+
+    @classmethod
+    def implied_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Settings that other settings in ``values`` imply (e.g. the grid of an evaluation preset). They are
+        layered above the defaults, the dataset preset and ``--quick`` but below the YAML file and the explicit
+        options (:func:`~advspatial.experiments.running.resolve_config`), so a value a user gives always wins."""
+        return {}
 
     def check_model(self) -> None:
         """The model spec is usable here: named things exist, TorchScript only where no layer is read."""
@@ -207,17 +216,16 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
 
     Unset (0) image size and crop fraction follow a zoo model's own preprocessing.
     """
-    from ..models.zoo import zoo_entries
+    from ..models.spec import model_input
 
     if not resizes_images(dataset):
         if image_size or class_map or crop_fraction:
             raise ConfigError("image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), "
                               f"not {dataset!r}")
         return {}
-    entry = zoo_entries().get(model)
-    size = image_size or (entry.input_size if entry is not None else 0)
-    options: dict[str, Any] = {"fit": fit,
-                               "crop_fraction": crop_fraction or (entry.crop_fraction if entry is not None else 1.0)}
+    declared = model_input(model)  # a zoo model's or an hf: folder's own input size and crop
+    size = image_size or (declared[0] if declared is not None else 0)
+    options: dict[str, Any] = {"fit": fit, "crop_fraction": crop_fraction or (declared[1] if declared else 1.0)}
     if size:
         options["size"] = size
     if class_map:
@@ -263,40 +271,83 @@ def field_types(config_cls: type[ExperimentConfig]) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
 
 
+#: what a value of each setting type must be, in a one-line error
+KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
 def coerce(name: str, kind: Any, value: Any) -> Any:
-    """Convert a YAML/CLI value to the field's type, or raise ConfigError."""
+    """A YAML/CLI/Python value as the field's type, or a ConfigError: nothing is converted that could mean something
+    else (``true`` is no integer, ``'12'`` no number, ``5`` no text, a mapping no list). Only a list field takes
+    text, the command line's comma-separated form, whose items are parsed from their text."""
     origin = typing.get_origin(kind)
+    inner = (typing.get_args(kind) or (str,))[0]
     try:
         if origin in (list, tuple, Sequence):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            inner = typing.get_args(kind)[0] if typing.get_args(kind) else str
-            return [coerce(name, inner, v.strip() if isinstance(v, str) else v) for v in items if v != ""]
-        if kind is bool:
             if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind in (int, float, str):
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return kind(value)
+                return [from_text(inner, item.strip()) for item in value.split(",") if item.strip()]
+            if not isinstance(value, list | tuple):
+                raise TypeError(value)
+            return [coerce(name, inner, item) for item in value]
+        return typed_scalar(kind, value)
+    except ConfigError:  # an item of a list, named as it is
+        raise
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise ConfigError(f"{name}={shown} is not a valid {getattr(kind, '__name__', kind)}") from exc
-    return value
+        valid = f"a list (each item {KIND_WORDS.get(inner, inner)})" if origin else KIND_WORDS.get(kind, str(kind))
+        raise ConfigError(f"{name}={shown} is not valid; valid: {valid}") from exc
 
 
-def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str, Any]) -> ExperimentConfig:
+def typed_scalar(kind: Any, value: Any) -> Any:
+    """``value`` when it already is of type ``kind`` (an int is a number too, an integral float an integer); a
+    TypeError otherwise. A bool is neither an integer nor a number here, though Python's bool is an int."""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is bool and isinstance(value, bool) or kind is str and isinstance(value, str):
+        return value
+    if kind is int and numeric and (isinstance(value, int) or value.is_integer()):
+        return int(value)
+    if kind is float and numeric:
+        return float(value)
+    if kind not in KIND_WORDS:
+        return value  # a type settings do not use: as it is
+    raise TypeError(value)
+
+
+def from_text(kind: Any, text: str) -> Any:
+    """An item of a comma-separated list option parsed from its text (``0.1``, ``20``, ``fgsm``)."""
+    if kind is int:
+        return int(text)
+    if kind is float:
+        return float(text)
+    return text
+
+
+def check_settings(config_cls: type[ExperimentConfig], values: Mapping[str, Any], where: str) -> None:
+    """Each of ``values`` (a YAML file's settings, a study's shared ones) on its own: a known name, a value of its
+    type within its declared range. Checked before they are merged, so that a value an explicit option overrides
+    (``n: abc`` beside ``--n 12``) is refused too instead of silently ignored; the one line names ``where``."""
     types = field_types(config_cls)
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    try:
+        check_names(values, types)
+        for name, value in values.items():
+            check_field(fields[name], coerce(name, types[name], value))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def check_names(values: Mapping[Any, Any], types: Mapping[str, Any]) -> None:
+    """Every key of ``values`` is the name of a setting (one line listing the valid names if not)."""
     keys = [k for k in values if not isinstance(k, str)]
     if keys:  # YAML turns `1: 2` or `~: 2` into an integer or null key
         raise ConfigError(f"setting names must be text; got {keys[0]!r}; valid: {', '.join(sorted(types))}")
     unknown = set(values) - set(types)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
+
+
+def config_from_mapping(config_cls: type[ExperimentConfig], values: Mapping[str, Any]) -> ExperimentConfig:
+    types = field_types(config_cls)
+    check_names(values, types)
     config = config_cls(**{k: coerce(k, types[k], v) for k, v in values.items()})
     for name in set(types) - set(values):  # a default of another type (20 in a list of floats) would read back
         setattr(config, name, coerce(name, types[name], getattr(config, name)))  # from config.yaml as another value

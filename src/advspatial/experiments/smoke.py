@@ -143,4 +143,5 @@ def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
         per_image=[mark_tree(row) for row in result.per_image],
         summary=banner() + "\n" + mark_text(result.summary, pattern),
         report_sections=mark_sections(list(result.report_sections), pattern),
+        answer=[mark_text(line, pattern) for line in result.answer],
     )

@@ -62,7 +62,7 @@ class SmoothMPRTResult:
     def as_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "spearman": self.mean, "bound": self.bound, "n": self.n,
                 "n_undefined": int(self.spearman.numel()) - self.n, "samples": self.samples,
-                "noise_magnitude": self.noise_magnitude}
+                "noise_magnitude": self.noise_magnitude, "per_image": [float(v) for v in self.spearman.tolist()]}
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,8 @@ class EfficientMPRTResult:
                 "n": self.n,
                 "n_undefined": int(self.rise.numel()) - self.n, "n_bins": self.n_bins,
                 "complexity_original": nan_mean(self.complexity_original),
-                "complexity_randomized": nan_mean(self.complexity_randomized)}
+                "complexity_randomized": nan_mean(self.complexity_randomized),
+                "per_image": [float(v) for v in self.rise.tolist()]}
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def model_randomization_check(
         rows.append({
             "step": step, "layer": name,
             "spearman": nan_mean(rho), "pearson": nan_mean(pearson(original, maps)),
-            "top_iou": nan_mean(iou(roi0, roi)),
+            "top_iou": nan_mean(iou(roi0, roi)), "per_image": [float(v) for v in rho.tolist()],
             "n": int(torch.isfinite(rho).sum()), "n_undefined": int((~torch.isfinite(rho)).sum()),
         })
     return rows

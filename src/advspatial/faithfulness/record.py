@@ -5,10 +5,11 @@ adds the explainer's name (``method``), keeps it in its findings, and its report
 finished run's record is read back from its JSON (:meth:`GateResult.from_dict`, the exact inverse of
 :meth:`GateResult.as_dict`), so a re-rendered report reads the same types.
 
-Typed: the verdict, every comparison with its paired effects, the location comparison's effects overall and
-per class, the blur control. Left as JSON mappings, because they are only serialized or shown as numbers: the
-raw means (``means``), the maps' complexity (``complexity``: {"map", "blurred"}), the cascading randomization
-check's rows (``randomization``, read by
+Typed: the status (:data:`GATE_STATUSES`), every comparison with its paired effects and each measure's
+:class:`~advspatial.statistics.outcomes.Decision`, the positive control's comparisons, the location comparison per
+class, the blur control. Left as JSON mappings, because they are only serialized or shown as numbers: the raw
+means (``means``), the maps' complexity (``complexity``: {"map", "blurred"}), the restricted attack's budget
+(``restricted_attack``), the cascading randomization check's rows (``randomization``, read by
 :func:`~advspatial.faithfulness.gate.randomization_passed`) and the MPRT results (``mprt``).
 """
 
@@ -20,8 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..statistics.estimates import Estimate
+from ..statistics.outcomes import BEATS, DEFAULT_POWER, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide
 
-__all__ = ["BlurControl", "ClassGate", "Comparison", "GateResult", "PairedEffect"]
+__all__ = ["GATE_STATUSES", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult", "PairedEffect"]
+
+#: a gate's status: the map is faithful (passed), is shown not to be (failed), the data cannot tell yet
+#: (undecided), or the gate's measures cannot show faithfulness on this model and data (cannot judge: the positive
+#: control, faithful by construction, does not beat a comparison the map does not beat either)
+PASSED, FAILED, GATE_UNDECIDED, CANNOT_JUDGE = "passed", "failed", "undecided", "cannot judge"
+GATE_STATUSES = (PASSED, FAILED, GATE_UNDECIDED, CANNOT_JUDGE)
+#: the comparisons' roles: a faithfulness row decides the gate, a specificity row is a finding, randomization both
+ROLES = ("faithfulness", "specificity", "randomization")
 
 
 def _float(value: Any) -> float:
@@ -61,15 +71,22 @@ def _fmt(e: PairedEffect) -> str:
     return f"{e.estimate.mean:+.4g} [{e.estimate.low:+.4g}, {e.estimate.high:+.4g}]"
 
 
+def _decisions(d: Mapping[str, Any]) -> dict[str, Decision]:
+    return {k: Decision.from_dict(v) for k, v in d.items()}
+
+
 @dataclass
 class Comparison:
-    """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more).
+    """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more) and its
+    :class:`~advspatial.statistics.outcomes.Decision` under the row's rule.
 
-    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other
-    region's) and ``attack`` (the other region's margin after the restricted
-    attack minus the RoI's). ``beats``: every effect's CI lies above 0;
-    ``checked``: the columns existed and at least one measure applies; ``skipped``: not run, because the gate had
-    already failed (:mod:`~advspatial.faithfulness.sequential`).
+    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other region's) and ``attack`` (the share
+    of the clean margin the restricted attack removes inside the RoI minus inside the other region), each with its
+    two-sided sign-flip p; ``decisions`` the same measures read by the row's rule. ``role``: ``faithfulness``
+    (location, scatter: they decide the gate), ``specificity`` (the model-free references: a finding) or
+    ``randomization``. ``beats``: every measure beats; ``checked``: the columns existed and at least one measure
+    applies; ``skipped``: not run, because the gate had already failed; ``failed``: a row with its own rule
+    (randomization) names what failed.
     """
 
     name: str
@@ -79,30 +96,77 @@ class Comparison:
     checked: bool
     failed: list[str] | None = None
     skipped: bool = False
+    role: str = "faithfulness"
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    undecided: list[str] = field(default_factory=list)
 
     @property
     def short(self) -> str:
         """The comparison in two or three words ("class layout", "image edges")."""
         return self.words.split(" (")[0]
 
+    @property
+    def outcome(self) -> str:
+        """The row's outcome: one outcome shared by every measure, ``not better`` when any measure is not better
+        (faithfulness), else ``mixed`` (specificity) or ``undecided``; ``passes``/``fails``/``not run`` for
+        randomization."""
+        if self.role == "randomization":
+            return "not run" if self.skipped else "not checked" if not self.checked else (
+                "passes" if self.beats else "fails" if self.failed else "undecided")
+        outcomes = {d.outcome for d in self.decisions.values()}
+        if not outcomes:
+            return "not checked"
+        if len(outcomes) == 1:
+            return outcomes.pop()
+        if self.role == "faithfulness":
+            return NOT_BETTER if NOT_BETTER in outcomes else UNDECIDED
+        return "mixed"
+
     def failing(self) -> list[str]:
-        """What failed: the measures whose CI does not lie above 0, each with its effect (or, for a row with its
-        own rule such as randomization, ``failed``)."""
+        """What is not beaten: the measures whose outcome is not *beats*, each with its effect and outcome (or, for
+        a row with its own rule such as randomization, ``failed``)."""
         if self.failed is not None:
             return list(self.failed)
-        return [f"{k} {_fmt(e)}" for k, e in self.effects.items() if not e.above_zero()]
+        return [f"{k} {_fmt(self.effects[k])} ({d.outcome})" for k, d in self.decisions.items()
+                if d.outcome != BEATS and k in self.effects]
 
     def as_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "words": self.words, "beats": bool(self.beats), "checked": bool(self.checked),
-               "effects": _effects_dict(self.effects), "failed": self.failing()}
+               "effects": _effects_dict(self.effects), "failed": self.failing(), "role": self.role,
+               "outcome": self.outcome, "decisions": {k: d.as_dict() for k, d in self.decisions.items()}}
         if self.skipped:
             out["skipped"] = True
+        if self.undecided:
+            out["undecided"] = list(self.undecided)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Comparison:
+        own_rule = d.get("role") == "randomization"
         return cls(d["name"], d["words"], _effects(d["effects"]), bool(d["beats"]), bool(d["checked"]),
-                   list(d["failed"]), bool(d.get("skipped", False)))
+                   list(d["failed"]) if own_rule else None, bool(d.get("skipped", False)),
+                   str(d.get("role", "faithfulness")), _decisions(d.get("decisions", {})),
+                   [str(t) for t in d.get("undecided", [])])
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measure of one faithfulness comparison as the gate reads it: the map's decision, the positive
+    control's outcome on the same comparison and measure (None: no control), and the cell's reading: ``beats``,
+    ``not better``, ``undecided``, or ``cannot judge`` (the map does not beat it and the control does not either)."""
+
+    comparison: str
+    measure: str
+    decision: Decision
+    control: str | None
+
+    @property
+    def reading(self) -> str:
+        if self.decision.outcome == BEATS:
+            return BEATS
+        if self.control is not None and self.control != BEATS:
+            return CANNOT_JUDGE
+        return self.decision.outcome
 
 
 @dataclass
@@ -125,19 +189,18 @@ class BlurControl:
 
 @dataclass
 class ClassGate:
-    """The location comparison on one class's images: deletion {fill: {"logit", "accuracy"}} and the restricted
-    attack {"margin", "accuracy"} (empty when the columns are missing)."""
+    """The location comparison on one class's images: each measure's paired effect (``deletion:FILL``,
+    ``attack``; empty when the columns are missing)."""
 
     n: int
-    deletion: dict[str, dict[str, PairedEffect]]
-    attack: dict[str, PairedEffect]
+    effects: dict[str, PairedEffect]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "deletion": _effects_dict(self.deletion), "attack": _effects_dict(self.attack)}
+        return {"n": self.n, "effects": _effects_dict(self.effects)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClassGate:
-        return cls(int(d["n"]), {f: _effects(e) for f, e in d["deletion"].items()}, _effects(d["attack"]))
+        return cls(int(d["n"]), _effects(d.get("effects", {})))
 
 
 @dataclass
@@ -145,14 +208,18 @@ class GateResult:
     """The faithfulness gate's verdict and its numbers (of the explainer ``method``, when a gate stage ran it).
 
     Attributes:
-        passed: the map beats every comparison (:data:`~advspatial.faithfulness.gate.COMPARISONS` and
-            randomization) with ``n >= min_n`` images.
-        reason: "passed", or what failed separated by "; ".
+        passed: ``status == "passed"``.
+        reason: "passed", or what decided the status, separated by "; ".
+        status: one of :data:`GATE_STATUSES` (given ``passed`` alone, "passed" or "failed").
         fraction: the nominal RoI fraction (None if not given).
-        n: number of images.
-        comparisons: {name: :class:`Comparison`} in report order (``randomization`` last).
-        deletion, attack: the location comparison's effects in the layout every report's tables read
-            ({fill: {"logit", "accuracy"}}, {"margin", "accuracy"}).
+        n: number of images (correctly classified ones).
+        comparisons: {name: :class:`Comparison`} in report order: the faithfulness rows, the specificity rows,
+            ``randomization`` last.
+        control: the positive control's faithfulness comparisons ({name: :class:`Comparison`}, each with the
+            measures its map is faithful to by construction); empty when no control ran.
+        margin: the margin of the rows' rules as a share of the RoI's own damage on each measure.
+        restricted_attack: the restricted attack's budget ({"eps", "planned_eps", "calibrated", "flip_rate"}: the
+            share of the gate's images the unrestricted attack flips at ``eps``).
         blurred: the blur control (None when the blurred copy was not measured).
         complexity: mean Gini sparseness of the map and of its blurred copy ({"map", "blurred"}).
         means: raw means ({"roi_pixels", "deletion": {fill: {region: drop}}, "attack": {region: margin}}).
@@ -165,17 +232,17 @@ class GateResult:
             examined (of which the ``n`` correctly classified ones count); 0 when not recorded.
         stopped: why the gate stopped before its last planned image ("" when it did not;
             :mod:`~advspatial.faithfulness.sequential`).
-        decisive: the comparisons that stopped it there (empty when it did not stop early): a gate that failed early
-            names only these as not beaten, the others being undecided on the images it examined.
     """
 
     passed: bool
     reason: str
+    status: str = ""
     fraction: float | None = None
     n: int = 0
     comparisons: dict[str, Comparison] = field(default_factory=dict)
-    deletion: dict[str, dict[str, PairedEffect]] = field(default_factory=dict)
-    attack: dict[str, PairedEffect] = field(default_factory=dict)
+    control: dict[str, Comparison] = field(default_factory=dict)
+    margin: float = math.nan
+    restricted_attack: dict[str, Any] = field(default_factory=dict)
     blurred: BlurControl | None = None
     complexity: dict[str, float] = field(default_factory=dict)
     means: dict[str, Any] = field(default_factory=dict)
@@ -187,16 +254,50 @@ class GateResult:
     images_planned: int = 0
     images_examined: int = 0
     stopped: str = ""
-    decisive: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            self.status = PASSED if self.passed else FAILED
+        self.passed = self.status == PASSED
+
+    @property
+    def failed(self) -> bool:
+        """The map is shown not to be faithful: every RoI-dependent result is "not interpretable"."""
+        return self.status == FAILED
+
+    def cells(self) -> list[Cell]:
+        """Every measure of every faithfulness comparison, with the positive control's outcome beside it."""
+        out = []
+        for name, c in self.comparisons.items():
+            if c.role != "faithfulness":
+                continue
+            control = self.control.get(name)
+            for measure, d in c.decisions.items():
+                outcome = None if control is None or measure not in control.decisions else \
+                    control.decisions[measure].outcome
+                out.append(Cell(name, measure, d, outcome))
+        return out
 
     def not_beaten(self, *, randomization: bool = True) -> list[str]:
-        """The short names of the comparisons the map did not beat ("class layout", "image edges"), not counting a
-        check that was not run nor, for a gate that failed at an interim look, a comparison that look left
-        undecided; ``randomization=False`` leaves that row out."""
-        decided = self.decisive or None
-        return [c.short for key, c in self.comparisons.items()
-                if not c.beats and not c.skipped and (randomization or key != "randomization")
-                and (decided is None or key in decided or key == "randomization")]
+        """The short names of the faithfulness comparisons the map is shown not to beat ("location"), and of
+        randomization when it fails (``randomization=False`` leaves that row out); undecided rows are not named."""
+        missed = sorted({c.comparison for c in self.cells() if c.reading == NOT_BETTER},
+                        key=list(self.comparisons).index)
+        names = [self.comparisons[k].short for k in missed]
+        rand = self.comparisons.get("randomization")
+        if randomization and rand is not None and rand.checked and rand.failed and not rand.skipped:
+            names.append(rand.short)
+        return names
+
+    def undecided(self, power: float = DEFAULT_POWER) -> list[tuple[Cell, Projection]]:
+        """The undecided faithfulness cells, each with the images that would decide it (a projection)."""
+        return [(c, images_to_decide(c.decision, power)) for c in self.cells() if c.reading == UNDECIDED]
+
+    def images_to_decide(self, power: float = DEFAULT_POWER) -> float:
+        """Correctly classified images that would decide every undecided faithfulness cell (the largest
+        projection; NaN when none is undecided)."""
+        values = [p.images for _, p in self.undecided(power)]
+        return max(values) if values else math.nan
 
     def decided(self) -> str:
         """How the verdict was reached, in words: on every planned image, or where and why it stopped early, and
@@ -210,10 +311,11 @@ class GateResult:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (floats, NaN allowed); ``method`` only when set, then how the verdict was reached."""
         out: dict[str, Any] = {
-            "passed": bool(self.passed), "reason": self.reason,
+            "passed": bool(self.passed), "reason": self.reason, "status": self.status,
             "fraction": None if self.fraction is None else float(self.fraction), "n": int(self.n),
             "comparisons": {k: c.as_dict() for k, c in self.comparisons.items()},
-            "deletion": _effects_dict(self.deletion), "attack": _effects_dict(self.attack),
+            "control": {k: c.as_dict() for k, c in self.control.items()}, "margin": float(self.margin),
+            "restricted_attack": dict(self.restricted_attack),
             "blurred": {} if self.blurred is None else self.blurred.as_dict(), "complexity": dict(self.complexity),
             "means": self.means, "per_class": {name: c.as_dict() for name, c in self.per_class.items()},
         }
@@ -224,22 +326,22 @@ class GateResult:
         if self.method is not None:
             out["method"] = self.method
         out.update(skipped=list(self.skipped), images_planned=int(self.images_planned),
-                   images_examined=int(self.images_examined), stopped=self.stopped, decisive=list(self.decisive))
+                   images_examined=int(self.images_examined), stopped=self.stopped)
         return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
         """The record :meth:`as_dict` wrote."""
         return cls(
-            passed=bool(d["passed"]), reason=d["reason"],
+            passed=bool(d["passed"]), reason=d["reason"], status=str(d.get("status", "")),
             fraction=None if d["fraction"] is None else float(d["fraction"]), n=int(d["n"]),
             comparisons={k: Comparison.from_dict(c) for k, c in d["comparisons"].items()},
-            deletion={f: _effects(e) for f, e in d["deletion"].items()}, attack=_effects(d["attack"]),
+            control={k: Comparison.from_dict(c) for k, c in d.get("control", {}).items()},
+            margin=_float(d.get("margin")), restricted_attack=dict(d.get("restricted_attack", {})),
             blurred=BlurControl.from_dict(d["blurred"]) if d["blurred"] else None,
             complexity=dict(d["complexity"]), means=d["means"],
             per_class={name: ClassGate.from_dict(c) for name, c in d["per_class"].items()},
             randomization=d.get("randomization"), mprt=d.get("mprt"), method=d.get("method"),
             skipped=list(d.get("skipped", [])), images_planned=int(d.get("images_planned", 0)),
             images_examined=int(d.get("images_examined", 0)), stopped=str(d.get("stopped", "")),
-            decisive=list(d.get("decisive", [])),
         )

@@ -1,29 +1,29 @@
-"""Sequential looks at the faithfulness gate: stop its work once the verdict is decided (issue 38).
+"""Sequential looks at the faithfulness gate: stop its work once every row is decided.
 
-The gate passes only when every paired effect of every comparison has its 95% bootstrap CI above 0 and the map
-survives the randomization checks (:mod:`.gate`). Its per-image work (every region deleted and attacked) is most of
-a gate's cost, and many gates are decided long before their last image: a map whose region does clearly *less*
-damage than the image's own edges fails whatever the remaining images show. So the comparisons are computed in
-**looks**: after :data:`FIRST_LOOK` images, then twice as many at each look, then all planned images
-(:func:`look_sizes`). At an interim look with at least ``min_n`` correctly classified images, each paired effect's
-``z = mean / (sd / sqrt(n))`` is compared with a fixed bound (:func:`interim_decision`):
+The gate's per-image work (every region deleted and attacked) is most of its cost, and many gates are decided long
+before their last image: a map whose region does clearly *less* damage than its own shape at a random place fails
+whatever the remaining images show, and a map that clearly beats every comparison needs no more images either. So
+the comparisons are computed in **looks**: after :data:`FIRST_LOOK` images, then twice as many at each look, then
+all planned images (:func:`look_sizes`). At an interim look with at least ``min_n`` correctly classified images,
+each cell (comparison x measure) is read by the rule of its row (:mod:`advspatial.statistics.outcomes`), with a
+fixed bound ``|z| >= INTERIM_Z`` in place of its CI (:func:`cell_state`):
 
-- some effect with ``z <= -INTERIM_Z``: the gate **fails** there (that comparison will not be beaten);
-- every effect with ``z >= INTERIM_Z`` (and the fixed rule on the images so far passes, which the caller checks):
-  the comparisons **pass** there;
+- some faithfulness cell is **not better** (``(mean - margin) / se <= -INTERIM_Z``) where the positive control beats
+  (``z >= INTERIM_Z``, or no control): the gate **fails** there (:func:`interim_decision`);
+- every faithfulness cell **beats** and every specificity cell is decided (beats, does less, or equivalent by both
+  one-sided bounds): the gate is **decided** there, once the fixed rule on the images so far agrees (the caller
+  checks);
 - otherwise the next look.
 
-The last look applies the fixed rule unchanged (bootstrap CIs), so a gate that is not decided early gets exactly the
+The last look applies the fixed rule unchanged (bootstrap CIs), so a gate not decided early gets exactly the
 verdict and numbers of the fixed design. ``INTERIM_Z = 3.29`` is the Haybittle-Peto bound (Haybittle 1971; Peto et al.
-1976: two-sided 0.001 at every interim look, the final analysis at its nominal level): the interim looks cannot
-raise the chance of a wrong pass by more than about 0.0005 per look and effect, and a decided effect almost never
-reverses by the last image. The rate at which stopping gives another verdict than computing every image is measured
-by simulation (:func:`disagreement_rate`; docs/methods.md, "A gate stops once its verdict is decided"): at most
-0.3-0.5% for a single effect at any effect size (normal and t3 differences), and 1 in 15,000 whole gates resampled
-from 15 real gates' columns (``benchmarks/gate_sequential.py``).
+1976: two-sided 0.001 at every interim look): the interim looks cannot raise the chance of a wrong decision by more
+than about 0.0005 per look and cell. With ``gate_until_decided`` the planned images are every image of the run, so
+the looks go on past the gate's usual size until every row is decided (docs/methods.md, "A gate stops once its
+verdict is decided").
 
-Once the comparisons fail, the randomization checks are not run (the verdict is decided); the record says what was
-not run and why. ``--no-gate-sequential`` computes every check on every planned image.
+Once the gate fails, the randomization checks are not run (they cannot change a failed verdict); the record says
+what was not run and why. ``--no-gate-sequential`` computes every check on every planned image.
 """
 
 from __future__ import annotations
@@ -36,11 +36,15 @@ import numpy as np
 import torch
 
 from ..errors import check_range
+from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, FAITHFULNESS, NOT_BETTER
 
 #: images (a prefix of the planned ones) at the first interim look; each later look doubles it
 FIRST_LOOK = 50
-#: |z| of a paired effect that decides the gate at an interim look (Haybittle-Peto: two-sided 0.001)
+#: |z| of a paired effect that decides a cell at an interim look (Haybittle-Peto: two-sided 0.001)
 INTERIM_Z = 3.29
+
+#: a cell at a look: its per-image differences, its margin and its rule (``faithfulness`` or ``specificity``)
+CellData = tuple[torch.Tensor, float, str]
 
 
 def look_sizes(planned: int, first: int = FIRST_LOOK) -> tuple[int, ...]:
@@ -55,62 +59,87 @@ def look_sizes(planned: int, first: int = FIRST_LOOK) -> tuple[int, ...]:
     return (*sizes, planned)
 
 
-def effect_z(differences: torch.Tensor | np.ndarray) -> float:
-    """``mean / (sd / sqrt(n))`` of the finite per-image differences; +-inf when they are all equal and not 0,
-    NaN with fewer than two (or all 0)."""
+def effect_z(differences: torch.Tensor | np.ndarray, shift: float = 0.0) -> float:
+    """``(mean - shift) / (sd / sqrt(n))`` of the finite per-image differences; +-inf when they are all equal and
+    not ``shift``, NaN with fewer than two (or all equal to ``shift``)."""
     values = torch.as_tensor(differences).detach().cpu().double().reshape(-1).numpy()
     values = values[np.isfinite(values)]
     if values.size < 2:
         return math.nan
-    mean = float(values.mean())
+    mean = float(values.mean()) - shift
     sd = float(values.std(ddof=1))
     if sd == 0:
         return math.copysign(math.inf, mean) if mean != 0 else math.nan
     return mean / (sd / math.sqrt(values.size))
 
 
+def cell_state(differences: torch.Tensor, margin: float, rule: str, bound: float = INTERIM_Z) -> str | None:
+    """A cell's outcome at an interim look, or None (undecided there): the rule's outcomes with ``|z| >= bound``
+    in place of the CIs."""
+    if effect_z(differences) >= bound:
+        return BEATS
+    if rule == FAITHFULNESS:
+        return NOT_BETTER if effect_z(differences, margin) <= -bound else None
+    if effect_z(differences) <= -bound:
+        return DOES_LESS
+    if margin > 0 and effect_z(differences, margin) <= -bound and effect_z(differences, -margin) >= bound:
+        return EQUIVALENT
+    return None
+
+
 @dataclass(frozen=True)
 class InterimDecision:
-    """What an interim look decides: ``verdict`` "fails", "passes" or None (look again), why in words, and the
-    comparisons that decided it (those with an effect past the bound; every comparison when they pass)."""
+    """What an interim look decides: ``verdict`` "fails", "decided" or None (look again), why in words, and the
+    comparisons that decided it."""
 
     verdict: str | None
     reason: str = ""
     comparisons: tuple[str, ...] = ()
 
 
-def interim_decision(differences: Mapping[str, Mapping[str, torch.Tensor]], n: int, min_n: int,
-                     bound: float = INTERIM_Z) -> InterimDecision:
-    """The decision at an interim look from every comparison's per-image differences (``{comparison: {measure:
-    (n,) differences}}``, > 0 where the map's region does more damage) on ``n`` correctly classified images.
-
-    Fails when some effect's z is at most ``-bound``; passes when every comparison has at least one effect and every
-    effect's z is at least ``bound``; else None. Nothing is decided below ``min_n`` images.
-    """
+def interim_decision(cells: Mapping[str, Mapping[str, CellData]], n: int, min_n: int, bound: float = INTERIM_Z,
+                     controls: Mapping[str, Mapping[str, CellData]] | None = None) -> InterimDecision:
+    """The decision at an interim look from every comparison's cells (``{comparison: {measure: (differences,
+    margin, rule)}}``, differences > 0 where the map's region does more damage) on ``n`` correctly classified
+    images, the positive control's faithfulness cells beside them (``controls``, same layout; a cell without a
+    control counts as judgeable). Nothing is decided below ``min_n`` images (module docstring)."""
     check_range("bound", bound, 0, low_inclusive=False)
     if n < min_n:
         return InterimDecision(None, f"{n} images < {min_n}")
-    zs = {(c, m): effect_z(d) for c, measures in differences.items() for m, d in measures.items()}
-    failing = [(z, c, m) for (c, m), z in zs.items() if z <= -bound]
+    controls = controls or {}
+    states = {(c, m): cell_state(d, margin, rule, bound) for c, measures in cells.items()
+              for m, (d, margin, rule) in measures.items()}
+    rules = {(c, m): rule for c, measures in cells.items() for m, (_, _, rule) in measures.items()}
+
+    def judgeable(c: str, m: str) -> bool:
+        if m not in controls.get(c, {}):
+            return True
+        d, margin, rule = controls[c][m]
+        return cell_state(d, margin, rule, bound) == BEATS
+
+    failing = [(c, m) for (c, m), s in states.items() if s == NOT_BETTER and judgeable(c, m)]
     if failing:
-        z, c, m = min(failing)
-        decided = tuple(sorted({name for _, name, _ in failing}))
-        return InterimDecision("fails", f"{c}: {m} z = {z:+.1f} <= -{bound:g}", decided)
-    if differences and all(differences.values()) and all(z >= bound for z in zs.values()):
-        return InterimDecision("passes", f"every effect z >= {bound:g} (smallest {min(zs.values()):+.1f})",
-                               tuple(differences))
+        c, m = failing[0]
+        d, margin, _ = cells[c][m]
+        return InterimDecision("fails", f"{c}: {m} not better (z = {effect_z(d, margin):+.1f} <= -{bound:g})",
+                               tuple(sorted({name for name, _ in failing})))
+    faithful = [s for key, s in states.items() if rules[key] == FAITHFULNESS]
+    if cells and all(cells.values()) and faithful and all(s == BEATS for s in faithful) \
+            and all(s is not None for s in states.values()):
+        return InterimDecision("decided", f"every row decided at |z| >= {bound:g}", tuple(cells))
     return InterimDecision(None, "")
 
 
 def sequential_verdict(values: np.ndarray, looks: Sequence[int], final: Callable[[np.ndarray], bool],
                        min_n: int = 30, bound: float = INTERIM_Z) -> bool:
     """One effect's verdict (True: its CI lies above 0) with interim looks at ``looks`` on the first images of
-    ``values``, the last look's verdict given by ``final`` (the fixed rule)."""
+    ``values``, the last look's verdict given by ``final`` (the fixed rule): a faithfulness cell with margin 0."""
     for size in looks[:-1]:
-        decision = interim_decision({"effect": {"d": torch.from_numpy(values[:size])}}, size, min_n, bound)
+        cells = {"effect": {"d": (torch.from_numpy(values[:size]), 0.0, FAITHFULNESS)}}
+        decision = interim_decision(cells, size, min_n, bound)
         if decision.verdict == "fails":
             return False
-        if decision.verdict == "passes" and final(values[:size]):
+        if decision.verdict == "decided" and final(values[:size]):
             return True
     return final(values[: looks[-1]])
 

@@ -12,13 +12,17 @@ or both at once::
     maps = compute_maps(model, x, x_adv, y)          # Grad-CAM + contribution by default
     maps.importance, maps.attack.map, maps.attack.completeness_error, maps.attack.flagged
 
-``importance="auto"`` picks the explainer by head type (:func:`default_importance_method`:
-Grad-CAM on a GAP + linear head, HiResCAM on a flatten/FC head). The contribution
+``importance="auto"`` picks the explainer by structure (:func:`default_importance_method`:
+Grad-CAM on a GAP + linear head, HiResCAM on a flatten/FC head; on a vision transformer the
+gradient-weighted attention relevance, ``chefer``, or HiResCAM on its patch tokens). The contribution
 map's default RoA is its margin-drop part (``attack_kw={"part": "absolute"}`` for |.|).
 
 Add a map: one function, decorated with :func:`register_importance_method` (``fn(model, x,
 classes, **options) -> (N,H,W)``) or :func:`register_attack_map` (``fn(model, x, x_adv, y,
 **options) -> AttackMap``); its docstring's first line is its ``advspatial list maps`` entry.
+
+The examples in the docstrings take ``model`` (a classifier on images in [0,1]), ``images`` (N,C,H,W) and
+``labels`` as given; the test suite runs every one of them with a small CNN and twelve 28x28 images.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from torch import nn
 from ._common import Target
 from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, register_attack_map
 from .entry import (
-    cam, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients, magnitude,
-    occlusion, saliency, smoothgrad,
+    cam, chefer, contribution, gradcam, gradcam_pp, gradient, hirescam, input_x_gradient, integrated_gradients,
+    magnitude, occlusion, rollout, saliency, smoothgrad, token_gradcam, token_hirescam,
 )
 from .importance import describe_importance_methods, importance_map, list_importance_methods, register_importance_method
+from . import attention_rollout, relevance, transformer_cam  # noqa: F401  (register the transformer explainers)
 
 
 @dataclass
@@ -63,6 +68,13 @@ def compute_maps(
     ``y`` are the true labels (used by ``target="true"`` and as the margin
     label of the ``contribution`` map; None: the clean prediction). ``sample_ids``
     are the images' global ids (keys of any per-image noise; default positions).
+
+    Examples:
+        >>> from advspatial.attacks import FGSM
+        >>> from advspatial.maps import compute_maps
+        >>> maps = compute_maps(model, images, FGSM(model, eps=8 / 255)(images, labels), labels)
+        >>> maps.importance.shape, maps.attack.map.shape     # Grad-CAM and the contribution map by default
+        (torch.Size([12, 28, 28]), torch.Size([12, 28, 28]))
     """
     imp = importance_map(importance, model, x, target=target, y=y, sample_ids=sample_ids, **(importance_kw or {}))
     att = attack_map(attack, model, x, x_adv=x_adv, y=y, **(attack_kw or {}))
@@ -70,8 +82,9 @@ def compute_maps(
 
 
 __all__ = [
-    "AttackMap", "Maps", "attack_map", "cam", "compute_maps", "contribution", "gradcam", "gradcam_pp", "gradient",
-    "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "saliency", "smoothgrad",
+    "AttackMap", "Maps", "attack_map", "cam", "chefer", "compute_maps", "contribution", "gradcam", "gradcam_pp",
+    "gradient", "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "rollout",
+    "saliency", "smoothgrad", "token_gradcam", "token_hirescam",
     "describe_attack_maps", "describe_importance_methods", "importance_map", "list_attack_maps",
     "list_importance_methods", "register_attack_map", "register_importance_method",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError, ShapeError
 from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks, module_by_name, resolve_layer
+from ..models.tokens import token_layout
 
 #: the layer lookup and the hooks live in :mod:`advspatial.models.hooks` (the one hook module); named here too
 __all__ = ["Target", "check_classes", "check_images", "check_options", "declared_cam_layer", "feature_map_size",
@@ -97,7 +98,11 @@ def upsample(maps: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
 
 
 def feature_map_size(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> tuple[int, int]:
-    """(h, w) of the Grad-CAM layer's output (:func:`resolve_layer`), from one probe forward pass on ``x[:1]``."""
+    """(h, w) of the Grad-CAM layer's output (:func:`resolve_layer`), from one probe forward pass on ``x[:1]``; a
+    vision transformer's patch grid (:func:`~advspatial.models.tokens.token_layout`) when ``layer`` is not given."""
+    layout = token_layout(model, x) if layer is None else None
+    if layout is not None:
+        return layout.grid
     name, module = resolve_layer(model, x, layer)
     sizes: list[tuple[int, int]] = []
 

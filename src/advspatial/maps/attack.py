@@ -107,6 +107,13 @@ def attack_map(name: str, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
     ``magnitude`` and ``contribution`` need ``x_adv``; ``gradient`` uses
     ``x_adv`` when given, else ``x``. Unknown names or parameters raise
     :class:`~advspatial.errors.ConfigError`.
+
+    Examples:
+        >>> from advspatial.attacks import FGSM
+        >>> from advspatial.maps import attack_map
+        >>> x_adv = FGSM(model, eps=8 / 255)(images, labels)
+        >>> attack_map("contribution", model, images, x_adv=x_adv, y=labels).map.shape
+        torch.Size([12, 28, 28])
     """
     fn = ATTACK_MAPS.get(name)
     check_options(ATTACK_MAPS.kind, name, fn, kw, ("model", "x", "x_adv", "y"))

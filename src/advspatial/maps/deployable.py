@@ -6,11 +6,12 @@ one after the other they cost four forward passes and two backward passes: each 
 forward pass of its own, then builds a graph. Both come from the same graph: one forward pass with the CAM layer
 captured, the class predicted from its logits, then one backward pass to the CAM layer (the class score) and one to
 the input (the cross-entropy). An adaptive attack calls the defence at every step of every restart, so this is most
-of the passes a defence evaluation spends beside the attack's own (issue 38).
+of the passes a defence evaluation spends beside the attack's own.
 
 The maps are the ones :func:`~advspatial.maps.importance.importance_map` (``target="pred"``) and
 :func:`~advspatial.maps.attack.gradient_map` give, to the bit (the tests compare them with ``torch.equal``): the same
-operations on the same numbers. Methods other than the CAMs below are computed by those two functions.
+operations on the same numbers. Methods other than the CAMs below, and every method on a vision transformer (its
+CAMs read token layers), are computed by those two functions.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
+from ..models.tokens import is_transformer
 from ._common import check_images, upsample
 from .attack import gradient_map
 from .importance import FeatureCapture, importance_map
@@ -31,7 +33,7 @@ def importance_and_gradient(method: str, model: nn.Module, x: torch.Tensor) -> t
     """(importance map of the predicted class by ``method``, gradient map), each (N,H,W), in one forward pass when
     ``method`` is one of :data:`SHARED_FORWARD_METHODS` (else by the two map functions)."""
     check_images(x)  # images in [0, 1], as both map functions check
-    if method not in SHARED_FORWARD_METHODS or x.shape[0] == 0:
+    if method not in SHARED_FORWARD_METHODS or x.shape[0] == 0 or is_transformer(model, x):
         importance = importance_map(method, model, x, target="pred", batch_size=len(x) or 1)
         return importance, gradient_map(model, x).map
     with frozen_eval(model):

@@ -1,8 +1,11 @@
 """The head of a classifier, for the CAM family: its final linear layer and whether it sees a global average.
 
-:func:`default_importance_method` picks the explainer by head type (METHODS.md
+:func:`default_importance_method` picks the explainer by structure (METHODS.md
 section 1): ``gradcam`` when the final ``nn.Linear`` receives the global average
-of the Grad-CAM layer's feature map (GAP + linear head), else ``hirescam``.
+of the Grad-CAM layer's feature map (GAP + linear head), else ``hirescam``; for a
+vision transformer (:func:`advspatial.models.tokens.token_layout`) ``chefer``, the
+gradient-weighted attention relevance, or ``token-hirescam`` where its attention
+probabilities cannot be read.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
+from ..models.tokens import TokenLayout, token_layout
 from ..runtime import model_device
 from ._common import check_images
 
@@ -100,13 +104,24 @@ def has_gap_linear_head(
 def default_importance_method(
     model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None
 ) -> tuple[str, str]:
-    """The explainer to use by head type: (method name, one-sentence reason).
+    """The explainer to use by structure: (method name, one-sentence reason).
 
-    ``"gradcam"`` when the final linear layer receives the global average of the
-    Grad-CAM layer's feature map (GAP + linear head), else ``"hirescam"``
+    A vision transformer (:func:`~advspatial.models.tokens.token_layout`; a model without a patch embedding costs
+    no pass to rule out) gets :func:`transformer_default`. Else ``"gradcam"`` when the final linear layer receives
+    the global average of the Grad-CAM layer's feature map (GAP + linear head), else ``"hirescam"``
     (METHODS.md section 1). ``layer`` as for Grad-CAM (argument, ``cam_layer``,
     automatic). ``x``: a few representative images (one forward pass).
+
+    Examples:
+        >>> import torch
+        >>> from advspatial.models import build_model
+        >>> vit = build_model("vit-tiny", in_channels=3, num_classes=10, input_size=32)
+        >>> default_importance_method(vit, torch.rand(1, 3, 32, 32))[0]
+        'chefer'
     """
+    layout = token_layout(model, x.detach().to(model_device(model)))
+    if layout is not None:
+        return transformer_default(layout)
     name, _ = resolve_layer(model, x.detach().to(model_device(model)), layer)
     if has_gap_linear_head(model, x, layer=layer):
         return "gradcam", (
@@ -117,4 +132,21 @@ def default_importance_method(
         f"the final linear layer does not receive the global average of {name!r} (flatten/FC head), so "
         "Grad-CAM would average away the position-specific weights and can point at empty background; "
         "HiResCAM keeps them"
+    )
+
+
+def transformer_default(layout: TokenLayout) -> tuple[str, str]:
+    """(method, why) for a vision transformer: the gradient-weighted attention relevance where every block's
+    attention probabilities can be read, else HiResCAM on the patch tokens."""
+    grid = f"{layout.grid[0]}x{layout.grid[1]} patch tokens, {layout.prefix} class/register token(s), " \
+           f"{len(layout.blocks)} blocks"
+    if layout.attention:
+        return "chefer", (
+            f"a vision transformer ({grid}) whose attention probabilities can be read: the gradient-weighted "
+            "attention relevance (Chefer et al. 2021) follows the class evidence through every block's attention, "
+            "where attention rollout ignores the class and a token Grad-CAM sees one layer"
+        )
+    return "token-hirescam", (
+        f"a vision transformer ({grid}) whose attention probabilities cannot be read (fused attention), so HiResCAM "
+        f"on the patch tokens of {layout.cam_layer!r}, which keeps each patch's own gradient"
     )

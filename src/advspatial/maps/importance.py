@@ -52,6 +52,7 @@ from torch import nn
 
 from ..errors import ModelError, check_range
 from ..models.hooks import forward_hooks, frozen_eval, resolve_layer
+from ..models.tokens import token_layout
 from ..registry import Registry
 from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from ._common import (
@@ -106,6 +107,11 @@ def importance_map(
     (``smoothgrad``) keys each image's noise by its id, so an image's map is the
     same in any batch. Unknown names or parameters raise
     :class:`~advspatial.errors.ConfigError` listing the valid ones.
+
+    Examples:
+        >>> from advspatial.maps import importance_map
+        >>> importance_map("gradcam", model, images).shape   # any name of advspatial list maps
+        torch.Size([12, 28, 28])
     """
     fn = IMPORTANCE_METHODS.get(name)
     check_options(IMPORTANCE_METHODS.kind, name, fn, kw, ("model", "x", "classes", "sample_ids"))
@@ -167,8 +173,11 @@ def gradcam_map(
     """Grad-CAM (Selvaraju et al.): ReLU(sum_k mean_ij(dz_c/dA_k) A_k), bilinearly upsampled.
 
     Uses Captum's ``LayerGradCam`` with ``relu_attributions=True`` on the layer
-    chosen by :func:`~advspatial.models.hooks.resolve_layer`.
+    chosen by :func:`~advspatial.models.hooks.resolve_layer`. On a vision transformer without ``layer``: Grad-CAM
+    on its patch tokens (``token-gradcam``, :mod:`advspatial.maps.transformer_cam`).
     """
+    if layer is None and token_layout(model, x) is not None:
+        return IMPORTANCE_METHODS.get("token-gradcam")(model, x, classes)
     with frozen_eval(model):
         name, module = resolve_layer(model, x, layer)
         with torch.no_grad():
@@ -242,8 +251,11 @@ def hirescam_map(
 
     The element-wise product keeps each position's own gradient (Grad-CAM
     averages it over positions first), so the map is faithful on flatten/FC
-    heads; on a GAP + linear head it equals CAM / (h*w). Layer chosen as for Grad-CAM.
+    heads; on a GAP + linear head it equals CAM / (h*w). Layer chosen as for Grad-CAM; on a vision transformer
+    without ``layer``: HiResCAM on its patch tokens (``token-hirescam``).
     """
+    if layer is None and token_layout(model, x) is not None:
+        return IMPORTANCE_METHODS.get("token-hirescam")(model, x, classes)
     with frozen_eval(model):
         name, module = resolve_layer(model, x, layer)
         feats, scores = _features_and_scores(model, x, module, name, classes)
@@ -256,12 +268,12 @@ def hirescam_map(
 def auto_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
 ) -> torch.Tensor:
-    """Default explainer by head type: gradcam on a GAP + linear head, else hirescam.
+    """Default explainer by structure: gradcam on a GAP + linear head, else hirescam; on a ViT, chefer.
 
     Resolved by :func:`default_importance_method` (once per :func:`importance_map` call).
     """
     method, _ = default_importance_method(model, x, layer=layer)
-    return IMPORTANCE_METHODS.get(method)(model, x, classes, layer=layer)
+    return IMPORTANCE_METHODS.get(method)(model, x, classes, **({} if layer is None else {"layer": layer}))
 
 
 # -- gradient family (Captum) ------------------------------------------------------
@@ -383,9 +395,10 @@ def occlusion_geometry(side: int, window: int | None, stride: int | None) -> tup
 @register_importance_method("occlusion")
 def occlusion_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int | None = None, stride: int | None = None,
-    baseline: float = 0.0,
+    baseline: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
-    """Occlusion (Zeiler & Fergus): score drop when a ``window`` square (all channels) is set to ``baseline``.
+    """Occlusion (Zeiler & Fergus): score drop when a ``window`` square (all channels) is set to ``baseline``
+    (a value, or images of ``x``'s shape whose pixels replace the window's: a blurred copy occludes by blurring).
 
     Each pixel gets the mean drop over the windows covering it (Captum); the
     map is ReLU of the channel mean, so only pixels whose hiding lowers z_c count.
@@ -399,6 +412,7 @@ def occlusion_map(
     per_eval = max(1, scaled_batch(OCCLUSION_BATCH, inp.shape[2], inp.shape[3]) // max(inp.shape[0], 1))
     attr = _run(model, lambda: Occlusion(model).attribute(
         inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
-        baselines=float(baseline), target=classes, perturbations_per_eval=per_eval,
+        baselines=baseline if isinstance(baseline, torch.Tensor) else float(baseline), target=classes,
+        perturbations_per_eval=per_eval,
     ))
     return attr.mean(dim=1).clamp_min(0.0)

@@ -1,6 +1,6 @@
 """Architectures, the model registry, model specs, the pretrained zoo, the ``Normalized`` wrapper."""
 
-from . import architectures  # noqa: F401  (registers the built-in models)
+from . import architectures, vit  # noqa: F401  (registers the built-in models)
 from .loading import Normalized
 from .registry import ModelSpec, build_model, list_models, register_model
 from .spec import load_model, parse_model_spec, register_model_object

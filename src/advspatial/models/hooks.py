@@ -101,20 +101,31 @@ def find_feature_layer(model: nn.Module, x: torch.Tensor) -> str:
     One probe forward pass on ``x[:1]``. On Sequential-style nets this is the
     output of the last convolutional block after its activation (and pooling,
     if a pooling layer that keeps H*W > 1 follows it). An activation applied
-    functionally (``F.relu``) is invisible to hooks; name the layer then.
+    functionally (``F.relu``) is invisible to hooks; name the layer then. A vision
+    transformer (its last 4-D map is the patch embedding, whose tokens (N, T, D) the
+    blocks carry on) is a one-line :class:`ModelError` naming the token explainers.
     """
     order: list[str] = []
-    modules = {name: m for name, m in model.named_modules() if name}
+    grids: set[int] = set()  # h*w of every 4-D map so far
+    tokens: list[str] = []  # layers whose output is a token sequence over one of those grids
 
     def factory(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: object, output: object) -> None:
             if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[2] * output.shape[3] > 1:
                 order.append(name)
+                grids.add(output.shape[2] * output.shape[3])
+            elif isinstance(output, torch.Tensor) and output.ndim == 3 and \
+                    any(0 <= output.shape[1] - g <= 16 for g in grids):
+                tokens.append(name)
 
         return hook
 
-    with forward_hooks(modules, factory), torch.no_grad():
+    with forward_hooks({name: m for name, m in model.named_modules() if name}, factory), torch.no_grad():
         model(x[:1])
+    if tokens:
+        raise ModelError(f"the model carries token sequences ({tokens[0]!r}...): a vision transformer, which has no "
+                         "last convolutional feature map to read; use token-gradcam or token-hirescam (or importance "
+                         "'auto'), or name the layer")
     if not order:
         raise ModelError("found no layer with a 4-D feature map of spatial size > 1; name the layer explicitly")
     return order[-1]

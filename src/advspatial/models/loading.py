@@ -108,6 +108,9 @@ def _mismatch(model: nn.Module, state: dict) -> str:
 
     parts = [f"{label}: {len(names)} ({some(names)})" for label, names in
              (("Missing key(s)", missing), ("Unexpected key(s)", unexpected), ("other shape(s)", shapes)) if names]
+    if any("pos" in s.split(" ")[0] and "emb" in s.split(" ")[0] for s in shapes):
+        parts.append("the position embeddings are for another number of patches: the checkpoint was trained on "
+                     "images of another size (give that size, e.g. --image-size)")
     return "; ".join(parts)
 
 

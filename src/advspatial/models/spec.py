@@ -6,7 +6,10 @@ A spec is one of (checked in this order):
   use and cached (``advspatial.training``), or loaded from ``weights``;
 * a **zoo name** (``cifar10-resnet20``, ``imagenet-efficientnet-lite0``):
   pretrained weights with checksums (:mod:`advspatial.models.zoo`);
-* ``torchvision:NAME`` or ``timm:NAME``: imported lazily, never by the core;
+* ``torchvision:NAME`` or ``timm:NAME --weights FILE``: imported lazily, never by the core (a timm model needs
+  local weights: nothing is downloaded from a hub at run time);
+* ``hf:PATH``: a Hugging Face ``transformers`` image classifier saved in a local folder (config, weights, image
+  processor), imported lazily (:mod:`advspatial.models.huggingface`);
 * ``path/to/file.py:factory`` or ``package.module:factory``: a callable
   returning an ``nn.Module`` that takes images in [0,1] (wrap your
   normalization into the module, e.g. with :class:`~advspatial.models.Normalized`);
@@ -38,7 +41,9 @@ from torch import nn
 from ..errors import ModelError
 
 #: every kind of spec, in the order they are recognised
-SPEC_KINDS = ("object", "registered", "zoo", "torchvision", "timm", "factory", "torchscript", "state-dict")
+SPEC_KINDS = ("object", "registered", "zoo", "torchvision", "timm", "hf", "factory", "torchscript", "state-dict")
+#: the prefixes of the library specs (``torchvision:NAME``, ``timm:NAME``, ``hf:PATH``)
+LIBRARY_PREFIXES = ("torchvision:", "timm:", "hf:")
 
 #: in-memory models by name (see :func:`register_model_object`)
 _OBJECTS: dict[str, nn.Module] = {}
@@ -91,7 +96,8 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     spec = spec.strip()
     if not spec:
         raise ModelError("the model spec is empty; valid: a name from `advspatial list models`, FILE.py:factory, "
-                         "package.module:factory, torchvision:NAME, timm:NAME, or a TorchScript/state-dict file")
+                         "package.module:factory, torchvision:NAME, timm:NAME, hf:PATH, or a TorchScript/state-dict "
+                         "file")
     weights = weights or None
     if weights is not None and not Path(weights).expanduser().is_file():
         raise ModelError(f"weights file not found: {weights}")
@@ -104,11 +110,16 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
         return ModelSource("registered", spec, spec, weights, spec)
     if is_zoo_name(spec):
         return ModelSource("zoo", spec, spec, weights)
+    if spec.startswith("hf:"):
+        return _hf_source(spec, weights)
     for library in ("torchvision", "timm"):
         if spec.startswith(library + ":"):
             name = spec.split(":", 1)[1]
             if not name:
                 raise ModelError(f"{spec!r} names no model; e.g. {library}:resnet18")
+            if library == "timm" and weights is None:
+                raise ModelError(f"{spec} needs --weights FILE, a state dict of the model saved on this machine; "
+                                 "advspatial never downloads weights from a hub at run time")
             return ModelSource(library, spec, name, weights)
     factory = _factory_target(spec)
     if factory is not None:
@@ -116,12 +127,24 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     return _file_source(spec, weights, arch)
 
 
+def _hf_source(spec: str, weights: str | None) -> ModelSource:
+    """``hf:PATH``: the folder must hold a config, weights and the image processor's settings."""
+    from .huggingface import check_folder
+
+    path = spec.split(":", 1)[1]
+    if not path:
+        raise ModelError(f"{spec!r} names no folder; e.g. hf:checkpoints/vit-cifar10 (written by save_pretrained)")
+    if weights is not None:
+        raise ModelError(f"--weights does not apply to {spec}: the folder holds its own weights")
+    return ModelSource("hf", spec, str(check_folder(path)))
+
+
 def _file_like(spec: str) -> bool:
     """True when ``spec`` is not a name, a library model or a factory (so it is a file, maybe missing)."""
     from .registry import list_models
     from .zoo import is_zoo_name
 
-    if spec.startswith(("object:", "torchvision:", "timm:")) or spec in list_models() or is_zoo_name(spec):
+    if spec.startswith(("object:", *LIBRARY_PREFIXES)) or spec in list_models() or is_zoo_name(spec):
         return False
     return _factory_target(spec) is None
 
@@ -181,7 +204,7 @@ def _file_source(spec: str, weights: str | None, arch: str | None) -> ModelSourc
         names = sorted([*list_models(), *zoo_entries()])
         raise ModelError(
             f"unknown model {spec!r}: not a registered or zoo name ({', '.join(names)}), "
-            "not FILE.py:factory / package.module:factory / torchvision:NAME / timm:NAME, and no such file"
+            "not FILE.py:factory / package.module:factory / torchvision:NAME / timm:NAME / hf:PATH, and no such file"
         )
     if weights is not None:
         raise ModelError(f"--weights applies to a name or a factory, not to the model file {spec}; "
@@ -251,15 +274,40 @@ def load_model(
         return loading.load_torchvision(source.target, weights=source.weights)
     if source.kind == "timm":
         return loading.load_timm(source.target, weights=source.weights)
+    if source.kind == "hf":
+        from .huggingface import load_hf
+
+        return load_hf(source.target)
     return loading.load_factory(source.target, weights=source.weights)
+
+
+def model_input(spec: str) -> tuple[int, float] | None:
+    """(image side, centre-crop fraction) a model spec declares for its images: a zoo model's, or the image
+    processor's of an ``hf:`` folder; None for any other spec (and for an unusable one: validation reports it)."""
+    from .zoo import zoo_entries
+
+    entry = zoo_entries().get(spec.strip())
+    if entry is not None:
+        return entry.input_size, entry.crop_fraction
+    if spec.strip().startswith("hf:"):
+        from .huggingface import read_preprocessing
+
+        with contextlib.suppress(ModelError):
+            prep = read_preprocessing(spec.strip().split(":", 1)[1])
+            return prep.size, prep.crop_fraction
+    return None
 
 
 def code_checksum(model: nn.Module, spec: str = "") -> str:
     """SHA-256 of the code a model runs: the source files of its layers' classes (and of the file or module a
-    ``FILE.py:factory``/``module:factory`` ``spec`` names), TorchScript's compiled code. Identifies a model whose
-    code changed under the same weights (a resumed run must not mix the two). torch's and advspatial's own
-    files are the tool's, not the model's, and are left out; only the files' content counts, not their paths."""
+    ``FILE.py:factory``/``module:factory`` ``spec`` names) with every file they import from outside installed
+    packages (:func:`~advspatial.models.sources.source_closure`: a helper module the model file imports), and
+    TorchScript's compiled code. Identifies a model whose code changed under the same weights (a resumed run must
+    not mix the two). torch's and advspatial's own files are the tool's, not the model's, and are left out; only
+    the files' content counts, not their paths."""
     import inspect
+
+    from .sources import source_closure
 
     parts: set[str] = set()
     files: set[str] = set()
@@ -276,7 +324,7 @@ def code_checksum(model: nn.Module, spec: str = "") -> str:
             with contextlib.suppress(TypeError, OSError):
                 files.add(inspect.getsourcefile(klass) or "")
     files.add(_factory_file(spec))
-    for file in sorted(files - {""}):
+    for file in sorted(map(str, source_closure(files - {""}))):
         with contextlib.suppress(OSError):
             parts.add(hashlib.sha256(Path(file).read_bytes()).hexdigest())
     return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()
@@ -286,7 +334,7 @@ def _factory_file(spec: str) -> str:
     """The source file a factory spec names (``FILE.py:factory``, ``package.module:factory``), else ''."""
     import importlib.util
 
-    if not spec.strip() or spec.startswith(("object:", "torchvision:", "timm:")):
+    if not spec.strip() or spec.startswith(("object:", *LIBRARY_PREFIXES)):
         return ""
     try:
         target = _factory_target(spec.strip())

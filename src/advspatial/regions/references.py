@@ -5,7 +5,7 @@ image*. Much of what a map shows is known without the model: objects sit near
 the centre (layout), every image of a class has its object in about the same
 place (class layout), and bright or high-contrast pixels are where the object is
 (image content). An explainer that does no better than these tells nothing
-about the model (science review P0-1/P0-2). This module builds those maps, once,
+about the model. This module builds those maps, once,
 for both users: the faithfulness gate (the RoI must beat every one of them,
 :mod:`advspatial.faithfulness.gate`) and the co-location claim (the attack's
 co-location with the RoI must exceed its co-location with every one of them).

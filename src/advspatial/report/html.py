@@ -10,10 +10,11 @@ import base64
 import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..files import atomic_write_text
+from ..errors import DataError
+from ..files import atomic_write_text, inner_file
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;\
@@ -28,6 +29,8 @@ figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#555;font-size:.9em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
 .banner{background:#fdecea;border:2px solid #c0392b;padding:.6em 1em;font-weight:600}
+.answer{background:#eef5fb;border-left:4px solid #1f6fb2;padding:.4em 1em;margin:.8em 0}.answer p{margin:.4em 0}
+nav.toc{font-size:.9em;color:#555}nav.toc a{margin-right:.9em}
 details{margin:1em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
 """
 
@@ -58,6 +61,8 @@ class Section:
     anchor: str = ""
     #: (text, relative address) links listed after the paragraphs, e.g. to another run's own report
     links: list[tuple[str, str]] = field(default_factory=list)
+    #: the tables before the paragraphs (a report's verdict table, which its first screen must show)
+    tables_first: bool = False
 
 
 def format_cell(value: Any) -> str:
@@ -77,51 +82,77 @@ def render_table(table: Table) -> str:
     return rendered
 
 
-def embed_png(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+def embed_png(path: Path, root: Path) -> str:
+    """The figure file ``path`` as a data URL; only a regular file inside ``root`` (the report's own directory),
+    reached without a symbolic link: a figure name comes from the run's findings, and a report must never carry
+    a file from elsewhere (one-line :class:`~advspatial.errors.DataError` otherwise)."""
+    data = base64.b64encode(inner_file(root, path, "figure").read_bytes()).decode("ascii")
     return f"data:image/png;base64,{data}"
 
 
-def render_section(section: Section) -> str:
+def inner_link(href: str) -> str:
+    """``href`` when it is a relative path to a file inside the report's directory (``models/a/report.html``); a
+    scheme (``javascript:``, ``https:``), an absolute path or a ``..`` is a one-line
+    :class:`~advspatial.errors.DataError`: a link's address may come from a findings file."""
+    path = PurePosixPath(href)
+    if not href or ":" in href or "\\" in href or path.is_absolute() or any(p in ("..", ".") for p in path.parts):
+        raise DataError(f"link {href[:80]!r} does not lead to a file inside the report's directory; valid: a "
+                        "relative path such as models/LABEL/report.html")
+    return href
+
+
+def render_section(section: Section, root: Path) -> str:
+    """One section as HTML; figures and links only from inside ``root``, the report's directory."""
     anchor = section.anchor or section.title.lower().replace(" ", "-")
     parts = [f'<section id="{html.escape(anchor)}"><h2>{html.escape(section.title)}</h2>']
+    tables = [render_table(t) for t in section.tables]
+    if section.tables_first:
+        parts += tables
     parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
-    parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
     if section.links:
-        items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>'
+        items = "".join(f'<li><a href="{html.escape(inner_link(href))}">{html.escape(text)}</a></li>'
                         for text, href in section.links)
         parts.append(f"<ul>{items}</ul>")
-    parts += [render_table(t) for t in section.tables]
+    if not section.tables_first:
+        parts += tables
     for fig in section.figures:
         parts.append(
-            f'<figure><img alt="{html.escape(fig.caption)}" src="{embed_png(fig.path)}">'
+            f'<figure><img alt="{html.escape(fig.caption)}" src="{embed_png(fig.path, root)}">'
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
         )
+    parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]  # notes read after what they explain
     parts.append("</section>")
     return "\n".join(parts)
 
 
 def write_report(
     path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section],
-    banner: str = "",
+    banner: str = "", answer: Sequence[str] = (),
 ) -> Path:
     """Write the report to ``path``; the resolved config is included at the end.
 
     ``banner``: a line the page opens with, above the title (a smoke test's: the reader must see it first).
+    ``answer``: the sentences the page opens with under the title (:func:`~advspatial.report.answer.answer_lines`):
+    what the run found, before any table; the sections follow a one-line list of links.
+    Figures and links come only from inside ``path``'s directory (:func:`embed_png`, :func:`inner_link`); when one
+    does not, nothing is written and the report already there stays as it was.
     """
     path = Path(path)
     toc = "".join(
-        f'<li><a href="#{html.escape(s.anchor or s.title.lower().replace(" ", "-"))}">{html.escape(s.title)}</a></li>'
+        f'<a href="#{html.escape(s.anchor or s.title.lower().replace(" ", "-"))}">{html.escape(s.title)}</a>'
         for s in sections
     )
+    opening = "".join(f"<p>{html.escape(line)}</p>" for line in answer)
     config_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{format_cell(v)}</td></tr>" for k, v in config.items())
     document = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{CSS}</style></head><body>"
         + (f"<p class='banner'>{html.escape(banner)}</p>" if banner else "")
         + f"<h1>{html.escape(title)}</h1>"
-        f"<p class='subtitle'>{html.escape(subtitle)}</p><ul>{toc}</ul>"
-        + "\n".join(render_section(s) for s in sections)
+        f"<p class='subtitle'>{html.escape(subtitle)}</p>"
+        + (f"<div class='answer'>{opening}</div>" if opening else "")
+        + f"<nav class='toc'>{toc}</nav>"
+        + "\n".join(render_section(s, path.parent) for s in sections)
         + f"<section id='config'><h2>Resolved config</h2><table>{config_rows}</table></section>"
         "</body></html>"
     )

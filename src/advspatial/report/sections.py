@@ -15,18 +15,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from ..faithfulness.record import GateResult
 from .html import Figure, Section
-from .verdicts import gate_tables
+from .gates import gate_tables
 
 
-def explainer_verdict(role: str, explainer: str, why: str, faithful: bool, reason: str | None = None) -> str:
-    """``"{role}: {explainer} ({why}). It is FAITHFUL|NOT faithful by the gate below[ ({reason})]."``
+#: how an explainer stands by its gate's status, in a report's words
+STATUS_WORDS = {"passed": "FAITHFUL", "failed": "NOT faithful", "undecided": "UNDECIDED",
+                "cannot judge": "NOT JUDGED (the gate cannot judge this setting)"}
 
-    ``role`` names what the explainer is for (e.g. "RoI explainer"); ``reason``,
-    when not None, is the gate's reason, shown in parentheses.
+
+def status_words(status: str) -> str:
+    """The gate status ("passed", "failed", "undecided", "cannot judge") as a report says it of an explainer."""
+    return STATUS_WORDS.get(status, status)
+
+
+def explainer_verdict(role: str, explainer: str, why: str, status: str, reason: str | None = None) -> str:
+    """``"{role}: {explainer} ({why}). It is FAITHFUL|NOT faithful|UNDECIDED|NOT JUDGED by the gate below[ (...)]."``
+
+    ``role`` names what the explainer is for (e.g. "RoI explainer"); ``status`` is the gate's
+    (:data:`~advspatial.faithfulness.record.GATE_STATUSES`); ``reason``, when not None, is the gate's reason, shown
+    in parentheses.
     """
-    verdict = "FAITHFUL" if faithful else "NOT faithful"
     suffix = "" if reason is None else f" ({reason})"
-    return f"{role}: {explainer} ({why}). It is {verdict} by the gate below{suffix}."
+    return f"{role}: {explainer} ({why}). It is {status_words(status)} by the gate below{suffix}."
 
 
 def faithfulness_section(paragraphs: Sequence[str], gates: Mapping[str, GateResult],

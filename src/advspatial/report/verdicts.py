@@ -15,9 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
 from ..statistics.claims import Claim, failed_gates
-from ..faithfulness.gate import SURVIVES_RANDOMIZATION, randomization_passed
-from ..faithfulness.record import GateResult, PairedEffect
-from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
+from ..statistics.outcomes import images_for_estimate
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
 from .html import Table
@@ -37,7 +35,8 @@ VERDICT_MEANINGS = {
     "reversed": "significant in the opposite direction: the CI lies below 0 and the estimate is at most minus the "
                 "smallest effect of interest",
     "equivalent to null": "the CI lies inside ± the smallest effect of interest",
-    "not supported": "neither a significant effect nor equivalence: the data cannot decide",
+    "not supported": "neither a significant effect nor equivalence: undecided (the report's last section gives the "
+                     "images that would decide it)",
     "not interpretable": "a validity gate failed, so the number does not mean what the claim says",
     "insufficient data": "fewer images than the minimum sample size (or, for a claim about a training procedure, "
                          f"fewer than {MIN_SEEDS} training seeds)",
@@ -76,10 +75,19 @@ def seeds_cell(claim: Claim, digits: int = 3) -> str:
 
 
 def gate_text(claim: Claim) -> str:
+    """The claim's gates for a table cell: "FAILED: ...", "passed" or "-", then its caveats."""
     failed = failed_gates(claim)
-    if failed:
-        return "FAILED: " + ", ".join(failed)
-    return "passed" if claim.gates else "-"
+    text = "FAILED: " + ", ".join(failed) if failed else "passed" if claim.gates else "-"
+    return "; ".join([text, *claim.caveats]) if claim.caveats and not failed else text
+
+
+def verdict_cell(claim: Claim) -> str:
+    """The verdict word, and for an undecided claim ("not supported") the images that would decide it (not for a
+    claim about a training procedure: its unit is the training seed, :func:`~advspatial.report.planning.claim_rows`)."""
+    if claim.verdict != "not supported" or claim.per_seed is not None:
+        return claim.verdict
+    need = images_for_estimate(claim.effect, claim.sesoi).images
+    return f"{claim.verdict} (undecided: ~{int(need):,} images would decide)" if math.isfinite(need) else claim.verdict
 
 
 def verdict_table(claims: Sequence[Claim], caption: str, folded: bool = False) -> Table:
@@ -88,9 +96,11 @@ def verdict_table(claims: Sequence[Claim], caption: str, folded: bool = False) -
     seeded = any(c.per_seed is not None for c in claims)
     rows = [[c.claim, c.subject, c.statistic, fmt(c.observed), f"{c.null} {fmt(c.null_value)}",
              interval(c.effect), fmt(c.ratio, 2), fmt_p(c.p), fmt_p(c.p_adjusted), gate_text(c)]
-            + ([seeds_cell(c)] if seeded else []) + [c.verdict] for c in claims]
+            + ([seeds_cell(c)] if seeded else []) + [verdict_cell(c)] for c in claims]
     columns = VERDICT_COLUMNS[:-1] + ["training seeds: agree, Δ per seed"] + VERDICT_COLUMNS[-1:] if seeded else \
         VERDICT_COLUMNS
+    if len({c.claim for c in claims}) == 1:  # one claim for every row: said once, in the caption
+        caption, columns, rows = f"{caption}: {claims[0].claim}", columns[1:], [row[1:] for row in rows]
     return Table(caption, columns, rows, folded=folded)
 
 
@@ -114,6 +124,10 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
             body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
                     f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
                     f"{seeds}).")
+            if c.verdict == "not supported" and c.per_seed is None:
+                body += f" Undecided: {images_for_estimate(c.effect, c.sesoi).text()} (a projection)."
+        if c.caveats and c.verdict != "not interpretable":
+            body += " Caveat: " + "; ".join(c.caveats) + "."
         sentences.append(f"{head}: {body}")
     return sentences
 
@@ -149,99 +163,6 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def gate_table(gates: Mapping[str, GateResult], caption: str) -> Table:
-    """One row per explainer and comparison ("beats location", "beats class layout", ...): the effect of every
-    measure with its CI, and whether the map beats that comparison."""
-    fills = sorted({k.split(":", 1)[1] for g in gates.values() for c in g.comparisons.values()
-                    for k in c.effects if k.startswith("deletion:")})
-    columns = ["explainer", "comparison", "beats"] + [f"deletion Δlogit ({f})" for f in fills] + [
-        "restricted attack Δmargin", "detail"]
-    rows = []
-    for name, g in gates.items():
-        for key, c in g.comparisons.items():
-            effects = c.effects
-            beats = "not run" if c.skipped else "not checked" if not c.checked else ("yes" if c.beats else "NO")
-            detail = randomization_detail(effects) if key == "randomization" else ""
-            rows.append([name, f"beats {c.words}", beats]
-                        + [interval(effects[f"deletion:{f}"].estimate) if f"deletion:{f}" in effects else "-"
-                           for f in fills]
-                        + [interval(effects["attack"].estimate) if "attack" in effects else "-", detail])
-    return Table(caption, columns, rows)
-
-
-def randomization_detail(effects: Mapping[str, PairedEffect]) -> str:
-    """The randomization row's numbers against their pass bounds, in one line."""
-    bounds = {"cascade spearman": f"|ρ| after every layer < {SURVIVES_RANDOMIZATION:g}",
-              "smooth MPRT spearman": f"sMPRT ρ < {SMOOTH_MPRT_MAX_SPEARMAN:g}",
-              "efficient MPRT rise": f"|eMPRT change| > {EFFICIENT_MPRT_MIN_RISE:g}"}
-    return "; ".join(f"{bounds.get(k, k)}: {e.estimate.mean:+.2f}" for k, e in effects.items())
-
-
-def gate_summary_table(gates: Mapping[str, GateResult]) -> Table:
-    """One row per explainer: passed?, what it failed to beat, the blur control and the maps' complexity."""
-    rows = []
-    for name, g in gates.items():
-        as_good = "-" if g.blurred is None else (
-            "yes: passing may come from smoothness alone" if g.blurred.as_good else "no")
-        rows.append([name, "yes" if g.passed else "NO", ", ".join(g.not_beaten()) or "-", g.decided(), as_good,
-                     fmt(g.complexity.get("map", math.nan)), fmt(g.complexity.get("blurred", math.nan))])
-    return Table("Faithfulness gate per explainer: the verdict, what the map did not beat, on how many images it was "
-                 "decided (a gate stops at an interim look once an effect passes |z| >= 3.29, and leaves out the "
-                 "randomization checks once it has failed: the verdict is that of every image in all but about 0.3% "
-                 "of cases, docs/methods.md), whether a Gaussian-blurred copy of the map beats everything the map "
-                 "beats (the blur control), and the maps' Gini sparseness (0 = flat, 1 = one pixel)",
-                 ["explainer", "passed", "not better than", "decided", "blurred copy as good", "sparseness (map)",
-                  "sparseness (blurred)"], rows)
-
-
-GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
-                "comparison's region of equal size (> 0: the explainer's region matters more), mean [95% CI]; the map "
-                "passes only if it beats every comparison")
-
-
-def randomization_table(gates: Mapping[str, GateResult]) -> Table:
-    """The cascading model-randomization check of every gated explainer (first and last step).
-
-    A map still rank-correlated with the trained model's map (|ρ| >= 0.5) after
-    every layer is re-initialized depends little on the weights: it fails the gate.
-    """
-    rows = []
-    for name, g in gates.items():
-        steps = g.randomization or []
-        if steps:
-            last = steps[-1].get("spearman", math.nan)
-            flag = ("-" if last != last else "passes" if randomization_passed(steps)
-                    else "FAILS: the map survives randomization")
-            rows.append([name, len(steps), fmt(steps[0].get("spearman", math.nan)), fmt(last), flag])
-    return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
-                 "map after re-initializing layers from the top (near 0 = the map depends on the weights; a map that "
-                 "survives every layer's randomization fails the gate)",
-                 ["explainer", "layers randomized", "after the first", "after all", "sanity check"], rows)
-
-
-def per_class_table(gate: GateResult, name: str) -> Table | None:
-    """The gate's effects per class (folded), or None when the gate has no per-class results."""
-    rows = []
-    for cls, c in gate.per_class.items():
-        first = next(iter(c.deletion.values()), None)
-        rows.append([cls, c.n, interval(first["logit"].estimate) if first else "-",
-                     interval(c.attack["margin"].estimate) if "margin" in c.attack else "-"])
-    if not rows:
-        return None
-    return Table(f"Gate of {name} per class", ["class", "n", "deletion Δlogit", "attack Δmargin"], rows, folded=True)
-
-
-def gate_tables(gates: Mapping[str, GateResult], per_class_of: Sequence[str] = (),
-                caption: str = GATE_CAPTION) -> list[Table]:
-    """Every table of a report's gate section: the gate per explainer, the randomization check, per class."""
-    tables = [gate_summary_table(gates), gate_table(gates, caption), randomization_table(gates)]
-    for name in per_class_of:
-        table = per_class_table(gates[name], name)
-        if table is not None:
-            tables.append(table)
-    return tables
 
 
 def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:

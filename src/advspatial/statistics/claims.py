@@ -50,6 +50,8 @@ class Claim:
         per_seed: for a claim about a training procedure, each training seed's own effect (None: not one);
             its verdict then needs :data:`~advspatial.statistics.verdicts.MIN_SEEDS` seeds and the sign in every one
             (:func:`~advspatial.statistics.verdicts.verdict`).
+        caveats: what the verdict is read with, without changing it (an undecided RoI faithfulness gate:
+            "RoI faithfulness undecided (about 2,150 correct images would decide)").
     """
 
     claim: str
@@ -68,6 +70,7 @@ class Claim:
     scale: str = ""
     sesoi: float = math.nan
     per_seed: tuple[float, ...] | None = None
+    caveats: list[str] = field(default_factory=list)
 
     def seeds_text(self) -> str:
         """'2 of 3 seeds agree' (seeds whose own effect has the claim's sign, > 0); '' for a claim without seeds."""
@@ -86,6 +89,8 @@ class Claim:
             out["per_seed"] = list(self.per_seed)
             out["seeds_agree"] = seeds_agreeing(self.per_seed)
             out["seeds"] = len(self.per_seed)
+        if self.caveats:
+            out["caveats"] = list(self.caveats)
         return out
 
 
@@ -98,7 +103,8 @@ class Claim:
                    ratio=float_of(data["ratio"]), p=float_of(data["p"]), gates=dict(data.get("gates", {})),
                    primary=bool(data.get("primary", False)), p_adjusted=float_of(data.get("p_adjusted")),
                    verdict=str(data.get("verdict", "")), sesoi=float_of(data.get("sesoi")),
-                   per_seed=None if data.get("per_seed") is None else tuple(float(v) for v in data["per_seed"]))
+                   per_seed=None if data.get("per_seed") is None else tuple(float(v) for v in data["per_seed"]),
+                   caveats=[str(c) for c in data.get("caveats", [])])
 
 
 def estimate_of(data: Mapping[str, Any]) -> Estimate:

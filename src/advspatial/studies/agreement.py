@@ -8,7 +8,7 @@ the regions are re-taken there as the top ``fraction`` of each map, with the run
 
 RoA agreement uses the images both models' attacks fooled (with complete maps); RoI agreement the images both
 classify correctly (each RoI explains the true class). RoA agreement rests on both attack maps' completeness; RoI
-agreement on both RoIs passing the faithfulness gate.
+agreement on neither RoI failing the faithfulness gate (an undecided gate keeps the comparison).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def roi_agreement(records: Sequence[ModelRecord], fraction: float, seed: int, pe
     out = []
     for a, b in itertools.combinations(records, 2):
         side = [(r.roi_ids[r.roi_correct], r.roi_labels[r.roi_correct], r.roi_map[r.roi_correct]) for r in (a, b)]
-        gates = {f"{a.label}: RoI faithfulness": a.roi_faithful, f"{b.label}: RoI faithfulness": b.roi_faithful}
+        gates = {f"{r.label}: RoI faithfulness": r.roi_status != "failed" for r in (a, b)}
         out.append(agreement("RoI", a.label, b.label, side[0], side[1], fraction, seed, permutations, gates))
     return out
 

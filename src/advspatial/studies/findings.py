@@ -29,7 +29,7 @@ class ModelSummary:
     clean_accuracy: float
     robust_accuracy: float
     roi_method: str
-    roi_faithful: bool
+    roi_status: str
     wall_seconds: float
     skipped: dict[str, str] = field(default_factory=dict)
     covariates: dict[str, float] = field(default_factory=dict)
@@ -38,7 +38,7 @@ class ModelSummary:
     def of(cls, record: ModelRecord) -> ModelSummary:
         return cls(record.spec, f"models/{record.label}/report.html", record.parameters, record.depth,
                    list(record.image_shape), record.clean_accuracy, record.robust_accuracy, record.roi_method,
-                   record.roi_faithful, record.wall_seconds, dict(record.skipped), dict(record.covariates))
+                   record.roi_status, record.wall_seconds, dict(record.skipped), dict(record.covariates))
 
 
 @dataclass

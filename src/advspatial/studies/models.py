@@ -44,13 +44,17 @@ class StudyModel:
 
 def default_label(spec: str) -> str:
     """A label from a model spec: the zoo/registered name, or a file's stem (``nets/wide.py:make`` -> ``wide``)."""
-    name = spec.split(":", 1)[1] if spec.startswith(("object:", "torchvision:", "timm:")) else spec.split(":", 1)[0]
+    library = spec.startswith(("object:", "torchvision:", "timm:", "hf:"))  # hf:runs/vit -> vit
+    name = spec.split(":", 1)[1] if library else spec.split(":", 1)[0]
     return PurePath(name).stem or spec
 
 
 def parse_models(value: str | Sequence[Any]) -> list[StudyModel]:
     """The study's models from ``--models A,B`` text or a YAML list (strings or mappings of :data:`MODEL_KEYS`):
     at least two, with distinct labels that are safe as directory names; one line if not."""
+    if not isinstance(value, str | list | tuple):
+        raise ConfigError(f"models is {str(value)[:40]!r} ({type(value).__name__}); valid: a list of model specs or "
+                          f"mappings with keys {', '.join(MODEL_KEYS)} (or --models A,B)")
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
     models = [model_entry(item, i) for i, item in enumerate(items)]
     if len(models) < 2:
@@ -70,7 +74,10 @@ def parse_models(value: str | Sequence[Any]) -> list[StudyModel]:
 
 
 def model_entry(item: Any, index: int) -> StudyModel:
-    """One entry of a list of models: a spec string or a mapping of :data:`MODEL_KEYS`."""
+    """One entry of a list of models: a spec string or a mapping of :data:`MODEL_KEYS`, each value of its type and
+    range (the loading settings as the ``maps`` experiment declares them; 0 and '' mean the study's own)."""
+    from ..experiments.settings import ExperimentConfig, check_settings
+
     if isinstance(item, StudyModel):
         return item
     if isinstance(item, str) and item.strip():
@@ -83,15 +90,42 @@ def model_entry(item: Any, index: int) -> StudyModel:
         raise ConfigError(f"models[{index}] has unknown key(s) {unknown}; valid: {', '.join(MODEL_KEYS)}")
     if not isinstance(item.get("model"), str) or not item["model"].strip():
         raise ConfigError(f"models[{index}] needs model: SPEC (as --model takes it)")
+    if not isinstance(item.get("label", ""), str):
+        raise ConfigError(f"models[{index}].label={item['label']!r} is not valid; valid: text")
+    loading = {k: item[k] for k in ("weights", "arch", "preset", "image_size", "batch_size")
+               if k in item and not (k == "batch_size" and type(item[k]) is int and item[k] == 0)}  # 0: the study's
+    check_settings(ExperimentConfig, loading, f"models[{index}]")
+    return StudyModel(item["model"].strip(), item.get("label", ""), loading.get("weights", ""),
+                      loading.get("arch", ""), loading.get("preset", ""), int(loading.get("image_size", 0)),
+                      int(loading.get("batch_size", 0)), stated_covariates(item, index))
+
+
+#: names a stated covariate may not take: the covariates a study measures itself and the other columns of
+#: ``per_model.csv`` (a stated value under one of them would stand in for the measured one)
+TAKEN_NAMES = frozenset({"model", "spec", "parameters", "log10_parameters", "depth", "clean_accuracy",
+                         "robust_accuracy", "roi_method", "roi_status", "attack", "endpoint", "n", "effect", "low",
+                         "high", "se", "observed", "null", "reference", "included", "reason", "run_verdict",
+                         "wall_seconds"})
+
+
+def stated_covariates(item: Mapping[str, Any], index: int) -> dict[str, float]:
+    """A model entry's ``covariates``: names (letters, digits, '_', '.', '-'; none a measured covariate or a column
+    of per_model.csv) mapped to finite numbers; one line naming the entry otherwise."""
+    from ..errors import is_finite_number
+
     covariates = item.get("covariates") or {}
+    where = f"models[{index}].covariates"
     if not isinstance(covariates, Mapping):
-        raise ConfigError(f"models[{index}].covariates must map a name to a number, got {covariates!r}")
-    try:
-        numbers = {str(k): float(v) for k, v in covariates.items()}
-        size = int(item.get("image_size") or 0)
-        batch = int(item.get("batch_size") or 0)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"models[{index}]: covariates must be numbers, image_size and batch_size integers "
-                          f"({exc})") from exc
-    return StudyModel(item["model"].strip(), str(item.get("label") or ""), str(item.get("weights") or ""),
-                      str(item.get("arch") or ""), str(item.get("preset") or ""), size, batch, numbers)
+        raise ConfigError(f"{where} is {covariates!r}; valid: a mapping of name: number")
+    for name, value in covariates.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
+            raise ConfigError(f"{where}: name {name!r} is not valid; valid: letters, digits, '_', '.', '-'")
+        if name in TAKEN_NAMES:
+            raise ConfigError(f"{where}: {name!r} is measured by the study or a column of per_model.csv; valid: "
+                              f"another name (taken: {', '.join(sorted(TAKEN_NAMES))})")
+        if not is_finite_number(value) or isinstance(value, bool):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise ConfigError(f"{where}.{name}={shown} is not valid; valid: a finite number")
+        if abs(value) > 1e300:  # finite, but its square would not be: the meta-regression squares it
+            raise ConfigError(f"{where}.{name} is too large; valid: a number within +-1e300")
+    return {name: float(value) for name, value in covariates.items()}

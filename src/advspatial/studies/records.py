@@ -76,7 +76,7 @@ class ModelRecord:
     clean_accuracy: float
     robust_accuracy: float
     roi_method: str
-    roi_faithful: bool
+    roi_status: str
     roi_ids: torch.Tensor
     roi_labels: torch.Tensor
     roi_correct: torch.Tensor
@@ -127,7 +127,7 @@ def model_record(measured: MapsMeasurement, label: str, spec: str, wall_seconds:
     return ModelRecord(label, spec, parameter_count(ctx.model), weight_layers(ctx.model), shape,
                        float(wall_seconds), float(findings.clean_accuracy),
                        math.nan if pgd is None else float(pgd.adversarial_accuracy), ctx.importance,
-                       bool(findings.roi.faithful), ids, labels, correct, roi, attacks, skipped, dict(covariates))
+                       str(findings.roi.status), ids, labels, correct, roi, attacks, skipped, dict(covariates))
 
 
 def not_compared(summary: AttackSummary, kind: str) -> str:

@@ -177,8 +177,8 @@ def agreement_section(findings: StudyFindings, figures: Path) -> Section:
     text = ("Do different models' attacks act in the same place, and do the models look at the same place? Per image "
             "both models kept, the IoU of model a's region with model b's region of the same image, against a's "
             "region of another image of the same class; maps on a common grid, regions re-taken as the top "
-            "fraction there. RoA agreement rests on both attack maps' completeness; RoI agreement on both RoIs' "
-            "faithfulness.")
+            "fraction there. RoA agreement rests on both attack maps' completeness; RoI agreement on neither RoI "
+            "failing its faithfulness gate.")
     return Section("Do the models' attacks act in the same place?", [text], [table], figs, anchor="agreement")
 
 
@@ -208,7 +208,7 @@ def regression_section(findings: StudyFindings) -> Section:
 
 def models_section(findings: StudyFindings) -> Section:
     rows = [[label, m.spec, m.parameters, m.depth, "x".join(map(str, m.image_shape)), fmt(m.clean_accuracy),
-             fmt(m.robust_accuracy), m.roi_method, "passed" if m.roi_faithful else "failed", fmt(m.wall_seconds, 1),
+             fmt(m.robust_accuracy), m.roi_method, m.roi_status, fmt(m.wall_seconds, 1),
              m.report] for label, m in findings.models.items()]
     rows += [[label, "-", "-", "-", "-", "-", "-", "-", "-", "-", f"run failed: {why}"]
              for label, why in findings.failed.items()]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError, ModelError, first_line
-from ..files import atomic_write_text
+from ..files import atomic_write_text, inner_dir
 from .findings import StudyFindings, study_findings
 from .measure import measure_model
 from .records import ModelRecord
@@ -52,6 +52,7 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
         failed: dict[str, str] = {}
         for k, model in enumerate(study.models, 1):
             say(f"study: model {k}/{len(study.models)} {model.label} ({model.model})")
+            inner_dir(out, Path(configs[model.label].out))  # never through a link planted in the study directory
             try:
                 records.append(measure_model(model, configs[model.label], checked.identities[model.label]))
             except (ModelError, DataError) as exc:
@@ -70,10 +71,12 @@ def write_study(out: Path, study: Study, findings: StudyFindings, records: list[
     from .report import draw_figures, render
     from .tables import per_image_rows, per_model_rows
 
+    inner_dir(out, out / "figures")
     draw_figures(findings, out / "figures")
     summary, sections = render(findings, out / "figures")
     metrics: dict[str, Any] = {**findings.to_metrics(), "wall_seconds": wall_seconds}
     result = mark_result(ExperimentResult(metrics, per_model_rows(findings), summary, sections), study.quick)
+    result.metrics["run"] = study_stamp(study, result.metrics)  # of the findings as written
     atomic_write_text(out / "metrics.json", metrics_to_json(result.metrics))
     atomic_write_text(out / "per_model.csv", rows_to_csv(result.per_image))
     atomic_write_text(out / "per_image_per_model.csv", rows_to_csv(per_image_rows(records)))
@@ -93,24 +96,42 @@ def write_study_report(out: Path, study: Study, sections: list[Any]) -> None:
                  banner=banner() if study.quick else "")
 
 
-def rerender_study(out: Path) -> str:
-    """Re-render the report of the finished study in ``out`` from its files alone (``advspatial report DIR``):
-    ``study.yaml``, ``metrics.json`` and ``figures/``; nothing is computed again. Returns the summary."""
+def study_stamp(study: Study, metrics: dict[str, Any]) -> dict[str, str]:
+    """What a study's metrics.json says of the study that computed it (its key ``run``): a checksum of its record
+    (``study.yaml``: models, settings, quick) and one of the findings as written, so ``advspatial report``
+    re-renders only this study's findings, as they were written."""
+    import hashlib
     import json
 
+    from ..experiments.results import findings_checksum
+
+    text = json.dumps(study.record(), sort_keys=True, default=str)
+    return {"id": hashlib.sha256(text.encode()).hexdigest()[:16], "experiment": "study",
+            "findings": findings_checksum(metrics)}
+
+
+def rerender_study(out: Path) -> str:
+    """Re-render the report of the finished study in ``out`` from its files alone (``advspatial report DIR``):
+    ``study.yaml``, ``metrics.json`` and ``figures/``; nothing is computed again. Returns the summary. A
+    metrics.json another study wrote, or one whose values break their declared types, is one line."""
     from ..experiments.results import ExperimentResult
     from ..experiments.smoke import mark_result, unmark_tree
+    from ..files import inner_file, read_json
     from .report import render
     from .running import load_study
 
     study = load_study(out)
+    file = out / "metrics.json"
+    metrics = read_json(inner_file(out, file, "findings file"), "findings file",
+                        f"complete the study again: advspatial study --resume {out}")
+    if not isinstance(metrics, dict) or metrics.get("run") != study_stamp(study, metrics):
+        raise DataError(f"{file} was not written as it is by the study in {out / 'study.yaml'} (another study's, an "
+                        f"older version's or edited since); complete the study again: advspatial study --resume {out}")
     try:
-        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         findings = StudyFindings.from_metrics(unmark_tree(metrics) if study.quick else metrics)
         summary, sections = render(findings, out / "figures")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise DataError(f"{out / 'metrics.json'} does not hold a study's findings ({first_line(exc)}); run the "
-                        "study again") from exc
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        raise DataError(f"{file} does not hold a study's findings ({first_line(exc)}); run the study again") from exc
     result = mark_result(ExperimentResult(metrics, [], summary, sections), study.quick)
     write_study_report(out, study, result.report_sections)
     return result.summary

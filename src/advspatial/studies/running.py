@@ -12,6 +12,7 @@ the models already measured are kept, and ``--resume`` completes the failed one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..errors import AdvspatialError, ConfigError, DataError, ModelError, first_line
+from ..experiments.settings import read_yaml_mapping
 from ..files import DirLock, atomic_write_text, check_writable_dir
 from ..experiments.maps.config import MapsConfig
 from .models import StudyModel
@@ -33,6 +35,9 @@ PER_MODEL = frozenset({"model", "weights", "arch", "preset", "image_size", "crop
                        "device", "progress"})
 #: the file recording a study's models and settings (a resumed study must have the same)
 STUDY_FILE = "study.yaml"
+#: keys of a study's settings that belong to each model (its entry in the list of models) or to the study itself
+NOT_SHARED = {"model": "a model entry's model: (or --models)", "out": "--out (the study's directory)",
+              "label": "a model entry's label:", "covariates": "a model entry's covariates:"}
 
 
 @dataclass
@@ -50,12 +55,30 @@ class Study:
         return {"models": [m.as_dict() for m in self.models], "settings": settings, "quick": self.quick}
 
 
+def check_shared(settings: Mapping[str, Any], where: str) -> None:
+    """The shared settings of a study (a YAML file's, ``advspatial.study``'s keywords, study.yaml's): each a
+    ``maps`` setting of its type and range on its own, none a per-model key (``model:`` would be ignored for every
+    model); ``experiment:``, when given, is ``maps``, the only measurement a study makes. One line naming
+    ``where`` otherwise."""
+    from ..experiments.settings import check_settings
+
+    experiment = settings.get("experiment", "maps")
+    if experiment != "maps":
+        raise ConfigError(f"{where}: experiment={experiment!r}; a study runs the maps measurement on every model "
+                          "(valid: maps, or leave it out)")
+    for key, instead in NOT_SHARED.items():
+        if key in settings:
+            raise ConfigError(f"{where}: {key} is not a shared setting of a study; valid: {instead}")
+    check_settings(MapsConfig, {k: v for k, v in settings.items() if k != "experiment"}, where)
+
+
 def model_configs(study: Study) -> dict[str, MapsConfig]:
     """Every model's resolved and validated ``maps`` config (its run in ``OUT/models/LABEL``); a one-line
     ConfigError naming the model when one is invalid, or when two models would be measured differently."""
     from ..experiments import get_experiment
     from ..experiments.running import resolve_config
 
+    check_shared(study.settings, "the study's shared settings")
     experiment = get_experiment("maps")
     configs: dict[str, MapsConfig] = {}
     for m in study.models:
@@ -102,6 +125,7 @@ def preflight(configs: Mapping[str, MapsConfig]) -> Preflight:
     images, models with different numbers of outputs or selecting different images are one line each."""
     import torch
 
+    from ..distributed import on_every_rank
     from ..experiments.context import load_checked_model, run_identity, test_images
     from ..runtime import pick_device
 
@@ -111,8 +135,8 @@ def preflight(configs: Mapping[str, MapsConfig]) -> Preflight:
     for label, config in configs.items():
         data = test_images(config)
         device = pick_device(config.device)
-        try:
-            model = load_checked_model(config, data, device)
+        try:  # under torchrun one rank's failure (a factory that fails there only) stops every rank in one line
+            model = on_every_rank(functools.partial(load_checked_model, config, data, device))
             with torch.no_grad():
                 outputs[label] = int(model(data.images(slice(0, 1)).to(device)).shape[1])
         except (ModelError, DataError) as exc:
@@ -163,7 +187,7 @@ def check_study_dir(out: Path, study: Study, resume: bool) -> None:
     """``out`` is new (or holds this very study, with ``resume``); ``study.yaml`` is written."""
     saved_file = out / STUDY_FILE
     if saved_file.is_file():
-        saved = yaml.safe_load(saved_file.read_text(encoding="utf-8")) or {}
+        saved = read_yaml_mapping(saved_file)
         if not resume:
             raise ConfigError(f"{out} already holds a study; resume it with advspatial study --resume {out} or "
                               "choose another --out")
@@ -178,15 +202,24 @@ def check_study_dir(out: Path, study: Study, resume: bool) -> None:
 
 
 def load_study(out: str | Path) -> Study:
-    """The study recorded in ``out/study.yaml`` (``--resume``)."""
+    """The study recorded in ``out/study.yaml`` (``--resume``, ``advspatial report``), checked as a new study's
+    models and settings are (one line naming the file when it is damaged)."""
+    from .models import parse_models
+
     path = Path(out) / STUDY_FILE
     if not path.is_file():
         raise ConfigError(f"--resume {out}: no {STUDY_FILE} there; valid: a directory written by advspatial study")
-    saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    from .models import parse_models
-
-    return Study(parse_models(saved.get("models", [])), dict(saved.get("settings") or {}), str(out),
-                 bool(saved.get("quick", False)))
+    saved = read_yaml_mapping(path)
+    settings, quick = saved.get("settings") or {}, saved.get("quick", False)
+    if not isinstance(settings, dict) or not isinstance(quick, bool) or set(saved) - {"models", "settings", "quick"}:
+        raise ConfigError(f"{path} is not a study's record; valid: models:, settings: (a mapping) and quick: "
+                          "(true/false), as advspatial study writes it")
+    try:
+        models = parse_models(saved.get("models", []))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    check_shared(settings, str(path))
+    return Study(models, dict(settings), str(out), quick)
 
 
 def say(message: str) -> None:

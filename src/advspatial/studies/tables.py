@@ -20,7 +20,7 @@ def per_model_rows(findings: StudyFindings) -> list[dict[str, Any]]:
             m = findings.models[e.model]
             rows.append({"model": e.model, "spec": m.spec, "parameters": m.parameters, "depth": m.depth,
                          "clean_accuracy": m.clean_accuracy, "robust_accuracy": m.robust_accuracy,
-                         "roi_method": m.roi_method, "roi_faithful": m.roi_faithful, "attack": ep.attack,
+                         "roi_method": m.roi_method, "roi_status": m.roi_status, "attack": ep.attack,
                          "endpoint": ep.endpoint, "n": e.n, "effect": e.effect.mean, "low": e.effect.low,
                          "high": e.effect.high, "se": e.se, "observed": e.observed, "null": e.null,
                          "reference": e.reference, "included": e.included, "reason": e.reason,

@@ -15,7 +15,7 @@ from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, judged_claims, typing_claims
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.gate import Roi
+from advspatial.experiments.roi import Roi
 from advspatial.experiments.pse.metrics import PSEFindings, build_findings
 from advspatial.experiments.pse.report import not_interpretable_text, render
 from advspatial.experiments.pse.stages import image_level
@@ -95,7 +95,7 @@ def _measure(variant_run, passed: bool, cam_test: bool = True):
     runs = [variant_run("pgd/untargeted", cam_test=_planted_test() if cam_test else None),
             variant_run("cw-l2/targeted")]
     gate = GateResult(passed, "passed" if passed else "deletion:zero logit effect not above 0")
-    claims = judged_claims(PSEConfig(), {run.name: run.cam_test for run in runs}, [], passed)
+    claims = judged_claims(PSEConfig(), {run.name: run.cam_test for run in runs}, [], gate)
     findings = build_findings(runs, claims, gate, Roi.judged("hirescam", "flatten/FC head", gate), n=40,
                               layer="features.3", units=4, noise_floor=0.01, dissection=None)
     return findings, claims
@@ -109,7 +109,7 @@ def test_measure_labels_every_cam_result_when_the_gate_fails(variant_run) -> Non
     gate = metrics["faithfulness"]["hirescam"]
     assert gate["passed"] is False and gate["reason"] == "deletion:zero logit effect not above 0"
     assert metrics["roi"] == {"method": "hirescam", "why": "flatten/FC head", "faithful": False,
-                              "interpretation": NOT_INTERPRETABLE_ROI}
+                              "interpretation": NOT_INTERPRETABLE_ROI, "status": "failed"}
     assert metrics["cam_interpretation"] == NOT_INTERPRETABLE_ROI
     for m in metrics["variants"].values():
         assert m["cam_interpretation"] == NOT_INTERPRETABLE_ROI

@@ -15,7 +15,7 @@ from torch import nn
 from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.analysis.pse_control import SHARE_NAMES
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.gate import roi_label
+from advspatial.experiments.roi import roi_caveat
 from advspatial.experiments.pse import PSEConfig
 from advspatial.analysis.pse_rows import CAM_KEYS
 from advspatial.experiments.pse.claims import TYPING_NULL
@@ -59,7 +59,7 @@ def quick_run(tmp_path_factory):
 
 
 SECTIONS = ["verdicts", "faithfulness", "setup", "perturbation-types", "typing-stability", "image-level", "unit-level",
-            "dissection", "limits", "config"]
+            "dissection", "limits", "what-would-decide", "config"]
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -163,22 +163,24 @@ def test_quick_run_writes_consistent_results(quick_run) -> None:
 
 @pytest.mark.slow
 def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
-    """The gate runs on the CAM the run uses; claims carry it; 12 images cannot pass it (n < 30)."""
+    """The gate runs on the CAM the run uses; claims carry it; 12 images cannot decide it (n < 30): it is undecided,
+    so the CAM claims keep their verdicts (insufficient data) with its caveat, and its randomization checks ran."""
     config, result, rundir = quick_run
     metrics = json.loads((rundir.path / "metrics.json").read_text())
     roi = metrics["roi"]
-    assert set(roi) == {"method", "why", "faithful", "interpretation"}
+    assert set(roi) == {"method", "why", "faithful", "interpretation", "status"}
     assert roi["method"] == "hirescam" and "flatten/FC head" in roi["why"]  # smallcnn: auto picks by head type
     gate = metrics["faithfulness"][roi["method"]]
-    assert set(gate) >= {"passed", "reason", "n", "deletion", "attack", "per_class", "skipped", "method"}
-    assert set(gate["deletion"]) == set(config.gate_fills)
+    assert set(gate) >= {"passed", "reason", "status", "n", "comparisons", "per_class", "skipped", "method"}
+    measures = gate["comparisons"]["location"]["decisions"]
+    assert {m.split(":", 1)[1] for m in measures if m.startswith("deletion:")} == set(config.gate_fills)
     assert gate["fraction"] == config.top_fraction and gate["n"] <= config.n
-    assert gate["passed"] is False and "insufficient data" in gate["reason"]
-    # decided by its comparisons alone (too few images), so its randomization checks were not run
-    assert gate["skipped"] == ["randomization", "mprt"] and "randomization" not in gate
-    label = roi_label(GateResult.from_dict(gate))
-    assert roi["faithful"] is False and roi["interpretation"] == label
-    assert label.startswith("not interpretable: too few images to judge the RoI")
+    assert gate["status"] == "undecided" and "insufficient data" in gate["reason"]
+    # undecided, not failed: its randomization checks ran, since they could still change the verdict
+    assert gate["skipped"] == [] and "randomization" in gate
+    caveat = roi_caveat(GateResult.from_dict(gate))
+    label = roi["interpretation"]
+    assert roi["faithful"] is False and roi["status"] == "undecided" and label == f"interpretable; {caveat}"
     claims = metrics["claims"]
     tested = [v for v, m in metrics["variants"].items() if m["cam_test"] is not None]
     assert tested
@@ -199,7 +201,8 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
         if c["null"] in (TYPING_NULL, "one half"):  # the typing rests on no CAM: 12 images are simply too few
             assert c["gates"] == {} and c["verdict"] == "insufficient data"
         else:
-            assert c["gates"] == {"RoI faithfulness": False} and c["verdict"] == "not interpretable"
+            assert c["gates"] == {"RoI faithfulness": True} and c["verdict"] == "insufficient data"
+            assert c["caveats"] == [caveat]
     for v, m in metrics["variants"].items():
         typing = [c for c in claims if c["subject"] == v and c["null"] in (TYPING_NULL, "one half")]
         assert [(c["statistic"], c["primary"]) for c in typing] == [
@@ -208,9 +211,9 @@ def test_quick_run_gate_claims_and_verdicts(quick_run) -> None:
         assert m["typing_verdicts"] == {c["statistic"]: c["verdict"] for c in typing}
     html = (rundir.path / "report.html").read_text()
     verdicts = html[html.index('id="verdicts"'):html.index('id="faithfulness"')]
-    assert "not interpretable" in verdicts and "NOT INTERPRETABLE" in verdicts
-    assert "Not interpretable: the RoI failed the faithfulness gate" in verdicts
-    assert "FAILED the faithfulness gate" in result.summary
+    assert "NOT INTERPRETABLE" not in verdicts and "INSUFFICIENT DATA" in verdicts
+    assert caveat[:40] in verdicts
+    assert "faithfulness gate undecided" in result.summary
     # settings not made by --quick (smoke_test unset): the real words, no smoke label
     assert "smoke_test" not in metrics and "(smoke)" not in html and not result.summary.startswith("smoke test")
 

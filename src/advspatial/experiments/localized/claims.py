@@ -13,6 +13,7 @@ import torch
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..paired import seeded_claim
+from ..roi import with_roi_caveat
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
 from .stages import ModelEvaluation
 
@@ -47,7 +48,8 @@ def energy_claim(config: LocalizedConfig, mode: str, evs: list[ModelEvaluation],
                  primary: bool = True) -> Claim:
     """A region-only attack draws the true class's map into the attacked region: per training seed's model
     (``evs``) and image, its share of the map in the region after the attack minus on the clean image (images
-    with a map that is all zero on some seed's model are left out). The gate is the first seed's model's."""
+    with a map that is all zero on some seed's model are left out). The gate is the first seed's model's
+    (``gate_passed``: it did not fail)."""
     region = region_names(config.mask)[0]
     before = torch.stack([1.0 - ev.cam_energy_clean.double().cpu() for ev in evs])
     after = torch.stack([1.0 - ev.cam_energy_adv.double().cpu() for ev in evs])
@@ -77,24 +79,22 @@ def build_claims(config: LocalizedConfig, labels: torch.Tensor, evaluations: dic
     """
     labels = labels.cpu()
 
-    def acc_gates(cond: str, *modes: str) -> dict[str, bool]:
-        if mask_gated and cond in ("region", "complement", "region-ensemble"):
-            return {ROI_GATE: all(gates[m].passed for m in modes)}
-        return {}
+    def accuracy(cond: str, a: str, b: str, primary: bool) -> Claim:
+        gated = mask_gated and cond in ("region", "complement", "region-ensemble")
+        claim = accuracy_claim(config, labels, evaluations, cond, a, b,
+                               {ROI_GATE: not (gates[a].failed or gates[b].failed)} if gated else {},
+                               primary=primary, seeds=seeds)
+        return with_roi_caveat(with_roi_caveat([claim], gates[a]), gates[b])[0] if gated else claim
 
     others = [m for m in MODES if m != "localized"]
     endpoint = primary_condition(config, evaluations["localized"].preds)
-    claims = [accuracy_claim(config, labels, evaluations, endpoint, "localized", b,
-                             acc_gates(endpoint, "localized", b), primary=True, seeds=seeds) for b in others]
-    claims += [energy_claim(config, mode, seed_evaluations(evaluations, seeds, mode), gates[mode].passed,
-                            primary=mode not in CONTROLS) for mode in MODES]
+    claims = [accuracy(endpoint, "localized", b, True) for b in others]
+    claims += [with_roi_caveat([energy_claim(config, mode, seed_evaluations(evaluations, seeds, mode),
+                                             not gates[mode].failed, primary=mode not in CONTROLS)], gates[mode])[0]
+               for mode in MODES]
     conditions = [c for c in evaluations["localized"].preds if c != endpoint]
-    for cond in conditions:
-        for b in others:
-            claims.append(accuracy_claim(config, labels, evaluations, cond, "localized", b,
-                                         acc_gates(cond, "localized", b), primary=False, seeds=seeds))
-    claims.append(accuracy_claim(config, labels, evaluations, endpoint, "pgd", "natural",
-                                 acc_gates(endpoint, "pgd", "natural"), primary=False, seeds=seeds))
+    claims += [accuracy(cond, "localized", b, False) for cond in conditions for b in others]
+    claims.append(accuracy(endpoint, "pgd", "natural", False))
     return claims
 
 

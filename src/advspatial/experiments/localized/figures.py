@@ -14,7 +14,7 @@ from ...statistics.claims import sentence_case
 from ...report.localized_figures import plot_accuracy_bars, plot_gradcam_shift, plot_localized_examples
 from ...runtime import model_device
 from ..context import ExperimentContext
-from ..gate import roi_label
+from ..roi import roi_label
 from .claims import primary_condition
 from .config import EXAMPLE_MODES, MODES, budget_text, condition_labels, region_names
 from .metrics import LocalizedFindings

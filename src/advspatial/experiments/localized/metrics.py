@@ -14,7 +14,7 @@ from ...finetuning import FinetuneConfig
 from ...statistics.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, optional_part, to_json
-from ..gate import roi_label
+from ..roi import Roi
 from .config import MODES, LocalizedConfig, seed_name
 
 
@@ -79,16 +79,6 @@ class ModelFindings:
 
 
 @dataclass
-class Importance:
-    """A model's importance map (its RoI), why it was chosen, whether it passed the gate, how it may be read."""
-
-    method: str
-    why: str
-    faithful: bool
-    interpretation: str
-
-
-@dataclass
 class FinetuneFacts:
     """Fine-tuning from a pretrained start: the start (checksum, clean accuracy on the evaluated images, the gate
     of the map that cut the localized model's training background), the recipe and the training images."""
@@ -126,21 +116,20 @@ class LocalizedFindings(Findings):
     norm: str
     models: dict[str, ModelFindings]
     faithfulness: dict[str, GateResult]
-    importance: dict[str, Importance]
+    importance: dict[str, Roi]
     mask_from_importance: bool
     claims: list[Claim]
     finetune: FinetuneFacts | None = optional_part()  # a run trained from scratch has none
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, GateResult]) -> dict[str, Importance]:
+def read_importance(methods: dict[str, dict[str, str]], gates: dict[str, GateResult]) -> dict[str, Roi]:
     """Per model its map (``methods``: method and why) and how it may be read by its gate."""
-    return {mode: Importance(methods[mode]["method"], methods[mode]["why"], gates[mode].passed,
-                             roi_label(gates[mode]) or "interpretable") for mode in MODES}
+    return {mode: Roi.judged(methods[mode]["method"], methods[mode]["why"], gates[mode]) for mode in MODES}
 
 
 def build_findings(config: LocalizedConfig, n: int, rows: list[dict[str, Any]], trained: dict[str, TrainedModel],
-                   gates: dict[str, GateResult], importance: dict[str, Importance], mask_gated: bool,
+                   gates: dict[str, GateResult], importance: dict[str, Roi], mask_gated: bool,
                    claims: list[Claim]) -> LocalizedFindings:
     """The findings: per model its statistics from the rows, its training, its seed spread and how its map (and,
     when the mask is cut from it, its masked accuracies) may be read; the gates and the judged claims."""

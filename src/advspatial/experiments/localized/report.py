@@ -11,9 +11,10 @@ from ...masks import BACKGROUND_TAU
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import MIN_SEEDS, sesoi_text
 from ...report.html import Figure, Section, Table
-from ...report.sections import drawn_figure
-from ...report.verdicts import fmt, gate_tables, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..gate import gate_rule, roi_label
+from ...report.sections import drawn_figure, status_words
+from ...report.gates import gate_tables
+from ...report.verdicts import fmt, interval, verdict_legend, verdict_table, what_this_run_shows
+from ..roi import gate_rule, roi_label
 from ..results import Rendered
 from .config import (
     EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, budget_text, condition_labels, gate_eps,
@@ -79,11 +80,14 @@ def verdict_section(view: ReportView) -> Section:
     imp = view.findings.importance
     paragraphs = [TERMS, models_sentence(view.config, view.findings)]
     for mode in MODES:
-        if not imp[mode].faithful:
+        if not imp[mode].usable:
             scope = (f"its {imp[mode].method}-energy shift and every accuracy under the {cfg.mask} mask"
                      if view.findings.mask_from_importance else f"its {imp[mode].method}-energy shift")
             label = roi_label(view.findings.faithfulness[mode]) or NOT_INTERPRETABLE_ROI
             paragraphs.append(f"{sentence_case(label)} (the {mode} model): {scope} is not evidence about the model.")
+        elif imp[mode].caveat:
+            paragraphs.append(f"{sentence_case(imp[mode].caveat)} (the {mode} model): its RoI-dependent verdicts "
+                              "stand, read with this caveat.")
     paragraphs.append(f"The attacked region ({cfg.mask}) is {mask_source(view)}.")
     paragraphs += ["What this run shows:"] + what_this_run_shows(claims)
     primary = [c for c in claims if c.primary]
@@ -110,7 +114,7 @@ def gate_section(view: ReportView) -> Section:
     cfg, findings = view.config, view.findings
     gates, imp = findings.faithfulness, findings.importance
     paragraphs = [f"{mode} model: {imp[mode].method} ({imp[mode].why}); "
-                  f"{'FAITHFUL' if imp[mode].faithful else 'NOT faithful'} by the gate below."
+                  f"{status_words(imp[mode].status)} by the gate below."
                   for mode in MODES]
     paragraphs.append("On each model: " + gate_rule(cfg, min(cfg.gate_n, findings.n), cfg.fraction, gate_eps(cfg),
                                                     "the map of the true class"))
@@ -119,7 +123,7 @@ def gate_section(view: ReportView) -> Section:
     if ft and ft.start_gate is not None:
         paragraphs.append(f"Start model {ft.start} (its map cut the localized model's training background): "
                           f"{ft.mask_method} ({ft.mask_why}); "
-                          f"{'FAITHFUL' if ft.start_gate.passed else 'NOT faithful'} by the same gate. It "
+                          f"{status_words(ft.start_gate.status)} by the same gate. It "
                           "enters no claim: the claims compare the fine-tuned models, each under its own map.")
         keyed[f"start ({ft.start}): {ft.mask_method}"] = ft.start_gate
     tables = gate_tables(keyed, per_class_of=list(keyed))
@@ -147,8 +151,8 @@ def setup_section(view: ReportView) -> Section:
             "examples")
     if ft:
         gate = ("" if ft.start_gate is None else
-                f"; that map {'passed' if ft.start_gate.passed else 'FAILED'} the faithfulness gate on the start "
-                "model (section above)")
+                f"; that map's faithfulness gate on the start model: {ft.start_gate.status} "
+                "(section above)")
         training = [
             f"{len(MODES)} models fine-tuned from the same pretrained {ft.start} (weights sha256 {ft.start_sha256[:16]}"
             f"; clean accuracy {fmt(ft.start_clean_accuracy)} on the {view.findings.n} evaluated images): natural "
@@ -258,7 +262,7 @@ def robustness_section(view: ReportView) -> Section:
         f"upper bounds: they hold against this PGD ({cfg.steps} steps, one random start), not against every attack.",
     ]
     notes = []
-    if view.findings.mask_from_importance and any(not view.findings.importance[m].faithful for m in MODES):
+    if view.findings.mask_from_importance and any(not view.findings.importance[m].usable for m in MODES):
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} (column 'mask'): the {cfg.mask} mask is cut from the "
                      "importance map, so the region-only and complement-only accuracies of those models are not "
                      "evidence about their background.")
@@ -292,7 +296,7 @@ def gradcam_section(view: ReportView) -> Section:
     ]
     notes = [f"{sentence_case(NOT_INTERPRETABLE_ROI)} on the {mode} model: its rows and figures here show where its "
              f"{view.findings.importance[mode].method} map lies, not where the model looks."
-             for mode in MODES if not view.findings.importance[mode].faithful]
+             for mode in MODES if not view.findings.importance[mode].usable]
     return Section(f"Background attacks and {names}", paragraphs, tables=[table], figures=figures, notes=notes,
                    anchor="background-attacks")
 
@@ -379,10 +383,10 @@ def summary_table(config: LocalizedConfig, findings: LocalizedFindings) -> str:
             lines.append(f"{mode:<{first}}" + "".join(f"{seed_cell(m.seeds.get(c)):>{widths[c]}}" for c in labels))
     for mode, imp in findings.importance.items():
         lines.append(f"RoI of the {mode} model: {imp.method}, faithfulness gate "
-                     f"{'passed' if imp.faithful else 'FAILED'}")
+                     f"{imp.status}")
     if ft and ft.start_gate is not None:
         lines.append(f"RoI of the start model (the localized training background): {ft.mask_method}, faithfulness "
-                     f"gate {'passed' if ft.start_gate.passed else 'FAILED'}")
+                     f"gate {ft.start_gate.status}")
     for c in findings.claims:
         if c.primary:
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""

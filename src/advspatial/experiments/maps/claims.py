@@ -4,19 +4,21 @@ and verdicts (:class:`~.metrics.Measured`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ...faithfulness.record import GateResult
+from ...faithfulness import specificity
 from ...regions import binarize
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import compare_to_nulls
 from .. import colocation
-from ..gate import gate_stage, roi_label
+from ..gate import gate_stage
 from .config import MeasurementConfig
-from .metrics import AttackOutcome, Measured, PanelRow, RoiFindings
+from ..roi import Roi, with_roi_caveat
+from .metrics import AttackOutcome, Measured, PanelRow
 from .stages import AttackSummary, Context
 
 
@@ -51,7 +53,8 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
     the RoI's interpretation."""
     cfg = ctx.config
     roi_gate = gates[ctx.importance]
-    label = roi_label(roi_gate) or "interpretable"
+    roi = Roi.judged(ctx.importance, ctx.importance_reason, roi_gate)
+    label = roi.interpretation
     inference: dict[str, dict[str, Any]] = {}
     content: dict[str, dict[str, Any]] = {}
     claims: list[Claim] = []
@@ -63,13 +66,16 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
             if s.kept(kind) < 3:
                 continue
             if s.norm == "l0":
-                claims += colocation.pixel_claims(s.store(kind), subject, gate_set, cfg.permutations, cfg.seed)
+                claims += with_roi_caveat(colocation.pixel_claims(s.store(kind), subject, gate_set,
+                                                                  cfg.permutations, cfg.seed), roi_gate)
                 continue
             comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
             inference.setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
-            claims += content_claims(ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
-                                     out=content.setdefault(s.name, {}))
-            claims += colocation.attack_claims(subject, comparisons, gate_set, primary=False)
+            claims += with_roi_caveat(content_claims(
+                ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
+                out=content.setdefault(s.name, {}), inseparable=specificity.inseparable(roi_gate)), roi_gate)
+            claims += with_roi_caveat(colocation.attack_claims(subject, comparisons, gate_set, primary=False),
+                                      roi_gate)
         for stats in attacks[s.name].maps.values():
             stats["interpretation"] = label
     main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
@@ -79,15 +85,15 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
         panel = [PanelRow(c.subject, c.observed, c.null_value, c.effect.as_dict(), c.p) for c in panel_of]
         claims += panel_of
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
-    roi = RoiFindings(ctx.importance, ctx.importance_reason, roi_gate.passed, label)
     return Measured(gates, roi, inference, content or None, panel, claims, label)
 
 
 def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, kind: str,
                    comparisons: dict[str, dict[str, Any]], gates: dict[str, bool], primary: bool,
-                   out: dict[str, Any]) -> list[Claim]:
+                   out: dict[str, Any], inseparable: Sequence[str] = ()) -> list[Claim]:
     """Co-location beyond image content: the reference RoIs' rows, the primary "beyond every reference" claim,
-    the layout steps and the plain sentence (written into ``out[kind]``)."""
+    the layout steps and the plain sentence (written into ``out[kind]``; ``inseparable``: the references the RoI is
+    equivalent to in importance, :func:`~advspatial.faithfulness.specificity.inseparable`)."""
     cfg = ctx.config
     references = colocation.reference_rois(store, cfg.seed)
     rows = colocation.reference_comparisons(store, references, cfg.permutations, cfg.seed, cfg.strata)
@@ -97,7 +103,8 @@ def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, k
     out[kind] = {"references": {r: {n: c.as_dict() for n, c in by_null.items()} for r, by_null in rows.items()},
                  "beyond": {r: d.as_dict() for r, d in differences.items()},
                  "explained_by": colocation.explained_by(differences), "layout": steps,
-                 "sentence": colocation.layout_sentence(kind, steps, same_class, differences)}
+                 "sentence": colocation.layout_sentence(kind, steps, same_class, differences, inseparable),
+                 "inseparable": list(inseparable)}
     claims = [colocation.beyond_claim(subject, differences, same_class, gates)] if primary and differences else []
     model_free = {k: v for k, v in gates.items() if k != "RoI faithfulness"}   # a reference needs no faithful RoI
     for name, by_null in rows.items():
@@ -109,8 +116,10 @@ def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, k
 
 
 def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: MeasurementConfig) -> dict[str, bool]:
-    """The validity gates of a co-location claim: the RoI is faithful; the RoA map is complete enough."""
-    gates = {"RoI faithfulness": roi_gate.passed}
+    """The validity gates of a co-location claim: the RoI is not shown unfaithful (its gate did not fail: an
+    undecided gate puts a caveat on the claim instead, :func:`~advspatial.experiments.roi.roi_caveat`); the RoA map
+    is complete enough."""
+    gates = {"RoI faithfulness": not roi_gate.failed}
     if "flagged_share" in map_stats:
         share = map_stats["flagged_share"]
         gates["completeness"] = not (share > cfg.max_flagged_share)
@@ -129,16 +138,18 @@ def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, GateResu
     for method in ctx.panel[1:]:
         imp = store[f"panel:{method}"]
         roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
-        out.append(panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
-                               roa, store, claim_gates(gates[method], map_stats, cfg)))
+        claim = panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
+                            roa, store, claim_gates(gates[method], map_stats, cfg))
+        out += with_roi_caveat([claim], gates[method])
     for fraction in cfg.panel_fractions:
         if fraction == cfg.fraction:
             continue
         roi = binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask
         roa_f = binarize(store["attack"], fraction=fraction, seed=cfg.seed + 1, sample_ids=ids).mask
         gate = gates[fraction_key(ctx.importance, fraction)]
-        out.append(panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
-                               store["attack"], roi, roa_f, store, claim_gates(gate, map_stats, cfg)))
+        claim = panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
+                            store["attack"], roi, roa_f, store, claim_gates(gate, map_stats, cfg))
+        out += with_roi_caveat([claim], gate)
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part
+from ..roi import Roi
 from ...statistics.estimates import finite_mean
 from .stages import PARTS, AttackSummary, Context
 
@@ -39,16 +40,6 @@ class AttackOutcome:
 
 
 @dataclass
-class RoiFindings:
-    """The RoI's explainer, why it was chosen, whether it passed its gate, and the interpretation of RoI results."""
-
-    method: str
-    why: str
-    faithful: bool
-    interpretation: str
-
-
-@dataclass
 class PanelRow:
     """The primary statistic under another explainer or region fraction, against the same-class null."""
 
@@ -66,7 +57,7 @@ class Measured:
     the co-location beyond image content (when an attack had enough images), the panel, the claims."""
 
     faithfulness: dict[str, GateResult]
-    roi: RoiFindings
+    roi: Roi
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None
     panel: list[PanelRow] | None
@@ -93,7 +84,7 @@ class MapsFindings(MeasuredFindings):
     clean_accuracy: float
     attacks: dict[str, AttackOutcome]
     faithfulness: dict[str, GateResult]
-    roi: RoiFindings
+    roi: Roi
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None = optional_part()
     panel: list[PanelRow] | None = optional_part()

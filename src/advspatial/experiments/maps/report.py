@@ -12,17 +12,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from ...faithfulness.calibration import Budget
 from ...faithfulness.record import GateResult
+from ...faithfulness.specificity import specificity_sentence
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..gate import gate_rule
+from ..roi import gate_rule
 from ..results import Rendered
 from .config import MapsConfig, MeasurementConfig
 from .figures import FOREST, frequency_file, frequency_title, regions_file
-from .metrics import AttackOutcome, MapsFindings, RoiFindings
+from ..roi import Roi
+from .metrics import AttackOutcome, MapsFindings
 from .stages import PARTS
 
 STAT_LABELS = {
@@ -49,7 +52,7 @@ class Measurement(Protocol):
     @property
     def faithfulness(self) -> dict[str, GateResult]: ...
     @property
-    def roi(self) -> RoiFindings: ...
+    def roi(self) -> Roi: ...
     @property
     def content(self) -> dict[str, dict[str, Any]] | None: ...
     @property
@@ -82,20 +85,28 @@ def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
     """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
     claims = f.claims
     primary = [c for c in claims if c.primary]
-    paragraphs = [TERMS, "What this run shows:"] + what_this_run_shows(claims) + content_sentences(f)
+    paragraphs = ["What this run shows:"] + what_this_run_shows(claims) + content_sentences(f)
     paragraphs += headline
-    if not f.roi.faithful:
-        label = f.roi.interpretation or NOT_INTERPRETABLE_ROI   # names what the RoI did not beat
-        paragraphs.insert(1, f"{sentence_case(label)} ({f.roi.method}): every RoI-dependent "
+    if not f.roi.usable:
+        label = f.roi.interpretation or NOT_INTERPRETABLE_ROI   # names what the RoI is not better than
+        paragraphs.insert(0, f"{sentence_case(label)} ({f.roi.method}): every RoI-dependent "
                              "result below (co-location, the defence, which spares the RoI) is not evidence about the "
                              "model. The sensitivity panel shows what other explainers give.")
+    elif f.roi.caveat:
+        paragraphs.insert(0, f"{sentence_case(f.roi.caveat)} ({f.roi.method}): the verdicts stand, read with "
+                             "this caveat; the last section lists the images that would decide each undecided "
+                             "comparison.")
+    gate = f.faithfulness.get(f.roi.method)
+    if gate is not None and specificity_sentence(gate):
+        paragraphs.append(f"What the RoI ({f.roi.method}) adds beyond maps that need no model: "
+                          + specificity_sentence(gate))
     notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
              "image, the excess over the same-class null of the model's RoI minus that of each model-free reference "
              "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
              "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
              "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
              f"references' own co-location) Benjamini-Hochberg; significance level {config.significance}; "
-             f"{sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and enter no family)."]
+             f"{sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and enter no family).", TERMS]
     forest = shown(figures, FOREST, "Forest plot: the primary statistic against each null (uniform placement, any "
                                     "class, same class, same class and composition). Grey: a gate failed.")
     panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
@@ -105,7 +116,8 @@ def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
     for method in left_out_of_panel(config, f):
         notes.append(f"{method} is left out of the panel: its maps equal an earlier explainer's up to scale on this "
                      "model.")
-    return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts")
+    return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts",
+                   tables_first=True)
 
 
 def left_out_of_panel(config: MeasurementConfig, f: Measurement) -> list[str]:
@@ -116,8 +128,13 @@ def left_out_of_panel(config: MeasurementConfig, f: Measurement) -> list[str]:
 def gate_section(config: MeasurementConfig, f: Measurement) -> Section:
     """The faithfulness gate of every explainer the run used, and the model-randomization check."""
     roi = f.roi
-    return faithfulness_section([explainer_verdict("RoI explainer", roi.method, roi.why, roi.faithful),
-                                 gate_rule(config, min(config.gate_n, f.n), config.fraction, config.eps_linf)],
+    gate = f.faithfulness[roi.method]
+    budget = Budget.from_dict(gate.restricted_attack) if gate.restricted_attack else None
+    return faithfulness_section([explainer_verdict("RoI explainer", roi.method, roi.why, gate.status,
+                                                   None if gate.passed else gate.reason),
+                                 *([specificity_sentence(gate)] if specificity_sentence(gate) else []),
+                                 gate_rule(config, min(config.gate_n, f.n), config.fraction, config.eps_linf,
+                                           budget=budget)],
                                 f.faithfulness, per_class_of=[roi.method])
 
 
@@ -258,8 +275,7 @@ def maps_summary(f: Measurement) -> str:
 def claims_lines(f: Measurement) -> list[str]:
     """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
     gate = f.faithfulness[f.roi.method]
-    lines = [f"RoI {f.roi.method}: faithfulness gate "
-             f"{'passed' if gate.passed else 'FAILED (' + gate.reason + ')'}"]
+    lines = [f"RoI {f.roi.method}: faithfulness gate {gate.status}" + ("" if gate.passed else f" ({gate.reason})")]
     for c in f.claims:
         e = c.effect
         lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "

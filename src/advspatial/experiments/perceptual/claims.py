@@ -21,7 +21,8 @@ from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
 from ...faithfulness.record import GateResult
 from .. import colocation
-from ..gate import Roi, gate_stage
+from ..gate import gate_stage
+from ..roi import Roi, with_roi_caveat
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
 from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
 from .stages import AttackStore, Context, Curves, clean_cam
@@ -64,7 +65,7 @@ def measure(config: PerceptualConfig, roi: Roi, stores: Mapping[str, AttackStore
             curves: Curves | None = None) -> tuple[Inference, MinimalDistortion | None, list[Claim]]:
     """The engine's comparisons, the minimal-distortion comparison (with ``curves``) and every claim, corrected
     and judged. Every RoI-dependent comparison reads as ``roi.interpretation`` (the CAM's gate)."""
-    gate_set = {"RoI faithfulness": roi.faithful}
+    gate_set = {"RoI faithfulness": roi.usable}
     inference: Inference = {}
     claims: list[Claim] = []
     for name in ATTACKS:
@@ -81,7 +82,7 @@ def measure(config: PerceptualConfig, roi: Roi, stores: Mapping[str, AttackStore
     if curves is not None:
         distortion, claim = minimal_distortion_claim(curves, config.seed)
         claims.append(claim)
-    judge(claims, sesoi=config.sesoi, alpha=config.significance)
+    judge(with_roi_caveat(claims, roi.caveat), sesoi=config.sesoi, alpha=config.significance)
     return inference, distortion, claims
 
 

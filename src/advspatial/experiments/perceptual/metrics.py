@@ -15,7 +15,7 @@ from ...statistics.claims import Claim
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
 from ...faithfulness.record import GateResult
-from ..gate import Roi
+from ..roi import Roi
 from ...statistics.estimates import finite_mean
 from .config import ATTACKS
 

@@ -14,7 +14,7 @@ from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, verdict_legend, verdict_table, what_this_run_shows
-from ..gate import gate_rule
+from ..roi import gate_rule
 from ..results import Rendered
 from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, PerceptualConfig
 from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP
@@ -44,12 +44,15 @@ def verdict_section(config: PerceptualConfig, findings: PerceptualFindings, figu
     """The top of the report: terms, what the run shows, one row per primary claim, a forest plot per attack."""
     claims, roi = findings.claims, findings.roi
     paragraphs = [TERMS, f"RoI explainer: {roi.method} of the true class ({roi.why})."]
-    if not roi.faithful:
+    if not roi.usable:
         reason = findings.gate.reason
         paragraphs.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({roi.method}: {reason}): every "
                           "RoI-dependent result below (where the 1 − SSIM map lies relative to the CAM: the "
                           "verdicts, the map statistics, the overlap tables) is not evidence about the model. The "
                           "success rates and SSIMs of the attacks do not depend on the RoI and stay valid.")
+    elif roi.caveat:
+        paragraphs.append(f"{sentence_case(roi.caveat)} ({roi.method}): the RoI-dependent verdicts below stand, read "
+                          "with this caveat; the last section lists the images that would decide it.")
     shows = what_this_run_shows(claims)
     paragraphs += ["What this run shows:"] + (shows or [
         "No claim could be tested: fewer than 3 successful images per attack."])
@@ -70,8 +73,8 @@ def gate_section(config: PerceptualConfig, findings: PerceptualFindings) -> Sect
     """The faithfulness gate of the CAM and the cascading model-randomization check."""
     roi, gate = findings.roi, findings.gate
     return faithfulness_section([
-        explainer_verdict("RoI explainer", f"{roi.method} of the true class", roi.why, roi.faithful,
-                          gate.reason),
+        explainer_verdict("RoI explainer", f"{roi.method} of the true class", roi.why, gate.status,
+                          None if gate.passed else gate.reason),
         gate_rule(config, min(config.gate_n, findings.n), config.fraction, findings.pgd_eps, "the CAM")
         + f" {gate.n} images entered; eps is the calibrated budget of the PGD baseline."],
         findings.faithfulness, per_class_of=[roi.method])
@@ -172,7 +175,7 @@ def maps_section(config: PerceptualConfig, findings: PerceptualFindings, figures
                          "attack the adversarial image and its 1-SSIM map; cyan contour: CAM top region "
                          "(RoI), white dashed contour: top region of the 1-SSIM map (RoA).")
     notes = [] if shown else ["No image was fooled by both attacks, so no side-by-side example is shown."]
-    if not findings.roi.faithful:
+    if not findings.roi.usable:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: these statistics describe the map "
                      f"{method}, not what the model uses.")
     return Section("SSIM maps vs CAM", ["Where each attack lowers SSIM (1 - SSIM_local) compared with where the "
@@ -197,7 +200,7 @@ def overlap_section(config: PerceptualConfig, findings: PerceptualFindings, figu
                               "its 95% bootstrap CI. Grey: a gate failed.")
     else:
         notes.append("Fewer than 3 successful images per attack: no comparison with the nulls.")
-    if not findings.roi.faithful:
+    if not findings.roi.usable:
         notes.append(f"{sentence_case(NOT_INTERPRETABLE_ROI)}: every row here is RoI-dependent.")
     return Section("Overlap vs the nulls", [
         "Nulls, from the weakest to the most matched: uniform (the CAM region placed at random, analytic), "
@@ -239,7 +242,7 @@ def summary_text(findings: PerceptualFindings) -> str:
              f"{cal.eps:.4f} matches mean SSIM {cal.target:.4f} -> {cal.mean_ssim:.4f} on the calibration "
              f"images ({'matched' if cal.matched else 'NOT matched'})",
              f"RoI: {roi.method} of the true class, faithfulness gate "
-             f"{'passed' if roi.faithful else 'FAILED (' + findings.gate.reason + ')'}"]
+             f"{findings.gate.status}{'' if roi.faithful else ' (' + findings.gate.reason + ')'}"]
     header = f"{'attack':<10} {'success':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
     lines += ["map statistics: mean over successful images", header, "-" * len(header)]
     for name, m in findings.attacks.items():
@@ -253,6 +256,6 @@ def summary_text(findings: PerceptualFindings) -> str:
             lines.append(f"{c.subject}: {statistic} {fmt(c.observed)} vs {null} {fmt(c.null_value)}"
                          f", excess {fmt(e.mean)} [{fmt(e.low)}, {fmt(e.high)}], p_adj "
                          f"{fmt_p(c.p_adjusted)} -> {c.verdict}")
-    if not roi.faithful:
+    if not roi.usable:
         lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
     return "\n".join(lines)

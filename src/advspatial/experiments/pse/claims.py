@@ -26,8 +26,10 @@ from typing import Any
 from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...analysis.pse_control import CONTROL
 from ...analysis.pse_rows import CAM_KEYS, energy_shares_of
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
+from ..roi import with_roi_caveat
 from .config import PSEConfig
 
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
@@ -106,17 +108,18 @@ def typing_claims(variant: str, observed: Mapping[str, Sequence[float]], control
 
 
 def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None], rows: Sequence[Mapping[str, Any]],
-                  faithful: bool) -> list[Claim]:
+                  gate: GateResult) -> list[Claim]:
     """Every claim of the run, corrected and given its verdict: per variant (in ``cam_tests`` order) its CAM claims
-    (when it has an image-level test; gated by the CAM explainer's faithfulness) and its typing claims.
+    (when it has an image-level test; gated by the CAM explainer's faithfulness ``gate``) and its typing claims.
 
-    A failed gate makes every CAM-dependent verdict "not interpretable" (through the claims' gate).
+    A failed gate makes every CAM-dependent verdict "not interpretable" (through the claims' gate); an undecided
+    one puts its caveat on them (:func:`~advspatial.experiments.roi.with_roi_caveat`).
     """
-    gates = {ROI_GATE: faithful}
+    gates = {ROI_GATE: not gate.failed}
     claims: list[Claim] = []
     for variant, cam_test in cam_tests.items():
         if cam_test is not None:
-            claims += cam_claims(variant, cam_test, gates, config.baseline)
+            claims += with_roi_caveat(cam_claims(variant, cam_test, gates, config.baseline), gate)
         ok = [r for r in rows if r["variant"] == variant and r["successful"]]
         claims += typing_claims(variant, energy_shares_of(ok, ""), energy_shares_of(ok, "control:"), config.seed)
     return judge(claims, sesoi=config.sesoi, alpha=config.significance)

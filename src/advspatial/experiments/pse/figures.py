@@ -59,7 +59,7 @@ def draw_examples(folder: Path, config: PSEConfig, findings: PSEFindings, run: V
     ex, pse = run.examples, run.example_pse
     if pse is None or not len(ex["ids"]):
         return
-    faithful = findings.roi.faithful
+    faithful = findings.roi.usable
     plot_pse_examples(ex["x"], ex["x_adv"], ex["true"], ex["target"], group_type_map(pse),
                       folder / examples_file(run.name),
                       row_labels=[class_names[int(c)] for c in pse.true_class],

@@ -19,7 +19,7 @@ from ...analysis.pse_stability import TypingAgreement
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part
-from ..gate import Roi
+from ..roi import Roi
 from .claims import typing_verdicts
 
 #: the label of the unit-masking accuracies until an attack adapts to the masked model

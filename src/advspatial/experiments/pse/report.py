@@ -15,7 +15,7 @@ from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
-from ..gate import gate_rule
+from ..roi import gate_rule
 from ..results import Rendered
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
 from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
@@ -43,7 +43,7 @@ def render(config: PSEConfig, findings: PSEFindings, figures: Path) -> Rendered:
 
 def not_interpretable_text(f: PSEFindings) -> str:
     """The sentence every CAM-dependent part of the report carries when the gate failed ('' when it passed)."""
-    if f.roi.faithful:
+    if f.roi.usable:
         return ""
     reason = f.faithfulness[f.roi.method].reason
     return (f"{sentence_case(NOT_INTERPRETABLE_ROI)} ({f.roi.method}{'; ' + reason if reason else ''}): where the "
@@ -79,7 +79,9 @@ def verdict_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
                    for v, m in f.variants.items() if m.cam_test is None]
     if not forest_claims(claims, cfg.baseline):
         paragraphs.append(f"No forest plot: no attack variant has a CAM claim against the {cfg.baseline} null.")
-    warning = not_interpretable_text(f)
+    warning = not_interpretable_text(f) or (
+        f"{sentence_case(f.roi.caveat)} ({f.roi.method}): the CAM verdicts below stand, read with this caveat."
+        if f.roi.caveat else "")
     if warning:
         paragraphs.insert(1, warning)
     notes = [verdict_legend() + f" Holm across the {len(primary)} primary claims; the other (CAM, group type, "
@@ -120,9 +122,9 @@ def controls_table(f: PSEFindings) -> Table:
 def gate_section(cfg: PSEConfig, f: PSEFindings) -> Section:
     """The faithfulness gate of the CAM explainer and the cascading model-randomization check."""
     roi = f.roi
-    reason = None if roi.faithful else f.faithfulness[roi.method].reason
+    gate = f.faithfulness[roi.method]
     return faithfulness_section([
-        explainer_verdict("CAM explainer", roi.method, roi.why, roi.faithful, reason),
+        explainer_verdict("CAM explainer", roi.method, roi.why, gate.status, None if gate.passed else gate.reason),
         gate_rule(cfg, min(cfg.gate_n, f.n), cfg.top_fraction, cfg.eps, "CAM_t0(x)")
         + " eps is the experiment's own PGD budget.",
         "The gate judges the explainer on clean images and the true class, exactly the cached CAM_t0(x) the "
@@ -169,7 +171,7 @@ def types_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
     for v in variants:
         figures += drawn_figure(folder, examples_file(v), f"{v}: clean and adversarial image; the group types coloured "
                                                           f"over {f.roi.method} of the true class on x and of t on x'."
-                                + ("" if f.roi.faithful else " " + not_interpretable_text(f)))
+                                + ("" if f.roi.usable else " " + not_interpretable_text(f)))
     views = ("pre-specified t, isolated (primary)", "pre-specified t, leave-one-out",
              "post-hoc t = argmax f(x') (secondary view, biased towards promotion)")
     rows = [[v, label] + [fmt(fractions[t]) for t in TYPE_NAMES] + [fmt(shares[t]) for t in TYPE_NAMES]
@@ -251,7 +253,7 @@ def image_section(cfg: PSEConfig, f: PSEFindings) -> Section:
                                     f"vs every null of the hierarchy ({cfg.permutations} permutations or placements; "
                                     f"primary null {cfg.baseline}; two-sided p; p_adj: Holm for the primary rows, "
                                     "Benjamini-Hochberg for the rest)", folded=True)
-    notes = [not_interpretable_text(f)] if not f.roi.faithful else []
+    notes = [not_interpretable_text(f)] if not f.roi.usable else []
     return Section("Image level", [
         f"Where do the group types fall relative to what the model looks at? CAM_t0(x) is {f.roi.method} of the true "
         f"class on the clean image, CAM_t(x') of the pre-specified class t on the adversarial image. For each "
@@ -391,7 +393,7 @@ def summary_text(f: PSEFindings) -> str:
                  f"CAM_t(x'); rob@top/rand: adversarial accuracy with k={k_shown} top-sensitive / random units masked "
                  "(no adaptive attack yet: not robustness)")
     roi = f.roi
-    lines.append(f"CAM {roi.method}: {'passed' if roi.faithful else 'FAILED'} the faithfulness gate"
+    lines.append(f"CAM {roi.method}: faithfulness gate {roi.status}"
                  + ("" if roi.faithful else f"; S-in-CAMt0, P-in-CAMt and every CAM verdict: {roi.interpretation}"))
     lines += [f"  {c.subject:<18} {c.statistic:<30} -> {c.verdict}" for c in f.claims if c.primary]
     d = f.dissection

@@ -6,9 +6,12 @@ import torch
 
 from ...analysis.pse_targets import choose_targets, runner_up
 from ...analysis.pse_units import cam_layer_name, count_units
+from ...errors import ModelError
+from ...models.tokens import is_transformer
 from ...rundir import RunDir
 from ..context import prepare_context
-from ..gate import Roi, gate_stage, resolve_importance
+from ..gate import gate_stage, resolve_importance
+from ..roi import Roi
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import judged_claims
@@ -39,7 +42,7 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     runs = [process_variant(ctx, (a, m), targets, runner, train) for a in config.attacks for m in config.modes]
     dissection = run_dissection(ctx)
     rows = [row for run in runs for row in run.rows]
-    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, gate.passed)
+    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, gate)
     findings = build_findings(runs, claims, gate, Roi.judged(ctx.cam, ctx.cam_reason, gate), n=len(ctx.data),
                               layer=ctx.layer, units=ctx.units, noise_floor=config.noise_floor, dissection=dissection)
     draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
@@ -50,6 +53,10 @@ def pse_context(config: PSEConfig, rundir: RunDir) -> Context:
     """The shared context with the unit layer and the CAM explainer resolved once (``auto``: by the head type)."""
     base = prepare_context(config, rundir)
     probe = base.data.images(slice(0, 1)).to(base.device)
+    if not config.unit_layer and is_transformer(base.model, probe):
+        raise ModelError("pse takes its units from the channels of a CNN's last feature map, and a vision transformer "
+                         "has none (its blocks carry tokens); name a 4-D layer with --unit-layer (e.g. its patch "
+                         "embedding) or use a CNN")
     layer = cam_layer_name(base.model, probe, config.unit_layer)
     cam, reason = resolve_importance(config.cam, base.model, probe)
     return base.derive(Context, layer=layer, units=count_units(base.model, layer, probe), cam=cam, cam_reason=reason)

@@ -3,6 +3,7 @@ neutralization defence's."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -102,16 +103,27 @@ class SpatialConfig(MeasurementConfig):
         super().validate()
         self.validate_defence()
 
-    def full_baselines(self) -> dict[str, list[float]]:
+    @classmethod
+    def implied_values(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``--eval full``'s grid (:data:`FULL_EVAL`, every image, :meth:`full_baselines`): below the YAML file and the
+        explicit options, so ``--eval full --fractions 0.2`` keeps the fractions given."""
+        if values.get("eval") != "full":
+            return {}
+        n = values.get("n", cls.n)
+        grid = {**cls.FULL_EVAL, **cls.full_baselines(str(values.get("preset", "")))}
+        return {name: n if value is None else value for name, value in grid.items()}
+
+    @classmethod
+    def full_baselines(cls, preset_name: str) -> dict[str, list[float]]:
         """The baselines' strengths under ``--eval full``: :data:`FULL_BASELINE_SCALES` times the first strength
         the preset gives (the field's default without one), so that a preset whose model is at chance under the
-        default strength (CIFAR-10's under noise sd 0.2) gets a grid around its own. Computed from the preset, not
-        from the current values, so validating twice gives the same grid. JPEG qualities stay in [1, 100]."""
+        default strength (CIFAR-10's under noise sd 0.2) gets a grid around its own. JPEG qualities stay in
+        [1, 100]."""
         from ..presets import PRESETS
 
-        preset = PRESETS.get(self.preset, {})
+        preset = PRESETS.get(preset_name, {})
         grids: dict[str, list[float]] = {}
-        for name, scales in self.FULL_BASELINE_SCALES.items():
+        for name, scales in cls.FULL_BASELINE_SCALES.items():
             base = float((preset.get(name) or DEFAULT_BASELINES[name])[0])
             values = [base * k for k in scales]
             if name == "jpeg_qualities":  # a quality: an integer in [1, 100] where it is one
@@ -120,8 +132,8 @@ class SpatialConfig(MeasurementConfig):
         return grids
 
     def validate_defence(self) -> None:
-        """The defence's settings: fills and fractions of the sweep, the adaptive evaluation's preset (applied
-        here, so config.yaml shows it), budgets, control matching, curve grids, baselines."""
+        """The defence's settings: fills and fractions of the sweep, the adaptive evaluation's preset (its grid is
+        layered by :meth:`implied_values`), budgets, control matching, curve grids, baselines."""
         if not self.fills or not self.fractions:
             raise ConfigError("fills and fractions must each name at least one value (the defence sweep)")
         for fill in [self.fill, *self.fills]:
@@ -133,9 +145,6 @@ class SpatialConfig(MeasurementConfig):
 
         if self.eval not in ("default", "full"):
             raise unknown_name("eval preset", self.eval, ("default", "full"))
-        if self.eval == "full":
-            for name, value in {**self.FULL_EVAL, **self.full_baselines()}.items():
-                setattr(self, name, self.n if value is None else value)
         if self.control_match not in CONTROL_MATCHES:
             raise unknown_name("control_match", self.control_match, CONTROL_MATCHES)
         budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts, eot_iter=self.eot_iter,

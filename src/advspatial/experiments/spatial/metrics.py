@@ -14,7 +14,8 @@ from typing import Any, cast
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import optional_part, to_json
-from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow, RoiFindings
+from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow
+from ..roi import Roi
 from .stages import DefenceSetting, Role
 
 
@@ -113,7 +114,7 @@ class SpatialFindings(MeasuredFindings):
     defence_attack: str
     sweep: Sweep
     faithfulness: dict[str, GateResult]
-    roi: RoiFindings
+    roi: Roi
     inference: dict[str, dict[str, Any]]
     content: dict[str, dict[str, Any]] | None = optional_part()
     panel: list[PanelRow] | None = optional_part()

@@ -62,7 +62,7 @@ def spatial_findings(ctx: Context, summaries: list[AttackSummary], rows: list[di
     clean_cost = {k: v for k, v in attacks[cfg.attacks[0]].defence.items() if k.endswith("_clean")}
     cells = Sweep(sweep_summary(ctx, sweep))
     measured = measure(ctx, summaries, dict(attacks), gates)
-    adaptive = summarize_adaptive(ctx, outcomes, measured.roi.faithful, with_prior)
+    adaptive = summarize_adaptive(ctx, outcomes, measured.roi.usable, with_prior)
     return SpatialFindings.measured({"n": head["n"], "clean_accuracy": head["clean_accuracy"],
                                      "nonadaptive": nonadaptive, "clean_cost": clean_cost, "attacks": attacks,
                                      "defence_attack": cfg.defence_attack, "sweep": cells},

@@ -162,7 +162,7 @@ def max_pool_window(footprint: torch.Tensor, kernel: tuple[int, int], stride: tu
     elementwise maxima of strided views, first along rows, then along columns: the same
     values (a maximum is exact; NaN propagates in both), about twice as fast as
     ``max_pool2d`` on the small channels-last footprints of incremental evaluation, which
-    also writes the indices it is not asked for (benchmarks/README.md, session 10).
+    also writes the indices it is not asked for (benchmarks/README.md, 2026-11-23, bf9e192).
     """
     if kernel == stride == (2, 2) and dilation == (1, 1):
         rows, cols = footprint.shape[2] // 2 * 2, footprint.shape[3] // 2 * 2

@@ -1,0 +1,128 @@
+"""The gate's randomization row, each check read with a CI over its images: passes, fails or undecided.
+
+The randomization checks (:mod:`.randomization`, :mod:`.mprt`) measure, on a few images, whether a map changes when
+the model's weights are destroyed. Their bounds are fixed (cascading and smooth MPRT: a Spearman of 0.5; efficient
+MPRT: a 5% change of the maps' complexity), but the measured values are means or medians over 16 images, and a value
+a hair from its bound decides nothing. So each check is read like every other row of the gate: from its per-image
+values, a 95% bootstrap CI (of the mean Spearman; of the median complexity change) and:
+
+- cascading randomization, smooth MPRT: **passes** when the CI lies below the bound (both signs for the cascade's
+  |Spearman|), **fails** when it lies at or beyond it, else **undecided**;
+- efficient MPRT: **passes** when the CI of the median change lies beyond ±5% (the complexity changed, either way),
+  **fails** when its 90% CI lies inside ±5% (two one-sided tests: the complexity did not change), else **undecided**.
+
+A record written without per-image values (older runs, hand-made rows) is read by the point value, as before. A
+model-free map keeps every value at its extreme (Spearman 1 on every image, no change at all): it fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..statistics.estimates import Estimate, bootstrap_mean_ci, bootstrap_median_ci
+from .mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
+from .randomization import CASCADE_MAX_SPEARMAN
+from .record import Comparison, PairedEffect
+
+PASSES, FAILS, UNDECIDED = "passes", "fails", "undecided"
+#: the randomization checks a gate may leave out once its verdict is decided (:mod:`.sequential`): the cascading
+#: check and smooth/efficient MPRT
+SKIPPABLE_CHECKS = ("randomization", "mprt")
+RANDOMIZATION_WORDS = "randomization (the map changes when the weights are destroyed)"
+
+
+@dataclass(frozen=True)
+class CheckReading:
+    """One randomization check read by its rule: ``outcome``, the value with its CI (``estimate``) and the words."""
+
+    name: str
+    outcome: str
+    estimate: Estimate
+    text: str
+
+
+def _interval(e: Estimate) -> str:
+    return f"{e.mean:+.2f}" if e.low == e.high else f"{e.mean:+.2f} [{e.low:+.2f}, {e.high:+.2f}]"
+
+
+def _point(value: float) -> Estimate:
+    return Estimate(value, value, value, 1 if math.isfinite(value) else 0)
+
+
+def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
+    """The cascade's last step: the mean Spearman of the maps with the trained model's, against ±0.5."""
+    last = rows[-1]
+    per_image = last.get("per_image")
+    e = bootstrap_mean_ci(per_image) if per_image else _point(float(last.get("spearman", math.nan)))
+    b = CASCADE_MAX_SPEARMAN
+    if e.n == 0 or not math.isfinite(e.mean):
+        outcome = FAILS
+    elif -b < e.low and e.high < b:
+        outcome = PASSES
+    elif e.low >= b or e.high <= -b:
+        outcome = FAILS
+    else:
+        outcome = UNDECIDED
+    word = {PASSES: "< 0.5 passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
+    return CheckReading("cascade spearman", outcome, e,
+                        f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
+                        + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + f" ({word})")
+
+
+def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
+    """Smooth MPRT: the mean Spearman of the denoised maps with the fully randomized model's, below its bound."""
+    per_image = smooth.get("per_image")
+    e = bootstrap_mean_ci(per_image) if per_image else _point(float(smooth["spearman"]))
+    b = float(smooth.get("bound", SMOOTH_MPRT_MAX_SPEARMAN))
+    if not per_image:
+        outcome = PASSES if smooth.get("passed", False) else FAILS
+    else:
+        outcome = PASSES if e.high < b else FAILS if e.low >= b else UNDECIDED
+    word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
+    return CheckReading("smooth MPRT spearman", outcome, e, f"smooth MPRT Spearman {_interval(e).lstrip('+')} ({word})")
+
+
+def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
+    """Efficient MPRT: the median change of the maps' complexity under full randomization, beyond ±its bound."""
+    per_image = efficient.get("per_image")
+    m = float(efficient.get("bound", EFFICIENT_MPRT_MIN_RISE))
+    if not per_image:
+        e = _point(float(efficient["rise"]))
+        outcome = PASSES if efficient.get("passed", False) else FAILS
+    else:
+        e, narrow = bootstrap_median_ci(per_image), bootstrap_median_ci(per_image, level=0.90)
+        outcome = PASSES if e.low > m or e.high < -m else FAILS if -m < narrow.low and narrow.high < m else UNDECIDED
+    word = {PASSES: f"beyond +-{m:g} passes", FAILS: f"within +-{m:g} fails",
+            UNDECIDED: f"undecided against +-{m:g}"}[outcome]
+    return CheckReading("efficient MPRT rise", outcome, e, f"efficient MPRT complexity change {_interval(e)} ({word})")
+
+
+def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:
+    """The cascading check: True when it passes, False when it fails, None when it was not run or is undecided."""
+    if not rows:
+        return None
+    outcome = cascade_reading(rows).outcome
+    return True if outcome == PASSES else False if outcome == FAILS else None
+
+
+def randomization_comparison(rows: Sequence[Mapping[str, Any]] | None, mprt: Mapping[str, Any] | None = None,
+                             skipped: Sequence[str] = ()) -> Comparison:
+    """The randomization row: the cascading check and, when given, smooth and efficient MPRT
+    (``RandomizationResult.as_dict()``), each read by its rule (module docstring). ``failed`` names each check that
+    fails, ``undecided`` each that cannot tell yet; it passes (``beats``) only when every check passes. With
+    ``"randomization"`` in ``skipped`` the row was not run (the gate had already failed)."""
+    if "randomization" in skipped:
+        return Comparison("randomization", RANDOMIZATION_WORDS, {}, beats=False, checked=False, failed=[],
+                          skipped=True, role="randomization")
+    readings = [cascade_reading(rows)] if rows else []
+    if mprt is not None:
+        readings += [smooth_reading(mprt["smooth_mprt"]), efficient_reading(mprt["efficient_mprt"])]
+    effects = {r.name: PairedEffect(r.estimate, math.nan) for r in readings}
+    failed = [r.text for r in readings if r.outcome == FAILS]
+    undecided = [r.text for r in readings if r.outcome == UNDECIDED]
+    checked = bool(rows)
+    return Comparison("randomization", RANDOMIZATION_WORDS, effects, beats=checked and not failed and not undecided,
+                      checked=checked, failed=failed, role="randomization", undecided=undecided)

@@ -1,0 +1,117 @@
+"""The answer a report opens with: what the run found, or what it could not decide and what would decide it.
+
+A researcher who opens a report should read the answer before any table: whether the RoI the run used is what the
+model uses (the faithfulness gate's status), each primary claim's verdict with its effect, what the RoI adds beyond
+maps that need no model, and how many comparisons are undecided. :func:`answer_lines` builds those sentences from a
+run's findings alone (every experiment's: it reads the gates and claims wherever they sit,
+:func:`~advspatial.report.planning.findings_parts`), so a re-rendered report opens with the same answer.
+
+Examples:
+    >>> from advspatial.statistics.claims import Claim
+    >>> from advspatial.statistics.estimates import Estimate
+    >>> claim = Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", 0.32, 0.30,
+    ...               Estimate(0.02, 0.01, 0.03, 200), 1.07, 0.001, primary=True, verdict="supported", sesoi=0.015)
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Found:
+    ...     claims: list
+    >>> answer_lines(Found([claim]))[0]
+    'pgd: the attack acts where the model looks — SUPPORTED (energy_in_roi +0.020 [+0.010, +0.030] above...'
+
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..faithfulness.record import GateResult
+from ..faithfulness.specificity import specificity_sentence
+from ..statistics.claims import Claim, failed_gates
+from ..statistics.outcomes import images_for_estimate
+from .planning import KIND_ORDER, findings_parts, plan_rows
+
+#: how the RoI stands by its gate's status, first words of the answer's first sentence
+STATUS_SENTENCES = {
+    "passed": "is faithful by its gate: the RoI-dependent verdicts below are evidence about the model",
+    "failed": "is NOT faithful by its gate",
+    "undecided": "is undecided by its gate",
+    "cannot judge": "cannot be judged by its gate on this model and data",
+}
+
+
+def _interval(claim: Claim) -> str:
+    e = claim.effect
+    return f"{e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+
+
+def claim_sentence(claim: Claim) -> str:
+    """One primary claim in one sentence: its verdict, effect, and what would decide it when undecided."""
+    head = f"{claim.subject}: {claim.claim} — {claim.verdict.upper()}"
+    if claim.verdict == "not interpretable":
+        return f"{head} (the {' and '.join(failed_gates(claim))} gate failed)."
+    if claim.effect.n == 0:
+        return f"{head}."
+    side = "above" if claim.effect.mean > 0 else "below" if claim.effect.mean < 0 else "at"
+    text = f"{head} ({claim.statistic} {_interval(claim)} {side} the {claim.null} null, n = {claim.effect.n}"
+    if claim.verdict == "not supported" and claim.per_seed is None:
+        text += f"; undecided: {images_for_estimate(claim.effect, claim.sesoi).text()}"
+    return text + ")."
+
+
+def roi_sentences(roi: Any, gate: GateResult | None) -> list[str]:
+    """The RoI's status in words, and what it adds beyond model-free maps (when its gate measured that)."""
+    status = getattr(roi, "status", "") or (gate.status if gate is not None else "")
+    words = STATUS_SENTENCES.get(status, f"has gate status {status!r}")
+    text = f"The RoI ({roi.method}) {words}"
+    if status == "failed":
+        text += f": {roi.interpretation}; every RoI-dependent verdict below reads 'not interpretable'"
+    elif getattr(roi, "caveat", ""):
+        text += f" ({roi.caveat}); the verdicts below stand, read with this caveat"
+    out = [text + "."]
+    if gate is not None and not gate.failed and specificity_sentence(gate):
+        out.append(specificity_sentence(gate))
+    return out
+
+
+#: primary claims up to which the answer gives each its own sentence (more are summarized by verdict)
+SENTENCE_CLAIMS = 2
+
+
+def claims_summary(claims: list[Claim]) -> str:
+    """Primary claims grouped by verdict in one sentence: "Primary claims: 3 supported (fgsm, pgd, pgd-l2); 2 not
+    supported, undecided (cw-l2: about 900 images would decide it; ...)"."""
+    by_verdict: dict[str, list[Claim]] = {}
+    for c in claims:
+        by_verdict.setdefault(c.verdict, []).append(c)
+    parts = []
+    for verdict, group in by_verdict.items():
+        names = [c.subject for c in group]
+        if verdict == "not supported":
+            names = [f"{c.subject}: {images_for_estimate(c.effect, c.sesoi).text()}" if c.per_seed is None
+                     else f"{c.subject}: the training seeds disagree or the CI holds 0" for c in group]
+            verdict = "not supported, undecided"
+        parts.append(f"{len(group)} {verdict} ({'; '.join(names)})")
+    return f"Primary claims ({claims[0].claim}): " + "; ".join(parts) + ". The table below gives each effect."
+
+
+def answer_lines(findings: Any) -> list[str]:
+    """The report's opening sentences (module docstring); empty when the findings hold no gate and no claim."""
+    gates, claims = findings_parts(findings)
+    lines: list[str] = []
+    roi = getattr(findings, "roi", None)
+    if roi is not None and hasattr(roi, "method"):
+        lines += roi_sentences(roi, gates.get(roi.method))
+    primary = [c for c in claims if c.primary]
+    if len(primary) > SENTENCE_CLAIMS:
+        lines.append(claims_summary(primary))
+    else:
+        lines += [claim_sentence(c) for c in primary]
+    undecided = plan_rows(gates, claims)
+    if undecided:
+        counts = {kind: sum(r.kind == kind for r in undecided) for kind in KIND_ORDER}
+        words = {"faithfulness": "faithfulness cell(s) of the gates", "primary claim": "primary claim(s)",
+                 "specificity": "specificity cell(s)", "claim": "secondary claim(s)"}
+        listed = ", ".join(f"{n} {words[kind]}" for kind, n in counts.items() if n)
+        lines.append(f"Undecided: {listed}. The last section, 'What more data would decide', gives the images each "
+                     "would need.")
+    return lines

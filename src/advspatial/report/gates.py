@@ -1,0 +1,189 @@
+"""The faithfulness gate in a report: per explainer its status, every cell's outcome, the positive control, the
+specificity rows, randomization and the location comparison per class.
+
+Pure rendering of :class:`~advspatial.faithfulness.record.GateResult` records (an experiment's ``faithfulness``
+findings), so a re-rendered report shows the same tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from ..faithfulness.gate import SURVIVES_RANDOMIZATION
+from ..faithfulness.sanity import randomization_passed
+from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
+from ..faithfulness.record import Comparison, GateResult, PairedEffect
+from ..faithfulness.specificity import specificity_rows
+from ..statistics.outcomes import Decision, images_to_decide
+from .html import Table
+
+GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
+                "comparison's region of equal size (> 0: the explainer's region matters more), mean [95% CI], and "
+                "the measure's outcome (beats: CI above 0; not better: 90% CI below the margin; equivalent: 90% CI "
+                "inside ± the margin; does less: CI below 0; undecided: with the correct images that would decide it "
+                "at 80% power, a projection at the observed effect). Faithfulness rows decide the gate; specificity "
+                "rows are a finding about the model")
+
+
+def decision_cell(d: Decision | None, digits: int = 3) -> str:
+    """'+0.267 [-0.250, +0.820] undecided (~2,146)' or '-'."""
+    if d is None or d.n == 0:
+        return "-"
+    text = f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] {d.outcome}"
+    if d.within_margin:
+        text += " (within the margin)"
+    if not d.decided:
+        need = images_to_decide(d).images
+        text += f" (~{int(need):,})" if math.isfinite(need) else " (no n decides)"
+    return text
+
+
+def _measures(gates: Mapping[str, GateResult]) -> list[str]:
+    found = {m for g in gates.values() for c in g.comparisons.values() for m in c.decisions}
+    return sorted(m for m in found if m.startswith("deletion:")) + (["attack"] if "attack" in found else [])
+
+
+def _measure_title(measure: str) -> str:
+    return f"deletion Δlogit ({measure.split(':', 1)[1]})" if measure.startswith("deletion:") else \
+        "restricted attack Δshare of the margin"
+
+
+def _row(name: str, c: Comparison, measures: Sequence[str], control: Comparison | None = None) -> list[str]:
+    cells = [decision_cell(c.decisions.get(m)) for m in measures]
+    if control is not None:
+        cells = [cell + ("" if m not in control.decisions else f"; control {control.decisions[m].outcome}")
+                 for cell, m in zip(cells, measures, strict=True)]
+    return [name, f"beats {c.words}", c.role, c.outcome, *cells]
+
+
+def gate_table(gates: Mapping[str, GateResult], caption: str = GATE_CAPTION) -> Table:
+    """One row per explainer and comparison: every measure's effect, CI and outcome (faithfulness rows with the
+    positive control's outcome beside it), and the row's outcome; randomization with its numbers."""
+    measures = _measures(gates)
+    columns = ["explainer", "comparison", "role", "outcome"] + [_measure_title(m) for m in measures] + ["detail"]
+    rows = []
+    for name, g in gates.items():
+        for key, c in g.comparisons.items():
+            if key == "randomization":
+                rows.append([name, f"beats {c.words}", c.role, c.outcome] + ["-"] * len(measures)
+                            + [randomization_detail(c.effects)])
+                continue
+            rows.append(_row(name, c, measures, g.control.get(key) if c.role == "faithfulness" else None) + [""])
+    return Table(caption, columns, rows)
+
+
+def control_table(gates: Mapping[str, GateResult]) -> Table | None:
+    """The positive control's faithfulness rows per explainer's gate (None when no gate ran one)."""
+    measures = _measures(gates)
+    rows = [_row(name, c, measures) for name, g in gates.items() for c in g.control.values()]
+    if not rows:
+        return None
+    return Table("Positive control: maps faithful by construction to each measure (occlusion under the gate's blur "
+                 "fill for deletion, the margin's input gradient for the restricted attack), gated on the same images "
+                 "at the same fraction. Where a control does not beat a comparison, the gate cannot judge that cell",
+                 ["gate", "comparison", "role", "outcome"] + [_measure_title(m) for m in measures], rows)
+
+
+def randomization_detail(effects: Mapping[str, PairedEffect]) -> str:
+    """The randomization row's numbers against their pass bounds, in one line."""
+    bounds = {"cascade spearman": f"|ρ| after every layer < {SURVIVES_RANDOMIZATION:g}",
+              "smooth MPRT spearman": f"sMPRT ρ < {SMOOTH_MPRT_MAX_SPEARMAN:g}",
+              "efficient MPRT rise": f"|eMPRT change| > {EFFICIENT_MPRT_MIN_RISE:g}"}
+    return "; ".join(f"{bounds.get(k, k)}: {e.estimate.mean:+.2f}" for k, e in effects.items())
+
+
+def _budget(g: GateResult) -> str:
+    b = g.restricted_attack
+    if not b:
+        return "-"
+    flip = b.get("flip_rate", math.nan)
+    shown = f", flips {flip:.0%}" if isinstance(flip, float) and math.isfinite(flip) else ""
+    return f"{b['eps']:.4g} of {b['planned_eps']:.4g}" + (" (calibrated" + shown + ")" if b.get("calibrated") else "")
+
+
+def gate_summary_table(gates: Mapping[str, GateResult]) -> Table:
+    """One row per explainer: its status and why, on how many images it was decided, the restricted attack's
+    budget, the blur control and the maps' complexity."""
+    rows = []
+    for name, g in gates.items():
+        as_good = "-" if g.blurred is None else (
+            "yes: passing may come from smoothness alone" if g.blurred.as_good else "no")
+        rows.append([name, g.status, g.reason, g.decided(), _budget(g), as_good,
+                     _fmt(g.complexity.get("map", math.nan)), _fmt(g.complexity.get("blurred", math.nan))])
+    return Table("Faithfulness gate per explainer: its status (passed, failed, undecided, cannot judge) and why, on "
+                 "how many images it was decided (a gate stops at an interim look once every row passes |z| >= 3.29, "
+                 "and leaves out the randomization checks once it has failed, docs/methods.md), the restricted "
+                 "attack's budget, whether a Gaussian-blurred copy of the map beats everything the map beats (the blur "
+                 "control), and the maps' Gini sparseness (0 = flat, 1 = one pixel)",
+                 ["explainer", "status", "why", "decided", "restricted attack eps", "blurred copy as good",
+                  "sparseness (map)", "sparseness (blurred)"], rows)
+
+
+def _fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"
+
+
+def specificity_table(gates: Mapping[str, GateResult]) -> Table | None:
+    """The specificity rows of every gate: each reference and measure, beats / equivalent / does less / undecided
+    (None when no gate measured one)."""
+    measures = _measures(gates)
+    rows = [[name, f"{c.short}", c.outcome, *[decision_cell(c.decisions.get(m)) for m in measures]]
+            for name, g in gates.items() for c in specificity_rows(g).values()]
+    if not rows:
+        return None
+    return Table("Specificity: the RoI's damage against model-free regions of the same size (a finding about the "
+                 "model, not part of the gate): beats = the RoI does more; equivalent = within ± the margin (90% CI, "
+                 "two one-sided tests); does less; undecided (correct images that would decide it)",
+                 ["explainer", "reference", "outcome"] + [_measure_title(m) for m in measures], rows)
+
+
+def randomization_table(gates: Mapping[str, GateResult]) -> Table:
+    """The cascading model-randomization check of every gated explainer (first and last step).
+
+    A map still rank-correlated with the trained model's map (|ρ| >= 0.5) after every layer is re-initialized
+    depends little on the weights: it fails the gate.
+    """
+    rows = []
+    for name, g in gates.items():
+        steps = g.randomization or []
+        if steps:
+            last = steps[-1].get("spearman", math.nan)
+            verdict = randomization_passed(steps)
+            flag = ("-" if last != last else "passes" if verdict else "FAILS: the map survives randomization"
+                    if verdict is False else "undecided")
+            rows.append([name, len(steps), _fmt(steps[0].get("spearman", math.nan)), _fmt(last), flag])
+    return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
+                 "map after re-initializing layers from the top (near 0 = the map depends on the weights; a map that "
+                 "survives every layer's randomization fails the gate)",
+                 ["explainer", "layers randomized", "after the first", "after all", "sanity check"], rows)
+
+
+def per_class_table(gate: GateResult, name: str) -> Table | None:
+    """The location comparison per class (folded), or None when the gate has no per-class results."""
+    measures = sorted({m for c in gate.per_class.values() for m in c.effects})
+    rows = [[cls, c.n] + [_interval(c.effects.get(m)) for m in measures] for cls, c in gate.per_class.items()]
+    if not rows:
+        return None
+    return Table(f"Gate of {name} per class: the location comparison", ["class", "n"] + [
+        _measure_title(m) for m in measures], rows, folded=True)
+
+
+def _interval(e: PairedEffect | None) -> str:
+    if e is None or e.estimate.n == 0:
+        return "-"
+    return f"{e.estimate.mean:+.3f} [{e.estimate.low:+.3f}, {e.estimate.high:+.3f}]"
+
+
+def gate_tables(gates: Mapping[str, GateResult], per_class_of: Sequence[str] = (),
+                caption: str = GATE_CAPTION) -> list[Table]:
+    """Every table of a report's gate section: the gate per explainer, every row, the positive control, the
+    specificity rows, the randomization check, per class."""
+    tables = [gate_summary_table(gates), gate_table(gates, caption)]
+    tables += [t for t in (control_table(gates), specificity_table(gates)) if t is not None]
+    tables.append(randomization_table(gates))
+    for name in per_class_of:
+        table = per_class_table(gates[name], name)
+        if table is not None:
+            tables.append(table)
+    return tables

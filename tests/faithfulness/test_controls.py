@@ -1,0 +1,124 @@
+"""The gate's positive control (faithfulness/controls.py), the restricted attack's budget (calibration.py) and its
+measures (measures.py): known answers on models whose attacks and occlusions can be computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from advspatial.attacks.base import margin
+from advspatial.faithfulness.calibration import Budget, calibrate_budget, flip_rate
+from advspatial.faithfulness.controls import (
+    control_maps, control_regions, control_tag, margin_gradient_control, occlusion_control,
+)
+from advspatial.faithfulness.deletion import make_deletion_fill
+from advspatial.faithfulness.measures import damage, differences, fills_in, margin_share, margins
+
+
+class Linear(nn.Module):
+    """Logits W x (flattened): the L-inf attack's effect on a margin is known in closed form."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.weight.T
+
+
+def linear_case(n: int = 60, size: int = 6, seed: int = 0) -> tuple[Linear, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(2, size * size, generator=gen)
+    x = 0.3 + 0.4 * torch.rand(n, 1, size, size, generator=gen)   # inside (0, 1): no clipping at small budgets
+    model = Linear(weight).eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    return model, x, y
+
+
+def test_the_margin_gradient_is_the_margins_input_gradient_summed_over_channels() -> None:
+    model, x, y = linear_case()
+    expected = (model.weight[y] - model.weight[1 - y]).abs().reshape(len(x), 1, 6, 6).sum(1)
+    torch.testing.assert_close(margin_gradient_control(model, x, y), expected.detach())
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_occlusion_under_blur_is_the_mean_logit_drop_of_the_blurred_windows_covering_a_pixel() -> None:
+    model, x, y = linear_case(n=3, size=8)
+    got = occlusion_control(model, x, y, sample_ids=torch.arange(3))
+    blurred = make_deletion_fill("blur", {}, x, 0, torch.arange(3))(x, torch.ones(3, 8, 8, dtype=torch.bool))
+    # window 4, stride 2 on 8 pixels: windows at 0, 2, 4; a pixel's value is the mean drop of the windows covering it
+    drops = torch.zeros(3, 8, 8)
+    counts = torch.zeros(8, 8)
+    with torch.no_grad():
+        clean = model(x).gather(1, y[:, None]).squeeze(1)
+        for r in (0, 2, 4):
+            for c in (0, 2, 4):
+                window = torch.zeros(8, 8, dtype=torch.bool)
+                window[r:r + 4, c:c + 4] = True
+                occluded = torch.where(window, blurred, x)
+                drop = clean - model(occluded).gather(1, y[:, None]).squeeze(1)
+                drops[:, window] += drop[:, None]
+                counts[window] += 1
+    torch.testing.assert_close(got, (drops / counts).clamp_min(0), rtol=1e-4, atol=1e-5)
+
+
+def test_control_regions_keep_the_fraction_and_each_comparison_the_same_pixel_count() -> None:
+    model, x, y = linear_case()
+    maps = control_maps(model, x, y, sample_ids=torch.arange(len(x)) + 7)
+    regions = control_regions(maps, 0.25, 0, torch.arange(len(x)) + 7)
+    assert set(regions) == {"deletion", "attack"}
+    for kind, by_tag in regions.items():
+        assert set(by_tag) == {control_tag(kind), control_tag(kind, "shifted"), control_tag(kind, "scattered")}
+        counts = {tag: r.flatten(1).sum(1) for tag, r in by_tag.items()}
+        assert all(torch.equal(c, counts[control_tag(kind)]) for c in counts.values())
+        assert int(counts[control_tag(kind)][0]) == 9   # 25% of 36 pixels
+
+
+def test_the_calibrated_budget_flips_about_half_and_never_exceeds_the_experiments() -> None:
+    model, x, y = linear_case(n=80)
+    ids = torch.arange(80)
+    planned = 0.2
+    assert flip_rate(model, x, y, ids, planned, 10, 0) > 0.5   # the experiment's budget is saturated here
+    budget = calibrate_budget(model, x, y, ids, planned, steps=10)
+    assert budget.calibrated and 0 < budget.eps < planned
+    assert abs(budget.flip_rate - 0.5) <= 0.1
+    # a linear model flips an image once eps * ||w_y - w_other||_1 exceeds its margin: the calibrated eps lies near
+    # the median of those per-image thresholds
+    with torch.no_grad():
+        thresholds = margin(model(x), y) / (model.weight[y] - model.weight[1 - y]).abs().sum(1)
+    assert abs(budget.eps - float(thresholds.median())) <= planned / 2 ** 6
+    assert budget.tried[0] == (planned, pytest.approx(flip_rate(model, x, y, ids, planned, 10, 0)))
+    again = Budget.from_dict(budget.as_dict())
+    assert again == budget and "calibrated: the unrestricted attack flips" in budget.text()
+
+
+def test_a_budget_that_flips_at_most_half_is_kept() -> None:
+    model, x, y = linear_case(n=40)
+    budget = calibrate_budget(model, x, y, torch.arange(40), 1e-4, steps=5)
+    assert not budget.calibrated and budget.eps == 1e-4 and budget.flip_rate <= 0.5 and len(budget.tried) == 1
+
+
+def test_the_share_of_the_clean_margin_is_capped_at_the_flip_and_undefined_on_wrong_images() -> None:
+    cols = {"attack:margin_clean": torch.tensor([4.0, 4.0, 4.0, -1.0]),
+            "attack:margin:roi": torch.tensor([2.0, -10.0, 5.0, -3.0]),
+            "attack:margin:shifted": torch.tensor([3.0, -1.0, 4.0, -2.0])}
+    share = margin_share(cols, "roi")
+    assert share is not None
+    assert share[:3].tolist() == [0.5, 1.0, -0.25] and math.isnan(float(share[3]))
+    diff = differences(cols, [], "roi", "shifted")["attack"]
+    assert diff[:3].tolist() == [0.25, 0.0, -0.25]   # past the flip both attacks did all they can
+    assert margin_share(cols, "scattered") is None
+
+
+def test_a_comparisons_margin_is_a_share_of_the_regions_own_damage() -> None:
+    cols = {"deletion:blur:drop:roi": torch.tensor([2.0, 4.0]), "deletion:blur:drop:shifted": torch.tensor([1.0, 1.0]),
+            "deletion:road:drop:roi": torch.tensor([-1.0, -1.0]),
+            "attack:margin_clean": torch.tensor([2.0, 2.0]), "attack:margin:roi": torch.tensor([1.0, 0.0])}
+    assert fills_in(cols) == ["blur", "road"] and fills_in(cols, "shifted") == ["blur"]
+    assert margins(cols, ["blur", "road"], "roi", 0.1) == pytest.approx(
+        {"deletion:blur": 0.3, "deletion:road": 0.0, "attack": 0.075})
+    assert set(damage(cols, ["blur"], "roi", measures=["attack"])) == {"attack"}

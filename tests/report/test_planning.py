@@ -1,0 +1,104 @@
+"""What more data would decide (report/planning.py) and the answer a report opens with (report/answer.py)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from advspatial.faithfulness.record import Comparison, GateResult
+from advspatial.report.answer import answer_lines, claim_sentence
+from advspatial.report.planning import findings_parts, plan_rows, plan_section
+from advspatial.statistics.claims import Claim
+from advspatial.statistics.estimates import Estimate
+from advspatial.statistics.outcomes import Decision
+
+
+def decision(rule: str, outcome: str, mean: float, sd: float = 1.0, n: int = 100, margin: float = 0.1) -> Decision:
+    half = 1.96 * sd / math.sqrt(n)
+    return Decision(rule, outcome, mean, mean - half, mean + half, mean - half * 0.84, mean + half * 0.84, sd, n,
+                    margin)
+
+
+def gate() -> GateResult:
+    location = Comparison("location", "location (its shape at a random place)", {}, False, True,
+                          decisions={"attack": decision("faithfulness", "undecided", 0.1)})
+    scatter = Comparison("scatter", "scatter (as many random pixels)", {}, False, True,
+                         decisions={"attack": decision("faithfulness", "undecided", 0.0, margin=0.0)})
+    edges = Comparison("edges", "image edges", {}, False, True, role="specificity",
+                       decisions={"attack": decision("specificity", "undecided", 0.05)})
+    control_scatter = Comparison("scatter", "scatter", {}, False, True,
+                                 decisions={"attack": decision("faithfulness", "undecided", 0.0)})
+    return GateResult(False, "undecided: ...", status="undecided", method="gradcam",
+                      comparisons={"location": location, "scatter": scatter, "edges": edges},
+                      control={"scatter": control_scatter})
+
+
+def claim(verdict: str, primary: bool, mean: float = 0.004) -> Claim:
+    return Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", 0.31, 0.30,
+                 Estimate(mean, mean - 0.006, mean + 0.006, 120), 1.01, 0.2, primary=primary, verdict=verdict,
+                 sesoi=0.002)
+
+
+def test_undecided_cells_and_claims_are_listed_faithfulness_first_and_cannot_judge_cells_are_not() -> None:
+    g = gate()
+    assert [c.reading for c in g.cells()] == ["undecided", "cannot judge"]
+    rows = plan_rows({"gradcam": g}, [claim("supported", True), claim("not supported", False),
+                                      claim("not supported", True)])
+    assert [r.kind for r in rows] == ["faithfulness", "primary claim", "specificity", "claim"]
+    assert rows[0].subject == "gate gradcam: location x attack" and rows[0].leans == "beats"
+    assert rows[0].images == math.ceil(((1.959964 + 0.841621) / 0.1) ** 2)
+    assert all(r.images > 0 for r in rows)
+
+
+def test_more_power_needs_more_images() -> None:
+    low = plan_rows({"g": gate()}, [], power=0.5)
+    high = plan_rows({"g": gate()}, [], power=0.95)
+    assert all(h.images > lo.images for h, lo in zip(high, low, strict=True))
+
+
+@dataclass
+class Findings:
+    faithfulness: dict[str, GateResult]
+    claims: list[Claim]
+    panel: list[Claim] = field(default_factory=list)
+
+
+def test_findings_parts_finds_every_gate_and_claim_once() -> None:
+    g = gate()
+    c = claim("not supported", True)
+    gates, claims = findings_parts(Findings({"gradcam": g, "gradcam @ top 10%": g}, [c], [c]))
+    assert list(gates) == ["gradcam"] and claims == [c]
+
+
+def test_the_section_says_when_everything_is_decided() -> None:
+    empty = plan_section(Findings({}, [claim("supported", True)]))
+    assert empty.tables == [] and "is decided" in empty.paragraphs[0]
+    full = plan_section(Findings({"gradcam": gate()}, [claim("not supported", True)]))
+    assert len(full.tables) == 1 and len(full.tables[0].rows) == 3
+
+
+@dataclass
+class WithRoi:
+    roi: object
+    faithfulness: dict[str, GateResult]
+    claims: list[Claim]
+
+
+@dataclass
+class Roi:
+    method: str
+    status: str
+    interpretation: str
+    caveat: str = ""
+
+
+def test_the_answer_names_the_rois_status_each_claim_and_what_is_undecided() -> None:
+    g = gate()
+    roi = Roi("gradcam", "undecided", "interpretable; RoI faithfulness undecided (about 900 correct images would "
+                                      "decide)", "RoI faithfulness undecided (about 900 correct images would decide)")
+    lines = answer_lines(WithRoi(roi, {"gradcam": g}, [claim("not supported", True)]))
+    assert lines[0].startswith("The RoI (gradcam) is undecided by its gate (RoI faithfulness undecided (about 900")
+    assert any(line.startswith("pgd: the attack acts where the model looks — NOT SUPPORTED") for line in lines)
+    assert "undecided: about 552 images would decide it (beats)" in claim_sentence(claim("not supported", True))
+    assert lines[-1].startswith("Undecided: 1 faithfulness cell(s) of the gates, 1 primary claim(s)")
+    assert answer_lines(Findings({}, [])) == []
