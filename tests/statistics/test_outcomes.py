@@ -16,7 +16,7 @@ from statsmodels.stats.power import NormalIndPower
 from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.outcomes import (
     BEATS, DOES_LESS, EQUIVALENT, FAITHFULNESS, NOT_BETTER, SPECIFICITY, UNDECIDED, Decision, decide,
-    images_for_estimate, images_to_decide, outcome_of, simulated_outcomes, tost_power,
+    images_for_estimate, images_to_decide, outcome_of, simulated_outcomes, tost_power, SAME_DAMAGE, WITHIN_MARGIN,
 )
 
 REPEATS = 2000 if os.environ.get("ADVSPATIAL_CALIBRATION") else 400
@@ -125,3 +125,12 @@ def test_at_a_true_difference_equal_to_the_margin_the_margin_outcomes_hold_their
         rule: str, outcome: str) -> None:
     rates = simulated_outcomes(normal(0.3), rule, 0.3, 100, REPEATS, seed=3)
     assert rates[outcome] <= 0.07, rates
+
+
+def test_at_the_margin_with_many_images_a_within_margin_direction_counts_as_same_damage() -> None:
+    # at n = 400 a true difference of 0.3 sd beats nearly always, so *equivalent* alone would hide the error:
+    # the "within the margin" flag carries it, and the two together hold the TOST's 5%
+    rates = simulated_outcomes(normal(0.3), SPECIFICITY, 0.3, 400, REPEATS, seed=4)
+    assert rates[BEATS] > 0.9, rates
+    assert rates[SAME_DAMAGE] == pytest.approx(rates[EQUIVALENT] + rates[WITHIN_MARGIN])
+    assert rates[SAME_DAMAGE] <= 0.09, rates

@@ -43,6 +43,9 @@ NOT_BETTER = "not better"
 EQUIVALENT = "equivalent"
 DOES_LESS = "does less"
 UNDECIDED = "undecided"
+#: simulation tallies beside the outcomes (:func:`simulated_outcomes`), not outcomes of their own
+WITHIN_MARGIN = "within margin"
+SAME_DAMAGE = "same damage"
 
 #: the two rules: which outcomes each can give
 FAITHFULNESS = "faithfulness"
@@ -236,10 +239,18 @@ def images_for_estimate(estimate: Estimate, sesoi: float, power: float = DEFAULT
 
 def simulated_outcomes(draw: Any, rule: str, margin: float, n: int, repeats: int, seed: int = 0) -> dict[str, float]:
     """Share of each outcome over ``repeats`` samples of ``n`` per-image differences (``draw(rng, n)``), judged by
-    :func:`decide`: the error rates and power of the rule, by simulation."""
+    :func:`decide`: the error rates and power of the rule, by simulation.
+
+    Besides the rule's outcomes, :data:`WITHIN_MARGIN` counts the *beats* and *does less* flagged "within the
+    margin", and :data:`SAME_DAMAGE` every reading that says the difference is negligible (*equivalent*, or a
+    direction within the margin): at a true difference equal to the margin that share is the equivalence error.
+    """
     check_range("repeats", repeats, 1)
     rng = np.random.default_rng(seed)
-    counts = dict.fromkeys(RULES[rule], 0)
+    counts = dict.fromkeys((*RULES[rule], WITHIN_MARGIN, SAME_DAMAGE), 0)
     for k in range(repeats):
-        counts[decide(draw(rng, n), rule, margin, seed=k).outcome] += 1
+        decision = decide(draw(rng, n), rule, margin, seed=k)
+        counts[decision.outcome] += 1
+        counts[WITHIN_MARGIN] += decision.within_margin
+        counts[SAME_DAMAGE] += decision.outcome == EQUIVALENT or decision.within_margin
     return {outcome: c / repeats for outcome, c in counts.items()}
