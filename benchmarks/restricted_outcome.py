@@ -18,9 +18,10 @@ unrestricted attack flips about half). Per budget, comparison and outcome:
 - **error under the null**: images resampled with replacement and, per image, the RoI and the other region swapped
   at random (exchangeable under "the two regions do the same damage"): how often the 95% BCa CI lies above 0 (nominal
   2.5%, ``--repeats`` resamples);
-- **power under shifted effects**: the same resamples without the swap, after the RoI's attacked margin is lowered by
-  ``delta`` of the clean margin (``--deltas``: the RoI's attack removes that much more), every outcome recomputed
-  from the shifted margins: how often the CI lies above 0.
+- **power under shifted effects**: the same swapped resamples (no effect but the real per-image noise), after the
+  RoI's attacked margin is lowered by ``delta`` of the clean margin (``--deltas``: the RoI's attack removes that much
+  more), every outcome recomputed from the shifted margins: how often the CI lies above 0. (Shifting the unswapped
+  columns would add the shift to the RoI's real effect, and every outcome would detect that.)
 
 Example (CIFAR-10 ResNet-20, the seeds' setting)::
 
@@ -117,7 +118,7 @@ def rates(clean: np.ndarray, roi: np.ndarray, other: np.ndarray, deltas: list[fl
         for k in OUTCOMES:
             out[k]["null"] += bootstrap_mean_ci(outcome(k, c, a0, b0), seed=r).low > 0
             for d in deltas:
-                out[k][f"delta {d:g}"] += bootstrap_mean_ci(outcome(k, c, a - d * c, b), seed=r).low > 0
+                out[k][f"delta {d:g}"] += bootstrap_mean_ci(outcome(k, c, a0 - d * c, b0), seed=r).low > 0
     return {k: {cell: hits / repeats for cell, hits in v.items()} for k, v in out.items()}
 
 

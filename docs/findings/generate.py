@@ -48,6 +48,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -139,6 +140,13 @@ def merge_records(first: Mapping[str, Any], resumed: Mapping[str, Any]) -> dict[
     return merged
 
 
+def children_cpu_seconds() -> float:
+    """User and system CPU seconds of this process's finished children: the command's cost, comparable across
+    loads where its wall time is not."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
     """Run ``argv``, then write what :func:`page` cites into ``rundir/findings-run.json`` and return it."""
     if argv and argv[0] == "advspatial":  # run it with this interpreter, as ``python -m advspatial``
@@ -159,6 +167,7 @@ def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> d
         "machine": machine(),
         "started": started,
         "wall_seconds": round(time.monotonic() - start, 2),
+        "cpu_seconds": round(children_cpu_seconds(), 1),
         "returncode": rc,
         "timed_out": timed_out,
         "load_average": {
@@ -449,6 +458,7 @@ def run_section(run: Run) -> list[str]:
     env = " ".join(f"{k}={v}" for k, v in (rec.get("environment") or {}).items())
     wall = metrics.get("wall_seconds")
     wall_text = f"{num(rec.get('wall_seconds'), 1)} s for the command" if rec else "command not timed"
+    wall_text += f" ({num(rec['cpu_seconds'], 0)} CPU-s)" if rec.get("cpu_seconds") is not None else ""
     wall_text += f"; {num(wall, 1)} s inside the run (metrics.json `wall_seconds`)" if wall is not None else ""
     lines = [f"## {label}", ""]
     if metrics.get("smoke_test"):

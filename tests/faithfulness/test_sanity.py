@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from advspatial.faithfulness.gate import summarize_gate
 from advspatial.faithfulness.sanity import (
-    cascade_reading, efficient_reading, randomization_comparison, randomization_passed, smooth_reading,
+    cascade_reading, check_projection, efficient_reading, randomization_comparison, randomization_passed,
+    smooth_reading,
 )
-from advspatial.statistics.estimates import bootstrap_median_ci
+from advspatial.statistics.estimates import Estimate, bootstrap_median_ci
 
 
 def values(mean: float, sd: float, n: int = 16, seed: int = 0) -> list[float]:
@@ -71,3 +74,37 @@ def test_the_median_ci_holds_the_median_and_narrows_with_more_images() -> None:
     assert e.low <= float(np.median(small)) <= e.high and e.n == 20
     assert f.high - f.low < e.high - e.low
     assert bootstrap_median_ci([]).n == 0 and bootstrap_median_ci([2.0]).low == 2.0
+
+
+# -- the check images that would decide an undecided check --------------------------------------------------------
+
+def test_an_undecided_efficient_mprt_projects_the_check_images_by_the_normal_formula() -> None:
+    # the default run's reading: median change -0.09 [-0.12, -0.03] on 16 images, undecided against +-0.05
+    e = Estimate(-0.09, -0.12, -0.03, 16)
+    sd = 0.045 / 1.959964 * 4
+    expected = math.ceil(((1.959964 + 0.841621) * sd / 0.04) ** 2)
+    p = check_projection("efficient MPRT rise", e)
+    assert (p.outcome, p.images) == ("passes", expected)
+
+
+@pytest.mark.parametrize(("name", "estimate", "leans"), [
+    ("efficient MPRT rise", Estimate(0.01, -0.03, 0.06, 16), "fails"),      # no change so far: leans "did not change"
+    ("cascade spearman", Estimate(0.40, 0.20, 0.60, 16), "passes"),          # inside +-0.5
+    ("cascade spearman", Estimate(-0.60, -0.80, -0.40, 16), "fails"),        # beyond -0.5: the map up to sign
+    ("smooth MPRT spearman", Estimate(0.55, 0.40, 0.70, 16), "fails"),
+])
+def test_a_check_leans_to_the_side_its_value_lies_on(name: str, estimate: Estimate, leans: str) -> None:
+    p = check_projection(name, estimate)
+    assert p.outcome == leans and 2 <= p.images < math.inf
+
+
+def test_a_value_nearer_its_bound_needs_more_check_images() -> None:
+    far, near = Estimate(0.30, 0.10, 0.50, 16), Estimate(0.45, 0.25, 0.65, 16)
+    assert check_projection("cascade spearman", near).images > check_projection("cascade spearman", far).images
+
+
+def test_an_undecided_check_names_the_images_that_would_decide_it() -> None:
+    per_image = values(-0.09, 0.12, seed=2)  # median -0.11 [-0.14, -0.03] on 16 images
+    reading = efficient_reading({"rise": float(np.median(per_image)), "per_image": per_image})
+    assert reading.outcome == "undecided"
+    assert "check images would decide it" in reading.text and "--randomization-images" in reading.text

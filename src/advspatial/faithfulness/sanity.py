@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, bootstrap_median_ci
+from ..statistics.outcomes import DEFAULT_POWER, Projection, images_beyond, images_within
 from .mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from .randomization import CASCADE_MAX_SPEARMAN
 from .record import Comparison, PairedEffect
@@ -42,6 +43,42 @@ class CheckReading:
     outcome: str
     estimate: Estimate
     text: str
+
+
+#: the words each check's text starts with (its reading's ``name`` -> words), so a record's ``undecided`` texts name
+#: their check
+CHECK_WORDS = {"cascade spearman": "cascade |Spearman|", "smooth MPRT spearman": "smooth MPRT Spearman",
+               "efficient MPRT rise": "efficient MPRT complexity change"}
+
+
+def check_projection(name: str, estimate: Estimate, power: float = DEFAULT_POWER) -> Projection:
+    """The check images at which an undecided randomization check would be decided, at its observed value (the SD
+    recovered from its 95% CI, normal approximation), against the check's own bound. A check whose value lies on
+    the passing side leans *passes* (the cascade's Spearman inside +-0.5 is an equivalence; smooth MPRT's Spearman
+    below 0.5 and efficient MPRT's change beyond +-5% are one-sided), else it leans *fails*. A projection, not a
+    promise."""
+    e = estimate
+    if name == "efficient MPRT rise":
+        m = EFFICIENT_MPRT_MIN_RISE
+        if abs(e.mean) <= m:  # leans fails: the change inside +-m
+            return Projection(FAILS, images_within(e, m, power, level=0.90), power)
+        return Projection(PASSES, images_beyond(e, m if e.mean > 0 else -m, power), power)
+    if name == "cascade spearman":
+        b = CASCADE_MAX_SPEARMAN
+        if abs(e.mean) < b:
+            return Projection(PASSES, images_within(e, b, power), power)
+        return Projection(FAILS, images_beyond(e, b if e.mean > 0 else -b, power), power)
+    b = SMOOTH_MPRT_MAX_SPEARMAN
+    return Projection(PASSES if e.mean < b else FAILS, images_beyond(e, b, power), power)
+
+
+def _with_projection(text: str, name: str, e: Estimate) -> str:
+    """An undecided check's text with the check images that would decide it."""
+    p = check_projection(name, e)
+    if not p.images < math.inf:
+        return text
+    return (f"{text[:-1]}; about {int(p.images):,} check images would decide it ({p.outcome}), "
+            f"--randomization-images)")
 
 
 def _interval(e: Estimate) -> str:
@@ -67,9 +104,10 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
     else:
         outcome = UNDECIDED
     word = {PASSES: "< 0.5 passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
+    text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
+            + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + f" ({word})")
     return CheckReading("cascade spearman", outcome, e,
-                        f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
-                        + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + f" ({word})")
+                        _with_projection(text, "cascade spearman", e) if outcome == UNDECIDED else text)
 
 
 def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
@@ -82,7 +120,9 @@ def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
     else:
         outcome = PASSES if e.high < b else FAILS if e.low >= b else UNDECIDED
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
-    return CheckReading("smooth MPRT spearman", outcome, e, f"smooth MPRT Spearman {_interval(e).lstrip('+')} ({word})")
+    text = f"smooth MPRT Spearman {_interval(e).lstrip('+')} ({word})"
+    return CheckReading("smooth MPRT spearman", outcome, e,
+                        _with_projection(text, "smooth MPRT spearman", e) if outcome == UNDECIDED else text)
 
 
 def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
@@ -97,7 +137,9 @@ def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
         outcome = PASSES if e.low > m or e.high < -m else FAILS if -m < narrow.low and narrow.high < m else UNDECIDED
     word = {PASSES: f"beyond +-{m:g} passes", FAILS: f"within +-{m:g} fails",
             UNDECIDED: f"undecided against +-{m:g}"}[outcome]
-    return CheckReading("efficient MPRT rise", outcome, e, f"efficient MPRT complexity change {_interval(e)} ({word})")
+    text = f"efficient MPRT complexity change {_interval(e)} ({word})"
+    return CheckReading("efficient MPRT rise", outcome, e,
+                        _with_projection(text, "efficient MPRT rise", e) if outcome == UNDECIDED else text)
 
 
 def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:

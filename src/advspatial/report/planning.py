@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..faithfulness.record import GateResult
+from ..faithfulness.record import Comparison, GateResult
+from ..faithfulness.sanity import CHECK_WORDS, check_projection
 from ..statistics.claims import Claim
 from ..statistics.outcomes import DEFAULT_POWER, images_for_estimate, images_to_decide
 from .html import Section, Table
@@ -75,17 +76,40 @@ def gate_rows(name: str, gate: GateResult, power: float = DEFAULT_POWER) -> list
             p = images_to_decide(d, power)
             rows.append(PlanRow(f"gate {name}: {comparison.short} x {measure}", comparison.role,
                                 _effect(d.mean, d.low, d.high), d.n, p.outcome, p.images))
+    randomization = gate.comparisons.get("randomization")
+    if randomization is not None and randomization.undecided:
+        rows += randomization_rows(name, randomization, power)
+    return rows
+
+
+def randomization_rows(name: str, randomization: Comparison, power: float = DEFAULT_POWER) -> list[PlanRow]:
+    """The undecided randomization checks of one gate, each with the check images that would decide it (counted
+    in the images of the randomization checks, ``--randomization-images``)."""
+    rows = []
+    for check, effect in randomization.effects.items():
+        words = CHECK_WORDS.get(check, check)
+        if not any(text.startswith(words) for text in randomization.undecided):
+            continue
+        e = effect.estimate
+        p = check_projection(check, e, power)
+        rows.append(PlanRow(f"gate {name}: randomization: {words}", "faithfulness", _effect(e.mean, e.low, e.high),
+                            e.n, p.outcome, p.images))
     return rows
 
 
 def claim_rows(claims: Sequence[Claim], power: float = DEFAULT_POWER) -> list[PlanRow]:
     """The claims whose verdict more images could change ("not supported", "insufficient data"); not a claim about a
-    training procedure, whose unit is the training seed (its verdict also needs the sign in every seed)."""
+    training procedure, whose unit is the training seed (its verdict also needs the sign in every seed), nor a
+    claim "not supported" whose effect would already be decided on the images it has (its verdict is held by its
+    test: an intersection-union's largest p, or the multiple-comparison adjustment, which more images of the same
+    effect do not lift)."""
     rows = []
     for c in claims:
         if c.verdict not in UNDECIDED_VERDICTS or c.per_seed is not None:
             continue
         p = images_for_estimate(c.effect, c.sesoi, power)
+        if c.verdict == "not supported" and p.images <= c.effect.n:
+            continue
         rows.append(PlanRow(f"claim: {c.subject}: {c.statistic} vs {c.null}", "primary claim" if c.primary else "claim",
                             _effect(c.effect.mean, c.effect.low, c.effect.high), c.effect.n, p.outcome,
                             max(p.images, 30.0) if c.verdict == "insufficient data" else p.images))

@@ -173,19 +173,43 @@ def tost_power(mean: float, sd: float, margin: float, n: float, alpha: float = (
     return max(0.0, _NORMAL.cdf((margin - mean) / se - z) + _NORMAL.cdf((margin + mean) / se - z) - 1.0)
 
 
-def _tost_n(mean: float, sd: float, margin: float, power: float) -> float:
+def _tost_n(mean: float, sd: float, margin: float, power: float, alpha: float = (1 - MARGIN_LEVEL) / 2) -> float:
     """The fewest images at which :func:`tost_power` reaches ``power`` (bisection; inf when out of reach)."""
     if not (margin > 0 and sd > 0) or abs(mean) >= margin:
         return math.inf
     low, high = 2.0, 4.0
-    while tost_power(mean, sd, margin, high) < power:
+    while tost_power(mean, sd, margin, high, alpha) < power:
         high *= 2
         if high > 1e12:
             return math.inf
     while high - low > 1:
         mid = math.floor((low + high) / 2)
-        low, high = (mid, high) if tost_power(mean, sd, margin, mid) < power else (low, mid)
+        low, high = (mid, high) if tost_power(mean, sd, margin, mid, alpha) < power else (low, mid)
     return float(high)
+
+
+def sd_behind(estimate: Estimate, level: float = BEATS_LEVEL) -> float:
+    """The per-unit SD behind a mean's ``level`` CI over ``estimate.n`` units (normal approximation: the
+    half-width over z, times the square root of n); NaN without a finite CI."""
+    if estimate.n < 2 or not all(math.isfinite(v) for v in (estimate.mean, estimate.low, estimate.high)):
+        return math.nan
+    return (estimate.high - estimate.low) / 2 / _z(1 - (1 - level) / 2) * math.sqrt(estimate.n)
+
+
+def images_beyond(estimate: Estimate, bound: float, power: float = DEFAULT_POWER,
+                  level: float = BEATS_LEVEL) -> float:
+    """The units at which the ``level`` CI of an estimate like this one would clear ``bound`` on the side the
+    estimate lies (a one-sided test at ``(1 - level) / 2``), at 80% power by default; inf when none would."""
+    sd = sd_behind(estimate, level)
+    return _one_sided_n(abs(estimate.mean - bound), sd, (1 - level) / 2, power) if math.isfinite(sd) else math.inf
+
+
+def images_within(estimate: Estimate, margin: float, power: float = DEFAULT_POWER,
+                  level: float = BEATS_LEVEL) -> float:
+    """The units at which the ``level`` CI of an estimate like this one would lie inside ``(-margin, +margin)``
+    (two one-sided tests at ``(1 - level) / 2`` each); inf when none would (the estimate outside the margin)."""
+    sd = sd_behind(estimate, level)
+    return _tost_n(estimate.mean, sd, margin, power, (1 - level) / 2) if math.isfinite(sd) else math.inf
 
 
 def candidate_projections(decision: Decision, power: float = DEFAULT_POWER) -> dict[str, float]:
