@@ -105,7 +105,8 @@ def test_the_answer_names_the_rois_status_each_claim_and_what_is_undecided() -> 
     roi = Roi("gradcam", "undecided", "interpretable; RoI faithfulness undecided (about 900 correct images would "
                                       "decide)", "RoI faithfulness undecided (about 900 correct images would decide)")
     lines = answer_lines(WithRoi(roi, {"gradcam": g}, [claim("not supported", True)]))
-    assert lines[0].startswith("The RoI (gradcam) is undecided by its gate (RoI faithfulness undecided (about 900")
+    assert lines[0].startswith("The RoI (gradcam) is undecided by its gate (about 900 correct images would decide). "
+                               "The verdicts below stand")
     assert any(line.startswith("pgd: the attack acts where the model looks — NOT SUPPORTED") for line in lines)
     assert "undecided: about 552 images would decide it (beats)" in claim_sentence(claim("not supported", True))
     assert lines[-1].startswith("Undecided: 1 faithfulness cell(s) of the gates, 1 primary claim(s)")

@@ -43,7 +43,8 @@ def roi_caveat(gate: GateResult) -> str:
         need = gate.images_to_decide()
         if math.isfinite(need):
             return f"RoI faithfulness undecided (about {int(need):,} correct images would decide)"
-        return "RoI faithfulness undecided (" + gate.reason.removeprefix("undecided: ") + ")"
+        return "RoI faithfulness undecided: " + gate.reason.removeprefix("undecided: ").removeprefix(
+            "randomization undecided: ")
     if gate.status == CANNOT_JUDGE:
         return "RoI faithfulness cannot be judged here: " + gate.reason.removeprefix(
             "the gate cannot judge this setting: ")

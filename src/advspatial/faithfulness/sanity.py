@@ -72,13 +72,18 @@ def check_projection(name: str, estimate: Estimate, power: float = DEFAULT_POWER
     return Projection(PASSES if e.mean < b else FAILS, images_beyond(e, b, power), power)
 
 
+def _worded(word: str, outcome: str) -> str:
+    """The rule's word after a check's value: in parentheses, or after a comma when undecided (its projection
+    follows in parentheses)."""
+    return f", {word}" if outcome == UNDECIDED else f" ({word})"
+
+
 def _with_projection(text: str, name: str, e: Estimate) -> str:
     """An undecided check's text with the check images that would decide it."""
     p = check_projection(name, e)
     if not p.images < math.inf:
         return text
-    return (f"{text[:-1]}; about {int(p.images):,} check images would decide it ({p.outcome}), "
-            f"--randomization-images)")
+    return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
 
 
 def _interval(e: Estimate) -> str:
@@ -105,7 +110,7 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
         outcome = UNDECIDED
     word = {PASSES: "< 0.5 passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
     text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
-            + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + f" ({word})")
+            + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome))
     return CheckReading("cascade spearman", outcome, e,
                         _with_projection(text, "cascade spearman", e) if outcome == UNDECIDED else text)
 
@@ -120,7 +125,7 @@ def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
     else:
         outcome = PASSES if e.high < b else FAILS if e.low >= b else UNDECIDED
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
-    text = f"smooth MPRT Spearman {_interval(e).lstrip('+')} ({word})"
+    text = f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
     return CheckReading("smooth MPRT spearman", outcome, e,
                         _with_projection(text, "smooth MPRT spearman", e) if outcome == UNDECIDED else text)
 
@@ -137,7 +142,7 @@ def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
         outcome = PASSES if e.low > m or e.high < -m else FAILS if -m < narrow.low and narrow.high < m else UNDECIDED
     word = {PASSES: f"beyond +-{m:g} passes", FAILS: f"within +-{m:g} fails",
             UNDECIDED: f"undecided against +-{m:g}"}[outcome]
-    text = f"efficient MPRT complexity change {_interval(e)} ({word})"
+    text = f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
     return CheckReading("efficient MPRT rise", outcome, e,
                         _with_projection(text, "efficient MPRT rise", e) if outcome == UNDECIDED else text)
 

@@ -27,8 +27,7 @@ from typing import Any
 from ..faithfulness.record import GateResult
 from ..faithfulness.specificity import specificity_sentence
 from ..statistics.claims import Claim, failed_gates
-from ..statistics.outcomes import images_for_estimate
-from .planning import KIND_ORDER, findings_parts, plan_rows
+from .planning import KIND_ORDER, claim_projection, findings_parts, plan_rows
 
 #: how the RoI stands by its gate's status, first words of the answer's first sentence
 STATUS_SENTENCES = {
@@ -54,8 +53,17 @@ def claim_sentence(claim: Claim) -> str:
     side = "above" if claim.effect.mean > 0 else "below" if claim.effect.mean < 0 else "at"
     text = f"{head} ({claim.statistic} {_interval(claim)} {side} the {claim.null} null, n = {claim.effect.n}"
     if claim.verdict == "not supported" and claim.per_seed is None:
-        text += f"; undecided: {images_for_estimate(claim.effect, claim.sesoi).text()}"
+        text += f"; {undecided_words(claim)}"
     return text + ")."
+
+
+def undecided_words(claim: Claim) -> str:
+    """Why a claim reads "not supported": undecided, with the images that would decide it, or (when its effect
+    would be decided on the images it has) held by its test, which more images of the same effect do not lift."""
+    projection = claim_projection(claim)
+    if projection is None:
+        return f"held by its test (p_adj = {claim.p_adjusted:.2g}), not by its images"
+    return f"undecided: {projection.text()}"
 
 
 def roi_sentences(roi: Any, gate: GateResult | None) -> list[str]:
@@ -66,7 +74,9 @@ def roi_sentences(roi: Any, gate: GateResult | None) -> list[str]:
     if status == "failed":
         text += f": {roi.interpretation}; every RoI-dependent verdict below reads 'not interpretable'"
     elif getattr(roi, "caveat", ""):
-        text += f" ({roi.caveat}); the verdicts below stand, read with this caveat"
+        rest = roi.caveat.removeprefix("RoI faithfulness undecided")  # ' (about N ...)' or ': why'
+        text += (rest if rest != roi.caveat else f" ({roi.caveat})") + (
+            ". The verdicts below stand, read with this caveat")
     out = [text + "."]
     if gate is not None and not gate.failed and specificity_sentence(gate):
         out.append(specificity_sentence(gate))
@@ -87,9 +97,8 @@ def claims_summary(claims: list[Claim]) -> str:
     for verdict, group in by_verdict.items():
         names = [c.subject for c in group]
         if verdict == "not supported":
-            names = [f"{c.subject}: {images_for_estimate(c.effect, c.sesoi).text()}" if c.per_seed is None
+            names = [f"{c.subject}: {undecided_words(c)}" if c.per_seed is None
                      else f"{c.subject}: the training seeds disagree or the CI holds 0" for c in group]
-            verdict = "not supported, undecided"
         parts.append(f"{len(group)} {verdict} ({'; '.join(names)})")
     return f"Primary claims ({claims[0].claim}): " + "; ".join(parts) + ". The table below gives each effect."
 

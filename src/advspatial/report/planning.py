@@ -27,7 +27,7 @@ from typing import Any
 from ..faithfulness.record import Comparison, GateResult
 from ..faithfulness.sanity import CHECK_WORDS, check_projection
 from ..statistics.claims import Claim
-from ..statistics.outcomes import DEFAULT_POWER, images_for_estimate, images_to_decide
+from ..statistics.outcomes import DEFAULT_POWER, Projection, images_for_estimate, images_to_decide
 from .html import Section, Table
 
 #: the order of the kinds of rows in a plan
@@ -107,13 +107,21 @@ def claim_rows(claims: Sequence[Claim], power: float = DEFAULT_POWER) -> list[Pl
     for c in claims:
         if c.verdict not in UNDECIDED_VERDICTS or c.per_seed is not None:
             continue
-        p = images_for_estimate(c.effect, c.sesoi, power)
-        if c.verdict == "not supported" and p.images <= c.effect.n:
+        p = claim_projection(c, power)
+        if p is None:
             continue
         rows.append(PlanRow(f"claim: {c.subject}: {c.statistic} vs {c.null}", "primary claim" if c.primary else "claim",
                             _effect(c.effect.mean, c.effect.low, c.effect.high), c.effect.n, p.outcome,
                             max(p.images, 30.0) if c.verdict == "insufficient data" else p.images))
     return rows
+
+
+def claim_projection(claim: Claim, power: float = DEFAULT_POWER) -> Projection | None:
+    """The images that would decide a claim at its observed effect, or None for a claim "not supported" whose
+    effect would already be decided on the images it has: its verdict is held by its test (an intersection-union's
+    largest p, or the multiple-comparison adjustment), which more images of the same effect do not lift."""
+    p = images_for_estimate(claim.effect, claim.sesoi, power)
+    return None if claim.verdict == "not supported" and p.images <= claim.effect.n else p
 
 
 def plan_rows(gates: Mapping[str, GateResult], claims: Sequence[Claim], power: float = DEFAULT_POWER
