@@ -3,10 +3,10 @@
 The restricted attack confines the gate's L-inf PGD (10 steps) to a region and records the true-label margin after
 it. Three outcomes of the same columns compare a region ``r`` with the RoI, per image:
 
-- ``margin drop`` (the gate's outcome before the three-outcome rules): ``m_r - m_roi``, the attacked margins' raw
+- ``margin drop`` (the gate's outcome, chosen by this measurement): ``m_r - m_roi``, the attacked margins' raw
   difference;
-- ``capped share`` (the gate's outcome now): ``s_roi - s_r`` with ``s = min(1, (m_clean - m) / m_clean)``, the share
-  of the clean margin removed, capped at the flip;
+- ``capped share``: ``s_roi - s_r`` with ``s = min(1, (m_clean - m) / m_clean)``, the share of the clean margin
+  removed, capped at the flip;
 - ``flip``: whether the RoI's attack flips the image minus whether the region's does.
 
 For one model, on the correctly classified images among the first ``--n``, the RoI of ``--explainer`` (top 20%) and

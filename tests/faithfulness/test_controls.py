@@ -15,7 +15,7 @@ from advspatial.faithfulness.controls import (
     control_maps, control_regions, control_tag, margin_gradient_control, occlusion_control,
 )
 from advspatial.faithfulness.deletion import make_deletion_fill
-from advspatial.faithfulness.measures import damage, differences, fills_in, margin_share, margins
+from advspatial.faithfulness.measures import damage, differences, fills_in, margin_drop, margins
 
 
 class Linear(nn.Module):
@@ -102,16 +102,16 @@ def test_a_budget_that_flips_at_most_half_is_kept() -> None:
     assert not budget.calibrated and budget.eps == 1e-4 and budget.flip_rate <= 0.5 and len(budget.tried) == 1
 
 
-def test_the_share_of_the_clean_margin_is_capped_at_the_flip_and_undefined_on_wrong_images() -> None:
+def test_the_attack_measure_is_the_margin_removed_and_undefined_on_wrong_images() -> None:
     cols = {"attack:margin_clean": torch.tensor([4.0, 4.0, 4.0, -1.0]),
             "attack:margin:roi": torch.tensor([2.0, -10.0, 5.0, -3.0]),
             "attack:margin:shifted": torch.tensor([3.0, -1.0, 4.0, -2.0])}
-    share = margin_share(cols, "roi")
-    assert share is not None
-    assert share[:3].tolist() == [0.5, 1.0, -0.25] and math.isnan(float(share[3]))
+    drop = margin_drop(cols, "roi")
+    assert drop is not None
+    assert drop[:3].tolist() == [2.0, 14.0, -1.0] and math.isnan(float(drop[3]))
     diff = differences(cols, [], "roi", "shifted")["attack"]
-    assert diff[:3].tolist() == [0.25, 0.0, -0.25]   # past the flip both attacks did all they can
-    assert margin_share(cols, "scattered") is None
+    assert diff[:3].tolist() == [1.0, 9.0, -1.0]   # the other region's attacked margin minus the RoI's
+    assert margin_drop(cols, "scattered") is None
 
 
 def test_a_comparisons_margin_is_a_share_of_the_regions_own_damage() -> None:
@@ -120,5 +120,5 @@ def test_a_comparisons_margin_is_a_share_of_the_regions_own_damage() -> None:
             "attack:margin_clean": torch.tensor([2.0, 2.0]), "attack:margin:roi": torch.tensor([1.0, 0.0])}
     assert fills_in(cols) == ["blur", "road"] and fills_in(cols, "shifted") == ["blur"]
     assert margins(cols, ["blur", "road"], "roi", 0.1) == pytest.approx(
-        {"deletion:blur": 0.3, "deletion:road": 0.0, "attack": 0.075})
+        {"deletion:blur": 0.3, "deletion:road": 0.0, "attack": 0.15})
     assert set(damage(cols, ["blur"], "roi", measures=["attack"])) == {"attack"}

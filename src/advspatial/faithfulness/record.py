@@ -80,8 +80,8 @@ class Comparison:
     """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more) and its
     :class:`~advspatial.statistics.outcomes.Decision` under the row's rule.
 
-    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other region's) and ``attack`` (the share
-    of the clean margin the restricted attack removes inside the RoI minus inside the other region), each with its
+    ``effects`` holds ``deletion:FILL`` (logit drop of the RoI minus the other region's) and ``attack`` (the
+    true-label margin the restricted attack removes inside the RoI minus inside the other region), each with its
     two-sided sign-flip p; ``decisions`` the same measures read by the row's rule. ``role``: ``faithfulness``
     (location, scatter: they decide the gate), ``specificity`` (the model-free references: a finding) or
     ``randomization``. ``beats``: every measure beats; ``checked``: the columns existed and at least one measure

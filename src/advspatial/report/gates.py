@@ -46,7 +46,7 @@ def _measures(gates: Mapping[str, GateResult]) -> list[str]:
 
 def _measure_title(measure: str) -> str:
     return f"deletion Δlogit ({measure.split(':', 1)[1]})" if measure.startswith("deletion:") else \
-        "restricted attack Δshare of the margin"
+        "restricted attack Δmargin removed"
 
 
 def _row(name: str, c: Comparison, measures: Sequence[str], control: Comparison | None = None) -> list[str]:
