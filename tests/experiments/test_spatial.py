@@ -142,9 +142,10 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
         assert row["adaptive:worst"]["value"] <= min(row["adaptive:identity"]["value"], row["adaptive:local"]["value"])
         for cmp in (row["vs_control"], row["vs_undefended"]):
             assert cmp["p_adjusted"] >= cmp["p"] - 1e-12 and cmp["delta"]["low"] <= cmp["delta"]["high"]
-        # --quick attacks the randomized control with a weak EOT: nothing may rest on it
+        # --quick attacks the randomized control with a weak EOT: nothing may rest on it (with the RoI's gate
+        # undecided on so few images, the verdict is held by its sample size or its checks)
         assert not row["control_full_strength"] and would_read(row["verdict"]) in (
-            "not checked", "not converged", "not interpretable", "worse than undefended")
+            "not checked", "not converged", "not interpretable", "worse than undefended", "insufficient data")
         conv = row["convergence"]
         assert any(k.startswith("steps=") for k in conv["defended"]["accuracy"])
         assert set(conv["control"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
