@@ -524,6 +524,44 @@ def study_models_table(study: Path, metrics: Mapping[str, Any]) -> list[str]:
                   "why this explainer", "faithfulness gate", "wall s"), rows + failed) + [""]
 
 
+def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
+    """Per model, its RoI explainer's gate row by row: each comparison's outcome per measure (faithfulness rows
+    decide the gate; specificity rows are a finding about the model), the randomization row and the restricted
+    attack's calibrated budget, read from the model's own ``metrics.json``."""
+    lines = ["### Each model's RoI gate, row by row", "",
+             "Effect (RoI minus the other region, > 0: the RoI does more damage) with its 95% CI and outcome, per "
+             "measure: deletion with the ROAD and blur fills (logit drop), the restricted attack (margin removed). "
+             "Faithfulness rows (location, scatter, randomization) decide the gate; the specificity rows say what "
+             "the RoI adds beyond maps that need no model ([methods](../methods.md#three-outcomes)).", ""]
+    for label in metrics.get("models") or {}:
+        own = study / "models" / label / "metrics.json"
+        if not own.is_file():
+            continue
+        run = _nan_json(own.read_text(encoding="utf-8"))
+        method = (run.get("roi") or {}).get("method")
+        gate = (run.get("faithfulness") or {}).get(method) or {}
+        if not gate:
+            continue
+        budget = gate.get("restricted_attack") or {}
+        lines += [f"**`{label}`**, `{method}`: {gate.get('status')} on {gate.get('n')} correctly classified images; "
+                  f"restricted attack at {255 * float(budget.get('eps', math.nan)):.2f}/255 (the unrestricted attack "
+                  f"flips {num(budget.get('flip_rate'), 2)} of {budget.get('images', '—')} images)", ""]
+        rows = []
+        for comparison in (gate.get("comparisons") or {}).values():
+            decisions = comparison.get("decisions") or {}
+            cells = "; ".join(f"{m} {num(d.get('mean'), 3, True)} [{num(d.get('low'), 3, True)}, "
+                              f"{num(d.get('high'), 3, True)}] {d.get('outcome')}" for m, d in decisions.items())
+            if not decisions:  # randomization: each check's value with its CI
+                checks = (comparison.get("effects") or {}).items()
+                cells = "; ".join(f"{k} {num(e.get('mean'), 2, True)} [{num(e.get('low'), 2, True)}, "
+                                  f"{num(e.get('high'), 2, True)}]" for k, e in checks)
+            rows.append([comparison.get("words", comparison.get("name", "")).split(" (")[0],
+                         comparison.get("role", ""), comparison.get("outcome", ""),
+                         cells or "; ".join(comparison.get("failed") or []) or "—"])
+        lines += table(("comparison", "role", "outcome", "per measure"), rows) + [""]
+    return lines
+
+
 def training_block(meta: Mapping[str, Any]) -> list[str]:
     """A trained model's recipe and cost, from the metadata ``advspatial train`` writes beside its checkpoint."""
     config = meta.get("config") or {}
@@ -607,6 +645,7 @@ def study_page(study: Path, training: Mapping[str, Any] | None = None, title: st
                               ["machine", machine_text(rec, shared)],
                               ["wall time", f"{num(rec.get('wall_seconds'), 1)} s" if rec else "not recorded"]]) + [""]
     lines += ["### The models", "", *study_models_table(study, metrics)]
+    lines += gate_rows_block(study, metrics)
     if training:
         lines += training_block(training)
     lines += endpoints_block(metrics)
