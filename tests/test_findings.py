@@ -227,3 +227,22 @@ def test_study_page_holds_models_endpoints_contrasts_agreement_and_claims(gen: M
 def test_study_page_needs_a_finished_study(gen: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no study.yaml"):
         gen.study_page(tmp_path)
+
+
+def test_study_page_gives_each_models_gate_row_by_row(gen: ModuleType, tmp_path: Path) -> None:
+    study = fake_study(tmp_path / "study")
+    decision = {"mean": -0.086, "low": -0.166, "high": -0.017, "outcome": "does less"}
+    gate = {"status": "passed", "n": 143, "restricted_attack": {"eps": 0.44 / 255, "flip_rate": 0.5, "images": 100},
+            "comparisons": {
+                "class-layout": {"name": "class-layout", "words": "the class layout (where objects ...)",
+                                 "role": "specificity", "outcome": "does less", "decisions": {"attack": decision}},
+                "randomization": {"name": "randomization", "words": "randomization (the map changes ...)",
+                                  "role": "randomization", "outcome": "passes", "decisions": {},
+                                  "effects": {"cascade spearman": {"mean": 0.17, "low": 0.09, "high": 0.25}}}}}
+    (study / "models" / "resnet20" / "metrics.json").write_text(json.dumps(
+        {"roi": {"method": "gradcam", "why": "GAP"}, "faithfulness": {"gradcam": gate}}))
+    text = gen.study_page(study)
+    assert "**`resnet20`**, `gradcam`: passed on 143 correctly classified images; restricted attack at 0.44/255" in text
+    assert "| the class layout | specificity | does less | attack -0.086 [-0.166, -0.017] does less |" in text
+    assert "| randomization | randomization | passes | cascade spearman +0.17 [+0.09, +0.25] |" in text
+    assert "**`vit-tiny`**" not in text   # its metrics hold no gate: no block rather than an empty one
