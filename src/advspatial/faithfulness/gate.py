@@ -18,9 +18,9 @@ beats randomization     the map changes when the model's weights are destroyed
 ======================  ===========================================================
 
 on every measure (:mod:`.measures`): **deletion**, per fill (filling the RoI lowers the true-class logit more than
-filling the other region), and the **restricted attack** (L-inf PGD confined to the RoI removes more of the true-label margin
-than the same attack confined to the other region; its budget calibrated so
-that the unrestricted attack flips about half of the images, :mod:`.calibration`). Each measure reads *beats* (95%
+filling the other region), and the **restricted attack** (L-inf PGD confined to the RoI removes more of the
+true-label margin than the same attack confined to the other region; its budget calibrated so that the
+unrestricted attack flips about half of the images, :mod:`.calibration`). Each measure reads *beats* (95%
 CI above 0), *not better* (90% CI below the margin: a stated share of the RoI's own damage) or *undecided*.
 
 A **positive control** is gated beside the map on the same images (:mod:`.controls`): a map faithful by
