@@ -51,24 +51,25 @@ CHECK_WORDS = {"cascade spearman": "cascade |Spearman|", "smooth MPRT spearman":
                "efficient MPRT rise": "efficient MPRT complexity change"}
 
 
-def check_projection(name: str, estimate: Estimate, power: float = DEFAULT_POWER) -> Projection:
+def check_projection(name: str, estimate: Estimate, power: float = DEFAULT_POWER,
+                     bound: float | None = None) -> Projection:
     """The check images at which an undecided randomization check would be decided, at its observed value (the SD
-    recovered from its 95% CI, normal approximation), against the check's own bound. A check whose value lies on
-    the passing side leans *passes* (the cascade's Spearman inside +-0.5 is an equivalence; smooth MPRT's Spearman
-    below 0.5 and efficient MPRT's change beyond +-5% are one-sided), else it leans *fails*. A projection, not a
-    promise."""
+    recovered from its 95% CI, normal approximation), against the check's own bound (``bound``: the one its record
+    states; default the check's constant). A check whose value lies on the passing side leans *passes* (the
+    cascade's Spearman inside +-0.5 is an equivalence; smooth MPRT's Spearman below 0.5 and efficient MPRT's change
+    beyond +-5% are one-sided), else it leans *fails*. A projection, not a promise."""
     e = estimate
     if name == "efficient MPRT rise":
-        m = EFFICIENT_MPRT_MIN_RISE
+        m = EFFICIENT_MPRT_MIN_RISE if bound is None else bound
         if abs(e.mean) <= m:  # leans fails: the change inside +-m
             return Projection(FAILS, images_within(e, m, power, level=0.90), power)
         return Projection(PASSES, images_beyond(e, m if e.mean > 0 else -m, power), power)
     if name == "cascade spearman":
-        b = CASCADE_MAX_SPEARMAN
+        b = CASCADE_MAX_SPEARMAN if bound is None else bound
         if abs(e.mean) < b:
             return Projection(PASSES, images_within(e, b, power), power)
         return Projection(FAILS, images_beyond(e, b if e.mean > 0 else -b, power), power)
-    b = SMOOTH_MPRT_MAX_SPEARMAN
+    b = SMOOTH_MPRT_MAX_SPEARMAN if bound is None else bound
     return Projection(PASSES if e.mean < b else FAILS, images_beyond(e, b, power), power)
 
 
@@ -78,9 +79,9 @@ def _worded(word: str, outcome: str) -> str:
     return f", {word}" if outcome == UNDECIDED else f" ({word})"
 
 
-def _with_projection(text: str, name: str, e: Estimate) -> str:
+def _with_projection(text: str, name: str, e: Estimate, bound: float) -> str:
     """An undecided check's text with the check images that would decide it."""
-    p = check_projection(name, e)
+    p = check_projection(name, e, bound=bound)
     if not p.images < math.inf:
         return text
     return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
@@ -112,7 +113,7 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
     text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
             + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome))
     return CheckReading("cascade spearman", outcome, e,
-                        _with_projection(text, "cascade spearman", e) if outcome == UNDECIDED else text)
+                        _with_projection(text, "cascade spearman", e, b) if outcome == UNDECIDED else text)
 
 
 def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
@@ -127,7 +128,7 @@ def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
     text = f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
     return CheckReading("smooth MPRT spearman", outcome, e,
-                        _with_projection(text, "smooth MPRT spearman", e) if outcome == UNDECIDED else text)
+                        _with_projection(text, "smooth MPRT spearman", e, b) if outcome == UNDECIDED else text)
 
 
 def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
@@ -144,7 +145,7 @@ def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
             UNDECIDED: f"undecided against +-{m:g}"}[outcome]
     text = f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
     return CheckReading("efficient MPRT rise", outcome, e,
-                        _with_projection(text, "efficient MPRT rise", e) if outcome == UNDECIDED else text)
+                        _with_projection(text, "efficient MPRT rise", e, m) if outcome == UNDECIDED else text)
 
 
 def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:

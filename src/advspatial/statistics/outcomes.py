@@ -251,13 +251,11 @@ def images_for_estimate(estimate: Estimate, sesoi: float, power: float = DEFAULT
     """The projection of a claim's effect (a mean with its ``level`` CI over ``estimate.n`` units): the paired SD
     is recovered from the CI's half-width, then read as a specificity comparison with margin ``sesoi`` (an effect
     whose CI would exclude 0, or would lie inside the smallest effect of interest)."""
-    n = estimate.n
-    if n < 2 or not all(math.isfinite(v) for v in (estimate.mean, estimate.low, estimate.high)):
+    sd = sd_behind(estimate, level)
+    if not math.isfinite(sd):
         return Projection(UNDECIDED, math.inf, power)
-    half = (estimate.high - estimate.low) / 2
-    sd = half / _z(1 - (1 - level) / 2) * math.sqrt(n)
-    shown = Decision(SPECIFICITY, UNDECIDED, estimate.mean, estimate.low, estimate.high, math.nan, math.nan, sd, n,
-                     max(float(sesoi), 0.0) if math.isfinite(sesoi) else 0.0)
+    shown = Decision(SPECIFICITY, UNDECIDED, estimate.mean, estimate.low, estimate.high, math.nan, math.nan, sd,
+                     estimate.n, max(float(sesoi), 0.0) if math.isfinite(sesoi) else 0.0)
     return images_to_decide(shown, power)
 
 
