@@ -3,7 +3,8 @@
 Checked from the source with :mod:`ast`, so a new upward import or a new cycle fails here before it can
 tangle the code. Every import counts for the layers and for the cycles between modules, those inside a
 function and under ``TYPE_CHECKING`` included: a function-level import only hides a cycle, it does not
-remove it. No module is longer than :data:`MAX_LINES`: past that a module holds more than one concept.
+remove it. No module is longer than :data:`MAX_LINES`: past that a module holds more than one concept. A module
+of a shared layer has two consumers or is public API: what one experiment alone uses lives in its package.
 """
 
 from __future__ import annotations
@@ -173,3 +174,88 @@ def test_no_import_cycles_even_through_function_level_imports():
 def test_no_module_is_longer_than_the_limit(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{module_name(path)} has {lines} lines (limit {MAX_LINES}): split it by concept"
+
+
+# -- one research question, one folder ---------------------------------------------------------------------------
+#: the packages that each answer one research question (a registered experiment) and the other consumers of the
+#: shared layers: a module that only one of them uses belongs inside it
+EXPERIMENT_PACKAGES = ("localized", "maps", "perceptual", "propagation", "pse", "spatial")
+
+
+def consumer_of(module: str) -> str | None:
+    """The consumer a module belongs to (an experiment package, a stand-alone experiment, the studies, the CLI, the
+    Python entry points), or None for a module of a shared layer."""
+    parts = module.split(".") + ["", ""]
+    if parts[1] == "experiments" and parts[2] in EXPERIMENT_PACKAGES:
+        return f"experiments.{parts[2]}"
+    if module in ("advspatial.experiments.baseline", "advspatial.experiments.analyze"):
+        return module.removeprefix("advspatial.")
+    if parts[1] in ("studies", "cli", "api", "__main__") or module == "advspatial":
+        return parts[1] or "advspatial"
+    return None
+
+
+def single_user_modules(graph: dict[str, set[str]], packages: set[str]) -> dict[str, set[str]]:
+    """Modules of the shared layers with fewer than two consumers that are not public API, with their consumers.
+
+    ``graph``: each module's imports; ``packages``: the modules that are packages (``__init__``). A shared module is
+    public API when its own package's ``__init__`` imports it (it re-exports or registers what it defines) or when a
+    public module of a shared layer imports it (it implements public API); otherwise it needs two consumers, counted
+    through any chain of shared modules.
+    """
+    importers: dict[str, set[str]] = {m: set() for m in graph}
+    for module, targets in graph.items():
+        for target in targets:
+            importers.setdefault(target, set()).add(module)
+    shared = {m for m in graph if consumer_of(m) is None and m not in packages}
+
+    def consumers(module: str) -> set[str]:
+        seen, todo, found = {module}, [module], set()
+        while todo:
+            for user in importers.get(todo.pop(), ()):
+                if user in seen:
+                    continue
+                seen.add(user)
+                owner = consumer_of(user)
+                if owner is not None:
+                    found.add(owner)
+                elif user not in packages:
+                    todo.append(user)
+        return found
+
+    public = {m for m in shared if m.rsplit(".", 1)[0] in importers.get(m, set()) & packages
+              and consumer_of(m.rsplit(".", 1)[0]) is None and m.rsplit(".", 1)[0] != "advspatial.experiments"}
+    reach = public | {m for m in shared if len(consumers(m)) >= 2}
+    todo = list(reach)
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target in shared and target not in reach:
+                reach.add(target)
+                todo.append(target)
+    return {m: consumers(m) for m in sorted(shared - reach)}
+
+
+def test_single_user_modules_finds_a_module_only_one_experiment_uses():
+    graph = {
+        "advspatial.analysis": {"advspatial.analysis.public"},
+        "advspatial.analysis.public": {"advspatial.analysis.helper"},
+        "advspatial.analysis.helper": set(),
+        "advspatial.analysis.lonely": set(),
+        "advspatial.analysis.shared": set(),
+        "advspatial.analysis.via": {"advspatial.analysis.shared"},
+        "advspatial.experiments.pse.stages": {"advspatial.analysis.lonely", "advspatial.analysis.via"},
+        "advspatial.experiments.maps.stages": {"advspatial.analysis.shared", "advspatial.analysis.public"},
+    }
+    found = single_user_modules(graph, {"advspatial.analysis"})
+    # public and its helper are public API; shared has two consumers (one through via); via and lonely have one
+    assert found == {"advspatial.analysis.lonely": {"experiments.pse"}, "advspatial.analysis.via": {"experiments.pse"}}
+
+
+def test_a_shared_module_has_two_users_or_is_public_api():
+    graph = {name: {t for t in imports(path, top_level_only=False) if t in KNOWN and t != name}
+             for path in MODULES for name in [module_name(path)]}
+    packages = {module_name(p) for p in MODULES if p.name == "__init__.py"}
+    found = single_user_modules(graph, packages)
+    assert not found, ("modules of a shared layer that one consumer alone uses (move each into its consumer's "
+                       "package, or make it public API): "
+                       + "; ".join(f"{m} (used by {', '.join(sorted(c)) or 'nothing'})" for m, c in found.items()))

@@ -1,4 +1,4 @@
-"""Tests for advspatial.pipeline: streamed attacks with resumable stages."""
+"""Tests for advspatial.cli.pipeline: streamed attacks with resumable stages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from advspatial.attacks import make_attack
 from advspatial.data import ImageDataset
 from advspatial.errors import DataError
-from advspatial.pipeline import attack_dataset
+from advspatial.cli.pipeline import attack_dataset
 from advspatial.rundir import RunDir
 
 

@@ -102,7 +102,7 @@ def start_model() -> GapNet:
 
 
 def finetune_settings(mode: str, model: torch.nn.Module, **kw):
-    from advspatial.finetuning import FinetuneConfig
+    from advspatial.experiments.localized.finetuning import FinetuneConfig
     from advspatial.models.loading import state_checksum
 
     values = {"dataset": "colour", "start": "gapnet", "start_sha256": state_checksum(model), "mode": mode,
@@ -138,7 +138,7 @@ def test_fit_visits_every_image_once_per_epoch_in_a_seeded_order() -> None:
 
 
 def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
-    from advspatial.finetuning import finetune_model
+    from advspatial.experiments.localized.finetuning import finetune_model
     from advspatial.models.loading import state_checksum
 
     data = colour_data(24)
@@ -164,7 +164,7 @@ def test_finetuning_starts_from_the_same_weights_and_ends_different() -> None:
 
 
 def test_frozen_batch_norm_keeps_the_start_statistics() -> None:
-    from advspatial.finetuning import finetune_model
+    from advspatial.experiments.localized.finetuning import finetune_model
 
     data = colour_data(16)
     start = start_model()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from advspatial.analysis.pixel_changes import apply_pixels, perturbed_pixels
+from advspatial.experiments.propagation.pixel_changes import apply_pixels, perturbed_pixels
 from advspatial.analysis.propagation import (
     CONTROL_MODES,
     per_image_layer_stats,

@@ -184,3 +184,30 @@ def test_call_returns_run_images_without_the_extra_evaluations():
     assert torch.equal(direct, via_run) and torch.equal(direct[..., :3, :], x[..., :3, :])
     with pytest.raises(ShapeError, match="sample_ids"):
         atk(x, y, sample_ids=torch.arange(2))
+
+
+@pytest.mark.parametrize("method", ["run", "__call__"])
+def test_an_attack_that_defines_run_or_call_is_refused(method):
+    with pytest.raises(TypeError, match="final"):
+        type("_Overrides", (Attack,), {method: lambda self, *a, **k: None})
+
+
+def test_release_runs_after_run_and_call_even_on_an_error():
+    class _Counted(_AddConstant):
+        released = 0
+
+        def _release(self):
+            type(self).released += 1
+
+    model, x, y = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+    attack = _Counted(model)
+    attack.run(x, y)
+    attack(x, y)
+    assert _Counted.released == 2
+    with pytest.raises(ShapeError):
+        attack.run(x, torch.tensor([0, 1, 2]))  # refused before the attack starts: nothing kept, nothing released
+    broken = _Counted(model)
+    broken.perturb = lambda *a: (_ for _ in ()).throw(RuntimeError("step failed"))
+    with pytest.raises(RuntimeError, match="step failed"):
+        broken.run(x, y)
+    assert _Counted.released == 3

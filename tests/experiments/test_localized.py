@@ -26,8 +26,8 @@ from conftest import fashion_mnist_available, needs_fashion_mnist
 from helpers import ReportParser, assert_smoke_test
 
 from advspatial import training
-from advspatial.analysis.attack_rows import model_rows, row_stats, seed_spread
-from advspatial.analysis.attacked_region import (
+from advspatial.experiments.localized.attack_rows import model_rows, row_stats, seed_spread
+from advspatial.experiments.localized.attacked_region import (
     foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask,
 )
 from advspatial.data import ImageDataset

@@ -17,7 +17,7 @@ from torch import nn
 from advspatial.analysis.ssim import ssim
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.analysis.ssim_matching import bisect_eps, ssim_distortion
+from advspatial.experiments.perceptual.ssim_matching import bisect_eps, ssim_distortion
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
@@ -31,7 +31,7 @@ from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI
 from advspatial.statistics.nulls import NULLS
 from advspatial.statistics.verdicts import VERDICTS
 from advspatial.statistics.inference import uniform_comparison
-from advspatial.report.ssim_figures import (
+from advspatial.experiments.perceptual.figures import (
     plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
 )
 from advspatial.rundir import RunDir

@@ -9,7 +9,7 @@ from torch import nn
 
 from advspatial.analysis.ssim import ssim
 from advspatial.attacks import PGD, SSIMBallAttack
-from advspatial.analysis.ssim_matching import (
+from advspatial.experiments.perceptual.ssim_matching import (
     full_slack_direction, geometry_null, matched_scale, minimal_distortion,
 )
 

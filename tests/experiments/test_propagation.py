@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.analysis.locality import locality_analysis
-from advspatial.analysis.pixel_changes import apply_pixels, format_pixels, perturbed_pixels
+from advspatial.experiments.propagation.pixel_changes import apply_pixels, format_pixels, perturbed_pixels
 from advspatial.analysis.propagation import average_propagation, depth_summary, propagation_maps
-from advspatial.analysis.propagation_totals import PropagationTotals, propagation_stats
+from advspatial.experiments.propagation.totals import PropagationTotals, propagation_stats
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.paired import paired_claim
@@ -39,7 +39,7 @@ from advspatial.experiments.smoke import unmark_tree, would_read
 from advspatial.models import build_model
 from advspatial.rundir import RunDir
 from advspatial.statistics.accuracy import wilson_interval
-from advspatial.report.propagation_figures import (
+from advspatial.experiments.propagation.figures import (
     plot_control_differences, plot_depth_curves, plot_locality, plot_per_se, plot_propagation_strip, strip_layers,
 )
 

@@ -13,7 +13,7 @@ from study_records import model
 from statsmodels.stats.meta_analysis import combine_effects
 
 from advspatial.statistics.estimates import bootstrap_mean_ci
-from advspatial.statistics.meta import meta_regression
+from advspatial.studies.meta import meta_regression
 from advspatial.studies.analysis import (
     MIN_N, contrasts, endpoint_across, judge_pooled, model_effect, regressions, standard_error,
 )

@@ -2,7 +2,6 @@
 
 * :mod:`.ssim` - SSIM maps (scikit-image's definition) for the perceptual experiment;
 * :mod:`.pse` - promotion-suppression effects of pixel groups, and their overlap with class activation maps;
-* :mod:`.pse_control` - the typing's energy shares and their random-sign control (same per-group energy);
 * :mod:`.units` - unit sensitivity: activation change under attack, ranking, masking curves;
 * :mod:`.dissection` - network dissection of units with concept masks, and its correlation with sensitivity;
 * :mod:`.propagation` - per-layer propagation maps of a one-pixel perturbation, and its random same-|Δ| control;

@@ -244,7 +244,7 @@ class PixelChange:
     Attributes:
         x: (N,C,H,W) the clean images with the control change written in (the clean image where unavailable).
         pixels: (N,k,2) positions of the changed pixels (unused slots repeat the first one, as
-            :func:`advspatial.analysis.pixel_changes.perturbed_pixels` fills them).
+            :func:`advspatial.experiments.propagation.pixel_changes.perturbed_pixels` fills them).
         colours: (N,k,C) their new colours.
         magnitude: (N,k) |Δ| of each slot (L2 over channels), equal to the attack's pixel's |Δ|.
         available: (N,) bool: every changed pixel of the attack got a control of the same |Δ|.

@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
@@ -150,6 +150,11 @@ class Attack:
     where ``queries`` is an (N,) int64 count of model evaluations per image.
     The base class validates inputs, runs the model frozen in eval mode,
     enforces the box and the mask, and computes predictions and norms.
+
+    :meth:`__call__` and :meth:`run` are final (a subclass that defines either is refused when it is
+    defined): every attack keeps the same rules (validation, the box, the mask, success judged on a full
+    forward pass). A subclass overrides only the step, :meth:`perturb`, and the hooks :meth:`_clean_logits`,
+    :meth:`_adversarial_logits` and :meth:`_release`.
     """
 
     name: ClassVar[str] = "attack"
@@ -166,24 +171,41 @@ class Attack:
         self.model = model
         self.seed = int(seed)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overridden = sorted({"__call__", "run"} & set(vars(cls)))
+        if overridden:
+            raise TypeError(f"{cls.__name__} defines {' and '.join(overridden)}: Attack.__call__ and Attack.run are "
+                            "final; override perturb (the step) or the hooks _clean_logits, _adversarial_logits, "
+                            "_release")
+
     # -- public API -------------------------------------------------------------
+    @final
     def __call__(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
                  target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The adversarial images alone: :meth:`run`'s ``x_adv`` without its two extra model evaluations."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
-        with frozen_eval(self.model):
-            return self._constrained_perturb(x, y, mask_full, target, ids)[0]
+        try:
+            with frozen_eval(self.model):
+                return self._constrained_perturb(x, y, mask_full, target, ids)[0]
+        finally:
+            self._release()
 
+    @final
     def run(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
             target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> AttackResult:
         """Attack ``x`` (labels ``y``); targeted when ``target`` is given."""
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
-        with frozen_eval(self.model):
-            with torch.no_grad():  # checked here too: an attack may compute them without calling the model
-                clean_pred = check_logits(self._clean_logits(x), guarded_spec(self.model), len(x)).argmax(1)
-            x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
-            with torch.no_grad():
-                adv_pred = check_logits(self._adversarial_logits(x_adv), guarded_spec(self.model), len(x)).argmax(1)
+        try:
+            with frozen_eval(self.model):
+                with torch.no_grad():  # checked here too: an attack may compute them without calling the model
+                    clean_pred = check_logits(self._clean_logits(x), guarded_spec(self.model), len(x)).argmax(1)
+                x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
+                with torch.no_grad():
+                    adv_logits = self._adversarial_logits(x_adv)
+                    adv_pred = check_logits(adv_logits, guarded_spec(self.model), len(x)).argmax(1)
+        finally:
+            self._release()
         success = adv_pred == target if target is not None else adv_pred != y
         l0, l2, linf = perturbation_norms(x_adv - x)
         return AttackResult(x_adv, success, clean_pred, adv_pred, y, target, l0, l2, linf, queries + 1)
@@ -209,6 +231,10 @@ class Attack:
         attack may override it only with a pass equal to ``model(x_adv)`` bit for bit.
         """
         return self.model(x_adv)
+
+    def _release(self) -> None:
+        """Drop what the attack kept for one call (e.g. an evaluator built for the clean pass and reused by
+        :meth:`perturb`); called when :meth:`run` or :meth:`__call__` ends, also on an error. Nothing by default."""
 
     # -- helpers ----------------------------------------------------------------
     def _constrained_perturb(

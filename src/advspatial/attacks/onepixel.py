@@ -85,7 +85,7 @@ from ..errors import ConfigError, check_range, unknown_name
 from ..runtime import batch_slices, sample_generator
 from ..models.patch.forward import PatchForward, try_patch_forward
 from ..models.patch.graph import GraphPatchForward
-from .base import Attack, AttackResult, register_attack
+from .base import Attack, register_attack
 from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
 
 #: Named budgets ``(popsize, maxiter)``.
@@ -188,13 +188,9 @@ class OnePixel(Attack):
         self.incremental = incremental
         self._prebuilt: tuple[torch.Tensor, PatchForward | GraphPatchForward | None] | None = None  # run's, for perturb
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
-            target: torch.Tensor | None = None, sample_ids: torch.Tensor | None = None) -> AttackResult:
-        """:meth:`Attack.run`; the incremental evaluator built for the clean predictions is the search's."""
-        try:
-            return super().run(x, y, mask=mask, target=target, sample_ids=sample_ids)
-        finally:
-            self._prebuilt = None
+    def _release(self) -> None:
+        """Drops the incremental evaluator built for the clean predictions (the search's, then the verdict's)."""
+        self._prebuilt = None
 
     def _clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The chain evaluator's clean logits (its stem and tail are the model's own layers on the same batch:

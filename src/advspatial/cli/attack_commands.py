@@ -92,7 +92,7 @@ def attack(attack_name: str, eps: float | None, steps: int | None, params: tuple
     from ..attacks import make_attack
     from ..errors import check_range, check_seed
     from ..masks import attack_mask, check_mask_spec
-    from ..pipeline import attack_dataset
+    from .pipeline import attack_dataset
 
     check_range("n", n, 1)
     check_range("batch_size", batch_size, 1)

@@ -9,5 +9,6 @@ Modules: :mod:`.gate` (the gate's summary and rule), :mod:`.record` (its typed r
 
 from .gate import summarize_gate
 from .record import GateResult
+from .road import RoadCurves, road_curves, road_symmetric
 
-__all__ = ["GateResult", "summarize_gate"]
+__all__ = ["GateResult", "RoadCurves", "road_curves", "road_symmetric", "summarize_gate"]

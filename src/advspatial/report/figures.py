@@ -22,6 +22,8 @@ from ..errors import ShapeError
 from ..regions import PART_NAMES, Partition
 
 HEAT_CMAP = "inferno"
+#: the colour map of signed quantities (a map's change, an effect of either sign): blue below 0, red above
+DIVERGING = "RdBu_r"
 #: colours of the four parts, in the order of :data:`advspatial.regions.PART_NAMES` (codes 0..3)
 PART_COLOURS = ("#e8e8e8", "#3a7bd5", "#f28e2b", "#c0182a")
 PART_LABELS = {

@@ -15,9 +15,12 @@ from .accuracy import accuracy, paired_accuracy, wilson_interval
 from .claims import Claim, judge
 from .estimates import Estimate, bootstrap_mean_ci, paired_p
 from .inference import NullComparison, compare_to_nulls
+from .pixel_test import pixel_in_roi_test
 from .verdicts import VERDICTS, benjamini_hochberg, holm, verdict
+from .wording import describe
 
 __all__ = [
     "VERDICTS", "Claim", "Estimate", "NullComparison", "accuracy", "benjamini_hochberg", "bootstrap_mean_ci",
-    "compare_to_nulls", "holm", "judge", "paired_accuracy", "paired_p", "verdict", "wilson_interval",
+    "compare_to_nulls", "describe", "holm", "judge", "paired_accuracy", "paired_p", "pixel_in_roi_test", "verdict",
+    "wilson_interval",
 ]

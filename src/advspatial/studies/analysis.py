@@ -23,7 +23,7 @@ import torch
 from ..experiments.colocation import BEYOND_CLAIM, CLAIM, PRIMARY_NULL, PRIMARY_STATISTIC
 from ..statistics.claims import Claim, judge
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, paired_p
-from ..statistics.meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
+from .meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
 from ..statistics.verdicts import DEFAULT_SESOI, benjamini_hochberg, holm, sesoi_for, verdict
 from ..errors import ConfigError
 from .records import ModelRecord, Values

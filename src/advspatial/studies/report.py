@@ -12,7 +12,7 @@ import numpy as np
 
 from ..report.html import Section, Table
 from ..report.sections import drawn_figure
-from ..report.study_figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
+from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from ..report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table
 from .analysis import ENDPOINTS, Agreement, Endpoint
 from .findings import StudyFindings

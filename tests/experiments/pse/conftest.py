@@ -23,7 +23,7 @@ def image_pair():
 @pytest.fixture
 def variant_run():
     """Factory: ``variant_run(name, rows=(), cam_test=None)`` -> a VariantRun of 4 units, these rows and test."""
-    from advspatial.analysis.pse_stability import TypingAgreement
+    from advspatial.experiments.pse.stability import TypingAgreement
     from advspatial.experiments.pse.metrics import Adaptive, MaskedAccuracy, RankingSet, VariantRun
 
     def make(name: str, rows=(), cam_test=None) -> VariantRun:

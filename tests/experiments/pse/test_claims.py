@@ -11,7 +11,7 @@ from advspatial.analysis.pse import (
     PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse, group_type_map, promotion_suppression,
     pse_vs_cam, select_pse, type_shares,
 )
-from advspatial.analysis.pse_control import SHARE_NAMES, control_shares, energy_shares
+from advspatial.experiments.pse.control import SHARE_NAMES, control_shares, energy_shares
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, judged_claims, typing_claims
 from advspatial.faithfulness.record import GateResult

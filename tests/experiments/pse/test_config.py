@@ -7,7 +7,7 @@ import pytest
 from advspatial.errors import ConfigError
 from advspatial.experiments.gate import GatedConfig
 from advspatial.experiments.pse import PSEConfig
-from advspatial.analysis.pse_stability import group_spec
+from advspatial.experiments.pse.stability import group_spec
 
 
 def test_group_spec() -> None:

@@ -11,7 +11,7 @@ import torch
 from advspatial.analysis.units import UnitChange
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.analysis.pse_units import concept_masks, dataset_concepts, label_concept, relative_correlation
+from advspatial.experiments.pse.units import concept_masks, dataset_concepts, label_concept, relative_correlation
 from advspatial.experiments.findings import from_json
 from advspatial.experiments.pse.metrics import DissectionFindings
 from advspatial.experiments.pse.stages import DISSECTION, run_dissection

@@ -7,10 +7,10 @@ import math
 import torch
 
 from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
-from advspatial.analysis.pse_control import SHARE_NAMES
-from advspatial.analysis.pse_rows import pse_rows
-from advspatial.analysis.pse_targets import adversarial_class
-from advspatial.analysis.pse_rows import CAM_KEYS
+from advspatial.experiments.pse.control import SHARE_NAMES
+from advspatial.experiments.pse.rows import pse_rows
+from advspatial.experiments.pse.targets import adversarial_class
+from advspatial.experiments.pse.rows import CAM_KEYS
 from advspatial.experiments.pse.metrics import variant_findings
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError
-from advspatial.analysis.pse_targets import adversarial_class, choose_targets, prespecified_target, runner_up
+from advspatial.experiments.pse.targets import adversarial_class, choose_targets, prespecified_target, runner_up
 
 
 @settings(max_examples=20, deadline=None)

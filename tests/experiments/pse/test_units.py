@@ -11,7 +11,7 @@ from torch import nn
 from advspatial.analysis.units import masking_curve, unit_activation_change
 from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
-from advspatial.analysis.pse_units import (
+from advspatial.experiments.pse.units import (
     UnitSums, adaptive_k, cam_layer_name, combine_curves, count_units, sensitive_units_in_batch,
 )
 from advspatial.experiments.pse.config import adaptive_attack_of, adaptive_description

@@ -10,8 +10,8 @@ image at random positions, redrawn every batch: its region without its placement
   (``$ADVSPATIAL_CACHE/models``, keyed by every training setting);
 - anything else (a zoo name such as ``cifar10-resnet20``, a factory, a state-dict file, a registered name with
   ``weights``): **fine-tuned** from the pretrained model. The models start from copies of the same weights and get
-  the same recipe (:class:`advspatial.finetuning.FinetuneConfig`: ``train_epochs`` epochs, SGD ``finetune_lr``), the
-  same training images (a class-stratified draw of ``train_limit``, default :data:`.config.FINETUNE_IMAGES`, that
+  the same recipe (:class:`.finetuning.FinetuneConfig`: ``train_epochs`` epochs, SGD ``finetune_lr``), the same
+  training images (a class-stratified draw of ``train_limit``, default :data:`.config.FINETUNE_IMAGES`, that
   leaves out the evaluated test images when the dataset has one image set for both splits) in the same order, so
   the loss is the only difference. The localized model's background on each training image is the evaluation's
   ``background`` mask computed once on the *start* model (for colour data without masks: the complement of the top
@@ -43,7 +43,7 @@ The package: :mod:`.config` (the settings and what follows from them alone), :mo
 and evaluations) -- compute; :mod:`.metrics` (the findings, from the rows) and :mod:`.claims` -- the statistics;
 :mod:`.figures` (drawn at run time) and :mod:`.report` (rendered from the findings alone) -- the rendering;
 :mod:`.run` (the run, registered as ``localized-training``). The attacked region and the map's share outside it
-are :mod:`advspatial.analysis.attacked_region`'s, the figures' drawing :mod:`advspatial.report.localized_figures`'s.
+are :mod:`.attacked_region`'s, the per-model rows :mod:`.attack_rows`', fine-tuning :mod:`.finetuning`'s.
 """
 
 from __future__ import annotations

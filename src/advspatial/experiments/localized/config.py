@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, check_range
-from ...finetuning import FINETUNE_LR, FinetuneConfig
+from .finetuning import FINETUNE_LR, FinetuneConfig
 from ...masks import MASK_KINDS
 from ...training import TrainConfig
 from ..gate import GatedConfig

@@ -1,6 +1,6 @@
 """The findings of experiment ``localized-training`` (``metrics.json`` is their serialization): per model its
-accuracy per condition and map shift from the per-image rows (:mod:`advspatial.analysis.attack_rows`, so the two
-agree), its training and seed spread; the gates, the claims, fine-tuning."""
+accuracy per condition and map shift from the per-image rows (:mod:`.attack_rows`, so the two agree), its
+training and seed spread; the gates, the claims, fine-tuning."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ...analysis.attack_rows import RowStats, SeedSpread, row_stats, seed_spread
+from .attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from ...faithfulness.record import GateResult
-from ...finetuning import FinetuneConfig
+from .finetuning import FinetuneConfig
 from ...statistics.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, optional_part, to_json

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ...analysis.attacked_region import mask_uses_importance
+from .attacked_region import mask_uses_importance
 from ...statistics.claims import judge
 from ...rundir import RunDir
 from ...runtime import pick_device

@@ -16,15 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...analysis.attack_rows import model_rows
-from ...analysis.attacked_region import energy_outside, mask_uses_importance, region_mask
+from .attack_rows import model_rows
+from .attacked_region import energy_outside, mask_uses_importance, region_mask
 from ...attacks import Attack, AttackResult, make_attack
 from ...data import ImageDataset
 from ...distributed import map_batches
 from ...errors import ConfigError
 from ...faithfulness.record import GateResult
 from ...files import atomic_write_text
-from ...finetuning import FinetuneConfig, finetune_model
+from .finetuning import FinetuneConfig, finetune_model
 from ...model_cache import get_or_train
 from ...models.loading import state_checksum
 from ...rundir import RunDir

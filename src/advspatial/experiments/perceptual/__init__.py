@@ -11,7 +11,7 @@ interrupted run with identical numbers (each a stage object of :mod:`.stages`, w
    default); the SSIM of every adversarial image, both the reported (Gaussian-window) SSIM and the window
    SSIM its constraint bounds, is computed from it;
 3. ``calibration/eps-*/batch-*``: the PGD budget at matched mean SSIM
-   (:func:`advspatial.analysis.ssim_matching.bisect_eps`); both attacks use the same loss (``loss``,
+   (:func:`advspatial.experiments.perceptual.ssim_matching.bisect_eps`); both attacks use the same loss (``loss``,
    margin) and step budget (``steps``);
 4. ``curve/...``: success rate vs mean SSIM of both attacks at several budgets on the calibration images,
    and per image the highest SSIM at which each fools it;
@@ -19,7 +19,7 @@ interrupted run with identical numbers (each a stage object of :mod:`.stages`, w
    on the run's own cached maps, with the experiment's L-inf PGD at the calibrated budget;
 6. ``attack/pgd/batch-*``: L-inf PGD at that budget; ``geometry/<attack>/batch-*``: the geometry null of
    each attack, a random feasible perturbation of its set with its per-image SSIM
-   (:func:`advspatial.analysis.ssim_matching.geometry_null`).
+   (:func:`advspatial.experiments.perceptual.ssim_matching.geometry_null`).
 
 PGD then runs on all ``n`` images at the calibrated budget; both mean SSIMs over all ``n`` images are
 reported (they differ from the calibration ones by sampling only).

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ...analysis.ssim_matching import Calibration
+from .ssim_matching import Calibration
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
 from ...faithfulness.record import GateResult

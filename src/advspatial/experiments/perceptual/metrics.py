@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...analysis.ssim_matching import Calibration
+from .ssim_matching import Calibration
 from ...statistics.claims import Claim
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json

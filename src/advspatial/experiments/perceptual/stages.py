@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ...analysis.ssim import ssim
-from ...analysis.ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
+from .ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
 from ...attacks import Attack, AttackResult, make_attack
 from ...attacks.ssim_ball import window_ssim
 from ...maps import importance_map
@@ -339,7 +339,7 @@ def main_pass(ctx: Context, eps: float) -> MainPass:
 def geometry_null_batch(ctx: Context, name: str, attack: Attack, b: int, sl: slice,
                         target_ssim: torch.Tensor) -> torch.Tensor:
     """The geometry null of batch b (the stage ``GEOMETRY.at(name)``): a random feasible perturbation of the
-    attack's set with the attack's per-image SSIM (:func:`~advspatial.analysis.ssim_matching.geometry_null`)."""
+    attack's set with the attack's per-image SSIM (:func:`.ssim_matching.geometry_null`)."""
 
     def compute() -> torch.Tensor:
         x, _, ids = ctx.batch(sl)

@@ -53,13 +53,13 @@ The package: :mod:`.config` (the settings), :mod:`.stages` (the cached stages, a
 :class:`~advspatial.experiments.stage.Stage` objects, and the per-image rows), :mod:`.metrics` (the findings,
 ``metrics.json``) and :mod:`.claims` (the statistics), :mod:`.figures` (drawn at run time) and :mod:`.report`
 (rendered from the config and the findings alone), :mod:`.run` (the run, registered as ``propagation``). The
-attack's pixels are read off the adversarial image by :mod:`advspatial.analysis.pixel_changes`, the maps reduced
-batch by batch by :mod:`advspatial.analysis.propagation_totals`.
+attack's pixels are read off the adversarial image by :mod:`.pixel_changes`, the maps reduced batch by
+batch by :mod:`.totals`.
 """
 
 from __future__ import annotations
 
-from ...analysis.pixel_changes import perturbed_pixels
+from .pixel_changes import perturbed_pixels
 from .config import PropagationConfig
 from .run import run_propagation
 

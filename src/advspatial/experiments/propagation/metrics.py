@@ -14,7 +14,7 @@ import torch
 
 from ...analysis.locality import cluster_bootstrap_rate
 from ...analysis.propagation import CONTROL_MODES
-from ...analysis.propagation_totals import PropagationTotals
+from .totals import PropagationTotals
 from ...statistics.claims import Claim
 from ...statistics.estimates import Estimate
 from ...statistics.estimates import bootstrap_mean_ci

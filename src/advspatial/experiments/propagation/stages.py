@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from ...analysis.locality import locality_analysis
-from ...analysis.pixel_changes import apply_pixels, format_pixels, perturbed_pixels
+from .pixel_changes import apply_pixels, format_pixels, perturbed_pixels
 from ...analysis.propagation import (
     CONTROL_MODES, per_image_layer_stats, propagation_maps, random_pixel_change, random_pixel_reach,
 )
-from ...analysis.propagation_totals import PropagationTotals, propagation_stats
+from .totals import PropagationTotals, propagation_stats
 from ...attacks import Attack, AttackResult, make_attack
 from ...errors import ConfigError
 from ...models.hooks import select_layers
@@ -64,7 +64,7 @@ class ReachStage(Stage[RandomReach]):
 @dataclass
 class BatchPropagation:
     """What the successful attacks of one batch add: ``stats`` of
-    :func:`~advspatial.analysis.propagation_totals.propagation_stats` (per-layer sums, per-image statistics
+    :func:`~advspatial.experiments.propagation.totals.propagation_stats` (per-layer sums, per-image statistics
     ``image``, ``peak_last``) and, per control mode, the per-image statistics of the control (:func:`control_stats`)."""
 
     stats: dict[str, Any]

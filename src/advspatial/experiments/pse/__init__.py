@@ -42,10 +42,11 @@ Modules, each importing only modules named before it: :mod:`.config` (the settin
 pre-declared claims, their corrections and verdicts); :mod:`.metrics` (the per-image rows and the typed findings,
 :class:`~.metrics.PSEFindings`); :mod:`.stages` (the cached stages, each a module-level ``Stage``); :mod:`.figures`
 (drawn at run time); :mod:`.report` (rendered from the findings alone); :mod:`.run` (the registered ``run``).
-The context-free computations are the library's: :mod:`advspatial.analysis.pse_targets` (the classes t),
-:mod:`advspatial.analysis.pse_rows` (the per-image rows and their statistics), :mod:`advspatial.analysis.pse_units`
-(unit sums, masking curves, concepts), :mod:`advspatial.analysis.pse_stability` (typing agreement),
-:mod:`advspatial.report.pse_figures`.
+The computations that need no run context are beside them: :mod:`.targets` (the classes t), :mod:`.rows` (the
+per-image rows and their statistics), :mod:`.control` (the typing's energy shares and their random-sign control),
+:mod:`.units` (unit sums, masking curves, concepts), :mod:`.stability` (typing agreement). What a user may call on
+its own (:func:`~advspatial.analysis.pse.promotion_suppression`, unit sensitivity, dissection) is
+:mod:`advspatial.analysis`'s.
 """
 
 from .config import PSEConfig

@@ -12,7 +12,7 @@ corrected by Benjamini-Hochberg; each gets a verdict word
 The typing itself is a claim too (:func:`typing_claims`): per attack variant, the
 share of the perturbation's energy in suppression-dominated (and in
 promotion-dominated) groups against the random-sign control of the same
-per-group energy (:mod:`advspatial.analysis.pse_control`), primary; the balanced
+per-group energy (:mod:`advspatial.experiments.pse.control`), primary; the balanced
 share, secondary; and the secondary claim that the typing does not explain most
 of the perturbation, judged on the untyped energy share against one half. They
 rest on no CAM, so they carry no gate, and enter the same Holm and BH families.
@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult
-from ...analysis.pse_control import CONTROL
-from ...analysis.pse_rows import CAM_KEYS, energy_shares_of
+from .control import CONTROL
+from .rows import CAM_KEYS, energy_shares_of
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
@@ -93,7 +93,7 @@ def typing_claims(variant: str, observed: Mapping[str, Sequence[float]], control
     """The typing's claims of one variant from per-image energy shares (NaN: image left out).
 
     ``observed`` and ``control`` map each name of
-    :data:`~advspatial.analysis.pse_control.SHARE_NAMES` to the per-image shares of the attack and of its
+    :data:`~advspatial.experiments.pse.control.SHARE_NAMES` to the per-image shares of the attack and of its
     random-sign control. Each type's claim: mean of observed minus control per image, bootstrap CI, sign-flip p
     (:func:`~advspatial.experiments.paired.paired_claim`). The unexplained claim: the untyped share minus
     :data:`UNEXPLAINED_SHARE` per image, so "supported" means the untyped share is above one half beyond

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ...analysis.pse import METHODS as PSE_METHODS
-from ...analysis.pse_stability import group_spec
-from ...analysis.pse_targets import TARGET_MODES
+from .stability import group_spec
+from .targets import TARGET_MODES
 from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
 from ...errors import ConfigError

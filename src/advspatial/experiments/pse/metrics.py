@@ -1,7 +1,7 @@
 """What ``pse`` found: the typed findings (``metrics.json``), from the per-image rows and the stages.
 
 Each variant's statistics are computed from its per-image rows only (``per_image.csv``,
-:func:`advspatial.analysis.pse_rows.pse_rows`), so the two always agree; the image-level test, the units, the masking
+:func:`advspatial.experiments.pse.rows.pse_rows`), so the two always agree; the image-level test, the units, the masking
 curve and the adaptive attack come from the stages (:class:`VariantRun`).
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from ...analysis.pse import PSECamResult, PSEResult
-from ...analysis.pse_rows import RowStatistics, row_statistics
-from ...analysis.pse_stability import TypingAgreement
+from .rows import RowStatistics, row_statistics
+from .stability import TypingAgreement
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...analysis.pse import TYPE_NAMES
-from ...analysis.pse_stability import superpixels_available
+from .stability import superpixels_available
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ...analysis.pse_targets import choose_targets, runner_up
-from ...analysis.pse_units import cam_layer_name, count_units
+from .targets import choose_targets, runner_up
+from .units import cam_layer_name, count_units
 from ...errors import ModelError
 from ...models.tokens import is_transformer
 from ...rundir import RunDir

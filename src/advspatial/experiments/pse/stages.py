@@ -16,13 +16,13 @@ from ...analysis.pse import (
     TYPE_NAMES, PSECamResult, PSEResult, cat_pse, promotion_suppression, pse_to_dict, pse_vs_cam,
     retype, select_pse,
 )
-from ...analysis.pse_control import SHARE_NAMES, control_shares
-from ...analysis.pse_rows import cam_columns, pse_rows
-from ...analysis.pse_stability import (
+from .control import SHARE_NAMES, control_shares
+from .rows import cam_columns, pse_rows
+from .stability import (
     confusion, group_confusions, group_spec, summed_agreements, superpixels_available,
 )
-from ...analysis.pse_targets import adversarial_class, choose_targets, prespecified_target
-from ...analysis.pse_units import (
+from .targets import adversarial_class, choose_targets, prespecified_target
+from .units import (
     UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
 )
 from ...analysis.units import masking_curve, rank_sensitive_units

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..statistics.estimates import finite_mean
+from ...statistics.estimates import finite_mean
 
 
 @dataclass

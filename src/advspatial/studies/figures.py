@@ -19,8 +19,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..statistics.verdicts import VERDICTS
-from .figures import save_figure
-from .localized_figures import DIVERGING
+from ..report.figures import DIVERGING, save_figure
 
 INCLUDED = "#1f6fb2"
 EXCLUDED = "#999999"

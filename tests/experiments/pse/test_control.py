@@ -9,7 +9,7 @@ import torch
 from helpers import suppression_case
 
 from advspatial.analysis.pse import OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED, promotion_suppression
-from advspatial.analysis.pse_control import (
+from advspatial.experiments.pse.control import (
     SHARE_NAMES, control_shares, energy_shares, random_signs, untyped_count_share,
 )
 from advspatial.errors import AdvspatialError

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ShapeError
+from ...errors import ShapeError
 
 
 def perturbed_pixels(x: torch.Tensor, x_adv: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from advspatial.analysis import pse_stability as stab
+from advspatial.experiments.pse import stability as stab
 from advspatial.errors import ConfigError, ShapeError
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.statistics.meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
+from advspatial.studies.meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
 
 # (effects, variances): moderate heterogeneity; large heterogeneity (I^2 > 0.9); two models; effects far closer
 # together than their variances allow, so the untruncated DL tau2 is negative and ours is 0

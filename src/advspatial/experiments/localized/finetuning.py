@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import ImageDataset
-from .errors import ConfigError, check_range
-from .models.loading import state_checksum
-from .runtime import model_device, seed_everything
-from .training import (
+from ...data import ImageDataset
+from ...errors import ConfigError, check_range
+from ...models.loading import state_checksum
+from ...runtime import model_device, seed_everything
+from ...training import (
     TRAINING_MODES, MasksFn, TrainedModel, check_recipe, environment, fit, relevant_fields, settings_key,
 )
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from advspatial.errors import ConfigError, ShapeError
-from advspatial.report.study_figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
+from advspatial.studies.figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 
 NAN = math.nan
 

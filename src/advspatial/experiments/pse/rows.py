@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from ..attacks.base import AttackResult
-from ..statistics.inference import ratio_to_null
-from ..statistics.estimates import finite_mean
-from .pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
-from .pse_control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
-from .pse_targets import adversarial_class
+from ...attacks.base import AttackResult
+from ...statistics.inference import ratio_to_null
+from ...statistics.estimates import finite_mean
+from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
+from .control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
+from .targets import adversarial_class
 
 
 def type_columns(prefix: str, pse: PSEResult) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Streaming building blocks shared by the CLI and the experiments.
+"""Streaming an attack over a dataset, for ``advspatial attack``.
 
 :func:`attack_dataset` runs an attack over a dataset batch by batch, with a
 progress bar, optional masks, and (with a run directory) one saved stage per
@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from .attacks import Attack, AttackResult
-from .data import ImageDataset
-from .distributed import map_batches
-from .progress import progress_bar
-from .rundir import RunDir
-from .runtime import batch_slices
+from ..attacks import Attack, AttackResult
+from ..data import ImageDataset
+from ..distributed import map_batches
+from ..progress import progress_bar
+from ..rundir import RunDir
+from ..runtime import batch_slices
 
 MaskFn = Callable[[slice], "torch.Tensor | None"]
 
@@ -59,7 +59,7 @@ def attack_dataset(
         try:
             return AttackResult(**payload)
         except TypeError as exc:  # a stage file with other content (not written by this stage)
-            from .errors import DataError
+            from ..errors import DataError
 
             where = rundir.stage_path(name) if cached and rundir is not None else name
             raise DataError(f"stage file {where} does not hold an attack result ({exc}); delete it and resume "

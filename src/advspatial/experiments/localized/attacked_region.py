@@ -14,11 +14,11 @@ import math
 import torch
 from torch import nn
 
-from ..data import ImageDataset
-from ..maps import importance_map
-from ..masks import attack_mask
-from ..regions import binarize
-from ..runtime import model_device
+from ...data import ImageDataset
+from ...maps import importance_map
+from ...masks import attack_mask
+from ...regions import binarize
+from ...runtime import model_device
 
 
 def mask_uses_importance(spec: str, data: ImageDataset) -> bool:

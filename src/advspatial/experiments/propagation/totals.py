@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .propagation import (
+from ...analysis.propagation import (
     DepthRow, MeanPropagation, average_propagation, depth_summary, per_image_layer_stats, propagation_maps,
 )
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 
 def propagation_stats(

@@ -7,9 +7,9 @@ import math
 
 import torch
 
-from ..attacks import AttackResult
-from ..errors import ConfigError, unknown_name
-from ..runtime import make_generator
+from ...attacks import AttackResult
+from ...errors import ConfigError, unknown_name
+from ...runtime import make_generator
 
 #: how a targeted attack's target class is chosen
 TARGET_MODES = ("random", "least-likely", "next")

@@ -5,7 +5,7 @@ An effect measured on several models, each with its own standard error, speaks a
 the spread between models is part of the model: each model's true effect is drawn from a distribution with
 between-model variance tau2, and the pooled effect weights model i by 1 / (v_i + tau2) (DerSimonian & Laird 1986).
 The prediction interval says where a new model's true effect would lie (Higgins, Thompson & Spiegelhalter 2009).
-Checked against ``statsmodels.stats.meta_analysis.combine_effects`` (tests/statistics/test_meta.py).
+Checked against ``statsmodels.stats.meta_analysis.combine_effects`` (tests/studies/test_meta.py).
 """
 
 from __future__ import annotations
