@@ -25,7 +25,12 @@ each yield. Reported per run:
     the traced frame executing after each call and each return), consecutive repeats collapsed; each time the
     current module becomes one it was in before (and so had left), one return is counted for the unordered pair
     {module left, module re-entered}: A -> B -> A counts once (A <-> B) at the return to A, and a call from B
-    back into A counts as well. The total and the 10 most frequent pairs are reported.
+    back into A counts as well. The total and the 10 most frequent pairs are reported;
+(e) back-and-forth module pairs: the unordered pairs {A, B} where a function of A calls one of B and a function of
+    B calls one of A, each with its number of distinct function-to-function call edges between them (both
+    directions): how wide the interface a run drives between two modules is, whatever the number of images
+    (``defence.adaptive <-> defence.convergence: 9`` = nine distinct caller/callee function pairs cross between
+    them); the total over all such pairs, and the 10 widest.
 
 Everything is counted on the fly (a stack of the traced frames' modules, the set of modules seen, counters per
 module and per pair), so memory does not grow with the run. Only the main thread is traced. Tracing adds a Python
@@ -114,16 +119,20 @@ class CallPath:
         self.returns: Counter[str] = Counter()  # returns to a module already left, per unordered pair
         self.importing = 0  # module bodies now executing
         self.unmatched_returns = 0
+        self.functions: list[str] = []  # the function of each traced frame, beside ``stack``
+        self.edges: set[tuple[str, str, str, str]] = set()  # distinct (caller module, function, callee module, ...)
 
-    def call(self, module: str) -> None:
+    def call(self, module: str, function: str = "") -> None:
         if module == IMPORT or self.importing:
             self.importing += module == IMPORT
             return
         caller = self.stack[-1] if self.stack else None
-        self.stack.append(module)
-        self.calls[module] += 1
         if caller is not None and caller != module:
             self.crossed[(caller, module)] += 1
+            self.edges.add((caller, self.functions[-1], module, function))
+        self.stack.append(module)
+        self.functions.append(function)
+        self.calls[module] += 1
         self.enter(module)
 
     def ret(self, module: str) -> None:
@@ -134,6 +143,7 @@ class CallPath:
             self.unmatched_returns += 1
             return
         self.stack.pop()
+        self.functions.pop()
         if self.stack:
             self.enter(self.stack[-1])
 
@@ -146,7 +156,17 @@ class CallPath:
         self.seen.add(module)
         self.current = module
 
+    def back_and_forth(self) -> Counter[str]:
+        """(e): per unordered module pair called both ways, its distinct function-to-function call edges."""
+        directions = {(a, b) for a, _, b, _ in self.edges}
+        widths: Counter[str] = Counter()
+        for a, _, b, _ in self.edges:
+            if (b, a) in directions:
+                widths[pair(a, b)] += 1
+        return widths
+
     def report(self, top: int = TOP) -> dict[str, Any]:
+        widths = self.back_and_forth()
         return {
             "calls": sum(self.calls.values()),
             "modules_entered": len(self.calls),
@@ -154,6 +174,10 @@ class CallPath:
             "module_pairs_crossed": len(self.crossed),
             "returns_to_a_module_left": sum(self.returns.values()),
             "top_return_pairs": dict(sorted(self.returns.items(), key=lambda kv: (-kv[1], kv[0]))[:top]),
+            "cross_module_function_edges": len(self.edges),
+            "back_and_forth_pairs": len(widths),
+            "back_and_forth_edges": sum(widths.values()),
+            "top_back_and_forth": dict(sorted(widths.items(), key=lambda kv: (-kv[1], kv[0]))[:top]),
             "top_crossings": {f"{a} -> {b}": n for (a, b), n in
                               sorted(self.crossed.items(), key=lambda kv: (-kv[1], kv[0]))[:top]},
             "calls_per_module": dict(sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -171,7 +195,7 @@ def traced(run: Callable[[], Any], names: ModuleNames) -> tuple[CallPath, float,
         if event == "call":
             module = names(frame.f_code)
             if module is not None:
-                call(module)
+                call(module, frame.f_code.co_qualname)
         elif event == "return":
             module = names(frame.f_code)
             if module is not None:
@@ -269,6 +293,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     for name, r in results.items():
         lines.append(f"{name}: returns to a module already left, top pairs")
         lines += [f"  {p}: {n:,}" for p, n in r["top_return_pairs"].items()]
+        if "back_and_forth_pairs" in r:
+            lines.append(f"{name}: {r['back_and_forth_pairs']} module pairs called both ways, "
+                         f"{r['back_and_forth_edges']} function edges between them; the widest")
+            lines += [f"  {p}: {n}" for p, n in r["top_back_and_forth"].items()]
     return "\n".join(lines)
 
 

@@ -115,3 +115,24 @@ def test_the_tracer_counts_a_real_call_path_and_ignores_code_outside(tmp_path: P
     assert report["returns_to_a_module_left"] == 10
     assert report["top_return_pairs"] == {"a <-> b": 9, "b <-> c": 1}
     assert report["frames_open_at_end"] == 0 and report["unmatched_returns"] == 0
+
+
+def test_back_and_forth_counts_distinct_function_edges_between_modules_called_both_ways() -> None:
+    path = call_path.CallPath()
+    # A.run calls B.step twice and B.other once; B.step calls A.helper; A.run calls C.leaf (C never calls back)
+    path.call("A", "run")
+    path.call("B", "step")
+    path.call("A", "helper")
+    path.ret("A")
+    path.ret("B")
+    path.call("B", "step")
+    path.ret("B")
+    path.call("B", "other")
+    path.ret("B")
+    path.call("C", "leaf")
+    path.ret("C")
+    report = path.report()
+    # edges: A.run->B.step, B.step->A.helper, A.run->B.other, A.run->C.leaf (the repeated call counts once)
+    assert report["cross_module_function_edges"] == 4
+    assert report["back_and_forth_pairs"] == 1 and report["back_and_forth_edges"] == 3
+    assert report["top_back_and_forth"] == {"A <-> B": 3}
