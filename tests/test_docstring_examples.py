@@ -21,7 +21,8 @@ from helpers import documentation_namespace
 
 #: the entry points besides every attack class and every map function (found below), as "module:name"
 ENTRY_POINTS = ["advspatial.api:run", "advspatial.api:analyze", "advspatial.api:study",
-                "advspatial.maps.importance:importance_map", "advspatial.maps.attack:attack_map",
+                "advspatial.maps.importance:importance_map", "advspatial.maps.importance:importance_functions",
+                "advspatial.maps.attack:attack_map",
                 "advspatial.maps:compute_maps"]
 #: written with the gate's rewrite: when it has its example, this marker fails (strict) and is removed
 GATE = "advspatial.faithfulness.gate:summarize_gate"
@@ -36,10 +37,13 @@ def attack_classes() -> list[str]:
 
 
 def map_functions() -> list[str]:
-    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS, IMPORTANCE_FUNCTIONS
+    """Every map function, as published in ``advspatial.maps``: each importance method's shortcut and each attack
+    map's function."""
+    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS
+    from advspatial.maps.importance import importance_functions
 
-    return [f"advspatial.maps.entry:{fn.__name__}" for fn in [*IMPORTANCE_FUNCTIONS.values(),
-                                                              *ATTACK_MAP_FUNCTIONS.values()]]
+    return [f"advspatial.maps:{fn.__name__}" for fn in [*importance_functions().values(),
+                                                        *ATTACK_MAP_FUNCTIONS.values()]]
 
 
 def resolve(target: str) -> tuple[Any, Any]:
@@ -52,10 +56,11 @@ def resolve(target: str) -> tuple[Any, Any]:
 def test_every_registered_map_has_a_function_with_an_example() -> None:
     """A map registered without its named function would escape the check below."""
     from advspatial.maps import list_attack_maps, list_importance_methods
-    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS, IMPORTANCE_FUNCTIONS
+    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS
+    from advspatial.maps.importance import importance_functions
 
     # "auto" is a choice among the registered explainers by head type, not a map of its own
-    assert set(IMPORTANCE_FUNCTIONS) == set(list_importance_methods()) - {"auto"}
+    assert set(importance_functions()) == set(list_importance_methods()) - {"auto"}
     assert set(ATTACK_MAP_FUNCTIONS) == set(list_attack_maps())
 
 

@@ -15,7 +15,7 @@ from advspatial.errors import ConfigError, ModelError, ShapeError
 from advspatial.maps.heads import default_importance_method, has_gap_linear_head
 from advspatial.maps import describe_importance_methods, importance_map, list_importance_methods
 from advspatial.models.hooks import resolve_layer
-from advspatial.maps.importance import cam_map
+from advspatial.maps.importance.cam import cam_map
 from advspatial.models import Normalized, build_model
 
 ALL = ["auto", "cam", "chefer", "gradcam", "gradcam++", "hirescam", "ig", "inputxgrad", "occlusion", "rollout",
@@ -258,16 +258,16 @@ def test_smoothgrad_equals_captum_noise_tunnel_fed_the_same_noise(tiny_cnn, monk
     """Captum's NoiseTunnel(Saliency) smoothgrad with our per-image noise in place of its draw: the same map."""
     from captum.attr import NoiseTunnel, Saliency
 
-    from advspatial.maps.importance import smoothgrad_noise
+    from advspatial.maps.importance.smoothgrad import smoothgrad_noise
 
     model = tiny_cnn(in_channels=3, size=16)
     x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     classes, ids, sigma = torch.tensor([0, 3, 5, 9]), torch.tensor([2, 8, 1, 40]), 0.2
     ours = importance_map("smoothgrad", model, x, target=classes, samples=samples, sigma=sigma, seed=5,
                           sample_ids=ids)
-    import advspatial.maps.importance as importance
+    import advspatial.maps.importance.smoothgrad as smoothgrad
 
-    monkeypatch.setattr(importance, "SMOOTHGRAD_BATCH", 1)  # one noisy copy per forward pass: the same map
+    monkeypatch.setattr(smoothgrad, "SMOOTHGRAD_BATCH", 1)  # one noisy copy per forward pass: the same map
     torch.testing.assert_close(importance_map("smoothgrad", model, x, target=classes, samples=samples, sigma=sigma,
                                               seed=5, sample_ids=ids), ours, atol=1e-6, rtol=1e-5)
     noise = smoothgrad_noise(tuple(x.shape), samples, 5, ids)  # (N, S, C, H, W)
@@ -398,7 +398,7 @@ def test_auto_resolves_through_the_default(tiny_cnn) -> None:
 
 def test_occlusion_window_scales_with_the_image_side() -> None:
     """The classic 4/2 on MNIST/CIFAR sizes; an ImageNet image gets 13x13 windows, not 111x111."""
-    from advspatial.maps.importance import occlusion_geometry
+    from advspatial.maps.importance.occlusion import occlusion_geometry
 
     assert occlusion_geometry(28, None, None) == (4, 2)
     assert occlusion_geometry(32, None, None) == (4, 2)

@@ -17,8 +17,8 @@ from vit_helpers import SdpaViT, hf_vit_folder, tiny_vit
 from advspatial.errors import ModelError
 from advspatial.maps import importance_map
 from advspatial.maps.heads import default_importance_method
-from advspatial.maps.relevance import relevance_rule
-from advspatial.maps.attention_rollout import attention_rollout
+from advspatial.maps.importance.chefer import relevance_rule
+from advspatial.maps.importance.rollout import attention_rollout
 from advspatial.models.tokens import token_layout
 from advspatial.models.vit import Attention, VisionTransformer
 

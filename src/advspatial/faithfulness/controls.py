@@ -6,7 +6,7 @@ at the same fraction, the gate measures two maps built to do exactly what each m
 - for **deletion**: occlusion under the gate's own blur fill (:func:`occlusion_control`): each pixel's mean drop
   of the true-class logit when a window around it is blurred (the fill the deletion rows use;
   :func:`~advspatial.faithfulness.deletion.deletion_blur_sigma`), windows and strides of
-  :func:`~advspatial.maps.importance.occlusion_geometry`;
+  :func:`~advspatial.maps.importance.occlusion.occlusion_geometry`;
 - for the **restricted attack**: the input gradient of the true-label margin, summed over channels
   (:func:`margin_gradient_control`): to first order, the pixels where an L-inf step inside a region removes the
   most margin.
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..attacks.base import margin
-from ..maps.importance import occlusion_map
+from ..maps.importance.occlusion import occlusion_map
 from ..models.hooks import frozen_eval
 from ..runtime import sample_ids_or_range
 from .deletion import control_region, make_deletion_fill, roi_mask

@@ -83,7 +83,7 @@ def has_gap_linear_head(
 ) -> bool:
     """Whether the final ``nn.Linear`` receives the global average of the Grad-CAM layer's features.
 
-    ``layer`` and ``linear`` are resolved as in :func:`~advspatial.maps.importance.cam_map`. One forward pass
+    ``layer`` and ``linear`` are resolved as in :func:`~advspatial.maps.importance.cam.cam_map`. One forward pass
     on ``x`` (eval mode). False, not an error, when the model has no
     ``nn.Linear`` or the layer does not output a (N,K,h,w) map; a ``layer`` or
     ``linear`` that does not exist still raises.

@@ -1,4 +1,5 @@
-"""Grad-CAM and HiResCAM on a vision transformer's patch tokens: ``token-gradcam`` and ``token-hirescam``.
+"""What the transformer methods share: a token layer's patch tokens and their gradient on the patch grid (the token
+CAMs), and the read-out of a token-to-token score matrix at the token the head reads (rollout, chefer).
 
 A transformer layer outputs a token sequence (N, T, D), not a feature map. As pytorch-grad-cam's
 ``reshape_transform`` does for ViTs, the class and register tokens are dropped and the patch tokens are put back
@@ -27,11 +28,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..errors import ModelError
-from ..models.hooks import forward_hooks, frozen_eval, module_by_name
-from ..models.tokens import require_layout, token_output
-from ._common import check_classes, upsample
-from .importance import register_importance_method
+from ...errors import ModelError
+from ...models.hooks import forward_hooks, frozen_eval, module_by_name
+from ...models.tokens import TokenLayout, require_layout, token_output
+from .._common import check_classes
 
 
 def token_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | None,
@@ -58,27 +58,9 @@ def token_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, la
     return layout.patch_grid(tokens.detach()), layout.patch_grid(grads.detach())
 
 
-@register_importance_method("token-gradcam")
-def token_gradcam_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | None = None
-                      ) -> torch.Tensor:
-    """Grad-CAM on a vision transformer's patch tokens (class/register tokens dropped, tokens on the patch grid).
-
-    ``ReLU(sum_k w_k A_k)`` with ``w_k`` the mean over patches of ``dz_c/dA_k``; ``layer``: a token layer's name
-    (default: the layout's ``cam_layer``, see the module doc).
-    """
-    feats, grads = token_gradients(model, x, classes, layer, "token-gradcam")
-    cam = (grads.mean(dim=(2, 3), keepdim=True) * feats).sum(dim=1, keepdim=True).clamp_min(0)
-    return upsample(cam, tuple(x.shape[2:]))
-
-
-@register_importance_method("token-hirescam")
-def token_hirescam_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | None = None
-                       ) -> torch.Tensor:
-    """HiResCAM on a vision transformer's patch tokens: ReLU(sum_k dz_c/dA_k * A_k) per patch, on the patch grid.
-
-    Each patch keeps its own gradient (Grad-CAM averages it over the patches first); ``layer`` as for
-    ``token-gradcam``.
-    """
-    feats, grads = token_gradients(model, x, classes, layer, "token-hirescam")
-    cam = (grads * feats).sum(dim=1, keepdim=True).clamp_min(0)
-    return upsample(cam, tuple(x.shape[2:]))
+def read_row(relevance: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """(N, T, T) token-to-token scores -> (N, 1, h, w): the row of the token the head reads (the class token's;
+    the mean of the patch tokens' rows for an averaging head), over the patch tokens, on the patch grid."""
+    p = layout.prefix
+    row = relevance[:, 0] if layout.pooling == "token" and p else relevance[:, p:].mean(dim=1)
+    return row[:, p:].reshape(row.shape[0], 1, *layout.grid)

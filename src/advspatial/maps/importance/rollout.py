@@ -1,4 +1,4 @@
-"""Attention rollout (Abnar & Zuidema 2020): how much of each patch flows into the token the head reads.
+"""Attention rollout (Abnar & Zuidema 2020): ``rollout``, how much of each patch flows into the token the head reads.
 
 Each block mixes the tokens by its attention probabilities A (N, heads, T, T), and its residual connection keeps
 each token's own value: with the heads fused (their mean by default), the block's mixing is modelled as
@@ -9,12 +9,12 @@ a head that averages the patch tokens, the mean of their rows), over the patch t
 bilinearly to the image.
 
 Rollout uses no gradient and no class: the map is the same for every class (it says where the model reads, not
-what in it speaks for a class). The gradient-weighted relevance (``chefer``, :mod:`advspatial.maps.relevance`) is
-its class-specific counterpart.
+what in it speaks for a class). The gradient-weighted relevance (``chefer``,
+:mod:`advspatial.maps.importance.chefer`) is its class-specific counterpart.
 
 Examples:
     >>> import torch
-    >>> from advspatial.maps.attention_rollout import attention_rollout
+    >>> from advspatial.maps.importance.rollout import attention_rollout
     >>> uniform = torch.full((1, 1, 3, 3), 1 / 3)              # one block, one head, 3 tokens
     >>> attention_rollout([uniform])[0, 0]                     # 0.5 * 1/3 + 0.5 * [1, 0, 0]
     tensor([0.6667, 0.1667, 0.1667])
@@ -27,11 +27,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.hooks import frozen_eval
-from ..models.tokens import TokenLayout, recorded_attention, require_layout
-from ._common import check_classes, upsample
-from .importance import register_importance_method
+from ...errors import ConfigError
+from ...models.hooks import frozen_eval
+from ...models.tokens import recorded_attention, require_layout
+from .._common import check_classes, upsample
+from ._registry import register_importance_method
+from ._tokens import read_row
 
 #: how the heads of a block are fused into one mixing matrix
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -60,15 +61,17 @@ def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "me
     return result
 
 
-def read_row(relevance: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """(N, T, T) token-to-token scores -> (N, 1, h, w): the row of the token the head reads (the class token's;
-    the mean of the patch tokens' rows for an averaging head), over the patch tokens, on the patch grid."""
-    p = layout.prefix
-    row = relevance[:, 0] if layout.pooling == "token" and p else relevance[:, p:].mean(dim=1)
-    return row[:, p:].reshape(row.shape[0], 1, *layout.grid)
+@register_importance_method("rollout", shortcut="rollout", doc='''\
+Attention rollout (Abnar & Zuidema 2020) of a vision transformer, class-agnostic, (N,H,W) >= 0.
 
-
-@register_importance_method("rollout")
+Examples:
+    >>> from advspatial.models.vit import vit_tiny
+    >>> from advspatial.maps import rollout
+    >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
+    >>> roi_map = rollout(vit, images)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
 def rollout_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) of a vision transformer: class-agnostic, from its attention alone.
 

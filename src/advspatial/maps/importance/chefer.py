@@ -27,11 +27,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..models.hooks import frozen_eval
-from ..models.tokens import recorded_attention, require_layout
-from ._common import check_classes, upsample
-from .importance import register_importance_method
-from .attention_rollout import read_row
+from ...models.hooks import frozen_eval
+from ...models.tokens import recorded_attention, require_layout
+from .._common import check_classes, upsample
+from ._registry import register_importance_method
+from ._tokens import read_row
 
 
 def relevance_rule(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -45,7 +45,17 @@ def relevance_rule(attentions: Sequence[torch.Tensor], gradients: Sequence[torch
     return result
 
 
-@register_importance_method("chefer")
+@register_importance_method("chefer", shortcut="chefer", doc='''\
+Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), (N,H,W) >= 0.
+
+Examples:
+    >>> from advspatial.models.vit import vit_tiny
+    >>> from advspatial.maps import chefer
+    >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
+    >>> roi_map = chefer(vit, images)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
 def chefer_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), class-specific.
 

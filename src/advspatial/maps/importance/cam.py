@@ -1,0 +1,50 @@
+"""Class activation map (Zhou et al. 2016): ``cam``, for a GAP + linear head (the head is verified)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...errors import ModelError
+from .._common import check_classes, upsample
+from ..heads import head_inputs, receives_global_average
+from ._registry import register_importance_method
+
+
+@register_importance_method("cam", shortcut="cam", doc='''\
+Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0.
+
+Examples:
+    >>> import torch
+    >>> from advspatial.maps import cam
+    >>> layers = [torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)]
+    >>> net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # GAP + linear
+    >>> cam(net, images).shape
+    torch.Size([12, 28, 28])
+''')
+def cam_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    classes: torch.Tensor,
+    layer: str | nn.Module | None = None,
+    linear: str | nn.Module | None = None,
+) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016) for GAP + linear heads: ReLU(sum_k W_ck A_k).
+
+    ``layer`` gives the features before global average pooling (default as for
+    Grad-CAM), ``linear`` the final ``nn.Linear`` (default: the last one run).
+    The head is verified: the linear layer's input must equal the spatial mean
+    of the features, otherwise :class:`~advspatial.errors.ModelError`.
+    """
+    name, head_name, head, logits, feats, head_in = head_inputs(model, x, layer, linear)
+    check_classes(classes, logits)
+    if feats is None:
+        raise ModelError(f"CAM: layer {name!r} must output a (N,K,h,w) feature map")
+    if not receives_global_average(feats, head_in):
+        raise ModelError(
+            f"CAM needs {head_name!r} to receive the global average of {name!r}; it does not. "
+            "Use gradcam or hirescam, or pass layer=/linear= naming a GAP + linear head"
+        )
+    weights = head.weight[classes]  # (N, K)
+    cam = torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1).clamp_min(0)
+    return upsample(cam.detach(), tuple(x.shape[2:]))

@@ -1,0 +1,41 @@
+"""Grad-CAM++ (Chattopadhay et al. 2018): ``gradcam++``, in closed form on the captured feature maps."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...models.hooks import frozen_eval, resolve_layer
+from .._common import upsample
+from ._cam import features_and_scores
+from ._registry import register_importance_method
+
+
+@register_importance_method("gradcam++", shortcut="gradcam_pp", doc='''\
+Grad-CAM++ (Chattopadhyay et al. 2018) of the ``target`` class, (N,H,W) >= 0.
+
+Examples:
+    >>> from advspatial.maps import gradcam_pp
+    >>> roi_map = gradcam_pp(model, images, target="true", y=labels)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
+def gradcam_pp_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), closed form for an exponential score.
+
+    With g = dz_c/dA: alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3) (0 where the
+    denominator is 0), w_k = sum_ij alpha_kij ReLU(g_kij), map = ReLU(sum_k w_k A_k).
+    """
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        feats, scores = features_and_scores(model, x, module, name, classes)
+        (grads,) = torch.autograd.grad(scores.sum(), feats)
+    feats, g = feats.detach(), grads.detach()
+    g2, g3 = g.pow(2), g.pow(3)
+    denom = 2 * g2 + feats.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))
+    weights = (alpha * g.clamp_min(0)).sum(dim=(2, 3), keepdim=True)
+    cam = (weights * feats).sum(dim=1, keepdim=True).clamp_min(0)
+    return upsample(cam, tuple(x.shape[2:]))

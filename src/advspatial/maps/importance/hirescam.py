@@ -1,0 +1,41 @@
+"""HiResCAM (Draelos & Carin 2020): ``hirescam``, gradient times activation at each position of the CAM layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...models.hooks import frozen_eval, resolve_layer
+from ...models.tokens import token_layout
+from .._common import upsample
+from ._cam import features_and_scores
+from ._registry import method_function, register_importance_method
+
+
+@register_importance_method("hirescam", shortcut="hirescam", doc='''\
+HiResCAM (Draelos & Carin 2020): gradient times activation per position, (N,H,W) >= 0.
+
+Examples:
+    >>> from advspatial.maps import hirescam
+    >>> roi_map = hirescam(model, images)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
+def hirescam_map(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None = None
+) -> torch.Tensor:
+    """HiResCAM (Draelos & Carin 2020): ReLU(sum_k dz_c/dA_k * A_k), bilinearly upsampled.
+
+    The element-wise product keeps each position's own gradient (Grad-CAM
+    averages it over positions first), so the map is faithful on flatten/FC
+    heads; on a GAP + linear head it equals CAM / (h*w). Layer chosen as for Grad-CAM; on a vision transformer
+    without ``layer``: HiResCAM on its patch tokens (``token-hirescam``).
+    """
+    if layer is None and token_layout(model, x) is not None:
+        return method_function("token-hirescam")(model, x, classes)
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        feats, scores = features_and_scores(model, x, module, name, classes)
+        (grads,) = torch.autograd.grad(scores.sum(), feats)
+    cam = (grads.detach() * feats.detach()).sum(dim=1, keepdim=True).clamp_min(0)
+    return upsample(cam, tuple(x.shape[2:]))

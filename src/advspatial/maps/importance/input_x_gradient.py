@@ -1,0 +1,26 @@
+"""Input x gradient: ``inputxgrad``, the input times the input gradient of the class score (Captum)."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import InputXGradient
+from torch import nn
+
+from .._common import reduce_channels_abs
+from ._attribution import checked_input, run_frozen
+from ._registry import register_importance_method
+
+
+@register_importance_method("inputxgrad", shortcut="input_x_gradient", doc='''\
+Input x gradient: |x * d z_target / dx| summed over channels, (N,H,W) >= 0.
+
+Examples:
+    >>> from advspatial.maps import input_x_gradient
+    >>> roi_map = input_x_gradient(model, images)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
+def input_x_gradient_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Input x gradient: sum over channels of |x * dz_c/dx|."""
+    inp = checked_input(model, x, classes)
+    return reduce_channels_abs(run_frozen(model, lambda: InputXGradient(model).attribute(inp, target=classes)))

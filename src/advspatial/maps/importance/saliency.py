@@ -1,0 +1,27 @@
+"""Saliency (Simonyan et al. 2014): ``saliency``, the absolute input gradient of the class score (Captum)."""
+
+from __future__ import annotations
+
+import torch
+from captum.attr import Saliency
+from torch import nn
+
+from .._common import reduce_channels_abs
+from ._attribution import checked_input, run_frozen
+from ._registry import register_importance_method
+
+
+@register_importance_method("saliency", shortcut="saliency", doc='''\
+Saliency (Simonyan et al. 2014): |d z_target / dx| summed over channels, (N,H,W) >= 0.
+
+Examples:
+    >>> from advspatial.maps import saliency
+    >>> roi_map = saliency(model, images, target="true", y=labels)
+    >>> roi_map.shape, bool((roi_map >= 0).all())
+    (torch.Size([12, 28, 28]), True)
+''')
+def saliency_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Saliency (Simonyan et al.): sum over channels of |dz_c/dx|."""
+    inp = checked_input(model, x, classes)
+    attr = run_frozen(model, lambda: Saliency(model).attribute(inp, target=classes, abs=True))
+    return reduce_channels_abs(attr)
