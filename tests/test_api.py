@@ -13,7 +13,8 @@ import advspatial
 from advspatial.errors import AdvspatialError
 
 PACKAGES = ["advspatial", "advspatial.attacks", "advspatial.maps", "advspatial.regions", "advspatial.defence",
-            "advspatial.data", "advspatial.models", "advspatial.experiments", "advspatial.analysis"]
+            "advspatial.data", "advspatial.models", "advspatial.experiments", "advspatial.analysis",
+            "advspatial.statistics", "advspatial.faithfulness"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
