@@ -1,32 +1,57 @@
-"""The defence verdict rule and the Holm family of the adaptive table (pure functions, known answers)."""
+"""The defence verdict rule and the Holm family of the adaptive table (pure functions, known answers); the typed
+records of the adaptive stage and of the findings, saved and read back."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
+import torch
 
-from advspatial.experiments.spatial.claims import VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict
+from advspatial.defence.adaptive import AdaptiveBudget
+from advspatial.defence.convergence import Convergence, CurveGrid
+from advspatial.defence.evaluation import AdaptivePlan, ComponentOutcome
+from advspatial.experiments.spatial.claims import (
+    HARM_CLAIM, VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict,
+)
+from advspatial.experiments.spatial.config import DefenceSetting, Role
+from advspatial.experiments.spatial.metrics import (
+    Adaptive, BaselineRow, Comparison, Harm, HarmConvergence, SettingConvergence, SettingMeasures, SettingRow,
+    ShareSummary, UndefendedSummary,
+)
+from advspatial.statistics.accuracy import Proportion
+from advspatial.statistics.estimates import Estimate
+
+ACCURACY = Proportion(0.5, 0.4, 0.6, 50, 100)
 
 
-def _cmp(mean: float, low: float, high: float, p: float, n: int = 100) -> dict:
-    return {"delta": {"mean": mean, "low": low, "high": high, "n": n}, "p": p}
+def _cmp(mean: float, low: float, high: float, p: float, n: int = 100) -> Comparison:
+    return Comparison(0.5, 0.5, Estimate(mean, low, high, n), p, "mcnemar")
 
 
-def _conv(converged: bool = True, zero: bool = True) -> dict:
-    return {"converged": converged, "reaches_zero": zero, "steps_gap": 0.0 if converged else 0.1,
-            "restarts_gap": 0.0, "largest_eps": "eps=0.8", "accuracy": {"eps=0.8": 0.0 if zero else 0.4}}
+def _conv(converged: bool = True, zero: bool = True) -> Convergence:
+    return Convergence({"eps=0.8": 0.0 if zero else 0.4}, False, converged, 0.01, 100, "rule", reaches_zero=zero,
+                       steps_gap=0.0 if converged else 0.1, restarts_gap=0.0, largest_eps="eps=0.8")
 
 
-def _row(vs_control: dict, vs_undefended: dict, converged: bool = True, full: bool = True, zero: bool = True,
-         control_flat: bool = True) -> dict:
-    control = {"converged": control_flat, "eot_gap": 0.0 if control_flat else 0.1}
-    return {"vs_control": vs_control, "vs_undefended": vs_undefended, "control_full_strength": full,
-            "convergence": {"defended": _conv(converged, zero), "control": control}}
+def _control(flat: bool = True) -> Convergence:
+    return Convergence({"eot=20": 0.1}, True, flat, 0.01, 100, "rule", eot_gap=0.0 if flat else 0.1)
+
+
+def _row(vs_control: Comparison, vs_undefended: Comparison, converged: bool = True, full: bool = True,
+         zero: bool = True, control_flat: bool = True) -> SettingMeasures:
+    share = ShareSummary(0.5, 0.4, 0.6, math.nan, 100)
+    return SettingMeasures(ACCURACY, ACCURACY, ACCURACY, ACCURACY, share, vs_control, vs_undefended,
+                           SettingConvergence(_conv(converged, zero), _control(control_flat)), full)
+
+
+def _adjusted(row: SettingMeasures) -> SettingMeasures:
+    return adjust_family([row])[0][0]
 
 
 UP, DOWN, FLAT = _cmp(0.1, 0.05, 0.15, 1e-6), _cmp(-0.1, -0.15, -0.05, 1e-6), _cmp(0.0, -0.02, 0.02, 0.9)
-WHITE = {"converged": True}
+WHITE, NOT_FLAT = _conv(), _conv(converged=False)
 
 
 @pytest.mark.parametrize(("vs_control", "vs_undefended", "converged", "full", "zero", "flat", "expected"), [
@@ -44,8 +69,7 @@ WHITE = {"converged": True}
     (_cmp(0.1, 0.05, 0.15, 0.2), UP, True, True, True, True, "does not help"),  # CI above 0 but adjusted p too large
 ])
 def test_verdict_rule(vs_control, vs_undefended, converged, full, zero, flat, expected):
-    row = _row(dict(vs_control), dict(vs_undefended), converged, full, zero, flat)
-    adjust_family({"only": row})
+    row = _adjusted(_row(vs_control, vs_undefended, converged, full, zero, flat))
     verdict, why = defence_verdict(row, roi_faithful=True, alpha=0.05, white=WHITE)
     assert verdict == expected and expected in VERDICT_WORDS
     if expected in ("not checked", "not converged"):
@@ -53,44 +77,39 @@ def test_verdict_rule(vs_control, vs_undefended, converged, full, zero, flat, ex
 
 
 def test_worse_than_undefended_needs_a_converged_white_box():
-    row = _row(dict(FLAT), dict(DOWN))
-    adjust_family({"a": row})
-    assert defence_verdict(row, True, 0.05, white={"converged": False})[0] == "not checked"
+    row = _adjusted(_row(FLAT, DOWN))
+    assert defence_verdict(row, True, 0.05, white=NOT_FLAT)[0] == "not checked"
 
 
 def test_gates_and_sample_size_come_first():
-    row = _row(dict(UP), dict(UP))
-    adjust_family({"a": row})
+    row = _adjusted(_row(UP, UP))
     assert defence_verdict(row, roi_faithful=False, alpha=0.05, white=WHITE)[0] == "not interpretable"
-    small = _row(_cmp(0.1, 0.05, 0.15, 1e-6, n=10), dict(UP))
-    adjust_family({"a": small})
+    small = _adjusted(_row(_cmp(0.1, 0.05, 0.15, 1e-6, n=10), UP))
     assert defence_verdict(small, roi_faithful=True, alpha=0.05, white=WHITE)[0] == "insufficient data"
-    assert defence_verdict({"evaluated": False}, True, 0.05, WHITE)[0] == "not evaluated adaptively"
+    assert defence_verdict(None, True, 0.05, WHITE)[0] == "not evaluated adaptively"
 
 
-def _harm(comparison: dict, flat: bool = True) -> dict:
-    return {"claim": "makes the model more vulnerable inside the RoI", "comparison": comparison,
-            "convergence": {"undefended": {"converged": flat}}}
+def test_an_unadjusted_comparison_never_decides():
+    """A comparison outside any Holm family has no adjusted p, so its CI alone cannot make a verdict."""
+    assert defence_verdict(_row(UP, UP), True, 0.05, WHITE)[0] == "does not help"
 
 
 def test_harm_is_a_verdict_in_the_family():
-    rows = {"a": _row(dict(FLAT), dict(FLAT))}
-    harm = _harm(dict(DOWN))
-    adjust_family(rows, harm)
-    assert "p_adjusted" in harm["comparison"]
-    assert harm_verdict(harm, 0.05) == "makes the model more vulnerable inside the RoI"
-    assert harm_verdict(_harm(dict(DOWN, p_adjusted=1e-6), flat=False), 0.05) == "not checked"
-    assert harm_verdict(_harm(dict(FLAT, p_adjusted=0.9)), 0.05) == "no harm shown inside the RoI"
-    assert harm_verdict(_harm(dict(_cmp(-0.1, -0.15, -0.05, 1e-6, n=10), p_adjusted=1e-6)), 0.05) == "insufficient data"
+    rows, (harm,) = adjust_family([_row(FLAT, FLAT)], [DOWN])
+    assert harm.p_adjusted is not None and rows[0].vs_control.p_adjusted is not None
+    assert "p_adjusted" in harm.as_dict() and "p_adjusted" not in DOWN.as_dict()
+    assert harm_verdict(harm, WHITE, 0.05) == HARM_CLAIM
+    assert harm_verdict(DOWN.adjusted(1e-6), NOT_FLAT, 0.05) == "not checked"
+    assert harm_verdict(FLAT.adjusted(0.9), WHITE, 0.05) == "no harm shown inside the RoI"
+    assert harm_verdict(_cmp(-0.1, -0.15, -0.05, 1e-6, n=10).adjusted(1e-6), WHITE, 0.05) == "insufficient data"
 
 
 def test_holm_runs_across_every_configuration_and_comparison():
-    rows = {k: _row(_cmp(0.1, 0.05, 0.15, 0.01), _cmp(0.1, 0.05, 0.15, 0.02)) for k in ("a", "b", "c")}
-    adjust_family(rows)
-    adjusted = sorted(r[w]["p_adjusted"] for r in rows.values() for w in ("vs_control", "vs_undefended"))
-    assert adjusted[0] == pytest.approx(0.06) and all(not math.isnan(p) for p in adjusted)
+    rows, _ = adjust_family([_row(_cmp(0.1, 0.05, 0.15, 0.01), _cmp(0.1, 0.05, 0.15, 0.02)) for _ in range(3)])
+    adjusted = sorted(c.p_adjusted for r in rows for c in (r.vs_control, r.vs_undefended) if c.p_adjusted is not None)
+    assert len(adjusted) == 6 and adjusted[0] == pytest.approx(0.06) and all(not math.isnan(p) for p in adjusted)
     # 6 tests: none survives
-    assert all(defence_verdict(r, True, 0.05, WHITE)[0] == "does not help" for r in rows.values())
+    assert all(defence_verdict(r, True, 0.05, WHITE)[0] == "does not help" for r in rows)
 
 
 def test_attack_maps_stage_round_trip(tmp_path):
@@ -114,23 +133,143 @@ def test_attack_maps_stage_round_trip(tmp_path):
     assert MAPS.at("pgd", "contribution").key(1) == "maps/pgd/contribution/batch-00001"
 
 
+def _setting_row(role: Role, fraction: float, fill: str,
+                 measures: SettingMeasures | None) -> tuple[DefenceSetting, SettingRow]:
+    s = DefenceSetting(role, fraction, fill)
+    return s, SettingRow(s.label, fraction, fill, s.vulnerability, measures, "does not help", "")
+
+
+def _adaptive() -> Adaptive:
+    measures = replace(_adjusted(_row(UP, FLAT)), control=ShareSummary(0.25, 0.1, 0.5, 3, 12))
+    rows = dict([_setting_row("main", 0.2, "zero", measures), _setting_row("prior", 0.2, "zero", None),
+                 _setting_row("sweep", 0.3, "blur", None)])
+    share = ShareSummary(0.4, 0.2, 0.6, 5, 12)
+    return Adaptive(12, AdaptiveBudget(steps=5, eot_iter=2), "rule", UndefendedSummary(ACCURACY, ACCURACY, ACCURACY,
+                    WHITE), rows, Harm(HARM_CLAIM, "harm rule", DOWN.adjusted(0.5), HarmConvergence(WHITE),
+                                       "no harm shown inside the RoI"),
+                    {"defended": ACCURACY}, {"made on the defence": ACCURACY},
+                    {("noise", 0.2): BaselineRow(share, share, _control(), True, "")}, WHITE)
+
+
 def test_typed_keys_serialize_to_the_metrics_keys_and_back():
     """Sweep cells, (attack, defence) pairs, configurations and baselines are typed in code; metrics.json's
-    'a|b|c' keys exist only in their serialization, which parses back to the same typed keys."""
-    from advspatial.experiments.spatial.metrics import Adaptive, NonAdaptive, Sweep
-    from advspatial.experiments.spatial.stages import DefenceSetting
+    'a|b|c' keys exist only in their serialization, which parses back to the same typed records."""
+    from advspatial.experiments.spatial.metrics import DrawSpread, NonAdaptive, PairedComparisons, Sweep, SweepCell
 
-    sweep = Sweep({("adv", 0.1, "zero"): {"x": 1}, ("clean", 0.05, "blur"): {"x": 2}})
+    cell = SweepCell(ACCURACY, DrawSpread(0.4, 0.05, 3), FLAT)
+    sweep = Sweep({("adv", 0.1, "zero"): cell, ("clean", 0.05, "blur"): cell})
     assert list(sweep.as_dict()) == ["adv|0.1|zero", "clean|0.05|blur"]
+    assert list(sweep.as_dict()["adv|0.1|zero"]) == ["defended", "control", "vs_control"]
     assert Sweep.from_dict(sweep.as_dict()) == sweep
-    pairs = NonAdaptive({("pgd-l2", "prior"): {"p": 0.5}})
+    pairs = NonAdaptive({("pgd-l2", "prior"): PairedComparisons(UP.adjusted(0.1), DOWN.adjusted(0.2))})
     assert list(pairs.as_dict()) == ["pgd-l2|prior"] and NonAdaptive.from_dict(pairs.as_dict()) == pairs
-    rows = {DefenceSetting(role, f, fill): {"fraction": f, "fill": fill}
-            for role, f, fill in (("main", 0.2, "zero"), ("prior", 0.2, "zero"), ("sweep", 0.3, "blur"))}
-    adaptive = Adaptive(4, {}, "rule", {}, rows, {}, {}, {}, {("noise", 0.2): {"label": ""}}, {})
+    adaptive = _adaptive()
     data = adaptive.as_dict()
     assert list(data["settings"]) == ["main", "prior", "sweep|0.3|blur"] and list(data["baselines"]) == ["noise|0.2"]
     assert Adaptive.from_dict(data) == adaptive
+
+
+def test_rows_serialize_to_the_flat_objects_of_metrics_json():
+    """A configuration's row is one flat object, its numbers between what it is and its verdict (none when it was
+    not attacked adaptively); the keys and their order are metrics.json's."""
+    data = _adaptive().as_dict()
+    main, prior = data["settings"]["main"], data["settings"]["prior"]
+    assert list(main) == ["label", "fraction", "fill", "vulnerability", "evaluated", "clean", "adaptive:identity",
+                          "adaptive:local", "adaptive:worst", "control", "vs_control", "vs_undefended", "convergence",
+                          "control_full_strength", "verdict", "why"]
+    assert list(prior) == ["label", "fraction", "fill", "vulnerability", "evaluated", "verdict", "why"]
+    assert main["evaluated"] and not prior["evaluated"] and main["label"] == "gradient RoA, fraction 0.2, zero fill"
+    assert list(main["vs_control"]) == ["a", "b", "delta", "p", "test", "p_adjusted"]
+    assert list(main["convergence"]["defended"]) == ["accuracy", "converged", "tolerance", "steps_gap",
+                                                     "restarts_gap", "reaches_zero", "largest_eps", "n", "rule"]
+    assert list(main["convergence"]["control"]) == ["accuracy", "converged", "tolerance", "eot_gap", "reaches_zero",
+                                                    "n", "full_strength", "rule"]
+    assert list(data) == ["images", "budget", "rule", "undefended", "settings", "harm", "roi_restricted", "transfer",
+                          "baselines", "convergence"]
+    assert list(data["undefended"]) == ["clean", "white-box", "roi:white-box", "convergence"]
+    assert list(data["harm"]) == ["claim", "rule", "comparison", "convergence", "verdict"]
+    assert list(data["baselines"]["noise|0.2"]) == ["clean", "robust", "convergence", "randomized", "label"]
+    assert data["budget"]["full_eot"] is False and data["budget"]["components"] == ["apgd-ce", "apgd-dlr", "square"]
+
+
+def test_a_bootstrap_share_keeps_its_nan_count_through_metrics_json():
+    """A randomized control's share summary has no count (k NaN); a Wilson one keeps its integer k: both read back
+    as they were written."""
+    import json
+
+    from advspatial.experiments.findings import from_json, to_json
+
+    for share in (ShareSummary(0.25, 0.1, 0.5, math.nan, 12), ShareSummary(0.25, 0.1, 0.5, 3, 12)):
+        text = json.dumps(to_json(share))
+        back = from_json(ShareSummary, json.loads(text), "share")
+        assert json.dumps(to_json(back)) == text and type(back.k) is type(share.k)
+
+
+def _component(n: int, seed: int, curve: bool = True) -> ComponentOutcome:
+    gen = torch.Generator().manual_seed(seed)
+    correct = {g: torch.randint(0, 2, (n,), generator=gen).float() for g in ("identity", "local", "worst")}
+    points = {p: torch.rand(n, generator=gen) for p in ("steps=5", "steps=10")} if curve else {}
+    return ComponentOutcome(correct, points)
+
+
+def test_adaptive_stage_records_save_as_their_dicts_and_load_back(tmp_path):
+    """Each adaptive record is saved as the dict of its fields (the stage files of a run, which a resumed run reads)
+    and loads back as the same record; only the main defence's carries the RoI-restricted attack and the transfer."""
+    from advspatial.experiments.spatial.stages import (
+        ADAPTIVE, BASELINES, UNDEFENDED, BaselineOutcome, SettingOutcome, UndefendedOutcome,
+    )
+    from advspatial.rundir import RunDir
+
+    rundir = RunDir(tmp_path)
+    clean = torch.tensor([1.0, 0.0, 1.0])
+    main = SettingOutcome(_component(3, 0), _component(3, 1), clean, clean, _component(3, 2, curve=False), clean)
+    other = SettingOutcome(_component(3, 3), _component(3, 4), clean)
+    undefended = UndefendedOutcome(_component(3, 5), _component(3, 6), clean, clean, clean)
+    baseline = BaselineOutcome(_component(3, 7), clean)
+    saved = {"defended": main.defended.as_dict(), "control": main.control.as_dict(), "clean": clean,
+             "transfer": clean, "roi": {"correct": main.roi.correct, "curve": {}}, "roi_transfer": clean}
+    assert list(main.as_dict()) == list(saved) and list(other.as_dict()) == ["defended", "control", "clean"]
+    assert list(undefended.as_dict()) == ["white-box", "roi", "clean", "transfer", "roi_transfer"]
+    for stage, value in ((ADAPTIVE.at("main"), main), (ADAPTIVE.at("sweep", 0.3, "blur"), other),
+                         (UNDEFENDED, undefended), (BASELINES.at("noise", 0.2), baseline)):
+        stage.save(rundir, value, 0)
+        assert_same(stage.load(rundir, 0), value)
+    assert UNDEFENDED.key(1) == "adaptive/undefended/batch-00001"
+    assert ADAPTIVE.at("sweep", 0.3, "blur").key(0) == "adaptive/sweep/0.3/blur/batch-00000"
+    restricted = main.restricted()
+    assert restricted.roi is main.roi and restricted.transfer is main.transfer
+    with pytest.raises(ValueError, match="main defence"):
+        other.restricted()
+
+
+def test_records_of_consecutive_batches_join_in_batch_order():
+    """Joining the records of two batches concatenates every tensor, those of nested components key by key."""
+    from advspatial.experiments.spatial.stages import SettingOutcome
+
+    parts = [SettingOutcome(_component(n, n), _component(n, n + 1), torch.ones(n), torch.zeros(n),
+                            _component(n, n + 2, curve=False), torch.ones(n)) for n in (3, 2)]
+    whole = SettingOutcome.concatenated(parts)
+    assert torch.equal(whole.defended.correct["local"],
+                       torch.cat([parts[0].defended.correct["local"], parts[1].defended.correct["local"]]))
+    assert torch.equal(whole.control.curve["steps=10"],
+                       torch.cat([parts[0].control.curve["steps=10"], parts[1].control.curve["steps=10"]]))
+    assert whole.roi is not None and whole.roi.curve == {} and whole.clean.shape == (5,)
+    assert SettingOutcome.concatenated([parts[0]]).as_dict().keys() == parts[0].as_dict().keys()
+
+
+def assert_same(a: object, b: object) -> None:
+    """Two records (or tensors, dicts of them) hold the same values."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b)
+        for key in a:
+            assert_same(a[key], b[key])
+    elif a is None:
+        assert b is None
+    else:
+        assert type(a) is type(b)
+        assert_same(a.as_dict(), b.as_dict())
 
 
 @pytest.mark.parametrize(("clean", "full_eot", "expected"), [
@@ -143,15 +282,13 @@ def test_typed_keys_serialize_to_the_metrics_keys_and_back():
 def test_a_baseline_at_chance_is_labelled_and_kept_out_of_the_plot(clean, full_eot, expected):
     """A baseline whose clean accuracy's CI reaches chance (1/K) trades no clean accuracy for robustness: its
     point (clean ~0, robust ~0) says nothing, so it carries a label, which keeps it out of the trade-off plot."""
-    import torch
-
-    from advspatial.defence.adaptive import AdaptiveBudget
     from advspatial.experiments.spatial.claims import AT_CHANCE, WEAK_EOT, baseline_row
+    from advspatial.experiments.spatial.stages import BaselineOutcome
 
     shares = torch.tensor(clean)
-    outcome = {"clean": shares, "baseline": {"correct": {"worst": torch.zeros_like(shares)}}}
+    outcome = BaselineOutcome(ComponentOutcome({"worst": torch.zeros_like(shares)}, {}), shares)
     budget = AdaptiveBudget() if full_eot else AdaptiveBudget(eot_iter=2, eot_early_stop=True)
-    row = baseline_row("noise", outcome, lambda component, randomized: {}, budget, chance=0.1)
+    row = baseline_row("noise", outcome, AdaptivePlan(0.1, budget, CurveGrid()), chance=0.1)
     want = {"": "", "at chance": AT_CHANCE, "both": f"{WEAK_EOT}; {AT_CHANCE}"}[expected]
-    assert row["label"] == want
-    assert row["clean"]["value"] == pytest.approx(float(shares.mean()))
+    assert row.label == want
+    assert row.clean.value == pytest.approx(float(shares.mean()))

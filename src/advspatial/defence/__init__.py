@@ -4,25 +4,27 @@
 drop-in ``nn.Module``: each forward pass neutralizes ``N = RoA \\ RoI`` computed
 from the input alone, then classifies. Beside it: matched random controls and
 oracle regions (:mod:`.evaluate`), the adaptive ensemble through the identity
-and local gradients (:mod:`.adaptive`) with its convergence checks (:mod:`.convergence`), and the
-trivial input transforms a defence must beat at a matched clean cost
-(:mod:`.transforms`).
+and local gradients (:mod:`.adaptive`) with its convergence checks (:mod:`.convergence`), both in one call
+(:func:`evaluate_adaptive`, :mod:`.evaluation`), and the trivial input transforms a defence must beat at a
+matched clean cost (:mod:`.transforms`).
 """
 
 from ..regions.fills import list_fills, register_fill
 from .adaptive import (
     AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, attack_undefended, ensemble_attack, roi_attack_mask,
 )
-from .convergence import convergence_curves, convergence_rule
+from .convergence import Convergence, CurveGrid, convergence_curves, convergence_rule, read_curve
 from .evaluate import DefenceEvaluation, evaluate_defence
+from .evaluation import AdaptiveEvaluation, AdaptivePlan, ComponentOutcome, evaluate_adaptive
 from .neutralize import (
     ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_prior_maps, neutralization_region, select_regions,
 )
 from .transforms import TransformDefence
 
 __all__ = [
-    "AdaptiveBudget", "AdaptiveOutcome", "ClassPriorVulnerability", "DefenceEvaluation", "NeutralizedModel",
-    "RegionSelection", "TransformDefence", "Undefended", "attack_defence", "attack_undefended", "class_prior_maps",
-    "convergence_curves", "convergence_rule", "ensemble_attack", "evaluate_defence", "list_fills",
-    "neutralization_region", "register_fill", "roi_attack_mask", "select_regions",
+    "AdaptiveBudget", "AdaptiveEvaluation", "AdaptiveOutcome", "AdaptivePlan", "ClassPriorVulnerability",
+    "ComponentOutcome", "Convergence", "CurveGrid", "DefenceEvaluation", "NeutralizedModel", "RegionSelection",
+    "TransformDefence", "Undefended", "attack_defence", "attack_undefended", "class_prior_maps",
+    "convergence_curves", "convergence_rule", "ensemble_attack", "evaluate_adaptive", "evaluate_defence",
+    "list_fills", "neutralization_region", "read_curve", "register_fill", "roi_attack_mask", "select_regions",
 ]

@@ -5,20 +5,24 @@ verdict per configuration by one fixed rule (:data:`DEFENCE_RULE`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
 
-from ...defence.adaptive import AdaptiveBudget
-from ...defence.convergence import CurveGrid, convergence_rule
-from ...statistics.accuracy import accuracy, paired_accuracy
+from ...defence.convergence import Convergence
+from ...defence.evaluation import AdaptivePlan
+from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm
 from ..maps.stages import Context
-from .metrics import Adaptive
-from .stages import AdaptiveOutcomes, DefenceSetting, SweepColumns, budget_of, curve_grid, settings
+from .metrics import (
+    Adaptive, BaselineRow, Comparison, DrawSpread, Harm, HarmConvergence, PairedComparisons, SettingConvergence,
+    SettingMeasures, SettingRow, ShareSummary, SweepCell, UndefendedSummary,
+)
+from .stages import AdaptiveOutcomes, BaselineOutcome, DefenceSetting, SettingOutcome, SweepColumns, UndefendedOutcome
 
 #: the fixed rule behind every defence verdict (printed in the report)
 DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "
@@ -36,6 +40,7 @@ DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its ra
                 "(--eval full attacks every one).")
 
 #: the pre-declared harm claim: the attack confined to the RoI the defence spares, defended vs undefended (paired)
+HARM_CLAIM = "makes the model more vulnerable inside the RoI"
 HARM_RULE = ("The defence 'makes the model more vulnerable inside the RoI' when, with the attack confined to the clean "
              "image's RoI (which the defence never neutralizes), the defended model's white-box accuracy minus the "
              "undefended model's has a 95% CI below 0 and a Holm-adjusted p (in the table's family) below the "
@@ -59,187 +64,189 @@ def summarize_adaptive(ctx: Context, outcomes: AdaptiveOutcomes, roi_faithful: b
     """Accuracies with Wilson CIs, convergence per component, paired comparisons, Holm across the table (and the
     harm claim), and one verdict each."""
     cfg = ctx.config
-    budget, grid = budget_of(ctx), curve_grid(ctx)
+    plan = cfg.adaptive_plan()
     undefended = outcomes.undefended
-    conv = lambda component, randomized=False: component_convergence(  # noqa: E731
-        component, budget, grid, cfg.eps_linf, randomized)
-    white = conv(undefended["white-box"])
-    rows = {s: setting_row(ctx, s, outcomes.settings.get(s), undefended, conv) for s in settings(ctx, with_prior)}
+    white = plan.convergence(undefended.white_box)
+    every = cfg.defence_settings(with_prior)
+    measured = {s: setting_measures(ctx, plan, o, undefended) for s in every
+                if (o := outcomes.settings.get(s)) is not None}
     main = next(o for s, o in outcomes.settings.items() if s.role == "main")
-    harm = harm_comparison(ctx, main, undefended, conv)
-    adjust_family(rows, harm)
-    for row in rows.values():
-        row["verdict"], row["why"] = defence_verdict(row, roi_faithful, cfg.significance, white)
-    harm["verdict"] = harm_verdict(harm, cfg.significance)
+    harm_test = Comparison.of(paired_accuracy(main.restricted().roi.worst, undefended.roi.worst, seed=cfg.seed))
+    adjusted, (harm_comparison,) = adjust_family(list(measured.values()), [harm_test])
+    measured = dict(zip(measured, adjusted, strict=True))
+    rows = {s: setting_row(s, measured.get(s), roi_faithful, cfg.significance, white) for s in every}
+    harm_curve = HarmConvergence(plan.convergence(undefended.roi))
+    harm = Harm(HARM_CLAIM, HARM_RULE, harm_comparison, harm_curve,
+                harm_verdict(harm_comparison, harm_curve.undefended, cfg.significance))
     return Adaptive(
-        images=int(undefended["clean"].numel()),
-        budget=budget.as_dict(),
+        images=int(undefended.clean.numel()),
+        budget=plan.budget,
         rule=DEFENCE_RULE,
-        undefended={"clean": accuracy(undefended["clean"]).as_dict(),
-                    "white-box": accuracy(worst(undefended["white-box"])).as_dict(),
-                    "roi:white-box": accuracy(worst(undefended["roi"])).as_dict(),
-                    "convergence": white},
+        undefended=UndefendedSummary(accuracy(undefended.clean), accuracy(undefended.white_box.worst),
+                                     accuracy(undefended.roi.worst), white),
         settings=rows,
         harm=harm,
-        roi_restricted={
-            "defended (white-box, worst gradient)": accuracy(worst(main["roi"])).as_dict(),
-            "undefended (white-box)": accuracy(worst(undefended["roi"])).as_dict(),
-            "transfer: made on the defence, scored undefended": accuracy(main["roi_transfer"]).as_dict(),
-            "transfer: made on the undefended model, scored defended": accuracy(undefended["roi_transfer"]).as_dict(),
-        },
+        roi_restricted=roi_restricted(main, undefended),
         transfer={
-            "made on the defence, scored undefended": accuracy(main["transfer"]).as_dict(),
-            "made on the undefended model, scored defended": accuracy(undefended["transfer"]).as_dict(),
+            "made on the defence, scored undefended": accuracy(main.restricted().transfer),
+            "made on the undefended model, scored defended": accuracy(undefended.transfer),
         },
-        baselines={(t, s): baseline_row(t, o, conv, budget, chance=1.0 / ctx.data.num_classes)
+        baselines={(t, s): baseline_row(t, o, plan, chance=1.0 / ctx.data.num_classes)
                    for (t, s), o in outcomes.baselines.items()},
-        convergence=rows[DefenceSetting("main", cfg.fraction, cfg.fill)]["convergence"]["defended"],
+        convergence=rows[DefenceSetting("main", cfg.fraction, cfg.fill)].measured().convergence.defended,
     )
 
 
-def worst(component: dict[str, Any]) -> torch.Tensor:
-    """A component's per-image result of the whole adaptive attack (its worst case over the gradients)."""
-    return component["correct"]["worst"]
+def roi_restricted(main: SettingOutcome, undefended: UndefendedOutcome) -> dict[str, Proportion]:
+    """The attack confined to the RoI on the main defence and on the undefended model, and the transfer of its
+    examples from each to the other, labelled for the report."""
+    restricted = main.restricted()
+    return {"defended (white-box, worst gradient)": accuracy(restricted.roi.worst),
+            "undefended (white-box)": accuracy(undefended.roi.worst),
+            "transfer: made on the defence, scored undefended": accuracy(restricted.roi_transfer),
+            "transfer: made on the undefended model, scored defended": accuracy(undefended.roi_transfer)}
 
 
-def component_convergence(component: dict[str, Any], budget: AdaptiveBudget, grid: CurveGrid, eps: float,
-                          randomized: bool) -> dict[str, Any]:
-    """The curve of an adaptive component (its per-image ``curve`` points, as accuracies) and the rule's verdict."""
-    accuracies = {point: float(v.double().mean()) for point, v in component["curve"].items()}
-    n = int(worst(component).numel())
-    return {"accuracy": accuracies, **convergence_rule(accuracies, n, budget, grid, eps, randomized=randomized)}
+def setting_measures(ctx: Context, plan: AdaptivePlan, o: SettingOutcome,
+                     undefended: UndefendedOutcome) -> SettingMeasures:
+    """The adaptive numbers of a configuration attacked adaptively: its accuracies, convergence per component and
+    paired comparisons (not yet adjusted across the table)."""
+    seed = ctx.config.seed
+    correct = o.defended.correct
+    return SettingMeasures(
+        clean=accuracy(o.clean), adaptive_identity=accuracy(correct["identity"]),
+        adaptive_local=accuracy(correct["local"]), adaptive_worst=accuracy(o.defended.worst),
+        control=share_summary(o.control.worst),
+        vs_control=Comparison.of(paired_accuracy(o.defended.worst, o.control.worst, seed=seed)),
+        vs_undefended=Comparison.of(paired_accuracy(o.defended.worst, undefended.white_box.worst, seed=seed)),
+        convergence=SettingConvergence(plan.convergence(o.defended), plan.convergence(o.control, True)),
+        control_full_strength=plan.budget.full_eot)
 
 
-def setting_row(ctx: Context, s: DefenceSetting, o: dict[str, Any] | None, undefended: dict[str, Any],
-                conv: Any) -> dict[str, Any]:
-    """One configuration's row: its accuracies, convergence per component and paired comparisons (or, when it
-    was not attacked adaptively, only what it is)."""
-    cfg = ctx.config
-    row: dict[str, Any] = {"label": s.label, "fraction": s.fraction, "fill": s.fill, "vulnerability": s.vulnerability,
-                           "evaluated": o is not None}
-    if o is None:
-        return row
-    row.update({
-        "clean": accuracy(o["clean"]).as_dict(),
-        **{f"adaptive:{g}": accuracy(o["defended"]["correct"][g]).as_dict() for g in ("identity", "local", "worst")},
-        "control": share_summary(worst(o["control"])),
-        "vs_control": paired_accuracy(worst(o["defended"]), worst(o["control"]), seed=cfg.seed).as_dict(),
-        "vs_undefended": paired_accuracy(worst(o["defended"]), worst(undefended["white-box"]),
-                                         seed=cfg.seed).as_dict(),
-        "convergence": {"defended": conv(o["defended"]), "control": conv(o["control"], True)},
-        "control_full_strength": budget_of(ctx).full_eot,
-    })
-    return row
+def setting_row(s: DefenceSetting, measures: SettingMeasures | None, roi_faithful: bool, alpha: float,
+                white: Convergence) -> SettingRow:
+    """One configuration's row: what it is, its numbers (None when it was not attacked adaptively) and its
+    verdict."""
+    verdict, why = defence_verdict(measures, roi_faithful, alpha, white)
+    return SettingRow(s.label, s.fraction, s.fill, s.vulnerability, measures, verdict, why)
 
 
-def harm_comparison(ctx: Context, main: dict[str, Any], undefended: dict[str, Any], conv: Any) -> dict[str, Any]:
-    """The pre-declared harm claim's comparison: RoI-confined white-box accuracy, defended minus undefended."""
-    return {"claim": "makes the model more vulnerable inside the RoI", "rule": HARM_RULE,
-            "comparison": paired_accuracy(worst(main["roi"]), worst(undefended["roi"]), seed=ctx.config.seed).as_dict(),
-            "convergence": {"undefended": conv(undefended["roi"])}}
-
-
-def baseline_row(transform: str, o: dict[str, Any], conv: Any, budget: AdaptiveBudget, *,
-                 chance: float) -> dict[str, Any]:
+def baseline_row(transform: str, o: BaselineOutcome, plan: AdaptivePlan, *, chance: float) -> BaselineRow:
     """A baseline's clean and robust accuracy, its convergence and the labels that keep it out of the plot: a
     randomized one attacked with weak EOT (:data:`WEAK_EOT`), one whose clean accuracy's CI reaches ``chance``
     (1/K; :data:`AT_CHANCE`)."""
     randomized = transform == "noise"
-    row = {"clean": share_summary(o["clean"]), "robust": share_summary(worst(o["baseline"])),
-           "convergence": conv(o["baseline"], randomized), "randomized": randomized}
-    labels = [WEAK_EOT] if randomized and not budget.full_eot else []
-    if row["clean"]["low"] <= chance:
+    clean = share_summary(o.clean)
+    labels = [WEAK_EOT] if randomized and not plan.budget.full_eot else []
+    if clean.low <= chance:
         labels.append(AT_CHANCE)
-    row["label"] = "; ".join(labels)
-    return row
+    return BaselineRow(clean, share_summary(o.baseline.worst), plan.convergence(o.baseline, randomized), randomized,
+                       "; ".join(labels))
 
 
-def share_summary(shares: torch.Tensor) -> dict[str, Any]:
+def share_summary(shares: torch.Tensor) -> ShareSummary:
     """Mean of per-image shares (a randomized defence over its draws); Wilson CI when they are all 0/1."""
     v = shares.double()
     if bool(((v == 0) | (v == 1)).all()):
-        return accuracy(v).as_dict()
+        wilson = accuracy(v)
+        return ShareSummary(wilson.value, wilson.low, wilson.high, wilson.k, wilson.n)
     est = bootstrap_mean_ci(v)
-    return {"value": est.mean, "low": est.low, "high": est.high, "k": math.nan, "n": est.n}
+    return ShareSummary(est.mean, est.low, est.high, math.nan, est.n)
 
 
-def adjust_family(rows: Mapping[Any, dict[str, Any]], harm: dict[str, Any] | None = None) -> None:
-    """Holm across every evaluated row's two comparisons (vs control, vs undefended) and the harm claim: one
-    family per table."""
-    entries = [(rows[key][which]) for key in rows if rows[key].get("evaluated", True)
-               for which in ("vs_control", "vs_undefended")]
-    if harm is not None:
-        entries.append(harm["comparison"])
-    adjusted: np.ndarray | list[float] = holm(np.array([c["p"] for c in entries], dtype=float)) if entries else []
-    for comparison, p_adj in zip(entries, adjusted, strict=True):
-        comparison["p_adjusted"] = float(p_adj)
+class Paired(Protocol):
+    """A defence's two paired comparisons (a configuration's adaptive numbers, a non-adaptive pair)."""
+
+    @property
+    def vs_control(self) -> Comparison: ...
+
+    @property
+    def vs_undefended(self) -> Comparison: ...
 
 
-def above(c: dict[str, Any], alpha: float) -> bool:
-    return c["delta"]["low"] > 0 and c.get("p_adjusted", math.nan) < alpha
+P = TypeVar("P", bound=Paired)
 
 
-def below(c: dict[str, Any], alpha: float) -> bool:
-    return c["delta"]["high"] < 0 and c.get("p_adjusted", math.nan) < alpha
+def adjust_family(pairs: Sequence[P], more: Sequence[Comparison] = ()) -> tuple[list[P], list[Comparison]]:
+    """Holm across every pair's two comparisons (vs control, vs undefended) and ``more`` (the harm claim): one
+    family per table. The pairs and the ``more`` comparisons with their adjusted p, in order."""
+    entries = [c for pair in pairs for c in (pair.vs_control, pair.vs_undefended)] + list(more)
+    adjusted: np.ndarray | list[float] = holm(np.array([c.p for c in entries], dtype=float)) if entries else []
+    done = iter([c.adjusted(float(p)) for c, p in zip(entries, adjusted, strict=True)])
+    # every Paired here is a frozen dataclass (SettingMeasures, PairedComparisons)
+    out = [replace(pair, vs_control=next(done), vs_undefended=next(done)) for pair in pairs]  # type: ignore[type-var]
+    return out, list(done)
 
 
-def unchecked(row: dict[str, Any], white: dict[str, Any]) -> list[str]:
+def above(c: Comparison, alpha: float) -> bool:
+    return c.delta.low > 0 and adjusted_p(c) < alpha
+
+
+def below(c: Comparison, alpha: float) -> bool:
+    return c.delta.high < 0 and adjusted_p(c) < alpha
+
+
+def adjusted_p(c: Comparison) -> float:
+    return math.nan if c.p_adjusted is None else c.p_adjusted
+
+
+def unchecked(m: SettingMeasures, white: Convergence) -> list[str]:
     """What a configuration's verdict cannot rest on: components whose curve is not flat or whose EOT was weak."""
-    conv = row["convergence"]
+    control = m.convergence.control
     missing = []
-    if not row.get("control_full_strength", True):
+    if not m.control_full_strength:
         missing.append(f"the control's EOT was weak ({WEAK_EOT})")
-    elif not conv["control"]["converged"]:
-        missing.append(f"the control's EOT curve is not flat (gap {conv['control']['eot_gap']:.3g})")
-    if not white["converged"]:
+    elif not control.converged:
+        missing.append(f"the control's EOT curve is not flat (gap {control.eot_gap:.3g})")
+    if not white.converged:
         missing.append("the white-box attack's curve is not flat")
     return missing
 
 
-def defence_verdict(row: dict[str, Any], roi_faithful: bool, alpha: float, white: dict[str, Any],
+def defence_verdict(m: SettingMeasures | None, roi_faithful: bool, alpha: float, white: Convergence,
                     min_n: int = 30) -> tuple[str, str]:
-    """(one of :data:`VERDICT_WORDS`, why) by :data:`DEFENCE_RULE`."""
+    """(one of :data:`VERDICT_WORDS`, why) by :data:`DEFENCE_RULE` for a configuration's adaptive numbers
+    (None: not attacked adaptively)."""
     if not roi_faithful:
         return "not interpretable", "the RoI failed the faithfulness gate"
-    if not row.get("evaluated", True):
+    if m is None:
         return "not evaluated adaptively", "use --eval full"
-    if row["vs_control"]["delta"]["n"] < min_n:
+    if m.vs_control.delta.n < min_n:
         return "insufficient data", f"n < {min_n}"
-    if below(row["vs_undefended"], alpha) and white["converged"]:
+    if below(m.vs_undefended, alpha) and white.converged:
         return "worse than undefended", ""
-    defended = row["convergence"]["defended"]
-    if not defended["converged"] or not defended["reaches_zero"]:
-        why = [] if defended["converged"] else [f"more effort lowers it (iterations {defended['steps_gap']:+.3g}, "
-                                                f"restarts {defended['restarts_gap']:+.3g})"]
-        if not defended["reaches_zero"]:
-            at_largest = defended["accuracy"].get(defended["largest_eps"], math.nan)
-            why.append(f"accuracy at {defended['largest_eps']} is {at_largest:.3g}, "
-                       "not 0 (suspect gradient masking)")
+    defended = m.convergence.defended
+    if not defended.converged or not defended.reaches_zero:
+        why = [] if defended.converged else [f"more effort lowers it (iterations {defended.steps_gap:+.3g}, "
+                                             f"restarts {defended.restarts_gap:+.3g})"]
+        if not defended.reaches_zero:
+            at_largest = defended.accuracy.get(defended.largest_eps, math.nan)
+            why.append(f"accuracy at {defended.largest_eps} is {at_largest:.3g}, not 0 (suspect gradient masking)")
         return "not converged", "; ".join(why)
-    missing = unchecked(row, white)
+    missing = unchecked(m, white)
     if missing:
         return "not checked", "; ".join(missing)
-    if below(row["vs_control"], alpha):
+    if below(m.vs_control, alpha):
         return "worse than its control", ""
-    if above(row["vs_control"], alpha) and above(row["vs_undefended"], alpha):
+    if above(m.vs_control, alpha) and above(m.vs_undefended, alpha):
         return "helps", ""
     return "does not help", ""
 
 
-def harm_verdict(harm: dict[str, Any], alpha: float, min_n: int = 30) -> str:
-    """One of :data:`HARM_WORDS` by :data:`HARM_RULE`."""
-    c = harm["comparison"]
-    if c["delta"]["n"] < min_n:
+def harm_verdict(comparison: Comparison, undefended_roi: Convergence, alpha: float, min_n: int = 30) -> str:
+    """One of :data:`HARM_WORDS` by :data:`HARM_RULE`, from the harm comparison and the curve of the RoI-restricted
+    attack on the undefended model."""
+    if comparison.delta.n < min_n:
         return "insufficient data"
-    if below(c, alpha):
-        return harm["claim"] if harm["convergence"]["undefended"]["converged"] else "not checked"
+    if below(comparison, alpha):
+        return HARM_CLAIM if undefended_roi.converged else "not checked"
     return "no harm shown inside the RoI"
 
 
 def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str],
-                            seed: int) -> dict[tuple[str, str], dict[str, Any]]:
+                            seed: int) -> dict[tuple[str, str], PairedComparisons]:
     """Per (attack, deployable defence): defended vs its control and vs undefended, paired; Holm over the family."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+    out: dict[tuple[str, str], PairedComparisons] = {}
     for name in attacks:
         group = [r for r in rows if r["attack"] == name]
         for tag in ("gradient", "prior"):
@@ -248,25 +255,25 @@ def nonadaptive_comparisons(rows: list[dict[str, Any]], attacks: list[str],
             defended = [float(r[f"{tag}:pred_defended_adv"] == r["label"]) for r in group]
             control = [r[f"{tag}:correct_control_adv"] for r in group]
             undefended = [float(r["adv_pred"] == r["label"]) for r in group]
-            out[name, tag] = {"vs_control": paired_accuracy(defended, control, seed=seed).as_dict(),
-                                    "vs_undefended": paired_accuracy(defended, undefended, seed=seed).as_dict()}
-    adjust_family(out)
-    return out
+            out[name, tag] = PairedComparisons(Comparison.of(paired_accuracy(defended, control, seed=seed)),
+                                               Comparison.of(paired_accuracy(defended, undefended, seed=seed)))
+    adjusted, _ = adjust_family(list(out.values()))
+    return dict(zip(out, adjusted, strict=True))
 
 
-def spread(hits: torch.Tensor) -> dict[str, float]:
+def spread(hits: torch.Tensor) -> DrawSpread:
     """(N, draws) correctness of a control: accuracy of each draw over the images, as mean and SD across draws."""
     per_draw = hits.mean(0)
-    return {"mean": float(per_draw.mean()), "sd": float(per_draw.std(unbiased=True)) if per_draw.numel() > 1 else 0.0,
-            "draws": int(per_draw.numel())}
+    return DrawSpread(float(per_draw.mean()), float(per_draw.std(unbiased=True)) if per_draw.numel() > 1 else 0.0,
+                      int(per_draw.numel()))
 
 
-def draw_spread(draws: dict[str, list[torch.Tensor]]) -> dict[str, dict[str, float]]:
+def draw_spread(draws: dict[str, list[torch.Tensor]]) -> dict[str, DrawSpread]:
     """:func:`spread` of every control column, its batches concatenated."""
     return {key: spread(torch.cat(parts)) for key, parts in draws.items()}
 
 
-def sweep_summary(ctx: Context, sweep: SweepColumns) -> dict[tuple[str, float, str], dict[str, Any]]:
+def sweep_summary(ctx: Context, sweep: SweepColumns) -> dict[tuple[str, float, str], SweepCell]:
     """Per (adv|clean, fraction, fill): defended accuracy (Wilson), control mean ± SD over draws, paired Δ."""
     cfg = ctx.config
     out = {}
@@ -274,6 +281,6 @@ def sweep_summary(ctx: Context, sweep: SweepColumns) -> dict[tuple[str, float, s
         for f in cfg.fractions:
             for fill in cfg.fills:
                 defended, control = sweep[tag, f, fill]
-                out[tag, f, fill] = {"defended": accuracy(defended).as_dict(), "control": spread(control),
-                                     "vs_control": paired_accuracy(defended, control.mean(1), seed=cfg.seed).as_dict()}
+                out[tag, f, fill] = SweepCell(accuracy(defended), spread(control), Comparison.of(
+                    paired_accuracy(defended, control.mean(1), seed=cfg.seed)))
     return out

@@ -1,12 +1,15 @@
 """The settings of the spatial experiment: the RoI/RoA measurement's (:class:`~..maps.MeasurementConfig`) and the
-neutralization defence's."""
+neutralization defence's, with the configurations of the defence the report shows (:class:`DefenceSetting`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
+from ...defence.adaptive import AdaptiveBudget
+from ...defence.convergence import CurveGrid
+from ...defence.evaluation import AdaptivePlan
 from ...defence.neutralize import CONTROL_MATCHES
 from ...defence.transforms import TRANSFORMS
 from ...errors import ConfigError, unknown_name
@@ -17,6 +20,33 @@ from ..settings import OPEN_UNIT_INTERVAL, setting
 
 #: the baselines' strengths without a preset (Fashion-MNIST's); a preset may name its own (``noise_sds``)
 DEFAULT_BASELINES: dict[str, list[float]] = {"blur_sigmas": [1.0], "noise_sds": [0.2], "jpeg_qualities": [20]}
+#: a setting's value in :data:`SpatialConfig.FULL_EVAL` (None: every image)
+FullValue = bool | list[float] | list[int] | list[str] | None
+
+Role = Literal["main", "prior", "sweep"]
+
+
+@dataclass(frozen=True)
+class DefenceSetting:
+    """One configuration the report shows: the main defence, its class-prior variant or a cell of the sweep."""
+
+    role: Role
+    fraction: float
+    fill: str
+
+    @property
+    def vulnerability(self) -> str:
+        """Where its RoA comes from: the input gradient, or the per-class prior."""
+        return "prior" if self.role == "prior" else "gradient"
+
+    @property
+    def label(self) -> str:
+        return f"{self.vulnerability} RoA, fraction {self.fraction:g}, {self.fill} fill"
+
+    @property
+    def parts(self) -> tuple[object, ...]:
+        """Its name as parts of a stage key: ``main``, ``prior`` or ``sweep/FRACTION/FILL``."""
+        return (self.role,) if self.role != "sweep" else (self.role, self.fraction, self.fill)
 
 
 @dataclass
@@ -78,7 +108,7 @@ class SpatialConfig(MeasurementConfig):
     PRESET_FIELDS: ClassVar[dict[str, str]] = {**MeasurementConfig.PRESET_FIELDS, "noise_sds": "noise_sds"}
 
     #: what ``--eval full`` sets (None: every image); the baselines' strengths are :meth:`full_baselines`
-    FULL_EVAL: ClassVar[dict[str, Any]] = {
+    FULL_EVAL: ClassVar[dict[str, FullValue]] = {
         "adaptive_n": None, "sweep_adaptive": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
         "fills": ["zero", "mean", "blur", "inpaint"], "eot_gradients": ["local", "identity"],
         "convergence_steps": [10, 20, 50, 100, 200, 500],
@@ -131,6 +161,31 @@ class SpatialConfig(MeasurementConfig):
             grids[name] = list(dict.fromkeys(values))
         return grids
 
+    def defence_settings(self, with_prior: bool) -> list[DefenceSetting]:
+        """The configurations the report shows: the main defence, its class-prior variant, then every other
+        (fraction, fill) cell of the sweep."""
+        out = [DefenceSetting("main", self.fraction, self.fill)]
+        if with_prior:
+            out.append(DefenceSetting("prior", self.fraction, self.fill))
+        out += [DefenceSetting("sweep", f, fill) for f in self.fractions for fill in self.fills
+                if (f, fill) != (self.fraction, self.fill)]
+        return out
+
+    def baseline_grid(self) -> list[tuple[str, float]]:
+        """Every (transform, strength) baseline the run attacks."""
+        grid = {"blur": self.blur_sigmas, "noise": self.noise_sds, "jpeg": self.jpeg_qualities}
+        return [(t, float(s)) for t in self.baselines for s in grid[t]]
+
+    def adaptive_plan(self) -> AdaptivePlan:
+        """The adaptive attack at the run's eps and budget, and the grid of its convergence curves."""
+        budget = AdaptiveBudget(steps=self.adaptive_steps, restarts=self.adaptive_restarts,
+                                queries=self.adaptive_queries, eot_iter=self.eot_iter, draws=self.control_draws,
+                                eot_early_stop=self.eot_early_stop, eot_restarts=self.eot_restarts,
+                                eot_gradients=tuple(self.eot_gradients))
+        grid = CurveGrid(tuple(self.convergence_steps), tuple(self.convergence_restarts), tuple(self.convergence_eps),
+                         tuple(self.convergence_eot))
+        return AdaptivePlan(self.eps_linf, budget, grid)
+
     def validate_defence(self) -> None:
         """The defence's settings: fills and fractions of the sweep, the adaptive evaluation's preset (its grid is
         layered by :meth:`implied_values`), budgets, control matching, curve grids, baselines."""
@@ -139,8 +194,6 @@ class SpatialConfig(MeasurementConfig):
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        from ...defence.adaptive import AdaptiveBudget
-        from ...defence.convergence import CurveGrid
         from ...defence.transforms import check_strengths
 
         if self.eval not in ("default", "full"):

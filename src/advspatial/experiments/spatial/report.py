@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
+from ...defence.convergence import Convergence
+from ...statistics.accuracy import Proportion
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
@@ -17,7 +18,7 @@ from ..results import Rendered
 from .claims import AT_CHANCE, WEAK_EOT
 from .config import SpatialConfig
 from .figures import CONVERGENCE, SWEEP, TRADEOFF
-from .metrics import Adaptive, SpatialFindings
+from .metrics import Adaptive, Comparison, SettingRow, ShareSummary, SpatialFindings
 
 
 def render(config: SpatialConfig, findings: SpatialFindings, figures: Path) -> Rendered:
@@ -34,45 +35,45 @@ def defence_headline(ad: Adaptive) -> str:
     """One sentence on the defence for the top of the report: its verdict, the numbers behind it, and the harm
     claim when it holds."""
     main = ad.main()
-    helps = [row["label"] for row in ad.settings.values() if row.get("verdict") == "helps"]
-    why = f" ({main['why']})" if main.get("why") else ""
+    m = main.measured()
+    helps = [row.label for row in ad.settings.values() if row.verdict == "helps"]
     harm = ad.harm
-    harm_text = (f" It {harm['claim']}: with the attack confined to the RoI it spares, accuracy "
+    harm_text = (f" It {harm.claim}: with the attack confined to the RoI it spares, accuracy "
                  f"{wilson(ad.roi_restricted['defended (white-box, worst gradient)'])} defended vs "
                  f"{wilson(ad.roi_restricted['undefended (white-box)'])} undefended, Δ "
-                 f"{paired_text(harm['comparison'])}." if harm["verdict"] == harm["claim"] else "")
-    return (f"Defence: the main neutralization defence {main['verdict']}{why} (adaptive accuracy "
-            f"{wilson(main['adaptive:worst'])} vs {wilson(ad.undefended['white-box'])} undefended white-box and "
-            f"{wilson(main['control'])} for its matched control{control_label(ad)}; attack on the defence "
-            f"{convergence_word(main['convergence']['defended'])}).{harm_text} "
+                 f"{paired_text(harm.comparison)}." if harm.verdict == harm.claim else "")
+    return (f"Defence: the main neutralization defence {main.verdict}{why_text(main)} (adaptive accuracy "
+            f"{wilson(m.adaptive_worst)} vs {wilson(ad.undefended.white_box)} undefended white-box and "
+            f"{wilson(m.control)} for its matched control{control_label(ad)}; attack on the defence "
+            f"{convergence_word(m.convergence.defended)}).{harm_text} "
             + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
                "No configuration attacked adaptively helps by the rule."))
 
 
 def control_label(ad: Adaptive) -> str:
     """', an upper bound (weak EOT)' when the randomized components were attacked below full strength."""
-    return "" if ad.budget.get("full_eot", True) else f", an {WEAK_EOT}"
+    return "" if ad.budget.full_eot else f", an {WEAK_EOT}"
 
 
-def convergence_word(conv: dict[str, Any]) -> str:
+def convergence_word(conv: Convergence) -> str:
     """'converged' / 'NOT converged' (and 'does not reach 0 at the largest eps' where measured)."""
-    word = "converged" if conv["converged"] else "NOT converged"
-    if conv.get("reaches_zero") is False:
-        word += f", does NOT reach 0 at {conv['largest_eps']} (suspect gradient masking)"
+    word = "converged" if conv.converged else "NOT converged"
+    if conv.reaches_zero is False:
+        word += f", does NOT reach 0 at {conv.largest_eps} (suspect gradient masking)"
     return word
 
 
-def wilson(acc: dict[str, Any] | None) -> str:
-    """'0.123 [0.100, 0.150]' from an accuracy dict (``value``, ``low``, ``high``)."""
-    if not acc or acc.get("value") is None or math.isnan(acc["value"]):
+def wilson(acc: Proportion | ShareSummary | None) -> str:
+    """'0.123 [0.100, 0.150]' from an accuracy (``value``, ``low``, ``high``)."""
+    if acc is None or math.isnan(acc.value):
         return "-"
-    return f"{acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+    return f"{acc.value:.3f} [{acc.low:.3f}, {acc.high:.3f}]"
 
 
-def paired_text(comparison: dict[str, Any]) -> str:
+def paired_text(comparison: Comparison) -> str:
     """'Δ [CI], p_adj' of a paired accuracy comparison."""
-    p = comparison.get("p_adjusted", comparison["p"])
-    return f"{interval(comparison['delta'])}, p_adj {fmt_p(p)}"
+    p = comparison.p if comparison.p_adjusted is None else comparison.p_adjusted
+    return f"{interval(comparison.delta)}, p_adj {fmt_p(p)}"
 
 
 def defence_section(cfg: SpatialConfig, f: SpatialFindings, figures: Path) -> Section:
@@ -80,32 +81,32 @@ def defence_section(cfg: SpatialConfig, f: SpatialFindings, figures: Path) -> Se
     non-adaptive tables."""
     ad = f.adaptive_part()
     main = ad.main()
-    conv = main["convergence"]
+    m = main.measured()
+    conv = m.convergence
     budget = ad.budget
-    through = " and ".join(budget.get("eot_gradients", ("local",)))
-    eot = (f"EOT {budget['eot_iter']} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
-           f"{budget['eot_restarts']} restart each, through the {through} gradient"
-           f"{'s' if ' and ' in through else ''})" if budget.get("full_eot") else
-           f"EOT {budget['eot_iter']}{' with early stop' if budget['eot_early_stop'] else ''}: a weak attack, so its "
+    through = " and ".join(budget.eot_gradients)
+    eot = (f"EOT {budget.eot_iter} at full strength (APGD-CE and APGD-DLR on every image, no early stop, "
+           f"{budget.eot_restarts} restart each, through the {through} gradient"
+           f"{'s' if ' and ' in through else ''})" if budget.full_eot else
+           f"EOT {budget.eot_iter}{' with early stop' if budget.eot_early_stop else ''}: a weak attack, so its "
            f"numbers are labelled '{WEAK_EOT}', kept out of the plot and of every verdict")
     paragraphs = [
-        f"Verdict of the main defence ({main['label']}): {main['verdict']}"
-        f"{' (' + main['why'] + ')' if main.get('why') else ''}. Under the adaptive ensemble (APGD-CE, APGD-DLR "
-        f"through the identity-BPDA and the local gradient, {budget['restarts']} restarts x {budget['steps']} "
-        f"iterations, then Square with {budget['queries']} queries on what both left standing; worst case per image) "
-        f"its accuracy is {wilson(main['adaptive:worst'])} on the first {ad.images} images, against "
-        f"{wilson(ad.undefended['white-box'])} for the undefended model under the same attack (white-box) and "
-        f"{wilson(main['control'])} for its matched random control, attacked with {eot} and scored over "
-        f"{budget['draws']} fresh draws.",
+        f"Verdict of the main defence ({main.label}): {main.verdict}{why_text(main)}. Under the adaptive ensemble "
+        f"(APGD-CE, APGD-DLR through the identity-BPDA and the local gradient, {budget.restarts} restarts x "
+        f"{budget.steps} iterations, then Square with {budget.queries} queries on what both left standing; worst "
+        f"case per image) its accuracy is {wilson(m.adaptive_worst)} on the first {ad.images} images, against "
+        f"{wilson(ad.undefended.white_box)} for the undefended model under the same attack (white-box) and "
+        f"{wilson(m.control)} for its matched random control, attacked with {eot} and scored over "
+        f"{budget.draws} fresh draws.",
         "Rule: " + ad.rule,
-        f"Convergence, on the same images with the same attack: the defence {convergence_word(conv['defended'])} "
-        f"(gap to more iterations {fmt(conv['defended']['steps_gap'])}, to more restarts "
-        f"{fmt(conv['defended']['restarts_gap'])}); its control's EOT curve "
-        f"{'is flat' if conv['control']['converged'] else 'is NOT flat'} (gap to EOT "
-        f"{max(int(k.split('=')[1]) for k in conv['control']['accuracy'])}: {fmt(conv['control']['eot_gap'])}); the "
-        f"white-box attack {convergence_word(ad.undefended['convergence'])}.",
-        f"Harm (pre-declared): {ad.harm['rule']} Verdict: {ad.harm['verdict']} "
-        f"(Δ {paired_text(ad.harm['comparison'])}).",
+        f"Convergence, on the same images with the same attack: the defence {convergence_word(conv.defended)} "
+        f"(gap to more iterations {fmt(conv.defended.steps_gap)}, to more restarts "
+        f"{fmt(conv.defended.restarts_gap)}); its control's EOT curve "
+        f"{'is flat' if conv.control.converged else 'is NOT flat'} (gap to EOT "
+        f"{max(int(k.split('=')[1]) for k in conv.control.accuracy)}: {fmt(conv.control.eot_gap)}); the "
+        f"white-box attack {convergence_word(ad.undefended.convergence)}.",
+        f"Harm (pre-declared): {ad.harm.rule} Verdict: {ad.harm.verdict} "
+        f"(Δ {paired_text(ad.harm.comparison)}).",
     ]
     tables = [adaptive_table(ad), roi_table(ad), baseline_table(ad), nonadaptive_table(cfg, f), clean_table(f)]
     notes = ["Transfer numbers (examples made on one model, scored on another) are labelled 'transfer' and are never "
@@ -124,22 +125,27 @@ def defence_section(cfg: SpatialConfig, f: SpatialFindings, figures: Path) -> Se
                    anchor="defence")
 
 
+def why_text(row: SettingRow) -> str:
+    """' (why)' after a verdict, when it says why."""
+    return f" ({row.why})" if row.why else ""
+
+
 def adaptive_table(ad: Adaptive) -> Table:
     rows = []
     for row in ad.settings.values():
-        if not row.get("evaluated", True):
-            rows.append([row["label"], *["-"] * 8, row["verdict"], row.get("why", "")])
+        m = row.measures
+        if m is None:
+            rows.append([row.label, *["-"] * 8, row.verdict, row.why])
             continue
-        conv = row["convergence"]
-        converged = (f"defence {convergence_word(conv['defended'])}; "
-                     f"control {'flat' if conv['control']['converged'] else 'NOT flat'}")
-        control = wilson(row["control"]) + ("" if row.get("control_full_strength", True) else f" ({WEAK_EOT})")
-        rows.append([row["label"], wilson(row["clean"]), wilson(row["adaptive:identity"]),
-                     wilson(row["adaptive:local"]), wilson(row["adaptive:worst"]), control,
-                     paired_text(row["vs_control"]), paired_text(row["vs_undefended"]), converged, row["verdict"],
-                     row.get("why", "")])
+        conv = m.convergence
+        converged = (f"defence {convergence_word(conv.defended)}; "
+                     f"control {'flat' if conv.control.converged else 'NOT flat'}")
+        control = wilson(m.control) + ("" if m.control_full_strength else f" ({WEAK_EOT})")
+        rows.append([row.label, wilson(m.clean), wilson(m.adaptive_identity), wilson(m.adaptive_local),
+                     wilson(m.adaptive_worst), control, paired_text(m.vs_control), paired_text(m.vs_undefended),
+                     converged, row.verdict, row.why])
     return Table(f"Adaptive evaluation of every configuration (first {ad.images} images; undefended white-box "
-                 f"accuracy {wilson(ad.undefended['white-box'])}, clean {wilson(ad.undefended['clean'])}; "
+                 f"accuracy {wilson(ad.undefended.white_box)}, clean {wilson(ad.undefended.clean)}; "
                  "accuracies with Wilson 95% CIs, Δ with paired bootstrap CIs, Holm across the table and the harm "
                  "claim)",
                  ["configuration", "clean", "APGD: identity-BPDA", "APGD: local gradient", "worst (with Square)",
@@ -150,15 +156,15 @@ def adaptive_table(ad: Adaptive) -> Table:
 def roi_table(ad: Adaptive) -> Table:
     rows = [[k, wilson(v)] for k, v in ad.roi_restricted.items()]
     harm = ad.harm
-    rows.append([f"defended − undefended (both white-box): {harm['verdict']}", paired_text(harm["comparison"])])
+    rows.append([f"defended − undefended (both white-box): {harm.verdict}", paired_text(harm.comparison)])
     rows += [[f"whole image, transfer: {k}", wilson(v)] for k, v in ad.transfer.items()]
     return Table("The ensemble confined to the clean image's RoI (which the defence never neutralizes), and transfer",
                  ["attack", "accuracy [Wilson 95% CI] or Δ"], rows)
 
 
 def baseline_table(ad: Adaptive) -> Table:
-    rows = [[f"{transform} {strength:g}", wilson(b["clean"]),
-             wilson(b["robust"]) + (f" ({b['label']})" if b["label"] else ""), convergence_word(b["convergence"])]
+    rows = [[f"{transform} {strength:g}", wilson(b.clean), wilson(b.robust) + (f" ({b.label})" if b.label else ""),
+             convergence_word(b.convergence)]
             for (transform, strength), b in ad.baselines.items()]
     return Table("Trivial input transforms under the same adaptive attack (the baselines of the trade-off plot)",
                  ["baseline (strength)", "clean accuracy", "adaptive robust accuracy", "convergence"], rows)
@@ -172,10 +178,10 @@ def nonadaptive_table(cfg: SpatialConfig, f: SpatialFindings) -> Table:
             if (name, tag) not in f.nonadaptive.comparisons:
                 continue
             cmp = f.nonadaptive.comparisons[name, tag]
-            control = spread.get(f"{tag}:pred_control_adv", {})
+            control = spread.get(f"{tag}:pred_control_adv")
+            mean, sd = (math.nan, math.nan) if control is None else (control.mean, control.sd)
             rows.append([name, tag, fmt(d.get(f"{tag}:adv", math.nan)), fmt(d.get(f"{tag}:defended_adv", math.nan)),
-                         f"{fmt(control.get('mean', math.nan))} ± {fmt(control.get('sd', math.nan))}",
-                         paired_text(cmp["vs_control"]), paired_text(cmp["vs_undefended"]),
+                         f"{fmt(mean)} ± {fmt(sd)}", paired_text(cmp.vs_control), paired_text(cmp.vs_undefended),
                          fmt(d.get(f"{tag}:oracle_adv", math.nan)), fmt(d.get(f"{tag}:oracle_control_adv", math.nan)),
                          fmt(d.get(f"{tag}:clean_restore_adv", math.nan))])
     return Table(f"Non-adaptive attacker: the run's attacks, made on the undefended model, scored on the defence "
@@ -227,7 +233,7 @@ def limits_section(cfg: SpatialConfig, f: SpatialFindings) -> Section:
         *measurement_limits(cfg),
         "The oracle defence needs the clean image and is an analysis tool, not a defence. The deployable defence's "
         "robustness is its adaptive number"
-        + ("" if ad.convergence["converged"] else
+        + ("" if ad.convergence.converged else
            " - and the adaptive attack did NOT converge on the main defence, so even that number may overstate it")
         + f"; the adaptive evaluation covers the first {ad.images} images"
         + (" (all of them: --eval full)." if ad.images == f.n else
@@ -253,13 +259,14 @@ def summary_table(f: SpatialFindings) -> str:
     lines.append("(defence columns: non-adaptive attacker, examples made on the undefended model)")
     ad = f.adaptive_part()
     main = ad.main()
-    lines.append(f"adaptive ensemble on {ad.images} images: defended {wilson(main['adaptive:worst'])}, control "
-                 f"{wilson(main['control'])}{control_label(ad)}, undefended white-box "
-                 f"{wilson(ad.undefended['white-box'])}; attack {convergence_word(ad.convergence)}; verdict: "
-                 f"{main['verdict']}{' (' + main['why'] + ')' if main.get('why') else ''}")
-    if ad.harm["verdict"] == ad.harm["claim"]:
-        lines.append(f"harm: the defence {ad.harm['claim']} (RoI-confined white-box accuracy, defended - "
-                     f"undefended: {paired_text(ad.harm['comparison'])})")
+    numbers = main.measured()
+    lines.append(f"adaptive ensemble on {ad.images} images: defended {wilson(numbers.adaptive_worst)}, control "
+                 f"{wilson(numbers.control)}{control_label(ad)}, undefended white-box "
+                 f"{wilson(ad.undefended.white_box)}; attack {convergence_word(ad.convergence)}; verdict: "
+                 f"{main.verdict}{why_text(main)}")
+    if ad.harm.verdict == ad.harm.claim:
+        lines.append(f"harm: the defence {ad.harm.claim} (RoI-confined white-box accuracy, defended - "
+                     f"undefended: {paired_text(ad.harm.comparison)})")
     return "\n".join(lines)
 
 

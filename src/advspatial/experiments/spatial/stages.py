@@ -14,25 +14,27 @@ Three threat models, never mixed in one number:
 3. **Convergence**: every reported component carries its own curve, on the same images with the same attack
    (:func:`advspatial.defence.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
    component, EOT draws for a randomized one; the left side (less effort than the budget) for the main defence
-   and every randomized component.
+   and every randomized component. Each attack and its curves are one call
+   (:func:`advspatial.defence.evaluation.evaluate_adaptive`).
 
-An adaptive component's per-image outcome is ``{"correct": {gradient: (N,)}, "curve": {point: (N,)}}``.
+A component's per-image outcome is a :class:`~advspatial.defence.evaluation.ComponentOutcome`; a batch's are records
+(:class:`SettingOutcome`, :class:`UndefendedOutcome`, :class:`BaselineOutcome`) saved as dicts (:class:`RecordStage`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 
 from ...attacks.base import frozen_eval
-from ...defence.adaptive import AdaptiveBudget, Undefended, attack_defence, correct_share, roi_attack_mask
-from ...defence.convergence import CurveGrid, convergence_curves
+from ...defence.adaptive import Defence, Undefended, correct_share, roi_attack_mask
 from ...defence.evaluate import evaluate_defence
+from ...defence.evaluation import AdaptiveEvaluation, ComponentOutcome, PerImageRecord, evaluate_adaptive
 from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
@@ -43,6 +45,7 @@ from ..context import train_images
 from ..maps.config import contribution_kw
 from ..maps.stages import Context
 from ..stage import ATTACK, AccumulatorStage, Stage
+from .config import DefenceSetting
 
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
 #: model is its costliest part
@@ -58,47 +61,76 @@ PRIOR_PARTS = AccumulatorStage("prior-classes")
 DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
 #: the sweep's per-image correctness of a batch: ``{(adv|clean, fraction, fill): (defended, control draws)}``
 SWEEP = Stage[dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]]("sweep")
-#: the adaptive outcomes of a batch: ``ADAPTIVE.at(*setting.parts)``, ``ADAPTIVE.at("undefended")``
-ADAPTIVE = Stage[dict[str, Any]]("adaptive")
-#: a trivial input transform under the adaptive attack: ``BASELINES.at(transform, strength)``
-BASELINES = Stage[dict[str, Any]]("baselines")
-
-
-Role = Literal["main", "prior", "sweep"]
+R = TypeVar("R", bound=PerImageRecord)
 
 
 @dataclass(frozen=True)
-class DefenceSetting:
-    """One configuration the report shows: the main defence, its class-prior variant or a cell of the sweep."""
+class RecordStage(Stage[R]):
+    """A stage whose value is a :class:`~advspatial.defence.evaluation.PerImageRecord`, saved as the dict of its
+    fields (what a stage file holds) and read back with ``read``."""
 
-    role: Role
-    fraction: float
-    fill: str
+    read: Callable[[Mapping[str, Any]], R] = field(kw_only=True)
 
-    @property
-    def vulnerability(self) -> str:
-        """Where its RoA comes from: the input gradient, or the per-class prior."""
-        return "prior" if self.role == "prior" else "gradient"
+    def saved(self, value: R) -> dict[str, Any]:
+        return value.as_dict()
 
-    @property
-    def label(self) -> str:
-        return f"{self.vulnerability} RoA, fraction {self.fraction:g}, {self.fill} fill"
-
-    @property
-    def parts(self) -> tuple[object, ...]:
-        """Its name as parts of a stage key: ``main``, ``prior`` or ``sweep/FRACTION/FILL``."""
-        return (self.role,) if self.role != "sweep" else (self.role, self.fraction, self.fill)
+    def loaded(self, saved: Any) -> R:
+        return self.read(saved)
 
 
-def settings(ctx: Context, with_prior: bool) -> list[DefenceSetting]:
-    """The main defence, its class-prior variant, then every other (fraction, fill) cell of the sweep."""
-    cfg = ctx.config
-    out = [DefenceSetting("main", cfg.fraction, cfg.fill)]
-    if with_prior:
-        out.append(DefenceSetting("prior", cfg.fraction, cfg.fill))
-    out += [DefenceSetting("sweep", f, fill) for f in cfg.fractions for fill in cfg.fills
-            if (f, fill) != (cfg.fraction, cfg.fill)]
-    return out
+class MainAttacks(NamedTuple):
+    """The main defence's RoI-restricted attack, and the transfer of its and the whole-image attack's examples."""
+
+    roi: ComponentOutcome
+    roi_transfer: torch.Tensor
+    transfer: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SettingOutcome(PerImageRecord):
+    """A configuration's adaptive outcome per image: the defence and its control (share of fresh draws) attacked,
+    and its clean correctness; for the main defence also the RoI-restricted attack (``roi``) and the transfer of
+    both attacks' examples to the undefended model (``transfer``, ``roi_transfer``)."""
+
+    defended: ComponentOutcome
+    control: ComponentOutcome
+    clean: torch.Tensor
+    transfer: torch.Tensor | None = None
+    roi: ComponentOutcome | None = None
+    roi_transfer: torch.Tensor | None = None
+
+    def restricted(self) -> MainAttacks:
+        """The RoI-restricted attack and the transfer (the main defence's outcome holds them)."""
+        if self.roi is None or self.transfer is None or self.roi_transfer is None:
+            raise ValueError("only the main defence's outcome holds the RoI-restricted attack and the transfer")
+        return MainAttacks(self.roi, self.roi_transfer, self.transfer)
+
+
+@dataclass(frozen=True)
+class UndefendedOutcome(PerImageRecord):
+    """The undefended model's white-box references per image, each with its curve: the whole image and the
+    RoI-restricted attack; its clean correctness and the transfer of both attacks' examples to the main defence."""
+
+    white_box: ComponentOutcome = field(metadata={"key": "white-box"})
+    roi: ComponentOutcome
+    clean: torch.Tensor
+    transfer: torch.Tensor
+    roi_transfer: torch.Tensor
+
+
+@dataclass(frozen=True)
+class BaselineOutcome(PerImageRecord):
+    """A trivial input transform per image: under the adaptive attack (with its curve), and clean (share of draws)."""
+
+    baseline: ComponentOutcome
+    clean: torch.Tensor
+
+
+#: the adaptive outcomes of a batch: ``ADAPTIVE.at(*setting.parts)``; the undefended model's ``UNDEFENDED``
+ADAPTIVE = RecordStage[SettingOutcome]("adaptive", read=SettingOutcome.from_dict)
+UNDEFENDED = RecordStage[UndefendedOutcome]("adaptive", read=UndefendedOutcome.from_dict).at("undefended")
+#: a trivial input transform under the adaptive attack: ``BASELINES.at(transform, strength)``
+BASELINES = RecordStage[BaselineOutcome]("baselines", read=BaselineOutcome.from_dict)
 
 
 def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -138,7 +170,7 @@ def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, N
     return out
 
 
-def fill_params(ctx: Context, fill: str) -> dict[str, Any]:
+def fill_params(ctx: Context, fill: str) -> dict[str, torch.Tensor | int]:
     """Extra parameters of a fill: the training-set mean for ``mean``, the sweep count for ``inpaint``."""
     if fill == "mean":
         return {"dataset_mean": dataset_mean(ctx)}
@@ -288,116 +320,87 @@ def aggregate_sweep(ctx: Context) -> SweepColumns:
 
 # -- the adaptive evaluation ------------------------------------------------------------------------------------
 
-def budget_of(ctx: Context) -> AdaptiveBudget:
-    cfg = ctx.config
-    return AdaptiveBudget(steps=cfg.adaptive_steps, restarts=cfg.adaptive_restarts, queries=cfg.adaptive_queries,
-                          eot_iter=cfg.eot_iter, draws=cfg.control_draws, eot_early_stop=cfg.eot_early_stop,
-                          eot_restarts=cfg.eot_restarts, eot_gradients=tuple(cfg.eot_gradients))
-
-
-def curve_grid(ctx: Context) -> CurveGrid:
-    cfg = ctx.config
-    return CurveGrid(tuple(cfg.convergence_steps), tuple(cfg.convergence_restarts), tuple(cfg.convergence_eps),
-                     tuple(cfg.convergence_eot))
-
-
-def attacked(ctx: Context, defence: Any, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+def attacked(ctx: Context, defence: Defence, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
-             left_side: bool = False, curve: bool = True) -> tuple[Any, dict[str, dict[str, torch.Tensor]]]:
-    """The adaptive attack on ``defence`` at the run's budget: (its outcome, the component's per-image
-    ``{"correct", "curve"}``; ``curve=False``: a number no verdict needs converged, see
-    :data:`.claims.HARM_RULE`)."""
-    cfg = ctx.config
-    budget = budget_of(ctx)
-    common: dict[str, Any] = {"sample_ids": ids, "seed": cfg.seed, "mask": mask}  # gradients: gradients_of's
-    outcome = attack_defence(defence, x, y, cfg.eps_linf, budget, components=components, **common)
-    curves = convergence_curves(defence, x, y, cfg.eps_linf, budget, curve_grid(ctx), reported=outcome,
-                                left_side=left_side, **common) if curve else {}
-    return outcome, {"correct": dict(outcome.correct), "curve": curves}
+             left_side: bool = False, curve: bool = True) -> AdaptiveEvaluation:
+    """The adaptive attack on ``defence`` at the run's budget with its convergence curves
+    (:func:`~advspatial.defence.evaluation.evaluate_adaptive`; ``curve=False``: a number no verdict needs
+    converged, see :data:`.claims.HARM_RULE`)."""
+    return evaluate_adaptive(defence, x, y, ctx.config.adaptive_plan(), sample_ids=ids, seed=ctx.config.seed,
+                             mask=mask, components=components, left_side=left_side, curve=curve)
 
 
 def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
-                   prior: torch.Tensor | None) -> dict[str, Any]:
-    """Adaptive per-image outcomes of one configuration and batch (cached): the components ``defended`` and
-    ``control`` (share of fresh draws), ``clean``; for the main defence also the RoI-restricted attack (``roi``)
-    and the transfer of both attacks' examples to the undefended model (``transfer``, ``roi_transfer``)."""
+                   prior: torch.Tensor | None) -> SettingOutcome:
+    """Adaptive per-image outcomes of one configuration and batch (cached, :class:`SettingOutcome`)."""
     cfg = ctx.config
 
-    def compute() -> dict[str, Any]:
+    def compute() -> SettingOutcome:
         x, y, ids = ctx.batch(sl)
         defended = neutralized(ctx, setting, prior)
         control = neutralized(ctx, setting, prior, mode="random")
         main = setting.role == "main"
         with frozen_eval(ctx.model):
-            own, out = attacked(ctx, defended, x, y, ids, left_side=main)
-            components: dict[str, Any] = {"defended": out,
-                                          "control": attacked(ctx, control, x, y, ids, left_side=main)[1]}
+            own = attacked(ctx, defended, x, y, ids, left_side=main)
+            controlled = attacked(ctx, control, x, y, ids, left_side=main)
             with torch.no_grad():
-                components["clean"] = correct_share(defended, x, y, 1, ids)
-            if main:
-                with torch.no_grad():
-                    components["transfer"] = correct_of(ctx, own.x_adv, y)
-                mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-                # no curve: a weaker attack on the defended model can only understate the harm claim
-                roi, components["roi"] = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS,
-                                                  curve=False)
-                with torch.no_grad():
-                    components["roi_transfer"] = correct_of(ctx, roi.x_adv, y)
-        return components
+                clean = correct_share(defended, x, y, 1, ids)
+            if not main:
+                return SettingOutcome(own.component, controlled.component, clean)
+            with torch.no_grad():
+                transfer = correct_of(ctx, own.x_adv, y)
+            mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
+            # no curve: a weaker attack on the defended model can only understate the harm claim
+            roi = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS, curve=False)
+            with torch.no_grad():
+                roi_transfer = correct_of(ctx, roi.x_adv, y)
+        return SettingOutcome(own.component, controlled.component, clean, transfer, roi.component, roi_transfer)
 
     return ADAPTIVE.at(*setting.parts).get(ctx.rundir, compute, b)
 
 
-def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None) -> dict[str, Any]:
+def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None) -> UndefendedOutcome:
     """The white-box references on the undefended model (same attack, same budget, each with its convergence
-    curve): ``white-box`` and ``roi`` (RoI-restricted), ``clean``, and the non-adaptive transfer of their examples
-    to the main defence (``transfer``, ``roi_transfer``)."""
+    curve; cached, :class:`UndefendedOutcome`)."""
     cfg = ctx.config
 
-    def compute() -> dict[str, Any]:
+    def compute() -> UndefendedOutcome:
         x, y, ids = ctx.batch(sl)
         plain = Undefended(ctx.model)
         with frozen_eval(ctx.model):
-            white, white_box = attacked(ctx, plain, x, y, ids)
+            white = attacked(ctx, plain, x, y, ids)
             mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
-            roi, roi_box = attacked(ctx, plain, x, y, ids, mask=mask, components=ROI_COMPONENTS)
+            roi = attacked(ctx, plain, x, y, ids, mask=mask, components=ROI_COMPONENTS)
             main = neutralized(ctx, DefenceSetting("main", cfg.fraction, cfg.fill), prior)
             with torch.no_grad():
-                return {"white-box": white_box, "roi": roi_box, "clean": correct_of(ctx, x, y),
-                        "transfer": correct_share(main, white.x_adv, y, 1, ids),
-                        "roi_transfer": correct_share(main, roi.x_adv, y, 1, ids)}
+                return UndefendedOutcome(white.component, roi.component, correct_of(ctx, x, y),
+                                         correct_share(main, white.x_adv, y, 1, ids),
+                                         correct_share(main, roi.x_adv, y, 1, ids))
 
-    return ADAPTIVE.at("undefended").get(ctx.rundir, compute, b)
+    return UNDEFENDED.get(ctx.rundir, compute, b)
 
 
-def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> dict[str, Any]:
-    """A trivial input transform under the same adaptive attack: the component ``baseline`` with its convergence
-    curve, and its clean correctness (cached)."""
+def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> BaselineOutcome:
+    """A trivial input transform under the same adaptive attack, with its convergence curve, and its clean
+    correctness (cached, :class:`BaselineOutcome`)."""
     cfg = ctx.config
 
-    def compute() -> dict[str, Any]:
+    def compute() -> BaselineOutcome:
         x, y, ids = ctx.batch(sl)
         defence = TransformDefence(ctx.model, transform, strength, seed=cfg.seed)
         with frozen_eval(ctx.model):
             # a randomized baseline gets its whole EOT curve (1 -> 4 -> 20 -> 50), as the control does
-            _, component = attacked(ctx, defence, x, y, ids, left_side=defence.randomized)
+            attack = attacked(ctx, defence, x, y, ids, left_side=defence.randomized)
             with torch.no_grad():
-                return {"baseline": component, "clean": correct_share(defence, x, y, cfg.control_draws, ids)}
+                return BaselineOutcome(attack.component, correct_share(defence, x, y, cfg.control_draws, ids))
 
     return BASELINES.at(transform, strength).get(ctx.rundir, compute, b)
-
-
-def baseline_grid(ctx: Context) -> list[tuple[str, float]]:
-    """Every (transform, strength) baseline the run attacks."""
-    cfg = ctx.config
-    grid = {"blur": cfg.blur_sigmas, "noise": cfg.noise_sds, "jpeg": cfg.jpeg_qualities}
-    return [(t, float(s)) for t in cfg.baselines for s in grid[t]]
 
 
 def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceSetting]:
     """The configurations attacked adaptively: the main defence; with ``sweep_adaptive`` (``--eval full``) every
     configuration the report shows."""
-    every = settings(ctx, prior is not None)
+    every = ctx.config.defence_settings(prior is not None)
     return every if ctx.config.sweep_adaptive else [s for s in every if s.role == "main"]
 
 
@@ -406,9 +409,9 @@ class AdaptiveOutcomes:
     """Every adaptive outcome, per image over the adaptive images: the undefended model's, each configuration's
     attacked adaptively, each baseline's (by (transform, strength))."""
 
-    undefended: dict[str, Any]
-    settings: dict[DefenceSetting, dict[str, Any]]
-    baselines: dict[tuple[str, float], dict[str, Any]]
+    undefended: UndefendedOutcome
+    settings: dict[DefenceSetting, SettingOutcome]
+    baselines: dict[tuple[str, float], BaselineOutcome]
 
 
 JobKey = str | DefenceSetting | tuple[str, float]
@@ -419,19 +422,23 @@ def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> AdaptiveOutcomes
     processes of a torchrun launch share the configurations even when the adaptive images fit in one batch."""
     cfg = ctx.config
     slices = list(batch_slices(min(len(ctx.data), cfg.adaptive_n), cfg.batch_size))
-    jobs: list[tuple[JobKey, Callable[[int, slice], Any]]] = [
+    jobs: list[tuple[JobKey, Callable[[int, slice], PerImageRecord]]] = [
         ("undefended", lambda b, sl: undefended_batch(ctx, b, sl, prior))]
     jobs += [(s, setting_job(ctx, s, prior)) for s in adaptive_settings(ctx, prior)]
-    jobs += [((t, s), baseline_job(ctx, t, s)) for t, s in baseline_grid(ctx)]
-    parts: dict[JobKey, list[dict[str, Any]]] = {key: [] for key, _ in jobs}
+    jobs += [((t, s), baseline_job(ctx, t, s)) for t, s in cfg.baseline_grid()]
+    parts: dict[JobKey, list[PerImageRecord]] = {key: [] for key, _ in jobs}
     work = [(key, job, b, sl) for key, job in jobs for b, sl in enumerate(slices)]
     ctx.each_batch(lambda _, item: item[1](item[2], item[3]),
                    desc="adaptive attacks (ensemble; EOT on the randomized ones) with their convergence curves",
                    slices=work, then=lambda _, item, value: parts[item[0]].append(value))
-    joined = {key: concatenated(values) for key, values in parts.items()}
-    return AdaptiveOutcomes(joined.pop("undefended"),
-                            {k: v for k, v in joined.items() if isinstance(k, DefenceSetting)},
-                            {k: v for k, v in joined.items() if isinstance(k, tuple)})
+    joined = {key: type(values[0]).concatenated(values) for key, values in parts.items()}
+    undefended = joined.pop("undefended")
+    assert isinstance(undefended, UndefendedOutcome)
+    return AdaptiveOutcomes(undefended,
+                            {k: v for k, v in joined.items() if isinstance(k, DefenceSetting)
+                             and isinstance(v, SettingOutcome)},
+                            {k: v for k, v in joined.items() if isinstance(k, tuple)
+                             and isinstance(v, BaselineOutcome)})
 
 
 def setting_job(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None) -> Callable[[int, slice], Any]:
@@ -440,9 +447,3 @@ def setting_job(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | Non
 
 def baseline_job(ctx: Context, transform: str, strength: float) -> Callable[[int, slice], Any]:
     return lambda b, sl: baseline_batch(ctx, transform, strength, b, sl)
-
-
-def concatenated(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Nested dicts of per-image tensors, one per batch, as one nested dict of tensors over every image."""
-    return {key: concatenated([b[key] for b in batches]) if isinstance(value, dict)
-            else torch.cat([b[key] for b in batches]) for key, value in batches[0].items()}
