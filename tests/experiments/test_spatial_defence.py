@@ -215,7 +215,7 @@ def _component(n: int, seed: int, curve: bool = True) -> ComponentOutcome:
 def test_adaptive_stage_records_save_as_their_dicts_and_load_back(tmp_path):
     """Each adaptive record is saved as the dict of its fields (the stage files of a run, which a resumed run reads)
     and loads back as the same record; only the main defence's carries the RoI-restricted attack and the transfer."""
-    from advspatial.experiments.spatial.stages import (
+    from advspatial.experiments.spatial.records import (
         ADAPTIVE, BASELINES, UNDEFENDED, BaselineOutcome, SettingOutcome, UndefendedOutcome,
     )
     from advspatial.rundir import RunDir
@@ -244,7 +244,7 @@ def test_adaptive_stage_records_save_as_their_dicts_and_load_back(tmp_path):
 
 def test_records_of_consecutive_batches_join_in_batch_order():
     """Joining the records of two batches concatenates every tensor, those of nested components key by key."""
-    from advspatial.experiments.spatial.stages import SettingOutcome
+    from advspatial.experiments.spatial.records import SettingOutcome
 
     parts = [SettingOutcome(_component(n, n), _component(n, n + 1), torch.ones(n), torch.zeros(n),
                             _component(n, n + 2, curve=False), torch.ones(n)) for n in (3, 2)]
@@ -283,7 +283,7 @@ def test_a_baseline_at_chance_is_labelled_and_kept_out_of_the_plot(clean, full_e
     """A baseline whose clean accuracy's CI reaches chance (1/K) trades no clean accuracy for robustness: its
     point (clean ~0, robust ~0) says nothing, so it carries a label, which keeps it out of the trade-off plot."""
     from advspatial.experiments.spatial.claims import AT_CHANCE, WEAK_EOT, baseline_row
-    from advspatial.experiments.spatial.stages import BaselineOutcome
+    from advspatial.experiments.spatial.records import BaselineOutcome
 
     shares = torch.tensor(clean)
     outcome = BaselineOutcome(ComponentOutcome({"worst": torch.zeros_like(shares)}, {}), shares)

@@ -32,8 +32,8 @@ from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
 MapFn = Callable[[torch.Tensor], torch.Tensor]
-#: ``fn(x) -> (importance, vulnerability)``: both maps of x at once, e.g. from one forward pass
-#: (:func:`advspatial.maps.deployable.importance_and_gradient`); equal to the two map callables' results.
+#: ``fn(x) -> (importance, vulnerability)``: both maps of x at once, e.g. from one forward pass (as the spatial
+#: experiment computes them); equal to the two map callables' results.
 PairedMapFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 #: ``binarize(maps, fraction) -> (N,H,W) bool`` region of the top ``fraction`` of each map.
 BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]

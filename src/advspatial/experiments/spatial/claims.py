@@ -4,9 +4,9 @@ verdict per configuration by one fixed rule (:data:`DEFENCE_RULE`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import replace
+import math
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -18,11 +18,13 @@ from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm
 from ..maps.stages import Context
+from .config import DefenceSetting
 from .metrics import (
     Adaptive, BaselineRow, Comparison, DrawSpread, Harm, HarmConvergence, PairedComparisons, SettingConvergence,
     SettingMeasures, SettingRow, ShareSummary, SweepCell, UndefendedSummary,
 )
-from .stages import AdaptiveOutcomes, BaselineOutcome, DefenceSetting, SettingOutcome, SweepColumns, UndefendedOutcome
+from .records import AdaptiveOutcomes, BaselineOutcome, SettingOutcome, UndefendedOutcome
+from .stages import SweepColumns
 
 #: the fixed rule behind every defence verdict (printed in the report)
 DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "

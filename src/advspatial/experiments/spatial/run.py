@@ -18,10 +18,9 @@ from .claims import draw_spread, nonadaptive_comparisons, summarize_adaptive, sw
 from .config import SpatialConfig
 from .figures import draw_defence_figures
 from .metrics import NonAdaptive, SpatialAttackOutcome, SpatialFindings, Sweep
+from .records import AdaptiveOutcomes
 from .report import render
-from .stages import (
-    AdaptiveOutcomes, DefenceColumns, SweepColumns, adaptive_stage, aggregate_sweep, class_prior, deployable_defences,
-)
+from .stages import DefenceColumns, SweepColumns, adaptive_stage, aggregate_sweep, class_prior, deployable_defences
 
 
 @register_experiment("spatial", SpatialConfig,

@@ -17,28 +17,27 @@ Three threat models, never mixed in one number:
    and every randomized component. Each attack and its curves are one call
    (:func:`advspatial.defence.evaluation.evaluate_adaptive`).
 
-A component's per-image outcome is a :class:`~advspatial.defence.evaluation.ComponentOutcome`; a batch's are records
-(:class:`SettingOutcome`, :class:`UndefendedOutcome`, :class:`BaselineOutcome`) saved as dicts (:class:`RecordStage`).
+A component's per-image outcome is a :class:`~advspatial.defence.evaluation.ComponentOutcome`; a batch's are the
+records of :mod:`.records`, saved as dicts.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import torch
 
 from ...attacks.base import frozen_eval
 from ...defence.adaptive import Defence, Undefended, correct_share, roi_attack_mask
 from ...defence.evaluate import evaluate_defence
-from ...defence.evaluation import AdaptiveEvaluation, ComponentOutcome, PerImageRecord, evaluate_adaptive
+from ...defence.evaluation import AdaptiveEvaluation, PerImageRecord, evaluate_adaptive
 from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
-from ...maps.deployable import importance_and_gradient
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
 from ..context import train_images
@@ -46,6 +45,10 @@ from ..maps.config import contribution_kw
 from ..maps.stages import Context
 from ..stage import ATTACK, AccumulatorStage, Stage
 from .config import DefenceSetting
+from .deployable import importance_and_gradient
+from .records import (
+    ADAPTIVE, BASELINES, UNDEFENDED, AdaptiveOutcomes, BaselineOutcome, SettingOutcome, UndefendedOutcome,
+)
 
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
 #: model is its costliest part
@@ -61,76 +64,6 @@ PRIOR_PARTS = AccumulatorStage("prior-classes")
 DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
 #: the sweep's per-image correctness of a batch: ``{(adv|clean, fraction, fill): (defended, control draws)}``
 SWEEP = Stage[dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]]("sweep")
-R = TypeVar("R", bound=PerImageRecord)
-
-
-@dataclass(frozen=True)
-class RecordStage(Stage[R]):
-    """A stage whose value is a :class:`~advspatial.defence.evaluation.PerImageRecord`, saved as the dict of its
-    fields (what a stage file holds) and read back with ``read``."""
-
-    read: Callable[[Mapping[str, Any]], R] = field(kw_only=True)
-
-    def saved(self, value: R) -> dict[str, Any]:
-        return value.as_dict()
-
-    def loaded(self, saved: Any) -> R:
-        return self.read(saved)
-
-
-class MainAttacks(NamedTuple):
-    """The main defence's RoI-restricted attack, and the transfer of its and the whole-image attack's examples."""
-
-    roi: ComponentOutcome
-    roi_transfer: torch.Tensor
-    transfer: torch.Tensor
-
-
-@dataclass(frozen=True)
-class SettingOutcome(PerImageRecord):
-    """A configuration's adaptive outcome per image: the defence and its control (share of fresh draws) attacked,
-    and its clean correctness; for the main defence also the RoI-restricted attack (``roi``) and the transfer of
-    both attacks' examples to the undefended model (``transfer``, ``roi_transfer``)."""
-
-    defended: ComponentOutcome
-    control: ComponentOutcome
-    clean: torch.Tensor
-    transfer: torch.Tensor | None = None
-    roi: ComponentOutcome | None = None
-    roi_transfer: torch.Tensor | None = None
-
-    def restricted(self) -> MainAttacks:
-        """The RoI-restricted attack and the transfer (the main defence's outcome holds them)."""
-        if self.roi is None or self.transfer is None or self.roi_transfer is None:
-            raise ValueError("only the main defence's outcome holds the RoI-restricted attack and the transfer")
-        return MainAttacks(self.roi, self.roi_transfer, self.transfer)
-
-
-@dataclass(frozen=True)
-class UndefendedOutcome(PerImageRecord):
-    """The undefended model's white-box references per image, each with its curve: the whole image and the
-    RoI-restricted attack; its clean correctness and the transfer of both attacks' examples to the main defence."""
-
-    white_box: ComponentOutcome = field(metadata={"key": "white-box"})
-    roi: ComponentOutcome
-    clean: torch.Tensor
-    transfer: torch.Tensor
-    roi_transfer: torch.Tensor
-
-
-@dataclass(frozen=True)
-class BaselineOutcome(PerImageRecord):
-    """A trivial input transform per image: under the adaptive attack (with its curve), and clean (share of draws)."""
-
-    baseline: ComponentOutcome
-    clean: torch.Tensor
-
-
-#: the adaptive outcomes of a batch: ``ADAPTIVE.at(*setting.parts)``; the undefended model's ``UNDEFENDED``
-ADAPTIVE = RecordStage[SettingOutcome]("adaptive", read=SettingOutcome.from_dict)
-UNDEFENDED = RecordStage[UndefendedOutcome]("adaptive", read=UndefendedOutcome.from_dict).at("undefended")
-#: a trivial input transform under the adaptive attack: ``BASELINES.at(transform, strength)``
-BASELINES = RecordStage[BaselineOutcome]("baselines", read=BaselineOutcome.from_dict)
 
 
 def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -402,16 +335,6 @@ def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceS
     configuration the report shows."""
     every = ctx.config.defence_settings(prior is not None)
     return every if ctx.config.sweep_adaptive else [s for s in every if s.role == "main"]
-
-
-@dataclass
-class AdaptiveOutcomes:
-    """Every adaptive outcome, per image over the adaptive images: the undefended model's, each configuration's
-    attacked adaptively, each baseline's (by (transform, strength))."""
-
-    undefended: UndefendedOutcome
-    settings: dict[DefenceSetting, SettingOutcome]
-    baselines: dict[tuple[str, float], BaselineOutcome]
 
 
 JobKey = str | DefenceSetting | tuple[str, float]

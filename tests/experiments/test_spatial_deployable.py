@@ -9,7 +9,7 @@ from torch import nn
 
 from advspatial.errors import ConfigError
 from advspatial.maps.attack import gradient_map
-from advspatial.maps.deployable import SHARED_FORWARD_METHODS, importance_and_gradient
+from advspatial.experiments.spatial.deployable import SHARED_FORWARD_METHODS, importance_and_gradient
 from advspatial.maps.importance import importance_map
 from advspatial.models import build_model
 from advspatial.passes import PassLedger
