@@ -31,7 +31,8 @@ def synthetic_store(n: int = 36, seed: int = 0) -> dict[str, torch.Tensor]:
     ids = torch.arange(100, 100 + n)
     return {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
             "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": torch.arange(n) % 3, "ids": ids,
-            "composition": torch.rand(n, generator=gen), "ref:centre": torch.rand(1, 8, 8).expand(n, 8, 8),
+            "composition": torch.rand(n, generator=gen),
+            "ref:centre": torch.rand(1, 8, 8, generator=gen).expand(n, 8, 8),
             "ref:intensity": torch.rand(n, 8, 8, generator=gen), "ref:edges": torch.rand(n, 8, 8, generator=gen)}
 
 
@@ -152,3 +153,11 @@ def test_the_docstring_example_runs() -> None:
     for test in finder.find(store_engine.compare_store, "compare_store", globs={}):
         runner.run(test)
     assert runner.summarize(verbose=False).attempted > 0 and runner.summarize(verbose=False).failed == 0
+
+
+def test_a_difference_of_per_image_values_keeps_the_images_both_have() -> None:
+    a = PerImage(np.array([0, 2, 3]), np.array([1.0, 2.0, 4.0]), np.array([5.0, 6.0, 7.0]), np.array([.5, .6, .7]))
+    b = PerImage(np.array([2, 3, 4]), np.array([0.5, 1.0, 9.0]), np.zeros(3), np.zeros(3))
+    d = a.minus(b)
+    assert d.columns.tolist() == [2, 3] and d.values.tolist() == [1.5, 3.0]
+    assert d.observed.tolist() == [6.0, 7.0] and d.null.tolist() == [.6, .7]
