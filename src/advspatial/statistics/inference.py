@@ -379,16 +379,7 @@ def excess_influence(pairs: torch.Tensor, groups: Any) -> PerImage:
     return prepare(p, g).per_image()
 
 
-def difference_influence(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any) -> PerImage:
-    """The per-image values behind :func:`excess_difference` (pairing ``a``'s influence minus ``b``'s, on the images
-    both have; ``observed``/``null`` are ``a``'s)."""
-    pa, g = check_pairs(pairs_a, groups)
-    pb, _ = check_pairs(pairs_b, groups)
-    return excess_influence(pa, g).minus(excess_influence(pb, g))
-
-
 __all__ = [
-    "NullComparison", "Pairs", "PerImage", "compare_pairs", "compare_to_nulls", "difference_influence",
-    "difference_of", "excess_influence", "excess_test", "placement_comparison", "two_sided_permutation_p",
-    "uniform_comparison",
+    "NullComparison", "Pairs", "PerImage", "compare_pairs", "compare_to_nulls", "difference_of", "excess_influence",
+    "excess_test", "placement_comparison", "two_sided_permutation_p", "uniform_comparison",
 ]
