@@ -67,13 +67,9 @@ def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -
     from advspatial.statistics.claims import judge
 
     store = _content_store(edge_driven=edge_driven)
-    refs = colocation.reference_rois(store, seed=0)
-    assert set(refs) == {"class-layout", "dataset-layout", "centre", "intensity", "edges"}
-    counts = store["roi"].flatten(1).sum(1)
-    assert all(torch.equal(roi.flatten(1).sum(1), counts) for _, roi in refs.values())   # equal size
-    differences = colocation.beyond_references(store, refs, seed=0)
-    comparisons = colocation.compare_store(store, permutations=300, seed=0, strata=2)
-    same_class = comparisons["energy_in_roi"]["same-class"]
+    result = colocation.compare_store(store, permutations=300, seed=0, strata=2)
+    differences, comparisons, same_class = result.beyond, result.comparisons, result.primary
+    assert list(differences) == ["class-layout", "dataset-layout", "centre", "intensity", "edges"]
     claim = colocation.beyond_claim("pgd", differences, same_class, {"RoI faithfulness": True})
     assert claim.primary and claim.p == max(d.p for d in differences.values())
     assert claim.effect.low == min(d.effect.low for d in differences.values())
@@ -120,7 +116,7 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
     store = {"importance": imp, "attack": att, "roi": binarize(imp, sample_ids=ids).mask,
              "roa": binarize(att, seed=1, sample_ids=ids).mask, "labels": ids % 2,
              "composition": torch.rand(40, generator=gen)}
-    comparisons = colocation.compare_store(store, permutations=500, seed=0, strata=2)
+    comparisons = colocation.compare_store(store, permutations=500, seed=0, strata=2).comparisons
     claims = colocation.attack_claims("pgd", comparisons, {"RoI faithfulness": True}, primary=True)
     assert [c.primary for c in claims].count(True) == 1   # the API still marks one row when asked
     main = claims[0]

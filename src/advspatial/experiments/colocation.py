@@ -2,12 +2,12 @@
 
 For each attack and attack map, the successful images kept by the experiment
 (maps, regions, labels, the image's foreground share) go through the one
-statistics engine (:func:`advspatial.statistics.inference.compare_to_nulls`):
-every statistic against the hierarchy of nulls. The same engine runs on
-model-free **reference RoIs** of the same size (:mod:`advspatial.regions.references`:
-class and dataset layout, the centre, the image's intensity and edges), because
-an image's own content is image-specific too and the same-class null does not
-remove it. They become claims:
+statistics engine in one call per store (:func:`compare_store`, from
+:mod:`advspatial.statistics.store`): every statistic against the hierarchy of
+nulls, and the same on model-free **reference RoIs** of the same size
+(:mod:`advspatial.regions.references`: class and dataset layout, the centre, the
+image's intensity and edges), because an image's own content is image-specific
+too and the same-class null does not remove it. They become claims:
 
 - **primary** (one per attack, Holm across attacks): *beyond image content* --
   per image, the model RoI's energy excess over the same-class null minus each
@@ -31,17 +31,12 @@ from typing import Any
 
 import torch
 
-from ..regions import STATISTICS
+from ..regions.references import REFERENCE_WORDS
 from ..statistics.claims import Claim, claim_from
-from ..statistics.inference import (
-    ExcessDifference, NullComparison, PerImage, compare_to_nulls, difference_influence, difference_of, excess_influence,
-)
-from ..statistics.nulls import null_groups
-from ..regions.overlap import energy_in_roi_pairs
-from ..regions.references import REFERENCE_MAPS, REFERENCE_WORDS, LayoutSums, top_count_mask
+from ..statistics.inference import ExcessDifference, NullComparison, compare_to_nulls
+from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC
+from ..statistics.store import compare_store as compare_store, informative as informative  # the experiments' entry
 
-PRIMARY_STATISTIC = "energy_in_roi"
-PRIMARY_NULL = "same-class"
 CLAIM = "the attack acts where the model looks"
 BEYOND_CLAIM = "the attack acts where the model looks, beyond image content"
 #: the null every layout step is compared along (uniform placement, then ever closer partners)
@@ -53,31 +48,6 @@ FOREGROUND_LEVEL = 0.05
 def composition(images: torch.Tensor) -> torch.Tensor:
     """(N,) foreground share of each image: the covariate the object-conditioned null matches partners on."""
     return (images.amax(1) > FOREGROUND_LEVEL).flatten(1).double().mean(1)
-
-
-def informative(composition: torch.Tensor) -> bool:
-    """Can partners be matched on this composition? Not when most images share one value.
-
-    On natural images nearly every pixel is "foreground" (share 1.0 for most
-    CIFAR-10 images), so strata would split tied images by their order: the
-    object-conditioned null is then left out rather than reported as if matched.
-    """
-    if composition.numel() == 0:
-        return False
-    _, counts = torch.unique(composition, return_counts=True)
-    return int(counts.max()) <= composition.numel() // 2
-
-
-def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: int, strata: int,
-                  statistics: tuple[str, ...] = STATISTICS) -> dict[str, dict[str, NullComparison]]:
-    """Every statistic x null for the kept images of one attack map (needs >= 3 images).
-
-    The object-conditioned null is computed only where the composition is informative.
-    """
-    composition = store["composition"] if informative(store["composition"]) else None
-    return compare_to_nulls(store["importance"], store["attack"], store["roi"], store["roa"], store["labels"],
-                            composition=composition, statistics=statistics, n_permutations=permutations,
-                            seed=seed, strata=strata)
 
 
 def pixel_claims(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping[str, bool], permutations: int,
@@ -100,63 +70,6 @@ def pixel_claims(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping
         claim.scale = PRIMARY_STATISTIC
         out.append(claim)
     return out
-
-
-# -- model-free references -------------------------------------------------------------------
-
-def reference_rois(store: Mapping[str, torch.Tensor], seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{reference: (map, RoI)} for the kept images: RoIs of exactly the model RoI's pixel count per image.
-
-    The image references (centre, intensity, edges) come from the store (``ref:NAME``, kept by the
-    experiment); the class and dataset layouts are the mean RoI maps of the *other* kept images.
-    """
-    imp, labels, ids = store["importance"], store["labels"], store.get("ids")
-    counts = store["roi"].flatten(1).sum(1)
-    sums = LayoutSums()
-    sums.add(imp, labels)
-    class_layout, dataset_layout = sums.leave_one_out(imp, labels)
-    maps = {"class-layout": class_layout, "dataset-layout": dataset_layout,
-            **{r: store[f"ref:{r}"] for r in REFERENCE_MAPS if f"ref:{r}" in store}}
-    out = {}
-    for name in REFERENCE_MAPS:
-        if name in maps:
-            ref = maps[name].to(imp.dtype)
-            out[name] = (ref.nan_to_num(0.0).clamp_min(0), top_count_mask(ref, counts, seed, ids))
-    return out
-
-
-def reference_comparisons(store: Mapping[str, torch.Tensor],
-                          references: Mapping[str, tuple[torch.Tensor, torch.Tensor]], permutations: int, seed: int,
-                          strata: int) -> dict[str, dict[str, NullComparison]]:
-    """The primary statistic of every reference RoI against the same nulls as the model's: {reference: {null: ...}}."""
-    composition = store["composition"] if informative(store["composition"]) else None
-    return {name: compare_to_nulls(ref, store["attack"], roi, store["roa"], store["labels"], composition=composition,
-                                   statistics=(PRIMARY_STATISTIC,), n_permutations=permutations, seed=seed,
-                                   strata=strata, sample_ids=store.get("ids"))[PRIMARY_STATISTIC]
-            for name, (ref, roi) in references.items()}
-
-
-def beyond_references(store: Mapping[str, torch.Tensor], references: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                      seed: int) -> dict[str, ExcessDifference]:
-    """Per reference, the model RoI's excess over the same-class null minus the reference RoI's (> 0: the model's
-    RoI catches more of the attack than that reference does, beyond the class layout)."""
-    return {name: difference_of(values, seed) for name, values in beyond_values(store, references).items()}
-
-
-def beyond_values(store: Mapping[str, torch.Tensor],
-                  references: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, PerImage]:
-    """Per reference, the per-image values behind :func:`beyond_references` (a study compares them across models)."""
-    groups = null_groups(PRIMARY_NULL, store["labels"])
-    model = energy_in_roi_pairs(store["roi"], store["attack"])
-    return {name: difference_influence(model, energy_in_roi_pairs(roi, store["attack"]), groups)
-            for name, (_, roi) in references.items()}
-
-
-def excess_values(store: Mapping[str, torch.Tensor]) -> PerImage:
-    """The per-image values behind the primary statistic's excess over the same-class null (its mean and CI are the
-    ``energy_in_roi`` x ``same-class`` comparison of :func:`compare_store`)."""
-    return excess_influence(energy_in_roi_pairs(store["roi"], store["attack"]),
-                            null_groups(PRIMARY_NULL, store["labels"]))
 
 
 def beyond_claim(subject: str, differences: Mapping[str, ExcessDifference], same_class: NullComparison,

@@ -5,10 +5,12 @@ everywhere (METHODS.md §1, "Inference"). Apart from the code that turns maps in
 (:mod:`advspatial.regions`) and from the faithfulness gate (:mod:`advspatial.faithfulness`).
 
 Modules: :mod:`.estimates` (means with bootstrap CIs, paired p), :mod:`.nulls` and :mod:`.placement` (the
-hierarchy of nulls), :mod:`.inference` (comparisons against the nulls), :mod:`.accuracy` (Wilson intervals,
-paired accuracies), :mod:`.seeds` (training procedures over seeds), :mod:`.verdicts` (corrections, smallest
-effects of interest, the verdict rule), :mod:`.claims` (pre-declared claims judged together),
-:mod:`.wording` (the sentence of a comparison), :mod:`.pixel_test` (where one-pixel attacks land).
+hierarchy of nulls), :mod:`.excess` (the per-image excess over a pair-based null), :mod:`.inference`
+(comparisons against the nulls), :mod:`.store` (an experiment's kept images against every null and the
+model-free references, in one call), :mod:`.accuracy` (Wilson intervals, paired accuracies), :mod:`.seeds`
+(training procedures over seeds), :mod:`.verdicts` (corrections, smallest effects of interest, the verdict
+rule), :mod:`.claims` (pre-declared claims judged together), :mod:`.wording` (the sentence of a comparison),
+:mod:`.pixel_test` (where one-pixel attacks land).
 """
 
 from .accuracy import accuracy, paired_accuracy, wilson_interval

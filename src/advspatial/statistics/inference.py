@@ -17,7 +17,9 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
 - :func:`excess_test` / :func:`uniform_comparison` / :func:`compare_to_nulls` --
   mean per-image excess over a null with a bootstrap CI, ratio, z and a
   two-sided p (:class:`NullComparison`); :func:`permutations_within` draws the
-  permutations, :func:`two_sided_permutation_p` is the one p rule;
+  permutations, :func:`two_sided_permutation_p` is the one p rule; :func:`compare_pairs` tests many pair
+  matrices of the same images (statistics, reference RoIs) on one draw of each null's permutations, which
+  :func:`advspatial.statistics.store.compare_store` uses to compare an experiment's kept store in one call;
 - :func:`wilson_interval` / :func:`accuracy` -- accuracies with Wilson 95% intervals;
   :func:`paired_accuracy` -- a paired accuracy difference with a bootstrap CI and
   McNemar's exact p (:func:`mcnemar_p`) or a sign-flip p (:func:`sign_flip_p`);
@@ -27,7 +29,8 @@ claim means the same thing everywhere (METHODS.md §1, "Inference"):
 - :func:`crossed_mean_ci` -- the effect of a training procedure over training seeds crossed with images
   (``seeds.py``, :class:`SeedEffect`).
 
-The estimates (``estimates.py``), the nulls (``nulls.py``), the accuracies (``accuracy.py``), the
+The estimates (``estimates.py``), the nulls (``nulls.py``), the per-image excess over a pair-based null and its
+permutation distribution (``excess.py``), the accuracies (``accuracy.py``), the
 corrections and verdicts (``verdicts.py``) and the seeds (``seeds.py``) live in modules of their own and
 are importable from here; a comparison's sentence is :func:`advspatial.statistics.wording.describe`, the
 one-pixel test :func:`advspatial.statistics.pixel_test.pixel_in_roi_test`.
@@ -36,19 +39,21 @@ one-pixel test :func:`advspatial.statistics.pixel_test.pixel_in_roi_test`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import ShapeError, check_range, unknown_name
 from .estimates import Estimate, bootstrap_mean_ci, paired_p
-from .nulls import (
-    PERMUTATION_CHUNK, permutation_chunks, DEFAULT_STRATA, NULLS, as_groups, check_pairs, null_groups, partner_null,
-)
+from .excess import PerImage, Prepared, permutation_means, prepare, row_nanmean
+from .nulls import PERMUTATION_CHUNK, DEFAULT_STRATA, NULLS, as_groups, check_pairs, pair_groups
+from .nulls import null_groups as null_groups, partner_null as partner_null  # named in the docs from here
 from .placement import check_sample_ids, placement_shifts, placement_table
+
+K = TypeVar("K", bound=Hashable)
 
 # -- the comparison against one null ---------------------------------------------------------
 
@@ -118,103 +123,7 @@ def _finite_all(values: Any) -> np.ndarray:
     return arr.reshape(-1)
 
 
-@dataclass
-class _Prepared:
-    """One statistic's per-image values on the C images that enter its test.
-
-    ``columns`` (C,) are those images; ``block`` (N, C) = pairs[:, columns] flattened
-    row-major, so pairs[j, columns[c]] = block[j * C + c] (one ``take`` per chunk);
-    ``partners`` (C,) the number of usable partners of each image; ``influence`` (C,)
-    the values the CI resamples (:func:`_influence`; the excess itself where the
-    null has no RoI side).
-    """
-
-    block: np.ndarray
-    has_nan: bool
-    columns: np.ndarray
-    null: np.ndarray
-    excess: np.ndarray
-    observed: np.ndarray
-    partners: np.ndarray
-    influence: np.ndarray
-
-
-def _prepare(pairs: torch.Tensor, groups: torch.Tensor) -> _Prepared:
-    null = partner_null(pairs, groups).numpy()
-    observed = pairs.diagonal().numpy()
-    cols = np.flatnonzero(np.isfinite(observed) & np.isfinite(null))
-    block = np.ascontiguousarray(pairs.numpy()[:, cols]).reshape(-1)
-    g = groups.numpy()
-    usable = (g[:, None] == g[None, cols]) & np.isfinite(pairs.numpy()[:, cols])
-    partners = usable.sum(0) - 1  # the image itself is usable: its observed value is finite
-    excess = observed[cols] - null[cols]
-    return _Prepared(block, bool(np.isnan(block).any()), cols, null[cols], excess, observed[cols],
-                     partners.astype(float), _influence(pairs.numpy(), usable, cols, partners, excess))
-
-
-def _influence(pairs: np.ndarray, usable: np.ndarray, cols: np.ndarray, partners: np.ndarray,
-               excess: np.ndarray) -> np.ndarray:
-    """(C,) per-image values whose mean is the mean excess and whose spread counts both sides of the null.
-
-    The null mean U = mean_i (1/k_i) sum_{j partner of i} pairs[j, i] is a U-statistic:
-    image m enters it as an attack (column m: its own null_m, already in excess_m)
-    and as a RoI (row m: b_m = sum_i pairs[m, i] / k_i over the images i it is a
-    partner of). Resampling excess_m alone misses the RoI side and under-covers
-    under an image-specific alternative (0.923 for Pearson vs same-class, 300
-    simulations); psi_m = excess_m - (b_m - mean b) is the first-order (Hoeffding)
-    projection of T on image m, with mean(psi) = T exactly, so the bootstrap of psi is
-    a two-way interval at the cost of one pass over the pair matrix.
-    """
-    if cols.size == 0:
-        return excess
-    own = np.zeros(usable.shape, dtype=bool)
-    own[cols, np.arange(cols.size)] = True
-    weights = np.where(usable & ~own, 1.0 / np.maximum(partners, 1)[None, :], 0.0)
-    side = np.where(weights > 0, pairs[:, cols], 0.0) * weights  # (N, C): RoI j's share of image i's null
-    b = side.sum(1)[cols]
-    return excess - (b - b.mean())
-
-
-def _permutation_means(
-    prepared: list[_Prepared], groups: torch.Tensor, n_permutations: int, seed: int
-) -> list[np.ndarray]:
-    """(B,) mean excess recomputed on each within-group permutation of the RoIs, per prepared statistic.
-
-    Permuting the RoIs (σ) and recomputing every image's excess gives, for image i
-    with k_i usable partners, ``(( k_i + 1) · pairs[σ(i), i] − observed_i) / k_i − null_i``:
-    the observed excess at σ = identity, mean exactly 0 over σ. For a group of two
-    this is a sign flip of the excess. The same permutations serve every statistic.
-    """
-    out: list[list[np.ndarray]] = [[] for _ in prepared]
-    for perms in permutation_chunks(groups, int(n_permutations), int(seed)):
-        positions: dict[bytes, np.ndarray] = {}  # statistics over the same images share their gather positions
-        for k, prep in enumerate(prepared):
-            c = prep.columns.size
-            if c == 0:
-                out[k].append(np.full(perms.shape[0], np.nan))
-                continue
-            key = prep.columns.tobytes()
-            if key not in positions:
-                positions[key] = perms[:, prep.columns] * c + np.arange(c)
-            excess = prep.block.take(positions[key])
-            # ((k + 1) * value - observed) / k - null, in place: the same operations in the same order
-            excess *= prep.partners + 1
-            excess -= prep.observed
-            excess /= prep.partners
-            excess -= prep.null
-            out[k].append(_row_nanmean(excess) if prep.has_nan else excess.mean(1))
-    return [np.concatenate(v) if v else np.zeros(0) for v in out]
-
-
-def _row_nanmean(values: np.ndarray) -> np.ndarray:
-    """Mean of the finite entries of each row (NaN for a row without one), without warnings."""
-    finite = np.isfinite(values)
-    count = finite.sum(1)
-    total = np.where(finite, values, 0.0).sum(1)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _comparison(prep: _Prepared, t_null: np.ndarray, seed: int, statistic: str, null: str, b: int) -> NullComparison:
+def _comparison(prep: Prepared, t_null: np.ndarray, seed: int, statistic: str, null: str, b: int) -> NullComparison:
     n = int(prep.columns.size)
     observed = float(prep.observed.mean()) if n else math.nan
     null_mean = float(prep.null.mean()) if n else math.nan
@@ -236,15 +145,15 @@ def excess_test(
     pairs[i, i] - partner_null_i. T = mean excess; T_b = the same mean excess
     recomputed after a random within-group permutation σ_b of the RoIs (identity
     allowed, so the observed pairing is exchangeable with the permuted ones; see
-    :func:`_permutation_means`). T_b is centred on 0 exactly, and the two-sided
+    :func:`~.excess.permutation_means`). T_b is centred on 0 exactly, and the two-sided
     p = (1 + #{|T_b| >= |T|}) / (1 + B) is symmetric under a sign flip. For groups
     of two it is a sign-flip test. z = T / std(T_b); the CI of the mean excess is a
     bootstrap over images.
     """
     check_range("n_permutations", n_permutations, 1)
     p, g = check_pairs(pairs, groups)
-    prep = _prepare(p, g)
-    t_null = _permutation_means([prep], g, n_permutations, seed)[0]
+    prep = prepare(p, g)
+    t_null = permutation_means([prep], g, n_permutations, seed)[0]
     return _comparison(prep, t_null, seed, statistic, null, n_permutations)
 
 
@@ -293,11 +202,12 @@ def placement_comparison(
     """
     check_range("n_permutations", n_permutations, 1)
     shifts = placement_shifts(check_sample_ids(sample_ids, table.shape[0]), int(n_permutations), table.shape[1], seed)
-    return _placement(table, shifts, seed, statistic)
+    return placement_comparison_of(table, shifts, seed, statistic)
 
 
-def _placement(table: torch.Tensor, shifts: np.ndarray, seed: int, statistic: str) -> NullComparison:
-    """:func:`placement_comparison` with the (B, N) shifts of every image drawn (shared by all statistics)."""
+def placement_comparison_of(table: torch.Tensor, shifts: np.ndarray, seed: int, statistic: str) -> NullComparison:
+    """:func:`placement_comparison` with the (B, N) shifts of every image drawn (:func:`placement_shifts`: one draw
+    serves every statistic and every RoI of the same images)."""
     values = table.detach().cpu().double().numpy()
     observed = values[:, 0]
     finite = np.isfinite(values)
@@ -307,11 +217,11 @@ def _placement(table: torch.Tensor, shifts: np.ndarray, seed: int, statistic: st
     rows = values[cols] - null[cols, None]
     t_null = np.full(shifts.shape[0], np.nan)
     if cols.size:
-        mean = _row_nanmean if not finite[cols].all() else (lambda v: v.mean(1))
+        mean = row_nanmean if not finite[cols].all() else (lambda v: v.mean(1))
         t_null = np.concatenate([mean(np.take_along_axis(rows, shifts[s:s + PERMUTATION_CHUNK, cols].T, 1).T)
                                  for s in range(0, shifts.shape[0], PERMUTATION_CHUNK)])
     excess = observed[cols] - null[cols]
-    prep = _Prepared(np.zeros(0), False, cols, null[cols], excess, observed[cols], np.zeros(cols.size), excess)
+    prep = Prepared(np.zeros(0), False, cols, null[cols], excess, observed[cols], np.zeros(cols.size), excess)
     return _comparison(prep, t_null, seed, statistic, "uniform", shifts.shape[0])
 
 
@@ -339,43 +249,90 @@ def compare_to_nulls(
     own RoI at random cyclic shifts (:func:`placement_comparison`; the draws keyed by
     ``seed`` and ``sample_ids``, default 0..N-1). Memory is O(N^2 + N P) per statistic.
     """
+    pairs, tables = statistic_pairs(importance, attack, roi, roa, statistics, placements="uniform" in nulls)
+    names = tuple(pairs)
+    check_range("n_permutations", n_permutations, 1)
+    n = importance.shape[0]
+    labels = as_groups(labels, n, "labels")
+    ids = check_sample_ids(sample_ids, n)
+    unknown_nulls = set(nulls) - set(NULLS)
+    if unknown_nulls:
+        raise unknown_name("null", sorted(unknown_nulls)[0], NULLS)
+    out: dict[str, dict[str, NullComparison]] = {s: {} for s in names}
+    if tables:
+        shifts = placement_shifts(ids, n_permutations, int(roi[0].numel()), seed)
+        for s in names:
+            out[s]["uniform"] = placement_comparison_of(tables[s], shifts, seed, s)
+    groups = pair_groups(labels, composition, strata, nulls)
+    compared, _ = compare_pairs({s: Pairs(s, pairs[s], tuple(groups)) for s in names}, groups, n_permutations, seed)
+    for s in names:
+        out[s].update(compared[s])
+    return out
+
+
+def checked_statistics(statistics: Sequence[str] | None) -> tuple[str, ...]:
+    """The statistics named (all of ``STATISTICS`` when None), each checked to be one."""
+    from ..regions.overlap import STATISTICS
+
+    names = tuple(STATISTICS if statistics is None else statistics)
+    unknown = set(names) - set(STATISTICS)
+    if unknown:
+        raise unknown_name("statistic", sorted(unknown)[0], STATISTICS)
+    return names
+
+
+def statistic_pairs(
+    importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor,
+    statistics: Sequence[str] | None, placements: bool,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The checked maps' (N,N) pair matrices ``{statistic: pairs}`` (float64, CPU; ``statistics`` defaults to all of
+    ``STATISTICS``) and, with ``placements`` and N > 0, every statistic's (N,P) table at every cyclic shift of the
+    RoI (:func:`~.placement.placement_table`); the maps are ranked once for both."""
     from ..regions.checks import check_maps, check_mask, check_same_shape
-    from ..regions.overlap import STATISTICS, average_ranks, pairwise_statistics
+    from ..regions.overlap import average_ranks, pairwise_statistics
 
     check_maps(importance, "importance")
     check_maps(attack, "attack")
     check_mask(roi, "roi")
     check_mask(roa, "roa")
     check_same_shape(importance.shape, attack=attack, roi=roi, roa=roa)
-    names = tuple(STATISTICS if statistics is None else statistics)
-    unknown = set(names) - set(STATISTICS)
-    if unknown:
-        raise unknown_name("statistic", sorted(unknown)[0], STATISTICS)
-    check_range("n_permutations", n_permutations, 1)
-    n = importance.shape[0]
-    labels = as_groups(labels, n, "labels")
+    names = checked_statistics(statistics)
     imp_rank, att_rank = average_ranks(importance.flatten(1)), average_ranks(attack.flatten(1))
     pairs = pairwise_statistics(importance, attack, roi, roa, imp_rank, att_rank)
-    pairs = {s: pairs[s].detach().cpu().double() for s in names}
-    ids = check_sample_ids(sample_ids, n)
-    unknown_nulls = set(nulls) - set(NULLS)
-    if unknown_nulls:
-        raise unknown_name("null", sorted(unknown_nulls)[0], NULLS)
-    out: dict[str, dict[str, NullComparison]] = {s: {} for s in names}
-    if "uniform" in nulls and n:
-        tables = placement_table(importance, attack, roi, roa, imp_rank, att_rank)
-        shifts = placement_shifts(ids, n_permutations, int(roi[0].numel()), seed)
-        for s in names:
-            out[s]["uniform"] = _placement(tables[s], shifts, seed, s)
+    placed = placements and importance.shape[0] > 0
+    tables = placement_table(importance, attack, roi, roa, imp_rank, att_rank) if placed else {}
+    return {s: pairs[s].detach().cpu().double() for s in names}, tables
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """One (N,N) pair matrix to test (entry [j, i]: ``statistic`` of RoI j with attack map i) and the pair-based
+    ``nulls`` it is tested against."""
+
+    statistic: str
+    values: torch.Tensor
+    nulls: tuple[str, ...]
+
+
+def compare_pairs(pairs: Mapping[K, Pairs], groups: Mapping[str, torch.Tensor], n_permutations: int, seed: int,
+                  ) -> tuple[dict[K, dict[str, NullComparison]], dict[tuple[K, str], PerImage]]:
+    """Many pair matrices of the same images against the pair-based nulls: per null (in :data:`NULLS` order, those
+    in ``groups``: ``{null: (N,) partner groups}``, e.g. :func:`~.nulls.pair_groups`), every matrix tested against it
+    is prepared and all are evaluated on one draw of the within-group permutations.
+
+    Returns ``{key: {null: comparison}}`` and the per-image values behind each comparison,
+    ``{(key, null): PerImage}``. A matrix's numbers do not depend on the other matrices it is tested with.
+    """
+    compared: dict[K, dict[str, NullComparison]] = {key: {} for key in pairs}
+    values: dict[tuple[K, str], PerImage] = {}
     for null in NULLS[1:]:
-        if null not in nulls or (null == "object-conditioned" and composition is None):
-            continue
-        groups = null_groups(null, labels, composition, strata)
-        prepared = [_prepare(pairs[s], groups) for s in names]
-        t_null = _permutation_means(prepared, groups, n_permutations, seed)
-        for s, prep, tn in zip(names, prepared, t_null, strict=True):
-            out[s][null] = _comparison(prep, tn, seed, s, null, n_permutations)
-    return out
+        keys = [key for key, p in pairs.items() if null in p.nulls and null in groups]
+        prepared = [prepare(pairs[key].values, groups[null]) for key in keys]
+        t_null = permutation_means(prepared, groups[null], n_permutations, seed) if keys else []
+        for key, prep, tn in zip(keys, prepared, t_null, strict=True):
+            compared[key][null] = _comparison(prep, tn, seed, pairs[key].statistic, null, n_permutations)
+            values[key, null] = prep.per_image()
+    return compared, values
 
 
 @dataclass(frozen=True)
@@ -384,7 +341,7 @@ class ExcessDifference:
 
     ``effect``: mean of excess_a - excess_b over the images both have, with a
     bootstrap 95% CI of the two-way influence values (both sides of each null,
-    :func:`_influence`); ``p``: two-sided sign-flip p of that mean (the CI's estimand).
+    :func:`~.excess.influence`); ``p``: two-sided sign-flip p of that mean (the CI's estimand).
     """
 
     n: int
@@ -401,49 +358,28 @@ def excess_difference(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any,
     ``pairs_a``/``pairs_b`` are (N,N) statistics of the same attack maps with two
     RoI families (e.g. the model's RoIs and the edge-map RoIs: entry [j, i] =
     statistic of RoI j with RoA i). Per image i, d_i = excess_a,i - excess_b,i,
-    each excess over the same partners (``groups``, e.g. same class).
+    each excess over the same partners (``groups``, e.g. same class); the per-image values are
+    ``excess_influence(pairs_a, groups).minus(excess_influence(pairs_b, groups))`` (:meth:`PerImage.minus`).
     """
-    return difference_of(difference_influence(pairs_a, pairs_b, groups), seed)
+    pa, g = check_pairs(pairs_a, groups)
+    pb, _ = check_pairs(pairs_b, groups)
+    return difference_of(excess_influence(pa, g).minus(excess_influence(pb, g)), seed)
 
 
 def difference_of(values: PerImage, seed: int = 0) -> ExcessDifference:
-    """The mean of per-image differences (:func:`difference_influence`) with its bootstrap CI and sign-flip p."""
+    """The mean of per-image differences (:meth:`PerImage.minus`) with its bootstrap CI and sign-flip p."""
     d = torch.from_numpy(values.values)
     return ExcessDifference(int(values.columns.size), bootstrap_mean_ci(d, seed), paired_p(d, seed=seed))
-
-
-@dataclass(frozen=True)
-class PerImage:
-    """Per-image values of an excess over a within-group null: ``values[c]`` belongs to image ``columns[c]`` (the
-    images with a finite observed value and a partner); ``observed`` and ``null`` are that image's statistic and its
-    partners' mean. ``values`` are the two-way influence values (:func:`_influence`): their mean is the mean excess
-    that :func:`excess_test` reports, and their spread counts the RoI side of the null too."""
-
-    columns: np.ndarray
-    values: np.ndarray
-    observed: np.ndarray
-    null: np.ndarray
 
 
 def excess_influence(pairs: torch.Tensor, groups: Any) -> PerImage:
     """The per-image values behind :func:`excess_test`'s mean excess and CI (for comparisons across runs on the
     same images, e.g. two models: image i's value is its own contribution to the run's effect)."""
     p, g = check_pairs(pairs, groups)
-    prep = _prepare(p, g)
-    return PerImage(prep.columns, prep.influence, prep.observed, prep.null)
-
-
-def difference_influence(pairs_a: torch.Tensor, pairs_b: torch.Tensor, groups: Any) -> PerImage:
-    """The per-image values behind :func:`excess_difference` (pairing ``a``'s influence minus ``b``'s, on the images
-    both have; ``observed``/``null`` are ``a``'s)."""
-    pa, g = check_pairs(pairs_a, groups)
-    pb, _ = check_pairs(pairs_b, groups)
-    prep_a, prep_b = _prepare(pa, g), _prepare(pb, g)
-    common, ia, ib = np.intersect1d(prep_a.columns, prep_b.columns, return_indices=True)
-    return PerImage(common, prep_a.influence[ia] - prep_b.influence[ib], prep_a.observed[ia], prep_a.null[ia])
+    return prepare(p, g).per_image()
 
 
 __all__ = [
-    "NullComparison", "PerImage", "compare_to_nulls", "difference_influence", "difference_of", "excess_influence",
+    "NullComparison", "Pairs", "PerImage", "compare_pairs", "compare_to_nulls", "difference_of", "excess_influence",
     "excess_test", "placement_comparison", "two_sided_permutation_p", "uniform_comparison",
 ]

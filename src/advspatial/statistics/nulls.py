@@ -4,6 +4,7 @@ random permutations within groups (:mod:`advspatial.statistics.inference` names 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,15 @@ def null_groups(
         alone = groups.min() - 1 - torch.arange(labels.shape[0]) if len(labels) else groups  # below every group
         return torch.where(stratum >= 0, groups, alone)
     raise unknown_name("pair-based null", null, NULLS[1:])
+
+
+def pair_groups(labels: Any, composition: Any | None = None, strata: int = DEFAULT_STRATA,
+                nulls: Sequence[str] = NULLS) -> dict[str, torch.Tensor]:
+    """``{null: (N,) partner groups}`` of every pair-based null among ``nulls``, in :data:`NULLS` order; the
+    object-conditioned null only with a ``composition`` (:func:`null_groups`). One set of groups serves every
+    statistic and RoI compared on the same images."""
+    return {null: null_groups(null, labels, composition, strata) for null in NULLS[1:]
+            if null in nulls and not (null == "object-conditioned" and composition is None)}
 
 
 def foreground_share(region: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,6 @@ def placement_table(
     inter = torch.round(_correlate(q, r))  # integer counts; the FFT leaves ~1e-12 of rounding
     size_r = r.flatten(1).sum(1, keepdim=True)
     size_q = q.flatten(1).sum(1, keepdim=True)
-    mass = a.flatten(1).sum(1, keepdim=True)
     peak = a.flatten(1).amax(1, keepdim=True)
     top = (a == peak[:, :, None]).double()
     pointing = _correlate(top, r) / top.flatten(1).sum(1, keepdim=True)
@@ -76,11 +75,20 @@ def placement_table(
     return {
         "iou": _nan_div(inter, size_r + size_q - inter),
         "dice": _nan_div(2 * inter, (size_r + size_q).expand_as(inter)),
-        "energy_in_roi": _nan_div(_correlate(a, r), mass.expand(n, h * w)),
+        "energy_in_roi": energy_placement_table(attack, roi),
         "pointing_game": torch.where(peak > 0, pointing, torch.full_like(pointing, math.nan)),
         "spearman": _nan_div(_correlate(yr, xr), (nxr * nyr)[:, None].expand(n, h * w)).clamp(-1, 1),
         "pearson": _nan_div(_correlate(y, x), (nx * ny)[:, None].expand(n, h * w)).clamp(-1, 1),
     }
+
+
+def energy_placement_table(attack: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """(N, P) float64 energy in RoI at every cyclic shift of the RoI (the ``energy_in_roi`` column of
+    :func:`placement_table`, which needs neither the importance map nor the RoA: a model-free RoI's table)."""
+    n, h, w = roi.shape
+    a = attack.double()
+    mass = a.flatten(1).sum(1, keepdim=True)
+    return _nan_div(_correlate(a, roi.double()), mass.expand(n, h * w))
 
 
 #: shift draws kept for reuse: a run places the RoIs of the same images once per statistic and attack map, so the

@@ -23,6 +23,7 @@ from ..experiments.stage import Stage
 from ..regions.binarization import pool_to_scale
 from ..statistics.claims import Claim
 from ..statistics.inference import PerImage
+from ..statistics.store import store_values
 
 #: the largest side of the grid a record keeps maps at (the agreement between models is measured there)
 GRID_CAP = 64
@@ -140,17 +141,18 @@ def not_compared(summary: AttackSummary, kind: str) -> str:
 
 
 def attack_record(ctx: Context, summary: AttackSummary, measured: MapsMeasurement) -> AttackRecord:
-    """The per-image values of both primary endpoints of one attack, as the run's own claims computed them."""
+    """The per-image values of both primary endpoints of one attack, as the run's own claims computed them (one
+    engine call: :func:`~advspatial.statistics.store.store_values`)."""
     cfg = ctx.config
     kind = cfg.attack_map
     store = summary.store(kind)
     ids = store["ids"].long()
-    references = colocation.reference_rois(store, cfg.seed)
-    beyond = {name: Values.of(v, ids) for name, v in colocation.beyond_values(store, references).items()}
+    values = store_values(store, cfg.seed)
+    beyond = {name: Values.of(v, ids) for name, v in values.beyond.items()}
     roi_gate = measured.findings.faithfulness[ctx.importance]
     gates = claim_gates(roi_gate, measured.findings.attacks[summary.name].maps[kind], cfg)
     return AttackRecord(summary.name, kind, ids, store["labels"].long(), on_grid(store["attack"]),
-                        Values.of(colocation.excess_values(store), ids), beyond, gates,
+                        Values.of(values.excess, ids), beyond, gates,
                         run_verdicts(measured.findings.claims, f"{summary.name} ({kind} RoA)"))
 
 

@@ -13,7 +13,8 @@ from ...faithfulness.record import GateResult
 from ...faithfulness import specificity
 from ...regions import binarize
 from ...statistics.claims import Claim, claim_from, judge
-from ...statistics.inference import compare_to_nulls
+from ...statistics.inference import NullComparison
+from ...statistics.store import StoreComparison
 from .. import colocation
 from ..gate import gate_stage
 from .config import MeasurementConfig
@@ -50,7 +51,9 @@ def fraction_key(method: str, fraction: float) -> str:
 def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
             gates: dict[str, GateResult]) -> Measured:
     """The RoI/RoA inference: engine results, claims, corrections and verdicts; every attack map's statistics get
-    the RoI's interpretation."""
+    the RoI's interpretation. Each kept store enters the engine once
+    (:func:`~advspatial.experiments.colocation.compare_store`; the defence attack's main store brings the explainer
+    panel's RoIs)."""
     cfg = ctx.config
     roi_gate = gates[ctx.importance]
     roi = Roi.judged(ctx.importance, ctx.importance_reason, roi_gate)
@@ -58,6 +61,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
     inference: dict[str, dict[str, Any]] = {}
     content: dict[str, dict[str, Any]] = {}
     claims: list[Claim] = []
+    panel_of: list[Claim] | None = None
     for s in summaries:
         main = s.kinds()[0]
         for kind in s.kinds():
@@ -65,49 +69,48 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
             gate_set = claim_gates(roi_gate, attacks[s.name].maps[kind], cfg)
             if s.kept(kind) < 3:
                 continue
+            store = s.store(kind)
             if s.norm == "l0":
-                claims += with_roi_caveat(colocation.pixel_claims(s.store(kind), subject, gate_set,
-                                                                  cfg.permutations, cfg.seed), roi_gate)
+                claims += with_roi_caveat(colocation.pixel_claims(store, subject, gate_set, cfg.permutations,
+                                                                  cfg.seed), roi_gate)
                 continue
-            comparisons = colocation.compare_store(s.store(kind), cfg.permutations, cfg.seed, cfg.strata)
-            inference.setdefault(s.name, {})[kind] = colocation.comparisons_dict(comparisons)
+            panel_store = (s.name, kind) == (cfg.defence_attack, cfg.attack_map)
+            rois = panel_rois(ctx, store) if panel_store else {}
+            result = colocation.compare_store(store, cfg.permutations, cfg.seed, cfg.strata,
+                                              panel={key: mask for key, (_, mask) in rois.items()})
+            if panel_store:
+                panel_of = panel_claims(s.name, rois, result.panel, gates, attacks[s.name].maps[kind], cfg)
+            inference.setdefault(s.name, {})[kind] = colocation.comparisons_dict(result.comparisons)
             claims += with_roi_caveat(content_claims(
-                ctx, s.store(kind), subject, kind, comparisons, gate_set, primary=kind == main,
-                out=content.setdefault(s.name, {}), inseparable=specificity.inseparable(roi_gate)), roi_gate)
-            claims += with_roi_caveat(colocation.attack_claims(subject, comparisons, gate_set, primary=False),
+                result, subject, kind, gate_set, primary=kind == main, out=content.setdefault(s.name, {}),
+                inseparable=specificity.inseparable(roi_gate)), roi_gate)
+            claims += with_roi_caveat(colocation.attack_claims(subject, result.comparisons, gate_set, primary=False),
                                       roi_gate)
         for stats in attacks[s.name].maps.values():
             stats["interpretation"] = label
-    main_attack = next((s for s in summaries if s.name == cfg.defence_attack), None)
     panel = None
-    if main_attack is not None and main_attack.kept(cfg.attack_map) >= 3:
-        panel_of = panel_claims(ctx, main_attack, gates, attacks[main_attack.name].maps[cfg.attack_map])
+    if panel_of is not None:
         panel = [PanelRow(c.subject, c.observed, c.null_value, c.effect.as_dict(), c.p) for c in panel_of]
         claims += panel_of
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
     return Measured(gates, roi, inference, content or None, panel, claims, label)
 
 
-def content_claims(ctx: Context, store: dict[str, torch.Tensor], subject: str, kind: str,
-                   comparisons: dict[str, dict[str, Any]], gates: dict[str, bool], primary: bool,
+def content_claims(result: StoreComparison, subject: str, kind: str, gates: dict[str, bool], primary: bool,
                    out: dict[str, Any], inseparable: Sequence[str] = ()) -> list[Claim]:
     """Co-location beyond image content: the reference RoIs' rows, the primary "beyond every reference" claim,
     the layout steps and the plain sentence (written into ``out[kind]``; ``inseparable``: the references the RoI is
     equivalent to in importance, :func:`~advspatial.faithfulness.specificity.inseparable`)."""
-    cfg = ctx.config
-    references = colocation.reference_rois(store, cfg.seed)
-    rows = colocation.reference_comparisons(store, references, cfg.permutations, cfg.seed, cfg.strata)
-    differences = colocation.beyond_references(store, references, cfg.seed)
-    same_class = comparisons[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
-    steps = colocation.layout_steps(comparisons[colocation.PRIMARY_STATISTIC])
-    out[kind] = {"references": {r: {n: c.as_dict() for n, c in by_null.items()} for r, by_null in rows.items()},
+    differences = result.beyond
+    steps = colocation.layout_steps(result.comparisons[colocation.PRIMARY_STATISTIC])
+    out[kind] = {"references": colocation.comparisons_dict(result.references),
                  "beyond": {r: d.as_dict() for r, d in differences.items()},
                  "explained_by": colocation.explained_by(differences), "layout": steps,
-                 "sentence": colocation.layout_sentence(kind, steps, same_class, differences, inseparable),
+                 "sentence": colocation.layout_sentence(kind, steps, result.primary, differences, inseparable),
                  "inseparable": list(inseparable)}
-    claims = [colocation.beyond_claim(subject, differences, same_class, gates)] if primary and differences else []
+    claims = [colocation.beyond_claim(subject, differences, result.primary, gates)] if primary and differences else []
     model_free = {k: v for k, v in gates.items() if k != "RoI faithfulness"}   # a reference needs no faithful RoI
-    for name, by_null in rows.items():
+    for name, by_null in result.references.items():
         words = colocation.REFERENCE_WORDS[name]
         for comparison in by_null.values():
             claims.append(claim_from(comparison, f"the attack co-locates with {words}", f"{subject}: {name} RoI",
@@ -126,37 +129,29 @@ def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: Measuremen
     return gates
 
 
-def panel_claims(ctx: Context, summary: AttackSummary, gates: dict[str, GateResult],
-                 map_stats: dict[str, Any]) -> list[Claim]:
-    """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction."""
+def panel_rois(ctx: Context, store: dict[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor]]:
+    """The explainer-sensitivity panel's RoIs on the defence attack's store, ``{gate key: (the RoI in words,
+    RoI)}``: every other gated explainer's at the run's fraction, then the RoI explainer's at each other fraction."""
     cfg = ctx.config
-    kind = cfg.attack_map
-    store = summary.store(kind)
-    out = []
     ids = store["ids"]
-    roa = store["roa"]
-    for method in ctx.panel[1:]:
-        imp = store[f"panel:{method}"]
-        roi = binarize(imp, fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask
-        claim = panel_claim(ctx, f"{summary.name}: {method} RoI, top {cfg.fraction:.0%}", imp, store["attack"], roi,
-                            roa, store, claim_gates(gates[method], map_stats, cfg))
-        out += with_roi_caveat([claim], gates[method])
+    rois = {method: (f"{method} RoI, top {cfg.fraction:.0%}",
+                     binarize(store[f"panel:{method}"], fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask)
+            for method in ctx.panel[1:]}
     for fraction in cfg.panel_fractions:
-        if fraction == cfg.fraction:
-            continue
-        roi = binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask
-        roa_f = binarize(store["attack"], fraction=fraction, seed=cfg.seed + 1, sample_ids=ids).mask
-        gate = gates[fraction_key(ctx.importance, fraction)]
-        claim = panel_claim(ctx, f"{summary.name}: {ctx.importance} RoI, top {fraction:.0%}", store["importance"],
-                            store["attack"], roi, roa_f, store, claim_gates(gate, map_stats, cfg))
-        out += with_roi_caveat([claim], gate)
+        if fraction != cfg.fraction:
+            rois[fraction_key(ctx.importance, fraction)] = (
+                f"{ctx.importance} RoI, top {fraction:.0%}",
+                binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask)
+    return rois
+
+
+def panel_claims(attack: str, rois: dict[str, tuple[str, torch.Tensor]], compared: dict[str, NullComparison],
+                 gates: dict[str, GateResult], map_stats: dict[str, Any], cfg: MeasurementConfig) -> list[Claim]:
+    """Explainer-sensitivity panel: the primary statistic under each gated explainer and each region fraction
+    (``compared``: :attr:`~advspatial.statistics.store.StoreComparison.panel`), each row gated on its own RoI."""
+    out = []
+    for key, (words, _) in rois.items():
+        claim = claim_from(compared[key], colocation.CLAIM, f"{attack}: {words}",
+                           claim_gates(gates[key], map_stats, cfg), primary=False)
+        out += with_roi_caveat([claim], gates[key])
     return out
-
-
-def panel_claim(ctx: Context, subject: str, imp: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor,
-                roa: torch.Tensor, store: dict[str, torch.Tensor], gates: dict[str, bool]) -> Claim:
-    cfg = ctx.config
-    result = compare_to_nulls(imp, attack, roi, roa, store["labels"], statistics=(colocation.PRIMARY_STATISTIC,),
-                              n_permutations=cfg.permutations, seed=cfg.seed, nulls=(colocation.PRIMARY_NULL,))
-    comparison = result[colocation.PRIMARY_STATISTIC][colocation.PRIMARY_NULL]
-    return claim_from(comparison, colocation.CLAIM, subject, gates, primary=False)

@@ -1,0 +1,192 @@
+"""One store against its nulls and its references, in one call: the engine's entry point for an experiment's kept
+images (:func:`compare_store`).
+
+A *store* is what an experiment keeps of the successful images of one attack map, as (N, ...) tensors:
+``importance``, ``attack`` (maps), ``roi``, ``roa`` (their regions), ``labels``, ``composition`` (the
+foreground share the object-conditioned null matches partners on), and where kept ``ids`` (global sample ids)
+and the image references ``ref:centre``, ``ref:intensity``, ``ref:edges``. From it the engine computes, once:
+
+- every statistic against every null (:func:`~.inference.compare_to_nulls`'s comparisons);
+- the model-free **reference RoIs** (:func:`reference_rois`) against the same nulls, on the primary statistic;
+- per reference, the model RoI's excess over the same-class null minus the reference RoI's
+  (:class:`~.inference.ExcessDifference`), and the per-image values behind them (a study pools those);
+- optionally the primary statistic under other RoIs of the same attack maps (an explainer-sensitivity panel),
+  against the same-class null.
+
+Inside, the groups of every pair-based null are made once and each null's permutations are drawn once for every
+statistic, reference and panel RoI; the placements of the uniform null once for the model's RoIs and once for
+the references'. Each number equals what the separate engine calls give on the same inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError, check_range
+from ..regions import STATISTICS
+from ..regions.checks import check_mask, check_same_shape
+from ..regions.overlap import energy_in_roi_pairs
+from ..regions.references import REFERENCE_MAPS, LayoutSums, top_count_mask
+from .excess import PerImage
+from .inference import (
+    ExcessDifference, NullComparison, Pairs, compare_pairs, difference_of, excess_influence, placement_comparison_of,
+    statistic_pairs,
+)
+from .nulls import as_groups, null_groups, pair_groups
+from .placement import check_sample_ids, energy_placement_table, placement_shifts
+
+#: the statistic of the primary claim, of the references and of the panel
+PRIMARY_STATISTIC = "energy_in_roi"
+#: the null the primary claim, the beyond-reference differences and the panel are measured against
+PRIMARY_NULL = "same-class"
+
+
+def informative(composition: torch.Tensor) -> bool:
+    """Can partners be matched on this composition? Not when most images share one value.
+
+    On natural images nearly every pixel is "foreground" (share 1.0 for most
+    CIFAR-10 images), so strata would split tied images by their order: the
+    object-conditioned null is then left out rather than reported as if matched.
+    """
+    if composition.numel() == 0:
+        return False
+    _, counts = torch.unique(composition, return_counts=True)
+    return int(counts.max()) <= composition.numel() // 2
+
+
+def reference_rois(store: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """{reference: RoI} for the kept images: RoIs of exactly the model RoI's pixel count per image.
+
+    The image references (centre, intensity, edges) come from the store (``ref:NAME``, kept by the
+    experiment); the class and dataset layouts are the mean RoI maps of the *other* kept images.
+    """
+    imp, labels, ids = store["importance"], store["labels"], store.get("ids")
+    counts = store["roi"].flatten(1).sum(1)
+    sums = LayoutSums()
+    sums.add(imp, labels)
+    class_layout, dataset_layout = sums.leave_one_out(imp, labels)
+    maps = {"class-layout": class_layout, "dataset-layout": dataset_layout,
+            **{r: store[f"ref:{r}"] for r in REFERENCE_MAPS if f"ref:{r}" in store}}
+    return {name: top_count_mask(maps[name].to(imp.dtype), counts, seed, ids) for name in REFERENCE_MAPS
+            if name in maps}
+
+
+@dataclass(frozen=True)
+class StoreValues:
+    """The per-image values behind a store's primary endpoints (a study compares them across models).
+
+    ``excess``: the primary statistic's excess over the same-class null (its mean and CI are that comparison's);
+    ``beyond``: per reference, the model RoI's excess minus the reference RoI's (their means are
+    :attr:`StoreComparison.beyond`).
+    """
+
+    excess: PerImage
+    beyond: dict[str, PerImage]
+
+
+@dataclass(frozen=True)
+class StoreComparison:
+    """A store against its nulls and its references (:func:`compare_store`).
+
+    Attributes:
+        comparisons: ``{statistic: {null: comparison}}``, the nulls in :data:`~.nulls.NULLS` order.
+        references: ``{reference: {null: comparison}}`` of the primary statistic ({} without references).
+        beyond: ``{reference: model RoI's excess minus the reference RoI's}`` over the same-class null.
+        values: the per-image values behind ``comparisons``' primary row and ``beyond``.
+        panel: ``{name: comparison}`` of the primary statistic with each panel RoI, against the same-class null.
+    """
+
+    comparisons: dict[str, dict[str, NullComparison]]
+    references: dict[str, dict[str, NullComparison]]
+    beyond: dict[str, ExcessDifference]
+    values: StoreValues
+    panel: dict[str, NullComparison]
+
+    @property
+    def primary(self) -> NullComparison:
+        """The primary statistic against the same-class null (the plain co-location endpoint)."""
+        return self.comparisons[PRIMARY_STATISTIC][PRIMARY_NULL]
+
+
+def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: int, strata: int,
+                  statistics: Sequence[str] = STATISTICS, *, references: bool = True,
+                  panel: Mapping[str, torch.Tensor] | None = None) -> StoreComparison:
+    """Every statistic x null for the kept images of one attack map, the reference RoIs' comparisons and the
+    differences beyond them, in one call (needs >= 3 images).
+
+    ``statistics`` must include the primary statistic (``energy_in_roi``). The object-conditioned null is
+    computed only where the composition is :func:`informative`. ``references=False`` leaves the references out
+    (``references``, ``beyond`` and ``values.beyond`` are then empty). ``panel`` names other (N,H,W) RoIs of the
+    same attack maps. The model's RoIs are placed at shifts keyed by image position, the references' by the
+    store's ``ids`` (when kept); every test uses ``seed``.
+
+    Examples:
+        >>> import torch
+        >>> from advspatial.regions import binarize
+        >>> from advspatial.statistics.store import compare_store
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> importance = torch.rand(12, 8, 8, generator=gen)
+        >>> attack = importance + 0.1 * torch.rand(12, 8, 8, generator=gen)
+        >>> store = {"importance": importance, "attack": attack, "roi": binarize(importance).mask,
+        ...          "roa": binarize(attack, seed=1).mask, "labels": torch.arange(12) % 2,
+        ...          "composition": torch.rand(12, generator=gen)}
+        >>> result = compare_store(store, permutations=200, seed=0, strata=2)
+        >>> list(result.comparisons["energy_in_roi"])
+        ['uniform', 'any-class', 'same-class', 'object-conditioned']
+        >>> list(result.beyond) == ['class-layout', 'dataset-layout']
+        True
+        >>> result.primary.excess.mean > 0
+        True
+    """
+    check_range("permutations", permutations, 1)
+    names = tuple(statistics)
+    if PRIMARY_STATISTIC not in names:
+        raise ConfigError(f"statistics must include {PRIMARY_STATISTIC!r}: the references and the differences "
+                          f"beyond them are measured on it, got {names}")
+    attack, roi = store["attack"], store["roi"]
+    model, tables = statistic_pairs(store["importance"], attack, roi, store["roa"], names, placements=True)
+    n, pixels = roi.shape[0], int(roi[0].numel())
+    composition = store["composition"] if informative(store["composition"]) else None
+    groups = pair_groups(as_groups(store["labels"], n, "labels"), composition, strata)
+    rois = reference_rois(store, seed) if references else {}
+    panel = dict(panel or {})
+    for name, other in panel.items():
+        check_mask(other, f"panel RoI {name!r}")
+        check_same_shape(roi.shape, **{f"panel RoI {name!r}": other})
+    tested = {("statistic", s): Pairs(s, model[s], tuple(groups)) for s in names}
+    tested |= {("reference", r): Pairs(PRIMARY_STATISTIC, _energy_pairs(other, attack), tuple(groups))
+               for r, other in rois.items()}
+    tested |= {("panel", p): Pairs(PRIMARY_STATISTIC, _energy_pairs(other, attack), (PRIMARY_NULL,))
+               for p, other in panel.items()}
+    compared, per_image = compare_pairs(tested, groups, permutations, seed)
+    shifts = placement_shifts(torch.arange(n), permutations, pixels, seed)
+    comparisons = {s: {"uniform": placement_comparison_of(tables[s], shifts, seed, s), **compared["statistic", s]}
+                   for s in names}
+    shifts = placement_shifts(check_sample_ids(store.get("ids"), n), permutations, pixels, seed)
+    rows = {r: {"uniform": placement_comparison_of(energy_placement_table(attack, other), shifts, seed,
+                                                   PRIMARY_STATISTIC), **compared["reference", r]}
+            for r, other in rois.items()}
+    excess = per_image[("statistic", PRIMARY_STATISTIC), PRIMARY_NULL]
+    values = StoreValues(excess, {r: excess.minus(per_image[("reference", r), PRIMARY_NULL]) for r in rois})
+    return StoreComparison(comparisons, rows, {r: difference_of(v, seed) for r, v in values.beyond.items()}, values,
+                           {p: compared["panel", p][PRIMARY_NULL] for p in panel})
+
+
+def store_values(store: Mapping[str, torch.Tensor], seed: int) -> StoreValues:
+    """Only the per-image values of :func:`compare_store` (no test is run): what a study keeps of a store."""
+    groups = null_groups(PRIMARY_NULL, store["labels"])
+    excess = excess_influence(_energy_pairs(store["roi"], store["attack"]), groups)
+    return StoreValues(excess, {r: excess.minus(excess_influence(_energy_pairs(other, store["attack"]), groups))
+                                for r, other in reference_rois(store, seed).items()})
+
+
+def _energy_pairs(roi: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
+    """(N,N) float64 CPU energy in RoI j of attack map i (the engine's form of the pair matrix)."""
+    return energy_in_roi_pairs(roi, attack).detach().cpu().double()
+
+
+__all__ = ["PRIMARY_NULL", "PRIMARY_STATISTIC", "StoreComparison", "StoreValues", "compare_store", "informative",
+           "reference_rois", "store_values"]
