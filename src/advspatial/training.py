@@ -4,8 +4,7 @@
 mode, masks from a callable). :func:`train_model` trains a registered architecture from scratch
 (:class:`TrainConfig`; AdamW with a one-cycle schedule, optionally on augmented images); its checkpoint is cached
 by :func:`advspatial.model_cache.get_or_train` (keyed by dataset, architecture, mode, every config field and the
-seed). The localized-training experiment fine-tunes
-a copy of a pretrained model with these loops (:func:`advspatial.experiments.localized.finetuning.finetune_model`).
+seed); the localized-training experiment fine-tunes pretrained models with the same loop.
 
 Training modes are loss functions registered in :data:`TRAINING_MODES`: ``natural``, ``pgd``, ``localized``, and
 the two controls of localized training: ``mixed-pgd`` (its clean/adversarial mixture with full-image examples) and

@@ -52,14 +52,13 @@ from torch import nn
 
 from ..errors import ConfigError, check_range
 from ..runtime import per_sample_noise
-from .base import Attack, margin, register_attack
-from .gradients import attack_loss, is_adversarial, masked_sign
+from .base import Attack, register_attack
+from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
 from .search import Best, beats, best_of_runs
 
 APGD_LOSSES = ("ce", "dlr", "margin")
 MOMENTUM = 0.75
-DLR_GUARD = 1e-12
 L2_GUARD = 1e-12
 
 
@@ -77,27 +76,6 @@ def checkpoints(steps: int) -> list[int]:
             marks.append(w)
         prev, cur = cur, cur + max(cur - prev - 3, 6)
     return marks
-
-
-def _need_classes(logits: torch.Tensor, k: int, what: str) -> None:
-    if logits.shape[1] < k:
-        raise ConfigError(f"the {what} loss needs at least {k} classes; the model has {logits.shape[1]}")
-
-
-def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Untargeted Difference of Logits Ratio, (N,): ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)``."""
-    _need_classes(logits, 3, "DLR")
-    top = logits.topk(3, dim=1).values
-    return -margin(logits, y) / (top[:, 0] - top[:, 2] + DLR_GUARD)
-
-
-def dlr_loss_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Targeted DLR, (N,): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)``."""
-    _need_classes(logits, 4, "targeted DLR")
-    top = logits.topk(4, dim=1).values
-    z_y = logits.gather(1, y[:, None]).squeeze(1)
-    z_t = logits.gather(1, target[:, None]).squeeze(1)
-    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + DLR_GUARD)
 
 
 def apgd_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, loss: str) -> torch.Tensor:

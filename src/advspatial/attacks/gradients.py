@@ -4,7 +4,7 @@ test and the masked sign step.
 Why a module of its own: FGSM, PGD, APGD, Square, the SSIM-ball attack and the ensemble share these, and
 one definition of "the attacker's loss" and "adversarial" keeps their numbers comparable. The objective is
 cross-entropy to the label (untargeted, ascended) or minus cross-entropy to the target (targeted), or the
-logit-margin variant.
+logit-margin variant; APGD also ascends the Difference of Logits Ratio (:func:`dlr_loss`, Croce & Hein 2020).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from .base import margin
 
 
 LOSSES = ("ce", "margin")
+#: keeps the DLR denominator away from 0 when the top logits tie
+DLR_GUARD = 1e-12
 
 
 def check_loss(loss: str) -> str:
@@ -71,3 +73,24 @@ def masked_sign(grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return grad.sign()
     return (grad * mask).sign_().mul_(mask)
+
+
+def _need_classes(logits: torch.Tensor, k: int, what: str) -> None:
+    if logits.shape[1] < k:
+        raise ConfigError(f"the {what} loss needs at least {k} classes; the model has {logits.shape[1]}")
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Untargeted Difference of Logits Ratio, (N,): ``-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12)``."""
+    _need_classes(logits, 3, "DLR")
+    top = logits.topk(3, dim=1).values
+    return -margin(logits, y) / (top[:, 0] - top[:, 2] + DLR_GUARD)
+
+
+def dlr_loss_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR, (N,): ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)``."""
+    _need_classes(logits, 4, "targeted DLR")
+    top = logits.topk(4, dim=1).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + DLR_GUARD)
