@@ -38,6 +38,8 @@ callback to every call and return (C calls included; the model's operators thems
 on ``--quick`` presets and small n. The counts do not depend on the machine's speed (two traced runs of the same
 code give the same counts); the wall time, the traced run's, does, and is noise on a loaded machine.
 
+The ``spatial-defaults`` run is ``advspatial run spatial`` at its default settings on :data:`DEFAULTS_IMAGES`
+images: ``--quick`` leaves out parts of the defence's evaluation (curves, baselines) whose call path matters.
 The ``study`` run is the smallest CLI study that runs offline: ``advspatial study --quick`` (24 images per model)
 on two Fashion-MNIST SmallCNNs, the default one (cached, as for ``advspatial run``) and a second one given by its
 weights, the briefly PGD-trained SmallCNN of ``advspatial run localized-training --quick`` (1 epoch on 512
@@ -68,7 +70,10 @@ from typing import Any
 PACKAGE = "advspatial"
 #: the module name given to a module's body (its code run on import): it and what it calls are not counted
 IMPORT = "<import>"
-RUNS = ("spatial", "pse", "study")
+RUNS = ("spatial", "pse", "study", "spatial-defaults")
+#: images of the ``spatial-defaults`` run: the experiment at its default settings (every defence component, its
+#: convergence curves and baselines at full strength), on few images so that tracing stays affordable
+DEFAULTS_IMAGES = 16
 TOP = 10
 
 
@@ -178,6 +183,8 @@ class CallPath:
             "back_and_forth_pairs": len(widths),
             "back_and_forth_edges": sum(widths.values()),
             "top_back_and_forth": dict(sorted(widths.items(), key=lambda kv: (-kv[1], kv[0]))[:top]),
+            "back_and_forth": dict(sorted(widths.items())),
+            "crossings": {f"{a} -> {b}": n for (a, b), n in sorted(self.crossed.items())},
             "top_crossings": {f"{a} -> {b}": n for (a, b), n in
                               sorted(self.crossed.items(), key=lambda kv: (-kv[1], kv[0]))[:top]},
             "calls_per_module": dict(sorted(self.calls.items(), key=lambda kv: (-kv[1], kv[0]))),
@@ -274,6 +281,8 @@ def measure(name: str, src: str | None) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         if name == "study":
             argv, extra = study_argv(Path(tmp))
+        elif name == "spatial-defaults":
+            argv = ["run", "spatial", "--n", str(DEFAULTS_IMAGES), "--out", str(Path(tmp) / "run"), "--no-progress"]
         else:
             argv = ["run", name, "--quick", "--out", str(Path(tmp) / "run"), "--no-progress"]
         path, seconds, _ = traced(cli_run(argv), ModuleNames(package_dir))
