@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 EXPERIMENTS = ("analyze", "baseline", "localized-training", "maps", "perceptual", "propagation", "pse", "spatial")
 SETTINGS = ("default", "resnet20")
 ANALYZE_IMAGES = 24
@@ -137,8 +139,8 @@ def differences(before: Any, after: Any, path: str = "") -> list[str]:
 
 
 def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = None) -> list[str]:
-    """What differs between two run directories: csv files byte for byte, metrics.json as data (paths inside the
-    snapshot ``roots`` compared as relative)."""
+    """What differs between two run directories: csv files byte for byte, metrics.json and config.yaml as data
+    (paths inside the snapshot ``roots`` compared as relative)."""
     found = []
     for csv in sorted(p.name for p in before.glob("*.csv")):
         if not (after / csv).is_file():
@@ -149,10 +151,27 @@ def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = Non
         if not (after / "metrics.json").is_file():
             return [*found, "metrics.json: missing after"]
         old_root, new_root = roots if roots is not None else (None, None)
-        old = comparable(json.loads((before / "metrics.json").read_text()), old_root)
-        new = comparable(json.loads((after / "metrics.json").read_text()), new_root)
+        old = comparable(without_hashes(json.loads((before / "metrics.json").read_text())), old_root)
+        new = comparable(without_hashes(json.loads((after / "metrics.json").read_text())), new_root)
         found += [f"metrics.json{d}" for d in differences(old, new)]
+    if (before / "config.yaml").is_file():
+        if not (after / "config.yaml").is_file():
+            return [*found, "config.yaml: missing after"]
+        old_root, new_root = roots if roots is not None else (None, None)
+        old = comparable(yaml.safe_load((before / "config.yaml").read_text()), old_root)
+        new = comparable(yaml.safe_load((after / "config.yaml").read_text()), new_root)
+        found += [f"config.yaml{d}" for d in differences(old, new)]
     return found
+
+
+def without_hashes(metrics: Any) -> Any:
+    """``metrics`` without the run's two checksums, ``run.id`` (of the resolved settings, whose paths name the
+    snapshot's directory) and ``run.findings`` (of the findings as written, durations included): what they
+    summarize is compared itself, the settings in ``config.yaml`` and the findings field by field."""
+    if isinstance(metrics, dict) and isinstance(metrics.get("run"), dict):
+        run = {k: v for k, v in metrics["run"].items() if k not in ("id", "findings")}
+        return {**metrics, "run": run}
+    return metrics
 
 
 def compare_snapshots(before: Path, after: Path) -> int:

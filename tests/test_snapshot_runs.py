@@ -59,3 +59,19 @@ def test_paths_inside_the_snapshot_compare_as_relative(tmp_path: Path) -> None:
     write_run(before / "s" / "q", {"checkpoint": f"{before}/s/q/model.pt"}, "")
     write_run(after / "s" / "q", {"checkpoint": f"{after}/s/q/other.pt"}, "")
     assert snapshot_runs.compare_snapshots(before, after) == 1
+
+
+def test_the_run_checksums_are_left_out_and_the_settings_compared_instead(tmp_path: Path) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    run = {"run": {"id": "aa", "experiment": "maps", "findings": "bb"}, "n": 1}
+    write_run(before / "s" / "r", run, "")
+    write_run(after / "s" / "r", {**run, "run": {"id": "cc", "experiment": "maps", "findings": "dd"}}, "")
+    (before / "s" / "r" / "config.yaml").write_text(f"out: {before}/s/r\nn: 8\n")
+    (after / "s" / "r" / "config.yaml").write_text(f"out: {after}/s/r\nn: 8\n")
+    assert snapshot_runs.compare_run(before / "s" / "r", after / "s" / "r", (before, after)) == []
+    (after / "s" / "r" / "config.yaml").write_text(f"out: {after}/s/r\nn: 9\n")
+    assert snapshot_runs.compare_run(before / "s" / "r", after / "s" / "r", (before, after)) == [
+        "config.yaml/n: 8 before, 9 after"]
+    write_run(after / "s" / "q", {**run, "run": {"id": "aa", "experiment": "pse", "findings": "bb"}}, "")
+    assert snapshot_runs.compare_run(before / "s" / "r", after / "s" / "q") == [
+        "metrics.json/run/experiment: 'maps' before, 'pse' after", "config.yaml: missing after"]
