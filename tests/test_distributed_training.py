@@ -85,7 +85,8 @@ def toy_data(n: int = 37):
 def fit_toy(mode: str, data_parallel: bool) -> tuple[dict[str, torch.Tensor], float]:
     """A BatchNorm-free conv net fitted 2 epochs (AdamW, batch 8) by ``mode``: (state dict, last epoch's loss)."""
     from advspatial.runtime import seed_everything
-    from advspatial.training import TRAINING_MODES, TrainConfig, fit
+    from advspatial.training import TrainConfig, fit
+    from advspatial.training_modes import TRAINING_MODES
 
     seed_everything(3)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("maps", {"maps"}),
     ("regions, statistics and the faithfulness gate", {"regions", "statistics", "faithfulness"}),
     ("defence, analyses, training, masks, streaming",
-     {"defence", "analysis", "training", "data_parallel", "finetuning", "model_cache", "masks", "pipeline"}),
+     {"defence", "analysis", "training", "training_modes", "data_parallel", "model_cache", "masks"}),
     ("report rendering", {"report"}),
     ("experiments", {"experiments"}),
     ("studies across models", {"studies"}),

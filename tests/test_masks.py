@@ -18,13 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advspatial import training
+from advspatial import training, training_modes
 from advspatial.attacks.fgsm import FGSM
 from advspatial.attacks.pgd import PGD, PGDL2
 from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, DataError, ShapeError
 from advspatial.masks import BACKGROUND_TAU, attack_mask, load_mask_file, threshold_background
-from advspatial.training import TrainConfig, localized_loss, pgd_loss
+from advspatial.training import TrainConfig
+from advspatial.training_modes import localized_loss, pgd_loss
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -186,18 +187,18 @@ def test_localized_attacks_never_touch_pixels_outside_their_region(tiny_cnn, nam
 # -- localized adversarial training ----------------------------------------------------------
 
 class Spy:
-    """Records every call of training._adversarial_batch (inputs and the returned x_adv)."""
+    """Records every call of training_modes._adversarial_batch (inputs and the returned x_adv)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[dict[str, torch.Tensor | None]] = []
-        original = training._adversarial_batch
+        original = training_modes._adversarial_batch
 
         def spy(model, x, y, config, mask):  # type: ignore[no-untyped-def]
             x_adv = original(model, x, y, config, mask)
             self.calls.append({"x": x.clone(), "mask": None if mask is None else mask.clone(), "x_adv": x_adv.clone()})
             return x_adv
 
-        monkeypatch.setattr(training, "_adversarial_batch", spy)
+        monkeypatch.setattr(training_modes, "_adversarial_batch", spy)
 
 
 def test_localized_loss_mixes_clean_and_background_only_examples(tiny_cnn, monkeypatch) -> None:

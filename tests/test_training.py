@@ -266,7 +266,8 @@ def test_test_images_of_another_size_stop_before_training(cache, tmp_path, monke
 def _fit_tiny(mode: str, masks_fn=None, mix: float = 0.5, seed: int = 0):
     """A tiny linear-conv net fitted 2 epochs on 24 synthetic images by ``mode``; returns its state dict."""
     from advspatial.data import ImageDataset
-    from advspatial.training import TRAINING_MODES, TrainConfig, fit
+    from advspatial.training import TrainConfig, fit
+    from advspatial.training_modes import TRAINING_MODES
 
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(24, 1, 8, 8, generator=gen)
@@ -295,7 +296,7 @@ def test_mixed_pgd_with_mix_zero_is_natural_training():
 def test_random_mask_control_equals_localized_training_on_the_same_random_masks():
     """localized-random draws its masks from the global stream right before the loss; localized training
     given a masks function that draws the same way, at the same point, gets the same weights."""
-    from advspatial.training import random_masks_like
+    from advspatial.training_modes import random_masks_like
 
     control, data = _fit_tiny("localized-random")
 
@@ -309,7 +310,7 @@ def test_random_mask_control_equals_localized_training_on_the_same_random_masks(
 
 
 def test_random_masks_keep_each_images_area_at_random_positions():
-    from advspatial.training import random_masks_like
+    from advspatial.training_modes import random_masks_like
 
     masks = torch.zeros(5, 10, 10, dtype=torch.bool)
     for i in range(5):

@@ -25,7 +25,7 @@ import yaml
 from conftest import fashion_mnist_available, needs_fashion_mnist
 from helpers import ReportParser, assert_smoke_test
 
-from advspatial import training
+from advspatial import training, training_modes
 from advspatial.experiments.localized.attack_rows import model_rows, row_stats, seed_spread
 from advspatial.experiments.localized.attacked_region import (
     foreground_energy, fooled_first, importance_region, mask_uses_importance, region_mask,
@@ -669,13 +669,13 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
     assert torch.equal(foreground, patch_region(len(train)))
     assert (rundir.stages / "finetune/masks/gradcam-f0.25/batch-00000.pt").is_file()
     calls = []
-    original = training._adversarial_batch
+    original = training_modes._adversarial_batch
 
     def spy(model, x, y, cfg, mask):  # type: ignore[no-untyped-def]
         calls.append(None if mask is None else mask.clone())
         return original(model, x, y, cfg, mask)
 
-    monkeypatch.setattr(training, "_adversarial_batch", spy)
+    monkeypatch.setattr(training_modes, "_adversarial_batch", spy)
     trained, info = finetune_models(config, rundir, data, torch.device("cpu"), {})
     # one adversarial batch per step (44 images, batch 128) of pgd, mixed-pgd, localized, localized-random
     assert len(calls) == 4

@@ -51,7 +51,7 @@ def registries() -> dict[str, Callable[[], dict[str, str]]]:
         return list_experiments()
 
     def modes() -> dict[str, str]:
-        from ..training import TRAINING_MODES
+        from ..training_modes import TRAINING_MODES
 
         return {k: (v.__doc__ or "").strip().splitlines()[0] for k, v in TRAINING_MODES.items()}
 

@@ -21,9 +21,8 @@ from ...data import ImageDataset
 from ...errors import ConfigError, check_range
 from ...models.loading import state_checksum
 from ...runtime import model_device, seed_everything
-from ...training import (
-    TRAINING_MODES, MasksFn, TrainedModel, check_recipe, environment, fit, relevant_fields, settings_key,
-)
+from ...training import MasksFn, TrainedModel, check_recipe, environment, fit, relevant_fields, settings_key
+from ...training_modes import TRAINING_MODES
 
 #: default learning rate of fine-tuning (SGD, momentum 0.9, cosine to 0); see FinetuneConfig
 FINETUNE_LR = 0.01
