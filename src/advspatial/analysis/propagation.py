@@ -30,13 +30,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from advspatial.models.hooks import record_outputs
+from advspatial.models.tokens import TokenLayout, token_layout
 from torch import nn
 
 from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, ShapeError
 from ..runtime import batch_slices, model_device
-from advspatial.models.hooks import record_outputs
-from advspatial.models.tokens import TokenLayout, token_layout
 
 
 @dataclass

@@ -82,9 +82,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
-from ..runtime import batch_slices, sample_generator
 from ..models.patch.forward import PatchForward, try_patch_forward
 from ..models.patch.graph import GraphPatchForward
+from ..runtime import batch_slices, sample_generator
 from .base import Attack, register_attack
 from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
 

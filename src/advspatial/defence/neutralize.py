@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..regions.controls import change_strata, foreground_strata, random_regions_like
-from ..runtime import sample_ids_or_range, stream_seed
 from ..regions import top_fraction_mask
 from ..regions import class_mean_maps as regions_class_mean_maps
-from ..regions.fills import FillFn, make_fill
 from ..regions.checks import check_region
+from ..regions.controls import change_strata, foreground_strata, random_regions_like
+from ..regions.fills import FillFn, make_fill
+from ..runtime import sample_ids_or_range, stream_seed
 from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.

@@ -79,10 +79,10 @@ from .controls import CONTROL_MEASURES, control_tag
 from .deletion import BLURRED, REFERENCE_PREFIX, ROI
 from .measures import EDGE_FREE_FILLS, differences, fills_in, margins
 from .randomization import CASCADE_MAX_SPEARMAN, nan_mean
-from .sanity import SKIPPABLE_CHECKS, randomization_comparison
 from .record import (
     CANNOT_JUDGE, FAILED, GATE_UNDECIDED, PASSED, BlurControl, ClassGate, Comparison, GateResult, PairedEffect,
 )
+from .sanity import SKIPPABLE_CHECKS, randomization_comparison
 
 __all__ = [
     "COMPARISONS", "DEFAULT_MARGIN", "EDGE_FREE_FILLS", "MIN_N", "SURVIVES_RANDOMIZATION",

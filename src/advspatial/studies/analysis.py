@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..experiments.colocation import BEYOND_CLAIM, CLAIM, PRIMARY_NULL, PRIMARY_STATISTIC
 from ..statistics.claims import Claim, judge
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, paired_p
-from .meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
 from ..statistics.verdicts import DEFAULT_SESOI, benjamini_hochberg, holm, sesoi_for, verdict
-from ..errors import ConfigError
+from .meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
 from .records import ModelRecord, Values
 
 ENDPOINTS = {"beyond": "co-location beyond layout and image content", "excess": "excess over the same-class null"}

@@ -18,8 +18,8 @@ from matplotlib.patches import Polygon, Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..statistics.verdicts import VERDICTS
 from ..report.figures import DIVERGING, save_figure
+from ..statistics.verdicts import VERDICTS
 
 INCLUDED = "#1f6fb2"
 EXCLUDED = "#999999"

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..report.html import Section, Table
 from ..report.sections import drawn_figure
-from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from ..report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table
 from .analysis import ENDPOINTS, Agreement, Endpoint
+from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from .findings import StudyFindings
 
 ENDPOINT_AXES = {"beyond": "excess of the energy share beyond the best model-free reference",

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, check_range
-from .finetuning import FINETUNE_LR, FinetuneConfig
 from ...masks import MASK_KINDS
 from ...training import TrainConfig
 from ..gate import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_importance_methods, setting
+from .finetuning import FINETUNE_LR, FinetuneConfig
 
 #: the training modes compared, in table order: natural, Madry PGD, and localized training beside its two
 #: controls (mixed-pgd: the same clean/adversarial mixture with full-image examples; localized-random: the same

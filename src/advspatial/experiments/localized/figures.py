@@ -9,15 +9,15 @@ touched.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-import textwrap
 
 import matplotlib
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
 from ...errors import ShapeError

@@ -8,14 +8,14 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from ...faithfulness.record import GateResult
-from .finetuning import FinetuneConfig
 from ...statistics.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, optional_part, to_json
 from ..roi import Roi
+from .attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from .config import MODES, LocalizedConfig, seed_name
+from .finetuning import FinetuneConfig
 
 
 @dataclass

@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from .attacked_region import mask_uses_importance
-from ...statistics.claims import judge
 from ...rundir import RunDir
 from ...runtime import pick_device
+from ...statistics.claims import judge
 from ..context import test_images
 from ..registry import register_experiment
 from ..results import ExperimentResult
+from .attacked_region import mask_uses_importance
 from .claims import build_claims
 from .config import MODES, LocalizedConfig, finetunes
 from .figures import draw_figures

@@ -16,15 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attack_rows import model_rows
-from .attacked_region import energy_outside, mask_uses_importance, region_mask
 from ...attacks import Attack, AttackResult, make_attack
 from ...data import ImageDataset
 from ...distributed import map_batches
 from ...errors import ConfigError
 from ...faithfulness.record import GateResult
 from ...files import atomic_write_text
-from .finetuning import FinetuneConfig, finetune_model
 from ...model_cache import get_or_train
 from ...models.loading import state_checksum
 from ...rundir import RunDir
@@ -33,10 +30,13 @@ from ...training import TrainedModel, evaluate_accuracy
 from ..context import ExperimentContext, load_checked_model, shared_splits, train_images
 from ..gate import gate_stage, resolve_importance
 from ..stage import ATTACK, AttackStage, Stage
+from .attack_rows import model_rows
+from .attacked_region import energy_outside, mask_uses_importance, region_mask
 from .config import (
     FINETUNE_IMAGES, MASKED, MODES, LocalizedConfig, finetune_config, finetunes, gate_eps, seed_name, sweep_eps,
     train_config,
 )
+from .finetuning import FinetuneConfig, finetune_model
 from .metrics import FinetuneFacts
 
 #: a fine-tuned model's weights and metadata: ``finetune/<mode>-<key>``, the key covering every setting

@@ -9,16 +9,16 @@ from typing import Any
 
 import torch
 
-from ...faithfulness.record import GateResult
 from ...faithfulness import specificity
+from ...faithfulness.record import GateResult
 from ...regions import binarize
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison
 from ...statistics.store import StoreComparison
 from .. import colocation
 from ..gate import gate_stage
-from .config import MeasurementConfig
 from ..roi import Roi, with_roi_caveat
+from .config import MeasurementConfig
 from .metrics import AttackOutcome, Measured, PanelRow
 from .stages import AttackSummary, Context
 

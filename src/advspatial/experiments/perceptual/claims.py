@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from .ssim_matching import Calibration
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
-from ...faithfulness.record import GateResult
 from .. import colocation
 from ..gate import gate_stage
 from ..roi import Roi, with_roi_caveat
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
 from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
+from .ssim_matching import Calibration
 from .stages import AttackStore, Context, Curves, clean_cam
 
 CLAIM = "the attack lowers SSIM where the model looks"

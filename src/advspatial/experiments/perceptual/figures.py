@@ -8,16 +8,16 @@ drawn by the Agg canvas (no pyplot state).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-import numpy as np
-import torch
 
 from ...errors import ShapeError
 from ...report.figures import (

@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ssim_matching import Calibration
+from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
+from ...statistics.estimates import finite_mean
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
-from ...faithfulness.record import GateResult
 from ..roi import Roi
-from ...statistics.estimates import finite_mean
 from .config import ATTACKS
+from .ssim_matching import Calibration
 
 
 @dataclass

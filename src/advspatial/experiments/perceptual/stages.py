@@ -23,22 +23,22 @@ import torch
 from torch import nn
 
 from ...analysis.ssim import ssim
-from .ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
 from ...attacks import Attack, AttackResult, make_attack
 from ...attacks.ssim_ball import window_ssim
 from ...maps import importance_map
 from ...progress import progress_bar
 from ...regions import binarize, overlap_statistics
-from ...runtime import batch_slices
 from ...rundir import RunDir
+from ...runtime import batch_slices
+from ...statistics.estimates import finite_mean
 from .. import colocation
 from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
-from ...statistics.estimates import finite_mean
 from ..rows import keep_first, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
 from .metrics import CurvePoint
+from .ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
 
 #: the CAM of the true class on the clean images of a batch (the RoI side)
 CAM = Stage[torch.Tensor]("cam")

@@ -59,8 +59,8 @@ batch by :mod:`.totals`.
 
 from __future__ import annotations
 
-from .pixel_changes import perturbed_pixels
 from .config import PropagationConfig
+from .pixel_changes import perturbed_pixels
 from .run import run_propagation
 
 __all__ = ["PropagationConfig", "perturbed_pixels", "run_propagation"]

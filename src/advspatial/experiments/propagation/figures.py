@@ -9,15 +9,15 @@ Figures are :class:`matplotlib.figure.Figure` objects drawn by the Agg canvas (p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle
 
 from ...errors import ShapeError
 from ...report.figures import HEAT_CMAP, image_for_display, save_figure, to_numpy

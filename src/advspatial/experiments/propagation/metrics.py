@@ -14,14 +14,14 @@ import torch
 
 from ...analysis.locality import cluster_bootstrap_rate
 from ...analysis.propagation import CONTROL_MODES
-from .totals import PropagationTotals
+from ...statistics.accuracy import wilson_interval
 from ...statistics.claims import Claim
 from ...statistics.estimates import Estimate
 from ...statistics.estimates import bootstrap_mean_ci
-from ...statistics.accuracy import wilson_interval
 from ..findings import Findings, dataclass_from_json, to_json
 from .config import PropagationConfig
 from .stages import KSummary, RandomReach, Row
+from .totals import PropagationTotals
 
 
 @dataclass

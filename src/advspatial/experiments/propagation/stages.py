@@ -19,17 +19,17 @@ import torch
 from torch import nn
 
 from ...analysis.locality import locality_analysis
-from .pixel_changes import apply_pixels, format_pixels, perturbed_pixels
 from ...analysis.propagation import (
     CONTROL_MODES, per_image_layer_stats, propagation_maps, random_pixel_change, random_pixel_reach,
 )
-from .totals import PropagationTotals, propagation_stats
 from ...attacks import Attack, AttackResult, make_attack
 from ...errors import ConfigError
 from ...models.hooks import select_layers
 from ..context import ExperimentContext
 from ..stage import ATTACK, Stage
 from .config import PropagationConfig
+from .pixel_changes import apply_pixels, format_pixels, perturbed_pixels
+from .totals import PropagationTotals, propagation_stats
 
 Row = dict[str, Any]
 

@@ -24,13 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...analysis.pse import TYPE_NAMES, PSECamResult
-from .control import CONTROL
-from .rows import CAM_KEYS, energy_shares_of
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
 from ..roi import with_roi_caveat
 from .config import PSEConfig
+from .control import CONTROL
+from .rows import CAM_KEYS, energy_shares_of
 
 CAM_LABELS = {"true_cam": "CAM_t0(x)", "target_cam": "CAM_t(x')"}
 CAM_REGIONS = {"true_cam": "the true-class CAM region", "target_cam": "the CAM region of t on x'"}

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from ...analysis.pse import METHODS as PSE_METHODS
-from .stability import group_spec
-from .targets import TARGET_MODES
 from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
 from ...errors import ConfigError
 from ...runtime import scaled_batch
 from ..gate import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_attacks, check_importance_methods, setting
+from .stability import group_spec
+from .targets import TARGET_MODES
 
 MODES = ("untargeted", "targeted")
 BASELINES = ("same-class", "any-class")

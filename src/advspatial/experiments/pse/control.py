@@ -40,10 +40,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...errors import ShapeError, check_range
-from ...runtime import sample_generator, sample_ids_or_range, stream_seed
 from ...analysis.pse import promotion_suppression
 from ...analysis.pse_types import TYPE_NAMES, UNPERTURBED, UNTYPED, PSEResult, typed_groups
+from ...errors import ShapeError, check_range
+from ...runtime import sample_generator, sample_ids_or_range, stream_seed
 
 #: the shares of :func:`energy_shares`, in column order: the four types, then the untyped groups
 SHARE_NAMES: tuple[str, ...] = (*TYPE_NAMES, "untyped")

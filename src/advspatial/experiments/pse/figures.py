@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-import numpy as np
-import torch
 
 from ...analysis.pse import TYPE_NAMES, group_type_map
 from ...report.figures import image_for_display, save_figure, to_numpy

@@ -14,13 +14,13 @@ from typing import Any
 import torch
 
 from ...analysis.pse import PSECamResult, PSEResult
-from .rows import RowStatistics, row_statistics
-from .stability import TypingAgreement
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part
 from ..roi import Roi
 from .claims import typing_verdicts
+from .rows import RowStatistics, row_statistics
+from .stability import TypingAgreement
 
 #: the label of the unit-masking accuracies until an attack adapts to the masked model
 NO_ADAPTIVE_ATTACK = "no adaptive attack yet"

@@ -9,18 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...analysis.pse import TYPE_NAMES
-from .stability import superpixels_available
-from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
-from ..roi import gate_rule
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.verdicts import sesoi_text
 from ..results import Rendered
+from ..roi import gate_rule
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
 from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
 from .figures import DISSECTION, FOREST, MASKING, TYPES, UNIT_SENSITIVITY, examples_file
 from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK, DissectionFindings, PSEFindings, VariantFindings
+from .stability import superpixels_available
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "
          "class activation map (CAM) - CAM_t0(x) of the true class t0 on the clean image x, CAM_t(x') of the "

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
-from ...attacks.base import AttackResult
-from ...statistics.inference import ratio_to_null
-from ...statistics.estimates import finite_mean
 from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
+from ...attacks.base import AttackResult
+from ...statistics.estimates import finite_mean
+from ...statistics.inference import ratio_to_null
 from .control import CONTROL, SHARE_NAMES, energy_shares, untyped_count_share
 from .targets import adversarial_class
 

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import torch
 
-from .targets import choose_targets, runner_up
-from .units import cam_layer_name, count_units
 from ...errors import ModelError
 from ...models.tokens import is_transformer
 from ...rundir import RunDir
 from ..context import prepare_context
 from ..gate import gate_stage, resolve_importance
-from ..roi import Roi
 from ..registry import register_experiment
 from ..results import ExperimentResult
+from ..roi import Roi
 from .claims import judged_claims
 from .config import PSEConfig
 from .figures import draw_figures
 from .metrics import PSEFindings, build_findings
 from .report import render
 from .stages import Context, clean_logits, process_variant, run_dissection, train_split, true_cam
+from .targets import choose_targets, runner_up
+from .units import cam_layer_name, count_units
 
 
 @register_experiment("pse", PSEConfig,

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import ConfigError, ShapeError, check_range
 from ...analysis.pse import promotion_suppression
 from ...analysis.pse_types import PSEResult, group_type_map
+from ...errors import ConfigError, ShapeError, check_range
 
 
 @dataclass(frozen=True)

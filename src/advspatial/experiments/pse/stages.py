@@ -16,15 +16,6 @@ from ...analysis.pse import (
     TYPE_NAMES, PSECamResult, PSEResult, cat_pse, promotion_suppression, pse_to_dict, pse_vs_cam,
     retype, select_pse,
 )
-from .control import SHARE_NAMES, control_shares
-from .rows import cam_columns, pse_rows
-from .stability import (
-    confusion, group_confusions, group_spec, summed_agreements, superpixels_available,
-)
-from .targets import adversarial_class, choose_targets, prespecified_target
-from .units import (
-    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
-)
 from ...analysis.units import masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
@@ -33,7 +24,16 @@ from ..colocation import composition, informative
 from ..context import ExperimentContext, shared_splits, train_images
 from ..stage import ATTACK, FieldsStage, Stage
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings
+from .control import SHARE_NAMES, control_shares
 from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
+from .rows import cam_columns, pse_rows
+from .stability import (
+    confusion, group_confusions, group_spec, summed_agreements, superpixels_available,
+)
+from .targets import adversarial_class, choose_targets, prespecified_target
+from .units import (
+    UnitSums, adaptive_k, attacked_unit_sums, combine_curves, concept_masks, masked_attack_counts, relative_correlation,
+)
 
 
 @dataclass

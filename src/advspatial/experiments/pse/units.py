@@ -20,13 +20,13 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from ...analysis.dissection import DissectionResult, sensitivity_vs_interpretability
+from ...analysis.units import UnitChange, mask_units, unit_activation_change
 from ...attacks import Attack
 from ...errors import ConfigError
 from ...files import load_torch_file
 from ...models.hooks import declared_cam_layer, find_feature_layer
 from ...regions import dilate
-from ...analysis.dissection import DissectionResult, sensitivity_vs_interpretability
-from ...analysis.units import UnitChange, mask_units, unit_activation_change
 
 
 @dataclass

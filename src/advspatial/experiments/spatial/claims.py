@@ -4,9 +4,9 @@ verdict per configuration by one fixed rule (:data:`DEFENCE_RULE`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
-import math
 from typing import Any, Protocol, TypeVar
 
 import numpy as np

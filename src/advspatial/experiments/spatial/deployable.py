@@ -19,11 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...models.hooks import forward_hooks, frozen_eval, resolve_layer
-from ...models.tokens import is_transformer
 from ...maps._common import check_images, upsample
 from ...maps.attack import gradient_map
 from ...maps.importance import FeatureCapture, importance_map
+from ...models.hooks import forward_hooks, frozen_eval, resolve_layer
+from ...models.tokens import is_transformer
 
 #: the importance methods whose map shares the gradient map's forward pass (the others are computed apart)
 SHARED_FORWARD_METHODS = ("hirescam", "gradcam")

@@ -9,8 +9,8 @@ returns the path; figures are drawn by the Agg canvas (pyplot is never touched).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure

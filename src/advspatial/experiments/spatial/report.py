@@ -9,10 +9,10 @@ import math
 from pathlib import Path
 
 from ...defence.convergence import Convergence
-from ...statistics.accuracy import Proportion
-from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
+from ...statistics.accuracy import Proportion
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown
 from ..results import Rendered
 from .claims import AT_CHANCE, WEAK_EOT

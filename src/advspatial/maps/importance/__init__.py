@@ -41,14 +41,14 @@ module here and its name on the import line below.
 
 from __future__ import annotations
 
+from . import (  # noqa: F401  (each module registers its method)
+    auto, cam, chefer, gradcam, gradcam_pp, hirescam, input_x_gradient, integrated_gradients, occlusion, rollout,
+    saliency, smoothgrad, token_gradcam, token_hirescam,
+)
 from ._cam import FeatureCapture
 from ._registry import (
     IMPORTANCE_METHODS, ImportanceMethod, describe_importance_methods, importance_functions, importance_map,
     list_importance_methods, method_function, register_importance_method,
-)
-from . import (  # noqa: F401  (each module registers its method)
-    auto, cam, chefer, gradcam, gradcam_pp, hirescam, input_x_gradient, integrated_gradients, occlusion, rollout,
-    saliency, smoothgrad, token_gradcam, token_hirescam,
 )
 
 __all__ = ["IMPORTANCE_METHODS", "FeatureCapture", "ImportanceMethod", "describe_importance_methods",
