@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from advspatial.experiments import colocation
+from advspatial.statistics.store import compare_store, informative
 from advspatial.regions import binarize
 
 
@@ -67,7 +68,7 @@ def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -
     from advspatial.statistics.claims import judge
 
     store = _content_store(edge_driven=edge_driven)
-    result = colocation.compare_store(store, permutations=300, seed=0, strata=2)
+    result = compare_store(store, permutations=300, seed=0, strata=2)
     differences, comparisons, same_class = result.beyond, result.comparisons, result.primary
     assert list(differences) == ["class-layout", "dataset-layout", "centre", "intensity", "edges"]
     claim = colocation.beyond_claim("pgd", differences, same_class, {"RoI faithfulness": True})
@@ -116,7 +117,7 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
     store = {"importance": imp, "attack": att, "roi": binarize(imp, sample_ids=ids).mask,
              "roa": binarize(att, seed=1, sample_ids=ids).mask, "labels": ids % 2,
              "composition": torch.rand(40, generator=gen)}
-    comparisons = colocation.compare_store(store, permutations=500, seed=0, strata=2).comparisons
+    comparisons = compare_store(store, permutations=500, seed=0, strata=2).comparisons
     claims = colocation.attack_claims("pgd", comparisons, {"RoI faithfulness": True}, primary=True)
     assert [c.primary for c in claims].count(True) == 1   # the API still marks one row when asked
     main = claims[0]
@@ -126,9 +127,9 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
 
 
 def test_object_conditioned_null_only_where_composition_varies() -> None:
-    assert colocation.informative(torch.tensor([0.1, 0.4, 0.4, 0.7]))
-    assert not colocation.informative(torch.tensor([1.0, 1.0, 1.0, 0.9]))  # natural images: all "foreground"
-    assert not colocation.informative(torch.zeros(0))
+    assert informative(torch.tensor([0.1, 0.4, 0.4, 0.7]))
+    assert not informative(torch.tensor([1.0, 1.0, 1.0, 0.9]))  # natural images: all "foreground"
+    assert not informative(torch.zeros(0))
 
 
 def test_max_normalized_maps_equal_up_to_scale() -> None:

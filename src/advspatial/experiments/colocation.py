@@ -35,7 +35,6 @@ from ..regions.references import REFERENCE_WORDS
 from ..statistics.claims import Claim, claim_from
 from ..statistics.inference import ExcessDifference, NullComparison, compare_to_nulls
 from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC
-from ..statistics.store import compare_store as compare_store, informative as informative  # the experiments' entry
 
 CLAIM = "the attack acts where the model looks"
 BEYOND_CLAIM = "the attack acts where the model looks, beyond image content"

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..experiments.colocation import BEYOND_CLAIM, CLAIM, PRIMARY_NULL, PRIMARY_STATISTIC
+from ..experiments.colocation import BEYOND_CLAIM, CLAIM
 from ..statistics.claims import Claim, judge
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, paired_p
+from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC
 from ..statistics.verdicts import DEFAULT_SESOI, benjamini_hochberg, holm, sesoi_for, verdict
 from .meta import MetaAnalysis, MetaRegression, meta_regression, random_effects
 from .records import ModelRecord, Values

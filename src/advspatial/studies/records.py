@@ -22,8 +22,8 @@ from ..experiments.maps.stages import AttackSummary, Context
 from ..experiments.stage import Stage
 from ..regions.binarization import pool_to_scale
 from ..statistics.claims import Claim
-from ..statistics.inference import PerImage
-from ..statistics.store import store_values
+from ..statistics.excess import PerImage
+from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, store_values
 
 #: the largest side of the grid a record keeps maps at (the agreement between models is measured there)
 GRID_CAP = 64
@@ -160,11 +160,11 @@ def run_verdicts(claims: list[Claim], subject: str) -> dict[str, str]:
     """The single run's verdict words of the two endpoints a study pools (``beyond`` and ``excess``)."""
     out = {}
     for c in claims:
-        if c.subject != subject or c.statistic != colocation.PRIMARY_STATISTIC:
+        if c.subject != subject or c.statistic != PRIMARY_STATISTIC:
             continue
         if c.claim == colocation.BEYOND_CLAIM:
             out["beyond"] = c.verdict
-        elif c.null == colocation.PRIMARY_NULL and c.claim == colocation.CLAIM:
+        elif c.null == PRIMARY_NULL and c.claim == colocation.CLAIM:
             out["excess"] = c.verdict
     return out
 

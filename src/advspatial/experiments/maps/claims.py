@@ -14,7 +14,7 @@ from ...faithfulness.record import GateResult
 from ...regions import binarize
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison
-from ...statistics.store import StoreComparison
+from ...statistics.store import PRIMARY_STATISTIC, StoreComparison, compare_store
 from .. import colocation
 from ..gate import gate_stage
 from ..roi import Roi, with_roi_caveat
@@ -52,7 +52,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
             gates: dict[str, GateResult]) -> Measured:
     """The RoI/RoA inference: engine results, claims, corrections and verdicts; every attack map's statistics get
     the RoI's interpretation. Each kept store enters the engine once
-    (:func:`~advspatial.experiments.colocation.compare_store`; the defence attack's main store brings the explainer
+    (:func:`~advspatial.statistics.store.compare_store`; the defence attack's main store brings the explainer
     panel's RoIs)."""
     cfg = ctx.config
     roi_gate = gates[ctx.importance]
@@ -76,7 +76,7 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
                 continue
             panel_store = (s.name, kind) == (cfg.defence_attack, cfg.attack_map)
             rois = panel_rois(ctx, store) if panel_store else {}
-            result = colocation.compare_store(store, cfg.permutations, cfg.seed, cfg.strata,
+            result = compare_store(store, cfg.permutations, cfg.seed, cfg.strata,
                                               panel={key: mask for key, (_, mask) in rois.items()})
             if panel_store:
                 panel_of = panel_claims(s.name, rois, result.panel, gates, attacks[s.name].maps[kind], cfg)
@@ -102,7 +102,7 @@ def content_claims(result: StoreComparison, subject: str, kind: str, gates: dict
     the layout steps and the plain sentence (written into ``out[kind]``; ``inseparable``: the references the RoI is
     equivalent to in importance, :func:`~advspatial.faithfulness.specificity.inseparable`)."""
     differences = result.beyond
-    steps = colocation.layout_steps(result.comparisons[colocation.PRIMARY_STATISTIC])
+    steps = colocation.layout_steps(result.comparisons[PRIMARY_STATISTIC])
     out[kind] = {"references": colocation.comparisons_dict(result.references),
                  "beyond": {r: d.as_dict() for r, d in differences.items()},
                  "explained_by": colocation.explained_by(differences), "layout": steps,

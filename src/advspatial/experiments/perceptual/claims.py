@@ -19,6 +19,7 @@ import torch
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
+from ...statistics.store import compare_store
 from .. import colocation
 from ..gate import gate_stage
 from ..roi import Roi, with_roi_caveat
@@ -51,7 +52,7 @@ def compare_attack(store: AttackStore, config: PerceptualConfig) -> dict[str, di
     model-free references: the SSIM map's claims do not rest on them); {} with < 3 images."""
     if store.images() < 3:
         return {}
-    return colocation.compare_store(store.store(), config.permutations, config.seed, config.strata,
+    return compare_store(store.store(), config.permutations, config.seed, config.strata,
                                     statistics=ENGINE_STATS, references=False).comparisons
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import ConfigError
-from .. import colocation
+from ...statistics import store
 from ..gate import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_choice, check_importance_methods, setting
 
@@ -23,8 +23,8 @@ STAT_LABELS = {
 }
 #: report label of an engine statistic
 ENGINE_LABELS = {key: STAT_LABELS[name] for name, key in STATS.items()}
-PRIMARY_STATISTIC = colocation.PRIMARY_STATISTIC  # energy_in_roi = energy in the CAM region
-PRIMARY_NULL = colocation.PRIMARY_NULL  # same-class
+PRIMARY_STATISTIC = store.PRIMARY_STATISTIC  # energy_in_roi = energy in the CAM region
+PRIMARY_NULL = store.PRIMARY_NULL  # same-class
 
 
 @dataclass

@@ -240,7 +240,7 @@ def curves_pass(ctx: Context, calibration: Calibration, correct: torch.Tensor) -
 class AttackStore:
     """Per attack: the inputs of the statistics engine for the first successful images, and the SSIMs.
 
-    ``kept`` holds, per batch, the keys :func:`advspatial.experiments.colocation.compare_store`
+    ``kept`` holds, per batch, the keys :func:`advspatial.statistics.store.compare_store`
     reads: ``importance`` (the CAM), ``attack`` (the 1 − SSIM map), ``roi`` / ``roa`` (their
     top regions), ``labels`` and ``composition`` (the clean image's foreground share).
     """

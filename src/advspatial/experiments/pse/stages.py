@@ -20,7 +20,8 @@ from ...analysis.units import masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
 from ...runtime import batch_slices
-from ..colocation import composition, informative
+from ...statistics.store import informative
+from ..colocation import composition
 from ..context import ExperimentContext, shared_splits, train_images
 from ..stage import ATTACK, FieldsStage, Stage
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings
