@@ -380,6 +380,6 @@ def excess_influence(pairs: torch.Tensor, groups: Any) -> PerImage:
 
 
 __all__ = [
-    "NullComparison", "Pairs", "PerImage", "compare_pairs", "compare_to_nulls", "difference_of", "excess_influence",
+    "NullComparison", "Pairs", "compare_pairs", "compare_to_nulls", "difference_of", "excess_influence",
     "excess_test", "placement_comparison", "two_sided_permutation_p", "uniform_comparison",
 ]

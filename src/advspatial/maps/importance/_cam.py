@@ -1,5 +1,5 @@
-"""What the CAM methods share: the forward hook that captures the CAM layer's feature maps, and one graph that
-holds those maps and the class scores (Grad-CAM++ and HiResCAM differentiate the scores by the maps)."""
+"""What the CAM methods share: the forward hook that captures the CAM layer's feature maps, and the class scores'
+gradient with respect to those maps (Grad-CAM++ and HiResCAM weight the maps by it)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ...errors import ModelError
-from ...models.hooks import forward_hooks
+from ...models.hooks import forward_hooks, frozen_eval, resolve_layer
 from .._common import check_classes
 
 
@@ -36,12 +36,16 @@ class FeatureCapture:
         return feats
 
 
-def features_and_scores(
-    model: nn.Module, x: torch.Tensor, layer: nn.Module, name: str, classes: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feature maps A (N,K,h,w) of ``layer`` and the class scores z_c (N,), in one graph."""
-    capture = FeatureCapture()
-    with forward_hooks({name: layer}, capture.factory), torch.enable_grad():
-        logits = model(x.detach().clone().requires_grad_(True))
-    check_classes(classes, logits)
-    return capture.feature_map(name), logits.gather(1, classes[:, None]).squeeze(1)
+def feature_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, layer: str | nn.Module | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CAM layer's feature maps A (N,K,h,w) and the gradients dz_c/dA of the class scores, both detached
+    (the layer chosen by :func:`~advspatial.models.hooks.resolve_layer`; the model frozen in eval mode)."""
+    with frozen_eval(model):
+        name, module = resolve_layer(model, x, layer)
+        capture = FeatureCapture()
+        with forward_hooks({name: module}, capture.factory), torch.enable_grad():
+            logits = model(x.detach().clone().requires_grad_(True))
+        check_classes(classes, logits)
+        feats = capture.feature_map(name)
+        (grads,) = torch.autograd.grad(logits.gather(1, classes[:, None]).squeeze(1).sum(), feats)
+    return feats.detach(), grads.detach()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...models.hooks import frozen_eval, resolve_layer
 from .._common import upsample
-from ._cam import features_and_scores
+from ._cam import feature_gradients
 from ._registry import register_importance_method
 
 
@@ -28,11 +27,7 @@ def gradcam_pp_map(
     With g = dz_c/dA: alpha_kij = g^2 / (2 g^2 + sum_ab A_kab g^3) (0 where the
     denominator is 0), w_k = sum_ij alpha_kij ReLU(g_kij), map = ReLU(sum_k w_k A_k).
     """
-    with frozen_eval(model):
-        name, module = resolve_layer(model, x, layer)
-        feats, scores = features_and_scores(model, x, module, name, classes)
-        (grads,) = torch.autograd.grad(scores.sum(), feats)
-    feats, g = feats.detach(), grads.detach()
+    feats, g = feature_gradients(model, x, classes, layer)
     g2, g3 = g.pow(2), g.pow(3)
     denom = 2 * g2 + feats.sum(dim=(2, 3), keepdim=True) * g3
     alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, torch.ones_like(denom)), torch.zeros_like(g))

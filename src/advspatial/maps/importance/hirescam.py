@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...models.hooks import frozen_eval, resolve_layer
 from ...models.tokens import token_layout
 from .._common import upsample
-from ._cam import features_and_scores
+from ._cam import feature_gradients
 from ._registry import method_function, register_importance_method
 
 
@@ -33,9 +32,6 @@ def hirescam_map(
     """
     if layer is None and token_layout(model, x) is not None:
         return method_function("token-hirescam")(model, x, classes)
-    with frozen_eval(model):
-        name, module = resolve_layer(model, x, layer)
-        feats, scores = features_and_scores(model, x, module, name, classes)
-        (grads,) = torch.autograd.grad(scores.sum(), feats)
-    cam = (grads.detach() * feats.detach()).sum(dim=1, keepdim=True).clamp_min(0)
+    feats, grads = feature_gradients(model, x, classes, layer)
+    cam = (grads * feats).sum(dim=1, keepdim=True).clamp_min(0)
     return upsample(cam, tuple(x.shape[2:]))
