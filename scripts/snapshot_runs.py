@@ -147,21 +147,21 @@ def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = Non
             found.append(f"{csv}: missing after")
         elif (before / csv).read_bytes() != (after / csv).read_bytes():
             found.append(f"{csv}: bytes differ")
-    if (before / "metrics.json").is_file():
-        if not (after / "metrics.json").is_file():
-            return [*found, "metrics.json: missing after"]
-        old_root, new_root = roots if roots is not None else (None, None)
-        old = comparable(without_hashes(json.loads((before / "metrics.json").read_text())), old_root)
-        new = comparable(without_hashes(json.loads((after / "metrics.json").read_text())), new_root)
-        found += [f"metrics.json{d}" for d in differences(old, new)]
-    if (before / "config.yaml").is_file():
-        if not (after / "config.yaml").is_file():
-            return [*found, "config.yaml: missing after"]
-        old_root, new_root = roots if roots is not None else (None, None)
-        old = comparable(yaml.safe_load((before / "config.yaml").read_text()), old_root)
-        new = comparable(yaml.safe_load((after / "config.yaml").read_text()), new_root)
-        found += [f"config.yaml{d}" for d in differences(old, new)]
+    old_root, new_root = roots if roots is not None else (None, None)
+    for name in ("metrics.json", "config.yaml"):
+        if not (before / name).is_file():
+            continue
+        if not (after / name).is_file():
+            return [*found, f"{name}: missing after"]
+        old, new = comparable(run_data(before / name), old_root), comparable(run_data(after / name), new_root)
+        found += [f"{name}{d}" for d in differences(old, new)]
     return found
+
+
+def run_data(path: Path) -> Any:
+    """A run's metrics.json (without its checksums) or config.yaml, as data."""
+    text = path.read_text()
+    return without_hashes(json.loads(text)) if path.suffix == ".json" else yaml.safe_load(text)
 
 
 def without_hashes(metrics: Any) -> Any:
