@@ -12,12 +12,13 @@ from :func:`fit`'s ``masks_fn`` (by default the dataset's own masks).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,10 +93,31 @@ def relevant_fields(config: Any) -> dict[str, Any]:
     return fields
 
 
+#: how :func:`train_model` trains, part of every cache key: a checkpoint trained another way (before training ran on
+#: one CPU thread with deterministic kernels, its weights depended on the machine's thread count) is not reused
+TRAINING_PROCEDURE = "one-thread-deterministic"
+
+
 def settings_key(fields: dict[str, Any]) -> str:
     """12 hex digits of the SHA-256 of ``fields`` as sorted JSON: the cache key of a trained model."""
     blob = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def reproducible_training(device: torch.device) -> Iterator[None]:
+    """Train the same weights on every machine: on the CPU one torch thread (a reduction split over threads sums in
+    an order that depends on their number) and deterministic kernels everywhere; both restored afterwards."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _described(default: Any, help: str, **metadata: Any) -> Any:
@@ -141,7 +163,7 @@ class TrainConfig:
         return relevant_fields(self)
 
     def key(self) -> str:
-        return settings_key(self.relevant())
+        return settings_key({**self.relevant(), "procedure": TRAINING_PROCEDURE})
 
     def stem(self) -> str:
         return f"{self.dataset.replace(':', '_').replace('/', '_')}-{self.arch}-{self.mode}-s{self.seed}-{self.key()}"
@@ -289,6 +311,9 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
                 data_parallel: bool = False) -> TrainedModel:
     """Train a model from scratch according to ``config`` (AdamW, one-cycle schedule) and report its test accuracy.
 
+    The weights are the same whatever the machine's thread count (:func:`reproducible_training`), so the default
+    model trained on first use is the same model everywhere.
+
     ``data_parallel`` under torchrun: every process calls it alike and they train one model together
     (:func:`fit`); every process ends with the same weights, and rank 0 alone shows progress."""
     config.validate()
@@ -307,9 +332,10 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.lr, total_steps=config.epochs * steps_per_epoch)
     parallel = data_parallel and world().is_distributed
-    history = fit(model, train, augmented(TRAINING_MODES[config.mode], config), config, optimizer, schedule,
-                  progress=progress and (world().is_main or not parallel), desc=f"train {config.arch} ({config.mode})",
-                  data_parallel=parallel)
+    with reproducible_training(device):
+        history = fit(model, train, augmented(TRAINING_MODES[config.mode], config), config, optimizer, schedule,
+                      progress=progress and (world().is_main or not parallel),
+                      desc=f"train {config.arch} ({config.mode})", data_parallel=parallel)
     metadata = {
         "config": dataclasses.asdict(config),
         "key": config.key(),
