@@ -131,6 +131,27 @@ class RunDir:
                               f"{checksum[:12]}...); its results would mix two runs - start a new run with "
                               "another --out")
 
+    def bind_details(self, key: str, value: dict, changes: Callable[[dict], list[str]], what: str) -> None:
+        """Tie the run to ``value`` (a JSON mapping, e.g. package versions) under ``key`` of ``run.json``: recorded
+        the first time; a :class:`ConfigError` naming what differs (``changes(saved)``, a list of short phrases)
+        when a later (resumed) run finds a different one - its results would mix two versions of the model."""
+        record = self.record()
+        if not record:
+            return
+        saved = record.get(key)
+        if not isinstance(saved, dict):
+            from .distributed import world
+
+            if world().is_main:  # under torchrun rank 0 owns run.json
+                self.write_record({**record, key: value})
+            return
+        found = changes(saved)
+        if found:
+            more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+            raise ConfigError(f"{self.path} was computed with other {what}: {'; '.join(found[:3])}{more}; its "
+                              "results would mix two versions of the model - restore it, or start a new run "
+                              "with another --out")
+
     def has_results(self) -> bool:
         """True when the run has produced something worth keeping: a stage or the result files."""
         if (self.path / "metrics.json").is_file():

@@ -117,24 +117,39 @@ def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDatas
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
 
 
-def run_identity(config: ExperimentConfig, model: nn.Module, data: ImageDataset) -> dict[str, str]:
-    """The checksums a run's stages belong to: the model's weights, its code, the images (:func:`bind_run`)."""
+def run_identity(config: ExperimentConfig, model: nn.Module, data: ImageDataset) -> dict[str, Any]:
+    """What a run's stages belong to: the checksums of the model's weights, its code and the images, and what the
+    model was built from (:func:`~advspatial.models.provenance.model_provenance`: package versions, the files its
+    factory read, the modules its build imported) (:func:`bind_run`)."""
     from ..models.loading import state_checksum
+    from ..models.provenance import model_provenance
     from ..models.spec import code_checksum
 
     return {"model_sha256": state_checksum(model), "model_code_sha256": code_checksum(model, config.model),
-            "images_sha256": data.checksum()}
+            "images_sha256": data.checksum(), PROVENANCE: model_provenance(model)}
 
+
+#: the key of ``run.json`` that holds what the model was built from (compared entry by entry on a resume)
+PROVENANCE = "model_provenance"
 
 #: what each checksum of :func:`run_identity` is of, for the message when a resumed run finds another
 IDENTITY_WHAT = {"model_sha256": "model weights", "model_code_sha256": "model code",
                  "images_sha256": "images (their content, labels or selection changed)"}
 
 
-def bind_run(rundir: RunDir, identity: Mapping[str, str]) -> None:
-    """Tie ``rundir`` to the checksums of :func:`run_identity` (refused in one line when a resumed run finds others)."""
+def bind_run(rundir: RunDir, identity: Mapping[str, Any]) -> None:
+    """Tie ``rundir`` to :func:`run_identity` (refused in one line when a resumed run finds other checksums, other
+    package versions, or other content of a file or module the model's build read)."""
+    import functools
+
+    from ..models.provenance import provenance_changes
+
     for key, checksum in identity.items():
-        rundir.bind(key, checksum, IDENTITY_WHAT[key])
+        if key == PROVENANCE:
+            rundir.bind_details(key, checksum, functools.partial(provenance_changes, current=checksum),
+                                "packages or model inputs")
+        else:
+            rundir.bind(key, checksum, IDENTITY_WHAT[key])
 
 
 def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:

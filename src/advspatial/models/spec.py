@@ -250,12 +250,21 @@ def load_model(
     name *without* weights is trained per dataset: use
     ``advspatial.model_cache.resolve_model`` for that.
     """
-    from . import loading
+    from .provenance import observe_build, remember_build
 
     source = spec if isinstance(spec, ModelSource) else parse_model_spec(spec, weights, arch)
     if source.kind == "object":
         return _OBJECTS[source.target].eval()
     shape = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size}
+    with observe_build() as build:  # the files and modules the build reads join the run's identity
+        model = _build(source, shape)
+    return remember_build(model, build)
+
+
+def _build(source: ModelSource, shape: dict[str, int]) -> nn.Module:
+    """The model of a loadable ``source`` (not an in-memory object), built with ``shape``."""
+    from . import loading
+
     if source.kind == "registered":
         if source.weights is None:
             raise ModelError(f"{source.spec!r} is an architecture without weights: train it "
