@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from advspatial.files import load_yaml_text
 
 EXPERIMENTS = ("analyze", "baseline", "localized-training", "maps", "perceptual", "propagation", "pse", "spatial")
 SETTINGS = ("default", "resnet20")
@@ -161,7 +161,7 @@ def compare_run(before: Path, after: Path, roots: tuple[Path, Path] | None = Non
 def run_data(path: Path) -> Any:
     """A run's metrics.json (without its checksums) or config.yaml, as data."""
     text = path.read_text()
-    return without_hashes(json.loads(text)) if path.suffix == ".json" else yaml.safe_load(text)
+    return without_hashes(json.loads(text)) if path.suffix == ".json" else load_yaml_text(text)
 
 
 def without_hashes(metrics: Any) -> Any:

@@ -100,3 +100,20 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def bounded_repr(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters, built at a cost bounded by ``limit`` whatever
+    ``value`` holds (a list expanded from a YAML alias bomb, a 5,000-digit number): containers show their first
+    few items and a nesting depth of a few levels (:mod:`reprlib`), never their whole text."""
+    import reprlib
+
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxlist, shown.maxtuple, shown.maxdict, shown.maxset = 3, 4, 4, 4, 4
+    shown.maxstring = shown.maxother = shown.maxlong = max(limit, 8)
+    try:
+        text = shown.repr(value)
+    except Exception:  # a repr that fails: an integer past Python's digit limit, a broken object
+        bits = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
+        text = f"<{type(value).__name__}{bits}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import yaml
 
 from .errors import ConfigError, DataError, first_line
 
@@ -70,6 +71,29 @@ def read_json(path: Path, what: str, remedy: str) -> object:
     except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
         raise DataError(f"{what} {path} is unreadable ({detail}); {remedy}") from exc
+
+
+class YAMLAliasError(yaml.composer.ComposerError):
+    """A YAML alias (``*name``) where advspatial reads settings: refused, as one alias can stand for a value
+    built from others, and a few hundred bytes of them expand to gigabytes (a "billion laughs" file)."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data, no ``!!python`` tags) that refuses aliases before expanding any."""
+
+    def compose_node(self, parent, index):  # PyYAML's own signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise YAMLAliasError(None, None, f"aliases ({event.anchor and '*' + event.anchor}) are not accepted; "
+                                             "write each value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str) -> object:
+    """The plain data in the YAML ``text`` (what ``yaml.safe_load`` returns), with aliases refused
+    (:class:`YAMLAliasError`, a ``yaml.YAMLError``): every YAML advspatial reads goes through here, so a small
+    file never expands to exhaust memory or a terminal."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: plain data only
 
 
 def load_torch_file(path: Path, what: str, remedy: str) -> object:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import AdvspatialError
+from ..errors import AdvspatialError, bounded_repr
 from .model_commands import load_model_and_data, model_options
 
 
@@ -23,16 +23,21 @@ def parse_params(pairs: tuple[str, ...], attack_name: str | None = None) -> dict
     the attack, checked against the type of the parameter's default (``steps=1.5`` or ``eps=big`` is an error)."""
     import yaml
 
+    from ..files import YAMLAliasError, load_yaml_text
+
     params: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise AdvspatialError(f"--param {pair!r} must look like name=value")
+            raise AdvspatialError(f"--param {bounded_repr(pair)} must look like name=value")
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
         if key in ("seed", "model"):  # make_attack's own arguments: a --param would give them twice
             raise AdvspatialError(f"--param {key} is not an attack parameter here; use --{key}")
         try:
-            params[key] = yaml.safe_load(value)
+            params[key] = load_yaml_text(value)
+        except YAMLAliasError as exc:
+            raise AdvspatialError(f"--param {key[:40]}=... uses a YAML alias; valid: a number, true/false "
+                                  "or a string, written out") from exc
         except yaml.YAMLError:
             params[key] = value
         except RecursionError as exc:  # PyYAML composes nested lists recursively: '[[[[...' thousands deep
@@ -59,7 +64,8 @@ def typed_param(name: str, value: Any, default: Any) -> Any:
           str: isinstance(value, (str, int, float)) and not isinstance(value, bool)}[kind]
     if not ok:
         valid = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
-        raise AdvspatialError(f"--param {name}={value!r} is not valid; valid: {valid} (default {default!r})")
+        raise AdvspatialError(f"--param {name}={bounded_repr(value)} is not valid; valid: {valid} (default "
+                              f"{default!r})")
     try:
         return kind(value)
     except OverflowError as exc:  # an integer too large for a float

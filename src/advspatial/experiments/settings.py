@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import yaml
 
 from ..data.subset import SUBSET_MODES
-from ..errors import ConfigError, check_range, check_seed
+from ..errors import ConfigError, bounded_repr, check_range, check_seed
+from ..files import load_yaml_text
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,8 +77,9 @@ def check_unique(name: str, value: Any) -> None:
     seen: list[Any] = []
     for item in value:
         if any(item == other for other in seen):
-            raise ConfigError(f"{name} names {item!r} twice ({', '.join(map(str, value))}); valid: each value at "
-                              "most once")
+            listed = ", ".join(v if isinstance(v, str) and len(v) <= 40 else bounded_repr(v, 40) for v in value[:8])
+            raise ConfigError(f"{name} names {bounded_repr(item)} twice ({listed}{', ...' if len(value) > 8 else ''}"
+                              "); valid: each value at most once")
         seen.append(item)
 
 
@@ -221,7 +223,7 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
     if not resizes_images(dataset):
         if image_size or class_map or crop_fraction:
             raise ConfigError("image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), "
-                              f"not {dataset!r}")
+                              f"not {bounded_repr(dataset)}")
         return {}
     declared = model_input(model)  # a zoo model's or an hf: folder's own input size and crop
     size = image_size or (declared[0] if declared is not None else 0)
@@ -235,7 +237,7 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
 
 def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
     if value not in valid:
-        raise ConfigError(f"{name}={value!r} is not valid; valid: {', '.join(valid)}")
+        raise ConfigError(f"{name}={bounded_repr(value)} is not valid; valid: {', '.join(valid)}")
 
 
 # -- config: dataclass <-> dict / YAML ------------------------------------------------
@@ -292,7 +294,7 @@ def coerce(name: str, kind: Any, value: Any) -> Any:
     except ConfigError:  # an item of a list, named as it is
         raise
     except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an integer too large for a float
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        shown = bounded_repr(value)
         valid = f"a list (each item {KIND_WORDS.get(inner, inner)})" if origin else KIND_WORDS.get(kind, str(kind))
         raise ConfigError(f"{name}={shown} is not valid; valid: {valid}") from exc
 
@@ -339,7 +341,7 @@ def check_names(values: Mapping[Any, Any], types: Mapping[str, Any]) -> None:
     """Every key of ``values`` is the name of a setting (one line listing the valid names if not)."""
     keys = [k for k in values if not isinstance(k, str)]
     if keys:  # YAML turns `1: 2` or `~: 2` into an integer or null key
-        raise ConfigError(f"setting names must be text; got {keys[0]!r}; valid: {', '.join(sorted(types))}")
+        raise ConfigError(f"setting names must be text; got {bounded_repr(keys[0])}; valid: {', '.join(sorted(types))}")
     unknown = set(values) - set(types)
     if unknown:
         raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid: {', '.join(sorted(types))}")
@@ -361,7 +363,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml_text(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not a UTF-8 text file (byte {exc.start}); valid: a YAML file of "
                           "setting: value") from exc

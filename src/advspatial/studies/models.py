@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, bounded_repr
 
 #: the keys a model entry of a study's YAML list may have
 MODEL_KEYS = ("model", "label", "weights", "arch", "preset", "image_size", "batch_size", "covariates")
@@ -53,8 +53,8 @@ def parse_models(value: str | Sequence[Any]) -> list[StudyModel]:
     """The study's models from ``--models A,B`` text or a YAML list (strings or mappings of :data:`MODEL_KEYS`):
     at least two, with distinct labels that are safe as directory names; one line if not."""
     if not isinstance(value, str | list | tuple):
-        raise ConfigError(f"models is {str(value)[:40]!r} ({type(value).__name__}); valid: a list of model specs or "
-                          f"mappings with keys {', '.join(MODEL_KEYS)} (or --models A,B)")
+        raise ConfigError(f"models is {bounded_repr(value, 40)} ({type(value).__name__}); valid: a list of model "
+                          f"specs or mappings with keys {', '.join(MODEL_KEYS)} (or --models A,B)")
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
     models = [model_entry(item, i) for i, item in enumerate(items)]
     if len(models) < 2:
@@ -83,7 +83,7 @@ def model_entry(item: Any, index: int) -> StudyModel:
     if isinstance(item, str) and item.strip():
         return StudyModel(item.strip())
     if not isinstance(item, Mapping):
-        raise ConfigError(f"models[{index}] is {item!r}; valid: a model spec or a mapping with keys "
+        raise ConfigError(f"models[{index}] is {bounded_repr(item)}; valid: a model spec or a mapping with keys "
                           f"{', '.join(MODEL_KEYS)}")
     unknown = sorted(set(map(str, item)) - set(MODEL_KEYS))
     if unknown:
@@ -91,7 +91,7 @@ def model_entry(item: Any, index: int) -> StudyModel:
     if not isinstance(item.get("model"), str) or not item["model"].strip():
         raise ConfigError(f"models[{index}] needs model: SPEC (as --model takes it)")
     if not isinstance(item.get("label", ""), str):
-        raise ConfigError(f"models[{index}].label={item['label']!r} is not valid; valid: text")
+        raise ConfigError(f"models[{index}].label={bounded_repr(item['label'])} is not valid; valid: text")
     loading = {k: item[k] for k in ("weights", "arch", "preset", "image_size", "batch_size")
                if k in item and not (k == "batch_size" and type(item[k]) is int and item[k] == 0)}  # 0: the study's
     check_settings(ExperimentConfig, loading, f"models[{index}]")
@@ -116,7 +116,7 @@ def stated_covariates(item: Mapping[str, Any], index: int) -> dict[str, float]:
     covariates = item.get("covariates") or {}
     where = f"models[{index}].covariates"
     if not isinstance(covariates, Mapping):
-        raise ConfigError(f"{where} is {covariates!r}; valid: a mapping of name: number")
+        raise ConfigError(f"{where} is {bounded_repr(covariates)}; valid: a mapping of name: number")
     for name, value in covariates.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", name):
             raise ConfigError(f"{where}: name {name!r} is not valid; valid: letters, digits, '_', '.', '-'")
