@@ -308,8 +308,8 @@ OUTSIDE_SECRET = b"\x89PNG\r\n\x1a\nfrom outside the directory"
 
 def plant_outside_figures(out: Path, outside: Path, how: str) -> None:
     """Make the figures of the run or study ``out`` come from ``outside`` (a folder beside it) holding
-    :data:`OUTSIDE_SECRET`: ``figure`` links its first figure to ``outside/secret.png``; ``folder`` moves figures/ to
-    ``outside/figures`` (every figure there the secret) and links it back."""
+    :data:`OUTSIDE_SECRET`: ``figure`` links its first figure to ``outside/secret.png`` (``hardlink``: a hard
+    link); ``folder`` moves figures/ to ``outside/figures`` (every figure there the secret) and links it back."""
     import shutil
 
     outside.mkdir(parents=True, exist_ok=True)
@@ -318,6 +318,9 @@ def plant_outside_figures(out: Path, outside: Path, how: str) -> None:
     if how == "figure" and figures:
         figures[0].unlink()
         figures[0].symlink_to(outside / "secret.png")
+    elif how == "hardlink" and figures:
+        figures[0].unlink()
+        figures[0].hardlink_to(outside / "secret.png")
     elif how == "folder":
         shutil.move(out / "figures", outside / "figures")
         for png in [*(outside / "figures").glob("*.png"), outside / "figures" / "extra.png"]:

@@ -1,8 +1,8 @@
 """Fuzzing ``advspatial report DIR`` (experiments/running.py, studies/run.py, report/html.py) on damaged run and
 study directories: any value put at any place of metrics.json, run.json or study.yaml, a key renamed (to ``../``,
-``javascript:``...) or removed, the whole file replaced, a figure or the figures folder linked from outside. The
-property: the report is re-rendered, or the command refuses in one line and leaves the report that was there; a
-file from outside the directory is never embedded and never written. Budget and profiles: tests/fuzzing.py."""
+``javascript:``...) or removed, the whole file replaced, a figure (a symbolic or a hard link) or the figures
+folder linked from outside. The property: the report is re-rendered, or the command refuses in one line and
+leaves the report that was there; a file from outside the directory is never embedded and never written. Budget and profiles: tests/fuzzing.py."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_report_of_a_damaged_run_is_a_report_or_one_line(finished_run: Path, dat
     names = ["metrics.json", "metrics.json", "run.json", "config.yaml"]
     name, content = data.draw(damages(loaded(finished_run, sorted(set(names))), names))
     check_report(finished_run, rerender_report, name, content, data.draw(st.sampled_from(["", "", "figure",
-                                                                                          "folder"])))
+                                                                                          "hardlink", "folder"])))
 
 
 @fuzz_settings(60)

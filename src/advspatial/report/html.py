@@ -86,8 +86,33 @@ def embed_png(path: Path, root: Path) -> str:
     """The figure file ``path`` as a data URL; only a regular file inside ``root`` (the report's own directory),
     reached without a symbolic link: a figure name comes from the run's findings, and a report must never carry
     a file from elsewhere (one-line :class:`~advspatial.errors.DataError` otherwise)."""
-    data = base64.b64encode(inner_file(root, path, "figure").read_bytes()).decode("ascii")
+    data = base64.b64encode(own_png(inner_file(root, path, "figure"))).decode("ascii")
     return f"data:image/png;base64,{data}"
+
+
+#: the first bytes of every PNG file
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def own_png(path: Path) -> bytes:
+    """The bytes of the figure ``path``, when it is a PNG with no other name (one link): a hard link placed in a
+    run would otherwise carry a file from elsewhere into the report (one-line
+    :class:`~advspatial.errors.DataError`)."""
+    import os
+
+    try:
+        with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as handle:
+            links = os.fstat(handle.fileno()).st_nlink
+            data = handle.read()
+    except OSError as exc:
+        raise DataError(f"figure {path} is unreadable ({exc.strerror or exc}); run again") from exc
+    if links != 1:
+        raise DataError(f"figure {path} has {links} names (a hard link to a file elsewhere?); a report embeds only "
+                        "files its run wrote - remove it and run again")
+    if not data.startswith(PNG_SIGNATURE):
+        raise DataError(f"figure {path} is not a PNG image; a report embeds only the figures its run wrote - "
+                        "remove it and run again")
+    return data
 
 
 def inner_link(href: str) -> str:
