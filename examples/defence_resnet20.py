@@ -16,11 +16,14 @@ The verdicts (paired statistics, convergence curves, trivial baselines at a matc
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
 from advspatial.data import load_dataset
 from advspatial.defence import AdaptiveBudget, NeutralizedModel, attack_defence, attack_undefended
+from advspatial.errors import AdvspatialError
 from advspatial.maps import gradcam, gradient
 from advspatial.model_cache import resolve_model
 
@@ -63,4 +66,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AdvspatialError as exc:  # bad input (a missing folder, an unknown model): one line, exit 2
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

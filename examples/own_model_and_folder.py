@@ -12,12 +12,15 @@ Importance, the attacks, their maps and regions, every statistic against its nul
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 
 import advspatial
 from advspatial.data import load_dataset
+from advspatial.errors import AdvspatialError
 from advspatial.models import Normalized
 
 
@@ -73,4 +76,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AdvspatialError as exc:  # bad input (a missing folder, an unknown model): one line, exit 2
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -11,8 +11,11 @@ with the same seeds, each in its own resumable run, then pools the models whose 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import advspatial
+from advspatial.errors import AdvspatialError
 
 
 def main() -> None:
@@ -33,4 +36,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except AdvspatialError as exc:  # bad input (a missing folder, an unknown model): one line, exit 2
+        print(f"{Path(__file__).name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)

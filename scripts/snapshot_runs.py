@@ -200,11 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     cmp.add_argument("before", type=Path)
     cmp.add_argument("after", type=Path)
     args = parser.parse_args(argv)
+    problem = bad_input(args)
+    if problem:
+        print(f"snapshot_runs.py: error: {problem}", file=sys.stderr)
+        return 2
     if args.command == "compare":
         return int(compare_snapshots(args.before, args.after) > 0)
     settings = list(SETTINGS) if args.setting == "all" else [args.setting]
     experiments = args.only.split(",") if args.only else list(EXPERIMENTS)
     return int(run_snapshot(args.out, settings, experiments, args.main) > 0)
+
+
+def bad_input(args: argparse.Namespace) -> str:
+    """What is wrong with the command line, in one line ('' when nothing): folders that are not there or are
+    files, an unknown experiment."""
+    if args.command == "compare":
+        return next((f"{p} is not a snapshot folder" for p in (args.before, args.after) if not p.is_dir()), "")
+    if args.out.exists() and not args.out.is_dir():
+        return f"{args.out} is a file; valid: a folder for the snapshot"
+    unknown = [e for e in args.only.split(",") if e and e not in EXPERIMENTS]
+    return f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(EXPERIMENTS)}" if unknown else ""
 
 
 if __name__ == "__main__":

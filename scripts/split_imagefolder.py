@@ -17,15 +17,24 @@ import sys
 from pathlib import Path
 
 
+class SplitError(Exception):
+    """Bad input (a missing source, a file where a folder belongs, a target that is not empty): one line, exit 2."""
+
+
 def split(source: Path, target: Path, every: int) -> tuple[int, int]:
     """Link the files of ``source/<class>/`` into ``target/{train,test}/<class>/``; (train, test) counts."""
     if every < 2:
-        raise SystemExit(f"--every must be at least 2, got {every}")
+        raise SplitError(f"--every must be at least 2, got {every}")
+    if not source.is_dir():
+        raise SplitError(f"{source} is not a folder" + ("" if source.exists() else " (it does not exist)") +
+                         "; valid: a folder with one sub-folder of images per class")
+    if target.exists() and not target.is_dir():
+        raise SplitError(f"{target} is a file; valid: a new (or empty) folder for the split")
     classes = sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise SystemExit(f"{source} has no class folders")
+        raise SplitError(f"{source} has no class folders")
     if target.exists() and any(target.iterdir()):
-        raise SystemExit(f"{target} is not empty: a split goes into a new folder")
+        raise SplitError(f"{target} is not empty: a split goes into a new folder")
     counts = {"train": 0, "test": 0}
     for folder in classes:
         files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -44,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path)
     parser.add_argument("--every", type=int, default=5, help="every N-th file of a class goes to test/ (default 5)")
     args = parser.parse_args(argv)
-    train, test = split(args.source, args.target, args.every)
+    try:
+        train, test = split(args.source, args.target, args.every)
+    except (SplitError, OSError) as exc:  # OSError: a read-only or full disk, a file in the way, no permission
+        detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"split_imagefolder.py: error: {detail}", file=sys.stderr)
+        return 2
     print(f"{args.target}: {train} training and {test} test images (links)")
     return 0
 

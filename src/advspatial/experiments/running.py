@@ -324,6 +324,23 @@ def stamped_metrics(out: Path, record: Mapping[str, Any]) -> dict[str, Any]:
                     f"{str(stamp.get('findings'))[:16]!r} stamped into it); {remedy}")
 
 
+def finished_findings(out: str | Path) -> dict[str, Any]:
+    """The findings (metrics.json) of the finished run in ``out``, checked as ``advspatial report`` checks them
+    (:func:`stamped_metrics`); a one-line :class:`DataError` for a missing directory, a study, a directory that holds
+    no run, or a run that has not finished. For scripts that read a run (examples/read_a_run.py)."""
+    out = Path(out)
+    if not out.is_dir():
+        raise DataError(f"{out} is not a directory; valid: the --out directory of a finished advspatial run")
+    record = RunDir.record_of(out)
+    if not record:
+        what = "a study (read one of its models: models/LABEL)" if (out / "study.yaml").is_file() else "no run"
+        raise DataError(f"{out} holds {what}: it has no {RunDir.RECORD}; valid: the --out directory of a finished "
+                        "advspatial run")
+    if not (out / "metrics.json").exists():
+        raise DataError(f"{out} holds an unfinished run (no metrics.json); complete it: advspatial run --resume {out}")
+    return stamped_metrics(out, record)
+
+
 def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """metrics.json (stamped with the run's identity: :func:`run_stamp`), per_image.csv and report.html of a
     finished run."""
