@@ -175,6 +175,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     experiment = get_experiment(name)
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
+    fit_n_to_images(config)
     with open_run(out, name, config, resume) as rundir:
         started = time.perf_counter()
         result = experiment.run(config, rundir)
@@ -183,6 +184,29 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
+
+
+#: an ``n`` this large asks for every image: it becomes their number without a warning (``analyze``'s default)
+ALL_IMAGES = 1_000_000
+
+
+def fit_n_to_images(config: ExperimentConfig) -> None:
+    """An ``n`` beyond the test images becomes their number, so ``config.yaml`` and ``run.json`` record the n the run
+    has. One line on stderr says so when ``n`` was chosen: not the experiment's default (sized for a whole dataset)
+    nor its smoke test's, and below :data:`ALL_IMAGES` (which asks for every image)."""
+    import dataclasses
+    import sys
+
+    from ..data import load_dataset
+
+    available = len(load_dataset(config.dataset, "test", **config.dataset_options()))
+    if config.n <= available:
+        return
+    defaults = (next(f.default for f in dataclasses.fields(config) if f.name == "n"), type(config).QUICK.get("n"))
+    if config.n not in defaults and config.n < ALL_IMAGES:
+        print(f"advspatial: warning: n={config.n} but {config.dataset} has {available} test images; the run uses "
+              f"n={available}", file=sys.stderr, flush=True)
+    config.n = available
 
 
 #: what reading findings a run did not write (edited, damaged, of another version) raises: one line, never a traceback
