@@ -75,13 +75,23 @@ class AnalyzeConfig(MeasurementConfig):
              "randomization_images": 4, "randomization_samples": 4, "panel": ["gradcam"], "panel_fractions": [0.1, 0.3],
              "figure_images": 3}
 
+    @property
+    def attack_name(self) -> str:
+        """The examples' name in stage files, figures and tables: ``source`` (free text, shown as given where the
+        examples are described) with every run of characters other than letters, digits and ``._+=-`` made one
+        ``-`` (no path separator, no ``$`` of matplotlib's math markup)."""
+        import re
+
+        return re.sub(r"[^A-Za-z0-9._+=-]+", "-", self.source).strip("-")
+
     def validate(self) -> None:
         if not self.clean or not self.adv:
             raise ConfigError("analyze needs --clean and --adv (the clean and adversarial images)")
         if self.norm not in NORM_CHOICES:
             raise unknown_name("norm", self.norm, NORM_CHOICES)
-        if not self.source.strip() or any(c in self.source for c in "/\\:$"):  # '$': matplotlib's math markup
-            raise ConfigError(f"source={self.source!r} must be a plain name (no '/', '\\\\', ':' or '$')")
+        if not self.attack_name:
+            raise ConfigError(f"source={self.source!r} names nothing; give what made the examples, e.g. "
+                              "'torchattacks PGD 8/255'")
         for what, spec in (("clean", self.clean), ("adv", self.adv)):
             if not spec.startswith("memory:") and not Path(spec).expanduser().exists():
                 raise ConfigError(f"{what} file or folder not found: {spec}")
@@ -90,8 +100,8 @@ class AnalyzeConfig(MeasurementConfig):
         if not self.model:  # a default model would be trained on the analysed images themselves
             raise ConfigError("analyze needs --model (the model the examples are analysed on; from Python: "
                               "advspatial.analyze(model, ...))")
-        self.attacks = [self.source]
-        self.defence_attack = self.source
+        self.attacks = [self.attack_name]
+        self.defence_attack = self.attack_name
         self.dataset = self.clean if self.clean.startswith("memory:") else f"arrays:{self.clean}"
         GatedConfig.validate(self)
         self.validate_measurement()
@@ -250,7 +260,7 @@ def render(config: AnalyzeConfig, findings: AnalyzeFindings, figures: Path) -> R
     sections = measurement_sections(config, findings, figures)
     sections.insert(2, source_section(info))
     sections.append(measurement_limits_section(config, findings, external=True))
-    pairs = findings.attacks[config.source].images
+    pairs = findings.attacks[config.attack_name].images
     summary = "\n".join([f"{config.source}: {pairs} example pairs, threat model {info.norm} ({info.norm_reason})",
                          *claims_lines(findings)])
     return Rendered(summary, sections)
@@ -272,7 +282,7 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     images, labels_origin = example_images(config, examples, model)
     norm, why = (config.norm, "given") if config.norm != "auto" else infer_norm(examples.clean, examples.adversarial)
     serve: dict[str, Callable[[nn.Module], Attack]] = {
-        config.source: lambda model: ExternalExamples(model, examples.adversarial, config.source, norm)}
+        config.attack_name: lambda model: ExternalExamples(model, examples.adversarial, config.attack_name, norm)}
     rows, measured = maps_analysis(config, rundir, images, serve)
     info = ExamplesInfo(config.source, norm, why, labels_origin, len(examples.clean), examples.checksums)
     findings = AnalyzeFindings(**{f: getattr(measured, f) for f in measured.__dataclass_fields__}, examples=info)
