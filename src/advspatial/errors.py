@@ -117,3 +117,18 @@ def bounded_repr(value: object, limit: int = 60) -> str:
         bits = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
         text = f"<{type(value).__name__}{bits}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why loading a file with ``torch.load(..., weights_only=True)`` (ours or a library's) failed, in one line,
+    without torch's advice to load it with ``weights_only=False``: that would run code from the file, and
+    advspatial never does. A refused pickle is said to be one (naming the global it asked for, when given)."""
+    text = str(exc)
+    if "weights_only" not in text and "Weights only load failed" not in text:
+        return first_line(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if "GLOBAL" in line or "global" in line.lower() and "unsupported" in
+                   line.lower()), "")
+    detail = detail.split(" was not an allowed global")[0].rstrip(".")[:120]
+    return ("the file holds Python objects besides tensors, which advspatial never unpickles (it loads weights "
+            f"only){': ' + detail if detail else ''}; save model.state_dict() instead")

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from .errors import ConfigError, DataError, first_line
+from .errors import ConfigError, DataError, first_line, load_failure
 
 
 def inner_dir(root: Path, directory: Path) -> None:
@@ -104,7 +104,7 @@ def load_torch_file(path: Path, what: str, remedy: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
-        detail = "empty or truncated file" if isinstance(exc, EOFError) else first_line(exc)
+        detail = "empty or truncated file" if isinstance(exc, EOFError) else load_failure(exc)
         raise DataError(f"{what} ({type(exc).__name__}: {detail}); {remedy}") from exc
 
 

@@ -20,22 +20,29 @@ def plan_command(run_dir: str, power: float) -> None:
 
     Example: advspatial plan runs/spatial-fashion-mnist --power 0.9
     """
-    from ..errors import DataError, first_line
+    from ..errors import ConfigError, DataError, first_line, is_finite_number
     from ..experiments.running import READ_ERRORS, finished_run
+    from ..experiments.smoke import SMOKE_LINE
     from ..report.planning import findings_parts, plan_rows
 
-    _, _, _, findings = finished_run(Path(run_dir))
+    if not is_finite_number(power):  # click's range lets NaN through: every comparison with it is false
+        raise ConfigError(f"--power={power} is not a number; valid: a power between 0 and 1, e.g. --power 0.8")
+    _, config, _, findings = finished_run(Path(run_dir))
+    smoke = bool(config.smoke_test)
     try:
         rows = plan_rows(*findings_parts(findings), power=power)
     except READ_ERRORS as exc:
         raise DataError(f"{Path(run_dir) / 'metrics.json'} does not hold findings a plan can read "
                         f"({first_line(exc)}); run the experiment again") from exc
     if not rows:
-        click.echo("every gate comparison and claim of this run is decided")
+        click.echo("every gate comparison and claim of this run is decided" + (f" ({SMOKE_LINE})" if smoke else ""))
         return
     click.echo(f"{len(rows)} undecided; images that would decide each at {power:.0%} power (a projection at the "
                "observed effect):")
     width = max(len(r.subject) for r in rows)
     for r in rows:
         need = f"{int(r.images):,}" if r.images != float("inf") else "none at the observed effect"
-        click.echo(f"  {r.subject:<{width}}  {r.effect:<28} n={r.n:<6} leans {r.leans:<11} -> {need}")
+        click.echo(f"  {r.subject:<{width}}  {r.effect:<28} n={r.n:<6} leans {r.leans:<11} -> {need}"
+                   f"{' (smoke)' if smoke else ''}")
+    if smoke:
+        click.echo(f"{SMOKE_LINE}: the run is a smoke test (--quick), so each projection above is marked (smoke)")

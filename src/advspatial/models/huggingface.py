@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, bounded_repr, load_failure
 from .loading import Normalized, _first_line, _import_optional
 
 #: the files one of which holds the weights
@@ -85,8 +85,8 @@ def read_preprocessing(path: str | Path) -> Preprocessing:
     normalize = config.get("do_normalize", True)
     mean = tuple(float(v) for v in config.get("image_mean", (0.5,) * channels)) if normalize else (0.0,) * channels
     std = tuple(float(v) for v in config.get("image_std", (0.5,) * channels)) if normalize else (1.0,) * channels
-    size = _side(config.get("size"), 224)
-    crop = _side(config.get("crop_size"), size) if config.get("do_center_crop") else size
+    size = _side(config.get("size"), 224, path, "size")
+    crop = _side(config.get("crop_size"), size, path, "crop_size") if config.get("do_center_crop") else size
     fraction = float(config["crop_pct"]) if config.get("crop_pct") else min(1.0, crop / size)
     return Preprocessing(crop, fraction, mean, std)
 
@@ -99,13 +99,51 @@ def model_channels(folder: Path) -> int:
         raise ModelError(f"hf:{folder}: config.json is unreadable: {_first_line(exc)}") from exc
 
 
-def _side(value: object, default: int) -> int:
-    """The side of a processor's size setting: an int, or a mapping with height or shortest_edge."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        return int(value.get("height") or value.get("shortest_edge") or default)
-    return default
+def _side(value: object, default: int, path: str | Path, key: str) -> int:
+    """The side of a processor's size setting (``key``): an int, or a mapping with height or shortest_edge;
+    ``default`` when unset; anything else is one line (never a silent default)."""
+    if value is None:
+        return default
+    side = value.get("height") or value.get("shortest_edge") if isinstance(value, dict) else value
+    if isinstance(side, int) and not isinstance(side, bool) and side > 0:
+        return side
+    raise ModelError(f"hf:{path}: preprocessor_config.json has {key}: {bounded_repr(value)}; valid: a positive "
+                     "integer or a mapping with height and width (or shortest_edge)")
+
+
+def _why(exc: BaseException) -> str:
+    """A library's failure in one line; a refused pickle without torch's advice to load it unsafely."""
+    return load_failure(exc) if "weights_only" in str(exc) else _first_line(exc)
+
+
+def shape_mismatch(folder: Path) -> str:
+    """What differs between ``config.json`` and the weights' shapes, naming both numbers where the weights tell:
+    the classes (the classifier's outputs) and the image channels (the first convolution's inputs)."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    labels = len(config.get("id2label") or {}) or config.get("num_labels")
+    channels = config.get("num_channels", 3)
+    shapes = weight_shapes(folder)
+    outputs = next((s[0] for k, s in shapes.items() if k.endswith(("classifier.weight", "head.weight"))), None)
+    inputs = next((s[1] for s in shapes.values() if len(s) == 4), None)
+    found = [f"config.json declares {what} {declared} but the weights have {actual}"
+             for what, declared, actual in (("num_labels", labels, outputs), ("num_channels", channels, inputs))
+             if actual is not None and actual != declared]
+    return ("; ".join(found) or f"config.json (num_labels {labels}, num_channels {channels}) does not fit the "
+            "shapes of the weights") + "; save the config and the weights of one model with save_pretrained"
+
+
+def weight_shapes(folder: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape of ``model.safetensors`` (read from its JSON header, no tensor loaded); {} otherwise."""
+    import struct
+
+    file = folder / "model.safetensors"
+    try:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(min(length, 1 << 26)))
+        return {k: list(v["shape"]) for k, v in header.items() if isinstance(v, dict) and "shape" in v}
+    except (OSError, ValueError, struct.error, TypeError, AttributeError):
+        return {}
 
 
 class LogitsOf(nn.Module):
@@ -133,17 +171,22 @@ def load_hf(path: str | Path) -> nn.Module:
     folder = check_folder(path)
     prep = read_preprocessing(folder)
     transformers = _import_optional("transformers", f"hf:{path}", HF_EXTRA_HINT)
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # a local folder loads in a moment: no bar on stderr
+    logging = transformers.utils.logging
+    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar()  # a local folder loads in a moment: no bar on stderr
+    logging.set_verbosity_error()  # its load report spans lines; a failure is said in one line below
     try:
         model = transformers.AutoModelForImageClassification.from_pretrained(
             str(folder), local_files_only=True, attn_implementation="eager")
     except Exception as exc:  # transformers raises many types for a folder it cannot read
+        if "ignore_mismatched_sizes" in str(exc):
+            raise ModelError(f"hf:{path}: {shape_mismatch(folder)}") from exc
         raise ModelError(f"hf:{path}: transformers cannot load an image classifier from it: "
-                         f"{type(exc).__name__}: {_first_line(exc)}") from exc
+                         f"{type(exc).__name__}: {_why(exc)}") from exc
     finally:
+        logging.set_verbosity(verbosity)
         if bars:
-            transformers.utils.logging.enable_progress_bar()
+            logging.enable_progress_bar()
     channels = int(getattr(model.config, "num_channels", len(prep.mean)))
     if channels != len(prep.mean):
         raise ModelError(f"hf:{path}: the model takes {channels} channels but its image processor normalizes "

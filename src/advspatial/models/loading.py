@@ -116,15 +116,10 @@ def _mismatch(model: nn.Module, state: dict) -> str:
 
 def _load_failure(exc: BaseException) -> str:
     """Why ``torch.load`` failed, in one line, without torch's advice to load with ``weights_only=False``
-    (which would run code from the file: advspatial never does)."""
-    text = str(exc)
-    if "Weights only load failed" in text:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        detail = next((line for line in lines if "GLOBAL" in line or "global" in line.lower() and "unsupported" in
-                       line.lower()), "")
-        return ("the file holds Python objects besides tensors, which advspatial never unpickles (it loads "
-                f"weights only){': ' + detail.rstrip('.') if detail else ''}; save model.state_dict() instead")
-    return _first_line(exc)
+    (:func:`advspatial.errors.load_failure`)."""
+    from ..errors import load_failure
+
+    return load_failure(exc)
 
 
 def _failure(exc: BaseException) -> str:
