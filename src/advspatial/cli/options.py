@@ -40,8 +40,19 @@ def field_option(f: dataclasses.Field, kind: Any, help_text: str, **click_kwargs
     if isinstance(default, list):
         return click.Option([*flags, f.name], default=",".join(map(str, default)), show_default=True,
                             help=help_text + " (comma-separated)", **click_kwargs)
-    options = {"default": default, "show_default": True, "type": option_type(kind), "help": help_text, **click_kwargs}
+    # a help text that states its default in words ("(default: all)") is not followed by the raw value
+    options = {"default": default, "show_default": "default:" not in help_text, "type": option_type(kind),
+               "help": help_text, **click_kwargs}
     return click.Option([*flags, f.name], **options)
+
+
+def quick_help(quick: Mapping[str, Any]) -> str:
+    """The help of ``--quick``: what it sets, as the options that would set it (``--n 40, --attacks fgsm,pgd``)."""
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    settings = ", ".join(f"--{name.replace('_', '-')} {shown(value)}" for name, value in quick.items())
+    return f"A smoke test that checks the pipeline and decides nothing; it sets {settings}."
 
 
 def dataclass_options(config_cls: type, hidden: Iterable[str] = (),

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..errors import AdvspatialError
-from .options import dataclass_options
+from .options import dataclass_options, quick_help
 
 DEFAULT_EXPERIMENT = "spatial"
 
@@ -66,7 +66,7 @@ def experiment_command(name: str) -> click.Command:
                      help="YAML file of settings (CLI options override it)."),
         click.Option(["--resume"], default=None, metavar="DIR",
                      help="Complete an interrupted run in DIR (its own config)."),
-        click.Option(["--quick"], is_flag=True, help=f"CI-sized preset: {experiment.config_cls.QUICK}"),
+        click.Option(["--quick"], is_flag=True, help=quick_help(experiment.config_cls.QUICK)),
     ]
     params += dataclass_options(experiment.config_cls, hidden=experiment.config_cls.CLI_HIDDEN)
     return click.Command(name, callback=callback, params=params, help=f"{experiment.description}.")
