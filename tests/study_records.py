@@ -18,9 +18,10 @@ def values(ids: torch.Tensor, shift: float, seed: int, spread: float = 0.05) -> 
 
 def model(label: str, shift: float = 0.05, seed: int = 0, n: int = 60, faithful: bool = True,
           maps: torch.Tensor | None = None, parameters: int = 1000, depth: int = 4,
-          attacks: tuple[str, ...] = ("pgd",)) -> ModelRecord:
+          attacks: tuple[str, ...] = ("pgd",), roi_status: str = "") -> ModelRecord:
     """A model record: ``n`` images of 4 classes, effect ``shift`` on both endpoints (the ``edges`` reference 0.01
-    lower than the ``centre`` one, so ``edges`` is the worst), its maps (default random 8x8)."""
+    lower than the ``centre`` one, so ``edges`` is the worst), its maps (default random 8x8); its RoI gate
+    ``roi_status`` (default: passed when ``faithful``, else failed; "undecided" leaves the claim gate open)."""
     ids = torch.arange(n)
     labels = ids % CLASSES
     grid = maps if maps is not None else torch.rand(n, 8, 8, generator=torch.Generator().manual_seed(seed + 100))
@@ -32,4 +33,5 @@ def model(label: str, shift: float = 0.05, seed: int = 0, n: int = 60, faithful:
                                        {"RoI faithfulness": faithful, "completeness": True},
                                        {"excess": "supported", "beyond": "supported"})
     return ModelRecord(label, label, parameters, depth, (8, 8), 1.0, 0.9, 0.2, "gradcam",
-                       "passed" if faithful else "failed", ids, labels, torch.ones(n, dtype=torch.bool), grid, records)
+                       roi_status or ("passed" if faithful else "failed"), ids, labels,
+                       torch.ones(n, dtype=torch.bool), grid, records)

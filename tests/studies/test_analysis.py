@@ -38,6 +38,8 @@ def test_beyond_takes_the_reference_with_the_lowest_ci_bound() -> None:
 
 @pytest.mark.parametrize(("record", "reason"), [
     (model("a", faithful=False), "gate failed: RoI faithfulness"),
+    (model("a", roi_status="undecided"), "gate undecided: RoI faithfulness"),
+    (model("a", roi_status="cannot judge"), "gate could not judge: RoI faithfulness"),
     (model("a", n=20), f"20 images (fewer than {MIN_N})"),
     (model("a", attacks=("fgsm",)), "not compared: not run"),
 ])
@@ -46,32 +48,39 @@ def test_a_model_that_cannot_be_pooled_says_why(record, reason) -> None:
     assert not effect.included and effect.reason == reason
 
 
-def test_pooling_equals_statsmodels_combine_effects() -> None:
-    records = [model("a", 0.02, 1), model("b", 0.08, 2), model("c", 0.05, 3), model("d", 0.2, 4, faithful=False)]
+def test_pooling_equals_statsmodels_combine_effects_with_the_hksj_interval() -> None:
+    records = [model("a", 0.02, 1), model("b", 0.08, 2), model("c", 0.05, 3), model("d", 0.2, 4, faithful=False),
+               model("e", 0.3, 5, roi_status="undecided")]
     claims = []
     ep = endpoint_across(records, "pgd", "excess", 0, claims)
-    assert ep.pooled is not None and ep.pooled.meta.k == 3  # the model whose gate failed is never pooled
+    assert ep.pooled is not None and ep.pooled.meta.k == 3  # failed and undecided gates are never pooled
     included = [e for e in ep.models if e.included]
     assert [e.model for e in included] == ["a", "b", "c"]
     reference = combine_effects(np.array([e.effect.mean for e in included]), np.array([e.se ** 2 for e in included]),
-                                method_re="dl", use_t=False)
+                                method_re="dl", use_t=True)
     meta = ep.pooled.meta
-    assert reference.tau2 > 0  # heterogeneous: the random-effects row is the one compared
-    low, high = reference.summary_frame(alpha=0.05, use_t=False).loc["random effect", ["ci_low", "ci_upp"]]
+    assert reference.tau2 > 0 and meta.hk_scale >= 1  # heterogeneous: statsmodels' HKSJ row is the one compared
+    low, high = reference.conf_int(alpha=0.05, use_t=True)[3]
     assert meta.effect == pytest.approx(reference.mean_effect_re, rel=1e-6)
     assert (meta.low, meta.high) == pytest.approx((low, high), rel=1e-6)
     assert meta.tau2 == pytest.approx(reference.tau2, rel=1e-6)
     assert meta.i2 == pytest.approx(reference.i2, rel=1e-6)
     assert meta.q == pytest.approx(reference.q, rel=1e-6)
     claim = claims[ep.pooled.claim]
-    assert (claim.effect.mean, claim.effect.low, claim.effect.high) == (meta.effect, meta.low, meta.high)
+    assert (claim.effect.mean, claim.effect.low, claim.effect.high, claim.p) == (meta.effect, meta.low, meta.high,
+                                                                                 meta.p)
     assert claim.effect.n == 180 and claim.primary is False
 
 
-def test_fewer_than_two_poolable_models_pool_nothing() -> None:
+@pytest.mark.parametrize("poolable", [0, 1, 2])
+def test_fewer_than_three_poolable_models_pool_nothing_and_say_why(poolable: int) -> None:
+    records = [model(x, 0.1, i, faithful=i < poolable) for i, x in enumerate("abcd")]
     claims = []
-    ep = endpoint_across([model("a"), model("b", faithful=False)], "pgd", "beyond", 0, claims)
-    assert ep.pooled is None and claims == [] and "1 model(s) passed" in ep.note
+    ep = endpoint_across(records, "pgd", "beyond", 0, claims)
+    assert ep.pooled is None and claims == []
+    assert ep.note.startswith("not pooled: ") and "a pooled verdict needs 3" in ep.note
+    assert {0: "no model passed", 1: "only 1 model passed its", 2: "only 2 models passed"}[poolable] in ep.note
+    assert "\n" not in ep.note
 
 
 def test_pooled_verdicts_follow_the_single_run_rule() -> None:
@@ -143,5 +152,6 @@ def test_a_model_without_spread_is_excluded_not_fatal() -> None:
     effect = model_effect(flat, "pgd", "excess", seed=0)
     assert not effect.included and effect.reason == "no spread in the per-image values (standard error 0)"
     claims = []
-    ep = endpoint_across([flat, model("a", 0.1, 1), model("b", 0.1, 2)], "pgd", "excess", 0, claims)
-    assert ep.pooled is not None and ep.pooled.meta.k == 2
+    ep = endpoint_across([flat, model("a", 0.1, 1), model("b", 0.1, 2), model("c", 0.1, 3)], "pgd", "excess", 0,
+                         claims)
+    assert ep.pooled is not None and ep.pooled.meta.k == 3

@@ -5,8 +5,10 @@ on the models' covariates, and whether different models' attacks (and RoIs) act 
 Endpoints (per attack, METHODS.md §1 and the claim issue): ``beyond``, the co-location beyond layout and image
 content (the model RoI's excess over the same-class null minus the best model-free reference's, taken where its CI
 is lowest, as the single run's primary claim does), and ``excess``, the plain excess of the energy share over the
-same-class null. A model enters a pooled estimate only when the gates its claim rests on passed and it has at
-least ``min_n`` images; the others are listed with their reason, never pooled.
+same-class null. A model enters a pooled estimate only when the gates its claim rests on passed (its RoI gate
+passed, not merely "undecided") and it has at least ``min_n`` images; the others are listed with their reason,
+never pooled. A pooled estimate and its verdict need at least :data:`MIN_MODELS` such models: with fewer, the
+spread between models (tau2) cannot be estimated, and the paired contrasts compare the models directly.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from .records import ModelRecord, Values
 
 ENDPOINTS = {"beyond": "co-location beyond layout and image content", "excess": "excess over the same-class null"}
 MIN_N = 30
+#: the fewest models a pooled estimate and verdict need (the HKSJ interval has k - 1 degrees of freedom)
+MIN_MODELS = 3
+#: why a model whose RoI gate did not pass is left out, per gate status
+GATE_NOT_PASSED = {"failed": "gate failed: RoI faithfulness", "undecided": "gate undecided: RoI faithfulness",
+                   "cannot judge": "gate could not judge: RoI faithfulness"}
 
 
 @dataclass
@@ -126,6 +133,7 @@ def model_effect(record: ModelRecord, attack: str, endpoint: str, seed: int, min
     se = standard_error(values.values)
     failed = [name for name, ok in rec.gates.items() if not ok]
     reason = (f"gate failed: {', '.join(failed)}" if failed else
+              roi_gate_reason(record.roi_status) if record.roi_status != "passed" else
               "no kept image has a same-class partner" if estimate.n == 0 else
               f"{estimate.n} images (fewer than {min_n})" if estimate.n < min_n else
               "no spread in the per-image values (standard error 0)" if not se > 0 else "")
@@ -133,6 +141,11 @@ def model_effect(record: ModelRecord, attack: str, endpoint: str, seed: int, min
                        float(values.observed.mean()) if estimate.n else math.nan,
                        float(values.null.mean()) if estimate.n else math.nan, not reason, reason, reference,
                        rec.verdicts.get(endpoint, ""))
+
+
+def roi_gate_reason(status: str) -> str:
+    """Why a model whose RoI gate did not pass is not pooled (an undecided gate is not a passed one)."""
+    return GATE_NOT_PASSED.get(status, f"gate {status or 'unknown'}: RoI faithfulness")
 
 
 def worst_reference(beyond: Mapping[str, Values], seed: int) -> tuple[str, Values]:
@@ -155,13 +168,12 @@ def standard_error(values: torch.Tensor) -> float:
 
 def endpoint_across(records: Sequence[ModelRecord], attack: str, endpoint: str, seed: int,
                     claims: list[Claim]) -> Endpoint:
-    """Every model's effect on one endpoint and, when at least 2 models can be pooled, the pooled claim (appended to
-    ``claims``, judged later with the others)."""
+    """Every model's effect on one endpoint and, when at least :data:`MIN_MODELS` models can be pooled, the pooled
+    claim (appended to ``claims``, judged later with the others)."""
     effects = [model_effect(r, attack, endpoint, seed) for r in records]
     pooled_in = [e for e in effects if e.included]
-    if len(pooled_in) < 2:
-        return Endpoint(attack, endpoint, effects, None,
-                        f"not pooled: {len(pooled_in)} model(s) passed their gates with enough images (2 needed)")
+    if len(pooled_in) < MIN_MODELS:
+        return Endpoint(attack, endpoint, effects, None, not_pooled_note(len(pooled_in)))
     meta = random_effects([e.effect.mean for e in pooled_in], [e.se ** 2 for e in pooled_in])
     observed = float(np.mean([e.observed for e in pooled_in]))
     null = float(np.mean([e.null for e in pooled_in]))
@@ -173,16 +185,23 @@ def endpoint_across(records: Sequence[ModelRecord], attack: str, endpoint: str, 
     return Endpoint(attack, endpoint, effects, Pooled(meta, len(claims) - 1, ""))
 
 
+def not_pooled_note(k: int) -> str:
+    """Why an endpoint has no pooled verdict, in one sentence."""
+    models = "no model" if k == 0 else "only 1 model" if k == 1 else f"only {k} models"
+    return (f"not pooled: {models} passed {'its' if k == 1 else 'their'} gates with at least {MIN_N} images, and a "
+            f"pooled verdict needs {MIN_MODELS} (with fewer, the spread between models cannot be estimated)")
+
+
 def heterogeneity_text(meta: MetaAnalysis, word: str) -> str:
     """How much the models differ, and whether a new model's effect could have the other sign."""
     text = f"I² = {meta.i2:.0%}, τ² = {meta.tau2:.2g}"
     if math.isfinite(meta.prediction_low):
-        text += f"; a new model's effect: 95% prediction interval [{meta.prediction_low:+.3f}, " \
+        text += f"; a new model's effect: {meta.level:.0%} prediction interval [{meta.prediction_low:+.3f}, " \
                 f"{meta.prediction_high:+.3f}]"
         if word == "supported" and meta.prediction_low <= 0:
             text += " (supported on average, but a new model's effect could be 0 or less)"
     else:
-        text += "; no prediction interval with fewer than 3 models"
+        text += f"; no prediction interval with fewer than {MIN_MODELS} models"
     return text
 
 

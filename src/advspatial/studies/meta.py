@@ -1,11 +1,18 @@
-"""Random-effects meta-analysis across models: DerSimonian-Laird pooling of per-model effects, and a one-covariate
-mixed-effects meta-regression.
+"""Random-effects meta-analysis across models: DerSimonian-Laird pooling of per-model effects with a
+Hartung-Knapp-Sidik-Jonkman confidence interval, and a one-covariate mixed-effects meta-regression.
 
 An effect measured on several models, each with its own standard error, speaks about models in general only when
 the spread between models is part of the model: each model's true effect is drawn from a distribution with
 between-model variance tau2, and the pooled effect weights model i by 1 / (v_i + tau2) (DerSimonian & Laird 1986).
-The prediction interval says where a new model's true effect would lie (Higgins, Thompson & Spiegelhalter 2009).
-Checked against ``statsmodels.stats.meta_analysis.combine_effects`` (tests/studies/test_meta.py).
+A study pools few models (often 3 to 5), where the normal-quantile CI of DerSimonian-Laird is far too narrow: it
+treats tau2, estimated from k - 1 degrees of freedom, as known. The Hartung-Knapp-Sidik-Jonkman (HKSJ) interval
+rescales the standard error by the weighted spread of the effects and takes t quantiles with k - 1 df (Hartung &
+Knapp 2001; Sidik & Jonkman 2002), in the modified form that never lets the scale fall below 1 (Roever, Knapp &
+Friede 2015), so the interval is never narrower than the same t interval at the DerSimonian-Laird standard error
+(plain HKSJ shrinks to zero width when the effects happen to agree). The prediction interval says where a new
+model's true effect would lie (Higgins, Thompson & Spiegelhalter 2009), here with the HKSJ standard error, so it
+always contains the CI. Checked against ``statsmodels.stats.meta_analysis.combine_effects``
+(tests/studies/test_meta.py).
 """
 
 from __future__ import annotations
@@ -23,19 +30,22 @@ from ..errors import ConfigError, ShapeError, check_range
 
 @dataclass(frozen=True)
 class MetaAnalysis:
-    """DerSimonian-Laird random-effects pooling of k per-model effects."""
+    """DerSimonian-Laird random-effects pooling of k >= 2 per-model effects, with its HKSJ confidence interval."""
 
     k: int
     effect: float  # random-effects pooled effect
-    se: float  # its standard error sqrt(1 / sum w*)
-    low: float  # level CI of the pooled effect, normal quantiles
+    se: float  # its DerSimonian-Laird standard error sqrt(1 / sum w*)
+    hk_scale: float  # the HKSJ scale: sum w* (y - effect)^2 / (k - 1)
+    hk_se: float  # the HKSJ standard error: se * sqrt(max(1, hk_scale))
+    df: int  # degrees of freedom of the CI and the test: k - 1
+    low: float  # level CI of the pooled effect: effect -+ t_{k-1} hk_se
     high: float
-    z: float  # Wald z of the pooled effect (H0: 0)
-    p: float  # its two-sided normal p
+    t: float  # effect / hk_se (H0: 0)
+    p: float  # its two-sided t_{k-1} p
     tau2: float  # DL between-model variance, >= 0
     i2: float  # share of the spread beyond sampling error: max(0, (Q - (k-1)) / Q), 0 when Q == 0
     q: float  # Cochran's Q
-    q_p: float  # its chi2(k-1) upper-tail p; NaN when k < 2
+    q_p: float  # its chi2(k-1) upper-tail p
     prediction_low: float  # where a new model's true effect lies (t with k-2 df); NaN when k < 3
     prediction_high: float
     fixed_effect: float  # inverse-variance common-effect estimate
@@ -111,36 +121,48 @@ def _normal_test(estimate: float, se: float, level: float) -> tuple[float, float
 
 
 def random_effects(effects: Any, variances: Any, level: float = 0.95) -> MetaAnalysis:
-    """DerSimonian-Laird random-effects meta-analysis of k >= 1 effects with their sampling variances.
+    """DerSimonian-Laird random-effects meta-analysis of k >= 2 effects with their sampling variances, with the
+    modified Hartung-Knapp-Sidik-Jonkman CI and test.
 
     tau2 = max(0, (Q - (k-1)) / (sum w - sum w^2 / sum w)) with w = 1/v and Q = sum w (y - fixed)^2; the pooled
-    effect weights by 1 / (v + tau2), with se sqrt(1 / sum w*) and a normal CI (statsmodels ``combine_effects``
-    with ``method_re="dl", use_t=False``, except that its tau2 is not truncated at 0). The prediction interval
-    effect +- t_{k-2} sqrt(tau2 + se^2) needs k >= 3. One effect comes back as itself with tau2 = i2 = q = 0.
+    effect weights by w* = 1 / (v + tau2), with the DL standard error se = sqrt(1 / sum w*) (statsmodels
+    ``combine_effects(method_re="dl")``, except that its tau2 is not truncated at 0). The CI is effect -+ t_{k-1}
+    hk_se with hk_se = se sqrt(max(1, sum w* (y - effect)^2 / (k - 1))): statsmodels' HKSJ interval
+    (``conf_int(use_t=True)``, its random-effects "wls" row) whenever that scale is at least 1, and the t interval
+    at the DL standard error otherwise. The prediction interval effect -+ t_{k-2} sqrt(tau2 + hk_se^2) needs
+    k >= 3. One model is refused: no spread between models can be estimated from it.
     """
-    y, v = _checked(effects, variances, level, 1, "random_effects")
+    y, v = _checked(effects, variances, level, 2, "random_effects")
     k = y.size
     w = 1.0 / v
     fixed = _weighted_mean(y, w)
     q = float(np.sum(w * (y - fixed) ** 2))
     c = float(w.sum() - np.sum(w * w) / w.sum())
-    tau2 = max(0.0, (q - (k - 1)) / c) if k > 1 and c > 0 else 0.0
+    tau2 = max(0.0, (q - (k - 1)) / c) if c > 0 else 0.0
     w_re = 1.0 / (v + tau2)
     effect = _weighted_mean(y, w_re)
     se = math.sqrt(1.0 / float(w_re.sum()))
-    low, high, z, p = _normal_test(effect, se, level)
+    hk_scale = float(np.sum(w_re * (y - effect) ** 2)) / (k - 1)
+    hk_se = se * math.sqrt(max(1.0, hk_scale))
+    low, high, t, p = _t_test(effect, hk_se, k - 1, level)
     pred_low = pred_high = math.nan
     if k >= 3:
-        half = float(student_t.ppf((1.0 + level) / 2.0, k - 2)) * math.sqrt(tau2 + se * se)
+        half = float(student_t.ppf((1.0 + level) / 2.0, k - 2)) * math.sqrt(tau2 + hk_se * hk_se)
         pred_low, pred_high = effect - half, effect + half
     return MetaAnalysis(
-        k=k, effect=effect, se=se, low=low, high=high, z=z, p=p, tau2=tau2,
-        i2=max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0, q=q,
-        q_p=float(chi2.sf(q, k - 1)) if k >= 2 else math.nan,
+        k=k, effect=effect, se=se, hk_scale=hk_scale, hk_se=hk_se, df=k - 1, low=low, high=high, t=t, p=p,
+        tau2=tau2, i2=max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0, q=q, q_p=float(chi2.sf(q, k - 1)),
         prediction_low=pred_low, prediction_high=pred_high,
         fixed_effect=fixed, fixed_se=math.sqrt(1.0 / float(w.sum())),
         weights=tuple(float(x) for x in w_re / w_re.sum()), level=float(level),
     )
+
+
+def _t_test(estimate: float, se: float, df: int, level: float) -> tuple[float, float, float, float]:
+    """(low, high, t, two-sided p) of a t test with ``df`` degrees of freedom of ``estimate`` against 0."""
+    half = float(student_t.ppf((1.0 + level) / 2.0, df)) * se
+    t = estimate / se
+    return estimate - half, estimate + half, t, float(2.0 * student_t.sf(abs(t), df))
 
 
 def _wls(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
