@@ -64,43 +64,56 @@ def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dic
 
 
 @pytest.mark.parametrize("edge_driven", [False, True])
-def test_beyond_image_content_is_an_intersection_union_test(edge_driven: bool) -> None:
+def test_the_headline_claim_is_an_intersection_union_test_over_raw_shares(edge_driven: bool) -> None:
+    from advspatial.experiments.decomposition import decompose, headline_sentence
     from advspatial.statistics.claims import judge
 
     store = _content_store(edge_driven=edge_driven)
     result = compare_store(store, permutations=300, seed=0, strata=2)
-    differences, comparisons, same_class = result.beyond, result.comparisons, result.primary
-    assert list(differences) == ["class-layout", "dataset-layout", "centre", "intensity", "edges"]
-    claim = colocation.beyond_claim("pgd", differences, same_class, {"RoI faithfulness": True})
-    assert claim.primary and claim.p == max(d.p for d in differences.values())
-    assert claim.effect.low == min(d.effect.low for d in differences.values())
+    assert list(result.beyond) == ["class-layout", "dataset-layout", "centre", "intensity", "edges"]
+    parts = decompose("pgd", "contribution", result, 0.2, 1.0, 0)
+    claim = colocation.headline_claim("pgd", result, parts, {"RoI faithfulness": True})
+    assert claim.primary
+    assert claim.p == max([d.p for d in result.beyond.values()] + [result.primary.p])
+    assert claim.effect.low == min(r.difference.low for r in parts.rows)   # the weakest row
+    assert claim.observed - claim.null_value == pytest.approx(claim.effect.mean, abs=1e-12)
     judge([claim])
-    if edge_driven:   # the attack follows the edges: the model's RoI is explained by them
-        assert differences["edges"].effect.high < 0
-        assert claim.verdict != "supported" and "image edges" in colocation.explained_by(differences)
-        sentence = colocation.layout_sentence("contribution", colocation.layout_steps(comparisons["energy_in_roi"]),
-                                              same_class, differences)
-        assert "image edges" in sentence and "account for as much as the model's RoI" in sentence
+    sentence = headline_sentence(parts)
+    if edge_driven:   # the attack follows the edges: the edges catch more of it than the model's RoI
+        assert result.beyond["edges"].effect.high < 0
+        assert claim.verdict != "supported" and "closest: the image's strongest edges" in claim.null
+        assert "the image's strongest edges catches more" in sentence and "beyond layout" not in sentence
     else:
-        assert all(d.effect.low > 0 for d in differences.values()), differences
-        assert claim.verdict == "supported" and colocation.explained_by(differences) == []
+        assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
+        assert claim.verdict == "supported" and "beyond layout and image content" in sentence
 
 
-def test_layout_sentence_states_the_steps_in_plain_words() -> None:
-    from advspatial.statistics.estimates import Estimate
-    from advspatial.statistics.inference import ExcessDifference, NullComparison
+def test_a_fixed_region_that_catches_as_much_is_never_beaten() -> None:
+    """A region that is the same in every image has an excess of 0 over any null: compared on raw shares, a centre
+    that catches as much of the attack as the RoI keeps the claim from "supported" and the sentence says where
+    the attack acts."""
+    from advspatial.experiments.decomposition import decompose, headline_sentence
+    from advspatial.statistics.claims import judge
 
-    same = NullComparison("energy_in_roi", "same-class", 900, 0.299, 0.276, Estimate(0.023, 0.020, 0.026, 900),
-                          1.08, 5.0, 1e-4)
-    steps = {"uniform": 0.200, "any-class": 0.226, "same-class": 0.276, "observed": 0.299}
-    diffs = {"edges": ExcessDifference(900, Estimate(-0.007, -0.010, -0.004, 900), 1e-3),
-             "centre": ExcessDifference(900, Estimate(0.01, 0.008, 0.012, 900), 1e-3)}
-    text = colocation.layout_sentence("contribution", steps, same, diffs)
-    assert text.startswith("2.3 of every 100 units of the contribution map fall in this image's RoI beyond what a "
-                           "same-class image's RoI catches (ratio 1.08)")
-    assert "77% of the concentration above chance (0.200 → 0.299) is layout" in text
-    assert "dataset +0.026, class +0.050" in text and "23% specific to the image" in text
-    assert text.endswith("image edges account for as much as the model's RoI.")
+    gen = torch.Generator().manual_seed(3)
+    n = 120
+    yy, xx = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    centre = torch.exp(-((yy - 3.5) ** 2 + (xx - 3.5) ** 2) / 6).expand(n, 8, 8)
+    imp = centre + 0.02 * torch.rand(n, 8, 8, generator=gen)            # the model looks at the centre
+    attack = centre ** 2 + 0.01 * torch.rand(n, 8, 8, generator=gen)    # and so does the attack
+    ids = torch.arange(n)
+    store = {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
+             "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": ids % 3, "ids": ids,
+             "composition": torch.rand(n, generator=gen), "ref:centre": centre,
+             "ref:edges": torch.rand(n, 8, 8, generator=gen), "ref:intensity": torch.rand(n, 8, 8, generator=gen)}
+    result = compare_store(store, permutations=200, seed=0, strata=2)
+    parts = decompose("pgd", "contribution", result, 0.2, 1.0, 0)
+    claim = colocation.headline_claim("pgd", result, parts, {"RoI faithfulness": True})
+    judge([claim])
+    assert claim.verdict != "supported"
+    sentence = headline_sentence(parts)
+    assert "region of the same size catches as much" in sentence and "beyond layout" not in sentence
+    assert ", where the model also looks" in sentence
 
 
 def test_composition_is_the_foreground_share() -> None:

@@ -24,7 +24,7 @@ def test_table_has_one_row_per_claim_with_ci_and_verdict() -> None:
     assert table.rows[0][4] == "+0.020 [+0.010, +0.030]" and table.rows[0][-1] == "supported"
     assert table.rows[1][-1] == "reversed"
     undecided = judge([make("pgd", "same-class", 0.002, True)], sesoi=0.005)
-    assert verdict_table(undecided, "V").rows[0][-1].startswith("not supported (undecided: ~")
+    assert verdict_table(undecided, "V").rows[0][-1].startswith("not supported (undecided: about ")
 
 
 def test_paragraph_is_built_from_verdict_words_and_names_failed_gates() -> None:

@@ -10,11 +10,11 @@ import torch
 
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.regions import binarize
-from advspatial.regions.overlap import energy_in_roi_pairs
+from advspatial.regions.overlap import energy_in_roi, energy_in_roi_pairs
 from advspatial.statistics import store as store_engine
 from advspatial.statistics.excess import PerImage
 from advspatial.statistics.inference import (
-    ExcessDifference, NullComparison, compare_to_nulls, excess_difference, excess_influence,
+    ExcessDifference, NullComparison, compare_to_nulls, difference_of, excess_influence,
 )
 from advspatial.statistics.store import StoreComparison, StoreValues, compare_store, reference_rois, store_values
 
@@ -101,10 +101,16 @@ def test_beyond_and_the_values_equal_the_separate_differences(store: dict[str, t
     excess = excess_influence(model, store["labels"])
     assert same_values(result.values.excess, excess)
     assert result.values.excess.values.mean() == pytest.approx(result.primary.excess.mean, abs=1e-12)
+    own = energy_in_roi(store["attack"], store["roi"]).double().numpy()
     for name, roi in reference_rois(store, SEED).items():
-        reference = energy_in_roi_pairs(roi, store["attack"])
-        assert exact(result.beyond[name]) == exact(excess_difference(model, reference, store["labels"], SEED))
-        assert same_values(result.values.beyond[name], excess.minus(excess_influence(reference, store["labels"])))
+        inside = energy_in_roi(store["attack"], roi).double().numpy()
+        raw = result.values.beyond[name]
+        # the paired difference of raw shares, RoI minus reference, per image (float32 shares vs float64 pairs)
+        np.testing.assert_allclose(raw.values, (own - inside)[raw.columns], atol=1e-6)
+        np.testing.assert_allclose(raw.observed - raw.null, raw.values, atol=1e-12)
+        assert exact(result.beyond[name]) == exact(difference_of(raw, SEED))
+        assert result.shares[name].mean == pytest.approx(np.nanmean(inside), abs=1e-6)
+    assert result.shares["roi"].mean == pytest.approx(np.nanmean(own), abs=1e-6)
     assert all(same_values(a, b) for a, b in zip(store_values(store, SEED).beyond.values(),
                                                  result.values.beyond.values(), strict=True))
     assert same_values(store_values(store, SEED).excess, result.values.excess)
@@ -121,7 +127,7 @@ def test_every_panel_row_equals_its_own_engine_call(store: dict[str, torch.Tenso
 
 def test_a_store_whose_attack_follows_the_roi_beats_every_reference(result: StoreComparison) -> None:
     """The planted answer: the attack map is the importance map cubed, so the model's RoI catches more of it than a
-    same-class image's RoI and than every model-free RoI."""
+    same-class image's RoI and than every model-free region of the same size."""
     assert result.primary.excess.low > 0 and result.primary.p < 0.01
     assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
 
@@ -138,6 +144,7 @@ def test_without_references_or_informative_composition(store: dict[str, torch.Te
     assert list(result.comparisons) == ["iou", "energy_in_roi"]
     assert all("object-conditioned" not in by_null for by_null in result.comparisons.values())
     assert result.references == result.beyond == result.values.beyond == result.panel == {}
+    assert list(result.shares) == ["roi"]
     assert result.values.excess.columns.size == result.primary.n
 
 

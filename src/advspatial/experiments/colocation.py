@@ -9,11 +9,15 @@ nulls, and the same on model-free **reference RoIs** of the same size
 image's intensity and edges), because an image's own content is image-specific
 too and the same-class null does not remove it. They become claims:
 
-- **primary** (one per attack, Holm across attacks): *beyond image content* --
-  per image, the model RoI's energy excess over the same-class null minus each
-  reference RoI's; supported only when every difference is above 0 (an
-  intersection-union test: the claim takes the largest p and the lowest CI of
-  the differences, so no reference can be picked after looking);
+- **primary** (one per attack, Holm across attacks): *beyond layout and image
+  content* -- the attack map's share inside the model's RoI against its share
+  inside every other region of the same pixel count, paired per image: each
+  model-free reference region (the fixed centre, class and dataset layouts; the
+  image's intensity and edges: raw shares, :mod:`.decomposition`) and a
+  same-class image's RoI (the image-specific part, the excess over the same-class
+  null). Supported only when the RoI beats every one of them (an
+  intersection-union test: the claim takes the largest p and the weakest
+  difference, so no region can be picked after looking);
 - **secondary** (Benjamini-Hochberg): the plain excess over the same-class null,
   every other statistic x null, every reference's co-location, and the
   explainer/fraction sensitivity panel.
@@ -26,18 +30,19 @@ for L0 attacks: those get the exact "pixel in RoI" test instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..regions.references import REFERENCE_WORDS
 from ..statistics.claims import Claim, claim_from
-from ..statistics.inference import ExcessDifference, NullComparison, compare_to_nulls
-from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC
+from ..statistics.estimates import Estimate
+from ..statistics.inference import NullComparison, compare_to_nulls
+from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, StoreComparison
+from .decomposition import REGION_NOUNS, SAME_CLASS, Decomposition, clears_margin, compared_share
 
 CLAIM = "the attack acts where the model looks"
-BEYOND_CLAIM = "the attack acts where the model looks, beyond image content"
+BEYOND_CLAIM = "the attack acts where the model looks, beyond layout and image content"
 #: the null every layout step is compared along (uniform placement, then ever closer partners)
 LAYOUT_STEPS = ("uniform", "any-class", "same-class")
 #: foreground pixels (any channel above this) define an image's composition for the object-conditioned null
@@ -71,24 +76,26 @@ def pixel_claims(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping
     return out
 
 
-def beyond_claim(subject: str, differences: Mapping[str, ExcessDifference], same_class: NullComparison,
-                 gates: Mapping[str, bool]) -> Claim:
-    """The primary claim: the model's RoI beats every reference (intersection-union test).
+def headline_claim(subject: str, result: StoreComparison, decomposition: Decomposition,
+                   gates: Mapping[str, bool]) -> Claim:
+    """The primary claim: the model's RoI catches more of the attack map than every other region of the same size
+    (:mod:`.decomposition`'s rows), an intersection-union test.
 
-    Its effect is the difference with the lowest CI bound and its p the largest
-    p, so it is supported only when every difference is; the SESOI is the
-    energy share's (5% of the same-class null).
+    Its effect is the weakest row (the first that does not beat its region by the margin, else the lowest CI
+    bound), its observed and null values that row's two mean shares (so observed minus null is the effect) and its
+    p the largest p of all rows: it is supported only when every row is, and no region is picked after looking.
     """
-    worst = min(differences.values(), key=lambda d: (d.effect.low if d.effect.n else -math.inf))
-    p = max((d.p for d in differences.values()), default=math.nan)
-    return Claim(BEYOND_CLAIM, subject, PRIMARY_STATISTIC, "same-class, beyond every reference",
-                 float(same_class.observed), float(same_class.null_mean), worst.effect, math.nan, p,
+    p_values = {SAME_CLASS: result.primary.p, **{r: d.p for r, d in result.beyond.items()}}
+    worst = min(decomposition.rows, key=lambda r: (clears_margin(r.difference) and r.difference.low > 0,
+                                                   r.difference.low if r.difference.n else -math.inf))
+    values = result.values.excess if worst.region == SAME_CLASS else result.values.beyond[worst.region]
+    observed, null = compared_share(values.observed), compared_share(values.null)
+    d = worst.difference
+    return Claim(BEYOND_CLAIM, subject, PRIMARY_STATISTIC,
+                 f"every region of the same size; closest: {REGION_NOUNS[worst.region]}", observed, null,
+                 Estimate(d.mean, d.low, d.high, d.n), observed / null if null else math.nan,
+                 max((p_values[r.region] for r in decomposition.rows), default=math.nan),
                  gates=dict(gates), primary=True, scale=PRIMARY_STATISTIC)
-
-
-def explained_by(differences: Mapping[str, ExcessDifference]) -> list[str]:
-    """The references the model's RoI does not beat (CI of the difference not above 0), in words."""
-    return [REFERENCE_WORDS[name] for name, d in differences.items() if not (d.effect.n and d.effect.low > 0)]
 
 
 def layout_steps(comparisons: Mapping[str, NullComparison]) -> dict[str, float]:
@@ -97,38 +104,6 @@ def layout_steps(comparisons: Mapping[str, NullComparison]) -> dict[str, float]:
     if PRIMARY_NULL in comparisons:
         steps["observed"] = float(comparisons[PRIMARY_NULL].observed)
     return steps
-
-
-def layout_sentence(kind: str, steps: Mapping[str, float], same_class: NullComparison,
-                    differences: Mapping[str, ExcessDifference], inseparable: Sequence[str] = ()) -> str:
-    """One plain sentence: how much of the attack map's mass the RoI catches beyond a same-class RoI, how much of
-    the concentration above chance is layout, and which image-content references account for as much. A reference
-    that accounts for as much *and* that the RoI is equivalent to in importance (``inseparable``: the gate's
-    specificity rows, :func:`~advspatial.faithfulness.specificity.inseparable`) cannot be separated from the RoI on
-    this model: the sentence says the co-location is that reference."""
-    excess = same_class.excess.mean
-    text = (f"{100 * excess:.1f} of every 100 units of the {kind} map fall in this image's RoI beyond what a "
-            f"same-class image's RoI catches (ratio {same_class.ratio:.2f})")
-    if all(k in steps for k in ("uniform", "any-class", "same-class", "observed")):
-        above = steps["observed"] - steps["uniform"]
-        layout = steps["same-class"] - steps["uniform"]
-        if above > 0:
-            share = min(max(layout / above, 0.0), 1.0)
-            text += (f"; {share:.0%} of the concentration above chance ({steps['uniform']:.3f} → "
-                     f"{steps['observed']:.3f}) is layout (dataset {steps['any-class'] - steps['uniform']:+.3f}, "
-                     f"class {steps['same-class'] - steps['any-class']:+.3f}), "
-                     f"{1 - share:.0%} specific to the image")
-    same = [REFERENCE_WORDS[name] for name, d in differences.items()
-            if name in inseparable and not (d.effect.n and d.effect.low > 0)]
-    if same:
-        text += (f"; on this model the RoI and {' and '.join(same)} cannot be separated: the co-location is "
-                 f"{' and '.join(same)}")
-    missed = [w for w in explained_by(differences) if w not in same]
-    if missed:
-        text += f"; {', '.join(missed)} account for as much as the model's RoI"
-    elif differences:
-        text += "; the model's RoI catches more than every model-free reference"
-    return text + "."
 
 
 def attack_claims(subject: str, comparisons: Mapping[str, Mapping[str, NullComparison]], gates: Mapping[str, bool],

@@ -121,7 +121,29 @@ def claim_projection(claim: Claim, power: float = DEFAULT_POWER) -> Projection |
     effect would already be decided on the images it has: its verdict is held by its test (an intersection-union's
     largest p, or the multiple-comparison adjustment), which more images of the same effect do not lift."""
     p = images_for_estimate(claim.effect, claim.sesoi, power)
-    return None if claim.verdict == "not supported" and p.images <= claim.effect.n else p
+    held = claim.verdict == "not supported" and (p.images <= claim.effect.n or ci_excludes_zero(claim))
+    return None if held else p
+
+
+def ci_excludes_zero(claim: Claim) -> bool:
+    """The claim's 95% CI lies wholly above or wholly below 0."""
+    e = claim.effect
+    return bool(e.n) and (e.low > 0 or e.high < 0)
+
+
+def not_supported_words(claim: Claim, power: float = DEFAULT_POWER) -> str:
+    """Why a claim reads "not supported", in words that follow its numbers: a CI wholly on one side of 0 whose
+    corrected test does not reject is held by its test, never "undecided"; otherwise undecided, with the images
+    that would decide it (or none practical)."""
+    e = claim.effect
+    if ci_excludes_zero(claim):
+        side = "above" if e.low > 0 else "below"
+        return (f"its CI lies {side} 0 but its corrected test does not reject (p_adj = {claim.p_adjusted:.2g}): held "
+                "by the test, which more images of the same effect do not lift")
+    projection = claim_projection(claim, power)
+    if projection is None:
+        return f"held by its test (p_adj = {claim.p_adjusted:.2g}), not by its images"
+    return f"undecided: {projection.text()}"
 
 
 def plan_rows(gates: Mapping[str, GateResult], claims: Sequence[Claim], power: float = DEFAULT_POWER

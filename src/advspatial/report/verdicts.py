@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure as MplFigure
 
-from ..statistics.claims import Claim, failed_gates
-from ..statistics.outcomes import images_for_estimate
+from ..statistics.claims import Claim, failed_gates, sentence_case
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
 from .html import Table
+from .planning import not_supported_words
 
 if TYPE_CHECKING:
     from .html import Figure
@@ -86,8 +86,7 @@ def verdict_cell(claim: Claim) -> str:
     claim about a training procedure: its unit is the training seed, :func:`~advspatial.report.planning.claim_rows`)."""
     if claim.verdict != "not supported" or claim.per_seed is not None:
         return claim.verdict
-    need = images_for_estimate(claim.effect, claim.sesoi).images
-    return f"{claim.verdict} (undecided: ~{int(need):,} images would decide)" if math.isfinite(need) else claim.verdict
+    return f"{claim.verdict} ({not_supported_words(claim)})"
 
 
 def verdict_table(claims: Sequence[Claim], caption: str, folded: bool = False) -> Table:
@@ -125,7 +124,8 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
                     f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
                     f"{seeds}).")
             if c.verdict == "not supported" and c.per_seed is None:
-                body += f" Undecided: {images_for_estimate(c.effect, c.sesoi).text()} (a projection)."
+                words = not_supported_words(c)
+                body += f" {sentence_case(words)}" + (" (a projection)." if words.startswith("undecided") else ".")
         if c.caveats and c.verdict != "not interpretable":
             body += " Caveat: " + "; ".join(c.caveats) + "."
         sentences.append(f"{head}: {body}")

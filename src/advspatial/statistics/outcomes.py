@@ -139,19 +139,37 @@ def decide(differences: Any, rule: str, margin: float, seed: int = 0) -> Decisio
 
 # -- the images that would decide ----------------------------------------------------------------------------------
 
+#: a projection above this many times the images a comparison has is no practical number of images
+PRACTICAL_FACTOR = 100
+#: the largest projection computed (an effect a hair from its bound would need more images than a float holds)
+MAX_IMAGES = 1e15
+
+
 @dataclass(frozen=True)
 class Projection:
     """The images at which an undecided comparison would reach ``power`` for ``outcome``, at the observed effect
-    (``images`` is inf when no outcome is in reach: the observed effect sits on a boundary)."""
+    (``images`` is inf when no outcome is in reach: the observed effect sits on a boundary). ``n_now``: the images
+    the comparison has (0: not known); a projection above :data:`PRACTICAL_FACTOR` times that is worded as no
+    practical number."""
 
     outcome: str
     images: float
     power: float
+    n_now: int = 0
+
+    @property
+    def practical(self) -> bool:
+        """A finite projection within :data:`PRACTICAL_FACTOR` times the images the comparison has."""
+        return math.isfinite(self.images) and not (self.n_now > 0 and self.images > PRACTICAL_FACTOR * self.n_now)
 
     def text(self) -> str:
-        """'about 2,150 images would decide (beats)' or 'no number of images decides at the observed effect'."""
+        """'about 2,150 images would decide it (beats)', 'no practical number of images decides it (more than 100
+        times the 200 it has)' or 'no number of images decides it at the observed effect'."""
         if not math.isfinite(self.images):
             return "no number of images decides it at the observed effect"
+        if not self.practical:
+            return (f"no practical number of images decides it (more than {PRACTICAL_FACTOR} times the "
+                    f"{self.n_now:,} it has)")
         return f"about {int(self.images):,} images would decide it ({self.outcome})"
 
 
@@ -160,7 +178,8 @@ def _one_sided_n(distance: float, sd: float, alpha: float, power: float) -> floa
     its bound."""
     if not (distance > 0 and sd > 0):
         return math.inf if not distance > 0 else 2.0
-    return float(max(2, math.ceil(((_z(1 - alpha) + _z(power)) * sd / distance) ** 2)))
+    ratio = (_z(1 - alpha) + _z(power)) * sd / distance
+    return float(max(2, math.ceil(ratio ** 2))) if ratio < MAX_IMAGES ** 0.5 else MAX_IMAGES
 
 
 def tost_power(mean: float, sd: float, margin: float, n: float, alpha: float = (1 - MARGIN_LEVEL) / 2) -> float:
@@ -238,12 +257,12 @@ def images_to_decide(decision: Decision, power: float = DEFAULT_POWER) -> Projec
     """The fewest images at which some outcome the data lean towards reaches ``power`` (module docstring), a
     projection at the observed effect; for a decided comparison, its own n."""
     if decision.decided:
-        return Projection(decision.outcome, float(decision.n), power)
+        return Projection(decision.outcome, float(decision.n), power, decision.n)
     candidates = candidate_projections(decision, power)
     if not candidates:
-        return Projection(UNDECIDED, math.inf, power)
+        return Projection(UNDECIDED, math.inf, power, decision.n)
     outcome = min(candidates, key=lambda k: candidates[k])
-    return Projection(outcome, candidates[outcome], power)
+    return Projection(outcome, candidates[outcome], power, decision.n)
 
 
 def images_for_estimate(estimate: Estimate, sesoi: float, power: float = DEFAULT_POWER,
@@ -253,7 +272,7 @@ def images_for_estimate(estimate: Estimate, sesoi: float, power: float = DEFAULT
     whose CI would exclude 0, or would lie inside the smallest effect of interest)."""
     sd = sd_behind(estimate, level)
     if not math.isfinite(sd):
-        return Projection(UNDECIDED, math.inf, power)
+        return Projection(UNDECIDED, math.inf, power, estimate.n)
     shown = Decision(SPECIFICITY, UNDECIDED, estimate.mean, estimate.low, estimate.high, math.nan, math.nan, sd,
                      estimate.n, max(float(sesoi), 0.0) if math.isfinite(sesoi) else 0.0)
     return images_to_decide(shown, power)

@@ -8,8 +8,11 @@ and the image references ``ref:centre``, ``ref:intensity``, ``ref:edges``. From 
 
 - every statistic against every null (:func:`~.inference.compare_to_nulls`'s comparisons);
 - the model-free **reference RoIs** (:func:`reference_rois`) against the same nulls, on the primary statistic;
-- per reference, the model RoI's excess over the same-class null minus the reference RoI's
-  (:class:`~.inference.ExcessDifference`), and the per-image values behind them (a study pools those);
+- the **decomposition**: per image, the share of the attack map inside the model's RoI and inside each reference
+  region of the same pixel count (:attr:`StoreComparison.shares`), and per reference the paired difference of the
+  raw shares, RoI minus reference (:class:`~.inference.ExcessDifference`), with the per-image values behind them (a
+  study pools those). A region that is the same in every image (the centre) has an excess of 0 over any null by
+  construction, so only the raw shares can say whether the RoI catches more of the attack than it does;
 - optionally the primary statistic under other RoIs of the same attack maps (an explainer-sensitivity panel),
   against the same-class null.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, check_range
@@ -30,6 +34,7 @@ from ..regions import STATISTICS
 from ..regions.checks import check_mask, check_same_shape
 from ..regions.overlap import energy_in_roi_pairs
 from ..regions.references import REFERENCE_MAPS, LayoutSums, top_count_mask
+from .estimates import Estimate, bootstrap_mean_ci, finite_values
 from .excess import PerImage
 from .inference import (
     ExcessDifference, NullComparison, Pairs, compare_pairs, difference_of, excess_influence, placement_comparison_of,
@@ -78,8 +83,10 @@ def reference_rois(store: Mapping[str, torch.Tensor], seed: int) -> dict[str, to
 class StoreValues:
     """The per-image values behind a store's primary endpoints (a study compares them across models).
 
-    ``excess``: the primary statistic's excess over the same-class null (its mean and CI are that comparison's);
-    ``beyond``: per reference, the model RoI's excess minus the reference RoI's (their means are
+    ``excess``: the primary statistic's excess over the same-class null (its mean and CI are that comparison's: the
+    image-specific part, this image's RoI against same-class partners' RoIs);
+    ``beyond``: per reference, the share of the attack map inside the model's RoI minus the share inside the
+    reference region, paired per image (``observed``: the RoI's share, ``null``: the reference's; their means are
     :attr:`StoreComparison.beyond`).
     """
 
@@ -94,7 +101,9 @@ class StoreComparison:
     Attributes:
         comparisons: ``{statistic: {null: comparison}}``, the nulls in :data:`~.nulls.NULLS` order.
         references: ``{reference: {null: comparison}}`` of the primary statistic ({} without references).
-        beyond: ``{reference: model RoI's excess minus the reference RoI's}`` over the same-class null.
+        beyond: ``{reference: the RoI's share of the attack map minus the reference region's}``, paired per image.
+        shares: the mean share of the attack map inside each region with its 95% CI: ``"roi"`` (the model's RoI)
+            and every reference ({"roi": ...} alone without references).
         values: the per-image values behind ``comparisons``' primary row and ``beyond``.
         panel: ``{name: comparison}`` of the primary statistic with each panel RoI, against the same-class null.
     """
@@ -102,6 +111,7 @@ class StoreComparison:
     comparisons: dict[str, dict[str, NullComparison]]
     references: dict[str, dict[str, NullComparison]]
     beyond: dict[str, ExcessDifference]
+    shares: dict[str, Estimate]
     values: StoreValues
     panel: dict[str, NullComparison]
 
@@ -170,17 +180,36 @@ def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: in
                                                    PRIMARY_STATISTIC), **compared["reference", r]}
             for r, other in rois.items()}
     excess = per_image[("statistic", PRIMARY_STATISTIC), PRIMARY_NULL]
-    values = StoreValues(excess, {r: excess.minus(per_image[("reference", r), PRIMARY_NULL]) for r in rois})
-    return StoreComparison(comparisons, rows, {r: difference_of(v, seed) for r, v in values.beyond.items()}, values,
-                           {p: compared["panel", p][PRIMARY_NULL] for p in panel})
+    own = _diagonal(model[PRIMARY_STATISTIC])
+    inside = {r: _diagonal(tested["reference", r].values) for r in rois}
+    values = StoreValues(excess, {r: share_difference(own, other) for r, other in inside.items()})
+    shares = {"roi": bootstrap_mean_ci(finite_values(own), seed),
+              **{r: bootstrap_mean_ci(finite_values(other), seed) for r, other in inside.items()}}
+    return StoreComparison(comparisons, rows, {r: difference_of(v, seed) for r, v in values.beyond.items()}, shares,
+                           values, {p: compared["panel", p][PRIMARY_NULL] for p in panel})
 
 
 def store_values(store: Mapping[str, torch.Tensor], seed: int) -> StoreValues:
     """Only the per-image values of :func:`compare_store` (no test is run): what a study keeps of a store."""
     groups = null_groups(PRIMARY_NULL, store["labels"])
-    excess = excess_influence(_energy_pairs(store["roi"], store["attack"]), groups)
-    return StoreValues(excess, {r: excess.minus(excess_influence(_energy_pairs(other, store["attack"]), groups))
-                                for r, other in reference_rois(store, seed).items()})
+    pairs = _energy_pairs(store["roi"], store["attack"])
+    own = _diagonal(pairs)
+    return StoreValues(excess_influence(pairs, groups),
+                       {r: share_difference(own, _diagonal(_energy_pairs(other, store["attack"])))
+                        for r, other in reference_rois(store, seed).items()})
+
+
+def share_difference(own: np.ndarray, other: np.ndarray) -> PerImage:
+    """Per image, the share of the attack map inside the model's RoI (``own``) minus the share inside another
+    region of the same size (``other``), on the images where both are finite: a paired difference of raw shares
+    (``observed``: the RoI's share, ``null``: the other region's)."""
+    cols = np.flatnonzero(np.isfinite(own) & np.isfinite(other))
+    return PerImage(cols, own[cols] - other[cols], own[cols], other[cols])
+
+
+def _diagonal(pairs: torch.Tensor) -> np.ndarray:
+    """(N,) float64 statistic of each image's own region with its own attack map (a pair matrix's diagonal)."""
+    return pairs.diagonal().double().cpu().numpy().copy()
 
 
 def _energy_pairs(roi: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
@@ -189,4 +218,4 @@ def _energy_pairs(roi: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["PRIMARY_NULL", "PRIMARY_STATISTIC", "StoreComparison", "StoreValues", "compare_store", "informative",
-           "reference_rois", "store_values"]
+           "reference_rois", "share_difference", "store_values"]

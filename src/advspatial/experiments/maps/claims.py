@@ -4,18 +4,20 @@ and verdicts (:class:`~.metrics.Measured`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ...faithfulness import specificity
 from ...faithfulness.record import GateResult
 from ...regions import binarize
+from ...regions.references import REFERENCE_WORDS
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison, compare_store
+from ...statistics.verdicts import SESOI_SETTING_DEFAULT
 from .. import colocation
+from ..decomposition import decompose, headline_sentence
 from ..gate import gate_stage
 from ..roi import Roi, with_roi_caveat
 from .config import MeasurementConfig
@@ -82,8 +84,8 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
                 panel_of = panel_claims(s.name, rois, result.panel, gates, attacks[s.name].maps[kind], cfg)
             inference.setdefault(s.name, {})[kind] = colocation.comparisons_dict(result.comparisons)
             claims += with_roi_caveat(content_claims(
-                result, subject, kind, gate_set, primary=kind == main, out=content.setdefault(s.name, {}),
-                inseparable=specificity.inseparable(roi_gate)), roi_gate)
+                result, store, subject, s.name, kind, gate_set, primary=kind == main,
+                out=content.setdefault(s.name, {}), cfg=cfg), roi_gate)
             claims += with_roi_caveat(colocation.attack_claims(subject, result.comparisons, gate_set, primary=False),
                                       roi_gate)
         for stats in attacks[s.name].maps.values():
@@ -96,22 +98,21 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
     return Measured(gates, roi, inference, content or None, panel, claims, label)
 
 
-def content_claims(result: StoreComparison, subject: str, kind: str, gates: dict[str, bool], primary: bool,
-                   out: dict[str, Any], inseparable: Sequence[str] = ()) -> list[Claim]:
-    """Co-location beyond image content: the reference RoIs' rows, the primary "beyond every reference" claim,
-    the layout steps and the plain sentence (written into ``out[kind]``; ``inseparable``: the references the RoI is
-    equivalent to in importance, :func:`~advspatial.faithfulness.specificity.inseparable`)."""
-    differences = result.beyond
+def content_claims(result: StoreComparison, store: dict[str, torch.Tensor], subject: str, attack: str, kind: str,
+                   gates: dict[str, bool], primary: bool, out: dict[str, Any], cfg: MeasurementConfig) -> list[Claim]:
+    """Where the attack falls beyond layout and image content: the decomposition against every region of the same
+    size (:mod:`~advspatial.experiments.decomposition`) with its plain sentence, the layout steps (written into
+    ``out[kind]``), the primary claim over the decomposition's rows and the reference RoIs' own rows."""
     steps = colocation.layout_steps(result.comparisons[PRIMARY_STATISTIC])
+    parts = decompose(attack, kind, result, float(store["roi"].float().mean()), cfg.sesoi / SESOI_SETTING_DEFAULT,
+                      cfg.seed)
     out[kind] = {"references": colocation.comparisons_dict(result.references),
-                 "beyond": {r: d.as_dict() for r, d in differences.items()},
-                 "explained_by": colocation.explained_by(differences), "layout": steps,
-                 "sentence": colocation.layout_sentence(kind, steps, result.primary, differences, inseparable),
-                 "inseparable": list(inseparable)}
-    claims = [colocation.beyond_claim(subject, differences, result.primary, gates)] if primary and differences else []
+                 "beyond": {r: d.as_dict() for r, d in result.beyond.items()}, "layout": steps,
+                 "decomposition": parts.as_dict(), "sentence": headline_sentence(parts)}
+    claims = [colocation.headline_claim(subject, result, parts, gates)] if primary and result.beyond else []
     model_free = {k: v for k, v in gates.items() if k != "RoI faithfulness"}   # a reference needs no faithful RoI
     for name, by_null in result.references.items():
-        words = colocation.REFERENCE_WORDS[name]
+        words = REFERENCE_WORDS[name]
         for comparison in by_null.values():
             claims.append(claim_from(comparison, f"the attack co-locates with {words}", f"{subject}: {name} RoI",
                                      model_free))

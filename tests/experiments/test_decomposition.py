@@ -1,0 +1,103 @@
+"""The headline's decomposition: every sentence it prints agrees with the numbers it quotes."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advspatial.experiments.decomposition import (
+    CONTENT_REGIONS, FIXED_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition, RegionRow, as_much,
+    beyond_every_region, clears_margin, headline_sentence, row_clause,
+)
+from advspatial.statistics.estimates import Estimate
+from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
+
+INTERVAL = re.compile(r"Δ ([+-]\d+\.\d{3}) \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\]")
+
+
+@st.composite
+def decisions(draw: st.DrawFn) -> Decision:
+    """A paired difference read by the specificity rule, with CIs that nest (90% inside 95%) around the mean."""
+    mean = draw(st.floats(-0.1, 0.1))
+    half95 = draw(st.floats(0.0005, 0.05))
+    half90 = half95 * draw(st.floats(0.6, 0.95))
+    margin = draw(st.floats(0.002, 0.03))
+    n = draw(st.integers(30, 2000))
+    low, high, low90, high90 = mean - half95, mean + half95, mean - half90, mean + half90
+    outcome = outcome_of(SPECIFICITY, low, high, low90, high90, margin, n)
+    within = outcome in (BEATS, DOES_LESS) and -margin < low90 and high90 < margin
+    return Decision(SPECIFICITY, outcome, mean, low, high, low90, high90, half95 / 1.96 * math.sqrt(n), n, margin,
+                    within)
+
+
+@st.composite
+def decompositions(draw: st.DrawFn) -> Decomposition:
+    regions = draw(st.lists(st.sampled_from((*FIXED_REGIONS, *CONTENT_REGIONS)), min_size=1, max_size=5,
+                            unique=True))
+    rows = [RegionRow(r, Estimate(draw(st.floats(0.05, 0.6)), math.nan, math.nan, 100), draw(decisions()))
+            for r in regions]
+    rows.append(RegionRow(SAME_CLASS, Estimate(0.25, math.nan, math.nan, 100), draw(decisions())))
+    return Decomposition("pgd", "contribution", Estimate(draw(st.floats(0.05, 0.9)), 0.0, 1.0, 100), 0.2,
+                         tuple(rows))
+
+
+def _numbers_agree(clause: str, d: Decision) -> None:
+    """The interval a clause quotes is the decision's, rounded, and its words follow it."""
+    found = INTERVAL.search(clause)
+    assert found, clause
+    mean, low, high = (float(v) for v in found.groups())
+    assert (mean, low, high) == tuple(float(f"{v:+.3f}") for v in (d.mean, d.low, d.high))
+    if "catches more than" in clause or "a little more than" in clause:
+        assert d.low > 0, clause
+    if "catches more (" in clause:
+        assert d.high < 0, clause
+    if "catches as much" in clause:
+        assert -d.margin < d.low90 and d.high90 < d.margin, clause
+    if "undecided" in clause:
+        assert d.low <= 0 <= d.high, clause
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(decisions(), st.sampled_from((*FIXED_REGIONS, *CONTENT_REGIONS)))
+def test_every_region_clause_follows_its_numbers(d: Decision, region: str) -> None:
+    clause = row_clause(RegionRow(region, Estimate(0.3, math.nan, math.nan, d.n), d))
+    _numbers_agree(clause, d)
+    assert ("more than" in clause and "the RoI catches" in clause) == (d.outcome == BEATS and not as_much(d))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(decompositions())
+def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
+    text = headline_sentence(d)
+    assert text.startswith(f"pgd puts {d.roi_share.mean:.0%} of its contribution map in the RoI (20% of the pixels)")
+    # "beyond layout and image content" only where the RoI beats every region by at least its margin
+    assert ("beyond layout and image content" in text) == beyond_every_region(d)
+    if "beyond layout and image content" in text:
+        assert all(r.difference.low > 0 and r.difference.mean >= r.difference.margin for r in d.rows)
+    # a fixed region named as where the attack acts catches as much as the RoI or more
+    for region, place in REGION_PLACES.items():
+        row = d.row(region)
+        if f"the attack acts {place}" in text:
+            assert row is not None and (as_much(row.difference) or row.difference.outcome == DOES_LESS)
+    # every region the sentence names, it names with that region's own numbers and words
+    for sentence_part in re.split(r"; |\. ", text):
+        for row in d.rows:
+            if sentence_part.lstrip().startswith(("the RoI catches more than " + REGION_NOUNS[row.region],
+                                                  REGION_NOUNS[row.region], "against " + REGION_NOUNS[row.region])):
+                if INTERVAL.search(sentence_part):
+                    _numbers_agree(sentence_part, row.difference)
+    specific = d.row(SAME_CLASS)
+    assert specific is not None
+    assert f"Δ {specific.difference.mean:+.3f}" in text
+
+
+def test_a_decomposition_round_trips_through_its_dict() -> None:
+    d = Decision(SPECIFICITY, BEATS, 0.02, 0.01, 0.03, 0.012, 0.028, 0.05, 200, 0.014)
+    parts = Decomposition("pgd", "contribution", Estimate(0.3, 0.28, 0.32, 200), 0.2,
+                          (RegionRow("centre", Estimate(0.28, 0.26, 0.30, 200), d),))
+    assert Decomposition.from_dict(parts.as_dict()) == parts
+    assert clears_margin(d) and not beyond_every_region(
+        Decomposition("pgd", "contribution", parts.roi_share, 0.2, ()))

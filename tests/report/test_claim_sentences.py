@@ -1,0 +1,67 @@
+"""Every sentence a report or the terminal prints about a claim agrees with the numbers it quotes."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advspatial.report.answer import claim_sentence, verdict_line
+from advspatial.report.verdicts import verdict_cell, what_this_run_shows
+from advspatial.statistics.claims import Claim, judge
+from advspatial.statistics.estimates import Estimate
+from advspatial.statistics.outcomes import PRACTICAL_FACTOR, Projection
+
+ABOUT = re.compile(r"about ([\d,]+) images would decide")
+
+
+@st.composite
+def judged_claims(draw: st.DrawFn) -> Claim:
+    """A claim with a mean inside its CI, a p that may disagree with the CI, judged by the fixed rule."""
+    mean = draw(st.floats(-0.05, 0.05))
+    low = mean - draw(st.floats(1e-4, 0.04))
+    high = mean + draw(st.floats(1e-4, 0.04))
+    n = draw(st.integers(2, 600))
+    null = draw(st.floats(0.1, 0.5))
+    claim = Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", null + mean, null,
+                  Estimate(mean, low, high, n), (null + mean) / null, draw(st.floats(1e-6, 1.0)),
+                  gates={"RoI faithfulness": True}, primary=draw(st.booleans()), scale="energy_in_roi")
+    judge([claim])
+    return claim
+
+
+def _texts(c: Claim) -> list[str]:
+    return [claim_sentence(c), verdict_cell(c), *what_this_run_shows([c]), verdict_line([c])]
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(judged_claims())
+def test_a_ci_on_one_side_of_zero_never_reads_undecided(c: Claim) -> None:
+    one_side = c.effect.n > 0 and (c.effect.low > 0 or c.effect.high < 0)
+    for text in _texts(c):
+        if one_side:
+            assert "undecided" not in text, text
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(judged_claims())
+def test_projections_are_practical_and_comparison_words_follow_the_sign(c: Claim) -> None:
+    for text in _texts(c):
+        for found in ABOUT.findall(text):
+            assert int(found.replace(",", "")) <= PRACTICAL_FACTOR * max(c.effect.n, 1), text
+    sentence = claim_sentence(c)
+    if c.effect.n and " above the " in sentence:
+        assert c.effect.mean > 0, sentence
+    if c.effect.n and " below the " in sentence:
+        assert c.effect.mean < 0, sentence
+    for text in what_this_run_shows([c]):
+        if " is above the " in text:
+            assert c.observed > c.null_value or c.effect.mean > 0, text
+        if " is below the " in text:
+            assert c.effect.mean < 0, text
+
+
+def test_an_impractical_projection_says_so() -> None:
+    assert Projection("beats", 157_648_632, 0.8, 16).text().startswith("no practical number of images decides it")
+    assert Projection("beats", 1_500, 0.8, 16).text() == "about 1,500 images would decide it (beats)"
