@@ -53,13 +53,13 @@ def experiment_command(name: str) -> click.Command:
 
     experiment = get_experiment(name)
 
-    def callback(config_file: str | None, resume: str | None, quick: bool, **values: Any) -> None:
+    def callback(config_file: str | None, resume: str | None, quick: bool, verbose: bool, **values: Any) -> None:
         ctx = click.get_current_context()
         given = {
             key: value for key, value in values.items()
             if ctx.get_parameter_source(key) is not click.core.ParameterSource.DEFAULT
         }
-        run_configured(name, config_file, resume, quick, given)
+        run_configured(name, config_file, resume, quick, given, verbose)
 
     params: list[click.Parameter] = [
         click.Option(["--config", "config_file"], default=None,
@@ -67,12 +67,16 @@ def experiment_command(name: str) -> click.Command:
         click.Option(["--resume"], default=None, metavar="DIR",
                      help="Complete an interrupted run in DIR (its own config)."),
         click.Option(["--quick"], is_flag=True, help=quick_help(experiment.config_cls.QUICK)),
+        click.Option(["--verbose"], is_flag=True,
+                     help="Print every claim's row after the summary (by default: the gate, the primary claims "
+                          "and the other claims counted by verdict; the report has every row)."),
     ]
     params += dataclass_options(experiment.config_cls, hidden=experiment.config_cls.CLI_HIDDEN)
     return click.Command(name, callback=callback, params=params, help=f"{experiment.description}.")
 
 
-def run_configured(name: str, config_file: str | None, resume: str | None, quick: bool, given: dict[str, Any]) -> None:
+def run_configured(name: str, config_file: str | None, resume: str | None, quick: bool, given: dict[str, Any],
+                   verbose: bool = False) -> None:
     """Resolve the config (validated before any work), run or resume, print the summary."""
     from pathlib import Path
 
@@ -122,6 +126,8 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
 
     if world().is_main:
         click.echo(result.summary)
+        if verbose and result.details:
+            click.echo(result.details)
         click.echo(f"results: {rundir.path}/ (report.html, metrics.json, per_image.csv, figures/)")
 
 

@@ -36,7 +36,7 @@ from ..rundir import RunDir
 from .context import load_checked_model
 from .gate import GatedConfig
 from .maps import MapsFindings, MeasurementConfig, maps_analysis
-from .maps.report import claims_lines, measurement_limits_section, measurement_sections
+from .maps.report import claims_lines, compact_claims_lines, measurement_limits_section, measurement_sections
 from .registry import register_experiment
 from .results import ExperimentResult, Rendered
 from .settings import setting
@@ -262,8 +262,8 @@ def render(config: AnalyzeConfig, findings: AnalyzeFindings, figures: Path) -> R
     sections.append(measurement_limits_section(config, findings, external=True))
     pairs = findings.attacks[config.attack_name].images
     summary = "\n".join([f"{config.source}: {pairs} example pairs, threat model {info.norm} ({info.norm_reason})",
-                         *claims_lines(findings)])
-    return Rendered(summary, sections)
+                         *compact_claims_lines(findings)])
+    return Rendered(summary, sections, "\n".join(claims_lines(findings)))
 
 
 @register_experiment("analyze", AnalyzeConfig,

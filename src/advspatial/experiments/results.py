@@ -26,6 +26,8 @@ class ExperimentResult:
     summary: str
     report_sections: list[Any] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
+    #: every claim's row, printed after the summary with ``--verbose`` ('' when the summary already says all)
+    details: str = ""
 
     @classmethod
     def of(cls, findings: Findings, per_image: Sequence[dict[str, Any]], rendered: Rendered) -> ExperimentResult:
@@ -33,7 +35,7 @@ class ExperimentResult:
         with its answer (:func:`~advspatial.report.answer.answer_lines`) and ends with what more data would decide
         (:func:`with_plan`)."""
         return cls(findings.to_metrics(), list(per_image), rendered.summary, with_plan(rendered.sections, findings),
-                   answer_lines(findings))
+                   answer_lines(findings), rendered.details)
 
 
 def with_plan(sections: Sequence[Section], findings: Findings) -> list[Section]:
@@ -48,6 +50,8 @@ class Rendered:
 
     summary: str
     sections: list[Section]
+    #: every claim's row for ``--verbose`` (the summary itself stays short: primaries, the gate, counts)
+    details: str = ""
 
 
 

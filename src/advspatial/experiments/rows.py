@@ -26,3 +26,27 @@ def keep_first(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Ten
     chosen = keep.nonzero().squeeze(1)[: max(limit - have, 0)]
     for key, value in values.items():
         store[key].append(value[chosen].cpu())
+
+
+def keep_across_classes(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Tensor, classes: int,
+                        **values: torch.Tensor) -> None:
+    """Like :func:`keep_first`, but drawn across classes: an image is kept only while its class holds fewer than
+    ``max(1, limit // classes)`` of the kept images, so a figure of ``limit`` examples shows as many classes as it
+    can, whatever the order of the data (a class-sorted folder would otherwise give only its first class)."""
+    labels = values["labels"]
+    held = torch.cat(store["labels"]) if store.get("labels") else torch.zeros(0, dtype=labels.dtype)
+    per_class = max(1, limit // max(classes, 1))
+    counts: dict[int, int] = {}
+    for c in held.tolist():
+        counts[c] = counts.get(c, 0) + 1
+    chosen: list[int] = []
+    for i in keep.nonzero().squeeze(1).tolist():
+        c = int(labels[i])
+        if len(held) + len(chosen) >= limit:
+            break
+        if counts.get(c, 0) < per_class:
+            counts[c] = counts.get(c, 0) + 1
+            chosen.append(i)
+    index = torch.tensor(chosen, dtype=torch.long)
+    for key, value in values.items():
+        store[key].append(value[index.to(value.device)].cpu())

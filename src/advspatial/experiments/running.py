@@ -247,7 +247,7 @@ def rerender_report(out: Path) -> ExperimentResult:
         rendered = experiment.render(config, findings, out / "figures")
         written = unmark_tree(metrics) if config.smoke_test else metrics  # marked again below, as the run did
         result = ExperimentResult(written, [], rendered.summary, with_plan(rendered.sections, findings),
-                                  answer_lines(findings))
+                                  answer_lines(findings), rendered.details)
     except READ_ERRORS as exc:
         raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {experiment.name} run "
                         f"({first_line(exc)}); run the experiment again") from exc
@@ -376,6 +376,7 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
 
 def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """``report.html`` of a run (a smoke test's opens with its banner)."""
+    from ..report.figures import OVERVIEW_FIGURE
     from ..report.html import write_report
     from ..report.passes import with_passes
     from .smoke import banner
@@ -387,4 +388,5 @@ def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfi
         config={"experiment": experiment.name, **config_dict(config)},
         sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
         banner=banner() if config.smoke_test else "", answer=result.answer,
+        answer_figure=overview if (overview := out / "figures" / OVERVIEW_FIGURE).is_file() else None,
     )

@@ -144,4 +144,5 @@ def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
         summary=banner() + "\n" + mark_text(result.summary, pattern),
         report_sections=mark_sections(list(result.report_sections), pattern),
         answer=[mark_text(line, pattern) for line in result.answer],
+        details=mark_text(result.details, pattern) if result.details else "",
     )

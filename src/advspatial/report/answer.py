@@ -25,9 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..faithfulness.record import GateResult
-from ..faithfulness.specificity import specificity_sentence
 from ..statistics.claims import Claim, failed_gates
-from .planning import KIND_ORDER, claim_projection, findings_parts, plan_rows
+from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 
 #: how the RoI stands by its gate's status, first words of the answer's first sentence
 STATUS_SENTENCES = {
@@ -58,16 +57,12 @@ def claim_sentence(claim: Claim) -> str:
 
 
 def undecided_words(claim: Claim) -> str:
-    """Why a claim reads "not supported": undecided, with the images that would decide it, or (when its effect
-    would be decided on the images it has) held by its test, which more images of the same effect do not lift."""
-    projection = claim_projection(claim)
-    if projection is None:
-        return f"held by its test (p_adj = {claim.p_adjusted:.2g}), not by its images"
-    return f"undecided: {projection.text()}"
+    """Why a claim reads "not supported" (:func:`~advspatial.report.planning.not_supported_words`)."""
+    return not_supported_words(claim)
 
 
 def roi_sentences(roi: Any, gate: GateResult | None) -> list[str]:
-    """The RoI's status in words, and what it adds beyond model-free maps (when its gate measured that)."""
+    """The RoI's status in one line (what it adds beyond model-free maps is the gate section's, said once)."""
     status = getattr(roi, "status", "") or (gate.status if gate is not None else "")
     words = STATUS_SENTENCES.get(status, f"has gate status {status!r}")
     text = f"The RoI ({roi.method}) {words}"
@@ -75,12 +70,39 @@ def roi_sentences(roi: Any, gate: GateResult | None) -> list[str]:
         text += f": {roi.interpretation}; every RoI-dependent verdict below reads 'not interpretable'"
     elif getattr(roi, "caveat", ""):
         rest = roi.caveat.removeprefix("RoI faithfulness undecided")  # ' (about N ...)' or ': why'
+        if len(rest) > SHORT_CAVEAT:  # the gate's full reason belongs to its section, not to the first screen
+            rest = " (its section gives each undecided row)"
         text += (rest if rest != roi.caveat else f" ({roi.caveat})") + (
             ". The verdicts below stand, read with this caveat")
-    out = [text + "."]
-    if gate is not None and not gate.failed and specificity_sentence(gate):
-        out.append(specificity_sentence(gate))
+    return [text + "."]
+
+
+#: the longest caveat the answer's first line quotes (a longer one is the gate section's)
+SHORT_CAVEAT = 120
+
+
+def headline_sentences(findings: Any) -> list[str]:
+    """Per attack, the plain sentence of where its main attack map falls (the decomposition's, kept in the
+    findings' ``content``), or none for findings without one."""
+    content = getattr(findings, "content", None) or {}
+    out = []
+    for by_kind in content.values():
+        main: Any = next(iter(by_kind.values()), {})
+        if isinstance(main, dict) and main.get("sentence"):
+            out.append(str(main["sentence"]))
     return out
+
+
+def verdict_line(claims: list[Claim]) -> str:
+    """The primary claims' verdicts in one line, their statistic left to the tables ("Primary claim (...): pgd
+    not supported, fgsm supported.")."""
+    parts = []
+    for c in claims:
+        word = c.verdict.upper() if c.verdict in ("supported", "reversed") else c.verdict
+        if c.verdict == "not supported" and c.per_seed is None:
+            word += f" ({undecided_words(c)})"
+        parts.append(f"{c.subject}: {word}")
+    return f"Primary claim ({claims[0].claim}; Holm across attacks): " + "; ".join(parts) + "."
 
 
 #: primary claims up to which the answer gives each its own sentence (more are summarized by verdict)
@@ -104,23 +126,29 @@ def claims_summary(claims: list[Claim]) -> str:
 
 
 def answer_lines(findings: Any) -> list[str]:
-    """The report's opening sentences (module docstring); empty when the findings hold no gate and no claim."""
+    """The report's opening sentences (module docstring): the gate in one line, where each attack falls (when the
+    findings hold the decomposition; else each primary claim in a sentence), the primary verdicts, the count of
+    undecided rows; empty when the findings hold no gate and no claim."""
     gates, claims = findings_parts(findings)
     lines: list[str] = []
     roi = getattr(findings, "roi", None)
     if roi is not None and hasattr(roi, "method"):
         lines += roi_sentences(roi, gates.get(roi.method))
     primary = [c for c in claims if c.primary]
-    if len(primary) > SENTENCE_CLAIMS:
+    headlines = headline_sentences(findings)
+    if headlines:
+        lines += headlines
+        if primary:
+            lines.append(verdict_line(primary))
+    elif len(primary) > SENTENCE_CLAIMS:
         lines.append(claims_summary(primary))
     else:
         lines += [claim_sentence(c) for c in primary]
     undecided = plan_rows(gates, claims)
     if undecided:
         counts = {kind: sum(r.kind == kind for r in undecided) for kind in KIND_ORDER}
-        words = {"faithfulness": "faithfulness cell(s) of the gates", "primary claim": "primary claim(s)",
+        words = {"faithfulness": "gate cell(s)", "primary claim": "primary claim(s)",
                  "specificity": "specificity cell(s)", "claim": "secondary claim(s)"}
         listed = ", ".join(f"{n} {words[kind]}" for kind, n in counts.items() if n)
-        lines.append(f"Undecided: {listed}. The last section, 'What more data would decide', gives the images each "
-                     "would need.")
+        lines.append(f"Undecided: {listed}; the last section gives the images each would need.")
     return lines

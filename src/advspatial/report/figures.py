@@ -166,6 +166,62 @@ def plot_region_grid(
     return save_figure(fig, path)
 
 
+#: the file of the figure a report opens with (:func:`plot_region_strip`), inside the run's figures/
+OVERVIEW_FIGURE = "overview.png"
+
+
+def plot_region_strip(
+    images: torch.Tensor,
+    importance: torch.Tensor,
+    attack: torch.Tensor,
+    codes: torch.Tensor,
+    path: str | Path,
+    *,
+    column_labels: Sequence[str],
+    importance_name: str,
+    attack_name: str,
+    title: str,
+    per_row: int = 3,
+) -> Path:
+    """The figure a report opens with: each example (one per class where it can) as four small panels side by side
+    (the adversarial image, where the model looks: the RoI map, where the attack acts: the RoA map, and the four-part
+    regions), ``per_row`` examples to a row. Wide and short, so that it sits on a report's first screen with its
+    sentences under it."""
+    check_images_maps(images, importance=importance, attack=attack, partition=codes)
+    n = images.shape[0]
+    if n < 1 or len(column_labels) < n:
+        raise ShapeError(f"need at least one image and a label per example: {n} images, {len(column_labels)} labels")
+    imp, att = per_image_max_normalized(importance), per_image_max_normalized(attack)
+    groups = min(per_row, n)
+    rows = math.ceil(n / groups)
+    cell = 0.85
+    fig = Figure(figsize=(4 * groups * cell + 0.3 * (groups - 1) + 0.4, rows * (cell + 0.25) + 0.75), dpi=100)
+    grid = fig.add_gridspec(rows, groups, hspace=0.25, wspace=0.12)
+    names = ("image", f"RoI: {importance_name}", f"RoA: {attack_name}", "regions")
+    part_cmap = ListedColormap(PART_COLOURS)
+    for i in range(n):
+        inner = grid[i // groups, i % groups].subgridspec(1, 4, wspace=0.04)
+        img, cmap = image_for_display(images[i])
+        for panel in range(4):
+            ax = fig.add_subplot(inner[0, panel])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if panel == 3:
+                ax.imshow(to_numpy(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
+            else:
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
+                if panel:
+                    ax.imshow((imp if panel == 1 else att)[i], cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.75)
+            ax.set_title(f"{column_labels[i]}" if panel == 0 else names[panel], fontsize=7)
+    handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
+               for k, name in enumerate(PART_NAMES)][::-1]
+    fig.legend(handles=handles, loc="lower center", fontsize=7, ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    height = rows * (cell + 0.25) + 0.75
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / height)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.42 / height, bottom=0.3 / height)
+    return save_figure(fig, path)
+
+
 def plot_class_mean_maps(
     maps: torch.Tensor,
     class_names: Sequence[str],

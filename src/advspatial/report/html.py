@@ -30,6 +30,7 @@ figcaption{color:#555;font-size:.9em}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
 .banner{background:#fdecea;border:2px solid #c0392b;padding:.6em 1em;font-weight:600}
 .answer{background:#eef5fb;border-left:4px solid #1f6fb2;padding:.4em 1em;margin:.8em 0}.answer p{margin:.4em 0}
+.answer img.overview{display:block;max-width:100%;max-height:330px;margin:.3em auto}
 nav.toc{font-size:.9em;color:#555}nav.toc a{margin-right:.9em}
 details{margin:1em 0}pre{background:#f7f7f7;padding:.8em;overflow:auto}
 """
@@ -63,6 +64,8 @@ class Section:
     links: list[tuple[str, str]] = field(default_factory=list)
     #: the tables before the paragraphs (a report's verdict table, which its first screen must show)
     tables_first: bool = False
+    #: (title, text) blocks folded under a ``<details>`` at the section's end (a legend a reader opens on demand)
+    folded: list[tuple[str, str]] = field(default_factory=list)
 
 
 def format_cell(value: Any) -> str:
@@ -146,19 +149,22 @@ def render_section(section: Section, root: Path) -> str:
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
         )
     parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]  # notes read after what they explain
+    parts += [f"<details><summary>{html.escape(title)}</summary><p>{html.escape(text)}</p></details>"
+              for title, text in section.folded]
     parts.append("</section>")
     return "\n".join(parts)
 
 
 def write_report(
     path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section],
-    banner: str = "", answer: Sequence[str] = (),
+    banner: str = "", answer: Sequence[str] = (), answer_figure: Path | None = None,
 ) -> Path:
     """Write the report to ``path``; the resolved config is included at the end.
 
     ``banner``: a line the page opens with, above the title (a smoke test's: the reader must see it first).
     ``answer``: the sentences the page opens with under the title (:func:`~advspatial.report.answer.answer_lines`):
-    what the run found, before any table; the sections follow a one-line list of links.
+    what the run found, before any table, under ``answer_figure`` (a PNG inside the run: the picture of the answer,
+    so that the first screen shows it); the sections follow a one-line list of links.
     Figures and links come only from inside ``path``'s directory (:func:`embed_png`, :func:`inner_link`); when one
     does not, nothing is written and the report already there stays as it was.
     """
@@ -168,6 +174,9 @@ def write_report(
         for s in sections
     )
     opening = "".join(f"<p>{html.escape(line)}</p>" for line in answer)
+    if answer_figure is not None:
+        opening = (f'<img class="overview" alt="where the model looks and where the attack acts" '
+                   f'src="{embed_png(answer_figure, path.parent)}">' + opening)
     config_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{format_cell(v)}</td></tr>" for k, v in config.items())
     document = (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -10,7 +10,7 @@ import torch
 
 from ...regions import segregate
 from ...statistics.claims import Claim
-from ...report.figures import plot_class_mean_maps, plot_region_grid
+from ...report.figures import OVERVIEW_FIGURE, plot_class_mean_maps, plot_region_grid, plot_region_strip
 from ...report.verdicts import forest_groups, plot_forest
 from .stages import AttackSummary, Context
 
@@ -38,6 +38,7 @@ def draw_figures(ctx: Context, summaries: list[AttackSummary], claims: list[Clai
     figures = ctx.rundir.figures
     for s in summaries:
         draw_regions(ctx, s, figures / regions_file(s.name))
+    draw_overview(ctx, main_summary(ctx, summaries), figures / OVERVIEW_FIGURE)
     draw_frequencies(ctx, main_summary(ctx, summaries), figures)
     groups = forest_groups(claims)
     if any(len(v) > 1 for v in groups.values()):  # a forest of single rows says nothing
@@ -55,6 +56,19 @@ def draw_regions(ctx: Context, s: AttackSummary, path: Path) -> None:
                      row_labels=names, importance_name=ctx.importance, attack_name=s.kinds()[0],
                      title=f"{s.name}: where the model looks (RoI) and where the attack acts (RoA)",
                      region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
+
+
+def draw_overview(ctx: Context, s: AttackSummary, path: Path) -> None:
+    """The figure the report opens with: the main attack's examples, one per class where the run has them, as
+    image / RoI / RoA / regions columns (:func:`~advspatial.report.figures.plot_region_strip`)."""
+    if not (s.examples.get("labels") and sum(len(t) for t in s.examples["labels"])):
+        return
+    ex = {k: torch.cat(v) for k, v in s.examples.items()}
+    names = [ctx.data.class_names[int(c)] for c in ex["labels"]]
+    plot_region_strip(ex["x_adv"], ex["importance"], ex["attack"], segregate(ex["roi"], ex["roa"]).codes(), path,
+                      column_labels=names, importance_name=ctx.importance, attack_name=s.kinds()[0],
+                      title=f"{s.name}: where the model looks (RoI) and where the attack acts (RoA), "
+                            f"top {ctx.config.fraction:.0%} of each map")
 
 
 #: with more classes than this (ImageNet's 1000), the frequency figures show only the classes with images

@@ -20,6 +20,8 @@ from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
+from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin
 from ..roi import gate_rule
 from ..results import Rendered
 from .config import MapsConfig, MeasurementConfig
@@ -33,6 +35,12 @@ STAT_LABELS = {
     "pointing_game": "pointing game", "spearman": "Spearman(I, A)", "pearson": "Pearson(I, A)",
 }
 
+#: why a row's p and its CI can disagree, said once
+P_AND_CI = ("Each row's p is a permutation test (the RoIs exchanged among the images its null pairs), its CI a "
+            "bootstrap over images of the same excess: two approximations of one question that can disagree near "
+            "the boundary (a p below 0.05 with a CI that holds 0, or the reverse). The verdict needs both: "
+            "'supported' a corrected p below the level and a CI above 0; 'equivalent to null' a CI inside the "
+            "smallest effect of interest, whatever the p.")
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, the top fraction of an "
          "importance map. Region of Attack (RoA): the pixels the attacker's perturbation acts through, the top "
          "fraction of an attack map.")
@@ -63,7 +71,7 @@ def render(config: MapsConfig, findings: MapsFindings, figures: Path) -> Rendere
     """The summary and the report of a ``maps`` run."""
     sections = [*measurement_sections(config, findings, figures),
                 measurement_limits_section(config, findings, external=False)]
-    return Rendered(maps_summary(findings), sections)
+    return Rendered(maps_summary(findings), sections, "\n".join(claims_lines(findings)))
 
 
 def measurement_sections(config: MeasurementConfig, f: Measurement, figures: Path,
@@ -85,7 +93,7 @@ def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
     """The top of the report: one row per primary claim, what the run shows, a forest plot per attack."""
     claims = f.claims
     primary = [c for c in claims if c.primary]
-    paragraphs = ["What this run shows:"] + what_this_run_shows(claims) + content_sentences(f)
+    paragraphs = ["What this run shows:"] + what_this_run_shows(claims)
     paragraphs += headline
     if not f.roi.usable:
         label = f.roi.interpretation or NOT_INTERPRETABLE_ROI   # names what the RoI is not better than
@@ -96,28 +104,61 @@ def verdict_section(config: MeasurementConfig, f: Measurement, figures: Path,
         paragraphs.insert(0, f"{sentence_case(f.roi.caveat)} ({f.roi.method}): the verdicts stand, read with "
                              "this caveat; the last section lists the images that would decide each undecided "
                              "comparison.")
-    gate = f.faithfulness.get(f.roi.method)
-    if gate is not None and specificity_sentence(gate):
-        paragraphs.append(f"What the RoI ({f.roi.method}) adds beyond maps that need no model: "
-                          + specificity_sentence(gate))
-    notes = [verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond image content -- per "
-             "image, the excess over the same-class null of the model's RoI minus that of each model-free reference "
-             "RoI of the same size (class and dataset layout, centre, intensity, edges); supported only when every "
-             "difference is above 0 (an intersection-union test: the row shows the weakest difference and the "
-             "largest p); Holm across attacks; every other row (the plain excess over the same-class null, the "
-             f"references' own co-location) Benjamini-Hochberg; significance level {config.significance}; "
-             f"{sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and enter no family).", TERMS]
+    legend = (verdict_legend() + f" Primary endpoint: {STAT_LABELS['energy_in_roi']} beyond layout and image "
+              "content -- per image, the share of the attack map inside the model's RoI minus its share inside each "
+              "other region of the same pixel count: the fixed regions (centre, class layout, dataset layout), the "
+              "content regions (brightest pixels, strongest edges) and a same-class image's RoI (the image-specific "
+              "part); supported only when the RoI beats every one (an intersection-union test: the row shows the "
+              "weakest difference and the largest p); Holm across attacks; every other row (the plain excess over "
+              "the same-class null, the references' own co-location) Benjamini-Hochberg; significance level "
+              f"{config.significance}; {sesoi_text(config.sesoi)}; n >= 30 (smaller claims are not judged and "
+              "enter no family). " + P_AND_CI)
+    notes = [TERMS]
     forest = shown(figures, FOREST, "Forest plot: the primary statistic against each null (uniform placement, any "
                                     "class, same class, same class and composition). Grey: a gate failed.")
     panel = [c for c in claims if ": " in c.subject and "RoI, top" in c.subject]
     tables = [verdict_table(primary, "Verdicts: one row per pre-declared claim")]
+    if f.content:
+        tables.append(decomposition_table(f.content))
     if panel:
         tables.append(panel_table(panel))
     for method in left_out_of_panel(config, f):
         notes.append(f"{method} is left out of the panel: its maps equal an earlier explainer's up to scale on this "
                      "model.")
     return Section("Verdicts", paragraphs, tables=tables, figures=forest, notes=notes, anchor="verdicts",
-                   tables_first=True)
+                   tables_first=True, folded=[("What the verdict words, the primary endpoint, p and the CI mean",
+                                               legend)])
+
+
+def decomposition_table(content: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Where each attack map falls: its share inside the RoI and inside every other region of the same size, with
+    the paired difference, its margin and its reading (:mod:`~advspatial.experiments.decomposition`)."""
+    rows = []
+    for by_kind in content.values():
+        for parts in by_kind.values():
+            if "decomposition" not in parts:
+                continue
+            d = Decomposition.from_dict(parts["decomposition"])
+            label = f"{d.attack} ({d.kind})"
+            rows.append([label, f"the RoI ({d.roi_pixels:.0%} of the pixels)", interval(d.roi_share), "-", "-", "-"])
+            for r in d.rows:
+                rows.append([label, REGION_NOUNS[r.region], fmt(r.share.mean), interval(r.difference.estimate),
+                             f"±{r.difference.margin:.3f}", reading_words(r.difference)])
+    return Table("Where each attack's map falls: the share of the attack map inside the RoI and inside every other "
+                 "region of the same pixel count (Δ: the RoI's share minus the region's, per image, 95% CI; margin: "
+                 "the smallest effect of interest, 5% of the region's share)",
+                 ["attack (map)", "region", "share inside", "Δ [95% CI]", "margin", "reading"], rows)
+
+
+def reading_words(d: Decision) -> str:
+    """A decomposition row's reading in words."""
+    if as_much(d):
+        return "as much (within the margin)"
+    if d.outcome == BEATS:
+        return "the RoI catches more" + ("" if clears_margin(d) else " (less than the margin)")
+    if d.outcome == DOES_LESS:
+        return "the region catches more"
+    return f"undecided ({images_to_decide(d).text()})"
 
 
 def left_out_of_panel(config: MeasurementConfig, f: Measurement) -> list[str]:
@@ -266,16 +307,52 @@ def content_sentences(f: Measurement) -> list[str]:
 
 
 def maps_summary(f: Measurement) -> str:
-    """The summary of the ``maps`` experiment: each attack's success, then the gate and every verdict."""
+    """The summary of the ``maps`` experiment: each attack's success, then the gate, the primaries and the counts
+    (:func:`compact_claims_lines`)."""
     lines = [f"{name} on {m.images} images: success rate {m.success_rate:.3f}, {m.successful} successful "
              "attacks analysed" for name, m in f.attacks.items()]
-    return "\n".join([*lines, *claims_lines(f)])
+    return "\n".join([*lines, *compact_claims_lines(f)])
+
+
+def gate_line(f: Measurement, full: bool = False) -> str:
+    """The RoI's gate in one line: its status, with its reason when ``full`` or short enough to read at a glance
+    (else where to find it)."""
+    gate = f.faithfulness[f.roi.method]
+    head = f"RoI {f.roi.method}: faithfulness gate {gate.status}"
+    if gate.passed:
+        return head
+    if full or len(gate.reason) <= SHORT_REASON:
+        return f"{head} ({gate.reason})"
+    return f"{head} (the report's gate section gives each row; advspatial plan lists what would decide them)"
+
+
+#: the longest gate reason the compact summary prints (a longer one is for --verbose and the report)
+SHORT_REASON = 100
+
+
+def compact_claims_lines(f: Measurement) -> list[str]:
+    """What a person reads in a terminal: the gate in one line, each primary claim in one line (its weakest row
+    with its CI, no p: the verdict needs both, the report explains why they can disagree), the secondary claims
+    counted by verdict; ``--verbose`` prints every row (:func:`claims_lines`)."""
+    lines = [gate_line(f)]
+    for c in f.claims:
+        if c.primary:
+            e = c.effect
+            lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
+                         f"{c.claim} (against {c.null}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], n = {e.n})")
+    rest = [c for c in f.claims if not c.primary]
+    if rest:
+        counts: dict[str, int] = {}
+        for c in rest:
+            counts[c.verdict] = counts.get(c.verdict, 0) + 1
+        listed = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        lines.append(f"  {len(rest)} secondary claims: {listed} (--verbose lists each; the report has them all)")
+    return lines
 
 
 def claims_lines(f: Measurement) -> list[str]:
-    """The RoI's gate and every claim's verdict, one line each (printed by ``maps`` and ``analyze``)."""
-    gate = f.faithfulness[f.roi.method]
-    lines = [f"RoI {f.roi.method}: faithfulness gate {gate.status}" + ("" if gate.passed else f" ({gate.reason})")]
+    """The RoI's gate and every claim's verdict, one line each (``--verbose`` of ``maps`` and ``analyze``)."""
+    lines = [gate_line(f, full=True)]
     for c in f.claims:
         e = c.effect
         lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "

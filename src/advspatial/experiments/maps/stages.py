@@ -33,7 +33,7 @@ from ...runtime import batch_slices
 from .. import colocation
 from ..context import ExperimentContext, prepare_context
 from ..gate import resolve_importance
-from ..rows import keep_first, per_image_rows
+from ..rows import keep_across_classes, keep_first, per_image_rows
 from ..stage import ATTACK, Stage
 from .config import MeasurementConfig, contribution_kw
 
@@ -312,9 +312,9 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
             summary.frequency[kind].update(roa[ok].float(), y[ok])
             if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])
-                keep_first(summary.examples, cfg.figure_images, ok, x=x, x_adv=result.x_adv,
-                           importance=stages.importance[:size], attack=maps.map, roi=ctx.at_input(roi),
-                           roa=ctx.at_input(roa), labels=y)
+                keep_across_classes(summary.examples, cfg.figure_images, ok, len(ctx.data.class_names), x=x,
+                                    x_adv=result.x_adv, importance=stages.importance[:size], attack=maps.map,
+                                    roi=ctx.at_input(roi), roa=ctx.at_input(roa), labels=y)
         if extra is not None:
             cols.update(extra.columns(name, stages.extra, y))
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))

@@ -13,7 +13,9 @@ from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
 from ...statistics.accuracy import Proportion
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ..maps.report import measurement_limits, measurement_sections, onepixel_limits, shown
+from ..maps.report import (
+    claims_lines, compact_claims_lines, measurement_limits, measurement_sections, onepixel_limits, shown,
+)
 from ..results import Rendered
 from .claims import AT_CHANCE, WEAK_EOT
 from .config import SpatialConfig
@@ -28,7 +30,8 @@ def render(config: SpatialConfig, findings: SpatialFindings, figures: Path) -> R
     verdicts, gate, setup, where, overlap = measurement_sections(config, findings, figures, (defence_headline(ad),))
     sections = [verdicts, gate, setup, attacks_section(findings), where, overlap,
                 defence_section(config, findings, figures), limits_section(config, findings)]
-    return Rendered(summary_table(findings), sections)
+    return Rendered("\n".join([summary_table(findings), *compact_claims_lines(findings)]), sections,
+                    "\n".join(claims_lines(findings)))
 
 
 def defence_headline(ad: Adaptive) -> str:
