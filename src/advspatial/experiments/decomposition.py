@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ..report.answer import DELTA_WORDS
 from ..statistics.estimates import Estimate
 from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
 from ..statistics.store import PRIMARY_STATISTIC, StoreComparison
@@ -170,7 +171,7 @@ def interval(d: Decision) -> str:
     return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
 
-def row_clause(row: RegionRow) -> str:
+def row_clause(row: RegionRow, projection: bool = True) -> str:
     """One region against the RoI in words that follow its numbers ("a centred region catches as much (Δ -0.001
     [-0.006, +0.005], margin ±0.014)"; Δ: the RoI's share minus the region's, per image)."""
     d, noun = row.difference, REGION_NOUNS[row.region]
@@ -184,7 +185,7 @@ def row_clause(row: RegionRow) -> str:
         return f"the RoI catches {lead} {noun} ({numbers})"
     if d.outcome == DOES_LESS:
         return f"{noun} catches more ({numbers})"
-    return f"against {noun} it is undecided ({numbers}; {images_to_decide(d).text()})"
+    return f"against {noun} it is undecided ({numbers}" + (f"; {images_to_decide(d).text()})" if projection else ")")
 
 
 def _fixed_as_much(d: Decomposition) -> list[str]:
@@ -216,7 +217,7 @@ def conclusion(d: Decomposition) -> str:
     if content:
         return (f"{_join([REGION_NOUNS[r] for r in content])[:1].upper()}"
                 f"{_join([REGION_NOUNS[r] for r in content])[1:]} account for as much of the attack as the RoI.")
-    return "Whether the attack acts where the model looks beyond these regions is not decided on these images."
+    return "Beyond these regions: undecided on these images."
 
 
 def weakest(rows: Sequence[RegionRow]) -> RegionRow | None:
@@ -234,7 +235,8 @@ def _fixed_clause(d: Decomposition) -> str:
     if all(clears_margin(r.difference) for r in fixed):
         return (f"the RoI catches more than every fixed region of the same size (centre, class layout, dataset "
                 f"layout; the closest, {REGION_NOUNS[worst.region]}: Δ {interval(worst.difference)})")
-    return row_clause(worst).replace(REGION_NOUNS[worst.region], f"{REGION_NOUNS[worst.region]} of the same size", 1)
+    return row_clause(worst, projection=False).replace(REGION_NOUNS[worst.region],
+                                                       f"{REGION_NOUNS[worst.region]} of the same size", 1)
 
 
 def _content_clause(d: Decomposition) -> str:
@@ -245,13 +247,14 @@ def _content_clause(d: Decomposition) -> str:
         return ""
     if all(clears_margin(r.difference) for r in content):
         return "the image's brightest pixels and strongest edges catch less"
-    return row_clause(worst)
+    return row_clause(worst, projection=False)
 
 
 def headline_sentence(d: Decomposition) -> str:
     """The decomposition in a few plain sentences for a report's first screen and the terminal: the RoI's share,
     the weakest fixed region, the content regions, what they say together, then the image-specific part (every row
-    is in the report's table, :func:`row_clause` each)."""
+    is in the report's table, :func:`row_clause` each, with the images that would decide an undecided one). Δ is
+    the RoI's share minus the region's, per image (:data:`DELTA_WORDS`, said once where the sentences are shown)."""
     head = (f"{d.attack} puts {d.roi_share.mean:.0%} of its {d.kind} map in the RoI ({d.roi_pixels:.0%} of the "
             "pixels)")
     clauses = [c for c in (_fixed_clause(d), _content_clause(d)) if c]
@@ -261,7 +264,15 @@ def headline_sentence(d: Decomposition) -> str:
     if specific is not None and specific.difference.n:
         tail = (f" Against {REGION_NOUNS[SAME_CLASS]} (the image-specific part): Δ {interval(specific.difference)}, "
                 f"{_specific_words(specific.difference)}.")
-    return f"{body} {conclusion(d)}{tail} (Δ: the RoI's share minus the region's, per image.)"
+    return f"{body} {conclusion(d)}{tail}"
+
+
+def headline_notes(content: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The plain sentences of every attack's main map (``content``: a measurement's findings field), then what Δ
+    is, said once; empty without a decomposition."""
+    sentences = [str(m["sentence"]) for by_kind in content.values()
+                 for m in list(by_kind.values())[:1] if m.get("sentence")]
+    return [*sentences, f"({DELTA_WORDS}.)"] if sentences else []
 
 
 def _specific_words(d: Decision) -> str:
@@ -271,4 +282,4 @@ def _specific_words(d: Decision) -> str:
         return "this image's RoI catches more" + ("" if clears_margin(d) else ", by less than the margin")
     if d.outcome == DOES_LESS:
         return "a same-class image's RoI catches more"
-    return f"undecided ({images_to_decide(d).text()})"
+    return "undecided"

@@ -28,6 +28,9 @@ from ..faithfulness.record import GateResult
 from ..statistics.claims import Claim, failed_gates
 from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 
+#: what every Δ of the headline sentences is, said once under them
+DELTA_WORDS = ("Δ: the share of the attack map inside the RoI minus its share inside the region, per image, with "
+               "its 95% CI; margin: the smallest effect of interest")
 #: how the RoI stands by its gate's status, first words of the answer's first sentence
 STATUS_SENTENCES = {
     "passed": "is faithful by its gate: the RoI-dependent verdicts below are evidence about the model",
@@ -90,7 +93,7 @@ def headline_sentences(findings: Any) -> list[str]:
         main: Any = next(iter(by_kind.values()), {})
         if isinstance(main, dict) and main.get("sentence"):
             out.append(str(main["sentence"]))
-    return out
+    return [*out, f"({DELTA_WORDS}.)"] if out else []
 
 
 def verdict_line(claims: list[Claim]) -> str:

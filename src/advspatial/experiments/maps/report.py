@@ -21,7 +21,7 @@ from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
 from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
-from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin
+from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin, headline_notes
 from ..roi import gate_rule
 from ..results import Rendered
 from .config import MapsConfig, MeasurementConfig
@@ -300,12 +300,6 @@ def onepixel_limits(cfg: Any, f: Measurement) -> list[str]:
             "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
 
 
-def content_sentences(f: Measurement) -> list[str]:
-    """Per attack and RoA map, the plain sentence of the co-location beyond layout and image content."""
-    return [f"{name} ({kind} RoA): {k['sentence']}" for name, by_kind in (f.content or {}).items()
-            for kind, k in by_kind.items()]
-
-
 def maps_summary(f: Measurement) -> str:
     """The summary of the ``maps`` experiment: each attack's success, then the gate, the primaries and the counts
     (:func:`compact_claims_lines`)."""
@@ -340,6 +334,7 @@ def compact_claims_lines(f: Measurement) -> list[str]:
             e = c.effect
             lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
                          f"{c.claim} (against {c.null}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], n = {e.n})")
+    lines += headline_notes(f.content or {})
     rest = [c for c in f.claims if not c.primary]
     if rest:
         counts: dict[str, int] = {}
@@ -359,4 +354,4 @@ def claims_lines(f: Measurement) -> list[str]:
                      f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} "
                      f"[{e.low:+.3f}, {e.high:+.3f}] p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
     lines.append("(* = primary endpoint)")
-    return lines + content_sentences(f)
+    return lines
