@@ -22,7 +22,8 @@ from .findings import Findings
 from .registry import Experiment, get_experiment
 from ..report.answer import answer_lines
 from .results import ExperimentResult, findings_checksum, metrics_to_json, rows_to_csv, with_plan
-from .settings import ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml
+from .settings import (ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml,
+                       reported_settings)
 from .smoke import mark_result, unmark_tree
 from .stage import STAGE_FORMAT
 
@@ -385,7 +386,7 @@ def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfi
         out / "report.html",
         title=f"advspatial - {experiment.name}",
         subtitle=experiment.description,
-        config={"experiment": experiment.name, **config_dict(config)},
+        config={"experiment": experiment.name, **reported_settings(config)},
         sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
         banner=banner() if config.smoke_test else "", answer=result.answer,
         answer_figure=overview if (overview := out / "figures" / OVERVIEW_FIGURE).is_file() else None,

@@ -391,3 +391,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def config_dict(config: ExperimentConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
+
+
+#: settings read only by one family of attacks (by name prefix): a report lists them only when one of those ran
+ATTACK_FAMILY_SETTINGS = {"onepixel_": ("onepixel", "kpixel"), "cw_": ("cw-l2",)}
+
+
+def reported_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings a report's table lists: the parts of the run that ran. Left out: what is not an option of the
+    experiment (``CLI_HIDDEN``: set from other settings or unused, e.g. ``defence_attack`` in a run without a
+    defence) and the settings of attacks that did not run (:data:`ATTACK_FAMILY_SETTINGS`). ``config.yaml``
+    keeps every setting."""
+    values = config_dict(config)
+    ran = set(values.get("attacks") or ())
+    unused = {prefix for prefix, attacks in ATTACK_FAMILY_SETTINGS.items()
+              if "attacks" in values and not ran & set(attacks)}
+    return {k: v for k, v in values.items()
+            if k not in type(config).CLI_HIDDEN and not any(k.startswith(prefix) for prefix in unused)}
