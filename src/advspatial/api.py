@@ -34,6 +34,20 @@ if TYPE_CHECKING:
     from .studies.run import StudyResult
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or another KeyboardInterrupt) stopped :func:`run`, :func:`analyze` or :func:`study`. The stages
+    finished so far are saved in the run directory, and the message says how to complete the work: the same call
+    with ``resume=True``. A KeyboardInterrupt still, so code that catches those keeps working; raised without the
+    interrupted frames (the traceback is one line of yours and one of advspatial's)."""
+
+
+def interrupted(what: str, out: str | Path) -> Interrupted:
+    """The :class:`Interrupted` to raise for a KeyboardInterrupt (``raise interrupted(...) from None``): its message
+    ends with how to complete the ``what`` ("run", "study") kept in ``out``, as the CLI prints ``--resume``."""
+    return Interrupted(f"advspatial: aborted; complete the {what} with: the same call and resume=True "
+                       f"(out={str(out)!r}); its finished stages are kept")
+
+
 @dataclass
 class RunResult:
     """What a run returns: the experiment, its metrics and per-image rows, the summary text, the run directory.
@@ -92,7 +106,8 @@ def run(
             evaluated ones.
         config: a YAML file of settings (``settings`` override it).
         quick: the experiment's CI-sized preset.
-        resume: complete the run in ``out`` (same settings, same objects).
+        resume: complete the run in ``out`` (same settings, same objects). Ctrl-C raises :class:`Interrupted`
+            (a KeyboardInterrupt) whose message says so; the stages already finished are reused.
         **settings: any setting of the experiment (``advspatial run EXPERIMENT --help``), e.g. ``n=200``,
             ``preset="cifar10"``, ``out="runs/mine"``, ``progress=False``.
 
@@ -132,7 +147,10 @@ def run(
     if resume and not values.get("out"):
         raise ConfigError("resume=True needs out= (the run directory to complete)")
     resolved = resolve_config(spec, str(config) if config else None, values, quick)
-    result, rundir = run_experiment(experiment, resolved, resume=resume)
+    try:
+        result, rundir = run_experiment(experiment, resolved, resume=resume)
+    except KeyboardInterrupt:
+        raise interrupted("run", resolved.out or f"runs/{experiment}") from None
     return RunResult(experiment, result.metrics, result.per_image, result.summary, rundir.path, resolved)
 
 
@@ -202,7 +220,8 @@ def study(
             spec string, or a mapping with ``model`` and optional ``label``, ``weights``, ``arch``, ``preset``,
             ``image_size``, ``covariates``. At least 2.
         data: the images, as for :func:`run` (default: the ``dataset`` setting).
-        out: the study's directory; ``resume=True`` completes it (a finished model is never recomputed).
+        out: the study's directory; ``resume=True`` completes it (a finished model is never recomputed), also
+            after Ctrl-C (:class:`Interrupted`).
         quick: CI-sized settings (a smoke test: its verdicts decide nothing).
         **settings: any setting of the ``maps`` experiment shared by every model, e.g. ``n=200``, ``attacks=["pgd"]``.
 
@@ -231,7 +250,11 @@ def study(
     values = dict(settings)
     if data is not None:
         values["dataset"] = dataset_spec_of(data, None, values)
-    return run_study(Study(parse_models(entries), values, str(out), quick), resume=resume)
+    plan = Study(parse_models(entries), values, str(out), quick)
+    try:
+        return run_study(plan, resume=resume)
+    except KeyboardInterrupt:
+        raise interrupted("study", out) from None
 
 
 def model_spec(model: nn.Module | str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import needs_fashion_mnist
 from helpers import run_cli
 
 
@@ -55,7 +56,7 @@ def test_the_study_lists_in_help(capsys) -> None:
 
 
 @pytest.mark.parametrize(("text", "fragment"), [
-    ("models: 5\n", "models is '5' (int); valid: a list of model specs"),
+    ("models: 5\n", "models is 5 (int); valid: a list of model specs"),
     ("experiment: spatial\nmodels: [smallcnn, lenet5]\n", "experiment='spatial'; a study runs the maps measurement"),
     ("model: lenet5\nmodels: [smallcnn, lenet5]\n", "model is not a shared setting of a study"),
     ("out: elsewhere\nmodels: [smallcnn, lenet5]\n", "out is not a shared setting of a study; valid: --out"),
@@ -81,3 +82,34 @@ def test_a_study_yaml_line_that_would_be_ignored_or_crash_is_one_line(capsys, mo
     config.write_text(text)
     code, _, err = run_cli(capsys, "study", "--config", str(config), "--n", "8", "--out", str(tmp_path / "s"))
     one_line(code, err, fragment)
+
+
+NET = """
+import torch
+
+from advspatial.models import build_model
+
+
+def make():
+    torch.manual_seed(SEED)
+    return build_model("lenet5")
+"""
+
+
+@needs_fashion_mnist
+def test_ctrl_c_during_a_study_says_how_to_resume(capsys, monkeypatch, tmp_path: Path) -> None:
+    from advspatial.studies import run as study_run
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    for seed, name in enumerate(("a", "b")):  # two untrained LeNet-5s (labels a and b): no training
+        (tmp_path / f"{name}.py").write_text(NET.replace("SEED", str(seed)))
+    monkeypatch.setattr(study_run, "measure_model", interrupted)
+    out = tmp_path / "s"
+    code, _, err = run_cli(capsys, "study", "--models", f"{tmp_path / 'a.py'}:make,{tmp_path / 'b.py'}:make",
+                           "--quick", "--n", "8",
+                           "--attacks", "fgsm", "--no-progress", "--out", str(out))
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == ("advspatial: aborted; complete the study with: advspatial study "
+                                            f"--resume {out}")

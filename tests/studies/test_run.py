@@ -4,8 +4,11 @@ to each model's own run, a resume that recomputes nothing, and bad input (one li
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +60,18 @@ def models() -> dict[str, nn.Module]:
 
 
 @pytest.fixture(scope="module")
-def finished(models: dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def finished_with_log(models: dict[str, nn.Module], tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, str]:
+    """The finished quick study and what it wrote on stderr."""
     out = tmp_path_factory.mktemp("study") / "run"
-    return advspatial.study(models, data=synthetic_images(40, seed=2), out=out, quick=True, **SETTINGS)
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        result = advspatial.study(models, data=synthetic_images(40, seed=2), out=out, quick=True, **SETTINGS)
+    return result, log.getvalue()
+
+
+@pytest.fixture(scope="module")
+def finished(finished_with_log: tuple[Any, str]) -> Any:
+    return finished_with_log[0]
 
 
 def test_a_study_writes_its_files_and_each_model_its_own_run(finished: Any) -> None:
@@ -77,6 +89,33 @@ def test_a_study_writes_its_files_and_each_model_its_own_run(finished: Any) -> N
     report = (out / "report.html").read_text()
     assert 'href="models/tiny-a/report.html"' in report and "smoke test" in report
     assert finished.summary.startswith("smoke test")
+
+
+def test_a_quick_study_that_pools_nothing_says_so_in_one_line(finished: Any) -> None:
+    lines = finished.summary.splitlines()
+    smoke = [line for line in lines if "nothing pooled" in line]
+    assert smoke == ["  nothing pooled: a quick study is a smoke test (2 models measured; gate undecided: RoI "
+                     "faithfulness), and a pooled verdict needs 3 models whose gates passed on at least 30 images "
+                     "each; run it without --quick"]
+    assert not any("not pooled" in line for line in lines)  # not once per attack and endpoint
+    assert {r.roi_status for r in finished.findings.models.values()} == {"undecided"}  # what the line says
+    report = (finished.out / "report.html").read_text()
+    assert "Nothing pooled: a quick study is a smoke test" in report
+
+
+def test_a_study_says_which_model_runs_and_each_stage_it_saved(finished_with_log: tuple[Any, str]) -> None:
+    from advspatial.studies.measure import saved_stage_groups
+
+    result, log = finished_with_log
+    lines = log.splitlines()
+    for k, label in enumerate(("tiny-a", "tiny-b"), 1):
+        start = lines.index(next(line for line in lines if line.startswith(f"study: model {k}/2 {label} (object:")))
+        done = lines.index(next(line for line in lines if line.startswith(f"study: {label} done: ")))
+        announced = [line.rsplit(": saved ", 1)[1] for line in lines[start + 1:done]
+                     if line.startswith(f"study: {label}, ")]
+        assert announced and sorted(announced) == sorted(saved_stage_groups(result.out / "models" / label / "stages"))
+        assert re.fullmatch(rf"study: {label} done: RoI gate undecided; images kept per attack: pgd \d+; its run "
+                            r"took \d+ s", lines[done])
 
 
 def test_each_models_effect_is_its_own_runs(finished: Any) -> None:

@@ -81,7 +81,11 @@ def run_study_command(models: str | None, config_file: str | None, out: str, res
         if models is None and listed is None:
             raise AdvspatialError("name the models to compare: --models A,B[,C...] or models: in --config")
         study = Study(parse_models(models if models is not None else listed), {**values, **given}, out, quick)
+    from .run import RESUME_HINT
+
+    RESUME_HINT[:] = [f"; complete the study with: advspatial study --resume {study.out}"]
     result = run_study(study, resume=bool(resume))
+    RESUME_HINT.clear()
     if world().is_main:
         click.echo(result.summary)
         click.echo(f"results: {Path(result.out)}/ (report.html, metrics.json, per_model.csv, "

@@ -3,8 +3,12 @@ skipped when finished) and the record the cross-model analysis reads."""
 
 from __future__ import annotations
 
+import math
+import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from ..experiments.maps.config import MapsConfig
 from ..rundir import RunDir
@@ -53,3 +57,44 @@ def run_model(model: StudyModel, config: MapsConfig, rundir: RunDir) -> ModelRec
     record = model_record(measured, model.label, model.model, wall, model.covariates)
     main_only(lambda: STUDY_RECORD.save(rundir, record))
     return record
+
+
+def stage_lines(label: str, run_dir: Path) -> Callable[[], list[str]]:
+    """A poll for :func:`~advspatial.progress.heartbeat`: one line per stage of the model's run the first time a
+    file of it is saved (``study: LABEL, 1 min 10 s: saved gate/gradcam``), stages grouped by the first two parts
+    of their names (``attack/pgd``, not each batch). Stages already there when it starts (a resumed run) are not
+    announced again. Safe to call from two threads (the ticker's and the one ending the heartbeat)."""
+    stages = run_dir / "stages"
+    started = time.perf_counter()
+    seen = set(saved_stage_groups(stages))
+    lock = threading.Lock()
+
+    def poll() -> list[str]:
+        from ..progress import duration
+
+        with lock:
+            new = [g for g in saved_stage_groups(stages) if g not in seen]
+            seen.update(new)
+        elapsed = duration(time.perf_counter() - started)
+        return [f"study: {label}, {elapsed}: saved {group}" for group in new]
+
+    return poll
+
+
+def saved_stage_groups(stages: Path) -> list[str]:
+    """The stage groups with a saved file under ``stages`` (``attack/pgd`` for ``attack/pgd/batch-00003.pt``,
+    ``gate/gradcam`` for ``gate/gradcam/mprt.pt``, ``roi`` for ``roi/batch-00000.pt``: at most two folders deep), in
+    the order their first file was saved; temporary files of a save in progress are left out."""
+    first: dict[str, float] = {}
+    for folder, _, files in os.walk(stages):
+        for name in files:
+            if name.startswith(".") or not name.endswith(".pt"):
+                continue
+            path = Path(folder, name)
+            parts = path.relative_to(stages).with_suffix("").parts
+            group = "/".join(parts[:-1][:2] or parts)
+            try:
+                first[group] = min(first.get(group, math.inf), path.stat().st_mtime)
+            except OSError:  # removed meanwhile
+                continue
+    return sorted(first, key=lambda g: first[g])

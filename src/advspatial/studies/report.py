@@ -13,7 +13,7 @@ import numpy as np
 from ..report.html import Section, Table
 from ..report.sections import drawn_figure
 from ..report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table
-from .analysis import ENDPOINTS, Agreement, Endpoint
+from .analysis import ENDPOINTS, MIN_MODELS, MIN_N, Agreement, Endpoint
 from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from .findings import StudyFindings
 
@@ -67,23 +67,43 @@ def agreement_matrix(labels: list[str], cells: list[Agreement]
     return excess, low, high, words
 
 
-def render(findings: StudyFindings, figures: Path) -> tuple[str, list[Section]]:
-    """The printed summary and the report's sections."""
-    sections = [verdicts_section(findings), forest_section(findings, figures), agreement_section(findings, figures),
-                contrasts_section(findings), regression_section(findings), models_section(findings)]
-    return summary(findings), sections
+def render(findings: StudyFindings, figures: Path, quick: bool = False) -> tuple[str, list[Section]]:
+    """The printed summary and the report's sections (``quick``: a smoke test's study, whose sizes pool nothing)."""
+    sections = [verdicts_section(findings, quick), forest_section(findings, figures),
+                agreement_section(findings, figures), contrasts_section(findings), regression_section(findings),
+                models_section(findings)]
+    return summary(findings, quick), sections
 
 
-def summary(findings: StudyFindings) -> str:
-    """One line per pooled claim, and the models left out."""
+def smoke_pools_nothing(findings: StudyFindings, quick: bool) -> str:
+    """For a quick study that pooled nothing, the one sentence saying so and why ('' otherwise): its sizes (models,
+    images kept, gate checks) are a smoke test's, not a pooled verdict's."""
+    if not quick or any(ep.pooled is not None for ep in findings.endpoints):
+        return ""
+    effects = [e for ep in findings.endpoints for e in ep.models]
+    why = [f"{len(findings.models)} model{'s' if len(findings.models) != 1 else ''} measured"]
+    kept = [e.n for e in effects if e.n > 0]
+    if kept and min(kept) < MIN_N:
+        why.append(f"at most {max(kept)} images kept per model and attack")
+    why += sorted({e.reason for e in effects if e.reason.startswith("gate")})
+    return (f"nothing pooled: a quick study is a smoke test ({'; '.join(why)}), and a pooled verdict needs "
+            f"{MIN_MODELS} models whose gates passed on at least {MIN_N} images each; run it without --quick")
+
+
+def summary(findings: StudyFindings, quick: bool = False) -> str:
+    """One line per pooled claim (or one line when a quick study pooled nothing), and the models left out."""
     lines = [f"study of {len(findings.models)} models on {findings.dataset} (n = {findings.n} images each)"]
-    for ep in findings.endpoints:
+    smoke = smoke_pools_nothing(findings, quick)
+    if smoke:
+        lines.append(f"  {smoke}")
+    for ep in [] if smoke else findings.endpoints:
         if ep.pooled is None:
             lines.append(f"  {ep.attack}, {ENDPOINTS[ep.endpoint]}: {ep.note}")
             continue
         c = findings.claims[ep.pooled.claim]
         lines.append(f"  {ep.attack}, {ENDPOINTS[ep.endpoint]}: pooled Δ {interval(c.effect)} over "
-                     f"{ep.pooled.meta.k} models, {c.verdict} ({ep.pooled.heterogeneity})")
+                     f"{ep.pooled.meta.k} models (HKSJ, p {fmt_p(ep.pooled.meta.p)}), {c.verdict} "
+                     f"({ep.pooled.heterogeneity})")
     for subject in dict.fromkeys(c.subject for c in findings.agreement):
         cells = [c for c in findings.agreement if c.subject == subject]
         words = ", ".join(f"{c.a}~{c.b} Δ {interval(c.effect)} {c.verdict}" for c in cells)
@@ -92,18 +112,15 @@ def summary(findings: StudyFindings) -> str:
     return "\n".join(lines)
 
 
-def verdicts_section(findings: StudyFindings) -> Section:
+def verdicts_section(findings: StudyFindings, quick: bool = False) -> Section:
     """What the study shows, first: the pooled verdicts (or why there are none), then the agreement verdicts, the
     method and the legend; the tables of the pooled claims and of the heterogeneity."""
-    paragraphs = [*pooled_sentences(findings), *agreement_sentences(findings),
-        "Each model was measured by the maps experiment on the same images with the same seeds. A model's effect "
-        "enters the pooled estimate only when the gates its claim rests on passed (a faithful RoI, complete attack "
-        "maps) and it kept at least 30 images; the pooled effect is a DerSimonian-Laird random-effects estimate, "
-        "its verdict the single runs' fixed rule (Holm across attacks for the primary endpoint, co-location beyond "
-        "layout and image content; Benjamini-Hochberg for the plain excess).", verdict_legend()]
+    smoke = smoke_pools_nothing(findings, quick)
+    paragraphs = [*([smoke[0].upper() + smoke[1:] + "."] if smoke else pooled_sentences(findings)),
+                  *agreement_sentences(findings), POOLING_RULE, verdict_legend()]
     notes = [f"{label}: run failed ({why}); resume the study to complete it" for label, why in findings.failed.items()]
-    rows = [[ep.attack, ep.endpoint, p.meta.k, interval(findings.claims[p.claim].effect), f"{p.meta.i2:.0%}",
-             fmt(p.meta.tau2, 4), fmt_p(p.meta.q_p), pred(ep), p.heterogeneity]
+    rows = [[ep.attack, ep.endpoint, p.meta.k, interval(findings.claims[p.claim].effect), fmt_p(p.meta.p),
+             f"{p.meta.i2:.0%}", fmt(p.meta.tau2, 4), fmt_p(p.meta.q_p), pred(ep), p.heterogeneity]
             for ep in findings.endpoints if (p := ep.pooled) is not None]
     tables = []
     if findings.claims:
@@ -111,9 +128,21 @@ def verdicts_section(findings: StudyFindings) -> Section:
                                                      "their gates)"))
     if rows:
         tables.append(Table("Heterogeneity between models", ["attack", "endpoint", "models", "pooled Δ [95% CI]",
-                                                             "I²", "τ²", "Q p", "prediction interval", "reading"],
-                            rows))
+                                                             "p (t, k-1 df)", "I²", "τ²", "Q p",
+                                                             "prediction interval", "reading"], rows))
     return Section("Cross-model verdicts", paragraphs, tables, notes=notes, anchor="verdicts")
+
+
+#: how the study pools, in the words of its report
+POOLING_RULE = (
+    "Each model was measured by the maps experiment on the same images with the same seeds. A model's effect enters "
+    f"the pooled estimate only when the gates its claim rests on passed (its RoI gate passed, not merely undecided; "
+    f"complete attack maps) and it kept at least {MIN_N} images, and a pooled estimate needs at least {MIN_MODELS} "
+    "such models. The pooled effect is a DerSimonian-Laird random-effects estimate with a Hartung-Knapp-Sidik-Jonkman "
+    "95% CI and p (t with k - 1 degrees of freedom, its scale never below 1), which stays honest with few models; "
+    "the prediction interval says where a new model's effect would lie. Its verdict follows the single runs' fixed "
+    "rule (Holm across attacks for the primary endpoint, co-location beyond layout and image content; "
+    "Benjamini-Hochberg for the plain excess).")
 
 
 def pooled_sentences(findings: StudyFindings) -> list[str]:
@@ -159,7 +188,7 @@ def forest_section(findings: StudyFindings, figures: Path) -> Section:
                                        "worst reference", "pooled", "single-run verdict"], rows)
     figs = [f for ep in findings.endpoints for f in drawn_figure(
         figures, forest_name(ep), f"{ep.attack}: {ENDPOINTS[ep.endpoint]}, per model (grey: not pooled) and pooled "
-                                  "(diamond: 95% CI; line: prediction interval)")]
+                                  "(diamond: 95% HKSJ CI; line: prediction interval)")]
     return Section("Effect per model", ["Per model its effect with the bootstrap CI of its own run; the se weighs it "
                                         "in the meta-analysis (sd of the per-image values / sqrt n)."], [table],
                    figs, anchor="forest")

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import DataError, ModelError, first_line
 from ..files import atomic_write_text, inner_dir
 from .findings import StudyFindings, study_findings
-from .measure import measure_model
+from .measure import measure_model, stage_lines
 from .records import ModelRecord
 from .running import Study, elapsed, model_configs, preflight, say, study_dir
 
@@ -40,7 +40,8 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     (:class:`~advspatial.errors.ModelError`, :class:`~advspatial.errors.DataError`) is listed as failed; the others
     are analysed, and ``resume`` completes it.
     """
-    from ..distributed import main_only
+    from ..distributed import main_only, world
+    from ..progress import heartbeat
 
     configs = model_configs(study)
     started = time.perf_counter()
@@ -52,15 +53,29 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
         failed: dict[str, str] = {}
         for k, model in enumerate(study.models, 1):
             say(f"study: model {k}/{len(study.models)} {model.label} ({model.model})")
-            inner_dir(out, Path(configs[model.label].out))  # never through a link planted in the study directory
+            run_dir = Path(configs[model.label].out)
+            inner_dir(out, run_dir)  # never through a link planted in the study directory
             try:
-                records.append(measure_model(model, configs[model.label], checked.identities[model.label]))
+                with heartbeat(f"study: {model.label}", stage_lines(model.label, run_dir), enabled=world().is_main):
+                    records.append(measure_model(model, configs[model.label], checked.identities[model.label]))
             except (ModelError, DataError) as exc:
                 failed[model.label] = first_line(exc)
                 say(f"study: {model.label} failed: {failed[model.label]}")
+            else:
+                say(f"study: {model.label} done: {outcome(records[-1])}")
         findings = study_findings(records, failed, next(iter(configs.values())))
         summary = main_only(lambda: write_study(out, study, findings, records, elapsed(started))) or ""
     return StudyResult(findings, summary, out)
+
+
+def outcome(record: ModelRecord) -> str:
+    """One model's run in a few words: its RoI gate, the images each attack kept, its wall time."""
+    from ..progress import duration
+
+    kept = ", ".join(f"{name} {len(a.ids)}" for name, a in record.attacks.items())
+    skipped = ", ".join(f"{name} not compared" for name in record.skipped)
+    return (f"RoI gate {record.roi_status}; images kept per attack: {kept or 'none'}"
+            + (f"; {skipped}" if skipped else "") + f"; its run took {duration(record.wall_seconds)}")
 
 
 def write_study(out: Path, study: Study, findings: StudyFindings, records: list[ModelRecord],
@@ -73,7 +88,7 @@ def write_study(out: Path, study: Study, findings: StudyFindings, records: list[
 
     inner_dir(out, out / "figures")
     draw_figures(findings, out / "figures")
-    summary, sections = render(findings, out / "figures")
+    summary, sections = render(findings, out / "figures", study.quick)
     metrics: dict[str, Any] = {**findings.to_metrics(), "wall_seconds": wall_seconds}
     result = mark_result(ExperimentResult(metrics, per_model_rows(findings), summary, sections), study.quick)
     result.metrics["run"] = study_stamp(study, result.metrics)  # of the findings as written
@@ -129,7 +144,7 @@ def rerender_study(out: Path) -> str:
                         f"older version's or edited since); complete the study again: advspatial study --resume {out}")
     try:
         findings = StudyFindings.from_metrics(unmark_tree(metrics) if study.quick else metrics)
-        summary, sections = render(findings, out / "figures")
+        summary, sections = render(findings, out / "figures", study.quick)
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
         raise DataError(f"{file} does not hold a study's findings ({first_line(exc)}); run the study again") from exc
     result = mark_result(ExperimentResult(metrics, [], summary, sections), study.quick)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -223,11 +222,12 @@ def load_study(out: str | Path) -> Study:
 
 
 def say(message: str) -> None:
-    """A progress line on stderr (rank 0)."""
+    """A progress line on stderr (rank 0), between the progress bars."""
     from ..distributed import world
+    from ..progress import note
 
     if world().is_main:
-        print(message, file=sys.stderr, flush=True)
+        note(message)
 
 
 def elapsed(started: float) -> float:
