@@ -452,7 +452,7 @@ def net():
 
 def test_resume_refuses_changed_model_code_or_images(tmp_path, capsys) -> None:
     """A resume after editing the model's forward (same weights) or overwriting the images used to mix two runs
-    with exit 0: only the weights and the settings were checked (audit W2)."""
+    with exit 0: only the weights and the settings were checked."""
     import torch
 
     factory = tmp_path / "net.py"

@@ -308,7 +308,7 @@ def test_one_process_is_a_plain_loop() -> None:
 ])
 def test_bad_torchrun_variables_are_one_line_before_any_work(env, message, monkeypatch, capsys) -> None:
     """Non-integer ranks and sizes gave ValueError tracebacks, RANK >= WORLD_SIZE waited silently for the 24-hour
-    timeout, ADVSPATIAL_THREADS=99999 ended in a segmentation fault (audit W7, T5)."""
+    timeout, ADVSPATIAL_THREADS=99999 ended in a segmentation fault."""
     from helpers import run_cli
 
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -327,7 +327,7 @@ def test_bad_torchrun_variables_are_one_line_before_any_work(env, message, monke
 
 def test_the_timeout_is_read_when_used_and_bounded(monkeypatch) -> None:
     """ADVSPATIAL_DIST_TIMEOUT_HOURS was parsed with int() when the module was imported: 'abc' or a value too large
-    for C gave tracebacks at import (audit T5)."""
+    for C gave tracebacks at import."""
     import datetime
 
     from advspatial.distributed import timeout

@@ -9,7 +9,8 @@ over every text file under ``src/``, ``tests/``, ``docs/``, ``examples/``, ``ben
   session");
 - no issue number of this project ("issue" followed by a number); another project's issue is cited with that
   project's name and ``#N`` (``pytorch-grad-cam #513``), which the rule allows;
-- no review item label (a P0/P1/P2 label, "science review", "the reviewer's figures");
+- no review item label (a P0/P1/P2 label, "science review", "the reviewer's figures") and no audit item label
+  ("audit W2", "(T4)");
 - no "closing notes".
 
 A benchmark figure is labelled by the date and the commit that recorded it (benchmarks/README.md); a test's name
@@ -40,6 +41,8 @@ HISTORY = re.compile(
     | \bscience\s+review
     | \b(?:the|this|last|that)\s+review(?:er)?(?:'s|s)?\b
     | \bclosing\s+notes?\b
+    | \baudit\s+[A-Z]\d+                                     # an audit item's label ("audit W2", "Audit T4")
+    | (?-i:\([TW]\d{1,2}(?:,\s*[TW]?\d{1,2})*\))              # a bare audit label in brackets ("(T4)", "(W6, T7)")
     """,
     re.IGNORECASE | re.VERBOSE,
 )
@@ -70,6 +73,8 @@ def history_words(text: str) -> list[tuple[int, str]]:
     "this session's changes", "the session's starting code", "not re-run within the session", "work period 17",
     "renamed in issue 36", "(issue 19, 10)", "Issue 38, item 4", "the issue-16 controls", "science review P0-1/P0-2",
     "review P2-11", "beside the reviewer's figures", "earlier figures are in the closing notes",
+    "the checksum (audit W2)", "Audit T4 (experiments/context.py): a model", "# audit T8: OverflowError",
+    "must stop every rank (T4)", "gave tracebacks (W6, T7).",
 ])
 def test_the_pattern_catches_each_kind_of_history_word(text: str) -> None:
     assert history_words(text), text
@@ -79,6 +84,8 @@ def test_the_pattern_catches_each_kind_of_history_word(text: str) -> None:
     "pytorch-grad-cam #513 reports it", '@pytest.fixture(scope="session")', "start_new_session=True",
     "One torch thread for the whole test run", "an issue with the data", "A reviewer expects both before trusting",
     "p-value 0.05", "relu#0", "Holm across the primary family (P1 and P2 are endpoints)",
+    "sparse (L0) examples", "the windows W1 and W2", "an audit of the inputs", "the constant (C1)",
+    "the weights (w1)",
 ])
 def test_the_pattern_leaves_ordinary_words_alone(text: str) -> None:
     assert not history_words(text), text

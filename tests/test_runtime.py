@@ -202,7 +202,7 @@ def test_per_sample_seeding_has_one_owner():
 
 def test_a_stage_file_copied_over_another_or_from_another_run_is_refused(tmp_path) -> None:
     """A stage copied over another batch's (or a stages/ folder merged from another run) was loaded as this batch's
-    results (audit W8): a stage file carries its name and the run's identity, checked on load."""
+    results: a stage file carries its name and the run's identity, checked on load."""
     import shutil
 
     from advspatial.errors import DataError
@@ -225,8 +225,7 @@ def test_a_stage_file_copied_over_another_or_from_another_run_is_refused(tmp_pat
 
 @pytest.mark.parametrize("planted", ["stages", "figures", "stages/attack"])
 def test_a_planted_directory_symlink_in_a_run_directory_is_refused(tmp_path, planted: str) -> None:
-    """A symlink planted for stages/, figures/ or a stage sub-folder made the run write outside its directory
-    (audit U1)."""
+    """A symlink planted for stages/, figures/ or a stage sub-folder made the run write outside its directory."""
     from advspatial.errors import ConfigError
 
     victim = tmp_path / "victim"

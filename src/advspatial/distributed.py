@@ -194,8 +194,7 @@ def on_every_rank(work: Callable[[], T]) -> T:
 
     For work each rank does on its own outside :func:`map_batches` (loading the model, probing the
     explainers on the first batch): when it fails in one rank only, every rank stops with that rank's
-    one line, instead of a traceback there and gloo's 'connection closed' tracebacks in the others
-    (audit T4).
+    one line, instead of a traceback there and gloo's 'connection closed' tracebacks in the others.
     """
     try:
         value = work()

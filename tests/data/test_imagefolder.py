@@ -357,7 +357,7 @@ def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path, monke
 
 def test_checksum_follows_the_bytes_of_the_images_not_their_size_or_time(folder, decodes) -> None:
     """Images overwritten between a kill and a --resume (same names, same size, same time stamp) must change the
-    run's image checksum (audit W2); reading the bytes costs no decoding."""
+    run's image checksum; reading the bytes costs no decoding."""
     import os
 
     data = load_imagefolder(root=str(folder), size=4)
@@ -387,7 +387,7 @@ def high_depth_images(folder: Path) -> np.ndarray:
 
 
 def test_16_bit_and_float_images_are_decoded_to_their_true_values(tmp_path) -> None:
-    """A 16-bit PNG was decoded as a pure white image: Pillow's convert('L'/'RGB') clips I;16 at 255 (audit W4)."""
+    """A 16-bit PNG was decoded as a pure white image: Pillow's convert('L'/'RGB') clips I;16 at 255."""
     values = high_depth_images(tmp_path / "cls")
     expected = values / 257  # the same value on the 8-bit scale
     for name, mode in (("a.png", "I;16"), ("b.tif", "I;16B"), ("c.tif", "I"), ("d.tif", "F")):
@@ -412,7 +412,7 @@ def test_high_depth_values_outside_their_range_are_one_clear_error(tmp_path) -> 
 
 def test_class_maps_that_are_not_utf8_huge_or_index_a_billion_are_one_line(tmp_path, monkeypatch) -> None:
     """A latin-1 or binary class map gave UnicodeDecodeError, one line naming index 999999999 allocated toward tens
-    of GB (MemoryError or an OOM kill), a map of a few GB was read whole (audit T3, T9)."""
+    of GB (MemoryError or an OOM kill), a map of a few GB was read whole."""
     latin = tmp_path / "latin.tsv"
     latin.write_bytes("0\tcat\n1\tcaf\u00e9\n".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.tsv, line 2: byte 0xe9 is not UTF-8"):

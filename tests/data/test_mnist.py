@@ -159,7 +159,7 @@ def test_real_fashion_mnist_test_split() -> None:
 
 
 def test_an_idx_pair_without_images_is_one_clear_error(isolated, capsys) -> None:
-    """An IDX dataset with 0 images ended in 'max(): Expected reduction dim' (audit T10)."""
+    """An IDX dataset with 0 images ended in 'max(): Expected reduction dim'."""
     from helpers import run_cli
 
     write_split(isolated / "d", "test", np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))

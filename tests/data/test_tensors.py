@@ -107,8 +107,7 @@ def test_memory_names_follow_the_content():
 
 
 def test_an_image_folder_of_16_bit_and_mixed_depths_keeps_its_values(tmp_path):
-    """analyze read a 16-bit PNG as pure white, so a folder mixing 8- and 16-bit images gave L-inf = 1 'examples'
-    (audit W4)."""
+    """analyze read a 16-bit PNG as pure white, so a folder mixing 8- and 16-bit images gave L-inf = 1 'examples'."""
     import sys
     from pathlib import Path
 
@@ -128,7 +127,7 @@ def test_an_image_folder_of_16_bit_and_mixed_depths_keeps_its_values(tmp_path):
 
 
 def test_label_shapes_are_checked_and_a_column_is_labels(tmp_path):
-    """Labels shaped (N, 1) were argmax'ed into all zeros, and analyze said the labels were given (audit W5)."""
+    """Labels shaped (N, 1) were argmax'ed into all zeros, and analyze said the labels were given."""
     from advspatial.data.tensors import to_label_tensor
 
     y = np.array([3, 0, 2, 1])
@@ -150,7 +149,7 @@ def test_label_shapes_are_checked_and_a_column_is_labels(tmp_path):
                                   "big_endian.npy", "longdouble.npy", "string_labels.npy", "huge_label.txt"])
 def test_malformed_array_files_are_one_clear_error_or_read(tmp_path, name):
     """Object arrays, mislabelled or truncated .npz files, a header declaring a 5 TiB array, string labels and
-    labels beyond int64 gave numpy/torch/zipfile tracebacks; big-endian and long double arrays are read (audit T6)."""
+    labels beyond int64 gave numpy/torch/zipfile tracebacks; big-endian and long double arrays are read."""
     x = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
     path = tmp_path / name
     if name == "object.npz":

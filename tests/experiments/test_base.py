@@ -96,7 +96,7 @@ def test_a_model_with_more_outputs_than_classes_is_refused_up_front() -> None:
 
 
 def test_an_out_dir_holding_a_users_files_is_refused(tmp_path) -> None:
-    """--out on a folder of the user's own files replaced its config.yaml, per_image.csv and report.html (audit L1)."""
+    """--out on a folder of the user's own files replaced its config.yaml, per_image.csv and report.html."""
     from advspatial.errors import ConfigError
     from advspatial.experiments.running import open_run
     from advspatial.experiments.settings import ExperimentConfig
@@ -121,7 +121,7 @@ def test_an_out_dir_holding_a_users_files_is_refused(tmp_path) -> None:
 
 
 def test_the_config_file_given_is_never_the_one_the_run_writes(tmp_path, capsys) -> None:
-    """``--config proj/config.yaml --out proj`` overwrote the --config file itself (audit L1)."""
+    """``--config proj/config.yaml --out proj`` overwrote the --config file itself."""
     from helpers import run_cli
 
     run = tmp_path / "r"

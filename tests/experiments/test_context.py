@@ -1,4 +1,4 @@
-"""Audit T4 (experiments/context.py): a model that fails to load in one rank of a torchrun run stops every
+"""A model that fails to load in one rank of a torchrun run stops every
 rank with that rank's one line (rank 0 prints ``advspatial: error: rank 1 failed: ...``), not with a traceback
 in rank 1 and gloo's 'connection closed' tracebacks in rank 0. Two CPU processes (gloo), a few seconds."""
 

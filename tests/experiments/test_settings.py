@@ -16,7 +16,7 @@ from advspatial.experiments.settings import config_dict, config_from_mapping
 
 def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:
     """``--attacks fgsm,fgsm`` (or ``attacks: [fgsm, fgsm]`` in YAML) counted every image twice in per_image.csv and
-    in the statistics (audit W3)."""
+    in the statistics."""
     spatial = get_experiment("spatial")
     with pytest.raises(ConfigError, match=r"attacks names 'fgsm' twice.*at most once"):
         resolve_config(spatial, None, {"attacks": ["fgsm", "fgsm"]}, quick=True)
@@ -38,7 +38,7 @@ def test_a_list_setting_naming_a_value_twice_is_refused(tmp_path) -> None:
 ])
 def test_malformed_yaml_configs_are_one_line(tmp_path, text: str, message: str) -> None:
     """YAML nested thousands deep (RecursionError), integer or null keys (TypeError while sorting) and integers too
-    large for a float (OverflowError) ended in tracebacks (audit T8)."""
+    large for a float (OverflowError) ended in tracebacks."""
     config = tmp_path / "c.yaml"
     config.write_text(text)
     with pytest.raises(ConfigError, match=message) as info:
@@ -48,7 +48,7 @@ def test_malformed_yaml_configs_are_one_line(tmp_path, text: str, message: str) 
 
 def test_attack_params_that_clash_or_overflow_are_one_line() -> None:
     """``--param model=x`` gave 'make_attack() got multiple values for argument model'; ``--param eps=9...9`` an
-    OverflowError (audit T8)."""
+    OverflowError."""
     from advspatial.cli.attack_commands import parse_params
     from advspatial.errors import AdvspatialError
 

@@ -273,7 +273,7 @@ def test_maps_takes_its_panel_attack_from_the_attacks(tmp_path) -> None:
 
 def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     """``analyze --source onepixel``: the examples were made elsewhere, so the report must not describe the DE
-    budget of our own one-pixel attack (which never ran) -- audit W9."""
+    budget of our own one-pixel attack (which never ran)."""
     from types import SimpleNamespace
 
     from advspatial.experiments.maps.config import MeasurementConfig

@@ -44,10 +44,10 @@ def check_environment(env: dict[str, str]) -> None:
 
 @fuzz_settings(300)
 @given(_environment)
-@example({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"})  # audit W7: a hang
-@example({"WORLD_SIZE": "2"})  # audit T5: WORLD_SIZE without RANK
-@example({"ADVSPATIAL_THREADS": "99999"})  # audit T5: a segmentation fault
-@example({"ADVSPATIAL_DIST_TIMEOUT_HOURS": "99999999999"})  # audit T5: OverflowError at import
+@example({"RANK": "5", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"})  # a hang
+@example({"WORLD_SIZE": "2"})  # WORLD_SIZE without RANK
+@example({"ADVSPATIAL_THREADS": "99999"})  # a segmentation fault
+@example({"ADVSPATIAL_DIST_TIMEOUT_HOURS": "99999999999"})  # OverflowError at import
 @example({"ADVSPATIAL_MAX_IMAGE_PIXELS": "9" * 40})
 @example({"ADVSPATIAL_DIST_TIMEOUT_HOURS": "1e-12"})  # found: a timeout that rounded to zero seconds
 def test_environment_gives_a_world_or_one_line(env: dict[str, str]) -> None:

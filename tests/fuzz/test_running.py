@@ -149,9 +149,9 @@ def check_resume(actions: list[tuple]) -> None:
 @fuzz_settings(25)
 @given(st.lists(_action, min_size=1, max_size=3))
 @example([("delete", 1), ("delete-results",)])  # an interruption: resumes to the same result
-@example([("code", "negate"), ("delete", 0), ("delete-results",)])  # audit W2: same weights, other code
-@example([("images", 1), ("delete", 2), ("delete-results",)])  # audit W2: other images
-@example([("copy", 0, 1), ("delete-results",)])  # audit W8: a stage copied over another batch's
+@example([("code", "negate"), ("delete", 0), ("delete-results",)])  # same weights, other code
+@example([("images", 1), ("delete", 2), ("delete-results",)])  # other images
+@example([("copy", 0, 1), ("delete-results",)])  # a stage copied over another batch's
 @example([("truncate", 2, 10), ("delete-results",)])
 def test_resume_gives_the_uninterrupted_result_or_refuses(actions: list[tuple]) -> None:
     check_resume(actions)

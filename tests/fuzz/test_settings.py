@@ -68,9 +68,9 @@ def check_config(experiment: str, text: str, quick: bool) -> None:
 
 @fuzz_settings(150)
 @given(st.sampled_from(EXPERIMENTS), _yaml_text, st.booleans())
-@example("baseline", "n: " + "[" * 5000 + "]" * 5000, False)  # audit T8: RecursionError in PyYAML
-@example("baseline", "1: 2\nfoo: 3", False)  # audit T8: integer keys beside text keys
-@example("spatial", "eps_linf: " + "9" * 400, True)  # audit T8: an integer too large for a float
+@example("baseline", "n: " + "[" * 5000 + "]" * 5000, False)  # RecursionError in PyYAML
+@example("baseline", "1: 2\nfoo: 3", False)  # integer keys beside text keys
+@example("spatial", "eps_linf: " + "9" * 400, True)  # an integer too large for a float
 def test_config_files_resolve_or_refuse_in_one_line(experiment: str, text: str, quick: bool) -> None:
     check_config(experiment, text, quick)
 
@@ -104,8 +104,8 @@ def params(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
 @example(("autoattack", ("components=null",)))  # found: TypeError, None is not iterable
 @example(("autoattack", ("components=[1, [2]]",)))
 @example(("autoattack", ("components=apgd-ce, square",)))
-@example(("pgd", ("model=x",)))  # audit T8: make_attack() got multiple values for 'model'
-@example(("pgd", ("eps=" + "9" * 400,)))  # audit T8: OverflowError
+@example(("pgd", ("model=x",)))  # make_attack() got multiple values for 'model'
+@example(("pgd", ("eps=" + "9" * 400,)))  # OverflowError
 @example(("pgd", ("eps=" + "[" * 3000 + "]" * 3000,)))  # found: PyYAML's RecursionError in a --param value
 def test_attack_params_build_an_attack_or_refuse_in_one_line(case: tuple[str, tuple[str, ...]]) -> None:
     attack, pairs = case

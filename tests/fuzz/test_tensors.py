@@ -93,7 +93,7 @@ def check_label_tensor(labels: torch.Tensor, n: int) -> None:
 @fuzz_settings(120)
 @given(st.dictionaries(st.sampled_from(["x", "x_adv", "images", "labels", "y", "other"]), _array, min_size=1,
                        max_size=3), st.sampled_from([".npy", ".npz", ".pt"]), _damage)
-@example({"x_adv": np.array([np.zeros(3), "x"], dtype=object)}, ".npy", None)  # audit T6: object arrays
+@example({"x_adv": np.array([np.zeros(3), "x"], dtype=object)}, ".npy", None)  # object arrays
 @example({"x": np.zeros((2, 1, 4, 4), ">f4")}, ".npy", None)  # big-endian
 @example({"x": np.array(0, np.uint8)}, ".npy", ("byte", 64, 0))  # found: a NUL in the header, tokenize.TokenError
 @example({"x": np.zeros((2, 1, 4, 4), np.longdouble)}, ".npz", ("cut", 100))  # truncated
@@ -117,9 +117,9 @@ _label_text = st.one_of(
 @fuzz_settings(80)
 @given(st.one_of(_label_text.map(lambda t: ("text", t)), _array.map(lambda a: ("array", a))),
        st.sampled_from([".txt", ".csv", ".npy", ".npz"]), st.integers(0, 5))
-@example(("text", "99999999999999999999999\n1\n2"), ".txt", 3)  # audit T6: a label too large for int64
-@example(("array", np.array(["1", "2"])), ".npy", 2)  # audit T6: string labels
-@example(("array", np.array([[1], [2], [0]])), ".npy", 3)  # audit W5: (N, 1) labels are labels
+@example(("text", "99999999999999999999999\n1\n2"), ".txt", 3)  # a label too large for int64
+@example(("array", np.array(["1", "2"])), ".npy", 2)  # string labels
+@example(("array", np.array([[1], [2], [0]])), ".npy", 3)  # (N, 1) labels are labels
 @example(("array", np.array([[False, False, True]])), ".npy", 1)  # found: argmax() of boolean one-hot rows
 def test_label_files_read_or_refuse_in_one_line(content, suffix, n) -> None:
     kind, value = content
@@ -170,7 +170,7 @@ def test_analyze_image_folders_read_or_refuse_in_one_line(files, cuts) -> None:
 
 
 def test_an_analyze_folder_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch) -> None:
-    """Audit T6 (an_folder_bomb): the folder reader had no pixel cap and let Pillow's DecompressionBombError out."""
+    """The folder reader had no pixel cap and let Pillow's DecompressionBombError out."""
     from PIL import Image as PILImage
 
     Image.new("L", (300, 200)).save(tmp_path / "big.png")

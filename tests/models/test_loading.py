@@ -128,7 +128,7 @@ def test_load_errors_are_short_and_never_advise_unsafe_loading(tmp_path) -> None
 @pytest.mark.parametrize("where", ["factory", "import"])
 def test_a_model_file_calling_sys_exit_is_a_model_error(tmp_path, where: str) -> None:
     """A factory raising SystemExit(0) (or a file running argparse at import) ended the command with exit 0 and
-    no output (audit W10)."""
+    no output."""
     path = tmp_path / "m.py"
     body = ("def make():\n    raise SystemExit(0)\n" if where == "factory"
             else "import sys\nsys.exit(0)\ndef make(): pass\n")
@@ -138,7 +138,7 @@ def test_a_model_file_calling_sys_exit_is_a_model_error(tmp_path, where: str) ->
 
 
 def test_code_checksum_follows_the_model_code_not_its_path(tmp_path) -> None:
-    """The checksum a resumed run is tied to (audit W2) changes with the code of the model's classes, not with
+    """The checksum a resumed run is tied to changes with the code of the model's classes, not with
     where the file lies; advspatial's own architectures are the tool's code."""
     from advspatial.models.spec import code_checksum
 

@@ -48,8 +48,8 @@ def tiny_data(n: int = 6) -> ImageDataset:
     ("long", r"torch.int64 logits; valid: floating-point"),
 ])
 def test_evaluation_refuses_outputs_that_go_wrong_after_the_first_image(fault: str, message: str) -> None:
-    """NaN rows after the first image were scored as predictions of class 0 by evaluate (audit W6); twice the batch
-    and integer logits gave tracebacks (T7)."""
+    """NaN rows after the first image were scored as predictions of class 0 by evaluate; twice the batch
+    and integer logits gave tracebacks."""
     from advspatial.training import evaluate_accuracy
 
     model, data = Faulty(fault), tiny_data()
@@ -60,8 +60,8 @@ def test_evaluation_refuses_outputs_that_go_wrong_after_the_first_image(fault: s
 
 @pytest.mark.parametrize("fault", ["nan", "nograd"])
 def test_attacks_refuse_nan_or_gradient_free_logits(fault: str) -> None:
-    """attack scored NaN logits after the first image (W6); a forward under no_grad or detached gave 'element 0 of
-    tensors does not require grad' (T7)."""
+    """attack scored NaN logits after the first image; a forward under no_grad or detached gave 'element 0 of
+    tensors does not require grad'."""
     from advspatial.attacks import make_attack
 
     model, data = Faulty(fault), tiny_data()

@@ -94,7 +94,7 @@ def test_a_figure_never_writes_through_a_planted_symlink(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("name", ["$x^$", r"$\undefinedcmd{x}$", "cost $5 and $6", r"$\alpha$ ok"])
 def test_user_text_that_is_not_valid_mathtext_is_drawn_literally(tmp_path, name: str) -> None:
-    """A class name or --source label holding '$x^$' made savefig fail after all the work was done (audit T1)."""
+    """A class name or --source label holding '$x^$' made savefig fail after all the work was done."""
     from matplotlib.figure import Figure
 
     from advspatial.report.figures import save_figure
@@ -109,7 +109,7 @@ def test_user_text_that_is_not_valid_mathtext_is_drawn_literally(tmp_path, name:
 
 
 def test_a_name_that_is_not_utf8_is_written_with_a_replacement_character(tmp_path) -> None:
-    """A class folder b'0caf\\xe9' (held by Python as a lone surrogate) crashed the report writer (audit T2)."""
+    """A class folder b'0caf\\xe9' (held by Python as a lone surrogate) crashed the report writer."""
     import os
 
     from advspatial.files import atomic_write_text

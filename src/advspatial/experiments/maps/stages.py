@@ -127,7 +127,7 @@ def measurement_context(config: MeasurementConfig, rundir: RunDir, images: Image
     method, reason = resolve_importance(config.importance, base.model, probe)
     scale = feature_map_size(base.model, probe) if config.common_scale else None
     ctx = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
-    # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank (T4)
+    # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank
     ctx.panel, ctx.panel_duplicates = on_every_rank(lambda: distinct_explainers(ctx, [method, *config.panel]))
     return ctx
 
