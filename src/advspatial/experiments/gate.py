@@ -72,8 +72,7 @@ class GatedConfig(ExperimentConfig):
                                            "the unrestricted attack flips about half of the gate's images (at most "
                                            "the experiment's budget); --no-gate-calibration uses the budget as it is")
     gate_control: bool = setting(True, "gate a positive control beside the explainer (occlusion under the blur "
-                                       "fill, the margin's input gradient): where it cannot pass a row, the gate "
-                                       "says it cannot judge it")
+                                       "fill): where it cannot pass a row, the gate says it cannot judge it")
     equivalence_margin: float = setting(DEFAULT_MARGIN, "margin of the gate's three-outcome rules, as a share of "
                                                         "the RoI's own damage on each measure: 'not better' and "
                                                         "'equivalent' mean within it (docs/methods.md)",
@@ -373,15 +372,13 @@ def _control_maps(ctx: ExperimentContext, model: nn.Module, tag: str, b: int) ->
 
 def _control_columns(ctx: ExperimentContext, plan: _Plan, maps: dict[str, torch.Tensor], sl: slice
                      ) -> dict[str, torch.Tensor]:
-    """The positive control's columns of the images ``sl`` (its maps ``maps``): each control's region and its shape
-    elsewhere and scattered, deleted (the occlusion control) or attacked (the margin-gradient control)."""
+    """The positive control's columns of the images ``sl`` (its maps ``maps``): the occlusion control's region and
+    its shape elsewhere and scattered, deleted."""
     x, y, ids = ctx.batch(sl)
     cfg = ctx.config
     own = control_regions({k: v.to(ctx.device) for k, v in maps.items()}, plan.fraction, cfg.seed, ids)
     cols = deletion_columns(plan.model, x, y, own["deletion"], fills=tuple(cfg.gate_fills), seed=cfg.seed,
                             sample_ids=ids)
-    cols.update(restricted_attack_columns(plan.model, x, y, own["attack"], plan.attack, sample_ids=ids,
-                                          max_images=cfg.batch_size))
     return {k: v.cpu() for k, v in cols.items() if k.split(":")[-1].startswith("control-")}
 
 

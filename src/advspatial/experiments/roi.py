@@ -95,15 +95,16 @@ def gate_rule(cfg: GatedConfig, images: int, fraction: float, eps: float, map_na
     """The gate's rule in one paragraph (one wording for every report)."""
     attack = budget.text() if budget is not None else f"eps {eps:g}"
     until = ", continued until every row is decided" if cfg.gate_until_decided else ""
-    control = (f" A positive control is gated beside it ({CONTROL_WORDS['deletion']} for deletion, "
-               f"{CONTROL_WORDS['attack']} for the attack): where it does not beat a comparison either, that cell "
-               "reads 'cannot judge' instead of failing the map." if cfg.gate_control else "")
+    control = (f" A positive control is gated beside it ({CONTROL_WORDS['deletion']}): where it does not beat a "
+               "comparison either, that cell reads 'cannot judge' instead of failing the map." if cfg.gate_control
+               else "")
     return (f"Gate (faithfulness): on the correctly classified images among the first {images}{until}, the top "
             f"{fraction:.0%} of {map_name} must do more damage than its own shape at a random place (location) and "
-            "as many random pixels (scatter, judged with fills that create no edges). Damage is measured twice: "
-            f"deleting the region ({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more, and "
-            f"L-inf PGD ({cfg.gate_steps} steps, {attack}) confined to the region must remove more of the "
-            "true-label margin. Each measure reads beats (95% bootstrap CI above 0), not better "
+            "as many random pixels (scatter, judged with fills that create no edges): deleting the region "
+            f"({', '.join(cfg.gate_fills)} fills) must lower the true-class logit more. L-inf PGD "
+            f"({cfg.gate_steps} steps, {attack}) confined to each region is reported beside it and not counted: "
+            "at that budget the margin it removes is first-order gradient mass. Each fill reads beats (95% "
+            "bootstrap CI above 0), not better "
             f"(90% CI below +{cfg.equivalence_margin:g} x the RoI's own damage) or undecided. The map must also "
             "change when the model's weights are destroyed (cascading randomization: |Spearman| with the trained "
             "model's map below 0.5 after every layer is re-initialized; smooth MPRT below 0.5; efficient MPRT: a "

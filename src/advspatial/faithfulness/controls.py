@@ -1,21 +1,20 @@
-"""The gate's positive control: maps faithful by construction to the gate's own measures.
+"""The gate's positive control: a map faithful by construction to the gate's own measure.
 
 A gate that no map can pass says nothing about the map it fails. So beside the explainer, on the same images and
-at the same fraction, the gate measures two maps built to do exactly what each measure rewards:
+at the same fraction, the gate measures a map built to do exactly what deletion rewards: occlusion under the gate's
+own blur fill (:func:`occlusion_control`): each pixel's mean drop of the true-class logit when a window around it is
+blurred (the fill the deletion rows use; :func:`~advspatial.faithfulness.deletion.deletion_blur_sigma`), windows
+and strides of :func:`~advspatial.maps.importance.occlusion.occlusion_geometry`.
 
-- for **deletion**: occlusion under the gate's own blur fill (:func:`occlusion_control`): each pixel's mean drop
-  of the true-class logit when a window around it is blurred (the fill the deletion rows use;
-  :func:`~advspatial.faithfulness.deletion.deletion_blur_sigma`), windows and strides of
-  :func:`~advspatial.maps.importance.occlusion.occlusion_geometry`;
-- for the **restricted attack**: the input gradient of the true-label margin, summed over channels
-  (:func:`margin_gradient_control`): to first order, the pixels where an L-inf step inside a region removes the
-  most margin.
+The restricted attack has no control: at its calibrated budget it reads first-order gradient mass
+(:data:`~advspatial.faithfulness.record.GRADIENT_MASS`), whose region of largest mass is the margin gradient's top
+region by definition, so a control built from that gradient would beat every comparison whatever the model does
+(docs/methods.md, "What the restricted-attack row measures").
 
-Each control's top region, its shape at a random place and as many scattered pixels
-(:func:`control_regions`) are measured like the map's (column tags :func:`control_tag`), and read by the
-faithfulness rule. Where a control does not beat a comparison on its measure, no map could be shown faithful there
-by this gate on this model and data: the map's result on that cell reads *cannot judge*
-(:class:`~advspatial.faithfulness.record.Cell`).
+The control's top region, its shape at a random place and as many scattered pixels (:func:`control_regions`) are
+measured like the map's (column tags :func:`control_tag`), and read by the faithfulness rule. Where the control
+does not beat a comparison, no map could be shown faithful there by this gate on this model and data: the map's
+result on that cell reads *cannot judge* (:class:`~advspatial.faithfulness.record.Cell`).
 """
 
 from __future__ import annotations
@@ -25,17 +24,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..attacks.base import margin
 from ..maps.importance.occlusion import occlusion_map
-from ..models.hooks import frozen_eval
 from ..runtime import sample_ids_or_range
 from .deletion import control_region, make_deletion_fill, roi_mask
 
-#: the controls and the measures each is faithful to by construction: ``deletion`` (every deletion fill) or
-#: ``attack``
-CONTROL_MEASURES = {"deletion": "deletion", "attack": "attack"}
+#: the controls and the measures each is faithful to by construction: ``deletion`` (every deletion fill)
+CONTROL_MEASURES = {"deletion": "deletion"}
 #: what each control map is, in the report's words
-CONTROL_WORDS = {"deletion": "occlusion under the gate's blur fill", "attack": "the margin's input gradient"}
+CONTROL_WORDS = {"deletion": "occlusion under the gate's blur fill"}
 
 
 def control_tag(kind: str, region: str = "") -> str:
@@ -54,20 +50,10 @@ def occlusion_control(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: 
     return occlusion_map(model, x, y, baseline=blurred.detach())
 
 
-def margin_gradient_control(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,H,W) ``sum_c |d m / d x_c|`` of the true-label margin ``m = z_y - max_{j != y} z_j``."""
-    inp = x.detach().clone().requires_grad_(True)
-    with frozen_eval(model), torch.enable_grad():
-        margin(model(inp), y.to(inp.device)).sum().backward()
-    assert inp.grad is not None
-    return inp.grad.detach().abs().sum(1)
-
-
 def control_maps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0,
                  sample_ids: torch.Tensor | Sequence[int] | None = None) -> dict[str, torch.Tensor]:
-    """Both control maps of a batch: ``{"deletion": occlusion under blur, "attack": margin gradient}``."""
-    return {"deletion": occlusion_control(model, x, y, seed, sample_ids),
-            "attack": margin_gradient_control(model, x, y)}
+    """The control maps of a batch: ``{"deletion": occlusion under blur}``."""
+    return {"deletion": occlusion_control(model, x, y, seed, sample_ids)}
 
 
 def control_regions(maps: dict[str, torch.Tensor], fraction: float, seed: int = 0,

@@ -17,18 +17,24 @@ beats scatter           as many pixels at random places (judged with fills that
 beats randomization     the map changes when the model's weights are destroyed
 ======================  ===========================================================
 
-on every measure (:mod:`.measures`): **deletion**, per fill (filling the RoI lowers the true-class logit more than
-filling the other region), and the **restricted attack** (L-inf PGD confined to the RoI removes more of the
-true-label margin than the same attack confined to the other region; its budget calibrated so that the
-unrestricted attack flips about half of the images, :mod:`.calibration`). Each measure reads *beats* (95%
-CI above 0), *not better* (90% CI below the margin: a stated share of the RoI's own damage) or *undecided*.
+by **deletion**, per fill (:mod:`.measures`: filling the RoI lowers the true-class logit more than filling the
+other region). Each fill reads *beats* (95% CI above 0), *not better* (90% CI below the margin: a stated share of
+the RoI's own damage) or *undecided*.
 
-A **positive control** is gated beside the map on the same images (:mod:`.controls`): a map faithful by
-construction to each measure (occlusion under the gate's own blur fill for deletion, the margin's input gradient
-for the attack). Where the control does not beat a comparison either, the map's result there is not evidence about
-the map: that cell reads *cannot judge*.
+The **restricted attack** (L-inf PGD confined to the RoI removes more of the true-label margin than the same attack
+confined to the other region; its budget calibrated so that the unrestricted attack flips about half of the
+images, :mod:`.calibration`) is measured on every row and reported apart: at that budget it reads first-order
+gradient mass (the margin removed in a region is, to first order, the budget times the margin's input gradient
+summed over the region; docs/methods.md, "What the restricted-attack row measures"), a second construct rather
+than a second measurement of use, so it counts neither in a row's outcome nor in the pass rule
+(:data:`~advspatial.faithfulness.record.GRADIENT_MASS`).
 
-The gate's status (:data:`~advspatial.faithfulness.record.GATE_STATUSES`): **passed** when every cell beats, the
+A **positive control** is gated beside the map on the same images (:mod:`.controls`): occlusion under the gate's
+own blur fill, a map faithful by construction to deletion. Where the control does not beat a comparison either,
+the map's result there is not evidence about the map: that cell reads *cannot judge*.
+
+The gate's status (:data:`~advspatial.faithfulness.record.GATE_STATUSES`; its cells are the faithfulness rows'
+deletion fills): **passed** when every cell beats, the
 map survives randomization and ``n >= min_n``; **failed** when some cell is *not better* (where the control
 beats) or a randomization check fails; **cannot judge** when every cell the map does not beat is one the control
 cannot pass either; otherwise **undecided**, with the images that would decide it
@@ -81,6 +87,7 @@ from .measures import EDGE_FREE_FILLS, differences, fills_in, margins
 from .randomization import CASCADE_MAX_SPEARMAN, nan_mean
 from .record import (
     CANNOT_JUDGE, FAILED, GATE_UNDECIDED, PASSED, BlurControl, ClassGate, Comparison, GateResult, PairedEffect,
+    counted,
 )
 from .sanity import SKIPPABLE_CHECKS, randomization_comparison
 
@@ -132,13 +139,15 @@ def _columns(columns: Mapping[str, Any]) -> dict[str, torch.Tensor]:
 def comparison_decisions(columns: Mapping[str, torch.Tensor], margin: float = DEFAULT_MARGIN, seed: int = 0,
                          region: str = ROI) -> dict[str, dict[str, tuple[torch.Tensor, float, str]]]:
     """The per-image differences behind every comparison of :data:`COMPARISONS` for the map of ``region`` (not
-    the randomization row): ``{comparison: {measure: (differences, margin, rule)}}``, > 0 where the map's region
-    does more damage (what :mod:`~advspatial.faithfulness.sequential` looks at)."""
+    the randomization row), on the measures that count (:func:`~advspatial.faithfulness.record.counted`):
+    ``{comparison: {measure: (differences, margin, rule)}}``, > 0 where the map's region does more damage (what
+    :mod:`~advspatial.faithfulness.sequential` looks at)."""
     cols = _columns(columns)
     fills = fills_in(cols)
     own = margins(cols, fills, region, margin)
     return {spec.name: {m: (d, own.get(m, 0.0), spec.role)
-                        for m, d in differences(cols, fills, region, spec.region, spec.edge_free_only).items()}
+                        for m, d in differences(cols, fills, region, spec.region, spec.edge_free_only).items()
+                        if counted(m)}
             for spec in COMPARISONS}
 
 
@@ -146,8 +155,9 @@ def _comparison(spec: ComparisonSpec, diffs: Mapping[str, torch.Tensor], own: Ma
                 ) -> Comparison:
     decisions = {m: decide(d, spec.role, own.get(m, 0.0), seed) for m, d in diffs.items()}
     effects = {m: PairedEffect(decisions[m].estimate, paired_p(d)) for m, d in diffs.items()}
-    beats = bool(decisions) and all(d.outcome == BEATS for d in decisions.values())
-    return Comparison(spec.name, spec.words, effects, beats, bool(decisions), role=spec.role, decisions=decisions)
+    own_rule = [d for m, d in decisions.items() if counted(m)]
+    beats = bool(own_rule) and all(d.outcome == BEATS for d in own_rule)
+    return Comparison(spec.name, spec.words, effects, beats, bool(own_rule), role=spec.role, decisions=decisions)
 
 
 def _comparisons(cols: Mapping[str, torch.Tensor], fills: Sequence[str], mine: str, seed: int, margin: float,

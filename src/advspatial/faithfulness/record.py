@@ -23,7 +23,8 @@ from typing import Any
 from ..statistics.estimates import Estimate
 from ..statistics.outcomes import BEATS, DEFAULT_POWER, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide
 
-__all__ = ["GATE_STATUSES", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult", "PairedEffect"]
+__all__ = ["GATE_STATUSES", "GRADIENT_MASS", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult",
+           "PairedEffect", "counted"]
 
 #: a gate's status: the map is faithful (passed), is shown not to be (failed), the data cannot tell yet
 #: (undecided), or the gate's measures cannot show faithfulness on this model and data (cannot judge: the positive
@@ -32,6 +33,17 @@ PASSED, FAILED, GATE_UNDECIDED, CANNOT_JUDGE = "passed", "failed", "undecided", 
 GATE_STATUSES = (PASSED, FAILED, GATE_UNDECIDED, CANNOT_JUDGE)
 #: the comparisons' roles: a faithfulness row decides the gate, a specificity row is a finding, randomization both
 ROLES = ("faithfulness", "specificity", "randomization")
+#: the measure that reads first-order gradient mass, not use: at the calibrated budget the margin the restricted
+#: attack removes in a region is, to first order, the budget times the margin's input gradient summed over it
+#: (docs/methods.md, "What the restricted-attack row measures"). It is reported apart and counted neither in a
+#: row's outcome nor in the gate's pass rule.
+GRADIENT_MASS = "attack"
+
+
+def counted(measure: str) -> bool:
+    """Whether ``measure`` counts in a row's outcome and the gate's pass rule: every deletion fill, not the
+    restricted attack (:data:`GRADIENT_MASS`)."""
+    return measure != GRADIENT_MASS
 
 
 def _float(value: Any) -> float:
@@ -84,9 +96,10 @@ class Comparison:
     true-label margin the restricted attack removes inside the RoI minus inside the other region), each with its
     two-sided sign-flip p; ``decisions`` the same measures read by the row's rule. ``role``: ``faithfulness``
     (location, scatter: they decide the gate), ``specificity`` (the model-free references: a finding) or
-    ``randomization``. ``beats``: every measure beats; ``checked``: the columns existed and at least one measure
-    applies; ``skipped``: not run, because the gate had already failed; ``failed``: a row with its own rule
-    (randomization) names what failed.
+    ``randomization``. ``beats``: every counted measure beats (:func:`counted`: the deletion fills; the restricted
+    attack is reported beside them); ``checked``: the columns existed and at least one counted measure applies;
+    ``skipped``: not run, because the gate had already failed; ``failed``: a row with its own rule (randomization)
+    names what failed.
     """
 
     name: str
@@ -106,14 +119,19 @@ class Comparison:
         return self.words.split(" (")[0]
 
     @property
+    def counted_decisions(self) -> dict[str, Decision]:
+        """The decisions of the measures that count in the row's outcome (:func:`counted`)."""
+        return {k: d for k, d in self.decisions.items() if counted(k)}
+
+    @property
     def outcome(self) -> str:
-        """The row's outcome: one outcome shared by every measure, ``not better`` when any measure is not better
-        (faithfulness), else ``mixed`` (specificity) or ``undecided``; ``passes``/``fails``/``not run`` for
-        randomization."""
+        """The row's outcome on its counted measures (:func:`counted`): one outcome shared by every one, ``not
+        better`` when any is not better (faithfulness), else ``mixed`` (specificity) or ``undecided``;
+        ``passes``/``fails``/``not run`` for randomization."""
         if self.role == "randomization":
             return "not run" if self.skipped else "not checked" if not self.checked else (
                 "passes" if self.beats else "fails" if self.failed else "undecided")
-        outcomes = {d.outcome for d in self.decisions.values()}
+        outcomes = {d.outcome for d in self.counted_decisions.values()}
         if not outcomes:
             return "not checked"
         if len(outcomes) == 1:
@@ -123,11 +141,11 @@ class Comparison:
         return "mixed"
 
     def failing(self) -> list[str]:
-        """What is not beaten: the measures whose outcome is not *beats*, each with its effect and outcome (or, for
-        a row with its own rule such as randomization, ``failed``)."""
+        """What is not beaten: the counted measures whose outcome is not *beats*, each with its effect and outcome
+        (or, for a row with its own rule such as randomization, ``failed``)."""
         if self.failed is not None:
             return list(self.failed)
-        return [f"{k} {_fmt(self.effects[k])} ({d.outcome})" for k, d in self.decisions.items()
+        return [f"{k} {_fmt(self.effects[k])} ({d.outcome})" for k, d in self.counted_decisions.items()
                 if d.outcome != BEATS and k in self.effects]
 
     def as_dict(self) -> dict[str, Any]:
@@ -266,13 +284,14 @@ class GateResult:
         return self.status == FAILED
 
     def cells(self) -> list[Cell]:
-        """Every measure of every faithfulness comparison, with the positive control's outcome beside it."""
+        """Every counted measure of every faithfulness comparison (the pass rule's cells, :func:`counted`), with the
+        positive control's outcome beside it."""
         out = []
         for name, c in self.comparisons.items():
             if c.role != "faithfulness":
                 continue
             control = self.control.get(name)
-            for measure, d in c.decisions.items():
+            for measure, d in c.counted_decisions.items():
                 outcome = None if control is None or measure not in control.decisions else \
                     control.decisions[measure].outcome
                 out.append(Cell(name, measure, d, outcome))
