@@ -221,8 +221,10 @@ def test_a_centred_blob_is_equivalent_to_the_centre_prior_and_does_not_pass(spot
     assert result.passed == all(result.comparisons[k].beats for k in ("location", "scatter", "randomization"))
     assert result.comparisons["centre"].outcome == "equivalent" and "centre" in inseparable(result)
     sentence = specificity_sentence(result)
-    assert sentence.startswith("On this model the RoI is as damaging as ") and "the centre prior:" in sentence
-    assert "the model looks " in sentence and "at the centre of the image" in sentence
+    deletion_part = sentence.split(". On the restricted attack")[0]
+    assert deletion_part.startswith("On deletion (what the model uses): the RoI is within the margin of ")
+    assert "the centre prior" in deletion_part and "the model looks " in deletion_part
+    assert "at the centre of the image" in deletion_part
     assert "centre" not in result.reason and "insufficient" not in result.reason
 
 
@@ -680,6 +682,7 @@ def test_a_positive_mean_is_not_enough_the_ci_must_lie_above_zero():
     ok = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, clear, EVERY_REGION), labels,
                            randomization=PASSING_RANDOMIZATION)
     assert ok.passed, ok.reason
+    # the restricted attack reads gradient mass: reported, never counted in the pass rule
     weak_attack = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, noisy, EVERY_REGION), labels,
                                     randomization=PASSING_RANDOMIZATION)
     assert weak_attack.passed and "attack" not in weak_attack.reason
@@ -687,7 +690,6 @@ def test_a_positive_mean_is_not_enough_the_ci_must_lie_above_zero():
     assert location.decisions["attack"].outcome == "undecided" and location.outcome == "beats" and location.beats
     assert all(cell.measure != "attack" for cell in weak_attack.cells())
     # a missing reference is a specificity row left out: it does not stop the gate from passing
-    # the restricted attack reads gradient mass: reported, never counted in the pass rule
     faithful_only = ("shifted", "scattered")
     missing = fg.summarize_gate(synthetic_columns({"zero": clear, "blur": clear}, clear, faithful_only), labels,
                                 randomization=PASSING_RANDOMIZATION)
