@@ -11,7 +11,8 @@ from typing import Any
 
 from ..report.html import Section
 from ..report.answer import answer_lines
-from ..report.planning import plan_section
+from ..report.planning import findings_parts, plan_section
+from ..report.verdicts import claim_line, secondary_count_line
 from .findings import RUN_KEYS, Findings
 
 RESULT_FILES = ("config.yaml", "metrics.json", "per_image.csv", "report.html")
@@ -34,8 +35,21 @@ class ExperimentResult:
         """The result of an experiment with typed findings: metrics.json is their serialization; the report opens
         with its answer (:func:`~advspatial.report.answer.answer_lines`) and ends with what more data would decide
         (:func:`with_plan`)."""
-        return cls(findings.to_metrics(), list(per_image), rendered.summary, with_plan(rendered.sections, findings),
-                   answer_lines(findings), rendered.details)
+        summary, details = printed(findings, rendered)
+        return cls(findings.to_metrics(), list(per_image), summary, with_plan(rendered.sections, findings),
+                   answer_lines(findings), details)
+
+
+def printed(findings: Findings, rendered: Rendered) -> tuple[str, str]:
+    """What a run prints (its summary) and what ``--verbose`` adds (every claim's row): an experiment whose
+    rendering gives no details gets every claim's line, and its summary the other claims counted by verdict."""
+    summary, details = rendered.summary, rendered.details
+    if not details:
+        claims = findings_parts(findings)[1]
+        details = "\n".join(claim_line(c) for c in claims)
+        count = secondary_count_line(claims)
+        summary += f"\n{count}" if count else ""
+    return summary, details
 
 
 def with_plan(sections: Sequence[Section], findings: Findings) -> list[Section]:

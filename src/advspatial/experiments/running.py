@@ -21,7 +21,7 @@ from ..rundir import RunDir
 from .findings import Findings
 from .registry import Experiment, get_experiment
 from ..report.answer import answer_lines
-from .results import ExperimentResult, findings_checksum, metrics_to_json, rows_to_csv, with_plan
+from .results import ExperimentResult, findings_checksum, metrics_to_json, printed, rows_to_csv, with_plan
 from .settings import (ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml,
                        reported_settings)
 from .smoke import mark_result, unmark_tree
@@ -247,8 +247,9 @@ def rerender_report(out: Path) -> ExperimentResult:
     try:
         rendered = experiment.render(config, findings, out / "figures")
         written = unmark_tree(metrics) if config.smoke_test else metrics  # marked again below, as the run did
-        result = ExperimentResult(written, [], rendered.summary, with_plan(rendered.sections, findings),
-                                  answer_lines(findings), rendered.details)
+        summary, details = printed(findings, rendered)
+        result = ExperimentResult(written, [], summary, with_plan(rendered.sections, findings),
+                                  answer_lines(findings), details)
     except READ_ERRORS as exc:
         raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {experiment.name} run "
                         f"({first_line(exc)}); run the experiment again") from exc

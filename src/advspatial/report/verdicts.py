@@ -132,6 +132,27 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
     return sentences
 
 
+def claim_line(c: Claim) -> str:
+    """One claim in one terminal line: subject, statistic, null, observed, null value, effect with CI, p_adj,
+    verdict (a leading ``*`` marks a primary claim)."""
+    e = c.effect
+    return (f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "
+            f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}] "
+            f"p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
+
+
+def secondary_count_line(claims: Sequence[Claim]) -> str:
+    """The secondary claims counted by verdict in one line ('' without any): what a compact summary says of them."""
+    rest = [c for c in claims if not c.primary]
+    if not rest:
+        return ""
+    counts: dict[str, int] = {}
+    for c in rest:
+        counts[c.verdict] = counts.get(c.verdict, 0) + 1
+    listed = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"  {len(rest)} secondary claims: {listed} (--verbose lists each; the report has them all)"
+
+
 def verdict_legend() -> str:
     return "Verdict words: " + "; ".join(f"{k} = {v}" for k, v in VERDICT_MEANINGS.items()) + "."
 

@@ -19,7 +19,9 @@ from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
-from ...report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...report.verdicts import (
+    claim_line, fmt, fmt_p, interval, secondary_count_line, verdict_legend, verdict_table, what_this_run_shows,
+)
 from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
 from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin, headline_notes
 from ..roi import gate_rule
@@ -335,23 +337,13 @@ def compact_claims_lines(f: Measurement) -> list[str]:
             lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
                          f"{c.claim} (against {c.null}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], n = {e.n})")
     lines += headline_notes(f.content or {})
-    rest = [c for c in f.claims if not c.primary]
-    if rest:
-        counts: dict[str, int] = {}
-        for c in rest:
-            counts[c.verdict] = counts.get(c.verdict, 0) + 1
-        listed = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-        lines.append(f"  {len(rest)} secondary claims: {listed} (--verbose lists each; the report has them all)")
-    return lines
+    count = secondary_count_line(f.claims)
+    return lines + ([count] if count else [])
 
 
 def claims_lines(f: Measurement) -> list[str]:
     """The RoI's gate and every claim's verdict, one line each (``--verbose`` of ``maps`` and ``analyze``)."""
     lines = [gate_line(f, full=True)]
-    for c in f.claims:
-        e = c.effect
-        lines.append(f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "
-                     f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} "
-                     f"[{e.low:+.3f}, {e.high:+.3f}] p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
+    lines += [claim_line(c) for c in f.claims]
     lines.append("(* = primary endpoint)")
     return lines
