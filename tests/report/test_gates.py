@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from advspatial.faithfulness.gate import summarize_gate
@@ -45,7 +46,7 @@ def test_every_cell_shows_its_outcome_and_an_undecided_one_the_images_that_would
     tables = gate_tables({"gradcam": gate})
     titles = [t.caption.split(":")[0] for t in tables]
     assert titles[:2] == ["Faithfulness gate per explainer", "Faithfulness gate"]
-    assert "Specificity" in titles and "Positive control" not in titles  # no control columns here
+    assert "Specificity on deletion" in titles and "Positive control" not in titles  # no control columns here
     rows = {r[1]: r for r in tables[1].rows}
     assert rows["beats location (its shape at a random place)"][2:4] == ["faithfulness", "beats"]
     assert rows["beats image edges"][2] == "specificity"
@@ -66,3 +67,35 @@ def test_randomization_table_flags_maps_that_survive_randomization() -> None:
              "none": GateResult(False, "")}
     rows = {r[0]: r for r in randomization_table(gates).rows}
     assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
+
+
+def test_every_gate_table_prints_each_measures_margin_with_its_scale() -> None:
+    """δ = 10% of the RoI's own mean damage per measure, in the measure's units, in the gate, specificity and attack
+    tables; the restricted attack has its own table and no column in the gate's."""
+    cols = columns(edges_effect=0.05)
+    gate = summarize_gate(cols, torch.zeros(80, dtype=torch.long), randomization=PASSING)
+    tables = {t.caption.split(":")[0].split(",")[0]: t for t in gate_tables({"gradcam": gate})}
+    for fill in ("blur", "road"):
+        delta = 0.1 * float(cols[f"deletion:{fill}:drop:roi"].double().mean())
+        text = f"±{delta:.3g} logits (10% of the RoI's mean damage, {delta / 0.1:.3g})"
+        for name in ("Faithfulness gate", "Specificity on deletion"):
+            table = tables[name]
+            margin_row = next(r for r in table.rows if r[1] == "equivalence margin δ")
+            assert margin_row[table.columns.index(f"deletion Δlogit ({fill})")] == text
+    assert not any("attack" in c for c in tables["Faithfulness gate"].columns)
+    attack = tables["Restricted attack"]
+    removed = float((cols["attack:margin_clean"] - cols["attack:margin:roi"]).double().mean())
+    assert attack.rows[0][1:] == ["equivalence margin δ", "-",
+                                  f"±{0.1 * removed:.3g} logits of margin (10% of the RoI's mean damage, "
+                                  f"{removed:.3g})"]
+    assert [r[1] for r in attack.rows[1:]] == ["location", "scatter", "image edges"]
+    assert gate.comparisons["location"].decisions["attack"].margin == pytest.approx(0.1 * removed)
+
+
+def test_a_specificity_difference_within_the_margin_is_never_worded_does_less_or_beats() -> None:
+    less = Decision("specificity", "does less", -0.064, -0.112, -0.019, -0.10, -0.03, 0.3, 244, 0.211, True)
+    assert decision_cell(less) == "-0.064 [-0.112, -0.019] within the margin (CI below 0)"
+    more = Decision("specificity", "beats", 0.064, 0.019, 0.112, 0.03, 0.10, 0.3, 244, 0.211, True)
+    assert decision_cell(more) == "+0.064 [+0.019, +0.112] within the margin (CI above 0)"
+    clear = Decision("specificity", "does less", -0.6, -0.8, -0.4, -0.75, -0.45, 0.3, 244, 0.211, False)
+    assert decision_cell(clear) == "-0.600 [-0.800, -0.400] does less"

@@ -1,5 +1,6 @@
 """The faithfulness gate in a report: per explainer its status, every cell's outcome, the positive control, the
-specificity rows, randomization and the location comparison per class.
+specificity rows, the restricted attack (reported apart), randomization and the location comparison per class.
+Every table of paired effects prints each measure's equivalence margin with its scale.
 
 Pure rendering of :class:`~advspatial.faithfulness.record.GateResult` records (an experiment's ``faithfulness``
 findings), so a re-rendered report shows the same tables.
@@ -13,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from ..faithfulness.gate import SURVIVES_RANDOMIZATION
 from ..faithfulness.sanity import randomization_passed
 from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
-from ..faithfulness.record import Comparison, GateResult, PairedEffect
+from ..faithfulness.record import GRADIENT_MASS, Comparison, GateResult, PairedEffect
 from ..faithfulness.specificity import specificity_rows
-from ..statistics.outcomes import Decision, images_to_decide
+from ..statistics.outcomes import BEATS, SPECIFICITY, Decision, images_to_decide
 from .html import Table
 
 GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
@@ -23,16 +24,20 @@ GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's reg
                 "the measure's outcome (beats: CI above 0; not better: 90% CI below the margin; equivalent: 90% CI "
                 "inside ± the margin; does less: CI below 0; undecided: with the correct images that would decide it "
                 "at 80% power, a projection at the observed effect). Faithfulness rows decide the gate; specificity "
-                "rows are a finding about the model")
+                "rows are a finding about the model. Each explainer's 'equivalence margin' row gives δ per measure "
+                "in its units and as a share of the RoI's own mean damage")
 
 
 def decision_cell(d: Decision | None, digits: int = 3) -> str:
-    """'+0.267 [-0.250, +0.820] undecided (~2,146)' or '-'."""
+    """'+0.267 [-0.250, +0.820] undecided (~2,146)' or '-'. A specificity difference within the margin reads
+    'within the margin (CI below 0)', never 'does less' or 'beats'."""
     if d is None or d.n == 0:
         return "-"
-    text = f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] {d.outcome}"
-    if d.within_margin:
-        text += " (within the margin)"
+    text = f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] "
+    if d.within_margin and d.rule == SPECIFICITY:
+        text += f"within the margin (CI {'above' if d.outcome == BEATS else 'below'} 0)"
+    else:
+        text += d.outcome + (" (within the margin)" if d.within_margin else "")
     if not d.decided:
         need = images_to_decide(d).images
         text += f" (~{int(need):,})" if math.isfinite(need) else " (no n decides)"
@@ -40,13 +45,33 @@ def decision_cell(d: Decision | None, digits: int = 3) -> str:
 
 
 def _measures(gates: Mapping[str, GateResult]) -> list[str]:
+    """The deletion measures of the gates' comparisons (the restricted attack has its own table)."""
     found = {m for g in gates.values() for c in g.comparisons.values() for m in c.decisions}
-    return sorted(m for m in found if m.startswith("deletion:")) + (["attack"] if "attack" in found else [])
+    return sorted(m for m in found if m.startswith("deletion:"))
 
 
 def _measure_title(measure: str) -> str:
     return f"deletion Δlogit ({measure.split(':', 1)[1]})" if measure.startswith("deletion:") else \
-        "restricted attack Δmargin removed"
+        "restricted attack Δmargin removed (gradient mass)"
+
+
+def margin_text(margin: float, share: float, measure: str, whose: str = "the RoI") -> str:
+    """The equivalence margin with its scale: '±0.864 logits (10% of the RoI's mean damage, 8.64)'."""
+    if not math.isfinite(margin):
+        return "-"
+    unit = "logits" if measure.startswith("deletion:") else "logits of margin"
+    if not (math.isfinite(share) and share > 0):
+        return f"±{margin:.3g} {unit}"
+    return f"±{margin:.3g} {unit} ({share:.0%} of {whose}'s mean damage, {margin / share:.3g})"
+
+
+def _margin_row(name: str, comparisons: Mapping[str, Comparison], share: float, measures: Sequence[str],
+                whose: str = "the RoI") -> list[str]:
+    """The cells of one gate's margin row: per measure its δ with its scale (every comparison of a region shares
+    it: a share of that region's own damage)."""
+    found = {m: d.margin for c in comparisons.values() for m, d in c.decisions.items()}
+    return [name, "equivalence margin δ"] + [margin_text(found[m], share, m, whose) if m in found else "-"
+                                              for m in measures]
 
 
 def _row(name: str, c: Comparison, measures: Sequence[str], control: Comparison | None = None) -> list[str]:
@@ -64,6 +89,8 @@ def gate_table(gates: Mapping[str, GateResult], caption: str = GATE_CAPTION) -> 
     columns = ["explainer", "comparison", "role", "outcome"] + [_measure_title(m) for m in measures] + ["detail"]
     rows = []
     for name, g in gates.items():
+        margin = _margin_row(name, g.comparisons, g.margin, measures)
+        rows.append(margin[:2] + ["-", "-"] + margin[2:] + ["δ: the largest difference read as the same damage"])
         for key, c in g.comparisons.items():
             if key == "randomization":
                 rows.append([name, f"beats {c.words}", c.role, c.outcome] + ["-"] * len(measures)
@@ -73,15 +100,40 @@ def gate_table(gates: Mapping[str, GateResult], caption: str = GATE_CAPTION) -> 
     return Table(caption, columns, rows)
 
 
+def attack_table(gates: Mapping[str, GateResult]) -> Table | None:
+    """The restricted attack on every row, reported apart from the gate (None when no gate measured it)."""
+    rows = []
+    for name, g in gates.items():
+        measured = {k: c for k, c in g.comparisons.items() if GRADIENT_MASS in c.decisions}
+        if not measured:
+            continue
+        margin = _margin_row(name, measured, g.margin, [GRADIENT_MASS])
+        rows.append([margin[0], margin[1], "-", margin[2]])
+        rows += [[name, c.short, c.role, decision_cell(c.decisions[GRADIENT_MASS])] for c in measured.values()]
+    if not rows:
+        return None
+    return Table("Restricted attack, reported apart and not counted in the gate: Δ = true-label margin removed by "
+                 "L-inf PGD confined to the RoI minus confined to the comparison's region (calibrated budget). To "
+                 "first order it is the budget times the margin's input gradient summed over the region (gradient "
+                 "mass, first-order saliency): it says where the gradient is large, not what the model uses, and "
+                 "it has no positive control (the margin gradient's own top region has the most gradient mass by "
+                 "definition)", ["explainer", "comparison", "role", _measure_title(GRADIENT_MASS)], rows)
+
+
 def control_table(gates: Mapping[str, GateResult]) -> Table | None:
     """The positive control's faithfulness rows per explainer's gate (None when no gate ran one)."""
     measures = _measures(gates)
-    rows = [_row(name, c, measures) for name, g in gates.items() for c in g.control.values()]
+    rows = []
+    for name, g in gates.items():
+        if g.control:
+            margin = _margin_row(name, g.control, g.margin, measures, "the control")
+            rows.append(margin[:2] + ["-", "-"] + margin[2:])
+            rows += [_row(name, c, measures) for c in g.control.values()]
     if not rows:
         return None
-    return Table("Positive control: maps faithful by construction to each measure (occlusion under the gate's blur "
-                 "fill for deletion, the margin's input gradient for the restricted attack), gated on the same images "
-                 "at the same fraction. Where a control does not beat a comparison, the gate cannot judge that cell",
+    return Table("Positive control: a map faithful by construction to deletion (occlusion under the gate's blur "
+                 "fill), gated on the same images at the same fraction; its margin is a share of its own damage. "
+                 "Where the control does not beat a comparison, the gate cannot judge that cell",
                  ["gate", "comparison", "role", "outcome"] + [_measure_title(m) for m in measures], rows)
 
 
@@ -128,14 +180,22 @@ def specificity_table(gates: Mapping[str, GateResult]) -> Table | None:
     """The specificity rows of every gate: each reference and measure, beats / equivalent / does less / undecided
     (None when no gate measured one)."""
     measures = _measures(gates)
-    rows = [[name, f"{c.short}", c.outcome, *[decision_cell(c.decisions.get(m)) for m in measures]]
-            for name, g in gates.items() for c in specificity_rows(g).values()]
+    rows = []
+    for name, g in gates.items():
+        found = specificity_rows(g)
+        if found:
+            margin = _margin_row(name, found, g.margin, measures)
+            rows.append(margin[:2] + ["-"] + margin[2:])
+            rows += [[name, c.short, c.outcome, *[decision_cell(c.decisions.get(m)) for m in measures]]
+                     for c in found.values()]
     if not rows:
         return None
-    return Table("Specificity: the RoI's damage against model-free regions of the same size (a finding about the "
-                 "model, not part of the gate): beats = the RoI does more; equivalent = within ± the margin (90% CI, "
-                 "two one-sided tests); does less; undecided (correct images that would decide it)",
-                 ["explainer", "reference", "outcome"] + [_measure_title(m) for m in measures], rows)
+    return Table("Specificity on deletion: the RoI's damage against model-free regions of the same size (a finding "
+                 "about the model, not part of the gate): beats = the RoI does more; equivalent = within ± the "
+                 "margin δ (90% CI, two one-sided tests); within the margin = a difference whose CI excludes 0 but "
+                 "whose 90% CI lies inside ± δ; does less; undecided (correct images that would decide it). The "
+                 "restricted attack's rows are in their own table",
+                 ["explainer", "reference", "outcome on deletion"] + [_measure_title(m) for m in measures], rows)
 
 
 def randomization_table(gates: Mapping[str, GateResult]) -> Table:
@@ -178,9 +238,9 @@ def _interval(e: PairedEffect | None) -> str:
 def gate_tables(gates: Mapping[str, GateResult], per_class_of: Sequence[str] = (),
                 caption: str = GATE_CAPTION) -> list[Table]:
     """Every table of a report's gate section: the gate per explainer, every row, the positive control, the
-    specificity rows, the randomization check, per class."""
+    specificity rows, the restricted attack, the randomization check, per class."""
     tables = [gate_summary_table(gates), gate_table(gates, caption)]
-    tables += [t for t in (control_table(gates), specificity_table(gates)) if t is not None]
+    tables += [t for t in (control_table(gates), specificity_table(gates), attack_table(gates)) if t is not None]
     tables.append(randomization_table(gates))
     for name in per_class_of:
         table = per_class_table(gates[name], name)
