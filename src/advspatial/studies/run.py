@@ -46,6 +46,7 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     configs = model_configs(study)
     started = time.perf_counter()
     with study_dir(study, resume) as out:
+        say(f"study: checking the {len(study.models)} models before any work (each loaded and run on one image)")
         checked = preflight(configs)
         main_only(lambda: atomic_write_text(out / "images.csv",
                                             "index,label\n" + "".join(f"{i},{y}\n" for i, y in checked.images)))
