@@ -177,7 +177,8 @@ def test_the_true_explanation_passes_every_comparison(spots):
     intensity and edges, and changes when the weights are destroyed."""
     model, x, y, _ = spots
     maps = gradient_times_input(model, x, y)
-    rows = randomization.model_randomization_check(model, x[:8], lambda m, z: gradient_times_input(m, z, y[:8]), seed=0)
+    rows = randomization.model_randomization_check(model, x[:32], lambda m, z: gradient_times_input(m, z, y[:32]),
+                                                 seed=0)
     _, result = gate(model, x, y, maps, fraction=SPOTS * SPOT * SPOT / SIZE ** 2, randomization=rows)
     assert result.passed, result.reason
     assert list(result.comparisons) == [s.name for s in fg.COMPARISONS] + ["randomization"]
@@ -246,7 +247,8 @@ def test_randomization_decides(spots):
     smooth_fails = fg.summarize_gate(cols, y, randomization=PASSING_RANDOMIZATION, mprt=mprt)
     assert smooth_fails.status == "failed" and "fails randomization: smooth MPRT" in smooth_fails.reason
     assert smooth_fails.comparisons["randomization"].failing() == [
-        "smooth MPRT Spearman 0.80 (>= 0.5 fails)", "efficient MPRT complexity change +0.01 (within +-0.05 fails)"]
+        "smooth MPRT Spearman 0.80 (>= 0.5 fails)",
+        "efficient MPRT complexity change +0.01 (a rise of at most +0.05 fails)"]
     from advspatial.experiments.roi import roi_label
     assert "fails the randomization check: smooth MPRT Spearman 0.80" in roi_label(smooth_fails)
     assert set(smooth_fails.comparisons["randomization"].effects) == {

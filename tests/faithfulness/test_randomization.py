@@ -100,7 +100,7 @@ def test_smooth_mprt_equals_quantus(data, monkeypatch):
     ref = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None, explain_func=quantus_explain,
                  explain_func_kwargs={}, device="cpu")
     assert calls["k"] == 3 * (samples - 1)      # a_batch, the original again, the randomized model
-    np.testing.assert_allclose(ours.spearman.numpy(), np.array(ref), atol=1e-5)
+    np.testing.assert_allclose(ours.spearman[0].numpy(), np.array(ref), atol=1e-5)  # one draw: (1, N)
     assert ours.mean == pytest.approx(float(np.mean(ref)), abs=1e-5)
     assert float(ours.spearman.std()) > 0.01    # the values differ per image: the comparison could fail
 
@@ -115,7 +115,7 @@ def test_efficient_mprt_equals_quantus(data):
     metric = quantus.EfficientMPRT(seed=seed, disable_warnings=True, display_progressbar=False)
     ref = metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=None, explain_func=quantus_explain,
                  explain_func_kwargs={}, device="cpu")
-    np.testing.assert_allclose(ours.rise.numpy(), np.array(ref), atol=1e-5)
+    np.testing.assert_allclose(ours.rise[0].numpy(), np.array(ref), atol=1e-5)  # one draw: (1, N)
     assert ours.mean_rise == pytest.approx(float(np.mean(ref)), abs=1e-5)
     assert ours.median_rise == pytest.approx(float(np.median(ref)), abs=1e-5)
     assert float(ours.rise.std()) > 0.01
@@ -154,7 +154,7 @@ def test_a_model_free_map_fails_and_a_model_dependent_map_passes(data):
     grad = randomization_checks(model, x, y, saliency, seed=0, samples=4)
     assert grad.smooth.mean < 0.5 and grad.smooth.passed
     d = grad.as_dict()
-    assert set(d) == {"passed", "reason", "smooth_mprt", "efficient_mprt"}
+    assert set(d) == {"passed", "reason", "smooth_mprt", "efficient_mprt", "draw_seeds"}
     assert d["smooth_mprt"]["n"] == len(x)
 
 
@@ -208,17 +208,59 @@ def test_bad_maps_are_one_line_errors(data):
         efficient_mprt(model, x, y[:-1], saliency)
 
 
-def test_efficient_mprt_counts_a_fall_in_complexity_as_a_change() -> None:
-    """A map that turns into a smooth blob under randomization changed: only an unchanged complexity fails."""
+def test_efficient_mprt_passes_only_a_rise_in_complexity() -> None:
+    """One-sided, as Hedström et al. define it: a map that turns into a smooth blob under randomization (a fall)
+    fails, as an unchanged complexity does; only a rise passes."""
     from advspatial.faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, _efficient_result
 
     gen = torch.Generator().manual_seed(0)
     sharp = torch.rand(6, 12, 12, generator=gen)                    # noise-like: high histogram entropy
     blob = torch.zeros(6, 12, 12)
     blob[:, 4:8, 4:8] = 1.0                                         # one flat blob: low entropy
-    fell = _efficient_result(sharp, blob, EFFICIENT_MPRT_MIN_RISE, 100)
-    rose = _efficient_result(blob, sharp, EFFICIENT_MPRT_MIN_RISE, 100)
-    same = _efficient_result(sharp, sharp.flip(1), EFFICIENT_MPRT_MIN_RISE, 100)
-    assert fell.median_rise < -EFFICIENT_MPRT_MIN_RISE and fell.passed
+    fell = _efficient_result(sharp, [blob], EFFICIENT_MPRT_MIN_RISE, 100)
+    rose = _efficient_result(blob, [sharp], EFFICIENT_MPRT_MIN_RISE, 100)
+    same = _efficient_result(sharp, [sharp.flip(1)], EFFICIENT_MPRT_MIN_RISE, 100)
+    assert fell.median_rise < -EFFICIENT_MPRT_MIN_RISE and not fell.passed
     assert rose.median_rise > EFFICIENT_MPRT_MIN_RISE and rose.passed
     assert same.median_rise == pytest.approx(0.0) and not same.passed
+
+
+def test_draws_are_keyed_by_their_seeds_and_do_not_depend_on_the_images_around_them(data):
+    """Each draw is a re-initialization from its own seed: the first is the run's seed (the one-draw check), the
+    others differ from it and from each other, and an image's values are the same whether it is checked alone or
+    with others."""
+    model, x, y = data
+    rows = model_randomization_check(model, x, lambda m, z: saliency(m, z, y[: len(z)]), seed=5, draws=3)
+    one = model_randomization_check(model, x, lambda m, z: saliency(m, z, y[: len(z)]), seed=5)
+    last = rows[-1]
+    assert len(last["per_draw"]) == 3 and len(set(last["draw_seeds"])) == 3 and last["draw_seeds"][0] == 5
+    assert last["per_draw"][0] == one[-1]["per_draw"][0]
+    assert last["per_draw"][1] != last["per_draw"][2]
+    assert last["maps"] == 3 * len(x)
+    alone = model_randomization_check(model, x[2:3], lambda m, z: saliency(m, z, y[2:3]), seed=5, draws=3)
+    np.testing.assert_allclose([r[0] for r in alone[-1]["per_draw"]], [r[2] for r in last["per_draw"]], atol=1e-6)
+    both = randomization_checks(model, x, y, saliency, seed=5, samples=3, draws=3)
+    assert both.draw_seeds == tuple(last["draw_seeds"]) and both.smooth.spearman.shape == (3, len(x))
+    first = randomization_checks(model, x, y, saliency, seed=5, samples=3)
+    torch.testing.assert_close(both.smooth.spearman[:1], first.smooth.spearman)
+
+
+def test_a_map_that_collapses_under_randomization_is_counted_as_changed_not_dropped(data):
+    """A randomized map that is constant keeps none of the original's ranking: Spearman 0 in the cascade and in
+    smooth MPRT, an entropy fall to 0 in efficient MPRT (-1), and every such map is counted in the record."""
+    model, x, y = data
+    trained = copy.deepcopy(model).eval()
+
+    def explain(m: nn.Module, z: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """The saliency of the trained weights; a constant map for any other weights."""
+        maps = saliency(m, z, y[: len(z)] if t is None else t)
+        same = all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), trained.state_dict().values(),
+                                                     strict=True))
+        return maps if same else torch.zeros_like(maps)
+
+    rows = model_randomization_check(trained, x, explain, seed=1, draws=2)
+    assert rows[-1]["n_collapsed"] == 2 * len(x) and rows[-1]["spearman"] == 0.0 and rows[-1]["n"] == len(x)
+    result = randomization_checks(trained, x, y, explain, seed=1, samples=2, draws=2).as_dict()
+    assert result["smooth_mprt"]["n_collapsed"] == 2 * len(x) and result["smooth_mprt"]["spearman"] == 0.0
+    assert result["efficient_mprt"]["n_collapsed"] == 2 * len(x) and result["efficient_mprt"]["rise"] == -1.0
+    assert not result["efficient_mprt"]["passed"]

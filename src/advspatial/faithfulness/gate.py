@@ -353,7 +353,7 @@ def summarize_gate(
     n = int(labels.shape[0])
     fills = fills_in(cols)
     comparisons = _comparisons(cols, fills, ROI, seed, margin)
-    comparisons["randomization"] = randomization_comparison(randomization, mprt, skipped)
+    comparisons["randomization"] = randomization_comparison(randomization, mprt, skipped, min_n)
     gate = GateResult(
         passed=False, reason="", status=GATE_UNDECIDED, fraction=fraction, n=n, comparisons=comparisons,
         control=_control_comparisons(cols, seed, margin), margin=margin,

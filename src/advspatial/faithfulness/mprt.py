@@ -6,9 +6,14 @@ the cascading test and the fully randomized model are in :mod:`.randomization`.
   randomized model's maps are compared (Spearman of the absolute maps), so explanation noise does not pass for
   model dependence.
 - :func:`efficient_mprt`: the relative rise of the map's complexity (entropy of its 100-bin histogram) from the
-  original to the fully randomized model; a map that explains the model gets noisier.
-- :func:`randomization_checks`: both, sharing one randomized model, with one ``passed``: the gate's call
-  ``(model, x, y, explain_fn, seed)``.
+  original to the fully randomized model; a map that explains the model gets noisier. One-sided, as Hedström et al.
+  define it: only a *rise* passes; a fall (a map that turns into a smooth blob or collapses to a constant under
+  randomization) is not the noise a randomized model's explanation should show.
+- :func:`randomization_checks`: both, sharing each randomized model, over several independent draws, with one
+  ``passed``: the gate's call ``(model, x, y, explain_fn, seed, draws=...)``.
+
+A randomized map that collapsed to a constant is counted, never dropped: Spearman 0 (it kept none of the original's
+ranking, :func:`~advspatial.faithfulness.randomization.rank_agreement`) and an entropy of 0 (a fall in complexity).
 """
 
 from __future__ import annotations
@@ -23,17 +28,18 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError, check_range
+from ..progress import progress_bar
 from ..runtime import model_device, sample_generator, sample_ids_or_range, stream_seed
 from ..regions.checks import check_maps
-from ..regions.overlap import spearman
-from .randomization import ExplainFn, fully_randomized, nan_mean
+from .draws import aggregate, draw_seeds
+from .randomization import ExplainFn, constant_maps, fully_randomized, nan_mean, rank_agreement
 
 #: sMPRT fails when the mean Spearman of the denoised maps (original vs fully randomized model) exceeds this
 SMOOTH_MPRT_MAX_SPEARMAN = 0.5
-#: eMPRT fails when the median relative change of the map's histogram entropy is within +-this: the maps kept
-#: their complexity under full randomization. Two-sided: Hedstrom et al. expect a rise (randomized maps look like
-#: noise), but a CAM on a randomized network often becomes a smooth blob whose entropy *falls* -- a change all the
-#: same; only "no change" is the survival the gate rejects (model-free maps: exactly 0)
+#: eMPRT passes when the median relative rise of the map's histogram entropy under full randomization exceeds this.
+#: One-sided, as Hedstrom et al. (2024) define it: a randomized model's explanation should look like noise, so its
+#: complexity must *rise*; a fall (a CAM that turns into a smooth blob or a constant) or no change (model-free maps:
+#: exactly 0) fails
 EFFICIENT_MPRT_MIN_RISE = 0.05
 #: Hedström et al.'s (and Quantus') defaults: noisy copies per map, noise sd as a fraction of the image's range
 SMOOTH_MPRT_SAMPLES = 50
@@ -46,9 +52,10 @@ _STREAM_SMOOTH_NOISE = 41
 
 @dataclass(frozen=True)
 class SmoothMPRTResult:
-    """sMPRT: per-image Spearman (N,) of the denoised absolute maps, original vs fully randomized model.
+    """sMPRT: Spearman (D,N) of the denoised absolute maps, original vs each of D fully randomized models.
 
-    ``passed``: their mean over the images where it is defined is below ``bound``.
+    ``passed``: their mean over the draws and images where it is defined is below ``bound``. ``collapsed`` (D,N)
+    marks the randomized maps that collapsed to a constant (Spearman 0).
     """
 
     spearman: torch.Tensor
@@ -58,23 +65,29 @@ class SmoothMPRTResult:
     passed: bool
     samples: int
     noise_magnitude: float
+    collapsed: torch.Tensor
 
     def as_dict(self) -> dict[str, Any]:
+        table = self.spearman.reshape(-1, self.spearman.shape[-1])
         return {"passed": self.passed, "spearman": self.mean, "bound": self.bound, "n": self.n,
-                "n_undefined": int(self.spearman.numel()) - self.n, "samples": self.samples,
-                "noise_magnitude": self.noise_magnitude, "per_image": [float(v) for v in self.spearman.tolist()]}
+                "n_undefined": int(table.shape[1]) - self.n, "samples": self.samples,
+                "noise_magnitude": self.noise_magnitude, **_counts(self.collapsed),
+                "per_draw": [[float(v) for v in row] for row in table.tolist()]}
 
 
 @dataclass(frozen=True)
 class EfficientMPRTResult:
-    """eMPRT: per-image histogram entropy (N,) of the maps of the original and the fully randomized model.
+    """eMPRT: histogram entropy of the maps of the original model (N,) and of D fully randomized models (D,N).
 
-    ``rise`` = (randomized - original) / original per image (NaN where the
-    original map is constant: entropy 0); ``passed``: its median over the defined
-    images is above ``bound``. The median, not the mean (Quantus' aggregate,
-    reported as ``mean_rise``): a ratio over a near-constant original map is
-    huge (Grad-CAM on a trained tiny CNN: mean +2.9 from a few images while the
-    entropy rose 2.46 -> 2.69 on average), and a few images must not decide.
+    ``rise`` (D,N) = (randomized - original) / original (NaN where the original
+    map is constant: entropy 0; -1 where the randomized map collapsed to a
+    constant, marked in ``collapsed``); ``median_rise``: the mean over draws of
+    each draw's median over the defined images; ``passed``: it is above
+    ``bound`` (one-sided: a fall fails). The median, not the mean (Quantus'
+    aggregate, reported as ``mean_rise``): a ratio over a near-constant original
+    map is huge (Grad-CAM on a trained tiny CNN: mean +2.9 from a few images
+    while the entropy rose 2.46 -> 2.69 on average), and a few images must not
+    decide.
     """
 
     complexity_original: torch.Tensor
@@ -86,28 +99,37 @@ class EfficientMPRTResult:
     bound: float
     passed: bool
     n_bins: int
+    collapsed: torch.Tensor
 
     def as_dict(self) -> dict[str, Any]:
+        table = self.rise.reshape(-1, self.rise.shape[-1])
         return {"passed": self.passed, "rise": self.median_rise, "mean_rise": self.mean_rise, "bound": self.bound,
-                "n": self.n,
-                "n_undefined": int(self.rise.numel()) - self.n, "n_bins": self.n_bins,
+                "n": self.n, "n_undefined": int(table.shape[1]) - self.n, "n_bins": self.n_bins,
+                "one_sided": True, **_counts(self.collapsed),
                 "complexity_original": nan_mean(self.complexity_original),
                 "complexity_randomized": nan_mean(self.complexity_randomized),
-                "per_image": [float(v) for v in self.rise.tolist()]}
+                "per_draw": [[float(v) for v in row] for row in table.tolist()]}
+
+
+def _counts(collapsed: torch.Tensor) -> dict[str, int]:
+    """The record's count of randomized maps that collapsed to a constant, of every randomized map."""
+    return {"n_collapsed": int(collapsed.sum()), "maps": int(collapsed.numel())}
 
 
 @dataclass(frozen=True)
 class RandomizationResult:
-    """Both checks on the same fully randomized model; ``passed`` only if both pass."""
+    """Both checks on the same fully randomized models (one per seed of ``draw_seeds``); ``passed`` only if both
+    pass."""
 
     passed: bool
     reason: str
     smooth: SmoothMPRTResult
     efficient: EfficientMPRTResult
+    draw_seeds: tuple[int, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "reason": self.reason, "smooth_mprt": self.smooth.as_dict(),
-                "efficient_mprt": self.efficient.as_dict()}
+                "efficient_mprt": self.efficient.as_dict(), "draw_seeds": list(self.draw_seeds)}
 
 
 def _explain(explain_fn: ExplainFn, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -157,11 +179,15 @@ def smoothed_maps(
     return total, plain
 
 
-def _spearman_result(a: torch.Tensor, b: torch.Tensor, bound: float, samples: int, noise: float) -> SmoothMPRTResult:
-    rho = spearman(a.abs(), b.abs())
-    defined = int(torch.isfinite(rho).sum())
+def _spearman_result(a: torch.Tensor, randomized: list[torch.Tensor], bound: float, samples: int, noise: float
+                     ) -> SmoothMPRTResult:
+    """sMPRT of the original's denoised maps ``a`` against each draw's (a collapsed one counts as Spearman 0)."""
+    pairs = [rank_agreement(a.abs(), b.abs()) for b in randomized]
+    rho, collapsed = torch.stack([r for r, _ in pairs]), torch.stack([c for _, c in pairs])
+    defined = int(torch.isfinite(rho).any(0).sum())
     mean = nan_mean(rho)
-    return SmoothMPRTResult(rho, mean, defined, bound, bool(defined and mean < bound), int(samples), float(noise))
+    return SmoothMPRTResult(rho, mean, defined, bound, bool(defined and mean < bound), int(samples), float(noise),
+                            collapsed)
 
 
 def histogram_entropy(maps: torch.Tensor, n_bins: int = EFFICIENT_MPRT_BINS) -> torch.Tensor:
@@ -182,19 +208,23 @@ def histogram_entropy(maps: torch.Tensor, n_bins: int = EFFICIENT_MPRT_BINS) -> 
 
 
 def _efficient_result(
-    original: torch.Tensor, randomized: torch.Tensor, bound: float, n_bins: int,
+    original: torch.Tensor, randomized: list[torch.Tensor], bound: float, n_bins: int,
 ) -> EfficientMPRTResult:
+    """eMPRT of the original's maps against each draw's (one-sided: passes on a median rise above ``bound``)."""
     h0 = histogram_entropy(original, n_bins)
-    h1 = histogram_entropy(randomized, n_bins)
-    rise = torch.where(h0 > 0, (h1 - h0) / h0.where(h0 > 0, torch.ones_like(h0)), torch.full_like(h0, math.nan))
-    defined = int(torch.isfinite(rise).sum())
-    median = float(np.median(rise[torch.isfinite(rise)].numpy())) if defined else math.nan  # mean of the middle two
+    h1 = torch.stack([histogram_entropy(m, n_bins) for m in randomized])
+    safe = h0.where(h0 > 0, torch.ones_like(h0))
+    rise = torch.where(h0 > 0, (h1 - h0) / safe, torch.full_like(h1, math.nan))
+    collapsed = torch.stack([constant_maps(m).cpu() for m in randomized]) & (h0 > 0)
+    defined = int(torch.isfinite(rise).any(0).sum())
+    median = aggregate(rise.numpy(), "median") if defined else math.nan  # per draw: the mean of the middle two
     return EfficientMPRTResult(h0, h1, rise, nan_mean(rise), median, defined, bound,
-                               bool(defined and abs(median) > bound), int(n_bins))
+                               bool(defined and median > bound), int(n_bins), collapsed)
 
 
 def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
-             randomized_model: nn.Module | None) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor]:
+             randomized_model: nn.Module | None = None, net_only: bool = False
+             ) -> tuple[nn.Module, nn.Module | None, torch.Tensor, torch.Tensor]:
     if x.ndim != 4:
         raise ShapeError(f"images must be a (N,C,H,W) tensor, got {tuple(x.shape)}")
     net = copy.deepcopy(model).eval()
@@ -203,6 +233,8 @@ def _prepare(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
     y = torch.as_tensor(y).to(device).long()
     if y.shape != (x.shape[0],):
         raise ShapeError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if net_only:
+        return net, None, x, y
     rand = fully_randomized(model, x, seed) if randomized_model is None else randomized_model
     return net, rand, x, y
 
@@ -221,11 +253,12 @@ def smooth_mprt(
     batch changes no rank, so it is left out). Cost: 2 x ``samples`` calls of ``explain_fn`` on x.
     """
     net, rand, x, y = _prepare(model, x, y, seed, randomized_model)
+    assert rand is not None
     kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude,
                               clip=clip)
     a0, _ = smoothed_maps(net, x, y, explain_fn, **kw)
     a1, _ = smoothed_maps(rand, x, y, explain_fn, **kw)
-    return _spearman_result(a0, a1, max_spearman, samples, noise_magnitude)
+    return _spearman_result(a0, [a1], max_spearman, samples, noise_magnitude)
 
 
 def efficient_mprt(
@@ -234,14 +267,15 @@ def efficient_mprt(
     randomized_model: nn.Module | None = None,
 ) -> EfficientMPRTResult:
     """Efficient MPRT: the relative rise of :func:`histogram_entropy` from the maps of ``model`` to those of
-    its :func:`fully_randomized` copy (or ``randomized_model``), per image; passes when the median's size
-    exceeds ``min_rise`` (the complexity changed, in either direction).
+    its :func:`fully_randomized` copy (or ``randomized_model``), per image; passes when the median exceeds
+    ``min_rise`` (the complexity rose; one-sided, as Hedström et al. define it).
 
     Equal to Quantus 0.6's ``EfficientMPRT`` (its defaults: raw maps, 100 bins) given the same randomized
     model. Cost: 2 calls of ``explain_fn`` on x.
     """
     net, rand, x, y = _prepare(model, x, y, seed, randomized_model)
-    return _efficient_result(_explain(explain_fn, net, x, y), _explain(explain_fn, rand, x, y), min_rise, n_bins)
+    assert rand is not None
+    return _efficient_result(_explain(explain_fn, net, x, y), [_explain(explain_fn, rand, x, y)], min_rise, n_bins)
 
 
 def randomization_checks(
@@ -249,34 +283,47 @@ def randomization_checks(
     sample_ids: torch.Tensor | None = None, samples: int = SMOOTH_MPRT_SAMPLES,
     noise_magnitude: float = SMOOTH_MPRT_NOISE, max_spearman: float = SMOOTH_MPRT_MAX_SPEARMAN,
     min_rise: float = EFFICIENT_MPRT_MIN_RISE, n_bins: int = EFFICIENT_MPRT_BINS, clip: bool = True,
+    draws: int = 1, progress: bool = False,
 ) -> RandomizationResult:
-    """sMPRT and eMPRT on one :func:`fully_randomized` copy; passes only if both pass.
+    """sMPRT and eMPRT on ``draws`` :func:`fully_randomized` copies (one per seed of
+    :func:`~advspatial.faithfulness.draws.draw_seeds`, the first ``seed``); passes only if both pass.
 
     "An explainer whose maps survive full model randomization fails": sMPRT
     fails when the denoised maps keep a mean Spearman >= ``max_spearman``
-    with the randomized model's, eMPRT when their complexity changes by no
-    more than ``min_rise`` (relative, either direction). eMPRT reuses the clean-image maps computed by the
-    smoothing, so the pair costs 2 x ``samples`` calls of ``explain_fn`` on x.
+    with the randomized models', eMPRT when their complexity does not rise by
+    more than ``min_rise`` (relative; a fall fails). The noise of the smoothing
+    is keyed by ``seed`` and the sample ids, the same for every model (common
+    random numbers), so the trained model's denoised maps are computed once;
+    eMPRT reuses the clean-image maps computed by the smoothing. Cost:
+    (1 + ``draws``) x ``samples`` calls of ``explain_fn`` on x.
     """
-    net, rand, x, y = _prepare(model, x, y, seed, None)
+    net, _, x, y = _prepare(model, x, y, seed, net_only=True)
+    seeds = draw_seeds(seed, draws)
     kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude,
                               clip=clip)
-    s0, p0 = smoothed_maps(net, x, y, explain_fn, **kw)
-    s1, p1 = smoothed_maps(rand, x, y, explain_fn, **kw)
-    smooth = _spearman_result(s0, s1, max_spearman, samples, noise_magnitude)
-    efficient = _efficient_result(p0, p1, min_rise, n_bins)
+    with progress_bar(total=1 + len(seeds), desc="gate: smooth and efficient MPRT", unit="model",
+                      disable=not progress) as bar:
+        s0, p0 = smoothed_maps(net, x, y, explain_fn, **kw)
+        bar.update(1)
+        denoised, plain = [], []
+        for draw_seed in seeds:
+            s1, p1 = smoothed_maps(fully_randomized(model, x, draw_seed), x, y, explain_fn, **kw)
+            denoised.append(s1)
+            plain.append(p1)
+            bar.update(1)
+    smooth = _spearman_result(s0, denoised, max_spearman, samples, noise_magnitude)
+    efficient = _efficient_result(p0, plain, min_rise, n_bins)
     failed = []
     if not smooth.passed:
         failed.append(f"sMPRT: the denoised maps keep Spearman {smooth.mean:.2f} (>= {max_spearman:g} fails) "
                       "with the fully randomized model's")
     if not efficient.passed:
-        failed.append(f"eMPRT: map complexity changes by {efficient.median_rise:+.2f} (median; within "
-                      f"+-{min_rise:g} fails) under full randomization")
+        failed.append(f"eMPRT: map complexity changes by {efficient.median_rise:+.2f} (median; a rise of at most "
+                      f"{min_rise:g} fails) under full randomization")
     reason = "; ".join(failed) if failed else (
         f"maps change under full model randomization (sMPRT Spearman {smooth.mean:.2f}, "
         f"eMPRT median rise {efficient.median_rise:+.2f})")
-    return RandomizationResult(not failed, reason, smooth, efficient)
-
+    return RandomizationResult(not failed, reason, smooth, efficient, tuple(seeds))
 
 
 __all__ = [

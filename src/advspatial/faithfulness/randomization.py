@@ -26,10 +26,12 @@ from torch import nn
 
 from ..errors import ShapeError, check_range
 from ..models.hooks import forward_hooks
+from ..progress import progress_bar
 from ..runtime import model_device
 from ..regions.checks import check_maps
 from ..regions.binarization import top_fraction_mask
 from ..regions.overlap import iou, pearson, spearman
+from .draws import draw_seeds
 
 
 def nan_mean(t: torch.Tensor) -> float:
@@ -87,6 +89,25 @@ def evaluation_steps(layers: int, max_steps: int | None) -> set[int]:
     return {1 + round(i * (layers - 1) / (max_steps - 1)) for i in range(max_steps)}
 
 
+def constant_maps(maps: torch.Tensor) -> torch.Tensor:
+    """(N,) True where a map has one value everywhere (an all-zero Grad-CAM): it ranks no pixel above another."""
+    flat = maps.detach().flatten(1)
+    return flat.amax(1) == flat.amin(1) if flat.shape[1] else torch.ones(maps.shape[0], dtype=torch.bool)
+
+
+def rank_agreement(original: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Spearman per image, collapsed per image) of the trained model's maps and a randomized model's.
+
+    A randomized map that **collapsed** to a constant while the original was not keeps none of the original's
+    ranking: it counts as Spearman 0 (it changed), and ``collapsed`` marks it so that the record counts it. Where the
+    original map is constant the correlation stays undefined (NaN): nothing shows whether that map depends on the
+    weights, and the record counts it apart (``n_undefined``).
+    """
+    rho = spearman(original, maps)
+    collapsed = constant_maps(maps).to(rho.device) & ~constant_maps(original).to(rho.device)
+    return torch.where(collapsed, torch.zeros_like(rho), rho), collapsed
+
+
 def model_randomization_check(
     model: nn.Module,
     x: torch.Tensor,
@@ -95,68 +116,95 @@ def model_randomization_check(
     max_layers: int | None = None,
     fraction: float = 0.2,
     max_steps: int | None = None,
+    *,
+    draws: int = 1,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Cascading model-parameter randomization (Adebayo et al., 2018), on a small subset of images.
 
     A deep copy of ``model`` (in eval mode; the caller's model is never touched)
     has its parameterized layers (:func:`parameterized_layers`) re-initialized
     from the output backwards, one more per step and cumulatively, from a
-    ``torch.Generator`` seeded with ``seed`` (:func:`_reinitialize` gives the
+    ``torch.Generator`` seeded with the draw's seed (:func:`_reinitialize` gives the
     ranges). After each step ``importance(randomized_model, x)`` -> (N,H,W) is
-    compared per image with the map of the unchanged copy. Each step costs one
-    map computation on ``x``, so pass a few dozen images, not a test set.
+    compared per image with the map of the unchanged copy. The cascade is run
+    ``draws`` times, each from a fresh copy and its own seed
+    (:func:`~advspatial.faithfulness.draws.draw_seeds`: the first is ``seed``).
 
     Returns one row per step: ``step`` (1 = output layer only), ``layer``,
-    ``spearman`` (mean rank correlation of the maps), ``pearson`` (mean linear
-    correlation), ``top_iou`` (mean IoU of the top-``fraction`` regions, the
-    RoIs), ``n`` (images where the correlation is defined) and
-    ``n_undefined`` (a constant map, e.g. an all-zero Grad-CAM). A faithful map
-    loses its similarity as layers are randomized.
+    ``spearman`` (mean rank correlation of the maps over draws and images),
+    ``pearson`` (mean linear correlation), ``top_iou`` (mean IoU of the
+    top-``fraction`` regions, the RoIs), ``per_draw`` (the Spearman of each
+    draw and image), ``draw_seeds``, ``n`` (images where the correlation is
+    defined), ``n_undefined`` (images whose trained-model map is constant) and
+    ``n_collapsed`` / ``maps`` (randomized maps that collapsed to a constant,
+    counted as Spearman 0 by :func:`rank_agreement`, out of every randomized map
+    compared at that step). A faithful map loses its similarity as layers are
+    randomized.
 
     ``max_steps`` bounds the cost on deep networks (a ResNet-20 has 40
     parameterized layers, EfficientNet-Lite0 about 100): the cascade still
     randomizes every layer in order, but maps are compared only after
     ``max_steps`` evenly spaced steps (always the first and the last), so a row's
-    ``layer`` is the deepest layer randomized so far.
+    ``layer`` is the deepest layer randomized so far. Each draw costs one map
+    computation on ``x`` per compared step.
     """
     if max_layers is not None:
         check_range("max_layers", max_layers, 1)
     if max_steps is not None:
         check_range("max_steps", max_steps, 1)
-    net = copy.deepcopy(model).eval()
-    x = x.detach().to(model_device(net))
+    seeds = draw_seeds(seed, draws)
+    trained = copy.deepcopy(model).eval()
+    x = x.detach().to(model_device(trained))
     n = x.shape[0]
     ids = torch.arange(n)
 
-    def compute() -> torch.Tensor:
+    def compute(net: nn.Module) -> torch.Tensor:
         maps = importance(net, x).detach().float()
         check_maps(maps, "importance maps")
         if maps.shape[0] != n:
             raise ShapeError(f"importance returned {maps.shape[0]} maps for {n} images")
         return maps
 
-    original = compute()
+    original = compute(trained)
     roi0 = top_fraction_mask(original, fraction, seed, ids).mask
-    layers = parameterized_layers(net, x[:1])[::-1]
+    layers = parameterized_layers(trained, x[:1])[::-1]
     if max_layers is not None:
         layers = layers[: int(max_layers)]
-    gen = torch.Generator().manual_seed(int(seed))
-    compared = evaluation_steps(len(layers), max_steps)
-    rows = []
-    for step, (name, module) in enumerate(layers, start=1):
-        _reinitialize(module, gen)
-        if step not in compared:
-            continue
-        maps = compute()
-        rho = spearman(original, maps)
-        roi = top_fraction_mask(maps, fraction, seed, ids).mask
-        rows.append({
-            "step": step, "layer": name,
-            "spearman": nan_mean(rho), "pearson": nan_mean(pearson(original, maps)),
-            "top_iou": nan_mean(iou(roi0, roi)), "per_image": [float(v) for v in rho.tolist()],
-            "n": int(torch.isfinite(rho).sum()), "n_undefined": int((~torch.isfinite(rho)).sum()),
-        })
-    return rows
+    compared = sorted(evaluation_steps(len(layers), max_steps))
+    cells: dict[int, list[dict[str, torch.Tensor]]] = {step: [] for step in compared}
+    with progress_bar(total=len(seeds) * len(compared), desc="gate: cascading randomization", unit="map",
+                      disable=not progress) as bar:
+        for draw_seed in seeds:
+            net = copy.deepcopy(trained)
+            named = dict(net.named_modules())
+            gen = torch.Generator().manual_seed(int(draw_seed))
+            for step, (name, _) in enumerate(layers, start=1):
+                _reinitialize(named[name], gen)
+                if step not in cells:
+                    continue
+                maps = compute(net)
+                rho, collapsed = rank_agreement(original, maps)
+                roi = top_fraction_mask(maps, fraction, seed, ids).mask
+                cells[step].append({"rho": rho, "collapsed": collapsed, "pearson": pearson(original, maps),
+                                    "iou": iou(roi0, roi)})
+                bar.update(1)
+    undefined = int(constant_maps(original).sum())
+    return [_cascade_row(step, layers[step - 1][0], cells[step], seeds, undefined) for step in compared]
+
+
+def _cascade_row(step: int, layer: str, draws: list[dict[str, torch.Tensor]], seeds: list[int],
+                 undefined: int) -> dict[str, Any]:
+    """One step's row from its draws' per-image values (:func:`model_randomization_check`)."""
+    rho = torch.stack([d["rho"] for d in draws])
+    return {
+        "step": step, "layer": layer,
+        "spearman": nan_mean(rho), "pearson": nan_mean(torch.stack([d["pearson"] for d in draws])),
+        "top_iou": nan_mean(torch.stack([d["iou"] for d in draws])),
+        "per_draw": [[float(v) for v in row] for row in rho.tolist()], "draw_seeds": list(seeds),
+        "n": int(torch.isfinite(rho).any(0).sum()), "n_undefined": undefined,
+        "n_collapsed": int(torch.stack([d["collapsed"] for d in draws]).sum()), "maps": int(rho.numel()),
+    }
 
 
 # -- pass rules and the smooth / efficient MPRT ---------------------------------------
@@ -220,6 +268,6 @@ def cascade_verdict(rows: list[dict[str, Any]], max_spearman: float = CASCADE_MA
 
 
 __all__ = [
-    "CASCADE_MAX_SPEARMAN", "ExplainFn", "cascade_verdict", "evaluation_steps", "fully_randomized",
-    "model_randomization_check", "nan_mean", "parameterized_layers",
+    "CASCADE_MAX_SPEARMAN", "ExplainFn", "cascade_verdict", "constant_maps", "evaluation_steps", "fully_randomized",
+    "model_randomization_check", "nan_mean", "parameterized_layers", "rank_agreement",
 ]

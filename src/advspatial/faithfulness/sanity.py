@@ -1,18 +1,24 @@
-"""The gate's randomization row, each check read with a CI over its images: passes, fails or undecided.
+"""The gate's randomization row, each check read with a CI over its draws and images: passes, fails or undecided.
 
-The randomization checks (:mod:`.randomization`, :mod:`.mprt`) measure, on a few images, whether a map changes when
-the model's weights are destroyed. Their bounds are fixed (cascading and smooth MPRT: a Spearman of 0.5; efficient
-MPRT: a 5% change of the maps' complexity), but the measured values are means or medians over 16 images, and a value
-a hair from its bound decides nothing. So each check is read like every other row of the gate: from its per-image
-values, a 95% bootstrap CI (of the mean Spearman; of the median complexity change) and:
+The randomization checks (:mod:`.randomization`, :mod:`.mprt`) measure, on the check images, whether a map changes
+when the model's weights are destroyed. Their bounds are fixed (cascading and smooth MPRT: a Spearman of 0.5;
+efficient MPRT: a 5% rise of the maps' complexity), but one random re-initialization can decide the value by itself,
+and a value a hair from its bound decides nothing. So each check is repeated over several independent
+re-initializations (draws) and read like every other row of the gate: from its (draws x images) table of values, a
+95% CI over draws and images (:func:`~advspatial.faithfulness.draws.two_level_ci`: of the mean Spearman; of the
+median complexity change) and:
 
 - cascading randomization, smooth MPRT: **passes** when the CI lies below the bound (both signs for the cascade's
   |Spearman|), **fails** when it lies at or beyond it, else **undecided**;
-- efficient MPRT: **passes** when the CI of the median change lies beyond ±5% (the complexity changed, either way),
-  **fails** when its 90% CI lies inside ±5% (two one-sided tests: the complexity did not change), else **undecided**.
+- efficient MPRT, one-sided as Hedström et al. (2024) define it (a randomized model's maps must get *noisier*):
+  **passes** when the CI lies above +5%, **fails** when it lies below +5% (no rise, or a fall), else **undecided**.
 
-A record written without per-image values (older runs, hand-made rows) is read by the point value, as before. A
-model-free map keeps every value at its extreme (Spearman 1 on every image, no change at all): it fails.
+Below ``min_n`` check images with a defined value (the gate's ``MIN_N``) a check that would pass reads **undecided:
+insufficient data**: like the gate's cells, a check may fail on fewer images (a model-free map's Spearman is 1 on
+every one) but never pass. A randomized map that collapsed to a constant is counted (Spearman 0: it changed;
+efficient MPRT: a fall, the entropy drops to 0), and its count is printed in the check's words. A record written
+without per-image values (hand-made rows) is read by the point value. A model-free map keeps every value at its
+extreme (Spearman 1 on every image, no change at all): it fails.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..statistics.estimates import Estimate, bootstrap_mean_ci, bootstrap_median_ci
+from ..statistics.estimates import Estimate
 from ..statistics.outcomes import DEFAULT_POWER, Projection, images_beyond, images_within
+from .draws import two_level_ci
 from .mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from .randomization import CASCADE_MAX_SPEARMAN
 from .record import Comparison, PairedEffect
@@ -33,6 +40,8 @@ PASSES, FAILS, UNDECIDED = "passes", "fails", "undecided"
 #: check and smooth/efficient MPRT
 SKIPPABLE_CHECKS = ("randomization", "mprt")
 RANDOMIZATION_WORDS = "randomization (the map changes when the weights are destroyed)"
+#: check images with a defined value below which a check reads "insufficient data" (the gate passes its MIN_N)
+MIN_CHECK_IMAGES = 30
 
 
 @dataclass(frozen=True)
@@ -52,25 +61,29 @@ CHECK_WORDS = {"cascade spearman": "cascade |Spearman|", "smooth MPRT spearman":
 
 
 def check_projection(name: str, estimate: Estimate, power: float = DEFAULT_POWER,
-                     bound: float | None = None) -> Projection:
+                     bound: float | None = None, min_n: int = MIN_CHECK_IMAGES) -> Projection:
     """The check images at which an undecided randomization check would be decided, at its observed value (the SD
     recovered from its 95% CI, normal approximation), against the check's own bound (``bound``: the one its record
-    states; default the check's constant). A check whose value lies on the passing side leans *passes* (the
-    cascade's Spearman inside +-0.5 is an equivalence; smooth MPRT's Spearman below 0.5 and efficient MPRT's change
-    beyond +-5% are one-sided), else it leans *fails*. A projection, not a promise."""
+    states; default the check's constant); never fewer than ``min_n``. A check whose value lies on the passing side
+    leans *passes* (the cascade's Spearman inside +-0.5 is an equivalence; smooth MPRT's Spearman below 0.5 and
+    efficient MPRT's rise above 5% are one-sided), else it leans *fails*. A projection, not a promise: it holds the
+    draws fixed, and where they differ more than the images, more draws decide it sooner than more images."""
     e = estimate
     if name == "efficient MPRT rise":
         m = EFFICIENT_MPRT_MIN_RISE if bound is None else bound
-        if abs(e.mean) <= m:  # leans fails: the change inside +-m
-            return Projection(FAILS, images_within(e, m, power, level=0.90), power)
-        return Projection(PASSES, images_beyond(e, m if e.mean > 0 else -m, power), power)
-    if name == "cascade spearman":
+        p = Projection(PASSES if e.mean > m else FAILS, images_beyond(e, m, power), power)
+    elif name == "cascade spearman":
         b = CASCADE_MAX_SPEARMAN if bound is None else bound
         if abs(e.mean) < b:
-            return Projection(PASSES, images_within(e, b, power), power)
-        return Projection(FAILS, images_beyond(e, b if e.mean > 0 else -b, power), power)
-    b = SMOOTH_MPRT_MAX_SPEARMAN if bound is None else bound
-    return Projection(PASSES if e.mean < b else FAILS, images_beyond(e, b, power), power)
+            p = Projection(PASSES, images_within(e, b, power), power)
+        else:
+            p = Projection(FAILS, images_beyond(e, b if e.mean > 0 else -b, power), power)
+    else:
+        b = SMOOTH_MPRT_MAX_SPEARMAN if bound is None else bound
+        p = Projection(PASSES if e.mean < b else FAILS, images_beyond(e, b, power), power)
+    if e.n < min_n:
+        return Projection(p.outcome, float(min_n) if not p.images < math.inf else max(p.images, min_n), power)
+    return p
 
 
 def _worded(word: str, outcome: str) -> str:
@@ -79,9 +92,9 @@ def _worded(word: str, outcome: str) -> str:
     return f", {word}" if outcome == UNDECIDED else f" ({word})"
 
 
-def _with_projection(text: str, name: str, e: Estimate, bound: float) -> str:
+def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int) -> str:
     """An undecided check's text with the check images that would decide it."""
-    p = check_projection(name, e, bound=bound)
+    p = check_projection(name, e, bound=bound, min_n=min_n)
     if not p.images < math.inf:
         return text
     return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
@@ -95,11 +108,43 @@ def _point(value: float) -> Estimate:
     return Estimate(value, value, value, 1 if math.isfinite(value) else 0)
 
 
-def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
+def _estimate(record: Mapping[str, Any], statistic: str, point_key: str) -> tuple[Estimate, bool]:
+    """(value with its CI over draws and images, whether per-image values exist): from ``per_draw`` (draws x
+    images), else a one-draw ``per_image`` list, else the record's point value."""
+    table = record.get("per_draw") or record.get("per_image")
+    if not table:
+        return _point(float(record.get(point_key, math.nan))), False
+    return two_level_ci(table, statistic), True
+
+
+def _counted(record: Mapping[str, Any], how: str) -> str:
+    """'; 3 of 640 randomized maps collapsed to constants (counted as ...)' and the trained-model maps left out."""
+    parts = []
+    if record.get("n_collapsed"):
+        parts.append(f"{record['n_collapsed']} of {record.get('maps', '?')} randomized maps collapsed to constants "
+                     f"({how})")
+    if record.get("n_undefined"):
+        parts.append(f"{record['n_undefined']} trained-model map(s) constant, left out")
+    return "".join(f"; {p}" for p in parts)
+
+
+def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: int, has_values: bool
+          ) -> CheckReading:
+    """A check's reading: below ``min_n`` images with values a check that does not fail reads "undecided:
+    insufficient data" (like the gate's cells, it may fail there but never pass); an undecided check's text with
+    its projection."""
+    if has_values and e.n < min_n and outcome != FAILS:
+        outcome = UNDECIDED
+        text += f", undecided: insufficient data ({e.n} check image(s) < {min_n})"
+    if outcome == UNDECIDED:
+        text = _with_projection(text, name, e, bound, min_n)
+    return CheckReading(name, outcome, e, text)
+
+
+def cascade_reading(rows: Sequence[Mapping[str, Any]], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
     """The cascade's last step: the mean Spearman of the maps with the trained model's, against ±0.5."""
     last = rows[-1]
-    per_image = last.get("per_image")
-    e = bootstrap_mean_ci(per_image) if per_image else _point(float(last.get("spearman", math.nan)))
+    e, has_values = _estimate(last, "mean", "spearman")
     b = CASCADE_MAX_SPEARMAN
     if e.n == 0 or not math.isfinite(e.mean):
         outcome = FAILS
@@ -111,41 +156,39 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]]) -> CheckReading:
         outcome = UNDECIDED
     word = {PASSES: "< 0.5 passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
     text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
-            + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome))
-    return CheckReading("cascade spearman", outcome, e,
-                        _with_projection(text, "cascade spearman", e, b) if outcome == UNDECIDED else text)
+            + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome)
+            + _counted(last, "counted as Spearman 0"))
+    return _read("cascade spearman", outcome, e, text, b, min_n, has_values)
 
 
-def smooth_reading(smooth: Mapping[str, Any]) -> CheckReading:
-    """Smooth MPRT: the mean Spearman of the denoised maps with the fully randomized model's, below its bound."""
-    per_image = smooth.get("per_image")
-    e = bootstrap_mean_ci(per_image) if per_image else _point(float(smooth["spearman"]))
+def smooth_reading(smooth: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
+    """Smooth MPRT: the mean Spearman of the denoised maps with the fully randomized models', below its bound."""
+    e, has_values = _estimate(smooth, "mean", "spearman")
     b = float(smooth.get("bound", SMOOTH_MPRT_MAX_SPEARMAN))
-    if not per_image:
+    if not has_values:
         outcome = PASSES if smooth.get("passed", False) else FAILS
     else:
         outcome = PASSES if e.high < b else FAILS if e.low >= b else UNDECIDED
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
-    text = f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
-    return CheckReading("smooth MPRT spearman", outcome, e,
-                        _with_projection(text, "smooth MPRT spearman", e, b) if outcome == UNDECIDED else text)
+    text = (f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
+            + _counted(smooth, "counted as Spearman 0"))
+    return _read("smooth MPRT spearman", outcome, e, text, b, min_n, has_values)
 
 
-def efficient_reading(efficient: Mapping[str, Any]) -> CheckReading:
-    """Efficient MPRT: the median change of the maps' complexity under full randomization, beyond ±its bound."""
-    per_image = efficient.get("per_image")
+def efficient_reading(efficient: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
+    """Efficient MPRT: the median change of the maps' complexity under full randomization, one-sided: it must rise
+    by more than its bound (a fall fails, as a rise too small does)."""
+    e, has_values = _estimate(efficient, "median", "rise")
     m = float(efficient.get("bound", EFFICIENT_MPRT_MIN_RISE))
-    if not per_image:
-        e = _point(float(efficient["rise"]))
+    if not has_values:
         outcome = PASSES if efficient.get("passed", False) else FAILS
     else:
-        e, narrow = bootstrap_median_ci(per_image), bootstrap_median_ci(per_image, level=0.90)
-        outcome = PASSES if e.low > m or e.high < -m else FAILS if -m < narrow.low and narrow.high < m else UNDECIDED
-    word = {PASSES: f"beyond +-{m:g} passes", FAILS: f"within +-{m:g} fails",
-            UNDECIDED: f"undecided against +-{m:g}"}[outcome]
-    text = f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
-    return CheckReading("efficient MPRT rise", outcome, e,
-                        _with_projection(text, "efficient MPRT rise", e, m) if outcome == UNDECIDED else text)
+        outcome = PASSES if e.low > m else FAILS if e.high < m else UNDECIDED
+    word = {PASSES: f"a rise above +{m:g} passes", FAILS: f"a rise of at most +{m:g} fails",
+            UNDECIDED: f"undecided against +{m:g}"}[outcome]
+    text = (f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
+            + _counted(efficient, "counted as a fall to entropy 0"))
+    return _read("efficient MPRT rise", outcome, e, text, m, min_n, has_values)
 
 
 def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:
@@ -157,17 +200,18 @@ def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | Non
 
 
 def randomization_comparison(rows: Sequence[Mapping[str, Any]] | None, mprt: Mapping[str, Any] | None = None,
-                             skipped: Sequence[str] = ()) -> Comparison:
+                             skipped: Sequence[str] = (), min_n: int = MIN_CHECK_IMAGES) -> Comparison:
     """The randomization row: the cascading check and, when given, smooth and efficient MPRT
     (``RandomizationResult.as_dict()``), each read by its rule (module docstring). ``failed`` names each check that
     fails, ``undecided`` each that cannot tell yet; it passes (``beats``) only when every check passes. With
-    ``"randomization"`` in ``skipped`` the row was not run (the gate had already failed)."""
+    ``"randomization"`` in ``skipped`` the row was not run (the gate had already failed). Below ``min_n`` check
+    images a check is undecided (insufficient data)."""
     if "randomization" in skipped:
         return Comparison("randomization", RANDOMIZATION_WORDS, {}, beats=False, checked=False, failed=[],
                           skipped=True, role="randomization")
-    readings = [cascade_reading(rows)] if rows else []
+    readings = [cascade_reading(rows, min_n)] if rows else []
     if mprt is not None:
-        readings += [smooth_reading(mprt["smooth_mprt"]), efficient_reading(mprt["efficient_mprt"])]
+        readings += [smooth_reading(mprt["smooth_mprt"], min_n), efficient_reading(mprt["efficient_mprt"], min_n)]
     effects = {r.name: PairedEffect(r.estimate, math.nan) for r in readings}
     failed = [r.text for r in readings if r.outcome == FAILS]
     undecided = [r.text for r in readings if r.outcome == UNDECIDED]
