@@ -69,6 +69,16 @@ def test_randomization_table_flags_maps_that_survive_randomization() -> None:
     assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
 
 
+def test_randomization_table_shows_draws_images_and_collapsed_maps() -> None:
+    """Every randomized map that collapsed to a constant is counted in the table, per check, with its draws."""
+    last = {"spearman": 0.02, "per_draw": [[0.0] * 40] * 5, "n_collapsed": 3, "maps": 200}
+    mprt = {"smooth_mprt": {"n_collapsed": 0, "maps": 200}, "efficient_mprt": {"n_collapsed": 3, "maps": 200}}
+    gates = {"gradcam": GateResult(False, "", randomization=[{"spearman": 0.3}, last], mprt=mprt)}
+    (row,) = randomization_table(gates).rows
+    assert row[2:4] == [5, 40]
+    assert row[6] == "cascade 3 of 200, sMPRT 0 of 200, eMPRT 3 of 200"
+
+
 def test_every_gate_table_prints_each_measures_margin_with_its_scale() -> None:
     """δ = 10% of the RoI's own mean damage per measure, in the measure's units, in the gate, specificity and attack
     tables; the restricted attack has its own table and no column in the gate's."""

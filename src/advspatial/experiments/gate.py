@@ -36,6 +36,7 @@ from ..faithfulness.gate import (
     DEFAULT_MARGIN, EDGE_FREE_FILLS, MIN_N, comparison_decisions, comparison_failures, control_cells,
     gini_sparseness, summarize_gate,
 )
+from ..faithfulness.draws import DEFAULT_DRAWS
 from ..faithfulness.mprt import randomization_checks
 from ..faithfulness.randomization import model_randomization_check
 from ..faithfulness.record import GateResult
@@ -77,7 +78,12 @@ class GatedConfig(ExperimentConfig):
                                                         "the RoI's own damage on each measure: 'not better' and "
                                                         "'equivalent' mean within it (docs/methods.md)",
                                         low=0, high=1, low_inclusive=False)
-    randomization_images: int = setting(16, "images of the cascading model-randomization check", low=1)
+    randomization_images: int = setting(128, "images of the randomization checks (cascading randomization, smooth "
+                                             "and efficient MPRT); below the gate's 30 they read 'insufficient "
+                                             "data'", low=1)
+    randomization_draws: int = setting(DEFAULT_DRAWS, "independent random re-initializations of the model per "
+                                                      "randomization check, each from its own seed; the checks' CI "
+                                                      "spans draws and images", low=1)
     randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
                                              "denoising; Quantus' default is 50)", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
@@ -395,17 +401,21 @@ def _randomization_images(ctx: ExperimentContext, model: nn.Module, target: str
 
 def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
                    kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cascading model-randomization check of the explainer (its rows)."""
+    """The cascading model-randomization check of the explainer (its rows), over ``randomization_draws`` draws."""
     x, y, _ = _randomization_images(ctx, model, target)
+    cfg = ctx.config
     return model_randomization_check(
-        model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=len(z), **kw),
-        seed=ctx.config.seed, max_steps=ctx.config.randomization_steps)
+        model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=cfg.batch_size, **kw),
+        seed=cfg.seed, max_steps=cfg.randomization_steps, draws=cfg.randomization_draws, progress=cfg.progress)
 
 
 def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
           kw: dict[str, Any]) -> dict[str, Any]:
-    """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``)."""
+    """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``), over
+    ``randomization_draws`` draws."""
     x, y, ids = _randomization_images(ctx, model, target)
+    cfg = ctx.config
     return randomization_checks(
-        model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=len(z), **kw),
-        seed=ctx.config.seed, sample_ids=ids, samples=ctx.config.randomization_samples).as_dict()
+        model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=cfg.batch_size, **kw),
+        seed=cfg.seed, sample_ids=ids, samples=cfg.randomization_samples, draws=cfg.randomization_draws,
+        progress=cfg.progress).as_dict()

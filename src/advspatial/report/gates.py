@@ -138,11 +138,18 @@ def control_table(gates: Mapping[str, GateResult]) -> Table | None:
 
 
 def randomization_detail(effects: Mapping[str, PairedEffect]) -> str:
-    """The randomization row's numbers against their pass bounds, in one line."""
+    """The randomization row's numbers (value [95% CI over draws and images], on n check images) against their pass
+    bounds, in one line."""
     bounds = {"cascade spearman": f"|ρ| after every layer < {SURVIVES_RANDOMIZATION:g}",
               "smooth MPRT spearman": f"sMPRT ρ < {SMOOTH_MPRT_MAX_SPEARMAN:g}",
-              "efficient MPRT rise": f"|eMPRT change| > {EFFICIENT_MPRT_MIN_RISE:g}"}
-    return "; ".join(f"{bounds.get(k, k)}: {e.estimate.mean:+.2f}" for k, e in effects.items())
+              "efficient MPRT rise": f"eMPRT rise > {EFFICIENT_MPRT_MIN_RISE:g}"}
+
+    def value(e: PairedEffect) -> str:
+        est = e.estimate
+        ci = "" if est.low == est.high else f" [{est.low:+.2f}, {est.high:+.2f}]"
+        return f"{est.mean:+.2f}{ci}, n {est.n}"
+
+    return "; ".join(f"{bounds.get(k, k)}: {value(e)}" for k, e in effects.items())
 
 
 def _budget(g: GateResult) -> str:
@@ -198,8 +205,19 @@ def specificity_table(gates: Mapping[str, GateResult]) -> Table | None:
                  ["explainer", "reference", "outcome on deletion"] + [_measure_title(m) for m in measures], rows)
 
 
+def _collapsed(g: GateResult) -> str:
+    """'cascade 3 of 640, sMPRT 0 of 640, eMPRT 3 of 640': the randomized maps that collapsed to constants, per
+    check ('-' for a record that does not count them)."""
+    records = [("cascade", (g.randomization or [{}])[-1])]
+    records += [(name, (g.mprt or {}).get(key, {})) for name, key in (("sMPRT", "smooth_mprt"),
+                                                                      ("eMPRT", "efficient_mprt"))]
+    parts = [f"{name} {r['n_collapsed']} of {r.get('maps', '?')}" for name, r in records if "n_collapsed" in r]
+    return ", ".join(parts) or "-"
+
+
 def randomization_table(gates: Mapping[str, GateResult]) -> Table:
-    """The cascading model-randomization check of every gated explainer (first and last step).
+    """The cascading model-randomization check of every gated explainer (first and last step), its draws and check
+    images, and the randomized maps of every check that collapsed to constants.
 
     A map still rank-correlated with the trained model's map (|ρ| >= 0.5) after every layer is re-initialized
     depends little on the weights: it fails the gate.
@@ -212,11 +230,16 @@ def randomization_table(gates: Mapping[str, GateResult]) -> Table:
             verdict = randomization_passed(steps)
             flag = ("-" if last != last else "passes" if verdict else "FAILS: the map survives randomization"
                     if verdict is False else "undecided")
-            rows.append([name, len(steps), _fmt(steps[0].get("spearman", math.nan)), _fmt(last), flag])
+            table = steps[-1].get("per_draw") or [steps[-1].get("per_image") or []]
+            rows.append([name, len(steps), len(table), len(table[0]), _fmt(steps[0].get("spearman", math.nan)),
+                         _fmt(last), _collapsed(g), flag])
     return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
-                 "map after re-initializing layers from the top (near 0 = the map depends on the weights; a map that "
-                 "survives every layer's randomization fails the gate)",
-                 ["explainer", "layers randomized", "after the first", "after all", "sanity check"], rows)
+                 "map after re-initializing layers from the top, mean over independent re-initializations (draws) "
+                 "and check images (near 0 = the map depends on the weights; a map that survives every layer's "
+                 "randomization fails the gate). A randomized map that collapsed to a constant is counted, not "
+                 "dropped: as Spearman 0 (it kept no ranking) and, in efficient MPRT, as a fall of its complexity",
+                 ["explainer", "steps compared", "draws", "check images", "after the first", "after all",
+                  "randomized maps collapsed to constants", "sanity check"], rows)
 
 
 def per_class_table(gate: GateResult, name: str) -> Table | None:
