@@ -1,10 +1,12 @@
 """The resume property (experiments/running.py, rundir.RunDir): whatever happens to a run directory and its
 inputs between a run and ``advspatial run --resume`` - stage files deleted, truncated, swapped or copied over
 each other (an interruption, a merge of ``stages/`` folders), the model's code, the images or the labels
-edited or swapped, config.yaml edited - the resume either gives the uninterrupted run's result on the inputs
-as they now are (exit 0, the same per_image.csv and metrics.json as a fresh run), or refuses in one line
-(exit 2). A resume after deletions alone must complete. The run is the cheapest there is: ``baseline`` of a
-linear model on twelve 8x8 images in three batches (about 20 ms). Budget and profiles: tests/fuzzing.py."""
+edited or swapped, config.yaml edited, a data file the model's factory reads edited, an installed package it
+calls upgraded or edited in place, a helper it loads by a string import edited - the resume either gives the
+uninterrupted run's result on the inputs as they now are (exit 0, the same per_image.csv and metrics.json as a
+fresh run), or refuses in one line (exit 2). A resume after deletions alone must complete. The run is the
+cheapest there is: ``baseline`` of a linear model on twelve 8x8 images in three batches (about 20 ms). Budget
+and profiles: tests/fuzzing.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import io
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -23,8 +26,15 @@ from hypothesis import strategies as st
 
 from advspatial.cli import main
 
-NETS = """import torch
+NETS = """import importlib
+import json
+from pathlib import Path
+
+import fuzzact
+import torch
 from torch import nn
+
+HELPER = importlib.import_module("fuzzhelper")  # named by a string: no static reading finds it
 
 
 class Negate(nn.Module):
@@ -32,17 +42,34 @@ class Negate(nn.Module):
         return -x
 
 
+class Scale(nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor  # not a weight: the state dict does not change with it
+
+    def forward(self, x):
+        return x * self.factor
+
+
 def net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3){tail}).eval()
+    factor = json.loads((Path(__file__).parent / "arch.json").read_text())["factor"] * HELPER.FACTOR
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3), Scale(factor * fuzzact.FACTOR){tail}).eval()
 """
+#: the modules the model imports besides torch: forgotten before every command, as a new process would not have them
+MODEL_MODULES = ("fuzzact", "fuzzhelper")
 #: model-code edits: a comment (same model), the same weights with the logits negated, other weights
 CODE_EDITS = {"comment": ("", "# edited\n"), "negate": (", Negate()", ""), "reseed": ("", "")}
 STAGES = [f"batch-{b:05d}.pt" for b in range(3)]
 
 
 def cli(*args: str) -> tuple[int, str]:
-    """(exit status, stderr) of the advspatial command run in this process."""
+    """(exit status, stderr) of the advspatial command run in this process (the model's own modules forgotten)."""
+    import importlib
+
+    for name in MODEL_MODULES:
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()  # files written within the same second are found
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
             mock.patch.object(sys, "dont_write_bytecode", True):
@@ -64,6 +91,42 @@ def write_inputs(root: Path, images_seed: int = 0, labels_seed: int = 0, code: s
     if code == "reseed":
         text = text.replace("manual_seed(0)", "manual_seed(1)")
     (root / "nets.py").write_text(text)
+    write_model_inputs(root)
+
+
+def write_model_inputs(root: Path, factor: float = 1.0, helper: float = 1.0, version: str = "1.0",
+                       package: float = 1.0) -> None:
+    """What the factory reads besides its file: ``arch.json``, the helper named by a string, and the package
+    ``fuzzact`` installed (with its distribution's metadata) in ``root/site``."""
+    (root / "arch.json").write_text(json.dumps({"factor": factor}))
+    (root / "fuzzhelper.py").write_text(f"FACTOR = {helper}\n")
+    site = root / "site"
+    for old in site.glob("fuzzact-*.dist-info"):
+        for file in old.iterdir():
+            file.unlink()
+        old.rmdir()
+    (site / "fuzzact").mkdir(parents=True, exist_ok=True)
+    (site / "fuzzact" / "__init__.py").write_text(f"FACTOR = {package}\n")
+    info = site / f"fuzzact-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fuzzact\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("fuzzact\n")
+
+
+@contextlib.contextmanager
+def installed_site(root: Path) -> Iterator[None]:
+    """``root/site`` on the import path and counted as installed code (as site-packages is)."""
+    from advspatial.models import sources
+
+    roots = sources.installed_roots()
+    sys.path.insert(0, str(root / "site"))
+    try:
+        with mock.patch.object(sources, "installed_roots", lambda: (*roots, (root / "site").resolve())):
+            yield
+    finally:
+        sys.path.remove(str(root / "site"))
+        for name in MODEL_MODULES:
+            sys.modules.pop(name, None)
 
 
 def fresh_run(root: Path, out: Path) -> tuple[int, str]:
@@ -88,6 +151,9 @@ _action = st.one_of(
     st.tuples(st.just("code"), st.sampled_from(sorted(CODE_EDITS))),
     st.tuples(st.just("images"), st.integers(1, 3)),
     st.tuples(st.just("labels"), st.integers(1, 3)),
+    st.tuples(st.just("data file"), st.sampled_from([1.0, 2.0, -1.0])),
+    st.tuples(st.just("helper"), st.sampled_from([1.0, 0.5])),
+    st.tuples(st.just("package"), st.sampled_from(["1.0", "2.0"]), st.sampled_from([1.0, -1.0])),
     st.tuples(st.just("config"), st.sampled_from([("seed: 0", "seed: 1"), ("n: 12", "n: 8"),
                                                   ("batch_size: 4", "batch_size: 3"),
                                                   ("subset: first", "subset: random"),
@@ -120,13 +186,22 @@ def apply(action: tuple, root: Path, run: Path) -> None:
         write_inputs(root, images_seed=action[1])
     elif kind == "labels":
         write_inputs(root, labels_seed=action[1])
+    elif kind in ("data file", "helper", "package"):
+        inputs = {"factor": 1.0, "helper": 1.0, "version": "1.0", "package": 1.0}
+        if kind == "data file":
+            inputs["factor"] = action[1]
+        elif kind == "helper":
+            inputs["helper"] = action[1]
+        else:
+            inputs["version"], inputs["package"] = action[1], action[2]
+        write_model_inputs(root, **inputs)  # type: ignore[arg-type]
     elif kind == "config":
         config = run / "config.yaml"
         config.write_text(config.read_text().replace(*action[1]))
 
 
 def check_resume(actions: list[tuple]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, installed_site(Path(tmp)):
         root = Path(tmp)
         write_inputs(root)
         run = root / "run"
@@ -153,5 +228,9 @@ def check_resume(actions: list[tuple]) -> None:
 @example([("images", 1), ("delete", 2), ("delete-results",)])  # other images
 @example([("copy", 0, 1), ("delete-results",)])  # a stage copied over another batch's
 @example([("truncate", 2, 10), ("delete-results",)])
+@example([("data file", 2.0), ("delete", 1), ("delete-results",)])  # a file the factory reads, edited
+@example([("package", "2.0", -1.0), ("delete-results",)])  # an installed package upgraded
+@example([("package", "1.0", -1.0), ("delete-results",)])  # ... or edited in place
+@example([("helper", 0.5), ("delete", 0), ("delete-results",)])  # a helper loaded by a string import, edited
 def test_resume_gives_the_uninterrupted_result_or_refuses(actions: list[tuple]) -> None:
     check_resume(actions)

@@ -6,8 +6,8 @@ source files are checksummed (:func:`~advspatial.models.spec.code_checksum`), bu
 file (an architecture JSON beside it), call an installed package (upgraded or edited between an interruption and
 ``--resume``) or load a helper with ``importlib.import_module(name)``, none of which static reading of the
 sources finds. :func:`observe_build` watches the build itself: files opened for reading (``sys.addaudithook``
-"open" events of the building thread) and modules imported (those new in ``sys.modules`` afterwards and those
-named to ``__import__`` / ``importlib.import_module`` during the build, loaded before or not).
+"open" events of the building thread) and modules imported (those new or replaced in ``sys.modules`` afterwards
+and those named to ``__import__`` / ``importlib.import_module`` during the build, loaded before or not).
 :func:`model_provenance` gives the record a run keeps in ``run.json``; :func:`provenance_changes` names, in a few
 words, what differs between a saved record and the current one.
 """
@@ -78,7 +78,7 @@ def observe_build() -> Iterator[BuildRecord]:
         sys.addaudithook(_audit)  # cannot be removed: it does nothing while no build is observed
         _HOOKED = True
     record = BuildRecord()
-    before = set(sys.modules)
+    before = dict(sys.modules)
     real_import, real_import_module = builtins.__import__, importlib.import_module
 
     def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
@@ -101,7 +101,7 @@ def observe_build() -> Iterator[BuildRecord]:
     finally:
         builtins.__import__, importlib.import_module = real_import, real_import_module
         _ACTIVE.remove(record)
-        record.modules |= set(sys.modules) - before
+        record.modules |= {name for name, module in list(sys.modules.items()) if before.get(name) is not module}
 
 
 def remember_build(model: nn.Module, record: BuildRecord) -> nn.Module:
@@ -150,17 +150,57 @@ def provenance_changes(saved: Mapping[str, object], current: Mapping[str, Mappin
 
 
 def _versions(module_names: set[str]) -> dict[str, str]:
-    """distribution -> version for :data:`CORE_DISTRIBUTIONS` and the distributions providing ``module_names``."""
+    """distribution -> version for :data:`CORE_DISTRIBUTIONS` and the distributions providing ``module_names``
+    (outside the standard library)."""
     import importlib.metadata as metadata
 
-    tops = {name.split(".")[0] for name in module_names if name}
-    provided = metadata.packages_distributions()
-    wanted = set(CORE_DISTRIBUTIONS) | {dist for top in tops for dist in provided.get(top, [])}
     versions: dict[str, str] = {}
-    for dist in sorted(wanted):
+    for dist in CORE_DISTRIBUTIONS:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = str(metadata.version(dist))
-    return versions
+    for top in sorted({name.split(".")[0] for name in module_names if name}):
+        file = getattr(sys.modules.get(top), "__file__", None)
+        if top in versions or not file or _is_tool_file(Path(file)):
+            continue
+        with contextlib.suppress(metadata.PackageNotFoundError):  # the usual case: named as its top-level module
+            versions[top] = str(metadata.version(top))
+            continue
+        place = Path(file).parent.parent if Path(file).name == "__init__.py" else Path(file).parent
+        versions.update((name, version) for name, version, tops in _installed_in(str(place)) if top in tops)
+    return dict(sorted(versions.items()))
+
+
+_INSTALLED: dict[tuple[str, float], list[tuple[str, str, set[str]]]] = {}
+
+
+def _installed_in(folder: str) -> list[tuple[str, str, set[str]]]:
+    """(name, version, top-level modules) of the distributions whose metadata lies in ``folder`` (read again only
+    when the folder changed: an install or an uninstall)."""
+    key = (folder, _mtime(folder))
+    if key not in _INSTALLED:
+        found = []
+        for info in sorted(Path(folder).glob("*.dist-info")) if Path(folder).is_dir() else []:
+            meta = _read(info / "METADATA")
+            fields = dict(line.split(": ", 1) for line in meta.splitlines() if ": " in line and line[0] != " ")
+            listed = _read(info / "top_level.txt").split() or [line.split(",")[0].split("/")[0].removesuffix(".py")
+                                                               for line in _read(info / "RECORD").splitlines()]
+            found.append((fields.get("Name", info.name), fields.get("Version", "?"), set(listed)))
+        _INSTALLED[key] = found
+    return _INSTALLED[key]
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path or ".").st_mtime
+    except OSError:
+        return 0.0
 
 
 def _is_tool_file(file: Path) -> bool:
