@@ -188,7 +188,7 @@ def endpoint_across(records: Sequence[ModelRecord], attack: str, endpoint: str, 
 def not_pooled_note(k: int) -> str:
     """Why an endpoint has no pooled verdict, in one sentence."""
     models = "no model" if k == 0 else "only 1 model" if k == 1 else f"only {k} models"
-    return (f"not pooled: {models} passed {'its' if k == 1 else 'their'} gates with at least {MIN_N} images, and a "
+    return (f"not pooled: {models} passed {'its' if k <= 1 else 'their'} gates with at least {MIN_N} images, and a "
             f"pooled verdict needs {MIN_MODELS} (with fewer, the spread between models cannot be estimated)")
 
 
