@@ -264,3 +264,17 @@ def test_a_map_that_collapses_under_randomization_is_counted_as_changed_not_drop
     assert result["smooth_mprt"]["n_collapsed"] == 2 * len(x) and result["smooth_mprt"]["spearman"] == 0.0
     assert result["efficient_mprt"]["n_collapsed"] == 2 * len(x) and result["efficient_mprt"]["rise"] == -1.0
     assert not result["efficient_mprt"]["passed"]
+
+
+def test_each_check_prints_progress_lines_when_asked(data, capsys, monkeypatch):
+    """Long randomization checks report progress (plain lines in a log: at the start, every ~30 s and at the end),
+    counted in map computations; nothing without ``progress``."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    model, x, y = data
+    model_randomization_check(model, x, lambda m, z: saliency(m, z, y), seed=0, max_steps=2, draws=2, progress=True)
+    randomization_checks(model, x, y, saliency, seed=0, samples=2, draws=2, progress=True)
+    err = capsys.readouterr().err
+    assert "gate: cascading randomization" in err and "4/4" in err
+    assert "gate: smooth and efficient MPRT" in err and "6/6" in err
+    model_randomization_check(model, x, lambda m, z: saliency(m, z, y), seed=0, max_steps=2)
+    assert capsys.readouterr().err == ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,7 +145,7 @@ def _explain(explain_fn: ExplainFn, model: nn.Module, x: torch.Tensor, y: torch.
 def smoothed_maps(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, explain_fn: ExplainFn, *, seed: int = 0,
     sample_ids: torch.Tensor | None = None, samples: int = SMOOTH_MPRT_SAMPLES,
-    noise_magnitude: float = SMOOTH_MPRT_NOISE, clip: bool = True,
+    noise_magnitude: float = SMOOTH_MPRT_NOISE, clip: bool = True, tick: Callable[[], Any] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(denoised maps, plain maps): the mean of ``explain_fn`` over ``samples`` copies of x, and the clean one.
 
@@ -173,6 +174,8 @@ def smoothed_maps(
             noisy = x + eps.to(x.device, x.dtype) * spread
             noisy = noisy.clamp(0.0, 1.0) if clip else noisy
         maps = _explain(explain_fn, model, noisy, y)
+        if tick is not None:  # one map computation done (a progress bar's step)
+            tick()
         plain = maps
         total = maps / samples if total is None else total + maps / samples
     assert total is not None
@@ -301,16 +304,14 @@ def randomization_checks(
     seeds = draw_seeds(seed, draws)
     kw: dict[str, Any] = dict(seed=seed, sample_ids=sample_ids, samples=samples, noise_magnitude=noise_magnitude,
                               clip=clip)
-    with progress_bar(total=1 + len(seeds), desc="gate: smooth and efficient MPRT", unit="model",
+    with progress_bar(total=(1 + len(seeds)) * int(samples), desc="gate: smooth and efficient MPRT", unit="map",
                       disable=not progress) as bar:
-        s0, p0 = smoothed_maps(net, x, y, explain_fn, **kw)
-        bar.update(1)
+        s0, p0 = smoothed_maps(net, x, y, explain_fn, tick=bar.update, **kw)
         denoised, plain = [], []
         for draw_seed in seeds:
-            s1, p1 = smoothed_maps(fully_randomized(model, x, draw_seed), x, y, explain_fn, **kw)
+            s1, p1 = smoothed_maps(fully_randomized(model, x, draw_seed), x, y, explain_fn, tick=bar.update, **kw)
             denoised.append(s1)
             plain.append(p1)
-            bar.update(1)
     smooth = _spearman_result(s0, denoised, max_spearman, samples, noise_magnitude)
     efficient = _efficient_result(p0, plain, min_rise, n_bins)
     failed = []
