@@ -134,8 +134,8 @@ def model_randomization_check(
     Returns one row per step: ``step`` (1 = output layer only), ``layer``,
     ``spearman`` (mean rank correlation of the maps over draws and images),
     ``pearson`` (mean linear correlation), ``top_iou`` (mean IoU of the
-    top-``fraction`` regions, the RoIs), ``per_draw`` (the Spearman of each
-    draw and image), ``draw_seeds``, ``n`` (images where the correlation is
+    top-``fraction`` regions, the RoIs), ``per_draw`` (the last step only: the
+    Spearman of each draw and image, which the pass rule reads), ``draw_seeds``, ``n`` (images where the correlation is
     defined), ``n_undefined`` (images whose trained-model map is constant) and
     ``n_collapsed`` / ``maps`` (randomized maps that collapsed to a constant,
     counted as Spearman 0 by :func:`rank_agreement`, out of every randomized map
@@ -190,7 +190,10 @@ def model_randomization_check(
                                     "iou": iou(roi0, roi)})
                 bar.update(1)
     undefined = int(constant_maps(original).sum())
-    return [_cascade_row(step, layers[step - 1][0], cells[step], seeds, undefined) for step in compared]
+    rows = [_cascade_row(step, layers[step - 1][0], cells[step], seeds, undefined) for step in compared]
+    for row in rows[:-1]:  # the rule reads the last step's table; the earlier steps keep their means (metrics.json)
+        del row["per_draw"]
+    return rows
 
 
 def _cascade_row(step: int, layer: str, draws: list[dict[str, torch.Tensor]], seeds: list[int],
