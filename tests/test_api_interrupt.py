@@ -1,7 +1,9 @@
 """Ctrl-C in the Python API: advspatial.run, analyze and study end with one line saying how to complete the work
-(the same call with resume=True), and that call completes it."""
+(the same call with resume=True), and that call completes it. And a silent step of advspatial.run gets a line."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from helpers import self_labelled_tiny_cnn
@@ -61,3 +63,26 @@ def test_ctrl_c_in_study_says_how_to_resume(tmp_path, monkeypatch) -> None:
                          progress=False)
     check_one_line(caught, "study", out)
     assert (out / "study.yaml").is_file()  # what resume=True reads back
+
+
+def test_a_silent_step_of_run_gets_a_still_working_line(tmp_path, monkeypatch, capsys) -> None:
+    """advspatial.run printed nothing for 18 minutes while a check with no bar of its own ran."""
+    from advspatial import progress
+    from advspatial.experiments import running
+
+    write_results = running.write_results
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.6)  # a step without a bar, longer than the interval
+        return write_results(*args, **kwargs)
+
+    monkeypatch.setattr(running, "write_results", slow)
+    monkeypatch.setattr(progress, "LOG_INTERVAL", 0.15)
+    monkeypatch.setattr(progress, "TICK", 0.02)
+    model, x, y = self_labelled_tiny_cnn(4)
+    out = tmp_path / "r"
+    advspatial.run("baseline", model=model, data=(x, y), out=str(out), progress=True)
+    beats = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"baseline: {out}: still")]
+    assert beats and beats[0].startswith(f"baseline: {out}: still working, ")
+    advspatial.run("baseline", model=model, data=(x, y), out=str(tmp_path / "quiet"), progress=False)
+    assert "still working" not in capsys.readouterr().err  # progress=False: no heartbeat either

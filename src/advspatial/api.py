@@ -131,8 +131,9 @@ def run(
         >>> sorted(claim["effect"])
         ['high', 'low', 'mean', 'n']
     """
-    from .distributed import init_from_environment
+    from .distributed import init_from_environment, world
     from .experiments import get_experiment, resolve_config, run_experiment
+    from .progress import heartbeat
 
     init_from_environment()
 
@@ -147,10 +148,12 @@ def run(
     if resume and not values.get("out"):
         raise ConfigError("resume=True needs out= (the run directory to complete)")
     resolved = resolve_config(spec, str(config) if config else None, values, quick)
-    try:
-        result, rundir = run_experiment(experiment, resolved, resume=resume)
+    out = resolved.out or f"runs/{experiment}"
+    try:  # a step that prints nothing for 30 s (no bar of its own) gets a "still working" line
+        with heartbeat(f"{experiment}: {out}", enabled=world().is_main and bool(getattr(resolved, "progress", True))):
+            result, rundir = run_experiment(experiment, resolved, resume=resume)
     except KeyboardInterrupt:
-        raise interrupted("run", resolved.out or f"runs/{experiment}") from None
+        raise interrupted("run", out) from None
     return RunResult(experiment, result.metrics, result.per_image, result.summary, rundir.path, resolved)
 
 
