@@ -7,10 +7,11 @@ in a traceback.
 
 Budget. By default every fuzz test runs a fixed number of derandomized examples (the same inputs every run,
 so a failure is reproducible and the suite's time is stable). Stated budget: about 30 s of CPU for all of
-tests/fuzz/; measured 25 s of CPU (user + system, imports included; 47 s wall, the machine busy) on this
+tests/fuzz/; measured 32 s of CPU (user + system, imports included; 103 s wall, the machine busy) on this
 project's 2-core machine: the damaged-run reports about 5 s (a tiny maps run of 2.5 s, then a re-render per example),
-the resume property and the one subprocess about 3-4 s each. ``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K
-and draws fresh random inputs (hypothesis' database then keeps the failures it finds), e.g.
+the resume property (with the model's data file, package and string-imported helper) about 5 s, the one subprocess
+3-4 s, the small inputs (YAML aliases, plan options, the scripts and examples) about 3 s.
+``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K and draws fresh random inputs (hypothesis' database then keeps the failures it finds), e.g.
 ``ADVSPATIAL_FUZZ=20 pytest tests/fuzz`` for a deeper search of several minutes.
 """
 

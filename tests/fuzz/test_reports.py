@@ -2,7 +2,8 @@
 study directories: any value put at any place of metrics.json, run.json or study.yaml, a key renamed (to ``../``,
 ``javascript:``...) or removed, the whole file replaced, a figure (a symbolic or a hard link) or the figures
 folder linked from outside. The property: the report is re-rendered, or the command refuses in one line and
-leaves the report that was there; a file from outside the directory is never embedded and never written. Budget and profiles: tests/fuzzing.py."""
+leaves the report that was there; a file from outside the directory is never embedded and never written.
+Budget and profiles: tests/fuzzing.py."""
 
 from __future__ import annotations
 

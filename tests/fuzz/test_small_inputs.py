@@ -66,7 +66,7 @@ def write(tmp: str, text: str) -> str:
     return str(path)
 
 
-@fuzz_settings(40)
+@fuzz_settings(25)
 @given(aliased_yaml(), st.sampled_from(sorted(SURFACES)))
 @example("[&a0 [x, x, x, x, x, x, x, x, x], &a1 [*a0, *a0, *a0, *a0, *a0, *a0, *a0, *a0, *a0], "
          "&a2 [*a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1, *a1], &a3 [*a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2, *a2], "
@@ -84,7 +84,7 @@ def test_yaml_with_aliases_is_refused_fast_in_one_short_line(text: str, surface:
     assert spent < 2.0, f"{spent:.1f} s of CPU for {len(text)} bytes"
 
 
-@fuzz_settings(40)
+@fuzz_settings(25)
 @given(st.one_of(st.text(max_size=12), st.floats().map(repr), st.sampled_from(["nan", "-nan", "inf", "1e-400",
                                                                                  "0.5", "1", "0", "1e308"])))
 @example("nan")  # blamed metrics.json for a bad option
@@ -127,7 +127,7 @@ _run_files = st.dictionaries(st.sampled_from(["run.json", "metrics.json", "per_i
                                               "study.yaml"]), _content, max_size=5)
 
 
-@fuzz_settings(40)
+@fuzz_settings(25)
 @given(_run_files, st.sampled_from(["dir", "missing", "file"]))
 @example({"run.json": '{"experiment": "maps"}', "metrics.json": "[" * 50_000}, "dir")  # a RecursionError
 @example({"study.yaml": "models: [a, b]"}, "dir")  # a study read as a run
@@ -149,7 +149,7 @@ def test_read_a_run_on_anything_but_a_finished_run_is_one_line(files: dict[str, 
 _place = st.sampled_from(["missing", "file", "empty folder", "class folders", "flat files"])
 
 
-@fuzz_settings(30)
+@fuzz_settings(20)
 @given(_place, _place, st.integers(-2, 6))
 def test_split_imagefolder_splits_or_ends_in_one_line(source_kind: str, target_kind: str, every: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
