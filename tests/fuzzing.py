@@ -11,8 +11,9 @@ tests/fuzz/; measured 32 s of CPU (user + system, imports included; 103 s wall, 
 project's 2-core machine: the damaged-run reports about 5 s (a tiny maps run of 2.5 s, then a re-render per example),
 the resume property (with the model's data file, package and string-imported helper) about 5 s, the one subprocess
 3-4 s, the small inputs (YAML aliases, plan options, the scripts and examples) about 3 s.
-``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K and draws fresh random inputs (hypothesis' database then keeps the failures it finds), e.g.
-``ADVSPATIAL_FUZZ=20 pytest tests/fuzz`` for a deeper search of several minutes.
+``ADVSPATIAL_FUZZ=K`` multiplies every test's examples by K and draws fresh random inputs (hypothesis'
+database then keeps the failures it finds), e.g. ``ADVSPATIAL_FUZZ=20 pytest tests/fuzz`` for a deeper search of
+several minutes.
 """
 
 from __future__ import annotations
