@@ -84,14 +84,15 @@ def observe_build() -> Iterator[BuildRecord]:
     def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
         module = real_import(name, globals, locals, fromlist, level)
         if threading.get_ident() == record.thread:
-            record.modules.add(getattr(module, "__name__", name) if level else name)
-            record.modules.update(f"{module.__name__}.{item}" for item in fromlist or () if isinstance(item, str))
+            base = getattr(module, "__name__", None)  # any object may stand in sys.modules
+            record.modules.add(str(base or name) if level else name)
+            record.modules.update(f"{base}.{item}" for item in fromlist or () if isinstance(item, str) and base)
         return module
 
     def recording_import_module(name: str, package: str | None = None):
         module = real_import_module(name, package)
         if threading.get_ident() == record.thread:
-            record.modules.add(module.__name__)
+            record.modules.add(str(getattr(module, "__name__", None) or name))
         return module
 
     _ACTIVE.append(record)
@@ -118,7 +119,8 @@ def model_provenance(model: nn.Module) -> dict[str, dict[str, str]]:
     from .sources import is_installed
 
     record = _RECORDS.get(model, BuildRecord())
-    names = {klass.__module__ for module in model.modules() for klass in type(module).__mro__}
+    classes = {klass for module in model.modules() for klass in type(module).__mro__}
+    names = {str(getattr(klass, "__module__", "") or "") for klass in classes}
     names |= {name for name in record.modules if name in sys.modules}
     inputs: dict[str, str] = {}
     for name in sorted(record.modules)[:MAX_ENTRIES]:
