@@ -122,6 +122,14 @@ def run(
         A smoke test (``quick=True``: it checks that the pipeline runs and decides nothing) of the ``maps``
         measurement on your model and images; leave out ``quick`` and give a few hundred images for verdicts.
 
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> import advspatial
         >>> result = advspatial.run("maps", model=model, data=(images, labels), attacks=["pgd"], quick=True, n=12,
         ...                         out="runs/example", progress=False)
@@ -184,6 +192,14 @@ def analyze(
     Examples:
         Adversarial examples made by any code, measured without running an attack:
 
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> import advspatial
         >>> from advspatial.attacks import PGD
         >>> x_adv = PGD(model, eps=0.1, steps=10)(images, labels)   # or torchattacks, ART, your own code
@@ -231,6 +247,16 @@ def study(
     Examples:
         Two models on the same images (a smoke test here; leave out ``quick`` for verdicts):
 
+        >>> import torch
+        >>> from advspatial.models import build_model
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> other_model = build_model("lenet5").eval()
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> import advspatial
         >>> result = advspatial.study({"a": model, "b": other_model}, data=(images, labels), attacks=["pgd"],
         ...                           quick=True, n=12, out="runs/study-example", progress=False)

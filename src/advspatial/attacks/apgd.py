@@ -164,6 +164,14 @@ class APGD(Attack):
         seed: seed of the random starts (restart r uses ``seed + r``).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import APGD
         >>> APGD(model, eps=8 / 255, steps=10)(images, labels).shape
         torch.Size([12, 1, 28, 28])
@@ -351,6 +359,15 @@ class APGDL2(APGD):
     whole length inside the mask; projection scales ``x' - x`` by ``min(1, eps/||x' - x||)``.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
+        >>> from advspatial.attacks import APGDL2
         >>> APGDL2(model, eps=1.0, steps=10)(images, labels).shape
         torch.Size([12, 1, 28, 28])
     """
@@ -391,6 +408,15 @@ class APGDT(APGD):
     Args: as :class:`APGD`, plus ``n_target_classes >= 1``; the loss defaults to ``dlr`` (any targeted APGD loss works).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
+        >>> from advspatial.attacks import APGDT
         >>> APGDT(model, eps=8 / 255, steps=5, n_target_classes=2)(images, labels).shape
         torch.Size([12, 1, 28, 28])
     """

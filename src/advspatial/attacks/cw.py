@@ -55,6 +55,14 @@ class CarliniWagnerL2(Attack):
         seed: unused (the attack is deterministic); kept for a uniform signature.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import CarliniWagnerL2
         >>> result = CarliniWagnerL2(model, binary_search_steps=2, steps=10).run(images, labels)
         >>> result.x_adv.shape == images.shape and bool((result.l2[~result.success] == 0).all())

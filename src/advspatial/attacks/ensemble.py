@@ -71,6 +71,14 @@ class AutoAttack(Attack):
             draws). Default False: AutoAttack's ``rand`` behaviour.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import AutoAttack
         >>> attack = AutoAttack(model, eps=8 / 255, steps=5, n_restarts=1, n_queries=50)
         >>> x_adv = attack(images, labels)                 # per image the worst case over APGD-CE, APGD-DLR, Square
@@ -215,6 +223,14 @@ class AutoAttackL2(AutoAttack):
     """The ensemble in the L2 ball (same arguments as :class:`AutoAttack`; eps >= 0 is an L2 radius).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import AutoAttackL2
         >>> x_adv = AutoAttackL2(model, eps=1.0, steps=5, n_restarts=1, n_queries=50)(images, labels)
         >>> bool((x_adv - images).flatten(1).norm(dim=1).max() <= 1.0 + 1e-4)

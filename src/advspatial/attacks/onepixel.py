@@ -155,6 +155,14 @@ class OnePixel(Attack):
         seed: seed of the per-sample generators.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import OnePixel
         >>> result = OnePixel(model, popsize=20, maxiter=3).run(images, labels)
         >>> int(result.l0.max())                           # pixel positions changed per image
@@ -423,6 +431,14 @@ class KPixel(OnePixel):
     """:class:`OnePixel` with ``pixels=3`` by default (registered as ``kpixel``).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import KPixel
         >>> result = KPixel(model, popsize=20, maxiter=3).run(images, labels)
         >>> int(result.l0.max()) <= 3

@@ -171,6 +171,14 @@ class Square(Attack):
         seed: restart r seeds image i's generator with ``(seed + r, sample_id[i])``.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import Square
         >>> result = Square(model, eps=8 / 255, n_queries=50).run(images, labels)   # forward passes only: no gradient
         >>> bool((result.x_adv - images).abs().max() <= 8 / 255 + 1e-6)
@@ -284,6 +292,14 @@ class SquareL2(Square):
     """Square Attack in the L2 ball (same arguments as :class:`Square`; eps >= 0 is an L2 radius).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import SquareL2
         >>> x_adv = SquareL2(model, eps=1.0, n_queries=50)(images, labels)
         >>> bool((x_adv - images).flatten(1).norm(dim=1).max() <= 1.0 + 1e-4)

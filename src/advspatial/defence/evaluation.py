@@ -161,7 +161,15 @@ def evaluate_adaptive(defence: Defence, x: torch.Tensor, y: torch.Tensor, plan: 
     ``curve=False`` measures no curve: for a number no verdict needs converged.
 
     Examples:
-        >>> from advspatial.defence import AdaptiveBudget, CurveGrid, Undefended
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
+        >>> from advspatial.defence import AdaptiveBudget, AdaptivePlan, CurveGrid, Undefended, evaluate_adaptive
         >>> budget = AdaptiveBudget(steps=2, restarts=1, queries=5)
         >>> plan = AdaptivePlan(0.03, budget, CurveGrid(steps=(2, 4), restarts=(1, 2), eps_factors=(1.0, 2.0)))
         >>> result = evaluate_adaptive(Undefended(model), images, labels, plan,

@@ -109,6 +109,14 @@ def attack_map(name: str, model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor
     :class:`~advspatial.errors.ConfigError`.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import FGSM
         >>> from advspatial.maps import attack_map
         >>> x_adv = FGSM(model, eps=8 / 255)(images, labels)

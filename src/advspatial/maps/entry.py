@@ -20,6 +20,14 @@ def magnitude(x: torch.Tensor, x_adv: torch.Tensor) -> AttackMap:
     """||x_adv - x|| over channels per pixel: where the perturbation is, whatever it does (no model needed).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import PGDL2
         >>> from advspatial.maps import magnitude
         >>> roa = magnitude(images, PGDL2(model, eps=1.0, steps=10)(images, labels))   # no model needed
@@ -34,6 +42,14 @@ def contribution(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torc
     """Path-integrated contribution of each pixel to the margin drop x -> x_adv, with its completeness check.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> from advspatial.attacks import PGD
         >>> from advspatial.maps import contribution
         >>> x_adv = PGD(model, eps=8 / 255, steps=10)(images, labels)
@@ -49,6 +65,13 @@ def gradient(model: nn.Module, x: torch.Tensor) -> AttackMap:
     label).
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
         >>> from advspatial.maps import gradient
         >>> gradient(model, images).map.shape               # from the input alone: what a deployed defence can use
         torch.Size([12, 28, 28])

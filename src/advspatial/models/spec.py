@@ -249,6 +249,16 @@ def load_model(
     architecture (for its ``weights`` or a ``state-dict`` file). A registered
     name *without* weights is trained per dataset: use
     ``advspatial.model_cache.resolve_model`` for that.
+
+    Examples:
+        A pretrained zoo model needs no dataset: its weights are found (``$ADVSPATIAL_DATA/cifar10-resnet/``, the
+        cache) or downloaded once, their sha256 checked.
+
+        >>> import torch
+        >>> from advspatial.models import load_model
+        >>> model = load_model("cifar10-resnet20")          # He et al.'s CIFAR-10 ResNet-20, normalization inside
+        >>> model(torch.rand(2, 3, 32, 32)).shape            # images in [0,1]
+        torch.Size([2, 10])
     """
     from .provenance import observe_build, remember_build
 

@@ -133,6 +133,13 @@ def importance_map(
     :class:`~advspatial.errors.ConfigError` listing the valid ones.
 
     Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
         >>> from advspatial.maps import importance_map
         >>> importance_map("gradcam", model, images).shape   # any name of advspatial list maps
         torch.Size([12, 28, 28])

@@ -16,6 +16,8 @@ Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0.
 
 Examples:
     >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
     >>> from advspatial.maps import cam
     >>> layers = [torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)]
     >>> net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # GAP + linear

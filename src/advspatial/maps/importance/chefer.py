@@ -49,6 +49,9 @@ def relevance_rule(attentions: Sequence[torch.Tensor], gradients: Sequence[torch
 Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), (N,H,W) >= 0.
 
 Examples:
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
     >>> from advspatial.models.vit import vit_tiny
     >>> from advspatial.maps import chefer
     >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid

@@ -17,6 +17,13 @@ from ._registry import method_function, register_importance_method
 Grad-CAM (Selvaraju et al. 2017) of the ``target`` class, (N,H,W) >= 0 at input resolution.
 
 Examples:
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+    ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+    ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
     >>> from advspatial.maps import gradcam
     >>> roi_map = gradcam(model, images)                # the predicted class (target="pred")
     >>> roi_map.shape, bool((roi_map >= 0).all())

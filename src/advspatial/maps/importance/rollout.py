@@ -65,6 +65,9 @@ def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "me
 Attention rollout (Abnar & Zuidema 2020) of a vision transformer, class-agnostic, (N,H,W) >= 0.
 
 Examples:
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
     >>> from advspatial.models.vit import vit_tiny
     >>> from advspatial.maps import rollout
     >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid

@@ -15,6 +15,14 @@ from ._registry import register_importance_method
 Saliency (Simonyan et al. 2014): |d z_target / dx| summed over channels, (N,H,W) >= 0.
 
 Examples:
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+    ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+    ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+    >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
     >>> from advspatial.maps import saliency
     >>> roi_map = saliency(model, images, target="true", y=labels)
     >>> roi_map.shape, bool((roi_map >= 0).all())

@@ -15,6 +15,9 @@ from ._tokens import token_gradients
 Grad-CAM on a vision transformer's patch tokens (class and register tokens dropped), (N,H,W) >= 0.
 
 Examples:
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
     >>> from advspatial.models.vit import vit_tiny
     >>> from advspatial.maps import token_gradcam
     >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
