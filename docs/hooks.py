@@ -1,18 +1,25 @@
-"""MkDocs hooks of the advspatial documentation (named in mkdocs.yml under ``hooks:``).
+"""MkDocs hooks of the advspatial documentation (named in mkdocs.yml under ``hooks:``), and the script that
+renders its generated tables into the Markdown sources.
 
-1. Settings tables generated from the experiments' config dataclasses at build time,
-   so the pages never drift from ``advspatial run NAME --help``. A page writes
-   ``<!-- settings: NAME -->`` (an experiment name) or ``<!-- settings: common -->``
-   (the settings every experiment has) on a line of its own.
+1. Settings tables generated from the experiments' config dataclasses, so the pages never drift from
+   ``advspatial run NAME --help``. A page opens a table with ``<!-- settings: NAME -->`` (an experiment name) or
+   ``<!-- settings: common -->`` (the settings every experiment has) on a line of its own and closes it with
+   ``<!-- /settings -->``; the table between the two is generated.
 2. The experiments' pages and navigation come from the experiment registry: the "Experiments"
    entry of the navigation lists every registered experiment (``on_config``), and an experiment
    without a hand-written page docs/experiments/NAME.md gets a generated one (``on_files``: its
    description, its package's docstring and its settings table), so a new experiment is one package
    plus one registry line.
-3. The presets' budget table (``<!-- presets: table -->``) from ``advspatial.experiments.presets``, so the
-   budgets a page shows are the ones ``--preset`` sets.
+3. The presets' budget table (``<!-- presets: table -->`` ... ``<!-- /presets -->``) from
+   ``advspatial.experiments.presets``, so the budgets a page shows are the ones ``--preset`` sets; the experiments'
+   table (``<!-- experiments: table -->`` ... ``<!-- /experiments -->``) from the registry.
 4. Sphinx-style roles in docstrings (``:func:`x```, ``:class:`~a.b.C```) are shown
    as plain code: the Markdown docstrings of the API reference have no such roles.
+
+The tables are written into the Markdown sources, so a page reads the same on GitHub, in an editor and in the built
+site: ``python docs/hooks.py`` renders every table of docs/ in place (``--check``: exit 1 naming the pages whose
+tables are stale, writing nothing); the build renders them again, so the site never shows a stale one, and
+tests/test_docs_tables.py fails while a source is stale.
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File
-
-TABLE = re.compile(r"^<!--\s*experiments:\s*table\s*-->\s*$", re.MULTILINE)
-PRESETS = re.compile(r"^<!--\s*presets:\s*table\s*-->\s*$", re.MULTILINE)
-MARKER = re.compile(r"^<!--\s*settings:\s*([\w-]+)\s*-->\s*$", re.MULTILINE)
+#: an opening marker on a line of its own, what an earlier rendering left up to its closing marker (if any), and the
+#: closing marker: ``<!-- KIND: ARGUMENT -->`` ... ``<!-- /KIND -->``
+GENERATED = re.compile(r"^<!--[ \t]*(settings|presets|experiments):[ \t]*([\w-]+)[ \t]*-->[ \t]*\n"
+                       r"((?:(?!<!--).*\n)*?<!--[ \t]*/\1[ \t]*-->[ \t]*$)?", re.MULTILINE)
+#: a marker's line, left out of the built site's pages (the site shows the table alone)
+MARKER_LINE = re.compile(r"^<!--[ \t]*/?(?:settings|presets|experiments)\b[^>]*-->[ \t]*\n?", re.MULTILINE)
 ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj|const|term):(<code>)~?")
 
 
@@ -79,7 +86,7 @@ def settings_table(name: str) -> str:
     else:
         registry = experiments.experiments()
         if name not in registry:
-            raise PluginError(f"<!-- settings: {name} -->: no experiment {name!r}; known: {', '.join(registry)}")
+            raise ValueError(f"<!-- settings: {name} -->: no experiment {name!r}; known: {', '.join(registry)}")
         cls = registry[name].config_cls
     quick = dict(getattr(cls, "QUICK", {})) if name != "common" else {}
     if name != "common":  # its own settings, those whose default it changes, those --quick changes
@@ -133,6 +140,8 @@ def on_config(config: Any) -> Any:
 
 def on_files(files: Any, config: Any) -> Any:
     """A generated page for every registered experiment without docs/experiments/NAME.md."""
+    from mkdocs.structure.files import File
+
     for name, experiment in registered().items():
         uri = f"experiments/{name}.md"
         if files.get_file_from_path(uri) is None:
@@ -154,11 +163,62 @@ def presets_table() -> str:
     return preset_table() + "\n"
 
 
+def generated_table(kind: str, argument: str) -> str:
+    """The Markdown a marker ``<!-- KIND: ARGUMENT -->`` stands for."""
+    if kind == "settings":
+        return settings_table(argument)
+    if argument != "table":
+        raise ValueError(f"<!-- {kind}: {argument} -->: valid: <!-- {kind}: table -->")
+    return presets_table() if kind == "presets" else experiments_table()
+
+
+def render_tables(markdown: str) -> str:
+    """``markdown`` with the table of every marker rendered between it and its closing marker (added when missing),
+    a blank line on each side so that every Markdown reader shows the table."""
+    def rendered(m: re.Match[str]) -> str:
+        kind, argument, closed = m.group(1), m.group(2), m.group(3) is not None
+        end = "" if closed else "\n"  # a first rendering: the opening line's own line end was matched
+        return f"<!-- {kind}: {argument} -->\n\n{generated_table(kind, argument)}\n<!-- /{kind} -->{end}"
+
+    return GENERATED.sub(rendered, markdown)
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
-    markdown = TABLE.sub(lambda m: experiments_table(), markdown)
-    markdown = PRESETS.sub(lambda m: presets_table(), markdown)
-    return MARKER.sub(lambda m: settings_table(m.group(1)), markdown)
+    from mkdocs.exceptions import PluginError
+
+    try:
+        return MARKER_LINE.sub("", render_tables(markdown))
+    except ValueError as exc:
+        raise PluginError(f"{page.file.src_uri}: {exc}") from exc
 
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
     return ROLE.sub(r"\1", html)
+
+
+def documentation_pages() -> list[Path]:
+    """The Markdown sources whose tables are rendered: every page under docs/."""
+    return sorted(Path(__file__).resolve().parent.rglob("*.md"))
+
+
+def main(argv: list[str]) -> int:
+    """``python docs/hooks.py [--check]``: render the tables into the pages (or only name the stale ones)."""
+    check = argv == ["--check"]
+    if argv and not check:
+        print("usage: python docs/hooks.py [--check]", file=sys.stderr)
+        return 2
+    stale = []
+    for page in documentation_pages():
+        text = page.read_text(encoding="utf-8")
+        rendered = render_tables(text)
+        if rendered != text:
+            stale.append(page)
+            if not check:
+                page.write_text(rendered, encoding="utf-8")
+    for page in stale:
+        print(f"{'stale' if check else 'rendered'}: {page}")
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
