@@ -5,10 +5,12 @@
 - Every ``advspatial ...`` command line in a shell block (```` ```bash ````) of README.md and docs/**/*.md is parsed
   by the real command: its command names, option names and option values are checked, the command is not run.
 
-The blocks use the names a reader has (see :func:`helpers.documentation_namespace`): ``model`` (an ``nn.Module``
-taking images in [0,1]), ``images`` and ``labels`` (a batch), ``other_model``. Runs they start
-(``advspatial.run``, ``analyze``, ``study``) are made CI-sized: ``quick=True`` and at most a dozen images, with every
-other setting as written, so a renamed setting or a wrong value still fails here.
+A block runs as pasted into a fresh interpreter: it imports and builds what it uses (a model, a handful of images).
+Only a block that states what it assumes in a comment of the form ``# model, other_model: ...; images, labels: ...``
+gets those names (:func:`helpers.documentation_namespace`: small untrained models and 12 images). Runs the blocks
+start (``advspatial.run``, ``analyze``, ``study``) are made CI-sized: ``quick=True`` and at most a dozen images, with
+every other setting as written, so a renamed setting or a wrong value still fails here; a model trained on first use
+(``resolve_model``) is trained on 512 images for one epoch.
 """
 
 from __future__ import annotations
@@ -121,6 +123,29 @@ def small(call: Callable[..., Any]) -> Callable[..., Any]:
     return at_ci_size
 
 
+#: a comment stating the names a block assumes: ``# model, other_model: your nn.Modules; images, labels: a batch``
+ASSUMED = re.compile(r"(?:^#|;)\s*(\w+(?:,\s*\w+)*):")
+
+
+def assumed_names(code: str) -> set[str]:
+    """The names a block says it takes as given, in a comment line of the form of :data:`ASSUMED`."""
+    return {name.strip() for line in code.splitlines() if line.lstrip().startswith("#")
+            for group in ASSUMED.findall(line.strip()) for name in group.split(",")}
+
+
+def small_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``resolve_model`` of a registered architecture trains it on 512 images for one epoch (a CI-sized model)."""
+    import dataclasses
+
+    from advspatial import model_cache
+    from advspatial.training import TrainConfig
+
+    def ci_sized(**fields: object) -> TrainConfig:
+        return dataclasses.replace(TrainConfig(**fields), train_limit=512, epochs=1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(model_cache, "TrainConfig", ci_sized)
+
+
 @pytest.mark.parametrize("block", [b for b in PYTHON_BLOCKS if b.not_run is None], ids=lambda b: b.where)
 def test_every_python_block_of_the_docs_runs(block: Block, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from advspatial import api
@@ -128,8 +153,16 @@ def test_every_python_block_of_the_docs_runs(block: Block, tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)  # runs/... of the blocks land here
     monkeypatch.setattr(api, "run", small(api.run))  # analyze calls run: it is made small by this too
     monkeypatch.setattr(api, "study", small(api.study))
-    namespace = {"__name__": "__docs__", **documentation_namespace()}
-    exec(compile(block.code, block.where, "exec"), namespace)  # the documentation's own code
+    small_training(monkeypatch)
+    given = {k: v for k, v in documentation_namespace().items() if k in assumed_names(block.code)}
+    exec(compile(block.code, block.where, "exec"), {"__name__": "__docs__", **given})  # the documentation's own code
+
+
+def test_a_block_gets_only_the_names_it_states() -> None:
+    assert assumed_names("# model, other_model: your nn.Modules; images, labels: the test images\nx = 1\n") == {
+        "model", "other_model", "images", "labels"}
+    assert assumed_names("x = model(images)  # model: not a leading comment\n") == set()
+    assert assumed_names("# the default CNN: trained on first use\n") == set()
 
 
 def parse_only(original: Callable[..., Any]) -> Callable[..., Any]:
