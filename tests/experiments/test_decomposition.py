@@ -41,7 +41,7 @@ def decompositions(draw: st.DrawFn) -> Decomposition:
             for r in regions]
     rows.append(RegionRow(SAME_CLASS, Estimate(0.25, math.nan, math.nan, 100), draw(decisions())))
     return Decomposition("pgd", "contribution", Estimate(draw(st.floats(0.05, 0.9)), 0.0, 1.0, 100), 0.2,
-                         tuple(rows))
+                         tuple(rows), draw(st.booleans()))
 
 
 def _numbers_agree(clause: str, d: Decision) -> None:
@@ -74,7 +74,10 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
     text = headline_sentence(d)
     assert text.startswith(f"pgd puts {d.roi_share.mean:.0%} of its contribution map in the RoI (20% of the pixels)")
     # "beyond layout and image content" only where the RoI beats every region by at least its margin
-    assert ("beyond layout and image content" in text) == beyond_every_region(d)
+    assert ("beyond layout and image content" in text) == (beyond_every_region(d) and d.roi_faithful)
+    # where the model looks is said only of a RoI whose gate did not fail
+    assert "the model also looks" not in text or d.roi_faithful
+    assert "this model looks" not in text or d.roi_faithful
     if "beyond layout and image content" in text:
         assert all(r.difference.low > 0 and r.difference.mean >= r.difference.margin for r in d.rows)
     # a fixed region named as where the attack acts catches as much as the RoI or more

@@ -98,13 +98,15 @@ class RegionRow:
 @dataclass(frozen=True)
 class Decomposition:
     """Where one attack map falls: its share inside the RoI (``roi_share``; the RoI covers ``roi_pixels`` of the
-    image) and every other region of the same size (``rows``, in :data:`REGION_ORDER`)."""
+    image) and every other region of the same size (``rows``, in :data:`REGION_ORDER`). ``roi_faithful``: the RoI's
+    gate did not fail; when it did, the sentences say where the explainer's map points, not where the model looks."""
 
     attack: str
     kind: str
     roi_share: Estimate
     roi_pixels: float
     rows: tuple[RegionRow, ...]
+    roi_faithful: bool = True
 
     def row(self, region: str) -> RegionRow | None:
         """The row of ``region``, or None when it was not measured."""
@@ -112,18 +114,19 @@ class Decomposition:
 
     def as_dict(self) -> dict[str, Any]:
         return {"attack": self.attack, "kind": self.kind, "roi_share": self.roi_share.as_dict(),
-                "roi_pixels": self.roi_pixels, "rows": [r.as_dict() for r in self.rows]}
+                "roi_pixels": self.roi_pixels, "rows": [r.as_dict() for r in self.rows],
+                "roi_faithful": self.roi_faithful}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decomposition:
         from ..statistics.claims import estimate_of
 
         return cls(str(data["attack"]), str(data["kind"]), estimate_of(data["roi_share"]), float(data["roi_pixels"]),
-                   tuple(RegionRow.from_dict(r) for r in data["rows"]))
+                   tuple(RegionRow.from_dict(r) for r in data["rows"]), bool(data.get("roi_faithful", True)))
 
 
 def decompose(attack: str, kind: str, result: StoreComparison, roi_pixels: float, sesoi_scale: float,
-              seed: int) -> Decomposition:
+              seed: int, roi_faithful: bool = True) -> Decomposition:
     """The decomposition of one store's comparison (:func:`~advspatial.statistics.store.compare_store`): every
     reference region's raw paired difference and the image-specific part, each with the margin the claim uses
     (:func:`~advspatial.statistics.verdicts.sesoi_for` of the compared region's share, times ``sesoi_scale``)."""
@@ -137,7 +140,7 @@ def decompose(attack: str, kind: str, result: StoreComparison, roi_pixels: float
             continue
         margin = sesoi_for(PRIMARY_STATISTIC, compared_share(values.null), sesoi_scale)
         rows.append(RegionRow(region, share, decide(values.values, SPECIFICITY, margin, seed)))
-    return Decomposition(attack, kind, result.shares["roi"], float(roi_pixels), tuple(rows))
+    return Decomposition(attack, kind, result.shares["roi"], float(roi_pixels), tuple(rows), roi_faithful)
 
 
 def compared_share(values: Any) -> float:
@@ -208,11 +211,16 @@ def _join(items: Sequence[str]) -> str:
 def conclusion(d: Decomposition) -> str:
     """What the rows say together, in one sentence, never more than they show."""
     if beyond_every_region(d):
+        if not d.roi_faithful:
+            return ("The RoI catches more than every region of the same size, each by at least the margin; but its "
+                    "map failed the faithfulness gate, so this says where the explainer points, not where the model "
+                    "looks.")
         return ("So the attack acts where this model looks, beyond layout and image content: the RoI catches more "
                 "than every region of the same size, each by at least the margin.")
     fixed = _fixed_as_much(d)
     if fixed:
-        return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, where the model also looks."
+        also = "where the model also looks" if d.roi_faithful else "where the explainer's map also points"
+        return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, {also}."
     content = _content_as_much(d)
     if content:
         return (f"{_join([REGION_NOUNS[r] for r in content])[:1].upper()}"

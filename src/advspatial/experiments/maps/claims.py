@@ -105,7 +105,7 @@ def content_claims(result: StoreComparison, store: dict[str, torch.Tensor], subj
     ``out[kind]``), the primary claim over the decomposition's rows and the reference RoIs' own rows."""
     steps = colocation.layout_steps(result.comparisons[PRIMARY_STATISTIC])
     parts = decompose(attack, kind, result, float(store["roi"].float().mean()), cfg.sesoi / SESOI_SETTING_DEFAULT,
-                      cfg.seed)
+                      cfg.seed, roi_faithful=gates.get("RoI faithfulness", True))
     out[kind] = {"references": colocation.comparisons_dict(result.references),
                  "beyond": {r: d.as_dict() for r, d in result.beyond.items()}, "layout": steps,
                  "decomposition": parts.as_dict(), "sentence": headline_sentence(parts)}
