@@ -21,13 +21,13 @@ def decision(rule: str, outcome: str, mean: float, sd: float = 1.0, n: int = 100
 
 def gate() -> GateResult:
     location = Comparison("location", "location (its shape at a random place)", {}, False, True,
-                          decisions={"attack": decision("faithfulness", "undecided", 0.1)})
+                          decisions={"deletion:blur": decision("faithfulness", "undecided", 0.1)})
     scatter = Comparison("scatter", "scatter (as many random pixels)", {}, False, True,
-                         decisions={"attack": decision("faithfulness", "undecided", 0.0, margin=0.0)})
+                         decisions={"deletion:blur": decision("faithfulness", "undecided", 0.0, margin=0.0)})
     edges = Comparison("edges", "image edges", {}, False, True, role="specificity",
-                       decisions={"attack": decision("specificity", "undecided", 0.05)})
+                       decisions={"deletion:blur": decision("specificity", "undecided", 0.05)})
     control_scatter = Comparison("scatter", "scatter", {}, False, True,
-                                 decisions={"attack": decision("faithfulness", "undecided", 0.0)})
+                                 decisions={"deletion:blur": decision("faithfulness", "undecided", 0.0)})
     return GateResult(False, "undecided: ...", status="undecided", method="gradcam",
                       comparisons={"location": location, "scatter": scatter, "edges": edges},
                       control={"scatter": control_scatter})
@@ -45,7 +45,7 @@ def test_undecided_cells_and_claims_are_listed_faithfulness_first_and_cannot_jud
     rows = plan_rows({"gradcam": g}, [claim("supported", True), claim("not supported", False),
                                       claim("not supported", True)])
     assert [r.kind for r in rows] == ["faithfulness", "primary claim", "specificity", "claim"]
-    assert rows[0].subject == "gate gradcam: location x attack" and rows[0].leans == "beats"
+    assert rows[0].subject == "gate gradcam: location x deletion:blur" and rows[0].leans == "beats"
     assert rows[0].images == math.ceil(((1.959964 + 0.841621) / 0.1) ** 2)
     assert all(r.images > 0 for r in rows)
 

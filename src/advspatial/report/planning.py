@@ -27,7 +27,9 @@ from typing import Any
 from ..faithfulness.record import Comparison, GateResult
 from ..faithfulness.sanity import CHECK_WORDS, check_projection
 from ..statistics.claims import Claim
-from ..statistics.outcomes import DEFAULT_POWER, Projection, images_for_estimate, images_to_decide
+from ..statistics.outcomes import (
+    DEFAULT_POWER, PRACTICAL_FACTOR, Projection, images_for_estimate, images_to_decide,
+)
 from .html import Section, Table
 
 #: the order of the kinds of rows in a plan
@@ -56,7 +58,12 @@ class PlanRow:
     images: float
 
     def cells(self) -> list[Any]:
-        need = f"{int(self.images):,}" if math.isfinite(self.images) else "none at the observed effect"
+        if not math.isfinite(self.images):
+            need = "none at the observed effect"
+        elif self.n and self.images > PRACTICAL_FACTOR * self.n:
+            need = f"no practical number (over {PRACTICAL_FACTOR}x the {self.n:,} it has)"
+        else:
+            need = f"{int(self.images):,}"
         return [self.subject, self.kind, self.effect, self.n, self.leans, need]
 
 
@@ -66,11 +73,12 @@ def _effect(mean: float, low: float, high: float) -> str:
 
 def gate_rows(name: str, gate: GateResult, power: float = DEFAULT_POWER) -> list[PlanRow]:
     """The undecided faithfulness and specificity cells of one explainer's gate (cells the positive control cannot
-    pass either are decided: the gate cannot judge them)."""
+    pass either are decided: the gate cannot judge them; the restricted attack, which measures gradient mass and
+    counts in no outcome, has none to decide)."""
     judged = {(c.comparison, c.measure): c.reading for c in gate.cells()}
     rows = []
     for key, comparison in gate.comparisons.items():
-        for measure, d in comparison.decisions.items():
+        for measure, d in comparison.counted_decisions.items():
             if d.decided or judged.get((key, measure), "undecided") != "undecided":
                 continue
             p = images_to_decide(d, power)
