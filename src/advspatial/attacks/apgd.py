@@ -165,15 +165,11 @@ class APGD(Attack):
 
     Examples:
         >>> import torch
+        >>> from advspatial import attacks, models
         >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import APGD
-        >>> APGD(model, eps=8 / 255, steps=10)(images, labels).shape
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> attacks.APGD(model, eps=8 / 255, steps=10)(images, labels).shape
         torch.Size([12, 1, 28, 28])
     """
 
@@ -360,15 +356,11 @@ class APGDL2(APGD):
 
     Examples:
         >>> import torch
+        >>> from advspatial import attacks, models
         >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import APGDL2
-        >>> APGDL2(model, eps=1.0, steps=10)(images, labels).shape
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> attacks.APGDL2(model, eps=1.0, steps=10)(images, labels).shape
         torch.Size([12, 1, 28, 28])
     """
 
@@ -409,15 +401,11 @@ class APGDT(APGD):
 
     Examples:
         >>> import torch
+        >>> from advspatial import attacks, models
         >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import APGDT
-        >>> APGDT(model, eps=8 / 255, steps=5, n_target_classes=2)(images, labels).shape
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> attacks.APGDT(model, eps=8 / 255, steps=5, n_target_classes=2)(images, labels).shape
         torch.Size([12, 1, 28, 28])
     """
 

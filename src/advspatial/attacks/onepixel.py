@@ -156,15 +156,11 @@ class OnePixel(Attack):
 
     Examples:
         >>> import torch
+        >>> from advspatial import attacks, models
         >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import OnePixel
-        >>> result = OnePixel(model, popsize=20, maxiter=3).run(images, labels)
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> result = attacks.OnePixel(model, popsize=20, maxiter=3).run(images, labels)
         >>> int(result.l0.max())                           # pixel positions changed per image
         1
     """
@@ -432,15 +428,11 @@ class KPixel(OnePixel):
 
     Examples:
         >>> import torch
+        >>> from advspatial import attacks, models
         >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import KPixel
-        >>> result = KPixel(model, popsize=20, maxiter=3).run(images, labels)
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> result = attacks.KPixel(model, popsize=20, maxiter=3).run(images, labels)
         >>> int(result.l0.max()) <= 3
         True
     """

@@ -379,15 +379,9 @@ class SSIMBallAttack(Attack):
 
     Examples:
         >>> import torch
-        >>> _ = torch.manual_seed(0)
-        >>> from torch import nn
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-        >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
-        >>> from advspatial.attacks import SSIMBallAttack
-        >>> SSIMBallAttack(model, alpha=0.9, steps=5, rounds=1)(images, labels).shape
+        >>> from advspatial import attacks, models
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(12, 1, 28, 28)  # images in [0,1]
+        >>> attacks.SSIMBallAttack(model, alpha=0.9, steps=5, rounds=1)(images, model(images).argmax(1)).shape
         torch.Size([12, 1, 28, 28])
     """
 
