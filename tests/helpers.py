@@ -275,9 +275,11 @@ SMALL_RUN = {"n": 12}
 
 
 def documentation_namespace() -> dict[str, object]:
-    """The names the documentation's code takes as given, as the tests bind them: ``model`` and ``other_model``
-    (untrained TinyCNNs on 1x28x28 images, 10 classes, in eval mode), ``images`` (12 random images in [0,1]) and
-    ``labels`` (``model``'s own predictions, so every image starts correctly classified)."""
+    """The names a documentation block may take as given when it says so in a comment (``# model, other_model:
+    ...; images, labels: ...``), and a test's ready-made small setting: ``model`` and ``other_model`` (untrained
+    TinyCNNs on 1x28x28 images, 10 classes, in eval mode), ``images`` (12 random images in [0,1]) and ``labels``
+    (``model``'s own predictions, so every image starts correctly classified). Docstring examples and the README
+    build their own."""
     from conftest import TinyCNN
 
     model, images, labels = self_labelled_tiny_cnn(SMALL_RUN["n"])
