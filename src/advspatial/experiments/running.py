@@ -21,6 +21,7 @@ from ..rundir import RunDir
 from .findings import Findings
 from .registry import Experiment, get_experiment
 from ..report.answer import answer_lines
+from ..report.planning import PLAN_ANCHOR
 from .results import ExperimentResult, findings_checksum, metrics_to_json, printed, rows_to_csv, with_plan
 from .settings import (ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml,
                        reported_settings)
@@ -391,4 +392,13 @@ def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfi
         sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
         banner=banner() if config.smoke_test else "", answer=result.answer,
         answer_figure=overview if (overview := out / "figures" / OVERVIEW_FIGURE).is_file() else None,
+        answer_links=plan_link(result),
     )
+
+
+def plan_link(result: ExperimentResult) -> list[tuple[str, str]]:
+    """The first screen's link to what more data would decide, when the answer counts undecided rows."""
+    plan = next((s for s in result.report_sections if getattr(s, "anchor", "") == PLAN_ANCHOR), None)
+    if plan is None or not any(line.startswith("Undecided:") for line in result.answer):
+        return []
+    return [("What more data would decide: each undecided row with the images it needs", PLAN_ANCHOR)]

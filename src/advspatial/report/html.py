@@ -158,13 +158,15 @@ def render_section(section: Section, root: Path) -> str:
 def write_report(
     path: str | Path, title: str, subtitle: str, config: dict[str, Any], sections: Sequence[Section],
     banner: str = "", answer: Sequence[str] = (), answer_figure: Path | None = None,
+    answer_links: Sequence[tuple[str, str]] = (),
 ) -> Path:
     """Write the report to ``path``; the resolved config is included at the end.
 
     ``banner``: a line the page opens with, above the title (a smoke test's: the reader must see it first).
     ``answer``: the sentences the page opens with under the title (:func:`~advspatial.report.answer.answer_lines`):
     what the run found, before any table, under ``answer_figure`` (a PNG inside the run: the picture of the answer,
-    so that the first screen shows it); the sections follow a one-line list of links.
+    so that the first screen shows it) and over ``answer_links`` ((text, section anchor) pairs: where the first screen
+    sends a reader, e.g. to what would decide the undecided rows); the sections follow a one-line list of links.
     Figures and links come only from inside ``path``'s directory (:func:`embed_png`, :func:`inner_link`); when one
     does not, nothing is written and the report already there stays as it was.
     """
@@ -174,6 +176,8 @@ def write_report(
         for s in sections
     )
     opening = "".join(f"<p>{html.escape(line)}</p>" for line in answer)
+    opening += "".join(f'<p><a href="#{html.escape(anchor)}">{html.escape(text)}</a></p>'
+                       for text, anchor in answer_links)
     if answer_figure is not None:
         opening = (f'<img class="overview" alt="where the model looks and where the attack acts" '
                    f'src="{embed_png(answer_figure, path.parent)}">' + opening)

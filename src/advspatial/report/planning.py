@@ -34,6 +34,8 @@ from .html import Section, Table
 
 #: the order of the kinds of rows in a plan
 KIND_ORDER = ("faithfulness", "primary claim", "specificity", "claim")
+#: the anchor of the report's "What more data would decide" section (the first screen links to it)
+PLAN_ANCHOR = "what-would-decide"
 #: rows beyond which the plan's table is folded in a report
 FOLD_ROWS = 12
 #: the verdicts of a claim that more images could change into a decided one
@@ -205,9 +207,9 @@ def plan_section(findings: Any, power: float = DEFAULT_POWER) -> Section:
     if not rows:
         return Section("What more data would decide", [
             "Every gate comparison and every claim of this run is decided: more images would not change what kind "
-            "of verdict any of them has."], anchor="what-would-decide")
+            "of verdict any of them has."], anchor=PLAN_ANCHOR)
     return Section("What more data would decide", [
         f"{len(rows)} comparison(s) of this run are undecided: their CI holds both readings. Each is listed with the "
         "images that would decide it, a projection at the observed effect (a smaller true effect needs more). "
         "`advspatial plan RUN_DIR --power P` prints the same table at another power."],
-        tables=[plan_table(rows, power)], anchor="what-would-decide")
+        tables=[plan_table(rows, power)], anchor=PLAN_ANCHOR)
