@@ -107,7 +107,8 @@ def settings_key(fields: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def reproducible_training(device: torch.device) -> Iterator[None]:
     """Train the same weights on every machine: on the CPU one torch thread (a reduction split over threads sums in
-    an order that depends on their number) and deterministic kernels everywhere; both restored afterwards."""
+    an order that depends on their number), and torch's deterministic kernels (where an operation has none, on a
+    GPU, torch warns instead of failing); both restored afterwards."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cpu":
