@@ -2,9 +2,9 @@
 
 Why: the report is what advspatial produces, so the first page shows it, made from a real run so that it can be
 made again when the report changes. The first screen is taken by a headless Chromium at 1280x800 (the report as a
-reader opens it); below it goes one figure of the run (by default the regions of the PGD attack: where the model
-looks and where the attack acts on example images). The PNG is reduced to an adaptive palette until it fits the size
-limit. Run from the repository root, after a default run::
+reader opens it: its answer and the run's overview figure, where the model looks and where the attack acts on
+examples across classes); ``--figure NAME`` puts one more figure of the run below it. The PNG is reduced to an
+adaptive palette until it fits the size limit. Run from the repository root, after a default run::
 
     advspatial run --out runs/spatial                 # or make run
     python scripts/readme_picture.py runs/spatial     # writes docs/images/default-run-report.png
@@ -30,7 +30,10 @@ OUT = ROOT / "docs" / "images" / "default-run-report.png"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 #: the first screen as a reader sees it, in CSS pixels
 SCREEN = (1280, 800)
-#: the figures tried in turn when none is named: one attack's regions, else the verdicts' forest plot
+#: the figure a report's first screen shows (then the picture is that screen alone, unless --figure names another)
+OVERVIEW = "overview.png"
+#: the figures tried in turn when none is named and the report has no overview: one attack's regions, else the
+#: verdicts' forest plot
 FIGURES = ("regions-pgd.png", "regions-fgsm.png", "forest.png")
 
 
@@ -107,8 +110,11 @@ def main(argv: list[str] | None = None) -> None:
     if not report.is_file():
         sys.exit(f"{report} does not exist: a finished run directory is needed")
     screen = screenshot(report, find_browser(args.browser))
-    with Image.open(figure_of(args.run_dir, args.figure)) as figure:
-        picture = compose(screen, figure, args.width, args.figure_share)
+    if args.figure is None and (args.run_dir / "figures" / OVERVIEW).is_file():
+        picture = scaled(screen, args.width)  # the first screen already shows the run's picture
+    else:
+        with Image.open(figure_of(args.run_dir, args.figure)) as figure:
+            picture = compose(screen, figure, args.width, args.figure_share)
     data = small_png(picture, args.max_kb * 1000)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
