@@ -61,7 +61,9 @@ class AnalyzeConfig(MeasurementConfig):
                            "must hold the same file names as the clean one)")
     labels: str = setting("", "labels file (.pt/.npy/.npz/text), '' = from the clean file, or 'predicted' (the "
                               "model's clean predictions: then every image counts as correct)")
-    source: str = setting("external", "name of the library or method that made the examples (shown in the report)")
+    source: str = setting("external", "what made the examples, in free text (e.g. 'torchattacks PGD 8/255'), "
+                                      "shown as given in the report; its files and figures use it with every "
+                                      "character other than letters, digits and ._+=- made '-'")
     norm: str = setting("auto", "threat model of the examples: auto (inferred; see the report), linf, l2 or l0")
     n: int = setting(1_000_000, "number of example pairs analysed (default: all)")
     subset: str = setting("first", "which n pairs: first, stratified (equal share per class, seeded), random")
