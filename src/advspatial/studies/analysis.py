@@ -24,6 +24,7 @@ import torch
 
 from ..errors import ConfigError
 from ..experiments.colocation import BEYOND_CLAIM, CLAIM
+from ..experiments.decomposition import SAME_CLASS
 from ..statistics.claims import Claim, judge
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, paired_p
 from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC
@@ -128,7 +129,8 @@ def model_effect(record: ModelRecord, attack: str, endpoint: str, seed: int, min
         return ModelEffect(record.label, 0, Estimate(math.nan, math.nan, math.nan, 0), math.nan, math.nan, math.nan,
                            False, f"not compared: {why}")
     rec = record.attacks[attack]
-    reference, values = ("", rec.excess) if endpoint == "excess" else worst_reference(rec.beyond, seed)
+    reference, values = (("", rec.excess) if endpoint == "excess" else
+                         worst_reference({**rec.beyond, SAME_CLASS: rec.excess}, seed))
     estimate = bootstrap_mean_ci(values.values, seed)
     se = standard_error(values.values)
     failed = [name for name, ok in rec.gates.items() if not ok]
@@ -149,7 +151,9 @@ def roi_gate_reason(status: str) -> str:
 
 
 def worst_reference(beyond: Mapping[str, Values], seed: int) -> tuple[str, Values]:
-    """The model-free reference whose difference has the lowest CI bound (the single run's primary claim's)."""
+    """The region whose paired difference with the RoI has the lowest CI bound: among the model-free regions of the
+    same size (raw shares) and a same-class image's RoI (the excess), as the single run's primary claim weighs
+    them."""
     if not beyond:
         raise ConfigError("no model-free reference was computed for this attack")
 
@@ -178,7 +182,7 @@ def endpoint_across(records: Sequence[ModelRecord], attack: str, endpoint: str, 
     observed = float(np.mean([e.observed for e in pooled_in]))
     null = float(np.mean([e.null for e in pooled_in]))
     claims.append(Claim(BEYOND_CLAIM if endpoint == "beyond" else CLAIM, f"{attack}: {meta.k} models pooled",
-                        PRIMARY_STATISTIC, PRIMARY_NULL + (", beyond every reference" if endpoint == "beyond" else ""),
+                        PRIMARY_STATISTIC, "every region of the same size" if endpoint == "beyond" else PRIMARY_NULL,
                         observed, null, Estimate(meta.effect, meta.low, meta.high, sum(e.n for e in pooled_in)),
                         observed / null if null else math.nan, meta.p,
                         primary=endpoint == "beyond", scale=PRIMARY_STATISTIC))
