@@ -120,9 +120,14 @@ def run_configured(name: str, config_file: str | None, resume: str | None, quick
             raise AdvspatialError(f"--config {config_file} is the config.yaml the run writes into --out; copy it "
                                   "elsewhere, or complete that run with --resume")
     RESUME_HINT[:] = [f"; complete the run with: advspatial run --resume {config.out or f'runs/{name}'}"]
-    result, rundir = run_experiment(name, config, resume=bool(resume))
-    RESUME_HINT.clear()
     from ..distributed import world
+    from ..progress import heartbeat
+
+    # never a silent minute, also when the output is piped: a line whenever nothing was written for 30 s
+    with heartbeat(f"{name}: {config.out or f'runs/{name}'}",
+                   enabled=world().is_main and bool(getattr(config, "progress", True))):
+        result, rundir = run_experiment(name, config, resume=bool(resume))
+    RESUME_HINT.clear()
 
     if world().is_main:
         click.echo(result.summary)

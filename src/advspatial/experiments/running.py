@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, DataError, first_line
+from ..errors import AdvspatialError, ConfigError, DataError, first_line
 from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, read_json
 from ..rundir import RunDir
 from .findings import Findings
@@ -201,7 +201,10 @@ def fit_n_to_images(config: ExperimentConfig) -> None:
 
     from ..data import load_dataset
 
-    available = len(load_dataset(config.dataset, "test", **config.dataset_options()))
+    try:
+        available = len(load_dataset(config.dataset, "test", **config.dataset_options()))
+    except AdvspatialError:  # data the experiment loads its own way (analyze's pairs and labels): it checks them
+        return
     if config.n <= available:
         return
     defaults = (next(f.default for f in dataclasses.fields(config) if f.name == "n"), type(config).QUICK.get("n"))
