@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 
-from ..report.answer import DELTA_WORDS
 from ..statistics.estimates import Estimate
 from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
 from ..statistics.store import PRIMARY_STATISTIC, StoreComparison
@@ -262,7 +261,8 @@ def headline_sentence(d: Decomposition) -> str:
     """The decomposition in a few plain sentences for a report's first screen and the terminal: the RoI's share,
     the weakest fixed region, the content regions, what they say together, then the image-specific part (every row
     is in the report's table, :func:`row_clause` each, with the images that would decide an undecided one). Δ is
-    the RoI's share minus the region's, per image (:data:`DELTA_WORDS`, said once where the sentences are shown)."""
+    the RoI's share minus the region's, per image, said once where the sentences are shown
+    (:data:`advspatial.report.answer.DELTA_WORDS`)."""
     head = (f"{d.attack} puts {d.roi_share.mean:.0%} of its {d.kind} map in the RoI ({d.roi_pixels:.0%} of the "
             "pixels)")
     clauses = [c for c in (_fixed_clause(d), _content_clause(d)) if c]
@@ -274,13 +274,6 @@ def headline_sentence(d: Decomposition) -> str:
                 f"{_specific_words(specific.difference)}.")
     return f"{body} {conclusion(d)}{tail}"
 
-
-def headline_notes(content: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The plain sentences of every attack's main map (``content``: a measurement's findings field), then what Δ
-    is, said once; empty without a decomposition."""
-    sentences = [str(m["sentence"]) for by_kind in content.values()
-                 for m in list(by_kind.values())[:1] if m.get("sentence")]
-    return [*sentences, f"({DELTA_WORDS}.)"] if sentences else []
 
 
 def _specific_words(d: Decision) -> str:

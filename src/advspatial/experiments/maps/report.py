@@ -17,13 +17,14 @@ from ...faithfulness.record import GateResult
 from ...faithfulness.specificity import specificity_sentence
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
 from ...statistics.verdicts import sesoi_text
+from ...report.answer import headline_sentences
 from ...report.html import Figure, Section, Table
 from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import (
     claim_line, fmt, fmt_p, interval, secondary_count_line, verdict_legend, verdict_table, what_this_run_shows,
 )
 from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
-from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin, headline_notes
+from ..decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin
 from ..roi import gate_rule
 from ..results import Rendered
 from .config import MapsConfig, MeasurementConfig
@@ -336,7 +337,7 @@ def compact_claims_lines(f: Measurement) -> list[str]:
             e = c.effect
             lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
                          f"{c.claim} (against {c.null}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], n = {e.n})")
-    lines += headline_notes(f.content or {})
+    lines += headline_sentences(f)
     count = secondary_count_line(f.claims)
     return lines + ([count] if count else [])
 
