@@ -45,13 +45,13 @@ def test_map_functions_are_the_registered_methods():
     from vit_helpers import tiny_vit
 
     from advspatial.maps import attack_map, importance_map
-    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS
+    from advspatial.maps.attack import attack_functions
     from advspatial.maps.importance import importance_functions, list_importance_methods
 
     torch.manual_seed(0)
     model, x = TinyCNN().eval(), torch.rand(3, 1, 28, 28)
     x_adv = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
-    IMPORTANCE_FUNCTIONS = importance_functions()
+    IMPORTANCE_FUNCTIONS, ATTACK_MAP_FUNCTIONS = importance_functions(), attack_functions()
     assert set(IMPORTANCE_FUNCTIONS) == set(list_importance_methods()) - {"auto"}
     transformer = ("token-gradcam", "token-hirescam", "rollout", "chefer")  # explain vision transformers only
     for name, fn in IMPORTANCE_FUNCTIONS.items():

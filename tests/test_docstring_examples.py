@@ -21,7 +21,7 @@ import pytest
 #: the entry points besides every attack class and every map function (found below), as "module:name"
 ENTRY_POINTS = ["advspatial.api:run", "advspatial.api:analyze", "advspatial.api:study",
                 "advspatial.maps.importance:importance_map", "advspatial.maps.importance:importance_functions",
-                "advspatial.maps.attack:attack_map",
+                "advspatial.maps.attack:attack_map", "advspatial.maps.attack:attack_functions",
                 "advspatial.maps:compute_maps", "advspatial.defence.evaluation:evaluate_adaptive",
                 "advspatial.models.spec:load_model"]
 #: entry points whose example needs files that may be absent here: run only where they are found
@@ -53,13 +53,13 @@ def attack_classes() -> list[str]:
 
 
 def map_functions() -> list[str]:
-    """Every map function, as published in ``advspatial.maps``: each importance method's shortcut and each attack
-    map's function."""
-    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS
+    """Every map function, as published in ``advspatial.maps``: each importance method's and each attack map's
+    public function."""
+    from advspatial.maps.attack import attack_functions
     from advspatial.maps.importance import importance_functions
 
     return [f"advspatial.maps:{fn.__name__}" for fn in [*importance_functions().values(),
-                                                        *ATTACK_MAP_FUNCTIONS.values()]]
+                                                        *attack_functions().values()]]
 
 
 def resolve(target: str) -> tuple[Any, Any]:
@@ -72,12 +72,12 @@ def resolve(target: str) -> tuple[Any, Any]:
 def test_every_registered_map_has_a_function_with_an_example() -> None:
     """A map registered without its named function would escape the check below."""
     from advspatial.maps import list_attack_maps, list_importance_methods
-    from advspatial.maps.entry import ATTACK_MAP_FUNCTIONS
+    from advspatial.maps.attack import attack_functions
     from advspatial.maps.importance import importance_functions
 
     # "auto" is a choice among the registered explainers by head type, not a map of its own
     assert set(importance_functions()) == set(list_importance_methods()) - {"auto"}
-    assert set(ATTACK_MAP_FUNCTIONS) == set(list_attack_maps())
+    assert set(attack_functions()) == set(list_attack_maps())
 
 
 TARGETS = [*ENTRY_POINTS, *attack_classes(), *map_functions(), GATE]

@@ -10,8 +10,7 @@ from torch import nn
 
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.maps import attack_map, describe_attack_maps, list_attack_maps
-from advspatial.maps.attack import quadrature
-from advspatial.maps.attack import integrated_margin_gradient
+from advspatial.maps.attack.contribution import integrated_margin_gradient, quadrature
 
 
 def _signed_gradient_ascent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:

@@ -19,9 +19,10 @@ map's default RoA is its margin-drop part (``attack_kw={"part": "absolute"}`` fo
 
 Add a map: one function, decorated with :func:`register_importance_method` (``fn(model, x,
 classes, **options) -> (N,H,W)``) or :func:`register_attack_map` (``fn(model, x, x_adv, y,
-**options) -> AttackMap``); its docstring's first line is its ``advspatial list maps`` entry. An importance
-method of this package is one module of :mod:`advspatial.maps.importance`; the shortcut its definition names
-(``register_importance_method("gradcam++", shortcut="gradcam_pp", doc=...)``) is published here.
+**options) -> AttackMap``); its docstring's first line is its ``advspatial list maps`` entry. A map of this
+package is one module of :mod:`advspatial.maps.importance` or :mod:`advspatial.maps.attack` holding that function
+and its public one (``gradcam_pp(model, x)``, registered with it: ``register_importance_method("gradcam++",
+function=gradcam_pp)``), which is imported by name here.
 
 The examples in the docstrings take ``model`` (a classifier on images in [0,1]), ``images`` (N,C,H,W) and
 ``labels`` as given; the test suite runs every one of them with a small CNN and twelve 28x28 images.
@@ -37,13 +38,23 @@ from torch import nn
 
 from ._common import Target
 from .attack import AttackMap, attack_map, describe_attack_maps, list_attack_maps, register_attack_map
-from .entry import contribution, gradient, magnitude
+from .attack.contribution import contribution
+from .attack.gradient import gradient
+from .attack.magnitude import magnitude
 from .importance import describe_importance_methods, importance_map, list_importance_methods, register_importance_method
-from .importance import importance_functions as _importance_functions
-
-#: the importance methods' shortcuts (``gradcam``, ``gradcam_pp``, ...), each named by its method's definition
-_SHORTCUTS = {fn.__name__: fn for fn in _importance_functions().values()}
-globals().update(_SHORTCUTS)
+from .importance.cam import cam
+from .importance.chefer import chefer
+from .importance.gradcam import gradcam
+from .importance.gradcam_pp import gradcam_pp
+from .importance.hirescam import hirescam
+from .importance.input_x_gradient import input_x_gradient
+from .importance.integrated_gradients import integrated_gradients
+from .importance.occlusion import occlusion
+from .importance.rollout import rollout
+from .importance.saliency import saliency
+from .importance.smoothgrad import smoothgrad
+from .importance.token_gradcam import token_gradcam
+from .importance.token_hirescam import token_hirescam
 
 
 @dataclass
@@ -92,10 +103,10 @@ def compute_maps(
     return Maps(imp, att)
 
 
-__all__ = ["AttackMap", "Maps", "attack_map", "compute_maps", "contribution", "gradient", "magnitude"]
-__all__.extend(_SHORTCUTS)
-__all__.sort()
-__all__ += [
+__all__ = [
+    "AttackMap", "Maps", "attack_map", "cam", "chefer", "compute_maps", "contribution", "gradcam", "gradcam_pp",
+    "gradient", "hirescam", "input_x_gradient", "integrated_gradients", "magnitude", "occlusion", "rollout", "saliency",
+    "smoothgrad", "token_gradcam", "token_hirescam",
     "describe_attack_maps", "describe_importance_methods", "importance_map", "list_attack_maps",
     "list_importance_methods", "register_attack_map", "register_importance_method",
 ]

@@ -17,9 +17,9 @@ from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks
 from ..models.tokens import token_layout
 
 #: the layer lookup and the hooks live in :mod:`advspatial.models.hooks` (the one hook module); named here too
-__all__ = ["Target", "check_classes", "check_images", "check_options", "declared_cam_layer", "feature_map_size",
-           "find_feature_layer", "forward_hooks", "module_by_name", "predict", "reduce_channels_abs",
-           "resolve_layer", "resolve_target", "upsample"]
+__all__ = ["Target", "check_classes", "check_images", "check_options", "check_pair", "declared_cam_layer",
+           "feature_map_size", "find_feature_layer", "forward_hooks", "module_by_name", "predict",
+           "reduce_channels_abs", "resolve_layer", "resolve_target", "upsample"]
 
 Target = str | int | torch.Tensor
 
@@ -32,6 +32,18 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
         raise ShapeError(f"{name} must be floating point in [0,1], got dtype {x.dtype}")
     if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise ConfigError(f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized")
+
+
+def check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """``x_adv`` on ``x``'s device once both are checked images of one shape; attack map ``kind`` needs it, so None
+    is a one-line error."""
+    check_images(x)
+    if x_adv is None:
+        raise ConfigError(f"attack map {kind!r} needs x_adv (the adversarial images)")
+    check_images(x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ShapeError(f"x_adv must have the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    return x_adv.to(x.device)
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

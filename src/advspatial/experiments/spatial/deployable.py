@@ -10,8 +10,10 @@ of the passes a defence evaluation spends beside the attack's own.
 
 The maps are the ones :func:`~advspatial.maps.importance.importance_map` (``target="pred"``) and
 :func:`~advspatial.maps.attack.gradient_map` give, to the bit (the tests compare them with ``torch.equal``): the same
-operations on the same numbers. Methods other than the CAMs below, and every method on a vision transformer (its
-CAMs read token layers), are computed by those two functions.
+operations on the same numbers, the CAM formulas being the methods' own
+(:func:`~advspatial.maps.importance.gradcam_formula`, :func:`~advspatial.maps.importance.hirescam_formula`).
+Methods other than the CAMs below, and every method on a vision transformer (its CAMs read token layers), are
+computed by those two functions.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 
 from ...maps._common import check_images, upsample
 from ...maps.attack import gradient_map
-from ...maps.importance import FeatureCapture, importance_map
+from ...maps.importance import FeatureCapture, gradcam_formula, hirescam_formula, importance_map
 from ...models.hooks import forward_hooks, frozen_eval, resolve_layer
 from ...models.tokens import is_transformer
 
@@ -48,10 +50,6 @@ def importance_and_gradient(method: str, model: nn.Module, x: torch.Tensor) -> t
                                                 retain_graph=True)
             loss = nn.functional.cross_entropy(logits, pred, reduction="sum")
             (input_grads,) = torch.autograd.grad(loss, point)
-    feats, feat_grads = feats.detach(), feat_grads.detach()
-    if method == "gradcam":  # Captum's LayerGradCam: spatial mean of the gradient, channel sum, ReLU
-        weights = torch.mean(feat_grads, dim=(2, 3), keepdim=True)
-        cam = nn.functional.relu(torch.sum(weights * feats, dim=1, keepdim=True))
-    else:  # HiResCAM: the element-wise product, channel sum, rectified
-        cam = (feat_grads * feats).sum(dim=1, keepdim=True).clamp_min(0)
+    formula = gradcam_formula if method == "gradcam" else hirescam_formula
+    cam = formula(feats.detach(), feat_grads.detach())
     return upsample(cam, tuple(x.shape[2:])), input_grads.abs().sum(1)

@@ -32,11 +32,12 @@ linear layer receives the global average of the Grad-CAM layer's feature map
 ``hirescam`` (flatten/FC head: Grad-CAM averages the position-specific weights
 away; HiResCAM, ReLU(sum_k dz_c/dA_k * A_k), keeps them).
 
-Layout: each public module of this package (``gradcam.py``, ``smoothgrad.py``, ...) defines one method with
-:func:`register_importance_method`, which derives its registry entry, its ``advspatial list maps`` line and its
-shortcut in :mod:`advspatial.maps`; the modules with a leading underscore hold what several methods share (the
-registry, the CAM layer's capture, the input-attribution helpers, the token helpers). Adding a method is one new
-module here and its name on the import line below.
+Layout: each public module of this package (``gradcam.py``, ``smoothgrad.py``, ...) defines one method: its batch
+function, registered with :func:`register_importance_method` (its registry entry and its ``advspatial list maps``
+line), and its public function (``gradcam(model, x)``), which :mod:`advspatial.maps` imports by name; the modules
+with a leading underscore hold what several methods share (the registry, the CAM layer's capture and the CAM
+formulas, the input-attribution helpers, the token helpers). Adding a method is one new module here, its name on
+the import line below and its public function's import in :mod:`advspatial.maps`.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ from . import (  # noqa: F401  (each module registers its method)
     auto, cam, chefer, gradcam, gradcam_pp, hirescam, input_x_gradient, integrated_gradients, occlusion, rollout,
     saliency, smoothgrad, token_gradcam, token_hirescam,
 )
-from ._cam import FeatureCapture
+from ._cam import FeatureCapture, gradcam_formula, hirescam_formula
 from ._registry import (
     IMPORTANCE_METHODS, ImportanceMethod, describe_importance_methods, importance_functions, importance_map,
     list_importance_methods, method_function, register_importance_method,
 )
 
 __all__ = ["IMPORTANCE_METHODS", "FeatureCapture", "ImportanceMethod", "describe_importance_methods",
-           "importance_functions", "importance_map", "list_importance_methods", "method_function",
-           "register_importance_method"]
+           "gradcam_formula", "hirescam_formula", "importance_functions", "importance_map", "list_importance_methods",
+           "method_function", "register_importance_method"]

@@ -1,5 +1,12 @@
-"""What the CAM methods share: the forward hook that captures the CAM layer's feature maps, and the class scores'
-gradient with respect to those maps (Grad-CAM++ and HiResCAM weight the maps by it)."""
+"""What the CAM methods share: the forward hook that captures the CAM layer's feature maps, the class scores'
+gradient with respect to those maps (Grad-CAM++ and HiResCAM weight the maps by it), and the Grad-CAM and HiResCAM
+formulas on a layer's maps and gradient.
+
+The formulas are written once, here: :func:`hirescam_formula` is the ``hirescam`` and ``token-hirescam`` maps' own,
+and :func:`gradcam_formula` repeats the operations of Captum's ``LayerGradCam`` (which ``gradcam`` runs), so that a
+caller that holds the maps and their gradient already (a defence computing both of its maps from one forward pass)
+gets the methods' numbers to the bit (the tests compare them with ``torch.equal``).
+"""
 
 from __future__ import annotations
 
@@ -49,3 +56,17 @@ def feature_gradients(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, 
         feats = capture.feature_map(name)
         (grads,) = torch.autograd.grad(logits.gather(1, classes[:, None]).squeeze(1).sum(), feats)
     return feats.detach(), grads.detach()
+
+
+def gradcam_formula(feats: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM's (N,1,h,w) map ``ReLU(sum_k mean_ij(dz_c/dA_k) A_k)`` of the maps A (N,K,h,w) and their gradient,
+    in the operations of Captum's ``LayerGradCam`` with ``relu_attributions=True`` (the same numbers as ``gradcam``
+    before its upsampling)."""
+    weights = torch.mean(grads, dim=(2, 3), keepdim=True)
+    return nn.functional.relu(torch.sum(weights * feats, dim=1, keepdim=True))
+
+
+def hirescam_formula(feats: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """HiResCAM's (N,1,h,w) map ``ReLU(sum_k dz_c/dA_k * A_k)`` of the maps A (N,K,h,w) and their gradient: each
+    position keeps its own gradient (Grad-CAM averages it over the positions first)."""
+    return (grads * feats).sum(dim=1, keepdim=True).clamp_min(0)

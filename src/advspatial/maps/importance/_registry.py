@@ -1,10 +1,11 @@
 """The importance methods' registry: a method's definition, registering one, and running one by name.
 
-A map module of this package holds one definition: its function, decorated with
-:func:`register_importance_method`. Everything else a user sees of the method is derived from that definition:
-its registry entry (:func:`importance_map` runs it by name), its line in ``advspatial list maps`` (the first line
-of the function's docstring) and its public shortcut in :mod:`advspatial.maps` (``gradcam(model, x)``), which
-:func:`importance_functions` hands out.
+A map module of this package holds one method: its function on one batch, decorated with
+:func:`register_importance_method`, and its public function (``gradcam(model, x)``), written beside it with its own
+signature and docstring and imported by name into :mod:`advspatial.maps`. The registry maps the method's name to
+both: :func:`importance_map` runs the batch function by name (``importance="gradcam"`` in a config),
+``advspatial list maps`` shows the first line of its docstring, and :func:`importance_functions` hands out the
+public functions.
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from .._common import Target, check_images, check_options, resolve_target
 from ..heads import default_importance_method
 
 Method = Callable[..., torch.Tensor]
-#: the module every shortcut is reached from (``advspatial.maps.gradcam``)
-SHORTCUT_MODULE = "advspatial.maps"
 
 
 @dataclass(frozen=True)
 class ImportanceMethod:
-    """One registered importance method: its registry name, its function and its public shortcut (if any).
+    """One registered importance method: its registry name, its batch function and its public function (if any).
 
-    ``fn(model, x, classes, **options) -> (N,H,W) >= 0`` computes the map of one batch; ``function`` is
-    :func:`importance_map` with the method fixed, published in :mod:`advspatial.maps` under its ``__name__``.
+    ``fn(model, x, classes, **options) -> (N,H,W) >= 0`` computes the map of one batch; ``function``
+    (``gradcam(model, x, target="pred", y=None, **options)``) is :func:`importance_map` with the method fixed, the
+    name :mod:`advspatial.maps` imports.
     """
 
     name: str
@@ -58,7 +58,7 @@ describe_importance_methods = IMPORTANCE_METHODS.descriptions
 """Each name with the first line of its function's docstring (``advspatial list maps``)."""
 
 
-def register_importance_method(name: str, *, shortcut: str | None = None, doc: str = ""
+def register_importance_method(name: str, *, function: Callable[..., torch.Tensor] | None = None
                                ) -> Callable[[Method], Method]:
     """Decorator adding an importance method: one function, the first line of its docstring its description.
 
@@ -70,12 +70,12 @@ def register_importance_method(name: str, *, shortcut: str | None = None, doc: s
     so that a batch equals its images alone. Run the model under
     :func:`~advspatial.models.hooks.frozen_eval`. A taken name is an error.
 
-    ``shortcut`` names the method's public function (``gradcam(model, x, target="pred", y=None, **options)``),
-    documented by ``doc``; the maps of this package are published in :mod:`advspatial.maps` under that name.
+    ``function`` is the method's public function, defined beside it (``gradcam(model, x, target="pred", y=None,
+    **options)``: :func:`importance_map` with ``name`` fixed, documented with a runnable example); the methods of
+    this package are imported by that name into :mod:`advspatial.maps`.
     """
 
     def register(fn: Method) -> Method:
-        function = None if shortcut is None else shortcut_function(name, shortcut, doc)
         IMPORTANCE_METHODS.register(name, ImportanceMethod(name, fn, function))
         return fn
 
@@ -86,20 +86,6 @@ def method_function(name: str) -> Method:
     """The function of registered method ``name`` (``fn(model, x, classes, **options)``); the one-line
     'unknown importance method' error listing the valid names."""
     return IMPORTANCE_METHODS.get(name).fn
-
-
-def shortcut_function(method: str, name: str, doc: str) -> Callable[..., torch.Tensor]:
-    """The function ``name(model, x, target="pred", y=None, **options)``: :func:`importance_map` with
-    ``method`` fixed (one signature for every named importance function)."""
-
-    def named(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
-              **options: Any) -> torch.Tensor:
-        return importance_map(method, model, x, target=target, y=y, **options)
-
-    named.__name__ = named.__qualname__ = name
-    named.__module__ = SHORTCUT_MODULE
-    named.__doc__ = doc
-    return named
 
 
 def importance_functions() -> dict[str, Callable[..., torch.Tensor]]:

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ...errors import ModelError
-from .._common import check_classes, upsample
+from .._common import Target, check_classes, upsample
 from ..heads import head_inputs, receives_global_average
-from ._registry import register_importance_method
+from ._registry import importance_map, register_importance_method
 
 
-@register_importance_method("cam", shortcut="cam", doc='''\
-Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0.
+def cam(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+        **options: Any) -> torch.Tensor:
+    """Class activation map (Zhou et al. 2016) of a GAP + linear head, (N,H,W) >= 0.
 
-Examples:
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-    >>> from advspatial.maps import cam
-    >>> layers = [torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)]
-    >>> net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # GAP + linear
-    >>> cam(net, images).shape
-    torch.Size([12, 28, 28])
-''')
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> from advspatial.maps import cam
+        >>> layers = [torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1)]
+        >>> net = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()  # GAP + linear
+        >>> cam(net, images).shape
+        torch.Size([12, 28, 28])
+    """
+    return importance_map("cam", model, x, target=target, y=y, **options)
+
+
+@register_importance_method("cam", function=cam)
 def cam_map(
     model: nn.Module,
     x: torch.Tensor,
@@ -48,5 +55,5 @@ def cam_map(
             "Use gradcam or hirescam, or pass layer=/linear= naming a GAP + linear head"
         )
     weights = head.weight[classes]  # (N, K)
-    cam = torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1).clamp_min(0)
-    return upsample(cam.detach(), tuple(x.shape[2:]))
+    class_map = torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1).clamp_min(0)
+    return upsample(class_map.detach(), tuple(x.shape[2:]))

@@ -22,6 +22,8 @@ Examples:
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import torch
@@ -29,8 +31,8 @@ from torch import nn
 
 from ...models.hooks import frozen_eval
 from ...models.tokens import recorded_attention, require_layout
-from .._common import check_classes, upsample
-from ._registry import register_importance_method
+from .._common import Target, check_classes, upsample
+from ._registry import importance_map, register_importance_method
 from ._tokens import read_row
 
 
@@ -45,20 +47,25 @@ def relevance_rule(attentions: Sequence[torch.Tensor], gradients: Sequence[torch
     return result
 
 
-@register_importance_method("chefer", shortcut="chefer", doc='''\
-Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), (N,H,W) >= 0.
+def chefer(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+           **options: Any) -> torch.Tensor:
+    """Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), (N,H,W) >= 0.
 
-Examples:
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-    >>> from advspatial.models.vit import vit_tiny
-    >>> from advspatial.maps import chefer
-    >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
-    >>> roi_map = chefer(vit, images)
-    >>> roi_map.shape, bool((roi_map >= 0).all())
-    (torch.Size([12, 28, 28]), True)
-''')
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> from advspatial.models.vit import vit_tiny
+        >>> from advspatial.maps import chefer
+        >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
+        >>> roi_map = chefer(vit, images)
+        >>> roi_map.shape, bool((roi_map >= 0).all())
+        (torch.Size([12, 28, 28]), True)
+    """
+    return importance_map("chefer", model, x, target=target, y=y, **options)
+
+
+@register_importance_method("chefer", function=chefer)
 def chefer_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Gradient-weighted attention relevance of a vision transformer (Chefer et al. 2021), class-specific.
 

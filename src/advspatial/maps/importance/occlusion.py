@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from captum.attr import Occlusion
 from torch import nn
 
 from ...errors import check_range
 from ...runtime import scaled_batch
+from .._common import Target
 from ._attribution import checked_input, run_frozen
-from ._registry import register_importance_method
+from ._registry import importance_map, register_importance_method
 
 #: images x occluded windows per forward pass of the occlusion map at 28x28 (Captum's
 #: ``perturbations_per_eval``); scaled by the pixel count for larger images (32 at 224x224)
@@ -27,23 +30,28 @@ def occlusion_geometry(side: int, window: int | None, stride: int | None) -> tup
     return window, stride if stride is not None else max(1, window // 2)
 
 
-@register_importance_method("occlusion", shortcut="occlusion", doc='''\
-Occlusion (Zeiler & Fergus 2014): mean drop of the ``target`` logit over the windows hiding a pixel,
-(N,H,W) >= 0.
+def occlusion(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+              **options: Any) -> torch.Tensor:
+    """Occlusion (Zeiler & Fergus 2014): mean drop of the ``target`` logit over the windows hiding a pixel,
+    (N,H,W) >= 0.
 
-Examples:
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> from torch import nn
-    >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-    ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-    ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-    >>> from advspatial.maps import occlusion
-    >>> roi_map = occlusion(model, images)
-    >>> roi_map.shape, bool((roi_map >= 0).all())
-    (torch.Size([12, 28, 28]), True)
-''')
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> from advspatial.maps import occlusion
+        >>> roi_map = occlusion(model, images)
+        >>> roi_map.shape, bool((roi_map >= 0).all())
+        (torch.Size([12, 28, 28]), True)
+    """
+    return importance_map("occlusion", model, x, target=target, y=y, **options)
+
+
+@register_importance_method("occlusion", function=occlusion)
 def occlusion_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, window: int | None = None, stride: int | None = None,
     baseline: float | torch.Tensor = 0.0,

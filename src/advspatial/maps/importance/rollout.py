@@ -22,6 +22,8 @@ Examples:
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 
 import torch
@@ -30,8 +32,8 @@ from torch import nn
 from ...errors import ConfigError
 from ...models.hooks import frozen_eval
 from ...models.tokens import recorded_attention, require_layout
-from .._common import check_classes, upsample
-from ._registry import register_importance_method
+from .._common import Target, check_classes, upsample
+from ._registry import importance_map, register_importance_method
 from ._tokens import read_row
 
 #: how the heads of a block are fused into one mixing matrix
@@ -61,20 +63,25 @@ def attention_rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "me
     return result
 
 
-@register_importance_method("rollout", shortcut="rollout", doc='''\
-Attention rollout (Abnar & Zuidema 2020) of a vision transformer, class-agnostic, (N,H,W) >= 0.
+def rollout(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+            **options: Any) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) of a vision transformer, class-agnostic, (N,H,W) >= 0.
 
-Examples:
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-    >>> from advspatial.models.vit import vit_tiny
-    >>> from advspatial.maps import rollout
-    >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
-    >>> roi_map = rollout(vit, images)
-    >>> roi_map.shape, bool((roi_map >= 0).all())
-    (torch.Size([12, 28, 28]), True)
-''')
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> from advspatial.models.vit import vit_tiny
+        >>> from advspatial.maps import rollout
+        >>> vit = vit_tiny(in_channels=1, input_size=28).eval()   # patch 4: a 7 x 7 token grid
+        >>> roi_map = rollout(vit, images)
+        >>> roi_map.shape, bool((roi_map >= 0).all())
+        (torch.Size([12, 28, 28]), True)
+    """
+    return importance_map("rollout", model, x, target=target, y=y, **options)
+
+
+@register_importance_method("rollout", function=rollout)
 def rollout_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema 2020) of a vision transformer: class-agnostic, from its attention alone.
 

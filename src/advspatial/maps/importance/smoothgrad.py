@@ -3,15 +3,17 @@ image's sample id (Captum's NoiseTunnel draws one stream for the whole batch).""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ...errors import check_range
 from ...models.hooks import frozen_eval
 from ...runtime import per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
-from .._common import reduce_channels_abs
+from .._common import Target, reduce_channels_abs
 from ._attribution import checked_input
-from ._registry import register_importance_method
+from ._registry import importance_map, register_importance_method
 
 #: stream of SmoothGrad's noise (independent of the attacks' and controls' draws under the same seed)
 SMOOTHGRAD_STREAM = 0x5A00
@@ -31,25 +33,30 @@ def smoothgrad_noise(shape: tuple[int, ...], samples: int, seed: int, sample_ids
                             "normal", device, dtype)
 
 
-@register_importance_method("smoothgrad", shortcut="smoothgrad", doc='''\
-SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0.
+def smoothgrad(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torch.Tensor | None = None,
+               **options: Any) -> torch.Tensor:
+    """SmoothGrad (Smilkov et al. 2017): |mean gradient over noisy copies| summed over channels, (N,H,W) >= 0.
 
-Each image's noise is keyed by its entry of ``sample_ids=`` (global ids; default its position), so its map
-does not depend on the batch.
+    Each image's noise is keyed by its entry of ``sample_ids=`` (global ids; default its position), so its map
+    does not depend on the batch.
 
-Examples:
-    >>> import torch
-    >>> _ = torch.manual_seed(0)
-    >>> from torch import nn
-    >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
-    ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
-    ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-    >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
-    >>> from advspatial.maps import smoothgrad
-    >>> roi_map = smoothgrad(model, images)
-    >>> roi_map.shape, bool((roi_map >= 0).all())
-    (torch.Size([12, 28, 28]), True)
-''')
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
+        ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
+        ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
+        >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
+        >>> from advspatial.maps import smoothgrad
+        >>> roi_map = smoothgrad(model, images)
+        >>> roi_map.shape, bool((roi_map >= 0).all())
+        (torch.Size([12, 28, 28]), True)
+    """
+    return importance_map("smoothgrad", model, x, target=target, y=y, **options)
+
+
+@register_importance_method("smoothgrad", function=smoothgrad)
 def smoothgrad_map(
     model: nn.Module, x: torch.Tensor, classes: torch.Tensor, samples: int = 16, sigma: float = 0.15,
     seed: int = 0, sample_ids: torch.Tensor | None = None,
