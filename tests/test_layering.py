@@ -180,6 +180,10 @@ def test_no_module_is_longer_than_the_limit(path):
 #: the packages that each answer one research question (a registered experiment) and the other consumers of the
 #: shared layers: a module that only one of them uses belongs inside it
 EXPERIMENT_PACKAGES = ("localized", "maps", "perceptual", "propagation", "pse", "spatial")
+#: the packages in experiments/ that are machinery the experiments share (the RoI/RoA measurement), not experiments
+SHARED_PACKAGES = ("measurement",)
+#: the experiments that are one module each
+EXPERIMENT_MODULES = ("advspatial.experiments.analyze", "advspatial.experiments.baseline")
 
 
 def consumer_of(module: str) -> str | None:
@@ -188,7 +192,7 @@ def consumer_of(module: str) -> str | None:
     parts = module.split(".") + ["", ""]
     if parts[1] == "experiments" and parts[2] in EXPERIMENT_PACKAGES:
         return f"experiments.{parts[2]}"
-    if module in ("advspatial.experiments.baseline", "advspatial.experiments.analyze"):
+    if module in EXPERIMENT_MODULES:
         return module.removeprefix("advspatial.")
     if parts[1] in ("studies", "cli", "api", "__main__") or module == "advspatial":
         return parts[1] or "advspatial"
@@ -259,3 +263,53 @@ def test_a_shared_module_has_two_users_or_is_public_api():
     assert not found, ("modules of a shared layer that one consumer alone uses (move each into its consumer's "
                        "package, or make it public API): "
                        + "; ".join(f"{m} (used by {', '.join(sorted(c)) or 'nothing'})" for m, c in found.items()))
+
+
+# -- one experiment never reaches into another ------------------------------------------------------------------
+def experiment_of(module: str) -> str | None:
+    """The experiment a module belongs to (its package, or the module of a one-module experiment), else None."""
+    parts = module.split(".") + [""]
+    if parts[1] == "experiments" and parts[2] in EXPERIMENT_PACKAGES:
+        return f"advspatial.experiments.{parts[2]}"
+    return module if module in EXPERIMENT_MODULES else None
+
+
+def cross_experiment_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of one experiment's module by a module outside it, as ``importer -> imported``; the experiments'
+    package ``__init__`` (which imports every experiment to register it) is the one exception."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        if module == "advspatial.experiments":
+            continue
+        for target in sorted(targets):
+            owner = experiment_of(target)
+            if owner is not None and experiment_of(module) != owner:
+                found.append(f"{module} -> {target}")
+    return found
+
+
+def test_cross_experiment_imports_finds_one_experiment_importing_another():
+    graph = {"advspatial.experiments.spatial.run": {"advspatial.experiments.maps.stages",
+                                                    "advspatial.experiments.measurement.stages",
+                                                    "advspatial.experiments.spatial.stages"},
+             "advspatial.studies.measure": {"advspatial.experiments.maps.run"},
+             "advspatial.experiments.analyze": {"advspatial.experiments.measurement.run"},
+             "advspatial.experiments": {"advspatial.experiments.analyze"}}
+    assert cross_experiment_imports(graph) == [
+        "advspatial.experiments.spatial.run -> advspatial.experiments.maps.stages",
+        "advspatial.studies.measure -> advspatial.experiments.maps.run"]
+
+
+def test_every_package_in_experiments_is_an_experiment_or_shared():
+    folders = {p.parent.name for p in (SRC / "experiments").glob("*/__init__.py")}
+    assert folders == set(EXPERIMENT_PACKAGES) | set(SHARED_PACKAGES)
+
+
+def test_no_experiment_imports_another_experiment():
+    """An experiment imports the shared machinery (the measurement among it), never another experiment; nor do the
+    studies, the CLI or the Python entry points reach into an experiment's modules (they name it by its registry
+    line)."""
+    graph = {name: {t for t in imports(path, top_level_only=False) if t in KNOWN and t != name}
+             for path in MODULES for name in [module_name(path)]}
+    found = cross_experiment_imports(graph)
+    assert not found, "imports of one experiment's modules from outside it: " + "; ".join(found)

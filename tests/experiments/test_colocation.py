@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advspatial.experiments import colocation
+from advspatial.experiments.measurement import colocation
 from advspatial.statistics.store import compare_store, informative
 from advspatial.regions import binarize
 
@@ -65,7 +65,7 @@ def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dic
 
 @pytest.mark.parametrize("edge_driven", [False, True])
 def test_the_headline_claim_is_an_intersection_union_test_over_raw_shares(edge_driven: bool) -> None:
-    from advspatial.experiments.decomposition import decompose, headline_sentence
+    from advspatial.experiments.measurement.decomposition import decompose, headline_sentence
     from advspatial.statistics.claims import judge
 
     store = _content_store(edge_driven=edge_driven)
@@ -92,7 +92,7 @@ def test_a_fixed_region_that_catches_as_much_is_never_beaten() -> None:
     """A region that is the same in every image has an excess of 0 over any null: compared on raw shares, a centre
     that catches as much of the attack as the RoI keeps the claim from "supported" and the sentence says where
     the attack acts."""
-    from advspatial.experiments.decomposition import decompose, headline_sentence
+    from advspatial.experiments.measurement.decomposition import decompose, headline_sentence
     from advspatial.statistics.claims import judge
 
     gen = torch.Generator().manual_seed(3)
@@ -146,7 +146,7 @@ def test_object_conditioned_null_only_where_composition_varies() -> None:
 
 
 def test_max_normalized_maps_equal_up_to_scale() -> None:
-    from advspatial.experiments.maps.stages import max_normalized
+    from advspatial.experiments.measurement.stages import max_normalized
 
     maps = torch.rand(3, 5, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(max_normalized(maps), max_normalized(7.5 * maps))

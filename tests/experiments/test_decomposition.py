@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.experiments.decomposition import (
+from advspatial.experiments.measurement.decomposition import (
     CONTENT_REGIONS, FIXED_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition, RegionRow, as_much,
     beyond_every_region, clears_margin, headline_sentence, row_clause,
 )

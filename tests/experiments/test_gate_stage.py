@@ -14,7 +14,7 @@ from helpers import synthetic_images, train_briefly
 
 from advspatial.data.tensors import as_image_dataset
 from advspatial.experiments.context import ExperimentContext
-from advspatial.experiments.gate import gate_stage, look_chunks
+from advspatial.experiments.measurement.gate import gate_stage, look_chunks
 from advspatial.experiments.maps.config import MapsConfig
 from advspatial.rundir import RunDir
 from advspatial.runtime import batch_slices

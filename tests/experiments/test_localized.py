@@ -35,8 +35,9 @@ from advspatial.errors import ConfigError
 from advspatial.experiments import context as experiment_context
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.gate import GatedConfig, resolve_importance
-from advspatial.experiments.roi import roi_label
+from advspatial.experiments.measurement.config import GatedConfig
+from advspatial.experiments.measurement.roi import resolve_importance
+from advspatial.experiments.measurement.roi import roi_label
 from advspatial.experiments.localized import stages as localized_stages
 from advspatial.experiments.localized.claims import build_claims, primary_condition
 from advspatial.experiments.localized.config import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from advspatial.experiments.maps.figures import ALL_CLASS_PANELS, shown_classes
+from advspatial.experiments.measurement.figures import ALL_CLASS_PANELS, shown_classes
 
 
 def test_a_few_classes_are_all_shown_an_empty_one_too() -> None:

@@ -25,7 +25,7 @@ from advspatial.experiments.perceptual.metrics import LabelledComparison, Minima
 from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
 )
-from advspatial.experiments.rows import keep_first
+from advspatial.experiments.measurement.rows import keep_first
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI
 from advspatial.statistics.nulls import NULLS

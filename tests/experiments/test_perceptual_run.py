@@ -16,7 +16,7 @@ from helpers import ReportParser
 from torch import nn
 
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.roi import roi_interpretation
+from advspatial.experiments.measurement.roi import roi_interpretation
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack_metrics
 from advspatial.experiments.perceptual.report import summary_text

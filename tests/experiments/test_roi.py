@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from advspatial.experiments.roi import Roi, roi_caveat, roi_interpretation, roi_label, with_roi_caveat
+from advspatial.experiments.measurement.roi import Roi, roi_caveat, roi_interpretation, roi_label, with_roi_caveat
 from advspatial.faithfulness.gate import summarize_gate
 from advspatial.statistics.claims import Claim, judge
 from advspatial.statistics.estimates import Estimate

@@ -276,8 +276,8 @@ def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     budget of our own one-pixel attack (which never ran)."""
     from types import SimpleNamespace
 
-    from advspatial.experiments.maps.config import MeasurementConfig
-    from advspatial.experiments.maps.report import measurement_limits_section
+    from advspatial.experiments.measurement.config import MeasurementConfig
+    from advspatial.experiments.measurement.sections import measurement_limits_section
 
     cfg = MeasurementConfig()
     findings = SimpleNamespace(n=12, attacks={"onepixel": None})

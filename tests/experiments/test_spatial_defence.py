@@ -116,7 +116,7 @@ def test_attack_maps_stage_round_trip(tmp_path):
     """An attack map saved with and without its completeness check loads back as the same AttackMaps."""
     import torch
 
-    from advspatial.experiments.maps.stages import MAPS, AttackMaps
+    from advspatial.experiments.measurement.stages import MAPS, AttackMaps
     from advspatial.rundir import RunDir
 
     rundir = RunDir(tmp_path)

@@ -249,7 +249,7 @@ def test_randomization_decides(spots):
     assert smooth_fails.comparisons["randomization"].failing() == [
         "smooth MPRT Spearman 0.80 (>= 0.5 fails)",
         "efficient MPRT complexity change +0.01 (a rise of at most +0.05 fails)"]
-    from advspatial.experiments.roi import roi_label
+    from advspatial.experiments.measurement.roi import roi_label
     assert "fails the randomization check: smooth MPRT Spearman 0.80" in roi_label(smooth_fails)
     assert set(smooth_fails.comparisons["randomization"].effects) == {
         "cascade spearman", "smooth MPRT spearman", "efficient MPRT rise"}

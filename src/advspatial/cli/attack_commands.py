@@ -178,9 +178,6 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from pathlib import Path
 
     from ..experiments import get_experiment, resolve_config
-    from ..experiments.maps import MapsConfig, maps_analysis
-    from ..experiments.maps.report import render
-    from ..experiments.results import ExperimentResult
     from ..experiments.running import open_run, write_results
 
     o = options
@@ -193,12 +190,11 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
              "panel": [], "progress": o["progress"]}
     if batch_size is not None:
         given["batch_size"] = batch_size
-    config = resolve_config(get_experiment("maps"), None, given, quick=False)
-    assert isinstance(config, MapsConfig)  # the config class the maps experiment is registered with
+    experiment = get_experiment("maps")
+    config = resolve_config(experiment, None, given, quick=False)
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
-        rows, findings = maps_analysis(config, rundir)
-        rendered = render(config, findings, rundir.figures)
-        write_results(rundir, get_experiment("maps"), config, ExperimentResult.of(findings, rows, rendered))
-    click.echo(rendered.summary)
+        result = experiment.run(config, rundir)
+        write_results(rundir, experiment, config, result)
+    click.echo(result.summary)
     click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

@@ -17,7 +17,7 @@ PER_MODEL_OPTIONS = frozenset({"model", "weights", "arch", "out", "preset", "ima
 
 def study_command() -> click.Command:
     """The command, its options generated from the ``maps`` experiment's config dataclass."""
-    from ..experiments.maps.config import MapsConfig
+    from ..experiments import get_experiment
 
     params: list[click.Parameter] = [
         click.Option(["--models"], default=None, metavar="SPEC[,SPEC...]",
@@ -37,7 +37,8 @@ def study_command() -> click.Command:
     from ..studies.running import STUDY_DEFAULTS
 
     shown = {k: {"default": v} for k, v in STUDY_DEFAULTS.items()}
-    params += dataclass_options(MapsConfig, hidden=MapsConfig.CLI_HIDDEN | PER_MODEL_OPTIONS, overrides=shown)
+    config_cls = get_experiment("maps").config_cls  # a study measures every model as a ``maps`` run
+    params += dataclass_options(config_cls, hidden=config_cls.CLI_HIDDEN | PER_MODEL_OPTIONS, overrides=shown)
 
     def callback(models: str | None, config_file: str | None, out: str, resume: str | None, quick: bool,
                  preset: str, **values: Any) -> None:

@@ -14,10 +14,15 @@ from .running import resolve_config, run_experiment
 from .settings import ExperimentConfig, setting
 
 
+#: packages of machinery the experiments share, not experiments: they register nothing
+SHARED_PACKAGES = frozenset({"measurement"})
+
+
 def register_packages() -> None:
-    """Import the ``run`` module of every experiment package in this folder (each registers its experiment)."""
+    """Import the ``run`` module of every experiment package in this folder (each registers its experiment); the
+    shared packages (:data:`SHARED_PACKAGES`) are left out."""
     for module in pkgutil.iter_modules(__path__):
-        if module.ispkg:
+        if module.ispkg and module.name not in SHARED_PACKAGES:
             importlib.import_module(f"{__name__}.{module.name}.run")
 
 

@@ -34,9 +34,11 @@ from ..errors import ConfigError, ShapeError, unknown_name
 from ..report.html import Section, Table
 from ..rundir import RunDir
 from .context import load_checked_model
-from .gate import GatedConfig
-from .maps import MapsFindings, MeasurementConfig, maps_analysis
-from .maps.report import claims_lines, compact_claims_lines, measurement_limits_section, measurement_sections
+from .measurement.config import GatedConfig
+from .measurement.config import MeasurementConfig
+from .measurement.findings import MeasurementFindings
+from .measurement.run import measure
+from .measurement.sections import claims_lines, compact_claims_lines, measurement_limits_section, measurement_sections
 from .registry import register_experiment
 from .results import ExperimentResult, Rendered
 from .settings import setting
@@ -248,7 +250,7 @@ class ExamplesInfo:
 
 
 @dataclass
-class AnalyzeFindings(MapsFindings):
+class AnalyzeFindings(MeasurementFindings):
     """The measurement's findings of the given examples, and where the examples came from."""
 
     examples: ExamplesInfo | None = None
@@ -285,10 +287,10 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     norm, why = (config.norm, "given") if config.norm != "auto" else infer_norm(examples.clean, examples.adversarial)
     serve: dict[str, Callable[[nn.Module], Attack]] = {
         config.attack_name: lambda model: ExternalExamples(model, examples.adversarial, config.attack_name, norm)}
-    rows, measured = maps_analysis(config, rundir, images, serve)
+    measured = measure(config, rundir, images, serve)
     info = ExamplesInfo(config.source, norm, why, labels_origin, len(examples.clean), examples.checksums)
-    findings = AnalyzeFindings(**{f: getattr(measured, f) for f in measured.__dataclass_fields__}, examples=info)
-    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    findings = measured.findings(AnalyzeFindings, examples=info)
+    return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
 
 
 def check_inputs(rundir: RunDir, examples: Examples) -> None:

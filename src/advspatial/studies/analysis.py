@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..experiments.colocation import BEYOND_CLAIM, CLAIM
-from ..experiments.decomposition import SAME_CLASS
+from ..experiments.measurement.colocation import BEYOND_CLAIM, CLAIM
+from ..experiments.measurement.decomposition import SAME_CLASS
 from ..statistics.claims import Claim, judge
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, paired_p
 from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..experiments.findings import Findings
-from ..experiments.maps.config import MapsConfig
+from ..experiments.measurement.config import MeasurementConfig
 from ..statistics.claims import Claim
 from . import agreement as agree
 from .analysis import (
@@ -58,7 +58,8 @@ class StudyFindings(Findings):
     claims: list[Claim]
 
 
-def study_findings(records: Sequence[ModelRecord], failed: Mapping[str, str], config: MapsConfig) -> StudyFindings:
+def study_findings(records: Sequence[ModelRecord], failed: Mapping[str, str],
+                   config: MeasurementConfig) -> StudyFindings:
     """The cross-model analysis of the measured models (``config``: the settings they share)."""
     attacks = list(config.attacks)  # an attack no model could compare is listed too, each model with its reason
     claims: list[Claim] = []

@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..experiments.maps.config import MapsConfig
+from ..experiments.measurement.config import MeasurementConfig
 from ..rundir import RunDir
 from .models import StudyModel
 from .records import STUDY_RECORD, ModelRecord, model_record
 
 
-def measure_model(model: StudyModel, config: MapsConfig, identity: Mapping[str, str]) -> ModelRecord:
+def measure_model(model: StudyModel, config: MeasurementConfig, identity: Mapping[str, str]) -> ModelRecord:
     """The model's record: read back when its run finished before, else the run made (or completed) now.
 
     ``identity``: the checksums of the model's weights, code and images (the preflight's): a finished run is read
@@ -37,23 +37,26 @@ def measure_model(model: StudyModel, config: MapsConfig, identity: Mapping[str, 
         return run_model(model, config, rundir)
 
 
-def run_model(model: StudyModel, config: MapsConfig, rundir: RunDir) -> ModelRecord:
+def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> ModelRecord:
     """Run the measurement, write the model's own result files, save and return its record."""
     from ..distributed import main_only
     from ..experiments import get_experiment
-    from ..experiments.maps.report import render
-    from ..experiments.maps.run import maps_measurement
+    from ..experiments.measurement.findings import MeasuredFindings
+    from ..experiments.measurement.run import measure
     from ..experiments.results import ExperimentResult
     from ..experiments.running import write_results
     from ..experiments.smoke import mark_result
 
+    maps = get_experiment("maps")  # the experiment a model's run is, reached by its registry line
+    assert maps.findings is not None and issubclass(maps.findings, MeasuredFindings) and maps.render is not None
     started = time.perf_counter()
-    measured = maps_measurement(config, rundir)
-    result = ExperimentResult.of(measured.findings, measured.rows, render(config, measured.findings, rundir.figures))
+    measured = measure(config, rundir)
+    findings = measured.findings(maps.findings)
+    result = ExperimentResult.of(findings, measured.rows, maps.render(config, findings, rundir.figures))
     wall = round(time.perf_counter() - started, 2)
     result.metrics["wall_seconds"] = wall
     result = mark_result(result, config.smoke_test)
-    main_only(lambda: write_results(rundir, get_experiment("maps"), config, result))
+    main_only(lambda: write_results(rundir, maps, config, result))
     record = model_record(measured, model.label, model.model, wall, model.covariates)
     main_only(lambda: STUDY_RECORD.save(rundir, record))
     return record

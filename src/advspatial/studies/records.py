@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..experiments import colocation
-from ..experiments.maps.claims import claim_gates
-from ..experiments.maps.run import MapsMeasurement
-from ..experiments.maps.stages import AttackSummary, Context
+from ..experiments.measurement import colocation
+from ..experiments.measurement.claims import claim_gates
+from ..experiments.measurement.run import Measurement
+from ..experiments.measurement.stages import AttackSummary, Context
 from ..experiments.stage import Stage
 from ..regions.binarization import pool_to_scale
 from ..statistics.claims import Claim
@@ -110,11 +110,11 @@ class RecordStage(Stage[ModelRecord]):
 STUDY_RECORD = RecordStage("study-record", per="run")
 
 
-def model_record(measured: MapsMeasurement, label: str, spec: str, wall_seconds: float,
+def model_record(measured: Measurement, label: str, spec: str, wall_seconds: float,
                  covariates: Mapping[str, float]) -> ModelRecord:
     """The record of a finished measurement of one model (its kept images still in memory)."""
-    ctx, findings = measured.context, measured.findings
-    pgd = findings.attacks.get("pgd")
+    ctx, outcomes = measured.context, measured.outcomes
+    pgd = outcomes.attacks.get("pgd")
     attacks: dict[str, AttackRecord] = {}
     skipped: dict[str, str] = {}
     for summary in measured.summaries:
@@ -126,9 +126,9 @@ def model_record(measured: MapsMeasurement, label: str, spec: str, wall_seconds:
     ids, labels, correct, roi = roi_maps(ctx)
     shape = (int(ctx.data.image_shape[-2]), int(ctx.data.image_shape[-1]))
     return ModelRecord(label, spec, parameter_count(ctx.model), weight_layers(ctx.model), shape,
-                       float(wall_seconds), float(findings.clean_accuracy),
+                       float(wall_seconds), float(outcomes.clean_accuracy),
                        math.nan if pgd is None else float(pgd.adversarial_accuracy), ctx.importance,
-                       str(findings.roi.status), ids, labels, correct, roi, attacks, skipped, dict(covariates))
+                       str(measured.parts.roi.status), ids, labels, correct, roi, attacks, skipped, dict(covariates))
 
 
 def not_compared(summary: AttackSummary, kind: str) -> str:
@@ -140,7 +140,7 @@ def not_compared(summary: AttackSummary, kind: str) -> str:
     return ""
 
 
-def attack_record(ctx: Context, summary: AttackSummary, measured: MapsMeasurement) -> AttackRecord:
+def attack_record(ctx: Context, summary: AttackSummary, measured: Measurement) -> AttackRecord:
     """The per-image values of both primary endpoints of one attack, as the run's own claims computed them (one
     engine call: :func:`~advspatial.statistics.store.store_values`)."""
     cfg = ctx.config
@@ -149,11 +149,11 @@ def attack_record(ctx: Context, summary: AttackSummary, measured: MapsMeasuremen
     ids = store["ids"].long()
     values = store_values(store, cfg.seed)
     beyond = {name: Values.of(v, ids) for name, v in values.beyond.items()}
-    roi_gate = measured.findings.faithfulness[ctx.importance]
-    gates = claim_gates(roi_gate, measured.findings.attacks[summary.name].maps[kind], cfg)
+    roi_gate = measured.parts.faithfulness[ctx.importance]
+    gates = claim_gates(roi_gate, measured.outcomes.attacks[summary.name].maps[kind], cfg)
     return AttackRecord(summary.name, kind, ids, store["labels"].long(), on_grid(store["attack"]),
                         Values.of(values.excess, ids), beyond, gates,
-                        run_verdicts(measured.findings.claims, f"{summary.name} ({kind} RoA)"))
+                        run_verdicts(measured.parts.claims, f"{summary.name} ({kind} RoA)"))
 
 
 def run_verdicts(claims: list[Claim], subject: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ import yaml
 from ..errors import AdvspatialError, ConfigError, DataError, ModelError, first_line
 from ..experiments.settings import read_yaml_mapping
 from ..files import DirLock, atomic_write_text, check_writable_dir
-from ..experiments.maps.config import MapsConfig
+from ..experiments.measurement.config import MeasurementConfig
 from .models import StudyModel
 
 #: the study's own defaults beside the ``maps`` experiment's (five models x six attacks is a day on a CPU)
@@ -68,10 +68,12 @@ def check_shared(settings: Mapping[str, Any], where: str) -> None:
     for key, instead in NOT_SHARED.items():
         if key in settings:
             raise ConfigError(f"{where}: {key} is not a shared setting of a study; valid: {instead}")
-    check_settings(MapsConfig, {k: v for k, v in settings.items() if k != "experiment"}, where)
+    from ..experiments import get_experiment
+
+    check_settings(get_experiment("maps").config_cls, {k: v for k, v in settings.items() if k != "experiment"}, where)
 
 
-def model_configs(study: Study) -> dict[str, MapsConfig]:
+def model_configs(study: Study) -> dict[str, MeasurementConfig]:
     """Every model's resolved and validated ``maps`` config (its run in ``OUT/models/LABEL``); a one-line
     ConfigError naming the model when one is invalid, or when two models would be measured differently."""
     from ..experiments import get_experiment
@@ -79,7 +81,7 @@ def model_configs(study: Study) -> dict[str, MapsConfig]:
 
     check_shared(study.settings, "the study's shared settings")
     experiment = get_experiment("maps")
-    configs: dict[str, MapsConfig] = {}
+    configs: dict[str, MeasurementConfig] = {}
     for m in study.models:
         values = {**STUDY_DEFAULTS, **study.settings, "model": m.model,
                   "out": str(Path(study.out) / "models" / m.label)}
@@ -94,7 +96,7 @@ def model_configs(study: Study) -> dict[str, MapsConfig]:
     return configs
 
 
-def check_same_measurement(configs: Mapping[str, MapsConfig]) -> None:
+def check_same_measurement(configs: Mapping[str, MeasurementConfig]) -> None:
     """Every model is measured with the same settings (budgets, maps, statistics, images, seeds): a preset that
     resolves differently for one model (another dataset preset, a zoo model's own) would compare unlike things."""
     from ..experiments.settings import config_dict
@@ -119,7 +121,7 @@ class Preflight:
     identities: dict[str, dict[str, str]]
 
 
-def preflight(configs: Mapping[str, MapsConfig]) -> Preflight:
+def preflight(configs: Mapping[str, MeasurementConfig]) -> Preflight:
     """Load every model and run it on one image before any work: a broken model spec, a model that cannot take the
     images, models with different numbers of outputs or selecting different images are one line each."""
     import torch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from advspatial.errors import ConfigError
-from advspatial.experiments.gate import GatedConfig
+from advspatial.experiments.measurement.config import GatedConfig
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.stability import group_spec
 

@@ -15,7 +15,7 @@ from torch import nn
 from advspatial.analysis.pse import TYPE_NAMES
 from advspatial.experiments.pse.control import SHARE_NAMES
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.roi import roi_caveat
+from advspatial.experiments.measurement.roi import roi_caveat
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.rows import CAM_KEYS
 from advspatial.experiments.pse.claims import TYPING_NULL

@@ -27,10 +27,10 @@ attack does to where the model looks: the share of the importance map (``importa
 the true class that lies in the attacked region, before and after the attack.
 
 The importance map is used as a Region of Importance (RoI) only after the faithfulness gate
-(:func:`advspatial.experiments.gate.gate_stage`) has judged it on each model. The comparisons become pre-declared
-claims, paired per image within each training seed (:func:`advspatial.experiments.paired.seeded_claim`), corrected
-and judged by fixed rules (:func:`advspatial.statistics.claims.judge`); a claim that rests on a map that failed the gate
-is "not interpretable".
+(:func:`advspatial.experiments.measurement.gate.gate_stage`) has judged it on each model. The comparisons become
+pre-declared claims, paired per image within each training seed (:func:`advspatial.experiments.paired.seeded_claim`),
+corrected and judged by fixed rules (:func:`advspatial.statistics.claims.judge`); a claim that rests on a map that
+failed the gate is "not interpretable".
 
 Stages (:mod:`.stages`), saved in the run directory per batch (``--resume``), a batch's attacks and map shift
 computed together: ``attack/<model>/<condition>/batch-*``, ``importance/<model>/<method>/batch-*`` (the map's share

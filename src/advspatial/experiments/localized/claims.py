@@ -13,7 +13,7 @@ import torch
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..paired import seeded_claim
-from ..roi import with_roi_caveat
+from ..measurement.roi import with_roi_caveat
 from .config import CONTROLS, MODE_NAMES, MODES, ROI_GATE, LocalizedConfig, condition_labels, region_names
 from .stages import ModelEvaluation
 

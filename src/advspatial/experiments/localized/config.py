@@ -12,7 +12,7 @@ from typing import Any
 from ...errors import ConfigError, check_range
 from ...masks import MASK_KINDS
 from ...training import TrainConfig
-from ..gate import GatedConfig
+from ..measurement.config import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_importance_methods, setting
 from .finetuning import FINETUNE_LR, FinetuneConfig
 

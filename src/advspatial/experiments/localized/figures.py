@@ -26,7 +26,7 @@ from ...report.figures import DIVERGING, HEAT_CMAP, image_for_display, save_figu
 from ...runtime import model_device
 from ...statistics.claims import sentence_case
 from ..context import ExperimentContext
-from ..roi import roi_label
+from ..measurement.roi import roi_label
 from .attacked_region import fooled_first
 from .claims import primary_condition
 from .config import EXAMPLE_MODES, MODES, budget_text, condition_labels, region_names

@@ -12,7 +12,7 @@ from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ...training import TrainedModel
 from ..findings import Findings, optional_part, to_json
-from ..roi import Roi
+from ..measurement.roi import Roi
 from .attack_rows import RowStats, SeedSpread, row_stats, seed_spread
 from .config import MODES, LocalizedConfig, seed_name
 from .finetuning import FinetuneConfig

@@ -14,7 +14,7 @@ from ...report.html import Figure, Section, Table
 from ...report.sections import drawn_figure, status_words
 from ...report.gates import gate_tables
 from ...report.verdicts import fmt, interval, verdict_legend, verdict_table, what_this_run_shows
-from ..roi import gate_rule, roi_label
+from ..measurement.roi import gate_rule, roi_label
 from ..results import Rendered
 from .config import (
     EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, budget_text, condition_labels, gate_eps,

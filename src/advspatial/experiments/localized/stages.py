@@ -28,7 +28,8 @@ from ...rundir import RunDir
 from ...runtime import batch_slices, model_device
 from ...training import TrainedModel, evaluate_accuracy
 from ..context import ExperimentContext, load_checked_model, shared_splits, train_images
-from ..gate import gate_stage, resolve_importance
+from ..measurement.gate import gate_stage
+from ..measurement.roi import resolve_importance
 from ..stage import ATTACK, AttackStage, Stage
 from .attack_rows import model_rows
 from .attacked_region import energy_outside, mask_uses_importance, region_mask

@@ -15,7 +15,7 @@ interrupted run with identical numbers (each a stage object of :mod:`.stages`, w
    margin) and step budget (``steps``);
 4. ``curve/...``: success rate vs mean SSIM of both attacks at several budgets on the calibration images,
    and per image the highest SSIM at which each fools it;
-5. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.gate.gate_stage`)
+5. ``gate/<method>/...``: the faithfulness gate of that CAM (:func:`advspatial.experiments.measurement.gate.gate_stage`)
    on the run's own cached maps, with the experiment's L-inf PGD at the calibrated budget;
 6. ``attack/pgd/batch-*``: L-inf PGD at that budget; ``geometry/<attack>/batch-*``: the geometry null of
    each attack, a random feasible perturbation of its set with its per-image SSIM

@@ -20,9 +20,9 @@ from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison, uniform_comparison
 from ...statistics.store import compare_store
-from .. import colocation
-from ..gate import gate_stage
-from ..roi import Roi, with_roi_caveat
+from ..measurement import colocation
+from ..measurement.gate import gate_stage
+from ..measurement.roi import Roi, with_roi_caveat
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
 from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
 from .ssim_matching import Calibration

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ...errors import ConfigError
 from ...statistics import store
-from ..gate import GatedConfig
+from ..measurement.config import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_choice, check_importance_methods, setting
 
 ATTACKS = ("ssim-ball", "pgd")

@@ -15,7 +15,7 @@ from ...statistics.claims import Claim
 from ...statistics.estimates import finite_mean
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
-from ..roi import Roi
+from ..measurement.roi import Roi
 from .config import ATTACKS
 from .ssim_matching import Calibration
 

@@ -14,7 +14,7 @@ from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, verdict_legend, verdict_table, what_this_run_shows
-from ..roi import gate_rule
+from ..measurement.roi import gate_rule
 from ..results import Rendered
 from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, PerceptualConfig
 from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP

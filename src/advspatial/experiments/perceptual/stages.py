@@ -31,10 +31,10 @@ from ...regions import binarize, overlap_statistics
 from ...rundir import RunDir
 from ...runtime import batch_slices
 from ...statistics.estimates import finite_mean
-from .. import colocation
+from ..measurement import colocation
 from ..context import ExperimentContext, prepare_context
-from ..gate import resolve_importance
-from ..rows import keep_first, per_image_rows
+from ..measurement.roi import resolve_importance
+from ..measurement.rows import keep_first, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
 from .metrics import CurvePoint

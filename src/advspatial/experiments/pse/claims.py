@@ -27,7 +27,7 @@ from ...analysis.pse import TYPE_NAMES, PSECamResult
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
 from ..paired import paired_claim
-from ..roi import with_roi_caveat
+from ..measurement.roi import with_roi_caveat
 from .config import PSEConfig
 from .control import CONTROL
 from .rows import CAM_KEYS, energy_shares_of
@@ -113,7 +113,7 @@ def judged_claims(config: PSEConfig, cam_tests: Mapping[str, PSECamResult | None
     (when it has an image-level test; gated by the CAM explainer's faithfulness ``gate``) and its typing claims.
 
     A failed gate makes every CAM-dependent verdict "not interpretable" (through the claims' gate); an undecided
-    one puts its caveat on them (:func:`~advspatial.experiments.roi.with_roi_caveat`).
+    one puts its caveat on them (:func:`~advspatial.experiments.measurement.roi.with_roi_caveat`).
     """
     gates = {ROI_GATE: not gate.failed}
     claims: list[Claim] = []

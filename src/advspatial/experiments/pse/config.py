@@ -14,7 +14,7 @@ from ...analysis.units import RANK_BY
 from ...attacks import Attack, make_attack
 from ...errors import ConfigError
 from ...runtime import scaled_batch
-from ..gate import GatedConfig
+from ..measurement.config import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_attacks, check_importance_methods, setting
 from .stability import group_spec
 from .targets import TARGET_MODES

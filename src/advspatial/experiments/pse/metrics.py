@@ -17,7 +17,7 @@ from ...analysis.pse import PSECamResult, PSEResult
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part
-from ..roi import Roi
+from ..measurement.roi import Roi
 from .claims import typing_verdicts
 from .rows import RowStatistics, row_statistics
 from .stability import TypingAgreement

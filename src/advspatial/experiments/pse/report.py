@@ -15,7 +15,7 @@ from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ..results import Rendered
-from ..roi import gate_rule
+from ..measurement.roi import gate_rule
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
 from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
 from .figures import DISSECTION, FOREST, MASKING, TYPES, UNIT_SENSITIVITY, examples_file

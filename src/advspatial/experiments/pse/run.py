@@ -8,10 +8,11 @@ from ...errors import ModelError
 from ...models.tokens import is_transformer
 from ...rundir import RunDir
 from ..context import prepare_context
-from ..gate import gate_stage, resolve_importance
+from ..measurement.gate import gate_stage
+from ..measurement.roi import resolve_importance
 from ..registry import register_experiment
 from ..results import ExperimentResult
-from ..roi import Roi
+from ..measurement.roi import Roi
 from .claims import judged_claims
 from .config import PSEConfig
 from .figures import draw_figures

@@ -21,7 +21,7 @@ from ...attacks import Attack, AttackResult
 from ...maps import importance_map
 from ...runtime import batch_slices
 from ...statistics.store import informative
-from ..colocation import composition
+from ..measurement.colocation import composition
 from ..context import ExperimentContext, shared_splits, train_images
 from ..stage import ATTACK, FieldsStage, Stage
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings

@@ -17,7 +17,7 @@ from ...defence.evaluation import AdaptivePlan
 from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm
-from ..maps.stages import Context
+from ..measurement.stages import Context
 from .config import DefenceSetting
 from .metrics import (
     Adaptive, BaselineRow, Comparison, DrawSpread, Harm, HarmConvergence, PairedComparisons, SettingConvergence,

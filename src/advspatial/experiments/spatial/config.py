@@ -1,5 +1,6 @@
-"""The settings of the spatial experiment: the RoI/RoA measurement's (:class:`~..maps.MeasurementConfig`) and the
-neutralization defence's, with the configurations of the defence the report shows (:class:`DefenceSetting`)."""
+"""The settings of the spatial experiment: the RoI/RoA measurement's
+(:class:`~advspatial.experiments.measurement.config.MeasurementConfig`) and the neutralization defence's, with the
+configurations of the defence the report shows (:class:`DefenceSetting`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ...defence.neutralize import CONTROL_MATCHES
 from ...defence.transforms import TRANSFORMS
 from ...errors import ConfigError, unknown_name
 from ...regions.fills import list_fills
-from ..maps.config import MeasurementConfig
+from ..measurement.config import MeasurementConfig
 from ..settings import OPEN_UNIT_INTERVAL, setting
 
 

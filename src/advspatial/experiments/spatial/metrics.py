@@ -1,8 +1,8 @@
 """The spatial experiment's findings (:class:`SpatialFindings`; metrics.json is their serialization): the
-measurement's parts (:mod:`..maps.metrics`) with, per attack, the spread of its random controls' draws; the
-non-adaptive defence's paired comparisons and clean cost; the sweep; the adaptive evaluation (:mod:`.claims`).
-Every part is a typed record (a row per configuration, a cell per sweep point, a paired comparison with its Holm
-p), serialized to exactly the objects metrics.json holds.
+measurement's parts (:mod:`advspatial.experiments.measurement.findings`) with, per attack, the spread of its random
+controls' draws; the non-adaptive defence's paired comparisons and clean cost; the sweep; the adaptive evaluation
+(:mod:`.claims`). Every part is a typed record (a row per configuration, a cell per sweep point, a paired comparison
+with its Holm p), serialized to exactly the objects metrics.json holds.
 
 Configurations, sweep cells, baselines and (attack, defence) pairs are keyed by typed keys here; metrics.json's
 ``"sweep|0.1|zero"``-style keys are made only when the findings are serialized (``as_dict``) and parsed back
@@ -19,8 +19,8 @@ from ...faithfulness.record import GateResult
 from ...statistics.accuracy import PairedAccuracy, Proportion
 from ...statistics.claims import Claim
 from ..findings import from_json, optional_part, to_json
-from ..maps.metrics import AttackOutcome, MeasuredFindings, PanelRow
-from ..roi import Roi
+from ..measurement.findings import AttackOutcome, MeasuredFindings, PanelRow
+from ..measurement.roi import Roi
 from .config import DefenceSetting, Role
 
 

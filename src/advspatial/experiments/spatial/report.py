@@ -1,7 +1,7 @@
-"""The report of the spatial experiment: the measurement's sections (:mod:`..maps.report`) with the attacks table,
-the defence (the adaptive verdicts, the convergence panel, the trade-off, the non-adaptive tables and the clean
-cost) and the limits; and the printed summary. Pure rendering (:func:`render`) from the findings and the figures
-drawn (:mod:`.figures`)."""
+"""The report of the spatial experiment: the measurement's sections
+(:mod:`advspatial.experiments.measurement.sections`) with the attacks table, the defence (the adaptive verdicts, the
+convergence panel, the trade-off, the non-adaptive tables and the clean cost) and the limits; and the printed
+summary. Pure rendering (:func:`render`) from the findings and the figures drawn (:mod:`.figures`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ...report.html import Figure, Section, Table
 from ...report.verdicts import fmt, fmt_p, interval
 from ...statistics.accuracy import Proportion
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ..maps.report import (
+from ..measurement.sections import (
     claims_lines, compact_claims_lines, measurement_limits, measurement_sections, onepixel_limits, shown,
 )
 from ..results import Rendered

@@ -1,4 +1,5 @@
-"""The cached stages of the neutralization defence (METHODS.md §2), beside the measurement's (:mod:`..maps.stages`).
+"""The cached stages of the neutralization defence (METHODS.md §2), beside the measurement's
+(:mod:`advspatial.experiments.measurement.stages`).
 
 Three threat models, never mixed in one number:
 
@@ -41,8 +42,8 @@ from ...maps import attack_map, importance_map
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
 from ..context import train_images
-from ..maps.config import contribution_kw
-from ..maps.stages import Context
+from ..measurement.config import contribution_kw
+from ..measurement.stages import Accuracy, Context, ExtraColumns
 from ..stage import ATTACK, AccumulatorStage, Stage
 from .config import DefenceSetting
 from .deployable import importance_and_gradient
@@ -155,13 +156,23 @@ def class_prior(ctx: Context) -> torch.Tensor:
     return torch.nan_to_num(total.means(), nan=0.0)
 
 
+def defence_columns(ctx: Context) -> DefenceColumns:
+    """The non-adaptive defence's columns, made once the gates ran: the clean importance maps of every batch first,
+    then the class prior and the deployable defences it feeds."""
+    ctx.each_batch(lambda b, sl: ctx.importance_of(b), desc="clean: importance maps", then=lambda *_: None)
+    prior = class_prior(ctx)
+    return DefenceColumns(ctx, deployable_defences(ctx, prior), prior)
+
+
 @dataclass
 class DefenceColumns:
-    """The non-adaptive defence's per-image columns of every attack batch (:class:`~..maps.stages.BatchColumns`);
+    """The non-adaptive defence's per-image columns of every attack batch
+    (:class:`~advspatial.experiments.measurement.stages.BatchColumns`), with the class prior its defences use;
     ``draws[attack][column]`` keeps each random control's per-draw correctness (B, draws) per batch."""
 
     ctx: Context
     defences: dict[str, NeutralizedModel]
+    prior: torch.Tensor | None = None
     draws: dict[str, dict[str, list[torch.Tensor]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(list)))
 
@@ -187,17 +198,22 @@ class DefenceColumns:
 
         return DEFENCE.at(name).get(ctx.rundir, columns, b)
 
-    def columns(self, name: str, value: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The row columns of one batch: a control's (B, draws) predictions become its share of correct draws."""
-        rows = {}
+    def columns(self, name: str, value: dict[str, torch.Tensor], labels: torch.Tensor) -> ExtraColumns:
+        """The row columns of one batch: a control's (B, draws) predictions become its share of correct draws
+        (``tag:correct_X``); each prediction column (``tag:pred_X``) and each control's share is the accuracy
+        ``tag:X``."""
+        rows, accuracies = {}, {}
         for key, values in value.items():
             if values.ndim == 2:
                 hits = (values == labels[:, None]).float()
                 self.draws[name][key].append(hits)
                 rows[key.replace(":pred_", ":correct_")] = hits.mean(1)
+                accuracies[key.replace(":pred_", ":")] = Accuracy(key.replace(":pred_", ":correct_"), predicted=False)
             else:
                 rows[key] = values
-        return rows
+                if ":pred_" in key:
+                    accuracies[key.replace(":pred_", ":")] = Accuracy(key, predicted=True)
+        return ExtraColumns(rows, accuracies)
 
 
 SweepColumns = dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]

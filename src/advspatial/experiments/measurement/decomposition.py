@@ -13,7 +13,7 @@ Each row is read by the specificity rule of :mod:`~advspatial.statistics.outcome
 of interest as its margin (5% of the compared region's share): *beats* (the RoI catches more), *equivalent* (as
 much, within the margin), *does less* (the region catches more) or *undecided*. :func:`headline_sentence` says it in
 plain words; "beyond layout and image content" is said only where the RoI beats every row on the raw paired share
-by at least the margin. The primary claim (:func:`~advspatial.experiments.colocation.headline_claim`) is the
+by at least the margin. The primary claim (:func:`~advspatial.experiments.measurement.colocation.headline_claim`) is the
 intersection-union test over the same rows.
 
 Examples:
@@ -44,10 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from ..statistics.estimates import Estimate
-from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
-from ..statistics.store import PRIMARY_STATISTIC, StoreComparison
-from ..statistics.verdicts import sesoi_for
+from ...statistics.estimates import Estimate
+from ...statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
+from ...statistics.store import PRIMARY_STATISTIC, StoreComparison
+from ...statistics.verdicts import sesoi_for
 
 #: the regions that are the same (or nearly so) in every image, made without this image
 FIXED_REGIONS = ("centre", "class-layout", "dataset-layout")
@@ -89,7 +89,7 @@ class RegionRow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegionRow:
-        from ..statistics.claims import estimate_of
+        from ...statistics.claims import estimate_of
 
         return cls(str(data["region"]), estimate_of(data["share"]), Decision.from_dict(data["difference"]))
 
@@ -118,7 +118,7 @@ class Decomposition:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decomposition:
-        from ..statistics.claims import estimate_of
+        from ...statistics.claims import estimate_of
 
         return cls(str(data["attack"]), str(data["kind"]), estimate_of(data["roi_share"]), float(data["roi_pixels"]),
                    tuple(RegionRow.from_dict(r) for r in data["rows"]), bool(data.get("roi_faithful", True)))

@@ -27,97 +27,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks import make_attack
-from ..errors import ConfigError, unknown_name
-from ..faithfulness.calibration import CALIBRATION_IMAGES, Budget, calibrate_budget
-from ..faithfulness.controls import control_maps, control_regions
-from ..faithfulness.deletion import blurred_map, deletion_columns, gate_regions, restricted_attack_columns
-from ..faithfulness.gate import (
-    DEFAULT_MARGIN, EDGE_FREE_FILLS, MIN_N, comparison_decisions, comparison_failures, control_cells,
+from ...attacks import make_attack
+from ...faithfulness.calibration import CALIBRATION_IMAGES, Budget, calibrate_budget
+from ...faithfulness.controls import control_maps, control_regions
+from ...faithfulness.deletion import blurred_map, deletion_columns, gate_regions, restricted_attack_columns
+from ...faithfulness.gate import (
+    MIN_N, comparison_decisions, comparison_failures, control_cells,
     gini_sparseness, summarize_gate,
 )
-from ..faithfulness.draws import DEFAULT_DRAWS
-from ..faithfulness.mprt import randomization_checks
-from ..faithfulness.randomization import model_randomization_check
-from ..faithfulness.record import GateResult
-from ..faithfulness.sanity import SKIPPABLE_CHECKS, randomization_passed
-from ..faithfulness.sequential import InterimDecision, interim_decision, look_sizes
-from ..maps import importance_map
-from ..maps.heads import default_importance_method
-from ..regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
-from ..statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
-from .context import ExperimentContext
-from .settings import OPEN_UNIT_INTERVAL, ExperimentConfig, setting
-from .stage import Stage
-
-GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
-
-
-@dataclass
-class GatedConfig(ExperimentConfig):
-    """Settings of the faithfulness gate and of the verdict rules, shared by every experiment that uses an RoI."""
-
-    gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate of the RoI's explainer; "
-                               "correct ones count", low=1)
-    panel_gate_n: int = setting(200, "images (a prefix of the n) entering the gates of the explainer panel (the "
-                                     "other explainers, and the RoI's explainer at the panel's other fractions)",
-                                low=1)
-    gate_until_decided: bool = setting(False, "continue the gates' looks past gate_n and panel_gate_n, up to every "
-                                              "image of the run, until every row is decided")
-    gate_fills: list[str] = setting(["road", "blur"], "deletion fills of the faithfulness gate (>= 2 of road, blur, "
-                                                      "inpaint, zero, noise; one that creates no edges: road, blur "
-                                                      "or inpaint; the default's measurement: docs/methods.md)")
-    gate_steps: int = setting(10, "PGD steps of the gate's restricted attack (a damage comparison between regions "
-                                  "of equal size, not a robustness figure)", low=1)
-    gate_calibration: bool = setting(True, "calibrate the budget of the gate's restricted attack per model so that "
-                                           "the unrestricted attack flips about half of the gate's images (at most "
-                                           "the experiment's budget); --no-gate-calibration uses the budget as it is")
-    gate_control: bool = setting(True, "gate a positive control beside the explainer (occlusion under the blur "
-                                       "fill): where it cannot pass a row, the gate says it cannot judge it")
-    equivalence_margin: float = setting(DEFAULT_MARGIN, "margin of the gate's three-outcome rules, as a share of "
-                                                        "the RoI's own damage on each measure: 'not better' and "
-                                                        "'equivalent' mean within it (docs/methods.md)",
-                                        low=0, high=1, low_inclusive=False)
-    randomization_images: int = setting(128, "images of the randomization checks (cascading randomization, smooth "
-                                             "and efficient MPRT); below the gate's 30 they read 'insufficient "
-                                             "data'", low=1)
-    randomization_draws: int = setting(DEFAULT_DRAWS, "independent random re-initializations of the model per "
-                                                      "randomization check, each from its own seed; the checks' CI "
-                                                      "spans draws and images", low=1)
-    randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
-                                             "denoising; Quantus' default is 50)", low=1)
-    randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
-                                           "(evenly spaced; every layer is still randomized in order)", low=1)
-    sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per "
-                                 "statistic; a CI inside +-SESOI is equivalent to the null, a significant effect "
-                                 "below it negligible)",
-                           low=0)
-    significance: float = setting(0.05, "significance level after correction (Holm primary, BH secondary)",
-                                  **OPEN_UNIT_INTERVAL)
-    gate_sequential: bool = setting(True, "stop a gate's work once every row is decided: its comparisons in looks "
-                                          "at 50, 100, 200, ... images (Haybittle-Peto bound |z| >= 3.29), the "
-                                          "randomization checks only while they can change the verdict (a smoke "
-                                          "test, --quick, runs them all); --no-gate-sequential runs every check on "
-                                          "every image")
-
-    def validate(self) -> None:
-        super().validate()
-        for fill in self.gate_fills:
-            if fill not in GATE_FILLS:
-                raise unknown_name("gate fill", fill, GATE_FILLS)
-        if len(set(self.gate_fills)) < 2:
-            raise ConfigError("gate_fills needs at least two different fills (e.g. road,blur)")
-        if not set(self.gate_fills) & set(EDGE_FREE_FILLS):
-            raise ConfigError(f"gate_fills needs a fill that creates no edges ({', '.join(EDGE_FREE_FILLS)}) to judge "
-                              f"the scattered control; got {self.gate_fills}")
-
-
-def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
-    """(method, why): ``auto`` picks by head type (:func:`advspatial.maps.default_importance_method`)."""
-    if name == "auto":
-        return default_importance_method(model, x)
-    return name, "chosen in the config"
-
+from ...faithfulness.mprt import randomization_checks
+from ...faithfulness.randomization import model_randomization_check
+from ...faithfulness.record import GateResult
+from ...faithfulness.sanity import SKIPPABLE_CHECKS, randomization_passed
+from ...faithfulness.sequential import InterimDecision, interim_decision, look_sizes
+from ...maps import importance_map
+from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
+from ..context import ExperimentContext
+from ..stage import Stage
+from .stages import Context
 
 #: the gate of one explainer (``gate/[tag/]method``): its maps and its comparisons per batch, the model-randomization
 #: checks once per run; per model (``gate/[tag/]control``, ``gate/[tag/]budget``): the positive control's maps per
@@ -419,3 +347,30 @@ def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
         model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=cfg.batch_size, **kw),
         seed=cfg.seed, sample_ids=ids, samples=cfg.randomization_samples, draws=cfg.randomization_draws,
         progress=cfg.progress).as_dict()
+
+
+# -- the gates of a measurement ------------------------------------------------------------------------------------
+
+def run_gates(ctx: Context) -> dict[str, GateResult]:
+    """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
+    run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
+    (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
+    cfg = ctx.config
+
+    def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
+        return lambda b: ctx.panel_maps(m, b)
+
+    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
+                           n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
+             for m in ctx.panel}
+    for fraction in cfg.panel_fractions:
+        if fraction != cfg.fraction:
+            gates[fraction_key(ctx.importance, fraction)] = gate_stage(
+                ctx, ctx.importance, fraction, cfg.eps_linf, maps=ctx.importance_of,
+                n=cfg.panel_gate_n)
+    return gates
+
+
+def fraction_key(method: str, fraction: float) -> str:
+    """The name of an explainer's gate at a panel fraction other than the run's ("hirescam @ top 10%")."""
+    return f"{method} @ top {fraction:.0%}"

@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 
-from ..statistics.claims import Claim, claim_from
-from ..statistics.estimates import Estimate
-from ..statistics.inference import NullComparison, compare_to_nulls
-from ..statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, StoreComparison
+from ...statistics.claims import Claim, claim_from
+from ...statistics.estimates import Estimate
+from ...statistics.inference import NullComparison, compare_to_nulls
+from ...statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, StoreComparison
 from .decomposition import REGION_NOUNS, SAME_CLASS, Decomposition, clears_margin, compared_share
 
 CLAIM = "the attack acts where the model looks"

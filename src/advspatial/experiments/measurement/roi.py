@@ -13,11 +13,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..faithfulness.calibration import Budget
-from ..faithfulness.controls import CONTROL_WORDS
-from ..faithfulness.record import CANNOT_JUDGE, GATE_UNDECIDED, GateResult
-from ..statistics.claims import NOT_INTERPRETABLE_ROI, Claim
-from .gate import GatedConfig
+import torch
+from torch import nn
+
+from ...faithfulness.calibration import Budget
+from ...faithfulness.controls import CONTROL_WORDS
+from ...faithfulness.record import CANNOT_JUDGE, GATE_UNDECIDED, GateResult
+from ...maps.heads import default_importance_method
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim
+from .config import GatedConfig
 
 INTERPRETABLE = "interpretable"
 
@@ -126,3 +130,10 @@ def with_roi_caveat(claims: list[Claim], gate: GateResult | str) -> list[Claim]:
             if "RoI faithfulness" in c.gates and caveat not in c.caveats:
                 c.caveats.append(caveat)
     return claims
+
+
+def resolve_importance(name: str, model: nn.Module, x: torch.Tensor) -> tuple[str, str]:
+    """(method, why): ``auto`` picks by head type (:func:`advspatial.maps.default_importance_method`)."""
+    if name == "auto":
+        return default_importance_method(model, x)
+    return name, "chosen in the config"

@@ -1,6 +1,6 @@
 """The measurement's figures, drawn at run time from the stage data into the run's ``figures/`` folder: per attack
 its example images with their regions, the per-class region frequencies of the main attack, and the forest plot
-of the claims. The report (:mod:`.report`) shows a figure when its file is there."""
+of the claims. The report (:mod:`.sections`) shows a figure when its file is there."""
 
 from __future__ import annotations
 

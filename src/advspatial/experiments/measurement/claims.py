@@ -1,10 +1,9 @@
-"""The RoI/RoA measurement's inference (METHODS.md §1): the faithfulness gate of every explainer, the
-co-location comparisons against the nulls, the explainer-sensitivity panel, the claims, their corrections
-and verdicts (:class:`~.metrics.Measured`)."""
+"""The RoI/RoA measurement's inference (METHODS.md §1): the co-location comparisons against the nulls, the
+explainer-sensitivity panel, the claims, their corrections and verdicts (:class:`~.findings.Measured`); the
+gates they rest on come from :func:`~.gate.run_gates`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,50 +15,22 @@ from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison, compare_store
 from ...statistics.verdicts import SESOI_SETTING_DEFAULT
-from .. import colocation
-from ..decomposition import decompose, headline_sentence
-from ..gate import gate_stage
-from ..roi import Roi, with_roi_caveat
+from . import colocation
+from .decomposition import decompose, headline_sentence
+from .gate import fraction_key
+from .roi import Roi, with_roi_caveat
 from .config import MeasurementConfig
-from .metrics import AttackOutcome, Measured, PanelRow
+from .findings import AttackOutcome, Measured, PanelRow
 from .stages import AttackSummary, Context
 
 
-def run_gates(ctx: Context) -> dict[str, GateResult]:
-    """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
-    run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
-    (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
-    cfg = ctx.config
-
-    def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
-        return lambda b: ctx.panel_maps(m, b)
-
-    gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
-                           n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
-             for m in ctx.panel}
-    for fraction in cfg.panel_fractions:
-        if fraction != cfg.fraction:
-            gates[fraction_key(ctx.importance, fraction)] = gate_stage(
-                ctx, ctx.importance, fraction, cfg.eps_linf, maps=ctx.importance_of,
-                n=cfg.panel_gate_n)
-    return gates
-
-
-def fraction_key(method: str, fraction: float) -> str:
-    """The name of an explainer's gate at a panel fraction other than the run's ("hirescam @ top 10%")."""
-    return f"{method} @ top {fraction:.0%}"
-
-
-def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
-            gates: dict[str, GateResult]) -> Measured:
-    """The RoI/RoA inference: engine results, claims, corrections and verdicts; every attack map's statistics get
-    the RoI's interpretation. Each kept store enters the engine once
-    (:func:`~advspatial.statistics.store.compare_store`; the defence attack's main store brings the explainer
-    panel's RoIs)."""
+def infer(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
+          gates: dict[str, GateResult], roi: Roi) -> Measured:
+    """The RoI/RoA inference: engine results, claims, corrections and verdicts, for the RoI judged by its gate
+    (``roi``). Each kept store enters the engine once (:func:`~advspatial.statistics.store.compare_store`; the
+    defence attack's main store brings the explainer panel's RoIs)."""
     cfg = ctx.config
     roi_gate = gates[ctx.importance]
-    roi = Roi.judged(ctx.importance, ctx.importance_reason, roi_gate)
-    label = roi.interpretation
     inference: dict[str, dict[str, Any]] = {}
     content: dict[str, dict[str, Any]] = {}
     claims: list[Claim] = []
@@ -88,20 +59,18 @@ def measure(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Att
                 out=content.setdefault(s.name, {}), cfg=cfg), roi_gate)
             claims += with_roi_caveat(colocation.attack_claims(subject, result.comparisons, gate_set, primary=False),
                                       roi_gate)
-        for stats in attacks[s.name].maps.values():
-            stats["interpretation"] = label
     panel = None
     if panel_of is not None:
         panel = [PanelRow(c.subject, c.observed, c.null_value, c.effect.as_dict(), c.p) for c in panel_of]
         claims += panel_of
     judge(claims, sesoi=cfg.sesoi, alpha=cfg.significance)
-    return Measured(gates, roi, inference, content or None, panel, claims, label)
+    return Measured(gates, roi, inference, content or None, panel, claims, roi.interpretation)
 
 
 def content_claims(result: StoreComparison, store: dict[str, torch.Tensor], subject: str, attack: str, kind: str,
                    gates: dict[str, bool], primary: bool, out: dict[str, Any], cfg: MeasurementConfig) -> list[Claim]:
     """Where the attack falls beyond layout and image content: the decomposition against every region of the same
-    size (:mod:`~advspatial.experiments.decomposition`) with its plain sentence, the layout steps (written into
+    size (:mod:`~.decomposition`) with its plain sentence, the layout steps (written into
     ``out[kind]``), the primary claim over the decomposition's rows and the reference RoIs' own rows."""
     steps = colocation.layout_steps(result.comparisons[PRIMARY_STATISTIC])
     parts = decompose(attack, kind, result, float(store["roi"].float().mean()), cfg.sesoi / SESOI_SETTING_DEFAULT,
@@ -121,7 +90,7 @@ def content_claims(result: StoreComparison, store: dict[str, torch.Tensor], subj
 
 def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: MeasurementConfig) -> dict[str, bool]:
     """The validity gates of a co-location claim: the RoI is not shown unfaithful (its gate did not fail: an
-    undecided gate puts a caveat on the claim instead, :func:`~advspatial.experiments.roi.roi_caveat`); the RoA map
+    undecided gate puts a caveat on the claim instead, :func:`~.roi.roi_caveat`); the RoA map
     is complete enough."""
     gates = {"RoI faithfulness": not roi_gate.failed}
     if "flagged_share" in map_stats:

@@ -6,7 +6,7 @@ shared clean pass) and the panel explainers' maps (:data:`PANEL`). Per attack an
 RoA side), then the regions, the four-part segregation and the overlap statistics per image, the successful images
 kept for the statistics (bounded memory), the per-class region frequencies and the figure examples
 (:class:`AttackSummary`). An experiment adds its own per-image columns of each attack batch (the spatial
-experiment's defence) through :class:`BatchColumns`.
+experiment's defence) through :class:`BatchColumns`, and says which of them are accuracies (:class:`ExtraColumns`).
 
 Images whose contribution map stays outside the completeness tolerance are flagged and enter no statistic.
 """
@@ -30,10 +30,10 @@ from ...regions.binarization import pool_to_scale
 from ...regions.references import IMAGE_REFERENCES, reference_maps
 from ...rundir import RunDir
 from ...runtime import batch_slices
-from .. import colocation
+from . import colocation
 from ..context import ExperimentContext, prepare_context
-from ..gate import resolve_importance
-from ..rows import keep_across_classes, keep_first, per_image_rows
+from .roi import resolve_importance
+from .rows import keep_across_classes, keep_first, per_image_rows
 from ..stage import ATTACK, Stage
 from .config import MeasurementConfig, contribution_kw
 
@@ -214,7 +214,8 @@ class AttackSummary:
     ``stores[kind]`` keeps the first ``permutation_images`` successful,
     completeness-checked images (maps, regions, labels, composition, ids and,
     for the defence attack, the panel explainers' maps) for the statistics;
-    ``frequency`` accumulates the regions per class (P(pixel in region | class)).
+    ``frequency`` accumulates the regions per class (P(pixel in region | class)); ``accuracies``: the extra
+    columns whose mean is an accuracy, by name (:class:`ExtraColumns`).
     """
 
     name: str
@@ -223,6 +224,7 @@ class AttackSummary:
     stores: dict[str, dict[str, list[torch.Tensor]]]
     frequency: dict[str, MapAccumulator]
     examples: dict[str, list[torch.Tensor]]
+    accuracies: dict[str, Accuracy] = field(default_factory=dict)
 
     def store(self, kind: str) -> dict[str, torch.Tensor]:
         """The kept images of one attack map, concatenated."""
@@ -237,13 +239,31 @@ class AttackSummary:
         return list(self.stores)
 
 
+@dataclass(frozen=True)
+class Accuracy:
+    """An extra column whose mean over an attack's images is an accuracy: ``column`` holds predicted classes
+    (``predicted``: correct where it equals the label) or each image's share of correct draws (a random control)."""
+
+    column: str
+    predicted: bool
+
+
+@dataclass(frozen=True)
+class ExtraColumns:
+    """An experiment's per-image columns of one attack batch (written into the rows as named) and, by name, those
+    whose mean is an accuracy (an attack outcome's ``defence``, :class:`~.findings.AttackOutcome`)."""
+
+    columns: dict[str, torch.Tensor]
+    accuracies: dict[str, Accuracy] = field(default_factory=dict)
+
+
 class BatchColumns(Protocol):
     """More per-image columns of every attacked batch, beside the maps' (the spatial experiment's defence)."""
 
     def compute(self, name: str, b: int, sl: slice, x_adv: torch.Tensor, amap: torch.Tensor) -> Any:
         """The cached stage value of attack ``name`` on batch ``b`` (``amap``: its main attack map)."""
 
-    def columns(self, name: str, value: Any, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def columns(self, name: str, value: Any, labels: torch.Tensor) -> ExtraColumns:
         """The per-image row columns of a computed value, consumed in batch order."""
 
 
@@ -316,7 +336,9 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
                                     x_adv=result.x_adv, importance=stages.importance[:size], attack=maps.map,
                                     roi=ctx.at_input(roi), roa=ctx.at_input(roa), labels=y)
         if extra is not None:
-            cols.update(extra.columns(name, stages.extra, y))
+            more = extra.columns(name, stages.extra, y)
+            cols.update(more.columns)
+            summary.accuracies.update(more.accuracies)
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
 
     ctx.each_batch(compute, desc=f"{name}: attack, maps{', defence' if extra else ''}",
