@@ -6,19 +6,18 @@ import pytest
 import torch
 
 from advspatial.experiments.measurement import colocation
-from advspatial.statistics.store import compare_store, informative
+from advspatial.statistics.store import Store, compare_store, informative
 from advspatial.regions import binarize
 
 
-def one_pixel_store(n: int, inside: int) -> dict[str, torch.Tensor]:
+def one_pixel_store(n: int, inside: int) -> Store:
     """n images, RoI = the left half (8x4 of 8x8); the first ``inside`` attacked pixels land in it."""
     roi = torch.zeros(n, 8, 8, dtype=torch.bool)
     roi[:, :, :4] = True
     roa = torch.zeros(n, 8, 8, dtype=torch.bool)
     for i in range(n):
         roa[i, i % 8, 1 if i < inside else 6] = True
-    return {"roi": roi, "roa": roa, "importance": roi.float() + 0.01, "labels": torch.arange(n) % 2,
-            "ids": torch.arange(n)}
+    return Store(roi.float() + 0.01, roa.float(), roi, roa, torch.arange(n) % 2, torch.zeros(n), torch.arange(n))
 
 
 def test_pixel_claims_judge_against_the_same_class_partner_first() -> None:
@@ -44,12 +43,12 @@ def test_pixel_claims_find_image_specific_hits() -> None:
     for i in range(n):
         where = roi[i].flatten().nonzero()[0]
         roa[i].view(-1)[where] = True
-    store = {"roi": roi, "roa": roa, "importance": imp, "labels": torch.arange(n) % 3, "ids": torch.arange(n)}
+    store = Store(imp, roa.float(), roi, roa, torch.arange(n) % 3, torch.zeros(n), torch.arange(n))
     primary, _ = colocation.pixel_claims(store, "onepixel", {}, 500, seed=0)
     assert primary.observed == 1.0 and primary.null_value < 0.4 and primary.effect.low > 0.5 and primary.p < 0.01
 
 
-def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
+def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> Store:
     """Images whose attack map follows either the model's RoI (image-specific) or the image's edge map."""
     gen = torch.Generator().manual_seed(seed)
     imp = torch.rand(n, 8, 8, generator=gen)
@@ -57,10 +56,11 @@ def _content_store(n: int = 60, edge_driven: bool = False, seed: int = 0) -> dic
     driver = edges if edge_driven else imp
     attack = driver ** 4 + 0.05 * torch.rand(n, 8, 8, generator=gen)
     ids = torch.arange(n)
-    return {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
-            "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": ids % 3, "ids": ids,
-            "composition": torch.rand(n, generator=gen), "ref:edges": edges,
-            "ref:intensity": torch.rand(n, 8, 8, generator=gen), "ref:centre": torch.rand(1, 8, 8).expand(n, 8, 8)}
+    composition = torch.rand(n, generator=gen)
+    references = {"edges": edges, "intensity": torch.rand(n, 8, 8, generator=gen),
+                  "centre": torch.rand(1, 8, 8).expand(n, 8, 8)}
+    return Store(imp, attack, binarize(imp, sample_ids=ids).mask, binarize(attack, seed=1, sample_ids=ids).mask,
+                 ids % 3, composition, ids, references)
 
 
 @pytest.mark.parametrize("edge_driven", [False, True])
@@ -102,10 +102,11 @@ def test_a_fixed_region_that_catches_as_much_is_never_beaten() -> None:
     imp = centre + 0.02 * torch.rand(n, 8, 8, generator=gen)            # the model looks at the centre
     attack = centre ** 2 + 0.01 * torch.rand(n, 8, 8, generator=gen)    # and so does the attack
     ids = torch.arange(n)
-    store = {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
-             "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": ids % 3, "ids": ids,
-             "composition": torch.rand(n, generator=gen), "ref:centre": centre,
-             "ref:edges": torch.rand(n, 8, 8, generator=gen), "ref:intensity": torch.rand(n, 8, 8, generator=gen)}
+    composition = torch.rand(n, generator=gen)
+    references = {"centre": centre, "edges": torch.rand(n, 8, 8, generator=gen),
+                  "intensity": torch.rand(n, 8, 8, generator=gen)}
+    store = Store(imp, attack, binarize(imp, sample_ids=ids).mask, binarize(attack, seed=1, sample_ids=ids).mask,
+                  ids % 3, composition, ids, references)
     result = compare_store(store, permutations=200, seed=0, strata=2)
     parts = decompose("pgd", "contribution", result, 0.2, 1.0, 0)
     claim = colocation.headline_claim("pgd", result, parts, {"RoI faithfulness": True})
@@ -127,9 +128,8 @@ def test_attack_claims_mark_exactly_one_primary_row() -> None:
     imp = torch.rand(40, 8, 8, generator=gen)
     att = imp + 0.5 * torch.rand(40, 8, 8, generator=gen)  # co-located by construction
     ids = torch.arange(40)
-    store = {"importance": imp, "attack": att, "roi": binarize(imp, sample_ids=ids).mask,
-             "roa": binarize(att, seed=1, sample_ids=ids).mask, "labels": ids % 2,
-             "composition": torch.rand(40, generator=gen)}
+    store = Store(imp, att, binarize(imp, sample_ids=ids).mask, binarize(att, seed=1, sample_ids=ids).mask, ids % 2,
+                  torch.rand(40, generator=gen))
     comparisons = compare_store(store, permutations=500, seed=0, strata=2).comparisons
     claims = colocation.attack_claims("pgd", comparisons, {"RoI faithfulness": True}, primary=True)
     assert [c.primary for c in claims].count(True) == 1   # the API still marks one row when asked

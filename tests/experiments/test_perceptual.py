@@ -25,12 +25,13 @@ from advspatial.experiments.perceptual.metrics import LabelledComparison, Minima
 from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
 )
-from advspatial.experiments.measurement.rows import keep_first
+from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI
 from advspatial.statistics.nulls import NULLS
 from advspatial.statistics.verdicts import VERDICTS
 from advspatial.statistics.inference import uniform_comparison
+from advspatial.statistics.store import Store
 from advspatial.experiments.perceptual.figures import (
     plot_attack_summary, plot_calibration, plot_overlap_vs_baseline, plot_ssim_vs_cam,
 )
@@ -196,8 +197,8 @@ def _store(cams: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, composi
     ids = torch.arange(len(cams))
     _, cam_region, dist_region = map_statistics(cams, dist, 9 / 144, 0, ids)
     store = AttackStore()
-    keep_first(store.kept, 1000, torch.ones(len(cams), dtype=torch.bool), importance=cams, attack=dist,
-                          roi=cam_region, roa=dist_region, labels=labels, composition=composition)
+    keep_first_images(store.kept, 1000, torch.ones(len(cams), dtype=torch.bool),
+                      Store(cams, dist, cam_region, dist_region, labels, composition))
     return store
 
 

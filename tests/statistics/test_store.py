@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 
 import numpy as np
@@ -16,12 +17,12 @@ from advspatial.statistics.excess import PerImage
 from advspatial.statistics.inference import (
     ExcessDifference, NullComparison, compare_to_nulls, difference_of, excess_influence,
 )
-from advspatial.statistics.store import StoreComparison, StoreValues, compare_store, reference_rois, store_values
+from advspatial.statistics.store import Store, StoreComparison, StoreValues, compare_store, reference_rois, store_values
 
 PERMUTATIONS, SEED, STRATA = 300, 3, 2
 
 
-def synthetic_store(n: int = 36, seed: int = 0) -> dict[str, torch.Tensor]:
+def synthetic_store(n: int = 36, seed: int = 0) -> Store:
     """Attack maps that follow the importance map, three classes, ids that are not positions, one all-zero attack
     map (its energy is undefined: left out) and every image reference."""
     gen = torch.Generator().manual_seed(seed)
@@ -29,11 +30,11 @@ def synthetic_store(n: int = 36, seed: int = 0) -> dict[str, torch.Tensor]:
     attack = imp ** 3 + 0.2 * torch.rand(n, 8, 8, generator=gen)
     attack[0] = 0.0
     ids = torch.arange(100, 100 + n)
-    return {"importance": imp, "attack": attack, "roi": binarize(imp, sample_ids=ids).mask,
-            "roa": binarize(attack, seed=1, sample_ids=ids).mask, "labels": torch.arange(n) % 3, "ids": ids,
-            "composition": torch.rand(n, generator=gen),
-            "ref:centre": torch.rand(1, 8, 8, generator=gen).expand(n, 8, 8),
-            "ref:intensity": torch.rand(n, 8, 8, generator=gen), "ref:edges": torch.rand(n, 8, 8, generator=gen)}
+    composition = torch.rand(n, generator=gen)
+    references = {"centre": torch.rand(1, 8, 8, generator=gen).expand(n, 8, 8),
+                  "intensity": torch.rand(n, 8, 8, generator=gen), "edges": torch.rand(n, 8, 8, generator=gen)}
+    return Store(imp, attack, binarize(imp, sample_ids=ids).mask, binarize(attack, seed=1, sample_ids=ids).mask,
+                 torch.arange(n) % 3, composition, ids, references)
 
 
 def exact(value: object) -> str:
@@ -47,18 +48,18 @@ def same_values(a: PerImage, b: PerImage) -> bool:
 
 
 @pytest.fixture(scope="module")
-def store() -> dict[str, torch.Tensor]:
+def store() -> Store:
     return synthetic_store()
 
 
 @pytest.fixture(scope="module")
-def panel(store: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {"top 10%": binarize(store["importance"], fraction=0.1, sample_ids=store["ids"]).mask,
-            "other map": binarize(store["ref:intensity"], sample_ids=store["ids"]).mask}
+def panel(store: Store) -> dict[str, torch.Tensor]:
+    return {"top 10%": binarize(store.importance, fraction=0.1, sample_ids=store.ids).mask,
+            "other map": binarize(store.references["intensity"], sample_ids=store.ids).mask}
 
 
 @pytest.fixture(scope="module")
-def result(store: dict[str, torch.Tensor], panel: dict[str, torch.Tensor]) -> StoreComparison:
+def result(store: Store, panel: dict[str, torch.Tensor]) -> StoreComparison:
     return compare_store(store, PERMUTATIONS, SEED, STRATA, panel=panel)
 
 
@@ -79,31 +80,31 @@ def test_the_result_is_typed_and_ordered(result: StoreComparison) -> None:
     assert result.primary.n == 35   # the all-zero attack map has no energy share
 
 
-def test_every_statistic_equals_compare_to_nulls(store: dict[str, torch.Tensor], result: StoreComparison) -> None:
+def test_every_statistic_equals_compare_to_nulls(store: Store, result: StoreComparison) -> None:
     """The model's placements are keyed by image position (compare_to_nulls' default ids)."""
-    alone = compare_to_nulls(store["importance"], store["attack"], store["roi"], store["roa"], store["labels"],
-                             composition=store["composition"], n_permutations=PERMUTATIONS, seed=SEED, strata=STRATA)
+    alone = compare_to_nulls(store.importance, store.attack, store.roi, store.roa, store.labels,
+                             composition=store.composition, n_permutations=PERMUTATIONS, seed=SEED, strata=STRATA)
     assert exact(result.comparisons) == exact(alone)
 
 
-def test_every_reference_equals_its_own_engine_call(store: dict[str, torch.Tensor], result: StoreComparison) -> None:
+def test_every_reference_equals_its_own_engine_call(store: Store, result: StoreComparison) -> None:
     """A reference RoI's row is compare_to_nulls on that RoI, its placements keyed by the store's ids."""
     for name, roi in reference_rois(store, SEED).items():
-        alone = compare_to_nulls(store["importance"], store["attack"], roi, store["roa"], store["labels"],
-                                 composition=store["composition"], statistics=("energy_in_roi",),
-                                 n_permutations=PERMUTATIONS, seed=SEED, strata=STRATA, sample_ids=store["ids"])
+        alone = compare_to_nulls(store.importance, store.attack, roi, store.roa, store.labels,
+                                 composition=store.composition, statistics=("energy_in_roi",),
+                                 n_permutations=PERMUTATIONS, seed=SEED, strata=STRATA, sample_ids=store.ids)
         assert exact(result.references[name]) == exact(alone["energy_in_roi"]), name
 
 
-def test_beyond_and_the_values_equal_the_separate_differences(store: dict[str, torch.Tensor],
+def test_beyond_and_the_values_equal_the_separate_differences(store: Store,
                                                                 result: StoreComparison) -> None:
-    model = energy_in_roi_pairs(store["roi"], store["attack"])
-    excess = excess_influence(model, store["labels"])
+    model = energy_in_roi_pairs(store.roi, store.attack)
+    excess = excess_influence(model, store.labels)
     assert same_values(result.values.excess, excess)
     assert result.values.excess.values.mean() == pytest.approx(result.primary.excess.mean, abs=1e-12)
-    own = energy_in_roi(store["attack"], store["roi"]).double().numpy()
+    own = energy_in_roi(store.attack, store.roi).double().numpy()
     for name, roi in reference_rois(store, SEED).items():
-        inside = energy_in_roi(store["attack"], roi).double().numpy()
+        inside = energy_in_roi(store.attack, roi).double().numpy()
         raw = result.values.beyond[name]
         # the paired difference of raw shares, RoI minus reference, per image (float32 shares vs float64 pairs)
         np.testing.assert_allclose(raw.values, (own - inside)[raw.columns], atol=1e-6)
@@ -116,10 +117,10 @@ def test_beyond_and_the_values_equal_the_separate_differences(store: dict[str, t
     assert same_values(store_values(store, SEED).excess, result.values.excess)
 
 
-def test_every_panel_row_equals_its_own_engine_call(store: dict[str, torch.Tensor], panel: dict[str, torch.Tensor],
+def test_every_panel_row_equals_its_own_engine_call(store: Store, panel: dict[str, torch.Tensor],
                                                     result: StoreComparison) -> None:
     for name, roi in panel.items():
-        alone = compare_to_nulls(store["importance"], store["attack"], roi, store["roa"], store["labels"],
+        alone = compare_to_nulls(store.importance, store.attack, roi, store.roa, store.labels,
                                  statistics=("energy_in_roi",), n_permutations=PERMUTATIONS, seed=SEED,
                                  nulls=("same-class",))
         assert exact(result.panel[name]) == exact(alone["energy_in_roi"]["same-class"]), name
@@ -132,14 +133,14 @@ def test_a_store_whose_attack_follows_the_roi_beats_every_reference(result: Stor
     assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
 
 
-def test_reference_rois_have_the_model_rois_size(store: dict[str, torch.Tensor]) -> None:
-    counts = store["roi"].flatten(1).sum(1)
+def test_reference_rois_have_the_model_rois_size(store: Store) -> None:
+    counts = store.roi.flatten(1).sum(1)
     rois = reference_rois(store, SEED)
     assert all(torch.equal(roi.flatten(1).sum(1), counts) for roi in rois.values())
 
 
-def test_without_references_or_informative_composition(store: dict[str, torch.Tensor]) -> None:
-    flat = {**store, "composition": torch.ones(store["labels"].shape[0], dtype=torch.float64)}
+def test_without_references_or_informative_composition(store: Store) -> None:
+    flat = dataclasses.replace(store, composition=torch.ones(store.labels.shape[0], dtype=torch.float64))
     result = compare_store(flat, 50, SEED, STRATA, statistics=("iou", "energy_in_roi"), references=False)
     assert list(result.comparisons) == ["iou", "energy_in_roi"]
     assert all("object-conditioned" not in by_null for by_null in result.comparisons.values())
@@ -148,11 +149,11 @@ def test_without_references_or_informative_composition(store: dict[str, torch.Te
     assert result.values.excess.columns.size == result.primary.n
 
 
-def test_bad_input_is_refused(store: dict[str, torch.Tensor]) -> None:
+def test_bad_input_is_refused(store: Store) -> None:
     with pytest.raises(ConfigError, match="energy_in_roi"):
         compare_store(store, 50, SEED, STRATA, statistics=("iou",))
     with pytest.raises(ShapeError, match="panel RoI 'small'"):
-        compare_store(store, 50, SEED, STRATA, panel={"small": store["roi"][:, :4]})
+        compare_store(store, 50, SEED, STRATA, panel={"small": store.roi[:, :4]})
 
 
 def test_the_docstring_example_runs() -> None:

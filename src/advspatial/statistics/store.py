@@ -1,10 +1,11 @@
 """One store against its nulls and its references, in one call: the engine's entry point for an experiment's kept
 images (:func:`compare_store`).
 
-A *store* is what an experiment keeps of the successful images of one attack map, as (N, ...) tensors:
-``importance``, ``attack`` (maps), ``roi``, ``roa`` (their regions), ``labels``, ``composition`` (the
-foreground share the object-conditioned null matches partners on), and where kept ``ids`` (global sample ids)
-and the image references ``ref:centre``, ``ref:intensity``, ``ref:edges``. From it the engine computes, once:
+A *store* (:class:`Store`) is what an experiment keeps of the successful images of one attack map, as (N, ...)
+tensors: ``importance``, ``attack`` (maps), ``roi``, ``roa`` (their regions), ``labels``, ``composition`` (the
+foreground share the object-conditioned null matches partners on), and where kept ``ids`` (global sample ids), the
+image references by name (``references``: ``centre``, ``intensity``, ``edges``) and other explainers' maps by name
+(``panel``). From it the engine computes, once:
 
 - every statistic against every null (:func:`~.inference.compare_to_nulls`'s comparisons);
 - the model-free **reference RoIs** (:func:`reference_rois`) against the same nulls, on the primary statistic;
@@ -23,8 +24,8 @@ the references'. Each number equals what the separate engine calls give on the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,19 +63,72 @@ def informative(composition: torch.Tensor) -> bool:
     return int(counts.max()) <= composition.numel() // 2
 
 
-def reference_rois(store: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class Store:
+    """The kept images of one attack map, each field (N, ...) (the module docstring says what each holds).
+
+    ``ids``: global sample ids, where kept; ``references``: the image reference maps by name (``centre``,
+    ``intensity``, ``edges``), where kept; ``panel``: other explainers' maps by method, where kept.
+    """
+
+    importance: torch.Tensor
+    attack: torch.Tensor
+    roi: torch.Tensor
+    roa: torch.Tensor
+    labels: torch.Tensor
+    composition: torch.Tensor
+    ids: torch.Tensor | None = None
+    references: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    panel: Mapping[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def select(self, index: torch.Tensor) -> Store:
+        """The images at ``index``, every tensor on the CPU."""
+
+        def pick(t: torch.Tensor) -> torch.Tensor:
+            return t[index].cpu()
+
+        return Store(pick(self.importance), pick(self.attack), pick(self.roi), pick(self.roa), pick(self.labels),
+                     pick(self.composition), None if self.ids is None else pick(self.ids),
+                     {k: pick(v) for k, v in self.references.items()}, {k: pick(v) for k, v in self.panel.items()})
+
+    @staticmethod
+    def concatenated(parts: Sequence[Store]) -> Store:
+        """The stores one after the other (e.g. the kept images of every batch; at least one)."""
+        first = parts[0]
+
+        def cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+            return torch.cat(list(tensors))
+
+        return Store(cat(p.importance for p in parts), cat(p.attack for p in parts), cat(p.roi for p in parts),
+                     cat(p.roa for p in parts), cat(p.labels for p in parts), cat(p.composition for p in parts),
+                     None if first.ids is None else cat(_ids_of(p) for p in parts),
+                     {k: cat(p.references[k] for p in parts) for k in first.references},
+                     {k: cat(p.panel[k] for p in parts) for k in first.panel})
+
+
+def _ids_of(store: Store) -> torch.Tensor:
+    """A part's ids (every part of a concatenation keeps them when the first does)."""
+    if store.ids is None:
+        raise ValueError("stores to concatenate keep ids in some parts only")
+    return store.ids
+
+
+def reference_rois(store: Store, seed: int) -> dict[str, torch.Tensor]:
     """{reference: RoI} for the kept images: RoIs of exactly the model RoI's pixel count per image.
 
-    The image references (centre, intensity, edges) come from the store (``ref:NAME``, kept by the
+    The image references (centre, intensity, edges) come from the store (:attr:`Store.references`, kept by the
     experiment); the class and dataset layouts are the mean RoI maps of the *other* kept images.
     """
-    imp, labels, ids = store["importance"], store["labels"], store.get("ids")
-    counts = store["roi"].flatten(1).sum(1)
+    imp, labels, ids = store.importance, store.labels, store.ids
+    counts = store.roi.flatten(1).sum(1)
     sums = LayoutSums()
     sums.add(imp, labels)
     class_layout, dataset_layout = sums.leave_one_out(imp, labels)
     maps = {"class-layout": class_layout, "dataset-layout": dataset_layout,
-            **{r: store[f"ref:{r}"] for r in REFERENCE_MAPS if f"ref:{r}" in store}}
+            **{r: store.references[r] for r in REFERENCE_MAPS if r in store.references}}
     return {name: top_count_mask(maps[name].to(imp.dtype), counts, seed, ids) for name in REFERENCE_MAPS
             if name in maps}
 
@@ -121,7 +175,7 @@ class StoreComparison:
         return self.comparisons[PRIMARY_STATISTIC][PRIMARY_NULL]
 
 
-def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: int, strata: int,
+def compare_store(store: Store, permutations: int, seed: int, strata: int,
                   statistics: Sequence[str] = STATISTICS, *, references: bool = True,
                   panel: Mapping[str, torch.Tensor] | None = None) -> StoreComparison:
     """Every statistic x null for the kept images of one attack map, the reference RoIs' comparisons and the
@@ -136,13 +190,12 @@ def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: in
     Examples:
         >>> import torch
         >>> from advspatial.regions import binarize
-        >>> from advspatial.statistics.store import compare_store
+        >>> from advspatial.statistics.store import Store, compare_store
         >>> gen = torch.Generator().manual_seed(0)
         >>> importance = torch.rand(12, 8, 8, generator=gen)
         >>> attack = importance + 0.1 * torch.rand(12, 8, 8, generator=gen)
-        >>> store = {"importance": importance, "attack": attack, "roi": binarize(importance).mask,
-        ...          "roa": binarize(attack, seed=1).mask, "labels": torch.arange(12) % 2,
-        ...          "composition": torch.rand(12, generator=gen)}
+        >>> store = Store(importance, attack, roi=binarize(importance).mask, roa=binarize(attack, seed=1).mask,
+        ...               labels=torch.arange(12) % 2, composition=torch.rand(12, generator=gen))
         >>> result = compare_store(store, permutations=200, seed=0, strata=2)
         >>> list(result.comparisons["energy_in_roi"])
         ['uniform', 'any-class', 'same-class', 'object-conditioned']
@@ -156,11 +209,11 @@ def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: in
     if PRIMARY_STATISTIC not in names:
         raise ConfigError(f"statistics must include {PRIMARY_STATISTIC!r}: the references and the differences "
                           f"beyond them are measured on it, got {names}")
-    attack, roi = store["attack"], store["roi"]
-    model, tables = statistic_pairs(store["importance"], attack, roi, store["roa"], names, placements=True)
+    attack, roi = store.attack, store.roi
+    model, tables = statistic_pairs(store.importance, attack, roi, store.roa, names, placements=True)
     n, pixels = roi.shape[0], int(roi[0].numel())
-    composition = store["composition"] if informative(store["composition"]) else None
-    groups = pair_groups(as_groups(store["labels"], n, "labels"), composition, strata)
+    composition = store.composition if informative(store.composition) else None
+    groups = pair_groups(as_groups(store.labels, n, "labels"), composition, strata)
     rois = reference_rois(store, seed) if references else {}
     panel = dict(panel or {})
     for name, other in panel.items():
@@ -175,7 +228,7 @@ def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: in
     shifts = placement_shifts(torch.arange(n), permutations, pixels, seed)
     comparisons = {s: {"uniform": placement_comparison_of(tables[s], shifts, seed, s), **compared["statistic", s]}
                    for s in names}
-    shifts = placement_shifts(check_sample_ids(store.get("ids"), n), permutations, pixels, seed)
+    shifts = placement_shifts(check_sample_ids(store.ids, n), permutations, pixels, seed)
     rows = {r: {"uniform": placement_comparison_of(energy_placement_table(attack, other), shifts, seed,
                                                    PRIMARY_STATISTIC), **compared["reference", r]}
             for r, other in rois.items()}
@@ -189,13 +242,13 @@ def compare_store(store: Mapping[str, torch.Tensor], permutations: int, seed: in
                            values, {p: compared["panel", p][PRIMARY_NULL] for p in panel})
 
 
-def store_values(store: Mapping[str, torch.Tensor], seed: int) -> StoreValues:
+def store_values(store: Store, seed: int) -> StoreValues:
     """Only the per-image values of :func:`compare_store` (no test is run): what a study keeps of a store."""
-    groups = null_groups(PRIMARY_NULL, store["labels"])
-    pairs = _energy_pairs(store["roi"], store["attack"])
+    groups = null_groups(PRIMARY_NULL, store.labels)
+    pairs = _energy_pairs(store.roi, store.attack)
     own = _diagonal(pairs)
     return StoreValues(excess_influence(pairs, groups),
-                       {r: share_difference(own, _diagonal(_energy_pairs(other, store["attack"])))
+                       {r: share_difference(own, _diagonal(_energy_pairs(other, store.attack)))
                         for r, other in reference_rois(store, seed).items()})
 
 
@@ -217,5 +270,5 @@ def _energy_pairs(roi: torch.Tensor, attack: torch.Tensor) -> torch.Tensor:
     return energy_in_roi_pairs(roi, attack).detach().cpu().double()
 
 
-__all__ = ["PRIMARY_NULL", "PRIMARY_STATISTIC", "StoreComparison", "StoreValues", "compare_store", "informative",
-           "reference_rois", "share_difference", "store_values"]
+__all__ = ["PRIMARY_NULL", "PRIMARY_STATISTIC", "Store", "StoreComparison", "StoreValues", "compare_store",
+           "informative", "reference_rois", "share_difference", "store_values"]

@@ -146,12 +146,13 @@ def attack_record(ctx: Context, summary: AttackSummary, measured: Measurement) -
     cfg = ctx.config
     kind = cfg.attack_map
     store = summary.store(kind)
-    ids = store["ids"].long()
+    assert store.ids is not None  # the measurement keeps every image's id
+    ids = store.ids.long()
     values = store_values(store, cfg.seed)
     beyond = {name: Values.of(v, ids) for name, v in values.beyond.items()}
     roi_gate = measured.parts.faithfulness[ctx.importance]
     gates = claim_gates(roi_gate, measured.outcomes.attacks[summary.name].maps[kind], cfg)
-    return AttackRecord(summary.name, kind, ids, store["labels"].long(), on_grid(store["attack"]),
+    return AttackRecord(summary.name, kind, ids, store.labels.long(), on_grid(store.attack),
                         Values.of(values.excess, ids), beyond, gates,
                         run_verdicts(measured.parts.claims, f"{summary.name} ({kind} RoA)"))
 

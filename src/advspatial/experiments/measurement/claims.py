@@ -13,7 +13,7 @@ from ...regions import binarize
 from ...regions.references import REFERENCE_WORDS
 from ...statistics.claims import Claim, claim_from, judge
 from ...statistics.inference import NullComparison
-from ...statistics.store import PRIMARY_STATISTIC, StoreComparison, compare_store
+from ...statistics.store import PRIMARY_STATISTIC, Store, StoreComparison, compare_store
 from ...statistics.verdicts import SESOI_SETTING_DEFAULT
 from . import colocation
 from .decomposition import decompose, headline_sentence
@@ -67,13 +67,13 @@ def infer(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, Attac
     return Measured(gates, roi, inference, content or None, panel, claims, roi.interpretation)
 
 
-def content_claims(result: StoreComparison, store: dict[str, torch.Tensor], subject: str, attack: str, kind: str,
+def content_claims(result: StoreComparison, store: Store, subject: str, attack: str, kind: str,
                    gates: dict[str, bool], primary: bool, out: dict[str, Any], cfg: MeasurementConfig) -> list[Claim]:
     """Where the attack falls beyond layout and image content: the decomposition against every region of the same
     size (:mod:`~.decomposition`) with its plain sentence, the layout steps (written into
     ``out[kind]``), the primary claim over the decomposition's rows and the reference RoIs' own rows."""
     steps = colocation.layout_steps(result.comparisons[PRIMARY_STATISTIC])
-    parts = decompose(attack, kind, result, float(store["roi"].float().mean()), cfg.sesoi / SESOI_SETTING_DEFAULT,
+    parts = decompose(attack, kind, result, float(store.roi.float().mean()), cfg.sesoi / SESOI_SETTING_DEFAULT,
                       cfg.seed, roi_faithful=gates.get("RoI faithfulness", True))
     out[kind] = {"references": colocation.comparisons_dict(result.references),
                  "beyond": {r: d.as_dict() for r, d in result.beyond.items()}, "layout": steps,
@@ -99,19 +99,19 @@ def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: Measuremen
     return gates
 
 
-def panel_rois(ctx: Context, store: dict[str, torch.Tensor]) -> dict[str, tuple[str, torch.Tensor]]:
+def panel_rois(ctx: Context, store: Store) -> dict[str, tuple[str, torch.Tensor]]:
     """The explainer-sensitivity panel's RoIs on the defence attack's store, ``{gate key: (the RoI in words,
     RoI)}``: every other gated explainer's at the run's fraction, then the RoI explainer's at each other fraction."""
     cfg = ctx.config
-    ids = store["ids"]
+    ids = store.ids
     rois = {method: (f"{method} RoI, top {cfg.fraction:.0%}",
-                     binarize(store[f"panel:{method}"], fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask)
+                     binarize(store.panel[method], fraction=cfg.fraction, seed=cfg.seed, sample_ids=ids).mask)
             for method in ctx.panel[1:]}
     for fraction in cfg.panel_fractions:
         if fraction != cfg.fraction:
             rois[fraction_key(ctx.importance, fraction)] = (
                 f"{ctx.importance} RoI, top {fraction:.0%}",
-                binarize(store["importance"], fraction=fraction, seed=cfg.seed, sample_ids=ids).mask)
+                binarize(store.importance, fraction=fraction, seed=cfg.seed, sample_ids=ids).mask)
     return rois
 
 

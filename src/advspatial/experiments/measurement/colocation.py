@@ -38,7 +38,7 @@ import torch
 from ...statistics.claims import Claim, claim_from
 from ...statistics.estimates import Estimate
 from ...statistics.inference import NullComparison, compare_to_nulls
-from ...statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, StoreComparison
+from ...statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, Store, StoreComparison
 from .decomposition import REGION_NOUNS, SAME_CLASS, Decomposition, clears_margin, compared_share
 
 CLAIM = "the attack acts where the model looks"
@@ -54,7 +54,7 @@ def composition(images: torch.Tensor) -> torch.Tensor:
     return (images.amax(1) > FOREGROUND_LEVEL).flatten(1).double().mean(1)
 
 
-def pixel_claims(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping[str, bool], permutations: int,
+def pixel_claims(store: Store, subject: str, gates: Mapping[str, bool], permutations: int,
                  seed: int) -> list[Claim]:
     """The L0 claims: is the attacked pixel inside the RoI more often than chance?
 
@@ -63,10 +63,10 @@ def pixel_claims(store: Mapping[str, torch.Tensor], subject: str, gates: Mapping
     permutation p; secondary: against uniform placement of the RoI's own shape.
     The statistic is the share of the attacked pixels inside the RoI (0/1 for one pixel).
     """
-    roa = store["roa"]
-    result = compare_to_nulls(store["importance"], roa.float(), store["roi"], roa, store["labels"],
+    roa = store.roa
+    result = compare_to_nulls(store.importance, roa.float(), store.roi, roa, store.labels,
                               statistics=(PRIMARY_STATISTIC,), n_permutations=permutations, seed=seed,
-                              nulls=("uniform", PRIMARY_NULL), sample_ids=store.get("ids"))[PRIMARY_STATISTIC]
+                              nulls=("uniform", PRIMARY_NULL), sample_ids=store.ids)[PRIMARY_STATISTIC]
     out = []
     for null, primary in ((PRIMARY_NULL, True), ("uniform", False)):
         claim = claim_from(result[null], CLAIM, subject, gates, primary=primary)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ...statistics.store import Store
+
 
 def per_image_rows(columns: Mapping[str, torch.Tensor], **constants: Any) -> list[dict[str, Any]]:
     """One dict per image: the ``constants`` first, then every column's value for that image (as Python values)."""
@@ -26,6 +28,13 @@ def keep_first(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Ten
     chosen = keep.nonzero().squeeze(1)[: max(limit - have, 0)]
     for key, value in values.items():
         store[key].append(value[chosen].cpu())
+
+
+def keep_first_images(parts: list[Store], limit: int, keep: torch.Tensor, batch: Store) -> None:
+    """Append the images of ``batch`` where ``keep`` (on the CPU) to ``parts`` until they hold ``limit`` images in
+    all (bounded memory for any n): :func:`keep_first` for a typed store."""
+    have = sum(len(part) for part in parts)
+    parts.append(batch.select(keep.nonzero().squeeze(1)[: max(limit - have, 0)]))
 
 
 def keep_across_classes(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Tensor, classes: int,

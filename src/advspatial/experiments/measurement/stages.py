@@ -30,10 +30,11 @@ from ...regions.binarization import pool_to_scale
 from ...regions.references import IMAGE_REFERENCES, reference_maps
 from ...rundir import RunDir
 from ...runtime import batch_slices
+from ...statistics.store import Store
 from . import colocation
 from ..context import ExperimentContext, prepare_context
 from .roi import resolve_importance
-from .rows import keep_across_classes, keep_first, per_image_rows
+from .rows import keep_across_classes, keep_first_images, per_image_rows
 from ..stage import ATTACK, Stage
 from .config import MeasurementConfig, contribution_kw
 
@@ -211,9 +212,10 @@ def region_rows(
 class AttackSummary:
     """What the statistics and figures need of one attack, beyond the per-image rows.
 
-    ``stores[kind]`` keeps the first ``permutation_images`` successful,
-    completeness-checked images (maps, regions, labels, composition, ids and,
-    for the defence attack, the panel explainers' maps) for the statistics;
+    ``stores[kind]`` keeps, batch by batch, the first ``permutation_images`` successful,
+    completeness-checked images (maps, regions, labels, composition, ids, the image references and,
+    for the defence attack, the panel explainers' maps: :class:`~advspatial.statistics.store.Store`) for the
+    statistics;
     ``frequency`` accumulates the regions per class (P(pixel in region | class)); ``accuracies``: the extra
     columns whose mean is an accuracy, by name (:class:`ExtraColumns`).
     """
@@ -221,18 +223,20 @@ class AttackSummary:
     name: str
     norm: str
     n: int
-    stores: dict[str, dict[str, list[torch.Tensor]]]
+    stores: dict[str, list[Store]]
     frequency: dict[str, MapAccumulator]
     examples: dict[str, list[torch.Tensor]]
     accuracies: dict[str, Accuracy] = field(default_factory=dict)
 
-    def store(self, kind: str) -> dict[str, torch.Tensor]:
+    def store(self, kind: str) -> Store:
         """The kept images of one attack map, concatenated."""
-        return {k: torch.cat(v) for k, v in self.stores[kind].items() if v}
+        return Store.concatenated(self.stores[kind])
 
     def kept(self, kind: str) -> int:
         """How many images of one attack map enter the statistics."""
-        return sum(len(t) for t in self.stores[kind].get("labels", []))
+        return sum(len(part) for part in self.stores[kind])
+
+
 
     def kinds(self) -> list[str]:
         """The attack maps of this attack, the main one first."""
@@ -292,7 +296,7 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
     kinds = map_kinds(attack, cfg)
     shape = tuple(ctx.scale or data.image_shape[1:])
     summary = AttackSummary(name, attack.norm, images_for(attack, cfg, len(data)),
-                            {k: defaultdict(list) for k in kinds},
+                            {k: [] for k in kinds},
                             {k: MapAccumulator(data.num_classes, shape) for k in ("roi", *kinds)}, defaultdict(list))
     panel = ctx.panel if name == cfg.defence_attack else []
 
@@ -313,9 +317,9 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
         y, ids = data.labels[sl], data.ids[sl]
         success = (pred == y) & result.success
         x = data.images(sl)
-        kept = {"composition": colocation.composition(x), "ids": ids,
-                **{f"panel:{m}": ctx.at_scale(stages.panel[m][:size]) for m in panel},
-                **{f"ref:{r}": ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}}
+        composition = colocation.composition(x)
+        references = {r: ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}
+        panel_maps = {m: ctx.at_scale(stages.panel[m][:size]) for m in panel}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
             maps = stages.maps[kind]
@@ -327,8 +331,8 @@ def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: 
                 cols[f"{kind}:completeness_error"] = maps.completeness_error
                 cols[f"{kind}:flagged"] = maps.flagged
                 ok = success & ~maps.flagged
-            keep_first(summary.stores[kind], cfg.permutation_images, ok, importance=imp, attack=amap, roi=roi,
-                       roa=roa, labels=y, **kept)
+            keep_first_images(summary.stores[kind], cfg.permutation_images, ok,
+                              Store(imp, amap, roi, roa, y, composition, ids, references, panel_maps))
             summary.frequency[kind].update(roa[ok].float(), y[ok])
             if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])

@@ -31,10 +31,11 @@ from ...regions import binarize, overlap_statistics
 from ...rundir import RunDir
 from ...runtime import batch_slices
 from ...statistics.estimates import finite_mean
+from ...statistics.store import Store
 from ..measurement import colocation
 from ..context import ExperimentContext, prepare_context
 from ..measurement.roi import resolve_importance
-from ..measurement.rows import keep_first, per_image_rows
+from ..measurement.rows import keep_first, keep_first_images, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
 from .metrics import CurvePoint
@@ -240,20 +241,20 @@ def curves_pass(ctx: Context, calibration: Calibration, correct: torch.Tensor) -
 class AttackStore:
     """Per attack: the inputs of the statistics engine for the first successful images, and the SSIMs.
 
-    ``kept`` holds, per batch, the keys :func:`advspatial.statistics.store.compare_store`
-    reads: ``importance`` (the CAM), ``attack`` (the 1 − SSIM map), ``roi`` / ``roa`` (their
-    top regions), ``labels`` and ``composition`` (the clean image's foreground share).
+    ``kept`` holds, per batch, what :func:`advspatial.statistics.store.compare_store` reads
+    (:class:`~advspatial.statistics.store.Store`): ``importance`` (the CAM), ``attack`` (the 1 − SSIM map),
+    ``roi`` / ``roa`` (their top regions), ``labels`` and ``composition`` (the clean image's foreground share).
     """
 
-    kept: dict[str, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+    kept: list[Store] = field(default_factory=list)
     ssim_values: list[torch.Tensor] = field(default_factory=list)
 
     def images(self) -> int:
-        return sum(len(t) for t in self.kept.get("labels", []))
+        return sum(len(part) for part in self.kept)
 
-    def store(self) -> dict[str, torch.Tensor]:
+    def store(self) -> Store:
         """The kept images, concatenated."""
-        return {k: torch.cat(v) for k, v in self.kept.items() if v}
+        return Store.concatenated(self.kept)
 
 
 @dataclass
@@ -325,8 +326,8 @@ def main_pass(ctx: Context, eps: float) -> MainPass:
                        "ssim_window": window_ssim(x, res.x_adv, cfg.window_value()), "l2": res.l2,
                        "linf": res.linf, **cols}
             out.rows.extend(per_image_rows(columns, attack=name))
-            keep_first(out.stores[name].kept, cfg.permutation_images, ok, importance=stages.cam, attack=dist,
-                       roi=cam_region, roa=dist_region, labels=y, composition=composition)
+            keep_first_images(out.stores[name].kept, cfg.permutation_images, ok,
+                              Store(stages.cam, dist, cam_region, dist_region, y, composition))
             out.stores[name].ssim_values.append(image_ssim)
             found[name] = {"ok": ok, "x_adv": res.x_adv, "dist": dist, "dist_region": dist_region,
                            "adv_pred": res.adv_pred, "ssim": image_ssim}
