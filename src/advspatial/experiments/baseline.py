@@ -58,6 +58,6 @@ def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
     return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
-def correct_of(ctx: ExperimentContext, b: int, sl: slice) -> torch.Tensor:
+def correct_of(ctx: ExperimentContext[BaselineConfig], b: int, sl: slice) -> torch.Tensor:
     """Whether each image of batch ``b`` is classified correctly (the shared clean pass)."""
     return ctx.clean(b).correct(ctx.data.labels[sl])

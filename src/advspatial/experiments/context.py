@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -21,12 +21,16 @@ from .stage import CLEAN, AttackStage, CleanBatch
 if TYPE_CHECKING:
     from ..attacks import Attack, AttackResult
 
+#: the settings an experiment's context carries (its config dataclass)
+ConfigT = TypeVar("ConfigT", bound=ExperimentConfig, covariant=True)
+
 
 @dataclass
-class ExperimentContext:
-    """The model, the first ``n`` test images, the run directory and the deterministic batches."""
+class ExperimentContext(Generic[ConfigT]):
+    """The model, the first ``n`` test images, the run directory and the deterministic batches; ``config``: the
+    experiment's settings, of its own config type (``ExperimentContext[PseConfig]``), so their reads are checked."""
 
-    config: Any
+    config: ConfigT
     rundir: RunDir
     model: nn.Module
     data: ImageDataset
@@ -97,11 +101,13 @@ class ExperimentContext:
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, **extra)
 
 
-C = TypeVar("C", bound=ExperimentContext)
+C = TypeVar("C", bound=ExperimentContext[Any])
 T = TypeVar("T")
+#: the config type of one call
+Config = TypeVar("Config", bound=ExperimentConfig)
 
 
-def prepare_context(config: ExperimentConfig, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext:
+def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext[Config]:
     """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
     (of ``images`` when given, else of ``config.dataset``)."""
     from ..distributed import on_every_rank

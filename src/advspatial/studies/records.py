@@ -17,6 +17,7 @@ from torch import nn
 
 from ..experiments.measurement import colocation
 from ..experiments.measurement.claims import claim_gates
+from ..experiments.measurement.config import MeasurementConfig
 from ..experiments.measurement.run import Measurement
 from ..experiments.measurement.stages import AttackSummary, Context
 from ..experiments.stage import Stage
@@ -110,7 +111,7 @@ class RecordStage(Stage[ModelRecord]):
 STUDY_RECORD = RecordStage("study-record", per="run")
 
 
-def model_record(measured: Measurement, label: str, spec: str, wall_seconds: float,
+def model_record(measured: Measurement[MeasurementConfig], label: str, spec: str, wall_seconds: float,
                  covariates: Mapping[str, float]) -> ModelRecord:
     """The record of a finished measurement of one model (its kept images still in memory)."""
     ctx, outcomes = measured.context, measured.outcomes
@@ -140,7 +141,8 @@ def not_compared(summary: AttackSummary, kind: str) -> str:
     return ""
 
 
-def attack_record(ctx: Context, summary: AttackSummary, measured: Measurement) -> AttackRecord:
+def attack_record(ctx: Context[MeasurementConfig], summary: AttackSummary,
+                  measured: Measurement[MeasurementConfig]) -> AttackRecord:
     """The per-image values of both primary endpoints of one attack, as the run's own claims computed them (one
     engine call: :func:`~advspatial.statistics.store.store_values`)."""
     cfg = ctx.config
@@ -170,7 +172,7 @@ def run_verdicts(claims: list[Claim], subject: str) -> dict[str, str]:
     return out
 
 
-def roi_maps(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def roi_maps(ctx: Context[MeasurementConfig]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, labels, correct, RoI explainer's maps on the grid) of all n images, from the run's cached stages."""
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for b, sl in enumerate(ctx.slices):

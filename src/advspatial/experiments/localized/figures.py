@@ -25,13 +25,12 @@ from ...maps import importance_map
 from ...report.figures import DIVERGING, HEAT_CMAP, image_for_display, save_figure
 from ...runtime import model_device
 from ...statistics.claims import sentence_case
-from ..context import ExperimentContext
 from ..measurement.roi import roi_label
 from .attacked_region import fooled_first
 from .claims import primary_condition
 from .config import EXAMPLE_MODES, MODES, budget_text, condition_labels, region_names
 from .metrics import LocalizedFindings
-from .stages import ModelEvaluation, region_of
+from .stages import LocalizedContext, ModelEvaluation, region_of
 
 
 
@@ -229,7 +228,7 @@ def importance_png(mode: str) -> str:
     return f"importance-{mode}.png"
 
 
-def draw_figures(ctx: ExperimentContext, findings: LocalizedFindings, models: dict[str, nn.Module],
+def draw_figures(ctx: LocalizedContext, findings: LocalizedFindings, models: dict[str, nn.Module],
                  evaluations: dict[str, ModelEvaluation]) -> None:
     """Every figure of the run into ``rundir.figures``: the accuracy bars, and the examples of the natural and the
     localized model (none for a model without an image correct when clean, or with ``figure_images`` 0)."""
@@ -242,7 +241,7 @@ def draw_figures(ctx: ExperimentContext, findings: LocalizedFindings, models: di
         draw_examples(ctx, findings, mode, models[mode], evaluations[mode])
 
 
-def draw_examples(ctx: ExperimentContext, findings: LocalizedFindings, mode: str, model: nn.Module,
+def draw_examples(ctx: LocalizedContext, findings: LocalizedFindings, mode: str, model: nn.Module,
                   ev: ModelEvaluation) -> None:
     """Up to ``figure_images`` images of ``mode``, those the region-only attack fools first (none drawn when no image
     is correct when clean): clean and attacked, the region it could change, the true class's map before and after."""

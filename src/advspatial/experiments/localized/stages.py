@@ -48,8 +48,10 @@ START = Stage[dict[str, str]]("finetune/start", per="run")
 TRAIN_MASKS = Stage[torch.Tensor]("finetune/masks")
 #: the importance map's share outside the region, clean and attacked: ``importance/<model>/<method>/batch-NNNNN``
 ENERGY = Stage[dict[str, torch.Tensor]]("importance")
+#: the context of the localized experiment's images (evaluated or training) and settings
+LocalizedContext = ExperimentContext[LocalizedConfig]
 
-def context_of(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, model: nn.Module) -> ExperimentContext:
+def context_of(config: LocalizedConfig, rundir: RunDir, data: ImageDataset, model: nn.Module) -> LocalizedContext:
     """The context of ``data`` (the evaluated or the training images) in batches of ``batch_size``, on ``model``'s
     device (``model``: the context's default, every stage here names its own)."""
     return ExperimentContext(config, rundir, model, data, model_device(model),
@@ -180,7 +182,7 @@ def resolve_methods(config: LocalizedConfig, models: dict[str, nn.Module],
     return {mode: {"method": method, "why": why} for mode, (method, why) in chosen.items()}
 
 
-def run_gates(ctx: ExperimentContext, models: dict[str, nn.Module], methods: dict[str, dict[str, str]],
+def run_gates(ctx: LocalizedContext, models: dict[str, nn.Module], methods: dict[str, dict[str, str]],
               timings: dict[str, float]) -> dict[str, GateResult]:
     """The faithfulness gate of each model's importance map (true class), on that model; cached per batch."""
     gates = {}
@@ -192,7 +194,7 @@ def run_gates(ctx: ExperimentContext, models: dict[str, nn.Module], methods: dic
     return gates
 
 
-def finetune_facts(ctx: ExperimentContext, start: Start, trained: dict[str, TrainedModel],
+def finetune_facts(ctx: LocalizedContext, start: Start, trained: dict[str, TrainedModel],
                    timings: dict[str, float]) -> FinetuneFacts:
     """What the report says about fine-tuning: the start (checksum, clean accuracy on the evaluated images,
     the faithfulness gate of the map that cut the training background), the recipe and the training images."""
@@ -259,14 +261,14 @@ def ensemble_attack(model: nn.Module, config: LocalizedConfig) -> Attack:
                        n_queries=config.ensemble_queries, seed=config.seed)
 
 
-def region_of(ctx: ExperimentContext, model: nn.Module, method: str, sl: slice) -> torch.Tensor:
+def region_of(ctx: LocalizedContext, model: nn.Module, method: str, sl: slice) -> torch.Tensor:
     """(N,1,H,W) mask of the attacked region (``config.mask``) on the images ``sl`` (cut from ``model``'s
     ``method`` map of the true class where the mask rests on the importance map)."""
     cfg = ctx.config
     return region_mask(cfg.mask, ctx.data, sl, model, method, cfg.fraction, cfg.seed)
 
 
-def masked_attack(ctx: ExperimentContext, stage: AttackStage, attack: Attack, b: int, sl: slice,
+def masked_attack(ctx: LocalizedContext, stage: AttackStage, attack: Attack, b: int, sl: slice,
                   mask: torch.Tensor) -> AttackResult:
     """``attack`` on the images ``sl`` (batch ``b``) confined to ``mask``: the cached ``stage`` of that batch."""
 
@@ -277,7 +279,7 @@ def masked_attack(ctx: ExperimentContext, stage: AttackStage, attack: Attack, b:
     return stage.get(ctx.rundir, compute, b)
 
 
-def evaluate_model(ctx: ExperimentContext, name: str, model: nn.Module, method: str) -> ModelEvaluation:
+def evaluate_model(ctx: LocalizedContext, name: str, model: nn.Module, method: str) -> ModelEvaluation:
     """Attack ``model`` full-image, region-only, (optionally) complement-only, by the ensemble and at the eps
     sweep's budgets; the shift of its ``method`` map under the region-only attack, per image."""
     started = time.perf_counter()
@@ -303,7 +305,7 @@ def evaluate_model(ctx: ExperimentContext, name: str, model: nn.Module, method: 
     return ModelEvaluation.cat(batches, round(time.perf_counter() - started, 2))
 
 
-def ensemble_preds(ctx: ExperimentContext, family: AttackStage, attack: Attack, b: int, sl: slice, mask: torch.Tensor,
+def ensemble_preds(ctx: LocalizedContext, family: AttackStage, attack: Attack, b: int, sl: slice, mask: torch.Tensor,
                    region: Callable[[slice], torch.Tensor]) -> dict[str, torch.Tensor]:
     """Batch ``b``'s adversarial predictions of the ensemble on the whole image and restricted to the region
     (``mask``; ``region(sl)`` for a part of the batch): only the first ``ensemble_n`` images, -1 for the others."""
@@ -320,7 +322,7 @@ def ensemble_preds(ctx: ExperimentContext, family: AttackStage, attack: Attack, 
     return preds
 
 
-def other_seeds(ctx: ExperimentContext, methods: dict[str, dict[str, str]], timings: dict[str, float],
+def other_seeds(ctx: LocalizedContext, methods: dict[str, dict[str, str]], timings: dict[str, float],
                 rows: list[dict[str, Any]]) -> dict[str, list[ModelEvaluation]]:
     """The models of training seeds 1 .. training_seeds-1 (same recipe, seed ``model_seed + k``), trained or
     fine-tuned and evaluated like the first; their rows appended (model ``<mode>@seed<k>``)."""

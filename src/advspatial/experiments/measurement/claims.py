@@ -24,7 +24,7 @@ from .findings import AttackOutcome, Measured, PanelRow
 from .stages import AttackSummary, Context
 
 
-def infer(ctx: Context, summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
+def infer(ctx: Context[MeasurementConfig], summaries: list[AttackSummary], attacks: dict[str, AttackOutcome],
           gates: dict[str, GateResult], roi: Roi) -> Measured:
     """The RoI/RoA inference: engine results, claims, corrections and verdicts, for the RoI judged by its gate
     (``roi``). Each kept store enters the engine once (:func:`~advspatial.statistics.store.compare_store`; the
@@ -99,7 +99,7 @@ def claim_gates(roi_gate: GateResult, map_stats: dict[str, Any], cfg: Measuremen
     return gates
 
 
-def panel_rois(ctx: Context, store: Store) -> dict[str, tuple[str, torch.Tensor]]:
+def panel_rois(ctx: Context[MeasurementConfig], store: Store) -> dict[str, tuple[str, torch.Tensor]]:
     """The explainer-sensitivity panel's RoIs on the defence attack's store, ``{gate key: (the RoI in words,
     RoI)}``: every other gated explainer's at the run's fraction, then the RoI explainer's at each other fraction."""
     cfg = ctx.config

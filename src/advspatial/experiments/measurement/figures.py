@@ -12,6 +12,7 @@ from ...regions import segregate
 from ...statistics.claims import Claim
 from ...report.figures import OVERVIEW_FIGURE, plot_class_mean_maps, plot_region_grid, plot_region_strip
 from ...report.verdicts import forest_groups, plot_forest
+from .config import MeasurementConfig
 from .stages import AttackSummary, Context
 
 FOREST = "forest.png"
@@ -28,12 +29,12 @@ def frequency_file(which: str) -> str:
     return f"frequency-{which}.png"
 
 
-def main_summary(ctx: Context, summaries: list[AttackSummary]) -> AttackSummary:
+def main_summary(ctx: Context[MeasurementConfig], summaries: list[AttackSummary]) -> AttackSummary:
     """The attack whose examples feed the panel and the frequency figures (``defence_attack``, else the first)."""
     return next((s for s in summaries if s.name == ctx.config.defence_attack), summaries[0])
 
 
-def draw_figures(ctx: Context, summaries: list[AttackSummary], claims: list[Claim]) -> None:
+def draw_figures(ctx: Context[MeasurementConfig], summaries: list[AttackSummary], claims: list[Claim]) -> None:
     """Every figure of the measurement, into ``ctx.rundir.figures``."""
     figures = ctx.rundir.figures
     for s in summaries:
@@ -45,7 +46,7 @@ def draw_figures(ctx: Context, summaries: list[AttackSummary], claims: list[Clai
         plot_forest(groups, figures / FOREST, title=FOREST_TITLE)
 
 
-def draw_regions(ctx: Context, s: AttackSummary, path: Path) -> None:
+def draw_regions(ctx: Context[MeasurementConfig], s: AttackSummary, path: Path) -> None:
     """The attack's first successful images: adversarial image, RoI map, RoA map and the four-part partition."""
     cfg = ctx.config
     if not (s.examples.get("labels") and sum(len(t) for t in s.examples["labels"])):
@@ -58,7 +59,7 @@ def draw_regions(ctx: Context, s: AttackSummary, path: Path) -> None:
                      region_rule=f"top {cfg.fraction:.0%} of each map", max_rows=cfg.figure_images)
 
 
-def draw_overview(ctx: Context, s: AttackSummary, path: Path) -> None:
+def draw_overview(ctx: Context[MeasurementConfig], s: AttackSummary, path: Path) -> None:
     """The figure the report opens with: the main attack's examples, one per class where the run has them, as
     image / RoI / RoA / regions columns (:func:`~advspatial.report.figures.plot_region_strip`)."""
     if not (s.examples.get("labels") and sum(len(t) for t in s.examples["labels"])):
@@ -75,7 +76,7 @@ def draw_overview(ctx: Context, s: AttackSummary, path: Path) -> None:
 ALL_CLASS_PANELS = 20
 
 
-def draw_frequencies(ctx: Context, main: AttackSummary, figures: Path) -> None:
+def draw_frequencies(ctx: Context[MeasurementConfig], main: AttackSummary, figures: Path) -> None:
     """P(pixel in RoI | class), P(pixel in RoA | class) and their difference, over successful attacks."""
     kind = main.kinds()[0]
     roi, roa = main.frequency["roi"], main.frequency[kind]

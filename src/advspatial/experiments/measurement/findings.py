@@ -16,6 +16,7 @@ from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ...statistics.estimates import finite_mean
 from ..findings import Findings, optional_part
+from .config import MeasurementConfig
 from .roi import Roi
 from .stages import PARTS, Accuracy, AttackSummary, Context
 
@@ -157,7 +158,7 @@ def accuracies(group: list[dict[str, Any]], declared: Mapping[str, Accuracy]) ->
             for name, a in declared.items()}
 
 
-def attack_outcomes(ctx: Context, summaries: list[AttackSummary], rows: list[dict[str, Any]],
+def attack_outcomes(ctx: Context[MeasurementConfig], summaries: list[AttackSummary], rows: list[dict[str, Any]],
                     interpretation: str) -> Outcomes:
     """``n``, the clean accuracy (on the first attack's images) and every attack's outcome, each attack map's
     statistics with the RoI's ``interpretation``."""

@@ -45,7 +45,11 @@ from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
 from ..stage import Stage
+from .config import GatedConfig, MeasurementConfig
 from .stages import Context
+
+#: the context a gate runs in: any experiment's whose settings include the gate's
+GateContext = ExperimentContext[GatedConfig]
 
 #: the gate of one explainer (``gate/[tag/]method``): its maps and its comparisons per batch, the model-randomization
 #: checks once per run; per model (``gate/[tag/]control``, ``gate/[tag/]budget``): the positive control's maps per
@@ -102,7 +106,7 @@ class _Plan:
     attack: Any
 
 
-def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float, target: str = "pred",
+def gate_stage(ctx: GateContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
                model: nn.Module | None = None, tag: str = "", n: int | None = None) -> GateResult:
@@ -144,7 +148,7 @@ def gate_stage(ctx: ExperimentContext, method: str, fraction: float, eps: float,
     return _judged(ctx, plan, target, kw, columns, looked)
 
 
-def _budget(ctx: ExperimentContext, model: nn.Module, eps: float, tag: str, slices: list[slice]) -> Budget:
+def _budget(ctx: GateContext, model: nn.Module, eps: float, tag: str, slices: list[slice]) -> Budget:
     """The restricted attack's budget for ``model``: calibrated once per run on the first
     :data:`~advspatial.faithfulness.calibration.CALIBRATION_IMAGES` correctly classified images of the gate
     (``gate_calibration``), else ``eps`` itself."""
@@ -181,7 +185,7 @@ class _Looked:
     decision: InterimDecision | None
 
 
-def _compared_columns(ctx: ExperimentContext, plan: _Plan, tag: str,
+def _compared_columns(ctx: GateContext, plan: _Plan, tag: str,
                       batch_maps: Callable[[int, slice], torch.Tensor], layouts: LayoutSums
                       ) -> tuple[dict[str, torch.Tensor], _Looked]:
     """The comparisons' columns on the correctly classified images, look by look (one look at ``plan.stop``
@@ -247,7 +251,7 @@ def _interim(parts: dict[str, list[torch.Tensor]], labels: list[torch.Tensor], s
     return None
 
 
-def _judged(ctx: ExperimentContext, plan: _Plan, target: str, kw: dict[str, Any], columns: dict[str, torch.Tensor],
+def _judged(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any], columns: dict[str, torch.Tensor],
             looked: _Looked) -> GateResult:
     """The gate's record: the randomization checks (with ``gate_sequential`` only while they can change the
     verdict, except in a smoke test, which exercises every stage), then
@@ -278,7 +282,7 @@ def _judged(ctx: ExperimentContext, plan: _Plan, target: str, kw: dict[str, Any]
     return result
 
 
-def _gate_batch(ctx: ExperimentContext, plan: _Plan, imp: torch.Tensor, layouts: LayoutSums, sl: slice
+def _gate_batch(ctx: GateContext, plan: _Plan, imp: torch.Tensor, layouts: LayoutSums, sl: slice
                 ) -> dict[str, torch.Tensor]:
     """One batch's gate columns: every region of :func:`gate_regions` deleted and attacked, and the complexity."""
     x, y, ids = ctx.batch(sl)
@@ -297,14 +301,14 @@ def _gate_batch(ctx: ExperimentContext, plan: _Plan, imp: torch.Tensor, layouts:
     return {k: v.cpu() for k, v in cols.items()}
 
 
-def _control_maps(ctx: ExperimentContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
+def _control_maps(ctx: GateContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
     """The positive control's maps of the run's whole batch ``b`` (cached; shared by every gate of the model)."""
     x, y, ids = ctx.batch(ctx.slices[b])
     return CONTROL_MAPS.at(*([tag] if tag else []), "control", "maps").get(
         ctx.rundir, lambda: {k: v.cpu() for k, v in control_maps(model, x, y, ctx.config.seed, ids).items()}, b)
 
 
-def _control_columns(ctx: ExperimentContext, plan: _Plan, maps: dict[str, torch.Tensor], sl: slice
+def _control_columns(ctx: GateContext, plan: _Plan, maps: dict[str, torch.Tensor], sl: slice
                      ) -> dict[str, torch.Tensor]:
     """The positive control's columns of the images ``sl`` (its maps ``maps``): the occlusion control's region and
     its shape elsewhere and scattered, deleted."""
@@ -316,7 +320,7 @@ def _control_columns(ctx: ExperimentContext, plan: _Plan, maps: dict[str, torch.
     return {k: v.cpu() for k, v in cols.items() if k.split(":")[-1].startswith("control-")}
 
 
-def _randomization_images(ctx: ExperimentContext, model: nn.Module, target: str
+def _randomization_images(ctx: GateContext, model: nn.Module, target: str
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, classes, sample ids) of the randomization checks: the first ``randomization_images`` images; with
     ``target == "pred"`` the class explained stays the trained model's, as in Adebayo et al."""
@@ -327,7 +331,7 @@ def _randomization_images(ctx: ExperimentContext, model: nn.Module, target: str
     return x, y, ids
 
 
-def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
+def _randomization(ctx: GateContext, model: nn.Module, method: str, target: str,
                    kw: dict[str, Any]) -> list[dict[str, Any]]:
     """The cascading model-randomization check of the explainer (its rows), over ``randomization_draws`` draws."""
     x, y, _ = _randomization_images(ctx, model, target)
@@ -337,7 +341,7 @@ def _randomization(ctx: ExperimentContext, model: nn.Module, method: str, target
         seed=cfg.seed, max_steps=cfg.randomization_steps, draws=cfg.randomization_draws, progress=cfg.progress)
 
 
-def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
+def _mprt(ctx: GateContext, model: nn.Module, method: str, target: str,
           kw: dict[str, Any]) -> dict[str, Any]:
     """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``), over
     ``randomization_draws`` draws."""
@@ -351,7 +355,7 @@ def _mprt(ctx: ExperimentContext, model: nn.Module, method: str, target: str,
 
 # -- the gates of a measurement ------------------------------------------------------------------------------------
 
-def run_gates(ctx: Context) -> dict[str, GateResult]:
+def run_gates(ctx: Context[MeasurementConfig]) -> dict[str, GateResult]:
     """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
     run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
     (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""

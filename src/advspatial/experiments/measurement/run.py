@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from torch import nn
 
@@ -27,12 +27,12 @@ from .roi import Roi
 from .stages import AttackSummary, BatchColumns, Context, measurement_context, process_attack
 
 F = TypeVar("F", bound=MeasuredFindings)
-#: makes an experiment's extra columns of every attack batch once the context and the gates are ready
-ColumnsMaker = Callable[[Context], BatchColumns]
+#: the settings of a measurement (its config type)
+M = TypeVar("M", bound=MeasurementConfig)
 
 
 @dataclass
-class Measurement:
+class Measurement(Generic[M]):
     """Everything a measurement produced: the per-image rows, the outcomes and the inference a run's findings hold,
     and the context and per-attack summaries (the kept images' maps and regions) that a study compares further and
     an experiment's own stages continue from; ``extra``: the extra columns' maker's value (None without one)."""
@@ -40,7 +40,7 @@ class Measurement:
     rows: list[dict[str, Any]]
     outcomes: Outcomes
     parts: Measured
-    context: Context
+    context: Context[M]
     summaries: list[AttackSummary]
     extra: BatchColumns | None = None
 
@@ -49,9 +49,9 @@ class Measurement:
         return cls.measured(self.outcomes.head(), self.parts, **tail)
 
 
-def measure(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,
+def measure(config: M, rundir: RunDir, images: ImageDataset | None = None,
             attacks: Mapping[str, Callable[[nn.Module], Attack]] | None = None,
-            extra: ColumnsMaker | None = None) -> Measurement:
+            extra: Callable[[Context[M]], BatchColumns] | None = None) -> Measurement[M]:
     """RoI/RoA maps, regions, the faithfulness gate, statistics and verdicts for ``config.attacks``; the figures
     drawn into ``rundir.figures``.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -39,6 +39,10 @@ from ..stage import ATTACK, Stage
 from .config import MeasurementConfig, contribution_kw
 
 PARTS = ("both", "roi_only", "roa_only", "neither")
+#: the settings of a measurement (:class:`MeasurementConfig` or an experiment's subclass)
+M = TypeVar("M", bound=MeasurementConfig, covariant=True)
+#: the settings of one call
+Config = TypeVar("Config", bound=MeasurementConfig)
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,10 @@ MAPS = MapsStage("maps")
 
 
 @dataclass
-class Context(ExperimentContext):
+class Context(ExperimentContext[M]):
     """The shared context plus the RoI method this run resolved (``auto`` picks by head type) and why, the scale
-    of the statistics and the explainer panel (duplicates left out)."""
+    of the statistics and the explainer panel (duplicates left out); generic in the measurement's settings
+    (``Context[SpatialConfig]`` in the spatial experiment)."""
 
     importance: str = ""
     importance_reason: str = ""
@@ -120,20 +125,20 @@ class Context(ExperimentContext):
         return PANEL.at(method).get(self.rundir, compute, b)
 
 
-def measurement_context(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None) -> Context:
+def measurement_context(config: Config, rundir: RunDir, images: ImageDataset | None = None) -> Context[Config]:
     """The shared context with the RoI method resolved (``auto``: by the model's head type); ``images``: the
     test images when they are not ``config.dataset``'s (see :func:`~advspatial.experiments.context.prepare_context`)."""
     base = prepare_context(config, rundir, images)
     probe, _, _ = base.batch(slice(0, 1))
     method, reason = resolve_importance(config.importance, base.model, probe)
     scale = feature_map_size(base.model, probe) if config.common_scale else None
-    ctx = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
+    ctx: Context[Config] = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
     # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank
     ctx.panel, ctx.panel_duplicates = on_every_rank(lambda: distinct_explainers(ctx, [method, *config.panel]))
     return ctx
 
 
-def distinct_explainers(ctx: Context, methods: list[str]) -> tuple[list[str], dict[str, str]]:
+def distinct_explainers(ctx: Context[MeasurementConfig], methods: list[str]) -> tuple[list[str], dict[str, str]]:
     """``methods`` without repeats and without explainers whose maps equal an earlier one's up to scale.
 
     Checked on the first batch (e.g. HiResCAM equals Grad-CAM / (h*w) on a GAP +
@@ -177,7 +182,8 @@ def map_kinds(attack: Attack, config: MeasurementConfig) -> list[str]:
     return kinds
 
 
-def attack_maps(ctx: Context, name: str, kind: str, b: int, sl: slice, x_adv: torch.Tensor) -> AttackMaps:
+def attack_maps(ctx: Context[MeasurementConfig], name: str, kind: str, b: int, sl: slice,
+                x_adv: torch.Tensor) -> AttackMaps:
     """Attack map ``kind`` of attack ``name`` on batch b, with its completeness check where it has one (cached)."""
 
     def compute() -> AttackMaps:
@@ -283,7 +289,7 @@ class BatchStages:
     extra: Any = None
 
 
-def process_attack(ctx: Context, name: str, rows: list[dict[str, Any]], attack: Attack | None = None,
+def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[str, Any]], attack: Attack | None = None,
                    extra: BatchColumns | None = None) -> AttackSummary:
     """Run one attack over its images; append per-image rows; collect what aggregates need.
 

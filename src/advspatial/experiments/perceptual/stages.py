@@ -60,7 +60,7 @@ def budget_stage(name: str, budget: float) -> AttackStage:
 
 
 @dataclass
-class Context(ExperimentContext):
+class Context(ExperimentContext[PerceptualConfig]):
     """The shared context plus the CAM method this run resolved (``auto`` picks by head type) and why."""
 
     importance: str = ""

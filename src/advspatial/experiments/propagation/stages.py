@@ -35,7 +35,7 @@ Row = dict[str, Any]
 
 
 @dataclass
-class Context(ExperimentContext):
+class Context(ExperimentContext[PropagationConfig]):
     """The common context plus the recorded layers."""
 
     layers: list[str] = field(default_factory=list)

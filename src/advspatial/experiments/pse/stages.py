@@ -38,7 +38,7 @@ from .units import (
 
 
 @dataclass
-class Context(ExperimentContext):
+class Context(ExperimentContext[PSEConfig]):
     """The common context plus the unit layer, its number of units, and the CAM explainer this run resolved."""
 
     layer: str = ""

@@ -17,14 +17,13 @@ from ...defence.evaluation import AdaptivePlan
 from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm
-from ..measurement.stages import Context
 from .config import DefenceSetting
 from .metrics import (
     Adaptive, BaselineRow, Comparison, DrawSpread, Harm, HarmConvergence, PairedComparisons, SettingConvergence,
     SettingMeasures, SettingRow, ShareSummary, SweepCell, UndefendedSummary,
 )
 from .records import AdaptiveOutcomes, BaselineOutcome, SettingOutcome, UndefendedOutcome
-from .stages import SweepColumns
+from .stages import SpatialContext, SweepColumns
 
 #: the fixed rule behind every defence verdict (printed in the report)
 DEFENCE_RULE = ("A configuration 'helps' only when (1) its accuracy minus its random control's (the control attacked "
@@ -61,7 +60,7 @@ WEAK_EOT = "upper bound (weak EOT)"
 AT_CHANCE = "clean accuracy at chance: no trade-off to show"
 
 
-def summarize_adaptive(ctx: Context, outcomes: AdaptiveOutcomes, roi_faithful: bool,
+def summarize_adaptive(ctx: SpatialContext, outcomes: AdaptiveOutcomes, roi_faithful: bool,
                        with_prior: bool) -> Adaptive:
     """Accuracies with Wilson CIs, convergence per component, paired comparisons, Holm across the table (and the
     harm claim), and one verdict each."""
@@ -109,7 +108,7 @@ def roi_restricted(main: SettingOutcome, undefended: UndefendedOutcome) -> dict[
             "transfer: made on the undefended model, scored defended": accuracy(undefended.roi_transfer)}
 
 
-def setting_measures(ctx: Context, plan: AdaptivePlan, o: SettingOutcome,
+def setting_measures(ctx: SpatialContext, plan: AdaptivePlan, o: SettingOutcome,
                      undefended: UndefendedOutcome) -> SettingMeasures:
     """The adaptive numbers of a configuration attacked adaptively: its accuracies, convergence per component and
     paired comparisons (not yet adjusted across the table)."""
@@ -275,7 +274,7 @@ def draw_spread(draws: dict[str, list[torch.Tensor]]) -> dict[str, DrawSpread]:
     return {key: spread(torch.cat(parts)) for key, parts in draws.items()}
 
 
-def sweep_summary(ctx: Context, sweep: SweepColumns) -> dict[tuple[str, float, str], SweepCell]:
+def sweep_summary(ctx: SpatialContext, sweep: SweepColumns) -> dict[tuple[str, float, str], SweepCell]:
     """Per (adv|clean, fraction, fill): defended accuracy (Wilson), control mean ± SD over draws, paired Δ."""
     cfg = ctx.config
     out = {}

@@ -38,7 +38,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
 
 
-def spatial_findings(measured: Measurement, defence: DefenceColumns, sweep: SweepColumns,
+def spatial_findings(measured: Measurement[SpatialConfig], defence: DefenceColumns, sweep: SweepColumns,
                      outcomes: AdaptiveOutcomes) -> SpatialFindings:
     """The findings: per attack its outcome with its controls' spread, the non-adaptive comparisons and the clean
     cost, the sweep, the measurement's claims, then the adaptive summary with its verdicts."""

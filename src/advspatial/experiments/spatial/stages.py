@@ -45,12 +45,14 @@ from ..context import train_images
 from ..measurement.config import contribution_kw
 from ..measurement.stages import Accuracy, Context, ExtraColumns
 from ..stage import ATTACK, AccumulatorStage, Stage
-from .config import DefenceSetting
+from .config import DefenceSetting, SpatialConfig
 from .deployable import importance_and_gradient
 from .records import (
     ADAPTIVE, BASELINES, UNDEFENDED, AdaptiveOutcomes, BaselineOutcome, SettingOutcome, UndefendedOutcome,
 )
 
+#: the measurement's context with the spatial experiment's settings
+SpatialContext = Context[SpatialConfig]
 #: the RoI-restricted comparison uses the ensemble's gradient attacks on both models alike; Square on the defended
 #: model is its costliest part
 ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
@@ -67,17 +69,17 @@ DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
 SWEEP = Stage[dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]]("sweep")
 
 
-def importance_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+def importance_fn(ctx: SpatialContext) -> Callable[[torch.Tensor], torch.Tensor]:
     """The deployable RoI map: importance of the input's predicted class."""
     return lambda z: importance_map(ctx.importance, ctx.model, z, target="pred", batch_size=len(z) or 1)
 
 
-def gradient_fn(ctx: Context) -> Callable[[torch.Tensor], torch.Tensor]:
+def gradient_fn(ctx: SpatialContext) -> Callable[[torch.Tensor], torch.Tensor]:
     """The deployable RoA map: the input gradient (needs no clean image)."""
     return lambda z: attack_map("gradient", ctx.model, z).map
 
 
-def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None,
+def neutralized(ctx: SpatialContext, setting: DefenceSetting, prior: torch.Tensor | None,
                 mode: str = "defend") -> NeutralizedModel:
     """The deployable defence of ``setting`` (or its randomized control with ``mode="random"``)."""
     cfg = ctx.config
@@ -95,7 +97,7 @@ def neutralized(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | Non
                             maps_fn=maps_fn)
 
 
-def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, NeutralizedModel]:
+def deployable_defences(ctx: SpatialContext, prior: torch.Tensor | None) -> dict[str, NeutralizedModel]:
     """The non-adaptive table's defences: ``gradient`` (main) and ``prior``."""
     cfg = ctx.config
     out = {"gradient": neutralized(ctx, DefenceSetting("main", cfg.fraction, cfg.fill), prior)}
@@ -104,7 +106,7 @@ def deployable_defences(ctx: Context, prior: torch.Tensor | None) -> dict[str, N
     return out
 
 
-def fill_params(ctx: Context, fill: str) -> dict[str, torch.Tensor | int]:
+def fill_params(ctx: SpatialContext, fill: str) -> dict[str, torch.Tensor | int]:
     """Extra parameters of a fill: the training-set mean for ``mean``, the sweep count for ``inpaint``."""
     if fill == "mean":
         return {"dataset_mean": dataset_mean(ctx)}
@@ -113,7 +115,7 @@ def fill_params(ctx: Context, fill: str) -> dict[str, torch.Tensor | int]:
     return {}
 
 
-def dataset_mean(ctx: Context) -> torch.Tensor:
+def dataset_mean(ctx: SpatialContext) -> torch.Tensor:
     """Per-channel mean of the training images (first 10000), for the ``mean`` fill."""
 
     def compute() -> torch.Tensor:
@@ -126,7 +128,7 @@ def dataset_mean(ctx: Context) -> torch.Tensor:
     return DATASET_MEAN.get(ctx.rundir, compute).to(ctx.device)
 
 
-def class_prior(ctx: Context) -> torch.Tensor:
+def class_prior(ctx: SpatialContext) -> torch.Tensor:
     """(K,H,W) mean attack map per predicted adversarial class, on training images (METHODS §2).
 
     Indexed by the class predicted on the *attacked* training image, because at
@@ -156,7 +158,7 @@ def class_prior(ctx: Context) -> torch.Tensor:
     return torch.nan_to_num(total.means(), nan=0.0)
 
 
-def defence_columns(ctx: Context) -> DefenceColumns:
+def defence_columns(ctx: SpatialContext) -> DefenceColumns:
     """The non-adaptive defence's columns, made once the gates ran: the clean importance maps of every batch first,
     then the class prior and the deployable defences it feeds."""
     ctx.each_batch(lambda b, sl: ctx.importance_of(b), desc="clean: importance maps", then=lambda *_: None)
@@ -170,7 +172,7 @@ class DefenceColumns:
     (:class:`~advspatial.experiments.measurement.stages.BatchColumns`), with the class prior its defences use;
     ``draws[attack][column]`` keeps each random control's per-draw correctness (B, draws) per batch."""
 
-    ctx: Context
+    ctx: SpatialContext
     defences: dict[str, NeutralizedModel]
     prior: torch.Tensor | None = None
     draws: dict[str, dict[str, list[torch.Tensor]]] = field(
@@ -219,7 +221,7 @@ class DefenceColumns:
 SweepColumns = dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]
 
 
-def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> SweepColumns:
+def sweep_batch(ctx: SpatialContext, b: int, sl: slice, x_adv: torch.Tensor) -> SweepColumns:
     """Per-image correctness for every (adv|clean, fraction, fill): defended (B,), and its control's draws
     (B, draws)."""
     cfg = ctx.config
@@ -246,11 +248,11 @@ def sweep_batch(ctx: Context, b: int, sl: slice, x_adv: torch.Tensor) -> SweepCo
     return SWEEP.get(ctx.rundir, compute, b)
 
 
-def correct_of(ctx: Context, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def correct_of(ctx: SpatialContext, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (ctx.model(images).argmax(1) == y).float().cpu()
 
 
-def aggregate_sweep(ctx: Context) -> SweepColumns:
+def aggregate_sweep(ctx: SpatialContext) -> SweepColumns:
     """The sweep's per-image columns over all n images (concatenated over batches)."""
     cfg = ctx.config
     attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
@@ -269,7 +271,7 @@ def aggregate_sweep(ctx: Context) -> SweepColumns:
 
 # -- the adaptive evaluation ------------------------------------------------------------------------------------
 
-def attacked(ctx: Context, defence: Defence, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
+def attacked(ctx: SpatialContext, defence: Defence, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
              left_side: bool = False, curve: bool = True) -> AdaptiveEvaluation:
     """The adaptive attack on ``defence`` at the run's budget with its convergence curves
@@ -279,7 +281,7 @@ def attacked(ctx: Context, defence: Defence, x: torch.Tensor, y: torch.Tensor, i
                              mask=mask, components=components, left_side=left_side, curve=curve)
 
 
-def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
+def adaptive_batch(ctx: SpatialContext, setting: DefenceSetting, b: int, sl: slice,
                    prior: torch.Tensor | None) -> SettingOutcome:
     """Adaptive per-image outcomes of one configuration and batch (cached, :class:`SettingOutcome`)."""
     cfg = ctx.config
@@ -308,7 +310,7 @@ def adaptive_batch(ctx: Context, setting: DefenceSetting, b: int, sl: slice,
     return ADAPTIVE.at(*setting.parts).get(ctx.rundir, compute, b)
 
 
-def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None) -> UndefendedOutcome:
+def undefended_batch(ctx: SpatialContext, b: int, sl: slice, prior: torch.Tensor | None) -> UndefendedOutcome:
     """The white-box references on the undefended model (same attack, same budget, each with its convergence
     curve; cached, :class:`UndefendedOutcome`)."""
     cfg = ctx.config
@@ -329,7 +331,7 @@ def undefended_batch(ctx: Context, b: int, sl: slice, prior: torch.Tensor | None
     return UNDEFENDED.get(ctx.rundir, compute, b)
 
 
-def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: slice) -> BaselineOutcome:
+def baseline_batch(ctx: SpatialContext, transform: str, strength: float, b: int, sl: slice) -> BaselineOutcome:
     """A trivial input transform under the same adaptive attack, with its convergence curve, and its clean
     correctness (cached, :class:`BaselineOutcome`)."""
     cfg = ctx.config
@@ -346,7 +348,7 @@ def baseline_batch(ctx: Context, transform: str, strength: float, b: int, sl: sl
     return BASELINES.at(transform, strength).get(ctx.rundir, compute, b)
 
 
-def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceSetting]:
+def adaptive_settings(ctx: SpatialContext, prior: torch.Tensor | None) -> list[DefenceSetting]:
     """The configurations attacked adaptively: the main defence; with ``sweep_adaptive`` (``--eval full``) every
     configuration the report shows."""
     every = ctx.config.defence_settings(prior is not None)
@@ -356,7 +358,7 @@ def adaptive_settings(ctx: Context, prior: torch.Tensor | None) -> list[DefenceS
 JobKey = str | DefenceSetting | tuple[str, float]
 
 
-def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> AdaptiveOutcomes:
+def adaptive_stage(ctx: SpatialContext, prior: torch.Tensor | None) -> AdaptiveOutcomes:
     """Every adaptive outcome (:class:`AdaptiveOutcomes`). Each (job, batch) pair is one unit of work, so the
     processes of a torchrun launch share the configurations even when the adaptive images fit in one batch."""
     cfg = ctx.config
@@ -380,9 +382,10 @@ def adaptive_stage(ctx: Context, prior: torch.Tensor | None) -> AdaptiveOutcomes
                              and isinstance(v, BaselineOutcome)})
 
 
-def setting_job(ctx: Context, setting: DefenceSetting, prior: torch.Tensor | None) -> Callable[[int, slice], Any]:
+def setting_job(ctx: SpatialContext, setting: DefenceSetting,
+                prior: torch.Tensor | None) -> Callable[[int, slice], Any]:
     return lambda b, sl: adaptive_batch(ctx, setting, b, sl, prior)
 
 
-def baseline_job(ctx: Context, transform: str, strength: float) -> Callable[[int, slice], Any]:
+def baseline_job(ctx: SpatialContext, transform: str, strength: float) -> Callable[[int, slice], Any]:
     return lambda b, sl: baseline_batch(ctx, transform, strength, b, sl)
