@@ -169,3 +169,13 @@ def test_a_difference_of_per_image_values_keeps_the_images_both_have() -> None:
     d = a.minus(b)
     assert d.columns.tolist() == [2, 3] and d.values.tolist() == [1.5, 3.0]
     assert d.observed.tolist() == [6.0, 7.0] and d.null.tolist() == [.6, .7]
+
+
+def test_a_store_selected_and_concatenated_keeps_every_field(store: Store) -> None:
+    first, second = store.select(torch.arange(0, 10)), store.select(torch.arange(10, len(store)))
+    again = Store.concatenated([first, second])
+    assert len(first) == 10 and len(again) == len(store)
+    for name in ("importance", "attack", "roi", "roa", "labels", "composition", "ids"):
+        assert torch.equal(getattr(again, name), getattr(store, name))
+    assert list(again.references) == list(store.references)
+    assert all(torch.equal(again.references[r], store.references[r].contiguous()) for r in store.references)
