@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from advspatial.faithfulness.draws import draws_to_decide
 from advspatial.faithfulness.gate import summarize_gate
 from advspatial.faithfulness.sanity import (
     cascade_reading, check_projection, efficient_reading, randomization_comparison, randomization_passed,
@@ -153,3 +154,22 @@ def test_plan_lists_randomization_checks_short_of_images_as_undecided() -> None:
         "gate gradcam: randomization: cascade |Spearman|", "gate gradcam: randomization: smooth MPRT Spearman",
         "gate gradcam: randomization: efficient MPRT complexity change"]
     assert all(r.n == 1 and r.images >= 30 and r.leans == "passes" for r in rows)
+
+
+def test_draws_that_differ_more_than_the_images_project_the_reinitializations_that_would_decide() -> None:
+    """Five draws far apart (medians -0.45 ... +0.15) on 128 images whose noise is small: the CI spans the bound for
+    the draws' sake, and the text names the re-initializations (--randomization-draws) beside the check images."""
+    rng = np.random.default_rng(5)
+    table = [list(center + rng.normal(0, 0.02, 128)) for center in (-0.45, -0.30, -0.15, 0.0, 0.15)]
+    reading = efficient_reading({"rise": -0.15, "per_draw": table})
+    assert reading.outcome == "undecided"
+    assert "re-initializations at these 128 check images" in reading.text
+    assert "--randomization-draws" in reading.text
+
+
+def test_the_projected_reinitializations_fall_as_the_value_moves_from_its_bound() -> None:
+    table = [[0.0, 0.2], [0.4, 0.6], [0.2, 0.4]]
+    near, far = draws_to_decide(table, "mean", 0.2), draws_to_decide(table, "mean", 0.6)
+    assert far < near < math.inf
+    assert draws_to_decide([[0.1, 0.2]], "mean", 0.5) == math.inf          # one draw: no spread between draws
+    assert draws_to_decide([[0.3], [0.3]], "mean", 0.5) == math.inf         # no spread at all

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..statistics.estimates import Estimate
 from ..statistics.outcomes import DEFAULT_POWER, Projection, images_beyond, images_within
-from .draws import two_level_ci
+from .draws import as_table, draws_to_decide, two_level_ci
 from .mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from .randomization import CASCADE_MAX_SPEARMAN
 from .record import Comparison, PairedEffect
@@ -92,12 +92,31 @@ def _worded(word: str, outcome: str) -> str:
     return f", {word}" if outcome == UNDECIDED else f" ({word})"
 
 
-def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int) -> str:
-    """An undecided check's text with the check images that would decide it."""
+def _distance(name: str, e: Estimate, bound: float) -> float:
+    """How far a check's value lies from the bound that would decide it (the cascade inside +-bound: from the
+    nearer edge)."""
+    if name == "cascade spearman":
+        return abs(abs(e.mean) - bound)
+    return abs(e.mean - bound)
+
+
+def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int,
+                     table: Any = None, statistic: str = "mean") -> str:
+    """An undecided check's text with what would decide it: the check images at these draws and, where the check
+    has several draws, the re-initializations at these images (the draws often differ more than the images, and
+    then more draws decide it sooner than more images)."""
     p = check_projection(name, e, bound=bound, min_n=min_n)
-    if not p.images < math.inf:
+    draws = (draws_to_decide(table, statistic, _distance(name, e, bound)) if table is not None
+             and as_table(table).shape[0] > 1 else math.inf)
+    if not p.images < math.inf and not draws < math.inf:
         return text
-    return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
+    if not draws < math.inf:
+        return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
+    d, n = as_table(table).shape
+    images = (f", or about {int(p.images):,} check images at these {d} re-initializations"
+              if p.images < math.inf else "")
+    return (f"{text} (about {int(draws):,} re-initializations at these {n} check images{images}, would decide it, "
+            f"{p.outcome}: --randomization-draws, --randomization-images)")
 
 
 def _interval(e: Estimate) -> str:
@@ -117,6 +136,11 @@ def _estimate(record: Mapping[str, Any], statistic: str, point_key: str) -> tupl
     return two_level_ci(table, statistic), True
 
 
+def _table(record: Mapping[str, Any]) -> Any:
+    """The record's (draws x images) values, or its one draw's per-image list, or None."""
+    return record.get("per_draw") or record.get("per_image") or None
+
+
 def _counted(record: Mapping[str, Any], how: str) -> str:
     """'; 3 of 640 randomized maps collapsed to constants (counted as ...)' and the trained-model maps left out."""
     parts = []
@@ -128,8 +152,8 @@ def _counted(record: Mapping[str, Any], how: str) -> str:
     return "".join(f"; {p}" for p in parts)
 
 
-def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: int, has_values: bool
-          ) -> CheckReading:
+def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: int, has_values: bool,
+          table: Any = None, statistic: str = "mean") -> CheckReading:
     """A check's reading: below ``min_n`` images with values a check that does not fail reads "undecided:
     insufficient data" (like the gate's cells, it may fail there but never pass); an undecided check's text with
     its projection."""
@@ -137,7 +161,7 @@ def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: 
         outcome = UNDECIDED
         text += f", undecided: insufficient data ({e.n} check image(s) < {min_n})"
     if outcome == UNDECIDED:
-        text = _with_projection(text, name, e, bound, min_n)
+        text = _with_projection(text, name, e, bound, min_n, table if has_values else None, statistic)
     return CheckReading(name, outcome, e, text)
 
 
@@ -158,7 +182,7 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]], min_n: int = MIN_CHECK_IM
     text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
             + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome)
             + _counted(last, "counted as Spearman 0"))
-    return _read("cascade spearman", outcome, e, text, b, min_n, has_values)
+    return _read("cascade spearman", outcome, e, text, b, min_n, has_values, _table(last), "mean")
 
 
 def smooth_reading(smooth: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
@@ -172,7 +196,7 @@ def smooth_reading(smooth: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> 
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
     text = (f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
             + _counted(smooth, "counted as Spearman 0"))
-    return _read("smooth MPRT spearman", outcome, e, text, b, min_n, has_values)
+    return _read("smooth MPRT spearman", outcome, e, text, b, min_n, has_values, _table(smooth), "mean")
 
 
 def efficient_reading(efficient: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
@@ -188,7 +212,7 @@ def efficient_reading(efficient: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGE
             UNDECIDED: f"undecided against +{m:g}"}[outcome]
     text = (f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
             + _counted(efficient, "counted as a fall to entropy 0"))
-    return _read("efficient MPRT rise", outcome, e, text, m, min_n, has_values)
+    return _read("efficient MPRT rise", outcome, e, text, m, min_n, has_values, _table(efficient), "median")
 
 
 def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:

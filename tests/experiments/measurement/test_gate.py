@@ -141,3 +141,25 @@ def test_no_attack_pass_holds_more_than_a_batch(quadrants, tmp_path, monkeypatch
     monkeypatch.setattr(PGD, "run", counted)
     wrong_map_gate(context(model, x, y, tmp_path / "b32", 32, sequential=False), x)
     assert seen and max(seen) == 32 and sum(seen) > 5 * N   # every region of every image, a batch at a time
+
+
+def test_the_rois_explainer_gets_its_draws_and_the_panel_its_own(monkeypatch) -> None:
+    """run_gates: the RoI's explainer (at every fraction) is checked over ``randomization_draws`` re-initializations,
+    the panel's other explainers over ``panel_randomization_draws``."""
+    from types import SimpleNamespace
+
+    from advspatial.experiments.measurement import gate as gate_module
+
+    seen: dict[tuple[str, float], int | None] = {}
+
+    def fake_gate(ctx, method, fraction, eps, maps=None, n=None, draws=None):  # type: ignore[no-untyped-def]
+        seen[(method, fraction)] = draws
+        return None
+
+    monkeypatch.setattr(gate_module, "gate_stage", fake_gate)
+    config = MapsConfig(randomization_draws=7, panel_randomization_draws=3, panel_fractions=[0.1, 0.2])
+    ctx = SimpleNamespace(config=config, panel=["hirescam", "gradcam"], importance="hirescam",
+                          panel_maps=lambda m, b: None, importance_of=lambda b: None)
+    gate_module.run_gates(ctx)  # type: ignore[arg-type]
+    assert seen[("hirescam", config.fraction)] == 7 and seen[("gradcam", config.fraction)] == 3
+    assert seen[("hirescam", 0.1)] in (None, 7)  # the RoI's explainer at another fraction: its default, the RoI's

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import ConfigError, unknown_name
-from ...faithfulness.draws import DEFAULT_DRAWS
+from ...faithfulness.draws import DEFAULT_DRAWS, PANEL_DRAWS
 from ...faithfulness.gate import DEFAULT_MARGIN, EDGE_FREE_FILLS
 from ...maps import list_attack_maps
 from ..settings import OPEN_UNIT_INTERVAL, ExperimentConfig, check_attacks, check_importance_methods, setting
@@ -45,8 +45,8 @@ class GatedConfig(ExperimentConfig):
                                              "and efficient MPRT); below the gate's 30 they read 'insufficient "
                                              "data'", low=1)
     randomization_draws: int = setting(DEFAULT_DRAWS, "independent random re-initializations of the model per "
-                                                      "randomization check, each from its own seed; the checks' CI "
-                                                      "spans draws and images", low=1)
+                                                      "randomization check of the RoI's explainer, each from its "
+                                                      "own seed; the checks' CI spans draws and images", low=1)
     randomization_samples: int = setting(20, "noisy copies per image of smooth MPRT (the randomization check's "
                                              "denoising; Quantus' default is 50)", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
@@ -97,6 +97,10 @@ class MeasurementConfig(GatedConfig):
                                "explainers of the sensitivity panel (each gated; the RoI's own is always added)")
     panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel",
                                            **OPEN_UNIT_INTERVAL)
+    panel_randomization_draws: int = setting(PANEL_DRAWS, "re-initializations per randomization check of the "
+                                                          "panel's other explainers (their gates qualify secondary "
+                                                          "rows only; the RoI's explainer: randomization_draws)",
+                                             low=1)
     attack_map: str = setting("contribution", "attack map of the RoA; magnitude is added for L2 attacks")
     contribution_part: str = setting("drop", "contribution map: drop (pixels lowering the margin) or absolute")
     contribution_steps: int = setting(16, "initial Gauss-Legendre points of the contribution map (doubled per "

@@ -104,12 +104,14 @@ class _Plan:
     slices: list[slice]
     budget: Budget
     attack: Any
+    draws: int
 
 
 def gate_stage(ctx: GateContext, method: str, fraction: float, eps: float, target: str = "pred",
                importance_kw: dict[str, Any] | None = None,
                maps: Callable[[int], torch.Tensor] | None = None,
-               model: nn.Module | None = None, tag: str = "", n: int | None = None) -> GateResult:
+               model: nn.Module | None = None, tag: str = "", n: int | None = None,
+               draws: int | None = None) -> GateResult:
     """The gate of importance method ``method`` on this run's first ``n`` images (default ``gate_n``; every image
     with ``gate_until_decided``), its record naming ``method`` (cached per batch: :data:`GATE_MAPS`; per chunk of a
     look: :data:`GATE_COLUMNS`; the randomization checks once: :data:`GATE_CHECK`).
@@ -117,7 +119,8 @@ def gate_stage(ctx: GateContext, method: str, fraction: float, eps: float, targe
     ``maps(b)``, when given, returns the experiment's own (cached) map of batch b, so the gate judges exactly the
     map the experiment uses, without recomputing it. ``model`` (default ``ctx.model``) and ``tag`` let an
     experiment with several models gate the explainer on each. ``target``: ``pred`` or ``true`` class. ``eps``:
-    the experiment's L-inf budget, which the restricted attack's calibrated budget does not exceed.
+    the experiment's L-inf budget, which the restricted attack's calibrated budget does not exceed. ``draws``: the
+    re-initializations of each randomization check (default ``randomization_draws``).
     """
     cfg = ctx.config
     model = ctx.model if model is None else model
@@ -127,7 +130,8 @@ def gate_stage(ctx: GateContext, method: str, fraction: float, eps: float, targe
     budget = _budget(ctx, model, eps, tag, slices)
     plan = _Plan(method, model, [tag, method] if tag else [method], f"{tag + ' ' if tag else ''}{method}", fraction,
                  stop, slices, budget, make_attack("pgd", model, eps=budget.eps, alpha="auto", steps=cfg.gate_steps,
-                                                   seed=cfg.seed))
+                                                   seed=cfg.seed),
+                 cfg.randomization_draws if draws is None else draws)
 
     def batch_maps(b: int, sl: slice) -> torch.Tensor:
         if maps is not None:
@@ -265,12 +269,12 @@ def _judged(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any], colu
     else:
         with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
             randomization = GATE_CHECK.at(*plan.family, "randomization").get(
-                ctx.rundir, lambda: _randomization(ctx, plan.model, plan.method, target, kw))
+                ctx.rundir, lambda: _randomization(ctx, plan, target, kw))
             if sequential and randomization_passed(randomization) is False:
                 skipped = ["mprt"]
             else:
                 mprt = GATE_CHECK.at(*plan.family, "mprt").get(
-                    ctx.rundir, lambda: _mprt(ctx, plan.model, plan.method, target, kw))
+                    ctx.rundir, lambda: _mprt(ctx, plan, target, kw))
     result = summarize_gate(columns, looked.labels, seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=plan.fraction, randomization=randomization, mprt=mprt, skipped=skipped,
                             margin=cfg.equivalence_margin, restricted_attack=plan.budget.as_dict())
@@ -331,25 +335,25 @@ def _randomization_images(ctx: GateContext, model: nn.Module, target: str
     return x, y, ids
 
 
-def _randomization(ctx: GateContext, model: nn.Module, method: str, target: str,
-                   kw: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cascading model-randomization check of the explainer (its rows), over ``randomization_draws`` draws."""
-    x, y, _ = _randomization_images(ctx, model, target)
+def _randomization(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cascading model-randomization check of the explainer (its rows), over the plan's draws."""
+    x, y, _ = _randomization_images(ctx, plan.model, target)
     cfg = ctx.config
+    method = plan.method
     return model_randomization_check(
-        model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=cfg.batch_size, **kw),
-        seed=cfg.seed, max_steps=cfg.randomization_steps, draws=cfg.randomization_draws, progress=cfg.progress)
+        plan.model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=cfg.batch_size, **kw),
+        seed=cfg.seed, max_steps=cfg.randomization_steps, draws=plan.draws, progress=cfg.progress)
 
 
-def _mprt(ctx: GateContext, model: nn.Module, method: str, target: str,
-          kw: dict[str, Any]) -> dict[str, Any]:
-    """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``), over
-    ``randomization_draws`` draws."""
-    x, y, ids = _randomization_images(ctx, model, target)
+def _mprt(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any]) -> dict[str, Any]:
+    """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``), over the
+    plan's draws."""
+    x, y, ids = _randomization_images(ctx, plan.model, target)
     cfg = ctx.config
+    method = plan.method
     return randomization_checks(
-        model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=cfg.batch_size, **kw),
-        seed=cfg.seed, sample_ids=ids, samples=cfg.randomization_samples, draws=cfg.randomization_draws,
+        plan.model, x, y, lambda m, z, t: importance_map(method, m, z, target=t, batch_size=cfg.batch_size, **kw),
+        seed=cfg.seed, sample_ids=ids, samples=cfg.randomization_samples, draws=plan.draws,
         progress=cfg.progress).as_dict()
 
 
@@ -358,14 +362,19 @@ def _mprt(ctx: GateContext, model: nn.Module, method: str, target: str,
 def run_gates(ctx: Context[MeasurementConfig]) -> dict[str, GateResult]:
     """The faithfulness gate of the RoI's explainer (on ``gate_n`` images) and of every panel explainer, on the
     run's own maps; and of the RoI's explainer at every other panel fraction, each at its own fraction
-    (:func:`fraction_key`); the panel's gates on ``panel_gate_n`` images."""
+    (:func:`fraction_key`); the panel's other explainers on ``panel_gate_n`` images and
+    ``panel_randomization_draws`` re-initializations."""
     cfg = ctx.config
 
     def panel_maps(m: str) -> Callable[[int], torch.Tensor]:
         return lambda b: ctx.panel_maps(m, b)
 
+    def roi(m: str) -> bool:
+        return m == ctx.importance
+
     gates = {m: gate_stage(ctx, m, cfg.fraction, cfg.eps_linf, maps=panel_maps(m),
-                           n=cfg.gate_n if m == ctx.importance else cfg.panel_gate_n)
+                           n=cfg.gate_n if roi(m) else cfg.panel_gate_n,
+                           draws=cfg.randomization_draws if roi(m) else cfg.panel_randomization_draws)
              for m in ctx.panel}
     for fraction in cfg.panel_fractions:
         if fraction != cfg.fraction:
