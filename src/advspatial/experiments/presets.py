@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": {**DATASET_BUDGETS["cifar10"].given(), "eps_max": 32 / 255, "batch_size": 100, "image_size": 32,
                 "noise_sds": [0.03]},
     "imagenet": {**DATASET_BUDGETS["imagenet"].given(), "eps_max": 16 / 255, "batch_size": 16, "image_size": 224,
-                 "pse_block": 8, "panel": ["gradcam", "hirescam", "inputxgrad"]},
+                 "pse_block": 8},
 }
 
 #: what each generic budget means (the documentation's presets table is built from these)
@@ -45,8 +45,6 @@ GENERIC_BUDGETS: dict[str, str] = {
     "image_size": "side of folder images after resizing (0 = the dataset's own size)",
     "noise_sds": "spatial: sd of the Gaussian-noise baseline (--eval full: half, once and twice it); the pretrained "
                  "CIFAR-10 ResNet-20 scores 0.65 at 0.03 (0.80 without noise) and is at chance at 0.2",
-    "panel": "maps, spatial: explainers of the sensitivity panel; at 224 px only those with one backward pass per map "
-             "(IG and occlusion cost ~100x more there: benchmarks/README.md; name them with --panel)",
 }
 
 PRESET_CHOICES = ("auto", *PRESETS)

@@ -93,8 +93,10 @@ class MeasurementConfig(GatedConfig):
     onepixel_steps: int = setting(30, "one-pixel DE generations (literature: 75)", low=1)
     importance: str = setting("auto", "importance map of the RoI: auto (Grad-CAM for a GAP+linear head, HiResCAM "
                                       "for a flatten/FC head) or a name (advspatial list maps)")
-    panel: list[str] = setting(["gradcam", "hirescam", "occlusion", "ig"],
-                               "explainers of the sensitivity panel (each gated; the RoI's own is always added)")
+    panel: list[str] = setting(["gradcam", "hirescam", "inputxgrad"],
+                               "explainers of the sensitivity panel (each gated; the RoI's own is always added); "
+                               "occlusion and ig are opt-in: with their randomization checks they cost about 100x "
+                               "a gradient map (benchmarks/README.md)")
     panel_fractions: list[float] = setting([0.05, 0.1, 0.2, 0.3, 0.5], "region fractions of the sensitivity panel",
                                            **OPEN_UNIT_INTERVAL)
     panel_randomization_draws: int = setting(PANEL_DRAWS, "re-initializations per randomization check of the "
@@ -122,8 +124,7 @@ class MeasurementConfig(GatedConfig):
 
     PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
                      "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
-                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size",
-                     "panel": "panel"}
+                     "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
 
     def validate(self) -> None:
         super().validate()
