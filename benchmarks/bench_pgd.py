@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from advspatial.attacks.base import frozen_eval
 from advspatial.attacks.pgd import PGD
 from advspatial.models import build_model
+from advspatial.models.hooks import frozen_eval
 from advspatial.runtime import pick_device
 
 RESULTS = Path(__file__).parent / "results" / "pgd.json"

@@ -313,3 +313,100 @@ def test_no_experiment_imports_another_experiment():
              for path in MODULES for name in [module_name(path)]}
     found = cross_experiment_imports(graph)
     assert not found, "imports of one experiment's modules from outside it: " + "; ".join(found)
+
+
+# -- one name, one home ------------------------------------------------------------------------------------------
+#: imports that break the rule in modules whose owner changes them next, as ``(importer, home it names, name)``;
+#: the list only shrinks
+PENDING: set[tuple[str, str, str]] = {
+    ("advspatial.experiments.measurement.config", "advspatial.faithfulness.gate", "EDGE_FREE_FILLS"),
+}
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """The names a module defines at its top level (under ``if``/``try`` included): functions, classes and
+    assignments; an imported name is not defined there."""
+    found: set[str] = set()
+
+    def walk(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                found.add(node.name)
+            elif isinstance(node, ast.Assign):
+                found.update(n.id for t in node.targets for n in ast.walk(t) if isinstance(n, ast.Name))
+            elif isinstance(node, ast.AnnAssign | ast.AugAssign) and isinstance(node.target, ast.Name):
+                found.add(node.target.id)
+            elif isinstance(node, ast.If):
+                walk(node.body)
+                walk(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, *(h.body for h in node.handlers), node.orelse, node.finalbody):
+                    walk(block)
+
+    walk(tree.body)
+    return found
+
+
+def public_names(tree: ast.Module) -> set[str]:
+    """A module's ``__all__``, empty when it has none."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return set()
+
+
+def misplaced_imports(sources: dict[str, tuple[str, bool]]) -> list[tuple[str, str, str]]:
+    """Every ``from X import name`` of an advspatial module (relative or absolute, at any depth) whose X does not
+    define ``name``, as ``(importer, X, name)``.
+
+    ``sources``: each module's source and whether it is a package (``__init__``). Allowed besides a name's home: a
+    submodule of a package (``from . import x``); a package's public name (in its ``__init__``'s ``__all__``)
+    imported from outside that package, as a user would; everything else imports the module that defines it, so a
+    name has one home and a facade that only forwards names has no reason to exist.
+    """
+    trees = {name: ast.parse(text) for name, (text, _) in sources.items()}
+    defined = {name: defined_names(tree) for name, tree in trees.items()}
+    public = {name: public_names(tree) for name, tree in trees.items() if sources[name][1]}
+    found = []
+    for module, tree in trees.items():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            targets = resolve(module, sources[module][1], node)
+            if not targets or targets[0] not in trees:
+                continue
+            home = targets[0]
+            for alias in node.names:
+                name = alias.name
+                if name in defined[home] or f"{home}.{name}" in trees:
+                    continue
+                if name in public.get(home, ()) and not (module == home or module.startswith(home + ".")):
+                    continue
+                found.append((module, home, name))
+    return found
+
+
+def test_misplaced_imports_finds_a_name_imported_through_a_facade():
+    sources = {
+        "advspatial.analysis": ("from .pse import PSEResult\n__all__ = ['PSEResult']\n", True),
+        "advspatial.analysis.pse_types": ("class PSEResult: ...\n", False),
+        "advspatial.analysis.pse": ("from .pse_types import PSEResult\nfrom . import pse_types\n", False),
+        "advspatial.analysis.user": ("from .pse import PSEResult\nfrom . import PSEResult as R\n", False),
+        "advspatial.experiments.pse": ("from ...analysis import PSEResult\n"
+                                       "from ...analysis.pse_types import PSEResult as P\n", True),
+    }
+    # the package's __init__ itself names the facade; inside the package the __init__ is no home either
+    assert misplaced_imports(sources) == [
+        ("advspatial.analysis", "advspatial.analysis.pse", "PSEResult"),
+        ("advspatial.analysis.user", "advspatial.analysis.pse", "PSEResult"),
+        ("advspatial.analysis.user", "advspatial.analysis", "PSEResult"),
+    ]
+
+
+def test_every_name_is_imported_from_its_home():
+    """A name is imported from the module that defines it (or, from outside a package, from the package's public
+    ``__all__``): a re-export chain hides where a name lives and lets two homes drift apart."""
+    sources = {module_name(p): (p.read_text(), p.name == "__init__.py") for p in MODULES}
+    found = [site for site in misplaced_imports(sources) if site not in PENDING]
+    assert not found, "names imported from a module that does not define them: " + "; ".join(
+        f"{module} imports {name} from {home}" for module, home, name in found)

@@ -186,14 +186,9 @@ def test_looking_data_up_never_creates_cache_folders(tmp_path, monkeypatch) -> N
 
 def test_per_sample_seeding_has_one_owner():
     """runtime.sample_seed is the key of every per-sample draw: the attacks', the controls', the maps'."""
-    from advspatial.attacks.base import per_sample_noise as from_attacks
-    from advspatial.regions.controls import sample_ids_or_range as ids_from_regions
-    from advspatial.regions.controls import stream_seed as stream_from_regions
-    from advspatial.runtime import per_sample_noise, sample_generator, sample_ids_or_range, sample_seed, stream_seed
+    from advspatial.runtime import per_sample_noise, sample_generator, sample_ids_or_range, sample_seed
 
     assert sample_seed(3, 17) == 3 * 1_000_003 + 17 and sample_seed(2**62, 5) < 2**63 - 1
-    assert from_attacks is per_sample_noise and ids_from_regions is sample_ids_or_range
-    assert stream_from_regions is stream_seed
     noise = per_sample_noise((2, 4), 3, torch.tensor([17, 4]), "normal")
     assert torch.equal(noise[0], torch.randn(4, generator=sample_generator(3, 17)))
     assert torch.equal(per_sample_noise((1, 4), 3, torch.tensor([4]), "normal")[0], noise[1])

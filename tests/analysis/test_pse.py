@@ -8,18 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advspatial.analysis.pse import (
-    BALANCED,
-    OPPOSING,
-    PROMOTION,
-    SUPPRESSION,
-    TYPE_NAMES,
-    UNPERTURBED,
-    block_labels,
-    classify_groups,
-    group_type_map,
-    promotion_suppression,
-    pse_vs_cam,
+from advspatial.analysis.pse import block_labels, promotion_suppression
+from advspatial.analysis.pse_cam import pse_vs_cam
+from advspatial.analysis.pse_types import (
+    BALANCED, OPPOSING, PROMOTION, SUPPRESSION, TYPE_NAMES, UNPERTURBED, classify_groups, group_type_map,
 )
 from advspatial.errors import ConfigError, ShapeError
 
@@ -410,7 +402,7 @@ def test_leave_one_out_differs_from_isolated_where_groups_interact():
 
 
 def test_noise_floor_leaves_tiny_groups_untyped_and_counts_them():
-    from advspatial.analysis.pse import UNTYPED, retype
+    from advspatial.analysis.pse_types import UNTYPED, retype
 
     weight = torch.zeros(2, 4, dtype=torch.float64)
     weight[0] = -1.0  # every pixel lowers the true class (suppression)
@@ -432,7 +424,7 @@ def test_noise_floor_leaves_tiny_groups_untyped_and_counts_them():
 
 
 def test_classify_groups_floor_is_per_element_broadcast():
-    from advspatial.analysis.pse import UNTYPED
+    from advspatial.analysis.pse_types import UNTYPED
 
     s = torch.tensor([[0.5, 0.001], [0.5, 0.001]])
     p = torch.zeros(2, 2)
@@ -441,7 +433,7 @@ def test_classify_groups_floor_is_per_element_broadcast():
 
 
 def test_secondary_view_types_towards_the_secondary_class():
-    from advspatial.analysis.pse import retype, secondary_view
+    from advspatial.analysis.pse_types import retype, secondary_view
 
     model, weight, x, x_adv, y, t = random_case(5)
     t2 = (t + 1) % 4

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advspatial.analysis.pse import cat_pse, promotion_suppression, pse_to_dict, select_pse
+from advspatial.analysis.pse import promotion_suppression
+from advspatial.analysis.pse_types import cat_pse, pse_to_dict, select_pse
 from advspatial.errors import ConfigError
 
 

@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from advspatial.attacks.base import (
-    Attack, AttackResult, enforce_constraints, frozen_eval, list_attacks, make_attack, margin, per_sample_noise,
-    perturbation_norms, prepare_mask,
+    Attack, AttackResult, enforce_constraints, list_attacks, make_attack, margin, perturbation_norms, prepare_mask,
 )
 from advspatial.attacks.fgsm import FGSM
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.models.hooks import frozen_eval
+from advspatial.runtime import per_sample_noise
 
 
 class _AddConstant(Attack):

@@ -11,11 +11,10 @@ from advspatial.models import hooks
 
 
 def test_one_home_named_from_the_old_places():
-    from advspatial.attacks.base import frozen_eval
     from advspatial.models.hooks import declared_cam_layer, find_feature_layer, resolve_layer
     from advspatial.maps._common import forward_hooks, module_by_name
 
-    assert frozen_eval is hooks.frozen_eval and forward_hooks is hooks.forward_hooks
+    assert forward_hooks is hooks.forward_hooks
     assert module_by_name is hooks.module_by_name and resolve_layer is hooks.resolve_layer
     assert declared_cam_layer is hooks.declared_cam_layer and find_feature_layer is hooks.find_feature_layer
 

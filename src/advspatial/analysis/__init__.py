@@ -12,11 +12,14 @@ Listing and recording layer outputs is :mod:`advspatial.models.hooks`'s.
 """
 
 from .dissection import DissectionResult, dissect, sensitivity_vs_interpretability
-from .locality import LocalityResult, cluster_bootstrap_rate, context_maps, locality_analysis, matched_variants
+from .locality import LocalityResult, cluster_bootstrap_rate, locality_analysis
+from .locality_placements import context_maps, matched_variants
 from .propagation import (
     PropagationMap, average_propagation, depth_summary, per_image_layer_stats, propagation_maps, random_pixel_change,
 )
-from .pse import PSEResult, promotion_suppression, pse_vs_cam
+from .pse import promotion_suppression
+from .pse_cam import pse_vs_cam
+from .pse_types import PSEResult
 from .ssim import ssim, ssim_map
 from .units import mask_units, masking_curve, rank_sensitive_units, unit_activation_change
 

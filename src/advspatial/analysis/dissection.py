@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..data.base import ImageDataset
 from ..errors import ConfigError, ModelError, ShapeError, check_range
-from ..statistics.inference import excess_test
+from ..models.hooks import frozen_eval
 from ..runtime import batch_slices, model_device
+from ..statistics.inference import excess_test
 from .units import Layer, capture
 
 QUANTILE_ON = ("upsampled", "raw")

@@ -43,11 +43,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ShapeError, check_range
-from ..regions.controls import sample_ids_or_range
+from ..models.hooks import frozen_eval
+from ..runtime import batch_slices, model_device, sample_ids_or_range
 from ..statistics.estimates import BOOTSTRAP_RESAMPLES
-from ..runtime import batch_slices, model_device
 from .locality_placements import (
     EDGE_STRATA, INTENSITY_STRATA, context_maps, matched_variants, random_variants, ring_offsets, ring_variants,
 )

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..regions.controls import sample_ids_or_range
+from ..runtime import sample_ids_or_range
 from .propagation import stream_generator
 
 #: random streams of the two locality controls (with the run's seed and each image's sample id)

@@ -34,8 +34,8 @@ from advspatial.models.hooks import record_outputs
 from advspatial.models.tokens import TokenLayout, token_layout
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ModelError, ShapeError
+from ..models.hooks import frozen_eval
 from ..runtime import batch_slices, model_device
 
 
@@ -228,11 +228,11 @@ _BOX_SLACK = 1e-6
 def stream_generator(seed: int, stream: int, sample_id: int) -> torch.Generator:
     """The CPU generator of one image in one random stream, keyed by (seed, stream, global sample id).
 
-    The same keying as :func:`advspatial.attacks.base.per_sample_noise` under
+    The same keying as :func:`advspatial.runtime.per_sample_noise` under
     :func:`advspatial.regions.controls.stream_seed`: an image's draws never
     depend on the batch, the order of the images or the other images.
     """
-    from ..regions.controls import stream_seed
+    from ..runtime import stream_seed
 
     return torch.Generator().manual_seed((stream_seed(seed, stream) * 1_000_003 + int(sample_id)) % (2**63 - 1))
 
@@ -299,7 +299,7 @@ def random_pixel_change(
     itself this control (same seed and id) gets itself back as its control.
     """
     from ..errors import unknown_name
-    from ..regions.controls import sample_ids_or_range
+    from ..runtime import sample_ids_or_range
 
     if mode not in CONTROL_MODES:
         raise unknown_name("control mode", mode, CONTROL_MODES)
@@ -391,7 +391,7 @@ def random_corner_pixels(
     is part of a random draw, not dropped. Draws of image i come from :func:`stream_generator` (seed,
     :data:`RANDOM_PIXEL_STREAM`, ``sample_ids[i]``), so they depend on neither the batch nor the other images.
     """
-    from ..regions.controls import sample_ids_or_range
+    from ..runtime import sample_ids_or_range
 
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")

@@ -34,11 +34,11 @@ the same ``∇z·δ_G``; where they differ, the groups interact.
 one): the post-hoc ``argmax z(x')`` is the class that won *because* it was
 promoted most, which biases the shares towards promotion. ``secondary_target``
 measures the promotion of a second class from the same forward passes
-(:func:`secondary_view` types the groups with it), for a labelled secondary view.
+(:func:`~advspatial.analysis.pse_types.secondary_view` types the groups with it), for a labelled secondary view.
 
-:func:`pse_vs_cam` (:mod:`advspatial.analysis.pse_cam`) then asks where each type
-falls relative to the top region of ``CAM_t0(x)`` and ``CAM_t(x')``. This module
-re-exports the names of both, so ``advspatial.analysis.pse`` stays the one import.
+The group types, their rule and :class:`PSEResult` live in :mod:`advspatial.analysis.pse_types`;
+:func:`~advspatial.analysis.pse_cam.pse_vs_cam` (:mod:`advspatial.analysis.pse_cam`) then asks where each type
+falls relative to the top region of ``CAM_t0(x)`` and ``CAM_t(x')``.
 """
 
 from __future__ import annotations
@@ -46,21 +46,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ConfigError, ShapeError, check_range
+from ..models.hooks import frozen_eval
 from ..runtime import batch_slices, model_device
-from .pse_cam import WEIGHTS, CamOverlap, PSECamResult, pse_vs_cam
-from .pse_types import (
-    BALANCED, OPPOSING, PROMOTION, SUPPRESSION, TYPE_NAMES, UNPERTURBED, UNTYPED, PSEResult, cat_pse, classify_groups,
-    group_type_map, group_value_map, pse_to_dict, retype, secondary_view, select_pse, type_shares, typed_groups,
-)
+from .pse_types import PSEResult, type_shares, typed_groups
 
-__all__ = [
-    "BALANCED", "METHODS", "OPPOSING", "PROMOTION", "SUPPRESSION", "TYPE_NAMES", "UNPERTURBED", "UNTYPED", "VARIANTS",
-    "WEIGHTS", "CamOverlap", "PSECamResult", "PSEResult", "block_labels", "cat_pse", "classify_groups",
-    "group_type_map", "group_value_map", "promotion_suppression", "pse_to_dict", "pse_vs_cam", "retype",
-    "secondary_view", "select_pse", "type_shares",
-]
+__all__ = ["METHODS", "VARIANTS", "block_labels", "promotion_suppression"]
 
 METHODS = ("exact", "first_order")
 VARIANTS = ("isolated", "leave-one-out")

@@ -31,13 +31,12 @@ from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_logits, guarded_spec
 from ..registry import Registry
+from ..runtime import model_device, sample_ids_or_range
 
-__all__ = [  # frozen_eval and per_sample_noise: re-exported from their owners, models.hooks and runtime
-    "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "frozen_eval",
-    "list_attacks", "make_attack", "margin", "per_sample_noise", "perturbation_norms", "prepare_mask",
-    "register_attack",
+__all__ = [
+    "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "list_attacks",
+    "make_attack", "margin", "perturbation_norms", "prepare_mask", "register_attack",
 ]
-from ..runtime import model_device, per_sample_noise, sample_ids_or_range
 
 NORMS = ("linf", "l2", "l0", "ssim")
 

@@ -20,13 +20,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from ..attacks.base import frozen_eval
 from ..errors import ShapeError, check_range
-from ..regions.controls import random_regions_like
-from ..runtime import sample_ids_or_range
-from ..runtime import batch_slices, model_device
-from ..regions.fills import put_back
+from ..models.hooks import frozen_eval
 from ..regions.checks import check_region
+from ..regions.controls import random_regions_like
+from ..regions.fills import put_back
+from ..runtime import batch_slices, model_device, sample_ids_or_range
 from .neutralize import NeutralizedModel
 
 

@@ -30,10 +30,9 @@ import math
 import torch
 from torch import nn
 
-from ..attacks.base import per_sample_noise
 from ..errors import ConfigError, check_range, unknown_name
-from ..runtime import stream_seed
 from ..regions.fills import gaussian_blur
+from ..runtime import per_sample_noise, stream_seed
 
 BACKWARDS = ("local", "identity")
 TRANSFORMS = ("blur", "noise", "jpeg")

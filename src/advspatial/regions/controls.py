@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
-from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed  # the last two re-exported: owned by runtime
+from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 
 #: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
 RANDOM_REGION_STREAM = 0xC0DE

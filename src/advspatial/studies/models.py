@@ -10,6 +10,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import ConfigError, bounded_repr
+from ..models.spec import LIBRARY_PREFIXES
 
 #: the keys a model entry of a study's YAML list may have
 MODEL_KEYS = ("model", "label", "weights", "arch", "preset", "image_size", "batch_size", "covariates")
@@ -44,7 +45,7 @@ class StudyModel:
 
 def default_label(spec: str) -> str:
     """A label from a model spec: the zoo/registered name, or a file's stem (``nets/wide.py:make`` -> ``wide``)."""
-    library = spec.startswith(("object:", "torchvision:", "timm:", "hf:"))  # hf:runs/vit -> vit
+    library = spec.startswith(("object:", *LIBRARY_PREFIXES))  # hf:runs/vit -> vit
     name = spec.split(":", 1)[1] if library else spec.split(":", 1)[0]
     return PurePath(name).stem or spec
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 from helpers import suppression_case
 
-from advspatial.analysis.pse import (
-    PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, block_labels, cat_pse, group_type_map, promotion_suppression,
-    pse_vs_cam, select_pse, type_shares,
+from advspatial.analysis.pse import block_labels, promotion_suppression
+from advspatial.analysis.pse_cam import pse_vs_cam
+from advspatial.analysis.pse_types import (
+    PROMOTION, SUPPRESSION, TYPE_NAMES, PSEResult, cat_pse, group_type_map, select_pse, type_shares,
 )
 from advspatial.experiments.pse.control import SHARE_NAMES, control_shares, energy_shares
 from advspatial.experiments.pse import PSEConfig

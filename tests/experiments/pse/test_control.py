@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import suppression_case
 
-from advspatial.analysis.pse import OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED, promotion_suppression
+from advspatial.analysis.pse import promotion_suppression
+from advspatial.analysis.pse_types import OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED
 from advspatial.experiments.pse.control import (
     SHARE_NAMES, control_shares, energy_shares, random_signs, untyped_count_share,
 )

@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from advspatial.analysis.pse import TYPE_NAMES, promotion_suppression
+from advspatial.analysis.pse import promotion_suppression
+from advspatial.analysis.pse_types import TYPE_NAMES
 from advspatial.experiments.pse.control import SHARE_NAMES
 from advspatial.experiments.pse.rows import pse_rows
 from advspatial.experiments.pse.targets import adversarial_class

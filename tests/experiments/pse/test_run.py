@@ -12,7 +12,7 @@ import torch
 from helpers import ReportParser
 from torch import nn
 
-from advspatial.analysis.pse import TYPE_NAMES
+from advspatial.analysis.pse_types import TYPE_NAMES
 from advspatial.experiments.pse.control import SHARE_NAMES
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.measurement.roi import roi_caveat

@@ -7,21 +7,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...masks import BACKGROUND_TAU
-from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
-from ...statistics.verdicts import MIN_SEEDS, sesoi_text
+from ...data.mnist import BACKGROUND_THRESHOLD
+from ...report.gates import gate_tables
 from ...report.html import Figure, Section, Table
 from ...report.sections import drawn_figure, status_words
-from ...report.gates import gate_tables
 from ...report.verdicts import fmt, interval, verdict_legend, verdict_table, what_this_run_shows
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.verdicts import MIN_SEEDS, sesoi_text
 from ..measurement.roi import gate_rule, roi_label
 from ..results import Rendered
+from .attack_rows import SeedSpread
 from .config import (
     EXAMPLE_MODES, MIXED, MODE_NAMES, MODES, TERMS, LocalizedConfig, budget_text, condition_labels, gate_eps,
     natural_epochs, region_names, train_config,
 )
 from .figures import ACCURACY_PNG, examples_png, importance_png
-from .metrics import FinetuneFacts, LocalizedFindings, SeedSpread
+from .metrics import FinetuneFacts, LocalizedFindings
 
 #: datasets whose object masks are exact (the others' masks are a brightness threshold)
 EXACT_MASKS = ("synthetic-shapes",)
@@ -69,7 +70,7 @@ def mask_source(view: ReportView) -> str:
                 "every result under this mask rests on that map and carries its RoI faithfulness gate")
     if cfg.mask in ("background", "foreground"):
         source = ("the dataset's exact object masks" if cfg.dataset in EXACT_MASKS else
-                  f"the brightness threshold x <= {BACKGROUND_TAU:g} (the dataset's own foreground mask)")
+                  f"the brightness threshold x <= {BACKGROUND_THRESHOLD:g} (the dataset's own foreground mask)")
         return f"{source}; no importance map is involved, so accuracy results under it carry no RoI gate"
     return "a mask file; no importance map is involved, so accuracy results under it carry no RoI gate"
 

@@ -30,10 +30,9 @@ from typing import Any
 import torch
 
 from ...analysis.ssim import ssim, ssim_map
-from ...attacks.base import per_sample_noise
 from ...attacks.ssim_ball import SSIMBallAttack
 from ...errors import check_range
-from ...regions.controls import stream_seed
+from ...runtime import per_sample_noise, stream_seed
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The claims of ``pse``: one per (CAM, group type) share and null, judged with the CAM explainer's faithfulness gate.
 
-Each share of :func:`advspatial.analysis.pse.pse_vs_cam` is compared with the
+Each share of :func:`advspatial.analysis.pse_cam.pse_vs_cam` is compared with the
 engine's hierarchy of nulls (uniform placement, any-class, same-class,
 object-conditioned where the images' composition is informative), as spatial's
 co-location claims are. One primary per pre-declared claim: the type that acts
@@ -23,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...analysis.pse import TYPE_NAMES, PSECamResult
+from ...analysis.pse_cam import PSECamResult
+from ...analysis.pse_types import TYPE_NAMES
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
-from ..paired import paired_claim
 from ..measurement.roi import with_roi_caveat
+from ..paired import paired_claim
 from .config import PSEConfig
 from .control import CONTROL
 from .rows import CAM_KEYS, energy_shares_of

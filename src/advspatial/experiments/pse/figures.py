@@ -20,7 +20,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ...analysis.pse import TYPE_NAMES, group_type_map
+from ...analysis.pse_types import TYPE_NAMES, group_type_map
 from ...report.figures import image_for_display, save_figure, to_numpy
 from ...report.verdicts import plot_forest
 from .claims import forest_claims

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from ...analysis.pse import PSECamResult, PSEResult
+from ...analysis.pse_cam import PSECamResult
+from ...analysis.pse_types import PSEResult
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim
 from ..findings import Findings, optional_part

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...analysis.pse import TYPE_NAMES
+from ...analysis.pse_types import TYPE_NAMES
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
-from ..results import Rendered
 from ..measurement.roi import gate_rule
+from ..results import Rendered
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
 from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
 from .figures import DISSECTION, FOREST, MASKING, TYPES, UNIT_SENSITIVITY, examples_file

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ...analysis.pse import TYPE_NAMES, PSECamResult, PSEResult, secondary_view
+from ...analysis.pse_cam import PSECamResult
+from ...analysis.pse_types import TYPE_NAMES, PSEResult, secondary_view
 from ...attacks.base import AttackResult
 from ...statistics.estimates import finite_mean
 from ...statistics.inference import ratio_to_null

@@ -8,7 +8,7 @@ kappa (agreement corrected for what the two label frequencies would give by
 chance), over the elements both typings type (codes >= 0).
 
 Typings over different group geometries are compared pixel by pixel
-(:func:`advspatial.analysis.pse.group_type_map`), restricted to perturbed pixels.
+(:func:`advspatial.analysis.pse_types.group_type_map`), restricted to perturbed pixels.
 
 Superpixels come from SLIC (scikit-image), an optional dependency:
 :func:`superpixel_labels` says how to install it when it is missing.

@@ -12,17 +12,16 @@ from typing import Any
 import torch
 
 from ...analysis.dissection import DissectionResult, dissect
-from ...analysis.pse import (
-    TYPE_NAMES, PSECamResult, PSEResult, cat_pse, promotion_suppression, pse_to_dict, pse_vs_cam,
-    retype, select_pse,
-)
+from ...analysis.pse import promotion_suppression
+from ...analysis.pse_cam import PSECamResult, pse_vs_cam
+from ...analysis.pse_types import TYPE_NAMES, PSEResult, cat_pse, pse_to_dict, retype, select_pse
 from ...analysis.units import masking_curve, rank_sensitive_units
 from ...attacks import Attack, AttackResult
 from ...maps import importance_map
 from ...runtime import batch_slices
 from ...statistics.store import informative
-from ..measurement.colocation import composition
 from ..context import ExperimentContext, shared_splits, train_images
+from ..measurement.colocation import composition
 from ..stage import ATTACK, FieldsStage, Stage
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings
 from .control import SHARE_NAMES, control_shares

@@ -32,13 +32,13 @@ from typing import Any
 
 import torch
 
-from ...attacks.base import frozen_eval
 from ...defence.adaptive import Defence, Undefended, correct_share, roi_attack_mask
 from ...defence.evaluate import evaluate_defence
 from ...defence.evaluation import AdaptiveEvaluation, PerImageRecord, evaluate_adaptive
 from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
+from ...models.hooks import frozen_eval
 from ...regions import MapAccumulator
 from ...runtime import batch_slices
 from ..context import train_images
