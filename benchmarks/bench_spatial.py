@@ -82,14 +82,14 @@ def profile_default_run(out: Path) -> dict[str, float]:
 
 #: stages whose cumulative time (under cProfile) the benchmark reports: (file, function) -> label
 STAGES = {
-    ("spatial/statistics.py", "run_gates"): "faithfulness gates (every panel explainer)",
-    ("spatial/context.py", "panel_batch"): "panel explainer maps (first use)",
-    ("spatial/statistics.py", "measure"): "statistics engine, claims and verdicts",
-    ("spatial/maps_stage.py", "process_attack"): "attacks, maps, defence per attack",
-    ("spatial/defence.py", "aggregate_sweep"): "defence sweep (non-adaptive)",
-    ("spatial/adaptive.py", "adaptive_stage"): "adaptive evaluation (main defence, control, baselines, references)",
-    ("defense/convergence.py", "convergence_curves"): "convergence curves (inside the adaptive evaluation)",
-    ("spatial/report.py", "build_sections"): "report figures and tables",
+    ("measurement/gate.py", "run_gates"): "faithfulness gates (every panel explainer)",
+    ("measurement/stages.py", "panel_maps"): "panel explainer maps (first use)",
+    ("measurement/claims.py", "infer"): "statistics engine, claims and verdicts",
+    ("measurement/stages.py", "process_attack"): "attacks, maps, defence per attack",
+    ("spatial/stages.py", "aggregate_sweep"): "defence sweep (non-adaptive)",
+    ("spatial/stages.py", "adaptive_stage"): "adaptive evaluation (main defence, control, baselines, references)",
+    ("defence/convergence.py", "convergence_curves"): "convergence curves (inside the adaptive evaluation)",
+    ("spatial/report.py", "render"): "report figures and tables",
 }
 
 

@@ -1,10 +1,10 @@
-"""The gate's randomization row at its defaults (128 check images, 5 draws), at several run seeds: its outcome and
-its CPU cost.
+"""The gate's randomization row (128 check images; ``--draws``: 10 for the RoI's explainer, 5 for the panel's others),
+at several run seeds: its outcome and its CPU cost.
 
-Mirrors ``experiments/gate.py`` (``_randomization_images``, ``_randomization``, ``_mprt``): the first ``--k``
-images of the run's subset (stratified, ``--n``, the run's seed), the class explained = the trained model's
-prediction, ``model_randomization_check(..., max_steps=12, draws=5)`` and ``randomization_checks(..., samples=20,
-draws=5)``, read by :func:`advspatial.faithfulness.sanity.randomization_comparison`. CPU seconds are process time.
+Mirrors ``experiments/measurement/gate.py`` (``_randomization_images``, ``_randomization``, ``_mprt``): the first
+``--k`` images of the run's subset (stratified, ``--n``, the run's seed), the class explained = the trained model's
+prediction, ``model_randomization_check(..., max_steps=12, draws=D)`` and ``randomization_checks(..., samples=20,
+draws=D)``, read by :func:`advspatial.faithfulness.sanity.randomization_comparison`. CPU seconds are process time.
 
     python benchmarks/randomization_draws.py --seeds 0 --out default.json            # default run: smallcnn, HiResCAM
     ADVSPATIAL_DATA=../shared/data python benchmarks/randomization_draws.py --seeds 1,2,3 --n 150 \\
@@ -32,7 +32,7 @@ from advspatial.maps import importance_map
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--k", type=int, default=128, help="check images")
-    p.add_argument("--draws", type=int, default=5)
+    p.add_argument("--draws", type=int, default=10)
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--seeds", default="0")
     p.add_argument("--method", default="hirescam")
