@@ -22,7 +22,7 @@ import pytest
 ENTRY_POINTS = ["advspatial.api:run", "advspatial.api:analyze", "advspatial.api:study",
                 "advspatial.maps.importance:importance_map", "advspatial.maps.importance:importance_functions",
                 "advspatial.maps.attack:attack_map", "advspatial.maps.attack:attack_functions",
-                "advspatial.maps:compute_maps", "advspatial.defence.evaluation:evaluate_adaptive",
+                "advspatial.maps:compute_maps", "advspatial.defence.adaptive_evaluation:evaluate_adaptive",
                 "advspatial.models.spec:load_model"]
 #: entry points whose example needs files that may be absent here: run only where they are found
 NEEDS = {"advspatial.models.spec:load_model": "the CIFAR-10 ResNet-20 weights ($ADVSPATIAL_DATA/cifar10-resnet/)"}

@@ -3,9 +3,9 @@
 ``NeutralizedModel(model, importance_fn, vulnerability_fn, fraction, fill)`` is a
 drop-in ``nn.Module``: each forward pass neutralizes ``N = RoA \\ RoI`` computed
 from the input alone, then classifies. Beside it: matched random controls and
-oracle regions (:mod:`.evaluate`), the adaptive ensemble through the identity
+oracle regions (:mod:`.nonadaptive`), the adaptive ensemble through the identity
 and local gradients (:mod:`.adaptive`) with its convergence checks (:mod:`.convergence`), both in one call
-(:func:`evaluate_adaptive`, :mod:`.evaluation`), and the trivial input transforms a defence must beat at a
+(:func:`evaluate_adaptive`, :mod:`.adaptive_evaluation`), and the trivial input transforms a defence must beat at a
 matched clean cost (:mod:`.transforms`).
 """
 
@@ -13,12 +13,12 @@ from ..regions.fills import list_fills, register_fill
 from .adaptive import (
     AdaptiveBudget, AdaptiveOutcome, Undefended, attack_defence, attack_undefended, ensemble_attack, roi_attack_mask,
 )
+from .adaptive_evaluation import AdaptiveEvaluation, AdaptivePlan, ComponentOutcome, evaluate_adaptive
 from .convergence import Convergence, CurveGrid, convergence_curves, convergence_rule, read_curve
-from .evaluate import DefenceEvaluation, evaluate_defence
-from .evaluation import AdaptiveEvaluation, AdaptivePlan, ComponentOutcome, evaluate_adaptive
 from .neutralize import (
     ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_prior_maps, neutralization_region, select_regions,
 )
+from .nonadaptive import DefenceEvaluation, evaluate_defence
 from .transforms import TransformDefence
 
 __all__ = [

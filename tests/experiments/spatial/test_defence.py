@@ -11,7 +11,7 @@ import torch
 
 from advspatial.defence.adaptive import AdaptiveBudget
 from advspatial.defence.convergence import Convergence, CurveGrid
-from advspatial.defence.evaluation import AdaptivePlan, ComponentOutcome
+from advspatial.defence.adaptive_evaluation import AdaptivePlan, ComponentOutcome
 from advspatial.experiments.spatial.claims import (
     HARM_CLAIM, VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict,
 )

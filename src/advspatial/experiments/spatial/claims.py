@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...defence.convergence import Convergence
-from ...defence.evaluation import AdaptivePlan
+from ...defence.adaptive_evaluation import AdaptivePlan
 from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from ...defence.adaptive import AdaptiveBudget
 from ...defence.convergence import CurveGrid
-from ...defence.evaluation import AdaptivePlan
+from ...defence.adaptive_evaluation import AdaptivePlan
 from ...defence.neutralize import CONTROL_MATCHES
 from ...defence.transforms import TRANSFORMS
 from ...errors import ConfigError, unknown_name

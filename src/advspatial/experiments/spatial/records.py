@@ -4,9 +4,10 @@ stages that save them.
 A configuration's outcome (:class:`SettingOutcome`: the defence and its control attacked, clean correctness, for the
 main defence the RoI-restricted attack and the transfers), the undefended model's references
 (:class:`UndefendedOutcome`) and a trivial transform's (:class:`BaselineOutcome`) are each a
-:class:`~advspatial.defence.evaluation.PerImageRecord` of :class:`~advspatial.defence.evaluation.ComponentOutcome`
-columns, saved by a :class:`RecordStage` as the dict of their fields (what a stage file holds, so stage files of
-any run load alike) and joined over batches into :class:`AdaptiveOutcomes`.
+:class:`~advspatial.defence.adaptive_evaluation.PerImageRecord` of
+:class:`~advspatial.defence.adaptive_evaluation.ComponentOutcome` columns, saved by a :class:`RecordStage` as the
+dict of their fields (what a stage file holds, so stage files of any run load alike) and joined over batches into
+:class:`AdaptiveOutcomes`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import torch
 
-from ...defence.evaluation import ComponentOutcome, PerImageRecord
+from ...defence.adaptive_evaluation import ComponentOutcome, PerImageRecord
 from ..stage import Stage
 from .config import DefenceSetting
 
@@ -26,8 +27,8 @@ R = TypeVar("R", bound=PerImageRecord)
 
 @dataclass(frozen=True)
 class RecordStage(Stage[R]):
-    """A stage whose value is a :class:`~advspatial.defence.evaluation.PerImageRecord`, saved as the dict of its
-    fields (what a stage file holds) and read back with ``read``."""
+    """A stage whose value is a :class:`~advspatial.defence.adaptive_evaluation.PerImageRecord`, saved as the dict
+    of its fields (what a stage file holds) and read back with ``read``."""
 
     read: Callable[[Mapping[str, Any]], R] = field(kw_only=True)
 

@@ -16,10 +16,10 @@ Three threat models, never mixed in one number:
    (:func:`advspatial.defence.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
    component, EOT draws for a randomized one; the left side (less effort than the budget) for the main defence
    and every randomized component. Each attack and its curves are one call
-   (:func:`advspatial.defence.evaluation.evaluate_adaptive`).
+   (:func:`advspatial.defence.adaptive_evaluation.evaluate_adaptive`).
 
-A component's per-image outcome is a :class:`~advspatial.defence.evaluation.ComponentOutcome`; a batch's are the
-records of :mod:`.records`, saved as dicts.
+A component's per-image outcome is a :class:`~advspatial.defence.adaptive_evaluation.ComponentOutcome`; a batch's
+are the records of :mod:`.records`, saved as dicts.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from ...defence.adaptive import Defence, Undefended, correct_share, roi_attack_mask
-from ...defence.evaluate import evaluate_defence
-from ...defence.evaluation import AdaptiveEvaluation, PerImageRecord, evaluate_adaptive
+from ...defence.adaptive_evaluation import AdaptiveEvaluation, PerImageRecord, evaluate_adaptive
 from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
+from ...defence.nonadaptive import evaluate_defence
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
 from ...models.hooks import frozen_eval
@@ -275,7 +275,7 @@ def attacked(ctx: SpatialContext, defence: Defence, x: torch.Tensor, y: torch.Te
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
              left_side: bool = False, curve: bool = True) -> AdaptiveEvaluation:
     """The adaptive attack on ``defence`` at the run's budget with its convergence curves
-    (:func:`~advspatial.defence.evaluation.evaluate_adaptive`; ``curve=False``: a number no verdict needs
+    (:func:`~advspatial.defence.adaptive_evaluation.evaluate_adaptive`; ``curve=False``: a number no verdict needs
     converged, see :data:`.claims.HARM_RULE`)."""
     return evaluate_adaptive(defence, x, y, ctx.config.adaptive_plan(), sample_ids=ids, seed=ctx.config.seed,
                              mask=mask, components=components, left_side=left_side, curve=curve)

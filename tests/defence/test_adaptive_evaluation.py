@@ -117,7 +117,7 @@ def test_the_entry_points_example_runs():
     """The usage example in :func:`evaluate_adaptive`'s docstring runs as written, pasted into an empty namespace."""
     import doctest
 
-    import advspatial.defence.evaluation as module
+    import advspatial.defence.adaptive_evaluation as module
 
     runner = doctest.DocTestRunner()
     for test in doctest.DocTestFinder().find(module.evaluate_adaptive, "evaluate_adaptive", globs={}):

@@ -7,7 +7,7 @@ import torch
 from helpers import grad_map, intensity_map
 from torch import nn
 
-from advspatial.defence.evaluate import evaluate_defence
+from advspatial.defence.nonadaptive import evaluate_defence
 from advspatial.defence.neutralize import NeutralizedModel
 from advspatial.errors import ShapeError
 from advspatial.regions import random_region_like
