@@ -44,7 +44,7 @@ from advspatial.experiments.localized.config import (
     CONDITIONS, GATE_EPS_FOR_L2, MIXED, MODES, ROI_GATE, LocalizedConfig, finetune_config, finetunes, gate_eps,
     seed_name, train_config,
 )
-from advspatial.experiments.localized.metrics import ModelFindings, TrainingFacts
+from advspatial.experiments.localized.findings import ModelFindings, TrainingFacts
 from advspatial.experiments.localized.stages import (
     ModelEvaluation, context_of, eval_attack, evaluate_model, finetune_images, finetune_models, training_foreground,
 )

@@ -21,7 +21,7 @@ from advspatial.experiments.perceptual.ssim_matching import bisect_eps, ssim_dis
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.metrics import LabelledComparison, MinimalDistortion, attack_metrics
+from advspatial.experiments.perceptual.findings import LabelledComparison, MinimalDistortion, attack_metrics
 from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
 )

@@ -18,7 +18,7 @@ from torch import nn
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.measurement.roi import roi_interpretation
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.metrics import PerceptualFindings, attack_metrics
+from advspatial.experiments.perceptual.findings import PerceptualFindings, attack_metrics
 from advspatial.experiments.perceptual.report import summary_text
 from advspatial.experiments.running import run_experiment
 from advspatial.experiments.settings import config_from_mapping

@@ -26,7 +26,7 @@ from advspatial.experiments.paired import paired_claim
 from advspatial.experiments.propagation.claims import CONTROL_NULLS, MATCHED_NULL
 from advspatial.experiments.propagation.config import PropagationConfig
 from advspatial.experiments.findings import to_json
-from advspatial.experiments.propagation.metrics import (
+from advspatial.experiments.propagation.findings import (
     ContextBalance, ControlOutcome, Locality, PropagationFindings, clustered_rate, k_findings, rate_with_ci,
 )
 from advspatial.experiments.propagation.report import render

@@ -13,7 +13,7 @@ from advspatial.experiments.propagation.claims import (
     PER_SE_ZERO_NULL, build_claims, per_se_claims, per_se_fraction_null,
 )
 from advspatial.experiments.propagation.config import PropagationConfig
-from advspatial.experiments.propagation.metrics import per_se_findings
+from advspatial.experiments.propagation.findings import per_se_findings
 from advspatial.experiments.propagation.stages import RandomReach
 from advspatial.statistics.claims import judge
 from advspatial.statistics.estimates import bootstrap_mean_ci

@@ -24,7 +24,7 @@ def image_pair():
 def variant_run():
     """Factory: ``variant_run(name, rows=(), cam_test=None)`` -> a VariantRun of 4 units, these rows and test."""
     from advspatial.experiments.pse.stability import TypingAgreement
-    from advspatial.experiments.pse.metrics import Adaptive, MaskedAccuracy, RankingSet, VariantRun
+    from advspatial.experiments.pse.findings import Adaptive, MaskedAccuracy, RankingSet, VariantRun
 
     def make(name: str, rows=(), cam_test=None) -> VariantRun:
         curve = {key: torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)

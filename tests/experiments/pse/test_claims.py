@@ -17,7 +17,7 @@ from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.claims import TYPING_NULL, UNEXPLAINED, cam_claims, judged_claims, typing_claims
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.measurement.roi import Roi
-from advspatial.experiments.pse.metrics import PSEFindings, build_findings
+from advspatial.experiments.pse.findings import PSEFindings, build_findings
 from advspatial.experiments.pse.report import not_interpretable_text, render
 from advspatial.experiments.pse.stages import image_level
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, judge

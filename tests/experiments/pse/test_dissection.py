@@ -13,7 +13,7 @@ from advspatial.errors import ConfigError
 from advspatial.experiments.pse import PSEConfig
 from advspatial.experiments.pse.units import concept_masks, dataset_concepts, label_concept, relative_correlation
 from advspatial.experiments.findings import from_json
-from advspatial.experiments.pse.metrics import DissectionFindings
+from advspatial.experiments.pse.findings import DissectionFindings
 from advspatial.experiments.pse.stages import DISSECTION, run_dissection
 
 

@@ -12,7 +12,7 @@ from advspatial.experiments.pse.control import SHARE_NAMES
 from advspatial.experiments.pse.rows import pse_rows
 from advspatial.experiments.pse.targets import adversarial_class
 from advspatial.experiments.pse.rows import CAM_KEYS
-from advspatial.experiments.pse.metrics import variant_findings
+from advspatial.experiments.pse.findings import variant_findings
 
 
 def test_pse_rows_agree_with_the_pse_result(tiny_cnn, image_pair) -> None:

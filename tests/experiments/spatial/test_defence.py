@@ -16,7 +16,7 @@ from advspatial.experiments.spatial.claims import (
     HARM_CLAIM, VERDICT_WORDS, adjust_family, defence_verdict, harm_verdict,
 )
 from advspatial.experiments.spatial.config import DefenceSetting, Role
-from advspatial.experiments.spatial.metrics import (
+from advspatial.experiments.spatial.findings import (
     Adaptive, BaselineRow, Comparison, Harm, HarmConvergence, SettingConvergence, SettingMeasures, SettingRow,
     ShareSummary, UndefendedSummary,
 )
@@ -154,7 +154,7 @@ def _adaptive() -> Adaptive:
 def test_typed_keys_serialize_to_the_metrics_keys_and_back():
     """Sweep cells, (attack, defence) pairs, configurations and baselines are typed in code; metrics.json's
     'a|b|c' keys exist only in their serialization, which parses back to the same typed records."""
-    from advspatial.experiments.spatial.metrics import DrawSpread, NonAdaptive, PairedComparisons, Sweep, SweepCell
+    from advspatial.experiments.spatial.findings import DrawSpread, NonAdaptive, PairedComparisons, Sweep, SweepCell
 
     cell = SweepCell(ACCURACY, DrawSpread(0.4, 0.05, 3), FLAT)
     sweep = Sweep({("adv", 0.1, "zero"): cell, ("clean", 0.05, "blur"): cell})

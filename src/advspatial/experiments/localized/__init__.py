@@ -40,7 +40,7 @@ start's weights checksum and the training image ids; ``finetune/masks/...`` the 
 the start's checksum, checked on ``--resume``; ``train_subset.csv`` the training images' global ids).
 
 The package: :mod:`.config` (the settings and what follows from them alone), :mod:`.stages` (the models, their gates
-and evaluations) -- compute; :mod:`.metrics` (the findings, from the rows) and :mod:`.claims` -- the statistics;
+and evaluations) -- compute; :mod:`.findings` (the findings, from the rows) and :mod:`.claims` -- the statistics;
 :mod:`.figures` (drawn at run time) and :mod:`.report` (rendered from the findings alone) -- the rendering;
 :mod:`.run` (the run, registered as ``localized-training``). The attacked region and the map's share outside it
 are :mod:`.attacked_region`'s, the per-model rows :mod:`.attack_rows`', fine-tuning :mod:`.finetuning`'s.

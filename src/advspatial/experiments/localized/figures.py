@@ -29,7 +29,7 @@ from ..measurement.roi import roi_label
 from .attacked_region import fooled_first
 from .claims import primary_condition
 from .config import EXAMPLE_MODES, MODES, budget_text, condition_labels, region_names
-from .metrics import LocalizedFindings
+from .findings import LocalizedFindings
 from .stages import LocalizedContext, ModelEvaluation, region_of
 
 

@@ -22,7 +22,7 @@ from .config import (
     natural_epochs, region_names, train_config,
 )
 from .figures import ACCURACY_PNG, examples_png, importance_png
-from .metrics import FinetuneFacts, LocalizedFindings
+from .findings import FinetuneFacts, LocalizedFindings
 
 #: datasets whose object masks are exact (the others' masks are a brightness threshold)
 EXACT_MASKS = ("synthetic-shapes",)

@@ -18,7 +18,7 @@ from .attacked_region import mask_uses_importance
 from .claims import build_claims
 from .config import MODES, LocalizedConfig, finetunes
 from .figures import draw_figures
-from .metrics import LocalizedFindings, build_findings, read_importance
+from .findings import LocalizedFindings, build_findings, read_importance
 from .report import render
 from .stages import (
     ModelEvaluation, Start, context_of, evaluate_model, finetune_facts, finetune_models, other_seeds,

@@ -38,7 +38,7 @@ from .config import (
     train_config,
 )
 from .finetuning import FinetuneConfig, finetune_model
-from .metrics import FinetuneFacts
+from .findings import FinetuneFacts
 
 #: a fine-tuned model's weights and metadata: ``finetune/<mode>-<key>``, the key covering every setting
 FINETUNED = Stage[dict[str, Any]]("finetune", per="run")

@@ -12,7 +12,7 @@ interrupted run with identical numbers (:mod:`advspatial.experiments.measurement
 Then the faithfulness gate of every explainer, the comparisons against the nulls, the claims and verdicts, and the
 figures drawn at run time: the measurement is :mod:`advspatial.experiments.measurement`'s, shared with ``analyze``,
 the spatial experiment and the studies. This package holds what is the ``maps`` experiment's alone: its settings
-(:mod:`.config`), its findings (:class:`MapsFindings`, :mod:`.metrics`; metrics.json is their serialization), its
+(:mod:`.config`), its findings (:class:`MapsFindings`, :mod:`.findings`; metrics.json is their serialization), its
 report rendered from the findings alone (:mod:`.report`) and its registration (:mod:`.run`).
 Statistics are over the images the model classifies correctly *and* the attack fools ("successful"): only there
 does the perturbation explain a decision change. :func:`maps_analysis` is the measurement as this experiment's
@@ -21,7 +21,7 @@ findings; the spatial experiment (:mod:`advspatial.experiments.spatial`) adds th
 
 from ..measurement.config import MeasurementConfig
 from .config import MapsConfig
-from .metrics import MapsFindings
+from .findings import MapsFindings
 from .run import maps_analysis, run_maps
 
 __all__ = ["MapsConfig", "MapsFindings", "MeasurementConfig", "maps_analysis", "run_maps"]

@@ -10,7 +10,7 @@ from ..measurement.sections import (
 )
 from ..results import Rendered
 from .config import MapsConfig
-from .metrics import MapsFindings
+from .findings import MapsFindings
 
 
 def render(config: MapsConfig, findings: MapsFindings, figures: Path) -> Rendered:

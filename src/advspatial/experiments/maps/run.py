@@ -1,5 +1,5 @@
 """The ``maps`` experiment as registered (``advspatial run maps``): the RoI/RoA measurement
-(:func:`~advspatial.experiments.measurement.run.measure`) without a defence, its findings (:mod:`.metrics`) and the
+(:func:`~advspatial.experiments.measurement.run.measure`) without a defence, its findings (:mod:`.findings`) and the
 report rendered from them (:mod:`.report`); :func:`maps_analysis` is the measurement as maps findings."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..measurement.run import measure
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .config import MapsConfig
-from .metrics import MapsFindings
+from .findings import MapsFindings
 from .report import render
 
 

@@ -31,7 +31,7 @@ the continuous maps, IoU of their top-``fraction`` regions, and the share of D's
 mass inside the CAM region ("energy in CAM", the engine's ``energy_in_roi``); the
 statistics, claims and verdicts are in :mod:`.claims`. Statistics are
 over the images the model classifies correctly *and* the attack fools
-("successful"). The settings are in :mod:`.config`, the findings (``metrics.json``) in :mod:`.metrics`;
+("successful"). The settings are in :mod:`.config`, the findings (``metrics.json``) in :mod:`.findings`;
 :mod:`.run` runs the stages, draws the figures (:mod:`.figures`) and renders the report from the findings
 (:mod:`.report`).
 """

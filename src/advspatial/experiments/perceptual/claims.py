@@ -24,7 +24,7 @@ from ..measurement import colocation
 from ..measurement.gate import gate_stage
 from ..measurement.roi import Roi, with_roi_caveat
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
-from .metrics import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
+from .findings import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
 from .ssim_matching import Calibration
 from .stages import AttackStore, Context, Curves, clean_cam
 

@@ -25,7 +25,7 @@ from ...report.figures import (
 )
 from ...report.verdicts import forest_figures, plot_forest
 from .config import ATTACKS, ENGINE_LABELS, PerceptualConfig
-from .metrics import PerceptualFindings
+from .findings import PerceptualFindings
 from .stages import Examples, MainPass
 
 

@@ -1,7 +1,7 @@
 """The report of the perceptual experiment: verdicts first, the gate, setup, attacks and curves, maps, nulls, limits;
 and the printed summary.
 
-Rendering only (:func:`render`): every number comes from the findings (:mod:`.metrics`), every figure from the
+Rendering only (:func:`render`): every number comes from the findings (:mod:`.findings`), every figure from the
 PNG files the run drew (:mod:`.figures`), so ``advspatial report DIR`` renders a finished run's report again.
 """
 
@@ -18,7 +18,7 @@ from ..measurement.roi import gate_rule
 from ..results import Rendered
 from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, PerceptualConfig
 from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP
-from .metrics import PerceptualFindings
+from .findings import PerceptualFindings
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
          "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "

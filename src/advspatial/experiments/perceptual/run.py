@@ -9,7 +9,7 @@ from ..results import ExperimentResult
 from .claims import analyse, roi_of, run_gates
 from .config import PerceptualConfig
 from .figures import draw_figures
-from .metrics import PerceptualFindings
+from .findings import PerceptualFindings
 from .report import render
 from .stages import calibrate, clean_pass, curves_pass, main_pass, perceptual_context, ssim_ball_pass
 

@@ -38,7 +38,7 @@ from ..measurement.roi import resolve_importance
 from ..measurement.rows import keep_first, keep_first_images, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
-from .metrics import CurvePoint
+from .findings import CurvePoint
 from .ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
 
 #: the CAM of the true class on the clean images of a batch (the RoI side)

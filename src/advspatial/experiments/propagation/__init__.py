@@ -50,7 +50,7 @@ shared cores at load average 6-7 (benchmarks/README.md); the controls, the
 locality test, the claims and the report cost about 37 s of CPU of that.
 
 The package: :mod:`.config` (the settings), :mod:`.stages` (the cached stages, as
-:class:`~advspatial.experiments.stage.Stage` objects, and the per-image rows), :mod:`.metrics` (the findings,
+:class:`~advspatial.experiments.stage.Stage` objects, and the per-image rows), :mod:`.findings` (the findings,
 ``metrics.json``) and :mod:`.claims` (the statistics), :mod:`.figures` (drawn at run time) and :mod:`.report`
 (rendered from the config and the findings alone), :mod:`.run` (the run, registered as ``propagation``). The
 attack's pixels are read off the adversarial image by :mod:`.pixel_changes`, the maps reduced batch by

@@ -18,7 +18,7 @@ from ...analysis.propagation import CONTROL_MODES
 from ...statistics.claims import Claim, judge
 from ..paired import paired_claim
 from .config import PropagationConfig
-from .metrics import per_image_shares
+from .findings import per_image_shares
 from .stages import KSummary, RandomReach
 
 #: the nulls of the claims: the two random propagation controls, the two locality controls

@@ -24,7 +24,7 @@ from ...report.figures import HEAT_CMAP, image_for_display, save_figure, to_nump
 from ...statistics.claims import Claim
 from ..findings import to_json
 from .claims import PM_STATISTICS
-from .metrics import PropagationFindings
+from .findings import PropagationFindings
 from .stages import Context, KSummary
 
 

@@ -16,7 +16,7 @@ from ..results import Rendered
 from .claims import CONTROL_NULLS, PER_SE_STATISTIC, PER_SE_ZERO_NULL, PM_STATISTICS
 from .config import PropagationConfig
 from .figures import CONTROL_DIFFERENCES, DEPTH_CURVES, LOCALITY, MEAN_PROPAGATION, PER_SE, strip_name
-from .metrics import PooledRate, PropagationFindings, WilsonRate
+from .findings import PooledRate, PropagationFindings, WilsonRate
 
 
 #: a figure of the run, by file name and caption: a list of the one Figure when the run drew it, else empty

@@ -12,7 +12,7 @@ from ..results import ExperimentResult
 from .claims import build_claims
 from .config import PropagationConfig
 from .figures import draw_figures
-from .metrics import PropagationFindings, build_findings
+from .findings import PropagationFindings, build_findings
 from .report import render
 from .stages import Context, add_reach_column, process_k, random_reach_stage, resolve_layers
 

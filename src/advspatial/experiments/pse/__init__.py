@@ -39,8 +39,8 @@ perturbation explain a decision change. Metrics are computed from the
 per-image rows, so the two always agree.
 
 Modules, each importing only modules named before it: :mod:`.config` (the settings); :mod:`.claims` (the
-pre-declared claims, their corrections and verdicts); :mod:`.metrics` (the per-image rows and the typed findings,
-:class:`~.metrics.PSEFindings`); :mod:`.stages` (the cached stages, each a module-level ``Stage``); :mod:`.figures`
+pre-declared claims, their corrections and verdicts); :mod:`.findings` (the per-image rows and the typed findings,
+:class:`~.findings.PSEFindings`); :mod:`.stages` (the cached stages, each a module-level ``Stage``); :mod:`.figures`
 (drawn at run time); :mod:`.report` (rendered from the findings alone); :mod:`.run` (the registered ``run``).
 The computations that need no run context are beside them: :mod:`.targets` (the classes t), :mod:`.rows` (the
 per-image rows and their statistics), :mod:`.control` (the typing's energy shares and their random-sign control),

@@ -25,7 +25,7 @@ from ...report.figures import image_for_display, save_figure, to_numpy
 from ...report.verdicts import plot_forest
 from .claims import forest_claims
 from .config import PSEConfig
-from .metrics import DissectionFindings, PSEFindings, VariantRun
+from .findings import DissectionFindings, PSEFindings, VariantRun
 
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)

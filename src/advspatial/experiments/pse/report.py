@@ -19,7 +19,7 @@ from ..results import Rendered
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
 from .config import PGD_UPPER_BOUND, PSEConfig, adaptive_description
 from .figures import DISSECTION, FOREST, MASKING, TYPES, UNIT_SENSITIVITY, examples_file
-from .metrics import MASKING_LABEL, NO_ADAPTIVE_ATTACK, DissectionFindings, PSEFindings, VariantFindings
+from .findings import MASKING_LABEL, NO_ADAPTIVE_ATTACK, DissectionFindings, PSEFindings, VariantFindings
 from .stability import superpixels_available
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of a "

@@ -16,7 +16,7 @@ from ..measurement.roi import Roi
 from .claims import judged_claims
 from .config import PSEConfig
 from .figures import draw_figures
-from .metrics import PSEFindings, build_findings
+from .findings import PSEFindings, build_findings
 from .report import render
 from .stages import Context, clean_logits, process_variant, run_dissection, train_split, true_cam
 from .targets import choose_targets, runner_up

@@ -25,7 +25,7 @@ from ..measurement.colocation import composition
 from ..stage import ATTACK, FieldsStage, Stage
 from .config import PSEConfig, adaptive_attack_of, adaptive_description, measure_settings
 from .control import SHARE_NAMES, control_shares
-from .metrics import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
+from .findings import Adaptive, DissectionFindings, MaskedAccuracy, RankingSet, VariantRun, variant_name
 from .rows import cam_columns, pse_rows
 from .stability import (
     confusion, group_confusions, group_spec, summed_agreements, superpixels_available,

@@ -9,7 +9,7 @@ the deployable defence (gradient RoA; prior RoA), its random controls, the oracl
 inside RoA, the clean-restore diagnostic and the clean cost; a sweep over the neutralized fraction and the fills for
 ``defence_attack``; the adaptive attacks (the ensemble through the defence, EOT on the randomized components, the
 RoI-restricted attack, the trivial input-transform baselines) with their convergence curves. Then the paired
-comparisons and verdicts (:mod:`.claims`), the metrics (:mod:`.metrics`), the figures (:mod:`.figures`) and the
+comparisons and verdicts (:mod:`.claims`), the metrics (:mod:`.findings`), the figures (:mod:`.figures`) and the
 report (:mod:`.report`). The settings are :class:`SpatialConfig` (:mod:`.config`)."""
 
 from .config import SpatialConfig

@@ -18,7 +18,7 @@ from ...statistics.accuracy import Proportion, accuracy, paired_accuracy
 from ...statistics.estimates import bootstrap_mean_ci
 from ...statistics.verdicts import holm
 from .config import DefenceSetting
-from .metrics import (
+from .findings import (
     Adaptive, BaselineRow, Comparison, DrawSpread, Harm, HarmConvergence, PairedComparisons, SettingConvergence,
     SettingMeasures, SettingRow, ShareSummary, SweepCell, UndefendedSummary,
 )

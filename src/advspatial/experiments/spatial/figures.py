@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ...errors import ShapeError
 from ...report.figures import save_figure
 from .config import SpatialConfig
-from .metrics import SpatialFindings, SweepCell
+from .findings import SpatialFindings, SweepCell
 
 
 COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]

@@ -20,7 +20,7 @@ from ..results import Rendered
 from .claims import AT_CHANCE, WEAK_EOT
 from .config import SpatialConfig
 from .figures import CONVERGENCE, SWEEP, TRADEOFF
-from .metrics import Adaptive, Comparison, SettingRow, ShareSummary, SpatialFindings
+from .findings import Adaptive, Comparison, SettingRow, ShareSummary, SpatialFindings
 
 
 def render(config: SpatialConfig, findings: SpatialFindings, figures: Path) -> Rendered:

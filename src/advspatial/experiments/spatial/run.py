@@ -1,6 +1,6 @@
 """The spatial experiment as registered (``advspatial run spatial``): the RoI/RoA measurement
 (:func:`~advspatial.experiments.measurement.run.measure`) with the neutralization defence's columns of every attack
-batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findings (:mod:`.metrics`), the figures
+batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findings (:mod:`.findings`), the figures
 (:mod:`.figures`) and the report rendered from them (:mod:`.report`)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ..results import ExperimentResult
 from .claims import draw_spread, nonadaptive_comparisons, summarize_adaptive, sweep_summary
 from .config import SpatialConfig
 from .figures import draw_defence_figures
-from .metrics import NonAdaptive, SpatialAttackOutcome, SpatialFindings, Sweep
+from .findings import NonAdaptive, SpatialAttackOutcome, SpatialFindings, Sweep
 from .records import AdaptiveOutcomes
 from .report import render
 from .stages import DefenceColumns, SweepColumns, adaptive_stage, aggregate_sweep, defence_columns
