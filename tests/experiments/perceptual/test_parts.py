@@ -1,6 +1,6 @@
 """Tests of the perceptual experiment's parts: PGD budget calibration, SSIM maps vs CAM statistics, the
 statistics engine's claims and their faithfulness gate, config, metrics and figures (the end-to-end run:
-test_perceptual_run.py)."""
+tests/experiments/perceptual/test_run.py)."""
 
 from __future__ import annotations
 
