@@ -52,6 +52,7 @@ def _numbers_agree(clause: str, d: Decision) -> None:
     assert (mean, low, high) == tuple(float(f"{v:+.3f}") for v in (d.mean, d.low, d.high))
     if "catches more than" in clause or "a little more than" in clause:
         assert d.low > 0, clause
+        assert ("by less than the margin" in clause) == (not clears_margin(d)), clause
     if "catches more (" in clause:
         assert d.high < 0, clause
     if "catches as much" in clause:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from ...statistics.claims import estimate_of
 from ...statistics.estimates import Estimate
 from ...statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison
@@ -89,8 +90,6 @@ class RegionRow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegionRow:
-        from ...statistics.claims import estimate_of
-
         return cls(str(data["region"]), estimate_of(data["share"]), Decision.from_dict(data["difference"]))
 
 
@@ -118,8 +117,6 @@ class Decomposition:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decomposition:
-        from ...statistics.claims import estimate_of
-
         return cls(str(data["attack"]), str(data["kind"]), estimate_of(data["roi_share"]), float(data["roi_pixels"]),
                    tuple(RegionRow.from_dict(r) for r in data["rows"]), bool(data.get("roi_faithful", True)))
 
@@ -183,8 +180,9 @@ def row_clause(row: RegionRow, projection: bool = True) -> str:
     if as_much(d):
         return f"{noun} catches as much ({numbers})"
     if d.outcome == BEATS:
-        lead = "more than" if clears_margin(d) else "a little more than (less than the margin)"
-        return f"the RoI catches {lead} {noun} ({numbers})"
+        if clears_margin(d):
+            return f"the RoI catches more than {noun} ({numbers})"
+        return f"the RoI catches a little more than {noun}, by less than the margin ({numbers})"
     if d.outcome == DOES_LESS:
         return f"{noun} catches more ({numbers})"
     return f"against {noun} it is undecided ({numbers}" + (f"; {images_to_decide(d).text()})" if projection else ")")
