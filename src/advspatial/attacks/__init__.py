@@ -11,7 +11,6 @@ The examples in the docstrings take ``model`` (a classifier on images in [0,1]),
 ``labels`` as given; the test suite runs every one of them with a small CNN and twelve 28x28 images.
 """
 
-from . import apgd, cw, deepfool, ensemble, fgsm, onepixel, pgd, square, ssim_ball  # noqa: F401  (register the attacks)
 from .apgd import APGD, APGDL2, APGDT
 from .base import Attack, AttackResult, AttackSpec, list_attacks, make_attack, perturbation_norms, register_attack
 from .budgets import Budget, attack_for_budget
@@ -23,8 +22,6 @@ from .onepixel import KPixel, OnePixel
 from .pgd import PGD, PGDL2
 from .square import Square, SquareL2
 from .ssim_ball import SSIMBallAttack
-
-#: torchattacks' names for the same attacks
 
 __all__ = [
     "APGD", "APGDL2", "APGDT", "Attack", "AttackResult", "AttackSpec", "AutoAttack", "AutoAttackL2", "Budget",
