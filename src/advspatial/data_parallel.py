@@ -30,7 +30,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import World, world
 from .errors import ConfigError
@@ -98,8 +100,6 @@ def current_shard() -> Shard | None:
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (the attacks of a training loss run on it), else
     ``model``."""
-    from torch.nn.parallel import DistributedDataParallel
-
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -129,8 +129,6 @@ class DataParallel:
     """
 
     def __init__(self, model: nn.Module, images: int, batch_size: int) -> None:
-        from torch.nn.parallel import DistributedDataParallel
-
         self.world = world()
         check_shards(self.world, images, batch_size)
         device = model_device(model)
@@ -150,16 +148,12 @@ class DataParallel:
 
     def global_loss(self, weighted: torch.Tensor) -> float:
         """The global batch's loss from every process's :meth:`weighted` loss (a collective)."""
-        import torch.distributed as dist
-
         total = weighted.detach().clone()
         dist.all_reduce(total)
         return float(total) / self.world.size
 
     def finish(self) -> None:
         """Rank 0's buffers (BatchNorm statistics) in every process, the model's own modules back."""
-        import torch.distributed as dist
-
         for buffer in self.model.buffers():
             dist.broadcast(buffer, 0)
         put_back(self.swapped)

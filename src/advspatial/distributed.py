@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 
 from .environment import env_hours, env_int
-from .errors import ConfigError
+from .errors import AdvspatialError, ConfigError, first_line
 from .progress import progress_bar
 
 T = TypeVar("T")
@@ -120,7 +122,6 @@ def init_from_environment() -> World:
         if os.environ.get("ADVSPATIAL_THREADS", "").strip():
             torch.set_num_threads(threads_per_process(found))
         return _WORLD
-    import torch.distributed as dist
 
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
@@ -146,8 +147,6 @@ def shutdown() -> None:
     """Leave the process group (at the end of a distributed command)."""
     global _WORLD
     if _WORLD.is_distributed:
-        import torch.distributed as dist
-
         if dist.is_initialized():
             dist.destroy_process_group()
     _WORLD = World()
@@ -180,8 +179,6 @@ def stop_on_terminate(enabled: bool = True) -> None:
     process dies outside a meeting point, torchrun stops the others, and rank 0 then still prints one line (the
     batches already saved are kept for ``--resume``). ``enabled=False`` restores the default once the command's
     outcome is printed (a SIGTERM while leaving the process group then ends the process quietly)."""
-    import signal
-
     def stop(signum: int, frame: object) -> None:
         raise Stopped(f"stopped by torchrun: {PEER_LOST}, or the launch was stopped; torchrun's report below says "
                       "which process ended and how")
@@ -216,9 +213,6 @@ def agree(error: BaseException | None = None) -> None:
         if error is not None:
             raise error
         return
-    import torch.distributed as dist
-
-    from .errors import first_line
 
     mine = None if error is None else (type(error).__name__, first_line(error, limit=500))
     everyone: list[tuple[str, str] | None] = [None] * _WORLD.size
@@ -236,8 +230,6 @@ def lost_peer(error: BaseException) -> bool:
     """True when ``error`` is the process group's report that another process went away (gloo's "connection closed
     by peer", a collective's timeout): that process failed or was killed outside any meeting point, and this one
     can only say so (the CLI prints it as one line instead of gloo's traceback)."""
-    import torch.distributed as dist
-
     text = str(error).lower()
     return isinstance(error, dist.DistError) or isinstance(error, RuntimeError) and (
         "gloo" in text or "connection closed by peer" in text or "connection reset by peer" in text)
@@ -250,8 +242,6 @@ def is_shared(error: BaseException) -> bool:
 
 def _error_class(name: str) -> type[Exception]:
     """The advspatial user-error class called ``name`` (so the exit status matches), else :class:`RankFailed`."""
-    from .errors import AdvspatialError
-
     todo: list[type[Exception]] = [AdvspatialError]
     while todo:
         kind = todo.pop()
@@ -320,7 +310,6 @@ def from_main(fn: Callable[[], T]) -> T:
     value = main_only(fn)
     if not _WORLD.is_distributed:
         return value  # type: ignore[return-value]  # main_only is fn() in a world of one
-    import torch.distributed as dist
 
     box: list[Any] = [value]
     dist.broadcast_object_list(box, src=0)

@@ -7,6 +7,7 @@ Why: a value from the environment is user input like an option, so it gets the s
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from pathlib import Path
 
@@ -53,8 +54,6 @@ def env_hours(name: str, default: float, high: float) -> datetime.timedelta:
     """The duration in hours the environment variable ``name`` gives (``default`` when unset), a number from one
     second (a shorter one would round to a zero timeout) to ``high``; anything else is a one-line
     :class:`ConfigError`."""
-    import math
-
     raw = os.environ.get(name, "").strip()
     if not raw:
         return datetime.timedelta(hours=default)

@@ -8,6 +8,7 @@ and exits with status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 
 
@@ -106,8 +107,6 @@ def bounded_repr(value: object, limit: int = 60) -> str:
     """``repr(value)`` for a message, at most ``limit`` characters, built at a cost bounded by ``limit`` whatever
     ``value`` holds (a list expanded from a YAML alias bomb, a 5,000-digit number): containers show their first
     few items and a nesting depth of a few levels (:mod:`reprlib`), never their whole text."""
-    import reprlib
-
     shown = reprlib.Repr()
     shown.maxlevel, shown.maxlist, shown.maxtuple, shown.maxdict, shown.maxset = 3, 4, 4, 4, 4
     shown.maxstring = shown.maxother = shown.maxlong = max(limit, 8)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +65,6 @@ def inner_file(root: Path, path: Path, what: str) -> Path:
 def read_json(path: Path, what: str, remedy: str) -> object:
     """The JSON value in ``path``; a missing, unreadable, invalid or too deeply nested file is a one-line
     :class:`DataError` saying ``what`` (the file's role) and ``remedy`` (what to do)."""
-    import json
-
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except RecursionError as exc:  # the decoder recurses into nested arrays and objects
@@ -99,8 +100,6 @@ def load_yaml_text(text: str) -> object:
 def load_torch_file(path: Path, what: str, remedy: str) -> object:
     """``torch.load(path, weights_only=True)`` on the CPU; an empty, truncated or foreign file is a one-line
     :class:`DataError` saying ``what`` (the file and its role) and ``remedy`` (what to do)."""
-    import pickle
-
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
@@ -147,8 +146,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through a temporary file and a rename (no half-written files). A name
     that was not valid UTF-8 on disk (a folder ``b'caf\\xe9'``, held by Python as a lone surrogate) is written
     with the replacement character U+FFFD instead of failing the whole report."""
-    import re
-
     atomic_write_bytes(path, re.sub("[\ud800-\udfff]", "\ufffd", text).encode("utf-8"))
 
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from .data import ImageDataset
 from .data.mnist import BACKGROUND_THRESHOLD as BACKGROUND_TAU  # one tau for data and masks
-from .errors import ConfigError, DataError, ShapeError
+from .errors import ConfigError, DataError, ShapeError, first_line
 
 MASK_KINDS = ("background", "foreground", "roi", "roi-complement")
 
@@ -64,8 +64,6 @@ def load_mask_file(path: str | Path, n_total: int, spatial: tuple[int, ...]) -> 
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        from .errors import first_line
-
         raise DataError(f"cannot read masks from {path}: {first_line(exc)}") from exc
     if not isinstance(data, torch.Tensor):
         raise DataError(f"{path} must hold one tensor of shape (N,H,W)")

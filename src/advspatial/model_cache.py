@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +23,10 @@ import torch
 from torch import nn
 
 from .data import dataset_spec, load_dataset
+from .distributed import from_main, main_only, on_every_rank, world
 from .environment import cache_dir
-from .errors import ConfigError
+from .errors import ConfigError, ModelError, first_line
+from .models import load_model, parse_model_spec
 from .runtime import pick_device
 from .training import TrainConfig, TrainedModel, build_for, train_model
 
@@ -30,8 +34,6 @@ from .training import TrainConfig, TrainedModel, build_for, train_model
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock so that parallel processes do not train the same model twice (the second waits)."""
-    import os
-
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
@@ -56,7 +58,6 @@ def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> Trai
     for the dataset, is a :class:`ModelError` naming the file: it is never retrained
     in silence.
     """
-    from .errors import ModelError, first_line
     from .files import load_torch_file
 
     weights, meta = checkpoint_paths(config)
@@ -82,8 +83,6 @@ def load_cached(config: TrainConfig, device: torch.device | str = "cpu") -> Trai
 
 def announce_training(config: TrainConfig, weights: Path, force: bool) -> None:
     """One line on stderr before a training starts: what is trained, why, and where it is cached."""
-    import sys
-
     why = "--force asks to retrain it" if force else f"no cached checkpoint {weights.name}"
     limit = f"{config.train_limit} training images" if config.train_limit else "all training images"
     print(f"advspatial: training {config.arch} on {config.dataset} ({config.mode}, seed {config.seed}, "
@@ -101,8 +100,6 @@ def get_or_train(
     ``data_parallel`` under torchrun (``advspatial train``): every process calls it
     and they train the model together (:func:`_get_or_train_together`).
     """
-    from .distributed import world
-
     config.validate()
     device = pick_device("auto") if device is None else torch.device(device)
     if data_parallel and world().is_distributed:
@@ -135,8 +132,6 @@ def _get_or_train_together(config: TrainConfig, device: torch.device, progress: 
     a cached model is loaded there and its weights sent to every process; else every process trains its shard
     (:func:`train_model` with ``data_parallel``) and rank 0 alone writes the checkpoint.
     """
-    from .distributed import from_main, main_only, on_every_rank, world
-
     weights, meta = checkpoint_paths(config)
     with contextlib.ExitStack() as held:
         on_every_rank(lambda: held.enter_context(_file_lock(weights.with_suffix(".lock"))) if world().is_main else None)
@@ -172,8 +167,6 @@ def resolve_model(
     outputs and ``image_shape`` input (default: the dataset's, else 10 and 3x32x32),
     so a 2-class folder takes a 2-class checkpoint.
     """
-    from .models import load_model, parse_model_spec
-
     target = pick_device(device) if isinstance(device, str) else device
     source = parse_model_spec(spec, weights, arch)
     if source.needs_training:

@@ -8,6 +8,8 @@ stages of two different runs from being mixed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -88,9 +90,6 @@ class RunDir:
 
     def stage_owner(self) -> str:
         """A short checksum of :attr:`identity`: the run a stage file belongs to."""
-        import hashlib
-        import json
-
         return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def record(self) -> dict:
@@ -107,8 +106,6 @@ class RunDir:
         return value if isinstance(value, dict) else {}
 
     def write_record(self, record: dict) -> None:
-        import json
-
         atomic_write_text(self.path / self.RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     def bind(self, key: str, checksum: str, what: str) -> None:

@@ -30,7 +30,6 @@ def keep_freed_memory() -> bool:
     images: 240 ms, of which 6 s of 14 s CPU in the kernel; 131 ms with the memory kept). Returns whether the
     settings were applied (False off glibc, e.g. macOS). The process may hold up to 1 GB it no longer uses.
     """
-    import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")

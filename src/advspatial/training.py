@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from torch import nn
 
 from .data import ImageDataset, dataset_spec, load_dataset
 from .data.augment import FlipCrop, check_augmentation
+from .data.imagefolder import split_root
 from .data_parallel import DataParallel, current_shard, on_shard
 from .distributed import world
-from .errors import ConfigError, check_range, check_seed, unknown_name
-from .models import build_model
+from .errors import ConfigError, DataError, check_range, check_seed, unknown_name
+from .models import build_model, list_models
 from .models.hooks import frozen_eval
 from .progress import progress_bar
 from .runtime import make_generator, model_device, seed_everything
@@ -148,7 +150,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         dataset_spec(self.dataset)
-        from .models import list_models
 
         if self.arch not in list_models():
             raise unknown_name("model", self.arch, list_models())
@@ -298,9 +299,6 @@ def note_shared_splits(dataset: str) -> None:
     the same images, and the test accuracy is not held out."""
     if not dataset.startswith("imagefolder:"):
         return
-    import sys
-
-    from .data.imagefolder import split_root
 
     root = Path(dataset.split(":", 1)[1]).expanduser()
     if split_root(root, "train") == split_root(root, "test"):
@@ -324,8 +322,6 @@ def train_model(config: TrainConfig, device: torch.device | str = "cpu", progres
     test = load_dataset(config.dataset, "test")
     note_shared_splits(config.dataset)
     if train.image_shape != test.image_shape:
-        from .errors import DataError
-
         raise DataError(f"{config.dataset}: training images are {'x'.join(map(str, train.image_shape))} but test "
                         f"images {'x'.join(map(str, test.image_shape))}; check the dataset files")
     model = build_for(config, train).to(device)

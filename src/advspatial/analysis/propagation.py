@@ -34,9 +34,9 @@ from advspatial.models.hooks import record_outputs
 from advspatial.models.tokens import TokenLayout, token_layout
 from torch import nn
 
-from ..errors import ConfigError, ModelError, ShapeError
+from ..errors import ConfigError, ModelError, ShapeError, unknown_name
 from ..models.hooks import frozen_eval
-from ..runtime import batch_slices, model_device
+from ..runtime import batch_slices, model_device, sample_ids_or_range, stream_seed
 
 
 @dataclass
@@ -232,8 +232,6 @@ def stream_generator(seed: int, stream: int, sample_id: int) -> torch.Generator:
     :func:`advspatial.regions.controls.stream_seed`: an image's draws never
     depend on the batch, the order of the images or the other images.
     """
-    from ..runtime import stream_seed
-
     return torch.Generator().manual_seed((stream_seed(seed, stream) * 1_000_003 + int(sample_id)) % (2**63 - 1))
 
 
@@ -298,9 +296,6 @@ def random_pixel_change(
     a control never depends on the batch; and a "successful" change that is
     itself this control (same seed and id) gets itself back as its control.
     """
-    from ..errors import unknown_name
-    from ..runtime import sample_ids_or_range
-
     if mode not in CONTROL_MODES:
         raise unknown_name("control mode", mode, CONTROL_MODES)
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
@@ -391,8 +386,6 @@ def random_corner_pixels(
     is part of a random draw, not dropped. Draws of image i come from :func:`stream_generator` (seed,
     :data:`RANDOM_PIXEL_STREAM`, ``sample_ids[i]``), so they depend on neither the batch nor the other images.
     """
-    from ..runtime import sample_ids_or_range
-
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
     if draws < 1:

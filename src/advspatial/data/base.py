@@ -13,6 +13,7 @@ a subset's i-th image still knows which image it is (seeds are keyed by it).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -126,8 +127,6 @@ class ImageDataset:
         """SHA-256 of the images' content, labels and global ids: ties a run to its pixels, so a run resumed on
         replaced images is refused. A lazy source that has a ``checksum()`` of its own (image files: their bytes)
         is asked; other pixels are hashed as stored (a lazy one decoded batch by batch)."""
-        import hashlib
-
         digest = hashlib.sha256(f"{self.name};{tuple(self.pixels.shape)};".encode())
         digest.update(_tensor_bytes(self.labels))
         digest.update(_tensor_bytes(self.ids))

@@ -43,7 +43,9 @@ antialiased when shrinking) to ``size x size`` uint8 pixels:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -182,8 +184,6 @@ def max_image_pixels() -> int:
 def _quiet_pillow() -> None:
     """Pillow's DecompressionBombWarning (a raw multi-line warning on stderr) is replaced by our own cap,
     checked before decoding (:func:`read_image`), so it is filtered (a filter already there is not repeated)."""
-    import warnings
-
     from PIL import Image
 
     if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
@@ -300,8 +300,6 @@ class LazyImages:
     def checksum(self) -> str:
         """SHA-256 of the bytes of every file in order (and the decoding settings): changes when an image is
         replaced, even by one of the same size and time stamp; costs one read of the files, no decoding."""
-        import hashlib
-
         digest = hashlib.sha256(f"{self.size};{self.channels};{self.fit};{self.crop_fraction};".encode())
         for path in self.files:
             try:

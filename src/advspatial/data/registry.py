@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, unknown_name
+from ..errors import ConfigError, DataError, unknown_name
 from ..registry import Registry
 from .base import ImageDataset
 
@@ -78,7 +78,6 @@ def load_dataset(
         root = name.split(":", 1)[1]
         if spec.image_shape is not None and not Path(root).expanduser().is_dir():
             # a fixed-format dataset searched in several places: never fall back silently to another copy
-            from ..errors import DataError
 
             raise DataError(f"{spec.name}: folder {root!r} does not exist (given as {name}); valid: a folder holding "
                             f"the {spec.name} files, or just {spec.name} for the default locations")

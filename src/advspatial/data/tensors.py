@@ -20,6 +20,7 @@ Loading never runs code from a file: ``torch.load(weights_only=True)`` and
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 from tokenize import TokenError
 from typing import Any
@@ -29,6 +30,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError, first_line
 from .base import ImageDataset
+from .imagefolder import read_full_image
 from .registry import register_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -161,8 +163,6 @@ def read_labels(path: str | Path, n: int) -> torch.Tensor:
 def read_image_folder(folder: Path) -> torch.Tensor:
     """Every image file of ``folder`` in file-name order, (N,C,H,W) float in [0,1]; all of one size. Each file is
     decoded by :func:`.imagefolder.read_full_image` (the pixel cap checked first, a bad file one line)."""
-    from .imagefolder import read_full_image
-
     files = image_files(folder)
     if not files:
         raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
@@ -312,8 +312,6 @@ def _numpy_load(path: Path) -> np.ndarray:
 def _npz_arrays(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` archive (only ``keys``' first match when given); a truncated or mislabelled file
     (an ``.npy`` or text named ``.npz``) or object arrays are one line, not a numpy or zipfile traceback."""
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -19,6 +19,7 @@ that the inputs are the same bytes (their SHA-256 is kept in the run directory).
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..data.tensors import class_names_for, image_files, read_images, read_label
 from ..errors import ConfigError, ShapeError, unknown_name
 from ..report.html import Section, Table
 from ..rundir import RunDir
+from ..runtime import pick_device
 from .context import load_checked_model
 from .measurement.config import GatedConfig
 from .measurement.config import MeasurementConfig
@@ -84,8 +86,6 @@ class AnalyzeConfig(MeasurementConfig):
         """The examples' name in stage files, figures and tables: ``source`` (free text, shown as given where the
         examples are described) with every run of characters other than letters, digits and ``._+=-`` made one
         ``-`` (no path separator, no ``$`` of matplotlib's math markup)."""
-        import re
-
         return re.sub(r"[^A-Za-z0-9._+=-]+", "-", self.source).strip("-")
 
     def validate(self) -> None:
@@ -279,8 +279,6 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     check_inputs(rundir, examples)
     model = None
     if examples.labels is None:
-        from ..runtime import pick_device
-
         probe = ImageDataset("probe", examples.clean[:1], torch.zeros(1, dtype=torch.int64), ("0",))
         model = load_checked_model(config, probe, pick_device(config.device))
     images, labels_origin = example_images(config, examples, model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,18 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import torch
 from torch import nn
 
-from ..data import ImageDataset
-from ..errors import ConfigError
+from ..data import ImageDataset, load_dataset
+from ..data.imagefolder import split_root
+from ..data.subset import select
+from ..data.tensors import has_own_training_set
+from ..distributed import map_batches, on_every_rank
+from ..errors import ConfigError, ModelError
 from ..files import atomic_write_text
+from ..models.loading import state_checksum
+from ..models.outputs import check_logits, guard_outputs
+from ..models.spec import code_checksum
 from ..rundir import RunDir
+from ..runtime import batch_slices, pick_device
 from .settings import ExperimentConfig
 from .stage import CLEAN, AttackStage, CleanBatch
 
@@ -56,8 +65,6 @@ class ExperimentContext(Generic[ConfigT]):
         batch order, once per batch (accumulators, rows): see :func:`~advspatial.distributed.map_batches`.
         ``slices`` may also be other independent units of work, e.g. (configuration, batch) pairs.
         """
-        from ..distributed import map_batches
-
         return map_batches(fn, self.slices if slices is None else slices, desc=desc,
                            progress=bool(getattr(self.config, "progress", True)), then=then)
 
@@ -110,9 +117,6 @@ Config = TypeVar("Config", bound=ExperimentConfig)
 def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext[Config]:
     """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
     (of ``images`` when given, else of ``config.dataset``)."""
-    from ..distributed import on_every_rank
-    from ..runtime import batch_slices, pick_device
-
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
@@ -127,9 +131,7 @@ def run_identity(config: ExperimentConfig, model: nn.Module, data: ImageDataset)
     """What a run's stages belong to: the checksums of the model's weights, its code and the images, and what the
     model was built from (:func:`~advspatial.models.provenance.model_provenance`: package versions, the files its
     factory read, the modules its build imported) (:func:`bind_run`)."""
-    from ..models.loading import state_checksum
     from ..models.provenance import model_provenance
-    from ..models.spec import code_checksum
 
     return {"model_sha256": state_checksum(model), "model_code_sha256": code_checksum(model, config.model),
             "images_sha256": data.checksum(), PROVENANCE: model_provenance(model)}
@@ -146,8 +148,6 @@ IDENTITY_WHAT = {"model_sha256": "model weights", "model_code_sha256": "model co
 def bind_run(rundir: RunDir, identity: Mapping[str, Any]) -> None:
     """Tie ``rundir`` to :func:`run_identity` (refused in one line when a resumed run finds other checksums, other
     package versions, or other content of a file or module the model's build read)."""
-    import functools
-
     from ..models.provenance import provenance_changes
 
     for key, checksum in identity.items():
@@ -178,9 +178,6 @@ def test_images(config: ExperimentConfig, rundir: RunDir | None = None,
     The chosen dataset indices (the images' global ids) are written to
     ``subset.csv`` in the run directory, so the sample can be reproduced and audited.
     """
-    from ..data import load_dataset
-    from ..data.subset import select
-
     if full is None:
         full = load_dataset(config.dataset, "test", **config.dataset_options())
     data = select(full, config.n, config.subset, config.seed)
@@ -197,9 +194,6 @@ def train_images(config: ExperimentConfig, n: int, exclude: torch.Tensor | None 
     image set for both splits: the images in ``exclude`` (the global ids of the
     test images being evaluated) are then left out, so a prior never sees them.
     """
-    from ..data import load_dataset
-    from ..data.subset import select
-
     full = load_dataset(config.dataset, "train", **config.dataset_options())
     if exclude is not None and shared_splits(config.dataset):
         keep = ~torch.isin(full.ids, exclude.cpu())
@@ -213,9 +207,6 @@ def train_images(config: ExperimentConfig, n: int, exclude: torch.Tensor | None 
 def shared_splits(dataset: str) -> bool:
     """True when the dataset's train and test splits are the same images (a folder without train/ and test/,
     an ``arrays:`` file, in-memory images without a training set)."""
-    from ..data.imagefolder import split_root
-    from ..data.tensors import has_own_training_set
-
     if dataset.startswith("arrays:"):
         return True
     if dataset.startswith("memory:"):
@@ -234,9 +225,6 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
     Turns shape and class-count mismatches into one clear ModelError before any work, and a model that goes
     wrong later (NaN after the first image) into one clear ModelError where it happens.
     """
-    from ..errors import ModelError
-    from ..models.outputs import check_logits, guard_outputs
-
     x = data.images(slice(0, 1)).to(device)
     try:
         with torch.no_grad():

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..attacks.budgets import DATASET_BUDGETS, budget_meanings
 from ..errors import unknown_name
+from ..models.zoo import zoo_entries
 
 #: generic budgets per preset (``fashion-mnist`` = the experiments' own defaults): the attack budgets are
 #: ``attacks.budgets.DATASET_BUDGETS``'s, the rest the experiments' other dataset-dependent settings
@@ -61,7 +62,6 @@ def resolve_preset_name(name: str, dataset: str, model: str) -> str:
     base = dataset.split(":", 1)[0].strip()  # ``cifar10:PATH`` is CIFAR-10 read from PATH: the same preset
     if base in _DATASET_PRESETS:
         return _DATASET_PRESETS[base]
-    from ..models.zoo import zoo_entries
 
     entry = zoo_entries().get(model)
     if entry is not None and entry.dataset in ("cifar10", "imagenet"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -79,8 +80,6 @@ def findings_checksum(metrics: dict[str, Any]) -> str:
     """A short SHA-256 of metrics.json's findings (its keys but those a run adds: wall time, passes, its stamp):
     stamped into the file when it is written, so that ``advspatial report`` re-renders only findings as the run
     wrote them, not a file edited since."""
-    import hashlib
-
     findings = {k: v for k, v in metrics.items() if k not in RUN_KEYS}
     text = json.dumps(findings, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

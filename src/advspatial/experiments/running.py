@@ -8,6 +8,10 @@ torchrun rank 0 checks and the other processes share its verdict (docs/scale-out
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
+import json
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,8 +19,12 @@ from typing import Any
 
 import yaml
 
+from ..data import load_dataset
+from ..distributed import agree, main_only, world
 from ..errors import AdvspatialError, ConfigError, DataError, first_line
 from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, read_json
+from ..report.figures import OVERVIEW_FIGURE
+from ..report.html import write_report
 from ..rundir import RunDir
 from .findings import Findings
 from .registry import Experiment, get_experiment
@@ -25,7 +33,7 @@ from ..report.planning import PLAN_ANCHOR
 from .results import ExperimentResult, findings_checksum, metrics_to_json, printed, rows_to_csv, with_plan
 from .settings import (ExperimentConfig, check_settings, config_dict, config_from_mapping, load_yaml,
                        reported_settings)
-from .smoke import mark_result, unmark_tree
+from .smoke import banner, mark_result, unmark_tree
 from .stage import STAGE_FORMAT
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
@@ -66,8 +74,6 @@ def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse
     processes wait for its verdict (an error reaches all of them) and then share
     the directory.
     """
-    from ..distributed import agree, world
-
     if not world().is_main:
         agree()
         rundir = RunDir(out)
@@ -81,9 +87,6 @@ def open_run(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse
 
 def _identify(rundir: RunDir, kind: str, config: ExperimentConfig) -> None:
     """The run's settings join the identity its stage files carry (:meth:`RunDir.load_stage` checks it)."""
-    import hashlib
-    import json
-
     text = json.dumps({"experiment": kind, "config": fingerprint(config)}, sort_keys=True, default=str)
     rundir.identity["settings"] = hashlib.sha256(text.encode()).hexdigest()
 
@@ -92,8 +95,6 @@ def _identify(rundir: RunDir, kind: str, config: ExperimentConfig) -> None:
 def _checked_run_dir(out: Path, kind: str, config: ExperimentConfig, resume: bool, reuse_same: bool,
                      write_config: bool) -> Iterator[RunDir]:
     """Rank 0's half of :func:`open_run`: lock, check, record; the verdict is shared by :func:`agree`."""
-    from ..distributed import agree
-
     lock: DirLock | None = None
     try:
         check_writable_dir(out, "run directory")
@@ -172,8 +173,6 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     share of the batches (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
     alone writes the result files.
     """
-    from ..distributed import main_only
-
     experiment = get_experiment(name)
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
@@ -196,10 +195,6 @@ def fit_n_to_images(config: ExperimentConfig) -> None:
     """An ``n`` beyond the test images becomes their number, so ``config.yaml`` and ``run.json`` record the n the run
     has. One line on stderr says so when ``n`` was chosen: not the experiment's default (sized for a whole dataset)
     nor its smoke test's, and below :data:`ALL_IMAGES` (which asks for every image)."""
-    import dataclasses
-    import sys
-
-    from ..data import load_dataset
 
     try:
         available = len(load_dataset(config.dataset, "test", **config.dataset_options()))
@@ -321,9 +316,6 @@ def run_stamp(record: Mapping[str, Any], metrics: dict[str, Any]) -> dict[str, A
     run's id (a checksum of its ``run.json``: the settings and the checksums of the model's weights and code and of
     the images) and the checksum of the findings as written (:func:`~.results.findings_checksum`).
     ``advspatial report`` re-renders findings only under the record they were computed with, as they were written."""
-    import hashlib
-    import json
-
     text = json.dumps(record, sort_keys=True, default=str)
     return {"id": hashlib.sha256(text.encode()).hexdigest()[:16], "experiment": record.get("experiment"),
             "stage_format": record.get("stage_format", 1), "findings": findings_checksum(metrics)}
@@ -382,10 +374,7 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
 
 def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """``report.html`` of a run (a smoke test's opens with its banner)."""
-    from ..report.figures import OVERVIEW_FIGURE
-    from ..report.html import write_report
     from ..report.passes import with_passes
-    from .smoke import banner
 
     write_report(
         out / "report.html",

@@ -9,6 +9,7 @@ validates before any work.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
+from ..attacks import list_attacks
+from ..attacks.budgets import Budget, attack_for_budget
+from ..data import dataset_spec
 from ..data.subset import SUBSET_MODES
-from ..errors import ConfigError, bounded_repr, check_range, check_seed
+from ..errors import ConfigError, bounded_repr, check_range, check_seed, unknown_name
 from ..files import load_yaml_text
+from ..maps import list_importance_methods
+from ..models import parse_model_spec
+from ..models.spec import model_input
+from ..runtime import pick_device
 
 if TYPE_CHECKING:
     from torch import nn
@@ -142,15 +150,10 @@ class ExperimentConfig:
         """The registered attack ``name`` on ``model`` with this experiment's budgets
         (:mod:`advspatial.attacks.budgets`: each attack declares which of the settings it takes, so a newly
         registered attack runs with its intended budget), seeded by ``seed``."""
-        from ..attacks.budgets import Budget, attack_for_budget
-
         return attack_for_budget(name, model, Budget.from_settings(self, self.PRESET_FIELDS), seed=self.seed)
 
     def validate(self) -> None:
         """Raise ConfigError for any invalid value; called before any work starts."""
-        from ..data import dataset_spec
-        from ..runtime import pick_device
-
         check_declared(self)
         dataset_spec(self.dataset)
         check_seed("seed", self.seed)
@@ -166,7 +169,6 @@ class ExperimentConfig:
 
         A zoo model's own input size beats the preset's image size (EfficientNet-Lite1 takes 240, not 224).
         """
-        from ..models.spec import model_input
         from .presets import preset_values
 
         values = preset_values(cls.PRESET_FIELDS, preset)
@@ -184,8 +186,6 @@ class ExperimentConfig:
 
     def check_model(self) -> None:
         """The model spec is usable here: named things exist, TorchScript only where no layer is read."""
-        from ..models import parse_model_spec
-
         source = parse_model_spec(self.model, self.weights or None, self.arch or None)
         if source.is_torchscript and self.LAYER_ACCESS:
             raise ConfigError(
@@ -202,9 +202,6 @@ class ExperimentConfig:
 def resizes_images(dataset: str) -> bool:
     """True when the dataset's loader takes an image size (folder datasets); False for fixed-size data and for
     an unknown name (reported by validation)."""
-    import inspect
-
-    from ..data import dataset_spec
 
     try:
         return "class_map" in inspect.signature(dataset_spec(dataset).loader).parameters
@@ -218,8 +215,6 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
 
     Unset (0) image size and crop fraction follow a zoo model's own preprocessing.
     """
-    from ..models.spec import model_input
-
     if not resizes_images(dataset):
         if image_size or class_map or crop_fraction:
             raise ConfigError("image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), "
@@ -245,9 +240,6 @@ def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
 def check_attacks(names: Sequence[str], *also: str) -> dict[str, AttackSpec]:
     """The attack registry, after checking that ``names`` (an ``attacks`` setting) names at least one attack and
     that it and ``also`` (attacks other settings name) name only registered ones (one line listing them if not)."""
-    from ..attacks import list_attacks
-    from ..errors import unknown_name
-
     known = list_attacks()
     if not names:
         raise ConfigError("attacks must name at least one attack")
@@ -259,9 +251,6 @@ def check_attacks(names: Sequence[str], *also: str) -> dict[str, AttackSpec]:
 
 def check_importance_methods(*methods: str, auto: bool = False) -> None:
     """Each of ``methods`` is a registered importance method (or ``auto`` where it is allowed)."""
-    from ..errors import unknown_name
-    from ..maps import list_importance_methods
-
     valid = [*(["auto"] if auto else []), *list_importance_methods()]
     for method in methods:
         if method not in valid:

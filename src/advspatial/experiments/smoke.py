@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..report.html import Section
 from ..statistics.verdicts import VERDICTS
 from .results import ExperimentResult
 
@@ -116,8 +117,6 @@ def _mark_cell(value: Any, pattern: re.Pattern[str]) -> Any:
 def mark_sections(sections: list[Any], pattern: re.Pattern[str]) -> list[Any]:
     """Report sections (:class:`~advspatial.report.html.Section`) with every verdict word in their paragraphs,
     notes, table captions and cells and figure captions marked; titles and column names stay."""
-    from ..report.html import Section
-
     marked = []
     for s in sections:
         if not isinstance(s, Section):

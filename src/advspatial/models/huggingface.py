@@ -19,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,6 @@ def shape_mismatch(folder: Path) -> str:
 
 def weight_shapes(folder: Path) -> dict[str, list[int]]:
     """Tensor name -> shape of ``model.safetensors`` (read from its JSON header, no tensor loaded); {} otherwise."""
-    import struct
-
     file = folder / "model.safetensors"
     try:
         with file.open("rb") as handle:

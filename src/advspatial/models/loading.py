@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, load_failure
 from .registry import build_model
 
 
@@ -117,8 +119,6 @@ def _mismatch(model: nn.Module, state: dict) -> str:
 def _load_failure(exc: BaseException) -> str:
     """Why ``torch.load`` failed, in one line, without torch's advice to load with ``weights_only=False``
     (:func:`advspatial.errors.load_failure`)."""
-    from ..errors import load_failure
-
     return load_failure(exc)
 
 
@@ -233,10 +233,6 @@ def _import_module(name: str):
 
 
 def _import_file(path: Path):
-    import hashlib
-    import importlib.util
-    import sys
-
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import hashlib
 import importlib
+import importlib.metadata as metadata
 import os
 import sys
 import threading
@@ -27,6 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 #: distributions every run depends on, whatever its model: recorded with their versions
@@ -154,8 +156,6 @@ def provenance_changes(saved: Mapping[str, object], current: Mapping[str, Mappin
 def _versions(module_names: set[str]) -> dict[str, str]:
     """distribution -> version for :data:`CORE_DISTRIBUTIONS` and the distributions providing ``module_names``
     (outside the standard library)."""
-    import importlib.metadata as metadata
-
     versions: dict[str, str] = {}
     for dist in CORE_DISTRIBUTIONS:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -216,8 +216,6 @@ def _is_tool_file(file: Path) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _tool_packages() -> tuple[Path, ...]:
-    import torch
-
     return Path(torch.__file__).parent.resolve(), Path(__file__).parents[1].resolve()
 
 

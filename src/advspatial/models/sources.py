@@ -11,11 +11,14 @@ not run yet counts too; a module named by a string at run time (``importlib.impo
 from __future__ import annotations
 
 import ast
+import site
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
+
+import torch
 
 #: the most files one model's closure may hold (a guard against walking a whole file system)
 MAX_FILES = 5000
@@ -101,9 +104,6 @@ def is_installed(file: Path) -> bool:
 @lru_cache(maxsize=1)
 def installed_roots() -> tuple[Path, ...]:
     """The folders of installed code: the standard library, site-packages, torch's and advspatial's packages."""
-    import site
-
-    import torch
 
     paths = sysconfig.get_paths()
     roots = [paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")]

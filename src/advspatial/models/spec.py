@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
+import inspect
 import re
 import zipfile
 from dataclasses import dataclass
@@ -38,7 +40,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, unknown_name
+from . import loading
+from .loading import state_checksum
+from .registry import list_models
+from .zoo import is_zoo_name, load_zoo_model, zoo_entries
 
 #: every kind of spec, in the order they are recognised
 SPEC_KINDS = ("object", "registered", "zoo", "torchvision", "timm", "hf", "factory", "torchscript", "state-dict")
@@ -73,8 +79,6 @@ class ModelSource:
     @property
     def is_torchscript(self) -> bool:
         if self.kind == "object":
-            import torch
-
             return isinstance(_OBJECTS[self.target], torch.jit.ScriptModule)
         return self.kind == "torchscript"
 
@@ -90,9 +94,6 @@ def parse_model_spec(spec: str, weights: str | None = None, arch: str | None = N
     Checks that named files exist and that TorchScript files are not given
     weights, but loads nothing.
     """
-    from .registry import list_models
-    from .zoo import is_zoo_name
-
     spec = spec.strip()
     if not spec:
         raise ModelError("the model spec is empty; valid: a name from `advspatial list models`, FILE.py:factory, "
@@ -141,9 +142,6 @@ def _hf_source(spec: str, weights: str | None) -> ModelSource:
 
 def _file_like(spec: str) -> bool:
     """True when ``spec`` is not a name, a library model or a factory (so it is a file, maybe missing)."""
-    from .registry import list_models
-    from .zoo import is_zoo_name
-
     if spec.startswith(("object:", *LIBRARY_PREFIXES)) or spec in list_models() or is_zoo_name(spec):
         return False
     return _factory_target(spec) is None
@@ -156,8 +154,6 @@ def register_model_object(model: nn.Module, name: str | None = None) -> str:
     of its state dict, so the same weights give the same spec (a run can be
     resumed from Python with the same model) and other weights another one.
     """
-    from .loading import state_checksum
-
     if not isinstance(model, nn.Module):
         raise ModelError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     name = name or f"{type(model).__name__}-{state_checksum(model)[:16]}"
@@ -195,12 +191,8 @@ def _factory_target(spec: str) -> str | None:
 
 def _file_source(spec: str, weights: str | None, arch: str | None) -> ModelSource:
     """A TorchScript archive, or a state dict for ``arch``."""
-    from .registry import list_models
-
     path = Path(spec).expanduser()
     if not path.is_file():
-        from .zoo import zoo_entries
-
         names = sorted([*list_models(), *zoo_entries()])
         raise ModelError(
             f"unknown model {spec!r}: not a registered or zoo name ({', '.join(names)}), "
@@ -211,8 +203,6 @@ def _file_source(spec: str, weights: str | None, arch: str | None) -> ModelSourc
                          "give the weights file as --model with --arch, or a factory with --weights")
     if arch:
         if arch not in list_models():
-            from ..errors import unknown_name
-
             raise unknown_name("architecture", arch, list_models())
         return ModelSource("state-dict", spec, str(path), None, arch)
     if is_torchscript_file(path):
@@ -273,8 +263,6 @@ def load_model(
 
 def _build(source: ModelSource, shape: dict[str, int]) -> nn.Module:
     """The model of a loadable ``source`` (not an in-memory object), built with ``shape``."""
-    from . import loading
-
     if source.kind == "registered":
         if source.weights is None:
             raise ModelError(f"{source.spec!r} is an architecture without weights: train it "
@@ -286,8 +274,6 @@ def _build(source: ModelSource, shape: dict[str, int]) -> nn.Module:
     if source.kind == "torchscript":
         return loading.load_torchscript(source.target)
     if source.kind == "zoo":
-        from .zoo import load_zoo_model
-
         return load_zoo_model(source.target, weights=source.weights)
     if source.kind == "torchvision":
         return loading.load_torchvision(source.target, weights=source.weights)
@@ -303,8 +289,6 @@ def _build(source: ModelSource, shape: dict[str, int]) -> nn.Module:
 def model_input(spec: str) -> tuple[int, float] | None:
     """(image side, centre-crop fraction) a model spec declares for its images: a zoo model's, or the image
     processor's of an ``hf:`` folder; None for any other spec (and for an unusable one: validation reports it)."""
-    from .zoo import zoo_entries
-
     entry = zoo_entries().get(spec.strip())
     if entry is not None:
         return entry.input_size, entry.crop_fraction
@@ -324,8 +308,6 @@ def code_checksum(model: nn.Module, spec: str = "") -> str:
     TorchScript's compiled code. Identifies a model whose code changed under the same weights (a resumed run must
     not mix the two). torch's and advspatial's own files are the tool's, not the model's, and are left out; only
     the files' content counts, not their paths."""
-    import inspect
-
     from .sources import source_closure
 
     parts: set[str] = set()
@@ -351,8 +333,6 @@ def code_checksum(model: nn.Module, spec: str = "") -> str:
 
 def _factory_file(spec: str) -> str:
     """The source file a factory spec names (``FILE.py:factory``, ``package.module:factory``), else ''."""
-    import importlib.util
-
     if not spec.strip() or spec.startswith(("object:", *LIBRARY_PREFIXES)):
         return ""
     try:

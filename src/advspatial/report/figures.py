@@ -7,6 +7,7 @@ the Agg canvas, so pyplot and matplotlib's global backend are never touched.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.mathtext import MathTextParser
 from matplotlib.patches import Patch
+from matplotlib.text import Text
 
 from ..errors import ShapeError
 from ..regions import PART_NAMES, Partition
@@ -36,8 +39,6 @@ PART_LABELS = {
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` with the Agg canvas (no pyplot global state) and write it as PNG; returns the path."""
-    import io
-
     from ..files import atomic_write_bytes
 
     path = Path(path)
@@ -54,9 +55,6 @@ def literal_unless_math(fig: Figure) -> None:
     """Every text of ``fig`` that holds a ``$`` but is not valid mathtext is drawn literally: class names, folder
     names and ``--source`` labels are the user's text, and ``$x^$`` or ``$\\undefinedcmd{x}$`` in one of them
     made saving the figure fail after all the work was done. Valid math is still typeset."""
-    from matplotlib.mathtext import MathTextParser
-    from matplotlib.text import Text
-
     parser = MathTextParser("path")
     for text in fig.findobj(Text):
         content = text.get_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -101,8 +102,6 @@ def own_png(path: Path) -> bytes:
     """The bytes of the figure ``path``, when it is a PNG with no other name (one link): a hard link placed in a
     run would otherwise carry a file from elsewhere into the report (one-line
     :class:`~advspatial.errors.DataError`)."""
-    import os
-
     try:
         with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as handle:
             links = os.fstat(handle.fileno()).st_nlink

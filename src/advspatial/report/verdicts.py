@@ -17,7 +17,7 @@ from matplotlib.figure import Figure as MplFigure
 from ..statistics.claims import Claim, failed_gates, sentence_case
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import save_figure
-from .html import Table
+from .html import Figure, Table
 from .planning import not_supported_words
 
 if TYPE_CHECKING:
@@ -195,8 +195,6 @@ def forest_groups(claims: Sequence[Claim]) -> dict[str, list[Claim]]:
 def forest_figures(claims: Sequence[Claim], path: str | Path, title: str, caption: str) -> list[Figure]:
     """The forest plot of :func:`forest_groups` as a report figure, or none when no primary claim has a null
     beside it (a forest of single rows says nothing)."""
-    from .html import Figure
-
     groups = forest_groups(claims)
     if not any(len(v) > 1 for v in groups.values()):
         return []

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -279,6 +279,4 @@ def correct_agreement(cells: list[Agreement], sesoi: float, alpha: float) -> Non
 
 def as_rows(items: Sequence[Any]) -> list[dict[str, Any]]:
     """Dataclass items as dicts (for tables)."""
-    from dataclasses import asdict
-
     return [asdict(i) for i in items]

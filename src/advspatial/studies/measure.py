@@ -10,7 +10,16 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from ..distributed import main_only
+from ..experiments import get_experiment
+from ..experiments.context import bind_run
 from ..experiments.measurement.config import MeasurementConfig
+from ..experiments.measurement.findings import MeasuredFindings
+from ..experiments.measurement.run import measure
+from ..experiments.results import ExperimentResult
+from ..experiments.running import open_run
+from ..experiments.smoke import mark_result
+from ..progress import duration
 from ..rundir import RunDir
 from .models import StudyModel
 from .records import STUDY_RECORD, ModelRecord, model_record
@@ -25,10 +34,6 @@ def measure_model(model: StudyModel, config: MeasurementConfig, identity: Mappin
     The sub-run is an ordinary ``maps`` run (its report.html, metrics.json, per_image.csv and figures; ``advspatial
     report`` re-renders it) bound to its settings like any run, so a study resumed with other settings is refused.
     """
-    from pathlib import Path
-
-    from ..experiments.context import bind_run
-    from ..experiments.running import open_run
 
     with open_run(Path(config.out), "maps", config, resume=True) as rundir:
         bind_run(rundir, identity)
@@ -39,13 +44,7 @@ def measure_model(model: StudyModel, config: MeasurementConfig, identity: Mappin
 
 def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> ModelRecord:
     """Run the measurement, write the model's own result files, save and return its record."""
-    from ..distributed import main_only
-    from ..experiments import get_experiment
-    from ..experiments.measurement.findings import MeasuredFindings
-    from ..experiments.measurement.run import measure
-    from ..experiments.results import ExperimentResult
     from ..experiments.running import write_results
-    from ..experiments.smoke import mark_result
 
     maps = get_experiment("maps")  # the experiment a model's run is, reached by its registry line
     assert maps.findings is not None and issubclass(maps.findings, MeasuredFindings) and maps.render is not None
@@ -73,8 +72,6 @@ def stage_lines(label: str, run_dir: Path) -> Callable[[], list[str]]:
     lock = threading.Lock()
 
     def poll() -> list[str]:
-        from ..progress import duration
-
         with lock:
             new = [g for g in saved_stage_groups(stages) if g not in seen]
             seen.update(new)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from ..errors import ConfigError, bounded_repr
+from ..errors import ConfigError, bounded_repr, is_finite_number
 from ..models.spec import LIBRARY_PREFIXES
 
 #: the keys a model entry of a study's YAML list may have
@@ -112,8 +112,6 @@ TAKEN_NAMES = frozenset({"model", "spec", "parameters", "log10_parameters", "dep
 def stated_covariates(item: Mapping[str, Any], index: int) -> dict[str, float]:
     """A model entry's ``covariates``: names (letters, digits, '_', '.', '-'; none a measured covariate or a column
     of per_model.csv) mapped to finite numbers; one line naming the entry otherwise."""
-    from ..errors import is_finite_number
-
     covariates = item.get("covariates") or {}
     where = f"models[{index}].covariates"
     if not isinstance(covariates, Mapping):

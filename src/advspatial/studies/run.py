@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..distributed import main_only, world
 from ..errors import DataError, ModelError, first_line
-from ..files import atomic_write_text, inner_dir
+from ..experiments.results import ExperimentResult, findings_checksum, metrics_to_json, rows_to_csv
+from ..experiments.smoke import banner, mark_result, unmark_tree
+from ..files import atomic_write_text, inner_dir, inner_file, read_json
+from ..progress import duration, heartbeat
+from ..report.html import write_report
 from .findings import StudyFindings, study_findings
 from .measure import measure_model, stage_lines
 from .records import ModelRecord
-from .running import Study, elapsed, model_configs, preflight, say, study_dir
+from .running import Study, elapsed, load_study, model_configs, preflight, say, study_dir
 
 #: the files a finished study writes into its directory (besides models/ and figures/)
 STUDY_FILES = ("study.yaml", "images.csv", "metrics.json", "per_model.csv", "per_image_per_model.csv", "report.html")
@@ -40,9 +47,6 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     (:class:`~advspatial.errors.ModelError`, :class:`~advspatial.errors.DataError`) is listed as failed; the others
     are analysed, and ``resume`` completes it.
     """
-    from ..distributed import main_only, world
-    from ..progress import heartbeat
-
     configs = model_configs(study)
     started = time.perf_counter()
     with study_dir(study, resume) as out:
@@ -71,8 +75,6 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
 
 def outcome(record: ModelRecord) -> str:
     """One model's run in a few words: its RoI gate, the images each attack kept, its wall time."""
-    from ..progress import duration
-
     kept = ", ".join(f"{name} {len(a.ids)}" for name, a in record.attacks.items())
     skipped = ", ".join(f"{name} not compared" for name in record.skipped)
     return (f"RoI gate {record.roi_status}; images kept per attack: {kept or 'none'}"
@@ -82,8 +84,6 @@ def outcome(record: ModelRecord) -> str:
 def write_study(out: Path, study: Study, findings: StudyFindings, records: list[ModelRecord],
                 wall_seconds: float) -> str:
     """The study's figures, metrics.json, tables and report; returns the summary."""
-    from ..experiments.results import ExperimentResult, metrics_to_json, rows_to_csv
-    from ..experiments.smoke import mark_result
     from .report import draw_figures, render
     from .tables import per_image_rows, per_model_rows
 
@@ -102,9 +102,6 @@ def write_study(out: Path, study: Study, findings: StudyFindings, records: list[
 
 def write_study_report(out: Path, study: Study, sections: list[Any]) -> None:
     """``report.html`` of a study (a smoke test's opens with its banner)."""
-    from ..experiments.smoke import banner
-    from ..report.html import write_report
-
     write_report(out / "report.html", title="advspatial - study across models",
                  subtitle="The RoI/RoA measurement on every model, on the same images with the same seeds",
                  config={"models": ", ".join(f"{m.label}={m.model}" for m in study.models),
@@ -116,10 +113,6 @@ def study_stamp(study: Study, metrics: dict[str, Any]) -> dict[str, str]:
     """What a study's metrics.json says of the study that computed it (its key ``run``): a checksum of its record
     (``study.yaml``: models, settings, quick) and one of the findings as written, so ``advspatial report``
     re-renders only this study's findings, as they were written."""
-    import hashlib
-    import json
-
-    from ..experiments.results import findings_checksum
 
     text = json.dumps(study.record(), sort_keys=True, default=str)
     return {"id": hashlib.sha256(text.encode()).hexdigest()[:16], "experiment": "study",
@@ -130,11 +123,7 @@ def rerender_study(out: Path) -> str:
     """Re-render the report of the finished study in ``out`` from its files alone (``advspatial report DIR``):
     ``study.yaml``, ``metrics.json`` and ``figures/``; nothing is computed again. Returns the summary. A
     metrics.json another study wrote, or one whose values break their declared types, is one line."""
-    from ..experiments.results import ExperimentResult
-    from ..experiments.smoke import mark_result, unmark_tree
-    from ..files import inner_file, read_json
     from .report import render
-    from .running import load_study
 
     study = load_study(out)
     file = out / "metrics.json"

@@ -19,13 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
+from ..distributed import agree, on_every_rank, world
 from ..errors import AdvspatialError, ConfigError, DataError, ModelError, first_line
-from ..experiments.settings import read_yaml_mapping
+from ..experiments import get_experiment
+from ..experiments.context import load_checked_model, run_identity, test_images
+from ..experiments.running import resolve_config
+from ..experiments.settings import check_settings, config_dict, read_yaml_mapping
 from ..files import DirLock, atomic_write_text, check_writable_dir
 from ..experiments.measurement.config import MeasurementConfig
-from .models import StudyModel
+from ..progress import note
+from ..runtime import pick_device
+from .models import StudyModel, parse_models
 
 #: the study's own defaults beside the ``maps`` experiment's (five models x six attacks is a day on a CPU)
 STUDY_DEFAULTS: dict[str, Any] = {"attacks": ["fgsm", "pgd"]}
@@ -59,8 +66,6 @@ def check_shared(settings: Mapping[str, Any], where: str) -> None:
     ``maps`` setting of its type and range on its own, none a per-model key (``model:`` would be ignored for every
     model); ``experiment:``, when given, is ``maps``, the only measurement a study makes. One line naming
     ``where`` otherwise."""
-    from ..experiments.settings import check_settings
-
     experiment = settings.get("experiment", "maps")
     if experiment != "maps":
         raise ConfigError(f"{where}: experiment={experiment!r}; a study runs the maps measurement on every model "
@@ -68,7 +73,6 @@ def check_shared(settings: Mapping[str, Any], where: str) -> None:
     for key, instead in NOT_SHARED.items():
         if key in settings:
             raise ConfigError(f"{where}: {key} is not a shared setting of a study; valid: {instead}")
-    from ..experiments import get_experiment
 
     check_settings(get_experiment("maps").config_cls, {k: v for k, v in settings.items() if k != "experiment"}, where)
 
@@ -76,9 +80,6 @@ def check_shared(settings: Mapping[str, Any], where: str) -> None:
 def model_configs(study: Study) -> dict[str, MeasurementConfig]:
     """Every model's resolved and validated ``maps`` config (its run in ``OUT/models/LABEL``); a one-line
     ConfigError naming the model when one is invalid, or when two models would be measured differently."""
-    from ..experiments import get_experiment
-    from ..experiments.running import resolve_config
-
     check_shared(study.settings, "the study's shared settings")
     experiment = get_experiment("maps")
     configs: dict[str, MeasurementConfig] = {}
@@ -99,8 +100,6 @@ def model_configs(study: Study) -> dict[str, MeasurementConfig]:
 def check_same_measurement(configs: Mapping[str, MeasurementConfig]) -> None:
     """Every model is measured with the same settings (budgets, maps, statistics, images, seeds): a preset that
     resolves differently for one model (another dataset preset, a zoo model's own) would compare unlike things."""
-    from ..experiments.settings import config_dict
-
     labels = list(configs)
     first = config_dict(configs[labels[0]])
     for label in labels[1:]:
@@ -124,11 +123,6 @@ class Preflight:
 def preflight(configs: Mapping[str, MeasurementConfig]) -> Preflight:
     """Load every model and run it on one image before any work: a broken model spec, a model that cannot take the
     images, models with different numbers of outputs or selecting different images are one line each."""
-    import torch
-
-    from ..distributed import on_every_rank
-    from ..experiments.context import load_checked_model, run_identity, test_images
-    from ..runtime import pick_device
 
     outputs: dict[str, int] = {}
     images: dict[str, list[tuple[int, int]]] = {}
@@ -159,8 +153,6 @@ def preflight(configs: Mapping[str, MeasurementConfig]) -> Preflight:
 def study_dir(study: Study, resume: bool) -> Iterator[Path]:
     """The study's directory, locked; a study already there is resumed only with ``resume`` and the same models
     and settings (one line otherwise)."""
-    from ..distributed import agree, world
-
     out = Path(study.out)
     if not world().is_main:
         agree()
@@ -205,8 +197,6 @@ def check_study_dir(out: Path, study: Study, resume: bool) -> None:
 def load_study(out: str | Path) -> Study:
     """The study recorded in ``out/study.yaml`` (``--resume``, ``advspatial report``), checked as a new study's
     models and settings are (one line naming the file when it is damaged)."""
-    from .models import parse_models
-
     path = Path(out) / STUDY_FILE
     if not path.is_file():
         raise ConfigError(f"--resume {out}: no {STUDY_FILE} there; valid: a directory written by advspatial study")
@@ -225,9 +215,6 @@ def load_study(out: str | Path) -> Study:
 
 def say(message: str) -> None:
     """A progress line on stderr (rank 0), between the progress bars."""
-    from ..distributed import world
-    from ..progress import note
-
     if world().is_main:
         note(message)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import ConfigError, check_range
 from ...masks import MASK_KINDS
+from ...models import parse_model_spec
 from ...training import TrainConfig
 from ..measurement.config import GatedConfig
 from ..settings import OPEN_UNIT_INTERVAL, check_importance_methods, setting
@@ -163,8 +164,6 @@ def natural_epochs(config: LocalizedConfig) -> int:
 def finetunes(config: LocalizedConfig) -> bool:
     """True when every model are fine-tuned from ``config.model`` (any spec but a registered architecture
     without weights, which is trained from scratch)."""
-    from ...models import parse_model_spec
-
     return not parse_model_spec(config.model, config.weights or None, config.arch or None).needs_training
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ...attacks import list_attacks
 from ...errors import ConfigError
 from ..measurement.config import MeasurementConfig
 
@@ -27,8 +28,6 @@ class MapsConfig(MeasurementConfig):
                                        "panel": ["gradcam", "occlusion"], "panel_fractions": [0.1, 0.3]}
 
     def validate(self) -> None:
-        from ...attacks import list_attacks
-
         known = list_attacks()
         dense = [a for a in self.attacks if a in known and known[a].cls.norm != "l0"]
         if self.attacks and all(a in known for a in self.attacks) and not dense:

@@ -16,6 +16,7 @@ Superpixels come from SLIC (scikit-image), an optional dependency:
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,8 +122,6 @@ def typing_agreement(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None
 
 def superpixels_available() -> bool:
     """True when scikit-image (SLIC superpixels) can be imported."""
-    import importlib.util
-
     return importlib.util.find_spec("skimage") is not None
 
 

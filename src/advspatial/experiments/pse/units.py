@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -140,8 +141,6 @@ def dataset_concepts(data: Any) -> dict[str, torch.Tensor]:
 
 def load_concepts(path: str, data: Any) -> dict[str, torch.Tensor]:
     """Concept masks from a user file, rows picked by the images' global ids (format: docs/experiments/pse.md)."""
-    import numpy as np
-
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"concepts file {path!r} does not exist")

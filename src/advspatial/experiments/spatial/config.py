@@ -12,7 +12,7 @@ from ...defence.adaptive import AdaptiveBudget
 from ...defence.convergence import CurveGrid
 from ...defence.adaptive_evaluation import AdaptivePlan
 from ...defence.neutralize import CONTROL_MATCHES
-from ...defence.transforms import TRANSFORMS
+from ...defence.transforms import TRANSFORMS, check_strengths
 from ...errors import ConfigError, unknown_name
 from ...regions.fills import list_fills
 from ..measurement.config import MeasurementConfig
@@ -195,7 +195,6 @@ class SpatialConfig(MeasurementConfig):
         for fill in [self.fill, *self.fills]:
             if fill not in list_fills():
                 raise unknown_name("fill", fill, list_fills())
-        from ...defence.transforms import check_strengths
 
         if self.eval not in ("default", "full"):
             raise unknown_name("eval preset", self.eval, ("default", "full"))
