@@ -16,8 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -275,8 +274,3 @@ def correct_agreement(cells: list[Agreement], sesoi: float, alpha: float) -> Non
     for c in cells:
         threshold = sesoi_for("iou", c.null, sesoi / DEFAULT_SESOI.value)
         c.verdict = verdict(c.effect, c.p_adjusted, c.gates, threshold, alpha=alpha, min_n=MIN_N)
-
-
-def as_rows(items: Sequence[Any]) -> list[dict[str, Any]]:
-    """Dataclass items as dicts (for tables)."""
-    return [asdict(i) for i in items]
