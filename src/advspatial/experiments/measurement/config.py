@@ -9,7 +9,8 @@ from typing import Any
 
 from ...errors import ConfigError, unknown_name
 from ...faithfulness.draws import DEFAULT_DRAWS, PANEL_DRAWS
-from ...faithfulness.gate import DEFAULT_MARGIN, EDGE_FREE_FILLS
+from ...faithfulness.gate import DEFAULT_MARGIN
+from ...faithfulness.measures import EDGE_FREE_FILLS
 from ...maps import list_attack_maps
 from ..settings import OPEN_UNIT_INTERVAL, ExperimentConfig, check_attacks, check_importance_methods, setting
 
