@@ -37,6 +37,7 @@ from scipy import stats
 from ..errors import check_range
 from ..runtime import stream_seed
 from ..statistics.estimates import Estimate, bootstrap_mean_ci, bootstrap_median_ci
+from ..statistics.outcomes import DEFAULT_POWER
 from ..statistics.seeds import crossed_mean_ci
 
 #: independent re-initializations of the model per randomization check of the RoI's explainer (the gate every
@@ -131,7 +132,8 @@ def two_level_ci(values: Any, statistic: str = "mean", level: float = 0.95, seed
 MAX_PROJECTED_DRAWS = 1000
 
 
-def draws_to_decide(values: Any, statistic: str, distance: float, power: float = 0.8, level: float = 0.95) -> float:
+def draws_to_decide(values: Any, statistic: str, distance: float, power: float = DEFAULT_POWER,
+                    level: float = 0.95) -> float:
     """The re-initializations (draws, on the same images) at which a check whose value lies ``distance`` from its
     bound would be decided at ``power``: the smallest D with ``distance >= (t_{D-1, level} + z_power) x SD / sqrt(D)``,
     SD the spread of the draws' aggregates (which carries the images' noise too, so the projection is an upper

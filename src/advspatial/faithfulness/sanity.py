@@ -100,19 +100,18 @@ def _distance(name: str, e: Estimate, bound: float) -> float:
     return abs(e.mean - bound)
 
 
-def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int,
-                     table: Any = None, statistic: str = "mean") -> str:
+def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int, table: Any,
+                     statistic: str) -> str:
     """An undecided check's text with what would decide it: the check images at these draws and, where the check
     has several draws, the re-initializations at these images (the draws often differ more than the images, and
     then more draws decide it sooner than more images)."""
     p = check_projection(name, e, bound=bound, min_n=min_n)
-    draws = (draws_to_decide(table, statistic, _distance(name, e, bound)) if table is not None
-             and as_table(table).shape[0] > 1 else math.inf)
+    d, n = as_table(table).shape if table is not None else (1, 0)
+    draws = draws_to_decide(table, statistic, _distance(name, e, bound)) if d > 1 else math.inf
     if not p.images < math.inf and not draws < math.inf:
         return text
     if not draws < math.inf:
         return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
-    d, n = as_table(table).shape
     images = (f", or about {int(p.images):,} check images at these {d} re-initializations"
               if p.images < math.inf else "")
     return (f"{text} (about {int(draws):,} re-initializations at these {n} check images{images}, would decide it, "
@@ -130,8 +129,8 @@ def _point(value: float) -> Estimate:
 def _estimate(record: Mapping[str, Any], statistic: str, point_key: str) -> tuple[Estimate, bool]:
     """(value with its CI over draws and images, whether per-image values exist): from ``per_draw`` (draws x
     images), else a one-draw ``per_image`` list, else the record's point value."""
-    table = record.get("per_draw") or record.get("per_image")
-    if not table:
+    table = _table(record)
+    if table is None:
         return _point(float(record.get(point_key, math.nan))), False
     return two_level_ci(table, statistic), True
 
@@ -152,16 +151,16 @@ def _counted(record: Mapping[str, Any], how: str) -> str:
     return "".join(f"; {p}" for p in parts)
 
 
-def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: int, has_values: bool,
-          table: Any = None, statistic: str = "mean") -> CheckReading:
+def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: int, table: Any,
+          statistic: str) -> CheckReading:
     """A check's reading: below ``min_n`` images with values a check that does not fail reads "undecided:
     insufficient data" (like the gate's cells, it may fail there but never pass); an undecided check's text with
     its projection."""
-    if has_values and e.n < min_n and outcome != FAILS:
+    if table is not None and e.n < min_n and outcome != FAILS:
         outcome = UNDECIDED
         text += f", undecided: insufficient data ({e.n} check image(s) < {min_n})"
     if outcome == UNDECIDED:
-        text = _with_projection(text, name, e, bound, min_n, table if has_values else None, statistic)
+        text = _with_projection(text, name, e, bound, min_n, table, statistic)
     return CheckReading(name, outcome, e, text)
 
 
@@ -182,7 +181,7 @@ def cascade_reading(rows: Sequence[Mapping[str, Any]], min_n: int = MIN_CHECK_IM
     text = (f"cascade |Spearman| after every layer {abs(e.mean):.2f}"
             + ("" if e.low == e.high else f" [{e.low:+.2f}, {e.high:+.2f}]") + _worded(word, outcome)
             + _counted(last, "counted as Spearman 0"))
-    return _read("cascade spearman", outcome, e, text, b, min_n, has_values, _table(last), "mean")
+    return _read("cascade spearman", outcome, e, text, b, min_n, _table(last), "mean")
 
 
 def smooth_reading(smooth: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
@@ -196,7 +195,7 @@ def smooth_reading(smooth: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> 
     word = {PASSES: f"< {b:g} passes", FAILS: f">= {b:g} fails", UNDECIDED: f"undecided against {b:g}"}[outcome]
     text = (f"smooth MPRT Spearman {_interval(e).lstrip('+')}" + _worded(word, outcome)
             + _counted(smooth, "counted as Spearman 0"))
-    return _read("smooth MPRT spearman", outcome, e, text, b, min_n, has_values, _table(smooth), "mean")
+    return _read("smooth MPRT spearman", outcome, e, text, b, min_n, _table(smooth), "mean")
 
 
 def efficient_reading(efficient: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGES) -> CheckReading:
@@ -212,7 +211,7 @@ def efficient_reading(efficient: Mapping[str, Any], min_n: int = MIN_CHECK_IMAGE
             UNDECIDED: f"undecided against +{m:g}"}[outcome]
     text = (f"efficient MPRT complexity change {_interval(e)}" + _worded(word, outcome)
             + _counted(efficient, "counted as a fall to entropy 0"))
-    return _read("efficient MPRT rise", outcome, e, text, m, min_n, has_values, _table(efficient), "median")
+    return _read("efficient MPRT rise", outcome, e, text, m, min_n, _table(efficient), "median")
 
 
 def randomization_passed(rows: Sequence[Mapping[str, Any]] | None) -> bool | None:
