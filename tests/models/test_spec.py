@@ -8,9 +8,9 @@ import textwrap
 import pytest
 import torch
 
-from advspatial.errors import ModelError
+from advspatial.errors import ConfigError, ModelError
 from advspatial.models import build_model, load_model, parse_model_spec
-from advspatial.models.spec import is_torchscript_file
+from advspatial.models.spec_kinds import is_torchscript_file
 
 FACTORY_FILE = textwrap.dedent(
     """
@@ -197,3 +197,61 @@ def test_model_objects_are_named_by_their_weights():
         parse_model_spec("object:Gone-0")
     with pytest.raises(ModelError, match="weights"):
         parse_model_spec(spec, weights=__file__)
+
+
+# -- the registry of spec kinds ------------------------------------------------------------------------------------
+
+def test_every_registered_kind_recognises_and_builds_in_the_order_of_spec_kinds():
+    from advspatial.models.spec import SPEC_KINDS
+    from advspatial.models.spec_kinds import SPEC_KIND_REGISTRY
+
+    assert tuple(kind.name for kind in SPEC_KIND_REGISTRY) == SPEC_KINDS
+    assert len(set(SPEC_KINDS)) == len(SPEC_KINDS)
+    for kind in SPEC_KIND_REGISTRY:
+        assert callable(kind.resolve) and callable(kind.recognise) and callable(kind.build), kind.name
+    assert SPEC_KIND_REGISTRY[-1].names_file  # the file kinds take what the others leave, so they come last
+
+
+def test_a_kind_added_to_the_registry_is_recognised_and_built(monkeypatch):
+    """A new kind is one registry entry: parsing, loading, the listing and a study's label need no other edit."""
+    from advspatial.cli.listing import registries
+    from advspatial.models import spec_kinds
+    from advspatial.models.spec import model_input, prefixed_name
+    from advspatial.models.spec_kinds import ModelSource, SpecKind
+    from advspatial.studies.models import default_label
+
+    built = []
+
+    def build(source: ModelSource, shape: dict[str, int]) -> torch.nn.Module:
+        built.append((source.target, shape["num_classes"]))
+        return torch.nn.Linear(4, shape["num_classes"])
+
+    toy = SpecKind("toy", lambda spec, weights, arch: ModelSource("toy", spec, spec.split(":", 1)[1], weights), build,
+                   prefix="toy:", model_input=lambda spec: (8, 0.5), listed=("toy:NAME", "a toy model"))
+    monkeypatch.setattr(spec_kinds, "SPEC_KIND_REGISTRY", (toy, *spec_kinds.SPEC_KIND_REGISTRY))
+    source = parse_model_spec("toy:tiny")
+    assert (source.kind, source.target, source.is_torchscript, source.needs_training) == ("toy", "tiny", False, False)
+    model = load_model("toy:tiny", num_classes=3)
+    assert built == [("tiny", 3)] and model(torch.rand(2, 4)).shape == (2, 3)
+    assert model_input("toy:tiny") == (8, 0.5) and prefixed_name("toy:runs/tiny") == "runs/tiny"
+    assert default_label("toy:runs/tiny") == "tiny"
+    assert registries()["models"]()["toy:NAME"] == "a toy model"
+    assert parse_model_spec("smallcnn").kind == "registered"  # the other kinds are recognised as before
+
+
+def test_recognition_order_and_messages_survive_the_registry(tmp_path) -> None:
+    """Specs the file and library kinds reject get one-line errors that name the problem."""
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match=r"^\S+notes.txt is not a TorchScript archive; for a state dict name its "):
+        parse_model_spec(str(text))
+    with pytest.raises(ConfigError, match="unknown architecture 'nosuch'"):
+        parse_model_spec(str(text), arch="nosuch")
+    with pytest.raises(ModelError, match="--weights applies to a name or a factory"):
+        parse_model_spec(str(text), weights=str(text))
+    with pytest.raises(ModelError, match="--arch applies to a state-dict --model file, not to 'torchvision:x'"):
+        parse_model_spec("torchvision:x", arch="lenet5")
+    with pytest.raises(ModelError, match="timm:x needs --weights FILE"):
+        parse_model_spec("timm:x")
+    with pytest.raises(ModelError, match="'timm:' names no model"):
+        parse_model_spec("timm:")

@@ -19,14 +19,11 @@ def registries() -> dict[str, Callable[[], dict[str, str]]]:
 
     def models() -> dict[str, str]:
         from ..models import describe_zoo, list_models
+        from ..models.spec import spec_forms
 
         out = {k: f"[trained on first use] {v.description}" for k, v in list_models().items()}
         out.update({k: f"[pretrained zoo] {v}" for k, v in describe_zoo().items()})
-        out["FILE.py:factory"] = "your model: a callable returning an nn.Module on [0,1] images (--weights STATE_DICT)"
-        out["torchvision:NAME"] = "a torchvision model (lazy import; ImageNet normalization added)"
-        out["timm:NAME"] = "a timm model with --weights FILE (lazy import; its own normalization added)"
-        out["hf:PATH"] = "a Hugging Face image classifier saved in a local folder (lazy import; its processor's size " \
-                         "and normalization)"
+        out.update(spec_forms())
         return out
 
     def attacks() -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ..errors import ConfigError, bounded_repr, is_finite_number
-from ..models.spec import LIBRARY_PREFIXES
+from ..models.spec import prefixed_name
 
 #: the keys a model entry of a study's YAML list may have
 MODEL_KEYS = ("model", "label", "weights", "arch", "preset", "image_size", "batch_size", "covariates")
@@ -45,8 +45,8 @@ class StudyModel:
 
 def default_label(spec: str) -> str:
     """A label from a model spec: the zoo/registered name, or a file's stem (``nets/wide.py:make`` -> ``wide``)."""
-    library = spec.startswith(("object:", *LIBRARY_PREFIXES))  # hf:runs/vit -> vit
-    name = spec.split(":", 1)[1] if library else spec.split(":", 1)[0]
+    name = prefixed_name(spec)  # hf:runs/vit -> vit
+    name = spec.split(":", 1)[0] if name is None else name
     return PurePath(name).stem or spec
 
 
