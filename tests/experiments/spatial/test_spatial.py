@@ -258,19 +258,6 @@ def test_bad_config_fails_before_work(tmp_path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_maps_takes_its_panel_attack_from_the_attacks(tmp_path) -> None:
-    """``maps`` hides defence_attack: the first attack run on every image is it; L0 attacks alone are refused
-    in one line naming the attacks (the hidden option is not named)."""
-    maps = get_experiment("maps")
-    config = resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel", "fgsm", "pgd"]},
-                            quick=True)
-    assert config.defence_attack == "fgsm"
-    with pytest.raises(ConfigError, match=r"attacks=\['onepixel'\]: maps needs at least one attack run on every image"):
-        resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["onepixel"]}, quick=True)
-    with pytest.raises(ConfigError, match="unknown attack"):
-        resolve_config(maps, None, {"out": str(tmp_path / "m"), "attacks": ["nope"]}, quick=True)
-
-
 def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     """``analyze --source onepixel``: the examples were made elsewhere, so the report must not describe the DE
     budget of our own one-pixel attack (which never ran)."""
