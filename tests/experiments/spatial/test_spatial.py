@@ -25,7 +25,9 @@ from helpers import ReportParser, assert_smoke_test
 
 from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
+from advspatial.experiments.findings import RUN_KEYS
 from advspatial.experiments.smoke import would_read
+from advspatial.experiments.spatial.findings import SpatialAttackOutcome, SpatialFindings
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist, pytest.mark.xdist_group("spatial-run")]
 
@@ -73,6 +75,20 @@ def test_run_directory_contents(finished_run) -> None:
     figures = {p.name for p in (path / "figures").glob("*.png")}
     assert {"defence-sweep.png", "frequency-roi.png", "frequency-roa.png", "frequency-difference.png"} <= figures
     assert any(name.startswith("regions-") for name in figures)
+
+
+def test_metrics_json_holds_the_findings_in_their_order_and_reads_back(finished_run) -> None:
+    """The findings inherit the measurement's parts, yet metrics.json keeps each defence part beside the measured
+    part it belongs to, and reads back as the same findings (each attack's outcome with its controls' spread)."""
+    _, path = finished_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    written = [k for k in metrics if k not in RUN_KEYS]
+    assert written[:7] == ["n", "clean_accuracy", "nonadaptive", "clean_cost", "attacks", "defence_attack", "sweep"]
+    assert written[7:10] == ["faithfulness", "roi", "inference"]
+    assert written[-3:] == ["claims", "defence_interpretation", "adaptive"]
+    findings = SpatialFindings.from_metrics(metrics)
+    assert json.dumps(findings.to_metrics()) == json.dumps({k: metrics[k] for k in written})
+    assert all(isinstance(o, SpatialAttackOutcome) and o.control_draws for o in findings.attacks.values())
 
 
 def test_metrics_agree_with_per_image_rows(finished_run) -> None:

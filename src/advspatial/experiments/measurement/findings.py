@@ -81,11 +81,12 @@ class MeasuredFindings(Findings):
 @dataclass
 class MeasurementFindings(MeasuredFindings):
     """What the measurement found: per attack its outcome, the gates, the RoI, the comparisons, panel and claims
-    (the ``maps`` and ``analyze`` experiments' findings)."""
+    (the ``maps`` and ``analyze`` experiments' findings; the ``spatial`` experiment's add the defence's parts)."""
 
     n: int
     clean_accuracy: float
-    attacks: dict[str, AttackOutcome]
+    #: read-only (Mapping, covariant): a findings type may narrow the outcome (the spatial experiment's)
+    attacks: Mapping[str, AttackOutcome]
     faithfulness: dict[str, GateResult]
     roi: Roi
     inference: dict[str, dict[str, Any]]

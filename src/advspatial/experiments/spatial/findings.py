@@ -15,12 +15,9 @@ from typing import Any, cast
 
 from ...defence.adaptive import AdaptiveBudget
 from ...defence.convergence import Convergence
-from ...faithfulness.record import GateResult
 from ...statistics.accuracy import PairedAccuracy, Proportion
-from ...statistics.claims import Claim
-from ..findings import from_json, optional_part, to_json
-from ..measurement.findings import AttackOutcome, MeasuredFindings, PanelRow
-from ..measurement.roi import Roi
+from ..findings import from_json, to_json
+from ..measurement.findings import AttackOutcome, MeasurementFindings
 from .config import DefenceSetting, Role
 
 
@@ -273,26 +270,29 @@ class Adaptive:
                    part(Convergence, "convergence"))
 
 
-@dataclass
-class SpatialFindings(MeasuredFindings):
+#: metrics.json's first keys, in the order spatial runs write them: each defence part beside the measured part it
+#: belongs to. The fields' order (the measurement's, inherited, then the defence's) would put the defence's parts
+#: after the measurement's (:meth:`SpatialFindings.to_metrics`).
+METRICS_HEAD = ("n", "clean_accuracy", "nonadaptive", "clean_cost", "attacks", "defence_attack", "sweep")
+
+
+@dataclass(kw_only=True)
+class SpatialFindings(MeasurementFindings):
     """What a spatial run found: the measurement's parts (per attack its outcome with the controls' spread, the
     gates, the RoI, the comparisons, panel and claims) plus the defence: non-adaptive, sweep and adaptive."""
 
-    n: int
-    clean_accuracy: float
+    #: narrowed: each outcome carries its random controls' spread, and metrics.json reads back by the declared types
+    attacks: dict[str, SpatialAttackOutcome]
     nonadaptive: NonAdaptive
     clean_cost: dict[str, float]
-    attacks: dict[str, SpatialAttackOutcome]
     defence_attack: str
     sweep: Sweep
-    faithfulness: dict[str, GateResult]
-    roi: Roi
-    inference: dict[str, dict[str, Any]]
-    content: dict[str, dict[str, Any]] | None = optional_part()
-    panel: list[PanelRow] | None = optional_part()
-    claims: list[Claim] = field(default_factory=list)
-    defence_interpretation: str = "interpretable"
     adaptive: Adaptive | None = None
+
+    def to_metrics(self) -> dict[str, Any]:
+        """The findings as metrics.json's data, the keys of :data:`METRICS_HEAD` first."""
+        metrics = super().to_metrics()
+        return {**{key: metrics[key] for key in METRICS_HEAD}, **metrics}
 
     def adaptive_part(self) -> Adaptive:
         """The adaptive evaluation (every spatial run has one)."""
