@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from advspatial.passes import PassCount, PassLedger, stage_family
+from advspatial.passes import PassCount, PassLedger, call_rates, one_round, stage_family
 from advspatial.rundir import RunDir
 
 
@@ -28,7 +29,7 @@ def test_a_forward_pass_counts_its_images_and_a_gradient_counts_them_back() -> N
     out = model(x)
     torch.autograd.grad(out.sum(), x, retain_graph=True)
     torch.autograd.grad(out[:, 0].sum(), x)  # a second gradient through the same pass: a second backward
-    assert ledger.outside == PassCount(forward=9, backward=8, calls=2)
+    assert ledger.outside == PassCount(forward=9, backward=8, calls=2, backward_calls=2, rounds=2)
 
 
 def test_a_wrapper_counts_only_the_calls_that_reach_the_watched_model() -> None:
@@ -47,7 +48,7 @@ def test_a_wrapper_counts_only_the_calls_that_reach_the_watched_model() -> None:
     ledger.watch(model)  # watched once, however often asked
     with torch.no_grad():
         TwiceWrapped()(images(3))
-    assert ledger.outside == PassCount(forward=6, backward=0, calls=2)
+    assert ledger.outside == PassCount(forward=6, backward=0, calls=2, rounds=2)
     ledger.unwatch()
     with torch.no_grad():
         model(images(3))
@@ -63,9 +64,10 @@ def test_stages_count_their_own_passes_and_nested_ones_once() -> None:
             with ledger.stage("inner/batch-00000"):
                 model(images(7))
         model(images(1))
-    assert ledger.by_stage == {"outer/batch-00000": PassCount(2, 0, 1), "inner/batch-00000": PassCount(7, 0, 1)}
-    assert ledger.outside == PassCount(1, 0, 1)
-    assert ledger.total() == PassCount(10, 0, 3)
+    assert ledger.by_stage == {"outer/batch-00000": PassCount(2, 0, 1, rounds=1),
+                               "inner/batch-00000": PassCount(7, 0, 1, rounds=1)}
+    assert ledger.outside == PassCount(1, 0, 1, rounds=1)
+    assert ledger.total() == PassCount(10, 0, 3, rounds=3)
 
 
 def test_a_failed_stage_is_not_recorded() -> None:
@@ -134,8 +136,10 @@ def test_counts_are_written_with_a_stage_and_read_back_on_resume(tmp_path) -> No
     summary = first.passes.summary()
     assert (summary["forward"], summary["backward"], summary["calls"]) == (12, 4, 3)
     assert summary["forward_per_image"] == 1.5 and summary["complete"]
-    assert summary["stages"] == {"attack": {"forward": 4, "backward": 4, "calls": 1},
-                                 "clean": {"forward": 8, "backward": 0, "calls": 2}}
+    counts = {name: {key: stage[key] for key in ("forward", "backward", "calls", "backward_calls", "rounds")}
+              for name, stage in summary["stages"].items()}
+    assert counts == {"attack": {"forward": 4, "backward": 4, "calls": 1, "backward_calls": 1, "rounds": 1},
+                      "clean": {"forward": 8, "backward": 0, "calls": 2, "backward_calls": 0, "rounds": 2}}
 
 
 def test_a_stage_file_without_counts_makes_the_totals_a_lower_bound(tmp_path) -> None:
@@ -166,6 +170,83 @@ def test_a_deep_copy_counts_only_inside_counting_copies() -> None:
     with torch.no_grad():
         uncounted(images(6))
         model(images(1))
-    assert ledger.by_stage == {"gate/m/mprt": PassCount(4, 0, 1)}
-    assert ledger.outside == PassCount(1, 0, 1)
+    assert ledger.by_stage == {"gate/m/mprt": PassCount(4, 0, 1, rounds=1)}
+    assert ledger.outside == PassCount(1, 0, 1, rounds=1)
     assert not ledger._copies_count
+
+
+def test_calls_chunked_inside_one_round_are_one_round_and_others_one_each() -> None:
+    ledger, model = PassLedger(), tiny()
+    ledger.watch(model)
+    with torch.no_grad():
+        with one_round():
+            for _ in range(4):
+                model(images(2))
+            with one_round():  # nested: still the same round
+                model(images(2))
+        model(images(3))
+        model(images(3))
+    assert (ledger.outside.calls, ledger.outside.rounds) == (7, 3)
+    assert call_rates(ledger.outside)["images_per_round"] == round(16 / 3, 1)
+
+
+def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_are_not() -> None:
+    class ReadsInside(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(12, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            _ = float(x.sum())  # the model's own read: not the framework's
+            return self.linear(x.flatten(1))
+
+    ledger, model = PassLedger(), ReadsInside()
+    ledger.watch(model)
+    with ledger.stage("reads"), torch.no_grad():
+        out = model(images(4))
+        _ = out.argmax(1).tolist()
+        _ = bool(out.isnan().any())
+        _ = out[out[:, 0] > 0]  # boolean compaction: its size is read back
+        _ = out[:, 0]  # plain indexing: no read
+    with torch.no_grad():
+        _ = model(images(2)).sum().item()  # outside every stage: not counted
+    assert ledger.by_stage["reads"].syncs == 3
+    assert ledger.outside.syncs == 0
+
+
+def test_reading_back_is_restored_after_the_stage() -> None:
+    before = torch.Tensor.item, torch.Tensor.__getitem__, torch.equal, torch.autograd.grad
+    ledger = PassLedger()
+    with ledger.stage("s"):
+        assert torch.Tensor.item is not before[0]
+    assert (torch.Tensor.item, torch.Tensor.__getitem__, torch.equal, torch.autograd.grad) == before
+    assert "__getitem__" not in torch.Tensor.__dict__
+
+
+def test_a_stage_times_its_work_and_the_models_share_of_it() -> None:
+    ledger, model = PassLedger(), nn.Sequential(nn.Flatten(), nn.Linear(3 * 64 * 64, 256), nn.ReLU(),
+                                                nn.Linear(256, 3))
+    ledger.watch(model)
+    with ledger.stage("timed"):
+        x = torch.rand(64, 3, 64, 64, requires_grad=True)
+        for _ in range(3):
+            torch.autograd.grad(model(x).sum(), x)
+        busy = torch.rand(300, 300)
+        for _ in range(50):
+            busy = (busy @ busy).tanh()  # work outside the model
+    count = ledger.by_stage["timed"]
+    assert (count.calls, count.backward_calls) == (3, 3)
+    assert 0 < count.model_seconds < count.cpu_seconds
+    assert count.non_model_seconds_per_call() == pytest.approx((count.cpu_seconds - count.model_seconds) / 6)
+
+
+def test_a_nested_stage_time_is_its_own_not_its_parents() -> None:
+    ledger = PassLedger()
+    with ledger.stage("outer"):
+        with ledger.stage("inner"):
+            busy = torch.rand(300, 300)
+            for _ in range(60):
+                busy = (busy @ busy).tanh()
+    outer, inner = ledger.by_stage["outer"], ledger.by_stage["inner"]
+    assert inner.cpu_seconds > 0
+    assert outer.cpu_seconds < inner.cpu_seconds

@@ -20,11 +20,21 @@ its passes are the stage's own (a stage computed inside another is not counted t
 the stage file's header. A stage read back from its file (a resumed run; under torchrun, a batch another
 process computed) brings its counts with it, so every process of a run and every resumed run ends with the
 same totals. Passes made outside any stage are counted apart (:attr:`PassLedger.outside`, this process's).
+
+What a GPU would wait on: on a device a run's time follows its *calls*, not its images. Besides the passes, each
+stage counts its forward and backward **calls**; its **rounds**, the forward calls that could go to a device as one
+(a loop that splits one logical batch into chunks for a CPU's caches runs inside :func:`one_round` and stays one
+round; every other call is a round of its own); its **host synchronisations** outside the model (values read back
+to the host: :mod:`advspatial.host_syncs`); and its CPU time, in total and inside the model (the watched model's
+forward calls and every gradient computed in the stage), whose difference per call is the framework's own cost.
+Counts are machine-independent; the two times (``*_seconds``) are this machine's.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -33,30 +43,86 @@ from typing import Any
 import torch
 from torch import nn
 
+from .host_syncs import counting, enter_model, leave_model
+
 #: the index part of a stage key (``attack/pgd/batch-00003``): stripped to name the stage's family
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
+
+
+#: the counts of :class:`PassCount` (integers); its other fields are CPU seconds
+COUNTS = ("forward", "backward", "calls", "backward_calls", "rounds", "syncs")
 
 
 @dataclass
 class PassCount:
     """Image-passes through the classifier: ``forward`` (images sent forward), ``backward`` (images whose
-    gradient went back through it) and ``calls`` (forward calls, i.e. batches)."""
+    gradient went back through it), ``calls`` (forward calls, i.e. batches), ``backward_calls`` (gradients sent
+    back through a call's output), ``rounds`` (forward calls a device could make as one, see :func:`one_round`),
+    ``syncs`` (host synchronisations outside the model); ``cpu_seconds`` (the stage's CPU time, its nested stages
+    excluded) and ``model_seconds`` (of which inside the model), this machine's and left out of comparisons."""
 
     forward: int = 0
     backward: int = 0
     calls: int = 0
+    backward_calls: int = 0
+    rounds: int = 0
+    syncs: int = 0
+    cpu_seconds: float = field(default=0.0, compare=False)
+    model_seconds: float = field(default=0.0, compare=False)
 
     def add(self, other: PassCount) -> None:
-        self.forward += other.forward
-        self.backward += other.backward
-        self.calls += other.calls
+        for name in (*COUNTS, "cpu_seconds", "model_seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | float]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, counts: Mapping[str, Any]) -> PassCount:
-        return cls(int(counts.get("forward", 0)), int(counts.get("backward", 0)), int(counts.get("calls", 0)))
+        """Read back :meth:`as_dict` (a count written before it existed reads 0)."""
+        count = cls(cpu_seconds=float(counts.get("cpu_seconds", 0.0)),
+                    model_seconds=float(counts.get("model_seconds", 0.0)))
+        for name in COUNTS:
+            setattr(count, name, int(counts.get(name, 0)))
+        return count
+
+    def non_model_seconds_per_call(self) -> float | None:
+        """CPU seconds outside the model per classifier call (forward or backward); None without calls or times."""
+        calls = self.calls + self.backward_calls
+        if not calls or not self.cpu_seconds:
+            return None
+        return max(0.0, self.cpu_seconds - self.model_seconds) / calls
+
+
+class _Round:
+    """The round open now (None: none; every call is a round of its own)."""
+
+    token: object | None = None
+
+
+@contextmanager
+def one_round() -> Iterator[None]:
+    """The classifier calls of the block are one round: work a device could do in one call, split here into chunks
+    (for a CPU's caches, or a memory bound). Nested blocks stay one round.
+
+    Example::
+
+        >>> from torch import nn
+        >>> ledger, model = PassLedger(), nn.Linear(4, 2)
+        >>> ledger.watch(model)
+        >>> with one_round():
+        ...     _ = [model(torch.rand(3, 4)) for _ in range(5)]
+        >>> ledger.outside.calls, ledger.outside.rounds
+        (5, 1)
+    """
+    if _Round.token is not None:
+        yield
+        return
+    _Round.token = object()
+    try:
+        yield
+    finally:
+        _Round.token = None
 
 
 def stage_family(key: str) -> str:
@@ -80,6 +146,11 @@ class PassLedger:
     _open: list[PassCount] = field(default_factory=list)
     _watched: list[Any] = field(default_factory=list)
     _copies_count: bool = False
+    #: CPU seconds of the nested stages closed inside each open stage (taken off its own time)
+    _nested_seconds: list[float] = field(default_factory=list)
+    #: process time at each watched forward call's start (nested watched models: the outermost counts)
+    _forward_started: list[float] = field(default_factory=list)
+    _round_seen: object | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PassLedger:
         """What the hook of a deep-copied classifier counts into: this ledger inside :meth:`counting_copies`,
@@ -104,41 +175,79 @@ class PassLedger:
             return
         if any(handle.model is model for handle in self._watched):
             return
-        self._watched.append(_Watch(model, model.register_forward_hook(self._forward_hook)))
+        self._watched.append(_Watch(model, model.register_forward_hook(self._forward_hook),
+                                    model.register_forward_pre_hook(self._forward_pre_hook)))
 
     def unwatch(self) -> None:
         """Stop counting (the hooks are removed)."""
         for watch in self._watched:
             watch.handle.remove()
+            watch.pre_handle.remove()
         self._watched.clear()
 
     def _current(self) -> PassCount:
         return self._open[-1] if self._open else self.outside
 
+    def _forward_pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._forward_started.append(time.process_time())
+        enter_model()
+
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        leave_model()
+        count = self._current()
+        if self._forward_started:
+            started = self._forward_started.pop()
+            if not self._forward_started:
+                count.model_seconds += time.process_time() - started
         if not isinstance(output, torch.Tensor) or output.dim() == 0:
             return
         images = int(output.shape[0])
-        count = self._current()
         count.forward += images
         count.calls += 1
+        if _Round.token is None or _Round.token is not self._round_seen:
+            count.rounds += 1
+            self._round_seen = _Round.token
         if output.requires_grad:
             output.register_hook(lambda grad: self._backward(count, images))
 
     @staticmethod
     def _backward(count: PassCount, images: int) -> None:
         count.backward += images
+        count.backward_calls += 1
+
+    def _sync(self) -> None:
+        self._current().syncs += 1
 
     @contextmanager
     def stage(self, key: str) -> Iterator[PassCount]:
-        """Count the passes of the block as stage ``key``'s own; recorded when the block ends without error."""
+        """Count the passes, calls, host synchronisations and CPU time of the block as stage ``key``'s own;
+        recorded when the block ends without error."""
         count = PassCount()
+        started = time.process_time()
         self._open.append(count)
+        self._nested_seconds.append(0.0)
         try:
-            yield count
+            with self._instrumented():
+                yield count
         finally:
             self._open.pop()
+            elapsed = time.process_time() - started
+            # rounded as recorded, so that a stage read back from its file sums to the same totals
+            count.cpu_seconds = round(max(0.0, elapsed - self._nested_seconds.pop()), 6)
+            count.model_seconds = round(count.model_seconds, 6)
+            if self._nested_seconds:
+                self._nested_seconds[-1] += elapsed
         self.by_stage[key] = count
+
+    @contextmanager
+    def _instrumented(self) -> Iterator[None]:
+        """Host reads counted and gradients timed while the outermost stage is open."""
+        if len(self._open) > 1:
+            yield
+            return
+        self._forward_started.clear()  # a forward that raised left its start behind
+        with counting(self._sync), _timed_gradients(self):
+            yield
 
     def loaded(self, key: str, counts: Mapping[str, Any] | None) -> None:
         """Stage ``key`` was read back from its file, whose header holds ``counts`` (None: written without them)."""
@@ -170,12 +279,48 @@ class PassLedger:
         return {"images": images, **total.as_dict(),
                 "forward_per_image": round(total.forward / images, 1) if images else None,
                 "backward_per_image": round(total.backward / images, 1) if images else None,
+                **call_rates(total),
                 "complete": not self.uncounted,
                 "outside_stages": self.outside.as_dict(),
-                "stages": {name: count.as_dict() for name, count in self.by_family().items()}}
+                "stages": {name: {**count.as_dict(), **call_rates(count)}
+                           for name, count in self.by_family().items()}}
+
+
+def call_rates(count: PassCount) -> dict[str, float | None]:
+    """What a device's time follows, per call: mean images per round, host synchronisations per classifier call,
+    CPU seconds outside the model per classifier call (None where there is nothing to divide by)."""
+    calls = count.calls + count.backward_calls
+    non_model = count.non_model_seconds_per_call()
+    return {"images_per_round": round(count.forward / count.rounds, 1) if count.rounds else None,
+            "syncs_per_call": round(count.syncs / calls, 2) if calls else None,
+            "non_model_seconds_per_call": round(non_model, 6) if non_model is not None else None}
+
+
+@contextmanager
+def _timed_gradients(ledger: PassLedger) -> Iterator[None]:
+    """Time every gradient computed in the block (``torch.autograd.grad``, ``Tensor.backward``) as model time of
+    the stage open at the time: the backward passes are the model's, the losses' own backward is negligible."""
+    originals = torch.autograd.grad, torch.Tensor.backward
+
+    def timed(original: Any) -> Any:
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            count, started = ledger._current(), time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                count.model_seconds += time.process_time() - started
+        return wrapper
+
+    torch.autograd.grad, torch.Tensor.backward = timed(originals[0]), timed(originals[1])  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.autograd.grad, torch.Tensor.backward = originals  # type: ignore[method-assign]
 
 
 @dataclass
 class _Watch:
     model: nn.Module
     handle: Any
+    pre_handle: Any

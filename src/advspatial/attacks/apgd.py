@@ -44,6 +44,7 @@ images not yet misclassified), like AutoAttack's APGD-T.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -51,6 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
+from ..passes import one_round
 from ..runtime import per_sample_noise
 from .base import Attack, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
@@ -240,9 +242,8 @@ class APGD(Attack):
 
         return best_of_runs(x, self.eps, plan, run)
 
-    def _evaluate(
-        self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _evaluate(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
+                  goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` over ``eot_iter`` passes.
 
         A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defence`) gets its
@@ -254,19 +255,27 @@ class APGD(Attack):
         loss_sum = torch.zeros(n, device=x_adv.device, dtype=x_adv.dtype)
         grad_sum = torch.zeros_like(x_adv)
         adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
-        for k in (eot_chunks(self.eot_iter, x_adv) if batched else [1] * self.eot_iter):
-            with torch.enable_grad():
-                xr = x_adv.detach().requires_grad_(True)
-                logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
-                          else self.model(xr)[None]).reshape(k * n, -1)
-                per_pass = apgd_loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
-                                     self.loss).view(k, n)
-                (grad,) = torch.autograd.grad(per_pass.sum(), xr)
-            loss_sum += per_pass.detach().sum(0)
-            grad_sum += grad
-            adv &= is_adversarial(logits.detach(), y.repeat(k),
-                                  None if goal is None else goal.repeat(k)).view(k, n).all(0)
+        with one_round() if batched else nullcontext():  # the chunks of one batched draw are one round
+            for k in (eot_chunks(self.eot_iter, x_adv) if batched else [1] * self.eot_iter):
+                loss, grad, fooled = self._draws(x_adv, y, loss_target, goal, k, batched)
+                loss_sum += loss
+                grad_sum += grad
+                adv &= fooled
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
+
+    def _draws(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
+               goal: torch.Tensor | None, k: int, batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed loss, summed gradient, adversarial on all) over ``k`` passes at ``x_adv`` in one call."""
+        n = x_adv.shape[0]
+        with torch.enable_grad():
+            xr = x_adv.detach().requires_grad_(True)
+            logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
+                      else self.model(xr)[None]).reshape(k * n, -1)
+            per_pass = apgd_loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
+                                 self.loss).view(k, n)
+            (grad,) = torch.autograd.grad(per_pass.sum(), xr)
+        fooled = is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k))
+        return per_pass.detach().sum(0), grad, fooled.view(k, n).all(0)
 
     def _run(
         self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,

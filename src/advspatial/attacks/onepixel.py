@@ -84,6 +84,7 @@ from torch import nn
 from ..errors import ConfigError, check_range, unknown_name
 from ..models.patch.forward import PatchForward, try_patch_forward
 from ..models.patch.graph import GraphPatchForward
+from ..passes import one_round
 from ..runtime import batch_slices, sample_generator
 from .base import Attack, register_attack
 from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
@@ -387,13 +388,14 @@ class _Scorer:
         img = rows.to(self.x.device).repeat_interleave(p)
         flat = cand.reshape(a * p, *cand.shape[2:])
         fits, succs = [], []
-        for part in batch_slices(a * p, self.chunk):
-            logits = self.logits(img[part], flat[part])
-            goal = self.goal[img[part]]
-            prob = logits.softmax(dim=1).gather(1, goal[:, None]).squeeze(1)
-            pred = logits.argmax(dim=1)
-            fits.append(1.0 - prob if self.targeted else prob)
-            succs.append(pred == goal if self.targeted else pred != goal)
+        with one_round():  # a population's chunks are one round
+            for part in batch_slices(a * p, self.chunk):
+                logits = self.logits(img[part], flat[part])
+                goal = self.goal[img[part]]
+                prob = logits.softmax(dim=1).gather(1, goal[:, None]).squeeze(1)
+                pred = logits.argmax(dim=1)
+                fits.append(1.0 - prob if self.targeted else prob)
+                succs.append(pred == goal if self.targeted else pred != goal)
         return torch.cat(fits).view(a, p), torch.cat(succs).view(a, p)
 
     @property

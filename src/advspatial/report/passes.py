@@ -25,7 +25,22 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
         " These are lower bounds: some stages were read back from files written before passes were counted.")
     return (f"Model passes: the run sent {int(passes['forward']):,} images forward through the model and "
             f"{int(passes['backward']):,} back (gradients), in {int(passes['calls']):,} forward calls{per_image}."
-            f"{lower}")
+            f"{calls_sentence(passes)}{lower}")
+
+
+def calls_sentence(passes: Mapping[str, Any]) -> str:
+    """What a GPU's time follows (empty for a run counted before these were): rounds, backward calls, host
+    synchronisations outside the model and the CPU time outside the model per call."""
+    if "rounds" not in passes:
+        return ""
+    rate = passes.get("images_per_round")
+    syncs = passes.get("syncs_per_call")
+    non_model = passes.get("non_model_seconds_per_call")
+    cost = f"; {non_model * 1000:.2f} ms of CPU outside the model per call on this machine" if non_model else ""
+    return (f" On a GPU time follows calls: {int(passes['rounds']):,} rounds (forward calls a device could make as "
+            f"one{f', {rate:,} images each on average' if rate else ''}), {int(passes.get('backward_calls', 0)):,} "
+            f"backward calls, {int(passes.get('syncs', 0)):,} host synchronisations outside the model"
+            f"{f' ({syncs:g} per call)' if syncs is not None else ''}{cost}.")
 
 
 def passes_table(passes: Mapping[str, Any]) -> Table:
@@ -38,9 +53,18 @@ def passes_table(passes: Mapping[str, Any]) -> Table:
         stages["(outside stages, this process)"] = outside
     for name, count in stages.items():
         forward, backward, calls = int(count["forward"]), int(count["backward"]), int(count["calls"])
-        rows.append([name, forward, backward, per(forward, images), per(backward, images), per(forward, calls)])
-    return Table("Model passes per stage (images forward and back; per test image; mean images per forward call)",
-                 ["stage", "forward", "backward", "forward / image", "backward / image", "images per call"],
+        rounds, syncs = int(count.get("rounds", 0)), int(count.get("syncs", 0))
+        all_calls = calls + int(count.get("backward_calls", 0))
+        non_model = count.get("non_model_seconds_per_call")
+        rows.append([name, forward, backward, per(forward, images), per(backward, images), per(forward, calls),
+                     rounds or "-", per(forward, rounds),
+                     per(syncs, all_calls) if "syncs" in count else "-",
+                     round(non_model * 1000, 2) if non_model else "-"])
+    return Table("Model passes per stage (images forward and back; per test image; mean images per forward call; "
+                 "rounds: forward calls a device could make as one; host synchronisations outside the model and CPU "
+                 "milliseconds outside it, per forward or backward call, on this machine)",
+                 ["stage", "forward", "backward", "forward / image", "backward / image", "images per call",
+                  "rounds", "images per round", "syncs per call", "non-model ms per call"],
                  rows, folded=True)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from ...attacks.base import margin
 from ...errors import ConfigError, ShapeError, check_range, unknown_name
 from ...models.hooks import frozen_eval
+from ...passes import one_round
 from ...runtime import scaled_batch
 from .._common import check_classes, check_pair
 from ._registry import AttackMap, attack_map, register_attack_map
@@ -70,17 +71,25 @@ def integrated_margin_gradient(
     n = x.shape[0]
     per_chunk = max(1, scaled_batch(batch_size, x.shape[2], x.shape[3]) // max(n, 1))
     total = torch.zeros_like(x, dtype=torch.float64)
-    for start in range(0, len(t_all), per_chunk):
-        t = t_all[start:start + per_chunk].to(x.device, x.dtype)
-        w = w_all[start:start + per_chunk].to(x.device)
-        k = t.shape[0]
-        points = (x[None] + t.view(k, 1, 1, 1, 1) * delta[None]).reshape(k * n, *x.shape[1:])
-        points.requires_grad_(True)
-        with torch.enable_grad():
-            m = margin(model(points), labels.repeat(k))
-            (grad,) = torch.autograd.grad(m.sum(), points)
-        total += (grad.view(k, *x.shape).double() * w.view(k, 1, 1, 1, 1)).sum(0)
+    with one_round():  # the chunks of path points are one round
+        for start in range(0, len(t_all), per_chunk):
+            total += _path_chunk(model, x, delta, labels, t_all[start:start + per_chunk],
+                                 w_all[start:start + per_chunk])
     return total.to(x.dtype)
+
+
+def _path_chunk(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, labels: torch.Tensor,
+                t: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The weighted gradients of the margin at path points ``t`` (weights ``w``), summed over the points."""
+    n = x.shape[0]
+    t, w = t.to(x.device, x.dtype), w.to(x.device)
+    k = t.shape[0]
+    points = (x[None] + t.view(k, 1, 1, 1, 1) * delta[None]).reshape(k * n, *x.shape[1:])
+    points.requires_grad_(True)
+    with torch.enable_grad():
+        m = margin(model(points), labels.repeat(k))
+        (grad,) = torch.autograd.grad(m.sum(), points)
+    return (grad.view(k, *x.shape).double() * w.view(k, 1, 1, 1, 1)).sum(0)
 
 
 def _relative_error(attr: torch.Tensor, change: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ...errors import check_range
 from ...models.hooks import frozen_eval
+from ...passes import one_round
 from ...runtime import per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
 from .._common import Target, reduce_channels_abs
 from ._attribution import checked_input
@@ -79,7 +80,7 @@ def smoothgrad_map(
                              inp.device, inp.dtype)
     per_pass = max(1, scaled_batch(SMOOTHGRAD_BATCH, inp.shape[2], inp.shape[3]) // max(n, 1))
     total = torch.zeros_like(inp)
-    with frozen_eval(model), torch.enable_grad():
+    with frozen_eval(model), torch.enable_grad(), one_round():  # the chunks of noisy copies are one round
         for start in range(0, int(samples), per_pass):
             chunk = noise[:, start:start + per_pass]  # (N, k, C, H, W)
             k = chunk.shape[1]

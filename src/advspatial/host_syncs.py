@@ -1,0 +1,121 @@
+"""Counting the host synchronisations a run makes outside the model: the waits a GPU would take between calls.
+
+Why: on a GPU a run's time follows its calls, and between two calls the device waits for every value the host reads
+back (``.item()``, ``if tensor.any():``, ``.tolist()``, a boolean mask's compaction): each such read is a
+device->host synchronisation. The count is machine-independent, so it can be measured on a CPU, where the same reads
+cost nothing (an upper bound: a read of a tensor already on the host would not synchronise anything).
+
+How: while :func:`counting` is active, the tensor methods and functions that read a value back to the host
+(:data:`SYNC_METHODS`, :data:`SYNC_FUNCTIONS`, and indexing with a boolean tensor) are wrapped, and each call made
+while no watched model is running reports to the callback given. The originals are restored when the block ends;
+nested blocks share one installation. Model code (whatever runs between a watched model's forward pre-hook and its
+forward hook) is the model's own and is not counted.
+
+Example::
+
+    >>> import torch
+    >>> seen = []
+    >>> with counting(lambda: seen.append(1)):
+    ...     _ = torch.ones(3).sum().item(); _ = bool(torch.ones(1).any())
+    >>> len(seen)
+    2
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+#: tensor methods that read a value back to the host
+SYNC_METHODS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+#: torch functions that read back (a comparison's answer, a data-dependent output size)
+SYNC_FUNCTIONS = ("equal", "unique", "nonzero", "masked_select", "argwhere")
+
+
+class _Counter:
+    """The installed wrappers' state: the callbacks to report to, and how deep inside a watched model we are."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+        #: (owner, name) -> the original attribute, None when the owner only inherited it
+        self.originals: dict[tuple[Any, str], Any] = {}
+        self.in_model = 0
+
+    def report(self) -> None:
+        if self.callbacks and not self.in_model:
+            self.callbacks[-1]()
+
+
+_COUNTER = _Counter()
+
+
+def _counted(original: Any) -> Any:
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _COUNTER.report()
+        return original(*args, **kwargs)
+    return wrapper
+
+
+def _counted_indexing(original: Any) -> Any:
+    @functools.wraps(original)
+    def wrapper(self: torch.Tensor, index: Any) -> Any:
+        if _is_mask(index):
+            _COUNTER.report()
+        return original(self, index)
+    return wrapper
+
+
+def _is_mask(index: Any) -> bool:
+    """A boolean tensor index (or one inside a tuple): its result's size depends on the mask's values."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(part, torch.Tensor) and part.dtype == torch.bool and part.dim() > 0 for part in parts)
+
+
+def _install() -> None:
+    targets: list[tuple[Any, str, Callable[[Any], Any]]] = [
+        *((torch.Tensor, name, _counted) for name in SYNC_METHODS),
+        *((torch, name, _counted) for name in SYNC_FUNCTIONS),
+        (torch.Tensor, "__getitem__", _counted_indexing)]
+    _COUNTER.in_model = 0  # a model whose forward raised left no hook to close it
+    for owner, name, wrap in targets:
+        _COUNTER.originals[(owner, name)] = owner.__dict__.get(name)
+        setattr(owner, name, wrap(getattr(owner, name)))
+
+
+def _uninstall() -> None:
+    for (owner, name), original in _COUNTER.originals.items():
+        if original is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
+    _COUNTER.originals.clear()
+
+
+@contextmanager
+def counting(callback: Callable[[], None]) -> Iterator[None]:
+    """Call ``callback()`` once per host read made in the block outside a watched model (the innermost block's
+    callback when blocks nest)."""
+    if not _COUNTER.callbacks:
+        _install()
+    _COUNTER.callbacks.append(callback)
+    try:
+        yield
+    finally:
+        _COUNTER.callbacks.pop()
+        if not _COUNTER.callbacks:
+            _uninstall()
+
+
+def enter_model() -> None:
+    """A watched model's forward began (its forward pre-hook): host reads until :func:`leave_model` are its own."""
+    _COUNTER.in_model += 1
+
+
+def leave_model() -> None:
+    """A watched model's forward ended (its forward hook)."""
+    _COUNTER.in_model = max(0, _COUNTER.in_model - 1)
