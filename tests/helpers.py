@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+
+#: keys of metrics.json that hold this machine's times (wall_seconds, cpu_seconds, non_model_seconds_per_call, ...)
+TIMING_KEY = re.compile(r"(^|_)(wall|seconds|elapsed|timings)($|_)")
+
+
+#: the ledger's host-read counts (a resumed run may count a few fewer: see tests of resumed runs)
+SYNC_KEYS = frozenset({"syncs", "syncs_per_call"})
+
+
+def without_timings(value: Any, drop: frozenset[str] = frozenset()) -> Any:
+    """``value`` (parsed metrics.json) without the keys that hold times (and the keys in ``drop``), recursively:
+    what two runs of the same settings must agree on."""
+    if isinstance(value, dict):
+        return {k: without_timings(v, drop) for k, v in value.items()
+                if not TIMING_KEY.search(str(k)) and k not in drop}
+    if isinstance(value, list):
+        return [without_timings(v, drop) for v in value]
+    return value
 
 
 class TinyGAP(nn.Module):

@@ -27,7 +27,8 @@ stage counts its forward and backward **calls**; its **rounds**, the forward cal
 round; every other call is a round of its own); its **host synchronisations** outside the model (values read back
 to the host: :mod:`advspatial.host_syncs`); and its CPU time, in total and inside the model (the watched model's
 forward calls and every gradient computed in the stage), whose difference per call is the framework's own cost.
-Counts are machine-independent; the two times (``*_seconds``) are this machine's.
+Counts are machine-independent; the two times (``*_seconds``) are this machine's. A host read of a per-process cache
+filled on first use counts in the stage that first needs it, so a resumed run may count a few fewer.
 """
 
 from __future__ import annotations

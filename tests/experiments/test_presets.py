@@ -121,3 +121,12 @@ def test_the_noise_baseline_follows_the_preset_and_full_eval_scales_it() -> None
     full.validate()
     assert dataclasses.asdict(full) == before
     assert resolve_config(get_experiment("maps"), None, {"preset": "cifar10"}, quick=False).preset == "cifar10"
+
+
+def test_curve_points_below_the_budget_are_opt_in_and_full_eval_measures_them() -> None:
+    """No rule reads the convergence curve below the budget (read_curve: the budget's point and the points beyond),
+    so a default run does not pay for them; ``--eval full`` and ``--curve-below-budget`` draw them."""
+    spatial = get_experiment("spatial")
+    assert not resolve_config(spatial, None, {}, quick=False).curve_below_budget
+    assert resolve_config(spatial, None, {"eval": "full"}, quick=False).curve_below_budget
+    assert resolve_config(spatial, None, {"curve_below_budget": True}, quick=False).curve_below_budget

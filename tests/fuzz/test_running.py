@@ -25,6 +25,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from advspatial.cli import main
+from helpers import without_timings
 
 NETS = """import importlib
 import json
@@ -136,8 +137,7 @@ def fresh_run(root: Path, out: Path) -> tuple[int, str]:
 
 def results(out: Path) -> tuple[str, dict]:
     """per_image.csv and metrics.json but its wall-clock time."""
-    metrics = json.loads((out / "metrics.json").read_text())
-    metrics.pop("wall_seconds", None)
+    metrics = without_timings(json.loads((out / "metrics.json").read_text()))
     return (out / "per_image.csv").read_text(), metrics
 
 

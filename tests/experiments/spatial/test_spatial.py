@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import needs_fashion_mnist
-from helpers import ReportParser, assert_smoke_test
+from helpers import SYNC_KEYS, ReportParser, assert_smoke_test, without_timings
 
 from advspatial.errors import ConfigError
 from advspatial.experiments import get_experiment, resolve_config, run_experiment
@@ -164,14 +164,15 @@ def test_defence_evaluation_is_adaptive_paired_and_labelled(finished_run) -> Non
             "not checked", "not converged", "not interpretable", "worse than undefended", "insufficient data")
         conv = row["convergence"]
         assert any(k.startswith("steps=") for k in conv["defended"]["accuracy"])
-        assert set(conv["control"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
+        # the budget's EOT and beyond: the points below it (read by no rule) are opt-in, curve_below_budget
+        assert set(conv["control"]["accuracy"]) == {"eot=2", "eot=4"}
     assert ad["convergence"] == ad["settings"]["main"]["convergence"]["defended"]
     assert ad["undefended"]["convergence"]["n"] == ad["images"]
     assert would_read(ad["harm"]["verdict"]) in HARM_WORDS and "p_adjusted" in ad["harm"]["comparison"]
     assert all(k.startswith("made on") for k in ad["transfer"])  # transfer numbers are labelled as such
     assert set(ad["baselines"]) == {"blur|1", "noise|0.2", "jpeg|20"}
     assert ad["baselines"]["noise|0.2"]["label"] == WEAK_EOT and not ad["baselines"]["blur|1"]["label"]
-    assert set(ad["baselines"]["noise|0.2"]["convergence"]["accuracy"]) == {"eot=1", "eot=2", "eot=4"}
+    assert set(ad["baselines"]["noise|0.2"]["convergence"]["accuracy"]) == {"eot=2", "eot=4"}
     figures = {p.name for p in (path / "figures").glob("*.png")}
     assert {"defence-convergence.png", "defence-tradeoff.png"} <= figures
     report = (path / "report.html").read_text()
@@ -262,8 +263,11 @@ def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weight
     assert (out / "per_image.csv").read_text() == (reference / "per_image.csv").read_text()
     m_ref = json.loads((reference / "metrics.json").read_text())
     m_res = json.loads((out / "metrics.json").read_text())
-    m_ref.pop("wall_seconds"), m_res.pop("wall_seconds")
-    assert m_res == m_ref
+    # host reads of a per-process cache filled on first use fall where the process first needs it: a resumed run
+    # may count a few fewer
+    syncs = m_res["model_passes"]["syncs"], m_ref["model_passes"]["syncs"]
+    assert abs(syncs[0] - syncs[1]) <= 0.001 * syncs[1]
+    assert without_timings(m_res, drop=SYNC_KEYS) == without_timings(m_ref, drop=SYNC_KEYS)
 
 
 def test_bad_config_fails_before_work(tmp_path) -> None:

@@ -87,6 +87,10 @@ class SpatialConfig(MeasurementConfig):
     sweep_adaptive: bool = setting(False, "attack the class-prior variant and every (fraction, fill) of the sweep "
                                           "adaptively too (--eval full: on); otherwise they are 'not evaluated "
                                           "adaptively'")
+    curve_below_budget: bool = setting(False, "also measure the convergence curves below the budget (fewer "
+                                              "iterations, restarts and EOT draws, a smaller eps) for the main "
+                                              "defence and every randomized component: points the plot draws and no "
+                                              "rule reads (--eval full: on)")
     convergence_steps: list[int] = setting([10, 50, 100, 500], "iteration counts of the convergence curve "
                                                                         "(must contain adaptive_steps and go beyond)")
     convergence_restarts: list[int] = setting([1, 5, 10], "restart counts of the convergence curve (must contain "
@@ -110,7 +114,7 @@ class SpatialConfig(MeasurementConfig):
 
     #: what ``--eval full`` sets (None: every image); the baselines' strengths are :meth:`full_baselines`
     FULL_EVAL: ClassVar[dict[str, FullValue]] = {
-        "adaptive_n": None, "sweep_adaptive": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
+        "adaptive_n": None, "sweep_adaptive": True, "curve_below_budget": True, "fractions": [0.05, 0.1, 0.2, 0.3, 0.5],
         "fills": ["zero", "mean", "blur", "inpaint"], "eot_gradients": ["local", "identity"],
         "convergence_steps": [10, 20, 50, 100, 200, 500],
         "convergence_restarts": [1, 2, 5, 10], "convergence_eps": [0.25, 0.5, 1.0, 2.0, 4.0, 8.0]}

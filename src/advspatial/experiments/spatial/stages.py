@@ -14,8 +14,10 @@ Three threat models, never mixed in one number:
    the undefended model (:func:`undefended_batch`) and on the trivial input transforms (:func:`baseline_batch`).
 3. **Convergence**: every reported component carries its own curve, on the same images with the same attack
    (:func:`advspatial.defence.convergence.convergence_curves`): iterations, restarts and eps for a deterministic
-   component, EOT draws for a randomized one; the left side (less effort than the budget) for the main defence
-   and every randomized component. Each attack and its curves are one call
+   component, EOT draws for a randomized one; with ``curve_below_budget`` (``--eval full``) also the left side
+   (less effort than the budget) for the main defence and every randomized component, which the plot draws and
+   no rule reads (:func:`advspatial.defence.convergence.read_curve` reads the budget and the points beyond). Each
+   attack and its curves are one call
    (:func:`advspatial.defence.adaptive_evaluation.evaluate_adaptive`).
 
 A component's per-image outcome is a :class:`~advspatial.defence.adaptive_evaluation.ComponentOutcome`; a batch's
@@ -291,9 +293,10 @@ def adaptive_batch(ctx: SpatialContext, setting: DefenceSetting, b: int, sl: sli
         defended = neutralized(ctx, setting, prior)
         control = neutralized(ctx, setting, prior, mode="random")
         main = setting.role == "main"
+        left_side = main and cfg.curve_below_budget
         with frozen_eval(ctx.model):
-            own = attacked(ctx, defended, x, y, ids, left_side=main)
-            controlled = attacked(ctx, control, x, y, ids, left_side=main)
+            own = attacked(ctx, defended, x, y, ids, left_side=left_side)
+            controlled = attacked(ctx, control, x, y, ids, left_side=left_side)
             with torch.no_grad():
                 clean = correct_share(defended, x, y, 1, ids)
             if not main:
@@ -340,8 +343,9 @@ def baseline_batch(ctx: SpatialContext, transform: str, strength: float, b: int,
         x, y, ids = ctx.batch(sl)
         defence = TransformDefence(ctx.model, transform, strength, seed=cfg.seed)
         with frozen_eval(ctx.model):
-            # a randomized baseline gets its whole EOT curve (1 -> 4 -> 20 -> 50), as the control does
-            attack = attacked(ctx, defence, x, y, ids, left_side=defence.randomized)
+            # with curve_below_budget a randomized baseline gets its whole EOT curve (1 -> 4 -> 20 -> 50), as the
+            # control does
+            attack = attacked(ctx, defence, x, y, ids, left_side=defence.randomized and cfg.curve_below_budget)
             with torch.no_grad():
                 return BaselineOutcome(attack.component, correct_share(defence, x, y, cfg.control_draws, ids))
 
