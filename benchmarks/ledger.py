@@ -1,0 +1,91 @@
+"""What a finished run's ledger says a GPU would wait on: per stage group, calls, rounds, host synchronisations.
+
+On a CPU a run costs its image-passes; on a GPU it costs its calls (a few ms each whatever the batch) and the host
+reads between them. The run's own ledger (``metrics.json``'s ``model_passes``, :mod:`advspatial.passes`) counts,
+per stage, forward and backward calls, rounds (forward calls a device could make as one), host synchronisations
+outside the model and CPU seconds in total and inside the model. This script groups the stages (the first one or
+two parts of a stage key: ``adaptive/main``, ``gate/hirescam``, ``attack/pgd`` ...) and prints, per group and for
+the run's stages (statistics and report run outside every stage and are not in it): CPU-s, share, image-passes,
+calls, rounds, mean images per round, syncs per call and non-model CPU ms per call. Two run dirs print one after
+the other (before / after). Counts are machine-independent; the times are this machine's. Not a test. Example::
+
+    python benchmarks/ledger.py runs/before runs/after --depth 2 --output benchmarks/results/ledger.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+COUNTS = ("forward", "backward", "calls", "backward_calls", "rounds", "syncs", "cpu_seconds", "model_seconds")
+
+
+def ledger(run: Path) -> dict[str, Any]:
+    """``model_passes`` of ``run``'s metrics.json (a SystemExit naming the file when it has none)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    passes = metrics.get("model_passes")
+    if not passes or "rounds" not in passes:
+        raise SystemExit(f"{run / 'metrics.json'} holds no ledger with rounds (a run of older code)")
+    return passes
+
+
+def group_of(stage: str, depth: int) -> str:
+    """The first ``depth`` parts of a stage key: ``gate/hirescam/mprt`` -> ``gate/hirescam`` at depth 2."""
+    return "/".join(stage.split("/")[:depth])
+
+
+def grouped(passes: dict[str, Any], depth: int) -> dict[str, dict[str, float]]:
+    """Per stage group, the summed counts and times (the run's total under ``(run)``)."""
+    groups: dict[str, dict[str, float]] = {}
+    for stage, count in passes["stages"].items():
+        into = groups.setdefault(group_of(stage, depth), dict.fromkeys(COUNTS, 0.0))
+        for key in COUNTS:
+            into[key] += float(count.get(key, 0))
+    groups["(run)"] = {key: float(passes.get(key, 0)) for key in COUNTS}
+    return groups
+
+
+def rates(count: dict[str, float], run_cpu: float) -> dict[str, float | None]:
+    """The derived columns of one group."""
+    calls = count["calls"] + count["backward_calls"]
+    share = round(count["cpu_seconds"] / run_cpu, 3) if run_cpu else None
+    return {"cpu_s": round(count["cpu_seconds"], 1), "share": share,
+            "passes": int(count["forward"] + count["backward"]), "calls": int(calls), "rounds": int(count["rounds"]),
+            "images_per_round": round(count["forward"] / count["rounds"], 1) if count["rounds"] else None,
+            "syncs_per_call": round(count["syncs"] / calls, 2) if calls else None,
+            "non_model_ms_per_call": round(1000 * (count["cpu_seconds"] - count["model_seconds"]) / calls, 2)
+            if calls else None}
+
+
+def table(runs: list[Path], depth: int) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per run (by path), per group, the derived columns."""
+    out = {}
+    for run in runs:
+        groups = grouped(ledger(run), depth)
+        run_cpu = groups["(run)"]["cpu_seconds"]
+        out[str(run)] = {name: rates(count, run_cpu) for name, count in groups.items()}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (one or two)")
+    parser.add_argument("--depth", type=int, default=2, help="parts of a stage key that name its group")
+    parser.add_argument("--output", type=Path, default=None, help="also write the table as JSON here")
+    args = parser.parse_args()
+    result = table(args.runs, args.depth)
+    columns = ("cpu_s", "share", "passes", "calls", "rounds", "images_per_round", "syncs_per_call",
+               "non_model_ms_per_call")
+    for run, groups in result.items():
+        print(f"\n{run}")
+        print(f"{'group':32s} " + " ".join(f"{c:>12s}" for c in columns))
+        for name, row in sorted(groups.items(), key=lambda item: -(item[1]["cpu_s"] or 0)):
+            print(f"{name:32s} " + " ".join(f"{'-' if row[c] is None else row[c]!s:>12s}" for c in columns))
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
