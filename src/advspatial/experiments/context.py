@@ -24,6 +24,8 @@ from ..models.outputs import check_logits, guard_outputs
 from ..models.spec import code_checksum
 from ..rundir import RunDir
 from ..runtime import batch_slices, pick_device
+from .forecast import announce
+from .registry import experiments
 from .settings import ExperimentConfig
 from .stage import CLEAN, AttackStage, CleanBatch
 
@@ -122,9 +124,16 @@ def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None 
     data = test_images(config, rundir, images)
     model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
     bind_run(rundir, run_identity(config, model, data))
+    if not rundir.has_results():  # a resumed run has less left to do than any forecast would say
+        announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device))
     rundir.passes.watch(model)
     rundir.passes.images = len(data)
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))
+
+
+def experiment_of(config: ExperimentConfig) -> str:
+    """The name of the experiment whose settings ``config`` is ('' when none is registered for its type)."""
+    return next((name for name, experiment in experiments().items() if type(config) is experiment.config_cls), "")
 
 
 def run_identity(config: ExperimentConfig, model: nn.Module, data: ImageDataset) -> dict[str, Any]:

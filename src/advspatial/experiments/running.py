@@ -178,9 +178,11 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     config.out = str(out)
     fit_n_to_images(config)
     with open_run(out, name, config, resume) as rundir:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
+        # this process's CPU time, every thread (under torchrun: rank 0's)
+        result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))
         result.metrics.setdefault("model_passes", rundir.passes.summary())
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))

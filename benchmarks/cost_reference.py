@@ -1,0 +1,141 @@
+"""Write the forecast's reference work (``src/advspatial/experiments/cost_references.py``) from finished runs.
+
+A run states its cost before it starts (:mod:`advspatial.experiments.forecast`) from the work of a reference run:
+per stage group, forward and backward images and calls as ``a + b * n``. This fits them from two finished runs of
+one experiment on the default model at its default settings and two n (each run's ledger, ``metrics.json``'s
+``model_passes``), and measures on them the framework's CPU per call outside the model and the time outside the
+stages (the run's CPU time, ``metrics.json``'s ``cpu_seconds``, less its stages'; one torch thread). Run each
+experiment at two n first, e.g.::
+
+    OMP_NUM_THREADS=1 advspatial run spatial --n 100 --out /tmp/ref/spatial-100
+    OMP_NUM_THREADS=1 advspatial run spatial --n 500 --out /tmp/ref/spatial-500
+    python benchmarks/cost_reference.py spatial=/tmp/ref/spatial-100,/tmp/ref/spatial-500 maps=...,...
+
+and commit the written module with the date and commit of the runs. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
+FIELDS = ("forward", "backward", "calls", "backward_calls")
+
+HEADER = '''"""The forecast's reference work (:mod:`.forecast`): per experiment and stage group, the classifier's
+forward and backward images and calls of a run on n images as ``a + b * n``.
+
+Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
+smallcnn) at the default settings{source}. Fitted per stage group between the two n: work of fixed size (the
+gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in
+``b``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """``(a, b)`` per count: the count of a run on n images is ``a + b * n`` (never below 0)."""
+
+    forward: tuple[float, float]
+    backward: tuple[float, float]
+    calls: tuple[float, float]
+    backward_calls: tuple[float, float]
+
+    def at(self, n: int) -> tuple[float, float, float, float]:
+        """(forward images, backward images, forward calls, backward calls) on ``n`` images."""
+        forward, backward, calls, backward_calls = (max(0.0, a + b * n) for a, b in (
+            self.forward, self.backward, self.calls, self.backward_calls))
+        return forward, backward, calls, backward_calls
+
+
+'''
+
+
+def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
+    """(model_passes, n, the run's CPU seconds or None when not recorded) of a finished run."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    passes = metrics["model_passes"]
+    cpu = metrics.get("cpu_seconds")
+    return passes, int(passes["images"]), None if cpu is None else float(cpu)
+
+
+def groups(passes: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per stage group (the first two parts of a stage key), the summed counts."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, count in passes["stages"].items():
+        into = out.setdefault("/".join(stage.split("/")[:2]), dict.fromkeys(FIELDS, 0.0))
+        for key in FIELDS:
+            into[key] += float(count.get(key, 0))
+    return out
+
+
+def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[str, dict[str, tuple[float, float]]],
+                                                                       float, float]:
+    """Per stage group ``(a, b)`` per count, the non-model CPU per call, the seconds outside the stages (the larger
+    run's CPU seconds, ``run_cpu`` when given, less its stages')."""
+    (p1, n1, _), (p2, n2, cpu2) = ledger(small), ledger(large)
+    run_cpu = run_cpu if run_cpu is not None else cpu2
+    if run_cpu is None:
+        raise SystemExit(f"{large / 'metrics.json'} records no cpu_seconds: give the run's CPU time with --run-cpu")
+    g1, g2 = groups(p1), groups(p2)
+    fitted = {}
+    for name in sorted(set(g1) | set(g2)):
+        c1, c2 = g1.get(name, dict.fromkeys(FIELDS, 0.0)), g2.get(name, dict.fromkeys(FIELDS, 0.0))
+        fitted[name] = {}
+        for key in FIELDS:
+            b = (c2[key] - c1[key]) / (n2 - n1)
+            fitted[name][key] = (round(c2[key] - b * n2, 1), round(b, 3))
+    calls = sum(float(p2[k]) for k in ("calls", "backward_calls"))
+    non_model = (float(p2["cpu_seconds"]) - float(p2["model_seconds"])) / calls
+    outside = max(0.0, run_cpu - float(p2["cpu_seconds"]))
+    return fitted, non_model, outside
+
+
+def module_text(fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]], source: str) -> str:
+    lines = [HEADER.format(source=source)]
+    lines.append("#: the framework's CPU seconds per classifier call outside the model (the reference runs, one "
+                 "thread)")
+    non_model = sum(f[1] for f in fits.values()) / len(fits)
+    lines.append(f"NON_MODEL_SECONDS_PER_CALL = {non_model:.5f}")
+    lines.append("#: seconds outside every stage (loading, statistics, figures, report) per experiment")
+    lines.append("OUTSIDE_STAGES_SECONDS: dict[str, float] = {" + ", ".join(
+        f'"{name}": {f[2]:.1f}' for name, f in fits.items()) + "}")
+    lines.append("#: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, "
+                 "backward_calls)")
+    lines.append("REFERENCES: dict[str, dict[str, StageWork]] = {")
+    for name, (fitted, _, _) in fits.items():
+        lines.append(f'    "{name}": {{')
+        for group, counts in fitted.items():
+            args = ", ".join(str(counts[key]) for key in FIELDS)  # forward, backward, calls, backward_calls
+            lines.append(f'        "{group}": StageWork({args}),')
+        lines.append("    },")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pairs", nargs="+", help="EXPERIMENT=RUN_SMALL_N,RUN_LARGE_N")
+    parser.add_argument("--run-cpu", action="append", default=[], metavar="EXPERIMENT=SECONDS",
+                        help="the larger run's CPU seconds (e.g. from /usr/bin/time) for a run that records none")
+    parser.add_argument("--source", default="", help="what the runs were (date, commit), for the module docstring")
+    parser.add_argument("--output", type=Path, default=TARGET)
+    args = parser.parse_args()
+    run_cpu = {name: float(seconds) for name, seconds in (item.split("=", 1) for item in args.run_cpu)}
+    fits = {}
+    for pair in args.pairs:
+        name, runs = pair.split("=", 1)
+        small, large = (Path(p) for p in runs.split(","))
+        fits[name] = fit(small, large, run_cpu.get(name))
+    args.output.write_text(module_text(fits, f" ({args.source})" if args.source else ""))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

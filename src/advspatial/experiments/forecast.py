@@ -1,0 +1,174 @@
+"""What a run will cost, said before its first stage: a reference run's classifier work scaled to this run's n,
+priced at this model's measured cost per call on this machine.
+
+Why: a measurement of several minutes should not start silent. A run's time is its classifier calls and the images
+they carry (:mod:`advspatial.passes`); what changes between models is the price of a call. So the forecast takes the
+work of the experiment's reference runs (:mod:`.cost_references`: per stage group, forward and backward images and
+calls as ``a + b * n``, fitted on the default model at two n), prices it with a call of this model timed here at one
+image and at the run's batch (:func:`measure_price`: a fixed cost per call plus a cost per image, forward and
+backward), adds the framework's own CPU per call and the time outside the stages as the reference runs measured
+them, and names the stage group that dominates.
+
+What it cannot know: how many images an attack leaves standing on this model (an attack that succeeds sooner makes
+fewer passes), settings other than the defaults (the forecast then says it is for the default settings), and other
+work on the machine. It is an estimate to a factor of about two, not a budget; an experiment without a reference
+gets none.
+
+Example::
+
+    >>> from torch import nn
+    >>> import torch
+    >>> price = measure_price(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), torch.rand(8, 1, 28, 28), batch=8)
+    >>> forecast("spatial", 500, price).seconds > 0
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..distributed import world
+from ..models.hooks import frozen_eval
+from ..progress import note
+from .cost_references import NON_MODEL_SECONDS_PER_CALL, OUTSIDE_STAGES_SECONDS, REFERENCES, StageWork
+
+#: what each first part of a stage key is, in the forecast's sentence
+GROUP_NAMES = {"adaptive": "the adaptive evaluation", "baselines": "the adaptive evaluation",
+               "gate": "the faithfulness gates", "attack": "the attacks", "maps": "the attacks' maps",
+               "defence": "the defence columns", "sweep": "the defence sweep", "prior-classes": "the class prior",
+               "panel": "the explainer panel"}
+
+
+@dataclass(frozen=True)
+class CallPrice:
+    """Seconds of one classifier call of ``b`` images on this machine: ``forward_fixed + forward_per_image * b``
+    forward; a gradient sent back adds ``backward_fixed + backward_per_image * b``."""
+
+    forward_fixed: float
+    forward_per_image: float
+    backward_fixed: float
+    backward_per_image: float
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A run's estimated seconds on this machine and the stage group that takes the largest share of them."""
+
+    seconds: float
+    dominant: str
+    dominant_share: float
+
+    def sentence(self, default_settings: bool = True) -> str:
+        """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
+        minutes = self.seconds / 60
+        span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
+        scope = "" if default_settings else "; for the default settings: yours differ"
+        return (f"{span} on this machine ({GROUP_NAMES.get(self.dominant, self.dominant)} about "
+                f"{self.dominant_share:.0%}; an estimate from a reference run's work priced at this model's "
+                f"measured cost per call{scope})")
+
+
+def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 2) -> CallPrice:
+    """Time ``model`` on one image and on ``batch`` images (the first of ``images``, repeated when fewer), forward
+    and forward + backward, each the median of ``repeats`` after a warm-up; fit a fixed and a per-image cost."""
+    batch = max(2, batch)
+    large = images[torch.arange(batch) % len(images)]
+    with frozen_eval(model):
+        forward = [_timed(functools.partial(_forward, model, x), repeats) for x in (large[:1], large)]
+        both = [_timed(functools.partial(_forward_backward, model, x), repeats) for x in (large[:1], large)]
+    forward_fixed, forward_per = _line(forward, batch)
+    both_fixed, both_per = _line(both, batch)
+    return CallPrice(forward_fixed, forward_per, max(0.0, both_fixed - forward_fixed),
+                     max(0.0, both_per - forward_per))
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        model(x)
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor) -> None:
+    x = x.detach().requires_grad_(True)
+    torch.autograd.grad(model(x).sum(), x)
+
+
+def _timed(call: Callable[[], None], repeats: int) -> float:
+    call()  # warm-up: first-call allocations and kernel choices
+    times = []
+    for _ in range(repeats):
+        _wait_for_device()
+        started = time.perf_counter()
+        call()
+        _wait_for_device()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _wait_for_device() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def _line(seconds: list[float], batch: int) -> tuple[float, float]:
+    """(fixed, per image) through the times at 1 and ``batch`` images (neither below 0)."""
+    per_image = max(0.0, (seconds[1] - seconds[0]) / (batch - 1))
+    return max(0.0, seconds[0] - per_image), per_image
+
+
+def forecast(experiment: str, n: int, price: CallPrice) -> Forecast | None:
+    """The estimated seconds of ``experiment`` on ``n`` images at ``price``; None without a reference."""
+    reference = REFERENCES.get(experiment)
+    if reference is None:
+        return None
+    by_group: dict[str, float] = {}
+    for stage, work in reference.items():
+        group = stage.split("/")[0]
+        by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price)
+    dominant = max(by_group, key=lambda g: by_group[g])
+    total = sum(by_group.values()) + OUTSIDE_STAGES_SECONDS.get(experiment, 0.0)
+    return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
+
+
+def _seconds(work: StageWork, n: int, price: CallPrice) -> float:
+    forward, backward, calls, backward_calls = work.at(n)
+    return (calls * price.forward_fixed + forward * price.forward_per_image
+            + backward_calls * price.backward_fixed + backward * price.backward_per_image
+            + (calls + backward_calls) * NON_MODEL_SECONDS_PER_CALL)
+
+
+#: the largest batch the price is measured at (a call's cost per image is flat beyond it on a CPU)
+PROBE_BATCH = 64
+
+#: settings that say where a run's work comes from or goes, not how much there is of it
+NOT_WORK = frozenset({"n", "out", "model", "weights", "arch", "model_seed", "dataset", "subset", "image_size", "fit",
+                      "crop_fraction", "class_map", "seed", "device", "progress", "preset", "batch_size",
+                      "smoke_test"})
+
+
+def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tensor) -> Forecast | None:
+    """Print the run's forecast (one line on stderr, the main process only) before its first stage; nothing for a
+    smoke test or an experiment without a reference. Returns what was said."""
+    if getattr(config, "smoke_test", False) or experiment not in REFERENCES or not world().is_main:
+        return None
+    price = measure_price(model, images, min(PROBE_BATCH, int(getattr(config, "batch_size", PROBE_BATCH))))
+    result = forecast(experiment, int(config.n), price)
+    if result is not None:
+        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
+    return result
+
+
+def at_defaults(config: Any) -> bool:
+    """Whether ``config`` asks for the default amount of work (its settings that are not :data:`NOT_WORK` equal
+    those of its class's defaults)."""
+    defaults = type(config)()
+    return all(getattr(config, f.name) == getattr(defaults, f.name)
+               for f in dataclasses.fields(config) if f.name not in NOT_WORK)

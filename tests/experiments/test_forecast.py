@@ -1,0 +1,81 @@
+"""The forecast a run prints before its first stage: known answers on a synthetic reference, the price fit, the
+sentence, and when it stays silent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advspatial.experiments import forecast as fc
+from advspatial.experiments.cost_references import REFERENCES, StageWork
+from advspatial.experiments.registry import get_experiment
+
+FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
+
+
+def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
+    reference = {"adaptive/main": StageWork(forward=(1000.0, 0.0), backward=(500.0, 0.0), calls=(10.0, 0.0),
+                                            backward_calls=(5.0, 0.0)),
+                 "attack/pgd": StageWork(forward=(0.0, 20.0), backward=(0.0, 10.0), calls=(0.0, 0.1),
+                                         backward_calls=(0.0, 0.1))}
+    monkeypatch.setitem(fc.REFERENCES, "toy", reference)
+    monkeypatch.setattr(fc, "NON_MODEL_SECONDS_PER_CALL", 0.01)
+    monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", 3.0)
+    price = fc.CallPrice(forward_fixed=0.1, forward_per_image=0.001, backward_fixed=0.2, backward_per_image=0.002)
+    result = fc.forecast("toy", 100, price)
+    adaptive = 10 * 0.1 + 1000 * 0.001 + 5 * 0.2 + 500 * 0.002 + 15 * 0.01
+    attack = 10 * 0.1 + 2000 * 0.001 + 10 * 0.2 + 1000 * 0.002 + 20 * 0.01
+    assert result is not None
+    assert result.seconds == pytest.approx(adaptive + attack + 3.0)
+    assert result.dominant == "attack" and result.dominant_share == pytest.approx(attack / result.seconds)
+
+
+def test_work_never_goes_below_zero() -> None:
+    assert StageWork((-50.0, 1.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)).at(10) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_an_experiment_without_a_reference_gets_no_forecast() -> None:
+    assert fc.forecast("no-such-experiment", 100, FREE) is None
+
+
+def test_every_reference_names_registered_experiments_and_grows_with_n() -> None:
+    price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    for name in REFERENCES:
+        get_experiment(name)  # raises for an unknown name
+        small, large = fc.forecast(name, 50, price), fc.forecast(name, 1000, price)
+        assert small is not None and large is not None and 0 < small.seconds < large.seconds
+
+
+def test_the_price_fit_separates_a_fixed_cost_per_call_from_a_cost_per_image() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.ReLU(), nn.Linear(64, 10))
+    price = fc.measure_price(model, torch.rand(5, 3, 32, 32), batch=64)
+    assert min(price.forward_fixed, price.forward_per_image, price.backward_fixed, price.backward_per_image) >= 0
+    assert price.forward_fixed + 64 * price.forward_per_image > 0
+    assert all(not p.requires_grad or p.grad is None for p in model.parameters())  # the probe leaves no gradients
+
+
+@pytest.mark.parametrize(("seconds", "words"), [(20, "under a minute"), (70, "about 1 minute "),
+                                                (420, "about 7 minutes")])
+def test_the_sentence_rounds_to_minutes(seconds: float, words: str) -> None:
+    text = fc.Forecast(seconds, "adaptive", 0.45).sentence()
+    assert text.startswith(words) and "the adaptive evaluation about 45%" in text
+    assert "default settings" not in text
+    assert "for the default settings: yours differ" in fc.Forecast(seconds, "gate", 0.5).sentence(False)
+
+
+def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
+    config_cls = get_experiment("spatial").config_cls
+    assert fc.at_defaults(config_cls())
+    assert fc.at_defaults(config_cls(n=80, seed=3))  # where and how many, not how much per image
+    assert not fc.at_defaults(config_cls(adaptive_steps=10))
+
+
+def test_a_smoke_test_and_an_unknown_experiment_print_nothing(capsys) -> None:
+    config_cls = get_experiment("spatial").config_cls
+    model, images = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), torch.rand(4, 1, 28, 28)
+    assert fc.announce("spatial", config_cls(smoke_test=True), model, images) is None
+    assert fc.announce("no-such-experiment", config_cls(), model, images) is None
+    assert capsys.readouterr().err == ""
+    said = fc.announce("spatial", config_cls(n=40), model, images)
+    assert said is not None and "spatial on 40 images:" in capsys.readouterr().err
