@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,9 @@ HEADER = '''"""The forecast's reference work (:mod:`.forecast`): per experiment 
 forward and backward images and calls of a run on n images as ``a + b * n``.
 
 Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
-smallcnn) at the default settings{source}. Fitted per stage group between the two n: work of fixed size (the
-gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in
-``b``.
+smallcnn) at the default settings. Fitted per stage group between the two n: work of fixed size (the gates'
+checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in ``b``.
+{source}
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[st
 
 def module_text(fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]], source: str) -> str:
     lines = [HEADER.format(source=source)]
-    lines.append("#: the framework's CPU seconds per classifier call outside the model (the reference runs, one "
-                 "thread)")
-    non_model = sum(f[1] for f in fits.values()) / len(fits)
-    lines.append(f"NON_MODEL_SECONDS_PER_CALL = {non_model:.5f}")
+    lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
+                 "runs, one thread)")
+    lines.append("NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {" + ", ".join(
+        f'"{name}": {f[1]:.5f}' for name, f in fits.items()) + "}")
     lines.append("#: seconds outside every stage (loading, statistics, figures, report) per experiment")
     lines.append("OUTSIDE_STAGES_SECONDS: dict[str, float] = {" + ", ".join(
         f'"{name}": {f[2]:.1f}' for name, f in fits.items()) + "}")
@@ -133,7 +134,8 @@ def main() -> None:
         name, runs = pair.split("=", 1)
         small, large = (Path(p) for p in runs.split(","))
         fits[name] = fit(small, large, run_cpu.get(name))
-    args.output.write_text(module_text(fits, f" ({args.source})" if args.source else ""))
+    source = textwrap.fill(f"Runs: {args.source}.", width=116) if args.source else ""
+    args.output.write_text(module_text(fits, source))
     print(f"wrote {args.output}")
 
 

@@ -20,7 +20,7 @@ def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
                  "attack/pgd": StageWork(forward=(0.0, 20.0), backward=(0.0, 10.0), calls=(0.0, 0.1),
                                          backward_calls=(0.0, 0.1))}
     monkeypatch.setitem(fc.REFERENCES, "toy", reference)
-    monkeypatch.setattr(fc, "NON_MODEL_SECONDS_PER_CALL", 0.01)
+    monkeypatch.setitem(fc.NON_MODEL_SECONDS_PER_CALL, "toy", 0.01)
     monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", 3.0)
     price = fc.CallPrice(forward_fixed=0.1, forward_per_image=0.001, backward_fixed=0.2, backward_per_image=0.002)
     result = fc.forecast("toy", 100, price)

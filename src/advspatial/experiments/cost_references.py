@@ -2,10 +2,9 @@
 forward and backward images and calls of a run on n images as ``a + b * n``.
 
 Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
-smallcnn) at the default settings (2026-11-26, 3ad0683:
-spatial at n = 100 and 500). Fitted per stage group between the two n: work of fixed size (the
-gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in
-``b``.
+smallcnn) at the default settings. Fitted per stage group between the two n: work of fixed size (the gates'
+checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in ``b``.
+Runs: 2026-11-26, 3ad0683 and 67b1786: spatial at n = 100 and 500, maps at n = 60 and 200.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ class StageWork:
 
 
 
-#: the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
-NON_MODEL_SECONDS_PER_CALL = 0.00147
+#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
+NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00147, "maps": 0.00523}
 #: seconds outside every stage (loading, statistics, figures, report) per experiment
-OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 28.9}
+OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 28.9, "maps": 13.2}
 #: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, backward_calls)
 REFERENCES: dict[str, dict[str, StageWork]] = {
     "spatial": {
@@ -71,5 +70,28 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         "prior-classes": StageWork((20992.0, 0.0), (18992.0, 0.0), (96.0, 0.0), (84.0, 0.0)),
         "roi": StageWork((0.0, 2.0), (0.0, 1.0), (1.0, 0.01), (0.5, 0.005)),
         "sweep": StageWork((0.0, 96.0), (0.0, 4.0), (48.0, 0.48), (2.0, 0.02)),
+    },
+    "maps": {
+        "attack/cw-l2": StageWork((0.0, 123.0), (0.0, 120.0), (123.0, 0.0), (120.0, 0.0)),
+        "attack/deepfool": StageWork((34.4, 12.793), (288.0, 88.2), (20.7, 0.021), (150.4, 0.193)),
+        "attack/fgsm": StageWork((0.0, 3.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
+        "attack/onepixel": StageWork((85.7, 0.571), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
+        "attack/pgd": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
+        "attack/pgd-l2": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
+        "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (1.0, 0.0), (0.0, 0.0)),
+        "gate/budget": StageWork((3565.7, 31.171), (2971.4, 25.143), (97.0, 0.0), (80.0, 0.0)),
+        "gate/control": StageWork((1.0, 205.0), (0.0, 0.0), (56.9, 0.336), (0.0, 0.0)),
+        "gate/gradcam": StageWork((5196.7, 216.171), (4968.0, 168.2), (374.4, 0.793), (171.0, 0.5)),
+        "gate/hirescam": StageWork((9360.7, 832.171), (9288.0, 596.2), (536.1, 3.964), (351.0, 2.5)),
+        "gate/inputxgrad": StageWork((1338.0, 157.4), (1265.1, 109.914), (128.4, 0.793), (51.0, 0.5)),
+        "maps/cw-l2": StageWork((32.0, 18.0), (32.0, 16.0), (2.4, 0.043), (0.4, 0.043)),
+        "maps/deepfool": StageWork((45.7, 19.371), (45.7, 17.371), (3.4, 0.043), (1.4, 0.043)),
+        "maps/fgsm": StageWork((-196.6, 23.943), (-196.6, 21.943), (3.0, 0.05), (1.0, 0.05)),
+        "maps/onepixel": StageWork((885.7, 10.171), (800.0, 9.6), (4.3, 0.029), (2.3, 0.029)),
+        "maps/pgd": StageWork((-59.4, 21.657), (-59.4, 19.657), (1.6, 0.057), (-0.4, 0.057)),
+        "maps/pgd-l2": StageWork((-59.4, 20.057), (-59.4, 18.057), (2.4, 0.043), (0.4, 0.043)),
+        "panel/gradcam": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
+        "panel/inputxgrad": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
+        "roi": StageWork((0.0, 2.0), (0.0, 1.0), (2.0, 0.0), (1.0, 0.0)),
     },
 }

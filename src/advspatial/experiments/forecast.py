@@ -132,17 +132,18 @@ def forecast(experiment: str, n: int, price: CallPrice) -> Forecast | None:
     by_group: dict[str, float] = {}
     for stage, work in reference.items():
         group = stage.split("/")[0]
-        by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price)
+        by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price,
+                                                              NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
     dominant = max(by_group, key=lambda g: by_group[g])
     total = sum(by_group.values()) + OUTSIDE_STAGES_SECONDS.get(experiment, 0.0)
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
 
 
-def _seconds(work: StageWork, n: int, price: CallPrice) -> float:
+def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float) -> float:
     forward, backward, calls, backward_calls = work.at(n)
     return (calls * price.forward_fixed + forward * price.forward_per_image
             + backward_calls * price.backward_fixed + backward * price.backward_per_image
-            + (calls + backward_calls) * NON_MODEL_SECONDS_PER_CALL)
+            + (calls + backward_calls) * non_model)
 
 
 #: the largest batch the price is measured at (a call's cost per image is flat beyond it on a CPU)
