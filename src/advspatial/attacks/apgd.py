@@ -45,8 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -57,7 +56,7 @@ from ..runtime import per_sample_noise
 from .base import Attack, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
-from .search import Best, beats, best_of_runs
+from .search import Best, beats, best_of_runs, compact
 
 APGD_LOSSES = ("ce", "dlr", "margin")
 MOMENTUM = 0.75
@@ -136,12 +135,8 @@ class _Run:
     reduced: torch.Tensor              # step halved at the last checkpoint
 
     def keep(self, rows: torch.Tensor) -> _Run:
-        """The state restricted to the rows where ``rows`` (bool) holds."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = None if v is None else v[rows]
-        return replace(self, **out)
+        """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
+        return compact(self, rows)
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])

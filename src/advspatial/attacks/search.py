@@ -8,14 +8,15 @@ an image's result never depends on the other images of its batch.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeVar
 
 import torch
 
 #: a relative loss gain below this is float noise, not progress (:func:`beats`)
 IMPROVEMENT_TOL = 1e-5
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 def beats(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -45,13 +46,34 @@ class Best:
         return cls(x.clone(), torch.zeros(n, dtype=torch.bool, device=x.device),
                    torch.full((n,), float("-inf"), device=x.device, dtype=x.dtype))
 
-    def offer(self, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor, loss: torch.Tensor) -> None:
-        """Keep ``x`` for the images ``idx`` where it ranks above the point kept so far."""
+    def offer(self, idx: torch.Tensor, x: torch.Tensor, adv: torch.Tensor, loss: torch.Tensor,
+              among: torch.Tensor | None = None) -> None:
+        """Keep ``x`` for the images ``idx`` where it ranks above the point kept so far (only where ``among``
+        holds, when given). Decided on the device: the rows ``idx`` are written back whole, with the old
+        values where nothing is better, so no value is read back to the host."""
         old_adv, old_loss = self.adv[idx], self.loss[idx]
         better = (adv & ~old_adv) | ((adv == old_adv) & beats(loss, old_loss))
-        if better.any():
-            rows = idx[better]
-            self.x[rows], self.adv[rows], self.loss[rows] = x[better], adv[better], loss[better]
+        if among is not None:
+            better = better & among
+        self.x[idx] = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x, self.x[idx])
+        self.adv[idx] = torch.where(better, adv, old_adv)
+        self.loss[idx] = torch.where(better, loss, old_loss)
+
+
+def compact(state: S, rows: torch.Tensor) -> S:
+    """``state`` (a dataclass of per-row tensors, lists and Nones) restricted to the rows where the (n,) bool
+    ``rows`` holds; ``state`` itself where it holds everywhere. The kept positions are read back to the host at
+    once: one synchronisation for the whole state, instead of one per field indexed with the mask."""
+    flags = rows.tolist()
+    if all(flags):
+        return state
+    positions = [i for i, k in enumerate(flags) if k]
+    index = torch.tensor(positions, dtype=torch.long, device=rows.device)
+    out: dict[str, Any] = {}
+    for f in fields(state):  # type: ignore[arg-type]
+        v = getattr(state, f.name)
+        out[f.name] = None if v is None else [v[i] for i in positions] if isinstance(v, list) else v[index]
+    return replace(state, **out)  # type: ignore[type-var]
 
 
 def best_of_runs(

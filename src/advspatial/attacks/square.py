@@ -45,16 +45,15 @@ keeps the lowest-loss adversarial point. Unfooled images get their lowest-loss p
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
 from ..runtime import sample_generator
-from .search import Best, beats, best_of_runs
+from .search import Best, beats, best_of_runs, compact
 from .base import Attack, register_attack
 from .gradients import attack_loss, is_adversarial
 
@@ -142,15 +141,8 @@ class _Search:
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
 
     def keep(self, rows: torch.Tensor) -> _Search:
-        out: dict[str, Any] = {}
-        cpu_rows = rows.cpu()
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "gens":
-                out[f.name] = [g for g, k in zip(v, cpu_rows.tolist(), strict=True) if k]
-            else:
-                out[f.name] = None if v is None else v[rows]
-        return replace(self, **out)
+        """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
+        return compact(self, rows)
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
@@ -284,7 +276,7 @@ class Square(Attack):
         st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
         st.score = torch.where(accept, score, st.score)
         st.adv = st.adv | (accept & adv)
-        best.offer(st.idx[accept], x_new[accept], adv[accept], score[accept])
+        best.offer(st.idx, x_new, adv, score, among=accept)
 
 
 @register_attack("square-l2", "Square Attack: score-based random search in the L2 ball")
