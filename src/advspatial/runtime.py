@@ -81,26 +81,29 @@ def stream_seed(seed: int, stream: int, counter: int = 0) -> int:
 
 def sample_ids_or_range(n: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
     """``sample_ids`` as an (n,) int64 CPU tensor, or the positions ``0..n-1`` when None."""
-    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu().long()
+    ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids)
+    ids = (ids if ids.device.type == "cpu" else ids.cpu()).long()  # ids on the host are not read back
     if ids.shape != (n,):
         raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
     return ids
 
 
 def per_sample_noise(
-    shape: Sequence[int], seed: int, sample_ids: torch.Tensor, kind: str = "uniform",
+    shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Sequence[int], kind: str = "uniform",
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """(N, *shape[1:]) noise; row i drawn from :func:`sample_generator` ``(seed, sample_ids[i])``.
 
     ``uniform`` is U[-1,1), ``normal`` is N(0,1). Drawing on the CPU makes the
-    numbers the same on every device.
+    numbers the same on every device. ``sample_ids`` may be ints already on the host (a caller
+    drawing several streams for the same images reads its id tensor once).
     """
     if kind not in ("uniform", "normal"):
         raise ConfigError(f"noise kind {kind!r} unknown; valid: uniform, normal")
     draw = (lambda g: torch.rand(tuple(shape[1:]), generator=g) * 2 - 1) if kind == "uniform" else \
         (lambda g: torch.randn(tuple(shape[1:]), generator=g))
-    rows = [draw(sample_generator(seed, sid)) for sid in torch.as_tensor(sample_ids).tolist()]
+    ids = sample_ids.tolist() if isinstance(sample_ids, torch.Tensor) else [int(s) for s in sample_ids]
+    rows = [draw(sample_generator(seed, sid)) for sid in ids]
     if not rows:
         return torch.empty(tuple(shape), device=device, dtype=dtype)
     return torch.stack(rows).to(device=device, dtype=dtype)

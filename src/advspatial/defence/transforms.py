@@ -25,6 +25,7 @@ DCT, coefficients rounded to the JPEG luminance table scaled by a quality).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 import math
 
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
 from ..regions.fills import gaussian_blur
-from ..runtime import per_sample_noise, stream_seed
+from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 
 BACKWARDS = ("local", "identity")
 TRANSFORMS = ("blur", "noise", "jpeg")
@@ -134,17 +135,17 @@ class TransformDefence(nn.Module):
         return self.transform == "noise"
 
     def transformed(
-        self, x: torch.Tensor, draw: int | None = None, sample_ids: torch.Tensor | None = None,
+        self, x: torch.Tensor, draw: int | None = None, sample_ids: torch.Tensor | Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """``transform(x)``. Noise: draw number ``draw`` keyed by ``(seed, draw, sample_ids[i])``;
-        without ``draw`` the next forward-pass number is used (and advanced)."""
+        """``transform(x)``. Noise: draw number ``draw`` keyed by ``(seed, draw, sample_ids[i])`` (ids as a tensor
+        or as ints on the host); without ``draw`` the next forward-pass number is used (and advanced)."""
         if self.transform == "blur":
             return gaussian_blur(x, self.strength)
         if self.transform == "jpeg":
             return jpeg_quantize(x, int(round(self.strength)))
         if draw is None:
             draw, self.calls = self.calls, self.calls + 1
-        ids = torch.arange(x.shape[0]) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
+        ids = range(x.shape[0]) if sample_ids is None else sample_ids
         noise = per_sample_noise(x.shape, stream_seed(self.seed, _NOISE_STREAM, draw), ids, "normal", x.device, x.dtype)
         return (x + self.strength * noise).clamp(0.0, 1.0)
 
@@ -153,7 +154,8 @@ class TransformDefence(nn.Module):
         """(N, draws) predicted classes (one column when the transform is deterministic)."""
         if not self.randomized:
             return self.model(self.transformed(x)).argmax(1)[:, None]
-        return torch.stack([self.model(self.transformed(x, d + 1_000_000, sample_ids)).argmax(1)
+        ids = sample_ids_or_range(x.shape[0], sample_ids).tolist()  # read once for every draw
+        return torch.stack([self.model(self.transformed(x, d + 1_000_000, ids)).argmax(1)
                             for d in range(int(draws))], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -68,7 +68,8 @@ def random_regions_like(
     ids = sample_ids_or_range(n, sample_ids)
     d = len(draws)
     check_range("number of draws", d, 1)
-    keys = torch.cat([per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw), ids,
+    id_list = ids.tolist()  # read once for every draw
+    keys = torch.cat([per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw), id_list,
                                        device=region.device) for draw in draws]).view(d, n, h * w)
     flat_region, flat_eligible = region.flatten(1), eligible.flatten(1)
     values, stratum = torch.unique(labels.flatten(1), return_inverse=True)  # stratum: 0..S-1 per pixel
