@@ -11,10 +11,8 @@ from helpers import grad_map
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.defence.neutralize import (
-    ClassPriorVulnerability, NeutralizedModel, class_prior_maps, map_of, neutralization_region, select_regions,
-    top_fraction,
-)
+from advspatial.defence.neutralize import ClassPriorVulnerability, NeutralizedModel, class_prior_maps, map_of
+from advspatial.defence.selection import neutralization_region, select_regions, top_fraction
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.regions import random_region_like
 from advspatial.regions.fills import fill

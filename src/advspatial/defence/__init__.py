@@ -15,9 +15,8 @@ from .adaptive import (
 )
 from .adaptive_evaluation import AdaptiveEvaluation, AdaptivePlan, ComponentOutcome, evaluate_adaptive
 from .convergence import Convergence, CurveGrid, convergence_curves, convergence_rule, read_curve
-from .neutralize import (
-    ClassPriorVulnerability, NeutralizedModel, RegionSelection, class_prior_maps, neutralization_region, select_regions,
-)
+from .neutralize import ClassPriorVulnerability, NeutralizedModel, class_prior_maps
+from .selection import RegionSelection, neutralization_region, select_regions
 from .nonadaptive import DefenceEvaluation, evaluate_defence
 from .transforms import TransformDefence
 

@@ -38,7 +38,8 @@ from torch import nn
 from ..attacks import Attack, make_attack
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import scaled_batch
-from .neutralize import BinarizeFn, MapFn, map_of, top_fraction
+from .neutralize import MapFn, map_of
+from .selection import BinarizeFn, top_fraction
 
 #: the attacker's gradients through a defence: BPDA with an identity backward, and the local gradient
 GRADIENTS = ("identity", "local")

@@ -1,8 +1,8 @@
 """The neutralization defence: block out what is vulnerable but unimportant (METHODS.md §2).
 
 Region selection: RoI = top ``roi_fraction`` of the importance map, RoA = top
-``fraction`` of the vulnerability map, neutralized region ``N = RoA \\ RoI``.
-:class:`NeutralizedModel` wraps a classifier so that every forward pass
+``fraction`` of the vulnerability map, neutralized region ``N = RoA \\ RoI``
+(:mod:`.selection`). :class:`NeutralizedModel` wraps a classifier so that every forward pass
 computes ``N`` from the input alone and classifies ``fill(x, N)``; it is an
 ``nn.Module`` whose parameters are the wrapped model's, so any attack can use it.
 
@@ -13,21 +13,18 @@ map, :class:`ClassPriorVulnerability`, ...); this module does not import
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..regions import top_fraction_mask
 from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.checks import check_region
 from ..regions.controls import change_strata, foreground_strata, random_regions_like
 from ..regions.fills import FillFn, make_fill
-from ..runtime import sample_ids_or_range, stream_seed
+from .selection import BinarizeFn, RegionSelection, as_maps, select_regions, valid_maps
 from .transforms import check_backward, through
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
@@ -35,8 +32,6 @@ MapFn = Callable[[torch.Tensor], torch.Tensor]
 #: ``fn(x) -> (importance, vulnerability)``: both maps of x at once, e.g. from one forward pass (as the spatial
 #: experiment computes them); equal to the two map callables' results.
 PairedMapFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-#: ``binarize(maps, fraction) -> (N,H,W) bool`` region of the top ``fraction`` of each map.
-BinarizeFn = Callable[[torch.Tensor, float], torch.Tensor]
 
 MODES = ("defend", "random", "oracle")
 #: how the random control is matched to the neutralized region (besides its pixel count and avoiding the RoI)
@@ -46,91 +41,6 @@ CONTROL_MATCHES = ("foreground", "change", "none")
 #: draws scored by evaluations are 0, 1, ..., so the attacker never sees the randomness it is scored on
 ATTACK_DRAWS = 1 << 20
 
-# Salts that keep the random streams of tie-breaking and of the random control apart
-# even when the caller passes both the same seed.
-_TIE_STREAM = 0x7E5
-
-
-def valid_maps(maps: torch.Tensor, name: str = "maps") -> torch.Tensor:
-    """Validate (N,H,W) float maps without NaN; return them detached."""
-    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
-        raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
-    maps = maps.detach()
-    if not maps.is_floating_point():
-        maps = maps.float()
-    if bool(torch.isnan(maps).any()):
-        raise ConfigError(f"{name} contain NaN; valid: finite values >= 0")
-    return maps
-
-
-def top_fraction(
-    maps: torch.Tensor, fraction: float, *, seed: int = 0, sample_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """(N,H,W) bool: the top ``fraction`` of each map's pixels, strictly positive ones only.
-
-    ``k = floor(fraction*H*W + 0.5)`` pixels per image (fewer when fewer are positive; none when k is 0).
-    The selection is :func:`~advspatial.regions.top_fraction_mask`'s: ties at the cut are broken at random
-    per image from ``(seed, sample_ids[i])`` (default ids ``0..N-1``), never by pixel position; the tie
-    stream is salted so that it stays apart from the random control's even under the same seed.
-    """
-    maps = valid_maps(maps)
-    check_range("fraction", fraction, 0.0, 1.0)
-    n, h, w = maps.shape
-    if int(math.floor(fraction * h * w + 0.5)) == 0:
-        return torch.zeros_like(maps, dtype=torch.bool)
-    ids = sample_ids_or_range(n, sample_ids)
-    return top_fraction_mask(maps, fraction, seed=stream_seed(seed, _TIE_STREAM), sample_ids=ids).mask
-
-
-@dataclass
-class RegionSelection:
-    """The regions of one batch: ``roi``, ``roa`` and ``neutralized = roa & ~roi``, each (N,H,W) bool."""
-
-    roi: torch.Tensor
-    roa: torch.Tensor
-    neutralized: torch.Tensor
-
-
-def select_regions(
-    importance: torch.Tensor,
-    vulnerability: torch.Tensor,
-    fraction: float = 0.2,
-    *,
-    roi_fraction: float | None = None,
-    seed: int = 0,
-    binarize: BinarizeFn | None = None,
-    sample_ids: torch.Tensor | None = None,
-) -> RegionSelection:
-    """RoI, RoA and ``N = RoA \\ RoI`` from an importance and a vulnerability map.
-
-    RoI is the top ``roi_fraction`` (default: ``fraction``) of ``importance``,
-    RoA the top ``fraction`` of ``vulnerability``. ``binarize(maps, fraction)``
-    replaces the built-in :func:`top_fraction` (seeded by ``seed``) when given.
-    """
-    importance = valid_maps(importance, "importance maps")
-    vulnerability = valid_maps(vulnerability, "vulnerability maps")
-    if importance.shape != vulnerability.shape:
-        raise ShapeError(f"importance maps {tuple(importance.shape)} and vulnerability maps "
-                         f"{tuple(vulnerability.shape)} must have the same (N,H,W) shape")
-    roi_fraction = fraction if roi_fraction is None else roi_fraction
-    check_range("fraction", fraction, 0.0, 1.0)
-    check_range("roi_fraction", roi_fraction, 0.0, 1.0)
-    if binarize is None:
-        roi = top_fraction(importance, roi_fraction, seed=seed, sample_ids=sample_ids)
-        roa = top_fraction(vulnerability, fraction, seed=seed + 1, sample_ids=sample_ids)
-    else:
-        roi = binarize(importance, roi_fraction).to(torch.bool)
-        roa = binarize(vulnerability, fraction).to(torch.bool)
-    return RegionSelection(roi, roa, roa & ~roi)
-
-
-def neutralization_region(importance: torch.Tensor, vulnerability: torch.Tensor, fraction: float = 0.2,
-                          **options: Any) -> torch.Tensor:
-    """The neutralized region ``N = RoA \\ RoI`` (N,H,W) bool: :func:`select_regions`' (which owns the keyword
-    ``options``: roi_fraction, seed, binarize, sample_ids)."""
-    return select_regions(importance, vulnerability, fraction, **options).neutralized
-
-
 def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
     """``fn(x)`` detached, computed on a detached copy of x with gradients enabled.
 
@@ -138,20 +48,23 @@ def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
     inside an attack's graph: map methods that need gradients (Grad-CAM, the
     gradient map) get them, and nothing flows back into the caller's graph.
     """
-    with torch.inference_mode(False), torch.enable_grad():
-        maps = fn(x.detach().clone())
-    return _checked_map(maps, x)
+    return _checked_map(_computed(fn, x), x)
 
 
 def map_pair_of(fn: PairedMapFn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``fn(x)``'s two maps, computed and checked as :func:`map_of` computes and checks one."""
-    with torch.inference_mode(False), torch.enable_grad():
-        importance, vulnerability = fn(x.detach().clone())
+    importance, vulnerability = _computed(fn, x)
     return _checked_map(importance, x), _checked_map(vulnerability, x)
 
 
-def _checked_map(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    maps = valid_maps(maps)
+def _computed(fn: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
+    with torch.inference_mode(False), torch.enable_grad():
+        return fn(x.detach().clone())
+
+
+def _checked_map(maps: torch.Tensor, x: torch.Tensor, read: bool = True) -> torch.Tensor:
+    """The map validated for images x; ``read=False`` leaves its values (NaN) to the caller's own read."""
+    maps = valid_maps(maps) if read else as_maps(maps, "maps")
     expected = (x.shape[0], *x.shape[2:])
     if tuple(maps.shape) != expected:
         raise ShapeError(f"map function returned shape {tuple(maps.shape)}; expected {expected} (N,H,W)")
@@ -308,10 +221,12 @@ class NeutralizedModel(nn.Module):
         if cached is not None and cached[0].shape == x.shape and cached[0].device == x.device \
                 and _same_ids(cached[1], key) and torch.equal(cached[0], x.detach()):
             return cached[2]
+        # computed as map_pair_of/map_of compute them; select_regions reads their values, with its ties, at once
         if self.maps_fn is not None:
-            importance, vulnerability = map_pair_of(self.maps_fn, x)
+            importance, vulnerability = _computed(self.maps_fn, x)
         else:
-            importance, vulnerability = map_of(self.importance_fn, x), map_of(self.vulnerability_fn, x)
+            importance, vulnerability = _computed(self.importance_fn, x), _computed(self.vulnerability_fn, x)
+        importance, vulnerability = _checked_map(importance, x, read=False), _checked_map(vulnerability, x, False)
         selection = select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
                                    seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
         self._selection_cache = (x.detach().clone(), key, selection)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..runtime import per_sample_noise
-from .checks import check_maps, check_mask
+from .checks import check_map_shape, check_maps, check_mask
 
 BINARIZE_METHODS = ("top_fraction", "threshold", "otsu")
 
@@ -51,9 +51,11 @@ def binarize(
     threshold). ``dilation`` > 0 grows the region by that many pixels (square
     structuring element, i.e. Chebyshev distance).
     """
-    check_maps(maps)
+    check_map_shape(maps)  # the values: top_fraction_mask reads them with its ties, the other methods here
     check_range("dilation", dilation, 0)
     n = maps.shape[0]
+    if method != "top_fraction":
+        check_maps(maps)
     if method == "top_fraction":
         out = top_fraction_mask(maps, fraction, seed, sample_ids)
     elif method == "threshold":
@@ -87,34 +89,57 @@ def top_fraction_mask(
     drawn from a generator seeded with (``seed``, ``sample_ids[i]``) -- the
     same image gets the same region in any batch.
     """
-    check_maps(maps)
-    check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
-    n, h, w = maps.shape
-    flat = maps.reshape(n, h * w)
-    k = max(1, int(math.floor(fraction * h * w + 0.5)))
-    key = torch.where(flat > 0, flat, torch.full_like(flat, -math.inf))
-    cut = key.topk(k, dim=1).values[:, -1] if n else flat.new_zeros(0)
-    above = key > cut[:, None]
-    at = (key == cut[:, None]) & (flat > 0)
-    need = k - above.sum(1)
-    n_at = at.sum(1)
-    must_choose = n_at > need
-    chosen = at.clone()
-    if bool(must_choose.any()):
-        rows = must_choose.nonzero().squeeze(1)
-        ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids).cpu()
-        if ids.shape != (n,):
-            raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
-        noise = per_sample_noise((len(rows), h * w), seed, ids[rows.cpu()], device=maps.device)
-        noise = torch.where(at[rows], noise, torch.full_like(noise, math.inf))
-        rank = torch.empty_like(noise, dtype=torch.int64)
-        rank.scatter_(1, noise.argsort(dim=1), torch.arange(h * w, device=maps.device).expand(len(rows), -1))
-        chosen[rows] = at[rows] & (rank < need[rows, None])
-    mask = (above | chosen) & (flat > 0)
-    cut = torch.where(torch.isfinite(cut), cut, _min_positive(flat))  # < k positive: the smallest kept
-    cut = torch.where(torch.isfinite(cut), cut, torch.full_like(cut, math.nan))  # none positive
-    tied = torch.where(must_choose, n_at, torch.zeros_like(n_at))
-    return Binarized(mask.reshape(n, h, w), cut, tied)
+    check_map_shape(maps)
+    plan = TopFraction(maps, fraction)
+    finite, *must_choose = torch.cat([torch.isfinite(maps).all().view(1), plan.must_choose]).tolist()  # one read
+    if maps.numel() and not finite:
+        raise ConfigError("maps contain NaN or infinite values")
+    return plan.finish(must_choose, seed, sample_ids)
+
+
+class TopFraction:
+    """:func:`top_fraction_mask` in two parts: what the device computes alone (here), and :meth:`finish`, which
+    needs on the host which images must break ties at the cut (``must_choose``, read back by the caller: one read
+    can serve several maps and their checks)."""
+
+    def __init__(self, maps: torch.Tensor, fraction: float) -> None:
+        check_range("fraction", fraction, 0.0, 1.0, low_inclusive=False)
+        n, h, w = maps.shape
+        self.shape, self.device = (n, h, w), maps.device
+        self.flat = flat = maps.reshape(n, h * w)
+        self.k = k = max(1, int(math.floor(fraction * h * w + 0.5)))
+        key = torch.where(flat > 0, flat, torch.full_like(flat, -math.inf))
+        self.cut = cut = key.topk(k, dim=1).values[:, -1] if n else flat.new_zeros(0)
+        self.above = key > cut[:, None]
+        self.at = (key == cut[:, None]) & (flat > 0)
+        self.need = k - self.above.sum(1)
+        self.n_at = self.at.sum(1)
+        #: (N,) bool: more pixels at the cut value than slots left (a seeded random choice among them)
+        self.must_choose = self.n_at > self.need
+
+    def finish(self, must_choose: list[bool], seed: int, sample_ids: torch.Tensor | None) -> Binarized:
+        """The regions, given ``self.must_choose`` read back to the host (as a list)."""
+        n, h, w = self.shape
+        chosen = self.at.clone()
+        rows_host = [i for i, flag in enumerate(must_choose) if flag]
+        if rows_host:
+            ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids)
+            ids = ids if ids.device.type == "cpu" else ids.cpu()
+            if ids.shape != (n,):
+                raise ShapeError(f"sample_ids must have shape ({n},), got {tuple(ids.shape)}")
+            rows = torch.tensor(rows_host, dtype=torch.long, device=self.device)
+            noise = per_sample_noise((len(rows_host), h * w), seed, ids[rows_host], device=self.device)
+            noise = torch.where(self.at[rows], noise, torch.full_like(noise, math.inf))
+            rank = torch.empty_like(noise, dtype=torch.int64)
+            rank.scatter_(1, noise.argsort(dim=1),
+                          torch.arange(h * w, device=self.device).expand(len(rows_host), -1))
+            chosen[rows] = self.at[rows] & (rank < self.need[rows, None])
+        flat = self.flat
+        mask = (self.above | chosen) & (flat > 0)
+        cut = torch.where(torch.isfinite(self.cut), self.cut, _min_positive(flat))  # < k positive: the smallest kept
+        cut = torch.where(torch.isfinite(cut), cut, torch.full_like(cut, math.nan))  # none positive
+        tied = torch.where(self.must_choose, self.n_at, torch.zeros_like(self.n_at))
+        return Binarized(mask.reshape(n, h, w), cut, tied)
 
 
 def _min_positive(flat: torch.Tensor) -> torch.Tensor:

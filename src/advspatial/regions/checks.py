@@ -8,12 +8,17 @@ from ..errors import ConfigError, ShapeError
 
 
 def check_maps(maps: torch.Tensor, name: str = "maps") -> None:
+    check_map_shape(maps, name)
+    if maps.numel() and not bool(torch.isfinite(maps).all()):
+        raise ConfigError(f"{name} contain NaN or infinite values")
+
+
+def check_map_shape(maps: torch.Tensor, name: str = "maps") -> None:
+    """(N,H,W) floating point; the values are not read (:func:`check_maps` also checks they are finite)."""
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         raise ShapeError(f"{name} must be an (N,H,W) tensor, got {getattr(maps, 'shape', type(maps))}")
     if not maps.is_floating_point():
         raise ShapeError(f"{name} must be floating point, got dtype {maps.dtype}")
-    if maps.numel() and not bool(torch.isfinite(maps).all()):
-        raise ConfigError(f"{name} contain NaN or infinite values")
 
 
 def check_same_shape(shape: torch.Size, **tensors: torch.Tensor) -> None:

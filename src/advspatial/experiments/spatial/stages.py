@@ -36,7 +36,8 @@ import torch
 
 from ...defence.adaptive import Defence, Undefended, correct_share, roi_attack_mask
 from ...defence.adaptive_evaluation import AdaptiveEvaluation, PerImageRecord, evaluate_adaptive
-from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel, select_regions
+from ...defence.neutralize import ClassPriorVulnerability, NeutralizedModel
+from ...defence.selection import select_regions
 from ...defence.nonadaptive import evaluate_defence
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
