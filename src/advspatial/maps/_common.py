@@ -30,8 +30,13 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
         raise ShapeError(f"{name} must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
     if not x.is_floating_point():
         raise ShapeError(f"{name} must be floating point in [0,1], got dtype {x.dtype}")
-    if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+    if x.numel() and _outside(torch.stack([x.min(), x.max()]).tolist(), 0, 1):  # one read
         raise ConfigError(f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized")
+
+
+def _outside(low_high: list[float], low: float, high: float) -> bool:
+    """Whether ``[min, max]`` leaves ``[low, high]`` (NaN compares False, as ``float(x.min()) < 0`` does)."""
+    return low_high[0] < low or low_high[1] > high
 
 
 def check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch.Tensor:
@@ -83,7 +88,7 @@ def resolve_target(
 def check_classes(classes: torch.Tensor, logits: torch.Tensor) -> None:
     """Raise when a class index does not exist among the model's outputs."""
     k = logits.shape[1]
-    if classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= k):
+    if classes.numel() and _outside(torch.stack([classes.min(), classes.max()]).tolist(), 0, k - 1):
         raise ConfigError(f"class indices must lie in [0, {k - 1}] for this model, got {classes.tolist()}")
 
 

@@ -70,6 +70,9 @@ class FillParams:
 _ContentFn = Callable[[torch.Tensor, torch.Tensor, FillParams], torch.Tensor]
 #: every fill kind by name
 FILLS: Registry[_ContentFn] = Registry("fill")
+#: the fills computed on the device alone: on an empty region ``torch.where`` gives x's values (and gradient) with
+#: no read back to the host, where the other fills (host solvers, iterative sweeps) skip their work instead
+DEVICE_FILLS = ("zero", "mean", "blur")
 
 
 def register_fill(name: str) -> Callable[[_ContentFn], _ContentFn]:
@@ -112,7 +115,7 @@ def fill(
     if kind == "road":
         ids = sample_ids_or_range(x.shape[0], None if sample_ids is None else torch.as_tensor(sample_ids))
         params = dataclasses.replace(params, sample_ids=tuple(ids.tolist()))
-    if not bool(region.any()):
+    if kind not in DEVICE_FILLS and not bool(region.any()):  # an empty region: skip the others' work
         return x
     content = FILLS.get(kind)(x, region, params)
     return torch.where(region[:, None], content, x)
