@@ -14,6 +14,7 @@ map, :class:`ClassPriorVulnerability`, ...); this module does not import
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.checks import check_region
 from ..regions.controls import change_strata, foreground_strata, random_regions_like
 from ..regions.fills import FillFn, make_fill
+from ..runtime import sample_ids_or_range
 from .selection import BinarizeFn, RegionSelection, as_maps, select_regions, valid_maps
 from .transforms import check_backward, through
 
@@ -110,6 +112,34 @@ def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
     return a.shape == b.shape and torch.equal(a, b)
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """The version counter of x's memory (bumped by every in-place change); None for an inference tensor (none)."""
+    return None if x.is_inference() else x._version
+
+
+@dataclass
+class _Cached:
+    """The last selection, the images it was made for (a copy), and the tensor they were copied from (held, so
+    its memory is not reused) with its version counter then."""
+
+    images: torch.Tensor
+    ids: torch.Tensor | None
+    selection: RegionSelection
+    source: torch.Tensor
+    version: int | None
+
+    def holds(self, x: torch.Tensor, ids: torch.Tensor | None) -> bool:
+        """Whether ``x`` (with ``ids``) are the cached images: without a read back when ``x`` is the same memory
+        as the source, unchanged since (the EOT chunks of one step), else compared value by value."""
+        if self.images.shape != x.shape or self.images.device != x.device or not _same_ids(self.ids, ids):
+            return False
+        same_memory = x.data_ptr() == self.source.data_ptr() and x.stride() == self.source.stride() \
+            and x.dtype == self.source.dtype
+        if same_memory and self.version is not None and _version(x) == self.version == _version(self.source):
+            return True
+        return torch.equal(self.images, x.detach())
 
 
 class NeutralizedModel(nn.Module):
@@ -203,7 +233,7 @@ class NeutralizedModel(nn.Module):
         self.backward = check_backward(backward)
         self.control_match = control_match
         self.calls = 0
-        self._selection_cache: tuple[torch.Tensor, torch.Tensor | None, RegionSelection] | None = None
+        self._selection_cache: _Cached | None = None
         self.oracle_region: torch.Tensor | None = None
         self.last_region: torch.Tensor | None = None
         self.last_selection: RegionSelection | None = None
@@ -216,11 +246,9 @@ class NeutralizedModel(nn.Module):
         an EOT attacker evaluates a randomized control several times at one
         point, and the maps (the costly part) do not depend on the draw.
         """
-        key = None if sample_ids is None else torch.as_tensor(sample_ids).cpu()
-        cached = self._selection_cache
-        if cached is not None and cached[0].shape == x.shape and cached[0].device == x.device \
-                and _same_ids(cached[1], key) and torch.equal(cached[0], x.detach()):
-            return cached[2]
+        key = None if sample_ids is None else sample_ids_or_range(x.shape[0], sample_ids)
+        if self._selection_cache is not None and self._selection_cache.holds(x, key):
+            return self._selection_cache.selection
         # computed as map_pair_of/map_of compute them; select_regions reads their values, with its ties, at once
         if self.maps_fn is not None:
             importance, vulnerability = _computed(self.maps_fn, x)
@@ -229,7 +257,7 @@ class NeutralizedModel(nn.Module):
         importance, vulnerability = _checked_map(importance, x, read=False), _checked_map(vulnerability, x, False)
         selection = select_regions(importance, vulnerability, self.fraction, roi_fraction=self.roi_fraction,
                                    seed=self.seed, binarize=self.binarize, sample_ids=sample_ids)
-        self._selection_cache = (x.detach().clone(), key, selection)
+        self._selection_cache = _Cached(x.detach().clone(), key, selection, x.detach(), _version(x))
         return selection
 
     @property
