@@ -28,7 +28,16 @@ def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
     attack = 10 * 0.1 + 2000 * 0.001 + 10 * 0.2 + 1000 * 0.002 + 20 * 0.01
     assert result is not None
     assert result.seconds == pytest.approx(adaptive + attack + 3.0)
-    assert result.dominant == "attack" and result.dominant_share == pytest.approx(attack / result.seconds)
+    assert result.dominant == "the attacks" and result.dominant_share == pytest.approx(attack / result.seconds)
+
+
+def test_stage_groups_of_one_part_of_the_run_share_its_name_and_its_share(monkeypatch) -> None:
+    work = StageWork(forward=(100.0, 0.0), backward=(0.0, 0.0), calls=(1.0, 0.0), backward_calls=(0.0, 0.0))
+    monkeypatch.setitem(fc.REFERENCES, "toy", {"adaptive/main": work, "baselines/noise": work, "attack/pgd": work,
+                                               "gate/x": work})
+    result = fc.forecast("toy", 10, fc.CallPrice(0.0, 1.0, 0.0, 0.0))
+    assert result is not None and result.dominant == "the adaptive evaluation"
+    assert result.dominant_share == pytest.approx(0.5)
 
 
 def test_work_never_goes_below_zero() -> None:
@@ -58,10 +67,11 @@ def test_the_price_fit_separates_a_fixed_cost_per_call_from_a_cost_per_image() -
 @pytest.mark.parametrize(("seconds", "words"), [(20, "under a minute"), (70, "about 1 minute "),
                                                 (420, "about 7 minutes")])
 def test_the_sentence_rounds_to_minutes(seconds: float, words: str) -> None:
-    text = fc.Forecast(seconds, "adaptive", 0.45).sentence()
+    text = fc.Forecast(seconds, "the adaptive evaluation", 0.45).sentence()
     assert text.startswith(words) and "the adaptive evaluation about 45%" in text
     assert "default settings" not in text
-    assert "for the default settings: yours differ" in fc.Forecast(seconds, "gate", 0.5).sentence(False)
+    other = fc.Forecast(seconds, "the faithfulness gates", 0.5).sentence(False)
+    assert "for the default settings: yours differ" in other
 
 
 def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:

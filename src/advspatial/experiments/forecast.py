@@ -41,7 +41,8 @@ from ..models.hooks import frozen_eval
 from ..progress import note
 from .cost_references import NON_MODEL_SECONDS_PER_CALL, OUTSIDE_STAGES_SECONDS, REFERENCES, StageWork
 
-#: what each first part of a stage key is, in the forecast's sentence
+#: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
+#: by part)
 GROUP_NAMES = {"adaptive": "the adaptive evaluation", "baselines": "the adaptive evaluation",
                "gate": "the faithfulness gates", "attack": "the attacks", "maps": "the attacks' maps",
                "defence": "the defence columns", "sweep": "the defence sweep", "prior-classes": "the class prior",
@@ -61,7 +62,8 @@ class CallPrice:
 
 @dataclass(frozen=True)
 class Forecast:
-    """A run's estimated seconds on this machine and the stage group that takes the largest share of them."""
+    """A run's estimated seconds on this machine and the part of the run (:data:`GROUP_NAMES`: the adaptive
+    evaluation, the faithfulness gates, ...) that takes the largest share of them."""
 
     seconds: float
     dominant: str
@@ -72,9 +74,8 @@ class Forecast:
         minutes = self.seconds / 60
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
         scope = "" if default_settings else "; for the default settings: yours differ"
-        return (f"{span} on this machine ({GROUP_NAMES.get(self.dominant, self.dominant)} about "
-                f"{self.dominant_share:.0%}; an estimate from a reference run's work priced at this model's "
-                f"measured cost per call{scope})")
+        return (f"{span} on this machine ({self.dominant} about {self.dominant_share:.0%}; an estimate from a "
+                f"reference run's work priced at this model's measured cost per call{scope})")
 
 
 def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 2) -> CallPrice:
@@ -131,7 +132,8 @@ def forecast(experiment: str, n: int, price: CallPrice) -> Forecast | None:
         return None
     by_group: dict[str, float] = {}
     for stage, work in reference.items():
-        group = stage.split("/")[0]
+        first = stage.split("/")[0]
+        group = GROUP_NAMES.get(first, first)
         by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price,
                                                               NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
     dominant = max(by_group, key=lambda g: by_group[g])
