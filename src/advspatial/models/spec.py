@@ -104,8 +104,10 @@ def prefixed_name(spec: str) -> str | None:
 
 
 def spec_forms() -> dict[str, str]:
-    """The spec forms ``advspatial list models`` shows beside the registered and zoo names, with what each is."""
-    return dict(kind.listed for kind in spec_kinds.SPEC_KIND_REGISTRY if kind.listed is not None)
+    """The spec forms ``advspatial list models`` shows beside the registered and zoo names, with what each is: your
+    own model's file form first (as the list has always shown it), then the libraries' in the registry's order."""
+    listed = [kind.listed for kind in spec_kinds.SPEC_KIND_REGISTRY if kind.listed is not None]
+    return dict(sorted(listed, key=lambda form: not form[0].startswith("FILE")))
 
 
 def register_model_object(model: nn.Module, name: str | None = None) -> str:
