@@ -11,51 +11,22 @@ experiment at two n first, e.g.::
     OMP_NUM_THREADS=1 advspatial run spatial --n 500 --out /tmp/ref/spatial-500
     python benchmarks/cost_reference.py spatial=/tmp/ref/spatial-100,/tmp/ref/spatial-500 maps=...,...
 
-and commit the written module with the date and commit of the runs. Not a test.
+and commit the written module with the date and commit of the runs (``--source``). Only the data below the module's
+marker line is written; its head (docstring, ``StageWork``) is kept as it is. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
 FIELDS = ("forward", "backward", "calls", "backward_calls")
+#: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
+MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
-HEADER = '''"""The forecast's reference work (:mod:`.forecast`): per experiment and stage group, the classifier's
-forward and backward images and calls of a run on n images as ``a + b * n``.
-
-Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
-smallcnn) at the default settings. Fitted per stage group between the two n: work of fixed size (the gates'
-checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in ``b``.
-{source}
-"""
-
-from __future__ import annotations
-
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class StageWork:
-    """``(a, b)`` per count: the count of a run on n images is ``a + b * n`` (never below 0)."""
-
-    forward: tuple[float, float]
-    backward: tuple[float, float]
-    calls: tuple[float, float]
-    backward_calls: tuple[float, float]
-
-    def at(self, n: int) -> tuple[float, float, float, float]:
-        """(forward images, backward images, forward calls, backward calls) on ``n`` images."""
-        forward, backward, calls, backward_calls = (max(0.0, a + b * n) for a, b in (
-            self.forward, self.backward, self.calls, self.backward_calls))
-        return forward, backward, calls, backward_calls
-
-
-'''
 
 
 def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
@@ -98,8 +69,11 @@ def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[st
     return fitted, non_model, outside
 
 
-def module_text(fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]], source: str) -> str:
-    lines = [HEADER.format(source=source)]
+def module_text(head: str, fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]],
+                source: str) -> str:
+    """The module: its hand-written ``head`` (everything up to and including the marker line), then the data."""
+    lines = [head.rstrip("\n"), "#: the reference runs (date, commits, experiments and n)",
+             f"RUNS = {json.dumps(source)}"]
     lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
                  "runs, one thread)")
     lines.append("NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {" + ", ".join(
@@ -120,6 +94,16 @@ def module_text(fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]],
     return "\n".join(lines) + "\n"
 
 
+def kept_head(module: Path) -> str:
+    """The hand-written part of ``module`` (its docstring, :class:`StageWork`) through the marker line that
+    ``GENERATED_BELOW`` names; a SystemExit when the module has no marker line."""
+    lines = module.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith(MARKER_START):
+            return "".join(lines[:i + 1])
+    raise SystemExit(f"{module} has no line starting {MARKER_START!r}: the generated data has nowhere to go")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pairs", nargs="+", help="EXPERIMENT=RUN_SMALL_N,RUN_LARGE_N")
@@ -134,8 +118,7 @@ def main() -> None:
         name, runs = pair.split("=", 1)
         small, large = (Path(p) for p in runs.split(","))
         fits[name] = fit(small, large, run_cpu.get(name))
-    source = textwrap.fill(f"Runs: {args.source}.", width=116) if args.source else ""
-    args.output.write_text(module_text(fits, source))
+    args.output.write_text(module_text(kept_head(args.output), fits, args.source))
     print(f"wrote {args.output}")
 
 

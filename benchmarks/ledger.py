@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from advspatial.passes import PassCount, call_rates
+
 COUNTS = ("forward", "backward", "calls", "backward_calls", "rounds", "syncs", "cpu_seconds", "model_seconds")
 
 
@@ -48,15 +50,15 @@ def grouped(passes: dict[str, Any], depth: int) -> dict[str, dict[str, float]]:
 
 
 def rates(count: dict[str, float], run_cpu: float) -> dict[str, float | None]:
-    """The derived columns of one group."""
-    calls = count["calls"] + count["backward_calls"]
-    share = round(count["cpu_seconds"] / run_cpu, 3) if run_cpu else None
-    return {"cpu_s": round(count["cpu_seconds"], 1), "share": share,
-            "passes": int(count["forward"] + count["backward"]), "calls": int(calls), "rounds": int(count["rounds"]),
-            "images_per_round": round(count["forward"] / count["rounds"], 1) if count["rounds"] else None,
-            "syncs_per_call": round(count["syncs"] / calls, 2) if calls else None,
-            "non_model_ms_per_call": round(1000 * (count["cpu_seconds"] - count["model_seconds"]) / calls, 2)
-            if calls else None}
+    """The derived columns of one group (the per-call rates: the ledger's own :func:`advspatial.passes.call_rates`)."""
+    derived = call_rates(PassCount.from_dict(count))
+    non_model = derived["non_model_seconds_per_call"]
+    return {"cpu_s": round(count["cpu_seconds"], 1),
+            "share": round(count["cpu_seconds"] / run_cpu, 3) if run_cpu else None,
+            "passes": int(count["forward"] + count["backward"]), "calls": int(count["calls"] + count["backward_calls"]),
+            "rounds": int(count["rounds"]), "images_per_round": derived["images_per_round"],
+            "syncs_per_call": derived["syncs_per_call"],
+            "non_model_ms_per_call": None if non_model is None else round(1000 * non_model, 2)}
 
 
 def table(runs: list[Path], depth: int) -> dict[str, dict[str, dict[str, float | None]]]:

@@ -282,7 +282,7 @@ class PassLedger:
                 "backward_per_image": round(total.backward / images, 1) if images else None,
                 **call_rates(total),
                 "complete": not self.uncounted,
-                "outside_stages": self.outside.as_dict(),
+                "outside_stages": {**self.outside.as_dict(), **call_rates(self.outside)},
                 "stages": {name: {**count.as_dict(), **call_rates(count)}
                            for name, count in self.by_family().items()}}
 

@@ -81,11 +81,24 @@ def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
     assert not fc.at_defaults(config_cls(adaptive_steps=10))
 
 
-def test_a_smoke_test_and_an_unknown_experiment_print_nothing(capsys) -> None:
+def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_probe_nothing(capsys,
+                                                                                            monkeypatch) -> None:
     config_cls = get_experiment("spatial").config_cls
     model, images = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), torch.rand(4, 1, 28, 28)
+    probed: list[int] = []
+    measure = fc.measure_price
+    monkeypatch.setattr(fc, "measure_price", lambda m, x, batch: probed.append(batch) or measure(m, x, batch))
     assert fc.announce("spatial", config_cls(smoke_test=True), model, images) is None
+    assert fc.announce("spatial", config_cls(progress=False), model, images) is None
     assert fc.announce("no-such-experiment", config_cls(), model, images) is None
     assert capsys.readouterr().err == ""
+    assert probed == []
     said = fc.announce("spatial", config_cls(n=40), model, images)
     assert said is not None and "spatial on 40 images:" in capsys.readouterr().err
+    assert probed == [64]
+
+
+@pytest.mark.parametrize(("batch_size", "side", "expected"), [(200, 28, 64), (200, 32, 64), (20, 32, 20),
+                                                              (200, 64, 16), (200, 224, 2), (1, 224, 2)])
+def test_the_probe_carries_at_most_the_pixels_of_64_small_images(batch_size: int, side: int, expected: int) -> None:
+    assert fc.probe_batch(batch_size, side, side) == expected

@@ -39,7 +39,8 @@ def test_a_run_counted_with_rounds_states_what_a_gpu_would_wait_on() -> None:
     counted = {**PASSES, "rounds": 50, "backward_calls": 20, "syncs": 35, "images_per_round": 24.0,
                "syncs_per_call": 0.88, "non_model_seconds_per_call": 0.0012,
                "stages": {"attack/pgd": {"forward": 800, "backward": 400, "calls": 20, "backward_calls": 20,
-                                         "rounds": 10, "syncs": 8, "non_model_seconds_per_call": 0.002}}}
+                                         "rounds": 10, "syncs": 8, "images_per_round": 80.0, "syncs_per_call": 0.2,
+                                         "non_model_seconds_per_call": 0.002}}}
     text = passes_paragraph(counted)
     assert "50 rounds" in text and "24.0 images each" in text and "20 backward calls" in text
     assert "35 host synchronisations outside the model (0.88 per call)" in text and "1.20 ms of CPU" in text

@@ -4,7 +4,8 @@ forward and backward images and calls of a run on n images as ``a + b * n``.
 Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
 smallcnn) at the default settings. Fitted per stage group between the two n: work of fixed size (the gates'
 checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in ``b``.
-Runs: 2026-11-26, 3ad0683 and 67b1786: spatial at n = 100 and 500, maps at n = 60 and 200.
+The runs they were fitted from: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten by that
+script; the head above it (this docstring, :class:`StageWork`) is kept.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ class StageWork:
         return forward, backward, calls, backward_calls
 
 
+#: the line after which ``benchmarks/cost_reference.py`` writes the fitted data (keep it as it is)
+GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----"
 
+# ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----
+#: the reference runs (date, commits, experiments and n)
+RUNS = "2026-11-26, 3ad0683 and 67b1786: spatial at n = 100 and 500, maps at n = 60 and 200"
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00147, "maps": 0.00523}
 #: seconds outside every stage (loading, statistics, figures, report) per experiment

@@ -148,7 +148,8 @@ def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float) -> flo
             + (calls + backward_calls) * non_model)
 
 
-#: the largest batch the price is measured at (a call's cost per image is flat beyond it on a CPU)
+#: the largest batch the price is measured at (a call's cost per image is flat beyond it on a CPU), for 32x32
+#: images; larger images get fewer (the same pixels, at least 2: a 224-px call costs what its images cost)
 PROBE_BATCH = 64
 
 #: settings that say where a run's work comes from or goes, not how much there is of it
@@ -158,15 +159,23 @@ NOT_WORK = frozenset({"n", "out", "model", "weights", "arch", "model_seed", "dat
 
 
 def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tensor) -> Forecast | None:
-    """Print the run's forecast (one line on stderr, the main process only) before its first stage; nothing for a
-    smoke test or an experiment without a reference. Returns what was said."""
-    if getattr(config, "smoke_test", False) or experiment not in REFERENCES or not world().is_main:
+    """Print the run's forecast (one line on stderr, the main process only) before its first stage; nothing (and no
+    probe) for a smoke test, a run without progress output or an experiment without a reference. Returns what was
+    said."""
+    if (getattr(config, "smoke_test", False) or not getattr(config, "progress", True) or experiment not in REFERENCES
+            or not world().is_main):
         return None
-    price = measure_price(model, images, min(PROBE_BATCH, int(getattr(config, "batch_size", PROBE_BATCH))))
+    batch = probe_batch(int(getattr(config, "batch_size", PROBE_BATCH)), *images.shape[2:])
+    price = measure_price(model, images, batch)
     result = forecast(experiment, int(config.n), price)
     if result is not None:
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
     return result
+
+
+def probe_batch(batch_size: int, height: int, width: int) -> int:
+    """The batch the price is measured at: the run's, at most :data:`PROBE_BATCH` 32x32 images' pixels, at least 2."""
+    return max(2, min(batch_size, PROBE_BATCH, PROBE_BATCH * 32 * 32 // max(1, height * width)))
 
 
 def at_defaults(config: Any) -> bool:

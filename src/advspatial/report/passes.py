@@ -53,19 +53,21 @@ def passes_table(passes: Mapping[str, Any]) -> Table:
         stages["(outside stages, this process)"] = outside
     for name, count in stages.items():
         forward, backward, calls = int(count["forward"]), int(count["backward"]), int(count["calls"])
-        rounds, syncs = int(count.get("rounds", 0)), int(count.get("syncs", 0))
-        all_calls = calls + int(count.get("backward_calls", 0))
-        non_model = count.get("non_model_seconds_per_call")
+        non_model = count.get("non_model_seconds_per_call")  # the rates as the ledger stored them (call_rates)
         rows.append([name, forward, backward, per(forward, images), per(backward, images), per(forward, calls),
-                     rounds or "-", per(forward, rounds),
-                     per(syncs, all_calls) if "syncs" in count else "-",
-                     round(non_model * 1000, 2) if non_model else "-"])
+                     int(count.get("rounds", 0)) or "-", dash(count.get("images_per_round")),
+                     dash(count.get("syncs_per_call")), round(non_model * 1000, 2) if non_model else "-"])
     return Table("Model passes per stage (images forward and back; per test image; mean images per forward call; "
                  "rounds: forward calls a device could make as one; host synchronisations outside the model and CPU "
                  "milliseconds outside it, per forward or backward call, on this machine)",
                  ["stage", "forward", "backward", "forward / image", "backward / image", "images per call",
                   "rounds", "images per round", "syncs per call", "non-model ms per call"],
                  rows, folded=True)
+
+
+def dash(value: float | None) -> float | str:
+    """``value``, ``-`` when there is none."""
+    return "-" if value is None else value
 
 
 def per(count: int, units: int) -> float | str:
