@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
 FIELDS = ("forward", "backward", "calls", "backward_calls")
 #: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
@@ -35,6 +37,13 @@ def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
     passes = metrics["model_passes"]
     cpu = metrics.get("cpu_seconds")
     return passes, int(passes["images"]), None if cpu is None else float(cpu)
+
+
+def explainers(run: Path) -> tuple[str, tuple[str, ...]]:
+    """(the RoI's explainer, the explainer panel) of a finished run: whose gates its stage groups are."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    return str(metrics["roi"]["method"]), tuple(str(name) for name in config["panel"])
 
 
 def groups(passes: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -70,10 +79,18 @@ def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[st
 
 
 def module_text(head: str, fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]],
-                source: str) -> str:
-    """The module: its hand-written ``head`` (everything up to and including the marker line), then the data."""
+                roles: dict[str, tuple[str, tuple[str, ...]]], source: str) -> str:
+    """The module: its hand-written ``head`` (everything up to and including the marker line), then the data
+    (``roles``: per experiment, the reference runs' RoI explainer and panel)."""
     lines = [head.rstrip("\n"), "#: the reference runs (date, commits, experiments and n)",
              f"RUNS = {json.dumps(source)}"]
+    lines.append("#: per experiment, the reference runs' RoI explainer and explainer panel (the gates in REFERENCES "
+                 "are theirs)")
+    lines.append("REFERENCE_ROI: dict[str, str] = {" + ", ".join(
+        f'"{name}": "{roles[name][0]}"' for name in fits) + "}")
+    lines.append("REFERENCE_PANEL: dict[str, tuple[str, ...]] = {")
+    lines.extend(f'    "{name}": {python_tuple(roles[name][1])},' for name in fits)
+    lines.append("}")
     lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
                  "runs, one thread)")
     lines.append("NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {" + ", ".join(
@@ -92,6 +109,11 @@ def module_text(head: str, fits: dict[str, tuple[dict[str, dict[str, tuple[float
         lines.append("    },")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def python_tuple(names: tuple[str, ...]) -> str:
+    """``names`` as a Python tuple literal with double quotes: ``("a", "b")``, ``("a",)``."""
+    return "(" + ", ".join(json.dumps(name) for name in names) + ("," if len(names) == 1 else "") + ")"
 
 
 def kept_head(module: Path) -> str:
@@ -113,12 +135,13 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=TARGET)
     args = parser.parse_args()
     run_cpu = {name: float(seconds) for name, seconds in (item.split("=", 1) for item in args.run_cpu)}
-    fits = {}
+    fits, roles = {}, {}
     for pair in args.pairs:
         name, runs = pair.split("=", 1)
         small, large = (Path(p) for p in runs.split(","))
         fits[name] = fit(small, large, run_cpu.get(name))
-    args.output.write_text(module_text(kept_head(args.output), fits, args.source))
+        roles[name] = explainers(large)
+    args.output.write_text(module_text(kept_head(args.output), fits, roles, args.source))
     print(f"wrote {args.output}")
 
 

@@ -32,7 +32,9 @@ def test_the_module_is_written_back_byte_for_byte_from_its_own_data() -> None:
     assert head.endswith(cost_references.GENERATED_BELOW + "\n")
     assert "class StageWork" in head and head.count("class StageWork") == 1
     assert "class StageWork" not in SCRIPT.read_text()  # one definition: the module's
-    assert cost_reference.module_text(head, module_fits(), cost_references.RUNS) == MODULE.read_text()
+    roles = {name: (cost_references.REFERENCE_ROI[name], cost_references.REFERENCE_PANEL[name])
+             for name in cost_references.REFERENCES}
+    assert cost_reference.module_text(head, module_fits(), roles, cost_references.RUNS) == MODULE.read_text()
 
 
 def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None:
@@ -40,10 +42,13 @@ def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None
     target.write_text(MODULE.read_text())
     fits = {"spatial": ({"attack/pgd": {"forward": (1.0, 2.0), "backward": (0.0, 1.5), "calls": (3.0, 0.1),
                                         "backward_calls": (0.0, 0.05)}}, 0.00123, 4.5)}
-    text = cost_reference.module_text(cost_reference.kept_head(target), fits, "today, abc1234")
+    roles = {"spatial": ("gradcam", ("gradcam",))}
+    text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, "today, abc1234")
     namespace: dict = {}
     exec(compile(text, str(target), "exec"), namespace)  # the written module runs and holds the new data only
     assert namespace["RUNS"] == "today, abc1234"
+    assert namespace["REFERENCE_ROI"] == {"spatial": "gradcam"}
+    assert namespace["REFERENCE_PANEL"] == {"spatial": ("gradcam",)}
     assert namespace["NON_MODEL_SECONDS_PER_CALL"] == {"spatial": 0.00123}
     assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": 4.5}
     work = namespace["REFERENCES"]["spatial"]["attack/pgd"]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from advspatial.experiments import forecast as fc
-from advspatial.experiments.cost_references import REFERENCES, StageWork
+from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCES, StageWork
 from advspatial.experiments.registry import get_experiment
 
 FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
@@ -102,3 +102,53 @@ def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_pr
                                                               (200, 64, 16), (200, 224, 2), (1, 224, 2)])
 def test_the_probe_carries_at_most_the_pixels_of_64_small_images(batch_size: int, side: int, expected: int) -> None:
     assert fc.probe_batch(batch_size, side, side) == expected
+
+
+def test_the_reference_gates_become_this_runs_gates_by_role() -> None:
+    reference = REFERENCES["maps"]
+    work = fc.reference_work("maps", fc.Explainers("gradcam", ("hirescam", "inputxgrad")))
+    assert work is not None
+    assert work["gate/gradcam"] == reference[f"gate/{REFERENCE_ROI['maps']}"]  # the RoI's gate is the RoI's
+    assert work["gate/inputxgrad"] == reference["gate/inputxgrad"]  # a panel gate the reference ran too
+    others = [reference[f"gate/{name}"] for name in REFERENCE_PANEL["maps"] if name != REFERENCE_ROI["maps"]]
+    assert work["gate/hirescam"] == fc.mean_work(others)  # one it ran as its RoI: the mean of its panel gates
+    assert {g: w for g, w in work.items() if not g.startswith("gate/")} == {
+        g: w for g, w in reference.items() if not g.startswith("gate/")}
+    alone = fc.reference_work("maps", fc.Explainers("gradcam"))
+    assert alone is not None and not {"gate/hirescam", "gate/inputxgrad"} & set(alone)
+    assert fc.reference_work("maps") is reference and fc.reference_work("no-such-experiment") is None
+    price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    full, single = fc.forecast("maps", 60, price, fc.Explainers("hirescam", ("gradcam", "inputxgrad"))), \
+        fc.forecast("maps", 60, price, fc.Explainers("hirescam"))
+    assert full is not None and single is not None and single.seconds < full.seconds
+    assert full.seconds == pytest.approx(fc.forecast("maps", 60, price).seconds)  # the reference's own explainers
+
+
+def test_the_mean_of_stage_work_is_taken_count_by_count() -> None:
+    a = StageWork((0.0, 2.0), (10.0, 0.0), (1.0, 1.0), (0.0, 0.0))
+    b = StageWork((4.0, 0.0), (0.0, 2.0), (3.0, 1.0), (2.0, 2.0))
+    assert fc.mean_work([a, b]) == StageWork((2.0, 1.0), (5.0, 1.0), (2.0, 1.0), (1.0, 1.0))
+
+
+def test_a_gap_head_gates_gradcam_and_hirescam_once_and_auto_resolves_as_the_run_does() -> None:
+    config = get_experiment("maps").config_cls()
+    gap = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10)).eval()
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 28 * 28, 10)).eval()
+    images = torch.rand(3, 1, 28, 28)
+    assert config.importance == "auto" and set(config.panel) >= fc.CAM_TWINS
+    assert fc.gated_explainers(config, gap, images) == fc.Explainers(
+        "gradcam", tuple(p for p in config.panel if p not in fc.CAM_TWINS))
+    assert fc.gated_explainers(config, flat, images) == fc.Explainers(
+        "hirescam", tuple(p for p in config.panel if p != "hirescam"))
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))  # no feature map: the forecast keeps the reference's
+    assert fc.gated_explainers(config, linear, images) is None
+    assert fc.gated_explainers(get_experiment("baseline").config_cls(), gap, images) is None
+
+
+def test_a_presets_budgets_are_not_settings_the_user_changed() -> None:
+    config_cls = get_experiment("maps").config_cls
+    given = {"preset": "cifar10"}
+    preset = config_cls.preset_values("cifar10", given)
+    assert preset and fc.at_defaults(config_cls(preset="cifar10", **preset))
+    assert not fc.at_defaults(config_cls(preset="cifar10", **{**preset, "cw_steps": 7}))

@@ -35,6 +35,12 @@ GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs 
 # ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----
 #: the reference runs (date, commits, experiments and n)
 RUNS = "2026-11-26, 3ad0683 and 67b1786: spatial at n = 100 and 500, maps at n = 60 and 200"
+#: per experiment, the reference runs' RoI explainer and explainer panel (the gates in REFERENCES are theirs)
+REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
+REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
+    "spatial": ("gradcam", "hirescam", "inputxgrad"),
+    "maps": ("gradcam", "hirescam", "inputxgrad"),
+}
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00147, "maps": 0.00523}
 #: seconds outside every stage (loading, statistics, figures, report) per experiment

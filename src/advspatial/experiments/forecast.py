@@ -37,9 +37,18 @@ import torch
 from torch import nn
 
 from ..distributed import world
+from ..errors import AdvspatialError
+from ..maps.heads import default_importance_method, has_gap_linear_head
 from ..models.hooks import frozen_eval
 from ..progress import note
-from .cost_references import NON_MODEL_SECONDS_PER_CALL, OUTSIDE_STAGES_SECONDS, REFERENCES, StageWork
+from .cost_references import (
+    NON_MODEL_SECONDS_PER_CALL,
+    OUTSIDE_STAGES_SECONDS,
+    REFERENCE_PANEL,
+    REFERENCE_ROI,
+    REFERENCES,
+    StageWork,
+)
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -61,6 +70,14 @@ class CallPrice:
 
 
 @dataclass(frozen=True)
+class Explainers:
+    """The explainers a run gates: its RoI's (``roi``) and its panel's others (``panel``)."""
+
+    roi: str
+    panel: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Forecast:
     """A run's estimated seconds on this machine and the part of the run (:data:`GROUP_NAMES`: the adaptive
     evaluation, the faithfulness gates, ...) that takes the largest share of them."""
@@ -78,9 +95,10 @@ class Forecast:
                 f"reference run's work priced at this model's measured cost per call{scope})")
 
 
-def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 2) -> CallPrice:
+def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 3) -> CallPrice:
     """Time ``model`` on one image and on ``batch`` images (the first of ``images``, repeated when fewer), forward
-    and forward + backward, each the median of ``repeats`` after a warm-up; fit a fixed and a per-image cost."""
+    and forward + backward, each the fastest of ``repeats`` after a warm-up (the least disturbed by other work);
+    fit a fixed and a per-image cost."""
     batch = max(2, batch)
     large = images[torch.arange(batch) % len(images)]
     with frozen_eval(model):
@@ -111,7 +129,7 @@ def _timed(call: Callable[[], None], repeats: int) -> float:
         call()
         _wait_for_device()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times)
 
 
 def _wait_for_device() -> None:
@@ -125,9 +143,10 @@ def _line(seconds: list[float], batch: int) -> tuple[float, float]:
     return max(0.0, seconds[0] - per_image), per_image
 
 
-def forecast(experiment: str, n: int, price: CallPrice) -> Forecast | None:
-    """The estimated seconds of ``experiment`` on ``n`` images at ``price``; None without a reference."""
-    reference = REFERENCES.get(experiment)
+def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers | None = None) -> Forecast | None:
+    """The estimated seconds of ``experiment`` on ``n`` images at ``price`` (gating ``explainers``; None: those of
+    the reference runs); None without a reference."""
+    reference = reference_work(experiment, explainers)
     if reference is None:
         return None
     by_group: dict[str, float] = {}
@@ -141,12 +160,40 @@ def forecast(experiment: str, n: int, price: CallPrice) -> Forecast | None:
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
 
 
+def reference_work(experiment: str, explainers: Explainers | None = None) -> dict[str, StageWork] | None:
+    """The reference runs' work per stage group, with its explainer gates as this run's: the reference RoI's gate
+    becomes this run's RoI gate, a panel explainer's gate is the reference's gate of the same explainer (the mean of
+    the reference's panel gates for one it did not gate), and panel gates this run does not have are left out.
+    None without a reference."""
+    reference = REFERENCES.get(experiment)
+    if reference is None or explainers is None:
+        return reference
+    roi, panel = REFERENCE_ROI[experiment], REFERENCE_PANEL[experiment]
+    gates = {f"gate/{name}" for name in (roi, *panel)}
+    own_panel = {name: reference[f"gate/{name}"] for name in panel if name != roi and f"gate/{name}" in reference}
+    work = {group: w for group, w in reference.items() if group not in gates}
+    work[f"gate/{explainers.roi}"] = reference[f"gate/{roi}"]
+    for name in explainers.panel:
+        work[f"gate/{name}"] = own_panel.get(name) or mean_work(list(own_panel.values()))
+    return work
+
+
+def mean_work(works: list[StageWork]) -> StageWork:
+    """The mean of ``works``, count by count."""
+    def mean(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+        return (statistics.fmean(a for a, _ in pairs), statistics.fmean(b for _, b in pairs))
+    return StageWork(*(mean([getattr(w, f.name) for w in works]) for f in dataclasses.fields(StageWork)))
+
+
 def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float) -> float:
     forward, backward, calls, backward_calls = work.at(n)
     return (calls * price.forward_fixed + forward * price.forward_per_image
             + backward_calls * price.backward_fixed + backward * price.backward_per_image
             + (calls + backward_calls) * non_model)
 
+
+#: two explainers that give one map on a GAP + linear head (the run gates it once)
+CAM_TWINS = frozenset({"gradcam", "hirescam"})
 
 #: the largest batch the price is measured at (a call's cost per image is flat beyond it on a CPU), for 32x32
 #: images; larger images get fewer (the same pixels, at least 2: a 224-px call costs what its images cost)
@@ -167,7 +214,7 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
         return None
     batch = probe_batch(int(getattr(config, "batch_size", PROBE_BATCH)), *images.shape[2:])
     price = measure_price(model, images, batch)
-    result = forecast(experiment, int(config.n), price)
+    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images))
     if result is not None:
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
     return result
@@ -179,8 +226,28 @@ def probe_batch(batch_size: int, height: int, width: int) -> int:
 
 
 def at_defaults(config: Any) -> bool:
-    """Whether ``config`` asks for the default amount of work (its settings that are not :data:`NOT_WORK` equal
-    those of its class's defaults)."""
-    defaults = type(config)()
-    return all(getattr(config, f.name) == getattr(defaults, f.name)
-               for f in dataclasses.fields(config) if f.name not in NOT_WORK)
+    """Whether ``config`` asks for the default amount of work: its settings that are not :data:`NOT_WORK` equal
+    its class's defaults under its own preset (a preset's budgets are not the user's choice)."""
+    cls = type(config)
+    given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    preset = str(given.get("preset", "auto"))
+    defaults = {**{f.name: getattr(cls(), f.name) for f in dataclasses.fields(config)},
+                **(cls.preset_values(preset, given) if preset != "auto" else {})}
+    return all(given[name] == defaults[name] for name in given if name not in NOT_WORK)
+
+
+def gated_explainers(config: Any, model: nn.Module, images: torch.Tensor) -> Explainers | None:
+    """The explainers this run gates (its RoI's and its panel's), for an experiment with a panel; None otherwise.
+    ``importance="auto"`` is resolved as the run resolves it; on a GAP + linear head Grad-CAM and HiResCAM are one
+    map, and the run gates it once."""
+    if not hasattr(config, "panel") or not hasattr(config, "importance"):
+        return None
+    probe = images[:2]
+    try:
+        roi = config.importance if config.importance != "auto" else default_importance_method(model, probe)[0]
+        panel = [name for name in dict.fromkeys(config.panel) if name != roi]
+        if {roi, *panel} >= CAM_TWINS and has_gap_linear_head(model, probe):
+            panel = [name for name in panel if name not in CAM_TWINS]
+    except AdvspatialError:  # the run itself will say what is wrong with the model; the forecast uses the reference's
+        return None
+    return Explainers(roi, tuple(panel))
