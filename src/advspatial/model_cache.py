@@ -27,6 +27,7 @@ from .distributed import from_main, main_only, on_every_rank, world
 from .environment import cache_dir
 from .errors import ConfigError, ModelError, first_line
 from .models import load_model, parse_model_spec
+from .models.layout import in_fast_layout
 from .runtime import pick_device
 from .training import TrainConfig, TrainedModel, build_for, train_model
 
@@ -165,13 +166,14 @@ def resolve_model(
     anything else is loaded as the spec says (zoo, factory, file, library); an
     architecture it builds (a state-dict file with ``arch``) gets ``num_classes``
     outputs and ``image_shape`` input (default: the dataset's, else 10 and 3x32x32),
-    so a 2-class folder takes a 2-class checkpoint.
+    so a 2-class folder takes a 2-class checkpoint. A built-in architecture on the CPU comes in the memory layout
+    it runs fastest in (:func:`~advspatial.models.layout.in_fast_layout`; its numbers agree to float rounding).
     """
     target = pick_device(device) if isinstance(device, str) else device
     source = parse_model_spec(spec, weights, arch)
     if source.needs_training:
-        return get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model
+        return in_fast_layout(get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model)
     info = dataset_spec(dataset)
     c, h, _ = image_shape or info.image_shape or (3, 32, 32)
     model = load_model(source, in_channels=c, num_classes=num_classes or info.num_classes or 10, input_size=h)
-    return model.to(target).eval()
+    return in_fast_layout(model.to(target).eval())

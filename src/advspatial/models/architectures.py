@@ -24,6 +24,8 @@ class SmallCNN(nn.Module):
     """conv16-pool-conv32-pool-conv64 -> fc128 -> fc. Grad-CAM layer: ``block3`` (7x7 on 28x28)."""
 
     cam_layer = "block3"
+    #: its convolutions run fastest channels-last on a CPU (:mod:`.layout`)
+    memory_format = torch.channels_last
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()

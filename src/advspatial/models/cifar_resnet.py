@@ -78,6 +78,8 @@ class CifarResNet(nn.Module):
     """
 
     cam_layer = "layer3"
+    #: its convolutions run fastest channels-last on a CPU (:mod:`.layout`)
+    memory_format = torch.channels_last
 
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
