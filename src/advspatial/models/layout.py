@@ -29,5 +29,5 @@ def in_fast_layout(model: nn.Module) -> nn.Module:
     for module in model.modules():
         layout = getattr(type(module), "memory_format", None)
         if isinstance(layout, torch.memory_format) and all(p.device.type == "cpu" for p in module.parameters()):
-            module.to(memory_format=layout)
+            module.to(memory_format=layout)  # type: ignore[call-overload]  # a documented keyword the stubs lack
     return model
