@@ -152,3 +152,9 @@ def test_a_presets_budgets_are_not_settings_the_user_changed() -> None:
     preset = config_cls.preset_values("cifar10", given)
     assert preset and fc.at_defaults(config_cls(preset="cifar10", **preset))
     assert not fc.at_defaults(config_cls(preset="cifar10", **{**preset, "cw_steps": 7}))
+
+
+def test_a_reference_that_gated_only_its_roi_prices_an_unseen_panel_gate_as_that_gate(monkeypatch) -> None:
+    monkeypatch.setitem(fc.REFERENCE_PANEL, "maps", (REFERENCE_ROI["maps"],))
+    work = fc.reference_work("maps", fc.Explainers("gradcam", ("occlusion",)))
+    assert work is not None and work["gate/occlusion"] == REFERENCES["maps"][f"gate/{REFERENCE_ROI['maps']}"]

@@ -163,8 +163,8 @@ def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers |
 def reference_work(experiment: str, explainers: Explainers | None = None) -> dict[str, StageWork] | None:
     """The reference runs' work per stage group, with its explainer gates as this run's: the reference RoI's gate
     becomes this run's RoI gate, a panel explainer's gate is the reference's gate of the same explainer (the mean of
-    the reference's panel gates for one it did not gate), and panel gates this run does not have are left out.
-    None without a reference."""
+    the reference's panel gates for one it did not gate; its RoI's gate when it had no other), and panel gates this
+    run does not have are left out. None without a reference."""
     reference = REFERENCES.get(experiment)
     if reference is None or explainers is None:
         return reference
@@ -173,8 +173,9 @@ def reference_work(experiment: str, explainers: Explainers | None = None) -> dic
     own_panel = {name: reference[f"gate/{name}"] for name in panel if name != roi and f"gate/{name}" in reference}
     work = {group: w for group, w in reference.items() if group not in gates}
     work[f"gate/{explainers.roi}"] = reference[f"gate/{roi}"]
+    unseen = mean_work(list(own_panel.values())) if own_panel else reference[f"gate/{roi}"]
     for name in explainers.panel:
-        work[f"gate/{name}"] = own_panel.get(name) or mean_work(list(own_panel.values()))
+        work[f"gate/{name}"] = own_panel.get(name, unseen)
     return work
 
 
