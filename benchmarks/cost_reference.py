@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from advspatial.passes import PassCount
+
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
 FIELDS = ("forward", "backward", "calls", "backward_calls")
 #: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
@@ -46,13 +48,11 @@ def explainers(run: Path) -> tuple[str, tuple[str, ...]]:
     return str(metrics["roi"]["method"]), tuple(str(name) for name in config["panel"])
 
 
-def groups(passes: dict[str, Any]) -> dict[str, dict[str, float]]:
+def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
     """Per stage group (the first two parts of a stage key), the summed counts."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, PassCount] = {}
     for stage, count in passes["stages"].items():
-        into = out.setdefault("/".join(stage.split("/")[:2]), dict.fromkeys(FIELDS, 0.0))
-        for key in FIELDS:
-            into[key] += float(count.get(key, 0))
+        out.setdefault("/".join(stage.split("/")[:2]), PassCount()).add(PassCount.from_dict(count))
     return out
 
 
@@ -65,16 +65,18 @@ def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[st
     if run_cpu is None:
         raise SystemExit(f"{large / 'metrics.json'} records no cpu_seconds: give the run's CPU time with --run-cpu")
     g1, g2 = groups(p1), groups(p2)
-    fitted = {}
+    fitted: dict[str, dict[str, tuple[float, float]]] = {}
     for name in sorted(set(g1) | set(g2)):
-        c1, c2 = g1.get(name, dict.fromkeys(FIELDS, 0.0)), g2.get(name, dict.fromkeys(FIELDS, 0.0))
+        c1, c2 = g1.get(name, PassCount()), g2.get(name, PassCount())
         fitted[name] = {}
         for key in FIELDS:
-            b = (c2[key] - c1[key]) / (n2 - n1)
-            fitted[name][key] = (round(c2[key] - b * n2, 1), round(b, 3))
-    calls = sum(float(p2[k]) for k in ("calls", "backward_calls"))
-    non_model = (float(p2["cpu_seconds"]) - float(p2["model_seconds"])) / calls
-    outside = max(0.0, run_cpu - float(p2["cpu_seconds"]))
+            b = (getattr(c2, key) - getattr(c1, key)) / (n2 - n1)
+            fitted[name][key] = (round(getattr(c2, key) - b * n2, 1), round(b, 3))
+    total = PassCount.from_dict(p2)
+    non_model = total.non_model_seconds_per_call()
+    if non_model is None:
+        raise SystemExit(f"{large / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")
+    outside = max(0.0, run_cpu - total.cpu_seconds)
     return fitted, non_model, outside
 
 

@@ -21,9 +21,6 @@ from typing import Any
 
 from advspatial.passes import PassCount, call_rates
 
-COUNTS = ("forward", "backward", "calls", "backward_calls", "rounds", "syncs", "cpu_seconds", "model_seconds")
-
-
 def ledger(run: Path) -> dict[str, Any]:
     """``model_passes`` of ``run``'s metrics.json (a SystemExit naming the file when it has none)."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -38,25 +35,23 @@ def group_of(stage: str, depth: int) -> str:
     return "/".join(stage.split("/")[:depth])
 
 
-def grouped(passes: dict[str, Any], depth: int) -> dict[str, dict[str, float]]:
+def grouped(passes: dict[str, Any], depth: int) -> dict[str, PassCount]:
     """Per stage group, the summed counts and times (the run's total under ``(run)``)."""
-    groups: dict[str, dict[str, float]] = {}
+    groups: dict[str, PassCount] = {}
     for stage, count in passes["stages"].items():
-        into = groups.setdefault(group_of(stage, depth), dict.fromkeys(COUNTS, 0.0))
-        for key in COUNTS:
-            into[key] += float(count.get(key, 0))
-    groups["(run)"] = {key: float(passes.get(key, 0)) for key in COUNTS}
+        groups.setdefault(group_of(stage, depth), PassCount()).add(PassCount.from_dict(count))
+    groups["(run)"] = PassCount.from_dict(passes)
     return groups
 
 
-def rates(count: dict[str, float], run_cpu: float) -> dict[str, float | None]:
+def rates(count: PassCount, run_cpu: float) -> dict[str, float | None]:
     """The derived columns of one group (the per-call rates: the ledger's own :func:`advspatial.passes.call_rates`)."""
-    derived = call_rates(PassCount.from_dict(count))
+    derived = call_rates(count)
     non_model = derived["non_model_seconds_per_call"]
-    return {"cpu_s": round(count["cpu_seconds"], 1),
-            "share": round(count["cpu_seconds"] / run_cpu, 3) if run_cpu else None,
-            "passes": int(count["forward"] + count["backward"]), "calls": int(count["calls"] + count["backward_calls"]),
-            "rounds": int(count["rounds"]), "images_per_round": derived["images_per_round"],
+    return {"cpu_s": round(count.cpu_seconds, 1),
+            "share": round(count.cpu_seconds / run_cpu, 3) if run_cpu else None,
+            "passes": count.forward + count.backward, "calls": count.calls + count.backward_calls,
+            "rounds": count.rounds, "images_per_round": derived["images_per_round"],
             "syncs_per_call": derived["syncs_per_call"],
             "non_model_ms_per_call": None if non_model is None else round(1000 * non_model, 2)}
 
@@ -66,7 +61,7 @@ def table(runs: list[Path], depth: int) -> dict[str, dict[str, dict[str, float |
     out = {}
     for run in runs:
         groups = grouped(ledger(run), depth)
-        run_cpu = groups["(run)"]["cpu_seconds"]
+        run_cpu = groups["(run)"].cpu_seconds
         out[str(run)] = {name: rates(count, run_cpu) for name, count in groups.items()}
     return out
 

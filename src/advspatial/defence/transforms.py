@@ -25,8 +25,8 @@ DCT, coefficients rounded to the JPEG luminance table scaled by a quality).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn

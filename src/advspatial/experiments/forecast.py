@@ -230,10 +230,9 @@ def at_defaults(config: Any) -> bool:
     """Whether ``config`` asks for the default amount of work: its settings that are not :data:`NOT_WORK` equal
     its class's defaults under its own preset (a preset's budgets are not the user's choice)."""
     cls = type(config)
-    given = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    given, plain = (dataclasses.asdict(c) for c in (config, cls()))
     preset = str(given.get("preset", "auto"))
-    defaults = {**{f.name: getattr(cls(), f.name) for f in dataclasses.fields(config)},
-                **(cls.preset_values(preset, given) if preset != "auto" else {})}
+    defaults = {**plain, **(cls.preset_values(preset, given) if preset != "auto" else {})}
     return all(given[name] == defaults[name] for name in given if name not in NOT_WORK)
 
 
