@@ -105,3 +105,35 @@ def test_draws_computed_together_equal_the_definition_one_draw_at_a_time(seed):
                                               sample_ids=ids), expected)
     with pytest.raises(ConfigError, match="number of draws"):
         random_regions_like(region, seed, draws=())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 3), st.integers(1, 4), st.integers(1, 6))
+def test_the_threshold_choice_equals_the_rank_choice_ties_and_empty_strata_included(seed, draws, strata, levels):
+    """The one-sort threshold rule picks exactly the pixels the rank rule picks, also when keys tie (drawn here from
+    a few grid values) and when a stratum wants no pixel or has none eligible."""
+    from advspatial.regions.controls import _top_by_rank, _top_by_threshold
+
+    g = torch.Generator().manual_seed(seed)
+    n, p = 5, 36
+    keys = (torch.randint(0, levels, (draws, n, p), generator=g).float() * 2 ** 20 + 7) / 2 ** 23 - 1
+    stratum = torch.randint(0, strata, (n, p), generator=g)
+    eligible = torch.rand(n, p, generator=g) < 0.7
+    one_hot = torch.nn.functional.one_hot(stratum, strata).bool()
+    available = (one_hot & eligible[..., None]).sum(1)
+    wanted = (available.double() * torch.rand(n, strata, generator=g)).floor().long()
+    above = available.flip(1).cumsum(1).flip(1) - available
+    by_threshold = _top_by_threshold(keys, eligible, stratum, wanted, above)
+    assert by_threshold is not None
+    assert torch.equal(by_threshold, _top_by_rank(keys, eligible, stratum, wanted, above))
+    assert torch.equal((by_threshold[..., None] & one_hot).sum(2), wanted.expand(draws, -1, -1))
+
+
+def test_keys_off_the_noise_grid_fall_back_to_the_rank_rule():
+    from advspatial.regions.controls import _top_by_threshold
+
+    keys = torch.full((1, 2, 4), 0.1)  # 0.1 + 1 is not a multiple of 2^-23 in float32 -> double
+    keys[0, 0, 0] = 1e-9
+    stratum = torch.zeros(2, 4, dtype=torch.long)
+    assert _top_by_threshold(keys, torch.ones(2, 4, dtype=torch.bool), stratum, torch.ones(2, 1, dtype=torch.long),
+                             torch.zeros(2, 1, dtype=torch.long)) is None

@@ -81,15 +81,51 @@ def random_regions_like(
         raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in image(s) "
                           f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "
                           "as region in every image and stratum")
-    # One sort for every stratum: strata in blocks (the highest first), keys descending within a block, so a
-    # pixel's rank within its stratum is its rank minus the eligible pixels of the strata above it.
-    blocks = torch.where(flat_eligible, stratum.double() * 4 + (keys.double() + 1), torch.full_like(keys, -1.0,
-                                                                                                   dtype=torch.double))
-    ranks = inverse_permutation(blocks.view(d * n, h * w).argsort(dim=1, descending=True, stable=True))
     above = available.flip(1).cumsum(1).flip(1) - available  # (N, S) eligible pixels in higher strata
-    rank_within = ranks.view(d, n, h * w) - above.gather(1, stratum)
-    chosen = flat_eligible & (rank_within < wanted.gather(1, stratum))
+    chosen = _top_by_threshold(keys, flat_eligible, stratum, wanted, above)
+    if chosen is None:
+        chosen = _top_by_rank(keys, flat_eligible, stratum, wanted, above)
     return chosen.view(d, n, h, w)
+
+
+def _top_by_rank(keys: torch.Tensor, eligible: torch.Tensor, stratum: torch.Tensor, wanted: torch.Tensor,
+                 above: torch.Tensor) -> torch.Tensor:
+    """(D,N,P) bool: in each stratum the ``wanted`` eligible pixels of highest key (ties: the lower index first).
+
+    One sort for every stratum: strata in blocks (the highest first), keys descending within a block, so a pixel's
+    rank within its stratum is its rank minus the eligible pixels of the strata above it (``above``).
+    """
+    d, n, p = keys.shape
+    blocks = torch.where(eligible, stratum.double() * 4 + (keys.double() + 1),
+                         torch.full_like(keys, -1.0, dtype=torch.double))
+    ranks = inverse_permutation(blocks.view(d * n, p).argsort(dim=1, descending=True, stable=True))
+    rank_within = ranks.view(d, n, p) - above.gather(1, stratum)
+    return eligible & (rank_within < wanted.gather(1, stratum))
+
+
+#: bits of a pixel's index in :func:`_top_by_threshold`'s sort keys (images up to 2^20 pixels, e.g. 1024 x 1024)
+_INDEX_BITS = 20
+#: a uniform key ``u`` of :func:`~advspatial.runtime.per_sample_noise` is ``m / 2^23 - 1`` for an integer m < 2^24
+_KEY_STEPS = 2.0 ** 23
+
+
+def _top_by_threshold(keys: torch.Tensor, eligible: torch.Tensor, stratum: torch.Tensor, wanted: torch.Tensor,
+                      above: torch.Tensor) -> torch.Tensor | None:
+    """:func:`_top_by_rank`'s choice (the same pixels, ties included) from one sort of integers, without ranking
+    every pixel: each pixel's key as one int64 (stratum, key, reversed index: unique in a row, ordered as the rank
+    rule orders them), sorted; a pixel is chosen when it is at least its stratum's ``wanted``-th value. None when
+    the keys are not on the uniform noise's grid or the image has more than 2^20 pixels (use the rank rule)."""
+    d, n, p = keys.shape
+    steps = (keys.double() + 1) * _KEY_STEPS
+    if p > 2 ** _INDEX_BITS or wanted.shape[1] > 2 ** 18 or not torch.equal(steps, steps.round()):
+        return None
+    index = (2 ** _INDEX_BITS - 1) - torch.arange(p, device=keys.device)
+    packed = (stratum << (24 + _INDEX_BITS)) | (steps.long() << _INDEX_BITS) | index
+    packed = torch.where(eligible, packed, torch.full_like(packed, -1))
+    ordered = packed.view(d * n, p).sort(dim=1, descending=True).values.view(d, n, p)
+    last = (above + wanted - 1).clamp(min=0)  # (N, S): where each stratum's wanted-th pixel lies in the order
+    threshold = ordered.gather(2, last.expand(d, n, -1)).gather(2, stratum.expand(d, n, p))
+    return eligible & (wanted.gather(1, stratum) > 0) & (packed >= threshold)
 
 
 def foreground_strata(images: torch.Tensor, level: float = 0.05) -> torch.Tensor:
