@@ -12,6 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+#: runs in tests keep and reuse no model-only stages (advspatial.model_work), so that no test's counts depend on
+#: which tests ran before it; the tests of that reuse give a folder of their own
+os.environ["ADVSPATIAL_MODEL_WORK"] = "off"
+
 FASHION_DIR_CANDIDATES = [
     os.environ.get("ADVSPATIAL_DATA", "") + "/fashion-mnist",
     str(Path(os.environ.get("ADVSPATIAL_CACHE", Path.home() / ".cache/advspatial")) / "data/fashion-mnist"),

@@ -22,6 +22,16 @@ def cache_path(*parts: str) -> Path:
     return Path(os.environ.get("ADVSPATIAL_CACHE", str(DEFAULT_CACHE))).expanduser().joinpath(*parts)
 
 
+def model_work_root() -> Path | None:
+    """Where the model-only stages of runs are kept (:mod:`advspatial.model_work`): ``$ADVSPATIAL_MODEL_WORK``, or
+    ``model-work`` in the cache directory; None when that variable is ``off`` (nothing kept or reused); not
+    created."""
+    given = os.environ.get("ADVSPATIAL_MODEL_WORK", "")
+    if given == "off":
+        return None
+    return Path(given).expanduser() if given else cache_path("model-work")
+
+
 def cache_dir(*parts: str) -> Path:
     """The advspatial cache directory (``$ADVSPATIAL_CACHE`` or ``~/.cache/advspatial``), created on use."""
     path = cache_path(*parts)

@@ -140,6 +140,9 @@ class PassLedger:
     outside: PassCount = field(default_factory=PassCount)
     #: stages read back from files that carry no counts (written before counts existed): totals are lower bounds
     uncounted: set[str] = field(default_factory=set)
+    #: stages read from the model cache (:mod:`advspatial.model_work`): the passes an earlier run made for them,
+    #: not counted in this run's totals
+    reused: dict[str, PassCount] = field(default_factory=dict)
     #: the run's test images, which the per-image counts are per (set with the watched model)
     images: int = 0
     #: a model that takes no hooks was to be watched (TorchScript): nothing can be counted
@@ -257,6 +260,10 @@ class PassLedger:
         elif key not in self.by_stage:
             self.by_stage[key] = PassCount.from_dict(counts)
 
+    def reused_from_cache(self, key: str, counts: Mapping[str, Any] | None) -> None:
+        """Stage ``key`` was read from the model cache, where its computation cost ``counts`` (None: not counted)."""
+        self.reused[key] = PassCount.from_dict(counts) if counts is not None else PassCount()
+
     def total(self) -> PassCount:
         """Every stage's passes and this process's passes outside stages."""
         total = PassCount()
@@ -266,10 +273,7 @@ class PassLedger:
 
     def by_family(self) -> dict[str, PassCount]:
         """The passes per stage family (the batches of a stage summed), in the order stages first ran."""
-        families: dict[str, PassCount] = {}
-        for key, count in self.by_stage.items():
-            families.setdefault(stage_family(key), PassCount()).add(count)
-        return families
+        return families(self.by_stage)
 
     def summary(self) -> dict[str, Any] | None:
         """What ``metrics.json`` records (``model_passes``): totals, per test image (of :attr:`images`), per stage
@@ -284,7 +288,17 @@ class PassLedger:
                 "complete": not self.uncounted,
                 "outside_stages": {**self.outside.as_dict(), **call_rates(self.outside)},
                 "stages": {name: {**count.as_dict(), **call_rates(count)}
-                           for name, count in self.by_family().items()}}
+                           for name, count in self.by_family().items()},
+                **({"reused_stages": {name: count.as_dict() for name, count in families(self.reused).items()}}
+                   if self.reused else {})}
+
+
+def families(by_stage: Mapping[str, PassCount]) -> dict[str, PassCount]:
+    """``by_stage`` summed per stage family (the batches of a stage summed), in the order of its keys."""
+    summed: dict[str, PassCount] = {}
+    for key, count in by_stage.items():
+        summed.setdefault(stage_family(key), PassCount()).add(count)
+    return summed
 
 
 def call_rates(count: PassCount) -> dict[str, float | None]:

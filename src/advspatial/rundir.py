@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError, DataError
 from .files import atomic_torch_save, atomic_write_text, inner_dir, load_torch_file, read_json
 from .passes import PassCount, PassLedger
+
+if TYPE_CHECKING:
+    from .model_work import ModelWorkStore
 
 T = TypeVar("T")
 
@@ -52,6 +55,9 @@ class RunDir:
         #: the classifier's passes per stage (:mod:`advspatial.passes`): counted while a stage is computed,
         #: written into its file's header, read back with it
         self.passes = PassLedger()
+        #: where stages that depend only on the model are kept across runs (:mod:`advspatial.model_work`); None:
+        #: every stage is computed by the run
+        self.model_work: ModelWorkStore | None = None
 
     def stage_path(self, name: str) -> Path:
         path = self.stages / f"{name}.pt"
@@ -81,11 +87,15 @@ class RunDir:
                             "it and resume to recompute it")
         return stored.get("value"), header
 
-    def save_stage(self, name: str, value: object, passes: PassCount | None = None) -> None:
-        """Save ``value`` as stage ``name`` (with the model passes it cost, when counted)."""
+    def save_stage(self, name: str, value: object, passes: PassCount | None = None,
+                   reused: Mapping[str, Any] | None = None) -> None:
+        """Save ``value`` as stage ``name`` (with the model passes it cost, when counted; ``reused``: read from the
+        model cache, where an earlier run's passes for it were these counts)."""
         header: dict[str, object] = {"name": name, "run": self.stage_owner()}
         if passes is not None:
             header["passes"] = passes.as_dict()
+        if reused is not None:
+            header["reused"] = dict(reused)
         atomic_torch_save({self.STAGE_KEY: header, "value": value}, self.stage_path(name))
 
     def stage_owner(self) -> str:
@@ -170,8 +180,38 @@ class RunDir:
         if self.has_stage(name):
             value, header = self._read_stage(name)
             self.passes.loaded(name, header.get("passes") if header else None)
+            if header and isinstance(header.get("reused"), dict):
+                self.passes.reused_from_cache(name, header["reused"])
             return value  # type: ignore[return-value]
         with self.passes.stage(name) as passes:
             value = compute()
         self.save_stage(name, value, passes)
+        return value
+
+    def cached_model_work(self, name: str, inputs: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+                          compute: Callable[[], T]) -> T:
+        """:meth:`cached` for a stage that depends only on the model and ``inputs`` (everything it reads besides the
+        model: images, classes, settings; a callable is called only when the run has no stage file yet): read from
+        the model cache when an earlier run on the same model computed it from the same inputs
+        (:class:`~advspatial.model_work.ModelWorkStore`), and stored there when computed here. The run keeps its own
+        stage file either way; the passes spent finding the inputs count as this run's."""
+        from .model_work import Unkeyable
+
+        store = self.model_work
+        if store is None or self.has_stage(name):
+            return self.cached(name, compute)
+        with self.passes.stage(name) as passes:
+            given: Mapping[str, Any] | None = inputs() if callable(inputs) else inputs
+            try:
+                found = store.load(name, given or {})
+            except Unkeyable:  # e.g. an explainer option that is an object: computed here, not kept
+                given, found = None, None
+            value = compute() if found is None else found.value
+        if found is None:
+            self.save_stage(name, value, passes)
+            if given is not None:
+                store.save(name, given, value, passes.as_dict())
+        else:
+            self.passes.reused_from_cache(name, found.passes)
+            self.save_stage(name, value, passes, reused=found.passes or {})
         return value
