@@ -47,3 +47,12 @@ def test_a_run_counted_with_rounds_states_what_a_gpu_would_wait_on() -> None:
     row = with_passes([Section("Setup", [])], counted)[0].tables[-1].rows[0]
     assert row == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0, 10, 80.0, 0.2, 2.0]
     assert "rounds" not in passes_paragraph(PASSES)
+
+
+def test_stages_read_from_the_model_cache_are_named_with_the_passes_not_repeated() -> None:
+    reused = {**PASSES, "reused_stages": {"gate/hirescam/mprt": {"forward": 1500, "backward": 1400},
+                                          "prior-classes": {"forward": 2000, "backward": 1000}}}
+    text = passes_paragraph(reused)
+    assert "2 stages (gate/hirescam/mprt, prior-classes) depend only on the model" in text
+    assert "3,500 forward and 2,400 backward image-passes not repeated" in text
+    assert "model cache" not in passes_paragraph(PASSES)

@@ -17,10 +17,12 @@ from ..data.imagefolder import split_root
 from ..data.subset import select
 from ..data.tensors import has_own_training_set
 from ..distributed import map_batches, on_every_rank
+from ..environment import model_work_root
 from ..errors import ConfigError, ModelError
 from ..files import atomic_write_text
 from ..models.loading import state_checksum
 from ..models.outputs import check_logits, guard_outputs
+from ..model_work import MODEL_IDENTITY, ModelWorkStore
 from ..models.spec import code_checksum
 from ..rundir import RunDir
 from ..runtime import batch_slices, pick_device
@@ -123,7 +125,9 @@ def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None 
     torch.manual_seed(config.seed)
     data = test_images(config, rundir, images)
     model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
-    bind_run(rundir, run_identity(config, model, data))
+    identity = run_identity(config, model, data)
+    bind_run(rundir, identity)
+    attach_model_work(rundir, config, identity, device)
     if not rundir.has_results():  # a resumed run has less left to do than any forecast would say
         announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device))
     rundir.passes.watch(model)
@@ -165,6 +169,19 @@ def bind_run(rundir: RunDir, identity: Mapping[str, Any]) -> None:
                                 "packages or model inputs")
         else:
             rundir.bind(key, checksum, IDENTITY_WHAT[key])
+
+
+def attach_model_work(rundir: RunDir, config: ExperimentConfig, identity: Mapping[str, Any],
+                      device: torch.device) -> None:
+    """Give ``rundir`` the model cache's store of this model's model-only stages (:mod:`advspatial.model_work`),
+    unless ``config.reuse_model_work`` is off or ``$ADVSPATIAL_MODEL_WORK`` is ``off``."""
+    root = model_work_root()
+    if not config.reuse_model_work or root is None:
+        rundir.model_work = None
+        return
+    model = {key: identity[key] for key in MODEL_IDENTITY}
+    model["packages"] = dict(identity.get(PROVENANCE, {}).get("packages", {}))
+    rundir.model_work = ModelWorkStore(root, model, device.type)
 
 
 def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: torch.device) -> nn.Module:

@@ -38,7 +38,7 @@ from .stage import STAGE_FORMAT
 
 #: settings that do not change any result: left out of a run's fingerprint (a run resumes from a moved
 #: or copied directory, with or without progress bars)
-UNFINGERPRINTED = ("out", "progress")
+UNFINGERPRINTED = ("out", "progress", "reuse_model_work")
 
 
 def fingerprint(config: ExperimentConfig) -> dict[str, Any]:

@@ -132,6 +132,10 @@ class ExperimentConfig:
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     out: str = setting("", "run directory (default: runs/<experiment>)")
     progress: bool = setting(True, "show progress bars")
+    reuse_model_work: bool = setting(True, "read the stages that depend only on the model and their images (the "
+                                     "gate's randomization checks, budget, control maps and columns; the class "
+                                     "prior) from the model cache when an earlier run computed them from the same "
+                                     "model, images and settings, and keep them there")
     smoke_test: bool = setting(False, "a smoke test, whose settings decide nothing (always set by --quick): the "
                                "summary and report open with 'smoke test: these settings decide nothing' and every "
                                "verdict reads '(smoke) would read: WORD'")

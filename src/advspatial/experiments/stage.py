@@ -19,7 +19,7 @@ of a batch (logits and predictions) is one shared stage, :data:`CLEAN`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -79,6 +79,13 @@ class Stage(Generic[T]):
     def get(self, rundir: RunDir, compute: Callable[[], T], index: int | None = None) -> T:
         """The stage's value for ``index``: read back when saved, else ``compute()``d and saved."""
         return self.loaded(rundir.cached(self.key(index), lambda: self.saved(compute())))
+
+    def get_model_work(self, rundir: RunDir, inputs: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+                       compute: Callable[[], T], index: int | None = None) -> T:
+        """:meth:`get` for a stage that depends only on the model and ``inputs`` (everything else it reads: the
+        images, classes and settings; a callable is called only when the run has no stage file yet), reused across
+        runs from the model cache (:meth:`~advspatial.rundir.RunDir.cached_model_work`)."""
+        return self.loaded(rundir.cached_model_work(self.key(index), inputs, lambda: self.saved(compute())))
 
     def exists(self, rundir: RunDir, index: int | None = None) -> bool:
         """True when the value for ``index`` is saved."""

@@ -25,7 +25,20 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
         " These are lower bounds: some stages were read back from files written before passes were counted.")
     return (f"Model passes: the run sent {int(passes['forward']):,} images forward through the model and "
             f"{int(passes['backward']):,} back (gradients), in {int(passes['calls']):,} forward calls{per_image}."
-            f"{calls_sentence(passes)}{lower}")
+            f"{calls_sentence(passes)}{lower}{reused_sentence(passes)}")
+
+
+def reused_sentence(passes: Mapping[str, Any]) -> str:
+    """Which stages the run read from the model cache and what an earlier run spent on them (empty when none)."""
+    reused = passes.get("reused_stages") or {}
+    if not reused:
+        return ""
+    forward = sum(int(count.get("forward", 0)) for count in reused.values())
+    backward = sum(int(count.get("backward", 0)) for count in reused.values())
+    return (f" {len(reused)} stage{'s' if len(reused) != 1 else ''} ({', '.join(reused)}) depend only on the model "
+            "and were read from the model cache, where an earlier run computed them from the same model, images and "
+            f"settings ({forward:,} forward and {backward:,} backward image-passes not repeated, nor counted above; "
+            "reuse_model_work=false recomputes them).")
 
 
 def calls_sentence(passes: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ they can still change the verdict.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from ...faithfulness.record import GateResult
 from ...faithfulness.sanity import SKIPPABLE_CHECKS, randomization_passed
 from ...faithfulness.sequential import InterimDecision, interim_decision, look_sizes
 from ...maps import importance_map
+from ...models.loading import state_checksum
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
@@ -160,7 +162,8 @@ def _budget(ctx: GateContext, model: nn.Module, eps: float, tag: str, slices: li
     if not cfg.gate_calibration:
         return Budget(float(eps), float(eps), False, float("nan"), 0)
 
-    def compute() -> dict[str, Any]:
+    @functools.cache
+    def images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         xs, ys, ids = [], [], []
         for sl in slices:
             x, y, i = ctx.batch(sl)
@@ -172,10 +175,19 @@ def _budget(ctx: GateContext, model: nn.Module, eps: float, tag: str, slices: li
             if sum(len(v) for v in ys) >= CALIBRATION_IMAGES:
                 break
         x, y, i = (torch.cat(v)[:CALIBRATION_IMAGES] for v in (xs, ys, ids))
+        return x, y, i
+
+    def inputs() -> dict[str, Any]:
+        x, y, i = images()
+        return {"model": state_checksum(model), "x": x, "classes": y, "ids": i, "eps": float(eps),
+                "steps": cfg.gate_steps, "seed": cfg.seed, "batch_size": cfg.batch_size}
+
+    def compute() -> dict[str, Any]:
+        x, y, i = images()
         return calibrate_budget(model, x, y, i, eps, cfg.gate_steps, cfg.seed, max_images=cfg.batch_size).as_dict()
 
     key = GATE_CHECK.at(*([tag] if tag else []), "budget", float(eps))
-    return Budget.from_dict(key.get(ctx.rundir, compute))
+    return Budget.from_dict(key.get_model_work(ctx.rundir, inputs, compute))
 
 
 @dataclass
@@ -212,10 +224,17 @@ def _compared_columns(ctx: GateContext, plan: _Plan, tag: str,
         def columns() -> dict[str, torch.Tensor]:
             imp = batch_maps(chunk.batch, plan.slices[chunk.batch])[part]
             return _gate_batch(ctx, plan, imp, layouts, chunk.images)
+
+        def inputs() -> dict[str, Any]:
+            x, y, ids = ctx.batch(chunk.images)
+            return {"model": state_checksum(plan.model), "method": plan.method, "x": x, "classes": y, "ids": ids,
+                    "maps": batch_maps(chunk.batch, plan.slices[chunk.batch])[part], "layouts": vars(layouts),
+                    "fraction": plan.fraction, "seed": cfg.seed, "fills": list(cfg.gate_fills),
+                    "budget": plan.budget.as_dict(), "attack": plan.attack.params(), "batch_size": cfg.batch_size}
         # not nested in the chunk's stage, so that a resumed run that reads the chunk back counts its passes too
         own = control_columns.at(f"images-{chunk.images.start}-{chunk.images.stop}").get(
             ctx.rundir, control) if cfg.gate_control else {}
-        return {**stage.get(ctx.rundir, columns, chunk.index), **own}
+        return {**stage.get_model_work(ctx.rundir, inputs, columns, chunk.index), **own}
 
     def keep(_: int, chunk: GateChunk, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
@@ -268,13 +287,12 @@ def _judged(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any], colu
         skipped = list(SKIPPABLE_CHECKS)
     else:
         with ctx.rundir.passes.counting_copies():  # the checks' randomized copies of the model are passes too
-            randomization = GATE_CHECK.at(*plan.family, "randomization").get(
-                ctx.rundir, lambda: _randomization(ctx, plan, target, kw))
+            randomization = _check(ctx, plan, target, kw, "randomization",
+                                   lambda images: _randomization(ctx, plan, images, kw))
             if sequential and randomization_passed(randomization) is False:
                 skipped = ["mprt"]
             else:
-                mprt = GATE_CHECK.at(*plan.family, "mprt").get(
-                    ctx.rundir, lambda: _mprt(ctx, plan, target, kw))
+                mprt = _check(ctx, plan, target, kw, "mprt", lambda images: _mprt(ctx, plan, images, kw))
     result = summarize_gate(columns, looked.labels, seed=cfg.seed, class_names=list(ctx.data.class_names),
                             fraction=plan.fraction, randomization=randomization, mprt=mprt, skipped=skipped,
                             margin=cfg.equivalence_margin, restricted_attack=plan.budget.as_dict())
@@ -306,10 +324,13 @@ def _gate_batch(ctx: GateContext, plan: _Plan, imp: torch.Tensor, layouts: Layou
 
 
 def _control_maps(ctx: GateContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
-    """The positive control's maps of the run's whole batch ``b`` (cached; shared by every gate of the model)."""
+    """The positive control's maps of the run's whole batch ``b`` (cached; shared by every gate of the model; reused
+    from the model cache by a later run on the same model and images)."""
     x, y, ids = ctx.batch(ctx.slices[b])
-    return CONTROL_MAPS.at(*([tag] if tag else []), "control", "maps").get(
-        ctx.rundir, lambda: {k: v.cpu() for k, v in control_maps(model, x, y, ctx.config.seed, ids).items()}, b)
+    return CONTROL_MAPS.at(*([tag] if tag else []), "control", "maps").get_model_work(
+        ctx.rundir, lambda: {"model": state_checksum(model), "x": x, "classes": y, "ids": ids, "seed": ctx.config.seed},
+        lambda: {k: v.cpu() for k, v in control_maps(model, x, y, ctx.config.seed, ids).items()},
+        b)
 
 
 def _control_columns(ctx: GateContext, plan: _Plan, maps: dict[str, torch.Tensor], sl: slice
@@ -335,9 +356,27 @@ def _randomization_images(ctx: GateContext, model: nn.Module, target: str
     return x, y, ids
 
 
-def _randomization(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any]) -> list[dict[str, Any]]:
+def _check(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any], name: str,
+           check: Callable[[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], Any]) -> Any:
+    """Randomization check ``name`` of the plan's explainer on :func:`_randomization_images`, run by ``check``;
+    reused from the model cache when an earlier run checked the same explainer on the same model, images and
+    settings (:mod:`advspatial.model_work`)."""
+    cfg = ctx.config
+    images = functools.cache(lambda: _randomization_images(ctx, plan.model, target))
+
+    def inputs() -> dict[str, Any]:
+        x, y, ids = images()
+        return {"model": state_checksum(plan.model), "method": plan.method, "explainer": kw, "x": x, "classes": y,
+                "ids": ids, "seed": cfg.seed, "draws": plan.draws, "steps": cfg.randomization_steps,
+                "samples": cfg.randomization_samples, "batch_size": cfg.batch_size}
+
+    return GATE_CHECK.at(*plan.family, name).get_model_work(ctx.rundir, inputs, lambda: check(images()))
+
+
+def _randomization(ctx: GateContext, plan: _Plan, images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                   kw: dict[str, Any]) -> list[dict[str, Any]]:
     """The cascading model-randomization check of the explainer (its rows), over the plan's draws."""
-    x, y, _ = _randomization_images(ctx, plan.model, target)
+    x, y, _ = images
     cfg = ctx.config
     method = plan.method
     return model_randomization_check(
@@ -345,10 +384,11 @@ def _randomization(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any
         seed=cfg.seed, max_steps=cfg.randomization_steps, draws=plan.draws, progress=cfg.progress)
 
 
-def _mprt(ctx: GateContext, plan: _Plan, target: str, kw: dict[str, Any]) -> dict[str, Any]:
+def _mprt(ctx: GateContext, plan: _Plan, images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+          kw: dict[str, Any]) -> dict[str, Any]:
     """Smooth and efficient MPRT of the explainer on the randomization check's images (``as_dict``), over the
     plan's draws."""
-    x, y, ids = _randomization_images(ctx, plan.model, target)
+    x, y, ids = images
     cfg = ctx.config
     method = plan.method
     return randomization_checks(

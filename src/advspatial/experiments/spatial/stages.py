@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import torch
@@ -145,15 +145,23 @@ def class_prior(ctx: SpatialContext) -> torch.Tensor:
     def batch_part(b: int, sl: slice) -> MapAccumulator:
         """The attack maps of training batch b summed per adversarial class, the classes seen only (cached)."""
 
+        images = cache(lambda: (train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)))
+
         def compute() -> MapAccumulator:
-            x, y = train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
+            x, y = images()
             result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
             amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
             acc = MapAccumulator(train.num_classes, train.image_shape[1:])
             acc.update(amap.cpu(), result.adv_pred.cpu())
             return acc
 
-        return PRIOR_PARTS.get(ctx.rundir, compute, b)
+        def inputs() -> dict[str, Any]:
+            x, y = images()
+            return {"x": x, "classes": y, "ids": train.ids[sl], "attack": type(attack).__name__,
+                    "attack_settings": attack.params(), "map": cfg.attack_map, "map_settings": kw,
+                    "classes_total": train.num_classes}
+
+        return PRIOR_PARTS.get_model_work(ctx.rundir, inputs, compute, b)
 
     total = MapAccumulator(train.num_classes, train.image_shape[1:])
     ctx.each_batch(batch_part, desc="prior (training images)", slices=list(batch_slices(len(train), cfg.batch_size)),
