@@ -129,11 +129,22 @@ def test_the_threshold_choice_equals_the_rank_choice_ties_and_empty_strata_inclu
     assert torch.equal((by_threshold[..., None] & one_hot).sum(2), wanted.expand(draws, -1, -1))
 
 
-def test_keys_off_the_noise_grid_fall_back_to_the_rank_rule():
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 40), st.integers(1, 400))
+def test_region_keys_lie_on_the_grid_the_threshold_rule_packs(seed, n, pixels):
+    """The threshold rule packs a key as the integer ``(key + 1) * 2^23``: exact only because the uniform noise
+    is ``m / 2^23 - 1`` (torch's 24-bit float draw); a torch that drew finer would fail here, not change regions."""
+    keys = per_sample_noise((n, pixels), seed, list(range(n))).double()
+    steps = (keys + 1) * 2.0 ** 23
+    assert torch.equal(steps, steps.round())
+    assert float(steps.min()) >= 0 and float(steps.max()) < 2 ** 24
+
+
+def test_images_past_the_packed_index_fall_back_to_the_rank_rule():
     from advspatial.regions.controls import _top_by_threshold
 
-    keys = torch.full((1, 2, 4), 0.1)  # 0.1 + 1 is not a multiple of 2^-23 in float32 -> double
-    keys[0, 0, 0] = 1e-9
-    stratum = torch.zeros(2, 4, dtype=torch.long)
-    assert _top_by_threshold(keys, torch.ones(2, 4, dtype=torch.bool), stratum, torch.ones(2, 1, dtype=torch.long),
-                             torch.zeros(2, 1, dtype=torch.long)) is None
+    p = 2 ** 20 + 1
+    keys = torch.zeros(1, 1, p)
+    stratum = torch.zeros(1, p, dtype=torch.long)
+    assert _top_by_threshold(keys, torch.ones(1, p, dtype=torch.bool), stratum, torch.ones(1, 1, dtype=torch.long),
+                             torch.zeros(1, 1, dtype=torch.long)) is None

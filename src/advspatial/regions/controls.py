@@ -113,12 +113,14 @@ def _top_by_threshold(keys: torch.Tensor, eligible: torch.Tensor, stratum: torch
                       above: torch.Tensor) -> torch.Tensor | None:
     """:func:`_top_by_rank`'s choice (the same pixels, ties included) from one sort of integers, without ranking
     every pixel: each pixel's key as one int64 (stratum, key, reversed index: unique in a row, ordered as the rank
-    rule orders them), sorted; a pixel is chosen when it is at least its stratum's ``wanted``-th value. None when
-    the keys are not on the uniform noise's grid or the image has more than 2^20 pixels (use the rank rule)."""
+    rule orders them), sorted; a pixel is chosen when it is at least its stratum's ``wanted``-th value. The keys
+    must lie on the uniform noise's grid (``m / 2^23 - 1``, as :func:`~advspatial.runtime.per_sample_noise` draws
+    them; not checked here, which would cost a host read per call). None when the image has more than 2^20 pixels or
+    2^18 strata (use the rank rule)."""
     d, n, p = keys.shape
-    steps = (keys.double() + 1) * _KEY_STEPS
-    if p > 2 ** _INDEX_BITS or wanted.shape[1] > 2 ** 18 or not torch.equal(steps, steps.round()):
+    if p > 2 ** _INDEX_BITS or wanted.shape[1] > 2 ** 18:
         return None
+    steps = (keys.double() + 1) * _KEY_STEPS
     index = (2 ** _INDEX_BITS - 1) - torch.arange(p, device=keys.device)
     packed = (stratum << (24 + _INDEX_BITS)) | (steps.long() << _INDEX_BITS) | index
     packed = torch.where(eligible, packed, torch.full_like(packed, -1))
