@@ -56,7 +56,9 @@ def test_an_input_that_cannot_be_keyed_faithfully_is_refused() -> None:
 def test_a_stored_value_is_found_only_under_its_full_key(tmp_path) -> None:
     inputs = {"x": torch.ones(3), "steps": 4}
     kept = store(tmp_path)
+    assert kept.stored_count() == 0
     kept.save("gate/hirescam/mprt", inputs, {"rows": [1.0]}, {"forward": 10, "backward": 5})
+    assert kept.stored_count() == 1
     found = kept.load("gate/hirescam/mprt", inputs)
     assert found is not None and found.value == {"rows": [1.0]} and found.passes == {"forward": 10, "backward": 5}
     assert kept.load("gate/gradcam/mprt", inputs) is None

@@ -123,6 +123,13 @@ class ModelWorkStore:
         self._base = {"format": MODEL_WORK_FORMAT, "model": dict(model), "device": str(device),
                       "advspatial": source_checksum()}
 
+    def stored_count(self) -> int:
+        """How many stages of this model the store holds (0 when its folder is missing or unreadable)."""
+        try:
+            return sum(1 for _ in self.directory.glob("*.pt"))
+        except OSError:
+            return 0
+
     def key(self, name: str, inputs: Mapping[str, Any]) -> str:
         """The full key of stage ``name`` computed from ``inputs``."""
         text = json.dumps({**self._base, "name": name, "inputs": inputs_digest(inputs)}, sort_keys=True, default=str)

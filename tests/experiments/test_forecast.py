@@ -72,6 +72,13 @@ def test_the_sentence_rounds_to_minutes(seconds: float, words: str) -> None:
     assert "default settings" not in text
     other = fc.Forecast(seconds, "the faithfulness gates", 0.5).sentence(False)
     assert "for the default settings: yours differ" in other
+    assert "model cache" not in text
+
+
+def test_a_model_cache_holding_stages_makes_the_forecast_an_upper_bound() -> None:
+    text = fc.Forecast(420, "the adaptive evaluation", 0.45, cached_stages=15).sentence()
+    assert text.startswith("about 7 minutes") and "at most: the model cache holds 15 stages" in text
+    assert "holds 1 stage of" in fc.Forecast(420, "the adaptive evaluation", 0.45, cached_stages=1).sentence()
 
 
 def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
@@ -96,6 +103,8 @@ def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_pr
     said = fc.announce("spatial", config_cls(n=40), model, images)
     assert said is not None and "spatial on 40 images:" in capsys.readouterr().err
     assert probed == [64]
+    said = fc.announce("spatial", config_cls(n=40), model, images, cached_stages=3)
+    assert said is not None and said.cached_stages == 3 and "holds 3 stages" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("batch_size", "side", "expected"), [(200, 28, 64), (200, 32, 64), (20, 32, 20),

@@ -85,14 +85,20 @@ class Forecast:
     seconds: float
     dominant: str
     dominant_share: float
+    #: stages of this model's earlier runs in the model cache (:mod:`advspatial.model_work`): the forecast prices
+    #: every stage, a run reads those whose inputs match
+    cached_stages: int = 0
 
     def sentence(self, default_settings: bool = True) -> str:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
         minutes = self.seconds / 60
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
         scope = "" if default_settings else "; for the default settings: yours differ"
+        cached = "" if not self.cached_stages else (
+            f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
+            "this model's earlier runs, read instead of computed where their images and settings match")
         return (f"{span} on this machine ({self.dominant} about {self.dominant_share:.0%}; an estimate from a "
-                f"reference run's work priced at this model's measured cost per call{scope})")
+                f"reference run's work priced at this model's measured cost per call{scope}{cached})")
 
 
 def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 3) -> CallPrice:
@@ -206,10 +212,11 @@ NOT_WORK = frozenset({"n", "out", "model", "weights", "arch", "model_seed", "dat
                       "smoke_test"})
 
 
-def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tensor) -> Forecast | None:
+def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tensor,
+             cached_stages: int = 0) -> Forecast | None:
     """Print the run's forecast (one line on stderr, the main process only) before its first stage; nothing (and no
-    probe) for a smoke test, a run without progress output or an experiment without a reference. Returns what was
-    said."""
+    probe) for a smoke test, a run without progress output or an experiment without a reference. ``cached_stages``:
+    the model cache's stages of this model (:attr:`Forecast.cached_stages`). Returns what was said."""
     if (getattr(config, "smoke_test", False) or not getattr(config, "progress", True) or experiment not in REFERENCES
             or not world().is_main):
         return None
@@ -217,6 +224,7 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     price = measure_price(model, images, batch)
     result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images))
     if result is not None:
+        result = dataclasses.replace(result, cached_stages=cached_stages)
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
     return result
 
