@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from advspatial.environment import cache_dir
 from advspatial.errors import ConfigError
 from advspatial.rundir import RunDir
-from advspatial.runtime import batch_slices, make_generator, pick_device, seed_everything
+from advspatial.host_syncs import counting
+from advspatial.runtime import batch_slices, make_generator, pick_device, seed_everything, to_host
 
 
 @settings(max_examples=50, deadline=None)
@@ -242,3 +243,22 @@ def test_keep_freed_memory_applies_on_glibc_and_is_harmless_elsewhere():
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert applied
     assert keep_freed_memory() == applied  # idempotent
+
+
+_DTYPES = (torch.float32, torch.float64, torch.int64, torch.bool)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_DTYPES), st.lists(st.integers(0, 4), min_size=0, max_size=3)),
+                min_size=1, max_size=8), st.integers(0, 2**31))
+def test_to_host_reads_once_per_dtype_and_returns_every_tensor_unchanged(specs, seed) -> None:
+    g = torch.Generator().manual_seed(seed)
+    tensors = {f"c{i}": (torch.randn(shape, generator=g) * 5).to(dtype) for i, (dtype, shape) in enumerate(specs)}
+    reads: list[int] = []
+    with counting(lambda: reads.append(1)):
+        out = to_host(tensors)
+    assert list(out) == list(tensors)
+    for name, tensor in tensors.items():
+        assert out[name].dtype == tensor.dtype and out[name].shape == tensor.shape
+        assert torch.equal(out[name], tensor) and out[name].device.type == "cpu"
+    assert len(reads) == len({t.dtype for t in tensors.values()})

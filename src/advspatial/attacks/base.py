@@ -31,7 +31,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_logits, guarded_spec
 from ..registry import Registry
-from ..runtime import model_device, sample_ids_or_range
+from ..runtime import min_max, model_device, sample_ids_or_range
 
 __all__ = [
     "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "list_attacks",
@@ -99,6 +99,12 @@ def perturbation_norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     return l0, flat.norm(p=2, dim=1), flat.abs().amax(dim=1) if flat.shape[1] else flat.sum(1)
 
 
+def _leaves_unit_interval(t: torch.Tensor) -> bool:
+    """Whether the non-empty ``t`` has a value below 0 or above 1 (one host read, :func:`min_max`)."""
+    low, high = min_max(t)
+    return low < 0 or high > 1
+
+
 def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
     """Validate a mask and broadcast it to x's shape (float on x's device), or None.
 
@@ -117,7 +123,7 @@ def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | N
         mask = torch.broadcast_to(mask, x.shape)
     except RuntimeError as exc:
         raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to images {tuple(x.shape)}") from exc
-    if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
+    if mask.numel() and _leaves_unit_interval(mask):
         raise ConfigError("mask values must lie in [0, 1]")
     return mask
 
@@ -260,7 +266,7 @@ class Attack:
             raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
         if not x.is_floating_point():
             raise ShapeError(f"images must be floating point in [0,1], got dtype {x.dtype}")
-        if x.numel() and (float(x.min()) < 0 or float(x.max()) > 1):
+        if x.numel() and _leaves_unit_interval(x):
             raise ConfigError("images must lie in [0, 1]; wrap a model that needs normalization in Normalized")
         device = model_device(self.model)
         x = x.detach().to(device)

@@ -18,7 +18,8 @@ from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
-from ..runtime import batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed
+from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
+                       to_host)
 from ..regions.checks import check_maps
 from ..regions.binarization import top_fraction_mask
 from ..regions.controls import random_region_like, shifted_region_like
@@ -72,7 +73,8 @@ def _true(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _col(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().cpu()
+    """A column kept on its device until the batch's columns are read back together (:func:`to_host`)."""
+    return t.detach()
 
 
 # -- regions ------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def deletion_columns(
                 cols[f"deletion:{name}:drop:{tag}"] = _col(_empty_to_nan(clean_true - _true(logits, y), region))
                 cols[f"deletion:{name}:correct:{tag}"] = _col(
                     _empty_to_nan((logits.argmax(1) == y).to(clean.dtype), region))
-    return cols
+    return to_host(cols)
 
 
 def restricted_attack_columns(
@@ -310,7 +312,7 @@ def restricted_attack_columns(
         part, region = logits[k * n:(k + 1) * n], regions[tag].to(x.device)
         cols[f"attack:margin:{tag}"] = _col(_empty_to_nan(margin(part, y), region))
         cols[f"attack:correct:{tag}"] = _col(_empty_to_nan((part.argmax(1) == y).to(part.dtype), region))
-    return cols
+    return to_host(cols)
 
 
 def concat_columns(batches: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -358,4 +360,4 @@ def deletion_curve(
             out.append(_true(scores, y))
     if not out:
         return torch.empty(x.shape[0], 0)
-    return _col(torch.stack(out, 1))
+    return torch.stack(out, 1).cpu()

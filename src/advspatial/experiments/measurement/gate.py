@@ -44,6 +44,7 @@ from ...faithfulness.sequential import InterimDecision, interim_decision, look_s
 from ...maps import importance_map
 from ...models.loading import state_checksum
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ...runtime import to_host
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
 from ..stage import Stage
@@ -318,9 +319,10 @@ def _gate_batch(ctx: GateContext, plan: _Plan, imp: torch.Tensor, layouts: Layou
     # a pass holds at most a batch of images, as everywhere in a run (the regions x images stack is ~9 batches)
     cols.update(restricted_attack_columns(plan.model, x, y, regions, plan.attack, sample_ids=ids,
                                           max_images=cfg.batch_size))
-    cols["complexity:map"] = gini_sparseness(imp)
-    cols["complexity:blurred"] = gini_sparseness(blurred_map(imp))
-    return {k: v.cpu() for k, v in cols.items()}
+    # the deletion and attack columns come back on the host; the map's two complexities join them in one read
+    cols.update(to_host({"complexity:map": gini_sparseness(imp),
+                         "complexity:blurred": gini_sparseness(blurred_map(imp))}))
+    return cols
 
 
 def _control_maps(ctx: GateContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
@@ -342,7 +344,7 @@ def _control_columns(ctx: GateContext, plan: _Plan, maps: dict[str, torch.Tensor
     own = control_regions({k: v.to(ctx.device) for k, v in maps.items()}, plan.fraction, cfg.seed, ids)
     cols = deletion_columns(plan.model, x, y, own["deletion"], fills=tuple(cfg.gate_fills), seed=cfg.seed,
                             sample_ids=ids)
-    return {k: v.cpu() for k, v in cols.items() if k.split(":")[-1].startswith("control-")}
+    return {k: v for k, v in cols.items() if k.split(":")[-1].startswith("control-")}  # on the host already
 
 
 def _randomization_images(ctx: GateContext, model: nn.Module, target: str
