@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from advspatial.host_syncs import host_list
 from advspatial.passes import PassCount, PassLedger, call_rates, one_round, stage_family
 from advspatial.rundir import RunDir
+from advspatial.runtime import per_sample_noise
 
 
 def tiny() -> nn.Module:
@@ -212,6 +214,17 @@ def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_a
         _ = model(images(2)).sum().item()  # outside every stage: not counted
     assert ledger.by_stage["reads"].syncs == 3
     assert ledger.outside.syncs == 0
+
+
+def test_sample_ids_kept_on_the_host_are_read_without_counting_and_other_reads_still_count() -> None:
+    ledger, ids = PassLedger(), torch.arange(5)
+    with ledger.stage("ids"):
+        assert host_list(ids) == [0, 1, 2, 3, 4]
+        _ = per_sample_noise((5, 3), 0, ids)  # reads its ids with host_list
+        _ = ids.tolist()  # an ordinary read: counted
+        _ = host_list(ids)
+        _ = bool(ids.any())
+    assert ledger.by_stage["ids"].syncs == 2
 
 
 def test_reading_back_is_restored_after_the_stage() -> None:

@@ -9,7 +9,8 @@ How: while :func:`counting` is active, the tensor methods and functions that rea
 (:data:`SYNC_METHODS`, :data:`SYNC_FUNCTIONS`, and indexing with a boolean tensor) are wrapped, and each call made
 while no watched model is running reports to the callback given. The originals are restored when the block ends;
 nested blocks share one installation. Model code (whatever runs between a watched model's forward pre-hook and its
-forward hook) is the model's own and is not counted.
+forward hook) is the model's own and is not counted, nor is a read of a tensor kept on the host on every device
+(the sample ids, :func:`host_list`).
 
 Example::
 
@@ -44,9 +45,11 @@ class _Counter:
         #: (owner, name) -> the original attribute, None when the owner only inherited it
         self.originals: dict[tuple[Any, str], Any] = {}
         self.in_model = 0
+        #: > 0 while :func:`host_list` reads a tensor that lives on the host on every device
+        self.on_host = 0
 
     def report(self) -> None:
-        if self.callbacks and not self.in_model:
+        if self.callbacks and not self.in_model and not self.on_host:
             self.callbacks[-1]()
 
 
@@ -119,3 +122,23 @@ def enter_model() -> None:
 def leave_model() -> None:
     """A watched model's forward ended (its forward hook)."""
     _COUNTER.in_model = max(0, _COUNTER.in_model - 1)
+
+
+def host_list(t: torch.Tensor) -> list[Any]:
+    """``t.tolist()`` for a tensor a run keeps on the host whatever its device (the images' sample ids, which
+    :func:`~advspatial.runtime.sample_ids_or_range` returns on the CPU): reading it waits on no device, so it is not
+    counted. A tensor on a device is read, and counted, as usual.
+
+    >>> seen = []
+    >>> with counting(lambda: seen.append(1)):
+    ...     ids = host_list(torch.arange(3))
+    >>> ids, len(seen)
+    ([0, 1, 2], 0)
+    """
+    if t.device.type != "cpu":
+        return t.tolist()
+    _COUNTER.on_host += 1
+    try:
+        return t.tolist()
+    finally:
+        _COUNTER.on_host -= 1

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, ShapeError
+from .host_syncs import host_list
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -102,7 +103,7 @@ def per_sample_noise(
         raise ConfigError(f"noise kind {kind!r} unknown; valid: uniform, normal")
     draw = (lambda g: torch.rand(tuple(shape[1:]), generator=g) * 2 - 1) if kind == "uniform" else \
         (lambda g: torch.randn(tuple(shape[1:]), generator=g))
-    ids = sample_ids.tolist() if isinstance(sample_ids, torch.Tensor) else [int(s) for s in sample_ids]
+    ids = host_list(sample_ids) if isinstance(sample_ids, torch.Tensor) else [int(s) for s in sample_ids]
     rows = [draw(sample_generator(seed, sid)) for sid in ids]
     if not rows:
         return torch.empty(tuple(shape), device=device, dtype=dtype)

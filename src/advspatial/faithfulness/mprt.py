@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError, check_range
+from ..host_syncs import host_list
 from ..progress import progress_bar
 from ..runtime import model_device, sample_generator, sample_ids_or_range, stream_seed
 from ..regions.checks import check_maps
@@ -162,7 +163,7 @@ def smoothed_maps(
     check_range("noise_magnitude", noise_magnitude, 0.0, None)
     n = x.shape[0]
     ids = sample_ids_or_range(n, sample_ids)
-    gens = [sample_generator(stream_seed(seed, _STREAM_SMOOTH_NOISE), sid) for sid in ids.tolist()]
+    gens = [sample_generator(stream_seed(seed, _STREAM_SMOOTH_NOISE), sid) for sid in host_list(ids)]
     spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(n, *([1] * (x.ndim - 1))) * noise_magnitude
     total: torch.Tensor | None = None
     plain = torch.empty(0)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
+from ..host_syncs import host_list
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 
 #: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
@@ -68,7 +69,7 @@ def random_regions_like(
     ids = sample_ids_or_range(n, sample_ids)
     d = len(draws)
     check_range("number of draws", d, 1)
-    id_list = ids.tolist()  # read once for every draw
+    id_list = host_list(ids)  # read once for every draw
     keys = torch.cat([per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw), id_list,
                                        device=region.device) for draw in draws]).view(d, n, h * w)
     flat_region, flat_eligible = region.flatten(1), eligible.flatten(1)

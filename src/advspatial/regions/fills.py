@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError, check_range
+from ..host_syncs import host_list
 from ..registry import Registry
 from ..runtime import sample_ids_or_range
 from .checks import check_region
@@ -114,7 +115,7 @@ def fill(
     region = check_region(region, x)
     if kind == "road":
         ids = sample_ids_or_range(x.shape[0], None if sample_ids is None else torch.as_tensor(sample_ids))
-        params = dataclasses.replace(params, sample_ids=tuple(ids.tolist()))
+        params = dataclasses.replace(params, sample_ids=tuple(host_list(ids)))
     if kind not in DEVICE_FILLS and not bool(region.any()):  # an empty region: skip the others' work
         return x
     content = FILLS.get(kind)(x, region, params)
