@@ -90,7 +90,7 @@ def test_a_store_that_cannot_be_written_is_skipped(tmp_path) -> None:
     assert store(tmp_path / "inner").load("prior", {"x": 1}) is None
 
 
-def test_a_second_run_reads_the_stage_and_states_the_earlier_passes_apart(tmp_path) -> None:
+def test_a_second_run_reads_the_stage_and_states_the_earlier_passes_apart(tmp_path, monkeypatch) -> None:
     model = torch.nn.Linear(3, 2)
     calls = []
 
@@ -104,7 +104,11 @@ def test_a_second_run_reads_the_stage_and_states_the_earlier_passes_apart(tmp_pa
         rundir.passes.watch(model)
         return rundir, rundir.cached_model_work("gate/check", lambda: {"x": torch.ones(4, 3)}, compute)
 
+    digests = []
+    digest = ModelWorkStore.key
+    monkeypatch.setattr(ModelWorkStore, "key", lambda self, *a: digests.append(1) or digest(self, *a))
     first, value = run("a")
+    assert digests == [1]  # a miss digests the inputs once, for the read and the write
     second, again = run("b")
     assert calls == [1] and torch.equal(value, again)
     assert first.passes.by_stage["gate/check"].forward == 4 and not first.passes.reused

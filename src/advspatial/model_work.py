@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +81,7 @@ def _feed(digest: Any, value: Any) -> None:
         for item in value:
             _feed(digest, item)
     elif isinstance(value, float):
-        digest.update(f"float{value!r}".encode() if math.isfinite(value) else f"float{value}".encode())
+        digest.update(f"float{value!r}".encode())
     elif value is None or isinstance(value, (bool, int, str)):
         digest.update(f"{type(value).__name__}{value!r}".encode())
     else:
@@ -141,7 +140,15 @@ class ModelWorkStore:
     def load(self, name: str, inputs: Mapping[str, Any]) -> Stored | None:
         """The value stored for ``name`` and ``inputs``; None when there is none, or the file is unreadable or holds
         another key (then it is recomputed and overwritten)."""
-        key = self.key(name, inputs)
+        return self.read(name, self.key(name, inputs))
+
+    def save(self, name: str, inputs: Mapping[str, Any], value: Any, passes: Mapping[str, Any] | None = None) -> None:
+        """Store ``value`` for ``name`` and ``inputs`` (with the passes it cost); a store that cannot be written
+        (read-only cache, full disk) is skipped: the run has the value in its own stage file."""
+        self.write(name, self.key(name, inputs), value, passes)
+
+    def read(self, name: str, key: str) -> Stored | None:
+        """:meth:`load` under a key :meth:`key` gave (the inputs digested once for a read and a later write)."""
         path = self.path(key)
         if not path.is_file():
             return None
@@ -157,10 +164,8 @@ class ModelWorkStore:
         passes = header.get("passes")
         return Stored(stored.get("value"), passes if isinstance(passes, dict) else None)
 
-    def save(self, name: str, inputs: Mapping[str, Any], value: Any, passes: Mapping[str, Any] | None = None) -> None:
-        """Store ``value`` for ``name`` and ``inputs`` (with the passes it cost); a store that cannot be written
-        (read-only cache, full disk) is skipped: the run has the value in its own stage file."""
-        key = self.key(name, inputs)
+    def write(self, name: str, key: str, value: Any, passes: Mapping[str, Any] | None = None) -> None:
+        """:meth:`save` under a key :meth:`key` gave."""
         header: dict[str, Any] = {"key": key, "name": name}
         if passes is not None:
             header["passes"] = dict(passes)

@@ -201,16 +201,17 @@ class RunDir:
         if store is None or self.has_stage(name):
             return self.cached(name, compute)
         with self.passes.stage(name) as passes:
-            given: Mapping[str, Any] | None = inputs() if callable(inputs) else inputs
+            given = inputs() if callable(inputs) else inputs
             try:
-                found = store.load(name, given or {})
+                key: str | None = store.key(name, given)
             except Unkeyable:  # e.g. an explainer option that is an object: computed here, not kept
-                given, found = None, None
+                key = None
+            found = None if key is None else store.read(name, key)
             value = compute() if found is None else found.value
         if found is None:
             self.save_stage(name, value, passes)
-            if given is not None:
-                store.save(name, given, value, passes.as_dict())
+            if key is not None:
+                store.write(name, key, value, passes.as_dict())
         else:
             self.passes.reused_from_cache(name, found.passes)
             self.save_stage(name, value, passes, reused=found.passes or {})
