@@ -4,14 +4,19 @@ the specificity rows, the randomization check."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from advspatial.faithfulness.gate import summarize_gate
 from advspatial.faithfulness.record import GateResult
 from advspatial.report.gates import decision_cell, gate_tables, randomization_table
-from advspatial.statistics.outcomes import Decision
+from advspatial.statistics.outcomes import (
+    BEATS, DOES_LESS, EQUIVALENT, FAITHFULNESS, NOT_BETTER, SPECIFICITY, Decision, outcome_of,
+)
 
 PASSING = [{"spearman": 0.05}]
 
@@ -54,11 +59,29 @@ def test_every_cell_shows_its_outcome_and_an_undecided_one_the_images_that_would
 
 def test_a_decided_cell_shows_no_projection_and_a_missing_one_a_dash() -> None:
     d = Decision("specificity", "equivalent", 0.001, -0.01, 0.012, -0.008, 0.01, 0.05, 200, 0.05)
-    assert decision_cell(d) == "+0.001 [-0.010, +0.012] equivalent"
+    assert decision_cell(d) == "+0.001 [-0.010, +0.012] equivalent; 90% CI [-0.008, +0.010]"
     assert decision_cell(None) == "-"
     far = Decision("faithfulness", "undecided", 0.0, -0.1, 0.1, -0.08, 0.08, 1.0, 100, 0.0)
     assert decision_cell(far).endswith("(no n decides)")
     assert math.isinf(GateResult(False, "", status="undecided").images_to_decide()) is False
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.floats(-0.1, 0.1), st.floats(0.0005, 0.05), st.floats(0.6, 0.95), st.floats(0.002, 0.03),
+       st.sampled_from((FAITHFULNESS, SPECIFICITY)))
+def test_a_cell_decided_on_the_margin_quotes_the_90_percent_ci_it_was_decided_on(
+        mean: float, half95: float, shrink: float, margin: float, rule: str) -> None:
+    low, high, low90, high90 = mean - half95, mean + half95, mean - half95 * shrink, mean + half95 * shrink
+    outcome = outcome_of(rule, low, high, low90, high90, margin, 100)
+    within = outcome in (BEATS, DOES_LESS) and -margin < low90 and high90 < margin
+    d = Decision(rule, outcome, mean, low, high, low90, high90, 0.1, 100, margin, within)
+    cell = decision_cell(d)
+    assert cell.startswith(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] "), cell
+    quoted = re.search(r"90% CI \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", cell)
+    assert (quoted is not None) == (within or outcome in (EQUIVALENT, NOT_BETTER)), cell
+    if quoted:
+        assert (float(quoted[1]), float(quoted[2])) == (float(f"{low90:+.3f}"), float(f"{high90:+.3f}"))
+        assert high90 < margin and (outcome == NOT_BETTER or -margin < low90), cell
 
 
 def test_randomization_table_flags_maps_that_survive_randomization() -> None:
@@ -104,8 +127,8 @@ def test_every_gate_table_prints_each_measures_margin_with_its_scale() -> None:
 
 def test_a_specificity_difference_within_the_margin_is_never_worded_does_less_or_beats() -> None:
     less = Decision("specificity", "does less", -0.064, -0.112, -0.019, -0.10, -0.03, 0.3, 244, 0.211, True)
-    assert decision_cell(less) == "-0.064 [-0.112, -0.019] within the margin (CI below 0)"
+    assert decision_cell(less) == "-0.064 [-0.112, -0.019] within the margin (CI below 0); 90% CI [-0.100, -0.030]"
     more = Decision("specificity", "beats", 0.064, 0.019, 0.112, 0.03, 0.10, 0.3, 244, 0.211, True)
-    assert decision_cell(more) == "+0.064 [+0.019, +0.112] within the margin (CI above 0)"
+    assert decision_cell(more) == "+0.064 [+0.019, +0.112] within the margin (CI above 0); 90% CI [+0.030, +0.100]"
     clear = Decision("specificity", "does less", -0.6, -0.8, -0.4, -0.75, -0.45, 0.3, 244, 0.211, False)
     assert decision_cell(clear) == "-0.600 [-0.800, -0.400] does less"

@@ -16,7 +16,7 @@ from ..faithfulness.sanity import randomization_passed
 from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from ..faithfulness.record import GRADIENT_MASS, Comparison, GateResult, PairedEffect
 from ..faithfulness.specificity import specificity_rows
-from ..statistics.outcomes import BEATS, SPECIFICITY, Decision, images_to_decide
+from ..statistics.outcomes import BEATS, EQUIVALENT, NOT_BETTER, SPECIFICITY, Decision, images_to_decide
 from .html import Table
 
 GATE_CAPTION = ("Faithfulness gate: Δ = damage done through the explainer's region minus damage through the "
@@ -38,6 +38,8 @@ def decision_cell(d: Decision | None, digits: int = 3) -> str:
         text += f"within the margin (CI {'above' if d.outcome == BEATS else 'below'} 0)"
     else:
         text += d.outcome + (" (within the margin)" if d.within_margin else "")
+    if d.within_margin or d.outcome in (EQUIVALENT, NOT_BETTER):
+        text += f"; 90% CI [{d.low90:+.{digits}f}, {d.high90:+.{digits}f}]"
     if not d.decided:
         need = images_to_decide(d).images
         text += f" (~{int(need):,})" if math.isfinite(need) else " (no n decides)"

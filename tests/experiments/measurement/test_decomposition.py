@@ -16,6 +16,8 @@ from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
 
 INTERVAL = re.compile(r"Δ ([+-]\d+\.\d{3}) \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\]")
+MARGIN_INTERVAL = re.compile(r"Δ ([+-]\d+\.\d{3}), 90% CI \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\] inside the "
+                             r"margin ±(\d+\.\d{3})")
 
 
 @st.composite
@@ -44,19 +46,29 @@ def decompositions(draw: st.DrawFn) -> Decomposition:
                          tuple(rows), draw(st.booleans()))
 
 
+def _rounded(*values: float) -> tuple[float, ...]:
+    return tuple(float(f"{v:+.3f}") for v in values)
+
+
 def _numbers_agree(clause: str, d: Decision) -> None:
-    """The interval a clause quotes is the decision's, rounded, and its words follow it."""
+    """The interval a clause quotes is the decision's, rounded: the 90% CI where it says "as much" (the interval
+    the margin tests decide on), the 95% CI otherwise; and its words follow it."""
+    if "as much" in clause or "nothing image-specific" in clause:
+        found = MARGIN_INTERVAL.search(clause)
+        assert found, clause
+        mean, low90, high90, margin = (float(v) for v in found.groups())
+        assert (mean, low90, high90, margin) == (*_rounded(d.mean, d.low90, d.high90), float(f"{d.margin:.3f}"))
+        assert -d.margin < d.low90 and d.high90 < d.margin, clause
+        return
     found = INTERVAL.search(clause)
     assert found, clause
     mean, low, high = (float(v) for v in found.groups())
-    assert (mean, low, high) == tuple(float(f"{v:+.3f}") for v in (d.mean, d.low, d.high))
+    assert (mean, low, high) == _rounded(d.mean, d.low, d.high)
     if "catches more than" in clause or "a little more than" in clause:
         assert d.low > 0, clause
         assert ("by less than the margin" in clause) == (not clears_margin(d)), clause
     if "catches more (" in clause:
         assert d.high < 0, clause
-    if "catches as much" in clause:
-        assert -d.margin < d.low90 and d.high90 < d.margin, clause
     if "undecided" in clause:
         assert d.low <= 0 <= d.high, clause
 
@@ -95,7 +107,8 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
                     _numbers_agree(sentence_part, row.difference)
     specific = d.row(SAME_CLASS)
     assert specific is not None
-    assert f"Δ {specific.difference.mean:+.3f}" in text
+    tail = text.split("(the image-specific part): ", 1)[1]
+    _numbers_agree(tail, specific.difference)
 
 
 def test_a_decomposition_round_trips_through_its_dict() -> None:

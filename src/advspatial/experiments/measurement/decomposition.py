@@ -46,7 +46,9 @@ import numpy as np
 
 from ...statistics.claims import estimate_of
 from ...statistics.estimates import Estimate
-from ...statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, decide, images_to_decide
+from ...statistics.outcomes import (
+    BEATS, DOES_LESS, EQUIVALENT, MARGIN_LEVEL, SPECIFICITY, Decision, decide, images_to_decide,
+)
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison
 from ...statistics.verdicts import sesoi_for
 
@@ -170,15 +172,24 @@ def interval(d: Decision) -> str:
     return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
 
+def margin_interval(d: Decision) -> str:
+    """'+0.001, 90% CI [-0.005, +0.004] inside the margin ±0.014': the interval a within-the-margin reading is
+    decided on (:data:`~advspatial.statistics.outcomes.MARGIN_LEVEL`), not the 95% CI a direction is."""
+    return (f"{d.mean:+.3f}, {MARGIN_LEVEL:.0%} CI [{d.low90:+.3f}, {d.high90:+.3f}] inside the margin "
+            f"±{d.margin:.3f}")
+
+
 def row_clause(row: RegionRow, projection: bool = True) -> str:
-    """One region against the RoI in words that follow its numbers ("a centred region catches as much (Δ -0.001
-    [-0.006, +0.005], margin ±0.014)"; Δ: the RoI's share minus the region's, per image)."""
+    """One region against the RoI in words that follow its numbers ("the RoI catches more than a centred region
+    (Δ +0.031 [+0.012, +0.050], margin ±0.014)": the 95% CI a direction is decided on; "a centred region catches
+    as much (Δ -0.001, 90% CI [-0.005, +0.004] inside the margin ±0.014)": the 90% CI equivalence is decided on;
+    Δ: the RoI's share minus the region's, per image)."""
     d, noun = row.difference, REGION_NOUNS[row.region]
     numbers = f"Δ {interval(d)}, margin ±{d.margin:.3f}"
     if d.n == 0 or not math.isfinite(d.mean):
         return f"{noun}: not measured"
     if as_much(d):
-        return f"{noun} catches as much ({numbers})"
+        return f"{noun} catches as much (Δ {margin_interval(d)})"
     if d.outcome == BEATS:
         if clears_margin(d):
             return f"the RoI catches more than {noun} ({numbers})"
@@ -268,17 +279,18 @@ def headline_sentence(d: Decomposition) -> str:
     specific = d.row(SAME_CLASS)
     tail = ""
     if specific is not None and specific.difference.n:
-        tail = (f" Against {REGION_NOUNS[SAME_CLASS]} (the image-specific part): Δ {interval(specific.difference)}, "
-                f"{_specific_words(specific.difference)}.")
+        tail = f" Against {REGION_NOUNS[SAME_CLASS]} (the image-specific part): {_specific_words(specific.difference)}."
     return f"{body} {conclusion(d)}{tail}"
 
 
 
 def _specific_words(d: Decision) -> str:
+    """The image-specific part with the interval its reading is decided on (the 90% CI for within the margin)."""
     if as_much(d):
-        return f"within the margin ±{d.margin:.3f}, nothing image-specific to speak of"
+        return f"Δ {margin_interval(d)}, nothing image-specific to speak of"
     if d.outcome == BEATS:
-        return "this image's RoI catches more" + ("" if clears_margin(d) else ", by less than the margin")
+        return f"Δ {interval(d)}, this image's RoI catches more" + ("" if clears_margin(d) else
+                                                                    ", by less than the margin")
     if d.outcome == DOES_LESS:
-        return "a same-class image's RoI catches more"
-    return "undecided"
+        return f"Δ {interval(d)}, a same-class image's RoI catches more"
+    return f"Δ {interval(d)}, undecided"

@@ -24,7 +24,7 @@ from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import (
     claim_line, fmt, fmt_p, interval, secondary_count_line, verdict_legend, verdict_table, what_this_run_shows,
 )
-from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
+from ...statistics.outcomes import BEATS, DOES_LESS, MARGIN_LEVEL, Decision, images_to_decide
 from .decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin
 from .roi import gate_rule
 from .config import MeasurementConfig
@@ -142,14 +142,15 @@ def decomposition_table(content: Mapping[str, Mapping[str, Any]]) -> Table:
                              f"±{r.difference.margin:.3f}", reading_words(r.difference)])
     return Table("Where each attack's map falls: the share of the attack map inside the RoI and inside every other "
                  "region of the same pixel count (Δ: the RoI's share minus the region's, per image, 95% CI; margin: "
-                 "the smallest effect of interest, 5% of the region's share)",
+                 "the smallest effect of interest, 5% of the region's share; 'as much' is decided on the 90% CI, "
+                 "which its reading gives)",
                  ["attack (map)", "region", "share inside", "Δ [95% CI]", "margin", "reading"], rows)
 
 
 def reading_words(d: Decision) -> str:
     """A decomposition row's reading in words."""
     if as_much(d):
-        return "as much (within the margin)"
+        return f"as much ({MARGIN_LEVEL:.0%} CI [{d.low90:+.3f}, {d.high90:+.3f}] inside the margin)"
     if d.outcome == BEATS:
         return "the RoI catches more" + ("" if clears_margin(d) else " (less than the margin)")
     if d.outcome == DOES_LESS:
