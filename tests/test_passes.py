@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,7 +11,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advspatial.host_syncs import host_list
-from advspatial.passes import PassCount, PassLedger, call_rates, one_round, stage_family
+from advspatial import passes
+from advspatial.passes import (
+    PassCount, PassLedger, call_rates, device_rows, forward_stacked, one_round, stage_family,
+)
 from advspatial.rundir import RunDir
 from advspatial.runtime import per_sample_noise
 
@@ -190,6 +195,51 @@ def test_calls_chunked_inside_one_round_are_one_round_and_others_one_each() -> N
         model(images(3))
     assert (ledger.outside.calls, ledger.outside.rounds) == (7, 3)
     assert call_rates(ledger.outside)["images_per_round"] == round(16 / 3, 1)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.lists(st.integers(1, 6), min_size=1, max_size=7), st.one_of(st.none(), st.integers(1, 60)))
+def test_stacked_batches_are_one_round_with_the_outputs_of_one_call_each(sizes: list[int],
+                                                                         elements: int | None) -> None:
+    """On a CPU (``elements`` None) every batch is its own call, so the outputs are those of a loop to the bit;
+    with a budget, batches share calls of at most that many input elements (one batch over it alone), the
+    outputs equal to float rounding; in order, one round either way, and never more made than one call holds."""
+    torch.manual_seed(0)
+    model, ledger = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), PassLedger()
+    batches = [torch.rand(k, 4) for k in sizes]
+    with torch.no_grad():
+        loop = [model(b) for b in batches]
+    ledger.watch(model)
+    held: list[int] = []  # input elements made and not yet sent, each time a batch is asked for
+
+    def lazily() -> Iterator[torch.Tensor]:
+        for i, b in enumerate(batches):
+            held.append(4 * (sum(sizes[:i]) - ledger.outside.forward))
+            yield b
+
+    with torch.no_grad():
+        out = forward_stacked(model, lazily(), elements)
+    calls = ledger.outside.calls
+    assert [o.shape for o in out] == [o.shape for o in loop]
+    if elements is None:
+        assert calls == len(batches) and all(torch.equal(a, b) for a, b in zip(out, loop, strict=True))
+    else:
+        expected, load = 0, 0
+        for k in sizes:
+            if load and load + 4 * k > elements:
+                expected, load = expected + 1, 0
+            load += 4 * k
+        assert calls == expected + 1
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, loop, strict=True))
+        assert max(held) <= max(elements, 4 * max(sizes))
+    assert ledger.outside.rounds == 1
+
+
+def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewhere(monkeypatch) -> None:
+    images = torch.zeros(5, 3, 32, 32)
+    assert device_rows(32, images) == 32 and device_rows(7, images[:1]) == 7
+    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 3 * 32 * 32 * 100)  # what a device's budget does
+    assert device_rows(32, images) == 100 and device_rows(500, images) == 500
 
 
 def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_are_not() -> None:

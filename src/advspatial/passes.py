@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -124,6 +124,71 @@ def one_round() -> Iterator[None]:
         yield
     finally:
         _Round.token = None
+
+
+#: input elements per stacked call on a device other than the CPU (:func:`forward_stacked`): 64 MB of float32
+#: inputs, a forward pass without gradients that any accelerator holds for the models this package runs
+STACK_ELEMENTS = 1 << 24
+#: the same on a CPU: 0, one call per batch (a CPU's cost follows its passes, not its calls)
+CPU_STACK_ELEMENTS = 0
+
+
+def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
+                    elements: int | None = None) -> list[torch.Tensor]:
+    """The model's outputs on independent batches ``inputs`` (made one after another, each ``(B_i, ...)`` with
+    the same trailing shape), in order, as **one round**.
+
+    Why: work that does not depend on the answer of the call before it (a gate's regions and fills, a defence's
+    fractions and control draws) is a single call to a device; made as a loop of calls, a GPU waits on each.
+    On a CPU each input is still its own call (:data:`CPU_STACK_ELEMENTS`, unless ``elements`` is given): the
+    calls a loop made, at the batch size the CPU already runs well, so the same numbers to the bit. Elsewhere the
+    inputs are concatenated into calls of at most ``elements`` input elements (default :data:`STACK_ELEMENTS`; an
+    input larger than that is a call of its own), and the outputs split back: the same values to the float
+    rounding that a batch's composition moves. The inputs are made lazily, so at most one call's worth is held.
+
+    Example::
+
+        >>> from torch import nn
+        >>> ledger, model = PassLedger(), nn.Linear(4, 2)
+        >>> ledger.watch(model)
+        >>> outs = forward_stacked(model, (torch.rand(3, 4) for _ in range(5)), elements=24)
+        >>> [tuple(o.shape) for o in outs], ledger.outside.calls, ledger.outside.rounds
+        ([(3, 2), (3, 2), (3, 2), (3, 2), (3, 2)], 3, 1)
+    """
+    outputs: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+
+    def call() -> None:
+        if len(pending) == 1:
+            outputs.append(model(pending[0]))
+        elif pending:
+            outputs.extend(model(torch.cat(pending)).split([len(t) for t in pending]))
+        pending.clear()
+
+    with one_round():
+        for batch in inputs:
+            limit = (elements if elements is not None
+                     else CPU_STACK_ELEMENTS if batch.device.type == "cpu" else STACK_ELEMENTS)
+            if pending and sum(t.numel() for t in pending) + batch.numel() > limit:
+                call()
+            pending.append(batch)
+        call()
+    return outputs
+
+
+def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
+    """Rows per call for independent rows stacked into one batch (a gate's regions × images, attacked together):
+    ``cpu_rows`` on a CPU (:data:`CPU_STACK_ELEMENTS` 0), elsewhere as many images like ``sample`` (one image or a
+    batch; its first dimension is the batch) as :data:`STACK_ELEMENTS` input elements hold, at least ``cpu_rows``.
+
+    Example::
+
+        >>> device_rows(32, torch.zeros(4, 3, 32, 32))
+        32
+    """
+    limit = CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
+    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
+    return max(int(cpu_rows), limit // per_image) if limit else int(cpu_rows)
 
 
 def stage_family(key: str) -> str:

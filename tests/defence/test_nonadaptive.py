@@ -9,7 +9,9 @@ from torch import nn
 
 from advspatial.defence.nonadaptive import evaluate_defence
 from advspatial.defence.neutralize import NeutralizedModel
+from advspatial import passes
 from advspatial.errors import ShapeError
+from advspatial.passes import PassLedger
 from advspatial.regions import random_region_like
 from advspatial.regions.fills import fill
 
@@ -131,6 +133,30 @@ def test_columns_follow_their_definitions_and_ignore_batching(tiny_cnn):
     share = float((expected["pred_control_adv"][2] == y[2]).float().mean())
     assert rows[2]["pred_control_adv"] == pytest.approx(share)  # a control's row is its share of correct draws
     assert defended.calls == 0  # the mode of the given defence is not used
+
+
+def test_a_batchs_filled_images_are_one_round_and_stacked_calls_give_the_same_columns(tiny_cnn, monkeypatch):
+    """Per batch: the undefended predictions one round, every filled image (defended, controls, put-back, oracle)
+    another, besides the selection's own maps; the same columns when a GPU's stacked calls are forced here."""
+    model = tiny_cnn()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(6, 1, 28, 28, generator=gen)
+    x_adv = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    y = torch.randint(0, 10, (6,), generator=gen)
+    defended = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.2, fill="blur")
+    oracle = torch.rand(6, 28, 28, generator=gen) < 0.1
+    ledger = PassLedger()
+    ledger.watch(model)
+    one_each = evaluate_defence(model, defended, x, y, x_adv, oracle, draws=3, batch_size=3)
+    loop_calls, loop_rounds = ledger.outside.calls, ledger.outside.rounds
+    filled = 2 * (1 + 3) + 1 + 1 + 3 + 1   # defended and controls for adv and clean, put back, oracle's three
+    maps_calls = loop_calls - 2 * (2 + filled)
+    assert loop_rounds == maps_calls + 2 * 2   # two batches: the maps' calls, then two rounds each
+    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    stacked = evaluate_defence(model, defended, x, y, x_adv, oracle, draws=3, batch_size=3)
+    assert ledger.outside.calls - loop_calls == maps_calls + 2 * 2
+    for name, col in one_each.columns().items():
+        assert torch.equal(col, getattr(stacked, name)), name
 
 
 def test_without_oracle_and_empty_input(tiny_cnn):

@@ -10,12 +10,14 @@ import pytest
 import torch
 from torch import nn
 
+from advspatial import passes
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError
 from advspatial.faithfulness import deletion, randomization
 from advspatial.regions import controls
 from advspatial.faithfulness import gate as fg
 from advspatial.faithfulness.record import GateResult
+from advspatial.passes import PassLedger
 from advspatial.regions.references import LayoutSums, reference_maps
 
 SIZE = 16
@@ -476,6 +478,24 @@ def test_columns_do_not_depend_on_the_batch(fixture):
     for key in batch:
         assert batch[key].shape == (5,) and batch[key].device.type == "cpu"
         assert torch.allclose(batch[key].double(), merged[key].double(), atol=1e-5, equal_nan=True), key
+
+
+def test_deletion_is_one_round_and_stacked_calls_give_the_same_columns(fixture, monkeypatch):
+    """Every (fill, region) of a batch is one round: one call each on a CPU, and the same columns from calls
+    stacked as a GPU makes them (forced here on the CPU)."""
+    model, x, y = fixture
+    ids = torch.arange(len(x))
+    regions = regions_of(square_map(PATCH), x, y, ids)
+    ledger = PassLedger()
+    ledger.watch(model)
+    one_each = deletion.deletion_columns(model, x, y, regions, fills=("zero", "blur"), sample_ids=ids)
+    assert (ledger.outside.calls, ledger.outside.rounds) == (1 + 2 * len(regions), 2)
+    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    stacked = deletion.deletion_columns(model, x, y, regions, fills=("zero", "blur"), sample_ids=ids)
+    assert (ledger.outside.calls, ledger.outside.rounds) == (1 + 2 * len(regions) + 2, 4)
+    assert set(stacked) == set(one_each)
+    for key in one_each:
+        assert torch.allclose(stacked[key].double(), one_each[key].double(), atol=1e-5, equal_nan=True), key
 
 
 def test_the_restricted_attack_is_bounded_per_pass_and_gives_the_same_columns(fixture):

@@ -15,7 +15,9 @@ the fill) shows what the region holds; it is not a bound on anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 
 import torch
 from torch import nn
@@ -25,7 +27,8 @@ from ..models.hooks import frozen_eval
 from ..regions.checks import check_region
 from ..regions.controls import random_regions_like
 from ..regions.fills import put_back
-from ..runtime import batch_slices, model_device, sample_ids_or_range
+from ..passes import forward_stacked
+from ..runtime import batch_slices, model_device, sample_ids_or_range, to_host
 from .neutralize import NeutralizedModel
 
 
@@ -136,42 +139,57 @@ def evaluate_defence(
     if oracle_roa is not None:
         oracle_roa = check_region(oracle_roa, x)
     parts: dict[str, list[torch.Tensor]] = {}
-
-    def add(name: str, value: torch.Tensor) -> None:
-        parts.setdefault(name, []).append(value.cpu())
-
     device = model_device(model)
     with frozen_eval(model), frozen_eval(defended), torch.no_grad():
         for sl in batch_slices(n, batch_size):
-            ids = ids_all[sl]
             xb, ab = x[sl].to(device), x_adv[sl].to(device)
-            add("label", y[sl])
-            add("pred_clean", _predict(model, xb))
-            add("pred_adv", _predict(model, ab))
-            for tag, images in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
-                selection = defended.select(images, sample_ids=ids)
-                region = selection.neutralized
-                add(f"pred_defended_{tag}", _predict(defended.model, defended.fill_fn(images, region)))
-                add(f"pred_control_{tag}", torch.stack([
-                    _predict(defended.model, defended.fill_fn(images, control))
-                    for control in defended.control_regions(images, selection, range(draws), ids)], dim=1))
-                add(f"n_region_{tag}", region.flatten(1).sum(1))
-                if tag == "adv":
-                    add("pred_clean_restore_adv", put_back_pred(defended, ab, region, xb))
-            if oracle_regions is not None:
-                region = oracle_regions[sl].to(device)
-                within = None if oracle_roa is None else oracle_roa[sl].to(device)
-                strata = defended.strata(ab, region)
-                add("pred_oracle_adv", _predict(defended.model, defended.fill_fn(ab, region)))
-                add("pred_oracle_control_adv", torch.stack([
-                    _predict(defended.model, defended.fill_fn(ab, control)) for control in random_regions_like(
-                        region, defended.seed, within=within, strata=strata, draws=range(draws), sample_ids=ids)],
-                    dim=1))
-                add("pred_oracle_clean_restore", put_back_pred(defended, ab, region, xb))
-                add("n_region_oracle", region.flatten(1).sum(1))
+            batch = _batch_columns(model, defended, xb, ab, ids_all[sl], draws, clean,
+                                   None if oracle_regions is None else oracle_regions[sl].to(device),
+                                   None if oracle_roa is None else oracle_roa[sl].to(device))
+            parts.setdefault("label", []).append(y[sl].cpu())
+            for name, value in to_host(batch).items():
+                parts.setdefault(name, []).append(value)
     if n == 0:
         return _empty(oracle, clean, draws)
     return DefenceEvaluation(**{k: torch.cat(v) for k, v in parts.items()})
+
+
+#: a column's images: one batch (a (B,) prediction column) or a list of draws (a (B, draws) column)
+_Images = Callable[[], torch.Tensor] | list[Callable[[], torch.Tensor]]
+
+
+def _batch_columns(model: nn.Module, defended: NeutralizedModel, xb: torch.Tensor, ab: torch.Tensor,
+                   ids: torch.Tensor, draws: int, clean: bool, oracle: torch.Tensor | None,
+                   oracle_roa: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """One batch's columns, on the device. The regions are chosen first (the deployable selection needs the
+    model's maps); then every filled image goes to the classifier as one round
+    (:func:`~advspatial.passes.forward_stacked`), the undefended predictions as another."""
+    images: dict[str, _Images] = {}
+    counts: dict[str, torch.Tensor] = {}
+    for tag, x in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):
+        selection = defended.select(x, sample_ids=ids)
+        region = selection.neutralized
+        images[f"pred_defended_{tag}"] = partial(defended.fill_fn, x, region)
+        images[f"pred_control_{tag}"] = [partial(defended.fill_fn, x, c)
+                                         for c in defended.control_regions(x, selection, range(draws), ids)]
+        counts[f"n_region_{tag}"] = region.flatten(1).sum(1)
+        if tag == "adv":
+            images["pred_clean_restore_adv"] = partial(put_back, ab, region, xb)
+    if oracle is not None:
+        strata = defended.strata(ab, oracle)
+        images["pred_oracle_adv"] = partial(defended.fill_fn, ab, oracle)
+        images["pred_oracle_control_adv"] = [
+            partial(defended.fill_fn, ab, c) for c in random_regions_like(
+                oracle, defended.seed, within=oracle_roa, strata=strata, draws=range(draws), sample_ids=ids)]
+        images["pred_oracle_clean_restore"] = partial(put_back, ab, oracle, xb)
+        counts["n_region_oracle"] = oracle.flatten(1).sum(1)
+    pred_clean, pred_adv = (p.argmax(1) for p in forward_stacked(model, iter((xb, ab))))
+    makers = [m for v in images.values() for m in (v if isinstance(v, list) else [v])]
+    preds = iter([p.argmax(1) for p in forward_stacked(defended.model, (make() for make in makers))])
+    out = {"pred_clean": pred_clean, "pred_adv": pred_adv}
+    for name, v in images.items():
+        out[name] = torch.stack([next(preds) for _ in v], dim=1) if isinstance(v, list) else next(preds)
+    return {**out, **counts}
 
 
 def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor,

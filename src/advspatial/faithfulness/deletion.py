@@ -8,6 +8,7 @@ the gate and names everything here too).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
+from ..passes import forward_stacked
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
@@ -243,7 +245,9 @@ def deletion_columns(
     where ``r`` is empty), ``deletion:f:correct:r`` = 1.0 when the filled image
     is still classified as ``y``. Also ``clean:logit``, ``clean:correct`` and
     ``roi:pixels`` (the pixel count of ``regions["roi"]`` when present). One
-    forward pass per (fill, region), model in eval mode, no gradients.
+    forward pass per (fill, region), model in eval mode, no gradients, all of
+    them one round (:func:`~advspatial.passes.forward_stacked`: one call per
+    region on a CPU, stacked calls on a GPU).
     """
     x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
     params = _fill_params(fills, fill_params)
@@ -256,14 +260,15 @@ def deletion_columns(
         cols["clean:correct"] = _col((clean.argmax(1) == y).float())
         if ROI in regions:
             cols["roi:pixels"] = _col(regions[ROI].flatten(1).sum(1))
-        for name in fills:
-            fill_fn = make_deletion_fill(name, params[name], x, seed, ids)
-            for tag, region in regions.items():
-                region = region.to(x.device)
-                logits = _logits(model, fill_fn(x, region))
-                cols[f"deletion:{name}:drop:{tag}"] = _col(_empty_to_nan(clean_true - _true(logits, y), region))
-                cols[f"deletion:{name}:correct:{tag}"] = _col(
-                    _empty_to_nan((logits.argmax(1) == y).to(clean.dtype), region))
+        on_device = {tag: region.to(x.device) for tag, region in regions.items()}
+        fill_fns = {name: make_deletion_fill(name, params[name], x, seed, ids) for name in fills}
+        jobs = [(name, tag) for name in fills for tag in on_device]
+        filled = (fill_fns[name](x, on_device[tag]) for name, tag in jobs)
+        for (name, tag), logits in zip(jobs, forward_stacked(partial(_logits, model), filled), strict=True):
+            region = on_device[tag]
+            cols[f"deletion:{name}:drop:{tag}"] = _col(_empty_to_nan(clean_true - _true(logits, y), region))
+            cols[f"deletion:{name}:correct:{tag}"] = _col(
+                _empty_to_nan((logits.argmax(1) == y).to(clean.dtype), region))
     return to_host(cols)
 
 

@@ -44,6 +44,7 @@ from ...faithfulness.sequential import InterimDecision, interim_decision, look_s
 from ...maps import importance_map
 from ...models.loading import state_checksum
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ...passes import device_rows
 from ...runtime import to_host
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
@@ -185,7 +186,8 @@ def _budget(ctx: GateContext, model: nn.Module, eps: float, tag: str, slices: li
 
     def compute() -> dict[str, Any]:
         x, y, i = images()
-        return calibrate_budget(model, x, y, i, eps, cfg.gate_steps, cfg.seed, max_images=cfg.batch_size).as_dict()
+        return calibrate_budget(model, x, y, i, eps, cfg.gate_steps, cfg.seed,
+                                max_images=device_rows(cfg.batch_size, x)).as_dict()
 
     key = GATE_CHECK.at(*([tag] if tag else []), "budget", float(eps))
     return Budget.from_dict(key.get_model_work(ctx.rundir, inputs, compute))
@@ -316,9 +318,10 @@ def _gate_batch(ctx: GateContext, plan: _Plan, imp: torch.Tensor, layouts: Layou
     regions = gate_regions(imp, plan.fraction, cfg.seed, ids, references=refs)
     fills = tuple(cfg.gate_fills)
     cols = deletion_columns(plan.model, x, y, regions, fills=fills, seed=cfg.seed, sample_ids=ids)
-    # a pass holds at most a batch of images, as everywhere in a run (the regions x images stack is ~9 batches)
+    # a pass holds at most a batch of images on a CPU, as everywhere in a run (the regions x images stack is ~9
+    # batches); a GPU takes the stack in calls of its own size
     cols.update(restricted_attack_columns(plan.model, x, y, regions, plan.attack, sample_ids=ids,
-                                          max_images=cfg.batch_size))
+                                          max_images=device_rows(cfg.batch_size, x)))
     # the deletion and attack columns come back on the host; the map's two complexities join them in one read
     cols.update(to_host({"complexity:map": gini_sparseness(imp),
                          "complexity:blurred": gini_sparseness(blurred_map(imp))}))

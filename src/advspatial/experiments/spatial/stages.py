@@ -43,7 +43,8 @@ from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
 from ...models.hooks import frozen_eval
 from ...regions import MapAccumulator
-from ...runtime import batch_slices
+from ...passes import forward_stacked
+from ...runtime import batch_slices, to_host
 from ..context import train_images
 from ..measurement.config import contribution_kw
 from ..measurement.stages import Accuracy, Context, ExtraColumns
@@ -235,28 +236,43 @@ SweepColumns = dict[tuple[str, float, str], tuple[torch.Tensor, torch.Tensor]]
 def sweep_batch(ctx: SpatialContext, b: int, sl: slice, x_adv: torch.Tensor) -> SweepColumns:
     """Per-image correctness for every (adv|clean, fraction, fill): defended (B,), and its control's draws
     (B, draws)."""
-    cfg = ctx.config
 
     def compute() -> SweepColumns:
         x, y, ids = ctx.batch(sl)
-        out: SweepColumns = {}
-        for tag, images in (("adv", x_adv.to(ctx.device)), ("clean", x)):
-            imp, vul = importance_fn(ctx)(images), gradient_fn(ctx)(images)
-            for fraction in cfg.fractions:
-                selection = select_regions(imp, vul, fraction, seed=cfg.seed, sample_ids=ids)
-                controls: list[torch.Tensor] = []
-                for fill in cfg.fills:
-                    defended = neutralized(ctx, DefenceSetting("sweep", fraction, fill), None)
-                    if not controls or cfg.control_match == "change":  # only the fill-change strata depend on the fill
-                        controls = [defended.control_region(images, selection, d, ids)
-                                    for d in range(cfg.control_draws)]
-                    with torch.no_grad():
-                        out[tag, fraction, fill] = (
-                            correct_of(ctx, defended.fill_fn(images, selection.neutralized), y),
-                            torch.stack([correct_of(ctx, defended.fill_fn(images, c), y) for c in controls], dim=1))
-        return out
+        cells = [cell for tag, images in (("adv", x_adv.to(ctx.device)), ("clean", x))
+                 for cell in _sweep_cells(ctx, tag, images, ids)]
+        filled = (fill(images, region) for _, fill, images, regions in cells for region in regions)
+        with torch.no_grad():
+            logits = iter(forward_stacked(ctx.model, filled))
+            correct = {key: torch.stack([(next(logits).argmax(1) == y).float() for _ in regions], dim=1)
+                       for key, _, _, regions in cells}
+        on_host = to_host({str(i): c for i, c in enumerate(correct.values())})
+        return {key: (on_host[str(i)][:, 0].contiguous(), on_host[str(i)][:, 1:].contiguous())
+                for i, key in enumerate(correct)}
 
     return SWEEP.get(ctx.rundir, compute, b)
+
+
+SweepCell = tuple[tuple[str, float, str], Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.Tensor,
+                  list[torch.Tensor]]
+
+
+def _sweep_cells(ctx: SpatialContext, tag: str, images: torch.Tensor, ids: torch.Tensor) -> list[SweepCell]:
+    """The sweep's cells on one set of images (``tag``: adv or clean): per (fraction, fill) the key, the fill, the
+    images and the regions to fill, the neutralized region first and then its control's draws. The regions are
+    chosen here (the maps need the model's gradients); the filled images all go to the model as one round."""
+    cfg = ctx.config
+    imp, vul = importance_fn(ctx)(images), gradient_fn(ctx)(images)
+    cells: list[SweepCell] = []
+    for fraction in cfg.fractions:
+        selection = select_regions(imp, vul, fraction, seed=cfg.seed, sample_ids=ids)
+        controls: list[torch.Tensor] = []
+        for fill in cfg.fills:
+            defended = neutralized(ctx, DefenceSetting("sweep", fraction, fill), None)
+            if not controls or cfg.control_match == "change":  # only the fill-change strata depend on the fill
+                controls = [defended.control_region(images, selection, d, ids) for d in range(cfg.control_draws)]
+            cells.append(((tag, fraction, fill), defended.fill_fn, images, [selection.neutralized, *controls]))
+    return cells
 
 
 def correct_of(ctx: SpatialContext, images: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
