@@ -136,7 +136,7 @@ CPU_STACK_ELEMENTS = 0
 def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
                     elements: int | None = None) -> list[torch.Tensor]:
     """The model's outputs on independent batches ``inputs`` (made one after another, each ``(B_i, ...)`` with
-    the same trailing shape), in order, as **one round**.
+    the same trailing shape), in order, as **one round**: :func:`stacked_outputs` read to the end.
 
     Why: work that does not depend on the answer of the call before it (a gate's regions and fills, a defence's
     fractions and control draws) is a single call to a device; made as a loop of calls, a GPU waits on each.
@@ -155,25 +155,31 @@ def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
         >>> [tuple(o.shape) for o in outs], ledger.outside.calls, ledger.outside.rounds
         ([(3, 2), (3, 2), (3, 2), (3, 2), (3, 2)], 3, 1)
     """
-    outputs: list[torch.Tensor] = []
+    return list(stacked_outputs(model, inputs, elements))
+
+
+def stacked_outputs(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
+                    elements: int | None = None) -> Iterator[torch.Tensor]:
+    """:func:`forward_stacked`'s outputs one at a time, each as soon as its call is made: a caller that reduces
+    them (a mean over noisy copies) holds one call's outputs, not all, and counts a progress step per output. The
+    round stays open until the last output is read: the caller makes no other classifier call in between."""
     pending: list[torch.Tensor] = []
 
-    def call() -> None:
-        if len(pending) == 1:
-            outputs.append(model(pending[0]))
-        elif pending:
-            outputs.extend(model(torch.cat(pending)).split([len(t) for t in pending]))
+    def call() -> list[torch.Tensor]:
+        batches = list(pending)
         pending.clear()
+        if len(batches) == 1:
+            return [model(batches[0])]
+        return list(model(torch.cat(batches)).split([len(t) for t in batches])) if batches else []
 
     with one_round():
         for batch in inputs:
             limit = (elements if elements is not None
                      else CPU_STACK_ELEMENTS if batch.device.type == "cpu" else STACK_ELEMENTS)
             if pending and sum(t.numel() for t in pending) + batch.numel() > limit:
-                call()
+                yield from call()
             pending.append(batch)
-        call()
-    return outputs
+        yield from call()
 
 
 def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from advspatial import passes
 from advspatial.errors import ShapeError
 from advspatial.faithfulness.randomization import (
     CASCADE_MAX_SPEARMAN, cascade_verdict, fully_randomized, model_randomization_check,
@@ -24,6 +25,7 @@ from advspatial.faithfulness.randomization import (
 from advspatial.faithfulness.mprt import (
     efficient_mprt, histogram_entropy, randomization_checks, smooth_mprt, smoothed_maps,
 )
+from advspatial.passes import PassLedger
 from advspatial.runtime import sample_generator, stream_seed
 
 SIZE = 12
@@ -184,6 +186,29 @@ def test_smoothed_maps_are_batch_independent_and_end_with_the_clean_image(data):
         s, _ = smoothed_maps(model, x[i:i + 1], y[i:i + 1], saliency, seed=1, sample_ids=ids[i:i + 1], samples=3)
         torch.testing.assert_close(s[0], smooth[i], atol=1e-6, rtol=1e-5)
     assert not torch.allclose(smooth, plain)
+
+
+def test_smoothed_copies_are_one_round_and_stacked_calls_give_the_same_maps(data, monkeypatch):
+    """The noisy copies do not depend on each other: one round, a call per copy on a CPU (the same maps to the
+    bit as one at a time), the copies stacked into one call of the explainer where a device's budget allows."""
+    model, x, y = data
+    ids = torch.tensor([5, 6, 7, 8, 9, 10])
+    ledger = PassLedger()
+    ledger.watch(model)
+    calls: list[int] = []
+
+    def counted(m: nn.Module, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(len(z))
+        return saliency(m, z, t)
+
+    smooth, plain = smoothed_maps(model, x, y, counted, seed=1, sample_ids=ids, samples=4)
+    assert calls == [len(x)] * 4 and ledger.outside.rounds == 1
+    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    calls.clear()
+    stacked, stacked_plain = smoothed_maps(model, x, y, counted, seed=1, sample_ids=ids, samples=4)
+    assert calls == [4 * len(x)] and ledger.outside.rounds == 2
+    torch.testing.assert_close(stacked, smooth, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(stacked_plain, plain, atol=1e-6, rtol=1e-5)
 
 
 def test_cascade_verdict_rule():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import ShapeError, check_range
 from ..host_syncs import host_list
+from ..passes import stacked_outputs
 from ..progress import progress_bar
 from ..runtime import model_device, sample_generator, sample_ids_or_range, stream_seed
 from ..regions.checks import check_maps
@@ -165,16 +166,23 @@ def smoothed_maps(
     ids = sample_ids_or_range(n, sample_ids)
     gens = [sample_generator(stream_seed(seed, _STREAM_SMOOTH_NOISE), sid) for sid in host_list(ids)]
     spread = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).view(n, *([1] * (x.ndim - 1))) * noise_magnitude
-    total: torch.Tensor | None = None
-    plain = torch.empty(0)
-    for k in range(int(samples)):
-        if k == samples - 1:
-            noisy = x
-        else:
+
+    def copies() -> Iterator[torch.Tensor]:
+        for k in range(int(samples)):
+            if k == samples - 1:
+                yield x
+                continue
             eps = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]) if n else x.cpu()
             noisy = x + eps.to(x.device, x.dtype) * spread
-            noisy = noisy.clamp(0.0, 1.0) if clip else noisy
-        maps = _explain(explain_fn, model, noisy, y)
+            yield noisy.clamp(0.0, 1.0) if clip else noisy
+
+    def explain(images: torch.Tensor) -> torch.Tensor:  # one copy, or several stacked on a device
+        return _explain(explain_fn, model, images, y.repeat(len(images) // max(n, 1)))
+
+    # the copies do not depend on each other: one round (one call each on a CPU, stacked on a device)
+    total: torch.Tensor | None = None
+    plain = torch.empty(0)
+    for maps in stacked_outputs(explain, copies()):
         if tick is not None:  # one map computation done (a progress bar's step)
             tick()
         plain = maps
