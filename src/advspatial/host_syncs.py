@@ -142,3 +142,22 @@ def host_list(t: torch.Tensor) -> list[Any]:
         return t.tolist()
     finally:
         _COUNTER.on_host -= 1
+
+
+def host_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
+    """``t`` as a NumPy array (in ``dtype`` when given) in one read: the copy to the host is the read a device
+    waits on, counted once; the ``.numpy()`` of that copy waits on nothing and is not counted again.
+
+    >>> seen = []
+    >>> with counting(lambda: seen.append(1)):
+    ...     values = host_numpy(torch.arange(3), torch.float64)
+    >>> values.tolist(), len(seen)
+    ([0.0, 1.0, 2.0], 1)
+    """
+    copy = t.detach().cpu()  # the read (counted)
+    copy = copy.to(dtype) if dtype is not None else copy
+    _COUNTER.on_host += 1
+    try:
+        return copy.numpy()
+    finally:
+        _COUNTER.on_host -= 1

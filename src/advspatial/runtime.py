@@ -182,3 +182,16 @@ def min_max(t: torch.Tensor) -> tuple[float, float]:
     """
     low, high = torch.stack([t.detach().min(), t.detach().max()]).tolist()
     return low, high
+
+
+def min_max_each(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
+    """:func:`min_max` of each non-empty tensor (all on one device), all in one host read.
+
+    >>> min_max_each([torch.tensor([0.5, 1.0]), torch.tensor([[-2.0, 3.0]])])
+    [(0.5, 1.0), (-2.0, 3.0)]
+    """
+    if not tensors:
+        return []
+    values = torch.stack([v for t in tensors for v in (t.detach().min().to(torch.float64),
+                                                        t.detach().max().to(torch.float64))]).tolist()
+    return [(values[2 * i], values[2 * i + 1]) for i in range(len(tensors))]

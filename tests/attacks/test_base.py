@@ -11,6 +11,7 @@ from advspatial.attacks.base import (
 )
 from advspatial.attacks.fgsm import FGSM
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.host_syncs import counting
 from advspatial.models.hooks import frozen_eval
 from advspatial.runtime import per_sample_noise
 
@@ -125,8 +126,16 @@ def test_run_validates_inputs():
     atk = _AddConstant(_bn_dropout_model())
     with pytest.raises(ShapeError):
         atk.run(torch.rand(2, 6, 6), torch.zeros(2))
-    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"images must lie in \[0, 1\]"):
         atk.run(torch.rand(2, 1, 6, 6) + 1, torch.zeros(2))
+    with pytest.raises(ConfigError, match=r"images must lie in \[0, 1\]"):  # the images' error first
+        atk.run(torch.rand(2, 1, 6, 6) - 1, torch.zeros(2), mask=torch.full((6, 6), 2.0))
+    with pytest.raises(ConfigError, match=r"mask values must lie in \[0, 1\]"):
+        atk.run(torch.rand(2, 1, 6, 6), torch.zeros(2), mask=torch.full((6, 6), -0.5))
+    reads: list[int] = []
+    with counting(lambda: reads.append(1)):
+        _prepared = atk._prepare(torch.rand(2, 1, 6, 6), torch.zeros(2), torch.ones(2, 6, 6), None, None)
+    assert len(reads) == 1  # the images' and the mask's ranges in one host read
     with pytest.raises(ShapeError, match="labels"):
         atk.run(torch.rand(2, 1, 6, 6), torch.zeros(3))
     with pytest.raises(ShapeError, match="sample_ids"):

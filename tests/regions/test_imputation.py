@@ -152,3 +152,22 @@ def test_chunks_of_a_large_batch_give_the_same_fill_and_gradient(monkeypatch):
     chunked = imputation.linear_imputation(b, region)
     chunked.sum().backward()
     assert torch.equal(whole, chunked) and torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("empty", [False, True])
+def test_a_road_fill_reads_the_host_twice_the_region_and_the_pixels(empty: bool) -> None:
+    """The solver runs on the host: one read of the region, one of the images (a GPU waits on each), and none
+    to ask first whether the region is empty (an empty one comes back unchanged from the solver's own read)."""
+    from advspatial.host_syncs import counting
+    from advspatial.regions.fills import fill
+
+    x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    region = torch.zeros(3, 6, 6, dtype=torch.bool)
+    if not empty:
+        region[:, 2:4, 1:3] = True
+    reads: list[int] = []
+    with counting(lambda: reads.append(1)):
+        out = fill(x, region, "road", sample_ids=torch.arange(3))
+    assert len(reads) == 2
+    assert torch.equal(out[~region[:, None].expand_as(x)], x[~region[:, None].expand_as(x)])
+    assert torch.equal(out, x) == empty

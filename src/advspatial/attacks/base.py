@@ -31,7 +31,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_logits, guarded_spec
 from ..registry import Registry
-from ..runtime import min_max, model_device, sample_ids_or_range
+from ..runtime import min_max, min_max_each, model_device, sample_ids_or_range
 
 __all__ = [
     "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "list_attacks",
@@ -105,11 +105,25 @@ def _leaves_unit_interval(t: torch.Tensor) -> bool:
     return low < 0 or high > 1
 
 
-def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+def check_unit_ranges(x: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Images and a mask (already on one device) in [0, 1], checked in one host read; the images' error first."""
+    named = [(t, what) for t, what in ((x, "images"), (mask, "mask")) if t is not None and t.numel()]
+    for (low, high), (_, what) in zip(min_max_each([t for t, _ in named]), named, strict=True):
+        if low < 0 or high > 1:
+            raise ConfigError(IMAGES_OUTSIDE if what == "images" else MASK_OUTSIDE)
+
+
+#: the one-line errors of values outside [0, 1]
+IMAGES_OUTSIDE = "images must lie in [0, 1]; wrap a model that needs normalization in Normalized"
+MASK_OUTSIDE = "mask values must lie in [0, 1]"
+
+
+def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor, check_values: bool = True) -> torch.Tensor | None:
     """Validate a mask and broadcast it to x's shape (float on x's device), or None.
 
     Accepts (H,W), (N,H,W) (expanded over channels), or anything broadcastable
-    to (N,C,H,W); values must lie in [0,1].
+    to (N,C,H,W); values must lie in [0,1] (``check_values=False``: the caller checks them, with the images', in
+    one read: :func:`check_unit_ranges`).
     """
     if mask is None:
         return None
@@ -123,8 +137,8 @@ def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | N
         mask = torch.broadcast_to(mask, x.shape)
     except RuntimeError as exc:
         raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to images {tuple(x.shape)}") from exc
-    if mask.numel() and _leaves_unit_interval(mask):
-        raise ConfigError("mask values must lie in [0, 1]")
+    if check_values and mask.numel() and _leaves_unit_interval(mask):
+        raise ConfigError(MASK_OUTSIDE)
     return mask
 
 
@@ -256,7 +270,8 @@ class Attack:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         """Validated ``(x, y, target, mask broadcast to x, sample_ids on the CPU)``."""
         x, y, target = self._validate(x, y, target)
-        mask_full = prepare_mask(mask, x)
+        mask_full = prepare_mask(mask, x, check_values=False)
+        check_unit_ranges(x, mask_full)  # the images' and the mask's values in one read
         return x, y, target, mask_full, sample_ids_or_range(x.shape[0], sample_ids)
 
     def _validate(
@@ -266,8 +281,6 @@ class Attack:
             raise ShapeError(f"images must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
         if not x.is_floating_point():
             raise ShapeError(f"images must be floating point in [0,1], got dtype {x.dtype}")
-        if x.numel() and _leaves_unit_interval(x):
-            raise ConfigError("images must lie in [0, 1]; wrap a model that needs normalization in Normalized")
         device = model_device(self.model)
         x = x.detach().to(device)
         y = torch.as_tensor(y, device=device).long()

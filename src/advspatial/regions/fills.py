@@ -116,7 +116,9 @@ def fill(
     if kind == "road":
         ids = sample_ids_or_range(x.shape[0], None if sample_ids is None else torch.as_tensor(sample_ids))
         params = dataclasses.replace(params, sample_ids=tuple(host_list(ids)))
-    if kind not in DEVICE_FILLS and not bool(region.any()):  # an empty region: skip the others' work
+    # an empty region: skip the host fills' work (ROAD reads the region to the host for its solver anyway and
+    # returns the images unchanged there: asking here first would be a second read)
+    if kind not in (*DEVICE_FILLS, "road") and not bool(region.any()):
         return x
     content = FILLS.get(kind)(x, region, params)
     return torch.where(region[:, None], content, x)

@@ -18,6 +18,7 @@ import scipy.sparse.linalg
 import torch
 
 from ..errors import check_range
+from ..host_syncs import host_numpy
 from ..runtime import per_sample_noise, sample_ids_or_range
 from .checks import check_region
 
@@ -163,8 +164,7 @@ class _ImputationSystem:
 def _pixels_by_channel(t: torch.Tensor) -> np.ndarray:
     """An (N,C,H,W) tensor as an (N*H*W, C) contiguous float64 NumPy array (one row per pixel)."""
     n, c, h, w = t.shape
-    pixels = t.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).reshape(n * h * w, c)
-    return np.ascontiguousarray(pixels.numpy())
+    return np.ascontiguousarray(host_numpy(t, torch.float64).transpose(0, 2, 3, 1).reshape(n * h * w, c))
 
 
 def _as_images(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -197,7 +197,7 @@ class _LinearImputation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        masks = region.cpu().numpy()
+        masks = host_numpy(region)
         parts, systems = [], []
         for chunk in _image_chunks(masks):
             system = _ImputationSystem.build(masks[chunk])
@@ -218,7 +218,7 @@ class _LinearImputation(torch.autograd.Function):
         for chunk, system in ctx.systems:
             g = _pixels_by_channel(grad[chunk])
             out = system.gradient(np.ascontiguousarray(g[system.unknown]))
-            known = ~region[chunk].cpu().numpy().reshape(-1)
+            known = ~host_numpy(region[chunk]).reshape(-1)
             out[known] += g[known]  # known pixels are passed through unchanged
             parts.append(_as_images(out, grad[chunk]))
         return torch.cat(parts), None
