@@ -137,3 +137,23 @@ def test_torchrun_on_cuda_uses_nccl_and_matches_one_process(tmp_path: Path) -> N
     run_cli("run", "baseline", "--quick", "--out", str(tmp_path / "torchrun"), "--no-progress", launcher=launcher)
     plain = (tmp_path / "plain" / "per_image.csv").read_bytes()
     assert (tmp_path / "torchrun" / "per_image.csv").read_bytes() == plain
+
+
+def test_stacked_deletion_on_cuda_is_one_call_and_equals_cpu(tiny_cnn, no_tf32) -> None:
+    """On a GPU the gate's regions and fills go to the classifier stacked (passes.forward_stacked): one call for
+    all of them besides the clean pass, and the same columns as the CPU's one call per region."""
+    from advspatial.faithfulness.deletion import deletion_columns, gate_regions
+    from advspatial.passes import PassLedger
+
+    x, y = images(16)
+    importance = x.mean(1)
+    ids = torch.arange(16)
+    regions = gate_regions(importance, 0.2, 0, ids)
+    cpu = deletion_columns(tiny_cnn(), x, y, regions, fills=("zero", "blur"), sample_ids=ids)
+    model, ledger = tiny_cnn().cuda(), PassLedger()
+    ledger.watch(model)
+    gpu = deletion_columns(model, x.cuda(), y.cuda(), {k: v.cuda() for k, v in regions.items()},
+                           fills=("zero", "blur"), sample_ids=ids)
+    assert (ledger.outside.calls, ledger.outside.rounds) == (2, 2)
+    for key, column in cpu.items():
+        assert torch.allclose(gpu[key], column, atol=1e-4, equal_nan=True), key
