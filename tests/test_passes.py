@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 from advspatial.host_syncs import host_list
 from advspatial import passes
 from advspatial.passes import (
-    PassCount, PassLedger, call_rates, device_rows, forward_stacked, one_round, stage_family,
+    PassCount, PassLedger, call_rates, device_rows, forward_stacked, one_round, stacked_outputs, stage_family,
 )
 from advspatial.rundir import RunDir
 from advspatial.runtime import per_sample_noise
@@ -233,6 +234,18 @@ def test_stacked_batches_are_one_round_with_the_outputs_of_one_call_each(sizes: 
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, loop, strict=True))
         assert max(held) <= max(elements, 4 * max(sizes))
     assert ledger.outside.rounds == 1
+
+
+def test_a_stacked_round_read_inside_closing_ends_when_its_reader_fails() -> None:
+    ledger, model = PassLedger(), tiny()
+    ledger.watch(model)
+    with torch.no_grad():
+        with pytest.raises(RuntimeError, match="reader failed"):
+            with closing(stacked_outputs(model, (images(2) for _ in range(3)))) as outputs:
+                for _ in outputs:
+                    raise RuntimeError("reader failed")
+        model(images(2))  # a round of its own, not the failed one's
+    assert (ledger.outside.calls, ledger.outside.rounds) == (2, 2)
 
 
 def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewhere(monkeypatch) -> None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -159,10 +159,11 @@ def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
 
 
 def stacked_outputs(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
-                    elements: int | None = None) -> Iterator[torch.Tensor]:
+                    elements: int | None = None) -> Generator[torch.Tensor, None, None]:
     """:func:`forward_stacked`'s outputs one at a time, each as soon as its call is made: a caller that reduces
     them (a mean over noisy copies) holds one call's outputs, not all, and counts a progress step per output. The
-    round stays open until the last output is read: the caller makes no other classifier call in between."""
+    round stays open until the last output is read or the generator is closed: the caller makes no other
+    classifier call in between, and reads it inside ``contextlib.closing`` so that an error ends the round."""
     pending: list[torch.Tensor] = []
 
     def call() -> list[torch.Tensor]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import closing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -182,11 +183,12 @@ def smoothed_maps(
     # the copies do not depend on each other: one round (one call each on a CPU, stacked on a device)
     total: torch.Tensor | None = None
     plain = torch.empty(0)
-    for maps in stacked_outputs(explain, copies()):
-        if tick is not None:  # one map computation done (a progress bar's step)
-            tick()
-        plain = maps
-        total = maps / samples if total is None else total + maps / samples
+    with closing(stacked_outputs(explain, copies())) as outputs:  # the round ends here even on an error
+        for maps in outputs:
+            if tick is not None:  # one map computation done (a progress bar's step)
+                tick()
+            plain = maps
+            total = maps / samples if total is None else total + maps / samples
     assert total is not None
     return total, plain
 
