@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from advspatial.host_syncs import host_list
+from advspatial.models.outputs import guard_outputs
 from advspatial import passes
 from advspatial.passes import (
     PassCount, PassLedger, call_rates, device_rows, forward_stacked, one_round, stacked_outputs, stage_family,
@@ -277,6 +278,22 @@ def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_a
         _ = model(images(2)).sum().item()  # outside every stage: not counted
     assert ledger.by_stage["reads"].syncs == 3
     assert ledger.outside.syncs == 0
+
+
+@pytest.mark.parametrize("guard_first", [True, False])
+def test_the_output_guards_finiteness_read_is_counted_as_the_packages_own(guard_first: bool) -> None:
+    """A run guards its model before it watches it, so the guard's hook runs inside the watched forward; its read
+    (every output's finiteness) is still the package's, one per call, whatever the order of the hooks."""
+    ledger, model = PassLedger(), tiny()
+    if guard_first:
+        guard_outputs(model, "tiny")
+    ledger.watch(model)
+    if not guard_first:
+        guard_outputs(model, "tiny")
+    with ledger.stage("guarded"), torch.no_grad():
+        model(images(2))
+        model(images(3))
+    assert ledger.by_stage["guarded"].syncs == 2
 
 
 def test_sample_ids_kept_on_the_host_are_read_without_counting_and_other_reads_still_count() -> None:

@@ -124,6 +124,27 @@ def leave_model() -> None:
     _COUNTER.in_model = max(0, _COUNTER.in_model - 1)
 
 
+@contextmanager
+def ours() -> Iterator[None]:
+    """Reads in the block are the package's own, counted even inside a watched model's forward: a hook of the
+    package's that runs there (the output guard's finiteness check) is not the model's code.
+
+    >>> seen = []
+    >>> with counting(lambda: seen.append(1)):
+    ...     enter_model(); _ = torch.ones(2).tolist()        # the model's own read: not counted
+    ...     with ours():
+    ...         _ = torch.ones(2).tolist()                  # the package's read inside it: counted
+    ...     leave_model()
+    >>> len(seen)
+    1
+    """
+    saved, _COUNTER.in_model = _COUNTER.in_model, 0
+    try:
+        yield
+    finally:
+        _COUNTER.in_model = saved
+
+
 def host_list(t: torch.Tensor) -> list[Any]:
     """``t.tolist()`` for a tensor a run keeps on the host whatever its device (the images' sample ids, which
     :func:`~advspatial.runtime.sample_ids_or_range` returns on the CPU): reading it waits on no device, so it is not

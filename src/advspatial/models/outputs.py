@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from ..host_syncs import ours
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -63,7 +64,8 @@ class OutputGuard:
     def __call__(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         needs_grad = x is not None and x.requires_grad and torch.is_grad_enabled()
-        check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
+        with ours():  # its finiteness read is the package's, not the model's: counted, a GPU waits on it
+            check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
 
 
 _GUARDS: weakref.WeakKeyDictionary[nn.Module, RemovableHandle] = weakref.WeakKeyDictionary()
