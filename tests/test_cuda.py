@@ -157,3 +157,23 @@ def test_stacked_deletion_on_cuda_is_one_call_and_equals_cpu(tiny_cnn, no_tf32) 
     assert (ledger.outside.calls, ledger.outside.rounds) == (2, 2)
     for key, column in cpu.items():
         assert torch.allclose(gpu[key], column, atol=1e-4, equal_nan=True), key
+
+
+def test_a_guarded_model_on_cuda_reads_its_finiteness_once_per_stage(tiny_cnn) -> None:
+    """On a GPU the output guard holds its finiteness check until the stage's end: one host read per stage, and a
+    model that returns NaN fails the stage there."""
+    from advspatial.errors import ModelError
+    from advspatial.models.outputs import guard_outputs
+    from advspatial.passes import PassLedger
+
+    model, ledger = tiny_cnn().cuda(), PassLedger()
+    guard_outputs(model, "tiny")
+    ledger.watch(model)
+    x, _ = images(8)
+    with ledger.stage("sound"), torch.no_grad():
+        for _ in range(3):
+            model(x.cuda())
+    assert ledger.by_stage["sound"].syncs == 1
+    with pytest.raises(ModelError, match="non-finite logits"):
+        with ledger.stage("nan"), torch.no_grad():
+            model(torch.full_like(x, float("nan")).cuda())

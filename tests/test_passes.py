@@ -281,19 +281,25 @@ def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_a
 
 
 @pytest.mark.parametrize("guard_first", [True, False])
-def test_the_output_guards_finiteness_read_is_counted_as_the_packages_own(guard_first: bool) -> None:
-    """A run guards its model before it watches it, so the guard's hook runs inside the watched forward; its read
-    (every output's finiteness) is still the package's, one per call, whatever the order of the hooks."""
-    ledger, model = PassLedger(), tiny()
-    if guard_first:
-        guard_outputs(model, "tiny")
-    ledger.watch(model)
-    if not guard_first:
-        guard_outputs(model, "tiny")
-    with ledger.stage("guarded"), torch.no_grad():
-        model(images(2))
-        model(images(3))
-    assert ledger.by_stage["guarded"].syncs == 2
+def test_the_output_guards_per_call_read_on_a_cpu_is_not_counted_as_a_devices_wait(guard_first: bool,
+                                                                                  monkeypatch) -> None:
+    """On a CPU the guard checks every output at once; on a device it holds the check until the stage's end, one
+    read per stage (forced here with DEFER_ON_CPU). The count stands for a device's waits: none per call, one per
+    stage, whatever the order of the guard's and the ledger's hooks."""
+    from advspatial.models import outputs
+
+    for deferred in (False, True):
+        monkeypatch.setattr(outputs, "DEFER_ON_CPU", deferred)
+        ledger, model = PassLedger(), tiny()
+        if guard_first:
+            guard_outputs(model, "tiny")
+        ledger.watch(model)
+        if not guard_first:
+            guard_outputs(model, "tiny")
+        with ledger.stage("guarded"), torch.no_grad():
+            model(images(2))
+            model(images(3))
+        assert ledger.by_stage["guarded"].syncs == (1 if deferred else 0)
 
 
 def test_sample_ids_kept_on_the_host_are_read_without_counting_and_other_reads_still_count() -> None:

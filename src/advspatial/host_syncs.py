@@ -10,7 +10,8 @@ How: while :func:`counting` is active, the tensor methods and functions that rea
 while no watched model is running reports to the callback given. The originals are restored when the block ends;
 nested blocks share one installation. Model code (whatever runs between a watched model's forward pre-hook and its
 forward hook) is the model's own and is not counted, nor is a read of a tensor kept on the host on every device
-(the sample ids, :func:`host_list`).
+(the sample ids, :func:`host_list`). A check that would read on every call (a guarded model's finiteness) is held
+until the stage's end on a device (:func:`defer`, :func:`settle`): one read per stage instead of one per call.
 
 Example::
 
@@ -125,24 +126,22 @@ def leave_model() -> None:
 
 
 @contextmanager
-def ours() -> Iterator[None]:
-    """Reads in the block are the package's own, counted even inside a watched model's forward: a hook of the
-    package's that runs there (the output guard's finiteness check) is not the model's code.
+def cpu_only() -> Iterator[None]:
+    """Reads in the block are made on a CPU only: on another device the same check is held until the stage's end
+    (:func:`defer`), so they are not a device's waits and are not counted.
 
     >>> seen = []
     >>> with counting(lambda: seen.append(1)):
-    ...     enter_model(); _ = torch.ones(2).tolist()        # the model's own read: not counted
-    ...     with ours():
-    ...         _ = torch.ones(2).tolist()                  # the package's read inside it: counted
-    ...     leave_model()
+    ...     with cpu_only():
+    ...         _ = torch.ones(2).tolist()
     >>> len(seen)
-    1
+    0
     """
-    saved, _COUNTER.in_model = _COUNTER.in_model, 0
+    _COUNTER.on_host += 1
     try:
         yield
     finally:
-        _COUNTER.in_model = saved
+        _COUNTER.on_host -= 1
 
 
 def host_list(t: torch.Tensor) -> list[Any]:
@@ -182,3 +181,33 @@ def host_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
         return copy.numpy()
     finally:
         _COUNTER.on_host -= 1
+
+
+# -- checks that wait for the next stage's end -------------------------------------------------------------------
+
+#: the checks :func:`defer` holds until :func:`settle`, in order (per process)
+_DEFERRED: list[Callable[[], None]] = []
+
+
+def defer(check: Callable[[], None]) -> None:
+    """Hold ``check`` (a callable that reads its own device-side flag and raises its own error) until
+    :func:`settle`: a check made on every call of a model would be a host read a GPU waits on between calls.
+    The same check held twice (an equal callable: the same object's bound method) runs once."""
+    if check not in _DEFERRED:
+        _DEFERRED.append(check)
+
+
+def settle() -> None:
+    """Run every held check (each a host read), first held first; the first that fails raises, the others stay
+    held. Called at the end of every stage (before its value is kept) and before a run writes its results.
+
+    >>> seen = []
+    >>> defer(lambda: seen.append("checked"))
+    >>> settle(); settle()
+    >>> seen
+    ['checked']
+    """
+    while _DEFERRED:
+        check = _DEFERRED[0]
+        check()
+        _DEFERRED.pop(0)

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .host_syncs import counting, enter_model, leave_model
+from .host_syncs import counting, enter_model, leave_model, settle
 
 #: the index part of a stage key (``attack/pgd/batch-00003``): stripped to name the stage's family
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
@@ -305,6 +305,7 @@ class PassLedger:
         try:
             with self._instrumented():
                 yield count
+                settle()  # the checks held for the stage's end (a guarded model's finiteness), in the stage
         finally:
             self._open.pop()
             elapsed = time.process_time() - started

@@ -100,3 +100,32 @@ def test_the_incremental_one_pixel_attack_keeps_its_speed_path_and_checks_its_lo
     attack._clean_logits = lambda x: torch.full((len(x), 10), torch.nan)  # type: ignore[method-assign]
     with pytest.raises(ModelError, match="model 'lenet5' returned non-finite logits"):
         attack.run(data.images(), data.labels)
+
+
+def test_on_a_device_the_finiteness_check_waits_for_the_stage_end_and_fails_it(monkeypatch) -> None:
+    """Off the CPU (forced here) the guard reads nothing per call: it counts the non-finite images on the device
+    and the stage's end reads the count once; a stage with one fails there, before its value is kept, in one line."""
+    from advspatial.models import outputs
+    from advspatial.passes import PassLedger
+
+    monkeypatch.setattr(outputs, "DEFER_ON_CPU", True)
+    data = tiny_data()
+    sound, faulty = Faulty("none"), Faulty("nan")
+    for model in (sound, faulty):
+        check_model_fits_data(model, data, torch.device("cpu"), f"f.py:{model.fault}")
+    ledger = PassLedger()
+    ledger.watch(sound)
+    ledger.watch(faulty)
+    with ledger.stage("sound"), torch.no_grad():
+        for _ in range(3):
+            sound(data.images())
+    assert ledger.by_stage["sound"].syncs == 1  # the stage end's one read, not one per call
+    with pytest.raises(ModelError, match=r"model 'f\.py:nan' returned non-finite logits \(NaN or inf\) for 10 of "
+                                         r"the 12 images of this stage's calls"):
+        with ledger.stage("faulty"), torch.no_grad():
+            faulty(data.images())
+            faulty(data.images())
+    assert "faulty" not in ledger.by_stage  # a failed stage is not recorded
+    with ledger.stage("after"), torch.no_grad():  # the count starts again after the error
+        sound(data.images())
+    assert ledger.by_stage["after"].syncs == 1

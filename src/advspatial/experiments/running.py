@@ -25,6 +25,7 @@ from ..errors import AdvspatialError, ConfigError, DataError, first_line
 from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, read_json
 from ..report.figures import OVERVIEW_FIGURE
 from ..report.html import write_report
+from ..host_syncs import settle
 from ..rundir import RunDir
 from .findings import Findings
 from .registry import Experiment, get_experiment
@@ -368,6 +369,7 @@ def finished_findings(out: str | Path) -> dict[str, Any]:
 def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """metrics.json (stamped with the run's identity: :func:`run_stamp`), per_image.csv and report.html of a
     finished run."""
+    settle()  # every check still held (a guarded model's finiteness since the last stage) before results are kept
     result.metrics["run"] = run_stamp(rundir.record(), result.metrics)
     atomic_write_text(rundir.path / "metrics.json", metrics_to_json(result.metrics))
     atomic_write_text(rundir.path / "per_image.csv", rows_to_csv(result.per_image))

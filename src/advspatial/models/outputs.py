@@ -17,16 +17,17 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..host_syncs import ours
+from ..host_syncs import cpu_only, defer
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
 
 
 def check_logits(logits: object, spec: str, batch: int | None = None, classes: int | None = None,
-                 needs_grad: bool = False) -> torch.Tensor:
+                 needs_grad: bool = False, finite: bool = True) -> torch.Tensor:
     """``logits`` when they are a floating (batch, classes) tensor of finite values (with an autograd graph when
-    ``needs_grad``); else a one-line :class:`ModelError` naming the model ``spec`` and what is valid."""
+    ``needs_grad``); else a one-line :class:`ModelError` naming the model ``spec`` and what is valid.
+    ``finite=False`` leaves out the finiteness check, the one that reads the host (the caller checks it later)."""
     name = f"model {spec!r}" if spec else "the model"
     if not isinstance(logits, torch.Tensor):
         raise ModelError(f"{name} returned {type(logits).__name__}; valid: a tensor of logits (N, classes)")
@@ -42,17 +43,29 @@ def check_logits(logits: object, spec: str, batch: int | None = None, classes: i
     if needs_grad and not logits.requires_grad:
         raise ModelError(f"{name} returned logits without a gradient (computed under torch.no_grad(), detached, or "
                          "not from the input); attacks and gradient maps need logits differentiable in the input")
-    finite = torch.isfinite(logits.detach())
-    if not bool(finite.all()):
-        rows = (~finite.all(1)).nonzero().flatten().tolist()
+    if not finite:
+        return logits
+    finite_values = torch.isfinite(logits.detach())
+    if not bool(finite_values.all()):
+        rows = (~finite_values.all(1)).nonzero().flatten().tolist()
         shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
         raise ModelError(f"{name} returned non-finite logits (NaN or inf) for {len(rows)} of {shape[0]} images "
                          f"of a batch (rows {shown}); check its weights and its forward")
     return logits
 
 
+#: check a guarded model's outputs on a CPU at the stage's end too, as on a GPU (tests of that path set it)
+DEFER_ON_CPU = False
+
+
 class OutputGuard:
     """A forward hook running :func:`check_logits` on every output of the model it is registered on.
+
+    On a CPU every output is checked at once. On another device the finiteness check, the one that reads the host,
+    waits for the end of the stage (:func:`~advspatial.host_syncs.defer`): the guard counts the non-finite images
+    on the device and the stage's end reads the count once, so the device does not wait between calls; a stage
+    with one fails before its value is kept, with the same one-line error. The shape, dtype and gradient checks
+    read nothing and stay at every call.
 
     The incremental one-pixel evaluation (:mod:`advspatial.models.patch`) recognizes it as no change to what the model
     computes (it still refuses a model with any other forward hook).
@@ -60,12 +73,33 @@ class OutputGuard:
 
     def __init__(self, spec: str, classes: int | None) -> None:
         self.spec, self.classes = spec, classes
+        self.non_finite: torch.Tensor | None = None  # images with a non-finite logit since the last check
+        self.images = 0
 
     def __call__(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         needs_grad = x is not None and x.requires_grad and torch.is_grad_enabled()
-        with ours():  # its finiteness read is the package's, not the model's: counted, a GPU waits on it
-            check_logits(output, self.spec, None if x is None else int(x.shape[0]), self.classes, needs_grad)
+        batch = None if x is None else int(x.shape[0])
+        if isinstance(output, torch.Tensor) and (output.device.type != "cpu" or DEFER_ON_CPU):
+            logits = check_logits(output, self.spec, batch, self.classes, needs_grad, finite=False)
+            bad = (~torch.isfinite(logits.detach()).all(1)).sum()
+            self.non_finite = bad if self.non_finite is None else self.non_finite + bad
+            self.images += len(logits)
+            defer(self.check)
+            return
+        with cpu_only():  # on a device this read waits for the stage's end (above): not a device's wait per call
+            check_logits(output, self.spec, batch, self.classes, needs_grad)
+
+    def check(self) -> None:
+        """The outputs since the last check were finite (one host read), else the one-line error."""
+        if self.non_finite is None:
+            return
+        bad, images = int(self.non_finite), self.images
+        self.non_finite, self.images = None, 0
+        if bad:
+            name = f"model {self.spec!r}" if self.spec else "the model"
+            raise ModelError(f"{name} returned non-finite logits (NaN or inf) for {bad} of the {images} images of "
+                             "this stage's calls; check its weights and its forward")
 
 
 _GUARDS: weakref.WeakKeyDictionary[nn.Module, RemovableHandle] = weakref.WeakKeyDictionary()
