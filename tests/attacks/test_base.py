@@ -136,6 +136,26 @@ def test_run_validates_inputs():
     with counting(lambda: reads.append(1)):
         _prepared = atk._prepare(torch.rand(2, 1, 6, 6), torch.zeros(2), torch.ones(2, 6, 6), None, None)
     assert len(reads) == 1  # the images' and the mask's ranges in one host read
+    reads.clear()
+    with counting(lambda: reads.append(1)):
+        atk.run(torch.rand(2, 1, 6, 6), torch.zeros(2), mask=torch.ones(2, 6, 6))
+    assert len(reads) == 2  # the ranges, then the clean and adversarial logits' finiteness together
+
+
+def test_non_finite_clean_or_adversarial_logits_are_one_line_errors_the_clean_ones_first():
+    from advspatial.errors import ModelError
+
+    atk = _AddConstant(_bn_dropout_model())
+    nan = lambda x: torch.full((len(x), 3), torch.nan)  # noqa: E731
+    atk._clean_logits = nan  # type: ignore[method-assign]
+    atk._adversarial_logits = nan  # type: ignore[method-assign]
+    with pytest.raises(ModelError, match=r"for 2 of 2 images of a batch \(rows 0, 1\)"):
+        atk.run(torch.rand(2, 1, 6, 6), torch.zeros(2))
+    atk = _AddConstant(_bn_dropout_model())
+    atk._adversarial_logits = lambda x: torch.where(torch.arange(len(x))[:, None] == 1, torch.nan,  # type: ignore
+                                                    torch.zeros(len(x), 3))
+    with pytest.raises(ModelError, match=r"for 1 of 2 images of a batch \(rows 1\)"):
+        atk.run(torch.rand(2, 1, 6, 6), torch.zeros(2))
     with pytest.raises(ShapeError, match="labels"):
         atk.run(torch.rand(2, 1, 6, 6), torch.zeros(3))
     with pytest.raises(ShapeError, match="sample_ids"):

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
-from ..models.outputs import check_logits, guarded_spec
+from ..models.outputs import check_finite_logits, check_logits, guarded_spec
 from ..registry import Registry
 from ..runtime import min_max, min_max_each, model_device, sample_ids_or_range
 
@@ -217,12 +217,14 @@ class Attack:
         x, y, target, mask_full, ids = self._prepare(x, y, mask, target, sample_ids)
         try:
             with frozen_eval(self.model):
+                spec = guarded_spec(self.model)
                 with torch.no_grad():  # checked here too: an attack may compute them without calling the model
-                    clean_pred = check_logits(self._clean_logits(x), guarded_spec(self.model), len(x)).argmax(1)
+                    clean_logits = check_logits(self._clean_logits(x), spec, len(x), finite=False)
                 x_adv, queries = self._constrained_perturb(x, y, mask_full, target, ids)
                 with torch.no_grad():
-                    adv_logits = self._adversarial_logits(x_adv)
-                    adv_pred = check_logits(adv_logits, guarded_spec(self.model), len(x)).argmax(1)
+                    adv_logits = check_logits(self._adversarial_logits(x_adv), spec, len(x), finite=False)
+                    check_finite_logits(spec, clean_logits, adv_logits)  # both in one read, the clean ones' error first
+                clean_pred, adv_pred = clean_logits.argmax(1), adv_logits.argmax(1)
         finally:
             self._release()
         success = adv_pred == target if target is not None else adv_pred != y

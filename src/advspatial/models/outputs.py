@@ -54,6 +54,17 @@ def check_logits(logits: object, spec: str, batch: int | None = None, classes: i
     return logits
 
 
+def check_finite_logits(spec: str, *logits: torch.Tensor) -> None:
+    """Every one of ``logits`` finite, read back in one host read; else :func:`check_logits`' one-line error for
+    the first that is not (its rows named)."""
+    if not logits:
+        return
+    flags = torch.stack([torch.isfinite(t.detach()).all() for t in logits]).tolist()
+    for t, finite in zip(logits, flags, strict=True):
+        if not finite:
+            check_logits(t, spec)
+
+
 #: check a guarded model's outputs on a CPU at the stage's end too, as on a GPU (tests of that path set it)
 DEFER_ON_CPU = False
 
