@@ -96,10 +96,6 @@ class DefenceEvaluation:
                 for k in self.columns() if k.startswith("pred_")}
 
 
-def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1).cpu()
-
-
 def evaluate_defence(
     model: nn.Module,
     defended: NeutralizedModel,
@@ -190,12 +186,6 @@ def _batch_columns(model: nn.Module, defended: NeutralizedModel, xb: torch.Tenso
     for name, v in images.items():
         out[name] = torch.stack([next(preds) for _ in v], dim=1) if isinstance(v, list) else next(preds)
     return {**out, **counts}
-
-
-def put_back_pred(defended: NeutralizedModel, x_adv: torch.Tensor, region: torch.Tensor,
-                  x: torch.Tensor) -> torch.Tensor:
-    """Prediction of the defended model's classifier with the region's clean pixels put back."""
-    return _predict(defended.model, put_back(x_adv, region, x))
 
 
 def _empty(oracle: bool, clean: bool, draws: int) -> DefenceEvaluation:
