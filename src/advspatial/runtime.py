@@ -180,8 +180,7 @@ def min_max(t: torch.Tensor) -> tuple[float, float]:
     >>> min_max(torch.tensor([0.5, 0.25, 1.0]))
     (0.25, 1.0)
     """
-    low, high = torch.stack([t.detach().min(), t.detach().max()]).tolist()
-    return low, high
+    return min_max_each([t])[0]
 
 
 def min_max_each(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:

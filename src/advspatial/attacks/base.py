@@ -31,7 +31,7 @@ from ..errors import ConfigError, ShapeError
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_finite_logits, check_logits, guarded_spec
 from ..registry import Registry
-from ..runtime import min_max, min_max_each, model_device, sample_ids_or_range
+from ..runtime import min_max_each, model_device, sample_ids_or_range
 
 __all__ = [
     "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "list_attacks",
@@ -99,23 +99,18 @@ def perturbation_norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
     return l0, flat.norm(p=2, dim=1), flat.abs().amax(dim=1) if flat.shape[1] else flat.sum(1)
 
 
-def _leaves_unit_interval(t: torch.Tensor) -> bool:
-    """Whether the non-empty ``t`` has a value below 0 or above 1 (one host read, :func:`min_max`)."""
-    low, high = min_max(t)
-    return low < 0 or high > 1
-
-
-def check_unit_ranges(x: torch.Tensor, mask: torch.Tensor | None) -> None:
-    """Images and a mask (already on one device) in [0, 1], checked in one host read; the images' error first."""
-    named = [(t, what) for t, what in ((x, "images"), (mask, "mask")) if t is not None and t.numel()]
-    for (low, high), (_, what) in zip(min_max_each([t for t, _ in named]), named, strict=True):
-        if low < 0 or high > 1:
-            raise ConfigError(IMAGES_OUTSIDE if what == "images" else MASK_OUTSIDE)
-
-
 #: the one-line errors of values outside [0, 1]
 IMAGES_OUTSIDE = "images must lie in [0, 1]; wrap a model that needs normalization in Normalized"
 MASK_OUTSIDE = "mask values must lie in [0, 1]"
+
+
+def check_unit_ranges(x: torch.Tensor | None, mask: torch.Tensor | None) -> None:
+    """Images and a mask (on one device; either may be None) in [0, 1], checked in one host read
+    (:func:`~advspatial.runtime.min_max_each`); the images' error first."""
+    named = [(t, error) for t, error in ((x, IMAGES_OUTSIDE), (mask, MASK_OUTSIDE)) if t is not None and t.numel()]
+    for (low, high), (_, error) in zip(min_max_each([t for t, _ in named]), named, strict=True):
+        if low < 0 or high > 1:
+            raise ConfigError(error)
 
 
 def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor, check_values: bool = True) -> torch.Tensor | None:
@@ -137,8 +132,8 @@ def prepare_mask(mask: torch.Tensor | None, x: torch.Tensor, check_values: bool 
         mask = torch.broadcast_to(mask, x.shape)
     except RuntimeError as exc:
         raise ShapeError(f"mask of shape {tuple(mask.shape)} does not broadcast to images {tuple(x.shape)}") from exc
-    if check_values and mask.numel() and _leaves_unit_interval(mask):
-        raise ConfigError(MASK_OUTSIDE)
+    if check_values:
+        check_unit_ranges(None, mask)
     return mask
 
 
