@@ -126,13 +126,14 @@ def leave_model() -> None:
 
 
 @contextmanager
-def cpu_only() -> Iterator[None]:
-    """Reads in the block are made on a CPU only: on another device the same check is held until the stage's end
-    (:func:`defer`), so they are not a device's waits and are not counted.
+def uncounted() -> Iterator[None]:
+    """Reads in the block wait on no device, so they are not counted: a tensor a run keeps on the host whatever
+    its device (:func:`host_list`), the host copy of a tensor already read (:func:`host_numpy`), or a check made on
+    a CPU only, which on another device is held until the stage's end (:func:`defer`).
 
     >>> seen = []
     >>> with counting(lambda: seen.append(1)):
-    ...     with cpu_only():
+    ...     with uncounted():
     ...         _ = torch.ones(2).tolist()
     >>> len(seen)
     0
@@ -157,11 +158,8 @@ def host_list(t: torch.Tensor) -> list[Any]:
     """
     if t.device.type != "cpu":
         return t.tolist()
-    _COUNTER.on_host += 1
-    try:
+    with uncounted():
         return t.tolist()
-    finally:
-        _COUNTER.on_host -= 1
 
 
 def host_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
@@ -175,12 +173,8 @@ def host_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
     ([0.0, 1.0, 2.0], 1)
     """
     copy = t.detach().cpu()  # the read (counted)
-    copy = copy.to(dtype) if dtype is not None else copy
-    _COUNTER.on_host += 1
-    try:
-        return copy.numpy()
-    finally:
-        _COUNTER.on_host -= 1
+    with uncounted():
+        return (copy.to(dtype) if dtype is not None else copy).numpy()
 
 
 # -- checks that wait for the next stage's end -------------------------------------------------------------------

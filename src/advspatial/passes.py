@@ -133,6 +133,12 @@ STACK_ELEMENTS = 1 << 24
 CPU_STACK_ELEMENTS = 0
 
 
+def stack_elements(sample: torch.Tensor) -> int:
+    """Input elements a stacked call may hold on ``sample``'s device: :data:`CPU_STACK_ELEMENTS` on a CPU (0: one
+    call per batch), :data:`STACK_ELEMENTS` elsewhere."""
+    return CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
+
+
 def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
                     elements: int | None = None) -> list[torch.Tensor]:
     """The model's outputs on independent batches ``inputs`` (made one after another, each ``(B_i, ...)`` with
@@ -174,13 +180,16 @@ def stacked_outputs(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
         return list(model(torch.cat(batches)).split([len(t) for t in batches])) if batches else []
 
     with one_round():
+        held = 0  # input elements pending
         for batch in inputs:
-            limit = (elements if elements is not None
-                     else CPU_STACK_ELEMENTS if batch.device.type == "cpu" else STACK_ELEMENTS)
-            if pending and sum(t.numel() for t in pending) + batch.numel() > limit:
+            limit = elements if elements is not None else stack_elements(batch)
+            if pending and held + batch.numel() > limit:
                 yield from call()
+                held = 0
             pending.append(batch)
+            held += batch.numel()
         yield from call()
+
 
 
 def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
@@ -193,7 +202,7 @@ def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
         >>> device_rows(32, torch.zeros(4, 3, 32, 32))
         32
     """
-    limit = CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
+    limit = stack_elements(sample)
     per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
     return max(int(cpu_rows), limit // per_image) if limit else int(cpu_rows)
 

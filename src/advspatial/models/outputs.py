@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..host_syncs import cpu_only, defer
+from ..host_syncs import defer, uncounted
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -98,7 +98,7 @@ class OutputGuard:
             self.images += len(logits)
             defer(self.check)
             return
-        with cpu_only():  # on a device this read waits for the stage's end (above): not a device's wait per call
+        with uncounted():  # on a device this read waits for the stage's end (above): not a device's wait per call
             check_logits(output, self.spec, batch, self.classes, needs_grad)
 
     def check(self) -> None:
