@@ -172,11 +172,15 @@ def interval(d: Decision) -> str:
     return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
 
 
+def interval90(d: Decision) -> str:
+    """'90% CI [-0.005, +0.004]': the interval a within-the-margin reading is decided on
+    (:data:`~advspatial.statistics.outcomes.MARGIN_LEVEL`), not the 95% CI a direction is."""
+    return f"{MARGIN_LEVEL:.0%} CI [{d.low90:+.3f}, {d.high90:+.3f}]"
+
+
 def margin_interval(d: Decision) -> str:
-    """'+0.001, 90% CI [-0.005, +0.004] inside the margin ±0.014': the interval a within-the-margin reading is
-    decided on (:data:`~advspatial.statistics.outcomes.MARGIN_LEVEL`), not the 95% CI a direction is."""
-    return (f"{d.mean:+.3f}, {MARGIN_LEVEL:.0%} CI [{d.low90:+.3f}, {d.high90:+.3f}] inside the margin "
-            f"±{d.margin:.3f}")
+    """'+0.001, 90% CI [-0.005, +0.004] inside the margin ±0.014' (:func:`interval90`)."""
+    return f"{d.mean:+.3f}, {interval90(d)} inside the margin ±{d.margin:.3f}"
 
 
 def row_clause(row: RegionRow, projection: bool = True) -> str:

@@ -24,8 +24,8 @@ from ...report.sections import explainer_verdict, faithfulness_section
 from ...report.verdicts import (
     claim_line, fmt, fmt_p, interval, secondary_count_line, verdict_legend, verdict_table, what_this_run_shows,
 )
-from ...statistics.outcomes import BEATS, DOES_LESS, MARGIN_LEVEL, Decision, images_to_decide
-from .decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin
+from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
+from .decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin, interval90
 from .roi import gate_rule
 from .config import MeasurementConfig
 from .figures import FOREST, frequency_file, frequency_title, regions_file
@@ -150,7 +150,7 @@ def decomposition_table(content: Mapping[str, Mapping[str, Any]]) -> Table:
 def reading_words(d: Decision) -> str:
     """A decomposition row's reading in words."""
     if as_much(d):
-        return f"as much ({MARGIN_LEVEL:.0%} CI [{d.low90:+.3f}, {d.high90:+.3f}] inside the margin)"
+        return f"as much ({interval90(d)} inside the margin)"
     if d.outcome == BEATS:
         return "the RoI catches more" + ("" if clears_margin(d) else " (less than the margin)")
     if d.outcome == DOES_LESS:
