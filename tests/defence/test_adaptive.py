@@ -94,6 +94,46 @@ def test_worst_case_is_the_per_image_minimum_over_gradients(tiny_cnn):
     assert torch.equal(rescored, out.correct["worst"])  # x_adv holds the worst case's examples
 
 
+def _images_sent(model: nn.Module, run):  # type: ignore[no-untyped-def]
+    """(run's value, images sent forward through ``model`` while it ran)."""
+    sent = [0]
+    handle = model.register_forward_hook(lambda _m, inputs, _o: sent.__setitem__(0, sent[0] + inputs[0].shape[0]))
+    try:
+        return run(), sent[0]
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("case", ["masked", "neutralized"])
+def test_worst_case_alone_runs_later_gradients_on_standing_images_with_the_same_result(case, tiny_cnn):
+    if case == "masked":  # BPDA breaks every image at once; the local gradient is zero
+        model: nn.Module = _LinearModel()
+        x = _images(16)
+        with torch.no_grad():
+            model.b.fill_(float((x * model.w).flatten(1).sum(1).median()))
+        defence: nn.Module = TransformDefence(model, "jpeg", 40)
+        eps = 0.15
+    else:  # some images stand after the first gradient, so the second runs on a subset
+        model = tiny_cnn(size=12)
+        x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(5))
+        defence = NeutralizedModel(model, intensity_map, grad_map(model), fraction=0.2, fill="zero")
+        eps = 0.02
+    with torch.no_grad():
+        y = defence(x).argmax(1)
+    ids = torch.arange(40, 56)
+    full, full_sent = _images_sent(model, lambda: attack_defence(defence, x, y, eps, SMALL, sample_ids=ids, seed=2))
+    worst, worst_sent = _images_sent(model, lambda: attack_defence(defence, x, y, eps, SMALL, sample_ids=ids, seed=2,
+                                                                    per_gradient=False))
+    assert set(worst.correct) == {"worst"}
+    assert torch.equal(worst.correct["worst"], full.correct["worst"])
+    assert torch.equal(worst.x_adv, full.x_adv)
+    standing = full.correct["identity"] > 0
+    if case == "masked":
+        assert not bool(standing.any()) and worst_sent < full_sent / 2
+    else:
+        assert 0 < int(standing.sum()) < len(x) and worst_sent < full_sent
+
+
 def test_randomized_control_is_attacked_with_eot_and_scored_on_fresh_draws(tiny_cnn):
     model = tiny_cnn(size=12)
     x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(6))

@@ -222,10 +222,18 @@ def check_gradients(gradients: Sequence[str]) -> None:
 def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget, *,
                    sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
                    gradients: Sequence[str] | None = None, components: Sequence[str] | None = None,
-                   **overrides: Any) -> AdaptiveOutcome:
+                   per_gradient: bool = True, **overrides: Any) -> AdaptiveOutcome:
     """The adaptive attack on ``defence`` (see the module docstring) through ``gradients`` (default
     :func:`gradients_of`); ``overrides`` (``steps``, ``restarts``, ``eot_iter``) change the budget for the
-    convergence checks."""
+    convergence checks.
+
+    ``per_gradient=False`` (a deterministic defence): only the worst case is wanted, so each gradient's attack
+    runs on the images the earlier ones left standing, as the ensemble's components do, and ``correct`` holds
+    ``"worst"`` only. Per image the result and the example are the ones of ``per_gradient=True`` (an attack's
+    result on an image does not depend on the other images; an image an earlier gradient broke keeps that
+    gradient's example there too); what is saved is the later gradients' work on broken images, e.g. a JPEG
+    defence's local gradient, nearly zero, running every step of every restart on images BPDA broke at once.
+    """
     gradients = gradients_of(defence, budget) if gradients is None else tuple(gradients)
     check_gradients(gradients)
     if defence.randomized:
@@ -235,13 +243,19 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
     worst_x = x.detach().clone()
     worst = torch.full((x.shape[0],), math.inf)
     for g in gradients:
+        rows = torch.arange(x.shape[0]) if per_gradient else (worst > 0).nonzero().flatten()
+        if not rows.numel():
+            break
+        r = rows.to(x.device)
         attack = ensemble_attack(defence.with_backward(g), eps, budget, randomized=False, seed=seed,
                                  components=gradient_components(budget, components), **overrides)
-        x_adv = attack(x, y, mask=mask, sample_ids=sample_ids)
-        correct[g] = correct_share(defence, x_adv, y, 1, sample_ids)
-        better = correct[g] < worst
-        worst = torch.where(better, correct[g], worst)
-        worst_x[better.to(x.device)] = x_adv[better.to(x.device)]
+        x_adv = attack(x[r], y[r], mask=None if mask is None else mask[r], sample_ids=sample_ids[rows])
+        found = correct_share(defence, x_adv, y[r], 1, sample_ids[rows])
+        if per_gradient:
+            correct[g] = found
+        better = found < worst[rows]
+        worst[rows[better]] = found[better]
+        worst_x[r[better.to(x.device)]] = x_adv[better.to(x.device)]
     if any(c.startswith("square") for c in (components or budget.components)):
         worst, worst_x = square_on_standing(defence, x, y, eps, budget, worst, worst_x, sample_ids=sample_ids,
                                             seed=seed, mask=mask)

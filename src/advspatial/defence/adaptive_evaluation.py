@@ -154,11 +154,12 @@ class AdaptiveEvaluation:
 def evaluate_adaptive(defence: Defence, x: torch.Tensor, y: torch.Tensor, plan: AdaptivePlan, *,
                       sample_ids: torch.Tensor, seed: int, mask: torch.Tensor | None = None,
                       components: tuple[str, ...] | None = None, left_side: bool = True,
-                      curve: bool = True) -> AdaptiveEvaluation:
+                      curve: bool = True, per_gradient: bool = True) -> AdaptiveEvaluation:
     """The adaptive attack on ``defence`` at ``plan``'s budget (:func:`~.adaptive.attack_defence`; ``components``
     of the ensemble only, confined to ``mask``), then its convergence curves on the same images, extending that
     attack (:func:`~.convergence.convergence_curves`; ``left_side``: also the points below the budget).
-    ``curve=False`` measures no curve: for a number no verdict needs converged.
+    ``curve=False`` measures no curve: for a number no verdict needs converged. ``per_gradient=False``: the worst
+    case only, each gradient on the images the earlier ones left standing (:func:`~.adaptive.attack_defence`).
 
     Examples:
         >>> import torch
@@ -178,7 +179,7 @@ def evaluate_adaptive(defence: Defence, x: torch.Tensor, y: torch.Tensor, plan: 
         (['eps=0.03', 'eps=0.06'], True)
     """
     outcome = attack_defence(defence, x, y, plan.eps, plan.budget, sample_ids=sample_ids, seed=seed, mask=mask,
-                             components=components)
+                             components=components, per_gradient=per_gradient)
     curves = convergence_curves(defence, x, y, plan.eps, plan.budget, plan.grid, sample_ids=sample_ids, seed=seed,
                                 mask=mask, reported=outcome, left_side=left_side) if curve else {}
     return AdaptiveEvaluation(plan, outcome, curves, defence.randomized)

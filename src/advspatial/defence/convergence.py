@@ -153,12 +153,13 @@ def eps_curve(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, bu
 def _run(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
          args: AttackArgs, progress: Callable[[str], None] | None, key: str, **overrides: Any) -> AdaptiveOutcome:
     """One curve point: the gradient attacks only (Square ran in the reported attack; its queries have no
-    iterations, restarts or EOT to vary)."""
+    iterations, restarts or EOT to vary), each gradient on the images the earlier ones left standing (a curve reads
+    only the worst case)."""
     if progress is not None:
         progress(key)
     return attack_defence(defence, x, y, eps, budget, components=gradient_components(budget),
                           sample_ids=args.sample_ids, seed=args.seed, mask=args.mask, gradients=args.gradients,
-                          **overrides)
+                          per_gradient=False, **overrides)
 
 
 def extend(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,

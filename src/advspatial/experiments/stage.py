@@ -34,8 +34,9 @@ T = TypeVar("T")
 #: the layout of the stage files; raised whenever a stage's name or saved form changes, so a run directory
 #: written by an older version is refused in one line instead of failing on a file it cannot read
 #: (2: stages as typed ``Stage`` objects, each owning its key; 3: the gate's columns with its positive control and
-#: calibrated restricted attack)
-STAGE_FORMAT = 3
+#: calibrated restricted attack; 4: the spatial baselines' and RoI-restricted attacks' outcomes hold the worst case
+#: only, no per-gradient results)
+STAGE_FORMAT = 4
 S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
 

@@ -300,12 +300,14 @@ def aggregate_sweep(ctx: SpatialContext) -> SweepColumns:
 
 def attacked(ctx: SpatialContext, defence: Defence, x: torch.Tensor, y: torch.Tensor, ids: torch.Tensor,
              mask: torch.Tensor | None = None, components: tuple[str, ...] | None = None,
-             left_side: bool = False, curve: bool = True) -> AdaptiveEvaluation:
+             left_side: bool = False, curve: bool = True, per_gradient: bool = True) -> AdaptiveEvaluation:
     """The adaptive attack on ``defence`` at the run's budget with its convergence curves
     (:func:`~advspatial.defence.adaptive_evaluation.evaluate_adaptive`; ``curve=False``: a number no verdict needs
-    converged, see :data:`.claims.HARM_RULE`)."""
+    converged, see :data:`.claims.HARM_RULE`; ``per_gradient=False``: the worst case only, where the report shows
+    no gradient's own number)."""
     return evaluate_adaptive(defence, x, y, ctx.config.adaptive_plan(), sample_ids=ids, seed=ctx.config.seed,
-                             mask=mask, components=components, left_side=left_side, curve=curve)
+                             mask=mask, components=components, left_side=left_side, curve=curve,
+                             per_gradient=per_gradient)
 
 
 def adaptive_batch(ctx: SpatialContext, setting: DefenceSetting, b: int, sl: slice,
@@ -330,7 +332,8 @@ def adaptive_batch(ctx: SpatialContext, setting: DefenceSetting, b: int, sl: sli
                 transfer = correct_of(ctx, own.x_adv, y)
             mask = roi_attack_mask(x, importance_fn(ctx), cfg.fraction, seed=cfg.seed, sample_ids=ids)
             # no curve: a weaker attack on the defended model can only understate the harm claim
-            roi = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS, curve=False)
+            roi = attacked(ctx, defended, x, y, ids, mask=mask, components=ROI_COMPONENTS, curve=False,
+                           per_gradient=False)
             with torch.no_grad():
                 roi_transfer = correct_of(ctx, roi.x_adv, y)
         return SettingOutcome(own.component, controlled.component, clean, transfer, roi.component, roi_transfer)
@@ -370,7 +373,8 @@ def baseline_batch(ctx: SpatialContext, transform: str, strength: float, b: int,
         with frozen_eval(ctx.model):
             # with curve_below_budget a randomized baseline gets its whole EOT curve (1 -> 4 -> 20 -> 50), as the
             # control does
-            attack = attacked(ctx, defence, x, y, ids, left_side=defence.randomized and cfg.curve_below_budget)
+            attack = attacked(ctx, defence, x, y, ids, left_side=defence.randomized and cfg.curve_below_budget,
+                              per_gradient=False)
             with torch.no_grad():
                 return BaselineOutcome(attack.component, correct_share(defence, x, y, cfg.control_draws, ids))
 
