@@ -11,8 +11,8 @@ from torch import nn
 
 from advspatial.attacks import make_attack
 from advspatial.defence.adaptive import (
-    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, gradients_of,
-    pick_lowest, roi_attack_mask,
+    GRADIENTS, AdaptiveBudget, Undefended, attack_defence, attack_undefended, ensemble_attack, eot_examples,
+    gradients_of, pick_lowest, roi_attack_mask,
 )
 from advspatial.defence.neutralize import NeutralizedModel
 from advspatial.defence.transforms import TransformDefence
@@ -132,6 +132,67 @@ def test_worst_case_alone_runs_later_gradients_on_standing_images_with_the_same_
         assert not bool(standing.any()) and worst_sent < full_sent / 2
     else:
         assert 0 < int(standing.sum()) < len(x) and worst_sent < full_sent
+
+
+class _SteadyDraws(nn.Module):
+    """A "randomized" defence whose draws never differ (every draw is the model): its EOT attacks must give
+    what the ensemble gives, stacked or not. Counts its calls."""
+
+    randomized = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+    def forward_draws(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x).repeat(k, 1, 1).view(k, x.shape[0], -1)
+
+    def with_backward(self, backward: str) -> _SteadyDraws:
+        return self
+
+
+@pytest.mark.parametrize("eot_iter", [1, 3])
+def test_eot_losses_go_as_one_stacked_attack_with_each_loss_own_examples(tiny_cnn, eot_iter):
+    """APGD-CE and APGD-DLR through a randomized defence: each loss's own APGD, in about half the calls; an image
+    every one of the attacker's draws misclassifies keeps x."""
+    model = tiny_cnn(size=12)
+    x = torch.rand(10, 1, 12, 12, generator=torch.Generator().manual_seed(8))
+    y = model(x).argmax(1)
+    y[:2] = (y[:2] + 1) % 10  # two images the defence misclassifies on every draw
+    ids, mask = torch.arange(70, 80), torch.ones(10, 1, 12, 12)
+    defence = _SteadyDraws(model)
+    budget = AdaptiveBudget(steps=6, restarts=1, eot_iter=eot_iter, draws=2)
+    stacked = eot_examples(defence, x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=3, mask=mask, sample_ids=ids)
+    stacked_calls, defence.calls = defence.calls, 0
+    per_draw = {"early_stop": False} if eot_iter > 1 else {}
+    alone = [make_attack(name, defence, eps=0.03, steps=6, n_restarts=1, eot_iter=eot_iter, seed=3, **per_draw)(
+        x[2:], y[2:], mask=mask[2:], sample_ids=ids[2:]) for name in ("apgd-ce", "apgd-dlr")]
+    for mine, theirs in zip(stacked, alone, strict=True):
+        assert torch.equal(mine[:2], x[:2])
+        torch.testing.assert_close(mine[2:], theirs, atol=1e-6, rtol=0)
+    assert not torch.equal(stacked[0], stacked[1])
+    assert stacked_calls < 0.6 * defence.calls + 2
+
+
+def test_eot_attacks_an_image_some_draws_still_classify_right(tiny_cnn, monkeypatch):
+    """A randomized defence's one misclassifying draw breaks nothing: only an image all of the attacker's draws
+    misclassify is left out (kept as x)."""
+    from advspatial.defence import adaptive
+
+    model = tiny_cnn(size=12)
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(9))
+    y = model(x).argmax(1)
+    monkeypatch.setattr(adaptive, "attacker_share", lambda *_a, **_k: torch.tensor([0.0, 0.05, 1.0]))
+    budget = AdaptiveBudget(steps=4, restarts=1, eot_iter=3, draws=2)
+    ce, _ = eot_examples(_SteadyDraws(model), x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=0, mask=None,
+                         sample_ids=torch.arange(3))
+    assert torch.equal(ce[0], x[0])
+    assert not torch.equal(ce[1], x[1]) and not torch.equal(ce[2], x[2])
 
 
 def test_randomized_control_is_attacked_with_eot_and_scored_on_fresh_draws(tiny_cnn):

@@ -53,7 +53,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..passes import one_round
 from ..runtime import per_sample_noise
-from .base import Attack, register_attack
+from .base import Attack, prepare_mask, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
 from .search import Best, beats, best_of_runs, compact
@@ -238,8 +238,9 @@ class APGD(Attack):
         return best_of_runs(x, self.eps, plan, run)
 
     def _evaluate(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
-                  goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` over ``eot_iter`` passes.
+                  goal: torch.Tensor | None, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` (the batch rows ``idx``) over
+        ``eot_iter`` passes.
 
         A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defence`) gets its
         passes in batches of draws (:func:`eot_chunks`): the same draws in the same order as one pass at a
@@ -252,25 +253,31 @@ class APGD(Attack):
         adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
         with one_round() if batched else nullcontext():  # the chunks of one batched draw are one round
             for k in (eot_chunks(self.eot_iter, x_adv) if batched else [1] * self.eot_iter):
-                loss, grad, fooled = self._draws(x_adv, y, loss_target, goal, k, batched)
+                loss, grad, fooled = self._draws(x_adv, y, loss_target, goal, idx, k, batched)
                 loss_sum += loss
                 grad_sum += grad
                 adv &= fooled
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
 
     def _draws(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
-               goal: torch.Tensor | None, k: int, batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               goal: torch.Tensor | None, idx: torch.Tensor, k: int,
+               batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed loss, summed gradient, adversarial on all) over ``k`` passes at ``x_adv`` in one call."""
         n = x_adv.shape[0]
         with torch.enable_grad():
             xr = x_adv.detach().requires_grad_(True)
             logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
                       else self.model(xr)[None]).reshape(k * n, -1)
-            per_pass = apgd_loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
-                                 self.loss).view(k, n)
+            per_pass = self._loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
+                                  idx.repeat(k)).view(k, n)
             (grad,) = torch.autograd.grad(per_pass.sum(), xr)
         fooled = is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k))
         return per_pass.detach().sum(0), grad, fooled.view(k, n).all(0)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+              idx: torch.Tensor) -> torch.Tensor:
+        """Per-row objective of the logits of the batch rows ``idx``: :func:`apgd_loss` with the attack's loss."""
+        return apgd_loss(logits, y, target, self.loss)
 
     def _run(
         self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
@@ -285,7 +292,7 @@ class APGD(Attack):
                 return
             with torch.no_grad():
                 new = self._step(st, first=k == 0)
-            loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal)
+            loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal, st.idx)
             queries[st.idx] += self.eot_iter
             best.offer(st.idx, new, adv, loss)
             self._advance(st, new, loss, grad)
@@ -306,7 +313,7 @@ class APGD(Attack):
         lt = None if loss_target is None else loss_target[rows]
         g = None if goal is None else goal[rows]
         start = self.random_start(xs, m, sample_ids[rows.cpu()], seed)
-        loss, grad, adv = self._evaluate(start, ys, lt, g)
+        loss, grad, adv = self._evaluate(start, ys, lt, g, rows)
         queries[rows] += self.eot_iter
         best.offer(rows, start, adv, loss)
         n = rows.numel()
@@ -442,4 +449,57 @@ class APGDT(APGD):
                 yield self.seed + k * self.n_restarts + r, order[:, k]
 
 
-__all__ = ["APGD", "APGDL2", "APGDT", "Best", "apgd_loss", "beats", "checkpoints", "dlr_loss", "dlr_loss_targeted"]
+class StackedAPGD(APGD):
+    """APGD under several losses at once: ``len(losses)`` copies of the batch in one run, copy ``l`` ascending
+    ``losses[l]``, so that each step is one call over every copy (on a device, the runs of APGD-CE and APGD-DLR
+    in the rounds of one). :meth:`candidates` gives each loss's examples.
+
+    Row for row these are the runs of one :class:`APGD` per loss: the same random start (keyed by the image's id
+    and the restart), the same step schedule, the same per-image decisions, so on a deterministic model the same
+    examples up to the float noise of a larger batch. A randomized model's draws are its next ones over the
+    stacked batch (another stream than separate runs would see). Untargeted, L-inf.
+
+    Examples:
+        >>> import torch
+        >>> from advspatial import models
+        >>> from advspatial.attacks.apgd import StackedAPGD
+        >>> _ = torch.manual_seed(0)
+        >>> model, images = models.build_model("lenet5").eval(), torch.rand(6, 1, 28, 28)  # images in [0,1]
+        >>> labels = model(images).argmax(1)   # untrained here: its own predictions are the labels
+        >>> ce, dlr = StackedAPGD(model, ("ce", "dlr"), eps=8 / 255, steps=5).candidates(images, labels)
+        >>> ce.shape, dlr.shape
+        (torch.Size([6, 1, 28, 28]), torch.Size([6, 1, 28, 28]))
+    """
+
+    name = "apgd-stacked"
+
+    def __init__(self, model: nn.Module, losses: tuple[str, ...], eps: float = 8 / 255, steps: int = 100,
+                 n_restarts: int = 1, rho: float = 0.75, eot_iter: int = 1, early_stop: bool = True,
+                 seed: int = 0) -> None:
+        if not losses or any(loss not in APGD_LOSSES for loss in losses):
+            raise ConfigError(f"losses={losses!r} must name APGD losses; valid: {', '.join(APGD_LOSSES)}")
+        super().__init__(model, eps, steps, n_restarts, losses[0], rho, eot_iter, early_stop, seed)
+        self.losses = tuple(losses)
+        self._copy_rows = 1
+
+    def candidates(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
+                   sample_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per loss, in ``losses``' order, the (N,C,H,W) examples of its run on ``x`` (labels ``y``)."""
+        copies = len(self.losses)
+        ids = torch.arange(x.shape[0]) if sample_ids is None else sample_ids
+        self._copy_rows = max(1, x.shape[0])
+        full = prepare_mask(mask, x, check_values=False)  # (N,C,H,W): any shape a mask may take, per copy
+        stacked = self(x.repeat(copies, 1, 1, 1), y.repeat(copies),
+                       mask=None if full is None else full.repeat(copies, 1, 1, 1), sample_ids=ids.repeat(copies))
+        return list(stacked.split(x.shape[0]))
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
+              idx: torch.Tensor) -> torch.Tensor:
+        """Each row's own loss: row ``idx`` of the stacked batch belongs to copy ``idx // N``."""
+        each = torch.stack([apgd_loss(logits, y, target, loss) for loss in self.losses])
+        copy = (idx // self._copy_rows).to(logits.device)
+        return each.gather(0, copy[None]).squeeze(0)
+
+
+__all__ = ["APGD", "APGDL2", "APGDT", "Best", "StackedAPGD", "apgd_loss", "beats", "checkpoints", "dlr_loss",
+           "dlr_loss_targeted"]

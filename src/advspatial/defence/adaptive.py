@@ -36,6 +36,8 @@ import torch
 from torch import nn
 
 from ..attacks import Attack, make_attack
+from ..attacks.apgd import StackedAPGD
+from ..attacks.base import prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import scaled_batch
 from .neutralize import MapFn, map_of
@@ -302,11 +304,10 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
     gradients = budget.eot_gradients if gradients is None else tuple(gradients)
     candidates: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for g in gradients:
-        attacked = defence.with_backward(g)
-        for loss in gradient_components(budget, components):
-            attack = ensemble_attack(attacked, eps, budget, randomized=True, seed=seed, components=(loss,), **overrides)
-            x_adv = attack(x, y, mask=mask, sample_ids=sample_ids)
-            candidates.append((g, x_adv, attacker_share(defence, x_adv, y, draws)))
+        examples = eot_examples(defence.with_backward(g), x, y, eps, budget, gradient_components(budget, components),
+                                seed=seed, mask=mask, sample_ids=sample_ids, **overrides)
+        # each candidate scored on the same draws (common random numbers): the pick compares the examples, not draws
+        candidates += [(g, x_adv, attacker_share(defence, x_adv, y, draws)) for x_adv in examples]
     correct: dict[str, torch.Tensor] = {}
     for g in gradients:
         picked = pick_lowest([(xa, own) for h, xa, own in candidates if h == g])
@@ -314,6 +315,46 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
     worst_x = pick_lowest([(xa, own) for _, xa, own in candidates])
     correct["worst"] = correct_share(defence, worst_x, y, budget.draws, sample_ids)
     return AdaptiveOutcome(correct, worst_x)
+
+
+#: the gradient attacks whose EOT runs on a randomized defence go as one :class:`~advspatial.attacks.apgd.StackedAPGD`
+#: (attack name: its loss)
+STACKED_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr"}
+
+
+def eot_examples(attacked: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
+                 losses: Sequence[str], *, seed: int, mask: torch.Tensor | None, sample_ids: torch.Tensor,
+                 **overrides: Any) -> list[torch.Tensor]:
+    """Per gradient attack in ``losses``, its EOT examples on a randomized defence (``attacked``, one gradient
+    through it).
+
+    APGD-CE and APGD-DLR run as one :class:`~advspatial.attacks.apgd.StackedAPGD` (every EOT step of both losses
+    is one call) on every image but those **all** of the attacker's own ``eot_iter`` draws misclassify at ``x``
+    (kept as ``x``: the attacker's pick, :func:`pick_lowest`, could do no better). An image that one draw
+    misclassifies is no broken image on a randomized defence (its fresh draws may still be right), so it is
+    attacked, where the ensemble's one-draw clean check would leave it out. Measured on the ResNet-20's noise
+    baseline (sd 0.03, 32 CIFAR-10 test images, eps 8/255, seeds 0-2): the ensemble run per loss left 0.000 /
+    0.006 / 0.006 of the fresh draws correct, every image attacked 0.000 each; the two losses sharing one
+    one-draw check left 0.041 / 0.016 / 0.041. Any other attack runs as the ensemble with it alone
+    (:func:`ensemble_attack`).
+    """
+    if any(loss not in STACKED_LOSSES for loss in losses):
+        return [ensemble_attack(attacked, eps, budget, randomized=True, seed=seed, components=(loss,), **overrides)(
+            x, y, mask=mask, sample_ids=sample_ids) for loss in losses]
+    eot_iter = int(overrides.get("eot_iter") or budget.eot_iter)
+    attack = StackedAPGD(attacked, tuple(STACKED_LOSSES[loss] for loss in losses), eps=eps,
+                         steps=int(overrides.get("steps") or budget.steps),
+                         n_restarts=int(overrides.get("restarts") or budget.eot_restarts), eot_iter=eot_iter,
+                         early_stop=budget.eot_early_stop if eot_iter > 1 else True, seed=seed)
+    standing = (attacker_share(attacked, x, y, eot_iter) > 0).nonzero().flatten()
+    examples = [x.detach().clone() for _ in losses]
+    if standing.numel():
+        r = standing.to(x.device)
+        found = attack.candidates(x[r], y[r], mask=None if mask is None else prepare_mask(mask, x)[r],
+                                  sample_ids=sample_ids[standing])
+        for out, rows in zip(examples, found, strict=True):
+            out[r] = rows
+    return examples
 
 
 def pick_lowest(candidates: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:

@@ -35,7 +35,8 @@ T = TypeVar("T")
 #: written by an older version is refused in one line instead of failing on a file it cannot read
 #: (2: stages as typed ``Stage`` objects, each owning its key; 3: the gate's columns with its positive control and
 #: calibrated restricted attack; 4: the spatial baselines' and RoI-restricted attacks' outcomes hold the worst case
-#: only, no per-gradient results)
+#: only, no per-gradient results, and a randomized defence's EOT attacks take its draws over one stacked batch of
+#: both losses, another stream)
 STAGE_FORMAT = 4
 S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
