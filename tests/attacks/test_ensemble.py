@@ -178,3 +178,18 @@ def test_bad_components_raise_config_error(tiny_cnn, cls, components, match):
 def test_bad_parameters_raise_config_error(tiny_cnn, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         make_attack("autoattack", tiny_cnn(size=8), **kwargs)
+
+
+@pytest.mark.parametrize("name", ["pgd", "autoattack"])
+def test_an_attack_moved_to_another_model_runs_every_call_there_with_the_same_result(tiny_cnn, name):
+    model = tiny_cnn(size=12)
+    x = torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    y = model(x).argmax(1)
+    attack = make_attack(name, model, eps=0.03, steps=4, seed=1, **({"n_queries": 20} if name == "autoattack" else {}))
+    counting = RowCounter(model)
+    moved = attack.on(counting)
+    torch.testing.assert_close(moved(x, y, sample_ids=torch.arange(6)), attack(x, y, sample_ids=torch.arange(6)))
+    assert counting.rows > 0 and moved.model is counting and attack.model is model
+    if isinstance(moved, AutoAttack):
+        assert all(a.model is counting for a in moved.attacks.values())
+        assert all(a.model is model for a in attack.attacks.values())

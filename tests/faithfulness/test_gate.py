@@ -498,28 +498,39 @@ def test_deletion_is_one_round_and_stacked_calls_give_the_same_columns(fixture, 
         assert torch.allclose(stacked[key].double(), one_each[key].double(), atol=1e-5, equal_nan=True), key
 
 
-def test_the_restricted_attack_is_bounded_per_pass_and_gives_the_same_columns(fixture):
-    """Regions x images exceed a batch at 224 px: the stack is attacked ``max_images`` at a time, same columns."""
+def test_the_restricted_attack_is_bounded_per_call_and_per_run_and_gives_the_same_columns(fixture, monkeypatch):
+    """Regions x images exceed a batch at 224 px: the stack is attacked as one run whose model calls take
+    ``max_images`` images at a time (each step one round), a run holds at most ``run_rows`` rows; same columns."""
     model, x, y = fixture
     ids = torch.arange(5) + 40
     regions = regions_of(square_map(PATCH)[:5], x[:5], y[:5], ids)
     attack = make_attack("pgd", model, eps=0.1, alpha=0.025, steps=5, seed=0)
-    seen: list[int] = []
-    run = attack.run
-
-    def counted(xs, ys, **kw):
-        seen.append(len(ys))
-        return run(xs, ys, **kw)
-
-    attack.run = counted
-    whole = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids)
-    assert seen == [5 * len(regions)]                       # the fixture's stack fits the default bound: one pass
-    seen.clear()
-    split = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=7)
-    assert max(seen) == 7 and sum(seen) == 5 * len(regions) and len(seen) > 1
-    assert set(whole) == set(split)
-    for key in whole:
-        assert torch.allclose(whole[key].double(), split[key].double(), atol=1e-5, equal_nan=True), key
+    calls: list[int] = []
+    handle = model.register_forward_hook(lambda _m, inputs, _o: calls.append(inputs[0].shape[0]))
+    rows = 5 * len(regions)
+    try:
+        whole = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids)
+        assert max(calls) == rows                            # the fixture's stack fits the default bound: one call
+        calls.clear()
+        ledger = PassLedger()
+        ledger.watch(model)
+        split = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids,
+                                                   max_images=7)
+        assert max(calls) == 7 and len(calls) > 5 + 1       # the attack's calls, 7 images at most
+        steps_rounds = ledger.outside.rounds
+        assert steps_rounds < len(calls) / 2                 # the chunks of one step are one round
+        calls.clear()
+        monkeypatch.setattr(passes, "STACK_ELEMENTS", 9 * x[0].numel())  # a run holds 9 rows at most
+        before = ledger.outside.rounds
+        runs = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=7)
+        assert ledger.outside.rounds - before > 2 * steps_rounds  # several runs, one after another
+    finally:
+        handle.remove()
+    assert max(calls) == 7
+    for other in (split, runs):
+        assert set(whole) == set(other)
+        for key in whole:
+            assert torch.allclose(whole[key].double(), other[key].double(), atol=1e-5, equal_nan=True), key
     with pytest.raises(ConfigError, match="max_images"):
         deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=0)
 

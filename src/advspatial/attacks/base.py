@@ -19,6 +19,8 @@ attacked alone with the same ``sample_ids``.
 
 from __future__ import annotations
 
+import copy
+
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -184,6 +186,13 @@ class Attack:
     def __init__(self, model: nn.Module, seed: int = 0) -> None:
         self.model = model
         self.seed = int(seed)
+
+    def on(self, model: nn.Module) -> Attack:
+        """The same attack, every parameter kept, on ``model`` (a shallow copy): e.g. on the model called in chunks
+        (:class:`~advspatial.passes.RowChunks`), whose outputs are the model's."""
+        twin = copy.copy(self)
+        twin.model = model
+        return twin
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -119,6 +119,13 @@ class AutoAttack(Attack):
         self.last_breakdown: dict[str, torch.Tensor] = {}
         self.last_clean_success: torch.Tensor | None = None
 
+    def on(self, model: nn.Module) -> AutoAttack:
+        """The same ensemble on ``model``, each component moved with it."""
+        twin = super().on(model)
+        assert isinstance(twin, AutoAttack)
+        twin.attacks = {name: attack.on(model) for name, attack in self.attacks.items()}
+        return twin
+
     @property
     def active_components(self) -> tuple[str, ...]:
         """The components that run, in order (``components`` minus ``skipped_components``)."""

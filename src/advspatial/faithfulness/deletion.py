@@ -17,7 +17,7 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
-from ..passes import forward_stacked
+from ..passes import RowChunks, forward_stacked, run_rows
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
@@ -289,8 +289,10 @@ def restricted_attack_columns(
     the mask must be zero, as every :mod:`advspatial.attacks` attack's is). The
     images are stacked region by region (an image keeps its sample id, so its
     random start is the same in every region: common random numbers) and
-    attacked ``max_images`` at a time (default :data:`RESTRICTED_ATTACK_IMAGES`
-    scaled to the image size), so memory does not grow with the region count.
+    attacked as one run of up to :func:`~advspatial.passes.run_rows` rows (so memory does not grow with the
+    region count), whose model calls take ``max_images`` images at a time (default
+    :data:`RESTRICTED_ATTACK_IMAGES` scaled to the image size; :class:`~advspatial.passes.RowChunks`): each step
+    of the run is one round, on a CPU as on a device.
     Columns (N,) CPU: ``attack:margin_clean``; ``attack:margin:r`` = the
     true-label margin ``z_y - max_{j!=y} z_j`` of the image attacked inside
     region ``r`` (NaN where ``r`` is empty); ``attack:correct:r`` = 1.0 when it
@@ -302,16 +304,18 @@ def restricted_attack_columns(
     names = list(regions)
     per_pass = scaled_batch(RESTRICTED_ATTACK_IMAGES, *x.shape[2:]) if max_images is None else max_images
     check_range("max_images", per_pass, 1)
+    per_run = run_rows(per_pass, x)
+    chunked = RowChunks(model, per_pass) if per_run > per_pass else model
     masks = torch.cat([regions[r].to(x.device) for r in names])[:, None].to(x.dtype)
     stacked_x, stacked_y, stacked_ids = x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), ids.repeat(len(names))
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         cols["attack:margin_clean"] = _col(margin(_logits(model, x), y))
     parts = []
-    for sl in batch_slices(len(stacked_y), per_pass):
-        result = attack.run(stacked_x[sl], stacked_y[sl], mask=masks[sl], sample_ids=stacked_ids[sl])
+    for sl in batch_slices(len(stacked_y), per_run):
+        result = attack.on(chunked).run(stacked_x[sl], stacked_y[sl], mask=masks[sl], sample_ids=stacked_ids[sl])
         with frozen_eval(model):
-            parts.append(_logits(model, result.x_adv.to(x.device)))
+            parts.append(_logits(chunked, result.x_adv.to(x.device)))
     logits = torch.cat(parts)
     for k, tag in enumerate(names):
         part, region = logits[k * n:(k + 1) * n], regions[tag].to(x.device)

@@ -126,21 +126,24 @@ def test_the_sequential_gate_does_not_depend_on_the_batch_size_or_a_resume(quadr
     assert json.dumps(wrong_map_gate(resumed, x).as_dict(), sort_keys=True) == json.dumps(first, sort_keys=True)
 
 
-def test_no_attack_pass_holds_more_than_a_batch(quadrants, tmp_path, monkeypatch) -> None:
-    """The restricted attack stacks every region's copy of a batch (~9 batches): it runs a batch at a time."""
-    from advspatial.attacks.pgd import PGD
+def test_no_attack_call_holds_more_than_a_batch(quadrants, tmp_path, monkeypatch) -> None:
+    """The restricted attack stacks every region's copy of a batch (~9 batches) into one run: on a CPU its model
+    calls take a batch at a time (:class:`~advspatial.passes.RowChunks`)."""
+    from advspatial.faithfulness import deletion
+    from advspatial.passes import RowChunks
 
     model, x, y = quadrants
     seen: list[int] = []
-    run = PGD.run
 
-    def counted(self, xs, ys, **kw):  # type: ignore[no-untyped-def]
-        seen.append(len(ys))
-        return run(self, xs, ys, **kw)
+    class Recorded(RowChunks):
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            out = super().forward(images)
+            seen.extend(min(self.rows, len(images) - i) for i in range(0, len(images), self.rows))
+            return out
 
-    monkeypatch.setattr(PGD, "run", counted)
+    monkeypatch.setattr(deletion, "RowChunks", Recorded)
     wrong_map_gate(context(model, x, y, tmp_path / "b32", 32, sequential=False), x)
-    assert seen and max(seen) == 32 and sum(seen) > 5 * N   # every region of every image, a batch at a time
+    assert seen and max(seen) == 32 and sum(seen) > 5 * N * 5   # every region of every image, over the steps
 
 
 def test_the_rois_explainer_gets_its_draws_and_the_panel_its_own(monkeypatch) -> None:
