@@ -13,7 +13,7 @@ from advspatial.attacks import make_attack
 from advspatial.attacks.apgd import APGD, APGDL2, APGDT, StackedAPGD, checkpoints
 from advspatial.attacks.gradients import dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
-from advspatial.errors import ConfigError
+from advspatial.errors import ConfigError, ShapeError
 from attack_checks import (
     assert_acts_only_inside_masks, assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay,
 )
@@ -244,9 +244,13 @@ def test_stacked_losses_are_each_loss_own_run_in_half_the_calls(trained_tiny_cnn
     assert stacked_calls < 0.6 * model.calls
 
 
-def test_stacked_losses_refuse_an_unknown_loss(tiny_cnn):
+def test_stacked_losses_refuse_an_unknown_loss_and_a_batch_of_no_whole_copies(tiny_cnn):
     with pytest.raises(ConfigError, match="must name APGD losses"):
         StackedAPGD(tiny_cnn(), ("ce", "hinge"))
+    model = tiny_cnn(size=12)
+    x = torch.rand(3, 1, 12, 12)
+    with pytest.raises(ShapeError, match="2 copies of its images; got 3 rows"):
+        StackedAPGD(model, ("ce", "dlr"), steps=2)(x, model(x).argmax(1))
 
 
 # -- registry and parameters --------------------------------------------------------------

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError, check_range
+from ..errors import ConfigError, ShapeError, check_range
 from ..passes import one_round
 from ..runtime import per_sample_noise
 from .base import Attack, prepare_mask, register_attack
@@ -487,11 +487,21 @@ class StackedAPGD(APGD):
         """Per loss, in ``losses``' order, the (N,C,H,W) examples of its run on ``x`` (labels ``y``)."""
         copies = len(self.losses)
         ids = torch.arange(x.shape[0]) if sample_ids is None else sample_ids
-        self._copy_rows = max(1, x.shape[0])
         full = prepare_mask(mask, x, check_values=False)  # (N,C,H,W): any shape a mask may take, per copy
         stacked = self(x.repeat(copies, 1, 1, 1), y.repeat(copies),
                        mask=None if full is None else full.repeat(copies, 1, 1, 1), sample_ids=ids.repeat(copies))
         return list(stacked.split(x.shape[0]))
+
+    def perturb(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+        target: torch.Tensor | None, sample_ids: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """APGD on the stacked batch: ``len(losses)`` copies of N images, one after another."""
+        if x.shape[0] % len(self.losses):
+            raise ShapeError(f"a stacked batch holds {len(self.losses)} copies of its images; got {x.shape[0]} "
+                             "rows (use candidates(x, y))")
+        self._copy_rows = max(1, x.shape[0] // len(self.losses))
+        return super().perturb(x, y, mask, target, sample_ids)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:

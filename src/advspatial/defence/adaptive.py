@@ -233,8 +233,10 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
     runs on the images the earlier ones left standing, as the ensemble's components do, and ``correct`` holds
     ``"worst"`` only. Per image the result and the example are the ones of ``per_gradient=True`` (an attack's
     result on an image does not depend on the other images; an image an earlier gradient broke keeps that
-    gradient's example there too); what is saved is the later gradients' work on broken images, e.g. a JPEG
-    defence's local gradient, nearly zero, running every step of every restart on images BPDA broke at once.
+    gradient's example there too), up to the float noise a smaller batch moves in the model's last bits, which
+    can turn a step's sign on a borderline image (the default run: 1 of its 50 images under the attack confined
+    to the RoI). What is saved is the later gradients' work on broken images, e.g. a JPEG defence's local
+    gradient, nearly zero, running every step of every restart on images BPDA broke at once.
     """
     gradients = gradients_of(defence, budget) if gradients is None else tuple(gradients)
     check_gradients(gradients)
