@@ -141,6 +141,18 @@ class RowCounter(nn.Module):
         return self.model(x)
 
 
+class CallCounter(nn.Module):
+    """Counts the calls made to the wrapped model (``calls``): how many rounds an attack's batching takes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.model(x)
+
+
 def first_images(subset: tuple[torch.Tensor, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``n`` (images, labels) of a fixture subset."""
     return subset[0][:n], subset[1][:n]

@@ -17,7 +17,7 @@ from advspatial.errors import ConfigError, ShapeError
 from attack_checks import (
     assert_acts_only_inside_masks, assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay,
 )
-from helpers import RowCounter, first_images, fooled
+from helpers import CallCounter, RowCounter, first_images, fooled
 
 N = 32
 
@@ -215,18 +215,6 @@ def test_randomized_model_with_eot_stays_in_budget(tiny_cnn):
     assert res.linf.max() <= 0.03 + 1e-6 and (res.queries == 3 * 5 + 1).all()
 
 
-class _Calls(nn.Module):
-    """Counts the calls made to the wrapped model."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
-
-
 @pytest.mark.parametrize("kwargs", [dict(early_stop=True, n_restarts=2), dict(early_stop=False, eot_iter=2)])
 def test_stacked_losses_are_each_loss_own_run_in_half_the_calls(trained_tiny_cnn, fmnist_test_subset, kwargs):
     x, y = _data(fmnist_test_subset, 12)
@@ -234,7 +222,7 @@ def test_stacked_losses_are_each_loss_own_run_in_half_the_calls(trained_tiny_cnn
     mask = torch.zeros(12, 1, 28, 28)
     mask[..., 4:24, 4:24] = 1
     common = dict(eps=0.02, steps=8, **kwargs)
-    model = _Calls(trained_tiny_cnn)
+    model = CallCounter(trained_tiny_cnn)
     ce, dlr = StackedAPGD(model, ("ce", "dlr"), **common).candidates(x, y, mask=mask, sample_ids=ids)
     stacked_calls, model.calls = model.calls, 0
     alone = [APGD(model, loss=loss, **common)(x, y, mask=mask, sample_ids=ids) for loss in ("ce", "dlr")]

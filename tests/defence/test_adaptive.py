@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import grad_map, intensity_map
+from helpers import CallCounter, grad_map, intensity_map
 from torch import nn
 
 from advspatial.attacks import make_attack
@@ -134,19 +134,11 @@ def test_worst_case_alone_runs_later_gradients_on_standing_images_with_the_same_
         assert 0 < int(standing.sum()) < len(x) and worst_sent < full_sent
 
 
-class _SteadyDraws(nn.Module):
-    """A "randomized" defence whose draws never differ (every draw is the model): its EOT attacks must give
-    what the ensemble gives, stacked or not. Counts its calls."""
+class _SteadyDraws(CallCounter):
+    """A "randomized" defence whose draws never differ (every draw is the model): its stacked EOT attacks must give
+    each loss's own APGD. Counts its calls."""
 
     randomized = True
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.calls = model, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.model(x)
 
     def forward_draws(self, x: torch.Tensor, k: int) -> torch.Tensor:
         self.calls += 1
