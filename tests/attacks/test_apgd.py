@@ -10,14 +10,14 @@ import torchattacks
 from torch import nn
 
 from advspatial.attacks import make_attack
-from advspatial.attacks.apgd import APGD, APGDL2, APGDT, StackedAPGD, checkpoints
+from advspatial.attacks.apgd import APGD, APGDL2, APGDT, checkpoints
 from advspatial.attacks.gradients import dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
-from advspatial.errors import ConfigError, ShapeError
+from advspatial.errors import ConfigError
 from attack_checks import (
     assert_acts_only_inside_masks, assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay,
 )
-from helpers import CallCounter, RowCounter, first_images, fooled
+from helpers import RowCounter, first_images, fooled
 
 N = 32
 
@@ -213,32 +213,6 @@ def test_randomized_model_with_eot_stays_in_budget(tiny_cnn):
     x, y = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 3, 5, 9])
     res = APGD(Noisy(), eps=0.03, steps=4, eot_iter=3, early_stop=False).run(x, y)
     assert res.linf.max() <= 0.03 + 1e-6 and (res.queries == 3 * 5 + 1).all()
-
-
-@pytest.mark.parametrize("kwargs", [dict(early_stop=True, n_restarts=2), dict(early_stop=False, eot_iter=2)])
-def test_stacked_losses_are_each_loss_own_run_in_half_the_calls(trained_tiny_cnn, fmnist_test_subset, kwargs):
-    x, y = _data(fmnist_test_subset, 12)
-    ids = torch.arange(300, 312)
-    mask = torch.zeros(12, 1, 28, 28)
-    mask[..., 4:24, 4:24] = 1
-    common = dict(eps=0.02, steps=8, **kwargs)
-    model = CallCounter(trained_tiny_cnn)
-    ce, dlr = StackedAPGD(model, ("ce", "dlr"), **common).candidates(x, y, mask=mask, sample_ids=ids)
-    stacked_calls, model.calls = model.calls, 0
-    alone = [APGD(model, loss=loss, **common)(x, y, mask=mask, sample_ids=ids) for loss in ("ce", "dlr")]
-    torch.testing.assert_close(ce, alone[0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(dlr, alone[1], atol=1e-6, rtol=0)
-    assert not torch.equal(ce, dlr)  # two different ascents, each kept apart
-    assert stacked_calls < 0.6 * model.calls
-
-
-def test_stacked_losses_refuse_an_unknown_loss_and_a_batch_of_no_whole_copies(tiny_cnn):
-    with pytest.raises(ConfigError, match="must name APGD losses"):
-        StackedAPGD(tiny_cnn(), ("ce", "hinge"))
-    model = tiny_cnn(size=12)
-    x = torch.rand(3, 1, 12, 12)
-    with pytest.raises(ShapeError, match="2 copies of its images; got 3 rows"):
-        StackedAPGD(model, ("ce", "dlr"), steps=2)(x, model(x).argmax(1))
 
 
 # -- registry and parameters --------------------------------------------------------------

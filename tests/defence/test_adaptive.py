@@ -159,7 +159,8 @@ def test_eot_losses_go_as_one_stacked_attack_with_each_loss_own_examples(tiny_cn
     ids, mask = torch.arange(70, 80), torch.ones(10, 1, 12, 12)
     defence = _SteadyDraws(model)
     budget = AdaptiveBudget(steps=6, restarts=1, eot_iter=eot_iter, draws=2)
-    stacked = eot_examples(defence, x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=3, mask=mask, sample_ids=ids)
+    stacked = eot_examples(defence, "local", x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=3, mask=mask,
+                           sample_ids=ids)
     stacked_calls, defence.calls = defence.calls, 0
     per_draw = {"early_stop": False} if eot_iter > 1 else {}
     alone = [make_attack(name, defence, eps=0.03, steps=6, n_restarts=1, eot_iter=eot_iter, seed=3, **per_draw)(
@@ -181,8 +182,8 @@ def test_eot_attacks_an_image_some_draws_still_classify_right(tiny_cnn, monkeypa
     y = model(x).argmax(1)
     monkeypatch.setattr(adaptive, "attacker_share", lambda *_a, **_k: torch.tensor([0.0, 0.05, 1.0]))
     budget = AdaptiveBudget(steps=4, restarts=1, eot_iter=3, draws=2)
-    ce, _ = eot_examples(_SteadyDraws(model), x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=0, mask=None,
-                         sample_ids=torch.arange(3))
+    ce, _ = eot_examples(_SteadyDraws(model), "local", x, y, 0.03, budget, ("apgd-ce", "apgd-dlr"), seed=0,
+                         mask=None, sample_ids=torch.arange(3))
     assert torch.equal(ce[0], x[0])
     assert not torch.equal(ce[1], x[1]) and not torch.equal(ce[2], x[2])
 

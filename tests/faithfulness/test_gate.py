@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from advspatial import passes
+from advspatial import passes, stacked_runs
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError
 from advspatial.faithfulness import deletion, randomization
@@ -520,7 +520,7 @@ def test_the_restricted_attack_is_bounded_per_call_and_per_run_and_gives_the_sam
         steps_rounds = ledger.outside.rounds
         assert steps_rounds < len(calls) / 2                 # the chunks of one step are one round
         calls.clear()
-        monkeypatch.setattr(passes, "STACK_ELEMENTS", 9 * x[0].numel())  # a run holds 9 rows at most
+        monkeypatch.setattr(stacked_runs, "STACK_ELEMENTS", 9 * x[0].numel())  # a run holds 9 rows at most
         before = ledger.outside.rounds
         runs = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=7)
         assert ledger.outside.rounds - before > 2 * steps_rounds  # several runs, one after another

@@ -189,7 +189,7 @@ class Attack:
 
     def on(self, model: nn.Module) -> Attack:
         """The same attack, every parameter kept, on ``model`` (a shallow copy): e.g. on the model called in chunks
-        (:class:`~advspatial.passes.RowChunks`), whose outputs are the model's."""
+        (:class:`~advspatial.stacked_runs.RowChunks`), whose outputs are the model's."""
         twin = copy.copy(self)
         twin.model = model
         return twin

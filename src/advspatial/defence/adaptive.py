@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from ..attacks import Attack, make_attack
-from ..attacks.apgd import StackedAPGD
 from ..attacks.base import prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import scaled_batch
 from .neutralize import MapFn, map_of
 from .selection import BinarizeFn, top_fraction
+from .stacked_apgd import StackedAPGD
 
 #: the attacker's gradients through a defence: BPDA with an identity backward, and the local gradient
 GRADIENTS = ("identity", "local")
@@ -306,7 +306,7 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
     gradients = budget.eot_gradients if gradients is None else tuple(gradients)
     candidates: list[tuple[str, torch.Tensor, torch.Tensor]] = []
     for g in gradients:
-        examples = eot_examples(defence.with_backward(g), x, y, eps, budget, gradient_components(budget, components),
+        examples = eot_examples(defence, g, x, y, eps, budget, gradient_components(budget, components),
                                 seed=seed, mask=mask, sample_ids=sample_ids, **overrides)
         # each candidate scored on the same draws (common random numbers): the pick compares the examples, not draws
         candidates += [(g, x_adv, attacker_share(defence, x_adv, y, draws)) for x_adv in examples]
@@ -319,18 +319,17 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
     return AdaptiveOutcome(correct, worst_x)
 
 
-#: the gradient attacks whose EOT runs on a randomized defence go as one :class:`~advspatial.attacks.apgd.StackedAPGD`
+#: the gradient attacks whose EOT runs on a randomized defence go as one :class:`~.stacked_apgd.StackedAPGD`
 #: (attack name: its loss)
 STACKED_LOSSES = {"apgd-ce": "ce", "apgd-dlr": "dlr"}
 
 
-def eot_examples(attacked: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,
-                 losses: Sequence[str], *, seed: int, mask: torch.Tensor | None, sample_ids: torch.Tensor,
-                 **overrides: Any) -> list[torch.Tensor]:
-    """Per gradient attack in ``losses``, its EOT examples on a randomized defence (``attacked``, one gradient
-    through it).
+def eot_examples(defence: Defence, gradient: str, x: torch.Tensor, y: torch.Tensor, eps: float,
+                 budget: AdaptiveBudget, losses: Sequence[str], *, seed: int, mask: torch.Tensor | None,
+                 sample_ids: torch.Tensor, **overrides: Any) -> list[torch.Tensor]:
+    """Per gradient attack in ``losses``, its EOT examples on a randomized defence through ``gradient``.
 
-    APGD-CE and APGD-DLR run as one :class:`~advspatial.attacks.apgd.StackedAPGD` (every EOT step of both losses
+    APGD-CE and APGD-DLR run as one :class:`~.stacked_apgd.StackedAPGD` (every EOT step of both losses
     is one call) on every image but those **all** of the attacker's own ``eot_iter`` draws misclassify at ``x``
     (kept as ``x``: the attacker's pick, :func:`pick_lowest`, could do no better). An image that one draw
     misclassifies is no broken image on a randomized defence (its fresh draws may still be right), so it is
@@ -340,6 +339,7 @@ def eot_examples(attacked: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     one-draw check left 0.041 / 0.016 / 0.041. Any other attack runs as the ensemble with it alone
     (:func:`ensemble_attack`).
     """
+    attacked = defence.with_backward(gradient)
     if any(loss not in STACKED_LOSSES for loss in losses):
         return [ensemble_attack(attacked, eps, budget, randomized=True, seed=seed, components=(loss,), **overrides)(
             x, y, mask=mask, sample_ids=sample_ids) for loss in losses]
@@ -348,12 +348,12 @@ def eot_examples(attacked: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
                          steps=int(overrides.get("steps") or budget.steps),
                          n_restarts=int(overrides.get("restarts") or budget.eot_restarts), eot_iter=eot_iter,
                          early_stop=budget.eot_early_stop if eot_iter > 1 else True, seed=seed)
-    standing = (attacker_share(attacked, x, y, eot_iter) > 0).nonzero().flatten()
+    standing = (attacker_share(defence, x, y, eot_iter) > 0).nonzero().flatten()
     examples = [x.detach().clone() for _ in losses]
     if standing.numel():
         r = standing.to(x.device)
-        found = attack.candidates(x[r], y[r], mask=None if mask is None else prepare_mask(mask, x)[r],
-                                  sample_ids=sample_ids[standing])
+        full = prepare_mask(mask, x)  # (N,C,H,W) whatever shape the mask came in, to take its rows
+        found = attack.candidates(x[r], y[r], mask=None if full is None else full[r], sample_ids=sample_ids[standing])
         for out, rows in zip(examples, found, strict=True):
             out[r] = rows
     return examples

@@ -17,7 +17,8 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
-from ..passes import RowChunks, forward_stacked, run_rows
+from ..passes import forward_stacked
+from ..stacked_runs import RowChunks, run_rows
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
@@ -289,9 +290,9 @@ def restricted_attack_columns(
     the mask must be zero, as every :mod:`advspatial.attacks` attack's is). The
     images are stacked region by region (an image keeps its sample id, so its
     random start is the same in every region: common random numbers) and
-    attacked as one run of up to :func:`~advspatial.passes.run_rows` rows (so memory does not grow with the
+    attacked as one run of up to :func:`~advspatial.stacked_runs.run_rows` rows (so memory does not grow with the
     region count), whose model calls take ``max_images`` images at a time (default
-    :data:`RESTRICTED_ATTACK_IMAGES` scaled to the image size; :class:`~advspatial.passes.RowChunks`): each step
+    :data:`RESTRICTED_ATTACK_IMAGES` scaled to the image size; :class:`~advspatial.stacked_runs.RowChunks`): each step
     of the run is one round, on a CPU as on a device.
     Columns (N,) CPU: ``attack:margin_clean``; ``attack:margin:r`` = the
     true-label margin ``z_y - max_{j!=y} z_j`` of the image attacked inside

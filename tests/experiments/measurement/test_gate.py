@@ -128,9 +128,9 @@ def test_the_sequential_gate_does_not_depend_on_the_batch_size_or_a_resume(quadr
 
 def test_no_attack_call_holds_more_than_a_batch(quadrants, tmp_path, monkeypatch) -> None:
     """The restricted attack stacks every region's copy of a batch (~9 batches) into one run: on a CPU its model
-    calls take a batch at a time (:class:`~advspatial.passes.RowChunks`)."""
+    calls take a batch at a time (:class:`~advspatial.stacked_runs.RowChunks`)."""
     from advspatial.faithfulness import deletion
-    from advspatial.passes import RowChunks
+    from advspatial.stacked_runs import RowChunks
 
     model, x, y = quadrants
     seen: list[int] = []
