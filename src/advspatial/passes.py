@@ -191,6 +191,16 @@ def stacked_outputs(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
         yield from call()
 
 
+def rows_within(elements: int, sample: torch.Tensor) -> int:
+    """How many images like ``sample`` (one image or a batch; its first dimension is the batch) ``elements`` input
+    elements hold.
+
+    >>> rows_within(1 << 24, torch.zeros(4, 3, 32, 32))
+    5461
+    """
+    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
+    return elements // per_image
+
 
 def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
     """Rows per call for independent rows stacked into one batch (a gate's regions × images, attacked together):
@@ -203,8 +213,7 @@ def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
         32
     """
     limit = stack_elements(sample)
-    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
-    return max(int(cpu_rows), limit // per_image) if limit else int(cpu_rows)
+    return max(int(cpu_rows), rows_within(limit, sample)) if limit else int(cpu_rows)
 
 
 def stage_family(key: str) -> str:

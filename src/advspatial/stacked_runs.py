@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .passes import STACK_ELEMENTS, one_round
+from .passes import STACK_ELEMENTS, one_round, rows_within
+from .runtime import batch_slices
 
 
 def run_rows(call_rows: int, sample: torch.Tensor) -> int:
@@ -22,8 +23,7 @@ def run_rows(call_rows: int, sample: torch.Tensor) -> int:
         >>> run_rows(100, torch.zeros(4, 3, 32, 32)), run_rows(100, torch.zeros(4, 3, 224, 224))
         (5461, 111)
     """
-    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
-    return max(int(call_rows), STACK_ELEMENTS // per_image)
+    return max(int(call_rows), rows_within(STACK_ELEMENTS, sample))
 
 
 class RowChunks(nn.Module):
@@ -52,4 +52,4 @@ class RowChunks(nn.Module):
         if x.shape[0] <= self.rows:
             return self.model(x)
         with one_round():
-            return torch.cat([self.model(x[i:i + self.rows]) for i in range(0, x.shape[0], self.rows)])
+            return torch.cat([self.model(x[sl]) for sl in batch_slices(x.shape[0], self.rows)])

@@ -20,7 +20,6 @@ attacked alone with the same ``sample_ids``.
 from __future__ import annotations
 
 import copy
-
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields

@@ -257,9 +257,7 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
         found = correct_share(defence, x_adv, y[r], 1, sample_ids[rows])
         if per_gradient:
             correct[g] = found
-        better = found < worst[rows]
-        worst[rows[better]] = found[better]
-        worst_x[r[better.to(x.device)]] = x_adv[better.to(x.device)]
+        worst, worst_x = keep_worse(worst, worst_x, rows, found, x_adv)
     if any(c.startswith("square") for c in (components or budget.components)):
         worst, worst_x = square_on_standing(defence, x, y, eps, budget, worst, worst_x, sample_ids=sample_ids,
                                             seed=seed, mask=mask)
