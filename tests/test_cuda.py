@@ -140,7 +140,7 @@ def test_torchrun_on_cuda_uses_nccl_and_matches_one_process(tmp_path: Path) -> N
 
 
 def test_stacked_deletion_on_cuda_is_one_call_and_equals_cpu(tiny_cnn, no_tf32) -> None:
-    """On a GPU the gate's regions and fills go to the classifier stacked (passes.forward_stacked): one call for
+    """On a GPU the gate's regions and fills go to the classifier stacked (stacked_runs.forward_stacked): one call for
     all of them besides the clean pass, and the same columns as the CPU's one call per region."""
     from advspatial.faithfulness.deletion import deletion_columns, gate_regions
     from advspatial.passes import PassLedger

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import closing
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from advspatial.host_syncs import host_list
 from advspatial.models.outputs import guard_outputs
 from advspatial import passes
 from advspatial.passes import (
-    PassCount, PassLedger, call_rates, device_rows, forward_stacked, one_round, stacked_outputs, stage_family,
+    PassCount, PassLedger, call_rates, device_rows, one_round, stage_family,
 )
 from advspatial.rundir import RunDir
 from advspatial.runtime import per_sample_noise
@@ -87,6 +85,37 @@ def test_a_failed_stage_is_not_recorded() -> None:
     except RuntimeError:
         pass
     assert ledger.by_stage == {}
+
+
+@given(st.builds(PassCount, *(st.integers(0, 500) for _ in range(6)), st.floats(0, 10), st.floats(0, 10)),
+       st.lists(st.integers(1, 50), min_size=1, max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_shares_sum_to_the_count_and_follow_the_weights(count: PassCount, weights: list[int]) -> None:
+    shares = count.shares(weights)
+    total = PassCount()
+    for share in shares:
+        total.add(share)
+    assert total == count  # every integer count exactly (the seconds are left out of ==)
+    assert total.cpu_seconds == pytest.approx(count.cpu_seconds) and total.model_seconds == pytest.approx(
+        count.model_seconds)
+    for share, w in zip(shares, weights, strict=True):
+        assert abs(share.rounds - count.rounds * w / sum(weights)) < 1  # largest remainders: within one
+
+
+def test_work_measured_apart_is_in_no_stage_until_the_stages_charge_their_shares() -> None:
+    ledger, model = PassLedger(), tiny()
+    ledger.watch(model)
+    with torch.no_grad():
+        with ledger.apart() as joint:
+            model(images(6))
+            model(images(6))
+        assert ledger.by_stage == {} and joint == PassCount(12, 0, 2, rounds=2)
+        for k, share in enumerate(joint.shares([1, 1])):
+            with ledger.stage(f"gate/f{k}/batch-00000"):
+                ledger.charge(share)
+    assert ledger.by_stage == {"gate/f0/batch-00000": PassCount(6, 0, 1, rounds=1),
+                               "gate/f1/batch-00000": PassCount(6, 0, 1, rounds=1)}
+    assert ledger.total() == joint
 
 
 @given(st.lists(st.tuples(st.integers(1, 6), st.booleans()), min_size=1, max_size=8))
@@ -197,56 +226,6 @@ def test_calls_chunked_inside_one_round_are_one_round_and_others_one_each() -> N
         model(images(3))
     assert (ledger.outside.calls, ledger.outside.rounds) == (7, 3)
     assert call_rates(ledger.outside)["images_per_round"] == round(16 / 3, 1)
-
-
-@settings(max_examples=40, deadline=None, derandomize=True)
-@given(st.lists(st.integers(1, 6), min_size=1, max_size=7), st.one_of(st.none(), st.integers(1, 60)))
-def test_stacked_batches_are_one_round_with_the_outputs_of_one_call_each(sizes: list[int],
-                                                                         elements: int | None) -> None:
-    """On a CPU (``elements`` None) every batch is its own call, so the outputs are those of a loop to the bit;
-    with a budget, batches share calls of at most that many input elements (one batch over it alone), the
-    outputs equal to float rounding; in order, one round either way, and never more made than one call holds."""
-    torch.manual_seed(0)
-    model, ledger = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)), PassLedger()
-    batches = [torch.rand(k, 4) for k in sizes]
-    with torch.no_grad():
-        loop = [model(b) for b in batches]
-    ledger.watch(model)
-    held: list[int] = []  # input elements made and not yet sent, each time a batch is asked for
-
-    def lazily() -> Iterator[torch.Tensor]:
-        for i, b in enumerate(batches):
-            held.append(4 * (sum(sizes[:i]) - ledger.outside.forward))
-            yield b
-
-    with torch.no_grad():
-        out = forward_stacked(model, lazily(), elements)
-    calls = ledger.outside.calls
-    assert [o.shape for o in out] == [o.shape for o in loop]
-    if elements is None:
-        assert calls == len(batches) and all(torch.equal(a, b) for a, b in zip(out, loop, strict=True))
-    else:
-        expected, load = 0, 0
-        for k in sizes:
-            if load and load + 4 * k > elements:
-                expected, load = expected + 1, 0
-            load += 4 * k
-        assert calls == expected + 1
-        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(out, loop, strict=True))
-        assert max(held) <= max(elements, 4 * max(sizes))
-    assert ledger.outside.rounds == 1
-
-
-def test_a_stacked_round_read_inside_closing_ends_when_its_reader_fails() -> None:
-    ledger, model = PassLedger(), tiny()
-    ledger.watch(model)
-    with torch.no_grad():
-        with pytest.raises(RuntimeError, match="reader failed"):
-            with closing(stacked_outputs(model, (images(2) for _ in range(3)))) as outputs:
-                for _ in outputs:
-                    raise RuntimeError("reader failed")
-        model(images(2))  # a round of its own, not the failed one's
-    assert (ledger.outside.calls, ledger.outside.rounds) == (2, 2)
 
 
 def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewhere(monkeypatch) -> None:

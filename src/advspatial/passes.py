@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -87,6 +87,25 @@ class PassCount:
             setattr(count, name, int(counts.get(name, 0)))
         return count
 
+    def shares(self, weights: Sequence[int]) -> list[PassCount]:
+        """The count split among stages that did its work jointly, in proportion to ``weights`` (their rows): each
+        integer count by largest remainders, so that the shares sum to it exactly; the seconds pro rata.
+
+        >>> [c.rounds for c in PassCount(rounds=16).shares([9, 9, 9])]
+        [6, 5, 5]
+        """
+        total = sum(weights)
+        out = [PassCount(cpu_seconds=self.cpu_seconds * w / total, model_seconds=self.model_seconds * w / total)
+               for w in weights]
+        for name in COUNTS:
+            exact = [getattr(self, name) * w / total for w in weights]
+            given = [int(e) for e in exact]
+            for k in sorted(range(len(weights)), key=lambda i: given[i] - exact[i])[:getattr(self, name) - sum(given)]:
+                given[k] += 1
+            for count, value in zip(out, given, strict=True):
+                setattr(count, name, value)
+        return out
+
     def non_model_seconds_per_call(self) -> float | None:
         """CPU seconds outside the model per classifier call (forward or backward); None without calls or times."""
         calls = self.calls + self.backward_calls
@@ -126,7 +145,8 @@ def one_round() -> Iterator[None]:
         _Round.token = None
 
 
-#: input elements per stacked call on a device other than the CPU (:func:`forward_stacked`): 64 MB of float32
+#: input elements per stacked call on a device other than the CPU
+#: (:func:`~advspatial.stacked_runs.forward_stacked`): 64 MB of float32
 #: inputs, a forward pass without gradients that any accelerator holds for the models this package runs
 STACK_ELEMENTS = 1 << 24
 #: the same on a CPU: 0, one call per batch (a CPU's cost follows its passes, not its calls)
@@ -137,58 +157,6 @@ def stack_elements(sample: torch.Tensor) -> int:
     """Input elements a stacked call may hold on ``sample``'s device: :data:`CPU_STACK_ELEMENTS` on a CPU (0: one
     call per batch), :data:`STACK_ELEMENTS` elsewhere."""
     return CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
-
-
-def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
-                    elements: int | None = None) -> list[torch.Tensor]:
-    """The model's outputs on independent batches ``inputs`` (made one after another, each ``(B_i, ...)`` with
-    the same trailing shape), in order, as **one round**: :func:`stacked_outputs` read to the end.
-
-    Why: work that does not depend on the answer of the call before it (a gate's regions and fills, a defence's
-    fractions and control draws) is a single call to a device; made as a loop of calls, a GPU waits on each.
-    On a CPU each input is still its own call (:data:`CPU_STACK_ELEMENTS`, unless ``elements`` is given): the
-    calls a loop made, at the batch size the CPU already runs well, so the same numbers to the bit. Elsewhere the
-    inputs are concatenated into calls of at most ``elements`` input elements (default :data:`STACK_ELEMENTS`; an
-    input larger than that is a call of its own), and the outputs split back: the same values to the float
-    rounding that a batch's composition moves. The inputs are made lazily, so at most one call's worth is held.
-
-    Example::
-
-        >>> from torch import nn
-        >>> ledger, model = PassLedger(), nn.Linear(4, 2)
-        >>> ledger.watch(model)
-        >>> outs = forward_stacked(model, (torch.rand(3, 4) for _ in range(5)), elements=24)
-        >>> [tuple(o.shape) for o in outs], ledger.outside.calls, ledger.outside.rounds
-        ([(3, 2), (3, 2), (3, 2), (3, 2), (3, 2)], 3, 1)
-    """
-    return list(stacked_outputs(model, inputs, elements))
-
-
-def stacked_outputs(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
-                    elements: int | None = None) -> Generator[torch.Tensor, None, None]:
-    """:func:`forward_stacked`'s outputs one at a time, each as soon as its call is made: a caller that reduces
-    them (a mean over noisy copies) holds one call's outputs, not all, and counts a progress step per output. The
-    round stays open until the last output is read or the generator is closed: the caller makes no other
-    classifier call in between, and reads it inside ``contextlib.closing`` so that an error ends the round."""
-    pending: list[torch.Tensor] = []
-
-    def call() -> list[torch.Tensor]:
-        batches = list(pending)
-        pending.clear()
-        if len(batches) == 1:
-            return [model(batches[0])]
-        return list(model(torch.cat(batches)).split([len(t) for t in batches])) if batches else []
-
-    with one_round():
-        held = 0  # input elements pending
-        for batch in inputs:
-            limit = elements if elements is not None else stack_elements(batch)
-            if pending and held + batch.numel() > limit:
-                yield from call()
-                held = 0
-            pending.append(batch)
-            held += batch.numel()
-        yield from call()
 
 
 def rows_within(elements: int, sample: torch.Tensor) -> int:
@@ -343,6 +311,25 @@ class PassLedger:
         self._forward_started.clear()  # a forward that raised left its start behind
         with counting(self._sync), _timed_gradients(self):
             yield
+
+    @contextmanager
+    def apart(self) -> Iterator[PassCount]:
+        """Count the block's work as :meth:`stage` does, recorded in no stage: work done jointly for several
+        stages, each of which then takes its share (:meth:`PassCount.shares`) with :meth:`charge`."""
+        with self.stage("") as count:
+            yield count
+        del self.by_stage[""]
+
+    def charge(self, share: PassCount) -> None:
+        """Add ``share`` of work measured :meth:`apart` to the open stage's own counts and CPU time."""
+        count = self._current()
+        for name in COUNTS:
+            setattr(count, name, getattr(count, name) + getattr(share, name))
+        count.model_seconds += share.model_seconds
+        if self._nested_seconds:  # the stage's own time is its elapsed time less its nested stages'
+            self._nested_seconds[-1] -= share.cpu_seconds
+        else:
+            count.cpu_seconds += share.cpu_seconds
 
     def loaded(self, key: str, counts: Mapping[str, Any] | None) -> None:
         """Stage ``key`` was read back from its file, whose header holds ``counts`` (None: written without them)."""

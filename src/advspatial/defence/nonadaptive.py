@@ -27,7 +27,7 @@ from ..models.hooks import frozen_eval
 from ..regions.checks import check_region
 from ..regions.controls import random_regions_like
 from ..regions.fills import put_back
-from ..passes import forward_stacked
+from ..stacked_runs import forward_stacked
 from ..runtime import batch_slices, model_device, sample_ids_or_range, to_host
 from .neutralize import NeutralizedModel
 
@@ -159,7 +159,7 @@ def _batch_columns(model: nn.Module, defended: NeutralizedModel, xb: torch.Tenso
                    oracle_roa: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """One batch's columns, on the device. The regions are chosen first (the deployable selection needs the
     model's maps); then every filled image goes to the classifier as one round
-    (:func:`~advspatial.passes.forward_stacked`), the undefended predictions as another."""
+    (:func:`~advspatial.stacked_runs.forward_stacked`), the undefended predictions as another."""
     images: dict[str, _Images] = {}
     counts: dict[str, torch.Tensor] = {}
     for tag, x in (("adv", ab), ("clean", xb)) if clean else (("adv", ab),):

@@ -42,6 +42,10 @@ S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
 
 
+class _NotStored(Exception):
+    """Raised inside :meth:`Stage.stored` where a stage would be computed."""
+
+
 @dataclass(frozen=True)
 class Stage(Generic[T]):
     """A cached step of a run: ``{name}/batch-{b:05d}`` per batch (``per="batch"``, the default),
@@ -88,6 +92,18 @@ class Stage(Generic[T]):
         images, classes and settings; a callable is called only when the run has no stage file yet), reused across
         runs from the model cache (:meth:`~advspatial.rundir.RunDir.cached_model_work`)."""
         return self.loaded(rundir.cached_model_work(self.key(index), inputs, lambda: self.saved(compute())))
+
+    def stored(self, rundir: RunDir, inputs: Mapping[str, Any] | Callable[[], Mapping[str, Any]],
+               index: int | None = None) -> T | None:
+        """:meth:`get_model_work`'s value when the run or the model cache holds it, else None with nothing
+        computed: work that several stages share is then computed once for the stages that need it."""
+        def missing() -> T:
+            raise _NotStored
+
+        try:
+            return self.get_model_work(rundir, inputs, missing, index)
+        except _NotStored:  # the stage's count was left unrecorded and nothing was saved
+            return None
 
     def exists(self, rundir: RunDir, index: int | None = None) -> bool:
         """True when the value for ``index`` is saved."""

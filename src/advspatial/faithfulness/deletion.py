@@ -17,8 +17,7 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
-from ..passes import forward_stacked
-from ..stacked_runs import RowChunks, run_rows
+from ..stacked_runs import RowChunks, forward_stacked, run_rows
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
@@ -247,7 +246,7 @@ def deletion_columns(
     is still classified as ``y``. Also ``clean:logit``, ``clean:correct`` and
     ``roi:pixels`` (the pixel count of ``regions["roi"]`` when present). One
     forward pass per (fill, region), model in eval mode, no gradients, all of
-    them one round (:func:`~advspatial.passes.forward_stacked`: one call per
+    them one round (:func:`~advspatial.stacked_runs.forward_stacked`: one call per
     region on a CPU, stacked calls on a GPU).
     """
     x, y, _ = _check_inputs(model, x, y, next(iter(regions.values())).float())
@@ -307,14 +306,16 @@ def restricted_attack_columns(
     check_range("max_images", per_pass, 1)
     per_run = run_rows(per_pass, x)
     chunked = RowChunks(model, per_pass) if per_run > per_pass else model
-    masks = torch.cat([regions[r].to(x.device) for r in names])[:, None].to(x.dtype)
-    stacked_x, stacked_y, stacked_ids = x.repeat(len(names), 1, 1, 1), y.repeat(len(names)), ids.repeat(len(names))
+    region_stack = torch.stack([regions[r].to(x.device) for r in names])  # (R, N, H, W) bool
     cols: dict[str, torch.Tensor] = {}
     with frozen_eval(model):
         cols["attack:margin_clean"] = _col(margin(_logits(model, x), y))
     parts = []
-    for sl in batch_slices(len(stacked_y), per_run):
-        result = attack.on(chunked).run(stacked_x[sl], stacked_y[sl], mask=masks[sl], sample_ids=stacked_ids[sl])
+    for sl in batch_slices(len(names) * n, per_run):  # row r * n + i: image i inside region r, made run by run
+        rows = torch.arange(sl.start, sl.stop)  # the sample ids stay on the host, the rest goes to x's device
+        region, image = (v.to(x.device) for v in (rows // n, rows % n))
+        mask = region_stack[region, image][:, None].to(x.dtype)
+        result = attack.on(chunked).run(x[image], y[image], mask=mask, sample_ids=ids[rows % n])
         with frozen_eval(model):
             parts.append(_logits(chunked, result.x_adv.to(x.device)))
     logits = torch.cat(parts)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import ShapeError, check_range
 from ..host_syncs import host_list
-from ..passes import stacked_outputs
+from ..stacked_runs import stacked_outputs
 from ..progress import progress_bar
 from ..runtime import model_device, sample_generator, sample_ids_or_range, stream_seed
 from ..regions.checks import check_maps

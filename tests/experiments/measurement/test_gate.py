@@ -14,7 +14,7 @@ from helpers import synthetic_images, train_briefly
 
 from advspatial.data.tensors import as_image_dataset
 from advspatial.experiments.context import ExperimentContext
-from advspatial.experiments.measurement.gate import gate_stage, look_chunks
+from advspatial.experiments.measurement.gate import gate_stage
 from advspatial.experiments.maps.config import MapsConfig
 from advspatial.rundir import RunDir
 from advspatial.runtime import batch_slices
@@ -55,15 +55,6 @@ def context(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, out: Path,
 def wrong_map_gate(ctx: ExperimentContext, x: torch.Tensor):  # type: ignore[no-untyped-def]
     maps = opposite_quadrant(x)
     return gate_stage(ctx, "gradcam", 0.2, 0.1, maps=lambda b: maps[ctx.slices[b]])
-
-
-def test_chunks_cut_at_the_looks_and_the_batches() -> None:
-    chunks = look_chunks((50, 100, 160), [slice(0, 64), slice(64, 128), slice(128, 160)])
-    assert [[(c.index, c.batch, c.offset, c.images.start, c.images.stop) for c in look] for look in chunks] == [
-        [(0, 0, 0, 0, 50)],
-        [(1, 0, 50, 50, 64), (2, 1, 0, 64, 100)],
-        [(3, 1, 36, 100, 128), (4, 2, 0, 128, 160)],
-    ]
 
 
 def test_a_clearly_failing_map_stops_at_the_first_look_and_skips_the_randomization_checks(quadrants, tmp_path):
@@ -155,11 +146,11 @@ def test_the_rois_explainer_gets_its_draws_and_the_panel_its_own(monkeypatch) ->
 
     seen: dict[tuple[str, float], int | None] = {}
 
-    def fake_gate(ctx, method, fraction, eps, maps=None, n=None, draws=None):  # type: ignore[no-untyped-def]
-        seen[(method, fraction)] = draws
-        return None
+    def fake_gates(ctx, requests):  # type: ignore[no-untyped-def]
+        seen.update({(r.method, r.fraction): r.draws for r in requests})
+        return [None] * len(requests)
 
-    monkeypatch.setattr(gate_module, "gate_stage", fake_gate)
+    monkeypatch.setattr(gate_module, "gate_stages", fake_gates)
     config = MapsConfig(randomization_draws=7, panel_randomization_draws=3, panel_fractions=[0.1, 0.2])
     ctx = SimpleNamespace(config=config, panel=["hirescam", "gradcam"], importance="hirescam",
                           panel_maps=lambda m, b: None, importance_of=lambda b: None)

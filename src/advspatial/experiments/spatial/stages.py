@@ -43,7 +43,7 @@ from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
 from ...models.hooks import frozen_eval
 from ...regions import MapAccumulator
-from ...passes import forward_stacked
+from ...stacked_runs import forward_stacked
 from ...runtime import batch_slices, to_host
 from ..context import train_images
 from ..measurement.config import contribution_kw

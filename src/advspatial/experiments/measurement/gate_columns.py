@@ -1,0 +1,336 @@
+"""The faithfulness gate's comparisons, look by look, of several gates at once (METHODS.md §1).
+
+A gate compares its map's top pixels with regions of the same size (:func:`~advspatial.faithfulness.deletion.
+gate_regions`), deleting each and attacking inside each, on the correctly classified images among its first ones, in
+looks (after 50, 100, 200, ... images) that stop once its verdict is decided (:mod:`~advspatial.faithfulness.
+sequential`). A measurement gates the RoI's explainer at several fractions and a panel of explainers, all on the same
+images of the same model: the chunk of images one look of each gate needs is the same, so :func:`compared_columns`
+runs the gates' looks side by side and computes their regions of a chunk as one stack (one restricted attack over
+every gate's regions × images, one round per step; one deletion round), instead of one gate after another.
+
+Each gate keeps its own stage per chunk (``gate/[tag/]method/f{fraction}-n{n}-looks50/batch-NNNNN``), computed from
+the same inputs as alone and reused from the model cache alike; the joint work's passes are shared among the stages
+it computed in proportion to their regions (:meth:`~advspatial.passes.PassCount.shares`). Only the rounding of a
+forward pass at another batch composition separates a gate's columns from those it gets alone.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...faithfulness.calibration import Budget
+from ...faithfulness.controls import control_maps, control_regions
+from ...faithfulness.deletion import ROI, blurred_map, deletion_columns, gate_regions, restricted_attack_columns
+from ...faithfulness.gate import MIN_N, comparison_decisions, control_cells, gini_sparseness
+from ...faithfulness.sequential import InterimDecision, interim_decision, look_sizes
+from ...models.loading import state_checksum
+from ...passes import PassCount, PassLedger, device_rows
+from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ...runtime import to_host
+from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
+from ..context import ExperimentContext
+from ..stage import Stage
+from .config import GatedConfig
+
+#: the context a gate runs in: any experiment's whose settings include the gate's
+GateContext = ExperimentContext[GatedConfig]
+
+#: a gate's comparisons of one chunk of a look (``gate/[tag/]method/f0.2-n200-looks50/batch-00000``)
+GATE_COLUMNS = Stage[dict[str, torch.Tensor]]("gate")
+#: per model (``gate/[tag/]control/maps``): the positive control's maps per batch
+CONTROL_MAPS = Stage[dict[str, torch.Tensor]]("gate")
+#: the positive control's columns of one range of images at one fraction (``gate/[tag/]control/f0.2/images-0-50``):
+#: shared by every explainer's gate of the model at that fraction
+CONTROL_COLUMNS = Stage[dict[str, torch.Tensor]]("gate", per="run")
+#: joins a gate's number to a region's name in a joint stack (``1|roi``); no region name holds it
+_JOINT = "|"
+
+
+@dataclass
+class GatePlan:
+    """One gate's fixed parts: its explainer and model, stage family, images, the restricted attack and budget."""
+
+    method: str
+    model: nn.Module
+    family: list[str]
+    label: str
+    fraction: float
+    stop: int
+    slices: list[slice]
+    budget: Budget
+    attack: Any
+    draws: int
+
+
+@dataclass
+class PreparedGate:
+    """A gate ready for its comparisons: its plan, model tag, maps of batch b (``maps(b, slice)``) and the layout
+    sums of every map it examines (the class- and dataset-layout references)."""
+
+    plan: GatePlan
+    tag: str
+    maps: Callable[[int, slice], torch.Tensor]
+    layouts: LayoutSums
+
+
+@dataclass(frozen=True)
+class GateChunk:
+    """Images of the gate that lie in one of the run's batches and in one look: ``index`` numbers the chunk among
+    the gate's (its stage key), ``batch`` is the run's batch it lies in, ``offset`` its first image's position there."""
+
+    index: int
+    batch: int
+    offset: int
+    images: slice
+
+    @property
+    def part(self) -> slice:
+        """The chunk's images within its batch."""
+        return slice(self.offset, self.offset + self.images.stop - self.images.start)
+
+
+def look_chunks(looks: Sequence[int], slices: Sequence[slice]) -> list[list[GateChunk]]:
+    """The gate's images cut at the looks' image counts and at the run's batches (``slices``, from image 0): one
+    list of chunks per look, numbered in order."""
+    out: list[list[GateChunk]] = []
+    index, start = 0, 0
+    for end in looks:
+        chunks = []
+        for b, sl in enumerate(slices):
+            lo, hi = max(sl.start, start), min(sl.stop, end)
+            if lo < hi:
+                chunks.append(GateChunk(index, b, lo - sl.start, slice(lo, hi)))
+                index += 1
+        out.append(chunks)
+        start = end
+    return out
+
+
+@dataclass
+class Looked:
+    """The gate's comparisons as far as they were computed: images planned and examined, the labels of the correct
+    ones, and the decision that stopped them early (None: they ran to the last look)."""
+
+    planned: int
+    examined: int
+    labels: torch.Tensor
+    decision: InterimDecision | None
+
+
+@dataclass
+class _Comparing:
+    """One gate's comparisons in progress: its looks, the look it is at, the columns of its correct images so far."""
+
+    ctx: GateContext
+    gate: PreparedGate
+    looks: tuple[int, ...]
+    look: int = 0
+    done: bool = False
+    examined: int = 0
+    decision: InterimDecision | None = None
+    parts: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    labels: list[torch.Tensor] = field(default_factory=list)
+
+    @functools.cached_property
+    def chunks(self) -> list[list[GateChunk]]:
+        return look_chunks(self.looks, self.gate.plan.slices)
+
+    @functools.cached_property
+    def stage(self) -> Stage[dict[str, torch.Tensor]]:
+        plan = self.gate.plan
+        return GATE_COLUMNS.at(*plan.family, f"f{plan.fraction}-n{plan.stop}-"
+                               + (f"looks{self.looks[0]}" if len(self.looks) > 1 else "compared"))
+
+    def inputs(self, chunk: GateChunk) -> dict[str, Any]:
+        """Everything a chunk's columns read besides the model's weights (the model cache's key)."""
+        plan, cfg = self.gate.plan, self.ctx.config
+        x, y, ids = self.ctx.batch(chunk.images)
+        return {"model": state_checksum(plan.model), "method": plan.method, "x": x, "classes": y, "ids": ids,
+                "maps": self.gate.maps(chunk.batch, plan.slices[chunk.batch])[chunk.part],
+                "layouts": vars(self.gate.layouts), "fraction": plan.fraction, "seed": cfg.seed,
+                "fills": list(cfg.gate_fills), "budget": plan.budget.as_dict(), "attack": plan.attack.params(),
+                "batch_size": cfg.batch_size}
+
+    def control_columns(self, chunk: GateChunk) -> dict[str, torch.Tensor]:
+        """The positive control's columns of the chunk (its own stage, shared by the model's gates at the fraction;
+        read at the top level, so that a resumed run that reads the chunk back counts its passes too)."""
+        if not self.ctx.config.gate_control:
+            return {}
+        plan, tag = self.gate.plan, self.gate.tag
+        stage = CONTROL_COLUMNS.at(*([tag] if tag else []), "control", f"f{plan.fraction}",
+                                   f"images-{chunk.images.start}-{chunk.images.stop}")
+
+        def compute() -> dict[str, torch.Tensor]:
+            maps = {k: v[chunk.part] for k, v in gate_control_maps(self.ctx, plan.model, tag, chunk.batch).items()}
+            return _control_columns(self.ctx, plan, maps, chunk.images)
+
+        return stage.get(self.ctx.rundir, compute)
+
+    def keep(self, chunk: GateChunk, cols: dict[str, torch.Tensor]) -> None:
+        kept = cols["clean:correct"].bool()
+        for name, value in cols.items():
+            self.parts.setdefault(name, []).append(value[kept])
+        self.labels.append(self.ctx.data.labels[chunk.images][kept])
+
+    def next_look(self) -> None:
+        """After a look: done at the last look or at an interim decision, else on to the next look."""
+        self.examined = self.looks[self.look]
+        if self.look == len(self.looks) - 1:
+            self.done = True
+            return
+        cfg = self.ctx.config
+        self.decision = _interim(self.parts, self.labels, cfg.seed, cfg.equivalence_margin)
+        self.done = self.decision is not None
+        self.look += 1
+
+    def result(self) -> tuple[dict[str, torch.Tensor], Looked]:
+        labels = torch.cat(self.labels) if self.labels else torch.zeros(0, dtype=torch.long)
+        return ({name: torch.cat(v) for name, v in self.parts.items()},
+                Looked(self.gate.plan.stop, self.examined, labels, self.decision))
+
+
+@dataclass
+class _Unit:
+    """The chunks of the same images that gates on the same model and budget need at one look: computed as one."""
+
+    images: slice
+    members: list[tuple[_Comparing, GateChunk]]
+
+
+def compared_columns(ctx: GateContext, gates: Sequence[PreparedGate]) -> list[tuple[dict[str, torch.Tensor], Looked]]:
+    """Each gate's comparison columns on its correctly classified images and how far its looks went: look by look
+    (one look at its last image without ``gate_sequential``), a gate stopping at the first interim look that decides
+    it, the gates still looking going on side by side; the same images' chunks of gates on the same model and budget
+    computed as one (:func:`_joint_columns`)."""
+    cfg = ctx.config
+    states = [_Comparing(ctx, gate, tuple(look_sizes(gate.plan.stop)) if cfg.gate_sequential
+                         else (gate.plan.stop,)) for gate in gates]
+    while active := [s for s in states if not s.done]:
+        units = _units(active)
+        labels = ", ".join(dict.fromkeys(s.gate.plan.label for s in active))
+        looks = {s.look for s in active if len(s.looks) > 1}
+        ctx.each_batch(lambda _, unit: _unit_columns(ctx, unit), slices=units,
+                       desc=f"faithfulness gate: {labels}" + (f", look {min(looks) + 1}" if looks else ""),
+                       then=lambda _, unit, cols: [s.keep(chunk, c) for (s, chunk), c in zip(unit.members, cols,
+                                                                                             strict=True)])
+        for state in active:
+            state.next_look()
+    return [s.result() for s in states]
+
+
+def _units(active: Sequence[_Comparing]) -> list[_Unit]:
+    """The active gates' chunks of their current look, grouped by images, model and restricted-attack budget."""
+    units: dict[tuple[int, int, int, float], _Unit] = {}
+    for state in active:
+        for chunk in state.chunks[state.look]:
+            plan = state.gate.plan
+            key = (chunk.images.start, chunk.images.stop, id(plan.model), plan.budget.eps)
+            units.setdefault(key, _Unit(chunk.images, [])).members.append((state, chunk))
+    return [units[k] for k in sorted(units)]
+
+
+def _unit_columns(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]]:
+    """Each member's columns of the unit: read back where saved (in the run or the model cache), the others
+    computed as one (:func:`_joint_columns`) and saved each in its own stage with its share of the passes."""
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    for k, (state, chunk) in enumerate(unit.members):
+        value = state.stage.stored(ctx.rundir, functools.partial(state.inputs, chunk), chunk.index)
+        if value is not None:
+            found[k] = value
+    pending = [k for k in range(len(unit.members)) if k not in found]
+    if pending:
+        ledger: PassLedger = ctx.rundir.passes
+        with ledger.apart() as joint:
+            computed, weights = _joint_columns(ctx, [unit.members[k] for k in pending], unit.images)
+        for k, cols, share in zip(pending, computed, joint.shares(weights), strict=True):
+            state, chunk = unit.members[k]
+            found[k] = state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk),
+                                                  functools.partial(_charged, ledger, share, cols), chunk.index)
+    return [{**found[k], **state.control_columns(chunk)} for k, (state, chunk) in enumerate(unit.members)]
+
+
+def _charged(ledger: PassLedger, share: PassCount, cols: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``cols``, computed jointly: the stage computing it takes its ``share`` of the joint work's passes."""
+    ledger.charge(share)
+    return cols
+
+
+def _joint_columns(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChunk]], images: slice
+                   ) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """The members' comparison columns of ``images`` as one stack: every member's regions
+    (:func:`~advspatial.faithfulness.deletion.gate_regions`) deleted in one round and attacked as one run, the
+    columns split back per member (and the map's complexities); with the members' region counts."""
+    x, y, ids = ctx.batch(images)
+    cfg = ctx.config
+    merged: dict[str, torch.Tensor] = {}
+    own: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    for k, (state, chunk) in enumerate(members):
+        plan = state.gate.plan
+        imp = state.gate.maps(chunk.batch, plan.slices[chunk.batch])[chunk.part].to(ctx.device)
+        class_layout, dataset_layout = state.gate.layouts.leave_one_out(imp, ctx.data.labels[images])
+        refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout}, REFERENCE_MAPS)
+        regions = gate_regions(imp, plan.fraction, cfg.seed, ids, references=refs)
+        merged.update({f"{k}{_JOINT}{name}": region for name, region in regions.items()})
+        own.append((imp, regions))
+    plan = members[0][0].gate.plan
+    cols = deletion_columns(plan.model, x, y, merged, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
+    # a pass holds at most a batch of images on a CPU, as everywhere in a run (the stack is ~9 batches per gate);
+    # a GPU takes the stack in calls of its own size
+    cols.update(restricted_attack_columns(plan.model, x, y, merged, plan.attack, sample_ids=ids,
+                                          max_images=device_rows(cfg.batch_size, x)))
+    shared = {name: value for name, value in cols.items() if _JOINT not in name}
+    out = []
+    for k, (imp, regions) in enumerate(own):
+        mark = f":{k}{_JOINT}"
+        gate_cols = {**shared, **{name.replace(mark, ":"): v for name, v in cols.items() if mark in name}}
+        # the RoI's pixel count and the map's two complexities join them in one read
+        gate_cols.update(to_host({"roi:pixels": regions[ROI].flatten(1).sum(1),
+                                  "complexity:map": gini_sparseness(imp),
+                                  "complexity:blurred": gini_sparseness(blurred_map(imp))}))
+        out.append(gate_cols)
+    return out, [len(regions) for _, regions in own]
+
+
+def _interim(parts: dict[str, list[torch.Tensor]], labels: list[torch.Tensor], seed: int, margin: float
+             ) -> InterimDecision | None:
+    """The decision of an interim look, or None: look again (a "decided" that the fixed rule on the images so far
+    does not confirm, every faithfulness cell beating and no row undecided, counts as undecided)."""
+    merged = {name: torch.cat(v) for name, v in parts.items()}
+    cells = comparison_decisions(merged, margin)
+    decision = interim_decision(cells, int(sum(len(y) for y in labels)), MIN_N,
+                                controls=control_cells(merged, margin))
+    if decision.verdict == "fails":
+        return decision
+    if decision.verdict == "decided" and all(
+            (o := decide(d, rule, m, seed).outcome) != UNDECIDED and (rule != FAITHFULNESS or o == BEATS)
+            for row in cells.values() for d, m, rule in row.values()):
+        return decision
+    return None
+
+
+def gate_control_maps(ctx: GateContext, model: nn.Module, tag: str, b: int) -> dict[str, torch.Tensor]:
+    """The positive control's maps of the run's whole batch ``b`` (cached; shared by every gate of the model; reused
+    from the model cache by a later run on the same model and images)."""
+    x, y, ids = ctx.batch(ctx.slices[b])
+    return CONTROL_MAPS.at(*([tag] if tag else []), "control", "maps").get_model_work(
+        ctx.rundir, lambda: {"model": state_checksum(model), "x": x, "classes": y, "ids": ids, "seed": ctx.config.seed},
+        lambda: {k: v.cpu() for k, v in control_maps(model, x, y, ctx.config.seed, ids).items()},
+        b)
+
+
+def _control_columns(ctx: GateContext, plan: GatePlan, maps: dict[str, torch.Tensor], sl: slice
+                     ) -> dict[str, torch.Tensor]:
+    """The positive control's columns of the images ``sl`` (its maps ``maps``): the occlusion control's region and
+    its shape elsewhere and scattered, deleted."""
+    x, y, ids = ctx.batch(sl)
+    cfg = ctx.config
+    own = control_regions({k: v.to(ctx.device) for k, v in maps.items()}, plan.fraction, cfg.seed, ids)
+    cols = deletion_columns(plan.model, x, y, own["deletion"], fills=tuple(cfg.gate_fills), seed=cfg.seed,
+                            sample_ids=ids)
+    return {k: v for k, v in cols.items() if k.split(":")[-1].startswith("control-")}  # on the host already

@@ -1,0 +1,142 @@
+"""The gates' comparisons side by side (experiments/measurement/gate_columns.py): chunks cut at the looks and the
+batches, and several gates' chunks of the same images computed as one stack, each gate's columns and verdict the
+ones it gets alone, in fewer rounds, read back on a resume and computed only where missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import TinyCNN
+from helpers import synthetic_images, train_briefly
+
+from advspatial.data.tensors import as_image_dataset
+from advspatial.experiments.context import ExperimentContext
+from advspatial.experiments.maps.config import MapsConfig
+from advspatial.experiments.measurement.gate import GateRequest, gate_stage, gate_stages
+from advspatial.experiments.measurement.gate_columns import look_chunks
+from advspatial.passes import PassCount
+from advspatial.rundir import RunDir
+from advspatial.runtime import batch_slices
+
+N = 120
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TinyCNN, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A TinyCNN trained on the bright-square images, N test images and a map of each: the square's own pixels
+    blurred into the rest (a map the gate can judge either way)."""
+    torch.manual_seed(3)
+    x, y = synthetic_images(240, seed=4)
+    model = train_briefly(TinyCNN(num_classes=4), x, y, epochs=3, batch=32, lr=3e-3)
+    test_x, test_y = synthetic_images(N, seed=5)
+    maps = test_x[:, 0] + 0.5 * torch.rand(N, 28, 28, generator=torch.Generator().manual_seed(6))
+    return model, test_x, test_y, maps
+
+
+def make_context(trained: tuple, out: Path, batch_size: int = 48, **settings: Any) -> ExperimentContext:
+    model, x, y, _ = trained
+    config = MapsConfig(**{"n": N, "batch_size": batch_size, "gate_n": N, "gate_steps": 2,
+                           "randomization_images": 2, "randomization_samples": 2, "randomization_steps": 2,
+                           "gate_sequential": False, "progress": False, **settings})
+    ledger_dir = RunDir(out)
+    ledger_dir.passes.watch(model)
+    return ExperimentContext(config, ledger_dir, model, as_image_dataset((x, y)), torch.device("cpu"),
+                             list(batch_slices(N, batch_size)))
+
+
+def requests(ctx: ExperimentContext, maps: torch.Tensor, fractions: tuple[float, ...], **kw: Any
+             ) -> list[GateRequest]:
+    return [GateRequest("gradcam", f, 0.1, maps=lambda b: maps[ctx.slices[b]], **kw) for f in fractions]
+
+
+def comparison_counts(ctx: ExperimentContext) -> PassCount:
+    """The passes of the gates' comparison stages (the f<fraction>-n<n>-... families) of the run."""
+    total = PassCount()
+    for name, count in ctx.rundir.passes.by_family().items():
+        if "/f0." in name and "control" not in name:
+            total.add(count)
+    return total
+
+
+def effects(record: dict) -> dict[str, float]:
+    return {f"{name}/{measure}": e["mean"] for name, c in record["comparisons"].items()
+            for measure, e in c["effects"].items()}
+
+
+def test_chunks_cut_at_the_looks_and_the_batches() -> None:
+    chunks = look_chunks((50, 100, 160), [slice(0, 64), slice(64, 128), slice(128, 160)])
+    assert [[(c.index, c.batch, c.offset, c.images.start, c.images.stop) for c in look] for look in chunks] == [
+        [(0, 0, 0, 0, 50)],
+        [(1, 0, 50, 50, 64), (2, 1, 0, 64, 100)],
+        [(3, 1, 36, 100, 128), (4, 2, 0, 128, 160)],
+    ]
+
+
+def test_gates_side_by_side_give_each_gate_its_own_result_in_fewer_rounds(trained, tmp_path) -> None:
+    maps = trained[3]
+    fractions = (0.1, 0.2, 0.3)
+    alone, alone_counts = [], PassCount()
+    for f in fractions:
+        ctx = make_context(trained, tmp_path / f"alone{f}")
+        alone.append(gate_stage(ctx, "gradcam", f, 0.1, maps=lambda b, ctx=ctx: maps[ctx.slices[b]]).as_dict())
+        alone_counts.add(comparison_counts(ctx))
+    ctx = make_context(trained, tmp_path / "joint")
+    joint = [g.as_dict() for g in gate_stages(ctx, requests(ctx, maps, fractions))]
+    joint_counts = comparison_counts(ctx)
+    for one, together in zip(alone, joint, strict=True):
+        for key in ("passed", "status", "n", "images_examined", "fraction"):
+            assert one[key] == together[key], key
+        # the same rows, attacked in chunks of another composition: equal to a forward pass's float rounding
+        assert effects(together) == pytest.approx(effects(one), abs=1e-5, nan_ok=True)
+    assert joint_counts.rounds * 2 < alone_counts.rounds  # one stack of the three, not three runs
+    assert joint_counts.forward < alone_counts.forward  # the clean passes are shared too
+    # each gate's stage took a share of the joint work: every one counts passes, and no pass is lost
+    families = {k: v for k, v in ctx.rundir.passes.by_family().items() if "/f0." in k and "control" not in k}
+    assert len(families) == 3 and all(c.rounds > 0 and c.forward > 0 for c in families.values())
+
+
+def test_a_resumed_run_reads_the_joint_chunks_back_and_counts_the_same(trained, tmp_path) -> None:
+    maps = trained[3]
+    first_ctx = make_context(trained, tmp_path / "run")
+    first = [g.as_dict() for g in gate_stages(first_ctx, requests(first_ctx, maps, (0.1, 0.2)))]
+    resumed_ctx = make_context(trained, tmp_path / "run")
+    resumed = [g.as_dict() for g in gate_stages(resumed_ctx, requests(resumed_ctx, maps, (0.1, 0.2)))]
+    assert json.dumps(resumed, sort_keys=True) == json.dumps(first, sort_keys=True)  # NaN-safe
+    assert comparison_counts(resumed_ctx) == comparison_counts(first_ctx)
+
+
+def test_only_the_gates_whose_chunks_are_missing_are_computed(trained, tmp_path, monkeypatch) -> None:
+    """A gate computed alone earlier in the run is read back; the stack holds only the new gate's regions."""
+    from advspatial.experiments.measurement import gate_columns
+
+    maps = trained[3]
+    ctx = make_context(trained, tmp_path / "run")
+    earlier = gate_stage(ctx, "gradcam", 0.2, 0.1, maps=lambda b: maps[ctx.slices[b]]).as_dict()
+    stacked: list[int] = []
+    original = gate_columns._joint_columns
+
+    def recorded(ctx_, members, images):  # type: ignore[no-untyped-def]
+        stacked.append(len(members))
+        return original(ctx_, members, images)
+
+    monkeypatch.setattr(gate_columns, "_joint_columns", recorded)
+    both = [g.as_dict() for g in gate_stages(ctx, requests(ctx, maps, (0.2, 0.1)))]
+    assert stacked and set(stacked) == {1}  # each chunk: the 0.1 gate's alone
+    assert json.dumps(both[0], sort_keys=True) == json.dumps(earlier, sort_keys=True)
+
+
+def test_gates_of_different_sizes_look_side_by_side(trained, tmp_path) -> None:
+    """Sequential looks of a gate on every image beside one on the first 50: each examines its own images and the
+    chunks they share are computed once."""
+    maps = trained[3]
+    ctx = make_context(trained, tmp_path / "looks", gate_sequential=True)
+    wide, narrow = gate_stages(ctx, [*requests(ctx, maps, (0.2,)), *requests(ctx, maps, (0.1,), n=50)])
+    assert narrow.images_planned == 50 and narrow.images_examined == 50
+    assert wide.images_planned == N and wide.images_examined in (50, 100, N)
+    lone = gate_stage(make_context(trained, tmp_path / "lone", gate_sequential=True), "gradcam", 0.1, 0.1,
+                      maps=lambda b: maps[ctx.slices[b]], n=50)
+    assert effects(narrow.as_dict()) == pytest.approx(effects(lone.as_dict()), abs=1e-5, nan_ok=True)
