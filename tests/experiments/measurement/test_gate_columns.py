@@ -53,18 +53,20 @@ def requests(ctx: ExperimentContext, maps: torch.Tensor, fractions: tuple[float,
     return [GateRequest("gradcam", f, 0.1, maps=lambda b: maps[ctx.slices[b]], **kw) for f in fractions]
 
 
-def comparison_counts(ctx: ExperimentContext) -> PassCount:
-    """The passes of the gates' comparison stages (the f<fraction>-n<n>-... families) of the run."""
+def comparison_counts(ctx: ExperimentContext, control: bool = False) -> PassCount:
+    """The passes of the gates' comparison stages (``gate/gradcam/f0.2-n120-compared``), or with ``control`` of
+    the positive control's (``gate/control/f0.2/images-0-48``), in the run."""
     total = PassCount()
     for name, count in ctx.rundir.passes.by_family().items():
-        if "/f0." in name and "control" not in name:
+        if "/f0." in name and ("control" in name) == control:
             total.add(count)
     return total
 
 
 def effects(record: dict) -> dict[str, float]:
-    return {f"{name}/{measure}": e["mean"] for name, c in record["comparisons"].items()
-            for measure, e in c["effects"].items()}
+    """Every effect mean of the map's comparisons and of the positive control's."""
+    return {f"{part}/{name}/{measure}": e["mean"] for part in ("comparisons", "control")
+            for name, c in record[part].items() for measure, e in c["effects"].items()}
 
 
 def test_chunks_cut_at_the_looks_and_the_batches() -> None:
@@ -79,14 +81,16 @@ def test_chunks_cut_at_the_looks_and_the_batches() -> None:
 def test_gates_side_by_side_give_each_gate_its_own_result_in_fewer_rounds(trained, tmp_path) -> None:
     maps = trained[3]
     fractions = (0.1, 0.2, 0.3)
-    alone, alone_counts = [], PassCount()
+    alone, alone_counts, alone_controls = [], PassCount(), PassCount()
     for f in fractions:
         ctx = make_context(trained, tmp_path / f"alone{f}")
         alone.append(gate_stage(ctx, "gradcam", f, 0.1, maps=lambda b, ctx=ctx: maps[ctx.slices[b]]).as_dict())
         alone_counts.add(comparison_counts(ctx))
+        alone_controls.add(comparison_counts(ctx, control=True))
     ctx = make_context(trained, tmp_path / "joint")
     joint = [g.as_dict() for g in gate_stages(ctx, requests(ctx, maps, fractions))]
     joint_counts = comparison_counts(ctx)
+    assert all(g["control"] for g in joint)
     for one, together in zip(alone, joint, strict=True):
         for key in ("passed", "status", "n", "images_examined", "fraction"):
             assert one[key] == together[key], key
@@ -94,6 +98,8 @@ def test_gates_side_by_side_give_each_gate_its_own_result_in_fewer_rounds(traine
         assert effects(together) == pytest.approx(effects(one), abs=1e-5, nan_ok=True)
     assert joint_counts.rounds * 2 < alone_counts.rounds  # one stack of the three, not three runs
     assert joint_counts.forward < alone_counts.forward  # the clean passes are shared too
+    controls = comparison_counts(ctx, control=True)  # the control's regions at every fraction: one round per chunk
+    assert controls.rounds < alone_controls.rounds and controls.forward < alone_controls.forward
     # each gate's stage took a share of the joint work: every one counts passes, and no pass is lost
     families = {k: v for k, v in ctx.rundir.passes.by_family().items() if "/f0." in k and "control" not in k}
     assert len(families) == 3 and all(c.rounds > 0 and c.forward > 0 for c in families.values())

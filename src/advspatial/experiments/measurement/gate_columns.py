@@ -157,20 +157,11 @@ class _Comparing:
                 "fills": list(cfg.gate_fills), "budget": plan.budget.as_dict(), "attack": plan.attack.params(),
                 "batch_size": cfg.batch_size}
 
-    def control_columns(self, chunk: GateChunk) -> dict[str, torch.Tensor]:
-        """The positive control's columns of the chunk (its own stage, shared by the model's gates at the fraction;
-        read at the top level, so that a resumed run that reads the chunk back counts its passes too)."""
-        if not self.ctx.config.gate_control:
-            return {}
-        plan, tag = self.gate.plan, self.gate.tag
-        stage = CONTROL_COLUMNS.at(*([tag] if tag else []), "control", f"f{plan.fraction}",
-                                   f"images-{chunk.images.start}-{chunk.images.stop}")
-
-        def compute() -> dict[str, torch.Tensor]:
-            maps = {k: v[chunk.part] for k, v in gate_control_maps(self.ctx, plan.model, tag, chunk.batch).items()}
-            return _control_columns(self.ctx, plan, maps, chunk.images)
-
-        return stage.get(self.ctx.rundir, compute)
+    def control_stage(self, chunk: GateChunk) -> Stage[dict[str, torch.Tensor]]:
+        """The positive control's stage of the chunk's images at the gate's fraction."""
+        tag = self.gate.tag
+        return CONTROL_COLUMNS.at(*([tag] if tag else []), "control", f"f{self.gate.plan.fraction}",
+                                  f"images-{chunk.images.start}-{chunk.images.stop}")
 
     def keep(self, chunk: GateChunk, cols: dict[str, torch.Tensor]) -> None:
         kept = cols["clean:correct"].bool()
@@ -252,7 +243,34 @@ def _unit_columns(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]
             state, chunk = unit.members[k]
             found[k] = state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk),
                                                   functools.partial(_charged, ledger, share, cols), chunk.index)
-    return [{**found[k], **state.control_columns(chunk)} for k, (state, chunk) in enumerate(unit.members)]
+    controls = _unit_controls(ctx, unit)
+    return [{**found[k], **controls[k]} for k in range(len(unit.members))]
+
+
+def _unit_controls(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]]:
+    """Each member's positive-control columns (none without ``gate_control``): one stage per fraction and images,
+    shared by the model's gates at that fraction and read at the top level, so that a resumed run that reads the
+    chunk back counts their passes too; those not saved yet computed as one deletion round."""
+    if not ctx.config.gate_control:
+        return [{} for _ in unit.members]
+    stages: dict[str, tuple[Stage[dict[str, torch.Tensor]], _Comparing, GateChunk]] = {}
+    for state, chunk in unit.members:
+        stage = state.control_stage(chunk)
+        stages.setdefault(stage.key(), (stage, state, chunk))
+    values = {key: stage.get(ctx.rundir, _saved_already) for key, (stage, _, _) in stages.items()
+              if stage.exists(ctx.rundir)}  # read back through get: their passes count
+    pending = [key for key in stages if key not in values]
+    if pending:
+        ledger: PassLedger = ctx.rundir.passes
+        with ledger.apart() as joint:
+            computed, weights = _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images)
+        for key, cols, share in zip(pending, computed, joint.shares(weights), strict=True):
+            values[key] = stages[key][0].get(ctx.rundir, functools.partial(_charged, ledger, share, cols))
+    return [values[state.control_stage(chunk).key()] for state, chunk in unit.members]
+
+
+def _saved_already() -> dict[str, torch.Tensor]:
+    raise RuntimeError("a saved stage was to be computed again")
 
 
 def _charged(ledger: PassLedger, share: PassCount, cols: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -324,13 +342,26 @@ def gate_control_maps(ctx: GateContext, model: nn.Module, tag: str, b: int) -> d
         b)
 
 
-def _control_columns(ctx: GateContext, plan: GatePlan, maps: dict[str, torch.Tensor], sl: slice
-                     ) -> dict[str, torch.Tensor]:
-    """The positive control's columns of the images ``sl`` (its maps ``maps``): the occlusion control's region and
-    its shape elsewhere and scattered, deleted."""
-    x, y, ids = ctx.batch(sl)
+def _joint_controls(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChunk]], images: slice
+                    ) -> tuple[list[dict[str, torch.Tensor]], list[int]]:
+    """The positive control's columns of ``images`` at each member's fraction, as one deletion round: the
+    occlusion control's region and its shape elsewhere and scattered, deleted; with the members' region counts."""
+    x, y, ids = ctx.batch(images)
     cfg = ctx.config
-    own = control_regions({k: v.to(ctx.device) for k, v in maps.items()}, plan.fraction, cfg.seed, ids)
-    cols = deletion_columns(plan.model, x, y, own["deletion"], fills=tuple(cfg.gate_fills), seed=cfg.seed,
-                            sample_ids=ids)
-    return {k: v for k, v in cols.items() if k.split(":")[-1].startswith("control-")}  # on the host already
+    merged: dict[str, torch.Tensor] = {}
+    counts = []
+    for k, (state, chunk) in enumerate(members):
+        plan = state.gate.plan
+        maps = {name: v[chunk.part].to(ctx.device)
+                for name, v in gate_control_maps(ctx, plan.model, state.gate.tag, chunk.batch).items()}
+        regions = control_regions(maps, plan.fraction, cfg.seed, ids)["deletion"]
+        merged.update({f"{k}{_JOINT}{name}": region for name, region in regions.items()})
+        counts.append(len(regions))
+    model = members[0][0].gate.plan.model
+    cols = deletion_columns(model, x, y, merged, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
+    out = []
+    for k in range(len(members)):  # the control regions' columns only (on the host already)
+        mark = f":{k}{_JOINT}"
+        own = {name.replace(mark, ":"): v for name, v in cols.items() if mark in name}
+        out.append({name: v for name, v in own.items() if name.split(":")[-1].startswith("control-")})
+    return out, counts
