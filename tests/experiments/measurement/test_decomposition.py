@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from advspatial.experiments.measurement.decomposition import (
     CONTENT_REGIONS, FIXED_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition, RegionRow, as_much,
-    beyond_every_region, clears_margin, headline_sentence, row_clause,
+    beyond_every_region, clears_margin, headline_sentence, region_clears_margin, row_clause,
 )
 from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
@@ -67,8 +67,13 @@ def _numbers_agree(clause: str, d: Decision) -> None:
     if "catches more than" in clause or "a little more than" in clause:
         assert d.low > 0, clause
         assert ("by less than the margin" in clause) == (not clears_margin(d)), clause
-    if "catches more (" in clause:
+    if "catches more (" in clause or "catches a little more, by" in clause:  # the region catches more
         assert d.high < 0, clause
+        assert ("by less than the margin" in clause) == (not region_clears_margin(d)), clause
+    if "this image's RoI catches more" in clause:  # the image-specific part, either way
+        assert d.low > 0 and ("by less than the margin" in clause) == (not clears_margin(d)), clause
+    if "a same-class image's RoI catches more" in clause:
+        assert d.high < 0 and ("by less than the margin" in clause) == (not region_clears_margin(d)), clause
     if "undecided" in clause:
         assert d.low <= 0 <= d.high, clause
 
@@ -118,3 +123,14 @@ def test_a_decomposition_round_trips_through_its_dict() -> None:
     assert Decomposition.from_dict(parts.as_dict()) == parts
     assert clears_margin(d) and not beyond_every_region(
         Decomposition("pgd", "contribution", parts.roi_share, 0.2, ()))
+
+
+def test_a_region_ahead_of_the_roi_by_less_than_the_margin_is_said_to_be_so() -> None:
+    """The ResNet-20 n = 200 case: deepfool's dataset layout ahead of the RoI, its CI below 0, its estimate inside
+    the margin: worded as the RoI's side is, "a little more, by less than the margin"."""
+    close = Decision(SPECIFICITY, DOES_LESS, -0.012, -0.024, -0.001, -0.022, -0.003, 0.04, 200, 0.019)
+    clause = row_clause(RegionRow("dataset-layout", Estimate(0.3, math.nan, math.nan, 200), close))
+    assert clause.startswith(f"{REGION_NOUNS['dataset-layout']} catches a little more, by less than the margin (Δ")
+    far = Decision(SPECIFICITY, DOES_LESS, -0.04, -0.06, -0.02, -0.057, -0.023, 0.04, 200, 0.019)
+    clause = row_clause(RegionRow("dataset-layout", Estimate(0.3, math.nan, math.nan, 200), far))
+    assert clause.startswith(f"{REGION_NOUNS['dataset-layout']} catches more (Δ")

@@ -157,6 +157,11 @@ def clears_margin(d: Decision) -> bool:
     return d.outcome == BEATS and not d.within_margin and d.mean >= d.margin
 
 
+def region_clears_margin(d: Decision) -> bool:
+    """The region beats the RoI by at least the margin: :func:`clears_margin` mirrored."""
+    return d.outcome == DOES_LESS and not d.within_margin and -d.mean >= d.margin
+
+
 def as_much(d: Decision) -> bool:
     """The region catches as much as the RoI: equivalent, or a direction within the margin."""
     return d.outcome == EQUIVALENT or (d.outcome in (BEATS, DOES_LESS) and d.within_margin)
@@ -199,7 +204,9 @@ def row_clause(row: RegionRow, projection: bool = True) -> str:
             return f"the RoI catches more than {noun} ({numbers})"
         return f"the RoI catches a little more than {noun}, by less than the margin ({numbers})"
     if d.outcome == DOES_LESS:
-        return f"{noun} catches more ({numbers})"
+        if region_clears_margin(d):
+            return f"{noun} catches more ({numbers})"
+        return f"{noun} catches a little more, by less than the margin ({numbers})"
     return f"against {noun} it is undecided ({numbers}" + (f"; {images_to_decide(d).text()})" if projection else ")")
 
 
@@ -296,5 +303,6 @@ def _specific_words(d: Decision) -> str:
         return f"Δ {interval(d)}, this image's RoI catches more" + ("" if clears_margin(d) else
                                                                     ", by less than the margin")
     if d.outcome == DOES_LESS:
-        return f"Δ {interval(d)}, a same-class image's RoI catches more"
+        return f"Δ {interval(d)}, a same-class image's RoI catches more" + ("" if region_clears_margin(d) else
+                                                                            ", by less than the margin")
     return f"Δ {interval(d)}, undecided"
