@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from advspatial.defence.neutralize import NeutralizedModel
-from advspatial.defence.transforms import TransformDefence, jpeg_quantize, through
+from advspatial.defence.transforms import TransformDefence, jpeg_quantize, through, through_rows
 from advspatial.errors import ConfigError
+from advspatial.regions.fills import gaussian_blur
 from helpers import intensity_map
 
 
@@ -113,3 +114,21 @@ def test_module_apply_reaches_the_wrapped_model_not_the_transform() -> None:
     assert {"Conv2d", "TransformDefence", "Sequential"} <= set(seen)
     x = torch.rand(2, 1, 8, 8)
     assert torch.equal(defence.transformed(x), defence.transformed(x))
+
+
+def test_through_rows_gives_each_row_the_values_and_gradient_of_its_own_backward() -> None:
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    identity = torch.tensor([True, False, False, True, True, False])
+    weights = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+
+    def value_and_grad(backward_of_row):  # type: ignore[no-untyped-def]
+        z = x.clone().requires_grad_(True)
+        out = backward_of_row(z)
+        (grad,) = torch.autograd.grad((out * weights).sum(), z)
+        return out.detach(), grad
+
+    mixed = value_and_grad(lambda z: through_rows(z, gaussian_blur(z, 1.0), identity))
+    for backward in ("identity", "local"):
+        rows = identity if backward == "identity" else ~identity
+        own = value_and_grad(lambda z, b=backward: through(z, gaussian_blur(z, 1.0), b))
+        assert torch.equal(mixed[0][rows], own[0][rows]) and torch.equal(mixed[1][rows], own[1][rows])

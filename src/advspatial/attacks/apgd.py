@@ -66,11 +66,9 @@ L2_GUARD = 1e-12
 # -- schedule and losses ----------------------------------------------------------
 
 def checkpoints(steps: int) -> list[int]:
-    """``[w_0=0, w_1, ...]``: the iterations ``ceil(p_j*steps) <= steps`` where APGD may halve its step.
-
-    ``p_j`` is kept in hundredths, so the arithmetic is exact (``0.22*100`` in floats is ``22.000000000000004``,
-    whose ceiling would be 23). Repeated values (few steps) are dropped.
-    """
+    """``[w_0=0, w_1, ...]``: the iterations ``ceil(p_j*steps) <= steps`` where APGD may halve its step. ``p_j`` is
+    kept in hundredths, so the arithmetic is exact (``0.22*100`` in floats is ``22.000000000000004``, whose ceiling
+    would be 23). Repeated values (few steps) are dropped."""
     marks, prev, cur = [0], 0, 22
     while (w := -(-cur * steps // 100)) <= steps:
         if w > marks[-1]:
@@ -93,10 +91,9 @@ def _rows(cond: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 #: at most this many input elements go through one batched EOT call on a GPU (bounds its activation memory)
 EOT_BATCH_ELEMENTS = 1 << 22
-#: on a CPU large batches fall out of the caches: on the default model (smallcnn, 50 Fashion-MNIST images,
-#: EOT 20) all 20 draws in one call were 1.5-1.9x slower than one draw per call, and ~3 draws per call
-#: (~150 images) within noise of one (0.93-1.05x; benchmarks/bench_eot.py): batching draws pays on a GPU
-#: (unmeasured), not here
+#: on a CPU large batches fall out of the caches: on the default model (smallcnn, 50 Fashion-MNIST images, EOT 20)
+#: all 20 draws in one call were 1.5-1.9x slower than one draw per call, ~3 draws per call (~150 images) within
+#: noise of one (0.93-1.05x; benchmarks/bench_eot.py): batching draws pays on a GPU (unmeasured), not here
 EOT_BATCH_ELEMENTS_CPU = 1 << 17
 
 
@@ -225,7 +222,7 @@ class APGD(Attack):
             clean_logits = None
             if self.needs_clean_logits(target):
                 with torch.no_grad():
-                    clean_logits = self.model(x)
+                    clean_logits = self._forward(x, torch.arange(x.shape[0], device=x.device))
                 queries += 1
                 if self.early_stop:
                     best.adv |= is_adversarial(clean_logits, y, target)
@@ -265,12 +262,15 @@ class APGD(Attack):
         with torch.enable_grad():
             xr = x_adv.detach().requires_grad_(True)
             logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
-                      else self.model(xr)[None]).reshape(k * n, -1)
+                      else self._forward(xr, idx)[None]).reshape(k * n, -1)
             per_pass = self._loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
                                   idx.repeat(k)).view(k, n)
             (grad,) = torch.autograd.grad(per_pass.sum(), xr)
         fooled = is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k))
         return per_pass.detach().sum(0), grad, fooled.view(k, n).all(0)
+
+    def _forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # a stacked run routes its copies' rows
+        return self.model(x)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ Robustness"; Tramèr et al. 2020). Here that attack is:
   ``autoattack`` ensemble (APGD-CE, then APGD-DLR on the images still standing;
   ``restarts`` restarts of ``steps`` iterations, :class:`AdaptiveBudget`) through
   **each** gradient of the defence (``identity`` BPDA and the ``local`` gradient,
-  :mod:`advspatial.defence.transforms`), then the gradient-free Square attack once
+  :mod:`advspatial.defence.transforms`; every gradient and loss as one run, :func:`bank_examples`),
+  then the gradient-free Square attack once
   on the images both gradients left standing (its queries see only the forward
   pass, which both gradients share); worst case per image;
 - on a randomized defence (a resampling control, a noise baseline), EOT at full
@@ -30,14 +31,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from ..attacks import Attack, make_attack
 from ..attacks.base import prepare_mask
+from ..attacks.gradients import is_adversarial
 from ..errors import ConfigError, ShapeError, check_range
+from ..passes import device_rows, one_round
 from ..runtime import scaled_batch
 from .neutralize import MapFn, map_of
 from .selection import BinarizeFn, top_fraction
@@ -246,13 +249,22 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
     correct: dict[str, torch.Tensor] = {}
     worst_x = x.detach().clone()
     worst = torch.full((x.shape[0],), math.inf)
+    parts = gradient_components(budget, components)
+    if per_gradient and all(p in STACKED_LOSSES for p in parts):
+        examples = bank_examples(defence, gradients, x, y, eps, budget, parts, seed=seed, mask=mask,
+                                 sample_ids=sample_ids, **overrides)
+        gradients = ()  # every gradient's attack is done
+        everyone = torch.arange(x.shape[0])
+        for g, x_adv in examples.items():
+            correct[g] = correct_share(defence, x_adv, y, 1, sample_ids)
+            worst, worst_x = keep_worse(worst, worst_x, everyone, correct[g], x_adv)
     for g in gradients:
         rows = torch.arange(x.shape[0]) if per_gradient else (worst > 0).nonzero().flatten()
         if not rows.numel():
             break
         r = rows.to(x.device)
         attack = ensemble_attack(defence.with_backward(g), eps, budget, randomized=False, seed=seed,
-                                 components=gradient_components(budget, components), **overrides)
+                                 components=parts, **overrides)
         x_adv = attack(x[r], y[r], mask=None if mask is None else mask[r], sample_ids=sample_ids[rows])
         found = correct_share(defence, x_adv, y[r], 1, sample_ids[rows])
         if per_gradient:
@@ -263,6 +275,44 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
                                             seed=seed, mask=mask)
     correct["worst"] = worst
     return AdaptiveOutcome(correct, worst_x)
+
+
+def bank_examples(defence: Defence, gradients: Sequence[str], x: torch.Tensor, y: torch.Tensor, eps: float,
+                  budget: AdaptiveBudget, losses: Sequence[str], *, seed: int, mask: torch.Tensor | None,
+                  sample_ids: torch.Tensor, **overrides: Any) -> dict[str, torch.Tensor]:
+    """Per gradient, the examples of the ensemble's gradient attacks ``losses`` (APGD-CE, then APGD-DLR where CE
+    left the image standing) on a deterministic defence, from one :class:`~.stacked_apgd.StackedAPGD` run over
+    every gradient and loss: each step one round over the ``len(gradients) * len(losses)`` copies of the batch
+    (the defence's ``forward_backwards`` takes each row through its own gradient; its calls at most a batch on a
+    CPU). Per image what :func:`ensemble_attack` gives through each gradient alone (each run's result on an image
+    does not depend on the other rows, up to the float noise of another batch), at the cost of the later losses'
+    passes on images an earlier one broke.
+    """
+    several = len(gradients) > 1
+    model = cast(nn.Module, defence) if several else defence.with_backward(gradients[0])
+    attack = StackedAPGD(model, tuple(STACKED_LOSSES[loss] for loss in losses), eps=eps,
+                         steps=int(overrides.get("steps") or budget.steps),
+                         n_restarts=int(overrides.get("restarts") or budget.restarts), seed=seed,
+                         backwards=tuple(gradients) if several else (), call_rows=device_rows(x.shape[0], x))
+    found = attack.candidates(x, y, mask=mask, sample_ids=sample_ids)
+    per_gradient = len(losses)
+    return {g: first_adversarial(defence.with_backward(g), y, found[k * per_gradient:(k + 1) * per_gradient])
+            for k, g in enumerate(gradients)}
+
+
+@torch.no_grad()
+def first_adversarial(model: nn.Module, y: torch.Tensor, runs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's rule over the runs of its components on every image (in order): the first run's example,
+    replaced by a later run's where that one fools ``model`` and no earlier one did."""
+    example = runs[0].clone()
+    with one_round():  # the runs' checks are independent calls
+        fooled = [is_adversarial(model(run), y.to(run.device), None) for run in runs]
+    standing = ~fooled[0]
+    for run, adv in zip(runs[1:], fooled[1:], strict=True):
+        take = standing & adv
+        example[take] = run[take]
+        standing &= ~adv
+    return example
 
 
 def square_on_standing(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budget: AdaptiveBudget,

@@ -27,7 +27,7 @@ from ..regions.controls import change_strata, foreground_strata, random_regions_
 from ..regions.fills import FillFn, make_fill
 from ..runtime import sample_ids_or_range
 from .selection import BinarizeFn, RegionSelection, as_maps, select_regions, valid_maps
-from .transforms import check_backward, through
+from .transforms import check_backward, through, through_rows
 
 #: ``fn(x) -> (N,H,W)`` map >= 0 computed from the images x (N,C,H,W) alone.
 MapFn = Callable[[torch.Tensor], torch.Tensor]
@@ -368,6 +368,15 @@ class NeutralizedModel(nn.Module):
         selection = self.select(x, sample_ids=sample_ids)
         regions = self.control_regions(x, selection, range(int(draws)), sample_ids)
         return torch.stack([self.model(self.fill_fn(x, region)).argmax(1) for region in regions], dim=1)
+
+    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a deterministic mode with each row's own attacker's gradient: BPDA where the (N,) bool
+        ``identity`` holds, else local (:func:`~.transforms.through_rows`)."""
+        if self.randomized:
+            raise ConfigError("a randomized defence takes its gradients one at a time (EOT)")
+        region = check_region(self.region(x), x).detach()
+        self.last_region = region
+        return self.model(through_rows(x, self.fill_fn(x, region), identity))
 
     def forward_with_region(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """``model(fill(x, region))`` for an explicit (N,H,W) bool region (held constant)."""

@@ -1,5 +1,7 @@
-"""APGD under several losses in one run (:class:`StackedAPGD`): a randomized defence's EOT attacks, APGD-CE and
-APGD-DLR, each step one call over both losses' copies of the images (:func:`~.adaptive.eot_examples`).
+"""APGD under several losses, and through several attacker's gradients, in one run (:class:`StackedAPGD`): a
+randomized defence's EOT attacks, APGD-CE and APGD-DLR, each step one call over both losses' copies of the images
+(:func:`~.adaptive.eot_examples`); a deterministic defence's, the same through BPDA and the local gradient, each
+step one call over the four copies (:func:`~.adaptive.bank_examples`).
 
 Not a registered attack: what it returns is each loss's run (:meth:`StackedAPGD.candidates`), for the adaptive
 evaluation's pick among candidates, not one example per image.
@@ -12,7 +14,10 @@ from torch import nn
 
 from ..attacks.apgd import APGD, APGD_LOSSES, apgd_loss
 from ..attacks.base import prepare_mask
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, check_range
+from ..passes import one_round
+from ..runtime import batch_slices
+from .transforms import check_backward
 
 
 class StackedAPGD(APGD):
@@ -41,17 +46,30 @@ class StackedAPGD(APGD):
 
     def __init__(self, model: nn.Module, losses: tuple[str, ...], eps: float = 8 / 255, steps: int = 100,
                  n_restarts: int = 1, rho: float = 0.75, eot_iter: int = 1, early_stop: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, backwards: tuple[str, ...] = (), call_rows: int | None = None) -> None:
         if not losses or any(loss not in APGD_LOSSES for loss in losses):
             raise ConfigError(f"losses={losses!r} must name APGD losses; valid: {', '.join(APGD_LOSSES)}")
+        if backwards and not hasattr(model, "forward_backwards"):
+            raise ConfigError("backwards= needs a defence with forward_backwards(x, identity) (a deterministic one)")
+        if call_rows is not None:
+            check_range("call_rows", call_rows, 1)
         super().__init__(model, eps, steps, n_restarts, losses[0], rho, eot_iter, early_stop, seed)
         self.losses = tuple(losses)
+        self.backwards = tuple(check_backward(b) for b in backwards)
+        self.call_rows = call_rows
         self._copy_rows = 1
+
+    @property
+    def copies(self) -> int:
+        """Copies of the batch in one run: one per loss, per gradient when ``backwards`` are given."""
+        return len(self.losses) * max(1, len(self.backwards))
 
     def candidates(self, x: torch.Tensor, y: torch.Tensor, *, mask: torch.Tensor | None = None,
                    sample_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Per loss, in ``losses``' order, the (N,C,H,W) examples of its run on ``x`` (labels ``y``)."""
-        copies = len(self.losses)
+        """Per copy, the (N,C,H,W) examples of its run on ``x`` (labels ``y``): per loss in ``losses``' order,
+        for each of ``backwards`` in turn when they are given (``(identity, ce), (identity, dlr), (local, ce),
+        ...``)."""
+        copies = self.copies
         ids = torch.arange(x.shape[0]) if sample_ids is None else sample_ids
         full = prepare_mask(mask, x, check_values=False)  # (N,C,H,W): any shape a mask may take, per copy
         stacked = self(x.repeat(copies, 1, 1, 1), y.repeat(copies),
@@ -63,15 +81,33 @@ class StackedAPGD(APGD):
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """APGD on the stacked batch: ``len(losses)`` copies of N images, one after another."""
-        if x.shape[0] % len(self.losses):
-            raise ShapeError(f"a stacked batch holds {len(self.losses)} copies of its images; got {x.shape[0]} "
+        if x.shape[0] % self.copies:
+            raise ShapeError(f"a stacked batch holds {self.copies} copies of its images; got {x.shape[0]} "
                              "rows (use candidates(x, y))")
-        self._copy_rows = max(1, x.shape[0] // len(self.losses))
+        self._copy_rows = max(1, x.shape[0] // self.copies)
         return super().perturb(x, y, mask, target, sample_ids)
+
+    def _forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The logits of the stacked rows ``idx``, each through its copy's gradient when ``backwards`` are given,
+        in calls of at most ``call_rows`` rows that make one round."""
+        if self.backwards:
+            identity = torch.tensor([b == "identity" for b in self.backwards], device=x.device)
+            rows = identity[(idx // self._copy_rows // len(self.losses)).to(x.device)]
+
+            def call(sl: slice) -> torch.Tensor:
+                return self.model.forward_backwards(x[sl], rows[sl])  # type: ignore[operator]
+        else:
+            def call(sl: slice) -> torch.Tensor:
+                return self.model(x[sl])
+        if self.call_rows is None or x.shape[0] <= self.call_rows:
+            return call(slice(0, x.shape[0]))
+        with one_round():
+            return torch.cat([call(sl) for sl in batch_slices(x.shape[0], self.call_rows)])
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:
-        """Each row's own loss: row ``idx`` of the stacked batch belongs to copy ``idx // N``."""
+        """Each row's own loss: row ``idx`` of the stacked batch belongs to copy ``idx // N``, whose loss is
+        ``losses[copy % len(losses)]``."""
         each = torch.stack([apgd_loss(logits, y, target, loss) for loss in self.losses])
-        copy = (idx // self._copy_rows).to(logits.device)
+        copy = (idx // self._copy_rows % len(self.losses)).to(logits.device)
         return each.gather(0, copy[None]).squeeze(0)

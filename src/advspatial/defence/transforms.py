@@ -62,6 +62,19 @@ def through(x: torch.Tensor, transformed: torch.Tensor, backward: str) -> torch.
     return transformed
 
 
+def through_rows(x: torch.Tensor, transformed: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """:func:`through` with each row's own gradient: ``identity`` where the (N,) bool ``identity`` holds, else
+    ``local``; row for row the values and gradient of :func:`through` with that row's backward, so that a
+    deterministic defence is attacked through both gradients in one call (:class:`~.stacked_apgd.StackedAPGD`).
+
+    >>> x, t = torch.zeros(2, 1, 1, 1, requires_grad=True), torch.zeros(2, 1, 1, 1)
+    >>> (through_rows(x, t * x, torch.tensor([True, False])).sum().backward(), x.grad.flatten().tolist())[1]
+    [1.0, 0.0]
+    """
+    cond = identity.to(x.device).view(-1, *([1] * (x.ndim - 1)))
+    return torch.where(cond, x + (transformed - x).detach(), transformed)
+
+
 @functools.lru_cache(maxsize=8)
 def _dct_matrix(size: int, dtype: torch.dtype) -> torch.Tensor:
     """Orthonormal DCT-II matrix D (size x size): coefficients of a block B are D B D^T."""
@@ -173,6 +186,12 @@ class TransformDefence(nn.Module):
             transformed = self.transformed(x).repeat(k, 1, 1, 1)
         stacked = x.repeat(k, 1, 1, 1)
         return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
+
+    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` of a deterministic transform with each row's own gradient (:func:`through_rows`)."""
+        if self.randomized:
+            raise ConfigError("a randomized defence takes its gradients one at a time (EOT)")
+        return self.model(through_rows(x, self.transformed(x), identity))
 
     def with_backward(self, backward: str) -> TransformDefence:
         """The same defence with another attacker's gradient."""
