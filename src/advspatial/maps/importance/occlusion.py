@@ -10,6 +10,7 @@ from captum.attr import Occlusion
 from torch import nn
 
 from ...errors import check_range
+from ...passes import device_rows
 from ...runtime import scaled_batch
 from .._common import Target
 from ._attribution import checked_input, run_frozen
@@ -68,7 +69,9 @@ def occlusion_map(
     check_range("stride", stride, 1)
     inp = checked_input(model, x, classes)
     c = inp.shape[1]
-    per_eval = max(1, scaled_batch(OCCLUSION_BATCH, inp.shape[2], inp.shape[3]) // max(inp.shape[0], 1))
+    # occluded copies per call: a CPU's batch, or as many as a device's stacked call holds
+    per_eval = max(1, device_rows(scaled_batch(OCCLUSION_BATCH, inp.shape[2], inp.shape[3]), inp)
+                   // max(inp.shape[0], 1))
     attr = run_frozen(model, lambda: Occlusion(model).attribute(
         inp, sliding_window_shapes=(c, window, window), strides=(c, stride, stride),
         baselines=baseline if isinstance(baseline, torch.Tensor) else float(baseline), target=classes,
