@@ -23,7 +23,10 @@ from .transforms import check_backward
 class StackedAPGD(APGD):
     """APGD under several losses at once: ``len(losses)`` copies of the batch in one run, copy ``l`` ascending
     ``losses[l]``, so that each step is one call over every copy (on a device, the runs of APGD-CE and APGD-DLR
-    in the rounds of one). :meth:`candidates` gives each loss's examples.
+    in the rounds of one). :meth:`candidates` gives each copy's examples. With ``backwards`` (a deterministic
+    defence's attacker's gradients) there is a copy per gradient and loss, each row going through its own gradient
+    (the defence's ``forward_backwards``); ``call_rows`` bounds the rows of one model call (the calls of one step
+    stay one round).
 
     Row for row these are the runs of one :class:`APGD` per loss: the same random start (keyed by the image's id
     and the restart), the same step schedule, the same per-image decisions, so on a deterministic model the same
@@ -80,7 +83,7 @@ class StackedAPGD(APGD):
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
         target: torch.Tensor | None, sample_ids: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """APGD on the stacked batch: ``len(losses)`` copies of N images, one after another."""
+        """APGD on the stacked batch: :attr:`copies` copies of N images, one after another."""
         if x.shape[0] % self.copies:
             raise ShapeError(f"a stacked batch holds {self.copies} copies of its images; got {x.shape[0]} "
                              "rows (use candidates(x, y))")

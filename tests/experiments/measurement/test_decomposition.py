@@ -114,6 +114,8 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
     assert specific is not None
     tail = text.split("(the image-specific part): ", 1)[1]
     _numbers_agree(tail, specific.difference)
+    # its reading quotes the margin it is decided against, as every region's does
+    assert f"margin ±{specific.difference.margin:.3f}" in tail
 
 
 def test_a_decomposition_round_trips_through_its_dict() -> None:

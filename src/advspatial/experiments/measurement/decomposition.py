@@ -299,10 +299,10 @@ def _specific_words(d: Decision) -> str:
     """The image-specific part with the interval its reading is decided on (the 90% CI for within the margin)."""
     if as_much(d):
         return f"Δ {margin_interval(d)}, nothing image-specific to speak of"
+    numbers = f"Δ {interval(d)}, margin ±{d.margin:.3f}"  # the margin its reading is decided against
     if d.outcome == BEATS:
-        return f"Δ {interval(d)}, this image's RoI catches more" + ("" if clears_margin(d) else
-                                                                    ", by less than the margin")
+        return f"{numbers}, this image's RoI catches more" + ("" if clears_margin(d) else ", by less than the margin")
     if d.outcome == DOES_LESS:
-        return f"Δ {interval(d)}, a same-class image's RoI catches more" + ("" if region_clears_margin(d) else
-                                                                            ", by less than the margin")
-    return f"Δ {interval(d)}, undecided"
+        return f"{numbers}, a same-class image's RoI catches more" + ("" if region_clears_margin(d) else
+                                                                      ", by less than the margin")
+    return f"{numbers}, undecided"
