@@ -38,7 +38,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -323,9 +323,7 @@ class PassLedger:
     def charge(self, share: PassCount) -> None:
         """Add ``share`` of work measured :meth:`apart` to the open stage's own counts and CPU time."""
         count = self._current()
-        for name in COUNTS:
-            setattr(count, name, getattr(count, name) + getattr(share, name))
-        count.model_seconds += share.model_seconds
+        count.add(replace(share, cpu_seconds=0.0))
         if self._nested_seconds:  # the stage's own time is its elapsed time less its nested stages'
             self._nested_seconds[-1] -= share.cpu_seconds
         else:

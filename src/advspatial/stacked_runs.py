@@ -53,10 +53,20 @@ class RowChunks(nn.Module):
         self.training = model.training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= self.rows:
-            return self.model(x)
-        with one_round():
-            return torch.cat([self.model(x[sl]) for sl in batch_slices(x.shape[0], self.rows)])
+        return in_chunks(lambda sl: self.model(x[sl]), x.shape[0], self.rows)
+
+
+def in_chunks(call: Callable[[slice], torch.Tensor], rows: int, per_call: int | None) -> torch.Tensor:
+    """``call`` over slices of at most ``per_call`` of ``rows`` independent rows (None: all at once), the outputs
+    concatenated in order; the calls are one round (:func:`~advspatial.passes.one_round`).
+
+    >>> in_chunks(lambda sl: torch.arange(sl.start, sl.stop), 5, 2).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    if per_call is None or rows <= per_call:
+        return call(slice(0, rows))
+    with one_round():
+        return torch.cat([call(sl) for sl in batch_slices(rows, per_call)])
 
 
 def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Iterable[torch.Tensor],
@@ -66,11 +76,12 @@ def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
 
     Why: work that does not depend on the answer of the call before it (a gate's regions and fills, a defence's
     fractions and control draws) is a single call to a device; made as a loop of calls, a GPU waits on each.
-    On a CPU each input is still its own call (:data:`CPU_STACK_ELEMENTS`, unless ``elements`` is given): the
-    calls a loop made, at the batch size the CPU already runs well, so the same numbers to the bit. Elsewhere the
-    inputs are concatenated into calls of at most ``elements`` input elements (default :data:`STACK_ELEMENTS`; an
-    input larger than that is a call of its own), and the outputs split back: the same values to the float
-    rounding that a batch's composition moves. The inputs are made lazily, so at most one call's worth is held.
+    On a CPU each input is still its own call (:data:`~advspatial.passes.CPU_STACK_ELEMENTS`, unless ``elements``
+    is given): the calls a loop made, at the batch size the CPU already runs well, so the same numbers to the bit.
+    Elsewhere the inputs are concatenated into calls of at most ``elements`` input elements (default
+    :data:`~advspatial.passes.STACK_ELEMENTS`; an input larger than that is a call of its own), and the outputs
+    split back: the same values to the float rounding that a batch's composition moves. The inputs are made
+    lazily, so at most one call's worth is held.
 
     Example::
 

@@ -40,8 +40,8 @@ from ..attacks import Attack, make_attack
 from ..attacks.base import prepare_mask
 from ..attacks.gradients import is_adversarial
 from ..errors import ConfigError, ShapeError, check_range
-from ..passes import device_rows, one_round
-from ..runtime import batch_slices, scaled_batch
+from ..passes import device_rows
+from ..runtime import scaled_batch
 from ..stacked_runs import forward_stacked
 from .neutralize import MapFn, map_of
 from .selection import BinarizeFn, top_fraction
@@ -169,7 +169,11 @@ def ensemble_attack(model: nn.Module, eps: float, budget: AdaptiveBudget, *, ran
 def correct_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int,
                   sample_ids: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) float on the CPU: share of ``draws`` fresh draws the defence classifies correctly (0/1 if deterministic)."""
-    preds = defence.predict_draws(x, draws, sample_ids)
+    return share_of_draws(defence.predict_draws(x, draws, sample_ids), y)
+
+
+def share_of_draws(preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) float on the CPU: per image, the share of its (N, draws) predicted classes ``preds`` that are ``y``."""
     return (preds == y.to(preds.device)[:, None]).float().mean(1).cpu()
 
 
@@ -259,7 +263,7 @@ def attack_defence(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: floa
         # every gradient's examples scored in one round (one call each on a CPU, as before)
         predicted = forward_stacked(lambda z: defence.predict_draws(z, 1), list(examples.values()))
         for (g, x_adv), pred in zip(examples.items(), predicted, strict=True):
-            correct[g] = (pred == y.to(pred.device)[:, None]).float().mean(1).cpu()  # as correct_share's
+            correct[g] = share_of_draws(pred, y)
             worst, worst_x = keep_worse(worst, worst_x, everyone, correct[g], x_adv)
     for g in gradients:
         rows = torch.arange(x.shape[0]) if per_gradient else (worst > 0).nonzero().flatten()
@@ -296,12 +300,8 @@ def bank_examples(defence: Defence, gradients: Sequence[str], x: torch.Tensor, y
                          backwards=tuple(gradients), call_rows=device_rows(x.shape[0], x))
     found = attack.candidates(x, y, mask=mask, sample_ids=sample_ids)
     # each run's examples checked through its own gradient's forward pass (the ensemble's check), all in one round
-    rows, n = torch.cat(found), x.shape[0]
-    identity = torch.tensor([g == "identity" for g in gradients for _ in losses], device=x.device).repeat_interleave(n)
-    with torch.no_grad(), one_round():
-        logits = torch.cat([defence.forward_backwards(rows[sl], identity[sl])  # type: ignore[attr-defined]
-                            for sl in batch_slices(len(rows), attack.call_rows or n)])
-    fooled = is_adversarial(logits, y.to(logits.device).repeat(len(found)), None).split(n)
+    logits = attack.copy_logits(found)
+    fooled = is_adversarial(logits, y.to(logits.device).repeat(len(found)), None).split(x.shape[0])
     per_gradient = len(losses)
     return {g: first_adversarial(found[k * per_gradient:(k + 1) * per_gradient],
                                  fooled[k * per_gradient:(k + 1) * per_gradient])

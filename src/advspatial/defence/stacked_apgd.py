@@ -15,8 +15,7 @@ from torch import nn
 from ..attacks.apgd import APGD, APGD_LOSSES, apgd_loss
 from ..attacks.base import prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
-from ..passes import one_round
-from ..runtime import batch_slices
+from ..stacked_runs import in_chunks
 from .transforms import check_backward
 
 
@@ -90,22 +89,23 @@ class StackedAPGD(APGD):
         self._copy_rows = max(1, x.shape[0] // self.copies)
         return super().perturb(x, y, mask, target, sample_ids)
 
+    @torch.no_grad()
+    def copy_logits(self, examples: list[torch.Tensor]) -> torch.Tensor:
+        """The logits of :meth:`candidates`' examples (one tensor per copy), each copy through its own gradient,
+        stacked in copy order: one round, as a step's call."""
+        self._copy_rows = max(1, examples[0].shape[0])
+        stacked = torch.cat(examples)
+        return self._forward(stacked, torch.arange(stacked.shape[0], device=stacked.device))
+
     def _forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The logits of the stacked rows ``idx``, each through its copy's gradient when ``backwards`` are given,
         in calls of at most ``call_rows`` rows that make one round."""
         if self.backwards:
             identity = torch.tensor([b == "identity" for b in self.backwards], device=x.device)
             rows = identity[(idx // self._copy_rows // len(self.losses)).to(x.device)]
-
-            def call(sl: slice) -> torch.Tensor:
-                return self.model.forward_backwards(x[sl], rows[sl])  # type: ignore[operator]
-        else:
-            def call(sl: slice) -> torch.Tensor:
-                return self.model(x[sl])
-        if self.call_rows is None or x.shape[0] <= self.call_rows:
-            return call(slice(0, x.shape[0]))
-        with one_round():
-            return torch.cat([call(sl) for sl in batch_slices(x.shape[0], self.call_rows)])
+            return in_chunks(lambda sl: self.model.forward_backwards(x[sl], rows[sl]),  # type: ignore[operator]
+                             x.shape[0], self.call_rows)
+        return in_chunks(lambda sl: self.model(x[sl]), x.shape[0], self.call_rows)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:

@@ -313,9 +313,10 @@ def restricted_attack_columns(
     parts = []
     for sl in batch_slices(len(names) * n, per_run):  # row r * n + i: image i inside region r, made run by run
         rows = torch.arange(sl.start, sl.stop)  # the sample ids stay on the host, the rest goes to x's device
-        region, image = (v.to(x.device) for v in (rows // n, rows % n))
-        mask = region_stack[region, image][:, None].to(x.dtype)
-        result = attack.on(chunked).run(x[image], y[image], mask=mask, sample_ids=ids[rows % n])
+        region, image = rows // n, rows % n
+        on_device = image.to(x.device)
+        mask = region_stack[region.to(x.device), on_device][:, None].to(x.dtype)
+        result = attack.on(chunked).run(x[on_device], y[on_device], mask=mask, sample_ids=ids[image])
         with frozen_eval(model):
             parts.append(_logits(chunked, result.x_adv.to(x.device)))
     logits = torch.cat(parts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -235,14 +235,13 @@ def _unit_columns(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]
         if value is not None:
             found[k] = value
     pending = [k for k in range(len(unit.members)) if k not in found]
-    if pending:
-        ledger: PassLedger = ctx.rundir.passes
-        with ledger.apart() as joint:
-            computed, weights = _joint_columns(ctx, [unit.members[k] for k in pending], unit.images)
-        for k, cols, share in zip(pending, computed, joint.shares(weights), strict=True):
-            state, chunk = unit.members[k]
-            found[k] = state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk),
-                                                  functools.partial(_charged, ledger, share, cols), chunk.index)
+
+    def save(k: int, charged: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        state, chunk = unit.members[k]
+        return state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk), charged, chunk.index)
+
+    found.update(_computed_jointly(ctx, pending, lambda: _joint_columns(
+        ctx, [unit.members[k] for k in pending], unit.images), save))
     controls = _unit_controls(ctx, unit)
     return [{**found[k], **controls[k]} for k in range(len(unit.members))]
 
@@ -260,17 +259,32 @@ def _unit_controls(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor
     values = {key: stage.get(ctx.rundir, _saved_already) for key, (stage, _, _) in stages.items()
               if stage.exists(ctx.rundir)}  # read back through get: their passes count
     pending = [key for key in stages if key not in values]
-    if pending:
-        ledger: PassLedger = ctx.rundir.passes
-        with ledger.apart() as joint:
-            computed, weights = _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images)
-        for key, cols, share in zip(pending, computed, joint.shares(weights), strict=True):
-            values[key] = stages[key][0].get(ctx.rundir, functools.partial(_charged, ledger, share, cols))
+    values.update(_computed_jointly(
+        ctx, pending, lambda: _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images),
+        lambda key, charged: stages[key][0].get(ctx.rundir, charged)))
     return [values[state.control_stage(chunk).key()] for state, chunk in unit.members]
 
 
 def _saved_already() -> dict[str, torch.Tensor]:
     raise RuntimeError("a saved stage was to be computed again")
+
+
+K = TypeVar("K")
+
+
+def _computed_jointly(ctx: GateContext, pending: Sequence[K],
+                      joint: Callable[[], tuple[list[dict[str, torch.Tensor]], list[int]]],
+                      save: Callable[[K, Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
+                      ) -> dict[K, dict[str, torch.Tensor]]:
+    """The ``pending`` stages' columns, computed as one by ``joint()`` (their columns and region counts) with its
+    passes counted apart, then saved each by ``save(key, compute)``, whose stage takes its share of them."""
+    if not pending:
+        return {}
+    ledger: PassLedger = ctx.rundir.passes
+    with ledger.apart() as count:
+        computed, weights = joint()
+    return {key: save(key, functools.partial(_charged, ledger, share, cols))
+            for key, cols, share in zip(pending, computed, count.shares(weights), strict=True)}
 
 
 def _charged(ledger: PassLedger, share: PassCount, cols: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -294,7 +308,7 @@ def _joint_columns(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChu
         class_layout, dataset_layout = state.gate.layouts.leave_one_out(imp, ctx.data.labels[images])
         refs = reference_maps(x, {"class-layout": class_layout, "dataset-layout": dataset_layout}, REFERENCE_MAPS)
         regions = gate_regions(imp, plan.fraction, cfg.seed, ids, references=refs)
-        merged.update({f"{k}{_JOINT}{name}": region for name, region in regions.items()})
+        merged.update(_tagged(k, regions))
         own.append((imp, regions))
     plan = members[0][0].gate.plan
     cols = deletion_columns(plan.model, x, y, merged, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
@@ -305,8 +319,7 @@ def _joint_columns(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChu
     shared = {name: value for name, value in cols.items() if _JOINT not in name}
     out = []
     for k, (imp, regions) in enumerate(own):
-        mark = f":{k}{_JOINT}"
-        gate_cols = {**shared, **{name.replace(mark, ":"): v for name, v in cols.items() if mark in name}}
+        gate_cols = {**shared, **_member_columns(cols, k)}
         # the RoI's pixel count and the map's two complexities join them in one read
         gate_cols.update(to_host({"roi:pixels": regions[ROI].flatten(1).sum(1),
                                   "complexity:map": gini_sparseness(imp),
@@ -355,13 +368,21 @@ def _joint_controls(ctx: GateContext, members: Sequence[tuple[_Comparing, GateCh
         maps = {name: v[chunk.part].to(ctx.device)
                 for name, v in gate_control_maps(ctx, plan.model, state.gate.tag, chunk.batch).items()}
         regions = control_regions(maps, plan.fraction, cfg.seed, ids)["deletion"]
-        merged.update({f"{k}{_JOINT}{name}": region for name, region in regions.items()})
+        merged.update(_tagged(k, regions))
         counts.append(len(regions))
     model = members[0][0].gate.plan.model
     cols = deletion_columns(model, x, y, merged, fills=tuple(cfg.gate_fills), seed=cfg.seed, sample_ids=ids)
-    out = []
-    for k in range(len(members)):  # the control regions' columns only (on the host already)
-        mark = f":{k}{_JOINT}"
-        own = {name.replace(mark, ":"): v for name, v in cols.items() if mark in name}
-        out.append({name: v for name, v in own.items() if name.split(":")[-1].startswith("control-")})
+    out = [{name: v for name, v in _member_columns(cols, k).items() if name.split(":")[-1].startswith("control-")}
+           for k in range(len(members))]  # the control regions' columns only (on the host already)
     return out, counts
+
+
+def _tagged(k: int, regions: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Member ``k``'s regions named apart in a joint stack (``1|roi``)."""
+    return {f"{k}{_JOINT}{name}": region for name, region in regions.items()}
+
+
+def _member_columns(cols: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """The columns of member ``k``'s regions (:func:`_tagged`) under the regions' own names."""
+    mark = f":{k}{_JOINT}"
+    return {name.replace(mark, ":"): v for name, v in cols.items() if mark in name}
