@@ -17,6 +17,7 @@ from advspatial.defence.adaptive import (
 from advspatial.defence.neutralize import NeutralizedModel
 from advspatial.defence.transforms import TransformDefence
 from advspatial.errors import ConfigError
+from advspatial.passes import PassLedger
 
 SMALL = AdaptiveBudget(steps=10, restarts=1, queries=200, eot_iter=2, draws=3)
 
@@ -320,8 +321,11 @@ def test_the_attackers_own_draws_are_scored_a_bounded_pass_at_a_time_with_the_sa
     assert sizes == [300]                                      # 50 draws x 6 images fit the bound at 8x8
     sizes.clear()
     monkeypatch.setattr(adaptive, "SHARE_IMAGES", 2)           # 2 at 28x28 = 24 of 8x8 per pass: 4 draws of 6
+    ledger = PassLedger()
+    ledger.watch(model)
     chunked = adaptive.attacker_share(TransformDefence(model, "noise", 0.5, seed=1), x, y, 50)
     assert max(sizes) == 24 and sum(sizes) == 300 and len(sizes) == 13
+    assert ledger.outside.rounds == 1                          # the draws' passes are one round
     assert torch.equal(whole, chunked) and 0.0 < float(whole.mean()) < 1.0
 
 
@@ -331,7 +335,6 @@ def test_every_gradient_and_loss_as_one_run_gives_each_gradients_ensemble_in_few
     as one stacked run: per gradient the same images broken and the same worst case as the ensemble run through
     each gradient alone, in fewer rounds."""
     from advspatial.defence.adaptive import correct_share, keep_worse
-    from advspatial.passes import PassLedger
 
     model = tiny_cnn(size=12)
     x = torch.rand(16, 1, 12, 12, generator=torch.Generator().manual_seed(7))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from advspatial.defence.neutralize import ClassPriorVulnerability, NeutralizedModel, class_prior_maps, map_of
 from advspatial.defence.selection import neutralization_region, select_regions, top_fraction
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.passes import PassLedger
 from advspatial.regions import random_region_like
 from advspatial.regions.fills import fill
 
@@ -275,6 +276,22 @@ def test_random_mode_same_count_resampled_per_call(tiny_cnn):
     selection = fixed.select(x)
     assert torch.equal(a, fixed.control_region(x, selection, 0))  # without resampling: draw 0, as scored
     assert not torch.equal(first, a)  # the attacker's draws are never the scored ones
+
+
+def test_the_random_controls_scoring_draws_are_one_round_with_each_draws_own_prediction(tiny_cnn):
+    """predict_draws' draws do not depend on each other: one round (a call per draw on a CPU), each draw's column
+    the model's prediction on that draw's filled image."""
+    model = tiny_cnn()
+    x, ids = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(3)), torch.arange(10, 14)
+    rand = NeutralizedModel(model, _intensity, grad_map(model), fraction=0.3, seed=2, mode="random")
+    ledger = PassLedger()
+    ledger.watch(model)
+    preds = rand.predict_draws(x, 5, ids)
+    assert (ledger.outside.calls, ledger.outside.rounds) == (1 + 5, 1 + 1)   # the selection's map, then the draws
+    selection = rand.select(x, sample_ids=ids)
+    for d, region in enumerate(rand.control_regions(x, selection, range(5), ids)):
+        with torch.no_grad():
+            assert torch.equal(preds[:, d], model(rand.fill_fn(x, region)).argmax(1))
 
 
 def test_random_control_avoids_the_roi_and_matches_composition(tiny_cnn):

@@ -9,6 +9,7 @@ from torch import nn
 from advspatial.defence.neutralize import NeutralizedModel
 from advspatial.defence.transforms import TransformDefence, jpeg_quantize, through, through_rows
 from advspatial.errors import ConfigError
+from advspatial.passes import PassLedger
 from advspatial.regions.fills import gaussian_blur
 from helpers import intensity_map
 
@@ -88,6 +89,10 @@ def test_noise_baseline_is_randomized_and_its_scored_draws_are_keyed_by_id():
     whole = noise.predict_draws(x, 6, ids)
     alone = torch.cat([noise.predict_draws(x[i:i + 1], 6, ids[i:i + 1]) for i in range(5)])
     assert whole.shape == (5, 6) and torch.equal(whole, alone)
+    ledger = PassLedger()
+    ledger.watch(model)
+    noise.predict_draws(x, 6, ids)
+    assert (ledger.outside.calls, ledger.outside.rounds) == (6, 1)   # independent draws: one round
     with pytest.raises(ConfigError):
         TransformDefence(model, "jpeg", 0)
     with pytest.raises(ConfigError):

@@ -9,11 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from advspatial.attacks import PGD
 from advspatial.attacks.base import margin
-from advspatial.faithfulness.calibration import Budget, calibrate_budget, flip_rate
+from advspatial.faithfulness.calibration import (
+    Budget, _RowBudgetPGD, bisection_budgets, calibrate_budget, flip_rate, flip_rates,
+)
 from advspatial.faithfulness.controls import control_maps, control_regions, control_tag, occlusion_control
 from advspatial.faithfulness.deletion import make_deletion_fill
 from advspatial.faithfulness.measures import damage, differences, fills_in, margin_drop, margins
+from advspatial.passes import PassLedger
 
 
 class Linear(nn.Module):
@@ -85,6 +89,46 @@ def test_the_calibrated_budget_flips_about_half_and_never_exceeds_the_experiment
     assert budget.tried[0] == (planned, pytest.approx(flip_rate(model, x, y, ids, planned, 10, 0)))
     again = Budget.from_dict(budget.as_dict())
     assert again == budget and "calibrated: the unrestricted attack flips" in budget.text()
+
+
+def _one_budget_at_a_time(model: nn.Module, x: torch.Tensor, y: torch.Tensor, planned: float, target: float,
+                          steps: int = 10, levels: int = 7) -> list[tuple[float, float]]:
+    """The bisection made one budget after another (what :func:`calibrate_budget` must agree with)."""
+    ids = torch.arange(len(y))
+    tried = [(planned, flip_rate(model, x, y, ids, planned, steps, 0))]
+    low, high = 0.0, planned
+    for _ in range(levels):
+        mid = (low + high) / 2
+        tried.append((mid, flip_rate(model, x, y, ids, mid, steps, 0)))
+        low, high = (mid, high) if tried[-1][1] <= target else (low, mid)
+    return tried
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.8])
+def test_the_stacked_bisection_tries_the_budgets_and_rates_of_one_budget_at_a_time_in_half_the_rounds(target):
+    model, x, y = linear_case(n=50)
+    ledger = PassLedger()
+    ledger.watch(model)
+    budget = calibrate_budget(model, x, y, torch.arange(50), 0.2, steps=10, target=target, max_images=20)
+    rounds, calls = ledger.outside.rounds, ledger.outside.calls
+    assert budget.tried == _one_budget_at_a_time(model, x, y, 0.2, target)
+    assert rounds == 4 * (10 + 2)          # 4 runs of 10 steps, each with its clean and final pass
+    assert calls > rounds                  # 100 or 150 stacked rows called 20 at a time inside each round
+    assert ledger.outside.rounds - rounds == 8 * (10 + 2)   # one budget at a time: 8 runs
+
+
+def test_each_row_of_the_budget_stack_is_the_attack_at_its_own_budget() -> None:
+    model, x, y = linear_case(n=12)
+    ids = torch.arange(12) + 40
+    budgets = [0.2, 0.05, 0.0125]
+    stacked = _RowBudgetPGD(model, [e for e in budgets for _ in range(12)], steps=7, seed=3).run(
+        x.repeat(3, 1, 1, 1), y.repeat(3), sample_ids=ids.repeat(3))
+    for k, eps in enumerate(budgets):
+        alone = PGD(model, eps=eps, alpha="auto", steps=7, seed=3).run(x, y, sample_ids=ids)
+        assert torch.equal(stacked.x_adv[12 * k:12 * (k + 1)], alone.x_adv)
+    assert flip_rates(model, x, y, ids, budgets, 7, 3, max_images=5) == [
+        flip_rate(model, x, y, ids, eps, 7, 3) for eps in budgets]
+    assert bisection_budgets(0.0, 0.2, 2) == pytest.approx([0.1, 0.05, 0.15])
 
 
 def test_a_budget_that_flips_at_most_half_is_kept() -> None:

@@ -42,7 +42,7 @@ from ..attacks.gradients import is_adversarial
 from ..errors import ConfigError, ShapeError, check_range
 from ..passes import device_rows
 from ..runtime import scaled_batch
-from ..stacked_runs import forward_stacked
+from ..stacked_runs import forward_stacked, in_chunks
 from .neutralize import MapFn, map_of
 from .selection import BinarizeFn, top_fraction
 from .stacked_apgd import StackedAPGD
@@ -187,8 +187,8 @@ def attacker_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: in
     """
     scoring = defence.with_backward("local")
     per_call = max(1, scaled_batch(SHARE_IMAGES, *x.shape[2:]) // max(1, x.shape[0]))
-    counts = [per_call] * (draws // per_call) + ([draws % per_call] if draws % per_call else [])
-    logits = torch.cat([scoring.forward_draws(x, k) for k in counts])  # type: ignore[operator]
+    # the draws do not depend on each other: one round
+    logits = in_chunks(lambda sl: scoring.forward_draws(x, sl.stop - sl.start), draws, per_call)  # type: ignore
     return (logits.argmax(-1) == y.to(logits.device)[None]).float().mean(0).cpu()
 
 

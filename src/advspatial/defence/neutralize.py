@@ -26,6 +26,7 @@ from ..regions.checks import check_region
 from ..regions.controls import change_strata, foreground_strata, random_regions_like
 from ..regions.fills import FillFn, make_fill
 from ..runtime import sample_ids_or_range
+from ..stacked_runs import forward_stacked
 from .selection import BinarizeFn, RegionSelection, as_maps, select_regions, valid_maps
 from .transforms import check_backward, through, through_rows
 
@@ -367,7 +368,9 @@ class NeutralizedModel(nn.Module):
             return self(x).argmax(1)[:, None]
         selection = self.select(x, sample_ids=sample_ids)
         regions = self.control_regions(x, selection, range(int(draws)), sample_ids)
-        return torch.stack([self.model(self.fill_fn(x, region)).argmax(1) for region in regions], dim=1)
+        # the draws do not depend on each other: one round (one call each on a CPU, stacked on a device)
+        logits = forward_stacked(self.model, (self.fill_fn(x, region) for region in regions))
+        return torch.stack([out.argmax(1) for out in logits], dim=1)
 
     def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         """:meth:`forward` of a deterministic mode with each row's own attacker's gradient: BPDA where the (N,) bool

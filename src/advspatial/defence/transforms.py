@@ -34,6 +34,7 @@ from torch import nn
 from ..errors import ConfigError, check_range, unknown_name
 from ..regions.fills import gaussian_blur
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
+from ..stacked_runs import forward_stacked
 
 BACKWARDS = ("local", "identity")
 TRANSFORMS = ("blur", "noise", "jpeg")
@@ -168,8 +169,9 @@ class TransformDefence(nn.Module):
         if not self.randomized:
             return self.model(self.transformed(x)).argmax(1)[:, None]
         ids = sample_ids_or_range(x.shape[0], sample_ids).tolist()  # read once for every draw
-        return torch.stack([self.model(self.transformed(x, d + 1_000_000, ids)).argmax(1)
-                            for d in range(int(draws))], dim=1)
+        # the draws do not depend on each other: one round (one call each on a CPU, stacked on a device)
+        logits = forward_stacked(self.model, (self.transformed(x, d + 1_000_000, ids) for d in range(int(draws))))
+        return torch.stack([out.argmax(1) for out in logits], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(through(x, self.transformed(x), self.backward))

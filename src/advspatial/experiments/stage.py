@@ -19,17 +19,20 @@ of a batch (logits and predictions) is one shared stage, :data:`CLEAN`
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import torch
 
 from ..attacks.base import AttackResult
+from ..passes import PassCount, PassLedger
 from ..regions import MapAccumulator
 from ..rundir import RunDir
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 #: the layout of the stage files; raised whenever a stage's name or saved form changes, so a run directory
 #: written by an older version is refused in one line instead of failing on a file it cannot read
@@ -116,6 +119,29 @@ class Stage(Generic[T]):
     def save(self, rundir: RunDir, value: T, index: int | None = None) -> None:
         """Save ``value`` as the stage's value for ``index``."""
         rundir.save_stage(self.key(index), self.saved(value))
+
+
+def computed_jointly(rundir: RunDir, pending: Sequence[K], joint: Callable[[], tuple[Sequence[T], Sequence[int]]],
+                     save: Callable[[K, Callable[[], T]], T]) -> dict[K, T]:
+    """The values of the ``pending`` stages (keys: whatever names them to ``save``), computed as one by ``joint()``:
+    independent work of several stages made as one round (a gate's regions of every explainer, the class prior's
+    batches), its passes counted apart (:meth:`~advspatial.passes.PassLedger.apart`). ``joint()`` returns each stage's
+    value and its weight (its share of the work); each value is then saved by ``save(key, compute)`` (a stage's
+    ``get``), whose stage takes its weight's share of the passes (:meth:`~advspatial.passes.PassCount.shares`), so the
+    run's totals are exact and a resumed run reads each stage back with its share."""
+    if not pending:
+        return {}
+    ledger: PassLedger = rundir.passes
+    with ledger.apart() as count:
+        values, weights = joint()
+    return {key: save(key, functools.partial(_charged, ledger, share, value))
+            for key, value, share in zip(pending, values, count.shares(list(weights)), strict=True)}
+
+
+def _charged(ledger: PassLedger, share: PassCount, value: T) -> T:
+    """``value``, computed jointly: the stage computing it takes its ``share`` of the joint work's passes."""
+    ledger.charge(share)
+    return value
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,12 +30,12 @@ from ...faithfulness.deletion import ROI, blurred_map, deletion_columns, gate_re
 from ...faithfulness.gate import MIN_N, comparison_decisions, control_cells, gini_sparseness
 from ...faithfulness.sequential import InterimDecision, interim_decision, look_sizes
 from ...models.loading import state_checksum
-from ...passes import PassCount, PassLedger, device_rows
+from ...passes import device_rows
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from ...runtime import to_host
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
-from ..stage import Stage
+from ..stage import Stage, computed_jointly
 from .config import GatedConfig
 
 #: the context a gate runs in: any experiment's whose settings include the gate's
@@ -240,7 +240,7 @@ def _unit_columns(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]
         state, chunk = unit.members[k]
         return state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk), charged, chunk.index)
 
-    found.update(_computed_jointly(ctx, pending, lambda: _joint_columns(
+    found.update(computed_jointly(ctx.rundir, pending, lambda: _joint_columns(
         ctx, [unit.members[k] for k in pending], unit.images), save))
     controls = _unit_controls(ctx, unit)
     return [{**found[k], **controls[k]} for k in range(len(unit.members))]
@@ -259,38 +259,14 @@ def _unit_controls(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor
     values = {key: stage.get(ctx.rundir, _saved_already) for key, (stage, _, _) in stages.items()
               if stage.exists(ctx.rundir)}  # read back through get: their passes count
     pending = [key for key in stages if key not in values]
-    values.update(_computed_jointly(
-        ctx, pending, lambda: _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images),
+    values.update(computed_jointly(
+        ctx.rundir, pending, lambda: _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images),
         lambda key, charged: stages[key][0].get(ctx.rundir, charged)))
     return [values[state.control_stage(chunk).key()] for state, chunk in unit.members]
 
 
 def _saved_already() -> dict[str, torch.Tensor]:
     raise RuntimeError("a saved stage was to be computed again")
-
-
-K = TypeVar("K")
-
-
-def _computed_jointly(ctx: GateContext, pending: Sequence[K],
-                      joint: Callable[[], tuple[list[dict[str, torch.Tensor]], list[int]]],
-                      save: Callable[[K, Callable[[], dict[str, torch.Tensor]]], dict[str, torch.Tensor]]
-                      ) -> dict[K, dict[str, torch.Tensor]]:
-    """The ``pending`` stages' columns, computed as one by ``joint()`` (their columns and region counts) with its
-    passes counted apart, then saved each by ``save(key, compute)``, whose stage takes its share of them."""
-    if not pending:
-        return {}
-    ledger: PassLedger = ctx.rundir.passes
-    with ledger.apart() as count:
-        computed, weights = joint()
-    return {key: save(key, functools.partial(_charged, ledger, share, cols))
-            for key, cols, share in zip(pending, computed, count.shares(weights), strict=True)}
-
-
-def _charged(ledger: PassLedger, share: PassCount, cols: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``cols``, computed jointly: the stage computing it takes its ``share`` of the joint work's passes."""
-    ledger.charge(share)
-    return cols
 
 
 def _joint_columns(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChunk]], images: slice

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, partial
+from functools import partial
 from typing import Any
 
 import torch
@@ -42,15 +42,14 @@ from ...defence.nonadaptive import evaluate_defence
 from ...defence.transforms import TransformDefence
 from ...maps import attack_map, importance_map
 from ...models.hooks import frozen_eval
-from ...regions import MapAccumulator
 from ...stacked_runs import forward_stacked
 from ...runtime import batch_slices, to_host
 from ..context import train_images
-from ..measurement.config import contribution_kw
 from ..measurement.stages import Accuracy, Context, ExtraColumns
-from ..stage import ATTACK, AccumulatorStage, Stage
+from ..stage import ATTACK, Stage
 from .config import DefenceSetting, SpatialConfig
 from .deployable import importance_and_gradient
+from .prior import class_prior
 from .records import (
     ADAPTIVE, BASELINES, UNDEFENDED, AdaptiveOutcomes, BaselineOutcome, SettingOutcome, UndefendedOutcome,
 )
@@ -63,10 +62,6 @@ ROI_COMPONENTS = ("apgd-ce", "apgd-dlr")
 
 #: the per-channel mean of the training images (the ``mean`` fill)
 DATASET_MEAN = Stage[torch.Tensor]("dataset-mean", per="run")
-#: the per-class sums of the deployable defence's prior per training batch (the prior is their mean, summed anew
-#: from the parts on every run and resume, so their model passes always enter the run's count); a new name since
-#: the parts keep the classes seen only (``prior-parts`` held dense (K,H,W) sums: 400 MB a batch on ImageNet)
-PRIOR_PARTS = AccumulatorStage("prior-classes")
 #: the non-adaptive defence columns of an attack's batch: ``DEFENCE.at(attack)``
 DEFENCE = Stage[dict[str, torch.Tensor]]("defence")
 #: the sweep's per-image correctness of a batch: ``{(adv|clean, fraction, fill): (defended, control draws)}``
@@ -130,44 +125,6 @@ def dataset_mean(ctx: SpatialContext) -> torch.Tensor:
         return (total / (len(train) * train.image_shape[1] * train.image_shape[2])).float()
 
     return DATASET_MEAN.get(ctx.rundir, compute).to(ctx.device)
-
-
-def class_prior(ctx: SpatialContext) -> torch.Tensor:
-    """(K,H,W) mean attack map per predicted adversarial class, on training images (METHODS §2).
-
-    Indexed by the class predicted on the *attacked* training image, because at
-    deployment the defence only sees the (possibly adversarial) input.
-    """
-    cfg = ctx.config
-    train = train_images(cfg, cfg.prior_n, ctx.data.ids)
-    attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
-    kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
-
-    def batch_part(b: int, sl: slice) -> MapAccumulator:
-        """The attack maps of training batch b summed per adversarial class, the classes seen only (cached)."""
-
-        images = cache(lambda: (train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)))
-
-        def compute() -> MapAccumulator:
-            x, y = images()
-            result = attack.run(x, y, sample_ids=train.ids[sl] + 10_000_000)
-            amap = attack_map(cfg.attack_map, ctx.model, x, result.x_adv, y, **kw).map
-            acc = MapAccumulator(train.num_classes, train.image_shape[1:])
-            acc.update(amap.cpu(), result.adv_pred.cpu())
-            return acc
-
-        def inputs() -> dict[str, Any]:
-            x, y = images()
-            return {"x": x, "classes": y, "ids": train.ids[sl], "attack": type(attack).__name__,
-                    "attack_settings": attack.params(), "map": cfg.attack_map, "map_settings": kw,
-                    "classes_total": train.num_classes}
-
-        return PRIOR_PARTS.get_model_work(ctx.rundir, inputs, compute, b)
-
-    total = MapAccumulator(train.num_classes, train.image_shape[1:])
-    ctx.each_batch(batch_part, desc="prior (training images)", slices=list(batch_slices(len(train), cfg.batch_size)),
-                   then=lambda _, __, part: total.merge(part))
-    return torch.nan_to_num(total.means(), nan=0.0)
 
 
 def defence_columns(ctx: SpatialContext) -> DefenceColumns:

@@ -1,0 +1,116 @@
+"""The deployable defence's class prior (METHODS §2): the mean attack map per predicted adversarial class, on
+training images.
+
+The training batches do not depend on each other (each image's attack and map are keyed by its id), so the batches
+not saved yet are attacked and mapped as one run (each attack step one round, the model called a batch at a time,
+:class:`~advspatial.stacked_runs.RowChunks`), at most :func:`~advspatial.stacked_runs.run_rows` images per run;
+each batch is still saved as its own stage (:data:`PRIOR_PARTS`) with its share of the passes, so a resumed run, a
+run of another n and the model cache read the same parts as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache, partial
+from typing import Any
+
+import torch
+
+from ...data.base import ImageDataset
+from ...maps import attack_map
+from ...regions import MapAccumulator
+from ...runtime import batch_slices
+from ...stacked_runs import RowChunks, run_rows
+from ..context import train_images
+from ..measurement.config import contribution_kw
+from ..measurement.stages import Context
+from ..stage import AccumulatorStage, computed_jointly
+from .config import SpatialConfig
+
+#: the per-class sums of the deployable defence's prior per training batch (the prior is their mean, summed anew
+#: from the parts on every run and resume, so their model passes always enter the run's count); a new name since
+#: the parts keep the classes seen only (``prior-parts`` held dense (K,H,W) sums: 400 MB a batch on ImageNet)
+PRIOR_PARTS = AccumulatorStage("prior-classes")
+#: added to a training image's id to key its attack's randomness apart from the test images'
+TRAIN_ID_OFFSET = 10_000_000
+
+
+def class_prior(ctx: Context[SpatialConfig]) -> torch.Tensor:
+    """(K,H,W) mean attack map per predicted adversarial class, on ``prior_n`` training images (METHODS §2).
+
+    Indexed by the class predicted on the *attacked* training image, because at deployment the defence only sees
+    the (possibly adversarial) input. One unit of work (under torchrun, one process makes it), computed by
+    :func:`prior_parts`.
+    """
+    cfg = ctx.config
+    train = train_images(cfg, cfg.prior_n, ctx.data.ids)
+    slices = list(batch_slices(len(train), cfg.batch_size))
+    total = MapAccumulator(train.num_classes, train.image_shape[1:])
+
+    def merge(_: int, __: Any, parts: list[MapAccumulator]) -> None:
+        for part in parts:
+            total.merge(part)
+
+    ctx.each_batch(lambda _, __: prior_parts(ctx, train, slices), desc="prior (training images)", slices=[slices],
+                   then=merge)
+    return torch.nan_to_num(total.means(), nan=0.0)
+
+
+def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequence[slice]) -> list[MapAccumulator]:
+    """Each training batch's attack maps summed per adversarial class: read back where saved (the run or the model
+    cache), the others computed as one run per :func:`~advspatial.stacked_runs.run_rows` images."""
+    cfg = ctx.config
+    attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
+    kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
+
+    @cache
+    def images(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sl = slices[b]
+        return train.images(sl).to(ctx.device), train.labels[sl].to(ctx.device)
+
+    def inputs(b: int) -> dict[str, Any]:
+        x, y = images(b)
+        return {"x": x, "classes": y, "ids": train.ids[slices[b]], "attack": type(attack).__name__,
+                "attack_settings": attack.params(), "map": cfg.attack_map, "map_settings": kw,
+                "classes_total": train.num_classes}
+
+    parts = {b: part for b in range(len(slices))
+             if (part := PRIOR_PARTS.stored(ctx.rundir, partial(inputs, b), b)) is not None}
+    for run in _runs([b for b in range(len(slices)) if b not in parts], slices, run_rows(cfg.batch_size, images(0)[0])):
+        parts.update(computed_jointly(ctx.rundir, run, partial(_joint_parts, ctx, train, slices, run, images, kw),
+                                      lambda b, charged: PRIOR_PARTS.get_model_work(ctx.rundir, partial(inputs, b),
+                                                                                    charged, b)))
+    return [parts[b] for b in range(len(slices))]
+
+
+def _runs(pending: Sequence[int], slices: Sequence[slice], rows: int) -> list[list[int]]:
+    """The pending batches grouped into runs of at most ``rows`` images (a batch larger than that alone)."""
+    runs: list[list[int]] = []
+    held = rows
+    for b in pending:
+        size = slices[b].stop - slices[b].start
+        if held + size > rows:
+            runs.append([])
+            held = 0
+        runs[-1].append(b)
+        held += size
+    return runs
+
+
+def _joint_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequence[slice], run: Sequence[int],
+                 images: Any, kw: dict[str, Any]) -> tuple[list[MapAccumulator], list[int]]:
+    """The batches ``run`` attacked and mapped as one stack, split back per batch; with their image counts."""
+    cfg = ctx.config
+    model = RowChunks(ctx.model, cfg.batch_size)
+    x = torch.cat([images(b)[0] for b in run])
+    y = torch.cat([images(b)[1] for b in run])
+    ids = torch.cat([train.ids[slices[b]] for b in run])
+    result = cfg.budgeted_attack(cfg.defence_attack, model).run(x, y, sample_ids=ids + TRAIN_ID_OFFSET)
+    amap = attack_map(cfg.attack_map, model, x, result.x_adv, y, **kw).map.cpu()
+    sizes = [slices[b].stop - slices[b].start for b in run]
+    parts = []
+    for maps, predicted in zip(amap.split(sizes), result.adv_pred.cpu().split(sizes), strict=True):
+        part = MapAccumulator(train.num_classes, train.image_shape[1:])
+        part.update(maps, predicted)
+        parts.append(part)
+    return parts, sizes
