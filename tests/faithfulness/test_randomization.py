@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from advspatial import passes
-from advspatial.errors import ShapeError
+from advspatial.errors import ConfigError, ShapeError
 from advspatial.faithfulness.randomization import (
     CASCADE_MAX_SPEARMAN, cascade_verdict, fully_randomized, model_randomization_check,
 )
@@ -268,6 +268,34 @@ def test_draws_are_keyed_by_their_seeds_and_do_not_depend_on_the_images_around_t
     assert both.draw_seeds == tuple(last["draw_seeds"]) and both.smooth.spearman.shape == (3, len(x))
     first = randomization_checks(model, x, y, saliency, seed=5, samples=3)
     torch.testing.assert_close(both.smooth.spearman[:1], first.smooth.spearman)
+
+
+def test_the_curve_draws_compare_every_step_and_the_others_only_the_last_which_the_rule_reads(data):
+    """With curve_draws the steps before the last (no rule reads them) are compared on the first draws only; the
+    last step, which the pass rule reads, on every draw, with the values of the check without curve_draws; each
+    draw's maps cost a model of their own, so the maps made are counted as calls."""
+    model, x, y = data
+    calls = []
+
+    def explain(m: nn.Module, z: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return saliency(m, z, y[: len(z)])
+
+    every = model_randomization_check(model, x, explain, seed=5, draws=4, max_steps=3)
+    made_every = len(calls)
+    calls.clear()
+    rows = model_randomization_check(model, x, explain, seed=5, draws=4, max_steps=3, curve_draws=1)
+    assert (made_every, len(calls)) == (1 + 4 * 3, 1 + 3 + 3)   # the trained map, then the maps per draw
+    assert [len(r["draw_seeds"]) for r in rows] == [1, 1, 4]
+    assert rows[-1]["per_draw"] == every[-1]["per_draw"] and rows[-1]["draw_seeds"] == every[-1]["draw_seeds"]
+    one = model_randomization_check(model, x, explain, seed=5, draws=1, max_steps=3)   # the first draw alone
+    assert rows[0]["spearman"] == one[0]["spearman"] and rows[1]["spearman"] == one[1]["spearman"]
+    assert rows[0]["spearman"] != every[0]["spearman"]   # the curve's point: one draw's, not the mean of four
+    assert rows[0]["maps"] == len(x) and rows[-1]["maps"] == 4 * len(x)
+    assert model_randomization_check(model, x, explain, seed=5, draws=2, max_steps=3, curve_draws=5)[0][
+        "draw_seeds"] == every[0]["draw_seeds"][:2]
+    with pytest.raises(ConfigError, match="curve_draws"):
+        model_randomization_check(model, x, explain, draws=2, curve_draws=0)
 
 
 def test_a_map_that_collapses_under_randomization_is_counted_as_changed_not_dropped(data):

@@ -118,6 +118,7 @@ def model_randomization_check(
     max_steps: int | None = None,
     *,
     draws: int = 1,
+    curve_draws: int | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Cascading model-parameter randomization (Adebayo et al., 2018), on a small subset of images.
@@ -148,11 +149,20 @@ def model_randomization_check(
     ``max_steps`` evenly spaced steps (always the first and the last), so a row's
     ``layer`` is the deepest layer randomized so far. Each draw costs one map
     computation on ``x`` per compared step.
+
+    The pass rule reads the last step only; the steps before it are the curve
+    the report shows. With ``curve_draws`` only the first ``curve_draws`` draws
+    compare maps at every compared step, the others at the last step only
+    (a row's ``draw_seeds`` are the draws it compared): a draw's maps each cost
+    a model of their own, which no device call can share, so the curve's points
+    that no rule reads cost one draw's maps instead of every draw's.
     """
     if max_layers is not None:
         check_range("max_layers", max_layers, 1)
     if max_steps is not None:
         check_range("max_steps", max_steps, 1)
+    if curve_draws is not None:
+        check_range("curve_draws", curve_draws, 1)
     seeds = draw_seeds(seed, draws)
     trained = copy.deepcopy(model).eval()
     x = x.detach().to(model_device(trained))
@@ -172,16 +182,17 @@ def model_randomization_check(
     if max_layers is not None:
         layers = layers[: int(max_layers)]
     compared = sorted(evaluation_steps(len(layers), max_steps))
+    curve = len(seeds) if curve_draws is None else min(len(seeds), int(curve_draws))
     cells: dict[int, list[dict[str, torch.Tensor]]] = {step: [] for step in compared}
-    with progress_bar(total=len(seeds) * len(compared), desc="gate: cascading randomization", unit="map",
-                      disable=not progress) as bar:
-        for draw_seed in seeds:
+    with progress_bar(total=curve * len(compared) + len(seeds) - curve, desc="gate: cascading randomization",
+                      unit="map", disable=not progress) as bar:
+        for d, draw_seed in enumerate(seeds):
             net = copy.deepcopy(trained)
             named = dict(net.named_modules())
             gen = torch.Generator().manual_seed(int(draw_seed))
             for step, (name, _) in enumerate(layers, start=1):
                 _reinitialize(named[name], gen)
-                if step not in cells:
+                if step not in cells or (d >= curve and step != compared[-1]):
                     continue
                 maps = compute(net)
                 rho, collapsed = rank_agreement(original, maps)
@@ -190,7 +201,8 @@ def model_randomization_check(
                                     "iou": iou(roi0, roi)})
                 bar.update(1)
     undefined = int(constant_maps(original).sum())
-    rows = [_cascade_row(step, layers[step - 1][0], cells[step], seeds, undefined) for step in compared]
+    rows = [_cascade_row(step, layers[step - 1][0], cells[step], seeds[:len(cells[step])], undefined)
+            for step in compared]
     for row in rows[:-1]:  # the rule reads the last step's table; the earlier steps keep their means (metrics.json)
         del row["per_draw"]
     return rows

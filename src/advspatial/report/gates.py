@@ -237,8 +237,9 @@ def randomization_table(gates: Mapping[str, GateResult]) -> Table:
                          _fmt(last), _collapsed(g), flag])
     return Table("Cascading model randomization (Adebayo et al. 2018): Spearman of the map with the trained model's "
                  "map after re-initializing layers from the top, mean over independent re-initializations (draws) "
-                 "and check images (near 0 = the map depends on the weights; a map that survives every layer's "
-                 "randomization fails the gate). A randomized map that collapsed to a constant is counted, not "
+                 "and check images; the steps before the last, which no rule reads, on the first draws only "
+                 "(randomization_curve_draws). Near 0 = the map depends on the weights; a map that survives every "
+                 "layer's randomization fails the gate. A randomized map that collapsed to a constant is counted, not "
                  "dropped: as Spearman 0 (it kept no ranking) and, in efficient MPRT, as a fall of its complexity",
                  ["explainer", "steps compared", "draws", "check images", "after the first", "after all",
                   "randomized maps collapsed to constants", "sanity check"], rows)

@@ -52,6 +52,9 @@ class GatedConfig(ExperimentConfig):
                                              "denoising; Quantus' default is 50)", low=1)
     randomization_steps: int = setting(12, "cascade steps of the randomization check at which maps are compared "
                                            "(evenly spaced; every layer is still randomized in order)", low=1)
+    randomization_curve_draws: int = setting(1, "re-initializations whose maps are compared at every cascade step "
+                                                "(the curve no rule reads); the others, like these, at the last "
+                                                "step, which the pass rule reads", low=1)
     sesoi: float = setting(0.01, "scale of the smallest effects of interest (0.01: the documented default per "
                                  "statistic; a CI inside +-SESOI is equivalent to the null, a significant effect "
                                  "below it negligible)",

@@ -216,7 +216,8 @@ def _check(ctx: GateContext, plan: GatePlan, target: str, kw: dict[str, Any], na
         x, y, ids = images()
         return {"model": state_checksum(plan.model), "method": plan.method, "explainer": kw, "x": x, "classes": y,
                 "ids": ids, "seed": cfg.seed, "draws": plan.draws, "steps": cfg.randomization_steps,
-                "samples": cfg.randomization_samples, "batch_size": cfg.batch_size}
+                "samples": cfg.randomization_samples, "batch_size": cfg.batch_size,
+                **({"curve_draws": cfg.randomization_curve_draws} if name == "randomization" else {})}
 
     return GATE_CHECK.at(*plan.family, name).get_model_work(ctx.rundir, inputs, lambda: check(images()))
 
@@ -229,7 +230,8 @@ def _randomization(ctx: GateContext, plan: GatePlan, images: tuple[torch.Tensor,
     method = plan.method
     return model_randomization_check(
         plan.model, x, lambda m, z: importance_map(method, m, z, target=y, batch_size=cfg.batch_size, **kw),
-        seed=cfg.seed, max_steps=cfg.randomization_steps, draws=plan.draws, progress=cfg.progress)
+        seed=cfg.seed, max_steps=cfg.randomization_steps, draws=plan.draws,
+        curve_draws=cfg.randomization_curve_draws, progress=cfg.progress)
 
 
 def _mprt(ctx: GateContext, plan: GatePlan, images: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
