@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.errors import ConfigError, ShapeError
+from advspatial.host_syncs import counting
 from advspatial.regions.controls import change_strata, foreground_strata, random_regions_like
 from advspatial.regions import random_region_like
 from advspatial.regions.controls import RANDOM_REGION_STREAM
@@ -105,6 +106,21 @@ def test_draws_computed_together_equal_the_definition_one_draw_at_a_time(seed):
                                               sample_ids=ids), expected)
     with pytest.raises(ConfigError, match="number of draws"):
         random_regions_like(region, seed, draws=())
+
+
+@given(seed=st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_unconstrained_draws_equal_the_definition_without_a_host_read(seed):
+    """Without ``within`` or ``strata`` every pixel is eligible in one stratum: nothing to read back to check."""
+    _, region, _ = _case(seed, n=4)
+    ids = torch.tensor([7, 3, 11, 0])
+    seen: list[int] = []
+    with counting(lambda: seen.append(1)):
+        together = random_regions_like(region, seed, draws=(0, 9), sample_ids=ids)
+    assert seen == []
+    everywhere, one_stratum = torch.ones_like(region), torch.zeros(region.shape, dtype=torch.long)
+    for d, draw in enumerate((0, 9)):
+        assert torch.equal(together[d], _one_sort_per_stratum(region, seed, everywhere, one_stratum, draw, ids))
 
 
 @settings(max_examples=60, deadline=None)
