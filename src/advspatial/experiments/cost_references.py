@@ -34,7 +34,7 @@ GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs 
 
 # ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----
 #: the reference runs (date, commits, experiments and n)
-RUNS = "2026-11-26, 3ad0683 and 67b1786: spatial at n = 100 and 500, maps at n = 60 and 200"
+RUNS = "2026-11-27, 8c37312: spatial at n = 100 and 500, maps at n = 60 and 200"
 #: per experiment, the reference runs' RoI explainer and explainer panel (the gates in REFERENCES are theirs)
 REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
 REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
@@ -42,23 +42,23 @@ REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
     "maps": ("gradcam", "hirescam", "inputxgrad"),
 }
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
-NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00147, "maps": 0.00523}
+NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00092, "maps": 0.00347}
 #: seconds outside every stage (loading, statistics, figures, report) per experiment
-OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 28.9, "maps": 13.2}
+OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1}
 #: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, backward_calls)
 REFERENCES: dict[str, dict[str, StageWork]] = {
     "spatial": {
-        "adaptive/main": StageWork((228893.2, -9.412), (248272.0, -0.41), (6047.5, -0.165), (8579.0, -0.5)),
-        "adaptive/undefended": StageWork((46215.5, 15.945), (45461.0, 15.79), (3309.8, 0.013), (3275.8, 0.013)),
+        "adaptive/main": StageWork((238170.0, 25.67), (257564.5, 28.915), (6625.2, 0.048), (8867.0, 0.07)),
+        "adaptive/undefended": StageWork((46870.8, 14.633), (46113.8, 14.482), (3309.8, 0.013), (3275.8, 0.013)),
         "attack/cw-l2": StageWork((0.0, 123.0), (0.0, 120.0), (61.5, 0.615), (60.0, 0.6)),
         "attack/deepfool": StageWork((38.5, 12.665), (344.2, 86.918), (13.0, 0.12), (99.0, 0.9)),
         "attack/fgsm": StageWork((0.0, 3.0), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
         "attack/onepixel": StageWork((200.0, 0.0), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
         "attack/pgd": StageWork((0.0, 22.0), (0.0, 20.0), (11.0, 0.11), (10.0, 0.1)),
         "attack/pgd-l2": StageWork((0.0, 22.0), (0.0, 20.0), (11.0, 0.11), (10.0, 0.1)),
-        "baselines/blur": StageWork((4227.5, 5.505), (3836.5, 5.515), (1038.0, -0.02), (1027.0, -0.02)),
-        "baselines/jpeg": StageWork((39765.5, 51.995), (38290.0, 28.43), (3885.2, 14.838), (961.8, 10.582)),
-        "baselines/noise": StageWork((189010.5, 18.695), (180537.5, 22.725), (1361.8, 0.253), (1287.8, 0.253)),
+        "baselines/blur": StageWork((4010.0, 5.56), (3772.0, 5.54), (1038.0, -0.02), (1027.0, -0.02)),
+        "baselines/jpeg": StageWork((1154.5, 53.745), (-68.5, 30.195), (3937.2, 14.318), (1012.2, 10.078)),
+        "baselines/noise": StageWork((232700.0, 20.2), (226240.0, 20.2), (1583.0, 0.0), (1515.0, 0.0)),
         "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (0.5, 0.005), (0.0, 0.0)),
         "defence/cw-l2": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
         "defence/deepfool": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
@@ -66,36 +66,36 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         "defence/onepixel": StageWork((4400.0, 0.0), (300.0, 0.0), (44.0, 0.0), (3.0, 0.0)),
         "defence/pgd": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
         "defence/pgd-l2": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
-        "gate/budget": StageWork((8715.0, 2.17), (7200.0, 1.6), (97.0, 0.0), (80.0, 0.0)),
-        "gate/control": StageWork((2625.5, 178.755), (0.0, 0.0), (62.8, 0.182), (0.0, 0.0)),
-        "gate/gradcam": StageWork((25601.0, 45.66), (21723.0, 33.77), (426.8, 0.212), (208.5, 0.125)),
-        "gate/hirescam": StageWork((79565.0, 192.46), (61743.0, 133.57), (797.8, 1.062), (538.5, 0.625)),
-        "gate/inputxgrad": StageWork((14223.0, 37.19), (10563.0, 25.37), (180.8, 0.212), (88.5, 0.125)),
+        "gate/budget": StageWork((11955.0, 2.89), (9900.0, 2.2), (85.0, 0.0), (70.0, 0.0)),
+        "gate/control": StageWork((2325.5, 177.755), (0.0, 0.0), (55.8, 0.172), (0.0, 0.0)),
+        "gate/gradcam": StageWork((22841.8, 43.273), (19119.0, 31.81), (350.5, 0.195), (167.5, 0.115)),
+        "gate/hirescam": StageWork((73062.5, 185.905), (55884.0, 129.16), (634.0, 0.97), (409.0, 0.57)),
+        "gate/inputxgrad": StageWork((11461.8, 34.803), (7959.0, 23.41), (104.5, 0.195), (47.5, 0.115)),
         "maps/cw-l2": StageWork((24.0, 18.08), (24.0, 16.08), (1.8, 0.052), (0.8, 0.043)),
         "maps/deepfool": StageWork((-16.0, 20.08), (-16.0, 18.08), (2.2, 0.058), (1.2, 0.048)),
         "maps/fgsm": StageWork((-432.0, 25.84), (-432.0, 23.84), (0.8, 0.072), (-0.2, 0.062)),
         "maps/onepixel": StageWork((2328.0, 4.0), (2128.0, 4.0), (9.8, 0.003), (7.8, 0.003)),
-        "maps/pgd": StageWork((32.0, 20.88), (32.0, 18.88), (2.0, 0.06), (1.0, 0.05)),
+        "maps/pgd": StageWork((40.0, 20.8), (40.0, 18.8), (2.0, 0.06), (1.0, 0.05)),
         "maps/pgd-l2": StageWork((-8.0, 19.36), (-8.0, 17.36), (1.5, 0.055), (0.5, 0.045)),
         "panel/gradcam": StageWork((0.5, 2.005), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
         "panel/inputxgrad": StageWork((0.5, 2.005), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
-        "prior-classes": StageWork((20992.0, 0.0), (18992.0, 0.0), (96.0, 0.0), (84.0, 0.0)),
+        "prior-classes": StageWork((20992.0, 0.0), (18992.0, 0.0), (126.0, 0.0), (114.0, 0.0)),
         "roi": StageWork((0.0, 2.0), (0.0, 1.0), (1.0, 0.01), (0.5, 0.005)),
         "sweep": StageWork((0.0, 96.0), (0.0, 4.0), (48.0, 0.48), (2.0, 0.02)),
     },
     "maps": {
         "attack/cw-l2": StageWork((0.0, 123.0), (0.0, 120.0), (123.0, 0.0), (120.0, 0.0)),
-        "attack/deepfool": StageWork((34.4, 12.793), (288.0, 88.2), (20.7, 0.021), (150.4, 0.193)),
+        "attack/deepfool": StageWork((34.0, 12.8), (284.1, 88.264), (20.7, 0.021), (150.4, 0.193)),
         "attack/fgsm": StageWork((0.0, 3.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
         "attack/onepixel": StageWork((85.7, 0.571), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
         "attack/pgd": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
         "attack/pgd-l2": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
         "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (1.0, 0.0), (0.0, 0.0)),
-        "gate/budget": StageWork((3565.7, 31.171), (2971.4, 25.143), (97.0, 0.0), (80.0, 0.0)),
-        "gate/control": StageWork((1.0, 205.0), (0.0, 0.0), (56.9, 0.336), (0.0, 0.0)),
-        "gate/gradcam": StageWork((5196.7, 216.171), (4968.0, 168.2), (374.4, 0.793), (171.0, 0.5)),
-        "gate/hirescam": StageWork((9360.7, 832.171), (9288.0, 596.2), (536.1, 3.964), (351.0, 2.5)),
-        "gate/inputxgrad": StageWork((1338.0, 157.4), (1265.1, 109.914), (128.4, 0.793), (51.0, 0.5)),
+        "gate/budget": StageWork((4902.9, 42.486), (4085.7, 34.571), (33.6, 0.257), (27.1, 0.214)),
+        "gate/control": StageWork((1.0, 201.0), (0.0, 0.0), (50.6, 0.307), (0.0, 0.0)),
+        "gate/gradcam": StageWork((4305.1, 200.864), (4104.0, 154.6), (305.1, 0.714), (135.0, 0.45)),
+        "gate/hirescam": StageWork((7416.4, 792.993), (7344.0, 565.6), (404.7, 3.571), (245.4, 2.243)),
+        "gate/inputxgrad": StageWork((445.9, 142.086), (401.1, 96.314), (59.1, 0.714), (15.0, 0.45)),
         "maps/cw-l2": StageWork((32.0, 18.0), (32.0, 16.0), (2.4, 0.043), (0.4, 0.043)),
         "maps/deepfool": StageWork((45.7, 19.371), (45.7, 17.371), (3.4, 0.043), (1.4, 0.043)),
         "maps/fgsm": StageWork((-196.6, 23.943), (-196.6, 21.943), (3.0, 0.05), (1.0, 0.05)),
