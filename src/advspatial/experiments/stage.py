@@ -122,20 +122,23 @@ class Stage(Generic[T]):
 
 
 def computed_jointly(rundir: RunDir, pending: Sequence[K], joint: Callable[[], tuple[Sequence[T], Sequence[int]]],
-                     save: Callable[[K, Callable[[], T]], T]) -> dict[K, T]:
+                     save: Callable[[K, Callable[[], T]], T], wanted: Sequence[K] | None = None) -> dict[K, T]:
     """The values of the ``pending`` stages (keys: whatever names them to ``save``), computed as one by ``joint()``:
     independent work of several stages made as one round (a gate's regions of every explainer, the class prior's
     batches), its passes counted apart (:meth:`~advspatial.passes.PassLedger.apart`). ``joint()`` returns each stage's
     value and its weight (its share of the work); each value is then saved by ``save(key, compute)`` (a stage's
     ``get``), whose stage takes its weight's share of the passes (:meth:`~advspatial.passes.PassCount.shares`), so the
-    run's totals are exact and a resumed run reads each stage back with its share."""
+    run's totals are exact and a resumed run reads each stage back with its share. With ``wanted`` only those keys
+    are saved and returned (the others were saved already): work recomputed whole where part of it was lost, so that
+    each saved stage's share is the one the whole work gives it, and a resumed run counts what a run in one go does."""
     if not pending:
         return {}
     ledger: PassLedger = rundir.passes
     with ledger.apart() as count:
         values, weights = joint()
+    keep = set(pending if wanted is None else wanted)
     return {key: save(key, functools.partial(_charged, ledger, share, value))
-            for key, value, share in zip(pending, values, count.shares(list(weights)), strict=True)}
+            for key, value, share in zip(pending, values, count.shares(list(weights)), strict=True) if key in keep}
 
 
 def _charged(ledger: PassLedger, share: PassCount, value: T) -> T:

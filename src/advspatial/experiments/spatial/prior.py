@@ -5,12 +5,13 @@ The training batches do not depend on each other (each image's attack and map ar
 not saved yet are attacked and mapped as one run (each attack step one round, the model called a batch at a time,
 :class:`~advspatial.stacked_runs.RowChunks`), at most :func:`~advspatial.stacked_runs.run_rows` images per run;
 each batch is still saved as its own stage (:data:`PRIOR_PARTS`) with its share of the passes, so a resumed run, a
-run of another n and the model cache read the same parts as before.
+run of another n and the model cache read the same parts as before. A run with a batch lost is computed again
+whole, so that a resumed run counts the passes a run in one go does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache, partial
 from typing import Any
 
@@ -58,7 +59,9 @@ def class_prior(ctx: Context[SpatialConfig]) -> torch.Tensor:
 
 def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequence[slice]) -> list[MapAccumulator]:
     """Each training batch's attack maps summed per adversarial class: read back where saved (the run or the model
-    cache), the others computed as one run per :func:`~advspatial.stacked_runs.run_rows` images."""
+    cache); the batches are grouped into runs of at most :func:`~advspatial.stacked_runs.run_rows` images, and a run
+    with a batch missing is computed whole (only the missing batches saved, each with its share of the run's
+    passes: a resumed run counts what a run in one go does)."""
     cfg = ctx.config
     attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
@@ -76,18 +79,20 @@ def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequen
 
     parts = {b: part for b in range(len(slices))
              if (part := PRIOR_PARTS.stored(ctx.rundir, partial(inputs, b), b)) is not None}
-    for run in _runs([b for b in range(len(slices)) if b not in parts], slices, run_rows(cfg.batch_size, images(0)[0])):
-        parts.update(computed_jointly(ctx.rundir, run, partial(_joint_parts, ctx, train, slices, run, images, kw),
-                                      lambda b, charged: PRIOR_PARTS.get_model_work(ctx.rundir, partial(inputs, b),
-                                                                                    charged, b)))
+    for run in _runs(range(len(slices)), slices, run_rows(cfg.batch_size, images(0)[0])):
+        missing = [b for b in run if b not in parts]
+        if missing:  # the whole run again, so that each part saved takes the share a run in one go gives it
+            parts.update(computed_jointly(
+                ctx.rundir, run, partial(_joint_parts, ctx, train, slices, run, images, kw),
+                lambda b, charged: PRIOR_PARTS.get_model_work(ctx.rundir, partial(inputs, b), charged, b), missing))
     return [parts[b] for b in range(len(slices))]
 
 
-def _runs(pending: Sequence[int], slices: Sequence[slice], rows: int) -> list[list[int]]:
-    """The pending batches grouped into runs of at most ``rows`` images (a batch larger than that alone)."""
+def _runs(batches: Iterable[int], slices: Sequence[slice], rows: int) -> list[list[int]]:
+    """The batches grouped into runs of at most ``rows`` images (a batch larger than that alone)."""
     runs: list[list[int]] = []
     held = rows
-    for b in pending:
+    for b in batches:
         size = slices[b].stop - slices[b].start
         if held + size > rows:
             runs.append([])
