@@ -25,6 +25,15 @@ from advspatial.runtime import batch_slices
 PRIOR_N, BATCH = 30, 8
 
 
+def _trained(name: str) -> tuple[TinyCNN, str]:
+    """A TinyCNN trained briefly on 64 synthetic images, which are also the training set of dataset ``memory:name``
+    (8 test images)."""
+    torch.manual_seed(0)
+    x, y = synthetic_images(64, seed=2)
+    model = train_briefly(TinyCNN(num_classes=4), x, y, epochs=1, batch=32, lr=3e-3).eval()
+    return model, register_dataset_object((x[:8], y[:8]), train=(x, y), name=name)
+
+
 def _context(model: TinyCNN, dataset: str, out: Path) -> Context[SpatialConfig]:
     test_x, test_y = synthetic_images(8, seed=9)
     config = SpatialConfig(dataset=dataset, n=8, batch_size=BATCH, prior_n=PRIOR_N, steps=3, contribution_steps=4,
@@ -57,10 +66,7 @@ def _one_batch_at_a_time(ctx: Context[SpatialConfig]) -> tuple[torch.Tensor, lis
 
 
 def test_the_priors_batches_as_one_run_give_each_batchs_part_in_one_batchs_rounds(tmp_path) -> None:
-    torch.manual_seed(0)
-    x, y = synthetic_images(64, seed=2)
-    model = train_briefly(TinyCNN(num_classes=4), x, y, epochs=1, batch=32, lr=3e-3).eval()
-    dataset = register_dataset_object((x[:8], y[:8]), train=(x, y), name="prior-joint")
+    model, dataset = _trained("prior-joint")
     ctx = _context(model, dataset, tmp_path / "joint")
     prior = class_prior(ctx)
     joint = _prior_counts(ctx)
@@ -84,10 +90,7 @@ def test_the_priors_batches_as_one_run_give_each_batchs_part_in_one_batchs_round
 def test_a_run_with_a_lost_part_is_computed_whole_and_counts_what_a_run_in_one_go_does(tmp_path) -> None:
     """A lost part (a run stopped while saving) is computed again with the whole run of batches, so that it takes
     the share of the passes it had: the resumed run's counts are the uninterrupted run's, stage by stage."""
-    torch.manual_seed(0)
-    x, y = synthetic_images(64, seed=2)
-    model = train_briefly(TinyCNN(num_classes=4), x, y, epochs=1, batch=32, lr=3e-3).eval()
-    dataset = register_dataset_object((x[:8], y[:8]), train=(x, y), name="prior-resume")
+    model, dataset = _trained("prior-resume")
     first = _context(model, dataset, tmp_path / "run")
     prior = class_prior(first)
     shares = {key: count for key, count in first.rundir.passes.by_stage.items() if key.startswith("prior-classes/")}
