@@ -73,14 +73,15 @@ def random_regions_like(
     keys = torch.cat([per_sample_noise((n, h * w), stream_seed(seed, RANDOM_REGION_STREAM, draw), id_list,
                                        device=region.device) for draw in draws]).view(d, n, h * w)
     flat_region, flat_eligible = region.flatten(1), eligible.flatten(1)
-    if within is None and strata is None:  # one stratum, every pixel eligible: nothing to read back to check
-        values, stratum = torch.zeros(1, dtype=torch.long, device=region.device), labels.flatten(1)
-    else:
+    constrained = within is not None or strata is not None  # else one stratum, every pixel eligible: no host read
+    if constrained:
         values, stratum = torch.unique(labels.flatten(1), return_inverse=True)  # stratum: 0..S-1 per pixel
+    else:
+        values, stratum = torch.zeros(1, dtype=torch.long, device=region.device), labels.flatten(1)
     one_hot = nn.functional.one_hot(stratum, len(values)).bool()  # (N, HW, S)
     wanted = (one_hot & flat_region[..., None]).sum(1)  # (N, S) pixels of the region per stratum
     available = (one_hot & flat_eligible[..., None]).sum(1)
-    short = (wanted > available).nonzero() if within is not None or strata is not None else wanted[:0]
+    short = (wanted > available).nonzero() if constrained else wanted[:0]  # a region fits where all are eligible
     if short.numel():
         raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in image(s) "
                           f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "

@@ -63,7 +63,8 @@ def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequen
     with a batch missing is computed whole (only the missing batches saved, each with its share of the run's
     passes: a resumed run counts what a run in one go does)."""
     cfg = ctx.config
-    attack = cfg.budgeted_attack(cfg.defence_attack, ctx.model)
+    model = RowChunks(ctx.model, cfg.batch_size)  # a run of several batches calls the model a batch at a time
+    attack = cfg.budgeted_attack(cfg.defence_attack, model)
     kw = contribution_kw(cfg) if cfg.attack_map == "contribution" else {}
 
     @cache
@@ -77,13 +78,23 @@ def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequen
                 "attack_settings": attack.params(), "map": cfg.attack_map, "map_settings": kw,
                 "classes_total": train.num_classes}
 
+    def joint(run: Sequence[int]) -> tuple[list[MapAccumulator], list[int]]:
+        """The batches ``run`` attacked and mapped as one stack, split back per batch; with their image counts."""
+        x, y = (torch.cat([images(b)[k] for b in run]) for k in (0, 1))
+        ids = torch.cat([train.ids[slices[b]] for b in run])
+        result = attack.run(x, y, sample_ids=ids + TRAIN_ID_OFFSET)
+        amap = attack_map(cfg.attack_map, model, x, result.x_adv, y, **kw).map.cpu()
+        sizes = [slices[b].stop - slices[b].start for b in run]
+        return _per_batch(train, amap.split(sizes), result.adv_pred.cpu().split(sizes)), sizes
+
     parts = {b: part for b in range(len(slices))
              if (part := PRIOR_PARTS.stored(ctx.rundir, partial(inputs, b), b)) is not None}
-    for run in _runs(range(len(slices)), slices, run_rows(cfg.batch_size, images(0)[0])):
+    rows = run_rows(cfg.batch_size, torch.empty(1, *train.image_shape, device="meta"))
+    for run in _runs(range(len(slices)), slices, rows):
         missing = [b for b in run if b not in parts]
         if missing:  # the whole run again, so that each part saved takes the share a run in one go gives it
             parts.update(computed_jointly(
-                ctx.rundir, run, partial(_joint_parts, ctx, train, slices, run, images, kw),
+                ctx.rundir, run, partial(joint, run),
                 lambda b, charged: PRIOR_PARTS.get_model_work(ctx.rundir, partial(inputs, b), charged, b), missing))
     return [parts[b] for b in range(len(slices))]
 
@@ -102,20 +113,12 @@ def _runs(batches: Iterable[int], slices: Sequence[slice], rows: int) -> list[li
     return runs
 
 
-def _joint_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequence[slice], run: Sequence[int],
-                 images: Any, kw: dict[str, Any]) -> tuple[list[MapAccumulator], list[int]]:
-    """The batches ``run`` attacked and mapped as one stack, split back per batch; with their image counts."""
-    cfg = ctx.config
-    model = RowChunks(ctx.model, cfg.batch_size)
-    x = torch.cat([images(b)[0] for b in run])
-    y = torch.cat([images(b)[1] for b in run])
-    ids = torch.cat([train.ids[slices[b]] for b in run])
-    result = cfg.budgeted_attack(cfg.defence_attack, model).run(x, y, sample_ids=ids + TRAIN_ID_OFFSET)
-    amap = attack_map(cfg.attack_map, model, x, result.x_adv, y, **kw).map.cpu()
-    sizes = [slices[b].stop - slices[b].start for b in run]
+def _per_batch(train: ImageDataset, maps: Sequence[torch.Tensor], predicted: Sequence[torch.Tensor]
+               ) -> list[MapAccumulator]:
+    """Each batch's attack maps summed per predicted adversarial class."""
     parts = []
-    for maps, predicted in zip(amap.split(sizes), result.adv_pred.cpu().split(sizes), strict=True):
+    for batch_maps, batch_predicted in zip(maps, predicted, strict=True):
         part = MapAccumulator(train.num_classes, train.image_shape[1:])
-        part.update(maps, predicted)
+        part.update(batch_maps, batch_predicted)
         parts.append(part)
-    return parts, sizes
+    return parts
