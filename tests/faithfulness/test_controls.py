@@ -12,7 +12,7 @@ from torch import nn
 from advspatial.attacks import PGD
 from advspatial.attacks.base import margin
 from advspatial.faithfulness.calibration import (
-    Budget, _RowBudgetPGD, bisection_budgets, calibrate_budget, flip_rate, flip_rates,
+    Budget, _RowBudgetPGD, bisection_budgets, calibrate_budget, flip_rates,
 )
 from advspatial.faithfulness.controls import control_maps, control_regions, control_tag, occlusion_control
 from advspatial.faithfulness.deletion import make_deletion_fill
@@ -71,6 +71,14 @@ def test_control_regions_keep_the_fraction_and_each_comparison_the_same_pixel_co
         counts = {tag: r.flatten(1).sum(1) for tag, r in by_tag.items()}
         assert all(torch.equal(c, counts[control_tag(kind)]) for c in counts.values())
         assert int(counts[control_tag(kind)][0]) == 9   # 25% of 36 pixels
+
+
+def flip_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sample_ids: torch.Tensor, eps: float,
+              steps: int, seed: int) -> float:
+    """The reference: the share of the images that :class:`~advspatial.attacks.PGD` alone at ``eps`` (auto step)
+    moves off ``y``."""
+    attack = PGD(model, eps=eps, alpha="auto", steps=steps, seed=seed)
+    return int(attack.run(x, y, sample_ids=sample_ids).success.sum()) / len(y)
 
 
 def test_the_calibrated_budget_flips_about_half_and_never_exceeds_the_experiments() -> None:

@@ -25,11 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks import make_attack
 from ..attacks.gradients import masked_sign
 from ..attacks.pgd import PGD, auto_step
 from ..errors import check_range
-from ..runtime import batch_slices, per_sample_noise
+from ..runtime import per_sample_noise
 from ..stacked_runs import RowChunks
 
 #: the share of the calibration images the unrestricted attack should flip
@@ -70,19 +69,6 @@ class Budget:
                 f"{self.flip_rate:.0%} of {self.images} images)")
 
 
-def flip_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sample_ids: torch.Tensor, eps: float,
-              steps: int, seed: int, max_images: int | None = None) -> float:
-    """Share of the images whose prediction the unrestricted L-inf PGD (``steps``, step 2.5 eps / steps) moves
-    off ``y``; ``max_images`` bounds a pass."""
-    if eps <= 0:
-        return 0.0
-    attack = make_attack("pgd", model, eps=eps, alpha="auto", steps=steps, seed=seed)
-    flipped = 0
-    for sl in batch_slices(len(y), max_images or len(y)):
-        flipped += int(attack.run(x[sl], y[sl], sample_ids=sample_ids[sl]).success.sum())
-    return flipped / max(len(y), 1)
-
-
 class _RowBudgetPGD(PGD):
     """L-inf PGD with each row's own budget ``eps_rows`` (and its auto step, ``2.5 eps / steps``): several budgets'
     runs on the same images stacked as one. Row by row the arithmetic of :class:`~advspatial.attacks.PGD` at that
@@ -110,8 +96,9 @@ class _RowBudgetPGD(PGD):
 
 def flip_rates(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sample_ids: torch.Tensor, budgets: list[float],
                steps: int, seed: int, max_images: int | None = None) -> list[float]:
-    """:func:`flip_rate` at each of ``budgets`` (all > 0), the budgets' attacks stacked as one run (each step one
-    round; the model called at most ``max_images`` rows at a time)."""
+    """At each of ``budgets`` (all > 0), the share of the images whose prediction the unrestricted L-inf PGD
+    (``steps``, step 2.5 eps / steps) moves off ``y``: the budgets' attacks stacked as one run (each step one round;
+    the model called at most ``max_images`` rows at a time)."""
     n = len(y)
     if n == 0:
         return [0.0 for _ in budgets]
