@@ -71,6 +71,19 @@ def test_rundir_cached_computes_once(tmp_path) -> None:
     assert not list((tmp_path / "run" / "stages").rglob("*.tmp"))
 
 
+def test_stages_saved_jointly_name_their_company_and_no_other_stage_does(tmp_path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.save_stage("gate/a/chunk-00000", 1)
+    with run.saving_jointly(["gate/b/chunk-00000", "gate/c/chunk-00000"]):
+        run.save_stage("gate/b/chunk-00000", 2)
+        run.save_stage("gate/d/chunk-00000", 4)                       # saved inside, but not one of them
+        run.save_stage("gate/c/chunk-00000", 3, reused={"forward": 1})  # read from the model cache
+    run.save_stage("gate/e/chunk-00000", 5)
+    assert run.computed_with("gate/b/chunk-00000") == ("gate/b/chunk-00000", "gate/c/chunk-00000")
+    assert [run.computed_with(f"gate/{s}/chunk-00000") for s in "acde"] == [(), (), (), ()]
+    assert run.load_stage("gate/b/chunk-00000") == 2
+
+
 def test_scaled_batch_keeps_the_pixels_per_pass() -> None:
     from advspatial.runtime import scaled_batch
 

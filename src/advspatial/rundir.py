@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -58,6 +58,8 @@ class RunDir:
         #: where stages that depend only on the model are kept across runs (:mod:`advspatial.model_work`); None:
         #: every stage is computed by the run
         self.model_work: ModelWorkStore | None = None
+        #: the stages of the joint computation being saved (:meth:`saving_jointly`), recorded in their headers
+        self._joint: tuple[str, ...] = ()
 
     def stage_path(self, name: str) -> Path:
         path = self.stages / f"{name}.pt"
@@ -96,7 +98,28 @@ class RunDir:
             header["passes"] = passes.as_dict()
         if reused is not None:
             header["reused"] = dict(reused)
+        elif name in self._joint:
+            header["joint"] = list(self._joint)
         atomic_torch_save({self.STAGE_KEY: header, "value": value}, self.stage_path(name))
+
+    @contextlib.contextmanager
+    def saving_jointly(self, names: Sequence[str]) -> Iterator[None]:
+        """The stages ``names`` saved inside were computed as one (their headers say so, :meth:`computed_with`):
+        a run stopped while saving them leaves some saved and some not, and its resume computes the lost ones
+        again with the same company, so that each takes the share of the passes a run in one go gives it."""
+        self._joint = tuple(names)
+        try:
+            yield
+        finally:
+            self._joint = ()
+
+    def computed_with(self, name: str) -> tuple[str, ...]:
+        """The stages that saved stage ``name`` was computed together with (itself included, :meth:`saving_jointly`);
+        () when it was computed alone, read from the model cache or is not saved."""
+        if not self.has_stage(name):
+            return ()
+        joint = self._read_stage(name)[1] or {}
+        return tuple(joint.get("joint", ()))
 
     def stage_owner(self) -> str:
         """A short checksum of :attr:`identity`: the run a stage file belongs to."""

@@ -18,6 +18,7 @@ of a batch (logits and predictions) is one shared stage, :data:`CLEAN`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
@@ -122,7 +123,8 @@ class Stage(Generic[T]):
 
 
 def computed_jointly(rundir: RunDir, pending: Sequence[K], joint: Callable[[], tuple[Sequence[T], Sequence[int]]],
-                     save: Callable[[K, Callable[[], T]], T], wanted: Sequence[K] | None = None) -> dict[K, T]:
+                     save: Callable[[K, Callable[[], T]], T], wanted: Sequence[K] | None = None,
+                     names: Callable[[K], str] | None = None) -> dict[K, T]:
     """The values of the ``pending`` stages (keys: whatever names them to ``save``), computed as one by ``joint()``:
     independent work of several stages made as one round (a gate's regions of every explainer, the class prior's
     batches), its passes counted apart (:meth:`~advspatial.passes.PassLedger.apart`). ``joint()`` returns each stage's
@@ -130,15 +132,21 @@ def computed_jointly(rundir: RunDir, pending: Sequence[K], joint: Callable[[], t
     ``get``), whose stage takes its weight's share of the passes (:meth:`~advspatial.passes.PassCount.shares`), so the
     run's totals are exact and a resumed run reads each stage back with its share. With ``wanted`` only those keys
     are saved and returned (the others were saved already): work recomputed whole where part of it was lost, so that
-    each saved stage's share is the one the whole work gives it, and a resumed run counts what a run in one go does."""
+    each saved stage's share is the one the whole work gives it, and a resumed run counts what a run in one go does.
+    With ``names`` (each key's stage name) every saved stage's header names the whole joint work
+    (:meth:`~advspatial.rundir.RunDir.saving_jointly`), for a caller whose joint work is not fixed in advance to find
+    what a lost stage was computed with (:meth:`~advspatial.rundir.RunDir.computed_with`)."""
     if not pending:
         return {}
     ledger: PassLedger = rundir.passes
     with ledger.apart() as count:
         values, weights = joint()
     keep = set(pending if wanted is None else wanted)
-    return {key: save(key, functools.partial(_charged, ledger, share, value))
-            for key, value, share in zip(pending, values, count.shares(list(weights)), strict=True) if key in keep}
+    saving = rundir.saving_jointly([names(k) for k in pending]) if names else contextlib.nullcontext()
+    with saving:
+        return {key: save(key, functools.partial(_charged, ledger, share, value))
+                for key, value, share in zip(pending, values, count.shares(list(weights)), strict=True)
+                if key in keep}
 
 
 def _charged(ledger: PassLedger, share: PassCount, value: T) -> T:

@@ -115,6 +115,37 @@ def test_a_resumed_run_reads_the_joint_chunks_back_and_counts_the_same(trained, 
     assert comparison_counts(resumed_ctx) == comparison_counts(first_ctx)
 
 
+def test_a_stage_lost_while_the_joint_chunk_was_saved_is_computed_with_its_company(trained, tmp_path) -> None:
+    """A run stopped while saving a unit's stages (one gate's chunk and one fraction's positive control saved,
+    the others not): the resume computes the lost stages again beside the saved ones (not saved again), so that
+    each takes the share of the passes a run in one go gives it, stage by stage."""
+    maps = trained[3]
+    first_ctx = make_context(trained, tmp_path / "run")
+    first = [g.as_dict() for g in gate_stages(first_ctx, requests(first_ctx, maps, (0.1, 0.2)))]
+    shares = {k: v for k, v in first_ctx.rundir.passes.by_stage.items() if "/f0." in k}
+    stages = first_ctx.rundir.stages
+    saved = sorted(str(p.relative_to(stages).with_suffix("")) for p in stages.rglob("*.pt"))
+    compared = [s for s in saved if "control" not in s and s.endswith("compared/batch-00001")]
+    controls = [s for s in saved if "/control/" in s and s.endswith("images-48-96")]
+    assert len(compared) == 2 and len(controls) == 2    # the second batch: two gates, two fractions' controls
+    for pair in (compared, controls):
+        assert all(first_ctx.rundir.computed_with(name) == tuple(pair) for name in pair)
+    lost = [stages / f"{name}.pt" for name in (compared[0], controls[0])]
+    company = [stages / f"{name}.pt" for name in (compared[1], controls[1])]
+    kept = [p.stat().st_mtime_ns for p in company]
+    for path in lost:
+        path.unlink()
+    resumed_ctx = make_context(trained, tmp_path / "run")
+    resumed = [g.as_dict() for g in gate_stages(resumed_ctx, requests(resumed_ctx, maps, (0.1, 0.2)))]
+    assert json.dumps(resumed, sort_keys=True) == json.dumps(first, sort_keys=True)  # NaN-safe
+    assert all(p.exists() for p in lost)
+    assert [p.stat().st_mtime_ns for p in company] == kept  # only the lost stages are saved again
+    for key, count in shares.items():
+        again = resumed_ctx.rundir.passes.by_stage[key]
+        assert (again.forward, again.backward, again.calls, again.rounds) == (
+            count.forward, count.backward, count.calls, count.rounds), key
+
+
 def test_only_the_gates_whose_chunks_are_missing_are_computed(trained, tmp_path, monkeypatch) -> None:
     """A gate computed alone earlier in the run is read back; the stack holds only the new gate's regions."""
     from advspatial.experiments.measurement import gate_columns

@@ -17,7 +17,7 @@ forward pass at another batch composition separates a gate's columns from those 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from ...faithfulness.sequential import InterimDecision, interim_decision, look_s
 from ...models.loading import state_checksum
 from ...passes import device_rows
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
+from ...rundir import RunDir
 from ...runtime import to_host
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
@@ -235,15 +236,28 @@ def _unit_columns(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]
         if value is not None:
             found[k] = value
     pending = [k for k in range(len(unit.members)) if k not in found]
+    names = [state.stage.key(chunk.index) for state, chunk in unit.members]
 
     def save(k: int, charged: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         state, chunk = unit.members[k]
         return state.stage.get_model_work(ctx.rundir, functools.partial(state.inputs, chunk), charged, chunk.index)
 
-    found.update(computed_jointly(ctx.rundir, pending, lambda: _joint_columns(
-        ctx, [unit.members[k] for k in pending], unit.images), save))
+    again = _with_lost_company(ctx.rundir, names, {names[k] for k in pending})
+    joint = [k for k, name in enumerate(names) if name in again]
+    found.update(computed_jointly(ctx.rundir, joint, lambda: _joint_columns(
+        ctx, [unit.members[k] for k in joint], unit.images), save, wanted=pending, names=names.__getitem__))
     controls = _unit_controls(ctx, unit)
     return [{**found[k], **controls[k]} for k in range(len(unit.members))]
+
+
+def _with_lost_company(rundir: RunDir, names: Sequence[str], pending: Collection[str]) -> list[str]:
+    """The stages of ``names`` to compute: the ``pending`` ones and the saved ones this run computed together with
+    one of them (a run stopped while saving a joint computation's stages), computed again beside them but not saved
+    again, so that each lost stage takes the share of the passes the joint computation gave it and a resumed run
+    counts what a run in one go does. A stage read from the model cache, or computed without a lost one, is not."""
+    if not pending:
+        return []
+    return [name for name in names if name in pending or set(pending) & set(rundir.computed_with(name))]
 
 
 def _unit_controls(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor]]:
@@ -259,9 +273,10 @@ def _unit_controls(ctx: GateContext, unit: _Unit) -> list[dict[str, torch.Tensor
     values = {key: stage.get(ctx.rundir, _saved_already) for key, (stage, _, _) in stages.items()
               if stage.exists(ctx.rundir)}  # read back through get: their passes count
     pending = [key for key in stages if key not in values]
+    joint = _with_lost_company(ctx.rundir, list(stages), pending)
     values.update(computed_jointly(
-        ctx.rundir, pending, lambda: _joint_controls(ctx, [stages[key][1:] for key in pending], unit.images),
-        lambda key, charged: stages[key][0].get(ctx.rundir, charged)))
+        ctx.rundir, joint, lambda: _joint_controls(ctx, [stages[key][1:] for key in joint], unit.images),
+        lambda key, charged: stages[key][0].get(ctx.rundir, charged), wanted=pending, names=str))
     return [values[state.control_stage(chunk).key()] for state, chunk in unit.members]
 
 
