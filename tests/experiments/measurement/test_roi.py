@@ -43,6 +43,20 @@ def test_each_status_reads_as_one_phrase() -> None:
     assert roi_interpretation(undecided) == f"interpretable; {caveat}" and roi_label(undecided) == ""
 
 
+def test_a_failed_gates_label_names_a_failing_randomization_check_and_no_undecided_one() -> None:
+    """The label says why the gate failed: a randomization check still undecided (too few check images) is not a
+    reason, and reading "fails the randomization check" beside it would contradict its own row."""
+    cols, classes = columns(-1.0), torch.zeros(60, dtype=torch.long)
+    undecided = summarize_gate(cols, classes, randomization=[{"step": 1, "layer": "read", "spearman": 0.3,
+                                                               "per_image": [0.3, 0.1, 0.5, 0.2]}])
+    assert undecided.status == "failed" and undecided.comparisons["randomization"].outcome == "undecided"
+    assert roi_label(undecided) == "not interpretable: the RoI is not better than location"
+    fails = summarize_gate(cols, classes, randomization=[{"step": 1, "layer": "read", "spearman": 0.9}])
+    assert fails.comparisons["randomization"].outcome == "fails"
+    assert roi_label(fails) == ("not interpretable: the RoI is not better than location; the RoI fails the "
+                                "randomization check: cascade |Spearman| after every layer 0.90 (>= 0.5 fails)")
+
+
 def test_an_roi_is_usable_unless_its_gate_failed_and_carries_its_caveat() -> None:
     undecided = Roi.judged("gradcam", "GAP head", gate_of(0.1, noise=2.0))
     assert undecided.usable and not undecided.faithful and undecided.status == "undecided"

@@ -33,10 +33,10 @@ def roi_label(gate: GateResult) -> str:
         return ""
     missed = gate.not_beaten(randomization=False)
     randomization = gate.comparisons.get("randomization")
+    # only a randomization check that fails is named: one still undecided is not why the gate failed
     parts = ([f"the RoI is not better than {', '.join(missed)}"] if missed else []) + (
-        [f"the RoI fails the randomization check: {'; '.join(randomization.failing() or ['not checked'])}"]
-        if randomization is not None and randomization.checked and not randomization.beats
-        and not randomization.skipped else [])
+        [f"the RoI fails the randomization check: {'; '.join(randomization.failing())}"]
+        if randomization is not None and randomization.outcome == "fails" else [])
     return "not interpretable: " + "; ".join(parts) if parts else NOT_INTERPRETABLE_ROI
 
 
