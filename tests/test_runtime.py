@@ -198,14 +198,18 @@ def test_looking_data_up_never_creates_cache_folders(tmp_path, monkeypatch) -> N
         cache_dir("models")
 
 
-def test_per_sample_seeding_has_one_owner():
-    """runtime.sample_seed is the key of every per-sample draw: the attacks', the controls', the maps'."""
+def test_per_sample_noise_is_the_keyed_streams_and_generators_are_keyed_by_sample_seed():
+    """runtime.per_sample_noise draws every batch's noise from the counter-based streams keyed by (seed, id);
+    the searches that draw as they go take runtime.sample_generator, keyed by runtime.sample_seed."""
+    from advspatial.keyed_random import keyed_normal, keyed_uniform
     from advspatial.runtime import per_sample_noise, sample_generator, sample_ids_or_range, sample_seed
 
     assert sample_seed(3, 17) == 3 * 1_000_003 + 17 and sample_seed(2**62, 5) < 2**63 - 1
+    assert torch.equal(sample_generator(3, 17).initial_seed() * torch.ones(1), sample_seed(3, 17) * torch.ones(1))
     noise = per_sample_noise((2, 4), 3, torch.tensor([17, 4]), "normal")
-    assert torch.equal(noise[0], torch.randn(4, generator=sample_generator(3, 17)))
-    assert torch.equal(per_sample_noise((1, 4), 3, torch.tensor([4]), "normal")[0], noise[1])
+    assert torch.equal(noise, keyed_normal((2, 4), 3, [17, 4]))
+    assert torch.equal(per_sample_noise((1, 4), 3, [4], "normal")[0], noise[1])
+    assert torch.equal(per_sample_noise((2, 4), 3, [17, 4]), keyed_uniform((2, 4), 3, [17, 4]) * 2 - 1)
     assert torch.equal(sample_ids_or_range(3, None), torch.arange(3))
 
 

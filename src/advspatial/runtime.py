@@ -2,7 +2,8 @@
 
 Everything random in advspatial takes a seed or a :class:`torch.Generator`;
 :func:`make_generator` builds one on the right device; per-sample randomness is keyed
-by ``(seed, sample id)`` through :func:`sample_seed` alone. Batching is deterministic:
+by ``(seed, sample id)``: a batch's noise by :func:`per_sample_noise` (counter-based streams made on the images'
+device, :mod:`.keyed_random`), a search that draws as it goes by :func:`sample_generator`. Batching is deterministic:
 :func:`batch_slices` always cuts the same ranges for the same ``n`` and batch size.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, ShapeError
-from .host_syncs import host_list
+from .keyed_random import keyed_normal, keyed_uniform
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -63,9 +64,9 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
 def sample_seed(seed: int, sample_id: int) -> int:
     """The seed of one sample's random numbers in stream ``seed``: a function of ``(seed, sample_id)`` only.
 
-    Every per-sample draw in advspatial (attack starts and searches, map noise,
-    random control regions, noise fills) goes through it, so an image's numbers
-    never depend on the batch it is in or on the device.
+    The searches that draw as they go (the one-pixel attack, Square, MPRT's smoothing noise, the random-sign
+    control) seed one CPU generator per image with it (:func:`sample_generator`), so an image's numbers never
+    depend on the batch it is in or on the device; a batch's noise is drawn by :func:`per_sample_noise`.
     """
     return (int(seed) * 1_000_003 + int(sample_id)) % (2**63 - 1)
 
@@ -93,21 +94,20 @@ def per_sample_noise(
     shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Sequence[int], kind: str = "uniform",
     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """(N, *shape[1:]) noise; row i drawn from :func:`sample_generator` ``(seed, sample_ids[i])``.
+    """(N, *shape[1:]) noise on ``device``; row i keyed by ``(seed, sample_ids[i])``
+    (:mod:`~advspatial.keyed_random`, counter-based).
 
-    ``uniform`` is U[-1,1), ``normal`` is N(0,1). Drawing on the CPU makes the
-    numbers the same on every device. ``sample_ids`` may be ints already on the host (a caller
-    drawing several streams for the same images reads its id tensor once).
+    ``uniform`` is U[-1,1) (24 bits), ``normal`` is N(0,1). Made on ``device`` itself, with the same numbers on
+    every device and in every batch: a draw inside a step loop is a few elementwise kernels, not a loop over the
+    images on the host. ``sample_ids`` may be ints already on the host.
     """
     if kind not in ("uniform", "normal"):
         raise ConfigError(f"noise kind {kind!r} unknown; valid: uniform, normal")
-    draw = (lambda g: torch.rand(tuple(shape[1:]), generator=g) * 2 - 1) if kind == "uniform" else \
-        (lambda g: torch.randn(tuple(shape[1:]), generator=g))
-    ids = host_list(sample_ids) if isinstance(sample_ids, torch.Tensor) else [int(s) for s in sample_ids]
-    rows = [draw(sample_generator(seed, sid)) for sid in ids]
-    if not rows:
-        return torch.empty(tuple(shape), device=device, dtype=dtype)
-    return torch.stack(rows).to(device=device, dtype=dtype)
+    ids = sample_ids if isinstance(sample_ids, torch.Tensor) else torch.tensor([int(s) for s in sample_ids],
+                                                                               dtype=torch.int64)
+    if kind == "normal":
+        return keyed_normal(shape, seed, ids, device, dtype)
+    return keyed_uniform(shape, seed, ids, device, dtype).mul_(2).sub_(1)
 
 
 def pick_device(preference: str = "auto") -> torch.device:

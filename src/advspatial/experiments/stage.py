@@ -40,8 +40,9 @@ K = TypeVar("K")
 #: (2: stages as typed ``Stage`` objects, each owning its key; 3: the gate's columns with its positive control and
 #: calibrated restricted attack; 4: the spatial baselines' and RoI-restricted attacks' outcomes hold the worst case
 #: only, no per-gradient results, and a randomized defence's EOT attacks take its draws over one stacked batch of
-#: both losses, another stream)
-STAGE_FORMAT = 4
+#: both losses, another stream; 5: every batch's per-sample noise from the counter-based keyed streams, another
+#: stream for every random start, EOT draw, noise fill and random region)
+STAGE_FORMAT = 5
 S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
 
