@@ -31,6 +31,21 @@ def images(n: int, channels: int = 1, size: int = 28, seed: int = 0) -> tuple[to
     return torch.rand(n, channels, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
+def test_keyed_noise_made_on_cuda_equals_the_cpus() -> None:
+    """The counter-based streams are integer arithmetic: uniform numbers equal to the bit; normal ones through
+    float64 log/sin/cos, equal after the cast to float32 but for a rare rounding tie (one ulp)."""
+    from advspatial.runtime import per_sample_noise
+
+    ids = torch.tensor([0, 5, 10_000_007])
+    for kind in ("uniform", "normal"):
+        cpu = per_sample_noise((3, 3, 64, 64), 11, ids, kind)
+        gpu = per_sample_noise((3, 3, 64, 64), 11, ids.cuda(), kind, device="cuda").cpu()
+        if kind == "uniform":
+            assert torch.equal(cpu, gpu)
+        else:
+            assert torch.allclose(cpu, gpu, rtol=2 ** -23, atol=0) and (cpu != gpu).float().mean() < 1e-4
+
+
 @pytest.mark.parametrize("random_start", [False, True])
 def test_pgd_on_cuda_equals_cpu(tiny_cnn, random_start: bool) -> None:
     """Same steps, same per-sample random start on both devices: the adversarial images agree except
