@@ -1,4 +1,5 @@
-"""Independent work sent as one round (stacked_runs.py): stacked calls whose outputs are a loop's, one round."""
+"""Independent work sent as one round (stacked_runs.py): stacked calls whose outputs are a loop's, one round; a
+stacked run's rows bounded by the memory its gradient keeps."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from advspatial import stacked_runs
 from advspatial.passes import PassLedger
 from advspatial.stacked_runs import forward_stacked, stacked_outputs
 
@@ -71,3 +73,42 @@ def test_a_stacked_round_read_inside_closing_ends_when_its_reader_fails() -> Non
                     raise RuntimeError("reader failed")
         model(images(2))  # a round of its own, not the failed one's
     assert (ledger.outside.calls, ledger.outside.rounds) == (2, 2)
+
+
+def mlp(d: int = 10, h: int = 20) -> nn.Module:
+    return nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 3))
+
+
+def test_the_bytes_a_row_keeps_are_the_saved_activations_of_one_row() -> None:
+    """Linear-ReLU-Linear keeps its input (d floats) and the ReLU's output, which the second layer saves too
+    (one storage): (d + h) float32 per row; a conv keeps its input and its ReLU's output likewise."""
+    assert stacked_runs.kept_bytes_per_row(mlp(10, 20), torch.zeros(5, 10)) == (10 + 20) * 4
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    assert stacked_runs.kept_bytes_per_row(conv, torch.zeros(2, 3, 8, 8)) == (3 + 4) * 64 * 4
+
+
+def test_the_memory_probe_counts_no_pass_and_leaves_the_model_as_it_was() -> None:
+    model = nn.Sequential(nn.Linear(10, 20), nn.BatchNorm1d(20), nn.ReLU(), nn.Linear(20, 3)).train()
+    running = model[1].running_mean.clone()
+    ledger = PassLedger()
+    ledger.watch(model)
+    with ledger.stage("probe") as count:
+        stacked_runs.memory_rows(model, torch.rand(4, 10))
+    assert (count.forward, count.calls, count.rounds, count.syncs) == (0, 0, 0, 0)
+    assert model.training and torch.equal(model[1].running_mean, running)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(call_rows=st.integers(1, 50), fitting=st.integers(1, 400))
+def test_a_run_is_whole_calls_within_memory_and_at_least_one_call(call_rows: int, fitting: int) -> None:
+    """With memory for ``fitting`` rows: a run holds the most whole calls that fit, one call when none fits."""
+    model, sample = mlp(), torch.zeros(1, 10)
+    kept = stacked_runs.kept_bytes_per_row(model, sample)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(stacked_runs, "device_memory", lambda _: int(fitting * kept / stacked_runs.RUN_MEMORY_SHARE) + 1)
+        assert stacked_runs.memory_rows(model, sample) == fitting
+        rows = stacked_runs.run_rows(call_rows, sample, model)
+    assert rows % call_rows == 0 and rows >= call_rows
+    assert rows <= fitting or rows == call_rows
+    assert rows + call_rows > fitting or rows == stacked_runs.run_rows(call_rows, sample)  # the most that fit
+    assert stacked_runs.gradient_call_rows(call_rows, sample, model) == call_rows  # a CPU's calls: its batch

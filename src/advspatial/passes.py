@@ -145,6 +145,23 @@ def one_round() -> Iterator[None]:
         _Round.token = None
 
 
+class _Uncounted:
+    """Depth of the :func:`uncounted` blocks open (one process, one thread of work)."""
+
+    depth = 0
+
+
+@contextmanager
+def uncounted() -> Iterator[None]:
+    """The classifier passes of the block are counted by no ledger: a probe of the model (how much memory a row
+    of a stacked run keeps, :func:`~advspatial.stacked_runs.memory_rows`), not work of the run."""
+    _Uncounted.depth += 1
+    try:
+        yield
+    finally:
+        _Uncounted.depth -= 1
+
+
 #: input elements per stacked call on a device other than the CPU
 #: (:func:`~advspatial.stacked_runs.forward_stacked`): 64 MB of float32
 #: inputs, a forward pass without gradients that any accelerator holds for the models this package runs
@@ -256,6 +273,10 @@ class PassLedger:
 
     def _forward_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         leave_model()
+        if _Uncounted.depth:
+            if self._forward_started:
+                self._forward_started.pop()
+            return
         count = self._current()
         if self._forward_started:
             started = self._forward_started.pop()

@@ -7,27 +7,112 @@ device.
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Generator, Iterable
+from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.graph import saved_tensors_hooks
 
-from .passes import STACK_ELEMENTS, one_round, rows_within, stack_elements
+from .passes import STACK_ELEMENTS, device_rows, one_round, rows_within, stack_elements, uncounted
 from .runtime import batch_slices
 
 
-def run_rows(call_rows: int, sample: torch.Tensor) -> int:
+def run_rows(call_rows: int, sample: torch.Tensor, model: nn.Module | None = None) -> int:
     """Rows of one run over independent rows stacked into one batch (a gate's regions × images, attacked as one):
-    as many images like ``sample`` as :data:`~advspatial.passes.STACK_ELEMENTS` input elements hold (the memory
-    of one run, on any device), at least ``call_rows``. Where that is more than a call takes (``call_rows``, a
-    CPU's batch), the run's calls go through :class:`RowChunks`: each step of the run is still one round.
+    as many images like ``sample`` as :data:`~advspatial.passes.STACK_ELEMENTS` input elements hold and, with
+    ``model``, as many as the activations a gradient through the whole run keeps fit in memory
+    (:func:`memory_rows`); at least ``call_rows``, and a whole number of calls of ``call_rows``, so that the calls
+    of a run are the same images whatever its size. Where that is more than a call takes (``call_rows``, a CPU's
+    batch), the run's calls go through :class:`RowChunks`: each step of the run is still one round.
 
     Example::
 
         >>> run_rows(100, torch.zeros(4, 3, 32, 32)), run_rows(100, torch.zeros(4, 3, 224, 224))
-        (5461, 111)
+        (5400, 100)
     """
-    return max(int(call_rows), rows_within(STACK_ELEMENTS, sample))
+    call_rows = int(call_rows)
+    rows = rows_within(STACK_ELEMENTS, sample)
+    if model is not None:
+        rows = min(rows, memory_rows(model, sample))
+    return max(call_rows, rows - rows % call_rows)
+
+
+def gradient_call_rows(cpu_rows: int, sample: torch.Tensor, model: nn.Module) -> int:
+    """Rows per model call of a stacked run that takes gradients through ``model`` (a gate's restricted attack,
+    the budget's calibration): on a CPU ``cpu_rows``; elsewhere :func:`~advspatial.passes.device_rows`, at most
+    :func:`memory_rows` (a device's memory bounds a call's activations, not its inputs), at least ``cpu_rows``.
+
+    Example::
+
+        >>> gradient_call_rows(32, torch.zeros(4, 3, 32, 32), nn.Flatten())
+        32
+    """
+    rows = device_rows(cpu_rows, sample)
+    return rows if rows == int(cpu_rows) else max(int(cpu_rows), min(rows, memory_rows(model, sample)))
+
+
+#: the share of the device's memory (a CPU's: the machine's, divided among the processes on it) that the
+#: activations kept by one stacked run's gradient may take; the rest holds the model, the run's inputs and results
+RUN_MEMORY_SHARE = 0.25
+#: each model's bytes kept per row, per input shape, dtype and device (measured once: :func:`memory_rows`)
+_KEPT_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
+
+
+def memory_rows(model: nn.Module, sample: torch.Tensor) -> int:
+    """How many rows like ``sample`` a run whose gradient flows through all of them at once may stack on
+    ``sample``'s device: :data:`RUN_MEMORY_SHARE` of the device's memory (:func:`device_memory`) over the bytes
+    the model's autograd graph keeps per row (:func:`kept_bytes_per_row`, measured once per model and shape); at
+    least 1. Deterministic on a machine: the device's total memory, not what happens to be free.
+
+    Example::
+
+        >>> memory_rows(nn.Linear(4, 2), torch.zeros(1, 4)) > 1_000_000
+        True
+    """
+    key = (tuple(sample.shape[1:]), sample.dtype, str(sample.device))
+    known = _KEPT_BYTES.setdefault(model, {})
+    if key not in known:
+        known[key] = kept_bytes_per_row(model, sample)
+    return max(1, int(RUN_MEMORY_SHARE * device_memory(sample.device)) // max(1, known[key]))
+
+
+def kept_bytes_per_row(model: nn.Module, sample: torch.Tensor) -> int:
+    """Bytes the autograd graph of ``model`` (in eval mode) keeps for backward per input row like ``sample``: the
+    tensors saved by a forward pass of two rows less those of one (the parameters and buffers it saves cancel), each
+    storage counted once. Two forward passes of one and two rows, counted by no ledger (:func:`uncounted`)."""
+    first = sample[:1].detach()
+
+    def kept(rows: int) -> int:
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        x = first.expand(rows, *first.shape[1:]).clone().requires_grad_(True)
+        with torch.enable_grad(), saved_tensors_hooks(pack, lambda t: t), uncounted():
+            model(x)
+        return sum(storages.values())
+
+    training = model.training
+    model.eval()
+    try:
+        return max(1, kept(2) - kept(1))
+    finally:
+        model.train(training)
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes of memory of ``device``: a GPU's total, or the machine's physical memory divided among the processes
+    started on it (``LOCAL_WORLD_SIZE`` under torchrun)."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return total // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 class RowChunks(nn.Module):

@@ -524,10 +524,19 @@ def test_the_restricted_attack_is_bounded_per_call_and_per_run_and_gives_the_sam
         before = ledger.outside.rounds
         runs = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids, max_images=7)
         assert ledger.outside.rounds - before > 2 * steps_rounds  # several runs, one after another
+        monkeypatch.undo()
+        # a run whose gradient's activations fit 9 rows of memory: runs of 7 rows (whole calls), one after another
+        kept = stacked_runs.kept_bytes_per_row(model, x[:1])
+        monkeypatch.setattr(stacked_runs, "device_memory", lambda _: int(9 * kept / stacked_runs.RUN_MEMORY_SHARE))
+        assert stacked_runs.run_rows(7, x, model) == 7
+        before = ledger.outside.rounds
+        bounded = deletion.restricted_attack_columns(model, x[:5], y[:5], regions, attack, sample_ids=ids,
+                                                     max_images=7)
+        assert ledger.outside.rounds - before > 2 * steps_rounds
     finally:
         handle.remove()
     assert max(calls) == 7
-    for other in (split, runs):
+    for other in (split, runs, bounded):
         assert set(whole) == set(other)
         for key in whole:
             assert torch.allclose(whole[key].double(), other[key].double(), atol=1e-5, equal_nan=True), key

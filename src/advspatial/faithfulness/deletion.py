@@ -304,7 +304,7 @@ def restricted_attack_columns(
     names = list(regions)
     per_pass = scaled_batch(RESTRICTED_ATTACK_IMAGES, *x.shape[2:]) if max_images is None else max_images
     check_range("max_images", per_pass, 1)
-    per_run = run_rows(per_pass, x)
+    per_run = run_rows(per_pass, x, model)
     chunked = RowChunks(model, per_pass) if per_run > per_pass else model
     region_stack = torch.stack([regions[r].to(x.device) for r in names])  # (R, N, H, W) bool
     cols: dict[str, torch.Tensor] = {}

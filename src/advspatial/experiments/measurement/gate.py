@@ -38,7 +38,7 @@ from ...faithfulness.sanity import SKIPPABLE_CHECKS, randomization_passed
 from ...maps import importance_map
 from ...models.loading import state_checksum
 from ...regions.references import LayoutSums
-from ...passes import device_rows
+from ...stacked_runs import gradient_call_rows
 from ..stage import Stage
 from .config import MeasurementConfig
 from .gate_columns import GateContext, GatePlan, Looked, PreparedGate, compared_columns, gate_control_maps
@@ -157,7 +157,7 @@ def _budget(ctx: GateContext, model: nn.Module, eps: float, tag: str, slices: li
     def compute() -> dict[str, Any]:
         x, y, i = images()
         return calibrate_budget(model, x, y, i, eps, cfg.gate_steps, cfg.seed,
-                                max_images=device_rows(cfg.batch_size, x)).as_dict()
+                                max_images=gradient_call_rows(cfg.batch_size, x, model)).as_dict()
 
     key = GATE_CHECK.at(*([tag] if tag else []), "budget", float(eps))
     return Budget.from_dict(key.get_model_work(ctx.rundir, inputs, compute))

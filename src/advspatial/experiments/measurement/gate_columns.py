@@ -30,10 +30,10 @@ from ...faithfulness.deletion import ROI, blurred_map, deletion_columns, gate_re
 from ...faithfulness.gate import MIN_N, comparison_decisions, control_cells, gini_sparseness
 from ...faithfulness.sequential import InterimDecision, interim_decision, look_sizes
 from ...models.loading import state_checksum
-from ...passes import device_rows
 from ...regions.references import REFERENCE_MAPS, LayoutSums, reference_maps
 from ...rundir import RunDir
 from ...runtime import to_host
+from ...stacked_runs import gradient_call_rows
 from ...statistics.outcomes import BEATS, FAITHFULNESS, UNDECIDED, decide
 from ..context import ExperimentContext
 from ..stage import Stage, computed_jointly
@@ -306,7 +306,7 @@ def _joint_columns(ctx: GateContext, members: Sequence[tuple[_Comparing, GateChu
     # a pass holds at most a batch of images on a CPU, as everywhere in a run (the stack is ~9 batches per gate);
     # a GPU takes the stack in calls of its own size
     cols.update(restricted_attack_columns(plan.model, x, y, merged, plan.attack, sample_ids=ids,
-                                          max_images=device_rows(cfg.batch_size, x)))
+                                          max_images=gradient_call_rows(cfg.batch_size, x, plan.model)))
     shared = {name: value for name, value in cols.items() if _JOINT not in name}
     out = []
     for k, (imp, regions) in enumerate(own):

@@ -89,7 +89,7 @@ def prior_parts(ctx: Context[SpatialConfig], train: ImageDataset, slices: Sequen
 
     parts = {b: part for b in range(len(slices))
              if (part := PRIOR_PARTS.stored(ctx.rundir, partial(inputs, b), b)) is not None}
-    rows = run_rows(cfg.batch_size, torch.empty(1, *train.image_shape, device="meta"))
+    rows = run_rows(cfg.batch_size, torch.zeros(1, *train.image_shape, device=ctx.device), ctx.model)
     for run in _runs(range(len(slices)), slices, rows):
         missing = [b for b in run if b not in parts]
         if missing:  # the whole run again, so that each part saved takes the share a run in one go gives it
