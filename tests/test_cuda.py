@@ -32,8 +32,8 @@ def images(n: int, channels: int = 1, size: int = 28, seed: int = 0) -> tuple[to
 
 
 def test_keyed_noise_made_on_cuda_equals_the_cpus() -> None:
-    """The counter-based streams are integer arithmetic: uniform numbers equal to the bit; normal ones through
-    float64 log/sin/cos, equal after the cast to float32 but for a rare rounding tie (one ulp)."""
+    """The counter-based streams are integer arithmetic: uniform numbers equal to the bit; normal ones through the
+    device's float32 log/sin/cos, equal to a few ulps."""
     from advspatial.runtime import per_sample_noise
 
     ids = torch.tensor([0, 5, 10_000_007])
@@ -43,7 +43,7 @@ def test_keyed_noise_made_on_cuda_equals_the_cpus() -> None:
         if kind == "uniform":
             assert torch.equal(cpu, gpu)
         else:
-            assert torch.allclose(cpu, gpu, rtol=2 ** -23, atol=0) and (cpu != gpu).float().mean() < 1e-4
+            assert torch.allclose(cpu, gpu, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("random_start", [False, True])

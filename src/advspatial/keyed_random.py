@@ -2,17 +2,18 @@
 
 Why: a run draws per-image noise inside its step loops (a randomized defence's draws under an EOT attack, ROAD's
 fill, a random start). Drawn from one CPU generator per image, every draw is a loop over the images on the host
-and a copy to the device, while the device waits. Here each number is a pure function of its key: element ``j``
+and a copy to the device, while the device waits. Here each number is a pure function of its key: word ``j``
 of image ``i`` is ``mix(key(seed, sample_ids[i]) + (j + 1) * GAMMA)``, SplitMix64's output function (Steele,
 Lea and Flood 2014) over a counter, computed with 64-bit integer tensor arithmetic. The numbers are the same on
-every device and in every batch (an image's numbers depend on its id alone, never on its batch-mates or its row),
+every device (the uniform ones to the bit, the normal ones to the last bits of the device's ``log``/``sin``/``cos``)
+and in every batch (an image's numbers depend on its id alone, never on its batch-mates or its row),
 and a draw of a whole batch is a handful of elementwise kernels.
 
 * :func:`keyed_bits`: the raw 64-bit words, (N, count) int64.
-* :func:`keyed_uniform`: U[0, 1) with 24 bits (every value exact in float32, never 1).
-* :func:`keyed_normal`: N(0, 1) by the Box-Muller transform in float64 of 32-bit halves (|z| < 6.7), cast to
-  ``dtype``; on a GPU the float64 ``log``/``sin``/``cos`` may differ from the CPU's in the last bit of float64,
-  which survives the cast to float32 only on a rounding tie.
+* :func:`keyed_uniform`: U[0, 1) with 24 bits (every value exact in float32, never 1), two per word.
+* :func:`keyed_normal`: N(0, 1) by the Box-Muller transform of a word's two 32-bit halves (|z| < 6.7), computed
+  in ``dtype`` (at least float32); a GPU's ``log``/``sin``/``cos`` may differ from the CPU's in the last bits
+  (float32: a few ulps, 1e-7 of the value), the integers before them never do.
 
 Example::
 
@@ -94,10 +95,13 @@ def keyed_bits(seed: int, sample_ids: torch.Tensor | Sequence[int], count: int,
 def keyed_uniform(shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Sequence[int],
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``shape`` (its first dimension the samples) of U[0, 1) numbers with 24 bits: row ``i`` from the stream of
-    ``sample_ids[i]`` under ``seed``."""
+    ``sample_ids[i]`` under ``seed``, word ``j`` giving elements ``j`` (its top 24 bits) and ``half + j`` (bits 8-31).
+    """
     shape = tuple(int(s) for s in shape)
-    words = keyed_bits(seed, sample_ids, math.prod(shape[1:]), device)
-    return _shifted(words, 40).to(dtype).mul_(2.0 ** -24).reshape(shape)
+    numel = math.prod(shape[1:])
+    words = keyed_bits(seed, sample_ids, (numel + 1) // 2, device)
+    halves = torch.cat([_shifted(words, 40), (words >> 8).bitwise_and_(0xFFFFFF)], dim=1)
+    return halves[:, :numel].to(dtype).mul_(2.0 ** -24).reshape(shape)
 
 
 def keyed_normal(shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Sequence[int],
@@ -108,7 +112,8 @@ def keyed_normal(shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Seq
     numel = math.prod(shape[1:])
     half = (numel + 1) // 2
     words = keyed_bits(seed, sample_ids, half, device)
-    radius = _shifted(words, 32).to(torch.float64).add_(0.5).mul_(2.0 ** -32).log_().mul_(-2.0).sqrt_()
-    angle = (words & 0xFFFFFFFF).to(torch.float64).mul_(2.0 ** -32 * 2.0 * math.pi)
+    math_dtype = torch.promote_types(dtype, torch.float32)  # float16 and bfloat16 through float32
+    radius = _shifted(words, 32).to(math_dtype).add_(0.5).mul_(2.0 ** -32).log_().mul_(-2.0).sqrt_()
+    angle = (words & 0xFFFFFFFF).to(math_dtype).mul_(2.0 ** -32 * 2.0 * math.pi)
     pairs = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
     return pairs[:, :numel].to(dtype).reshape(shape)
