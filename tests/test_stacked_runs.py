@@ -112,3 +112,14 @@ def test_a_run_is_whole_calls_within_memory_and_at_least_one_call(call_rows: int
     assert rows <= fitting or rows == call_rows
     assert rows + call_rows > fitting or rows == stacked_runs.run_rows(call_rows, sample)  # the most that fit
     assert stacked_runs.gradient_call_rows(call_rows, sample, model) == call_rows  # a CPU's calls: its batch
+
+
+def test_a_devices_gradient_calls_are_bounded_by_memory_not_by_inputs(monkeypatch) -> None:
+    """Where a device's stacked calls would take 5,000 rows, a call that takes gradients takes what memory holds
+    (here 40 rows), never fewer than the CPU's batch."""
+    model, sample = mlp(), torch.zeros(1, 10)
+    kept = stacked_runs.kept_bytes_per_row(model, sample)
+    monkeypatch.setattr(stacked_runs, "device_rows", lambda cpu_rows, _: 5_000)
+    monkeypatch.setattr(stacked_runs, "device_memory", lambda _: int(40 * kept / stacked_runs.RUN_MEMORY_SHARE) + 1)
+    assert stacked_runs.gradient_call_rows(16, sample, model) == 40
+    assert stacked_runs.gradient_call_rows(64, sample, model) == 64

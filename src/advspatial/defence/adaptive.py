@@ -40,9 +40,8 @@ from ..attacks import Attack, make_attack
 from ..attacks.base import prepare_mask
 from ..attacks.gradients import is_adversarial
 from ..errors import ConfigError, ShapeError, check_range
-from ..passes import device_rows
 from ..runtime import scaled_batch
-from ..stacked_runs import forward_stacked, in_chunks
+from ..stacked_runs import forward_stacked, gradient_call_rows, in_chunks
 from .neutralize import MapFn, map_of
 from .selection import BinarizeFn, top_fraction
 from .stacked_apgd import StackedAPGD
@@ -297,7 +296,8 @@ def bank_examples(defence: Defence, gradients: Sequence[str], x: torch.Tensor, y
     attack = StackedAPGD(cast(nn.Module, defence), tuple(STACKED_LOSSES[loss] for loss in losses), eps=eps,
                          steps=int(overrides.get("steps") or budget.steps),
                          n_restarts=int(overrides.get("restarts") or budget.restarts), seed=seed,
-                         backwards=tuple(gradients), call_rows=device_rows(x.shape[0], x))
+                         backwards=tuple(gradients),
+                         call_rows=gradient_call_rows(x.shape[0], x, defence.with_backward(gradients[0])))
     found = attack.candidates(x, y, mask=mask, sample_ids=sample_ids)
     # each run's examples checked through its own gradient's forward pass (the ensemble's check), all in one round
     logits = attack.copy_logits(found)
