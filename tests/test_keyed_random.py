@@ -85,6 +85,13 @@ def test_neighbouring_ids_seeds_and_positions_are_uncorrelated() -> None:
         assert abs(r) < 0.01
 
 
+def test_half_precision_noise_is_the_float32_noise_rounded() -> None:
+    for draw in (keyed_uniform, keyed_normal):
+        half = draw((4, 300), 2, torch.arange(4), dtype=torch.float16)
+        assert half.dtype == torch.float16 and bool(torch.isfinite(half).all())
+        assert torch.equal(half, draw((4, 300), 2, torch.arange(4)).half())
+
+
 def test_shapes_dtypes_and_an_empty_batch() -> None:
     assert keyed_uniform((3, 2, 4, 4), 0, [1, 2, 3], dtype=torch.float64).dtype == torch.float64
     assert keyed_normal((3, 2, 5, 5), 0, torch.tensor([1, 2, 3])).shape == (3, 2, 5, 5)

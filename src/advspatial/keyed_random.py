@@ -100,8 +100,9 @@ def keyed_uniform(shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Se
     shape = tuple(int(s) for s in shape)
     numel = math.prod(shape[1:])
     words = keyed_bits(seed, sample_ids, (numel + 1) // 2, device)
-    halves = torch.cat([_shifted(words, 40), (words >> 8).bitwise_and_(0xFFFFFF)], dim=1)
-    return halves[:, :numel].to(dtype).mul_(2.0 ** -24).reshape(shape)
+    exact = torch.promote_types(dtype, torch.float32)  # 24-bit integers are exact from float32 up
+    halves = torch.cat([_shifted(words, 40).to(exact), (words >> 8).bitwise_and_(0xFFFFFF).to(exact)], dim=1)
+    return halves[:, :numel].mul_(2.0 ** -24).to(dtype).reshape(shape)
 
 
 def keyed_normal(shape: Sequence[int], seed: int, sample_ids: torch.Tensor | Sequence[int],
