@@ -161,10 +161,17 @@ class _ImputationSystem:
         return -(self.couplings.T @ self.lu.solve(grad_unknown, trans="T"))
 
 
-def _pixels_by_channel(t: torch.Tensor) -> np.ndarray:
-    """An (N,C,H,W) tensor as an (N*H*W, C) contiguous float64 NumPy array (one row per pixel)."""
-    n, c, h, w = t.shape
-    return np.ascontiguousarray(host_numpy(t, torch.float64).transpose(0, 2, 3, 1).reshape(n * h * w, c))
+def _read_images_and_region(x: torch.Tensor, region: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The (N,C,H,W) images as float64 and the (N,H,W) bool region, read to the host in one transfer: the region
+    rides as one more channel of the images (0 or 1, exact in any float dtype), so a device waits once, not twice."""
+    both = host_numpy(torch.cat([x.detach(), region[:, None].to(x.dtype)], dim=1), torch.float64)
+    return both[:, :-1], both[:, -1] > 0.5
+
+
+def _pixels_by_channel(images: np.ndarray) -> np.ndarray:
+    """(N,C,H,W) host images as an (N*H*W, C) contiguous float64 array (one row per pixel)."""
+    n, c, h, w = images.shape
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1).reshape(n * h * w, c), dtype=np.float64)
 
 
 def _as_images(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -197,28 +204,27 @@ class _LinearImputation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        masks = host_numpy(region)
+        pixels, masks = _read_images_and_region(x, region)
         parts, systems = [], []
         for chunk in _image_chunks(masks):
             system = _ImputationSystem.build(masks[chunk])
-            images = _pixels_by_channel(x[chunk])
+            images = _pixels_by_channel(pixels[chunk])
             out = images.copy()
             out[system.unknown] = system.solve(images)
             out[system.blank] = 0.0
             parts.append(_as_images(out, x[chunk]))
             systems.append((chunk, system))
-        ctx.systems = systems
-        ctx.save_for_backward(region)
+        ctx.systems, ctx.masks = systems, masks
         return torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (region,) = ctx.saved_tensors
+        grads = host_numpy(grad, torch.float64)  # one read for every chunk
         parts = []
         for chunk, system in ctx.systems:
-            g = _pixels_by_channel(grad[chunk])
+            g = _pixels_by_channel(grads[chunk])
             out = system.gradient(np.ascontiguousarray(g[system.unknown]))
-            known = ~host_numpy(region[chunk]).reshape(-1)
+            known = ~ctx.masks[chunk].reshape(-1)
             out[known] += g[known]  # known pixels are passed through unchanged
             parts.append(_as_images(out, grad[chunk]))
         return torch.cat(parts), None
