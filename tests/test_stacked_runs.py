@@ -96,6 +96,19 @@ def test_the_memory_probe_counts_no_pass_and_leaves_the_model_as_it_was() -> Non
         stacked_runs.memory_rows(model, torch.rand(4, 10))
     assert (count.forward, count.calls, count.rounds, count.syncs) == (0, 0, 0, 0)
     assert model.training and torch.equal(model[1].running_mean, running)
+    mixed = mlp().train()
+    mixed[1].eval()  # a model whose parts are in different modes keeps each part's
+    stacked_runs.kept_bytes_per_row(mixed, torch.rand(4, 10))
+    assert [m.training for m in mixed] == [True, False, True]
+
+
+def test_a_machine_that_does_not_say_its_memory_is_taken_as_the_fallback(monkeypatch) -> None:
+    def no_sysconf(name: str) -> int:
+        raise ValueError(name)
+
+    monkeypatch.setattr(stacked_runs.os, "sysconf", no_sysconf)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert stacked_runs.device_memory(torch.device("cpu")) == stacked_runs.FALLBACK_MEMORY // 2
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)

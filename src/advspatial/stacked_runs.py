@@ -57,6 +57,8 @@ def gradient_call_rows(cpu_rows: int, sample: torch.Tensor, model: nn.Module) ->
 #: the share of the device's memory (a CPU's: the machine's, divided among the processes on it) that the
 #: activations kept by one stacked run's gradient may take; the rest holds the model, the run's inputs and results
 RUN_MEMORY_SHARE = 0.25
+#: the memory assumed of a machine that does not say (no ``os.sysconf``): 8 GB
+FALLBACK_MEMORY = 8 << 30
 #: each model's bytes kept per row, per input shape, dtype and device (measured once: :func:`memory_rows`)
 _KEPT_BYTES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
 
@@ -98,20 +100,24 @@ def kept_bytes_per_row(model: nn.Module, sample: torch.Tensor) -> int:
             model(x)
         return sum(storages.values())
 
-    training = model.training
+    modes = {m: m.training for m in model.modules()}  # each restored as it was (a model may mix modes)
     model.eval()
     try:
         return max(1, kept(2) - kept(1))
     finally:
-        model.train(training)
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def device_memory(device: torch.device) -> int:
-    """Bytes of memory of ``device``: a GPU's total, or the machine's physical memory divided among the processes
-    started on it (``LOCAL_WORLD_SIZE`` under torchrun)."""
+    """Bytes of memory of ``device``: a GPU's total, or the machine's physical memory (:data:`FALLBACK_MEMORY` where
+    the system does not say) divided among the processes started on it (``LOCAL_WORLD_SIZE`` under torchrun)."""
     if device.type == "cuda":
         return int(torch.cuda.get_device_properties(device).total_memory)
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name: assume a small machine
+        total = FALLBACK_MEMORY
     return total // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
