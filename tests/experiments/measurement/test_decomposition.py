@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from advspatial.experiments.measurement.decomposition import (
     CONTENT_REGIONS, FIXED_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition, RegionRow, as_much,
-    beyond_every_region, clears_margin, headline_sentence, region_clears_margin, row_clause,
+    beyond_every_region, clears_margin, conclusion, headline_sentence, row_clause,
 )
 from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
@@ -64,16 +64,20 @@ def _numbers_agree(clause: str, d: Decision) -> None:
     assert found, clause
     mean, low, high = (float(v) for v in found.groups())
     assert (mean, low, high) == _rounded(d.mean, d.low, d.high)
-    if "catches more than" in clause or "a little more than" in clause:
+    undecided_size = "its estimate inside the margin and its CI past it" in clause
+    if undecided_size:  # the size words: the estimate inside the margin, the quoted 95% CI reaching past it
+        assert abs(d.mean) < d.margin and (d.high >= d.margin if d.mean > 0 else d.low <= -d.margin), clause
+    else:  # a direction without them: its estimate clears the margin
+        assert "catches more" not in clause or abs(d.mean) >= d.margin, clause
+    if "catches more than" in clause:  # the RoI catches more
         assert d.low > 0, clause
-        assert ("by less than the margin" in clause) == (not clears_margin(d)), clause
-    if "catches more (" in clause or "catches a little more, by" in clause:  # the region catches more
+    if "catches more (" in clause:  # the region catches more
         assert d.high < 0, clause
-        assert ("by less than the margin" in clause) == (not region_clears_margin(d)), clause
     if "this image's RoI catches more" in clause:  # the image-specific part, either way
-        assert d.low > 0 and ("by less than the margin" in clause) == (not clears_margin(d)), clause
+        assert d.low > 0, clause
     if "a same-class image's RoI catches more" in clause:
-        assert d.high < 0 and ("by less than the margin" in clause) == (not region_clears_margin(d)), clause
+        assert d.high < 0, clause
+    assert "less than the margin" not in clause, clause  # a size the quoted CI would contradict
     if "undecided" in clause:
         assert d.low <= 0 <= d.high, clause
 
@@ -98,6 +102,9 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
     assert "this model looks" not in text or d.roi_faithful
     if "beyond layout and image content" in text:
         assert all(r.difference.low > 0 and r.difference.mean >= r.difference.margin for r in d.rows)
+    if beyond_every_region(d):  # "each by at least the margin" flatly only where every row's CI lies beyond it
+        flat = all(r.difference.low >= r.difference.margin for r in d.rows)
+        assert ("each by at least the margin at its point estimate" in text) == (not flat), text
     # a fixed region named as where the attack acts catches as much as the RoI or more
     for region, place in REGION_PLACES.items():
         row = d.row(region)
@@ -127,12 +134,26 @@ def test_a_decomposition_round_trips_through_its_dict() -> None:
         Decomposition("pgd", "contribution", parts.roi_share, 0.2, ()))
 
 
-def test_a_region_ahead_of_the_roi_by_less_than_the_margin_is_said_to_be_so() -> None:
+def test_a_region_ahead_within_the_margin_at_its_estimate_is_not_said_to_be_less_than_the_margin() -> None:
     """The ResNet-20 n = 200 case: deepfool's dataset layout ahead of the RoI, its CI below 0, its estimate inside
-    the margin: worded as the RoI's side is, "a little more, by less than the margin"."""
+    the margin and its CI past it (-0.024 beyond -0.019): the sentence says so, never "by less than the margin"."""
     close = Decision(SPECIFICITY, DOES_LESS, -0.012, -0.024, -0.001, -0.022, -0.003, 0.04, 200, 0.019)
     clause = row_clause(RegionRow("dataset-layout", Estimate(0.3, math.nan, math.nan, 200), close))
-    assert clause.startswith(f"{REGION_NOUNS['dataset-layout']} catches a little more, by less than the margin (Δ")
+    assert clause == (f"{REGION_NOUNS['dataset-layout']} catches more (Δ -0.012 [-0.024, -0.001], margin ±0.019), "
+                      "its estimate inside the margin and its CI past it")
     far = Decision(SPECIFICITY, DOES_LESS, -0.04, -0.06, -0.02, -0.057, -0.023, 0.04, 200, 0.019)
     clause = row_clause(RegionRow("dataset-layout", Estimate(0.3, math.nan, math.nan, 200), far))
-    assert clause.startswith(f"{REGION_NOUNS['dataset-layout']} catches more (Δ")
+    assert clause == f"{REGION_NOUNS['dataset-layout']} catches more (Δ -0.040 [-0.060, -0.020], margin ±0.019)"
+
+
+def test_by_at_least_the_margin_is_qualified_where_a_row_s_ci_reaches_below_it() -> None:
+    """Every row's estimate clears its margin, one row's CI reaches below it: the conclusion says the margin is
+    cleared at the point estimates, not flatly."""
+    clear = Decision(SPECIFICITY, BEATS, 0.05, 0.03, 0.07, 0.033, 0.067, 0.05, 200, 0.014)
+    close = Decision(SPECIFICITY, BEATS, 0.02, 0.008, 0.032, 0.010, 0.030, 0.05, 200, 0.014)
+    share = Estimate(0.3, math.nan, math.nan, 200)
+    rows = (RegionRow("centre", share, clear), RegionRow(SAME_CLASS, share, clear))
+    d = Decomposition("pgd", "contribution", Estimate(0.4, 0.38, 0.42, 200), 0.2, rows)
+    assert conclusion(d).endswith("every region of the same size, each by at least the margin.")
+    d = Decomposition("pgd", "contribution", d.roi_share, 0.2, (RegionRow("centre", share, close), rows[1]))
+    assert conclusion(d).endswith("each by at least the margin at its point estimate.")

@@ -58,6 +58,8 @@ FIXED_REGIONS = ("centre", "class-layout", "dataset-layout")
 CONTENT_REGIONS = ("intensity", "edges")
 #: the row of the image-specific part: a same-class image's RoI
 SAME_CLASS = "same-class"
+#: a decided direction's size when its estimate lies inside the margin and its CI past it (:func:`size_words`)
+SIZE_UNDECIDED_WORDS = "its estimate inside the margin and its CI past it"
 #: every row in the order a report gives them
 REGION_ORDER = (*FIXED_REGIONS, *CONTENT_REGIONS, SAME_CLASS)
 
@@ -157,14 +159,22 @@ def clears_margin(d: Decision) -> bool:
     return d.outcome == BEATS and not d.within_margin and d.mean >= d.margin
 
 
-def region_clears_margin(d: Decision) -> bool:
-    """The region beats the RoI by at least the margin: :func:`clears_margin` mirrored."""
-    return d.outcome == DOES_LESS and not d.within_margin and -d.mean >= d.margin
-
-
 def as_much(d: Decision) -> bool:
     """The region catches as much as the RoI: equivalent, or a direction within the margin."""
     return d.outcome == EQUIVALENT or (d.outcome in (BEATS, DOES_LESS) and d.within_margin)
+
+
+def size_undecided(d: Decision) -> bool:
+    """A decided direction whose size against the margin is not decided: its estimate lies inside the margin, but
+    its 90% CI does not (else it reads *as much*), so the 95% CI it is quoted with reaches past the margin. Saying
+    "by less than the margin" here would contradict the interval printed beside it."""
+    return d.outcome in (BEATS, DOES_LESS) and not as_much(d) and abs(d.mean) < d.margin
+
+
+def size_words(d: Decision) -> str:
+    """The words a decided direction's size adds to it: none where its estimate clears the margin, else that its
+    estimate lies inside the margin and its CI past it (:func:`size_undecided`)."""
+    return f", {SIZE_UNDECIDED_WORDS}" if size_undecided(d) else ""
 
 
 def beyond_every_region(d: Decomposition) -> bool:
@@ -200,13 +210,9 @@ def row_clause(row: RegionRow, projection: bool = True) -> str:
     if as_much(d):
         return f"{noun} catches as much (Δ {margin_interval(d)})"
     if d.outcome == BEATS:
-        if clears_margin(d):
-            return f"the RoI catches more than {noun} ({numbers})"
-        return f"the RoI catches a little more than {noun}, by less than the margin ({numbers})"
+        return f"the RoI catches more than {noun} ({numbers}){size_words(d)}"
     if d.outcome == DOES_LESS:
-        if region_clears_margin(d):
-            return f"{noun} catches more ({numbers})"
-        return f"{noun} catches a little more, by less than the margin ({numbers})"
+        return f"{noun} catches more ({numbers}){size_words(d)}"
     return f"against {noun} it is undecided ({numbers}" + (f"; {images_to_decide(d).text()})" if projection else ")")
 
 
@@ -230,12 +236,13 @@ def _join(items: Sequence[str]) -> str:
 def conclusion(d: Decomposition) -> str:
     """What the rows say together, in one sentence, never more than they show."""
     if beyond_every_region(d):
+        by = "each by at least the margin" + ("" if all(r.difference.low >= r.difference.margin for r in d.rows)
+                                               else " at its point estimate")
         if not d.roi_faithful:
-            return ("The RoI catches more than every region of the same size, each by at least the margin; but its "
-                    "map failed the faithfulness gate, so this says where the explainer points, not where the model "
-                    "looks.")
+            return (f"The RoI catches more than every region of the same size, {by}; but its map failed the "
+                    "faithfulness gate, so this says where the explainer points, not where the model looks.")
         return ("So the attack acts where this model looks, beyond layout and image content: the RoI catches more "
-                "than every region of the same size, each by at least the margin.")
+                f"than every region of the same size, {by}.")
     fixed = _fixed_as_much(d)
     if fixed:
         also = "where the model also looks" if d.roi_faithful else "where the explainer's map also points"
@@ -301,8 +308,7 @@ def _specific_words(d: Decision) -> str:
         return f"Δ {margin_interval(d)}, nothing image-specific to speak of"
     numbers = f"Δ {interval(d)}, margin ±{d.margin:.3f}"  # the margin its reading is decided against
     if d.outcome == BEATS:
-        return f"{numbers}, this image's RoI catches more" + ("" if clears_margin(d) else ", by less than the margin")
+        return f"{numbers}, this image's RoI catches more{size_words(d)}"
     if d.outcome == DOES_LESS:
-        return f"{numbers}, a same-class image's RoI catches more" + ("" if region_clears_margin(d) else
-                                                                      ", by less than the margin")
+        return f"{numbers}, a same-class image's RoI catches more{size_words(d)}"
     return f"{numbers}, undecided"

@@ -25,7 +25,7 @@ from ...report.verdicts import (
     claim_line, fmt, fmt_p, interval, secondary_count_line, verdict_legend, verdict_table, what_this_run_shows,
 )
 from ...statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
-from .decomposition import REGION_NOUNS, Decomposition, as_much, clears_margin, interval90, region_clears_margin
+from .decomposition import REGION_NOUNS, Decomposition, as_much, interval90, size_undecided
 from .roi import gate_rule
 from .config import MeasurementConfig
 from .figures import FOREST, frequency_file, frequency_title, regions_file
@@ -152,9 +152,9 @@ def reading_words(d: Decision) -> str:
     if as_much(d):
         return f"as much ({interval90(d)} inside the margin)"
     if d.outcome == BEATS:
-        return "the RoI catches more" + ("" if clears_margin(d) else " (less than the margin)")
+        return "the RoI catches more" + (" (estimate inside the margin, CI past it)" if size_undecided(d) else "")
     if d.outcome == DOES_LESS:
-        return "the region catches more" + ("" if region_clears_margin(d) else " (less than the margin)")
+        return "the region catches more" + (" (estimate inside the margin, CI past it)" if size_undecided(d) else "")
     return f"undecided ({images_to_decide(d).text()})"
 
 
