@@ -192,3 +192,21 @@ def test_a_guarded_model_on_cuda_reads_its_finiteness_once_per_stage(tiny_cnn) -
     with pytest.raises(ModelError, match="non-finite logits"):
         with ledger.stage("nan"), torch.no_grad():
             model(torch.full_like(x, float("nan")).cuda())
+
+
+def test_an_attack_stage_on_cuda_reads_its_checks_once(tiny_cnn) -> None:
+    """On a GPU an attack holds its input-range and finiteness checks, as the guard holds its own, until the stage's
+    end: FGSM's stage of three calls on a guarded model takes one host read, and its images are the CPU's."""
+    from advspatial.attacks.fgsm import FGSM
+    from advspatial.models.outputs import guard_outputs
+    from advspatial.passes import PassLedger
+
+    cpu_model = tiny_cnn()
+    model, ledger = guard_outputs(tiny_cnn().cuda(), "tiny"), PassLedger()
+    ledger.watch(model)
+    x, y = images(8)
+    with ledger.stage("attack"):
+        result = FGSM(model).run(x.cuda(), y.cuda())
+    assert ledger.by_stage["attack"].calls == 3 and ledger.by_stage["attack"].syncs == 1
+    differ = (result.x_adv.cpu() - FGSM(cpu_model).run(x, y).x_adv).abs() > 1e-5  # a gradient's sign near 0 may flip
+    assert differ.float().mean() < 1e-3

@@ -10,8 +10,9 @@ How: while :func:`counting` is active, the tensor methods and functions that rea
 while no watched model is running reports to the callback given. The originals are restored when the block ends;
 nested blocks share one installation. Model code (whatever runs between a watched model's forward pre-hook and its
 forward hook) is the model's own and is not counted, nor is a read of a tensor kept on the host on every device
-(the sample ids, :func:`host_list`). A check that would read on every call (a guarded model's finiteness) is held
-until the stage's end on a device (:func:`defer`, :func:`settle`): one read per stage instead of one per call.
+(the sample ids, :func:`host_list`). A check that would read on every call (a guarded model's finiteness, an
+attack's input range and logits) is held until the stage's end on a device (:func:`hold`, read by
+:func:`stage_checks`): one read per stage and device for all of them instead of one per call.
 
 Example::
 
@@ -205,3 +206,84 @@ def settle() -> None:
         check = _DEFERRED[0]
         check()
         _DEFERRED.pop(0)
+
+
+# -- an input's or an output's check held to the stage's end -------------------------------------------------------
+
+#: hold :func:`holds`' checks on a CPU too, as on a device (tests of the held path set it)
+HOLD_ON_CPU = False
+
+
+class _HeldChecks:
+    """The stages open (:func:`stage_checks`) and, per check held in them (first held first), the count of
+    offending items on its device, the items checked and the error to raise."""
+
+    def __init__(self) -> None:
+        self.stages = 0
+        self.counts: dict[str, tuple[torch.Tensor, int, Callable[[int, int], Exception]]] = {}
+
+    def read(self) -> None:
+        """Every held count in one read per device; the first check whose count is not 0 raises its error."""
+        held, self.counts = self.counts, {}
+        values: dict[str, int] = {}
+        for device in dict.fromkeys(count.device for count, _, _ in held.values()):
+            keys = [key for key, (count, _, _) in held.items() if count.device == device]
+            values.update(zip(keys, torch.stack([held[key][0] for key in keys]).tolist(), strict=True))
+        for key, (_, items, error_of) in held.items():
+            if values[key]:
+                raise error_of(int(values[key]), items)
+
+
+_HELD = _HeldChecks()
+
+
+@contextmanager
+def stage_checks() -> Iterator[None]:
+    """A stage's block: the checks :func:`holds` lets wait are read at its end, with every check :func:`defer`
+    holds (:func:`settle`), before the stage's value is kept."""
+    _HELD.stages += 1
+    try:
+        yield
+        settle()
+    finally:
+        _HELD.stages -= 1
+
+
+def holds(t: torch.Tensor) -> bool:
+    """Whether a check of ``t`` waits for the stage's end (:func:`hold`): inside a stage, with ``t`` on a device
+    other than the CPU (a read there is a wait the device takes between calls). Elsewhere a check reads at once:
+    outside a stage no end would read it; on a CPU the read costs no device a wait (:func:`check_read`)."""
+    return _HELD.stages > 0 and (t.device.type != "cpu" or HOLD_ON_CPU)
+
+
+def hold(key: str, count: torch.Tensor, items: int, error_of: Callable[[int, int], Exception]) -> None:
+    """Add the 0-dim ``count`` (offending items among ``items`` checked, on its device) to check ``key``'s totals
+    held in this stage; its end raises ``error_of(offending, checked)`` where offending is not 0. All the checks
+    held in a stage take one read per device.
+
+    >>> def error(bad, checked):
+    ...     return ValueError(f"{bad} of {checked} negative")
+    >>> try:
+    ...     with stage_checks():
+    ...         for values in ([-1.0, 2.0], [-3.0]):
+    ...             t = torch.tensor(values)
+    ...             hold("negative", (t < 0).sum(), len(t), error)
+    ... except ValueError as e:
+    ...     print(e)
+    2 of 3 negative
+    """
+    held = _HELD.counts.get(key)
+    total = count.detach().reshape(()).to(torch.long)
+    _HELD.counts[key] = (total, items, error_of) if held is None else (held[0] + total, held[1] + items, error_of)
+    defer(_HELD.read)
+
+
+@contextmanager
+def check_read() -> Iterator[None]:
+    """A check made at once where :func:`holds` says no: inside a stage that is a read a device would hold to the
+    stage's end (so not counted as a wait between calls); outside every stage it is counted as any read."""
+    if _HELD.stages:
+        with uncounted():
+            yield
+    else:
+        yield

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .host_syncs import counting, enter_model, leave_model, settle
+from .host_syncs import counting, enter_model, leave_model, stage_checks
 
 #: the index part of a stage key (``attack/pgd/batch-00003``): stripped to name the stage's family
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
@@ -310,9 +310,8 @@ class PassLedger:
         self._open.append(count)
         self._nested_seconds.append(0.0)
         try:
-            with self._instrumented():
+            with self._instrumented(), stage_checks():  # the checks held for the stage's end read in the stage
                 yield count
-                settle()  # the checks held for the stage's end (a guarded model's finiteness), in the stage
         finally:
             self._open.pop()
             elapsed = time.process_time() - started

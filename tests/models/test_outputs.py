@@ -105,10 +105,10 @@ def test_the_incremental_one_pixel_attack_keeps_its_speed_path_and_checks_its_lo
 def test_on_a_device_the_finiteness_check_waits_for_the_stage_end_and_fails_it(monkeypatch) -> None:
     """Off the CPU (forced here) the guard reads nothing per call: it counts the non-finite images on the device
     and the stage's end reads the count once; a stage with one fails there, before its value is kept, in one line."""
-    from advspatial.models import outputs
+    from advspatial import host_syncs
     from advspatial.passes import PassLedger
 
-    monkeypatch.setattr(outputs, "DEFER_ON_CPU", True)
+    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
     data = tiny_data()
     sound, faulty = Faulty("none"), Faulty("nan")
     for model in (sound, faulty):

@@ -20,6 +20,7 @@ attacked alone with the same ``sample_ids``.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError
+from ..host_syncs import check_read, hold, holds
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_finite_logits, check_logits, guarded_spec
 from ..registry import Registry
@@ -105,11 +107,21 @@ IMAGES_OUTSIDE = "images must lie in [0, 1]; wrap a model that needs normalizati
 MASK_OUTSIDE = "mask values must lie in [0, 1]"
 
 
+def _outside(error: str, _offending: int, _checked: int) -> ConfigError:
+    return ConfigError(error)
+
+
 def check_unit_ranges(x: torch.Tensor | None, mask: torch.Tensor | None) -> None:
     """Images and a mask (on one device; either may be None) in [0, 1], checked in one host read
     (:func:`~advspatial.runtime.min_max_each`); the images' error first."""
     named = [(t, error) for t, error in ((x, IMAGES_OUTSIDE), (mask, MASK_OUTSIDE)) if t is not None and t.numel()]
-    for (low, high), (_, error) in zip(min_max_each([t for t, _ in named]), named, strict=True):
+    if named and holds(named[0][0]):  # on a device inside a stage: read at the stage's end, with the same error
+        for t, error in named:
+            hold(error, (t.detach().amin() < 0) | (t.detach().amax() > 1), 1, functools.partial(_outside, error))
+        return
+    with check_read():
+        ranges = min_max_each([t for t, _ in named])
+    for (low, high), (_, error) in zip(ranges, named, strict=True):
         if low < 0 or high > 1:
             raise ConfigError(error)
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from ..host_syncs import defer, uncounted
+from ..host_syncs import check_read, hold, holds
 
 if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
@@ -59,24 +59,29 @@ def check_finite_logits(spec: str, *logits: torch.Tensor) -> None:
     the first that is not (its rows named)."""
     if not logits:
         return
-    flags = torch.stack([torch.isfinite(t.detach()).all() for t in logits]).tolist()
+    if holds(logits[0]):  # on a device inside a stage: counted there, read at the stage's end
+        name = f"model {spec!r}" if spec else "the model"
+        bad_rows = torch.stack([(~torch.isfinite(t.detach())).any(1).sum() for t in logits]).sum()
+        hold(f"finite logits of {name}", bad_rows, sum(len(t) for t in logits),
+             lambda bad, images: ModelError(f"{name} returned non-finite logits (NaN or inf) for {bad} of the "
+                                            f"{images} images this stage's attacks evaluated; check its weights "
+                                            "and its forward"))
+        return
+    with check_read():
+        flags = torch.stack([torch.isfinite(t.detach()).all() for t in logits]).tolist()
     for t, finite in zip(logits, flags, strict=True):
         if not finite:
             check_logits(t, spec)
 
 
-#: check a guarded model's outputs on a CPU at the stage's end too, as on a GPU (tests of that path set it)
-DEFER_ON_CPU = False
-
-
 class OutputGuard:
     """A forward hook running :func:`check_logits` on every output of the model it is registered on.
 
-    On a CPU every output is checked at once. On another device the finiteness check, the one that reads the host,
-    waits for the end of the stage (:func:`~advspatial.host_syncs.defer`): the guard counts the non-finite images
-    on the device and the stage's end reads the count once, so the device does not wait between calls; a stage
-    with one fails before its value is kept, with the same one-line error. The shape, dtype and gradient checks
-    read nothing and stay at every call.
+    On a device inside a stage the finiteness check, the one that reads the host, waits for the end of the stage
+    (:func:`~advspatial.host_syncs.hold`): the guard counts the non-finite images on the device and the stage's end
+    reads the count, with every other check held in the stage, so the device does not wait between calls; a stage
+    with one fails before its value is kept, in one line. Elsewhere (a CPU, outside a stage) every output is checked
+    at once. The shape, dtype and gradient checks read nothing and stay at every call.
 
     The incremental one-pixel evaluation (:mod:`advspatial.models.patch`) recognizes it as no change to what the model
     computes (it still refuses a model with any other forward hook).
@@ -84,33 +89,23 @@ class OutputGuard:
 
     def __init__(self, spec: str, classes: int | None) -> None:
         self.spec, self.classes = spec, classes
-        self.non_finite: torch.Tensor | None = None  # images with a non-finite logit since the last check
-        self.images = 0
+        self.name = f"model {spec!r}" if spec else "the model"
 
     def __call__(self, module: nn.Module, args: tuple[object, ...], output: object) -> None:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         needs_grad = x is not None and x.requires_grad and torch.is_grad_enabled()
         batch = None if x is None else int(x.shape[0])
-        if isinstance(output, torch.Tensor) and (output.device.type != "cpu" or DEFER_ON_CPU):
+        if isinstance(output, torch.Tensor) and holds(output):
             logits = check_logits(output, self.spec, batch, self.classes, needs_grad, finite=False)
-            bad = (~torch.isfinite(logits.detach()).all(1)).sum()
-            self.non_finite = bad if self.non_finite is None else self.non_finite + bad
-            self.images += len(logits)
-            defer(self.check)
+            hold(f"outputs of {self.name}", (~torch.isfinite(logits.detach()).all(1)).sum(), len(logits), self.error)
             return
-        with uncounted():  # on a device this read waits for the stage's end (above): not a device's wait per call
+        with check_read():  # inside a stage a device holds this read to the stage's end: not a wait per call
             check_logits(output, self.spec, batch, self.classes, needs_grad)
 
-    def check(self) -> None:
-        """The outputs since the last check were finite (one host read), else the one-line error."""
-        if self.non_finite is None:
-            return
-        bad, images = int(self.non_finite), self.images
-        self.non_finite, self.images = None, 0
-        if bad:
-            name = f"model {self.spec!r}" if self.spec else "the model"
-            raise ModelError(f"{name} returned non-finite logits (NaN or inf) for {bad} of the {images} images of "
-                             "this stage's calls; check its weights and its forward")
+    def error(self, bad: int, images: int) -> ModelError:
+        """The one-line error of ``bad`` non-finite outputs among a stage's ``images``."""
+        return ModelError(f"{self.name} returned non-finite logits (NaN or inf) for {bad} of the {images} images of "
+                          "this stage's calls; check its weights and its forward")
 
 
 _GUARDS: weakref.WeakKeyDictionary[nn.Module, RemovableHandle] = weakref.WeakKeyDictionary()
