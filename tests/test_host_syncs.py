@@ -105,3 +105,34 @@ def test_a_guarded_models_checks_and_an_attacks_are_read_together_once_per_stage
         for _ in range(2):
             FGSM(model).run(x, y)
     assert ledger.by_stage["attack"].syncs == 1
+
+
+def test_the_value_checks_of_maps_and_regions_are_held_with_the_same_errors(monkeypatch) -> None:
+    """Images in [0, 1], class indices among the outputs, finite maps: read at once on a CPU (the error at the
+    call), held to the stage's end on a device (forced), where the same one-line error fails the stage."""
+    from advspatial.maps._common import check_classes, check_images
+    from advspatial.regions.checks import check_maps
+
+    logits = torch.zeros(2, 3)
+    bad_calls = {"images must lie in \\[0, 1\\]": lambda: check_images(torch.full((2, 1, 4, 4), 1.5)),
+                 r"class indices must lie in \[0, 2\] for this model, got \[0, 3\]":
+                     lambda: check_classes(torch.tensor([0, 3]), logits),
+                 "maps contain NaN or infinite values": lambda: check_maps(torch.full((2, 4, 4), torch.nan))}
+    for message, call in bad_calls.items():
+        with pytest.raises(ConfigError, match=message):
+            call()
+    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+    for message, call in bad_calls.items():
+        ledger = PassLedger()
+        with pytest.raises(ConfigError, match=message):
+            with ledger.stage("held"):
+                call()
+                reached = True  # the call itself raised nothing
+        assert reached
+    ledger = PassLedger()
+    with ledger.stage("sound"):
+        for _ in range(4):
+            check_images(torch.rand(2, 1, 4, 4))
+            check_classes(torch.tensor([0, 2]), logits)
+            check_maps(torch.rand(2, 4, 4))
+    assert ledger.by_stage["sound"].syncs == 1

@@ -278,6 +278,24 @@ def hold(key: str, count: torch.Tensor, items: int, error_of: Callable[[int, int
     defer(_HELD.read)
 
 
+def require(key: str, bad: torch.Tensor, items: int, error_of: Callable[[int, int], Exception]) -> None:
+    """Raise ``error_of(offending, items)`` where the 0-dim count ``bad`` is not 0: at the stage's end where
+    :func:`holds` (:func:`hold`, the check named ``key``), else at once in one read (:func:`check_read`).
+
+    >>> require("positive", (torch.tensor([1.0, -2.0]) <= 0).sum(), 2, lambda bad, n: ValueError(f"{bad} of {n}"))
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 of 2
+    """
+    if holds(bad):
+        hold(key, bad, items, error_of)
+        return
+    with check_read():
+        offending = int(bad)
+    if offending:
+        raise error_of(offending, items)
+
+
 @contextmanager
 def check_read() -> Iterator[None]:
     """A check made at once where :func:`holds` says no: inside a stage that is a read a device would hold to the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from advspatial.errors import ModelError
 from advspatial.models import Normalized, build_model, load_model
@@ -155,3 +156,31 @@ def test_code_checksum_follows_the_model_code_not_its_path(tmp_path) -> None:
         sums.append(code_checksum(load_model(spec), spec))
     assert sums[0] == sums[1] != sums[2]
     assert code_checksum(build_model("lenet5"), "lenet5") == code_checksum(build_model("lenet5"), "lenet5")
+
+
+def test_a_checksum_is_read_once_per_state_inside_a_run_and_every_time_outside() -> None:
+    """Inside remembered_checksums the weights are read once while unchanged; an optimizer's step or a loaded
+    state is a new checksum, equal to a fresh computation; outside the block a write no version counter sees
+    (through .data) is still seen."""
+    from advspatial.host_syncs import counting
+    from advspatial.models.loading import remembered_checksums, state_checksum
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    reads: list[int] = []
+    with remembered_checksums():
+        first = state_checksum(model)
+        with counting(lambda: reads.append(1)):
+            assert state_checksum(model) == first
+        assert not reads
+        torch.optim.SGD(model.parameters(), lr=0.1).zero_grad()
+        model(torch.rand(4, 3)).sum().backward()
+        torch.optim.SGD(model.parameters(), lr=0.1).step()
+        stepped = state_checksum(model)
+        model.train()(torch.rand(4, 3))  # BatchNorm's running statistics change in place
+        moved = state_checksum(model)
+    assert len({first, stepped, moved}) == 3
+    assert state_checksum(model) == moved  # outside: computed again, the same
+    with torch.no_grad():
+        model[0].weight.data.add_(1.0)  # through .data: the version counter does not move
+    assert state_checksum(model) != moved

@@ -26,6 +26,7 @@ from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, 
 from ..report.figures import OVERVIEW_FIGURE
 from ..report.html import write_report
 from ..host_syncs import settle
+from ..models.loading import remembered_checksums
 from ..rundir import RunDir
 from .findings import Findings
 from .registry import Experiment, get_experiment
@@ -178,7 +179,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
     fit_n_to_images(config)
-    with open_run(out, name, config, resume) as rundir:
+    with remembered_checksums(), open_run(out, name, config, resume) as rundir:
         started, started_cpu = time.perf_counter(), time.process_time()
         result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))

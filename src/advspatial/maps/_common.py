@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import ConfigError, ModelError, ShapeError
 from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks, module_by_name, resolve_layer
 from ..models.tokens import token_layout
-from ..runtime import min_max
+from ..host_syncs import require
 
 #: the layer lookup and the hooks live in :mod:`advspatial.models.hooks` (the one hook module); named here too
 __all__ = ["Target", "check_classes", "check_images", "check_options", "check_pair", "declared_cam_layer",
@@ -31,13 +31,9 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
         raise ShapeError(f"{name} must be a (N,C,H,W) tensor, got {getattr(x, 'shape', type(x))}")
     if not x.is_floating_point():
         raise ShapeError(f"{name} must be floating point in [0,1], got dtype {x.dtype}")
-    if x.numel() and _outside(min_max(x), 0, 1):
-        raise ConfigError(f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized")
-
-
-def _outside(low_high: tuple[float, float], low: float, high: float) -> bool:
-    """Whether ``[min, max]`` leaves ``[low, high]`` (NaN compares False, as ``float(x.min()) < 0`` does)."""
-    return low_high[0] < low or low_high[1] > high
+    if x.numel():  # one read, or held to the stage's end on a device (NaN passes, as it compares False)
+        error = f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized"
+        require(error, (x.detach().amin() < 0) | (x.detach().amax() > 1), 1, lambda _bad, _n: ConfigError(error))
 
 
 def check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch.Tensor:
@@ -89,8 +85,10 @@ def resolve_target(
 def check_classes(classes: torch.Tensor, logits: torch.Tensor) -> None:
     """Raise when a class index does not exist among the model's outputs."""
     k = logits.shape[1]
-    if classes.numel() and _outside(min_max(classes), 0, k - 1):
-        raise ConfigError(f"class indices must lie in [0, {k - 1}] for this model, got {classes.tolist()}")
+    if classes.numel():  # one read, or held to the stage's end on a device
+        require(f"class indices in [0, {k - 1}]", ((classes < 0) | (classes > k - 1)).sum(), classes.numel(),
+                lambda _bad, _n: ConfigError(f"class indices must lie in [0, {k - 1}] for this model, got "
+                                             f"{classes.tolist()}"))
 
 
 def check_options(kind: str, name: str, fn: Callable[..., object], options: Iterable[str],

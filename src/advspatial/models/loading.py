@@ -11,7 +11,9 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -254,12 +256,64 @@ def _import_file(path: Path):
     return module
 
 
+#: each model's last checksum and the state it was computed on, inside :func:`remembered_checksums`
+_CHECKSUMS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[object, ...], str]] = weakref.WeakKeyDictionary()
+#: how many :func:`remembered_checksums` blocks are open
+_REMEMBERING = [0]
+
+
+@contextmanager
+def remembered_checksums() -> Iterator[None]:
+    """Inside the block (a run), :func:`state_checksum` computes a model's checksum once while its state is
+    unchanged; the memory ends with the block. Outside, every call reads the weights: a caller's code between
+    two runs may change a weight in a way no version counter sees (``p.data.add_(...)``)."""
+    _REMEMBERING[0] += 1
+    try:
+        yield
+    finally:
+        _REMEMBERING[0] -= 1
+        if not _REMEMBERING[0]:
+            _CHECKSUMS.clear()
+
+
 def state_checksum(model: nn.Module) -> str:
     """SHA-256 of a model's state dict (names, dtypes, shapes and values): identifies its weights whatever
-    file, zoo entry or factory they came from."""
+    file, zoo entry or factory they came from.
+
+    Inside :func:`remembered_checksums` (every run) computed once while the state is unchanged: a run keys every
+    cached stage by it, and on a GPU each computation copies every weight to the host. Unchanged means the same
+    tensors (storage, dtype, shape, device) at the same version: every in-place write through the tensor (an
+    optimizer's step, ``load_state_dict``, BatchNorm's running statistics) advances its version counter, and a new
+    tensor has a new storage.
+
+    >>> layer = nn.Linear(2, 1)
+    >>> with remembered_checksums():
+    ...     before = state_checksum(layer)
+    ...     with torch.no_grad():
+    ...         _ = layer.bias.add_(1.0)
+    ...     state_checksum(layer) != before
+    True
+    """
+    state = model.state_dict()
+    seen = _state_signature(state) if _REMEMBERING[0] else None
+    cached = _CHECKSUMS.get(model) if seen is not None else None
+    if cached is not None and cached[0] == seen:
+        return cached[1]
     digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if seen is not None:
+        _CHECKSUMS[model] = (seen, digest.hexdigest())
     return digest.hexdigest()
+
+
+def _state_signature(state: dict[str, torch.Tensor]) -> tuple[object, ...] | None:
+    """What identifies a state's values without reading them (None where a tensor has no version counter, an
+    inference-mode tensor: then nothing is cached)."""
+    try:
+        return tuple((name, t.data_ptr(), t._version, t.dtype, tuple(t.shape), tuple(t.stride()), str(t.device))
+                     for name, t in state.items())
+    except RuntimeError:
+        return None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError, ShapeError
+from ..host_syncs import require
 
 
 def check_maps(maps: torch.Tensor, name: str = "maps") -> None:
     check_map_shape(maps, name)
-    if maps.numel() and not bool(torch.isfinite(maps).all()):
-        raise ConfigError(f"{name} contain NaN or infinite values")
+    if maps.numel():  # one read, or held to the stage's end on a device
+        require(f"{name} finite", (~torch.isfinite(maps)).any(), 1,
+                lambda _bad, _n: ConfigError(f"{name} contain NaN or infinite values"))
 
 
 def check_map_shape(maps: torch.Tensor, name: str = "maps") -> None:
