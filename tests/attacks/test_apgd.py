@@ -256,7 +256,8 @@ def test_checkpoint_halves_on_either_condition_and_restarts_from_the_best_point(
     n = 4
     cur, best_x = torch.zeros(n, 1, 2, 2), torch.ones(n, 1, 2, 2)
     st = _Run(
-        idx=torch.arange(n), x=cur.clone(), y=torch.zeros(n, dtype=torch.long), loss_target=None, goal=None,
+        idx=torch.arange(n), ids=torch.arange(n), x=cur.clone(), y=torch.zeros(n, dtype=torch.long), loss_target=None,
+        goal=None,
         mask=None, cur=cur, prev=cur.clone(), grad=torch.zeros_like(cur), loss=torch.zeros(n),
         best_x=best_x, best_grad=torch.ones_like(cur), best_loss=torch.tensor([1.0, 2.0, 1.0, 1.0]),
         step=torch.full((n,), 0.2), n_up=torch.tensor([3, 9, 9, 9]), last_best=torch.ones(n),

@@ -53,7 +53,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..passes import one_round
 from ..runtime import per_sample_noise
-from .base import Attack, register_attack
+from .base import Attack, call_keyed, draws_keyed, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
 from .search import Best, beats, best_of_runs, compact
@@ -114,6 +114,7 @@ class _Run:
     """State of one APGD run for the images still taking steps (row i is batch image ``idx[i]``)."""
 
     idx: torch.Tensor
+    ids: torch.Tensor                  # the rows' sample ids, on the host (a randomized model keys draws by them)
     x: torch.Tensor
     y: torch.Tensor
     loss_target: torch.Tensor | None   # target used by the loss (APGD-T: the current target class)
@@ -222,7 +223,7 @@ class APGD(Attack):
             clean_logits = None
             if self.needs_clean_logits(target):
                 with torch.no_grad():
-                    clean_logits = self._forward(x, torch.arange(x.shape[0], device=x.device))
+                    clean_logits = self._forward(x, torch.arange(x.shape[0], device=x.device), sample_ids)
                 queries += 1
                 if self.early_stop:
                     best.adv |= is_adversarial(clean_logits, y, target)
@@ -235,8 +236,10 @@ class APGD(Attack):
         return best_of_runs(x, self.eps, plan, run)
 
     def _evaluate(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
-                  goal: torch.Tensor | None, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` (batch rows ``idx``), ``eot_iter`` passes.
+                  goal: torch.Tensor | None, idx: torch.Tensor,
+                  ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, mean gradient, adversarial on every pass) at ``x_adv`` (batch rows ``idx``, sample ids ``ids``
+        on the host), ``eot_iter`` passes.
 
         A model with ``forward_draws(x, k)`` (the randomized defences of :mod:`advspatial.defence`) gets its
         passes in batches of draws (:func:`eot_chunks`): the same draws in the same order as one pass at a
@@ -249,28 +252,31 @@ class APGD(Attack):
         adv = torch.ones(n, dtype=torch.bool, device=x_adv.device)
         with one_round() if batched else nullcontext():  # the chunks of one batched draw are one round
             for k in (eot_chunks(self.eot_iter, x_adv) if batched else [1] * self.eot_iter):
-                loss, grad, fooled = self._draws(x_adv, y, loss_target, goal, idx, k, batched)
+                loss, grad, fooled = self._draws(x_adv, y, loss_target, goal, idx, ids, k, batched)
                 loss_sum += loss
                 grad_sum += grad
                 adv &= fooled
         return loss_sum / self.eot_iter, grad_sum / self.eot_iter, adv
 
     def _draws(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
-               idx: torch.Tensor, k: int, batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               idx: torch.Tensor, ids: torch.Tensor, k: int,
+               batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed loss, summed gradient, adversarial on all) over ``k`` passes at ``x_adv`` in one call."""
         n = x_adv.shape[0]
         with torch.enable_grad():
             xr = x_adv.detach().requires_grad_(True)
-            logits = (self.model.forward_draws(xr, k) if batched  # type: ignore[operator]
-                      else self._forward(xr, idx)[None]).reshape(k * n, -1)
+            logits = (draws_keyed(self.model, xr, k, ids) if batched
+                      else self._forward(xr, idx, ids)[None]).reshape(k * n, -1)
             per_pass = self._loss(logits, y.repeat(k), None if loss_target is None else loss_target.repeat(k),
                                   idx.repeat(k)).view(k, n)
             (grad,) = torch.autograd.grad(per_pass.sum(), xr)
         fooled = is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k))
         return per_pass.detach().sum(0), grad, fooled.view(k, n).all(0)
 
-    def _forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:  # a stacked run routes its copies' rows
-        return self.model(x)
+    def _forward(self, x: torch.Tensor, idx: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The logits of the batch rows ``idx`` (sample ids ``ids``): :func:`~.base.call_keyed` (a stacked run
+        routes its copies' rows)."""
+        return call_keyed(self.model, x, ids)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:
@@ -290,7 +296,7 @@ class APGD(Attack):
                 return
             with torch.no_grad():
                 new = self._step(st, first=k == 0)
-            loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal, st.idx)
+            loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal, st.idx, st.ids)
             queries[st.idx] += self.eot_iter
             best.offer(st.idx, new, adv, loss)
             self._advance(st, new, loss, grad)
@@ -310,13 +316,14 @@ class APGD(Attack):
         m = None if mask is None else mask[rows]
         lt = None if loss_target is None else loss_target[rows]
         g = None if goal is None else goal[rows]
-        start = self.random_start(xs, m, sample_ids[rows.cpu()], seed)
-        loss, grad, adv = self._evaluate(start, ys, lt, g, rows)
+        ids = sample_ids[rows.cpu()]
+        start = self.random_start(xs, m, ids, seed)
+        loss, grad, adv = self._evaluate(start, ys, lt, g, rows, ids)
         queries[rows] += self.eot_iter
         best.offer(rows, start, adv, loss)
         n = rows.numel()
         st = _Run(
-            idx=rows, x=xs, y=ys, loss_target=lt, goal=g, mask=m,
+            idx=rows, ids=ids, x=xs, y=ys, loss_target=lt, goal=g, mask=m,
             cur=start, prev=start, grad=grad, loss=loss, best_x=start, best_grad=grad, best_loss=loss.clone(),
             step=torch.full((n,), 2 * self.eps, device=x.device, dtype=x.dtype),
             n_up=torch.zeros(n, dtype=torch.long, device=x.device), last_best=loss.clone(),

@@ -163,6 +163,23 @@ def enforce_constraints(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor
     return x_adv
 
 
+def call_keyed(model: nn.Module, x: torch.Tensor, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    """``model(x)``, with the rows' sample ids (on the host) where the model keys its random draws by them (a
+    randomized defence sets ``keys_draws_by_id``): each image's draws then follow its id, not its row, so an
+    attack's examples do not depend on the images attacked with it or on the rows an early stop removed."""
+    if sample_ids is not None and getattr(model, "keys_draws_by_id", False):
+        return model(x, sample_ids=sample_ids)
+    return model(x)
+
+
+def draws_keyed(model: nn.Module, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
+    """A randomized model's ``forward_draws(x, draws)`` (its next ``draws`` passes in one call), with the rows'
+    sample ids where it keys its draws by them (:func:`call_keyed`)."""
+    if sample_ids is not None and getattr(model, "keys_draws_by_id", False):
+        return model.forward_draws(x, draws, sample_ids=sample_ids)  # type: ignore[operator]
+    return model.forward_draws(x, draws)  # type: ignore[operator]
+
+
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """``z_y - max_{j != y} z_j`` per row (positive while the label still wins)."""
     true = logits.gather(1, labels[:, None]).squeeze(1)

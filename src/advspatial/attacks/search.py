@@ -69,10 +69,14 @@ def compact(state: S, rows: torch.Tensor) -> S:
         return state
     positions = [i for i, k in enumerate(flags) if k]
     index = torch.tensor(positions, dtype=torch.long, device=rows.device)
+    on_host = index if rows.device.type == "cpu" else torch.tensor(positions, dtype=torch.long)
     out: dict[str, Any] = {}
     for f in fields(state):  # type: ignore[arg-type]
         v = getattr(state, f.name)
-        out[f.name] = None if v is None else [v[i] for i in positions] if isinstance(v, list) else v[index]
+        if v is None or isinstance(v, list):
+            out[f.name] = None if v is None else [v[i] for i in positions]
+        else:  # a field kept on the host (sample ids) is indexed there
+            out[f.name] = v[on_host] if v.device.type == "cpu" else v[index]
     return replace(state, **out)  # type: ignore[type-var]
 
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..attacks import Attack, make_attack
-from ..attacks.base import prepare_mask
+from ..attacks.base import draws_keyed, prepare_mask
 from ..attacks.gradients import is_adversarial
 from ..errors import ConfigError, ShapeError, check_range
 from ..runtime import scaled_batch
@@ -62,7 +62,8 @@ class Defence(Protocol):
     :class:`Undefended`).
 
     A randomized one also has ``forward_draws(x, k)``: the (k, N, K) logits of its next k draws (EOT, and the
-    attacker's own scoring in :func:`attacker_share`).
+    attacker's own scoring in :func:`attacker_share`); one that sets ``keys_draws_by_id`` takes the rows' sample ids
+    too (``forward(x, sample_ids=)``, ``forward_draws(x, k, sample_ids=)``), so that an image's draws follow its id.
     """
 
     @property
@@ -177,17 +178,15 @@ def share_of_draws(preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def attacker_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
-    """(N,) share of the attacker's own ``draws`` draws (the attack stream, never the scoring one) still correct:
-    what an attacker can know when it picks between candidate examples.
-
-    The draws go through the model :data:`SHARE_IMAGES` images (28x28 equivalents) at a time, in order (the same
-    draws as one call): 50 draws of a batch of 16 at 224 px would be one 800-image pass.
-    """
+def attacker_share(defence: Defence, x: torch.Tensor, y: torch.Tensor, draws: int,
+                   sample_ids: torch.Tensor) -> torch.Tensor:
+    """(N,) share of the attacker's own ``draws`` draws (the attack stream, never the scoring one; image i's keyed
+    by ``sample_ids[i]``) still correct: what an attacker can know when it picks between candidate examples. The
+    draws go through the model :data:`SHARE_IMAGES` images (28x28 equivalents) at a time, in order (the same draws
+    as one call, one round): 50 draws of a batch of 16 at 224 px would be one 800-image pass."""
     scoring = defence.with_backward("local")
     per_call = max(1, scaled_batch(SHARE_IMAGES, *x.shape[2:]) // max(1, x.shape[0]))
-    # the draws do not depend on each other: one round
-    logits = in_chunks(lambda sl: scoring.forward_draws(x, sl.stop - sl.start), draws, per_call)  # type: ignore
+    logits = in_chunks(lambda sl: draws_keyed(scoring, x, sl.stop - sl.start, sample_ids), draws, per_call)
     return (logits.argmax(-1) == y.to(logits.device)[None]).float().mean(0).cpu()
 
 
@@ -362,7 +361,7 @@ def attack_randomized(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: f
         examples = eot_examples(defence, g, x, y, eps, budget, gradient_components(budget, components),
                                 seed=seed, mask=mask, sample_ids=sample_ids, **overrides)
         # each candidate scored on the same draws (common random numbers): the pick compares the examples, not draws
-        candidates += [(g, x_adv, attacker_share(defence, x_adv, y, draws)) for x_adv in examples]
+        candidates += [(g, x_adv, attacker_share(defence, x_adv, y, draws, sample_ids)) for x_adv in examples]
     correct: dict[str, torch.Tensor] = {}
     for g in gradients:
         picked = pick_lowest([(xa, own) for h, xa, own in candidates if h == g])
@@ -401,7 +400,7 @@ def eot_examples(defence: Defence, gradient: str, x: torch.Tensor, y: torch.Tens
                          steps=int(overrides.get("steps") or budget.steps),
                          n_restarts=int(overrides.get("restarts") or budget.eot_restarts), eot_iter=eot_iter,
                          early_stop=budget.eot_early_stop if eot_iter > 1 else True, seed=seed)
-    standing = (attacker_share(defence, x, y, eot_iter) > 0).nonzero().flatten()
+    standing = (attacker_share(defence, x, y, eot_iter, sample_ids) > 0).nonzero().flatten()
     examples = [x.detach().clone() for _ in losses]
     if standing.numel():
         r = standing.to(x.device)

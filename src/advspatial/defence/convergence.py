@@ -177,8 +177,8 @@ def extend(defence: Defence, x: torch.Tensor, y: torch.Tensor, eps: float, budge
     if defence.randomized:
         draws = int(overrides.get("eot_iter") or budget.eot_iter)
         y_r = y[r]
-        pair = [(x_adv[r], attacker_share(defence, x_adv[r], y_r, draws)),
-                (stronger.x_adv, attacker_share(defence, stronger.x_adv, y_r, draws))]
+        pair = [(x_adv[r], attacker_share(defence, x_adv[r], y_r, draws, sub.sample_ids)),
+                (stronger.x_adv, attacker_share(defence, stronger.x_adv, y_r, draws, sub.sample_ids))]
         picked = pick_lowest(pair)
         x_adv[r] = picked
         correct[rows] = correct_share(defence, picked, y_r, budget.draws, sub.sample_ids)

@@ -261,24 +261,28 @@ class NeutralizedModel(nn.Module):
         self._selection_cache = _Cached(x.detach().clone(), key, selection, x.detach(), _version(x))
         return selection
 
+    #: an attack passes its rows' sample ids to every call (:func:`~advspatial.attacks.base.call_keyed`)
+    keys_draws_by_id = True
+
     @property
     def randomized(self) -> bool:
         """True when two forward passes on the same input may differ (attack it with EOT)."""
         return self.mode == "random" and self.resample
 
-    def region(self, x: torch.Tensor) -> torch.Tensor:
-        """The region the current mode neutralizes on x (advances :attr:`calls` in random mode)."""
+    def region(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The region the current mode neutralizes on x (advances :attr:`calls` in random mode); image i's ties
+        and draws keyed by ``sample_ids[i]`` (default: its row)."""
         if self.mode == "oracle":
             if self.oracle_region is None:
                 raise ConfigError("mode 'oracle' needs set_oracle_region(region) first, or use forward_with_region")
             return check_region(self.oracle_region, x)
-        selection = self.select(x)
+        selection = self.select(x, sample_ids)
         self.last_selection = selection
         if self.mode == "defend":
             return selection.neutralized
         draw = ATTACK_DRAWS + self.calls if self.resample else 0
         self.calls += 1
-        return self.control_region(x, selection, draw)
+        return self.control_region(x, selection, draw, sample_ids)
 
     def control_region(self, x: torch.Tensor, selection: RegionSelection, draw: int = 0,
                        sample_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -332,25 +336,28 @@ class NeutralizedModel(nn.Module):
         return self.variant(backward=backward)
 
     # -- forward -----------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_region(x, self.region(x))
+    def forward(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``model(fill(x, region(x)))``; with ``sample_ids`` (on the host) image i's attack-stream draw is keyed
+        by its id, as an attack passes them (:func:`~advspatial.attacks.base.call_keyed`), else by its row."""
+        return self.forward_with_region(x, self.region(x, sample_ids))
 
-    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+    def forward_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT).
 
         Equal to ``draws`` calls of :meth:`forward` in a row: the same attack-stream draws (the counter
-        advances by ``draws``), the maps computed once (they do not depend on the draw), and the model run
-        once on the stacked filled images. A deterministic mode repeats its one region.
+        advances by ``draws``; image i's keyed by ``sample_ids[i]``, default its row), the maps computed once
+        (they do not depend on the draw), and the model run once on the stacked filled images. A deterministic
+        mode repeats its one region.
         """
         check_range("draws", draws, 1)
         if not self.randomized:
-            region = self.region(x)
+            region = self.region(x, sample_ids)
             regions = [region] * int(draws)
         else:
-            selection = self.select(x)
+            selection = self.select(x, sample_ids)
             self.last_selection = selection
             first = ATTACK_DRAWS + self.calls
-            regions = list(self.control_regions(x, selection, range(first, first + int(draws))))
+            regions = list(self.control_regions(x, selection, range(first, first + int(draws)), sample_ids))
             self.calls += int(draws)
         stacked_x = x.repeat(int(draws), 1, 1, 1)
         stacked = torch.cat(regions).detach()
@@ -372,12 +379,13 @@ class NeutralizedModel(nn.Module):
         logits = forward_stacked(self.model, (self.fill_fn(x, region) for region in regions))
         return torch.stack([out.argmax(1) for out in logits], dim=1)
 
-    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor,
+                          sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`forward` of a deterministic mode with each row's own attacker's gradient: BPDA where the (N,) bool
         ``identity`` holds, else local (:func:`~.transforms.through_rows`)."""
         if self.randomized:
             raise ConfigError("a randomized defence takes its gradients one at a time (EOT)")
-        region = check_region(self.region(x), x).detach()
+        region = check_region(self.region(x, sample_ids), x).detach()
         self.last_region = region
         return self.model(through_rows(x, self.fill_fn(x, region), identity))
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..attacks.apgd import APGD, APGD_LOSSES, apgd_loss
-from ..attacks.base import prepare_mask
+from ..attacks.base import call_keyed, prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
 from ..stacked_runs import in_chunks
 from .transforms import check_backward
@@ -30,7 +30,8 @@ class StackedAPGD(APGD):
     Row for row these are the runs of one :class:`APGD` per loss: the same random start (keyed by the image's id
     and the restart), the same step schedule, the same per-image decisions, so on a deterministic model the same
     examples up to the float noise of a larger batch. A randomized model's draws are its next ones over the
-    stacked batch (another stream than separate runs would see). Untargeted, L-inf.
+    stacked batch, keyed by each image's id (every copy of an image sees the same draw at a step), so an image's
+    examples do not depend on the images attacked with it. Untargeted, L-inf.
 
     Examples:
         >>> import torch
@@ -95,17 +96,22 @@ class StackedAPGD(APGD):
         stacked in copy order: one round, as a step's call."""
         self._copy_rows = max(1, examples[0].shape[0])
         stacked = torch.cat(examples)
-        return self._forward(stacked, torch.arange(stacked.shape[0], device=stacked.device))
+        return self._forward(stacked, torch.arange(stacked.shape[0], device=stacked.device), None)
 
-    def _forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The logits of the stacked rows ``idx``, each through its copy's gradient when ``backwards`` are given,
-        in calls of at most ``call_rows`` rows that make one round."""
+    def _forward(self, x: torch.Tensor, idx: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """The logits of the stacked rows ``idx`` (sample ids ``ids``, every copy of an image with its image's),
+        each through its copy's gradient when ``backwards`` are given, in calls of at most ``call_rows`` rows that
+        make one round."""
+        def part(sl: slice) -> torch.Tensor | None:
+            return None if ids is None else ids[sl]
+
         if self.backwards:
             identity = torch.tensor([b == "identity" for b in self.backwards], device=x.device)
             rows = identity[(idx // self._copy_rows // len(self.losses)).to(x.device)]
-            return in_chunks(lambda sl: self.model.forward_backwards(x[sl], rows[sl]),  # type: ignore[operator]
-                             x.shape[0], self.call_rows)
-        return in_chunks(lambda sl: self.model(x[sl]), x.shape[0], self.call_rows)
+            keyed = getattr(self.model, "keys_draws_by_id", False)  # a defence's ties follow the ids it is given
+            return in_chunks(lambda sl: self.model.forward_backwards(  # type: ignore[operator]
+                x[sl], rows[sl], **({"sample_ids": part(sl)} if keyed else {})), x.shape[0], self.call_rows)
+        return in_chunks(lambda sl: call_keyed(self.model, x[sl], part(sl)), x.shape[0], self.call_rows)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
               idx: torch.Tensor) -> torch.Tensor:

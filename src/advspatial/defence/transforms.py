@@ -143,6 +143,9 @@ class TransformDefence(nn.Module):
         self.seed = int(seed)
         self.calls = 0
 
+    #: an attack passes its rows' sample ids to every call (:func:`~advspatial.attacks.base.call_keyed`)
+    keys_draws_by_id = True
+
     @property
     def randomized(self) -> bool:
         """True when two forward passes on the same input may differ (attack it with EOT)."""
@@ -173,24 +176,29 @@ class TransformDefence(nn.Module):
         logits = forward_stacked(self.model, (self.transformed(x, d + 1_000_000, ids) for d in range(int(draws))))
         return torch.stack([out.argmax(1) for out in logits], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(through(x, self.transformed(x), self.backward))
+    def forward(self, x: torch.Tensor, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``model(transform(x))``; the noise of image i keyed by ``sample_ids[i]`` (on the host) where an attack
+        passes them (:func:`~advspatial.attacks.base.call_keyed`), else by its row."""
+        return self.model(through(x, self.transformed(x, sample_ids=sample_ids), self.backward))
 
-    def forward_draws(self, x: torch.Tensor, draws: int) -> torch.Tensor:
+    def forward_draws(self, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(draws, N, K) logits of the next ``draws`` forward passes in one batched call (EOT): the same
-        noise draws as ``draws`` calls of :meth:`forward` in a row, the model run once on the stack."""
+        noise draws as ``draws`` calls of :meth:`forward` in a row (image i's keyed by ``sample_ids[i]``, default
+        its row), the model run once on the stack."""
         check_range("draws", draws, 1)
         k = int(draws)
         if self.randomized:
             first, self.calls = self.calls, self.calls + k
-            transformed = torch.cat([self.transformed(x, first + d) for d in range(k)])
+            transformed = torch.cat([self.transformed(x, first + d, sample_ids) for d in range(k)])
         else:
             transformed = self.transformed(x).repeat(k, 1, 1, 1)
         stacked = x.repeat(k, 1, 1, 1)
         return self.model(through(stacked, transformed, self.backward)).view(k, x.shape[0], -1)
 
-    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` of a deterministic transform with each row's own gradient (:func:`through_rows`)."""
+    def forward_backwards(self, x: torch.Tensor, identity: torch.Tensor,
+                          sample_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` of a deterministic transform with each row's own gradient (:func:`through_rows`); the ids
+        change nothing here (no draw)."""
         if self.randomized:
             raise ConfigError("a randomized defence takes its gradients one at a time (EOT)")
         return self.model(through_rows(x, self.transformed(x), identity))

@@ -41,8 +41,9 @@ K = TypeVar("K")
 #: calibrated restricted attack; 4: the spatial baselines' and RoI-restricted attacks' outcomes hold the worst case
 #: only, no per-gradient results, and a randomized defence's EOT attacks take its draws over one stacked batch of
 #: both losses, another stream; 5: every batch's per-sample noise from the counter-based keyed streams, another
-#: stream for every random start, EOT draw, noise fill and random region)
-STAGE_FORMAT = 5
+#: stream for every random start, EOT draw, noise fill and random region; 6: an attack's draws of a randomized
+#: defence keyed by each image's sample id, not its row in the attacked batch)
+STAGE_FORMAT = 6
 S = TypeVar("S", bound="Stage[Any]")
 Per = Literal["batch", "chunk", "run"]
 
