@@ -384,3 +384,20 @@ def test_eot_examples_on_a_randomized_defence_do_not_depend_on_the_batch(tiny_cn
     assert torch.allclose(whole.x_adv, torch.cat([h.x_adv for h in halves]), atol=1e-6)
     for g in whole.correct:
         assert torch.equal(whole.correct[g], torch.cat([h.correct[g] for h in halves]))
+
+
+@pytest.mark.parametrize("name", ["square", "apgd-ce"])
+def test_an_attack_on_a_randomized_defence_does_not_depend_on_the_batch(tiny_cnn, name: str) -> None:
+    """Square's queries and APGD's EOT steps on the noise defence: each image's draws follow its sample id, so one
+    batch of 8 and two of 4 give the same examples, also where an early stop drops the rows already broken."""
+    model = tiny_cnn(size=8)
+    x = _images(8, seed=5)
+    y, ids = model(x).argmax(1), torch.arange(40, 48)
+    params = {"n_queries": 40} if name == "square" else {"steps": 6, "eot_iter": 2}
+
+    def attacked(rows: slice) -> torch.Tensor:
+        defence = TransformDefence(model, "noise", 0.2, seed=0)
+        return make_attack(name, defence, eps=0.05, seed=1, **params)(x[rows], y[rows], sample_ids=ids[rows])
+
+    assert torch.allclose(attacked(slice(0, 8)), torch.cat([attacked(slice(0, 4)), attacked(slice(4, 8))]),
+                          atol=1e-6)

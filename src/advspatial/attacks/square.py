@@ -54,7 +54,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..runtime import sample_generator
 from .search import Best, beats, best_of_runs, compact
-from .base import Attack, register_attack
+from .base import Attack, call_keyed, register_attack
 from .gradients import attack_loss, is_adversarial
 
 SQUARE_LOSSES = ("margin", "ce")
@@ -130,6 +130,7 @@ class _Search:
     """State of one restart for the images still searching (row i is batch image ``idx[i]``)."""
 
     idx: torch.Tensor
+    ids: torch.Tensor         # the rows' sample ids, on the host (a randomized model keys draws by them)
     x: torch.Tensor
     y: torch.Tensor
     target: torch.Tensor | None
@@ -226,7 +227,7 @@ class Square(Attack):
         def plan(best: Best, queries: torch.Tensor) -> range:
             if self.early_stop:
                 with torch.no_grad():
-                    best.adv |= is_adversarial(self.model(x), y, target)
+                    best.adv |= is_adversarial(call_keyed(self.model, x, sample_ids), y, target)
                 queries += 1
             return range(self.n_restarts)
 
@@ -237,10 +238,10 @@ class Square(Attack):
         return best_of_runs(x, self.eps, plan, run)
 
     def _score(
-        self, x_new: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None
+        self, x_new: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(attacker objective, ascended; adversarial) at ``x_new``: one forward pass."""
-        logits = self.model(x_new)
+        """(attacker objective, ascended; adversarial) at ``x_new`` (rows of sample ids ``ids``): one forward pass."""
+        logits = call_keyed(self.model, x_new, ids)
         return attack_loss(logits, y, target, self.loss), is_adversarial(logits, y, target)
 
     def _restart(
@@ -249,15 +250,16 @@ class Square(Attack):
     ) -> None:
         """One search (start + up to n_queries - 1 iterations) on the batch images ``rows``."""
         xs = x[rows]
-        gens = [sample_generator(seed, s) for s in sample_ids[rows.cpu()].tolist()]
+        ids = sample_ids[rows.cpu()]
+        gens = [sample_generator(seed, s) for s in ids.tolist()]
         m = None if mask is None else mask[rows]
         ys, ts = y[rows], None if target is None else target[rows]
         delta = (xs + self.init_delta(xs, m, gens)).clamp(0.0, 1.0) - xs
-        score, adv = self._score(xs + delta, ys, ts)
+        score, adv = self._score(xs + delta, ys, ts, ids)
         queries[rows] += 1
         best.offer(rows, xs + delta, adv, score)
         k = self.n_draws(x.shape[1])
-        st = _Search(rows, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k))
+        st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k))
         for i in range(self.n_queries - 1):
             if self.early_stop:
                 st = st.keep(~st.adv)
@@ -270,7 +272,7 @@ class Square(Attack):
     def _iterate(self, st: _Search, u: torch.Tensor, p: float, best: Best, queries: torch.Tensor) -> None:
         """Propose a window change; accept it when it ranks higher by (adversarial, -loss)."""
         x_new = (st.x + self.candidate(st, u, p)).clamp_(0.0, 1.0)
-        score, adv = self._score(x_new, st.y, st.target)
+        score, adv = self._score(x_new, st.y, st.target, st.ids)
         queries[st.idx] += 1
         accept = (adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))
         st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
