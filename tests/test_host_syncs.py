@@ -30,7 +30,7 @@ def test_a_check_is_held_only_inside_a_stage_and_on_a_device(monkeypatch) -> Non
     assert not holds(t)  # outside every stage: no end would read it
     with stage_checks():
         assert not holds(t)  # on a CPU a read costs no device a wait
-        monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
         assert holds(t)
     assert not holds(t)
 
@@ -60,12 +60,12 @@ def test_a_check_read_at_once_counts_outside_a_stage_only() -> None:
 
 def test_an_attacks_checks_on_a_device_take_one_read_per_stage_not_two_per_call(monkeypatch) -> None:
     """The images' range and the logits' finiteness of three attack calls: held, read once at the stage's end
-    (forced here with HOLD_ON_CPU); on a CPU read at once and not counted; the adversarial images are the same."""
+    (forced here with DEVICE_PATH_ON_CPU); on a CPU read at once and not counted; the adversarial images the same."""
     model, x = _model(), torch.rand(5, 1, 6, 6)
     y, ids = torch.zeros(5, dtype=torch.long), torch.arange(5)
     results = {}
     for held in (False, True):
-        monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", held)
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", held)
         ledger = PassLedger()
         ledger.watch(model)
         with ledger.stage("attack"):
@@ -76,7 +76,7 @@ def test_an_attacks_checks_on_a_device_take_one_read_per_stage_not_two_per_call(
 
 
 def test_held_checks_fail_their_stage_with_the_errors_read_at_once(monkeypatch) -> None:
-    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
     y = torch.zeros(3, dtype=torch.long)
     with pytest.raises(ConfigError, match=r"images must lie in \[0, 1\]"):
         with PassLedger().stage("images"):
@@ -88,7 +88,7 @@ def test_held_checks_fail_their_stage_with_the_errors_read_at_once(monkeypatch) 
                                          r"stage's attacks evaluated"):  # row 1's clean and adversarial logits
         with PassLedger().stage("logits"):
             FGSM(_NaNModel(), eps=0.0).run(torch.rand(3, 1, 6, 6), y)
-    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", False)
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", False)
     with pytest.raises(ModelError, match="returned non-finite logits"):  # at once where nothing is held
         FGSM(_NaNModel(), eps=0.0).run(torch.rand(3, 1, 6, 6), y)
 
@@ -96,7 +96,7 @@ def test_held_checks_fail_their_stage_with_the_errors_read_at_once(monkeypatch) 
 def test_a_guarded_models_checks_and_an_attacks_are_read_together_once_per_stage(monkeypatch) -> None:
     """The output guard holds its finiteness check as the attack holds its own: a stage of attacks on a guarded
     model on a device (forced) reads all of them at its end in one read."""
-    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
     model = guard_outputs(_model(), "tiny")
     ledger = PassLedger()
     ledger.watch(model)
@@ -121,7 +121,7 @@ def test_the_value_checks_of_maps_and_regions_are_held_with_the_same_errors(monk
     for message, call in bad_calls.items():
         with pytest.raises(ConfigError, match=message):
             call()
-    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
     for message, call in bad_calls.items():
         ledger = PassLedger()
         with pytest.raises(ConfigError, match=message):

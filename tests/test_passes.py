@@ -263,12 +263,12 @@ def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_a
 def test_the_output_guards_per_call_read_on_a_cpu_is_not_counted_as_a_devices_wait(guard_first: bool,
                                                                                   monkeypatch) -> None:
     """On a CPU the guard checks every output at once; on a device it holds the check until the stage's end, one
-    read per stage (forced here with HOLD_ON_CPU). The count stands for a device's waits: none per call, one per
+    read per stage (forced here with DEVICE_PATH_ON_CPU). The count stands for a device's waits: none per call, one per
     stage, whatever the order of the guard's and the ledger's hooks."""
     from advspatial import host_syncs
 
     for deferred in (False, True):
-        monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", deferred)
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", deferred)
         ledger, model = PassLedger(), tiny()
         if guard_first:
             guard_outputs(model, "tiny")

@@ -210,8 +210,15 @@ def settle() -> None:
 
 # -- an input's or an output's check held to the stage's end -------------------------------------------------------
 
-#: hold :func:`holds`' checks on a CPU too, as on a device (tests of the held path set it)
-HOLD_ON_CPU = False
+#: take the path written for a device on a CPU too (:func:`on_device_path`; tests and ledger runs of it set it)
+DEVICE_PATH_ON_CPU = False
+
+
+def on_device_path(t: torch.Tensor) -> bool:
+    """Whether work on ``t`` takes the path written for a device, where a read back waits for the device (checks
+    held to a stage's end, rows dropped at a few points instead of every step): ``t`` off the CPU, or
+    :data:`DEVICE_PATH_ON_CPU`."""
+    return t.device.type != "cpu" or DEVICE_PATH_ON_CPU
 
 
 class _HeldChecks:
@@ -253,7 +260,7 @@ def holds(t: torch.Tensor) -> bool:
     """Whether a check of ``t`` waits for the stage's end (:func:`hold`): inside a stage, with ``t`` on a device
     other than the CPU (a read there is a wait the device takes between calls). Elsewhere a check reads at once:
     outside a stage no end would read it; on a CPU the read costs no device a wait (:func:`check_read`)."""
-    return _HELD.stages > 0 and (t.device.type != "cpu" or HOLD_ON_CPU)
+    return _HELD.stages > 0 and on_device_path(t)
 
 
 def hold(key: str, count: torch.Tensor, items: int, error_of: Callable[[int, int], Exception]) -> None:

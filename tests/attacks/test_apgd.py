@@ -257,7 +257,7 @@ def test_checkpoint_halves_on_either_condition_and_restarts_from_the_best_point(
     cur, best_x = torch.zeros(n, 1, 2, 2), torch.ones(n, 1, 2, 2)
     st = _Run(
         idx=torch.arange(n), ids=torch.arange(n), x=cur.clone(), y=torch.zeros(n, dtype=torch.long), loss_target=None,
-        goal=None,
+        goal=None, active=torch.ones(n, dtype=torch.bool),
         mask=None, cur=cur, prev=cur.clone(), grad=torch.zeros_like(cur), loss=torch.zeros(n),
         best_x=best_x, best_grad=torch.ones_like(cur), best_loss=torch.tensor([1.0, 2.0, 1.0, 1.0]),
         step=torch.full((n,), 0.2), n_up=torch.tensor([3, 9, 9, 9]), last_best=torch.ones(n),
@@ -269,3 +269,29 @@ def test_checkpoint_halves_on_either_condition_and_restarts_from_the_best_point(
     assert torch.equal(st.cur[:, 0, 0, 0], halved.float()) and torch.equal(st.grad[:, 0, 0, 0], halved.float())
     assert torch.equal(st.reduced, halved) and torch.equal(st.last_best, st.best_loss)
     assert (st.n_up == 0).all()
+
+
+@pytest.mark.parametrize("name", ["apgd-ce", "apgd-dlr"])
+def test_an_early_stop_on_a_device_masks_broken_rows_with_the_same_examples_and_fewer_reads(tiny_cnn, monkeypatch,
+                                                                                         name: str) -> None:
+    """On a device (forced) the rows an early stop ends are masked and dropped at the checkpoints only: the same
+    examples and query counts as dropping them at every step, in fewer host reads."""
+    from advspatial import host_syncs
+    from advspatial.passes import PassLedger
+
+    model = tiny_cnn(size=8)
+    x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    y = model(x).argmax(1)
+    seen = {}
+    for device_path in (False, True):
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
+        ledger = PassLedger()
+        ledger.watch(model)
+        with ledger.stage("attack"):
+            result = make_attack(name, model, eps=0.03, steps=30, seed=2).run(x, y, sample_ids=torch.arange(16))
+        seen[device_path] = (result, ledger.by_stage["attack"])
+    (plain, plain_count), (masked, masked_count) = seen[False], seen[True]
+    assert 0 < int(plain.success.sum()) < 16  # some rows end early, some search to the end
+    assert torch.allclose(plain.x_adv, masked.x_adv, atol=1e-6)
+    assert torch.equal(plain.queries, masked.queries)
+    assert masked_count.syncs < plain_count.syncs

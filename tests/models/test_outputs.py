@@ -108,7 +108,7 @@ def test_on_a_device_the_finiteness_check_waits_for_the_stage_end_and_fails_it(m
     from advspatial import host_syncs
     from advspatial.passes import PassLedger
 
-    monkeypatch.setattr(host_syncs, "HOLD_ON_CPU", True)
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
     data = tiny_data()
     sound, faulty = Faulty("none"), Faulty("nan")
     for model in (sound, faulty):

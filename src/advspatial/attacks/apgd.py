@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
+from ..host_syncs import on_device_path
 from ..passes import one_round
 from ..runtime import per_sample_noise
 from .base import Attack, call_keyed, draws_keyed, register_attack
@@ -131,6 +132,7 @@ class _Run:
     n_up: torch.Tensor                 # loss increases since the last checkpoint
     last_best: torch.Tensor            # f_max at the last checkpoint
     reduced: torch.Tensor              # step halved at the last checkpoint
+    active: torch.Tensor               # still searching (an early stop drops the others, on a device at checkpoints)
 
     def keep(self, rows: torch.Tensor) -> _Run:
         """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
@@ -291,20 +293,26 @@ class APGD(Attack):
         """One APGD run on the batch images ``rows``; offers every iterate to ``best``."""
         st = self._initial_state(x, y, loss_target, goal, mask, sample_ids, seed, rows, best, queries)
         marks, j = checkpoints(self.steps), 1
+        # on a device an early stop masks the broken rows and drops them at the checkpoints only: a drop reads the
+        # rows back, a wait per step; the rows still searching take the same steps either way
+        masked = on_device_path(x)
         for k in range(self.steps):
             if len(st) == 0:
                 return
             with torch.no_grad():
                 new = self._step(st, first=k == 0)
             loss, grad, adv = self._evaluate(new, st.y, st.loss_target, st.goal, st.idx, st.ids)
-            queries[st.idx] += self.eot_iter
-            best.offer(st.idx, new, adv, loss)
+            queries[st.idx] += self.eot_iter * st.active
+            best.offer(st.idx, new, adv, loss, among=st.active)
             self._advance(st, new, loss, grad)
-            if j < len(marks) and k + 1 == marks[j]:
+            checkpoint = j < len(marks) and k + 1 == marks[j]
+            if checkpoint:
                 self._checkpoint(st, marks[j] - marks[j - 1])
                 j += 1
             if self.early_stop:
-                st = st.keep(~adv)
+                st.active = st.active & ~adv
+                if not masked or checkpoint:
+                    st = st.keep(st.active)
 
     def _initial_state(
         self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
@@ -328,6 +336,7 @@ class APGD(Attack):
             step=torch.full((n,), 2 * self.eps, device=x.device, dtype=x.dtype),
             n_up=torch.zeros(n, dtype=torch.long, device=x.device), last_best=loss.clone(),
             reduced=torch.zeros(n, dtype=torch.bool, device=x.device),
+            active=torch.ones(n, dtype=torch.bool, device=x.device),
         )
         return st.keep(~adv) if self.early_stop else st
 
