@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
+from ..host_syncs import on_device_path
 from ..runtime import sample_generator
 from .search import Best, beats, best_of_runs, compact
 from .base import Attack, call_keyed, register_attack
@@ -140,6 +141,7 @@ class _Search:
     adv: torch.Tensor
     gens: list[torch.Generator]
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
+    active: torch.Tensor      # still searching (an early stop drops the others, on a device at block starts)
 
     def keep(self, rows: torch.Tensor) -> _Search:
         """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
@@ -259,10 +261,16 @@ class Square(Attack):
         queries[rows] += 1
         best.offer(rows, xs + delta, adv, score)
         k = self.n_draws(x.shape[1])
-        st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k))
+        st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k),
+                     torch.ones(len(gens), dtype=torch.bool, device=x.device))
+        # on a device an early stop masks the rows that found an example and drops them when a block of random
+        # numbers starts (a drop reads the rows back: a wait per query); the others take the same queries
+        masked = on_device_path(x)
         for i in range(self.n_queries - 1):
             if self.early_stop:
-                st = st.keep(~st.adv)
+                st.active = st.active & ~st.adv
+                if not masked or i % BLOCK == 0:
+                    st = st.keep(st.active)
             if len(st) == 0:
                 return
             if i % BLOCK == 0:
@@ -273,8 +281,8 @@ class Square(Attack):
         """Propose a window change; accept it when it ranks higher by (adversarial, -loss)."""
         x_new = (st.x + self.candidate(st, u, p)).clamp_(0.0, 1.0)
         score, adv = self._score(x_new, st.y, st.target, st.ids)
-        queries[st.idx] += 1
-        accept = (adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))
+        queries[st.idx] += st.active
+        accept = ((adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))) & st.active
         st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
         st.score = torch.where(accept, score, st.score)
         st.adv = st.adv | (accept & adv)
