@@ -71,6 +71,41 @@ def test_top_fraction_keeps_the_strict_winners_before_ties():
     assert bool(region[0, 0, :2].all()) and int(region[0, 1].sum()) == 2 and int(region.sum()) == 4
 
 
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 5), h=st.integers(1, 8), w=st.integers(1, 8), fraction=st.floats(0, 1),
+       levels=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_a_devices_top_fraction_reads_nothing_and_gives_the_same_regions(n, h, w, fraction, levels, seed) -> None:
+    """Maps of a few levels (ties at the cut in some images, not in others) and zeros: the device's path (forced)
+    breaks every image's ties without reading which need it, and gives the regions of the CPU's path."""
+    from advspatial import host_syncs
+
+    g = torch.Generator().manual_seed(seed)
+    maps = torch.randint(0, levels + 1, (n, h, w), generator=g).float()
+    importance, ids = torch.rand(n, h, w, generator=g), torch.arange(7, 7 + n)
+    plain = select_regions(importance, maps, fraction, seed=seed, sample_ids=ids)
+    host_syncs.DEVICE_PATH_ON_CPU = True
+    try:
+        ledger = PassLedger()
+        with ledger.stage("select"):
+            forced = select_regions(importance, maps, fraction, seed=seed, sample_ids=ids)
+            reads_before_the_end = ledger._current().syncs
+    finally:
+        host_syncs.DEVICE_PATH_ON_CPU = False
+    assert reads_before_the_end == 0
+    for a, b in zip((plain.roi, plain.roa, plain.neutralized), (forced.roi, forced.roa, forced.neutralized),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_devices_top_fraction_fails_its_stage_on_nan_maps(monkeypatch) -> None:
+    from advspatial import host_syncs
+
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
+    with pytest.raises(ConfigError, match="maps contain NaN"):
+        with PassLedger().stage("select"):
+            top_fraction(torch.full((1, 2, 2), float("nan")), 0.2)
+
+
 def test_top_fraction_rejects_bad_input():
     with pytest.raises(ConfigError, match="fraction"):
         top_fraction(torch.ones(1, 3, 3), 1.5)

@@ -9,6 +9,7 @@ defended model's forward pass waits on the device once for both regions.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, ShapeError, check_range
+from ..host_syncs import on_device_path, require
 from ..regions.binarization import TopFraction
 from ..runtime import sample_ids_or_range, stream_seed
 
@@ -66,6 +68,8 @@ def _top_fractions(parts: Sequence[tuple[torch.Tensor, str, float, int]],
     plans = [None if int(math.floor(fraction * m.shape[1] * m.shape[2] + 0.5)) == 0 else TopFraction(m, fraction)
              for m, _, fraction, _ in parts]
     ids = sample_ids_or_range(parts[0][0].shape[0], sample_ids) if any(plans) else None
+    if on_device_path(parts[0][0]):
+        return _top_fractions_unread(parts, plans, ids)
     flags = [torch.isnan(m).any().view(1) for m, *_ in parts]
     flags += [torch.isfinite(m).all().view(1) for (m, *_), plan in zip(parts, plans, strict=True) if plan]
     flags += [plan.must_choose for plan in plans if plan]
@@ -86,6 +90,25 @@ def _top_fractions(parts: Sequence[tuple[torch.Tensor, str, float, int]],
         must, ties = ties[:m.shape[0]], ties[m.shape[0]:]
         out.append(plan.finish(must, stream_seed(seed, _TIE_STREAM), ids).mask)
     return out
+
+
+def _nan_error(name: str, _bad: int, _checked: int) -> ConfigError:
+    return ConfigError(f"{name} contain NaN; valid: finite values >= 0")
+
+
+def _top_fractions_unread(parts: Sequence[tuple[torch.Tensor, str, float, int]], plans: Sequence[TopFraction | None],
+                          ids: torch.Tensor | None) -> list[torch.Tensor]:
+    """:func:`_top_fractions` without a read back (a device's path): the value checks held to the stage's end
+    (:func:`~advspatial.host_syncs.require`), every image breaking its ties (:meth:`TopFraction.finish`)."""
+    for m, name, _, _ in parts:
+        require(f"{name} without NaN", torch.isnan(m).any(), 1, functools.partial(_nan_error, name))
+    for (m, *_), plan in zip(parts, plans, strict=True):
+        if plan and m.numel():
+            require("maps finite", (~torch.isfinite(m)).any(), 1,
+                    lambda _bad, _n: ConfigError("maps contain NaN or infinite values"))
+    return [torch.zeros_like(m, dtype=torch.bool) if plan is None else
+            plan.finish(None, stream_seed(seed, _TIE_STREAM), ids).mask
+            for (m, _, _, seed), plan in zip(parts, plans, strict=True)]
 
 
 @dataclass

@@ -117,11 +117,13 @@ class TopFraction:
         #: (N,) bool: more pixels at the cut value than slots left (a seeded random choice among them)
         self.must_choose = self.n_at > self.need
 
-    def finish(self, must_choose: list[bool], seed: int, sample_ids: torch.Tensor | None) -> Binarized:
-        """The regions, given ``self.must_choose`` read back to the host (as a list)."""
+    def finish(self, must_choose: list[bool] | None, seed: int, sample_ids: torch.Tensor | None) -> Binarized:
+        """The regions, given ``self.must_choose`` read back to the host (as a list), or None: every image breaks
+        its ties, with no read (a device's path). The same regions: an image without more pixels at the cut than
+        slots keeps all of them either way (their random ranks are all below its slots)."""
         n, h, w = self.shape
         chosen = self.at.clone()
-        rows_host = [i for i, flag in enumerate(must_choose) if flag]
+        rows_host = list(range(n)) if must_choose is None else [i for i, flag in enumerate(must_choose) if flag]
         if rows_host:
             ids = torch.arange(n) if sample_ids is None else torch.as_tensor(sample_ids)
             ids = ids if ids.device.type == "cpu" else ids.cpu()
