@@ -164,3 +164,46 @@ def test_images_past_the_packed_index_fall_back_to_the_rank_rule():
     stratum = torch.zeros(1, p, dtype=torch.long)
     assert _top_by_threshold(keys, torch.ones(1, p, dtype=torch.bool), stratum, torch.ones(1, 1, dtype=torch.long),
                              torch.zeros(1, 1, dtype=torch.long)) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 4), side=st.integers(2, 7), levels=st.integers(1, 4), share=st.floats(0.0, 0.5),
+       seed=st.integers(0, 10_000))
+def test_a_devices_stratified_draw_with_known_levels_reads_nothing_and_draws_the_same(n, side, levels, share,
+                                                                                      seed) -> None:
+    """Strata of known levels (some absent from the batch), a region inside ``within``: the device's path (forced)
+    finds the strata without reading them back and draws the regions of the CPU's path."""
+    from advspatial import host_syncs
+    from advspatial.passes import PassLedger
+
+    g = torch.Generator().manual_seed(seed)
+    strata = torch.randint(0, levels, (n, side, side), generator=g) * (1 + (levels > 2))  # odd levels absent
+    strata = strata.clamp(max=levels - 1)
+    region = torch.rand(n, side, side, generator=g) < share
+    within = region | (torch.rand(n, side, side, generator=g) < 0.6)
+    ids = torch.arange(3, 3 + n)
+    plain = random_regions_like(region, seed, within=within, strata=strata, draws=(0, 5), sample_ids=ids)
+    host_syncs.DEVICE_PATH_ON_CPU = True
+    try:
+        ledger = PassLedger()
+        with ledger.stage("draw"):
+            forced = random_regions_like(region, seed, within=within, strata=strata, draws=(0, 5), sample_ids=ids,
+                                         strata_levels=levels)
+            reads = ledger._current().syncs
+    finally:
+        host_syncs.DEVICE_PATH_ON_CPU = False
+    assert reads == 0
+    assert torch.equal(plain, forced)
+
+
+def test_a_devices_stratified_draw_fails_its_stage_when_within_leaves_no_room(monkeypatch) -> None:
+    from advspatial import host_syncs
+    from advspatial.passes import PassLedger
+
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
+    region = torch.ones(1, 3, 3, dtype=torch.bool)
+    within = torch.zeros(1, 3, 3, dtype=torch.bool)
+    with pytest.raises(ConfigError, match="within has fewer pixels than region"):
+        with PassLedger().stage("draw"):
+            random_regions_like(region, 0, within=within, strata=torch.zeros(1, 3, 3, dtype=torch.long),
+                                strata_levels=1)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
+from ..host_syncs import uncounted
 from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.checks import check_region
 from ..regions.controls import change_strata, foreground_strata, random_regions_like
@@ -43,6 +44,8 @@ CONTROL_MATCHES = ("foreground", "change", "none")
 #: first draw number of the forward passes of a resampling control (what an EOT attacker sees); the
 #: draws scored by evaluations are 0, 1, ..., so the attacker never sees the randomness it is scored on
 ATTACK_DRAWS = 1 << 20
+#: the quantile bins of the fill's change a ``control_match="change"`` control is stratified on
+CHANGE_LEVELS = 4
 
 def map_of(fn: MapFn, x: torch.Tensor) -> torch.Tensor:
     """``fn(x)`` detached, computed on a detached copy of x with gradients enabled.
@@ -112,6 +115,9 @@ class ClassPriorVulnerability:
 def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
+    if a.device.type == b.device.type == "cpu":  # sample ids kept on the host on every device: no device's wait
+        with uncounted():
+            return a.shape == b.shape and torch.equal(a, b)
     return a.shape == b.shape and torch.equal(a, b)
 
 
@@ -296,8 +302,10 @@ class NeutralizedModel(nn.Module):
     def control_regions(self, x: torch.Tensor, selection: RegionSelection, draws: Sequence[int],
                         sample_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(D,N,H,W): :meth:`control_region` for each draw number in ``draws``, drawn together."""
+        levels = {"foreground": 2, "change": CHANGE_LEVELS}.get(self.control_match)
         return random_regions_like(selection.neutralized, self.seed, within=~selection.roi,
-                                   strata=self.strata(x, selection.neutralized), draws=draws, sample_ids=sample_ids)
+                                   strata=self.strata(x, selection.neutralized), draws=draws, sample_ids=sample_ids,
+                                   strata_levels=levels)
 
     def strata(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor | None:
         """The per-pixel strata the control is matched on (None for ``control_match="none"``)."""
@@ -305,7 +313,7 @@ class NeutralizedModel(nn.Module):
             return foreground_strata(x)
         if self.control_match == "change":
             with torch.no_grad():
-                return change_strata(x, self.fill_fn(x, torch.ones_like(region)))
+                return change_strata(x, self.fill_fn(x, torch.ones_like(region)), CHANGE_LEVELS)
         return None
 
     def set_oracle_region(self, region: torch.Tensor | None) -> None:

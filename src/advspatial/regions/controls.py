@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
-from ..host_syncs import host_list
+from ..host_syncs import host_list, on_device_path, require
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 
 #: stream of the random control regions (the neutralization defence's controls, the faithfulness gate)
@@ -53,9 +53,12 @@ def random_regions_like(
     strata: torch.Tensor | None = None,
     draws: Sequence[int] = (0,),
     sample_ids: torch.Tensor | None = None,
+    strata_levels: int | None = None,
 ) -> torch.Tensor:
     """(D,N,H,W) bool: :func:`random_region_like` for each draw number in ``draws``, computed together (an EOT
-    attacker's draws of one step); row d equals ``random_region_like(..., draw=draws[d])``."""
+    attacker's draws of one step); row d equals ``random_region_like(..., draw=draws[d])``. ``strata_levels``: the
+    strata take values in ``0 .. strata_levels - 1`` (the caller knows them), so they need not be read back to be
+    found; on a device the checks that ``within`` leaves room then wait for the stage's end, and nothing is read."""
     if not isinstance(region, torch.Tensor) or region.ndim != 3 or region.dtype != torch.bool:
         raise ShapeError(f"region must be an (N,H,W) bool tensor, got {getattr(region, 'shape', type(region))}")
     n, h, w = region.shape
@@ -74,14 +77,24 @@ def random_regions_like(
                                        device=region.device) for draw in draws]).view(d, n, h * w)
     flat_region, flat_eligible = region.flatten(1), eligible.flatten(1)
     constrained = within is not None or strata is not None  # else one stratum, every pixel eligible: no host read
-    if constrained:
+    unread = constrained and strata_levels is not None and on_device_path(region)
+    if unread:  # the strata's values known: a stratum of no pixel in the batch changes no draw
+        levels = int(strata_levels)  # type: ignore[arg-type]
+        require("strata levels", ((labels < 0) | (labels >= levels)).sum(), labels.numel(),
+                lambda bad, _n: ConfigError(f"strata must take values in 0..{levels - 1}; {bad} pixels did not"))
+        values, stratum = torch.arange(levels, device=region.device), labels.flatten(1).clamp(0, levels - 1)
+    elif constrained:
         values, stratum = torch.unique(labels.flatten(1), return_inverse=True)  # stratum: 0..S-1 per pixel
     else:
         values, stratum = torch.zeros(1, dtype=torch.long, device=region.device), labels.flatten(1)
     one_hot = nn.functional.one_hot(stratum, len(values)).bool()  # (N, HW, S)
     wanted = (one_hot & flat_region[..., None]).sum(1)  # (N, S) pixels of the region per stratum
     available = (one_hot & flat_eligible[..., None]).sum(1)
-    short = (wanted > available).nonzero() if constrained else wanted[:0]  # a region fits where all are eligible
+    if unread:
+        require("within leaves room", (wanted > available).sum(), wanted.numel(), lambda _b, _n: ConfigError(
+            "within has fewer pixels than region in some image and stratum; valid: within holds at least as many "
+            "pixels as region in every image and stratum"))
+    short = (wanted > available).nonzero() if constrained and not unread else wanted[:0]  # fits where all eligible
     if short.numel():
         raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in image(s) "
                           f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "
