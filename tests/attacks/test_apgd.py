@@ -10,7 +10,8 @@ import torchattacks
 from torch import nn
 
 from advspatial.attacks import make_attack
-from advspatial.attacks.apgd import APGD, APGDL2, APGDT, checkpoints
+from advspatial.attacks.apgd import APGD, APGDL2, checkpoints
+from advspatial.attacks.apgd_targeted import APGDT
 from advspatial.attacks.gradients import dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
 from advspatial.errors import ConfigError

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from advspatial.attacks import base, make_attack
-from advspatial.attacks.apgd import APGD, APGDL2, APGDT
+from advspatial.attacks.apgd import APGD, APGDL2
+from advspatial.attacks.apgd_targeted import APGDT
 from advspatial.attacks.base import Attack, AttackSpec
 from advspatial.attacks.ensemble import AutoAttack, AutoAttackL2
 from advspatial.attacks.square import Square, SquareL2

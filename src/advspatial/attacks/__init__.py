@@ -11,7 +11,8 @@ The examples in the docstrings take ``model`` (a classifier on images in [0,1]),
 ``labels`` as given; the test suite runs every one of them with a small CNN and twelve 28x28 images.
 """
 
-from .apgd import APGD, APGDL2, APGDT
+from .apgd import APGD, APGDL2
+from .apgd_targeted import APGDT
 from .base import Attack, AttackResult, AttackSpec, list_attacks, make_attack, perturbation_norms, register_attack
 from .budgets import Budget, attack_for_budget
 from .cw import CarliniWagnerL2

@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range, unknown_name
-from .apgd import APGD, APGDT
+from .apgd import APGD
+from .apgd_targeted import APGDT
 from .base import Attack, enforce_constraints, list_attacks, make_attack, register_attack
 from .gradients import is_adversarial
 from .square import Square
