@@ -361,3 +361,21 @@ def plant_outside_figures(out: Path, outside: Path, how: str) -> None:
         for png in [*(outside / "figures").glob("*.png"), outside / "figures" / "extra.png"]:
             png.write_bytes(OUTSIDE_SECRET)
         (out / "figures").symlink_to(outside / "figures")
+
+
+def on_both_paths(monkeypatch, model: nn.Module, work):  # type: ignore[no-untyped-def]
+    """``{False: (value, count), True: (value, count)}``: ``work()`` run in one ledger stage watching ``model``, on
+    the CPU's path and on a device's path forced on the CPU (``host_syncs.DEVICE_PATH_ON_CPU``), with the stage's
+    :class:`~advspatial.passes.PassCount`."""
+    from advspatial import host_syncs
+    from advspatial.passes import PassLedger
+
+    seen = {}
+    for device_path in (False, True):
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
+        ledger = PassLedger()
+        ledger.watch(model)
+        with ledger.stage("work"):
+            value = work()
+        seen[device_path] = (value, ledger.by_stage["work"])
+    return seen

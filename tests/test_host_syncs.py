@@ -61,18 +61,14 @@ def test_a_check_read_at_once_counts_outside_a_stage_only() -> None:
 def test_an_attacks_checks_on_a_device_take_one_read_per_stage_not_two_per_call(monkeypatch) -> None:
     """The images' range and the logits' finiteness of three attack calls: held, read once at the stage's end
     (forced here with DEVICE_PATH_ON_CPU); on a CPU read at once and not counted; the adversarial images the same."""
+    from helpers import on_both_paths
+
     model, x = _model(), torch.rand(5, 1, 6, 6)
     y, ids = torch.zeros(5, dtype=torch.long), torch.arange(5)
-    results = {}
-    for held in (False, True):
-        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", held)
-        ledger = PassLedger()
-        ledger.watch(model)
-        with ledger.stage("attack"):
-            results[held] = [FGSM(model).run(x, y, sample_ids=ids).x_adv for _ in range(3)]
-        assert ledger.by_stage["attack"].calls == 9
-        assert ledger.by_stage["attack"].syncs == (1 if held else 0)
-    assert all(torch.equal(a, b) for a, b in zip(results[False], results[True], strict=True))
+    seen = on_both_paths(monkeypatch, model, lambda: [FGSM(model).run(x, y, sample_ids=ids).x_adv for _ in range(3)])
+    for held, (_, count) in seen.items():
+        assert count.calls == 9 and count.syncs == (1 if held else 0)
+    assert all(torch.equal(a, b) for a, b in zip(seen[False][0], seen[True][0], strict=True))
 
 
 def test_held_checks_fail_their_stage_with_the_errors_read_at_once(monkeypatch) -> None:
