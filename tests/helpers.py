@@ -379,3 +379,13 @@ def on_both_paths(monkeypatch, model: nn.Module, work):  # type: ignore[no-untyp
             value = work()
         seen[device_path] = (value, ledger.by_stage["work"])
     return seen
+
+
+def assert_same_attack_in_fewer_reads(seen) -> None:  # type: ignore[no-untyped-def]
+    """An attack's :func:`on_both_paths` results: some rows ended early, some searched to the end; the device's path
+    gave the same examples and query counts in fewer host reads."""
+    (plain, plain_count), (masked, masked_count) = seen[False], seen[True]
+    assert 0 < int(plain.success.sum()) < len(plain.success)
+    assert torch.allclose(plain.x_adv, masked.x_adv, atol=1e-6)
+    assert torch.equal(plain.queries, masked.queries)
+    assert masked_count.syncs < plain_count.syncs
