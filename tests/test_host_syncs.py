@@ -132,3 +132,12 @@ def test_the_value_checks_of_maps_and_regions_are_held_with_the_same_errors(monk
             check_classes(torch.tensor([0, 2]), logits)
             check_maps(torch.rand(2, 4, 4))
     assert ledger.by_stage["sound"].syncs == 1
+
+
+def test_a_stage_that_fails_otherwise_leaves_no_held_count_to_the_next() -> None:
+    with pytest.raises(KeyError):
+        with stage_checks():
+            hold("bad", torch.tensor(1), 1, lambda bad, n: ValueError("held"))
+            raise KeyError("another failure first")
+    with stage_checks():  # the failed stage's count is not read here
+        pass

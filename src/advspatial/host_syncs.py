@@ -252,6 +252,10 @@ def stage_checks() -> Iterator[None]:
     try:
         yield
         settle()
+    except BaseException:
+        if _HELD.stages == 1:  # the run's stage failed before its end: its held counts go with it, not to the next
+            _HELD.counts.clear()
+        raise
     finally:
         _HELD.stages -= 1
 
