@@ -403,3 +403,33 @@ def test_paired_maps_select_what_the_two_callables_select(tiny_cnn):
     assert calls == [4, 4]
     with pytest.raises(ShapeError, match="map function returned"):
         NeutralizedModel(model, _intensity, _intensity, maps_fn=lambda z: (_intensity(z), z[:, 0, :5]))(x)
+
+
+def test_the_selection_is_reused_for_the_same_images_and_a_device_reads_nothing_to_decide(tiny_cnn,
+                                                                                          monkeypatch) -> None:
+    """The same memory unchanged: the maps are not computed again on either path. Equal values in new memory: a CPU
+    compares them and reuses the selection; a device (forced) computes the maps again, the same selection, without a
+    read back."""
+    from advspatial import host_syncs
+
+    model = tiny_cnn(size=8)
+    computed: list[int] = []
+
+    def importance(x: torch.Tensor) -> torch.Tensor:
+        computed.append(len(x))
+        return x.mean(1)
+
+    defence = NeutralizedModel(model, importance, importance, fraction=0.3, fill="zero")
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for device_path, maps_for_a_copy in ((False, 0), (True, 2)):
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
+        first = defence.select(x)
+        computed.clear()
+        ledger = PassLedger()
+        with ledger.stage("select"):
+            assert defence.select(x) is first
+            again = defence.select(x.clone())
+            reads = ledger._current().syncs
+        assert len(computed) == maps_for_a_copy and torch.equal(again.neutralized, first.neutralized)
+        assert reads == (0 if device_path else 1)
+        defence.reset()

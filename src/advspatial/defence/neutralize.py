@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..host_syncs import uncounted
+from ..host_syncs import on_device_path, uncounted
 from ..regions import class_mean_maps as regions_class_mean_maps
 from ..regions.checks import check_region
 from ..regions.controls import change_strata, foreground_strata, random_regions_like
@@ -139,13 +139,16 @@ class _Cached:
 
     def holds(self, x: torch.Tensor, ids: torch.Tensor | None) -> bool:
         """Whether ``x`` (with ``ids``) are the cached images: without a read back when ``x`` is the same memory
-        as the source, unchanged since (the EOT chunks of one step), else compared value by value."""
+        as the source, unchanged since (the EOT chunks of one step), else compared value by value on a CPU; on a
+        device images in new memory count as new (their maps computed again, the same maps) rather than read back."""
         if self.images.shape != x.shape or self.images.device != x.device or not _same_ids(self.ids, ids):
             return False
         same_memory = x.data_ptr() == self.source.data_ptr() and x.stride() == self.source.stride() \
             and x.dtype == self.source.dtype
         if same_memory and self.version is not None and _version(x) == self.version == _version(self.source):
             return True
+        if on_device_path(x):  # comparing values is a read the device waits on: images in new memory are new
+            return False
         return torch.equal(self.images, x.detach())
 
 
