@@ -27,7 +27,7 @@ Example::
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -176,6 +176,27 @@ def host_numpy(t: torch.Tensor, dtype: torch.dtype | None = None) -> Any:
     copy = t.detach().cpu()  # the read (counted)
     with uncounted():
         return (copy.to(dtype) if dtype is not None else copy).numpy()
+
+
+def host_copies(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[t.detach().cpu() for t in tensors]`` in one read per device and dtype: the tensors flattened into one
+    buffer, copied once, cut back into their shapes (a device waits once for all of them, not once each).
+
+    >>> seen = []
+    >>> with counting(lambda: seen.append(1)):
+    ...     a, b = host_copies([torch.ones(2, 3), torch.zeros(4)])
+    >>> a.shape, b.tolist(), len(seen)
+    (torch.Size([2, 3]), [0.0, 0.0, 0.0, 0.0], 1)
+    """
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault((t.device, t.dtype), []).append(i)
+    for indices in groups.values():
+        flat = torch.cat([tensors[i].detach().reshape(-1) for i in indices]).cpu()  # the read (counted)
+        for i, part in zip(indices, flat.split([tensors[i].numel() for i in indices]), strict=True):
+            out[i] = part.view(tensors[i].shape)
+    return [t for t in out if t is not None]
 
 
 # -- checks that wait for the next stage's end -------------------------------------------------------------------

@@ -207,3 +207,17 @@ def test_no_success_gives_nan_and_bad_threshold_is_refused():
         depth_summary(pms, threshold=-1)
     with pytest.raises(ShapeError):
         average_propagation(pms, torch.tensor([True, False]))
+
+
+def test_every_layers_maps_of_a_chunk_reach_the_host_in_one_read(tiny_cnn) -> None:
+    """Three maps a layer, every layer: one host read per chunk of images (a device would wait once per chunk, not
+    three times a layer), the maps on the host."""
+    from advspatial.host_syncs import counting
+
+    model = tiny_cnn()
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    reads: list[int] = []
+    with counting(lambda: reads.append(1)):
+        pms = propagation_maps(model, x, (x + 0.1).clamp(0, 1), batch_size=3)
+    assert len(pms) > 2 and len(reads) == 2
+    assert all(pm.pm_max.device.type == "cpu" and pm.pm_max.shape[0] == 6 for pm in pms.values())

@@ -35,6 +35,7 @@ from advspatial.models.tokens import TokenLayout, token_layout
 from torch import nn
 
 from ..errors import ConfigError, ModelError, ShapeError, unknown_name
+from ..host_syncs import host_copies
 from ..models.hooks import frozen_eval
 from ..runtime import batch_slices, model_device, sample_ids_or_range, stream_seed
 
@@ -144,12 +145,15 @@ def propagation_maps(
             adv = rec.outputs
             if list(clean) != list(adv):
                 raise ModelError("the model ran different layers on x and x_adv; propagation maps need the same path")
+            chunk_maps: dict[str, PropagationMap] = {}
             for name, feature in clean.items():
                 f_clean, f_adv = _as_4d(feature, layout), _as_4d(adv[name], layout)
-                if f_clean is None or f_adv is None:
-                    continue
-                pm = _maps_of(f_clean, f_adv)
-                parts.setdefault(name, []).append(PropagationMap(pm.pm_max.cpu(), pm.pm_avg.cpu(), pm.scale.cpu()))
+                if f_clean is not None and f_adv is not None:
+                    chunk_maps[name] = _maps_of(f_clean, f_adv)
+            # every layer's maps to the host in one read, not three a layer
+            copies = iter(host_copies([t for pm in chunk_maps.values() for t in (pm.pm_max, pm.pm_avg, pm.scale)]))
+            for name in chunk_maps:
+                parts.setdefault(name, []).append(PropagationMap(next(copies), next(copies), next(copies)))
     return {
         name: PropagationMap(*(torch.cat([getattr(p, f) for p in pms]) for f in ("pm_max", "pm_avg", "scale")))
         for name, pms in parts.items()
