@@ -163,21 +163,22 @@ def enforce_constraints(x: torch.Tensor, x_adv: torch.Tensor, mask: torch.Tensor
     return x_adv
 
 
+def keyed_ids(model: nn.Module, sample_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The keyword that passes the rows' sample ids (on the host) to a model that keys its random draws by them (a
+    randomized defence sets ``keys_draws_by_id``), else none: each image's draws then follow its id, not its row,
+    so an attack's examples do not depend on the images attacked with it or on the rows an early stop removed."""
+    return {"sample_ids": sample_ids} if sample_ids is not None and getattr(model, "keys_draws_by_id", False) else {}
+
+
 def call_keyed(model: nn.Module, x: torch.Tensor, sample_ids: torch.Tensor | None) -> torch.Tensor:
-    """``model(x)``, with the rows' sample ids (on the host) where the model keys its random draws by them (a
-    randomized defence sets ``keys_draws_by_id``): each image's draws then follow its id, not its row, so an
-    attack's examples do not depend on the images attacked with it or on the rows an early stop removed."""
-    if sample_ids is not None and getattr(model, "keys_draws_by_id", False):
-        return model(x, sample_ids=sample_ids)
-    return model(x)
+    """``model(x)``, with the rows' sample ids where the model keys its draws by them (:func:`keyed_ids`)."""
+    return model(x, **keyed_ids(model, sample_ids))
 
 
 def draws_keyed(model: nn.Module, x: torch.Tensor, draws: int, sample_ids: torch.Tensor | None) -> torch.Tensor:
     """A randomized model's ``forward_draws(x, draws)`` (its next ``draws`` passes in one call), with the rows'
-    sample ids where it keys its draws by them (:func:`call_keyed`)."""
-    if sample_ids is not None and getattr(model, "keys_draws_by_id", False):
-        return model.forward_draws(x, draws, sample_ids=sample_ids)  # type: ignore[operator]
-    return model.forward_draws(x, draws)  # type: ignore[operator]
+    sample ids where it keys its draws by them (:func:`keyed_ids`)."""
+    return model.forward_draws(x, draws, **keyed_ids(model, sample_ids))  # type: ignore[operator]
 
 
 def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -68,47 +68,58 @@ def _top_fractions(parts: Sequence[tuple[torch.Tensor, str, float, int]],
     plans = [None if int(math.floor(fraction * m.shape[1] * m.shape[2] + 0.5)) == 0 else TopFraction(m, fraction)
              for m, _, fraction, _ in parts]
     ids = sample_ids_or_range(parts[0][0].shape[0], sample_ids) if any(plans) else None
-    if on_device_path(parts[0][0]):
-        return _top_fractions_unread(parts, plans, ids)
+    # a device's path reads nothing: its checks wait for the stage's end and every image breaks its ties (the same
+    # regions: an image without more pixels at the cut than slots keeps them all either way)
+    musts = _held_checks(parts, plans) if on_device_path(parts[0][0]) else _read_checks_and_ties(parts, plans)
+    return [torch.zeros_like(m, dtype=torch.bool) if plan is None else
+            plan.finish(must, stream_seed(seed, _TIE_STREAM), ids).mask
+            for (m, _, _, seed), plan, must in zip(parts, plans, musts, strict=True)]
+
+
+def _read_checks_and_ties(parts: Sequence[tuple[torch.Tensor, str, float, int]],
+                          plans: Sequence[TopFraction | None]) -> list[list[bool] | None]:
+    """The maps' checks and which images must break ties at the cut, in one read: per part its ``must_choose``."""
     flags = [torch.isnan(m).any().view(1) for m, *_ in parts]
     flags += [torch.isfinite(m).all().view(1) for (m, *_), plan in zip(parts, plans, strict=True) if plan]
     flags += [plan.must_choose for plan in plans if plan]
     values = torch.cat(flags).tolist()  # the one read of the values
     for nan, (_, name, _, _) in zip(values[:len(parts)], parts, strict=True):
         if nan:
-            raise ConfigError(f"{name} contain NaN; valid: finite values >= 0")
+            raise _nan_error(name)
     finite = iter(values[len(parts):])
     for (m, *_), plan in zip(parts, plans, strict=True):
         if plan and not next(finite) and m.numel():
-            raise ConfigError("maps contain NaN or infinite values")
+            raise _infinite_error()
     ties = values[len(parts) + sum(1 for plan in plans if plan):]
-    out = []
-    for (m, _, _, seed), plan in zip(parts, plans, strict=True):
+    musts: list[list[bool] | None] = []
+    for (m, *_), plan in zip(parts, plans, strict=True):
         if plan is None:
-            out.append(torch.zeros_like(m, dtype=torch.bool))
+            musts.append(None)
             continue
-        must, ties = ties[:m.shape[0]], ties[m.shape[0]:]
-        out.append(plan.finish(must, stream_seed(seed, _TIE_STREAM), ids).mask)
-    return out
+        musts.append(ties[:m.shape[0]])
+        ties = ties[m.shape[0]:]
+    return musts
 
 
-def _nan_error(name: str, _bad: int, _checked: int) -> ConfigError:
-    return ConfigError(f"{name} contain NaN; valid: finite values >= 0")
-
-
-def _top_fractions_unread(parts: Sequence[tuple[torch.Tensor, str, float, int]], plans: Sequence[TopFraction | None],
-                          ids: torch.Tensor | None) -> list[torch.Tensor]:
-    """:func:`_top_fractions` without a read back (a device's path): the value checks held to the stage's end
-    (:func:`~advspatial.host_syncs.require`), every image breaking its ties (:meth:`TopFraction.finish`)."""
+def _held_checks(parts: Sequence[tuple[torch.Tensor, str, float, int]],
+                 plans: Sequence[TopFraction | None]) -> list[list[bool] | None]:
+    """The maps' checks held to the stage's end (:func:`~advspatial.host_syncs.require`); every image breaks its
+    ties (None for every part)."""
     for m, name, _, _ in parts:
         require(f"{name} without NaN", torch.isnan(m).any(), 1, functools.partial(_nan_error, name))
     for (m, *_), plan in zip(parts, plans, strict=True):
         if plan and m.numel():
-            require("maps finite", (~torch.isfinite(m)).any(), 1,
-                    lambda _bad, _n: ConfigError("maps contain NaN or infinite values"))
-    return [torch.zeros_like(m, dtype=torch.bool) if plan is None else
-            plan.finish(None, stream_seed(seed, _TIE_STREAM), ids).mask
-            for (m, _, _, seed), plan in zip(parts, plans, strict=True)]
+            require("maps finite", (~torch.isfinite(m)).any(), 1, _infinite_error)
+    return [None] * len(parts)
+
+
+def _nan_error(name: str, *_counts: int) -> ConfigError:
+    """The one-line error of maps with NaN (the counts a held check passes change nothing)."""
+    return ConfigError(f"{name} contain NaN; valid: finite values >= 0")
+
+
+def _infinite_error(*_counts: int) -> ConfigError:
+    return ConfigError("maps contain NaN or infinite values")
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..attacks.apgd import APGD, APGD_LOSSES, apgd_loss
-from ..attacks.base import call_keyed, prepare_mask
+from ..attacks.base import call_keyed, keyed_ids, prepare_mask
 from ..errors import ConfigError, ShapeError, check_range
 from ..stacked_runs import in_chunks
 from .transforms import check_backward
@@ -108,9 +108,8 @@ class StackedAPGD(APGD):
         if self.backwards:
             identity = torch.tensor([b == "identity" for b in self.backwards], device=x.device)
             rows = identity[(idx // self._copy_rows // len(self.losses)).to(x.device)]
-            keyed = getattr(self.model, "keys_draws_by_id", False)  # a defence's ties follow the ids it is given
             return in_chunks(lambda sl: self.model.forward_backwards(  # type: ignore[operator]
-                x[sl], rows[sl], **({"sample_ids": part(sl)} if keyed else {})), x.shape[0], self.call_rows)
+                x[sl], rows[sl], **keyed_ids(self.model, part(sl))), x.shape[0], self.call_rows)
         return in_chunks(lambda sl: call_keyed(self.model, x[sl], part(sl)), x.shape[0], self.call_rows)
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,

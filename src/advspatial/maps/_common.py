@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError, ShapeError
+from ..host_syncs import require
 from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks, module_by_name, resolve_layer
 from ..models.tokens import token_layout
-from ..host_syncs import require
 
 #: the layer lookup and the hooks live in :mod:`advspatial.models.hooks` (the one hook module); named here too
 __all__ = ["Target", "check_classes", "check_images", "check_options", "check_pair", "declared_cam_layer",

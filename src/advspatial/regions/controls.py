@@ -90,15 +90,16 @@ def random_regions_like(
     one_hot = nn.functional.one_hot(stratum, len(values)).bool()  # (N, HW, S)
     wanted = (one_hot & flat_region[..., None]).sum(1)  # (N, S) pixels of the region per stratum
     available = (one_hot & flat_eligible[..., None]).sum(1)
-    if unread:
+    if unread:  # held to the stage's end, where the images and strata are no longer named
         require("within leaves room", (wanted > available).sum(), wanted.numel(), lambda _b, _n: ConfigError(
             "within has fewer pixels than region in some image and stratum; valid: within holds at least as many "
             "pixels as region in every image and stratum"))
-    short = (wanted > available).nonzero() if constrained and not unread else wanted[:0]  # fits where all eligible
-    if short.numel():
-        raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in image(s) "
-                          f"{sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as many pixels "
-                          "as region in every image and stratum")
+    elif constrained:  # a region fits where every pixel is eligible
+        short = (wanted > available).nonzero()
+        if short.numel():
+            raise ConfigError(f"within has fewer pixels than region (stratum {int(values[short[0, 1]])}) in "
+                              f"image(s) {sorted(set(short[:, 0].tolist()))[:10]}; valid: within holds at least as "
+                              "many pixels as region in every image and stratum")
     above = available.flip(1).cumsum(1).flip(1) - available  # (N, S) eligible pixels in higher strata
     chosen = _top_by_threshold(keys, flat_eligible, stratum, wanted, above)
     if chosen is None:

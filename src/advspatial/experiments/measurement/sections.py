@@ -151,10 +151,11 @@ def reading_words(d: Decision) -> str:
     """A decomposition row's reading in words."""
     if as_much(d):
         return f"as much ({interval90(d)} inside the margin)"
+    size = " (estimate inside the margin, CI past it)" if size_undecided(d) else ""
     if d.outcome == BEATS:
-        return "the RoI catches more" + (" (estimate inside the margin, CI past it)" if size_undecided(d) else "")
+        return "the RoI catches more" + size
     if d.outcome == DOES_LESS:
-        return "the region catches more" + (" (estimate inside the margin, CI past it)" if size_undecided(d) else "")
+        return "the region catches more" + size
     return f"undecided ({images_to_decide(d).text()})"
 
 
