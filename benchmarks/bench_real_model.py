@@ -252,7 +252,9 @@ def model_cost_per_image(model: torch.nn.Module, shape: tuple[int, ...], device:
 @dataclass
 class StageClock:
     """Seconds per stage family, each stage's own (a stage computed inside another is taken out of the outer's):
-    ``RunDir.cached`` timed while installed (on CUDA, synchronized at both ends). Stages read back count too."""
+    the ledger's stage block (``PassLedger.stage``) timed while installed (on CUDA, synchronized at both ends), so
+    stages kept in the model cache and work done jointly for several stages (the gate's, under ``(joint work)``)
+    count too. The finished run's own ledger splits the joint work among its stages (``wall_seconds``)."""
 
     device: torch.device
     seconds: dict[str, float] = field(default_factory=dict)
@@ -269,18 +271,19 @@ class StageClock:
 
     @contextmanager
     def installed(self) -> Iterator[StageClock]:
-        from advspatial.passes import stage_family
-        from advspatial.rundir import RunDir
+        from advspatial.passes import PassLedger, stage_family
 
-        cached = RunDir.cached
+        stage = PassLedger.stage
 
-        def timed(rundir: Any, name: str, compute: Callable[[], Any]) -> Any:
+        @contextmanager
+        def timed(ledger: PassLedger, name: str) -> Iterator[Any]:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             started = time.perf_counter()
             self._inner.append(0.0)
             try:
-                return cached(rundir, name, compute)
+                with stage(ledger, name) as count:
+                    yield count
             finally:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
@@ -288,15 +291,15 @@ class StageClock:
                 own = spent - self._inner.pop()
                 if self._inner:
                     self._inner[-1] += spent
-                family = stage_family(name)
+                family = stage_family(name) or "(joint work)"  # PassLedger.apart: work shared by several stages
                 self.seconds[family] = self.seconds.get(family, 0.0) + own
                 self._write_partial()
 
-        RunDir.cached = timed  # type: ignore[method-assign]
+        PassLedger.stage = timed  # type: ignore[method-assign,assignment]
         try:
             yield self
         finally:
-            RunDir.cached = cached  # type: ignore[method-assign]
+            PassLedger.stage = stage  # type: ignore[method-assign]
 
 
 #: the settings this benchmark runs: (dataset folder under ADVSPATIAL_DATA, model, preset, image shape, class map);
@@ -377,6 +380,7 @@ def main() -> None:
                       for name, count in sorted(passes["stages"].items(),
                                                 key=lambda kv: -stages.seconds.get(kv[0], 0.0))},
            "stage_seconds_total": round(sum(stages.seconds.values()), 1),
+           "joint_work_s": round(stages.seconds.get("(joint work)", 0.0), 1),
            "load_average": os.getloadavg(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}
     print(json.dumps(row, indent=1))
     results = json.loads(args.output.read_text()) if args.output.is_file() else {"runs": {}}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one command on a lent GPU machine (benchmarks/README.md, "On a GPU"):
-# the CUDA tests, every experiment end to end on CUDA (CI-sized), and the real-model spatial benchmark.
+# the CUDA tests, every experiment end to end on CUDA (CI-sized), and the real-model spatial benchmark; the runs'
+# ledgers (metrics.json) and logs come back in $OUT/gpu_runs.tgz.
 #
 #   ADVSPATIAL_DATA=DIR ADVSPATIAL_CACHE=DIR OUT=DIR bash benchmarks/gpu_checks.sh [N] [SETTINGS...]
 #
@@ -39,5 +40,7 @@ PY
 done
 for s in "${settings[@]}"; do
     python3 benchmarks/bench_real_model.py --setting "$s" --n "$n" --device cuda --output "$out/real_model.json" \
-        2>&1 | tail -60
+        --keep "$runs/real-$s-n$n" 2>&1 | tail -60
 done
+# every run's ledger and log in one file (a lease returns few files): benchmarks/ledger.py reads the metrics.json files
+(cd "$runs" && tar czf "$out/gpu_runs.tgz" $(ls -d ./*.log ./*/metrics.json ./*/per_image.csv 2>/dev/null))

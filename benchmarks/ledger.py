@@ -3,9 +3,10 @@
 On a CPU a run costs its image-passes; on a GPU it costs its calls (a few ms each whatever the batch) and the host
 reads between them. The run's own ledger (``metrics.json``'s ``model_passes``, :mod:`advspatial.passes`) counts,
 per stage, forward and backward calls, rounds (forward calls a device could make as one), host synchronisations
-outside the model and CPU seconds in total and inside the model. This script groups the stages (the first one or
+outside the model, CPU seconds in total and inside the model, and elapsed seconds (on a GPU, where the host waits on
+the device, the time that counts; 0 in runs of older code). This script groups the stages (the first one or
 two parts of a stage key: ``adaptive/main``, ``gate/hirescam``, ``attack/pgd`` ...) and prints, per group and for
-the run's stages (statistics and report run outside every stage and are not in it): CPU-s, share, image-passes,
+the run's stages (statistics and report run outside every stage and are not in it): CPU-s, share, wall-s, image-passes,
 calls, rounds, mean images per round, syncs per call and non-model CPU ms per call. Two run dirs print one after
 the other (before / after). Counts are machine-independent; the times are this machine's. Not a test. Example::
 
@@ -50,6 +51,7 @@ def rates(count: PassCount, run_cpu: float) -> dict[str, float | None]:
     non_model = derived["non_model_seconds_per_call"]
     return {"cpu_s": round(count.cpu_seconds, 1),
             "share": round(count.cpu_seconds / run_cpu, 3) if run_cpu else None,
+            "wall_s": round(count.wall_seconds, 1),
             "passes": count.forward + count.backward, "calls": count.calls + count.backward_calls,
             "rounds": count.rounds, "images_per_round": derived["images_per_round"],
             "syncs_per_call": derived["syncs_per_call"],
@@ -73,7 +75,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     result = table(args.runs, args.depth)
-    columns = ("cpu_s", "share", "passes", "calls", "rounds", "images_per_round", "syncs_per_call",
+    columns = ("cpu_s", "share", "wall_s", "passes", "calls", "rounds", "images_per_round", "syncs_per_call",
                "non_model_ms_per_call")
     for run, groups in result.items():
         print(f"\n{run}")

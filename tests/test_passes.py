@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 
 import pytest
 import torch
@@ -87,7 +88,7 @@ def test_a_failed_stage_is_not_recorded() -> None:
     assert ledger.by_stage == {}
 
 
-@given(st.builds(PassCount, *(st.integers(0, 500) for _ in range(6)), st.floats(0, 10), st.floats(0, 10)),
+@given(st.builds(PassCount, *(st.integers(0, 500) for _ in range(6)), *(st.floats(0, 10) for _ in range(3))),
        st.lists(st.integers(1, 50), min_size=1, max_size=6))
 @settings(max_examples=60, deadline=None)
 def test_shares_sum_to_the_count_and_follow_the_weights(count: PassCount, weights: list[int]) -> None:
@@ -96,8 +97,8 @@ def test_shares_sum_to_the_count_and_follow_the_weights(count: PassCount, weight
     for share in shares:
         total.add(share)
     assert total == count  # every integer count exactly (the seconds are left out of ==)
-    assert total.cpu_seconds == pytest.approx(count.cpu_seconds) and total.model_seconds == pytest.approx(
-        count.model_seconds)
+    for seconds in ("cpu_seconds", "model_seconds", "wall_seconds"):
+        assert getattr(total, seconds) == pytest.approx(getattr(count, seconds))
     for share, w in zip(shares, weights, strict=True):
         assert abs(share.rounds - count.rounds * w / sum(weights)) < 1  # largest remainders: within one
 
@@ -316,6 +317,29 @@ def test_a_stage_times_its_work_and_the_models_share_of_it() -> None:
     assert (count.calls, count.backward_calls) == (3, 3)
     assert 0 < count.model_seconds < count.cpu_seconds
     assert count.non_model_seconds_per_call() == pytest.approx((count.cpu_seconds - count.model_seconds) / 6)
+
+
+def test_a_stage_waiting_on_something_else_counts_the_wait_in_wall_time_not_cpu_time() -> None:
+    ledger = PassLedger()
+    with ledger.stage("outer"):
+        time.sleep(0.05)  # a host waiting on a device: elapsed time, no CPU time
+        with ledger.stage("inner"):
+            time.sleep(0.1)
+    outer, inner = ledger.by_stage["outer"], ledger.by_stage["inner"]
+    assert 0.1 <= inner.wall_seconds and inner.cpu_seconds < 0.05
+    assert 0.05 <= outer.wall_seconds < 0.1  # the inner stage's wait is its own, not its parent's too
+
+
+def test_work_measured_apart_charges_its_wall_time_to_the_stages_in_their_shares() -> None:
+    ledger = PassLedger()
+    with ledger.apart() as joint:
+        time.sleep(0.08)
+    for k, share in enumerate(joint.shares([3, 1])):
+        with ledger.stage(f"gate/f{k}"):
+            ledger.charge(share)
+    first, second = ledger.by_stage["gate/f0"].wall_seconds, ledger.by_stage["gate/f1"].wall_seconds
+    assert first >= 0.06 and second >= 0.02
+    assert first == pytest.approx(3 * second, rel=0.05)  # both stages are otherwise empty: their shares dominate
 
 
 def test_a_nested_stage_time_is_its_own_not_its_parents() -> None:

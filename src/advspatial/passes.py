@@ -50,8 +50,10 @@ from .host_syncs import counting, enter_model, leave_model, stage_checks
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
 
 
-#: the counts of :class:`PassCount` (integers); its other fields are CPU seconds
+#: the counts of :class:`PassCount` (integers); its other fields are this machine's seconds (:data:`SECONDS`)
 COUNTS = ("forward", "backward", "calls", "backward_calls", "rounds", "syncs")
+#: the times of :class:`PassCount`: CPU, of which inside the model, and elapsed
+SECONDS = ("cpu_seconds", "model_seconds", "wall_seconds")
 
 
 @dataclass
@@ -60,7 +62,9 @@ class PassCount:
     gradient went back through it), ``calls`` (forward calls, i.e. batches), ``backward_calls`` (gradients sent
     back through a call's output), ``rounds`` (forward calls a device could make as one, see :func:`one_round`),
     ``syncs`` (host synchronisations outside the model); ``cpu_seconds`` (the stage's CPU time, its nested stages
-    excluded) and ``model_seconds`` (of which inside the model), this machine's and left out of comparisons."""
+    excluded), ``model_seconds`` (of which inside the model) and ``wall_seconds`` (the stage's elapsed time, its
+    nested stages excluded: on a GPU, where the host waits on the device, the time that counts), this machine's and
+    left out of comparisons."""
 
     forward: int = 0
     backward: int = 0
@@ -70,9 +74,10 @@ class PassCount:
     syncs: int = 0
     cpu_seconds: float = field(default=0.0, compare=False)
     model_seconds: float = field(default=0.0, compare=False)
+    wall_seconds: float = field(default=0.0, compare=False)
 
     def add(self, other: PassCount) -> None:
-        for name in (*COUNTS, "cpu_seconds", "model_seconds"):
+        for name in (*COUNTS, *SECONDS):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, int | float]:
@@ -81,10 +86,11 @@ class PassCount:
     @classmethod
     def from_dict(cls, counts: Mapping[str, Any]) -> PassCount:
         """Read back :meth:`as_dict` (a count written before it existed reads 0)."""
-        count = cls(cpu_seconds=float(counts.get("cpu_seconds", 0.0)),
-                    model_seconds=float(counts.get("model_seconds", 0.0)))
+        count = cls()
         for name in COUNTS:
             setattr(count, name, int(counts.get(name, 0)))
+        for name in SECONDS:
+            setattr(count, name, float(counts.get(name, 0.0)))
         return count
 
     def shares(self, weights: Sequence[int]) -> list[PassCount]:
@@ -95,8 +101,10 @@ class PassCount:
         [6, 5, 5]
         """
         total = sum(weights)
-        out = [PassCount(cpu_seconds=self.cpu_seconds * w / total, model_seconds=self.model_seconds * w / total)
-               for w in weights]
+        out = [PassCount() for _ in weights]
+        for name in SECONDS:
+            for count, w in zip(out, weights, strict=True):
+                setattr(count, name, getattr(self, name) * w / total)
         for name in COUNTS:
             exact = [getattr(self, name) * w / total for w in weights]
             given = [int(e) for e in exact]
@@ -225,8 +233,8 @@ class PassLedger:
     _open: list[PassCount] = field(default_factory=list)
     _watched: list[Any] = field(default_factory=list)
     _copies_count: bool = False
-    #: CPU seconds of the nested stages closed inside each open stage (taken off its own time)
-    _nested_seconds: list[float] = field(default_factory=list)
+    #: CPU and elapsed seconds of the nested stages closed inside each open stage (taken off its own times)
+    _nested_seconds: list[_Elapsed] = field(default_factory=list)
     #: process time at each watched forward call's start (nested watched models: the outermost counts)
     _forward_started: list[float] = field(default_factory=list)
     _round_seen: object | None = None
@@ -306,20 +314,21 @@ class PassLedger:
         """Count the passes, calls, host synchronisations and CPU time of the block as stage ``key``'s own;
         recorded when the block ends without error."""
         count = PassCount()
-        started = time.process_time()
+        started = _Elapsed.now()
         self._open.append(count)
-        self._nested_seconds.append(0.0)
+        self._nested_seconds.append(_Elapsed())
         try:
             with self._instrumented(), stage_checks():  # the checks held for the stage's end read in the stage
                 yield count
         finally:
             self._open.pop()
-            elapsed = time.process_time() - started
+            elapsed = _Elapsed.now().less(started)
+            own = elapsed.less(self._nested_seconds.pop())
             # rounded as recorded, so that a stage read back from its file sums to the same totals
-            count.cpu_seconds = round(max(0.0, elapsed - self._nested_seconds.pop()), 6)
+            count.cpu_seconds, count.wall_seconds = round(max(0.0, own.cpu), 6), round(max(0.0, own.wall), 6)
             count.model_seconds = round(count.model_seconds, 6)
             if self._nested_seconds:
-                self._nested_seconds[-1] += elapsed
+                self._nested_seconds[-1] = self._nested_seconds[-1].plus(elapsed)
         self.by_stage[key] = count
 
     @contextmanager
@@ -341,13 +350,14 @@ class PassLedger:
         del self.by_stage[""]
 
     def charge(self, share: PassCount) -> None:
-        """Add ``share`` of work measured :meth:`apart` to the open stage's own counts and CPU time."""
+        """Add ``share`` of work measured :meth:`apart` to the open stage's own counts and times."""
         count = self._current()
-        count.add(replace(share, cpu_seconds=0.0))
-        if self._nested_seconds:  # the stage's own time is its elapsed time less its nested stages'
-            self._nested_seconds[-1] -= share.cpu_seconds
+        count.add(replace(share, cpu_seconds=0.0, wall_seconds=0.0))
+        if self._nested_seconds:  # the stage's own times are its elapsed times less its nested stages'
+            self._nested_seconds[-1] = self._nested_seconds[-1].less(_Elapsed(share.cpu_seconds, share.wall_seconds))
         else:
             count.cpu_seconds += share.cpu_seconds
+            count.wall_seconds += share.wall_seconds
 
     def loaded(self, key: str, counts: Mapping[str, Any] | None) -> None:
         """Stage ``key`` was read back from its file, whose header holds ``counts`` (None: written without them)."""
@@ -428,6 +438,24 @@ def _timed_gradients(ledger: PassLedger) -> Iterator[None]:
         yield
     finally:
         torch.autograd.grad, torch.Tensor.backward = originals  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class _Elapsed:
+    """A pair of times: CPU (``time.process_time``) and elapsed (``time.perf_counter``) seconds."""
+
+    cpu: float = 0.0
+    wall: float = 0.0
+
+    @classmethod
+    def now(cls) -> _Elapsed:
+        return cls(time.process_time(), time.perf_counter())
+
+    def plus(self, other: _Elapsed) -> _Elapsed:
+        return _Elapsed(self.cpu + other.cpu, self.wall + other.wall)
+
+    def less(self, other: _Elapsed) -> _Elapsed:
+        return _Elapsed(self.cpu - other.cpu, self.wall - other.wall)
 
 
 @dataclass
