@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchattacks
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
-from advspatial.attacks.cw import CarliniWagnerL2, from_tanh_space, to_tanh_space
+from advspatial import host_syncs
+from advspatial.attacks.cw import Adam, CarliniWagnerL2, from_tanh_space, to_tanh_space
 from advspatial.errors import ConfigError
 
 
@@ -114,3 +117,31 @@ def test_already_misclassified_image_is_returned_unchanged(tiny_cnn):
 def test_bad_parameters_name_the_valid_range(tiny_cnn, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         CarliniWagnerL2(tiny_cnn(size=8), **kwargs)
+
+
+@given(st.integers(1, 40), st.floats(1e-4, 0.5), st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_adam_takes_torch_adams_steps_to_the_bit(steps: int, lr: float, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    ours = torch.randn(4, 3, 5, 5, generator=gen)
+    theirs = ours.clone().requires_grad_(True)
+    adam, reference = Adam(ours, lr=lr), torch.optim.Adam([theirs], lr=lr)
+    for _ in range(steps):
+        grad = torch.randn(ours.shape, generator=gen) * 10 ** torch.randint(-3, 3, (1,), generator=gen).item()
+        adam.update(grad)
+        theirs.grad = grad.clone()
+        reference.step()
+    assert torch.equal(ours, theirs.detach())
+
+
+def test_an_attack_step_reads_nothing_back_to_the_host(tiny_cnn, monkeypatch) -> None:
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)  # checks held as on a device
+    model, x = tiny_cnn(), torch.rand(6, 1, 28, 28)
+    y = model(x).argmax(1)
+    reads = []
+    for steps in (3, 9):
+        seen: list[int] = []
+        with host_syncs.counting(lambda: seen.append(1)), host_syncs.stage_checks():
+            CarliniWagnerL2(model, binary_search_steps=2, steps=steps).run(x, y)
+        reads.append(len(seen))
+    assert reads[0] == reads[1]  # the reads of a run do not grow with its steps

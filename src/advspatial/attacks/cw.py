@@ -22,6 +22,8 @@ batch gives the same result as its images.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -39,6 +41,45 @@ def to_tanh_space(x: torch.Tensor) -> torch.Tensor:
 def from_tanh_space(w: torch.Tensor) -> torch.Tensor:
     """``(tanh(w) + 1) / 2``: an image in [0,1] for any w."""
     return (torch.tanh(w) + 1) / 2
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba, 2015) on one tensor, in ``torch.optim.Adam``'s arithmetic (its default betas and eps, the
+    single-tensor update, so the iterates are the same to the bit), with the step counted on the host.
+
+    Why not ``torch.optim.Adam``: it keeps its step count in a CPU tensor and reads it back (``.item()``) once or
+    twice per step to compute the bias corrections; here the count is a Python integer, so a step reads nothing.
+
+    >>> w = torch.zeros(3)
+    >>> adam = Adam(w, lr=0.1)
+    >>> adam.update(torch.tensor([1.0, -2.0, 0.0]))
+    >>> w.tolist()  # the first step moves each coordinate by lr against its gradient's sign
+    [-0.10000000149011612, 0.10000000149011612, 0.0]
+    """
+
+    param: torch.Tensor
+    lr: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    step: int = 0
+    first: torch.Tensor = field(init=False)
+    second: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first = torch.zeros_like(self.param, memory_format=torch.preserve_format)
+        self.second = torch.zeros_like(self.param, memory_format=torch.preserve_format)
+
+    @torch.no_grad()
+    def update(self, grad: torch.Tensor) -> None:
+        """One step of the parameter (in place) against ``grad``."""
+        beta1, beta2 = self.betas
+        self.step += 1
+        self.first.lerp_(grad, 1 - beta1)
+        self.second.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size = self.lr / (1 - beta1**self.step)
+        denom = (self.second.sqrt() / (1 - beta2**self.step) ** 0.5).add_(self.eps)
+        self.param.addcdiv_(self.first, denom, value=-step_size)
 
 
 @register_attack("cw-l2", "Carlini-Wagner L2: tanh-space Adam with a per-image binary search over c")
@@ -124,7 +165,7 @@ class CarliniWagnerL2(Attack):
     ) -> torch.Tensor:
         """One round of Adam at fixed ``const``; updates ``best_*`` in place, returns (N,) 'succeeded once'."""
         w = w0.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([w], lr=self.lr)
+        optimizer = Adam(w, lr=self.lr)
         hit = torch.zeros_like(const, dtype=torch.bool)
         for _ in range(self.steps):
             x_adv = from_tanh_space(w)
@@ -134,9 +175,8 @@ class CarliniWagnerL2(Attack):
             logits = self.model(x_adv)
             l2sq = (x_adv - x).flatten(1).pow(2).sum(1)
             loss = (l2sq + const * self.objective(logits, y, target)).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            (grad,) = torch.autograd.grad(loss, w)
+            optimizer.update(grad)
             with torch.no_grad():
                 ok = self.succeeded(logits, y, target)
                 better = ok & (l2sq < best_l2sq)
