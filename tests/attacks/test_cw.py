@@ -138,10 +138,10 @@ def test_an_attack_step_reads_nothing_back_to_the_host(tiny_cnn, monkeypatch) ->
     monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)  # checks held as on a device
     model, x = tiny_cnn(), torch.rand(6, 1, 28, 28)
     y = model(x).argmax(1)
-    reads = []
-    for steps in (3, 9):
+    def reads(steps: int) -> int:
         seen: list[int] = []
         with host_syncs.counting(lambda: seen.append(1)), host_syncs.stage_checks():
             CarliniWagnerL2(model, binary_search_steps=2, steps=steps).run(x, y)
-        reads.append(len(seen))
-    assert reads[0] == reads[1]  # the reads of a run do not grow with its steps
+        return len(seen)
+
+    assert reads(3) == reads(9)  # the reads of a run do not grow with its steps
