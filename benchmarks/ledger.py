@@ -8,7 +8,9 @@ the device, the time that counts; 0 in runs of older code). This script groups t
 two parts of a stage key: ``adaptive/main``, ``gate/hirescam``, ``attack/pgd`` ...) and prints, per group and for
 the run's stages (statistics and report run outside every stage and are not in it): CPU-s, share, wall-s, image-passes,
 calls, rounds, mean images per round, syncs per call and non-model CPU ms per call. Two run dirs print one after
-the other (before / after). Counts are machine-independent; the times are this machine's. Not a test. Example::
+the other (before / after). A run without metrics.json (stopped by a time limit, say a GPU lease's) is read from its
+stage files' headers, which carry each finished stage's counts: its finished stages only, nothing outside them.
+Counts are machine-independent; the times are this machine's. Not a test. Example::
 
     python benchmarks/ledger.py runs/before runs/after --depth 2 --output benchmarks/results/ledger.json
 """
@@ -20,15 +22,41 @@ import json
 from pathlib import Path
 from typing import Any
 
-from advspatial.passes import PassCount, call_rates
+from advspatial.passes import COUNTS, SECONDS, PassCount, call_rates, families
+from advspatial.rundir import RunDir
+
 
 def ledger(run: Path) -> dict[str, Any]:
-    """``model_passes`` of ``run``'s metrics.json (a SystemExit naming the file when it has none)."""
+    """``model_passes`` of ``run``'s metrics.json, or of its stage files when it has none (:func:`stage_ledger`; a
+    SystemExit naming the file when neither holds a ledger with rounds)."""
+    if not (run / "metrics.json").is_file():
+        return stage_ledger(run)
     metrics = json.loads((run / "metrics.json").read_text())
     passes = metrics.get("model_passes")
     if not passes or "rounds" not in passes:
         raise SystemExit(f"{run / 'metrics.json'} holds no ledger with rounds (a run of older code)")
     return passes
+
+
+def stage_ledger(run: Path) -> dict[str, Any]:
+    """The ledger of a run that did not finish: per stage family, the counts in its stage files' headers (the
+    finished stages; the run's totals are their sum)."""
+    import torch
+
+    stages = run / "stages"
+    by_stage: dict[str, PassCount] = {}
+    for path in sorted(stages.rglob("*.pt")):
+        stored = torch.load(path, map_location="cpu", weights_only=False)
+        header = stored.get(RunDir.STAGE_KEY) if isinstance(stored, dict) else None
+        if isinstance(header, dict) and isinstance(header.get("passes"), dict):
+            by_stage[str(path.relative_to(stages).with_suffix(""))] = PassCount.from_dict(header["passes"])
+    if not by_stage:
+        raise SystemExit(f"{run} has neither metrics.json nor stage files with counts")
+    total = PassCount()
+    for count in by_stage.values():
+        total.add(count)
+    return {**{name: getattr(total, name) for name in (*COUNTS, *SECONDS)},
+            "stages": {name: count.as_dict() for name, count in families(by_stage).items()}}
 
 
 def group_of(stage: str, depth: int) -> str:

@@ -1,0 +1,49 @@
+"""benchmarks/ledger.py: a run stopped before its metrics.json is read from its stage files' headers, to the same
+counts the finished run's ledger gives for the same stages."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advspatial.rundir import RunDir
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ledger.py"
+spec = importlib.util.spec_from_file_location("ledger_benchmark", SCRIPT)
+assert spec is not None and spec.loader is not None
+ledger_benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ledger_benchmark)
+
+
+def _run_with_stages(path: Path) -> RunDir:
+    """A run directory with three stages of two families computed through a watched model."""
+    rundir, model = RunDir(path), nn.Linear(4, 2)
+    rundir.passes.watch(model)
+    with torch.no_grad():
+        for key, rows in (("attack/pgd/batch-00000", 3), ("attack/pgd/batch-00001", 5), ("roi/batch-00000", 2)):
+            rundir.cached(key, lambda rows=rows: model(torch.rand(rows, 4)))
+    return rundir
+
+
+def test_a_run_without_metrics_is_read_from_its_stage_headers(tmp_path: Path) -> None:
+    _run_with_stages(tmp_path / "cut")
+    passes = ledger_benchmark.ledger(tmp_path / "cut")
+    assert passes["forward"] == 10 and passes["calls"] == 3 and passes["rounds"] == 3
+    assert {name: count["forward"] for name, count in passes["stages"].items()} == {"attack/pgd": 8, "roi": 2}
+    groups = ledger_benchmark.grouped(passes, 1)
+    assert groups["attack"].forward == 8 and groups["(run)"].forward == 10
+
+
+def test_the_stage_headers_give_the_finished_runs_counts(tmp_path: Path) -> None:
+    rundir = _run_with_stages(tmp_path / "done")
+    (tmp_path / "done" / "metrics.json").write_text(json.dumps({"model_passes": rundir.passes.summary()}))
+    finished = ledger_benchmark.ledger(tmp_path / "done")
+    from_headers = ledger_benchmark.stage_ledger(tmp_path / "done")
+    for name in ("forward", "backward", "calls", "rounds", "syncs"):
+        assert from_headers[name] == finished[name]
+    for stage, count in finished["stages"].items():
+        assert from_headers["stages"][stage]["forward"] == count["forward"]
