@@ -19,7 +19,7 @@ def test_the_setup_section_states_the_totals_and_a_table_per_stage() -> None:
     assert "1,200 images forward" in setup.paragraphs[1] and "400 back" in setup.paragraphs[1]
     assert "300.0 forward and 100.0 backward per test image, n = 4" in setup.paragraphs[1]
     rows = setup.tables[-1].rows
-    assert rows[0] == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0, "-", "-", "-", "-"]  # counted before rounds
+    assert rows[0] == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0, "-", "-", "-", "-", "-"]  # counted before rounds
     assert rows[-1][0] == "(outside stages, this process)" and len(rows) == 3
     assert sections[1].paragraphs == ["model on data"]  # the input is not changed
 
@@ -40,12 +40,12 @@ def test_a_run_counted_with_rounds_states_what_a_gpu_would_wait_on() -> None:
                "syncs_per_call": 0.88, "non_model_seconds_per_call": 0.0012,
                "stages": {"attack/pgd": {"forward": 800, "backward": 400, "calls": 20, "backward_calls": 20,
                                          "rounds": 10, "syncs": 8, "images_per_round": 80.0, "syncs_per_call": 0.2,
-                                         "non_model_seconds_per_call": 0.002}}}
+                                         "non_model_seconds_per_call": 0.002, "wall_seconds": 1.234}}}
     text = passes_paragraph(counted)
     assert "50 rounds" in text and "24.0 images each" in text and "20 backward calls" in text
     assert "35 host synchronisations outside the model (0.88 per call)" in text and "1.20 ms of CPU" in text
     row = with_passes([Section("Setup", [])], counted)[0].tables[-1].rows[0]
-    assert row == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0, 10, 80.0, 0.2, 2.0]
+    assert row == ["attack/pgd", 800, 400, 200.0, 100.0, 40.0, 10, 80.0, 0.2, 2.0, 1.23]
     assert "rounds" not in passes_paragraph(PASSES)
 
 

@@ -67,14 +67,17 @@ def passes_table(passes: Mapping[str, Any]) -> Table:
     for name, count in stages.items():
         forward, backward, calls = int(count["forward"]), int(count["backward"]), int(count["calls"])
         non_model = count.get("non_model_seconds_per_call")  # the rates as the ledger stored them (call_rates)
+        wall = count.get("wall_seconds")  # the stage's elapsed time (0 or absent: counted before it was recorded)
         rows.append([name, forward, backward, per(forward, images), per(backward, images), per(forward, calls),
                      int(count.get("rounds", 0)) or "-", dash(count.get("images_per_round")),
-                     dash(count.get("syncs_per_call")), round(non_model * 1000, 2) if non_model else "-"])
+                     dash(count.get("syncs_per_call")), round(non_model * 1000, 2) if non_model else "-",
+                     round(wall, 2) if wall else "-"])
     return Table("Model passes per stage (images forward and back; per test image; mean images per forward call; "
                  "rounds: forward calls a device could make as one; host synchronisations outside the model and CPU "
-                 "milliseconds outside it, per forward or backward call, on this machine)",
+                 "milliseconds outside it, per forward or backward call, on this machine; the stage's elapsed "
+                 "seconds on this machine, work shared by several stages split among them)",
                  ["stage", "forward", "backward", "forward / image", "backward / image", "images per call",
-                  "rounds", "images per round", "syncs per call", "non-model ms per call"],
+                  "rounds", "images per round", "syncs per call", "non-model ms per call", "seconds"],
                  rows, folded=True)
 
 
