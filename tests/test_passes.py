@@ -12,9 +12,8 @@ from torch import nn
 
 from advspatial.host_syncs import host_list
 from advspatial.models.outputs import guard_outputs
-from advspatial import passes
 from advspatial.passes import (
-    PassCount, PassLedger, call_rates, device_rows, one_round, stage_family,
+    PassCount, PassLedger, call_rates, one_round, stage_family,
 )
 from advspatial.rundir import RunDir
 from advspatial.runtime import per_sample_noise
@@ -227,13 +226,6 @@ def test_calls_chunked_inside_one_round_are_one_round_and_others_one_each() -> N
         model(images(3))
     assert (ledger.outside.calls, ledger.outside.rounds) == (7, 3)
     assert call_rates(ledger.outside)["images_per_round"] == round(16 / 3, 1)
-
-
-def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewhere(monkeypatch) -> None:
-    images = torch.zeros(5, 3, 32, 32)
-    assert device_rows(32, images) == 32 and device_rows(7, images[:1]) == 7
-    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 3 * 32 * 32 * 100)  # what a device's budget does
-    assert device_rows(32, images) == 100 and device_rows(500, images) == 500
 
 
 def test_host_reads_outside_the_model_are_counted_per_stage_and_the_models_own_are_not() -> None:

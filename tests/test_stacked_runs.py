@@ -136,3 +136,10 @@ def test_a_devices_gradient_calls_are_bounded_by_memory_not_by_inputs(monkeypatc
     monkeypatch.setattr(stacked_runs, "device_memory", lambda _: int(40 * kept / stacked_runs.RUN_MEMORY_SHARE) + 1)
     assert stacked_runs.gradient_call_rows(16, sample, model) == 40
     assert stacked_runs.gradient_call_rows(64, sample, model) == 64
+
+
+def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewhere(monkeypatch) -> None:
+    images = torch.zeros(5, 3, 32, 32)
+    assert stacked_runs.device_rows(32, images) == 32 and stacked_runs.device_rows(7, images[:1]) == 7
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 3 * 32 * 32 * 100)  # what a device's budget does
+    assert stacked_runs.device_rows(32, images) == 100 and stacked_runs.device_rows(500, images) == 500

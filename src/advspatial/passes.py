@@ -170,45 +170,6 @@ def uncounted() -> Iterator[None]:
         _Uncounted.depth -= 1
 
 
-#: input elements per stacked call on a device other than the CPU
-#: (:func:`~advspatial.stacked_runs.forward_stacked`): 64 MB of float32
-#: inputs, a forward pass without gradients that any accelerator holds for the models this package runs
-STACK_ELEMENTS = 1 << 24
-#: the same on a CPU: 0, one call per batch (a CPU's cost follows its passes, not its calls)
-CPU_STACK_ELEMENTS = 0
-
-
-def stack_elements(sample: torch.Tensor) -> int:
-    """Input elements a stacked call may hold on ``sample``'s device: :data:`CPU_STACK_ELEMENTS` on a CPU (0: one
-    call per batch), :data:`STACK_ELEMENTS` elsewhere."""
-    return CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
-
-
-def rows_within(elements: int, sample: torch.Tensor) -> int:
-    """How many images like ``sample`` (one image or a batch; its first dimension is the batch) ``elements`` input
-    elements hold.
-
-    >>> rows_within(1 << 24, torch.zeros(4, 3, 32, 32))
-    5461
-    """
-    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
-    return elements // per_image
-
-
-def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
-    """Rows per call for independent rows stacked into one batch (a gate's regions × images, attacked together):
-    ``cpu_rows`` on a CPU (:data:`CPU_STACK_ELEMENTS` 0), elsewhere as many images like ``sample`` (one image or a
-    batch; its first dimension is the batch) as :data:`STACK_ELEMENTS` input elements hold, at least ``cpu_rows``.
-
-    Example::
-
-        >>> device_rows(32, torch.zeros(4, 3, 32, 32))
-        32
-    """
-    limit = stack_elements(sample)
-    return max(int(cpu_rows), rows_within(limit, sample)) if limit else int(cpu_rows)
-
-
 def stage_family(key: str) -> str:
     """The stage a key belongs to, without its batch or chunk index: ``attack/pgd/batch-00003`` -> ``attack/pgd``."""
     return _INDEX.sub("", key)

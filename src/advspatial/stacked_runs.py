@@ -16,13 +16,52 @@ import torch
 from torch import nn
 from torch.autograd.graph import saved_tensors_hooks
 
-from .passes import STACK_ELEMENTS, device_rows, one_round, rows_within, stack_elements, uncounted
+from .passes import one_round, uncounted
 from .runtime import batch_slices
+
+
+#: input elements per stacked call on a device other than the CPU
+#: (:func:`~advspatial.stacked_runs.forward_stacked`): 64 MB of float32
+#: inputs, a forward pass without gradients that any accelerator holds for the models this package runs
+STACK_ELEMENTS = 1 << 24
+#: the same on a CPU: 0, one call per batch (a CPU's cost follows its passes, not its calls)
+CPU_STACK_ELEMENTS = 0
+
+
+def stack_elements(sample: torch.Tensor) -> int:
+    """Input elements a stacked call may hold on ``sample``'s device: :data:`CPU_STACK_ELEMENTS` on a CPU (0: one
+    call per batch), :data:`STACK_ELEMENTS` elsewhere."""
+    return CPU_STACK_ELEMENTS if sample.device.type == "cpu" else STACK_ELEMENTS
+
+
+def rows_within(elements: int, sample: torch.Tensor) -> int:
+    """How many images like ``sample`` (one image or a batch; its first dimension is the batch) ``elements`` input
+    elements hold.
+
+    >>> rows_within(1 << 24, torch.zeros(4, 3, 32, 32))
+    5461
+    """
+    per_image = max(1, sample[0].numel()) if sample.ndim and len(sample) else 1
+    return elements // per_image
+
+
+def device_rows(cpu_rows: int, sample: torch.Tensor) -> int:
+    """Rows per call for independent rows stacked into one batch (a gate's regions × images, attacked together):
+    ``cpu_rows`` on a CPU (:data:`CPU_STACK_ELEMENTS` 0), elsewhere as many images like ``sample`` (one image or a
+    batch; its first dimension is the batch) as :data:`STACK_ELEMENTS` input elements hold, at least ``cpu_rows``.
+
+    Example::
+
+        >>> device_rows(32, torch.zeros(4, 3, 32, 32))
+        32
+    """
+    limit = stack_elements(sample)
+    return max(int(cpu_rows), rows_within(limit, sample)) if limit else int(cpu_rows)
 
 
 def run_rows(call_rows: int, sample: torch.Tensor, model: nn.Module | None = None) -> int:
     """Rows of one run over independent rows stacked into one batch (a gate's regions × images, attacked as one):
-    as many images like ``sample`` as :data:`~advspatial.passes.STACK_ELEMENTS` input elements hold and, with
+    as many images like ``sample`` as :data:`STACK_ELEMENTS` input elements hold and, with
     ``model``, as many as the activations a gradient through the whole run keeps fit in memory
     (:func:`memory_rows`); at least ``call_rows``, and a whole number of calls of ``call_rows``, so that the calls
     of a run are the same images whatever its size. Where that is more than a call takes (``call_rows``, a CPU's
@@ -42,7 +81,7 @@ def run_rows(call_rows: int, sample: torch.Tensor, model: nn.Module | None = Non
 
 def gradient_call_rows(cpu_rows: int, sample: torch.Tensor, model: nn.Module) -> int:
     """Rows per model call of a stacked run that takes gradients through ``model`` (a gate's restricted attack,
-    the budget's calibration): on a CPU ``cpu_rows``; elsewhere :func:`~advspatial.passes.device_rows`, at most
+    the budget's calibration): on a CPU ``cpu_rows``; elsewhere :func:`device_rows`, at most
     :func:`memory_rows` (a device's memory bounds a call's activations, not its inputs), at least ``cpu_rows``.
 
     Example::
@@ -167,10 +206,10 @@ def forward_stacked(model: Callable[[torch.Tensor], torch.Tensor], inputs: Itera
 
     Why: work that does not depend on the answer of the call before it (a gate's regions and fills, a defence's
     fractions and control draws) is a single call to a device; made as a loop of calls, a GPU waits on each.
-    On a CPU each input is still its own call (:data:`~advspatial.passes.CPU_STACK_ELEMENTS`, unless ``elements``
+    On a CPU each input is still its own call (:data:`CPU_STACK_ELEMENTS`, unless ``elements``
     is given): the calls a loop made, at the batch size the CPU already runs well, so the same numbers to the bit.
     Elsewhere the inputs are concatenated into calls of at most ``elements`` input elements (default
-    :data:`~advspatial.passes.STACK_ELEMENTS`; an input larger than that is a call of its own), and the outputs
+    :data:`STACK_ELEMENTS`; an input larger than that is a call of its own), and the outputs
     split back: the same values to the float rounding that a batch's composition moves. The inputs are made
     lazily, so at most one call's worth is held.
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from advspatial.defence.nonadaptive import evaluate_defence
 from advspatial.defence.neutralize import NeutralizedModel
-from advspatial import passes
+from advspatial import stacked_runs
 from advspatial.errors import ShapeError
 from advspatial.passes import PassLedger
 from advspatial.regions import random_region_like
@@ -152,7 +152,7 @@ def test_a_batchs_filled_images_are_one_round_and_stacked_calls_give_the_same_co
     filled = 2 * (1 + 3) + 1 + 1 + 3 + 1   # defended and controls for adv and clean, put back, oracle's three
     maps_calls = loop_calls - 2 * (2 + filled)
     assert loop_rounds == maps_calls + 2 * 2   # two batches: the maps' calls, then two rounds each
-    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 1 << 30)
     stacked = evaluate_defence(model, defended, x, y, x_adv, oracle, draws=3, batch_size=3)
     assert ledger.outside.calls - loop_calls == maps_calls + 2 * 2
     for name, col in one_each.columns().items():

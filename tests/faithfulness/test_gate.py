@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from advspatial import passes, stacked_runs
+from advspatial import stacked_runs
 from advspatial.attacks import make_attack
 from advspatial.errors import ConfigError
 from advspatial.faithfulness import deletion, randomization
@@ -490,7 +490,7 @@ def test_deletion_is_one_round_and_stacked_calls_give_the_same_columns(fixture, 
     ledger.watch(model)
     one_each = deletion.deletion_columns(model, x, y, regions, fills=("zero", "blur"), sample_ids=ids)
     assert (ledger.outside.calls, ledger.outside.rounds) == (1 + 2 * len(regions), 2)
-    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 1 << 30)
     stacked = deletion.deletion_columns(model, x, y, regions, fills=("zero", "blur"), sample_ids=ids)
     assert (ledger.outside.calls, ledger.outside.rounds) == (1 + 2 * len(regions) + 2, 4)
     assert set(stacked) == set(one_each)

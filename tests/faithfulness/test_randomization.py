@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from advspatial import passes
+from advspatial import stacked_runs
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.faithfulness.randomization import (
     CASCADE_MAX_SPEARMAN, cascade_verdict, fully_randomized, model_randomization_check,
@@ -203,7 +203,7 @@ def test_smoothed_copies_are_one_round_and_stacked_calls_give_the_same_maps(data
 
     smooth, plain = smoothed_maps(model, x, y, counted, seed=1, sample_ids=ids, samples=4)
     assert calls == [len(x)] * 4 and ledger.outside.rounds == 1
-    monkeypatch.setattr(passes, "CPU_STACK_ELEMENTS", 1 << 30)
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 1 << 30)
     calls.clear()
     stacked, stacked_plain = smoothed_maps(model, x, y, counted, seed=1, sample_ids=ids, samples=4)
     assert calls == [4 * len(x)] and ledger.outside.rounds == 2

@@ -10,8 +10,8 @@ from captum.attr import Occlusion
 from torch import nn
 
 from ...errors import check_range
-from ...passes import device_rows
 from ...runtime import scaled_batch
+from ...stacked_runs import device_rows
 from .._common import Target
 from ._attribution import checked_input, run_frozen
 from ._registry import importance_map, register_importance_method
