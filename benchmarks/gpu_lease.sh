@@ -13,6 +13,8 @@
 # stage (NAME-ledger.json; for a run cut by the time limit, from its stage files) and the runs' small files (*.tgz).
 # Why two calls: the Fashion-MNIST files of the checks and the Lite0 weights do not travel together under 64 MiB.
 # LEASE_DEVICE=cpu tries the flow on a machine without a GPU (its runs cut by LEASE_SECONDS).
+# LEASE_EXTRA: more `run spatial` options for the n = 2,000 run ("--batch-size 1000": the per-image stages in
+# device-sized batches instead of the preset's 100, a CPU's size).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here" || exit 2  # gpu_checks.sh runs from the repository root
@@ -56,7 +58,7 @@ checks() {
     echo "gpu_checks.sh: exit $?"; grep -v '^ ' "$out/gpu_checks.log" | tail -30
     install_wheels "$lease"/core-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH
     timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
-        --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 > "$out/r20-n2000.log" 2>&1
+        --extra="${LEASE_EXTRA:-}" --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 > "$out/r20-n2000.log" 2>&1
     echo "ResNet-20 n = 2,000: exit $?"; tail -3 "$out/r20-n2000.log"
     keep_runs
 }
