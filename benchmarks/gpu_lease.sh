@@ -58,7 +58,8 @@ checks() {
     echo "gpu_checks.sh: exit $?"; grep -v '^ ' "$out/gpu_checks.log" | tail -30
     install_wheels "$lease"/core-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH
     timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
-        --extra="${LEASE_EXTRA:-}" --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 > "$out/r20-n2000.log" 2>&1
+        --extra="${LEASE_EXTRA:-}" --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 \
+        > "$out/r20-n2000.log" 2>&1
     echo "ResNet-20 n = 2,000: exit $?"; tail -3 "$out/r20-n2000.log"
     keep_runs
 }
