@@ -57,7 +57,7 @@ from ..runtime import per_sample_noise
 from .base import Attack, call_keyed, draws_keyed, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
-from .search import Best, beats, best_of_runs, compact
+from .search import Best, beats, best_of_runs, compact, stop_early
 
 APGD_LOSSES = ("ce", "dlr", "margin")
 MOMENTUM = 0.75
@@ -133,10 +133,6 @@ class _Run:
     last_best: torch.Tensor            # f_max at the last checkpoint
     reduced: torch.Tensor              # step halved at the last checkpoint
     active: torch.Tensor               # still searching (an early stop drops the others, on a device at checkpoints)
-
-    def keep(self, rows: torch.Tensor) -> _Run:
-        """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
-        return compact(self, rows)
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
@@ -293,9 +289,7 @@ class APGD(Attack):
         """One APGD run on the batch images ``rows``; offers every iterate to ``best``."""
         st = self._initial_state(x, y, loss_target, goal, mask, sample_ids, seed, rows, best, queries)
         marks, j = checkpoints(self.steps), 1
-        # on a device an early stop masks the broken rows and drops them at the checkpoints only: a drop reads the
-        # rows back, a wait per step; the rows still searching take the same steps either way
-        masked = on_device_path(x)
+        drop_every_step = not on_device_path(x)  # a device drops the broken rows at the checkpoints only
         for k in range(self.steps):
             if len(st) == 0:
                 return
@@ -310,9 +304,7 @@ class APGD(Attack):
                 self._checkpoint(st, marks[j] - marks[j - 1])
                 j += 1
             if self.early_stop:
-                st.active = st.active & ~adv
-                if not masked or checkpoint:
-                    st = st.keep(st.active)
+                st = stop_early(st, adv, drop_every_step or checkpoint)
 
     def _initial_state(
         self, x: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None, goal: torch.Tensor | None,
@@ -338,7 +330,7 @@ class APGD(Attack):
             reduced=torch.zeros(n, dtype=torch.bool, device=x.device),
             active=torch.ones(n, dtype=torch.bool, device=x.device),
         )
-        return st.keep(~adv) if self.early_stop else st
+        return compact(st, ~adv) if self.early_stop else st
 
     def _step(self, st: _Run, first: bool) -> torch.Tensor:
         """``x_k+1`` from ``x_k``: a projected ascent step, then (after the first step) momentum 0.75."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -17,6 +17,15 @@ import torch
 IMPROVEMENT_TOL = 1e-5
 T = TypeVar("T")
 S = TypeVar("S")
+
+
+class _Searching(Protocol):
+    """A search's state whose rows an early stop masks: ``active``, the (n,) bool rows still searching."""
+
+    active: torch.Tensor
+
+
+R = TypeVar("R", bound=_Searching)
 
 
 def beats(new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -78,6 +87,15 @@ def compact(state: S, rows: torch.Tensor) -> S:
         else:  # a field kept on the host (sample ids) is indexed there
             out[f.name] = v[on_host] if v.device.type == "cpu" else v[index]
     return replace(state, **out)  # type: ignore[type-var]
+
+
+def stop_early(state: R, finished: torch.Tensor, drop: bool) -> R:
+    """An early stop: the rows of ``state`` where ``finished`` holds stop searching at once (``state.active``
+    cleared: the step's decisions leave them alone) and leave the state (:func:`compact`) where ``drop`` holds.
+    A drop reads the rows back, so a CPU drops at every step and a device only at a few points (a wait each);
+    the rows still searching take the same steps either way."""
+    state.active = state.active & ~finished
+    return compact(state, state.active) if drop else state
 
 
 def best_of_runs(

@@ -54,7 +54,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..host_syncs import on_device_path
 from ..runtime import sample_generator
-from .search import Best, beats, best_of_runs, compact
+from .search import Best, beats, best_of_runs, stop_early
 from .base import Attack, call_keyed, register_attack
 from .gradients import attack_loss, is_adversarial
 
@@ -142,10 +142,6 @@ class _Search:
     gens: list[torch.Generator]
     draws: torch.Tensor       # (n, BLOCK, K) uniform numbers of the current block
     active: torch.Tensor      # still searching (an early stop drops the others, on a device at block starts)
-
-    def keep(self, rows: torch.Tensor) -> _Search:
-        """The state restricted to the rows where ``rows`` (bool) holds (:func:`.search.compact`)."""
-        return compact(self, rows)
 
     def __len__(self) -> int:
         return int(self.idx.shape[0])
@@ -263,14 +259,10 @@ class Square(Attack):
         k = self.n_draws(x.shape[1])
         st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k),
                      torch.ones(len(gens), dtype=torch.bool, device=x.device))
-        # on a device an early stop masks the rows that found an example and drops them when a block of random
-        # numbers starts (a drop reads the rows back: a wait per query); the others take the same queries
-        masked = on_device_path(x)
+        drop_every_query = not on_device_path(x)  # a device drops the rows that found one when a block starts
         for i in range(self.n_queries - 1):
             if self.early_stop:
-                st.active = st.active & ~st.adv
-                if not masked or i % BLOCK == 0:
-                    st = st.keep(st.active)
+                st = stop_early(st, st.adv, drop_every_query or i % BLOCK == 0)
             if len(st) == 0:
                 return
             if i % BLOCK == 0:
