@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, ShapeError
+from .host_syncs import host_copies
 from .keyed_random import keyed_normal, keyed_uniform
 
 #: glibc ``mallopt`` parameters (malloc.h) and the values :func:`keep_freed_memory` sets
@@ -154,37 +155,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``{name: tensor.detach().cpu()}`` in one device->host read per dtype instead of one per tensor: the tensors
-    of a dtype are flattened and concatenated on their device, read back at once and split again (same values,
-    shapes and order). Why: each read is a synchronisation a GPU waits on, and a batch's columns are many.
+    """``{name: tensor.detach().cpu()}`` in one device->host read per device and dtype instead of one per tensor
+    (:func:`~advspatial.host_syncs.host_copies`; same values, shapes and order). Why: each read is a
+    synchronisation a GPU waits on, and a batch's columns are many.
 
     >>> out = to_host({"a": torch.ones(3), "b": torch.zeros(2, 2), "n": torch.arange(3)})
     >>> [(k, tuple(v.shape), v.dtype) for k, v in out.items()]
     [('a', (3,), torch.float32), ('b', (2, 2), torch.float32), ('n', (3,), torch.int64)]
     """
-    groups: dict[tuple[torch.dtype, torch.device], list[str]] = {}
-    for name, tensor in tensors.items():
-        groups.setdefault((tensor.dtype, tensor.device), []).append(name)
-    out: dict[str, torch.Tensor] = {}
-    for names in groups.values():
-        flat = torch.cat([tensors[k].detach().reshape(-1) for k in names]).cpu()
-        for name, part in zip(names, flat.split([tensors[k].numel() for k in names]), strict=True):
-            out[name] = part.view(tensors[name].shape)
-    return {name: out[name] for name in tensors}
-
-
-def min_max(t: torch.Tensor) -> tuple[float, float]:
-    """``(min, max)`` of the non-empty ``t`` in one host read instead of two (NaN where ``t`` holds NaN, which
-    compares False either way, as ``float(t.min()) < 0`` does).
-
-    >>> min_max(torch.tensor([0.5, 0.25, 1.0]))
-    (0.25, 1.0)
-    """
-    return min_max_each([t])[0]
+    return dict(zip(tensors, host_copies(list(tensors.values())), strict=True))
 
 
 def min_max_each(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
-    """:func:`min_max` of each non-empty tensor (all on one device), all in one host read.
+    """``(min, max)`` of each non-empty tensor (all on one device), all in one host read instead of two a tensor
+    (NaN where a tensor holds NaN, which compares False either way, as ``float(t.min()) < 0`` does).
 
     >>> min_max_each([torch.tensor([0.5, 1.0]), torch.tensor([[-2.0, 3.0]])])
     [(0.5, 1.0), (-2.0, 3.0)]
