@@ -13,6 +13,7 @@ map, :class:`ClassPriorVulnerability`, ...); this module does not import
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,10 +116,9 @@ class ClassPriorVulnerability:
 def _same_ids(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    if a.device.type == b.device.type == "cpu":  # sample ids kept on the host on every device: no device's wait
-        with uncounted():
-            return a.shape == b.shape and torch.equal(a, b)
-    return a.shape == b.shape and torch.equal(a, b)
+    on_host = a.device.type == b.device.type == "cpu"  # sample ids kept on the host on every device: no wait
+    with uncounted() if on_host else contextlib.nullcontext():
+        return a.shape == b.shape and torch.equal(a, b)
 
 
 def _version(x: torch.Tensor) -> int | None:
