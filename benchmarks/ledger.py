@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from advspatial.passes import COUNTS, SECONDS, PassCount, call_rates, families
+from advspatial.passes import PassCount, PassLedger, call_rates
 from advspatial.rundir import RunDir
 
 
@@ -52,11 +52,8 @@ def stage_ledger(run: Path) -> dict[str, Any]:
             by_stage[str(path.relative_to(stages).with_suffix(""))] = PassCount.from_dict(header["passes"])
     if not by_stage:
         raise SystemExit(f"{run} has neither metrics.json nor stage files with counts")
-    total = PassCount()
-    for count in by_stage.values():
-        total.add(count)
-    return {**{name: getattr(total, name) for name in (*COUNTS, *SECONDS)},
-            "stages": {name: count.as_dict() for name, count in families(by_stage).items()}}
+    found = PassLedger(by_stage=by_stage)
+    return {**found.total().as_dict(), "stages": {name: count.as_dict() for name, count in found.by_family().items()}}
 
 
 def group_of(stage: str, depth: int) -> str:
