@@ -105,11 +105,12 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
     if beyond_every_region(d):  # "each by at least the margin" flatly only where every row's CI lies beyond it
         flat = all(r.difference.low >= r.difference.margin for r in d.rows)
         assert ("each by at least the margin at its point estimate" in text) == (not flat), text
-    # a fixed region named as where the attack acts catches as much as the RoI or more
+    # a fixed region named as where the attack acts catches as much as the RoI or more, and its numbers are quoted
     for region, place in REGION_PLACES.items():
         row = d.row(region)
         if f"the attack acts {place}" in text:
             assert row is not None and (as_much(row.difference) or row.difference.outcome == DOES_LESS)
+            assert REGION_NOUNS[region] in text, text
     # every region the sentence names, it names with that region's own numbers and words
     for sentence_part in re.split(r"; |\. ", text):
         for row in d.rows:

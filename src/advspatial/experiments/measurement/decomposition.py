@@ -261,7 +261,8 @@ def weakest(rows: Sequence[RegionRow]) -> RegionRow | None:
 
 
 def _fixed_clause(d: Decomposition) -> str:
-    """The fixed regions in one clause: the weakest of them, or all beaten."""
+    """The fixed regions in one clause: the one that catches as much as the RoI or more (the region the
+    :func:`conclusion` names, quoted so that it rests on numbers shown), else the weakest of them, or all beaten."""
     fixed = [r for r in d.rows if r.region in FIXED_REGIONS]
     worst = weakest(fixed)
     if worst is None:
@@ -269,8 +270,10 @@ def _fixed_clause(d: Decomposition) -> str:
     if all(clears_margin(r.difference) for r in fixed):
         return (f"the RoI catches more than every fixed region of the same size (centre, class layout, dataset "
                 f"layout; the closest, {REGION_NOUNS[worst.region]}: Δ {interval(worst.difference)})")
-    return row_clause(worst, projection=False).replace(REGION_NOUNS[worst.region],
-                                                       f"{REGION_NOUNS[worst.region]} of the same size", 1)
+    named = _fixed_as_much(d)[:1]
+    shown = next((r for r in fixed if r.region in named), worst)
+    return row_clause(shown, projection=False).replace(REGION_NOUNS[shown.region],
+                                                       f"{REGION_NOUNS[shown.region]} of the same size", 1)
 
 
 def _content_clause(d: Decomposition) -> str:
