@@ -143,3 +143,19 @@ def test_rows_per_call_are_the_cpus_batch_on_a_cpu_and_a_devices_budget_elsewher
     assert stacked_runs.device_rows(32, images) == 32 and stacked_runs.device_rows(7, images[:1]) == 7
     monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 3 * 32 * 32 * 100)  # what a device's budget does
     assert stacked_runs.device_rows(32, images) == 100 and stacked_runs.device_rows(500, images) == 500
+
+
+@settings(max_examples=60, deadline=None)
+@given(cpu_batch=st.integers(1, 500), side=st.integers(1, 300), images=st.integers(1, 10_000),
+       processes=st.integers(1, 8), gigabytes=st.integers(1, 200))
+def test_a_devices_batch_holds_its_memorys_element_budget_and_each_processs_share_never_less_than_the_cpus(
+        cpu_batch: int, side: int, images: int, processes: int, gigabytes: int) -> None:
+    memory = gigabytes * 10**9
+    batch = stacked_runs.device_batch_size(cpu_batch, (3, side, side), images, processes, memory)
+    budget = stacked_runs.BATCH_ELEMENTS * memory // stacked_runs.BATCH_MEMORY
+    share = -(-images // processes)
+    assert batch >= cpu_batch
+    if batch > cpu_batch:  # raised: within the budget and each process's share of the images, filling one of them
+        assert batch * 3 * side * side <= budget and batch <= share
+        assert (batch + 1) * 3 * side * side > budget or batch == share
+    assert stacked_runs.device_batch_size(cpu_batch, (3, side, side), images, processes, 2 * memory) >= batch

@@ -130,3 +130,22 @@ def test_curve_points_below_the_budget_are_opt_in_and_full_eval_measures_them() 
     assert not resolve_config(spatial, None, {}, quick=False).curve_below_budget
     assert resolve_config(spatial, None, {"eval": "full"}, quick=False).curve_below_budget
     assert resolve_config(spatial, None, {"curve_below_budget": True}, quick=False).curve_below_budget
+
+
+def test_a_gpu_takes_a_device_sized_batch_unless_one_is_given(monkeypatch) -> None:
+    import torch
+
+    import advspatial.runtime
+    import advspatial.stacked_runs
+
+    spatial = get_experiment("spatial")
+    on_cpu = resolve_config(spatial, None, {"preset": "cifar10", "n": 300}, quick=False)
+    assert on_cpu.batch_size == 100  # the preset's: a CPU's batch
+    monkeypatch.setattr(advspatial.runtime, "pick_device", lambda preference="auto": torch.device("cuda"))
+    monkeypatch.setattr(advspatial.stacked_runs, "device_memory", lambda device: 80 * 10**9)
+    on_gpu = resolve_config(spatial, None, {"preset": "fashion-mnist", "n": 300}, quick=False)
+    assert on_gpu.batch_size == 300  # every image in one batch: 300 of 28x28 are within the element budget
+    given = resolve_config(spatial, None, {"preset": "fashion-mnist", "n": 300, "batch_size": 50}, quick=False)
+    assert given.batch_size == 50
+    quick = resolve_config(get_experiment("pse"), None, {}, quick=True)
+    assert quick.batch_size == get_experiment("pse").config_cls.QUICK["batch_size"]

@@ -41,7 +41,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 GENERIC_BUDGETS: dict[str, str] = {
     **budget_meanings(),
     "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
-    "batch_size": "images per batch",
+    "batch_size": "images per batch (a CPU's; on a GPU, unless given, raised to what its memory takes)",
     "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group)",
     "image_size": "side of folder images after resizing (0 = the dataset's own size)",
     "noise_sds": "spatial: sd of the Gaussian-noise baseline (--eval full: half, once and twice it); the pretrained "

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from ..data import load_dataset
-from ..distributed import agree, main_only, world
+from ..distributed import agree, environment_world, main_only, world
 from ..errors import AdvspatialError, ConfigError, DataError, first_line
 from ..files import DirLock, atomic_write_text, check_writable_dir, inner_file, read_json
 from ..report.figures import OVERVIEW_FIGURE
@@ -295,7 +295,28 @@ def resolve_config(
     values = {**values, **cls.implied_values(values), **given, "preset": preset}
     config = config_from_mapping(cls, values)
     config.validate()
+    if "batch_size" not in given and "batch_size" not in quick_values:
+        fit_batch_to_device(config)
     return config
+
+
+def fit_batch_to_device(config: ExperimentConfig) -> None:
+    """On a GPU, a batch size nobody gave (the preset's or the default, sized for a CPU's caches) becomes what the
+    device's memory takes in a call (:func:`~advspatial.stacked_runs.device_batch_size`); on a CPU it stays. The
+    resolved value is the run's ``batch_size`` in ``config.yaml``; results do not depend on it."""
+    from ..runtime import pick_device
+    from ..stacked_runs import device_batch_size, device_memory
+
+    device = pick_device(config.device)
+    if device.type == "cpu":
+        return
+    try:
+        data = load_dataset(config.dataset, "test", **config.dataset_options())
+    except AdvspatialError:  # data the experiment loads its own way: its batch size stays
+        return
+    images = min(config.n, len(data))
+    config.batch_size = device_batch_size(config.batch_size, data.image_shape, images, environment_world().size,
+                                          device_memory(device))
 
 
 def saved_config(out: Path, experiment: Experiment, record: Mapping[str, Any]) -> ExperimentConfig:

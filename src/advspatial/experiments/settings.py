@@ -128,7 +128,8 @@ class ExperimentConfig:
                                    "shorter side (0: a zoo model's, e.g. 0.875 for ImageNet; else 1)", low=0, high=1)
     class_map: str = setting("", "folder datasets: TSV of model output index, folder name[, display name]")
     seed: int = setting(0, "seed of every random choice in the experiment")
-    batch_size: int = setting(200, "images per batch (memory does not grow with n)", low=1)
+    batch_size: int = setting(200, "images per batch (memory does not grow with n); on a GPU, "
+                              "unless given, raised to what its memory takes in a call", low=1)
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     out: str = setting("", "run directory (default: runs/<experiment>)")
     progress: bool = setting(True, "show progress bars")

@@ -32,7 +32,8 @@ class PerceptualConfig(GatedConfig):
     """Settings of the perceptual experiment (METHODS §3, gate and inference of §1); every one is a CLI option."""
 
     n: int = setting(200, "number of test images (the first n)")
-    batch_size: int = setting(100, "images per batch (memory does not grow with n)")
+    batch_size: int = setting(100, "images per batch (memory does not grow with n); on a GPU, "
+                              "unless given, raised to what its memory takes in a call")
     importance: str = setting("auto", "class activation map of the true class, the RoI: auto (Grad-CAM for a "
                                       "GAP+linear head, HiResCAM for a flatten/FC head) or a name "
                                       "(advspatial list maps)")

@@ -30,7 +30,8 @@ class PSEConfig(GatedConfig):
 
     n: int = setting(100, "number of test images (the first n; 100 keeps the default run near 5 minutes on 2 "
                           "cores; raise it for power)")
-    batch_size: int = setting(100, "images per batch (memory does not grow with n)")
+    batch_size: int = setting(100, "images per batch (memory does not grow with n); on a GPU, "
+                              "unless given, raised to what its memory takes in a call")
     attacks: list[str] = setting(["cw-l2", "pgd"], "attacks to run (advspatial list attacks; need a targeted mode)")
     modes: list[str] = setting(["untargeted", "targeted"], "attack modes", choices=MODES)
     target_mode: str = setting("random", "target class of targeted attacks: random (seeded, != label), "
