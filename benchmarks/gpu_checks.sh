@@ -22,7 +22,13 @@ fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
-python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -3
+# GPU_CHECKS_OVERLAP=1: the CUDA tests run beside the quick runs (a short lease; the quick runs' seconds are then
+# contended, the real-model runs after them are not)
+if [ "${GPU_CHECKS_OVERLAP:-0}" = 1 ]; then
+    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$runs/test_cuda.log" 2>&1 & tests=$!
+else
+    python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -3
+fi
 for e in spatial maps perceptual pse propagation localized-training baseline; do
     start=$EPOCHREALTIME
     python3 -m advspatial run "$e" --quick --device cuda --out "$runs/$e" --no-progress >"$runs/$e.log" 2>&1
@@ -39,6 +45,9 @@ PY
     printf '%s --quick --device cuda: exit %s, %s s\n' "$e" "$rc" "$(python3 -c "print(round($EPOCHREALTIME - $start, 1))")"
     [ "$rc" = 0 ] || tail -5 "$runs/$e.log"
 done
+if [ "${GPU_CHECKS_OVERLAP:-0}" = 1 ]; then
+    wait "$tests"; echo "tests/test_cuda.py (beside the quick runs): exit $?"; tail -3 "$runs/test_cuda.log"
+fi
 for s in "${settings[@]}"; do
     python3 benchmarks/bench_real_model.py --setting "$s" --n "$n" --device cuda --output "$out/real_model.json" \
         --keep "$runs/real-$s-n$n" 2>&1 | tail -60

@@ -8,6 +8,9 @@
 #                                          time left (LEASE_SECONDS, default 570)
 #   bash benchmarks/gpu_lease.sh lite0     there, second call (carry .lease/lite .lease/lite-wheels):
 #                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
+#   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 61 MB): `checks` with the CUDA
+#                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), then `lite0`, in
+#                                          LEASE_SECONDS (a lease too short for two machine starts)
 #
 # Every figure lands in $OUT: the logs, results/real_model.json's rows and partial files, each run's ledger by
 # stage (NAME-ledger.json; for a run cut by the time limit, from its stage files) and the runs' small files (*.tgz).
@@ -86,5 +89,6 @@ case "${1:-}" in
     prepare) prepare ;;
     checks) checks ;;
     lite0) lite0 ;;
-    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0" >&2; exit 2 ;;
+    all) export GPU_CHECKS_OVERLAP=1; checks; lite0 ;;
+    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0|all" >&2; exit 2 ;;
 esac
