@@ -1,0 +1,100 @@
+"""ROAD's fill solved on the images' device by conjugate gradients: the dense reference and the exact LU, to 1e-8."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from advspatial import host_syncs
+from advspatial.errors import ConfigError
+from advspatial.regions import imputation_iterative
+from advspatial.regions.imputation import linear_imputation
+
+from .test_imputation import REGION_KINDS, _reference, _region
+
+
+@settings(max_examples=40, deadline=None)
+@given(kinds=st.lists(st.sampled_from(REGION_KINDS), min_size=1, max_size=5), c=st.sampled_from([1, 3]),
+       h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 10_000))
+def test_the_iterative_fill_and_its_gradient_equal_the_dense_reference(kinds, c, h, w, seed):
+    """Values and gradients equal the per-image dense solves; known pixels pass through bit for bit."""
+    rng = np.random.default_rng(seed)
+    x_np = rng.random((len(kinds), c, h, w))
+    region_np = np.stack([_region(kind, h, w, rng) for kind in kinds])
+    grad_out = rng.standard_normal(x_np.shape)
+    ref_out, ref_grad = _reference(x_np, region_np, grad_out)
+
+    x = torch.tensor(x_np, requires_grad=True)
+    out = linear_imputation(x, torch.tensor(region_np), solver="iterative")
+    (grad,) = torch.autograd.grad(out, x, torch.tensor(grad_out))
+    np.testing.assert_allclose(out.detach().numpy(), ref_out, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(grad.numpy(), ref_grad, atol=1e-8, rtol=0)
+    outside = ~region_np[:, None].repeat(c, axis=1)
+    assert np.array_equal(out.detach().numpy()[outside], x_np[outside])
+
+
+def _blobs(n: int, side: int, fraction: float, cells: int, seed: int) -> torch.Tensor:
+    """(n, side, side) regions: the top ``fraction`` of a random ``cells`` x ``cells`` map upsampled (one or a few
+    large blobs, as a class activation map's top fraction)."""
+    gen = torch.Generator().manual_seed(seed)
+    smooth = F.interpolate(torch.rand(n, 1, cells, cells, generator=gen), size=(side, side), mode="bilinear",
+                           align_corners=False)[:, 0]
+    return smooth >= smooth.flatten(1).quantile(1 - fraction, dim=1)[:, None, None]
+
+
+@pytest.mark.parametrize("side,fraction,cells", [(32, 0.5, 4), (224, 0.5, 7)])
+def test_large_contiguous_regions_converge_to_the_exact_fill(side, fraction, cells):
+    """A class activation map's top half of a 224-pixel image, the hardest case seen (about 500 steps)."""
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    region = _blobs(2, side, fraction, cells, seed=2)
+    exact = linear_imputation(x, region, solver="exact")
+    iterative = linear_imputation(x, region, solver="iterative")
+    assert float((iterative - exact).abs().max()) < 1e-8
+
+
+def test_each_image_is_filled_as_alone_whatever_its_batch():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 3, 20, 17, generator=gen, dtype=torch.float64)
+    region = torch.rand(5, 20, 17, generator=gen) < 0.6
+    region[1], region[3] = True, False
+    batched = linear_imputation(x, region, solver="iterative")
+    for i in range(5):
+        alone = linear_imputation(x[i:i + 1], region[i:i + 1], solver="iterative")
+        assert float((alone - batched[i:i + 1]).abs().max()) < 1e-12
+    assert torch.equal(batched[1], torch.zeros_like(batched[1])) and torch.equal(batched[3], x[3])
+
+
+def test_systems_not_converged_within_the_step_limit_take_the_exact_fill_and_gradient(monkeypatch):
+    monkeypatch.setattr(imputation_iterative, "MAX_STEPS", 2)
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 1)
+    x = torch.rand(3, 2, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64,
+                   requires_grad=True)
+    region = _blobs(3, 12, 0.5, 3, seed=5)
+    region[2] = False  # nothing to solve: converged at once, kept as it is
+    upstream = torch.randn(x.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    exact = linear_imputation(x, region, solver="exact")
+    (exact_grad,) = torch.autograd.grad(exact, x, upstream)
+    fallback = linear_imputation(x, region, solver="iterative")
+    (fallback_grad,) = torch.autograd.grad(fallback, x, upstream)
+    assert torch.equal(fallback, exact) and torch.equal(fallback_grad, exact_grad)
+
+
+def test_the_solve_reads_the_host_once_per_check_and_keeps_float32():
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    region = _blobs(4, 32, 0.3, 4, seed=8)
+    reads: list[int] = []
+    with host_syncs.counting(lambda: reads.append(1)):
+        out = linear_imputation(x, region, solver="iterative")
+    assert out.dtype == torch.float32
+    steps = imputation_iterative.MAX_STEPS
+    assert 1 <= len(reads) <= steps // imputation_iterative.CHECK_EVERY
+    assert float((out - linear_imputation(x, region, solver="exact")).abs().max()) < 1e-6
+
+
+def test_an_unknown_solver_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="unknown solver 'lu'; valid: auto, exact, iterative"):
+        linear_imputation(torch.rand(1, 1, 3, 3), torch.zeros(1, 3, 3, dtype=torch.bool), solver="lu")
