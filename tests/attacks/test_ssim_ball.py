@@ -168,6 +168,25 @@ def test_project_box_matches_cvxpy_projection(beta):
     assert float(to_windows(proj, 4).mean(-1).abs().max()) <= beta + 1e-12
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), size=st.sampled_from([9, 16, 28]), spread=st.floats(0.01, 1.0),
+       luminance=st.sampled_from(["term", "absolute"]))
+def test_project_box_solves_only_the_violated_windows_on_a_cpu_and_equals_the_device_paths_dense_solve(
+        seed, size, spread, luminance):
+    """A CPU solves the luminance shift of the windows off their bound only (a device all of them, to read nothing
+    back): the same projection to the bit, whether none, a few or every window is off its bound."""
+    from advspatial import host_syncs
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, size, size, generator=gen, dtype=torch.float64)
+    ball = SSIMBallGeometry.around(x, alpha=0.9, beta=0.05, window=4, luminance=luminance)
+    z = spread * torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    on_cpu = ball.project_box(z)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
+        assert torch.equal(ball.project_box(z), on_cpu)
+
+
 def test_make_feasible_scales_violators_onto_the_boundary_and_keeps_the_rest():
     x = garment_like(1, 1, 8, 8, seed=3, dtype=torch.float64)
     alpha, beta = 0.9, 0.05

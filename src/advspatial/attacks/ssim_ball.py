@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
+from ..host_syncs import on_device_path
 from .base import Attack, register_attack
 from .gradients import attack_loss, check_loss
 
@@ -225,7 +226,12 @@ class SSIMBallGeometry:
         lo, hi = to_windows(self.lower, self.window), to_windows(self.upper, self.window)
         mean = torch.maximum(torch.minimum(z, hi), lo).mean(-1)
         goal = torch.minimum(torch.maximum(mean, self.mean_lo), self.mean_hi)
-        lam = torch.where(mean == goal, torch.zeros_like(mean), _mean_shift(z, lo, hi, goal))
+        violated = mean != goal
+        if on_device_path(delta):  # every window at once: picking the few violated ones would be a host read
+            lam = torch.where(violated, _mean_shift(z, lo, hi, goal), torch.zeros_like(mean))
+        else:  # a CPU solves only the windows off their bound (0.2% at 224 px), each as it would be among all
+            lam = torch.zeros_like(mean)
+            lam[violated] = _mean_shift(z[violated], lo[violated], hi[violated], goal[violated])
         projected = torch.maximum(torch.minimum(z - lam.unsqueeze(-1), hi), lo)
         return from_windows(projected, self.window, *self.shape)
 
