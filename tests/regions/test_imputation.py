@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advspatial.regions.imputation import ROAD_NEIGHBOURS, _dissection_rank, linear_imputation
+from advspatial.regions.imputation import _dissection_rank, linear_imputation
+from advspatial.regions.road_stencil import ROAD_NEIGHBOURS
 
 REGION_KINDS = ("random", "empty", "full", "single", "border")
 

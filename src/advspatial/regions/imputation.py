@@ -21,13 +21,10 @@ from ..errors import check_range, unknown_name
 from ..host_syncs import host_numpy
 from ..runtime import per_sample_noise, sample_ids_or_range
 from .checks import check_region
+from .imputation_iterative import IterativeImputation
+from .road_stencil import ROAD_NEIGHBOURS
 
 
-#: ROAD's neighbour weights (row offset, column offset, weight): 1/6 edge neighbours, 1/12 corners (sum 1)
-ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
-    (-1, 0, 1 / 6), (1, 0, 1 / 6), (0, -1, 1 / 6), (0, 1, 1 / 6),
-    (-1, -1, 1 / 12), (-1, 1, 1 / 12), (1, -1, 1 / 12), (1, 1, 1 / 12),
-)
 
 
 @functools.lru_cache(maxsize=32)
@@ -253,9 +250,7 @@ def linear_imputation(x: torch.Tensor, region: torch.Tensor, solver: str = "auto
     if solver not in SOLVERS:
         raise unknown_name("solver", solver, SOLVERS)
     if solver == "iterative" or (solver == "auto" and x.device.type != "cpu"):
-        from .imputation_iterative import IterativeImputation
-
-        return IterativeImputation.apply(x, region)
+        return IterativeImputation.apply(x, region, _LinearImputation.apply)
     return _LinearImputation.apply(x, region)
 
 

@@ -1,7 +1,7 @@
 """ROAD's linear imputation solved where the images are: preconditioned conjugate gradients on a GPU.
 
 The fill of :mod:`.imputation` is the solution of one sparse system per image, each region pixel the weighted mean
-of its eight neighbours (:data:`~.imputation.ROAD_NEIGHBOURS`). On the CPU it is factorized exactly (a sparse LU in
+of its eight neighbours (:data:`~.road_stencil.ROAD_NEIGHBOURS`). On the CPU it is factorized exactly (a sparse LU in
 float64); on a GPU that means two reads to the host per call, forward and backward, and a factorization there while
 the device waits. Here the same equations are solved on the images' device: the system's matrix, restricted to the
 region, is symmetric positive definite (diagonally dominant, each part of the region touching a known pixel), so
@@ -17,32 +17,20 @@ depend on its batch-mates beyond the rounding of a reduction's order (a device m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-import torch.nn.functional as F
 
-from .imputation import ROAD_NEIGHBOURS
+from .road_stencil import neighbour_sum
 
+#: the exact fill of (images, region), differentiable: the LU's (:mod:`.imputation`), for a system not converged
+ExactFill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: a system stops when its residual's norm is at most this fraction of its right-hand side's
 RELATIVE_RESIDUAL = 1e-10
 #: steps between two checks of convergence (each check is one read to the host for the whole batch)
 CHECK_EVERY = 50
 #: at most this many steps; a system still above :data:`RELATIVE_RESIDUAL` then goes to the exact LU
 MAX_STEPS = 5000
-
-
-def neighbour_sum(u: torch.Tensor) -> torch.Tensor:
-    """Per pixel of the (..., H, W) ``u``, the weighted sum of its in-image neighbours (zero outside the image), in
-    :data:`~.imputation.ROAD_NEIGHBOURS` order. A symmetric operator: the weights of opposite offsets are equal.
-
-    >>> neighbour_sum(torch.ones(1, 3, 3)).mul(12).round().int().tolist()
-    [[[5, 8, 5], [8, 12, 8], [5, 8, 5]]]
-    """
-    h, w = u.shape[-2:]
-    padded = F.pad(u, (1, 1, 1, 1))
-    total = torch.zeros_like(u)
-    for dr, dc, weight in ROAD_NEIGHBOURS:
-        total = total + weight * padded[..., 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
-    return total
 
 
 class RegionSystems:
@@ -99,15 +87,16 @@ class IterativeImputation(torch.autograd.Function):
     (the matrix is symmetric) for the gradient of the known pixels the fill is made of."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, region: torch.Tensor, exact: ExactFill) -> torch.Tensor:
+        """``exact``: the exact fill (differentiable), for the images of a system not converged."""
         systems = RegionSystems(region)
         x64 = x.detach().double()
         u, unconverged = systems.solve(systems.right_hand_side(x64))
         filled = torch.where(systems.region > 0, u, x64)
         filled = torch.where(systems.covered[:, None, None, None], 0.0, filled)
         if bool(unconverged.any()):
-            filled = exact_where(filled, x, region, unconverged)
-        ctx.systems, ctx.region, ctx.unconverged = systems, region, unconverged
+            filled = exact_where(filled, x, region, unconverged, exact)
+        ctx.systems, ctx.region, ctx.unconverged, ctx.exact = systems, region, unconverged, exact
         return filled.to(x.dtype)
 
     @staticmethod
@@ -118,30 +107,27 @@ class IterativeImputation(torch.autograd.Function):
         known = 1 - ctx.region[:, None].double()
         out = known * (g + neighbour_sum(systems.region * z))
         if bool((ctx.unconverged | unconverged).any()):
-            out = exact_gradient_where(out, grad, ctx.region, ctx.unconverged | unconverged)
-        return out.to(grad.dtype), None
+            out = exact_gradient_where(out, grad, ctx.region, ctx.unconverged | unconverged, ctx.exact)
+        return out.to(grad.dtype), None, None
 
 
-def exact_where(filled: torch.Tensor, x: torch.Tensor, region: torch.Tensor, unconverged: torch.Tensor) -> torch.Tensor:
-    """``filled`` with the images of any unconverged system replaced by the LU's exact fill."""
-    from .imputation import linear_imputation
-
+def exact_where(filled: torch.Tensor, x: torch.Tensor, region: torch.Tensor, unconverged: torch.Tensor,
+                exact: ExactFill) -> torch.Tensor:
+    """``filled`` with the images of any unconverged system replaced by the ``exact`` fill."""
     rows = unconverged.any(dim=1).nonzero().flatten()
-    exact = linear_imputation(x.detach()[rows].double(), region[rows], solver="exact")
     filled = filled.clone()
-    filled[rows] = exact.to(filled.dtype)
+    filled[rows] = exact(x.detach()[rows].double(), region[rows]).to(filled.dtype)
     return filled
 
 
-def exact_gradient_where(out: torch.Tensor, grad: torch.Tensor, region: torch.Tensor,
-                         unconverged: torch.Tensor) -> torch.Tensor:
-    """``out`` with the gradient of the images of any unconverged system replaced by the LU's."""
-    from .imputation import linear_imputation
-
+def exact_gradient_where(out: torch.Tensor, grad: torch.Tensor, region: torch.Tensor, unconverged: torch.Tensor,
+                         exact: ExactFill) -> torch.Tensor:
+    """``out`` with the gradient of the images of any unconverged system replaced by the ``exact`` fill's (the
+    fill is linear in the images, so its gradient does not depend on them)."""
     rows = unconverged.any(dim=1).nonzero().flatten()
     with torch.enable_grad():
         x = torch.zeros_like(grad[rows], dtype=torch.float64).requires_grad_(True)
-        (exact,) = torch.autograd.grad(linear_imputation(x, region[rows], solver="exact"), x, grad[rows].double())
+        (exact_grad,) = torch.autograd.grad(exact(x, region[rows]), x, grad[rows].double())
     out = out.clone()
-    out[rows] = exact.to(out.dtype)
+    out[rows] = exact_grad.to(out.dtype)
     return out
