@@ -77,6 +77,7 @@ from ..errors import ConfigError, ShapeError, check_range
 from ..host_syncs import on_device_path
 from .base import Attack, register_attack
 from .gradients import attack_loss, check_loss
+from .window_shift import mean_shift
 
 __all__ = ["SSIMBallGeometry", "SSIMBallAttack", "auto_window", "from_windows", "luminance_interval",
            "window_contrast_structure", "window_ssim", "to_windows"]
@@ -220,7 +221,7 @@ class SSIMBallGeometry:
 
         Per window, ``clip(z - λ, lo, hi)`` with ``λ = 0`` if the clipped mean is
         within ``[mean_lo, mean_hi]``, else the ``λ`` that puts the mean on the violated bound
-        (:func:`_mean_shift`).
+        (:func:`~.window_shift.mean_shift`).
         """
         z = to_windows(delta, self.window)
         lo, hi = to_windows(self.lower, self.window), to_windows(self.upper, self.window)
@@ -228,10 +229,10 @@ class SSIMBallGeometry:
         goal = torch.minimum(torch.maximum(mean, self.mean_lo), self.mean_hi)
         violated = mean != goal
         if on_device_path(delta):  # every window at once: picking the few violated ones would be a host read
-            lam = torch.where(violated, _mean_shift(z, lo, hi, goal), torch.zeros_like(mean))
+            lam = torch.where(violated, mean_shift(z, lo, hi, goal), torch.zeros_like(mean))
         else:  # a CPU solves only the windows off their bound (0.2% at 224 px), each as it would be among all
             lam = torch.zeros_like(mean)
-            lam[violated] = _mean_shift(z[violated], lo[violated], hi[violated], goal[violated])
+            lam[violated] = mean_shift(z[violated], lo[violated], hi[violated], goal[violated])
         projected = torch.maximum(torch.minimum(z - lam.unsqueeze(-1), hi), lo)
         return from_windows(projected, self.window, *self.shape)
 
@@ -318,43 +319,6 @@ def luminance_interval(mu: torch.Tensor, alpha_l: float, k1: float = C1_K1) -> t
     lo = ((mu - s) / alpha_l - mu).clamp_max(0.0)
     hi = ((mu + s) / alpha_l - mu).clamp_min(0.0)
     return lo, hi
-
-
-def _clipped_mean_at(lam: torch.Tensor, u: torch.Tensor, v: torch.Tensor, hi_sum: torch.Tensor) -> torch.Tensor:
-    """``φ(λ) = mean_i clip(z_i − λ, lo_i, hi_i)`` at the points ``lam`` (..., m), from sorted knots.
-
-    With ``u = z − hi`` and ``v = z − lo`` (each sorted along the last axis),
-    ``clip(z − λ, lo, hi) = hi − max(0, λ − u) + max(0, λ − v)``, and
-    ``Σ_i max(0, λ − u_i) = k·λ − (sum of the k smallest u)`` with ``k = #{u_i ≤ λ}``.
-    """
-    n = u.shape[-1]
-    zero = torch.zeros_like(u[..., :1])
-    cum_u, cum_v = torch.cat([zero, u.cumsum(-1)], -1), torch.cat([zero, v.cumsum(-1)], -1)
-    k_u = torch.searchsorted(u.contiguous(), lam.contiguous(), right=True)
-    k_v = torch.searchsorted(v.contiguous(), lam.contiguous(), right=True)
-    below_u = k_u * lam - cum_u.gather(-1, k_u)
-    below_v = k_v * lam - cum_v.gather(-1, k_v)
-    return (hi_sum.unsqueeze(-1) - below_u + below_v) / n
-
-
-def _mean_shift(z: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """The λ (...,) with ``mean(clip(z − λ, lo, hi)) = goal`` per window, exactly (``lo ≤ 0 ≤ hi``).
-
-    ``φ(λ)`` is continuous, non-increasing and linear between its 2n knots
-    ``z − hi`` and ``z − lo``, from ``mean(hi)`` down to ``mean(lo)``; evaluate it
-    at the sorted knots, find the segment where it crosses ``goal``, interpolate.
-    ``goal`` must lie in ``[mean(lo), mean(hi)]`` (true for a goal in [−β, β]).
-    """
-    u, v = (z - hi).sort(-1).values, (z - lo).sort(-1).values
-    knots = torch.cat([u, v], -1).sort(-1).values
-    values = _clipped_mean_at(knots, u, v, hi.sum(-1))
-    last = (values >= goal.unsqueeze(-1)).sum(-1, keepdim=True).sub(1).clamp(0, knots.shape[-1] - 2)
-    b0, b1 = knots.gather(-1, last).squeeze(-1), knots.gather(-1, last + 1).squeeze(-1)
-    v0, v1 = values.gather(-1, last).squeeze(-1), values.gather(-1, last + 1).squeeze(-1)
-    drop = v0 - v1
-    safe_drop = torch.where(drop > 0, drop, torch.ones_like(drop))
-    frac = torch.where(drop > 0, (v0 - goal) / safe_drop, torch.zeros_like(drop))
-    return b0 + frac.clamp(0.0, 1.0) * (b1 - b0)
 
 
 def window_step(grad: torch.Tensor, ball: SSIMBallGeometry, step_size: float) -> torch.Tensor:
