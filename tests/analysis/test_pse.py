@@ -446,3 +446,46 @@ def test_secondary_view_types_towards_the_secondary_class():
     assert torch.equal(retype(both, kappa=both.kappa).types, both.types)
     with pytest.raises(ConfigError):
         secondary_view(alone)
+
+
+@pytest.mark.parametrize("variant", ["isolated", "leave-one-out"])
+@pytest.mark.parametrize("side,block", [(12, 2), (14, 4)])  # 14 = 3 whole squares of 4 and a cut edge
+def test_incremental_pairs_equal_full_forward_passes_edges_included(variant, side, block):
+    """The exact method's square groups by incremental evaluation give the full passes' s and p (to float
+    summation order), the groups cut by an edge going through full passes."""
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    model = cifar_resnet(8).eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, side, side, generator=gen)
+    x_adv = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    y, t = torch.tensor([0, 1]), torch.tensor([2, 3])
+    full = promotion_suppression(model, x, x_adv, y, t, block=block, variant=variant, incremental=False)
+    fast = promotion_suppression(model, x, x_adv, y, t, block=block, variant=variant, incremental=True)
+    torch.testing.assert_close(fast.s, full.s, atol=5e-5, rtol=1e-4)
+    torch.testing.assert_close(fast.p, full.p, atol=5e-5, rtol=1e-4)
+    assert float(full.s.abs().max()) > 1e-2  # the groups move the logits: a comparison with content
+
+
+def test_incremental_auto_is_taken_on_a_cpu_for_square_groups_only(monkeypatch):
+    from advspatial.analysis import pse_incremental
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    calls: list[int] = []
+    original = pse_incremental.BlockEvaluator.logits
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    model = cifar_resnet(8).eval()
+    x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    x_adv, y = (x + 0.1).clamp(0, 1), torch.tensor([0])
+    promotion_suppression(model, x, x_adv, y)
+    assert calls == [1]
+    promotion_suppression(model, x, x_adv, y, incremental=False)
+    promotion_suppression(model, x, x_adv, y, groups=block_labels(8, 8, 2))
+    assert calls == [1]
+    with pytest.raises(ConfigError, match="incremental='yes' is not valid"):
+        promotion_suppression(model, x, x_adv, y, incremental="yes")

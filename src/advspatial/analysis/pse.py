@@ -49,6 +49,7 @@ from torch import nn
 from ..errors import ConfigError, ShapeError, check_range
 from ..models.hooks import frozen_eval
 from ..runtime import batch_slices, model_device
+from .pse_incremental import BlockEvaluator, check_incremental
 from .pse_types import PSEResult, type_shares, typed_groups
 
 __all__ = ["METHODS", "VARIANTS", "block_labels", "promotion_suppression"]
@@ -83,6 +84,7 @@ def promotion_suppression(
     variant: str = "isolated",
     noise_floor: float = 0.0,
     secondary_target: torch.Tensor | None = None,
+    incremental: bool | str = "auto",
 ) -> PSEResult:
     """Suppression and promotion of every pixel group of ``δ = x_adv − x``.
 
@@ -101,6 +103,10 @@ def promotion_suppression(
         variant: ``"isolated"`` (δ_G on x) or ``"leave-one-out"`` (δ_G removed from x').
         noise_floor: groups with ``|s|, |p| <= noise_floor · (|s_total| + |p_total|)`` are UNTYPED.
         secondary_target: optional (N,) second class whose promotion is measured too.
+        incremental: ``"auto"`` (default): the exact method's square groups by incremental evaluation on a CPU
+            (:mod:`~advspatial.analysis.pse_incremental`: the change followed only where it reaches, the logits
+            equal to a full pass's to about 1e-5), full forward passes on a GPU; True: incremental on any device;
+            False: full passes. Superpixel ``groups`` always take full passes.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -108,6 +114,7 @@ def promotion_suppression(
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     check_range("kappa", kappa, 1.0, None)
     check_range("noise_floor", noise_floor, 0.0, None)
+    check_incremental(incremental)
     x, x_adv, y = _check_inputs(x, x_adv, y)
     device = model_device(model)
     x, x_adv, y = x.to(device), x_adv.to(device), y.to(device)
@@ -128,7 +135,9 @@ def promotion_suppression(
         t2 = None if secondary_target is None else _check_target(secondary_target, n, k).to(device)
         classes = torch.stack([y, t] + ([] if t2 is None else [t2]), 1)  # (N,M)
         if method == "exact":
-            z = _exact_pairs(model, x, x_adv, classes, labels, energy > 0, variant, batch_size)
+            blocks = None if groups is not None else BlockEvaluator.build(
+                model, x if variant == "isolated" else x_adv, block, incremental)
+            z = _exact_pairs(model, x, x_adv, classes, labels, energy > 0, variant, batch_size, blocks)
             z_base = (z_clean if variant == "isolated" else z_adv).gather(1, classes)[:, None, :]  # (N,1,M)
             # isolated: the change from x that G alone makes; leave-one-out: the change at x' that G accounts for
             gain = z - z_base if variant == "isolated" else z_base - z
@@ -200,14 +209,21 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 def _exact_pairs(
     model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, classes: torch.Tensor, labels: torch.Tensor,
-    active: torch.Tensor, variant: str, batch_size: int,
+    active: torch.Tensor, variant: str, batch_size: int, blocks: BlockEvaluator | None = None,
 ) -> torch.Tensor:
     """(N,G,M) logits of ``classes`` on ``x + δ_G`` (isolated) or ``x' − δ_G`` (leave-one-out) for every
-    (image, group) pair with non-zero δ_G (0 elsewhere): one forward pass per ``batch_size`` pairs."""
+    (image, group) pair with non-zero δ_G (0 elsewhere): one forward pass per ``batch_size`` pairs, or with
+    ``blocks`` the whole square groups by incremental evaluation and the rest by forward passes."""
     n, num_groups = active.shape
     out = torch.zeros(n, num_groups, classes.shape[1], dtype=x.dtype, device=x.device)
     inner, outer = (x_adv, x) if variant == "isolated" else (x, x_adv)
     img, grp = active.nonzero(as_tuple=True)
+    if blocks is not None:
+        fast = blocks.whole[grp]
+        i, g = img[fast], grp[fast]
+        with torch.no_grad():
+            out[i, g] = blocks.logits(inner, i, g, batch_size).gather(1, classes[i]).to(out.dtype)
+        img, grp = img[~fast], grp[~fast]
     with torch.no_grad():
         for sl in batch_slices(int(img.numel()), batch_size):
             i, g = img[sl], grp[sl]

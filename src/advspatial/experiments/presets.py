@@ -42,7 +42,8 @@ GENERIC_BUDGETS: dict[str, str] = {
     **budget_meanings(),
     "eps_max": "perceptual: top of the PGD budget bracket of the SSIM calibration",
     "batch_size": "images per batch (a CPU's; on a GPU, unless given, raised to what its memory takes)",
-    "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group)",
+    "pse_block": "pse: side of the square pixel groups (exact PSE costs one forward pass per group; on a CPU "
+                 "an incremental one)",
     "image_size": "side of folder images after resizing (0 = the dataset's own size)",
     "noise_sds": "spatial: sd of the Gaussian-noise baseline (--eval full: half, once and twice it); the pretrained "
                  "CIFAR-10 ResNet-20 scores 0.65 at 0.03 (0.80 without noise) and is at chance at 0.2",
