@@ -151,6 +151,19 @@ def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_tim
     assert "500.0 s for the command" in page and "failure" not in page
 
 
+def test_a_resumed_run_killed_by_the_system_says_so_not_that_its_timeout_stopped_it(gen: ModuleType,
+                                                                                  tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "run", [])
+    first = json.loads((path / gen.RECORD).read_text(encoding="utf-8"))
+    first.update(wall_seconds=3603.3, returncode=-9, timed_out=False)
+    resumed = {**first, "command": "advspatial run --resume /r --no-progress", "wall_seconds": 900.0,
+               "returncode": 0, "timed_out": False}
+    (path / gen.RECORD).write_text(json.dumps(gen.merge_records(first, resumed)), encoding="utf-8")
+    page = gen.page([gen.read_run(path)])
+    assert "3603.3 s, exit -9 (killed by signal 9: SIGKILL, as the out-of-memory killer sends)" in page
+    assert "timeout" not in page
+
+
 # -- the study page (generate.py study): a study directory in the shape of its findings ------------------
 
 def study_estimate(mean: float, low: float, high: float, n: int = 100) -> dict:

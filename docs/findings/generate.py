@@ -34,7 +34,7 @@ Why: a finding written by hand drifts from the numbers; a page generated from th
             --training /work/cache/vit-tiny-cifar10/models/<stem>.json
 
 ``merge``
-    a run stopped by its timeout and completed by ``advspatial run --resume DIR``: copy the first
+    a run stopped before its end (its timeout, or killed) and completed by ``advspatial run --resume DIR``: copy the first
     ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
     the command as first typed, each part, and the summed wall time.
 
@@ -124,7 +124,7 @@ def shown_command(argv: Sequence[str]) -> str:
 
 
 def merge_records(first: Mapping[str, Any], resumed: Mapping[str, Any]) -> dict[str, Any]:
-    """One record of a run stopped by its timeout (``first``) and completed by ``--resume`` (``resumed``):
+    """One record of a run stopped before its end (``first``) and completed by ``--resume`` (``resumed``):
     the first command as typed, the wall times summed, every part listed, the machine and load of both."""
     parts = [*(first.get("parts") or [first]), resumed]
     keep = ("command", "wall_seconds", "returncode", "timed_out", "started", "load_average")
@@ -468,11 +468,11 @@ def run_section(run: Run) -> list[str]:
         lines += ["(command reconstructed from `config.yaml`: the run was not recorded)", ""]
     for part in rec.get("parts") or []:
         lines += [f"- `{part.get('command')}`: {num(part.get('wall_seconds'), 1)} s, exit {part.get('returncode')}"
-                  f"{' (stopped by the timeout)' if part.get('timed_out') else ''}"]
+                  f"{stop_reason(part)}"]
     if rec.get("parts"):
-        lines += ["", "The run was stopped by its timeout and completed with `advspatial run --resume` "
-                  "(the cached stages are kept, so the numbers are those of one uninterrupted run); "
-                  "the wall time below is the sum of the parts.", ""]
+        lines += ["", "The run was stopped before its end (each part's exit above) and completed with "
+                  "`advspatial run --resume` (the cached stages are kept, so the numbers are those of one "
+                  "uninterrupted run); the wall time below is the sum of the parts.", ""]
     if rec.get("returncode"):
         lines += [f"!!! failure \"the command exited with status {rec['returncode']}"
                   f"{' (timed out)' if rec.get('timed_out') else ''}\"", ""]
@@ -488,6 +488,17 @@ def run_section(run: Run) -> list[str]:
     lines += claims_section(metrics.get("claims") or [])
     lines += BLOCKS.get(run.experiment, lambda _m: [])(metrics)
     return lines
+
+
+def stop_reason(part: Mapping[str, Any]) -> str:
+    """Why a part of a resumed run stopped, as its record says: its timeout, or the signal that killed it (the
+    kernel's out-of-memory killer sends SIGKILL, exit -9)."""
+    code = part.get("returncode")
+    if part.get("timed_out"):
+        return " (stopped by the timeout)"
+    if isinstance(code, int) and code < 0:
+        return f" (killed by signal {-code}{': SIGKILL, as the out-of-memory killer sends' if code == -9 else ''})"
+    return ""
 
 
 def page(runs: Sequence[Run], title: str | None = None, intro: str = "") -> str:
@@ -663,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rec.add_argument("rundir", type=Path)
     rec.add_argument("--timeout", type=float, default=None, help="seconds before the command is stopped")
     rec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- advspatial run ...")
-    mg = sub.add_parser("merge", help="merge the record of a run stopped by its timeout with its --resume's")
+    mg = sub.add_parser("merge", help="merge the record of a run stopped before its end with its --resume's")
     mg.add_argument("first", type=Path, help="the first part's findings-run.json (copied aside)")
     mg.add_argument("rundir", type=Path, help="the run directory, whose findings-run.json is the resume's")
     pg = sub.add_parser("page", help="write docs/findings/<experiment>.md from run directories")
