@@ -34,9 +34,9 @@ Why: a finding written by hand drifts from the numbers; a page generated from th
             --training /work/cache/vit-tiny-cifar10/models/<stem>.json
 
 ``merge``
-    a run stopped before its end (its timeout, or killed) and completed by ``advspatial run --resume DIR``: copy the first
-    ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
-    the command as first typed, each part, and the summed wall time.
+    a run stopped before its end (its timeout, or killed) and completed by ``advspatial run --resume DIR``: copy
+    the first ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
+    the command as first typed, each part (with why it stopped), and the summed wall time.
 
 Nothing here imports advspatial: a page can be regenerated from the files alone.
 """
