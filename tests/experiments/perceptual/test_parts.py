@@ -19,15 +19,21 @@ from advspatial.data import ImageDataset
 from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.perceptual.ssim_matching import bisect_eps, ssim_distortion
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.perceptual.claims import compare_attack, measure, roi_of
+from advspatial.experiments.perceptual.claims import (
+    CURVE_RANGE_GATE, compare_attack, curve_range_holds, measure, minimal_distortion_claim, roi_of,
+)
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
-from advspatial.experiments.perceptual.findings import LabelledComparison, MinimalDistortion, attack_metrics
+from advspatial.experiments.perceptual.findings import (
+    CurvePoint, LabelledComparison, MinimalDistortion, attack_metrics,
+)
+from advspatial.experiments.perceptual.ssim_matching import capped_by_curve
 from advspatial.experiments.perceptual.stages import (
-    AttackStore, Context, budget_stage, calibrate, map_statistics, pgd_attack,
+    AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack,
 )
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
-from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI
+from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, judge
+from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.nulls import NULLS
 from advspatial.statistics.verdicts import VERDICTS
 from advspatial.statistics.inference import uniform_comparison
@@ -128,7 +134,8 @@ def test_budget_stages_write_each_budget_at_a_fixed_precision() -> None:
 
 def test_findings_parts_round_trip_through_json() -> None:
     comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
-    distortion = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97, "pgd": 0.99}, comparison)
+    distortion = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97, "pgd": 0.99}, comparison, {"ssim-ball": 2, "pgd": 0},
+                                   {"ssim-ball": 0.012, "pgd": 0.0})
     data = json.loads(json.dumps(distortion.as_dict()))
     assert set(data) >= {"images_both", "ceilings", "observed", "excess"}  # the comparison's keys beside its own
     assert MinimalDistortion.from_dict(data) == distortion
@@ -270,6 +277,86 @@ def test_measure_skips_attacks_without_enough_successes() -> None:
     assert roi.why == "chosen in the config"
     inference, _, claims = measure(PerceptualConfig(permutations=200), roi, stores)
     assert claims == [] and inference == {}
+
+
+# -- the minimal-distortion claim and its curve-range gate -------------------------------
+
+def _curves(ball_best: torch.Tensor, ball_capped: torch.Tensor, pgd_best: torch.Tensor,
+            pgd_capped: torch.Tensor) -> Curves:
+    """Two-budget curves whose least distorting row (the second, of higher mean SSIM) fools the ``capped`` images
+    and whose other row fools every image, each at its ``best`` SSIM (the capped images' best is the second row's)."""
+    def curve(best: torch.Tensor, capped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lenient = torch.where(capped, best, torch.full_like(best, 0.999))
+        strict = torch.where(capped, best - 0.05, best)
+        return torch.stack([torch.ones_like(capped), capped]), torch.stack([strict, lenient])
+    fooled, ssims = {}, {}
+    for name, (best, capped) in {"ssim-ball": (ball_best, ball_capped), "pgd": (pgd_best, pgd_capped)}.items():
+        fooled[name], ssims[name] = curve(best.double(), capped)
+    points = {name: [CurvePoint(b, float(ssims[name][i].mean()), 1.0) for i, b in enumerate((0.5, 0.1))]
+              for name in ssims}
+    return Curves(points, fooled, ssims)
+
+
+def test_curve_range_gate_passes_without_capped_images_and_fails_when_the_grid_binds() -> None:
+    n = 40
+    gen = torch.Generator().manual_seed(0)
+    ball = 0.90 + 0.02 * torch.rand(n, generator=gen, dtype=torch.float64)
+    pgd = ball + 0.03  # PGD fools at a higher SSIM on every image: a decisive, reversed effect
+    none = torch.zeros(n, dtype=torch.bool)
+    free, claim = minimal_distortion_claim(_curves(ball, none, pgd, none), seed=0)
+    judge([claim])
+    assert free.capped == {"ssim-ball": 0, "pgd": 0} and free.reach == {"ssim-ball": 0.0, "pgd": 0.0}
+    assert claim.gates == {CURVE_RANGE_GATE: True} and claim.verdict == "reversed"
+    # every SSIM-ball value capped: each could be up to 1, a mean shift of mean(1 - ball) ~ 0.09 > the SESOI 0.01,
+    # toward and past 0 from a reversed difference
+    bound, claim = minimal_distortion_claim(_curves(ball, ~none, pgd, none), seed=0)
+    judge([claim])
+    assert bound.capped == {"ssim-ball": n, "pgd": 0}
+    assert abs(bound.reach["ssim-ball"] - float((1 - ball).mean())) < 1e-12 and bound.reach["pgd"] == 0.0
+    assert claim.gates == {CURVE_RANGE_GATE: False} and claim.verdict == "not interpretable"
+    assert claim.effect.mean == free.comparison.excess.mean  # the gate changes the verdict, not the numbers
+    # one capped PGD image of 40 moves the mean by at most (1 - 0.93) / 40 < 0.01: the gate passes
+    one = none.clone()
+    one[0] = True
+    few, claim = minimal_distortion_claim(_curves(ball, none, pgd, one), seed=0)
+    assert few.capped["pgd"] == 1 and abs(few.reach["pgd"] - float(1 - pgd[0]) / n) < 1e-12
+    assert claim.gates == {CURVE_RANGE_GATE: True}
+    # SSIM-ball's caps could only raise a difference already above the margin: a supported verdict stands
+    _, ahead = minimal_distortion_claim(_curves(pgd, ~none, ball, none), seed=0)
+    judge([ahead])
+    assert ahead.gates == {CURVE_RANGE_GATE: True} and ahead.verdict == "supported"
+    # ... while PGD's caps could lower it into the margin: not interpretable
+    _, threatened = minimal_distortion_claim(_curves(pgd, none, ball, ~none), seed=0)
+    assert threatened.gates == {CURVE_RANGE_GATE: False}
+    # a larger smallest effect of interest (the run's sesoi setting) lets more capping through
+    _, lenient = minimal_distortion_claim(_curves(ball, ~none, pgd, none), seed=0, sesoi=0.2)
+    assert lenient.gates == {CURVE_RANGE_GATE: True}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-0.2, 0.2), st.floats(0.0, 0.05), st.floats(0.0, 0.1), st.floats(0.0, 0.1), st.floats(0.0, 0.1),
+       st.floats(0.0, 0.05))
+def test_curve_range_gate_never_passes_a_larger_reach_it_failed(mean: float, half: float, up: float, down: float,
+                                                                more: float, margin: float) -> None:
+    effect = Estimate(mean, mean - half, mean + half, 40)
+    base = curve_range_holds({"ssim-ball": up, "pgd": down}, effect, margin)
+    assert curve_range_holds({"ssim-ball": 0.0, "pgd": 0.0}, effect, margin)  # nothing capped: nothing to doubt
+    for grown in ({"ssim-ball": up + more, "pgd": down}, {"ssim-ball": up, "pgd": down + more}):
+        assert not curve_range_holds(grown, effect, margin) or base
+
+
+def test_capped_by_curve_reads_the_row_of_highest_mean_ssim() -> None:
+    fooled = torch.tensor([[True, True, False], [False, True, False], [True, True, True]])
+    ssims = torch.tensor([[0.99, 0.98, 0.99], [0.9, 0.91, 0.92], [0.8, 0.8, 0.8]])
+    assert capped_by_curve(fooled, ssims).tolist() == [True, True, False]
+    assert capped_by_curve(fooled[[2, 1, 0]], ssims[[2, 1, 0]]).tolist() == [True, True, False]  # not its position
+
+
+def test_minimal_distortion_of_an_older_metrics_file_reads_without_the_curve_range() -> None:
+    comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
+    data = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97}, comparison).as_dict()
+    del data["capped"], data["reach"]
+    assert MinimalDistortion.from_dict(data) == MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97}, comparison)
 
 
 # -- config and metrics ------------------------------------------------------------------

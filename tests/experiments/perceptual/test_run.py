@@ -16,6 +16,8 @@ from helpers import ReportParser, without_timings
 from torch import nn
 
 from advspatial.faithfulness.record import GateResult
+from advspatial.experiments.perceptual.claims import curve_range_holds
+from advspatial.statistics.claims import estimate_of
 from advspatial.experiments.measurement.roi import roi_interpretation
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.findings import PerceptualFindings, attack_metrics
@@ -117,7 +119,12 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         assert [c["subject"] for c in primary if c["null"] == null] == testable, null
         assert all(c["statistic"] == "energy_in_roi" for c in primary if c["null"] == null)
     distortion = [c for c in primary if c["subject"] == "ssim-ball vs pgd"]
-    assert len(distortion) == 1 and distortion[0]["gates"] == {}  # per-image minimal distortion: no RoI involved
+    # per-image minimal distortion: no RoI involved, only the curves' range (the capped images' reach vs its SESOI)
+    assert len(distortion) == 1 and set(distortion[0]["gates"]) == {"curve range"}
+    reach, effect = metrics["minimal_distortion"]["reach"], estimate_of(distortion[0]["effect"])
+    assert distortion[0]["gates"]["curve range"] == curve_range_holds(reach, effect, distortion[0]["sesoi"])
+    # the summary says which gate made it not interpretable
+    assert ("(the curve range gate failed)" in result.summary) is (not distortion[0]["gates"]["curve range"])
     assert len(primary) == 2 * len(testable) + 1
     assert "highest fooling SSIM" in result.summary  # each primary row in the summary names its own null
     if testable:
@@ -164,6 +171,10 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         assert "Not interpretable: the RoI failed the faithfulness gate" in first
     else:  # undecided: the verdicts stand, read with the caveat
         assert "RoI faithfulness undecided" in html
+    md = metrics["minimal_distortion"]  # the attacks section states the curves' caps and the gate's outcome
+    held = "passed" if distortion[0]["gates"]["curve range"] else "failed"
+    assert (f"Of those {md['images_both']}, {md['capped']['ssim-ball']} are fooled already" in html
+            and f"the curve-range gate {held}" in html)
     assert "<details>" in html  # the long per-statistic table is folded
     assert len(parser.images) == len(figures) and all(src.startswith("data:image/png;base64,")
                                                       for src in parser.images)

@@ -18,7 +18,9 @@ import torch
 
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
+from ...statistics.estimates import Estimate
 from ...statistics.inference import NullComparison, uniform_comparison
+from ...statistics.verdicts import SESOI_SETTING_DEFAULT, sesoi_for
 from ...statistics.store import compare_store
 from ..measurement import colocation
 from ..measurement.gate import gate_stage
@@ -31,6 +33,9 @@ from .stages import AttackStore, Context, Curves, clean_cam
 CLAIM = "the attack lowers SSIM where the model looks"
 GEOMETRY_CLAIM = "the attack lowers SSIM where the model looks more than a random feasible perturbation of equal SSIM"
 DISTORTION_CLAIM = "the SSIM-ball attack fools images at a higher SSIM than L-inf PGD"
+#: the minimal-distortion claim's gate: the images its curves cap (fooled already at an attack's least distorting
+#: budget) cannot move its mean difference by the claim's smallest effect of interest
+CURVE_RANGE_GATE = "curve range"
 
 #: the engine's comparisons of every attack with >= 3 successful images: attack -> statistic -> null
 Inference = dict[str, dict[str, dict[str, LabelledComparison]]]
@@ -82,7 +87,7 @@ def measure(config: PerceptualConfig, roi: Roi, stores: Mapping[str, AttackStore
             claims += geometry_claims(rows, name, gate_set, config.seed)
     distortion = None
     if curves is not None:
-        distortion, claim = minimal_distortion_claim(curves, config.seed)
+        distortion, claim = minimal_distortion_claim(curves, config.seed, config.sesoi)
         claims.append(claim)
     judge(with_roi_caveat(claims, roi.caveat), sesoi=config.sesoi, alpha=config.significance)
     return inference, distortion, claims
@@ -98,19 +103,43 @@ def geometry_claims(rows: list[dict[str, Any]], name: str, gates: Mapping[str, b
     return [claim_from(comparison, GEOMETRY_CLAIM, name, gates, primary=True)]
 
 
-def minimal_distortion_claim(curves: Curves, seed: int) -> tuple[MinimalDistortion, Claim]:
+def minimal_distortion_claim(curves: Curves, seed: int, sesoi: float = SESOI_SETTING_DEFAULT
+                             ) -> tuple[MinimalDistortion, Claim]:
     """Per image fooled by both attacks at some budget: SSIM-ball's highest SSIM at which it succeeds minus
-    PGD's (primary; it does not rest on the RoI)."""
+    PGD's (primary; it does not rest on the RoI), gated on the curves' range (:func:`curve_reach`; ``sesoi``: the
+    run's setting, as :func:`~advspatial.statistics.claims.judge` takes it)."""
     best = curves.minimal_distortion()
     ball, pgd = best["ssim-ball"], best["pgd"]
     both = torch.isfinite(ball) & torch.isfinite(pgd)
     # the statistic's name is metrics.json's, kept as it was (docs/architecture.md, "One word per concept")
     comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
+    capped = {name: flags & both for name, flags in curves.capped().items()}
+    reach = curve_reach(best, capped, int(both.sum()))
     ceilings = {name: max(p.mean_ssim for p in points) for name, points in curves.points.items()}
     distortion = MinimalDistortion(
         int(both.sum()), int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
-        int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), ceilings, comparison)
-    return distortion, claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", {}, primary=True)
+        int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), ceilings, comparison,
+        {name: int(flags.sum()) for name, flags in capped.items()}, reach)
+    margin = sesoi_for(comparison.statistic, float(comparison.null_mean), sesoi / SESOI_SETTING_DEFAULT)
+    gates = {CURVE_RANGE_GATE: curve_range_holds(reach, comparison.excess, margin)}
+    return distortion, claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", gates, primary=True)
+
+
+def curve_range_holds(reach: Mapping[str, float], effect: Estimate, margin: float) -> bool:
+    """Whether the capped images cannot change the minimal-distortion verdict: each attack's ``reach`` is below
+    ``margin`` (the claim's smallest effect of interest), or could only push the difference further the way it
+    already lies beyond the margin (SSIM-ball's caps raise it, PGD's lower it: a CI and an estimate above +margin
+    stand whatever SSIM-ball's capped images reach, below -margin whatever PGD's reach)."""
+    beyond = {"ssim-ball": effect.low > 0 and effect.mean >= margin, "pgd": effect.high < 0 and effect.mean <= -margin}
+    return all(beyond.get(name, False) or r == 0 or r < margin for name, r in reach.items())
+
+
+def curve_reach(best: Mapping[str, torch.Tensor], capped: Mapping[str, torch.Tensor], images: int) -> dict[str, float]:
+    """Per attack, how far its capped images could move the mean difference of highest fooling SSIMs over
+    ``images``: each capped image's true value lies between the curve's and 1, so by at most (1 − value) / images
+    each (SSIM-ball's upward, PGD's downward). 0 without images."""
+    return {name: float(((1.0 - best[name]) * capped[name]).nan_to_num().sum()) / images if images else 0.0
+            for name in best}
 
 
 def analyse(config: PerceptualConfig, roi: Roi, rows: list[dict[str, Any]], calibration: Calibration,

@@ -76,24 +76,35 @@ class LabelledComparison(NullComparison):
 @dataclass
 class MinimalDistortion:
     """Per image fooled by both attacks at some budget, the SSIM-ball attack's highest SSIM at which it succeeds against
-    PGD's (``comparison``); the images only one attack fooled; each attack's least distorting curve point."""
+    PGD's (``comparison``); the images only one attack fooled; each attack's least distorting curve point.
+
+    ``capped``: per attack, how many of the images fooled by both its least distorting budget already fools (their
+    value is a lower bound, :func:`~advspatial.experiments.perceptual.ssim_matching.capped_by_curve`); ``reach``: how
+    far those images could move the mean difference were their true value 1 (up for the SSIM-ball attack, down for
+    PGD), the bound the curve-range gate compares with the claim's smallest effect of interest.
+    """
 
     images_both: int
     only_ssim_ball: int
     only_pgd: int
     ceilings: dict[str, float]
     comparison: NullComparison
+    capped: dict[str, int] = field(default_factory=dict)
+    reach: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"images_both": self.images_both, "only_ssim_ball": self.only_ssim_ball, "only_pgd": self.only_pgd,
-                "ceilings": dict(self.ceilings), **self.comparison.as_dict()}
+                "ceilings": dict(self.ceilings), "capped": dict(self.capped), "reach": dict(self.reach),
+                **self.comparison.as_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MinimalDistortion:
-        own = ("images_both", "only_ssim_ball", "only_pgd", "ceilings")
+        own = ("images_both", "only_ssim_ball", "only_pgd", "ceilings", "capped", "reach")
         comparison = from_json(NullComparison, {k: v for k, v in data.items() if k not in own}, "minimal_distortion")
         return cls(int(data["images_both"]), int(data["only_ssim_ball"]), int(data["only_pgd"]),
-                   {k: float(v) for k, v in data["ceilings"].items()}, comparison)
+                   {k: float(v) for k, v in data["ceilings"].items()}, comparison,
+                   {k: int(v) for k, v in data.get("capped", {}).items()},
+                   {k: float(v) for k, v in data.get("reach", {}).items()})
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, failed_gates, sentence_case
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
@@ -18,7 +18,8 @@ from ..measurement.roi import gate_rule
 from ..results import Rendered
 from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, PerceptualConfig
 from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP
-from .findings import PerceptualFindings
+from .claims import CURVE_RANGE_GATE, DISTORTION_CLAIM
+from .findings import MinimalDistortion, PerceptualFindings
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
          "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "
@@ -153,7 +154,7 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
             "attack's highest SSIM at which it succeeds is capped by its least distorting budget on the curve "
             "(mean SSIM there: "
             + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
-            + "): where the caps differ, so does what the comparison can show.")
+            + "): where the caps differ, so does what the comparison can show. " + curve_range_words(md, findings))
     shown = (drawn_figure(figures, ATTACKS_SUMMARY,
                           "Success rate (left) and the per-image SSIM of every attacked image "
                           "(right) for both attacks.")
@@ -162,6 +163,25 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
                             "each budget tried."))
     return Section("Attacks at matched SSIM", paragraphs, tables=[table, curve_table], figures=shown,
                    anchor="attacks-at-matched-ssim")
+
+
+def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings) -> str:
+    """How many images each curve caps, how far they could move the difference, and the curve-range gate's outcome."""
+    claim = next((c for c in findings.claims if c.claim == DISTORTION_CLAIM), None)
+    if claim is None or not md.capped:
+        return ""
+    text = (f"Of those {md.images_both}, {md.capped.get('ssim-ball', 0)} are fooled already at the SSIM-ball attack's "
+            f"least distorting budget and {md.capped.get('pgd', 0)} at PGD's: their highest fooling SSIM lies "
+            f"between the curve's and 1, which could move the difference by up to "
+            f"+{fmt(md.reach.get('ssim-ball', 0.0), 4)} (SSIM-ball) or -{fmt(md.reach.get('pgd', 0.0), 4)} (PGD), "
+            f"against the claim's smallest effect of interest {fmt(claim.sesoi, 4)}")
+    if claim.gates.get(CURVE_RANGE_GATE, True):
+        binding = [name for name, r in md.reach.items() if r > 0 and r >= claim.sesoi]
+        return text + (": the curve-range gate passed" + (
+            f" ({' and '.join(binding)} caps could only push the difference further the way it already lies beyond "
+            "that margin)." if binding else "."))
+    return (text + ": the curve-range gate failed, so the verdict reads 'not interpretable'; budgets where the attacks "
+            "stop fooling decide it (alphas nearer 1 in curve_alphas, smaller curve_eps_factors).")
 
 
 def maps_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
@@ -255,7 +275,8 @@ def summary_text(findings: PerceptualFindings) -> str:
             null = f"{c.null} null" if c.null in ("same-class", "geometry") else c.null
             lines.append(f"{c.subject}: {statistic} {fmt(c.observed)} vs {null} {fmt(c.null_value)}"
                          f", excess {fmt(e.mean)} [{fmt(e.low)}, {fmt(e.high)}], p_adj "
-                         f"{fmt_p(c.p_adjusted)} -> {c.verdict}")
+                         f"{fmt_p(c.p_adjusted)} -> {c.verdict}"
+                         + (f" (the {' and '.join(failed_gates(c))} gate failed)" if failed_gates(c) else ""))
     if not roi.usable:
         lines.append(f"map statistics and verdicts: {NOT_INTERPRETABLE_ROI}")
     return "\n".join(lines)

@@ -18,7 +18,8 @@ matched mean SSIM, the geometry null, the per-image minimal distortion, and the 
   feasible) until its SSIM equals the attack's. Its 1 − SSIM map against the CAM
   is the baseline of "the attack lowers SSIM where the model looks".
 * **Minimal distortion**: per image, the highest SSIM among the budgets of an attack that fool it
-  (:func:`minimal_distortion`).
+  (:func:`minimal_distortion`). An image already fooled at the curve's least distorting budget is capped by the
+  grid (:func:`capped_by_curve`): its true value lies between the curve's and 1.
 """
 
 from __future__ import annotations
@@ -150,6 +151,18 @@ def minimal_distortion(fooled: torch.Tensor, ssims: torch.Tensor) -> torch.Tenso
     masked = torch.where(fooled, ssims.double(), torch.full_like(ssims, float("nan"), dtype=torch.float64))
     best = torch.nan_to_num(masked, nan=-float("inf")).amax(0)
     return torch.where(torch.isinf(best), torch.full_like(best, float("nan")), best)
+
+
+def capped_by_curve(fooled: torch.Tensor, ssims: torch.Tensor) -> torch.Tensor:
+    """Per image whether the curve's least distorting budget (the row of highest mean SSIM) already fools it: its
+    highest fooling SSIM is then only a lower bound, set by the grid of budgets rather than by the attack.
+
+    ``fooled`` and ``ssims`` are (budgets, N), as for :func:`minimal_distortion`.
+
+    >>> capped_by_curve(torch.tensor([[True, True], [True, False]]), torch.tensor([[0.9, 0.9], [0.99, 0.98]]))
+    tensor([ True, False])
+    """
+    return fooled[int(ssims.double().mean(1).argmax())].clone()
 
 
 def ssim_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

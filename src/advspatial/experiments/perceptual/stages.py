@@ -39,7 +39,9 @@ from ..measurement.rows import keep_first, keep_first_images, per_image_rows
 from ..stage import ATTACK, AttackStage, Stage
 from .config import ATTACKS, STATS, PerceptualConfig
 from .findings import CurvePoint
-from .ssim_matching import Calibration, bisect_eps, geometry_null, minimal_distortion, ssim_distortion
+from .ssim_matching import (
+    Calibration, bisect_eps, capped_by_curve, geometry_null, minimal_distortion, ssim_distortion,
+)
 
 #: the CAM of the true class on the clean images of a batch (the RoI side)
 CAM = Stage[torch.Tensor]("cam")
@@ -201,6 +203,10 @@ class Curves:
     def minimal_distortion(self) -> dict[str, torch.Tensor]:
         """Per attack and image, the highest SSIM among the budgets that fool it (NaN: none does)."""
         return {name: minimal_distortion(self.fooled[name], self.ssims[name]) for name in self.points}
+
+    def capped(self) -> dict[str, torch.Tensor]:
+        """Per attack and image, whether its least distorting budget already fools it (:func:`capped_by_curve`)."""
+        return {name: capped_by_curve(self.fooled[name], self.ssims[name]) for name in self.points}
 
 
 def curve_budgets(config: PerceptualConfig, calibration: Calibration) -> dict[str, list[float]]:
