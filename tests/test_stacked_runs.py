@@ -159,3 +159,52 @@ def test_a_devices_batch_holds_its_memorys_element_budget_and_each_processs_shar
         assert batch * 3 * side * side <= budget and batch <= share
         assert (batch + 1) * 3 * side * side > budget or batch == share
     assert stacked_runs.device_batch_size(cpu_batch, (3, side, side), images, processes, 2 * memory) >= batch
+
+
+def _conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(1, 11), per_call=st.integers(1, 5))
+def test_a_chunked_runs_input_gradient_is_the_whole_graphs_to_the_bit(rows: int, per_call: int) -> None:
+    model = stacked_runs.RowChunks(_conv_net(), per_call)
+    x = torch.rand(rows, 1, 6, 6, generator=torch.Generator().manual_seed(rows))
+    weights = torch.arange(rows, dtype=torch.float32)[:, None]  # a per-row objective that tells the rows apart
+    grad, logits = model.input_gradient(x, lambda z, sl: (z.square() * weights[sl]).sum())
+    whole = x.clone().requires_grad_(True)
+    out = model(whole)
+    (expected,) = torch.autograd.grad((out.square() * weights).sum(), whole)
+    assert torch.equal(grad, expected) and torch.equal(logits, out.detach())
+
+
+def test_a_chunked_run_takes_each_calls_gradient_before_the_next_forward_in_one_round() -> None:
+    """What bounds its memory to one call's activations: forward, backward, forward, backward..., not all forwards
+    first; the ledger counts the same calls, images and one round."""
+    net = _conv_net()
+    events: list[str] = []
+    net.register_forward_hook(lambda m, i, out: out.register_hook(lambda g: events.append("B")) and None)
+    net.register_forward_pre_hook(lambda m, i: events.append("F") and None)
+    ledger = PassLedger()
+    ledger.watch(net)
+    model = stacked_runs.RowChunks(net, 2)
+    model.input_gradient(torch.rand(5, 1, 6, 6), lambda z, sl: z.sum())
+    assert events == ["F", "B"] * 3
+    count = ledger.outside
+    assert (count.calls, count.backward_calls, count.forward, count.backward, count.rounds) == (3, 3, 5, 5, 1)
+
+
+def test_the_attack_gradient_through_a_chunked_run_is_the_unchunked_runs() -> None:
+    from advspatial.attacks.gradients import loss_gradient
+
+    net = _conv_net()
+    x = torch.rand(7, 1, 6, 6, generator=torch.Generator().manual_seed(3))
+    y, target = torch.tensor([0, 1, 2, 0, 1, 2, 0]), torch.tensor([1, 2, 0, 1, 2, 0, 1])
+    for tgt in (None, target):
+        for loss in ("ce", "margin"):
+            chunked = loss_gradient(stacked_runs.RowChunks(net, 3), x, y, tgt, loss)
+            rows = [loss_gradient(net, x[i:i + 3], y[i:i + 3], None if tgt is None else tgt[i:i + 3], loss)
+                    for i in range(0, 7, 3)]
+            assert torch.equal(chunked[0], torch.cat([g for g, _ in rows]))
+            assert torch.equal(chunked[1], torch.cat([z for _, z in rows]))

@@ -214,6 +214,31 @@ class RowChunks(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return in_chunks(lambda sl: self.model(x[sl]), x.shape[0], self.rows)
 
+    def input_gradient(self, x: torch.Tensor, objective: Callable[[torch.Tensor, slice], torch.Tensor]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(gradient of the summed objective w.r.t. x, logits)``, each call's forward and backward before the
+        next's: the run keeps one call's activations, not the whole run's (a stack of 224-pixel images under a
+        gradient attack held gigabytes). ``objective(logits, rows)`` is the part of the objective of the rows
+        ``rows`` of ``x`` and depends on those rows alone, so the gradient is the same calls' gradient taken all at
+        once, to the bit; the calls stay one round.
+
+        >>> model = RowChunks(nn.Linear(4, 2), 3)
+        >>> x = torch.rand(7, 4)
+        >>> grad, logits = model.input_gradient(x, lambda z, rows: z.square().sum())
+        >>> whole = x.clone().requires_grad_(True)
+        >>> bool((grad == torch.autograd.grad(model(whole).square().sum(), whole)[0]).all()), tuple(logits.shape)
+        (True, (7, 2))
+        """
+        grads, logits = [], []
+        with one_round():
+            for sl in batch_slices(x.shape[0], self.rows):
+                rows = x[sl].detach().requires_grad_(True)
+                out = self.model(rows)
+                (grad,) = torch.autograd.grad(objective(out, sl), rows)
+                grads.append(grad)
+                logits.append(out.detach())
+        return torch.cat(grads), torch.cat(logits)
+
 
 def in_chunks(call: Callable[[slice], torch.Tensor], rows: int, per_call: int | None) -> torch.Tensor:
     """``call`` over slices of at most ``per_call`` of ``rows`` independent rows (None: all at once), the outputs

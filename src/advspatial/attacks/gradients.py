@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..stacked_runs import RowChunks
 from .base import margin
 
 
@@ -54,8 +55,14 @@ def loss_gradient(
     """``(grad of the summed attack loss w.r.t. x_adv, logits at x_adv)``; one forward + backward.
 
     Only the input requires a gradient (the model runs frozen), so the backward
-    pass computes no parameter gradients.
+    pass computes no parameter gradients. A model that calls a large run a batch at a time
+    (:class:`~advspatial.stacked_runs.RowChunks`) takes each batch's gradient before the next's forward, so the
+    run never holds more than one batch's activations; the per-image objective makes that the same gradient.
     """
+    if isinstance(model, RowChunks):
+        def objective(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+            return attack_loss(logits, y[rows], None if target is None else target[rows], loss).sum()
+        return model.input_gradient(x_adv, objective)
     x_adv = x_adv.detach().requires_grad_(True)
     logits = model(x_adv)
     (grad,) = torch.autograd.grad(attack_loss(logits, y, target, loss).sum(), x_adv)
