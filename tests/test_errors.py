@@ -32,3 +32,21 @@ def test_check_seed() -> None:
     for bad in (-1, 10**23, 1.5, True):
         with pytest.raises(ConfigError, match="seed"):
             check_seed("seed", bad)  # type: ignore[arg-type]
+
+
+def test_images_outside_the_unit_interval_read_alike_from_an_attack_and_a_map() -> None:
+    """One message, with what to do, whichever entry point sees the images first."""
+    from torch import nn
+
+    from advspatial.attacks import PGD
+    from advspatial.errors import images_outside
+    from advspatial.maps._common import check_images
+
+    x, y = torch.full((2, 1, 4, 4), 1.5), torch.tensor([0, 1])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    with pytest.raises(ConfigError) as from_attack:
+        PGD(model, eps=0.1, steps=1)(x, y)
+    with pytest.raises(ConfigError) as from_map:
+        check_images(x)
+    assert str(from_attack.value) == str(from_map.value) == images_outside()
+    assert "Normalized" in images_outside() and images_outside("x_adv").startswith("x_adv must lie in [0, 1]")

@@ -38,6 +38,11 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> ConfigError:
     return ConfigError(f"unknown {kind} {name!r}; valid: {choices}")
 
 
+def images_outside(name: str = "images") -> str:
+    """The one-line error of images outside [0, 1], with what to do about it (every entry point says it alike)."""
+    return f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized"
+
+
 def check_range(
     name: str,
     value: float,

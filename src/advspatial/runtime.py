@@ -166,6 +166,16 @@ def to_host(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(zip(tensors, host_copies(list(tensors.values())), strict=True))
 
 
+def outside_unit_interval(t: torch.Tensor) -> torch.Tensor:
+    """0-dim bool on ``t``'s device: some value of ``t`` lies below 0 or above 1 (NaN does not: it compares False),
+    unread, so that a check may hold it to a stage's end (:func:`~advspatial.host_syncs.require`).
+
+    >>> bool(outside_unit_interval(torch.tensor([0.0, 1.0]))), bool(outside_unit_interval(torch.tensor([1.5])))
+    (False, True)
+    """
+    return (t.detach().amin() < 0) | (t.detach().amax() > 1)
+
+
 def min_max_each(tensors: Sequence[torch.Tensor]) -> list[tuple[float, float]]:
     """``(min, max)`` of each non-empty tensor (all on one device), all in one host read instead of two a tensor
     (NaN where a tensor holds NaN, which compares False either way, as ``float(t.min()) < 0`` does).

@@ -29,12 +29,12 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, images_outside
 from ..host_syncs import check_read, hold, holds
 from ..models.hooks import frozen_eval
 from ..models.outputs import check_finite_logits, check_logits, guarded_spec
 from ..registry import Registry
-from ..runtime import min_max_each, model_device, sample_ids_or_range
+from ..runtime import min_max_each, model_device, outside_unit_interval, sample_ids_or_range
 
 __all__ = [
     "ATTACKS", "NORMS", "Attack", "AttackResult", "AttackSpec", "apply_mask", "enforce_constraints", "list_attacks",
@@ -103,7 +103,7 @@ def perturbation_norms(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 
 
 #: the one-line errors of values outside [0, 1]
-IMAGES_OUTSIDE = "images must lie in [0, 1]; wrap a model that needs normalization in Normalized"
+IMAGES_OUTSIDE = images_outside()
 MASK_OUTSIDE = "mask values must lie in [0, 1]"
 
 
@@ -117,7 +117,7 @@ def check_unit_ranges(x: torch.Tensor | None, mask: torch.Tensor | None) -> None
     named = [(t, error) for t, error in ((x, IMAGES_OUTSIDE), (mask, MASK_OUTSIDE)) if t is not None and t.numel()]
     if named and holds(named[0][0]):  # on a device inside a stage: read at the stage's end, with the same error
         for t, error in named:
-            hold(error, (t.detach().amin() < 0) | (t.detach().amax() > 1), 1, functools.partial(_outside, error))
+            hold(error, outside_unit_interval(t), 1, functools.partial(_outside, error))
         return
     with check_read():
         ranges = min_max_each([t for t, _ in named])

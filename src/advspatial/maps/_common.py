@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError, ShapeError
+from ..errors import ConfigError, ModelError, ShapeError, images_outside
 from ..host_syncs import require
+from ..runtime import outside_unit_interval
 from ..models.hooks import declared_cam_layer, find_feature_layer, forward_hooks, module_by_name, resolve_layer
 from ..models.tokens import token_layout
 
@@ -32,8 +33,8 @@ def check_images(x: torch.Tensor, name: str = "images") -> None:
     if not x.is_floating_point():
         raise ShapeError(f"{name} must be floating point in [0,1], got dtype {x.dtype}")
     if x.numel():  # one read, or held to the stage's end on a device (NaN passes, as it compares False)
-        error = f"{name} must lie in [0, 1]; wrap a model that needs normalization in Normalized"
-        require(error, (x.detach().amin() < 0) | (x.detach().amax() > 1), 1, lambda _bad, _n: ConfigError(error))
+        error = images_outside(name)
+        require(error, outside_unit_interval(x), 1, lambda _bad, _n: ConfigError(error))
 
 
 def check_pair(x: torch.Tensor, x_adv: torch.Tensor | None, kind: str) -> torch.Tensor:
