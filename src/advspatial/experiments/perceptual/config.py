@@ -51,11 +51,14 @@ class PerceptualConfig(GatedConfig):
                                low=0.0, low_inclusive=False)
     window: str = setting("auto", "SSIM-ball: window side, or auto (4 up to 28 pixels, 8 above)")
     rounds: int = setting(5, "SSIM-ball: Dykstra projection rounds per step", low=1)
-    curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99], "SSIM-ball budgets (alpha) of the success-rate vs "
-                                                                "SSIM curve, beside the main alpha",
+    # the least distorting budgets (0.999, 0.02) reach where the curves stop capping the minimal-distortion claim: on
+    # EfficientNet-Lite0 (n = 48) every image fooled by both was fooled already at alpha 0.99 and 0.1 x eps, so its
+    # curve-range gate failed; with them the gate passed (docs/experiments/perceptual.md, "Reading its verdicts")
+    curve_alphas: list[float] = setting([0.7, 0.8, 0.95, 0.99, 0.999], "SSIM-ball budgets (alpha) of the success-rate "
+                                                                       "vs SSIM curve, beside the main alpha",
                                         **OPEN_UNIT_INTERVAL)
-    curve_eps_factors: list[float] = setting([0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of the "
-                                                                    "calibrated eps (capped at eps_max)",
+    curve_eps_factors: list[float] = setting([0.02, 0.1, 0.25, 0.5, 2.0], "PGD budgets of the curve, as multiples of "
+                                                                          "the calibrated eps (capped at eps_max)",
                                              low=0.0, low_inclusive=False)
     eps_max: float = setting(0.3, "upper end of the PGD budget bracket searched by the calibration",
                              low=0.0, high=1.0, low_inclusive=False)
