@@ -285,3 +285,33 @@ def test_an_early_stop_on_a_device_masks_broken_rows_with_the_same_examples_and_
     seen = on_both_paths(monkeypatch, model, lambda: make_attack(name, model, eps=0.03, steps=30, seed=2).run(
         x, y, sample_ids=torch.arange(16)))
     assert_same_attack_in_fewer_reads(seen)
+
+
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_through_a_chunked_run_is_the_whole_graphs_run_and_holds_one_batch(loss: str) -> None:
+    """Through :class:`~advspatial.stacked_runs.RowChunks` each batch's gradient is taken before the next batch's
+    forward (the run keeps one batch's activations), and the attack is the one whose gradient goes back through
+    the same calls all at once, to the bit."""
+    from advspatial.stacked_runs import RowChunks, in_chunks
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 4)).eval()
+
+    class SameCallsWholeGraph(nn.Module):  # RowChunks' calls, but one backward over all of them
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return in_chunks(lambda sl: net(x[sl]), x.shape[0], 3)
+
+    x = torch.rand(7, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    events: list[str] = []
+
+    def record(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if out.requires_grad:  # a forward whose gradient is taken: "F", then "B" when its gradient comes back
+            events.append("F")
+            out.register_hook(lambda g: events.append("B"))
+
+    net.register_forward_hook(record)
+    chunked = APGD(RowChunks(net, 3), eps=0.05, steps=6, loss=loss, seed=0, early_stop=False).run(x, y)
+    assert events and events == ["F", "B"] * (len(events) // 2)  # never two batches' graphs held at once
+    whole = APGD(SameCallsWholeGraph(), eps=0.05, steps=6, loss=loss, seed=0, early_stop=False).run(x, y)
+    assert torch.equal(chunked.x_adv, whole.x_adv) and torch.equal(chunked.success, whole.success)

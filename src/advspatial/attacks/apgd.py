@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ from ..errors import ConfigError, check_range
 from ..host_syncs import on_device_path
 from ..passes import one_round
 from ..runtime import per_sample_noise
+from ..stacked_runs import RowChunks
 from .base import Attack, call_keyed, draws_keyed, register_attack
 from .gradients import attack_loss, dlr_loss, dlr_loss_targeted, is_adversarial, masked_sign
 from .pgd import l2_direction, l2_project, rows_norm
@@ -261,6 +263,8 @@ class APGD(Attack):
                batched: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(summed loss, summed gradient, adversarial on all) over ``k`` passes at ``x_adv`` in one call."""
         n = x_adv.shape[0]
+        if not batched and isinstance(self.model, RowChunks) and type(self)._forward is APGD._forward:
+            return self._chunked_draw(x_adv, y, loss_target, goal, idx)
         with torch.enable_grad():
             xr = x_adv.detach().requires_grad_(True)
             logits = (draws_keyed(self.model, xr, k, ids) if batched
@@ -270,6 +274,23 @@ class APGD(Attack):
             (grad,) = torch.autograd.grad(per_pass.sum(), xr)
         fooled = is_adversarial(logits.detach(), y.repeat(k), None if goal is None else goal.repeat(k))
         return per_pass.detach().sum(0), grad, fooled.view(k, n).all(0)
+
+    def _chunked_draw(self, x_adv: torch.Tensor, y: torch.Tensor, loss_target: torch.Tensor | None,
+                      goal: torch.Tensor | None, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_draws`' one pass through a model that calls a large run a batch at a time (:class:`RowChunks`),
+        each batch's gradient taken before the next's forward: the run holds one batch's activations; the loss is
+        per row, so loss, gradient and success are the whole graph's."""
+        losses: list[torch.Tensor] = []
+        model = cast(RowChunks, self.model)
+
+        def objective(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+            per_row = self._loss(logits, y[rows], None if loss_target is None else loss_target[rows], idx[rows])
+            losses.append(per_row.detach())
+            return per_row.sum()
+
+        with torch.enable_grad():
+            grad, logits = model.input_gradient(x_adv, objective)
+        return torch.cat(losses), grad, is_adversarial(logits, y, goal)
 
     def _forward(self, x: torch.Tensor, idx: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The logits of the batch rows ``idx`` (sample ids ``ids``): :func:`~.base.call_keyed` (a stacked run
