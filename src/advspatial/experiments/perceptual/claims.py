@@ -126,10 +126,12 @@ def minimal_distortion_claim(curves: Curves, seed: int, sesoi: float = SESOI_SET
 
 
 def curve_range_holds(reach: Mapping[str, float], effect: Estimate, margin: float) -> bool:
-    """Whether the capped images cannot change the minimal-distortion verdict: each attack's ``reach`` is below
-    ``margin`` (the claim's smallest effect of interest), or could only push the difference further the way it
-    already lies beyond the margin (SSIM-ball's caps raise it, PGD's lower it: a CI and an estimate above +margin
-    stand whatever SSIM-ball's capped images reach, below -margin whatever PGD's reach)."""
+    """Whether the capped images cannot move the minimal-distortion difference by as much as the margin its verdict
+    is judged on: each attack's ``reach`` is below ``margin`` (the claim's smallest effect of interest), or could only
+    push the difference further the way it already lies beyond the margin (SSIM-ball's caps raise it, PGD's lower
+    it: a CI and an estimate above +margin stand whatever SSIM-ball's capped images reach, below -margin whatever
+    PGD's reach). A bound on the movement, not a guarantee of the verdict word: an estimate within a reach of the
+    margin could still cross it."""
     beyond = {"ssim-ball": effect.low > 0 and effect.mean >= margin, "pgd": effect.high < 0 and effect.mean <= -margin}
     return all(beyond.get(name, False) or r == 0 or r < margin for name, r in reach.items())
 
