@@ -208,3 +208,9 @@ def test_the_attack_gradient_through_a_chunked_run_is_the_unchunked_runs() -> No
                     for i in range(0, 7, 3)]
             assert torch.equal(chunked[0], torch.cat([g for g, _ in rows]))
             assert torch.equal(chunked[1], torch.cat([z for _, z in rows]))
+
+
+def test_a_chunked_runs_input_gradient_of_no_rows_is_empty_like_its_forward() -> None:
+    model = stacked_runs.RowChunks(_conv_net(), 2)
+    grad, logits = model.input_gradient(torch.rand(0, 1, 6, 6), lambda z, sl: z.sum())
+    assert grad.shape == (0, 1, 6, 6) and logits.shape == model(torch.rand(0, 1, 6, 6)).shape == (0, 3)

@@ -111,13 +111,14 @@ def minimal_distortion_claim(curves: Curves, seed: int, sesoi: float = SESOI_SET
     best = curves.minimal_distortion()
     ball, pgd = best["ssim-ball"], best["pgd"]
     both = torch.isfinite(ball) & torch.isfinite(pgd)
+    images = int(both.sum())
     # the statistic's name is metrics.json's, kept as it was (docs/architecture.md, "One word per concept")
     comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
     capped = {name: flags & both for name, flags in curves.capped().items()}
-    reach = curve_reach(best, capped, int(both.sum()))
+    reach = curve_reach(best, capped, images)
     ceilings = {name: max(p.mean_ssim for p in points) for name, points in curves.points.items()}
     distortion = MinimalDistortion(
-        int(both.sum()), int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
+        images, int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
         int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), ceilings, comparison,
         {name: int(flags.sum()) for name, flags in capped.items()}, reach)
     margin = sesoi_for(comparison.statistic, float(comparison.null_mean), sesoi / SESOI_SETTING_DEFAULT)
