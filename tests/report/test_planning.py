@@ -112,3 +112,21 @@ def test_the_answer_names_the_rois_status_each_claim_and_what_is_undecided() -> 
     assert lines[-1].startswith("Undecided: ") and "1 primary claim(s)" in lines[-1]
     assert lines[-1].endswith("the last section gives the images each would need.")
     assert answer_lines(Findings({}, [])) == []
+
+
+def test_the_claims_summary_names_one_claim_once_and_several_claims_each_by_its_own() -> None:
+    from dataclasses import replace
+
+    from advspatial.report.answer import claims_summary
+
+    same = [replace(claim("supported", True), subject=s) for s in ("fgsm", "pgd", "cw-l2")]
+    assert claims_summary(same).startswith("Primary claims (the attack acts where the model looks): 3 supported "
+                                           "(fgsm; pgd; cw-l2)")
+    other = replace(claim("negligible", True), claim="the SSIM-ball attack fools images at a higher SSIM than L-inf "
+                    "PGD", subject="ssim-ball vs pgd", null="pgd")
+    mixed = claims_summary([*same[:2], other])
+    assert mixed.startswith("Primary claims: 2 supported (fgsm: the attack acts where the model looks, against the "
+                            "same-class null; pgd: the attack acts where the model looks, against the same-class "
+                            "null); 1 negligible (ssim-ball vs pgd: the SSIM-ball attack fools images at a higher SSIM "
+                            "than L-inf PGD, against the pgd null)")
+    assert "(the attack acts where the model looks):" not in mixed  # no claim named for members it is not theirs

@@ -114,19 +114,24 @@ SENTENCE_CLAIMS = 2
 
 
 def claims_summary(claims: list[Claim]) -> str:
-    """Primary claims grouped by verdict in one sentence: "Primary claims: 3 supported (fgsm, pgd, pgd-l2); 2 not
-    supported, undecided (cw-l2: about 900 images would decide it; ...)"."""
+    """Primary claims grouped by verdict in one sentence: "Primary claims (the attack acts where the model looks):
+    3 supported (fgsm, pgd, pgd-l2); 2 not supported, undecided (cw-l2: about 900 images would decide it; ...)".
+    Where the primary claims are not one claim, each member names its own and its null ("ssim-ball vs pgd: the
+    SSIM-ball attack fools images at a higher SSIM than L-inf PGD, against the pgd null")."""
+    one_claim = len({c.claim for c in claims}) == 1
     by_verdict: dict[str, list[Claim]] = {}
     for c in claims:
         by_verdict.setdefault(c.verdict, []).append(c)
     parts = []
     for verdict, group in by_verdict.items():
-        names = [c.subject for c in group]
+        names = [c.subject if one_claim else f"{c.subject}: {c.claim}, against the {c.null} null" for c in group]
         if verdict == "not supported":
-            names = [f"{c.subject}: {undecided_words(c)}" if c.per_seed is None
-                     else f"{c.subject}: the training seeds disagree or the CI holds 0" for c in group]
+            names = [f"{name}: {undecided_words(c)}" if c.per_seed is None
+                     else f"{name}: the training seeds disagree or the CI holds 0"
+                     for name, c in zip(names, group, strict=True)]
         parts.append(f"{len(group)} {verdict} ({'; '.join(names)})")
-    return f"Primary claims ({claims[0].claim}): " + "; ".join(parts) + ". The table below gives each effect."
+    head = f"Primary claims ({claims[0].claim}): " if one_claim else "Primary claims: "
+    return head + "; ".join(parts) + ". The table below gives each effect."
 
 
 def answer_lines(findings: Any) -> list[str]:
