@@ -21,7 +21,9 @@ from advspatial.regions.overlap import average_ranks
 from advspatial.statistics.nulls import (
     NULLS, composition_strata, foreground_share, null_groups, partner_null, permutations_within,
 )
-from advspatial.statistics.verdicts import VERDICTS, benjamini_hochberg, format_p, holm, sesoi_for, verdict
+from advspatial.statistics.verdicts import (
+    VERDICTS, benjamini_hochberg, format_p, holm, same_conclusion, sesoi_for, verdict,
+)
 from advspatial.statistics.estimates import Estimate, bootstrap_mean_ci, paired_p, sign_flip_p
 from advspatial.statistics.inference import (
     NullComparison, compare_to_nulls, excess_test, placement_comparison, two_sided_permutation_p, uniform_comparison,
@@ -359,6 +361,13 @@ def test_format_p_floors_tiny_p_values():
     assert format_p(math.nan) == "-" and format_p(None) == "-"
     comp = NullComparison("iou", "uniform", 100, 0.3, 0.2, Estimate(0.1, 0.08, 0.12, 100), 1.5, 30.0, 1e-149)
     assert "p < 1e-10" in describe(comp, "supported")
+
+
+def test_same_conclusion_joins_only_the_verdicts_within_the_margin():
+    for a in VERDICTS:
+        for b in VERDICTS:
+            expected = a == b or {a, b} == {"negligible", "equivalent to null"}
+            assert same_conclusion(a, b) == same_conclusion(b, a) == expected, (a, b)
 
 
 def test_every_verdict_word_has_a_sentence():

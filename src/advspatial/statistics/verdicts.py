@@ -172,6 +172,17 @@ def verdict(
     return "not supported"
 
 
+#: the verdicts that draw one conclusion about an effect's size: smaller than its smallest effect of interest
+WITHIN_MARGIN = ("negligible", "equivalent to null")
+
+
+def same_conclusion(a: str, b: str) -> bool:
+    """Whether verdicts ``a`` and ``b`` say the same of an effect: the same word, or both that it is smaller than
+    any of interest (:data:`WITHIN_MARGIN`: *negligible* and *equivalent to null* differ only in whether the data
+    also tell its sign)."""
+    return a == b or (a in WITHIN_MARGIN and b in WITHIN_MARGIN)
+
+
 #: p-values below this print as "< 1e-10": a Monte Carlo or asymptotic p that small says only "very small"
 P_FLOOR = 1e-10
 

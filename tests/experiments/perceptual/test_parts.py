@@ -20,11 +20,11 @@ from advspatial.errors import ConfigError, ShapeError
 from advspatial.experiments.perceptual.ssim_matching import bisect_eps, ssim_distortion
 from advspatial.faithfulness.record import GateResult
 from advspatial.experiments.perceptual.claims import (
-    CURVE_RANGE_GATE, compare_attack, curve_range_holds, measure, minimal_distortion_claim, roi_of,
+    CURVE_RANGE_GATE, compare_attack, measure, minimal_distortion_claim, roi_of, settle_curve_range,
 )
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
 from advspatial.experiments.perceptual.findings import (
-    CurvePoint, LabelledComparison, MinimalDistortion, attack_metrics,
+    CurveBound, CurvePoint, LabelledComparison, MinimalDistortion, attack_metrics,
 )
 from advspatial.experiments.perceptual.ssim_matching import capped_by_curve
 from advspatial.experiments.perceptual.stages import (
@@ -32,10 +32,10 @@ from advspatial.experiments.perceptual.stages import (
 )
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
-from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, judge
+from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
 from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.nulls import NULLS
-from advspatial.statistics.verdicts import VERDICTS
+from advspatial.statistics.verdicts import VERDICTS, same_conclusion, verdict
 from advspatial.statistics.inference import uniform_comparison
 from advspatial.statistics.store import Store
 from advspatial.experiments.perceptual.figures import (
@@ -297,52 +297,101 @@ def _curves(ball_best: torch.Tensor, ball_capped: torch.Tensor, pgd_best: torch.
     return Curves(points, fooled, ssims)
 
 
+def _judged(curves: Curves, sesoi: float = 0.01) -> tuple[MinimalDistortion, Claim]:
+    """The minimal-distortion claim judged alone, its curve-range gate settled, as :func:`measure` does."""
+    distortion, claim, ends = minimal_distortion_claim(curves, seed=0)
+    judge([claim], sesoi=sesoi)
+    distortion.bounds = settle_curve_range([claim], claim, ends, sesoi=sesoi, alpha=0.05)
+    return distortion, claim
+
+
 def test_curve_range_gate_passes_without_capped_images_and_fails_when_the_grid_binds() -> None:
     n = 40
     gen = torch.Generator().manual_seed(0)
     ball = 0.90 + 0.02 * torch.rand(n, generator=gen, dtype=torch.float64)
     pgd = ball + 0.03  # PGD fools at a higher SSIM on every image: a decisive, reversed effect
     none = torch.zeros(n, dtype=torch.bool)
-    free, claim = minimal_distortion_claim(_curves(ball, none, pgd, none), seed=0)
-    judge([claim])
+    free, claim = _judged(_curves(ball, none, pgd, none))
     assert free.capped == {"ssim-ball": 0, "pgd": 0} and free.reach == {"ssim-ball": 0.0, "pgd": 0.0}
-    assert claim.gates == {CURVE_RANGE_GATE: True} and claim.verdict == "reversed"
-    # every SSIM-ball value capped: each could be up to 1, a mean shift of mean(1 - ball) ~ 0.09 > the SESOI 0.01,
-    # toward and past 0 from a reversed difference
-    bound, claim = minimal_distortion_claim(_curves(ball, ~none, pgd, none), seed=0)
-    judge([claim])
-    assert bound.capped == {"ssim-ball": n, "pgd": 0}
+    assert free.bounds == {} and claim.gates == {CURVE_RANGE_GATE: True} and claim.verdict == "reversed"
+    # every SSIM-ball value capped: at its curve's end each is 1, the difference mean(1 - pgd) ~ +0.06, supported
+    bound, claim = _judged(_curves(ball, ~none, pgd, none))
+    assert bound.capped == {"ssim-ball": n, "pgd": 0} and set(bound.bounds) == {"ssim-ball"}
     assert abs(bound.reach["ssim-ball"] - float((1 - ball).mean())) < 1e-12 and bound.reach["pgd"] == 0.0
+    assert abs(bound.bounds["ssim-ball"].effect.mean - float((1 - pgd).mean())) < 1e-12
+    assert bound.bounds["ssim-ball"].verdict == "supported"
     assert claim.gates == {CURVE_RANGE_GATE: False} and claim.verdict == "not interpretable"
     assert claim.effect.mean == free.comparison.excess.mean  # the gate changes the verdict, not the numbers
-    # one capped PGD image of 40 moves the mean by at most (1 - 0.93) / 40 < 0.01: the gate passes
+    # one capped PGD image of 40: at PGD's end the difference falls by its reach, (1 - 0.93) / 40, still reversed
     one = none.clone()
     one[0] = True
-    few, claim = minimal_distortion_claim(_curves(ball, none, pgd, one), seed=0)
+    few, claim = _judged(_curves(ball, none, pgd, one))
     assert few.capped["pgd"] == 1 and abs(few.reach["pgd"] - float(1 - pgd[0]) / n) < 1e-12
-    assert claim.gates == {CURVE_RANGE_GATE: True}
-    # SSIM-ball's caps could only raise a difference already above the margin: a supported verdict stands
-    _, ahead = minimal_distortion_claim(_curves(pgd, ~none, ball, none), seed=0)
-    judge([ahead])
+    end = few.bounds["pgd"]
+    assert abs(end.effect.mean - (claim.effect.mean - few.reach["pgd"])) < 1e-12 and end.verdict == "reversed"
+    assert claim.gates == {CURVE_RANGE_GATE: True} and claim.verdict == "reversed"
+    # SSIM-ball's caps only raise a supported difference: it stands
+    _, ahead = _judged(_curves(pgd, ~none, ball, none))
     assert ahead.gates == {CURVE_RANGE_GATE: True} and ahead.verdict == "supported"
-    # ... while PGD's caps could lower it into the margin: not interpretable
-    _, threatened = minimal_distortion_claim(_curves(pgd, none, ball, ~none), seed=0)
+    # ... while PGD's caps could turn it reversed: not interpretable
+    _, threatened = _judged(_curves(pgd, none, ball, ~none))
     assert threatened.gates == {CURVE_RANGE_GATE: False}
-    # a larger smallest effect of interest (the run's sesoi setting) lets more capping through
-    _, lenient = minimal_distortion_claim(_curves(ball, ~none, pgd, none), seed=0, sesoi=0.2)
+    # a larger smallest effect of interest (the run's sesoi setting): negligible at both the claim and the end
+    lenient_md, lenient = _judged(_curves(ball, ~none, pgd, none), sesoi=0.2)
+    assert lenient.verdict == lenient_md.bounds["ssim-ball"].verdict == "negligible"
     assert lenient.gates == {CURVE_RANGE_GATE: True}
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.floats(-0.2, 0.2), st.floats(0.0, 0.05), st.floats(0.0, 0.1), st.floats(0.0, 0.1), st.floats(0.0, 0.1),
-       st.floats(0.0, 0.05))
-def test_curve_range_gate_never_passes_a_larger_reach_it_failed(mean: float, half: float, up: float, down: float,
-                                                                more: float, margin: float) -> None:
-    effect = Estimate(mean, mean - half, mean + half, 40)
-    base = curve_range_holds({"ssim-ball": up, "pgd": down}, effect, margin)
-    assert curve_range_holds({"ssim-ball": 0.0, "pgd": 0.0}, effect, margin)  # nothing capped: nothing to doubt
-    for grown in ({"ssim-ball": up + more, "pgd": down}, {"ssim-ball": up, "pgd": down + more}):
-        assert not curve_range_holds(grown, effect, margin) or base
+def test_curve_range_gate_fails_where_a_reach_below_the_margin_still_changes_the_verdict() -> None:
+    """A difference just inside the margin (-0.0095, negligible) and two capped PGD images whose reach (about
+    0.004) is below the smallest effect of interest (0.01) but carries the difference past -0.01 (reversed): the
+    printed word would depend on values the grid leaves open, so the gate fails."""
+    n = 40
+    gen = torch.Generator().manual_seed(1)
+    ball = 0.90 + 0.02 * torch.rand(n, generator=gen, dtype=torch.float64)
+    pgd = ball + 0.0095 + 1e-5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    capped = torch.zeros(n, dtype=torch.bool)
+    capped[:2] = True
+    md, claim = _judged(_curves(ball, torch.zeros_like(capped), pgd, capped))
+    assert md.reach["pgd"] < claim.sesoi == 0.01
+    assert verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi) == "negligible"
+    assert md.bounds["pgd"].verdict == "reversed"
+    assert claim.gates == {CURVE_RANGE_GATE: False} and claim.verdict == "not interpretable"
+
+
+def test_curve_range_gate_passes_an_end_that_only_loses_the_sign_of_an_effect_within_the_margin() -> None:
+    """A negligible difference (-0.004, significant, inside the margin) whose SSIM-ball end sits near 0 (equivalent
+    to null): both conclude that the difference is smaller than any of interest, so the gate passes."""
+    n = 40
+    gen = torch.Generator().manual_seed(2)
+    pgd = 0.99 + 0.005 * torch.rand(n, generator=gen, dtype=torch.float64)
+    ball = pgd - 0.004 + 1e-4 * torch.randn(n, generator=gen, dtype=torch.float64)
+    capped = torch.zeros(n, dtype=torch.bool)
+    capped[:8] = True  # their 1 - SSIM, about 0.014 in all, moves the mean by about +0.0035
+    md, claim = _judged(_curves(ball, capped, pgd, torch.zeros_like(capped)))
+    assert md.bounds["ssim-ball"].verdict == "equivalent to null" and claim.verdict == "negligible"
+    assert claim.gates == {CURVE_RANGE_GATE: True}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.80, 0.999), st.floats(-0.05, 0.05), st.booleans(), st.booleans()),
+                min_size=30, max_size=45),
+       st.sampled_from([0.005, 0.01, 0.05]))
+def test_curve_range_gate_passes_exactly_when_both_ends_read_the_claims_verdict(
+        rows: list[tuple[float, float, bool, bool]], sesoi: float) -> None:
+    ball = torch.tensor([r[0] for r in rows], dtype=torch.float64)
+    pgd = (ball + torch.tensor([r[1] for r in rows], dtype=torch.float64)).clamp(0.5, 0.999)
+    ball_capped, pgd_capped = (torch.tensor([r[k] for r in rows]) for k in (2, 3))
+    md, claim = _judged(_curves(ball, ball_capped, pgd, pgd_capped), sesoi)
+    own = verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi)
+    assert set(md.bounds) == {name for name, k in md.capped.items() if k}  # an end only where a curve caps
+    assert claim.gates[CURVE_RANGE_GATE] == all(same_conclusion(b.verdict, own) for b in md.bounds.values())
+    assert (claim.verdict == "not interpretable") != claim.gates[CURVE_RANGE_GATE]
+    assert claim.verdict in (own, "not interpretable")
+    # each end moves the mean difference by exactly its reach: up at the SSIM-ball curve's, down at PGD's
+    for name, sign in (("ssim-ball", 1.0), ("pgd", -1.0)):
+        if name in md.bounds:
+            assert abs(md.bounds[name].effect.mean - (claim.effect.mean + sign * md.reach[name])) < 1e-9
 
 
 def test_capped_by_curve_reads_the_row_of_highest_mean_ssim() -> None:
@@ -355,8 +404,16 @@ def test_capped_by_curve_reads_the_row_of_highest_mean_ssim() -> None:
 def test_minimal_distortion_of_an_older_metrics_file_reads_without_the_curve_range() -> None:
     comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
     data = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97}, comparison).as_dict()
-    del data["capped"], data["reach"]
+    del data["capped"], data["reach"], data["bounds"]
     assert MinimalDistortion.from_dict(data) == MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97}, comparison)
+
+
+def test_minimal_distortion_round_trips_its_curve_ends() -> None:
+    comparison = uniform_comparison([0.9, 0.8, 0.95, 0.7], [0.6, 0.7, 0.5, 0.65], 0, statistic="s", null="pgd")
+    end = CurveBound(Estimate(0.1, 0.05, 0.2, 4), 0.03, "insufficient data")
+    md = MinimalDistortion(4, 1, 0, {"ssim-ball": 0.97}, comparison, {"ssim-ball": 2, "pgd": 0},
+                           {"ssim-ball": 0.05, "pgd": 0.0}, {"ssim-ball": end})
+    assert MinimalDistortion.from_dict(json.loads(json.dumps(md.as_dict()))) == md
 
 
 # -- config and metrics ------------------------------------------------------------------

@@ -16,7 +16,6 @@ from helpers import ReportParser, without_timings
 from torch import nn
 
 from advspatial.faithfulness.record import GateResult
-from advspatial.experiments.perceptual.claims import curve_range_holds
 from advspatial.statistics.claims import estimate_of
 from advspatial.experiments.measurement.roi import roi_interpretation
 from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualConfig
@@ -24,7 +23,7 @@ from advspatial.experiments.perceptual.findings import PerceptualFindings, attac
 from advspatial.experiments.perceptual.report import summary_text
 from advspatial.experiments.running import run_experiment
 from advspatial.experiments.settings import config_from_mapping
-from advspatial.statistics.verdicts import VERDICTS
+from advspatial.statistics.verdicts import VERDICTS, verdict
 
 
 def _csv_rows(path: Path) -> list[dict]:
@@ -119,10 +118,13 @@ def test_end_to_end_quick_run_and_resume(trained_tiny_cnn, monkeypatch, tmp_path
         assert [c["subject"] for c in primary if c["null"] == null] == testable, null
         assert all(c["statistic"] == "energy_in_roi" for c in primary if c["null"] == null)
     distortion = [c for c in primary if c["subject"] == "ssim-ball vs pgd"]
-    # per-image minimal distortion: no RoI involved, only the curves' range (the capped images' reach vs its SESOI)
+    # per-image minimal distortion: no RoI involved, only the curves' range (the verdict at each curve's end)
     assert len(distortion) == 1 and set(distortion[0]["gates"]) == {"curve range"}
-    reach, effect = metrics["minimal_distortion"]["reach"], estimate_of(distortion[0]["effect"])
-    assert distortion[0]["gates"]["curve range"] == curve_range_holds(reach, effect, distortion[0]["sesoi"])
+    own = verdict(estimate_of(distortion[0]["effect"]), distortion[0]["p_adjusted"], {},
+                  sesoi=distortion[0]["sesoi"], alpha=config.significance)
+    ends = metrics["minimal_distortion"]["bounds"]
+    assert set(ends) == {name for name, k in metrics["minimal_distortion"]["capped"].items() if k}
+    assert distortion[0]["gates"]["curve range"] == all(end["verdict"] == own for end in ends.values())
     # the summary says which gate made it not interpretable
     assert ("(the curve range gate failed)" in result.summary) is (not distortion[0]["gates"]["curve range"])
     assert len(primary) == 2 * len(testable) + 1

@@ -11,6 +11,7 @@ the two attacks (not RoI-dependent), Holm across them; every other statistic x n
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,23 +19,24 @@ import torch
 
 from ...faithfulness.record import GateResult
 from ...statistics.claims import Claim, claim_from, judge
-from ...statistics.estimates import Estimate
 from ...statistics.inference import NullComparison, uniform_comparison
-from ...statistics.verdicts import SESOI_SETTING_DEFAULT, sesoi_for
+from ...statistics.verdicts import same_conclusion, verdict
 from ...statistics.store import compare_store
 from ..measurement import colocation
 from ..measurement.gate import gate_stage
 from ..measurement.roi import Roi, with_roi_caveat
 from .config import ATTACKS, ENGINE_STATS, PRIMARY_STATISTIC, PerceptualConfig
-from .findings import LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
+from .findings import CurveBound, LabelledComparison, MinimalDistortion, PerceptualFindings, attack_outcomes
 from .ssim_matching import Calibration
 from .stages import AttackStore, Context, Curves, clean_cam
 
 CLAIM = "the attack lowers SSIM where the model looks"
 GEOMETRY_CLAIM = "the attack lowers SSIM where the model looks more than a random feasible perturbation of equal SSIM"
 DISTORTION_CLAIM = "the SSIM-ball attack fools images at a higher SSIM than L-inf PGD"
-#: the minimal-distortion claim's gate: the images its curves cap (fooled already at an attack's least distorting
-#: budget) cannot move its mean difference by the claim's smallest effect of interest
+DISTORTION_SUBJECT = "ssim-ball vs pgd"
+DISTORTION_STATISTIC = "highest fooling SSIM"
+#: the minimal-distortion claim's gate: whatever value the grid leaves open to the images its curves cap (fooled
+#: already at an attack's least distorting budget), the claim reads the same verdict
 CURVE_RANGE_GATE = "curve range"
 
 #: the engine's comparisons of every attack with >= 3 successful images: attack -> statistic -> null
@@ -85,11 +87,15 @@ def measure(config: PerceptualConfig, roi: Roi, stores: Mapping[str, AttackStore
     for name in ATTACKS:
         if rows is not None:
             claims += geometry_claims(rows, name, gate_set, config.seed)
-    distortion = None
+    distortion: MinimalDistortion | None = None
+    ends: dict[str, NullComparison] = {}
     if curves is not None:
-        distortion, claim = minimal_distortion_claim(curves, config.seed, config.sesoi)
-        claims.append(claim)
+        distortion, distortion_claim, ends = minimal_distortion_claim(curves, config.seed)
+        claims.append(distortion_claim)
     judge(with_roi_caveat(claims, roi.caveat), sesoi=config.sesoi, alpha=config.significance)
+    if distortion is not None:
+        distortion.bounds = settle_curve_range(claims, distortion_claim, ends, sesoi=config.sesoi,
+                                               alpha=config.significance)
     return inference, distortion, claims
 
 
@@ -103,38 +109,66 @@ def geometry_claims(rows: list[dict[str, Any]], name: str, gates: Mapping[str, b
     return [claim_from(comparison, GEOMETRY_CLAIM, name, gates, primary=True)]
 
 
-def minimal_distortion_claim(curves: Curves, seed: int, sesoi: float = SESOI_SETTING_DEFAULT
-                             ) -> tuple[MinimalDistortion, Claim]:
+def minimal_distortion_claim(curves: Curves, seed: int) -> tuple[MinimalDistortion, Claim, dict[str, NullComparison]]:
     """Per image fooled by both attacks at some budget: SSIM-ball's highest SSIM at which it succeeds minus
-    PGD's (primary; it does not rest on the RoI), gated on the curves' range (:func:`curve_reach`; ``sesoi``: the
-    run's setting, as :func:`~advspatial.statistics.claims.judge` takes it)."""
+    PGD's (primary; it does not rest on the RoI), its distortion record, and per attack whose curve caps any of
+    those images the same comparison at that curve's end (:func:`curve_ends`). The curve-range gate is open until
+    the family is judged and :func:`settle_curve_range` reads the ends."""
     best = curves.minimal_distortion()
     ball, pgd = best["ssim-ball"], best["pgd"]
     both = torch.isfinite(ball) & torch.isfinite(pgd)
     images = int(both.sum())
     # the statistic's name is metrics.json's, kept as it was (docs/architecture.md, "One word per concept")
-    comparison = uniform_comparison(ball[both], pgd[both], seed, statistic="highest fooling SSIM", null="pgd")
+    comparison = uniform_comparison(ball[both], pgd[both], seed, statistic=DISTORTION_STATISTIC, null="pgd")
     capped = {name: flags & both for name, flags in curves.capped().items()}
-    reach = curve_reach(best, capped, images)
     ceilings = {name: max(p.mean_ssim for p in points) for name, points in curves.points.items()}
     distortion = MinimalDistortion(
         images, int((torch.isfinite(ball) & ~torch.isfinite(pgd)).sum()),
         int((~torch.isfinite(ball) & torch.isfinite(pgd)).sum()), ceilings, comparison,
-        {name: int(flags.sum()) for name, flags in capped.items()}, reach)
-    margin = sesoi_for(comparison.statistic, float(comparison.null_mean), sesoi / SESOI_SETTING_DEFAULT)
-    gates = {CURVE_RANGE_GATE: curve_range_holds(reach, comparison.excess, margin)}
-    return distortion, claim_from(comparison, DISTORTION_CLAIM, "ssim-ball vs pgd", gates, primary=True)
+        {name: int(flags.sum()) for name, flags in capped.items()}, curve_reach(best, capped, images))
+    claim = claim_from(comparison, DISTORTION_CLAIM, DISTORTION_SUBJECT, {CURVE_RANGE_GATE: True}, primary=True)
+    return distortion, claim, curve_ends(best, capped, both, seed)
 
 
-def curve_range_holds(reach: Mapping[str, float], effect: Estimate, margin: float) -> bool:
-    """Whether the capped images cannot move the minimal-distortion difference by as much as the margin its verdict
-    is judged on: each attack's ``reach`` is below ``margin`` (the claim's smallest effect of interest), or could only
-    push the difference further the way it already lies beyond the margin (SSIM-ball's caps raise it, PGD's lower
-    it: a CI and an estimate above +margin stand whatever SSIM-ball's capped images reach, below -margin whatever
-    PGD's reach). A bound on the movement, not a guarantee of the verdict word: an estimate within a reach of the
-    margin could still cross it."""
-    beyond = {"ssim-ball": effect.low > 0 and effect.mean >= margin, "pgd": effect.high < 0 and effect.mean <= -margin}
-    return all(beyond.get(name, False) or r == 0 or r < margin for name, r in reach.items())
+def curve_ends(best: Mapping[str, torch.Tensor], capped: Mapping[str, torch.Tensor], both: torch.Tensor,
+               seed: int) -> dict[str, NullComparison]:
+    """Per attack whose curve caps some of the ``both`` images, the minimal-distortion comparison with each of its
+    capped images at 1, the highest fooling SSIM the grid leaves open for it: the SSIM-ball attack's end is the
+    largest the difference can be, PGD's the smallest (same images, same bootstrap seed)."""
+    ends = {}
+    for name in best:
+        if bool(capped[name].any()):
+            at_end = {other: torch.where(capped[other], 1.0, values) if other == name else values
+                      for other, values in best.items()}
+            ends[name] = uniform_comparison(at_end["ssim-ball"][both], at_end["pgd"][both], seed,
+                                            statistic=DISTORTION_STATISTIC, null="pgd")
+    return ends
+
+
+def settle_curve_range(claims: list[Claim], claim: Claim, ends: Mapping[str, NullComparison], *, sesoi: float,
+                       alpha: float) -> dict[str, CurveBound]:
+    """The curve-range gate of the judged minimal-distortion ``claim`` (one of the judged ``claims``): the verdict
+    the claim would read at each curve's end (``ends``, :func:`curve_ends`; the whole family judged again with the
+    claim's comparison replaced by the end's, so Holm sees the end's p) must draw the conclusion of the verdict it
+    reads itself, gate aside (:func:`curve_range_holds`); else the gate fails and the claim reads "not
+    interpretable". Sets the gate, judges ``claims`` again and returns each end's :class:`~.findings.CurveBound`."""
+    own = verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi, alpha=alpha)
+    bounds = {}
+    for name, comparison in ends.items():
+        stand_in = claim_from(comparison, claim.claim, claim.subject, {}, primary=True)
+        judge([dataclasses.replace(c) for c in claims if c is not claim] + [stand_in], sesoi=sesoi, alpha=alpha)
+        bounds[name] = CurveBound(stand_in.effect, stand_in.p_adjusted, stand_in.verdict)
+    claim.gates[CURVE_RANGE_GATE] = curve_range_holds(own, bounds)
+    judge(claims, sesoi=sesoi, alpha=alpha)
+    return bounds
+
+
+def curve_range_holds(own: str, bounds: Mapping[str, CurveBound]) -> bool:
+    """Whether every curve's end reads the conclusion of the claim's own verdict ``own`` (gate aside): the same word,
+    or both within the smallest effect of interest (:func:`~advspatial.statistics.verdicts.same_conclusion`); then
+    neither extreme the grid leaves open to the capped images changes what the claim concludes (nothing capped:
+    nothing to doubt)."""
+    return all(same_conclusion(b.verdict, own) for b in bounds.values())
 
 
 def curve_reach(best: Mapping[str, torch.Tensor], capped: Mapping[str, torch.Tensor], images: int) -> dict[str, float]:

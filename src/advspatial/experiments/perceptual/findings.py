@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...faithfulness.record import GateResult
-from ...statistics.claims import Claim
-from ...statistics.estimates import finite_mean
+from ...statistics.claims import Claim, estimate_of, float_of
+from ...statistics.estimates import Estimate, finite_mean
 from ...statistics.inference import NullComparison
 from ..findings import Findings, from_json
 from ..measurement.roi import Roi
@@ -73,6 +73,24 @@ class LabelledComparison(NullComparison):
         return cls(**values, interpretation=interpretation)
 
 
+@dataclass(frozen=True)
+class CurveBound:
+    """The minimal-distortion difference at one end of what a curve's grid leaves open: every image the attack's
+    curve caps set to its highest possible fooling SSIM, 1 (the SSIM-ball attack's end raises the difference, PGD's
+    lowers it), with the verdict the claim would read there (same family, same rule)."""
+
+    effect: Estimate
+    p_adjusted: float
+    verdict: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"effect": self.effect.as_dict(), "p_adjusted": self.p_adjusted, "verdict": self.verdict}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CurveBound:
+        return cls(estimate_of(data["effect"]), float_of(data["p_adjusted"]), str(data["verdict"]))
+
+
 @dataclass
 class MinimalDistortion:
     """Per image fooled by both attacks at some budget, the SSIM-ball attack's highest SSIM at which it succeeds against
@@ -81,7 +99,8 @@ class MinimalDistortion:
     ``capped``: per attack, how many of the images fooled by both its least distorting budget already fools (their
     value is a lower bound, :func:`~advspatial.experiments.perceptual.ssim_matching.capped_by_curve`); ``reach``: how
     far those images could move the mean difference were their true value 1 (up for the SSIM-ball attack, down for
-    PGD), the bound the curve-range gate compares with the claim's smallest effect of interest.
+    PGD); ``bounds``: per attack, the difference and the verdict at that extreme (:class:`CurveBound`), which the
+    curve-range gate compares with the claim's own verdict.
     """
 
     images_both: int
@@ -91,20 +110,23 @@ class MinimalDistortion:
     comparison: NullComparison
     capped: dict[str, int] = field(default_factory=dict)
     reach: dict[str, float] = field(default_factory=dict)
+    bounds: dict[str, CurveBound] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"images_both": self.images_both, "only_ssim_ball": self.only_ssim_ball, "only_pgd": self.only_pgd,
                 "ceilings": dict(self.ceilings), "capped": dict(self.capped), "reach": dict(self.reach),
-                **self.comparison.as_dict()}
+                "bounds": {name: b.as_dict() for name, b in self.bounds.items()}, **self.comparison.as_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MinimalDistortion:
-        own = ("images_both", "only_ssim_ball", "only_pgd", "ceilings", "capped", "reach")
+        """What :meth:`as_dict` wrote; a file written before the curve-range gate (or its bounds) reads without them."""
+        own = ("images_both", "only_ssim_ball", "only_pgd", "ceilings", "capped", "reach", "bounds")
         comparison = from_json(NullComparison, {k: v for k, v in data.items() if k not in own}, "minimal_distortion")
         return cls(int(data["images_both"]), int(data["only_ssim_ball"]), int(data["only_pgd"]),
                    {k: float(v) for k, v in data["ceilings"].items()}, comparison,
                    {k: int(v) for k, v in data.get("capped", {}).items()},
-                   {k: float(v) for k, v in data.get("reach", {}).items()})
+                   {k: float(v) for k, v in data.get("reach", {}).items()},
+                   {k: CurveBound.from_dict(v) for k, v in data.get("bounds", {}).items()})
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, failed_gates, sentence_case
-from ...statistics.verdicts import sesoi_text
+from ...statistics.verdicts import sesoi_text, verdict
 from ...report.html import Section, Table
 from ...report.sections import drawn_figure, explainer_verdict, faithfulness_section
 from ...report.verdicts import fmt, fmt_p, verdict_legend, verdict_table, what_this_run_shows
@@ -154,7 +154,8 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
             "attack's highest SSIM at which it succeeds is capped by its least distorting budget on the curve "
             "(mean SSIM there: "
             + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
-            + "): where the caps differ, so does what the comparison can show. " + curve_range_words(md, findings))
+            + "): where the caps differ, so does what the comparison can show. "
+            + curve_range_words(md, findings, config.significance))
     shown = (drawn_figure(figures, ATTACKS_SUMMARY,
                           "Success rate (left) and the per-image SSIM of every attacked image "
                           "(right) for both attacks.")
@@ -165,23 +166,34 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
                    anchor="attacks-at-matched-ssim")
 
 
-def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings) -> str:
-    """How many images each curve caps, how far they could move the difference, and the curve-range gate's outcome."""
+def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings, alpha: float) -> str:
+    """How many images each curve caps, how far they could move the difference, the difference and verdict at each
+    curve's end, and the curve-range gate's outcome (``alpha``: the run's significance level)."""
     claim = next((c for c in findings.claims if c.claim == DISTORTION_CLAIM), None)
     if claim is None or not md.capped:
         return ""
     text = (f"Of those {md.images_both}, {md.capped.get('ssim-ball', 0)} are fooled already at the SSIM-ball attack's "
             f"least distorting budget and {md.capped.get('pgd', 0)} at PGD's: their highest fooling SSIM lies "
             f"between the curve's and 1, which could move the difference by up to "
-            f"+{fmt(md.reach.get('ssim-ball', 0.0), 4)} (SSIM-ball) or -{fmt(md.reach.get('pgd', 0.0), 4)} (PGD), "
-            f"against the claim's smallest effect of interest {fmt(claim.sesoi, 4)}")
+            f"+{small(md.reach.get('ssim-ball', 0.0))} (SSIM-ball) or -{small(md.reach.get('pgd', 0.0))} (PGD)")
+    ends = " and ".join(f"{fmt(b.effect.mean, 4)} [{fmt(b.effect.low, 4)}, {fmt(b.effect.high, 4)}] at "
+                        f"{END_NAMES[name]} ('{b.verdict}')" for name, b in md.bounds.items())
+    text += (f". With every capped image at 1, the difference would be {ends}" if ends else "")
     if claim.gates.get(CURVE_RANGE_GATE, True):
-        binding = [name for name, r in md.reach.items() if r > 0 and r >= claim.sesoi]
-        return text + (": the curve-range gate passed" + (
-            f" ({' and '.join(binding)} caps could only push the difference further the way it already lies beyond "
-            "that margin)." if binding else "."))
-    return (text + ": the curve-range gate failed, so the verdict reads 'not interpretable'; budgets where the attacks "
-            "stop fooling decide it (alphas nearer 1 in curve_alphas, smaller curve_eps_factors).")
+        return text + ": the curve-range gate passed (neither end changes what the claim concludes)."
+    own = verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi, alpha=alpha)
+    return (text + f", against '{own}' at the curves' own values: the curve-range gate failed (the verdict depends on "
+            "values the grid leaves open), so the claim reads 'not interpretable'; budgets where the attacks stop "
+            "fooling decide it (alphas nearer 1 in curve_alphas, smaller curve_eps_factors).")
+
+
+#: each curve's end in words
+END_NAMES = {"ssim-ball": "the SSIM-ball curve's end", "pgd": "PGD's"}
+
+
+def small(value: float) -> str:
+    """A non-negative reach: four decimals, or two significant digits below 0.001 (not a bare 0.0000)."""
+    return f"{value:.1e}" if 0 < value < 1e-3 else fmt(value, 4)
 
 
 def maps_section(config: PerceptualConfig, findings: PerceptualFindings, figures: Path) -> Section:
