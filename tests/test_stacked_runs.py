@@ -210,6 +210,34 @@ def test_the_attack_gradient_through_a_chunked_run_is_the_unchunked_runs() -> No
             assert torch.equal(chunked[1], torch.cat([z for _, z in rows]))
 
 
+def test_attack_maps_through_a_chunked_run_take_each_calls_gradient_before_the_next_forward() -> None:
+    """The spatial prior's attack maps of a stacked run: the gradient map is the unchunked calls' to the bit, the
+    contribution map the whole model's up to float noise, and each keeps one call's activations (forward, backward,
+    forward, backward...)."""
+    from advspatial.maps import attack_map
+
+    net = _conv_net()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(7, 1, 6, 6, generator=gen)
+    x_adv = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    events: list[str] = []
+    net.register_forward_hook(lambda m, i, out: out.register_hook(lambda g: events.append("B")) and None
+                              if out.requires_grad else None)
+    net.register_forward_pre_hook(lambda m, i: events.append("F") and None)
+    chunked = attack_map("gradient", stacked_runs.RowChunks(net, 3), x, x_adv, y)
+    assert events[-6:] == ["F", "B"] * 3 and events.count("B") == 3
+    per_call = [attack_map("gradient", net, x[i:i + 3], x_adv[i:i + 3], y[i:i + 3]) for i in range(0, 7, 3)]
+    assert torch.equal(chunked.map, torch.cat([m.map for m in per_call]))
+    events.clear()
+    kw = {"steps": 4, "max_steps": 4}
+    chunked = attack_map("contribution", stacked_runs.RowChunks(net, 3), x, x_adv, y, **kw)
+    backward = [i for i, e in enumerate(events) if e == "B"]
+    assert len(backward) == 10 and all(events[i - 1] == "F" for i in backward)  # 28 path points in calls of 3
+    whole = attack_map("contribution", net, x, x_adv, y, **kw)
+    assert torch.allclose(chunked.map, whole.map, atol=1e-6) and chunked.map.abs().sum() > 0
+
+
 def test_a_chunked_runs_input_gradient_of_no_rows_is_empty_like_its_forward() -> None:
     model = stacked_runs.RowChunks(_conv_net(), 2)
     grad, logits = model.input_gradient(torch.rand(0, 1, 6, 6), lambda z, sl: z.sum())

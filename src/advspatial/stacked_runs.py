@@ -230,7 +230,7 @@ class RowChunks(nn.Module):
         (True, (7, 2))
         """
         grads, logits = [], []
-        with one_round():
+        with one_round(), torch.enable_grad():
             for sl in list(batch_slices(x.shape[0], self.rows)) or [slice(0, 0)]:  # no rows: one empty call, as forward
                 rows = x[sl].detach().requires_grad_(True)
                 out = self.model(rows)
@@ -238,6 +238,26 @@ class RowChunks(nn.Module):
                 grads.append(grad)
                 logits.append(out.detach())
         return torch.cat(grads), torch.cat(logits)
+
+
+def input_gradient(model: nn.Module, x: torch.Tensor, objective: Callable[[torch.Tensor, slice], torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gradient of the summed objective w.r.t. x, logits)`` of a per-row ``objective(logits, rows)`` (the part of
+    the rows ``rows`` of ``x``, depending on those rows alone): through a :class:`RowChunks` model each call's
+    gradient before the next call's forward (:meth:`RowChunks.input_gradient`: one call's activations held, not a
+    run's), else one forward and one backward. Only the input takes a gradient.
+
+    >>> grad, logits = input_gradient(nn.Linear(4, 2), torch.ones(3, 4), lambda z, rows: z.sum())
+    >>> tuple(grad.shape), tuple(logits.shape)
+    ((3, 4), (3, 2))
+    """
+    if isinstance(model, RowChunks):
+        return model.input_gradient(x, objective)
+    point = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(point)
+        (grad,) = torch.autograd.grad(objective(logits, slice(0, x.shape[0])), point)
+    return grad, logits.detach()
 
 
 def in_chunks(call: Callable[[slice], torch.Tensor], rows: int, per_call: int | None) -> torch.Tensor:

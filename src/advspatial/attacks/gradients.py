@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..stacked_runs import RowChunks
+from ..stacked_runs import input_gradient
 from .base import margin
 
 
@@ -59,14 +59,9 @@ def loss_gradient(
     (:class:`~advspatial.stacked_runs.RowChunks`) takes each batch's gradient before the next's forward, so the
     run never holds more than one batch's activations; the per-image objective makes that the same gradient.
     """
-    if isinstance(model, RowChunks):
-        def objective(logits: torch.Tensor, rows: slice) -> torch.Tensor:
-            return attack_loss(logits, y[rows], None if target is None else target[rows], loss).sum()
-        return model.input_gradient(x_adv, objective)
-    x_adv = x_adv.detach().requires_grad_(True)
-    logits = model(x_adv)
-    (grad,) = torch.autograd.grad(attack_loss(logits, y, target, loss).sum(), x_adv)
-    return grad, logits.detach()
+    def objective(logits: torch.Tensor, rows: slice) -> torch.Tensor:
+        return attack_loss(logits, y[rows], None if target is None else target[rows], loss).sum()
+    return input_gradient(model, x_adv, objective)
 
 
 def is_adversarial(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

@@ -31,6 +31,7 @@ from ...errors import ConfigError, ShapeError, check_range, unknown_name
 from ...models.hooks import frozen_eval
 from ...passes import one_round
 from ...runtime import scaled_batch
+from ...stacked_runs import input_gradient
 from .._common import check_classes, check_pair
 from ._registry import AttackMap, attack_map, register_attack_map
 
@@ -85,10 +86,8 @@ def _path_chunk(model: nn.Module, x: torch.Tensor, delta: torch.Tensor, labels: 
     t, w = t.to(x.device, x.dtype), w.to(x.device)
     k = t.shape[0]
     points = (x[None] + t.view(k, 1, 1, 1, 1) * delta[None]).reshape(k * n, *x.shape[1:])
-    points.requires_grad_(True)
-    with torch.enable_grad():
-        m = margin(model(points), labels.repeat(k))
-        (grad,) = torch.autograd.grad(m.sum(), points)
+    labels = labels.repeat(k)
+    grad, _ = input_gradient(model, points, lambda logits, rows: margin(logits, labels[rows]).sum())
     return (grad.view(k, *x.shape).double() * w.view(k, 1, 1, 1, 1)).sum(0)
 
 

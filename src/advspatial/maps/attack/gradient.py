@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ...models.hooks import frozen_eval
+from ...stacked_runs import input_gradient
 from .._common import check_images, predict
 from ._registry import AttackMap, attack_map, register_attack_map
 
@@ -45,8 +46,6 @@ def gradient_map(
     check_images(inp, "x_adv" if x_adv is not None else "x")
     with frozen_eval(model):
         pred = predict(model, inp)
-        point = inp.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            loss = nn.functional.cross_entropy(model(point), pred, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, point)
+        grad, _ = input_gradient(model, inp, lambda logits, rows: nn.functional.cross_entropy(
+            logits, pred[rows], reduction="sum"))
     return AttackMap(grad.abs().sum(1), "gradient", pred)
