@@ -130,3 +130,22 @@ def test_the_claims_summary_names_one_claim_once_and_several_claims_each_by_its_
                             "null); 1 negligible (ssim-ball vs pgd: the SSIM-ball attack fools images at a higher SSIM "
                             "than L-inf PGD, against the pgd null)")
     assert "(the attack acts where the model looks):" not in mixed  # no claim named for members it is not theirs
+
+
+def test_the_claims_summary_says_which_gate_made_a_claim_not_interpretable() -> None:
+    from dataclasses import replace
+
+    from advspatial.report.answer import claims_summary
+
+    roi = [replace(claim("not interpretable", True), subject=s, gates={"RoI faithfulness": False})
+           for s in ("ssim-ball", "pgd")]
+    shared = claims_summary(roi)
+    assert shared.startswith("Primary claims (the attack acts where the model looks): 2 not interpretable, the RoI "
+                             "faithfulness gate failed (ssim-ball; pgd)")
+    curve = replace(claim("not interpretable", True), claim="the SSIM-ball attack fools images at a higher SSIM than "
+                    "L-inf PGD", subject="ssim-ball vs pgd", null="pgd", gates={"curve range": False})
+    each = claims_summary([*roi, curve])
+    assert each.startswith("Primary claims: 3 not interpretable (ssim-ball: the attack acts where the model looks, "
+                           "against the same-class null, the RoI faithfulness gate failed; pgd: ")
+    assert ("ssim-ball vs pgd: the SSIM-ball attack fools images at a higher SSIM than L-inf PGD, against the pgd "
+            "null, the curve range gate failed)") in each

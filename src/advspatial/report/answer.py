@@ -117,7 +117,8 @@ def claims_summary(claims: list[Claim]) -> str:
     """Primary claims grouped by verdict in one sentence: "Primary claims (the attack acts where the model looks):
     3 supported (fgsm, pgd, pgd-l2); 2 not supported, undecided (cw-l2: about 900 images would decide it; ...)".
     Where the primary claims are not one claim, each member names its own and its null ("ssim-ball vs pgd: the
-    SSIM-ball attack fools images at a higher SSIM than L-inf PGD, against the pgd null")."""
+    SSIM-ball attack fools images at a higher SSIM than L-inf PGD, against the pgd null"). The not interpretable
+    ones say which gate failed: once where they share it, else each its own."""
     one_claim = len({c.claim for c in claims}) == 1
     by_verdict: dict[str, list[Claim]] = {}
     for c in claims:
@@ -125,13 +126,28 @@ def claims_summary(claims: list[Claim]) -> str:
     parts = []
     for verdict, group in by_verdict.items():
         names = [c.subject if one_claim else f"{c.subject}: {c.claim}, against the {c.null} null" for c in group]
+        label = f"{len(group)} {verdict}"
         if verdict == "not supported":
             names = [f"{name}: {undecided_words(c)}" if c.per_seed is None
                      else f"{name}: the training seeds disagree or the CI holds 0"
                      for name, c in zip(names, group, strict=True)]
-        parts.append(f"{len(group)} {verdict} ({'; '.join(names)})")
+        if verdict == "not interpretable":
+            reasons = [gates_failed_words(c) for c in group]
+            if len(set(reasons)) == 1:
+                label += f", {reasons[0]}"
+            else:
+                names = [f"{name}, {reason}" for name, reason in zip(names, reasons, strict=True)]
+        parts.append(f"{label} ({'; '.join(names)})")
     head = f"Primary claims ({claims[0].claim}): " if one_claim else "Primary claims: "
     return head + "; ".join(parts) + ". The table below gives each effect."
+
+
+def gates_failed_words(claim: Claim) -> str:
+    """"the RoI faithfulness gate failed" (or "the a and b gates failed"): why a claim reads not interpretable."""
+    failed = failed_gates(claim)
+    if not failed:
+        return "no gate failed"
+    return f"the {' and '.join(failed)} gate{'s' if len(failed) > 1 else ''} failed"
 
 
 def answer_lines(findings: Any) -> list[str]:
