@@ -117,6 +117,32 @@ def test_long_tables_fold_and_experiment_blocks_render(gen: ModuleType, tmp_path
     assert "### Propagation per se" in page and "| 0 | 0.00 | `conv1` | 0.700 [0.600, 0.800] | 1.000 |" in page
 
 
+def test_perceptual_page_gives_each_curves_end_and_a_chosen_roi_in_its_heading(gen: ModuleType,
+                                                                              tmp_path: Path) -> None:
+    end = {"effect": {"mean": 0.0006, "low": 0.0002, "high": 0.0021, "n": 33}, "p_adjusted": 0.01,
+           "verdict": "negligible"}
+    distortion = {"images_both": 33, "only_ssim_ball": 2, "only_pgd": 0,
+                  "ceilings": {"ssim-ball": 0.9945, "pgd": 0.9999}, "capped": {"ssim-ball": 33, "pgd": 1},
+                  "reach": {"ssim-ball": 0.0059, "pgd": 0.00004},
+                  "bounds": {"ssim-ball": end, "pgd": {**end, "effect": {"mean": -0.0054, "low": -0.0071,
+                                                                          "high": -0.0038, "n": 33}}}}
+    run = gen.read_run(fake_run(tmp_path / "run", [], minimal_distortion=distortion))
+    run.config.update(experiment="perceptual", importance="inputxgrad")
+    page = gen.page([run])
+    assert "## cifar10-resnet20 on imagefolder:/data/cifar, RoI inputxgrad" in page
+    assert "Images fooled by both attacks at some budget: 33 (the SSIM ball alone 2, PGD alone 0)" in page
+    assert "| ssim-ball | 0.9945 | 33 of 33 | +0.0059 | +0.001 [+0.000, +0.002] | *negligible* |" in page
+    # PGD's end lowers the difference, here by less than 0.001: not printed as 0
+    assert "| pgd | 0.9999 | 1 of 33 | -4.0e-05 | -0.005 [-0.007, -0.004] | *negligible* |" in page
+
+
+def test_a_run_of_the_default_explainer_keeps_its_plain_heading(gen: ModuleType, tmp_path: Path) -> None:
+    run = gen.read_run(fake_run(tmp_path / "run", []))
+    run.config["importance"] = "auto"
+    assert "## cifar10-resnet20 on imagefolder:/data/cifar\n" in gen.page([run])
+    assert "curve range" not in gen.page([run])
+
+
 def test_one_page_refuses_two_experiments(gen: ModuleType, tmp_path: Path) -> None:
     a = gen.read_run(fake_run(tmp_path / "a", []))
     b = gen.read_run(fake_run(tmp_path / "b", []))

@@ -387,7 +387,7 @@ def perceptual_block(metrics: Mapping[str, Any]) -> list[str]:
     """The attacks at matched SSIM: fooling rate, SSIM, L∞, and the calibration that matched them."""
     attacks = metrics.get("attacks") or {}
     if not attacks:
-        return []
+        return curve_range_block(metrics.get("minimal_distortion") or {})
     rows = [[name, num(a.get("images")), num(a.get("fooling_rate")), num(a.get("successful")),
              num(a.get("mean_ssim")), num(a.get("mean_linf"))] for name, a in attacks.items()]
     lines = ["### The attacks", "", *table(("attack", "images", "fooling rate", "successful", "mean SSIM",
@@ -395,7 +395,36 @@ def perceptual_block(metrics: Mapping[str, Any]) -> list[str]:
     if "pgd_eps" in metrics:
         lines += [f"PGD budget matched by calibration: ε = {num(metrics.get('pgd_eps'), 4)}; "
                   f"SSIM gap (PGD − SSIM-ball) = {num(metrics.get('ssim_gap'), 4, signed=True)}.", ""]
-    return lines
+    return lines + curve_range_block(metrics.get("minimal_distortion") or {})
+
+
+def shift(value: float) -> str:
+    """A signed shift of a mean: four decimals, one below 0.001 in scientific notation (it is not 0)."""
+    return f"{value:+.1e}" if 0 < abs(value) < 1e-3 else f"{value:+.4f}"
+
+
+def curve_range_block(distortion: Mapping[str, Any]) -> list[str]:
+    """The minimal-distortion claim's curve range: per attack, the images its least distorting budget already fools
+    (their value a lower bound), how far they could move the difference, and the difference and verdict at that end
+    (what the claim's curve-range gate compares with the claim's own verdict)."""
+    capped = distortion.get("capped") or {}
+    if not capped:
+        return []
+    bounds, reach, ceilings = (distortion.get(key) or {} for key in ("bounds", "reach", "ceilings"))
+    rows = []
+    for name in capped:  # the SSIM ball's end raises the difference, PGD's lowers it
+        end = bounds.get(name) or {}
+        moved = reach.get(name)
+        rows.append([name, num(ceilings.get(name), 4), f"{capped[name]} of {distortion.get('images_both', '—')}",
+                     shift(-moved if name == "pgd" else moved) if moved is not None else "—",
+                     estimate(end.get("effect")), f"*{end['verdict']}*" if end else "— (none capped)"])
+    return ["### The minimal-distortion claim's curve range", "",
+            f"Images fooled by both attacks at some budget: {distortion.get('images_both', '—')} (the SSIM ball "
+            f"alone {distortion.get('only_ssim_ball', '—')}, PGD alone {distortion.get('only_pgd', '—')}). An image "
+            "its curve's least distorting budget already fools has a highest fooling SSIM the grid sets; each row "
+            "sets all of them to 1 (the end that attack's curve leaves open) and judges the claim again.", "",
+            *table(("attack", "least distorting budget's mean SSIM", "capped images", "reach",
+                    "difference at that end [95% CI]", "verdict there"), rows), ""]
 
 
 def localized_block(metrics: Mapping[str, Any]) -> list[str]:
@@ -454,6 +483,8 @@ def run_section(run: Run) -> list[str]:
     """A run's section: how it was run, then its verdicts, then the experiment's own blocks."""
     config, metrics, rec = run.config, run.metrics, run.record
     label = f"{config.get('model', '?')} on {config.get('dataset', '?')}"
+    if config.get("importance") not in (None, "", "auto"):  # two runs of one model apart by their RoI's explainer
+        label += f", RoI {config['importance']}"
     command = rec.get("command") or reconstructed_command(config)
     env = " ".join(f"{k}={v}" for k, v in (rec.get("environment") or {}).items())
     wall = metrics.get("wall_seconds")
