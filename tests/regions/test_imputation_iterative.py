@@ -3,6 +3,7 @@ per-image reference: tests/regions/test_imputation.py, parametrized over both so
 
 from __future__ import annotations
 
+import functools
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,9 +45,11 @@ def test_each_image_is_filled_as_alone_whatever_its_batch():
     assert torch.equal(batched[1], torch.zeros_like(batched[1])) and torch.equal(batched[3], x[3])
 
 
-def test_systems_not_converged_within_the_step_limit_take_the_exact_fill_and_gradient(monkeypatch):
-    monkeypatch.setattr(imputation_iterative, "MAX_STEPS", 2)
-    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 1)
+@pytest.mark.parametrize("max_steps,check_every", [(2, 1), (3, 2)])  # the limit a check, or a step after one
+def test_systems_not_converged_within_the_step_limit_take_the_exact_fill_and_gradient(monkeypatch, max_steps,
+                                                                                     check_every):
+    monkeypatch.setattr(imputation_iterative, "MAX_STEPS", max_steps)
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", check_every)
     x = torch.rand(3, 2, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64,
                    requires_grad=True)
     region = _blobs(3, 12, 0.5, 3, seed=5)
@@ -69,6 +72,20 @@ def test_the_solve_reads_the_host_once_per_check_and_keeps_float32():
     steps = imputation_iterative.MAX_STEPS
     assert 1 <= len(reads) <= steps // imputation_iterative.CHECK_EVERY
     assert float((out - linear_imputation(x, region, solver="exact")).abs().max()) < 1e-6
+
+
+def test_a_solve_that_stops_at_its_only_check_reads_the_host_once_each_way_as_the_exact_fill(monkeypatch):
+    """The check that stops the solve says every system converged: forward and backward read nothing more."""
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", imputation_iterative.MAX_STEPS)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(7), requires_grad=True)
+    region = _blobs(4, 32, 0.3, 4, seed=8)
+    counts: dict[str, list[str]] = {"iterative": [], "exact": []}
+    for solver, reads in counts.items():
+        with host_syncs.counting(functools.partial(reads.append, "forward")):
+            out = linear_imputation(x, region, solver=solver)
+        with host_syncs.counting(functools.partial(reads.append, "backward")):
+            torch.autograd.grad(out.sum(), x)
+    assert counts["iterative"] == counts["exact"] == ["forward", "backward"]
 
 
 def test_an_unknown_solver_is_refused_in_one_line():
