@@ -91,3 +91,18 @@ def test_a_solve_that_stops_at_its_only_check_reads_the_host_once_each_way_as_th
 def test_an_unknown_solver_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="unknown solver 'lu'; valid: auto, exact, iterative"):
         linear_imputation(torch.rand(1, 1, 3, 3), torch.zeros(1, 3, 3, dtype=torch.bool), solver="lu")
+
+
+def test_a_devices_path_forced_on_the_cpu_solves_as_a_gpu_does(monkeypatch):
+    """The ledger of a run on a device's path forced on the CPU (benchmarks/device_path.py) counts the reads of the
+    GPU's solver, not the LU's: the default solver follows the path, not the device."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    region = _blobs(2, 16, 0.3, 3, seed=10)
+    solves: list[bool] = []
+    solve = imputation_iterative.RegionSystems.solve
+    monkeypatch.setattr(imputation_iterative.RegionSystems, "solve",
+                        lambda self, b: solves.append(host_syncs.DEVICE_PATH_ON_CPU) or solve(self, b))
+    for device_path in (True, False):
+        monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
+        linear_imputation(x, region)
+    assert solves == [True]

@@ -18,7 +18,7 @@ import scipy.sparse.linalg
 import torch
 
 from ..errors import check_range, unknown_name
-from ..host_syncs import host_numpy
+from ..host_syncs import host_numpy, on_device_path
 from ..runtime import per_sample_noise, sample_ids_or_range
 from .checks import check_region
 from .imputation_iterative import IterativeImputation
@@ -240,7 +240,8 @@ def linear_imputation(x: torch.Tensor, region: torch.Tensor, solver: str = "auto
     filled with 0. ``solver`` (:data:`SOLVERS`): on a CPU solved exactly (SciPy's sparse LU in float64, one
     block-diagonal system for the whole batch and all channels); on a GPU by conjugate gradients on the device, to
     within about 1e-9 of the exact fill, so that the device does not wait on the host
-    (:mod:`.imputation_iterative`).
+    (:mod:`.imputation_iterative`); on a device's path forced on the CPU
+    (:data:`~advspatial.host_syncs.DEVICE_PATH_ON_CPU`) as on a GPU, so that its ledger counts a GPU's reads.
 
     >>> region = torch.zeros(1, 3, 3, dtype=torch.bool); region[0, 1, 1] = True
     >>> linear_imputation(torch.ones(1, 1, 3, 3), region)[0, 0, 1, 1].item()
@@ -249,7 +250,7 @@ def linear_imputation(x: torch.Tensor, region: torch.Tensor, solver: str = "auto
     region = check_region(region, x)
     if solver not in SOLVERS:
         raise unknown_name("solver", solver, SOLVERS)
-    if solver == "iterative" or (solver == "auto" and x.device.type != "cpu"):
+    if solver == "iterative" or (solver == "auto" and on_device_path(x)):
         return IterativeImputation.apply(x, region, _LinearImputation.apply)
     return _LinearImputation.apply(x, region)
 
