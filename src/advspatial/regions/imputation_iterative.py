@@ -57,8 +57,8 @@ class RegionSystems:
     def solve(self, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(u, unconverged, any unconverged): ``M u = b`` per (image, channel) by Jacobi-preconditioned conjugate
         gradients, the (N, C) systems still above :data:`RELATIVE_RESIDUAL` after :data:`MAX_STEPS` steps, and
-        whether there are any: the last check's read already says so (a stop before the limit: none; at the limit
-        after a check: some), so the caller reads nothing more."""
+        whether there are any: the last check's read already says so (a stop before the limit: none; at the limit,
+        itself a check: some), so the caller reads nothing more."""
         u, r = torch.zeros_like(b), b.clone()
         z = self.region * r / self.diagonal
         p, rz = z.clone(), dot(r, z)
@@ -73,14 +73,11 @@ class RegionSystems:
             rz_next = dot(r, z)
             beta = torch.where(rz > 0, rz_next / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)
             p, rz = z + beta[..., None, None] * p, rz_next
-            if step % CHECK_EVERY == 0:
+            if step % CHECK_EVERY == 0 or step == MAX_STEPS:  # the last step is a check too
                 running = running & (r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * scale)
                 if not bool(running.any()):  # the one read of a check
                     return u, running, False
-        if MAX_STEPS % CHECK_EVERY == 0:  # the last step was a check, and it found systems running
-            return u, running, True
-        running = running & (r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * scale)
-        return u, running, bool(running.any())
+        return u, running, True  # the last check found systems running
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
