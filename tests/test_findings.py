@@ -136,6 +136,18 @@ def test_perceptual_page_gives_each_curves_end_and_a_chosen_roi_in_its_heading(g
     assert "| pgd | 0.9999 | 1 of 33 | -4.0e-05 | -0.005 [-0.007, -0.004] | *negligible* |" in page
 
 
+def test_a_curve_end_missing_from_the_file_reads_not_recorded_unless_nothing_was_capped(gen: ModuleType,
+                                                                                          tmp_path: Path) -> None:
+    """metrics.json written before the ends were kept has capped images but no ends: not "none capped"."""
+    distortion = {"images_both": 10, "only_ssim_ball": 0, "only_pgd": 0, "ceilings": {"ssim-ball": 0.98, "pgd": 0.99},
+                  "capped": {"ssim-ball": 4, "pgd": 0}, "reach": {"ssim-ball": 0.01, "pgd": 0.0}}
+    run = gen.read_run(fake_run(tmp_path / "run", [], minimal_distortion=distortion))
+    run.config["experiment"] = "perceptual"
+    page = gen.page([run])
+    assert "| ssim-ball | 0.9800 | 4 of 10 | +0.0100 | — | — (not recorded) |" in page
+    assert "| pgd | 0.9900 | 0 of 10 | +0.0000 | — | — (none capped) |" in page
+
+
 def test_a_run_of_the_default_explainer_keeps_its_plain_heading(gen: ModuleType, tmp_path: Path) -> None:
     run = gen.read_run(fake_run(tmp_path / "run", []))
     run.config["importance"] = "auto"

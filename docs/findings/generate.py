@@ -384,10 +384,15 @@ def propagation_block(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def perceptual_block(metrics: Mapping[str, Any]) -> list[str]:
-    """The attacks at matched SSIM: fooling rate, SSIM, L∞, and the calibration that matched them."""
+    """The attacks at matched SSIM (:func:`attacks_block`), then the minimal-distortion claim's curve range."""
+    return attacks_block(metrics) + curve_range_block(metrics.get("minimal_distortion") or {})
+
+
+def attacks_block(metrics: Mapping[str, Any]) -> list[str]:
+    """Each attack's fooling rate, SSIM and L∞, and the calibration that matched them (nothing without attacks)."""
     attacks = metrics.get("attacks") or {}
     if not attacks:
-        return curve_range_block(metrics.get("minimal_distortion") or {})
+        return []
     rows = [[name, num(a.get("images")), num(a.get("fooling_rate")), num(a.get("successful")),
              num(a.get("mean_ssim")), num(a.get("mean_linf"))] for name, a in attacks.items()]
     lines = ["### The attacks", "", *table(("attack", "images", "fooling rate", "successful", "mean SSIM",
@@ -395,11 +400,12 @@ def perceptual_block(metrics: Mapping[str, Any]) -> list[str]:
     if "pgd_eps" in metrics:
         lines += [f"PGD budget matched by calibration: ε = {num(metrics.get('pgd_eps'), 4)}; "
                   f"SSIM gap (PGD − SSIM-ball) = {num(metrics.get('ssim_gap'), 4, signed=True)}.", ""]
-    return lines + curve_range_block(metrics.get("minimal_distortion") or {})
+    return lines
 
 
 def shift(value: float) -> str:
     """A signed shift of a mean: four decimals, one below 0.001 in scientific notation (it is not 0)."""
+    value += 0.0  # no "-0.0000" for a shift of nothing
     return f"{value:+.1e}" if 0 < abs(value) < 1e-3 else f"{value:+.4f}"
 
 
@@ -417,7 +423,8 @@ def curve_range_block(distortion: Mapping[str, Any]) -> list[str]:
         moved = reach.get(name)
         rows.append([name, num(ceilings.get(name), 4), f"{capped[name]} of {distortion.get('images_both', '—')}",
                      shift(-moved if name == "pgd" else moved) if moved is not None else "—",
-                     estimate(end.get("effect")), f"*{end['verdict']}*" if end else "— (none capped)"])
+                     estimate(end.get("effect")), f"*{end['verdict']}*" if end else
+                     "— (none capped)" if not capped[name] else "— (not recorded)"])
     return ["### The minimal-distortion claim's curve range", "",
             f"Images fooled by both attacks at some budget: {distortion.get('images_both', '—')} (the SSIM ball "
             f"alone {distortion.get('only_ssim_ball', '—')}, PGD alone {distortion.get('only_pgd', '—')}). An image "
