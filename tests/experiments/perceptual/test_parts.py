@@ -28,8 +28,9 @@ from advspatial.experiments.perceptual.findings import (
 )
 from advspatial.experiments.perceptual.ssim_matching import capped_by_curve
 from advspatial.experiments.perceptual.stages import (
-    AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack,
+    AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack, ssim_attack,
 )
+from advspatial.experiments.perceptual.report import curve_budget
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
@@ -127,9 +128,64 @@ def test_calibration_target_uses_only_the_calibration_images(tiny_cnn, tmp_path)
 
 
 def test_budget_stages_write_each_budget_at_a_fixed_precision() -> None:
-    assert budget_stage("pgd", 0.15).key(0) == "calibration/eps-0.15000000/batch-00000"
-    assert budget_stage("ssim-ball", 0.8).key(2) == "curve/ssim-ball/alpha-0.800000/batch-00002"
-    assert budget_stage("pgd", 0.1 + 0.2).key(0) == budget_stage("pgd", 0.3).key(0)
+    config = PerceptualConfig()
+    assert budget_stage(config, "pgd", 0.15).key(0) == "calibration/eps-0.15000000/batch-00000"
+    assert budget_stage(config, "ssim-ball", 0.8).key(2) == "curve/ssim-ball/alpha-0.800000/batch-00002"
+    assert budget_stage(config, "pgd", 0.1 + 0.2).key(0) == budget_stage(config, "pgd", 0.3).key(0)
+
+
+def test_a_curve_budget_above_alpha_l_raises_the_luminance_bound_and_names_it_in_its_stage() -> None:
+    """At alpha > alpha_l the SSIM-ball curve point bounds the luminance term by alpha (every window's SSIM >=
+    alpha^2, not alpha * alpha_l), under a stage key of its own; at or below alpha_l, and with the absolute luminance
+    bound, nothing changes."""
+    config = PerceptualConfig(alpha_l=0.99)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    assert config.curve_alpha_l(0.999) == 0.999 and config.curve_alpha_l(0.99) == 0.99
+    assert ssim_attack(model, config, 0.999).alpha_l == 0.999
+    assert ssim_attack(model, config, 0.95).alpha_l == 0.99 and ssim_attack(model, config).alpha_l == 0.99
+    assert budget_stage(config, "ssim-ball", 0.999).key(0) == (
+        "curve/ssim-ball/alpha-0.999000-alpha_l-0.999000/batch-00000")
+    assert budget_stage(config, "ssim-ball", 0.99).key(0) == "curve/ssim-ball/alpha-0.990000/batch-00000"
+    absolute = PerceptualConfig(alpha_l=0.99, luminance="absolute")
+    assert absolute.curve_alpha_l(0.999) == 0.99 and ssim_attack(model, absolute, 0.999).alpha_l == 0.99
+    assert budget_stage(absolute, "ssim-ball", 0.999).key(0) == "curve/ssim-ball/alpha-0.999000/batch-00000"
+    assert curve_budget(config, "ssim-ball", 0.999) == "0.999 (alpha_l 0.999)"
+    assert curve_budget(config, "ssim-ball", 0.95) == "0.95" and curve_budget(config, "pgd", 0.999) == "0.999"
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**16), alpha=st.floats(0.993, 0.9995))
+def test_a_curve_point_above_alpha_l_keeps_every_windows_ssim_at_alpha_squared(seed: int, alpha: float) -> None:
+    """The curve's SSIM-ball attack at alpha > alpha_l keeps every window's SSIM >= alpha^2 (to 1e-5), tighter than
+    the alpha * alpha_l the run's own luminance bound allows; the model's logits read brightness, so the attack
+    presses the luminance bound and a bound left at alpha_l would show."""
+    gen = torch.Generator().manual_seed(seed)
+    brightness = nn.Linear(64, 2)
+    with torch.no_grad():
+        brightness.weight.copy_(torch.stack([-torch.ones(64), torch.ones(64)]))
+        brightness.bias.zero_()
+    model = nn.Sequential(nn.Flatten(), brightness).eval()
+    x = 0.2 + 0.6 * torch.rand(2, 1, 8, 8, generator=gen)
+    config = PerceptualConfig(alpha_l=0.99, steps=20, step_size=0.5, window="4", seed=seed)
+    x_adv = ssim_attack(model, config, alpha).run(x, torch.tensor([1, 1])).x_adv  # unfoolable: it keeps pushing
+    window = per_window_ssim(x, x_adv, 4)
+    assert float(window.min()) >= alpha ** 2 - 1e-5
+    assert float(window.min()) <= alpha + 1e-4  # the luminance bound is pressed (SSIM at alpha there), not slack
+
+
+def per_window_ssim(x: torch.Tensor, y: torch.Tensor, w: int) -> torch.Tensor:
+    """SSIM of every non-overlapping w x w window (sample covariance, C1 = 0.01^2, C2 = 0.03^2), in double."""
+    def windows(t: torch.Tensor) -> torch.Tensor:
+        return t.double().unfold(2, w, w).unfold(3, w, w).flatten(-2)
+
+    a, b = windows(x), windows(y)
+    ma, mb = a.mean(-1, keepdim=True), b.mean(-1, keepdim=True)
+    n = a.shape[-1]
+    cov = ((a - ma) * (b - mb)).sum(-1) / (n - 1)
+    va, vb = (a - ma).pow(2).sum(-1) / (n - 1), (b - mb).pow(2).sum(-1) / (n - 1)
+    ma, mb = ma.squeeze(-1), mb.squeeze(-1)
+    luminance = (2 * ma * mb + 0.01 ** 2) / (ma ** 2 + mb ** 2 + 0.01 ** 2)
+    return luminance * (2 * cov + 0.03 ** 2) / (va + vb + 0.03 ** 2)
 
 
 def test_findings_parts_round_trip_through_json() -> None:

@@ -93,7 +93,10 @@ def setup_section(config: PerceptualConfig, findings: PerceptualFindings) -> Sec
         + (f"SSIM's luminance term >= {config.alpha_l} per window (so every window's SSIM >= "
            f"{config.alpha * config.alpha_l:.3f})" if config.luminance == "term" else
            f"the absolute luminance bound |mean change| <= {config.beta} per window (not an SSIM bound)")
-        + ", and the box [0,1].",
+        + ", and the box [0,1]."
+        + (f" On the success-rate vs SSIM curve a budget alpha above alpha_l {config.alpha_l} bounds the luminance "
+           "term by alpha too (every window's SSIM >= alpha^2), so the ball shrinks to the clean image as alpha "
+           "nears 1." if config.luminance == "term" else ""),
         f"Baseline: L-inf PGD with the same loss ({config.loss}) and step budget ({config.steps} steps, step "
         f"2.5*eps/steps, seeded random start), its budget eps calibrated so that its mean SSIM matches the SSIM-ball "
         "attack's; beside that single point, both attacks at several budgets (success rate vs SSIM curves) and per "
@@ -126,7 +129,7 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
     table = Table("Attacks at matched mean SSIM (SSIM over all attacked images; norms over successful ones)",
                   ["attack", "budget", "images", "success rate", "successful", "mean SSIM (Gaussian, all)",
                    "mean window SSIM (the constraint's, all)", "mean SSIM (successful)", "mean L2", "mean Linf"], rows)
-    curve_rows = [[name, f"{p.budget:.4g}", fmt(p.mean_ssim, 4), fmt(p.success_rate)]
+    curve_rows = [[name, curve_budget(config, name, p.budget), fmt(p.mean_ssim, 4), fmt(p.success_rate)]
                   for name, points in findings.curves.items() for p in points]
     curve_table = Table("Success rate vs mean SSIM on the calibration images (budget: alpha for SSIM-ball, eps for "
                         "PGD)", ["attack", "budget", "mean SSIM", "success rate"], curve_rows)
@@ -155,7 +158,7 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
             "(mean SSIM there: "
             + ", ".join(f"{name} {fmt(v, 4)}" for name, v in md.ceilings.items())
             + "): where the caps differ, so does what the comparison can show. "
-            + curve_range_words(md, findings, config.significance))
+            + curve_range_words(md, findings, config))
     shown = (drawn_figure(figures, ATTACKS_SUMMARY,
                           "Success rate (left) and the per-image SSIM of every attacked image "
                           "(right) for both attacks.")
@@ -166,9 +169,17 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
                    anchor="attacks-at-matched-ssim")
 
 
-def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings, alpha: float) -> str:
+def curve_budget(config: PerceptualConfig, name: str, budget: float) -> str:
+    """A curve point's budget in words: PGD's eps, the SSIM-ball attack's alpha (with its luminance bound where the
+    budget raises it above the run's alpha_l)."""
+    if name != "ssim-ball" or config.curve_alpha_l(budget) == config.alpha_l:
+        return f"{budget:.4g}"
+    return f"{budget:.4g} (alpha_l {config.curve_alpha_l(budget):.4g})"
+
+
+def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings, config: PerceptualConfig) -> str:
     """How many images each curve caps, how far they could move the difference, the difference and verdict at each
-    curve's end, and the curve-range gate's outcome (``alpha``: the run's significance level)."""
+    curve's end, and the curve-range gate's outcome, with what would decide it where it failed."""
     claim = next((c for c in findings.claims if c.claim == DISTORTION_CLAIM), None)
     if claim is None or not md.capped:
         return ""
@@ -181,10 +192,14 @@ def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings, alpha
     text += (f". With every capped image at 1, the difference would be {ends}" if ends else "")
     if claim.gates.get(CURVE_RANGE_GATE, True):
         return text + ": the curve-range gate passed (neither end changes what the claim concludes)."
-    own = verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi, alpha=alpha)
+    own = verdict(claim.effect, claim.p_adjusted, {}, sesoi=claim.sesoi, alpha=config.significance)
     return (text + f", against '{own}' at the curves' own values: the curve-range gate failed (the verdict depends on "
             "values the grid leaves open), so the claim reads 'not interpretable'; budgets where the attacks stop "
-            "fooling decide it (alphas nearer 1 in curve_alphas, smaller curve_eps_factors).")
+            "fooling decide it (alphas nearer 1 in curve_alphas, smaller curve_eps_factors"
+            + ("" if config.luminance == "term" else
+               "; with luminance absolute a window's luminance term may fall however near 1 alpha is, so a smaller "
+               "beta or luminance term")
+            + ").")
 
 
 #: each curve's end in words

@@ -7,7 +7,8 @@ Every cached step is one stage object below (each owns its key in the run direct
   activation map of the *true* class on the clean image, the Region of Importance (RoI) side;
 * ``ATTACK.at(name)`` (``attack/ssim-ball/batch-*``, ``attack/pgd/batch-*``): each attack on the ``n`` images;
 * :func:`budget_stage`: an attack at one budget on the calibration images (``calibration/eps-*`` for PGD, the
-  calibration's and the curve's; ``curve/ssim-ball/alpha-*`` for the SSIM-ball attack's curve);
+  calibration's and the curve's; ``curve/ssim-ball/alpha-*`` for the SSIM-ball attack's curve, with
+  ``-alpha_l-*`` where the budget raises the luminance bound);
 * ``GEOMETRY.at(name)`` (``geometry/<attack>/batch-*``): the geometry null of each attack.
 
 The SSIMs of an attack's images are computed from its stage (cheap and deterministic), never cached beside it.
@@ -53,12 +54,16 @@ CURVE = AttackStage("curve")
 GEOMETRY = Stage[torch.Tensor]("geometry")
 
 
-def budget_stage(name: str, budget: float) -> AttackStage:
+def budget_stage(config: PerceptualConfig, name: str, budget: float) -> AttackStage:
     """The stage of attack ``name`` at ``budget`` on the calibration images: PGD at eps ``calibration/eps-…``,
-    the SSIM-ball attack at alpha ``curve/ssim-ball/alpha-…`` (budgets written at a fixed precision)."""
+    the SSIM-ball attack at alpha ``curve/ssim-ball/alpha-…`` (budgets written at a fixed precision), its key naming
+    the luminance bound too where the budget raises it (:meth:`PerceptualConfig.curve_alpha_l`), so that a stage
+    saved under the run's own ``alpha_l`` is never read as one under a tighter bound."""
     if name == "pgd":
         return CALIBRATION.at(f"eps-{budget:.8f}")
-    return CURVE.at(name, f"alpha-{budget:.6f}")
+    alpha_l = config.curve_alpha_l(budget)
+    raised = f"-alpha_l-{alpha_l:.6f}" if alpha_l != config.alpha_l else ""
+    return CURVE.at(name, f"alpha-{budget:.6f}{raised}")
 
 
 @dataclass
@@ -85,9 +90,11 @@ def perceptual_context(config: PerceptualConfig, rundir: RunDir) -> Context:
 # -- building blocks (unit-tested on tiny models) -----------------------------------
 
 def ssim_attack(model: nn.Module, config: PerceptualConfig, alpha: float | None = None) -> Attack:
-    """The SSIM-ball attack with the experiment's parameters (``alpha``: another contrast-structure bound)."""
+    """The SSIM-ball attack with the experiment's parameters (``alpha``: a curve budget, its contrast-structure bound,
+    with the luminance bound :meth:`PerceptualConfig.curve_alpha_l` gives it)."""
+    alpha_l = config.alpha_l if alpha is None else config.curve_alpha_l(alpha)
     return make_attack("ssim-ball", model, alpha=config.alpha if alpha is None else alpha, beta=config.beta,
-                       luminance=config.luminance, alpha_l=config.alpha_l, steps=config.steps, loss=config.loss,
+                       luminance=config.luminance, alpha_l=alpha_l, steps=config.steps, loss=config.loss,
                        step_size=config.step_size, window=config.window_value(), rounds=config.rounds,
                        seed=config.seed)
 
@@ -157,15 +164,16 @@ def calibration_slices(ctx: Context) -> list[slice]:
 
 def at_budget(ctx: Context, name: str, budget: float, b: int, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
     """(success, SSIM) of attack ``name`` at ``budget`` on calibration batch ``b`` (``sl``), from its stage;
-    the main SSIM-ball budget reads the main attack's stage (per-sample results: a batch's prefix is exact)."""
+    the main SSIM-ball budget reads the main attack's stage (per-sample results: a batch's prefix is exact) where
+    the curve's luminance bound there is the main attack's."""
     cfg = ctx.config
-    if name == "ssim-ball" and budget == cfg.alpha:
+    if name == "ssim-ball" and budget == cfg.alpha and cfg.curve_alpha_l(budget) == cfg.alpha_l:
         res = ctx.attack(ATTACK.at(name), ssim_attack(ctx.model, cfg), b)
         k = sl.stop - sl.start
         return res.success[:k], ssim(ctx.data.images(ctx.slices[b]), res.x_adv)[:k]
     attack = (pgd_attack(ctx.model, budget, cfg.steps, cfg.seed, cfg.loss) if name == "pgd"
               else ssim_attack(ctx.model, cfg, budget))
-    res = ctx.attack(budget_stage(name, budget), attack, b, sl)
+    res = ctx.attack(budget_stage(cfg, name, budget), attack, b, sl)
     return res.success, ssim(ctx.data.images(sl), res.x_adv)
 
 
