@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -187,6 +188,32 @@ def test_a_resumed_run_shows_its_first_command_each_part_and_the_summed_wall_tim
     assert "421.0 s, exit 124 (stopped by the timeout)" in page
     assert "`advspatial run --resume /r --no-progress`: 79.0 s, exit 0" in page
     assert "500.0 s for the command" in page and "failure" not in page
+
+
+def test_a_finished_run_resumed_on_newer_code_says_so_and_sums_the_cpu_seconds(gen: ModuleType,
+                                                                             tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "run", [])
+    first = json.loads((path / gen.RECORD).read_text(encoding="utf-8"))
+    first.update(wall_seconds=6296.0, cpu_seconds=5437.0, returncode=0, timed_out=False, code="1cc3f61")
+    resumed = {**first, "command": "advspatial run --resume /r", "wall_seconds": 507.1, "cpu_seconds": 498.2,
+               "code": "abc1234"}
+    merged = gen.merge_records(first, resumed)
+    assert merged["cpu_seconds"] == pytest.approx(5935.2) and merged["wall_seconds"] == pytest.approx(6803.1)
+    (path / gen.RECORD).write_text(json.dumps(merged), encoding="utf-8")
+    page = gen.page([gen.read_run(path)])
+    assert "6296.0 s, exit 0, code 1cc3f61" in page and "507.1 s, exit 0, code abc1234" in page
+    assert "resumed the finished run" in page and "stopped before its end" not in page
+    assert "(5935 CPU-s)" in page or "(5,935 CPU-s)" in page
+    assert gen.merge_records({**first, "cpu_seconds": None}, resumed)["cpu_seconds"] is None  # an unknown part
+
+
+def test_record_names_the_code_it_ran(gen: ModuleType) -> None:
+    try:
+        head = subprocess.run(["git", "-C", str(gen.HERE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout, or no git")
+    assert gen.code_version().rstrip("+") == head
 
 
 def test_a_resumed_run_killed_by_the_system_says_so_not_that_its_timeout_stopped_it(gen: ModuleType,

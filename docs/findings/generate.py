@@ -123,14 +123,28 @@ def shown_command(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
+def code_version() -> str | None:
+    """The commit of the checkout this script lives in (``+`` when its tracked files differ from it), or None
+    outside a git checkout: which code a recorded part ran."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(HERE), *args], capture_output=True, text=True, check=True).stdout
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        return commit + ("+" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def merge_records(first: Mapping[str, Any], resumed: Mapping[str, Any]) -> dict[str, Any]:
-    """One record of a run stopped before its end (``first``) and completed by ``--resume`` (``resumed``):
-    the first command as typed, the wall times summed, every part listed, the machine and load of both."""
+    """One record of a run completed or extended by ``--resume`` (``resumed``) after its first part (``first``):
+    the first command as typed, the wall and CPU times summed, every part listed, the machine and load of both."""
     parts = [*(first.get("parts") or [first]), resumed]
-    keep = ("command", "wall_seconds", "returncode", "timed_out", "started", "load_average")
+    keep = ("command", "wall_seconds", "cpu_seconds", "returncode", "timed_out", "started", "code", "load_average")
     during = [p["load_average"]["during_max"] for p in parts if (p.get("load_average") or {}).get("during_max")]
+    cpu = [p.get("cpu_seconds") for p in parts]
     merged = {**first, "parts": [{k: p.get(k) for k in keep} for p in parts],
               "wall_seconds": round(sum(float(p.get("wall_seconds") or 0.0) for p in parts), 2),
+              "cpu_seconds": round(sum(cpu), 1) if None not in cpu else None,
               "returncode": resumed.get("returncode"), "timed_out": resumed.get("timed_out")}
     load = dict(first.get("load_average") or {})
     if during:
@@ -165,6 +179,7 @@ def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> d
         "argv": list(argv),
         "environment": {k: v for k, v in os.environ.items() if k.startswith("ADVSPATIAL_")},
         "machine": machine(),
+        "code": code_version(),
         "started": started,
         "wall_seconds": round(time.monotonic() - start, 2),
         "cpu_seconds": round(children_cpu_seconds(), 1),
@@ -504,13 +519,13 @@ def run_section(run: Run) -> list[str]:
     lines += ["```bash", (env + " " if env else "") + command, "```", ""]
     if not rec:
         lines += ["(command reconstructed from `config.yaml`: the run was not recorded)", ""]
-    for part in rec.get("parts") or []:
+    parts = rec.get("parts") or []
+    for part in parts:
+        code = f", code {part['code']}" if part.get("code") else ""
         lines += [f"- `{part.get('command')}`: {num(part.get('wall_seconds'), 1)} s, exit {part.get('returncode')}"
-                  f"{stop_reason(part)}"]
-    if rec.get("parts"):
-        lines += ["", "The run was stopped before its end (each part's exit above) and completed with "
-                  "`advspatial run --resume` (the cached stages are kept, so the numbers are those of one "
-                  "uninterrupted run); the wall time below is the sum of the parts.", ""]
+                  f"{stop_reason(part)}{code}"]
+    if parts:
+        lines += ["", resumed_words(parts), ""]
     if rec.get("returncode"):
         lines += [f"!!! failure \"the command exited with status {rec['returncode']}"
                   f"{' (timed out)' if rec.get('timed_out') else ''}\"", ""]
@@ -526,6 +541,19 @@ def run_section(run: Run) -> list[str]:
     lines += claims_section(metrics.get("claims") or [])
     lines += BLOCKS.get(run.experiment, lambda _m: [])(metrics)
     return lines
+
+
+def resumed_words(parts: Sequence[Mapping[str, Any]]) -> str:
+    """How a run of several parts came about: stopped before its end and completed, or finished and then resumed on
+    newer code (a finished part exits 0), and why its numbers are still those of one run."""
+    if all(p.get("returncode") != 0 for p in parts[:-1]):
+        return ("The run was stopped before its end (each part's exit above) and completed with `advspatial run "
+                "--resume` (the cached stages are kept, so the numbers are those of one uninterrupted run); the wall "
+                "time below is the sum of the parts.")
+    return ("A part that exits 0 had finished the run: the part after it resumed the finished run with `advspatial run "
+            "--resume` on newer code, which computes only the stages that code adds or keys anew and reuses every "
+            "other cached stage (each stage's numbers are deterministic, so the results are those one uninterrupted "
+            "run of the last part's code gives); the wall time below is the sum of the parts.")
 
 
 def stop_reason(part: Mapping[str, Any]) -> str:
