@@ -94,6 +94,15 @@ def test_page_says_command_machine_and_wall_time(gen: ModuleType, tmp_path: Path
     assert "2 CPU cores" in page and "torch 2.9.0" in page and "during 2.1 (max 2.5)" in page
     assert "37.4 s for the command; 31.8 s inside the run" in page
     assert "| n (images) | 32 |" in page and "| model | `cifar10-resnet20` |" in page
+    assert "torch 2.9.0 (2 threads)" in page  # torch's default, as the recording process saw it
+
+
+def test_a_run_with_advspatial_threads_states_its_own_threads(gen: ModuleType, tmp_path: Path) -> None:
+    path = fake_run(tmp_path / "run", [])
+    rec = json.loads((path / gen.RECORD).read_text(encoding="utf-8"))
+    rec["environment"]["ADVSPATIAL_THREADS"] = "1"
+    (path / gen.RECORD).write_text(json.dumps(rec), encoding="utf-8")
+    assert "torch 2.9.0 (1 thread)" in gen.page([gen.read_run(path)])
 
 
 def test_unrecorded_run_reconstructs_its_command_from_the_config(gen: ModuleType, tmp_path: Path) -> None:
@@ -204,6 +213,7 @@ def test_a_finished_run_resumed_on_newer_code_says_so_and_sums_the_cpu_seconds(g
     assert "6296.0 s, exit 0, code 1cc3f61" in page and "507.1 s, exit 0, code abc1234" in page
     assert "resumed the finished run" in page and "stopped before its end" not in page
     assert "(5935 CPU-s)" in page or "(5,935 CPU-s)" in page
+    assert "s inside its last part (metrics.json" in page  # metrics.json times the resume alone
     assert gen.merge_records({**first, "cpu_seconds": None}, resumed)["cpu_seconds"] is None  # an unknown part
 
 

@@ -490,8 +490,10 @@ def machine_text(rec: Mapping[str, Any], config: Mapping[str, Any]) -> str:
     m = rec.get("machine") or {}
     if not m:
         return f"not recorded (device {config.get('device', '—')})"
+    # the run's own threads: ADVSPATIAL_THREADS where set, else torch's default as the recording process saw it
+    threads = (rec.get("environment") or {}).get("ADVSPATIAL_THREADS") or m.get("torch_threads")
     text = (f"{m.get('cpu_count')} CPU cores ({m.get('processor')}), torch {m.get('torch')} "
-            f"({m.get('torch_threads')} threads), device `{config.get('device', '—')}`")
+            f"({threads} thread{'' if str(threads) == '1' else 's'}), device `{config.get('device', '—')}`")
     if m.get("gpu"):
         text += f", GPU {m['gpu']}"
     load = rec.get("load_average") or {}
@@ -512,7 +514,8 @@ def run_section(run: Run) -> list[str]:
     wall = metrics.get("wall_seconds")
     wall_text = f"{num(rec.get('wall_seconds'), 1)} s for the command" if rec else "command not timed"
     wall_text += f" ({num(rec['cpu_seconds'], 0)} CPU-s)" if rec.get("cpu_seconds") is not None else ""
-    wall_text += f"; {num(wall, 1)} s inside the run (metrics.json `wall_seconds`)" if wall is not None else ""
+    inside = "inside its last part" if rec.get("parts") else "inside the run"
+    wall_text += f"; {num(wall, 1)} s {inside} (metrics.json `wall_seconds`)" if wall is not None else ""
     lines = [f"## {label}", ""]
     if metrics.get("smoke_test"):
         lines += ["!!! warning \"smoke test\"", f"    {metrics['smoke_test']}", ""]
