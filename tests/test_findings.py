@@ -165,6 +165,33 @@ def test_a_run_of_the_default_explainer_keeps_its_plain_heading(gen: ModuleType,
     assert "curve range" not in gen.page([run])
 
 
+def test_spatial_page_gives_the_defence_under_adaptive_attack(gen: ModuleType, tmp_path: Path) -> None:
+    def share(k: int, n: int = 50) -> dict:
+        return {"value": k / n, "low": 0.0, "high": 0.2, "k": k, "n": n}
+
+    main = {"label": "gradient RoA, fraction 0.2, zero fill", "evaluated": True, "clean": share(42),
+            "adaptive:worst": share(3), "control": {**share(1), "k": float("nan")},
+            "convergence": {"defended": {"converged": False}}, "verdict": "not better than control"}
+    adaptive = {"images": 50, "budget": {"components": ["apgd-ce", "square"], "steps": 100, "restarts": 5,
+                                         "queries": 5000},
+                "undefended": {"clean": share(48), "white-box": share(0)},
+                "settings": {"main|0.2|zero": main,
+                             "sweep|0.1|zero": {"label": "gradient RoA, fraction 0.1, zero fill", "evaluated": False,
+                                                "verdict": "not evaluated adaptively"}},
+                "baselines": {"jpeg|20": {"clean": share(44), "robust": share(2), "convergence": {"converged": True}}}}
+    path = fake_run(tmp_path / "run", [], adaptive=adaptive)
+    config = (path / "config.yaml").read_text(encoding="utf-8").replace("propagation", "spatial")
+    (path / "config.yaml").write_text(config, encoding="utf-8")
+    page = gen.page([gen.read_run(path)])
+    assert "### The defence under adaptive attack" in page
+    assert "ensemble apgd-ce, square (100 APGD steps × 5 restarts, 5000 Square queries)" in page
+    assert "white-box 0.000 [0.000, 0.200] (0/50)" in page
+    assert ("| gradient RoA, fraction 0.2, zero fill | 0.840 [0.000, 0.200] (42/50) | 0.060 [0.000, 0.200] (3/50) | "
+            "0.020 [0.000, 0.200] | no | *not better than control* |") in page  # a bootstrap share has no count
+    assert "| gradient RoA, fraction 0.1, zero fill | — | not attacked adaptively | — | — |" in page
+    assert "| jpeg 20 | 0.880 [0.000, 0.200] (44/50) | 0.040 [0.000, 0.200] (2/50) | yes |" in page
+
+
 def test_one_page_refuses_two_experiments(gen: ModuleType, tmp_path: Path) -> None:
     a = gen.read_run(fake_run(tmp_path / "a", []))
     b = gen.read_run(fake_run(tmp_path / "b", []))

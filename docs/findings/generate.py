@@ -460,9 +460,49 @@ def localized_block(metrics: Mapping[str, Any]) -> list[str]:
                                           "region-only attack accuracy"), rows), ""]
 
 
+def proportion(p: Mapping[str, Any] | None) -> str:
+    """An accuracy with its 95% CI and its count: ``0.120 [0.056, 0.238] (6/50)``."""
+    if not p:
+        return "—"
+    count = f" ({p['k']}/{p['n']})" if p.get("k") == p.get("k") and p.get("k") is not None else ""
+    return f"{num(p.get('value'))} [{num(p.get('low'))}, {num(p.get('high'))}]{count}"
+
+
+def spatial_block(metrics: Mapping[str, Any]) -> list[str]:
+    """The defence's adaptive evaluation: the undefended model, each configuration (clean and worst-case adaptive
+    accuracy, its random control, the attack's convergence, the verdict) and the trivial baselines."""
+    adaptive = metrics.get("adaptive") or {}
+    if not adaptive:
+        return []
+    budget, undefended = adaptive.get("budget") or {}, adaptive.get("undefended") or {}
+    lines = ["### The defence under adaptive attack", "",
+             f"{adaptive.get('images', '—')} images; ensemble {', '.join(budget.get('components') or []) or '—'} "
+             f"({budget.get('steps', '—')} APGD steps × {budget.get('restarts', '—')} restarts, "
+             f"{budget.get('queries', '—')} Square queries). Undefended: clean {proportion(undefended.get('clean'))}, "
+             f"white-box {proportion(undefended.get('white-box'))}.", ""]
+    rows = []
+    for row in (adaptive.get("settings") or {}).values():
+        if not row.get("evaluated"):
+            rows.append([row.get("label", ""), "—", "not attacked adaptively", "—", "—", f"*{row.get('verdict', '')}*"])
+            continue
+        converged = ((row.get("convergence") or {}).get("defended") or {}).get("converged")
+        rows.append([row.get("label", ""), proportion(row.get("clean")), proportion(row.get("adaptive:worst")),
+                     proportion(row.get("control")), "yes" if converged else "no" if converged is False else "—",
+                     f"*{row.get('verdict', '')}*"])
+    lines += table(("configuration", "clean accuracy", "adaptive accuracy (worst case)", "its random control",
+                    "attack converged", "verdict"), rows) + [""]
+    baselines = [[key.replace("|", " "), proportion(b.get("clean")), proportion(b.get("robust")),
+                  "yes" if (b.get("convergence") or {}).get("converged") else "no"]
+                 for key, b in (adaptive.get("baselines") or {}).items()]
+    if baselines:
+        lines += table(("baseline (transform, strength)", "clean accuracy", "adaptive accuracy",
+                        "attack converged"), baselines) + [""]
+    return lines
+
+
 BLOCKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
     "pse": pse_block, "propagation": propagation_block, "perceptual": perceptual_block,
-    "localized-training": localized_block,
+    "localized-training": localized_block, "spatial": spatial_block,
 }
 
 
