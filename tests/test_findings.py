@@ -179,11 +179,16 @@ def test_spatial_page_gives_the_defence_under_adaptive_attack(gen: ModuleType, t
                              "sweep|0.1|zero": {"label": "gradient RoA, fraction 0.1, zero fill", "evaluated": False,
                                                 "verdict": "not evaluated adaptively"}},
                 "baselines": {"jpeg|20": {"clean": share(44), "robust": share(2), "convergence": {"converged": True}}}}
-    path = fake_run(tmp_path / "run", [], adaptive=adaptive)
+    content = {"pgd": {"contribution": {"sentence": "pgd puts 30% of its contribution map in the RoI."}}}
+    roi = {"method": "hirescam", "status": "failed", "interpretation": "not interpretable: it fails randomization"}
+    path = fake_run(tmp_path / "run", [], adaptive=adaptive, content=content, roi=roi)
     config = (path / "config.yaml").read_text(encoding="utf-8").replace("propagation", "spatial")
     (path / "config.yaml").write_text(config, encoding="utf-8")
     page = gen.page([gen.read_run(path)])
     assert "### The defence under adaptive attack" in page
+    assert ("RoI hirescam, faithfulness gate failed (not interpretable: it fails randomization)" in page
+            and "- **pgd** (contribution map): pgd puts 30% of its contribution map in the RoI." in page)
+    assert page.index("Where the attacks act") < page.index("The defence under adaptive attack")
     assert "ensemble apgd-ce, square (100 APGD steps × 5 restarts, 5000 Square queries)" in page
     assert "white-box 0.000 [0.000, 0.200] (0/50)" in page
     assert ("| gradient RoA, fraction 0.2, zero fill | 0.840 [0.000, 0.200] (42/50) | 0.060 [0.000, 0.200] (3/50) | "

@@ -469,6 +469,28 @@ def proportion(p: Mapping[str, Any] | None) -> str:
 
 
 def spatial_block(metrics: Mapping[str, Any]) -> list[str]:
+    """Where each attack acts against regions of the same size (the report's sentences, under the RoI's gate), then
+    the defence under adaptive attack (:func:`adaptive_block`)."""
+    return colocation_block(metrics) + adaptive_block(metrics)
+
+
+def colocation_block(metrics: Mapping[str, Any]) -> list[str]:
+    """Per attack and RoA map, the sentence the report prints: the share of the attack map in the RoI against fixed
+    regions of the same size and a same-class image's RoI; headed by the RoI's faithfulness gate, which they rest on."""
+    sentences = [f"- **{attack}** ({roa} map): {entry['sentence']}"
+                 for attack, maps in (metrics.get("content") or {}).items()
+                 for roa, entry in (maps or {}).items() if isinstance(entry, Mapping) and entry.get("sentence")]
+    if not sentences:
+        return []
+    roi = metrics.get("roi") or {}
+    gate = (f"RoI {roi.get('method', '—')}, faithfulness gate {roi.get('status', '—')}"
+            + (f" ({roi['interpretation']})" if roi.get("interpretation") else "")
+            + ". The sentences state what the maps show; the claims above carry the verdicts.") if roi else ""
+    return ["### Where the attacks act, against regions of the same size", "", *([gate, ""] if gate else []),
+            *sentences, ""]
+
+
+def adaptive_block(metrics: Mapping[str, Any]) -> list[str]:
     """The defence's adaptive evaluation: the undefended model, each configuration (clean and worst-case adaptive
     accuracy, its random control, the attack's convergence, the verdict) and the trivial baselines."""
     adaptive = metrics.get("adaptive") or {}
