@@ -82,7 +82,7 @@ def test_the_headline_claim_is_an_intersection_union_test_over_raw_shares(edge_d
     if edge_driven:   # the attack follows the edges: the edges catch more of it than the model's RoI
         assert result.beyond["edges"].effect.high < 0
         assert claim.verdict != "supported" and "closest: the image's strongest edges" in claim.null
-        assert "the image's strongest edges catches more" in sentence and "beyond layout" not in sentence
+        assert "the image's strongest edges catch more" in sentence and "beyond layout" not in sentence
     else:
         assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
         assert claim.verdict == "supported" and "beyond layout and image content" in sentence

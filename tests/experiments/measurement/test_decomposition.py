@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from advspatial.experiments.measurement.decomposition import (
-    CONTENT_REGIONS, FIXED_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition, RegionRow, as_much,
-    beyond_every_region, clears_margin, conclusion, headline_sentence, row_clause,
+    CONTENT_REGIONS, FIXED_REGIONS, PLURAL_REGIONS, REGION_NOUNS, REGION_PLACES, SAME_CLASS, Decomposition,
+    RegionRow, as_much, beyond_every_region, clears_margin, conclusion, headline_sentence, row_clause,
 )
 from advspatial.statistics.estimates import Estimate
 from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
@@ -68,10 +68,10 @@ def _numbers_agree(clause: str, d: Decision) -> None:
     if undecided_size:  # the size words: the estimate inside the margin, the quoted 95% CI reaching past it
         assert abs(d.mean) < d.margin and (d.high >= d.margin if d.mean > 0 else d.low <= -d.margin), clause
     else:  # a direction without them: its estimate clears the margin
-        assert "catches more" not in clause or abs(d.mean) >= d.margin, clause
+        assert not re.search(r"catch(es)? more", clause) or abs(d.mean) >= d.margin, clause
     if "catches more than" in clause:  # the RoI catches more
         assert d.low > 0, clause
-    if "catches more (" in clause:  # the region catches more
+    if re.search(r"catch(es)? more \(", clause):  # the region catches more
         assert d.high < 0, clause
     if "this image's RoI catches more" in clause:  # the image-specific part, either way
         assert d.low > 0, clause
@@ -87,6 +87,9 @@ def _numbers_agree(clause: str, d: Decision) -> None:
 def test_every_region_clause_follows_its_numbers(d: Decision, region: str) -> None:
     clause = row_clause(RegionRow(region, Estimate(0.3, math.nan, math.nan, d.n), d))
     _numbers_agree(clause, d)
+    # the verb agrees with the region's noun: "the image's strongest edges catch", "a centred region catches"
+    noun = REGION_NOUNS[region]
+    assert f"{noun} catches" not in clause if region in PLURAL_REGIONS else f"{noun} catch " not in clause, clause
     assert ("more than" in clause and "the RoI catches" in clause) == (d.outcome == BEATS and not as_much(d))
 
 

@@ -72,6 +72,8 @@ REGION_NOUNS = {
     "edges": "the image's strongest edges",
     SAME_CLASS: "a same-class image's RoI",
 }
+#: the regions whose noun is plural ("the image's strongest edges catch"), for the verb to agree
+PLURAL_REGIONS = frozenset({"intensity", "edges"})
 #: where an attack acts when a fixed region catches as much of it as the RoI
 REGION_PLACES = {
     "centre": "at the centre of the image",
@@ -204,15 +206,16 @@ def row_clause(row: RegionRow, projection: bool = True) -> str:
     as much (Δ -0.001, 90% CI [-0.005, +0.004] inside the margin ±0.014)": the 90% CI equivalence is decided on;
     Δ: the RoI's share minus the region's, per image)."""
     d, noun = row.difference, REGION_NOUNS[row.region]
+    catches = "catch" if row.region in PLURAL_REGIONS else "catches"
     numbers = f"Δ {interval(d)}, margin ±{d.margin:.3f}"
     if d.n == 0 or not math.isfinite(d.mean):
         return f"{noun}: not measured"
     if as_much(d):
-        return f"{noun} catches as much (Δ {margin_interval(d)})"
+        return f"{noun} {catches} as much (Δ {margin_interval(d)})"
     if d.outcome == BEATS:
         return f"the RoI catches more than {noun} ({numbers}){size_words(d)}"
     if d.outcome == DOES_LESS:
-        return f"{noun} catches more ({numbers}){size_words(d)}"
+        return f"{noun} {catches} more ({numbers}){size_words(d)}"
     return f"against {noun} it is undecided ({numbers}" + (f"; {images_to_decide(d).text()})" if projection else ")")
 
 
