@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from advspatial.experiments.perceptual.ssim_matching import capped_by_curve
 from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack, ssim_attack,
 )
-from advspatial.experiments.perceptual.report import curve_budget
+from advspatial.experiments.perceptual.report import curve_budget, curve_range_words
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
@@ -396,6 +397,22 @@ def test_curve_range_gate_passes_without_capped_images_and_fails_when_the_grid_b
     lenient_md, lenient = _judged(_curves(ball, ~none, pgd, none), sesoi=0.2)
     assert lenient.verdict == lenient_md.bounds["ssim-ball"].verdict == "negligible"
     assert lenient.gates == {CURVE_RANGE_GATE: True}
+
+
+def test_a_failed_curve_range_gate_says_what_would_decide_it_for_each_luminance_mode() -> None:
+    """The report's words on a failed gate: budgets nearer the clean image decide it; with the absolute luminance
+    bound (not an SSIM bound) a smaller beta or the luminance term as well, with the term mode not."""
+    n = 40
+    ball = 0.90 + 0.02 * torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    md, claim = _judged(_curves(ball, torch.ones(n, dtype=torch.bool), ball + 0.03, torch.zeros(n, dtype=torch.bool)))
+    assert claim.gates == {CURVE_RANGE_GATE: False}
+    findings = SimpleNamespace(claims=[claim])
+    term = curve_range_words(md, findings, PerceptualConfig(luminance="term"))
+    absolute = curve_range_words(md, findings, PerceptualConfig(luminance="absolute"))
+    for words in (term, absolute):
+        assert "the curve-range gate failed" in words and "alphas nearer 1 in curve_alphas" in words
+    assert "smaller beta" in absolute and "smaller beta" not in term
+    assert f"Of those {md.images_both}, {n} are fooled already" in term
 
 
 def test_curve_range_gate_fails_where_a_reach_below_the_margin_still_changes_the_verdict() -> None:
