@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from advspatial.attacks import Attack, AttackResult
 
@@ -49,3 +50,33 @@ def assert_acts_only_inside_masks(attack: Attack, x: torch.Tensor, y: torch.Tens
         assert delta[:, 0][m > 0].abs().max() > 0
         results.append(res)
     return results
+
+
+# -- SSIM per window, from its definition (independent of advspatial.attacks.ssim_ball) -------------------------
+
+#: SSIM's stabilizing constants for data in [0, 1]: (0.01 * 1)^2 and (0.03 * 1)^2
+C1 = 0.01**2
+C2 = 0.03**2
+
+
+def windows_ref(t: torch.Tensor, w: int) -> torch.Tensor:
+    """(N,C,H,W) -> (N,C,B,w*w) by F.unfold (independent of the module's reshape)."""
+    n, c = t.shape[:2]
+    cols = F.unfold(t.reshape(n * c, 1, *t.shape[2:]), kernel_size=w, stride=w)  # (N*C, w*w, B)
+    return cols.transpose(1, 2).reshape(n, c, -1, w * w)
+
+
+def contrast_structure_ref(x: torch.Tensor, x_adv: torch.Tensor, w: int) -> torch.Tensor:
+    """S_b from SSIM's definition: (2 cov + C2) / (var_x + var_y + C2) with sample (n-1) covariance."""
+    xb, yb = windows_ref(x.double(), w), windows_ref(x_adv.double(), w)
+    n = w * w
+    xc, yc = xb - xb.mean(-1, keepdim=True), yb - yb.mean(-1, keepdim=True)
+    cov = (xc * yc).sum(-1) / (n - 1)
+    var_x, var_y = xc.pow(2).sum(-1) / (n - 1), yc.pow(2).sum(-1) / (n - 1)
+    return (2 * cov + C2) / (var_x + var_y + C2)
+
+
+def luminance_ref(x: torch.Tensor, y: torch.Tensor, w: int) -> torch.Tensor:
+    """SSIM's luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) per window, C1 = 0.01^2."""
+    mx, my = windows_ref(x.double(), w).mean(-1), windows_ref(y.double(), w).mean(-1)
+    return (2 * mx * my + C1) / (mx.pow(2) + my.pow(2) + C1)

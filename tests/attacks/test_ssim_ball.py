@@ -17,35 +17,9 @@ from advspatial.attacks.ssim_ball import (
     SSIMBallAttack, SSIMBallGeometry, auto_window, from_windows, to_windows, window_contrast_structure,
 )
 from advspatial.errors import ConfigError, ShapeError
+from attack_checks import C1, C2, contrast_structure_ref, luminance_ref, windows_ref
 
-C2 = 0.03**2
-C1 = 0.01**2
 FEAS_TOL = 1e-5
-
-
-# -- independent reference computations ------------------------------------------------------------
-
-def windows_ref(t: torch.Tensor, w: int) -> torch.Tensor:
-    """(N,C,H,W) -> (N,C,B,w*w) by F.unfold (independent of the module's reshape)."""
-    n, c = t.shape[:2]
-    cols = F.unfold(t.reshape(n * c, 1, *t.shape[2:]), kernel_size=w, stride=w)  # (N*C, w*w, B)
-    return cols.transpose(1, 2).reshape(n, c, -1, w * w)
-
-
-def contrast_structure_ref(x: torch.Tensor, x_adv: torch.Tensor, w: int) -> torch.Tensor:
-    """S_b from SSIM's definition: (2 cov + C2) / (var_x + var_y + C2) with sample (n-1) covariance."""
-    xb, yb = windows_ref(x.double(), w), windows_ref(x_adv.double(), w)
-    n = w * w
-    xc, yc = xb - xb.mean(-1, keepdim=True), yb - yb.mean(-1, keepdim=True)
-    cov = (xc * yc).sum(-1) / (n - 1)
-    var_x, var_y = xc.pow(2).sum(-1) / (n - 1), yc.pow(2).sum(-1) / (n - 1)
-    return (2 * cov + C2) / (var_x + var_y + C2)
-
-
-def luminance_ref(x: torch.Tensor, y: torch.Tensor, w: int) -> torch.Tensor:
-    """SSIM's luminance term (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) per window, C1 = 0.01^2."""
-    mx, my = windows_ref(x.double(), w).mean(-1), windows_ref(y.double(), w).mean(-1)
-    return (2 * mx * my + C1) / (mx.pow(2) + my.pow(2) + C1)
 
 
 def assert_feasible(x, x_adv, alpha, beta, w, mask=None, luminance="absolute", alpha_l=0.99):

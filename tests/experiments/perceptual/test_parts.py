@@ -32,6 +32,7 @@ from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack, ssim_attack,
 )
 from advspatial.experiments.perceptual.report import curve_budget, curve_range_words
+from attack_checks import contrast_structure_ref, luminance_ref
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
@@ -169,24 +170,9 @@ def test_a_curve_point_above_alpha_l_keeps_every_windows_ssim_at_alpha_squared(s
     x = 0.2 + 0.6 * torch.rand(2, 1, 8, 8, generator=gen)
     config = PerceptualConfig(alpha_l=0.99, steps=20, step_size=0.5, window="4", seed=seed)
     x_adv = ssim_attack(model, config, alpha).run(x, torch.tensor([1, 1])).x_adv  # unfoolable: it keeps pushing
-    window = per_window_ssim(x, x_adv, 4)
+    window = luminance_ref(x, x_adv, 4) * contrast_structure_ref(x, x_adv, 4)  # every window's SSIM
     assert float(window.min()) >= alpha ** 2 - 1e-5
     assert float(window.min()) <= alpha + 1e-4  # the luminance bound is pressed (SSIM at alpha there), not slack
-
-
-def per_window_ssim(x: torch.Tensor, y: torch.Tensor, w: int) -> torch.Tensor:
-    """SSIM of every non-overlapping w x w window (sample covariance, C1 = 0.01^2, C2 = 0.03^2), in double."""
-    def windows(t: torch.Tensor) -> torch.Tensor:
-        return t.double().unfold(2, w, w).unfold(3, w, w).flatten(-2)
-
-    a, b = windows(x), windows(y)
-    ma, mb = a.mean(-1, keepdim=True), b.mean(-1, keepdim=True)
-    n = a.shape[-1]
-    cov = ((a - ma) * (b - mb)).sum(-1) / (n - 1)
-    va, vb = (a - ma).pow(2).sum(-1) / (n - 1), (b - mb).pow(2).sum(-1) / (n - 1)
-    ma, mb = ma.squeeze(-1), mb.squeeze(-1)
-    luminance = (2 * ma * mb + 0.01 ** 2) / (ma ** 2 + mb ** 2 + 0.01 ** 2)
-    return luminance * (2 * cov + 0.03 ** 2) / (va + vb + 0.03 ** 2)
 
 
 def test_findings_parts_round_trip_through_json() -> None:
