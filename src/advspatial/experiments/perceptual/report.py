@@ -172,9 +172,10 @@ def attacks_section(config: PerceptualConfig, findings: PerceptualFindings, figu
 def curve_budget(config: PerceptualConfig, name: str, budget: float) -> str:
     """A curve point's budget in words: PGD's eps, the SSIM-ball attack's alpha (with its luminance bound where the
     budget raises it above the run's alpha_l)."""
-    if name != "ssim-ball" or config.curve_alpha_l(budget) == config.alpha_l:
+    alpha_l = config.curve_alpha_l(budget)
+    if name != "ssim-ball" or alpha_l == config.alpha_l:
         return f"{budget:.4g}"
-    return f"{budget:.4g} (alpha_l {config.curve_alpha_l(budget):.4g})"
+    return f"{budget:.4g} (alpha_l {alpha_l:.4g})"
 
 
 def curve_range_words(md: MinimalDistortion, findings: PerceptualFindings, config: PerceptualConfig) -> str:
