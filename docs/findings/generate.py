@@ -464,7 +464,8 @@ def proportion(p: Mapping[str, Any] | None) -> str:
     """An accuracy with its 95% CI and its count: ``0.120 [0.056, 0.238] (6/50)``."""
     if not p:
         return "—"
-    count = f" ({p['k']}/{p['n']})" if p.get("k") == p.get("k") and p.get("k") is not None else ""
+    k = p.get("k")  # NaN for a bootstrap share of draws, which has no count
+    count = f" ({k}/{p['n']})" if isinstance(k, (int, float)) and math.isfinite(k) else ""
     return f"{num(p.get('value'))} [{num(p.get('low'))}, {num(p.get('high'))}]{count}"
 
 
