@@ -5,8 +5,10 @@
   float summation order, in every training mode (a BatchNorm-free net, a last batch that splits unevenly):
   the shards' adversarial examples are the single-process ones.
 * ``get_or_train(data_parallel=True)``: rank 0 alone writes the checkpoint; a cached one is loaded by all.
-* ``advspatial train`` under ``torchrun --nproc-per-node 2`` against one process on Fashion-MNIST: the test
-  accuracies agree within :data:`ACCURACY_TOLERANCE` (derived below) and the checkpoint is written once.
+* ``advspatial train`` under ``torchrun --nproc-per-node 2`` against one process on Fashion-MNIST, the command end
+  to end in natural training (the tightest tolerance; what each mode's step does under DistributedDataParallel is
+  checked against one process above, in every mode): the test accuracies agree within :data:`ACCURACY_TOLERANCE`
+  (derived below), the checkpoint is written once and read back by every process.
 """
 
 from __future__ import annotations
@@ -241,8 +243,8 @@ def accuracy(done: subprocess.CompletedProcess[str]) -> float:
 @needs_fashion_mnist
 @pytest.mark.slow
 @pytest.mark.xdist_group("distributed")
-@pytest.mark.parametrize("mode", ["natural", "pgd", "localized"])
-def test_train_under_torchrun_matches_one_process(mode: str, tmp_path, monkeypatch) -> None:
+def test_train_under_torchrun_matches_one_process(tmp_path, monkeypatch) -> None:
+    mode = "natural"
     args = [*TRAIN_ARGS, "--mode", mode]
     single = accuracy(advspatial_train(args, tmp_path / "one", 1, monkeypatch))
     done = advspatial_train(args, tmp_path / "two", 2, monkeypatch)
@@ -253,9 +255,8 @@ def test_train_under_torchrun_matches_one_process(mode: str, tmp_path, monkeypat
     assert len(written) == 2, written
     meta = json.loads(next((tmp_path / "two" / "models").glob("*.json")).read_text())
     assert meta["processes"] == 2 and meta["test_accuracy"] == pytest.approx(together, abs=1e-4)
-    if mode == "natural":  # cached now: loaded by every process, nothing trained
-        again = advspatial_train(args, tmp_path / "two", 2, monkeypatch)
-        assert accuracy(again) == together and "advspatial: training" not in again.stderr
+    again = advspatial_train(args, tmp_path / "two", 2, monkeypatch)  # cached now: loaded by every process
+    assert accuracy(again) == together and "advspatial: training" not in again.stderr
 
 
 @needs_fashion_mnist
