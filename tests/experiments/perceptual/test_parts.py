@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from attack_checks import contrast_structure_ref, luminance_ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -32,7 +33,6 @@ from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack, ssim_attack,
 )
 from advspatial.experiments.perceptual.report import curve_budget, curve_range_words
-from attack_checks import contrast_structure_ref, luminance_ref
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
