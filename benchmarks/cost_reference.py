@@ -12,13 +12,15 @@ experiment at two n first, e.g.::
     python benchmarks/cost_reference.py spatial=/tmp/ref/spatial-100,/tmp/ref/spatial-500 maps=...,...
 
 and commit the written module with the date and commit of the runs (``--source``). Only the data below the module's
-marker line is written; its head (docstring, ``StageWork``) is kept as it is. Not a test.
+marker line is written; its head (docstring, ``StageWork``) is kept as it is, and so is the data of every experiment
+not fitted again (its reference runs are named in ``RUNS``). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
 
 
+#: one experiment's fit: per stage group (a, b) per count, the non-model CPU per call, the seconds outside the stages
+Fit = tuple[dict[str, dict[str, tuple[float, float]]], float, float]
+
+
 def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
     """(model_passes, n, the run's CPU seconds or None when not recorded) of a finished run."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -41,23 +47,37 @@ def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
     return passes, int(passes["images"]), None if cpu is None else float(cpu)
 
 
-def explainers(run: Path) -> tuple[str, tuple[str, ...]]:
-    """(the RoI's explainer, the explainer panel) of a finished run: whose gates its stage groups are."""
-    metrics = json.loads((run / "metrics.json").read_text())
+def explainers(run: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(the RoI's explainer, the explainer panel) of a finished run: whose gates its stage groups are; None for an
+    experiment without an explainer panel (its gates are its RoI's, priced as they are)."""
     config = yaml.safe_load((run / "config.yaml").read_text())
+    if "panel" not in config:
+        return None
+    metrics = json.loads((run / "metrics.json").read_text())
     return str(metrics["roi"]["method"]), tuple(str(name) for name in config["panel"])
 
 
+#: a stage key's part that is a setting's value found by the run (``eps-0.0375``: a calibration's bisection point),
+#: which differs between two runs of the same experiment
+VALUE_PART = re.compile(r"^[a-z_]+-\d")
+
+
+def group_of(stage: str) -> str:
+    """A stage's group: the first two parts of its key (``gate/budget/0.03`` -> ``gate/budget``), without a part
+    that is a value the run found (``calibration/eps-0.0375`` -> ``calibration``)."""
+    parts = stage.split("/")[:2]
+    return "/".join(parts[:1] if len(parts) > 1 and VALUE_PART.match(parts[1]) else parts)
+
+
 def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
-    """Per stage group (the first two parts of a stage key), the summed counts."""
+    """Per stage group (:func:`group_of`), the summed counts."""
     out: dict[str, PassCount] = {}
     for stage, count in passes["stages"].items():
-        out.setdefault("/".join(stage.split("/")[:2]), PassCount()).add(PassCount.from_dict(count))
+        out.setdefault(group_of(stage), PassCount()).add(PassCount.from_dict(count))
     return out
 
 
-def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[str, dict[str, tuple[float, float]]],
-                                                                       float, float]:
+def fit(small: Path, large: Path, run_cpu: float | None = None) -> Fit:
     """Per stage group ``(a, b)`` per count, the non-model CPU per call, the seconds outside the stages (the larger
     run's CPU seconds, ``run_cpu`` when given, less its stages')."""
     (p1, n1, _), (p2, n2, cpu2) = ledger(small), ledger(large)
@@ -80,26 +100,27 @@ def fit(small: Path, large: Path, run_cpu: float | None = None) -> tuple[dict[st
     return fitted, non_model, outside
 
 
-def module_text(head: str, fits: dict[str, tuple[dict[str, dict[str, tuple[float, float]]], float, float]],
-                roles: dict[str, tuple[str, tuple[str, ...]]], source: str) -> str:
+def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tuple[str, ...]]],
+                runs: dict[str, str]) -> str:
     """The module: its hand-written ``head`` (everything up to and including the marker line), then the data
-    (``roles``: per experiment, the reference runs' RoI explainer and panel)."""
-    lines = [head.rstrip("\n"), "#: the reference runs (date, commits, experiments and n)",
-             f"RUNS = {json.dumps(source)}"]
-    lines.append("#: per experiment, the reference runs' RoI explainer and explainer panel (the gates in REFERENCES "
-                 "are theirs)")
+    (``roles``: the reference runs' RoI explainer and panel of each experiment that has a panel; ``runs``: per
+    experiment, what its reference runs were)."""
+    lines = [head.rstrip("\n"), "#: per experiment, its reference runs (date, commit and n)",
+             "RUNS: dict[str, str] = {"]
+    lines.extend(f"    {json.dumps(name)}: {json.dumps(runs[name])}," for name in fits)
+    lines.append("}")
+    lines.append("#: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates "
+                 "REFERENCES holds)")
     lines.append("REFERENCE_ROI: dict[str, str] = {" + ", ".join(
-        f'"{name}": "{roles[name][0]}"' for name in fits) + "}")
+        f'"{name}": "{roles[name][0]}"' for name in fits if name in roles) + "}")
     lines.append("REFERENCE_PANEL: dict[str, tuple[str, ...]] = {")
-    lines.extend(f'    "{name}": {python_tuple(roles[name][1])},' for name in fits)
+    lines.extend(f'    "{name}": {python_tuple(roles[name][1])},' for name in fits if name in roles)
     lines.append("}")
     lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
                  "runs, one thread)")
-    lines.append("NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {" + ", ".join(
-        f'"{name}": {f[1]:.5f}' for name, f in fits.items()) + "}")
+    lines.extend(mapping("NON_MODEL_SECONDS_PER_CALL: dict[str, float]", {n: f"{f[1]:.5f}" for n, f in fits.items()}))
     lines.append("#: seconds outside every stage (loading, statistics, figures, report) per experiment")
-    lines.append("OUTSIDE_STAGES_SECONDS: dict[str, float] = {" + ", ".join(
-        f'"{name}": {f[2]:.1f}' for name, f in fits.items()) + "}")
+    lines.extend(mapping("OUTSIDE_STAGES_SECONDS: dict[str, float]", {n: f"{f[2]:.1f}" for n, f in fits.items()}))
     lines.append("#: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, "
                  "backward_calls)")
     lines.append("REFERENCES: dict[str, dict[str, StageWork]] = {")
@@ -111,6 +132,25 @@ def module_text(head: str, fits: dict[str, tuple[dict[str, dict[str, tuple[float
         lines.append("    },")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def mapping(target: str, values: dict[str, str]) -> list[str]:
+    """``target = {"name": value, ...}`` on one line, or one entry per line when that is longer than 120."""
+    line = f"{target} = {{" + ", ".join(f"{json.dumps(name)}: {value}" for name, value in values.items()) + "}"
+    if len(line) <= 120:
+        return [line]
+    return [f"{target} = {{", *(f"    {json.dumps(name)}: {value}," for name, value in values.items()), "}"]
+
+
+def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]], dict[str, str]]:
+    """The module's data as it is (fits, roles, runs): what a new fit of other experiments keeps."""
+    from advspatial.experiments import cost_references as module
+
+    fits = {name: ({group: {key: getattr(work, key) for key in FIELDS} for group, work in groups.items()},
+                   module.NON_MODEL_SECONDS_PER_CALL[name], module.OUTSIDE_STAGES_SECONDS[name])
+            for name, groups in module.REFERENCES.items()}
+    roles = {name: (module.REFERENCE_ROI[name], module.REFERENCE_PANEL[name]) for name in module.REFERENCE_ROI}
+    return fits, roles, dict(module.RUNS)
 
 
 def python_tuple(names: tuple[str, ...]) -> str:
@@ -133,17 +173,21 @@ def main() -> None:
     parser.add_argument("pairs", nargs="+", help="EXPERIMENT=RUN_SMALL_N,RUN_LARGE_N")
     parser.add_argument("--run-cpu", action="append", default=[], metavar="EXPERIMENT=SECONDS",
                         help="the larger run's CPU seconds (e.g. from /usr/bin/time) for a run that records none")
-    parser.add_argument("--source", default="", help="what the runs were (date, commit), for the module docstring")
+    parser.add_argument("--source", default="", help="what the runs were (date, commit), for the module's RUNS")
     parser.add_argument("--output", type=Path, default=TARGET)
     args = parser.parse_args()
     run_cpu = {name: float(seconds) for name, seconds in (item.split("=", 1) for item in args.run_cpu)}
-    fits, roles = {}, {}
+    fits, roles, runs = kept_data()
     for pair in args.pairs:
-        name, runs = pair.split("=", 1)
-        small, large = (Path(p) for p in runs.split(","))
+        name, paths = pair.split("=", 1)
+        small, large = (Path(p) for p in paths.split(","))
         fits[name] = fit(small, large, run_cpu.get(name))
-        roles[name] = explainers(large)
-    args.output.write_text(module_text(kept_head(args.output), fits, roles, args.source))
+        roles.pop(name, None)
+        if (own := explainers(large)) is not None:
+            roles[name] = own
+        sizes = " and ".join(str(ledger(run)[1]) for run in (small, large))
+        runs[name] = f"{args.source}: n = {sizes}" if args.source else f"n = {sizes}"
+    args.output.write_text(module_text(kept_head(args.output), fits, roles, runs))
     print(f"wrote {args.output}")
 
 

@@ -4,6 +4,7 @@ module's marker line (the hand-written head, StageWork included, is kept) and wr
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -19,41 +20,71 @@ spec.loader.exec_module(cost_reference)
 MODULE = Path(cost_references.__file__)
 
 
-def module_fits() -> dict:
-    """The module's own data in the writer's input form."""
-    return {name: ({group: {key: getattr(work, key) for key in cost_reference.FIELDS}
-                    for group, work in groups.items()},
-                   cost_references.NON_MODEL_SECONDS_PER_CALL[name], cost_references.OUTSIDE_STAGES_SECONDS[name])
-            for name, groups in cost_references.REFERENCES.items()}
-
-
 def test_the_module_is_written_back_byte_for_byte_from_its_own_data() -> None:
     head = cost_reference.kept_head(MODULE)
     assert head.endswith(cost_references.GENERATED_BELOW + "\n")
     assert "class StageWork" in head and head.count("class StageWork") == 1
     assert "class StageWork" not in SCRIPT.read_text()  # one definition: the module's
-    roles = {name: (cost_references.REFERENCE_ROI[name], cost_references.REFERENCE_PANEL[name])
-             for name in cost_references.REFERENCES}
-    assert cost_reference.module_text(head, module_fits(), roles, cost_references.RUNS) == MODULE.read_text()
+    fits, roles, runs = cost_reference.kept_data()
+    assert set(fits) == set(cost_references.REFERENCES) == set(runs)
+    assert cost_reference.module_text(head, fits, roles, runs) == MODULE.read_text()
 
 
 def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None:
     target = tmp_path / "cost_references.py"
     target.write_text(MODULE.read_text())
     fits = {"spatial": ({"attack/pgd": {"forward": (1.0, 2.0), "backward": (0.0, 1.5), "calls": (3.0, 0.1),
-                                        "backward_calls": (0.0, 0.05)}}, 0.00123, 4.5)}
+                                        "backward_calls": (0.0, 0.05)}}, 0.00123, 4.5),
+            "propagation": ({"random": {"forward": (0.0, 8.0), "backward": (0.0, 0.0), "calls": (0.0, 0.4),
+                                        "backward_calls": (0.0, 0.0)}}, 0.002, 1.0)}
     roles = {"spatial": ("gradcam", ("gradcam",))}
-    text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, "today, abc1234")
-    namespace: dict = {}
-    exec(compile(text, str(target), "exec"), namespace)  # the written module runs and holds the new data only
-    assert namespace["RUNS"] == "today, abc1234"
-    assert namespace["REFERENCE_ROI"] == {"spatial": "gradcam"}
+    runs = {"spatial": "today, abc1234: n = 10 and 50", "propagation": "today, abc1234: n = 20 and 100"}
+    text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, runs)
+    namespace = run_module(text, target)
+    assert namespace["RUNS"] == runs
+    assert namespace["REFERENCE_ROI"] == {"spatial": "gradcam"}  # an experiment without a panel has no roles
     assert namespace["REFERENCE_PANEL"] == {"spatial": ("gradcam",)}
-    assert namespace["NON_MODEL_SECONDS_PER_CALL"] == {"spatial": 0.00123}
-    assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": 4.5}
+    assert namespace["NON_MODEL_SECONDS_PER_CALL"] == {"spatial": 0.00123, "propagation": 0.002}
+    assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": 4.5, "propagation": 1.0}
     work = namespace["REFERENCES"]["spatial"]["attack/pgd"]
-    assert list(namespace["REFERENCES"]) == ["spatial"] and work.at(10) == (21.0, 15.0, 4.0, 0.5)
+    assert list(namespace["REFERENCES"]) == ["spatial", "propagation"] and work.at(10) == (21.0, 15.0, 4.0, 0.5)
     assert text.startswith(MODULE.read_text().split(cost_references.GENERATED_BELOW)[0])
+
+
+def test_fitting_one_experiment_keeps_every_other_experiments_data(tmp_path: Path, monkeypatch) -> None:
+    small, large = (fake_run(tmp_path / name, n, calls) for name, n, calls in (("a", 10, 12), ("b", 50, 32)))
+    target = tmp_path / "cost_references.py"
+    target.write_text(MODULE.read_text())
+    monkeypatch.setattr("sys.argv", ["cost_reference.py", f"toy={small},{large}", "--source", "today, abc1234",
+                                     "--output", str(target)])
+    cost_reference.main()
+    namespace = run_module(target.read_text(), target)
+    for name in cost_references.REFERENCES:  # kept as they were
+        assert repr(namespace["REFERENCES"][name]) == repr(cost_references.REFERENCES[name])
+        assert namespace["RUNS"][name] == cost_references.RUNS[name]
+    assert namespace["RUNS"]["toy"] == "today, abc1234: n = 10 and 50"
+    assert "toy" not in namespace["REFERENCE_ROI"]  # no panel in its config
+    attack = namespace["REFERENCES"]["toy"]["attack/k1"]
+    assert attack.calls == (7.0, 0.5) and attack.at(100) == (500.0, 0.0, 57.0, 0.0)
+
+
+def fake_run(run: Path, n: int, calls: int) -> Path:
+    """A finished run's files as the writer reads them: one stage of 5 forward images and 0.5 calls per image
+    (plus 2 calls), 2 CPU-s, no explainer panel in its config."""
+    run.mkdir()
+    stage = {"forward": 5 * n, "backward": 0, "calls": calls, "backward_calls": 0, "cpu_seconds": 2.0,
+             "model_seconds": 1.5, "wall_seconds": 2.0}
+    passes = {**stage, "images": n, "stages": {"attack/k1": stage}}
+    (run / "metrics.json").write_text(json.dumps({"model_passes": passes, "cpu_seconds": 3.0}))
+    (run / "config.yaml").write_text(f"n: {n}\nk: [1]\n")
+    return run
+
+
+def run_module(text: str, target: Path) -> dict:
+    """The namespace of the written module ``text`` (it must run)."""
+    namespace: dict = {}
+    exec(compile(text, str(target), "exec"), namespace)
+    return namespace
 
 
 def test_a_module_without_the_marker_line_is_refused(tmp_path: Path) -> None:

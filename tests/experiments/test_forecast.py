@@ -56,6 +56,17 @@ def test_every_reference_names_registered_experiments_and_grows_with_n() -> None
         assert small is not None and large is not None and 0 < small.seconds < large.seconds
 
 
+def test_every_part_of_a_reference_run_has_a_name_for_the_sentence() -> None:
+    parts = {group.split("/")[0] for groups in REFERENCES.values() for group in groups}
+    assert parts <= set(fc.GROUP_NAMES), f"no words for {sorted(parts - set(fc.GROUP_NAMES))}"
+
+
+def test_experiments_without_an_explainer_panel_are_priced_as_their_reference_ran() -> None:
+    for name in set(REFERENCES) - set(REFERENCE_ROI):
+        assert fc.reference_work(name, None) == REFERENCES[name]
+        assert name not in REFERENCE_PANEL
+
+
 def test_the_price_fit_separates_a_fixed_cost_per_call_from_a_cost_per_image() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.ReLU(), nn.Linear(64, 10))
     price = fc.measure_price(model, torch.rand(5, 3, 32, 32), batch=64)

@@ -33,18 +33,28 @@ class StageWork:
 GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----"
 
 # ---- written by benchmarks/cost_reference.py from the runs named in RUNS ----
-#: the reference runs (date, commits, experiments and n)
-RUNS = "2026-11-27, 8c37312: spatial at n = 100 and 500, maps at n = 60 and 200"
-#: per experiment, the reference runs' RoI explainer and explainer panel (the gates in REFERENCES are theirs)
+#: per experiment, its reference runs (date, commit and n)
+RUNS: dict[str, str] = {
+    "spatial": "2026-11-27, 8c37312: n = 100 and 500",
+    "maps": "2026-11-27, 8c37312: n = 60 and 200",
+    "perceptual": "2026-11-29, 332d625: n = 50 and 200",
+    "propagation": "2026-11-29, 332d625: n = 20 and 100",
+}
+#: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates REFERENCES holds)
 REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
 REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
     "spatial": ("gradcam", "hirescam", "inputxgrad"),
     "maps": ("gradcam", "hirescam", "inputxgrad"),
 }
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
-NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {"spatial": 0.00092, "maps": 0.00347}
+NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
+    "spatial": 0.00092,
+    "maps": 0.00347,
+    "perceptual": 0.00417,
+    "propagation": 0.00658,
+}
 #: seconds outside every stage (loading, statistics, figures, report) per experiment
-OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1}
+OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1, "perceptual": 3.3, "propagation": 5.4}
 #: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, backward_calls)
 REFERENCES: dict[str, dict[str, StageWork]] = {
     "spatial": {
@@ -105,5 +115,30 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         "panel/gradcam": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
         "panel/inputxgrad": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
         "roi": StageWork((0.0, 2.0), (0.0, 1.0), (2.0, 0.0), (1.0, 0.0)),
+    },
+    "perceptual": {
+        "attack/pgd": StageWork((0.0, 52.0), (0.0, 50.0), (34.7, 0.347), (33.3, 0.333)),
+        "attack/ssim-ball": StageWork((0.0, 53.0), (0.0, 51.0), (35.3, 0.353), (34.0, 0.34)),
+        "calibration": StageWork((17333.3, 225.333), (16666.7, 216.667), (554.7, 0.347), (533.3, 0.333)),
+        "cam": StageWork((0.0, 1.0), (0.0, 1.0), (0.7, 0.007), (0.7, 0.007)),
+        "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (0.7, 0.007), (0.0, 0.0)),
+        "curve/ssim-ball": StageWork((8833.3, 88.333), (8500.0, 85.0), (265.0, 0.0), (255.0, 0.0)),
+        "gate/budget": StageWork((3696.0, 48.52), (3080.0, 39.6), (68.7, 0.327), (56.7, 0.267)),
+        "gate/control": StageWork((0.7, 177.007), (0.0, 0.0), (4.3, 0.193), (0.0, 0.0)),
+        "gate/hirescam": StageWork((5723.0, 260.76), (5712.0, 213.76), (180.7, 3.067), (162.0, 2.52)),
+        "geometry/pgd": StageWork((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
+        "geometry/ssim-ball": StageWork((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
+    },
+    "propagation": {
+        "attack/k1": StageWork((0.0, 2.0), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
+        "attack/k3": StageWork((4275.0, 1738.25), (0.0, 0.0), (35.2, 6.737), (0.0, 0.0)),
+        "attack/k5": StageWork((4675.0, 1643.25), (0.0, 0.0), (30.5, 6.425), (0.0, 0.0)),
+        "locality/k1": StageWork((-306.0, 15.3), (0.0, 0.0), (-1.2, 0.062), (0.0, 0.0)),
+        "locality/k3": StageWork((-336.5, 32.125), (0.0, 0.0), (-0.5, 0.125), (0.0, 0.0)),
+        "locality/k5": StageWork((-408.2, 51.013), (0.0, 0.0), (-1.0, 0.2), (0.0, 0.0)),
+        "propagation/k1": StageWork((-8.0, 0.4), (0.0, 0.0), (-2.0, 0.1), (0.0, 0.0)),
+        "propagation/k3": StageWork((-12.0, 1.0), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
+        "propagation/k5": StageWork((-18.0, 1.7), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
+        "random": StageWork((0.0, 8.0), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
     },
 }

@@ -55,7 +55,11 @@ from .cost_references import (
 GROUP_NAMES = {"adaptive": "the adaptive evaluation", "baselines": "the adaptive evaluation",
                "gate": "the faithfulness gates", "attack": "the attacks", "maps": "the attacks' maps",
                "defence": "the defence columns", "sweep": "the defence sweep", "prior-classes": "the class prior",
-               "panel": "the explainer panel"}
+               "panel": "the explainer panel", "calibration": "the budget calibration",
+               "curve": "the success-rate curve", "random": "the random-change control",
+               "locality": "the locality checks", "propagation": "the per-layer propagation maps",
+               "roi": "the RoI's maps", "cam": "the class activation maps", "clean-pass": "the clean pass",
+               "geometry": "the perturbations' geometry"}
 
 
 @dataclass(frozen=True)
