@@ -1,11 +1,12 @@
 """Write the forecast's reference work (``src/advspatial/experiments/cost_references.py``) from finished runs.
 
-A run states its cost before it starts (:mod:`advspatial.experiments.forecast`) from the work of a reference run:
-per stage group, forward and backward images and calls as ``a + b * n``. This fits them from two finished runs of
-one experiment on the default model at its default settings and two n (each run's ledger, ``metrics.json``'s
-``model_passes``), and measures on them the framework's CPU per call outside the model and the time outside the
-stages (the run's CPU time, ``metrics.json``'s ``cpu_seconds``, less its stages'; one torch thread). Run each
-experiment at two n first, e.g.::
+A run states its cost before it starts (:mod:`advspatial.experiments.forecast`) from the work of reference runs:
+per stage group, forward and backward images and calls at each reference run's n, followed between them. This reads
+them from two or more finished runs of one experiment on the default model at its default settings (each run's
+ledger, ``metrics.json``'s ``model_passes``), and measures on the largest the framework's CPU per call outside the
+model and the time outside the stages (the run's CPU time, ``metrics.json``'s ``cpu_seconds``, less its stages';
+one torch thread). Put a run on each side of a setting that caps work (``calibration_n``, ``randomization_images``,
+``adaptive_n``) so that the forecast bends where the work does. Run each experiment at those n first, e.g.::
 
     OMP_NUM_THREADS=1 advspatial run spatial --n 100 --out /tmp/ref/spatial-100
     OMP_NUM_THREADS=1 advspatial run spatial --n 500 --out /tmp/ref/spatial-500
@@ -13,7 +14,7 @@ experiment at two n first, e.g.::
 
 and commit the written module with the date and commit of the runs (``--source``). Only the data below the module's
 marker line is written; its head (docstring, ``StageWork``) is kept as it is, and so is the data of every experiment
-not fitted again (its reference runs are named in ``RUNS``). Not a test.
+not measured again (its reference runs are named in ``RUNS``). Not a test.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
 
 
-#: one experiment's fit: per stage group (a, b) per count, the non-model CPU per call, the seconds outside the stages
-Fit = tuple[dict[str, dict[str, tuple[float, float]]], float, float]
+#: one experiment's reference: per stage group its counts per run (n, forward, backward, calls, backward calls),
+#: the non-model CPU per call, the seconds outside the stages
+Fit = tuple[dict[str, list[tuple[float, ...]]], float, float]
 
 
 def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
@@ -77,27 +79,26 @@ def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
     return out
 
 
-def fit(small: Path, large: Path, run_cpu: float | None = None) -> Fit:
-    """Per stage group ``(a, b)`` per count, the non-model CPU per call, the seconds outside the stages (the larger
-    run's CPU seconds, ``run_cpu`` when given, less its stages')."""
-    (p1, n1, _), (p2, n2, cpu2) = ledger(small), ledger(large)
-    run_cpu = run_cpu if run_cpu is not None else cpu2
+def fit(runs: list[Path], run_cpu: float | None = None) -> Fit:
+    """Per stage group its counts in each run (ascending n; 0 where a run has no such stage), the non-model CPU per
+    call and the seconds outside the stages (the largest run's CPU seconds, ``run_cpu`` when given, less its
+    stages')."""
+    ledgers = sorted((ledger(run) + (run,) for run in runs), key=lambda item: item[1])
+    if len(ledgers) < 2 or len({n for _, n, _, _ in ledgers}) < len(ledgers):
+        raise SystemExit(f"give two or more runs of different n (got n = {[n for _, n, _, _ in ledgers]})")
+    passes, _, cpu, largest = ledgers[-1]
+    run_cpu = run_cpu if run_cpu is not None else cpu
     if run_cpu is None:
-        raise SystemExit(f"{large / 'metrics.json'} records no cpu_seconds: give the run's CPU time with --run-cpu")
-    g1, g2 = groups(p1), groups(p2)
-    fitted: dict[str, dict[str, tuple[float, float]]] = {}
-    for name in sorted(set(g1) | set(g2)):
-        c1, c2 = g1.get(name, PassCount()), g2.get(name, PassCount())
-        fitted[name] = {}
-        for key in FIELDS:
-            b = (getattr(c2, key) - getattr(c1, key)) / (n2 - n1)
-            fitted[name][key] = (round(getattr(c2, key) - b * n2, 1), round(b, 3))
-    total = PassCount.from_dict(p2)
+        raise SystemExit(f"{largest / 'metrics.json'} records no cpu_seconds: give the run's CPU time with --run-cpu")
+    counted = [(n, groups(p)) for p, n, _, _ in ledgers]
+    names = sorted({name for _, g in counted for name in g})
+    fitted = {name: [(n, *(getattr(g.get(name, PassCount()), key) for key in FIELDS)) for n, g in counted]
+              for name in names}
+    total = PassCount.from_dict(passes)
     non_model = total.non_model_seconds_per_call()
     if non_model is None:
-        raise SystemExit(f"{large / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")
-    outside = max(0.0, run_cpu - total.cpu_seconds)
-    return fitted, non_model, outside
+        raise SystemExit(f"{largest / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")
+    return fitted, non_model, max(0.0, run_cpu - total.cpu_seconds)
 
 
 def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tuple[str, ...]]],
@@ -121,17 +122,24 @@ def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tup
     lines.extend(mapping("NON_MODEL_SECONDS_PER_CALL: dict[str, float]", {n: f"{f[1]:.5f}" for n, f in fits.items()}))
     lines.append("#: seconds outside every stage (loading, statistics, figures, report) per experiment")
     lines.extend(mapping("OUTSIDE_STAGES_SECONDS: dict[str, float]", {n: f"{f[2]:.1f}" for n, f in fits.items()}))
-    lines.append("#: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, "
-                 "backward_calls)")
+    lines.append("#: per experiment, per stage group, its counts in each reference run: (n, forward images, "
+                 "backward images,")
+    lines.append("#: calls, backward calls)")
     lines.append("REFERENCES: dict[str, dict[str, StageWork]] = {")
     for name, (fitted, _, _) in fits.items():
         lines.append(f'    "{name}": {{')
-        for group, counts in fitted.items():
-            args = ", ".join(str(counts[key]) for key in FIELDS)  # forward, backward, calls, backward_calls
-            lines.append(f'        "{group}": StageWork({args}),')
+        for group, points in fitted.items():
+            lines.append(f'        "{group}": StageWork((')
+            lines.extend(f"            ({', '.join(number(value) for value in point)})," for point in points)
+            lines.append("        )),")
         lines.append("    },")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def number(value: float) -> str:
+    """A count as written: an integer without a decimal point, else to one decimal."""
+    return str(int(value)) if float(value).is_integer() else str(round(float(value), 1))
 
 
 def mapping(target: str, values: dict[str, str]) -> list[str]:
@@ -146,7 +154,7 @@ def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]],
     """The module's data as it is (fits, roles, runs): what a new fit of other experiments keeps."""
     from advspatial.experiments import cost_references as module
 
-    fits = {name: ({group: {key: getattr(work, key) for key in FIELDS} for group, work in groups.items()},
+    fits = {name: ({group: [tuple(point) for point in work.points] for group, work in groups.items()},
                    module.NON_MODEL_SECONDS_PER_CALL[name], module.OUTSIDE_STAGES_SECONDS[name])
             for name, groups in module.REFERENCES.items()}
     roles = {name: (module.REFERENCE_ROI[name], module.REFERENCE_PANEL[name]) for name in module.REFERENCE_ROI}
@@ -170,9 +178,9 @@ def kept_head(module: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("pairs", nargs="+", help="EXPERIMENT=RUN_SMALL_N,RUN_LARGE_N")
+    parser.add_argument("pairs", nargs="+", help="EXPERIMENT=RUN,RUN[,RUN...]: two or more runs of different n")
     parser.add_argument("--run-cpu", action="append", default=[], metavar="EXPERIMENT=SECONDS",
-                        help="the larger run's CPU seconds (e.g. from /usr/bin/time) for a run that records none")
+                        help="the largest run's CPU seconds (e.g. from /usr/bin/time) for a run that records none")
     parser.add_argument("--source", default="", help="what the runs were (date, commit), for the module's RUNS")
     parser.add_argument("--output", type=Path, default=TARGET)
     args = parser.parse_args()
@@ -180,12 +188,12 @@ def main() -> None:
     fits, roles, runs = kept_data()
     for pair in args.pairs:
         name, paths = pair.split("=", 1)
-        small, large = (Path(p) for p in paths.split(","))
-        fits[name] = fit(small, large, run_cpu.get(name))
+        runs_of = [Path(p) for p in paths.split(",")]
+        fits[name] = fit(runs_of, run_cpu.get(name))
         roles.pop(name, None)
-        if (own := explainers(large)) is not None:
+        if (own := explainers(runs_of[-1])) is not None:
             roles[name] = own
-        sizes = " and ".join(str(ledger(run)[1]) for run in (small, large))
+        sizes = ", ".join(str(n) for n in sorted(ledger(run)[1] for run in runs_of))
         runs[name] = f"{args.source}: n = {sizes}" if args.source else f"n = {sizes}"
     args.output.write_text(module_text(kept_head(args.output), fits, roles, runs))
     print(f"wrote {args.output}")

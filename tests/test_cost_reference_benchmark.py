@@ -33,12 +33,10 @@ def test_the_module_is_written_back_byte_for_byte_from_its_own_data() -> None:
 def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None:
     target = tmp_path / "cost_references.py"
     target.write_text(MODULE.read_text())
-    fits = {"spatial": ({"attack/pgd": {"forward": (1.0, 2.0), "backward": (0.0, 1.5), "calls": (3.0, 0.1),
-                                        "backward_calls": (0.0, 0.05)}}, 0.00123, 4.5),
-            "propagation": ({"random": {"forward": (0.0, 8.0), "backward": (0.0, 0.0), "calls": (0.0, 0.4),
-                                        "backward_calls": (0.0, 0.0)}}, 0.002, 1.0)}
+    fits = {"spatial": ({"attack/pgd": [(10, 21, 15, 4, 0.5), (50, 101, 75, 8, 2.5)]}, 0.00123, 4.5),
+            "propagation": ({"random": [(20, 160, 0, 8, 0), (100, 800, 0, 40, 0)]}, 0.002, 1.0)}
     roles = {"spatial": ("gradcam", ("gradcam",))}
-    runs = {"spatial": "today, abc1234: n = 10 and 50", "propagation": "today, abc1234: n = 20 and 100"}
+    runs = {"spatial": "today, abc1234: n = 10, 50", "propagation": "today, abc1234: n = 20, 100"}
     text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, runs)
     namespace = run_module(text, target)
     assert namespace["RUNS"] == runs
@@ -48,29 +46,37 @@ def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None
     assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": 4.5, "propagation": 1.0}
     work = namespace["REFERENCES"]["spatial"]["attack/pgd"]
     assert list(namespace["REFERENCES"]) == ["spatial", "propagation"] and work.at(10) == (21.0, 15.0, 4.0, 0.5)
+    assert work.at(30) == (61.0, 45.0, 6.0, 1.5)
     assert text.startswith(MODULE.read_text().split(cost_references.GENERATED_BELOW)[0])
 
 
 def test_fitting_one_experiment_keeps_every_other_experiments_data(tmp_path: Path, monkeypatch) -> None:
-    small, large = (fake_run(tmp_path / name, n, calls) for name, n, calls in (("a", 10, 12), ("b", 50, 32)))
+    runs = [fake_run(tmp_path / name, n, calls) for name, n, calls in (("b", 50, 32), ("a", 10, 12), ("c", 90, 32))]
     target = tmp_path / "cost_references.py"
     target.write_text(MODULE.read_text())
-    monkeypatch.setattr("sys.argv", ["cost_reference.py", f"toy={small},{large}", "--source", "today, abc1234",
-                                     "--output", str(target)])
+    monkeypatch.setattr("sys.argv", ["cost_reference.py", f"toy={','.join(map(str, runs))}",
+                                     "--source", "today, abc1234", "--output", str(target)])
     cost_reference.main()
     namespace = run_module(target.read_text(), target)
     for name in cost_references.REFERENCES:  # kept as they were
         assert repr(namespace["REFERENCES"][name]) == repr(cost_references.REFERENCES[name])
         assert namespace["RUNS"][name] == cost_references.RUNS[name]
-    assert namespace["RUNS"]["toy"] == "today, abc1234: n = 10 and 50"
+    assert namespace["RUNS"]["toy"] == "today, abc1234: n = 10, 50, 90"
     assert "toy" not in namespace["REFERENCE_ROI"]  # no panel in its config
     attack = namespace["REFERENCES"]["toy"]["attack/k1"]
-    assert attack.calls == (7.0, 0.5) and attack.at(100) == (500.0, 0.0, 57.0, 0.0)
+    assert attack.points == ((10, 50, 0, 12, 0), (50, 250, 0, 32, 0), (90, 450, 0, 32, 0))  # ascending n
+    assert attack.at(30) == (150.0, 0.0, 22.0, 0.0) and attack.at(200) == (1000.0, 0.0, 32.0, 0.0)
+
+
+def test_runs_of_one_n_are_refused(tmp_path: Path) -> None:
+    runs = [fake_run(tmp_path / name, 20, 4) for name in ("a", "b")]
+    with pytest.raises(SystemExit, match="two or more runs of different n"):
+        cost_reference.fit(runs)
 
 
 def fake_run(run: Path, n: int, calls: int) -> Path:
-    """A finished run's files as the writer reads them: one stage of 5 forward images and 0.5 calls per image
-    (plus 2 calls), 2 CPU-s, no explainer panel in its config."""
+    """A finished run's files as the writer reads them: one stage of 5 forward images per image and ``calls`` calls,
+    2 CPU-s, no explainer panel in its config."""
     run.mkdir()
     stage = {"forward": 5 * n, "backward": 0, "calls": calls, "backward_calls": 0, "cpu_seconds": 2.0,
              "model_seconds": 1.5, "wall_seconds": 2.0}

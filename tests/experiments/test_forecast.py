@@ -4,6 +4,8 @@ sentence, and when it stays silent."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 from torch import nn
 
@@ -15,10 +17,8 @@ FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
 
 
 def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
-    reference = {"adaptive/main": StageWork(forward=(1000.0, 0.0), backward=(500.0, 0.0), calls=(10.0, 0.0),
-                                            backward_calls=(5.0, 0.0)),
-                 "attack/pgd": StageWork(forward=(0.0, 20.0), backward=(0.0, 10.0), calls=(0.0, 0.1),
-                                         backward_calls=(0.0, 0.1))}
+    reference = {"adaptive/main": StageWork(((50, 1000, 500, 10, 5), (200, 1000, 500, 10, 5))),  # fixed size
+                 "attack/pgd": StageWork(((50, 1000, 500, 5, 5), (200, 4000, 2000, 20, 20)))}  # per image
     monkeypatch.setitem(fc.REFERENCES, "toy", reference)
     monkeypatch.setitem(fc.NON_MODEL_SECONDS_PER_CALL, "toy", 0.01)
     monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", 3.0)
@@ -32,7 +32,7 @@ def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
 
 
 def test_stage_groups_of_one_part_of_the_run_share_its_name_and_its_share(monkeypatch) -> None:
-    work = StageWork(forward=(100.0, 0.0), backward=(0.0, 0.0), calls=(1.0, 0.0), backward_calls=(0.0, 0.0))
+    work = StageWork(((5, 100, 0, 1, 0), (20, 100, 0, 1, 0)))
     monkeypatch.setitem(fc.REFERENCES, "toy", {"adaptive/main": work, "baselines/noise": work, "attack/pgd": work,
                                                "gate/x": work})
     result = fc.forecast("toy", 10, fc.CallPrice(0.0, 1.0, 0.0, 0.0))
@@ -41,7 +41,29 @@ def test_stage_groups_of_one_part_of_the_run_share_its_name_and_its_share(monkey
 
 
 def test_work_never_goes_below_zero() -> None:
-    assert StageWork((-50.0, 1.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)).at(10) == (0.0, 0.0, 0.0, 0.0)
+    assert StageWork(((50, 40, 0, 1, 0), (100, 140, 0, 11, 0))).at(10) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_work_follows_the_reference_runs_and_keeps_the_bend_of_a_cap() -> None:
+    capped = StageWork(((50, 500, 0, 5, 0), (100, 1000, 0, 10, 0), (400, 1000, 0, 10, 0)))  # on min(n, 100) images
+    assert capped.at(50) == (500.0, 0.0, 5.0, 0.0) and capped.at(75) == (750.0, 0.0, 7.5, 0.0)
+    assert capped.at(100) == capped.at(250) == capped.at(2000) == (1000.0, 0.0, 10.0, 0.0)  # flat past the cap
+    assert capped.at(20) == (200.0, 0.0, 2.0, 0.0)  # below the first run: its segment continued
+    assert StageWork(((100, 7, 3, 1, 1),)).at(5000) == (7.0, 3.0, 1.0, 1.0)  # one run: constant
+
+
+@given(st.lists(st.integers(1, 2000), min_size=2, max_size=5, unique=True),
+       st.lists(st.floats(0, 1e6), min_size=5, max_size=5), st.integers(1, 5000))
+def test_work_between_two_reference_runs_lies_between_their_counts(ns, counts, n) -> None:
+    ns = sorted(ns)
+    work = StageWork(tuple((m, *(c * (i + 1) for c in counts[:4])) for i, m in enumerate(ns)))
+    at = work.at(n)
+    for m, point in zip(ns, work.points, strict=True):  # exact at each run's n
+        assert work.at(m) == pytest.approx(point[1:])
+    if ns[0] <= n <= ns[-1]:
+        right = next(i for i, m in enumerate(ns) if m >= n)
+        low, high = work.points[max(right - 1, 0)][1:], work.points[right][1:]
+        assert all(min(a, b) - 1e-6 <= v <= max(a, b) + 1e-6 for v, a, b in zip(at, low, high, strict=True))
 
 
 def test_an_experiment_without_a_reference_gets_no_forecast() -> None:
@@ -145,9 +167,11 @@ def test_the_reference_gates_become_this_runs_gates_by_role() -> None:
 
 
 def test_the_mean_of_stage_work_is_taken_count_by_count() -> None:
-    a = StageWork((0.0, 2.0), (10.0, 0.0), (1.0, 1.0), (0.0, 0.0))
-    b = StageWork((4.0, 0.0), (0.0, 2.0), (3.0, 1.0), (2.0, 2.0))
-    assert fc.mean_work([a, b]) == StageWork((2.0, 1.0), (5.0, 1.0), (2.0, 1.0), (1.0, 1.0))
+    a = StageWork(((10, 0, 10, 1, 0), (50, 8, 10, 5, 0)))
+    b = StageWork(((10, 4, 0, 3, 2), (50, 4, 8, 7, 10)))
+    assert fc.mean_work([a, b]) == StageWork(((10, 2, 5, 2, 1), (50, 6, 9, 6, 5)))
+    with pytest.raises(ValueError, match="different reference runs"):
+        fc.mean_work([a, StageWork(((20, 0, 0, 0, 0), (50, 0, 0, 0, 0)))])
 
 
 def test_a_gap_head_gates_gradcam_and_hirescam_once_and_auto_resolves_as_the_run_does() -> None:

@@ -1,32 +1,45 @@
 """The forecast's reference work (:mod:`.forecast`): per experiment and stage group, the classifier's
-forward and backward images and calls of a run on n images as ``a + b * n``.
+forward and backward images and calls of a run on n images, measured at the reference runs' n.
 
-Written by ``benchmarks/cost_reference.py`` from two runs per experiment on the default model (Fashion-MNIST
-smallcnn) at the default settings. Fitted per stage group between the two n: work of fixed size (the gates'
-checks, the adaptive evaluation's ``adaptive_n`` images, the class prior) lands in ``a``, work per image in ``b``.
-The runs they were fitted from: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten by that
-script; the head above it (this docstring, :class:`StageWork`) is kept.
+Written by ``benchmarks/cost_reference.py`` from two or more runs per experiment on the default model (Fashion-MNIST
+smallcnn) at the default settings. Between two runs' n a count is linear in n, beyond them it continues the nearest
+segment: work of fixed size (the gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior)
+stays flat, work per image grows, and work capped at a setting (the budget calibration on at most
+``calibration_n`` images) bends where a reference run on each side of the cap puts the bend. The runs they were
+measured on: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten by that script; the head above it
+(this docstring, :class:`StageWork`) is kept.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+
+#: one reference run's counts of a stage group: (n, forward images, backward images, forward calls, backward calls)
+Point = tuple[float, float, float, float, float]
 
 
 @dataclass(frozen=True)
 class StageWork:
-    """``(a, b)`` per count: the count of a run on n images is ``a + b * n`` (never below 0)."""
+    """A stage group's counts in each reference run (:data:`Point`, ascending in n), read at any n by following the
+    straight segments between them (the first or last segment beyond them; a count never below 0)."""
 
-    forward: tuple[float, float]
-    backward: tuple[float, float]
-    calls: tuple[float, float]
-    backward_calls: tuple[float, float]
+    points: tuple[Point, ...]
 
     def at(self, n: int) -> tuple[float, float, float, float]:
         """(forward images, backward images, forward calls, backward calls) on ``n`` images."""
-        forward, backward, calls, backward_calls = (max(0.0, a + b * n) for a, b in (
-            self.forward, self.backward, self.calls, self.backward_calls))
-        return forward, backward, calls, backward_calls
+        if len(self.points) == 1:
+            return _counts(self.points[0][1:])
+        ns = [point[0] for point in self.points]
+        right = min(max(bisect.bisect_left(ns, n), 1), len(ns) - 1)
+        (n0, *low), (n1, *high) = self.points[right - 1], self.points[right]
+        share = (n - n0) / (n1 - n0)
+        return _counts(tuple(a + share * (b - a) for a, b in zip(low, high, strict=True)))
+
+
+def _counts(values: tuple[float, ...]) -> tuple[float, float, float, float]:
+    forward, backward, calls, backward_calls = (max(0.0, value) for value in values)
+    return forward, backward, calls, backward_calls
 
 
 #: the line after which ``benchmarks/cost_reference.py`` writes the fitted data (keep it as it is)
@@ -37,8 +50,8 @@ GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs 
 RUNS: dict[str, str] = {
     "spatial": "2026-11-27, 8c37312: n = 100 and 500",
     "maps": "2026-11-27, 8c37312: n = 60 and 200",
-    "perceptual": "2026-11-29, 332d625: n = 50 and 200",
-    "propagation": "2026-11-29, 332d625: n = 20 and 100",
+    "perceptual": "2026-11-29, 332d625: n = 50, 100, 200, 400",
+    "propagation": "2026-11-29, 332d625: n = 20, 100",
 }
 #: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates REFERENCES holds)
 REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
@@ -50,95 +63,346 @@ REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
     "spatial": 0.00092,
     "maps": 0.00347,
-    "perceptual": 0.00417,
+    "perceptual": 0.00640,
     "propagation": 0.00658,
 }
 #: seconds outside every stage (loading, statistics, figures, report) per experiment
-OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1, "perceptual": 3.3, "propagation": 5.4}
-#: per experiment, per stage group, its work as a + b * n: StageWork(forward, backward, calls, backward_calls)
+OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1, "perceptual": 5.3, "propagation": 5.4}
+#: per experiment, per stage group, its counts in each reference run: (n, forward images, backward images,
+#: calls, backward calls)
 REFERENCES: dict[str, dict[str, StageWork]] = {
     "spatial": {
-        "adaptive/main": StageWork((238170.0, 25.67), (257564.5, 28.915), (6625.2, 0.048), (8867.0, 0.07)),
-        "adaptive/undefended": StageWork((46870.8, 14.633), (46113.8, 14.482), (3309.8, 0.013), (3275.8, 0.013)),
-        "attack/cw-l2": StageWork((0.0, 123.0), (0.0, 120.0), (61.5, 0.615), (60.0, 0.6)),
-        "attack/deepfool": StageWork((38.5, 12.665), (344.2, 86.918), (13.0, 0.12), (99.0, 0.9)),
-        "attack/fgsm": StageWork((0.0, 3.0), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
-        "attack/onepixel": StageWork((200.0, 0.0), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
-        "attack/pgd": StageWork((0.0, 22.0), (0.0, 20.0), (11.0, 0.11), (10.0, 0.1)),
-        "attack/pgd-l2": StageWork((0.0, 22.0), (0.0, 20.0), (11.0, 0.11), (10.0, 0.1)),
-        "baselines/blur": StageWork((4010.0, 5.56), (3772.0, 5.54), (1038.0, -0.02), (1027.0, -0.02)),
-        "baselines/jpeg": StageWork((1154.5, 53.745), (-68.5, 30.195), (3937.2, 14.318), (1012.2, 10.078)),
-        "baselines/noise": StageWork((232700.0, 20.2), (226240.0, 20.2), (1583.0, 0.0), (1515.0, 0.0)),
-        "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (0.5, 0.005), (0.0, 0.0)),
-        "defence/cw-l2": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
-        "defence/deepfool": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
-        "defence/fgsm": StageWork((0.0, 70.0), (0.0, 6.0), (35.0, 0.35), (3.0, 0.03)),
-        "defence/onepixel": StageWork((4400.0, 0.0), (300.0, 0.0), (44.0, 0.0), (3.0, 0.0)),
-        "defence/pgd": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
-        "defence/pgd-l2": StageWork((0.0, 44.0), (0.0, 3.0), (22.0, 0.22), (1.5, 0.015)),
-        "gate/budget": StageWork((11955.0, 2.89), (9900.0, 2.2), (85.0, 0.0), (70.0, 0.0)),
-        "gate/control": StageWork((2325.5, 177.755), (0.0, 0.0), (55.8, 0.172), (0.0, 0.0)),
-        "gate/gradcam": StageWork((22841.8, 43.273), (19119.0, 31.81), (350.5, 0.195), (167.5, 0.115)),
-        "gate/hirescam": StageWork((73062.5, 185.905), (55884.0, 129.16), (634.0, 0.97), (409.0, 0.57)),
-        "gate/inputxgrad": StageWork((11461.8, 34.803), (7959.0, 23.41), (104.5, 0.195), (47.5, 0.115)),
-        "maps/cw-l2": StageWork((24.0, 18.08), (24.0, 16.08), (1.8, 0.052), (0.8, 0.043)),
-        "maps/deepfool": StageWork((-16.0, 20.08), (-16.0, 18.08), (2.2, 0.058), (1.2, 0.048)),
-        "maps/fgsm": StageWork((-432.0, 25.84), (-432.0, 23.84), (0.8, 0.072), (-0.2, 0.062)),
-        "maps/onepixel": StageWork((2328.0, 4.0), (2128.0, 4.0), (9.8, 0.003), (7.8, 0.003)),
-        "maps/pgd": StageWork((40.0, 20.8), (40.0, 18.8), (2.0, 0.06), (1.0, 0.05)),
-        "maps/pgd-l2": StageWork((-8.0, 19.36), (-8.0, 17.36), (1.5, 0.055), (0.5, 0.045)),
-        "panel/gradcam": StageWork((0.5, 2.005), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
-        "panel/inputxgrad": StageWork((0.5, 2.005), (0.0, 1.0), (1.5, 0.015), (0.5, 0.005)),
-        "prior-classes": StageWork((20992.0, 0.0), (18992.0, 0.0), (126.0, 0.0), (114.0, 0.0)),
-        "roi": StageWork((0.0, 2.0), (0.0, 1.0), (1.0, 0.01), (0.5, 0.005)),
-        "sweep": StageWork((0.0, 96.0), (0.0, 4.0), (48.0, 0.48), (2.0, 0.02)),
+        "adaptive/main": StageWork((
+            (100, 240737, 260456, 6630, 8874),
+            (500, 251005, 272022, 6649.2, 8902),
+        )),
+        "adaptive/undefended": StageWork((
+            (100, 48334.1, 47562, 3311.1, 3277.1),
+            (500, 54187.3, 53354.8, 3316.3, 3282.3),
+        )),
+        "attack/cw-l2": StageWork((
+            (100, 12300, 12000, 123, 120),
+            (500, 61500, 60000, 369, 360),
+        )),
+        "attack/deepfool": StageWork((
+            (100, 1305, 9036, 25, 189),
+            (500, 6371, 43803.2, 73, 549),
+        )),
+        "attack/fgsm": StageWork((
+            (100, 300, 100, 3, 1),
+            (500, 1500, 500, 9, 3),
+        )),
+        "attack/onepixel": StageWork((
+            (100, 200, 0, 2, 0),
+            (500, 200, 0, 2, 0),
+        )),
+        "attack/pgd": StageWork((
+            (100, 2200, 2000, 22, 20),
+            (500, 11000, 10000, 66, 60),
+        )),
+        "attack/pgd-l2": StageWork((
+            (100, 2200, 2000, 22, 20),
+            (500, 11000, 10000, 66, 60),
+        )),
+        "baselines/blur": StageWork((
+            (100, 4566, 4326, 1036, 1025),
+            (500, 6790, 6542, 1028, 1017),
+        )),
+        "baselines/jpeg": StageWork((
+            (100, 6529, 2951, 5369, 2020),
+            (500, 28027, 15029, 11096.2, 6051.2),
+        )),
+        "baselines/noise": StageWork((
+            (100, 234720, 228260, 1583, 1515),
+            (500, 242800, 236340, 1583, 1515),
+        )),
+        "clean-pass": StageWork((
+            (100, 100, 0, 1, 0),
+            (500, 500, 0, 3, 0),
+        )),
+        "defence/cw-l2": StageWork((
+            (100, 4400, 300, 44, 3),
+            (500, 22000, 1500, 132, 9),
+        )),
+        "defence/deepfool": StageWork((
+            (100, 4400, 300, 44, 3),
+            (500, 22000, 1500, 132, 9),
+        )),
+        "defence/fgsm": StageWork((
+            (100, 7000, 600, 70, 6),
+            (500, 35000, 3000, 210, 18),
+        )),
+        "defence/onepixel": StageWork((
+            (100, 4400, 300, 44, 3),
+            (500, 4400, 300, 44, 3),
+        )),
+        "defence/pgd": StageWork((
+            (100, 4400, 300, 44, 3),
+            (500, 22000, 1500, 132, 9),
+        )),
+        "defence/pgd-l2": StageWork((
+            (100, 4400, 300, 44, 3),
+            (500, 22000, 1500, 132, 9),
+        )),
+        "gate/budget": StageWork((
+            (100, 12244, 10120, 85, 70),
+            (500, 13400, 11000, 85, 70),
+        )),
+        "gate/control": StageWork((
+            (100, 20101, 0, 73, 0),
+            (500, 91203, 0, 141.8, 0),
+        )),
+        "gate/gradcam": StageWork((
+            (100, 27169.1, 22300, 370, 179),
+            (500, 44478.3, 35024, 448, 225),
+        )),
+        "gate/hirescam": StageWork((
+            (100, 91653, 68800, 731, 466),
+            (500, 166015, 120464, 1119, 694),
+        )),
+        "gate/inputxgrad": StageWork((
+            (100, 14942.1, 10300, 124, 59),
+            (500, 28863.3, 19664, 202, 105),
+        )),
+        "maps/cw-l2": StageWork((
+            (100, 1832, 1632, 7, 5.1),
+            (500, 9064, 8064, 27.8, 22.3),
+        )),
+        "maps/deepfool": StageWork((
+            (100, 1992, 1792, 8, 6),
+            (500, 10024, 9024, 31.2, 25.2),
+        )),
+        "maps/fgsm": StageWork((
+            (100, 2152, 1952, 8, 6),
+            (500, 12488, 11488, 36.8, 30.8),
+        )),
+        "maps/onepixel": StageWork((
+            (100, 2728, 2528, 10.1, 8.1),
+            (500, 4328, 4128, 11.3, 9.3),
+        )),
+        "maps/pgd": StageWork((
+            (100, 2120, 1920, 8, 6),
+            (500, 10440, 9440, 32, 26),
+        )),
+        "maps/pgd-l2": StageWork((
+            (100, 1928, 1728, 7, 5),
+            (500, 9672, 8672, 29, 23),
+        )),
+        "panel/gradcam": StageWork((
+            (100, 201, 100, 3, 1),
+            (500, 1003, 500, 9, 3),
+        )),
+        "panel/inputxgrad": StageWork((
+            (100, 201, 100, 3, 1),
+            (500, 1003, 500, 9, 3),
+        )),
+        "prior-classes": StageWork((
+            (100, 20992, 18992, 126, 114),
+            (500, 20992, 18992, 126, 114),
+        )),
+        "roi": StageWork((
+            (100, 200, 100, 2, 1),
+            (500, 1000, 500, 6, 3),
+        )),
+        "sweep": StageWork((
+            (100, 9600, 400, 96, 4),
+            (500, 48000, 2000, 288, 12),
+        )),
     },
     "maps": {
-        "attack/cw-l2": StageWork((0.0, 123.0), (0.0, 120.0), (123.0, 0.0), (120.0, 0.0)),
-        "attack/deepfool": StageWork((34.0, 12.8), (284.1, 88.264), (20.7, 0.021), (150.4, 0.193)),
-        "attack/fgsm": StageWork((0.0, 3.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
-        "attack/onepixel": StageWork((85.7, 0.571), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
-        "attack/pgd": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
-        "attack/pgd-l2": StageWork((0.0, 22.0), (0.0, 20.0), (22.0, 0.0), (20.0, 0.0)),
-        "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (1.0, 0.0), (0.0, 0.0)),
-        "gate/budget": StageWork((4902.9, 42.486), (4085.7, 34.571), (33.6, 0.257), (27.1, 0.214)),
-        "gate/control": StageWork((1.0, 201.0), (0.0, 0.0), (50.6, 0.307), (0.0, 0.0)),
-        "gate/gradcam": StageWork((4305.1, 200.864), (4104.0, 154.6), (305.1, 0.714), (135.0, 0.45)),
-        "gate/hirescam": StageWork((7416.4, 792.993), (7344.0, 565.6), (404.7, 3.571), (245.4, 2.243)),
-        "gate/inputxgrad": StageWork((445.9, 142.086), (401.1, 96.314), (59.1, 0.714), (15.0, 0.45)),
-        "maps/cw-l2": StageWork((32.0, 18.0), (32.0, 16.0), (2.4, 0.043), (0.4, 0.043)),
-        "maps/deepfool": StageWork((45.7, 19.371), (45.7, 17.371), (3.4, 0.043), (1.4, 0.043)),
-        "maps/fgsm": StageWork((-196.6, 23.943), (-196.6, 21.943), (3.0, 0.05), (1.0, 0.05)),
-        "maps/onepixel": StageWork((885.7, 10.171), (800.0, 9.6), (4.3, 0.029), (2.3, 0.029)),
-        "maps/pgd": StageWork((-59.4, 21.657), (-59.4, 19.657), (1.6, 0.057), (-0.4, 0.057)),
-        "maps/pgd-l2": StageWork((-59.4, 20.057), (-59.4, 18.057), (2.4, 0.043), (0.4, 0.043)),
-        "panel/gradcam": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
-        "panel/inputxgrad": StageWork((1.0, 2.0), (0.0, 1.0), (3.0, 0.0), (1.0, 0.0)),
-        "roi": StageWork((0.0, 2.0), (0.0, 1.0), (2.0, 0.0), (1.0, 0.0)),
+        "attack/cw-l2": StageWork((
+            (60, 7380, 7200, 123, 120),
+            (200, 24600, 24000, 123, 120),
+        )),
+        "attack/deepfool": StageWork((
+            (60, 802, 5579.9, 22, 162),
+            (200, 2594, 17936.9, 24.9, 189),
+        )),
+        "attack/fgsm": StageWork((
+            (60, 180, 60, 3, 1),
+            (200, 600, 200, 3, 1),
+        )),
+        "attack/onepixel": StageWork((
+            (60, 120, 0, 2, 0),
+            (200, 199.9, 0, 2, 0),
+        )),
+        "attack/pgd": StageWork((
+            (60, 1320, 1200, 22, 20),
+            (200, 4400, 4000, 22, 20),
+        )),
+        "attack/pgd-l2": StageWork((
+            (60, 1320, 1200, 22, 20),
+            (200, 4400, 4000, 22, 20),
+        )),
+        "clean-pass": StageWork((
+            (60, 60, 0, 1, 0),
+            (200, 200, 0, 1, 0),
+        )),
+        "gate/budget": StageWork((
+            (60, 7452.1, 6160, 49, 39.9),
+            (200, 13400.1, 10999.9, 85, 69.9),
+        )),
+        "gate/control": StageWork((
+            (60, 12061, 0, 69, 0),
+            (200, 40201, 0, 112, 0),
+        )),
+        "gate/gradcam": StageWork((
+            (60, 16356.9, 13380, 347.9, 162),
+            (200, 44477.9, 35024, 447.9, 225),
+        )),
+        "gate/hirescam": StageWork((
+            (60, 54996, 41280, 619, 380),
+            (200, 166015, 120464, 1118.9, 694),
+        )),
+        "gate/inputxgrad": StageWork((
+            (60, 8971.1, 6179.9, 101.9, 42),
+            (200, 28863.1, 19663.9, 201.9, 105),
+        )),
+        "maps/cw-l2": StageWork((
+            (60, 1112, 992, 5, 3),
+            (200, 3632, 3232, 11, 9),
+        )),
+        "maps/deepfool": StageWork((
+            (60, 1208, 1088, 6, 4),
+            (200, 3919.9, 3519.9, 12, 10),
+        )),
+        "maps/fgsm": StageWork((
+            (60, 1240, 1120, 6, 4),
+            (200, 4592, 4192, 13, 11),
+        )),
+        "maps/onepixel": StageWork((
+            (60, 1496, 1376, 6, 4),
+            (200, 2919.9, 2720, 10.1, 8.1),
+        )),
+        "maps/pgd": StageWork((
+            (60, 1240, 1120, 5, 3),
+            (200, 4272, 3872, 13, 11),
+        )),
+        "maps/pgd-l2": StageWork((
+            (60, 1144, 1024, 5, 3),
+            (200, 3952, 3552, 11, 9),
+        )),
+        "panel/gradcam": StageWork((
+            (60, 121, 60, 3, 1),
+            (200, 401, 200, 3, 1),
+        )),
+        "panel/inputxgrad": StageWork((
+            (60, 121, 60, 3, 1),
+            (200, 401, 200, 3, 1),
+        )),
+        "roi": StageWork((
+            (60, 120, 60, 2, 1),
+            (200, 400, 200, 2, 1),
+        )),
     },
     "perceptual": {
-        "attack/pgd": StageWork((0.0, 52.0), (0.0, 50.0), (34.7, 0.347), (33.3, 0.333)),
-        "attack/ssim-ball": StageWork((0.0, 53.0), (0.0, 51.0), (35.3, 0.353), (34.0, 0.34)),
-        "calibration": StageWork((17333.3, 225.333), (16666.7, 216.667), (554.7, 0.347), (533.3, 0.333)),
-        "cam": StageWork((0.0, 1.0), (0.0, 1.0), (0.7, 0.007), (0.7, 0.007)),
-        "clean-pass": StageWork((0.0, 1.0), (0.0, 0.0), (0.7, 0.007), (0.0, 0.0)),
-        "curve/ssim-ball": StageWork((8833.3, 88.333), (8500.0, 85.0), (265.0, 0.0), (255.0, 0.0)),
-        "gate/budget": StageWork((3696.0, 48.52), (3080.0, 39.6), (68.7, 0.327), (56.7, 0.267)),
-        "gate/control": StageWork((0.7, 177.007), (0.0, 0.0), (4.3, 0.193), (0.0, 0.0)),
-        "gate/hirescam": StageWork((5723.0, 260.76), (5712.0, 213.76), (180.7, 3.067), (162.0, 2.52)),
-        "geometry/pgd": StageWork((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
-        "geometry/ssim-ball": StageWork((0.0, 0.0), (0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
+        "attack/pgd": StageWork((
+            (50, 2600, 2500, 52, 50),
+            (100, 5200, 5000, 52, 50),
+            (200, 10400, 10000, 104, 100),
+            (400, 20800, 20000, 208, 200),
+        )),
+        "attack/ssim-ball": StageWork((
+            (50, 2650, 2550, 53, 51),
+            (100, 5300, 5100, 53, 51),
+            (200, 10600, 10200, 106, 102),
+            (400, 21200, 20400, 212, 204),
+        )),
+        "calibration": StageWork((
+            (50, 28600, 27500, 572, 550),
+            (100, 57200, 55000, 572, 550),
+            (200, 62400, 60000, 624, 600),
+            (400, 62400, 60000, 624, 600),
+        )),
+        "cam": StageWork((
+            (50, 50, 50, 1, 1),
+            (100, 100, 100, 1, 1),
+            (200, 200, 200, 2, 2),
+            (400, 400, 400, 4, 4),
+        )),
+        "clean-pass": StageWork((
+            (50, 50, 0, 1, 0),
+            (100, 100, 0, 1, 0),
+            (200, 200, 0, 2, 0),
+            (400, 400, 0, 4, 0),
+        )),
+        "curve/ssim-ball": StageWork((
+            (50, 13250, 12750, 265, 255),
+            (100, 26500, 25500, 265, 255),
+            (200, 26500, 25500, 265, 255),
+            (400, 26500, 25500, 265, 255),
+        )),
+        "gate/budget": StageWork((
+            (50, 6122, 5060, 85, 70),
+            (100, 12244, 10120, 133, 110),
+            (200, 13400, 11000, 134, 110),
+            (400, 13400, 11000, 134, 110),
+        )),
+        "gate/control": StageWork((
+            (50, 8851, 0, 14, 0),
+            (100, 17701, 0, 25, 0),
+            (200, 35402, 0, 43, 0),
+            (400, 68354, 0, 51, 0),
+        )),
+        "gate/hirescam": StageWork((
+            (50, 18761, 16400, 334, 288),
+            (100, 37511, 32800, 419, 338),
+            (200, 57875, 48464, 794, 666),
+            (400, 37325, 34964, 572, 526),
+        )),
+        "geometry/pgd": StageWork((
+            (50, 0, 0, 0, 0),
+            (100, 0, 0, 0, 0),
+            (200, 0, 0, 0, 0),
+            (400, 0, 0, 0, 0),
+        )),
+        "geometry/ssim-ball": StageWork((
+            (50, 0, 0, 0, 0),
+            (100, 0, 0, 0, 0),
+            (200, 0, 0, 0, 0),
+            (400, 0, 0, 0, 0),
+        )),
     },
     "propagation": {
-        "attack/k1": StageWork((0.0, 2.0), (0.0, 0.0), (2.0, 0.0), (0.0, 0.0)),
-        "attack/k3": StageWork((4275.0, 1738.25), (0.0, 0.0), (35.2, 6.737), (0.0, 0.0)),
-        "attack/k5": StageWork((4675.0, 1643.25), (0.0, 0.0), (30.5, 6.425), (0.0, 0.0)),
-        "locality/k1": StageWork((-306.0, 15.3), (0.0, 0.0), (-1.2, 0.062), (0.0, 0.0)),
-        "locality/k3": StageWork((-336.5, 32.125), (0.0, 0.0), (-0.5, 0.125), (0.0, 0.0)),
-        "locality/k5": StageWork((-408.2, 51.013), (0.0, 0.0), (-1.0, 0.2), (0.0, 0.0)),
-        "propagation/k1": StageWork((-8.0, 0.4), (0.0, 0.0), (-2.0, 0.1), (0.0, 0.0)),
-        "propagation/k3": StageWork((-12.0, 1.0), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
-        "propagation/k5": StageWork((-18.0, 1.7), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
-        "random": StageWork((0.0, 8.0), (0.0, 0.0), (8.0, 0.0), (0.0, 0.0)),
+        "attack/k1": StageWork((
+            (20, 40, 0, 2, 0),
+            (100, 200, 0, 2, 0),
+        )),
+        "attack/k3": StageWork((
+            (20, 39040, 0, 170, 0),
+            (100, 178100, 0, 709, 0),
+        )),
+        "attack/k5": StageWork((
+            (20, 37540, 0, 159, 0),
+            (100, 169000, 0, 673, 0),
+        )),
+        "locality/k1": StageWork((
+            (20, 0, 0, 0, 0),
+            (100, 1224, 0, 5, 0),
+        )),
+        "locality/k3": StageWork((
+            (20, 306, 0, 2, 0),
+            (100, 2876, 0, 12, 0),
+        )),
+        "locality/k5": StageWork((
+            (20, 612, 0, 3, 0),
+            (100, 4693, 0, 19, 0),
+        )),
+        "propagation/k1": StageWork((
+            (20, 0, 0, 0, 0),
+            (100, 32, 0, 8, 0),
+        )),
+        "propagation/k3": StageWork((
+            (20, 8, 0, 8, 0),
+            (100, 88, 0, 8, 0),
+        )),
+        "propagation/k5": StageWork((
+            (20, 16, 0, 8, 0),
+            (100, 152, 0, 8, 0),
+        )),
+        "random": StageWork((
+            (20, 160, 0, 8, 0),
+            (100, 800, 0, 8, 0),
+        )),
     },
 }

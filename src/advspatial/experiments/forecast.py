@@ -4,10 +4,10 @@ priced at this model's measured cost per call on this machine.
 Why: a measurement of several minutes should not start silent. A run's time is its classifier calls and the images
 they carry (:mod:`advspatial.passes`); what changes between models is the price of a call. So the forecast takes the
 work of the experiment's reference runs (:mod:`.cost_references`: per stage group, forward and backward images and
-calls as ``a + b * n``, fitted on the default model at two n), prices it with a call of this model timed here at one
-image and at the run's batch (:func:`measure_price`: a fixed cost per call plus a cost per image, forward and
-backward), adds the framework's own CPU per call and the time outside the stages as the reference runs measured
-them, and names the stage group that dominates.
+calls in each reference run on the default model, followed between their n), prices it with a call of this model
+timed here at one image and at the run's batch (:func:`measure_price`: a fixed cost per call plus a cost per image,
+forward and backward), adds the framework's own CPU per call and the time outside the stages as the reference runs
+measured them, and names the stage group that dominates.
 
 What it cannot know: how many images an attack leaves standing on this model (an attack that succeeds sooner makes
 fewer passes), settings other than the defaults (the forecast then says it is for the default settings), and other
@@ -190,10 +190,13 @@ def reference_work(experiment: str, explainers: Explainers | None = None) -> dic
 
 
 def mean_work(works: list[StageWork]) -> StageWork:
-    """The mean of ``works``, count by count."""
-    def mean(pairs: list[tuple[float, float]]) -> tuple[float, float]:
-        return (statistics.fmean(a for a, _ in pairs), statistics.fmean(b for _, b in pairs))
-    return StageWork(*(mean([getattr(w, f.name) for w in works]) for f in dataclasses.fields(StageWork)))
+    """The mean of ``works`` (stage groups of the same reference runs), count by count at each run's n."""
+    runs = [[point[0] for point in work.points] for work in works]
+    if any(ns != runs[0] for ns in runs):
+        raise ValueError(f"stage groups of different reference runs (n = {runs}) have no mean")
+    return StageWork(tuple(
+        (points[0][0], *(statistics.fmean(point[i] for point in points) for i in range(1, len(points[0]))))
+        for points in zip(*(work.points for work in works), strict=True)))
 
 
 def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float) -> float:
