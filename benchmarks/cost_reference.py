@@ -34,11 +34,9 @@ FIELDS = ("forward", "backward", "calls", "backward_calls")
 #: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
 MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
-
-
 #: one experiment's reference: per stage group its counts per run (n, forward, backward, calls, backward calls),
-#: the non-model CPU per call, the seconds outside the stages
-Fit = tuple[dict[str, list[tuple[float, ...]]], float, float]
+#: the non-model CPU per call, the seconds outside the stages per run (n, seconds)
+Fit = tuple[dict[str, list[tuple[float, ...]]], float, list[tuple[float, float]]]
 
 
 def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
@@ -81,8 +79,8 @@ def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
 
 def fit(runs: list[Path], run_cpu: float | None = None) -> Fit:
     """Per stage group its counts in each run (ascending n; 0 where a run has no such stage), the non-model CPU per
-    call and the seconds outside the stages (the largest run's CPU seconds, ``run_cpu`` when given, less its
-    stages')."""
+    call of the largest run, and the seconds outside the stages of each run that records its CPU seconds (its CPU
+    seconds less its stages'; ``run_cpu``: the largest run's, for one that records none)."""
     ledgers = sorted((ledger(run) + (run,) for run in runs), key=lambda item: item[1])
     if len(ledgers) < 2 or len({n for _, n, _, _ in ledgers}) < len(ledgers):
         raise SystemExit(f"give two or more runs of different n (got n = {[n for _, n, _, _ in ledgers]})")
@@ -98,7 +96,10 @@ def fit(runs: list[Path], run_cpu: float | None = None) -> Fit:
     non_model = total.non_model_seconds_per_call()
     if non_model is None:
         raise SystemExit(f"{largest / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")
-    return fitted, non_model, max(0.0, run_cpu - total.cpu_seconds)
+    cpus = [(p, n, run_cpu if run is largest else cpu) for p, n, cpu, run in ledgers]
+    outside = [(float(n), round(max(0.0, cpu - PassCount.from_dict(p).cpu_seconds), 1))
+               for p, n, cpu in cpus if cpu is not None]
+    return fitted, non_model, outside
 
 
 def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tuple[str, ...]]],
@@ -120,8 +121,12 @@ def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tup
     lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
                  "runs, one thread)")
     lines.extend(mapping("NON_MODEL_SECONDS_PER_CALL: dict[str, float]", {n: f"{f[1]:.5f}" for n, f in fits.items()}))
-    lines.append("#: seconds outside every stage (loading, statistics, figures, report) per experiment")
-    lines.extend(mapping("OUTSIDE_STAGES_SECONDS: dict[str, float]", {n: f"{f[2]:.1f}" for n, f in fits.items()}))
+    lines.append("#: per experiment, the seconds outside every stage (loading, statistics, figures, report) in each "
+                 "reference")
+    lines.append("#: run: (n, seconds)")
+    lines.extend(mapping("OUTSIDE_STAGES_SECONDS: dict[str, tuple[tuple[float, float], ...]]", {
+        name: "(" + " ".join(f"({number(n)}, {seconds:.1f})," for n, seconds in f[2]) + ")"
+        for name, f in fits.items()}))
     lines.append("#: per experiment, per stage group, its counts in each reference run: (n, forward images, "
                  "backward images,")
     lines.append("#: calls, backward calls)")
@@ -154,9 +159,11 @@ def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]],
     """The module's data as it is (fits, roles, runs): what a new fit of other experiments keeps."""
     from advspatial.experiments import cost_references as module
 
-    fits = {name: ({group: [tuple(point) for point in work.points] for group, work in groups.items()},
-                   module.NON_MODEL_SECONDS_PER_CALL[name], module.OUTSIDE_STAGES_SECONDS[name])
-            for name, groups in module.REFERENCES.items()}
+    fits: dict[str, Fit] = {
+        name: ({group: [tuple(point) for point in work.points] for group, work in groups.items()},
+               module.NON_MODEL_SECONDS_PER_CALL[name],
+               [(float(n), float(seconds)) for n, seconds in module.OUTSIDE_STAGES_SECONDS[name]])
+        for name, groups in module.REFERENCES.items()}
     roles = {name: (module.REFERENCE_ROI[name], module.REFERENCE_PANEL[name]) for name in module.REFERENCE_ROI}
     return fits, roles, dict(module.RUNS)
 

@@ -33,8 +33,9 @@ def test_the_module_is_written_back_byte_for_byte_from_its_own_data() -> None:
 def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None:
     target = tmp_path / "cost_references.py"
     target.write_text(MODULE.read_text())
-    fits = {"spatial": ({"attack/pgd": [(10, 21, 15, 4, 0.5), (50, 101, 75, 8, 2.5)]}, 0.00123, 4.5),
-            "propagation": ({"random": [(20, 160, 0, 8, 0), (100, 800, 0, 40, 0)]}, 0.002, 1.0)}
+    fits = {"spatial": ({"attack/pgd": [(10, 21, 15, 4, 0.5), (50, 101, 75, 8, 2.5)]}, 0.00123, [(50.0, 4.5)]),
+            "propagation": ({"random": [(20, 160, 0, 8, 0), (100, 800, 0, 40, 0)]}, 0.002,
+                            [(20.0, 1.0), (100.0, 2.5)])}
     roles = {"spatial": ("gradcam", ("gradcam",))}
     runs = {"spatial": "today, abc1234: n = 10, 50", "propagation": "today, abc1234: n = 20, 100"}
     text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, runs)
@@ -43,7 +44,7 @@ def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None
     assert namespace["REFERENCE_ROI"] == {"spatial": "gradcam"}  # an experiment without a panel has no roles
     assert namespace["REFERENCE_PANEL"] == {"spatial": ("gradcam",)}
     assert namespace["NON_MODEL_SECONDS_PER_CALL"] == {"spatial": 0.00123, "propagation": 0.002}
-    assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": 4.5, "propagation": 1.0}
+    assert namespace["OUTSIDE_STAGES_SECONDS"] == {"spatial": ((50, 4.5),), "propagation": ((20, 1.0), (100, 2.5))}
     work = namespace["REFERENCES"]["spatial"]["attack/pgd"]
     assert list(namespace["REFERENCES"]) == ["spatial", "propagation"] and work.at(10) == (21.0, 15.0, 4.0, 0.5)
     assert work.at(30) == (61.0, 45.0, 6.0, 1.5)
@@ -66,6 +67,7 @@ def test_fitting_one_experiment_keeps_every_other_experiments_data(tmp_path: Pat
     attack = namespace["REFERENCES"]["toy"]["attack/k1"]
     assert attack.points == ((10, 50, 0, 12, 0), (50, 250, 0, 32, 0), (90, 450, 0, 32, 0))  # ascending n
     assert attack.at(30) == (150.0, 0.0, 22.0, 0.0) and attack.at(200) == (1000.0, 0.0, 32.0, 0.0)
+    assert namespace["OUTSIDE_STAGES_SECONDS"]["toy"] == ((10, 1.0), (50, 1.0), (90, 1.0))  # each run: 3 CPU-s less 2
 
 
 def test_runs_of_one_n_are_refused(tmp_path: Path) -> None:

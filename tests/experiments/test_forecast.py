@@ -21,7 +21,7 @@ def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
                  "attack/pgd": StageWork(((50, 1000, 500, 5, 5), (200, 4000, 2000, 20, 20)))}  # per image
     monkeypatch.setitem(fc.REFERENCES, "toy", reference)
     monkeypatch.setitem(fc.NON_MODEL_SECONDS_PER_CALL, "toy", 0.01)
-    monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", 3.0)
+    monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", ((50, 2.0), (200, 5.0)))  # 3.0 at n = 100
     price = fc.CallPrice(forward_fixed=0.1, forward_per_image=0.001, backward_fixed=0.2, backward_per_image=0.002)
     result = fc.forecast("toy", 100, price)
     adaptive = 10 * 0.1 + 1000 * 0.001 + 5 * 0.2 + 500 * 0.002 + 15 * 0.01

@@ -13,6 +13,7 @@ measured on: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: one reference run's counts of a stage group: (n, forward images, backward images, forward calls, backward calls)
@@ -28,18 +29,21 @@ class StageWork:
 
     def at(self, n: int) -> tuple[float, float, float, float]:
         """(forward images, backward images, forward calls, backward calls) on ``n`` images."""
-        if len(self.points) == 1:
-            return _counts(self.points[0][1:])
-        ns = [point[0] for point in self.points]
-        right = min(max(bisect.bisect_left(ns, n), 1), len(ns) - 1)
-        (n0, *low), (n1, *high) = self.points[right - 1], self.points[right]
-        share = (n - n0) / (n1 - n0)
-        return _counts(tuple(a + share * (b - a) for a, b in zip(low, high, strict=True)))
+        forward, backward, calls, backward_calls = follow(self.points, n)
+        return forward, backward, calls, backward_calls
 
 
-def _counts(values: tuple[float, ...]) -> tuple[float, float, float, float]:
-    forward, backward, calls, backward_calls = (max(0.0, value) for value in values)
-    return forward, backward, calls, backward_calls
+def follow(points: Sequence[Sequence[float]], n: float) -> tuple[float, ...]:
+    """The values of ``points`` (``(n, value, ...)`` per reference run, ascending in n) at ``n``: on the straight
+    segment between the runs around it, the first or last segment beyond them, one run's values for one run; never
+    below 0."""
+    if len(points) == 1:
+        return tuple(max(0.0, value) for value in points[0][1:])
+    ns = [point[0] for point in points]
+    right = min(max(bisect.bisect_left(ns, n), 1), len(ns) - 1)
+    (n0, *low), (n1, *high) = points[right - 1], points[right]
+    share = (n - n0) / (n1 - n0)
+    return tuple(max(0.0, a + share * (b - a)) for a, b in zip(low, high, strict=True))
 
 
 #: the line after which ``benchmarks/cost_reference.py`` writes the fitted data (keep it as it is)
@@ -49,8 +53,8 @@ GENERATED_BELOW = "# ---- written by benchmarks/cost_reference.py from the runs 
 #: per experiment, its reference runs (date, commit and n)
 RUNS: dict[str, str] = {
     "spatial": "2026-11-27, 8c37312: n = 100 and 500",
-    "maps": "2026-11-27, 8c37312: n = 60 and 200",
-    "perceptual": "2026-11-29, 332d625: n = 50, 100, 200, 400",
+    "maps": "2026-11-29, d379580: n = 60, 128, 200, 500",
+    "perceptual": "2026-11-29, 332d625 to d379580 (no change to the experiment between): n = 50, 100, 200, 400",
     "propagation": "2026-11-29, 332d625: n = 20, 100",
 }
 #: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates REFERENCES holds)
@@ -62,12 +66,18 @@ REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
     "spatial": 0.00092,
-    "maps": 0.00347,
+    "maps": 0.00490,
     "perceptual": 0.00640,
     "propagation": 0.00658,
 }
-#: seconds outside every stage (loading, statistics, figures, report) per experiment
-OUTSIDE_STAGES_SECONDS: dict[str, float] = {"spatial": 14.2, "maps": 8.1, "perceptual": 5.3, "propagation": 5.4}
+#: per experiment, the seconds outside every stage (loading, statistics, figures, report) in each reference
+#: run: (n, seconds)
+OUTSIDE_STAGES_SECONDS: dict[str, tuple[tuple[float, float], ...]] = {
+    "spatial": ((500, 14.2),),
+    "maps": ((60, 8.7), (128, 13.3), (200, 13.5), (500, 33.7),),
+    "perceptual": ((50, 2.4), (100, 3.3), (200, 3.3), (400, 5.3),),
+    "propagation": ((20, 3.4), (100, 5.4),),
+}
 #: per experiment, per stage group, its counts in each reference run: (n, forward images, backward images,
 #: calls, backward calls)
 REFERENCES: dict[str, dict[str, StageWork]] = {
@@ -212,87 +222,129 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
     "maps": {
         "attack/cw-l2": StageWork((
             (60, 7380, 7200, 123, 120),
+            (128, 15744, 15360, 123, 120),
             (200, 24600, 24000, 123, 120),
+            (500, 61500, 60000, 369, 360),
         )),
         "attack/deepfool": StageWork((
-            (60, 802, 5579.9, 22, 162),
-            (200, 2594, 17936.9, 24.9, 189),
+            (60, 802, 5580, 22, 162),
+            (128, 1681, 11664, 25, 189),
+            (200, 2594, 17937, 25, 189),
+            (500, 6371, 43803, 73, 549),
         )),
         "attack/fgsm": StageWork((
             (60, 180, 60, 3, 1),
+            (128, 384, 128, 3, 1),
             (200, 600, 200, 3, 1),
+            (500, 1500, 500, 9, 3),
         )),
         "attack/onepixel": StageWork((
             (60, 120, 0, 2, 0),
-            (200, 199.9, 0, 2, 0),
+            (128, 200, 0, 2, 0),
+            (200, 200, 0, 2, 0),
+            (500, 200, 0, 2, 0),
         )),
         "attack/pgd": StageWork((
             (60, 1320, 1200, 22, 20),
+            (128, 2816, 2560, 22, 20),
             (200, 4400, 4000, 22, 20),
+            (500, 11000, 10000, 66, 60),
         )),
         "attack/pgd-l2": StageWork((
             (60, 1320, 1200, 22, 20),
+            (128, 2816, 2560, 22, 20),
             (200, 4400, 4000, 22, 20),
+            (500, 11000, 10000, 66, 60),
         )),
         "clean-pass": StageWork((
             (60, 60, 0, 1, 0),
+            (128, 128, 0, 1, 0),
             (200, 200, 0, 1, 0),
+            (500, 500, 0, 3, 0),
         )),
         "gate/budget": StageWork((
-            (60, 7452.1, 6160, 49, 39.9),
-            (200, 13400.1, 10999.9, 85, 69.9),
+            (60, 7452, 6160, 49, 40),
+            (128, 13328, 11000, 85, 70),
+            (200, 13400, 11000, 85, 70),
+            (500, 13400, 11000, 85, 70),
         )),
         "gate/control": StageWork((
             (60, 12061, 0, 69, 0),
+            (128, 25729, 0, 106, 0),
             (200, 40201, 0, 112, 0),
+            (500, 91203, 0, 142, 0),
         )),
         "gate/gradcam": StageWork((
-            (60, 16356.9, 13380, 347.9, 162),
-            (200, 44477.9, 35024, 447.9, 225),
+            (60, 16357, 13380, 348, 162),
+            (128, 34737, 28544, 405, 192),
+            (200, 44478, 35024, 448, 225),
+            (500, 44478, 35024, 448, 225),
         )),
         "gate/hirescam": StageWork((
             (60, 54996, 41280, 619, 380),
-            (200, 166015, 120464, 1118.9, 694),
+            (128, 117313, 88064, 906, 530),
+            (200, 166015, 120464, 1119, 694),
+            (500, 166015, 120464, 1119, 694),
         )),
         "gate/inputxgrad": StageWork((
-            (60, 8971.1, 6179.9, 101.9, 42),
-            (200, 28863.1, 19663.9, 201.9, 105),
+            (60, 8971, 6180, 102, 42),
+            (128, 19122, 13184, 159, 72),
+            (200, 28863, 19664, 202, 105),
+            (500, 28863, 19664, 202, 105),
         )),
         "maps/cw-l2": StageWork((
             (60, 1112, 992, 5, 3),
+            (128, 2336, 2080, 7, 5),
             (200, 3632, 3232, 11, 9),
+            (500, 9064, 8064, 28, 22),
         )),
         "maps/deepfool": StageWork((
             (60, 1208, 1088, 6, 4),
-            (200, 3919.9, 3519.9, 12, 10),
+            (128, 2528, 2272, 8, 6),
+            (200, 3920, 3520, 12, 10),
+            (500, 10024, 9024, 31, 25),
         )),
         "maps/fgsm": StageWork((
             (60, 1240, 1120, 6, 4),
+            (128, 2816, 2560, 8, 6),
             (200, 4592, 4192, 13, 11),
+            (500, 12488, 11488, 37, 31),
         )),
         "maps/onepixel": StageWork((
             (60, 1496, 1376, 6, 4),
-            (200, 2919.9, 2720, 10.1, 8.1),
+            (128, 2920, 2720, 10, 8),
+            (200, 2920, 2720, 10, 8),
+            (500, 4328, 4128, 11, 9),
         )),
         "maps/pgd": StageWork((
-            (60, 1240, 1120, 5, 3),
-            (200, 4272, 3872, 13, 11),
+            (60, 1112, 992, 5, 3),
+            (128, 2560, 2304, 8, 6),
+            (200, 3888, 3488, 12, 10),
+            (500, 9512, 8512, 30, 24),
         )),
         "maps/pgd-l2": StageWork((
             (60, 1144, 1024, 5, 3),
-            (200, 3952, 3552, 11, 9),
+            (128, 2816, 2560, 8, 6),
+            (200, 4272, 3872, 13, 11),
+            (500, 10152, 9152, 31, 25),
         )),
         "panel/gradcam": StageWork((
             (60, 121, 60, 3, 1),
+            (128, 257, 128, 3, 1),
             (200, 401, 200, 3, 1),
+            (500, 1003, 500, 9, 3),
         )),
         "panel/inputxgrad": StageWork((
             (60, 121, 60, 3, 1),
+            (128, 257, 128, 3, 1),
             (200, 401, 200, 3, 1),
+            (500, 1003, 500, 9, 3),
         )),
         "roi": StageWork((
             (60, 120, 60, 2, 1),
+            (128, 256, 128, 2, 1),
             (200, 400, 200, 2, 1),
+            (500, 1000, 500, 6, 3),
         )),
     },
     "perceptual": {

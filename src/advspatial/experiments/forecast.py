@@ -48,6 +48,7 @@ from .cost_references import (
     REFERENCE_ROI,
     REFERENCES,
     StageWork,
+    follow,
 )
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
@@ -166,7 +167,7 @@ def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers |
         by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price,
                                                               NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
     dominant = max(by_group, key=lambda g: by_group[g])
-    total = sum(by_group.values()) + OUTSIDE_STAGES_SECONDS.get(experiment, 0.0)
+    total = sum(by_group.values()) + follow(OUTSIDE_STAGES_SECONDS.get(experiment, ((0, 0.0),)), n)[0]
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
 
 
