@@ -134,12 +134,25 @@ def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tup
     for name, (fitted, _, _) in fits.items():
         lines.append(f'    "{name}": {{')
         for group, points in fitted.items():
-            lines.append(f'        "{group}": StageWork((')
-            lines.extend(f"            ({', '.join(number(value) for value in point)})," for point in points)
-            lines.append("        )),")
+            lines.extend(stage_work(group, points))
         lines.append("    },")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def stage_work(group: str, points: list[tuple[float, ...]]) -> list[str]:
+    """One stage group's line (or lines: its runs packed into lines of at most 120 characters)."""
+    written = [f"({', '.join(number(value) for value in point)})," for point in points]
+    one_line = f'        "{group}": StageWork(({" ".join(written)})),'
+    if len(one_line) <= 120:
+        return [one_line]
+    lines, line = [f'        "{group}": StageWork(('], "           "
+    for point in written:
+        if len(line) + 1 + len(point) > 120:
+            lines.append(line)
+            line = "           "
+        line += " " + point
+    return [*lines, line, "        )),"]
 
 
 def number(value: float) -> str:
