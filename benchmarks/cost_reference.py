@@ -213,7 +213,7 @@ def main() -> None:
         roles.pop(name, None)
         if (own := explainers(runs_of[-1])) is not None:
             roles[name] = own
-        sizes = ", ".join(str(n) for n in sorted(ledger(run)[1] for run in runs_of))
+        sizes = ", ".join(number(point[0]) for point in next(iter(fits[name][0].values())))  # the runs' n, ascending
         runs[name] = f"{args.source}: n = {sizes}" if args.source else f"n = {sizes}"
     args.output.write_text(module_text(kept_head(args.output), fits, roles, runs))
     print(f"wrote {args.output}")
