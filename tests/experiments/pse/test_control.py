@@ -63,3 +63,35 @@ def test_control_shares_check_their_inputs() -> None:
         control_shares(model, x[:1], x_adv[:1], observed, None, seed=0)
     with pytest.raises(AdvspatialError):
         control_shares(model, x, x_adv, observed, None, seed=0, draws=0)
+
+
+def test_control_of_square_groups_goes_incrementally_and_equals_its_full_passes(monkeypatch) -> None:
+    """With the observed result's block the control's pairs take the incremental evaluator (one call per draw)
+    and give the shares of full forward passes over the same groups; a block that does not give the observed
+    groups is refused."""
+    from advspatial.analysis import pse_incremental
+    from advspatial.models.cifar_resnet import cifar_resnet
+
+    model = cifar_resnet(8).eval()
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 3, 8, 8, generator=gen)
+    x_adv = (x + 0.2 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    y, t = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
+    observed = promotion_suppression(model, x, x_adv, y, t, block=2, noise_floor=0.01)
+    ids = torch.tensor([5, 6, 7])
+    calls: list[int] = []
+    original = pse_incremental.BlockEvaluator.logits
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    full = control_shares(model, x, x_adv, observed, ids, seed=1, draws=2)
+    assert calls == []
+    fast = control_shares(model, x, x_adv, observed, ids, seed=1, draws=2, block=2)
+    assert calls == [1, 1]
+    torch.testing.assert_close(fast, full, atol=1e-6, rtol=0)
+    assert float(full[:, :4].sum()) > 0  # some groups are typed: a comparison with content
+    with pytest.raises(AdvspatialError, match="block=4 does not give"):
+        control_shares(model, x, x_adv, observed, ids, seed=1, block=4)

@@ -40,9 +40,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...analysis.pse import promotion_suppression
+from ...analysis.pse import block_labels, promotion_suppression
 from ...analysis.pse_types import TYPE_NAMES, UNPERTURBED, UNTYPED, PSEResult, typed_groups
-from ...errors import ShapeError, check_range
+from ...errors import ConfigError, ShapeError, check_range
 from ...runtime import sample_generator, sample_ids_or_range, stream_seed
 
 #: the shares of :func:`energy_shares`, in column order: the four types, then the untyped groups
@@ -93,23 +93,31 @@ def random_signs(delta: torch.Tensor, sample_ids: torch.Tensor | None, seed: int
 
 
 def control_shares(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, observed: PSEResult,
-                   sample_ids: torch.Tensor | None, seed: int, draws: int = 3, batch_size: int = 256) -> torch.Tensor:
+                   sample_ids: torch.Tensor | None, seed: int, draws: int = 3, batch_size: int = 256,
+                   block: int | None = None) -> torch.Tensor:
     """(N,5) :func:`energy_shares` of the random-sign control of ``δ = x_adv − x``, averaged over ``draws`` draws.
 
     Each draw is measured like ``observed`` (its groups, method, variant, κ, atol and pre-specified target
-    class) and typed with ``observed``'s absolute noise floor (module docstring).
+    class) and typed with ``observed``'s absolute noise floor (module docstring). ``block``: ``observed``'s groups
+    are the ``block × block`` squares (:func:`~advspatial.analysis.pse.block_labels`), so the control's pairs go
+    by incremental evaluation on a CPU as the observed ones did (:mod:`~advspatial.analysis.pse_incremental`;
+    logits equal to full passes' to about 1e-5); None: ``observed.labels`` as given, by full forward passes.
     """
     check_range("draws", draws, 1)
     if x.shape != x_adv.shape or x.shape[0] != len(observed):
         raise ShapeError(f"x and x_adv must be ({len(observed)},C,H,W) like the observed result, got "
                          f"{tuple(x.shape)} and {tuple(x_adv.shape)}")
     floor = observed.floor if observed.floor is not None else torch.zeros(len(observed))
+    groups = observed.labels if block is None else None
+    if block is not None and len(observed) and not torch.equal(observed.labels[0].cpu(),
+                                                              block_labels(*x.shape[2:], block)):
+        raise ConfigError(f"block={block} does not give the observed result's groups")
     delta = x_adv - x
     total = torch.zeros(len(observed), len(SHARE_NAMES), dtype=torch.float64)
     for draw in range(draws):
         control = promotion_suppression(
             model, x, x + random_signs(delta, sample_ids, seed, draw), observed.true_class, observed.target_class,
-            groups=observed.labels, method=observed.method, kappa=observed.kappa, atol=observed.atol,
+            groups=groups, block=block or 2, method=observed.method, kappa=observed.kappa, atol=observed.atol,
             batch_size=batch_size, variant=observed.variant)
         types = typed_groups(control.s, control.p, control.energy, observed.kappa, observed.atol,
                              floor.to(control.s.device, control.s.dtype))

@@ -125,7 +125,7 @@ def control_batch(ctx: Context, variant: tuple[str, str], b: int, result: Attack
             index = keep.to(ctx.device)
             out[keep] = control_shares(ctx.model, x[index], result.x_adv.to(ctx.device)[index], select_pse(pse, keep),
                                        ids[keep], cfg.seed, cfg.control_draws,
-                                       batch_size=measure_settings(cfg, x)["batch_size"])
+                                       batch_size=measure_settings(cfg, x)["batch_size"], block=cfg.block)
         return out
 
     return CONTROL.at(*variant).get(ctx.rundir, compute, b)
