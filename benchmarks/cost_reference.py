@@ -27,12 +27,17 @@ from typing import Any
 
 import yaml
 
+from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
 FIELDS = ("forward", "backward", "calls", "backward_calls")
 #: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
 MARKER_START = "# ---- written by benchmarks/cost_reference.py"
+
+#: per experiment, the first parts of the stage keys whose CPU outside the model is work its forecast prices apart
+#: (the experiment's ``priced_apart``: ``pse``'s pixel-group pairs, evaluated incrementally on a CPU)
+PRICED_APART = {"pse": PAIR_STAGES}
 
 #: one experiment's reference: per stage group its counts per run (n, forward, backward, calls, backward calls),
 #: the non-model CPU per call, the seconds outside the stages per run (n, seconds)
@@ -77,10 +82,12 @@ def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
     return out
 
 
-def fit(runs: list[Path], run_cpu: float | None = None) -> Fit:
+def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] = ()) -> Fit:
     """Per stage group its counts in each run (ascending n; 0 where a run has no such stage), the non-model CPU per
-    call of the largest run, and the seconds outside the stages of each run that records its CPU seconds (its CPU
-    seconds less its stages'; ``run_cpu``: the largest run's, for one that records none)."""
+    call of the largest run (without the stages whose key starts with a part in ``apart``: their CPU outside the
+    model is work the forecast prices apart, :data:`PRICED_APART`), and the seconds outside the stages of each run
+    that records its CPU seconds (its CPU seconds less its stages'; ``run_cpu``: the largest run's, for one that
+    records none)."""
     ledgers = sorted((ledger(run) + (run,) for run in runs), key=lambda item: item[1])
     if len(ledgers) < 2 or len({n for _, n, _, _ in ledgers}) < len(ledgers):
         raise SystemExit(f"give two or more runs of different n (got n = {[n for _, n, _, _ in ledgers]})")
@@ -93,6 +100,11 @@ def fit(runs: list[Path], run_cpu: float | None = None) -> Fit:
     fitted = {name: [(n, *(getattr(g.get(name, PassCount()), key) for key in FIELDS)) for n, g in counted]
               for name in names}
     total = PassCount.from_dict(passes)
+    if apart:
+        total = PassCount()
+        for stage, count in passes["stages"].items():
+            if stage.split("/")[0] not in apart:
+                total.add(PassCount.from_dict(count))
     non_model = total.non_model_seconds_per_call()
     if non_model is None:
         raise SystemExit(f"{largest / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")
@@ -209,7 +221,7 @@ def main() -> None:
     for pair in args.pairs:
         name, paths = pair.split("=", 1)
         runs_of = [Path(p) for p in paths.split(",")]
-        fits[name] = fit(runs_of, run_cpu.get(name))
+        fits[name] = fit(runs_of, run_cpu.get(name), PRICED_APART.get(name, ()))
         roles.pop(name, None)
         if (own := explainers(runs_of[-1])) is not None:
             roles[name] = own

@@ -100,3 +100,21 @@ def test_a_module_without_the_marker_line_is_refused(tmp_path: Path) -> None:
     target.write_text('"""no marker"""\n')
     with pytest.raises(SystemExit, match="no line starting"):
         cost_reference.kept_head(target)
+
+
+def test_the_non_model_cpu_per_call_leaves_out_the_stages_whose_work_is_priced_apart(tmp_path: Path) -> None:
+    runs = [fake_run(tmp_path / name, n, 10) for name, n in (("a", 10), ("b", 50))]
+    for run in runs:  # a pair stage: 2 calls, 4 CPU-s outside the model (its uncounted pairs)
+        metrics = json.loads((run / "metrics.json").read_text())
+        pairs = {"forward": 2, "backward": 0, "calls": 2, "backward_calls": 0, "cpu_seconds": 4.5,
+                 "model_seconds": 0.5, "wall_seconds": 4.5}
+        metrics["model_passes"]["stages"]["pse/isolated/pgd"] = pairs
+        for key in ("calls", "cpu_seconds", "model_seconds"):
+            metrics["model_passes"][key] += pairs[key]
+        (run / "metrics.json").write_text(json.dumps(metrics))
+    assert cost_reference.PRICED_APART["pse"] == ("pse", "stability")
+    _, with_pairs, _ = cost_reference.fit(runs)
+    fitted, without, _ = cost_reference.fit(runs, apart=("pse",))
+    assert with_pairs == pytest.approx((0.5 + 4.0) / 12)  # the pairs' 4 CPU-s read as framework per call
+    assert without == pytest.approx(0.5 / 10)  # attack/k1 alone: 2 CPU-s, 1.5 in the model, 10 calls
+    assert fitted["pse/isolated"] == [(10, 2, 0, 2, 0), (50, 2, 0, 2, 0)]  # its counted work stays in the reference

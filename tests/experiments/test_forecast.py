@@ -31,6 +31,31 @@ def test_the_forecast_prices_each_stage_groups_work_at_n(monkeypatch) -> None:
     assert result.dominant == "the attacks" and result.dominant_share == pytest.approx(attack / result.seconds)
 
 
+def test_work_priced_apart_from_the_reference_is_added_as_its_own_part(monkeypatch) -> None:
+    work = StageWork(((5, 100, 0, 1, 0), (20, 100, 0, 1, 0)))
+    monkeypatch.setitem(fc.REFERENCES, "toy", {"attack/pgd": work})
+    monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", ((5, 0.0), (20, 0.0)))
+    price = fc.CallPrice(0.0, 1.0, 0.0, 0.0)
+    alone = fc.forecast("toy", 10, price)
+    both = fc.forecast("toy", 10, price, apart={"the pairs": 300.0})
+    assert alone is not None and both is not None and alone.seconds == pytest.approx(100.0)
+    assert both.seconds == pytest.approx(400.0) and both.dominant == "the pairs"
+    assert both.dominant_share == pytest.approx(0.75)
+
+
+def test_pse_prices_its_pixel_group_pairs_apart_on_the_model_it_runs(monkeypatch, capsys) -> None:
+    from advspatial.experiments.pse import cost
+
+    config_cls = get_experiment("pse").config_cls
+    assert get_experiment("pse").priced_apart is cost.pair_seconds
+    model, images = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), torch.rand(4, 1, 28, 28)
+    small = fc.announce("pse", config_cls(n=20), model, images)
+    monkeypatch.setattr(cost, "pair_counts", lambda config, height, width: {config.block: 1e9})
+    large = fc.announce("pse", config_cls(n=20), model, images)
+    assert small is not None and large is not None and large.seconds > small.seconds
+    assert large.dominant == cost.PAIRS and cost.PAIRS in capsys.readouterr().err
+
+
 def test_stage_groups_of_one_part_of_the_run_share_its_name_and_its_share(monkeypatch) -> None:
     work = StageWork(((5, 100, 0, 1, 0), (20, 100, 0, 1, 0)))
     monkeypatch.setitem(fc.REFERENCES, "toy", {"adaptive/main": work, "baselines/noise": work, "attack/pgd": work,

@@ -56,6 +56,7 @@ RUNS: dict[str, str] = {
     "maps": "2026-11-29, d379580: n = 60, 128, 200, 500",
     "perceptual": "2026-11-29, 332d625 to d379580 (no change to the experiment between): n = 50, 100, 200, 400",
     "propagation": "2026-11-29, 332d625: n = 20, 100",
+    "pse": "2026-11-29, 68686ae: n = 50, 100, 200",
 }
 #: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates REFERENCES holds)
 REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
@@ -69,6 +70,7 @@ NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
     "maps": 0.00490,
     "perceptual": 0.00640,
     "propagation": 0.00658,
+    "pse": 0.00106,
 }
 #: per experiment, the seconds outside every stage (loading, statistics, figures, report) in each reference
 #: run: (n, seconds)
@@ -77,6 +79,7 @@ OUTSIDE_STAGES_SECONDS: dict[str, tuple[tuple[float, float], ...]] = {
     "maps": ((60, 8.7), (128, 13.3), (200, 13.5), (500, 33.7),),
     "perceptual": ((50, 2.4), (100, 3.3), (200, 3.3), (400, 5.3),),
     "propagation": ((20, 3.4), (100, 5.4),),
+    "pse": ((50, 6.3), (100, 5.7), (200, 7.7),),
 }
 #: per experiment, per stage group, its counts in each reference run: (n, forward images, backward images,
 #: calls, backward calls)
@@ -304,5 +307,35 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         "propagation/k3": StageWork(((20, 8, 0, 8, 0), (100, 88, 0, 8, 0),)),
         "propagation/k5": StageWork(((20, 16, 0, 8, 0), (100, 152, 0, 8, 0),)),
         "random": StageWork(((20, 160, 0, 8, 0), (100, 800, 0, 8, 0),)),
+    },
+    "pse": {
+        "adaptive/cw-l2": StageWork(((50, 703, 219, 38, 28), (100, 1480, 510, 41, 31), (200, 1381, 427, 40, 30),)),
+        "adaptive/pgd": StageWork(((50, 721, 237, 40, 30), (100, 2551, 577, 1076, 62), (200, 1425, 471, 39, 29),)),
+        "adaptive/unmasked": StageWork(((50, 352, 110, 15, 10), (100, 720, 236, 17, 12), (200, 690, 214, 16, 11),)),
+        "attack/cw-l2": StageWork((
+            (50, 20300, 20000, 406, 400), (100, 40600, 40000, 406, 400), (200, 81200, 80000, 812, 800),
+        )),
+        "attack/pgd": StageWork(((50, 2200, 2000, 44, 40), (100, 4400, 4000, 44, 40), (200, 8800, 8000, 88, 80),)),
+        "cam-target/cw-l2": StageWork(((50, 100, 100, 2, 2), (100, 200, 200, 2, 2), (200, 400, 400, 4, 4),)),
+        "cam-target/pgd": StageWork(((50, 100, 100, 2, 2), (100, 200, 200, 2, 2), (200, 400, 400, 4, 4),)),
+        "cam-true": StageWork(((50, 50, 50, 1, 1), (100, 100, 100, 1, 1), (200, 200, 200, 2, 2),)),
+        "clean-pass": StageWork(((50, 50, 0, 1, 0), (100, 100, 0, 1, 0), (200, 200, 0, 2, 0),)),
+        "gate/budget": StageWork((
+            (50, 6122, 5060, 85, 70), (100, 12244, 10120, 133, 110), (200, 13400, 11000, 134, 110),
+        )),
+        "gate/control": StageWork(((50, 8851, 0, 14, 0), (100, 17701, 0, 25, 0), (200, 35402, 0, 43, 0),)),
+        "gate/hirescam": StageWork((
+            (50, 18761, 16400, 334, 288), (100, 37511, 32800, 419, 338), (200, 57875, 48464, 794, 666),
+        )),
+        "masking/cw-l2": StageWork(((50, 9602, 0, 194, 0), (100, 19202, 0, 194, 0), (200, 38404, 0, 388, 0),)),
+        "masking/pgd": StageWork(((50, 9602, 0, 194, 0), (100, 19202, 0, 194, 0), (200, 38404, 0, 388, 0),)),
+        "pse/control": StageWork(((50, 942, 0, 24, 0), (100, 1890, 0, 24, 0), (200, 3744, 0, 48, 0),)),
+        "pse/isolated": StageWork(((50, 400, 0, 8, 0), (100, 800, 0, 8, 0), (200, 1600, 0, 16, 0),)),
+        "pse/leave-one-out": StageWork(((50, 400, 0, 8, 0), (100, 800, 0, 8, 0), (200, 1600, 0, 16, 0),)),
+        "stability/cw-l2": StageWork(((50, 2842, 0, 10, 0), (100, 5521, 0, 12, 0), (200, 5008, 0, 11, 0),)),
+        "stability/pgd": StageWork(((50, 3601, 0, 10, 0), (100, 7368, 0, 12, 0), (200, 7125, 0, 12, 0),)),
+        "units/train": StageWork((
+            (50, 22874, 22000, 459, 440), (100, 22874, 22000, 459, 440), (200, 22874, 22000, 459, 440),
+        )),
     },
 }

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ from .cost_references import (
     StageWork,
     follow,
 )
+from .registry import experiments
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -60,7 +61,10 @@ GROUP_NAMES = {"adaptive": "the adaptive evaluation", "baselines": "the adaptive
                "curve": "the success-rate curve", "random": "the random-change control",
                "locality": "the locality checks", "propagation": "the per-layer propagation maps",
                "roi": "the RoI's maps", "cam": "the class activation maps", "clean-pass": "the clean pass",
-               "geometry": "the perturbations' geometry"}
+               "geometry": "the perturbations' geometry", "cam-true": "the class activation maps",
+               "cam-target": "the class activation maps", "pse": "the promotion-suppression measurement",
+               "stability": "the typing's stability checks", "units": "the unit ranking",
+               "masking": "the unit-masking curve", "dissection": "the dissection"}
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,8 @@ def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: i
     batch = max(2, batch)
     large = images[torch.arange(batch) % len(images)]
     with frozen_eval(model):
-        forward = [_timed(functools.partial(_forward, model, x), repeats) for x in (large[:1], large)]
-        both = [_timed(functools.partial(_forward_backward, model, x), repeats) for x in (large[:1], large)]
+        forward = [fastest_seconds(functools.partial(_forward, model, x), repeats) for x in (large[:1], large)]
+        both = [fastest_seconds(functools.partial(_forward_backward, model, x), repeats) for x in (large[:1], large)]
     forward_fixed, forward_per = _line(forward, batch)
     both_fixed, both_per = _line(both, batch)
     return CallPrice(forward_fixed, forward_per, max(0.0, both_fixed - forward_fixed),
@@ -131,7 +135,9 @@ def _forward_backward(model: nn.Module, x: torch.Tensor) -> None:
     torch.autograd.grad(model(x).sum(), x)
 
 
-def _timed(call: Callable[[], None], repeats: int) -> float:
+def fastest_seconds(call: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``call`` after an untimed one (the least disturbed by other work;
+    the device waited for at both ends)."""
     call()  # warm-up: first-call allocations and kernel choices
     times = []
     for _ in range(repeats):
@@ -154,13 +160,15 @@ def _line(seconds: list[float], batch: int) -> tuple[float, float]:
     return max(0.0, seconds[0] - per_image), per_image
 
 
-def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers | None = None) -> Forecast | None:
+def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers | None = None,
+             apart: Mapping[str, float] | None = None) -> Forecast | None:
     """The estimated seconds of ``experiment`` on ``n`` images at ``price`` (gating ``explainers``; None: those of
-    the reference runs); None without a reference."""
+    the reference runs), plus ``apart``: seconds of named parts the reference does not count (the experiment's
+    ``priced_apart``); None without a reference."""
     reference = reference_work(experiment, explainers)
     if reference is None:
         return None
-    by_group: dict[str, float] = {}
+    by_group: dict[str, float] = dict(apart or {})
     for stage, work in reference.items():
         first = stage.split("/")[0]
         group = GROUP_NAMES.get(first, first)
@@ -230,7 +238,10 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
         return None
     batch = probe_batch(int(getattr(config, "batch_size", PROBE_BATCH)), *images.shape[2:])
     price = measure_price(model, images, batch)
-    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images))
+    registered = experiments().get(experiment)
+    priced_apart = registered.priced_apart if registered is not None else None
+    apart = priced_apart(config, model, images, price) if priced_apart is not None else None
+    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images), apart)
     if result is not None:
         result = dataclasses.replace(result, cached_stages=cached_stages)
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")

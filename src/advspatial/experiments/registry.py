@@ -21,6 +21,9 @@ from .settings import ExperimentConfig
 #: ``render(config, findings, figures)``: the report of a run from its config, its findings and the folder its
 #: figures were drawn into (a figure whose file is not there is left out); pure, so a finished run re-renders
 Render = Callable[[Any, Any, Path], Rendered]
+#: ``cost(config, model, images, price)``: seconds of work the forecast's reference runs do not count, per part of the
+#: run as the forecast's sentence names it (:mod:`.forecast`; ``price``: this model's measured ``CallPrice``)
+PricedApart = Callable[[Any, Any, Any, Any], dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class Experiment:
         contract: its tiny settings for the contract tests, on top of ``--quick`` (several batches, every stage
             reached, seconds on a CPU): setting name -> value, as ``advspatial.run(name, **contract)`` takes
             them (:meth:`contract_args` gives the same as CLI options).
+        priced_apart: work its forecast prices apart from the reference runs' counted work (:data:`PricedApart`;
+            ``pse``'s pixel-group pairs, whose number grows with the image and which a CPU evaluates uncounted).
     """
 
     name: str
@@ -48,6 +53,7 @@ class Experiment:
     findings: type[Findings] | None = None
     render: Render | None = None
     contract: Mapping[str, Any] = field(default_factory=dict)
+    priced_apart: PricedApart | None = None
 
     def contract_args(self) -> list[str]:
         """:attr:`contract` as ``advspatial run`` options (``--quick`` first; lists joined by commas)."""
@@ -67,13 +73,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 def register_experiment(
     name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings] | None = None,
-    render: Render | None = None, contract: Mapping[str, Any] | None = None,
+    render: Render | None = None, contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
 ) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
     """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
     ``run(config, rundir) -> ExperimentResult`` (see :class:`Experiment` for the fields)."""
 
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
-        experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}))
+        experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}),
+                                priced_apart)
         EXPERIMENTS.register(name, experiment)
         return fn
 

@@ -15,6 +15,7 @@ from ..results import ExperimentResult
 from ..measurement.roi import Roi
 from .claims import judged_claims
 from .config import PSEConfig
+from .cost import pair_seconds
 from .figures import draw_figures
 from .findings import PSEFindings, build_findings
 from .report import render
@@ -29,7 +30,8 @@ from .units import cam_layer_name, count_units
                      findings=PSEFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "attacks": ["pgd"], "permutations": 10, "mask_random": 1,
                                "unit_train_n": 8, "stability_images": 4, "adaptive_n": 4,
-                               "correlation_permutations": 20})
+                               "correlation_permutations": 20},
+                     priced_apart=pair_seconds)
 def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     """Clean pass, CAMs and gate, targets, each attack variant, the dissection; then claims, findings and report."""
     ctx = pse_context(config, rundir)
