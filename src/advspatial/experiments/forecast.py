@@ -110,7 +110,13 @@ class Forecast:
                 f"reference run's work priced at this model's measured cost per call{scope}{cached})")
 
 
-def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = 3) -> CallPrice:
+#: timed calls of each probe, the fastest kept: with 3, eight probes of ResNet-20 one after another (the other core
+#: busy) forecast its n = 500 `spatial` run at 3,284 to 4,345 s (1.32x apart), with 7 at 3,126 to 3,606 (1.15x),
+#: each probe 1.4 s and 2.6 s (benchmarks/README.md, "The forecast's probe")
+PROBE_REPEATS = 7
+
+
+def measure_price(model: nn.Module, images: torch.Tensor, batch: int, repeats: int = PROBE_REPEATS) -> CallPrice:
     """Time ``model`` on one image and on ``batch`` images (the first of ``images``, repeated when fewer), forward
     and forward + backward, each the fastest of ``repeats`` after a warm-up (the least disturbed by other work);
     fit a fixed and a per-image cost."""

@@ -26,7 +26,7 @@ from torch import nn
 from ...analysis.pse_incremental import BlockEvaluator
 from ...models.hooks import frozen_eval
 from ...runtime import scaled_batch
-from ..forecast import CallPrice, fastest_seconds
+from ..forecast import PROBE_REPEATS, CallPrice, fastest_seconds
 from .config import PSEConfig
 from .stability import group_spec
 
@@ -64,7 +64,7 @@ def pair_counts(config: PSEConfig, height: int, width: int) -> dict[int, float]:
 
 
 def seconds_per_pair(model: nn.Module, images: torch.Tensor, config: PSEConfig, price: CallPrice, side: int,
-                     repeats: int = 3) -> float:
+                     repeats: int = PROBE_REPEATS) -> float:
     """Seconds of one pair of ``side x side`` squares on this machine: where the run evaluates pairs incrementally
     (a CPU, a model the evaluator follows), a call of as many pairs as the run puts in one (every group of as many of
     ``images`` as that takes), timed (the fastest of ``repeats`` after a warm-up); elsewhere a forward pass's share
