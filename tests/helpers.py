@@ -389,3 +389,20 @@ def assert_same_attack_in_fewer_reads(seen) -> None:  # type: ignore[no-untyped-
     assert torch.allclose(plain.x_adv, masked.x_adv, atol=1e-6)
     assert torch.equal(plain.queries, masked.queries)
     assert masked_count.syncs < plain_count.syncs
+
+
+def counted_block_pairs(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The (image, group) pairs of every call of the incremental evaluator of square groups
+    (:class:`~advspatial.analysis.pse_incremental.BlockEvaluator`) from now on, one entry per call: a test's
+    record of which pairs went incrementally."""
+    from advspatial.analysis import pse_incremental
+
+    calls: list[int] = []
+    original = pse_incremental.BlockEvaluator.logits
+
+    def counted(self, inner, image, group, rows):  # type: ignore[no-untyped-def]
+        calls.append(int(group.numel()))
+        return original(self, inner, image, group, rows)
+
+    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    return calls

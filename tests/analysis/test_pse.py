@@ -468,24 +468,18 @@ def test_incremental_pairs_equal_full_forward_passes_edges_included(variant, sid
 
 
 def test_incremental_auto_is_taken_on_a_cpu_for_square_groups_only(monkeypatch):
-    from advspatial.analysis import pse_incremental
+    from helpers import counted_block_pairs
+
     from advspatial.models.cifar_resnet import cifar_resnet
 
-    calls: list[int] = []
-    original = pse_incremental.BlockEvaluator.logits
-
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    calls = counted_block_pairs(monkeypatch)
     model = cifar_resnet(8).eval()
     x = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     x_adv, y = (x + 0.1).clamp(0, 1), torch.tensor([0])
     promotion_suppression(model, x, x_adv, y)
-    assert calls == [1]
+    assert calls == [16]  # the 16 squares of the 8x8 image, in one call
     promotion_suppression(model, x, x_adv, y, incremental=False)
     promotion_suppression(model, x, x_adv, y, groups=block_labels(8, 8, 2))
-    assert calls == [1]
+    assert calls == [16]
     with pytest.raises(ConfigError, match="incremental='yes' is not valid"):
         promotion_suppression(model, x, x_adv, y, incremental="yes")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from helpers import suppression_case
+from helpers import counted_block_pairs, suppression_case
 
 from advspatial.analysis.pse import promotion_suppression
 from advspatial.analysis.pse_types import OPPOSING, PROMOTION, SUPPRESSION, UNPERTURBED, UNTYPED
@@ -69,7 +69,6 @@ def test_control_of_square_groups_goes_incrementally_and_equals_its_full_passes(
     """With the observed result's block the control's pairs take the incremental evaluator (one call per draw)
     and give the shares of full forward passes over the same groups; a block that does not give the observed
     groups is refused."""
-    from advspatial.analysis import pse_incremental
     from advspatial.models.cifar_resnet import cifar_resnet
 
     model = cifar_resnet(8).eval()
@@ -79,18 +78,11 @@ def test_control_of_square_groups_goes_incrementally_and_equals_its_full_passes(
     y, t = torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5])
     observed = promotion_suppression(model, x, x_adv, y, t, block=2, noise_floor=0.01)
     ids = torch.tensor([5, 6, 7])
-    calls: list[int] = []
-    original = pse_incremental.BlockEvaluator.logits
-
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    calls = counted_block_pairs(monkeypatch)
     full = control_shares(model, x, x_adv, observed, ids, seed=1, draws=2)
     assert calls == []
     fast = control_shares(model, x, x_adv, observed, ids, seed=1, draws=2, block=2)
-    assert calls == [1, 1]
+    assert len(calls) == 2 and 0 < calls[0] <= 3 * 16  # one call per draw, of the perturbed squares of 3 images
     torch.testing.assert_close(fast, full, atol=1e-6, rtol=0)
     assert float(full[:, :4].sum()) > 0  # some groups are typed: a comparison with content
     with pytest.raises(AdvspatialError, match="block=4 does not give"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import counted_block_pairs
 from torch import nn
 
 from advspatial.analysis import pse_incremental
@@ -42,14 +43,7 @@ def test_a_pair_is_timed_incrementally_on_a_cpu_and_priced_as_a_forward_pass_els
     model = cifar_resnet(8).eval()
     images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     config = PSEConfig(n=4, block=2)
-    calls: list[int] = []
-    original = pse_incremental.BlockEvaluator.logits
-
-    def counted(self, inner, image, group, rows):
-        calls.append(int(group.numel()))
-        return original(self, inner, image, group, rows)
-
-    monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
+    calls = counted_block_pairs(monkeypatch)
     price = CallPrice(forward_fixed=0.5, forward_per_image=0.01, backward_fixed=0.0, backward_per_image=0.0)
     timed = seconds_per_pair(model, images, config, price, 2, repeats=2)
     assert 0 < timed < 1 and calls == [128] * 3  # a warm-up and two timed calls: all 64 groups of both images
