@@ -35,3 +35,25 @@ def test_evaluate_model_is_independent_of_batching_and_respects_the_mask(tiny_cn
     assert "stages/attack/natural/region/batch-00002.pt" in stages
     assert "stages/importance/natural/gradcam/batch-00002.pt" in stages
     assert a.importance == "gradcam"
+
+
+def test_the_other_training_seeds_models_count_their_evaluation_passes(tiny_cnn, tmp_path, grey_dataset,
+                                                                       monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from advspatial.experiments.localized import stages
+    from advspatial.experiments.localized.config import MODES
+
+    data = grey_dataset(n=4)
+    models = {mode: SimpleNamespace(model=tiny_cnn(seed=i)) for i, mode in enumerate(MODES)}
+    monkeypatch.setattr(stages, "train_models", lambda config, device, timings: models)
+    config = LocalizedConfig(n=4, batch_size=4, steps=2, eps=0.2, ensemble_n=0, training_seeds=2, progress=False)
+    rundir = RunDir(tmp_path / "run")
+    ctx = context_of(config, rundir, data, models["natural"].model)
+    rows: list[dict] = []
+    stages.other_seeds(ctx, {mode: {"method": "gradcam"} for mode in MODES}, {}, rows)
+    families = rundir.passes.by_family()
+    for mode in MODES:
+        full = families[f"attack/{mode}@seed1/full"]
+        assert full.forward >= 4 * 2 and full.backward >= 4 * 2, mode  # 2 PGD steps on each of the 4 images
+    assert len(rows) == len(MODES) * 4

@@ -338,6 +338,7 @@ def other_seeds(ctx: LocalizedContext, methods: dict[str, dict[str, str]], timin
         timings.update({f"{key}@seed{k}": value for key, value in step.items()})
         torch.manual_seed(config.seed)
         for mode in MODES:
+            ctx.rundir.passes.watch(trained[mode].model)  # its evaluation's passes are the run's (advspatial.passes)
             name = seed_name(mode, k)
             ev = evaluate_model(ctx, name, trained[mode].model, methods[mode]["method"])
             timings[f"evaluate/{name}"] = ev.seconds
