@@ -110,7 +110,7 @@ def control_shares(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, obser
     floor = observed.floor if observed.floor is not None else torch.zeros(len(observed))
     groups = observed.labels if block is None else None
     if block is not None and len(observed) and not torch.equal(observed.labels[0].cpu(),
-                                                              block_labels(*x.shape[2:], block)):
+                                                              block_labels(x.shape[2], x.shape[3], block)):
         raise ConfigError(f"block={block} does not give the observed result's groups")
     delta = x_adv - x
     total = torch.zeros(len(observed), len(SHARE_NAMES), dtype=torch.float64)
