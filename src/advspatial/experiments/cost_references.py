@@ -57,6 +57,7 @@ RUNS: dict[str, str] = {
     "perceptual": "2026-11-29, 332d625 to d379580 (no change to the experiment between): n = 50, 100, 200, 400",
     "propagation": "2026-11-29, 332d625: n = 20, 100",
     "pse": "2026-11-29, 68686ae: n = 50, 100, 200",
+    "localized-training": "2026-11-29, 9a65cbf (models trained on 6,000 images, cached): n = 200, 1000",
 }
 #: per experiment with an explainer panel, its reference runs' RoI explainer and panel (whose gates REFERENCES holds)
 REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
@@ -71,6 +72,7 @@ NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
     "perceptual": 0.00640,
     "propagation": 0.00658,
     "pse": 0.00106,
+    "localized-training": 0.00121,
 }
 #: per experiment, the seconds outside every stage (loading, statistics, figures, report) in each reference
 #: run: (n, seconds)
@@ -80,6 +82,7 @@ OUTSIDE_STAGES_SECONDS: dict[str, tuple[tuple[float, float], ...]] = {
     "perceptual": ((50, 2.4), (100, 3.3), (200, 3.3), (400, 5.3),),
     "propagation": ((20, 3.4), (100, 5.4),),
     "pse": ((50, 6.3), (100, 5.7), (200, 7.7),),
+    "localized-training": ((200, 5.7), (1000, 7.9),),
 }
 #: per experiment, per stage group, its counts in each reference run: (n, forward images, backward images,
 #: calls, backward calls)
@@ -337,5 +340,46 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         "units/train": StageWork((
             (50, 22874, 22000, 459, 440), (100, 22874, 22000, 459, 440), (200, 22874, 22000, 459, 440),
         )),
+    },
+    "localized-training": {
+        "attack/localized": StageWork(((200, 136147, 30811, 2332, 304), (1000, 213212, 109914, 2772, 704),)),
+        "attack/localized-random": StageWork(((200, 162549, 33115, 2332, 304), (1000, 238521, 112137, 2772, 704),)),
+        "attack/localized-random@seed1": StageWork((
+            (200, 154955, 32555, 2332, 304), (1000, 238445, 112051, 2772, 704),
+        )),
+        "attack/localized-random@seed2": StageWork((
+            (200, 160249, 32825, 2332, 304), (1000, 236315, 111941, 2772, 704),
+        )),
+        "attack/localized@seed1": StageWork(((200, 120215, 29937, 2332, 304), (1000, 205651, 109363, 2772, 704),)),
+        "attack/localized@seed2": StageWork(((200, 142817, 31465, 2332, 304), (1000, 217551, 110227, 2772, 704),)),
+        "attack/mixed-pgd": StageWork(((200, 168059, 33619, 2332, 304), (1000, 250554, 113124, 2772, 704),)),
+        "attack/mixed-pgd@seed1": StageWork(((200, 170355, 33911, 2332, 304), (1000, 243991, 112597, 2772, 704),)),
+        "attack/mixed-pgd@seed2": StageWork(((200, 169031, 33593, 2332, 304), (1000, 251631, 113215, 2772, 704),)),
+        "attack/natural": StageWork(((200, 78398, 26272, 1276, 252), (1000, 172596, 106440, 2772, 704),)),
+        "attack/natural@seed1": StageWork(((200, 79299, 26171, 2332, 304), (1000, 162909, 105793, 2772, 704),)),
+        "attack/natural@seed2": StageWork(((200, 93674, 27488, 2332, 304), (1000, 173747, 106585, 2772, 704),)),
+        "attack/pgd": StageWork(((200, 167063, 33629, 2332, 304), (1000, 247431, 113027, 2772, 704),)),
+        "attack/pgd@seed1": StageWork(((200, 168217, 33781, 2332, 304), (1000, 248380, 112956, 2772, 704),)),
+        "attack/pgd@seed2": StageWork(((200, 170314, 33864, 2332, 304), (1000, 246097, 112709, 2772, 704),)),
+        "gate/localized": StageWork(((200, 106876, 59664, 578, 419), (1000, 218378, 86964, 854, 561),)),
+        "gate/localized-random": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
+        "gate/mixed-pgd": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
+        "gate/natural": StageWork(((200, 106876, 59664, 578, 419), (1000, 218378, 86964, 854, 561),)),
+        "gate/pgd": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
+        "importance/localized": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/localized-random": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/localized-random@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/localized-random@seed2": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/localized@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/localized@seed2": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/mixed-pgd": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/mixed-pgd@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/mixed-pgd@seed2": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/natural": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/natural@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/natural@seed2": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/pgd": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/pgd@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
+        "importance/pgd@seed2": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
     },
 }

@@ -64,7 +64,8 @@ GROUP_NAMES = {"adaptive": "the adaptive evaluation", "baselines": "the adaptive
                "geometry": "the perturbations' geometry", "cam-true": "the class activation maps",
                "cam-target": "the class activation maps", "pse": "the promotion-suppression measurement",
                "stability": "the typing's stability checks", "units": "the unit ranking",
-               "masking": "the unit-masking curve", "dissection": "the dissection"}
+               "masking": "the unit-masking curve", "dissection": "the dissection",
+               "importance": "the importance maps' shift", "finetune": "the training masks"}
 
 
 @dataclass(frozen=True)
@@ -239,8 +240,7 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     """Print the run's forecast (one line on stderr, the main process only) before its first stage; nothing (and no
     probe) for a smoke test, a run without progress output or an experiment without a reference. ``cached_stages``:
     the model cache's stages of this model (:attr:`Forecast.cached_stages`). Returns what was said."""
-    if (getattr(config, "smoke_test", False) or not getattr(config, "progress", True) or experiment not in REFERENCES
-            or not world().is_main):
+    if not will_announce(experiment, config):
         return None
     batch = probe_batch(int(getattr(config, "batch_size", PROBE_BATCH)), *images.shape[2:])
     price = measure_price(model, images, batch)
@@ -252,6 +252,13 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
         result = dataclasses.replace(result, cached_stages=cached_stages)
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
     return result
+
+
+def will_announce(experiment: str, config: Any) -> bool:
+    """Whether :func:`announce` says anything for ``config``: not for a smoke test, a run without progress output,
+    an experiment without a reference, or a process but the main one (so a caller can skip preparing its probe)."""
+    return (not getattr(config, "smoke_test", False) and bool(getattr(config, "progress", True))
+            and experiment in REFERENCES and world().is_main)
 
 
 def probe_batch(batch_size: int, height: int, width: int) -> int:

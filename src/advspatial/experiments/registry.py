@@ -43,7 +43,8 @@ class Experiment:
             reached, seconds on a CPU): setting name -> value, as ``advspatial.run(name, **contract)`` takes
             them (:meth:`contract_args` gives the same as CLI options).
         priced_apart: work its forecast prices apart from the reference runs' counted work (:data:`PricedApart`;
-            ``pse``'s pixel-group pairs, whose number grows with the image and which a CPU evaluates uncounted).
+            ``pse``'s pixel-group pairs, whose number grows with the image and which a CPU evaluates uncounted;
+            ``localized-training``'s training, which the ledger does not count and which follows the training set).
     """
 
     name: str

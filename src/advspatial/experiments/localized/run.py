@@ -11,12 +11,16 @@ import torch
 from ...rundir import RunDir
 from ...runtime import pick_device
 from ...statistics.claims import judge
-from ..context import test_images
+from ...data import load_dataset
+from ...training import build_for
+from ..context import load_checked_model, test_images
+from ..forecast import announce, will_announce
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .attacked_region import mask_uses_importance
 from .claims import build_claims
-from .config import MODES, LocalizedConfig, finetunes
+from .config import MODES, LocalizedConfig, finetunes, train_config
+from .cost import training_seconds
 from .figures import draw_figures
 from .findings import LocalizedFindings, build_findings, read_importance
 from .report import render
@@ -28,9 +32,11 @@ from .stages import (
 
 @register_experiment("localized-training", LocalizedConfig,
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training",
-                     findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4})
+                     findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4},
+                     priced_apart=training_seconds)
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
+    announce_cost(config, rundir, device)
     torch.manual_seed(config.seed)
     timings: dict[str, float] = {}
     start: Start | None = None
@@ -68,3 +74,20 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     timings["report"] = round(time.perf_counter() - started, 2)
     findings.timings = timings
     return ExperimentResult.of(findings, rows, rendered)
+
+
+def announce_cost(config: LocalizedConfig, rundir: RunDir, device: torch.device) -> None:
+    """The forecast before any model is trained (:func:`~advspatial.experiments.forecast.announce`, the training
+    priced apart: :mod:`.cost`), on the start model (fine-tuning) or the architecture built untrained (from scratch,
+    on the first training images); nothing for a resumed run, which has less left to do. The global random stream
+    is left as it was: the models' training and the images drawn after it follow it."""
+    if rundir.has_results() or not will_announce("localized-training", config):
+        return
+    with torch.random.fork_rng(devices=[]):
+        if finetunes(config):
+            data = test_images(config)
+            model = load_checked_model(config, data, device)
+        else:
+            data = load_dataset(config.dataset, "train")
+            model = build_for(train_config(config, "natural"), data).to(device)
+    announce("localized-training", config, model, data.head(config.batch_size).images().to(device))
