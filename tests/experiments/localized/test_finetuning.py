@@ -170,6 +170,19 @@ def test_training_masks_are_the_complement_of_the_start_models_top_region(tmp_pa
     assert info.mask_source.startswith("the complement of the top 25% of the start model's gradcam map")
 
 
+def test_the_start_models_training_masks_are_in_the_ledger_and_its_fine_tuning_is_not(tmp_path) -> None:
+    config = resolve_config(get_experiment("localized-training"), None, finetune_values(tmp_path), quick=True)
+    rundir = RunDir(config.out)
+    data = experiment_context.test_images(config, rundir)
+    finetune_models(config, rundir, data, torch.device("cpu"), {})
+    train = finetune_images(config, data)
+    masks = rundir.passes.by_family()["finetune/masks/gradcam-f0.25"]
+    assert masks.forward >= len(train) and masks.backward >= len(train)  # a Grad-CAM map of every training image
+    # outside the stages only the start model's probes of its head (a few images): the five fine-tunings, copies of
+    # the start that each pass every training image several times, count nothing
+    assert rundir.passes.outside.forward < len(train)
+
+
 def test_finetuning_never_trains_on_the_evaluated_images(tmp_path) -> None:
     values = finetune_values(tmp_path)
     config = resolve_config(get_experiment("localized-training"), None, values, quick=True)

@@ -139,6 +139,9 @@ def finetune_models(config: LocalizedConfig, rundir: RunDir, data: ImageDataset,
     run directory); wall time per model in ``timings``."""
     started = time.perf_counter()
     start = load_checked_model(config, data, device)
+    # its training masks and its gate are the run's passes; the copies fine-tuned from it take a hook that counts
+    # nothing (advspatial.passes), so the training is not
+    rundir.passes.watch(start)
     sha = state_checksum(start)
     check_start(rundir, config, sha)
     train = finetune_images(config, data)
