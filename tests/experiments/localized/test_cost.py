@@ -10,7 +10,7 @@ from conftest import needs_fashion_mnist
 
 from advspatial.experiments.forecast import CallPrice
 from advspatial.experiments.localized import cost
-from advspatial.experiments.localized.config import MODES, LocalizedConfig, train_config
+from advspatial.experiments.localized.config import MODES, LocalizedConfig, seeded, train_config
 from advspatial.model_cache import checkpoint_paths
 from advspatial.models.cifar_resnet import cifar_resnet
 
@@ -35,7 +35,7 @@ def test_models_in_the_model_cache_are_not_trained_again(tmp_path, monkeypatch) 
     config = LocalizedConfig(training_seeds=2)
     assert cost.models_to_train(config) == [(mode, k) for k in (0, 1) for mode in MODES]
     for mode, k in (("natural", 0), ("pgd", 1)):
-        weights, _ = checkpoint_paths(train_config(cost.seeded(config, k), mode))
+        weights, _ = checkpoint_paths(train_config(seeded(config, k), mode))
         weights.write_bytes(b"")
     left = cost.models_to_train(config)
     assert len(left) == 8 and ("natural", 0) not in left and ("pgd", 1) not in left and ("pgd", 0) in left

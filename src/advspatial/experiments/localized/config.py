@@ -3,6 +3,7 @@ compared and how each is trained or fine-tuned, the attack conditions and their 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,6 +150,11 @@ def train_config(config: LocalizedConfig, mode: str) -> TrainConfig:
     if mode in MIXED:
         adversarial["mix"] = config.mix
     return TrainConfig(mode=mode, epochs=config.train_epochs, **adversarial, **common)
+
+
+def seeded(config: LocalizedConfig, k: int) -> LocalizedConfig:
+    """``config`` for training seed offset ``k``: the same recipe with seed ``model_seed + k``."""
+    return dataclasses.replace(config, model_seed=config.model_seed + k)
 
 
 def seed_name(mode: str, k: int) -> str:

@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 from torch import nn
@@ -26,7 +25,9 @@ from torch import nn
 from ...data import load_dataset
 from ...model_cache import checkpoint_paths
 from ..forecast import PROBE_REPEATS, CallPrice, fastest_seconds, probe_batch
-from .config import FINETUNE_IMAGES, MIXED, MODES, LocalizedConfig, finetunes, natural_epochs, train_config
+from .config import (
+    FINETUNE_IMAGES, MIXED, MODES, LocalizedConfig, finetunes, natural_epochs, seeded, train_config,
+)
 from .finetuning import FinetuneConfig
 
 #: the part of a run :func:`training_seconds` prices, as the forecast's sentence names it
@@ -63,11 +64,6 @@ def models_to_train(config: LocalizedConfig) -> list[tuple[str, int]]:
         return wanted
     return [(mode, k) for mode, k in wanted
             if not checkpoint_paths(train_config(seeded(config, k), mode))[0].exists()]
-
-
-def seeded(config: LocalizedConfig, k: int) -> LocalizedConfig:
-    """``config`` for training seed offset ``k`` (as the run trains its other seeds)."""
-    return dataclasses.replace(config, model_seed=config.model_seed + k)
 
 
 def training_images(config: LocalizedConfig) -> int:

@@ -6,7 +6,6 @@ its importance map under the region-only attack."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
@@ -34,8 +33,8 @@ from ..stage import ATTACK, AttackStage, Stage
 from .attack_rows import model_rows
 from .attacked_region import energy_outside, mask_uses_importance, region_mask
 from .config import (
-    FINETUNE_IMAGES, MASKED, MODES, LocalizedConfig, finetune_config, finetunes, gate_eps, seed_name, sweep_eps,
-    train_config,
+    FINETUNE_IMAGES, MASKED, MODES, LocalizedConfig, finetune_config, finetunes, gate_eps, seed_name, seeded,
+    sweep_eps, train_config,
 )
 from .finetuning import FinetuneConfig, finetune_model
 from .findings import FinetuneFacts
@@ -332,12 +331,11 @@ def other_seeds(ctx: LocalizedContext, methods: dict[str, dict[str, str]], timin
     config = ctx.config
     out: dict[str, list[ModelEvaluation]] = {mode: [] for mode in MODES}
     for k in range(1, config.training_seeds):
-        seeded = dataclasses.replace(config, model_seed=config.model_seed + k)
         step: dict[str, float] = {}
         if finetunes(config):
-            trained, _ = finetune_models(seeded, ctx.rundir, ctx.data, ctx.device, step)
+            trained, _ = finetune_models(seeded(config, k), ctx.rundir, ctx.data, ctx.device, step)
         else:
-            trained = train_models(seeded, ctx.device, step)
+            trained = train_models(seeded(config, k), ctx.device, step)
         timings.update({f"{key}@seed{k}": value for key, value in step.items()})
         torch.manual_seed(config.seed)
         for mode in MODES:
