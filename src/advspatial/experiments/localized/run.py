@@ -11,7 +11,6 @@ import torch
 from ...rundir import RunDir
 from ...runtime import pick_device
 from ...statistics.claims import judge
-from ...data import load_dataset
 from ...training import build_for
 from ..context import load_checked_model, test_images
 from ..forecast import announce, will_announce
@@ -78,16 +77,14 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
 
 def announce_cost(config: LocalizedConfig, rundir: RunDir, device: torch.device) -> None:
     """The forecast before any model is trained (:func:`~advspatial.experiments.forecast.announce`, the training
-    priced apart: :mod:`.cost`), on the start model (fine-tuning) or the architecture built untrained (from scratch,
-    on the first training images); nothing for a resumed run, which has less left to do. The global random stream
-    is left as it was: the models' training and the images drawn after it follow it."""
+    priced apart: :mod:`.cost`) on the first test images, with the start model (fine-tuning) or the architecture
+    built untrained (from scratch; training checks that both splits have one image shape); nothing for a resumed
+    run, which has less left to do. The global random stream is left as it was: the models' training and the images
+    drawn after it follow it."""
     if rundir.has_results() or not will_announce("localized-training", config):
         return
     with torch.random.fork_rng(devices=[]):
-        if finetunes(config):
-            data = test_images(config)
-            model = load_checked_model(config, data, device)
-        else:
-            data = load_dataset(config.dataset, "train")
-            model = build_for(train_config(config, "natural"), data).to(device)
+        data = test_images(config)
+        model = (load_checked_model(config, data, device) if finetunes(config)
+                 else build_for(train_config(config, "natural"), data).to(device))
     announce("localized-training", config, model, data.head(config.batch_size).images().to(device))
