@@ -102,9 +102,9 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
     total = PassCount.from_dict(passes)
     if apart:
         total = PassCount()
-        for stage, count in passes["stages"].items():
-            if stage.split("/")[0] not in apart:
-                total.add(PassCount.from_dict(count))
+        for name, count in counted[-1][1].items():  # the largest run's groups
+            if name.split("/")[0] not in apart:
+                total.add(count)
     non_model = total.non_model_seconds_per_call()
     if non_model is None:
         raise SystemExit(f"{largest / 'metrics.json'} records no calls or CPU seconds: its ledger cannot price a call")

@@ -113,7 +113,7 @@ class Forecast:
 
 #: timed calls of each probe, the fastest kept: with 3, eight probes of ResNet-20 one after another (the other core
 #: busy) forecast its n = 500 `spatial` run at 3,284 to 4,345 s (1.32x apart), with 7 at 3,126 to 3,606 (1.15x),
-#: each probe 1.4 s and 2.6 s (benchmarks/README.md, "The forecast's probe")
+#: each probe 1.4 s and 2.6 s (benchmarks/README.md, "`pse` states its cost")
 PROBE_REPEATS = 7
 
 
