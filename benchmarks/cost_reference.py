@@ -27,7 +27,9 @@ from typing import Any
 
 import yaml
 
+from advspatial.experiments.cost_references import sized_group, sized_setting
 from advspatial.experiments.pse.cost import PAIR_STAGES
+from advspatial.experiments.registry import experiments
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
@@ -52,6 +54,11 @@ def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
     return passes, int(passes["images"]), None if cpu is None else float(cpu)
 
 
+def settings(run: Path) -> dict[str, Any]:
+    """The resolved settings of a finished run (its ``config.yaml``)."""
+    return dict(yaml.safe_load((run / "config.yaml").read_text()))
+
+
 def explainers(run: Path) -> tuple[str, tuple[str, ...]] | None:
     """(the RoI's explainer, the explainer panel) of a finished run: whose gates its stage groups are; None for an
     experiment without an explainer panel (its gates are its RoI's, priced as they are)."""
@@ -74,20 +81,36 @@ def group_of(stage: str) -> str:
     return "/".join(parts[:1] if len(parts) > 1 and VALUE_PART.match(parts[1]) else parts)
 
 
-def groups(passes: dict[str, Any]) -> dict[str, PassCount]:
-    """Per stage group (:func:`group_of`), the summed counts."""
+def groups(passes: dict[str, Any], sized_by: dict[str, str] | None = None) -> dict[str, PassCount]:
+    """Per stage group (:func:`group_of`), the summed counts; a stage whose images a setting caps (``sized_by``: the
+    experiment's patterns) in a group of its own, named with that setting (``attack/pgd~ensemble_n``)."""
     out: dict[str, PassCount] = {}
     for stage, count in passes["stages"].items():
-        out.setdefault(group_of(stage), PassCount()).add(PassCount.from_dict(count))
+        group = group_of(stage)
+        setting = next((name for pattern, name in (sized_by or {}).items() if re.search(pattern, stage)), None)
+        out.setdefault(group if setting is None else sized_group(group, setting), PassCount()).add(
+            PassCount.from_dict(count))
     return out
 
 
-def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] = ()) -> Fit:
-    """Per stage group its counts in each run (ascending n; 0 where a run has no such stage), the non-model CPU per
-    call of the largest run (without the stages whose key starts with a part in ``apart``: their CPU outside the
-    model is work the forecast prices apart, :data:`PRICED_APART`), and the seconds outside the stages of each run
-    that records its CPU seconds (its CPU seconds less its stages'; ``run_cpu``: the largest run's, for one that
-    records none)."""
+def counts(group: str, count: PassCount, n: int, run_settings: dict[str, Any]) -> tuple[float, ...]:
+    """A group's counts as the reference keeps them: the run's, or per image of ``min(n, setting)`` for a group
+    whose images a setting caps."""
+    values = tuple(getattr(count, key) for key in FIELDS)
+    setting = sized_setting(group)
+    if setting is None:
+        return values
+    images = min(n, int(run_settings[setting]))
+    return tuple(value / images for value in values)
+
+
+def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] = (),
+        sized_by: dict[str, str] | None = None) -> Fit:
+    """Per stage group its counts in each run (ascending n; 0 where a run has no such stage; per image where a
+    setting caps the group's images, ``sized_by``: :func:`counts`), the non-model CPU per call of the largest run
+    (without the stages whose key starts with a part in ``apart``: their CPU outside the model is work the forecast
+    prices apart, :data:`PRICED_APART`), and the seconds outside the stages of each run that records its CPU seconds
+    (its CPU seconds less its stages'; ``run_cpu``: the largest run's, for one that records none)."""
     ledgers = sorted((ledger(run) + (run,) for run in runs), key=lambda item: item[1])
     if len(ledgers) < 2 or len({n for _, n, _, _ in ledgers}) < len(ledgers):
         raise SystemExit(f"give two or more runs of different n (got n = {[n for _, n, _, _ in ledgers]})")
@@ -95,9 +118,10 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
     run_cpu = run_cpu if run_cpu is not None else cpu
     if run_cpu is None:
         raise SystemExit(f"{largest / 'metrics.json'} records no cpu_seconds: give the run's CPU time with --run-cpu")
-    counted = [(n, groups(p)) for p, n, _, _ in ledgers]
-    names = sorted({name for _, g in counted for name in g})
-    fitted = {name: [(n, *(getattr(g.get(name, PassCount()), key) for key in FIELDS)) for n, g in counted]
+    sized_by = sized_by or {}
+    counted = [(n, groups(p, sized_by), settings(run)) for p, n, _, run in ledgers]
+    names = sorted({name for _, g, _ in counted for name in g})
+    fitted = {name: [(n, *counts(name, g.get(name, PassCount()), n, s)) for n, g, s in counted]
               for name in names}
     total = PassCount.from_dict(passes)
     if apart:
@@ -168,8 +192,9 @@ def stage_work(group: str, points: list[tuple[float, ...]]) -> list[str]:
 
 
 def number(value: float) -> str:
-    """A count as written: an integer without a decimal point, else to one decimal."""
-    return str(int(value)) if float(value).is_integer() else str(round(float(value), 1))
+    """A count as written: an integer without a decimal point, else to four decimals (a count per image of a
+    sized group can be a small fraction)."""
+    return str(int(value)) if float(value).is_integer() else str(round(float(value), 4))
 
 
 def mapping(target: str, values: dict[str, str]) -> list[str]:
@@ -221,7 +246,9 @@ def main() -> None:
     for pair in args.pairs:
         name, paths = pair.split("=", 1)
         runs_of = [Path(p) for p in paths.split(",")]
-        fits[name] = fit(runs_of, run_cpu.get(name), PRICED_APART.get(name, ()))
+        registered = experiments().get(name)
+        sized_by = dict(registered.sized_by) if registered is not None else {}
+        fits[name] = fit(runs_of, run_cpu.get(name), PRICED_APART.get(name, ()), sized_by)
         roles.pop(name, None)
         if (own := explainers(runs_of[-1])) is not None:
             roles[name] = own

@@ -118,3 +118,20 @@ def test_the_non_model_cpu_per_call_leaves_out_the_stages_whose_work_is_priced_a
     assert with_pairs == pytest.approx((0.5 + 4.0) / 12)  # the pairs' 4 CPU-s read as framework per call
     assert without == pytest.approx(0.5 / 10)  # attack/k1 alone: 2 CPU-s, 1.5 in the model, 10 calls
     assert fitted["pse/isolated"] == [(10, 2, 0, 2, 0), (50, 2, 0, 2, 0)]  # its counted work stays in the reference
+
+
+def test_a_stage_whose_images_a_setting_caps_is_kept_per_image_in_a_group_of_its_own(tmp_path: Path) -> None:
+    runs = []
+    for name, n in (("a", 40), ("b", 400)):  # ensemble_n 100: the ensemble ran on 40 and on 100 images
+        run = fake_run(tmp_path / name, n, 10)
+        metrics = json.loads((run / "metrics.json").read_text())
+        ensemble = {"forward": 30 * min(n, 100), "backward": 3 * min(n, 100), "calls": 20, "backward_calls": 2,
+                    "cpu_seconds": 1.0, "model_seconds": 0.5, "wall_seconds": 1.0}
+        metrics["model_passes"]["stages"]["attack/pgd/ensemble"] = ensemble
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        (run / "config.yaml").write_text(f"n: {n}\nensemble_n: 100\n")
+        runs.append(run)
+    fitted, _, _ = cost_reference.fit(runs, sized_by={r"/ensemble$": "ensemble_n"})
+    assert fitted["attack/pgd~ensemble_n"] == [(40, 30, 3, 0.5, 0.05), (400, 30, 3, 0.2, 0.02)]
+    assert fitted["attack/k1"] == [(40, 200, 0, 10, 0), (400, 2000, 0, 10, 0)]  # the others as the runs counted
+    assert cost_reference.number(0.05) == "0.05" and cost_reference.number(22.2222222) == "22.2222"

@@ -3,6 +3,9 @@ sentence, and when it stays silent."""
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +13,9 @@ import torch
 from torch import nn
 
 from advspatial.experiments import forecast as fc
-from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCES, StageWork
+from advspatial.experiments.cost_references import (
+    REFERENCE_PANEL, REFERENCE_ROI, REFERENCES, StageWork, sized_setting,
+)
 from advspatial.experiments.registry import get_experiment
 
 FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
@@ -144,6 +149,58 @@ def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
     assert fc.at_defaults(config_cls())
     assert fc.at_defaults(config_cls(n=80, seed=3))  # where and how many, not how much per image
     assert not fc.at_defaults(config_cls(adaptive_steps=10))
+
+
+def test_a_stage_a_setting_sizes_is_priced_at_the_runs_own_images_under_that_setting(monkeypatch) -> None:
+    per_image = StageWork(((200, 30, 0, 1, 0), (1000, 30, 0, 1, 0)))  # 30 forward images and a call per image
+    monkeypatch.setitem(fc.REFERENCES, "toy", {"attack/pgd~ensemble_n": per_image})
+    monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", ((200, 0.0), (1000, 0.0)))
+    price = fc.CallPrice(1.0, 0.1, 0.0, 0.0)  # a call 1 s, a forward image 0.1 s
+
+    def seconds(n: int, ensemble_n: int) -> float:
+        result = fc.forecast("toy", n, price, config=SimpleNamespace(ensemble_n=ensemble_n))
+        assert result is not None
+        return result.seconds
+
+    assert seconds(300, 100) == pytest.approx(100 * (1 + 30 * 0.1))
+    assert seconds(300, 50) == pytest.approx(50 * (1 + 30 * 0.1))  # half the ensemble, half its work
+    assert seconds(20, 100) == pytest.approx(20 * (1 + 30 * 0.1))  # fewer images than the cap: n of them
+
+
+def test_localized_training_prices_its_other_seeds_at_the_runs_seeds_and_follows_its_sizes() -> None:
+    experiment = get_experiment("localized-training")
+    config_cls, price = experiment.config_cls, fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    groups = REFERENCES["localized-training"]
+    other_seeds = {group for group in groups if "@seed" in group}
+    assert other_seeds and {group.split("@seed")[1][0] for group in other_seeds} == {"1", "2"}
+    scales = {seeds: fc.stage_scales("localized-training", groups, 300, config_cls(training_seeds=seeds))
+              for seeds in (1, 3, 5)}
+    for group in other_seeds:
+        assert scales[1][group] == 0.0 and scales[5][group] == pytest.approx(2 * scales[3][group])
+    for group in set(groups) - other_seeds:
+        assert scales[1][group] == scales[3][group] == scales[5][group]
+    one, three = (fc.forecast("localized-training", 300, price, config=config_cls(training_seeds=k)) for k in (1, 3))
+    smaller = fc.forecast("localized-training", 300, price, config=config_cls(ensemble_n=50, gate_n=100))
+    assert one is not None and three is not None and smaller is not None
+    assert one.seconds < three.seconds and smaller.seconds < three.seconds
+
+
+def test_every_sized_reference_group_names_a_setting_its_experiment_sizes_by() -> None:
+    for name, groups in REFERENCES.items():
+        experiment = get_experiment(name)
+        named = {setting for group in groups if (setting := sized_setting(group)) is not None}
+        assert named == set(experiment.sized_by.values()), f"{name}: fit its reference again"
+        fields = set(dataclasses.asdict(experiment.config_cls()))
+        assert fc.followed_settings(experiment) <= fields
+
+
+def test_a_setting_the_forecast_follows_leaves_the_sentence_for_the_runs_own_settings() -> None:
+    experiment = get_experiment("localized-training")
+    followed = frozenset(fc.followed_settings(experiment))
+    assert {"ensemble_n", "gate_n", "randomization_images", "training_seeds"} <= followed
+    smaller = experiment.config_cls(ensemble_n=50, gate_n=100, training_seeds=1)
+    assert fc.at_defaults(smaller, followed) and not fc.at_defaults(smaller)
+    assert not fc.at_defaults(experiment.config_cls(ensemble_steps=10), followed)
 
 
 def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_probe_nothing(capsys,

@@ -5,9 +5,11 @@ Written by ``benchmarks/cost_reference.py`` from two or more runs per experiment
 smallcnn) at the default settings. Between two runs' n a count is linear in n, beyond them it continues the nearest
 segment: work of fixed size (the gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior)
 stays flat, work per image grows, and work capped at a setting (the budget calibration on at most
-``calibration_n`` images) bends where a reference run on each side of the cap puts the bend. The runs they were
-measured on: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten by that script; the head above it
-(this docstring, :class:`StageWork`) is kept.
+``calibration_n`` images) bends where a reference run on each side of the cap puts the bend. A group whose images
+the experiment says a setting caps (its ``sized_by``: ``localized-training``'s ensemble on ``ensemble_n`` images)
+holds its work per image instead (:func:`sized_group`), which the forecast prices at the run's own cap. The runs
+they were measured on: :data:`RUNS`. Everything below :data:`GENERATED_BELOW` is rewritten by that script; the head
+above it (this docstring, :class:`StageWork`) is kept.
 """
 
 from __future__ import annotations
@@ -44,6 +46,22 @@ def follow(points: Sequence[Sequence[float]], n: float) -> tuple[float, ...]:
     (n0, *low), (n1, *high) = points[right - 1], points[right]
     share = (n - n0) / (n1 - n0)
     return tuple(max(0.0, a + share * (b - a)) for a, b in zip(low, high, strict=True))
+
+
+#: what joins a stage group's name and the setting that caps its images: ``attack/pgd~ensemble_n`` holds the work
+#: per image of ``min(n, ensemble_n)`` (the experiment's ``sized_by``), read at the run's n and priced at its images
+SIZED_MARK = "~"
+
+
+def sized_group(group: str, setting: str) -> str:
+    """The name of stage group ``group`` whose images ``setting`` caps (:data:`SIZED_MARK`)."""
+    return f"{group}{SIZED_MARK}{setting}"
+
+
+def sized_setting(group: str) -> str | None:
+    """The setting that caps the images of stage group ``group`` (``attack/pgd~ensemble_n`` -> ``ensemble_n``);
+    None for a group whose counts are the run's (they follow n)."""
+    return group.split(SIZED_MARK, 1)[1] if SIZED_MARK in group else None
 
 
 #: the line after which ``benchmarks/cost_reference.py`` writes the fitted data (keep it as it is)
@@ -342,30 +360,89 @@ REFERENCES: dict[str, dict[str, StageWork]] = {
         )),
     },
     "localized-training": {
-        "attack/localized": StageWork(((200, 136147, 30811, 2332, 304), (1000, 213212, 109914, 2772, 704),)),
-        "attack/localized-random": StageWork(((200, 162549, 33115, 2332, 304), (1000, 238521, 112137, 2772, 704),)),
-        "attack/localized-random@seed1": StageWork((
-            (200, 154955, 32555, 2332, 304), (1000, 238445, 112051, 2772, 704),
+        "attack/localized": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized-random": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized-random@seed1": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized-random@seed1~ensemble_n": StageWork((
+            (200, 1329.55, 125.55, 22.22, 2.04), (1000, 1284.45, 120.51, 22.22, 2.04),
         )),
-        "attack/localized-random@seed2": StageWork((
-            (200, 160249, 32825, 2332, 304), (1000, 236315, 111941, 2772, 704),
+        "attack/localized-random@seed2": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized-random@seed2~ensemble_n": StageWork((
+            (200, 1382.49, 128.25, 22.22, 2.04), (1000, 1263.15, 119.41, 22.22, 2.04),
         )),
-        "attack/localized@seed1": StageWork(((200, 120215, 29937, 2332, 304), (1000, 205651, 109363, 2772, 704),)),
-        "attack/localized@seed2": StageWork(((200, 142817, 31465, 2332, 304), (1000, 217551, 110227, 2772, 704),)),
-        "attack/mixed-pgd": StageWork(((200, 168059, 33619, 2332, 304), (1000, 250554, 113124, 2772, 704),)),
-        "attack/mixed-pgd@seed1": StageWork(((200, 170355, 33911, 2332, 304), (1000, 243991, 112597, 2772, 704),)),
-        "attack/mixed-pgd@seed2": StageWork(((200, 169031, 33593, 2332, 304), (1000, 251631, 113215, 2772, 704),)),
-        "attack/natural": StageWork(((200, 78398, 26272, 1276, 252), (1000, 172596, 106440, 2772, 704),)),
-        "attack/natural@seed1": StageWork(((200, 79299, 26171, 2332, 304), (1000, 162909, 105793, 2772, 704),)),
-        "attack/natural@seed2": StageWork(((200, 93674, 27488, 2332, 304), (1000, 173747, 106585, 2772, 704),)),
-        "attack/pgd": StageWork(((200, 167063, 33629, 2332, 304), (1000, 247431, 113027, 2772, 704),)),
-        "attack/pgd@seed1": StageWork(((200, 168217, 33781, 2332, 304), (1000, 248380, 112956, 2772, 704),)),
-        "attack/pgd@seed2": StageWork(((200, 170314, 33864, 2332, 304), (1000, 246097, 112709, 2772, 704),)),
-        "gate/localized": StageWork(((200, 106876, 59664, 578, 419), (1000, 218378, 86964, 854, 561),)),
-        "gate/localized-random": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
-        "gate/mixed-pgd": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
-        "gate/natural": StageWork(((200, 106876, 59664, 578, 419), (1000, 218378, 86964, 854, 561),)),
-        "gate/pgd": StageWork(((200, 96076, 50664, 506, 359), (1000, 207578, 77964, 782, 501),)),
+        "attack/localized-random~ensemble_n": StageWork((
+            (200, 1405.49, 131.15, 22.22, 2.04), (1000, 1285.21, 121.37, 22.22, 2.04),
+        )),
+        "attack/localized@seed1": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized@seed1~ensemble_n": StageWork((
+            (200, 982.15, 99.37, 22.22, 2.04), (1000, 956.51, 93.63, 22.22, 2.04),
+        )),
+        "attack/localized@seed2": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/localized@seed2~ensemble_n": StageWork((
+            (200, 1208.17, 114.65, 22.22, 2.04), (1000, 1075.51, 102.27, 22.22, 2.04),
+        )),
+        "attack/localized~ensemble_n": StageWork((
+            (200, 1141.47, 108.11, 22.22, 2.04), (1000, 1032.12, 99.14, 22.22, 2.04),
+        )),
+        "attack/mixed-pgd": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/mixed-pgd@seed1": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/mixed-pgd@seed1~ensemble_n": StageWork((
+            (200, 1483.55, 139.11, 22.22, 2.04), (1000, 1339.91, 125.97, 22.22, 2.04),
+        )),
+        "attack/mixed-pgd@seed2": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/mixed-pgd@seed2~ensemble_n": StageWork((
+            (200, 1470.31, 135.93, 22.22, 2.04), (1000, 1416.31, 132.15, 22.22, 2.04),
+        )),
+        "attack/mixed-pgd~ensemble_n": StageWork((
+            (200, 1460.59, 136.19, 22.22, 2.04), (1000, 1405.54, 131.24, 22.22, 2.04),
+        )),
+        "attack/natural": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/natural@seed1": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/natural@seed1~ensemble_n": StageWork((
+            (200, 572.99, 61.71, 22.22, 2.04), (1000, 529.09, 57.93, 22.22, 2.04),
+        )),
+        "attack/natural@seed2": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/natural@seed2~ensemble_n": StageWork((
+            (200, 716.74, 74.88, 22.22, 2.04), (1000, 637.47, 65.85, 22.22, 2.04),
+        )),
+        "attack/natural~ensemble_n": StageWork(((200, 563.98, 62.72, 11.66, 1.52), (1000, 625.96, 64.4, 22.22, 2.04),)),
+        "attack/pgd": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/pgd@seed1": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/pgd@seed1~ensemble_n": StageWork((
+            (200, 1462.17, 137.81, 22.22, 2.04), (1000, 1383.8, 129.56, 22.22, 2.04),
+        )),
+        "attack/pgd@seed2": StageWork(((200, 22000, 20000, 110, 100), (1000, 110000, 100000, 550, 500),)),
+        "attack/pgd@seed2~ensemble_n": StageWork((
+            (200, 1483.14, 138.64, 22.22, 2.04), (1000, 1360.97, 127.09, 22.22, 2.04),
+        )),
+        "attack/pgd~ensemble_n": StageWork((
+            (200, 1450.63, 136.29, 22.22, 2.04), (1000, 1374.31, 130.27, 22.22, 2.04),
+        )),
+        "gate/localized": StageWork(((200, 13400, 11000, 85, 70), (1000, 13400, 11000, 85, 70),)),
+        "gate/localized-random": StageWork(((200, 2600, 2000, 13, 10), (1000, 2600, 2000, 13, 10),)),
+        "gate/localized-random~gate_n": StageWork(((200, 315.005, 91, 1.22, 0.555), (1000, 349.006, 91, 1.04, 0.506),)),
+        "gate/localized-random~randomization_images": StageWork((
+            (200, 238.0859, 238, 1.9453, 1.8594), (1000, 238.0859, 238, 1.9453, 1.8594),
+        )),
+        "gate/localized~gate_n": StageWork(((200, 315.005, 91, 1.22, 0.555), (1000, 349.006, 91, 1.04, 0.506),)),
+        "gate/localized~randomization_images": StageWork((
+            (200, 238.0859, 238, 1.9453, 1.8594), (1000, 238.0859, 238, 1.9453, 1.8594),
+        )),
+        "gate/mixed-pgd": StageWork(((200, 2600, 2000, 13, 10), (1000, 2600, 2000, 13, 10),)),
+        "gate/mixed-pgd~gate_n": StageWork(((200, 315.005, 91, 1.22, 0.555), (1000, 349.006, 91, 1.04, 0.506),)),
+        "gate/mixed-pgd~randomization_images": StageWork((
+            (200, 238.0859, 238, 1.9453, 1.8594), (1000, 238.0859, 238, 1.9453, 1.8594),
+        )),
+        "gate/natural": StageWork(((200, 13400, 11000, 85, 70), (1000, 13400, 11000, 85, 70),)),
+        "gate/natural~gate_n": StageWork(((200, 315.005, 91, 1.22, 0.555), (1000, 349.006, 91, 1.04, 0.506),)),
+        "gate/natural~randomization_images": StageWork((
+            (200, 238.0859, 238, 1.9453, 1.8594), (1000, 238.0859, 238, 1.9453, 1.8594),
+        )),
+        "gate/pgd": StageWork(((200, 2600, 2000, 13, 10), (1000, 2600, 2000, 13, 10),)),
+        "gate/pgd~gate_n": StageWork(((200, 315.005, 91, 1.22, 0.555), (1000, 349.006, 91, 1.04, 0.506),)),
+        "gate/pgd~randomization_images": StageWork((
+            (200, 238.0859, 238, 1.9453, 1.8594), (1000, 238.0859, 238, 1.9453, 1.8594),
+        )),
         "importance/localized": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
         "importance/localized-random": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),
         "importance/localized-random@seed1": StageWork(((200, 400, 400, 2, 2), (1000, 2000, 2000, 10, 10),)),

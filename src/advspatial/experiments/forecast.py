@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -49,8 +50,9 @@ from .cost_references import (
     REFERENCES,
     StageWork,
     follow,
+    sized_setting,
 )
-from .registry import experiments
+from .registry import Experiment, experiments
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -168,22 +170,44 @@ def _line(seconds: list[float], batch: int) -> tuple[float, float]:
 
 
 def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers | None = None,
-             apart: Mapping[str, float] | None = None) -> Forecast | None:
+             apart: Mapping[str, float] | None = None, config: Any = None) -> Forecast | None:
     """The estimated seconds of ``experiment`` on ``n`` images at ``price`` (gating ``explainers``; None: those of
     the reference runs), plus ``apart``: seconds of named parts the reference does not count (the experiment's
-    ``priced_apart``); None without a reference."""
+    ``priced_apart``); the stages a setting sizes or repeats priced at ``config``'s (None: the experiment's
+    defaults; :func:`stage_scales`); None without a reference."""
     reference = reference_work(experiment, explainers)
     if reference is None:
         return None
+    scales = stage_scales(experiment, reference, n, config)
     by_group: dict[str, float] = dict(apart or {})
     for stage, work in reference.items():
         first = stage.split("/")[0]
         group = GROUP_NAMES.get(first, first)
-        by_group[group] = by_group.get(group, 0.0) + _seconds(work, n, price,
-                                                              NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
+        seconds = _seconds(work, n, price, NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
+        by_group[group] = by_group.get(group, 0.0) + seconds * scales[stage]
     dominant = max(by_group, key=lambda g: by_group[g])
     total = sum(by_group.values()) + follow(OUTSIDE_STAGES_SECONDS.get(experiment, ((0, 0.0),)), n)[0]
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
+
+
+def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: Any = None) -> dict[str, float]:
+    """Per stage group of the reference, what its work is multiplied by for a run of ``config`` on ``n`` images
+    (None: the experiment's defaults): a group a setting sizes (:func:`~.cost_references.sized_setting`) holds work
+    per image and is priced at ``min(n, setting)`` images; a group that repeats the run's work (the experiment's
+    ``repeated_by``: ``localized-training``'s other training seeds) at the run's repeats beyond the first over the
+    reference's; every other group at 1."""
+    registered = experiments().get(experiment)
+    settings = config if config is not None else (registered.config_cls() if registered is not None else None)
+    scales = {}
+    for group in groups:
+        setting = sized_setting(group)
+        scales[group] = 1.0 if setting is None else float(min(n, int(getattr(settings, setting))))
+    for pattern, setting in (registered.repeated_by if registered is not None else {}).items():
+        repeats = {group: match.group(0) for group in groups if (match := re.search(pattern, group))}
+        if repeats:
+            share = (int(getattr(settings, setting)) - 1) / len(set(repeats.values()))
+            scales.update({group: scales[group] * share for group in repeats})
+    return scales
 
 
 def reference_work(experiment: str, explainers: Explainers | None = None) -> dict[str, StageWork] | None:
@@ -247,10 +271,11 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     registered = experiments().get(experiment)
     priced_apart = registered.priced_apart if registered is not None else None
     apart = priced_apart(config, model, images, price) if priced_apart is not None else None
-    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images), apart)
+    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images), apart, config)
     if result is not None:
         result = dataclasses.replace(result, cached_stages=cached_stages)
-        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config))}")
+        followed = frozenset(followed_settings(registered)) if registered is not None else frozenset()
+        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config, followed))}")
     return result
 
 
@@ -266,14 +291,20 @@ def probe_batch(batch_size: int, height: int, width: int) -> int:
     return max(2, min(batch_size, PROBE_BATCH, PROBE_BATCH * 32 * 32 // max(1, height * width)))
 
 
-def at_defaults(config: Any) -> bool:
-    """Whether ``config`` asks for the default amount of work: its settings that are not :data:`NOT_WORK` equal
-    its class's defaults under its own preset (a preset's budgets are not the user's choice)."""
+def at_defaults(config: Any, followed: frozenset[str] = frozenset()) -> bool:
+    """Whether ``config`` asks for the default amount of work: its settings that are neither :data:`NOT_WORK` nor
+    ``followed`` (those the forecast prices as they are set: :func:`followed_settings`) equal its class's defaults
+    under its own preset (a preset's budgets are not the user's choice)."""
     cls = type(config)
     given, plain = (dataclasses.asdict(c) for c in (config, cls()))
     preset = str(given.get("preset", "auto"))
     defaults = {**plain, **(cls.preset_values(preset, given) if preset != "auto" else {})}
-    return all(given[name] == defaults[name] for name in given if name not in NOT_WORK)
+    return all(given[name] == defaults[name] for name in given if name not in NOT_WORK | followed)
+
+
+def followed_settings(registered: Experiment) -> set[str]:
+    """The settings a registered experiment's forecast follows beyond n: those that size or repeat its stages."""
+    return {*registered.sized_by.values(), *registered.repeated_by.values()}
 
 
 def gated_explainers(config: Any, model: nn.Module, images: torch.Tensor) -> Explainers | None:

@@ -24,6 +24,12 @@ Render = Callable[[Any, Any, Path], Rendered]
 #: ``cost(config, model, images, price)``: seconds of work the forecast's reference runs do not count, per part of the
 #: run as the forecast's sentence names it (:mod:`.forecast`; ``price``: this model's measured ``CallPrice``)
 PricedApart = Callable[[Any, Any, Any, Any], dict[str, float]]
+#: stage-key pattern (a regular expression, searched in the key) -> the setting that caps the images its stages
+#: attack (``ensemble_n``: the ensemble's stages run on ``min(n, ensemble_n)`` images)
+SizedBy = Mapping[str, str]
+#: stage-key pattern (a regular expression whose match names one repeat, ``@seed1``) -> the setting that counts the
+#: repeats of the run's work, the first included (``training_seeds``: the stages of seeds 1, 2, ... repeat seed 0's)
+RepeatedBy = Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,11 @@ class Experiment:
         priced_apart: work its forecast prices apart from the reference runs' counted work (:data:`PricedApart`;
             ``pse``'s pixel-group pairs, whose number grows with the image and which a CPU evaluates uncounted;
             ``localized-training``'s training, which the ledger does not count and which follows the training set).
+        sized_by: the stages whose images a setting caps (:data:`SizedBy`): the forecast's reference keeps their work
+            per image and prices them at ``min(n, setting)`` images of the run it forecasts, so a run with a smaller
+            ensemble or gate is forecast as it is, not at the defaults.
+        repeated_by: the stages that repeat the run's work (:data:`RepeatedBy`): the forecast prices them at the
+            run's repeats beyond the first over the reference's.
     """
 
     name: str
@@ -55,6 +66,8 @@ class Experiment:
     render: Render | None = None
     contract: Mapping[str, Any] = field(default_factory=dict)
     priced_apart: PricedApart | None = None
+    sized_by: SizedBy = field(default_factory=dict)
+    repeated_by: RepeatedBy = field(default_factory=dict)
 
     def contract_args(self) -> list[str]:
         """:attr:`contract` as ``advspatial run`` options (``--quick`` first; lists joined by commas)."""
@@ -75,13 +88,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 def register_experiment(
     name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings] | None = None,
     render: Render | None = None, contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
+    sized_by: SizedBy | None = None, repeated_by: RepeatedBy | None = None,
 ) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
     """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
     ``run(config, rundir) -> ExperimentResult`` (see :class:`Experiment` for the fields)."""
 
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}),
-                                priced_apart)
+                                priced_apart, dict(sized_by or {}), dict(repeated_by or {}))
         EXPERIMENTS.register(name, experiment)
         return fn
 

@@ -30,6 +30,16 @@ from .config import (
 )
 from .finetuning import FinetuneConfig
 
+#: the stages whose images a setting caps (the registry's ``sized_by``): the ensemble's on ``ensemble_n`` images, the
+#: gate's looks, maps and control on ``gate_n``, its randomization checks on ``randomization_images``
+SIZED_STAGES = {
+    r"^attack/[^/]+/(region-)?ensemble$": "ensemble_n",
+    r"^gate/[^/]+/[^/]+/(maps$|f\d)": "gate_n",
+    r"^gate/[^/]+/[^/]+/(randomization|mprt)$": "randomization_images",
+}
+#: the stages of training seeds 1, 2, ... (``attack/pgd@seed1/full``), repeats of seed 0's (the registry's
+#: ``repeated_by``)
+REPEATED_STAGES = {r"@seed\d+": "training_seeds"}
 #: the part of a run :func:`training_seconds` prices, as the forecast's sentence names it
 TRAINING = "the models' training"
 #: forward passes of a PGD example beyond its steps (the random start's check and the final one): a 20-step PGD of

@@ -19,7 +19,7 @@ from ..results import ExperimentResult
 from .attacked_region import mask_uses_importance
 from .claims import build_claims
 from .config import MODES, LocalizedConfig, finetunes, train_config
-from .cost import training_seconds
+from .cost import REPEATED_STAGES, SIZED_STAGES, training_seconds
 from .figures import draw_figures
 from .findings import LocalizedFindings, build_findings, read_importance
 from .report import render
@@ -32,7 +32,7 @@ from .stages import (
 @register_experiment("localized-training", LocalizedConfig,
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training",
                      findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4},
-                     priced_apart=training_seconds)
+                     priced_apart=training_seconds, sized_by=SIZED_STAGES, repeated_by=REPEATED_STAGES)
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     device = pick_device(config.device)
     announce_cost(config, rundir, device)
