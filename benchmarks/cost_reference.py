@@ -94,14 +94,16 @@ def groups(passes: dict[str, Any], sized_by: dict[str, str] | None = None) -> di
 
 
 def counts(group: str, count: PassCount, n: int, run_settings: dict[str, Any]) -> tuple[float, ...]:
-    """A group's counts as the reference keeps them: the run's, or per image of ``min(n, setting)`` for a group
-    whose images a setting caps."""
-    values = tuple(getattr(count, key) for key in FIELDS)
+    """A group's counts as the reference keeps them: the run's; for a group whose images a setting caps, its images
+    per image of ``min(n, setting)`` and its calls per batch of them (the run's ``batch_size``)."""
+    forward, backward, calls, backward_calls = (getattr(count, key) for key in FIELDS)
     setting = sized_setting(group)
     if setting is None:
-        return values
-    images = min(n, int(run_settings[setting]))
-    return tuple(value / images for value in values)
+        return forward, backward, calls, backward_calls
+    cap = run_settings[setting]  # None: every image
+    images = n if cap is None else min(n, int(cap))
+    batches = -(-images // int(run_settings["batch_size"]))
+    return forward / images, backward / images, calls / batches, backward_calls / batches
 
 
 def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] = (),

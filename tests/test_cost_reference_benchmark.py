@@ -129,9 +129,10 @@ def test_a_stage_whose_images_a_setting_caps_is_kept_per_image_in_a_group_of_its
                     "cpu_seconds": 1.0, "model_seconds": 0.5, "wall_seconds": 1.0}
         metrics["model_passes"]["stages"]["attack/pgd/ensemble"] = ensemble
         (run / "metrics.json").write_text(json.dumps(metrics))
-        (run / "config.yaml").write_text(f"n: {n}\nensemble_n: 100\n")
+        (run / "config.yaml").write_text(f"n: {n}\nensemble_n: 100\nbatch_size: 50\n")
         runs.append(run)
     fitted, _, _ = cost_reference.fit(runs, sized_by={r"/ensemble$": "ensemble_n"})
-    assert fitted["attack/pgd~ensemble_n"] == [(40, 30, 3, 0.5, 0.05), (400, 30, 3, 0.2, 0.02)]
+    # images per image of min(n, 100); calls per batch of 50 of them (one batch of 40, two of 100)
+    assert fitted["attack/pgd~ensemble_n"] == [(40, 30, 3, 20, 2), (400, 30, 3, 10, 1)]
     assert fitted["attack/k1"] == [(40, 200, 0, 10, 0), (400, 2000, 0, 10, 0)]  # the others as the runs counted
     assert cost_reference.number(0.05) == "0.05" and cost_reference.number(22.2222222) == "22.2222"

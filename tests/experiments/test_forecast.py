@@ -151,20 +151,20 @@ def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
     assert not fc.at_defaults(config_cls(adaptive_steps=10))
 
 
-def test_a_stage_a_setting_sizes_is_priced_at_the_runs_own_images_under_that_setting(monkeypatch) -> None:
-    per_image = StageWork(((200, 30, 0, 1, 0), (1000, 30, 0, 1, 0)))  # 30 forward images and a call per image
+def test_a_stage_a_setting_sizes_is_priced_at_the_runs_own_images_and_batches_under_that_setting(monkeypatch) -> None:
+    per_image = StageWork(((200, 30, 0, 1, 0), (1000, 30, 0, 1, 0)))  # 30 forward images per image, a call per batch
     monkeypatch.setitem(fc.REFERENCES, "toy", {"attack/pgd~ensemble_n": per_image})
     monkeypatch.setitem(fc.OUTSIDE_STAGES_SECONDS, "toy", ((200, 0.0), (1000, 0.0)))
     price = fc.CallPrice(1.0, 0.1, 0.0, 0.0)  # a call 1 s, a forward image 0.1 s
 
     def seconds(n: int, ensemble_n: int) -> float:
-        result = fc.forecast("toy", n, price, config=SimpleNamespace(ensemble_n=ensemble_n))
+        result = fc.forecast("toy", n, price, config=SimpleNamespace(ensemble_n=ensemble_n, batch_size=50))
         assert result is not None
         return result.seconds
 
-    assert seconds(300, 100) == pytest.approx(100 * (1 + 30 * 0.1))
-    assert seconds(300, 50) == pytest.approx(50 * (1 + 30 * 0.1))  # half the ensemble, half its work
-    assert seconds(20, 100) == pytest.approx(20 * (1 + 30 * 0.1))  # fewer images than the cap: n of them
+    assert seconds(300, 100) == pytest.approx(2 * 1.0 + 100 * 30 * 0.1)  # two batches of 50
+    assert seconds(300, 50) == pytest.approx(1 * 1.0 + 50 * 30 * 0.1)  # half the ensemble, one batch
+    assert seconds(20, 100) == pytest.approx(1 * 1.0 + 20 * 30 * 0.1)  # fewer images than the cap: n of them
 
 
 def test_localized_training_prices_its_other_seeds_at_the_runs_seeds_and_follows_its_sizes() -> None:
@@ -176,7 +176,7 @@ def test_localized_training_prices_its_other_seeds_at_the_runs_seeds_and_follows
     scales = {seeds: fc.stage_scales("localized-training", groups, 300, config_cls(training_seeds=seeds))
               for seeds in (1, 3, 5)}
     for group in other_seeds:
-        assert scales[1][group] == 0.0 and scales[5][group] == pytest.approx(2 * scales[3][group])
+        assert scales[1][group] == fc.Scale(0.0, 0.0) and scales[5][group] == scales[3][group].times(2.0)
     for group in set(groups) - other_seeds:
         assert scales[1][group] == scales[3][group] == scales[5][group]
     one, three = (fc.forecast("localized-training", 300, price, config=config_cls(training_seeds=k)) for k in (1, 3))
@@ -201,6 +201,20 @@ def test_a_setting_the_forecast_follows_leaves_the_sentence_for_the_runs_own_set
     smaller = experiment.config_cls(ensemble_n=50, gate_n=100, training_seeds=1)
     assert fc.at_defaults(smaller, followed) and not fc.at_defaults(smaller)
     assert not fc.at_defaults(experiment.config_cls(ensemble_steps=10), followed)
+
+
+def test_spatial_prices_its_adaptive_evaluation_at_the_runs_adaptive_n() -> None:
+    experiment = get_experiment("spatial")
+    price, followed = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4), frozenset(fc.followed_settings(experiment))
+    default, larger, small_n = (fc.forecast("spatial", n, price, config=experiment.config_cls(n=n, adaptive_n=k))
+                                for n, k in ((500, 50), (500, 200), (20, 50)))
+    assert default is not None and larger is not None and small_n is not None
+    adaptive = {group: work for group, work in REFERENCES["spatial"].items() if group.startswith("adaptive/")}
+    assert adaptive and all(sized_setting(group) == "adaptive_n" for group in adaptive)
+    per_image = sum(fc._seconds(work, 500, price, fc.NON_MODEL_SECONDS_PER_CALL["spatial"], fc.Scale(1.0, 0.0))
+                    for work in adaptive.values())
+    assert larger.seconds - default.seconds > 150 * per_image  # 150 more images of the adaptive evaluation
+    assert fc.at_defaults(experiment.config_cls(adaptive_n=200), followed) and "onepixel_n" in followed
 
 
 def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_probe_nothing(capsys,

@@ -9,10 +9,12 @@ timed here at one image and at the run's batch (:func:`measure_price`: a fixed c
 forward and backward), adds the framework's own CPU per call and the time outside the stages as the reference runs
 measured them, and names the stage group that dominates.
 
-What it cannot know: how many images an attack leaves standing on this model (an attack that succeeds sooner makes
-fewer passes), settings other than the defaults (the forecast then says it is for the default settings), and other
-work on the machine. It is an estimate to a factor of about two, not a budget; an experiment without a reference
-gets none.
+What it follows beyond n: the settings that cap a stage's images or repeat the run's work (the experiment's
+``sized_by`` and ``repeated_by``: ``spatial``'s ``adaptive_n``, ``localized-training``'s ensemble, gate and training
+seeds), priced at the run's own values (:func:`stage_scales`). What it cannot know: how many images an attack leaves
+standing on this model (an attack that succeeds sooner makes fewer passes), any other setting away from its default
+(the forecast then says it is for the default settings), and other work on the machine. It is an estimate to a
+factor of about two, not a budget; an experiment without a reference gets none.
 
 Example::
 
@@ -183,30 +185,46 @@ def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers |
     for stage, work in reference.items():
         first = stage.split("/")[0]
         group = GROUP_NAMES.get(first, first)
-        seconds = _seconds(work, n, price, NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0))
-        by_group[group] = by_group.get(group, 0.0) + seconds * scales[stage]
+        by_group[group] = by_group.get(group, 0.0) + _seconds(
+            work, n, price, NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0), scales[stage])
     dominant = max(by_group, key=lambda g: by_group[g])
     total = sum(by_group.values()) + follow(OUTSIDE_STAGES_SECONDS.get(experiment, ((0, 0.0),)), n)[0]
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
 
 
-def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: Any = None) -> dict[str, float]:
-    """Per stage group of the reference, what its work is multiplied by for a run of ``config`` on ``n`` images
-    (None: the experiment's defaults): a group a setting sizes (:func:`~.cost_references.sized_setting`) holds work
-    per image and is priced at ``min(n, setting)`` images; a group that repeats the run's work (the experiment's
-    ``repeated_by``: ``localized-training``'s other training seeds) at the run's repeats beyond the first over the
-    reference's; every other group at 1."""
+@dataclass(frozen=True)
+class Scale:
+    """What a stage group's reference counts are multiplied by for the run forecast: its images and its calls."""
+
+    images: float = 1.0
+    calls: float = 1.0
+
+    def times(self, share: float) -> Scale:
+        return Scale(self.images * share, self.calls * share)
+
+
+def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: Any = None) -> dict[str, Scale]:
+    """Per stage group of the reference, what its counts are multiplied by for a run of ``config`` on ``n`` images
+    (None: the experiment's defaults). A group a setting sizes (:func:`~.cost_references.sized_setting`) holds
+    images per image and calls per batch: priced at ``min(n, setting)`` images in batches of the run's
+    ``batch_size``. A group that repeats the run's work (the experiment's ``repeated_by``: ``localized-training``'s
+    other training seeds) at the run's repeats beyond the first over the reference's. Every other group as counted."""
     registered = experiments().get(experiment)
-    settings = config if config is not None else (registered.config_cls() if registered is not None else None)
+    settings: Any = config if config is not None else (registered.config_cls() if registered is not None else None)
     scales = {}
     for group in groups:
         setting = sized_setting(group)
-        scales[group] = 1.0 if setting is None else float(min(n, int(getattr(settings, setting))))
+        if setting is None:
+            scales[group] = Scale()
+            continue
+        cap = getattr(settings, setting)  # None: every image (spatial's --eval full)
+        images = n if cap is None else min(n, int(cap))
+        scales[group] = Scale(float(images), float(-(-images // max(1, int(settings.batch_size)))))
     for pattern, setting in (registered.repeated_by if registered is not None else {}).items():
         repeats = {group: match.group(0) for group in groups if (match := re.search(pattern, group))}
         if repeats:
             share = (int(getattr(settings, setting)) - 1) / len(set(repeats.values()))
-            scales.update({group: scales[group] * share for group in repeats})
+            scales.update({group: scales[group].times(share) for group in repeats})
     return scales
 
 
@@ -239,8 +257,9 @@ def mean_work(works: list[StageWork]) -> StageWork:
         for points in zip(*(work.points for work in works), strict=True)))
 
 
-def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float) -> float:
-    forward, backward, calls, backward_calls = work.at(n)
+def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float, scale: Scale = Scale()) -> float:
+    forward, backward = (count * scale.images for count in work.at(n)[:2])
+    calls, backward_calls = (count * scale.calls for count in work.at(n)[2:])
     return (calls * price.forward_fixed + forward * price.forward_per_image
             + backward_calls * price.backward_fixed + backward * price.backward_per_image
             + (calls + backward_calls) * non_model)

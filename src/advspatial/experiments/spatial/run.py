@@ -17,13 +17,18 @@ from .records import AdaptiveOutcomes
 from .report import render
 from .stages import DefenceColumns, SweepColumns, adaptive_stage, aggregate_sweep, defence_columns
 
+#: the stages whose images a setting caps (the registry's ``sized_by``, what the forecast follows): the adaptive
+#: evaluation and its baselines on the first ``adaptive_n`` images, the one-pixel attack's on ``onepixel_n``
+SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps)/onepixel(/|$)": "onepixel_n"}
+
 
 @register_experiment("spatial", SpatialConfig,
                      "RoI vs RoA: where attacks act vs where the model looks, and the neutralization defence",
                      findings=SpatialFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "prior_n": 8, "figure_images": 2,
                                "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
-                               "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2})
+                               "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2},
+                     sized_by=SIZED_STAGES)
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     """The measurement with the defence's columns (clean maps, the gates, the prior, every attack with its maps and
     defence columns, the claims and the figures); then the sweep, the adaptive evaluation with its convergence
