@@ -200,6 +200,7 @@ class Scale:
     calls: float = 1.0
 
     def times(self, share: float) -> Scale:
+        """Both scaled by ``share`` (a repeated stage's share of the run's repeats)."""
         return Scale(self.images * share, self.calls * share)
 
 
@@ -258,8 +259,9 @@ def mean_work(works: list[StageWork]) -> StageWork:
 
 
 def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float, scale: Scale = Scale()) -> float:
-    forward, backward = (count * scale.images for count in work.at(n)[:2])
-    calls, backward_calls = (count * scale.calls for count in work.at(n)[2:])
+    forward, backward, calls, backward_calls = work.at(n)
+    forward, backward, calls, backward_calls = (forward * scale.images, backward * scale.images,
+                                                calls * scale.calls, backward_calls * scale.calls)
     return (calls * price.forward_fixed + forward * price.forward_per_image
             + backward_calls * price.backward_fixed + backward * price.backward_per_image
             + (calls + backward_calls) * non_model)
