@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from advspatial.experiments.cost_references import sized_group, sized_setting
+from advspatial.experiments.stage_work import sized_group, sized_setting
 from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.experiments.registry import experiments
 from advspatial.passes import PassCount

@@ -7,15 +7,12 @@ import dataclasses
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 import torch
 from torch import nn
 
 from advspatial.experiments import forecast as fc
-from advspatial.experiments.cost_references import (
-    REFERENCE_PANEL, REFERENCE_ROI, REFERENCES, StageWork, sized_setting,
-)
+from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCES
+from advspatial.experiments.stage_work import StageWork, sized_setting
 from advspatial.experiments.registry import get_experiment
 
 FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
@@ -68,32 +65,6 @@ def test_stage_groups_of_one_part_of_the_run_share_its_name_and_its_share(monkey
     result = fc.forecast("toy", 10, fc.CallPrice(0.0, 1.0, 0.0, 0.0))
     assert result is not None and result.dominant == "the adaptive evaluation"
     assert result.dominant_share == pytest.approx(0.5)
-
-
-def test_work_never_goes_below_zero() -> None:
-    assert StageWork(((50, 40, 0, 1, 0), (100, 140, 0, 11, 0))).at(10) == (0.0, 0.0, 0.0, 0.0)
-
-
-def test_work_follows_the_reference_runs_and_keeps_the_bend_of_a_cap() -> None:
-    capped = StageWork(((50, 500, 0, 5, 0), (100, 1000, 0, 10, 0), (400, 1000, 0, 10, 0)))  # on min(n, 100) images
-    assert capped.at(50) == (500.0, 0.0, 5.0, 0.0) and capped.at(75) == (750.0, 0.0, 7.5, 0.0)
-    assert capped.at(100) == capped.at(250) == capped.at(2000) == (1000.0, 0.0, 10.0, 0.0)  # flat past the cap
-    assert capped.at(20) == (200.0, 0.0, 2.0, 0.0)  # below the first run: its segment continued
-    assert StageWork(((100, 7, 3, 1, 1),)).at(5000) == (7.0, 3.0, 1.0, 1.0)  # one run: constant
-
-
-@given(st.lists(st.integers(1, 2000), min_size=2, max_size=5, unique=True),
-       st.lists(st.floats(0, 1e6), min_size=5, max_size=5), st.integers(1, 5000))
-def test_work_between_two_reference_runs_lies_between_their_counts(ns, counts, n) -> None:
-    ns = sorted(ns)
-    work = StageWork(tuple((m, *(c * (i + 1) for c in counts[:4])) for i, m in enumerate(ns)))
-    at = work.at(n)
-    for m, point in zip(ns, work.points, strict=True):  # exact at each run's n
-        assert work.at(m) == pytest.approx(point[1:])
-    if ns[0] <= n <= ns[-1]:
-        right = next(i for i, m in enumerate(ns) if m >= n)
-        low, high = work.points[max(right - 1, 0)][1:], work.points[right][1:]
-        assert all(min(a, b) - 1e-6 <= v <= max(a, b) + 1e-6 for v, a, b in zip(at, low, high, strict=True))
 
 
 def test_an_experiment_without_a_reference_gets_no_forecast() -> None:

@@ -50,11 +50,9 @@ from .cost_references import (
     REFERENCE_PANEL,
     REFERENCE_ROI,
     REFERENCES,
-    StageWork,
-    follow,
-    sized_setting,
 )
 from .registry import Experiment, experiments
+from .stage_work import StageWork, follow, sized_setting
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -206,7 +204,7 @@ class Scale:
 
 def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: Any = None) -> dict[str, Scale]:
     """Per stage group of the reference, what its counts are multiplied by for a run of ``config`` on ``n`` images
-    (None: the experiment's defaults). A group a setting sizes (:func:`~.cost_references.sized_setting`) holds
+    (None: the experiment's defaults). A group a setting sizes (:func:`~.stage_work.sized_setting`) holds
     images per image and calls per batch: priced at ``min(n, setting)`` images in batches of the run's
     ``batch_size``. A group that repeats the run's work (the experiment's ``repeated_by``: ``localized-training``'s
     other training seeds) at the run's repeats beyond the first over the reference's. Every other group as counted."""

@@ -71,7 +71,7 @@ def test_a_training_step_is_timed_on_a_copy_leaving_weights_and_random_stream_as
 def test_a_new_run_states_its_training_before_training_and_leaves_the_random_stream(tmp_path, monkeypatch,
                                                                                       capsys) -> None:
     from advspatial.experiments import forecast as fc
-    from advspatial.experiments.cost_references import StageWork
+    from advspatial.experiments.stage_work import StageWork
     from advspatial.experiments.localized.run import announce_cost
     from advspatial.rundir import RunDir
 

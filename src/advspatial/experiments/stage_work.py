@@ -1,0 +1,64 @@
+"""How the forecast reads a reference run's work (:mod:`.forecast`, :mod:`.cost_references`): a stage group's
+counts in each reference run, followed between their n, and the name of a group whose images a setting caps.
+
+Apart from the reference data, which ``benchmarks/cost_reference.py`` writes, so that the hand-written reading and the
+generated numbers each stay one module of one concept.
+
+Example::
+
+    >>> StageWork(((50, 100, 0, 2, 0), (200, 400, 0, 8, 0))).at(100)
+    (200.0, 0.0, 4.0, 0.0)
+    >>> sized_setting(sized_group("attack/pgd", "ensemble_n"))
+    'ensemble_n'
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+#: one reference run's counts of a stage group: (n, forward images, backward images, forward calls, backward calls)
+Point = tuple[float, float, float, float, float]
+
+
+@dataclass(frozen=True)
+class StageWork:
+    """A stage group's counts in each reference run (:data:`Point`, ascending in n), read at any n by following the
+    straight segments between them (the first or last segment beyond them; a count never below 0)."""
+
+    points: tuple[Point, ...]
+
+    def at(self, n: int) -> tuple[float, float, float, float]:
+        """(forward images, backward images, forward calls, backward calls) on ``n`` images."""
+        forward, backward, calls, backward_calls = follow(self.points, n)
+        return forward, backward, calls, backward_calls
+
+
+def follow(points: Sequence[Sequence[float]], n: float) -> tuple[float, ...]:
+    """The values of ``points`` (``(n, value, ...)`` per reference run, ascending in n) at ``n``: on the straight
+    segment between the runs around it, the first or last segment beyond them, one run's values for one run; never
+    below 0."""
+    if len(points) == 1:
+        return tuple(max(0.0, value) for value in points[0][1:])
+    ns = [point[0] for point in points]
+    right = min(max(bisect.bisect_left(ns, n), 1), len(ns) - 1)
+    (n0, *low), (n1, *high) = points[right - 1], points[right]
+    share = (n - n0) / (n1 - n0)
+    return tuple(max(0.0, a + share * (b - a)) for a, b in zip(low, high, strict=True))
+
+
+#: what joins a stage group's name and the setting that caps its images: ``attack/pgd~ensemble_n`` holds the work
+#: per image of ``min(n, ensemble_n)`` (the experiment's ``sized_by``), read at the run's n and priced at its images
+SIZED_MARK = "~"
+
+
+def sized_group(group: str, setting: str) -> str:
+    """The name of stage group ``group`` whose images ``setting`` caps (:data:`SIZED_MARK`)."""
+    return f"{group}{SIZED_MARK}{setting}"
+
+
+def sized_setting(group: str) -> str | None:
+    """The setting that caps the images of stage group ``group`` (``attack/pgd~ensemble_n`` -> ``ensemble_n``);
+    None for a group whose counts are the run's (they follow n)."""
+    return group.split(SIZED_MARK, 1)[1] if SIZED_MARK in group else None
