@@ -5,8 +5,10 @@ per stage group, forward and backward images and calls at each reference run's n
 them from two or more finished runs of one experiment on the default model at its default settings (each run's
 ledger, ``metrics.json``'s ``model_passes``), and measures on the largest the framework's CPU per call outside the
 model and the time outside the stages (the run's CPU time, ``metrics.json``'s ``cpu_seconds``, less its stages';
-one torch thread). Put a run on each side of a setting that caps work (``calibration_n``, ``randomization_images``,
-``adaptive_n``) so that the forecast bends where the work does. Run each experiment at those n first, e.g.::
+one torch thread). Put a run on each side of a setting that caps work (``calibration_n``, ``randomization_images``)
+so that the forecast bends where the work does; a stage the experiment says a setting caps (its ``sized_by``:
+``spatial``'s ``adaptive_n``) is kept per image of that cap and per batch of them, which the forecast prices at the
+run's own cap and batch. Run each experiment at those n first, e.g.::
 
     OMP_NUM_THREADS=1 advspatial run spatial --n 100 --out /tmp/ref/spatial-100
     OMP_NUM_THREADS=1 advspatial run spatial --n 500 --out /tmp/ref/spatial-500
