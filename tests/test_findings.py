@@ -258,6 +258,14 @@ def test_record_names_the_code_it_ran(gen: ModuleType) -> None:
     assert gen.code_version().rstrip("+") == head
 
 
+def test_record_names_the_code_as_it_was_when_the_command_started(gen: ModuleType, tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    versions = iter(["abc1234", "def5678"])  # the checkout moves on while the command runs
+    monkeypatch.setattr(gen, "code_version", lambda: next(versions))
+    info = gen.record(tmp_path / "run", [sys.executable, "-c", "print('hi')"], timeout=60)
+    assert info["code"] == "abc1234"
+
+
 def test_a_resumed_run_killed_by_the_system_says_so_not_that_its_timeout_stopped_it(gen: ModuleType,
                                                                                   tmp_path: Path) -> None:
     path = fake_run(tmp_path / "run", [])

@@ -166,6 +166,7 @@ def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> d
     if argv and argv[0] == "advspatial":  # run it with this interpreter, as ``python -m advspatial``
         argv = [sys.executable, "-m", "advspatial", *argv[1:]]
     before = os.getloadavg()
+    code = code_version()  # before the command: the checkout may move on while a long run goes
     start = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     timed_out = False
@@ -179,7 +180,7 @@ def record(rundir: Path, argv: Sequence[str], timeout: float | None = None) -> d
         "argv": list(argv),
         "environment": {k: v for k, v in os.environ.items() if k.startswith("ADVSPATIAL_")},
         "machine": machine(),
-        "code": code_version(),
+        "code": code,
         "started": started,
         "wall_seconds": round(time.monotonic() - start, 2),
         "cpu_seconds": round(children_cpu_seconds(), 1),
