@@ -29,9 +29,9 @@ from typing import Any
 
 import yaml
 
-from advspatial.experiments.stage_work import sized_group, sized_setting
 from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.experiments.registry import experiments
+from advspatial.experiments.stage_work import sized_group, sized_images, sized_setting
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
@@ -102,9 +102,8 @@ def counts(group: str, count: PassCount, n: int, run_settings: dict[str, Any]) -
     setting = sized_setting(group)
     if setting is None:
         return forward, backward, calls, backward_calls
-    cap = run_settings[setting]  # None: every image
-    images = n if cap is None else min(n, int(cap))
-    batches = -(-images // int(run_settings["batch_size"]))
+    # a cap of None: every image
+    images, batches = sized_images(n, run_settings[setting], run_settings["batch_size"])
     return forward / images, backward / images, calls / batches, backward_calls / batches
 
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
-from advspatial.experiments.stage_work import SIZED_MARK, StageWork, sized_group, sized_setting
+from advspatial.experiments.stage_work import SIZED_MARK, StageWork, sized_group, sized_images, sized_setting
 
 
 def test_work_never_goes_below_zero() -> None:
@@ -40,3 +40,11 @@ def test_work_between_two_reference_runs_lies_between_their_counts(ns, counts, n
 def test_a_sized_group_names_its_setting_and_a_plain_group_none(group: str, setting: str) -> None:
     assert sized_setting(sized_group(group, setting)) == setting
     assert sized_setting(group) is None and SIZED_MARK not in group
+
+
+@pytest.mark.parametrize(("n", "cap", "batch_size", "expected"), [
+    (300, 50, 100, (50, 1)), (300, 100, 50, (100, 2)), (20, 100, 50, (20, 1)), (300, None, 100, (300, 3)),
+    (250, 250, 100, (250, 3)),
+])
+def test_a_sized_stage_runs_on_the_capped_images_in_the_batches_they_fill(n, cap, batch_size, expected) -> None:
+    assert sized_images(n, cap, batch_size) == expected

@@ -52,7 +52,7 @@ from .cost_references import (
     REFERENCES,
 )
 from .registry import Experiment, experiments
-from .stage_work import StageWork, follow, sized_setting
+from .stage_work import StageWork, follow, sized_images, sized_setting
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -216,9 +216,9 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
         if setting is None:
             scales[group] = Scale()
             continue
-        cap = getattr(settings, setting)  # None: every image (spatial's --eval full)
-        images = n if cap is None else min(n, int(cap))
-        scales[group] = Scale(float(images), float(-(-images // max(1, int(settings.batch_size)))))
+        # a cap of None: every image (spatial's --eval full)
+        images, batches = sized_images(n, getattr(settings, setting), settings.batch_size)
+        scales[group] = Scale(float(images), float(batches))
     for pattern, setting in (registered.repeated_by if registered is not None else {}).items():
         repeats = {group: match.group(0) for group in groups if (match := re.search(pattern, group))}
         if repeats:

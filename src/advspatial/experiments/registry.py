@@ -51,9 +51,9 @@ class Experiment:
         priced_apart: work its forecast prices apart from the reference runs' counted work (:data:`PricedApart`;
             ``pse``'s pixel-group pairs, whose number grows with the image and which a CPU evaluates uncounted;
             ``localized-training``'s training, which the ledger does not count and which follows the training set).
-        sized_by: the stages whose images a setting caps (:data:`SizedBy`): the forecast's reference keeps their work
-            per image and prices them at ``min(n, setting)`` images of the run it forecasts, so a run with a smaller
-            ensemble or gate is forecast as it is, not at the defaults.
+        sized_by: the stages whose images a setting caps (:data:`SizedBy`): the forecast's reference keeps their
+            images per image and their calls per batch, priced at ``min(n, setting)`` images in the batches of the
+            run it forecasts, so a run with a smaller ensemble or gate is forecast as it is, not at the defaults.
         repeated_by: the stages that repeat the run's work (:data:`RepeatedBy`): the forecast prices them at the
             run's repeats beyond the first over the reference's.
     """

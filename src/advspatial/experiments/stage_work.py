@@ -62,3 +62,11 @@ def sized_setting(group: str) -> str | None:
     """The setting that caps the images of stage group ``group`` (``attack/pgd~ensemble_n`` -> ``ensemble_n``);
     None for a group whose counts are the run's (they follow n)."""
     return group.split(SIZED_MARK, 1)[1] if SIZED_MARK in group else None
+
+
+def sized_images(n: int, cap: int | None, batch_size: int) -> tuple[int, int]:
+    """(images, batches) of a stage whose images ``cap`` caps on a run of ``n`` images in batches of
+    ``batch_size``: ``min(n, cap)`` (every image for a cap of None) and the batches they fill. The reference keeps a
+    sized group's counts per image and per batch of these; the forecast multiplies them back by the run's own."""
+    images = n if cap is None else min(n, int(cap))
+    return images, -(-images // max(1, int(batch_size)))
