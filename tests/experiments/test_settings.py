@@ -121,3 +121,30 @@ def test_explicit_settings_beat_the_full_evaluation_grid(tmp_path) -> None:
     assert from_file.fractions == [0.2] and from_file.adaptive_n == 30 and from_file.fills[-1] == "inpaint"
     again = resolve_config(spatial, None, config_dict(from_file), quick=False)  # a resume reads config.yaml back
     assert config_dict(again) == config_dict(from_file)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in experiments()  # analyze's config needs its example files
+                                        if n != "analyze" and "gate_n" in config_dict(get_experiment(n).config_cls())))
+def test_panel_gate_n_is_an_option_only_where_there_is_an_explainer_panel(name: str, tmp_path) -> None:
+    """``--panel-gate-n`` sizes the gates of an explainer panel; an experiment without one (its gate is the RoI's
+    explainer's alone) accepted it and did nothing with it. There it is no option, a YAML value other than the
+    default is refused in one line, and an older run's config.yaml holding the default still reads."""
+    from click.testing import CliRunner
+
+    from advspatial.cli import cli
+
+    experiment = get_experiment(name)
+    has_panel = "panel" in config_dict(experiment.config_cls())
+    config = tmp_path / "c.yaml"
+    config.write_text("panel_gate_n: 50\n")
+    options = CliRunner().invoke(cli, ["run", name, "--help"], terminal_width=10_000).output
+    if has_panel:
+        assert "--panel-gate-n" in options
+        assert resolve_config(experiment, str(config), {}, quick=True).panel_gate_n == 50
+        return
+    assert "--panel-gate-n" not in options
+    with pytest.raises(ConfigError, match=r"^panel_gate_n=50 does nothing here: this experiment gates no explainer "
+                                          r"panel \(its gate's images are gate_n\)"):
+        resolve_config(experiment, str(config), {}, quick=True)
+    config.write_text("panel_gate_n: 200\n")
+    assert resolve_config(experiment, str(config), {}, quick=True).panel_gate_n == 200

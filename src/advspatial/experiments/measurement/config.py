@@ -5,7 +5,7 @@ share)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import ConfigError, unknown_name
 from ...faithfulness.draws import DEFAULT_DRAWS, PANEL_DRAWS
@@ -15,6 +15,8 @@ from ...maps import list_attack_maps
 from ..settings import OPEN_UNIT_INTERVAL, ExperimentConfig, check_attacks, check_importance_methods, setting
 
 GATE_FILLS = ("zero", "blur", "road", "noise", "inpaint")
+#: images of the panel's gates by default (a setting of the experiments with an explainer panel only)
+PANEL_GATE_N = 200
 
 
 @dataclass
@@ -23,11 +25,12 @@ class GatedConfig(ExperimentConfig):
 
     gate_n: int = setting(500, "images (a prefix of the n) entering the faithfulness gate of the RoI's explainer; "
                                "correct ones count", low=1)
-    panel_gate_n: int = setting(200, "images (a prefix of the n) entering the gates of the explainer panel (the "
-                                     "other explainers, and the RoI's explainer at the panel's other fractions)",
-                                low=1)
-    gate_until_decided: bool = setting(False, "continue the gates' looks past gate_n and panel_gate_n, up to every "
-                                              "image of the run, until every row is decided")
+    panel_gate_n: int = setting(PANEL_GATE_N, "images (a prefix of the n) entering the gates of the explainer "
+                                              "panel (the other explainers, and the RoI's explainer at the panel's "
+                                              "other fractions)", low=1)
+    gate_until_decided: bool = setting(False, "continue the gates' looks past gate_n (and an explainer panel's "
+                                              "panel_gate_n), up to every image of the run, until every row is "
+                                              "decided")
     gate_fills: list[str] = setting(["road", "blur"], "deletion fills of the faithfulness gate (>= 2 of road, blur, "
                                                       "inpaint, zero, noise; one that creates no edges: road, blur "
                                                       "or inpaint; the default's measurement: docs/methods.md)")
@@ -67,8 +70,16 @@ class GatedConfig(ExperimentConfig):
                                           "test, --quick, runs them all); --no-gate-sequential runs every check on "
                                           "every image")
 
+    #: an experiment without an explainer panel (its gate is the RoI's explainer's alone): ``panel_gate_n`` does
+    #: nothing there, so it is not an option and a value other than its default is refused (:meth:`validate`);
+    #: :class:`MeasurementConfig`, which has the panel, offers it
+    CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset({"panel_gate_n"})
+
     def validate(self) -> None:
         super().validate()
+        if "panel_gate_n" in type(self).CLI_HIDDEN and self.panel_gate_n != PANEL_GATE_N:
+            raise ConfigError(f"panel_gate_n={self.panel_gate_n} does nothing here: this experiment gates no explainer "
+                              "panel (its gate's images are gate_n); leave panel_gate_n out")
         for fill in self.gate_fills:
             if fill not in GATE_FILLS:
                 raise unknown_name("gate fill", fill, GATE_FILLS)
@@ -126,6 +137,8 @@ class MeasurementConfig(GatedConfig):
                                          "non-adaptive sweep")
     figure_images: int = setting(6, "example images per figure", low=0)
 
+    #: the panel's gates take ``panel_gate_n`` images: an option here
+    CLI_HIDDEN: ClassVar[frozenset[str]] = frozenset()
     PRESET_FIELDS = {"eps_linf": "eps_linf", "eps_l2": "eps_l2", "steps": "steps", "cw_steps": "cw_steps",
                      "cw_search_steps": "cw_search_steps", "onepixel_popsize": "onepixel_popsize",
                      "onepixel_steps": "onepixel_steps", "batch_size": "batch_size", "image_size": "image_size"}
