@@ -14,6 +14,7 @@ from advspatial.experiments import forecast as fc
 from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCES
 from advspatial.experiments.stage_work import StageWork, sized_setting
 from advspatial.experiments.registry import get_experiment
+from advspatial.experiments.running import resolve_config
 
 FREE = fc.CallPrice(0.0, 0.0, 0.0, 0.0)
 
@@ -269,3 +270,37 @@ def test_a_reference_that_gated_only_its_roi_prices_an_unseen_panel_gate_as_that
     monkeypatch.setitem(fc.REFERENCE_PANEL, "maps", (REFERENCE_ROI["maps"],))
     work = fc.reference_work("maps", fc.Explainers("gradcam", ("occlusion",)))
     assert work is not None and work["gate/occlusion"] == REFERENCES["maps"][f"gate/{REFERENCE_ROI['maps']}"]
+
+
+def test_explainers_the_reference_gated_leave_the_sentence_for_the_runs_own_settings(capsys) -> None:
+    """The README's quick start (``maps``, ``panel=["gradcam"]``) is priced from the reference's own gates by role,
+    so its sentence is for its settings; an explainer the reference never gated (occlusion: about 100x a gradient
+    map) is priced as a cheap one, so the sentence says the settings differ."""
+    measured = {REFERENCE_ROI["maps"], *REFERENCE_PANEL["maps"]}
+    assert {"gradcam", "inputxgrad"} <= measured and "occlusion" not in measured
+    assert fc.explainer_settings("maps", fc.Explainers("gradcam")) == {"importance", "panel"}
+    assert fc.explainer_settings("spatial", fc.Explainers("hirescam", ("gradcam", "inputxgrad"))) == {
+        "importance", "panel"}
+    assert fc.explainer_settings("maps", fc.Explainers("gradcam", ("occlusion",))) == frozenset()
+    assert fc.explainer_settings("maps", fc.Explainers("occlusion")) == frozenset()
+    assert fc.explainer_settings("maps", None) == fc.explainer_settings("pse", fc.Explainers("gradcam")) == frozenset()
+    config_cls = get_experiment("maps").config_cls
+    gap = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10)).eval()
+    images = torch.rand(4, 1, 28, 28)
+    for panel, differ in ((["gradcam"], False), (["gradcam", "occlusion"], True)):
+        assert fc.announce("maps", config_cls(n=60, panel=panel), gap, images) is not None
+        assert ("yours differ" in capsys.readouterr().err) is differ, panel
+    assert fc.announce("maps", config_cls(n=60, panel=["gradcam"], permutations=100), gap, images) is not None
+    assert "yours differ" in capsys.readouterr().err  # a setting the forecast does not follow still says so
+
+
+def test_a_setting_the_experiment_sets_itself_is_not_one_the_user_changed() -> None:
+    """``maps`` sets ``defence_attack`` to its first attack run on every image (fgsm by default, against the class
+    default pgd): the sentence said "yours differ" for every ``maps`` run, the defaults' too."""
+    experiment = get_experiment("maps")
+    config = resolve_config(experiment, None, {}, quick=False)
+    assert config.defence_attack != experiment.config_cls().defence_attack
+    assert "defence_attack" in experiment.config_cls.CLI_HIDDEN
+    assert fc.at_defaults(config, frozenset(fc.followed_settings(experiment)))
+    assert not fc.at_defaults(resolve_config(experiment, None, {"permutations": 100}, quick=False))

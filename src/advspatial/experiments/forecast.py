@@ -11,7 +11,8 @@ measured them, and names the stage group that dominates.
 
 What it follows beyond n: the settings that cap a stage's images or repeat the run's work (the experiment's
 ``sized_by`` and ``repeated_by``: ``spatial``'s ``adaptive_n``, ``localized-training``'s ensemble, gate and training
-seeds), priced at the run's own values (:func:`stage_scales`). What it cannot know: how many images an attack leaves
+seeds), priced at the run's own values (:func:`stage_scales`), and the explainers a run gates, where the reference
+runs gated each of them (:func:`explainer_settings`). What it cannot know: how many images an attack leaves
 standing on this model (an attack that succeeds sooner makes fewer passes), any other setting away from its default
 (the forecast then says it is for the default settings), and other work on the machine. It is an estimate to a
 factor of about two, not a budget; an experiment without a reference gets none.
@@ -290,10 +291,12 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     registered = experiments().get(experiment)
     priced_apart = registered.priced_apart if registered is not None else None
     apart = priced_apart(config, model, images, price) if priced_apart is not None else None
-    result = forecast(experiment, int(config.n), price, gated_explainers(config, model, images), apart, config)
+    explainers = gated_explainers(config, model, images)
+    result = forecast(experiment, int(config.n), price, explainers, apart, config)
     if result is not None:
         result = dataclasses.replace(result, cached_stages=cached_stages)
         followed = frozenset(followed_settings(registered)) if registered is not None else frozenset()
+        followed |= explainer_settings(experiment, explainers)
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config, followed))}")
     return result
 
@@ -312,18 +315,35 @@ def probe_batch(batch_size: int, height: int, width: int) -> int:
 
 def at_defaults(config: Any, followed: frozenset[str] = frozenset()) -> bool:
     """Whether ``config`` asks for the default amount of work: its settings that are neither :data:`NOT_WORK` nor
-    ``followed`` (those the forecast prices as they are set: :func:`followed_settings`) equal its class's defaults
-    under its own preset (a preset's budgets are not the user's choice)."""
+    ``followed`` (those the forecast prices as they are set: :func:`followed_settings`) nor set by the experiment
+    itself (its ``CLI_HIDDEN``: ``maps`` makes its first attack run on every image the panel's) equal its class's
+    defaults under its own preset (a preset's budgets are not the user's choice)."""
     cls = type(config)
     given, plain = (dataclasses.asdict(c) for c in (config, cls()))
     preset = str(given.get("preset", "auto"))
     defaults = {**plain, **(cls.preset_values(preset, given) if preset != "auto" else {})}
-    return all(given[name] == defaults[name] for name in given if name not in NOT_WORK | followed)
+    ignored = NOT_WORK | followed | getattr(cls, "CLI_HIDDEN", frozenset())
+    return all(given[name] == defaults[name] for name in given if name not in ignored)
 
 
 def followed_settings(registered: Experiment) -> set[str]:
     """The settings a registered experiment's forecast follows beyond n: those that size or repeat its stages."""
     return {*registered.sized_by.values(), *registered.repeated_by.values()}
+
+
+#: the settings that choose a run's explainers (its RoI's and its panel's)
+EXPLAINER_SETTINGS = frozenset({"importance", "panel"})
+
+
+def explainer_settings(experiment: str, explainers: Explainers | None) -> frozenset[str]:
+    """:data:`EXPLAINER_SETTINGS` when the forecast prices ``explainers`` from measured work: every one of them
+    was gated in the experiment's reference runs (:func:`reference_work` gives each the work of its role there).
+    An explainer the reference did not gate (occlusion, IG: about 100x a gradient map) is priced as a cheap one,
+    so the sentence says the settings differ; nothing without explainers or a reference."""
+    if explainers is None or experiment not in REFERENCE_ROI:
+        return frozenset()
+    measured = {REFERENCE_ROI[experiment], *REFERENCE_PANEL[experiment]}
+    return EXPLAINER_SETTINGS if {explainers.roi, *explainers.panel} <= measured else frozenset()
 
 
 def gated_explainers(config: Any, model: nn.Module, images: torch.Tensor) -> Explainers | None:
