@@ -8,7 +8,8 @@ model and the time outside the stages (the run's CPU time, ``metrics.json``'s ``
 one torch thread). Put a run on each side of a setting that caps work (``calibration_n``, ``randomization_images``)
 so that the forecast bends where the work does; a stage the experiment says a setting caps (its ``sized_by``:
 ``spatial``'s ``adaptive_n``) is kept per image of that cap and per batch of them, which the forecast prices at the
-run's own cap and batch. Run each experiment at those n first, e.g.::
+run's own cap and batch; the settings whose product an attack stage's work follows (its ``steps_by``) are recorded as
+the runs had them, the same in each. Run each experiment at those n first, e.g.::
 
     OMP_NUM_THREADS=1 advspatial run spatial --n 100 --out /tmp/ref/spatial-100
     OMP_NUM_THREADS=1 advspatial run spatial --n 500 --out /tmp/ref/spatial-500
@@ -59,6 +60,19 @@ def ledger(run: Path) -> tuple[dict[str, Any], int, float | None]:
 def settings(run: Path) -> dict[str, Any]:
     """The resolved settings of a finished run (its ``config.yaml``)."""
     return dict(yaml.safe_load((run / "config.yaml").read_text()))
+
+
+def step_settings(name: str, runs: list[Path], steps_by: dict[str, tuple[str, ...]]) -> dict[str, int]:
+    """The values the reference runs had of the settings whose product an attack stage's work follows (the
+    experiment's ``steps_by``), which the forecast scales a run's iterations against; a SystemExit when the runs
+    differ in one (their work could not be followed between them)."""
+    values = {}
+    for setting in sorted({s for names in steps_by.values() for s in names}):
+        seen = {int(settings(run)[setting]) for run in runs}
+        if len(seen) != 1:
+            raise SystemExit(f"{name}: the reference runs differ in {setting} ({sorted(seen)}); run them alike")
+        values[setting] = seen.pop()
+    return values
 
 
 def explainers(run: Path) -> tuple[str, tuple[str, ...]] | None:
@@ -142,10 +156,11 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
 
 
 def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tuple[str, ...]]],
-                runs: dict[str, str]) -> str:
+                runs: dict[str, str], steps: dict[str, dict[str, int]]) -> str:
     """The module: its hand-written ``head`` (everything up to and including the marker line), then the data
     (``roles``: the reference runs' RoI explainer and panel of each experiment that has a panel; ``runs``: per
-    experiment, what its reference runs were)."""
+    experiment, what its reference runs were; ``steps``: per experiment with a ``steps_by``, its settings' values
+    in those runs)."""
     lines = [head.rstrip("\n"), "#: per experiment, its reference runs (date, commit and n)",
              "RUNS: dict[str, str] = {"]
     lines.extend(f"    {json.dumps(name)}: {json.dumps(runs[name])}," for name in fits)
@@ -157,6 +172,12 @@ def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tup
     lines.append("REFERENCE_PANEL: dict[str, tuple[str, ...]] = {")
     lines.extend(f'    "{name}": {python_tuple(roles[name][1])},' for name in fits if name in roles)
     lines.append("}")
+    lines.append("#: per experiment whose forecast follows an attack's iterations (its steps_by), those settings' "
+                 "values in its")
+    lines.append("#: reference runs")
+    lines.extend(mapping("REFERENCE_STEPS: dict[str, dict[str, int]]", {
+        name: "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in steps[name].items()) + "}"
+        for name in fits if steps.get(name)}))
     lines.append("#: per experiment, the framework's CPU seconds per classifier call outside the model (the reference "
                  "runs, one thread)")
     lines.extend(mapping("NON_MODEL_SECONDS_PER_CALL: dict[str, float]", {n: f"{f[1]:.5f}" for n, f in fits.items()}))
@@ -208,8 +229,9 @@ def mapping(target: str, values: dict[str, str]) -> list[str]:
     return [f"{target} = {{", *(f"    {json.dumps(name)}: {value}," for name, value in values.items()), "}"]
 
 
-def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]], dict[str, str]]:
-    """The module's data as it is (fits, roles, runs): what a new fit of other experiments keeps."""
+def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]], dict[str, str],
+                         dict[str, dict[str, int]]]:
+    """The module's data as it is (fits, roles, runs, steps): what a new fit of other experiments keeps."""
     from advspatial.experiments import cost_references as module
 
     fits: dict[str, Fit] = {
@@ -218,7 +240,8 @@ def kept_data() -> tuple[dict[str, Fit], dict[str, tuple[str, tuple[str, ...]]],
                [(float(n), float(seconds)) for n, seconds in module.OUTSIDE_STAGES_SECONDS[name]])
         for name, groups in module.REFERENCES.items()}
     roles = {name: (module.REFERENCE_ROI[name], module.REFERENCE_PANEL[name]) for name in module.REFERENCE_ROI}
-    return fits, roles, dict(module.RUNS)
+    steps = {name: dict(values) for name, values in getattr(module, "REFERENCE_STEPS", {}).items()}
+    return fits, roles, dict(module.RUNS), steps
 
 
 def python_tuple(names: tuple[str, ...]) -> str:
@@ -245,7 +268,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=TARGET)
     args = parser.parse_args()
     run_cpu = {name: float(seconds) for name, seconds in (item.split("=", 1) for item in args.run_cpu)}
-    fits, roles, runs = kept_data()
+    fits, roles, runs, steps = kept_data()
     for pair in args.pairs:
         name, paths = pair.split("=", 1)
         runs_of = [Path(p) for p in paths.split(",")]
@@ -253,11 +276,12 @@ def main() -> None:
         sized_by = dict(registered.sized_by) if registered is not None else {}
         fits[name] = fit(runs_of, run_cpu.get(name), PRICED_APART.get(name, ()), sized_by)
         roles.pop(name, None)
+        steps[name] = step_settings(name, runs_of, dict(registered.steps_by) if registered is not None else {})
         if (own := explainers(runs_of[-1])) is not None:
             roles[name] = own
         sizes = ", ".join(number(point[0]) for point in next(iter(fits[name][0].values())))  # the runs' n, ascending
         runs[name] = f"{args.source}: n = {sizes}" if args.source else f"n = {sizes}"
-    args.output.write_text(module_text(kept_head(args.output), fits, roles, runs))
+    args.output.write_text(module_text(kept_head(args.output), fits, roles, runs, steps))
     print(f"wrote {args.output}")
 
 

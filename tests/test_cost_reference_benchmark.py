@@ -26,9 +26,9 @@ def test_the_module_is_written_back_byte_for_byte_from_its_own_data() -> None:
     assert head.endswith(cost_references.GENERATED_BELOW + "\n")
     assert "import StageWork" in head and head.count("import StageWork") == 1
     assert "class StageWork" not in SCRIPT.read_text()  # one definition: the module's
-    fits, roles, runs = cost_reference.kept_data()
-    assert set(fits) == set(cost_references.REFERENCES) == set(runs)
-    assert cost_reference.module_text(head, fits, roles, runs) == MODULE.read_text()
+    fits, roles, runs, steps = cost_reference.kept_data()
+    assert set(fits) == set(cost_references.REFERENCES) == set(runs) and set(steps) <= set(fits)
+    assert cost_reference.module_text(head, fits, roles, runs, steps) == MODULE.read_text()
 
 
 def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None:
@@ -39,9 +39,11 @@ def test_new_data_replaces_only_what_is_below_the_marker(tmp_path: Path) -> None
                             [(20.0, 1.0), (100.0, 2.5)])}
     roles = {"spatial": ("gradcam", ("gradcam",))}
     runs = {"spatial": "today, abc1234: n = 10, 50", "propagation": "today, abc1234: n = 20, 100"}
-    text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, runs)
+    steps = {"spatial": {"cw_steps": 40, "steps": 20}}
+    text = cost_reference.module_text(cost_reference.kept_head(target), fits, roles, runs, steps)
     namespace = run_module(text, target)
     assert namespace["RUNS"] == runs
+    assert namespace["REFERENCE_STEPS"] == steps  # an experiment without a steps_by has none
     assert namespace["REFERENCE_ROI"] == {"spatial": "gradcam"}  # an experiment without a panel has no roles
     assert namespace["REFERENCE_PANEL"] == {"spatial": ("gradcam",)}
     assert namespace["NON_MODEL_SECONDS_PER_CALL"] == {"spatial": 0.00123, "propagation": 0.002}
@@ -64,6 +66,7 @@ def test_fitting_one_experiment_keeps_every_other_experiments_data(tmp_path: Pat
         assert repr(namespace["REFERENCES"][name]) == repr(cost_references.REFERENCES[name])
         assert namespace["RUNS"][name] == cost_references.RUNS[name]
     assert namespace["RUNS"]["toy"] == "today, abc1234: n = 10, 50, 90"
+    assert namespace["REFERENCE_STEPS"] == {**cost_references.REFERENCE_STEPS}  # the toy has no steps_by
     assert "toy" not in namespace["REFERENCE_ROI"]  # no panel in its config
     attack = namespace["REFERENCES"]["toy"]["attack/k1"]
     assert attack.points == ((10, 50, 0, 12, 0), (50, 250, 0, 32, 0), (90, 450, 0, 32, 0))  # ascending n
@@ -137,3 +140,15 @@ def test_a_stage_whose_images_a_setting_caps_is_kept_per_image_in_a_group_of_its
     assert fitted["attack/pgd~ensemble_n"] == [(40, 30, 3, 20, 2), (400, 30, 3, 10, 1)]
     assert fitted["attack/k1"] == [(40, 200, 0, 10, 0), (400, 2000, 0, 10, 0)]  # the others as the runs counted
     assert cost_reference.number(0.05) == "0.05" and cost_reference.number(22.2222222) == "22.2222"
+
+
+def test_the_iterations_an_attack_stage_follows_are_recorded_as_the_reference_runs_had_them(tmp_path: Path) -> None:
+    runs = [fake_run(tmp_path / name, n, 10) for name, n in (("a", 10), ("b", 50))]
+    for run in runs:
+        (run / "config.yaml").write_text((run / "config.yaml").read_text() + "steps: 50\ncw_steps: 40\n")
+    steps_by = {r"^attack/": ("steps",), r"^attack/cw": ("cw_steps", "steps")}
+    assert cost_reference.step_settings("toy", runs, steps_by) == {"cw_steps": 40, "steps": 50}
+    assert cost_reference.step_settings("toy", runs, {}) == {}
+    (runs[1] / "config.yaml").write_text("n: 50\nsteps: 20\ncw_steps: 40\n")
+    with pytest.raises(SystemExit, match=r"toy: the reference runs differ in steps \(\[20, 50\]\)"):
+        cost_reference.step_settings("toy", runs, steps_by)

@@ -4,6 +4,7 @@ sentence, and when it stays silent."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from advspatial.experiments import forecast as fc
-from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCES
+from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCE_STEPS, REFERENCES
 from advspatial.experiments.stage_work import StageWork, sized_setting
 from advspatial.experiments.registry import get_experiment
 from advspatial.experiments.running import resolve_config
@@ -304,3 +305,37 @@ def test_a_setting_the_experiment_sets_itself_is_not_one_the_user_changed() -> N
     assert "defence_attack" in experiment.config_cls.CLI_HIDDEN
     assert fc.at_defaults(config, frozenset(fc.followed_settings(experiment)))
     assert not fc.at_defaults(resolve_config(experiment, None, {"permutations": 100}, quick=False))
+
+
+def test_an_attacks_iterations_scale_the_stages_that_follow_them() -> None:
+    """The cifar10 and imagenet presets give ``perceptual`` 20 steps where its reference ran the default 50: its
+    attacks, calibration and curve were forecast at 2.5x their work (1.6-1.8x the measured runs)."""
+    experiment = get_experiment("perceptual")
+    groups = REFERENCES["perceptual"]
+    assert REFERENCE_STEPS["perceptual"] == {"steps": 50} and "steps" in fc.followed_settings(experiment)
+    scales = fc.stage_scales("perceptual", groups, 200, experiment.config_cls(steps=20))
+    following = {"attack/pgd", "attack/ssim-ball", "calibration", "curve/ssim-ball"}
+    assert following <= set(groups)
+    for group in groups:
+        assert scales[group] == (fc.Scale(0.4, 0.4) if group in following else fc.Scale()), group
+    price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    preset, default = (fc.forecast("perceptual", 200, price, config=experiment.config_cls(steps=k)) for k in (20, 50))
+    assert preset is not None and default is not None and preset.seconds < default.seconds
+    assert fc.at_defaults(experiment.config_cls(steps=25), frozenset(fc.followed_settings(experiment)))
+    for name in ("spatial", "maps"):  # CW-L2's Adam steps in each search round: the cifar10 preset's 50 x 4
+        measurement = get_experiment(name)
+        scales = fc.stage_scales(name, REFERENCES[name], 200,
+                                 measurement.config_cls(cw_steps=50, cw_search_steps=4, steps=40))
+        cw = scales["attack/cw-l2"]
+        assert (cw.images, cw.calls) == pytest.approx((200 / 120, 200 / 120))
+        assert scales["attack/pgd"] == scales["attack/pgd-l2"] == fc.Scale(2.0, 2.0)
+        assert scales["attack/fgsm"] == scales["maps/cw-l2"] == fc.Scale()
+
+
+def test_every_steps_pattern_names_reference_groups_and_recorded_settings() -> None:
+    for name, groups in REFERENCES.items():
+        experiment = get_experiment(name)
+        fields = set(dataclasses.asdict(experiment.config_cls()))
+        for pattern, names in experiment.steps_by.items():
+            assert any(re.search(pattern, group) for group in groups), f"{name}: {pattern} matches no group"
+            assert set(names) <= set(REFERENCE_STEPS.get(name, {})) & fields, f"{name}: fit its reference again"

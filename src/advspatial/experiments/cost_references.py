@@ -8,7 +8,9 @@ stays flat, work per image grows, and work capped at a setting (the budget calib
 ``calibration_n`` images) bends where a reference run on each side of the cap puts the bend. A group whose images
 the experiment says a setting caps (its ``sized_by``: ``localized-training``'s ensemble on ``ensemble_n`` images)
 holds its images per image and its calls per batch instead (:func:`~.stage_work.sized_group`), which the forecast
-prices at the run's own cap. The runs they were measured on: :data:`RUNS`. Everything below
+prices at the run's own cap; a group whose work follows an attack's iterations (its ``steps_by``: ``perceptual``'s
+``steps``) is priced at the run's iterations over the reference runs' (:data:`REFERENCE_STEPS`). The runs they were
+measured on: :data:`RUNS`. Everything below
 :data:`GENERATED_BELOW` is rewritten by that script; the head above it (this docstring, the import of
 :class:`~.stage_work.StageWork`, which reads the data) is kept.
 """
@@ -35,6 +37,13 @@ REFERENCE_ROI: dict[str, str] = {"spatial": "hirescam", "maps": "hirescam"}
 REFERENCE_PANEL: dict[str, tuple[str, ...]] = {
     "spatial": ("gradcam", "hirescam", "inputxgrad"),
     "maps": ("gradcam", "hirescam", "inputxgrad"),
+}
+#: per experiment whose forecast follows an attack's iterations (its steps_by), those settings' values in its
+#: reference runs
+REFERENCE_STEPS: dict[str, dict[str, int]] = {
+    "spatial": {"cw_search_steps": 3, "cw_steps": 40, "steps": 20},
+    "maps": {"cw_search_steps": 3, "cw_steps": 40, "steps": 20},
+    "perceptual": {"steps": 50},
 }
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {

@@ -9,9 +9,10 @@ timed here at one image and at the run's batch (:func:`measure_price`: a fixed c
 forward and backward), adds the framework's own CPU per call and the time outside the stages as the reference runs
 measured them, and names the stage group that dominates.
 
-What it follows beyond n: the settings that cap a stage's images or repeat the run's work (the experiment's
-``sized_by`` and ``repeated_by``: ``spatial``'s ``adaptive_n``, ``localized-training``'s ensemble, gate and training
-seeds), priced at the run's own values (:func:`stage_scales`), and the explainers a run gates, where the reference
+What it follows beyond n: the settings that cap a stage's images, repeat the run's work or set an attack's
+iterations (the experiment's ``sized_by``, ``repeated_by`` and ``steps_by``: ``spatial``'s ``adaptive_n``,
+``localized-training``'s ensemble, gate and training seeds, ``perceptual``'s steps, which a preset sets), priced at
+the run's own values (:func:`stage_scales`), and the explainers a run gates, where the reference
 runs gated each of them (:func:`explainer_settings`). What it cannot know: how many images an attack leaves
 standing on this model (an attack that succeeds sooner makes fewer passes), any other setting away from its default
 (the forecast then says it is for the default settings), and other work on the machine. It is an estimate to a
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import statistics
 import time
@@ -50,10 +52,11 @@ from .cost_references import (
     OUTSIDE_STAGES_SECONDS,
     REFERENCE_PANEL,
     REFERENCE_ROI,
+    REFERENCE_STEPS,
     REFERENCES,
 )
 from .registry import Experiment, experiments
-from .stage_work import StageWork, follow, sized_images, sized_setting
+from .stage_work import SIZED_MARK, StageWork, follow, sized_images, sized_setting
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -208,7 +211,9 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
     (None: the experiment's defaults). A group a setting sizes (:func:`~.stage_work.sized_setting`) holds
     images per image and calls per batch: priced at ``min(n, setting)`` images in batches of the run's
     ``batch_size``. A group that repeats the run's work (the experiment's ``repeated_by``: ``localized-training``'s
-    other training seeds) at the run's repeats beyond the first over the reference's. Every other group as counted."""
+    other training seeds) at the run's repeats beyond the first over the reference's. A group whose work follows an
+    attack's iterations (the experiment's ``steps_by``) at the product of the run's iterations over the reference
+    runs' (:data:`~.cost_references.REFERENCE_STEPS`). Every other group as counted."""
     registered = experiments().get(experiment)
     settings: Any = config if config is not None else (registered.config_cls() if registered is not None else None)
     scales = {}
@@ -225,6 +230,13 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
         if repeats:
             share = (int(getattr(settings, setting)) - 1) / len(set(repeats.values()))
             scales.update({group: scales[group].times(share) for group in repeats})
+    reference_steps = REFERENCE_STEPS.get(experiment, {})
+    for pattern, names in (registered.steps_by if registered is not None else {}).items():
+        if not set(names) <= set(reference_steps):
+            continue  # a reference fitted before its steps were recorded: counted as it is
+        ratio = math.prod(float(getattr(settings, name)) / reference_steps[name] for name in names)
+        scales.update({group: scales[group].times(ratio) for group in groups
+                       if re.search(pattern, group.split(SIZED_MARK)[0])})
     return scales
 
 
@@ -327,8 +339,11 @@ def at_defaults(config: Any, followed: frozenset[str] = frozenset()) -> bool:
 
 
 def followed_settings(registered: Experiment) -> set[str]:
-    """The settings a registered experiment's forecast follows beyond n: those that size or repeat its stages."""
-    return {*registered.sized_by.values(), *registered.repeated_by.values()}
+    """The settings a registered experiment's forecast follows beyond n: those that size or repeat its stages, and
+    the iterations its reference recorded (:data:`~.cost_references.REFERENCE_STEPS`)."""
+    recorded = REFERENCE_STEPS.get(registered.name, {})
+    steps = {name for names in registered.steps_by.values() for name in names if name in recorded}
+    return {*registered.sized_by.values(), *registered.repeated_by.values(), *steps}
 
 
 #: the settings that choose a run's explainers (its RoI's and its panel's)

@@ -30,6 +30,9 @@ SizedBy = Mapping[str, str]
 #: stage-key pattern (a regular expression whose match names one repeat, ``@seed1``) -> the setting that counts the
 #: repeats of the run's work, the first included (``training_seeds``: the stages of seeds 1, 2, ... repeat seed 0's)
 RepeatedBy = Mapping[str, str]
+#: stage-group pattern (a regular expression, searched in the forecast's group name) -> the settings whose product
+#: its work follows (an attack's iterations: ``perceptual``'s ``steps``, CW-L2's ``cw_steps`` x ``cw_search_steps``)
+StepsBy = Mapping[str, tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Experiment:
             run it forecasts, so a run with a smaller ensemble or gate is forecast as it is, not at the defaults.
         repeated_by: the stages that repeat the run's work (:data:`RepeatedBy`): the forecast prices them at the
             run's repeats beyond the first over the reference's.
+        steps_by: the stages whose work follows an attack's iterations (:data:`StepsBy`): the forecast prices them
+            at the run's iterations over the reference runs' (a preset's 20 PGD steps, not the default's 50).
     """
 
     name: str
@@ -68,6 +73,7 @@ class Experiment:
     priced_apart: PricedApart | None = None
     sized_by: SizedBy = field(default_factory=dict)
     repeated_by: RepeatedBy = field(default_factory=dict)
+    steps_by: StepsBy = field(default_factory=dict)
 
     def contract_args(self) -> list[str]:
         """:attr:`contract` as ``advspatial run`` options (``--quick`` first; lists joined by commas)."""
@@ -88,14 +94,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 def register_experiment(
     name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings] | None = None,
     render: Render | None = None, contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
-    sized_by: SizedBy | None = None, repeated_by: RepeatedBy | None = None,
+    sized_by: SizedBy | None = None, repeated_by: RepeatedBy | None = None, steps_by: StepsBy | None = None,
 ) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
     """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
     ``run(config, rundir) -> ExperimentResult`` (see :class:`Experiment` for the fields)."""
 
     def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
         experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}),
-                                priced_apart, dict(sized_by or {}), dict(repeated_by or {}))
+                                priced_apart, dict(sized_by or {}), dict(repeated_by or {}), dict(steps_by or {}))
         EXPERIMENTS.register(name, experiment)
         return fn
 

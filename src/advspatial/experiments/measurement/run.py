@@ -29,6 +29,9 @@ from .stages import AttackSummary, BatchColumns, Context, measurement_context, p
 F = TypeVar("F", bound=MeasuredFindings)
 #: the settings of a measurement (its config type)
 M = TypeVar("M", bound=MeasurementConfig)
+#: the attack stages whose work follows their iterations (the registry's ``steps_by``, what the forecast follows):
+#: PGD's ``steps``, CW-L2's Adam steps in each of its search rounds (the cifar10 preset's 50 x 4, not 40 x 3)
+ATTACK_STEPS = {r"^attack/(pgd|pgd-l2)$": ("steps",), r"^attack/cw-l2$": ("cw_steps", "cw_search_steps")}
 
 
 @dataclass
