@@ -223,10 +223,16 @@ def test_the_reference_gates_become_this_runs_gates_by_role() -> None:
     assert work["gate/inputxgrad"] == reference["gate/inputxgrad"]  # a panel gate the reference ran too
     others = [reference[f"gate/{name}"] for name in REFERENCE_PANEL["maps"] if name != REFERENCE_ROI["maps"]]
     assert work["gate/hirescam"] == fc.mean_work(others)  # one it ran as its RoI: the mean of its panel gates
-    assert {g: w for g, w in work.items() if not g.startswith("gate/")} == {
-        g: w for g, w in reference.items() if not g.startswith("gate/")}
+    explained = ("gate/", "panel/")
+    assert {g: w for g, w in work.items() if not g.startswith(explained)} == {
+        g: w for g, w in reference.items() if not g.startswith(explained)}
+    # the panel's maps of the attacks' examples follow the panel as its gates do (the RoI's explainer makes none)
+    assert {g for g in work if g.startswith("panel/")} == {"panel/hirescam", "panel/inputxgrad"}
+    assert work["panel/inputxgrad"] == reference["panel/inputxgrad"]
+    assert work["panel/hirescam"] == fc.mean_work([reference["panel/gradcam"], reference["panel/inputxgrad"]])
     alone = fc.reference_work("maps", fc.Explainers("gradcam"))
     assert alone is not None and not {"gate/hirescam", "gate/inputxgrad"} & set(alone)
+    assert not {g for g in alone if g.startswith("panel/")}  # no panel: no panel maps
     assert fc.reference_work("maps") is reference and fc.reference_work("no-such-experiment") is None
     price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
     full, single = fc.forecast("maps", 60, price, fc.Explainers("hirescam", ("gradcam", "inputxgrad"))), \

@@ -241,21 +241,24 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
 
 
 def reference_work(experiment: str, explainers: Explainers | None = None) -> dict[str, StageWork] | None:
-    """The reference runs' work per stage group, with its explainer gates as this run's: the reference RoI's gate
-    becomes this run's RoI gate, a panel explainer's gate is the reference's gate of the same explainer (the mean of
-    the reference's panel gates for one it did not gate; its RoI's gate when it had no other), and panel gates this
-    run does not have are left out. None without a reference."""
+    """The reference runs' work per stage group, with its explainer gates and panel maps as this run's: the
+    reference RoI's gate becomes this run's RoI gate, a panel explainer's gate (and its maps of the attacks'
+    examples, ``panel/NAME``) is the reference's of the same explainer (the mean of the reference's panel explainers'
+    for one it did not have; its RoI's gate when it had no other), and those of explainers this run does not have
+    are left out. None without a reference."""
     reference = REFERENCES.get(experiment)
     if reference is None or explainers is None:
         return reference
     roi, panel = REFERENCE_ROI[experiment], REFERENCE_PANEL[experiment]
-    gates = {f"gate/{name}" for name in (roi, *panel)}
-    own_panel = {name: reference[f"gate/{name}"] for name in panel if name != roi and f"gate/{name}" in reference}
-    work = {group: w for group, w in reference.items() if group not in gates}
+    explained = {f"{kind}/{name}" for kind in ("gate", "panel") for name in (roi, *panel)}
+    work = {group: w for group, w in reference.items() if group not in explained}
     work[f"gate/{explainers.roi}"] = reference[f"gate/{roi}"]
-    unseen = mean_work(list(own_panel.values())) if own_panel else reference[f"gate/{roi}"]
-    for name in explainers.panel:
-        work[f"gate/{name}"] = own_panel.get(name, unseen)
+    for kind, fallback in (("gate", reference[f"gate/{roi}"]), ("panel", None)):
+        own = {name: reference[f"{kind}/{name}"] for name in panel if name != roi and f"{kind}/{name}" in reference}
+        unseen = mean_work(list(own.values())) if own else fallback
+        for name in explainers.panel:
+            if (priced := own.get(name, unseen)) is not None:
+                work[f"{kind}/{name}"] = priced
     return work
 
 
