@@ -30,9 +30,10 @@ from typing import Any
 
 import yaml
 
+from advspatial.experiments.measurement.onepixel_cost import ONEPIXEL_STAGES
 from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.experiments.registry import experiments
-from advspatial.experiments.stage_work import sized_group, sized_images, sized_setting
+from advspatial.experiments.stage_work import SIZED_MARK, sized_group, sized_images, sized_setting
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
@@ -40,9 +41,10 @@ FIELDS = ("forward", "backward", "calls", "backward_calls")
 #: how the module's marker line starts (its full text is the module's ``GENERATED_BELOW``)
 MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
-#: per experiment, the first parts of the stage keys whose CPU outside the model is work its forecast prices apart
-#: (the experiment's ``priced_apart``: ``pse``'s pixel-group pairs, evaluated incrementally on a CPU)
-PRICED_APART = {"pse": PAIR_STAGES}
+#: per experiment, the stage groups (or the first parts of their names) whose CPU outside the model is work its
+#: forecast prices apart (the experiment's ``priced_apart``: ``pse``'s pixel-group pairs, the one-pixel attack's
+#: search of ``spatial`` and ``maps``, both evaluated incrementally on a CPU)
+PRICED_APART = {"pse": PAIR_STAGES, "spatial": ONEPIXEL_STAGES, "maps": ONEPIXEL_STAGES}
 
 #: one experiment's reference: per stage group its counts per run (n, forward, backward, calls, backward calls),
 #: the non-model CPU per call, the seconds outside the stages per run (n, seconds)
@@ -125,7 +127,7 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
         sized_by: dict[str, str] | None = None) -> Fit:
     """Per stage group its counts in each run (ascending n; 0 where a run has no such stage; per image where a
     setting caps the group's images, ``sized_by``: :func:`counts`), the non-model CPU per call of the largest run
-    (without the stages whose key starts with a part in ``apart``: their CPU outside the model is work the forecast
+    (without the stage groups in ``apart``, :func:`priced_apart`: their CPU outside the model is work the forecast
     prices apart, :data:`PRICED_APART`), and the seconds outside the stages of each run that records its CPU seconds
     (its CPU seconds less its stages'; ``run_cpu``: the largest run's, for one that records none)."""
     ledgers = sorted((ledger(run) + (run,) for run in runs), key=lambda item: item[1])
@@ -144,7 +146,7 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
     if apart:
         total = PassCount()
         for name, count in counted[-1][1].items():  # the largest run's groups
-            if name.split("/")[0] not in apart:
+            if not priced_apart(name, apart):
                 total.add(count)
     non_model = total.non_model_seconds_per_call()
     if non_model is None:
@@ -153,6 +155,12 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
     outside = [(float(n), round(max(0.0, cpu - PassCount.from_dict(p).cpu_seconds), 1))
                for p, n, cpu in cpus if cpu is not None]
     return fitted, non_model, outside
+
+
+def priced_apart(group: str, apart: tuple[str, ...]) -> bool:
+    """Whether stage group ``group`` (a sized one by the group it sizes) is one of ``apart`` or inside one."""
+    name = group.split(SIZED_MARK)[0]
+    return any(name == part or name.startswith(part + "/") for part in apart)
 
 
 def module_text(head: str, fits: dict[str, Fit], roles: dict[str, tuple[str, tuple[str, ...]]],

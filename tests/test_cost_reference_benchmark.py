@@ -152,3 +152,11 @@ def test_the_iterations_an_attack_stage_follows_are_recorded_as_the_reference_ru
     (runs[1] / "config.yaml").write_text("n: 50\nsteps: 20\ncw_steps: 40\n")
     with pytest.raises(SystemExit, match=r"toy: the reference runs differ in steps \(\[20, 50\]\)"):
         cost_reference.step_settings("toy", runs, steps_by)
+
+
+def test_a_group_priced_apart_is_named_whole_or_by_the_first_parts_of_its_name() -> None:
+    assert cost_reference.PRICED_APART["spatial"] == cost_reference.PRICED_APART["maps"] == ("attack/onepixel",)
+    apart = cost_reference.priced_apart
+    assert apart("attack/onepixel", ("attack/onepixel",)) and apart("attack/onepixel~onepixel_n", ("attack/onepixel",))
+    assert not apart("attack/onepixel-l2", ("attack/onepixel",)) and not apart("attack/pgd", ("attack/onepixel",))
+    assert apart("pse/isolated", ("pse", "stability")) and not apart("pse-x/isolated", ("pse",))

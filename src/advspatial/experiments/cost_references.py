@@ -47,8 +47,8 @@ REFERENCE_STEPS: dict[str, dict[str, int]] = {
 }
 #: per experiment, the framework's CPU seconds per classifier call outside the model (the reference runs, one thread)
 NON_MODEL_SECONDS_PER_CALL: dict[str, float] = {
-    "spatial": 0.00182,
-    "maps": 0.00490,
+    "spatial": 0.00161,
+    "maps": 0.00256,
     "perceptual": 0.00640,
     "propagation": 0.00658,
     "pse": 0.00106,

@@ -6,6 +6,7 @@ batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findi
 from __future__ import annotations
 
 from ...rundir import RunDir
+from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, Measurement, measure
 from ..registry import register_experiment
 from ..results import ExperimentResult
@@ -28,7 +29,7 @@ SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps
                      contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "prior_n": 8, "figure_images": 2,
                                "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
                                "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2},
-                     sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS)
+                     sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds)
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     """The measurement with the defence's columns (clean maps, the gates, the prior, every attack with its maps and
     defence columns, the claims and the figures); then the sweep, the adaptive evaluation with its convergence
