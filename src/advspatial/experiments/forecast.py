@@ -12,8 +12,10 @@ measured them, and names the stage group that dominates.
 What it follows beyond n: the settings that cap a stage's images, repeat the run's work or set an attack's
 iterations (the experiment's ``sized_by``, ``repeated_by`` and ``steps_by``: ``spatial``'s ``adaptive_n``,
 ``localized-training``'s ensemble, gate and training seeds, ``perceptual``'s steps, which a preset sets), priced at
-the run's own values (:func:`stage_scales`), and the explainers a run gates, where the reference
-runs gated each of them (:func:`explainer_settings`). What it cannot know: how many images an attack leaves
+the run's own values (:func:`stage_scales`), and the explainers a run gates, where the reference runs gated each of
+them (:func:`explainer_settings`). Work the ledger does not count is priced apart by the experiment (its
+``priced_apart``: ``pse``'s pixel-group pairs, the one-pixel search of ``spatial`` and ``maps``, the models'
+training of ``localized-training``), timed on this model. What it cannot know: how many images an attack leaves
 standing on this model (an attack that succeeds sooner makes fewer passes), any other setting away from its default
 (the forecast then says it is for the default settings), and other work on the machine. It is an estimate to a
 factor of about two, not a budget; an experiment without a reference gets none.
