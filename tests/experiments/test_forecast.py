@@ -282,24 +282,36 @@ def test_a_reference_that_gated_only_its_roi_prices_an_unseen_panel_gate_as_that
 def test_explainers_the_reference_gated_leave_the_sentence_for_the_runs_own_settings(capsys) -> None:
     """The README's quick start (``maps``, ``panel=["gradcam"]``) is priced from the reference's own gates by role,
     so its sentence is for its settings; an explainer the reference never gated (occlusion: about 100x a gradient
-    map) is priced as a cheap one, so the sentence says the settings differ."""
+    map) is priced as a gradient explainer, and the sentence names it."""
     measured = {REFERENCE_ROI["maps"], *REFERENCE_PANEL["maps"]}
-    assert {"gradcam", "inputxgrad"} <= measured and "occlusion" not in measured
+    assert {"gradcam", "inputxgrad"} <= measured and not {"occlusion", "ig"} & measured
     assert fc.explainer_settings("maps", fc.Explainers("gradcam")) == {"importance", "panel"}
-    assert fc.explainer_settings("spatial", fc.Explainers("hirescam", ("gradcam", "inputxgrad"))) == {
-        "importance", "panel"}
-    assert fc.explainer_settings("maps", fc.Explainers("gradcam", ("occlusion",))) == frozenset()
-    assert fc.explainer_settings("maps", fc.Explainers("occlusion")) == frozenset()
+    assert fc.explainer_settings("maps", fc.Explainers("gradcam", ("occlusion",))) == {"importance", "panel"}
     assert fc.explainer_settings("maps", None) == fc.explainer_settings("pse", fc.Explainers("gradcam")) == frozenset()
+    assert fc.unpriced_explainers("spatial", fc.Explainers("hirescam", ("gradcam", "inputxgrad"))) == ()
+    assert fc.unpriced_explainers("maps", fc.Explainers("occlusion", ("gradcam", "ig"))) == ("occlusion", "ig")
+    assert fc.unpriced_explainers("maps", None) == fc.unpriced_explainers("pse", fc.Explainers("ig")) == ()
     config_cls = get_experiment("maps").config_cls
     gap = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(4, 10)).eval()
     images = torch.rand(4, 1, 28, 28)
-    for panel, differ in ((["gradcam"], False), (["gradcam", "occlusion"], True)):
-        assert fc.announce("maps", config_cls(n=60, panel=panel), gap, images) is not None
-        assert ("yours differ" in capsys.readouterr().err) is differ, panel
+    said = fc.announce("maps", config_cls(n=60, panel=["gradcam"]), gap, images)
+    text = capsys.readouterr().err
+    assert said is not None and said.unpriced == () and "yours differ" not in text and "gradient explainer" not in text
+    said = fc.announce("maps", config_cls(n=60, panel=["gradcam", "occlusion", "ig"]), gap, images)
+    text = capsys.readouterr().err
+    assert said is not None and said.unpriced == ("occlusion", "ig") and "yours differ" not in text
+    assert "the gates of occlusion and ig priced as a gradient explainer's" in text
     assert fc.announce("maps", config_cls(n=60, panel=["gradcam"], permutations=100), gap, images) is not None
     assert "yours differ" in capsys.readouterr().err  # a setting the forecast does not follow still says so
+
+
+def test_the_sentence_names_each_explainer_it_prices_as_a_gradient_explainer() -> None:
+    one = fc.Forecast(420, "the faithfulness gates", 0.6, unpriced=("occlusion",)).sentence()
+    assert "; the gate of occlusion priced as a gradient explainer's, which the reference runs gated" in one
+    three = fc.Forecast(420, "the faithfulness gates", 0.6, unpriced=("occlusion", "ig", "smoothgrad")).sentence()
+    assert "the gates of occlusion, ig and smoothgrad priced" in three
+    assert "gradient explainer" not in fc.Forecast(420, "the faithfulness gates", 0.6).sentence()
 
 
 def test_a_setting_the_experiment_sets_itself_is_not_one_the_user_changed() -> None:

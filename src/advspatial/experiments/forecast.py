@@ -106,6 +106,9 @@ class Forecast:
     #: stages of this model's earlier runs in the model cache (:mod:`advspatial.model_work`): the forecast prices
     #: every stage, a run reads those whose inputs match
     cached_stages: int = 0
+    #: explainers the run gates that the reference runs did not (:func:`unpriced_explainers`): their gates are
+    #: priced as a gradient explainer's
+    unpriced: tuple[str, ...] = ()
 
     def sentence(self, default_settings: bool = True) -> str:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
@@ -116,7 +119,16 @@ class Forecast:
             f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
             "this model's earlier runs, read instead of computed where their images and settings match")
         return (f"{span} on this machine ({self.dominant} about {self.dominant_share:.0%}; an estimate from a "
-                f"reference run's work priced at this model's measured cost per call{scope}{cached})")
+                f"reference run's work priced at this model's measured cost per call{scope}{cached}"
+                f"{self._unpriced()})")
+
+    def _unpriced(self) -> str:
+        if not self.unpriced:
+            return ""
+        names = " and ".join(", ".join(self.unpriced).rsplit(", ", 1))
+        gates = "the gate of" if len(self.unpriced) == 1 else "the gates of"
+        return (f"; {gates} {names} priced as a gradient explainer's, which the reference runs gated: one that makes "
+                "many passes per map (occlusion, IG, SmoothGrad) costs more")
 
 
 #: timed calls of each probe, the fastest kept: with 3, eight probes of ResNet-20 one after another (the other core
@@ -311,7 +323,8 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     explainers = gated_explainers(config, model, images)
     result = forecast(experiment, int(config.n), price, explainers, apart, config)
     if result is not None:
-        result = dataclasses.replace(result, cached_stages=cached_stages)
+        result = dataclasses.replace(result, cached_stages=cached_stages,
+                                     unpriced=unpriced_explainers(experiment, explainers))
         followed = frozenset(followed_settings(registered)) if registered is not None else frozenset()
         followed |= explainer_settings(experiment, explainers)
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config, followed))}")
@@ -356,14 +369,19 @@ EXPLAINER_SETTINGS = frozenset({"importance", "panel"})
 
 
 def explainer_settings(experiment: str, explainers: Explainers | None) -> frozenset[str]:
-    """:data:`EXPLAINER_SETTINGS` when the forecast prices ``explainers`` from measured work: every one of them
-    was gated in the experiment's reference runs (:func:`reference_work` gives each the work of its role there).
-    An explainer the reference did not gate (occlusion, IG: about 100x a gradient map) is priced as a cheap one,
-    so the sentence says the settings differ; nothing without explainers or a reference."""
+    """:data:`EXPLAINER_SETTINGS` when the forecast prices a run's ``explainers`` (:func:`reference_work` gives each
+    the work of its role in the reference runs; one they did not gate, the sentence names:
+    :func:`unpriced_explainers`); nothing without explainers or a reference."""
+    return EXPLAINER_SETTINGS if explainers is not None and experiment in REFERENCE_ROI else frozenset()
+
+
+def unpriced_explainers(experiment: str, explainers: Explainers | None) -> tuple[str, ...]:
+    """The explainers of ``explainers`` the experiment's reference runs did not gate, in the run's order: their gates
+    are priced as the reference's gradient explainers' (occlusion's and IG's cost about 100x that)."""
     if explainers is None or experiment not in REFERENCE_ROI:
-        return frozenset()
+        return ()
     measured = {REFERENCE_ROI[experiment], *REFERENCE_PANEL[experiment]}
-    return EXPLAINER_SETTINGS if {explainers.roi, *explainers.panel} <= measured else frozenset()
+    return tuple(name for name in dict.fromkeys((explainers.roi, *explainers.panel)) if name not in measured)
 
 
 def gated_explainers(config: Any, model: nn.Module, images: torch.Tensor) -> Explainers | None:
