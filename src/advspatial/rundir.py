@@ -58,6 +58,9 @@ class RunDir:
         #: where stages that depend only on the model are kept across runs (:mod:`advspatial.model_work`); None:
         #: every stage is computed by the run
         self.model_work: ModelWorkStore | None = None
+        #: what the run said it would cost before its first stage (:meth:`~advspatial.experiments.forecast.Forecast.
+        #: record`), kept in metrics.json beside what it cost; None: it said nothing (a resumed run, a smoke test)
+        self.forecast: dict[str, object] | None = None
         #: the stages of the joint computation being saved (:meth:`saving_jointly`), recorded in their headers
         self._joint: tuple[str, ...] = ()
 

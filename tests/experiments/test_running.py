@@ -99,3 +99,30 @@ def test_report_of_an_intact_run_is_the_same_report(finished: Path, capsys: pyte
     assert code == 0, err
     assert (finished / "report.html").read_bytes() == before
 
+
+
+def test_a_run_keeps_what_it_said_it_would_cost_beside_what_it_took(tmp_path: Path, finished: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A run that states its cost before its first stage keeps that forecast in metrics.json and its report says it
+    beside the time the run took, re-rendered from the run's files alone; a smoke test says nothing and keeps none."""
+    from advspatial.experiments.propagation.config import PropagationConfig
+
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    settings = {**PropagationConfig.QUICK, "n": 8, "batch_size": 4}
+    advspatial.run("propagation", model=TinyCNN(num_classes=4).eval(), data=synthetic_images(8, seed=2),
+                   out=str(out), progress=True, **settings)
+    said = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("advspatial: propagation"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    forecast = metrics["forecast"]
+    assert said.endswith(forecast["sentence"]) and forecast["seconds"] > 0
+    assert set(forecast) == {"seconds", "dominant", "dominant_share", "sentence"}
+    report = (out / "report.html").read_text()
+    ratio = metrics["wall_seconds"] / forecast["seconds"]
+    assert "Before its first stage the run said: " in report and f"{ratio:.2f} times the" in report
+    before = (out / "report.html").read_bytes()
+    code, _, err = run_cli(capsys, "report", str(out))
+    assert code == 0, err
+    assert (out / "report.html").read_bytes() == before
+    assert "forecast" not in json.loads((finished / "metrics.json").read_text())  # a smoke test: no forecast
+    assert "Before its first stage" not in (finished / "report.html").read_text()

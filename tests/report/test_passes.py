@@ -1,9 +1,9 @@
-"""The run's model passes in its report's setup section."""
+"""The run's model passes in its report's setup section, and what it said it would cost beside what it took."""
 
 from __future__ import annotations
 
 from advspatial.report.html import Section
-from advspatial.report.passes import passes_paragraph, with_passes
+from advspatial.report.passes import forecast_sentence, passes_paragraph, with_passes
 
 PASSES = {"images": 4, "forward": 1200, "backward": 400, "calls": 30, "forward_per_image": 300.0,
           "backward_per_image": 100.0, "complete": True, "outside_stages": {"forward": 2, "backward": 0, "calls": 1},
@@ -56,3 +56,18 @@ def test_stages_read_from_the_model_cache_are_named_with_the_passes_not_repeated
     assert "2 stages (gate/hirescam/mprt, prior-classes) depend only on the model" in text
     assert "3,500 forward and 2,400 backward image-passes not repeated" in text
     assert "model cache" not in passes_paragraph(PASSES)
+
+
+FORECAST = {"seconds": 300.0, "dominant": "the faithfulness gates", "dominant_share": 0.5,
+            "sentence": "about 5 minutes on this machine (the faithfulness gates about 50%; an estimate)"}
+
+
+def test_the_forecast_said_before_the_run_is_stated_beside_what_it_took() -> None:
+    text = forecast_sentence({"forecast": FORECAST, "wall_seconds": 330.0})
+    assert text == ("Before its first stage the run said: about 5 minutes on this machine (the faithfulness gates "
+                    "about 50%; an estimate). It took 5 min 30 s, 1.10 times the 5 min 00 s forecast.")
+    setup = with_passes([Section("Setup", ["model on data"])], PASSES, text)[0]
+    assert setup.paragraphs == ["model on data", passes_paragraph(PASSES), text]
+    assert with_passes([Section("Verdicts", ["v"])], None, text)[1].paragraphs == [text]  # an old run's ledger
+    for said_nothing in ({"wall_seconds": 330.0}, {"forecast": None, "wall_seconds": 3.0}, {"forecast": FORECAST}):
+        assert forecast_sentence(said_nothing) == ""

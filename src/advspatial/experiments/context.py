@@ -129,8 +129,9 @@ def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None 
     bind_run(rundir, identity)
     attach_model_work(rundir, config, identity, device)
     if not rundir.has_results():  # a resumed run has less left to do than any forecast would say
-        announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device),
-                 rundir.model_work.stored_count() if rundir.model_work is not None else 0)
+        said = announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device),
+                        rundir.model_work.stored_count() if rundir.model_work is not None else 0)
+        rundir.forecast = None if said is None else said.record()
     rundir.passes.watch(model)
     rundir.passes.images = len(data)
     return ExperimentContext(config, rundir, model, data, device, list(batch_slices(len(data), config.batch_size)))

@@ -29,8 +29,8 @@ from ..errors import DataError
 F = TypeVar("F", bound="Findings")
 
 #: keys a run adds to metrics.json beside its findings (never fields of one): ``run`` is the identity of the run
-#: that computed them (:func:`advspatial.experiments.running.run_stamp`)
-RUN_KEYS = frozenset({"wall_seconds", "cpu_seconds", "smoke_test", "model_passes", "run"})
+#: that computed them (:func:`advspatial.experiments.running.run_stamp`), ``forecast`` what it said it would cost
+RUN_KEYS = frozenset({"wall_seconds", "cpu_seconds", "smoke_test", "model_passes", "run", "forecast"})
 #: a float field whose name ends so holds a share (an accuracy, a rate, a share of images): NaN (none measured)
 #: or a value in [0, 1]; so does a field of exactly one of :data:`UNIT_NAMES` (probabilities, I²)
 UNIT_SUFFIXES = ("accuracy", "_acc", "rate", "_share")

@@ -109,6 +109,13 @@ class Forecast:
     #: explainers the run gates that the reference runs did not (:func:`unpriced_explainers`): their gates are
     #: priced as a gradient explainer's
     unpriced: tuple[str, ...] = ()
+    #: whether the run asks for the default amount of work beyond what the forecast follows (:func:`at_defaults`)
+    default_settings: bool = True
+
+    def record(self) -> dict[str, object]:
+        """What the run keeps in metrics.json: the seconds, the dominant part and its share, and the sentence said."""
+        return {"seconds": round(self.seconds, 1), "dominant": self.dominant,
+                "dominant_share": round(self.dominant_share, 3), "sentence": self.sentence(self.default_settings)}
 
     def sentence(self, default_settings: bool = True) -> str:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
@@ -323,11 +330,12 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
     explainers = gated_explainers(config, model, images)
     result = forecast(experiment, int(config.n), price, explainers, apart, config)
     if result is not None:
-        result = dataclasses.replace(result, cached_stages=cached_stages,
-                                     unpriced=unpriced_explainers(experiment, explainers))
         followed = frozenset(followed_settings(registered)) if registered is not None else frozenset()
         followed |= explainer_settings(experiment, explainers)
-        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(at_defaults(config, followed))}")
+        result = dataclasses.replace(result, cached_stages=cached_stages,
+                                     unpriced=unpriced_explainers(experiment, explainers),
+                                     default_settings=at_defaults(config, followed))
+        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(result.default_settings)}")
     return result
 
 

@@ -186,6 +186,8 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         # this process's CPU time, every thread (under torchrun: rank 0's)
         result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))
         result.metrics.setdefault("model_passes", rundir.passes.summary())
+        if rundir.forecast is not None:  # what it said it would cost, beside what it cost
+            result.metrics.setdefault("forecast", rundir.forecast)
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
@@ -400,14 +402,15 @@ def write_results(rundir: RunDir, experiment: Experiment, config: ExperimentConf
 
 def write_report_file(out: Path, experiment: Experiment, config: ExperimentConfig, result: ExperimentResult) -> None:
     """``report.html`` of a run (a smoke test's opens with its banner)."""
-    from ..report.passes import with_passes
+    from ..report.passes import forecast_sentence, with_passes
 
     write_report(
         out / "report.html",
         title=f"advspatial - {experiment.name}",
         subtitle=experiment.description,
         config={"experiment": experiment.name, **reported_settings(config)},
-        sections=with_passes(result.report_sections, result.metrics.get("model_passes")),
+        sections=with_passes(result.report_sections, result.metrics.get("model_passes"),
+                             forecast_sentence(result.metrics)),
         banner=banner() if config.smoke_test else "", answer=result.answer,
         answer_figure=overview if (overview := out / "figures" / OVERVIEW_FIGURE).is_file() else None,
         answer_links=plan_link(result),

@@ -1,7 +1,9 @@
-"""The run's model passes in its report: the setup section states what the run cost in passes through the model.
+"""The run's model passes in its report: the setup section states what the run cost in passes through the model,
+and what it said it would cost before its first stage beside what it took.
 
-The counts come from ``metrics.json``'s ``model_passes`` (:meth:`advspatial.passes.PassLedger.summary`); a run
-written before they were counted has none, and its report says nothing of them.
+The counts come from ``metrics.json``'s ``model_passes`` (:meth:`advspatial.passes.PassLedger.summary`), the forecast
+from its ``forecast`` (:meth:`advspatial.experiments.forecast.Forecast.record`); a run written before they were
+recorded has none, and its report says nothing of them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..progress import duration
 from .html import Section, Table
 
 #: the title of the section the passes are stated in (every experiment's report has one)
@@ -91,15 +94,28 @@ def per(count: int, units: int) -> float | str:
     return round(count / units, 1) if units else "-"
 
 
-def with_passes(sections: Sequence[Section], passes: Mapping[str, Any] | None) -> list[Section]:
-    """``sections`` with the run's passes stated in the setup section (a section of their own when there is none);
-    unchanged when ``passes`` is None (a run written before passes were counted)."""
+def forecast_sentence(metrics: Mapping[str, Any]) -> str:
+    """What the run said it would cost before its first stage and what it took (empty for a run that said nothing:
+    a smoke test, a resumed run, a run without progress output, an experiment without a forecast)."""
+    forecast, wall = metrics.get("forecast"), metrics.get("wall_seconds")
+    if not forecast or not wall or not forecast.get("seconds"):
+        return ""
+    return (f"Before its first stage the run said: {forecast['sentence']}. It took {duration(wall)}, "
+            f"{wall / forecast['seconds']:.2f} times the {duration(forecast['seconds'])} forecast.")
+
+
+def with_passes(sections: Sequence[Section], passes: Mapping[str, Any] | None, forecast: str = "") -> list[Section]:
+    """``sections`` with the run's passes (and ``forecast``: :func:`forecast_sentence`) stated in the setup section
+    (a section of their own when there is none); unchanged when there are neither (a run written before passes
+    were counted)."""
     sections = list(sections)
-    if not passes:
+    paragraphs = [*([passes_paragraph(passes)] if passes else []), *([forecast] if forecast else [])]
+    if not paragraphs:
         return sections
+    tables = [passes_table(passes)] if passes else []
     for i, section in enumerate(sections):
         if section.title == SETUP:
-            sections[i] = dataclasses.replace(section, paragraphs=[*section.paragraphs, passes_paragraph(passes)],
-                                              tables=[*section.tables, passes_table(passes)])
+            sections[i] = dataclasses.replace(section, paragraphs=[*section.paragraphs, *paragraphs],
+                                              tables=[*section.tables, *tables])
             return sections
-    return [*sections, Section(SETUP, [passes_paragraph(passes)], [passes_table(passes)])]
+    return [*sections, Section(SETUP, paragraphs, tables)]
