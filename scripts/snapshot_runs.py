@@ -34,7 +34,7 @@ from advspatial.files import load_yaml_text
 EXPERIMENTS = ("analyze", "baseline", "localized-training", "maps", "perceptual", "propagation", "pse", "spatial")
 SETTINGS = ("default", "resnet20")
 ANALYZE_IMAGES = 24
-IGNORED_KEY = re.compile(r"(^|_)(wall|seconds|elapsed|timings)($|_)")
+IGNORED_KEY = re.compile(r"(^|_)(wall|seconds|elapsed|timings|forecast)($|_)")
 
 
 def data_root() -> Path | None:
@@ -111,8 +111,8 @@ def run_snapshot(root: Path, settings: list[str], experiments: list[str], main_j
 
 def comparable(value: Any, root: Path | None = None) -> Any:
     """``value`` as compared, recursively: every key that names a duration (wall_seconds, elapsed, timings, ...)
-    left out, and the snapshot's own directory ``root`` in any string written as ``<snapshot>`` (a checkpoint
-    path names its run directory)."""
+    or the forecast said before the run (its price timed on the machine) left out, and the snapshot's own directory
+    ``root`` in any string written as ``<snapshot>`` (a checkpoint path names its run directory)."""
     if isinstance(value, dict):
         return {k: comparable(v, root) for k, v in value.items() if not IGNORED_KEY.search(k)}
     if isinstance(value, list):

@@ -55,15 +55,16 @@ def model_args(weights: Path) -> list[str]:
 
 
 def comparable_metrics(path: Path) -> Any:
-    """metrics.json without wall and CPU times (the only numbers allowed to differ, with the ledger's host-read
-    counts: the processes of a run read back what they computed, and a per-process cache fills once per process),
-    paths into the run directory and the run's stamp (its checksum of the findings counts the wall times some
-    findings hold)."""
+    """metrics.json without wall and CPU times and the forecast (the only numbers allowed to differ, with the
+    ledger's host-read counts: the processes of a run read back what they computed, and a per-process cache fills
+    once per process), paths into the run directory and the run's stamp (its checksum of the findings counts the
+    wall times some findings hold)."""
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items()
-                    if "seconds" not in k and k not in ("timings", "checkpoint", "run", "syncs", "syncs_per_call")}
+                    if "seconds" not in k
+                    and k not in ("timings", "checkpoint", "run", "syncs", "syncs_per_call", "forecast")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

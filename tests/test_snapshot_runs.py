@@ -22,8 +22,9 @@ def write_run(folder: Path, metrics: dict, csv: str) -> Path:
     return folder
 
 
-def test_wall_times_are_left_out_and_nothing_else() -> None:
-    value = {"wall_seconds": 3.0, "timings": {"a": 1.0}, "n": 5, "nested": [{"elapsed": 2, "p": 0.1}]}
+def test_wall_times_and_the_forecast_are_left_out_and_nothing_else() -> None:
+    value = {"wall_seconds": 3.0, "timings": {"a": 1.0}, "n": 5, "nested": [{"elapsed": 2, "p": 0.1}],
+             "forecast": {"seconds": 3.5, "sentence": "about 1 minute", "dominant_share": 0.5}}
     assert snapshot_runs.comparable(value) == {"n": 5, "nested": [{"p": 0.1}]}
 
 
