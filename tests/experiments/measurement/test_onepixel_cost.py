@@ -48,3 +48,14 @@ def test_the_search_is_added_to_the_attacks_part_of_spatial_and_maps(monkeypatch
     without = fc.forecast("maps", 60, fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4), config=config)
     assert with_search is not None and without is not None
     assert with_search.seconds - without.seconds == pytest.approx(cost.onepixel_queries(config) * 1e-3)
+
+
+def test_a_model_the_attack_cannot_run_on_leaves_the_search_out_of_the_forecast(monkeypatch) -> None:
+    from advspatial.errors import ShapeError
+
+    def refused(model: nn.Module, images: torch.Tensor, seed: int = 0) -> float:
+        raise ShapeError("the model's logits are not (N, classes)")
+
+    monkeypatch.setattr(cost, "seconds_per_query", refused)
+    assert cost.onepixel_seconds(MapsConfig(n=60), _tiny_cnn(), torch.rand(4, 1, 8, 8),
+                                 fc.CallPrice(0.0, 0.0, 0.0, 0.0)) == {}

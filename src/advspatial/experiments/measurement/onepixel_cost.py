@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ...attacks.onepixel import OnePixel
+from ...errors import AdvspatialError
 from ...models.hooks import frozen_eval
 from ..forecast import GROUP_NAMES, CallPrice, fastest_seconds
 
@@ -65,9 +66,13 @@ def seconds_per_query(model: nn.Module, images: torch.Tensor, seed: int = 0, rep
 
 def onepixel_seconds(config: Any, model: nn.Module, images: torch.Tensor, price: CallPrice) -> dict[str, float]:
     """The forecast's part that the reference does not count: :func:`onepixel_queries` at :func:`seconds_per_query`,
-    in the attacks' part of the run; nothing for a run without the one-pixel attack. ``price`` is not needed: the
-    candidates are timed as the run scores them."""
+    in the attacks' part of the run; nothing for a run without the one-pixel attack, or where the attack cannot run
+    on the model (the run says why). ``price`` is not needed: the candidates are timed as the run scores them."""
     queries = onepixel_queries(config)
     if not queries:
         return {}
-    return {GROUP_NAMES["attack"]: queries * seconds_per_query(model, images, int(config.seed))}
+    try:
+        seconds = seconds_per_query(model, images, int(config.seed))
+    except AdvspatialError:  # the run itself will say what is wrong with the model; the forecast leaves it out
+        return {}
+    return {GROUP_NAMES["attack"]: queries * seconds}
