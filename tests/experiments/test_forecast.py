@@ -332,10 +332,11 @@ def test_an_attacks_iterations_scale_the_stages_that_follow_them() -> None:
     groups = REFERENCES["perceptual"]
     assert REFERENCE_STEPS["perceptual"] == {"steps": 50} and "steps" in fc.followed_settings(experiment)
     scales = fc.stage_scales("perceptual", groups, 200, experiment.config_cls(steps=20))
+    at_reference = fc.stage_scales("perceptual", groups, 200, experiment.config_cls(steps=50))
     following = {"attack/pgd", "attack/ssim-ball", "calibration", "curve/ssim-ball"}
-    assert following <= set(groups)
+    assert following <= set(groups) and all(at_reference[group] == fc.Scale() for group in following)
     for group in groups:
-        assert scales[group] == (fc.Scale(0.4, 0.4) if group in following else fc.Scale()), group
+        assert scales[group] == (fc.Scale(0.4, 0.4) if group in following else at_reference[group]), group
     price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
     preset, default = (fc.forecast("perceptual", 200, price, config=experiment.config_cls(steps=k)) for k in (20, 50))
     assert preset is not None and default is not None and preset.seconds < default.seconds
@@ -357,3 +358,19 @@ def test_every_steps_pattern_names_reference_groups_and_recorded_settings() -> N
         for pattern, names in experiment.steps_by.items():
             assert any(re.search(pattern, group) for group in groups), f"{name}: {pattern} matches no group"
             assert set(names) <= set(REFERENCE_STEPS.get(name, {})) & fields, f"{name}: fit its reference again"
+
+
+def test_perceptual_prices_its_randomization_checks_at_the_runs_randomization_images() -> None:
+    """The EfficientNet-Lite0 findings command checks randomization on 32 images where the reference's 128."""
+    experiment = get_experiment("perceptual")
+    groups = REFERENCES["perceptual"]
+    sized = [group for group in groups if sized_setting(group) == "randomization_images"]
+    assert sized == ["gate/hirescam~randomization_images"]
+    assert "randomization_images" in fc.followed_settings(experiment)
+    scales = fc.stage_scales("perceptual", groups, 200, experiment.config_cls(randomization_images=32, batch_size=8))
+    assert scales[sized[0]] == fc.Scale(32.0, 4.0)  # 32 images in 4 batches of 8
+    assert fc.stage_scales("perceptual", groups, 20, experiment.config_cls())[sized[0]] == fc.Scale(20.0, 1.0)
+    price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    fewer, default = (fc.forecast("perceptual", 200, price, config=experiment.config_cls(randomization_images=k))
+                      for k in (32, 128))
+    assert fewer is not None and default is not None and fewer.seconds < default.seconds

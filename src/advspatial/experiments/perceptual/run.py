@@ -17,13 +17,16 @@ from .stages import calibrate, clean_pass, curves_pass, main_pass, perceptual_co
 #: the stages whose work follows both attacks' gradient steps (the registry's ``steps_by``, what the forecast follows):
 #: the attacks, the PGD budget's calibration, the SSIM ball's success-rate curve (the presets' 20, not the default 50)
 ATTACK_STEPS = {r"^(attack|curve)/|^calibration$": ("steps",)}
+#: the stages whose images a setting caps (the registry's ``sized_by``): the gate's randomization checks on the first
+#: ``randomization_images``
+SIZED_STAGES = {r"^gate/[^/]+/(randomization|mprt)$": "randomization_images"}
 
 
 @register_experiment("perceptual", PerceptualConfig,
                      "SSIM-ball attack vs L-inf PGD at matched mean SSIM; SSIM maps vs class activation maps",
                      findings=PerceptualFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "calibration_n": 8, "figure_images": 2},
-                     steps_by=ATTACK_STEPS)
+                     steps_by=ATTACK_STEPS, sized_by=SIZED_STAGES)
 def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
     """Clean CAMs, the SSIM-ball attack, the PGD calibration, the curves, the gate, the main pass; then
     the findings and claims; then the figures and the report."""
