@@ -34,8 +34,9 @@ from ..forecast import GROUP_NAMES, CallPrice, fastest_seconds
 ONEPIXEL_STAGES = ("attack/onepixel",)
 #: the share of its ``popsize x (steps + 1)`` candidates the search scores on an image, on average: it stops at an
 #: image's first success, which the forecast cannot know. Measured: 0.90 and 0.78 on the default model (``maps``,
-#: n = 60 and 500), 0.59 and 0.31 on the CIFAR-10 ResNet-20 (``spatial`` n = 500, ``maps`` n = 60); the geometric
-#: mean of the extremes, so that it is at most 1.7x off either way on these
+#: n = 60 and 500), 0.59, 0.59 and 0.31 on the CIFAR-10 ResNet-20 (``spatial`` n = 500, ``maps`` n = 60 stratified,
+#: the README's quick start's first 60 test images); the geometric mean of the extremes, so that it is at most 1.7x
+#: off either way on these
 QUERY_SHARE = 0.53
 #: the probe's images, and the two populations whose difference it times (candidates = images x difference)
 PROBE_IMAGES = 4
