@@ -186,11 +186,17 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         # this process's CPU time, every thread (under torchrun: rank 0's)
         result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))
         result.metrics.setdefault("model_passes", rundir.passes.summary())
-        if rundir.forecast is not None:  # what it said it would cost, beside what it cost
-            result.metrics.setdefault("forecast", rundir.forecast)
+        keep_forecast(result.metrics, rundir)
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
+
+
+def keep_forecast(metrics: dict[str, Any], rundir: RunDir) -> None:
+    """``metrics`` with what the run said it would cost before its first stage (``forecast``:
+    :meth:`~advspatial.experiments.forecast.Forecast.record`) beside what it cost; nothing when it said nothing."""
+    if rundir.forecast is not None:
+        metrics.setdefault("forecast", rundir.forecast)
 
 
 #: an ``n`` this large asks for every image: it becomes their number without a warning (``analyze``'s default)

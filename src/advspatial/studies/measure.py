@@ -44,7 +44,7 @@ def measure_model(model: StudyModel, config: MeasurementConfig, identity: Mappin
 
 def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> ModelRecord:
     """Run the measurement, write the model's own result files, save and return its record."""
-    from ..experiments.running import write_results
+    from ..experiments.running import keep_forecast, write_results
 
     maps = get_experiment("maps")  # the experiment a model's run is, reached by its registry line
     assert maps.findings is not None and issubclass(maps.findings, MeasuredFindings) and maps.render is not None
@@ -54,6 +54,7 @@ def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> M
     result = ExperimentResult.of(findings, measured.rows, maps.render(config, findings, rundir.figures))
     wall = round(time.perf_counter() - started, 2)
     result.metrics["wall_seconds"] = wall
+    keep_forecast(result.metrics, rundir)  # what the model's run said it would cost, beside what it took
     result = mark_result(result, config.smoke_test)
     main_only(lambda: write_results(rundir, maps, config, result))
     record = model_record(measured, model.label, model.model, wall, model.covariates)
