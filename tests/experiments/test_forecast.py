@@ -106,7 +106,7 @@ def test_the_sentence_rounds_to_minutes(seconds: float, words: str) -> None:
     text = fc.Forecast(seconds, "the adaptive evaluation", 0.45).sentence()
     assert text.startswith(words) and "the adaptive evaluation about 45%" in text
     assert "default settings" not in text
-    other = fc.Forecast(seconds, "the faithfulness gates", 0.5).sentence(False)
+    other = fc.Forecast(seconds, "the faithfulness gates", 0.5, default_settings=False).sentence()
     assert "for the default settings: yours differ" in other
     assert "model cache" not in text
 

@@ -115,13 +115,13 @@ class Forecast:
     def record(self) -> dict[str, object]:
         """What the run keeps in metrics.json: the seconds, the dominant part and its share, and the sentence said."""
         return {"seconds": round(self.seconds, 1), "dominant": self.dominant,
-                "dominant_share": round(self.dominant_share, 3), "sentence": self.sentence(self.default_settings)}
+                "dominant_share": round(self.dominant_share, 3), "sentence": self.sentence()}
 
-    def sentence(self, default_settings: bool = True) -> str:
+    def sentence(self) -> str:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
         minutes = self.seconds / 60
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
-        scope = "" if default_settings else "; for the default settings: yours differ"
+        scope = "" if self.default_settings else "; for the default settings: yours differ"
         cached = "" if not self.cached_stages else (
             f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
             "this model's earlier runs, read instead of computed where their images and settings match")
@@ -335,7 +335,7 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
         result = dataclasses.replace(result, cached_stages=cached_stages,
                                      unpriced=unpriced_explainers(experiment, explainers),
                                      default_settings=at_defaults(config, followed))
-        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence(result.default_settings)}")
+        note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence()}")
     return result
 
 
