@@ -33,7 +33,7 @@ import yaml
 from advspatial.experiments.measurement.onepixel_cost import ONEPIXEL_STAGES
 from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.experiments.registry import experiments
-from advspatial.experiments.stage_work import SIZED_MARK, sized_group, sized_images, sized_setting
+from advspatial.experiments.stage_work import sized_group, sized_images, sized_setting, unsized
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
@@ -159,7 +159,7 @@ def fit(runs: list[Path], run_cpu: float | None = None, apart: tuple[str, ...] =
 
 def priced_apart(group: str, apart: tuple[str, ...]) -> bool:
     """Whether stage group ``group`` (a sized one by the group it sizes) is one of ``apart`` or inside one."""
-    name = group.split(SIZED_MARK)[0]
+    name = unsized(group)
     return any(name == part or name.startswith(part + "/") for part in apart)
 
 

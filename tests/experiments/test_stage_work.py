@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 import pytest
 
-from advspatial.experiments.stage_work import SIZED_MARK, StageWork, sized_group, sized_images, sized_setting
+from advspatial.experiments.stage_work import (
+    SIZED_MARK, StageWork, sized_group, sized_images, sized_setting, unsized,
+)
 
 
 def test_work_never_goes_below_zero() -> None:
@@ -40,6 +42,7 @@ def test_work_between_two_reference_runs_lies_between_their_counts(ns, counts, n
 def test_a_sized_group_names_its_setting_and_a_plain_group_none(group: str, setting: str) -> None:
     assert sized_setting(sized_group(group, setting)) == setting
     assert sized_setting(group) is None and SIZED_MARK not in group
+    assert unsized(sized_group(group, setting)) == unsized(group) == group
 
 
 @pytest.mark.parametrize(("n", "cap", "batch_size", "expected"), [

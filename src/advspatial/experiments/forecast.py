@@ -58,7 +58,7 @@ from .cost_references import (
     REFERENCES,
 )
 from .registry import Experiment, experiments
-from .stage_work import SIZED_MARK, StageWork, follow, sized_images, sized_setting
+from .stage_work import StageWork, follow, sized_images, sized_setting, unsized
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -257,7 +257,7 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
             continue  # a reference fitted before its steps were recorded: counted as it is
         ratio = math.prod(float(getattr(settings, name)) / reference_steps[name] for name in names)
         scales.update({group: scales[group].times(ratio) for group in groups
-                       if re.search(pattern, group.split(SIZED_MARK)[0])})
+                       if re.search(pattern, unsized(group))})
     return scales
 
 

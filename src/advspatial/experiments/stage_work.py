@@ -64,6 +64,12 @@ def sized_setting(group: str) -> str | None:
     return group.split(SIZED_MARK, 1)[1] if SIZED_MARK in group else None
 
 
+def unsized(group: str) -> str:
+    """The stage group a sized group's images are of (``attack/pgd~ensemble_n`` -> ``attack/pgd``); any other group
+    itself."""
+    return group.split(SIZED_MARK, 1)[0]
+
+
 def sized_images(n: int, cap: int | None, batch_size: int) -> tuple[int, int]:
     """(images, batches) of a stage whose images ``cap`` caps on a run of ``n`` images in batches of
     ``batch_size``: ``min(n, cap)`` (every image for a cap of None) and the batches they fill. The reference keeps a
