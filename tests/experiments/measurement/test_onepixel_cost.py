@@ -59,3 +59,16 @@ def test_a_model_the_attack_cannot_run_on_leaves_the_search_out_of_the_forecast(
     monkeypatch.setattr(cost, "seconds_per_query", refused)
     assert cost.onepixel_seconds(MapsConfig(n=60), _tiny_cnn(), torch.rand(4, 1, 8, 8),
                                  fc.CallPrice(0.0, 0.0, 0.0, 0.0)) == {}
+
+
+def test_the_probe_leaves_the_runs_model_without_an_evaluator_built_for_it() -> None:
+    """The incremental evaluator keeps its structures per model object; one built by the probe before the run watches
+    its model was the one the run's search found: the default run's one-pixel stage then counted 0 passes and 870
+    host reads where it counts 80 and 113 unforecast (n = 40). The probe times a copy."""
+    from advspatial import models
+    from advspatial.models.patch.forward import STRUCTURES
+
+    torch.manual_seed(0)
+    model = models.build_model("lenet5").eval()  # a chain the evaluator's structures are built for
+    cost.seconds_per_query(model, torch.rand(4, 1, 28, 28), repeats=1)
+    assert model not in STRUCTURES._entries  # the run's model object: nothing built for it

@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any
 
@@ -56,11 +57,16 @@ def seconds_per_query(model: nn.Module, images: torch.Tensor, seed: int = 0, rep
     """Seconds of one candidate of the search on this machine: the attack's initial population (no generation) on
     :data:`PROBE_IMAGES` of ``images`` at the two :data:`PROBE_POPULATIONS`, each the fastest of ``repeats`` after a
     warm-up, the difference per candidate (the evaluator's build and the clean pass cancel out). The attack scores
-    candidates as a run does: incrementally on a CPU where the model allows, by full passes elsewhere."""
+    candidates as a run does: incrementally on a CPU where the model allows, by full passes elsewhere.
+
+    It times a copy of ``model``: the incremental evaluator keeps what it builds per model object
+    (:mod:`advspatial.models.patch.cache`), and a structure built here, before the run watches its model, would be
+    the one the run's search finds, so that its ledger (passes, host reads) would depend on whether it was forecast."""
     x = images[:PROBE_IMAGES]
-    with frozen_eval(model), torch.no_grad():
-        y = model(x).argmax(1)
-    small, large = (fastest_seconds(functools.partial(OnePixel(model, popsize=p, maxiter=0, seed=seed).run, x, y),
+    probe = copy.deepcopy(model)
+    with frozen_eval(probe), torch.no_grad():
+        y = probe(x).argmax(1)
+    small, large = (fastest_seconds(functools.partial(OnePixel(probe, popsize=p, maxiter=0, seed=seed).run, x, y),
                                     repeats) for p in PROBE_POPULATIONS)
     return max(0.0, large - small) / ((PROBE_POPULATIONS[1] - PROBE_POPULATIONS[0]) * len(x))
 
