@@ -81,6 +81,20 @@ def test_every_reference_names_registered_experiments_and_grows_with_n() -> None
         assert small is not None and large is not None and 0 < small.seconds < large.seconds
 
 
+@pytest.mark.parametrize("price", [fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4), fc.CallPrice(2e-4, 2e-5, 3e-4, 4e-5),
+                                   fc.CallPrice(5e-3, 1e-6, 5e-3, 1e-6)])
+def test_no_reference_forecasts_less_for_more_images_or_prices_a_group_it_measured_at_nothing(price) -> None:
+    ns = [*range(10, 1000, 10), *range(1000, 20_001, 500)]
+    for name, groups in REFERENCES.items():
+        seconds = [fc.forecast(name, n, price).seconds for n in ns]
+        assert all(a <= b * (1 + 1e-9) for a, b in zip(seconds[:-1], seconds[1:], strict=True)), name
+        for group, work in groups.items():
+            last = work.points[-1]
+            if any(count > 0 for count in last[1:]):
+                for n in (last[0], 2 * last[0], 50 * last[0]):
+                    assert any(count > 0 for count in fc.counts_at(group, work, n)), (name, group, n)
+
+
 def test_every_part_of_a_reference_run_has_a_name_for_the_sentence() -> None:
     parts = {group.split("/")[0] for groups in REFERENCES.values() for group in groups}
     assert parts <= set(fc.GROUP_NAMES), f"no words for {sorted(parts - set(fc.GROUP_NAMES))}"
@@ -184,7 +198,7 @@ def test_spatial_prices_its_adaptive_evaluation_at_the_runs_adaptive_n() -> None
     assert default is not None and larger is not None and small_n is not None
     adaptive = {group: work for group, work in REFERENCES["spatial"].items() if group.startswith("adaptive/")}
     assert adaptive and all(sized_setting(group) == "adaptive_n" for group in adaptive)
-    per_image = sum(fc._seconds(work, 500, price, fc.NON_MODEL_SECONDS_PER_CALL["spatial"], fc.Scale(1.0, 0.0))
+    per_image = sum(fc._seconds(work.typical(), price, fc.NON_MODEL_SECONDS_PER_CALL["spatial"], fc.Scale(1.0, 0.0))
                     for work in adaptive.values())
     assert larger.seconds - default.seconds > 150 * per_image  # 150 more images of the adaptive evaluation
     assert fc.at_defaults(experiment.config_cls(adaptive_n=200), followed) and "onepixel_n" in followed

@@ -3,15 +3,15 @@ forward and backward images and calls of a run on n images, measured at the refe
 
 Written by ``benchmarks/cost_reference.py`` from two or more runs per experiment on the default model (Fashion-MNIST
 smallcnn) at the default settings. Between two runs' n a count is linear in n, beyond them it continues the nearest
-segment: work of fixed size (the gates' checks, the adaptive evaluation's ``adaptive_n`` images, the class prior)
-stays flat, work per image grows, and work capped at a setting (the budget calibration on at most
+segment (past the last run, a count that falls there holds the last run's): work of fixed size (the gates' checks,
+the class prior) stays flat, work per image grows, and work capped at a setting (the budget calibration on at most
 ``calibration_n`` images) bends where a reference run on each side of the cap puts the bend. A group whose images
 the experiment says a setting caps (its ``sized_by``: ``localized-training``'s ensemble on ``ensemble_n`` images)
 holds its images per image and its calls per batch instead (:func:`~.stage_work.sized_group`), which the forecast
-prices at the run's own cap; a group whose work follows an attack's iterations (its ``steps_by``: ``perceptual``'s
-``steps``) is priced at the run's iterations over the reference runs' (:data:`REFERENCE_STEPS`). The runs they were
-measured on: :data:`RUNS`. Everything below
-:data:`GENERATED_BELOW` is rewritten by that script; the head above it (this docstring, the import of
+reads as the mean of the runs (:meth:`~.stage_work.StageWork.typical`) and prices at the run's own cap; a group
+whose work follows an attack's iterations (its ``steps_by``: ``perceptual``'s ``steps``) is priced at the run's
+iterations over the reference runs' (:data:`REFERENCE_STEPS`). The runs they were measured on: :data:`RUNS`.
+Everything below :data:`GENERATED_BELOW` is rewritten by that script; the head above it (this docstring, the import of
 :class:`~.stage_work.StageWork`, which reads the data) is kept.
 """
 

@@ -4,10 +4,10 @@ priced at this model's measured cost per call on this machine.
 Why: a measurement of several minutes should not start silent. A run's time is its classifier calls and the images
 they carry (:mod:`advspatial.passes`); what changes between models is the price of a call. So the forecast takes the
 work of the experiment's reference runs (:mod:`.cost_references`: per stage group, forward and backward images and
-calls in each reference run on the default model, followed between their n), prices it with a call of this model
-timed here at one image and at the run's batch (:func:`measure_price`: a fixed cost per call plus a cost per image,
-forward and backward), adds the framework's own CPU per call and the time outside the stages as the reference runs
-measured them, and names the stage group that dominates.
+calls in each reference run on the default model, followed between their n; :func:`~.stage_work.counts_at`),
+prices it with a call of this model timed here at one image and at the run's batch (:func:`measure_price`: a fixed
+cost per call plus a cost per image, forward and backward), adds the framework's own CPU per call and the time
+outside the stages as the reference runs measured them, and names the stage group that dominates.
 
 What it follows beyond n: the settings that cap a stage's images, repeat the run's work or set an attack's
 iterations (the experiment's ``sized_by``, ``repeated_by`` and ``steps_by``: ``spatial``'s ``adaptive_n``,
@@ -58,7 +58,7 @@ from .cost_references import (
     REFERENCES,
 )
 from .registry import Experiment, experiments
-from .stage_work import StageWork, follow, sized_images, sized_setting, unsized
+from .stage_work import StageWork, counts_at, follow, sized_images, sized_setting, unsized
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -209,7 +209,7 @@ def forecast(experiment: str, n: int, price: CallPrice, explainers: Explainers |
         first = stage.split("/")[0]
         group = GROUP_NAMES.get(first, first)
         by_group[group] = by_group.get(group, 0.0) + _seconds(
-            work, n, price, NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0), scales[stage])
+            counts_at(stage, work, n), price, NON_MODEL_SECONDS_PER_CALL.get(experiment, 0.0), scales[stage])
     dominant = max(by_group, key=lambda g: by_group[g])
     total = sum(by_group.values()) + follow(OUTSIDE_STAGES_SECONDS.get(experiment, ((0, 0.0),)), n)[0]
     return Forecast(total, dominant, by_group[dominant] / total if total else 0.0)
@@ -293,8 +293,11 @@ def mean_work(works: list[StageWork]) -> StageWork:
         for points in zip(*(work.points for work in works), strict=True)))
 
 
-def _seconds(work: StageWork, n: int, price: CallPrice, non_model: float, scale: Scale = Scale()) -> float:
-    forward, backward, calls, backward_calls = work.at(n)
+def _seconds(counts: tuple[float, float, float, float], price: CallPrice, non_model: float,
+             scale: Scale = Scale()) -> float:
+    """Seconds of a stage group's ``counts`` (forward and backward images and calls, :func:`~.stage_work.counts_at`)
+    multiplied by ``scale``, at ``price`` and ``non_model`` seconds of the framework's own per call."""
+    forward, backward, calls, backward_calls = counts
     forward, backward, calls, backward_calls = (forward * scale.images, backward * scale.images,
                                                 calls * scale.calls, backward_calls * scale.calls)
     return (calls * price.forward_fixed + forward * price.forward_per_image
