@@ -388,3 +388,36 @@ def test_perceptual_prices_its_randomization_checks_at_the_runs_randomization_im
     fewer, default = (fc.forecast("perceptual", 200, price, config=experiment.config_cls(randomization_images=k))
                       for k in (32, 128))
     assert fewer is not None and default is not None and fewer.seconds < default.seconds
+
+
+@pytest.mark.parametrize("name", ["spatial", "maps"])
+def test_a_panel_experiment_prices_each_explainers_randomization_checks_at_the_runs_randomization_images(name) -> None:
+    experiment, price = get_experiment(name), fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
+    sized = {group for group in REFERENCES[name] if sized_setting(group) == "randomization_images"}
+    assert sized == {f"gate/{e}~randomization_images" for e in (REFERENCE_ROI[name], *REFERENCE_PANEL[name])}
+    assert "randomization_images" in fc.followed_settings(experiment)
+    assert fc.at_defaults(experiment.config_cls(randomization_images=32), frozenset(fc.followed_settings(experiment)))
+
+    def checks(explainers: fc.Explainers, images: int) -> float:
+        work = fc.reference_work(name, explainers)
+        assert work is not None
+        config = experiment.config_cls(n=500, randomization_images=images, batch_size=32)
+        scales = fc.stage_scales(name, work, 500, config)
+        return sum(fc._seconds(fc.counts_at(group, w, 500), price, 0.0, scales[group])
+                   for group, w in work.items() if group in sized or sized_setting(group) == "randomization_images")
+
+    default = fc.Explainers("hirescam", ("gradcam", "inputxgrad"))
+    assert checks(default, 32) == pytest.approx(checks(default, 128) / 4)  # a quarter of the images and batches
+    # by role: the RoI's checks (more draws) are the reference RoI's whatever explainer it is, a panel explainer's
+    # its own; an explainer the run does not gate has none
+    reference = REFERENCES[name]
+    swapped = fc.reference_work(name, fc.Explainers("gradcam", ("hirescam",)))
+    alone = fc.reference_work(name, fc.Explainers("gradcam", ()))
+    assert swapped is not None and alone is not None
+    assert swapped["gate/gradcam~randomization_images"] == reference["gate/hirescam~randomization_images"]
+    assert swapped["gate/hirescam~randomization_images"] == fc.mean_work(
+        [reference["gate/gradcam~randomization_images"], reference["gate/inputxgrad~randomization_images"]])
+    assert {g for g in alone if sized_setting(g) == "randomization_images"} == {"gate/gradcam~randomization_images"}
+    fewer, default_run = (fc.forecast(name, 500, price, default, config=experiment.config_cls(randomization_images=k))
+                          for k in (32, 128))
+    assert fewer is not None and default_run is not None and fewer.seconds < default_run.seconds

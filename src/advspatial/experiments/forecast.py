@@ -266,20 +266,27 @@ def reference_work(experiment: str, explainers: Explainers | None = None) -> dic
     reference RoI's gate becomes this run's RoI gate, a panel explainer's gate (and its maps of the attacks'
     examples, ``panel/NAME``) is the reference's of the same explainer (the mean of the reference's panel explainers'
     for one it did not have; its RoI's gate when it had no other), and those of explainers this run does not have
-    are left out. None without a reference."""
+    are left out; a gate's comparisons and its randomization checks (sized by ``randomization_images``) each by
+    itself. None without a reference."""
     reference = REFERENCES.get(experiment)
     if reference is None or explainers is None:
         return reference
     roi, panel = REFERENCE_ROI[experiment], REFERENCE_PANEL[experiment]
     explained = {f"{kind}/{name}" for kind in ("gate", "panel") for name in (roi, *panel)}
-    work = {group: w for group, w in reference.items() if group not in explained}
-    work[f"gate/{explainers.roi}"] = reference[f"gate/{roi}"]
-    for kind, fallback in (("gate", reference[f"gate/{roi}"]), ("panel", None)):
-        own = {name: reference[f"{kind}/{name}"] for name in panel if name != roi and f"{kind}/{name}" in reference}
-        unseen = mean_work(list(own.values())) if own else fallback
+    work = {group: w for group, w in reference.items() if unsized(group) not in explained}
+    # each part of an explainer's groups by itself: its maps, its gate, its gate's sized randomization checks
+    parts = sorted({(unsized(group).split("/")[0], group[len(unsized(group)):]) for group in reference
+                    if unsized(group) in explained})
+    for kind, sized in parts:
+        key = f"{kind}/{{}}{sized}".format  # key("gradcam"): "gate/gradcam~randomization_images"
+        own_roi = reference.get(key(roi)) if kind == "gate" else None
+        if own_roi is not None:
+            work[key(explainers.roi)] = own_roi
+        own = {name: reference[key(name)] for name in panel if name != roi and key(name) in reference}
+        unseen = mean_work(list(own.values())) if own else own_roi
         for name in explainers.panel:
             if (priced := own.get(name, unseen)) is not None:
-                work[f"{kind}/{name}"] = priced
+                work[key(name)] = priced
     return work
 
 

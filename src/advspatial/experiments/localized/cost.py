@@ -25,6 +25,7 @@ from torch import nn
 from ...data import load_dataset
 from ...model_cache import checkpoint_paths
 from ..forecast import PROBE_REPEATS, CallPrice, fastest_seconds, probe_batch
+from ..measurement.gate import RANDOMIZATION_CHECKS
 from .config import (
     FINETUNE_IMAGES, MIXED, MODES, LocalizedConfig, finetunes, natural_epochs, seeded, train_config,
 )
@@ -35,7 +36,7 @@ from .finetuning import FinetuneConfig
 SIZED_STAGES = {
     r"^attack/[^/]+/(region-)?ensemble$": "ensemble_n",
     r"^gate/[^/]+/[^/]+/(maps$|f\d)": "gate_n",
-    r"^gate/[^/]+/[^/]+/(randomization|mprt)$": "randomization_images",
+    **RANDOMIZATION_CHECKS,
 }
 #: the stages of training seeds 1, 2, ... (``attack/pgd@seed1/full``), repeats of seed 0's (the registry's
 #: ``repeated_by``)

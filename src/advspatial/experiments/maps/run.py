@@ -13,6 +13,7 @@ from ...attacks import Attack
 from ...data import ImageDataset
 from ...rundir import RunDir
 from ..measurement.config import MeasurementConfig
+from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, measure
 from ..registry import register_experiment
@@ -27,7 +28,7 @@ from .report import render
                      findings=MapsFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "attacks": ["fgsm", "onepixel"],
                                "panel": ["gradcam"], "gate_n": 8, "randomization_images": 2, "figure_images": 2},
-                     steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds)
+                     steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds, sized_by=RANDOMIZATION_CHECKS)
 def run_maps(config: MapsConfig, rundir: RunDir) -> ExperimentResult:
     """The RoI/RoA measurement of every attack (also ``advspatial maps`` for one attack)."""
     rows, findings = maps_analysis(config, rundir)

@@ -49,6 +49,10 @@ from .stages import Context
 #: attack's budget once per run
 GATE_MAPS = Stage[torch.Tensor]("gate")
 GATE_CHECK = Stage[Any]("gate", per="run")
+#: the randomization checks' stages of an explainer's gate (``gate/[tag/]method/randomization`` and ``.../mprt``), on
+#: the first ``randomization_images`` images: an experiment's ``sized_by`` entry, so that its forecast prices them at
+#: the run's own setting
+RANDOMIZATION_CHECKS = {r"^gate/([^/]+/)?[^/]+/(randomization|mprt)$": "randomization_images"}
 
 
 @dataclass(frozen=True)

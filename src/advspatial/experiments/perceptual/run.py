@@ -4,6 +4,7 @@ the findings and claims (:mod:`.claims`), the figures (:mod:`.figures`), then th
 from __future__ import annotations
 
 from ...rundir import RunDir
+from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import analyse, roi_of, run_gates
@@ -19,7 +20,7 @@ from .stages import calibrate, clean_pass, curves_pass, main_pass, perceptual_co
 ATTACK_STEPS = {r"^(attack|curve)/|^calibration$": ("steps",)}
 #: the stages whose images a setting caps (the registry's ``sized_by``): the gate's randomization checks on the first
 #: ``randomization_images``
-SIZED_STAGES = {r"^gate/[^/]+/(randomization|mprt)$": "randomization_images"}
+SIZED_STAGES = RANDOMIZATION_CHECKS
 
 
 @register_experiment("perceptual", PerceptualConfig,

@@ -6,6 +6,7 @@ batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findi
 from __future__ import annotations
 
 from ...rundir import RunDir
+from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, Measurement, measure
 from ..registry import register_experiment
@@ -20,7 +21,8 @@ from .stages import DefenceColumns, SweepColumns, adaptive_stage, aggregate_swee
 
 #: the stages whose images a setting caps (the registry's ``sized_by``, what the forecast follows): the adaptive
 #: evaluation and its baselines on the first ``adaptive_n`` images, the one-pixel attack's on ``onepixel_n``
-SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps)/onepixel(/|$)": "onepixel_n"}
+SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps)/onepixel(/|$)": "onepixel_n",
+                **RANDOMIZATION_CHECKS}
 
 
 @register_experiment("spatial", SpatialConfig,
