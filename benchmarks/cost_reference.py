@@ -31,9 +31,10 @@ from typing import Any
 import yaml
 
 from advspatial.experiments.measurement.onepixel_cost import ONEPIXEL_STAGES
+from advspatial.experiments.propagation.cost import SEARCH_STAGES
 from advspatial.experiments.pse.cost import PAIR_STAGES
 from advspatial.experiments.registry import experiments
-from advspatial.experiments.stage_work import sized_group, sized_images, sized_setting, unsized
+from advspatial.experiments.stage_work import iteration_count, sized_group, sized_images, sized_setting, unsized
 from advspatial.passes import PassCount
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "advspatial" / "experiments" / "cost_references.py"
@@ -43,8 +44,9 @@ MARKER_START = "# ---- written by benchmarks/cost_reference.py"
 
 #: per experiment, the stage groups (or the first parts of their names) whose CPU outside the model is work its
 #: forecast prices apart (the experiment's ``priced_apart``: ``pse``'s pixel-group pairs, the one-pixel attack's
-#: search of ``spatial`` and ``maps``, both evaluated incrementally on a CPU)
-PRICED_APART = {"pse": PAIR_STAGES, "spatial": ONEPIXEL_STAGES, "maps": ONEPIXEL_STAGES}
+#: search of ``spatial``, ``maps`` and ``propagation``, both evaluated incrementally on a CPU)
+PRICED_APART = {"pse": PAIR_STAGES, "spatial": ONEPIXEL_STAGES, "maps": ONEPIXEL_STAGES,
+                "propagation": SEARCH_STAGES}
 
 #: one experiment's reference: per stage group its counts per run (n, forward, backward, calls, backward calls),
 #: the non-model CPU per call, the seconds outside the stages per run (n, seconds)
@@ -70,7 +72,7 @@ def step_settings(name: str, runs: list[Path], steps_by: dict[str, tuple[str, ..
     differ in one (their work could not be followed between them)."""
     values = {}
     for setting in sorted({s for names in steps_by.values() for s in names}):
-        seen = {int(settings(run)[setting]) for run in runs}
+        seen = {int(iteration_count(setting, settings(run).__getitem__)) for run in runs}
         if len(seen) != 1:
             raise SystemExit(f"{name}: the reference runs differ in {setting} ({sorted(seen)}); run them alike")
         values[setting] = seen.pop()

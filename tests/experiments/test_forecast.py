@@ -13,7 +13,7 @@ from torch import nn
 
 from advspatial.experiments import forecast as fc
 from advspatial.experiments.cost_references import REFERENCE_PANEL, REFERENCE_ROI, REFERENCE_STEPS, REFERENCES
-from advspatial.experiments.stage_work import StageWork, sized_setting
+from advspatial.experiments.stage_work import StageWork, iteration_setting, sized_setting
 from advspatial.experiments.registry import get_experiment
 from advspatial.experiments.running import resolve_config
 
@@ -371,7 +371,8 @@ def test_every_steps_pattern_names_reference_groups_and_recorded_settings() -> N
         fields = set(dataclasses.asdict(experiment.config_cls()))
         for pattern, names in experiment.steps_by.items():
             assert any(re.search(pattern, group) for group in groups), f"{name}: {pattern} matches no group"
-            assert set(names) <= set(REFERENCE_STEPS.get(name, {})) & fields, f"{name}: fit its reference again"
+            assert set(names) <= set(REFERENCE_STEPS.get(name, {})), f"{name}: fit its reference again"
+            assert {iteration_setting(spec) for spec in names} <= fields, f"{name}: {names} names no setting"
 
 
 def test_perceptual_prices_its_randomization_checks_at_the_runs_randomization_images() -> None:

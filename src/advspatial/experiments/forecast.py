@@ -58,7 +58,9 @@ from .cost_references import (
     REFERENCES,
 )
 from .registry import Experiment, experiments
-from .stage_work import StageWork, counts_at, follow, sized_images, sized_setting, unsized
+from .stage_work import (
+    StageWork, counts_at, follow, iteration_count, iteration_setting, sized_images, sized_setting, unsized,
+)
 
 #: the part of a run each first part of a stage key belongs to, in the forecast's sentence (the shares are summed
 #: by part)
@@ -255,7 +257,8 @@ def stage_scales(experiment: str, groups: Mapping[str, object], n: int, config: 
     for pattern, names in (registered.steps_by if registered is not None else {}).items():
         if not set(names) <= set(reference_steps):
             continue  # a reference fitted before its steps were recorded: counted as it is
-        ratio = math.prod(float(getattr(settings, name)) / reference_steps[name] for name in names)
+        ratio = math.prod(iteration_count(name, functools.partial(getattr, settings)) / reference_steps[name]
+                          for name in names)
         scales.update({group: scales[group].times(ratio) for group in groups
                        if re.search(pattern, unsized(group))})
     return scales
@@ -378,7 +381,7 @@ def followed_settings(registered: Experiment) -> set[str]:
     """The settings a registered experiment's forecast follows beyond n: those that size or repeat its stages, and
     the iterations its reference recorded (:data:`~.cost_references.REFERENCE_STEPS`)."""
     recorded = REFERENCE_STEPS.get(registered.name, {})
-    steps = {name for names in registered.steps_by.values() for name in names if name in recorded}
+    steps = {iteration_setting(name) for names in registered.steps_by.values() for name in names if name in recorded}
     return {*registered.sized_by.values(), *registered.repeated_by.values(), *steps}
 
 

@@ -60,7 +60,9 @@ class Experiment:
         repeated_by: the stages that repeat the run's work (:data:`RepeatedBy`): the forecast prices them at the
             run's repeats beyond the first over the reference's.
         steps_by: the stages whose work follows an attack's iterations (:data:`StepsBy`): the forecast prices them
-            at the run's iterations over the reference runs' (a preset's 20 PGD steps, not the default's 50).
+            at the run's iterations over the reference runs' (a preset's 20 PGD steps, not the default's 50); an
+            entry names a setting or a setting plus a constant (``maxiter+1``:
+            :func:`~.stage_work.iteration_count`).
     """
 
     name: str

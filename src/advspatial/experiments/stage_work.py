@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import bisect
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 #: one reference run's counts of a stage group: (n, forward images, backward images, forward calls, backward calls)
 Point = tuple[float, float, float, float, float]
@@ -90,6 +91,23 @@ def unsized(group: str) -> str:
     """The stage group a sized group's images are of (``attack/pgd~ensemble_n`` -> ``attack/pgd``); any other group
     itself."""
     return group.split(SIZED_MARK, 1)[0]
+
+
+def iteration_count(spec: str, value_of: Callable[[str], Any]) -> float:
+    """The iterations an entry ``spec`` of an experiment's ``steps_by`` names, with ``value_of`` reading a setting:
+    a setting's value (``steps``), or a setting's plus a constant (``maxiter+1``: a differential evolution's
+    generations and its initial population, so that no generations still price the population).
+
+    >>> iteration_count("maxiter+1", {"maxiter": 20}.__getitem__), iteration_count("steps", {"steps": 50}.get)
+    (21.0, 50.0)
+    """
+    name, _, extra = spec.partition("+")
+    return float(value_of(name)) + (float(extra) if extra else 0.0)
+
+
+def iteration_setting(spec: str) -> str:
+    """The setting an entry ``spec`` of ``steps_by`` reads (``maxiter+1`` -> ``maxiter``)."""
+    return spec.partition("+")[0]
 
 
 def sized_images(n: int, cap: int | None, batch_size: int) -> tuple[int, int]:

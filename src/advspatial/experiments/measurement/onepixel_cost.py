@@ -72,14 +72,18 @@ def seconds_per_query(model: nn.Module, images: torch.Tensor, seed: int = 0, rep
 
 
 def onepixel_seconds(config: Any, model: nn.Module, images: torch.Tensor, price: CallPrice) -> dict[str, float]:
-    """The forecast's part that the reference does not count: :func:`onepixel_queries` at :func:`seconds_per_query`,
-    in the attacks' part of the run; nothing for a run without the one-pixel attack, or where the attack cannot run
-    on the model (the run says why). ``price`` is not needed: the candidates are timed as the run scores them."""
-    queries = onepixel_queries(config)
+    """The forecast's part that the reference does not count: :func:`onepixel_queries` priced by
+    :func:`search_seconds`. ``price`` is not needed: the candidates are timed as the run scores them."""
+    return search_seconds(onepixel_queries(config), model, images, int(config.seed))
+
+
+def search_seconds(queries: float, model: nn.Module, images: torch.Tensor, seed: int) -> dict[str, float]:
+    """``queries`` candidates of a one-pixel search at :func:`seconds_per_query` on ``model``, in the attacks' part
+    of the run; nothing for none, or where the attack cannot run on the model (the run itself says why)."""
     if not queries:
         return {}
     try:
-        seconds = seconds_per_query(model, images, int(config.seed))
+        seconds = seconds_per_query(model, images, seed)
     except AdvspatialError:  # the run itself will say what is wrong with the model; the forecast leaves it out
         return {}
     return {GROUP_NAMES["attack"]: queries * seconds}

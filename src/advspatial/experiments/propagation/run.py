@@ -11,6 +11,7 @@ from ..registry import register_experiment
 from ..results import ExperimentResult
 from .claims import build_claims
 from .config import PropagationConfig
+from .cost import ATTACK_STEPS, search_seconds_of
 from .figures import draw_figures
 from .findings import PropagationFindings, build_findings
 from .report import render
@@ -20,7 +21,8 @@ from .stages import Context, add_reach_column, process_k, random_reach_stage, re
 @register_experiment("propagation", PropagationConfig,
                      "one-pixel (k-pixel) attacks: propagation maps through the layers and the locality test",
                      findings=PropagationFindings, render=render,
-                     contract={"n": 8, "batch_size": 4, "figure_images": 2})
+                     contract={"n": 8, "batch_size": 4, "figure_images": 2},
+                     steps_by=ATTACK_STEPS, priced_apart=search_seconds_of)
 def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResult:
     base = prepare_context(config, rundir)
     ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))
