@@ -1,5 +1,6 @@
 """How the forecast reads a reference run's work (:mod:`.forecast`, :mod:`.cost_references`): a stage group's
-counts in each reference run, followed between their n, and the name of a group whose images a setting caps.
+counts in each reference run, followed between their n (a group whose images a setting caps: their mean), the name
+of such a group, and the iterations an attack stage's work follows.
 
 Apart from the reference data, which ``benchmarks/cost_reference.py`` writes, so that the hand-written reading and the
 generated numbers each stay one module of one concept.
