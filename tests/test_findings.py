@@ -158,6 +158,15 @@ def test_a_curve_end_missing_from_the_file_reads_not_recorded_unless_nothing_was
     assert "| pgd | 0.9900 | 0 of 10 | +0.0000 | — | — (none capped) |" in page
 
 
+def test_a_propagation_run_names_its_de_budget_in_its_heading(gen: ModuleType, tmp_path: Path) -> None:
+    runs = [gen.read_run(fake_run(tmp_path / name, [])) for name in ("default", "literature")]
+    for run, (popsize, maxiter) in zip(runs, ((100, 20), (400, 75)), strict=True):
+        run.config.update(experiment="propagation", popsize=popsize, maxiter=maxiter)
+    page = gen.page(runs)
+    assert "## cifar10-resnet20 on imagefolder:/data/cifar, DE population 100, 20 generations\n" in page
+    assert "## cifar10-resnet20 on imagefolder:/data/cifar, DE population 400, 75 generations\n" in page
+
+
 def test_a_run_of_the_default_explainer_keeps_its_plain_heading(gen: ModuleType, tmp_path: Path) -> None:
     run = gen.read_run(fake_run(tmp_path / "run", []))
     run.config["importance"] = "auto"

@@ -573,6 +573,8 @@ def run_section(run: Run) -> list[str]:
     label = f"{config.get('model', '?')} on {config.get('dataset', '?')}"
     if config.get("importance") not in (None, "", "auto"):  # two runs of one model apart by their RoI's explainer
         label += f", RoI {config['importance']}"
+    if "popsize" in config and "maxiter" in config:  # propagation: two runs of one model apart by their DE budget
+        label += f", DE population {config['popsize']}, {config['maxiter']} generations"
     command = rec.get("command") or reconstructed_command(config)
     env = " ".join(f"{k}={v}" for k, v in (rec.get("environment") or {}).items())
     wall = metrics.get("wall_seconds")
