@@ -120,8 +120,11 @@ def test_the_sentence_rounds_to_minutes(seconds: float, words: str) -> None:
     text = fc.Forecast(seconds, "the adaptive evaluation", 0.45).sentence()
     assert text.startswith(words) and "the adaptive evaluation about 45%" in text
     assert "default settings" not in text
-    other = fc.Forecast(seconds, "the faithfulness gates", 0.5, default_settings=False).sentence()
-    assert "for the default settings: yours differ" in other
+    other = fc.Forecast(seconds, "the faithfulness gates", 0.5, differing=("permutations",)).sentence()
+    assert "for the default settings: yours differ in permutations)" in other
+    many = fc.Forecast(seconds, "the faithfulness gates", 0.5, differing=("a", "b", "c", "d", "e")).sentence()
+    assert "yours differ in a, b, c and 2 more)" in many
+    assert "yours differ in a and b)" in fc.Forecast(seconds, "x", 0.5, differing=("a", "b")).sentence()
     assert "model cache" not in text
 
 
@@ -317,7 +320,7 @@ def test_explainers_the_reference_gated_leave_the_sentence_for_the_runs_own_sett
     assert said is not None and said.unpriced == ("occlusion", "ig") and "yours differ" not in text
     assert "the gates of occlusion and ig priced as a gradient explainer's" in text
     assert fc.announce("maps", config_cls(n=60, panel=["gradcam"], permutations=100), gap, images) is not None
-    assert "yours differ" in capsys.readouterr().err  # a setting the forecast does not follow still says so
+    assert "yours differ in permutations" in capsys.readouterr().err  # a setting it does not follow, named
 
 
 def test_the_sentence_names_each_explainer_it_prices_as_a_gradient_explainer() -> None:
@@ -337,6 +340,8 @@ def test_a_setting_the_experiment_sets_itself_is_not_one_the_user_changed() -> N
     assert "defence_attack" in experiment.config_cls.CLI_HIDDEN
     assert fc.at_defaults(config, frozenset(fc.followed_settings(experiment)))
     assert not fc.at_defaults(resolve_config(experiment, None, {"permutations": 100}, quick=False))
+    assert fc.differing_settings(resolve_config(experiment, None, {"permutations": 100, "gate_n": 100}, quick=False),
+                                 frozenset(fc.followed_settings(experiment))) == ("gate_n", "permutations")
 
 
 def test_an_attacks_iterations_scale_the_stages_that_follow_them() -> None:

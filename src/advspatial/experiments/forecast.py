@@ -111,8 +111,14 @@ class Forecast:
     #: explainers the run gates that the reference runs did not (:func:`unpriced_explainers`): their gates are
     #: priced as a gradient explainer's
     unpriced: tuple[str, ...] = ()
-    #: whether the run asks for the default amount of work beyond what the forecast follows (:func:`at_defaults`)
-    default_settings: bool = True
+    #: the run's settings away from their defaults that the forecast does not follow (:func:`differing_settings`):
+    #: their work is priced at the defaults'
+    differing: tuple[str, ...] = ()
+
+    @property
+    def default_settings(self) -> bool:
+        """Whether the run asks for the default amount of work beyond what the forecast follows."""
+        return not self.differing
 
     def record(self) -> dict[str, object]:
         """What the run keeps in metrics.json: the seconds, the dominant part and its share, and the sentence said."""
@@ -123,13 +129,20 @@ class Forecast:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
         minutes = self.seconds / 60
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
-        scope = "" if self.default_settings else "; for the default settings: yours differ"
+        scope = "" if self.default_settings else f"; for the default settings: yours differ in {self._differing()}"
         cached = "" if not self.cached_stages else (
             f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
             "this model's earlier runs, read instead of computed where their images and settings match")
         return (f"{span} on this machine ({self.dominant} about {self.dominant_share:.0%}; an estimate from a "
                 f"reference run's work priced at this model's measured cost per call{scope}{cached}"
                 f"{self._unpriced()})")
+
+    def _differing(self) -> str:
+        """The differing settings by name, at most :data:`NAMED_SETTINGS` of them ("a, b and 2 more")."""
+        shown = list(self.differing[:NAMED_SETTINGS])
+        if len(self.differing) > NAMED_SETTINGS:
+            shown.append(f"{len(self.differing) - NAMED_SETTINGS} more")
+        return " and ".join(", ".join(shown).rsplit(", ", 1))
 
     def _unpriced(self) -> str:
         if not self.unpriced:
@@ -139,6 +152,9 @@ class Forecast:
         return (f"; {gates} {names} priced as a gradient explainer's, which the reference runs gated: one that makes "
                 "many passes per map (occlusion, IG, SmoothGrad) costs more")
 
+
+#: the differing settings the sentence names before it counts the rest
+NAMED_SETTINGS = 3
 
 #: timed calls of each probe, the fastest kept: with 3, eight probes of ResNet-20 one after another (the other core
 #: busy) forecast its n = 500 `spatial` run at 3,284 to 4,345 s (1.32x apart), with 7 at 3,126 to 3,606 (1.15x),
@@ -347,7 +363,7 @@ def announce(experiment: str, config: Any, model: nn.Module, images: torch.Tenso
         followed |= explainer_settings(experiment, explainers)
         result = dataclasses.replace(result, cached_stages=cached_stages,
                                      unpriced=unpriced_explainers(experiment, explainers),
-                                     default_settings=at_defaults(config, followed))
+                                     differing=differing_settings(config, followed))
         note(f"advspatial: {experiment} on {int(config.n)} images: {result.sentence()}")
     return result
 
@@ -365,16 +381,21 @@ def probe_batch(batch_size: int, height: int, width: int) -> int:
 
 
 def at_defaults(config: Any, followed: frozenset[str] = frozenset()) -> bool:
-    """Whether ``config`` asks for the default amount of work: its settings that are neither :data:`NOT_WORK` nor
-    ``followed`` (those the forecast prices as they are set: :func:`followed_settings`) nor set by the experiment
-    itself (its ``CLI_HIDDEN``: ``maps`` makes its first attack run on every image the panel's) equal its class's
-    defaults under its own preset (a preset's budgets are not the user's choice)."""
+    """Whether ``config`` asks for the default amount of work: no :func:`differing_settings`."""
+    return not differing_settings(config, followed)
+
+
+def differing_settings(config: Any, followed: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The settings of ``config``, in its fields' order, that differ from its class's defaults under its own preset
+    (a preset's budgets are not the user's choice), leaving out :data:`NOT_WORK`, ``followed`` (those the forecast
+    prices as they are set: :func:`followed_settings`) and those the experiment sets itself (its ``CLI_HIDDEN``:
+    ``maps`` makes its first attack run on every image the panel's)."""
     cls = type(config)
     given, plain = (dataclasses.asdict(c) for c in (config, cls()))
     preset = str(given.get("preset", "auto"))
     defaults = {**plain, **(cls.preset_values(preset, given) if preset != "auto" else {})}
     ignored = NOT_WORK | followed | getattr(cls, "CLI_HIDDEN", frozenset())
-    return all(given[name] == defaults[name] for name in given if name not in ignored)
+    return tuple(name for name in given if name not in ignored and given[name] != defaults[name])
 
 
 def followed_settings(registered: Experiment) -> set[str]:
