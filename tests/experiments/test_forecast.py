@@ -136,9 +136,9 @@ def test_a_model_cache_holding_stages_makes_the_forecast_an_upper_bound() -> Non
 
 def test_settings_that_change_the_work_make_the_forecast_say_so() -> None:
     config_cls = get_experiment("spatial").config_cls
-    assert fc.at_defaults(config_cls())
-    assert fc.at_defaults(config_cls(n=80, seed=3))  # where and how many, not how much per image
-    assert not fc.at_defaults(config_cls(adaptive_steps=10))
+    assert not fc.differing_settings(config_cls())
+    assert not fc.differing_settings(config_cls(n=80, seed=3))  # where and how many, not how much per image
+    assert fc.differing_settings(config_cls(adaptive_steps=10))
 
 
 def test_a_stage_a_setting_sizes_is_priced_at_the_runs_own_images_and_batches_under_that_setting(monkeypatch) -> None:
@@ -189,8 +189,8 @@ def test_a_setting_the_forecast_follows_leaves_the_sentence_for_the_runs_own_set
     followed = frozenset(fc.followed_settings(experiment))
     assert {"ensemble_n", "gate_n", "randomization_images", "training_seeds"} <= followed
     smaller = experiment.config_cls(ensemble_n=50, gate_n=100, training_seeds=1)
-    assert fc.at_defaults(smaller, followed) and not fc.at_defaults(smaller)
-    assert not fc.at_defaults(experiment.config_cls(ensemble_steps=10), followed)
+    assert not fc.differing_settings(smaller, followed) and fc.differing_settings(smaller)
+    assert fc.differing_settings(experiment.config_cls(ensemble_steps=10), followed)
 
 
 def test_spatial_prices_its_adaptive_evaluation_at_the_runs_adaptive_n() -> None:
@@ -204,7 +204,7 @@ def test_spatial_prices_its_adaptive_evaluation_at_the_runs_adaptive_n() -> None
     per_image = sum(fc._seconds(work.typical(), price, fc.NON_MODEL_SECONDS_PER_CALL["spatial"], fc.Scale(1.0, 0.0))
                     for work in adaptive.values())
     assert larger.seconds - default.seconds > 150 * per_image  # 150 more images of the adaptive evaluation
-    assert fc.at_defaults(experiment.config_cls(adaptive_n=200), followed) and "onepixel_n" in followed
+    assert not fc.differing_settings(experiment.config_cls(adaptive_n=200), followed) and "onepixel_n" in followed
 
 
 def test_a_smoke_test_a_quiet_run_and_an_unknown_experiment_print_nothing_and_probe_nothing(capsys,
@@ -286,8 +286,8 @@ def test_a_presets_budgets_are_not_settings_the_user_changed() -> None:
     config_cls = get_experiment("maps").config_cls
     given = {"preset": "cifar10"}
     preset = config_cls.preset_values("cifar10", given)
-    assert preset and fc.at_defaults(config_cls(preset="cifar10", **preset))
-    assert not fc.at_defaults(config_cls(preset="cifar10", **{**preset, "cw_steps": 7}))
+    assert preset and not fc.differing_settings(config_cls(preset="cifar10", **preset))
+    assert fc.differing_settings(config_cls(preset="cifar10", **{**preset, "cw_steps": 7}))
 
 
 def test_a_reference_that_gated_only_its_roi_prices_an_unseen_panel_gate_as_that_gate(monkeypatch) -> None:
@@ -338,8 +338,8 @@ def test_a_setting_the_experiment_sets_itself_is_not_one_the_user_changed() -> N
     config = resolve_config(experiment, None, {}, quick=False)
     assert config.defence_attack != experiment.config_cls().defence_attack
     assert "defence_attack" in experiment.config_cls.CLI_HIDDEN
-    assert fc.at_defaults(config, frozenset(fc.followed_settings(experiment)))
-    assert not fc.at_defaults(resolve_config(experiment, None, {"permutations": 100}, quick=False))
+    assert not fc.differing_settings(config, frozenset(fc.followed_settings(experiment)))
+    assert fc.differing_settings(resolve_config(experiment, None, {"permutations": 100}, quick=False))
     assert fc.differing_settings(resolve_config(experiment, None, {"permutations": 100, "gate_n": 100}, quick=False),
                                  frozenset(fc.followed_settings(experiment))) == ("gate_n", "permutations")
 
@@ -359,7 +359,7 @@ def test_an_attacks_iterations_scale_the_stages_that_follow_them() -> None:
     price = fc.CallPrice(1e-3, 1e-4, 1e-3, 1e-4)
     preset, default = (fc.forecast("perceptual", 200, price, config=experiment.config_cls(steps=k)) for k in (20, 50))
     assert preset is not None and default is not None and preset.seconds < default.seconds
-    assert fc.at_defaults(experiment.config_cls(steps=25), frozenset(fc.followed_settings(experiment)))
+    assert not fc.differing_settings(experiment.config_cls(steps=25), frozenset(fc.followed_settings(experiment)))
     for name in ("spatial", "maps"):  # CW-L2's Adam steps in each search round: the cifar10 preset's 50 x 4
         measurement = get_experiment(name)
         scales = fc.stage_scales(name, REFERENCES[name], 200,
@@ -402,7 +402,8 @@ def test_a_panel_experiment_prices_each_explainers_randomization_checks_at_the_r
     sized = {group for group in REFERENCES[name] if sized_setting(group) == "randomization_images"}
     assert sized == {f"gate/{e}~randomization_images" for e in (REFERENCE_ROI[name], *REFERENCE_PANEL[name])}
     assert "randomization_images" in fc.followed_settings(experiment)
-    assert fc.at_defaults(experiment.config_cls(randomization_images=32), frozenset(fc.followed_settings(experiment)))
+    followed = frozenset(fc.followed_settings(experiment))
+    assert not fc.differing_settings(experiment.config_cls(randomization_images=32), followed)
 
     def checks(explainers: fc.Explainers, images: int) -> float:
         work = fc.reference_work(name, explainers)

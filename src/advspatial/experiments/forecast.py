@@ -115,11 +115,6 @@ class Forecast:
     #: their work is priced at the defaults'
     differing: tuple[str, ...] = ()
 
-    @property
-    def default_settings(self) -> bool:
-        """Whether the run asks for the default amount of work beyond what the forecast follows."""
-        return not self.differing
-
     def record(self) -> dict[str, object]:
         """What the run keeps in metrics.json: the seconds, the dominant part and its share, and the sentence said."""
         return {"seconds": round(self.seconds, 1), "dominant": self.dominant,
@@ -129,7 +124,7 @@ class Forecast:
         """One line for the terminal, e.g. "about 7 minutes on this machine (the adaptive evaluation about 45%)"."""
         minutes = self.seconds / 60
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
-        scope = "" if self.default_settings else f"; for the default settings: yours differ in {self._differing()}"
+        scope = f"; for the default settings: yours differ in {self._differing()}" if self.differing else ""
         cached = "" if not self.cached_stages else (
             f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
             "this model's earlier runs, read instead of computed where their images and settings match")
@@ -383,11 +378,6 @@ def will_announce(experiment: str, config: Any) -> bool:
 def probe_batch(batch_size: int, height: int, width: int) -> int:
     """The batch the price is measured at: the run's, at most :data:`PROBE_BATCH` 32x32 images' pixels, at least 2."""
     return max(2, min(batch_size, PROBE_BATCH, PROBE_BATCH * 32 * 32 // max(1, height * width)))
-
-
-def at_defaults(config: Any, followed: frozenset[str] = frozenset()) -> bool:
-    """Whether ``config`` asks for the default amount of work: no :func:`differing_settings`."""
-    return not differing_settings(config, followed)
 
 
 def differing_settings(config: Any, followed: frozenset[str] = frozenset()) -> tuple[str, ...]:
