@@ -39,9 +39,15 @@ ONEPIXEL_STAGES = ("attack/onepixel",)
 #: the README's quick start's first 60 test images); the geometric mean of the extremes, so that it is at most 1.7x
 #: off either way on these
 QUERY_SHARE = 0.53
-#: the probe's images, and the two populations whose difference it times (candidates = images x difference)
+#: the probe's images, the two populations whose difference it times (candidates = images x difference) and the
+#: timings of each, the fastest kept. Six probes of ResNet-20 on two threads (2026-11-29, benchmarks/README.md,
+#: "The one-pixel search's price probe"): populations 8 and 72 at 3 timings gave 0.44-0.60 ms a candidate idle
+#: (1.38x apart) and 0.61-1.63 with the other core busy (2.69x); 8 and 264 at 2 timings 0.47-0.51 (1.09x) and
+#: 1.08-1.35 (1.25x), for 2.0 s of probe idle instead of 1.2; a search of 100 or 400 candidates an image measured
+#: 0.40-0.45 idle
 PROBE_IMAGES = 4
-PROBE_POPULATIONS = (8, 72)
+PROBE_POPULATIONS = (8, 264)
+PROBE_REPEATS = 2
 
 
 def onepixel_queries(config: Any) -> float:
@@ -53,7 +59,8 @@ def onepixel_queries(config: Any) -> float:
     return images * config.onepixel_popsize * (config.onepixel_steps + 1) * QUERY_SHARE
 
 
-def seconds_per_query(model: nn.Module, images: torch.Tensor, seed: int = 0, repeats: int = 3) -> float:
+def seconds_per_query(model: nn.Module, images: torch.Tensor, seed: int = 0,
+                      repeats: int = PROBE_REPEATS) -> float:
     """Seconds of one candidate of the search on this machine: the attack's initial population (no generation) on
     :data:`PROBE_IMAGES` of ``images`` at the two :data:`PROBE_POPULATIONS`, each the fastest of ``repeats`` after a
     warm-up, the difference per candidate (the evaluator's build and the clean pass cancel out). The attack scores
