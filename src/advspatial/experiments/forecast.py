@@ -37,7 +37,7 @@ import math
 import re
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from ..errors import AdvspatialError
 from ..maps.heads import default_importance_method, has_gap_linear_head
 from ..models.hooks import frozen_eval
 from ..progress import note
+from ..statistics.wording import listed
 from .cost_references import (
     NON_MODEL_SECONDS_PER_CALL,
     OUTSIDE_STAGES_SECONDS,
@@ -137,12 +138,12 @@ class Forecast:
         shown = list(self.differing[:NAMED_SETTINGS])
         if len(self.differing) > NAMED_SETTINGS:
             shown.append(f"{len(self.differing) - NAMED_SETTINGS} more")
-        return _spoken(shown)
+        return listed(shown)
 
     def _unpriced(self) -> str:
         if not self.unpriced:
             return ""
-        names = _spoken(self.unpriced)
+        names = listed(self.unpriced)
         gates = "the gate of" if len(self.unpriced) == 1 else "the gates of"
         return (f"; {gates} {names} priced as a gradient explainer's, which the reference runs gated: one that makes "
                 "many passes per map (occlusion, IG, SmoothGrad) costs more")
@@ -151,10 +152,6 @@ class Forecast:
 #: the differing settings the sentence names before it counts the rest
 NAMED_SETTINGS = 3
 
-
-def _spoken(names: Sequence[str]) -> str:
-    """``names`` as a sentence lists them: "a", "a and b", "a, b and c"."""
-    return " and ".join(", ".join(names).rsplit(", ", 1))
 
 #: timed calls of each probe, the fastest kept: with 3, eight probes of ResNet-20 one after another (the other core
 #: busy) forecast its n = 500 `spatial` run at 3,284 to 4,345 s (1.32x apart), with 7 at 3,126 to 3,606 (1.15x),

@@ -24,6 +24,7 @@ claims use to say "the co-location is the class layout" instead of a bare "expla
 from __future__ import annotations
 
 from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, Decision, images_to_decide
+from ..statistics.wording import listed
 from .record import GRADIENT_MASS, Comparison, GateResult
 
 #: where a model looks when its RoI is as damaging as each reference
@@ -81,10 +82,6 @@ def inseparable(gate: GateResult) -> list[str]:
             if c.counted_decisions and all(reading(d) == WITHIN for d in c.counted_decisions.values())]
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def _fill(measure: str) -> str:
     return measure.split(":", 1)[1] if ":" in measure else measure
 
@@ -111,13 +108,13 @@ def _clauses(measure: str, decisions: dict[str, dict[str, Decision]]) -> list[st
     nouns = {r: [REFERENCE_NOUNS[k] for k in refs] for r, refs in by_reading.items()}
     out = []
     if MORE in nouns:
-        out.append(f"{verb} more {thing} than {_join(nouns[MORE])}")
+        out.append(f"{verb} more {thing} than {listed(nouns[MORE])}")
     if WITHIN in nouns:
-        where = (f" (the model looks {_join([LOOKS_WHERE[k] for k in by_reading[WITHIN]])})"
+        where = (f" (the model looks {listed([LOOKS_WHERE[k] for k in by_reading[WITHIN]])})"
                  if measure == DELETION else "")
-        out.append(f"is within the margin of {_join(nouns[WITHIN])}{where}")
+        out.append(f"is within the margin of {listed(nouns[WITHIN])}{where}")
     if LESS in nouns:
-        out.append(f"{verb} less {thing} than {_join(nouns[LESS])}")
+        out.append(f"{verb} less {thing} than {listed(nouns[LESS])}")
     for ref in by_reading.get(UNDECIDED, []):
         out.append(f"is undecided against {REFERENCE_NOUNS[ref]} ({_undecided(decisions[ref])})")
     for ref in mixed:

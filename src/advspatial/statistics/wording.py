@@ -7,6 +7,8 @@ presentation, used by reports and the CLI alike.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..errors import unknown_name
 from .inference import NullComparison
 from .verdicts import VERDICT_CLAUSES, VERDICTS, format_p
@@ -32,6 +34,17 @@ def describe(comparison: NullComparison, verdict: str, p_adjusted: float | None 
     return (f"{name}observed {obs} is {side} the {c.null or 'chance'} null {null} "
             f"(excess {e.mean:+.2g} [{e.low:+.2g}, {e.high:+.2g}], z = {c.z:.1f}, {p_text}, n = {c.n}): "
             f"{VERDICT_CLAUSES[verdict]}")
+
+
+def listed(items: Sequence[str]) -> str:
+    """``items`` as a sentence lists them, for every sentence the package prints.
+
+    >>> listed(["a"]), listed(["a", "b"]), listed(["a", "b", "c"])
+    ('a', 'a and b', 'a, b and c')
+    """
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _p_text(name: str, p: float) -> str:

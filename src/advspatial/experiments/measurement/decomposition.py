@@ -51,6 +51,7 @@ from ...statistics.outcomes import (
 )
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison
 from ...statistics.verdicts import sesoi_for
+from ...statistics.wording import listed
 
 #: the regions that are the same (or nearly so) in every image, made without this image
 FIXED_REGIONS = ("centre", "class-layout", "dataset-layout")
@@ -232,10 +233,6 @@ def _content_as_much(d: Decomposition) -> list[str]:
             and (as_much(r.difference) or r.difference.outcome == DOES_LESS)]
 
 
-def _join(items: Sequence[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
 def conclusion(d: Decomposition) -> str:
     """What the rows say together, in one sentence, never more than they show."""
     if beyond_every_region(d):
@@ -252,8 +249,8 @@ def conclusion(d: Decomposition) -> str:
         return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, {also}."
     content = _content_as_much(d)
     if content:
-        return (f"{_join([REGION_NOUNS[r] for r in content])[:1].upper()}"
-                f"{_join([REGION_NOUNS[r] for r in content])[1:]} account for as much of the attack as the RoI.")
+        return (f"{listed([REGION_NOUNS[r] for r in content])[:1].upper()}"
+                f"{listed([REGION_NOUNS[r] for r in content])[1:]} account for as much of the attack as the RoI.")
     return "Beyond these regions: undecided on these images."
 
 
