@@ -126,3 +126,23 @@ def test_a_run_keeps_what_it_said_it_would_cost_beside_what_it_took(tmp_path: Pa
     assert (out / "report.html").read_bytes() == before
     assert "forecast" not in json.loads((finished / "metrics.json").read_text())  # a smoke test: no forecast
     assert "Before its first stage" not in (finished / "report.html").read_text()
+
+
+def test_a_run_from_python_keeps_freed_memory_as_the_command_line_does(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``advspatial.run`` sets the allocator to keep freed memory before its first stage (the command line sets it
+    at start-up), so that a run and its price probe cost the same from Python as from the command line."""
+    from advspatial.experiments import running
+
+    calls: list[bool] = []
+
+    def kept() -> bool:
+        calls.append((tmp_path / "run" / "stages").exists())
+        return True
+
+    monkeypatch.setattr(running, "keep_freed_memory", kept)
+    advspatial.run("maps", model=TinyCNN(num_classes=4).eval(), data=synthetic_images(8, seed=2),
+                   out=str(tmp_path / "run"), quick=True, n=8, attacks=["pgd"], panel=[], gate_n=8,
+                   randomization_images=2, progress=False)
+    assert calls == [False]  # once, before the run directory held any stage
+    assert (tmp_path / "run" / "metrics.json").exists()

@@ -28,6 +28,7 @@ from ..report.html import write_report
 from ..host_syncs import settle
 from ..models.loading import remembered_checksums
 from ..rundir import RunDir
+from ..runtime import keep_freed_memory
 from .findings import Findings
 from .registry import Experiment, get_experiment
 from ..report.answer import answer_lines
@@ -174,7 +175,13 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     decide nothing", no verdict word reads as a real run's). Under torchrun every process runs the experiment on its
     share of the batches (:meth:`ExperimentContext.each_batch`) and ends with the same results; rank 0
     alone writes the result files.
+
+    Before any work the process keeps freed memory for reuse (:func:`~advspatial.runtime.keep_freed_memory`), as the
+    command line does: a run from Python (``advspatial.run``) otherwise gets fresh pages for every large tensor, which
+    made the README's quick start 2-10% slower and its price probe, the run's first timed work, read a forward pass
+    about a third dearer than the probes after it (benchmarks/README.md, "The one-pixel search's price probe").
     """
+    keep_freed_memory()
     experiment = get_experiment(name)
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
