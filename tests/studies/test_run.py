@@ -152,6 +152,16 @@ def test_resume_reads_every_finished_model_back(finished: Any, models: dict[str,
                                                                                    sort_keys=True)
 
 
+def test_a_study_from_python_keeps_freed_memory_as_a_run_does(finished: Any, models: dict[str, nn.Module],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from advspatial.studies import run as study_run
+
+    calls: list[int] = []
+    monkeypatch.setattr(study_run, "keep_freed_memory", lambda: calls.append(1) or True)
+    advspatial.study(models, data=synthetic_images(40, seed=2), out=finished.out, quick=True, resume=True, **SETTINGS)
+    assert calls == [1]
+
+
 def test_a_study_needs_two_models(models: dict[str, nn.Module], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 2 models"):
         advspatial.study({"tiny-a": models["tiny-a"]}, data=synthetic_images(40, 2), out=tmp_path, **SETTINGS)

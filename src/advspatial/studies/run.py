@@ -17,6 +17,7 @@ from ..experiments.smoke import banner, mark_result, unmark_tree
 from ..files import atomic_write_text, inner_dir, inner_file, read_json
 from ..progress import duration, heartbeat
 from ..report.html import write_report
+from ..runtime import keep_freed_memory
 from .findings import StudyFindings, study_findings
 from .measure import measure_model, stage_lines
 from .records import ModelRecord
@@ -45,8 +46,10 @@ def run_study(study: Study, resume: bool = False) -> StudyResult:
     Checked before any work: every model's settings (one line naming the model), that they measure alike, that
     every model loads, takes the images and has as many outputs as the others. A model whose run fails later
     (:class:`~advspatial.errors.ModelError`, :class:`~advspatial.errors.DataError`) is listed as failed; the others
-    are analysed, and ``resume`` completes it.
+    are analysed, and ``resume`` completes it. Before any work the process keeps freed memory for reuse, as a run
+    does (:func:`~advspatial.runtime.keep_freed_memory`).
     """
+    keep_freed_memory()
     configs = model_configs(study)
     started = time.perf_counter()
     with study_dir(study, resume) as out:
