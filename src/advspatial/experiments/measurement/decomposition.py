@@ -249,8 +249,8 @@ def conclusion(d: Decomposition) -> str:
         return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, {also}."
     content = _content_as_much(d)
     if content:
-        return (f"{listed([REGION_NOUNS[r] for r in content])[:1].upper()}"
-                f"{listed([REGION_NOUNS[r] for r in content])[1:]} account for as much of the attack as the RoI.")
+        regions = listed([REGION_NOUNS[r] for r in content])
+        return f"{regions[:1].upper()}{regions[1:]} account for as much of the attack as the RoI."
     return "Beyond these regions: undecided on these images."
 
 
