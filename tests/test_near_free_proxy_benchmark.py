@@ -1,0 +1,60 @@
+"""benchmarks/near_free_proxy.py: its classifier costs next to nothing at both sizes, and the script runs an
+experiment end to end on an image folder with the device's path forced and prints the run's ledger."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from advspatial import host_syncs
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "near_free_proxy.py"
+spec = importlib.util.spec_from_file_location("near_free_proxy", SCRIPT)
+assert spec is not None and spec.loader is not None
+near_free_proxy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(near_free_proxy)
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_the_classifier_is_a_few_thousand_weights_to_a_logit_per_class(size: int) -> None:
+    model = near_free_proxy.near_free_classifier(size, 10)
+    assert model(torch.rand(2, 3, size, size)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) < 10_000  # ResNet-20: 0.27 M
+
+
+def test_the_script_runs_an_experiment_on_the_device_path_and_prints_its_ledger(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) // (1 + c)  # class 1 darker
+            Image.fromarray(pixels).save(tmp_path / "images" / f"class{c}" / f"{i}.png")
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", False)  # the script sets it; restored after the test
+    monkeypatch.setattr(sys, "argv", ["near_free_proxy.py", "--images", str(tmp_path / "images"), "--n", "8",
+                                      "--train", "16", "--experiment", "maps", "--quick",
+                                      "--out", str(tmp_path / "run"), "--output", str(tmp_path / "proxy.json")])
+    threads = torch.get_num_threads()
+    try:
+        near_free_proxy.main()
+    finally:
+        torch.set_num_threads(threads)  # the script sets its own
+    out = capsys.readouterr().out
+    assert "near-free classifier: accuracy" in out and "maps, n = 8:" in out
+    assert "(run)" in out and (tmp_path / "run" / "metrics.json").is_file()
+    assert host_syncs.DEVICE_PATH_ON_CPU
+    written = json.loads((tmp_path / "proxy.json").read_text())
+    assert written["device_path"] and written["ledger"]["(run)"]["calls"] > 0
+
+
+def test_a_missing_folder_is_skipped_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["near_free_proxy.py", "--images", str(tmp_path / "absent")])
+    with pytest.raises(SystemExit, match="skipped: no image folder"):
+        near_free_proxy.main()
