@@ -230,3 +230,47 @@ def test_an_early_stop_on_a_device_masks_found_rows_with_the_same_examples_and_f
     seen = on_both_paths(monkeypatch, model, lambda: make_attack(name, model, eps=eps, n_queries=150, seed=2).run(
         x, y, sample_ids=torch.arange(16)))
     assert_same_attack_in_fewer_reads(seen)
+
+
+@pytest.mark.parametrize("name, kwargs, targeted", [
+    ("square", {}, False), ("square-l2", {}, False), ("square", {"early_stop": False}, False),
+    ("square", {"n_restarts": 2, "loss": "ce"}, False), ("square-l2", {}, True),
+])
+def test_on_a_device_several_iterations_go_in_one_call_with_the_same_examples(tiny_cnn, monkeypatch, name: str,
+                                                                              kwargs: dict, targeted: bool) -> None:
+    """On a device (forced) each call proposes the next iterations from the point accepted so far and keeps them
+    up to the first that a row accepts: the examples and query counts of one iteration per call, in fewer rounds,
+    with a mask, restarts, a targeted search and without early stop alike."""
+    from helpers import on_both_paths
+
+    model = tiny_cnn(size=8)
+    draw = torch.Generator().manual_seed(4)
+    x = torch.rand(16, 1, 8, 8, generator=draw)
+    mask = (torch.rand(16, 1, 8, 8, generator=draw) < 0.6).float()
+    y = model(x).argmax(1)
+    target = (y + 1) % 10 if targeted else None
+    eps = 0.05 if name == "square" else 0.5
+    seen = on_both_paths(monkeypatch, model, lambda: make_attack(name, model, eps=eps, n_queries=300, seed=2,
+                                                                 **kwargs).run(
+        x, y, mask=mask, target=target, sample_ids=torch.arange(16)))
+    (one_by_one, sequential), (proposed, speculative) = seen[False], seen[True]
+    assert (~one_by_one.success).any()  # rows that search to the end, where the proposals go several at a time
+    assert torch.allclose(one_by_one.x_adv, proposed.x_adv, atol=1e-6)
+    assert torch.equal(one_by_one.queries, proposed.queries) and torch.equal(one_by_one.success, proposed.success)
+    assert speculative.rounds < sequential.rounds
+
+
+def test_an_image_no_window_fools_takes_its_queries_in_a_few_dozen_calls_on_a_device(tiny_cnn, monkeypatch) -> None:
+    """The case that made Square's rounds the floor of the adaptive evaluation's: one image no point fools, 1,000
+    queries. Its window changes are rarely accepted, so on a device most calls carry the most iterations allowed."""
+    from helpers import on_both_paths
+
+    model = _unfoolable(tiny_cnn)
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    y = torch.zeros(1, dtype=torch.long)
+    seen = on_both_paths(monkeypatch, model, lambda: Square(model, eps=0.05, n_queries=1000).run(
+        x, y, sample_ids=torch.arange(1)))
+    (one_by_one, sequential), (proposed, speculative) = seen[False], seen[True]
+    assert torch.allclose(one_by_one.x_adv, proposed.x_adv, atol=1e-6)
+    assert torch.equal(one_by_one.queries, proposed.queries)
+    assert sequential.rounds >= 1000 and speculative.rounds < 200

@@ -35,6 +35,15 @@ seeded by ``(seed + restart, sample_id[i])`` (the same seeding as
 :func:`per_sample_noise`), in blocks of iterations, so a batch gives the same
 result as each image alone. Restarts run on the images not yet fooled.
 
+On a device (``host_syncs.on_device_path``) the few images left searching (at most :data:`SPECULATED_ROWS`, such
+as the ones the gradient attacks of an ensemble left standing) take several iterations per call: each call proposes
+the next ones from the point accepted so far, and the search keeps them up to and including the first any image
+accepts (until then no image's point moved, so each later proposal is the one it would have made) and drops the
+rest unscored, with one read back per call. The examples and query counts are those of one iteration a call (up to
+the float noise of a larger batch); a window change is seldom accepted late in a search, so the 5,000 dependent calls
+of an image no window fools become a few hundred. A CPU keeps one iteration a call (the dropped proposals would cost
+it their passes).
+
 ``queries`` counts forward passes: one on ``x`` when ``early_stop`` (an image
 adversarial there is returned as ``x``), then per restart one for the start and
 one per iteration, at most ``n_queries`` per restart. ``early_stop=True`` stops
@@ -61,6 +70,11 @@ from .gradients import attack_loss, is_adversarial
 SQUARE_LOSSES = ("margin", "ce")
 P_THRESHOLDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 BLOCK = 64          # iterations of random numbers drawn per image at once
+#: on a device, with at most SPECULATED_ROWS rows still searching (where a window change is seldom accepted: the
+#: images the gradient attacks left standing), one call proposes up to SPECULATION_DEPTH iterations
+#: (:meth:`Square._speculate`); with more rows one iteration a call, without a read
+SPECULATION_DEPTH = 32
+SPECULATED_ROWS = 16
 GUARD = 1e-12
 
 
@@ -259,15 +273,24 @@ class Square(Attack):
         k = self.n_draws(x.shape[1])
         st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k),
                      torch.ones(len(gens), dtype=torch.bool, device=x.device))
-        drop_every_query = not on_device_path(x)  # a device drops the rows that found one when a block starts
-        for i in range(self.n_queries - 1):
+        device = on_device_path(x)  # a device drops the rows that found one when a block starts, and speculates
+        i, depth = 0, 2
+        while i < self.n_queries - 1:
             if self.early_stop:
-                st = stop_early(st, st.adv, drop_every_query or i % BLOCK == 0)
+                st = stop_early(st, st.adv, not device or i % BLOCK == 0)
             if len(st) == 0:
                 return
             if i % BLOCK == 0:
                 st.draws = torch.stack([torch.rand((BLOCK, k), generator=g) for g in st.gens]).to(x.device, x.dtype)
-            self._iterate(st, st.draws[:, i % BLOCK], p_schedule(i, self.n_queries, self.p_init), best, queries)
+            if not device or len(st) > SPECULATED_ROWS:
+                self._iterate(st, st.draws[:, i % BLOCK], p_schedule(i, self.n_queries, self.p_init), best, queries)
+                i += 1
+                continue
+            taken, accepted = self._speculate(st, i, min(depth, BLOCK - i % BLOCK, self.n_queries - 1 - i), best,
+                                              queries)
+            i += taken
+            # as many iterations as the last acceptance took, twice as many after a call with none
+            depth = max(2, taken) if accepted else min(SPECULATION_DEPTH, 2 * depth)
 
     def _iterate(self, st: _Search, u: torch.Tensor, p: float, best: Best, queries: torch.Tensor) -> None:
         """Propose a window change; accept it when it ranks higher by (adversarial, -loss)."""
@@ -279,6 +302,31 @@ class Square(Attack):
         st.score = torch.where(accept, score, st.score)
         st.adv = st.adv | (accept & adv)
         best.offer(st.idx, x_new, adv, score, among=accept)
+
+    def _speculate(self, st: _Search, i: int, span: int, best: Best, queries: torch.Tensor) -> tuple[int, bool]:
+        """Iterations ``i .. i + span - 1`` in one call, each proposed from the point accepted before ``i``: the
+        iterations :meth:`_iterate` would make one after another, up to and including the first that any row
+        accepts (until then no row's point moved, so every later proposal is the one it would have made). Returns
+        (iterations taken, whether the last was accepted by a row); the proposals after it are dropped unscored."""
+        n = len(st)
+        proposals = torch.stack([(st.x + self.candidate(st, st.draws[:, (i + j) % BLOCK],
+                                                        p_schedule(i + j, self.n_queries, self.p_init))).clamp_(0, 1)
+                                 for j in range(span)])
+        targets = None if st.target is None else st.target.repeat(span)
+        score, adv = self._score(proposals.flatten(0, 1), st.y.repeat(span), targets, st.ids.repeat(span))
+        score, adv = score.view(span, n), adv.view(span, n)
+        accept = ((adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))) & st.active
+        hit = accept.any(dim=1)
+        first = int(torch.where(hit.any(), hit.int().argmax(), span))  # the round's one read
+        taken = min(first + 1, span)
+        last = taken - 1
+        queries[st.idx] += st.active * taken
+        accept, score, adv, x_new = accept[last], score[last], adv[last], proposals[last]
+        st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
+        st.score = torch.where(accept, score, st.score)
+        st.adv = st.adv | (accept & adv)
+        best.offer(st.idx, x_new, adv, score, among=accept)
+        return taken, first < span
 
 
 @register_attack("square-l2", "Square Attack: score-based random search in the L2 ball")
