@@ -283,7 +283,7 @@ class Square(Attack):
             if i % BLOCK == 0:
                 st.draws = torch.stack([torch.rand((BLOCK, k), generator=g) for g in st.gens]).to(x.device, x.dtype)
             if not device or len(st) > SPECULATED_ROWS:
-                self._iterate(st, st.draws[:, i % BLOCK], p_schedule(i, self.n_queries, self.p_init), best, queries)
+                self._iterate(st, i, best, queries)
                 i += 1
                 continue
             taken, accepted = self._speculate(st, i, min(depth, BLOCK - i % BLOCK, self.n_queries - 1 - i), best,
@@ -292,16 +292,12 @@ class Square(Attack):
             # as many iterations as the last acceptance took, twice as many after a call with none
             depth = max(2, taken) if accepted else min(SPECULATION_DEPTH, 2 * depth)
 
-    def _iterate(self, st: _Search, u: torch.Tensor, p: float, best: Best, queries: torch.Tensor) -> None:
-        """Propose a window change; accept it when it ranks higher by (adversarial, -loss)."""
-        x_new = (st.x + self.candidate(st, u, p)).clamp_(0.0, 1.0)
+    def _iterate(self, st: _Search, i: int, best: Best, queries: torch.Tensor) -> None:
+        """Iteration ``i``: propose a window change; accept it when it ranks higher by (adversarial, -loss)."""
+        x_new = self._proposal(st, i)
         score, adv = self._score(x_new, st.y, st.target, st.ids)
         queries[st.idx] += st.active
-        accept = ((adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))) & st.active
-        st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
-        st.score = torch.where(accept, score, st.score)
-        st.adv = st.adv | (accept & adv)
-        best.offer(st.idx, x_new, adv, score, among=accept)
+        self._take(st, x_new, score, adv, self._accepts(st, score, adv), best)
 
     def _speculate(self, st: _Search, i: int, span: int, best: Best, queries: torch.Tensor) -> tuple[int, bool]:
         """Iterations ``i .. i + span - 1`` in one call, each proposed from the point accepted before ``i``: the
@@ -309,24 +305,38 @@ class Square(Attack):
         accepts (until then no row's point moved, so every later proposal is the one it would have made). Returns
         (iterations taken, whether the last was accepted by a row); the proposals after it are dropped unscored."""
         n = len(st)
-        proposals = torch.stack([(st.x + self.candidate(st, st.draws[:, (i + j) % BLOCK],
-                                                        p_schedule(i + j, self.n_queries, self.p_init))).clamp_(0, 1)
-                                 for j in range(span)])
+        proposals = torch.stack([self._proposal(st, i + j) for j in range(span)])
         targets = None if st.target is None else st.target.repeat(span)
         score, adv = self._score(proposals.flatten(0, 1), st.y.repeat(span), targets, st.ids.repeat(span))
         score, adv = score.view(span, n), adv.view(span, n)
-        accept = ((adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))) & st.active
+        accept = self._accepts(st, score, adv)
         hit = accept.any(dim=1)
         first = int(torch.where(hit.any(), hit.int().argmax(), span))  # the round's one read
         taken = min(first + 1, span)
         last = taken - 1
         queries[st.idx] += st.active * taken
-        accept, score, adv, x_new = accept[last], score[last], adv[last], proposals[last]
+        self._take(st, proposals[last], score[last], adv[last], accept[last], best)
+        return taken, first < span
+
+    def _proposal(self, st: _Search, i: int) -> torch.Tensor:
+        """Iteration ``i``'s proposal: the accepted point with its window changed (:meth:`candidate`), in the box."""
+        u = st.draws[:, i % BLOCK]
+        return (st.x + self.candidate(st, u, p_schedule(i, self.n_queries, self.p_init))).clamp_(0.0, 1.0)
+
+    @staticmethod
+    def _accepts(st: _Search, score: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """Where a proposal (any leading dimensions before the rows') ranks above the accepted point by
+        (adversarial, -loss), on the rows still searching."""
+        return ((adv & ~st.adv) | ((adv | ~st.adv) & beats(score, st.score))) & st.active
+
+    @staticmethod
+    def _take(st: _Search, x_new: torch.Tensor, score: torch.Tensor, adv: torch.Tensor, accept: torch.Tensor,
+              best: Best) -> None:
+        """The proposal ``x_new`` becomes the accepted point where ``accept`` holds, and is offered to ``best``."""
         st.delta = torch.where(accept.view(-1, 1, 1, 1), x_new - st.x, st.delta)
         st.score = torch.where(accept, score, st.score)
         st.adv = st.adv | (accept & adv)
         best.offer(st.idx, x_new, adv, score, among=accept)
-        return taken, first < span
 
 
 @register_attack("square-l2", "Square Attack: score-based random search in the L2 ball")
