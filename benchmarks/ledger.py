@@ -93,6 +93,20 @@ def table(runs: list[Path], depth: int) -> dict[str, dict[str, dict[str, float |
     return out
 
 
+#: the columns :func:`print_table` prints, in order
+COLUMNS = ("cpu_s", "share", "wall_s", "passes", "calls", "rounds", "images_per_round", "syncs_per_call",
+           "non_model_ms_per_call")
+
+
+def print_table(result: dict[str, dict[str, dict[str, float | None]]]) -> None:
+    """:func:`table`'s result, per run a group a line, the costliest group first."""
+    for run, groups in result.items():
+        print(f"\n{run}")
+        print(f"{'group':32s} " + " ".join(f"{c:>12s}" for c in COLUMNS))
+        for name, row in sorted(groups.items(), key=lambda item: -(item[1]["cpu_s"] or 0)):
+            print(f"{name:32s} " + " ".join(f"{'-' if row[c] is None else row[c]!s:>12s}" for c in COLUMNS))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished run directories (one or two)")
@@ -100,13 +114,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     result = table(args.runs, args.depth)
-    columns = ("cpu_s", "share", "wall_s", "passes", "calls", "rounds", "images_per_round", "syncs_per_call",
-               "non_model_ms_per_call")
-    for run, groups in result.items():
-        print(f"\n{run}")
-        print(f"{'group':32s} " + " ".join(f"{c:>12s}" for c in columns))
-        for name, row in sorted(groups.items(), key=lambda item: -(item[1]["cpu_s"] or 0)):
-            print(f"{name:32s} " + " ".join(f"{'-' if row[c] is None else row[c]!s:>12s}" for c in columns))
+    print_table(result)
     if args.output:
         args.output.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import pstats
-import sys
 import time
 import types
 from pathlib import Path
@@ -88,13 +87,10 @@ def ledger_benchmark() -> types.ModuleType:
 
 def print_ledger(run: Path) -> dict:
     """``ledger.py``'s table of ``run`` at depth 2, printed and returned."""
-    sys_argv, sys.argv = sys.argv, ["ledger.py", str(run), "--depth", "2"]
-    try:
-        ledger = ledger_benchmark()
-        ledger.main()
-        return ledger.table([run], 2)[str(run)]
-    finally:
-        sys.argv = sys_argv
+    ledger = ledger_benchmark()
+    result = ledger.table([run], 2)
+    ledger.print_table(result)
+    return result[str(run)]
 
 
 def main() -> None:
