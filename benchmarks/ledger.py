@@ -114,9 +114,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     result = table(args.runs, args.depth)
-    print_table(result)
-    if args.output:
+    if args.output:  # first: a reader that stops early (``| head``) must not cost the file
         args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
 
 
 if __name__ == "__main__":

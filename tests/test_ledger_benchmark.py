@@ -47,3 +47,19 @@ def test_the_stage_headers_give_the_finished_runs_counts(tmp_path: Path) -> None
         assert from_headers[name] == finished[name]
     for stage, count in finished["stages"].items():
         assert from_headers["stages"][stage]["forward"] == count["forward"]
+
+
+def test_the_json_is_written_when_the_reader_of_the_table_stops_early(tmp_path: Path) -> None:
+    """``ledger.py RUN --output FILE | head`` (how a lease keeps a run's ledger): the file must not depend on the
+    table being read to its end."""
+    import subprocess
+    import sys
+
+    _run_with_stages(tmp_path / "cut")
+    out = tmp_path / "ledger.json"
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "cut"), "--depth", "1", "--output", str(out)]
+    reader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert reader.stdout is not None
+    reader.stdout.close()  # the reader stops before the first line
+    reader.wait(timeout=60)
+    assert json.loads(out.read_text())[str(tmp_path / "cut")]["attack"]["passes"] == 8
