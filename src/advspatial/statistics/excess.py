@@ -41,14 +41,15 @@ class PerImage:
 class Prepared:
     """One statistic's per-image values on the C images that enter its test.
 
-    ``columns`` (C,) are those images; ``block`` (N, C) = pairs[:, columns] flattened
-    row-major, so pairs[j, columns[c]] = block[j * C + c] (one ``take`` per chunk);
-    ``partners`` (C,) the number of usable partners of each image; ``influence`` (C,)
-    the values the CI resamples (:func:`influence`; the excess itself where the
-    null has no RoI side).
+    ``columns`` (C,) are those images; ``block`` (C, N) = pairs[:, columns] transposed
+    and flattened, so pairs[j, columns[c]] = block[c * N + j]: each image's candidate
+    partners lie together, so a chunk of permutations reads them from a few cache
+    lines per image (:func:`permutation_means`); ``partners`` (C,) the number of
+    usable partners of each image; ``influence`` (C,) the values the CI resamples
+    (:func:`influence`; the excess itself where the null has no RoI side).
     """
 
-    block: np.ndarray
+    block: torch.Tensor
     has_nan: bool
     columns: np.ndarray
     null: np.ndarray
@@ -67,12 +68,12 @@ def prepare(pairs: torch.Tensor, groups: torch.Tensor) -> Prepared:
     null = partner_null(pairs, groups).numpy()
     observed = pairs.diagonal().numpy()
     cols = np.flatnonzero(np.isfinite(observed) & np.isfinite(null))
-    block = np.ascontiguousarray(pairs.numpy()[:, cols]).reshape(-1)
+    block = torch.from_numpy(np.ascontiguousarray(pairs.numpy()[:, cols].T).reshape(-1))
     g = groups.numpy()
     usable = (g[:, None] == g[None, cols]) & np.isfinite(pairs.numpy()[:, cols])
     partners = usable.sum(0) - 1  # the image itself is usable: its observed value is finite
     excess = observed[cols] - null[cols]
-    return Prepared(block, bool(np.isnan(block).any()), cols, null[cols], excess, observed[cols],
+    return Prepared(block, bool(block.isnan().any()), cols, null[cols], excess, observed[cols],
                     partners.astype(float), influence(pairs.numpy(), usable, cols, partners, excess))
 
 
@@ -110,24 +111,29 @@ def permutation_means(
     this is a sign flip of the excess. The same permutations serve every statistic.
     """
     out: list[list[np.ndarray]] = [[] for _ in prepared]
+    n = groups.numel()
     for perms in permutation_chunks(groups, int(n_permutations), int(seed)):
-        positions: dict[bytes, np.ndarray] = {}  # statistics over the same images share their gather positions
+        positions: dict[bytes, torch.Tensor] = {}  # statistics over the same images share their gather positions
         for k, prep in enumerate(prepared):
             c = prep.columns.size
             if c == 0:
                 out[k].append(np.full(perms.shape[0], np.nan))
                 continue
             key = prep.columns.tobytes()
-            if key not in positions:
-                positions[key] = perms[:, prep.columns] * c + np.arange(c)
-            excess = prep.block.take(positions[key])
-            # ((k + 1) * value - observed) / k - null, in place: the same operations in the same order
-            excess *= prep.partners + 1
-            excess -= prep.observed
-            excess /= prep.partners
-            excess -= prep.null
-            out[k].append(row_nanmean(excess) if prep.has_nan else excess.mean(1))
+            if key not in positions:  # (C, B): image c's partner under each permutation, in image c's row
+                positions[key] = torch.from_numpy(perms[:, prep.columns].T + (np.arange(c) * n)[:, None])
+            excess = torch.take(prep.block, positions[key])  # torch's take and arithmetic use every thread
+            # ((k + 1) * value - observed) / k - null, in place: the same operations in the same order, each exact
+            excess.mul_(_column(prep.partners + 1)).sub_(_column(prep.observed))
+            excess.div_(_column(prep.partners)).sub_(_column(prep.null))
+            by_permutation = np.ascontiguousarray(excess.numpy().T)  # (B, C): each mean sums in the same order
+            out[k].append(row_nanmean(by_permutation) if prep.has_nan else by_permutation.mean(1))
     return [np.concatenate(v) if v else np.zeros(0) for v in out]
+
+
+def _column(values: np.ndarray) -> torch.Tensor:
+    """(C,) per-image values as a (C, 1) column, to broadcast over a chunk's permutations."""
+    return torch.from_numpy(values)[:, None]
 
 
 def row_nanmean(values: np.ndarray) -> np.ndarray:

@@ -221,7 +221,8 @@ def placement_comparison_of(table: torch.Tensor, shifts: np.ndarray, seed: int, 
         t_null = np.concatenate([mean(np.take_along_axis(rows, shifts[s:s + PERMUTATION_CHUNK, cols].T, 1).T)
                                  for s in range(0, shifts.shape[0], PERMUTATION_CHUNK)])
     excess = observed[cols] - null[cols]
-    prep = Prepared(np.zeros(0), False, cols, null[cols], excess, observed[cols], np.zeros(cols.size), excess)
+    prep = Prepared(torch.zeros(0, dtype=torch.float64), False, cols, null[cols], excess, observed[cols],
+                    np.zeros(cols.size), excess)
     return _comparison(prep, t_null, seed, statistic, "uniform", shifts.shape[0])
 
 
