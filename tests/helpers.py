@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -406,3 +409,14 @@ def counted_block_pairs(monkeypatch) -> list[int]:  # type: ignore[no-untyped-de
 
     monkeypatch.setattr(pse_incremental.BlockEvaluator, "logits", counted)
     return calls
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """A script outside the package (benchmarks/, scripts/, docs/, a file a test wrote) imported as module ``name``,
+    registered in ``sys.modules`` (where dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

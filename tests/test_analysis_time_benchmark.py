@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from conftest import needs_fashion_mnist
-from helpers import run_cli
+from helpers import load_script, run_cli
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "analysis_time.py"
-spec = importlib.util.spec_from_file_location("analysis_time_benchmark", SCRIPT)
-assert spec is not None and spec.loader is not None
-analysis_time = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(analysis_time)
+analysis_time = load_script(SCRIPT, "analysis_time_benchmark")
 
 
 #: an untrained LeNet-5: a model that needs no training

@@ -4,18 +4,15 @@ by hand, and its tracer on a small package of three modules."""
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "call_path.py"
-spec = importlib.util.spec_from_file_location("call_path", SCRIPT)
-assert spec is not None and spec.loader is not None
-call_path = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(call_path)
+call_path = load_script(SCRIPT, "call_path")
 
 
 def counted(events: list[str]) -> dict:

@@ -4,19 +4,16 @@ it reads."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from advspatial.experiments import cost_references
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cost_reference.py"
-spec = importlib.util.spec_from_file_location("cost_reference", SCRIPT)
-assert spec is not None and spec.loader is not None
-cost_reference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cost_reference)
+cost_reference = load_script(SCRIPT, "cost_reference")
 
 MODULE = Path(cost_references.__file__)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -136,11 +137,7 @@ def test_every_registered_experiment_is_documented(site: Path) -> None:
 
 
 def load_hooks() -> Any:
-    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "docs" / "hooks.py", "docs_hooks")
 
 
 def test_an_experiment_without_a_page_gets_a_generated_one() -> None:

@@ -7,22 +7,18 @@ A stale table fails here: render them again with ``python docs/hooks.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def hooks() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("advspatial_docs_hooks", ROOT / "docs" / "hooks.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "docs" / "hooks.py", "advspatial_docs_hooks")
 
 
 PAGES = [p for p in sorted((ROOT / "docs").rglob("*.md")) if "<!-- " in p.read_text(encoding="utf-8")]

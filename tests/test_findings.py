@@ -9,7 +9,6 @@ the command, the machine and the wall time.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -18,18 +17,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from helpers import load_script
 
 GENERATOR = Path(__file__).resolve().parent.parent / "docs" / "findings" / "generate.py"
 
 
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("findings_generate", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(GENERATOR, "findings_generate")
 
 
 def claim(subject: str, null: str, mean: float, low: float, high: float, p_adj: float, verdict: str,

@@ -3,7 +3,6 @@ counts the finished run's ledger gives for the same stages."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,12 +10,10 @@ import torch
 from torch import nn
 
 from advspatial.rundir import RunDir
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ledger.py"
-spec = importlib.util.spec_from_file_location("ledger_benchmark", SCRIPT)
-assert spec is not None and spec.loader is not None
-ledger_benchmark = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ledger_benchmark)
+ledger_benchmark = load_script(SCRIPT, "ledger_benchmark")
 
 
 def _run_with_stages(path: Path) -> RunDir:

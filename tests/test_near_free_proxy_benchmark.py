@@ -3,7 +3,6 @@ experiment end to end on an image folder with the device's path forced and print
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,12 +13,10 @@ import torch
 from PIL import Image
 
 from advspatial import host_syncs
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "near_free_proxy.py"
-spec = importlib.util.spec_from_file_location("near_free_proxy", SCRIPT)
-assert spec is not None and spec.loader is not None
-near_free_proxy = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(near_free_proxy)
+near_free_proxy = load_script(SCRIPT, "near_free_proxy")
 
 
 @pytest.mark.parametrize("size", [32, 224])

@@ -7,7 +7,6 @@ names, a PNG within its size limit.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from io import BytesIO
 from pathlib import Path
@@ -15,13 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "readme_picture.py"
-spec = importlib.util.spec_from_file_location("readme_picture", SCRIPT)
-assert spec is not None and spec.loader is not None
-readme_picture = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(readme_picture)
+readme_picture = load_script(SCRIPT, "readme_picture")
 
 
 def noise(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "snapshot_runs.py"
-spec = importlib.util.spec_from_file_location("snapshot_runs", SCRIPT)
-assert spec is not None and spec.loader is not None
-snapshot_runs = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(snapshot_runs)
+snapshot_runs = load_script(SCRIPT, "snapshot_runs")
 
 
 def write_run(folder: Path, metrics: dict, csv: str) -> Path:

@@ -3,19 +3,16 @@ examples and queries as one iteration a call, in fewer rounds; with ``SPECULATED
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
 from advspatial import host_syncs
 from advspatial.attacks import square
+from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "square_speculation.py"
-spec = importlib.util.spec_from_file_location("square_speculation_benchmark", SCRIPT)
-assert spec is not None and spec.loader is not None
-square_speculation = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(square_speculation)
+square_speculation = load_script(SCRIPT, "square_speculation_benchmark")
 
 
 def test_speculation_gives_the_same_search_in_fewer_rounds_on_a_device_path(monkeypatch) -> None:

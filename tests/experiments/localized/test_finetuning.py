@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ReportParser
+from helpers import ReportParser, load_script
 
 from advspatial import training_modes
 from advspatial.errors import ConfigError
@@ -83,13 +83,9 @@ def patch_region(n: int) -> torch.Tensor:
 def write_patch_model(root: Path) -> tuple[str, Path]:
     """The factory spec and a state dict of 'pretrained' weights: positive head weights, so the Grad-CAM of every
     class is positive exactly on the patch (the known answer), and non-trivial batch-norm statistics."""
-    import importlib.util
-
     source = root / "patchnet.py"
     source.write_text(PATCH_NET)
-    spec = importlib.util.spec_from_file_location("patchnet_for_test", source)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(source, "patchnet_for_test")
     torch.manual_seed(0)
     model = module.make()
     with torch.no_grad():
