@@ -8,8 +8,9 @@
 #                                          time left (LEASE_SECONDS, default 570)
 #   bash benchmarks/gpu_lease.sh lite0     there, second call (carry .lease/lite .lease/lite-wheels):
 #                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
+#   bash benchmarks/gpu_lease.sh road      there: benchmarks/road_fill_cost.py at 32 and 224 px (a minute at most each)
 #   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 57 MiB): `checks` with the CUDA
-#                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), then `lite0`, in
+#                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), `road`, then `lite0`, in
 #                                          LEASE_SECONDS (a lease too short for two machine starts); the n = 2,000 run
 #                                          leaves LITE0_SECONDS (default 170) of them to Lite0
 #
@@ -102,14 +103,24 @@ keep_runs() {  # each run's ledger (a cut run's from its stage files) and its sm
         python3 "$here/benchmarks/ledger.py" "$run" --depth 3 --output "${run%/}-ledger.json" | head -25
     done
     local small
-    small=$(cd /tmp/lease-runs && ls ./*-ledger.json ./*/metrics.json ./*/per_image.csv ./*/config.yaml 2>/dev/null)
+    small=$(cd /tmp/lease-runs && ls ./*.json ./*/metrics.json ./*/per_image.csv ./*/config.yaml 2>/dev/null)
     [ -n "$small" ] && (cd /tmp/lease-runs && tar czf "$out/lease_runs.tgz" $small)
+}
+
+road() {  # ROAD's fill, one solve a region against one stacked solve (seconds on the device; kept with the runs)
+    mkdir -p /tmp/lease-runs
+    for size in 32 224; do
+        PYTHONPATH=$here/src${PYTHONPATH:+:$PYTHONPATH} timeout 60 python3 "$here/benchmarks/road_fill_cost.py" \
+            --device "${LEASE_DEVICE:-cuda}" --size "$size" --images "$([ "$size" = 32 ] && echo 200 || echo 52)" \
+            --output "/tmp/lease-runs/road_fill_cost-$size.json" | tail -1
+    done
 }
 
 case "${1:-}" in
     prepare) prepare ;;
     checks) checks ;;
     lite0) lite0 ;;
-    all) export GPU_CHECKS_OVERLAP=1 LITE0_SECONDS=${LITE0_SECONDS:-170}; checks; lite0 ;;
-    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0|all" >&2; exit 2 ;;
+    road) road ;;
+    all) export GPU_CHECKS_OVERLAP=1 LITE0_SECONDS=${LITE0_SECONDS:-170}; checks; road; lite0 ;;
+    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0|road|all" >&2; exit 2 ;;
 esac
