@@ -123,7 +123,7 @@ def permutation_means(
             if key not in positions:  # (C, B): image c's partner under each permutation, in image c's row
                 positions[key] = torch.from_numpy(perms[:, prep.columns].T + (np.arange(c) * n)[:, None])
             excess = torch.take(prep.block, positions[key])  # torch's take and arithmetic use every thread
-            # ((k + 1) * value - observed) / k - null, in place: the same operations in the same order, each exact
+            # ((k + 1) * value - observed) / k - null, in place: the same correctly rounded operations in the same order
             excess.mul_(_column(prep.partners + 1)).sub_(_column(prep.observed))
             excess.div_(_column(prep.partners)).sub_(_column(prep.null))
             by_permutation = np.ascontiguousarray(excess.numpy().T)  # (B, C): each mean sums in the same order
