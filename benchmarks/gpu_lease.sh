@@ -1,26 +1,27 @@
 #!/usr/bin/env bash
-# A GPU lease's work in two calls of the device tool, its folders prepared here first (each call may carry 64 MiB).
+# A GPU lease's work in one or two calls of the device tool, its folders prepared here first (each call may carry
+# 64 MiB).
 #
-#   bash benchmarks/gpu_lease.sh prepare   here: .lease/{data,cache,core-wheels} for the first call and
-#                                          .lease/{lite,lite-wheels} for the second, from ../shared/data
-#   bash benchmarks/gpu_lease.sh checks    there, first call (carry .lease/data .lease/cache .lease/core-wheels):
-#                                          benchmarks/gpu_checks.sh 200, then ResNet-20 `spatial` at n = 2,000 in the
-#                                          time left (LEASE_SECONDS, default 570)
-#   bash benchmarks/gpu_lease.sh lite0     there, second call (carry .lease/lite .lease/lite-wheels):
-#                                          EfficientNet-Lite0 `spatial` on imagenette-val at n = 40 in the time left
+#   bash benchmarks/gpu_lease.sh prepare   here: .lease/{data,cache,core-wheels} (the checks, ResNet-20) and
+#                                          .lease/{lite,lite-wheels} (Lite0), from ../shared/data
+#   bash benchmarks/gpu_lease.sh checks    there (carry .lease/data .lease/cache .lease/core-wheels):
+#                                          benchmarks/gpu_checks.sh 200 in the time left (LEASE_SECONDS, default 570)
+#   bash benchmarks/gpu_lease.sh r20-2000  there (the same carry): ResNet-20 `spatial` at n = 2,000 in the time left
+#   bash benchmarks/gpu_lease.sh lite0     there (carry .lease/lite .lease/lite-wheels): EfficientNet-Lite0
+#                                          `spatial` on imagenette-val at n = 40 in the time left
 #   bash benchmarks/gpu_lease.sh road      there: benchmarks/road_fill_cost.py at 32 and 224 px (a minute at most each)
-#   bash benchmarks/gpu_lease.sh all       there, one call (carry all five folders, 57 MiB): `checks` with the CUDA
-#                                          tests beside the quick runs (GPU_CHECKS_OVERLAP=1), `road`, then `lite0`, in
-#                                          LEASE_SECONDS (a lease too short for two machine starts); the n = 2,000 run
-#                                          leaves LITE0_SECONDS (default 170) of them to Lite0
+#   bash benchmarks/gpu_lease.sh all       there (carry all five folders, 55 MiB): `checks` with the CUDA tests
+#                                          beside the quick runs (GPU_CHECKS_OVERLAP=1), `road`, then `lite0` in the
+#                                          rest of LEASE_SECONDS
 #
-# Every figure lands in $OUT (seven files): the logs, results/real_model.json's rows and partial files, and in
-# lease_runs.tgz each run's ledger by stage (NAME-ledger.json; for a run cut by the time limit, from its stage
-# files) and small files.
-# Why two calls: the Fashion-MNIST files of the checks and the Lite0 weights do not travel together under 64 MiB.
+# A lease of 15 minutes holds one machine start: `LEASE_SECONDS=540 bash benchmarks/gpu_lease.sh all` (timeout_s
+# 600), then at once, while the machine is still warm (30 s), `LEASE_SECONDS=220 bash benchmarks/gpu_lease.sh
+# r20-2000` (on 2026-11-29 the two calls' commands took 554 and 202 s of the 900).
+# Every figure lands in $OUT (at most eight files): the logs, results/real_model.json's rows and partial files, and
+# in lease_runs.tgz each run's ledger by stage (NAME-ledger.json; for a run cut by the time limit, from its stage
+# files), small files and road_fill_cost's records.
 # LEASE_DEVICE=cpu tries the flow on a machine without a GPU (its runs cut by LEASE_SECONDS).
-# LEASE_EXTRA: more `run spatial` options for the n = 2,000 run ("--batch-size 1000": the per-image stages in
-# device-sized batches instead of the preset's 100, a CPU's size).
+# LEASE_EXTRA: more `run spatial` options for the n = 2,000 run.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here" || exit 2  # gpu_checks.sh runs from the repository root
@@ -28,8 +29,8 @@ lease=$here/.lease
 shared=${ADVSPATIAL_SHARED:-$here/../shared/data}
 out=${OUT:-/tmp/gpu-lease}; mkdir -p "$out"
 started=$EPOCHREALTIME
-# seconds left of the lease, less $1 kept back for the work after (at least 30)
-left() { python3 -c "print(max(30, int(${LEASE_SECONDS:-570} - ($EPOCHREALTIME - $started) - ${1:-0})))"; }
+# seconds left of the lease (at least 30)
+left() { python3 -c "print(max(30, int(${LEASE_SECONDS:-570} - ($EPOCHREALTIME - $started))))"; }
 
 prepare() {
     rm -rf "$lease" && mkdir -p "$lease"/{data/cifar10-resnet,data/cifar10-test-jpeg,cache,lite,core-wheels,lite-wheels}
@@ -73,14 +74,22 @@ install_wheels() {
         export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 }
 
-checks() {
+core_env() {  # the checks' and ResNet-20's data, model cache and wheels
     unpack "$lease/data/cifar10-test-jpeg.tgz"
     export ADVSPATIAL_DATA=$lease/data ADVSPATIAL_CACHE=/tmp/advspatial-cache
     mkdir -p "$ADVSPATIAL_CACHE" && cp -r "$lease/cache/." "$ADVSPATIAL_CACHE/"
+}
+
+checks() {
+    core_env
     WHEELS=$lease/core-wheels timeout "$(left)" bash "$here/benchmarks/gpu_checks.sh" 200 > "$out/gpu_checks.log" 2>&1
     echo "gpu_checks.sh: exit $?"; grep -v '^ ' "$out/gpu_checks.log" | tail -30
+}
+
+r20_2000() {
+    core_env
     install_wheels "$lease"/core-wheels/*.whl; export PYTHONPATH=$here/src:$PYTHONPATH
-    timeout "$(left "${LITE0_SECONDS:-0}")" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
+    timeout "$(left)" python3 "$here/benchmarks/bench_real_model.py" --n 2000 --device "${LEASE_DEVICE:-cuda}" \
         --extra="${LEASE_EXTRA:-}" --output "$out/real_model.json" --keep /tmp/lease-runs/r20-n2000 \
         > "$out/r20-n2000.log" 2>&1
     echo "ResNet-20 n = 2,000: exit $?"; tail -3 "$out/r20-n2000.log"
@@ -119,8 +128,9 @@ road() {  # ROAD's fill, one solve a region against one stacked solve (seconds o
 case "${1:-}" in
     prepare) prepare ;;
     checks) checks ;;
+    r20-2000) r20_2000 ;;
     lite0) lite0 ;;
     road) road ;;
-    all) export GPU_CHECKS_OVERLAP=1 LITE0_SECONDS=${LITE0_SECONDS:-170}; checks; road; lite0 ;;
-    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|lite0|road|all" >&2; exit 2 ;;
+    all) export GPU_CHECKS_OVERLAP=1; checks; road; lite0 ;;
+    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|r20-2000|lite0|road|all" >&2; exit 2 ;;
 esac
