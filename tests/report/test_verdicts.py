@@ -6,7 +6,7 @@ import math
 
 from advspatial.statistics.claims import Claim, judge
 from advspatial.statistics.estimates import Estimate
-from advspatial.report.verdicts import fmt_p, interval, plot_forest, verdict_table, what_this_run_shows
+from advspatial.report.verdicts import fmt, fmt_p, interval, plot_forest, verdict_table, what_this_run_shows
 
 
 def make(subject: str, null: str, mean: float, primary: bool, faithful: bool = True) -> Claim:
@@ -46,6 +46,7 @@ def test_forest_plot_writes_a_png(tmp_path) -> None:
 
 def test_number_formats() -> None:
     assert interval(None) == "-" and fmt_p(float("nan")) == "-" and fmt_p(2e-5) == "2e-05" and fmt_p(0.0312) == "0.031"
+    assert fmt(-2e-20) == "0.000" and fmt(-0.0004) == "0.000" and fmt(-0.0005001) == "-0.001" and fmt(1.5, 2) == "1.50"
 
 
 def test_claims_about_a_training_procedure_show_their_seeds() -> None:
@@ -62,3 +63,16 @@ def test_claims_about_a_training_procedure_show_their_seeds() -> None:
     assert "2 of 3 seeds agree" in text[0] and "1 training seed(s)" in text[1] and "at least 3 seeds" in text[1]
     few.effect = Estimate(0.05, math.nan, math.nan, 200)
     assert interval(few.effect) == "+0.050 [no CI]"
+
+
+def test_a_claim_against_a_null_of_zero_quotes_no_ratio() -> None:
+    """The correlations' uniform null is 0 (about 1e-19 in floats): its quotient is no ratio, in the table or the
+    sentence; a null away from 0 keeps its ratio."""
+    zero = Claim("the attack acts where the model looks", "pgd", "spearman", "uniform", 0.15, float("nan"),
+                 Estimate(0.15, 0.13, 0.17, 200), float("nan"), 1e-4, gates={"RoI faithfulness": True}, primary=True)
+    (judged,) = judge([zero], sesoi=0.05)
+    assert verdict_table([judged], "V").rows[0][5] == "-"
+    (sentence,) = what_this_run_shows([judged])
+    assert "ratio" not in sentence and "(n = 200, p_adj" in sentence
+    (kept,) = what_this_run_shows(judge([make("pgd", "same-class", 0.02, True)], sesoi=0.005))
+    assert "(ratio 1.10, n = 200, p_adj" in kept

@@ -502,3 +502,19 @@ def test_comparisons_under_the_same_groups_share_one_draw_of_permutations_and_gi
     for seed in range(nulls.PERMUTATION_SETS + 1):
         compare_to_nulls(importance, attack, roi, roa, labels, n_permutations=50, seed=seed, nulls=("same-class",))
     assert len(nulls._kept_permutations) == nulls.PERMUTATION_SETS  # bounded
+
+
+def test_a_null_of_zero_up_to_rounding_has_no_ratio() -> None:
+    """A null whose mean is 0 in exact arithmetic (each row of the placement table centred on its own mean) gives
+    NaN, not the quotient of rounding noise; a null away from 0 gives observed / null."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.rand(40, 25, generator=gen, dtype=torch.float64)
+    table -= table.mean(1, keepdim=True)
+    res = placement_comparison(table, torch.arange(40), n_permutations=200)
+    assert abs(res.null_mean) < 1e-15 and math.isnan(res.ratio)
+    shifted = placement_comparison(table + 0.5, torch.arange(40), n_permutations=200)
+    assert shifted.ratio == pytest.approx(shifted.observed / shifted.null_mean)
+    from advspatial.statistics.inference import ratio_to_null
+
+    assert math.isnan(ratio_to_null(0.15, -3e-19)) and math.isnan(ratio_to_null(1.0, 0.0))
+    assert ratio_to_null(2e-6, 1e-6) == pytest.approx(2.0)  # small, but far above rounding

@@ -44,10 +44,17 @@ VERDICT_MEANINGS = {
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
-    """A number for a table cell ('-' for None/NaN)."""
+    """A number for a table cell ('-' for None/NaN; no sign on a value that rounds to 0, such as a null of 0 that
+    floats leave at -1e-19)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.{digits}f}"
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def ratio_words(ratio: float) -> str:
+    """"ratio R, " for a claim's sentence; nothing where the ratio is undefined (a null of 0)."""
+    return "" if math.isnan(ratio) else f"ratio {fmt(ratio, 2)}, "
 
 
 def fmt_p(p: float | None) -> str:
@@ -121,7 +128,7 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
             direction = "above" if c.effect.mean > 0 else ("below" if c.effect.mean < 0 else "equal to")
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""
             body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
-                    f"{interval(c.effect)} (ratio {fmt(c.ratio, 2)}, n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
+                    f"{interval(c.effect)} ({ratio_words(c.ratio)}n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
                     f"{seeds}).")
             if c.verdict == "not supported" and c.per_seed is None:
                 words = not_supported_words(c)

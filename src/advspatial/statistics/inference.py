@@ -95,9 +95,21 @@ class NullComparison:
         return d
 
 
+#: a null mean at most this fraction of max(1, |observed|) is 0 up to rounding: the correlations' uniform null, 0 in
+#: exact arithmetic, averages to about 1e-19 in floats, of either sign by the threads' summation order
+NULL_ZERO = 1e-12
+
+
 def ratio_to_null(observed: float, null_mean: float) -> float:
-    """observed / null mean (NaN when the null mean is 0 or not finite): the ratio every comparison reports."""
-    return observed / null_mean if null_mean != 0 and math.isfinite(null_mean) else math.nan
+    """observed / null mean: the ratio every comparison reports; NaN when the null mean is not finite or is 0 up to
+    rounding (:data:`NULL_ZERO`), where a quotient would be a large number of rounding's sign, not a ratio.
+
+    >>> ratio_to_null(0.3, 0.2), ratio_to_null(0.15, 1.7e-19)
+    (1.4999999999999998, nan)
+    """
+    if not math.isfinite(null_mean) or abs(null_mean) <= NULL_ZERO * max(1.0, abs(observed)):
+        return math.nan
+    return observed / null_mean
 
 
 def _two_sided_p(t: float, t_null: np.ndarray) -> float:
