@@ -96,7 +96,7 @@ class NullComparison:
 
 
 #: a null mean at most this fraction of max(1, |observed|) is 0 up to rounding: the correlations' uniform null, 0 in
-#: exact arithmetic, averages to about 1e-19 in floats, of either sign by the threads' summation order
+#: exact arithmetic, averages to about 1e-19 in floats, of either sign by the order of its sums
 NULL_ZERO = 1e-12
 
 
