@@ -27,10 +27,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: metrics.json's fields that differ between two completions of the same run
-MACHINE_FIELDS = ("wall_seconds", "cpu_seconds", "model_passes", "forecast")
-
-
 def resume_copy(run: Path, work: Path, profile: Path | None = None) -> dict[str, Any]:
     """Complete a copy of ``run`` under ``work``: its process wall and CPU seconds, the run's own wall seconds and
     whether its results equal the run's."""
@@ -60,11 +56,14 @@ def resume_copy(run: Path, work: Path, profile: Path | None = None) -> dict[str,
 
 
 def same_results(run: Path, copy: Path) -> bool:
-    """Whether ``copy`` holds ``run``'s per-image rows and metrics (apart from :data:`MACHINE_FIELDS`)."""
+    """Whether ``copy`` holds ``run``'s per-image rows and findings (metrics.json but the keys a run adds beside its
+    findings, :data:`~advspatial.experiments.findings.RUN_KEYS`: its times, passes and stamp)."""
+    from advspatial.experiments.findings import RUN_KEYS
+
     if (run / "per_image.csv").read_bytes() != (copy / "per_image.csv").read_bytes():
         return False
     mine, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run, copy))
-    return all(mine.get(k) == theirs.get(k) for k in set(mine) | set(theirs) if k not in MACHINE_FIELDS)
+    return all(mine.get(k) == theirs.get(k) for k in set(mine) | set(theirs) if k not in RUN_KEYS)
 
 
 def top_functions(profile: Path, count: int = 15) -> list[tuple[float, str]]:

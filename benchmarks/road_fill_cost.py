@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -50,15 +51,12 @@ def timed(device: torch.device, work: Any) -> tuple[Any, float, int]:
         steps += 1
         return apply(self, u)
 
-    imputation_iterative.RegionSystems.apply = counted  # type: ignore[method-assign]
-    try:
+    with mock.patch.object(imputation_iterative.RegionSystems, "apply", counted):
         _synchronize(device)
         start = time.perf_counter()
         value = work()
         _synchronize(device)
         return value, time.perf_counter() - start, steps
-    finally:
-        imputation_iterative.RegionSystems.apply = apply  # type: ignore[method-assign]
 
 
 def _synchronize(device: torch.device) -> None:
@@ -95,12 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=None, help="write the record as JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    kept = host_syncs.DEVICE_PATH_ON_CPU
-    host_syncs.DEVICE_PATH_ON_CPU = device.type == "cpu" or kept  # a device's solver, priced on this CPU
-    try:
+    # on a CPU the device's solver, priced there
+    with mock.patch.object(host_syncs, "DEVICE_PATH_ON_CPU", device.type == "cpu" or host_syncs.DEVICE_PATH_ON_CPU):
         record = compare(device, args.images, args.size, args.regions, args.fraction)
-    finally:
-        host_syncs.DEVICE_PATH_ON_CPU = kept
     record["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     if args.output is not None:
         args.output.write_text(json.dumps(record, indent=1) + "\n")

@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch import nn
@@ -47,9 +48,7 @@ class Unfoolable(nn.Module):
 def timed_search(model: nn.Module, x: torch.Tensor, queries: int, speculated_rows: int) -> dict:
     """One Square L-inf search on ``x`` (label 0) with ``SPECULATED_ROWS = speculated_rows``: wall seconds, the
     ledger's rounds and host reads, and the result."""
-    kept = square.SPECULATED_ROWS
-    square.SPECULATED_ROWS = speculated_rows
-    try:
+    with mock.patch.object(square, "SPECULATED_ROWS", speculated_rows):
         ledger = PassLedger()
         ledger.watch(model)
         y = torch.zeros(len(x), dtype=torch.long, device=x.device)
@@ -59,8 +58,6 @@ def timed_search(model: nn.Module, x: torch.Tensor, queries: int, speculated_row
             result = Square(model, eps=8 / 255, n_queries=queries).run(x, y, sample_ids=torch.arange(len(x)))
         _synchronize(x.device)
         seconds = time.perf_counter() - start
-    finally:
-        square.SPECULATED_ROWS = kept
     count = ledger.by_stage["square"]
     return {"seconds": round(seconds, 3), "rounds": count.rounds, "calls": count.calls, "reads": count.syncs,
             "image_passes": count.forward, "result": result}

@@ -230,10 +230,11 @@ def placement_comparison_of(table: torch.Tensor, shifts: np.ndarray, seed: int, 
     t_null = np.full(shifts.shape[0], np.nan)
     if cols.size:
         mean = row_nanmean if not finite[cols].all() else (lambda v: v.mean(1))
-        by_image = torch.from_numpy(rows)
-        # (C, B): each image's statistic at its shift under each draw (torch's gather uses every thread)
-        t_null = np.concatenate([mean(torch.gather(by_image, 1, torch.from_numpy(
-            shifts[s:s + PERMUTATION_CHUNK, cols].T)).numpy().T) for s in range(0, shifts.shape[0], PERMUTATION_CHUNK)])
+        by_image, means = torch.from_numpy(rows), []
+        for s in range(0, shifts.shape[0], PERMUTATION_CHUNK):
+            drawn = torch.from_numpy(shifts[s:s + PERMUTATION_CHUNK, cols].T)  # (C, B): each image's shift per draw
+            means.append(mean(torch.gather(by_image, 1, drawn).numpy().T))  # torch's gather uses every thread
+        t_null = np.concatenate(means)
     excess = observed[cols] - null[cols]
     prep = Prepared(torch.zeros(0, dtype=torch.float64), False, cols, null[cols], excess, observed[cols],
                     np.zeros(cols.size), excess)
