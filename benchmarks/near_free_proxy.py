@@ -18,6 +18,7 @@ Not a test. Example (the figures of benchmarks/README.md, "the framework's own w
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import importlib.util
 import json
@@ -25,7 +26,9 @@ import os
 import pstats
 import time
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -76,6 +79,33 @@ def trained(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     return model.eval()
 
 
+class _Reached(Exception):
+    """The run reached the stage ``--until`` names: it stops there."""
+
+
+@contextlib.contextmanager
+def stopped_at(prefix: str | None) -> Iterator[None]:
+    """Stop the run (its finished stages kept) as the first stage whose key starts with ``prefix/`` begins, e.g.
+    ``attack``: the faithfulness gates and the stages before it only. None: the whole run."""
+    if not prefix:
+        yield
+        return
+    from advspatial.passes import PassLedger
+
+    begin = PassLedger.stage
+
+    def stage(self: PassLedger, key: str):  # type: ignore[no-untyped-def]
+        if key.startswith(prefix + "/"):
+            raise _Reached(key)
+        return begin(self, key)
+
+    with mock.patch.object(PassLedger, "stage", stage):
+        try:
+            yield
+        except _Reached as reached:
+            print(f"stopped as stage {reached} began (--until {prefix})")
+
+
 def ledger_benchmark() -> types.ModuleType:
     """``ledger.py``, loaded from beside this script."""
     spec = importlib.util.spec_from_file_location("ledger_benchmark", Path(__file__).with_name("ledger.py"))
@@ -102,7 +132,11 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=4000, help="images the classifier is trained on (not evaluated)")
     parser.add_argument("--quick", action="store_true", help="the experiment's smoke test (checks the script)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="the run's batch size (0: its own), e.g. the n a GPU takes as one batch")
     parser.add_argument("--cpu-path", action="store_true", help="the CPU's own path instead of the device's")
+    parser.add_argument("--until", default=None, help="stop as the first stage of this family begins (e.g. attack: "
+                                                         "the gates and the stages before them only)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions by their own time")
     parser.add_argument("--out", type=Path, default=Path("runs/near-free"))
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
@@ -131,8 +165,10 @@ def main() -> None:
     started = time.process_time()
     if profile is not None:
         profile.enable()
-    advspatial.run(args.experiment, model=model, data=(x, y), n=args.n, out=str(args.out), progress=False,
-                   quick=args.quick)
+    sized = {"batch_size": args.batch_size} if args.batch_size else {}
+    with stopped_at(args.until):
+        advspatial.run(args.experiment, model=model, data=(x, y), n=args.n, out=str(args.out), progress=False,
+                       quick=args.quick, **sized)
     if profile is not None:
         profile.disable()
     cpu_seconds = time.process_time() - started
@@ -141,7 +177,8 @@ def main() -> None:
     if args.output:
         args.output.write_text(json.dumps({
             "experiment": args.experiment, "n": args.n, "size": args.size, "threads": args.threads,
-            "device_path": not args.cpu_path, "profiled": args.profile, "accuracy": round(accuracy, 3),
+            "device_path": not args.cpu_path, "batch_size": args.batch_size or None, "until": args.until,
+            "profiled": args.profile, "accuracy": round(accuracy, 3),
             "cpu_seconds": round(cpu_seconds, 1), "load_average": os.getloadavg(), "ledger": groups},
             indent=2) + "\n")
     if profile is not None:

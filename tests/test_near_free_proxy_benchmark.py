@@ -36,7 +36,7 @@ def test_the_script_runs_an_experiment_on_the_device_path_and_prints_its_ledger(
             Image.fromarray(pixels).save(tmp_path / "images" / f"class{c}" / f"{i}.png")
     monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", False)  # the script sets it; restored after the test
     monkeypatch.setattr(sys, "argv", ["near_free_proxy.py", "--images", str(tmp_path / "images"), "--n", "8",
-                                      "--train", "16", "--experiment", "maps", "--quick",
+                                      "--train", "16", "--experiment", "maps", "--quick", "--batch-size", "4",
                                       "--out", str(tmp_path / "run"), "--output", str(tmp_path / "proxy.json")])
     threads = torch.get_num_threads()
     try:
@@ -49,6 +49,32 @@ def test_the_script_runs_an_experiment_on_the_device_path_and_prints_its_ledger(
     assert host_syncs.DEVICE_PATH_ON_CPU
     written = json.loads((tmp_path / "proxy.json").read_text())
     assert written["device_path"] and written["ledger"]["(run)"]["calls"] > 0
+    assert written["batch_size"] == 4 and "batch_size: 4" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_the_script_stops_a_run_as_the_stage_it_names_begins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``--until attack``: the gates and the stages before them run and are kept, nothing of the attacks."""
+    rng = np.random.default_rng(1)
+    for c in range(2):
+        (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) // (1 + c)).save(
+                tmp_path / "images" / f"class{c}" / f"{i}.png")
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", False)
+    monkeypatch.setattr(sys, "argv", ["near_free_proxy.py", "--images", str(tmp_path / "images"), "--n", "8",
+                                      "--train", "16", "--experiment", "maps", "--quick", "--until", "attack",
+                                      "--out", str(tmp_path / "run")])
+    threads = torch.get_num_threads()
+    try:
+        near_free_proxy.main()
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "stopped as stage attack/" in out and "(run)" in out
+    stages = tmp_path / "run" / "stages"
+    assert any(stages.glob("gate/**/*.pt")) and not any(stages.glob("attack/**/*.pt"))
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_a_missing_folder_is_skipped_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

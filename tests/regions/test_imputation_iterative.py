@@ -7,6 +7,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from advspatial import host_syncs
 from advspatial.errors import ConfigError
@@ -106,3 +107,38 @@ def test_a_devices_path_forced_on_the_cpu_solves_as_a_gpu_does(monkeypatch):
         monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
         linear_imputation(x, region)
     assert solves == [True]
+
+
+class _WholeImageOperations(TorchDispatchMode):
+    """Counts the operators that write a tensor as large as the systems (each a launch over every pixel on a device;
+    views and the per-system scalars not counted)."""
+
+    def __init__(self, elements: int) -> None:
+        super().__init__()
+        self.elements, self.count = elements, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        if (isinstance(out, torch.Tensor) and out.numel() >= self.elements
+                and not func._schema.name.endswith(("view", "slice", "unsqueeze", "expand", "alias"))):
+            self.count += 1
+        return out
+
+
+def test_a_step_of_the_solve_makes_sixteen_passes_over_the_images(monkeypatch):
+    """The device's cost of a step: a launch per operator, each reading and writing every pixel of the stack.
+    Sixteen (the stencil seven, the matrix three more, two dot products of two, three updates in place, the
+    preconditioner one); the stencil's eight shifted slices added one by one, and the masks applied again, took
+    thirty-two."""
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 10**6)
+    region = _blobs(3, 16, 0.3, 3, seed=11)
+    systems = imputation_iterative.RegionSystems(region)
+    b = systems.right_hand_side(torch.rand(3, 2, 16, 16, generator=torch.Generator().manual_seed(12),
+                                           dtype=torch.float64))
+    counts = []
+    for steps in (4, 9):
+        monkeypatch.setattr(imputation_iterative, "MAX_STEPS", steps)
+        with _WholeImageOperations(b.numel()) as counted:
+            systems.solve(b)
+        counts.append(counted.count)
+    assert (counts[1] - counts[0]) / 5 == 16

@@ -14,15 +14,19 @@ ROAD_NEIGHBOURS: tuple[tuple[int, int, float], ...] = (
 
 
 def neighbour_sum(u: torch.Tensor) -> torch.Tensor:
-    """Per pixel of the (..., H, W) ``u``, the weighted sum of its in-image neighbours (zero outside the image), in
-    :data:`ROAD_NEIGHBOURS` order. A symmetric operator: the weights of opposite offsets are equal.
+    """Per pixel of the (..., H, W) ``u``, the weighted sum of its in-image neighbours (zero outside the image), the
+    weights of :data:`ROAD_NEIGHBOURS`. A symmetric operator: the weights of opposite offsets are equal.
+
+    Computed as ``(corners + 2 x edges) / 12`` from the pairs above and below each pixel: seven operations on the
+    whole image instead of sixteen, the cost of each step of the device's conjugate gradients
+    (:mod:`.imputation_iterative`, its only user). Equal to the eight weighted terms up to float rounding.
 
     >>> neighbour_sum(torch.ones(1, 3, 3)).mul(12).round().int().tolist()
     [[[5, 8, 5], [8, 12, 8], [5, 8, 5]]]
     """
-    h, w = u.shape[-2:]
     padded = F.pad(u, (1, 1, 1, 1))
-    total = torch.zeros_like(u)
-    for dr, dc, weight in ROAD_NEIGHBOURS:
-        total = total + weight * padded[..., 1 + dr:1 + dr + h, 1 + dc:1 + dc + w]
-    return total
+    vertical = padded[..., :-2, :] + padded[..., 2:, :]  # above + below, on the padded width
+    total = vertical[..., :-2] + vertical[..., 2:]  # the four corners
+    total.add_(vertical[..., 1:-1], alpha=2)  # the edges above and below
+    total.add_(padded[..., 1:-1, :-2] + padded[..., 1:-1, 2:], alpha=2)  # the edges left and right
+    return total.div_(12)
