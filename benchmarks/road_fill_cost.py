@@ -5,7 +5,7 @@ conjugate-gradient loop of a few dozen small operations a step (:mod:`advspatial
 so R regions cost R loops of launches. Every system (image, channel) of such a loop stops on its own residual, so
 the regions' images stacked in one solve give each image the fill it gets alone. This script times both on
 blob-shaped regions (the top ``--fraction`` of smoothed random maps, drawn per region) and reports the seconds, the
-solver's steps (``RegionSystems.apply`` calls) and the largest difference between the two fills. On a CPU the
+solver's steps (``_Solving.step`` calls) and the largest difference between the two fills. On a CPU the
 device's path is forced (``host_syncs.DEVICE_PATH_ON_CPU``): its step counts are a device's, its times this CPU's.
 Not a test. Example::
 
@@ -44,14 +44,14 @@ def blob_regions(count: int, n: int, size: int, fraction: float, seed: int = 0) 
 def timed(device: torch.device, work: Any) -> tuple[Any, float, int]:
     """``work()``'s value, its seconds (the device synchronised) and the solver's steps in it."""
     steps = 0
-    apply = imputation_iterative.RegionSystems.apply
+    step = imputation_iterative._Solving.step
 
-    def counted(self: imputation_iterative.RegionSystems, u: torch.Tensor) -> torch.Tensor:
+    def counted(self: imputation_iterative._Solving) -> None:
         nonlocal steps
         steps += 1
-        return apply(self, u)
+        step(self)
 
-    with mock.patch.object(imputation_iterative.RegionSystems, "apply", counted):
+    with mock.patch.object(imputation_iterative._Solving, "step", counted):
         _synchronize(device)
         start = time.perf_counter()
         value = work()

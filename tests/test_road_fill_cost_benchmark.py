@@ -21,7 +21,7 @@ def test_one_stacked_solve_gives_each_regions_fill_in_fewer_steps() -> None:
     alone, stacked = record["one_solve_a_region"]["steps"], record["one_stacked_solve"]["steps"]
     assert stacked > 0 and alone == 3 * stacked  # at 12 px every region's systems converge by the first check
     assert not host_syncs.DEVICE_PATH_ON_CPU
-    assert imputation_iterative.RegionSystems.apply.__name__ == "apply"  # the step counter removed
+    assert imputation_iterative._Solving.step.__name__ == "step"  # the step counter removed
 
 
 def test_regions_are_blobs_of_the_fraction_asked() -> None:

@@ -498,6 +498,38 @@ def test_deletion_is_one_round_and_stacked_calls_give_the_same_columns(fixture, 
         assert torch.allclose(stacked[key].double(), one_each[key].double(), atol=1e-5, equal_nan=True), key
 
 
+def test_roads_fill_of_every_region_is_one_solve_on_a_device_and_each_image_gets_its_own_fill(fixture, monkeypatch):
+    """On a device (its path forced here, and its stacked calls) ROAD's fills of a batch's regions are one
+    conjugate-gradient solve, not one a region, and equal to the bit the fills made one region at a time (each system
+    stops on its own; the noise is keyed by sample id); a CPU's stacking setting of 0 keeps one solve a region."""
+    from advspatial import host_syncs
+    from advspatial.regions import imputation_iterative
+
+    model, x, y = fixture
+    ids = torch.arange(len(x)) + 7
+    regions = list(regions_of(square_map(PATCH), x, y, ids).values())
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
+    solves: list[int] = []
+    solve = imputation_iterative.RegionSystems.solve
+    monkeypatch.setattr(imputation_iterative.RegionSystems, "solve",
+                        lambda self, b: solves.append(len(b)) or solve(self, b))
+    road = deletion.make_deletion_fill("road", {}, x, 0, ids)
+    one_each = list(deletion.filled_images(road, x, regions))
+    assert solves == [len(x)] * len(regions)
+    solves.clear()
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 1 << 30)
+    stacked = list(deletion.filled_images(road, x, regions))
+    assert solves == [len(x) * len(regions)]
+    assert all(torch.equal(a, b) for a, b in zip(stacked, one_each, strict=True))
+    solves.clear()
+    monkeypatch.setattr(stacked_runs, "CPU_STACK_ELEMENTS", 3 * x.numel())  # three regions a solve
+    assert all(torch.equal(a, b) for a, b in zip(deletion.filled_images(road, x, regions), one_each, strict=True))
+    assert solves == [3 * len(x)] * (len(regions) // 3) + [len(regions) % 3 * len(x)] * (len(regions) % 3 > 0)
+    blur = deletion.make_deletion_fill("blur", {}, x, 0, ids)  # any other fill: one region a fill, as ever
+    assert all(torch.equal(a, blur(x, r)) for a, r in zip(deletion.filled_images(blur, x, regions), regions,
+                                                          strict=True))
+
+
 def test_the_restricted_attack_is_bounded_per_call_and_per_run_and_gives_the_same_columns(fixture, monkeypatch):
     """Regions x images exceed a batch at 224 px: the stack is attacked as one run whose model calls take
     ``max_images`` images at a time (each step one round), a run holds at most ``run_rows`` rows; same columns."""

@@ -142,3 +142,23 @@ def test_a_step_of_the_solve_makes_sixteen_passes_over_the_images(monkeypatch):
             systems.solve(b)
         counts.append(counted.count)
     assert (counts[1] - counts[0]) / 5 == 16
+
+
+def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch):
+    """A batch of an easy image (a few scattered pixels) and a hard one (half of a 48-pixel image, one blob): after
+    the check that stops the easy one, the steps hold the hard one alone; each gets the fill it gets alone."""
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 5)
+    gen = torch.Generator().manual_seed(13)
+    x = torch.rand(2, 3, 48, 48, generator=gen, dtype=torch.float64)
+    region = torch.zeros(2, 48, 48, dtype=torch.bool)
+    region[0] = torch.rand(48, 48, generator=gen) < 0.02
+    region[1] = _blobs(1, 48, 0.5, 2, seed=14)[0]
+    rows: list[int] = []
+    step = imputation_iterative._Solving.step
+    monkeypatch.setattr(imputation_iterative._Solving, "step", lambda self: rows.append(len(self.u)) or step(self))
+    both = linear_imputation(x, region, solver="iterative")
+    assert rows[0] == 2 and rows[-1] == 1 and rows.count(2) % 5 == 0 and rows.count(1) > rows.count(2)
+    for i in range(2):
+        alone = linear_imputation(x[i:i + 1], region[i:i + 1], solver="iterative")
+        assert float((alone - both[i:i + 1]).abs().max()) < 1e-12
+    assert float((both - linear_imputation(x, region, solver="exact")).abs().max()) < 1e-8

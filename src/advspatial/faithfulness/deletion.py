@@ -7,7 +7,9 @@ the gate and names everything here too).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -17,7 +19,7 @@ from torch import nn
 from ..attacks.base import margin
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
 from ..models.hooks import frozen_eval
-from ..stacked_runs import RowChunks, forward_stacked, run_rows
+from ..stacked_runs import RowChunks, forward_stacked, run_rows, stack_elements
 # sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say: hence the
 # ignored arg-type where it is given this module's sample_ids (Tensor | Sequence[int] | None)
 from ..runtime import (batch_slices, model_device, per_sample_noise, sample_ids_or_range, scaled_batch, stream_seed,
@@ -135,12 +137,45 @@ def make_deletion_fill(
     if name not in DELETION_FILLS:
         raise unknown_name("deletion fill", name, DELETION_FILLS)
     if name == "road":  # its imputation noise is keyed by the images' sample ids, in a stream of its own
-        road = make_fill("road", **{"seed": stream_seed(seed, _STREAM_ROAD_FILL), **params})
-        # fills.FillFn does not declare the sample_ids keyword that the road fill takes
-        return lambda images, region: road(images, region, sample_ids=ids)  # type: ignore[call-arg]
+        return RoadFill(make_fill("road", **{"seed": stream_seed(seed, _STREAM_ROAD_FILL), **params}), ids)
     if name == "blur" and "sigma" not in params:
         params = {**params, "sigma": deletion_blur_sigma(x.shape[-2], x.shape[-1])}
     return make_fill(name, **params)
+
+
+@dataclass(frozen=True)
+class RoadFill:
+    """ROAD's fill of one batch: ``road`` (:func:`~advspatial.regions.fills.make_fill`'s) with the batch's sample
+    ``ids``, which key its noise."""
+
+    road: Callable[..., torch.Tensor]
+    ids: torch.Tensor
+
+    def __call__(self, images: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        return self.road(images, region, sample_ids=self.ids)
+
+    def stacked(self, images: torch.Tensor, regions: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``[self(images, r) for r in regions]`` as one fill of the images repeated once per region: on a device
+        one conjugate-gradient loop instead of one per region (each a few dozen launches a step). Each image gets
+        the fill it gets alone: every (image, channel) system stops on its own residual, and the noise is keyed by
+        the image's sample id, not by its place in the stack."""
+        k = len(regions)
+        stack = self.road(images.repeat(k, 1, 1, 1), torch.cat(list(regions)), sample_ids=self.ids.repeat(k))
+        return list(stack.split(images.shape[0]))
+
+
+def filled_images(fill: FillFn, x: torch.Tensor, regions: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``fill(x, region)`` for each of ``regions``, in order and one at a time. ROAD's fill on a device is solved
+    for as many regions at once as a stacked call holds (:func:`~advspatial.stacked_runs.stack_elements`: input
+    elements of the repeated images); on a CPU, whose LU solves a region at a time anyway, one region a fill."""
+    road = fill if isinstance(fill, RoadFill) else None
+    per_solve = 1 if road is None else max(1, stack_elements(x) // max(1, x.numel()))
+    for start in range(0, len(regions), per_solve):
+        group = regions[start:start + per_solve]
+        if road is None or len(group) == 1:
+            yield fill(x, group[0])
+        else:
+            yield from road.stacked(x, group)
 
 
 def deletion_blur_sigma(height: int, width: int) -> float:
@@ -263,7 +298,8 @@ def deletion_columns(
         on_device = {tag: region.to(x.device) for tag, region in regions.items()}
         fill_fns = {name: make_deletion_fill(name, params[name], x, seed, ids) for name in fills}
         jobs = [(name, tag) for name in fills for tag in on_device]
-        filled = (fill_fns[name](x, on_device[tag]) for name, tag in jobs)
+        filled = itertools.chain.from_iterable(filled_images(fill_fns[name], x, list(on_device.values()))
+                                               for name in fills)
         for (name, tag), logits in zip(jobs, forward_stacked(partial(_logits, model), filled), strict=True):
             region = on_device[tag]
             cols[f"deletion:{name}:drop:{tag}"] = _col(_empty_to_nan(clean_true - _true(logits, y), region))

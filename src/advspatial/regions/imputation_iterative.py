@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 
+from .. import host_syncs
 from .road_stencil import neighbour_sum
 
 #: the exact fill of (images, region), differentiable: the LU's (:mod:`.imputation`), for a system not converged
@@ -47,11 +48,6 @@ class RegionSystems:
         self.covered = covered
         self.diagonal = neighbour_sum(torch.ones(1, 1, h, w, dtype=torch.float64, device=region.device))
 
-    def apply(self, u: torch.Tensor) -> torch.Tensor:
-        """``M u`` for a ``u`` that is 0 outside the region (every direction the solver steps in): the region's
-        mask is not applied to ``u`` again."""
-        return torch.mul(self.diagonal, u).sub_(neighbour_sum(u)).mul_(self.region)
-
     def right_hand_side(self, x: torch.Tensor) -> torch.Tensor:
         """``b = R S((1 - R) x)``: each region pixel's weighted sum of its known neighbours."""
         return self.region * neighbour_sum((1 - self.region) * x)
@@ -60,29 +56,74 @@ class RegionSystems:
         """(u, unconverged, any unconverged): ``M u = b`` per (image, channel) by Jacobi-preconditioned conjugate
         gradients, the (N, C) systems still above :data:`RELATIVE_RESIDUAL` after :data:`MAX_STEPS` steps, and
         whether there are any: the last check's read already says so (a stop before the limit: none; at the limit,
-        itself a check: some), so the caller reads nothing more."""
-        # r, z and p stay 0 outside the region (b is, and M maps into it): z = r / d needs no mask, and each
-        # update is made in place, a few whole-image operations a step (each a launch on a device)
-        u, r = torch.zeros_like(b), b.clone()
-        z = r / self.diagonal
-        p, rz = z, dot(r, z)
-        scale = b.flatten(2).norm(dim=2)
-        running = scale > 0
+        itself a check: some), so the caller reads nothing more. At a check the images whose every system has
+        stopped leave the loop (:class:`_Solving`), so a batch of easy and hard images (or a stack of a gate's
+        regions) costs the steps each image needs, to the next check, not the hardest image's for all."""
+        state = _Solving(self, b)
         for step in range(1, MAX_STEPS + 1):
-            q = self.apply(p)
-            pq = dot(p, q)
-            alpha = torch.where(running & (pq > 0), rz / pq.clamp_min(torch.finfo(pq.dtype).tiny), 0.0)[..., None, None]
-            u.addcmul_(alpha, p)
-            r.addcmul_(alpha, q, value=-1)
-            z = r / self.diagonal
-            rz_next = dot(r, z)
-            beta = torch.where(rz > 0, rz_next / rz.clamp_min(torch.finfo(rz.dtype).tiny), 0.0)
-            p, rz = z.addcmul_(beta[..., None, None], p), rz_next
+            state.step()
             if step % CHECK_EVERY == 0 or step == MAX_STEPS:  # the last step is a check too
-                running = running & (r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * scale)
-                if not bool(running.any()):  # the one read of a check
-                    return u, running, False
-        return u, running, True  # the last check found systems running
+                if not state.check(last=step == MAX_STEPS):
+                    return state.solution, state.unconverged(), False
+        return state.solution, state.unconverged(), True  # the last check found systems running
+
+
+class _Solving:
+    """The conjugate gradients of :meth:`RegionSystems.solve` in progress, on the images still solved (``rows`` of
+    the batch; None: all of them). ``r``, ``z`` and ``p`` stay 0 outside the region (``b`` is, and ``M`` maps into
+    it): ``z = r / d`` needs no mask, and each update is made in place, a few whole-image operations a step (each a
+    launch on a device)."""
+
+    def __init__(self, systems: RegionSystems, b: torch.Tensor) -> None:
+        self.region, self.diagonal = systems.region, systems.diagonal
+        self.solution = torch.zeros_like(b)  # every image's u; the images still solved write theirs at each check
+        self.rows: torch.Tensor | None = None
+        self.u, self.r = self.solution, b.clone()  # u is the solution itself until the first image leaves
+        self.p = self.r / self.diagonal
+        self.rz = dot(self.r, self.p)
+        self.scale = b.flatten(2).norm(dim=2)
+        self.running = self.scale > 0
+        self.stopped = torch.zeros_like(self.running)  # the systems of the images that left: all converged
+
+    def step(self) -> None:
+        tiny = torch.finfo(self.rz.dtype).tiny
+        q = torch.mul(self.diagonal, self.p).sub_(neighbour_sum(self.p)).mul_(self.region)  # M p, p in the region
+        pq = dot(self.p, q)
+        alpha = torch.where(self.running & (pq > 0), self.rz / pq.clamp_min(tiny), 0.0)[..., None, None]
+        self.u.addcmul_(alpha, self.p)
+        self.r.addcmul_(alpha, q, value=-1)
+        z = self.r / self.diagonal
+        rz_next = dot(self.r, z)
+        beta = torch.where(self.rz > 0, rz_next / self.rz.clamp_min(tiny), 0.0)
+        self.p, self.rz = z.addcmul_(beta[..., None, None], self.p), rz_next
+
+    def check(self, last: bool) -> bool:
+        """Stop the converged systems; True while any runs. One read to the host: which images still have a
+        running system; those that have none leave the loop (unless this is the last check)."""
+        self.running = self.running & (self.r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * self.scale)
+        alive = self.running.any(dim=1).cpu()  # the one read of a check
+        with host_syncs.uncounted():  # the host copy just read
+            if bool(alive.all()) or last:
+                return bool(alive.any())
+            keep = alive.nonzero().flatten()
+        if self.rows is not None:
+            self.solution.index_copy_(0, self.rows, self.u)
+        if keep.numel() == 0:
+            return False
+        keep = keep.to(self.u.device)
+        self.rows = keep if self.rows is None else self.rows[keep]
+        self.u, self.r, self.p = self.u[keep], self.r[keep], self.p[keep]
+        self.rz, self.scale, self.running = self.rz[keep], self.scale[keep], self.running[keep]
+        self.region = self.region[keep]
+        return True
+
+    def unconverged(self) -> torch.Tensor:
+        """(N, C) systems still running, the images that left included (none of theirs is); writes the images
+        still solved into :attr:`solution`."""
+        if self.rows is None:
+            return self.running
+        self.solution.index_copy_(0, self.rows, self.u)
+        return self.stopped.index_copy(0, self.rows, self.running)
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
