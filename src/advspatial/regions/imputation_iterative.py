@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from .. import host_syncs
+from ..host_syncs import uncounted
 from .road_stencil import neighbour_sum
 
 #: the exact fill of (images, region), differentiable: the LU's (:mod:`.imputation`), for a system not converged
@@ -102,7 +102,7 @@ class _Solving:
         running system; those that have none leave the loop (unless this is the last check)."""
         self.running = self.running & (self.r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * self.scale)
         alive = self.running.any(dim=1).cpu()  # the one read of a check
-        with host_syncs.uncounted():  # the host copy just read
+        with uncounted():  # the host copy just read
             if bool(alive.all()) or last:
                 return bool(alive.any())
             keep = alive.nonzero().flatten()
