@@ -64,8 +64,8 @@ class RegionSystems:
             state.step()
             if step % CHECK_EVERY == 0 or step == MAX_STEPS:  # the last step is a check too
                 if not state.check(last=step == MAX_STEPS):
-                    return state.solution, state.unconverged(), False
-        return state.solution, state.unconverged(), True  # the last check found systems running
+                    return (*state.result(), False)
+        return (*state.result(), True)  # the last check found systems running
 
 
 class _Solving:
@@ -83,7 +83,6 @@ class _Solving:
         self.rz = dot(self.r, self.p)
         self.scale = b.flatten(2).norm(dim=2)
         self.running = self.scale > 0
-        self.stopped = torch.zeros_like(self.running)  # the systems of the images that left: all converged
 
     def step(self) -> None:
         tiny = torch.finfo(self.rz.dtype).tiny
@@ -103,27 +102,27 @@ class _Solving:
         self.running = self.running & (self.r.flatten(2).norm(dim=2) > RELATIVE_RESIDUAL * self.scale)
         alive = self.running.any(dim=1).cpu()  # the one read of a check
         with uncounted():  # the host copy just read
-            if bool(alive.all()) or last:
+            if last or not bool(alive.any()) or bool(alive.all()):
                 return bool(alive.any())
-            keep = alive.nonzero().flatten()
-        if self.rows is not None:
-            self.solution.index_copy_(0, self.rows, self.u)
-        if keep.numel() == 0:
-            return False
-        keep = keep.to(self.u.device)
+            keep = alive.nonzero().flatten().to(self.u.device)
+        self._write_back()
         self.rows = keep if self.rows is None else self.rows[keep]
         self.u, self.r, self.p = self.u[keep], self.r[keep], self.p[keep]
         self.rz, self.scale, self.running = self.rz[keep], self.scale[keep], self.running[keep]
         self.region = self.region[keep]
         return True
 
-    def unconverged(self) -> torch.Tensor:
-        """(N, C) systems still running, the images that left included (none of theirs is); writes the images
-        still solved into :attr:`solution`."""
+    def _write_back(self) -> None:
+        """The images still solved write their u into :attr:`solution` (which u is, until the first image leaves)."""
+        if self.rows is not None:
+            self.solution.index_copy_(0, self.rows, self.u)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(every image's u, the (N, C) systems still running: none of an image that left)."""
+        self._write_back()
         if self.rows is None:
-            return self.running
-        self.solution.index_copy_(0, self.rows, self.u)
-        return self.stopped.index_copy(0, self.rows, self.running)
+            return self.solution, self.running
+        return self.solution, self.running.new_zeros(self.solution.shape[:2]).index_copy(0, self.rows, self.running)
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
