@@ -106,6 +106,32 @@ def stopped_at(prefix: str | None) -> Iterator[None]:
             print(f"stopped as stage {reached} began (--until {prefix})")
 
 
+@contextlib.contextmanager
+def road_counted(device_stacking: bool) -> Iterator[dict[str, int]]:
+    """Count ROAD's device solves (``RegionSystems.solve`` calls) and the solver's steps (``_Solving.step`` calls)
+    in the block; with ``device_stacking`` the CPU stacks independent work as a device does (``CPU_STACK_ELEMENTS``
+    set to ``STACK_ELEMENTS``: a batch's regions one ROAD solve, as on a GPU), so the counts are a device's."""
+    from advspatial import stacked_runs
+    from advspatial.regions import imputation_iterative as solver
+
+    counts = {"road_solves": 0, "road_steps": 0}
+    solve, step = solver.RegionSystems.solve, solver._Solving.step
+
+    def counted_solve(self, b):  # type: ignore[no-untyped-def]
+        counts["road_solves"] += 1
+        return solve(self, b)
+
+    def counted_step(self):  # type: ignore[no-untyped-def]
+        counts["road_steps"] += 1
+        return step(self)
+
+    stacking = stacked_runs.STACK_ELEMENTS if device_stacking else stacked_runs.CPU_STACK_ELEMENTS
+    with mock.patch.object(solver.RegionSystems, "solve", counted_solve), \
+            mock.patch.object(solver._Solving, "step", counted_step), \
+            mock.patch.object(stacked_runs, "CPU_STACK_ELEMENTS", stacking):
+        yield counts
+
+
 def ledger_benchmark() -> types.ModuleType:
     """``ledger.py``, loaded from beside this script."""
     spec = importlib.util.spec_from_file_location("ledger_benchmark", Path(__file__).with_name("ledger.py"))
@@ -137,6 +163,12 @@ def main() -> None:
     parser.add_argument("--cpu-path", action="store_true", help="the CPU's own path instead of the device's")
     parser.add_argument("--until", default=None, help="stop as the first stage of this family begins (e.g. attack: "
                                                          "the gates and the stages before them only)")
+    parser.add_argument("--device-stacking", action="store_true",
+                        help="stack independent work as a device does (a CPU keeps one call a batch): e.g. a "
+                             "batch's ROAD regions one solve")
+    parser.add_argument("--reuse-model-work", action="store_true",
+                        help="read the model-only stages an earlier run of the same classifier kept (default: "
+                             "computed, so that two runs compared both make them)")
     parser.add_argument("--profile", action="store_true", help="print cProfile's top functions by their own time")
     parser.add_argument("--out", type=Path, default=Path("runs/near-free"))
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
@@ -166,18 +198,21 @@ def main() -> None:
     if profile is not None:
         profile.enable()
     sized = {"batch_size": args.batch_size} if args.batch_size else {}
-    with stopped_at(args.until):
+    with stopped_at(args.until), road_counted(args.device_stacking) as road:
         advspatial.run(args.experiment, model=model, data=(x, y), n=args.n, out=str(args.out), progress=False,
-                       quick=args.quick, **sized)
+                       quick=args.quick, reuse_model_work=args.reuse_model_work, **sized)
     if profile is not None:
         profile.disable()
     cpu_seconds = time.process_time() - started
     print(f"{args.experiment}, n = {args.n}: {cpu_seconds:.1f} CPU-s{' (under cProfile)' if args.profile else ''}")
+    print(f"ROAD on the device's solver: {road['road_solves']} solves, {road['road_steps']} steps"
+          f"{' (stacked as on a device)' if args.device_stacking else ''}")
     groups = print_ledger(args.out)
     if args.output:
         args.output.write_text(json.dumps({
             "experiment": args.experiment, "n": args.n, "size": args.size, "threads": args.threads,
             "device_path": not args.cpu_path, "batch_size": args.batch_size or None, "until": args.until,
+            "device_stacking": args.device_stacking, **road,
             "profiled": args.profile, "accuracy": round(accuracy, 3),
             "cpu_seconds": round(cpu_seconds, 1), "load_average": os.getloadavg(), "ledger": groups},
             indent=2) + "\n")

@@ -49,7 +49,9 @@ def test_the_script_runs_an_experiment_on_the_device_path_and_prints_its_ledger(
     assert host_syncs.DEVICE_PATH_ON_CPU
     written = json.loads((tmp_path / "proxy.json").read_text())
     assert written["device_path"] and written["ledger"]["(run)"]["calls"] > 0
-    assert written["batch_size"] == 4 and "batch_size: 4" in (tmp_path / "run" / "config.yaml").read_text()
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert written["batch_size"] == 4 and "batch_size: 4" in config
+    assert "reuse_model_work: false" in config  # each run compared makes its model-only stages
 
 
 def test_the_script_stops_a_run_as_the_stage_it_names_begins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -81,3 +83,27 @@ def test_a_missing_folder_is_skipped_with_its_reason(tmp_path: Path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["near_free_proxy.py", "--images", str(tmp_path / "absent")])
     with pytest.raises(SystemExit, match="skipped: no image folder"):
         near_free_proxy.main()
+
+
+@pytest.mark.parametrize("device_stacking", [False, True])
+def test_roads_solves_and_steps_are_counted_and_a_devices_stacking_makes_one_solve_of_the_regions(
+        device_stacking: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--device-stacking``: the CPU stacks a batch's ROAD regions as a device does (one solve, not one a region),
+    counted with the solver's steps; the setting a CPU keeps comes back after the block."""
+    from advspatial import stacked_runs
+    from advspatial.faithfulness import deletion
+
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", True)
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    regions = [torch.zeros(3, 16, 16, dtype=torch.bool) for _ in range(4)]
+    for k, region in enumerate(regions):
+        region[:, 2 + k:8 + k, 3:9 + k] = True
+    ids = torch.arange(3)
+    road = deletion.make_deletion_fill("road", {}, x, 0, ids)
+    kept = stacked_runs.CPU_STACK_ELEMENTS
+    with near_free_proxy.road_counted(device_stacking) as counts:
+        assert (stacked_runs.CPU_STACK_ELEMENTS == stacked_runs.STACK_ELEMENTS) is device_stacking
+        fills = list(deletion.filled_images(road, x, regions))
+    assert stacked_runs.CPU_STACK_ELEMENTS == kept
+    assert len(fills) == 4 and counts["road_solves"] == (1 if device_stacking else 4)
+    assert counts["road_steps"] >= counts["road_solves"]  # each solve makes at least one step
