@@ -8,15 +8,30 @@ attribute ``cam_layer`` so that Grad-CAM can find it without guessing.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
+from .folding import conv_bn
 from .pooling import MaxPool2x2
 from .registry import register_model
 
 
+class ConvBatchNormReLU(nn.Sequential):
+    """conv3x3 -> BatchNorm -> ReLU as children 0, 1, 2 (their names as in a plain ``nn.Sequential``, so state dicts
+    and layer names are unchanged); in eval mode the BatchNorm is folded into the convolution (:mod:`.folding`)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, relu = self
+        return relu(conv_bn(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm), x))
+
+
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
+    return ConvBatchNormReLU(cin, cout)
 
 
 @register_model("smallcnn", "3 conv blocks (16-32-64, BN, ReLU) + 2 FC; default for 28x28, ~91% on Fashion-MNIST")
@@ -98,8 +113,8 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu1(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
         return self.relu2(out + self.shortcut(x))
 
 

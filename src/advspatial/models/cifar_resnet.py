@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ModelError
+from .folding import conv_bn
 
 WIDTHS = (16, 32, 64)
 
@@ -53,7 +54,8 @@ class ShortcutA(nn.Module):
 
 
 class CifarBasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (each ReLU its own module)."""
+    """conv3x3-BN-ReLU-conv3x3-BN, plus the shortcut, then ReLU (each ReLU its own module; in eval mode each
+    BatchNorm folded into its convolution, :mod:`.folding`)."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
@@ -66,8 +68,8 @@ class CifarBasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity() if stride == 1 and cin == cout else ShortcutA(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu1(conv_bn(self.conv1, self.bn1, x))
+        out = conv_bn(self.conv2, self.bn2, out)
         return self.relu2(out + self.shortcut(x))
 
 
@@ -111,7 +113,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(module.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.relu(conv_bn(self.conv1, self.bn1, x))
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.linear(torch.flatten(self.pool(x), 1))
 

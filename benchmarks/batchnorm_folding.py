@@ -1,0 +1,108 @@
+"""The built-in networks with each eval-mode BatchNorm folded into its convolution, against the two modules.
+
+Why: in eval mode a BatchNorm is a per-channel affine map; folded into the convolution before it
+(:mod:`advspatial.models.folding`) it costs no pass of its own, forward or backward. This script times a forward
+pass and a forward and input-gradient pass (what an attack's step makes) of the default Fashion-MNIST ``smallcnn``
+and the CIFAR-10 ResNet-20 at their run's batch size, folded and with the fold turned off, in turn (so that the
+machine's drift falls on both), and reports the median ratio folded / unfolded and the largest difference of the
+logits. Parameters frozen and channels-last as a run has them. Random weights and running statistics: the cost does
+not depend on their values. Ratios in one run; not a test. Example::
+
+    python benchmarks/batchnorm_folding.py --threads 1 --rounds 15 --output batchnorm_folding.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+from torch import nn
+
+from advspatial.models import build_model, folding
+from advspatial.models.cifar_resnet import cifar_resnet
+
+#: (name, network, input shape of one batch as a run makes it)
+NETWORKS = (("smallcnn", lambda: build_model("smallcnn"), (150, 1, 28, 28)),
+            ("cifar10-resnet20", lambda: cifar_resnet(20), (100, 3, 32, 32)))
+
+
+def prepared(network: nn.Module, seed: int = 0) -> nn.Module:
+    """``network`` in eval mode, channels-last, frozen, with running statistics away from (0, 1)."""
+    torch.manual_seed(seed)
+    for module in network.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    network = network.eval().to(memory_format=torch.channels_last)
+    for p in network.parameters():
+        p.requires_grad_(False)
+    return network
+
+
+def seconds(network: nn.Module, x: torch.Tensor, gradient: bool, calls: int) -> float:
+    """Seconds of ``calls`` forward passes (with the input's gradient when ``gradient``)."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        xi = x.clone().requires_grad_(gradient)
+        out = network(xi)
+        if gradient:
+            torch.autograd.grad(out.sum(), xi)
+    return time.perf_counter() - start
+
+
+def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, calls: int) -> dict[str, Any]:
+    """Median ratios folded / unfolded of a forward and of a forward with the input gradient, and the logits'
+    largest difference."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        folded_logits = network(x)
+        with mock.patch.object(folding, "foldable", lambda *_a: False):
+            unfolded_logits = network(x)
+    result: dict[str, Any] = {"network": name, "batch": shape[0],
+                              "largest_logit_difference": float((folded_logits - unfolded_logits).abs().max()),
+                              "logit_scale": float(unfolded_logits.abs().max())}
+    for gradient in (False, True):
+        ratios = []
+        seconds(network, x, gradient, 1)  # warm
+        for _ in range(rounds):
+            folded = seconds(network, x, gradient, calls)
+            with mock.patch.object(folding, "foldable", lambda *_a: False):
+                unfolded = seconds(network, x, gradient, calls)
+            ratios.append(folded / unfolded)
+        result["forward_and_gradient" if gradient else "forward"] = {
+            "median_ratio": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3)}
+    return result
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds, each folded then unfolded")
+    parser.add_argument("--calls", type=int, default=5, help="passes a timed round makes")
+    parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results = [compare(name, prepared(build()), shape, args.rounds, args.calls) for name, build, shape in NETWORKS]
+    for r in results:
+        print(f"{r['network']} (batch {r['batch']}): folded / unfolded forward {r['forward']['median_ratio']} "
+              f"[{r['forward']['min']}, {r['forward']['max']}], forward + input gradient "
+              f"{r['forward_and_gradient']['median_ratio']} [{r['forward_and_gradient']['min']}, "
+              f"{r['forward_and_gradient']['max']}]; logits differ by at most {r['largest_logit_difference']:.1e} "
+              f"(scale {r['logit_scale']:.1f})")
+    if args.output:
+        args.output.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+                                           "torch": torch.__version__, "load_average": os.getloadavg(),
+                                           "results": results}, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""models/folding.py: an eval-mode BatchNorm folded into its convolution gives the two modules' output, and the
+fold is used only where nothing can tell it from them (eval mode, no hooks, no parameter gradient, no fx trace),
+made again when a tensor of the pair changes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from advspatial.models import build_model
+from advspatial.models.cifar_resnet import cifar_resnet
+from advspatial.models.folding import conv_bn, foldable
+from advspatial.models.patch import tracing as patch_tracing
+
+
+def pair(cin: int, cout: int, stride: int = 1, bias: bool = True, affine: bool = True,
+         seed: int = 0) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """A conv and an eval-mode BatchNorm with statistics far from the identity."""
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=bias)
+    bn = nn.BatchNorm2d(cout, affine=affine)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.2, 3)
+        if affine:
+            bn.weight.uniform_(-2, 2)
+            bn.bias.uniform_(-1, 1)
+    return conv.eval(), bn.eval()
+
+
+@contextlib.contextmanager
+def batchnorm_never_called() -> Iterator[None]:
+    """Fail if any BatchNorm module runs in the block (the fold was not used)."""
+    def refuse(self, x):  # type: ignore[no-untyped-def]
+        raise AssertionError("the BatchNorm module ran: the pair was not folded")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nn.BatchNorm2d, "forward", refuse)
+        yield
+
+
+@settings(max_examples=25, deadline=None)
+@given(cin=st.integers(1, 4), cout=st.integers(1, 6), stride=st.sampled_from([1, 2]), bias=st.booleans(),
+       affine=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 10_000))
+def test_the_folded_convolution_equals_the_batchnorm_after_the_convolution(
+        cin: int, cout: int, stride: int, bias: bool, affine: bool, channels_last: bool, seed: int) -> None:
+    conv, bn = pair(cin, cout, stride, bias, affine, seed)
+    x = torch.randn(3, cin, 9, 9, generator=torch.Generator().manual_seed(seed))
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = bn(conv(x))
+        with batchnorm_never_called():
+            folded = conv_bn(conv, bn, x)
+    assert folded.shape == expected.shape
+    assert torch.allclose(folded, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_the_input_gradient_through_the_fold_equals_the_two_modules() -> None:
+    conv, bn = pair(2, 5)
+    for p in [*conv.parameters(), *bn.parameters()]:
+        p.requires_grad_(False)
+    x = torch.randn(2, 2, 8, 8, requires_grad=True)
+    weights = torch.randn(2, 5, 8, 8)
+    expected, = torch.autograd.grad((bn(conv(x)) * weights).sum(), x)
+    with batchnorm_never_called():
+        folded, = torch.autograd.grad((conv_bn(conv, bn, x) * weights).sum(), x)
+    assert torch.allclose(folded, expected, atol=1e-5)
+
+
+def test_a_hook_on_either_module_a_global_hook_or_training_mode_runs_the_two_modules() -> None:
+    """What a hook or a training step sees is the two modules, as before: the same output to the bit."""
+    conv, bn = pair(2, 3)
+    x = torch.randn(2, 2, 6, 6)
+    seen: list[str] = []
+    for module, name in ((conv, "conv"), (bn, "bn")):
+        handle = module.register_forward_hook(lambda *_a, name=name: seen.append(name))
+        with torch.no_grad():
+            assert not foldable(conv, bn, x)
+            assert torch.equal(conv_bn(conv, bn, x), bn(conv(x)))
+        handle.remove()
+    assert seen.count("conv") == 2 and seen.count("bn") == 2
+    handle = nn.modules.module.register_module_forward_hook(lambda *_a: None)
+    try:
+        with torch.no_grad():
+            assert not foldable(conv, bn, x)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        assert foldable(conv, bn, x)
+    bn.train()
+    before = bn.running_mean.clone()
+    conv_bn(conv, bn, x)
+    assert not torch.equal(bn.running_mean, before)  # a training step updates the statistics
+
+
+def test_a_parameter_gradient_asked_for_runs_the_two_modules_and_reaches_every_parameter() -> None:
+    conv, bn = pair(2, 3)
+    x = torch.randn(2, 2, 6, 6)
+    assert not foldable(conv, bn, x)  # parameters require gradients and grad mode is on
+    conv_bn(conv, bn, x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in [*conv.parameters(), *bn.parameters()])
+    with torch.no_grad():
+        assert foldable(conv, bn, x)
+
+
+def test_a_changed_tensor_of_the_pair_makes_the_fold_again() -> None:
+    """An in-place change (an optimizer's step, load_state_dict, a re-initialization) and a new dtype each give
+    the folded output of the pair as it is now, not as it was cached."""
+    conv, bn = pair(2, 3)
+    x = torch.randn(2, 2, 6, 6)
+    with torch.no_grad(), batchnorm_never_called():
+        first = conv_bn(conv, bn, x)
+    with torch.no_grad():
+        bn.running_var.mul_(4)
+        conv.weight.add_(0.5)
+        expected = bn(conv(x))
+        with batchnorm_never_called():
+            again = conv_bn(conv, bn, x)
+        assert not torch.allclose(again, first, atol=1e-3)
+        assert torch.allclose(again, expected, atol=1e-5)
+        bn.load_state_dict({k: v * 0.5 if v.is_floating_point() else v for k, v in bn.state_dict().items()})
+        assert torch.allclose(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5)
+        conv.double(), bn.double()
+        assert conv_bn(conv, bn, x.double()).dtype == torch.float64
+        assert torch.allclose(conv_bn(conv, bn, x.double()), bn(conv(x.double())), atol=1e-12)
+
+
+def test_an_fx_trace_keeps_the_convolution_and_the_batchnorm_apart() -> None:
+    """The incremental patch evaluation reads a BatchNorm after a convolution in the traced graph."""
+    for model in (build_model("smallcnn").eval(), cifar_resnet(20).eval()):
+        modules = dict(model.named_modules())
+        traced = patch_tracing.traced(model)  # the tracer of the incremental patch evaluation
+        called = [str(node.target) for node in traced.graph.nodes if node.op == "call_module"]
+        norms = [name for name in called if isinstance(modules[name], nn.BatchNorm2d)]
+        assert len(norms) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
+        assert not any(node.op == "get_attr" for node in traced.graph.nodes)  # no folded constants
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "gapnet", "resnet18-cifar", "cifar-resnet20"])
+def test_the_built_in_networks_give_their_unfolded_logits_and_keep_their_state_dicts(name: str) -> None:
+    """The fold changes how a built-in network runs in eval mode, not what it computes or what it stores: its logits
+    equal those with every pair run as two modules (a hook on each BatchNorm forces that), its keys are unchanged."""
+    torch.manual_seed(0)
+    if name == "cifar-resnet20":
+        model, x = cifar_resnet(20), torch.rand(3, 3, 32, 32)
+    else:
+        channels, size = (3, 32) if name == "resnet18-cifar" else (1, 28)
+        model, x = build_model(name, in_channels=channels, input_size=size), torch.rand(3, channels, size, size)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand_like(x) * 2)  # running statistics away from (0, 1)
+    model.eval()
+    keys = set(model.state_dict())
+    folds_every_pair = name != "resnet18-cifar"  # its projection shortcuts are a plain Sequential(conv, bn)
+    with torch.no_grad():
+        with batchnorm_never_called() if folds_every_pair else contextlib.nullcontext():
+            folded = model(x)
+        handles = [m.register_forward_hook(lambda *_a: None) for m in model.modules()
+                   if isinstance(m, nn.BatchNorm2d)]
+        unfolded = model(x)
+        for handle in handles:
+            handle.remove()
+    assert torch.allclose(folded, unfolded, rtol=1e-5, atol=1e-5 * float(unfolded.abs().max()))
+    assert set(model.state_dict()) == keys
