@@ -2,11 +2,12 @@
 
 Why: in eval mode a BatchNorm is a per-channel affine map; folded into the convolution before it
 (:mod:`advspatial.models.folding`) it costs no pass of its own, forward or backward. This script times a forward
-pass and a forward and input-gradient pass (what an attack's step makes) of the default Fashion-MNIST ``smallcnn``
-and the CIFAR-10 ResNet-20 at their run's batch size, folded and with the fold turned off, in turn (so that the
-machine's drift falls on both), and reports the median ratio folded / unfolded and the largest difference of the
-logits. Parameters frozen and channels-last as a run has them. Random weights and running statistics: the cost does
-not depend on their values. Ratios in one run; not a test. Example::
+pass and a forward and input-gradient pass (what an attack's step makes) of the default Fashion-MNIST
+``smallcnn``, the CIFAR-10 ResNet-20 and EfficientNet-Lite0 (where its package is installed) at their run's batch
+size, folded and with the fold turned off, in turn (so that the machine's drift falls on both), and reports the
+median ratio folded / unfolded and the largest difference of the logits. Parameters frozen and in the memory layout
+a run gives them. Random weights and running statistics: the cost does not depend on their values. Ratios in one
+run; not a test. Example::
 
     python benchmarks/batchnorm_folding.py --threads 1 --rounds 15 --output batchnorm_folding.json
 """
@@ -25,12 +26,23 @@ from unittest import mock
 import torch
 from torch import nn
 
+from advspatial.errors import ModelError
 from advspatial.models import build_model, folding
 from advspatial.models.cifar_resnet import cifar_resnet
 
-#: (name, network, input shape of one batch as a run makes it)
-NETWORKS = (("smallcnn", lambda: build_model("smallcnn"), (150, 1, 28, 28)),
-            ("cifar10-resnet20", lambda: cifar_resnet(20), (100, 3, 32, 32)))
+
+
+def lite0() -> nn.Module:
+    """EfficientNet-Lite0 (random weights) as the zoo builds it; needs the ``efficientnet_lite_pytorch`` package."""
+    from advspatial.models.zoo import _LiteBuilder
+
+    return _LiteBuilder(0)()
+
+
+#: (name, network, input shape of one batch as a run makes it, passes a timed round makes)
+NETWORKS = (("smallcnn", lambda: build_model("smallcnn"), (150, 1, 28, 28), 5),
+            ("cifar10-resnet20", lambda: cifar_resnet(20), (100, 3, 32, 32), 5),
+            ("imagenet-efficientnet-lite0", lite0, (16, 3, 224, 224), 1))
 
 
 def prepared(network: nn.Module, seed: int = 0) -> nn.Module:
@@ -40,7 +52,7 @@ def prepared(network: nn.Module, seed: int = 0) -> nn.Module:
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    network = network.eval().to(memory_format=torch.channels_last)
+    network = network.eval().to(memory_format=getattr(network, "memory_format", torch.contiguous_format))
     for p in network.parameters():
         p.requires_grad_(False)
     return network
@@ -60,7 +72,8 @@ def seconds(network: nn.Module, x: torch.Tensor, gradient: bool, calls: int) -> 
 def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, calls: int) -> dict[str, Any]:
     """Median ratios folded / unfolded of a forward and of a forward with the input gradient, and the logits'
     largest difference."""
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=torch.channels_last)
+    layout = getattr(network, "memory_format", torch.contiguous_format)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
     with torch.no_grad():
         folded_logits = network(x)
         with mock.patch.object(folding, "foldable", lambda *_a: False):
@@ -86,11 +99,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds, each folded then unfolded")
-    parser.add_argument("--calls", type=int, default=5, help="passes a timed round makes")
+    parser.add_argument("--calls", type=float, default=1.0, help="a multiple of the passes a timed round makes")
+    parser.add_argument("--networks", nargs="*", default=[n[0] for n in NETWORKS], help="which networks to time")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = [compare(name, prepared(build()), shape, args.rounds, args.calls) for name, build, shape in NETWORKS]
+    results = []
+    for name, build, shape, calls in NETWORKS:
+        if name not in args.networks:
+            continue
+        try:
+            network = build()
+        except (ImportError, ModelError) as exc:  # the Lite package absent
+            print(f"{name}: skipped ({exc})")
+            continue
+        results.append(compare(name, prepared(network), shape, args.rounds, max(1, round(calls * args.calls))))
     for r in results:
         print(f"{r['network']} (batch {r['batch']}): folded / unfolded forward {r['forward']['median_ratio']} "
               f"[{r['forward']['min']}, {r['forward']['max']}], forward + input gradient "

@@ -1,10 +1,11 @@
 """models/folding.py: an eval-mode BatchNorm folded into its convolution gives the two modules' output, and the
 fold is used only where nothing can tell it from them (eval mode, no hooks, no parameter gradient, no fx trace),
-made again when a tensor of the pair changes."""
+made again when a tensor of the pair changes; the built-in networks and EfficientNet-Lite run folded."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator
 
 import pytest
@@ -143,13 +144,22 @@ def test_an_fx_trace_keeps_the_convolution_and_the_batchnorm_apart() -> None:
         assert not any(node.op == "get_attr" for node in traced.graph.nodes)  # no folded constants
 
 
-@pytest.mark.parametrize("name", ["smallcnn", "gapnet", "resnet18-cifar", "cifar-resnet20"])
+LITE_PACKAGE = importlib.util.find_spec("efficientnet_lite_pytorch") is not None
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "gapnet", "resnet18-cifar", "cifar-resnet20", pytest.param(
+    "efficientnet-lite0", marks=pytest.mark.skipif(not LITE_PACKAGE, reason="efficientnet_lite_pytorch absent"))])
 def test_the_built_in_networks_give_their_unfolded_logits_and_keep_their_state_dicts(name: str) -> None:
     """The fold changes how a built-in network runs in eval mode, not what it computes or what it stores: its logits
-    equal those with every pair run as two modules (a hook on each BatchNorm forces that), its keys are unchanged."""
+    equal those with every pair run as two modules (a hook on each BatchNorm and each EfficientNet block forces
+    that: the package's own block forward), its keys are unchanged."""
     torch.manual_seed(0)
     if name == "cifar-resnet20":
         model, x = cifar_resnet(20), torch.rand(3, 3, 32, 32)
+    elif name == "efficientnet-lite0":
+        from advspatial.models.zoo import _LiteBuilder
+
+        model, x = _LiteBuilder(0)(), torch.rand(2, 3, 224, 224)
     else:
         channels, size = (3, 32) if name == "resnet18-cifar" else (1, 28)
         model, x = build_model(name, in_channels=channels, input_size=size), torch.rand(3, channels, size, size)
@@ -164,9 +174,34 @@ def test_the_built_in_networks_give_their_unfolded_logits_and_keep_their_state_d
         with batchnorm_never_called() if folds_every_pair else contextlib.nullcontext():
             folded = model(x)
         handles = [m.register_forward_hook(lambda *_a: None) for m in model.modules()
-                   if isinstance(m, nn.BatchNorm2d)]
+                   if isinstance(m, nn.BatchNorm2d) or type(m).__name__ == "MBConvBlock"]
         unfolded = model(x)
         for handle in handles:
             handle.remove()
     assert torch.allclose(folded, unfolded, rtol=1e-5, atol=1e-5 * float(unfolded.abs().max()))
     assert set(model.state_dict()) == keys
+
+
+class SamePaddedConv(nn.Conv2d):
+    """A convolution that pads its input in its own forward (as TensorFlow-style "same" convolutions do)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout, 3, 2, bias=False)
+        self.static_padding = nn.ZeroPad2d((0, 1, 0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.static_padding(x))
+
+
+def test_a_convolution_with_its_own_forward_folds_only_with_its_padding_named() -> None:
+    """Without ``pad`` the fold could not know what the convolution's own forward does: it runs the two modules."""
+    torch.manual_seed(3)
+    conv, bn = SamePaddedConv(2, 4).eval(), pair(2, 4)[1]
+    x = torch.randn(2, 2, 9, 9)
+    with torch.no_grad():
+        expected = bn(conv(x))
+        assert torch.equal(conv_bn(conv, bn, x), expected)  # unfolded: the BatchNorm module ran
+        with batchnorm_never_called():
+            folded = conv_bn(conv, bn, x, pad=conv.static_padding)
+    assert folded.shape == expected.shape == (2, 4, 4, 4)
+    assert torch.allclose(folded, expected, atol=1e-5)

@@ -37,24 +37,40 @@ from torch.nn.modules import module as torch_module
 _FOLDS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
 
 
-def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, pad: nn.Module | None = None) -> torch.Tensor:
     """``bn(conv(x))``: as one convolution with the BatchNorm folded in where :func:`foldable`, else the two modules.
+
+    ``pad``: for a convolution whose own forward pads its input first (a TensorFlow-style "same" convolution such
+    as EfficientNet-Lite's), that padding module; the fold then convolves ``pad(x)``. A convolution with any other
+    forward of its own than ``nn.Conv2d``'s is never folded.
     """
-    if not foldable(conv, bn, x):
+    if not foldable(conv, bn, x) or (pad is None and type(conv).forward is not nn.Conv2d.forward):
         return bn(conv(x))
     weight, bias = _folded(conv, bn)
-    return conv._conv_forward(x, weight, bias)
+    return conv._conv_forward(x if pad is None else pad(x), weight, bias)
 
 
 def foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
     """Whether ``bn(conv(x))`` may run folded: see the module's docstring for each condition."""
-    if isinstance(x, fx.Proxy) or torch.jit.is_tracing():  # first: a traced module's tensors are proxies too
+    if tracing(x):
         return False
     if conv.training or bn.training or bn.running_mean is None or bn.running_var is None:
         return False
-    if _hooked(conv) or _hooked(bn) or _global_hooks():
+    if hooked(conv, bn):
         return False
     return not (torch.is_grad_enabled() and any(p.requires_grad for p in _parameters(conv, bn)))
+
+
+def tracing(x: torch.Tensor) -> bool:
+    """Whether ``x`` is passing through a ``torch.fx`` or TorchScript trace (checked before any of a module's
+    attributes: a traced module's tensors are proxies too)."""
+    return isinstance(x, fx.Proxy) or torch.jit.is_tracing()
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether any of ``modules`` has a forward or backward hook, or any global module hook is registered: then
+    what the hook sees must be the modules' own calls."""
+    return any(_hooked(m) for m in modules) or _global_hooks()
 
 
 def _parameters(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list[torch.Tensor]:

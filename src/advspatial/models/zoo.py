@@ -42,6 +42,7 @@ from torch import nn
 from ..environment import cache_dir, cache_path
 from ..errors import AdvspatialError, ModelError, unknown_name
 from .cifar_resnet import CifarResNet
+from .folding import conv_bn, hooked, tracing
 from .loading import Normalized, load_weights
 
 ZOO_EXTRA_HINT = "pip install 'advspatial[zoo]'"
@@ -216,13 +217,30 @@ class EfficientNetLite(nn.Module):
         self.drop_connect_rate = float(params.drop_connect_rate or 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_act(self._bn0(self._conv_stem(x)))
+        x = self.stem_act(conv_bn(self._conv_stem, self._bn0, x, pad=self._conv_stem.static_padding))
         n = len(self._blocks)
         for i, block in enumerate(self._blocks):
             # stochastic depth grows linearly with depth (only active in training mode)
-            x = block(x, drop_connect_rate=self.drop_connect_rate * i / n)
-        x = self.head_act(self._bn1(self._conv_head(x)))
+            x = _mobile_block(block, x, self.drop_connect_rate * i / n)
+        x = self.head_act(conv_bn(self._conv_head, self._bn1, x, pad=self._conv_head.static_padding))
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+
+
+def _mobile_block(block: nn.Module, x: torch.Tensor, drop_connect_rate: float) -> torch.Tensor:
+    """The package's MBConv ``block`` on ``x``; in eval mode, where nothing hooks the block and it has no
+    squeeze-and-excitation (a Lite network has none), the same operations with each BatchNorm folded into its
+    convolution (:mod:`.folding`), as the package's forward writes them."""
+    if tracing(x) or block.training or block.has_se or hooked(block):
+        return block(x, drop_connect_rate=drop_connect_rate)
+    args = block._block_args
+    out = x
+    if args.expand_ratio != 1:
+        out = block._swish(conv_bn(block._expand_conv, block._bn0, out, pad=block._expand_conv.static_padding))
+    out = block._swish(conv_bn(block._depthwise_conv, block._bn1, out, pad=block._depthwise_conv.static_padding))
+    out = conv_bn(block._project_conv, block._bn2, out, pad=block._project_conv.static_padding)
+    if block.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
+        out = out + x  # the skip connection (drop connect acts in training mode only)
+    return out
 
 
 class _LiteBuilder:
