@@ -205,3 +205,16 @@ def test_a_convolution_with_its_own_forward_folds_only_with_its_padding_named() 
             folded = conv_bn(conv, bn, x, pad=conv.static_padding)
     assert folded.shape == expected.shape == (2, 4, 4, 4)
     assert torch.allclose(folded, expected, atol=1e-5)
+
+
+def test_a_fold_made_under_inference_mode_serves_a_later_pass_with_gradients() -> None:
+    """The cached fold is a normal tensor even when first made inside ``torch.inference_mode`` (an accuracy check),
+    so an attack's pass after it can differentiate through it."""
+    model = build_model("smallcnn").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.inference_mode():
+        first = model(torch.rand(2, 1, 28, 28))
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    gradient, = torch.autograd.grad(model(x).sum(), x)
+    assert first.shape == (2, 10) and gradient.shape == x.shape and torch.isfinite(gradient).all()

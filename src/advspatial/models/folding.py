@@ -95,7 +95,7 @@ def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Te
     cached = _FOLDS.get(bn)
     if cached is not None and cached[0] == key:
         return cached[1], cached[2]
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():  # normal tensors, usable by a later pass with autograd
         weight, bias = _fold(conv, bn)
     _FOLDS[bn] = (key, weight, bias)
     return weight, bias
