@@ -218,3 +218,12 @@ def test_a_fold_made_under_inference_mode_serves_a_later_pass_with_gradients() -
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
     gradient, = torch.autograd.grad(model(x).sum(), x)
     assert first.shape == (2, 10) and gradient.shape == x.shape and torch.isfinite(gradient).all()
+
+
+def test_a_network_built_under_inference_mode_runs_its_two_modules() -> None:
+    """Its tensors carry no version to key a cached fold on: the pair runs as two modules, as before."""
+    with torch.inference_mode():
+        conv, bn = pair(2, 3)
+        x = torch.randn(2, 2, 6, 6)
+        assert not foldable(conv, bn, x)
+        assert torch.equal(conv_bn(conv, bn, x), bn(conv(x)))

@@ -56,6 +56,8 @@ def foldable(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> bool:
         return False
     if conv.training or bn.training or bn.running_mean is None or bn.running_var is None:
         return False
+    if conv.weight.is_inference() or bn.running_var.is_inference():  # made in inference mode: no version to key on
+        return False
     if hooked(conv, bn):
         return False
     return not (torch.is_grad_enabled() and any(p.requires_grad for p in _parameters(conv, bn)))
