@@ -227,3 +227,19 @@ def test_a_network_built_under_inference_mode_runs_its_two_modules() -> None:
         x = torch.randn(2, 2, 6, 6)
         assert not foldable(conv, bn, x)
         assert torch.equal(conv_bn(conv, bn, x), bn(conv(x)))
+
+
+@pytest.mark.skipif(not LITE_PACKAGE, reason="efficientnet_lite_pytorch absent")
+def test_a_lite_network_whose_convolutions_pad_by_the_input_runs_them_unfolded() -> None:
+    """The package's dynamic "same" convolutions pad by each input's size in their own forward: nothing to name as
+    their padding, so those pairs run as two modules and the logits equal the package's own."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from advspatial.models.zoo import EfficientNetLite
+
+    torch.manual_seed(0)
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None).eval()
+    model = EfficientNetLite(net).eval()
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)

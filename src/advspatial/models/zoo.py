@@ -217,13 +217,20 @@ class EfficientNetLite(nn.Module):
         self.drop_connect_rate = float(params.drop_connect_rate or 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_act(conv_bn(self._conv_stem, self._bn0, x, pad=self._conv_stem.static_padding))
+        x = self.stem_act(conv_bn(self._conv_stem, self._bn0, x, pad=_padding(self._conv_stem)))
         n = len(self._blocks)
         for i, block in enumerate(self._blocks):
             # stochastic depth grows linearly with depth (only active in training mode)
             x = _mobile_block(block, x, self.drop_connect_rate * i / n)
-        x = self.head_act(conv_bn(self._conv_head, self._bn1, x, pad=self._conv_head.static_padding))
+        x = self.head_act(conv_bn(self._conv_head, self._bn1, x, pad=_padding(self._conv_head)))
         return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+
+
+def _padding(conv: nn.Module) -> nn.Module | None:
+    """The padding module a package convolution applies in its own forward (a static "same" padding), if any: a
+    convolution that pads by the input's size at each call (the package's dynamic kind) has none and is not folded."""
+    padding = getattr(conv, "static_padding", None)
+    return padding if isinstance(padding, nn.Module) else None
 
 
 def _mobile_block(block: nn.Module, x: torch.Tensor, drop_connect_rate: float) -> torch.Tensor:
@@ -235,9 +242,9 @@ def _mobile_block(block: nn.Module, x: torch.Tensor, drop_connect_rate: float) -
     args = block._block_args
     out = x
     if args.expand_ratio != 1:
-        out = block._swish(conv_bn(block._expand_conv, block._bn0, out, pad=block._expand_conv.static_padding))
-    out = block._swish(conv_bn(block._depthwise_conv, block._bn1, out, pad=block._depthwise_conv.static_padding))
-    out = conv_bn(block._project_conv, block._bn2, out, pad=block._project_conv.static_padding)
+        out = block._swish(conv_bn(block._expand_conv, block._bn0, out, pad=_padding(block._expand_conv)))
+    out = block._swish(conv_bn(block._depthwise_conv, block._bn1, out, pad=_padding(block._depthwise_conv)))
+    out = conv_bn(block._project_conv, block._bn2, out, pad=_padding(block._project_conv))
     if block.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
         out = out + x  # the skip connection (drop connect acts in training mode only)
     return out
