@@ -10,6 +10,7 @@ a run gives them. Random weights and running statistics: the cost does not depen
 run; not a test. Example::
 
     python benchmarks/batchnorm_folding.py --threads 1 --rounds 15 --output batchnorm_folding.json
+    python benchmarks/batchnorm_folding.py --device cuda --rounds 9 --calls 4   # on a GPU (clocks synchronised)
 """
 
 from __future__ import annotations
@@ -58,27 +59,38 @@ def prepared(network: nn.Module, seed: int = 0) -> nn.Module:
     return network
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a clock read before it would miss it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def seconds(network: nn.Module, x: torch.Tensor, gradient: bool, calls: int) -> float:
-    """Seconds of ``calls`` forward passes (with the input's gradient when ``gradient``)."""
+    """Seconds of ``calls`` forward passes (with the input's gradient when ``gradient``), the device synchronised."""
+    synchronize(x.device)
     start = time.perf_counter()
     for _ in range(calls):
         xi = x.clone().requires_grad_(gradient)
         out = network(xi)
         if gradient:
             torch.autograd.grad(out.sum(), xi)
+    synchronize(x.device)
     return time.perf_counter() - start
 
 
-def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, calls: int) -> dict[str, Any]:
-    """Median ratios folded / unfolded of a forward and of a forward with the input gradient, and the logits'
-    largest difference."""
+def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, calls: int,
+            device: torch.device | None = None) -> dict[str, Any]:
+    """Median ratios folded / unfolded of a forward and of a forward with the input gradient on ``device``, and the
+    logits' largest difference."""
+    device = device or torch.device("cpu")
     layout = getattr(network, "memory_format", torch.contiguous_format)
-    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=layout)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(device).contiguous(memory_format=layout)
+    network = network.to(device)
     with torch.no_grad():
         folded_logits = network(x)
         with mock.patch.object(folding, "foldable", lambda *_a: False):
             unfolded_logits = network(x)
-    result: dict[str, Any] = {"network": name, "batch": shape[0],
+    result: dict[str, Any] = {"network": name, "batch": shape[0], "device": str(device),
                               "largest_logit_difference": float((folded_logits - unfolded_logits).abs().max()),
                               "logit_scale": float(unfolded_logits.abs().max())}
     for gradient in (False, True):
@@ -98,6 +110,7 @@ def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda")
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds, each folded then unfolded")
     parser.add_argument("--calls", type=float, default=1.0, help="a multiple of the passes a timed round makes")
     parser.add_argument("--networks", nargs="*", default=[n[0] for n in NETWORKS], help="which networks to time")
@@ -113,15 +126,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         except (ImportError, ModelError) as exc:  # the Lite package absent
             print(f"{name}: skipped ({exc})")
             continue
-        results.append(compare(name, prepared(network), shape, args.rounds, max(1, round(calls * args.calls))))
+        results.append(compare(name, prepared(network), shape, args.rounds, max(1, round(calls * args.calls)),
+                               torch.device(args.device)))
     for r in results:
-        print(f"{r['network']} (batch {r['batch']}): folded / unfolded forward {r['forward']['median_ratio']} "
-              f"[{r['forward']['min']}, {r['forward']['max']}], forward + input gradient "
+        print(f"{r['network']} (batch {r['batch']}, {r['device']}): folded / unfolded forward "
+              f"{r['forward']['median_ratio']} [{r['forward']['min']}, {r['forward']['max']}], forward + input "
+              f"gradient "
               f"{r['forward_and_gradient']['median_ratio']} [{r['forward_and_gradient']['min']}, "
               f"{r['forward_and_gradient']['max']}]; logits differ by at most {r['largest_logit_difference']:.1e} "
               f"(scale {r['logit_scale']:.1f})")
     if args.output:
-        args.output.write_text(json.dumps({"threads": args.threads, "rounds": args.rounds, "calls": args.calls,
+        args.output.write_text(json.dumps({"device": args.device, "threads": args.threads, "rounds": args.rounds,
+                                           "calls": args.calls,
                                            "torch": torch.__version__, "load_average": os.getloadavg(),
                                            "results": results}, indent=2) + "\n")
     return results

@@ -10,9 +10,11 @@
 #   bash benchmarks/gpu_lease.sh lite0     there (carry .lease/lite .lease/lite-wheels): EfficientNet-Lite0
 #                                          `spatial` on imagenette-val at n = 40 in the time left
 #   bash benchmarks/gpu_lease.sh road      there: benchmarks/road_fill_cost.py at 32 and 224 px (a minute at most each)
+#   bash benchmarks/gpu_lease.sh fold      there: benchmarks/batchnorm_folding.py on smallcnn and ResNet-20 (a minute
+#                                          at most)
 #   bash benchmarks/gpu_lease.sh all       there (carry all five folders, 55 MiB): `checks` with the CUDA tests
-#                                          beside the quick runs (GPU_CHECKS_OVERLAP=1), `road`, then `lite0` in the
-#                                          rest of LEASE_SECONDS
+#                                          beside the quick runs (GPU_CHECKS_OVERLAP=1), `road`, `fold`, then `lite0`
+#                                          in the rest of LEASE_SECONDS
 #
 # A lease of 15 minutes holds one machine start: `LEASE_SECONDS=540 bash benchmarks/gpu_lease.sh all` (timeout_s
 # 600), then at once, while the machine is still warm (30 s), `LEASE_SECONDS=220 bash benchmarks/gpu_lease.sh
@@ -125,12 +127,20 @@ road() {  # ROAD's fill, one solve a region against one stacked solve (seconds o
     done
 }
 
+fold() {  # the built-in networks with their BatchNorms folded against the two modules (kept with the runs)
+    mkdir -p /tmp/lease-runs
+    PYTHONPATH=$here/src${PYTHONPATH:+:$PYTHONPATH} timeout 60 python3 "$here/benchmarks/batchnorm_folding.py" \
+        --device "${LEASE_DEVICE:-cuda}" --rounds 9 --calls 4 --networks smallcnn cifar10-resnet20 \
+        --output /tmp/lease-runs/batchnorm_folding.json | tail -2
+}
+
 case "${1:-}" in
     prepare) prepare ;;
     checks) checks ;;
     r20-2000) r20_2000 ;;
     lite0) lite0 ;;
     road) road ;;
-    all) export GPU_CHECKS_OVERLAP=1; checks; road; lite0 ;;
-    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|r20-2000|lite0|road|all" >&2; exit 2 ;;
+    fold) fold ;;
+    all) export GPU_CHECKS_OVERLAP=1; checks; road; fold; lite0 ;;
+    *) echo "usage: bash benchmarks/gpu_lease.sh prepare|checks|r20-2000|lite0|road|fold|all" >&2; exit 2 ;;
 esac
