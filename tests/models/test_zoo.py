@@ -334,10 +334,11 @@ def test_lite_wrapper_matches_the_package_forward(isolated) -> None:
     assert declared_cam_layer(model) == "model.head_act"
     reference = EfficientNet.from_name("efficientnet-lite0")
     reference.load_state_dict(model.model.state_dict())
-    x = torch.rand(2, 3, 224, 224)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference.eval()((x - model.mean) / model.std)
-        assert torch.allclose(model(x), expected, atol=1e-5)
+        # equal up to float rounding (the wrapper folds each BatchNorm into its convolution): ~2e-6 of the scale
+        assert torch.allclose(model(x), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     maps = importance_map("gradcam", model, x[:1])
     assert maps.shape == (1, 224, 224) and torch.isfinite(maps).all()
 

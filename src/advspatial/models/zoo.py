@@ -193,7 +193,8 @@ class EfficientNetLite(nn.Module):
     head's activation. This module takes over the package's submodules under the
     same names (its state dicts load unchanged) and gives the stem and the head
     their own ``ReLU6``; ``head_act`` (the 1x1 head conv + BN + ReLU6 before
-    pooling) is the Grad-CAM layer. The logits equal the package model's.
+    pooling) is the Grad-CAM layer. The logits equal the package model's up to float rounding (in eval mode each
+    BatchNorm is folded into its convolution, :mod:`.folding`).
     """
 
     cam_layer = "head_act"
