@@ -30,10 +30,6 @@ class ConvBatchNormReLU(nn.Sequential):
         return relu(conv_bn(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm), x))
 
 
-def _conv_block(cin: int, cout: int) -> nn.Sequential:
-    return ConvBatchNormReLU(cin, cout)
-
-
 @register_model("smallcnn", "3 conv blocks (16-32-64, BN, ReLU) + 2 FC; default for 28x28, ~91% on Fashion-MNIST")
 class SmallCNN(nn.Module):
     """conv16-pool-conv32-pool-conv64 -> fc128 -> fc. Grad-CAM layer: ``block3`` (7x7 on 28x28)."""
@@ -44,9 +40,9 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()
-        self.block1 = nn.Sequential(_conv_block(in_channels, 16), MaxPool2x2())
-        self.block2 = nn.Sequential(_conv_block(16, 32), MaxPool2x2())
-        self.block3 = _conv_block(32, 64)
+        self.block1 = nn.Sequential(ConvBatchNormReLU(in_channels, 16), MaxPool2x2())
+        self.block2 = nn.Sequential(ConvBatchNormReLU(16, 32), MaxPool2x2())
+        self.block3 = ConvBatchNormReLU(32, 64)
         side = input_size // 4
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(64 * side * side, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, num_classes)
@@ -85,8 +81,8 @@ class GAPNet(nn.Module):
     def __init__(self, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            _conv_block(in_channels, 32), _conv_block(32, 32), MaxPool2x2(),
-            _conv_block(32, 64), _conv_block(64, 128),
+            ConvBatchNormReLU(in_channels, 32), ConvBatchNormReLU(32, 32), MaxPool2x2(),
+            ConvBatchNormReLU(32, 64), ConvBatchNormReLU(64, 128),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(128, num_classes)
