@@ -20,6 +20,8 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -78,17 +80,23 @@ def seconds(network: nn.Module, x: torch.Tensor, gradient: bool, calls: int) -> 
     return time.perf_counter() - start
 
 
+def unfolded() -> AbstractContextManager[Any]:
+    """Inside the block every BatchNorm runs as a module of its own."""
+    return mock.patch.object(folding, "foldable", lambda *_a: False)
+
+
 def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, calls: int,
-            device: torch.device | None = None) -> dict[str, Any]:
-    """Median ratios folded / unfolded of a forward and of a forward with the input gradient on ``device``, and the
-    logits' largest difference."""
+            device: torch.device | None = None,
+            switched_off: Callable[[], AbstractContextManager[Any]] = unfolded) -> dict[str, Any]:
+    """Median ratios of a forward and of a forward with the input gradient on ``device``, as it runs against as it
+    runs inside ``switched_off()`` (default: folded / unfolded), and the logits' largest difference."""
     device = device or torch.device("cpu")
     layout = getattr(network, "memory_format", torch.contiguous_format)
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1)).to(device).contiguous(memory_format=layout)
     network = network.to(device)
     with torch.no_grad():
         folded_logits = network(x)
-        with mock.patch.object(folding, "foldable", lambda *_a: False):
+        with switched_off():
             unfolded_logits = network(x)
     result: dict[str, Any] = {"network": name, "batch": shape[0], "device": str(device),
                               "largest_logit_difference": float((folded_logits - unfolded_logits).abs().max()),
@@ -98,7 +106,7 @@ def compare(name: str, network: nn.Module, shape: tuple[int, ...], rounds: int, 
         seconds(network, x, gradient, 1)  # warm
         for _ in range(rounds):
             folded = seconds(network, x, gradient, calls)
-            with mock.patch.object(folding, "foldable", lambda *_a: False):
+            with switched_off():
                 unfolded = seconds(network, x, gradient, calls)
             ratios.append(folded / unfolded)
         result["forward_and_gradient" if gradient else "forward"] = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
+from .folding import hooked, tracing
+
 
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2)``: the same numbers and gradient; without autograd, the maximum of four strided slices.
@@ -25,6 +27,20 @@ class MaxPool2x2(nn.MaxPool2d):
             return super().forward(x)
         rows = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
         return torch.maximum(rows[..., 0::2], rows[..., 1::2])
+
+
+def commutes(relu: nn.Module, pool: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``pool(relu(x))`` may run as ``relu(pool(x))``: the ReLU then on a quarter of the values.
+
+    Why it is exact: the ReLU is monotone, so the maximum of a window's ReLUs is the ReLU of its maximum (NaN
+    included); and the input gradient reaches the same pixel either way. Where the window's maximum is positive
+    both orders pick the same first maximal pixel; where it is not, the ReLU's gradient is zero in both orders.
+    On SmallCNN's forward and input gradient this saves about a sixth of the pass on a CPU
+    (``benchmarks/relu_pooling.py``). Used only where nothing can tell the order: exactly an ``nn.ReLU`` and a
+    :class:`MaxPool2x2`, neither hooked nor any global module hook registered (a hook sees the ReLU's full map,
+    as before), and not inside a ``torch.fx`` or TorchScript trace (a traced graph keeps the modules' order).
+    """
+    return type(relu) is nn.ReLU and type(pool) is MaxPool2x2 and not tracing(x) and not hooked(relu, pool)
 
 
 #: the pooling modules the patch forward (:mod:`.patch.forward`, :mod:`.patch.graph`) computes itself; exact types,
