@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
 from ..host_syncs import host_list, on_device_path, require
@@ -87,9 +86,8 @@ def random_regions_like(
         values, stratum = torch.unique(labels.flatten(1), return_inverse=True)  # stratum: 0..S-1 per pixel
     else:
         values, stratum = torch.zeros(1, dtype=torch.long, device=region.device), labels.flatten(1)
-    one_hot = nn.functional.one_hot(stratum, len(values)).bool()  # (N, HW, S)
-    wanted = (one_hot & flat_region[..., None]).sum(1)  # (N, S) pixels of the region per stratum
-    available = (one_hot & flat_eligible[..., None]).sum(1)
+    wanted = _per_stratum(flat_region, stratum, len(values))  # (N, S) pixels of the region per stratum
+    available = _per_stratum(flat_eligible, stratum, len(values))
     if unread:  # held to the stage's end, where the images and strata are no longer named
         require("within leaves room", (wanted > available).sum(), wanted.numel(), lambda _b, _n: ConfigError(
             "within has fewer pixels than region in some image and stratum; valid: within holds at least as many "
@@ -105,6 +103,12 @@ def random_regions_like(
     if chosen is None:
         chosen = _top_by_rank(keys, flat_eligible, stratum, wanted, above)
     return chosen.view(d, n, h, w)
+
+
+def _per_stratum(pixels: torch.Tensor, stratum: torch.Tensor, levels: int) -> torch.Tensor:
+    """(N, S) int64: per image, how many of the (N, P) bool ``pixels`` lie in each stratum ``0 .. levels - 1``."""
+    counts = torch.zeros(pixels.shape[0], levels, dtype=torch.long, device=pixels.device)
+    return counts.scatter_add_(1, stratum, pixels.long())
 
 
 def _top_by_rank(keys: torch.Tensor, eligible: torch.Tensor, stratum: torch.Tensor, wanted: torch.Tensor,
