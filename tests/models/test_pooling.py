@@ -71,6 +71,7 @@ def test_they_commute_only_where_nothing_can_tell_the_order():
     relu, pool, x = nn.ReLU(), MaxPool2x2(), torch.rand(1, 2, 4, 4)
     assert commutes(relu, pool, x)
     assert not commutes(nn.LeakyReLU(), pool, x)
+    assert not commutes(nn.ReLU(inplace=True), pool, x)  # it overwrites its input, which another module may hold
     assert not commutes(relu, nn.MaxPool2d(2), x)  # exactly MaxPool2x2: another pooling may compute something else
     for module in (relu, pool):
         handle = module.register_forward_hook(lambda *_a: None)

@@ -48,7 +48,7 @@ class PoolBeforeReLU(nn.Sequential):
         i = 0
         while i < len(modules):
             module, following = modules[i], modules[i + 1] if i + 1 < len(modules) else None
-            if type(following) is MaxPool2x2 and isinstance(module, ConvBatchNormReLU):
+            if type(following) is MaxPool2x2 and type(module) is ConvBatchNormReLU:  # a subclass may compute more
                 x, i = module.pooled(x, following), i + 2
             elif following is not None and commutes(module, following, x):
                 x, i = module(following(x)), i + 2
