@@ -6,8 +6,9 @@ per stage, forward and backward calls, rounds (forward calls a device could make
 outside the model, CPU seconds in total and inside the model, and elapsed seconds (on a GPU, where the host waits on
 the device, the time that counts; 0 in runs of older code). This script groups the stages (the first one or
 two parts of a stage key: ``adaptive/main``, ``gate/hirescam``, ``attack/pgd`` ...) and prints, per group and for
-the run's stages (statistics and report run outside every stage and are not in it): CPU-s, share, wall-s, image-passes,
-calls, rounds, mean images per round, syncs per call and non-model CPU ms per call. Two run dirs print one after
+the run's stages: CPU-s, share, wall-s, image-passes, calls, rounds, mean images per round, syncs per call and
+non-model CPU ms per call; then the run's time outside every stage (``(outside) statistics`` ...: the phases of
+:meth:`advspatial.passes.PassLedger.phase`, this process's, times only; not in ``(run)``). Two run dirs print one after
 the other (before / after). A run without metrics.json (stopped by a time limit, say a GPU lease's) is read from its
 stage files' headers, which carry each finished stage's counts: its finished stages only, nothing outside them.
 Counts are machine-independent; the times are this machine's. Not a test. Example::
@@ -67,6 +68,9 @@ def grouped(passes: dict[str, Any], depth: int) -> dict[str, PassCount]:
     for stage, count in passes["stages"].items():
         groups.setdefault(group_of(stage, depth), PassCount()).add(PassCount.from_dict(count))
     groups["(run)"] = PassCount.from_dict(passes)
+    for name, spent in ((passes.get("outside_stages") or {}).get("phases") or {}).items():
+        groups[f"(outside) {name}"] = PassCount(cpu_seconds=float(spent["cpu_seconds"]),
+                                                wall_seconds=float(spent["wall_seconds"]))
     return groups
 
 

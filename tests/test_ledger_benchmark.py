@@ -60,3 +60,13 @@ def test_the_json_is_written_when_the_reader_of_the_table_stops_early(tmp_path: 
     reader.stdout.close()  # the reader stops before the first line
     reader.wait(timeout=60)
     assert json.loads(out.read_text())[str(tmp_path / "cut")]["attack"]["passes"] == 8
+
+
+def test_the_time_outside_the_stages_is_listed_by_phase_apart_from_the_runs_total(tmp_path: Path) -> None:
+    rundir = _run_with_stages(tmp_path / "done")
+    with rundir.passes.phase("statistics"):
+        rundir.cached("attack/pgd/batch-00002", lambda: torch.zeros(1))  # a stage inside: not the phase's
+    (tmp_path / "done" / "metrics.json").write_text(json.dumps({"model_passes": rundir.passes.summary()}))
+    groups = ledger_benchmark.table([tmp_path / "done"], 1)[str(tmp_path / "done")]
+    assert "(outside) statistics" in groups
+    assert groups["(outside) statistics"]["passes"] == 0 and groups["(run)"]["passes"] == 10

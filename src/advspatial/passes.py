@@ -29,6 +29,12 @@ to the host: :mod:`advspatial.host_syncs`); and its CPU time, in total and insid
 forward calls and every gradient computed in the stage), whose difference per call is the framework's own cost.
 Counts are machine-independent; the two times (``*_seconds``) are this machine's. A host read of a per-process cache
 filled on first use counts in the stage that first needs it, so a resumed run may count a few fewer.
+
+Between the stages: what a run does outside every stage (loading the model and images, the forecast, the per-image
+rows, the statistics, the figures, the report) is host work, and on a GPU, where the stages are fast, it is a large
+part of a large run. :meth:`PassLedger.phase` names such work: a phase's CPU and elapsed seconds are those of its
+block less the stages computed inside it (and less its nested phases), this process's, so the run's time splits into
+its stages and its phases.
 """
 
 from __future__ import annotations
@@ -199,6 +205,12 @@ class PassLedger:
     #: process time at each watched forward call's start (nested watched models: the outermost counts)
     _forward_started: list[float] = field(default_factory=list)
     _round_seen: object | None = None
+    #: CPU and elapsed seconds of the outermost stages computed so far (what a phase takes off its own times)
+    _stage_seconds: _Elapsed = field(default_factory=lambda: _Elapsed())
+    #: the run's time outside its stages, per phase name (:meth:`phase`), this process's
+    phases: dict[str, _Elapsed] = field(default_factory=dict)
+    #: per open phase: its stages-less seconds of the phases closed inside it
+    _nested_phases: list[_Elapsed] = field(default_factory=list)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PassLedger:
         """What the hook of a deep-copied classifier counts into: this ledger inside :meth:`counting_copies`,
@@ -290,7 +302,38 @@ class PassLedger:
             count.model_seconds = round(count.model_seconds, 6)
             if self._nested_seconds:
                 self._nested_seconds[-1] = self._nested_seconds[-1].plus(elapsed)
+            else:
+                self._stage_seconds = self._stage_seconds.plus(elapsed)
         self.by_stage[key] = count
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block as phase ``name`` of the run's work outside its stages: its CPU and elapsed seconds less
+        those of the stages computed inside it and of the phases nested in it, added to :attr:`phases` (a phase
+        entered again adds up). Inside an open stage the block's time is that stage's, and nothing is recorded.
+
+        Example::
+
+            >>> ledger = PassLedger()
+            >>> with ledger.phase("statistics"):
+            ...     with ledger.stage("attack/pgd"):
+            ...         pass
+            >>> sorted(ledger.phases), list(ledger.by_stage)
+            (['statistics'], ['attack/pgd'])
+        """
+        if self._open:
+            yield
+            return
+        started, stages_before = _Elapsed.now(), self._stage_seconds
+        self._nested_phases.append(_Elapsed())
+        try:
+            yield
+        finally:
+            outside = _Elapsed.now().less(started).less(self._stage_seconds.less(stages_before))
+            own = outside.less(self._nested_phases.pop())
+            self.phases[name] = self.phases.get(name, _Elapsed()).plus(own)
+            if self._nested_phases:
+                self._nested_phases[-1] = self._nested_phases[-1].plus(outside)
 
     @contextmanager
     def _instrumented(self) -> Iterator[None]:
@@ -353,7 +396,10 @@ class PassLedger:
                 "backward_per_image": round(total.backward / images, 1) if images else None,
                 **call_rates(total),
                 "complete": not self.uncounted,
-                "outside_stages": {**self.outside.as_dict(), **call_rates(self.outside)},
+                "outside_stages": {**self.outside.as_dict(), **call_rates(self.outside),
+                                   "phases": {name: {"cpu_seconds": round(max(0.0, spent.cpu), 3),
+                                                     "wall_seconds": round(max(0.0, spent.wall), 3)}
+                                              for name, spent in self.phases.items()}},
                 "stages": {name: {**count.as_dict(), **call_rates(count)}
                            for name, count in self.by_family().items()},
                 **({"reused_stages": {name: count.as_dict() for name, count in families(self.reused).items()}}

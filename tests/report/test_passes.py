@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from advspatial.report.html import Section
-from advspatial.report.passes import forecast_sentence, passes_paragraph, with_passes
+from advspatial.report.passes import forecast_sentence, outside_sentence, passes_paragraph, with_passes
 
 PASSES = {"images": 4, "forward": 1200, "backward": 400, "calls": 30, "forward_per_image": 300.0,
           "backward_per_image": 100.0, "complete": True, "outside_stages": {"forward": 2, "backward": 0, "calls": 1},
@@ -71,3 +71,13 @@ def test_the_forecast_said_before_the_run_is_stated_beside_what_it_took() -> Non
     assert with_passes([Section("Verdicts", ["v"])], None, text)[1].paragraphs == [text]  # an old run's ledger
     for said_nothing in ({"wall_seconds": 330.0}, {"forecast": None, "wall_seconds": 3.0}, {"forecast": FORECAST}):
         assert forecast_sentence(said_nothing) == ""
+
+
+def test_the_time_outside_the_stages_is_stated_by_phase_the_largest_first() -> None:
+    phases = {"setup": {"cpu_seconds": 1.0, "wall_seconds": 1.25}, "rows": {"cpu_seconds": 0.0, "wall_seconds": 0.01},
+              "statistics": {"cpu_seconds": 20.0, "wall_seconds": 21.5}}
+    sentence = outside_sentence({**PASSES, "outside_stages": {**PASSES["outside_stages"], "phases": phases}})
+    assert sentence == (" Outside its stages this process spent 22.8 s (elapsed, on this machine): the statistics "
+                        "and verdicts 21.5 s, loading the model and images 1.2 s.")  # the rows' 0.01 s: too small
+    assert sentence in passes_paragraph({**PASSES, "outside_stages": {"phases": phases}})
+    assert outside_sentence(PASSES) == ""  # a run that recorded no phases

@@ -121,16 +121,18 @@ Config = TypeVar("Config", bound=ExperimentConfig)
 def prepare_context(config: Config, rundir: RunDir, images: ImageDataset | None = None) -> ExperimentContext[Config]:
     """Seed, pick the device, load (or train and cache) the model and the ``config.n`` test images
     (of ``images`` when given, else of ``config.dataset``)."""
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    data = test_images(config, rundir, images)
-    model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
-    identity = run_identity(config, model, data)
-    bind_run(rundir, identity)
-    attach_model_work(rundir, config, identity, device)
+    with rundir.passes.phase("setup"):
+        device = pick_device(config.device)
+        torch.manual_seed(config.seed)
+        data = test_images(config, rundir, images)
+        model = on_every_rank(lambda: load_checked_model(config, data, device))  # one rank's failure stops all
+        identity = run_identity(config, model, data)
+        bind_run(rundir, identity)
+        attach_model_work(rundir, config, identity, device)
     if not rundir.has_results():  # a resumed run has less left to do than any forecast would say
-        said = announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device),
-                        rundir.model_work.stored_count() if rundir.model_work is not None else 0)
+        with rundir.passes.phase("forecast"):
+            said = announce(experiment_of(config), config, model, data.head(config.batch_size).images().to(device),
+                            rundir.model_work.stored_count() if rundir.model_work is not None else 0)
         rundir.forecast = None if said is None else said.record()
     rundir.passes.watch(model)
     rundir.passes.images = len(data)

@@ -188,7 +188,8 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     fit_n_to_images(config)
     with remembered_checksums(), open_run(out, name, config, resume) as rundir:
         started, started_cpu = time.perf_counter(), time.process_time()
-        result = experiment.run(config, rundir)
+        with rundir.passes.phase("other"):  # the run's time outside its stages and named phases
+            result = experiment.run(config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
         # this process's CPU time, every thread (under torchrun: rank 0's)
         result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))

@@ -28,7 +28,27 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
         " These are lower bounds: some stages were read back from files written before passes were counted.")
     return (f"Model passes: the run sent {int(passes['forward']):,} images forward through the model and "
             f"{int(passes['backward']):,} back (gradients), in {int(passes['calls']):,} forward calls{per_image}."
-            f"{calls_sentence(passes)}{lower}{reused_sentence(passes)}")
+            f"{calls_sentence(passes)}{lower}{reused_sentence(passes)}{outside_sentence(passes)}")
+
+
+#: what each phase of the run's time outside its stages is, for a reader (:meth:`advspatial.passes.PassLedger.phase`)
+PHASE_WORDS = {"setup": "loading the model and images", "forecast": "the forecast", "rows": "the per-image rows",
+               "statistics": "the statistics and verdicts", "figures": "the figures", "report": "the report",
+               "other": "the rest"}
+
+
+def outside_sentence(passes: Mapping[str, Any]) -> str:
+    """The run's elapsed time outside its stages, split into its phases, the largest first (empty for a run that
+    recorded none). On a GPU, where the stages are fast, this host work is a large part of a large run."""
+    phases = (passes.get("outside_stages") or {}).get("phases") or {}
+    spent = {name: float(times.get("wall_seconds") or 0.0) for name, times in phases.items()}
+    total = sum(spent.values())
+    if total <= 0:
+        return ""
+    parts = ", ".join(f"{PHASE_WORDS.get(name, name)} {seconds:.1f} s"
+                      for name, seconds in sorted(spent.items(), key=lambda item: -item[1]) if seconds >= 0.05)
+    listed = f": {parts}" if parts else ""
+    return f" Outside its stages this process spent {total:.1f} s (elapsed, on this machine){listed}."
 
 
 def reused_sentence(passes: Mapping[str, Any]) -> str:

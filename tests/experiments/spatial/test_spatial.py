@@ -234,6 +234,18 @@ def test_report_renders_every_section_and_figure(finished_run) -> None:
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in parser.images)
 
 
+def test_the_runs_time_is_its_stages_and_its_phases_outside_them(finished_run) -> None:
+    _, path = finished_run
+    metrics = json.loads((path / "metrics.json").read_text())
+    passes = metrics["model_passes"]
+    phases = passes["outside_stages"]["phases"]
+    assert {"setup", "rows", "statistics", "figures", "report", "other"} <= set(phases)
+    stages = sum(count["wall_seconds"] for count in [*passes["stages"].values(), passes["outside_stages"]])
+    outside = sum(spent["wall_seconds"] for spent in phases.values())
+    assert stages + outside == pytest.approx(metrics["wall_seconds"], rel=0.05, abs=0.5)
+    assert "Outside its stages this process spent" in (path / "report.html").read_text()
+
+
 def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weights, tmp_path) -> None:
     """Kill a run once its first attack stages exist, resume it, compare with the uninterrupted run."""
     _, reference = finished_run

@@ -70,7 +70,9 @@ def measure(config: M, rundir: RunDir, images: ImageDataset | None = None,
     makers = attacks or {}
     summaries = [process_attack(ctx, name, rows, makers[name](ctx.model) if name in makers else None, columns)
                  for name in config.attacks]
-    outcomes = attack_outcomes(ctx, summaries, rows, roi.interpretation)
-    parts = infer(ctx, summaries, outcomes.attacks, gates, roi)
-    draw_figures(ctx, summaries, parts.claims)
+    with rundir.passes.phase("statistics"):
+        outcomes = attack_outcomes(ctx, summaries, rows, roi.interpretation)
+        parts = infer(ctx, summaries, outcomes.attacks, gates, roi)
+    with rundir.passes.phase("figures"):
+        draw_figures(ctx, summaries, parts.claims)
     return Measurement(rows, outcomes, parts, ctx, summaries, columns)

@@ -129,12 +129,13 @@ def measurement_context(config: Config, rundir: RunDir, images: ImageDataset | N
     """The shared context with the RoI method resolved (``auto``: by the model's head type); ``images``: the
     test images when they are not ``config.dataset``'s (see :func:`~advspatial.experiments.context.prepare_context`)."""
     base = prepare_context(config, rundir, images)
-    probe, _, _ = base.batch(slice(0, 1))
-    method, reason = resolve_importance(config.importance, base.model, probe)
-    scale = feature_map_size(base.model, probe) if config.common_scale else None
-    ctx: Context[Config] = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
-    # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank
-    ctx.panel, ctx.panel_duplicates = on_every_rank(lambda: distinct_explainers(ctx, [method, *config.panel]))
+    with rundir.passes.phase("setup"):
+        probe, _, _ = base.batch(slice(0, 1))
+        method, reason = resolve_importance(config.importance, base.model, probe)
+        scale = feature_map_size(base.model, probe) if config.common_scale else None
+        ctx: Context[Config] = base.derive(Context, importance=method, importance_reason=reason, scale=scale)
+        # each rank probes the explainers on the first batch itself: one rank's failure must stop every rank
+        ctx.panel, ctx.panel_duplicates = on_every_rank(lambda: distinct_explainers(ctx, [method, *config.panel]))
     return ctx
 
 
@@ -351,8 +352,12 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
             summary.accuracies.update(more.accuracies)
         rows.extend(batch_rows(name, attack.norm, ids, y, pred, result, cols))
 
+    def accumulate_rows(b: int, sl: slice, stages: BatchStages) -> None:
+        with ctx.rundir.passes.phase("rows"):
+            accumulate(b, sl, stages)
+
     ctx.each_batch(compute, desc=f"{name}: attack, maps{', defence' if extra else ''}",
-                   slices=list(batch_slices(summary.n, cfg.batch_size)), then=accumulate)
+                   slices=list(batch_slices(summary.n, cfg.batch_size)), then=accumulate_rows)
     return summary
 
 

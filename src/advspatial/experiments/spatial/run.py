@@ -41,9 +41,12 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
     assert isinstance(defence, DefenceColumns)  # what defence_columns made
     sweep = aggregate_sweep(measured.context)
     outcomes = adaptive_stage(measured.context, defence.prior)
-    findings = spatial_findings(measured, defence, sweep, outcomes)
-    draw_defence_figures(config, findings, rundir.figures)
-    return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("statistics"):
+        findings = spatial_findings(measured, defence, sweep, outcomes)
+    with rundir.passes.phase("figures"):
+        draw_defence_figures(config, findings, rundir.figures)
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
 
 
 def spatial_findings(measured: Measurement[SpatialConfig], defence: DefenceColumns, sweep: SweepColumns,
