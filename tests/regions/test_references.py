@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from advspatial.errors import ShapeError
 from advspatial.regions.references import (
-    REFERENCE_MAPS, LayoutSums, centre_prior, edge_map, intensity_map, reference_maps, top_count_mask,
+    REFERENCE_MAPS, LayoutSums, centre_prior, edge_map, intensity_map, reference_maps, top_count_mask, top_count_masks,
 )
 
 
@@ -91,6 +91,33 @@ def test_top_count_mask_takes_exactly_the_count_the_largest_first_and_any_batch(
             assert float(kept.min()) >= float(dropped.max())
         alone = top_count_mask(maps[i:i + 1], counts[i:i + 1], seed=3, sample_ids=ids[i:i + 1])
         assert torch.equal(alone[0], mask[i])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(2, 9), st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_masks_sharing_one_tie_break_order_are_each_maps_own_region(n, h, w, seed):
+    gen = torch.Generator().manual_seed(seed)
+    maps = {"ties": (torch.rand(n, h, w, generator=gen) * 3).floor(), "flat": torch.zeros(n, h, w),
+            "smooth": torch.rand(n, h, w, generator=gen, dtype=torch.float64)}
+    maps["ties"][0, 0, 0] = float("nan")  # the first image's region of this map is empty
+    counts = torch.randint(0, h * w + 1, (n,), generator=gen)
+    ids = torch.randperm(100, generator=gen)[:n]
+    together = top_count_masks(maps, counts, seed=5, sample_ids=ids)
+    assert list(together) == list(maps)
+    for name, one in maps.items():
+        assert torch.equal(together[name], top_count_masks({name: one}, counts, seed=5, sample_ids=ids)[name])
+        sizes = together[name].flatten(1).sum(1)
+        assert torch.equal(sizes[1:], counts[1:]) and int(sizes[0]) == (0 if name == "ties" else int(counts[0]))
+    flat = together["flat"]  # a flat map is cut by the tie-break order alone: nested regions as the count grows
+    fewer = top_count_masks({"flat": maps["flat"]}, (counts - 1).clamp_min(0), seed=5, sample_ids=ids)["flat"]
+    assert bool((fewer <= flat).all())
+
+
+def test_masks_of_one_call_must_share_their_shape():
+    with pytest.raises(ShapeError, match="share a shape"):
+        top_count_masks({"a": torch.rand(2, 4, 4), "b": torch.rand(2, 4, 5)}, torch.tensor([3, 3]))
+    with pytest.raises(ShapeError, match=r"\(N,H,W\)"):
+        top_count_masks({"a": torch.rand(2, 16)}, torch.tensor([3, 3]))
 
 
 def test_top_count_mask_of_a_nan_map_is_empty():

@@ -28,7 +28,7 @@ from ..regions.checks import check_maps
 from ..regions.binarization import top_fraction_mask
 from ..regions.controls import random_region_like, shifted_region_like
 from ..regions.fills import gaussian_blur, list_fills, make_fill
-from ..regions.references import top_count_mask
+from ..regions.references import top_count_masks
 
 #: the ``noise`` fill's default standard deviation (in [0,1] intensity units)
 NOISE_SIGMA = 0.3
@@ -248,10 +248,10 @@ def gate_regions(
     regions = {ROI: roi}
     for control in controls:
         regions[control] = control_region(roi, control, seed, ids)
-    for name, ref in (references or {}).items():
-        regions[REFERENCE_PREFIX + name] = top_count_mask(ref.to(roi.device), counts, seed, ids)
+    sized = {REFERENCE_PREFIX + name: ref.to(roi.device) for name, ref in (references or {}).items()}
     if blur_control:
-        regions[BLURRED] = top_count_mask(blurred_map(importance), counts, seed, ids)
+        sized[BLURRED] = blurred_map(importance)
+    regions.update(top_count_masks(sized, counts, seed, ids))  # one tie-break order for all of them
     return regions
 
 

@@ -193,21 +193,52 @@ def top_count_mask(maps: torch.Tensor, counts: torch.Tensor, seed: int = 0,
     (``seed``, sample id), so an image gets the same region in any batch. A map
     with a NaN anywhere gives an empty region (its comparison is left out).
     """
-    if maps.ndim != 3:
-        raise ShapeError(f"maps must be (N,H,W), got {tuple(maps.shape)}")
-    n, h, w = maps.shape
-    counts = torch.as_tensor(counts, device=maps.device).long().reshape(-1)
+    return top_count_masks({"": maps}, counts, seed, sample_ids)[""]
+
+
+def top_count_masks(maps: Mapping[str, torch.Tensor], counts: torch.Tensor, seed: int = 0,
+                    sample_ids: torch.Tensor | Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """:func:`top_count_mask` of several (N,H,W) maps of the same images, by name: the tie-break order (a noise
+    draw and a sort per image) is made once for all of them, and each mask is the one :func:`top_count_mask` gives.
+
+    Example::
+
+        >>> import torch
+        >>> maps = {"flat": torch.zeros(2, 4, 4), "ramp": torch.arange(32.0).reshape(2, 4, 4)}
+        >>> masks = top_count_masks(maps, torch.tensor([3, 5]), seed=0, sample_ids=torch.tensor([7, 9]))
+        >>> [m.flatten(1).sum(1).tolist() for m in masks.values()]
+        [[3, 5], [3, 5]]
+        >>> torch.equal(masks["flat"], top_count_mask(maps["flat"], torch.tensor([3, 5]), 0, torch.tensor([7, 9])))
+        True
+    """
+    if not maps:
+        return {}
+    shape = next(iter(maps.values())).shape
+    for name, one in maps.items():
+        if one.ndim != 3:
+            raise ShapeError(f"maps must be (N,H,W), got {tuple(one.shape)}" + (f" for {name!r}" if name else ""))
+        if one.shape != shape:
+            raise ShapeError(f"maps of the same images must share a shape: {tuple(one.shape)} for {name!r}, "
+                             f"not {tuple(shape)}")
+    n, h, w = shape
+    device = next(iter(maps.values())).device
+    counts = torch.as_tensor(counts, device=device).long().reshape(-1)
     if counts.shape != (n,):
         raise ShapeError(f"counts must have shape ({n},), got {tuple(counts.shape)}")
-    flat = maps.reshape(n, h * w)
     # runtime.sample_ids_or_range takes a sequence of ids too, which its annotation (Tensor | None) does not say
     order_noise = per_sample_noise((n, h * w), stream_seed(seed, TIE_STREAM),
                                    sample_ids_or_range(n, sample_ids),  # type: ignore[arg-type]
-                                   device=maps.device)
+                                   device=device)
     by_noise = order_noise.argsort(dim=1)
+    return {name: _top_count(one.reshape(n, h * w), by_noise, counts).view(n, h, w) for name, one in maps.items()}
+
+
+def _top_count(flat: torch.Tensor, by_noise: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(N, HW) bool: the ``counts`` largest values of each row of ``flat``, ties in the order ``by_noise``; an empty
+    row where the row holds a NaN."""
     values = flat.gather(1, by_noise).nan_to_num(nan=0.0)
     by_value = values.argsort(dim=1, descending=True, stable=True)
     ranks = inverse_permutation(by_noise.gather(1, by_value))
     mask = ranks < counts[:, None]
     mask &= ~flat.isnan().any(1, keepdim=True)
-    return mask.view(n, h, w)
+    return mask

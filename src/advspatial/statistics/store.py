@@ -34,7 +34,7 @@ from ..errors import ConfigError, check_range
 from ..regions import STATISTICS
 from ..regions.checks import check_mask, check_same_shape
 from ..regions.overlap import energy_in_roi_pairs
-from ..regions.references import REFERENCE_MAPS, LayoutSums, top_count_mask
+from ..regions.references import REFERENCE_MAPS, LayoutSums, top_count_masks
 from .estimates import Estimate, bootstrap_mean_ci, finite_values
 from .excess import PerImage
 from .inference import (
@@ -129,8 +129,8 @@ def reference_rois(store: Store, seed: int) -> dict[str, torch.Tensor]:
     class_layout, dataset_layout = sums.leave_one_out(imp, labels)
     maps = {"class-layout": class_layout, "dataset-layout": dataset_layout,
             **{r: store.references[r] for r in REFERENCE_MAPS if r in store.references}}
-    return {name: top_count_mask(maps[name].to(imp.dtype), counts, seed, ids) for name in REFERENCE_MAPS
-            if name in maps}
+    return top_count_masks({name: maps[name].to(imp.dtype) for name in REFERENCE_MAPS if name in maps}, counts, seed,
+                           ids)
 
 
 @dataclass(frozen=True)
