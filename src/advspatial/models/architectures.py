@@ -26,16 +26,20 @@ class ConvBatchNormReLU(nn.Sequential):
         super().__init__(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv, norm, relu = self
-        return relu(conv_bn(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm), x))
+        return self[2](self.pre_activation(x))
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution and its BatchNorm (folded in eval mode): what the ReLU is applied to."""
+        conv, norm, _ = self
+        return conv_bn(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm), x)
 
     def pooled(self, x: torch.Tensor, pool: nn.Module) -> torch.Tensor:
         """``pool(self(x))``, with the pooling before the ReLU where the two commute (:func:`.pooling.commutes`)
         and nothing hooks this block."""
-        conv, norm, relu = self
+        relu = self[2]
         if hooked(self) or not commutes(relu, pool, x):
             return pool(self(x))
-        return relu(pool(conv_bn(cast(nn.Conv2d, conv), cast(nn.BatchNorm2d, norm), x)))
+        return relu(pool(self.pre_activation(x)))
 
 
 class PoolBeforeReLU(nn.Sequential):
