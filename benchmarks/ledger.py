@@ -68,7 +68,7 @@ def grouped(passes: dict[str, Any], depth: int) -> dict[str, PassCount]:
     for stage, count in passes["stages"].items():
         groups.setdefault(group_of(stage, depth), PassCount()).add(PassCount.from_dict(count))
     groups["(run)"] = PassCount.from_dict(passes)
-    for name, spent in ((passes.get("outside_stages") or {}).get("phases") or {}).items():
+    for name, spent in ((passes.get("outside_stages") or {}).get("phase_seconds") or {}).items():
         groups[f"(outside) {name}"] = PassCount(cpu_seconds=float(spent["cpu_seconds"]),
                                                 wall_seconds=float(spent["wall_seconds"]))
     return groups

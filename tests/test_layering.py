@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "advspatial"
 #: left to right: a unit may import units of its own layer or of layers to its left
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"errors", "environment", "files", "runtime", "rundir", "passes", "stacked_runs", "host_syncs",
-                    "progress", "distributed", "registry", "model_work", "keyed_random"}),
+                    "progress", "distributed", "registry", "model_work", "keyed_random", "phase_clock"}),
     ("data and models", {"data", "models"}),
     ("attacks", {"attacks"}),
     ("maps", {"maps"}),

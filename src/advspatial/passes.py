@@ -32,9 +32,8 @@ filled on first use counts in the stage that first needs it, so a resumed run ma
 
 Between the stages: what a run does outside every stage (loading the model and images, the forecast, the per-image
 rows, the statistics, the figures, the report) is host work, and on a GPU, where the stages are fast, it is a large
-part of a large run. :meth:`PassLedger.phase` names such work: a phase's CPU and elapsed seconds are those of its
-block less the stages computed inside it (and less its nested phases), this process's, so the run's time splits into
-its stages and its phases.
+part of a large run. :meth:`PassLedger.phase` names such work (:mod:`advspatial.phase_clock`), so the run's time
+splits into its stages and its phases.
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ import torch
 from torch import nn
 
 from .host_syncs import counting, enter_model, leave_model, stage_checks
+from .phase_clock import Elapsed, PhaseClock
 
 #: the index part of a stage key (``attack/pgd/batch-00003``): stripped to name the stage's family
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
@@ -201,16 +201,12 @@ class PassLedger:
     _watched: list[Any] = field(default_factory=list)
     _copies_count: bool = False
     #: CPU and elapsed seconds of the nested stages closed inside each open stage (taken off its own times)
-    _nested_seconds: list[_Elapsed] = field(default_factory=list)
+    _nested_seconds: list[Elapsed] = field(default_factory=list)
     #: process time at each watched forward call's start (nested watched models: the outermost counts)
     _forward_started: list[float] = field(default_factory=list)
     _round_seen: object | None = None
-    #: CPU and elapsed seconds of the outermost stages computed so far (what a phase takes off its own times)
-    _stage_seconds: _Elapsed = field(default_factory=lambda: _Elapsed())
-    #: the run's time outside its stages, per phase name (:meth:`phase`), this process's
-    phases: dict[str, _Elapsed] = field(default_factory=dict)
-    #: per open phase: its stages-less seconds of the phases closed inside it
-    _nested_phases: list[_Elapsed] = field(default_factory=list)
+    #: the run's time outside its stages, by phase (:meth:`phase`), this process's
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PassLedger:
         """What the hook of a deep-copied classifier counts into: this ledger inside :meth:`counting_copies`,
@@ -287,15 +283,15 @@ class PassLedger:
         """Count the passes, calls, host synchronisations and CPU time of the block as stage ``key``'s own;
         recorded when the block ends without error."""
         count = PassCount()
-        started = _Elapsed.now()
+        started = Elapsed.now()
         self._open.append(count)
-        self._nested_seconds.append(_Elapsed())
+        self._nested_seconds.append(Elapsed())
         try:
             with self._instrumented(), stage_checks():  # the checks held for the stage's end read in the stage
                 yield count
         finally:
             self._open.pop()
-            elapsed = _Elapsed.now().less(started)
+            elapsed = Elapsed.now().less(started)
             own = elapsed.less(self._nested_seconds.pop())
             # rounded as recorded, so that a stage read back from its file sums to the same totals
             count.cpu_seconds, count.wall_seconds = round(max(0.0, own.cpu), 6), round(max(0.0, own.wall), 6)
@@ -303,14 +299,14 @@ class PassLedger:
             if self._nested_seconds:
                 self._nested_seconds[-1] = self._nested_seconds[-1].plus(elapsed)
             else:
-                self._stage_seconds = self._stage_seconds.plus(elapsed)
+                self.clock.stage_closed(elapsed)
         self.by_stage[key] = count
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Time the block as phase ``name`` of the run's work outside its stages: its CPU and elapsed seconds less
-        those of the stages computed inside it and of the phases nested in it, added to :attr:`phases` (a phase
-        entered again adds up). Inside an open stage the block's time is that stage's, and nothing is recorded.
+        """Time the block as phase ``name`` of the run's work outside its stages (:class:`PhaseClock`: less the
+        stages computed inside it and its nested phases). Inside an open stage the block's time is that stage's, and
+        nothing is recorded.
 
         Example::
 
@@ -318,22 +314,14 @@ class PassLedger:
             >>> with ledger.phase("statistics"):
             ...     with ledger.stage("attack/pgd"):
             ...         pass
-            >>> sorted(ledger.phases), list(ledger.by_stage)
+            >>> list(ledger.clock.phases), list(ledger.by_stage)
             (['statistics'], ['attack/pgd'])
         """
         if self._open:
             yield
             return
-        started, stages_before = _Elapsed.now(), self._stage_seconds
-        self._nested_phases.append(_Elapsed())
-        try:
+        with self.clock.phase(name):
             yield
-        finally:
-            outside = _Elapsed.now().less(started).less(self._stage_seconds.less(stages_before))
-            own = outside.less(self._nested_phases.pop())
-            self.phases[name] = self.phases.get(name, _Elapsed()).plus(own)
-            if self._nested_phases:
-                self._nested_phases[-1] = self._nested_phases[-1].plus(outside)
 
     @contextmanager
     def _instrumented(self) -> Iterator[None]:
@@ -358,7 +346,7 @@ class PassLedger:
         count = self._current()
         count.add(replace(share, cpu_seconds=0.0, wall_seconds=0.0))
         if self._nested_seconds:  # the stage's own times are its elapsed times less its nested stages'
-            self._nested_seconds[-1] = self._nested_seconds[-1].less(_Elapsed(share.cpu_seconds, share.wall_seconds))
+            self._nested_seconds[-1] = self._nested_seconds[-1].less(Elapsed(share.cpu_seconds, share.wall_seconds))
         else:
             count.cpu_seconds += share.cpu_seconds
             count.wall_seconds += share.wall_seconds
@@ -397,9 +385,7 @@ class PassLedger:
                 **call_rates(total),
                 "complete": not self.uncounted,
                 "outside_stages": {**self.outside.as_dict(), **call_rates(self.outside),
-                                   "phases": {name: {"cpu_seconds": round(max(0.0, spent.cpu), 3),
-                                                     "wall_seconds": round(max(0.0, spent.wall), 3)}
-                                              for name, spent in self.phases.items()}},
+                                   "phase_seconds": self.clock.seconds()},
                 "stages": {name: {**count.as_dict(), **call_rates(count)}
                            for name, count in self.by_family().items()},
                 **({"reused_stages": {name: count.as_dict() for name, count in families(self.reused).items()}}
@@ -445,24 +431,6 @@ def _timed_gradients(ledger: PassLedger) -> Iterator[None]:
         yield
     finally:
         torch.autograd.grad, torch.Tensor.backward = originals  # type: ignore[method-assign]
-
-
-@dataclass(frozen=True)
-class _Elapsed:
-    """A pair of times: CPU (``time.process_time``) and elapsed (``time.perf_counter``) seconds."""
-
-    cpu: float = 0.0
-    wall: float = 0.0
-
-    @classmethod
-    def now(cls) -> _Elapsed:
-        return cls(time.process_time(), time.perf_counter())
-
-    def plus(self, other: _Elapsed) -> _Elapsed:
-        return _Elapsed(self.cpu + other.cpu, self.wall + other.wall)
-
-    def less(self, other: _Elapsed) -> _Elapsed:
-        return _Elapsed(self.cpu - other.cpu, self.wall - other.wall)
 
 
 @dataclass

@@ -76,8 +76,8 @@ def test_the_forecast_said_before_the_run_is_stated_beside_what_it_took() -> Non
 def test_the_time_outside_the_stages_is_stated_by_phase_the_largest_first() -> None:
     phases = {"setup": {"cpu_seconds": 1.0, "wall_seconds": 1.25}, "rows": {"cpu_seconds": 0.0, "wall_seconds": 0.01},
               "statistics": {"cpu_seconds": 20.0, "wall_seconds": 21.5}}
-    sentence = outside_sentence({**PASSES, "outside_stages": {**PASSES["outside_stages"], "phases": phases}})
+    sentence = outside_sentence({**PASSES, "outside_stages": {**PASSES["outside_stages"], "phase_seconds": phases}})
     assert sentence == (" Outside its stages this process spent 22.8 s (elapsed, on this machine): the statistics "
                         "and verdicts 21.5 s, loading the model and images 1.2 s.")  # the rows' 0.01 s: too small
-    assert sentence in passes_paragraph({**PASSES, "outside_stages": {"phases": phases}})
+    assert sentence in passes_paragraph({**PASSES, "outside_stages": {"phase_seconds": phases}})
     assert outside_sentence(PASSES) == ""  # a run that recorded no phases

@@ -40,7 +40,7 @@ PHASE_WORDS = {"setup": "loading the model and images", "forecast": "the forecas
 def outside_sentence(passes: Mapping[str, Any]) -> str:
     """The run's elapsed time outside its stages, split into its phases, the largest first (empty for a run that
     recorded none). On a GPU, where the stages are fast, this host work is a large part of a large run."""
-    phases = (passes.get("outside_stages") or {}).get("phases") or {}
+    phases = (passes.get("outside_stages") or {}).get("phase_seconds") or {}
     spent = {name: float(times.get("wall_seconds") or 0.0) for name, times in phases.items()}
     total = sum(spent.values())
     if total <= 0:

@@ -238,7 +238,7 @@ def test_the_runs_time_is_its_stages_and_its_phases_outside_them(finished_run) -
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())
     passes = metrics["model_passes"]
-    phases = passes["outside_stages"]["phases"]
+    phases = passes["outside_stages"]["phase_seconds"]
     assert {"setup", "rows", "statistics", "figures", "report", "other"} <= set(phases)
     stages = sum(count["wall_seconds"] for count in [*passes["stages"].values(), passes["outside_stages"]])
     outside = sum(spent["wall_seconds"] for spent in phases.values())
