@@ -34,7 +34,7 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
 #: what each phase of the run's time outside its stages is, for a reader (:meth:`advspatial.passes.PassLedger.phase`)
 PHASE_WORDS = {"setup": "loading the model and images", "forecast": "the forecast", "rows": "the per-image rows",
                "statistics": "the statistics and verdicts", "figures": "the figures", "report": "the report",
-               "other": "the rest"}
+               "stage files": "reading and saving stage files", "other": "the rest"}
 
 
 def outside_sentence(passes: Mapping[str, Any]) -> str:
