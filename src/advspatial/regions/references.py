@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..errors import ShapeError, unknown_name
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
+from .checks import check_same_shape
 from .controls import inverse_permutation
 
 #: the model-free reference maps, in the order they are reported
@@ -214,12 +215,9 @@ def top_count_masks(maps: Mapping[str, torch.Tensor], counts: torch.Tensor, seed
     if not maps:
         return {}
     shape = next(iter(maps.values())).shape
-    for name, one in maps.items():
-        if one.ndim != 3:
-            raise ShapeError(f"maps must be (N,H,W), got {tuple(one.shape)}" + (f" for {name!r}" if name else ""))
-        if one.shape != shape:
-            raise ShapeError(f"maps of the same images must share a shape: {tuple(one.shape)} for {name!r}, "
-                             f"not {tuple(shape)}")
+    if len(shape) != 3:
+        raise ShapeError(f"maps must be (N,H,W), got {tuple(shape)}")
+    check_same_shape(shape, **{f"map {name!r} of the same images": one for name, one in maps.items()})
     n, h, w = shape
     device = next(iter(maps.values())).device
     counts = torch.as_tensor(counts, device=device).long().reshape(-1)
