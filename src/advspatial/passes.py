@@ -50,7 +50,7 @@ import torch
 from torch import nn
 
 from .host_syncs import counting, enter_model, leave_model, stage_checks
-from .phase_clock import Elapsed, PhaseClock
+from .phase_clock import Elapsed, PhaseClock, check_phase
 
 #: the index part of a stage key (``attack/pgd/batch-00003``): stripped to name the stage's family
 _INDEX = re.compile(r"/(batch|chunk)-\d+$")
@@ -317,6 +317,7 @@ class PassLedger:
             >>> list(ledger.clock.phases), list(ledger.by_stage)
             (['statistics'], ['attack/pgd'])
         """
+        check_phase(name)  # inside a stage too: a mistyped name fails wherever the block first runs
         if self._open:
             yield
             return

@@ -17,6 +17,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+#: the phases a run's time outside its stages is split into, in the order a run meets them: loading the model and
+#: images, the price probe, each attack batch's per-image rows, the statistics and verdicts, the figures, the
+#: report, reading and writing stage files outside a stage, and the rest of the experiment. A name not listed here
+#: is refused (a mistyped phase would otherwise show raw in the report's sentence)
+PHASES: tuple[str, ...] = ("setup", "forecast", "rows", "statistics", "figures", "report", "stage files", "other")
+
 
 @dataclass(frozen=True)
 class Elapsed:
@@ -34,6 +40,12 @@ class Elapsed:
 
     def less(self, other: Elapsed) -> Elapsed:
         return Elapsed(self.cpu - other.cpu, self.wall - other.wall)
+
+
+def check_phase(name: str) -> None:
+    """Refuse a phase name that is not one of :data:`PHASES`, in one line naming them."""
+    if name not in PHASES:
+        raise ValueError(f"unknown phase {name!r}: the phases are {', '.join(map(repr, PHASES))}")
 
 
 @dataclass
@@ -62,7 +74,9 @@ class PhaseClock:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        """Time the block as phase ``name``: its seconds less the stages closed inside it and its nested phases."""
+        """Time the block as phase ``name`` (one of :data:`PHASES`): its seconds less the stages closed inside it and
+        its nested phases."""
+        check_phase(name)
         started, stages_before = Elapsed.now(), self.stage_seconds
         self._nested.append(Elapsed())
         try:

@@ -31,7 +31,8 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
             f"{calls_sentence(passes)}{lower}{reused_sentence(passes)}{outside_sentence(passes)}")
 
 
-#: what each phase of the run's time outside its stages is, for a reader (:meth:`advspatial.passes.PassLedger.phase`)
+#: what each phase of the run's time outside its stages is, for a reader: one entry per
+#: :data:`advspatial.phase_clock.PHASES` (:meth:`advspatial.passes.PassLedger.phase`)
 PHASE_WORDS = {"setup": "loading the model and images", "forecast": "the forecast", "rows": "the per-image rows",
                "statistics": "the statistics and verdicts", "figures": "the figures", "report": "the report",
                "stage files": "reading and saving stage files", "other": "the rest"}
