@@ -31,7 +31,7 @@ from advspatial.statistics.inference import (
 from advspatial.statistics.wording import describe
 from advspatial.regions.binarization import pool_to_scale
 from advspatial.statistics.pixel_test import pixel_in_roi_test, poisson_binomial_pmf
-from advspatial.statistics.placement import placement_table
+from advspatial.statistics.placement import PLACEMENT_STREAM, placement_shifts, placement_table
 
 
 def brute_force_null(pairs: np.ndarray, groups: list[int]) -> np.ndarray:
@@ -225,6 +225,21 @@ def test_placement_p_detects_co_location_and_follows_sample_ids():
     assert a.p == pytest.approx(b.p) and a.z == pytest.approx(b.z)  # the draws follow the image, not its position
     c = placement_comparison(iou_table(imp, att, roi, roa), ids, 99, seed=4)
     assert c.z != pytest.approx(a.z)
+
+
+def test_placement_shifts_are_each_images_own_draws_read_only_and_in_range():
+    """Column i is a function of (seed, sample id i) alone: the same draws in any order, beside any other images,
+    equal to the stream's own draw; shared arrays cannot be written."""
+    ids = torch.tensor([7, 3, 12, 5])
+    shifts = placement_shifts(ids, 300, 49, seed=2)
+    assert shifts.shape == (300, 4) and shifts.min() >= 0 and shifts.max() < 49
+    assert not shifts.flags.writeable
+    order = [2, 0, 3, 1]
+    np.testing.assert_array_equal(placement_shifts(ids[order], 300, 49, seed=2), shifts[:, order])
+    np.testing.assert_array_equal(placement_shifts(ids[1:2], 300, 49, seed=2)[:, 0], shifts[:, 1])
+    first = np.random.default_rng([PLACEMENT_STREAM, 2, 7]).integers(0, 49, size=300)
+    np.testing.assert_array_equal(shifts[:, 0], first)
+    assert not np.array_equal(placement_shifts(ids, 300, 49, seed=3), shifts)
 
 
 def iou_table(imp, att, roi, roa):

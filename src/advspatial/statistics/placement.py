@@ -101,6 +101,8 @@ _kept_shifts: dict[tuple[bytes, int, int, int], np.ndarray] = {}
 def placement_shifts(sample_ids: Any, count: int, pixels: int, seed: int = 0) -> np.ndarray:
     """(count, N) int64 uniform shift indices in [0, pixels): column i drawn from ``(stream, seed, sample_ids[i])``.
 
+    The array is the transposed view of an (N, count) one: an image's draws lie together, as the tests read them.
+
     Shift 0 (the observed placement) is allowed: under the null the observed
     placement is one uniform draw among the P, which is what makes the Monte
     Carlo p valid at any ``count``.
@@ -111,11 +113,12 @@ def placement_shifts(sample_ids: Any, count: int, pixels: int, seed: int = 0) ->
     key = (ids.tobytes(), int(count), int(pixels), int(seed))
     if key in _kept_shifts:
         return _kept_shifts[key]
-    out = np.empty((int(count), len(ids)), dtype=np.int64)
+    by_image = np.empty((len(ids), int(count)), dtype=np.int64)  # an image's draws in one row: written in order
     for k, sid in enumerate(ids.tolist()):
         rng = np.random.default_rng([PLACEMENT_STREAM, int(seed) & 0xFFFFFFFF, int(sid) & 0xFFFFFFFFFFFF])
-        out[:, k] = rng.integers(0, int(pixels), size=int(count))
-    out.flags.writeable = False  # shared between callers
+        by_image[k] = rng.integers(0, int(pixels), size=int(count))
+    by_image.flags.writeable = False  # shared between callers (a view made after this is read-only too)
+    out = by_image.T  # (count, N), a view whose rows of images are what the tests index
     if out.size <= SHIFT_ENTRIES:
         while len(_kept_shifts) >= SHIFT_SETS:
             _kept_shifts.pop(next(iter(_kept_shifts)))
