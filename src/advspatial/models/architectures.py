@@ -13,7 +13,8 @@ from typing import cast
 import torch
 from torch import nn
 
-from .folding import conv_bn, hooked
+from .folding import conv_bn
+from .hooks import hooked
 from .pooling import MaxPool2x2, commutes
 from .registry import register_model
 

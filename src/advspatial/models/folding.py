@@ -32,7 +32,8 @@ import weakref
 
 import torch
 from torch import fx, nn
-from torch.nn.modules import module as torch_module
+
+from .hooks import hooked
 
 #: per BatchNorm, the cache key of its fold and the folded (weight, bias)
 _FOLDS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, torch.Tensor, torch.Tensor]] = weakref.WeakKeyDictionary()
@@ -70,24 +71,8 @@ def tracing(x: torch.Tensor) -> bool:
     return isinstance(x, fx.Proxy) or torch.jit.is_tracing()
 
 
-def hooked(*modules: nn.Module) -> bool:
-    """Whether any of ``modules`` has a forward or backward hook, or any global module hook is registered: then
-    what the hook sees must be the modules' own calls."""
-    return any(_hooked(m) for m in modules) or _global_hooks()
-
-
 def _parameters(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> list[torch.Tensor]:
     return [t for t in (conv.weight, conv.bias, bn.weight, bn.bias) if t is not None]
-
-
-def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or module._backward_pre_hooks)
-
-
-def _global_hooks() -> bool:
-    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
-                or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks)
 
 
 def _folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,6 +2,9 @@
 
 - :func:`frozen_eval`: eval mode with parameter gradients off, both restored afterwards;
 - :func:`forward_hooks`: forward hooks on named modules, always removed (also on an exception);
+- :func:`hooked`, :func:`has_hooks`, :func:`has_forward_hooks`: whether a module carries hooks (or any global
+  module hook is registered), so that a shortcut past its own call (a folded BatchNorm, a ReLU after its pooling,
+  an incremental forward) is taken only where no hook would miss a call;
 - :func:`resolve_layer` (with :func:`named_layer`, :func:`module_by_name`, :func:`declared_cam_layer`,
   :func:`find_feature_layer`): a layer given by name or module, else the model's
   declared ``cam_layer``, else the last module with a 4-D feature map;
@@ -37,6 +40,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
 from ..errors import ConfigError, ModelError
 
@@ -70,6 +74,39 @@ def forward_hooks(modules: Mapping[str, nn.Module],
     finally:
         for handle in handles:
             handle.remove()
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has forward or forward-pre hooks of its own: a forward that bypasses its call would miss
+    them."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has hooks of its own, forward or backward."""
+    return has_forward_hooks(module) or bool(module._backward_hooks or module._backward_pre_hooks)
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether any of ``modules`` has a forward or backward hook, or any global module hook is registered: then
+    what the hook sees must be the modules' own calls.
+
+    Example::
+
+        >>> conv = nn.Conv2d(1, 1, 1)
+        >>> hooked(conv)
+        False
+        >>> handle = conv.register_forward_hook(lambda *args: None)
+        >>> hooked(conv), has_forward_hooks(conv)
+        (True, True)
+        >>> handle.remove()
+    """
+    return any(has_hooks(m) for m in modules) or _global_hooks()
+
+
+def _global_hooks() -> bool:
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks
+                or torch_module._global_backward_hooks or torch_module._global_backward_pre_hooks)
 
 
 def module_by_name(model: nn.Module, name: str) -> nn.Module:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 
-from .folding import hooked, tracing
+from .folding import tracing
+from .hooks import hooked
 
 
 class MaxPool2x2(nn.MaxPool2d):

@@ -42,7 +42,8 @@ from torch import nn
 from ..environment import cache_dir, cache_path
 from ..errors import AdvspatialError, ModelError, unknown_name
 from .cifar_resnet import CifarResNet
-from .folding import conv_bn, hooked, tracing
+from .folding import conv_bn, tracing
+from .hooks import hooked
 from .loading import Normalized, load_weights
 
 ZOO_EXTRA_HINT = "pip install 'advspatial[zoo]'"

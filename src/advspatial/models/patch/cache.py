@@ -30,6 +30,8 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import nn
 
+from ..hooks import has_hooks
+
 T = TypeVar("T")
 
 _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device)
@@ -61,8 +63,7 @@ def model_state(model: nn.Module) -> tuple[tuple, list[torch.Tensor]]:
                 tensors.append(value)
             elif key == "forward" or not key.startswith("_"):
                 attributes.append((key, _plain(value)))
-        hooks = any(getattr(module, h, None) for h in (
-            "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+        hooks = has_hooks(module)
         signature.append((name, id(module), type(module), module.training, hooks, tuple(attributes)))
     return tuple(signature), tensors
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...errors import ShapeError
+from ..hooks import has_forward_hooks
 from .stem import (
     POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, Axis, UnsupportedModel, conv_padding, is_positionless,
     as_pair, usable_in_eval, check_patch_inputs,
@@ -178,7 +179,7 @@ class GraphPatchForward:
         size = tuple(self.values[source].shape[2:])
         if node.op == "call_module":
             module = self.model.get_submodule(str(node.target))
-            if module._forward_hooks or module._forward_pre_hooks or node.args != (source,) or node.kwargs:
+            if has_forward_hooks(module) or node.args != (source,) or node.kwargs:
                 return None
             if type(module) is nn.Conv2d:
                 try:
@@ -254,7 +255,7 @@ class GraphPatchForward:
         """A function of the window for a layer that acts on every position alike, else None."""
         if node.op == "call_module":
             module = self.model.get_submodule(str(node.target))
-            if module._forward_hooks or module._forward_pre_hooks or node.args != (source,) or node.kwargs:
+            if has_forward_hooks(module) or node.args != (source,) or node.kwargs:
                 return None
             return module if type(module) in POINTWISE_MODULES and usable_in_eval(module) else None
         if node.op == "call_function" and node.target is F.pad:

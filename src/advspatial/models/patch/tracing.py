@@ -14,6 +14,7 @@ import operator
 import torch
 from torch import fx, nn
 
+from ..hooks import has_forward_hooks
 from ..outputs import has_only_guards
 from .stem import (
     POINTWISE_FUNCTIONS, POINTWISE_METHODS, POINTWISE_MODULES, StemNode, UnsupportedModel, is_positionless,
@@ -61,7 +62,7 @@ class StemTracer:
             return None
         if node.op == "call_module":
             module = self.model.get_submodule(str(node.target))
-            if module._forward_hooks or module._forward_pre_hooks:
+            if has_forward_hooks(module):
                 return None
             if len(node.args) != 1 or node.kwargs:
                 return None

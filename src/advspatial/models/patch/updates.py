@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..hooks import has_forward_hooks
 from .stem import StemNode
 
 
@@ -345,7 +346,7 @@ def flatten_then_linear(model: nn.Module, boundary: fx.Node) -> tuple[nn.Linear,
     if linear_node.op != "call_module" or linear_node.args != (flatten_node,) or linear_node.kwargs:
         return None
     linear = model.get_submodule(str(linear_node.target))
-    if type(linear) is not nn.Linear or linear._forward_hooks or linear._forward_pre_hooks:
+    if type(linear) is not nn.Linear or has_forward_hooks(linear):
         return None
     return linear, flatten_node, linear_node
 
@@ -356,7 +357,7 @@ def is_flatten_from_dim1(model: nn.Module, node: fx.Node, source: fx.Node) -> bo
         module = model.get_submodule(str(node.target))
         return (type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1
                 and node.args == (source,) and not node.kwargs
-                and not (module._forward_hooks or module._forward_pre_hooks))
+                and not has_forward_hooks(module))
     is_call = (node.op == "call_function" and node.target is torch.flatten) or \
         (node.op == "call_method" and node.target == "flatten")
     return is_call and node.args == (source, 1) and not node.kwargs
