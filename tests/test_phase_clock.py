@@ -11,18 +11,26 @@ from advspatial.phase_clock import PHASES, Elapsed, PhaseClock
 from advspatial.report.passes import PHASE_WORDS
 
 
-def test_a_stage_closed_inside_a_phase_is_taken_off_it_and_off_its_parent() -> None:
+def test_a_stage_closed_inside_a_phase_is_taken_off_it_and_off_its_parent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Known answers on a scripted clock (CPU, elapsed): no real time, so no slack for a loaded machine."""
+    ticks = iter([Elapsed(0.0, 0.0), Elapsed(1.0, 1.0), Elapsed(4.0, 5.0), Elapsed(6.0, 8.0)])
+    monkeypatch.setattr(Elapsed, "now", classmethod(lambda cls: next(ticks)))
     clock = PhaseClock()
-    started = time.perf_counter()
-    with clock.phase("other"):
-        with clock.phase("statistics"):
-            time.sleep(0.03)
-            clock.stage_closed(Elapsed(0.0, 0.02))  # as if 0.02 s of the wait were a stage's
-    block = time.perf_counter() - started
-    statistics, other = clock.phases["statistics"], clock.phases["other"]
-    assert statistics.wall == pytest.approx(block - 0.02, abs=0.005)
-    assert abs(other.wall) < 0.005  # it did nothing of its own
-    assert clock.stage_seconds == Elapsed(0.0, 0.02)
+    with clock.phase("other"):  # enters at (0, 0)
+        with clock.phase("statistics"):  # enters at (1, 1)
+            clock.stage_closed(Elapsed(1.0, 2.0))  # a stage inside it took (1, 2)
+        # leaves at (4, 5): its block (3, 4) less the stage's (1, 2)
+    # leaves at (6, 8): its block (6, 8) less the stage's (1, 2) and less the nested phase's (2, 2)
+    assert clock.phases["statistics"] == Elapsed(2.0, 2.0)
+    assert clock.phases["other"] == Elapsed(3.0, 4.0)
+    assert clock.stage_seconds == Elapsed(1.0, 2.0)
+
+
+def test_a_phase_on_the_real_clock_counts_at_least_its_own_wait() -> None:
+    clock = PhaseClock()
+    with clock.phase("figures"):
+        time.sleep(0.02)
+    assert clock.phases["figures"].wall >= 0.02
 
 
 def test_the_recorded_seconds_are_rounded_and_never_negative() -> None:
