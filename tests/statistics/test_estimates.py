@@ -93,6 +93,7 @@ def test_sign_flip_p_reuses_its_signs_without_changing_a_digit(monkeypatch):
 
     rng = np.random.default_rng(4)
     samples = [rng.normal(0.1, 1.0, n) for n in (3, 17, 184, 460)] + [np.round(rng.normal(0, 1, 40), 1)]
+    samples.append(0.1 * rng.choice([-1.0, 1.0], 31))  # equal magnitudes: many flips as far out as observed
     monkeypatch.setattr(estimates, "SIGN_ENTRIES", 200 * 4500)  # room for a few sets only: eviction is exercised
     estimates._kept_signs.clear()
     for d in samples * 2:  # the second round reads the kept signs where they were kept
