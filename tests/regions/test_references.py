@@ -120,6 +120,30 @@ def test_masks_of_one_call_must_share_their_shape():
         top_count_masks({"a": torch.rand(2, 16)}, torch.tensor([3, 3]))
 
 
+def _top_count_by_sorting(flat: torch.Tensor, by_noise: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The definition: sort each row's values (in the tie-break order) descending, stably; take the first count."""
+    values = flat.gather(1, by_noise).nan_to_num(nan=0.0)
+    taken_sorted = torch.arange(flat.shape[1])[None, :] < counts[:, None]
+    taken = torch.zeros_like(taken_sorted).scatter_(1, values.argsort(dim=1, descending=True, stable=True),
+                                                    taken_sorted)
+    return torch.zeros_like(taken).scatter_(1, by_noise, taken) & ~flat.isnan().any(1, keepdim=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_top_count_without_a_sort_takes_what_a_stable_descending_sort_takes(n, pixels, seed):
+    from advspatial.regions.references import _top_count
+
+    gen = torch.Generator().manual_seed(seed)
+    flat = (torch.rand(n, pixels, generator=gen) * 4).floor() - 1  # ties, zeros, negatives
+    specials = torch.tensor([-0.0, 0.0, float("inf"), -float("inf"), float("nan")])
+    chosen = torch.rand(n, pixels, generator=gen) < 0.2
+    flat[chosen] = specials[torch.randint(0, 5, (int(chosen.sum()),), generator=gen)]
+    by_noise = torch.rand(n, pixels, generator=gen).argsort(dim=1)
+    counts = torch.randint(0, pixels + 1, (n,), generator=gen)
+    assert torch.equal(_top_count(flat, by_noise, counts), _top_count_by_sorting(flat, by_noise, counts))
+
+
 def test_top_count_mask_of_a_nan_map_is_empty():
     maps = torch.rand(2, 4, 4)
     maps[1] = float("nan")

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from ..errors import ShapeError, unknown_name
 from ..runtime import per_sample_noise, sample_ids_or_range, stream_seed
 from .checks import check_same_shape
-from .controls import inverse_permutation
 
 #: the model-free reference maps, in the order they are reported
 REFERENCE_MAPS = ("class-layout", "dataset-layout", "centre", "intensity", "edges")
@@ -234,9 +233,17 @@ def top_count_masks(maps: Mapping[str, torch.Tensor], counts: torch.Tensor, seed
 def _top_count(flat: torch.Tensor, by_noise: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """(N, HW) bool: the ``counts`` largest values of each row of ``flat``, ties in the order ``by_noise``; an empty
     row where the row holds a NaN."""
-    values = flat.gather(1, by_noise).nan_to_num(nan=0.0)
-    by_value = values.argsort(dim=1, descending=True, stable=True)
-    ranks = inverse_permutation(by_noise.gather(1, by_value))
-    mask = ranks < counts[:, None]
+    values = flat.gather(1, by_noise).nan_to_num(nan=0.0)  # in the tie-break order
+    counts = counts.clamp(0, flat.shape[1])
+    most = int(counts.max()) if counts.numel() else 0
+    if most == 0:
+        return torch.zeros_like(flat, dtype=torch.bool)
+    # each row's count-th largest value: every value above it is taken, then the values at it in tie-break order
+    # until the count is reached (what a stable descending sort of the row would take, without sorting the row)
+    cut = values.topk(most, dim=1).values.gather(1, (counts - 1).clamp_min(0)[:, None])
+    above, at = values > cut, values == cut
+    chosen = above | (at & (at.cumsum(1) <= counts[:, None] - above.sum(1, keepdim=True)))
+    chosen &= counts[:, None] > 0
+    mask = torch.empty_like(chosen).scatter_(1, by_noise, chosen)  # back to pixel order
     mask &= ~flat.isnan().any(1, keepdim=True)
     return mask
