@@ -112,6 +112,17 @@ def test_correlations_match_scipy() -> None:
     np.testing.assert_allclose(ranks.numpy(), ref)
 
 
+def test_importance_ranks_given_give_the_same_statistics_and_a_wrong_shape_is_one_line() -> None:
+    gen = torch.Generator().manual_seed(3)
+    imp, att = (torch.rand(4, 5, 6, generator=gen) * 3).floor(), torch.rand(4, 5, 6, generator=gen)
+    roi, roa = binarize(imp).mask, binarize(att).mask
+    given_ranks = overlap_statistics(imp, att, roi, roa, importance_rank=average_ranks(imp.flatten(1)))
+    for name, value in overlap_statistics(imp, att, roi, roa).items():
+        assert torch.equal(given_ranks[name], value), name
+    with pytest.raises(ShapeError, match=r"importance_rank must have shape \(4, 30\), got \(4, 29\)"):
+        overlap_statistics(imp, att, roi, roa, importance_rank=torch.zeros(4, 29))
+
+
 # -- pair matrices and the engine on real region statistics ---------------------------------
 
 def _blobs(n: int, size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import ShapeError
 from .checks import check_maps, check_mask, check_same_shape
 
 STATISTICS = ("iou", "dice", "energy_in_roi", "pointing_game", "spearman", "pearson")
@@ -112,20 +113,27 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def overlap_statistics(
-    importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor
+    importance: torch.Tensor, attack: torch.Tensor, roi: torch.Tensor, roa: torch.Tensor, *,
+    importance_rank: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-image overlap statistics, each (N,) float, keys = :data:`STATISTICS`.
 
     ``iou``/``dice`` compare the regions, ``energy_in_roi``/``pointing_game``
     the attack map with RoI, ``spearman``/``pearson`` the two continuous maps.
+    ``importance_rank``: ``average_ranks(importance.flatten(1))`` when the caller already has it (the same
+    importance maps against several attack maps sort once).
     """
     check_maps(importance, "importance")
     check_maps(attack, "attack")
     check_mask(roi, "roi")
     check_mask(roa, "roa")
     check_same_shape(importance.shape, attack=attack, roi=roi, roa=roa)
-    return _statistics(importance, attack, roi, roa, average_ranks(importance.flatten(1)),
-                       average_ranks(attack.flatten(1)))
+    if importance_rank is None:
+        importance_rank = average_ranks(importance.flatten(1))
+    elif importance_rank.shape != importance.flatten(1).shape:
+        raise ShapeError(f"importance_rank must have shape {tuple(importance.flatten(1).shape)}, "
+                         f"got {tuple(importance_rank.shape)}")
+    return _statistics(importance, attack, roi, roa, importance_rank, average_ranks(attack.flatten(1)))
 
 
 def _statistics(

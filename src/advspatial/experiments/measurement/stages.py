@@ -25,8 +25,9 @@ from ...data import ImageDataset
 from ...distributed import on_every_rank
 from ...maps import attack_map, importance_map
 from ...maps._common import feature_map_size
-from ...regions import MapAccumulator, binarize, overlap_statistics, segregate
+from ...regions import Binarized, MapAccumulator, binarize, overlap_statistics, segregate
 from ...regions.binarization import pool_to_scale
+from ...regions.overlap import average_ranks
 from ...regions.references import IMAGE_REFERENCES, reference_maps
 from ...rundir import RunDir
 from ...runtime import batch_slices
@@ -196,13 +197,30 @@ def attack_maps(ctx: Context[MeasurementConfig], name: str, kind: str, b: int, s
     return MAPS.at(name, kind).get(ctx.rundir, compute, b)
 
 
+@dataclass(frozen=True)
+class CleanRegion:
+    """What every attack map of a clean batch is compared with: the importance maps at the statistics' scale,
+    their RoI and their average ranks (made once per batch, not once per attack map)."""
+
+    importance: torch.Tensor
+    roi: Binarized
+    rank: torch.Tensor
+
+    @staticmethod
+    def of(imp: torch.Tensor, ids: torch.Tensor, config: MeasurementConfig) -> CleanRegion:
+        """The RoI (the ``fraction`` of largest values, ties keyed by ``ids``) and the ranks of maps ``imp``."""
+        return CleanRegion(imp, binarize(imp, fraction=config.fraction, seed=config.seed, sample_ids=ids),
+                           average_ranks(imp.flatten(1)))
+
+
 def region_rows(
-    imp: torch.Tensor, amap: torch.Tensor, ids: torch.Tensor, config: MeasurementConfig
+    clean: CleanRegion, amap: torch.Tensor, ids: torch.Tensor, config: MeasurementConfig
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Per-image statistics and part fractions; returns (columns, roi, roa)."""
-    roi_b = binarize(imp, fraction=config.fraction, seed=config.seed, sample_ids=ids)
+    """Per-image statistics and part fractions of attack maps ``amap`` against the batch's ``clean`` region;
+    returns (columns, roi, roa)."""
+    imp, roi_b = clean.importance, clean.roi
     roa_b = binarize(amap, fraction=config.fraction, seed=config.seed + 1, sample_ids=ids)
-    stats = overlap_statistics(imp, amap, roi_b.mask, roa_b.mask)
+    stats = overlap_statistics(imp, amap, roi_b.mask, roa_b.mask, importance_rank=clean.rank)
     partition = segregate(roi_b.mask, roa_b.mask)
     pixels = imp.shape[1] * imp.shape[2]
     cols = {k: v.float() for k, v in stats.items()}
@@ -242,8 +260,6 @@ class AttackSummary:
     def kept(self, kind: str) -> int:
         """How many images of one attack map enter the statistics."""
         return sum(len(part) for part in self.stores[kind])
-
-
 
     def kinds(self) -> list[str]:
         """The attack maps of this attack, the main one first."""
@@ -328,10 +344,11 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
         references = {r: ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}
         panel_maps = {m: ctx.at_scale(stages.panel[m][:size]) for m in panel}
         cols: dict[str, torch.Tensor] = {}
+        clean = CleanRegion.of(imp, ids, cfg)
         for kind in kinds:
             maps = stages.maps[kind]
             amap = ctx.at_scale(maps.map)
-            stats, roi, roa = region_rows(imp, amap, ids, cfg)
+            stats, roi, roa = region_rows(clean, amap, ids, cfg)
             cols.update({f"{kind}:{k}": v for k, v in stats.items()})
             ok = success
             if maps.completeness_error is not None and maps.flagged is not None:
