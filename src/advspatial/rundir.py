@@ -22,9 +22,6 @@ if TYPE_CHECKING:
     from .model_work import ModelWorkStore
 
 T = TypeVar("T")
-#: the phase of the run's time outside its stages spent reading and writing stage files (a value still on a device
-#: is copied to the host as it is written; inside a stage, that stage's time)
-STAGE_FILES = "stage files"
 
 
 class RunDir:
@@ -83,7 +80,7 @@ class RunDir:
     def _read_stage(self, name: str) -> tuple[object, dict | None]:
         """(value, header) of stage ``name``'s file (header None: written before stage files carried one)."""
         path = self.stage_path(name)
-        with self.passes.phase(STAGE_FILES):
+        with self.passes.phase("stage files"):
             stored = load_torch_file(path, f"stage file {path} of the run is unreadable",
                                      "delete it and resume to recompute it")
         if not (isinstance(stored, dict) and self.STAGE_KEY in stored):
@@ -107,7 +104,7 @@ class RunDir:
             header["reused"] = dict(reused)
         elif name in self._joint:
             header["joint"] = list(self._joint)
-        with self.passes.phase(STAGE_FILES):
+        with self.passes.phase("stage files"):  # a value still on a device is copied to the host as it is written
             atomic_torch_save({self.STAGE_KEY: header, "value": value}, self.stage_path(name))
 
     @contextlib.contextmanager

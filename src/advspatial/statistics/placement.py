@@ -126,7 +126,6 @@ def placement_shifts(sample_ids: Any, count: int, pixels: int, seed: int = 0) ->
     return out
 
 
-
 def check_sample_ids(sample_ids: Any | None, n: int) -> torch.Tensor:
     """(N,) int64 sample ids (``arange(n)`` when None), checked for length."""
     if sample_ids is None:
