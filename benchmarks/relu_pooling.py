@@ -14,11 +14,13 @@ in both. Ratios in one run; not a test. Example::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from unittest import mock
 
@@ -26,8 +28,23 @@ import torch
 
 from advspatial.models import architectures, build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batchnorm_folding import compare, prepared  # a sibling script: its clock and preparation
+
+
+def _sibling(name: str) -> ModuleType:
+    """A script beside this one, imported by its path (``benchmarks/`` is no package, and ``sys.path`` stays as it
+    is whoever imports this script)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # where its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_folding = _sibling("batchnorm_folding")  # its clock and preparation
+compare, prepared = _folding.compare, _folding.prepared
 
 #: the networks with a ReLU before a 2x2 max pooling, at the default run's batch
 NETWORKS = ("smallcnn", "lenet5", "gapnet")
