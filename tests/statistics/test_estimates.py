@@ -9,7 +9,9 @@ import pytest
 from scipy import stats
 
 from advspatial.errors import ConfigError
-from advspatial.statistics.estimates import CI_METHODS, bca_levels, bootstrap_mean_ci, mean_acceleration, sign_flip_p
+from advspatial.statistics.estimates import (
+    CI_METHODS, bca_levels, bootstrap_mean_ci, bootstrap_median_ci, mean_acceleration, sign_flip_p,
+)
 
 
 @pytest.mark.parametrize("n,seed,resamples", [(7, 0, 999), (30, 3, 2000), (200, 11, 500)])
@@ -27,6 +29,21 @@ def test_bca_equals_scipy_on_the_same_resamples(n, seed, resamples):
                               rng=np.random.default_rng(seed)).confidence_interval
     assert (pct.low, pct.high) == pytest.approx((ref_pct.low, ref_pct.high), abs=1e-12)
     assert (ours.low, ours.high) != (pct.low, pct.high)  # the correction moved the interval
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 45, 10**9])  # one value a chunk, a ragged last chunk, one chunk
+def test_resamples_reduced_in_chunks_give_every_digit_of_all_at_once(monkeypatch, chunk):
+    from advspatial.statistics import estimates
+
+    values = np.random.default_rng(2).lognormal(size=23)
+    whole = (bootstrap_mean_ci(values, seed=5, resamples=301), bootstrap_median_ci(values, seed=5, resamples=301))
+    monkeypatch.setattr(estimates, "RESAMPLED_VALUES", chunk)
+    assert (bootstrap_mean_ci(values, seed=5, resamples=301),
+            bootstrap_median_ci(values, seed=5, resamples=301)) == whole
+    idx = np.random.default_rng(5).integers(0, values.size, size=(301, values.size))  # the definition, at once
+    means, medians = values[idx].mean(axis=1), np.median(values[idx], axis=1)
+    assert np.array_equal(estimates._resampled(values, 5, 301, np.mean), means)
+    assert np.array_equal(estimates._resampled(values, 5, 301, np.median), medians)
 
 
 def test_acceleration_is_the_jackknife_closed_form():

@@ -6,7 +6,7 @@ Part of the statistics engine (:mod:`advspatial.statistics.inference`, which nam
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from statistics import NormalDist
@@ -47,7 +47,6 @@ def finite_values(values: Any) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
-
 def finite_mean(values: Sequence[float]) -> float:
     """Mean of the non-NaN values (NaN when there is none): a per-image statistic over the images where it is
     defined, the way every metric is computed from per-image rows."""
@@ -61,6 +60,20 @@ def _resample_indices(seed: int, n: int, resamples: int) -> np.ndarray:
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     idx.flags.writeable = False
     return idx
+
+
+#: resampled values gathered at once (float64: 8 MB), so that a large sample's resamples are reduced while in cache
+RESAMPLED_VALUES = 1_000_000
+
+
+def _resampled(values: np.ndarray, seed: int, resamples: int,
+               reduce: Callable[..., np.ndarray]) -> np.ndarray:
+    """(resamples,) ``reduce(values[indices], axis=1)`` over the bootstrap indices of ``seed``, a chunk of resamples
+    at a time: the same numbers as all at once (each resample's row is reduced alone), without a (resamples, n)
+    array of values."""
+    idx = _resample_indices(int(seed), values.size, int(resamples))
+    rows = max(1, RESAMPLED_VALUES // values.size)
+    return np.concatenate([reduce(values[idx[start:start + rows]], axis=1) for start in range(0, idx.shape[0], rows)])
 
 
 #: the interval methods of :func:`bootstrap_mean_ci`
@@ -94,7 +107,7 @@ def bootstrap_mean_ci(
     mean = float(v.mean())
     if v.size == 1 or not np.any(v != v[0]):
         return Estimate(mean, mean, mean, int(v.size))
-    means = v[_resample_indices(int(seed), v.size, int(resamples))].mean(axis=1)
+    means = _resampled(v, seed, resamples, np.mean)
     tail = (1 - level) / 2
     levels = [tail, 1 - tail] if method == "percentile" else bca_levels(means, mean, mean_acceleration(v), tail)
     low, high = np.quantile(means, levels)
@@ -113,7 +126,7 @@ def bootstrap_median_ci(values: Any, seed: int = 0, level: float = 0.95,
     median = float(np.median(v))
     if v.size == 1:
         return Estimate(median, median, median, 1)
-    medians = np.median(v[_resample_indices(int(seed), v.size, int(resamples))], axis=1)
+    medians = _resampled(v, seed, resamples, np.median)
     tail = (1 - level) / 2
     low, high = np.quantile(medians, [tail, 1 - tail])
     return Estimate(median, float(low), float(high), int(v.size))
