@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from advspatial.errors import ShapeError
 from advspatial.regions import STATISTICS, binarize, overlap_statistics, pairwise_statistics, segregate
-from advspatial.regions.overlap import average_ranks
+from advspatial.regions.overlap import average_ranks, overlap_counts
 from advspatial.statistics.inference import compare_to_nulls
 
 
@@ -144,6 +144,22 @@ def test_pair_matrices_hold_every_statistic_of_every_pairing() -> None:
         moved = overlap_statistics(imp[[j] * 7], att, roi[[j] * 7], roa)
         for name in STATISTICS:
             torch.testing.assert_close(pairs[name][j], moved[name], atol=1e-6, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("precision", ["highest", "high"])
+def test_overlap_counts_are_the_float64_products_digit_for_digit(precision: str) -> None:
+    gen = torch.Generator().manual_seed(9)
+    a = torch.rand(37, 3000, generator=gen) < 0.6
+    b = torch.rand(29, 3000, generator=gen) < torch.linspace(0, 1, 29)[:, None]  # empty to full rows
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(precision)  # below "highest" the counts are made in float64
+        counts = overlap_counts(a, b)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert counts.dtype == torch.float64
+    assert torch.equal(counts, a.double() @ b.double().T)
+    assert torch.equal(counts, (a[:, None, :] & b[None, :, :]).sum(2).double())
 
 
 def test_engine_finds_colocated_maps() -> None:
