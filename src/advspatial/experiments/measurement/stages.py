@@ -199,8 +199,8 @@ def attack_maps(ctx: Context[MeasurementConfig], name: str, kind: str, b: int, s
 
 @dataclass(frozen=True)
 class CleanRegion:
-    """What every attack map of a clean batch is compared with: the importance maps at the statistics' scale,
-    their RoI and their average ranks (made once per batch, not once per attack map)."""
+    """What each attack map of a batch is compared with: the importance maps at the statistics' scale, their RoI and
+    their average ranks (Spearman's), made once for all of an attack's maps of the batch (the L2 attacks have two)."""
 
     importance: torch.Tensor
     roi: Binarized
