@@ -77,6 +77,7 @@ def test_experiment_contract_on_synthetic_data(name: str, synthetic_setting: dic
     metrics = json.loads((out / "metrics.json").read_text())
     assert finite_numbers(metrics)
     assert_passes_add_up(metrics["model_passes"], (out / "report.html").read_text())
+    assert_phases_named(name, metrics["model_passes"])
     experiment = experiments()[name]
     if experiment.findings is None:
         pytest.skip(f"{name} has no typed findings yet")
@@ -111,6 +112,14 @@ def assert_passes_add_up(passes: dict[str, Any], report: str) -> None:
     assert passes["forward"] > 0 and passes["complete"]
     assert passes["forward_per_image"] == round(passes["forward"] / passes["images"], 1)
     assert f"Model passes: the run sent {passes['forward']:,} images forward" in report
+
+
+def assert_phases_named(name: str, passes: dict[str, Any]) -> None:
+    """The run's time outside its stages is split into the phases every experiment has (the statistics and the
+    report; the figures where it draws any), not left in "other"."""
+    named = {"statistics", "report"} | ({"figures"} if name != "baseline" else set())
+    phases = passes["outside_stages"]["phase_seconds"]
+    assert named <= set(phases), f"{name} names no phase {sorted(named - set(phases))} of its time"
 
 
 WITH_FIGURES = sorted(name for name, e in experiments().items()

@@ -288,7 +288,8 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     measured = measure(config, rundir, images, serve)
     info = ExamplesInfo(config.source, norm, why, labels_origin, len(examples.clean), examples.checksums)
     findings = measured.findings(AnalyzeFindings, examples=info)
-    return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
 
 
 def check_inputs(rundir: RunDir, examples: Examples) -> None:

@@ -51,11 +51,13 @@ def render(config: BaselineConfig, findings: BaselineFindings, figures: Path) ->
 def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
     ctx = prepare_context(config, rundir)
     correct = torch.cat(ctx.each_batch(lambda b, sl: correct_of(ctx, b, sl), desc="clean predictions"))
-    share = accuracy_with_interval(correct.numpy().astype(float))
+    with rundir.passes.phase("statistics"):
+        share = accuracy_with_interval(correct.numpy().astype(float))
     rows = [{"index": int(ctx.data.ids[i]), "label": int(ctx.data.labels[i]), "correct": bool(correct[i])}
             for i in range(len(ctx.data))]
     findings = BaselineFindings(share.value, [share.low, share.high], len(ctx.data))
-    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
 def correct_of(ctx: ExperimentContext[BaselineConfig], b: int, sl: slice) -> torch.Tensor:

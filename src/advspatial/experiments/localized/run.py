@@ -61,15 +61,18 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
         rows.extend(evaluations[mode].rows(mode, data.labels))
     seeds = other_seeds(ctx, methods, timings, rows)
     mask_gated = mask_uses_importance(config.mask, data)
-    claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
-                   alpha=config.significance)
-    findings = build_findings(config, len(data), rows, trained, gates, read_importance(methods, gates), mask_gated,
-                              claims)
+    with rundir.passes.phase("statistics"):
+        claims = judge(build_claims(config, data.labels, evaluations, gates, mask_gated, seeds), sesoi=config.sesoi,
+                       alpha=config.significance)
+        findings = build_findings(config, len(data), rows, trained, gates, read_importance(methods, gates),
+                                  mask_gated, claims)
     if start is not None:
         findings.finetune = finetune_facts(ctx, start, trained, timings)
     started = time.perf_counter()
-    draw_figures(ctx, findings, models, evaluations)
-    rendered = render(config, findings, rundir.figures)
+    with rundir.passes.phase("figures"):
+        draw_figures(ctx, findings, models, evaluations)
+    with rundir.passes.phase("report"):
+        rendered = render(config, findings, rundir.figures)
     timings["report"] = round(time.perf_counter() - started, 2)
     findings.timings = timings
     return ExperimentResult.of(findings, rows, rendered)

@@ -32,7 +32,8 @@ from .report import render
 def run_maps(config: MapsConfig, rundir: RunDir) -> ExperimentResult:
     """The RoI/RoA measurement of every attack (also ``advspatial maps`` for one attack)."""
     rows, findings = maps_analysis(config, rundir)
-    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
 def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,

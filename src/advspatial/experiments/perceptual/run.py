@@ -37,7 +37,10 @@ def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult
     curves = curves_pass(ctx, calibration, correct)
     gates = run_gates(ctx, calibration.eps)
     main = main_pass(ctx, calibration.eps)
-    roi = roi_of(ctx.method, ctx.importance_reason, gates)
-    findings = analyse(config, roi, main.rows, calibration, curves, gates, main.stores)
-    draw_figures(rundir.figures, config, findings, main, ctx.data.class_names)
-    return ExperimentResult.of(findings, main.rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("statistics"):
+        roi = roi_of(ctx.method, ctx.importance_reason, gates)
+        findings = analyse(config, roi, main.rows, calibration, curves, gates, main.stores)
+    with rundir.passes.phase("figures"):
+        draw_figures(rundir.figures, config, findings, main, ctx.data.class_names)
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, main.rows, render(config, findings, rundir.figures))

@@ -29,8 +29,11 @@ def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResu
     rows: list[dict[str, Any]] = []
     reach = random_reach_stage(ctx)
     summaries = [process_k(ctx, k, rows) for k in config.pixels_list]
-    add_reach_column(rows, reach.peak)
-    claims = build_claims(config, reach, summaries, rows)
-    findings = build_findings(config, len(ctx.data), rows, reach, summaries, claims)
-    draw_figures(ctx, summaries, findings)
-    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("statistics"):
+        add_reach_column(rows, reach.peak)
+        claims = build_claims(config, reach, summaries, rows)
+        findings = build_findings(config, len(ctx.data), rows, reach, summaries, claims)
+    with rundir.passes.phase("figures"):
+        draw_figures(ctx, summaries, findings)
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))

@@ -45,11 +45,15 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
     runs = [process_variant(ctx, (a, m), targets, runner, train) for a in config.attacks for m in config.modes]
     dissection = run_dissection(ctx)
     rows = [row for run in runs for row in run.rows]
-    claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, gate)
-    findings = build_findings(runs, claims, gate, Roi.judged(ctx.cam, ctx.cam_reason, gate), n=len(ctx.data),
-                              layer=ctx.layer, units=ctx.units, noise_floor=config.noise_floor, dissection=dissection)
-    draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
-    return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    with rundir.passes.phase("statistics"):
+        claims = judged_claims(config, {run.name: run.cam_test for run in runs}, rows, gate)
+        findings = build_findings(runs, claims, gate, Roi.judged(ctx.cam, ctx.cam_reason, gate), n=len(ctx.data),
+                                  layer=ctx.layer, units=ctx.units, noise_floor=config.noise_floor,
+                                  dissection=dissection)
+    with rundir.passes.phase("figures"):
+        draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
+    with rundir.passes.phase("report"):
+        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
 
 
 def pse_context(config: PSEConfig, rundir: RunDir) -> Context:
