@@ -211,3 +211,43 @@ def test_a_bar_redrawn_when_idle_is_not_drawn_again_by_its_next_update(monkeypat
     bar.update(1)  # an interval later: tqdm's own line
     assert len(log.getvalue().splitlines()) == drawn + 2 and "2/10" in log.getvalue().splitlines()[-1]
     bar.close()
+
+
+def test_an_idle_bar_shows_where_a_long_loop_is_and_forgets_it_when_the_loop_ends(monkeypatch, clock: Clock) -> None:
+    """A one-pixel search of 75 generations inside one batch: the bar said 0/1 and the elapsed time only."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = progress_bar(total=1, desc="1-pixel attack", unit="batch")
+    for generation in progress.steps("generation", 75):
+        if generation == 11:
+            clock.now += progress.LOG_INTERVAL
+            progress.tick()
+            assert log.getvalue().splitlines()[-1].endswith("generation 12/75]")
+        if generation == 41:
+            break  # every image fooled: the search stops early
+    assert progress._ACTIVITY.step is None
+    bar.update(1)
+    bar.close()
+    assert "generation" not in log.getvalue().splitlines()[-1]  # the batch's last line carries no stale step
+
+
+def test_a_heartbeat_says_where_a_long_loop_is(monkeypatch, clock: Clock) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    with progress.heartbeat("propagation"):
+        for _ in progress.steps("generation", 3):
+            clock.now += progress.LOG_INTERVAL + 1
+            progress.tick()
+    assert log.getvalue().splitlines() == [f"propagation: still working, {t} so far (generation {k}/3)"
+                                           for k, t in ((1, "31 s"), (2, "1 min 02 s"), (3, "1 min 33 s"))]
+
+
+def test_a_bars_own_postfix_is_left_alone_when_no_loop_runs(monkeypatch, clock: Clock) -> None:
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = progress_bar(total=2, desc="train", unit="batch")
+    bar.set_postfix_str("loss 0.31", refresh=False)
+    clock.now += progress.LOG_INTERVAL
+    progress.tick()
+    assert log.getvalue().splitlines()[-1].endswith("loss 0.31]")
+    bar.close()

@@ -51,6 +51,8 @@ class _Activity:
         self.beats: list[_Beat] = []
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
+        #: where the innermost long loop is (:func:`steps`), shown by an idle bar or a heartbeat; None outside one
+        self.step: str | None = None
 
     def wrote(self) -> None:
         self.last_output = _now()
@@ -142,6 +144,29 @@ def note(message: str) -> None:
     _ACTIVITY.wrote()
 
 
+def steps(label: str, total: int) -> Iterator[int]:
+    """``range(total)`` that says where it is: while the loop runs, an idle bar the ticker redraws carries
+    ``"LABEL i/total"`` after its count and a heartbeat's line ends with it, so a batch that runs an hour inside one
+    call (a one-pixel search of 75 generations) shows how far it is, not only its elapsed time. One attribute write a
+    step; the note is gone once the loop ends or is left.
+
+    Example::
+
+        >>> [generation for generation in steps("generation", 3)]
+        [0, 1, 2]
+    """
+    try:
+        for done in range(int(total)):
+            _ACTIVITY.step = f"{label} {done + 1}/{total}"
+            yield done
+    finally:
+        _ACTIVITY.step = None
+        with _ACTIVITY.lock:
+            bars = list(_ACTIVITY.bars)
+        for bar in bars:  # before the bar's next line (its batch done) could still carry the last step
+            _show_step(bar, None)
+
+
 @dataclass
 class _Beat:
     """One open :func:`heartbeat`."""
@@ -195,8 +220,10 @@ def tick() -> None:
     line where nothing was written for its interval (the ticker thread calls this every :data:`TICK` seconds)."""
     with _ACTIVITY.lock:
         bars, beats = list(_ACTIVITY.bars), list(_ACTIVITY.beats)
+    step = _ACTIVITY.step
     for bar in bars:
         if not bar.disable and _now() - bar.redrawn_at >= bar.idle_interval():
+            _show_step(bar, step)
             bar.refresh()
             # as tqdm's own update does after a print, so its next timed line is an interval after this one
             bar.last_print_n, bar.last_print_t = bar.n, bar._time()
@@ -204,7 +231,19 @@ def tick() -> None:
         _print_polled(beat)
         if _ACTIVITY.idle_for() >= beat.interval and _now() - beat.beaten >= beat.interval:
             beat.beaten = _now()
-            note(f"{beat.label}: still working, {duration(_now() - beat.started)} so far")
+            at = "" if step is None else f" ({step})"
+            note(f"{beat.label}: still working, {duration(_now() - beat.started)} so far{at}")
+
+
+def _show_step(bar: Any, step: str | None) -> None:
+    """The bar's postfix is the loop's place (:func:`steps`) while one runs; a postfix put there earlier is taken
+    away once the loop has ended, and a postfix of the bar's own is left alone."""
+    if step is not None:
+        bar.set_postfix_str(step, refresh=False)
+        bar.showing_step = True
+    elif getattr(bar, "showing_step", False):
+        bar.set_postfix_str("", refresh=False)
+        bar.showing_step = False
 
 
 def _print_polled(beat: _Beat) -> None:

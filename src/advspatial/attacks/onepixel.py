@@ -62,14 +62,12 @@ the cone cost more than the whole batch's forward pass (measured on an H100:
 LeNet5 16 µs per candidate by full passes against 47 µs incrementally, ResNet-20
 11 against 24 µs; benchmarks/README.md).
 
-Randomness: image ``i`` draws every random number (initial population, mutation
-indices, crossover) from its own generator seeded with ``(seed, sample_ids[i])``.
-The batched forward passes are the only shared computation. Their rounding is
-the backend's: oneDNN convolutions (6e-8 on an AMD EPYC, bit-equal on other
-CPUs) and MKL's sgemm (about 1e-6) can round a row differently for different
-batch sizes, in the incremental stem as in the model's own forward, which could
-change a selection only in a near-exact tie of two fitness values. In the tests, a batch attacked together
-equals each image attacked alone, bit for bit.
+Randomness: image ``i`` draws every random number (initial population, mutation indices, crossover) from its own
+generator seeded with ``(seed, sample_ids[i])``. The batched forward passes are the only shared computation. Their
+rounding is the backend's: oneDNN convolutions (6e-8 on an AMD EPYC, bit-equal on other CPUs) and MKL's sgemm (about
+1e-6) can round a row differently for different batch sizes, in the incremental stem as in the model's own forward,
+which could change a selection only in a near-exact tie of two fitness values. In the tests, a batch attacked
+together equals each image attacked alone, bit for bit. The progress bar of a batch shows its generation.
 """
 
 from __future__ import annotations
@@ -85,6 +83,7 @@ from ..errors import ConfigError, check_range, unknown_name
 from ..models.patch.forward import PatchForward, try_patch_forward
 from ..models.patch.graph import GraphPatchForward
 from ..passes import one_round
+from ..progress import steps
 from ..runtime import batch_slices, sample_generator
 from .base import Attack, register_attack
 from .evolution import distinct_others, draw_uniform, nearest_allowed, uniform_index
@@ -244,7 +243,7 @@ class OnePixel(Attack):
         with torch.no_grad():
             score = self._scorer(x, mask, goal, target is not None)
             search = self._start(score, x, runnable, allowed, gens)
-            for _ in range(self.maxiter):
+            for _ in steps("generation", self.maxiter):  # a batch at the paper's budget can take an hour
                 rows = (runnable & ~search.found).nonzero().squeeze(1)
                 if rows.numel() == 0:
                     break  # every image is fooled: stop the whole run
