@@ -54,6 +54,7 @@ from torch import nn
 from ..errors import ConfigError, check_range
 from ..host_syncs import on_device_path
 from ..passes import one_round
+from ..progress import steps
 from ..runtime import per_sample_noise
 from ..stacked_runs import RowChunks
 from .base import Attack, call_keyed, draws_keyed, register_attack
@@ -311,7 +312,7 @@ class APGD(Attack):
         st = self._initial_state(x, y, loss_target, goal, mask, sample_ids, seed, rows, best, queries)
         marks, j = checkpoints(self.steps), 1
         drop_every_step = not on_device_path(x)  # a device drops the broken rows at the checkpoints only
-        for k in range(self.steps):
+        for k in steps("APGD step", self.steps):  # a bar idle on a slow batch shows the step
             if len(st) == 0:
                 return
             with torch.no_grad():
