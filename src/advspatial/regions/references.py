@@ -242,8 +242,7 @@ def _top_count(flat: torch.Tensor, by_noise: torch.Tensor, counts: torch.Tensor)
     # until the count is reached (what a stable descending sort of the row would take, without sorting the row)
     cut = values.topk(most, dim=1).values.gather(1, (counts - 1).clamp_min(0)[:, None])
     above, at = values > cut, values == cut
-    chosen = above | (at & (at.cumsum(1) <= counts[:, None] - above.sum(1, keepdim=True)))
-    chosen &= counts[:, None] > 0
+    chosen = above | (at & (at.cumsum(1) <= counts[:, None] - above.sum(1, keepdim=True)))  # none for a count of 0
     mask = torch.empty_like(chosen).scatter_(1, by_noise, chosen)  # back to pixel order
     mask &= ~flat.isnan().any(1, keepdim=True)
     return mask
