@@ -84,6 +84,8 @@ class _WatchedBar(tqdm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.redrawn_at = _now()
+        #: the postfix is a loop's place, put there by :func:`_show_step`
+        self.showing_step = False
         if not self.disable:
             with _ACTIVITY.lock:
                 _ACTIVITY.bars.add(self)
@@ -235,13 +237,13 @@ def tick() -> None:
             note(f"{beat.label}: still working, {duration(_now() - beat.started)} so far{at}")
 
 
-def _show_step(bar: Any, step: str | None) -> None:
+def _show_step(bar: _WatchedBar, step: str | None) -> None:
     """The bar's postfix is the loop's place (:func:`steps`) while one runs; a postfix put there earlier is taken
     away once the loop has ended, and a postfix of the bar's own is left alone."""
     if step is not None:
         bar.set_postfix_str(step, refresh=False)
         bar.showing_step = True
-    elif getattr(bar, "showing_step", False):
+    elif bar.showing_step:
         bar.set_postfix_str("", refresh=False)
         bar.showing_step = False
 
