@@ -178,7 +178,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     from pathlib import Path
 
     from ..experiments import get_experiment, resolve_config
-    from ..experiments.running import open_run, write_results
+    from ..experiments.running import open_run, run_and_render, write_results
 
     o = options
     given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",
@@ -194,7 +194,7 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
     config = resolve_config(experiment, None, given, quick=False)
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
     with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
-        result = experiment.run(config, rundir)
+        result = run_and_render(experiment, config, rundir)
         write_results(rundir, experiment, config, result)
     click.echo(result.summary)
     click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

@@ -42,7 +42,7 @@ from .measurement.findings import MeasurementFindings
 from .measurement.run import measure
 from .measurement.sections import claims_lines, compact_claims_lines, measurement_limits_section, measurement_sections
 from .registry import register_experiment
-from .results import ExperimentResult, Rendered
+from .results import Rendered, RunFindings
 from .settings import setting
 
 NORM_CHOICES = ("auto", "linf", "l2", "l0")
@@ -274,7 +274,7 @@ def render(config: AnalyzeConfig, findings: AnalyzeFindings, figures: Path) -> R
                      "RoI vs RoA of adversarial examples made elsewhere (torchattacks, ART, your own code): "
                      "the gate, maps, nulls and verdicts without running an attack",
                      findings=AnalyzeFindings, render=render, contract={"batch_size": 4})
-def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
+def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> RunFindings:
     examples = read_examples(config)
     check_inputs(rundir, examples)
     model = None
@@ -288,8 +288,7 @@ def run_analyze(config: AnalyzeConfig, rundir: RunDir) -> ExperimentResult:
     measured = measure(config, rundir, images, serve)
     info = ExamplesInfo(config.source, norm, why, labels_origin, len(examples.clean), examples.checksums)
     findings = measured.findings(AnalyzeFindings, examples=info)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, measured.rows)
 
 
 def check_inputs(rundir: RunDir, examples: Examples) -> None:

@@ -14,7 +14,7 @@ from ..rundir import RunDir
 from .context import ExperimentContext, prepare_context
 from .findings import Findings
 from .registry import register_experiment
-from .results import ExperimentResult, Rendered
+from .results import Rendered, RunFindings
 from .settings import ExperimentConfig
 
 
@@ -48,7 +48,7 @@ def render(config: BaselineConfig, findings: BaselineFindings, figures: Path) ->
 
 @register_experiment("baseline", BaselineConfig, "clean accuracy of the model on the test images",
                      findings=BaselineFindings, render=render, contract={"n": 30, "batch_size": 8})
-def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
+def run_baseline(config: BaselineConfig, rundir: RunDir) -> RunFindings:
     ctx = prepare_context(config, rundir)
     correct = torch.cat(ctx.each_batch(lambda b, sl: correct_of(ctx, b, sl), desc="clean predictions"))
     with rundir.passes.phase("statistics"):
@@ -56,8 +56,7 @@ def run_baseline(config: BaselineConfig, rundir: RunDir) -> ExperimentResult:
     rows = [{"index": int(ctx.data.ids[i]), "label": int(ctx.data.labels[i]), "correct": bool(correct[i])}
             for i in range(len(ctx.data))]
     findings = BaselineFindings(share.value, [share.low, share.high], len(ctx.data))
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, rows)
 
 
 def correct_of(ctx: ExperimentContext[BaselineConfig], b: int, sl: slice) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The experiment registry: ``@register_experiment(name, Config, description, ...)`` on ``run(config, rundir)``.
+"""The experiment registry: ``@register_experiment(name, Config, description, ...)`` on ``run(config, rundir)``,
+which returns the run's findings and rows (:class:`~.results.RunFindings`); the runner renders the report.
 
 One registry line is all a new experiment needs beyond its package: the CLI, ``advspatial list``, the
 docs navigation and pages, the contract tests' tiny settings and ``advspatial report DIR`` all read it.
@@ -14,7 +15,7 @@ from typing import Any
 from ..registry import Registry
 from ..rundir import RunDir
 from .findings import Findings
-from .results import ExperimentResult, Rendered
+from .results import Rendered, RunFindings
 from .settings import ExperimentConfig
 
 
@@ -42,12 +43,11 @@ class Experiment:
     Attributes:
         name: the name ``advspatial run NAME`` takes.
         config_cls: its settings dataclass.
-        run: ``run(config, rundir) -> ExperimentResult``.
+        run: ``run(config, rundir) -> RunFindings``: the run's findings and per-image rows.
         description: one line for ``advspatial list`` and the docs.
-        findings: the dataclass its analysis returns (metrics.json is its serialization), None for an
-            experiment whose metrics are not yet typed.
-        render: how its report renders from its findings (:data:`Render`); with ``findings``, it lets
-            ``advspatial report DIR`` re-render a finished run.
+        findings: the dataclass its analysis returns (metrics.json is its serialization).
+        render: how its report renders from its findings (:data:`Render`): after the run (the runner times it as
+            the "report" phase), and again by ``advspatial report DIR`` from a finished run's files.
         contract: its tiny settings for the contract tests, on top of ``--quick`` (several batches, every stage
             reached, seconds on a CPU): setting name -> value, as ``advspatial.run(name, **contract)`` takes
             them (:meth:`contract_args` gives the same as CLI options).
@@ -67,10 +67,10 @@ class Experiment:
 
     name: str
     config_cls: type[ExperimentConfig]
-    run: Callable[[Any, RunDir], ExperimentResult]
+    run: Callable[[Any, RunDir], RunFindings]
     description: str
-    findings: type[Findings] | None = None
-    render: Render | None = None
+    findings: type[Findings]
+    render: Render
     contract: Mapping[str, Any] = field(default_factory=dict)
     priced_apart: PricedApart | None = None
     sized_by: SizedBy = field(default_factory=dict)
@@ -94,14 +94,14 @@ EXPERIMENTS: Registry[Experiment] = Registry("experiment")
 
 
 def register_experiment(
-    name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings] | None = None,
-    render: Render | None = None, contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
+    name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings], render: Render,
+    contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
     sized_by: SizedBy | None = None, repeated_by: RepeatedBy | None = None, steps_by: StepsBy | None = None,
-) -> Callable[[Callable[..., ExperimentResult]], Callable[..., ExperimentResult]]:
+) -> Callable[[Callable[..., RunFindings]], Callable[..., RunFindings]]:
     """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
-    ``run(config, rundir) -> ExperimentResult`` (see :class:`Experiment` for the fields)."""
+    ``run(config, rundir) -> RunFindings`` (see :class:`Experiment` for the fields)."""
 
-    def wrap(fn: Callable[..., ExperimentResult]) -> Callable[..., ExperimentResult]:
+    def wrap(fn: Callable[..., RunFindings]) -> Callable[..., RunFindings]:
         experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}),
                                 priced_apart, dict(sized_by or {}), dict(repeated_by or {}), dict(steps_by or {}))
         EXPERIMENTS.register(name, experiment)

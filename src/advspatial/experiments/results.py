@@ -60,6 +60,15 @@ def with_plan(sections: Sequence[Section], findings: Findings) -> list[Section]:
 
 
 @dataclass(frozen=True)
+class RunFindings:
+    """What an experiment's run returns: its typed findings and its per-image rows. The runner renders the report
+    from them (the experiment's registered ``render``), so every run's report is timed as its "report" phase."""
+
+    findings: Findings
+    rows: Sequence[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class Rendered:
     """A report as an experiment renders it from its findings: the printed summary and the report's sections."""
 

@@ -189,7 +189,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     with remembered_checksums(), open_run(out, name, config, resume) as rundir:
         started, started_cpu = time.perf_counter(), time.process_time()
         with rundir.passes.phase("other"):  # the run's time outside its stages and named phases
-            result = experiment.run(config, rundir)
+            result = run_and_render(experiment, config, rundir)
         result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
         # this process's CPU time, every thread (under torchrun: rank 0's)
         result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))
@@ -198,6 +198,15 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
+
+
+def run_and_render(experiment: Experiment, config: ExperimentConfig, rundir: RunDir) -> ExperimentResult:
+    """The experiment's run in ``rundir`` and its report, rendered from the run's findings by the experiment's
+    ``render`` (timed as the run's "report" phase); what :func:`run_experiment` and ``advspatial maps`` write."""
+    found = experiment.run(config, rundir)
+    with rundir.passes.phase("report"):
+        rendered = experiment.render(config, found.findings, rundir.figures)
+        return ExperimentResult.of(found.findings, found.rows, rendered)
 
 
 def keep_forecast(metrics: dict[str, Any], rundir: RunDir) -> None:
@@ -236,15 +245,13 @@ READ_ERRORS = (DataError, TypeError, ValueError, KeyError, AttributeError, Overf
 def finished_run(out: Path) -> tuple[Experiment, ExperimentConfig, dict[str, Any], Findings]:
     """The experiment, config, metrics.json and typed findings of the finished run in ``out``, read from its files
     alone (``config.yaml``, ``metrics.json``, checked against ``run.json``); a one-line error when ``out`` is no
-    finished run, its files do not belong together, or its experiment has no typed findings."""
+    finished run or its files do not belong together."""
     out = Path(out)
     record = RunDir.record_of(out)
     name = record.get("experiment")
     if not name or not (out / "metrics.json").is_file():
         raise ConfigError(f"{out} holds no finished advspatial run (run.json and metrics.json are needed)")
     experiment = get_experiment(str(name))
-    if experiment.findings is None or experiment.render is None:
-        raise ConfigError(f"experiment {name!r} has no typed findings; its report cannot be re-rendered")
     config = saved_config(out, experiment, record)
     metrics = stamped_metrics(out, record)
     try:  # a metrics.json edited or written by another version: one line naming the file, never a traceback
@@ -262,7 +269,6 @@ def rerender_report(out: Path) -> ExperimentResult:
     included); a one-line error when ``out`` is no finished run or its experiment cannot re-render."""
     out = Path(out)
     experiment, config, metrics, findings = finished_run(out)
-    assert experiment.render is not None  # finished_run refuses an experiment without one
     try:
         rendered = experiment.render(config, findings, out / "figures")
         written = unmark_tree(metrics) if config.smoke_test else metrics  # marked again below, as the run did

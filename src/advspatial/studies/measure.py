@@ -47,7 +47,7 @@ def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> M
     from ..experiments.running import keep_forecast, write_results
 
     maps = get_experiment("maps")  # the experiment a model's run is, reached by its registry line
-    assert maps.findings is not None and issubclass(maps.findings, MeasuredFindings) and maps.render is not None
+    assert issubclass(maps.findings, MeasuredFindings)
     started = time.perf_counter()
     measured = measure(config, rundir)
     findings = measured.findings(maps.findings)

@@ -1,5 +1,5 @@
 """The run of experiment ``localized-training``: the models, their gates and evaluations, the findings from the rows
-and the claims, the figures, the report."""
+and the claims, the figures (the runner renders the report)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ...training import build_for
 from ..context import load_checked_model, test_images
 from ..forecast import announce, will_announce
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from .attacked_region import mask_uses_importance
 from .claims import build_claims
 from .config import MODES, LocalizedConfig, finetunes, train_config
@@ -33,7 +33,7 @@ from .stages import (
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training",
                      findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4},
                      priced_apart=training_seconds, sized_by=SIZED_STAGES, repeated_by=REPEATED_STAGES)
-def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
+def run_localized(config: LocalizedConfig, rundir: RunDir) -> RunFindings:
     device = pick_device(config.device)
     announce_cost(config, rundir, device)
     torch.manual_seed(config.seed)
@@ -71,11 +71,9 @@ def run_localized(config: LocalizedConfig, rundir: RunDir) -> ExperimentResult:
     started = time.perf_counter()
     with rundir.passes.phase("figures"):
         draw_figures(ctx, findings, models, evaluations)
-    with rundir.passes.phase("report"):
-        rendered = render(config, findings, rundir.figures)
-    timings["report"] = round(time.perf_counter() - started, 2)
+    timings["figures"] = round(time.perf_counter() - started, 2)
     findings.timings = timings
-    return ExperimentResult.of(findings, rows, rendered)
+    return RunFindings(findings, rows)
 
 
 def announce_cost(config: LocalizedConfig, rundir: RunDir, device: torch.device) -> None:

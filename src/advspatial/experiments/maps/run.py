@@ -1,6 +1,6 @@
 """The ``maps`` experiment as registered (``advspatial run maps``): the RoI/RoA measurement
-(:func:`~advspatial.experiments.measurement.run.measure`) without a defence, its findings (:mod:`.findings`) and the
-report rendered from them (:mod:`.report`); :func:`maps_analysis` is the measurement as maps findings."""
+(:func:`~advspatial.experiments.measurement.run.measure`) without a defence and its findings (:mod:`.findings`), from
+which the runner renders the report (:mod:`.report`); :func:`maps_analysis` is the measurement as maps findings."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, measure
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from .config import MapsConfig
 from .findings import MapsFindings
 from .report import render
@@ -29,11 +29,10 @@ from .report import render
                      contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "attacks": ["fgsm", "onepixel"],
                                "panel": ["gradcam"], "gate_n": 8, "randomization_images": 2, "figure_images": 2},
                      steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds, sized_by=RANDOMIZATION_CHECKS)
-def run_maps(config: MapsConfig, rundir: RunDir) -> ExperimentResult:
+def run_maps(config: MapsConfig, rundir: RunDir) -> RunFindings:
     """The RoI/RoA measurement of every attack (also ``advspatial maps`` for one attack)."""
     rows, findings = maps_analysis(config, rundir)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, rows)
 
 
 def maps_analysis(config: MeasurementConfig, rundir: RunDir, images: ImageDataset | None = None,

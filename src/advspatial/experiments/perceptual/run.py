@@ -1,12 +1,13 @@
 """The perceptual experiment as registered (``advspatial run perceptual``): the stages in order (:mod:`.stages`),
-the findings and claims (:mod:`.claims`), the figures (:mod:`.figures`), then the report (:mod:`.report`)."""
+the findings and claims (:mod:`.claims`) and the figures (:mod:`.figures`); the runner renders the report
+(:mod:`.report`)."""
 
 from __future__ import annotations
 
 from ...rundir import RunDir
 from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from .claims import analyse, roi_of, run_gates
 from .config import PerceptualConfig
 from .figures import draw_figures
@@ -28,9 +29,9 @@ SIZED_STAGES = RANDOMIZATION_CHECKS
                      findings=PerceptualFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "calibration_n": 8, "figure_images": 2},
                      steps_by=ATTACK_STEPS, sized_by=SIZED_STAGES)
-def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult:
+def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> RunFindings:
     """Clean CAMs, the SSIM-ball attack, the PGD calibration, the curves, the gate, the main pass; then
-    the findings and claims; then the figures and the report."""
+    the findings and claims; then the figures."""
     ctx = perceptual_context(config, rundir)
     correct = clean_pass(ctx)
     calibration = calibrate(ctx, ssim_ball_pass(ctx))
@@ -42,5 +43,4 @@ def run_perceptual(config: PerceptualConfig, rundir: RunDir) -> ExperimentResult
         findings = analyse(config, roi, main.rows, calibration, curves, gates, main.stores)
     with rundir.passes.phase("figures"):
         draw_figures(rundir.figures, config, findings, main, ctx.data.class_names)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, main.rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, main.rows)

@@ -1,5 +1,5 @@
-"""The run of experiment ``propagation``: the stages of every k, the findings from the rows, the claims, the figures,
-the report."""
+"""The run of experiment ``propagation``: the stages of every k, the findings from the rows, the claims, the figures
+(the runner renders the report from the findings)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from ...rundir import RunDir
 from ..context import prepare_context
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from .claims import build_claims
 from .config import PropagationConfig
 from .cost import ATTACK_STEPS, search_seconds_of
@@ -23,7 +23,7 @@ from .stages import Context, add_reach_column, process_k, random_reach_stage, re
                      findings=PropagationFindings, render=render,
                      contract={"n": 8, "batch_size": 4, "figure_images": 2},
                      steps_by=ATTACK_STEPS, priced_apart=search_seconds_of)
-def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResult:
+def run_propagation(config: PropagationConfig, rundir: RunDir) -> RunFindings:
     base = prepare_context(config, rundir)
     ctx = base.derive(Context, layers=resolve_layers(base.model, config.layers))
     rows: list[dict[str, Any]] = []
@@ -35,5 +35,4 @@ def run_propagation(config: PropagationConfig, rundir: RunDir) -> ExperimentResu
         findings = build_findings(config, len(ctx.data), rows, reach, summaries, claims)
     with rundir.passes.phase("figures"):
         draw_figures(ctx, summaries, findings)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, rows)

@@ -1,4 +1,5 @@
-"""The ``pse`` experiment's ``run`` (registered here): the stages in order, then claims, findings, figures, report."""
+"""The ``pse`` experiment's ``run`` (registered here): the stages in order, then claims, findings and figures (the
+runner renders the report)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..context import prepare_context
 from ..measurement.gate import gate_stage
 from ..measurement.roi import resolve_importance
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from ..measurement.roi import Roi
 from .claims import judged_claims
 from .config import PSEConfig
@@ -32,8 +33,8 @@ from .units import cam_layer_name, count_units
                                "unit_train_n": 8, "stability_images": 4, "adaptive_n": 4,
                                "correlation_permutations": 20},
                      priced_apart=pair_seconds)
-def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
-    """Clean pass, CAMs and gate, targets, each attack variant, the dissection; then claims, findings and report."""
+def run_pse(config: PSEConfig, rundir: RunDir) -> RunFindings:
+    """Clean pass, CAMs and gate, targets, each attack variant, the dissection; then claims, findings and figures."""
     ctx = pse_context(config, rundir)
     logits = torch.cat(ctx.each_batch(lambda b, sl: clean_logits(ctx, b), desc="clean: logits, CAM"))
     # the CAM explainer's gate on the run's own cached CAM_t0(x), at the experiment's top fraction and PGD budget
@@ -52,8 +53,7 @@ def run_pse(config: PSEConfig, rundir: RunDir) -> ExperimentResult:
                                   dissection=dissection)
     with rundir.passes.phase("figures"):
         draw_figures(rundir.figures, config, findings, runs, ctx.data.class_names)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, rows)
 
 
 def pse_context(config: PSEConfig, rundir: RunDir) -> Context:

@@ -1,7 +1,7 @@
 """The spatial experiment as registered (``advspatial run spatial``): the RoI/RoA measurement
 (:func:`~advspatial.experiments.measurement.run.measure`) with the neutralization defence's columns of every attack
-batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findings (:mod:`.findings`), the figures
-(:mod:`.figures`) and the report rendered from them (:mod:`.report`)."""
+batch, then the defence's own stages (:mod:`.stages`, :mod:`.claims`), the findings (:mod:`.findings`) and the figures
+(:mod:`.figures`); the runner renders the report from the findings (:mod:`.report`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..measurement.gate import RANDOMIZATION_CHECKS
 from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, Measurement, measure
 from ..registry import register_experiment
-from ..results import ExperimentResult
+from ..results import RunFindings
 from .claims import draw_spread, nonadaptive_comparisons, summarize_adaptive, sweep_summary
 from .config import SpatialConfig
 from .figures import draw_defence_figures
@@ -32,10 +32,10 @@ SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps
                                "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
                                "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2},
                      sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds)
-def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
+def run_spatial(config: SpatialConfig, rundir: RunDir) -> RunFindings:
     """The measurement with the defence's columns (clean maps, the gates, the prior, every attack with its maps and
     defence columns, the claims and the figures); then the sweep, the adaptive evaluation with its convergence
-    curves, the findings with the defence's verdicts, its figures and the report."""
+    curves, the findings with the defence's verdicts, and its figures."""
     measured = measure(config, rundir, extra=defence_columns)
     defence = measured.extra
     assert isinstance(defence, DefenceColumns)  # what defence_columns made
@@ -45,8 +45,7 @@ def run_spatial(config: SpatialConfig, rundir: RunDir) -> ExperimentResult:
         findings = spatial_findings(measured, defence, sweep, outcomes)
     with rundir.passes.phase("figures"):
         draw_defence_figures(config, findings, rundir.figures)
-    with rundir.passes.phase("report"):
-        return ExperimentResult.of(findings, measured.rows, render(config, findings, rundir.figures))
+    return RunFindings(findings, measured.rows)
 
 
 def spatial_findings(measured: Measurement[SpatialConfig], defence: DefenceColumns, sweep: SweepColumns,
