@@ -251,3 +251,20 @@ def test_a_bars_own_postfix_is_left_alone_when_no_loop_runs(monkeypatch, clock: 
     progress.tick()
     assert log.getvalue().splitlines()[-1].endswith("loss 0.31]")
     bar.close()
+
+
+def test_a_loop_of_uneven_steps_shows_the_step_it_set_and_forgets_it_when_left(monkeypatch, clock: Clock) -> None:
+    """A search that takes several iterations a call says where it is by :func:`progress.stepping`."""
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    bar = progress_bar(total=1, desc="square", unit="batch")
+    with progress.stepping("query", 1000) as show:
+        for done in (1, 5, 13):
+            show(done)
+        clock.now += progress.LOG_INTERVAL
+        progress.tick()
+        assert log.getvalue().splitlines()[-1].endswith("query 13/1000]")
+    assert progress._ACTIVITY.step is None
+    bar.update(1)
+    bar.close()
+    assert "query" not in log.getvalue().splitlines()[-1]

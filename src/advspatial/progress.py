@@ -150,17 +150,39 @@ def steps(label: str, total: int) -> Iterator[int]:
     """``range(total)`` that says where it is: while the loop runs, an idle bar the ticker redraws carries
     ``"LABEL i/total"`` after its count and a heartbeat's line ends with it, so a batch that runs an hour inside one
     call (a one-pixel search of 75 generations) shows how far it is, not only its elapsed time. One attribute write a
-    step; the note is gone once the loop ends or is left.
+    step; the note is gone once the loop ends or is left (:func:`stepping` for a loop that is no ``for``).
 
     Example::
 
         >>> [generation for generation in steps("generation", 3)]
         [0, 1, 2]
     """
-    try:
+    with stepping(label, total) as show:
         for done in range(int(total)):
-            _ACTIVITY.step = f"{label} {done + 1}/{total}"
+            show(done + 1)
             yield done
+
+
+@contextlib.contextmanager
+def stepping(label: str, total: int) -> Iterator[Callable[[int], None]]:
+    """What :func:`steps` shows, for a loop whose steps are no ``range`` (a search that takes several iterations a
+    call): inside, ``show(done)`` notes ``"LABEL done/total"`` for the idle bar and the heartbeat; the note is gone
+    when the block is left.
+
+    Example::
+
+        >>> with stepping("query", 100) as show:
+        ...     done = 0
+        ...     while done < 100:
+        ...         done += 4  # four iterations in one call
+        ...         show(done)
+    """
+
+    def show(done: int) -> None:
+        _ACTIVITY.step = f"{label} {done}/{total}"
+
+    try:
+        yield show
     finally:
         _ACTIVITY.step = None
         with _ACTIVITY.lock:

@@ -274,3 +274,36 @@ def test_an_image_no_window_fools_takes_its_queries_in_a_few_dozen_calls_on_a_de
     assert torch.allclose(one_by_one.x_adv, proposed.x_adv, atol=1e-6)
     assert torch.equal(one_by_one.queries, proposed.queries)
     assert sequential.rounds >= 1000 and speculative.rounds < 200
+
+
+class _StepRecorder(nn.Module):
+    """The model, recording the progress note (:func:`advspatial.progress.stepping`) each call is made under."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.notes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from advspatial import progress
+
+        self.notes.append(progress._ACTIVITY.step)
+        return self.model(x)
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+def test_the_search_shows_its_query_while_it_runs_and_forgets_it_after(tiny_cnn, monkeypatch,
+                                                                        device_path: bool) -> None:
+    """A batch Square searches for minutes inside one call: the idle bar and the heartbeat show its query count (one
+    iteration a call on a CPU, several on a device's few rows), the start's queries none, and nothing after."""
+    from advspatial import host_syncs, progress
+
+    monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
+    model = _StepRecorder(_unfoolable(tiny_cnn))
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+    Square(model, eps=0.05, n_queries=50).run(x, torch.zeros(1, dtype=torch.long), sample_ids=torch.arange(1))
+    shown = [note for note in model.notes if note is not None]
+    done = [int(note.removeprefix("query ").split("/")[0]) for note in shown]
+    assert all(note.endswith("/50") for note in shown) and done == sorted(set(done)) and done[0] == 1
+    assert model.notes[0] is None and done[-1] <= 49  # the start's query; the last iteration is query 50
+    assert len(done) == 49 if not device_path else len(done) < 20
+    assert progress._ACTIVITY.step is None

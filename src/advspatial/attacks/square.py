@@ -48,12 +48,14 @@ it their passes).
 adversarial there is returned as ``x``), then per restart one for the start and
 one per iteration, at most ``n_queries`` per restart. ``early_stop=True`` stops
 an image at its first adversarial point; with ``False`` the search continues and
-keeps the lowest-loss adversarial point. Unfooled images get their lowest-loss point.
+keeps the lowest-loss adversarial point. Unfooled images get their lowest-loss point. While a batch searches, its
+progress bar shows the query it has reached.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -62,6 +64,7 @@ from torch import nn
 
 from ..errors import ConfigError, check_range
 from ..host_syncs import on_device_path
+from ..progress import stepping
 from ..runtime import sample_generator
 from .search import Best, beats, best_of_runs, stop_early
 from .base import Attack, call_keyed, register_attack
@@ -274,14 +277,22 @@ class Square(Attack):
         st = _Search(rows, ids, xs, ys, ts, m, delta, score, adv, gens, delta.new_empty(len(gens), 0, k),
                      torch.ones(len(gens), dtype=torch.bool, device=x.device))
         device = on_device_path(x)  # a device drops the rows that found one when a block starts, and speculates
+        with stepping("query", self.n_queries) as show:  # a bar idle on a slow batch shows the search's query
+            self._search(st, k, device, best, queries, show)
+
+    def _search(self, st: _Search, k: int, device: bool, best: Best, queries: torch.Tensor,
+                show: Callable[[int], None]) -> None:
+        """The search's iterations after its start: one a call, or on a device's few rows several (speculated)."""
         i, depth = 0, 2
         while i < self.n_queries - 1:
+            show(i + 1)
             if self.early_stop:
                 st = stop_early(st, st.adv, not device or i % BLOCK == 0)
             if len(st) == 0:
                 return
             if i % BLOCK == 0:
-                st.draws = torch.stack([torch.rand((BLOCK, k), generator=g) for g in st.gens]).to(x.device, x.dtype)
+                st.draws = torch.stack([torch.rand((BLOCK, k), generator=g) for g in st.gens]).to(st.x.device,
+                                                                                                  st.x.dtype)
             if not device or len(st) > SPECULATED_ROWS:
                 self._iterate(st, i, best, queries)
                 i += 1
