@@ -50,6 +50,7 @@ def test_each_image_is_filled_as_alone_whatever_its_batch():
 def test_systems_not_converged_within_the_step_limit_take_the_exact_fill_and_gradient(monkeypatch, max_steps,
                                                                                      check_every):
     monkeypatch.setattr(imputation_iterative, "MAX_STEPS", max_steps)
+    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", check_every)
     monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", check_every)
     x = torch.rand(3, 2, 12, 12, generator=torch.Generator().manual_seed(4), dtype=torch.float64,
                    requires_grad=True)
@@ -77,7 +78,7 @@ def test_the_solve_reads_the_host_once_per_check_and_keeps_float32():
 
 def test_a_solve_that_stops_at_its_only_check_reads_the_host_once_each_way_as_the_exact_fill(monkeypatch):
     """The check that stops the solve says every system converged: forward and backward read nothing more."""
-    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", imputation_iterative.MAX_STEPS)
+    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", imputation_iterative.MAX_STEPS)
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(7), requires_grad=True)
     region = _blobs(4, 32, 0.3, 4, seed=8)
     counts: dict[str, list[str]] = {"iterative": [], "exact": []}
@@ -130,7 +131,7 @@ def test_a_step_of_the_solve_makes_sixteen_passes_over_the_images(monkeypatch):
     Sixteen (the stencil seven, the matrix three more, two dot products of two, three updates in place, the
     preconditioner one); the stencil's eight shifted slices added one by one, and the masks applied again, took
     thirty-two."""
-    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 10**6)
+    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", 10**6)
     region = _blobs(3, 16, 0.3, 3, seed=11)
     systems = imputation_iterative.RegionSystems(region)
     b = systems.right_hand_side(torch.rand(3, 2, 16, 16, generator=torch.Generator().manual_seed(12),
@@ -147,6 +148,7 @@ def test_a_step_of_the_solve_makes_sixteen_passes_over_the_images(monkeypatch):
 def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch):
     """A batch of an easy image (a few scattered pixels) and a hard one (half of a 48-pixel image, one blob): after
     the check that stops the easy one, the steps hold the hard one alone; each gets the fill it gets alone."""
+    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", 5)
     monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 5)
     gen = torch.Generator().manual_seed(13)
     x = torch.rand(2, 3, 48, 48, generator=gen, dtype=torch.float64)
@@ -162,3 +164,27 @@ def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch)
         alone = linear_imputation(x[i:i + 1], region[i:i + 1], solver="iterative")
         assert float((alone - both[i:i + 1]).abs().max()) < 1e-12
     assert float((both - linear_imputation(x, region, solver="exact")).abs().max()) < 1e-8
+
+
+def test_convergence_is_checked_at_the_first_check_every_few_steps_after_it_and_at_the_limit(monkeypatch):
+    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", 30)
+    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 15)
+    monkeypatch.setattr(imputation_iterative, "MAX_STEPS", 100)
+    assert [s for s in range(1, 101) if imputation_iterative.is_check(s)] == [30, 45, 60, 75, 90, 100]
+
+
+def test_a_converged_image_stops_at_the_first_check_after_it_whatever_its_batch(monkeypatch):
+    """Each system's stop is its own (the checks fall on fixed steps): an easy image batched with a hard one is filled
+    as it is alone, to the bit, and the hard one goes on alone after the easy one left."""
+    gen = torch.Generator().manual_seed(15)
+    x = torch.rand(2, 3, 48, 48, generator=gen, dtype=torch.float64)
+    region = torch.zeros(2, 48, 48, dtype=torch.bool)
+    region[0] = torch.rand(48, 48, generator=gen) < 0.02
+    region[1] = _blobs(1, 48, 0.5, 2, seed=16)[0]
+    rows: list[int] = []
+    step = imputation_iterative._Solving.step
+    monkeypatch.setattr(imputation_iterative._Solving, "step", lambda self: rows.append(len(self.u)) or step(self))
+    both = linear_imputation(x, region, solver="iterative")
+    first = imputation_iterative.FIRST_CHECK
+    assert rows.count(2) == first and rows.count(1) > 0  # the easy image converged before the first check
+    assert torch.equal(both[0], linear_imputation(x[:1], region[:1], solver="iterative")[0])

@@ -7,9 +7,10 @@ the device waits. Here the same equations are solved on the images' device: the 
 region, is symmetric positive definite (diagonally dominant, each part of the region touching a known pixel), so
 conjugate gradients with its diagonal as preconditioner converge, one stencil a step (sixteen passes over the images a
 step in all), every image and channel a system of its own (its own step sizes, its own stop). Each system stops
-once its residual is at most :data:`RELATIVE_RESIDUAL` of its right-hand side, checked every :data:`CHECK_EVERY` steps
-(one host read per check, for the whole batch, and no other read); a system not converged after :data:`MAX_STEPS`
-steps (none seen) is solved by the LU.
+once its residual is at most :data:`RELATIVE_RESIDUAL` of its right-hand side, checked at step :data:`FIRST_CHECK` and
+every :data:`CHECK_EVERY` steps after it (one host read per check, for the whole batch, and no other read; the checks
+fall on the same steps whatever the batch, so an image's fill does not depend on its batch-mates); a system not
+converged after :data:`MAX_STEPS` steps (none seen) is solved by the LU.
 
 Accuracy: in float64 the fill differs from the LU's by at most about 1e-9 (tested on contiguous and scattered regions
 at 32 and 224 pixels), far below the float32 rounding of the model's own passes on a GPU. Each image's fill does not
@@ -29,8 +30,14 @@ from .road_stencil import neighbour_sum
 ExactFill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: a system stops when its residual's norm is at most this fraction of its right-hand side's
 RELATIVE_RESIDUAL = 1e-10
-#: steps between two checks of convergence (each check is one read to the host for the whole batch)
-CHECK_EVERY = 50
+#: the first step whose end checks convergence: the slowest image of a solve needed 11-96 steps in the 234 solves of
+#: a near-free run's gates at 32 px (68 of them 30 or fewer), so a check before would mostly read that none stopped
+FIRST_CHECK = 30
+#: steps between two checks of convergence after the first (each check is one read to the host for the whole
+#: batch): an image stops at most this many steps after its systems converged. On those 234 solves the checks at 30,
+#: 45, 60, ... make 1.15 times the steps the slowest image of each solve needs, for 578 reads (every 50 steps: 1.55
+#: times, 330 reads); benchmarks/README.md, "ROAD's fill checked from step 30 every 15 steps"
+CHECK_EVERY = 15
 #: at most this many steps; a system still above :data:`RELATIVE_RESIDUAL` then goes to the exact LU
 MAX_STEPS = 5000
 
@@ -62,10 +69,16 @@ class RegionSystems:
         state = _Solving(self, b)
         for step in range(1, MAX_STEPS + 1):
             state.step()
-            if step % CHECK_EVERY == 0 or step == MAX_STEPS:  # the last step is a check too
+            if is_check(step):
                 if not state.check(last=step == MAX_STEPS):
                     return (*state.result(), False)
         return (*state.result(), True)  # the last check found systems running
+
+
+def is_check(step: int) -> bool:
+    """Whether convergence is checked after ``step`` (counted from 1): :data:`FIRST_CHECK`, every
+    :data:`CHECK_EVERY` steps after it, and the last step allowed (:data:`MAX_STEPS`)."""
+    return step == MAX_STEPS or (step >= FIRST_CHECK and (step - FIRST_CHECK) % CHECK_EVERY == 0)
 
 
 class _Solving:
