@@ -147,8 +147,9 @@ def test_a_step_of_the_solve_makes_sixteen_passes_over_the_images(monkeypatch):
 
 def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch):
     """A batch of an easy image (a few scattered pixels) and a hard one (half of a 48-pixel image, one blob): after
-    the check that stops the easy one (at step 7, 12, 17, ...), the steps hold the hard one alone; each gets the fill it
-    gets alone (the easy one to the bit: the checks fall on fixed steps, whatever the batch)."""
+    the check that stops the easy one (one of the fixed steps of :func:`check_steps`), the steps hold the hard one
+    alone; each gets the fill it gets alone (the easy one to the bit: the checks fall on those steps whatever the
+    batch)."""
     monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", 7)
     monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 5)
     gen = torch.Generator().manual_seed(13)
@@ -160,7 +161,9 @@ def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch)
     step = imputation_iterative._Solving.step
     monkeypatch.setattr(imputation_iterative._Solving, "step", lambda self: rows.append(len(self.u)) or step(self))
     both = linear_imputation(x, region, solver="iterative")
-    assert rows[0] == 2 and rows[-1] == 1 and (rows.count(2) - 7) % 5 == 0 and rows.count(1) > rows.count(2)
+    first, every = imputation_iterative.check_steps(48)
+    assert (first, every) == (9, 6)  # 7 and 5 scaled by the square root of 48 / 32
+    assert rows[0] == 2 and rows[-1] == 1 and (rows.count(2) - first) % every == 0 and rows.count(1) > rows.count(2)
     assert torch.equal(both[0], linear_imputation(x[:1], region[:1], solver="iterative")[0])
     for i in range(2):
         alone = linear_imputation(x[i:i + 1], region[i:i + 1], solver="iterative")
@@ -169,8 +172,14 @@ def test_images_whose_systems_all_stopped_leave_the_loop_at_a_check(monkeypatch)
 
 
 def test_convergence_is_checked_at_the_first_check_every_few_steps_after_it_and_at_the_limit(monkeypatch):
-    monkeypatch.setattr(imputation_iterative, "FIRST_CHECK", 30)
-    monkeypatch.setattr(imputation_iterative, "CHECK_EVERY", 15)
     monkeypatch.setattr(imputation_iterative, "MAX_STEPS", 100)
-    assert [s for s in range(1, 101) if imputation_iterative.is_check(s)] == [30, 45, 60, 75, 90, 100]
+    assert [s for s in range(1, 101) if imputation_iterative.is_check(s, 30, 15)] == [30, 45, 60, 75, 90, 100]
+
+
+@pytest.mark.parametrize("side, first, every", [(8, 30, 15), (32, 30, 15), (128, 60, 30), (224, 79, 40)])
+def test_the_checks_spread_as_the_square_root_of_the_image_side(side, first, every):
+    """A solve's steps grow with the region's extent; the checks (read to the host) spread with the square root of
+    it, never closer than at 32 pixels."""
+    assert imputation_iterative.check_steps(side) == (first, every)
+    assert imputation_iterative.RegionSystems(torch.zeros(1, side, side, dtype=torch.bool)).check_every == every
 

@@ -7,10 +7,10 @@ the device waits. Here the same equations are solved on the images' device: the 
 region, is symmetric positive definite (diagonally dominant, each part of the region touching a known pixel), so
 conjugate gradients with its diagonal as preconditioner converge, one stencil a step (sixteen passes over the images a
 step in all), every image and channel a system of its own (its own step sizes, its own stop). Each system stops
-once its residual is at most :data:`RELATIVE_RESIDUAL` of its right-hand side, checked at step :data:`FIRST_CHECK` and
-every :data:`CHECK_EVERY` steps after it (one host read per check, for the whole batch, and no other read; the checks
-fall on the same steps whatever the batch, so an image's fill does not depend on its batch-mates); a system not
-converged after :data:`MAX_STEPS` steps (none seen) is solved by the LU.
+once its residual is at most :data:`RELATIVE_RESIDUAL` of its right-hand side, checked at a first step and every few
+steps after it, both growing with the image's side (:func:`check_steps`; one host read per check, for the whole
+batch, and no other read; the checks fall on the same steps whatever the batch, so an image's fill does not depend on
+its batch-mates); a system not converged after :data:`MAX_STEPS` steps (none seen) is solved by the LU.
 
 Accuracy: in float64 the fill differs from the LU's by at most about 1e-9 (tested on contiguous and scattered regions
 at 32 and 224 pixels), far below the float32 rounding of the model's own passes on a GPU. Each image's fill does not
@@ -19,6 +19,7 @@ depend on its batch-mates beyond the rounding of a reduction's order (a device m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -30,14 +31,16 @@ from .road_stencil import neighbour_sum
 ExactFill = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: a system stops when its residual's norm is at most this fraction of its right-hand side's
 RELATIVE_RESIDUAL = 1e-10
-#: the first step whose end checks convergence: the slowest image of a solve needed 11-96 steps in the 234 solves of
-#: a near-free run's gates at 32 px (68 of them 30 or fewer), so a check before would mostly read that none stopped
+#: the first step whose end checks convergence, for images of :data:`CHECK_SIDE` pixels a side: the slowest image of
+#: a solve needed 11-96 steps in the 234 solves of a near-free run's gates at 32 px (68 of them 30 or fewer)
 FIRST_CHECK = 30
-#: steps between two checks of convergence after the first (each check is one read to the host for the whole
-#: batch): an image stops at most this many steps after its systems converged. On those 234 solves the checks at 30,
-#: 45, 60, ... make 1.15 times the steps the slowest image of each solve needs, for 578 reads (every 50 steps: 1.55
-#: times, 330 reads); benchmarks/README.md, "ROAD's fill checked from step 30 every 15 steps"
+#: steps between two checks after the first at :data:`CHECK_SIDE` pixels (each check is one read to the host for the
+#: whole batch): an image stops at most this many steps after its systems converged. On those 234 solves the checks
+#: at 30, 45, 60, ... make 1.15 times the steps the slowest image of each solve needs, for 578 reads (every 50 steps:
+#: 1.55 times, 330 reads); benchmarks/README.md, "ROAD's fill checked from step 30 every 15 steps"
 CHECK_EVERY = 15
+#: the image side :data:`FIRST_CHECK` and :data:`CHECK_EVERY` are set for; see :func:`check_steps` for other sides
+CHECK_SIDE = 32
 #: at most this many steps; a system still above :data:`RELATIVE_RESIDUAL` then goes to the exact LU
 MAX_STEPS = 5000
 
@@ -54,6 +57,7 @@ class RegionSystems:
         self.region = (region & ~covered[:, None, None])[:, None].double()
         self.covered = covered
         self.diagonal = neighbour_sum(torch.ones(1, 1, h, w, dtype=torch.float64, device=region.device))
+        self.first_check, self.check_every = check_steps(max(h, w))
 
     def right_hand_side(self, x: torch.Tensor) -> torch.Tensor:
         """``b = R S((1 - R) x)``: each region pixel's weighted sum of its known neighbours."""
@@ -69,16 +73,33 @@ class RegionSystems:
         state = _Solving(self, b)
         for step in range(1, MAX_STEPS + 1):
             state.step()
-            if is_check(step):
+            if is_check(step, self.first_check, self.check_every):
                 if not state.check(last=step == MAX_STEPS):
                     return (*state.result(), False)
         return (*state.result(), True)  # the last check found systems running
 
 
-def is_check(step: int) -> bool:
-    """Whether convergence is checked after ``step`` (counted from 1): :data:`FIRST_CHECK`, every
-    :data:`CHECK_EVERY` steps after it, and the last step allowed (:data:`MAX_STEPS`)."""
-    return step == MAX_STEPS or (step >= FIRST_CHECK and (step - FIRST_CHECK) % CHECK_EVERY == 0)
+def check_steps(side: int) -> tuple[int, int]:
+    """(first check, steps between checks) for images of ``side`` pixels: :data:`FIRST_CHECK` and :data:`CHECK_EVERY`
+    at :data:`CHECK_SIDE`, both scaled by the square root of ``side / CHECK_SIDE`` above it. A solve's steps grow with
+    the regions' extent in pixels, and a check every I steps costs about I / 2 steps too many and S / I reads for a
+    solve of S steps, which is least at I proportional to the square root of S: at 224 pixels the checks fall at 79,
+    119, 159, ... (the slowest image of 57 solves of a near-free run's gates at 224 px needed 14-644 steps: 1.10
+    times those steps for 346 reads, every 15 steps from 30 1.03 times for 949, every 50 1.08 times for 316).
+
+    Example::
+
+        >>> check_steps(32), check_steps(224)
+        ((30, 15), (79, 40))
+    """
+    scale = max(1.0, math.sqrt(side / CHECK_SIDE))
+    return round(FIRST_CHECK * scale), max(1, round(CHECK_EVERY * scale))
+
+
+def is_check(step: int, first: int, every: int) -> bool:
+    """Whether convergence is checked after ``step`` (counted from 1): at ``first``, every ``every`` steps after it
+    (:func:`check_steps`), and at the last step allowed (:data:`MAX_STEPS`)."""
+    return step == MAX_STEPS or (step >= first and (step - first) % every == 0)
 
 
 class _Solving:
