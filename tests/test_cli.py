@@ -69,6 +69,10 @@ def test_maps_command_gates_the_roi_and_prints_verdicts(lenet_weights, tmp_path,
     assert sum(c["primary"] for c in metrics["claims"]) == 1
     html = (out / "report.html").read_text()
     assert "Region of Importance (RoI)" in html and "Faithfulness gate" in html
+    # the run's facts, as `advspatial run maps` keeps them: its time, its passes and their phases
+    assert metrics["wall_seconds"] > 0 and metrics["cpu_seconds"] > 0
+    assert {"statistics", "report"} <= set(metrics["model_passes"]["outside_stages"]["phase_seconds"])
+    assert f"the run sent {metrics['model_passes']['forward']:,} images forward" in html
 
 
 FACTORY = '''

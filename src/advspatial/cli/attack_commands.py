@@ -175,10 +175,8 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
          permutations: int, gate_n: int, seed: int, out: str, **options: Any) -> None:
     """RoI vs RoA for one attack: the faithfulness gate, verdicts against the nulls, figures, CSV and a report
     (the ``maps`` experiment for one attack; ``advspatial run maps`` takes every setting)."""
-    from pathlib import Path
-
     from ..experiments import get_experiment, resolve_config
-    from ..experiments.running import open_run, run_and_render, write_results
+    from ..experiments.running import run_experiment
 
     o = options
     given = {"dataset": o["dataset"], "model": o["model_name"], "weights": o["weights"] or "", "arch": o["arch"] or "",
@@ -190,11 +188,8 @@ def maps(attack_name: str, importance: str, attack_map: str, fraction: float, n:
              "panel": [], "progress": o["progress"]}
     if batch_size is not None:
         given["batch_size"] = batch_size
-    experiment = get_experiment("maps")
-    config = resolve_config(experiment, None, given, quick=False)
+    config = resolve_config(get_experiment("maps"), None, given, quick=False)
     # the same settings complete (or repeat) the run in --out; other settings, or another run there, are refused
-    with open_run(Path(out), "maps", config, resume=False, reuse_same=True) as rundir:
-        result = run_and_render(experiment, config, rundir)
-        write_results(rundir, experiment, config, result)
+    result, _ = run_experiment("maps", config, reuse_same=True)
     click.echo(result.summary)
     click.echo(f"wrote {out}/report.html, per_image.csv, metrics.json")

@@ -167,8 +167,11 @@ def check_not_foreign(out: Path) -> None:
                           "overwrite them - choose a new or empty --out")
 
 
-def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) -> tuple[ExperimentResult, RunDir]:
-    """Run (or resume) an experiment into its run directory and write every result file.
+def run_experiment(name: str, config: ExperimentConfig, resume: bool = False,
+                   reuse_same: bool = False) -> tuple[ExperimentResult, RunDir]:
+    """Run (or resume) an experiment into its run directory and write every result file. ``reuse_same``: a
+    directory holding a run of the same settings is completed or repeated without ``resume`` (``advspatial maps``;
+    :func:`open_run`).
 
     A smoke test's results are marked before they are written or returned
     (:func:`~advspatial.experiments.smoke.mark_result`: the summary opens with "smoke test: these settings
@@ -186,7 +189,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
     out = Path(config.out or f"runs/{name}")
     config.out = str(out)
     fit_n_to_images(config)
-    with remembered_checksums(), open_run(out, name, config, resume) as rundir:
+    with remembered_checksums(), open_run(out, name, config, resume, reuse_same) as rundir:
         started, started_cpu = time.perf_counter(), time.process_time()
         with rundir.passes.phase("other"):  # the run's time outside its stages and named phases
             result = run_and_render(experiment, config, rundir)
@@ -202,7 +205,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False) ->
 
 def run_and_render(experiment: Experiment, config: ExperimentConfig, rundir: RunDir) -> ExperimentResult:
     """The experiment's run in ``rundir`` and its report, rendered from the run's findings by the experiment's
-    ``render`` (timed as the run's "report" phase); what :func:`run_experiment` and ``advspatial maps`` write."""
+    ``render`` (timed as the run's "report" phase)."""
     found = experiment.run(config, rundir)
     with rundir.passes.phase("report"):
         rendered = experiment.render(config, found.findings, rundir.figures)
