@@ -132,6 +132,16 @@ def test_each_models_effect_is_its_own_runs(finished: Any) -> None:
             assert effect["effect"] == expected
 
 
+def test_each_models_run_keeps_its_time_and_passes_as_any_run(finished: Any) -> None:
+    """A model's own metrics.json and report carry its run's facts (wall and CPU seconds, the ledger with the time
+    outside its stages by phase), as `advspatial run maps` keeps them."""
+    for model in sorted((finished.out / "models").iterdir()):
+        own = json.loads((model / "metrics.json").read_text())
+        assert own["wall_seconds"] > 0 and own["cpu_seconds"] > 0
+        assert {"statistics", "report"} <= set(own["model_passes"]["outside_stages"]["phase_seconds"])
+        assert f"the run sent {own['model_passes']['forward']:,} images forward" in (model / "report.html").read_text()
+
+
 def test_per_image_values_average_to_the_effect(finished: Any) -> None:
     rows = list(csv.DictReader((finished.out / "per_image_per_model.csv").open()))
     metrics = json.loads((finished.out / "metrics.json").read_text())

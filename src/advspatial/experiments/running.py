@@ -190,14 +190,11 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False,
     config.out = str(out)
     fit_n_to_images(config)
     with remembered_checksums(), open_run(out, name, config, resume, reuse_same) as rundir:
-        started, started_cpu = time.perf_counter(), time.process_time()
+        started = time.perf_counter(), time.process_time()
         with rundir.passes.phase("other"):  # the run's time outside its stages and named phases
             result = run_and_render(experiment, config, rundir)
-        result.metrics.setdefault("wall_seconds", round(time.perf_counter() - started, 2))
-        # this process's CPU time, every thread (under torchrun: rank 0's)
-        result.metrics.setdefault("cpu_seconds", round(time.process_time() - started_cpu, 2))
-        result.metrics.setdefault("model_passes", rundir.passes.summary())
-        keep_forecast(result.metrics, rundir)
+        for key, value in run_facts(rundir, started).items():
+            result.metrics.setdefault(key, value)
         result = mark_result(result, config.smoke_test)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
@@ -212,11 +209,18 @@ def run_and_render(experiment: Experiment, config: ExperimentConfig, rundir: Run
         return ExperimentResult.of(found.findings, found.rows, rendered)
 
 
-def keep_forecast(metrics: dict[str, Any], rundir: RunDir) -> None:
-    """``metrics`` with what the run said it would cost before its first stage (``forecast``:
-    :meth:`~advspatial.experiments.forecast.Forecast.record`) beside what it cost; nothing when it said nothing."""
+def run_facts(rundir: RunDir, started: tuple[float, float]) -> dict[str, Any]:
+    """What a run keeps in its metrics beside its findings: its wall and CPU seconds since ``started`` (the
+    ``time.perf_counter()`` and ``time.process_time()`` it began at; the CPU time is this process's, every thread,
+    under torchrun rank 0's), its model passes (the ledger, :meth:`~advspatial.passes.PassLedger.summary`) and what it
+    said it would cost before its first stage (``forecast``: :meth:`~advspatial.experiments.forecast.Forecast.record`),
+    when it said anything."""
+    facts: dict[str, Any] = {"wall_seconds": round(time.perf_counter() - started[0], 2),
+                             "cpu_seconds": round(time.process_time() - started[1], 2),
+                             "model_passes": rundir.passes.summary()}
     if rundir.forecast is not None:
-        metrics.setdefault("forecast", rundir.forecast)
+        facts["forecast"] = rundir.forecast
+    return facts
 
 
 #: an ``n`` this large asks for every image: it becomes their number without a warning (``analyze``'s default)

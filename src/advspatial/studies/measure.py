@@ -44,17 +44,19 @@ def measure_model(model: StudyModel, config: MeasurementConfig, identity: Mappin
 
 def run_model(model: StudyModel, config: MeasurementConfig, rundir: RunDir) -> ModelRecord:
     """Run the measurement, write the model's own result files, save and return its record."""
-    from ..experiments.running import keep_forecast, write_results
+    from ..experiments.running import run_facts, write_results
 
     maps = get_experiment("maps")  # the experiment a model's run is, reached by its registry line
     assert issubclass(maps.findings, MeasuredFindings)
-    started = time.perf_counter()
-    measured = measure(config, rundir)
-    findings = measured.findings(maps.findings)
-    result = ExperimentResult.of(findings, measured.rows, maps.render(config, findings, rundir.figures))
-    wall = round(time.perf_counter() - started, 2)
-    result.metrics["wall_seconds"] = wall
-    keep_forecast(result.metrics, rundir)  # what the model's run said it would cost, beside what it took
+    started = time.perf_counter(), time.process_time()
+    with rundir.passes.phase("other"):  # as run_experiment: the time outside the stages split by phase
+        measured = measure(config, rundir)
+        findings = measured.findings(maps.findings)
+        with rundir.passes.phase("report"):
+            result = ExperimentResult.of(findings, measured.rows, maps.render(config, findings, rundir.figures))
+    # its time, passes and forecast, beside what it found, as any run keeps them
+    result.metrics.update(run_facts(rundir, started))
+    wall = result.metrics["wall_seconds"]
     result = mark_result(result, config.smoke_test)
     main_only(lambda: write_results(rundir, maps, config, result))
     record = model_record(measured, model.label, model.model, wall, model.covariates)
