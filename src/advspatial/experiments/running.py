@@ -273,7 +273,7 @@ def rerender_report(out: Path) -> ExperimentResult:
     """Re-render the report of the finished run in ``out`` from its files alone (``advspatial report DIR``):
     ``config.yaml``, ``metrics.json`` (the findings), ``per_image.csv`` and the figures it drew; nothing is
     computed again. Writes ``report.html`` and returns the result as the run returned it (its summary
-    included); a one-line error when ``out`` is no finished run or its experiment cannot re-render."""
+    included); a one-line error when ``out`` is no finished run or its files cannot be read."""
     out = Path(out)
     experiment, config, metrics, findings = finished_run(out)
     try:
