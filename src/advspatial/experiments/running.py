@@ -210,17 +210,13 @@ def run_and_render(experiment: Experiment, config: ExperimentConfig, rundir: Run
 
 
 def run_facts(rundir: RunDir, started: tuple[float, float]) -> dict[str, Any]:
-    """What a run keeps in its metrics beside its findings: its wall and CPU seconds since ``started`` (the
-    ``time.perf_counter()`` and ``time.process_time()`` it began at; the CPU time is this process's, every thread,
-    under torchrun rank 0's), its model passes (the ledger, :meth:`~advspatial.passes.PassLedger.summary`) and what it
-    said it would cost before its first stage (``forecast``: :meth:`~advspatial.experiments.forecast.Forecast.record`),
-    when it said anything."""
+    """What a run keeps in its metrics beside its findings: its wall and CPU seconds since ``started`` (its
+    ``perf_counter()``, ``process_time()``: this process's CPU, every thread; under torchrun rank 0's), its ledger
+    (``model_passes``) and what it said it would cost before its first stage (``forecast``), when it said anything."""
     facts: dict[str, Any] = {"wall_seconds": round(time.perf_counter() - started[0], 2),
                              "cpu_seconds": round(time.process_time() - started[1], 2),
                              "model_passes": rundir.passes.summary()}
-    if rundir.forecast is not None:
-        facts["forecast"] = rundir.forecast
-    return facts
+    return facts | ({"forecast": rundir.forecast} if rundir.forecast is not None else {})
 
 
 #: an ``n`` this large asks for every image: it becomes their number without a warning (``analyze``'s default)
