@@ -8,6 +8,8 @@ mode and requires_grad flags are restored.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from helpers import GapNet
@@ -89,3 +91,41 @@ def test_the_models_state_is_restored(name):
     assert model.training and all(m.training for m in model.modules())
     assert not model.head.weight.requires_grad
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "head.weight")
+
+
+class _StepNotes(nn.Module):
+    """The model, recording the progress note each call is made under (:func:`advspatial.progress.steps`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.notes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from advspatial import progress
+
+        self.notes.append(progress._ACTIVITY.step)
+        return self.model(x)
+
+
+#: attacks of one step: nothing to say where they are
+ONE_STEP = {"fgsm"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_iterative_attack_says_where_it_is_while_it_runs_and_nothing_after(name):
+    """A batch of a slow model can take minutes inside one attack call: the idle bar and the heartbeat show its step
+    (generation, query, iteration), and the note is gone when the attack returns."""
+    from advspatial import progress
+
+    model = _StepNotes(GapNet().eval())
+    x, _ = images(2)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # classified correctly: every attack has to search
+    model.notes.clear()
+    params = list_attacks()[name].parameters()
+    extra = {"incremental": False} if "incremental" in params else {}  # the search's calls go through the model
+    make_attack(name, model, **{k: v for k, v in SMALL.items() if k in params}, **extra).run(x, y)
+    shown = [note for note in model.notes if note is not None]
+    assert progress._ACTIVITY.step is None
+    assert bool(shown) == (name not in ONE_STEP), f"{name}: notes seen {sorted(set(shown))}"
+    assert all(re.fullmatch(r".+ \d+/\d+", note) for note in shown)

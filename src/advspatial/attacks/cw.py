@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import check_range
+from ..progress import steps
 from .base import Attack, margin, register_attack
 
 TANH_SHRINK = 1 - 1e-6  # keeps atanh finite at pixels equal to 0 or 1
@@ -151,8 +152,9 @@ class CarliniWagnerL2(Attack):
         const = torch.full((n,), self.c_init, device=x.device)
         lower = torch.zeros_like(const)
         upper = torch.full_like(const, float("inf"))
-        for _ in range(self.binary_search_steps):
-            hit = self._optimize(x, y, mask, target, w0, const, best_l2sq, best_adv)
+        for search in range(self.binary_search_steps):
+            label = f"CW search {search + 1}/{self.binary_search_steps}, step"  # a bar idle on a slow batch shows it
+            hit = self._optimize(x, y, mask, target, w0, const, best_l2sq, best_adv, label)
             upper = torch.where(hit, torch.minimum(upper, const), upper)
             lower = torch.where(hit, lower, torch.maximum(lower, const))
             const = torch.where(torch.isinf(upper), const * 10, (lower + upper) / 2)
@@ -161,13 +163,14 @@ class CarliniWagnerL2(Attack):
 
     def _optimize(
         self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, target: torch.Tensor | None,
-        w0: torch.Tensor, const: torch.Tensor, best_l2sq: torch.Tensor, best_adv: torch.Tensor,
+        w0: torch.Tensor, const: torch.Tensor, best_l2sq: torch.Tensor, best_adv: torch.Tensor, label: str,
     ) -> torch.Tensor:
-        """One round of Adam at fixed ``const``; updates ``best_*`` in place, returns (N,) 'succeeded once'."""
+        """One round of Adam at fixed ``const``; updates ``best_*`` in place, returns (N,) 'succeeded once'. ``label``
+        names its steps on the progress bar (:func:`~advspatial.progress.steps`)."""
         w = w0.clone().requires_grad_(True)
         optimizer = Adam(w, lr=self.lr)
         hit = torch.zeros_like(const, dtype=torch.bool)
-        for _ in range(self.steps):
+        for _ in steps(label, self.steps):
             x_adv = from_tanh_space(w)
             if mask is not None:
                 x_adv = x + mask * (x_adv - x)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import check_range
+from ..progress import steps
 from .base import Attack, register_attack
 
 STEP_PUSH = 1e-4
@@ -85,7 +86,7 @@ class DeepFool(Attack):
         r_tot = torch.zeros_like(x)
         queries = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         active = torch.arange(x.shape[0], device=x.device)
-        for it in range(self.max_iter + 1):
+        for it in steps("DeepFool iteration", self.max_iter + 1):  # a bar idle on a slow batch shows it
             x_i = self._image(x[active], r_tot[active])
             x_i.requires_grad_(True)
             logits = self.model(x_i)

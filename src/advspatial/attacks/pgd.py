@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, check_range
+from ..progress import steps
 from ..runtime import per_sample_noise
 from .base import Attack, register_attack
 from .gradients import check_loss, is_adversarial, loss_gradient, masked_sign
@@ -157,7 +158,7 @@ class PGD(Attack):
         if self.random_start:
             x_adv = (x + self.random_delta(x, mask, sample_ids)).clamp_(0.0, 1.0)
         done = torch.zeros_like(queries, dtype=torch.bool)
-        for _ in range(self.steps):
+        for _ in steps("PGD step", self.steps):  # a bar idle on a slow batch shows the step
             grad, logits = loss_gradient(self.model, x_adv, y, target, self.loss)
             with torch.no_grad():
                 stepped = self.project(x, x_adv + self.alpha * self.direction(grad, mask))

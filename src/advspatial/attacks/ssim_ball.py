@@ -75,6 +75,7 @@ from torch import nn
 
 from ..errors import ConfigError, ShapeError, check_range
 from ..host_syncs import on_device_path
+from ..progress import steps
 from .base import Attack, register_attack
 from .gradients import attack_loss, check_loss
 from .window_shift import mean_shift
@@ -404,7 +405,7 @@ class SSIMBallAttack(Attack):
         delta = torch.zeros_like(x64)
         best_delta = delta.clone()
         best_loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
-        for step in range(self.steps + 1):
+        for step in steps("SSIM-ball step", self.steps + 1):  # a bar idle on a slow batch shows it
             loss, grad = self._loss_and_grad((x64 + delta).to(x.dtype), y, target)
             with torch.no_grad():
                 better = loss > best_loss
