@@ -144,6 +144,21 @@ class RowCounter(nn.Module):
         return self.model(x)
 
 
+class StepNotes(nn.Module):
+    """Records the progress note (:func:`advspatial.progress.steps`) each call to the wrapped model is made under
+    (``notes``; None outside a loop that says where it is)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.notes = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from advspatial import progress
+
+        self.notes.append(progress._ACTIVITY.step)
+        return self.model(x)
+
+
 class CallCounter(nn.Module):
     """Counts the calls made to the wrapped model (``calls``): how many rounds an attack's batching takes."""
 

@@ -12,7 +12,7 @@ import re
 
 import pytest
 import torch
-from helpers import GapNet
+from helpers import GapNet, StepNotes
 from torch import nn
 
 from advspatial.attacks import list_attacks, make_attack
@@ -93,20 +93,6 @@ def test_the_models_state_is_restored(name):
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "head.weight")
 
 
-class _StepNotes(nn.Module):
-    """The model, recording the progress note each call is made under (:func:`advspatial.progress.steps`)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.notes = model, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from advspatial import progress
-
-        self.notes.append(progress._ACTIVITY.step)
-        return self.model(x)
-
-
 #: attacks of one step: nothing to say where they are
 ONE_STEP = {"fgsm"}
 
@@ -117,7 +103,7 @@ def test_an_iterative_attack_says_where_it_is_while_it_runs_and_nothing_after(na
     (generation, query, iteration), and the note is gone when the attack returns."""
     from advspatial import progress
 
-    model = _StepNotes(GapNet().eval())
+    model = StepNotes(GapNet().eval())
     x, _ = images(2)
     with torch.no_grad():
         y = model(x).argmax(1)  # classified correctly: every attack has to search

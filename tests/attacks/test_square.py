@@ -16,7 +16,7 @@ from advspatial.errors import ConfigError
 from attack_checks import (
     assert_acts_only_inside_masks, assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay,
 )
-from helpers import RowCounter, first_images, fooled
+from helpers import RowCounter, StepNotes, first_images, fooled
 
 N = 32
 
@@ -276,20 +276,6 @@ def test_an_image_no_window_fools_takes_its_queries_in_a_few_dozen_calls_on_a_de
     assert sequential.rounds >= 1000 and speculative.rounds < 200
 
 
-class _StepRecorder(nn.Module):
-    """The model, recording the progress note (:func:`advspatial.progress.stepping`) each call is made under."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model, self.notes = model, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from advspatial import progress
-
-        self.notes.append(progress._ACTIVITY.step)
-        return self.model(x)
-
-
 @pytest.mark.parametrize("device_path", [False, True])
 def test_the_search_shows_its_query_while_it_runs_and_forgets_it_after(tiny_cnn, monkeypatch,
                                                                         device_path: bool) -> None:
@@ -298,7 +284,7 @@ def test_the_search_shows_its_query_while_it_runs_and_forgets_it_after(tiny_cnn,
     from advspatial import host_syncs, progress
 
     monkeypatch.setattr(host_syncs, "DEVICE_PATH_ON_CPU", device_path)
-    model = _StepRecorder(_unfoolable(tiny_cnn))
+    model = StepNotes(_unfoolable(tiny_cnn))
     x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(1))
     Square(model, eps=0.05, n_queries=50).run(x, torch.zeros(1, dtype=torch.long), sample_ids=torch.arange(1))
     shown = [note for note in model.notes if note is not None]
