@@ -182,4 +182,3 @@ def test_the_checks_spread_as_the_square_root_of_the_image_side(side, first, eve
     it, never closer than at 32 pixels."""
     assert imputation_iterative.check_steps(side) == (first, every)
     assert imputation_iterative.RegionSystems(torch.zeros(1, side, side, dtype=torch.bool)).check_every == every
-

@@ -111,7 +111,7 @@ def test_quick_run_metrics_agree_with_rows(quick_outputs) -> None:
         assert m["epochs"] == config.train_epochs, "matched epochs"
         assert Path(m["checkpoint"]).is_file()
     assert set(metrics["timings"]) >= ({f"train/{m}" for m in MODES} | {f"evaluate/{m}" for m in MODES}
-                                       | {f"gate/{m}" for m in MODES} | {"figures"})
+                                       | {f"gate/{m}" for m in MODES})
 
 
 @pytest.mark.slow
