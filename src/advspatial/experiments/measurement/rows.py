@@ -6,7 +6,7 @@ successful images for the statistics and the figures, with memory bounded for an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -38,11 +38,16 @@ def keep_first_images(parts: list[Store], limit: int, keep: torch.Tensor, batch:
 
 
 def keep_across_classes(store: dict[str, list[torch.Tensor]], limit: int, keep: torch.Tensor, classes: int,
-                        **values: torch.Tensor) -> None:
+                        **values: torch.Tensor | Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Like :func:`keep_first`, but drawn across classes: an image is kept only while its class holds fewer than
     ``max(1, limit // classes)`` of the kept images, so a figure of ``limit`` examples shows as many classes as it
-    can, whatever the order of the data (a class-sorted folder would otherwise give only its first class)."""
+    can, whatever the order of the data (a class-sorted folder would otherwise give only its first class).
+
+    A value may be a function of the chosen images' positions in the batch (a LongTensor, maybe empty) that gives
+    their values, for values that cost to make (images decoded from files): only the chosen ones are made.
+    """
     labels = values["labels"]
+    assert isinstance(labels, torch.Tensor)  # the choice is made on the labels themselves
     held = torch.cat(store["labels"]) if store.get("labels") else torch.zeros(0, dtype=labels.dtype)
     per_class = max(1, limit // max(classes, 1))
     counts: dict[int, int] = {}
@@ -58,4 +63,4 @@ def keep_across_classes(store: dict[str, list[torch.Tensor]], limit: int, keep: 
             chosen.append(i)
     index = torch.tensor(chosen, dtype=torch.long)
     for key, value in values.items():
-        store[key].append(value[index.to(value.device)].cpu())
+        store[key].append((value(index) if callable(value) else value[index.to(value.device)]).cpu())

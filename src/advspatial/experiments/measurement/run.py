@@ -24,6 +24,7 @@ from .figures import draw_figures
 from .findings import Measured, MeasuredFindings, Outcomes, attack_outcomes
 from .gate import run_gates
 from .roi import Roi
+from .batch_images import SharedBatches
 from .stages import AttackSummary, BatchColumns, Context, measurement_context, process_attack
 
 F = TypeVar("F", bound=MeasuredFindings)
@@ -67,9 +68,10 @@ def measure(config: M, rundir: RunDir, images: ImageDataset | None = None,
     roi = Roi.judged(ctx.importance, ctx.importance_reason, gates[ctx.importance])
     columns = extra(ctx) if extra is not None else None
     rows: list[dict[str, Any]] = []
-    makers = attacks or {}
-    summaries = [process_attack(ctx, name, rows, makers[name](ctx.model) if name in makers else None, columns)
+    makers, shared = attacks or {}, SharedBatches()
+    summaries = [process_attack(ctx, name, rows, makers[name](ctx.model) if name in makers else None, columns, shared)
                  for name in config.attacks]
+    del shared  # the statistics use the stores' own copies
     with rundir.passes.phase("statistics"):
         outcomes = attack_outcomes(ctx, summaries, rows, roi.interpretation)
         parts = infer(ctx, summaries, outcomes.attacks, gates, roi)

@@ -25,14 +25,14 @@ from ...data import ImageDataset
 from ...distributed import on_every_rank
 from ...maps import attack_map, importance_map
 from ...maps._common import feature_map_size
-from ...regions import Binarized, MapAccumulator, binarize, overlap_statistics, segregate
+from ...regions import MapAccumulator, binarize, overlap_statistics, segregate
 from ...regions.binarization import pool_to_scale
-from ...regions.overlap import average_ranks
 from ...regions.references import IMAGE_REFERENCES, reference_maps
 from ...rundir import RunDir
 from ...runtime import batch_slices
 from ...statistics.store import Store
 from . import colocation
+from .batch_images import BatchImages, CleanRegion, SharedBatches
 from ..context import ExperimentContext, prepare_context
 from .roi import resolve_importance
 from .rows import keep_across_classes, keep_first_images, per_image_rows
@@ -197,22 +197,6 @@ def attack_maps(ctx: Context[MeasurementConfig], name: str, kind: str, b: int, s
     return MAPS.at(name, kind).get(ctx.rundir, compute, b)
 
 
-@dataclass(frozen=True)
-class CleanRegion:
-    """What each attack map of a batch is compared with: the importance maps at the statistics' scale, their RoI and
-    their average ranks (Spearman's), made once for all of an attack's maps of the batch (the L2 attacks have two)."""
-
-    importance: torch.Tensor
-    roi: Binarized
-    rank: torch.Tensor
-
-    @staticmethod
-    def of(imp: torch.Tensor, ids: torch.Tensor, config: MeasurementConfig) -> CleanRegion:
-        """The RoI (the ``fraction`` of largest values, ties keyed by ``ids``) and the ranks of maps ``imp``."""
-        return CleanRegion(imp, binarize(imp, fraction=config.fraction, seed=config.seed, sample_ids=ids),
-                           average_ranks(imp.flatten(1)))
-
-
 def region_rows(
     clean: CleanRegion, amap: torch.Tensor, ids: torch.Tensor, config: MeasurementConfig
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -231,6 +215,14 @@ def region_rows(
     cols["tied_roi"] = roi_b.tied_at_cut
     cols["tied_roa"] = roa_b.tied_at_cut
     return cols, roi_b.mask, roa_b.mask
+
+
+def batch_images(ctx: Context[MeasurementConfig], sl: slice, importance: torch.Tensor) -> BatchImages:
+    """The images ``sl``'s foreground shares and reference maps, and the RoI of their clean maps ``importance``
+    (at the statistics' scale)."""
+    x = ctx.data.images(sl)
+    references = {r: ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}
+    return BatchImages(colocation.composition(x), references, CleanRegion.of(importance, ctx.data.ids[sl], ctx.config))
 
 
 @dataclass
@@ -307,14 +299,16 @@ class BatchStages:
 
 
 def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[str, Any]], attack: Attack | None = None,
-                   extra: BatchColumns | None = None) -> AttackSummary:
+                   extra: BatchColumns | None = None, shared: SharedBatches | None = None) -> AttackSummary:
     """Run one attack over its images; append per-image rows; collect what aggregates need.
 
     ``attack``: the attack object to run under ``name`` (default: the registered attack with the experiment's
-    budgets); ``extra``: more columns per batch (the defence's). Images whose contribution map stays outside the
+    budgets); ``extra``: more columns per batch (the defence's); ``shared``: the batches' attack-independent values,
+    held for the next attack (default: made for this attack alone). Images whose contribution map stays outside the
     completeness tolerance are flagged and enter no statistic.
     """
     cfg, data = ctx.config, ctx.data
+    shared = SharedBatches() if shared is None else shared
     attack = attack or cfg.budgeted_attack(name, ctx.model)
     kinds = map_kinds(attack, cfg)
     shape = tuple(ctx.scale or data.image_shape[1:])
@@ -339,12 +333,10 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
         imp, pred = ctx.at_scale(stages.importance[:size]), stages.pred[:size]
         y, ids = data.labels[sl], data.ids[sl]
         success = (pred == y) & result.success
-        x = data.images(sl)
-        composition = colocation.composition(x)
-        references = {r: ctx.at_scale(m) for r, m in reference_maps(x, names=IMAGE_REFERENCES).items()}
+        images = shared.get(sl, lambda: batch_images(ctx, sl, imp))
+        composition, references, clean = images.composition, images.references, images.clean
         panel_maps = {m: ctx.at_scale(stages.panel[m][:size]) for m in panel}
         cols: dict[str, torch.Tensor] = {}
-        clean = CleanRegion.of(imp, ids, cfg)
         for kind in kinds:
             maps = stages.maps[kind]
             amap = ctx.at_scale(maps.map)
@@ -360,7 +352,8 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
             summary.frequency[kind].update(roa[ok].float(), y[ok])
             if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])
-                keep_across_classes(summary.examples, cfg.figure_images, ok, len(ctx.data.class_names), x=x,
+                keep_across_classes(summary.examples, cfg.figure_images, ok, len(ctx.data.class_names),
+                                    x=lambda chosen: data.images(torch.arange(sl.start, sl.stop)[chosen]),
                                     x_adv=result.x_adv, importance=stages.importance[:size], attack=maps.map,
                                     roi=ctx.at_input(roi), roa=ctx.at_input(roa), labels=y)
         if extra is not None:
