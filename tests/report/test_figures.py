@@ -7,6 +7,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+from matplotlib.colors import to_rgb
 import torch
 
 from advspatial.errors import ShapeError
@@ -46,6 +47,59 @@ def test_region_grid(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None
     out2 = plot_region_grid(rgb, imp[:2], att[:2], parts.codes()[:2], tmp_path / "rgb.png")
     assert _png_size(out2)[1] < height  # fewer rows, shorter figure
     assert matplotlib.get_backend() == backend
+
+
+def test_region_grid_draws_each_panels_colours_one_axes_a_row(tmp_path: Path, monkeypatch) -> None:
+    """Every row's four panels in one axes (a figure of many one-panel axes spent its time making axes), with the
+    colours the panels mean: the image, the heat map at 0.75 over it, the four parts."""
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    from advspatial.report import figures
+
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path))
+    n, side = 3, 16
+    images = torch.full((n, 1, side, side), 0.5)
+    importance = torch.ones(n, side, side)  # at its peak everywhere: heat 1
+    attack = torch.zeros(n, side, side)
+    attack[:, :8] = 1.0
+    codes = torch.zeros(n, side, side, dtype=torch.long)
+    codes[:, :, :8] = 3  # left half "both", right half "neither"
+    out = plot_region_grid(images, importance, attack, codes, tmp_path / "grid.png")
+    assert len(drawn[0].axes) == n + 1  # one axes a row and the colour bar
+    png = np.asarray(Image.open(out).convert("RGB")).astype(int).reshape(-1, 3)
+
+    def pixels_of(rgb: np.ndarray) -> int:
+        return int((np.abs(png - np.round(255 * rgb)).max(1) <= 2).sum())
+
+    gray = colormaps["gray"](0.5)[:3]
+    heat = 0.75 * np.array(colormaps["inferno"](1.0)[:3]) + 0.25 * np.array(gray)
+    cold = 0.75 * np.array(colormaps["inferno"](0.0)[:3]) + 0.25 * np.array(gray)
+    panel = 150 * 150  # a panel is about 170 px wide here: its pixels far outnumber any label's
+    assert pixels_of(np.array(gray)) > n * panel  # the image panels
+    assert pixels_of(heat) > n * 1.5 * panel  # the importance panels and the attack's hot half
+    assert pixels_of(cold) > n * 0.4 * panel  # the attack's cold half
+    both, neither = (np.array(to_rgb(figures.PART_COLOURS[k])) for k in (3, 0))
+    assert pixels_of(both) > n * 0.4 * panel and pixels_of(neither) > n * 0.4 * panel
+
+
+def test_region_strip_draws_one_axes_an_example(tmp_path: Path, monkeypatch) -> None:
+    from advspatial.report import figures
+
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path))
+    n = 5
+    images, maps = torch.rand(n, 3, 16, 16), torch.rand(n, 16, 16)
+    codes = torch.randint(0, 4, (n, 16, 16))
+    figures.plot_region_strip(images, maps, maps, codes, tmp_path / "strip.png", column_labels=list("abcde"),
+                              importance_name="gradcam", attack_name="contribution", title="t")
+    assert len(drawn[0].axes) == n
+    titles = [t.get_text() for ax in drawn[0].axes for t in ax.texts]
+    assert titles == [text for label in "abcde" for text in (label, "RoI: gradcam", "RoA: contribution", "regions")]
 
 
 def test_region_grid_rejects_bad_shapes(tmp_path: Path, synthetic: dict[str, torch.Tensor]) -> None:

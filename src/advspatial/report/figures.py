@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.mathtext import MathTextParser
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Text
 
 from ..errors import ShapeError
@@ -87,6 +90,65 @@ def per_image_max_normalized(maps: torch.Tensor) -> np.ndarray:
     return to_numpy(maps / peak)
 
 
+#: the gap between two panels drawn side by side, as a share of a panel's width (room for each panel's title)
+PANEL_GAP = 0.37
+#: the same in the report's opening strip, whose panels are small and titled in small type
+STRIP_GAP = 0.06
+#: how each of :func:`region_panels` is resampled: the heat maps smoothly, the parts' colours as they are
+REGION_INTERPOLATION = ("antialiased", "antialiased", "antialiased", "nearest")
+#: the heat map's opacity over the faded image
+HEAT_ALPHA = 0.75
+
+
+def colour_image(img: np.ndarray, cmap: str | None) -> np.ndarray:
+    """(H,W,3) RGB in [0,1] of an image from :func:`image_for_display` (a gray one through its colour map)."""
+    return img if cmap is None else colormaps[cmap](img)[..., :3]
+
+
+def heat_over(base: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """(H,W,3) the heat map (values in [0,1], :data:`HEAT_CMAP`) at :data:`HEAT_ALPHA` over the image ``base``."""
+    return HEAT_ALPHA * colormaps[HEAT_CMAP](np.clip(heat, 0, 1))[..., :3] + (1 - HEAT_ALPHA) * base
+
+
+def colour_codes(codes: np.ndarray) -> np.ndarray:
+    """(H,W,3) the four parts' colours (:data:`PART_COLOURS`) of partition codes 0..3."""
+    return ListedColormap(PART_COLOURS)(codes.astype(int))[..., :3]
+
+
+def region_panels(image: torch.Tensor, importance: np.ndarray, attack: np.ndarray,
+                  codes: torch.Tensor) -> list[np.ndarray]:
+    """One example's four (H,W,3) panels: the image, its importance and attack heat maps (each in [0,1]) over it,
+    and its four parts (codes 0..3)."""
+    img, cmap = image_for_display(image)
+    base = colour_image(img, cmap)
+    return [base, heat_over(base, importance), heat_over(base, attack), colour_codes(to_numpy(codes))]
+
+
+def draw_panels(ax: Axes, panels: Sequence[np.ndarray], interpolation: Sequence[str] = (),
+                gap: float = PANEL_GAP) -> list[float]:
+    """Draw (H,W,3) ``panels`` side by side in one axes, ``gap`` panel widths apart, each framed, without ticks
+    (``interpolation``: each panel's, default matplotlib's); returns each panel's centre in the axes' data
+    coordinates (x), for labels.
+
+    One axes holding several images draws as fast as one panel: a figure of many small panels, one axes each, spent
+    most of its time making axes (their ticks and spines), not drawing images.
+    """
+    h, w = panels[0].shape[:2]
+    step = w + max(1, round(gap * w))
+    for k, panel in enumerate(panels):
+        left = k * step - 0.5
+        ax.imshow(panel, extent=(left, left + w, h - 0.5, -0.5),
+                  interpolation=interpolation[k] if k < len(interpolation) else None)
+        ax.add_patch(Rectangle((left, -0.5), w, h, fill=False, edgecolor="black", linewidth=0.8, clip_on=False))
+    ax.set_xlim(-0.5, len(panels) * step - (step - w) - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():  # each panel has its own frame; the row's ylabel stays
+        side.set_visible(False)
+    return [k * step + (w - 1) / 2 for k in range(len(panels))]
+
+
 def check_images_maps(images: torch.Tensor, **maps: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ShapeError(f"images must be (N,1|3,H,W), got {tuple(getattr(images, 'shape', ()))}")
@@ -129,31 +191,23 @@ def plot_region_grid(
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
     imp, att = per_image_max_normalized(importance[:n]), per_image_max_normalized(attack[:n])
     fig = Figure(figsize=(10.5, 2.35 * n + 1.6), dpi=100)
-    grid = fig.add_gridspec(n + 1, 4, height_ratios=[1.0] * n + [0.09], hspace=0.35, wspace=0.08)
+    grid = fig.add_gridspec(n + 1, 1, height_ratios=[1.0] * n + [0.09], hspace=0.35)
     cols = ("image", f"importance: {importance_name}", f"attack map: {attack_name}", f"regions ({region_rule})")
-    heat = None
-    part_cmap = ListedColormap(PART_COLOURS)
     for i in range(n):
-        img, cmap = image_for_display(images[i])
-        axes = [fig.add_subplot(grid[i, j]) for j in range(4)]
-        axes[0].imshow(img, cmap=cmap, vmin=0, vmax=1)
-        for ax, m in ((axes[1], imp[i]), (axes[2], att[i])):
-            ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
-            heat = ax.imshow(m, cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.75)
+        ax = fig.add_subplot(grid[i, 0])  # one axes a row, not one a panel: axes cost, images do not
+        centres = draw_panels(ax, region_panels(images[i], imp[i], att[i], codes[i]), REGION_INTERPOLATION)
+        for centre, m in zip(centres[1:3], (imp[i], att[i]), strict=True):
             if not m.any():
-                ax.text(0.5, 0.5, "map is zero\neverywhere", ha="center", va="center", transform=ax.transAxes,
+                ax.text(centre, (images.shape[2] - 1) / 2, "map is zero\neverywhere", ha="center", va="center",
                         color="white", fontsize=9, bbox={"facecolor": "black", "alpha": 0.6, "edgecolor": "none"})
-        axes[3].imshow(to_numpy(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
-        for j, ax in enumerate(axes):
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(cols[j], fontsize=10)
+        if i == 0:
+            for centre, name in zip(centres, cols, strict=True):  # above the panel, as an axes' title
+                ax.annotate(name, (centre, -0.5), xytext=(0, 6), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=10)
         if row_labels is not None:
-            axes[0].set_ylabel(row_labels[i], fontsize=8)
-    cax = fig.add_subplot(grid[n, 1:3])
-    assert heat is not None  # n >= 1 rows were drawn
-    bar = fig.colorbar(heat, cax=cax, orientation="horizontal")
+            ax.set_ylabel(row_labels[i], fontsize=8)
+    cax = fig.add_subplot(grid[n, 0].subgridspec(1, 4, wspace=PANEL_GAP)[0, 1:3])  # under the heat maps
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), HEAT_CMAP), cax=cax, orientation="horizontal", alpha=HEAT_ALPHA)
     bar.set_label("heat = fraction of the image's maximum (0 = none, 1 = peak)", fontsize=9)
     handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
                for k, name in enumerate(PART_NAMES)][::-1]
@@ -196,21 +250,13 @@ def plot_region_strip(
     fig = Figure(figsize=(4 * groups * cell + 0.3 * (groups - 1) + 0.4, rows * (cell + 0.25) + 0.75), dpi=100)
     grid = fig.add_gridspec(rows, groups, hspace=0.25, wspace=0.12)
     names = ("image", f"RoI: {importance_name}", f"RoA: {attack_name}", "regions")
-    part_cmap = ListedColormap(PART_COLOURS)
     for i in range(n):
-        inner = grid[i // groups, i % groups].subgridspec(1, 4, wspace=0.04)
-        img, cmap = image_for_display(images[i])
-        for panel in range(4):
-            ax = fig.add_subplot(inner[0, panel])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if panel == 3:
-                ax.imshow(to_numpy(codes[i]), cmap=part_cmap, vmin=-0.5, vmax=3.5, interpolation="nearest")
-            else:
-                ax.imshow(img, cmap=cmap, vmin=0, vmax=1)
-                if panel:
-                    ax.imshow((imp if panel == 1 else att)[i], cmap=HEAT_CMAP, vmin=0, vmax=1, alpha=0.75)
-            ax.set_title(f"{column_labels[i]}" if panel == 0 else names[panel], fontsize=7)
+        ax = fig.add_subplot(grid[i // groups, i % groups])
+        centres = draw_panels(ax, region_panels(images[i], imp[i], att[i], codes[i]), REGION_INTERPOLATION,
+                              gap=STRIP_GAP)
+        for centre, name in zip(centres, (column_labels[i], *names[1:]), strict=True):
+            ax.annotate(name, (centre, -0.5), xytext=(0, 3.5), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=7)
     handles = [Patch(facecolor=PART_COLOURS[k], edgecolor="#888", label=PART_LABELS[name])
                for k, name in enumerate(PART_NAMES)][::-1]
     fig.legend(handles=handles, loc="lower center", fontsize=7, ncol=4, frameon=False, bbox_to_anchor=(0.5, 0.0))
