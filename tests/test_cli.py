@@ -369,6 +369,28 @@ def test_training_on_a_folder_without_splits_says_so(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == ""
 
 
+def test_a_model_trained_on_first_use_is_never_trained_on_the_images_it_is_measured_on(tmp_path, capsys) -> None:
+    """``--model smallcnn`` on images in a file trained the model on those very images, then measured it on them
+    (exit 0, a report of a training-set model); a folder without train/ and test/ did the same."""
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "imgs.npz"
+    np.savez(images, images=np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32),
+             labels=np.arange(8) % 2)
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(tmp_path / "folder" / "a" / "0.png")
+    for dataset in (f"arrays:{images}", f"imagefolder:{tmp_path / 'folder'}"):
+        for command in (["evaluate"], ["run", "maps", "--quick", "--out", str(tmp_path / "run")]):
+            code, _, err = run_cli(capsys, *command, "--dataset", dataset, "--model", "smallcnn")
+            one_line_error(code, err, "would be trained on first use on the images it is then measured on")
+            assert not (tmp_path / "run").exists()
+    from advspatial.training import note_shared_splits
+
+    note_shared_splits(f"arrays:{images}")  # ``advspatial train`` still trains there, and says so
+    assert "trained and tested on the same images" in capsys.readouterr().err
+
+
 def test_dependency_warnings_are_one_line_once_and_known_noise_is_dropped(capsys, monkeypatch) -> None:
     """Raw multi-line warnings with source paths reached stderr."""
     import warnings

@@ -29,7 +29,7 @@ from .errors import ConfigError, ModelError, first_line
 from .models import load_model, parse_model_spec
 from .models.layout import in_fast_layout
 from .runtime import pick_device
-from .training import TrainConfig, TrainedModel, build_for, train_model
+from .training import TrainConfig, TrainedModel, build_for, refuse_training_on_test_images, train_model
 
 
 @contextlib.contextmanager
@@ -172,6 +172,7 @@ def resolve_model(
     target = pick_device(device) if isinstance(device, str) else device
     source = parse_model_spec(spec, weights, arch)
     if source.needs_training:
+        refuse_training_on_test_images(dataset, spec)
         return in_fast_layout(get_or_train(TrainConfig(dataset=dataset, arch=spec, seed=seed), target, progress).model)
     info = dataset_spec(dataset)
     c, h, _ = image_shape or info.image_shape or (3, 32, 32)

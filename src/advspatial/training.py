@@ -294,16 +294,37 @@ def environment(device: torch.device) -> dict[str, Any]:
             "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def note_shared_splits(dataset: str) -> None:
-    """One line on stderr when a folder dataset has no train/ and test/ folders: training and testing then use
-    the same images, and the test accuracy is not held out."""
-    if not dataset.startswith("imagefolder:"):
-        return
+def shared_splits(dataset: str) -> str | None:
+    """Why ``dataset``'s training images are its test images (None when they are not): a folder without train/
+    and test/ folders, or images in a file (``arrays:``)."""
+    kind, _, rest = dataset.partition(":")
+    if kind == "arrays":
+        return f"{dataset} holds one set of images, both its training and its test split"
+    if kind == "imagefolder":
+        root = Path(rest).expanduser()
+        if split_root(root, "train") == split_root(root, "test"):
+            return f"{root} has no train/ and test/ folders"
+    return None
 
-    root = Path(dataset.split(":", 1)[1]).expanduser()
-    if split_root(root, "train") == split_root(root, "test"):
-        print(f"advspatial: note: {root} has no train/ and test/ folders, so the model is trained and tested on the "
-              "same images (its test accuracy is not held out)", file=sys.stderr, flush=True)
+
+def refuse_training_on_test_images(dataset: str, spec: str) -> None:
+    """A :class:`ConfigError` when the model trained on first use for ``dataset`` would be trained on the images
+    it is then measured on: every result would be a training-set result. ``advspatial train`` still trains there
+    (and says so), for a user who wants that model."""
+    why = shared_splits(dataset)
+    if why is not None:
+        raise ConfigError(f"{spec} would be trained on first use on the images it is then measured on ({why}); give "
+                          f"a trained model (a weights file with --arch {spec}, or a zoo model), or a folder with "
+                          "train/ and test/ folders")
+
+
+def note_shared_splits(dataset: str) -> None:
+    """One line on stderr when ``dataset`` has no separate training images (:func:`shared_splits`): training and
+    testing then use the same images, and the test accuracy is not held out."""
+    why = shared_splits(dataset)
+    if why is not None:
+        print(f"advspatial: note: {why}, so the model is trained and tested on the same images (its test accuracy "
+              "is not held out)", file=sys.stderr, flush=True)
 
 
 def train_model(config: TrainConfig, device: torch.device | str = "cpu", progress: bool = True,

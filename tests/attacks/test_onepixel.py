@@ -179,6 +179,17 @@ def test_presets_and_registry() -> None:
         make_attack("onepixel", model, pixels=2)
 
 
+def test_more_pixels_than_an_image_has_is_refused_before_any_search() -> None:
+    """``kpixel --param pixels=100000`` on 28x28 images ran (for minutes at the paper's budget) and reported an L0
+    of 784 beside the 100,000 asked for."""
+    model = OnePixelProbe()
+    x, y = torch.zeros(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ConfigError, match=r"pixels=65 is out of range; valid: \[1, 64\]"):
+        KPixel(model, pixels=65, popsize=4, maxiter=1).run(x, y)
+    assert len(model.seen_training) <= 1  # the clean pass at most: no population was scored
+    assert KPixel(model, pixels=64, popsize=4, maxiter=1).run(x, y).x_adv.shape == x.shape
+
+
 # -- known answers ----------------------------------------------------------------
 
 def test_finds_the_only_pixel_that_matters() -> None:

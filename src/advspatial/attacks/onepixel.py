@@ -232,6 +232,7 @@ class OnePixel(Attack):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run DE on every image whose mask allows at least one pixel; see the module docstring."""
         n, _, height, width = x.shape
+        check_range("pixels", self.pixels, 1, height * width)  # an image has H x W pixels to change
         allowed = (torch.ones(n, height * width, dtype=torch.bool, device=x.device) if mask is None
                    else (mask != 0).any(dim=1).flatten(1))
         runnable = allowed.any(dim=1).cpu()

@@ -26,6 +26,7 @@ from ..errors import ConfigError, bounded_repr, check_range, check_seed, unknown
 from ..files import load_yaml_text
 from ..maps import list_importance_methods
 from ..models import parse_model_spec
+from ..training import refuse_training_on_test_images
 from ..models.spec import model_input
 from ..runtime import pick_device
 
@@ -192,6 +193,8 @@ class ExperimentConfig:
     def check_model(self) -> None:
         """The model spec is usable here: named things exist, TorchScript only where no layer is read."""
         source = parse_model_spec(self.model, self.weights or None, self.arch or None)
+        if source.needs_training:
+            refuse_training_on_test_images(self.dataset, self.model)
         if source.is_torchscript and self.LAYER_ACCESS:
             raise ConfigError(
                 f"this experiment needs the model's layers ({self.LAYER_ACCESS}), which a TorchScript model "
