@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from advspatial.errors import bounded_repr
-from advspatial.files import YAMLAliasError, load_yaml_text
+from advspatial.files import YAMLAliasError, YAMLDuplicateKeyError, load_yaml_text
 
 
 def alias_bomb(depth: int = 6) -> str:
@@ -56,6 +56,20 @@ def test_yaml_without_aliases_reads_as_safe_load_does() -> None:
         load_yaml_text("base: &b {n: 1}\nother:\n  <<: *b\n")  # a merge key is an alias too
     with pytest.raises(yaml.constructor.ConstructorError):
         load_yaml_text("!!python/object/apply:os.system ['true']")
+
+
+def test_a_key_given_twice_is_refused_where_safe_load_kept_the_last(tmp_path: Path, capsys) -> None:
+    """``n: 8`` then ``n: 10`` in a run's --config ran with n = 10, whichever the user meant."""
+    with pytest.raises(YAMLDuplicateKeyError, match="the key 'n' is given twice"):
+        load_yaml_text("n: 8\nattacks: [fgsm]\nn: 10\n")
+    with pytest.raises(YAMLDuplicateKeyError, match="'eps'"):
+        load_yaml_text("params: {eps: 0.1, steps: 3}\nother: {eps: 1, eps: 2}\n")  # nested, in flow style
+    assert load_yaml_text("a: {n: 1}\nb: {n: 2}\n1: x\n'1': y\n") == {"a": {"n": 1}, "b": {"n": 2}, 1: "x", "1": "y"}
+    config = tmp_path / "twice.yaml"
+    config.write_text("n: 8\nn: 10\n")
+    code, _, err = run_cli(capsys, "run", "maps", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "given twice" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 _data = st.recursive(st.one_of(st.none(), st.integers(), st.floats(), st.text(), st.binary()),

@@ -14,7 +14,7 @@ import os
 import pickle
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from pathlib import Path
 
 import torch
@@ -79,8 +79,26 @@ class YAMLAliasError(yaml.composer.ComposerError):
     built from others, and a few hundred bytes of them expand to gigabytes (a "billion laughs" file)."""
 
 
+class YAMLDuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping: refused, as PyYAML keeps the last silently (``n: 8`` then ``n: 10`` ran
+    with 10, whichever the user meant)."""
+
+
 class _NoAliasLoader(yaml.SafeLoader):
-    """PyYAML's safe loader (plain data, no ``!!python`` tags) that refuses aliases before expanding any."""
+    """PyYAML's safe loader (plain data, no ``!!python`` tags) that refuses aliases before expanding any, and keys
+    given twice in a mapping."""
+
+    def construct_mapping(self, node, deep=False):  # PyYAML's own signature
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # PyYAML's own error names a key that cannot be one
+            if key in seen:
+                raise YAMLDuplicateKeyError(None, None, f"the key {key!r} is given twice; give each key once",
+                                            key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
     def compose_node(self, parent, index):  # PyYAML's own signature
         if self.check_event(yaml.AliasEvent):

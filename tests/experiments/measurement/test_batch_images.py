@@ -39,7 +39,7 @@ def test_a_batch_is_made_once_while_it_fits() -> None:
 
     for _ in range(3):  # three attacks over the same two batches
         for sl in (slice(0, 4), slice(4, 6)):
-            assert shared.get(sl, lambda: make(sl)).composition.shape == (sl.stop - sl.start,)
+            assert shared.get(sl, lambda sl=sl: make(sl)).composition.shape == (sl.stop - sl.start,)
     assert made == [(0, 4), (4, 6)]
     assert shared.used == sum(v.nbytes() for v in shared.held.values())
 
@@ -52,7 +52,7 @@ def test_past_the_budget_a_batch_is_made_again_with_the_same_values() -> None:
         made.append(sl.start)
         return batch_values(4, seed=sl.start)
 
-    got = [shared.get(sl, lambda: make(sl)) for _ in range(2) for sl in (slice(0, 4), slice(4, 8))]
+    got = [shared.get(sl, lambda sl=sl: make(sl)) for _ in range(2) for sl in (slice(0, 4), slice(4, 8))]
     assert made == [0, 4, 4]  # the second batch did not fit: made for each attack
     assert list(shared.held) == [(0, 4)] and shared.used == first
     assert torch.equal(got[1].composition, got[3].composition)
