@@ -148,3 +148,12 @@ def test_panel_gate_n_is_an_option_only_where_there_is_an_explainer_panel(name: 
         resolve_config(experiment, str(config), {}, quick=True)
     config.write_text("panel_gate_n: 200\n")
     assert resolve_config(experiment, str(config), {}, quick=True).panel_gate_n == 200
+
+
+@pytest.mark.parametrize(("name", "setting"), [("spatial", "eps_linf"), ("maps", "eps_l2"), ("pse", "eps")])
+def test_a_budget_of_zero_is_refused_naming_the_setting(name: str, setting: str, tmp_path) -> None:
+    """``--eps-linf 0`` passed the setting's check, then failed inside the gate naming an internal value
+    (planned_eps): an attack with no budget attacks nothing."""
+    with pytest.raises(ConfigError, match=rf"^{setting}=0\.0 is out of range; valid: \(0, "):
+        resolve_config(get_experiment(name), None, {setting: 0.0, "out": str(tmp_path / "run")}, quick=True)
+    assert not (tmp_path / "run").exists()

@@ -98,8 +98,9 @@ class MeasurementConfig(GatedConfig):
 
     attacks: list[str] = setting(["fgsm", "pgd", "pgd-l2", "cw-l2", "deepfool", "onepixel"],
                                  "attacks to run (advspatial list attacks)")
-    eps_linf: float = setting(0.1, "L-inf budget of FGSM/PGD and of the adaptive attack", low=0, high=1)
-    eps_l2: float = setting(1.5, "L2 budget of PGD-L2", low=0)
+    eps_linf: float = setting(0.1, "L-inf budget of FGSM/PGD and of the adaptive attack", low=0, high=1,
+                              low_inclusive=False)
+    eps_l2: float = setting(1.5, "L2 budget of PGD-L2", low=0, low_inclusive=False)
     steps: int = setting(20, "PGD iterations", low=1)
     cw_steps: int = setting(40, "Adam steps per CW-L2 binary-search round", low=1)
     cw_search_steps: int = setting(3, "CW-L2 binary-search rounds over c", low=1)

@@ -37,7 +37,8 @@ class PSEConfig(GatedConfig):
     target_mode: str = setting("random", "target class of targeted attacks: random (seeded, != label), "
                                          "least-likely (lowest clean logit) or next ((label+1) mod K)",
                                choices=TARGET_MODES)
-    eps: float = setting(0.1, "L-inf budget of PGD (and of the dissection attack when it is PGD)", low=0, high=1)
+    eps: float = setting(0.1, "L-inf budget of PGD (and of the dissection attack when it is PGD)", low=0, high=1,
+                         low_inclusive=False)
     steps: int = setting(20, "PGD iterations", low=1)
     cw_steps: int = setting(50, "Adam steps per CW-L2 binary-search round", low=1)
     cw_search_steps: int = setting(4, "CW-L2 binary-search rounds over c", low=1)
