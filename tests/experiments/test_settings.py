@@ -157,3 +157,16 @@ def test_a_budget_of_zero_is_refused_naming_the_setting(name: str, setting: str,
     with pytest.raises(ConfigError, match=rf"^{setting}=0\.0 is out of range; valid: \(0, "):
         resolve_config(get_experiment(name), None, {setting: 0.0, "out": str(tmp_path / "run")}, quick=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_image_size_too_small_to_locate_anything_is_refused(tmp_path) -> None:
+    """``--image-size 1`` evaluated a zoo model on 1x1 images (exit 0), and a run stopped naming an SSIM window
+    the user never set."""
+    from advspatial.experiments.settings import MIN_IMAGE_SIDE, dataset_options
+
+    folder = f"imagefolder:{tmp_path}"
+    for size in (1, MIN_IMAGE_SIDE - 1):
+        with pytest.raises(ConfigError, match=rf"image_size={size} is out of range; valid: 0 .* or \[8, 4096\]"):
+            dataset_options(folder, "cifar10-resnet20", size, "crop", "")
+    assert dataset_options(folder, "smallcnn", MIN_IMAGE_SIDE, "crop", "")["size"] == MIN_IMAGE_SIDE
+    assert dataset_options(folder, "cifar10-resnet20", 0, "crop", "")["size"] == 32  # the zoo model's own

@@ -217,6 +217,10 @@ def resizes_images(dataset: str) -> bool:
         return False
 
 
+#: the smallest image side a folder dataset is resized to (1x1 images ran, and measured nothing)
+MIN_IMAGE_SIDE = 8
+
+
 def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_map: str,
                     crop_fraction: float = 0.0) -> dict[str, Any]:
     """``load_dataset`` options for a folder dataset; an error when they are given for a dataset without them.
@@ -228,6 +232,10 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
             raise ConfigError("image_size/class_map/crop_fraction apply to folder datasets (imagefolder:PATH), "
                               f"not {bounded_repr(dataset)}")
         return {}
+    if 0 < image_size < MIN_IMAGE_SIDE:
+        raise ConfigError(f"image_size={image_size} is out of range; valid: 0 (a zoo model's input size, else the "
+                          f"loader's default) or [{MIN_IMAGE_SIDE}, 4096]: smaller images leave the maps and regions "
+                          "nothing to locate")
     declared = model_input(model)  # a zoo model's or an hf: folder's own input size and crop
     size = image_size or (declared[0] if declared is not None else 0)
     options: dict[str, Any] = {"fit": fit, "crop_fraction": crop_fraction or (declared[1] if declared else 1.0)}
