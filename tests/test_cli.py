@@ -433,12 +433,14 @@ def test_ctrl_c_during_a_run_says_how_to_resume(lenet_factory, tmp_path, capsys,
     assert err.strip().splitlines()[-1] == f"advspatial: aborted; complete the run with: advspatial run --resume {out}"
 
 
-def test_evaluate_checks_seeds_before_any_work(capsys) -> None:
+def test_evaluate_checks_seeds_and_n_before_any_work(capsys) -> None:
     """A seed torch cannot take passed validation and failed (or trained a new model) later."""
     code, _, err = run_cli(capsys, "evaluate", "--seed", "100000000000000000000000")
     one_line_error(code, err, "seed=100000000000000000000000 is out of range")
     code, _, err = run_cli(capsys, "evaluate", "--model-seed", "-1")
     one_line_error(code, err, "model_seed=-1 is out of range")
+    code, _, err = run_cli(capsys, "evaluate", "--n", "0")  # evaluated every image, against --n -3's [1, inf]
+    one_line_error(code, err, "n=0 is out of range; valid: [1, inf]")
 
 
 def test_train_options_are_the_train_config_fields(capsys) -> None:

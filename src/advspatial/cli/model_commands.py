@@ -113,7 +113,7 @@ def train(force: bool, device: str, progress: bool, **fields: Any) -> None:
 @click.command()
 @model_options
 @click.option("--split", default="test", show_default=True, type=click.Choice(["train", "test"]))
-@click.option("--n", default=None, type=int, help="Evaluate on N images only (see --subset).")
+@click.option("--n", default=None, type=int, help="Evaluate on N images only (see --subset; default: all).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the --subset draw.")
 @click.option("--batch-size", default=100, show_default=True, type=int)
 def evaluate(split: str, n: int | None, seed: int, batch_size: int, **options: Any) -> None:
@@ -121,7 +121,7 @@ def evaluate(split: str, n: int | None, seed: int, batch_size: int, **options: A
     from ..statistics.accuracy import wilson_interval
     from ..training import evaluate_accuracy
 
-    model, data = load_model_and_data(options, n or 10**9, seed, split)
+    model, data = load_model_and_data(options, 10**9 if n is None else n, seed, split)  # --n 0: refused, not all
     correct = round(evaluate_accuracy(model, data, batch_size) * len(data))
     share = wilson_interval(correct, len(data))
     click.echo(f"{options['model_name']} on {options['dataset']} {split} ({len(data)} images): accuracy "
