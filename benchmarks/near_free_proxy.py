@@ -16,7 +16,7 @@ Not a test. Example (the figures of benchmarks/README.md, "the framework's own w
 
 With ``--lazy`` the run reads the folder as a folder run does (JPEGs decoded batch by batch), and ``--resume``
 completes a copy of a finished run, every stage read back, so that the ledger's phases outside the stages (rows,
-statistics, figures) are the analysis' own (the figures of "the rows' images once for all attacks")::
+statistics, figures) are the analysis' own (the figures of "the rows' images once for every attack")::
 
     python benchmarks/near_free_proxy.py --images ../shared/data/cifar10-test-jpeg --n 2000 --lazy \\
         --out runs/nf-2000
