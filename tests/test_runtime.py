@@ -123,7 +123,8 @@ def test_a_failed_write_leaves_no_temp_file_and_names_the_file(tmp_path, monkeyp
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a torch file at all"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", b"not a torch file at all",
+                                     b"\x80\x02cos\nsystem\nq\x00."])
 def test_an_empty_or_truncated_stage_is_one_clear_error(tmp_path, content: bytes) -> None:
     """An empty stage file used to surface as EOFError, which click reports as 'aborted' with exit 130."""
     from advspatial.errors import DataError
@@ -131,8 +132,9 @@ def test_an_empty_or_truncated_stage_is_one_clear_error(tmp_path, content: bytes
     run = RunDir(tmp_path / "run")
     run.save_stage("attack/batch-00000", {"x": torch.ones(3)})
     run.stage_path("attack/batch-00000").write_bytes(content)
-    with pytest.raises(DataError, match=r"batch-00000\.pt.*delete it"):
+    with pytest.raises(DataError, match=r"batch-00000\.pt.*delete it") as refused:
         run.cached("attack/batch-00000", lambda: {"x": torch.zeros(3)})
+    assert "state_dict" not in str(refused.value)  # a model file's advice, not a stage file's
 
 
 def test_a_directory_lock_is_exclusive_and_dies_with_its_process(tmp_path) -> None:

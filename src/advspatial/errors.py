@@ -123,10 +123,11 @@ def bounded_repr(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def load_failure(exc: BaseException) -> str:
+def load_failure(exc: BaseException, remedy: str = "save model.state_dict() instead") -> str:
     """Why loading a file with ``torch.load(..., weights_only=True)`` (ours or a library's) failed, in one line,
     without torch's advice to load it with ``weights_only=False``: that would run code from the file, and
-    advspatial never does. A refused pickle is said to be one (naming the global it asked for, when given)."""
+    advspatial never does. A refused pickle is said to be one (naming the global it asked for, when given), and
+    ``remedy`` follows it (a model file's, by default; "" for none: the caller says what to do)."""
     text = str(exc)
     if "weights_only" not in text and "Weights only load failed" not in text:
         return first_line(exc)
@@ -135,4 +136,4 @@ def load_failure(exc: BaseException) -> str:
                    line.lower()), "")
     detail = detail.split(" was not an allowed global")[0].rstrip(".")[:120]
     return ("the file holds Python objects besides tensors, which advspatial never unpickles (it loads weights "
-            f"only){': ' + detail if detail else ''}; save model.state_dict() instead")
+            f"only){': ' + detail if detail else ''}{'; ' + remedy if remedy else ''}")

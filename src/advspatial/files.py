@@ -121,7 +121,7 @@ def load_torch_file(path: Path, what: str, remedy: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (EOFError, RuntimeError, OSError, ValueError, pickle.UnpicklingError, AttributeError, TypeError) as exc:
-        detail = "empty or truncated file" if isinstance(exc, EOFError) else load_failure(exc)
+        detail = "empty or truncated file" if isinstance(exc, EOFError) else load_failure(exc, remedy="")
         raise DataError(f"{what} ({type(exc).__name__}: {detail}); {remedy}") from exc
 
 

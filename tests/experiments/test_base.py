@@ -28,8 +28,12 @@ def test_model_outputs_are_checked_once_up_front() -> None:
     check_model_fits_data(Out(lambda x: torch.zeros(len(x), 10)), data, cpu)
     with pytest.raises(ModelError, match=r"logits \(N, classes\)"):
         check_model_fits_data(Out(lambda x: torch.zeros(len(x), 10, 1)), data, cpu)
-    with pytest.raises(ModelError, match="5 outputs but the data has label 9"):
+    with pytest.raises(ModelError, match="5 outputs but the data has label 9") as refused:
         check_model_fits_data(Out(lambda x: torch.zeros(len(x), 5)), data, cpu)
+    assert "class-map" not in str(refused.value) and "output indices, 0 to 4" in str(refused.value)  # not a folder
+    folder = ImageDataset("imagefolder", data.pixels, data.labels, data.class_names)
+    with pytest.raises(ModelError, match="give --class-map"):
+        check_model_fits_data(Out(lambda x: torch.zeros(len(x), 5)), folder, cpu)
     with pytest.raises(ModelError, match="non-finite"):
         check_model_fits_data(Out(lambda x: torch.full((len(x), 10), float("nan"))), data, cpu)
     with pytest.raises(ModelError, match="cannot take toy images"):

@@ -265,9 +265,11 @@ def check_model_fits_data(model: nn.Module, data: ImageDataset, device: torch.de
     logits = check_logits(logits, spec, batch=1)
     top = int(data.labels.max())
     if top >= logits.shape[1]:
+        remedy = ("give --class-map (model output index, folder name) so labels are the model's indices"
+                  if data.name == "imagefolder" else f"labels must be the model's output indices, 0 to "
+                  f"{logits.shape[1] - 1}")
         raise ModelError(f"the model has {logits.shape[1]} outputs but the data has label {top} "
-                         f"({data.num_classes} classes); for a folder dataset give --class-map "
-                         "(model output index, folder name) so labels are the model's indices")
+                         f"({data.num_classes} classes); {remedy}")
     if logits.shape[1] != data.num_classes and data.name == "imagefolder":
         # folder labels are folder indices, not model outputs: a prediction would name a class of the model
         # as if it were the folder of the same index
