@@ -302,7 +302,7 @@ def shared_splits(dataset: str) -> str | None:
         return f"{dataset} holds one set of images, both its training and its test split"
     if kind == "imagefolder":
         root = Path(rest).expanduser()
-        if split_root(root, "train") == split_root(root, "test"):
+        if root.is_dir() and split_root(root, "train") == split_root(root, "test"):  # a missing one: the loader says so
             return f"{root} has no train/ and test/ folders"
     return None
 

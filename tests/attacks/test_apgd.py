@@ -16,7 +16,8 @@ from advspatial.attacks.gradients import dlr_loss, dlr_loss_targeted
 from advspatial.attacks.base import margin
 from advspatial.errors import ConfigError
 from attack_checks import (
-    assert_acts_only_inside_masks, assert_batch_equals_each_alone, assert_eps_zero_returns_x_and_misclassified_stay,
+    ImageByImage, assert_acts_only_inside_masks, assert_batch_equals_each_alone,
+    assert_eps_zero_returns_x_and_misclassified_stay,
 )
 from helpers import RowCounter, first_images, fooled
 
@@ -143,7 +144,7 @@ def test_channel_mask_on_colour_images(tiny_cnn, cls):
 def test_batch_equals_each_image_alone(trained_tiny_cnn, fmnist_test_subset, name, build):
     x, y = _data(fmnist_test_subset, 12)
     ids = torch.arange(100, 112)
-    assert_batch_equals_each_alone(build(trained_tiny_cnn), x, y, ids)
+    assert_batch_equals_each_alone(build(ImageByImage(trained_tiny_cnn)), x, y, ids)
 
 
 def test_restarts_run_only_on_unfooled_images(trained_tiny_cnn, fmnist_test_subset):
