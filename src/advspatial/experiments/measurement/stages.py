@@ -330,11 +330,11 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
     def accumulate(b: int, sl: slice, stages: BatchStages) -> None:
         """Rows, accumulators and kept examples of batch b, in batch order."""
         result, size = stages.result, sl.stop - sl.start
-        imp, pred = ctx.at_scale(stages.importance[:size]), stages.pred[:size]
-        y, ids = data.labels[sl], data.ids[sl]
+        pred, y, ids = stages.pred[:size], data.labels[sl], data.ids[sl]
         success = (pred == y) & result.success
-        images = shared.get(sl, lambda: batch_images(ctx, sl, imp))
+        images = shared.get(sl, lambda: batch_images(ctx, sl, ctx.at_scale(stages.importance[:size])))
         composition, references, clean = images.composition, images.references, images.clean
+        imp = clean.importance  # the clean maps at the statistics' scale, pooled once for every attack
         panel_maps = {m: ctx.at_scale(stages.panel[m][:size]) for m in panel}
         cols: dict[str, torch.Tensor] = {}
         for kind in kinds:
@@ -353,7 +353,7 @@ def process_attack(ctx: Context[MeasurementConfig], name: str, rows: list[dict[s
             if kind == kinds[0]:  # the main attack map: figure examples, the RoI frequency
                 summary.frequency["roi"].update(roi[ok].float(), y[ok])
                 keep_across_classes(summary.examples, cfg.figure_images, ok, len(ctx.data.class_names),
-                                    x=lambda chosen: data.images(torch.arange(sl.start, sl.stop)[chosen]),
+                                    x=lambda chosen: data.images(chosen + sl.start),
                                     x_adv=result.x_adv, importance=stages.importance[:size], attack=maps.map,
                                     roi=ctx.at_input(roi), roa=ctx.at_input(roa), labels=y)
         if extra is not None:
