@@ -223,6 +223,50 @@ def test_flat_folder_errors(tmp_path) -> None:
         load_imagefolder(root=flat, class_map=cmap)
 
 
+def test_gif_and_tiff_files_are_read(tmp_path) -> None:
+    solid(tmp_path / "a" / "x.gif", (255, 0, 0))
+    solid(tmp_path / "a" / "y.TIFF", (0, 0, 255))
+    ds = load_imagefolder(root=tmp_path, size=4)
+    assert [Path(f).name for f in ds.pixels.files] == ["x.gif", "y.TIFF"]
+    assert ds.pixels[:, :, 2, 2].tolist() == [[255, 0, 0], [0, 0, 255]]
+
+
+@pytest.fixture
+def named_skips(monkeypatch, capsys):
+    """The lines written to stderr by a listing, with no folder named earlier in this process."""
+    monkeypatch.setattr(imagefolder, "_NAMED_SKIPS", set())
+    return lambda: [line for line in capsys.readouterr().err.splitlines() if "not read" in line]
+
+
+def test_files_not_read_are_named_once_per_folder(tmp_path, named_skips) -> None:
+    root = tmp_path / "imgs"
+    solid(root / "cat" / "a.png", (1, 2, 3))
+    solid(root / "dog" / "b.png", (1, 2, 3))
+    solid(root / "stray.png", (1, 2, 3))  # beside class folders: not read
+    (root / "cat" / "notes.txt").write_text("x")
+    (root / "dog" / "more").mkdir()  # no recursion
+    (root / "dog" / ".DS_Store").write_text("hidden: not named")
+    for _ in range(2):
+        assert len(load_imagefolder(root=root)) == 2
+    lines = named_skips()
+    assert len(lines) == 1, lines
+    assert f"image folder {root}: 3 file(s) not read (stray.png, cat/notes.txt, dog/more/)" in lines[0]
+    assert ".DS_Store" not in lines[0]
+
+
+def test_a_full_folder_and_its_own_class_map_name_nothing(tmp_path, named_skips) -> None:
+    flat = tmp_path / "flat"
+    solid(flat / "n01_tench.png", (200, 0, 0))
+    cmap = write_tsv(flat / "classes.tsv", "0\tn01\ttench\n")
+    assert len(load_imagefolder(root=flat, class_map=cmap)) == 1
+    assert named_skips() == []
+    for i in range(5):
+        (flat / f"n01_{i}.heic").write_text("x")
+    assert len(load_imagefolder(root=flat, class_map=cmap)) == 1
+    (line,) = named_skips()
+    assert "5 file(s) not read (n01_0.heic, n01_1.heic, n01_2.heic and 2 more)" in line
+
+
 def test_read_class_map_defaults_and_duplicate_display_names(tmp_path) -> None:
     cmap = read_class_map(write_tsv(tmp_path / "c.tsv", "1\tb\tcrane\r\n0\t a \t\n2\tc\tcrane\n"))
     assert cmap.labels == {"a": 0, "b": 1, "c": 2} and cmap.names == ("a", "crane", "crane")

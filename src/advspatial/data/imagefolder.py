@@ -13,7 +13,9 @@ sub-folders is a class-folder layout (image files beside them are ignored); a
 folder with image files and no sub-folders is a flat layout. Only files
 directly inside a folder count (no recursion); hidden entries (starting with
 ``.``) and files with other extensions are skipped. Files are taken in sorted
-order, so the dataset is deterministic.
+order, so the dataset is deterministic. What is skipped (other extensions, files beside class
+folders, folders inside them) is named once on stderr (:func:`note_skipped_files`), so a folder is
+never read short in silence; GIF and TIFF files are read (:data:`IMAGE_EXTENSIONS`).
 
 Labels. Without a class map, class names are the sub-folder names in sorted
 order (label i = i-th name). With ``class_map`` (a TSV file, one line per model
@@ -58,6 +60,7 @@ import torch
 
 from ..environment import env_int
 from ..errors import ConfigError, DataError, check_range
+from ..progress import note
 from .base import ImageDataset, Index
 from .classmap import ClassMap, read_class_map
 from .registry import register_dataset
@@ -65,7 +68,8 @@ from .registry import register_dataset
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+#: the file extensions read as images, in any case (Pillow decodes each; an animated GIF gives its first frame)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 FITS = ("crop", "stretch")
 DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))  # Pillow releases the GIL while decoding/resizing
 
@@ -80,39 +84,63 @@ def split_root(root: Path, split: str) -> Path:
     return root
 
 
-def _scan(folder: Path) -> tuple[list[str], list[Path]]:
-    """(sorted non-hidden sub-folder names, sorted image files) directly inside ``folder``."""
+def _scan(folder: Path) -> tuple[list[str], list[Path], list[str]]:
+    """(sorted non-hidden sub-folder names, sorted image files, names of the other non-hidden files) directly
+    inside ``folder``."""
     dirs: list[str] = []
     files: list[Path] = []
+    others: list[str] = []
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             if entry.is_dir():
                 dirs.append(entry.name)
-            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in EXTENSIONS:
+            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
                 files.append(Path(entry.path))
-    return sorted(dirs), sorted(files)
+            elif entry.is_file():
+                others.append(entry.name)
+    return sorted(dirs), sorted(files), sorted(others)
+
+
+#: the folders whose skipped files were named in this process (a run lists its folder several times)
+_NAMED_SKIPS: set[str] = set()
+
+
+def note_skipped_files(folder: Path, skipped: list[str]) -> None:
+    """One line on stderr, once per folder and process, naming the files of ``folder`` that are not read (a few of
+    them and their count): other extensions, or files beside class folders. A folder is never read short in
+    silence."""
+    if not skipped or str(folder) in _NAMED_SKIPS:
+        return
+    _NAMED_SKIPS.add(str(folder))
+    shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    note(f"advspatial: note: image folder {folder}: {len(skipped)} file(s) not read ({shown}); read are image "
+         f"files ({', '.join(IMAGE_EXTENSIONS)}) in the class folders, or in the folder itself when it has none")
 
 
 def list_images(folder: Path, class_map: ClassMap | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """(files, labels, class names) in deterministic order; :class:`DataError` when empty or unlabelled."""
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist or is not a folder")
-    dirs, flat = _scan(folder)
-    if dirs:
-        return _list_class_folders(folder, dirs, class_map)
+    dirs, flat, skipped = _scan(folder)
+    if class_map is not None:  # a class map kept beside the images is no skipped image
+        skipped = [name for name in skipped if (folder / name).resolve() != class_map.path.resolve()]
+    if dirs:  # files beside the class folders are not read either
+        return _list_class_folders(folder, dirs, class_map, sorted(skipped + [path.name for path in flat]))
+    note_skipped_files(folder, skipped)
     if flat:
         return _list_flat(folder, flat, class_map)
     raise DataError(f"image folder {folder} has no class sub-folders and no image files; expected "
                     f"{folder}/<class name>/<images> or {folder}/<key>_<name>.<ext> with a class map "
-                    f"(recognised extensions: {', '.join(EXTENSIONS)})")
+                    f"(recognised extensions: {', '.join(IMAGE_EXTENSIONS)})")
 
 
 def _list_class_folders(
-    folder: Path, dirs: list[str], class_map: ClassMap | None
+    folder: Path, dirs: list[str], class_map: ClassMap | None, beside: list[str]
 ) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
-    """Class-folder layout: label = sorted position, or the class map's index."""
+    """Class-folder layout: label = sorted position, or the class map's index; the files ``beside`` the class
+    folders, and the folders and files of other extensions inside them, are named as not read."""
     if class_map is None:
         label_of, classes = {name: i for i, name in enumerate(dirs)}, tuple(dirs)
     else:
@@ -124,16 +152,19 @@ def _list_class_folders(
     files: list[Path] = []
     labels: list[int] = []
     empty: list[str] = []
+    skipped = list(beside)
     for name in sorted(dirs, key=lambda d: label_of[d]):
-        found = _scan(folder / name)[1]
+        inner, found, others = _scan(folder / name)
         if not found:
             empty.append(name)
         files += found
         labels += [label_of[name]] * len(found)
+        skipped += [f"{name}/{other}" for other in others] + [f"{name}/{sub}/" for sub in inner]
+    note_skipped_files(folder, skipped)
     if empty:
         raise DataError(
             f"image folder {folder}: class folder(s) {', '.join(empty)} hold no images "
-            f"(recognised extensions: {', '.join(EXTENSIONS)})"
+            f"(recognised extensions: {', '.join(IMAGE_EXTENSIONS)})"
         )
     return files, np.asarray(labels, dtype=np.int64), classes
 

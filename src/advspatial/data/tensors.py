@@ -30,10 +30,9 @@ import torch
 
 from ..errors import ConfigError, ShapeError, first_line
 from .base import ImageDataset
-from .imagefolder import read_full_image
+from .imagefolder import IMAGE_EXTENSIONS, read_full_image
 from .registry import register_dataset
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 IMAGE_KEYS = ("images", "x", "x_adv", "adv", "clean")
 LABEL_KEYS = ("labels", "y", "targets")
 
@@ -165,7 +164,7 @@ def read_image_folder(folder: Path) -> torch.Tensor:
     decoded by :func:`.imagefolder.read_full_image` (the pixel cap checked first, a bad file one line)."""
     files = image_files(folder)
     if not files:
-        raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        raise ConfigError(f"{folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     arrays = [read_full_image(file) for file in files]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -177,7 +176,7 @@ def read_image_folder(folder: Path) -> torch.Tensor:
 
 def image_files(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 # -- conversions --------------------------------------------------------------------------
