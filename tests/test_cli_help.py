@@ -40,3 +40,18 @@ def test_analyze_n_states_its_default_in_words_only() -> None:
 
 def test_a_default_given_as_a_value_is_still_shown() -> None:
     assert "[default: 500]" in _option_help(_help("run", "spatial"), "--n")
+
+
+def test_the_command_line_starts_without_the_libraries_only_some_commands_use() -> None:
+    """Every command pays for what the command line imports before it parses a word: scipy.stats and Captum
+    (which imports pyplot) cost about a second on a 2-core machine, and are imported by the functions that use
+    them. Checked in a fresh interpreter, where nothing else has imported them."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; import advspatial.cli.main, advspatial.experiments; "
+             "print(' '.join(m for m in ('scipy.stats', 'scipy.ndimage', 'captum', 'matplotlib.pyplot') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", f"imported at start: {done.stdout.strip()}"

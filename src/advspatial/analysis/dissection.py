@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import nn
 
 from ..data.base import ImageDataset
@@ -297,5 +296,7 @@ def _histogram_quantile(make_stream: Callable[[], Iterator[torch.Tensor]], units
 
 def _centered_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks (ties get their average rank, as Spearman needs), minus their mean."""
+    from scipy.stats import rankdata  # on first use: scipy.stats costs a third of a second to import
+
     ranks = torch.from_numpy(rankdata(values.numpy())).to(torch.float64)
     return ranks - ranks.mean()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from scipy import ndimage
 
 
 def draw_uniform(gens: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
@@ -59,6 +58,8 @@ def nearest_allowed(allowed: torch.Tensor, height: int, width: int) -> torch.Ten
     whose mask is neither full nor empty (identity elsewhere); a one-off set-up
     cost, not part of the search loop.
     """
+    from scipy import ndimage  # on first use: a fifth of a second to import
+
     n = allowed.shape[0]
     table = torch.arange(height * width).repeat(n, 1)
     grid = allowed.cpu().numpy().reshape(n, height, width)

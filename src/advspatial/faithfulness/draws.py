@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from ..errors import check_range
 from ..runtime import stream_seed
@@ -108,6 +107,8 @@ def two_level_ci(values: Any, statistic: str = "mean", level: float = 0.95, seed
     """The check's value (:func:`aggregate`) with its ``level`` CI over draws and images (module docstring); ``n``
     counts the images with a defined value (for a mean: in every draw). One draw: the one-level bootstrap over the
     images."""
+    from scipy import stats  # on first use: scipy.stats costs a third of a second to import
+
     if statistic not in STATISTICS:
         raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
     check_range("level", level, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
@@ -143,6 +144,8 @@ def draws_to_decide(values: Any, statistic: str, distance: float, power: float =
         >>> draws_to_decide([[0.0, 0.2], [0.4, 0.6], [0.2, 0.4]], "mean", distance=0.5)
         4.0
     """
+    from scipy import stats  # on first use: scipy.stats costs a third of a second to import
+
     per_draw = _aggregate_rows(as_table(values), statistic)
     per_draw = per_draw[np.isfinite(per_draw)]
     if per_draw.size < 2 or not distance > 0:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from ..errors import ShapeError, check_range
 from .estimates import Estimate, no_difference_bound
@@ -88,6 +87,8 @@ def crossed_mean_ci(values: Any, level: float = 0.95, *, shares: bool = False) -
     images (not a zero-width interval) and p = 1. Fewer than 2 seeds or 2 images: the mean and per-seed means
     with a NaN CI, p and df (between-run variance cannot be estimated from one run).
     """
+    from scipy.stats import t as student_t  # on first use: scipy.stats costs a third of a second to import
+
     check_range("level", level, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     d = seed_table(values)
     s, n = d.shape

@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import chi2, norm
-from scipy.stats import t as student_t
 
 from ..errors import ConfigError, ShapeError, check_range
 
@@ -115,6 +113,8 @@ def _weighted_mean(y: np.ndarray, w: np.ndarray) -> float:
 
 def _normal_test(estimate: float, se: float, level: float) -> tuple[float, float, float, float]:
     """(low, high, z, two-sided p) of a normal Wald test of ``estimate`` against 0."""
+    from scipy.stats import norm  # on first use: scipy.stats costs a third of a second to import
+
     half = float(norm.ppf((1.0 + level) / 2.0)) * se
     z = estimate / se
     return estimate - half, estimate + half, z, float(2.0 * norm.sf(abs(z)))
@@ -132,6 +132,8 @@ def random_effects(effects: Any, variances: Any, level: float = 0.95) -> MetaAna
     at the DL standard error otherwise. The prediction interval effect -+ t_{k-2} sqrt(tau2 + hk_se^2) needs
     k >= 3. One model is refused: no spread between models can be estimated from it.
     """
+    from scipy.stats import chi2, t as student_t  # on first use: scipy.stats costs a third of a second to import
+
     y, v = _checked(effects, variances, level, 2, "random_effects")
     k = y.size
     w = 1.0 / v
@@ -160,6 +162,8 @@ def random_effects(effects: Any, variances: Any, level: float = 0.95) -> MetaAna
 
 def _t_test(estimate: float, se: float, df: int, level: float) -> tuple[float, float, float, float]:
     """(low, high, t, two-sided p) of a t test with ``df`` degrees of freedom of ``estimate`` against 0."""
+    from scipy.stats import t as student_t  # on first use: scipy.stats costs a third of a second to import
+
     half = float(student_t.ppf((1.0 + level) / 2.0, df)) * se
     t = estimate / se
     return estimate - half, estimate + half, t, float(2.0 * student_t.sf(abs(t), df))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.attr import LayerAttribution, LayerGradCam
 from torch import nn
 
 from ...errors import ModelError
@@ -46,6 +45,8 @@ def gradcam_map(
     chosen by :func:`~advspatial.models.hooks.resolve_layer`. On a vision transformer without ``layer``: Grad-CAM
     on its patch tokens (``token-gradcam``, :mod:`advspatial.maps.importance.token_gradcam`).
     """
+    from captum.attr import LayerAttribution, LayerGradCam  # on first use: captum imports pyplot
+
     if layer is None and token_layout(model, x) is not None:
         return token_gradcam_map(model, x, classes)
     with frozen_eval(model):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.attr import InputXGradient
 from torch import nn
 
 from .._common import Target, reduce_channels_abs
@@ -36,5 +35,7 @@ def input_x_gradient(model: nn.Module, x: torch.Tensor, target: Target = "pred",
 @register_importance_method("inputxgrad", function=input_x_gradient)
 def input_x_gradient_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Input x gradient: sum over channels of |x * dz_c/dx|."""
+    from captum.attr import InputXGradient  # on first use: captum imports pyplot
+
     inp = checked_input(model, x, classes)
     return reduce_channels_abs(run_frozen(model, lambda: InputXGradient(model).attribute(inp, target=classes)))

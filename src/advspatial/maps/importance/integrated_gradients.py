@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.attr import IntegratedGradients
 from torch import nn
 
 from ...errors import check_range
@@ -43,6 +42,8 @@ def integrated_gradients_map(
 
     Captum's Gauss-Legendre rule with ``steps`` points; sum over channels of |IG|.
     """
+    from captum.attr import IntegratedGradients  # on first use: captum imports pyplot
+
     check_range("steps", steps, 1)
     inp = checked_input(model, x, classes)
     ig = IntegratedGradients(model)

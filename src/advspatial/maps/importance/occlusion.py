@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.attr import Occlusion
 from torch import nn
 
 from ...errors import check_range
@@ -64,6 +63,8 @@ def occlusion_map(
     map is ReLU of the channel mean, so only pixels whose hiding lowers z_c count.
     ``window``/``stride`` default to :func:`occlusion_geometry` of the shorter side.
     """
+    from captum.attr import Occlusion  # on first use: captum imports pyplot
+
     window, stride = occlusion_geometry(min(x.shape[2:]), window, stride)
     check_range("window", window, 1, min(x.shape[2:]))
     check_range("stride", stride, 1)

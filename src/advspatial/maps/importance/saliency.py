@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from captum.attr import Saliency
 from torch import nn
 
 from .._common import Target, reduce_channels_abs
@@ -37,6 +36,8 @@ def saliency(model: nn.Module, x: torch.Tensor, target: Target = "pred", y: torc
 @register_importance_method("saliency", function=saliency)
 def saliency_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """Saliency (Simonyan et al.): sum over channels of |dz_c/dx|."""
+    from captum.attr import Saliency  # on first use: captum imports pyplot
+
     inp = checked_input(model, x, classes)
     attr = run_frozen(model, lambda: Saliency(model).attribute(inp, target=classes, abs=True))
     return reduce_channels_abs(attr)
