@@ -1,8 +1,10 @@
 """Figures for people who do not read code: maps, regions, class means, permutation tests.
 
 Each function takes tensors and an output path, writes a PNG and returns the
-path. Figures are built as :class:`matplotlib.figure.Figure` objects drawn by
-the Agg canvas, so pyplot and matplotlib's global backend are never touched.
+path. Figures are built as :class:`matplotlib.figure.Figure` objects (:func:`new_figure`) drawn by
+the Agg canvas, so pyplot and matplotlib's global backend are never touched. matplotlib is imported
+by the functions that draw, not with this module: it costs about half a second, and every command
+of the command line imports the figure modules before it parses a word.
 """
 
 from __future__ import annotations
@@ -11,21 +13,17 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib import colormaps
-from matplotlib.axes import Axes
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import ListedColormap, Normalize
-from matplotlib.figure import Figure
-from matplotlib.mathtext import MathTextParser
-from matplotlib.patches import Patch, Rectangle
-from matplotlib.text import Text
 
 from ..errors import ShapeError
 from ..regions import PART_NAMES, Partition
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 HEAT_CMAP = "inferno"
 #: the colour map of signed quantities (a map's change, an effect of either sign): blue below 0, red above
@@ -40,8 +38,24 @@ PART_LABELS = {
 }
 
 
+def new_figure(**options: Any) -> Figure:
+    """``matplotlib.figure.Figure(**options)``, without pyplot: how every figure of the package is made, matplotlib
+    imported on the first.
+
+    Example::
+
+        >>> new_figure(figsize=(2, 1), dpi=100).get_size_inches().tolist()
+        [2.0, 1.0]
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Render ``fig`` with the Agg canvas (no pyplot global state) and write it as PNG; returns the path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     from ..files import atomic_write_bytes
 
     path = Path(path)
@@ -58,6 +72,9 @@ def literal_unless_math(fig: Figure) -> None:
     """Every text of ``fig`` that holds a ``$`` but is not valid mathtext is drawn literally: class names, folder
     names and ``--source`` labels are the user's text, and ``$x^$`` or ``$\\undefinedcmd{x}$`` in one of them
     made saving the figure fail after all the work was done. Valid math is still typeset."""
+    from matplotlib.mathtext import MathTextParser
+    from matplotlib.text import Text
+
     parser = MathTextParser("path")
     for text in fig.findobj(Text):
         content = text.get_text()
@@ -102,16 +119,22 @@ HEAT_ALPHA = 0.75
 
 def colour_image(img: np.ndarray, cmap: str | None) -> np.ndarray:
     """(H,W,3) RGB in [0,1] of an image from :func:`image_for_display` (a gray one through its colour map)."""
+    from matplotlib import colormaps
+
     return img if cmap is None else colormaps[cmap](img)[..., :3]
 
 
 def heat_over(base: np.ndarray, heat: np.ndarray) -> np.ndarray:
     """(H,W,3) the heat map (values in [0,1], :data:`HEAT_CMAP`) at :data:`HEAT_ALPHA` over the image ``base``."""
+    from matplotlib import colormaps
+
     return HEAT_ALPHA * colormaps[HEAT_CMAP](np.clip(heat, 0, 1))[..., :3] + (1 - HEAT_ALPHA) * base
 
 
 def colour_codes(codes: np.ndarray) -> np.ndarray:
     """(H,W,3) the four parts' colours (:data:`PART_COLOURS`) of partition codes 0..3."""
+    from matplotlib.colors import ListedColormap
+
     return ListedColormap(PART_COLOURS)(codes.astype(int))[..., :3]
 
 
@@ -133,6 +156,8 @@ def draw_panels(ax: Axes, panels: Sequence[np.ndarray], interpolation: Sequence[
     One axes holding several images draws as fast as one panel: a figure of many small panels, one axes each, spent
     most of its time making axes (their ticks and spines), not drawing images.
     """
+    from matplotlib.patches import Rectangle
+
     h, w = panels[0].shape[:2]
     step = w + max(1, round(gap * w))
     for k, panel in enumerate(panels):
@@ -180,6 +205,10 @@ def plot_region_grid(
     (colour = fraction of that image's peak). ``partition`` is a
     :class:`~advspatial.regions.Partition` or its (N,H,W) codes 0..3.
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch
+
     codes = partition.codes() if isinstance(partition, Partition) else partition
     check_images_maps(images, importance=importance, attack=attack, partition=codes)
     if codes.dtype == torch.bool or codes.is_floating_point() or (codes.numel() and int(codes.max()) > 3):
@@ -190,7 +219,7 @@ def plot_region_grid(
     if row_labels is not None and len(row_labels) < n:
         raise ShapeError(f"row_labels needs {n} entries, got {len(row_labels)}")
     imp, att = per_image_max_normalized(importance[:n]), per_image_max_normalized(attack[:n])
-    fig = Figure(figsize=(10.5, 2.35 * n + 1.6), dpi=100)
+    fig = new_figure(figsize=(10.5, 2.35 * n + 1.6), dpi=100)
     grid = fig.add_gridspec(n + 1, 1, height_ratios=[1.0] * n + [0.09], hspace=0.35)
     cols = ("image", f"importance: {importance_name}", f"attack map: {attack_name}", f"regions ({region_rule})")
     for i in range(n):
@@ -239,6 +268,8 @@ def plot_region_strip(
     (the adversarial image, where the model looks: the RoI map, where the attack acts: the RoA map, and the four-part
     regions), ``per_row`` examples to a row. Wide and short, so that it sits on a report's first screen with its
     sentences under it."""
+    from matplotlib.patches import Patch
+
     check_images_maps(images, importance=importance, attack=attack, partition=codes)
     n = images.shape[0]
     if n < 1 or len(column_labels) < n:
@@ -247,7 +278,7 @@ def plot_region_strip(
     groups = min(per_row, n)
     rows = math.ceil(n / groups)
     cell = 0.85
-    fig = Figure(figsize=(4 * groups * cell + 0.3 * (groups - 1) + 0.4, rows * (cell + 0.25) + 0.75), dpi=100)
+    fig = new_figure(figsize=(4 * groups * cell + 0.3 * (groups - 1) + 0.4, rows * (cell + 0.25) + 0.75), dpi=100)
     grid = fig.add_gridspec(rows, groups, hspace=0.25, wspace=0.12)
     names = ("image", f"RoI: {importance_name}", f"RoA: {attack_name}", "regions")
     for i in range(n):
@@ -297,7 +328,7 @@ def plot_class_mean_maps(
         vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     ncols = max(1, min(ncols, k))
     nrows = math.ceil(k / ncols)
-    fig = Figure(figsize=(2.2 * ncols + 1.0, 2.4 * nrows + 0.8), dpi=100)
+    fig = new_figure(figsize=(2.2 * ncols + 1.0, 2.4 * nrows + 0.8), dpi=100)
     im = None
     for c in range(k):
         ax = fig.add_subplot(nrows, ncols, c + 1)

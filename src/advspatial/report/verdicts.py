@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure as MplFigure
 
 from ..statistics.claims import Claim, failed_gates, sentence_case
 from ..statistics.verdicts import MIN_SEEDS, format_p
-from .figures import save_figure
+from .figures import new_figure, save_figure
 from .html import Figure, Table
 from .planning import not_supported_words
 
@@ -170,7 +169,7 @@ def plot_forest(groups: Mapping[str, Sequence[Claim]], path: str | Path, title: 
     if not names:
         raise ValueError("plot_forest needs at least one group with claims")
     rows = max(len(groups[g]) for g in names)
-    fig = MplFigure(figsize=(5.2 * min(len(names), 3), 0.45 * rows + 1.6), dpi=100)
+    fig = new_figure(figsize=(5.2 * min(len(names), 3), 0.45 * rows + 1.6), dpi=100)
     for k, name in enumerate(names):
         ax = fig.add_subplot(math.ceil(len(names) / 3), min(len(names), 3), k + 1)
         claims = list(groups[name])

@@ -9,17 +9,16 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Polygon, Rectangle
-from matplotlib.transforms import blended_transform_factory
 
 from ..errors import ConfigError, ShapeError, check_range, unknown_name
-from ..report.figures import DIVERGING, save_figure
+from ..report.figures import DIVERGING, new_figure, save_figure
 from ..statistics.verdicts import VERDICTS
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 INCLUDED = "#1f6fb2"
 EXCLUDED = "#999999"
@@ -88,6 +87,8 @@ def _check_forest(rows: Sequence[ForestRow], pooled: PooledRow | None, sesoi: fl
 def _draw_row(ax: Axes, y: float, row: ForestRow, digits: int) -> None:
     """A point at the effect with whiskers low..high (grey and hollow when not pooled), its numbers on the right;
     'n/a' in place of the point when the effect is NaN."""
+    from matplotlib.transforms import blended_transform_factory
+
     colour = INCLUDED if row.included else EXCLUDED
     side = blended_transform_factory(ax.transAxes, ax.transData)
     ax.text(1.02, y, _interval(row.effect, row.low, row.high, digits), transform=side, va="center", fontsize=8,
@@ -104,6 +105,9 @@ def _draw_row(ax: Axes, y: float, row: ForestRow, digits: int) -> None:
 def _draw_pooled(ax: Axes, y: float, pooled: PooledRow | None, note: str, digits: int) -> None:
     """The pooled diamond (low..high, widest at the effect) over the thin prediction line, and ``note`` under it;
     without a pooled row, the note alone."""
+    from matplotlib.patches import Polygon
+    from matplotlib.transforms import blended_transform_factory
+
     side = blended_transform_factory(ax.transAxes, ax.transData)
     if note:
         ax.text(0.5, y if pooled is None else y - 0.55, note, transform=side, ha="center", va="center",
@@ -145,7 +149,7 @@ def plot_model_forest(rows: Sequence[ForestRow], pooled: PooledRow | None, path:
         few = sum(r.included for r in rows) < 2
         pooled_note = "not pooled: fewer than 2 models passed their gates" if few else "not pooled"
     n = len(rows)
-    fig = Figure(figsize=(9.0, 0.42 * (n + 1) + 1.7), dpi=100, layout="constrained")
+    fig = new_figure(figsize=(9.0, 0.42 * (n + 1) + 1.7), dpi=100, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     ys = [-float(i) for i in range(n)] + [-n - 0.4]
     for y, row in zip(ys, rows, strict=False):
@@ -215,6 +219,9 @@ def plot_agreement(labels: Sequence[str], excess: np.ndarray, low: np.ndarray, h
     is agreement beyond the null and blue below it. ``verdicts`` adds a mark per cell (:data:`VERDICT_MARKS`);
     NaN cells are grey 'n/a', the diagonal blank. The colour bar is labelled ``colorbar_label`` (the title).
     """
+    from matplotlib import colormaps
+    from matplotlib.patches import Rectangle
+
     a, marks = _check_agreement(labels, verdicts, excess=excess, low=low, high=high)
     k = len(labels)
     off = ~np.eye(k, dtype=bool)
@@ -223,9 +230,9 @@ def plot_agreement(labels: Sequence[str], excess: np.ndarray, low: np.ndarray, h
     vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     cell, font = 1.25 - 0.035 * k, max(6.5, 9.5 - 0.3 * k)
     width = cell * k + 2.8
-    fig = Figure(figsize=(width, cell * k + 2.2), dpi=100, layout="constrained")
+    fig = new_figure(figsize=(width, cell * k + 2.2), dpi=100, layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    im = ax.imshow(shown, cmap=matplotlib.colormaps[DIVERGING].with_extremes(bad=NA_GREY), vmin=-vmax, vmax=vmax)
+    im = ax.imshow(shown, cmap=colormaps[DIVERGING].with_extremes(bad=NA_GREY), vmin=-vmax, vmax=vmax)
     for i, j in np.argwhere(off):
         dark = math.isfinite(shown[i, j]) and abs(shown[i, j]) > 0.6 * vmax
         ax.text(j, i, _cell_text(shown[i, j], a["low"][i, j], a["high"][i, j], marks[i, j]), ha="center",

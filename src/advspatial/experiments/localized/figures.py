@@ -12,17 +12,15 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from torch import nn
 
 from ...errors import ShapeError
 from ...maps import importance_map
-from ...report.figures import DIVERGING, HEAT_CMAP, image_for_display, save_figure
+from ...report.figures import DIVERGING, HEAT_CMAP, image_for_display, new_figure, save_figure
 from ...runtime import model_device
 from ...statistics.claims import sentence_case
 from ..measurement.roi import roi_label
@@ -31,6 +29,9 @@ from .claims import primary_condition
 from .config import EXAMPLE_MODES, MODES, budget_text, condition_labels, region_names
 from .findings import LocalizedFindings
 from .stages import LocalizedContext, ModelEvaluation, region_of
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 
@@ -82,7 +83,7 @@ def plot_localized_examples(
     vmax = float(signed.abs().max()) or 1.0
     masks = mask.detach().cpu().float().reshape(n, -1, *x.shape[-2:])[:, 0]
     height = 2.2 * n + 1.3
-    fig = Figure(figsize=(9.6, height), dpi=100)
+    fig = new_figure(figsize=(9.6, height), dpi=100)
     grid = fig.add_gridspec(n, 5, width_ratios=[1, 1, 1, 1, 0.06], wspace=0.12, hspace=0.35)
     columns = ("clean image", "attacked image", "perturbation\n(attacked - clean)",
                f"may change (white):\n{region_name}")
@@ -137,7 +138,7 @@ def plot_gradcam_shift(
     peak = torch.maximum(before.flatten(1).amax(1), after.flatten(1).amax(1)).clamp_min(1e-30).view(-1, 1, 1)
     before, after = before / peak, after / peak
     height = 2.3 * n + 1.5
-    fig = Figure(figsize=(10.5, height), dpi=100)
+    fig = new_figure(figsize=(10.5, height), dpi=100)
     grid = fig.add_gridspec(n, 6, width_ratios=[1, 1, 0.06, 0.3, 1, 0.06], wspace=0.1, hspace=0.5)
     heat = diff = None
     for i in range(n):
@@ -179,6 +180,8 @@ def plot_accuracy_bars(
     """Grouped bars: one group per condition (key order of ``condition_labels``), one bar per model, each model
     in its own colour across the groups, so the models compare side by side under each attack; the ``primary``
     condition's group is named as the primary endpoint."""
+    from matplotlib import colormaps
+
     if not accuracies or not condition_labels:
         raise ShapeError("need at least one model and one condition")
     models = list(accuracies)
@@ -187,10 +190,10 @@ def plot_accuracy_bars(
         missing = [c for c in conditions if c not in accuracies[m]]
         if missing:
             raise ShapeError(f"model {m!r} has no accuracy for {missing}")
-    fig = Figure(figsize=(min(16.0, 2.5 + 0.32 * len(models) * len(conditions)), 4.8), dpi=100)
+    fig = new_figure(figsize=(min(16.0, 2.5 + 0.32 * len(models) * len(conditions)), 4.8), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(models)
-    colours = matplotlib.colormaps["tab10"]
+    colours = colormaps["tab10"]
     positions = np.arange(len(conditions))
     for k, model in enumerate(models):
         values = [accuracies[model][c] for c in conditions]

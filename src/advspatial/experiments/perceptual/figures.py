@@ -11,22 +11,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from ...errors import ShapeError
 from ...report.figures import (
-    HEAT_CMAP, check_images_maps, image_for_display, per_image_max_normalized, save_figure, to_numpy,
+    HEAT_CMAP, check_images_maps, image_for_display, new_figure, per_image_max_normalized, save_figure, to_numpy,
 )
 from ...report.verdicts import forest_figures, plot_forest
 from .config import ATTACKS, ENGINE_LABELS, PerceptualConfig
 from .findings import PerceptualFindings
 from .stages import Examples, MainPass
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 ATTACK_COLOURS = ("#3a7bd5", "#f28e2b", "#59a14f", "#b07aa1")
@@ -68,6 +68,8 @@ def plot_ssim_vs_cam(
     attacks compare directly. Cyan contour: the CAM's top region; white dashed:
     the 1-SSIM map's top region.
     """
+    from matplotlib.lines import Line2D
+
     names = list(adversarial)
     if not names or set(names) != set(ssim_maps) or set(names) != set(ssim_regions):
         raise ShapeError("adversarial, ssim_maps and ssim_regions need the same (non-empty) attack names")
@@ -85,7 +87,7 @@ def plot_ssim_vs_cam(
     vmax = max(float(torch.stack([ssim_maps[a][:n] for a in names]).max()), 1e-6)
     ncols = 2 + 2 * len(names)
     height = 2.2 * n + 1.9
-    fig = Figure(figsize=(2.0 * ncols + 0.6, height), dpi=100)
+    fig = new_figure(figsize=(2.0 * ncols + 0.6, height), dpi=100)
     grid = fig.add_gridspec(n + 1, ncols, height_ratios=[1.0] * n + [0.08], hspace=0.45, wspace=0.08)
     heat = dist = None
     for i in range(n):
@@ -139,7 +141,7 @@ def plot_attack_summary(
     names = list(success_rates)
     if not names or set(names) != set(ssim_values):
         raise ShapeError("success_rates and ssim_values need the same (non-empty) attack names")
-    fig = Figure(figsize=(4.0 + 1.6 * len(names), 4.0), dpi=100)
+    fig = new_figure(figsize=(4.0 + 1.6 * len(names), 4.0), dpi=100)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     colours = [ATTACK_COLOURS[i % len(ATTACK_COLOURS)] for i in range(len(names))]
     rates = [success_rates[a] for a in names]
@@ -185,7 +187,7 @@ def plot_calibration(
     eps = np.array([h[0] for h in history], dtype=float)
     values = np.array([h[1] for h in history], dtype=float)
     order = np.argsort(eps)
-    fig = Figure(figsize=(6.0, 4.0), dpi=100)
+    fig = new_figure(figsize=(6.0, 4.0), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(np.concatenate([[0.0], eps[order]]), np.concatenate([[1.0], values[order]]), color="#9aa5b1", lw=1,
             zorder=1, label="PGD mean SSIM (eps = 0: SSIM 1)")
@@ -236,7 +238,7 @@ def plot_overlap_vs_baseline(
     nulls = list(dict.fromkeys(n for a in attacks for s in stats for n in comparisons[a].get(s, {})))
     series = ["observed", *nulls]
     width = 0.8 / len(series)
-    fig = Figure(figsize=(4.4 * len(stats), 4.2), dpi=100)
+    fig = new_figure(figsize=(4.4 * len(stats), 4.2), dpi=100)
     x = np.arange(len(attacks))
     for k, stat in enumerate(stats):
         ax = fig.add_subplot(1, len(stats), k + 1)

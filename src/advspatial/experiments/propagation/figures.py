@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.patches import Circle
 
 from ...errors import ShapeError
-from ...report.figures import HEAT_CMAP, image_for_display, save_figure, to_numpy
+from ...report.figures import HEAT_CMAP, image_for_display, new_figure, save_figure, to_numpy
 from ...statistics.claims import Claim
 from ..findings import to_json
 from .claims import PM_STATISTICS
@@ -74,6 +72,8 @@ def plot_propagation_strip(
     ``pixels[i]`` is a (k,2) tensor of (row, col); ``first_column_heat`` shows
     the first column as a heat map (e.g. a density of pixel positions).
     """
+    from matplotlib.patches import Circle
+
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ShapeError(f"images must be (R,1|3,H,W), got {tuple(getattr(images, 'shape', ()))}")
     r = images.shape[0]
@@ -89,7 +89,7 @@ def plot_propagation_strip(
     chosen = strip_layers({n: (int(m.shape[1]), int(m.shape[2])) for n, m in maps.items()}, max_layers)
     ncols = 1 + len(chosen)
     width, height = 1.55 * ncols + 0.9, 1.6 * r + 1.9
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = new_figure(figsize=(width, height), dpi=100)
     grid = fig.add_gridspec(r + 1, ncols, height_ratios=[1.0] * r + [0.07], hspace=0.25, wspace=0.12)
     for i in range(r):
         ax = fig.add_subplot(grid[i, 0])
@@ -154,7 +154,7 @@ def plot_depth_curves(
         raise ShapeError("need the depth curve of at least one k")
     layers: list[str] = next((([d["layer"] for d in rows]) for rows in depth.values() if rows), [])
     label_inches = 0.06 * max((len(_short(n, 22)) for n in layers), default=4) + 0.55
-    fig = Figure(figsize=(max(7.0, 0.32 * len(layers) + 3.0), 7.5 + label_inches), dpi=100)
+    fig = new_figure(figsize=(max(7.0, 0.32 * len(layers) + 3.0), 7.5 + label_inches), dpi=100)
     axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
     panels = (("mean_pm_max", "mean PMmax\n(over images, positions)", True),
               ("max_pm_max", "largest PMmax\n(any image, position)", True),
@@ -201,7 +201,7 @@ def plot_locality(
     """
     if not locality:
         raise ShapeError("need the locality rows of at least one k")
-    fig = Figure(figsize=(7.5, 4.8), dpi=100)
+    fig = new_figure(figsize=(7.5, 4.8), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     xs = np.array([0, *radii], dtype=float)
     width = 0.08 * (len(locality) - 1)
@@ -251,7 +251,7 @@ def plot_control_differences(
     ks = list(differences)
     layers: list[str] = next((list(d["layer"] for d in rows) for per in differences.values()
                               for rows in per.values() if rows), [])
-    fig = Figure(figsize=(max(7.0, 0.3 * len(layers) + 3.0), 2.6 * len(ks) + 1.6), dpi=100)
+    fig = new_figure(figsize=(max(7.0, 0.3 * len(layers) + 3.0), 2.6 * len(ks) + 1.6), dpi=100)
     for n, k in enumerate(ks):
         ax = fig.add_subplot(len(ks), 1, n + 1)
         for m, (label, rows) in enumerate(differences[k].items()):
@@ -290,7 +290,7 @@ def plot_per_se(
     """
     if not curves:
         raise ShapeError("need the per-layer ratios of at least one curve")
-    fig = Figure(figsize=(7.5, 4.6), dpi=100)
+    fig = new_figure(figsize=(7.5, 4.6), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     for n, (label, rows) in enumerate(curves.items()):
         colour = K_COLOURS[n % len(K_COLOURS)]

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from ...analysis.pse_types import TYPE_NAMES, group_type_map
-from ...report.figures import image_for_display, save_figure, to_numpy
+from ...report.figures import image_for_display, new_figure, save_figure, to_numpy
 from ...report.verdicts import plot_forest
 from .claims import forest_claims
 from .config import PSEConfig
 from .findings import DissectionFindings, PSEFindings, VariantRun
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 
 #: group types in TYPE_NAMES order (suppression, promotion, balanced, opposing)
@@ -60,8 +59,11 @@ def plot_pse_examples(
     ``type_map`` (N,H,W) holds the type code of each pixel's group (−1 = unperturbed,
     drawn transparent). The white outline marks each CAM's top region.
     """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
     n = x.shape[0]
-    fig = Figure(figsize=(11, 3.2 * n + 1.2), dpi=100)
+    fig = new_figure(figsize=(11, 3.2 * n + 1.2), dpi=100)
     axes = fig.subplots(n, 4, squeeze=False)
     cmap = ListedColormap(TYPE_COLOURS)
     for i in range(n):
@@ -103,7 +105,7 @@ def plot_type_distribution(
     successful perturbations behind them.
     """
     variants = list(fractions)
-    fig = Figure(figsize=(12, 4.6), dpi=100)
+    fig = new_figure(figsize=(12, 4.6), dpi=100)
     left, right = fig.subplots(1, 2)
     pos = np.arange(len(variants))
     bottom = np.zeros(len(variants))
@@ -133,7 +135,7 @@ def plot_unit_sensitivity(sensitivity: Mapping[str, torch.Tensor], path: str | P
                           top: int = 20) -> Path:
     """Left: each variant's per-unit activation change, sorted; right: the top units of each variant (heat map)."""
     variants = list(sensitivity)
-    fig = Figure(figsize=(12, 4.6), dpi=100)
+    fig = new_figure(figsize=(12, 4.6), dpi=100)
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
     for v in variants:
         vals = np.sort(to_numpy(sensitivity[v]))[::-1]
@@ -164,7 +166,7 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
     variants = list(curves)
     cols = min(len(variants), 2)
     rows = -(-len(variants) // cols)
-    fig = Figure(figsize=(6 * cols, 3.8 * rows + 0.6), dpi=100)
+    fig = new_figure(figsize=(6 * cols, 3.8 * rows + 0.6), dpi=100)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, v in zip(axes, variants, strict=False):  # the grid can hold one axis more than there are variants
         c = curves[v]
@@ -198,11 +200,13 @@ def plot_masking_curves(curves: Mapping[str, Mapping[str, torch.Tensor]], path: 
 def plot_dissection_scatter(sensitivity: torch.Tensor, best_iou: torch.Tensor, best_names: Sequence[str],
                             path: str | Path, *, rho: float, p_value: float, layer: str, dataset: str) -> Path:
     """Each unit: its sensitivity to the attack vs its best dissection IoU, coloured by its best concept."""
+    from matplotlib import colormaps
+
     sens, iou = to_numpy(sensitivity), to_numpy(best_iou)
-    fig = Figure(figsize=(8, 5.2), dpi=100)
+    fig = new_figure(figsize=(8, 5.2), dpi=100)
     ax = fig.subplots()
     concepts = sorted(set(best_names))
-    cmap = matplotlib.colormaps["tab20"]
+    cmap = colormaps["tab20"]
     palette = [cmap(i % 20) for i in range(len(concepts))]
     for concept, colour in zip(concepts, palette, strict=True):
         sel = np.array([n == concept for n in best_names])

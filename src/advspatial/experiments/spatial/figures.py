@@ -13,10 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from matplotlib.figure import Figure
-
 from ...errors import ShapeError
-from ...report.figures import save_figure
+from ...report.figures import new_figure, save_figure
 from .config import SpatialConfig
 from .findings import SpatialFindings, SweepCell
 
@@ -42,7 +40,7 @@ def plot_defence_sweep(
     """
     if not fractions or not fills:
         raise ShapeError("need at least one fraction and one fill")
-    fig = Figure(figsize=(11, 4.2), dpi=100)
+    fig = new_figure(figsize=(11, 4.2), dpi=100)
     for col, (tag, title, reference) in enumerate((
         ("adv", f"On {attack_name} examples made on the undefended model", undefended_adv),
         ("clean", "On clean images (the clean cost)", clean_accuracy),
@@ -84,7 +82,7 @@ def plot_convergence(accuracies: Mapping[str, float], path: str | Path, *, budge
     """Robust accuracy of the defence vs iterations, restarts and eps (the run's budget marked); with
     ``eot_curves`` (label -> ``{"eot=K": accuracy}``) a fourth panel: each randomized component vs EOT draws."""
     panels = 4 if eot_curves else 3
-    fig = Figure(figsize=(4 * panels, 3.6), dpi=100)
+    fig = new_figure(figsize=(4 * panels, 3.6), dpi=100)
     for i, (prefix, xlabel, mark, log) in enumerate((
         ("steps", "APGD iterations", budget_steps, True),
         ("restarts", "restarts (budget iterations each)", budget_restarts, False),
@@ -130,7 +128,7 @@ def plot_tradeoff(defences: Mapping[str, Mapping[str, float]],
     Both mappings are ``key -> {"clean": float, "robust": float}``: a defence's label, a baseline's
     ``(transform, strength)``; the baselines are joined into one line per transform.
     """
-    fig = Figure(figsize=(6.5, 5), dpi=100)
+    fig = new_figure(figsize=(6.5, 5), dpi=100)
     ax = fig.add_subplot(1, 1, 1)
     ax.scatter([d["clean"] for d in defences.values()], [d["robust"] for d in defences.values()], marker="o",
                color="tab:blue", label="neutralization (each configuration attacked adaptively)", zorder=3)
