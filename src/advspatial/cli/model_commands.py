@@ -50,7 +50,7 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     from ..data.subset import select
     from ..errors import check_range, check_seed
     from ..experiments.context import check_model_fits_data
-    from ..experiments.settings import dataset_options
+    from ..experiments.settings import dataset_options, note_foreign_image_size
     from ..model_cache import resolve_model
     from ..models import parse_model_spec
     from ..runtime import pick_device
@@ -63,6 +63,7 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     parse_model_spec(o["model_name"], o["weights"], o["arch"])  # validate before any training
     loader_options = dataset_options(o["dataset"], o["model_name"], o["image_size"], o["fit"], o["class_map"],
                                      o["crop_fraction"])
+    note_foreign_image_size(o["model_name"], o["dataset"], o["image_size"])
     data = select(load_dataset(o["dataset"], split, **loader_options), n, o["subset"], seed)
     device = pick_device(o["device"])
     model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,

@@ -255,8 +255,8 @@ def note_foreign_image_size(model: str, dataset: str, image_size: int) -> None:
     declared = model_input(model) if image_size and resizes_images(dataset) else None
     if declared is not None and declared[0] != image_size:
         note(f"advspatial: note: {model} takes {declared[0]}x{declared[0]} images and these are resized to "
-             f"{image_size}x{image_size} (--image-size); its accuracy on them may be far below its own (the run "
-             "measures it; leave --image-size unset for the model's own size)")
+             f"{image_size}x{image_size} (--image-size); its accuracy on them may be far below its own (leave "
+             "--image-size unset for the model's own size)")
 
 
 def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
