@@ -30,7 +30,8 @@ from .stages import (
 
 @register_experiment("localized-training", LocalizedConfig,
                      "localized (background-only) attacks vs natural, PGD and localized adversarial training",
-                     findings=LocalizedFindings, render=render, contract={"n": 8, "batch_size": 4},
+                     findings=LocalizedFindings, render=render,
+                     contract={"n": 8, "batch_size": 4, "train_limit": 128},  # 128 training images: seconds a mode
                      priced_apart=training_seconds, sized_by=SIZED_STAGES, repeated_by=REPEATED_STAGES)
 def run_localized(config: LocalizedConfig, rundir: RunDir) -> RunFindings:
     device = pick_device(config.device)
