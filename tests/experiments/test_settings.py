@@ -172,16 +172,19 @@ def test_a_folder_image_size_too_small_to_locate_anything_is_refused(tmp_path) -
     assert dataset_options(folder, "cifar10-resnet20", 0, "crop", "")["size"] == 32  # the zoo model's own
 
 
-def test_a_zoo_model_given_another_image_size_is_noted(tmp_path, capsys) -> None:
+def test_a_zoo_model_given_another_image_size_is_noted_once(tmp_path, capsys, monkeypatch) -> None:
     """A zoo model on images resized to another side than its own runs (a smaller side is faster), and one line
-    says that its accuracy there may be far below its own; its own size, or none given, says nothing."""
-    from advspatial.experiments.settings import note_foreign_image_size
+    says that its accuracy there may be far below its own, once per model and size; its own size, or none given,
+    says nothing."""
+    from advspatial.experiments import settings
 
+    monkeypatch.setattr(settings, "_NOTED_SIZES", set())
     folder = f"imagefolder:{tmp_path}"
-    note_foreign_image_size("cifar10-resnet20", folder, 64)
+    for _ in range(2):
+        settings.note_foreign_image_size("cifar10-resnet20", folder, 64)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "cifar10-resnet20 takes 32x32 images and these are resized to 64x64" in lines[0]
     for model, size in (("cifar10-resnet20", 32), ("cifar10-resnet20", 0), ("smallcnn", 64)):
-        note_foreign_image_size(model, folder, size)
-    note_foreign_image_size("cifar10-resnet20", "fashion_mnist", 64)  # refused elsewhere: no folder to resize
+        settings.note_foreign_image_size(model, folder, size)
+    settings.note_foreign_image_size("cifar10-resnet20", "fashion_mnist", 48)  # refused elsewhere: no folder to resize
     assert capsys.readouterr().err == ""

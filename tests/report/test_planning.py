@@ -58,6 +58,18 @@ def test_a_claim_whose_effect_is_decided_on_its_own_images_is_not_listed() -> No
     assert len(plan_rows({}, [claim("not supported", True)])) == 1
 
 
+def test_a_comparison_no_image_entered_reads_as_no_estimate_not_nan() -> None:
+    """A same-class comparison on images without a same-class partner has n = 0: no effect to print or project."""
+    nan = math.nan
+    empty = Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", nan, nan,
+                  Estimate(nan, nan, nan, 0), nan, nan, primary=False, verdict="insufficient data", sesoi=0.002)
+    (row,) = plan_rows({}, [empty])
+    assert row.effect == "no estimate" and row.n == 0
+    assert row.need() == "images that enter it (none did)" and "nan" not in " ".join(map(str, row.cells()))
+    (measured,) = plan_rows({}, [claim("not supported", True)])
+    assert measured.need() == f"{int(measured.images):,}" and measured.effect == "+0.004 [-0.002, +0.01]"
+
+
 def test_more_power_needs_more_images() -> None:
     low = plan_rows({"g": gate()}, [], power=0.5)
     high = plan_rows({"g": gate()}, [], power=0.95)

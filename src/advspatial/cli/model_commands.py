@@ -63,13 +63,13 @@ def load_model_and_data(options: dict[str, Any], n: int, seed: int, split: str =
     parse_model_spec(o["model_name"], o["weights"], o["arch"])  # validate before any training
     loader_options = dataset_options(o["dataset"], o["model_name"], o["image_size"], o["fit"], o["class_map"],
                                      o["crop_fraction"])
-    note_foreign_image_size(o["model_name"], o["dataset"], o["image_size"])
     data = select(load_dataset(o["dataset"], split, **loader_options), n, o["subset"], seed)
     device = pick_device(o["device"])
     model = resolve_model(o["dataset"], o["model_name"], arch=o["arch"], seed=o["model_seed"], device=device,
                           weights=o["weights"], num_classes=data.num_classes, image_shape=data.image_shape,
                           progress=o.get("progress", True))
     check_model_fits_data(model, data, device, o["model_name"])
+    note_foreign_image_size(o["model_name"], o["dataset"], o["image_size"])
     return model, data
 
 

@@ -41,8 +41,7 @@ def plan_command(run_dir: str, power: float) -> None:
                "observed effect):")
     width = max(len(r.subject) for r in rows)
     for r in rows:
-        need = f"{int(r.images):,}" if r.images != float("inf") else "none at the observed effect"
-        click.echo(f"  {r.subject:<{width}}  {r.effect:<28} n={r.n:<6} leans {r.leans:<11} -> {need}"
+        click.echo(f"  {r.subject:<{width}}  {r.effect:<28} n={r.n:<6} leans {r.leans:<11} -> {r.need()}"
                    f"{' (smoke)' if smoke else ''}")
     if smoke:
         click.echo(f"{SMOKE_LINE}: the run is a smoke test (--quick), so each projection above is marked (smoke)")

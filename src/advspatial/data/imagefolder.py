@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..distributed import world
 from ..environment import env_int
 from ..errors import ConfigError, DataError, check_range
 from ..progress import note
@@ -111,7 +112,7 @@ def note_skipped_files(folder: Path, skipped: list[str]) -> None:
     """One line on stderr, once per folder and process, naming the files of ``folder`` that are not read (a few of
     them and their count): other extensions, or files beside class folders. A folder is never read short in
     silence."""
-    if not skipped or str(folder) in _NAMED_SKIPS:
+    if not skipped or str(folder) in _NAMED_SKIPS or not world().is_main:  # one line under torchrun too
         return
     _NAMED_SKIPS.add(str(folder))
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")

@@ -28,7 +28,7 @@ from ..rundir import RunDir
 from ..runtime import batch_slices, pick_device
 from .forecast import announce
 from .registry import experiments
-from .settings import ExperimentConfig
+from .settings import ExperimentConfig, note_foreign_image_size
 from .stage import CLEAN, AttackStage, CleanBatch
 
 if TYPE_CHECKING:
@@ -197,6 +197,7 @@ def load_checked_model(config: ExperimentConfig, data: ImageDataset, device: tor
                           device=device, progress=config.progress, weights=config.weights or None,
                           num_classes=data.num_classes, image_shape=data.image_shape).eval()
     check_model_fits_data(model, data, device, config.model)
+    note_foreign_image_size(config.model, config.dataset, config.image_size)
     return model
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..statistics.estimates import Estimate
+from ..statistics.estimates import Estimate, interval_text
 from ..statistics.outcomes import BEATS, DEFAULT_POWER, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide
 
 __all__ = ["GATE_STATUSES", "GRADIENT_MASS", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult",
@@ -80,7 +80,7 @@ def _effects(d: Mapping[str, Any]) -> dict[str, PairedEffect]:
 
 
 def _fmt(e: PairedEffect) -> str:
-    return f"{e.estimate.mean:+.4g} [{e.estimate.low:+.4g}, {e.estimate.high:+.4g}]"
+    return interval_text(e.estimate.mean, e.estimate.low, e.estimate.high, "+.4g")
 
 
 def _decisions(d: Mapping[str, Any]) -> dict[str, Decision]:

@@ -27,6 +27,7 @@ from typing import Any
 from ..faithfulness.record import Comparison, GateResult
 from ..faithfulness.sanity import CHECK_WORDS, check_projection
 from ..statistics.claims import Claim
+from ..statistics.estimates import interval_text
 from ..statistics.outcomes import (
     DEFAULT_POWER, PRACTICAL_FACTOR, Projection, images_for_estimate, images_to_decide,
 )
@@ -59,18 +60,23 @@ class PlanRow:
     leans: str
     images: float
 
-    def cells(self) -> list[Any]:
+    def need(self) -> str:
+        """The images that would decide it, in words: a number, none at the observed effect, no practical number, or
+        (when no image entered it, so there is no effect to project) images that enter it."""
+        if self.n == 0:
+            return "images that enter it (none did)"
         if not math.isfinite(self.images):
-            need = "none at the observed effect"
-        elif self.n and self.images > PRACTICAL_FACTOR * self.n:
-            need = f"no practical number (over {PRACTICAL_FACTOR}x the {self.n:,} it has)"
-        else:
-            need = f"{int(self.images):,}"
-        return [self.subject, self.kind, self.effect, self.n, self.leans, need]
+            return "none at the observed effect"
+        if self.images > PRACTICAL_FACTOR * self.n:
+            return f"no practical number (over {PRACTICAL_FACTOR}x the {self.n:,} it has)"
+        return f"{int(self.images):,}"
+
+    def cells(self) -> list[Any]:
+        return [self.subject, self.kind, self.effect, self.n, self.leans, self.need()]
 
 
 def _effect(mean: float, low: float, high: float) -> str:
-    return f"{mean:+.4g} [{low:+.4g}, {high:+.4g}]"
+    return interval_text(mean, low, high, "+.4g")
 
 
 def gate_rows(name: str, gate: GateResult, power: float = DEFAULT_POWER) -> list[PlanRow]:

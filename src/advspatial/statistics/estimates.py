@@ -41,6 +41,24 @@ class Estimate:
         return asdict(self)
 
 
+#: what an interval reads as when no value entered it (its mean is not a number)
+NO_ESTIMATE = "no estimate"
+
+
+def interval_text(mean: float, low: float, high: float, spec: str = "+.3f") -> str:
+    """``'+0.014 [+0.009, +0.019]'`` (each number by the format ``spec``), or :data:`NO_ESTIMATE` when ``mean`` is
+    not a number: a comparison no image entered has no effect to print, and ``+nan [+nan, +nan]`` reads as one.
+
+    Example::
+
+        >>> interval_text(0.0141, 0.0093, 0.0188), interval_text(float("nan"), float("nan"), float("nan"))
+        ('+0.014 [+0.009, +0.019]', 'no estimate')
+    """
+    if math.isnan(mean):
+        return NO_ESTIMATE
+    return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
 def finite_values(values: Any) -> np.ndarray:
     arr = values.detach().cpu().double().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
     arr = arr.reshape(-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -86,6 +88,24 @@ def test_the_headline_claim_is_an_intersection_union_test_over_raw_shares(edge_d
     else:
         assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
         assert claim.verdict == "supported" and "beyond layout and image content" in sentence
+
+
+def test_a_region_no_image_entered_is_named_undecidable_not_closest_and_prints_no_nan() -> None:
+    """Images of distinct classes have no same-class partner: that row has no estimate, so the claim names it as
+    the row that keeps it undecided, and its terminal line says "no estimate" where it printed +nan."""
+    import dataclasses
+
+    from advspatial.experiments.measurement.decomposition import decompose
+    from advspatial.statistics.estimates import interval_text
+
+    store = dataclasses.replace(_content_store(n=12), labels=torch.arange(12))  # every image its own class
+    result = compare_store(store, permutations=100, seed=0, strata=2)
+    parts = decompose("pgd", "contribution", result, 0.2, 1.0, 0)
+    claim = colocation.headline_claim("pgd", result, parts, {"RoI faithfulness": True})
+    assert claim.effect.n == 0 and math.isnan(claim.effect.mean)
+    assert claim.null == "every region of the same size; undecidable here: a same-class image's RoI"
+    e = claim.effect
+    assert interval_text(e.mean, e.low, e.high) == "no estimate"
 
 
 def test_a_fixed_region_that_catches_as_much_is_never_beaten() -> None:

@@ -91,8 +91,9 @@ def headline_claim(subject: str, result: StoreComparison, decomposition: Decompo
     values = result.values.excess if worst.region == SAME_CLASS else result.values.beyond[worst.region]
     observed, null = compared_share(values.observed), compared_share(values.null)
     d = worst.difference
+    named = "closest" if d.n else "undecidable here"  # a row no image entered (no same-class partner) is no closest
     return Claim(BEYOND_CLAIM, subject, PRIMARY_STATISTIC,
-                 f"every region of the same size; closest: {REGION_NOUNS[worst.region]}", observed, null,
+                 f"every region of the same size; {named}: {REGION_NOUNS[worst.region]}", observed, null,
                  Estimate(d.mean, d.low, d.high, d.n), observed / null if null else math.nan,
                  max((p_values[r.region] for r in decomposition.rows), default=math.nan),
                  gates=dict(gates), primary=True, scale=PRIMARY_STATISTIC)

@@ -17,6 +17,7 @@ from ...faithfulness.calibration import Budget
 from ...faithfulness.record import GateResult
 from ...faithfulness.specificity import specificity_sentence
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...statistics.estimates import interval_text
 from ...statistics.verdicts import sesoi_text
 from ...report.answer import headline_sentences
 from ...report.html import Figure, Section, Table
@@ -323,7 +324,7 @@ def compact_claims_lines(f: MeasuredReport) -> list[str]:
         if c.primary:
             e = c.effect
             lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
-                         f"{c.claim} (against {c.null}: {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}], n = {e.n})")
+                         f"{c.claim} (against {c.null}: {interval_text(e.mean, e.low, e.high)}, n = {e.n})")
     lines += headline_sentences(f)
     count = secondary_count_line(f.claims)
     return lines + ([count] if count else [])
