@@ -13,7 +13,7 @@ from advspatial.experiments import get_experiment, resolve_config
 from advspatial.experiments.results import ExperimentResult
 from advspatial.experiments.running import fingerprint, open_run
 from advspatial.experiments.smoke import (
-    SMOKE_LINE, SMOKE_MARK, is_verdict_key, mark_result, mark_text, verdict_pattern, would_read,
+    SMOKE_LINE, SMOKE_MARK, is_verdict_key, mark_result, mark_text, unmark_tree, verdict_pattern, would_read,
 )
 from advspatial.statistics.verdicts import VERDICTS
 from advspatial.report.html import Section, Table
@@ -69,6 +69,27 @@ def test_marking_is_idempotent_and_reversible() -> None:
     assert twice.report_sections == once.report_sections
     assert [would_read(c["verdict"]) for c in once.metrics["claims"]] == ["supported", "not supported"]
     assert would_read("supported") == "supported"
+
+
+def test_a_headline_sentence_is_marked_wherever_it_is_shown_and_no_other_sentence_is() -> None:
+    """The sentence of where an attack acts against the regions of the RoI's size draws its conclusion in words no
+    verdict word marks ("catches more", "acts at the centre"); in a smoke test it reads as what it would read, in
+    metrics, summary, answer and report, once however often it is marked, and unmarked when read back."""
+    sentence = "pgd puts 28% of its map in the RoI; a centred region catches more. On this model it acts at the centre."
+    result = _result()
+    result.metrics["content"] = {"pgd": {"contribution": {"decomposition": {}, "sentence": sentence}}}
+    result.metrics["forecast"] = {"sentence": "about 2 minutes on this machine"}  # no headline: stays
+    result.summary += "\n" + sentence
+    result.answer = [sentence]
+    result.report_sections[0].paragraphs.append(sentence)
+    once = mark_result(result, smoke_test=True)
+    for marked in (once, mark_result(once, smoke_test=True)):
+        assert marked.metrics["content"]["pgd"]["contribution"]["sentence"] == SMOKE_MARK + sentence
+        assert marked.metrics["forecast"]["sentence"] == "about 2 minutes on this machine"
+        assert marked.summary.splitlines()[-1] == SMOKE_MARK + sentence
+        assert marked.answer == [SMOKE_MARK + sentence]
+        assert marked.report_sections[0].paragraphs[-1] == SMOKE_MARK + sentence
+    assert unmark_tree(once.metrics)["content"]["pgd"]["contribution"]["sentence"] == sentence
 
 
 def test_text_marking_takes_whole_words_longest_first() -> None:

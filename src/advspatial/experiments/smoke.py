@@ -11,7 +11,10 @@ run's results pass through before they are written or printed
 - turns every verdict word ``w`` into ``"(smoke) would read: w"``: in ``metrics.json`` and ``per_image.csv``
   every value under a verdict key (:func:`is_verdict_key`), in the summary and the report every occurrence of
   a verdict word (:data:`~advspatial.statistics.inference.VERDICTS` and every verdict this run's metrics hold, so
-  a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own).
+  a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own);
+- marks each headline sentence the same way (where an attack acts against the regions of the RoI's size,
+  :func:`headline_sentences`): it draws conclusions in words of its own ("catches more", "acts at the centre"),
+  which no verdict word would mark.
 
 A quoted word (``'helps'``), a legend entry (``supported = ...``) and a rule's definition (``supported only
 when ...``) explain the vocabulary and stay as they are. A run without ``smoke_test`` is returned unchanged.
@@ -59,8 +62,25 @@ def would_read(verdict: str) -> str:
     return verdict.removeprefix(SMOKE_MARK)
 
 
+def is_headline(value: Any) -> bool:
+    """True for the metrics of one attack map's regions of the RoI's size (a ``decomposition`` beside its
+    ``sentence``): its sentence is a headline sentence."""
+    return isinstance(value, Mapping) and "decomposition" in value and isinstance(value.get("sentence"), str)
+
+
+def headline_sentences(value: Any) -> list[str]:
+    """Every headline sentence (:func:`is_headline`) of ``value`` (nested dicts and lists), unmarked."""
+    if is_headline(value):
+        return [would_read(value["sentence"])]
+    children = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else []
+    return [s for child in children for s in headline_sentences(child)]
+
+
 def mark_tree(value: Any) -> Any:
-    """A copy of ``value`` (nested dicts and lists) with every string under a verdict key marked."""
+    """A copy of ``value`` (nested dicts and lists) with every string under a verdict key, and every headline
+    sentence, marked."""
+    if is_headline(value):
+        return {k: mark_word(v) if k == "sentence" else mark_tree(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {k: mark_word(v) if is_verdict_key(k) and isinstance(v, str) else mark_tree(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -71,6 +91,8 @@ def mark_tree(value: Any) -> Any:
 def unmark_tree(value: Any) -> Any:
     """The inverse of :func:`mark_tree`: a smoke test's metrics with every verdict word as the run computed it
     (``advspatial report`` re-renders from them, then marks the report again)."""
+    if is_headline(value):
+        return {k: would_read(v) if k == "sentence" else unmark_tree(v) for k, v in value.items()}
     if isinstance(value, Mapping):
         return {k: would_read(v) if is_verdict_key(k) and isinstance(v, str) else unmark_tree(v)
                 for k, v in value.items()}
@@ -105,18 +127,24 @@ def verdict_pattern(words: Iterable[str]) -> re.Pattern[str]:
                       re.IGNORECASE)
 
 
-def mark_text(text: str, pattern: re.Pattern[str]) -> str:
-    """``text`` with every verdict word ``pattern`` finds prefixed by :data:`SMOKE_MARK` (its case kept)."""
-    return pattern.sub(lambda m: SMOKE_MARK + m.group(0), text)
+def mark_text(text: str, pattern: re.Pattern[str], sentences: Iterable[str] = ()) -> str:
+    """``text`` with every verdict word ``pattern`` finds, and every one of the headline ``sentences``, prefixed by
+    :data:`SMOKE_MARK` (a word's case kept)."""
+    text = pattern.sub(lambda m: SMOKE_MARK + m.group(0), text)
+    for sentence in sentences:  # as the words were marked in it; once (a marked sentence stays as it is)
+        shown = mark_text(would_read(sentence), pattern)
+        text = re.sub(rf"(?<!{re.escape(SMOKE_MARK)}){re.escape(shown)}", lambda m: SMOKE_MARK + m.group(0), text)
+    return text
 
 
 def _mark_cell(value: Any, pattern: re.Pattern[str]) -> Any:
     return mark_text(value, pattern) if isinstance(value, str) else value
 
 
-def mark_sections(sections: list[Any], pattern: re.Pattern[str]) -> list[Any]:
+def mark_sections(sections: list[Any], pattern: re.Pattern[str], sentences: Iterable[str] = ()) -> list[Any]:
     """Report sections (:class:`~advspatial.report.html.Section`) with every verdict word in their paragraphs,
-    notes, table captions and cells and figure captions marked; titles and column names stay."""
+    notes, table captions and cells and figure captions marked, and the headline ``sentences`` where a paragraph
+    holds them; titles and column names stay."""
     marked = []
     for s in sections:
         if not isinstance(s, Section):
@@ -125,7 +153,7 @@ def mark_sections(sections: list[Any], pattern: re.Pattern[str]) -> list[Any]:
         tables = [dataclasses.replace(t, caption=mark_text(t.caption, pattern),
                                       rows=[[_mark_cell(v, pattern) for v in row] for row in t.rows]) for t in s.tables]
         figures = [dataclasses.replace(f, caption=mark_text(f.caption, pattern)) for f in s.figures]
-        marked.append(dataclasses.replace(s, paragraphs=[mark_text(p, pattern) for p in s.paragraphs],
+        marked.append(dataclasses.replace(s, paragraphs=[mark_text(p, pattern, sentences) for p in s.paragraphs],
                                           notes=[mark_text(n, pattern) for n in s.notes], tables=tables,
                                           figures=figures))
     return marked
@@ -137,11 +165,12 @@ def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
     if not smoke_test:
         return result
     pattern = verdict_pattern([*VERDICTS, *verdicts_in(result.metrics), *verdicts_in(result.per_image)])
+    sentences = headline_sentences(result.metrics)
     return ExperimentResult(
         metrics={"smoke_test": banner(), **mark_tree(result.metrics)},
         per_image=[mark_tree(row) for row in result.per_image],
-        summary=banner() + "\n" + mark_text(result.summary, pattern),
-        report_sections=mark_sections(list(result.report_sections), pattern),
-        answer=[mark_text(line, pattern) for line in result.answer],
-        details=mark_text(result.details, pattern) if result.details else "",
+        summary=banner() + "\n" + mark_text(result.summary, pattern, sentences),
+        report_sections=mark_sections(list(result.report_sections), pattern, sentences),
+        answer=[mark_text(line, pattern, sentences) for line in result.answer],
+        details=mark_text(result.details, pattern, sentences) if result.details else "",
     )
