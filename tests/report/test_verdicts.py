@@ -76,3 +76,18 @@ def test_a_claim_against_a_null_of_zero_quotes_no_ratio() -> None:
     assert "ratio" not in sentence and "(n = 200, p_adj" in sentence
     (kept,) = what_this_run_shows(judge([make("pgd", "same-class", 0.02, True)], sesoi=0.005))
     assert "(ratio 1.10, n = 200, p_adj" in kept
+
+
+def test_a_claim_no_image_entered_prints_no_values_in_its_terminal_line() -> None:
+    """A same-class row on images without a same-class partner: its line printed 'observed nan null nan excess +nan
+    [+nan, +nan]'; it says it has no estimate, and a measured claim keeps its values."""
+    from advspatial.report.verdicts import claim_line
+
+    nan = math.nan
+    empty = Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", nan, nan,
+                  Estimate(nan, nan, nan, 0), nan, nan, verdict="insufficient data")
+    line = claim_line(empty)
+    assert "nan" not in line and "excess no estimate" in line and "observed" not in line
+    measured = Claim("the attack acts where the model looks", "pgd", "energy_in_roi", "same-class", 0.31, 0.30,
+                     Estimate(0.01, 0.004, 0.016, 120), 1.03, 0.01, verdict="supported")
+    assert "observed 0.310 null 0.300 excess +0.010 [+0.004, +0.016]" in claim_line(measured)

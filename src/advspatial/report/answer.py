@@ -26,6 +26,7 @@ from typing import Any
 
 from ..faithfulness.record import GateResult
 from ..statistics.claims import Claim, failed_gates
+from ..statistics.estimates import interval_text
 from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 
 #: what every Δ of the headline sentences is, said once under them
@@ -43,7 +44,7 @@ STATUS_SENTENCES = {
 
 def _interval(claim: Claim) -> str:
     e = claim.effect
-    return f"{e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}]"
+    return interval_text(e.mean, e.low, e.high)
 
 
 def claim_sentence(claim: Claim) -> str:

@@ -16,6 +16,7 @@ from ..faithfulness.sanity import randomization_passed
 from ..faithfulness.mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from ..faithfulness.record import GRADIENT_MASS, Comparison, GateResult, PairedEffect
 from ..faithfulness.specificity import specificity_rows
+from ..statistics.estimates import interval_text
 from ..statistics.outcomes import BEATS, EQUIVALENT, NOT_BETTER, SPECIFICITY, Decision, images_to_decide
 from .html import Table
 
@@ -258,7 +259,7 @@ def per_class_table(gate: GateResult, name: str) -> Table | None:
 def _interval(e: PairedEffect | None) -> str:
     if e is None or e.estimate.n == 0:
         return "-"
-    return f"{e.estimate.mean:+.3f} [{e.estimate.low:+.3f}, {e.estimate.high:+.3f}]"
+    return interval_text(e.estimate.mean, e.estimate.low, e.estimate.high)
 
 
 def gate_tables(gates: Mapping[str, GateResult], per_class_of: Sequence[str] = (),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..statistics.claims import Claim, failed_gates, sentence_case
+from ..statistics.estimates import interval_text
 from ..statistics.verdicts import MIN_SEEDS, format_p
 from .figures import new_figure, save_figure
 from .html import Figure, Table
@@ -142,9 +143,9 @@ def claim_line(c: Claim) -> str:
     """One claim in one terminal line: subject, statistic, null, observed, null value, effect with CI, p_adj,
     verdict (a leading ``*`` marks a primary claim)."""
     e = c.effect
+    values = "" if e.n == 0 else f"observed {c.observed:.3f} null {c.null_value:.3f} "  # no image: no values
     return (f"  {'*' if c.primary else ' '} {c.subject:<28} {c.statistic:<14} vs {c.null:<18} "
-            f"observed {c.observed:.3f} null {c.null_value:.3f} excess {e.mean:+.3f} [{e.low:+.3f}, {e.high:+.3f}] "
-            f"p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
+            f"{values}excess {interval_text(e.mean, e.low, e.high)} p_adj {fmt_p(c.p_adjusted)}  {c.verdict}")
 
 
 def secondary_count_line(claims: Sequence[Claim]) -> str:

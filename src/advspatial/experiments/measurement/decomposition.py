@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from ...statistics.claims import estimate_of
-from ...statistics.estimates import Estimate
+from ...statistics.estimates import Estimate, interval_text
 from ...statistics.outcomes import (
     BEATS, DOES_LESS, EQUIVALENT, MARGIN_LEVEL, SPECIFICITY, Decision, decide, images_to_decide,
 )
@@ -187,7 +187,7 @@ def beyond_every_region(d: Decomposition) -> bool:
 
 def interval(d: Decision) -> str:
     """'+0.014 [+0.009, +0.019]'."""
-    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}]"
+    return interval_text(d.mean, d.low, d.high)
 
 
 def interval90(d: Decision) -> str:

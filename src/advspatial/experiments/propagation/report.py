@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ...statistics.estimates import interval_text
 from ...statistics.verdicts import sesoi_text
 from ...report.html import Figure, Section, Table
 from ...report.sections import drawn_figure
@@ -284,6 +285,6 @@ def summary_table(findings: PropagationFindings) -> str:
     for c in findings.claims:
         if c.primary:
             e = c.effect
-            lines.append(f"{c.subject}: {c.statistic} vs {c.null}: {e.mean:+.3f} "
-                         f"[{e.low:+.3f}, {e.high:+.3f}] (n = {e.n}) -> {c.verdict}")
+            lines.append(f"{c.subject}: {c.statistic} vs {c.null}: {interval_text(e.mean, e.low, e.high)} "
+                         f"(n = {e.n}) -> {c.verdict}")
     return "\n".join(lines)
