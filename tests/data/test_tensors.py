@@ -50,6 +50,27 @@ def test_image_folder_in_name_order(tmp_path, uint8_images):
     assert torch.equal(images, uint8_images.float() / 255) and labels is None
 
 
+def test_an_image_folder_leaves_hidden_files_out_and_names_the_others(tmp_path, uint8_images, capsys, monkeypatch):
+    """macOS's ``._NAME.png`` beside each image is no image: it stopped the folder with "cannot read image"; a GIF is
+    read; a text file and a folder are named once on stderr, not read in silence."""
+    from PIL import Image
+
+    from advspatial.data import imagefolder
+
+    monkeypatch.setattr(imagefolder, "_NAMED_SKIPS", set())
+    for i in range(2):
+        Image.fromarray(uint8_images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"{i:02d}.png")
+    Image.fromarray(uint8_images[2].permute(1, 2, 0).numpy()).save(tmp_path / "02.gif")
+    (tmp_path / "._00.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (tmp_path / "labels.txt").write_text("0\n1\n")
+    (tmp_path / "more").mkdir()
+    images, _ = read_images(tmp_path)
+    assert images.shape[0] == 3 and torch.equal(images[:2], uint8_images[:2].float() / 255)
+    read_images(tmp_path)
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "not read" in x]
+    assert "2 file(s) not read (labels.txt, more/)" in line and "._00.png" not in line
+
+
 def test_arrays_dataset_with_a_labels_file(tmp_path, uint8_images):
     np.save(tmp_path / "x.npy", uint8_images.numpy())
     (tmp_path / "y.txt").write_text("0\n2\n1\n2\n0\n")

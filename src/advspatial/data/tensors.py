@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError, first_line
 from .base import ImageDataset
-from .imagefolder import IMAGE_EXTENSIONS, read_full_image
+from .imagefolder import IMAGE_EXTENSIONS, note_skipped_files, read_full_image
 from .registry import register_dataset
 
 IMAGE_KEYS = ("images", "x", "x_adv", "adv", "clean")
@@ -175,8 +175,20 @@ def read_image_folder(folder: Path) -> torch.Tensor:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """The image files directly in ``folder``, sorted by name. Hidden entries are left out, as in an image folder
+    (macOS's ``._name.png`` beside each image is no image); the other files and folders are named once on stderr
+    (:func:`~advspatial.data.imagefolder.note_skipped_files`)."""
+    files: list[Path] = []
+    others: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(path)
+        else:
+            others.append(path.name + ("/" if path.is_dir() else ""))
+    note_skipped_files(folder, others)
+    return files
 
 
 # -- conversions --------------------------------------------------------------------------
