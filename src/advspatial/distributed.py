@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,7 +41,7 @@ import torch.distributed as dist
 
 from .environment import env_hours, env_int
 from .errors import AdvspatialError, ConfigError, first_line
-from .progress import progress_bar
+from .progress import note, progress_bar
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -289,6 +289,21 @@ def map_batches(fn: Callable[[int, Item], T], slices: Sequence[Item], desc: str 
         error = exc
     agree(error)
     return ordered(slices)
+
+
+#: the keys :func:`note_once` has noted in this process
+_NOTED: set[Hashable] = set()
+
+
+def note_once(key: Hashable, message: str) -> None:
+    """``message`` as one line on stderr (:func:`~advspatial.progress.note`) the first time ``key`` is noted in this
+    process, and from rank 0 alone under torchrun: a note that a run reaches several times (a folder listed again, a
+    model loaded for each stage) or that every process reaches is read once."""
+    if key in _NOTED:
+        return
+    _NOTED.add(key)
+    if _WORLD.is_main:
+        note(message)
 
 
 def main_only(fn: Callable[[], T]) -> T | None:

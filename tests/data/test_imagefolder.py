@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from advspatial import distributed
 from advspatial.data import classmap, imagefolder, load_dataset
 from advspatial.data.imagefolder import LazyImages, load_imagefolder
 from advspatial.data.classmap import read_class_map
@@ -234,7 +235,7 @@ def test_gif_and_tiff_files_are_read(tmp_path) -> None:
 @pytest.fixture
 def named_skips(monkeypatch, capsys):
     """The lines written to stderr by a listing, with no folder named earlier in this process."""
-    monkeypatch.setattr(imagefolder, "_NAMED_SKIPS", set())
+    monkeypatch.setattr(distributed, "_NOTED", set())
     return lambda: [line for line in capsys.readouterr().err.splitlines() if "not read" in line]
 
 

@@ -176,9 +176,10 @@ def test_a_zoo_model_given_another_image_size_is_noted_once(tmp_path, capsys, mo
     """A zoo model on images resized to another side than its own runs (a smaller side is faster), and one line
     says that its accuracy there may be far below its own, once per model and size; its own size, or none given,
     says nothing."""
+    from advspatial import distributed
     from advspatial.experiments import settings
 
-    monkeypatch.setattr(settings, "_NOTED_SIZES", set())
+    monkeypatch.setattr(distributed, "_NOTED", set())
     folder = f"imagefolder:{tmp_path}"
     for _ in range(2):
         settings.note_foreign_image_size("cifar10-resnet20", folder, 64)

@@ -58,10 +58,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..distributed import world
+from ..distributed import note_once
 from ..environment import env_int
 from ..errors import ConfigError, DataError, check_range
-from ..progress import note
 from .base import ImageDataset, Index
 from .classmap import ClassMap, read_class_map
 from .registry import register_dataset
@@ -85,7 +84,7 @@ def split_root(root: Path, split: str) -> Path:
     return root
 
 
-def _scan(folder: Path) -> tuple[list[str], list[Path], list[str]]:
+def scan_folder(folder: Path) -> tuple[list[str], list[Path], list[str]]:
     """(sorted non-hidden sub-folder names, sorted image files, names of the other non-hidden files) directly
     inside ``folder``."""
     dirs: list[str] = []
@@ -104,27 +103,27 @@ def _scan(folder: Path) -> tuple[list[str], list[Path], list[str]]:
     return sorted(dirs), sorted(files), sorted(others)
 
 
-#: the folders whose skipped files were named in this process (a run lists its folder several times)
-_NAMED_SKIPS: set[str] = set()
+#: where an image folder's images are read from (what :func:`note_skipped_files` says of a folder)
+CLASS_FOLDER_LAYOUT = "in the class folders, or in the folder itself when it has none"
 
 
-def note_skipped_files(folder: Path, skipped: list[str]) -> None:
-    """One line on stderr, once per folder and process, naming the files of ``folder`` that are not read (a few of
-    them and their count): other extensions, or files beside class folders. A folder is never read short in
-    silence."""
-    if not skipped or str(folder) in _NAMED_SKIPS or not world().is_main:  # one line under torchrun too
+def note_skipped_files(folder: Path, skipped: list[str], where: str = CLASS_FOLDER_LAYOUT) -> None:
+    """One line on stderr, once per folder (:func:`~advspatial.distributed.note_once`), naming the files of
+    ``folder`` that are not read (a few of them and their count): other extensions, or files beside class folders,
+    or folders; ``where`` says where images are read from. A folder is never read short in silence."""
+    if not skipped:
         return
-    _NAMED_SKIPS.add(str(folder))
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
-    note(f"advspatial: note: image folder {folder}: {len(skipped)} file(s) not read ({shown}); read are image "
-         f"files ({', '.join(IMAGE_EXTENSIONS)}) in the class folders, or in the folder itself when it has none")
+    note_once(("files not read", str(folder)),
+              f"advspatial: note: image folder {folder}: {len(skipped)} file(s) not read ({shown}); read are image "
+              f"files ({', '.join(IMAGE_EXTENSIONS)}) {where}")
 
 
 def list_images(folder: Path, class_map: ClassMap | None = None) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     """(files, labels, class names) in deterministic order; :class:`DataError` when empty or unlabelled."""
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist or is not a folder")
-    dirs, flat, skipped = _scan(folder)
+    dirs, flat, skipped = scan_folder(folder)
     if class_map is not None:  # a class map kept beside the images is no skipped image
         skipped = [name for name in skipped if (folder / name).resolve() != class_map.path.resolve()]
     if dirs:  # files beside the class folders are not read either
@@ -155,7 +154,7 @@ def _list_class_folders(
     empty: list[str] = []
     skipped = list(beside)
     for name in sorted(dirs, key=lambda d: label_of[d]):
-        inner, found, others = _scan(folder / name)
+        inner, found, others = scan_folder(folder / name)
         if not found:
             empty.append(name)
         files += found

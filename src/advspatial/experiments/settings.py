@@ -27,9 +27,8 @@ from ..files import load_yaml_text
 from ..maps import list_importance_methods
 from ..models import parse_model_spec
 from ..training import refuse_training_on_test_images
-from ..distributed import world
+from ..distributed import note_once
 from ..models.spec import model_input
-from ..progress import note
 from ..runtime import pick_device
 
 if TYPE_CHECKING:
@@ -248,22 +247,18 @@ def dataset_options(dataset: str, model: str, image_size: int, fit: str, class_m
     return options
 
 
-#: (model, image side) pairs already noted by :func:`note_foreign_image_size` in this process
-_NOTED_SIZES: set[tuple[str, int]] = set()
-
-
 def note_foreign_image_size(model: str, dataset: str, image_size: int) -> None:
-    """One line on stderr (once per model and size in a process) when a folder's images are resized to another side
-    than the one ``model`` declares (a zoo model's, or an ``hf:`` folder's): allowed (a smaller side runs faster), but
-    the model was not trained on such images and its accuracy there may be far lower than its own. Called once the
-    model has taken the images, so that a model that cannot take them says so in one line of its own."""
+    """One line on stderr (once per model and size: :func:`~advspatial.distributed.note_once`) when a folder's
+    images are resized to another side than the one ``model`` declares (a zoo model's, or an ``hf:`` folder's):
+    allowed (a smaller side runs faster), but the model was not trained on such images and its accuracy there may
+    be far lower than its own. Called once the model has taken the images, so that a model that cannot take them
+    says so in one line of its own."""
     declared = model_input(model) if image_size and resizes_images(dataset) else None
-    if declared is not None and declared[0] != image_size and (model, image_size) not in _NOTED_SIZES:
-        _NOTED_SIZES.add((model, image_size))
-        if world().is_main:  # one line under torchrun too
-            note(f"advspatial: note: {model} takes {declared[0]}x{declared[0]} images and these are resized to "
-                 f"{image_size}x{image_size} (--image-size); its accuracy on them may be far below its own "
-                 "(leave --image-size unset for the model's own size)")
+    if declared is not None and declared[0] != image_size:
+        note_once(("image size", model, image_size),
+                  f"advspatial: note: {model} takes {declared[0]}x{declared[0]} images and these are resized to "
+                  f"{image_size}x{image_size} (--image-size); its accuracy on them may be far below its own "
+                  "(leave --image-size unset for the model's own size)")
 
 
 def check_choice(name: str, value: str, valid: Sequence[str]) -> None:
