@@ -55,9 +55,9 @@ def test_an_image_folder_leaves_hidden_files_out_and_names_the_others(tmp_path, 
     read; a text file and a folder are named once on stderr, not read in silence."""
     from PIL import Image
 
-    from advspatial.data import imagefolder
+    from advspatial import distributed
 
-    monkeypatch.setattr(imagefolder, "_NAMED_SKIPS", set())
+    monkeypatch.setattr(distributed, "_NOTED", set())
     for i in range(2):
         Image.fromarray(uint8_images[i].permute(1, 2, 0).numpy()).save(tmp_path / f"{i:02d}.png")
     Image.fromarray(uint8_images[2].permute(1, 2, 0).numpy()).save(tmp_path / "02.gif")

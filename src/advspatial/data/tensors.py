@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ConfigError, ShapeError, first_line
 from .base import ImageDataset
-from .imagefolder import IMAGE_EXTENSIONS, note_skipped_files, read_full_image
+from .imagefolder import IMAGE_EXTENSIONS, note_skipped_files, read_full_image, scan_folder
 from .registry import register_dataset
 
 IMAGE_KEYS = ("images", "x", "x_adv", "adv", "clean")
@@ -175,19 +175,11 @@ def read_image_folder(folder: Path) -> torch.Tensor:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name. Hidden entries are left out, as in an image folder
-    (macOS's ``._name.png`` beside each image is no image); the other files and folders are named once on stderr
-    (:func:`~advspatial.data.imagefolder.note_skipped_files`)."""
-    files: list[Path] = []
-    others: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
-        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            files.append(path)
-        else:
-            others.append(path.name + ("/" if path.is_dir() else ""))
-    note_skipped_files(folder, others)
+    """The image files directly in ``folder``, sorted by name, as an image folder lists them
+    (:func:`~advspatial.data.imagefolder.scan_folder`: hidden entries, such as macOS's ``._name.png`` beside each
+    image, are left out); the other files and the folders are named once on stderr."""
+    dirs, files, others = scan_folder(folder)
+    note_skipped_files(folder, sorted(others + [f"{name}/" for name in dirs]), where="directly in the folder")
     return files
 
 
