@@ -127,21 +127,28 @@ def verdict_pattern(words: Iterable[str]) -> re.Pattern[str]:
                       re.IGNORECASE)
 
 
-def mark_text(text: str, pattern: re.Pattern[str], sentences: Iterable[str] = ()) -> str:
-    """``text`` with every verdict word ``pattern`` finds, and every one of the headline ``sentences``, prefixed by
-    :data:`SMOKE_MARK` (a word's case kept)."""
+def mark_text(text: str, pattern: re.Pattern[str], sentences: re.Pattern[str] | None = None) -> str:
+    """``text`` with every verdict word ``pattern`` finds, and every headline sentence ``sentences`` finds
+    (:func:`sentence_pattern`), prefixed by :data:`SMOKE_MARK` (a word's case kept)."""
     text = pattern.sub(lambda m: SMOKE_MARK + m.group(0), text)
-    for sentence in sentences:  # as the words were marked in it; once (a marked sentence stays as it is)
-        shown = mark_text(would_read(sentence), pattern)
-        text = re.sub(rf"(?<!{re.escape(SMOKE_MARK)}){re.escape(shown)}", lambda m: SMOKE_MARK + m.group(0), text)
-    return text
+    return text if sentences is None else sentences.sub(lambda m: SMOKE_MARK + m.group(0), text)
+
+
+def sentence_pattern(sentences: Iterable[str], pattern: re.Pattern[str]) -> re.Pattern[str] | None:
+    """A regex of the headline ``sentences`` as a text reads once ``pattern``'s verdict words in it are marked
+    (longest first), leaving out a sentence already marked; None without any."""
+    shown = sorted({mark_text(would_read(s), pattern) for s in sentences}, key=len, reverse=True)
+    if not shown:
+        return None
+    return re.compile(rf"(?<!{re.escape(SMOKE_MARK)})(?:{'|'.join(map(re.escape, shown))})")
 
 
 def _mark_cell(value: Any, pattern: re.Pattern[str]) -> Any:
     return mark_text(value, pattern) if isinstance(value, str) else value
 
 
-def mark_sections(sections: list[Any], pattern: re.Pattern[str], sentences: Iterable[str] = ()) -> list[Any]:
+def mark_sections(sections: list[Any], pattern: re.Pattern[str], sentences: re.Pattern[str] | None = None
+                  ) -> list[Any]:
     """Report sections (:class:`~advspatial.report.html.Section`) with every verdict word in their paragraphs,
     notes, table captions and cells and figure captions marked, and the headline ``sentences`` where a paragraph
     holds them; titles and column names stay."""
@@ -165,7 +172,7 @@ def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
     if not smoke_test:
         return result
     pattern = verdict_pattern([*VERDICTS, *verdicts_in(result.metrics), *verdicts_in(result.per_image)])
-    sentences = headline_sentences(result.metrics)
+    sentences = sentence_pattern(headline_sentences(result.metrics), pattern)
     return ExperimentResult(
         metrics={"smoke_test": banner(), **mark_tree(result.metrics)},
         per_image=[mark_tree(row) for row in result.per_image],
