@@ -34,7 +34,7 @@ def decision_cell(d: Decision | None, digits: int = 3) -> str:
     'within the margin (CI below 0)', never 'does less' or 'beats'."""
     if d is None or d.n == 0:
         return "-"
-    text = f"{d.mean:+.{digits}f} [{d.low:+.{digits}f}, {d.high:+.{digits}f}] "
+    text = interval_text(d.mean, d.low, d.high, f"+.{digits}f") + " "
     if d.within_margin and d.rule == SPECIFICITY:
         text += f"within the margin (CI {'above' if d.outcome == BEATS else 'below'} 0)"
     else:
