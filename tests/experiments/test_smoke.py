@@ -107,6 +107,20 @@ def test_the_independent_check_finds_what_marking_leaves() -> None:
     assert bare_verdict_words(marked) == []
 
 
+def test_a_check_outcome_that_reads_as_a_finding_is_marked_though_no_verdict_holds_it() -> None:
+    """A smoke test's few attack steps leave an attack "NOT converged" whatever the attack: the summary and the
+    report mark it though the run's verdict is another word (here the gate's "not interpretable")."""
+    result = ExperimentResult({"n": 12, "claims": [{"verdict": "not interpretable"}]}, [],
+                              "adaptive: attack NOT converged; verdict: not interpretable",
+                              [Section("Defence", tables=[Table("baselines", ["baseline", "convergence"],
+                                                                [["blur", "defence NOT converged; control flat"]])])])
+    marked = mark_result(result, smoke_test=True)
+    assert marked.summary.splitlines()[1] == (f"adaptive: attack {SMOKE_MARK}NOT converged; "
+                                              f"verdict: {SMOKE_MARK}not interpretable")
+    assert marked.report_sections[0].tables[0].rows == [["blur", f"defence {SMOKE_MARK}NOT converged; control flat"]]
+    assert bare_verdict_words(marked.summary) == []
+
+
 def test_verdict_keys() -> None:
     assert all(is_verdict_key(k) for k in ("verdict", "cascade_verdict", "interpretation", "cam_interpretation"))
     assert not any(is_verdict_key(k) for k in ("verdicts", "verdict_rule", "label", "subject", 3))

@@ -11,7 +11,9 @@ run's results pass through before they are written or printed
 - turns every verdict word ``w`` into ``"(smoke) would read: w"``: in ``metrics.json`` and ``per_image.csv``
   every value under a verdict key (:func:`is_verdict_key`), in the summary and the report every occurrence of
   a verdict word (:data:`~advspatial.statistics.inference.VERDICTS` and every verdict this run's metrics hold, so
-  a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own);
+  a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own), and
+  every check outcome that reads as a finding (:data:`CHECK_OUTCOMES`: an attack "NOT converged" at a smoke test's
+  few steps says nothing about the attack);
 - marks each headline sentence the same way (where an attack acts against the regions of the RoI's size,
   :func:`headline_sentences`): it draws conclusions in words of its own ("catches more", "acts at the centre"),
   which no verdict word would mark.
@@ -35,6 +37,9 @@ from .results import ExperimentResult
 SMOKE_LINE = "smoke test: these settings decide nothing"
 #: what every verdict word of a smoke test is prefixed with: the word these numbers would give, not a finding
 SMOKE_MARK = "(smoke) would read: "
+#: outcomes of a run's checks that read as findings where they are printed (a boolean in ``metrics.json``): marked
+#: in the summary and the report like a verdict word
+CHECK_OUTCOMES = ("not converged",)
 #: a key whose value is a verdict: ``verdict``, ``*_verdict``, ``interpretation`` (a gate's), ``*_interpretation``
 VERDICT_KEYS = ("verdict", "interpretation")
 
@@ -171,7 +176,8 @@ def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
     ``smoke_test`` is False."""
     if not smoke_test:
         return result
-    pattern = verdict_pattern([*VERDICTS, *verdicts_in(result.metrics), *verdicts_in(result.per_image)])
+    pattern = verdict_pattern([*VERDICTS, *CHECK_OUTCOMES, *verdicts_in(result.metrics),
+                               *verdicts_in(result.per_image)])
     sentences = sentence_pattern(headline_sentences(result.metrics), pattern)
     return ExperimentResult(
         metrics={"smoke_test": banner(), **mark_tree(result.metrics)},
