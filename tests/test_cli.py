@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import needs_fashion_mnist
+from conftest import CNN_ARCH, needs_fashion_mnist
 from helpers import run_cli
 
 
@@ -51,14 +51,14 @@ def test_console_script_entry_point() -> None:
 
 
 @needs_fashion_mnist
-def test_maps_command_gates_the_roi_and_prints_verdicts(lenet_weights, tmp_path, capsys) -> None:
+def test_maps_command_gates_the_roi_and_prints_verdicts(cnn_weights, tmp_path, capsys) -> None:
     """``advspatial maps``: the RoI's faithfulness gate, the claims with their verdicts, and a report."""
     import json
 
     from advspatial.statistics.verdicts import VERDICTS
 
     out = tmp_path / "maps"
-    code, printed, err = run_cli(capsys, "maps", "--model", str(lenet_weights), "--arch", "lenet5", "--attack", "pgd",
+    code, printed, err = run_cli(capsys, "maps", "--model", str(cnn_weights), "--arch", CNN_ARCH, "--attack", "pgd",
                                  "--n", "40", "--batch-size", "20", "--permutations", "300", "--gate-n", "40",
                                  "--out", str(out))
     assert code == 0, err
@@ -79,8 +79,8 @@ FACTORY = '''
 from advspatial.models import build_model
 
 
-def lenet():
-    return build_model("lenet5")
+def cnn():
+    return build_model("smallcnn")
 '''
 
 
@@ -101,7 +101,7 @@ def test_torchscript_is_refused_before_any_work_by_layer_experiments(tmp_path, c
 
 
 @needs_fashion_mnist
-def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(lenet_weights, tmp_path, capsys) -> None:
+def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(cnn_weights, tmp_path, capsys) -> None:
     """The common case: a model defined in Python plus a state dict, through the whole default experiment."""
     import json
 
@@ -110,12 +110,12 @@ def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(lenet_we
     factory = tmp_path / "my_models.py"
     factory.write_text(FACTORY)
     out = tmp_path / "spatial"
-    code, printed, err = run_cli(capsys, "run", "spatial", "--quick", "--model", f"{factory}:lenet", "--weights",
-                                 str(lenet_weights), "--attacks", "pgd,deepfool", "--no-sweep-adaptive",
+    code, printed, err = run_cli(capsys, "run", "spatial", "--quick", "--model", f"{factory}:cnn", "--weights",
+                                 str(cnn_weights), "--attacks", "pgd,deepfool", "--no-sweep-adaptive",
                                  "--no-progress", "--out", str(out))
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["clean_accuracy"] > 0.5  # the weights were loaded: an untrained LeNet is at chance
+    assert metrics["clean_accuracy"] > 0.5  # the weights were loaded: an untrained CNN is at chance
     subset = (out / "subset.csv").read_text().splitlines()
     assert subset[0] == "index,label" and len(subset) == 1 + 24
     assert len({line.split(",")[1] for line in subset[1:]}) == 10  # stratified: every class is there
@@ -123,7 +123,7 @@ def test_factory_model_runs_spatial_quick_and_torchscript_runs_baseline(lenet_we
     from advspatial.models import load_model
 
     scripted = tmp_path / "m.pt"
-    model = load_model(f"{factory}:lenet", weights=str(lenet_weights))
+    model = load_model(f"{factory}:cnn", weights=str(cnn_weights))
     torch.jit.save(torch.jit.trace(model, torch.rand(1, 1, 28, 28)), str(scripted))
     code, printed, err = run_cli(capsys, "run", "baseline", "--model", str(scripted), "--n", "40", "--no-progress",
                                  "--out", str(tmp_path / "baseline"))

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import needs_fashion_mnist
+from conftest import CNN_ARCH, needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 
@@ -51,7 +51,7 @@ def advspatial(args: list[str], nproc: int = 1, timeout: float = 900) -> subproc
 
 
 def model_args(weights: Path) -> list[str]:
-    return ["--model", str(weights), "--arch", "lenet5", "--no-progress"]
+    return ["--model", str(weights), "--arch", CNN_ARCH, "--no-progress"]
 
 
 def comparable_metrics(path: Path) -> Any:
@@ -103,7 +103,7 @@ def experiment_args(name: str, weights: Path, tmp: Path) -> list[str]:
     if name != "analyze":
         return ["run", name, *model_args(weights), *contract_args(name)]
     clean, adv = analyze_inputs(weights, tmp)
-    return ["analyze", "--model", str(weights), "--arch", "lenet5", "--clean", str(clean), "--adv", str(adv),
+    return ["analyze", "--model", str(weights), "--arch", CNN_ARCH, "--clean", str(clean), "--adv", str(adv),
             *contract_args(name), "--no-progress"]
 
 
@@ -129,7 +129,7 @@ def analyze_inputs(weights: Path, tmp: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def single_runs(lenet_weights, tmp_path_factory):
+def single_runs(cnn_weights, tmp_path_factory):
     """Lazily made single-process runs, one per experiment: {name: run directory}."""
     made: dict[str, Path] = {}
     root = tmp_path_factory.mktemp("single")
@@ -137,7 +137,7 @@ def single_runs(lenet_weights, tmp_path_factory):
     def get(name: str) -> Path:
         if name not in made:
             out = root / name
-            done = advspatial([*experiment_args(name, lenet_weights, root), "--out", str(out)])
+            done = advspatial([*experiment_args(name, cnn_weights, root), "--out", str(out)])
             assert done.returncode == 0, done.stderr[-3000:]
             made[name] = out
         return made[name]
@@ -183,9 +183,9 @@ def test_the_experiments_resumed_elsewhere_have_their_resume_test() -> None:
 
 @needs_fashion_mnist
 @pytest.mark.parametrize("name,nproc", [*((name, 2) for name in registered_experiments()), ("baseline", 3)])
-def test_torchrun_results_equal_one_process(name, nproc, single_runs, lenet_weights, tmp_path) -> None:
+def test_torchrun_results_equal_one_process(name, nproc, single_runs, cnn_weights, tmp_path) -> None:
     out = tmp_path / "run"
-    done = advspatial([*experiment_args(name, lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
+    done = advspatial([*experiment_args(name, cnn_weights, tmp_path), "--out", str(out)], nproc=nproc)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("results:") == 1  # rank 0 alone prints the summary
     assert_same_results(single_runs(name), out)
@@ -222,9 +222,9 @@ def assert_report_complete(run: Path) -> None:
 
 
 @needs_fashion_mnist
-def test_killed_torchrun_run_resumes_without_torchrun(single_runs, lenet_weights, tmp_path) -> None:
+def test_killed_torchrun_run_resumes_without_torchrun(single_runs, cnn_weights, tmp_path) -> None:
     out = tmp_path / "run"
-    args = [*experiment_args("spatial", lenet_weights, tmp_path), "--out", str(out)]
+    args = [*experiment_args("spatial", cnn_weights, tmp_path), "--out", str(out)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
                "advspatial", "--", *args]
     launched = subprocess.Popen(command, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -243,9 +243,9 @@ def test_killed_torchrun_run_resumes_without_torchrun(single_runs, lenet_weights
 
 
 @needs_fashion_mnist
-def test_an_error_in_one_rank_stops_every_rank_with_one_line(lenet_weights, tmp_path) -> None:
+def test_an_error_in_one_rank_stops_every_rank_with_one_line(cnn_weights, tmp_path) -> None:
     out = tmp_path / "run"
-    done = advspatial([*experiment_args("baseline", lenet_weights, tmp_path), "--out", str(out)])
+    done = advspatial([*experiment_args("baseline", cnn_weights, tmp_path), "--out", str(out)])
     assert done.returncode == 0, done.stderr
     (out / "stages" / "clean-pass" / "batch-00001.pt").write_bytes(b"not a stage")  # batch 1 belongs to rank 1
     (out / "metrics.json").unlink()
@@ -257,10 +257,10 @@ def test_an_error_in_one_rank_stops_every_rank_with_one_line(lenet_weights, tmp_
 
 
 @needs_fashion_mnist
-def test_two_nodes_on_the_loopback_equal_one_process(single_runs, lenet_weights, tmp_path) -> None:
+def test_two_nodes_on_the_loopback_equal_one_process(single_runs, cnn_weights, tmp_path) -> None:
     out = tmp_path / "run"
     port = free_port()
-    args = [*experiment_args("baseline", lenet_weights, tmp_path), "--out", str(out)]
+    args = [*experiment_args("baseline", cnn_weights, tmp_path), "--out", str(out)]
     launches = [subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1",
          "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=advspatial-test", "-m",
@@ -389,8 +389,8 @@ STUDY_SETTINGS = ["--quick", "--n", "16", "--batch-size", "4", "--attacks", "fgs
 def study_args(weights: Path, tmp: Path) -> list[str]:
     """A two-model study (the same LeNet-5 weights under two labels) at tiny settings."""
     config = tmp / "study.yaml"
-    config.write_text(f"models:\n  - {{model: {weights}, arch: lenet5, label: a}}\n"
-                      f"  - {{model: {weights}, arch: lenet5, label: b}}\n")
+    config.write_text(f"models:\n  - {{model: {weights}, arch: {CNN_ARCH}, label: a}}\n"
+                      f"  - {{model: {weights}, arch: {CNN_ARCH}, label: b}}\n")
     return ["study", "--config", str(config), *STUDY_SETTINGS]
 
 
@@ -403,12 +403,12 @@ def without_column(path: Path, column: str) -> list[list[str]]:
 
 
 @needs_fashion_mnist
-def test_a_study_under_torchrun_equals_one_process(lenet_weights, tmp_path) -> None:
+def test_a_study_under_torchrun_equals_one_process(cnn_weights, tmp_path) -> None:
     """Each model's batches are shared among the processes; the study's files are one process's."""
     outs = {}
     for nproc in (1, 2):
         out = tmp_path / f"study-{nproc}"
-        done = advspatial([*study_args(lenet_weights, tmp_path), "--out", str(out)], nproc=nproc)
+        done = advspatial([*study_args(cnn_weights, tmp_path), "--out", str(out)], nproc=nproc)
         assert done.returncode == 0, done.stderr[-3000:]
         outs[nproc] = out
     one, two = outs[1], outs[2]
@@ -429,13 +429,13 @@ LOOKS_SETTINGS = ["run", "maps", "--quick", "--n", "120", "--gate-n", "120", "--
 
 
 @needs_fashion_mnist
-def test_gate_looks_under_torchrun_equal_one_process(lenet_weights, tmp_path) -> None:
+def test_gate_looks_under_torchrun_equal_one_process(cnn_weights, tmp_path) -> None:
     """The gate's looks are taken by every process on the same columns, so every process stops at the same look
     (none waits for a chunk another will never compute) and the results are one process's."""
     outs = {}
     for nproc in (1, 2):
         outs[nproc] = tmp_path / f"looks-{nproc}"
-        done = advspatial([*LOOKS_SETTINGS, *model_args(lenet_weights), "--out", str(outs[nproc])], nproc=nproc)
+        done = advspatial([*LOOKS_SETTINGS, *model_args(cnn_weights), "--out", str(outs[nproc])], nproc=nproc)
         assert done.returncode == 0, done.stderr[-3000:]
     assert_same_results(outs[1], outs[2])
     gate = comparable_metrics(outs[1])["faithfulness"]["hirescam"]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import needs_fashion_mnist
+from conftest import CNN_ARCH, needs_fashion_mnist
 from helpers import SYNC_KEYS, ReportParser, assert_smoke_test, without_timings
 
 from advspatial.errors import ConfigError
@@ -39,14 +39,14 @@ SECTIONS = ["verdicts", "faithfulness", "setup", "attacks", "where-they-act", "o
 
 
 def quick_config(weights: Path, out: Path, **extra):  # type: ignore[no-untyped-def]
-    values = {**SETTINGS, "model": str(weights), "arch": "lenet5", "out": str(out), "progress": False, **extra}
+    values = {**SETTINGS, "model": str(weights), "arch": CNN_ARCH, "out": str(out), "progress": False, **extra}
     return resolve_config(get_experiment("spatial"), None, values, quick=True)
 
 
 @pytest.fixture(scope="module")
-def finished_run(lenet_weights, tmp_path_factory):
+def finished_run(cnn_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("spatial") / "run"
-    result, rundir = run_experiment("spatial", quick_config(lenet_weights, out))
+    result, rundir = run_experiment("spatial", quick_config(cnn_weights, out))
     return result, rundir.path
 
 
@@ -73,7 +73,7 @@ def test_run_directory_contents(finished_run) -> None:
     for name in ("config.yaml", "metrics.json", "per_image.csv", "report.html"):
         assert (path / name).is_file(), name
     config = yaml.safe_load((path / "config.yaml").read_text())
-    assert config["experiment"] == "spatial" and config["n"] == 12 and config["arch"] == "lenet5"
+    assert config["experiment"] == "spatial" and config["n"] == 12 and config["arch"] == CNN_ARCH
     figures = {p.name for p in (path / "figures").glob("*.png")}
     assert {"defence-sweep.png", "frequency-roi.png", "frequency-roa.png", "frequency-difference.png"} <= figures
     assert any(name.startswith("regions-") for name in figures)
@@ -188,7 +188,7 @@ def test_claims_follow_their_gates_and_rules(finished_run) -> None:
 
     _, path = finished_run
     metrics = json.loads((path / "metrics.json").read_text())
-    assert metrics["roi"]["method"] == "hirescam"  # lenet5 has a flatten/FC head
+    assert metrics["roi"]["method"] == "hirescam"  # the CNN has a flatten/FC head
     gate = metrics["faithfulness"]["hirescam"]
     assert set(gate) >= {"passed", "reason", "status", "comparisons", "control", "restricted_attack", "randomization"}
     assert metrics["roi"]["faithful"] == gate["passed"] and metrics["roi"]["status"] == gate["status"]
@@ -248,12 +248,12 @@ def test_the_runs_time_is_its_stages_and_its_phases_outside_them(finished_run) -
     assert "Outside its stages this process spent" in (path / "report.html").read_text()
 
 
-def test_interrupted_run_resumes_to_identical_results(finished_run, lenet_weights, tmp_path) -> None:
+def test_interrupted_run_resumes_to_identical_results(finished_run, cnn_weights, tmp_path) -> None:
     """Kill a run once its first attack stages exist, resume it, compare with the uninterrupted run."""
     _, reference = finished_run
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "advspatial.cli", "run", "--quick", "--no-progress", "--out", str(out),
-            "--model", str(lenet_weights), "--arch", "lenet5"]
+            "--model", str(cnn_weights), "--arch", CNN_ARCH]
     args += [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
     # Same intra-op thread count as this process: float reductions (and so the last bits of
     # every number) depend on it; identical results are promised for identical settings.
