@@ -254,7 +254,7 @@ def study(
         >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # any nn.Module
         ...                       nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # taking images
         ...                       nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()  # in [0,1]; untrained here
-        >>> other_model = build_model("lenet5").eval()
+        >>> other_model = build_model("smallcnn").eval()
         >>> images = torch.rand(12, 1, 28, 28)            # (N,C,H,W) in [0,1]
         >>> labels = model(images).argmax(1)              # (N,) labels: here the model's own predictions
         >>> import advspatial
