@@ -382,7 +382,7 @@ def test_on_every_rank_returns_the_value_or_raises_the_error_in_one_process() ->
         on_every_rank(fails)
 
 
-STUDY_SETTINGS = ["--quick", "--n", "16", "--batch-size", "4", "--attacks", "fgsm", "--panel", "gradcam", "--gate-n",
+STUDY_SETTINGS = ["--quick", "--n", "8", "--batch-size", "4", "--attacks", "fgsm", "--panel", "gradcam", "--gate-n",
                   "8", "--randomization-images", "2", "--figure-images", "2", "--permutations", "50", "--no-progress"]
 
 
