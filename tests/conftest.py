@@ -98,8 +98,8 @@ def pytest_configure(config) -> None:  # type: ignore[no-untyped-def]
 
 
 #: the architecture of :func:`cnn_weights`: the product's default CNN (BatchNorm folded, channels-last, each ReLU
-#: after its pooling), so that the end-to-end tests run the paths a default run takes; 2.5-3x cheaper per image than
-#: LeNet-5 (conv32-conv64 at 5x5) on one CPU thread
+#: after its pooling), so that the end-to-end tests run the paths a default run takes; on one CPU thread it takes
+#: 0.32-0.42 of the time per image of LeNet-5 (conv32-conv64 at 5x5)
 CNN_ARCH = "smallcnn"
 
 
