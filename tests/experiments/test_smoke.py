@@ -107,18 +107,29 @@ def test_the_independent_check_finds_what_marking_leaves() -> None:
     assert bare_verdict_words(marked) == []
 
 
-def test_a_check_outcome_that_reads_as_a_finding_is_marked_though_no_verdict_holds_it() -> None:
+def test_the_experiments_own_words_are_marked_though_no_verdict_holds_them() -> None:
     """A smoke test's few attack steps leave an attack "NOT converged" whatever the attack: the summary and the
-    report mark it though the run's verdict is another word (here the gate's "not interpretable")."""
+    report mark it, a word of the experiment's vocabulary (``words``), though the run's verdict is another word
+    (here the gate's "not interpretable"); without the vocabulary it would stay bare."""
+    section = Section("Defence", paragraphs=["No configuration attacked adaptively helps by the rule."],
+                      tables=[Table("baselines", ["baseline", "convergence"],
+                                    [["blur", "defence NOT converged; control flat"]])])
     result = ExperimentResult({"n": 12, "claims": [{"verdict": "not interpretable"}]}, [],
-                              "adaptive: attack NOT converged; verdict: not interpretable",
-                              [Section("Defence", tables=[Table("baselines", ["baseline", "convergence"],
-                                                                [["blur", "defence NOT converged; control flat"]])])])
-    marked = mark_result(result, smoke_test=True)
+                              "adaptive: attack NOT converged; verdict: not interpretable", [section])
+    marked = mark_result(result, smoke_test=True, words=("helps", "not converged"))
     assert marked.summary.splitlines()[1] == (f"adaptive: attack {SMOKE_MARK}NOT converged; "
                                               f"verdict: {SMOKE_MARK}not interpretable")
-    assert marked.report_sections[0].tables[0].rows == [["blur", f"defence {SMOKE_MARK}NOT converged; control flat"]]
+    section = marked.report_sections[0]
+    assert section.tables[0].rows == [["blur", f"defence {SMOKE_MARK}NOT converged; control flat"]]
+    assert section.paragraphs == [f"No configuration attacked adaptively {SMOKE_MARK}helps by the rule."]
     assert bare_verdict_words(marked.summary) == []
+    assert "attack NOT converged" in mark_result(result, smoke_test=True).summary  # the vocabulary is what marks it
+
+
+def test_the_spatial_experiment_registers_its_defence_vocabulary() -> None:
+    from advspatial.experiments.spatial.claims import HARM_WORDS, VERDICT_WORDS
+
+    assert set(get_experiment("spatial").verdict_words) == {*VERDICT_WORDS, *HARM_WORDS}
 
 
 def test_verdict_keys() -> None:

@@ -7,7 +7,7 @@ docs navigation and pages, the contract tests' tiny settings and ``advspatial re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ class Experiment:
             at the run's iterations over the reference runs' (a preset's 20 PGD steps, not the default's 50); an
             entry names a setting or a setting plus a constant (``maxiter+1``:
             :func:`~.stage_work.iteration_count`).
+        verdict_words: its own verdict words beyond the statistics' (:data:`~advspatial.statistics.verdicts.VERDICTS`):
+            a smoke test marks them wherever its texts print them (:func:`~.smoke.mark_result`), whether or not a
+            verdict of the run holds them (the defence's "not converged" is also the attack's convergence check).
     """
 
     name: str
@@ -76,6 +79,7 @@ class Experiment:
     sized_by: SizedBy = field(default_factory=dict)
     repeated_by: RepeatedBy = field(default_factory=dict)
     steps_by: StepsBy = field(default_factory=dict)
+    verdict_words: tuple[str, ...] = ()
 
     def contract_args(self) -> list[str]:
         """:attr:`contract` as ``advspatial run`` options (``--quick`` first; lists joined by commas)."""
@@ -97,13 +101,15 @@ def register_experiment(
     name: str, config_cls: type[ExperimentConfig], description: str, *, findings: type[Findings], render: Render,
     contract: Mapping[str, Any] | None = None, priced_apart: PricedApart | None = None,
     sized_by: SizedBy | None = None, repeated_by: RepeatedBy | None = None, steps_by: StepsBy | None = None,
+    verdict_words: Sequence[str] = (),
 ) -> Callable[[Callable[..., RunFindings]], Callable[..., RunFindings]]:
     """``@register_experiment(name, Config, description, findings=..., render=..., contract=...)`` on
     ``run(config, rundir) -> RunFindings`` (see :class:`Experiment` for the fields)."""
 
     def wrap(fn: Callable[..., RunFindings]) -> Callable[..., RunFindings]:
         experiment = Experiment(name, config_cls, fn, description, findings, render, dict(contract or {}),
-                                priced_apart, dict(sized_by or {}), dict(repeated_by or {}), dict(steps_by or {}))
+                                priced_apart, dict(sized_by or {}), dict(repeated_by or {}), dict(steps_by or {}),
+                                tuple(verdict_words))
         EXPERIMENTS.register(name, experiment)
         return fn
 

@@ -195,7 +195,7 @@ def run_experiment(name: str, config: ExperimentConfig, resume: bool = False,
             result = run_and_render(experiment, config, rundir)
         for key, value in run_facts(rundir, started).items():
             result.metrics.setdefault(key, value)
-        result = mark_result(result, config.smoke_test)
+        result = mark_result(result, config.smoke_test, experiment.verdict_words)
         main_only(lambda: write_results(rundir, experiment, config, result))
     return result, rundir
 
@@ -281,7 +281,7 @@ def rerender_report(out: Path) -> ExperimentResult:
     except READ_ERRORS as exc:
         raise DataError(f"{out / 'metrics.json'} does not hold the findings of a {experiment.name} run "
                         f"({first_line(exc)}); run the experiment again") from exc
-    marked = mark_result(result, config.smoke_test)
+    marked = mark_result(result, config.smoke_test, experiment.verdict_words)
     try:  # the run's own records (its model passes) read into the report: damaged ones are one line too
         write_report_file(out, experiment, config, marked)
     except READ_ERRORS[1:] as exc:

@@ -12,8 +12,9 @@ run's results pass through before they are written or printed
   every value under a verdict key (:func:`is_verdict_key`), in the summary and the report every occurrence of
   a verdict word (:data:`~advspatial.statistics.inference.VERDICTS` and every verdict this run's metrics hold, so
   a new claim producer that stores its verdict under a ``verdict`` key is covered without a line of its own), and
-  every check outcome that reads as a finding (:data:`CHECK_OUTCOMES`: an attack "NOT converged" at a smoke test's
-  few steps says nothing about the attack);
+  every word of the experiment's own vocabulary (its registry's ``verdict_words``) whether or not a verdict holds
+  it: the defence's "not converged" is also printed for the attack's convergence check, which a smoke test's few
+  steps leave unconverged whatever the attack;
 - marks each headline sentence the same way (where an attack acts against the regions of the RoI's size,
   :func:`headline_sentences`): it draws conclusions in words of its own ("catches more", "acts at the centre"),
   which no verdict word would mark.
@@ -37,9 +38,6 @@ from .results import ExperimentResult
 SMOKE_LINE = "smoke test: these settings decide nothing"
 #: what every verdict word of a smoke test is prefixed with: the word these numbers would give, not a finding
 SMOKE_MARK = "(smoke) would read: "
-#: outcomes of a run's checks that read as findings where they are printed (a boolean in ``metrics.json``): marked
-#: in the summary and the report like a verdict word
-CHECK_OUTCOMES = ("not converged",)
 #: a key whose value is a verdict: ``verdict``, ``*_verdict``, ``interpretation`` (a gate's), ``*_interpretation``
 VERDICT_KEYS = ("verdict", "interpretation")
 
@@ -171,13 +169,13 @@ def mark_sections(sections: list[Any], pattern: re.Pattern[str], sentences: re.P
     return marked
 
 
-def mark_result(result: ExperimentResult, smoke_test: bool) -> ExperimentResult:
-    """The result as a smoke test writes and prints it (see the module docstring); ``result`` itself when
-    ``smoke_test`` is False."""
+def mark_result(result: ExperimentResult, smoke_test: bool, words: Iterable[str] = ()) -> ExperimentResult:
+    """The result as a smoke test writes and prints it (see the module docstring), its texts marked at every
+    verdict word and every one of ``words`` (the experiment's vocabulary); ``result`` itself when ``smoke_test`` is
+    False."""
     if not smoke_test:
         return result
-    pattern = verdict_pattern([*VERDICTS, *CHECK_OUTCOMES, *verdicts_in(result.metrics),
-                               *verdicts_in(result.per_image)])
+    pattern = verdict_pattern([*VERDICTS, *words, *verdicts_in(result.metrics), *verdicts_in(result.per_image)])
     sentences = sentence_pattern(headline_sentences(result.metrics), pattern)
     return ExperimentResult(
         metrics={"smoke_test": banner(), **mark_tree(result.metrics)},

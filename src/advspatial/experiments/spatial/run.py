@@ -11,7 +11,9 @@ from ..measurement.onepixel_cost import onepixel_seconds
 from ..measurement.run import ATTACK_STEPS, Measurement, measure
 from ..registry import register_experiment
 from ..results import RunFindings
-from .claims import draw_spread, nonadaptive_comparisons, summarize_adaptive, sweep_summary
+from .claims import (
+    HARM_WORDS, VERDICT_WORDS, draw_spread, nonadaptive_comparisons, summarize_adaptive, sweep_summary,
+)
 from .config import SpatialConfig
 from .figures import draw_defence_figures
 from .findings import NonAdaptive, SpatialAttackOutcome, SpatialFindings, Sweep
@@ -31,7 +33,8 @@ SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps
                      contract={"n": 8, "batch_size": 4, "onepixel_n": 4, "prior_n": 8, "figure_images": 2,
                                "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
                                "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2},
-                     sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds)
+                     sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds,
+                     verdict_words=(*VERDICT_WORDS, *HARM_WORDS))
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> RunFindings:
     """The measurement with the defence's columns (clean maps, the gates, the prior, every attack with its maps and
     defence columns, the claims and the figures); then the sweep, the adaptive evaluation with its convergence
