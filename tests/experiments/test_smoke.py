@@ -127,9 +127,29 @@ def test_the_experiments_own_words_are_marked_though_no_verdict_holds_them() -> 
 
 
 def test_the_spatial_experiment_registers_its_defence_vocabulary() -> None:
-    from advspatial.experiments.spatial.claims import HARM_WORDS, VERDICT_WORDS
+    from advspatial.experiments.spatial.claims import HARM_WORDS, MASKING_SUSPECTED, VERDICT_WORDS
 
-    assert set(get_experiment("spatial").verdict_words) == {*VERDICT_WORDS, *HARM_WORDS}
+    assert set(get_experiment("spatial").verdict_words) == {*VERDICT_WORDS, *HARM_WORDS, MASKING_SUSPECTED}
+
+
+def test_a_converged_attack_that_does_not_reach_zero_reads_as_what_it_would_read() -> None:
+    """An attack can converge (more effort lowers nothing) and still leave images at the largest budget: the report
+    then suspects gradient masking, a finding about the defence. After the passing word "converged" no verdict word
+    opens the phrase, so the spatial experiment's vocabulary marks the suspicion itself."""
+    from advspatial.experiments.spatial.claims import MASKING_SUSPECTED
+    from advspatial.experiments.spatial.report import convergence_word
+    from advspatial.defence.convergence import Convergence
+
+    converged = Convergence(accuracy={"8x": 0.25}, randomized=False, converged=True, tolerance=0.02, n=12,
+                            rule="", reaches_zero=False, steps_gap=0.0, restarts_gap=0.0, largest_eps="8x")
+    word = convergence_word(converged)
+    assert word == f"converged, does NOT reach 0 at 8x ({MASKING_SUSPECTED})"
+    result = ExperimentResult({"n": 12}, [], f"attack on the defence {word}", [])
+    marked = mark_result(result, smoke_test=True, words=get_experiment("spatial").verdict_words)
+    assert marked.summary.splitlines()[1] == (f"attack on the defence converged, does NOT reach 0 at 8x "
+                                              f"({SMOKE_MARK}{MASKING_SUSPECTED})")
+    assert bare_verdict_words(marked.summary) == []
+    assert bare_verdict_words(result.summary) == [MASKING_SUSPECTED], "the independent check sees the bare phrase"
 
 
 def test_verdict_keys() -> None:

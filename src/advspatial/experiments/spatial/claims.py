@@ -52,6 +52,9 @@ VERDICT_WORDS = ("helps", "does not help", "worse than its control", "worse than
                  "not checked", "not evaluated adaptively", "not interpretable", "insufficient data")
 HARM_WORDS = ("makes the model more vulnerable inside the RoI", "no harm shown inside the RoI", "not checked",
               "insufficient data")
+#: what a convergence check says of an attack whose accuracy stays above 0 at the largest budget: a finding about
+#: the defence (its gradients may be masked), so a smoke test marks it as it marks a verdict
+MASKING_SUSPECTED = "suspect gradient masking"
 #: the label of a randomized component's number when its EOT was weak (``--quick``): never plotted nor tested
 WEAK_EOT = "upper bound (weak EOT)"
 #: the label of a baseline whose clean accuracy is not above chance (its Wilson/bootstrap CI reaches 1/K): it has no
@@ -222,7 +225,7 @@ def defence_verdict(m: SettingMeasures | None, roi_faithful: bool, alpha: float,
                                              f"restarts {defended.restarts_gap:+.3g})"]
         if not defended.reaches_zero:
             at_largest = defended.accuracy.get(defended.largest_eps, math.nan)
-            why.append(f"accuracy at {defended.largest_eps} is {at_largest:.3g}, not 0 (suspect gradient masking)")
+            why.append(f"accuracy at {defended.largest_eps} is {at_largest:.3g}, not 0 ({MASKING_SUSPECTED})")
         return "not converged", "; ".join(why)
     missing = unchecked(m, white)
     if missing:

@@ -17,7 +17,7 @@ from ..measurement.sections import (
     claims_lines, compact_claims_lines, measurement_limits, measurement_sections, onepixel_limits, shown,
 )
 from ..results import Rendered
-from .claims import AT_CHANCE, WEAK_EOT
+from .claims import AT_CHANCE, MASKING_SUSPECTED, WEAK_EOT
 from .config import SpatialConfig
 from .figures import CONVERGENCE, SWEEP, TRADEOFF
 from .findings import Adaptive, Comparison, SettingRow, ShareSummary, SpatialFindings
@@ -62,7 +62,7 @@ def convergence_word(conv: Convergence) -> str:
     """'converged' / 'NOT converged' (and 'does not reach 0 at the largest eps' where measured)."""
     word = "converged" if conv.converged else "NOT converged"
     if conv.reaches_zero is False:
-        word += f", does NOT reach 0 at {conv.largest_eps} (suspect gradient masking)"
+        word += f", does NOT reach 0 at {conv.largest_eps} ({MASKING_SUSPECTED})"
     return word
 
 

@@ -12,7 +12,8 @@ from ..measurement.run import ATTACK_STEPS, Measurement, measure
 from ..registry import register_experiment
 from ..results import RunFindings
 from .claims import (
-    HARM_WORDS, VERDICT_WORDS, draw_spread, nonadaptive_comparisons, summarize_adaptive, sweep_summary,
+    HARM_WORDS, MASKING_SUSPECTED, VERDICT_WORDS, draw_spread, nonadaptive_comparisons, summarize_adaptive,
+    sweep_summary,
 )
 from .config import SpatialConfig
 from .figures import draw_defence_figures
@@ -34,7 +35,7 @@ SIZED_STAGES = {r"^(adaptive|baselines)/": "adaptive_n", r"^(attack|defence|maps
                                "attacks": ["fgsm", "onepixel"], "defence_attack": "fgsm", "adaptive_n": 4,
                                "panel": ["gradcam"], "baselines": ["blur"], "gate_n": 8, "randomization_images": 2},
                      sized_by=SIZED_STAGES, steps_by=ATTACK_STEPS, priced_apart=onepixel_seconds,
-                     verdict_words=(*VERDICT_WORDS, *HARM_WORDS))
+                     verdict_words=(*VERDICT_WORDS, *HARM_WORDS, MASKING_SUSPECTED))
 def run_spatial(config: SpatialConfig, rundir: RunDir) -> RunFindings:
     """The measurement with the defence's columns (clean maps, the gates, the prior, every attack with its maps and
     defence columns, the claims and the figures); then the sweep, the adaptive evaluation with its convergence
