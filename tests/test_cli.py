@@ -67,6 +67,10 @@ def test_maps_command_gates_the_roi_and_prints_verdicts(cnn_weights, tmp_path, c
     assert "faithfulness gate" in printed and metrics["faithfulness"]["hirescam"]["reason"]
     assert all(c["verdict"] in VERDICTS and c["verdict"] in printed for c in metrics["claims"])
     assert sum(c["primary"] for c in metrics["claims"]) == 1
+    primary = next(c for c in metrics["claims"] if c["primary"])
+    lines = printed.splitlines()
+    at = lines.index(f"Primary claim, Holm across attacks: {primary['claim']}")  # named as a claim, on its own line
+    assert lines[at + 1].startswith(f"  {primary['subject']}: ") and primary["claim"] not in lines[at + 1]
     html = (out / "report.html").read_text()
     assert "Region of Importance (RoI)" in html and "Faithfulness gate" in html
     # the run's facts, as `advspatial run maps` keeps them: its time, its passes and their phases

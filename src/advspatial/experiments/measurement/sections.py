@@ -316,15 +316,20 @@ SHORT_REASON = 100
 
 
 def compact_claims_lines(f: MeasuredReport) -> list[str]:
-    """What a person reads in a terminal: the gate in one line, each primary claim in one line (its weakest row
-    with its CI, no p: the verdict needs both, the report explains why they can disagree), the secondary claims
-    counted by verdict; ``--verbose`` prints every row (:func:`claims_lines`)."""
+    """What a person reads in a terminal: the gate in one line, the primary claim's statement, then each attack's
+    verdict on it in one line (its weakest row with its CI, no p: the verdict needs both, the report explains why
+    they can disagree), the secondary claims counted by verdict; ``--verbose`` prints every row
+    (:func:`claims_lines`). The statement stands on a line of its own, named as the claim, so that it never reads
+    as what the run found."""
     lines = [gate_line(f)]
-    for c in f.claims:
-        if c.primary:
-            e = c.effect
-            lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} -- "
-                         f"{c.claim} (against {c.null}: {interval_text(e.mean, e.low, e.high)}, n = {e.n})")
+    primary = [c for c in f.claims if c.primary]
+    for statement in dict.fromkeys(c.claim for c in primary):
+        lines.append(f"Primary claim, Holm across attacks: {statement}")
+        for c in primary:
+            if c.claim == statement:
+                e = c.effect
+                lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} "
+                             f"(against {c.null}: {interval_text(e.mean, e.low, e.high)}, n = {e.n})")
     lines += headline_sentences(f)
     count = secondary_count_line(f.claims)
     return lines + ([count] if count else [])
