@@ -65,3 +65,22 @@ def test_projections_are_practical_and_comparison_words_follow_the_sign(c: Claim
 def test_an_impractical_projection_says_so() -> None:
     assert Projection("beats", 157_648_632, 0.8, 16).text().startswith("no practical number of images decides it")
     assert Projection("beats", 1_500, 0.8, 16).text() == "about 1,500 images would decide it (beats)"
+
+
+def test_each_primary_statement_heads_only_the_attacks_tested_on_it() -> None:
+    """A run's primary claims are one Holm family, but not one statement: the one-pixel attack's is against the
+    same-class null, the others' beyond every region of the same size. The verdict line must not put the
+    one-pixel attack's verdict under the others' statement."""
+    beyond, same_class = ("the attack acts where the model looks, beyond layout and image content",
+                          "the attack acts where the model looks")
+
+    def primary(statement: str, subject: str, verdict: str) -> Claim:
+        return Claim(statement, subject, "energy_in_roi", "same-class", 0.3, 0.3, Estimate(0.0, -0.01, 0.01, 80),
+                     1.0, 0.5, primary=True, verdict=verdict)
+
+    line = verdict_line([primary(beyond, "pgd", "supported"), primary(same_class, "onepixel", "not interpretable"),
+                         primary(beyond, "fgsm", "reversed")])
+    assert line == (f"Primary claim ({beyond}; Holm across attacks): pgd: SUPPORTED; fgsm: REVERSED. "
+                    f"Primary claim ({same_class}; Holm across attacks): onepixel: not interpretable.")
+    assert verdict_line([primary(beyond, "pgd", "supported")]) == (
+        f"Primary claim ({beyond}; Holm across attacks): pgd: SUPPORTED.")

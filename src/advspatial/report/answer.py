@@ -99,15 +99,22 @@ def headline_sentences(findings: Any) -> list[str]:
 
 
 def verdict_line(claims: list[Claim]) -> str:
-    """The primary claims' verdicts in one line, their statistic left to the tables ("Primary claim (...): pgd
-    not supported, fgsm supported.")."""
-    parts = []
-    for c in claims:
-        word = c.verdict.upper() if c.verdict in ("supported", "reversed") else c.verdict
-        if c.verdict == "not supported" and c.per_seed is None:
-            word += f" ({undecided_words(c)})"
-        parts.append(f"{c.subject}: {word}")
-    return f"Primary claim ({claims[0].claim}; Holm across attacks): " + "; ".join(parts) + "."
+    """The primary claims' verdicts in one line, their statistic left to the tables ("Primary claim (...): pgd:
+    not supported; fgsm: SUPPORTED."). Primary claims of other statements (a one-pixel attack's is against the
+    same-class null, not beyond every region) get a sentence each, so no attack's verdict is read on a claim it
+    was not tested on; they are one Holm family all the same."""
+    sentences = []
+    for statement in dict.fromkeys(c.claim for c in claims):
+        parts = []
+        for c in claims:
+            if c.claim != statement:
+                continue
+            word = c.verdict.upper() if c.verdict in ("supported", "reversed") else c.verdict
+            if c.verdict == "not supported" and c.per_seed is None:
+                word += f" ({undecided_words(c)})"
+            parts.append(f"{c.subject}: {word}")
+        sentences.append(f"Primary claim ({statement}; Holm across attacks): " + "; ".join(parts) + ".")
+    return " ".join(sentences)
 
 
 #: primary claims up to which the answer gives each its own sentence (more are summarized by verdict)
