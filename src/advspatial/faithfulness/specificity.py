@@ -16,9 +16,7 @@ budget, first-order gradient mass: where a small perturbation moves the margin m
   (``within_margin``): a difference too small to matter is never worded "more" or "less";
 - *undecided*, with the images that would decide it;
 
-and when the deletion fills disagree, each fill's reading is named. :func:`specificity_sentence` renders this;
-:func:`inseparable` names the references the RoI cannot be told apart from on deletion, which the co-location
-claims use to say "the co-location is the class layout" instead of a bare "explained by".
+and when the deletion fills disagree, each fill's reading is named. :func:`specificity_sentence` renders this.
 """
 
 from __future__ import annotations
@@ -73,13 +71,6 @@ def measure_decisions(c: Comparison) -> dict[str, dict[str, Decision]]:
     out = {DELETION: dict(c.counted_decisions),
            ATTACK: {k: d for k, d in c.decisions.items() if k == GRADIENT_MASS}}
     return {k: v for k, v in out.items() if v}
-
-
-def inseparable(gate: GateResult) -> list[str]:
-    """The references the RoI is within the margin of on every deletion fill (what the model uses): on this model
-    the two cannot be told apart."""
-    return [k for k, c in specificity_rows(gate).items()
-            if c.counted_decisions and all(reading(d) == WITHIN for d in c.counted_decisions.values())]
 
 
 def _fill(measure: str) -> str:
