@@ -13,7 +13,7 @@ from advspatial.experiments.measurement.decomposition import (
     RegionRow, as_much, beyond_every_region, clears_margin, conclusion, headline_sentence, row_clause,
 )
 from advspatial.statistics.estimates import Estimate
-from advspatial.statistics.outcomes import BEATS, DOES_LESS, SPECIFICITY, Decision, outcome_of
+from advspatial.statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, SPECIFICITY, Decision, outcome_of
 
 INTERVAL = re.compile(r"Δ ([+-]\d+\.\d{3}) \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\]")
 MARGIN_INTERVAL = re.compile(r"Δ ([+-]\d+\.\d{3}), 90% CI \[([+-]\d+\.\d{3}), ([+-]\d+\.\d{3})\] inside the "
@@ -114,6 +114,18 @@ def test_every_headline_sentence_follows_its_numbers(d: Decomposition) -> None:
         if f"the attack acts {place}" in text:
             assert row is not None and (as_much(row.difference) or row.difference.outcome == DOES_LESS)
             assert REGION_NOUNS[region] in text, text
+    # the conclusion names every content region that catches more of the attack than the RoI, or as much, and no
+    # other: a place is never named alone while a region made from the image's content catches more
+    said = conclusion(d).lower()
+    for row in d.rows:
+        if row.region not in CONTENT_REGIONS:
+            continue
+        more = not as_much(row.difference) and row.difference.outcome == DOES_LESS
+        if beyond_every_region(d):
+            continue
+        assert (REGION_NOUNS[row.region] in said) == (more or as_much(row.difference)), (said, row)
+        clause = next((c for c in re.split(r"; |, and ", said) if REGION_NOUNS[row.region] in c), "")
+        assert ("catch more of the attack than the roi" in clause) == more, said
     # every region the sentence names, it names with that region's own numbers and words
     for sentence_part in re.split(r"; |\. ", text):
         for row in d.rows:
@@ -161,3 +173,21 @@ def test_by_at_least_the_margin_is_qualified_where_a_row_s_ci_reaches_below_it()
     assert conclusion(d).endswith("every region of the same size, each by at least the margin.")
     d = Decomposition("pgd", "contribution", d.roi_share, 0.2, (RegionRow("centre", share, close), rows[1]))
     assert conclusion(d).endswith("each by at least the margin at its point estimate.")
+
+
+def test_a_place_is_named_beside_the_content_region_that_catches_more() -> None:
+    """The default CNN's CW-L2 (n = 382): the class layout catches as much as the RoI, the image's brightest pixels
+    more (Δ -0.021 [-0.043, -0.002]): the conclusion names both, not the layout alone."""
+    share = Estimate(0.3, math.nan, math.nan, 382)
+    layout = Decision(SPECIFICITY, EQUIVALENT, -0.001, -0.012, 0.010, -0.010, 0.008, 0.1, 382, 0.018)
+    brightest = Decision(SPECIFICITY, DOES_LESS, -0.021, -0.043, -0.002, -0.039, -0.005, 0.2, 382, 0.019)
+    edges = Decision(SPECIFICITY, BEATS, 0.04, 0.02, 0.06, 0.023, 0.057, 0.1, 382, 0.018)
+    rows = (RegionRow("class-layout", share, layout), RegionRow("intensity", share, brightest),
+            RegionRow("edges", share, edges))
+    d = Decomposition("cw-l2", "contribution", Estimate(0.36, 0.35, 0.37, 382), 0.2, rows, roi_faithful=False)
+    assert as_much(layout) and not as_much(brightest)
+    assert conclusion(d) == ("On this model the attack acts where objects of the class usually are, where the "
+                             "explainer's map also points; the image's brightest pixels catch more of the attack "
+                             "than the RoI.")
+    content_only = Decomposition("cw-l2", "contribution", d.roi_share, 0.2, rows[1:], roi_faithful=False)
+    assert conclusion(content_only) == "The image's brightest pixels catch more of the attack than the RoI."

@@ -228,9 +228,16 @@ def _fixed_as_much(d: Decomposition) -> list[str]:
     return [r.region for r in rows if as_much(r.difference) or r.difference.outcome == DOES_LESS]
 
 
-def _content_as_much(d: Decomposition) -> list[str]:
-    return [r.region for r in d.rows if r.region in CONTENT_REGIONS
-            and (as_much(r.difference) or r.difference.outcome == DOES_LESS)]
+def content_words(d: Decomposition) -> str:
+    """The content regions that catch more of the attack than the RoI, then those that catch as much, in one
+    clause ("the image's brightest pixels catch more of the attack than the RoI"); "" where the RoI beats or is
+    undecided against both. Every content noun is plural, so the verb is."""
+    content = [r for r in d.rows if r.region in CONTENT_REGIONS]
+    more = [REGION_NOUNS[r.region] for r in content if not as_much(r.difference) and r.difference.outcome == DOES_LESS]
+    same = [REGION_NOUNS[r.region] for r in content if as_much(r.difference)]
+    clauses = ([f"{listed(more)} catch more of the attack than the RoI"] if more else []) + (
+        [f"{listed(same)} catch as much of the attack as the RoI"] if same else [])
+    return ", and ".join(clauses)
 
 
 def conclusion(d: Decomposition) -> str:
@@ -243,14 +250,13 @@ def conclusion(d: Decomposition) -> str:
                     "faithfulness gate, so this says where the explainer points, not where the model looks.")
         return ("So the attack acts where this model looks, beyond layout and image content: the RoI catches more "
                 f"than every region of the same size, {by}.")
-    fixed = _fixed_as_much(d)
+    fixed, content = _fixed_as_much(d), content_words(d)
     if fixed:
         also = "where the model also looks" if d.roi_faithful else "where the explainer's map also points"
-        return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, {also}."
-    content = _content_as_much(d)
+        return f"On this model the attack acts {REGION_PLACES[fixed[0]]}, {also}" + (f"; {content}." if content
+                                                                                   else ".")
     if content:
-        regions = listed([REGION_NOUNS[r] for r in content])
-        return f"{regions[:1].upper()}{regions[1:]} account for as much of the attack as the RoI."
+        return f"{content[:1].upper()}{content[1:]}."
     return "Beyond these regions: undecided on these images."
 
 
