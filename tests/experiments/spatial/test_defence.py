@@ -292,3 +292,15 @@ def test_a_baseline_at_chance_is_labelled_and_kept_out_of_the_plot(clean, full_e
     want = {"": "", "at chance": AT_CHANCE, "both": f"{WEAK_EOT}; {AT_CHANCE}"}[expected]
     assert row.label == want
     assert row.clean.value == pytest.approx(float(shares.mean()))
+
+
+@pytest.mark.parametrize("verdict", VERDICT_WORDS)
+def test_the_defence_headline_names_the_verdict_after_a_colon_whatever_it_is(verdict: str) -> None:
+    """"the main neutralization defence helps" reads as a sentence, "... defence not interpretable" did not: the
+    verdict follows a colon, so every word of the rule reads as the verdict it is."""
+    from advspatial.experiments.spatial.report import defence_headline
+
+    adaptive = _adaptive()
+    main = next(s for s in adaptive.settings if s.role == "main")
+    adaptive.settings[main] = replace(adaptive.settings[main], verdict=verdict, why="")
+    assert defence_headline(adaptive).startswith(f"Defence: the main neutralization defence: {verdict} (adaptive ")

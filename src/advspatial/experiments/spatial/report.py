@@ -45,7 +45,7 @@ def defence_headline(ad: Adaptive) -> str:
                  f"{wilson(ad.roi_restricted['defended (white-box, worst gradient)'])} defended vs "
                  f"{wilson(ad.roi_restricted['undefended (white-box)'])} undefended, Δ "
                  f"{paired_text(harm.comparison)}." if harm.verdict == harm.claim else "")
-    return (f"Defence: the main neutralization defence {main.verdict}{why_text(main)} (adaptive accuracy "
+    return (f"Defence: the main neutralization defence: {main.verdict}{why_text(main)} (adaptive accuracy "
             f"{wilson(m.adaptive_worst)} vs {wilson(ad.undefended.white_box)} undefended white-box and "
             f"{wilson(m.control)} for its matched control{control_label(ad)}; attack on the defence "
             f"{convergence_word(m.convergence.defended)}).{harm_text} "
