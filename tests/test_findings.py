@@ -363,11 +363,20 @@ def test_study_page_needs_a_finished_study(gen: ModuleType, tmp_path: Path) -> N
 
 def test_study_page_gives_each_models_gate_row_by_row(gen: ModuleType, tmp_path: Path) -> None:
     study = fake_study(tmp_path / "study")
-    decision = {"mean": -0.086, "low": -0.166, "high": -0.017, "outcome": "does less"}
+    decision = {"rule": "specificity", "mean": -0.086, "low": -0.166, "high": -0.017, "low90": -0.15,
+                "high90": -0.03, "sd": 0.5, "n": 143, "margin": 0.2, "outcome": "does less"}
+    # a fill whose 95% CI is off 0 but whose 90% CI lies inside the margin: "within the margin", in its cell and
+    # in the row's outcome, though the run (written before the row read it so) stored "beats"
+    within = {**decision, "mean": 0.411, "low": 0.057, "high": 0.743, "low90": 0.114, "high90": 0.692,
+              "margin": 0.717, "outcome": "beats", "within_margin": True}
     gate = {"status": "passed", "n": 143, "restricted_attack": {"eps": 0.44 / 255, "flip_rate": 0.5, "images": 100},
             "comparisons": {
                 "class-layout": {"name": "class-layout", "words": "the class layout (where objects ...)",
                                  "role": "specificity", "outcome": "does less", "decisions": {"attack": decision}},
+                "centre": {"name": "centre", "words": "the centre prior", "role": "specificity", "outcome": "beats",
+                           "decisions": {"deletion:road": within, "deletion:blur": {**within, "mean": 1.5,
+                                         "low": 1.2, "high": 1.8, "low90": 1.25, "high90": 1.75,
+                                         "within_margin": False}}},
                 "randomization": {"name": "randomization", "words": "randomization (the map changes ...)",
                                   "role": "randomization", "outcome": "passes", "decisions": {},
                                   "effects": {"cascade spearman": {"mean": 0.17, "low": 0.09, "high": 0.25}}}}}
@@ -376,5 +385,7 @@ def test_study_page_gives_each_models_gate_row_by_row(gen: ModuleType, tmp_path:
     text = gen.study_page(study)
     assert "**`resnet20`**, `gradcam`: passed on 143 correctly classified images; restricted attack at 0.44/255" in text
     assert "| the class layout | specificity | does less | attack -0.086 [-0.166, -0.017] does less |" in text
+    assert ("| the centre prior | specificity | mixed | deletion:road +0.411 [+0.057, +0.743] within the margin; "
+            "deletion:blur +1.500 [+1.200, +1.800] beats |") in text
     assert "| randomization | randomization | passes | cascade spearman +0.17 [+0.09, +0.25] |" in text
     assert "**`vit-tiny`**" not in text   # its metrics hold no gate: no block rather than an empty one

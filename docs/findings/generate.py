@@ -670,6 +670,30 @@ def study_models_table(study: Path, metrics: Mapping[str, Any]) -> list[str]:
                   "why this explainer", "faithfulness gate", "wall s"), rows + failed) + [""]
 
 
+def measure_words(comparison: Mapping[str, Any]) -> dict[str, str]:
+    """Each measure's outcome of one gate row as the report words it: a specificity difference within the margin
+    reads "within the margin", never "beats" or "does less" (also from a metrics.json written before it did)."""
+    from advspatial.faithfulness.record import specificity_word
+    from advspatial.statistics.outcomes import Decision
+
+    decisions = comparison.get("decisions") or {}
+    if comparison.get("role") != "specificity":
+        return {m: str(d.get("outcome")) for m, d in decisions.items()}
+    return {m: specificity_word(Decision.from_dict(d)) for m, d in decisions.items()}
+
+
+def row_outcome(comparison: Mapping[str, Any]) -> str:
+    """A gate row's outcome: a specificity row's from its counted measures' words
+    (:func:`~advspatial.faithfulness.record.specificity_outcome`), any other row's as its run wrote it."""
+    from advspatial.faithfulness.record import counted, specificity_outcome
+    from advspatial.statistics.outcomes import Decision
+
+    counted_decisions = [Decision.from_dict(d) for m, d in (comparison.get("decisions") or {}).items() if counted(m)]
+    if comparison.get("role") != "specificity" or not counted_decisions:
+        return str(comparison.get("outcome", ""))
+    return specificity_outcome(counted_decisions)
+
+
 def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
     """Per model, its RoI explainer's gate row by row: each comparison's outcome per measure (faithfulness rows
     decide the gate; specificity rows are a finding about the model), the randomization row and the restricted
@@ -695,14 +719,15 @@ def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
         rows = []
         for comparison in (gate.get("comparisons") or {}).values():
             decisions = comparison.get("decisions") or {}
+            words = measure_words(comparison)
             cells = "; ".join(f"{m} {num(d.get('mean'), 3, True)} [{num(d.get('low'), 3, True)}, "
-                              f"{num(d.get('high'), 3, True)}] {d.get('outcome')}" for m, d in decisions.items())
+                              f"{num(d.get('high'), 3, True)}] {words[m]}" for m, d in decisions.items())
             if not decisions:  # randomization: each check's value with its CI
                 checks = (comparison.get("effects") or {}).items()
                 cells = "; ".join(f"{k} {num(e.get('mean'), 2, True)} [{num(e.get('low'), 2, True)}, "
                                   f"{num(e.get('high'), 2, True)}]" for k, e in checks)
             rows.append([comparison.get("words", comparison.get("name", "")).split(" (")[0],
-                         comparison.get("role", ""), comparison.get("outcome", ""),
+                         comparison.get("role", ""), row_outcome(comparison),
                          cells or "; ".join(comparison.get("failed") or []) or "—"])
         lines += table(("comparison", "role", "outcome", "per measure"), rows) + [""]
     return lines

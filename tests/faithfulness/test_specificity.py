@@ -124,3 +124,21 @@ def test_no_specificity_row_gives_no_sentence_and_a_row_without_the_attack_gives
     only_deletion = {"centre": {"deletion:road": decision(1.0, 0.2), "deletion:blur": decision(1.0, 0.2)}}
     sentence = specificity_sentence(gate_of(only_deletion))
     assert sentence == "On deletion (what the model uses): the RoI does more damage than the centre prior."
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.floats(-2.0, 2.0), st.floats(0.01, 1.0)), min_size=1, max_size=2))
+def test_a_row_outcome_never_reads_beats_or_does_less_for_a_fill_within_the_margin(fills) -> None:
+    """The specificity table's outcome column: a fill whose difference lies within the margin (its 90% CI inside
+    it, even with a 95% CI off 0) is never counted as *beats* or *does less* (seen: the default CNN's HiResCAM at
+    30% read "beats" against the class layout with road's +0.411 within the margin ±0.717)."""
+    decisions = {f"deletion:{fill}": decision(mean, half) for fill, (mean, half) in zip(("road", "blur")[:len(fills)],
+                                                                                        fills, strict=True)}
+    row = Comparison("class-layout", "class layout", {}, False, True, role="specificity", decisions=decisions)
+    words = {expected_words(d) for d in decisions.values()}
+    if row.outcome in (BEATS, DOES_LESS):
+        assert words == {"more" if row.outcome == BEATS else "less"}, (row.outcome, decisions)
+    if words == {"within the margin"}:
+        assert row.outcome in ("within the margin", EQUIVALENT), (row.outcome, decisions)
+    if len(words) > 1:
+        assert row.outcome == "mixed", (row.outcome, decisions)

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..statistics.estimates import Estimate, interval_text
-from ..statistics.outcomes import BEATS, DEFAULT_POWER, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide
+from ..statistics.outcomes import (
+    BEATS, DEFAULT_POWER, DOES_LESS, EQUIVALENT, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide,
+)
 
 __all__ = ["GATE_STATUSES", "GRADIENT_MASS", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult",
            "PairedEffect", "counted"]
@@ -87,6 +89,29 @@ def _decisions(d: Mapping[str, Any]) -> dict[str, Decision]:
     return {k: Decision.from_dict(v) for k, v in d.items()}
 
 
+#: a specificity measure whose difference is significant but too small to matter (its 90% CI inside the margin,
+#: :attr:`Decision.within_margin`): the word the specificity table's legend gives it, never *beats* or *does less*
+WITHIN_MARGIN = "within the margin"
+
+
+def specificity_word(d: Decision) -> str:
+    """One specificity measure's outcome as the table's legend reads it: a *beats* or *does less* within the
+    margin is :data:`WITHIN_MARGIN`, any other outcome its own word."""
+    return WITHIN_MARGIN if d.within_margin and d.outcome in (BEATS, DOES_LESS) else d.outcome
+
+
+def specificity_outcome(decisions: list[Decision]) -> str:
+    """A specificity row's outcome over its counted measures: the one word they share (:func:`specificity_word`;
+    *equivalent* beside *within the margin* reads as the weaker of the two, within the margin), else ``mixed``;
+    ``not checked`` without a measure."""
+    words = {specificity_word(d) for d in decisions}
+    if not words:
+        return "not checked"
+    if words == {EQUIVALENT, WITHIN_MARGIN}:
+        return WITHIN_MARGIN
+    return words.pop() if len(words) == 1 else "mixed"
+
+
 @dataclass
 class Comparison:
     """The RoI against one other region: every measure's paired effect (> 0: the RoI matters more) and its
@@ -125,20 +150,20 @@ class Comparison:
 
     @property
     def outcome(self) -> str:
-        """The row's outcome on its counted measures (:func:`counted`): one outcome shared by every one, ``not
-        better`` when any is not better (faithfulness), else ``mixed`` (specificity) or ``undecided``;
-        ``passes``/``fails``/``not run`` for randomization."""
+        """The row's outcome on its counted measures (:func:`counted`): one outcome shared by every one, else
+        ``not better`` when any is not better, else ``undecided``; a specificity row's by
+        :func:`specificity_outcome`; ``passes``/``fails``/``not run`` for randomization."""
         if self.role == "randomization":
             return "not run" if self.skipped else "not checked" if not self.checked else (
                 "passes" if self.beats else "fails" if self.failed else "undecided")
+        if self.role == "specificity":
+            return specificity_outcome(list(self.counted_decisions.values()))
         outcomes = {d.outcome for d in self.counted_decisions.values()}
         if not outcomes:
             return "not checked"
         if len(outcomes) == 1:
             return outcomes.pop()
-        if self.role == "faithfulness":
-            return NOT_BETTER if NOT_BETTER in outcomes else UNDECIDED
-        return "mixed"
+        return NOT_BETTER if NOT_BETTER in outcomes else UNDECIDED
 
     def failing(self) -> list[str]:
         """What is not beaten: the counted measures whose outcome is not *beats*, each with its effect and outcome

@@ -203,8 +203,9 @@ def specificity_table(gates: Mapping[str, GateResult]) -> Table | None:
     return Table("Specificity on deletion: the RoI's damage against model-free regions of the same size (a finding "
                  "about the model, not part of the gate): beats = the RoI does more; equivalent = within ± the "
                  "margin δ (90% CI, two one-sided tests); within the margin = a difference whose CI excludes 0 but "
-                 "whose 90% CI lies inside ± δ; does less; undecided (correct images that would decide it). The "
-                 "restricted attack's rows are in their own table",
+                 "whose 90% CI lies inside ± δ; does less; undecided (correct images that would decide it); mixed = "
+                 "the fills read differently (each cell gives its own). The restricted attack's rows are in their "
+                 "own table",
                  ["explainer", "reference", "outcome on deletion"] + [_measure_title(m) for m in measures], rows)
 
 
