@@ -88,8 +88,11 @@ def test_randomization_table_flags_maps_that_survive_randomization() -> None:
     gates = {"ig": GateResult(False, "", randomization=[{"spearman": 0.95}, {"spearman": 0.91}]),
              "hirescam": GateResult(True, "passed", randomization=[{"spearman": 0.10}, {"spearman": 0.05}]),
              "none": GateResult(False, "")}
-    rows = {r[0]: r for r in randomization_table(gates).rows}
+    table = randomization_table(gates)
+    rows = {r[0]: r for r in table.rows}
     assert rows["ig"][-1].startswith("FAILS") and rows["hirescam"][-1] == "passes" and "none" not in rows
+    # the column names its check: a map can pass the cascade and fail the gate on efficient MPRT
+    assert table.columns[-1].startswith("cascade check")
 
 
 def test_randomization_table_shows_draws_images_and_collapsed_maps() -> None:

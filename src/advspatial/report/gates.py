@@ -244,7 +244,7 @@ def randomization_table(gates: Mapping[str, GateResult]) -> Table:
                  "layer's randomization fails the gate. A randomized map that collapsed to a constant is counted, not "
                  "dropped: as Spearman 0 (it kept no ranking) and, in efficient MPRT, as a fall of its complexity",
                  ["explainer", "steps compared", "draws", "check images", "after the first", "after all",
-                  "randomized maps collapsed to constants", "sanity check"], rows)
+                  "randomized maps collapsed to constants", "cascade check (MPRT's checks: the gate table)"], rows)
 
 
 def per_class_table(gate: GateResult, name: str) -> Table | None:
