@@ -28,11 +28,11 @@ from advspatial.experiments.perceptual.config import ATTACKS, STATS, PerceptualC
 from advspatial.experiments.perceptual.findings import (
     CurveBound, CurvePoint, LabelledComparison, MinimalDistortion, attack_metrics,
 )
-from advspatial.experiments.perceptual.ssim_matching import capped_by_curve
+from advspatial.experiments.perceptual.ssim_matching import Calibration, capped_by_curve
 from advspatial.experiments.perceptual.stages import (
     AttackStore, Context, Curves, budget_stage, calibrate, map_statistics, pgd_attack, ssim_attack,
 )
-from advspatial.experiments.perceptual.report import curve_budget, curve_range_words
+from advspatial.experiments.perceptual.report import calibration_words, curve_budget, curve_range_words
 from advspatial.experiments.measurement.rows import keep_first_images
 from advspatial.experiments.settings import config_from_mapping
 from advspatial.statistics.claims import NOT_INTERPRETABLE_ROI, Claim, judge
@@ -545,3 +545,15 @@ def test_figures_write_pngs_and_reject_mismatched_inputs(tmp_path) -> None:
     assert plot_overlap_vs_baseline(as_dicts, tmp_path / "ov1.png").stat().st_size > 1000  # the metrics' form
     with pytest.raises(ShapeError):
         plot_overlap_vs_baseline({"pgd": {}}, tmp_path / "ov2.png")
+
+
+@pytest.mark.parametrize("reached, reachable", [(0.9413, True), (0.9282, True), (0.9702, False)])
+def test_the_summary_says_matches_only_where_the_calibration_matched(reached: float, reachable: bool) -> None:
+    """The summary's calibration line: "matches" only within the tolerance; otherwise the budget it settled on, what
+    it gives and NOT matched (it read "eps 0.0187 matches mean SSIM 0.9415 -> 0.9282 (NOT matched)")."""
+    cal = Calibration(target=0.9415, eps=0.0187, mean_ssim=reached, matched=abs(reached - 0.9415) <= 0.005,
+                      reachable=reachable, tolerance=0.005)
+    words = calibration_words(cal)
+    assert (" matches " in words) == cal.matched and ("NOT matched" in words) == (not cal.matched), words
+    assert f"{reached:.4f}" in words and "0.9415" in words and "0.0187" in words
+    assert ("even the largest budget" in words) == (not reachable)

@@ -20,6 +20,7 @@ from .config import ENGINE_LABELS, PRIMARY_STATISTIC, STAT_LABELS, STATS, Percep
 from .figures import ATTACKS_SUMMARY, CALIBRATION, EXAMPLES, FOREST, FOREST_ALL, OVERLAP
 from .claims import CURVE_RANGE_GATE, DISTORTION_CLAIM
 from .findings import MinimalDistortion, PerceptualFindings
+from .ssim_matching import Calibration
 
 TERMS = ("Region of Importance (RoI): the pixels the model looks at when it classifies, here the top fraction of "
          "the class activation map of the TRUE class on the clean image. Region of Attack (RoA): the pixels the "
@@ -283,12 +284,23 @@ def limits_section(config: PerceptualConfig, findings: PerceptualFindings) -> Se
     ], anchor="limits")
 
 
+def calibration_words(cal: Calibration) -> str:
+    """PGD's budget against the SSIM it was chosen to match, in words that follow the numbers ("PGD eps 0.0187
+    matches the SSIM-ball's mean SSIM 0.9415: 0.9412 on the calibration images, tolerance 0.005"); "matches" only
+    where the calibration says so, else the closest budget evaluated and by how much it misses."""
+    if cal.matched:
+        return (f"PGD eps {cal.eps:.4f} matches the SSIM-ball's mean SSIM {cal.target:.4f}: {cal.mean_ssim:.4f} on "
+                f"the calibration images, tolerance {cal.tolerance:g}")
+    why = "" if cal.reachable else ": even the largest budget keeps SSIM above the target"
+    return (f"PGD eps {cal.eps:.4f}, the closest budget evaluated, gives mean SSIM {cal.mean_ssim:.4f} against the "
+            f"SSIM-ball's {cal.target:.4f} on the calibration images (NOT matched within the tolerance "
+            f"{cal.tolerance:g}{why})")
+
+
 def summary_text(findings: PerceptualFindings) -> str:
     """The summary printed at the end of ``advspatial run perceptual``."""
     cal, roi = findings.calibration, findings.roi
-    lines = [f"clean accuracy {fmt(findings.clean_accuracy, 4)} on {findings.n} images; PGD eps "
-             f"{cal.eps:.4f} matches mean SSIM {cal.target:.4f} -> {cal.mean_ssim:.4f} on the calibration "
-             f"images ({'matched' if cal.matched else 'NOT matched'})",
+    lines = [f"clean accuracy {fmt(findings.clean_accuracy, 4)} on {findings.n} images; {calibration_words(cal)}",
              f"RoI: {roi.method} of the true class, faithfulness gate "
              f"{findings.gate.status}{'' if roi.faithful else ' (' + findings.gate.reason + ')'}"]
     header = f"{'attack':<10} {'success':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
