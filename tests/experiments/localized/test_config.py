@@ -83,3 +83,15 @@ def test_training_settings_of_the_models() -> None:
     assert train_config(other_mix, "pgd").key() == pgd.key(), "mix does not retrain the PGD model"
     assert train_config(other_mix, "localized").mix == 0.2
     assert train_config(LocalizedConfig(train_limit=100), "pgd").train_limit == 100
+
+
+@pytest.mark.parametrize("natural, words", [(1, "natural 1 epoch, the others 1"),
+                                            (5, "natural 5 epochs, the others 1")])
+def test_the_models_sentence_counts_its_epochs_in_words(natural: int, words: str) -> None:
+    from types import SimpleNamespace
+
+    from advspatial.experiments.localized.report import models_sentence
+
+    config = LocalizedConfig(train_epochs=1, natural_epochs=natural, train_limit=512)
+    sentence = models_sentence(config, SimpleNamespace(finetune=None))  # type: ignore[arg-type]
+    assert sentence.endswith(f"training images ({words}).") and "the first 512" in sentence, sentence

@@ -168,7 +168,7 @@ def natural_epochs(config: LocalizedConfig) -> int:
 
 
 def finetunes(config: LocalizedConfig) -> bool:
-    """True when every model are fine-tuned from ``config.model`` (any spec but a registered architecture
+    """True when every model is fine-tuned from ``config.model`` (any spec but a registered architecture
     without weights, which is trained from scratch)."""
     return not parse_model_spec(config.model, config.weights or None, config.arch or None).needs_training
 

@@ -132,12 +132,13 @@ def gate_section(view: ReportView) -> Section:
 
 
 def models_sentence(cfg: LocalizedConfig, findings: LocalizedFindings) -> str:
-    """One plain sentence: how every model were made (trained from scratch, or fine-tuned from what)."""
+    """One plain sentence: how every model was made (trained from scratch, or fine-tuned from what)."""
     ft = findings.finetune
     if not ft:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
+        natural = natural_epochs(cfg)
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
-                f"images (natural {natural_epochs(cfg)} epochs, the others {cfg.train_epochs}).")
+                f"images (natural {natural} epoch{'' if natural == 1 else 's'}, the others {cfg.train_epochs}).")
     return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft.start} (not trained from "
             f"scratch): {ft.epochs} epoch(s) each ({ft.steps} SGD steps, lr {ft.lr:g}) on "
             f"{ft.train_images} training images, {ft.train_source}.")
