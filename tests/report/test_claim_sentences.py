@@ -84,3 +84,23 @@ def test_each_primary_statement_heads_only_the_attacks_tested_on_it() -> None:
                     f"Primary claim ({same_class}; Holm across attacks): onepixel: not interpretable.")
     assert verdict_line([primary(beyond, "pgd", "supported")]) == (
         f"Primary claim ({beyond}; Holm across attacks): pgd: SUPPORTED.")
+
+
+def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> None:
+    """The primary claim's null is every region of the RoI's size, its numbers the closest one's: a sentence
+    compares with that region ("the closest region of the same size (the class-layout region)"), never with "the
+    every region of the same size; closest: ... null"."""
+    from advspatial.report.verdicts import what_this_run_shows
+
+    claim = Claim("the attack acts where the model looks, beyond layout and image content", "pgd (contribution RoA)",
+                  "energy_in_roi", "every region of the same size; closest: the class-layout region", 0.33, 0.30,
+                  Estimate(0.03, 0.02, 0.04, 200), 1.1, 0.001, gates={"RoI faithfulness": True}, primary=True,
+                  scale="energy_in_roi")
+    judge([claim])
+    closest = "the closest region of the same size (the class-layout region)"
+    assert claim.verdict == "supported"
+    assert f"above {closest}, n = 200" in claim_sentence(claim)
+    assert f"energy_in_roi 0.330 is above {closest} 0.300 by +0.030" in what_this_run_shows([claim])[0]
+    assert not any("the every" in text or "region null" in text for text in _texts(claim))
+    assert Claim("c", "s", "energy_in_roi", "same-class", 0.3, 0.3, Estimate(0, 0, 0, 1), 1, 1).null_words() == (
+        "the same-class null")

@@ -55,7 +55,7 @@ def claim_sentence(claim: Claim) -> str:
     if claim.effect.n == 0:
         return f"{head}."
     side = "above" if claim.effect.mean > 0 else "below" if claim.effect.mean < 0 else "at"
-    text = f"{head} ({claim.statistic} {_interval(claim)} {side} the {claim.null} null, n = {claim.effect.n}"
+    text = f"{head} ({claim.statistic} {_interval(claim)} {side} {claim.null_words()}, n = {claim.effect.n}"
     if claim.verdict == "not supported" and claim.per_seed is None:
         text += f"; {undecided_words(claim)}"
     return text + ")."
@@ -133,7 +133,7 @@ def claims_summary(claims: list[Claim]) -> str:
         by_verdict.setdefault(c.verdict, []).append(c)
     parts = []
     for verdict, group in by_verdict.items():
-        names = [c.subject if one_claim else f"{c.subject}: {c.claim}, against the {c.null} null" for c in group]
+        names = [c.subject if one_claim else f"{c.subject}: {c.claim}, against {c.null_words()}" for c in group]
         label = f"{len(group)} {verdict}"
         if verdict == "not supported":
             names = [f"{name}: {undecided_words(c)}" if c.per_seed is None

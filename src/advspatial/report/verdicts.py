@@ -127,7 +127,7 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
         else:
             direction = "above" if c.effect.mean > 0 else ("below" if c.effect.mean < 0 else "equal to")
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""
-            body = (f"{c.statistic} {fmt(c.observed)} is {direction} the {c.null} null {fmt(c.null_value)} by "
+            body = (f"{c.statistic} {fmt(c.observed)} is {direction} {c.null_words()} {fmt(c.null_value)} by "
                     f"{interval(c.effect)} ({ratio_words(c.ratio)}n = {c.effect.n}, p_adj {fmt_p(c.p_adjusted)}"
                     f"{seeds}).")
             if c.verdict == "not supported" and c.per_seed is None:

@@ -94,6 +94,18 @@ class Claim:
         return out
 
 
+    def null_words(self) -> str:
+        """What a sentence compares the statistic with: "the same-class null"; for the primary claim against every
+        region of the RoI's size ("every region of the same size; closest: the class-layout region"), the region
+        it quotes, "the closest region of the same size (the class-layout region)"."""
+        regions, sep, rest = self.null.partition("; ")
+        if not sep:
+            return f"the {self.null} null"
+        named, _, region = rest.partition(": ")
+        if named == "closest":
+            return f"the closest {regions.removeprefix('every ')} ({region})"
+        return f"{regions} ({rest})"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
         """The claim :meth:`as_dict` wrote (metrics.json), as a :class:`Claim`."""
