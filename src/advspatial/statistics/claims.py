@@ -97,10 +97,11 @@ class Claim:
     def null_words(self) -> str:
         """What a sentence compares the statistic with: "the same-class null"; for the primary claim against every
         region of the RoI's size ("every region of the same size; closest: the class-layout region"), the region
-        it quotes, "the closest region of the same size (the class-layout region)"."""
+        it quotes, "the closest region of the same size (the class-layout region)"; a study's pooled claim, "every
+        region of the same size"."""
         regions, sep, rest = self.null.partition("; ")
         if not sep:
-            return f"the {self.null} null"
+            return self.null if self.null.startswith("every ") else f"the {self.null} null"
         named, _, region = rest.partition(": ")
         if named == "closest":
             return f"the closest {regions.removeprefix('every ')} ({region})"
