@@ -107,3 +107,7 @@ def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> 
 
     assert null_of("same-class") == "the same-class null"
     assert null_of("every region of the same size") == "every region of the same size"  # a study's pooled claim
+    # a value or a bound reads as it stands: "above 0.1 x the layer's ...", not "above the 0.1 x ... null"
+    assert null_of("0 (no propagation)") == "0 (no propagation)"
+    assert null_of("0.1 x the layer's largest clean activation") == "0.1 x the layer's largest clean activation"
+    assert null_of("one half") == "one half" and null_of("natural model") == "the natural model null"

@@ -28,6 +28,10 @@ from .verdicts import DEFAULT_SESOI, MIN_SEEDS, seeds_agreeing, sesoi_for
 NOT_INTERPRETABLE_ROI = "not interpretable: the RoI failed the faithfulness gate"
 
 
+#: the openings of a null that reads as it stands in a sentence (beside one that opens with a number)
+BARE_NULLS = ("every ", "one ")
+
+
 @dataclass
 class Claim:
     """One pre-declared claim and, after :func:`judge`, its corrected p and verdict.
@@ -97,11 +101,12 @@ class Claim:
     def null_words(self) -> str:
         """What a sentence compares the statistic with: "the same-class null"; for the primary claim against every
         region of the RoI's size ("every region of the same size; closest: the class-layout region"), the region
-        it quotes, "the closest region of the same size (the class-layout region)"; a study's pooled claim, "every
-        region of the same size"."""
+        it quotes, "the closest region of the same size (the class-layout region)"; a null that is a value or a
+        bound as it stands ("0.1 x the layer's largest clean activation", "one half", a study's pooled "every
+        region of the same size"), itself."""
         regions, sep, rest = self.null.partition("; ")
         if not sep:
-            return self.null if self.null.startswith("every ") else f"the {self.null} null"
+            return self.null if self.null[:1].isdigit() or self.null.startswith(BARE_NULLS) else f"the {self.null} null"
         named, _, region = rest.partition(": ")
         if named == "closest":
             return f"the closest {regions.removeprefix('every ')} ({region})"
