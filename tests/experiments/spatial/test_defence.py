@@ -304,3 +304,23 @@ def test_the_defence_headline_names_the_verdict_after_a_colon_whatever_it_is(ver
     main = next(s for s in adaptive.settings if s.role == "main")
     adaptive.settings[main] = replace(adaptive.settings[main], verdict=verdict, why="")
     assert defence_headline(adaptive).startswith(f"Defence: the main neutralization defence: {verdict} (adaptive ")
+
+
+@pytest.mark.parametrize("main_verdict", ["not interpretable", "does not help"])
+def test_the_harm_sentence_says_what_its_roi_is_when_the_gate_failed(main_verdict: str) -> None:
+    """The harm rule is not gated: its finding is about the defended model under attacks confined to the region the
+    defence spares. Where that region's explainer failed its gate, the sentence says so, beside the report's
+    "every RoI-dependent result is not evidence about the model"; where the gate held, it says nothing more."""
+    from advspatial.experiments.spatial.report import defence_headline, harm_caveat
+
+    adaptive = _adaptive()
+    main = next(s for s in adaptive.settings if s.role == "main")
+    adaptive.settings[main] = replace(adaptive.settings[main], verdict=main_verdict, why="")
+    adaptive = replace(adaptive, harm=replace(adaptive.harm, verdict=HARM_CLAIM),
+                       roi_restricted={"defended (white-box, worst gradient)": ACCURACY,
+                                       "undefended (white-box)": ACCURACY})
+    caveat = harm_caveat(adaptive)
+    assert bool(caveat) == (main_verdict == "not interpretable")
+    assert f"It {HARM_CLAIM}{caveat}: with the attack confined" in defence_headline(adaptive)
+    if caveat:
+        assert "not where the model looks" in caveat

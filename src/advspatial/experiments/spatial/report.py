@@ -41,7 +41,7 @@ def defence_headline(ad: Adaptive) -> str:
     m = main.measured()
     helps = [row.label for row in ad.settings.values() if row.verdict == "helps"]
     harm = ad.harm
-    harm_text = (f" It {harm.claim}: with the attack confined to the RoI it spares, accuracy "
+    harm_text = (f" It {harm.claim}{harm_caveat(ad)}: with the attack confined to the RoI it spares, accuracy "
                  f"{wilson(ad.roi_restricted['defended (white-box, worst gradient)'])} defended vs "
                  f"{wilson(ad.roi_restricted['undefended (white-box)'])} undefended, Δ "
                  f"{paired_text(harm.comparison)}." if harm.verdict == harm.claim else "")
@@ -51,6 +51,16 @@ def defence_headline(ad: Adaptive) -> str:
             f"{convergence_word(m.convergence.defended)}).{harm_text} "
             + (f"Configurations that help by the rule: {', '.join(helps)}." if helps else
                "No configuration attacked adaptively helps by the rule."))
+
+
+def harm_caveat(ad: Adaptive) -> str:
+    """What the harm claim's "RoI" is when the RoI failed its faithfulness gate (the main defence then reads not
+    interpretable): the region the defence spares, a fact about the defended model that stands without the gate
+    (the harm rule is not gated), but no longer where the model looks; "" when the gate did not fail."""
+    if ad.main().verdict != "not interpretable":
+        return ""
+    return (" (the RoI here is the region the defence spares; it failed the faithfulness gate, so this says where "
+            "the defence leaves the model open, not where the model looks)")
 
 
 def control_label(ad: Adaptive) -> str:
@@ -268,8 +278,8 @@ def summary_table(f: SpatialFindings) -> str:
                  f"{wilson(ad.undefended.white_box)}; attack {convergence_word(ad.convergence)}; verdict: "
                  f"{main.verdict}{why_text(main)}")
     if ad.harm.verdict == ad.harm.claim:
-        lines.append(f"harm: the defence {ad.harm.claim} (RoI-confined white-box accuracy, defended - "
-                     f"undefended: {paired_text(ad.harm.comparison)})")
+        lines.append(f"harm: the defence {ad.harm.claim}{harm_caveat(ad)} (RoI-confined white-box accuracy, "
+                     f"defended - undefended: {paired_text(ad.harm.comparison)})")
     return "\n".join(lines)
 
 
