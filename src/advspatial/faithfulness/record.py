@@ -308,6 +308,11 @@ class GateResult:
         """The map is shown not to be faithful: every RoI-dependent result is "not interpretable"."""
         return self.status == FAILED
 
+    def why(self) -> str:
+        """The reason, without a leading repeat of the status: what a sentence puts after "gate undecided" ("n=15 <
+        30", not "undecided: n=15 < 30")."""
+        return self.reason.removeprefix(f"{self.status}: ")
+
     def cells(self) -> list[Cell]:
         """Every counted measure of every faithfulness comparison (the pass rule's cells, :func:`counted`), with the
         positive control's outcome beside it."""

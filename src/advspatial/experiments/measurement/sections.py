@@ -306,8 +306,8 @@ def gate_line(f: MeasuredReport, full: bool = False) -> str:
     head = f"RoI {f.roi.method}: faithfulness gate {gate.status}"
     if gate.passed:
         return head
-    if full or len(gate.reason) <= SHORT_REASON:
-        return f"{head} ({gate.reason})"
+    if full or len(gate.why()) <= SHORT_REASON:
+        return f"{head} ({gate.why()})"
     return f"{head} (the report's gate section gives each row; advspatial plan lists what would decide them)"
 
 

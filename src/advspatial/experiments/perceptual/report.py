@@ -302,7 +302,7 @@ def summary_text(findings: PerceptualFindings) -> str:
     cal, roi = findings.calibration, findings.roi
     lines = [f"clean accuracy {fmt(findings.clean_accuracy, 4)} on {findings.n} images; {calibration_words(cal)}",
              f"RoI: {roi.method} of the true class, faithfulness gate "
-             f"{findings.gate.status}{'' if roi.faithful else ' (' + findings.gate.reason + ')'}"]
+             f"{findings.gate.status}{'' if roi.faithful else ' (' + findings.gate.why() + ')'}"]
     header = f"{'attack':<10} {'success':>8} {'SSIM':>7} " + " ".join(f"{s:>14}" for s in STATS)
     lines += ["map statistics: mean over successful images", header, "-" * len(header)]
     for name, m in findings.attacks.items():
