@@ -111,3 +111,4 @@ def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> 
     assert null_of("0 (no propagation)") == "0 (no propagation)"
     assert null_of("0.1 x the layer's largest clean activation") == "0.1 x the layer's largest clean activation"
     assert null_of("one half") == "one half" and null_of("natural model") == "the natural model null"
+    assert null_of("random signs, same per-group energy") == "the null (random signs, same per-group energy)"

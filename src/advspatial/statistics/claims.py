@@ -103,10 +103,13 @@ class Claim:
         region of the RoI's size ("every region of the same size; closest: the class-layout region"), the region
         it quotes, "the closest region of the same size (the class-layout region)"; a null that is a value or a
         bound as it stands ("0.1 x the layer's largest clean activation", "one half", a study's pooled "every
-        region of the same size"), itself."""
+        region of the same size"), itself; a null described in a list, "the null (random signs, same per-group
+        energy)"."""
         regions, sep, rest = self.null.partition("; ")
         if not sep:
-            return self.null if self.null[:1].isdigit() or self.null.startswith(BARE_NULLS) else f"the {self.null} null"
+            if self.null[:1].isdigit() or self.null.startswith(BARE_NULLS):
+                return self.null
+            return f"the null ({self.null})" if "," in self.null else f"the {self.null} null"
         named, _, region = rest.partition(": ")
         if named == "closest":
             return f"the closest {regions.removeprefix('every ')} ({region})"
