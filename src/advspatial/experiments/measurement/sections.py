@@ -291,12 +291,15 @@ def measurement_limits(cfg: Any) -> list[str]:
 
 
 def onepixel_limits(cfg: Any, f: MeasuredReport) -> list[str]:
-    """The one-pixel attack's reduced budget, when it ran."""
+    """The one-pixel attack's reduced budget, when it ran, and how many images its statistics rest on (this run's
+    own count: on Fashion-MNIST it fools few, on a CIFAR-10 ResNet-20 about half)."""
     if "onepixel" not in f.attacks:
         return []
+    attack = f.attacks["onepixel"]
     return [f"One-pixel attacks run on the first {min(cfg.onepixel_n, f.n)} images with a reduced DE "
             f"budget (population {cfg.onepixel_popsize}, {cfg.onepixel_steps} generations; the literature uses 400 "
-            "and 75); on 28x28 grey images they rarely succeed, so their statistics rest on few images."]
+            f"and 75); here they fool {attack.successful} of the correctly classified images (success rate "
+            f"{attack.success_rate:.3f}), and their statistics rest on those."]
 
 
 def gate_line(f: MeasuredReport, full: bool = False) -> str:
