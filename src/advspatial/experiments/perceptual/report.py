@@ -266,13 +266,14 @@ def limits_section(config: PerceptualConfig, findings: PerceptualFindings) -> Se
                  "This run used the absolute luminance bound |mean change| <= beta, which permits such shifts in "
                  "every window: the SSIM-ball attack's 1-SSIM map then marks the background too.")
     return Section("Limits", [
-        "The source study attacks MobileNetV2 on ImageNet (224x224 colour images); on 28x28 grey Fashion-MNIST "
-        "images the black backgrounds are flat. There SSIM collapses under tiny changes: its luminance term "
-        "(2 mx my + C1) / (mx^2 + my^2 + C1) with C1 = 1e-4 drops from 1 to 0.04 when a black region (mx = 0) is "
-        "brightened by 0.05, and its contrast term likewise (almost no local variance). An attack allowed to touch "
-        "the background (L-inf PGD) therefore lowers SSIM there first. " + luminance,
+        "The source study attacks MobileNetV2 on ImageNet (224x224 colour images). Where an image has flat dark "
+        "regions (the black backgrounds of Fashion-MNIST, for one), SSIM collapses under tiny changes there: its "
+        "luminance term (2 mx my + C1) / (mx^2 + my^2 + C1) with C1 = 1e-4 drops from 1 to 0.04 when a black "
+        "region (mx = 0) is brightened by 0.05, and its contrast term likewise (almost no local variance). An "
+        "attack allowed to touch such regions (L-inf PGD) therefore lowers SSIM there first. " + luminance,
         "SSIM-ball windows are non-overlapping 4x4 (8x8 above 28 px) blocks, while the reported SSIM uses an 11-tap "
-        "Gaussian window and leaves a 5-pixel border out of its average (59% of a 28x28 image): the constraint "
+        "Gaussian window and leaves a 5-pixel border out of its average (59% of a 28x28 image, 9% of a 224x224 "
+        "one): the constraint "
         "bounds the window SSIM (reported beside it), not the reported SSIM, which is why the PGD budget is "
         "calibrated on the reported SSIM and the curves compare both attacks at several budgets.",
         f"The PGD budget is calibrated on {min(config.calibration_n, findings.n)} images; the matched quantity is "

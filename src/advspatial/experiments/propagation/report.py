@@ -156,8 +156,8 @@ def attacks_section(cfg: PropagationConfig, findings: PropagationFindings) -> Se
     first = next(iter(findings.k.values()))
     return Section("Attacks", [
         f"With k = {cfg.pixels_list[0]} the attack fools the model on {fmt(first.success.rate)} of the "
-        "correctly classified images. Changing one pixel of a 28x28 grey image rarely flips a well-trained "
-        "classifier; larger k give the propagation and locality analyses more successful attacks to rest on.",
+        "correctly classified images; larger k give the propagation and locality analyses more successful attacks "
+        "to rest on.",
     ], tables=[table])
 
 
