@@ -334,7 +334,7 @@ def test_external_examples_never_describe_our_one_pixel_budget() -> None:
     from advspatial.experiments.measurement.sections import measurement_limits_section
 
     cfg = MeasurementConfig()
-    findings = SimpleNamespace(n=12, attacks={"onepixel": None})
+    findings = SimpleNamespace(n=12, attacks={"onepixel": SimpleNamespace(successful=3, success_rate=0.25)})
     external = " ".join(measurement_limits_section(cfg, findings, external=True).paragraphs)
     ours = " ".join(measurement_limits_section(cfg, findings, external=False).paragraphs)
     assert "reduced DE budget" in ours
