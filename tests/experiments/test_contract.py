@@ -98,6 +98,8 @@ def assert_plan_reads_the_run(out: Path, report: str, capsys: pytest.CaptureFixt
     assert "What more data would decide" in report
     if "is decided: more images would not change" in report:
         assert printed.startswith("every gate comparison and claim of this run is decided")
+    elif "makes no gate comparison and no claim" in report:  # the baseline: nothing to decide
+        assert printed.startswith("this run makes no gate comparison and no claim")
     else:
         assert " undecided; images that would decide each at 80% power" in printed
 

@@ -63,3 +63,11 @@ def test_a_figure_is_read_only_from_a_regular_file_inside_the_report_directory(t
         with pytest.raises(DataError, match="outside .* or is reached through a symbolic link"):
             write_report(run / "report.html", "t", "s", {}, [Section("x", figures=[Figure(path, "c")])])
     assert not (run / "report.html").exists()
+
+
+def test_a_folded_table_counts_its_rows_in_words() -> None:
+    from advspatial.report.html import render_table
+
+    one = render_table(Table("a stage", ["stage"], [["clean-pass"]], folded=True))
+    two = render_table(Table("stages", ["stage"], [["a"], ["b"]], folded=True))
+    assert "<summary>a stage (1 row)</summary>" in one and "<summary>stages (2 rows)</summary>" in two

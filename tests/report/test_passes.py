@@ -81,3 +81,12 @@ def test_the_time_outside_the_stages_is_stated_by_phase_the_largest_first() -> N
                         "and verdicts 21.5 s, loading the model and images 1.2 s.")  # the rows' 0.01 s: too small
     assert sentence in passes_paragraph({**PASSES, "outside_stages": {"phase_seconds": phases}})
     assert outside_sentence(PASSES) == ""  # a run that recorded no phases
+
+
+def test_one_call_and_one_round_are_said_in_the_singular() -> None:
+    """A baseline run makes one forward call: "in 1 forward call", "1 round", "1 backward call"."""
+    one = {**PASSES, "calls": 1, "rounds": 1, "backward_calls": 1, "syncs": 1, "images_per_round": 40.0}
+    text = passes_paragraph(one)
+    assert "in 1 forward call (" in text and "1 round (" in text and ", 1 backward call, " in text, text
+    assert "1 host synchronisation outside" in text
+    assert "in 30 forward calls" in passes_paragraph(PASSES)

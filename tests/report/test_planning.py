@@ -95,6 +95,10 @@ def test_the_section_says_when_everything_is_decided() -> None:
     assert empty.tables == [] and "is decided" in empty.paragraphs[0]
     full = plan_section(Findings({"gradcam": gate()}, [claim("not supported", True)]))
     assert len(full.tables) == 1 and len(full.tables[0].rows) == 3
+    # a run without a gate or a claim (the baseline) has nothing to decide, not "everything decided"
+    nothing = plan_section(Findings({}, []))
+    assert nothing.tables == [] and nothing.paragraphs == [
+        "This run makes no gate comparison and no claim: there is nothing for more images to decide."]
 
 
 @dataclass

@@ -30,12 +30,15 @@ def plan_command(run_dir: str, power: float) -> None:
     _, config, _, findings = finished_run(Path(run_dir))
     smoke = bool(config.smoke_test)
     try:
-        rows = plan_rows(*findings_parts(findings), power=power)
+        gates, claims = findings_parts(findings)
+        rows = plan_rows(gates, claims, power=power)
     except READ_ERRORS as exc:
         raise DataError(f"{Path(run_dir) / 'metrics.json'} does not hold findings a plan can read "
                         f"({first_line(exc)}); run the experiment again") from exc
     if not rows:
-        click.echo("every gate comparison and claim of this run is decided" + (f" ({SMOKE_LINE})" if smoke else ""))
+        said = ("this run makes no gate comparison and no claim: nothing for more images to decide"
+                if not gates and not claims else "every gate comparison and claim of this run is decided")
+        click.echo(said + (f" ({SMOKE_LINE})" if smoke else ""))
         return
     click.echo(f"{len(rows)} undecided; images that would decide each at {power:.0%} power (a projection at the "
                "observed effect):")

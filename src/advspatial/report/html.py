@@ -82,7 +82,8 @@ def render_table(table: Table) -> str:
     body = "".join("<tr>" + "".join(f"<td>{format_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows)
     rendered = f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
     if table.folded:
-        return f"<details><summary>{html.escape(table.caption)} ({len(table.rows)} rows)</summary>{rendered}</details>"
+        rows = f"{len(table.rows)} row{'' if len(table.rows) == 1 else 's'}"
+        return f"<details><summary>{html.escape(table.caption)} ({rows})</summary>{rendered}</details>"
     return rendered
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..progress import duration
+from ..statistics.wording import how_many
 from .html import Section, Table
 
 #: the title of the section the passes are stated in (every experiment's report has one)
@@ -27,7 +28,8 @@ def passes_paragraph(passes: Mapping[str, Any]) -> str:
     lower = "" if passes.get("complete", True) else (
         " These are lower bounds: some stages were read back from files written before passes were counted.")
     return (f"Model passes: the run sent {int(passes['forward']):,} images forward through the model and "
-            f"{int(passes['backward']):,} back (gradients), in {int(passes['calls']):,} forward calls{per_image}."
+            f"{int(passes['backward']):,} back (gradients), in {how_many(int(passes['calls']), 'forward call')}"
+            f"{per_image}."
             f"{calls_sentence(passes)}{lower}{reused_sentence(passes)}{outside_sentence(passes)}")
 
 
@@ -74,9 +76,10 @@ def calls_sentence(passes: Mapping[str, Any]) -> str:
     syncs = passes.get("syncs_per_call")
     non_model = passes.get("non_model_seconds_per_call")
     cost = f"; {non_model * 1000:.2f} ms of CPU outside the model per call on this machine" if non_model else ""
-    return (f" On a GPU time follows calls: {int(passes['rounds']):,} rounds (forward calls a device could make as "
-            f"one{f', {rate:,} images each on average' if rate else ''}), {int(passes.get('backward_calls', 0)):,} "
-            f"backward calls, {int(passes.get('syncs', 0)):,} host synchronisations outside the model"
+    return (f" On a GPU time follows calls: {how_many(int(passes['rounds']), 'round')} (forward calls a device could "
+            f"make as one{f', {rate:,} images each on average' if rate else ''}), "
+            f"{how_many(int(passes.get('backward_calls', 0)), 'backward call')}, "
+            f"{how_many(int(passes.get('syncs', 0)), 'host synchronisation')} outside the model"
             f"{f' ({syncs:g} per call)' if syncs is not None else ''}{cost}.")
 
 

@@ -209,7 +209,12 @@ def findings_parts(findings: Any) -> tuple[dict[str, GateResult], list[Claim]]:
 
 def plan_section(findings: Any, power: float = DEFAULT_POWER) -> Section:
     """The report's "What more data would decide" section for a run's findings (:func:`findings_parts`)."""
-    rows = plan_rows(*findings_parts(findings), power=power)
+    gates, claims = findings_parts(findings)
+    rows = plan_rows(gates, claims, power=power)
+    if not gates and not claims:
+        return Section("What more data would decide", [
+            "This run makes no gate comparison and no claim: there is nothing for more images to decide."],
+            anchor=PLAN_ANCHOR)
     if not rows:
         return Section("What more data would decide", [
             "Every gate comparison and every claim of this run is decided: more images would not change what kind "

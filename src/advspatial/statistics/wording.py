@@ -36,6 +36,16 @@ def describe(comparison: NullComparison, verdict: str, p_adjusted: float | None 
             f"{VERDICT_CLAUSES[verdict]}")
 
 
+def how_many(count: int, noun: str) -> str:
+    """``count`` and ``noun`` as a sentence says them: "1 forward call", "2,048 forward calls" (``noun`` singular,
+    made plural by an "s").
+
+    >>> how_many(1, "round"), how_many(2048, "round")
+    ('1 round', '2,048 rounds')
+    """
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def listed(items: Sequence[str]) -> str:
     """``items`` as a sentence lists them, for every sentence the package prints.
 
