@@ -22,11 +22,11 @@ from typing import Any
 
 from ..statistics.estimates import Estimate, interval_text
 from ..statistics.outcomes import (
-    BEATS, DEFAULT_POWER, DOES_LESS, EQUIVALENT, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide,
+    BEATS, DEFAULT_POWER, EQUIVALENT, NOT_BETTER, UNDECIDED, Decision, Projection, images_to_decide,
 )
 
-__all__ = ["GATE_STATUSES", "GRADIENT_MASS", "BlurControl", "Cell", "ClassGate", "Comparison", "GateResult",
-           "PairedEffect", "counted"]
+__all__ = ["GATE_STATUSES", "GRADIENT_MASS", "WITHIN_MARGIN", "BlurControl", "Cell", "ClassGate", "Comparison",
+           "GateResult", "PairedEffect", "counted", "specificity_outcome", "specificity_word"]
 
 #: a gate's status: the map is faithful (passed), is shown not to be (failed), the data cannot tell yet
 #: (undecided), or the gate's measures cannot show faithfulness on this model and data (cannot judge: the positive
@@ -97,7 +97,7 @@ WITHIN_MARGIN = "within the margin"
 def specificity_word(d: Decision) -> str:
     """One specificity measure's outcome as the table's legend reads it: a *beats* or *does less* within the
     margin is :data:`WITHIN_MARGIN`, any other outcome its own word."""
-    return WITHIN_MARGIN if d.within_margin and d.outcome in (BEATS, DOES_LESS) else d.outcome
+    return WITHIN_MARGIN if d.inside_margin and d.outcome != EQUIVALENT else d.outcome
 
 
 def specificity_outcome(decisions: list[Decision]) -> str:

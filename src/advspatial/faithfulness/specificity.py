@@ -21,9 +21,9 @@ and when the deletion fills disagree, each fill's reading is named. :func:`speci
 
 from __future__ import annotations
 
-from ..statistics.outcomes import BEATS, DOES_LESS, EQUIVALENT, Decision, images_to_decide
+from ..statistics.outcomes import BEATS, DOES_LESS, Decision, images_to_decide
 from ..statistics.wording import listed
-from .record import GRADIENT_MASS, Comparison, GateResult
+from .record import GRADIENT_MASS, WITHIN_MARGIN, Comparison, GateResult
 
 #: where a model looks when its RoI is as damaging as each reference
 LOOKS_WHERE = {
@@ -42,7 +42,7 @@ REFERENCE_NOUNS = {
     "edges": "the image's edges",
 }
 #: a specificity decision in words, one of these
-MORE, WITHIN, LESS, UNDECIDED = "more", "within the margin", "less", "undecided"
+MORE, WITHIN, LESS, UNDECIDED = "more", WITHIN_MARGIN, "less", "undecided"
 #: the two measures the sentence keeps apart, as they open their sentence
 DELETION, ATTACK = "deletion", "attack"
 MEASURE_OPENINGS = {DELETION: "On deletion (what the model uses)",
@@ -60,7 +60,7 @@ def specificity_rows(gate: GateResult) -> dict[str, Comparison]:
 def reading(d: Decision) -> str:
     """One specificity decision in words (module docstring): :data:`MORE`, :data:`WITHIN`, :data:`LESS` or
     :data:`UNDECIDED`."""
-    if d.outcome == EQUIVALENT or (d.within_margin and d.outcome in (BEATS, DOES_LESS)):
+    if d.inside_margin:
         return WITHIN
     return {BEATS: MORE, DOES_LESS: LESS}.get(d.outcome, UNDECIDED)
 

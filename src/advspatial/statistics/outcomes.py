@@ -96,6 +96,12 @@ class Decision:
     def decided(self) -> bool:
         return self.outcome != UNDECIDED
 
+    @property
+    def inside_margin(self) -> bool:
+        """No difference that matters: *equivalent*, or a *beats* / *does less* whose 90% CI lies inside the margin
+        too (:attr:`within_margin`), which a sentence never words "more" or "less"."""
+        return self.outcome == EQUIVALENT or (self.within_margin and self.outcome in (BEATS, DOES_LESS))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -47,7 +47,7 @@ import numpy as np
 from ...statistics.claims import estimate_of
 from ...statistics.estimates import Estimate, interval_text
 from ...statistics.outcomes import (
-    BEATS, DOES_LESS, EQUIVALENT, MARGIN_LEVEL, SPECIFICITY, Decision, decide, images_to_decide,
+    BEATS, DOES_LESS, MARGIN_LEVEL, SPECIFICITY, Decision, decide, images_to_decide,
 )
 from ...statistics.store import PRIMARY_STATISTIC, StoreComparison
 from ...statistics.verdicts import sesoi_for
@@ -164,7 +164,7 @@ def clears_margin(d: Decision) -> bool:
 
 def as_much(d: Decision) -> bool:
     """The region catches as much as the RoI: equivalent, or a direction within the margin."""
-    return d.outcome == EQUIVALENT or (d.outcome in (BEATS, DOES_LESS) and d.within_margin)
+    return d.inside_margin
 
 
 def size_undecided(d: Decision) -> bool:
