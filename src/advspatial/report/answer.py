@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..faithfulness.record import GateResult
-from ..statistics.claims import Claim, failed_gates
+from ..statistics.claims import Claim, by_statement, failed_gates
 from ..statistics.estimates import interval_text
 from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 
@@ -104,11 +104,9 @@ def verdict_line(claims: list[Claim]) -> str:
     same-class null, not beyond every region) get a sentence each, so no attack's verdict is read on a claim it
     was not tested on; they are one Holm family all the same."""
     sentences = []
-    for statement in dict.fromkeys(c.claim for c in claims):
+    for statement, group in by_statement(claims).items():
         parts = []
-        for c in claims:
-            if c.claim != statement:
-                continue
+        for c in group:
             word = c.verdict.upper() if c.verdict in ("supported", "reversed") else c.verdict
             if c.verdict == "not supported" and c.per_seed is None:
                 word += f" ({undecided_words(c)})"

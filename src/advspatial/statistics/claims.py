@@ -14,7 +14,7 @@ point estimates: only from an effect's CI, its corrected p and its gates.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,6 +171,16 @@ def judge(claims: Sequence[Claim], sesoi: float = DEFAULT_SESOI.value, alpha: fl
         c.verdict = verdict(c.effect, c.p_adjusted, c.gates, sesoi=c.sesoi, alpha=alpha, min_n=min_n,
                             per_seed=c.per_seed)
     return list(claims)
+
+
+def by_statement(claims: Iterable[Claim]) -> dict[str, list[Claim]]:
+    """``claims`` grouped by what they claim, in the order each statement first appears: a run's primary family can
+    hold several statements (a one-pixel attack's is against the same-class null, the others' beyond every region),
+    and a sentence names each with its own claims only."""
+    groups: dict[str, list[Claim]] = {}
+    for c in claims:
+        groups.setdefault(c.claim, []).append(c)
+    return groups
 
 
 def sentence_case(text: str) -> str:

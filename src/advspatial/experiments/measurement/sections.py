@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ...faithfulness.calibration import Budget
 from ...faithfulness.record import GateResult
 from ...faithfulness.specificity import specificity_sentence
-from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, sentence_case
+from ...statistics.claims import NOT_INTERPRETABLE_ROI, Claim, by_statement, sentence_case
 from ...statistics.estimates import interval_text
 from ...statistics.verdicts import sesoi_text
 from ...report.answer import headline_sentences
@@ -325,14 +325,12 @@ def compact_claims_lines(f: MeasuredReport) -> list[str]:
     (:func:`claims_lines`). The statement stands on a line of its own, named as the claim, so that it never reads
     as what the run found."""
     lines = [gate_line(f)]
-    primary = [c for c in f.claims if c.primary]
-    for statement in dict.fromkeys(c.claim for c in primary):
+    for statement, claims in by_statement(c for c in f.claims if c.primary).items():
         lines.append(f"Primary claim, Holm across attacks: {statement}")
-        for c in primary:
-            if c.claim == statement:
-                e = c.effect
-                lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} "
-                             f"(against {c.null}: {interval_text(e.mean, e.low, e.high)}, n = {e.n})")
+        for c in claims:
+            e = c.effect
+            lines.append(f"  {c.subject}: {c.verdict.upper() if c.verdict == 'supported' else c.verdict} "
+                         f"(against {c.null}: {interval_text(e.mean, e.low, e.high)}, n = {e.n})")
     lines += headline_sentences(f)
     count = secondary_count_line(f.claims)
     return lines + ([count] if count else [])
