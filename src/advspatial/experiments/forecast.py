@@ -49,7 +49,7 @@ from ..errors import AdvspatialError
 from ..maps.heads import default_importance_method, has_gap_linear_head
 from ..models.hooks import frozen_eval
 from ..progress import note
-from ..statistics.wording import listed
+from ..statistics.wording import how_many, listed
 from .cost_references import (
     NON_MODEL_SECONDS_PER_CALL,
     OUTSIDE_STAGES_SECONDS,
@@ -127,7 +127,7 @@ class Forecast:
         span = "under a minute" if minutes < 1 else f"about {minutes:.0f} minute{'s' if minutes >= 1.5 else ''}"
         scope = f"; for the default settings: yours differ in {self._differing()}" if self.differing else ""
         cached = "" if not self.cached_stages else (
-            f"; at most: the model cache holds {self.cached_stages} stage{'s' if self.cached_stages != 1 else ''} of "
+            f"; at most: the model cache holds {how_many(self.cached_stages, 'stage')} of "
             "this model's earlier runs, read instead of computed where their images and settings match")
         return (f"{span} on this machine ({self.dominant} about {self.dominant_share:.0%}; an estimate from a "
                 f"reference run's work priced at this model's measured cost per call{scope}{cached}"

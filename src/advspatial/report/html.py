@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..files import atomic_write_text, inner_file
+from ..statistics.wording import how_many
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;\
@@ -82,7 +83,7 @@ def render_table(table: Table) -> str:
     body = "".join("<tr>" + "".join(f"<td>{format_cell(v)}</td>" for v in row) + "</tr>" for row in table.rows)
     rendered = f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
     if table.folded:
-        rows = f"{len(table.rows)} row{'' if len(table.rows) == 1 else 's'}"
+        rows = how_many(len(table.rows), "row")
         return f"<details><summary>{html.escape(table.caption)} ({rows})</summary>{rendered}</details>"
     return rendered
 

@@ -61,7 +61,7 @@ def reused_sentence(passes: Mapping[str, Any]) -> str:
         return ""
     forward = sum(int(count.get("forward", 0)) for count in reused.values())
     backward = sum(int(count.get("backward", 0)) for count in reused.values())
-    return (f" {len(reused)} stage{'s' if len(reused) != 1 else ''} ({', '.join(reused)}) depend only on the model "
+    return (f" {how_many(len(reused), 'stage')} ({', '.join(reused)}) depend only on the model "
             "and were read from the model cache, where an earlier run computed them from the same model, images and "
             f"settings ({forward:,} forward and {backward:,} backward image-passes not repeated, nor counted above; "
             "reuse_model_work=false recomputes them).")

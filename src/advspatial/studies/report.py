@@ -13,6 +13,7 @@ import numpy as np
 from ..report.html import Section, Table
 from ..report.sections import drawn_figure
 from ..report.verdicts import fmt, fmt_p, interval, verdict_legend, verdict_table
+from ..statistics.wording import how_many
 from .analysis import ENDPOINTS, MIN_MODELS, MIN_N, Agreement, Endpoint
 from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from .findings import StudyFindings
@@ -81,7 +82,7 @@ def smoke_pools_nothing(findings: StudyFindings, quick: bool) -> str:
     if not quick or any(ep.pooled is not None for ep in findings.endpoints):
         return ""
     effects = [e for ep in findings.endpoints for e in ep.models]
-    why = [f"{len(findings.models)} model{'s' if len(findings.models) != 1 else ''} measured"]
+    why = [f"{how_many(len(findings.models), 'model')} measured"]
     kept = [e.n for e in effects if e.n > 0]
     if kept and min(kept) < MIN_N:
         why.append(f"at most {max(kept)} images kept per model and attack")

@@ -14,6 +14,7 @@ from ...report.sections import drawn_figure, status_words
 from ...report.verdicts import fmt, interval, verdict_legend, verdict_table, what_this_run_shows
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import MIN_SEEDS, sesoi_text
+from ...statistics.wording import how_many
 from ..measurement.roi import gate_rule, roi_label
 from ..results import Rendered
 from .attack_rows import SeedSpread
@@ -138,7 +139,7 @@ def models_sentence(cfg: LocalizedConfig, findings: LocalizedFindings) -> str:
         limit = f"the first {cfg.train_limit}" if cfg.train_limit else "all"
         natural = natural_epochs(cfg)
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
-                f"images (natural {natural} epoch{'' if natural == 1 else 's'}, the others {cfg.train_epochs}).")
+                f"images (natural {how_many(natural, 'epoch')}, the others {cfg.train_epochs}).")
     return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft.start} (not trained from "
             f"scratch): {ft.epochs} epoch(s) each ({ft.steps} SGD steps, lr {ft.lr:g}) on "
             f"{ft.train_images} training images, {ft.train_source}.")
