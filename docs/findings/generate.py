@@ -38,7 +38,8 @@ Why: a finding written by hand drifts from the numbers; a page generated from th
     the first ``findings-run.json`` aside before resuming, then merge it with the resume's, so the page shows
     the command as first typed, each part (with why it stopped), and the summed wall time.
 
-Nothing here imports advspatial: a page can be regenerated from the files alone.
+A page is regenerated from the run's files; only a study page's gate rows import advspatial, to word each
+specificity row exactly as the run's own report does.
 """
 
 from __future__ import annotations
@@ -670,28 +671,22 @@ def study_models_table(study: Path, metrics: Mapping[str, Any]) -> list[str]:
                   "why this explainer", "faithfulness gate", "wall s"), rows + failed) + [""]
 
 
-def measure_words(comparison: Mapping[str, Any]) -> dict[str, str]:
-    """Each measure's outcome of one gate row as the report words it: a specificity difference within the margin
-    reads "within the margin", never "beats" or "does less" (also from a metrics.json written before it did)."""
-    from advspatial.faithfulness.record import specificity_word
+def gate_row_words(comparison: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """A gate row's outcome and each measure's outcome, as the report words them. A specificity row reads each fill
+    as its legend does (a difference within the margin is "within the margin", never "beats" or "does less", also
+    from a metrics.json written before it did) and its outcome from its counted measures' words
+    (:func:`~advspatial.faithfulness.record.specificity_outcome`); any other row reads as its run wrote it."""
+    from advspatial.faithfulness.record import counted, specificity_outcome, specificity_word
     from advspatial.statistics.outcomes import Decision
 
     decisions = comparison.get("decisions") or {}
+    written = str(comparison.get("outcome", ""))
     if comparison.get("role") != "specificity":
-        return {m: str(d.get("outcome")) for m, d in decisions.items()}
-    return {m: specificity_word(Decision.from_dict(d)) for m, d in decisions.items()}
-
-
-def row_outcome(comparison: Mapping[str, Any]) -> str:
-    """A gate row's outcome: a specificity row's from its counted measures' words
-    (:func:`~advspatial.faithfulness.record.specificity_outcome`), any other row's as its run wrote it."""
-    from advspatial.faithfulness.record import counted, specificity_outcome
-    from advspatial.statistics.outcomes import Decision
-
-    counted_decisions = [Decision.from_dict(d) for m, d in (comparison.get("decisions") or {}).items() if counted(m)]
-    if comparison.get("role") != "specificity" or not counted_decisions:
-        return str(comparison.get("outcome", ""))
-    return specificity_outcome(counted_decisions)
+        return written, {m: str(d.get("outcome")) for m, d in decisions.items()}
+    parsed = {m: Decision.from_dict(d) for m, d in decisions.items()}
+    counted_decisions = [d for m, d in parsed.items() if counted(m)]
+    outcome = specificity_outcome(counted_decisions) if counted_decisions else written
+    return outcome, {m: specificity_word(d) for m, d in parsed.items()}
 
 
 def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
@@ -719,7 +714,7 @@ def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
         rows = []
         for comparison in (gate.get("comparisons") or {}).values():
             decisions = comparison.get("decisions") or {}
-            words = measure_words(comparison)
+            outcome, words = gate_row_words(comparison)
             cells = "; ".join(f"{m} {num(d.get('mean'), 3, True)} [{num(d.get('low'), 3, True)}, "
                               f"{num(d.get('high'), 3, True)}] {words[m]}" for m, d in decisions.items())
             if not decisions:  # randomization: each check's value with its CI
@@ -727,7 +722,7 @@ def gate_rows_block(study: Path, metrics: Mapping[str, Any]) -> list[str]:
                 cells = "; ".join(f"{k} {num(e.get('mean'), 2, True)} [{num(e.get('low'), 2, True)}, "
                                   f"{num(e.get('high'), 2, True)}]" for k, e in checks)
             rows.append([comparison.get("words", comparison.get("name", "")).split(" (")[0],
-                         comparison.get("role", ""), row_outcome(comparison),
+                         comparison.get("role", ""), outcome,
                          cells or "; ".join(comparison.get("failed") or []) or "—"])
         lines += table(("comparison", "role", "outcome", "per measure"), rows) + [""]
     return lines
