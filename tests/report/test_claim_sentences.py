@@ -87,20 +87,22 @@ def test_each_primary_statement_heads_only_the_attacks_tested_on_it() -> None:
 
 
 def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> None:
-    """The primary claim's null is every region of the RoI's size, its numbers the closest one's: a sentence
-    compares with that region ("the closest region of the same size (the class-layout region)"), never with "the
-    every region of the same size; closest: ... null"."""
+    """The primary claim's null is every region of the RoI's size, its numbers the weakest row's: a sentence
+    compares with that region ("the region of the same size the claim is weakest against (the class-layout
+    region)"), never with "the every region of the same size; weakest: ... null". A run written when the label read
+    "closest" (the same row) reads the same."""
     from advspatial.report.verdicts import what_this_run_shows
 
-    claim = Claim("the attack acts where the model looks, beyond layout and image content", "pgd (contribution RoA)",
-                  "energy_in_roi", "every region of the same size; closest: the class-layout region", 0.33, 0.30,
-                  Estimate(0.03, 0.02, 0.04, 200), 1.1, 0.001, gates={"RoI faithfulness": True}, primary=True,
-                  scale="energy_in_roi")
-    judge([claim])
-    closest = "the closest region of the same size (the class-layout region)"
-    assert claim.verdict == "supported"
-    assert f"above {closest}, n = 200" in claim_sentence(claim)
-    assert f"energy_in_roi 0.330 is above {closest} 0.300 by +0.030" in what_this_run_shows([claim])[0]
+    weakest = "the region of the same size the claim is weakest against (the class-layout region)"
+    for label in ("weakest", "closest"):
+        claim = Claim("the attack acts where the model looks, beyond layout and image content",
+                      "pgd (contribution RoA)", "energy_in_roi", f"every region of the same size; {label}: the "
+                      "class-layout region", 0.33, 0.30, Estimate(0.03, 0.02, 0.04, 200), 1.1, 0.001,
+                      gates={"RoI faithfulness": True}, primary=True, scale="energy_in_roi")
+        judge([claim])
+        assert claim.verdict == "supported"
+        assert f"above {weakest}, n = 200" in claim_sentence(claim)
+        assert f"energy_in_roi 0.330 is above {weakest} 0.300 by +0.030" in what_this_run_shows([claim])[0]
     assert not any("the every" in text or "region null" in text for text in _texts(claim))
     def null_of(null: str) -> str:
         return Claim("c", "s", "energy_in_roi", null, 0.3, 0.3, Estimate(0, 0, 0, 1), 1, 1).null_words()

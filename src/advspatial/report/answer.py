@@ -32,7 +32,9 @@ from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 #: what every Δ of the headline sentences is, said once under them
 DELTA_WORDS = ("Δ: the share of the attack map inside the RoI minus its share inside the region, per image, with "
                "its 95% CI, or the 90% CI that 'as much' and 'within the margin' are decided on; margin: the smallest "
-               "effect of interest")
+               "effect of interest; weakest: the region of the same size the primary claim quotes, the one with the "
+               "lowest 95% bound among those the RoI does not beat by the margin, or, where it beats every one, "
+               "among all")
 #: how the RoI stands by its gate's status, first words of the answer's first sentence
 STATUS_SENTENCES = {
     "passed": "is faithful by its gate: the RoI-dependent verdicts below are evidence about the model",

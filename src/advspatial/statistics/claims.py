@@ -100,8 +100,9 @@ class Claim:
 
     def null_words(self) -> str:
         """What a sentence compares the statistic with: "the same-class null"; for the primary claim against every
-        region of the RoI's size ("every region of the same size; closest: the class-layout region"), the region
-        it quotes, "the closest region of the same size (the class-layout region)"; a null that is a value or a
+        region of the RoI's size ("every region of the same size; weakest: the class-layout region"), the region
+        it quotes, "the region of the same size the claim is weakest against (the class-layout region)" (a run
+        written before the label read "closest", for the same row, reads the same); a null that is a value or a
         bound as it stands ("0.1 x the layer's largest clean activation", "one half", a study's pooled "every
         region of the same size"), itself; a null described in a list, "the null (random signs, same per-group
         energy)"."""
@@ -111,8 +112,8 @@ class Claim:
                 return self.null
             return f"the null ({self.null})" if "," in self.null else f"the {self.null} null"
         named, _, region = rest.partition(": ")
-        if named == "closest":
-            return f"the closest {regions.removeprefix('every ')} ({region})"
+        if named in ("weakest", "closest"):
+            return f"the {regions.removeprefix('every ')} the claim is weakest against ({region})"
         return f"{regions} ({rest})"
 
     @classmethod

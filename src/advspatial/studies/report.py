@@ -18,7 +18,7 @@ from .analysis import ENDPOINTS, MIN_MODELS, MIN_N, Agreement, Endpoint
 from .figures import ForestRow, PooledRow, plot_agreement, plot_model_forest
 from .findings import StudyFindings
 
-ENDPOINT_AXES = {"beyond": "RoI's energy share minus the closest region's of the same size",
+ENDPOINT_AXES = {"beyond": "RoI's energy share minus the weakest region's of the same size",
                  "excess": "excess of the energy share over the same-class null"}
 
 

@@ -83,14 +83,47 @@ def test_the_headline_claim_is_an_intersection_union_test_over_raw_shares(edge_d
     sentence = headline_sentence(parts)
     if edge_driven:   # the attack follows the edges: the edges catch more of it than the model's RoI
         assert result.beyond["edges"].effect.high < 0
-        assert claim.verdict != "supported" and "closest: the image's strongest edges" in claim.null
+        assert claim.verdict != "supported" and "weakest: the image's strongest edges" in claim.null
         assert "the image's strongest edges catch more" in sentence and "beyond layout" not in sentence
     else:
         assert all(d.effect.low > 0 for d in result.beyond.values()), result.beyond
         assert claim.verdict == "supported" and "beyond layout and image content" in sentence
 
 
-def test_a_region_no_image_entered_is_named_undecidable_not_closest_and_prints_no_nan() -> None:
+def test_the_quoted_row_is_named_weakest_not_closest_when_another_region_catches_more() -> None:
+    """The rows of CW-L2 on the default CNN (500 images): the class-layout region catches decidedly more than the RoI
+    (Δ -0.015 [-0.025, -0.005]), the brightest pixels undecidedly (Δ -0.010 [-0.029, +0.008]). The claim quotes the
+    lower bound, the brightest pixels, which is not the region closest to the RoI's share: the label says
+    "weakest" (the rule's word), not "closest"."""
+    import dataclasses
+
+    from advspatial.experiments.measurement.decomposition import decompose
+    from advspatial.statistics.outcomes import DOES_LESS, UNDECIDED
+
+    store = _content_store()
+    result = compare_store(store, permutations=100, seed=0, strata=2)
+    parts = decompose("cw-l2", "contribution", result, 0.2, 1.0, 0)
+    beaten = {"class-layout": (-0.015, -0.025, -0.005, DOES_LESS), "intensity": (-0.010, -0.029, 0.008, UNDECIDED)}
+
+    def shifted(row):  # type: ignore[no-untyped-def]
+        if row.region not in beaten:
+            return row
+        mean, low, high, outcome = beaten[row.region]
+        return dataclasses.replace(row, difference=dataclasses.replace(
+            row.difference, outcome=outcome, mean=mean, low=low, high=high, low90=low + 0.003, high90=high - 0.003,
+            margin=0.019, within_margin=False))
+
+    parts = dataclasses.replace(parts, rows=tuple(shifted(r) for r in parts.rows))
+    claim = colocation.headline_claim("cw-l2", result, parts, {"RoI faithfulness": True})
+    assert (claim.effect.mean, claim.effect.low) == (-0.010, -0.029)
+    assert claim.null == "every region of the same size; weakest: the image's brightest pixels"
+    assert "closest" not in claim.null_words()
+    layout, brightest = parts.row("class-layout"), parts.row("intensity")
+    assert layout is not None and brightest is not None
+    assert layout.difference.mean < brightest.difference.mean   # the class layout is nearer (beyond) the RoI's share
+
+
+def test_a_region_no_image_entered_is_named_undecidable_not_weakest_and_prints_no_nan() -> None:
     """Images of distinct classes have no same-class partner: that row has no estimate, so the claim names it as
     the row that keeps it undecided, and its terminal line says "no estimate" where it printed +nan."""
     import dataclasses

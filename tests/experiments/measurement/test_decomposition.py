@@ -175,6 +175,22 @@ def test_by_at_least_the_margin_is_qualified_where_a_row_s_ci_reaches_below_it()
     assert conclusion(d).endswith("each by at least the margin at its point estimate.")
 
 
+def test_the_fixed_regions_all_beaten_quote_the_lowest_bound_not_a_closest_region() -> None:
+    """Every fixed region beaten by its margin: the clause quotes the row with the lowest 95% bound (the dataset
+    layout's wider CI), which is not the region closest to the RoI's share (the centre's Δ is smaller), so it says
+    "by the lowest bound", never "the closest"."""
+    share = Estimate(0.3, math.nan, math.nan, 200)
+    near = Decision(SPECIFICITY, BEATS, 0.030, 0.024, 0.036, 0.025, 0.035, 0.05, 200, 0.014)
+    wide = Decision(SPECIFICITY, BEATS, 0.045, 0.016, 0.074, 0.021, 0.069, 0.2, 200, 0.014)
+    far = Decision(SPECIFICITY, BEATS, 0.060, 0.050, 0.070, 0.052, 0.068, 0.05, 200, 0.014)
+    rows = (RegionRow("centre", share, near), RegionRow("dataset-layout", share, wide),
+            RegionRow("class-layout", share, far), RegionRow(SAME_CLASS, share, far))
+    text = headline_sentence(Decomposition("pgd", "contribution", Estimate(0.4, 0.38, 0.42, 200), 0.2, rows))
+    assert ("the RoI catches more than every fixed region of the same size (centre, class layout, dataset layout; "
+            f"by the lowest bound, against {REGION_NOUNS['dataset-layout']}: Δ +0.045 [+0.016, +0.074])") in text
+    assert "closest" not in text
+
+
 def test_a_place_is_named_beside_the_content_region_that_catches_more() -> None:
     """The default CNN's CW-L2 (n = 382): the class layout catches as much as the RoI, the image's brightest pixels
     more (Δ -0.021 [-0.043, -0.002]): the conclusion names both, not the layout alone."""

@@ -43,6 +43,9 @@ from .decomposition import REGION_NOUNS, SAME_CLASS, Decomposition, clears_margi
 
 CLAIM = "the attack acts where the model looks"
 BEYOND_CLAIM = "the attack acts where the model looks, beyond layout and image content"
+#: how the primary claim's null names the row it quotes: the one the claim is weakest against, by the rule of
+#: :func:`headline_claim` (not the region with the largest share: a region with a wider CI can be weaker)
+WEAKEST = "weakest"
 #: the null every layout step is compared along (uniform placement, then ever closer partners)
 LAYOUT_STEPS = ("uniform", "any-class", "same-class")
 #: foreground pixels (any channel above this) define an image's composition for the object-conditioned null
@@ -81,9 +84,11 @@ def headline_claim(subject: str, result: StoreComparison, decomposition: Decompo
     """The primary claim: the model's RoI catches more of the attack map than every other region of the same size
     (:mod:`.decomposition`'s rows), an intersection-union test.
 
-    Its effect is the weakest row (the first that does not beat its region by the margin, else the lowest CI
-    bound), its observed and null values that row's two mean shares (so observed minus null is the effect) and its
-    p the largest p of all rows: it is supported only when every row is, and no region is picked after looking.
+    Its effect is the weakest row (the lowest CI bound among the rows the RoI does not beat by the margin, or among
+    all where it beats every one; named "weakest" in the null, not "closest": a row with a wider CI can be weaker
+    than the region with the largest share), its observed and null values that row's two mean shares (so observed
+    minus null is the effect) and its p the largest p of all rows: it is supported only when every row is, and no
+    region is picked after looking.
     """
     p_values = {SAME_CLASS: result.primary.p, **{r: d.p for r, d in result.beyond.items()}}
     worst = min(decomposition.rows, key=lambda r: (clears_margin(r.difference) and r.difference.low > 0,
@@ -91,7 +96,7 @@ def headline_claim(subject: str, result: StoreComparison, decomposition: Decompo
     values = result.values.excess if worst.region == SAME_CLASS else result.values.beyond[worst.region]
     observed, null = compared_share(values.observed), compared_share(values.null)
     d = worst.difference
-    named = "closest" if d.n else "undecidable here"  # a row no image entered (no same-class partner) is no closest
+    named = WEAKEST if d.n else "undecidable here"  # a row no image entered (no same-class partner) has no estimate
     return Claim(BEYOND_CLAIM, subject, PRIMARY_STATISTIC,
                  f"every region of the same size; {named}: {REGION_NOUNS[worst.region]}", observed, null,
                  Estimate(d.mean, d.low, d.high, d.n), observed / null if null else math.nan,

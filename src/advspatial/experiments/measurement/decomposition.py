@@ -261,7 +261,8 @@ def conclusion(d: Decomposition) -> str:
 
 
 def weakest(rows: Sequence[RegionRow]) -> RegionRow | None:
-    """The row the RoI is least shown to beat: the first that does not clear its margin, by lowest CI bound."""
+    """The row the RoI is least shown to beat: the lowest CI bound among the rows that do not clear their margin (or
+    among all, where every row clears it)."""
     measured = [r for r in rows if r.difference.n and math.isfinite(r.difference.mean)]
     return min(measured, key=lambda r: (clears_margin(r.difference), r.difference.low)) if measured else None
 
@@ -275,7 +276,7 @@ def _fixed_clause(d: Decomposition) -> str:
         return ""
     if all(clears_margin(r.difference) for r in fixed):
         return (f"the RoI catches more than every fixed region of the same size (centre, class layout, dataset "
-                f"layout; the closest, {REGION_NOUNS[worst.region]}: Δ {interval(worst.difference)})")
+                f"layout; by the lowest bound, against {REGION_NOUNS[worst.region]}: Δ {interval(worst.difference)})")
     named = _fixed_as_much(d)[:1]
     shown = next((r for r in fixed if r.region in named), worst)
     return row_clause(shown, projection=False).replace(REGION_NOUNS[shown.region],
