@@ -4,6 +4,7 @@ undecided."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -111,6 +112,17 @@ def test_an_undecided_check_names_the_images_that_would_decide_it() -> None:
     reading = efficient_reading({"rise": float(np.median(per_image)), "per_image": per_image})
     assert reading.outcome == "undecided"
     assert "check images would decide it" in reading.text and "--randomization-images" in reading.text
+    # the projected outcome reads as one, not as a label of the options ("would decide it, fails: --randomization-...")
+    assert re.search(r"would decide it, as '(passes|fails)'; --randomization-images sets them\)$", reading.text)
+
+
+def test_an_undecided_check_of_several_draws_names_draws_and_images_in_words() -> None:
+    per_draw = [values(0.03 * d, 0.12, seed=d) for d in range(5)]   # draws spread around the bound +0.05
+    reading = efficient_reading({"rise": 0.06, "per_draw": per_draw})
+    assert reading.outcome == "undecided"
+    assert re.search(r"\(about [\d,]+ re-initializations? at these 64 check images, or about [\d,]+ check images at "
+                     r"these 5 re-initializations, would decide it, as '(passes|fails)'; --randomization-draws and "
+                     r"--randomization-images set them\)$", reading.text), reading.text
 
 
 # -- too few check images, collapsed maps ---------------------------------------------------------------------------
@@ -122,7 +134,7 @@ def test_one_check_image_reads_insufficient_data_and_never_passes() -> None:
             "efficient_mprt": {"rise": 0.4, "per_draw": [[0.4]] * 5}}
     row = randomization_comparison(cascade, mprt, min_n=30)
     assert not row.beats and not row.failed and len(row.undecided) == 3
-    assert all("insufficient data (1 check image(s) < 30)" in t for t in row.undecided)
+    assert all("insufficient data (1 check image < 30)" in t for t in row.undecided)
     assert all("check images would decide it" in t for t in row.undecided)
     assert check_projection("efficient MPRT rise", Estimate(0.4, 0.4, 0.4, 1)).images == 30
 
@@ -132,7 +144,7 @@ def test_collapsed_maps_are_shown_in_the_checks_words() -> None:
     reading = cascade_reading([{"spearman": 0.1, "per_draw": per_draw, "n_collapsed": 3, "maps": 320}])
     assert "3 of 320 randomized maps collapsed to constants (counted as Spearman 0)" in reading.text
     eff = efficient_reading({"rise": 0.1, "per_draw": per_draw, "n_collapsed": 3, "maps": 320, "n_undefined": 2})
-    assert "counted as a fall to entropy 0" in eff.text and "2 trained-model map(s) constant, left out" in eff.text
+    assert "counted as a fall to entropy 0" in eff.text and "2 trained-model maps constant, left out" in eff.text
 
 
 def test_the_checks_minimum_is_the_gates() -> None:

@@ -95,6 +95,9 @@ def test_the_section_says_when_everything_is_decided() -> None:
     assert empty.tables == [] and "is decided" in empty.paragraphs[0]
     full = plan_section(Findings({"gradcam": gate()}, [claim("not supported", True)]))
     assert len(full.tables) == 1 and len(full.tables[0].rows) == 3
+    assert full.paragraphs[0].startswith("3 comparisons of this run are undecided: their CI holds both readings.")
+    one = plan_section(Findings({}, [claim("not supported", True)]))
+    assert one.paragraphs[0].startswith("1 comparison of this run is undecided: its CI holds both readings.")
     # a run without a gate or a claim (the baseline) has nothing to decide, not "everything decided"
     nothing = plan_section(Findings({}, []))
     assert nothing.tables == [] and nothing.paragraphs == [
@@ -125,7 +128,7 @@ def test_the_answer_names_the_rois_status_each_claim_and_what_is_undecided() -> 
                                "The verdicts below stand")
     assert any(line.startswith("pgd: the attack acts where the model looks — NOT SUPPORTED") for line in lines)
     assert "undecided: about 552 images would decide it (beats)" in claim_sentence(claim("not supported", True))
-    assert lines[-1].startswith("Undecided: ") and "1 primary claim(s)" in lines[-1]
+    assert lines[-1].startswith("Undecided: 1 gate cell, 1 primary claim, 1 specificity cell;")
     assert lines[-1].endswith("the last section gives the images each would need.")
     assert answer_lines(Findings({}, [])) == []
 

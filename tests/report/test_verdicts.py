@@ -60,7 +60,7 @@ def test_claims_about_a_training_procedure_show_their_seeds() -> None:
     assert table.rows[1][-1] == "insufficient data" and table.rows[2][-2] == "-"
     assert verdict_table([plain], "Verdicts").columns[-2] == "gates", "no seeds column without such a claim"
     text = what_this_run_shows(claims)
-    assert "2 of 3 seeds agree" in text[0] and "1 training seed(s)" in text[1] and "at least 3 seeds" in text[1]
+    assert "2 of 3 seeds agree" in text[0] and "1 training seed;" in text[1] and "at least 3 seeds" in text[1]
     few.effect = Estimate(0.05, math.nan, math.nan, 200)
     assert interval(few.effect) == "+0.050 [no CI]"
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..statistics.estimates import Estimate
 from ..statistics.outcomes import DEFAULT_POWER, Projection, images_beyond, images_within
+from ..statistics.wording import how_many
 from .draws import as_table, draws_to_decide, two_level_ci
 from .mprt import EFFICIENT_MPRT_MIN_RISE, SMOOTH_MPRT_MAX_SPEARMAN
 from .randomization import CASCADE_MAX_SPEARMAN
@@ -111,11 +112,12 @@ def _with_projection(text: str, name: str, e: Estimate, bound: float, min_n: int
     if not p.images < math.inf and not draws < math.inf:
         return text
     if not draws < math.inf:
-        return f"{text} (about {int(p.images):,} check images would decide it, {p.outcome}: --randomization-images)"
-    images = (f", or about {int(p.images):,} check images at these {d} re-initializations"
+        return (f"{text} (about {int(p.images):,} check images would decide it, as '{p.outcome}'; "
+                "--randomization-images sets them)")
+    images = (f", or about {int(p.images):,} check images at these {how_many(d, 're-initialization')}"
               if p.images < math.inf else "")
-    return (f"{text} (about {int(draws):,} re-initializations at these {n} check images{images}, would decide it, "
-            f"{p.outcome}: --randomization-draws, --randomization-images)")
+    return (f"{text} (about {how_many(int(draws), 're-initialization')} at these {how_many(n, 'check image')}"
+            f"{images}, would decide it, as '{p.outcome}'; --randomization-draws and --randomization-images set them)")
 
 
 def _interval(e: Estimate) -> str:
@@ -147,7 +149,7 @@ def _counted(record: Mapping[str, Any], how: str) -> str:
         parts.append(f"{record['n_collapsed']} of {record.get('maps', '?')} randomized maps collapsed to constants "
                      f"({how})")
     if record.get("n_undefined"):
-        parts.append(f"{record['n_undefined']} trained-model map(s) constant, left out")
+        parts.append(f"{how_many(int(record['n_undefined']), 'trained-model map')} constant, left out")
     return "".join(f"; {p}" for p in parts)
 
 
@@ -158,7 +160,7 @@ def _read(name: str, outcome: str, e: Estimate, text: str, bound: float, min_n: 
     its projection."""
     if table is not None and e.n < min_n and outcome != FAILS:
         outcome = UNDECIDED
-        text += f", undecided: insufficient data ({e.n} check image(s) < {min_n})"
+        text += f", undecided: insufficient data ({how_many(e.n, 'check image')} < {min_n})"
     if outcome == UNDECIDED:
         text = _with_projection(text, name, e, bound, min_n, table, statistic)
     return CheckReading(name, outcome, e, text)

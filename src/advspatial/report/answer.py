@@ -27,6 +27,7 @@ from typing import Any
 from ..faithfulness.record import GateResult
 from ..statistics.claims import Claim, by_statement, failed_gates
 from ..statistics.estimates import interval_text
+from ..statistics.wording import how_many
 from .planning import KIND_ORDER, findings_parts, not_supported_words, plan_rows
 
 #: what every Δ of the headline sentences is, said once under them
@@ -180,8 +181,8 @@ def answer_lines(findings: Any) -> list[str]:
     undecided = plan_rows(gates, claims)
     if undecided:
         counts = {kind: sum(r.kind == kind for r in undecided) for kind in KIND_ORDER}
-        words = {"faithfulness": "gate cell(s)", "primary claim": "primary claim(s)",
-                 "specificity": "specificity cell(s)", "claim": "secondary claim(s)"}
-        listed = ", ".join(f"{n} {words[kind]}" for kind, n in counts.items() if n)
+        nouns = {"faithfulness": "gate cell", "primary claim": "primary claim", "specificity": "specificity cell",
+                 "claim": "secondary claim"}
+        listed = ", ".join(how_many(n, nouns[kind]) for kind, n in counts.items() if n)
         lines.append(f"Undecided: {listed}; the last section gives the images each would need.")
     return lines

@@ -31,6 +31,7 @@ from ..statistics.estimates import interval_text
 from ..statistics.outcomes import (
     DEFAULT_POWER, PRACTICAL_FACTOR, Projection, images_for_estimate, images_to_decide,
 )
+from ..statistics.wording import how_many
 from .html import Section, Table
 
 #: the order of the kinds of rows in a plan
@@ -220,7 +221,8 @@ def plan_section(findings: Any, power: float = DEFAULT_POWER) -> Section:
             "Every gate comparison and every claim of this run is decided: more images would not change what kind "
             "of verdict any of them has."], anchor=PLAN_ANCHOR)
     return Section("What more data would decide", [
-        f"{len(rows)} comparison(s) of this run are undecided: their CI holds both readings. Each is listed with the "
+        f"{how_many(len(rows), 'comparison')} of this run {'is' if len(rows) == 1 else 'are'} undecided: "
+        f"{'its' if len(rows) == 1 else 'their'} CI holds both readings. Each is listed with the "
         "images that would decide it, a projection at the observed effect (a smaller true effect needs more). "
         "`advspatial plan RUN_DIR --power P` prints the same table at another power."],
         tables=[plan_table(rows, power)], anchor=PLAN_ANCHOR)

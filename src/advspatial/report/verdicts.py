@@ -16,6 +16,7 @@ import numpy as np
 from ..statistics.claims import Claim, failed_gates, sentence_case
 from ..statistics.estimates import interval_text
 from ..statistics.verdicts import MIN_SEEDS, format_p
+from ..statistics.wording import how_many
 from .figures import new_figure, save_figure
 from .html import Figure, Table
 from .planning import not_supported_words
@@ -122,8 +123,8 @@ def what_this_run_shows(claims: Sequence[Claim]) -> list[str]:
         elif c.verdict == "insufficient data":
             body = f"only {c.effect.n} images entered the comparison."
             if c.per_seed is not None and len(c.per_seed) < MIN_SEEDS:
-                body = (f"{c.effect.n} images and {len(c.per_seed)} training seed(s); a claim about a training "
-                        f"procedure needs at least {MIN_SEEDS} seeds.")
+                body = (f"{c.effect.n} images and {how_many(len(c.per_seed), 'training seed')}; a claim about a "
+                        f"training procedure needs at least {MIN_SEEDS} seeds.")
         else:
             direction = "above" if c.effect.mean > 0 else ("below" if c.effect.mean < 0 else "equal to")
             seeds = f", {c.seeds_text()}" if c.per_seed is not None else ""

@@ -218,7 +218,7 @@ def test_finetune_run_reports_what_was_fine_tuned(finetune_run) -> None:
         assert math.isnan(m["test_accuracy"])
     assert (path / "stages/gate/start/gradcam").is_dir()
     body = result.summary.split("\n")[1]  # [0]: the smoke line
-    assert body.startswith(f"models fine-tuned from the pretrained {config.model}: 1 epoch(s)")
+    assert body.startswith(f"models fine-tuned from the pretrained {config.model}: 1 epoch,")
     assert "excluding the evaluated images" in body
     text = html.unescape((path / "report.html").read_text())
     verdicts = text[text.index('<section id="verdicts">'):text.index('<section id="faithfulness">')]

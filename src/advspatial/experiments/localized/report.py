@@ -141,7 +141,7 @@ def models_sentence(cfg: LocalizedConfig, findings: LocalizedFindings) -> str:
         return (f"The {len(MODES)} {cfg.model} models are trained from scratch on {limit} {cfg.dataset} training "
                 f"images (natural {how_many(natural, 'epoch')}, the others {cfg.train_epochs}).")
     return (f"The {len(MODES)} models are fine-tuned from the same pretrained {ft.start} (not trained from "
-            f"scratch): {ft.epochs} epoch(s) each ({ft.steps} SGD steps, lr {ft.lr:g}) on "
+            f"scratch): {how_many(ft.epochs, 'epoch')} each ({ft.steps} SGD steps, lr {ft.lr:g}) on "
             f"{ft.train_images} training images, {ft.train_source}.")
 
 
@@ -162,10 +162,10 @@ def setup_section(view: ReportView) -> Section:
             "fine-tuning (clean cross-entropy), PGD adversarial fine-tuning (Madry), localized adversarial fine-tuning "
             f"({loss}) and its two controls: mixed PGD fine-tuning (the same mixture, full-image examples) and "
             "random-mask localized fine-tuning (the same loss on a random region of the same area per image, redrawn "
-            f"every batch). Each starts from a copy of the same weights and gets {ft.epochs} epoch(s) = {ft.steps} "
-            f"optimizer steps on the same {ft.train_images} {cfg.dataset} training images in the same order: "
-            f"{ft.train_source}. Recipe: SGD, lr {ft.lr:g} decayed to 0 by a cosine, momentum {ft.momentum:g}, weight "
-            f"decay {ft.weight_decay:g}, batch {ft.batch_size}, batch-norm running statistics "
+            f"every batch). Each starts from a copy of the same weights and gets {how_many(ft.epochs, 'epoch')} = "
+            f"{ft.steps} optimizer steps on the same {ft.train_images} {cfg.dataset} training images in the same "
+            f"order: {ft.train_source}. Recipe: SGD, lr {ft.lr:g} decayed to 0 by a cosine, momentum "
+            f"{ft.momentum:g}, weight decay {ft.weight_decay:g}, batch {ft.batch_size}, batch-norm running statistics "
             f"{'frozen at the start' if ft.bn == 'frozen' else 're-estimated on the training batches'}; seed "
             f"{ft.seed}. Training attacks: PGD {budget_text(cfg)}, {cfg.train_attack_steps} steps, random start.",
             f"Training background of the localized model: {ft.mask_source}, computed once per training image on "
@@ -321,7 +321,7 @@ def limits_section(view: ReportView) -> Section:
     ft = view.findings.finetune
     if ft:
         training = [
-            f"The models are fine-tuned from a pretrained {ft.start} for only {ft.epochs} epoch(s) "
+            f"The models are fine-tuned from a pretrained {ft.start} for only {how_many(ft.epochs, 'epoch')} "
             f"({ft.steps} steps on {ft.train_images} images) with {cfg.train_attack_steps}-step PGD: a few "
             "epochs of adversarial fine-tuning give far less robustness than full adversarial training, and the "
             "ranking of every model, not the absolute numbers, is what this run shows.",
@@ -331,9 +331,10 @@ def limits_section(view: ReportView) -> Section:
         differ = "while the start, data, order and number of steps are the same for all models"
     else:
         training = [
-            f"The adversarially trained models get {cfg.train_epochs} epoch(s) with {cfg.train_attack_steps}-step PGD "
-            "so that the whole run fits a laptop; longer training (and more attack steps) gives more robust models, "
-            "and the ranking of every model, not the absolute numbers, is what this run shows."]
+            f"The adversarially trained models get {how_many(cfg.train_epochs, 'epoch')} with "
+            f"{cfg.train_attack_steps}-step PGD so that the whole run fits a laptop; longer training (and more attack "
+            "steps) gives more robust models, and the ranking of every model, not the absolute numbers, is what this "
+            "run shows."]
         differ = ("and every model gets the same epochs" if natural_epochs(cfg) == cfg.train_epochs else
                   f"and the epochs differ (natural {natural_epochs(cfg)}, the others {cfg.train_epochs})")
     paragraphs = [
@@ -343,8 +344,8 @@ def limits_section(view: ReportView) -> Section:
          f"{cfg.training_seeds} seeds that variation is estimated on {cfg.training_seeds - 1} degrees of freedom, "
          "which makes the CIs wide. The gate uses the first seed's models."
          if cfg.training_seeds >= MIN_SEEDS else
-         f"{cfg.training_seeds} training seed(s): the run-to-run variation of training cannot be told from the "
-         f"procedure, so every claim is 'insufficient data' (set training_seeds to {MIN_SEEDS} or more)."),
+         f"{how_many(cfg.training_seeds, 'training seed')}: the run-to-run variation of training cannot be told "
+         f"from the procedure, so every claim is 'insufficient data' (set training_seeds to {MIN_SEEDS} or more)."),
         "The accuracy claims compare training recipes, not the background alone: the localized model is trained "
         f"against the very background-only attack it is evaluated with (same mask and budget), keeps "
         f"{1 - cfg.mix:g} of its loss on clean images while PGD training keeps none, {differ}. The mixed PGD control "
@@ -375,7 +376,7 @@ def summary_table(config: LocalizedConfig, findings: LocalizedFindings) -> str:
     ft = findings.finetune
     if ft:
         where = ("excluding the evaluated images" if ft.excludes_evaluated else "from the training split")
-        lines.insert(0, f"models fine-tuned from the pretrained {ft.start}: {ft.epochs} epoch(s), SGD lr "
+        lines.insert(0, f"models fine-tuned from the pretrained {ft.start}: {how_many(ft.epochs, 'epoch')}, SGD lr "
                         f"{ft.lr:g}, {ft.train_images} training images ({where}); start clean accuracy "
                         f"{fmt(ft.start_clean_accuracy)}")
     for mode, m in findings.models.items():

@@ -14,6 +14,7 @@ from ...report.sections import drawn_figure, explainer_verdict, faithfulness_sec
 from ...report.verdicts import fmt, verdict_legend, verdict_table, what_this_run_shows
 from ...statistics.claims import NOT_INTERPRETABLE_ROI, sentence_case
 from ...statistics.verdicts import sesoi_text
+from ...statistics.wording import how_many
 from ..measurement.roi import gate_rule
 from ..results import Rendered
 from .claims import PRIMARY_TYPE, TYPING_NULL, UNEXPLAINED, claim_text, forest_claims, is_typing_claim
@@ -70,12 +71,12 @@ def verdict_section(cfg: PSEConfig, f: PSEFindings, folder: Path) -> Section:
                   f"against a control of the same per-group energy with random signs ({TYPING_NULL}: each element "
                   "of delta keeps its magnitude and place and gets a random sign, so the control keeps where the "
                   "energy is and destroys its direction; it is typed with the attack's own noise floor; "
-                  f"{cfg.control_draws} draw(s) per image, seeded by its global sample id). The energy shares are "
-                  "of the whole perturbation, untyped groups included. Beside them a secondary claim with a fixed "
-                  f"rule: \"{UNEXPLAINED}\", the untyped energy share against one half.",
+                  f"{how_many(cfg.control_draws, 'draw')} per image, seeded by its global sample id). The energy "
+                  "shares are of the whole perturbation, untyped groups included. Beside them a secondary claim with a "
+                  f"fixed rule: \"{UNEXPLAINED}\", the untyped energy share against one half.",
                   "What this run shows:"]
     paragraphs += what_this_run_shows(claims)
-    paragraphs += [f"{v}: no claim - {m.successful} successful image(s), too few for the image-level test."
+    paragraphs += [f"{v}: no claim - {how_many(m.successful, 'successful image')}, too few for the image-level test."
                    for v, m in f.variants.items() if m.cam_test is None]
     if not forest_claims(claims, cfg.baseline):
         paragraphs.append(f"No forest plot: no attack variant has a CAM claim against the {cfg.baseline} null.")
