@@ -90,7 +90,7 @@ def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> 
     """The primary claim's null is every region of the RoI's size, its numbers the weakest row's: a sentence
     compares with that region ("the region of the same size the claim is weakest against (the class-layout
     region)"), never with "the every region of the same size; weakest: ... null". A run written when the label read
-    "closest" (the same row) reads the same."""
+    "closest" (the same row, by the same rule) reads "weakest" when read back."""
     from advspatial.report.verdicts import what_this_run_shows
 
     weakest = "the region of the same size the claim is weakest against (the class-layout region)"
@@ -99,6 +99,8 @@ def test_the_primary_claim_against_every_region_names_the_region_it_quotes() -> 
                       "pgd (contribution RoA)", "energy_in_roi", f"every region of the same size; {label}: the "
                       "class-layout region", 0.33, 0.30, Estimate(0.03, 0.02, 0.04, 200), 1.1, 0.001,
                       gates={"RoI faithfulness": True}, primary=True, scale="energy_in_roi")
+        claim = Claim.from_dict(claim.as_dict())
+        assert claim.null == "every region of the same size; weakest: the class-layout region"
         judge([claim])
         assert claim.verdict == "supported"
         assert f"above {weakest}, n = 200" in claim_sentence(claim)

@@ -101,25 +101,26 @@ class Claim:
     def null_words(self) -> str:
         """What a sentence compares the statistic with: "the same-class null"; for the primary claim against every
         region of the RoI's size ("every region of the same size; weakest: the class-layout region"), the region
-        it quotes, "the region of the same size the claim is weakest against (the class-layout region)" (a run
-        written before the label read "closest", for the same row, reads the same); a null that is a value or a
-        bound as it stands ("0.1 x the layer's largest clean activation", "one half", a study's pooled "every
-        region of the same size"), itself; a null described in a list, "the null (random signs, same per-group
-        energy)"."""
+        it quotes, "the region of the same size the claim is weakest against (the class-layout region)"; a null
+        that is a value or a bound as it stands ("0.1 x the layer's largest clean activation", "one half", a study's
+        pooled "every region of the same size"), itself; a null described in a list, "the null (random signs, same
+        per-group energy)"."""
         regions, sep, rest = self.null.partition("; ")
         if not sep:
             if self.null[:1].isdigit() or self.null.startswith(BARE_NULLS):
                 return self.null
             return f"the null ({self.null})" if "," in self.null else f"the {self.null} null"
         named, _, region = rest.partition(": ")
-        if named in ("weakest", "closest"):
+        if named == "weakest":
             return f"the {regions.removeprefix('every ')} the claim is weakest against ({region})"
         return f"{regions} ({rest})"
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
-        """The claim :meth:`as_dict` wrote (metrics.json), as a :class:`Claim`."""
-        return cls(claim=data["claim"], subject=data["subject"], statistic=data["statistic"], null=data["null"],
+        """The claim :meth:`as_dict` wrote (metrics.json), as a :class:`Claim`. A primary claim written when its
+        weakest row was labelled "closest" (the same row, by the same rule) reads "weakest", as the legend says."""
+        null = str(data["null"]).replace("; closest: ", "; weakest: ")
+        return cls(claim=data["claim"], subject=data["subject"], statistic=data["statistic"], null=null,
                    observed=float_of(data["observed"]), null_value=float_of(data["null_value"]),
                    effect=estimate_of(data["effect"]),
                    ratio=float_of(data["ratio"]), p=float_of(data["p"]), gates=dict(data.get("gates", {})),
