@@ -46,6 +46,9 @@ def test_undecided_cells_and_claims_are_listed_faithfulness_first_and_cannot_jud
                                       claim("not supported", True)])
     assert [r.kind for r in rows] == ["faithfulness", "primary claim", "specificity", "claim"]
     assert rows[0].subject == "gate gradcam: location x deletion:blur" and rows[0].leans == "beats"
+    # a specificity cell is a finding beside the gate, not a gate row: `advspatial plan`, which has no kind column,
+    # says so in its label
+    assert rows[2].subject.startswith("specificity gradcam: ")
     assert rows[0].images == math.ceil(((1.959964 + 0.841621) / 0.1) ** 2)
     assert all(r.images > 0 for r in rows)
 

@@ -91,7 +91,8 @@ def gate_rows(name: str, gate: GateResult, power: float = DEFAULT_POWER) -> list
             if d.decided or judged.get((key, measure), "undecided") != "undecided":
                 continue
             p = images_to_decide(d, power)
-            rows.append(PlanRow(f"gate {name}: {comparison.short} x {measure}", comparison.role,
+            where = "gate" if comparison.role == "faithfulness" else comparison.role  # specificity: not in the gate
+            rows.append(PlanRow(f"{where} {name}: {comparison.short} x {measure}", comparison.role,
                                 _effect(d.mean, d.low, d.high), d.n, p.outcome, p.images))
     randomization = gate.comparisons.get("randomization")
     if randomization is not None and randomization.undecided:
