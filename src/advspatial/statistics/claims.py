@@ -31,6 +31,12 @@ NOT_INTERPRETABLE_ROI = "not interpretable: the RoI failed the faithfulness gate
 #: the openings of a null that reads as it stands in a sentence (beside one that opens with a number)
 BARE_NULLS = ("every ", "one ")
 
+#: how a claim against every region of the same size names the row it quotes ("every region of the same size;
+#: weakest: the class-layout region"): the one the claim is weakest against, not the region with the largest share
+WEAKEST = "weakest"
+#: the same row's label in a metrics.json written before it was "weakest" (read back as WEAKEST)
+OLD_WEAKEST = "closest"
+
 
 @dataclass
 class Claim:
@@ -111,7 +117,7 @@ class Claim:
                 return self.null
             return f"the null ({self.null})" if "," in self.null else f"the {self.null} null"
         named, _, region = rest.partition(": ")
-        if named == "weakest":
+        if named == WEAKEST:
             return f"the {regions.removeprefix('every ')} the claim is weakest against ({region})"
         return f"{regions} ({rest})"
 
@@ -119,7 +125,7 @@ class Claim:
     def from_dict(cls, data: Mapping[str, Any]) -> Claim:
         """The claim :meth:`as_dict` wrote (metrics.json), as a :class:`Claim`. A primary claim written when its
         weakest row was labelled "closest" (the same row, by the same rule) reads "weakest", as the legend says."""
-        null = str(data["null"]).replace("; closest: ", "; weakest: ")
+        null = str(data["null"]).replace(f"; {OLD_WEAKEST}: ", f"; {WEAKEST}: ")
         return cls(claim=data["claim"], subject=data["subject"], statistic=data["statistic"], null=null,
                    observed=float_of(data["observed"]), null_value=float_of(data["null_value"]),
                    effect=estimate_of(data["effect"]),

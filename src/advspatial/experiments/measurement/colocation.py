@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ...statistics.claims import Claim, claim_from
+from ...statistics.claims import WEAKEST, Claim, claim_from
 from ...statistics.estimates import Estimate
 from ...statistics.inference import NullComparison, compare_to_nulls
 from ...statistics.store import PRIMARY_NULL, PRIMARY_STATISTIC, Store, StoreComparison
@@ -43,9 +43,6 @@ from .decomposition import REGION_NOUNS, SAME_CLASS, Decomposition, clears_margi
 
 CLAIM = "the attack acts where the model looks"
 BEYOND_CLAIM = "the attack acts where the model looks, beyond layout and image content"
-#: how the primary claim's null names the row it quotes: the one the claim is weakest against, by the rule of
-#: :func:`headline_claim` (not the region with the largest share: a region with a wider CI can be weaker)
-WEAKEST = "weakest"
 #: the null every layout step is compared along (uniform placement, then ever closer partners)
 LAYOUT_STEPS = ("uniform", "any-class", "same-class")
 #: foreground pixels (any channel above this) define an image's composition for the object-conditioned null
